@@ -1,0 +1,95 @@
+/**
+ * Certificate onboarding CLI, behind scripts/generate-certificates.sh and
+ * scripts/generate-client-cert.sh. Run those; this file is their implementation.
+ */
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { isFieldStreamError } from '../shared/errors.ts';
+import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, setupPki } from '../shared/pki/onboarding.ts';
+import { pkiPaths } from '../shared/pki/layout.ts';
+
+const repoRoot = resolve(import.meta.dirname, '..');
+const certsDir = resolve(process.env.CERTS_DIR ?? resolve(repoRoot, 'certs'));
+const fieldCompose = resolve(repoRoot, 'field-client', 'docker-compose.yml');
+
+function usage(): never {
+  console.error(`usage:
+  scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
+  scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]`);
+  process.exit(64);
+}
+
+function setup(argv: string[]): void {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      'new-ca': { type: 'boolean', default: false },
+      renew: { type: 'boolean', default: false },
+      'dmz-broker-host': { type: 'string', multiple: true, default: [] },
+      'internal-broker-host': { type: 'string', multiple: true, default: [] },
+    },
+  });
+  const domain = positionals[0];
+  if (!domain || positionals.length > 1) usage();
+  const report = setupPki(certsDir, {
+    domain,
+    newCa: values['new-ca'],
+    renew: values.renew,
+    dmzBrokerHosts: values['dmz-broker-host'],
+    internalBrokerHosts: values['internal-broker-host'],
+  });
+  const p = pkiPaths(certsDir);
+  const caLine = {
+    created: `created a new CA in ${p.caDir}/`,
+    reused: `kept the existing CA in ${p.caDir}/ (pass --new-ca to replace it)`,
+    replaced: `replaced the CA; the old one was moved to ${report.replacedCaDir}`,
+  }[report.ca];
+  console.log(`FieldStream certificates for ${domain} in ${certsDir}
+  CA:        ${caLine}
+  issued:    ${report.created.join(', ') || '(nothing new)'}
+  kept:      ${report.kept.join(', ') || '(none)'}
+
+Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
+Copy certs/ca.crt + certs/dmz/ to the DMZ server, certs/ca.crt + certs/internal/ to the internal server.
+Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`);
+}
+
+function client(argv: string[]): void {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { days: { type: 'string' }, renew: { type: 'boolean', default: false } },
+  });
+  const deviceId = positionals[0];
+  if (!deviceId || positionals.length > 1) usage();
+  const days = values.days === undefined ? undefined : Number(values.days);
+  if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 3650)) {
+    console.error('error: --days must be a whole number of days from 1 to 3650');
+    process.exit(64);
+  }
+  const paths = issueDeviceCertificate(certsDir, deviceId, { renew: values.renew, ...(days ? { validityDays: days } : {}) });
+  const bundle = buildDeviceBundle(certsDir, deviceId, fieldCompose);
+  const meta = readPkiMeta(certsDir);
+  console.log(`Device ${deviceId}
+  certificate: ${paths.cert}
+  key:         ${paths.key} (mode 0600)
+  bundle:      ${bundle}
+
+On the device (${meta?.domain ?? 'DOMAIN'} must resolve to the DMZ server):
+  mkdir -p /opt/fieldstream && tar -xzf ${deviceId}.tar.gz -C /opt/fieldstream
+  cd /opt/fieldstream/${deviceId} && docker-compose up -d`);
+}
+
+const [command, ...rest] = process.argv.slice(2);
+try {
+  if (command === 'setup') setup(rest);
+  else if (command === 'client') client(rest);
+  else usage();
+} catch (err) {
+  if (isFieldStreamError(err)) {
+    console.error(`error ${err.code}: ${err.message}`);
+    process.exit(err.code === 'PKI_CA_EXISTS' || err.code === 'PKI_CERT_EXISTS' ? 73 : 65);
+  }
+  throw err;
+}

@@ -1,0 +1,48 @@
+import { config as dotenvConfig } from 'dotenv';
+import { z } from 'zod';
+import { FieldStreamError } from './errors.ts';
+
+/**
+ * Settings come from the environment only, read once at start-up: `.env` (dotenv) fills in what
+ * the real environment does not set, then a strict zod schema parses the result. A wrong or
+ * missing setting stops the service with a message naming the variable.
+ */
+export function loadDotenv(path?: string): void {
+  // quiet: dotenv would otherwise print a banner on stdout, which is not a log line.
+  dotenvConfig({ path: path ?? process.env.FIELDSTREAM_ENV_FILE ?? '.env', quiet: true });
+}
+
+type Env = Record<string, string | undefined>;
+
+export function parseConfig<S extends z.ZodType>(schema: S, env: Env = process.env): Readonly<z.infer<S>> {
+  // Empty strings count as unset, so `FOO=` in a .env file means "use the default".
+  const cleaned: Env = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && v.trim() !== '') cleaned[k] = v.trim();
+  }
+  const result = schema.safeParse(cleaned);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(settings)'}: ${i.message}`);
+    throw new FieldStreamError('CONFIG_INVALID', `Invalid configuration — ${problems.join('; ')}`, {
+      variables: result.error.issues.map((i) => i.path.join('.')),
+    });
+  }
+  return Object.freeze(result.data) as Readonly<z.infer<S>>;
+}
+
+/** Reusable setting types. */
+export const setting = {
+  port: (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback),
+  host: (fallback: string) => z.string().min(1).default(fallback),
+  bool: (fallback: boolean) =>
+    z
+      .enum(['true', 'false', '1', '0', 'yes', 'no'])
+      .default(fallback ? 'true' : 'false')
+      .transform((v) => v === 'true' || v === '1' || v === 'yes'),
+  positiveInt: (fallback: number) => z.coerce.number().int().positive().default(fallback),
+  logLevel: () => z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  url: (protocols: readonly string[]) =>
+    z.url().refine((u) => protocols.includes(new URL(u).protocol.replace(':', '')), {
+      message: `must be a URL with scheme ${protocols.join(' or ')}`,
+    }),
+};

@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { ERRORS, type ErrorCode, type FieldStreamError } from '../errors.ts';
+import { JsonValueSchema } from './payloads.ts';
+import { MessageIdSchema } from './primitives.ts';
+
+/**
+ * Gateway → device frames. Every frame has a `type`.
+ *
+ * - `ack`: the listed messages are safe in the next hop (the broker answered PUBACK); the device
+ *   may forget them. A message not acked is not safe, however long ago it was sent.
+ * - `error`: a stable `code` from the error registry and a human-readable `message`; `messageIds`
+ *   names the messages it concerns (those were *not* accepted).
+ * - `command`: a command for this device, to be answered with a `response` message.
+ */
+
+const ErrorCodeSchema = z.enum(Object.keys(ERRORS) as [ErrorCode, ...ErrorCode[]]);
+
+export const AckFrameSchema = z.strictObject({
+  type: z.literal('ack'),
+  messageIds: z.array(MessageIdSchema).min(1),
+});
+export type AckFrame = z.infer<typeof AckFrameSchema>;
+
+export const ErrorFrameSchema = z.strictObject({
+  type: z.literal('error'),
+  code: ErrorCodeSchema,
+  message: z.string(),
+  messageIds: z.array(MessageIdSchema).optional(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+export type ErrorFrame = z.infer<typeof ErrorFrameSchema>;
+
+export const CommandNameSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9._-]+$/, 'must hold only letters, digits, ".", "_" and "-"');
+
+export const CommandFrameSchema = z.strictObject({
+  type: z.literal('command'),
+  commandId: MessageIdSchema,
+  command: CommandNameSchema,
+  params: JsonValueSchema.optional(),
+  /** epoch ms, when the operator issued it */
+  issuedAt: z.number().int().min(0),
+});
+export type CommandFrame = z.infer<typeof CommandFrameSchema>;
+
+export const DownlinkFrameSchema = z.discriminatedUnion('type', [AckFrameSchema, ErrorFrameSchema, CommandFrameSchema]);
+export type DownlinkFrame = z.infer<typeof DownlinkFrameSchema>;
+
+export function errorFrame(err: FieldStreamError, messageIds?: string[]): ErrorFrame {
+  const { messageId, ...details } = (err.details ?? {}) as Record<string, unknown>;
+  const ids = messageIds ?? (typeof messageId === 'string' ? [messageId] : undefined);
+  return {
+    type: 'error',
+    code: err.code,
+    message: err.message,
+    ...(ids && ids.length > 0 ? { messageIds: ids } : {}),
+    ...(Object.keys(details).length > 0 ? { details } : {}),
+  };
+}

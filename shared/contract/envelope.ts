@@ -1,0 +1,85 @@
+import { z } from 'zod';
+import { FieldStreamError } from '../errors.ts';
+import { LIMITS } from '../limits.ts';
+import { CommandNameSchema } from './downlink.ts';
+import {
+  EventPayloadSchema,
+  FilePayloadSchema,
+  JsonValueSchema,
+  ResponsePayloadSchema,
+  TimeseriesPayloadSchema,
+} from './payloads.ts';
+import { DeviceIdSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
+
+/**
+ * What travels on the brokers. The gateway publishes one envelope per device and data type,
+ * holding every message of that kind from one frame, so a batch of readings costs one MQTT
+ * message, not one each (Mosquitto is single-threaded; per-message cost caps the pipeline).
+ *
+ * The distributor parses envelopes with these schemas again: whatever crossed the DMZ is untrusted.
+ */
+export const ENVELOPE_VERSION = 1;
+
+const envelopeHeader = {
+  v: z.literal(ENVELOPE_VERSION),
+  deviceId: DeviceIdSchema,
+  /** which gateway instance accepted it (for tracing) */
+  gatewayId: z.string().min(1).max(128),
+  /** epoch ms at which the gateway accepted the frame; the timestamp of readings without their own */
+  receivedAt: z.number().int().min(0),
+};
+
+function itemsOf<P extends z.ZodType>(payload: P) {
+  return z
+    .array(z.strictObject({ messageId: MessageIdSchema, seq: SeqSchema.optional(), payload }))
+    .min(1)
+    .max(LIMITS.batchMaxMessages);
+}
+
+export const UplinkEnvelopeSchema = z.discriminatedUnion('dataType', [
+  z.strictObject({ ...envelopeHeader, dataType: z.literal('timeseries'), messages: itemsOf(TimeseriesPayloadSchema) }),
+  z.strictObject({ ...envelopeHeader, dataType: z.literal('file'), messages: itemsOf(FilePayloadSchema) }),
+  z.strictObject({ ...envelopeHeader, dataType: z.literal('event'), messages: itemsOf(EventPayloadSchema) }),
+  z.strictObject({ ...envelopeHeader, dataType: z.literal('response'), messages: itemsOf(ResponsePayloadSchema) }),
+]);
+export type UplinkEnvelope = z.infer<typeof UplinkEnvelopeSchema>;
+export type EnvelopeOf<T extends UplinkEnvelope['dataType']> = Extract<UplinkEnvelope, { dataType: T }>;
+
+/** A command on its way down: published by the command API, forwarded by the gateway. */
+export const CommandEnvelopeSchema = z.strictObject({
+  v: z.literal(ENVELOPE_VERSION),
+  commandId: MessageIdSchema,
+  command: CommandNameSchema,
+  params: JsonValueSchema.optional(),
+  issuedAt: z.number().int().min(0),
+});
+export type CommandEnvelope = z.infer<typeof CommandEnvelopeSchema>;
+
+/** Device presence, published retained by the gateway that holds (or lost) the connection. */
+export const StatusEnvelopeSchema = z.strictObject({
+  v: z.literal(ENVELOPE_VERSION),
+  state: z.enum(['online', 'offline']),
+  gatewayId: z.string().min(1).max(128),
+  at: z.number().int().min(0),
+});
+export type StatusEnvelope = z.infer<typeof StatusEnvelopeSchema>;
+
+/** Parses an MQTT payload with one of the envelope schemas, or throws CONTRACT_INVALID_ENVELOPE. */
+export function parseEnvelope<S extends z.ZodType>(schema: S, payload: Buffer): z.infer<S> {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch (err) {
+    throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `The MQTT payload is not JSON: ${(err as Error).message}`);
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const first = result.error.issues[0];
+    throw new FieldStreamError(
+      'CONTRACT_INVALID_ENVELOPE',
+      `The MQTT payload is not a valid envelope — ${first ? `${first.path.join('.')}: ${first.message}` : 'invalid'}`,
+      { issues: result.error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })) },
+    );
+  }
+  return result.data;
+}

@@ -1,0 +1,23 @@
+import { LIMITS } from '../limits.ts';
+
+/**
+ * A file name given by a device is data, never a path. It is accepted only if it names a single
+ * entry of one folder on every platform we store to: no separators (`/`, `\`), no `.`/`..`, no
+ * leading dot (hidden files), no control characters, no `:` (NTFS streams, drive letters), no
+ * trailing dot or space (which Windows strips, making two names collide).
+ *
+ * Returns the reason it is refused, or undefined when it is safe.
+ */
+export function unsafeFilenameReason(name: string): string | undefined {
+  if (name.length === 0) return 'is empty';
+  if (Buffer.byteLength(name, 'utf8') > LIMITS.filenameMaxBytes) return `is longer than ${LIMITS.filenameMaxBytes} bytes`;
+  if (name === '.' || name === '..') return 'is a relative path';
+  if (name.startsWith('.')) return 'starts with "."';
+  if (/[/\\]/.test(name)) return 'contains a path separator';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return 'contains a control character';
+  if (name.includes(':')) return 'contains ":"';
+  if (/[. ]$/.test(name)) return 'ends with "." or a space';
+  if (name.normalize('NFC') !== name) return 'is not in Unicode normal form C';
+  return undefined;
+}

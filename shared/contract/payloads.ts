@@ -1,0 +1,109 @@
+import { z } from 'zod';
+import { LIMITS } from '../limits.ts';
+import { unsafeFilenameReason } from './filename.ts';
+import { FieldNameSchema, MessageIdSchema, ScalarSchema, TimestampSchema } from './primitives.ts';
+
+/**
+ * The payloads of the four message kinds, as the seed writes them. Each schema is the single
+ * definition used by the gateway (to answer the device) and again by the distributor (which does
+ * not trust what crossed the DMZ).
+ */
+
+export const DATA_TYPES = ['timeseries', 'file', 'event', 'response'] as const;
+export const DataTypeSchema = z.enum(DATA_TYPES);
+export type DataType = z.infer<typeof DataTypeSchema>;
+
+/** Issue params that select a more specific error code than CONTRACT_INVALID_MESSAGE. */
+export const ISSUE_CODE_PARAM = 'fieldstreamCode';
+
+/**
+ * `{"temperature": 23.5, "humidity": 65.2, "timestamp": "2024-01-01T12:00:00Z"}`: flat fields of
+ * numbers, strings or booleans, plus an optional device timestamp.
+ */
+export const TimeseriesPayloadSchema = z
+  .record(FieldNameSchema, ScalarSchema)
+  .superRefine((fields, ctx) => {
+    const names = Object.keys(fields);
+    if (names.length > LIMITS.readingMaxFields) {
+      ctx.addIssue({ code: 'custom', message: `holds more than ${LIMITS.readingMaxFields} fields` });
+    }
+    if (names.filter((n) => n !== 'timestamp').length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'holds no field besides "timestamp"' });
+    }
+    if ('timestamp' in fields && !TimestampSchema.safeParse(fields.timestamp).success) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['timestamp'],
+        message: 'must be an ISO 8601 date-time with a zone, or epoch milliseconds',
+      });
+    }
+  });
+export type TimeseriesPayload = z.infer<typeof TimeseriesPayloadSchema>;
+
+const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+const MAX_BASE64_CHARS = Math.ceil(LIMITS.fileMaxBytes / 3) * 4;
+
+export const FilenameSchema = z.string().superRefine((name, ctx) => {
+  const reason = unsafeFilenameReason(name);
+  if (reason) ctx.addIssue({ code: 'custom', message: `file name ${reason}`, params: { [ISSUE_CODE_PARAM]: 'CONTRACT_UNSAFE_FILENAME' } });
+});
+
+/** Base64 in the standard or the URL-safe alphabet (RFC 4648 §4 and §5), as Node decodes both. */
+export const Base64DataSchema = z.string().superRefine((data, ctx) => {
+  if (data.length > MAX_BASE64_CHARS) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `file data is larger than ${LIMITS.fileMaxBytes} bytes`,
+      params: { [ISSUE_CODE_PARAM]: 'CONTRACT_INVALID_FILE_DATA' },
+    });
+  } else if (!BASE64.test(data) || data.length % 4 === 1) {
+    ctx.addIssue({ code: 'custom', message: 'file data is not base64', params: { [ISSUE_CODE_PARAM]: 'CONTRACT_INVALID_FILE_DATA' } });
+  }
+});
+
+export const FilePayloadSchema = z.strictObject({
+  filename: FilenameSchema,
+  contentType: z.string().min(1).max(255).regex(/^[\w.+-]+\/[\w.+-]+(\s*;.*)?$/, 'must be a media type like image/jpeg').optional(),
+  data: Base64DataSchema,
+  metadata: z
+    .object({
+      // The size the device declares; the distributor stores the decoded size beside it.
+      size: z.number().int().min(0).optional(),
+      timestamp: TimestampSchema.optional(),
+    })
+    .catchall(ScalarSchema)
+    .optional(),
+});
+export type FilePayload = z.infer<typeof FilePayloadSchema>;
+
+export const EventPayloadSchema = z
+  .object({
+    eventType: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'must hold only letters, digits, ".", "_" and "-"'),
+    severity: z.string().min(1).max(32).regex(/^[A-Za-z0-9._-]+$/).optional(),
+    message: z.string().max(LIMITS.stringMaxChars).optional(),
+    timestamp: TimestampSchema.optional(),
+  })
+  .catchall(ScalarSchema);
+export type EventPayload = z.infer<typeof EventPayloadSchema>;
+
+export const COMMAND_RESPONSE_STATUSES = ['accepted', 'completed', 'failed', 'rejected'] as const;
+
+/** A JSON value of bounded size, for command parameters and results. */
+export const JsonValueSchema = z.json().refine((v) => JSON.stringify(v).length <= LIMITS.stringMaxChars, {
+  message: `is larger than ${LIMITS.stringMaxChars} characters as JSON`,
+});
+
+export const ResponsePayloadSchema = z.strictObject({
+  commandId: MessageIdSchema,
+  status: z.enum(COMMAND_RESPONSE_STATUSES),
+  result: JsonValueSchema.optional(),
+  timestamp: TimestampSchema.optional(),
+});
+export type ResponsePayload = z.infer<typeof ResponsePayloadSchema>;
+
+export const PAYLOAD_SCHEMAS = {
+  timeseries: TimeseriesPayloadSchema,
+  file: FilePayloadSchema,
+  event: EventPayloadSchema,
+  response: ResponsePayloadSchema,
+} as const;

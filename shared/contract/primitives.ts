@@ -1,0 +1,48 @@
+import { z } from 'zod';
+import { LIMITS } from '../limits.ts';
+
+/**
+ * A device id is at once a certificate CN, one MQTT topic level and a folder name, so it may hold
+ * none of MQTT's special characters (`/ + #`, MQTT 3.1.1 §4.7), no path separators and no
+ * leading dot.
+ */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+export const DeviceIdSchema = z
+  .string()
+  .min(1)
+  .max(LIMITS.deviceIdMaxChars)
+  .regex(DEVICE_ID_PATTERN, 'must start with a letter or digit and hold only letters, digits, ".", "_" and "-"');
+export type DeviceId = z.infer<typeof DeviceIdSchema>;
+
+/** Message ids are chosen by devices; they appear in acks and logs, so they stay printable. */
+export const MessageIdSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9._:-]+$/, 'must hold only letters, digits, ".", "_", ":" and "-"');
+
+/** A sequence number: a non-negative integer that fits a double exactly. */
+export const SeqSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/** A device timestamp: ISO 8601 with a zone (as in the seed, "2024-01-01T12:00:00Z") or epoch milliseconds. */
+export const TimestampSchema = z.union([
+  z.iso.datetime({ offset: true }),
+  z.number().int().min(0).max(8.64e15), // the range of a JavaScript Date, in ms
+]);
+export type Timestamp = z.infer<typeof TimestampSchema>;
+
+export function timestampToMs(ts: Timestamp): number {
+  return typeof ts === 'number' ? ts : Date.parse(ts);
+}
+
+/** A scalar field value: kept as the device sent it (numbers as numbers, strings, booleans). */
+export const ScalarSchema = z.union([z.number().refine(Number.isFinite, 'must be finite'), z.string().max(LIMITS.stringMaxChars), z.boolean()]);
+export type Scalar = z.infer<typeof ScalarSchema>;
+
+/** A field name: what InfluxDB accepts as a field or tag key, without the surprises. */
+export const FieldNameSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'must start with a letter or "_" and hold only letters, digits, "_", "." and "-"');

@@ -1,0 +1,78 @@
+import { FieldStreamError } from '../errors.ts';
+import { DATA_TYPES, type DataType } from './payloads.ts';
+import { DeviceIdSchema } from './primitives.ts';
+
+/**
+ * The one place MQTT topics are built and parsed. The broker ACLs (mosquitto/*.acl and the
+ * embedded broker's policy) are written against the filters below; a test checks they agree.
+ *
+ *   fieldstream/v1/devices/{deviceId}/up/{dataType}   uplink, device → internal network
+ *   fieldstream/v1/devices/{deviceId}/down/command    downlink commands, internal network → device
+ *   fieldstream/v1/devices/{deviceId}/status          presence, retained, published by the gateway
+ *
+ * The device id is one topic level: the contract forbids "/", "+" and "#" in it (MQTT 3.1.1 §4.7.1).
+ */
+export const TOPIC_ROOT = 'fieldstream/v1/devices';
+
+export const TOPIC_FILTERS = {
+  uplink: `${TOPIC_ROOT}/+/up/+`,
+  downlink: `${TOPIC_ROOT}/+/down/command`,
+  status: `${TOPIC_ROOT}/+/status`,
+} as const;
+
+export function uplinkTopic(deviceId: string, dataType: DataType): string {
+  return `${TOPIC_ROOT}/${checkedDeviceId(deviceId)}/up/${dataType}`;
+}
+
+export function commandTopic(deviceId: string): string {
+  return `${TOPIC_ROOT}/${checkedDeviceId(deviceId)}/down/command`;
+}
+
+export function statusTopic(deviceId: string): string {
+  return `${TOPIC_ROOT}/${checkedDeviceId(deviceId)}/status`;
+}
+
+/** A shared subscription (MQTT 5 §4.8.2): each message goes to one member of the group. */
+export function sharedFilter(group: string, filter: string): string {
+  if (!/^[A-Za-z0-9._-]+$/.test(group)) throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Invalid share group ${JSON.stringify(group)}`);
+  return `$share/${group}/${filter}`;
+}
+
+export type ParsedTopic =
+  | { kind: 'uplink'; deviceId: string; dataType: DataType }
+  | { kind: 'downlink'; deviceId: string }
+  | { kind: 'status'; deviceId: string };
+
+export function parseTopic(topic: string): ParsedTopic {
+  const rootLevels = TOPIC_ROOT.split('/').length;
+  const levels = topic.split('/');
+  const invalid = () => new FieldStreamError('CONTRACT_INVALID_TOPIC', `Not a FieldStream topic: ${JSON.stringify(topic.slice(0, 200))}`);
+  if (levels.slice(0, rootLevels).join('/') !== TOPIC_ROOT) throw invalid();
+  const [deviceId, kind, leaf, ...rest] = levels.slice(rootLevels);
+  if (deviceId === undefined || !DeviceIdSchema.safeParse(deviceId).success || rest.length > 0) throw invalid();
+  if (kind === 'up' && leaf !== undefined && (DATA_TYPES as readonly string[]).includes(leaf)) {
+    return { kind: 'uplink', deviceId, dataType: leaf as DataType };
+  }
+  if (kind === 'down' && leaf === 'command') return { kind: 'downlink', deviceId };
+  if (kind === 'status' && leaf === undefined) return { kind: 'status', deviceId };
+  throw invalid();
+}
+
+function checkedDeviceId(deviceId: string): string {
+  if (!DeviceIdSchema.safeParse(deviceId).success) {
+    throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Invalid device id for a topic: ${JSON.stringify(deviceId.slice(0, 100))}`);
+  }
+  return deviceId;
+}
+
+/** MQTT topic filter matching (MQTT 3.1.1 §4.7): "+" is one level, "#" the rest. */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length) return false;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}

@@ -1,0 +1,93 @@
+/**
+ * Every error FieldStream reports, in one registry.
+ *
+ * The code is the stable part: it travels to the device in an error frame, into every log line
+ * and into the tests, which assert on codes and never on message text. The description says what
+ * happened in words a user can act on. `http` is the status the HTTP endpoints answer with.
+ */
+export const ERRORS = {
+  // -- The message contract (device frames and broker payloads) --------------------------------
+  CONTRACT_MALFORMED_JSON: { http: 400, description: 'The frame is not valid JSON text.' },
+  CONTRACT_BINARY_FRAME: { http: 400, description: 'Binary WebSocket frames are not accepted; send JSON text.' },
+  CONTRACT_FRAME_TOO_LARGE: { http: 413, description: 'The frame is larger than the gateway accepts.' },
+  CONTRACT_UNKNOWN_DATA_TYPE: {
+    http: 400,
+    description: 'dataType must be one of "timeseries", "file", "event", "response".',
+  },
+  CONTRACT_INVALID_MESSAGE: { http: 400, description: 'The message does not match the FieldStream message contract.' },
+  CONTRACT_BATCH_TOO_LARGE: { http: 413, description: 'The batch holds more messages than the gateway accepts.' },
+  CONTRACT_UNSAFE_FILENAME: {
+    http: 400,
+    description: 'The file name is not a plain file name (no paths, no "..", no control characters, at most 200 bytes).',
+  },
+  CONTRACT_INVALID_FILE_DATA: { http: 400, description: 'The file data is not valid base64 or is larger than accepted.' },
+  CONTRACT_INVALID_TOPIC: { http: 400, description: 'The MQTT topic is not a FieldStream topic.' },
+  CONTRACT_INVALID_ENVELOPE: { http: 400, description: 'The MQTT payload is not a valid FieldStream envelope.' },
+
+  // -- Gateway ------------------------------------------------------------------------------------
+  GATEWAY_NO_CLIENT_CERTIFICATE: { http: 401, description: 'The connection carries no verified client certificate.' },
+  GATEWAY_NOT_A_DEVICE_CERTIFICATE: {
+    http: 403,
+    description: 'The client certificate is not a device certificate (its CN is not a valid device id or its OU is not "devices").',
+  },
+  GATEWAY_DEVICE_MISMATCH: {
+    http: 403,
+    description: "The message's deviceId differs from the device id in the client certificate.",
+  },
+  GATEWAY_BROKER_UNAVAILABLE: {
+    http: 503,
+    description: 'The message could not be handed to the broker; it was not acknowledged, send it again.',
+  },
+  GATEWAY_TOO_MANY_IN_FLIGHT: {
+    http: 429,
+    description: 'Too many messages of this connection are waiting for the broker; wait for acks before sending more.',
+  },
+  GATEWAY_SUPERSEDED: { http: 409, description: 'Another connection of the same device replaced this one.' },
+  GATEWAY_WRONG_PATH: { http: 404, description: 'The WebSocket endpoint is at another path.' },
+
+  // -- Distributor --------------------------------------------------------------------------------
+  DISTRIBUTOR_UNSAFE_FILENAME: {
+    http: 400,
+    description: 'A file name that would leave the storage folder was refused; nothing was written.',
+  },
+  DISTRIBUTOR_WRITE_FAILED: {
+    http: 503,
+    description: 'Writing to the database or file storage failed; the message stays unacknowledged and is retried.',
+  },
+  DISTRIBUTOR_WRITE_REJECTED: {
+    http: 400,
+    description: 'The database refused the data permanently; it was kept in the dead-letter folder.',
+  },
+
+  // -- Configuration, certificates, start-up ------------------------------------------------------
+  CONFIG_INVALID: { http: 500, description: 'A setting is missing or wrong.' },
+  CONFIG_FILE_UNREADABLE: { http: 500, description: 'A file named by a setting cannot be read.' },
+  PKI_CA_EXISTS: { http: 409, description: 'A CA already exists; it is never replaced without --new-ca.' },
+  PKI_CA_MISSING: { http: 404, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
+  PKI_INVALID_NAME: { http: 400, description: 'The name is not valid for a certificate.' },
+  PKI_CERT_EXISTS: { http: 409, description: 'A certificate with this name already exists.' },
+  LISTEN_FAILED: { http: 500, description: 'A server could not listen on its address (port in use?).' },
+} as const satisfies Record<string, { http: number; description: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error with a stable code from {@link ERRORS}; `details` is safe to show to the peer. */
+export class FieldStreamError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].description, options);
+    this.name = 'FieldStreamError';
+    this.code = code;
+    this.details = details === undefined ? undefined : Object.freeze({ ...details });
+  }
+
+  get httpStatus(): number {
+    return ERRORS[this.code].http;
+  }
+}
+
+export function isFieldStreamError(err: unknown, code?: ErrorCode): err is FieldStreamError {
+  return err instanceof FieldStreamError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,31 @@
+/**
+ * Protective limits, each with its unit and the reason for its value. Services may lower them
+ * through their configuration; nothing raises them silently.
+ */
+export const LIMITS = {
+  /** bytes. Largest WebSocket frame the gateway reads (ws `maxPayload`; ws defaults to 100 MiB,
+   * far more than any message we accept). Sized for an inline base64 file of FILE_MAX_BYTES. */
+  frameMaxBytes: 8 * 1024 * 1024,
+  /** bytes. Largest file carried inline in one message (base64 expands it by 4/3). */
+  fileMaxBytes: 5 * 1024 * 1024,
+  /** messages. Largest batch in one frame. */
+  batchMaxMessages: 1000,
+  /** fields. Most fields in one time-series reading. */
+  readingMaxFields: 256,
+  /** characters. Longest string value stored in a field. */
+  stringMaxChars: 64 * 1024,
+  /** messages. Messages of one connection waiting for the broker's PUBACK; past it the gateway
+   * stops reading from that socket until the broker catches up (backpressure, not loss). */
+  inFlightPerConnection: 5000,
+  /** bytes. A device whose unsent downlink exceeds this is too slow to read; it is disconnected
+   * rather than let the gateway's memory grow (ws `send()` buffers without bound). */
+  sendBufferMaxBytes: 4 * 1024 * 1024,
+  /** milliseconds. How long the gateway waits for a PUBACK before reporting the message failed. */
+  publishTimeoutMs: 30_000,
+  /** characters. Longest device id; it is a certificate CN, an MQTT topic level and a folder name. */
+  deviceIdMaxChars: 64,
+  /** bytes. Longest file name (UTF-8) a device may give. */
+  filenameMaxBytes: 200,
+} as const;
+
+export type Limits = typeof LIMITS;

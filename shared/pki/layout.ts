@@ -1,0 +1,64 @@
+import { join } from 'node:path';
+
+/**
+ * Where onboarding writes what, below the certificates folder (CERTS_DIR, default ./certs).
+ *
+ *   ca/ca.key, ca/ca.crt      the CA. ca/ is for the operator's machine only: never mounted into a
+ *                             service, never put into a device bundle.
+ *   ca.crt                    the public trust anchor every service and device receives
+ *   dmz/...                   what the DMZ server mounts (edge TLS, DMZ broker, gateway client)
+ *   internal/...              what the internal server mounts (internal broker, bridge, distributor, command API)
+ *   devices/ID/...            one device's certificate and key
+ *   bundles/ID.tar.gz         what is copied to that device, and nothing else
+ */
+export interface ServiceCertSpec {
+  /** path below the certificates folder, without extension */
+  file: string;
+  commonName: string;
+  role: 'server' | 'client';
+  /** DNS names / IPs for server certificates, given the public domain and extra broker hosts */
+  sans?: (ctx: { domain: string; dmzBrokerHosts: readonly string[]; internalBrokerHosts: readonly string[] }) => string[];
+}
+
+const LOCAL = ['localhost', '127.0.0.1', '::1'];
+
+export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
+  // The public endpoint: Caddy in the three-tier deployment, the gateway itself when it serves WSS.
+  { file: 'dmz/edge', commonName: 'edge', role: 'server', sans: ({ domain }) => [domain, ...LOCAL] },
+  {
+    file: 'dmz/mosquitto',
+    commonName: 'dmz-mosquitto',
+    role: 'server',
+    // The internal broker dials the DMZ broker by the public domain unless told another host name.
+    sans: ({ domain, dmzBrokerHosts }) => ['dmz-mosquitto', domain, ...dmzBrokerHosts, ...LOCAL],
+  },
+  { file: 'dmz/gateway', commonName: 'gateway', role: 'client' },
+  {
+    file: 'internal/mosquitto',
+    commonName: 'internal-mosquitto',
+    role: 'server',
+    sans: ({ internalBrokerHosts }) => ['internal-mosquitto', ...internalBrokerHosts, ...LOCAL],
+  },
+  { file: 'internal/bridge', commonName: 'bridge', role: 'client' },
+  { file: 'internal/distributor', commonName: 'distributor', role: 'client' },
+  { file: 'internal/command-api', commonName: 'command-api', role: 'client' },
+];
+
+export function pkiPaths(root: string) {
+  return {
+    root,
+    caDir: join(root, 'ca'),
+    caKey: join(root, 'ca', 'ca.key'),
+    caCert: join(root, 'ca', 'ca.crt'),
+    publicCa: join(root, 'ca.crt'),
+    meta: join(root, 'fieldstream-pki.json'),
+    service: (file: string) => ({ cert: join(root, `${file}.crt`), key: join(root, `${file}.key`) }),
+    device: (deviceId: string) => ({
+      dir: join(root, 'devices', deviceId),
+      cert: join(root, 'devices', deviceId, 'client.crt'),
+      key: join(root, 'devices', deviceId, 'client.key'),
+    }),
+    bundle: (deviceId: string) => join(root, 'bundles', `${deviceId}.tar.gz`),
+  };
+}
+export type PkiPaths = ReturnType<typeof pkiPaths>;

@@ -1,0 +1,202 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { FieldStreamError } from '../errors.ts';
+import { DeviceIdSchema } from '../contract/primitives.ts';
+import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
+import { pkiPaths, SERVICE_CERTS } from './layout.ts';
+
+/** days */
+export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
+
+const DomainSchema = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS name');
+
+const PkiMetaSchema = z.object({ domain: DomainSchema, createdAt: z.string() });
+
+export interface SetupOptions {
+  domain: string;
+  /** Replace an existing CA (the old one is moved aside, never deleted). */
+  newCa?: boolean;
+  /** Re-issue service certificates that already exist. */
+  renew?: boolean;
+  dmzBrokerHosts?: readonly string[];
+  internalBrokerHosts?: readonly string[];
+}
+
+export interface SetupReport {
+  ca: 'created' | 'reused' | 'replaced';
+  created: string[];
+  kept: string[];
+  replacedCaDir?: string;
+}
+
+/** Writes a private key readable by its owner only, and a certificate readable by all. */
+function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAndCert): void {
+  mkdirSync(dirname(paths.key), { recursive: true, mode: 0o755 });
+  writeAtomic(paths.key, kc.keyPem, 0o600);
+  writeAtomic(paths.cert, kc.certPem, 0o644);
+}
+
+function writeAtomic(path: string, content: string, mode: number): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, content, { mode });
+  chmodSync(tmp, mode); // the umask may have narrowed or the file may have pre-existed
+  renameSync(tmp, path);
+}
+
+export function loadCa(root: string): KeyAndCert {
+  const p = pkiPaths(root);
+  if (!existsSync(p.caKey) || !existsSync(p.caCert)) {
+    throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}; run scripts/generate-certificates.sh DOMAIN first.`);
+  }
+  return { keyPem: readFileSync(p.caKey, 'utf8'), certPem: readFileSync(p.caCert, 'utf8') };
+}
+
+export function readPkiMeta(root: string): z.infer<typeof PkiMetaSchema> | undefined {
+  const p = pkiPaths(root);
+  if (!existsSync(p.meta)) return undefined;
+  return PkiMetaSchema.parse(JSON.parse(readFileSync(p.meta, 'utf8')));
+}
+
+export function setupPki(root: string, options: SetupOptions): SetupReport {
+  const domain = DomainSchema.safeParse(options.domain);
+  if (!domain.success) throw new FieldStreamError('PKI_INVALID_NAME', `DOMAIN ${JSON.stringify(options.domain)} is not a DNS name.`);
+  for (const h of [...(options.dmzBrokerHosts ?? []), ...(options.internalBrokerHosts ?? [])]) {
+    if (!DomainSchema.safeParse(h).success && !/^[0-9a-fA-F.:]+$/.test(h)) {
+      throw new FieldStreamError('PKI_INVALID_NAME', `Broker host ${JSON.stringify(h)} is not a DNS name or IP address.`);
+    }
+  }
+  const p = pkiPaths(root);
+  mkdirSync(root, { recursive: true });
+  const report: SetupReport = { ca: 'reused', created: [], kept: [] };
+
+  const caExists = existsSync(p.caKey);
+  if (caExists && options.newCa) {
+    const aside = `${p.caDir}.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    renameSync(p.caDir, aside);
+    report.replacedCaDir = aside;
+    report.ca = 'replaced';
+  }
+  let ca: KeyAndCert;
+  if (!caExists || options.newCa) {
+    ca = createCertificateAuthority(`FieldStream CA (${domain.data})`, VALIDITY_DAYS.ca);
+    mkdirSync(p.caDir, { recursive: true, mode: 0o700 });
+    chmodSync(p.caDir, 0o700);
+    writeKeyAndCert({ key: p.caKey, cert: p.caCert }, ca);
+    if (report.ca !== 'replaced') report.ca = 'created';
+  } else {
+    ca = loadCa(root);
+  }
+  writeAtomic(p.publicCa, ca.certPem, 0o644);
+  writeAtomic(p.meta, JSON.stringify({ domain: domain.data, createdAt: new Date().toISOString() }, null, 2) + '\n', 0o644);
+
+  // A new CA invalidates every certificate the old one signed: re-issue them all.
+  const renew = options.renew === true || report.ca === 'replaced';
+  for (const spec of SERVICE_CERTS) {
+    const paths = p.service(spec.file);
+    if (existsSync(paths.cert) && existsSync(paths.key) && !renew) {
+      report.kept.push(spec.file);
+      continue;
+    }
+    const sans = spec.sans?.({
+      domain: domain.data,
+      dmzBrokerHosts: options.dmzBrokerHosts ?? [],
+      internalBrokerHosts: options.internalBrokerHosts ?? [],
+    });
+    writeKeyAndCert(
+      paths,
+      issueCertificate(ca, {
+        commonName: spec.commonName,
+        organizationalUnit: 'services',
+        role: spec.role,
+        subjectAltNames: sans ? [...new Set(sans)] : [],
+        validityDays: VALIDITY_DAYS.service,
+      }),
+    );
+    report.created.push(spec.file);
+  }
+  return report;
+}
+
+export interface DeviceOptions {
+  validityDays?: number;
+  /** Replace an existing certificate of this device. */
+  renew?: boolean;
+}
+
+export function issueDeviceCertificate(root: string, deviceId: string, options: DeviceOptions = {}): { cert: string; key: string } {
+  if (!DeviceIdSchema.safeParse(deviceId).success) {
+    throw new FieldStreamError(
+      'PKI_INVALID_NAME',
+      `DEVICE_ID ${JSON.stringify(deviceId)} is not valid: 1–64 letters, digits, ".", "_" or "-", starting with a letter or digit.`,
+    );
+  }
+  const ca = loadCa(root);
+  const paths = pkiPaths(root).device(deviceId);
+  if (existsSync(paths.cert) && !options.renew) {
+    throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a certificate (${paths.cert}); pass --renew to issue a new one.`);
+  }
+  writeKeyAndCert(
+    paths,
+    issueCertificate(ca, {
+      commonName: deviceId,
+      organizationalUnit: 'devices',
+      role: 'client',
+      validityDays: options.validityDays ?? VALIDITY_DAYS.device,
+    }),
+  );
+  return { cert: paths.cert, key: paths.key };
+}
+
+/** The `.env` a device receives: where to connect and where its certificate files are in the container. */
+export function deviceEnvFile(deviceId: string, domain: string): string {
+  return [
+    '# FieldStream field client — generated by scripts/generate-client-cert.sh',
+    `DEVICE_ID=${deviceId}`,
+    `DOMAIN_NAME=${domain}`,
+    `GATEWAY_URL=wss://${domain}/ws`,
+    '# Paths as the field client container sees them (the bundle folder is mounted at /certs)',
+    'FIELD_CA_FILE=/certs/ca.crt',
+    'FIELD_CERT_FILE=/certs/client.crt',
+    'FIELD_KEY_FILE=/certs/client.key',
+    '',
+  ].join('\n');
+}
+
+/**
+ * One archive per device with exactly: ca.crt, client.crt, client.key, .env, docker-compose.yml.
+ * Nothing of another device, never the CA key.
+ */
+export function buildDeviceBundle(root: string, deviceId: string, composeFile: string): string {
+  const p = pkiPaths(root);
+  const device = p.device(deviceId);
+  if (!existsSync(device.cert)) throw new FieldStreamError('PKI_CA_MISSING', `Device ${deviceId} has no certificate yet.`);
+  const meta = readPkiMeta(root);
+  if (!meta) throw new FieldStreamError('PKI_CA_MISSING', `No ${p.meta}; run scripts/generate-certificates.sh DOMAIN first.`);
+
+  const staging = mkdtempSync(join(tmpdir(), 'fieldstream-bundle-'));
+  try {
+    const dir = join(staging, deviceId);
+    mkdirSync(join(dir, 'certs'), { recursive: true });
+    copyFileSync(p.publicCa, join(dir, 'certs', 'ca.crt'));
+    copyFileSync(device.cert, join(dir, 'certs', 'client.crt'));
+    copyFileSync(device.key, join(dir, 'certs', 'client.key'));
+    chmodSync(join(dir, 'certs', 'client.key'), 0o600);
+    writeFileSync(join(dir, '.env'), deviceEnvFile(deviceId, meta.domain), { mode: 0o600 });
+    copyFileSync(composeFile, join(dir, 'docker-compose.yml'));
+    const out = p.bundle(deviceId);
+    mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
+    // tar keeps the 0600 mode of the key; --owner/--group make the archive independent of who built it.
+    execFileSync('tar', ['-czf', out, '--owner=0', '--group=0', '-C', staging, deviceId]);
+    chmodSync(out, 0o600);
+    return out;
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+}
