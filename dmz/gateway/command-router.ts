@@ -1,0 +1,75 @@
+import type { MqttClient } from 'mqtt';
+import { CommandEnvelopeSchema, ENVELOPE_VERSION, parseEnvelope, type StatusEnvelope } from '../../shared/contract/envelope.ts';
+import { commandTopic, parseTopic, statusTopic } from '../../shared/contract/topics.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { CLOSE, type DeviceSession } from './device-session.ts';
+
+/**
+ * Knows which devices this gateway holds. For each it subscribes to that device's command topic, so
+ * with several gateways a command reaches the device on whichever gateway holds its connection,
+ * and it publishes the device's presence (retained) on connect and disconnect.
+ */
+export class CommandRouter {
+  private readonly sessions = new Map<string, DeviceSession>();
+
+  constructor(
+    private readonly mqtt: MqttClient,
+    private readonly gatewayId: string,
+    private readonly log: Logger,
+  ) {
+    mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
+  }
+
+  get connectedDevices(): number {
+    return this.sessions.size;
+  }
+
+  attach(session: DeviceSession): void {
+    const previous = this.sessions.get(session.deviceId);
+    if (previous && !previous.isClosed) {
+      // The newest connection wins: a device that reconnected after a network change must not be
+      // locked out by its own half-open old socket.
+      previous.close(CLOSE.superseded, 'GATEWAY_SUPERSEDED');
+    } else {
+      this.mqtt.subscribe(commandTopic(session.deviceId), { qos: 1 }, (err) => {
+        if (err) this.log.error({ deviceId: session.deviceId, err: err.message }, 'cannot subscribe to device commands');
+      });
+    }
+    this.sessions.set(session.deviceId, session);
+    this.publishStatus(session.deviceId, 'online');
+  }
+
+  detach(session: DeviceSession): void {
+    if (this.sessions.get(session.deviceId) !== session) return; // superseded: the new session owns the device
+    this.sessions.delete(session.deviceId);
+    this.mqtt.unsubscribe(commandTopic(session.deviceId));
+    this.publishStatus(session.deviceId, 'offline');
+  }
+
+  private publishStatus(deviceId: string, state: StatusEnvelope['state']): void {
+    if (!this.mqtt.connected) return;
+    const status: StatusEnvelope = { v: ENVELOPE_VERSION, state, gatewayId: this.gatewayId, at: Date.now() };
+    this.mqtt.publish(statusTopic(deviceId), JSON.stringify(status), { qos: 1, retain: true });
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    try {
+      const parsed = parseTopic(topic);
+      if (parsed.kind !== 'downlink') return;
+      const command = parseEnvelope(CommandEnvelopeSchema, payload);
+      const session = this.sessions.get(parsed.deviceId);
+      const delivered = session?.sendCommand({
+        type: 'command',
+        commandId: command.commandId,
+        command: command.command,
+        ...(command.params !== undefined ? { params: command.params } : {}),
+        issuedAt: command.issuedAt,
+      });
+      this.log.info({ deviceId: parsed.deviceId, commandId: command.commandId, delivered: delivered === true }, 'command forwarded');
+    } catch (err) {
+      if (!isFieldStreamError(err)) throw err;
+      this.log.warn({ code: err.code, topic }, err.message);
+    }
+  }
+}

@@ -1,0 +1,35 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { parseConfig, setting } from '../../shared/config.ts';
+import { LIMITS } from '../../shared/limits.ts';
+
+/** The gateway's settings (see .env.example and the README's configuration table). */
+export const GatewayConfigSchema = z.object({
+  GATEWAY_HOST: setting.host('0.0.0.0'),
+  GATEWAY_PORT: setting.port(8443),
+  GATEWAY_PATH: z.string().regex(/^\/[A-Za-z0-9/_-]*$/).default('/ws'),
+  /** The certificate the gateway serves WSS with, and the CA that device certificates must chain to. */
+  GATEWAY_TLS_CERT_FILE: z.string().default('certs/dmz/edge.crt'),
+  GATEWAY_TLS_KEY_FILE: z.string().default('certs/dmz/edge.key'),
+  GATEWAY_CA_FILE: z.string().default('certs/ca.crt'),
+  /** Unique per instance; several gateways may run side by side. */
+  GATEWAY_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,100}$/)
+    .default(`${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}-${randomBytes(3).toString('hex')}`),
+  GATEWAY_MAX_FRAME_BYTES: z.coerce.number().int().min(1024).max(LIMITS.frameMaxBytes).default(LIMITS.frameMaxBytes),
+  GATEWAY_MAX_BATCH: z.coerce.number().int().min(1).max(LIMITS.batchMaxMessages).default(LIMITS.batchMaxMessages),
+  GATEWAY_MAX_IN_FLIGHT: setting.positiveInt(LIMITS.inFlightPerConnection),
+  MQTT_URL: setting.url(['mqtts']).default('mqtts://127.0.0.1:8883'),
+  MQTT_CA_FILE: z.string().default('certs/ca.crt'),
+  MQTT_CERT_FILE: z.string().default('certs/dmz/gateway.crt'),
+  MQTT_KEY_FILE: z.string().default('certs/dmz/gateway.key'),
+  MQTT_PROTOCOL_VERSION: z.enum(['4', '5']).default('5').transform((v) => Number(v) as 4 | 5),
+  LOG_LEVEL: setting.logLevel(),
+});
+export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
+
+export function loadGatewayConfig(env: Record<string, string | undefined> = process.env): Readonly<GatewayConfig> {
+  return parseConfig(GatewayConfigSchema, env);
+}

@@ -1,0 +1,130 @@
+import { randomUUID } from 'node:crypto';
+import type { WebSocket } from 'ws';
+import type { CommandFrame, DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { errorFrame } from '../../shared/contract/downlink.ts';
+import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
+
+export interface SessionLimits extends FrameLimits {
+  /** messages awaiting PUBACK before the gateway stops reading this socket */
+  maxInFlight: number;
+  /** bytes of unsent downlink before the device is considered stuck and disconnected */
+  sendBufferMaxBytes: number;
+}
+
+/** WebSocket close codes (RFC 6455 §7.4.1; 4000–4999 are for applications). */
+export const CLOSE = { policyViolation: 1008, superseded: 4009, tooSlow: 4008, goingAway: 1001 } as const;
+
+/**
+ * One connected device: reads its frames, hands accepted messages to the broker, answers each with
+ * an ack (after PUBACK) or a coded error, and delivers its commands.
+ */
+export class DeviceSession {
+  private inFlight = 0;
+  private paused = false;
+  private closed = false;
+
+  constructor(
+    readonly deviceId: string,
+    private readonly ws: WebSocket,
+    private readonly publisher: UplinkPublisher,
+    private readonly limits: SessionLimits,
+    private readonly log: Logger,
+  ) {
+    ws.on('message', (data, isBinary) => this.onFrame(data as Buffer, isBinary));
+    ws.on('close', () => {
+      this.closed = true;
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  close(code: number, reason: string): void {
+    if (!this.closed) this.ws.close(code, reason.slice(0, 120));
+  }
+
+  sendCommand(frame: CommandFrame): boolean {
+    return this.send(frame);
+  }
+
+  private onFrame(data: Buffer, isBinary: boolean): void {
+    const receivedAt = Date.now();
+    if (isBinary) {
+      this.reject(new FieldStreamError('CONTRACT_BINARY_FRAME'));
+      return;
+    }
+    let messages;
+    try {
+      messages = parseUplinkFrame(data, this.limits);
+    } catch (err) {
+      if (!isFieldStreamError(err)) throw err;
+      this.reject(err);
+      return;
+    }
+    // Identity comes from the certificate: one message claiming another device refuses the whole
+    // frame, so a frame is accepted or refused as a unit.
+    const foreign = messages.find((m) => m.deviceId !== this.deviceId);
+    if (foreign) {
+      const ids = messages.flatMap((m) => (m.messageId ? [m.messageId] : []));
+      this.reject(
+        new FieldStreamError(
+          'GATEWAY_DEVICE_MISMATCH',
+          `This connection's certificate is for device "${this.deviceId}"; the frame claims "${foreign.deviceId}".`,
+          { certificateDeviceId: this.deviceId, claimedDeviceId: foreign.deviceId },
+        ),
+        ids,
+      );
+      return;
+    }
+    const accepted: AcceptedMessage[] = messages.map((m) => ({ ...m, messageId: m.messageId ?? randomUUID() }));
+    this.trackInFlight(accepted.length);
+    for (const group of this.publisher.publish(this.deviceId, accepted, receivedAt)) {
+      group.done.then(
+        () => {
+          this.trackInFlight(-group.messageIds.length);
+          this.send({ type: 'ack', messageIds: group.messageIds });
+        },
+        (err: unknown) => {
+          this.trackInFlight(-group.messageIds.length);
+          const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', String(err));
+          this.log.warn({ code: coded.code, messages: group.messageIds.length }, coded.message);
+          this.send(errorFrame(coded, group.messageIds));
+        },
+      );
+    }
+  }
+
+  /** Backpressure: stop reading the socket while too much waits for the broker (TCP then slows the device). */
+  private trackInFlight(delta: number): void {
+    this.inFlight += delta;
+    if (!this.paused && this.inFlight >= this.limits.maxInFlight) {
+      this.paused = true;
+      this.ws.pause();
+      this.log.debug({ inFlight: this.inFlight }, 'paused reading: in-flight limit reached');
+    } else if (this.paused && this.inFlight <= this.limits.maxInFlight / 2) {
+      this.paused = false;
+      this.ws.resume();
+    }
+  }
+
+  private reject(err: FieldStreamError, messageIds?: string[]): void {
+    this.log.info({ code: err.code, details: err.details }, err.message);
+    this.send(errorFrame(err, messageIds));
+  }
+
+  private send(frame: DownlinkFrame): boolean {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
+    // ws buffers without bound; a device that stops reading must not grow the gateway's memory.
+    if (this.ws.bufferedAmount > this.limits.sendBufferMaxBytes) {
+      this.log.warn({ code: 'GATEWAY_SLOW_CONSUMER', buffered: this.ws.bufferedAmount }, 'device is not reading; disconnecting');
+      this.ws.terminate();
+      return false;
+    }
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+}

@@ -1,0 +1,61 @@
+import type { MqttClient } from 'mqtt';
+import { connectMqtt, endMqtt, whenConnected } from '../../shared/mqtt/connect.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { readPemSetting } from '../../shared/tls-files.ts';
+import type { GatewayConfig } from './config.ts';
+import { startGatewayServer, type GatewayServer } from './server.ts';
+
+export interface Gateway {
+  readonly port: number;
+  readonly server: GatewayServer;
+  readonly mqtt: MqttClient;
+  close(): Promise<void>;
+}
+
+/** Builds the whole gateway from its configuration: the broker connection and the WSS endpoint. */
+export async function startGateway(config: Readonly<GatewayConfig>, logger: Logger): Promise<Gateway> {
+  const log = logger.child({ component: 'gateway', gatewayId: config.GATEWAY_ID });
+  const mqtt = connectMqtt(
+    {
+      url: config.MQTT_URL,
+      ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
+      cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
+      key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
+      clientId: `gateway-${config.GATEWAY_ID}`,
+      protocolVersion: config.MQTT_PROTOCOL_VERSION,
+      clean: true,
+    },
+    log.child({ subsystem: 'mqtt' }),
+  );
+  // Devices are let in only once their messages can go somewhere.
+  await whenConnected(mqtt);
+  const server = await startGatewayServer({
+    host: config.GATEWAY_HOST,
+    port: config.GATEWAY_PORT,
+    path: config.GATEWAY_PATH,
+    gatewayId: config.GATEWAY_ID,
+    tls: {
+      cert: readPemSetting('GATEWAY_TLS_CERT_FILE', config.GATEWAY_TLS_CERT_FILE),
+      key: readPemSetting('GATEWAY_TLS_KEY_FILE', config.GATEWAY_TLS_KEY_FILE),
+      ca: readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE),
+    },
+    limits: {
+      frameMaxBytes: config.GATEWAY_MAX_FRAME_BYTES,
+      batchMaxMessages: config.GATEWAY_MAX_BATCH,
+      maxInFlight: config.GATEWAY_MAX_IN_FLIGHT,
+      sendBufferMaxBytes: LIMITS.sendBufferMaxBytes,
+    },
+    mqtt,
+    logger: log,
+  });
+  return {
+    port: server.port,
+    server,
+    mqtt,
+    async close() {
+      await server.close();
+      await endMqtt(mqtt);
+    },
+  };
+}

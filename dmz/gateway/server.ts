@@ -1,0 +1,133 @@
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { MqttClient } from 'mqtt';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { CommandRouter } from './command-router.ts';
+import { DeviceSession, type SessionLimits } from './device-session.ts';
+import { identityFromTlsSocket, type DeviceIdentity } from './identity.ts';
+import { UplinkPublisher } from './uplink-publisher.ts';
+
+export interface GatewayServerOptions {
+  host: string;
+  port: number;
+  path: string;
+  gatewayId: string;
+  tls: { cert: string; key: string; ca: string };
+  limits: SessionLimits;
+  mqtt: MqttClient;
+  logger: Logger;
+  /** milliseconds between pings; a device that misses one is disconnected (half-open TCP) */
+  heartbeatMs?: number;
+}
+
+export interface GatewayServer {
+  readonly port: number;
+  readonly router: CommandRouter;
+  close(): Promise<void>;
+}
+
+/**
+ * The WSS endpoint. TLS requires a client certificate from our CA (a client without one is refused
+ * in the handshake); the upgrade then takes the device id from that certificate.
+ */
+export async function startGatewayServer(options: GatewayServerOptions): Promise<GatewayServer> {
+  const log = options.logger;
+  const publisher = new UplinkPublisher(options.mqtt, options.gatewayId, LIMITS.publishTimeoutMs);
+  const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
+  const https: Server = createServer({
+    cert: options.tls.cert,
+    key: options.tls.key,
+    ca: options.tls.ca,
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2',
+  });
+  https.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
+  https.on('request', (_req, res) => {
+    res.writeHead(426, { 'content-type': 'application/json', upgrade: 'websocket' });
+    res.end(JSON.stringify({ code: 'GATEWAY_WRONG_PATH', message: `Open a WebSocket at ${options.path}.` }));
+  });
+
+  // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
+
+  https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    let identity: DeviceIdentity;
+    try {
+      const path = new URL(req.url ?? '/', 'https://gateway').pathname;
+      if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
+      identity = identityFromTlsSocket(req.socket as TLSSocket);
+    } catch (err) {
+      const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');
+      log.warn({ code: coded.code, remote: req.socket.remoteAddress }, coded.message);
+      refuseUpgrade(socket, coded);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, identity));
+  });
+
+  function onConnection(ws: WebSocket, identity: DeviceIdentity): void {
+    const sessionLog = log.child({ deviceId: identity.deviceId });
+    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog);
+    let alive = true;
+    ws.on('pong', () => {
+      alive = true;
+    });
+    const heartbeat = setInterval(() => {
+      if (!alive) {
+        sessionLog.info('no pong since the last ping; closing a half-open connection');
+        ws.terminate();
+        return;
+      }
+      alive = false;
+      ws.ping();
+    }, options.heartbeatMs ?? 30_000);
+    heartbeat.unref();
+    ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), err: err.message }, 'WebSocket error'));
+    ws.on('close', (code) => {
+      clearInterval(heartbeat);
+      router.detach(session);
+      sessionLog.info({ closeCode: code }, 'device disconnected');
+    });
+    router.attach(session);
+    sessionLog.info({ serial: identity.serial }, 'device connected');
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    https.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Gateway cannot listen on ${options.host}:${options.port}: ${err.message}`)));
+    https.listen(options.port, options.host, () => resolve());
+  });
+  const port = (https.address() as AddressInfo).port;
+  log.info({ host: options.host, port, path: options.path }, 'gateway listening (WSS, client certificates required)');
+
+  return {
+    port,
+    router,
+    async close() {
+      for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      https.closeAllConnections();
+      await new Promise<void>((resolve) => https.close(() => resolve()));
+    },
+  };
+}
+
+/** Answers a refused upgrade with an HTTP status and the coded error as JSON, then closes. */
+function refuseUpgrade(socket: Duplex, err: FieldStreamError): void {
+  const body = JSON.stringify({ code: err.code, message: err.message });
+  socket.end(
+    `HTTP/1.1 ${err.httpStatus} ${err.code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** ws reports an oversized frame as WS_ERR_UNSUPPORTED_MESSAGE_LENGTH and closes with 1009. */
+function wsErrorCode(err: Error): string {
+  const code = (err as { code?: string }).code;
+  return code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'CONTRACT_FRAME_TOO_LARGE' : (code ?? 'GATEWAY_SOCKET_ERROR');
+}

@@ -1,0 +1,92 @@
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { Aedes, type Client } from 'aedes';
+import type { Logger } from '../shared/logger.ts';
+import { mayPublish, maySubscribe } from '../shared/acl.ts';
+import { FieldStreamError } from '../shared/errors.ts';
+
+/**
+ * The embedded MQTT broker of `npm start`: aedes on a TLS listener that requires a client
+ * certificate from our CA, standing in for both Mosquittos. Identity is the certificate's CN (as
+ * Mosquitto's `use_identity_as_username`) and access follows the same role table as the Mosquitto
+ * ACL files; everything else is denied.
+ *
+ * Sessions and in-flight messages live in memory: a crash of the embedded process loses what the
+ * broker held. The Mosquitto deployment runs with persistence on.
+ */
+export interface EmbeddedBrokerOptions {
+  host: string;
+  port: number;
+  tls: { ca: string; cert: string; key: string };
+  logger: Logger;
+}
+
+export interface EmbeddedBroker {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+  const log = options.logger;
+  const roles = new WeakMap<Client, string>();
+
+  const aedes = await Aedes.createBroker({
+    // Aedes' own protective defaults, made explicit: a subscriber that cannot keep up is cut off
+    // after 60 s instead of stalling delivery to everyone else.
+    drainTimeout: 60_000,
+    authenticate(client, _username, _password, done) {
+      const socket = client.conn as TLSSocket;
+      const peer = socket.authorized ? socket.getPeerCertificate() : undefined;
+      const cn = peer?.subject?.CN;
+      const ou = peer?.subject?.OU;
+      if (typeof cn !== 'string' || ou !== 'services') {
+        log.warn({ code: 'BROKER_NOT_AUTHORIZED', clientId: client.id, cn }, 'refused an MQTT client without a service certificate');
+        const err = Object.assign(new Error('not authorized'), { returnCode: 5 as const });
+        return done(err, false);
+      }
+      roles.set(client, cn);
+      done(null, true);
+    },
+    authorizePublish(client, packet, done) {
+      if (client === null) return done(null); // the broker itself (will messages)
+      const role = roles.get(client) ?? '';
+      if (mayPublish(role, packet.topic)) return done(null);
+      log.warn({ code: 'BROKER_NOT_AUTHORIZED', role, topic: packet.topic }, 'refused a publish outside the role');
+      done(new Error(`${role} may not publish to ${packet.topic}`));
+    },
+    authorizeSubscribe(client, sub, done) {
+      const role = roles.get(client) ?? '';
+      if (maySubscribe(role, sub.topic)) return done(null, sub);
+      log.warn({ code: 'BROKER_NOT_AUTHORIZED', role, filter: sub.topic }, 'refused a subscription outside the role');
+      done(null, null); // SUBACK 0x80 (MQTT 3.1.1 §3.9.3)
+    },
+  });
+  aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
+
+  const server: Server = createServer(
+    {
+      ca: options.tls.ca,
+      cert: options.tls.cert,
+      key: options.tls.key,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+    },
+    (socket) => aedes.handle(socket),
+  );
+  server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `MQTT broker cannot listen on ${options.host}:${options.port}: ${err.message}`)));
+    server.listen(options.port, options.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  log.info({ host: options.host, port }, 'embedded MQTT broker listening (mTLS)');
+
+  return {
+    port,
+    async close() {
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

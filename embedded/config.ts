@@ -1,0 +1,23 @@
+import { z } from 'zod';
+import { parseConfig, setting } from '../shared/config.ts';
+import { DeviceIdSchema } from '../shared/contract/primitives.ts';
+
+/** Settings of `npm start` itself; each service reads its own on top (see .env.example). */
+export const EmbeddedConfigSchema = z.object({
+  CERTS_DIR: z.string().default('./certs'),
+  /** Loopback by default: the embedded pipeline is for one machine. */
+  EMBEDDED_HOST: setting.host('127.0.0.1'),
+  GATEWAY_PORT: setting.port(8443),
+  EMBEDDED_MQTT_PORT: setting.port(8883),
+  /** The simulated field device; "none" runs no simulator. */
+  DEVICE_ID: z.union([z.literal('none'), DeviceIdSchema]).default('field-sim-001'),
+  LOG_LEVEL: setting.logLevel(),
+});
+export type EmbeddedConfig = z.infer<typeof EmbeddedConfigSchema>;
+
+/** The device ids of the seed's examples get development certificates, so they can be typed into wscat. */
+export const SEED_DEVICE_IDS = ['sensor-001', 'camera-001', 'alarm-001', 'actuator-001'] as const;
+
+export function loadEmbeddedConfig(env: Record<string, string | undefined> = process.env): Readonly<EmbeddedConfig> {
+  return parseConfig(EmbeddedConfigSchema, env);
+}

@@ -1,0 +1,125 @@
+import { join, resolve } from 'node:path';
+import type { Logger } from '../shared/logger.ts';
+import { pkiPaths } from '../shared/pki/layout.ts';
+import { readPemSetting } from '../shared/tls-files.ts';
+import { loadGatewayConfig } from '../dmz/gateway/config.ts';
+import { startGateway, type Gateway } from '../dmz/gateway/gateway.ts';
+import { loadDistributorConfig } from '../internal-network/distributor/config.ts';
+import { startDistributor, type Distributor } from '../internal-network/distributor/distributor.ts';
+import { loadFieldClientConfig } from '../field-client/src/config.ts';
+import { startFieldClient, type RunningFieldClient } from '../field-client/src/start.ts';
+import { startEmbeddedBroker, type EmbeddedBroker } from './broker.ts';
+
+type Env = Record<string, string | undefined>;
+
+export interface EmbeddedOptions {
+  /** the environment the services read their settings from (process.env, or a test's own) */
+  env: Env;
+  logger: Logger;
+  certsDir: string;
+  host: string;
+  gatewayPort: number;
+  brokerPort: number;
+  /** the simulated device's id, or undefined for none */
+  simulatedDeviceId: string | undefined;
+}
+
+export interface EmbeddedPipeline {
+  readonly broker: EmbeddedBroker;
+  readonly gateway: Gateway;
+  readonly distributor: Distributor;
+  readonly field: RunningFieldClient | undefined;
+  readonly gatewayUrl: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The whole pipeline in one process on loopback: the embedded broker standing in for both
+ * Mosquittos, and the very gateway, distributor and field client that the three-tier deployment
+ * runs, each configured through its own settings schema.
+ */
+export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<EmbeddedPipeline> {
+  const p = pkiPaths(o.certsDir);
+  const dmzBroker = p.service('dmz/mosquitto');
+  const broker = await startEmbeddedBroker({
+    host: o.host,
+    port: o.brokerPort,
+    tls: {
+      ca: readPemSetting('CERTS_DIR', p.publicCa),
+      cert: readPemSetting('CERTS_DIR', dmzBroker.cert),
+      key: readPemSetting('CERTS_DIR', dmzBroker.key),
+    },
+    logger: o.logger.child({ component: 'broker' }),
+  });
+  const mqttUrl = `mqtts://${o.host}:${broker.port}`;
+  // The embedded broker speaks MQTT 3.1.1 and has no shared subscriptions.
+  const common = { MQTT_URL: mqttUrl, MQTT_PROTOCOL_VERSION: '4', MQTT_CA_FILE: p.publicCa };
+
+  const distributor = startDistributor(
+    loadDistributorConfig({
+      ...o.env,
+      ...common,
+      MQTT_CERT_FILE: p.service('internal/distributor').cert,
+      MQTT_KEY_FILE: p.service('internal/distributor').key,
+      DISTRIBUTOR_SHARE_GROUP: 'none',
+      DISTRIBUTOR_CLIENT_ID: o.env.DISTRIBUTOR_CLIENT_ID ?? 'distributor-embedded',
+    }),
+    o.logger,
+  );
+  await distributor.ready;
+
+  const gateway = await startGateway(
+    loadGatewayConfig({
+      ...o.env,
+      ...common,
+      GATEWAY_HOST: o.host,
+      GATEWAY_PORT: String(o.gatewayPort),
+      GATEWAY_TLS_CERT_FILE: p.service('dmz/edge').cert,
+      GATEWAY_TLS_KEY_FILE: p.service('dmz/edge').key,
+      GATEWAY_CA_FILE: p.publicCa,
+      MQTT_CERT_FILE: p.service('dmz/gateway').cert,
+      MQTT_KEY_FILE: p.service('dmz/gateway').key,
+    }),
+    o.logger,
+  );
+  const gatewayUrl = `wss://${o.host === '127.0.0.1' ? 'localhost' : o.host}:${gateway.port}/ws`;
+
+  let field: RunningFieldClient | undefined;
+  if (o.simulatedDeviceId) {
+    const device = p.device(o.simulatedDeviceId);
+    field = startFieldClient(
+      loadFieldClientConfig({
+        ...o.env,
+        DEVICE_ID: o.simulatedDeviceId,
+        GATEWAY_URL: gatewayUrl,
+        FIELD_CA_FILE: p.publicCa,
+        FIELD_CERT_FILE: device.cert,
+        FIELD_KEY_FILE: device.key,
+      }),
+      o.logger,
+    );
+  }
+
+  return {
+    broker,
+    gateway,
+    distributor,
+    field,
+    gatewayUrl,
+    async close() {
+      // Upstream first, so nothing new arrives while the later stages finish what they hold.
+      await field?.close();
+      await gateway.close();
+      await distributor.close();
+      await broker.close();
+    },
+  };
+}
+
+export function resolveDataPaths(env: Env): { files: string; timeseries: string; deadLetters: string } {
+  return {
+    files: resolve(env.FILE_STORAGE_PATH ?? './data/files'),
+    timeseries: resolve(env.TIMESERIES_LOCAL_PATH ?? './data/timeseries'),
+    deadLetters: resolve(env.DEAD_LETTER_PATH ?? join('data', 'dead-letter')),
+  };
+}

@@ -1,0 +1,121 @@
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
+import type { Logger } from '../../shared/logger.ts';
+
+export interface ConnectionOptions {
+  url: string;
+  tls: { ca: string; cert: string; key: string };
+  /** milliseconds */
+  reconnectInitialMs: number;
+  /** milliseconds */
+  reconnectMaxMs: number;
+  /** milliseconds without any sign of life from the gateway before the socket is presumed dead */
+  idleTimeoutMs: number;
+}
+
+/**
+ * The WSS connection to the gateway, kept up for as long as the client runs: reconnect with
+ * exponential backoff and full jitter (so a fleet does not return in lockstep after an outage).
+ * Emits 'open', 'frame' (validated downlink frames) and 'close'.
+ */
+export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame: [DownlinkFrame] }> {
+  private ws: WebSocket | undefined;
+  private attempt = 0;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly options: ConnectionOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  get isOpen(): boolean {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.open();
+  }
+
+  send(text: string): void {
+    this.ws?.send(text);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.idleTimer);
+    const ws = this.ws;
+    if (!ws || ws.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      ws.once('close', () => resolve());
+      ws.close(1000, 'client stopping');
+      setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 2000).unref();
+    });
+  }
+
+  private open(): void {
+    const ws = new WebSocket(this.options.url, {
+      ca: this.options.tls.ca,
+      cert: this.options.tls.cert,
+      key: this.options.tls.key,
+      perMessageDeflate: false,
+      handshakeTimeout: 10_000,
+    });
+    this.ws = ws;
+    ws.on('open', () => {
+      this.attempt = 0;
+      this.log.info({ url: this.options.url }, 'connected to gateway');
+      this.touch();
+      this.emit('open');
+    });
+    ws.on('message', (data, isBinary) => {
+      this.touch();
+      if (isBinary) return;
+      let frame: DownlinkFrame;
+      try {
+        frame = DownlinkFrameSchema.parse(JSON.parse(data.toString()));
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'ignored an invalid frame from the gateway');
+        return;
+      }
+      this.emit('frame', frame);
+    });
+    ws.on('ping', () => this.touch());
+    ws.on('unexpected-response', (_req, res) => {
+      this.log.warn({ status: res.statusCode, reason: res.statusMessage }, 'gateway refused the WebSocket upgrade');
+    });
+    ws.on('error', (err) => this.log.warn({ err: err.message }, 'gateway connection error'));
+    ws.on('close', (code, reason) => {
+      clearTimeout(this.idleTimer);
+      if (this.ws === ws) this.ws = undefined;
+      this.emit('close');
+      if (this.stopped) return;
+      const delay = this.backoff();
+      this.log.info({ code, reason: reason.toString(), retryInMs: delay }, 'disconnected from gateway');
+      this.retryTimer = setTimeout(() => this.open(), delay);
+    });
+  }
+
+  private touch(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.log.warn('no sign of life from the gateway; reconnecting');
+      this.ws?.terminate();
+    }, this.options.idleTimeoutMs);
+    this.idleTimer.unref();
+  }
+
+  private backoff(): number {
+    const cap = Math.min(this.options.reconnectMaxMs, this.options.reconnectInitialMs * 2 ** Math.min(this.attempt++, 20));
+    return Math.max(100, Math.floor(Math.random() * cap));
+  }
+}

@@ -1,0 +1,58 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { parseConfig, setting } from '../../shared/config.ts';
+
+/** The distributor's settings (see .env.example and the README's configuration table). */
+export const DistributorConfigSchema = z
+  .object({
+    MQTT_URL: setting.url(['mqtts']).default('mqtts://127.0.0.1:8883'),
+    MQTT_CA_FILE: z.string().default('certs/ca.crt'),
+    MQTT_CERT_FILE: z.string().default('certs/internal/distributor.crt'),
+    MQTT_KEY_FILE: z.string().default('certs/internal/distributor.key'),
+    MQTT_PROTOCOL_VERSION: z.enum(['4', '5']).default('5').transform((v) => Number(v) as 4 | 5),
+    /** Stable per instance: it names the broker session that holds messages while the distributor is down. */
+    DISTRIBUTOR_CLIENT_ID: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,100}$/)
+      .default(`distributor-${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}`),
+    /** Shared-subscription group, so several distributors split the load; "none" subscribes plainly. */
+    DISTRIBUTOR_SHARE_GROUP: z.string().regex(/^[A-Za-z0-9._-]+$/).default('distributors'),
+    /** milliseconds: the longest pause between two attempts to write while the database is down */
+    DISTRIBUTOR_RETRY_MAX_MS: setting.positiveInt(30_000),
+    INFLUXDB_URL: setting.url(['http', 'https']).optional(),
+    INFLUXDB_TOKEN: z.string().optional(),
+    INFLUXDB_ORG: z.string().optional(),
+    INFLUXDB_BUCKET: z.string().optional(),
+    INFLUXDB_DATABASE: z.string().optional(),
+    INFLUXDB_USERNAME: z.string().optional(),
+    INFLUXDB_PASSWORD: z.string().optional(),
+    /** milliseconds per write request */
+    INFLUXDB_TIMEOUT_MS: setting.positiveInt(10_000),
+    TIMESERIES_LOCAL_PATH: z.string().default('./data/timeseries'),
+    FILE_STORAGE_PATH: z.string().default('./data/files'),
+    FILE_STORAGE_TYPE: z.enum(['local'], { message: 'only "local" is supported (mount object storage as a folder for s3, azure or gcs)' }).default('local'),
+    DEAD_LETTER_PATH: z.string().default('./data/dead-letter'),
+    LOG_LEVEL: setting.logLevel(),
+  })
+  .superRefine((c, ctx) => {
+    if (!c.INFLUXDB_URL) return;
+    const v2 = c.INFLUXDB_TOKEN !== undefined;
+    const v1 = c.INFLUXDB_DATABASE !== undefined;
+    if (v1 === v2) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [v1 ? 'INFLUXDB_DATABASE' : 'INFLUXDB_TOKEN'],
+        message: 'with INFLUXDB_URL, set either INFLUXDB_TOKEN/INFLUXDB_ORG/INFLUXDB_BUCKET (InfluxDB 2.x) or INFLUXDB_DATABASE (InfluxDB 1.x), not both',
+      });
+    }
+    if (v2) {
+      for (const key of ['INFLUXDB_ORG', 'INFLUXDB_BUCKET'] as const) {
+        if (!c[key]) ctx.addIssue({ code: 'custom', path: [key], message: 'is required with INFLUXDB_TOKEN (InfluxDB 2.x)' });
+      }
+    }
+  });
+export type DistributorConfig = z.infer<typeof DistributorConfigSchema>;
+
+export function loadDistributorConfig(env: Record<string, string | undefined> = process.env): Readonly<DistributorConfig> {
+  return parseConfig(DistributorConfigSchema, env);
+}

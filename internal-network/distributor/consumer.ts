@@ -1,0 +1,112 @@
+import type { MqttClient } from 'mqtt';
+import type { IPublishPacket } from 'mqtt';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { DeadLetters } from './dead-letter.ts';
+import type { MessageHandler } from './message-handler.ts';
+
+export interface RetryPolicy {
+  /** milliseconds */
+  initialMs: number;
+  /** milliseconds */
+  maxMs: number;
+}
+
+class Stopped extends Error {}
+
+/**
+ * Takes messages from the broker and acknowledges each (PUBACK) only after it was written.
+ *
+ * mqtt.js sends the PUBACK of a QoS 1 message when `handleMessage`'s callback is called
+ * (MQTT 3.1.1 §4.3.2 lets the receiver choose when), so the callback is called after the write.
+ * While the database is down the write is retried with capped exponential backoff and the broker
+ * keeps everything else queued; if the distributor stops meanwhile, the message is never
+ * acknowledged and the broker redelivers it to the persistent session (or another group member).
+ * A message that can never be written goes to the dead-letter folder, then is acknowledged.
+ */
+export class Consumer {
+  private stopped = false;
+  private wake: (() => void) | undefined;
+  readonly stats = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };
+
+  constructor(
+    private readonly mqtt: MqttClient,
+    private readonly handler: MessageHandler,
+    private readonly deadLetters: DeadLetters,
+    private readonly retry: RetryPolicy,
+    private readonly log: Logger,
+  ) {
+    mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      this.process(packet.topic, payload).then(
+        () => callback(),
+        (err: unknown) => {
+          if (!(err instanceof Stopped)) this.log.error({ err }, 'unexpected failure; the message stays unacknowledged');
+          // No callback: no PUBACK. The connection is being closed; the broker redelivers.
+        },
+      );
+    };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  private async process(topic: string, payload: Buffer): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopped) throw new Stopped();
+      try {
+        const done = await this.handler.handle(topic, payload);
+        this.stats.messages++;
+        this.stats.points += done.points;
+        this.stats.files += done.files;
+        if (attempt > 0) this.log.info({ attempts: attempt + 1 }, 'write succeeded after retrying');
+        return;
+      } catch (err) {
+        if (!isFieldStreamError(err)) throw err;
+        if (err.code === 'DISTRIBUTOR_WRITE_FAILED') {
+          this.stats.retries++;
+          const delay = this.backoff(attempt);
+          this.log.warn({ code: err.code, attempt: attempt + 1, retryInMs: delay }, err.message);
+          await this.sleep(delay);
+          continue;
+        }
+        await this.deadLetter(topic, payload, err);
+        return;
+      }
+    }
+  }
+
+  private async deadLetter(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
+    this.stats.deadLetters++;
+    this.log.error({ code: err.code, topic, details: err.details }, `${err.message} — kept as a dead letter`);
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopped) throw new Stopped();
+      try {
+        await this.deadLetters.put(topic, payload, err);
+        return;
+      } catch (ioErr) {
+        this.log.error({ err: (ioErr as Error).message }, 'cannot write the dead-letter file; retrying');
+        await this.sleep(this.backoff(attempt));
+      }
+    }
+  }
+
+  /** Full jitter (delay uniform in [0, cap]) so many distributors do not retry in lockstep. */
+  private backoff(attempt: number): number {
+    const cap = Math.min(this.retry.maxMs, this.retry.initialMs * 2 ** Math.min(attempt, 20));
+    return Math.max(this.retry.initialMs / 2, Math.floor(Math.random() * cap));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+}
+

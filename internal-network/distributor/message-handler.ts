@@ -1,0 +1,57 @@
+import { parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import { parseTopic } from '../../shared/contract/topics.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import type { FileStore } from './file-store.ts';
+import { eventPoints, filePoint, MEASUREMENTS, readingPoints, responsePoints, type StoredPoint } from './points.ts';
+import type { PointSink } from './sinks/sink.ts';
+
+/**
+ * Turns one MQTT message into writes and performs them. Resolves when everything it carried is
+ * durable; throws a FieldStreamError otherwise (the caller decides between retry and dead letter).
+ */
+export class MessageHandler {
+  constructor(
+    private readonly sink: PointSink,
+    private readonly files: FileStore,
+  ) {}
+
+  async handle(topic: string, payload: Buffer): Promise<{ points: number; files: number }> {
+    const where = parseTopic(topic);
+    if (where.kind === 'status') {
+      const status = parseEnvelope(StatusEnvelopeSchema, payload);
+      await this.sink.write([
+        { measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state }, time: status.at },
+      ]);
+      return { points: 1, files: 0 };
+    }
+    if (where.kind !== 'uplink') throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Unexpected topic ${topic}`);
+    const env = parseEnvelope(UplinkEnvelopeSchema, payload);
+    // The topic is what the broker's ACL checked; the envelope must agree with it.
+    if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) {
+      throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope for ${env.deviceId}/${env.dataType} arrived on ${topic}`);
+    }
+    const points = await this.pointsOf(env);
+    await this.sink.write(points);
+    return { points: points.length, files: env.dataType === 'file' ? env.messages.length : 0 };
+  }
+
+  private async pointsOf(env: UplinkEnvelope): Promise<StoredPoint[]> {
+    switch (env.dataType) {
+      case 'timeseries':
+        return readingPoints(env);
+      case 'event':
+        return eventPoints(env);
+      case 'response':
+        return responsePoints(env);
+      case 'file': {
+        // Files first, then their records: a record never points at a file that is not there.
+        const points: StoredPoint[] = [];
+        for (const m of env.messages) {
+          const stored = await this.files.store(env.deviceId, m.payload);
+          points.push(filePoint(env.deviceId, env.receivedAt, stored));
+        }
+        return points;
+      }
+    }
+  }
+}

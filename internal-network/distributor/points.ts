@@ -1,0 +1,92 @@
+import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
+import { timestampToMs, type Scalar, type Timestamp } from '../../shared/contract/primitives.ts';
+
+/**
+ * A database point independent of any client library: what every time-series sink writes.
+ * (measurement, tags, time) identifies it, as in InfluxDB, so writing the same point again after a
+ * redelivery changes nothing.
+ */
+export interface StoredPoint {
+  measurement: string;
+  tags: Record<string, string>;
+  fields: Record<string, Scalar>;
+  /** epoch milliseconds */
+  time: number;
+}
+
+export const MEASUREMENTS = {
+  readings: 'readings',
+  events: 'events',
+  responses: 'command_responses',
+  files: 'files',
+  status: 'device_status',
+} as const;
+
+/** The device's own timestamp when it gave one, else the moment the gateway accepted the message. */
+function timeOf(ts: Timestamp | undefined, receivedAt: number): number {
+  if (ts === undefined) return receivedAt;
+  const ms = timestampToMs(ts);
+  return Number.isFinite(ms) ? ms : receivedAt;
+}
+
+/** One point per reading: numbers stay numbers, strings and booleans are kept. */
+export function readingPoints(env: EnvelopeOf<'timeseries'>): StoredPoint[] {
+  return env.messages.map(({ payload }) => {
+    const { timestamp, ...fields } = payload;
+    return {
+      measurement: MEASUREMENTS.readings,
+      tags: { device: env.deviceId },
+      fields,
+      time: timeOf(timestamp as Timestamp | undefined, env.receivedAt),
+    };
+  });
+}
+
+export function eventPoints(env: EnvelopeOf<'event'>): StoredPoint[] {
+  return env.messages.map(({ payload }) => {
+    const { eventType, severity, message, timestamp, ...extra } = payload;
+    return {
+      measurement: MEASUREMENTS.events,
+      tags: { device: env.deviceId, event_type: eventType, ...(severity ? { severity } : {}) },
+      fields: { message: message ?? '', ...(extra as Record<string, Scalar>) },
+      time: timeOf(timestamp, env.receivedAt),
+    };
+  });
+}
+
+export function responsePoints(env: EnvelopeOf<'response'>): StoredPoint[] {
+  return env.messages.map(({ payload }) => ({
+    measurement: MEASUREMENTS.responses,
+    tags: { device: env.deviceId, command_id: payload.commandId, status: payload.status },
+    fields: {
+      result: payload.result === undefined ? '' : typeof payload.result === 'string' ? payload.result : JSON.stringify(payload.result),
+    },
+    time: timeOf(payload.timestamp, env.receivedAt),
+  }));
+}
+
+export interface StoredFileInfo {
+  filename: string;
+  path: string;
+  size: number;
+  sha256: string;
+  contentType: string;
+  declaredSize: number | undefined;
+  timestamp: Timestamp | undefined;
+}
+
+export function filePoint(deviceId: string, receivedAt: number, file: StoredFileInfo): StoredPoint {
+  return {
+    measurement: MEASUREMENTS.files,
+    tags: { device: deviceId },
+    fields: {
+      filename: file.filename,
+      path: file.path,
+      size: file.size,
+      sha256: file.sha256,
+      content_type: file.contentType,
+      ...(file.declaredSize !== undefined ? { declared_size: file.declaredSize } : {}),
+    },
+    time: timeOf(file.timestamp, receivedAt),
+  };
+}

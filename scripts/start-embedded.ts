@@ -1,0 +1,55 @@
+/**
+ * `npm start`: the whole pipeline on this machine, no Docker, no external server.
+ * Embedded broker, gateway (WSS), distributor and a simulated field device, on loopback.
+ */
+import { resolve } from 'node:path';
+import { loadDotenv } from '../shared/config.ts';
+import { createLogger } from '../shared/logger.ts';
+import { pkiPaths } from '../shared/pki/layout.ts';
+import { runService } from '../shared/service.ts';
+import { loadEmbeddedConfig, SEED_DEVICE_IDS } from '../embedded/config.ts';
+import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
+import { resolveDataPaths, startEmbeddedPipeline } from '../embedded/pipeline.ts';
+
+loadDotenv();
+runService('fieldstream', loadEmbeddedConfig, async (config) => {
+  const logger = createLogger('fieldstream', config.LOG_LEVEL);
+  const certsDir = resolve(config.CERTS_DIR);
+  const simulated = config.DEVICE_ID === 'none' ? undefined : config.DEVICE_ID;
+  const pki = ensureDevelopmentPki(certsDir, [...(simulated ? [simulated] : []), ...SEED_DEVICE_IDS]);
+  if (pki.created.length > 0) logger.info({ certsDir, created: pki.created }, 'created development certificates');
+
+  const pipeline = await startEmbeddedPipeline({
+    env: process.env,
+    logger,
+    certsDir,
+    host: config.EMBEDDED_HOST,
+    gatewayPort: config.GATEWAY_PORT,
+    brokerPort: config.EMBEDDED_MQTT_PORT,
+    simulatedDeviceId: simulated,
+  });
+  const data = resolveDataPaths(process.env);
+  const p = pkiPaths(certsDir);
+  const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
+  const dev = p.device('sensor-001');
+  const timeseries = process.env.INFLUXDB_URL ? `${pipeline.distributor.sink.description}` : `${rel(data.timeseries)}/  (read it: npm run readings)`;
+  process.stdout.write(`
+FieldStream is running (embedded pipeline, Ctrl-C to stop)
+
+  gateway (WSS)      ${pipeline.gatewayUrl}          client certificate required
+  MQTT broker        mqtts://${config.EMBEDDED_HOST}:${pipeline.broker.port}   embedded, mTLS, stands in for both Mosquittos
+  time series        ${timeseries}
+  files              ${rel(data.files)}/
+  dead letters       ${rel(data.deadLetters)}/
+  certificates       ${rel(certsDir)}/  (CA key in ${rel(p.caDir)}/ stays here)
+  simulated device   ${simulated ?? '(none)'}
+
+Talk to it as device sensor-001 (type one of the README's example messages):
+  npx wscat -c ${pipeline.gatewayUrl} --ca ${rel(p.publicCa)} --cert ${rel(dev.cert)} --key ${rel(dev.key)}
+
+Inspect the TLS endpoint:
+  openssl s_client -connect localhost:${pipeline.gateway.port} -CAfile ${rel(p.publicCa)} -cert ${rel(dev.cert)} -key ${rel(dev.key)} </dev/null
+
+`);
+  return pipeline;
+});

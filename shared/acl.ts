@@ -1,0 +1,59 @@
+import { TOPIC_FILTERS, TOPIC_ROOT } from './contract/topics.ts';
+
+/**
+ * Who may do what on the brokers, by certificate CN (the broker's username, taken from the
+ * verified client certificate). Anything not listed is denied. The Mosquitto ACL files
+ * (dmz/mosquitto/acl, internal-network/mosquitto/acl) express the same table; a test compares them.
+ */
+export interface RolePolicy {
+  /** filters the role may publish to */
+  publish: readonly string[];
+  /** filters the role may subscribe to (a narrower filter is allowed too) */
+  subscribe: readonly string[];
+}
+
+export const RESPONSE_FILTER = `${TOPIC_ROOT}/+/up/response`;
+
+export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze({
+  // DMZ: writes what devices send, reads the commands for the devices it holds.
+  gateway: { publish: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status], subscribe: [TOPIC_FILTERS.downlink] },
+  // Internal: reads all uplink data and presence; writes nothing.
+  distributor: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
+  // Internal: sends commands, reads their responses and device presence.
+  'command-api': { publish: [TOPIC_FILTERS.downlink], subscribe: [RESPONSE_FILTER, TOPIC_FILTERS.status] },
+  // The bridge carries uplink and status inward and commands outward, nothing else.
+  bridge: { publish: [TOPIC_FILTERS.downlink], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
+});
+
+/** Strips a shared-subscription prefix (MQTT 5 §4.8.2: `$share/{group}/{filter}`). */
+export function unshare(filter: string): string {
+  const m = /^\$share\/[^/#+]+\/(.+)$/.exec(filter);
+  return m?.[1] ?? filter;
+}
+
+/** True when every topic `requested` matches is also matched by `allowed`. */
+export function filterCovers(allowed: string, requested: string): boolean {
+  const a = allowed.split('/');
+  const r = requested.split('/');
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === '#') return true;
+    if (i >= r.length) return false;
+    if (r[i] === '#') return false; // requested reaches deeper than allowed
+    if (a[i] === '+') continue; // any single level, '+' included
+    if (a[i] !== r[i]) return false;
+  }
+  return a.length === r.length;
+}
+
+export function mayPublish(role: string, topic: string): boolean {
+  const policy = ROLE_POLICIES[role];
+  if (!policy || topic.includes('+') || topic.includes('#')) return false;
+  return policy.publish.some((f) => filterCovers(f, topic));
+}
+
+export function maySubscribe(role: string, filter: string): boolean {
+  const policy = ROLE_POLICIES[role];
+  if (!policy) return false;
+  const plain = unshare(filter);
+  return policy.subscribe.some((f) => filterCovers(f, plain));
+}
