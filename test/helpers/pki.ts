@@ -1,0 +1,26 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pkiPaths, type PkiPaths } from '../../shared/pki/layout.ts';
+import { issueDeviceCertificate, setupPki } from '../../shared/pki/onboarding.ts';
+import { createCertificateAuthority, issueCertificate } from '../../shared/pki/certificates.ts';
+
+/** A fresh certificate set in a temporary folder, made at test time (no key is ever committed). */
+export function makeTestPki(deviceIds: readonly string[], domain = 'localhost'): { dir: string; paths: PkiPaths; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'fieldstream-pki-'));
+  setupPki(dir, { domain });
+  for (const id of deviceIds) issueDeviceCertificate(dir, id);
+  return { dir, paths: pkiPaths(dir), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A device certificate from a CA that is not ours, with the same CN as a real device. */
+export function foreignDeviceCert(deviceId: string): { ca: string; cert: string; key: string } {
+  const ca = createCertificateAuthority('Some Other CA', 1);
+  const kc = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays: 1 });
+  return { ca: ca.certPem, cert: kc.certPem, key: kc.keyPem };
+}
+
+export function tempDir(prefix: string): { dir: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), `fieldstream-${prefix}-`));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}

@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
+import { DownlinkFrameSchema, errorFrame } from '../../shared/contract/downlink.ts';
+import { parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
+
+function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof FieldStreamError, `expected a FieldStreamError, got ${String(err)}`);
+    return err.code;
+  }
+  assert.fail('expected an error');
+}
+
+const reading = (payload: unknown, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', payload, ...extra });
+
+describe('device → gateway contract', () => {
+  for (const [kind, text] of Object.entries(SEED_MESSAGES)) {
+    it(`accepts the seed's ${kind} example exactly as written`, () => {
+      const [msg] = parseUplinkFrame(text);
+      assert.equal(msg?.dataType, kind);
+      assert.deepEqual(msg, JSON.parse(text));
+    });
+  }
+
+  it('keeps numbers, strings and booleans as they were sent', () => {
+    const [msg] = parseUplinkFrame(reading({ t: 1, s: 'ok', b: false, timestamp: 1704110400000 }));
+    assert.deepEqual(msg?.payload, { t: 1, s: 'ok', b: false, timestamp: 1704110400000 });
+  });
+
+  it('accepts our client additions: messageId, seq and a batch', () => {
+    const frame = JSON.stringify({
+      deviceId: 'sensor-001',
+      batch: [
+        { dataType: 'timeseries', messageId: 'a.1', seq: 1, payload: { t: 1 } },
+        { dataType: 'event', messageId: 'a.2', seq: 2, payload: { eventType: 'door' } },
+      ],
+    });
+    const msgs = parseUplinkFrame(frame);
+    assert.equal(msgs.length, 2);
+    assert.ok(msgs.every((m) => m.deviceId === 'sensor-001'));
+    assert.deepEqual(msgs.map((m) => m.seq), [1, 2]);
+  });
+
+  it('rejects malformed JSON', () => {
+    assert.equal(codeOf(() => parseUplinkFrame('{"deviceId": "sensor-001",')), 'CONTRACT_MALFORMED_JSON');
+    assert.equal(codeOf(() => parseUplinkFrame('')), 'CONTRACT_MALFORMED_JSON');
+  });
+
+  it('rejects a JSON value that is not an object', () => {
+    for (const text of ['[]', '42', 'null', '"x"']) assert.equal(codeOf(() => parseUplinkFrame(text)), 'CONTRACT_INVALID_MESSAGE');
+  });
+
+  it('rejects an unknown dataType, also inside a batch, naming the message', () => {
+    assert.equal(codeOf(() => parseUplinkFrame(JSON.stringify({ deviceId: 'd', dataType: 'video', payload: {} }))), 'CONTRACT_UNKNOWN_DATA_TYPE');
+    try {
+      parseUplinkFrame(JSON.stringify({ deviceId: 'd', batch: [{ dataType: 'timeseries', payload: { a: 1 } }, { dataType: 7, messageId: 'm-2', payload: {} }] }));
+      assert.fail('expected an error');
+    } catch (err) {
+      assert.ok(err instanceof FieldStreamError);
+      assert.equal(err.code, 'CONTRACT_UNKNOWN_DATA_TYPE');
+      assert.equal(err.details?.messageId, 'm-2');
+    }
+  });
+
+  it('rejects missing and mistyped fields with CONTRACT_INVALID_MESSAGE', () => {
+    const cases = [
+      JSON.stringify({ dataType: 'timeseries', payload: { t: 1 } }), // no deviceId
+      JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries' }), // no payload
+      reading({}), // no field
+      reading({ timestamp: '2024-01-01T12:00:00Z' }), // only a timestamp
+      reading({ t: { nested: 1 } }), // nested value
+      reading({ t: [1, 2] }),
+      reading({ t: 1, timestamp: 'yesterday' }),
+      reading({ t: 1, timestamp: '2024-01-01T12:00:00' }), // no zone: ambiguous
+      reading({ 'bad key': 1 }),
+      reading({ t: 1 }, { seq: -1 }),
+      reading({ t: 1 }, { seq: 1.5 }),
+      reading({ t: 1 }, { messageId: 'has space' }),
+      reading({ t: 1 }, { extra: true }), // unknown top-level key
+      JSON.stringify({ deviceId: '../etc', dataType: 'timeseries', payload: { t: 1 } }),
+      JSON.stringify({ deviceId: 'a/b', dataType: 'timeseries', payload: { t: 1 } }),
+      JSON.stringify({ deviceId: 'a+#', dataType: 'timeseries', payload: { t: 1 } }),
+      JSON.stringify({ deviceId: 'x'.repeat(65), dataType: 'timeseries', payload: { t: 1 } }),
+      JSON.stringify({ deviceId: 'd', dataType: 'event', payload: { severity: 'high' } }), // no eventType
+      JSON.stringify({ deviceId: 'd', dataType: 'response', payload: { commandId: 'c', status: 'maybe' } }),
+      JSON.stringify({ deviceId: 'd', dataType: 'file', payload: { filename: 'a.txt' } }), // no data
+      JSON.stringify({ deviceId: 'd', batch: [] }),
+    ];
+    for (const text of cases) assert.equal(codeOf(() => parseUplinkFrame(text)), 'CONTRACT_INVALID_MESSAGE', text);
+  });
+
+  it('reports where the message is wrong', () => {
+    try {
+      parseUplinkFrame(reading({ t: 1 }, { seq: 'one' }));
+      assert.fail('expected an error');
+    } catch (err) {
+      assert.ok(err instanceof FieldStreamError);
+      assert.match(err.message, /seq/);
+    }
+  });
+
+  it('rejects oversized frames and batches', () => {
+    const big = reading({ s: 'x'.repeat(2000) });
+    assert.equal(codeOf(() => parseUplinkFrame(big, { frameMaxBytes: 1000, batchMaxMessages: 10 })), 'CONTRACT_FRAME_TOO_LARGE');
+    const batch = JSON.stringify({ deviceId: 'd', batch: Array.from({ length: 11 }, () => ({ dataType: 'timeseries', payload: { t: 1 } })) });
+    assert.equal(codeOf(() => parseUplinkFrame(batch, { frameMaxBytes: 1e6, batchMaxMessages: 10 })), 'CONTRACT_BATCH_TOO_LARGE');
+    assert.equal(codeOf(() => parseUplinkFrame(reading({ s: 'x'.repeat(70_000) }))), 'CONTRACT_INVALID_MESSAGE');
+  });
+
+  it('refuses file names that are paths', () => {
+    const file = (filename: string) =>
+      JSON.stringify({ deviceId: 'camera-001', dataType: 'file', payload: { filename, data: 'aGVsbG8=' } });
+    for (const name of ['../x.jpg', '../../etc/passwd', '/etc/passwd', 'a/b.jpg', 'a\\b.jpg', '..', '.', '.hidden', 'C:evil', 'nul\u0000.jpg', 'a\nb', 'trailing.', '']) {
+      assert.equal(codeOf(() => parseUplinkFrame(file(name))), 'CONTRACT_UNSAFE_FILENAME', JSON.stringify(name));
+    }
+    assert.equal(parseUplinkFrame(file('photo 1 (copy).jpg')).length, 1);
+  });
+
+  it('refuses file data that is not base64', () => {
+    const file = (data: string) => JSON.stringify({ deviceId: 'camera-001', dataType: 'file', payload: { filename: 'a.bin', data } });
+    assert.equal(codeOf(() => parseUplinkFrame(file('not base64!'))), 'CONTRACT_INVALID_FILE_DATA');
+    assert.equal(codeOf(() => parseUplinkFrame(file('abcde'))), 'CONTRACT_INVALID_FILE_DATA');
+  });
+});
+
+describe('gateway → device frames', () => {
+  it('validates acks, errors and commands', () => {
+    assert.ok(DownlinkFrameSchema.safeParse({ type: 'ack', messageIds: ['a.1'] }).success);
+    assert.ok(DownlinkFrameSchema.safeParse({ type: 'command', commandId: 'cmd-1', command: 'open_valve', params: { pct: 50 }, issuedAt: 1 }).success);
+    assert.ok(!DownlinkFrameSchema.safeParse({ type: 'ack', messageIds: [] }).success);
+    assert.ok(!DownlinkFrameSchema.safeParse({ type: 'error', code: 'NOT_A_CODE', message: 'x' }).success);
+  });
+
+  it('builds an error frame from a coded error, carrying the message id', () => {
+    const frame = errorFrame(new FieldStreamError('CONTRACT_INVALID_MESSAGE', 'bad', { messageId: 'm-1', issues: [] }));
+    assert.deepEqual(frame, { type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: 'bad', messageIds: ['m-1'], details: { issues: [] } });
+    assert.ok(DownlinkFrameSchema.safeParse(frame).success);
+  });
+});
+
+describe('broker envelopes', () => {
+  const envelope = {
+    v: 1,
+    deviceId: 'sensor-001',
+    dataType: 'timeseries',
+    gatewayId: 'gw-1',
+    receivedAt: 1,
+    messages: [{ messageId: 'm', payload: { t: 1 } }],
+  };
+  it('parses a valid envelope', () => {
+    assert.equal(parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify(envelope))).deviceId, 'sensor-001');
+  });
+  it('re-validates payloads: what crossed the DMZ is not trusted', () => {
+    const hostile = { ...envelope, dataType: 'file', messages: [{ messageId: 'm', payload: { filename: '../../x', data: '' } }] };
+    for (const bad of [Buffer.from('not json'), Buffer.from(JSON.stringify(hostile)), Buffer.from(JSON.stringify({ ...envelope, v: 2 }))]) {
+      assert.equal(codeOf(() => parseEnvelope(UplinkEnvelopeSchema, bad)), 'CONTRACT_INVALID_ENVELOPE');
+    }
+  });
+});

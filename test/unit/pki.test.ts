@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { connect, createServer, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { SERVICE_CERTS, pkiPaths } from '../../shared/pki/layout.ts';
+import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../shared/pki/onboarding.ts';
+import { describeCertificate } from '../../shared/pki/certificates.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { foreignDeviceCert, tempDir } from '../helpers/pki.ts';
+
+const repoRoot = join(import.meta.dirname, '..', '..');
+const mode = (path: string) => statSync(path).mode & 0o777;
+const openssl = (...args: string[]) => execFileSync('openssl', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+describe('certificate onboarding', () => {
+  const tmp = tempDir('pki');
+  const root = join(tmp.dir, 'certs');
+  const p = pkiPaths(root);
+  before(() => {
+    setupPki(root, { domain: 'fieldstream.example.org', dmzBrokerHosts: ['dmz.internal.example'] });
+    issueDeviceCertificate(root, 'sensor-001');
+    issueDeviceCertificate(root, 'sensor-002');
+  });
+  after(() => tmp.cleanup());
+
+  it('keeps the CA key in a folder of its own, readable by its owner only', () => {
+    assert.equal(mode(p.caDir), 0o700);
+    assert.equal(mode(p.caKey), 0o600);
+    assert.equal(readFileSync(p.publicCa, 'utf8'), readFileSync(p.caCert, 'utf8'));
+  });
+
+  it('writes every private key with mode 0600', () => {
+    for (const spec of SERVICE_CERTS) assert.equal(mode(p.service(spec.file).key), 0o600, spec.file);
+    assert.equal(mode(p.device('sensor-001').key), 0o600);
+  });
+
+  it('issues certificates that openssl verify accepts', () => {
+    const files = [...SERVICE_CERTS.map((s) => p.service(s.file).cert), p.device('sensor-001').cert, p.device('sensor-002').cert];
+    const out = openssl('verify', '-CAfile', p.publicCa, ...files);
+    assert.equal(out.trim().split('\n').filter((l) => l.endsWith(': OK')).length, files.length);
+  });
+
+  it('gives server certificates their SANs and serverAuth, clients clientAuth', () => {
+    const edge = openssl('x509', '-in', p.service('dmz/edge').cert, '-noout', '-ext', 'subjectAltName,extendedKeyUsage');
+    assert.match(edge, /DNS:fieldstream\.example\.org/);
+    assert.match(edge, /DNS:localhost/);
+    assert.match(edge, /IP Address:127\.0\.0\.1/);
+    assert.match(edge, /TLS Web Server Authentication/);
+    const broker = openssl('x509', '-in', p.service('dmz/mosquitto').cert, '-noout', '-ext', 'subjectAltName');
+    assert.match(broker, /DNS:dmz-mosquitto/);
+    assert.match(broker, /DNS:dmz\.internal\.example/);
+    assert.match(openssl('x509', '-in', p.service('internal/mosquitto').cert, '-noout', '-ext', 'subjectAltName'), /DNS:internal-mosquitto/);
+    for (const file of ['dmz/gateway', 'internal/bridge', 'internal/distributor']) {
+      assert.match(openssl('x509', '-in', p.service(file).cert, '-noout', '-ext', 'extendedKeyUsage'), /TLS Web Client Authentication/);
+    }
+    // openssl's purpose check agrees: a device certificate is a TLS client, not a server.
+    assert.doesNotThrow(() => openssl('verify', '-CAfile', p.publicCa, '-purpose', 'sslclient', p.device('sensor-001').cert));
+    assert.throws(() => openssl('verify', '-CAfile', p.publicCa, '-purpose', 'sslserver', p.device('sensor-001').cert));
+  });
+
+  it('names each device in its CN and marks it as a device', () => {
+    const d = describeCertificate(readFileSync(p.device('sensor-001').cert, 'utf8'));
+    assert.equal(d.commonName, 'sensor-001');
+    assert.equal(d.organizationalUnit, 'devices');
+    assert.equal(describeCertificate(readFileSync(p.service('dmz/gateway').cert, 'utf8')).organizationalUnit, 'services');
+  });
+
+  it('never silently replaces the CA', () => {
+    const before = readFileSync(p.caCert, 'utf8');
+    const gatewayBefore = readFileSync(p.service('dmz/gateway').cert, 'utf8');
+    const report = setupPki(root, { domain: 'fieldstream.example.org' });
+    assert.equal(report.ca, 'reused');
+    assert.equal(readFileSync(p.caCert, 'utf8'), before);
+    assert.equal(readFileSync(p.service('dmz/gateway').cert, 'utf8'), gatewayBefore, 'existing certificates are kept');
+  });
+
+  it('refuses a second certificate for a device unless renewing, and bad device ids', () => {
+    assert.throws(() => issueDeviceCertificate(root, 'sensor-001'), (e: unknown) => e instanceof FieldStreamError && e.code === 'PKI_CERT_EXISTS');
+    for (const bad of ['../x', 'a/b', '', 'sensor 1', '-x']) {
+      assert.throws(() => issueDeviceCertificate(root, bad), (e: unknown) => e instanceof FieldStreamError && e.code === 'PKI_INVALID_NAME');
+    }
+  });
+
+  it('bundles exactly what one device needs', () => {
+    const bundle = buildDeviceBundle(root, 'sensor-001', join(repoRoot, 'field-client', 'docker-compose.yml'));
+    assert.equal(mode(bundle), 0o600);
+    const listing = execFileSync('tar', ['-tzvf', bundle], { encoding: 'utf8' });
+    const files = listing
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith('d'))
+      .map((l) => l.split(/\s+/).pop())
+      .sort();
+    assert.deepEqual(files, [
+      'sensor-001/.env',
+      'sensor-001/certs/ca.crt',
+      'sensor-001/certs/client.crt',
+      'sensor-001/certs/client.key',
+      'sensor-001/docker-compose.yml',
+    ]);
+    assert.match(listing, /-rw------- .* sensor-001\/certs\/client\.key/);
+    const env = execFileSync('tar', ['-xzOf', bundle, 'sensor-001/.env'], { encoding: 'utf8' });
+    assert.match(env, /^DEVICE_ID=sensor-001$/m);
+    assert.match(env, /^GATEWAY_URL=wss:\/\/fieldstream\.example\.org\/ws$/m);
+    const key = execFileSync('tar', ['-xzOf', bundle, 'sensor-001/certs/client.key'], { encoding: 'utf8' });
+    assert.equal(key, readFileSync(p.device('sensor-001').key, 'utf8'));
+    assert.notEqual(key, readFileSync(p.device('sensor-002').key, 'utf8'));
+    assert.ok(!listing.includes('ca.key'));
+  });
+
+  it('replaces the CA only when asked, keeping the old one aside', () => {
+    const scratch = tempDir('pki-new');
+    try {
+      const r = join(scratch.dir, 'c');
+      setupPki(r, { domain: 'localhost' });
+      const old = readFileSync(pkiPaths(r).caCert, 'utf8');
+      const report = setupPki(r, { domain: 'localhost', newCa: true });
+      assert.equal(report.ca, 'replaced');
+      assert.ok(report.replacedCaDir && existsSync(join(report.replacedCaDir, 'ca.key')));
+      assert.notEqual(readFileSync(pkiPaths(r).caCert, 'utf8'), old);
+      // Everything was re-issued by the new CA.
+      assert.doesNotThrow(() => openssl('verify', '-CAfile', pkiPaths(r).publicCa, pkiPaths(r).service('dmz/edge').cert));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  describe('TLS handshakes with the issued certificates', () => {
+    let port = 0;
+    let closeServer: () => void = () => undefined;
+    before(async () => {
+      const s = createServer(
+        {
+          cert: readFileSync(p.service('dmz/edge').cert),
+          key: readFileSync(p.service('dmz/edge').key),
+          ca: readFileSync(p.publicCa),
+          requestCert: true,
+          rejectUnauthorized: true,
+        },
+        (socket: TLSSocket) => socket.end(`hello ${socket.getPeerCertificate().subject.CN}\n`),
+      );
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+      port = (s.address() as AddressInfo).port;
+      closeServer = () => s.close();
+    });
+    after(() => closeServer());
+
+    const handshake = (tls: { ca: string | Buffer; cert?: string | Buffer; key?: string | Buffer }, servername = 'localhost') =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect({ host: '127.0.0.1', port, servername, ...tls });
+        let data = '';
+        socket.on('data', (c) => (data += c.toString()));
+        socket.on('end', () => resolve(data));
+        socket.on('error', reject);
+      });
+
+    it('succeeds with a device certificate and verifies the server by name', async () => {
+      const d = p.device('sensor-001');
+      assert.equal(await handshake({ ca: readFileSync(p.publicCa), cert: readFileSync(d.cert), key: readFileSync(d.key) }), 'hello sensor-001\n');
+    });
+
+    // Under TLS 1.3 the server checks the client's certificate after the client considers the
+    // handshake done, so a refusal shows as an alert or as a close without the greeting.
+    const refused = (attempt: Promise<string>) =>
+      attempt.then(
+        (data) => assert.equal(data, '', 'the server must not talk to this client'),
+        () => undefined,
+      );
+
+    it('fails with a certificate from another CA', async () => {
+      const foreign = foreignDeviceCert('sensor-001');
+      await refused(handshake({ ca: readFileSync(p.publicCa), cert: foreign.cert, key: foreign.key }));
+    });
+
+    it('fails without a client certificate', async () => {
+      await refused(handshake({ ca: readFileSync(p.publicCa) }));
+    });
+
+    it('fails when the client does not trust the server (another CA)', async () => {
+      const d = p.device('sensor-001');
+      await assert.rejects(handshake({ ca: foreignDeviceCert('x').ca, cert: readFileSync(d.cert), key: readFileSync(d.key) }));
+    });
+
+    it('is accepted by openssl s_client, which verifies the chain', async () => {
+      const d = p.device('sensor-001');
+      const out = await new Promise<string>((resolve) => {
+        const child = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-verify_return_error', '-ign_eof', '-CAfile', p.publicCa, '-cert', d.cert, '-key', d.key], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let text = '';
+        child.stdout.on('data', (c: Buffer) => (text += c.toString()));
+        child.on('close', () => resolve(text));
+      });
+      assert.match(out, /Verify return code: 0 \(ok\)/);
+      assert.match(out, /hello sensor-001/);
+    });
+  });
+});
+
+describe('the onboarding scripts', () => {
+  it('generate-certificates.sh refuses to run without a DOMAIN, and the client script issues a bundle', () => {
+    const scratch = tempDir('scripts');
+    const env = { ...process.env, CERTS_DIR: join(scratch.dir, 'certs') };
+    try {
+      assert.throws(() => execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), [], { env, stdio: 'pipe' }));
+      const out = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['example.org'], { env, encoding: 'utf8' });
+      assert.match(out, /created a new CA/);
+      const again = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['example.org'], { env, encoding: 'utf8' });
+      assert.match(again, /kept the existing CA/);
+      const client = execFileSync(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['pump-7'], { env, encoding: 'utf8' });
+      assert.match(client, /bundles\/pump-7\.tar\.gz/);
+      assert.ok(existsSync(join(scratch.dir, 'certs', 'bundles', 'pump-7.tar.gz')));
+      const dup = (() => {
+        try {
+          execFileSync(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['pump-7'], { env, stdio: 'pipe' });
+          return '';
+        } catch (err) {
+          return String((err as { stderr: Buffer }).stderr);
+        }
+      })();
+      assert.match(dup, /PKI_CERT_EXISTS/);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+});

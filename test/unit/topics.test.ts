@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { commandTopic, parseTopic, sharedFilter, statusTopic, topicMatches, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
+import { filterCovers, mayPublish, maySubscribe } from '../../shared/acl.ts';
+import { DATA_TYPES } from '../../shared/contract/payloads.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+
+describe('MQTT topics', () => {
+  it('round-trips every topic kind through build and parse', () => {
+    for (const dataType of DATA_TYPES) {
+      const t = uplinkTopic('sensor-001', dataType);
+      assert.deepEqual(parseTopic(t), { kind: 'uplink', deviceId: 'sensor-001', dataType });
+      assert.ok(topicMatches(TOPIC_FILTERS.uplink, t));
+    }
+    assert.deepEqual(parseTopic(commandTopic('a.b_c-1')), { kind: 'downlink', deviceId: 'a.b_c-1' });
+    assert.deepEqual(parseTopic(statusTopic('x')), { kind: 'status', deviceId: 'x' });
+    assert.ok(topicMatches(TOPIC_FILTERS.downlink, commandTopic('x')));
+    assert.ok(topicMatches(TOPIC_FILTERS.status, statusTopic('x')));
+  });
+
+  it('refuses device ids that would break the topic tree', () => {
+    for (const id of ['a/b', '+', '#', '', '../x', 'a b']) {
+      assert.throws(() => uplinkTopic(id, 'timeseries'), FieldStreamError);
+    }
+  });
+
+  it('refuses topics that are not ours', () => {
+    for (const t of ['x/y', 'fieldstream/v1/devices/d/up/video', 'fieldstream/v1/devices/d/up/timeseries/extra', 'fieldstream/v1/devices/+/status', 'fieldstream/v1/devices/d/down/other']) {
+      assert.throws(() => parseTopic(t), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONTRACT_INVALID_TOPIC');
+    }
+  });
+
+  it('builds shared subscriptions', () => {
+    assert.equal(sharedFilter('distributors', TOPIC_FILTERS.uplink), `$share/distributors/${TOPIC_FILTERS.uplink}`);
+    assert.throws(() => sharedFilter('a/b', 'x'));
+  });
+});
+
+describe('broker access policy', () => {
+  it('lets the gateway write only uplink and status, and read only commands', () => {
+    assert.ok(mayPublish('gateway', uplinkTopic('d', 'file')));
+    assert.ok(mayPublish('gateway', statusTopic('d')));
+    assert.ok(!mayPublish('gateway', commandTopic('d')));
+    assert.ok(!mayPublish('gateway', 'other/topic'));
+    assert.ok(maySubscribe('gateway', commandTopic('d')));
+    assert.ok(!maySubscribe('gateway', TOPIC_FILTERS.uplink));
+    assert.ok(!maySubscribe('gateway', '#'));
+  });
+
+  it('lets the distributor read (also through a shared subscription) and write nothing', () => {
+    assert.ok(maySubscribe('distributor', sharedFilter('g', TOPIC_FILTERS.uplink)));
+    assert.ok(maySubscribe('distributor', TOPIC_FILTERS.status));
+    assert.ok(!mayPublish('distributor', uplinkTopic('d', 'event')));
+    assert.ok(!maySubscribe('distributor', TOPIC_FILTERS.downlink));
+  });
+
+  it('denies unknown identities, such as a device certificate, everything', () => {
+    assert.ok(!mayPublish('sensor-001', uplinkTopic('sensor-001', 'timeseries')));
+    assert.ok(!maySubscribe('sensor-001', commandTopic('sensor-001')));
+  });
+
+  it('compares filters correctly', () => {
+    assert.ok(filterCovers('a/+/c', 'a/b/c'));
+    assert.ok(filterCovers('a/#', 'a/b/c'));
+    assert.ok(!filterCovers('a/+/c', 'a/#'));
+    assert.ok(!filterCovers('a/+', 'a/b/c'));
+    assert.ok(!filterCovers('a/b', 'a/+'));
+    assert.ok(filterCovers('a/+', 'a/+'));
+  });
+});
