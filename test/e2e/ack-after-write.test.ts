@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync } from 'mqtt';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { startDistributor, type Distributor } from '../../internal-network/distributor/distributor.ts';
+import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import { commandTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+describe('the distributor acknowledges only what it has written', () => {
+  let fx: EmbeddedFixture;
+  const store = tempDir('store');
+  before(async () => {
+    fx = await startEmbeddedFixture(['sensor-001']);
+  });
+  after(async () => {
+    await fx.stop();
+    store.cleanup();
+  });
+
+  const distributorWith = (timeseries: string): Distributor => {
+    const svc = fx.pki.paths.service('internal/distributor');
+    return startDistributor(
+      loadDistributorConfig({
+        ...fx.env,
+        TIMESERIES_LOCAL_PATH: timeseries,
+        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
+        MQTT_PROTOCOL_VERSION: '4',
+        MQTT_CA_FILE: fx.pki.paths.publicCa,
+        MQTT_CERT_FILE: svc.cert,
+        MQTT_KEY_FILE: svc.key,
+        DISTRIBUTOR_SHARE_GROUP: 'none',
+        DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
+        DISTRIBUTOR_RETRY_MAX_MS: '200',
+      }),
+      fx.logs.logger,
+    );
+  };
+
+  it('keeps a message through a storage outage and a distributor crash, then writes it exactly once', async () => {
+    // Swap the pipeline's distributor for one whose store cannot be written: today's file is a directory.
+    await fx.pipeline.distributor.close();
+    const day = new Date().toISOString().slice(0, 10);
+    const blocked = join(store.dir, day + '.jsonl');
+    mkdirSync(blocked, { recursive: true });
+    const failing = distributorWith(store.dir);
+    await failing.ready;
+
+    const d = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001'));
+    d.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', messageId: 'precious-1', payload: { v: 42, timestamp: 1750000000000 } }));
+    assert.deepEqual(await d.next(), { type: 'ack', messageIds: ['precious-1'] }, 'the broker has it');
+    await eventually(() => (failing.consumer.stats.retries >= 3 ? true : undefined), 10_000, 'write retries');
+    assert.equal(failing.consumer.stats.messages, 0);
+    assert.ok(fx.logs.codes().includes('DISTRIBUTOR_WRITE_FAILED'));
+
+    // The distributor dies mid-retry; it never acknowledged the message.
+    await failing.close();
+    rmSync(blocked, { recursive: true });
+    const healthy = distributorWith(store.dir);
+    try {
+      const points = await eventually(() => {
+        const pts = readLocalStore(store.dir).filter((p) => p.fields.v === 42);
+        return pts.length > 0 ? pts : undefined;
+      });
+      assert.equal(points.length, 1);
+      assert.equal(points[0]?.time, 1750000000000);
+    } finally {
+      d.close();
+      await healthy.close();
+    }
+  });
+});
+
+describe('the embedded broker enforces identities and roles', () => {
+  let fx: EmbeddedFixture;
+  before(async () => {
+    fx = await startEmbeddedFixture(['sensor-001']);
+  });
+  after(() => fx.stop());
+
+  const connectAs = (file: string | { cert: string; key: string }, clientId: string) => {
+    const f = typeof file === 'string' ? fx.pki.paths.service(file) : file;
+    return connectAsync(`mqtts://127.0.0.1:${fx.pipeline.broker.port}`, {
+      ca: readFileSync(fx.pki.paths.publicCa),
+      cert: readFileSync(f.cert),
+      key: readFileSync(f.key),
+      protocolVersion: 4,
+      clientId,
+      reconnectPeriod: 0,
+    });
+  };
+
+  it('refuses a client without a certificate', async () => {
+    await assert.rejects(
+      connectAsync(`mqtts://127.0.0.1:${fx.pipeline.broker.port}`, { ca: readFileSync(fx.pki.paths.publicCa), reconnectPeriod: 0, connectTimeout: 5000 }),
+    );
+  });
+
+  it('refuses a device certificate: devices talk to the gateway, never to a broker', async () => {
+    await assert.rejects(connectAs(fx.pki.paths.device('sensor-001'), 'sneaky-device'));
+  });
+
+  it("refuses the gateway's subscription to uplink data and a distributor's publish", async () => {
+    const gw = await connectAs('dmz/gateway', 'test-gw');
+    // SUBACK 0x80 (MQTT 3.1.1 §3.9.3), which mqtt.js reports as an error.
+    await assert.rejects(gw.subscribeAsync(uplinkTopic('sensor-001', 'timeseries'), { qos: 1 }), /Subscribe error/);
+    const ok = await gw.subscribeAsync(commandTopic('sensor-001'), { qos: 1 });
+    assert.equal(ok[0]?.qos, 1);
+    await gw.endAsync();
+
+    const dist = await connectAs('internal/distributor', 'test-dist');
+    const closed = new Promise((resolve) => dist.once('close', resolve));
+    dist.publish(commandTopic('sensor-001'), '{}', { qos: 1 });
+    await closed; // the broker drops a client that publishes outside its role
+    await dist.endAsync(true);
+    assert.ok(fx.logs.codes().includes('BROKER_NOT_AUTHORIZED'));
+  });
+});

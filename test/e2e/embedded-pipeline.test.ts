@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync } from 'mqtt';
+import { SEED_DEVICE_OF, SEED_MESSAGES } from '../fixtures/seed-messages.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { foreignDeviceCert } from '../helpers/pki.ts';
+import { CommandEnvelopeSchema, ENVELOPE_VERSION } from '../../shared/contract/envelope.ts';
+import { commandTopic } from '../../shared/contract/topics.ts';
+import { loadFieldClientConfig } from '../../field-client/src/config.ts';
+import { startFieldClient, type RunningFieldClient } from '../../field-client/src/start.ts';
+import type { z } from 'zod';
+
+const DEVICES = ['sensor-001', 'camera-001', 'alarm-001', 'actuator-001', 'field-007'];
+
+describe('the embedded pipeline over real WSS, MQTT and disk', () => {
+  let fx: EmbeddedFixture;
+  let url: string;
+  before(async () => {
+    fx = await startEmbeddedFixture(DEVICES, { GATEWAY_MAX_FRAME_BYTES: String(256 * 1024) });
+    url = fx.pipeline.gatewayUrl;
+  });
+  after(() => fx.stop());
+
+  const device = (id: string) => RawDevice.connect(url, RawDevice.tlsFor(fx.pki.paths, id));
+
+  describe("the seed's four examples, typed as into wscat", () => {
+    const acked: Record<string, string> = {};
+    before(async () => {
+      for (const [kind, text] of Object.entries(SEED_MESSAGES)) {
+        const d = await device(SEED_DEVICE_OF[kind as keyof typeof SEED_DEVICE_OF]);
+        d.send(text);
+        const frame = await d.next();
+        assert.equal(frame.type, 'ack', JSON.stringify(frame));
+        assert.equal(frame.type === 'ack' && frame.messageIds.length, 1);
+        acked[kind] = frame.type === 'ack' ? (frame.messageIds[0] as string) : '';
+        d.close();
+      }
+    });
+
+    it('stores the reading with its own timestamp, numbers as numbers', async () => {
+      const [p] = await eventually(() => {
+        const pts = fx.points({ measurement: 'readings', device: 'sensor-001' });
+        return pts.length > 0 ? pts : undefined;
+      });
+      assert.equal(new Date(p!.time).toISOString(), '2024-01-01T12:00:00.000Z');
+      assert.deepEqual(p!.fields, { temperature: 23.5, humidity: 65.2, pressure: 1013.25 });
+      assert.ok(acked.timeseries && acked.timeseries.length > 0, 'the gateway gave the message an id');
+    });
+
+    it('stores the file under the device, byte for byte, and records it', async () => {
+      const path = join(fx.data.files, 'camera-001', 'image_20240101_120000.jpg');
+      await eventually(() => (existsSync(path) ? true : undefined));
+      assert.deepEqual(readFileSync(path), Buffer.from('base64-encoded-content', 'base64'));
+      const [rec] = await eventually(() => {
+        const pts = fx.points({ measurement: 'files', device: 'camera-001' });
+        return pts.length > 0 ? pts : undefined;
+      });
+      assert.equal(rec!.fields.path, join('camera-001', 'image_20240101_120000.jpg'));
+      assert.equal(rec!.fields.declared_size, 1024000);
+      assert.equal(rec!.fields.size, 16);
+      assert.equal(rec!.fields.content_type, 'image/jpeg');
+    });
+
+    it('stores the event in a measurement of its own', async () => {
+      const [p] = await eventually(() => {
+        const pts = fx.points({ measurement: 'events', device: 'alarm-001' });
+        return pts.length > 0 ? pts : undefined;
+      });
+      assert.deepEqual(p!.tags, { device: 'alarm-001', event_type: 'alarm', severity: 'high' });
+      assert.equal(p!.fields.message, 'Temperature threshold exceeded');
+      assert.equal(new Date(p!.time).toISOString(), '2024-01-01T12:00:00.000Z');
+    });
+
+    it('stores the command response against its command id', async () => {
+      const [p] = await eventually(() => {
+        const pts = fx.points({ measurement: 'command_responses', device: 'actuator-001' });
+        return pts.length > 0 ? pts : undefined;
+      });
+      assert.deepEqual(p!.tags, { device: 'actuator-001', command_id: 'cmd-12345', status: 'completed' });
+      assert.equal(p!.fields.result, 'valve opened');
+    });
+  });
+
+  describe('identity comes from the client certificate', () => {
+    it("refuses a message claiming another device's id, and stores nothing of it", async () => {
+      const d = await device('sensor-001');
+      d.send(JSON.stringify({ deviceId: 'camera-001', dataType: 'timeseries', messageId: 'spoof-1', payload: { spoofed: 1 } }));
+      const frame = await d.next();
+      assert.equal(frame.type, 'error');
+      assert.equal(frame.type === 'error' && frame.code, 'GATEWAY_DEVICE_MISMATCH');
+      assert.deepEqual(frame.type === 'error' && frame.messageIds, ['spoof-1']);
+      // A batch with one foreign message is refused whole.
+      d.send(JSON.stringify({ deviceId: 'sensor-001', batch: [{ dataType: 'timeseries', payload: { spoofed: 2 } }, { deviceId: 'camera-001', dataType: 'timeseries', payload: { spoofed: 3 } }] }));
+      const second = await d.next();
+      assert.equal(second.type === 'error' && second.code, 'GATEWAY_DEVICE_MISMATCH');
+      // The connection stays usable, and a proper message after it goes through.
+      d.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', messageId: 'ok-1', payload: { marker: 1, timestamp: 1700000000000 } }));
+      assert.deepEqual(await d.next(), { type: 'ack', messageIds: ['ok-1'] });
+      await eventually(() => (fx.points({ measurement: 'readings' }).some((p) => p.fields.marker === 1) ? true : undefined));
+      assert.ok(!fx.points().some((p) => 'spoofed' in p.fields));
+      assert.ok(fx.logs.codes().includes('GATEWAY_DEVICE_MISMATCH'));
+      d.close();
+    });
+
+    it('refuses a client without a certificate at the TLS handshake', async () => {
+      await assert.rejects(RawDevice.connect(url, { ca: readFileSync(fx.pki.paths.publicCa, 'utf8') }));
+    });
+
+    it('refuses a certificate from another CA, even with a known device id', async () => {
+      const foreign = foreignDeviceCert('sensor-001');
+      await assert.rejects(RawDevice.connect(url, { ca: readFileSync(fx.pki.paths.publicCa, 'utf8'), cert: foreign.cert, key: foreign.key }));
+    });
+
+    it("refuses a service's certificate: it is not a device", async () => {
+      const svc = fx.pki.paths.service('dmz/gateway');
+      const err = await RawDevice.connect(url, { ca: readFileSync(fx.pki.paths.publicCa, 'utf8'), cert: readFileSync(svc.cert, 'utf8'), key: readFileSync(svc.key, 'utf8') }).then(
+        () => assert.fail('connected'),
+        (e: { status?: number; body?: string }) => e,
+      );
+      assert.equal(err.status, 403);
+      assert.equal(JSON.parse(err.body ?? '{}').code, 'GATEWAY_NOT_A_DEVICE_CERTIFICATE');
+    });
+
+    it('answers another path with GATEWAY_WRONG_PATH', async () => {
+      const err = await RawDevice.connect(url.replace('/ws', '/other'), RawDevice.tlsFor(fx.pki.paths, 'sensor-001')).then(
+        () => assert.fail('connected'),
+        (e: { status?: number; body?: string }) => e,
+      );
+      assert.equal(err.status, 404);
+      assert.equal(JSON.parse(err.body ?? '{}').code, 'GATEWAY_WRONG_PATH');
+    });
+  });
+
+  describe('bad input gets a coded error and the gateway stays up', () => {
+    it('answers malformed, invalid and binary frames with their codes on a connection that stays open', async () => {
+      const d = await device('field-007');
+      const cases: Array<[string | Buffer, string]> = [
+        ['{"deviceId": "field-007",', 'CONTRACT_MALFORMED_JSON'],
+        [JSON.stringify({ deviceId: 'field-007', dataType: 'video', payload: {} }), 'CONTRACT_UNKNOWN_DATA_TYPE'],
+        [JSON.stringify({ deviceId: 'field-007', dataType: 'timeseries', payload: { t: 'x'.repeat(70_000) } }), 'CONTRACT_INVALID_MESSAGE'],
+        [JSON.stringify({ deviceId: 'field-007', dataType: 'timeseries' }), 'CONTRACT_INVALID_MESSAGE'],
+        [JSON.stringify({ deviceId: 'field-007', dataType: 'file', messageId: 'evil', payload: { filename: '../../../etc/cron.d/x', data: 'aGk=' } }), 'CONTRACT_UNSAFE_FILENAME'],
+        [Buffer.from([1, 2, 3]), 'CONTRACT_BINARY_FRAME'],
+      ];
+      for (const [frame, code] of cases) {
+        d.send(frame as string);
+        const answer = await d.next();
+        assert.equal(answer.type, 'error');
+        assert.equal(answer.type === 'error' && answer.code, code);
+        assert.ok(answer.type === 'error' && answer.message.length > 0);
+      }
+      d.send(JSON.stringify({ deviceId: 'field-007', dataType: 'event', messageId: 'after-bad', payload: { eventType: 'still_alive' } }));
+      assert.deepEqual(await d.next(), { type: 'ack', messageIds: ['after-bad'] });
+      assert.ok(!existsSync(join(fx.data.root, 'etc')));
+      d.close();
+    });
+
+    it('closes a connection that sends an oversized frame (1009) and keeps serving others', async () => {
+      const d = await device('field-007');
+      d.send('x'.repeat(300 * 1024));
+      assert.equal(await d.closed(), 1009);
+      const again = await device('field-007');
+      again.send(JSON.stringify({ deviceId: 'field-007', dataType: 'timeseries', messageId: 'after-big', payload: { v: 1 } }));
+      assert.deepEqual(await again.next(), { type: 'ack', messageIds: ['after-big'] });
+      again.close();
+    });
+  });
+
+  describe('the field client', () => {
+    let field: RunningFieldClient;
+    before(() => {
+      const d = fx.pki.paths.device('field-007');
+      field = startFieldClient(
+        loadFieldClientConfig({
+          DEVICE_ID: 'field-007',
+          GATEWAY_URL: url,
+          FIELD_CA_FILE: fx.pki.paths.publicCa,
+          FIELD_CERT_FILE: d.cert,
+          FIELD_KEY_FILE: d.key,
+          FIELD_SIMULATE: 'false',
+          FIELD_BATCH_MAX: '200',
+        }),
+        fx.logs.logger,
+      );
+    });
+    after(() => field.close());
+
+    it('delivers 2,000 readings in batches, each stored exactly once', async () => {
+      const base = Date.parse('2025-06-01T00:00:00Z');
+      const ids = await Promise.all(Array.from({ length: 2000 }, (_, i) => field.client.submit('timeseries', { level: i, ok: i % 2 === 0, timestamp: base + i })));
+      assert.equal(new Set(ids).size, 2000);
+      const stored = await eventually(() => {
+        const pts = fx.points({ measurement: 'readings', device: 'field-007' }).filter((p) => p.time >= base && p.time < base + 2000);
+        return pts.length === 2000 ? pts : undefined;
+      });
+      assert.deepEqual(stored.map((p) => p.fields.level), Array.from({ length: 2000 }, (_, i) => i));
+      assert.equal(stored[3]?.fields.ok, false);
+    });
+
+    it('receives a command through the broker and answers it; an unknown command is rejected', async () => {
+      field.commands.register('open_valve', (params) => ({ status: 'completed', result: { opened: (params as { pct: number }).pct } }));
+      const api = fx.pki.paths.service('internal/command-api');
+      const mqtt = await connectAsync(`mqtts://127.0.0.1:${fx.pipeline.broker.port}`, {
+        ca: readFileSync(fx.pki.paths.publicCa),
+        cert: readFileSync(api.cert),
+        key: readFileSync(api.key),
+        protocolVersion: 4,
+        clientId: 'test-command-api',
+      });
+      try {
+        const send = (commandId: string, command: string, params?: unknown) => {
+          const env: z.infer<typeof CommandEnvelopeSchema> = { v: ENVELOPE_VERSION, commandId, command, issuedAt: Date.now(), ...(params ? { params: params as never } : {}) };
+          return mqtt.publishAsync(commandTopic('field-007'), JSON.stringify(env), { qos: 1 });
+        };
+        await send('cmd-open-1', 'open_valve', { pct: 40 });
+        await send('cmd-unknown-1', 'self_destruct');
+        const responses = await eventually(() => {
+          const pts = fx.points({ measurement: 'command_responses', device: 'field-007' });
+          return pts.length >= 2 ? pts : undefined;
+        });
+        const byId = Object.fromEntries(responses.map((p) => [p.tags.command_id, p]));
+        assert.equal(byId['cmd-open-1']?.tags.status, 'completed');
+        assert.deepEqual(JSON.parse(String(byId['cmd-open-1']?.fields.result)), { opened: 40 });
+        assert.equal(byId['cmd-unknown-1']?.tags.status, 'rejected');
+      } finally {
+        await mqtt.endAsync();
+      }
+    });
+  });
+
+  it('never wrote outside its folders', () => {
+    assert.deepEqual(readdirSync(fx.data.root).sort(), ['dead-letter', 'files', 'timeseries']);
+    assert.deepEqual(readdirSync(fx.data.files).sort(), ['camera-001']);
+  });
+});

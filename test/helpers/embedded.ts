@@ -1,0 +1,79 @@
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { createLogger, type Logger } from '../../shared/logger.ts';
+import { startEmbeddedPipeline, type EmbeddedPipeline } from '../../embedded/pipeline.ts';
+import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { makeTestPki, tempDir } from './pki.ts';
+
+/** Log lines a test can search, e.g. for the coded error a refusal was logged with. */
+export class LogCapture {
+  readonly lines: Record<string, unknown>[] = [];
+  readonly logger: Logger;
+  constructor(level: 'info' | 'debug' = 'info') {
+    const lines = this.lines;
+    this.logger = createLogger(
+      'test',
+      level,
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+          cb();
+        },
+      }),
+    );
+  }
+  codes(): string[] {
+    return this.lines.map((l) => l.code).filter((c): c is string => typeof c === 'string');
+  }
+}
+
+export interface EmbeddedFixture {
+  pipeline: EmbeddedPipeline;
+  pki: ReturnType<typeof makeTestPki>;
+  data: { root: string; files: string; timeseries: string; deadLetters: string };
+  env: Record<string, string>;
+  logs: LogCapture;
+  points(filter?: Partial<Pick<StoredPoint, 'measurement'>> & { device?: string }): StoredPoint[];
+  stop(): Promise<void>;
+}
+
+/** The embedded pipeline on loopback with ports picked by the OS and its own certificates and data folders. */
+export async function startEmbeddedFixture(deviceIds: readonly string[], extraEnv: Record<string, string> = {}): Promise<EmbeddedFixture> {
+  const pki = makeTestPki(deviceIds);
+  const tmp = tempDir('data');
+  const data = { root: tmp.dir, files: join(tmp.dir, 'files'), timeseries: join(tmp.dir, 'timeseries'), deadLetters: join(tmp.dir, 'dead-letter') };
+  const env = {
+    FILE_STORAGE_PATH: data.files,
+    TIMESERIES_LOCAL_PATH: data.timeseries,
+    DEAD_LETTER_PATH: data.deadLetters,
+    ...extraEnv,
+  };
+  const logs = new LogCapture();
+  const pipeline = await startEmbeddedPipeline({
+    env,
+    logger: logs.logger,
+    certsDir: pki.dir,
+    host: '127.0.0.1',
+    gatewayPort: 0,
+    brokerPort: 0,
+    simulatedDeviceId: undefined,
+  });
+  return {
+    pipeline,
+    pki,
+    data,
+    env,
+    logs,
+    points(filter = {}) {
+      return readLocalStore(data.timeseries).filter(
+        (p) => (!filter.measurement || p.measurement === filter.measurement) && (!filter.device || p.tags.device === filter.device),
+      );
+    },
+    async stop() {
+      await pipeline.close();
+      pki.cleanup();
+      tmp.cleanup();
+    },
+  };
+}

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { loadGatewayConfig } from '../../dmz/gateway/config.ts';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { loadFieldClientConfig } from '../../field-client/src/config.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+
+const repoRoot = join(import.meta.dirname, '..', '..');
+
+function configError(fn: () => unknown): FieldStreamError {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof FieldStreamError);
+    assert.equal(err.code, 'CONFIG_INVALID');
+    return err;
+  }
+  assert.fail('expected CONFIG_INVALID');
+}
+
+describe('configuration', () => {
+  it('applies documented defaults and freezes the result', () => {
+    const c = loadGatewayConfig({});
+    assert.equal(c.GATEWAY_PORT, 8443);
+    assert.equal(c.GATEWAY_PATH, '/ws');
+    assert.equal(c.MQTT_PROTOCOL_VERSION, 5);
+    assert.ok(Object.isFrozen(c));
+  });
+
+  it('names the variable that is wrong', () => {
+    assert.match(configError(() => loadGatewayConfig({ GATEWAY_PORT: 'eighty' })).message, /GATEWAY_PORT/);
+    assert.match(configError(() => loadGatewayConfig({ MQTT_URL: 'mqtt://plain-text:1883' })).message, /MQTT_URL/);
+    assert.match(configError(() => loadFieldClientConfig({ GATEWAY_URL: 'wss://x/ws' })).message, /DEVICE_ID/);
+    assert.match(configError(() => loadFieldClientConfig({ DEVICE_ID: 'a/b', GATEWAY_URL: 'wss://x/ws' })).message, /DEVICE_ID/);
+    assert.match(configError(() => loadFieldClientConfig({ DEVICE_ID: 'd', GATEWAY_URL: 'ws://x/ws' })).message, /GATEWAY_URL/);
+    assert.match(configError(() => loadDistributorConfig({ FILE_STORAGE_TYPE: 's3' })).message, /FILE_STORAGE_TYPE/);
+  });
+
+  it('requires a complete InfluxDB setting and says which part is missing', () => {
+    assert.match(configError(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086' })).message, /INFLUXDB_TOKEN/);
+    const e = configError(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't' }));
+    assert.match(e.message, /INFLUXDB_ORG/);
+    assert.match(e.message, /INFLUXDB_BUCKET/);
+    assert.doesNotThrow(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086', INFLUXDB_DATABASE: 'sensor_data' }));
+    assert.doesNotThrow(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_ORG: 'o', INFLUXDB_BUCKET: 'b' }));
+  });
+
+  it('treats an empty setting as unset', () => {
+    assert.equal(loadGatewayConfig({ GATEWAY_PORT: '' }).GATEWAY_PORT, 8443);
+  });
+
+  for (const [service, entry, env, variable] of [
+    ['gateway', 'dmz/gateway/main.ts', { GATEWAY_PORT: '99999' }, 'GATEWAY_PORT'],
+    ['distributor', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http://db:8086' }, 'INFLUXDB_TOKEN'],
+    ['field-client', 'field-client/src/main.ts', {}, 'DEVICE_ID'],
+    ['gateway (missing certificate file)', 'dmz/gateway/main.ts', { MQTT_CA_FILE: '/nonexistent/ca.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'MQTT_CA_FILE'],
+  ] as const) {
+    it(`stops the ${service} process with a message naming ${variable}`, () => {
+      const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, entry)], {
+        cwd: repoRoot,
+        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/nonexistent', ...env },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, new RegExp(`error CONFIG_[A-Z_]+: .*${variable}`));
+      if (variable !== 'MQTT_CA_FILE') assert.equal(r.status, 78);
+    });
+  }
+});
