@@ -113,7 +113,7 @@ describe('the embedded broker enforces identities and roles', () => {
     await gw.endAsync();
 
     const dist = await connectAs('internal/distributor', 'test-dist');
-    const closed = new Promise((resolve) => dist.once('close', resolve));
+    const closed = new Promise<void>((resolve) => dist.once('close', () => resolve()));
     dist.publish(commandTopic('sensor-001'), '{}', { qos: 1 });
     await closed; // the broker drops a client that publishes outside its role
     await dist.endAsync(true);
