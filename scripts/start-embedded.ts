@@ -47,6 +47,11 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
 Talk to it as device sensor-001 (type one of the README's example messages):
   npx wscat -c ${pipeline.gatewayUrl} --ca ${rel(p.publicCa)} --cert ${rel(dev.cert)} --key ${rel(dev.key)}
 
+Connect another device (a real one, or this machine as one):
+  scripts/generate-client-cert.sh my-device
+  DEVICE_ID=my-device GATEWAY_URL=${pipeline.gatewayUrl} FIELD_CA_FILE=${rel(p.publicCa)} \\
+    FIELD_CERT_FILE=${rel(p.device('my-device').cert)} FIELD_KEY_FILE=${rel(p.device('my-device').key)} npm run field-client
+
 Inspect the TLS endpoint:
   openssl s_client -connect localhost:${pipeline.gateway.port} -CAfile ${rel(p.publicCa)} -cert ${rel(dev.cert)} -key ${rel(dev.key)} </dev/null
 
