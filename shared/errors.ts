@@ -30,6 +30,10 @@ export const ERRORS = {
     http: 403,
     description: 'The client certificate is not a device certificate (its CN is not a valid device id or its OU is not "devices").',
   },
+  GATEWAY_UNTRUSTED_PROXY: {
+    http: 403,
+    description: 'Only the edge proxy may connect to a gateway that runs behind it.',
+  },
   GATEWAY_DEVICE_MISMATCH: {
     http: 403,
     description: "The message's deviceId differs from the device id in the client certificate.",
@@ -58,6 +62,16 @@ export const ERRORS = {
     http: 400,
     description: 'The database refused the data permanently; it was kept in the dead-letter folder.',
   },
+
+  // -- Command API ----------------------------------------------------------------------------------
+  API_UNAUTHORIZED: { http: 401, description: 'A valid bearer token is required.' },
+  API_FORBIDDEN: { http: 403, description: 'The credential does not allow this.' },
+  API_NOT_FOUND: { http: 404, description: 'No such resource.' },
+  API_METHOD_NOT_ALLOWED: { http: 405, description: 'This method is not allowed here.' },
+  API_INVALID_BODY: { http: 400, description: 'The request body is not valid.' },
+  API_BODY_TOO_LARGE: { http: 413, description: 'The request body is larger than accepted.' },
+  API_UNKNOWN_GROUP: { http: 400, description: 'No device group of that name is configured.' },
+  API_BROKER_UNAVAILABLE: { http: 503, description: 'The broker is not reachable; the command was kept and will be sent.' },
 
   // -- Configuration, certificates, start-up ------------------------------------------------------
   CONFIG_INVALID: { http: 500, description: 'A setting is missing or wrong.' },

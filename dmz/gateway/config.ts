@@ -9,7 +9,14 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_HOST: setting.host('0.0.0.0'),
   GATEWAY_PORT: setting.port(8443),
   GATEWAY_PATH: z.string().regex(/^\/[A-Za-z0-9/_-]*$/).default('/ws'),
-  /** The certificate the gateway serves WSS with, and the CA that device certificates must chain to. */
+  /** tls: the gateway verifies device certificates itself; proxy: it runs behind Caddy (see identity.ts). */
+  GATEWAY_IDENTITY_SOURCE: z.enum(['tls', 'proxy']).default('tls'),
+  /** proxy mode: CNs of the service certificates whose forwarded identity header is believed */
+  GATEWAY_TRUSTED_PROXIES: z
+    .string()
+    .default('edge')
+    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean)),
+  /** The certificate the gateway serves WSS with, and the CA that client certificates must chain to. */
   GATEWAY_TLS_CERT_FILE: z.string().default('certs/dmz/edge.crt'),
   GATEWAY_TLS_KEY_FILE: z.string().default('certs/dmz/edge.key'),
   GATEWAY_CA_FILE: z.string().default('certs/ca.crt'),

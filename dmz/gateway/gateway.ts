@@ -4,6 +4,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import type { GatewayConfig } from './config.ts';
+import { identifyByProxy, identifyByTls } from './identity.ts';
 import { startGatewayServer, type GatewayServer } from './server.ts';
 
 export interface Gateway {
@@ -30,7 +31,9 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   );
   // Devices are let in only once their messages can go somewhere.
   await whenConnected(mqtt);
+  const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
   const server = await startGatewayServer({
+    identify: config.GATEWAY_IDENTITY_SOURCE === 'proxy' ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES) : identifyByTls(),
     host: config.GATEWAY_HOST,
     port: config.GATEWAY_PORT,
     path: config.GATEWAY_PATH,
@@ -38,7 +41,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     tls: {
       cert: readPemSetting('GATEWAY_TLS_CERT_FILE', config.GATEWAY_TLS_CERT_FILE),
       key: readPemSetting('GATEWAY_TLS_KEY_FILE', config.GATEWAY_TLS_KEY_FILE),
-      ca: readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE),
+      ca: caPem,
     },
     limits: {
       frameMaxBytes: config.GATEWAY_MAX_FRAME_BYTES,

@@ -1,11 +1,20 @@
+import { X509Certificate } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 
 /**
- * A device's identity is the CN of the client certificate that the TLS layer verified against our
- * CA, and nothing the device writes in a message. The certificate must also be a *device*
- * certificate (OU "devices"): a service certificate from the same CA does not make its holder a device.
+ * A device's identity is the CN of a client certificate verified against our CA, and nothing the
+ * device writes in a message. The certificate must also be a *device* certificate (OU "devices"):
+ * a service certificate from the same CA does not make its holder a device.
+ *
+ * Two ways to learn it:
+ * - `tls`: the gateway terminates TLS itself (npm start) and reads the verified peer certificate.
+ * - `proxy`: Caddy terminates the device's TLS and forwards the verified certificate in a header.
+ *   The header is believed only on a connection whose own client certificate is a trusted proxy's
+ *   (CN "edge" by default): a client, or anything else in the DMZ, cannot forge it. Caddy replaces
+ *   any header of that name a device sends.
  */
 export interface DeviceIdentity {
   deviceId: string;
@@ -13,15 +22,64 @@ export interface DeviceIdentity {
   serial: string;
 }
 
-export function identityFromTlsSocket(socket: TLSSocket): DeviceIdentity {
+export type IdentifyDevice = (req: IncomingMessage) => DeviceIdentity;
+
+/** The header Caddy fills with `{http.request.tls.client.certificate_der_base64}`. */
+export const CLIENT_CERT_HEADER = 'x-fieldstream-client-cert';
+
+function deviceFrom(cn: unknown, ou: unknown, serial: string): DeviceIdentity {
+  if (typeof cn !== 'string' || ou !== 'devices' || !DeviceIdSchema.safeParse(cn).success) {
+    throw new FieldStreamError('GATEWAY_NOT_A_DEVICE_CERTIFICATE', undefined, { cn: typeof cn === 'string' ? cn.slice(0, 100) : null, ou: typeof ou === 'string' ? ou : null });
+  }
+  return { deviceId: cn, serial };
+}
+
+function verifiedPeer(socket: TLSSocket) {
   if (!socket.authorized) {
     throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', `No verified client certificate (${socket.authorizationError ?? 'none presented'}).`);
   }
-  const cert = socket.getPeerCertificate();
-  const cn = cert?.subject?.CN;
-  const ou = cert?.subject?.OU;
-  if (typeof cn !== 'string' || ou !== 'devices' || !DeviceIdSchema.safeParse(cn).success) {
-    throw new FieldStreamError('GATEWAY_NOT_A_DEVICE_CERTIFICATE', undefined, { cn: typeof cn === 'string' ? cn.slice(0, 100) : null, ou: ou ?? null });
+  return socket.getPeerCertificate();
+}
+
+export function identifyByTls(): IdentifyDevice {
+  return (req) => {
+    const cert = verifiedPeer(req.socket as TLSSocket);
+    return deviceFrom(cert.subject?.CN, cert.subject?.OU, cert.serialNumber);
+  };
+}
+
+/** RFC 4514-style subject lines as Node prints them ("CN=x\nO=y\nOU=z"). */
+function subjectField(subject: string, key: string): string | undefined {
+  for (const line of subject.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0 && line.slice(0, i) === key) return line.slice(i + 1);
   }
-  return { deviceId: cn, serial: cert.serialNumber };
+  return undefined;
+}
+
+export function identifyByProxy(caPem: string, trustedProxies: readonly string[]): IdentifyDevice {
+  const ca = new X509Certificate(caPem);
+  return (req) => {
+    const proxy = verifiedPeer(req.socket as TLSSocket);
+    if (proxy.subject?.OU !== 'services' || !trustedProxies.includes(String(proxy.subject?.CN))) {
+      throw new FieldStreamError('GATEWAY_UNTRUSTED_PROXY', `Connection from "${String(proxy.subject?.CN)}", which is not a trusted proxy.`);
+    }
+    const header = req.headers[CLIENT_CERT_HEADER];
+    if (typeof header !== 'string' || header.length === 0) {
+      throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The proxy forwarded no client certificate.');
+    }
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(Buffer.from(header, 'base64'));
+    } catch {
+      throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The forwarded client certificate cannot be parsed.');
+    }
+    // Defence in depth: the proxy verified it already; a certificate we did not issue, or one out of
+    // its validity period, is refused here too.
+    const now = Date.now();
+    if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey) || Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) {
+      throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The forwarded client certificate is not valid under our CA.');
+    }
+    return deviceFrom(subjectField(cert.subject, 'CN'), subjectField(cert.subject, 'OU'), cert.serialNumber);
+  };
 }

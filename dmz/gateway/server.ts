@@ -1,6 +1,5 @@
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
@@ -10,7 +9,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { CommandRouter } from './command-router.ts';
 import { DeviceSession, type SessionLimits } from './device-session.ts';
-import { identityFromTlsSocket, type DeviceIdentity } from './identity.ts';
+import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
 
 export interface GatewayServerOptions {
@@ -20,6 +19,8 @@ export interface GatewayServerOptions {
   gatewayId: string;
   tls: { cert: string; key: string; ca: string };
   limits: SessionLimits;
+  /** how the device's identity is learnt: from its own TLS connection, or from the edge proxy */
+  identify: IdentifyDevice;
   mqtt: MqttClient;
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP) */
@@ -62,7 +63,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     try {
       const path = new URL(req.url ?? '/', 'https://gateway').pathname;
       if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
-      identity = identityFromTlsSocket(req.socket as TLSSocket);
+      identity = options.identify(req);
     } catch (err) {
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');
       log.warn({ code: coded.code, remote: req.socket.remoteAddress }, coded.message);

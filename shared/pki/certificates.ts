@@ -13,7 +13,8 @@ export interface KeyAndCert {
   certPem: string;
 }
 
-export type CertificateRole = 'server' | 'client';
+/** 'both': a service that serves TLS and also authenticates as a client (the edge proxy, the gateway). */
+export type CertificateRole = 'server' | 'client' | 'both';
 
 export interface IssueOptions {
   commonName: string;
@@ -90,7 +91,7 @@ export function issueCertificate(ca: KeyAndCert, options: IssueOptions): KeyAndC
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     // EKU limits what the key may be used for: a device key cannot serve TLS, a server key cannot
     // log in as a client (RFC 5280 §4.2.1.12).
-    options.role === 'server' ? { name: 'extKeyUsage', serverAuth: true } : { name: 'extKeyUsage', clientAuth: true },
+    { name: 'extKeyUsage', serverAuth: options.role !== 'client', clientAuth: options.role !== 'server' },
     { name: 'subjectKeyIdentifier' },
     { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
   ];

@@ -15,7 +15,7 @@ export interface ServiceCertSpec {
   /** path below the certificates folder, without extension */
   file: string;
   commonName: string;
-  role: 'server' | 'client';
+  role: 'server' | 'client' | 'both';
   /** DNS names / IPs for server certificates, given the public domain and extra broker hosts */
   sans?: (ctx: { domain: string; dmzBrokerHosts: readonly string[]; internalBrokerHosts: readonly string[] }) => string[];
 }
@@ -24,7 +24,10 @@ const LOCAL = ['localhost', '127.0.0.1', '::1'];
 
 export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
   // The public endpoint: Caddy in the three-tier deployment, the gateway itself when it serves WSS.
-  { file: 'dmz/edge', commonName: 'edge', role: 'server', sans: ({ domain }) => [domain, ...LOCAL] },
+  // Caddy also presents it to the gateway, which takes device identities only from "edge".
+  { file: 'dmz/edge', commonName: 'edge', role: 'both', sans: ({ domain }) => [domain, ...LOCAL] },
+  // The gateway serves Caddy over mTLS and is a client of the DMZ broker.
+  { file: 'dmz/gateway', commonName: 'gateway', role: 'both', sans: () => ['gateway', ...LOCAL] },
   {
     file: 'dmz/mosquitto',
     commonName: 'dmz-mosquitto',
@@ -32,7 +35,6 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
     // The internal broker dials the DMZ broker by the public domain unless told another host name.
     sans: ({ domain, dmzBrokerHosts }) => ['dmz-mosquitto', domain, ...dmzBrokerHosts, ...LOCAL],
   },
-  { file: 'dmz/gateway', commonName: 'gateway', role: 'client' },
   {
     file: 'internal/mosquitto',
     commonName: 'internal-mosquitto',

@@ -1,0 +1,77 @@
+import { readFileSync } from 'node:fs';
+import type { MqttClient } from 'mqtt';
+import { RESPONSE_FILTER } from '../../shared/acl.ts';
+import { TOPIC_FILTERS } from '../../shared/contract/topics.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
+import { readPemSetting } from '../../shared/tls-files.ts';
+import type { CommandApiConfig } from './config.ts';
+import { CommandDispatcher } from './dispatcher.ts';
+import { startCommandHttp } from './http.ts';
+import { GroupsFileSchema } from './schemas.ts';
+import { CommandStore } from './store.ts';
+
+export interface CommandApi {
+  readonly port: number;
+  readonly mqtt: MqttClient;
+  close(): Promise<void>;
+}
+
+function loadGroups(path: string | undefined): Record<string, string[]> {
+  if (!path) return {};
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `COMMAND_GROUPS_FILE=${path} cannot be read as JSON: ${(err as Error).message}`);
+  }
+  const parsed = GroupsFileSchema.safeParse(raw);
+  if (!parsed.success) throw new FieldStreamError('CONFIG_INVALID', `COMMAND_GROUPS_FILE=${path}: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  return parsed.data;
+}
+
+export async function startCommandApi(config: Readonly<CommandApiConfig>, logger: Logger): Promise<CommandApi> {
+  const log = logger.child({ component: 'command-api' });
+  const groups = loadGroups(config.COMMAND_GROUPS_FILE);
+  const store = new CommandStore(config.COMMAND_STATE_PATH);
+  const mqtt = connectMqtt(
+    {
+      url: config.MQTT_URL,
+      ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
+      cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
+      key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
+      clientId: config.COMMAND_API_CLIENT_ID,
+      protocolVersion: config.MQTT_PROTOCOL_VERSION,
+      clean: false, // responses that arrive while the API restarts wait for it
+    },
+    log.child({ subsystem: 'mqtt' }),
+    { resubscribe: false }, // subscribed on every connect, below
+  );
+  const dispatcher = new CommandDispatcher(mqtt, store, log);
+  mqtt.on('connect', () => {
+    mqtt.subscribe([RESPONSE_FILTER, TOPIC_FILTERS.status], { qos: 1 }, (err) => {
+      if (err) log.error({ err: err.message }, 'subscription refused by the broker');
+    });
+  });
+  const http = await startCommandHttp({
+    host: config.COMMAND_API_HOST,
+    port: config.COMMAND_API_PORT,
+    token: config.COMMAND_API_TOKEN,
+    groups,
+    defaultTtlSeconds: config.COMMAND_DEFAULT_TTL_S,
+    dispatcher,
+    store,
+    brokerConnected: () => mqtt.connected,
+    logger: log,
+  });
+  return {
+    port: http.port,
+    mqtt,
+    async close() {
+      await http.close();
+      dispatcher.close();
+      await endMqtt(mqtt);
+    },
+  };
+}

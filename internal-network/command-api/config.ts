@@ -1,0 +1,32 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { parseConfig, setting } from '../../shared/config.ts';
+
+/** The command API's settings (see .env.example and the README's configuration table). */
+export const CommandApiConfigSchema = z.object({
+  COMMAND_API_HOST: setting.host('0.0.0.0'),
+  COMMAND_API_PORT: setting.port(8080),
+  /** The operator's bearer token: long and random (e.g. `openssl rand -hex 32`). */
+  COMMAND_API_TOKEN: z.string().min(24, 'must be at least 24 characters (e.g. openssl rand -hex 32)'),
+  /** JSON file {"group": ["device-id", ...]} naming groups of devices */
+  COMMAND_GROUPS_FILE: z.string().optional(),
+  /** Where command state is journaled, so a restart keeps it. */
+  COMMAND_STATE_PATH: z.string().default('./data/commands.jsonl'),
+  /** seconds a command stays deliverable when the request does not say */
+  COMMAND_DEFAULT_TTL_S: setting.positiveInt(86_400),
+  MQTT_URL: setting.url(['mqtts']).default('mqtts://127.0.0.1:8883'),
+  MQTT_CA_FILE: z.string().default('certs/ca.crt'),
+  MQTT_CERT_FILE: z.string().default('certs/internal/command-api.crt'),
+  MQTT_KEY_FILE: z.string().default('certs/internal/command-api.key'),
+  MQTT_PROTOCOL_VERSION: z.enum(['4', '5']).default('5').transform((v) => Number(v) as 4 | 5),
+  COMMAND_API_CLIENT_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,100}$/)
+    .default(`command-api-${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}`),
+  LOG_LEVEL: setting.logLevel(),
+});
+export type CommandApiConfig = z.infer<typeof CommandApiConfigSchema>;
+
+export function loadCommandApiConfig(env: Record<string, string | undefined> = process.env): Readonly<CommandApiConfig> {
+  return parseConfig(CommandApiConfigSchema, env);
+}

@@ -1,0 +1,131 @@
+import { randomUUID } from 'node:crypto';
+import type { MqttClient } from 'mqtt';
+import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope } from '../../shared/contract/envelope.ts';
+import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { isFinal, type CommandRecord } from './schemas.ts';
+import type { CommandStore } from './store.ts';
+
+/** milliseconds between sweeps that mark overdue commands expired */
+const EXPIRY_SWEEP_MS = 5_000;
+
+/**
+ * Sends commands through the internal broker (the bridge carries them to the DMZ broker, the
+ * gateway holding the device forwards them) and records each device's response against its
+ * command id. A command whose device is offline is sent again when the device's presence turns
+ * "online", until it is answered or expires; the device answers a command id only once.
+ */
+export class CommandDispatcher {
+  private readonly sweep: NodeJS.Timeout;
+
+  constructor(
+    private readonly mqtt: MqttClient,
+    private readonly store: CommandStore,
+    private readonly log: Logger,
+  ) {
+    mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
+    mqtt.on('connect', () => {
+      for (const r of this.store.all()) if (r.state === 'queued' && r.expiresAt > Date.now()) this.publish(r);
+    });
+    this.sweep = setInterval(() => this.expire(), EXPIRY_SWEEP_MS);
+    this.sweep.unref();
+  }
+
+  issue(deviceIds: readonly string[], command: string, params: CommandRecord['params'], ttlSeconds: number): CommandRecord[] {
+    const now = Date.now();
+    return deviceIds.map((deviceId) => {
+      const record: CommandRecord = {
+        commandId: `cmd-${randomUUID()}`,
+        deviceId,
+        command,
+        ...(params !== undefined ? { params } : {}),
+        issuedAt: now,
+        expiresAt: now + ttlSeconds * 1000,
+        state: 'queued',
+        attempts: 0,
+        updatedAt: now,
+      };
+      this.store.put(record);
+      this.publish(record);
+      return record;
+    });
+  }
+
+  close(): void {
+    clearInterval(this.sweep);
+  }
+
+  private publish(record: CommandRecord): void {
+    if (!this.mqtt.connected) return; // sent on (re)connect
+    const envelope: CommandEnvelope = {
+      v: ENVELOPE_VERSION,
+      commandId: record.commandId,
+      command: record.command,
+      ...(record.params !== undefined ? { params: record.params } : {}),
+      issuedAt: record.issuedAt,
+    };
+    this.mqtt.publish(commandTopic(record.deviceId), JSON.stringify(envelope), { qos: 1 }, (err) => {
+      const current = this.store.get(record.commandId);
+      if (!current || isFinal(current.state)) return;
+      if (err) {
+        this.log.warn({ commandId: record.commandId, err: err.message }, 'command not accepted by the broker; will retry');
+        return;
+      }
+      this.update(current, {
+        state: current.state === 'queued' ? 'sent' : current.state,
+        attempts: current.attempts + 1,
+        sentAt: Date.now(),
+      });
+    });
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    try {
+      const where = parseTopic(topic);
+      if (where.kind === 'status') {
+        const status = parseEnvelope(StatusEnvelopeSchema, payload);
+        if (status.state === 'online') this.redeliver(where.deviceId);
+        return;
+      }
+      if (where.kind !== 'uplink' || where.dataType !== 'response') return;
+      const env = parseEnvelope(UplinkEnvelopeSchema, payload);
+      if (env.dataType !== 'response' || env.deviceId !== where.deviceId) return;
+      for (const { payload: response } of env.messages) {
+        const record = this.store.get(response.commandId);
+        // A device answers only its own commands; anything else is noise, or an attack.
+        if (!record || record.deviceId !== env.deviceId) {
+          this.log.warn({ deviceId: env.deviceId, commandId: response.commandId }, 'response to an unknown command, or another device’s');
+          continue;
+        }
+        if (isFinal(record.state)) continue;
+        this.update(record, {
+          state: response.status,
+          response: { status: response.status, ...(response.result !== undefined ? { result: response.result } : {}), at: Date.now() },
+        });
+        this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: response.status }, 'command answered');
+      }
+    } catch (err) {
+      if (!isFieldStreamError(err)) throw err;
+      this.log.warn({ code: err.code, topic }, err.message);
+    }
+  }
+
+  private redeliver(deviceId: string): void {
+    const now = Date.now();
+    for (const r of this.store.all()) {
+      if (r.deviceId === deviceId && (r.state === 'queued' || r.state === 'sent') && r.expiresAt > now) this.publish(r);
+    }
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    for (const r of [...this.store.all()]) {
+      if (!isFinal(r.state) && r.state !== 'accepted' && r.expiresAt <= now) this.update(r, { state: 'expired' });
+    }
+  }
+
+  private update(record: CommandRecord, change: Partial<CommandRecord>): void {
+    this.store.put({ ...record, ...change, updatedAt: Date.now() });
+  }
+}

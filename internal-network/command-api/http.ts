@@ -1,0 +1,157 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import type { CommandDispatcher } from './dispatcher.ts';
+import { CommandRequestSchema, type CommandRecord } from './schemas.ts';
+import type { CommandStore } from './store.ts';
+
+/** bytes: the largest request body read */
+const MAX_BODY_BYTES = 64 * 1024;
+
+export interface CommandHttpOptions {
+  host: string;
+  port: number;
+  token: string;
+  groups: Readonly<Record<string, readonly string[]>>;
+  defaultTtlSeconds: number;
+  dispatcher: CommandDispatcher;
+  store: CommandStore;
+  brokerConnected: () => boolean;
+  logger: Logger;
+}
+
+/**
+ *   POST /v1/commands          {"deviceId"|"deviceIds"|"group", "command", "params"?, "ttlSeconds"?} → 202
+ *   GET  /v1/commands/{id}     one command and its state
+ *   GET  /v1/commands?deviceId=ID&limit=N   the latest commands
+ *   GET  /healthz              no credential needed
+ * Every other answer is {"code", "message"} with the code's HTTP status.
+ */
+export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: number; close(): Promise<void> }> {
+  const tokenDigest = createHash('sha256').update(o.token).digest();
+  const authorized = (req: IncomingMessage) => {
+    const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+    // Compare digests in constant time, so response timing says nothing about the token.
+    return m?.[1] !== undefined && timingSafeEqual(createHash('sha256').update(m[1]).digest(), tokenDigest);
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const coded = isFieldStreamError(err) ? err : new FieldStreamError('API_INVALID_BODY', 'Internal error');
+      if (!isFieldStreamError(err)) o.logger.error({ err }, 'unexpected error');
+      send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) });
+    });
+  });
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://api');
+    if (url.pathname === '/healthz') {
+      const ok = o.brokerConnected();
+      return send(res, ok ? 200 : 503, { status: ok ? 'ok' : 'broker unreachable' });
+    }
+    if (!authorized(req)) throw new FieldStreamError('API_UNAUTHORIZED');
+    if (url.pathname === '/v1/commands') {
+      if (req.method === 'POST') return send(res, 202, { commands: create(await readJson(req)).map(view) });
+      if (req.method === 'GET') return send(res, 200, { commands: list(url.searchParams).map(view) });
+      throw new FieldStreamError('API_METHOD_NOT_ALLOWED');
+    }
+    const m = /^\/v1\/commands\/([A-Za-z0-9._:-]{1,128})$/.exec(url.pathname);
+    if (m) {
+      if (req.method !== 'GET') throw new FieldStreamError('API_METHOD_NOT_ALLOWED');
+      const record = o.store.get(m[1] as string);
+      if (!record) throw new FieldStreamError('API_NOT_FOUND', `No command ${m[1]}.`);
+      return send(res, 200, view(record));
+    }
+    throw new FieldStreamError('API_NOT_FOUND');
+  }
+
+  function create(body: unknown): CommandRecord[] {
+    const parsed = CommandRequestSchema.safeParse(body);
+    if (!parsed.success) {
+      const first = parsed.error.issues[0];
+      throw new FieldStreamError('API_INVALID_BODY', `Invalid command — ${first ? `${first.path.join('.') || '(body)'}: ${first.message}` : 'invalid'}`, {
+        issues: parsed.error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })),
+      });
+    }
+    const r = parsed.data;
+    let targets: readonly string[];
+    if (r.group !== undefined) {
+      const members = o.groups[r.group];
+      if (!members) throw new FieldStreamError('API_UNKNOWN_GROUP', `No group "${r.group}".`);
+      targets = members;
+    } else {
+      targets = r.deviceIds ?? [r.deviceId as string];
+    }
+    const records = o.dispatcher.issue([...new Set(targets)], r.command, r.params, r.ttlSeconds ?? o.defaultTtlSeconds);
+    o.logger.info({ command: r.command, devices: records.length }, 'command issued');
+    return records;
+  }
+
+  function list(q: URLSearchParams): CommandRecord[] {
+    const deviceId = q.get('deviceId');
+    if (deviceId !== null && !DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('API_INVALID_BODY', 'deviceId is not a device id.');
+    const limit = Math.min(1000, Math.max(1, Number(q.get('limit') ?? 100) || 100));
+    return [...o.store.all()].filter((r) => deviceId === null || r.deviceId === deviceId).slice(-limit).reverse();
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Command API cannot listen on ${o.host}:${o.port}: ${err.message}`)));
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  o.logger.info({ host: o.host, port }, 'command API listening');
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function view(r: CommandRecord) {
+  return {
+    commandId: r.commandId,
+    deviceId: r.deviceId,
+    command: r.command,
+    ...(r.params !== undefined ? { params: r.params } : {}),
+    state: r.state,
+    issuedAt: new Date(r.issuedAt).toISOString(),
+    expiresAt: new Date(r.expiresAt).toISOString(),
+    attempts: r.attempts,
+    ...(r.sentAt ? { sentAt: new Date(r.sentAt).toISOString() } : {}),
+    ...(r.response ? { response: { ...r.response, at: new Date(r.response.at).toISOString() } } : {}),
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) {
+    throw new FieldStreamError('API_INVALID_BODY', 'Send the body as application/json.');
+  }
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw new FieldStreamError('API_BODY_TOO_LARGE', `At most ${MAX_BODY_BYTES} bytes.`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new FieldStreamError('API_BODY_TOO_LARGE', `At most ${MAX_BODY_BYTES} bytes.`);
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    throw new FieldStreamError('API_INVALID_BODY', `The body is not JSON: ${(err as Error).message}`);
+  }
+}

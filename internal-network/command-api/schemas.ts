@@ -1,0 +1,52 @@
+import { z } from 'zod';
+import { CommandNameSchema } from '../../shared/contract/downlink.ts';
+import { COMMAND_RESPONSE_STATUSES, JsonValueSchema } from '../../shared/contract/payloads.ts';
+import { DeviceIdSchema, MessageIdSchema } from '../../shared/contract/primitives.ts';
+
+/** Most devices one request may address. */
+export const MAX_TARGETS = 1000;
+
+/** POST /v1/commands: exactly one of deviceId, deviceIds, group. */
+export const CommandRequestSchema = z
+  .strictObject({
+    deviceId: DeviceIdSchema.optional(),
+    deviceIds: z.array(DeviceIdSchema).min(1).max(MAX_TARGETS).optional(),
+    group: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+    command: CommandNameSchema,
+    params: JsonValueSchema.optional(),
+    /** seconds the command stays deliverable to a device that is offline */
+    ttlSeconds: z.number().int().min(1).max(30 * 86_400).optional(),
+  })
+  .refine((r) => [r.deviceId, r.deviceIds, r.group].filter((x) => x !== undefined).length === 1, {
+    message: 'give exactly one of deviceId, deviceIds, group',
+  });
+export type CommandRequest = z.infer<typeof CommandRequestSchema>;
+
+export const GroupsFileSchema = z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), z.array(DeviceIdSchema).min(1).max(MAX_TARGETS));
+
+export const COMMAND_STATES = ['queued', 'sent', ...COMMAND_RESPONSE_STATUSES, 'expired'] as const;
+
+/** What the API reports for one command, and what the journal holds. */
+export const CommandRecordSchema = z.object({
+  commandId: MessageIdSchema,
+  deviceId: DeviceIdSchema,
+  command: CommandNameSchema,
+  params: JsonValueSchema.optional(),
+  /** epoch ms */
+  issuedAt: z.number().int(),
+  /** epoch ms */
+  expiresAt: z.number().int(),
+  state: z.enum(COMMAND_STATES),
+  /** publishes of this command to the broker */
+  attempts: z.number().int().min(0),
+  /** epoch ms of the broker's PUBACK of the last publish */
+  sentAt: z.number().int().optional(),
+  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: z.number().int() }).optional(),
+  updatedAt: z.number().int(),
+});
+export type CommandRecord = z.infer<typeof CommandRecordSchema>;
+
+/** A state after which nothing changes. */
+export function isFinal(state: CommandRecord['state']): boolean {
+  return state === 'completed' || state === 'failed' || state === 'rejected' || state === 'expired';
+}
