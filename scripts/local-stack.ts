@@ -1,0 +1,66 @@
+/**
+ * `npm run stack`: the DMZ and internal tiers as real processes on this machine, without Docker —
+ * Caddy, the DMZ Mosquitto, the internal Mosquitto with its bridge, the gateway(s), the distributor
+ * and the command API — from the same configuration files the compose files mount. Time series go
+ * to INFLUXDB_URL when set, otherwise to the local store. Needs mosquitto and caddy installed.
+ */
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { loadDotenv, parseConfig, setting } from '../shared/config.ts';
+import { runService } from '../shared/service.ts';
+import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
+import { SEED_DEVICE_IDS } from '../embedded/config.ts';
+import { startLocalStack } from './local-stack/stack.ts';
+
+const StackConfigSchema = z.object({
+  CERTS_DIR: z.string().default('./certs'),
+  STACK_DIR: z.string().default('./data/stack'),
+  STACK_GATEWAYS: z.coerce.number().int().min(1).max(16).default(1),
+  STACK_HTTPS_PORT: setting.port(9443),
+  STACK_HTTP_PORT: setting.port(9080),
+  STACK_DMZ_MQTT_PORT: setting.port(18883),
+  STACK_INTERNAL_MQTT_PORT: setting.port(28883),
+  STACK_GATEWAY_PORT: setting.port(9444),
+  STACK_COMMAND_API_PORT: setting.port(9090),
+  COMMAND_API_TOKEN: z.string().min(24).optional(),
+});
+
+loadDotenv();
+runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
+  const repoRoot = resolve(import.meta.dirname, '..');
+  const certsDir = resolve(c.CERTS_DIR);
+  ensureDevelopmentPki(certsDir, SEED_DEVICE_IDS);
+  const token = c.COMMAND_API_TOKEN ?? randomBytes(24).toString('hex');
+  const stack = await startLocalStack({
+    repoRoot,
+    certsDir,
+    workDir: resolve(c.STACK_DIR),
+    env: process.env,
+    commandApiToken: token,
+    gateways: c.STACK_GATEWAYS,
+    ports: {
+      https: c.STACK_HTTPS_PORT,
+      http: c.STACK_HTTP_PORT,
+      dmzMqtt: c.STACK_DMZ_MQTT_PORT,
+      internalMqtt: c.STACK_INTERNAL_MQTT_PORT,
+      gateway: c.STACK_GATEWAY_PORT,
+      commandApi: c.STACK_COMMAND_API_PORT,
+    },
+  });
+  const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
+  process.stdout.write(`
+FieldStream local stack is running (Ctrl-C to stop)
+
+  Caddy (public WSS)   ${stack.urls.wss}
+  gateways             ${stack.ports.gateways.map((g) => `127.0.0.1:${g}`).join(' ')}  (mTLS, only Caddy may connect)
+  DMZ Mosquitto        ${stack.urls.dmzMqtt}
+  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to the DMZ broker, dialling out)
+  command API          ${stack.urls.commandApi}  token ${c.COMMAND_API_TOKEN ? '(COMMAND_API_TOKEN)' : token}
+  time series          ${process.env.INFLUXDB_URL ?? rel(stack.dataDir.timeseries)}
+  files                ${rel(stack.dataDir.files)}
+  logs                 ${rel(resolve(c.STACK_DIR, 'logs'))}/
+  certificates         ${rel(certsDir)}/
+`);
+  return stack;
+});

@@ -1,0 +1,205 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { pkiPaths } from '../../shared/pki/layout.ts';
+import { ManagedProcess } from './process.ts';
+import { freePort } from './ports.ts';
+
+/**
+ * The DMZ and internal tiers as real processes on loopback, from the same configuration files the
+ * compose files mount (Caddyfile, dmz/mosquitto/*, internal-network/mosquitto/*), templated only
+ * by environment variables. `npm run stack` runs it; the end-to-end tests run it too.
+ */
+export interface LocalStackOptions {
+  repoRoot: string;
+  certsDir: string;
+  /** rendered configurations, broker persistence, logs, stored files */
+  workDir: string;
+  /** settings passed on to every service (INFLUXDB_* for the distributor, LOG_LEVEL, ...) */
+  env: Record<string, string | undefined>;
+  commandApiToken: string;
+  gateways?: number;
+  /** fixed ports (0 or absent: chosen by the OS) */
+  ports?: Partial<Record<'https' | 'http' | 'dmzMqtt' | 'internalMqtt' | 'gateway' | 'commandApi', number>>;
+  /** where the internal broker's bridge dials (default: the DMZ broker); a test puts a relay here to cut it */
+  bridgeTarget?: (dmzMqttPort: number) => Promise<{ host: string; port: number }> | { host: string; port: number };
+}
+
+export interface LocalStack {
+  readonly ports: { https: number; http: number; dmzMqtt: number; internalMqtt: number; gateways: number[]; commandApi: number };
+  readonly urls: { wss: string; dmzMqtt: string; internalMqtt: string; commandApi: string };
+  readonly caddy: ManagedProcess;
+  readonly dmzMosquitto: ManagedProcess;
+  readonly internalMosquitto: ManagedProcess;
+  readonly gateways: ManagedProcess[];
+  readonly distributor: ManagedProcess;
+  readonly commandApi: ManagedProcess;
+  readonly all: ManagedProcess[];
+  readonly dataDir: { files: string; timeseries: string; deadLetters: string; commands: string };
+  close(): Promise<void>;
+}
+
+const port = async (fixed: number | undefined) => (fixed ? fixed : freePort());
+
+export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack> {
+  const p = pkiPaths(o.certsDir);
+  const w = (...parts: string[]) => join(o.workDir, ...parts);
+  for (const dir of ['logs', 'dmz-mosquitto', 'internal-mosquitto', 'caddy']) mkdirSync(w(dir), { recursive: true });
+  const nGateways = o.gateways ?? 1;
+
+  const ports = {
+    https: await port(o.ports?.https),
+    http: await port(o.ports?.http),
+    dmzMqtt: await port(o.ports?.dmzMqtt),
+    internalMqtt: await port(o.ports?.internalMqtt),
+    gateways: [] as number[],
+    commandApi: await port(o.ports?.commandApi),
+  };
+  for (let i = 0; i < nGateways; i++) ports.gateways.push(o.ports?.gateway ? o.ports.gateway + i : await freePort());
+  const bridge = (await o.bridgeTarget?.(ports.dmzMqtt)) ?? { host: 'localhost', port: ports.dmzMqtt };
+
+  const baseEnv = { PATH: process.env.PATH, HOME: w('caddy'), ...o.env };
+  const render = (template: string, out: string, env: Record<string, string>) => () =>
+    execFileSync(join(o.repoRoot, 'scripts', 'render-config.sh'), [template, out], { env: { PATH: process.env.PATH, ...env } });
+  const mosquittoEnv = (name: 'dmz' | 'internal', listen: number) => ({
+    MOSQUITTO_PORT: String(listen),
+    MOSQUITTO_BIND: '127.0.0.1',
+    MOSQUITTO_CA_FILE: p.publicCa,
+    MOSQUITTO_CERT_FILE: p.service(`${name}/mosquitto`).cert,
+    MOSQUITTO_KEY_FILE: p.service(`${name}/mosquitto`).key,
+    MOSQUITTO_CONFIG_DIR: join(o.repoRoot, name === 'dmz' ? 'dmz' : 'internal-network', 'mosquitto'),
+    MOSQUITTO_DATA_DIR: w(`${name}-mosquitto`),
+    // Started by root, Mosquitto would switch to the "mosquitto" user, which cannot read our 0600 keys.
+    MOSQUITTO_USER: userInfo().username,
+    MOSQUITTO_LOG_DEST: `file ${w('logs', `${name}-mosquitto.log`)}`,
+  });
+
+  const mosquitto = (name: 'dmz' | 'internal', listen: number, extra: Record<string, string> = {}) => {
+    const conf = w(`${name}-mosquitto`, 'mosquitto.conf');
+    return new ManagedProcess({
+      name: `${name}-mosquitto`,
+      command: 'mosquitto',
+      args: ['-c', conf],
+      env: baseEnv,
+      cwd: o.workDir,
+      logFile: w('logs', `${name}-mosquitto.stdout.log`),
+      ready: { port: listen },
+      prepare: render(join(o.repoRoot, name === 'dmz' ? 'dmz' : 'internal-network', 'mosquitto', 'mosquitto.conf'), conf, { ...mosquittoEnv(name, listen), ...extra }),
+    });
+  };
+  const node = (name: string, entry: string, env: Record<string, string>, ready: ManagedProcess['spec']['ready']) =>
+    new ManagedProcess({
+      name,
+      command: process.execPath,
+      args: ['--import', 'tsx', join(o.repoRoot, entry)],
+      env: { ...baseEnv, FIELDSTREAM_ENV_FILE: '/dev/null', ...env },
+      cwd: o.repoRoot,
+      logFile: w('logs', `${name}.log`),
+      ready,
+    });
+
+  const dmzMosquitto = mosquitto('dmz', ports.dmzMqtt);
+  const internalMosquitto = mosquitto('internal', ports.internalMqtt, {
+    DMZ_BROKER_HOST: bridge.host,
+    DMZ_BROKER_PORT: String(bridge.port),
+    BRIDGE_CA_FILE: p.publicCa,
+    BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
+    BRIDGE_KEY_FILE: p.service('internal/bridge').key,
+    BRIDGE_CLIENT_ID: 'fieldstream-bridge',
+  });
+  const gateways = ports.gateways.map((gp, i) =>
+    node(`gateway-${i + 1}`, 'dmz/gateway/main.ts', {
+      GATEWAY_ID: `gateway-${i + 1}`,
+      GATEWAY_IDENTITY_SOURCE: 'proxy',
+      GATEWAY_HOST: '127.0.0.1',
+      GATEWAY_PORT: String(gp),
+      GATEWAY_TLS_CERT_FILE: p.service('dmz/gateway').cert,
+      GATEWAY_TLS_KEY_FILE: p.service('dmz/gateway').key,
+      GATEWAY_CA_FILE: p.publicCa,
+      MQTT_URL: `mqtts://localhost:${ports.dmzMqtt}`,
+      MQTT_CA_FILE: p.publicCa,
+      MQTT_CERT_FILE: p.service('dmz/gateway').cert,
+      MQTT_KEY_FILE: p.service('dmz/gateway').key,
+    }, { port: gp }),
+  );
+  const caddy = new ManagedProcess({
+    name: 'caddy',
+    command: 'caddy',
+    args: ['run', '--config', join(o.repoRoot, 'Caddyfile'), '--adapter', 'caddyfile'],
+    env: {
+      ...baseEnv,
+      XDG_DATA_HOME: w('caddy', 'data'),
+      XDG_CONFIG_HOME: w('caddy', 'config'),
+      DOMAIN_NAME: 'localhost',
+      CADDY_TLS: 'files',
+      CADDY_ADMIN: 'off',
+      CADDY_HTTP_PORT: String(ports.http),
+      CADDY_HTTPS_PORT: String(ports.https),
+      CADDY_TLS_CERT_FILE: p.service('dmz/edge').cert,
+      CADDY_TLS_KEY_FILE: p.service('dmz/edge').key,
+      CADDY_CLIENT_CA_FILE: p.publicCa,
+      CADDY_UPSTREAM_CERT_FILE: p.service('dmz/edge').cert,
+      CADDY_UPSTREAM_KEY_FILE: p.service('dmz/edge').key,
+      GATEWAY_UPSTREAMS: ports.gateways.map((gp) => `127.0.0.1:${gp}`).join(' '),
+    },
+    cwd: o.workDir,
+    logFile: w('logs', 'caddy.log'),
+    ready: { port: ports.https },
+  });
+  const dataDir = { files: w('files'), timeseries: w('timeseries'), deadLetters: w('dead-letter'), commands: w('commands.jsonl') };
+  const distributor = node('distributor', 'internal-network/distributor/main.ts', {
+    MQTT_URL: `mqtts://localhost:${ports.internalMqtt}`,
+    MQTT_CA_FILE: p.publicCa,
+    MQTT_CERT_FILE: p.service('internal/distributor').cert,
+    MQTT_KEY_FILE: p.service('internal/distributor').key,
+    DISTRIBUTOR_CLIENT_ID: 'distributor-1',
+    FILE_STORAGE_PATH: dataDir.files,
+    TIMESERIES_LOCAL_PATH: dataDir.timeseries,
+    DEAD_LETTER_PATH: dataDir.deadLetters,
+  }, { logLine: /"msg":"subscribed"/ });
+  const commandApi = node('command-api', 'internal-network/command-api/main.ts', {
+    COMMAND_API_HOST: '127.0.0.1',
+    COMMAND_API_PORT: String(ports.commandApi),
+    COMMAND_API_TOKEN: o.commandApiToken,
+    COMMAND_STATE_PATH: dataDir.commands,
+    MQTT_URL: `mqtts://localhost:${ports.internalMqtt}`,
+    MQTT_CA_FILE: p.publicCa,
+    MQTT_CERT_FILE: p.service('internal/command-api').cert,
+    MQTT_KEY_FILE: p.service('internal/command-api').key,
+    COMMAND_API_CLIENT_ID: 'command-api-1',
+  }, { port: ports.commandApi });
+
+  const all = [dmzMosquitto, internalMosquitto, ...gateways, caddy, distributor, commandApi];
+  const started: ManagedProcess[] = [];
+  try {
+    for (const proc of all) {
+      await proc.start();
+      started.push(proc);
+    }
+  } catch (err) {
+    for (const proc of started.reverse()) await proc.stop();
+    throw err;
+  }
+  return {
+    ports,
+    urls: {
+      wss: `wss://localhost:${ports.https}/ws`,
+      dmzMqtt: `mqtts://localhost:${ports.dmzMqtt}`,
+      internalMqtt: `mqtts://localhost:${ports.internalMqtt}`,
+      commandApi: `http://127.0.0.1:${ports.commandApi}`,
+    },
+    caddy,
+    dmzMosquitto,
+    internalMosquitto,
+    gateways,
+    distributor,
+    commandApi,
+    all,
+    dataDir,
+    async close() {
+      // Edge first, brokers last, so nothing is accepted that cannot be passed on.
+      for (const proc of [caddy, ...gateways, commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
+    },
+  };
+}
