@@ -32,6 +32,8 @@ export const DistributorConfigSchema = z
     FILE_STORAGE_PATH: z.string().default('./data/files'),
     FILE_STORAGE_TYPE: z.enum(['local'], { message: 'only "local" is supported (mount object storage as a folder for s3, azure or gcs)' }).default('local'),
     DEAD_LETTER_PATH: z.string().default('./data/dead-letter'),
+    /** A file touched every 10 s while connected and subscribed, for container health checks. */
+    DISTRIBUTOR_HEALTH_FILE: z.string().optional(),
     LOG_LEVEL: setting.logLevel(),
   })
   .superRefine((c, ctx) => {

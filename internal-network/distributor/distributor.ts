@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises';
 import type { MqttClient } from 'mqtt';
 import { sharedFilter, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -60,12 +61,25 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     if (mqtt.connected) subscribe();
     else mqtt.once('connect', subscribe);
   });
+  let healthTimer: NodeJS.Timeout | undefined;
+  if (config.DISTRIBUTOR_HEALTH_FILE) {
+    const file = config.DISTRIBUTOR_HEALTH_FILE;
+    const touch = () => {
+      if (mqtt.connected) writeFile(file, new Date().toISOString()).catch(() => undefined);
+    };
+    void ready.then(() => {
+      touch();
+      healthTimer = setInterval(touch, 10_000);
+      healthTimer.unref();
+    });
+  }
   return {
     mqtt,
     sink,
     consumer,
     ready,
     async close() {
+      clearInterval(healthTimer);
       consumer.stop();
       // Forced: an unfinished message must not be acknowledged on the way out.
       await endMqtt(mqtt, true);
