@@ -4,6 +4,9 @@ import type { StoredPoint } from '../points.ts';
 import { toInfluxPoint } from './line-protocol.ts';
 import { isRetryableStatus, type PointSink } from './sink.ts';
 
+/** points per write request (InfluxData suggests about 5,000 lines) */
+const BATCH = 5000;
+
 export interface InfluxV2Options {
   url: string;
   token: string;
@@ -26,13 +29,20 @@ export class InfluxV2Sink implements PointSink {
     this.description = `InfluxDB 2.x API ${options.url} org ${options.org} bucket ${options.bucket}`;
     this.api = new InfluxDB({ url: options.url, token: options.token, timeout: options.timeoutMs }).getWriteApi(options.org, options.bucket, 'ms', {
       maxRetries: 0,
-      batchSize: Number.MAX_SAFE_INTEGER, // we flush explicitly, once per batch of ours
+      // We flush explicitly after each write of ours, never more than BATCH points at a time, so
+      // the client never flushes on its own (its own flush would report failures to a log, not to us).
+      batchSize: BATCH + 1,
+      maxBufferLines: 2 * BATCH,
       flushInterval: 0,
       gzipThreshold: 1000,
     });
   }
 
   async write(points: readonly StoredPoint[]): Promise<void> {
+    for (let i = 0; i < points.length; i += BATCH) await this.writeChunk(points.slice(i, i + BATCH));
+  }
+
+  private async writeChunk(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
     this.api.writePoints(points.map(toInfluxPoint));
     try {

@@ -1,0 +1,135 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
+
+/** A real InfluxDB 1.x (Debian's influxd) with authentication on, in a folder of its own. */
+export class InfluxV1 {
+  readonly process: ManagedProcess;
+  readonly url: string;
+  readonly user = 'fieldstream';
+  readonly password = 'not-a-secret-test-password';
+
+  private constructor(dir: string, port: number, rpcPort: number) {
+    const conf = join(dir, 'influxdb.conf');
+    writeFileSync(
+      conf,
+      `reporting-disabled = true
+bind-address = "127.0.0.1:${rpcPort}"
+[meta]
+  dir = "${join(dir, 'meta')}"
+[data]
+  dir = "${join(dir, 'data')}"
+  wal-dir = "${join(dir, 'wal')}"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:${port}"
+  auth-enabled = true
+  log-enabled = false
+`,
+    );
+    this.url = `http://127.0.0.1:${port}`;
+    this.process = new ManagedProcess({
+      name: 'influxd',
+      command: 'influxd',
+      args: ['-config', conf],
+      env: { PATH: process.env.PATH, HOME: dir },
+      cwd: dir,
+      logFile: join(dir, 'influxd.log'),
+      ready: { port },
+    });
+  }
+
+  static async start(dir: string, database: string): Promise<InfluxV1> {
+    mkdirSync(dir, { recursive: true });
+    const db = new InfluxV1(dir, await freePort(), await freePort());
+    await db.process.start();
+    await db.waitPing();
+    // With no user yet, InfluxDB lets the first admin be created without credentials.
+    await db.query(`CREATE USER "${db.user}" WITH PASSWORD '${db.password}' WITH ALL PRIVILEGES`, undefined, false);
+    await db.query(`CREATE DATABASE "${database}"`);
+    return db;
+  }
+
+  private async waitPing(): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      const ok = await fetch(`${this.url}/ping`).then((r) => r.status === 204, () => false);
+      if (ok) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('influxd does not answer /ping');
+  }
+
+  async query(q: string, database?: string, auth = true): Promise<InfluxResult> {
+    const url = new URL('/query', this.url);
+    url.searchParams.set('q', q);
+    url.searchParams.set('epoch', 'ms');
+    if (database) url.searchParams.set('db', database);
+    const headers: Record<string, string> = auth ? { authorization: `Basic ${Buffer.from(`${this.user}:${this.password}`).toString('base64')}` } : {};
+    const res = await fetch(url, { method: 'POST', headers });
+    const body = (await res.json()) as InfluxResult;
+    if (!res.ok || body.results?.[0]?.error) throw new Error(`InfluxDB query failed (${res.status}): ${JSON.stringify(body)}`);
+    return body;
+  }
+
+  /** Rows of `SELECT * FROM measurement WHERE ...` as objects keyed by column. */
+  async rows(database: string, q: string): Promise<Record<string, unknown>[]> {
+    const body = await this.query(q, database);
+    const series = body.results?.[0]?.series ?? [];
+    return series.flatMap((s) => s.values.map((v) => Object.fromEntries(s.columns.map((c, i) => [c, v[i]]))));
+  }
+
+  async restart(): Promise<void> {
+    await this.process.start();
+    await this.waitPing();
+  }
+}
+
+interface InfluxResult {
+  results?: Array<{ error?: string; series?: Array<{ name: string; columns: string[]; values: unknown[][] }> }>;
+}
+
+/** A real VictoriaMetrics, which accepts InfluxDB's v2 write API. */
+export class VictoriaMetrics {
+  readonly process: ManagedProcess;
+  readonly url: string;
+
+  private constructor(dir: string, port: number) {
+    this.url = `http://127.0.0.1:${port}`;
+    this.process = new ManagedProcess({
+      name: 'victoria-metrics',
+      command: 'victoria-metrics',
+      args: [
+        `-httpListenAddr=127.0.0.1:${port}`,
+        `-storageDataPath=${join(dir, 'data')}`,
+        '-retentionPeriod=100y', // the examples are dated 2024
+        '-search.latencyOffset=0s', // fresh points visible at once
+      ],
+      env: { PATH: process.env.PATH },
+      cwd: dir,
+      logFile: join(dir, 'victoria-metrics.log'),
+      ready: { port },
+    });
+  }
+
+  static async start(dir: string): Promise<VictoriaMetrics> {
+    mkdirSync(dir, { recursive: true });
+    const vm = new VictoriaMetrics(dir, await freePort());
+    await vm.process.start();
+    return vm;
+  }
+
+  /** Raw samples of the series whose name matches, as {labels, values, timestamps (ms)}. */
+  async export(nameRegex: string): Promise<Array<{ metric: Record<string, string>; values: number[]; timestamps: number[] }>> {
+    const res = await fetch(`${this.url}/api/v1/export`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ 'match[]': `{__name__=~"${nameRegex}"}` }),
+    });
+    const text = await res.text();
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { metric: Record<string, string>; values: number[]; timestamps: number[] });
+  }
+}

@@ -1,0 +1,61 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../scripts/local-stack/stack.ts';
+import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import type { PkiPaths } from '../../shared/pki/layout.ts';
+
+export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+
+export async function startTestStack(
+  certsDir: string,
+  workDir: string,
+  env: Record<string, string>,
+  extra: Partial<LocalStackOptions> = {},
+): Promise<{ stack: LocalStack; token: string }> {
+  const token = randomBytes(24).toString('hex');
+  const stack = await startLocalStack({
+    repoRoot: REPO_ROOT,
+    certsDir,
+    workDir,
+    env: { LOG_LEVEL: 'info', ...env },
+    commandApiToken: token,
+    ...extra,
+  });
+  return { stack, token };
+}
+
+/** Another distributor on the internal broker, in its own share group (so it gets every message). */
+export function extraDistributor(name: string, paths: PkiPaths, internalMqttUrl: string, workDir: string, env: Record<string, string>): ManagedProcess {
+  return new ManagedProcess({
+    name,
+    command: process.execPath,
+    args: ['--import', 'tsx', join(REPO_ROOT, 'internal-network', 'distributor', 'main.ts')],
+    env: {
+      PATH: process.env.PATH,
+      FIELDSTREAM_ENV_FILE: '/dev/null',
+      MQTT_URL: internalMqttUrl,
+      MQTT_CA_FILE: paths.publicCa,
+      MQTT_CERT_FILE: paths.service('internal/distributor').cert,
+      MQTT_KEY_FILE: paths.service('internal/distributor').key,
+      DISTRIBUTOR_CLIENT_ID: name,
+      DISTRIBUTOR_SHARE_GROUP: name,
+      FILE_STORAGE_PATH: join(workDir, name, 'files'),
+      TIMESERIES_LOCAL_PATH: join(workDir, name, 'timeseries'),
+      DEAD_LETTER_PATH: join(workDir, name, 'dead-letter'),
+      ...env,
+    },
+    cwd: REPO_ROOT,
+    logFile: join(workDir, 'logs', `${name}.log`),
+    ready: { logLine: /"msg":"subscribed"/ },
+  });
+}
+
+/** Calls the command API with the operator's token (or another). */
+export async function api(stack: LocalStack, token: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${stack.urls.commandApi}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  return { status: res.status, body: await res.json() };
+}
