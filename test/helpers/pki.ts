@@ -10,7 +10,7 @@ export function makeTestPki(deviceIds: readonly string[], domain = 'localhost'):
   const dir = mkdtempSync(join(tmpdir(), 'fieldstream-pki-'));
   setupPki(dir, { domain });
   for (const id of deviceIds) issueDeviceCertificate(dir, id);
-  return { dir, paths: pkiPaths(dir), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return { dir, paths: pkiPaths(dir), cleanup: () => (process.env.FIELDSTREAM_KEEP_TEST_DIRS === '1' ? undefined : rmSync(dir, { recursive: true, force: true })) };
 }
 
 /** A device certificate from a CA that is not ours, with the same CN as a real device. */
@@ -20,7 +20,14 @@ export function foreignDeviceCert(deviceId: string): { ca: string; cert: string;
   return { ca: ca.certPem, cert: kc.certPem, key: kc.keyPem };
 }
 
+/** A temporary folder, removed at cleanup unless FIELDSTREAM_KEEP_TEST_DIRS=1 (to read the logs after a failure). */
 export function tempDir(prefix: string): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), `fieldstream-${prefix}-`));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    cleanup: () => {
+      if (process.env.FIELDSTREAM_KEEP_TEST_DIRS === '1') process.stderr.write(`kept ${dir}\n`);
+      else rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
