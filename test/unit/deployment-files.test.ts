@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ROLE_POLICIES } from '../../shared/acl.ts';
+import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../shared/pki/onboarding.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const repoRoot = join(import.meta.dirname, '..', '..');
+
+/** Parses a Mosquitto acl_file into {user: {read: [...], write: [...]}}. */
+function parseAcl(text: string): Record<string, { read: string[]; write: string[] }> {
+  const out: Record<string, { read: string[]; write: string[] }> = {};
+  let user = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const [kw, a, b] = line.split(/\s+/);
+    if (kw === 'user' && a) {
+      user = a;
+      out[user] = { read: [], write: [] };
+    } else if (kw === 'topic' && (a === 'read' || a === 'write') && b) {
+      out[user]?.[a].push(b);
+    } else {
+      assert.fail(`unexpected ACL line: ${line}`);
+    }
+  }
+  return out;
+}
+
+describe('deployment files', () => {
+  it('the DMZ broker ACL grants exactly what shared/acl.ts allows the gateway and the bridge', () => {
+    const acl = parseAcl(readFileSync(join(repoRoot, 'dmz', 'mosquitto', 'acl'), 'utf8'));
+    assert.deepEqual(Object.keys(acl).sort(), ['bridge', 'gateway']);
+    for (const role of ['gateway', 'bridge'] as const) {
+      assert.deepEqual(acl[role]?.write.sort(), [...(ROLE_POLICIES[role]?.publish ?? [])].sort(), role);
+      assert.deepEqual(acl[role]?.read.sort(), [...(ROLE_POLICIES[role]?.subscribe ?? [])].sort(), role);
+    }
+  });
+
+  it('the internal broker ACL grants exactly what shared/acl.ts allows the distributor and the command API', () => {
+    const acl = parseAcl(readFileSync(join(repoRoot, 'internal-network', 'mosquitto', 'acl'), 'utf8'));
+    assert.deepEqual(Object.keys(acl).sort(), ['command-api', 'distributor']);
+    for (const role of ['distributor', 'command-api'] as const) {
+      assert.deepEqual(acl[role]?.write.sort(), [...(ROLE_POLICIES[role]?.publish ?? [])].sort(), role);
+      assert.deepEqual(acl[role]?.read.sort(), [...(ROLE_POLICIES[role]?.subscribe ?? [])].sort(), role);
+    }
+  });
+
+  it('the Mosquitto templates render with defaults, and refuse nothing but unset variables', () => {
+    const tmp = tempDir('render');
+    try {
+      for (const conf of ['dmz/mosquitto/mosquitto.conf', 'internal-network/mosquitto/mosquitto.conf']) {
+        const out = join(tmp.dir, 'out.conf');
+        execFileSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(repoRoot, conf), out], { env: { PATH: process.env.PATH } });
+        const text = readFileSync(out, 'utf8');
+        assert.doesNotMatch(text, /\$\{/, conf);
+        assert.match(text, /^require_certificate true$/m);
+        assert.match(text, /^allow_anonymous false$/m);
+        assert.match(text, /^persistence true$/m);
+        assert.match(text, /^listener 8883 0\.0\.0\.0$/m);
+        assert.doesNotMatch(text, /^listener 1883/m, 'no plain-text listener');
+      }
+      const tpl = join(tmp.dir, 't.conf');
+      writeFileSync(tpl, 'a ${NOT_SET_ANYWHERE}\n');
+      const r = spawnSync(join(repoRoot, 'scripts', 'render-config.sh'), [tpl, join(tmp.dir, 'x')], { env: { PATH: process.env.PATH }, encoding: 'utf8' });
+      assert.equal(r.status, 78);
+      assert.match(r.stderr, /NOT_SET_ANYWHERE is not set/);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+    it(`${file} passes docker-compose config, and pins every image`, () => {
+      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't' };
+      const out = execFileSync('docker-compose', ['-f', join(repoRoot, file), '--profile', 'with-influxdb', 'config'], { env, encoding: 'utf8', cwd: repoRoot });
+      const images = [...out.matchAll(/^\s+image: (\S+)$/gm)].map((m) => m[1] as string);
+      assert.ok(images.length > 0);
+      for (const image of images) assert.match(image, /:[0-9][\w.-]*$/, `${image} is pinned`);
+      assert.doesNotMatch(out, /container_name/, 'no fixed container names: --scale works');
+      for (const m of out.matchAll(/- (\S*certs\S*):\S+:(\w+)$/gm)) assert.equal(m[2], 'ro', `${m[1]} mounted read-only`);
+      assert.doesNotMatch(out, /ca\/ca\.key|certs\/ca:/, 'the CA key is never mounted');
+      // A missing setting is named, not silently empty.
+      const r = spawnSync('docker-compose', ['-f', join(repoRoot, file), 'config', '-q'], { env: { PATH: process.env.PATH }, encoding: 'utf8', cwd: repoRoot });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /DOMAIN_NAME|DMZ_BROKER_HOST/);
+    });
+  }
+
+  it("the field client's compose file passes docker-compose config inside a device bundle", () => {
+    const tmp = tempDir('bundle');
+    try {
+      const certs = join(tmp.dir, 'certs');
+      setupPki(certs, { domain: 'fs.example.org' });
+      issueDeviceCertificate(certs, 'pump-7');
+      const bundle = buildDeviceBundle(certs, 'pump-7', join(repoRoot, 'field-client', 'docker-compose.yml'));
+      const site = join(tmp.dir, 'device');
+      mkdirSync(site);
+      execFileSync('tar', ['-xzf', bundle, '-C', site]);
+      const out = execFileSync('docker-compose', ['config'], { cwd: join(site, 'pump-7'), env: { PATH: process.env.PATH }, encoding: 'utf8' });
+      assert.match(out, /DEVICE_ID: pump-7/);
+      assert.match(out, /GATEWAY_URL: wss:\/\/fs\.example\.org\/ws/);
+      assert.match(out, /image: fieldstream\/node:0\.1\.0/);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+});
