@@ -9,6 +9,9 @@ export const EmbeddedConfigSchema = z.object({
   EMBEDDED_HOST: setting.host('127.0.0.1'),
   GATEWAY_PORT: setting.port(8443),
   EMBEDDED_MQTT_PORT: setting.port(8883),
+  COMMAND_API_PORT: setting.port(8080),
+  /** The command API's bearer token; npm start makes one up (and prints it) when unset. */
+  COMMAND_API_TOKEN: z.string().min(24).optional(),
   /** The simulated field device; "none" runs no simulator. */
   DEVICE_ID: z.union([z.literal('none'), DeviceIdSchema]).default('field-sim-001'),
   LOG_LEVEL: setting.logLevel(),

@@ -8,6 +8,8 @@ import { loadDistributorConfig } from '../internal-network/distributor/config.ts
 import { startDistributor, type Distributor } from '../internal-network/distributor/distributor.ts';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient, type RunningFieldClient } from '../field-client/src/start.ts';
+import { loadCommandApiConfig } from '../internal-network/command-api/config.ts';
+import { startCommandApi, type CommandApi } from '../internal-network/command-api/command-api.ts';
 import { startEmbeddedBroker, type EmbeddedBroker } from './broker.ts';
 
 type Env = Record<string, string | undefined>;
@@ -20,6 +22,9 @@ export interface EmbeddedOptions {
   host: string;
   gatewayPort: number;
   brokerPort: number;
+  commandApiPort: number;
+  /** the operator's bearer token for the command API */
+  commandApiToken: string;
   /** the simulated device's id, or undefined for none */
   simulatedDeviceId: string | undefined;
 }
@@ -28,8 +33,10 @@ export interface EmbeddedPipeline {
   readonly broker: EmbeddedBroker;
   readonly gateway: Gateway;
   readonly distributor: Distributor;
+  readonly commandApi: CommandApi;
   readonly field: RunningFieldClient | undefined;
   readonly gatewayUrl: string;
+  readonly commandApiToken: string;
   close(): Promise<void>;
 }
 
@@ -82,6 +89,20 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     }),
     o.logger,
   );
+  const commandApi = await startCommandApi(
+    loadCommandApiConfig({
+      ...o.env,
+      ...common,
+      MQTT_CERT_FILE: p.service('internal/command-api').cert,
+      MQTT_KEY_FILE: p.service('internal/command-api').key,
+      COMMAND_API_HOST: o.host,
+      COMMAND_API_PORT: String(o.commandApiPort),
+      COMMAND_API_TOKEN: o.commandApiToken,
+      COMMAND_API_CLIENT_ID: 'command-api-embedded',
+    }),
+    o.logger,
+  );
+
   const gatewayUrl = `wss://${o.host === '127.0.0.1' ? 'localhost' : o.host}:${gateway.port}/ws`;
 
   let field: RunningFieldClient | undefined;
@@ -104,11 +125,14 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     broker,
     gateway,
     distributor,
+    commandApi,
     field,
     gatewayUrl,
+    commandApiToken: o.commandApiToken,
     async close() {
       // Upstream first, so nothing new arrives while the later stages finish what they hold.
       await field?.close();
+      await commandApi.close();
       await gateway.close();
       await distributor.close();
       await broker.close();

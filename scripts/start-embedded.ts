@@ -2,6 +2,7 @@
  * `npm start`: the whole pipeline on this machine, no Docker, no external server.
  * Embedded broker, gateway (WSS), distributor and a simulated field device, on loopback.
  */
+import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { createLogger } from '../shared/logger.ts';
@@ -26,8 +27,12 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
     host: config.EMBEDDED_HOST,
     gatewayPort: config.GATEWAY_PORT,
     brokerPort: config.EMBEDDED_MQTT_PORT,
+    commandApiPort: config.COMMAND_API_PORT,
+    commandApiToken: config.COMMAND_API_TOKEN ?? randomBytes(24).toString('hex'),
     simulatedDeviceId: simulated,
   });
+  const token = config.COMMAND_API_TOKEN ? '$COMMAND_API_TOKEN' : pipeline.commandApiToken;
+  const apiUrl = `http://${config.EMBEDDED_HOST}:${pipeline.commandApi.port}`;
   const data = resolveDataPaths(process.env);
   const p = pkiPaths(certsDir);
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
@@ -42,10 +47,16 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
   files              ${rel(data.files)}/
   dead letters       ${rel(data.deadLetters)}/
   certificates       ${rel(certsDir)}/  (CA key in ${rel(p.caDir)}/ stays here)
+  command API        ${apiUrl}   bearer token ${token}
   simulated device   ${simulated ?? '(none)'}
 
 Talk to it as device sensor-001 (type one of the README's example messages):
   npx wscat -c ${pipeline.gatewayUrl} --ca ${rel(p.publicCa)} --cert ${rel(dev.cert)} --key ${rel(dev.key)}
+
+Send the simulated device a command, then read its state:
+  curl -s -X POST ${apiUrl}/v1/commands -H 'Authorization: Bearer ${token}' -H 'Content-Type: application/json' \\
+    -d '{"deviceId": "${simulated ?? 'sensor-001'}", "command": "ping"}'
+  curl -s '${apiUrl}/v1/commands?deviceId=${simulated ?? 'sensor-001'}' -H 'Authorization: Bearer ${token}'
 
 Connect another device (a real one, or this machine as one):
   scripts/generate-client-cert.sh my-device

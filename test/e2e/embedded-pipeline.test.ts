@@ -231,8 +231,40 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
     });
   });
 
+  it('the command API sends a command and reports the response against its id', async () => {
+    const field = startFieldClient(
+      loadFieldClientConfig({
+        DEVICE_ID: 'sensor-001',
+        GATEWAY_URL: url,
+        FIELD_CA_FILE: fx.pki.paths.publicCa,
+        FIELD_CERT_FILE: fx.pki.paths.device('sensor-001').cert,
+        FIELD_KEY_FILE: fx.pki.paths.device('sensor-001').key,
+        FIELD_SIMULATE: 'true', // registers the simulator's commands (ping, set_interval)
+        FIELD_SAMPLE_INTERVAL_MS: '3600000',
+      }),
+      fx.logs.logger,
+    );
+    try {
+      await eventually(() => (fx.points({ measurement: 'device_status', device: 'sensor-001' }).some((p) => p.fields.state === 'online') ? true : undefined));
+      const base = `http://127.0.0.1:${fx.pipeline.commandApi.port}`;
+      const headers = { authorization: `Bearer ${fx.pipeline.commandApiToken}`, 'content-type': 'application/json' };
+      const res = await fetch(`${base}/v1/commands`, { method: 'POST', headers, body: JSON.stringify({ deviceId: 'sensor-001', command: 'set_interval', params: { ms: 5 } }) });
+      assert.equal(res.status, 202);
+      const { commands } = (await res.json()) as { commands: Array<{ commandId: string }> };
+      const done = await eventually(async () => {
+        const r = (await (await fetch(`${base}/v1/commands/${commands[0]?.commandId}`, { headers })).json()) as { state: string; response?: { result: string } };
+        return r.state === 'failed' ? r : undefined;
+      });
+      assert.match(String(done.response?.result), /from 10 to 3600000/, 'the handler refused 5 ms and said why');
+      const unauthorized = await fetch(`${base}/v1/commands`, { headers: { authorization: 'Bearer nope' } });
+      assert.equal(unauthorized.status, 401);
+    } finally {
+      await field.close();
+    }
+  });
+
   it('never wrote outside its folders', () => {
-    assert.deepEqual(readdirSync(fx.data.root).sort(), ['dead-letter', 'files', 'timeseries']);
+    assert.deepEqual(readdirSync(fx.data.root).sort(), ['commands.jsonl', 'dead-letter', 'files', 'timeseries']);
     assert.deepEqual(readdirSync(fx.data.files).sort(), ['camera-001']);
   });
 });

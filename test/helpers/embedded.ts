@@ -47,6 +47,7 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     FILE_STORAGE_PATH: data.files,
     TIMESERIES_LOCAL_PATH: data.timeseries,
     DEAD_LETTER_PATH: data.deadLetters,
+    COMMAND_STATE_PATH: join(tmp.dir, 'commands.jsonl'),
     ...extraEnv,
   };
   const logs = new LogCapture();
@@ -57,6 +58,8 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     host: '127.0.0.1',
     gatewayPort: 0,
     brokerPort: 0,
+    commandApiPort: 0,
+    commandApiToken: 'embedded-test-token-0123456789abcdef',
     simulatedDeviceId: undefined,
   });
   return {
