@@ -17,6 +17,12 @@ export const DistributorConfigSchema = z
       .default(`distributor-${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}`),
     /** Shared-subscription group, so several distributors split the load; "none" subscribes plainly. */
     DISTRIBUTOR_SHARE_GROUP: z.string().regex(/^[A-Za-z0-9._-]+$/).default('distributors'),
+    /** MQTT connections in the share group, each with one message in progress; their writes are
+     * combined into one database request (group commit). Keep it stable across restarts: each is a
+     * persistent broker session. */
+    DISTRIBUTOR_CONSUMERS: z.coerce.number().int().min(1).max(64).default(4),
+    /** points per database request */
+    DISTRIBUTOR_BATCH_MAX_POINTS: z.coerce.number().int().min(1).max(100_000).default(5000),
     /** milliseconds: the longest pause between two attempts to write while the database is down */
     DISTRIBUTOR_RETRY_MAX_MS: setting.positiveInt(30_000),
     INFLUXDB_URL: setting.url(['http', 'https']).optional(),

@@ -10,62 +10,76 @@ import { DeadLetters } from './dead-letter.ts';
 import { FileStore } from './file-store.ts';
 import { MessageHandler } from './message-handler.ts';
 import { selectSink } from './sinks/select.ts';
+import { WriteBatcher } from './write-batcher.ts';
 import type { PointSink } from './sinks/sink.ts';
 
 export interface Distributor {
-  readonly mqtt: MqttClient;
+  readonly clients: readonly MqttClient[];
   readonly sink: PointSink;
-  readonly consumer: Consumer;
-  /** Resolves once the subscription is in place. */
+  readonly consumers: readonly Consumer[];
+  /** Resolves once every consumer's subscription is in place. */
   readonly ready: Promise<void>;
+  stats(): Consumer['stats'];
   close(): Promise<void>;
 }
 
+/**
+ * The distributor: a few MQTT connections in one shared subscription (one message in progress on
+ * each, see Consumer), writing through one group-committing batcher to the time-series sink, and
+ * files to FILE_STORAGE_PATH.
+ */
 export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger): Distributor {
   const log = logger.child({ component: 'distributor' });
-  const sink = selectSink(config);
+  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
-  const mqtt = connectMqtt(
-    {
-      url: config.MQTT_URL,
-      ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
-      cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
-      key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
-      clientId: config.DISTRIBUTOR_CLIENT_ID,
-      protocolVersion: config.MQTT_PROTOCOL_VERSION,
-      clean: false, // the broker keeps our messages while we are down
-    },
-    log.child({ subsystem: 'mqtt' }),
-    { resubscribe: true },
-  );
-  const consumer = new Consumer(
-    mqtt,
-    new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH)),
-    new DeadLetters(config.DEAD_LETTER_PATH),
-    { initialMs: 250, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS },
-    log,
-  );
+  const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH));
+  const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH);
+  const tls = {
+    ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
+    cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
+    key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
+  };
   const group = config.DISTRIBUTOR_SHARE_GROUP;
+  // Without a shared subscription every connection would get every message: one is enough.
+  const count = group === 'none' ? 1 : config.DISTRIBUTOR_CONSUMERS;
   const filters = [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status].map((f) => (group === 'none' ? f : sharedFilter(group, f)));
-  const ready = new Promise<void>((resolve) => {
-    const subscribe = () =>
-      mqtt.subscribe(filters, { qos: 1 }, (err, granted) => {
-        const refused = granted?.filter((g) => g.qos >= 0x80) ?? [];
-        if (err || refused.length > 0) {
-          log.error({ err: err?.message, refused: refused.map((g) => g.topic) }, 'subscription refused by the broker');
-          return;
-        }
-        log.info({ filters }, 'subscribed');
-        resolve();
-      });
-    if (mqtt.connected) subscribe();
-    else mqtt.once('connect', subscribe);
-  });
+
+  const clients: MqttClient[] = [];
+  const consumers: Consumer[] = [];
+  const subscribed: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    const clientId = count === 1 ? config.DISTRIBUTOR_CLIENT_ID : `${config.DISTRIBUTOR_CLIENT_ID}-${i + 1}`;
+    const clog = log.child({ subsystem: 'mqtt', clientId });
+    const mqtt = connectMqtt(
+      { url: config.MQTT_URL, ...tls, clientId, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: false },
+      clog,
+      { resubscribe: true },
+    );
+    clients.push(mqtt);
+    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: 250, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, log));
+    subscribed.push(
+      new Promise<void>((resolve) => {
+        const subscribe = () =>
+          mqtt.subscribe(filters, { qos: 1 }, (err, granted) => {
+            const refused = granted?.filter((g) => g.qos >= 0x80) ?? [];
+            if (err || refused.length > 0) {
+              clog.error({ err: err?.message, refused: refused.map((g) => g.topic) }, 'subscription refused by the broker');
+              return;
+            }
+            resolve();
+          });
+        if (mqtt.connected) subscribe();
+        else mqtt.once('connect', subscribe);
+      }),
+    );
+  }
+  const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
+
   let healthTimer: NodeJS.Timeout | undefined;
   if (config.DISTRIBUTOR_HEALTH_FILE) {
     const file = config.DISTRIBUTOR_HEALTH_FILE;
     const touch = () => {
-      if (mqtt.connected) writeFile(file, new Date().toISOString()).catch(() => undefined);
+      if (clients.every((c) => c.connected)) writeFile(file, new Date().toISOString()).catch(() => undefined);
     };
     void ready.then(() => {
       touch();
@@ -74,15 +88,20 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     });
   }
   return {
-    mqtt,
+    clients,
     sink,
-    consumer,
+    consumers,
     ready,
+    stats() {
+      const total = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };
+      for (const c of consumers) for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += c.stats[k];
+      return total;
+    },
     async close() {
       clearInterval(healthTimer);
-      consumer.stop();
+      for (const c of consumers) c.stop();
       // Forced: an unfinished message must not be acknowledged on the way out.
-      await endMqtt(mqtt, true);
+      await Promise.all(clients.map((c) => endMqtt(c, true)));
       await sink.close();
     },
   };

@@ -53,8 +53,8 @@ describe('the distributor acknowledges only what it has written', () => {
     const d = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001'));
     d.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', messageId: 'precious-1', payload: { v: 42, timestamp: 1750000000000 } }));
     assert.deepEqual(await d.next(), { type: 'ack', messageIds: ['precious-1'] }, 'the broker has it');
-    await eventually(() => (failing.consumer.stats.retries >= 3 ? true : undefined), 10_000, 'write retries');
-    assert.equal(failing.consumer.stats.messages, 0);
+    await eventually(() => (failing.stats().retries >= 3 ? true : undefined), 10_000, 'write retries');
+    assert.equal(failing.stats().messages, 0);
     assert.ok(fx.logs.codes().includes('DISTRIBUTOR_WRITE_FAILED'));
 
     // The distributor dies mid-retry; it never acknowledged the message.

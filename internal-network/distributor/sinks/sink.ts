@@ -11,7 +11,11 @@ export interface PointSink {
   close(): Promise<void>;
 }
 
-/** Retry 5xx, 429 (too many requests) and 408 (timeout); a 4xx otherwise is the data's fault. */
+/**
+ * Only 400 and 422 blame the data itself (a field type conflict, a malformed point): those are kept
+ * as dead letters. Every other failure is retried, 401/403/404 included: wrong credentials or a
+ * missing database are the operator's to fix, and the data must wait for that, not be set aside.
+ */
 export function isRetryableStatus(status: number): boolean {
-  return status >= 500 || status === 429 || status === 408;
+  return status !== 400 && status !== 422;
 }

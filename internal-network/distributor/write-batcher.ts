@@ -1,0 +1,76 @@
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import type { StoredPoint } from './points.ts';
+import type { PointSink } from './sinks/sink.ts';
+
+interface Waiter {
+  points: readonly StoredPoint[];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Group commit in front of a sink: while one write is in flight, the points of every message that
+ * arrives meanwhile (from any of the distributor's consumers) are gathered and go in the next
+ * single request, up to `maxPoints`. Each message still learns the outcome of its own points, so it
+ * is acknowledged only after they were written.
+ *
+ * When the store refuses a combined request as bad data, the messages are written again one by one,
+ * so a single bad message cannot take the good ones with it to the dead-letter folder.
+ */
+export class WriteBatcher implements PointSink {
+  readonly description: string;
+  private queue: Waiter[] = [];
+  private flushing = false;
+  readonly stats = { requests: 0, points: 0 };
+
+  constructor(
+    private readonly sink: PointSink,
+    /** points per request */
+    private readonly maxPoints: number,
+  ) {
+    this.description = `${sink.description}, batched up to ${maxPoints} points per request`;
+  }
+
+  write(points: readonly StoredPoint[]): Promise<void> {
+    if (points.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.queue.push({ points, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.queue.length > 0) {
+      const batch: Waiter[] = [];
+      let size = 0;
+      while (this.queue.length > 0 && (batch.length === 0 || size + (this.queue[0] as Waiter).points.length <= this.maxPoints)) {
+        const w = this.queue.shift() as Waiter;
+        batch.push(w);
+        size += w.points.length;
+      }
+      await this.writeBatch(batch, size);
+    }
+    this.flushing = false;
+  }
+
+  private async writeBatch(batch: Waiter[], size: number): Promise<void> {
+    try {
+      this.stats.requests++;
+      await this.sink.write(batch.length === 1 ? (batch[0] as Waiter).points : batch.flatMap((w) => w.points));
+      this.stats.points += size;
+      for (const w of batch) w.resolve();
+    } catch (err) {
+      if (batch.length > 1 && isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) {
+        for (const w of batch) await this.writeBatch([w], w.points.length);
+        return;
+      }
+      const coded = isFieldStreamError(err) ? err : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', String(err));
+      for (const w of batch) w.reject(coded);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.sink.close();
+  }
+}

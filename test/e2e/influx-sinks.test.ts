@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { InfluxV1, VictoriaMetrics } from '../helpers/databases.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
+import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
+import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+
+const DB = 'sinks';
+const point = (device: string, fields: StoredPoint['fields'], time: number): StoredPoint => ({ measurement: 'readings', tags: { device }, fields, time });
+const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof FieldStreamError ? e.code : String(e)));
+
+describe('time-series sinks against real databases', () => {
+  const work = tempDir('sinks');
+  let influx: InfluxV1;
+  let vm: VictoriaMetrics;
+  before(async () => {
+    influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
+    vm = await VictoriaMetrics.start(join(work.dir, 'vm'));
+  });
+  after(async () => {
+    await influx.process.stop();
+    await vm.process.stop();
+    work.cleanup();
+  });
+
+  const v1 = (password = influx.password) => new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password, timeoutMs: 5000 });
+
+  it('InfluxDB 1.x: writes numbers, strings and booleans at millisecond timestamps; rewriting is harmless', async () => {
+    const pts = [point('s1', { t: 21.5, label: 'a "quoted", string', ok: true }, 1700000000123), point('s1', { t: 22 }, 1700000000124)];
+    await v1().write(pts);
+    await v1().write(pts);
+    const rows = await influx.rows(DB, `SELECT * FROM readings WHERE device = 's1'`);
+    assert.deepEqual(rows, [
+      { time: 1700000000123, device: 's1', t: 21.5, label: 'a "quoted", string', ok: true },
+      { time: 1700000000124, device: 's1', t: 22, label: null, ok: null },
+    ]);
+  });
+
+  it('InfluxDB 1.x: bad data is DISTRIBUTOR_WRITE_REJECTED; wrong credentials and a stopped server are retried', async () => {
+    await v1().write([point('s2', { mode: 'auto' }, 1)]);
+    assert.equal(await code(v1().write([point('s2', { mode: 3 }, 2)])), 'DISTRIBUTOR_WRITE_REJECTED'); // field type conflict
+    assert.equal(await code(v1('wrong').write([point('s2', { x: 1 }, 3)])), 'DISTRIBUTOR_WRITE_FAILED');
+    await influx.process.stop();
+    try {
+      assert.equal(await code(v1().write([point('s2', { x: 1 }, 4)])), 'DISTRIBUTOR_WRITE_FAILED');
+    } finally {
+      await influx.restart();
+    }
+  });
+
+  it('the batcher combines concurrent writes into one request, and isolates a bad message', async () => {
+    const batcher = new WriteBatcher(v1(), 5000);
+    await batcher.write([point('s3', { mode: 'manual' }, 1)]);
+    const results = await Promise.all([
+      code(batcher.write([point('s3', { v: 1 }, 10)])), // goes alone: nothing in flight
+      code(batcher.write([point('s3', { v: 2 }, 11)])), // these three wait for it, then go together
+      code(batcher.write([point('s3', { mode: 7 }, 12)])), // a type conflict
+      code(batcher.write([point('s3', { v: 3 }, 13)])),
+    ]);
+    assert.deepEqual(results, ['ok', 'ok', 'DISTRIBUTOR_WRITE_REJECTED', 'ok']);
+    // 1 + 1 + 1 combined (refused) + 3 one by one
+    assert.equal(batcher.stats.requests, 6);
+    const rows = await influx.rows(DB, `SELECT v FROM readings WHERE device = 's3' AND time >= 10ms`);
+    assert.deepEqual(rows.map((r) => r.v), [1, 2, 3]);
+  });
+
+  it('InfluxDB 2.x API (VictoriaMetrics) through the client library: values and millisecond timestamps', async () => {
+    const sink = new InfluxV2Sink({ url: vm.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 5000 });
+    const pts = Array.from({ length: 12_000 }, (_, i) => point('v1', { level: i / 4 }, 1700000000000 + i)); // more than one request's worth
+    await sink.write(pts);
+    await sink.close();
+    // VictoriaMetrics makes new samples searchable within about a second.
+    const [series] = await eventually(async () => {
+      const s = await vm.export('readings_level');
+      return s[0]?.values.length === 12_000 ? s : undefined;
+    });
+    assert.equal(series?.values.length, 12_000);
+    assert.equal(series?.values[5], 1.25);
+    assert.equal(series?.timestamps[5], 1700000000005);
+  });
+
+  it('InfluxDB 2.x API: an unreachable server is DISTRIBUTOR_WRITE_FAILED', async () => {
+    const sink = new InfluxV2Sink({ url: 'http://127.0.0.1:1', token: 't', org: 'o', bucket: 'b', timeoutMs: 2000 });
+    assert.equal(await code(sink.write([point('x', { a: 1 }, 1)])), 'DISTRIBUTOR_WRITE_FAILED');
+    await sink.close();
+  });
+});
