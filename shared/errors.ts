@@ -63,6 +63,16 @@ export const ERRORS = {
     description: 'The database refused the data permanently; it was kept in the dead-letter folder.',
   },
 
+  // -- Field client ---------------------------------------------------------------------------------
+  FIELD_QUEUE_FULL: { http: 507, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
+  FIELD_QUEUE_DROPPED_OLDEST: { http: 507, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
+  FIELD_QUEUE_CORRUPT: { http: 500, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
+  FIELD_MESSAGE_REFUSED: { http: 400, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
+  FIELD_INPUT_INVALID: { http: 400, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event or file.' },
+  FIELD_FILE_UNREADABLE: { http: 400, description: 'A file to send cannot be read.' },
+  FIELD_COMMAND_TIMEOUT: { http: 504, description: 'A command handler did not finish in time.' },
+  DISTRIBUTOR_FILE_CHECKSUM: { http: 400, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
+
   // -- Command API ----------------------------------------------------------------------------------
   API_UNAUTHORIZED: { http: 401, description: 'A valid bearer token is required.' },
   API_FORBIDDEN: { http: 403, description: 'The credential does not allow this.' },

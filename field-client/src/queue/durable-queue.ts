@@ -1,0 +1,405 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FieldStreamError } from '../../../shared/errors.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import { encodeRecord } from './record-codec.ts';
+import { SegmentReader } from './segment-reader.ts';
+
+/**
+ * The field client's store-and-forward queue on disk.
+ *
+ * - Every accepted message is appended to a segment file (records with a CRC-32 each) and, with the
+ *   default sync policy, fsync'ed before `append` resolves: only then is it acknowledged to the
+ *   producer. Appends arriving while a write is in flight share the next write and fsync.
+ * - It stays until the gateway's ack for it arrives. Acks may come out of order; the queue keeps
+ *   the watermark below which everything is acked (persisted in ack.json) and the acked sequence
+ *   numbers above it. A segment whose records are all acked is deleted.
+ * - After a crash, a torn or corrupt tail is cut off where the last good record ends, and counted;
+ *   everything before it is kept. Acks given since the last ack.json write are forgotten, so a few
+ *   messages may be sent again: the database write is idempotent, so that costs nothing.
+ * - Its size on disk is bounded (maxBytes). When full, it either refuses new data
+ *   (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
+ */
+export interface QueueItem {
+  dataType: string;
+  payload: unknown;
+}
+
+export interface QueuedMessage extends QueueItem {
+  seq: number;
+  /** `EPOCH.SEQ`: the queue's creation epoch and the sequence number, stable across restarts */
+  messageId: string;
+  /** epoch ms when it was accepted */
+  acceptedAt: number;
+}
+
+export type SyncPolicy = { mode: 'always' } | { mode: 'interval'; ms: number };
+export type FullPolicy = 'reject' | 'drop-oldest';
+
+export interface QueueOptions {
+  dir: string;
+  /** bytes on disk, all segments */
+  maxBytes: number;
+  /** bytes per segment file */
+  segmentBytes: number;
+  fullPolicy: FullPolicy;
+  sync: SyncPolicy;
+  log: Logger;
+}
+
+interface Segment {
+  firstSeq: number;
+  /** firstSeq - 1 while empty */
+  lastSeq: number;
+  path: string;
+  /** bytes written (and, for the active segment, handed to the kernel) */
+  bytes: number;
+}
+
+interface Pending {
+  records: Buffer[];
+  messages: QueuedMessage[];
+  resolve: (m: QueuedMessage[]) => void;
+  reject: (e: unknown) => void;
+}
+
+const SEGMENT_RE = /^seg-(\d{16})\.log$/;
+const segName = (firstSeq: number) => `seg-${String(firstSeq).padStart(16, '0')}.log`;
+
+export class DurableQueue {
+  private readonly segments: Segment[] = [];
+  private active!: { seg: Segment; fh: FileHandle };
+  private nextSeq = 1;
+  private watermark = 0;
+  private readonly ackedAbove = new Set<number>();
+  private pending: Pending[] = [];
+  private pendingBytes = 0;
+  private flushing = false;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private ackTimer: NodeJS.Timeout | undefined;
+  private cursor: { reader: SegmentReader; seg: Segment } | undefined;
+  private closed = false;
+  readonly epoch: string;
+  readonly stats = { appended: 0, acked: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
+
+  private constructor(private readonly o: QueueOptions) {
+    mkdirSync(o.dir, { recursive: true });
+    const metaPath = join(o.dir, 'meta.json');
+    if (!existsSync(metaPath)) writeFileSync(metaPath, JSON.stringify({ epoch: Date.now().toString(36) + randomBytes(2).toString('hex') }));
+    this.epoch = (JSON.parse(readFileSync(metaPath, 'utf8')) as { epoch: string }).epoch;
+    const ackPath = join(o.dir, 'ack.json');
+    if (existsSync(ackPath)) {
+      try {
+        this.watermark = (JSON.parse(readFileSync(ackPath, 'utf8')) as { watermark: number }).watermark;
+      } catch {
+        o.log.warn({ code: 'FIELD_QUEUE_CORRUPT' }, 'ack.json unreadable; unacknowledged data will be sent again from the oldest segment');
+      }
+    }
+  }
+
+  static async open(o: QueueOptions): Promise<DurableQueue> {
+    const q = new DurableQueue(o);
+    q.recover();
+    await q.openActive();
+    return q;
+  }
+
+  /** Scans every segment: finds the last sequence number and cuts a torn or corrupt tail. */
+  private recover(): void {
+    const files = readdirSync(this.o.dir)
+      .filter((f) => SEGMENT_RE.test(f))
+      .sort();
+    for (const file of files) {
+      const path = join(this.o.dir, file);
+      const firstSeq = Number(SEGMENT_RE.exec(file)?.[1]);
+      const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, bytes: statSync(path).size };
+      const reader = new SegmentReader(path, 0, seg.bytes);
+      let good = 0;
+      for (;;) {
+        const r = reader.next();
+        if (r === undefined) break;
+        if ('corrupt' in r) {
+          this.stats.corruptTails++;
+          this.o.log.warn(
+            { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: r.start, lostBytes: seg.bytes - r.start, reason: r.corrupt },
+            'damaged queue record (torn write?); the segment is cut where its last good record ends',
+          );
+          break;
+        }
+        seg.lastSeq = (JSON.parse(r.body.toString('utf8')) as QueuedMessage).seq;
+        good = reader.position;
+      }
+      reader.close();
+      if (good < seg.bytes) {
+        truncateSync(path, good);
+        seg.bytes = good;
+      }
+      if (seg.lastSeq < seg.firstSeq && file !== files[files.length - 1]) {
+        unlinkSync(path); // an empty segment in the middle holds nothing
+        continue;
+      }
+      this.segments.push(seg);
+    }
+    const last = this.segments[this.segments.length - 1];
+    this.nextSeq = Math.max(this.watermark + 1, last ? last.lastSeq + 1 : 1);
+    const first = this.segments[0];
+    if (first && this.watermark < first.firstSeq - 1) this.watermark = first.firstSeq - 1;
+    this.deleteAckedSegments();
+  }
+
+  private async openActive(): Promise<void> {
+    let seg = this.segments[this.segments.length - 1];
+    if (!seg || seg.bytes >= this.o.segmentBytes) {
+      seg = { firstSeq: this.nextSeq, lastSeq: this.nextSeq - 1, path: join(this.o.dir, segName(this.nextSeq)), bytes: 0 };
+      this.segments.push(seg);
+    }
+    this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
+  }
+
+  get depth(): number {
+    return this.nextSeq - 1 - this.watermark - this.ackedAbove.size;
+  }
+
+  get bytesOnDisk(): number {
+    return this.segments.reduce((n, s) => n + s.bytes, 0) + this.pendingBytes;
+  }
+
+  /** Appends messages; resolves once they are on disk (per the sync policy). */
+  append(items: readonly QueueItem[]): Promise<QueuedMessage[]> {
+    if (this.closed) return Promise.reject(new Error('queue closed'));
+    const now = Date.now();
+    const messages: QueuedMessage[] = [];
+    const records: Buffer[] = [];
+    let size = 0;
+    for (const item of items) {
+      const seq = this.nextSeq + messages.length;
+      const m: QueuedMessage = { seq, messageId: `${this.epoch}.${seq}`, dataType: item.dataType, payload: item.payload, acceptedAt: now };
+      const rec = encodeRecord(Buffer.from(JSON.stringify(m)));
+      messages.push(m);
+      records.push(rec);
+      size += rec.length;
+    }
+    if (!this.makeRoom(size)) {
+      this.stats.refused += items.length;
+      return Promise.reject(
+        new FieldStreamError('FIELD_QUEUE_FULL', `The queue holds ${this.bytesOnDisk} bytes of at most ${this.o.maxBytes}; refused ${items.length} message(s).`, {
+          refused: this.stats.refused,
+        }),
+      );
+    }
+    this.nextSeq += messages.length;
+    this.pendingBytes += size;
+    return new Promise((resolve, reject) => {
+      this.pending.push({ records, messages, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  /** true when `size` more bytes fit (after dropping old data, under drop-oldest). */
+  private makeRoom(size: number): boolean {
+    if (this.bytesOnDisk + size <= this.o.maxBytes) return true;
+    if (this.o.fullPolicy === 'reject') return false;
+    let droppedNow = 0;
+    while (this.bytesOnDisk + size > this.o.maxBytes) {
+      const oldest = this.segments[0];
+      if (!oldest || oldest === this.active.seg) break;
+      let lost = 0;
+      for (let s = Math.max(oldest.firstSeq, this.watermark + 1); s <= oldest.lastSeq; s++) if (!this.ackedAbove.has(s)) lost++;
+      for (let s = oldest.firstSeq; s <= oldest.lastSeq; s++) this.ackedAbove.delete(s);
+      this.watermark = Math.max(this.watermark, oldest.lastSeq);
+      if (this.cursor?.seg === oldest) this.closeCursor();
+      this.segments.shift();
+      unlinkSync(oldest.path);
+      droppedNow += lost;
+    }
+    if (droppedNow > 0) {
+      this.stats.dropped += droppedNow;
+      this.o.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', droppedNow, droppedTotal: this.stats.dropped }, 'queue full: dropped the oldest unsent messages');
+      this.persistAck();
+    }
+    return this.bytesOnDisk + size <= this.o.maxBytes;
+  }
+
+  /** Group commit: everything appended while the previous write ran goes in one write and one fsync. */
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.pending.length > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      try {
+        for (const p of batch) {
+          for (let i = 0; i < p.records.length; i++) {
+            const rec = p.records[i] as Buffer;
+            if (this.active.seg.bytes > 0 && this.active.seg.bytes + rec.length > this.o.segmentBytes) await this.rotate();
+            await this.active.fh.write(rec);
+            this.active.seg.bytes += rec.length;
+            this.active.seg.lastSeq = (p.messages[i] as QueuedMessage).seq;
+            this.pendingBytes -= rec.length;
+          }
+        }
+        if (this.o.sync.mode === 'always') await this.active.fh.datasync();
+        else this.scheduleSync();
+        for (const p of batch) {
+          this.stats.appended += p.messages.length;
+          p.resolve(p.messages);
+        }
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+      }
+    }
+    this.flushing = false;
+  }
+
+  private scheduleSync(): void {
+    if (this.syncTimer || this.o.sync.mode !== 'interval') return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      this.active.fh.datasync().catch((err: Error) => this.o.log.error({ err: err.message }, 'queue fsync failed'));
+    }, this.o.sync.ms);
+  }
+
+  private async rotate(): Promise<void> {
+    await this.active.fh.datasync();
+    await this.active.fh.close();
+    const seg: Segment = { firstSeq: this.active.seg.lastSeq + 1, lastSeq: this.active.seg.lastSeq, path: join(this.o.dir, segName(this.active.seg.lastSeq + 1)), bytes: 0 };
+    this.segments.push(seg);
+    this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
+  }
+
+  /**
+   * The next unacknowledged messages in order, from the send cursor, at most `max` of them and
+   * about `maxBytes`. Only what is on disk is returned.
+   */
+  next(max: number, maxBytes = 4 * 1024 * 1024): QueuedMessage[] {
+    const out: QueuedMessage[] = [];
+    let bytes = 0;
+    while (out.length < max && bytes < maxBytes) {
+      if (!this.cursor) {
+        const seg = this.segments.find((s) => s.lastSeq > this.watermark);
+        if (!seg) break;
+        this.cursor = { seg, reader: new SegmentReader(seg.path, 0, seg.bytes) };
+      }
+      const { seg } = this.cursor;
+      const r = this.readCurrent();
+      if (r === undefined) {
+        const i = this.segments.indexOf(seg);
+        const following = this.segments[i + 1];
+        if (!following) break; // caught up with the writer
+        this.closeCursor();
+        this.cursor = { seg: following, reader: new SegmentReader(following.path, 0, following.bytes) };
+        continue;
+      }
+      if ('corrupt' in r) {
+        this.o.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: seg.path, reason: r.corrupt }, 'unreadable queue record; skipping the rest of the segment');
+        const i = this.segments.indexOf(seg);
+        this.closeCursor();
+        const following = this.segments[i + 1];
+        if (!following) break;
+        this.cursor = { seg: following, reader: new SegmentReader(following.path, 0, following.bytes) };
+        continue;
+      }
+      const m = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
+      if (m.seq <= this.watermark || this.ackedAbove.has(m.seq)) continue;
+      out.push(m);
+      bytes += r.body.length;
+    }
+    return out;
+  }
+
+  /** A segment may have grown since its reader was made (the active one, or one just rotated out):
+   * the reader is renewed with the current length. */
+  private readCurrent(): ReturnType<SegmentReader['next']> {
+    const cur = this.cursor as { seg: Segment; reader: SegmentReader };
+    const durable = cur.seg.bytes;
+    if (cur.reader.position >= durable) return undefined;
+    const r = cur.reader.next();
+    if (r === undefined && cur.reader.position < durable) {
+      const pos = cur.reader.position;
+      cur.reader.close();
+      cur.reader = new SegmentReader(cur.seg.path, pos, durable);
+      return cur.reader.next();
+    }
+    return r;
+  }
+
+  private closeCursor(): void {
+    this.cursor?.reader.close();
+    this.cursor = undefined;
+  }
+
+  /** Sends start again from the first unacknowledged message (after a reconnect). */
+  rewind(): void {
+    this.closeCursor();
+  }
+
+  ack(seqs: Iterable<number>): void {
+    let n = 0;
+    for (const seq of seqs) {
+      if (seq <= this.watermark || seq >= this.nextSeq || this.ackedAbove.has(seq)) continue;
+      this.ackedAbove.add(seq);
+      n++;
+    }
+    if (n === 0) return;
+    this.stats.acked += n;
+    this.stats.lastAckAt = Date.now();
+    while (this.ackedAbove.delete(this.watermark + 1)) this.watermark++;
+    this.deleteAckedSegments();
+    if (!this.ackTimer) {
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = undefined;
+        this.persistAck();
+      }, 200);
+    }
+  }
+
+  private deleteAckedSegments(): void {
+    while (this.segments.length > 1) {
+      const oldest = this.segments[0] as Segment;
+      if (oldest.lastSeq > this.watermark || oldest === this.active?.seg) break;
+      if (this.cursor?.seg === oldest) this.closeCursor();
+      this.segments.shift();
+      try {
+        unlinkSync(oldest.path);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+
+  private persistAck(): void {
+    const path = join(this.o.dir, 'ack.json');
+    writeFileSync(`${path}.tmp`, JSON.stringify({ watermark: this.watermark }));
+    renameSync(`${path}.tmp`, path);
+  }
+
+  /** acceptedAt of the oldest unacknowledged message, read from disk (undefined when none). */
+  oldestUnacked(): number | undefined {
+    for (const seg of this.segments) {
+      if (seg.lastSeq <= this.watermark) continue;
+      const reader = new SegmentReader(seg.path, 0, seg.bytes);
+      try {
+        for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
+          const m = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
+          if (m.seq > this.watermark && !this.ackedAbove.has(m.seq)) return m.acceptedAt;
+        }
+      } finally {
+        reader.close();
+      }
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    while (this.flushing || this.pending.length > 0) await new Promise((r) => setTimeout(r, 5));
+    this.closed = true;
+    clearTimeout(this.syncTimer);
+    clearTimeout(this.ackTimer);
+    this.persistAck();
+    this.closeCursor();
+    await this.active.fh.datasync();
+    await this.active.fh.close();
+  }
+}

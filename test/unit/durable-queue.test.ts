@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, it } from 'node:test';
+import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const reading = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
+const segments = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('seg-')).sort();
+
+describe('the durable queue', () => {
+  const dirs: Array<{ cleanup(): void }> = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) d.cleanup();
+  });
+  const setup = (over: Partial<QueueOptions> = {}) => {
+    const tmp = tempDir('queue');
+    dirs.push(tmp);
+    const logs = new LogCapture();
+    const opts: QueueOptions = { dir: tmp.dir, maxBytes: 1 << 30, segmentBytes: 64 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger, ...over };
+    return { dir: tmp.dir, logs, opts, open: () => DurableQueue.open(opts) };
+  };
+
+  it('hands messages out in order, once, until acked; a rewind starts again from the first unacked', async () => {
+    const { open } = setup();
+    const q = await open();
+    const accepted = await q.append([reading(0), reading(1), reading(2), reading(3)]);
+    assert.deepEqual(accepted.map((m) => m.seq), [1, 2, 3, 4]);
+    assert.ok(accepted.every((m) => m.messageId === `${q.epoch}.${m.seq}`));
+    assert.deepEqual(q.next(2).map((m) => m.seq), [1, 2]);
+    assert.deepEqual(q.next(10).map((m) => m.seq), [3, 4]);
+    assert.deepEqual(q.next(10), []);
+    q.ack([2, 4]); // out of order
+    assert.equal(q.depth, 2);
+    q.rewind();
+    assert.deepEqual(q.next(10).map((m) => m.seq), [1, 3]);
+    q.ack([1, 3]);
+    assert.equal(q.depth, 0);
+    await q.close();
+  });
+
+  it('keeps everything unacked across a restart, and forgets what was acked', async () => {
+    const { open } = setup();
+    let q = await open();
+    const epoch = q.epoch;
+    await q.append(Array.from({ length: 1000 }, (_, i) => reading(i)));
+    q.ack(Array.from({ length: 600 }, (_, i) => i + 1));
+    await q.close();
+    q = await open();
+    assert.equal(q.epoch, epoch, 'message ids stay stable');
+    assert.equal(q.depth, 400);
+    const rest = q.next(1000);
+    assert.deepEqual(rest.map((m) => (m.payload as { v: number }).v), Array.from({ length: 400 }, (_, i) => 600 + i));
+    const more = await q.append([reading(5000)]);
+    assert.equal(more[0]?.seq, 1001, 'sequence numbers continue');
+    await q.close();
+  });
+
+  it('spans and deletes segments as they are acked', async () => {
+    const { open, dir } = setup({ segmentBytes: 4096 });
+    const q = await open();
+    await q.append(Array.from({ length: 500 }, (_, i) => reading(i)));
+    const before = segments(dir).length;
+    assert.ok(before > 5, `${before} segments`);
+    const all = q.next(1000);
+    assert.equal(all.length, 500);
+    q.ack(all.map((m) => m.seq));
+    assert.equal(segments(dir).length, 1, 'only the active segment is left');
+    await q.close();
+  });
+
+  it('recovers from a torn tail: the damaged record is cut, the rest kept, and counted', async () => {
+    const { open, dir, logs } = setup();
+    let q = await open();
+    await q.append(Array.from({ length: 50 }, (_, i) => reading(i)));
+    await q.close();
+    const seg = join(dir, segments(dir).at(-1) as string);
+    // a power cut in the middle of the 51st record: its header and half of its body
+    const size = statSync(seg).size;
+    appendFileSync(seg, Buffer.from([0, 0, 0, 200, 1, 2, 3, 4, 9, 9, 9]));
+    q = await open();
+    assert.equal(q.stats.corruptTails, 1);
+    assert.equal(statSync(seg).size, size, 'cut back to the last good record');
+    assert.equal(q.depth, 50);
+    assert.equal(q.next(100).length, 50);
+    assert.ok(logs.codes().includes('FIELD_QUEUE_CORRUPT'));
+    // flipped bits in the last record: its checksum fails, it is cut, the others are fine
+    await q.append([reading(50)]);
+    await q.close();
+    const buf = readFileSync(seg);
+    buf[buf.length - 3] ^= 0xff;
+    writeFileSync(seg, buf);
+    q = await open();
+    assert.equal(q.stats.corruptTails, 1);
+    assert.deepEqual(q.next(100).map((m) => (m.payload as { v: number }).v), Array.from({ length: 50 }, (_, i) => i));
+    // and a segment cut short (a lost page) never crashes the client either
+    await q.close();
+    truncateSync(seg, 5);
+    q = await open();
+    assert.equal(q.depth, 0);
+    await q.append([reading(1)]);
+    await q.close();
+  });
+
+  it('when full, refuses new data under "reject", and counts it', async () => {
+    const { open, logs } = setup({ maxBytes: 20_000, segmentBytes: 4096, fullPolicy: 'reject' });
+    const q = await open();
+    let accepted = 0;
+    let refused: unknown;
+    for (let i = 0; i < 1000 && !refused; i++) {
+      await q.append([reading(i)]).then(
+        () => accepted++,
+        (e: unknown) => (refused = e),
+      );
+    }
+    assert.ok(refused instanceof FieldStreamError && refused.code === 'FIELD_QUEUE_FULL');
+    assert.equal(q.stats.refused, 1);
+    assert.equal(q.depth, accepted, 'nothing accepted was lost');
+    assert.ok(q.bytesOnDisk <= 20_000);
+    void logs;
+    await q.close();
+  });
+
+  it('when full, drops the oldest under "drop-oldest", counts and logs it', async () => {
+    const { open, logs } = setup({ maxBytes: 20_000, segmentBytes: 4096, fullPolicy: 'drop-oldest' });
+    const q = await open();
+    for (let i = 0; i < 1000; i++) await q.append([reading(i)]);
+    assert.ok(q.stats.dropped > 0);
+    assert.equal(q.depth + q.stats.dropped, 1000, 'every message is either queued or counted as dropped');
+    const left = q.next(2000).map((m) => (m.payload as { v: number }).v);
+    assert.equal(left.at(-1), 999, 'the newest are kept');
+    assert.deepEqual(left, Array.from({ length: left.length }, (_, i) => 1000 - left.length + i));
+    assert.ok(logs.codes().includes('FIELD_QUEUE_DROPPED_OLDEST'));
+    await q.close();
+  });
+
+  it('group-commits concurrent appends, with either sync policy', async () => {
+    for (const sync of [{ mode: 'always' as const }, { mode: 'interval' as const, ms: 50 }]) {
+      const { open } = setup({ sync });
+      const q = await open();
+      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => q.append([reading(i)])));
+      assert.deepEqual(results.map((r) => r[0]?.seq), Array.from({ length: 200 }, (_, i) => i + 1));
+      await q.close();
+    }
+  });
+});
