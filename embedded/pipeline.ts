@@ -108,7 +108,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   let field: RunningFieldClient | undefined;
   if (o.simulatedDeviceId) {
     const device = p.device(o.simulatedDeviceId);
-    field = startFieldClient(
+    field = await startFieldClient(
       loadFieldClientConfig({
         ...o.env,
         DEVICE_ID: o.simulatedDeviceId,
@@ -116,6 +116,10 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
         FIELD_CA_FILE: p.publicCa,
         FIELD_CERT_FILE: device.cert,
         FIELD_KEY_FILE: device.key,
+        FIELD_DATA_DIR: o.env.FIELD_DATA_DIR ?? './data/field',
+        FIELD_SIMULATE: o.env.FIELD_SIMULATE ?? 'true',
+        // 1884, not 1883: a Mosquitto of the machine's own often holds 1883.
+        FIELD_MQTT_PORT: o.env.FIELD_MQTT_PORT ?? '1884',
       }),
       o.logger,
     );

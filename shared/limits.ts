@@ -8,6 +8,10 @@ export const LIMITS = {
   frameMaxBytes: 8 * 1024 * 1024,
   /** bytes. Largest file carried inline in one message (base64 expands it by 4/3). */
   fileMaxBytes: 5 * 1024 * 1024,
+  /** chunks. Most chunks of one chunked file transfer. */
+  fileMaxChunks: 100_000,
+  /** bytes. Largest file sent in chunks (10 GiB). */
+  fileTransferMaxBytes: 10 * 1024 * 1024 * 1024,
   /** messages. Largest batch in one frame. */
   batchMaxMessages: 1000,
   /** fields. Most fields in one time-series reading. */

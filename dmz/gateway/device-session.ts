@@ -51,6 +51,16 @@ export class DeviceSession {
     return this.send(frame);
   }
 
+  welcome(gatewayId: string): void {
+    this.send({
+      type: 'welcome',
+      deviceId: this.deviceId,
+      gatewayId,
+      serverTime: Date.now(),
+      limits: { frameMaxBytes: this.limits.frameMaxBytes, batchMaxMessages: this.limits.batchMaxMessages },
+    });
+  }
+
   private onFrame(data: Buffer, isBinary: boolean): void {
     const receivedAt = Date.now();
     if (isBinary) {

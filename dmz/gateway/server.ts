@@ -97,6 +97,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       sessionLog.info({ closeCode: code }, 'device disconnected');
     });
     router.attach(session);
+    session.welcome(options.gatewayId);
     sessionLog.info({ serial: identity.serial }, 'device connected');
   }
 

@@ -3,6 +3,12 @@ import { parseConfig, setting } from '../../shared/config.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { LIMITS } from '../../shared/limits.ts';
 
+const portOrOff = (fallback: number) =>
+  z
+    .union([z.literal('off'), z.coerce.number().int().min(0).max(65535)])
+    .default(fallback)
+    .transform((v) => (v === 'off' ? undefined : v));
+
 /** The field client's settings (see .env.example and the README's configuration table). */
 export const FieldClientConfigSchema = z.object({
   DEVICE_ID: DeviceIdSchema,
@@ -10,14 +16,48 @@ export const FieldClientConfigSchema = z.object({
   FIELD_CA_FILE: z.string().default('/certs/ca.crt'),
   FIELD_CERT_FILE: z.string().default('/certs/client.crt'),
   FIELD_KEY_FILE: z.string().default('/certs/client.key'),
+  /** The durable queue, the file outbox and the command journal live here. */
+  FIELD_DATA_DIR: z.string().default('/var/lib/fieldstream'),
+  /** bytes on disk for the queue and the files waiting to be sent (default 1 GiB) */
+  FIELD_QUEUE_MAX_BYTES: z.coerce.number().int().min(1024 * 1024).default(1024 * 1024 * 1024),
+  /** bytes per queue segment file */
+  FIELD_QUEUE_SEGMENT_BYTES: z.coerce.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
+  /** when the queue is full: refuse new data (reject), or drop the oldest unsent data (drop-oldest) */
+  FIELD_QUEUE_FULL_POLICY: z.enum(['reject', 'drop-oldest']).default('reject'),
+  /**
+   * "always": fsync before a reading is acknowledged to its producer (readings arriving together
+   * share one fsync). A number N: fsync every N milliseconds — faster, but a power cut (not a
+   * crash of the client) can lose the last N ms of accepted readings.
+   */
+  FIELD_QUEUE_SYNC: z
+    .union([z.literal('always'), z.coerce.number().int().min(1).max(60_000)])
+    .default('always')
+    .transform((v) => (v === 'always' ? { mode: 'always' as const } : { mode: 'interval' as const, ms: v })),
   /** messages per frame */
   FIELD_BATCH_MAX: z.coerce.number().int().min(1).max(LIMITS.batchMaxMessages).default(500),
   /** messages sent and not yet acknowledged */
   FIELD_WINDOW: setting.positiveInt(2000),
+  /** bytes per file chunk */
+  FIELD_FILE_CHUNK_BYTES: z.coerce.number().int().min(16 * 1024).max(4 * 1024 * 1024).default(1024 * 1024),
+  /** chunks of one file in flight */
+  FIELD_FILE_WINDOW: z.coerce.number().int().min(1).max(64).default(4),
   /** milliseconds: the longest pause between reconnect attempts */
   FIELD_RECONNECT_MAX_MS: setting.positiveInt(30_000),
+  /** Local HTTP input and status endpoint ("off" to disable). */
+  FIELD_HTTP_HOST: setting.host('127.0.0.1'),
+  FIELD_HTTP_PORT: portOrOff(8081),
+  /** Local MQTT input for sensors ("off" to disable). */
+  FIELD_MQTT_HOST: setting.host('127.0.0.1'),
+  FIELD_MQTT_PORT: portOrOff(1883),
+  FIELD_MQTT_TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/).default('fieldstream/local'),
+  /** A folder whose new files are sent (and moved out of it once accepted). */
+  FIELD_WATCH_DIR: z.string().optional(),
+  /** milliseconds between looks at FIELD_WATCH_DIR; a file is taken once its size held still for one interval */
+  FIELD_WATCH_INTERVAL_MS: setting.positiveInt(1000),
+  /** JSON file mapping command names to handlers (see the README) */
+  FIELD_COMMANDS_FILE: z.string().optional(),
   /** Run the built-in simulated sensor (readings, events, files). */
-  FIELD_SIMULATE: setting.bool(true),
+  FIELD_SIMULATE: setting.bool(false),
   /** milliseconds between simulated readings */
   FIELD_SAMPLE_INTERVAL_MS: setting.positiveInt(1000),
   LOG_LEVEL: setting.logLevel(),

@@ -1,20 +1,19 @@
-import type { CommandFrame, DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { appendFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CommandFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
+import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
+import type { DurableQueue, QueuedMessage } from './queue/durable-queue.ts';
 
 type PayloadOf = { timeseries: TimeseriesPayload; file: FilePayload; event: EventPayload; response: ResponsePayload };
+export type Submission = { [K in DataType]: { dataType: K; payload: PayloadOf[K] } }[DataType];
 
-interface Entry {
-  messageId: string;
-  seq: number;
-  dataType: DataType;
-  payload: unknown;
-  sent: boolean;
-  resolve: (messageId: string) => void;
-  reject: (err: Error) => void;
-}
+/** The queue's own kind for a file sent in chunks; never sent as such. */
+const FILE_TRANSFER = 'file-transfer';
 
 export interface FieldClientOptions {
   deviceId: string;
@@ -22,30 +21,52 @@ export interface FieldClientOptions {
   batchMax: number;
   /** messages sent and not yet acknowledged */
   window: number;
+  /** chunks of one file sent and not yet acknowledged */
+  fileWindow: number;
+  /** bytes: the queue's limit, which the files waiting in the outbox count against too */
+  maxBytes: number;
+  /** where refused messages are set aside */
+  dataDir: string;
 }
 
 /** Error codes after which sending the same message again can succeed. */
 const TRANSIENT = new Set(['GATEWAY_BROKER_UNAVAILABLE', 'GATEWAY_TOO_MANY_IN_FLIGHT']);
 
-/** Remember this many answered command ids, so a command delivered twice is answered once. */
-const ANSWERED_MEMORY = 1000;
+interface Transfer {
+  seq: number;
+  rec: FileTransferRecord;
+  /** chunks acknowledged in order */
+  done: number;
+  /** next chunk to send */
+  next: number;
+  acked: Set<number>;
+  inFlight: number;
+}
 
 /**
- * Sends readings, events, files and command responses to the gateway and keeps each one until
- * the gateway acks it. Messages carry a stable identity, `BOOT.SEQ` (boot epoch and sequence), and
- * are sent in order, in batches, with a window of unacknowledged messages; after a reconnect the
- * client resends from the first unacknowledged one.
+ * Store and forward. Everything accepted goes first into the durable queue (`submit` resolves when
+ * it is on disk), and leaves it only when the gateway acknowledges it, that is when the DMZ broker
+ * has it. Messages go out in order, in batches, with a window of unacknowledged ones; after a
+ * reconnect the client starts again from the first unacknowledged message. Each message keeps the
+ * identity it was given when accepted (queue epoch, sequence number) and its device timestamp, so
+ * one sent twice becomes the same database point.
+ *
+ * Files go in chunks from the outbox, a window of chunks at a time, resuming after a disconnect at
+ * the first chunk not yet acknowledged.
  */
 export class FieldClient {
-  private readonly bootEpoch = Date.now().toString(36);
-  private seq = 0;
-  private readonly entries = new Map<string, Entry>();
-  private inFlight = 0;
-  private flushScheduled = false;
-  private readonly answered = new Set<string>();
+  private readonly inFlight = new Set<number>();
+  private readonly transfers = new Map<number, Transfer>();
+  private readonly chunkIds = new Map<string, { seq: number; index: number }>();
+  private pumpScheduled = false;
+  private rewindTimer: NodeJS.Timeout | undefined;
+  welcome: WelcomeFrame | undefined;
+  readonly stats = { sent: 0, refusedByGateway: 0, lastAckAt: 0, connectedSince: 0 };
 
   constructor(
     private readonly options: FieldClientOptions,
+    readonly queue: DurableQueue,
+    private readonly outbox: FileOutbox,
     private readonly connection: GatewayConnection,
     private readonly commands: CommandHandlers,
     private readonly log: Logger,
@@ -55,78 +76,142 @@ export class FieldClient {
     connection.on('frame', (frame) => this.onFrame(frame));
   }
 
-  get pending(): number {
-    return this.entries.size;
+  /** Accepts messages; resolves once they are in the durable queue (safe from a crash). */
+  async submitMany(items: readonly Submission[]): Promise<QueuedMessage[]> {
+    const now = new Date().toISOString();
+    // The device's clock stamps what has no timestamp, so a message sent twice is the same point.
+    const stamped = items.map((i) =>
+      i.dataType === 'file' || (i.payload as { timestamp?: unknown }).timestamp !== undefined
+        ? i
+        : { dataType: i.dataType, payload: { ...i.payload, timestamp: now } },
+    );
+    const accepted = await this.queue.append(stamped);
+    this.schedulePump();
+    return accepted;
   }
 
-  /** Resolves with the message id once the gateway acknowledged it (it is then in the broker). */
-  submit<T extends DataType>(dataType: T, payload: PayloadOf[T]): Promise<string> {
-    const seq = this.seq++;
-    const messageId = `${this.bootEpoch}.${seq}`;
-    return new Promise((resolve, reject) => {
-      this.entries.set(messageId, { messageId, seq, dataType, payload, sent: false, resolve, reject });
-      this.scheduleFlush();
-    });
+  submit<T extends DataType>(dataType: T, payload: PayloadOf[T]): Promise<QueuedMessage> {
+    return this.submitMany([{ dataType, payload } as Submission]).then((m) => m[0] as QueuedMessage);
+  }
+
+  /** Queues a file of any size to be sent in chunks; resolves once it is in the outbox and queued. */
+  async submitFile(path: string, options: { filename?: string; contentType?: string; move?: boolean } = {}): Promise<QueuedMessage> {
+    let size: number;
+    try {
+      size = statSync(path).size;
+    } catch (err) {
+      throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${path}: ${(err as Error).message}`);
+    }
+    if (this.queue.bytesOnDisk + this.outbox.bytes() + size > this.options.maxBytes) {
+      this.queue.stats.refused++;
+      throw new FieldStreamError('FIELD_QUEUE_FULL', `No room for a file of ${size} bytes within FIELD_QUEUE_MAX_BYTES.`);
+    }
+    const rec = await this.outbox.accept(path, options);
+    const [m] = await this.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+    this.schedulePump();
+    return m as QueuedMessage;
   }
 
   private onOpen(): void {
-    // Resend from the first unacknowledged message, in order (Map iteration is insertion order).
-    for (const e of this.entries.values()) e.sent = false;
-    this.inFlight = 0;
-    this.scheduleFlush();
+    this.stats.connectedSince = Date.now();
+    this.resetSending();
   }
 
   private onClose(): void {
-    this.inFlight = 0;
+    this.stats.connectedSince = 0;
+    this.inFlight.clear();
+    this.chunkIds.clear();
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    // setImmediate: everything submitted in this turn of the event loop goes out in one frame.
+  /** Start again from the first unacknowledged message and chunk. */
+  private resetSending(): void {
+    this.inFlight.clear();
+    this.chunkIds.clear();
+    for (const t of this.transfers.values()) {
+      t.next = t.done;
+      t.acked.clear();
+      t.inFlight = 0;
+    }
+    this.queue.rewind();
+    this.schedulePump();
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    // setImmediate: everything accepted in this turn of the event loop goes out in one frame.
     setImmediate(() => {
-      this.flushScheduled = false;
-      this.flush();
+      this.pumpScheduled = false;
+      try {
+        this.pump();
+      } catch (err) {
+        this.log.error({ err }, 'sending failed; retrying after a reconnect');
+      }
     });
   }
 
-  private flush(): void {
+  private pump(): void {
     if (!this.connection.isOpen) return;
-    let batch: Entry[] = [];
-    for (const e of this.entries.values()) {
-      if (this.inFlight >= this.options.window) break;
-      if (e.sent) continue;
-      e.sent = true;
-      this.inFlight++;
-      batch.push(e);
-      if (batch.length >= this.options.batchMax) {
-        this.sendBatch(batch);
-        batch = [];
+    for (;;) {
+      const room = this.options.window - this.inFlight.size;
+      if (room <= 0) break;
+      const items = this.queue.next(Math.min(room, this.options.batchMax));
+      if (items.length === 0) break;
+      const batch: QueuedMessage[] = [];
+      for (const m of items) {
+        this.inFlight.add(m.seq);
+        if (m.dataType === FILE_TRANSFER) this.startTransfer(m);
+        else batch.push(m);
       }
+      if (batch.length > 0) this.sendFrame(batch.map((m) => ({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payload: m.payload })));
     }
-    if (batch.length > 0) this.sendBatch(batch);
+    for (const t of this.transfers.values()) this.pumpTransfer(t);
   }
 
-  private sendBatch(batch: Entry[]): void {
-    this.connection.send(
-      JSON.stringify({
-        deviceId: this.options.deviceId,
-        batch: batch.map((e) => ({ dataType: e.dataType, messageId: e.messageId, seq: e.seq, payload: e.payload })),
-      }),
-    );
+  private startTransfer(m: QueuedMessage): void {
+    const rec = m.payload as FileTransferRecord;
+    if (this.transfers.has(m.seq)) return;
+    if (!this.outbox.has(rec.transferId)) {
+      this.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
+      this.inFlight.delete(m.seq);
+      this.queue.ack([m.seq]);
+      return;
+    }
+    const done = this.outbox.progress(rec.transferId);
+    this.transfers.set(m.seq, { seq: m.seq, rec, done, next: done, acked: new Set(), inFlight: 0 });
+  }
+
+  private pumpTransfer(t: Transfer): void {
+    while (t.inFlight < this.options.fileWindow && t.next < t.rec.count) {
+      const index = t.next++;
+      const messageId = `${t.rec.transferId}.${index}`;
+      this.chunkIds.set(messageId, { seq: t.seq, index });
+      t.inFlight++;
+      this.sendFrame([
+        {
+          dataType: 'file',
+          messageId,
+          payload: {
+            filename: t.rec.filename,
+            contentType: t.rec.contentType,
+            data: this.outbox.readChunk(t.rec, index).toString('base64'),
+            transfer: { id: t.rec.transferId, index, count: t.rec.count, size: t.rec.size, sha256: t.rec.sha256 },
+            metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
+          },
+        },
+      ]);
+    }
+  }
+
+  private sendFrame(batch: Array<{ dataType: string; messageId: string; seq?: number; payload: unknown }>): void {
+    this.stats.sent += batch.length;
+    this.connection.send(JSON.stringify({ deviceId: this.options.deviceId, batch }));
   }
 
   private onFrame(frame: DownlinkFrame): void {
     switch (frame.type) {
       case 'ack':
-        for (const id of frame.messageIds) {
-          const e = this.entries.get(id);
-          if (!e) continue;
-          this.entries.delete(id);
-          if (e.sent) this.inFlight--;
-          e.resolve(id);
-        }
-        this.scheduleFlush();
+        this.onAck(frame.messageIds);
         return;
       case 'error':
         this.onError(frame);
@@ -134,39 +219,128 @@ export class FieldClient {
       case 'command':
         void this.onCommand(frame);
         return;
+      case 'welcome':
+        this.welcome = frame;
+        return;
+    }
+  }
+
+  private seqOf(messageId: string): number | undefined {
+    const dot = messageId.lastIndexOf('.');
+    if (messageId.slice(0, dot) !== this.queue.epoch) return undefined;
+    const seq = Number(messageId.slice(dot + 1));
+    return Number.isInteger(seq) ? seq : undefined;
+  }
+
+  private onAck(ids: readonly string[]): void {
+    this.stats.lastAckAt = Date.now();
+    const seqs: number[] = [];
+    for (const id of ids) {
+      const chunk = this.chunkIds.get(id);
+      if (chunk) {
+        this.chunkIds.delete(id);
+        this.onChunkAck(chunk.seq, chunk.index);
+        continue;
+      }
+      const seq = this.seqOf(id);
+      if (seq !== undefined && this.inFlight.delete(seq)) seqs.push(seq);
+    }
+    this.queue.ack(seqs);
+    this.schedulePump();
+  }
+
+  private onChunkAck(seq: number, index: number): void {
+    const t = this.transfers.get(seq);
+    if (!t) return;
+    t.inFlight--;
+    t.acked.add(index);
+    const before = t.done;
+    while (t.acked.delete(t.done)) t.done++;
+    if (t.done !== before) this.outbox.saveProgress(t.rec.transferId, t.done);
+    if (t.done >= t.rec.count) {
+      this.transfers.delete(seq);
+      this.inFlight.delete(seq);
+      this.queue.ack([seq]);
+      this.outbox.remove(t.rec.transferId);
+      this.log.info({ transferId: t.rec.transferId, filename: t.rec.filename, bytes: t.rec.size }, 'file delivered');
     }
   }
 
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
     this.log.warn({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, frame.message);
-    for (const id of frame.messageIds ?? []) {
-      const e = this.entries.get(id);
-      if (!e) continue;
-      if (e.sent) this.inFlight--;
-      if (TRANSIENT.has(frame.code)) {
-        e.sent = false; // sent again with the next flush, in order
-      } else {
-        this.entries.delete(id);
-        e.reject(Object.assign(new Error(`${frame.code}: ${frame.message}`), { code: frame.code }));
+    const ids = frame.messageIds ?? [];
+    if (ids.length === 0) return;
+    if (TRANSIENT.has(frame.code)) {
+      // Sent again from the first unacknowledged message, once the gateway had a moment.
+      clearTimeout(this.rewindTimer);
+      this.rewindTimer = setTimeout(() => this.resetSending(), 1000);
+      this.rewindTimer.unref();
+      return;
+    }
+    // Refused for good (it breaks the contract): set it aside, whole, and move on, so one bad
+    // message never blocks the queue.
+    const seqs: number[] = [];
+    for (const id of ids) {
+      const seq = this.chunkIds.get(id)?.seq ?? this.seqOf(id);
+      if (seq === undefined) continue;
+      seqs.push(seq);
+      this.inFlight.delete(seq);
+      const t = this.transfers.get(seq);
+      if (t) {
+        this.transfers.delete(seq);
+        this.outbox.remove(t.rec.transferId);
       }
     }
-    if (frame.messageIds?.some((id) => this.entries.has(id))) setTimeout(() => this.scheduleFlush(), 1000).unref();
+    this.stats.refusedByGateway += seqs.length;
+    appendFileSync(join(this.options.dataDir, 'rejected.jsonl'), JSON.stringify({ at: new Date().toISOString(), code: frame.code, message: frame.message, messageIds: ids }) + '\n');
+    this.log.error({ code: 'FIELD_MESSAGE_REFUSED', gatewayCode: frame.code, messageIds: ids }, 'message refused by the gateway; set aside in rejected.jsonl');
+    this.queue.ack(seqs);
+    this.schedulePump();
   }
 
   private async onCommand(frame: CommandFrame): Promise<void> {
-    if (this.answered.has(frame.commandId)) {
+    const outcome = await this.commands.run(frame);
+    if (!outcome) {
       this.log.info({ commandId: frame.commandId }, 'command delivered again; already answered');
       return;
     }
-    this.answered.add(frame.commandId);
-    if (this.answered.size > ANSWERED_MEMORY) this.answered.delete(this.answered.values().next().value as string);
-    const outcome = await this.commands.run(frame);
     this.log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
-    await this.submit('response', {
-      commandId: frame.commandId,
-      status: outcome.status,
-      ...(outcome.result !== undefined ? { result: outcome.result } : {}),
-      timestamp: new Date().toISOString(),
-    }).catch((err: Error) => this.log.error({ err: err.message }, 'command response refused'));
+    try {
+      await this.submit('response', {
+        commandId: frame.commandId,
+        status: outcome.status,
+        ...(outcome.result !== undefined ? { result: outcome.result } : {}),
+        timestamp: new Date().toISOString(),
+      });
+      this.commands.answered(frame.commandId);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, commandId: frame.commandId }, 'cannot queue the command response');
+    }
+  }
+
+  /** For the local status endpoint and `fieldstream doctor`. */
+  status() {
+    const oldest = this.queue.oldestUnacked();
+    return {
+      deviceId: this.options.deviceId,
+      connection: {
+        state: this.connection.isOpen ? ('connected' as const) : ('disconnected' as const),
+        since: this.stats.connectedSince ? new Date(this.stats.connectedSince).toISOString() : null,
+        gatewayId: this.welcome?.gatewayId ?? null,
+      },
+      queue: {
+        depth: this.queue.depth,
+        bytes: this.queue.bytesOnDisk,
+        outboxBytes: this.outbox.bytes(),
+        oldestUnsentAt: oldest ? new Date(oldest).toISOString() : null,
+        dropped: this.queue.stats.dropped,
+        refused: this.queue.stats.refused,
+        corruptTails: this.queue.stats.corruptTails,
+      },
+      lastAckAt: this.stats.lastAckAt ? new Date(this.stats.lastAckAt).toISOString() : null,
+      sent: this.stats.sent,
+      refusedByGateway: this.stats.refusedByGateway,
+      filesInTransfer: this.transfers.size,
+    };
   }
 }

@@ -1,48 +1,113 @@
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
-import { CommandHandlers } from './commands.ts';
+import { CommandHandlers, CommandsFileSchema } from './commands.ts';
 import type { FieldClientConfig } from './config.ts';
 import { FieldClient } from './field-client.ts';
+import { FileOutbox } from './files/file-outbox.ts';
 import { GatewayConnection } from './gateway-connection.ts';
+import { watchFolder } from './inputs/folder-watch.ts';
+import { startHttpInput } from './inputs/http-input.ts';
+import { startMqttInput } from './inputs/mqtt-input.ts';
+import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
 
 export interface RunningFieldClient {
   readonly client: FieldClient;
   readonly connection: GatewayConnection;
   readonly commands: CommandHandlers;
+  readonly httpPort: number | undefined;
+  readonly mqttPort: number | undefined;
   close(): Promise<void>;
 }
 
-/** Builds the field client from its configuration; with FIELD_SIMULATE it also runs the simulated sensor. */
-export function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger): RunningFieldClient {
+function loadCommandsFile(path: string) {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `FIELD_COMMANDS_FILE=${path} cannot be read as JSON: ${(err as Error).message}`);
+  }
+  const parsed = CommandsFileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new FieldStreamError('CONFIG_INVALID', `FIELD_COMMANDS_FILE=${path}: ${i ? `${i.path.join('.')}: ${i.message}` : 'invalid'}`);
+  }
+  return parsed.data;
+}
+
+/** Builds the field client from its configuration: queue, connection, local inputs, commands. */
+export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger): Promise<RunningFieldClient> {
   const log = logger.child({ component: 'field-client', deviceId: config.DEVICE_ID });
+  const tls = {
+    ca: readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE),
+    cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE),
+    key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE),
+  };
+  const commandsFile = config.FIELD_COMMANDS_FILE ? loadCommandsFile(config.FIELD_COMMANDS_FILE) : undefined;
+  mkdirSync(config.FIELD_DATA_DIR, { recursive: true, mode: 0o700 });
+  const queue = await DurableQueue.open({
+    dir: join(config.FIELD_DATA_DIR, 'queue'),
+    maxBytes: config.FIELD_QUEUE_MAX_BYTES,
+    segmentBytes: Math.min(config.FIELD_QUEUE_SEGMENT_BYTES, Math.floor(config.FIELD_QUEUE_MAX_BYTES / 4)),
+    fullPolicy: config.FIELD_QUEUE_FULL_POLICY,
+    sync: config.FIELD_QUEUE_SYNC,
+    log: log.child({ subsystem: 'queue' }),
+  });
+  const outbox = new FileOutbox(config.FIELD_DATA_DIR, config.FIELD_FILE_CHUNK_BYTES);
   const connection = new GatewayConnection(
-    {
-      url: config.GATEWAY_URL,
-      tls: {
-        ca: readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE),
-        cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE),
-        key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE),
-      },
-      reconnectInitialMs: 500,
-      reconnectMaxMs: config.FIELD_RECONNECT_MAX_MS,
-      idleTimeoutMs: 90_000, // three missed gateway pings
-    },
+    { url: config.GATEWAY_URL, tls, reconnectInitialMs: 500, reconnectMaxMs: config.FIELD_RECONNECT_MAX_MS, idleTimeoutMs: 90_000 },
     log,
   );
-  const commands = new CommandHandlers();
-  const client = new FieldClient({ deviceId: config.DEVICE_ID, batchMax: config.FIELD_BATCH_MAX, window: config.FIELD_WINDOW }, connection, commands, log);
-  const simulator = config.FIELD_SIMULATE ? new Simulator(client, config.FIELD_SAMPLE_INTERVAL_MS, log.child({ component: 'simulator' })) : undefined;
-  simulator?.registerCommands(commands);
-  connection.start();
-  simulator?.start();
-  return {
-    client,
+  const commands = new CommandHandlers(join(config.FIELD_DATA_DIR, 'commands.journal'));
+  const client = new FieldClient(
+    {
+      deviceId: config.DEVICE_ID,
+      batchMax: config.FIELD_BATCH_MAX,
+      window: config.FIELD_WINDOW,
+      fileWindow: config.FIELD_FILE_WINDOW,
+      maxBytes: config.FIELD_QUEUE_MAX_BYTES,
+      dataDir: config.FIELD_DATA_DIR,
+    },
+    queue,
+    outbox,
     connection,
     commands,
-    async close() {
-      simulator?.stop();
-      await connection.stop();
-    },
-  };
+    log,
+  );
+  const closers: Array<() => Promise<void> | void> = [];
+  try {
+    const http = config.FIELD_HTTP_PORT === undefined ? undefined : await startHttpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log);
+    if (http) closers.push(http.close);
+    const mqtt = config.FIELD_MQTT_PORT === undefined ? undefined : await startMqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log);
+    if (mqtt) closers.push(mqtt.close);
+    if (commandsFile) commands.configure(commandsFile, mqtt?.publish);
+    const simulator = config.FIELD_SIMULATE ? new Simulator(client, config.FIELD_SAMPLE_INTERVAL_MS, log.child({ subsystem: 'simulator' })) : undefined;
+    simulator?.registerCommands(commands);
+    if (config.FIELD_WATCH_DIR) {
+      mkdirSync(config.FIELD_WATCH_DIR, { recursive: true });
+      closers.push(watchFolder(client, config.FIELD_WATCH_DIR, config.FIELD_WATCH_INTERVAL_MS, log).close);
+    }
+    connection.start();
+    simulator?.start();
+    if (simulator) closers.push(() => simulator.stop());
+    return {
+      client,
+      connection,
+      commands,
+      httpPort: http?.port,
+      mqttPort: mqtt?.port,
+      async close() {
+        for (const c of closers.reverse()) await c();
+        await connection.stop();
+        await queue.close();
+      },
+    };
+  } catch (err) {
+    for (const c of closers.reverse()) await c();
+    await queue.close();
+    throw err;
+  }
 }

@@ -11,6 +11,7 @@ import { MessageIdSchema } from './primitives.ts';
  * - `error`: a stable `code` from the error registry and a human-readable `message`; `messageIds`
  *   names the messages it concerns (those were *not* accepted).
  * - `command`: a command for this device, to be answered with a `response` message.
+ * - `welcome`: the first frame on a connection.
  */
 
 const ErrorCodeSchema = z.enum(Object.keys(ERRORS) as [ErrorCode, ...ErrorCode[]]);
@@ -46,7 +47,18 @@ export const CommandFrameSchema = z.strictObject({
 });
 export type CommandFrame = z.infer<typeof CommandFrameSchema>;
 
-export const DownlinkFrameSchema = z.discriminatedUnion('type', [AckFrameSchema, ErrorFrameSchema, CommandFrameSchema]);
+/** Sent once on connect: who the gateway took the device to be, its clock (for skew checks), its limits. */
+export const WelcomeFrameSchema = z.strictObject({
+  type: z.literal('welcome'),
+  deviceId: z.string(),
+  gatewayId: z.string(),
+  /** epoch ms */
+  serverTime: z.number().int(),
+  limits: z.strictObject({ frameMaxBytes: z.number().int(), batchMaxMessages: z.number().int() }),
+});
+export type WelcomeFrame = z.infer<typeof WelcomeFrameSchema>;
+
+export const DownlinkFrameSchema = z.discriminatedUnion('type', [AckFrameSchema, ErrorFrameSchema, CommandFrameSchema, WelcomeFrameSchema]);
 export type DownlinkFrame = z.infer<typeof DownlinkFrameSchema>;
 
 export function errorFrame(err: FieldStreamError, messageIds?: string[]): ErrorFrame {

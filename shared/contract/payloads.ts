@@ -61,10 +61,26 @@ export const Base64DataSchema = z.string().superRefine((data, ctx) => {
   }
 });
 
+/**
+ * A large file travels as chunks: each message carries one chunk in `data` and says which
+ * (`transfer`). The distributor stores chunks as they come, and when all are there joins them,
+ * checks the SHA-256 of the whole file and only then stores it.
+ */
+export const FileTransferSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1–64 letters, digits, ".", "_" or "-"'),
+  index: z.number().int().min(0),
+  count: z.number().int().min(1).max(LIMITS.fileMaxChunks),
+  /** bytes of the whole file */
+  size: z.number().int().min(0).max(LIMITS.fileTransferMaxBytes),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
+}).refine((t) => t.index < t.count, { message: 'index must be below count', path: ['index'] });
+export type FileTransfer = z.infer<typeof FileTransferSchema>;
+
 export const FilePayloadSchema = z.strictObject({
   filename: FilenameSchema,
   contentType: z.string().min(1).max(255).regex(/^[\w.+-]+\/[\w.+-]+(\s*;.*)?$/, 'must be a media type like image/jpeg').optional(),
   data: Base64DataSchema,
+  transfer: FileTransferSchema.optional(),
   metadata: z
     .object({
       // The size the device declares; the distributor stores the decoded size beside it.

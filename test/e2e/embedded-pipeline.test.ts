@@ -9,8 +9,8 @@ import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.
 import { foreignDeviceCert } from '../helpers/pki.ts';
 import { CommandEnvelopeSchema, ENVELOPE_VERSION } from '../../shared/contract/envelope.ts';
 import { commandTopic } from '../../shared/contract/topics.ts';
-import { loadFieldClientConfig } from '../../field-client/src/config.ts';
-import { startFieldClient, type RunningFieldClient } from '../../field-client/src/start.ts';
+import type { RunningFieldClient } from '../../field-client/src/start.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
 import type { z } from 'zod';
 
 const DEVICES = ['sensor-001', 'camera-001', 'alarm-001', 'actuator-001', 'field-007'];
@@ -171,27 +171,15 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
 
   describe('the field client', () => {
     let field: RunningFieldClient;
-    before(() => {
-      const d = fx.pki.paths.device('field-007');
-      field = startFieldClient(
-        loadFieldClientConfig({
-          DEVICE_ID: 'field-007',
-          GATEWAY_URL: url,
-          FIELD_CA_FILE: fx.pki.paths.publicCa,
-          FIELD_CERT_FILE: d.cert,
-          FIELD_KEY_FILE: d.key,
-          FIELD_SIMULATE: 'false',
-          FIELD_BATCH_MAX: '200',
-        }),
-        fx.logs.logger,
-      );
+    before(async () => {
+      field = await startTestFieldClient(fx.pki.paths, 'field-007', url, fx.logs.logger, { FIELD_BATCH_MAX: '200' });
     });
     after(() => field.close());
 
     it('delivers 2,000 readings in batches, each stored exactly once', async () => {
       const base = Date.parse('2025-06-01T00:00:00Z');
       const ids = await Promise.all(Array.from({ length: 2000 }, (_, i) => field.client.submit('timeseries', { level: i, ok: i % 2 === 0, timestamp: base + i })));
-      assert.equal(new Set(ids).size, 2000);
+      assert.equal(new Set(ids.map((m) => m.messageId)).size, 2000);
       const stored = await eventually(() => {
         const pts = fx.points({ measurement: 'readings', device: 'field-007' }).filter((p) => p.time >= base && p.time < base + 2000);
         return pts.length === 2000 ? pts : undefined;
@@ -232,18 +220,10 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
   });
 
   it('the command API sends a command and reports the response against its id', async () => {
-    const field = startFieldClient(
-      loadFieldClientConfig({
-        DEVICE_ID: 'sensor-001',
-        GATEWAY_URL: url,
-        FIELD_CA_FILE: fx.pki.paths.publicCa,
-        FIELD_CERT_FILE: fx.pki.paths.device('sensor-001').cert,
-        FIELD_KEY_FILE: fx.pki.paths.device('sensor-001').key,
-        FIELD_SIMULATE: 'true', // registers the simulator's commands (ping, set_interval)
-        FIELD_SAMPLE_INTERVAL_MS: '3600000',
-      }),
-      fx.logs.logger,
-    );
+    const field = await startTestFieldClient(fx.pki.paths, 'sensor-001', url, fx.logs.logger, {
+      FIELD_SIMULATE: 'true', // registers the simulator's commands (ping, set_interval)
+      FIELD_SAMPLE_INTERVAL_MS: '3600000',
+    });
     try {
       await eventually(() => (fx.points({ measurement: 'device_status', device: 'sensor-001' }).some((p) => p.fields.state === 'online') ? true : undefined));
       const base = `http://127.0.0.1:${fx.pipeline.commandApi.port}`;

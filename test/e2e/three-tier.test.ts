@@ -14,8 +14,8 @@ import { LogCapture } from '../helpers/embedded.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { commandTopic, uplinkTopic } from '../../shared/contract/topics.ts';
-import { loadFieldClientConfig } from '../../field-client/src/config.ts';
-import { startFieldClient, type RunningFieldClient } from '../../field-client/src/start.ts';
+import type { RunningFieldClient } from '../../field-client/src/start.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
 
 const DB = 'sensor_data';
 const DEVICES = ['sensor-001', 'camera-001', 'alarm-001', 'actuator-001', 'field-a', 'field-b', 'mallory'];
@@ -122,12 +122,8 @@ describe('three tiers on real components: Caddy, two Mosquittos and the bridge, 
 
   describe('the field client through Caddy', () => {
     let field: RunningFieldClient;
-    before(() => {
-      const d = pki.paths.device('field-a');
-      field = startFieldClient(
-        loadFieldClientConfig({ DEVICE_ID: 'field-a', GATEWAY_URL: stack.urls.wss, FIELD_CA_FILE: pki.paths.publicCa, FIELD_CERT_FILE: d.cert, FIELD_KEY_FILE: d.key, FIELD_SIMULATE: 'false' }),
-        logs.logger,
-      );
+    before(async () => {
+      field = await startTestFieldClient(pki.paths, 'field-a', stack.urls.wss, logs.logger);
     });
     after(() => field.close());
 
@@ -153,11 +149,7 @@ describe('three tiers on real components: Caddy, two Mosquittos and the bridge, 
     const fields: RunningFieldClient[] = [];
     before(async () => {
       for (const id of ['field-b', 'actuator-001']) {
-        const d = pki.paths.device(id);
-        const f = startFieldClient(
-          loadFieldClientConfig({ DEVICE_ID: id, GATEWAY_URL: stack.urls.wss, FIELD_CA_FILE: pki.paths.publicCa, FIELD_CERT_FILE: d.cert, FIELD_KEY_FILE: d.key, FIELD_SIMULATE: 'false' }),
-          logs.logger,
-        );
+        const f = await startTestFieldClient(pki.paths, id, stack.urls.wss, logs.logger);
         f.commands.register('open_valve', (params) => ({ status: 'completed', result: `valve opened to ${(params as { pct: number }).pct}%` }));
         fields.push(f);
       }
@@ -239,7 +231,9 @@ describe('three tiers on real components: Caddy, two Mosquittos and the bridge, 
         headers: { 'X-FieldStream-Client-Cert': victimDer },
       });
       const frames: string[] = [];
-      ws.on('message', (m) => frames.push(m.toString()));
+      ws.on('message', (m) => {
+        if (JSON.parse(m.toString()).type !== 'welcome') frames.push(m.toString());
+      });
       await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
       ws.send(SEED_MESSAGES.timeseries);
       await eventually(() => (frames.length > 0 ? true : undefined));

@@ -11,10 +11,17 @@ export class RawDevice {
   private readonly frames: DownlinkFrame[] = [];
   private waiters: Array<() => void> = [];
   closeCode: number | undefined;
+  /** The gateway's first frame; kept here, not among the frames `next()` returns. */
+  welcome: Extract<DownlinkFrame, { type: 'welcome' }> | undefined;
 
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (data) => {
-      this.frames.push(JSON.parse(data.toString()) as DownlinkFrame);
+      const frame = JSON.parse(data.toString()) as DownlinkFrame;
+      if (frame.type === 'welcome') {
+        this.welcome = frame;
+        return;
+      }
+      this.frames.push(frame);
       for (const w of this.waiters.splice(0)) w();
     });
     ws.on('close', (code) => {

@@ -90,7 +90,7 @@ describe('the durable queue', () => {
     await q.append([reading(50)]);
     await q.close();
     const buf = readFileSync(seg);
-    buf[buf.length - 3] ^= 0xff;
+    buf[buf.length - 3] = (buf[buf.length - 3] as number) ^ 0xff;
     writeFileSync(seg, buf);
     q = await open();
     assert.equal(q.stats.corruptTails, 1);

@@ -1,0 +1,134 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { copyFile, open, rename } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { basename, join } from 'node:path';
+import { FieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
+
+/** What the queue holds for a file: a reference to the outbox's copy, not its bytes. */
+export interface FileTransferRecord {
+  transferId: string;
+  filename: string;
+  contentType: string;
+  size: number;
+  sha256: string;
+  chunkBytes: number;
+  count: number;
+  /** ISO time the file was accepted */
+  timestamp: string;
+}
+
+/**
+ * Files waiting to be sent: each is copied (or moved) into FIELD_DATA_DIR/outgoing/ once, hashed
+ * on the way, and then read chunk by chunk as it is sent, so memory stays at one chunk per file in
+ * flight whatever the file's size. The number of chunks the gateway acknowledged in order is kept
+ * beside it, so a transfer resumes after a disconnect or a restart from the last acknowledged chunk.
+ */
+export class FileOutbox {
+  private readonly dir: string;
+
+  constructor(dataDir: string, private readonly chunkBytes: number) {
+    this.dir = join(dataDir, 'outgoing');
+    mkdirSync(this.dir, { recursive: true });
+  }
+
+  /** bytes held by files not yet delivered */
+  bytes(): number {
+    let n = 0;
+    for (const f of readdirSync(this.dir)) if (!f.endsWith('.progress') && !f.endsWith('.tmp')) n += statSync(join(this.dir, f)).size;
+    return n;
+  }
+
+  /** Takes a file into the outbox (moving it when `move`, else copying) and describes its transfer. */
+  async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean }): Promise<FileTransferRecord> {
+    let size: number;
+    try {
+      const st = statSync(source);
+      if (!st.isFile()) throw new Error('not a regular file');
+      size = st.size;
+    } catch (err) {
+      throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}`);
+    }
+    if (size > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source} is larger than ${LIMITS.fileTransferMaxBytes} bytes`);
+    const transferId = `f${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
+    const target = join(this.dir, transferId);
+    const tmp = `${target}.tmp`;
+    if (options.move) {
+      try {
+        await rename(source, tmp);
+      } catch {
+        await copyFile(source, tmp);
+        rmSync(source, { force: true });
+      }
+    } else {
+      await copyFile(source, tmp);
+    }
+    const sha256 = await hashFile(tmp);
+    const fh = await open(tmp, 'r');
+    await fh.sync();
+    await fh.close();
+    renameSync(tmp, target);
+    return {
+      transferId,
+      filename: options.filename ?? basename(source),
+      contentType: options.contentType ?? 'application/octet-stream',
+      size,
+      sha256,
+      chunkBytes: this.chunkBytes,
+      count: Math.max(1, Math.ceil(size / this.chunkBytes)),
+      timestamp: new Date().toISOString(),
+    };
+  }
+
+  readChunk(rec: FileTransferRecord, index: number): Buffer {
+    const fd = openSync(join(this.dir, rec.transferId), 'r');
+    try {
+      const start = index * rec.chunkBytes;
+      const length = Math.max(0, Math.min(rec.chunkBytes, rec.size - start));
+      const buf = Buffer.allocUnsafe(length);
+      let read = 0;
+      while (read < length) {
+        const n = readSync(fd, buf, read, length - read, start + read);
+        if (n === 0) break;
+        read += n;
+      }
+      return buf.subarray(0, read);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** chunks acknowledged in order so far */
+  progress(transferId: string): number {
+    const p = join(this.dir, `${transferId}.progress`);
+    if (!existsSync(p)) return 0;
+    const n = Number(readFileSync(p, 'utf8'));
+    return Number.isInteger(n) && n >= 0 ? n : 0;
+  }
+
+  saveProgress(transferId: string, chunks: number): void {
+    const p = join(this.dir, `${transferId}.progress`);
+    writeFileSync(`${p}.tmp`, String(chunks));
+    renameSync(`${p}.tmp`, p);
+  }
+
+  has(transferId: string): boolean {
+    return existsSync(join(this.dir, transferId));
+  }
+
+  remove(transferId: string): void {
+    rmSync(join(this.dir, transferId), { force: true });
+    rmSync(join(this.dir, `${transferId}.progress`), { force: true });
+  }
+}
+
+function hashFile(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path)
+      .on('data', (c) => h.update(c))
+      .on('end', () => resolve(h.digest('hex')))
+      .on('error', reject);
+  });
+}

@@ -1,0 +1,109 @@
+import { randomUUID } from 'node:crypto';
+import { createWriteStream, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
+import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import type { FieldClient } from '../field-client.ts';
+import { toSubmissions } from './validate.ts';
+
+/** bytes of a JSON body */
+const MAX_JSON_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The local HTTP input and status endpoint, on loopback by default:
+ *
+ *   POST /v1/timeseries   a reading, or an array of readings (payload objects)      → 202 once on disk
+ *   POST /v1/events       an event, or an array of events                            → 202 once on disk
+ *   POST /v1/files?filename=NAME[&contentType=TYPE]   the file as the raw body       → 202 once on disk
+ *   GET  /status          connection, queue depth, oldest unsent reading, last ack
+ */
+export async function startHttpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger) {
+  const incoming = join(dataDir, 'incoming');
+  mkdirSync(incoming, { recursive: true });
+  const server = createServer((req, res) => {
+    route(req, res).catch((err: unknown) => {
+      const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', (err as Error).message);
+      if (!isFieldStreamError(err)) log.error({ err }, 'local HTTP input failed');
+      send(res, coded.httpStatus, { code: coded.code, message: coded.message });
+    });
+  });
+  server.requestTimeout = 120_000;
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://local');
+    if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, client.status());
+    if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files or GET /status.');
+    if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
+      const body = await readJson(req);
+      const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
+      return send(res, 202, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
+    }
+    if (url.pathname === '/v1/files') {
+      const filename = url.searchParams.get('filename') ?? '';
+      const reason = unsafeFilenameReason(filename);
+      if (reason) throw new FieldStreamError('FIELD_INPUT_INVALID', `filename ${reason}`);
+      const tmp = join(incoming, randomUUID());
+      let size = 0;
+      try {
+        await pipeline(
+          req,
+          async function* (source: AsyncIterable<Buffer>) {
+            for await (const chunk of source) {
+              size += chunk.length;
+              if (size > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is too large.');
+              yield chunk;
+            }
+          },
+          createWriteStream(tmp, { mode: 0o600 }),
+        );
+        const contentType = url.searchParams.get('contentType') ?? req.headers['content-type'] ?? 'application/octet-stream';
+        const m = await client.submitFile(tmp, { filename, contentType, move: true });
+        return send(res, 202, { accepted: 1, messageIds: [m.messageId], bytes: size });
+      } finally {
+        rmSync(tmp, { force: true });
+      }
+    }
+    throw new FieldStreamError('FIELD_INPUT_INVALID', `No endpoint ${url.pathname}.`);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_HTTP_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+  const bound = (server.address() as AddressInfo).port;
+  log.info({ host, port: bound }, 'local HTTP input listening');
+  return {
+    port: bound,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_JSON_BYTES) throw new FieldStreamError('FIELD_INPUT_INVALID', `The body is larger than ${MAX_JSON_BYTES} bytes.`);
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    throw new FieldStreamError('FIELD_INPUT_INVALID', `The body is not JSON: ${(err as Error).message}`);
+  }
+}

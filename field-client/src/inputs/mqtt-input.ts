@@ -1,0 +1,66 @@
+import { createServer, type Server } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { Aedes } from 'aedes';
+import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import type { FieldClient } from '../field-client.ts';
+import { toSubmissions } from './validate.ts';
+
+/**
+ * A local MQTT broker (aedes) for sensors that speak MQTT: publish a reading (the payload object, or
+ * an array) to PREFIX/timeseries, an event to PREFIX/event. At QoS 1 the PUBACK is sent only once
+ * the message is on disk in the queue. Something that is not a valid reading makes the broker close
+ * the sensor's connection (MQTT 3.1.1 has no negative PUBACK, §3.3.5) and is logged with
+ * FIELD_INPUT_INVALID. Command handlers of type "mqtt" publish here for local programs.
+ *
+ * It listens on loopback by default and asks for no credentials: it is for the device itself.
+ */
+export async function startMqttInput(client: FieldClient, host: string, port: number, prefix: string, log: Logger) {
+  const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
+  const aedes = await Aedes.createBroker({
+    authorizePublish(c, packet, done) {
+      if (c === null) return done(null);
+      const kind = kinds[packet.topic];
+      if (!kind) {
+        log.warn({ code: 'FIELD_INPUT_INVALID', topic: packet.topic }, 'publish to a topic that is not an input');
+        return done(new FieldStreamError('FIELD_INPUT_INVALID', `publish to ${prefix}/timeseries or ${prefix}/event`));
+      }
+      let items;
+      try {
+        items = toSubmissions(kind, JSON.parse(packet.payload.toString()));
+      } catch (err) {
+        const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
+        log.warn({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);
+        return done(coded);
+      }
+      // done() is what lets aedes send the PUBACK: only after the queue has it on disk.
+      client.submitMany(items).then(
+        () => done(null),
+        (err: unknown) => {
+          log.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_INPUT_INVALID', clientId: c.id }, (err as Error).message);
+          done(err as Error);
+        },
+      );
+    },
+    authorizeSubscribe(_c, sub, done) {
+      // Local programs may listen to what command handlers publish; nothing else is here to read.
+      done(null, sub.topic.startsWith('$') ? null : sub);
+    },
+  });
+  const server: Server = createServer((socket) => aedes.handle(socket));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_MQTT_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+  const bound = (server.address() as AddressInfo).port;
+  log.info({ host, port: bound, topics: Object.keys(kinds) }, 'local MQTT input listening');
+  return {
+    port: bound,
+    publish: (topic: string, payload: string) =>
+      new Promise<void>((resolve, reject) => aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, (err) => (err ? reject(err) : resolve()))),
+    async close() {
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
