@@ -47,8 +47,9 @@ export class MessageHandler {
         // Files first, then their records: a record never points at a file that is not there.
         const points: StoredPoint[] = [];
         for (const m of env.messages) {
-          const stored = await this.files.store(env.deviceId, m.payload);
-          points.push(filePoint(env.deviceId, env.receivedAt, stored));
+          const { transfer } = m.payload;
+          const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }) : await this.files.store(env.deviceId, m.payload);
+          if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored));
         }
         return points;
       }
