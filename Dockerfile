@@ -10,5 +10,7 @@ COPY shared ./shared
 COPY dmz ./dmz
 COPY internal-network ./internal-network
 COPY field-client ./field-client
+COPY bin ./bin
+RUN ln -s /app/bin/fieldstream /usr/local/bin/fieldstream
 USER node
 CMD ["node", "--import", "tsx", "field-client/src/main.ts"]

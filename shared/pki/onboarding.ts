@@ -165,6 +165,9 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
     'FIELD_CA_FILE=/certs/ca.crt',
     'FIELD_CERT_FILE=/certs/client.crt',
     'FIELD_KEY_FILE=/certs/client.key',
+    '# Readings come from local inputs (HTTP 127.0.0.1:8081, MQTT 127.0.0.1:1883, the outbox/ folder,',
+    '# `fieldstream send`). To try the deployment without sensors, simulate one:',
+    'FIELD_SIMULATE=false',
     '',
   ].join('\n');
 }

@@ -1,0 +1,79 @@
+/**
+ * The device's command line:
+ *   fieldstream send timeseries '{"temperature": 21.5}'     a reading (or an array of readings)
+ *   fieldstream send event '{"eventType": "door_open"}'    an event
+ *   fieldstream send file PATH [CONTENT_TYPE]              a file, of any size
+ *   fieldstream status                                     what the running client reports
+ *   fieldstream doctor                                     check everything, in order
+ * `send` and `status` talk to the running client's local HTTP input (FIELD_HTTP_PORT).
+ */
+import { createReadStream, statSync } from 'node:fs';
+import { basename } from 'node:path';
+import { loadDotenv } from '../../shared/config.ts';
+import { runDoctor } from './doctor.ts';
+
+loadDotenv();
+const [command, ...args] = process.argv.slice(2);
+const base = `http://${process.env.FIELD_HTTP_HOST || '127.0.0.1'}:${process.env.FIELD_HTTP_PORT || '8081'}`;
+
+function usage(): never {
+  process.stderr.write(`usage:
+  fieldstream send timeseries JSON
+  fieldstream send event JSON
+  fieldstream send file PATH [CONTENT_TYPE]
+  fieldstream status
+  fieldstream doctor
+`);
+  process.exit(64);
+}
+
+async function call(path: string, init: RequestInit & { duplex?: 'half' }): Promise<void> {
+  let res: Response;
+  try {
+    res = await fetch(`${base}${path}`, init);
+  } catch (err) {
+    process.stderr.write(`error: the field client does not answer at ${base} (${(err as Error).cause ?? (err as Error).message}); is it running? (FIELD_HTTP_PORT)\n`);
+    process.exit(69);
+  }
+  const body = (await res.json()) as { code?: string; message?: string; messageIds?: string[] };
+  if (!res.ok) {
+    process.stderr.write(`error ${body.code}: ${body.message}\n`);
+    process.exit(1);
+  }
+  process.stdout.write(path === '/status' ? `${JSON.stringify(body, null, 2)}\n` : `accepted ${body.messageIds?.length} message(s): ${body.messageIds?.join(' ')}\n`);
+}
+
+async function main(): Promise<void> {
+  if (command === 'send') {
+    const [kind, value, extra] = args;
+    if (kind === 'timeseries' || kind === 'event') {
+      if (!value) usage();
+      return call(kind === 'event' ? '/v1/events' : '/v1/timeseries', { method: 'POST', headers: { 'content-type': 'application/json' }, body: value });
+    }
+    if (kind === 'file') {
+      if (!value) usage();
+      try {
+        statSync(value);
+      } catch (err) {
+        process.stderr.write(`error FIELD_FILE_UNREADABLE: ${value}: ${(err as NodeJS.ErrnoException).code}\n`);
+        process.exit(66);
+      }
+      const q = new URLSearchParams({ filename: basename(value), ...(extra ? { contentType: extra } : {}) });
+      return call(`/v1/files?${q}`, { method: 'POST', body: createReadStream(value) as unknown as BodyInit, duplex: 'half', headers: { 'content-type': extra ?? 'application/octet-stream' } });
+    }
+    usage();
+  }
+  if (command === 'status') return call('/status', { method: 'GET' });
+  if (command === 'doctor') {
+    const results = await runDoctor(process.env);
+    const mark = { ok: '✔', warn: '!', fail: '✖' } as const;
+    for (const r of results) {
+      process.stdout.write(`${mark[r.level]} ${r.name.padEnd(13)} ${r.detail}\n`);
+      if (r.hint && r.level !== 'ok') process.stdout.write(`  ${' '.repeat(13)} → ${r.hint}\n`);
+    }
+    process.exit(results.some((r) => r.level === 'fail') ? 1 : 0);
+  }
+  usage();
+}
+
+void main();

@@ -1,0 +1,270 @@
+import { createPrivateKey, X509Certificate, randomBytes } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { existsSync, readdirSync, readFileSync, statfsSync, statSync } from 'node:fs';
+import { connect as tcpConnect, isIP } from 'node:net';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import WebSocket from 'ws';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
+
+/** A check's verdict: ok, a warning (works, but act soon), or a failure with what to do. */
+export interface CheckResult {
+  name: string;
+  level: 'ok' | 'warn' | 'fail';
+  detail: string;
+  hint?: string;
+}
+
+type Check = (ctx: Context) => Promise<CheckResult | CheckResult[]>;
+interface Context {
+  env: Record<string, string | undefined>;
+  config?: Readonly<FieldClientConfig>;
+  tls?: { ca: string; cert: string; key: string };
+  url?: URL;
+  welcome?: { gatewayId: string; serverTime: number; receivedAt: number; rttMs: number };
+  ws?: WebSocket;
+}
+
+const TIMEOUT_MS = 10_000;
+const DAY = 86_400_000;
+
+/**
+ * `fieldstream doctor`: checks, in order, what a device needs to deliver its data, and says for
+ * each failure what to do. A failed step stops the steps that depend on it.
+ */
+export async function runDoctor(env: Record<string, string | undefined>): Promise<CheckResult[]> {
+  const ctx: Context = { env };
+  const results: CheckResult[] = [];
+  const steps: Check[] = [configuration, certificates, dns, tcp, tlsHandshake, websocket, roundTrip, clockSkew, queueAndDisk];
+  for (const step of steps) {
+    const r = await step(ctx).catch((err: unknown): CheckResult => ({ name: step.name, level: 'fail', detail: (err as Error).message }));
+    const list = Array.isArray(r) ? r : [r];
+    results.push(...list);
+    if (list.some((x) => x.level === 'fail') && step !== queueAndDisk) {
+      if (step === configuration) break;
+      // later network steps cannot succeed; the local queue and disk can still be looked at
+      if (ctx.config) results.push(...([await queueAndDisk(ctx)].flat() as CheckResult[]));
+      break;
+    }
+  }
+  ctx.ws?.terminate();
+  return results;
+}
+
+async function configuration(ctx: Context): Promise<CheckResult> {
+  try {
+    ctx.config = loadFieldClientConfig(ctx.env);
+  } catch (err) {
+    return { name: 'configuration', level: 'fail', detail: isFieldStreamError(err) ? err.message : String(err), hint: 'Fix the named variables in .env (see .env.example).' };
+  }
+  ctx.url = new URL(ctx.config.GATEWAY_URL);
+  return { name: 'configuration', level: 'ok', detail: `device ${ctx.config.DEVICE_ID}, gateway ${ctx.config.GATEWAY_URL}` };
+}
+
+async function certificates(ctx: Context): Promise<CheckResult[]> {
+  const c = ctx.config as FieldClientConfig;
+  const files: Record<string, string> = {};
+  for (const [variable, path] of [['FIELD_CA_FILE', c.FIELD_CA_FILE], ['FIELD_CERT_FILE', c.FIELD_CERT_FILE], ['FIELD_KEY_FILE', c.FIELD_KEY_FILE]] as const) {
+    try {
+      files[variable] = readFileSync(path, 'utf8');
+    } catch (err) {
+      return [{ name: 'certificates', level: 'fail', detail: `${variable}=${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Unpack the device bundle and point the variable at its file.' }];
+    }
+  }
+  let cert: X509Certificate;
+  let ca: X509Certificate;
+  try {
+    cert = new X509Certificate(files.FIELD_CERT_FILE as string);
+    ca = new X509Certificate(files.FIELD_CA_FILE as string);
+  } catch (err) {
+    return [{ name: 'certificates', level: 'fail', detail: `not a PEM certificate: ${(err as Error).message}` }];
+  }
+  try {
+    if (!cert.checkPrivateKey(createPrivateKey(files.FIELD_KEY_FILE as string))) {
+      return [{ name: 'certificates', level: 'fail', detail: 'FIELD_KEY_FILE is not the key of FIELD_CERT_FILE', hint: 'Use the client.key from the same bundle as client.crt.' }];
+    }
+  } catch (err) {
+    return [{ name: 'certificates', level: 'fail', detail: `FIELD_KEY_FILE is not a private key: ${(err as Error).message}` }];
+  }
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
+    return [{ name: 'certificates', level: 'fail', detail: 'FIELD_CERT_FILE was not issued by the CA in FIELD_CA_FILE', hint: 'Both must come from the same bundle (scripts/generate-client-cert.sh).' }];
+  }
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
+  if (cn !== c.DEVICE_ID) {
+    return [{ name: 'certificates', level: 'fail', detail: `the certificate is for device "${cn}", DEVICE_ID is "${c.DEVICE_ID}"`, hint: 'The gateway takes the device id from the certificate: make DEVICE_ID match it.' }];
+  }
+  ctx.tls = { ca: files.FIELD_CA_FILE as string, cert: files.FIELD_CERT_FILE as string, key: files.FIELD_KEY_FILE as string };
+  const now = Date.now();
+  const notAfter = Date.parse(cert.validTo);
+  if (Date.parse(cert.validFrom) > now) return [{ name: 'certificates', level: 'fail', detail: `not valid before ${cert.validFrom}`, hint: 'Check the device clock.' }];
+  if (notAfter < now) return [{ name: 'certificates', level: 'fail', detail: `expired on ${cert.validTo}`, hint: `Issue a new one: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
+  const days = Math.floor((notAfter - now) / DAY);
+  if (days < 30) return [{ name: 'certificates', level: 'warn', detail: `expires in ${days} days (${cert.validTo})`, hint: `Renew soon: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
+  return [{ name: 'certificates', level: 'ok', detail: `CN ${cn}, key matches, issued by our CA, valid ${days} more days` }];
+}
+
+async function dns(ctx: Context): Promise<CheckResult> {
+  const host = (ctx.url as URL).hostname;
+  if (isIP(host)) return { name: 'dns', level: 'ok', detail: `${host} is an address` };
+  try {
+    const addrs = await lookup(host, { all: true });
+    return { name: 'dns', level: 'ok', detail: `${host} → ${addrs.map((a) => a.address).join(', ')}` };
+  } catch (err) {
+    return { name: 'dns', level: 'fail', detail: `cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Check the device DNS and that DOMAIN_NAME points at the DMZ server.' };
+  }
+}
+
+function hostPort(ctx: Context): { host: string; port: number } {
+  const url = ctx.url as URL;
+  return { host: url.hostname, port: Number(url.port || 443) };
+}
+
+async function tcp(ctx: Context): Promise<CheckResult> {
+  const { host, port } = hostPort(ctx);
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const s = tcpConnect({ host, port, timeout: TIMEOUT_MS });
+    s.once('connect', () => {
+      s.destroy();
+      resolve({ name: 'tcp', level: 'ok', detail: `${host}:${port} reachable in ${Date.now() - started} ms` });
+    });
+    const fail = (why: string) => {
+      s.destroy();
+      resolve({ name: 'tcp', level: 'fail', detail: `cannot reach ${host}:${port}: ${why}`, hint: 'Check the network path and firewalls: the device needs outbound TCP to that port.' });
+    };
+    s.once('timeout', () => fail('timed out'));
+    s.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
+  });
+}
+
+async function tlsHandshake(ctx: Context): Promise<CheckResult> {
+  const { host, port } = hostPort(ctx);
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host, port, servername: isIP(host) ? undefined : host, ...(ctx.tls as object), rejectUnauthorized: false, timeout: TIMEOUT_MS });
+    s.once('secureConnect', () => {
+      const ok = s.authorized;
+      const proto = s.getProtocol();
+      s.end();
+      resolve(
+        ok
+          ? { name: 'tls', level: 'ok', detail: `${proto}, the server's certificate is valid for ${host}` }
+          : { name: 'tls', level: 'fail', detail: `the server's certificate is not trusted: ${String(s.authorizationError)}`, hint: 'FIELD_CA_FILE must be the FieldStream CA, and the gateway certificate must name this host.' },
+      );
+    });
+    s.once('timeout', () => {
+      s.destroy();
+      resolve({ name: 'tls', level: 'fail', detail: 'TLS handshake timed out' });
+    });
+    s.once('error', (err) => resolve({ name: 'tls', level: 'fail', detail: `TLS handshake failed: ${err.message}` }));
+  });
+}
+
+async function websocket(ctx: Context): Promise<CheckResult> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const ws = new WebSocket((ctx.url as URL).toString(), { ...(ctx.tls as object), perMessageDeflate: false, handshakeTimeout: TIMEOUT_MS });
+    ctx.ws = ws;
+    const timer = setTimeout(() => resolve({ name: 'websocket', level: 'fail', detail: 'no welcome from the gateway' }), TIMEOUT_MS);
+    ws.on('message', (data) => {
+      const f = JSON.parse(data.toString()) as { type: string; gatewayId: string; serverTime: number; deviceId: string };
+      if (f.type !== 'welcome') return;
+      clearTimeout(timer);
+      const rtt = Date.now() - started;
+      ctx.welcome = { gatewayId: f.gatewayId, serverTime: f.serverTime, receivedAt: Date.now(), rttMs: rtt };
+      resolve({ name: 'websocket', level: 'ok', detail: `gateway ${f.gatewayId} accepted device ${f.deviceId}` });
+    });
+    ws.once('unexpected-response', (_q, res) => {
+      clearTimeout(timer);
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => {
+        let code = '';
+        try {
+          code = (JSON.parse(body) as { code?: string }).code ?? '';
+        } catch {
+          /* not ours */
+        }
+        resolve({ name: 'websocket', level: 'fail', detail: `upgrade refused: HTTP ${res.statusCode} ${code}`, hint: code === 'GATEWAY_WRONG_PATH' ? 'Check the path of GATEWAY_URL (/ws).' : 'Check that the certificate is a device certificate of this CA.' });
+      });
+    });
+    ws.once('error', (err) => {
+      clearTimeout(timer);
+      resolve({ name: 'websocket', level: 'fail', detail: err.message, hint: /certificate|alert/.test(err.message) ? 'The server refused this device certificate: is it from this deployment\u2019s CA, and not revoked?' : undefined });
+    });
+  });
+}
+
+async function roundTrip(ctx: Context): Promise<CheckResult> {
+  const ws = ctx.ws as WebSocket;
+  const id = `doctor-${randomBytes(4).toString('hex')}`;
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve({ name: 'round trip', level: 'fail', detail: 'no ack within 10 s', hint: 'The gateway cannot reach its broker; see the DMZ server.' }), TIMEOUT_MS);
+    ws.on('message', (data) => {
+      const f = JSON.parse(data.toString()) as { type: string; messageIds?: string[]; code?: string; message?: string };
+      if (!f.messageIds?.includes(id)) return;
+      clearTimeout(timer);
+      resolve(
+        f.type === 'ack'
+          ? { name: 'round trip', level: 'ok', detail: `test event acknowledged in ${Date.now() - started} ms (the DMZ broker has it)` }
+          : { name: 'round trip', level: 'fail', detail: `${f.code}: ${f.message}` },
+      );
+    });
+    ws.send(
+      JSON.stringify({
+        deviceId: (ctx.config as FieldClientConfig).DEVICE_ID,
+        dataType: 'event',
+        messageId: id,
+        payload: { eventType: 'fieldstream_doctor', message: 'connectivity check', timestamp: new Date().toISOString() },
+      }),
+    );
+  });
+}
+
+async function clockSkew(ctx: Context): Promise<CheckResult> {
+  const w = ctx.welcome;
+  if (!w) return { name: 'clock', level: 'warn', detail: 'no gateway time to compare with' };
+  // The gateway stamped its time about half a round trip before we received it.
+  const skew = w.receivedAt - w.rttMs / 2 - w.serverTime;
+  const s = (Math.abs(skew) / 1000).toFixed(1);
+  const side = skew > 0 ? 'ahead of' : 'behind';
+  if (Math.abs(skew) > 30_000) return { name: 'clock', level: 'fail', detail: `the device clock is ${s} s ${side} the gateway`, hint: 'Enable NTP (timedatectl set-ntp true): readings carry the device time.' };
+  if (Math.abs(skew) > 2_000) return { name: 'clock', level: 'warn', detail: `the device clock is ${s} s ${side} the gateway`, hint: 'Enable NTP.' };
+  return { name: 'clock', level: 'ok', detail: `within ${s} s of the gateway` };
+}
+
+async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
+  const c = ctx.config as FieldClientConfig;
+  const out: CheckResult[] = [];
+  let status: { connection?: { state: string }; queue?: { depth: number; oldestUnsentAt: string | null }; lastAckAt?: string | null } | undefined;
+  if (c.FIELD_HTTP_PORT !== undefined) {
+    status = await fetch(`http://${c.FIELD_HTTP_HOST}:${c.FIELD_HTTP_PORT}/status`, { signal: AbortSignal.timeout(3000) })
+      .then((r) => r.json() as Promise<typeof status>)
+      .catch(() => undefined);
+  }
+  const queueDir = join(c.FIELD_DATA_DIR, 'queue');
+  const queueBytes = existsSync(queueDir) ? readdirSync(queueDir).reduce((n, f) => n + statSync(join(queueDir, f)).size, 0) : 0;
+  if (status?.queue) {
+    const old = status.queue.oldestUnsentAt ? ` — oldest unsent from ${status.queue.oldestUnsentAt}` : '';
+    out.push({
+      name: 'queue',
+      level: status.queue.depth > 0 && status.connection?.state !== 'connected' ? 'warn' : 'ok',
+      detail: `client ${status.connection?.state}, ${status.queue.depth} messages queued (${queueBytes} bytes)${old}; last ack ${status.lastAckAt ?? 'never'}`,
+    });
+  } else {
+    out.push({ name: 'queue', level: 'ok', detail: `${queueBytes} bytes queued in ${queueDir} (the client's status endpoint is not answering: is it running?)` });
+  }
+  try {
+    const fs = statfsSync(existsSync(c.FIELD_DATA_DIR) ? c.FIELD_DATA_DIR : '/');
+    const free = fs.bavail * fs.bsize;
+    const room = c.FIELD_QUEUE_MAX_BYTES - queueBytes;
+    const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
+    if (free < 64 * 1048576) out.push({ name: 'disk', level: 'fail', detail: `${mib(free)} free in ${c.FIELD_DATA_DIR}`, hint: 'Free disk space: readings cannot be queued.' });
+    else if (free < room) out.push({ name: 'disk', level: 'warn', detail: `${mib(free)} free, less than the queue may still grow (${mib(room)})`, hint: 'Lower FIELD_QUEUE_MAX_BYTES or free space.' });
+    else out.push({ name: 'disk', level: 'ok', detail: `${mib(free)} free in ${c.FIELD_DATA_DIR}` });
+  } catch (err) {
+    out.push({ name: 'disk', level: 'warn', detail: `cannot measure free space: ${(err as Error).message}` });
+  }
+  return out;
+}
