@@ -229,16 +229,32 @@ export class DurableQueue {
       const batch = this.pending;
       this.pending = [];
       try {
+        // One write per segment touched: records are gathered, not written one syscall each.
+        let parts: Buffer[] = [];
+        let partBytes = 0;
+        let lastSeq = this.active.seg.lastSeq;
+        const writeOut = async () => {
+          if (parts.length === 0) return;
+          await this.active.fh.write(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, partBytes));
+          this.active.seg.bytes += partBytes;
+          this.active.seg.lastSeq = lastSeq;
+          this.pendingBytes -= partBytes;
+          parts = [];
+          partBytes = 0;
+        };
         for (const p of batch) {
           for (let i = 0; i < p.records.length; i++) {
             const rec = p.records[i] as Buffer;
-            if (this.active.seg.bytes > 0 && this.active.seg.bytes + rec.length > this.o.segmentBytes) await this.rotate();
-            await this.active.fh.write(rec);
-            this.active.seg.bytes += rec.length;
-            this.active.seg.lastSeq = (p.messages[i] as QueuedMessage).seq;
-            this.pendingBytes -= rec.length;
+            if (this.active.seg.bytes + partBytes > 0 && this.active.seg.bytes + partBytes + rec.length > this.o.segmentBytes) {
+              await writeOut();
+              await this.rotate();
+            }
+            parts.push(rec);
+            partBytes += rec.length;
+            lastSeq = (p.messages[i] as QueuedMessage).seq;
           }
         }
+        await writeOut();
         if (this.o.sync.mode === 'always') await this.active.fh.datasync();
         else this.scheduleSync();
         for (const p of batch) {
