@@ -120,6 +120,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
         FIELD_SIMULATE: o.env.FIELD_SIMULATE ?? 'true',
         // 1884, not 1883: a Mosquitto of the machine's own often holds 1883.
         FIELD_MQTT_PORT: o.env.FIELD_MQTT_PORT ?? '1884',
+        FIELD_WATCH_DIR: o.env.FIELD_WATCH_DIR ?? './data/outbox',
       }),
       o.logger,
     );

@@ -117,6 +117,7 @@ export class DurableQueue {
       const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, bytes: statSync(path).size };
       const reader = new SegmentReader(path, 0, seg.bytes);
       let good = 0;
+      let lastBody: Buffer | undefined;
       for (;;) {
         const r = reader.next();
         if (r === undefined) break;
@@ -128,10 +129,11 @@ export class DurableQueue {
           );
           break;
         }
-        seg.lastSeq = (JSON.parse(r.body.toString('utf8')) as QueuedMessage).seq;
+        lastBody = r.body; // only the last record's sequence number is needed: parse just that one
         good = reader.position;
       }
       reader.close();
+      if (lastBody) seg.lastSeq = (JSON.parse(lastBody.toString('utf8')) as QueuedMessage).seq;
       if (good < seg.bytes) {
         truncateSync(path, good);
         seg.bytes = good;
