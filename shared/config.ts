@@ -1,5 +1,6 @@
 import { config as dotenvConfig } from 'dotenv';
 import { z } from 'zod';
+import { readFileSync } from 'node:fs';
 import { FieldStreamError } from './errors.ts';
 
 /**
@@ -46,3 +47,19 @@ export const setting = {
       message: `must be a URL with scheme ${protocols.join(' or ')}`,
     }),
 };
+
+/** Reads a JSON file named by a setting and checks it against a schema; errors name the setting. */
+export function readJsonSetting<S extends z.ZodType>(variable: string, path: string, schema: S): z.infer<S> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${variable}=${path} cannot be read as JSON: ${(err as Error).message}`, { variable, path });
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new FieldStreamError('CONFIG_INVALID', `${variable}=${path}: ${i ? `${i.path.join('.') || '(file)'}: ${i.message}` : 'invalid'}`, { variable, path });
+  }
+  return parsed.data;
+}

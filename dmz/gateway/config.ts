@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { mqttSettings } from '../../shared/mqtt/settings.ts';
 import { LIMITS } from '../../shared/limits.ts';
 
 /** The gateway's settings (see .env.example and the README's configuration table). */
@@ -28,11 +29,7 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_MAX_FRAME_BYTES: z.coerce.number().int().min(1024).max(LIMITS.frameMaxBytes).default(LIMITS.frameMaxBytes),
   GATEWAY_MAX_BATCH: z.coerce.number().int().min(1).max(LIMITS.batchMaxMessages).default(LIMITS.batchMaxMessages),
   GATEWAY_MAX_IN_FLIGHT: setting.positiveInt(LIMITS.inFlightPerConnection),
-  MQTT_URL: setting.url(['mqtts']).default('mqtts://127.0.0.1:8883'),
-  MQTT_CA_FILE: z.string().default('certs/ca.crt'),
-  MQTT_CERT_FILE: z.string().default('certs/dmz/gateway.crt'),
-  MQTT_KEY_FILE: z.string().default('certs/dmz/gateway.key'),
-  MQTT_PROTOCOL_VERSION: z.enum(['4', '5']).default('5').transform((v) => Number(v) as 4 | 5),
+  ...mqttSettings('dmz/gateway'),
   LOG_LEVEL: setting.logLevel(),
 });
 export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;

@@ -1,6 +1,6 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { readJsonSetting } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import { CommandHandlers, CommandsFileSchema } from './commands.ts';
@@ -23,21 +23,6 @@ export interface RunningFieldClient {
   close(): Promise<void>;
 }
 
-function loadCommandsFile(path: string) {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `FIELD_COMMANDS_FILE=${path} cannot be read as JSON: ${(err as Error).message}`);
-  }
-  const parsed = CommandsFileSchema.safeParse(raw);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new FieldStreamError('CONFIG_INVALID', `FIELD_COMMANDS_FILE=${path}: ${i ? `${i.path.join('.')}: ${i.message}` : 'invalid'}`);
-  }
-  return parsed.data;
-}
-
 /** Builds the field client from its configuration: queue, connection, local inputs, commands. */
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger): Promise<RunningFieldClient> {
   const log = logger.child({ component: 'field-client', deviceId: config.DEVICE_ID });
@@ -46,7 +31,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE),
     key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE),
   };
-  const commandsFile = config.FIELD_COMMANDS_FILE ? loadCommandsFile(config.FIELD_COMMANDS_FILE) : undefined;
+  const commandsFile = config.FIELD_COMMANDS_FILE ? readJsonSetting('FIELD_COMMANDS_FILE', config.FIELD_COMMANDS_FILE, CommandsFileSchema) : undefined;
   mkdirSync(config.FIELD_DATA_DIR, { recursive: true, mode: 0o700 });
   const queue = await DurableQueue.open({
     dir: join(config.FIELD_DATA_DIR, 'queue'),

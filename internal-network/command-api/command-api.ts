@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import type { MqttClient } from 'mqtt';
 import { RESPONSE_FILTER } from '../../shared/acl.ts';
 import { TOPIC_FILTERS } from '../../shared/contract/topics.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { readJsonSetting } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
@@ -18,22 +17,9 @@ export interface CommandApi {
   close(): Promise<void>;
 }
 
-function loadGroups(path: string | undefined): Record<string, string[]> {
-  if (!path) return {};
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `COMMAND_GROUPS_FILE=${path} cannot be read as JSON: ${(err as Error).message}`);
-  }
-  const parsed = GroupsFileSchema.safeParse(raw);
-  if (!parsed.success) throw new FieldStreamError('CONFIG_INVALID', `COMMAND_GROUPS_FILE=${path}: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
-  return parsed.data;
-}
-
 export async function startCommandApi(config: Readonly<CommandApiConfig>, logger: Logger): Promise<CommandApi> {
   const log = logger.child({ component: 'command-api' });
-  const groups = loadGroups(config.COMMAND_GROUPS_FILE);
+  const groups = config.COMMAND_GROUPS_FILE ? readJsonSetting('COMMAND_GROUPS_FILE', config.COMMAND_GROUPS_FILE, GroupsFileSchema) : {};
   const store = new CommandStore(config.COMMAND_STATE_PATH);
   const mqtt = connectMqtt(
     {

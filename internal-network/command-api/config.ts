@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { mqttSettings } from '../../shared/mqtt/settings.ts';
 
 /** The command API's settings (see .env.example and the README's configuration table). */
 export const CommandApiConfigSchema = z.object({
@@ -14,11 +15,7 @@ export const CommandApiConfigSchema = z.object({
   COMMAND_STATE_PATH: z.string().default('./data/commands.jsonl'),
   /** seconds a command stays deliverable when the request does not say */
   COMMAND_DEFAULT_TTL_S: setting.positiveInt(86_400),
-  MQTT_URL: setting.url(['mqtts']).default('mqtts://127.0.0.1:8883'),
-  MQTT_CA_FILE: z.string().default('certs/ca.crt'),
-  MQTT_CERT_FILE: z.string().default('certs/internal/command-api.crt'),
-  MQTT_KEY_FILE: z.string().default('certs/internal/command-api.key'),
-  MQTT_PROTOCOL_VERSION: z.enum(['4', '5']).default('5').transform((v) => Number(v) as 4 | 5),
+  ...mqttSettings('internal/command-api'),
   COMMAND_API_CLIENT_ID: z
     .string()
     .regex(/^[A-Za-z0-9._-]{1,100}$/)

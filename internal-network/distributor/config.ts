@@ -1,15 +1,12 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { mqttSettings } from '../../shared/mqtt/settings.ts';
 
 /** The distributor's settings (see .env.example and the README's configuration table). */
 export const DistributorConfigSchema = z
   .object({
-    MQTT_URL: setting.url(['mqtts']).default('mqtts://127.0.0.1:8883'),
-    MQTT_CA_FILE: z.string().default('certs/ca.crt'),
-    MQTT_CERT_FILE: z.string().default('certs/internal/distributor.crt'),
-    MQTT_KEY_FILE: z.string().default('certs/internal/distributor.key'),
-    MQTT_PROTOCOL_VERSION: z.enum(['4', '5']).default('5').transform((v) => Number(v) as 4 | 5),
+    ...mqttSettings('internal/distributor'),
     /** Stable per instance: it names the broker session that holds messages while the distributor is down. */
     DISTRIBUTOR_CLIENT_ID: z
       .string()

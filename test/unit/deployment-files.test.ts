@@ -30,23 +30,19 @@ function parseAcl(text: string): Record<string, { read: string[]; write: string[
 }
 
 describe('deployment files', () => {
-  it('the DMZ broker ACL grants exactly what shared/acl.ts allows the gateway and the bridge', () => {
-    const acl = parseAcl(readFileSync(join(repoRoot, 'dmz', 'mosquitto', 'acl'), 'utf8'));
-    assert.deepEqual(Object.keys(acl).sort(), ['bridge', 'gateway']);
-    for (const role of ['gateway', 'bridge'] as const) {
-      assert.deepEqual(acl[role]?.write.sort(), [...(ROLE_POLICIES[role]?.publish ?? [])].sort(), role);
-      assert.deepEqual(acl[role]?.read.sort(), [...(ROLE_POLICIES[role]?.subscribe ?? [])].sort(), role);
-    }
-  });
-
-  it('the internal broker ACL grants exactly what shared/acl.ts allows the distributor and the command API', () => {
-    const acl = parseAcl(readFileSync(join(repoRoot, 'internal-network', 'mosquitto', 'acl'), 'utf8'));
-    assert.deepEqual(Object.keys(acl).sort(), ['command-api', 'distributor']);
-    for (const role of ['distributor', 'command-api'] as const) {
-      assert.deepEqual(acl[role]?.write.sort(), [...(ROLE_POLICIES[role]?.publish ?? [])].sort(), role);
-      assert.deepEqual(acl[role]?.read.sort(), [...(ROLE_POLICIES[role]?.subscribe ?? [])].sort(), role);
-    }
-  });
+  for (const [broker, file, roles] of [
+    ['DMZ', 'dmz/mosquitto/acl', ['bridge', 'gateway']],
+    ['internal', 'internal-network/mosquitto/acl', ['command-api', 'distributor']],
+  ] as const) {
+    it(`the ${broker} broker ACL grants exactly what shared/acl.ts allows ${roles.join(' and ')}`, () => {
+      const acl = parseAcl(readFileSync(join(repoRoot, file), 'utf8'));
+      assert.deepEqual(Object.keys(acl).sort(), [...roles]);
+      for (const role of roles) {
+        assert.deepEqual(acl[role]?.write.sort(), [...(ROLE_POLICIES[role]?.publish ?? [])].sort(), role);
+        assert.deepEqual(acl[role]?.read.sort(), [...(ROLE_POLICIES[role]?.subscribe ?? [])].sort(), role);
+      }
+    });
+  }
 
   it('the Mosquitto templates render with defaults, and refuse nothing but unset variables', () => {
     const tmp = tempDir('render');
