@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { pkiPaths } from '../shared/pki/layout.ts';
-import { issueDeviceCertificate, readPkiMeta, setupPki } from '../shared/pki/onboarding.ts';
+import { ensureSigningKey, issueDeviceCertificate, readPkiMeta, setupPki } from '../shared/pki/onboarding.ts';
 
 /**
  * Development certificates for `npm start`: reuses whatever is in the certificates folder (a CA
@@ -18,6 +18,7 @@ export function ensureDevelopmentPki(certsDir: string, deviceIds: readonly strin
       issueDeviceCertificate(certsDir, id);
       created.push(`devices/${id}`);
     }
+    ensureSigningKey(certsDir, id);
   }
   return { created };
 }

@@ -69,6 +69,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       MQTT_CERT_FILE: p.service('internal/distributor').cert,
       MQTT_KEY_FILE: p.service('internal/distributor').key,
       DISTRIBUTOR_SHARE_GROUP: 'none',
+      DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
       DISTRIBUTOR_CLIENT_ID: o.env.DISTRIBUTOR_CLIENT_ID ?? 'distributor-embedded',
     }),
     o.logger,
@@ -116,6 +117,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
         FIELD_CA_FILE: p.publicCa,
         FIELD_CERT_FILE: device.cert,
         FIELD_KEY_FILE: device.key,
+        FIELD_SIGNING_KEY_FILE: device.signingKey,
         FIELD_DATA_DIR: o.env.FIELD_DATA_DIR ?? './data/field',
         FIELD_SIMULATE: o.env.FIELD_SIMULATE ?? 'true',
         // 1884, not 1883: a Mosquitto of the machine's own often holds 1883.

@@ -83,6 +83,14 @@ export const ERRORS = {
   API_UNKNOWN_GROUP: { http: 400, description: 'No device group of that name is configured.' },
   API_BROKER_UNAVAILABLE: { http: 503, description: 'The broker is not reachable; the command was kept and will be sent.' },
 
+  // -- Security (recorded as security events, never written as data) -----------------------------
+  SECURITY_UNSIGNED: { http: 401, description: 'The message carries no device signature, and signatures are required.' },
+  SECURITY_UNKNOWN_DEVICE: { http: 401, description: 'No signing key is registered on the internal network for this device (unknown or revoked).' },
+  SECURITY_BAD_SIGNATURE: { http: 401, description: "The message's signature does not match its content and the device's key: forged or tampered with." },
+  SECURITY_STALE: { http: 401, description: 'The message was signed too long before (or after) the gateway received it: a replay, or a wrong device clock.' },
+  SECURITY_REPLAY: { http: 409, description: 'The message reuses a sequence number older than the replay window of its device and epoch.' },
+  SECURITY_DUPLICATE: { http: 409, description: 'This sequence number of the device was accepted already; the copy is not written again.' },
+
   // -- Configuration, certificates, start-up ------------------------------------------------------
   CONFIG_INVALID: { http: 500, description: 'A setting is missing or wrong.' },
   CONFIG_FILE_UNREADABLE: { http: 500, description: 'A file named by a setting cannot be read.' },

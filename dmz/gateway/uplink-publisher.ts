@@ -43,7 +43,8 @@ export class UplinkPublisher {
         dataType,
         gatewayId: this.gatewayId,
         receivedAt,
-        messages: list.map((m) => ({ messageId: m.messageId, ...(m.seq !== undefined ? { seq: m.seq } : {}), payload: m.payload })),
+        // The device's signature travels untouched: the DMZ can neither check nor forge it.
+        messages: list.map((m) => ({ messageId: m.messageId, ...(m.seq !== undefined ? { seq: m.seq } : {}), ...(m.auth ? { auth: m.auth } : {}), payload: m.payload })),
       } as UplinkEnvelope;
       groups.push({
         dataType,

@@ -16,6 +16,8 @@ export const FieldClientConfigSchema = z.object({
   FIELD_CA_FILE: z.string().default('/certs/ca.crt'),
   FIELD_CERT_FILE: z.string().default('/certs/client.crt'),
   FIELD_KEY_FILE: z.string().default('/certs/client.key'),
+  /** The device's message-signing key (64 hex digits, from its bundle); without it messages go unsigned. */
+  FIELD_SIGNING_KEY_FILE: z.string().optional(),
   /** The durable queue, the file outbox and the command journal live here. */
   FIELD_DATA_DIR: z.string().default('/var/lib/fieldstream'),
   /** bytes on disk for the queue and the files waiting to be sent (default 1 GiB) */

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { CommandFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { signMessage, type MessageAuth } from '../../shared/security/message-auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
@@ -27,6 +28,8 @@ export interface FieldClientOptions {
   maxBytes: number;
   /** where refused messages are set aside */
   dataDir: string;
+  /** the device's message-signing key; messages are signed when they are sent */
+  signingKey?: Buffer | undefined;
 }
 
 /** Error codes after which sending the same message again can succeed. */
@@ -163,7 +166,9 @@ export class FieldClient {
         if (m.dataType === FILE_TRANSFER) this.startTransfer(m);
         else batch.push(m);
       }
-      if (batch.length > 0) this.sendFrame(batch.map((m) => ({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payload: m.payload })));
+      if (batch.length > 0) {
+        this.sendFrame(batch.map((m) => ({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payload: m.payload, ...this.sign(m.dataType, this.queue.epoch, m.seq, m.payload) })));
+      }
     }
     for (const t of this.transfers.values()) this.pumpTransfer(t);
   }
@@ -187,23 +192,25 @@ export class FieldClient {
       const messageId = `${t.rec.transferId}.${index}`;
       this.chunkIds.set(messageId, { seq: t.seq, index });
       t.inFlight++;
-      this.sendFrame([
-        {
-          dataType: 'file',
-          messageId,
-          payload: {
-            filename: t.rec.filename,
-            contentType: t.rec.contentType,
-            data: this.outbox.readChunk(t.rec, index).toString('base64'),
-            transfer: { id: t.rec.transferId, index, count: t.rec.count, size: t.rec.size, sha256: t.rec.sha256 },
-            metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
-          },
-        },
-      ]);
+      const payload = {
+        filename: t.rec.filename,
+        contentType: t.rec.contentType,
+        data: this.outbox.readChunk(t.rec, index).toString('base64'),
+        transfer: { id: t.rec.transferId, index, count: t.rec.count, size: t.rec.size, sha256: t.rec.sha256 },
+        metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
+      };
+      // A chunk's identity for the replay window: the transfer is its epoch, the index its sequence.
+      this.sendFrame([{ dataType: 'file', messageId, payload, ...this.sign('file', t.rec.transferId, index, payload) }]);
     }
   }
 
-  private sendFrame(batch: Array<{ dataType: string; messageId: string; seq?: number; payload: unknown }>): void {
+  /** Signed at sending time: `ts` is this copy's, so a resend after an outage is fresh. */
+  private sign(dataType: string, epoch: string, seq: number, payload: unknown): { auth?: MessageAuth } {
+    if (!this.options.signingKey) return {};
+    return { auth: signMessage(this.options.signingKey, { deviceId: this.options.deviceId, dataType, epoch, seq, ts: Date.now(), payload }) };
+  }
+
+  private sendFrame(batch: Array<{ dataType: string; messageId: string; seq?: number; payload: unknown; auth?: MessageAuth }>): void {
     this.stats.sent += batch.length;
     this.connection.send(JSON.stringify({ deviceId: this.options.deviceId, batch }));
   }

@@ -1,6 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { readJsonSetting } from '../../shared/config.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { parseSigningKey } from '../../shared/security/message-auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import { CommandHandlers, CommandsFileSchema } from './commands.ts';
@@ -31,6 +33,13 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE),
     key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE),
   };
+  let signingKey: Buffer | undefined;
+  if (config.FIELD_SIGNING_KEY_FILE) {
+    signingKey = parseSigningKey(readPemSetting('FIELD_SIGNING_KEY_FILE', config.FIELD_SIGNING_KEY_FILE));
+    if (!signingKey) throw new FieldStreamError('CONFIG_INVALID', `FIELD_SIGNING_KEY_FILE=${config.FIELD_SIGNING_KEY_FILE} does not hold a key (64 hex digits).`);
+  } else {
+    log.warn('FIELD_SIGNING_KEY_FILE is not set: messages are sent unsigned, which a deployment that requires signatures refuses');
+  }
   const commandsFile = config.FIELD_COMMANDS_FILE ? readJsonSetting('FIELD_COMMANDS_FILE', config.FIELD_COMMANDS_FILE, CommandsFileSchema) : undefined;
   mkdirSync(config.FIELD_DATA_DIR, { recursive: true, mode: 0o700 });
   const queue = await DurableQueue.open({
@@ -55,6 +64,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       fileWindow: config.FIELD_FILE_WINDOW,
       maxBytes: config.FIELD_QUEUE_MAX_BYTES,
       dataDir: config.FIELD_DATA_DIR,
+      signingKey,
     },
     queue,
     outbox,

@@ -35,6 +35,16 @@ export const DistributorConfigSchema = z
     FILE_STORAGE_PATH: z.string().default('./data/files'),
     FILE_STORAGE_TYPE: z.enum(['local'], { message: 'only "local" is supported (mount object storage as a folder for s3, azure or gcs)' }).default('local'),
     DEAD_LETTER_PATH: z.string().default('./data/dead-letter'),
+    /** The registry of device signing keys (DEVICE_ID.key), written by scripts/generate-client-cert.sh. */
+    DISTRIBUTOR_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
+    /** Refuse messages without a device signature (the production compose file sets true). */
+    DISTRIBUTOR_REQUIRE_SIGNATURES: setting.bool(false),
+    /** seconds a message's signing time may lie from its arrival at the gateway */
+    DISTRIBUTOR_FRESHNESS_S: setting.positiveInt(30),
+    /** seconds a message may wait between the gateway and the distributor (default 7 days) */
+    DISTRIBUTOR_MAX_DELAY_S: setting.positiveInt(7 * 86_400),
+    /** the replay windows live here; keep it on persistent storage */
+    DISTRIBUTOR_STATE_DIR: z.string().default('./data/distributor-state'),
     /** A file touched every 10 s while connected and subscribed, for container health checks. */
     DISTRIBUTOR_HEALTH_FILE: z.string().optional(),
     LOG_LEVEL: setting.logLevel(),

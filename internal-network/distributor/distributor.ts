@@ -11,10 +11,15 @@ import { FileStore } from './file-store.ts';
 import { MessageHandler } from './message-handler.ts';
 import { selectSink } from './sinks/select.ts';
 import { WriteBatcher } from './write-batcher.ts';
+import { DeviceKeyRegistry } from './security/key-registry.ts';
+import { ReplayWindows } from './security/replay-window.ts';
+import { MessageVerifier } from './security/verifier.ts';
+import { join } from 'node:path';
 import type { PointSink } from './sinks/sink.ts';
 
 export interface Distributor {
   readonly clients: readonly MqttClient[];
+  readonly verifier: MessageVerifier;
   readonly sink: PointSink;
   readonly consumers: readonly Consumer[];
   /** Resolves once every consumer's subscription is in place. */
@@ -32,7 +37,17 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const log = logger.child({ component: 'distributor' });
   const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
-  const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH));
+  const verifier = new MessageVerifier(
+    new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR),
+    new ReplayWindows(join(config.DISTRIBUTOR_STATE_DIR, 'replay')),
+    {
+      requireSignatures: config.DISTRIBUTOR_REQUIRE_SIGNATURES,
+      freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
+      maxDelayMs: config.DISTRIBUTOR_MAX_DELAY_S * 1000,
+    },
+    log.child({ subsystem: 'security' }),
+  );
+  const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH), verifier);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH);
   const tls = {
     ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
@@ -89,6 +104,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   }
   return {
     clients,
+    verifier,
     sink,
     consumers,
     ready,

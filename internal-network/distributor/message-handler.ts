@@ -4,6 +4,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import type { FileStore } from './file-store.ts';
 import { eventPoints, filePoint, MEASUREMENTS, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
+import type { MessageVerifier } from './security/verifier.ts';
 
 /**
  * Turns one MQTT message into writes and performs them. Resolves when everything it carried is
@@ -13,6 +14,7 @@ export class MessageHandler {
   constructor(
     private readonly sink: PointSink,
     private readonly files: FileStore,
+    private readonly verifier: MessageVerifier,
   ) {}
 
   async handle(topic: string, payload: Buffer): Promise<{ points: number; files: number }> {
@@ -30,9 +32,12 @@ export class MessageHandler {
     if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) {
       throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope for ${env.deviceId}/${env.dataType} arrived on ${topic}`);
     }
-    const points = await this.pointsOf(env);
-    await this.sink.write(points);
-    return { points: points.length, files: env.dataType === 'file' ? env.messages.length : 0 };
+    // Only what the device provably sent, once, is written; the rest becomes security events.
+    const verdict = this.verifier.check(env);
+    const points = verdict.accepted ? await this.pointsOf(verdict.accepted) : [];
+    await this.sink.write([...points, ...verdict.events]);
+    verdict.commit();
+    return { points: points.length, files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length : 0 };
   }
 
   private async pointsOf(env: UplinkEnvelope): Promise<StoredPoint[]> {

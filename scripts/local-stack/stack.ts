@@ -154,6 +154,8 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     MQTT_CERT_FILE: p.service('internal/distributor').cert,
     MQTT_KEY_FILE: p.service('internal/distributor').key,
     DISTRIBUTOR_CLIENT_ID: 'distributor-1',
+    DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
+    DISTRIBUTOR_STATE_DIR: w('distributor-state'),
     FILE_STORAGE_PATH: dataDir.files,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,
     DEAD_LETTER_PATH: dataDir.deadLetters,

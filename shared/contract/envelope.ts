@@ -10,6 +10,7 @@ import {
   TimeseriesPayloadSchema,
 } from './payloads.ts';
 import { DeviceIdSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
+import { MessageAuthSchema } from '../security/message-auth.ts';
 
 /**
  * What travels on the brokers. The gateway publishes one envelope per device and data type,
@@ -31,7 +32,7 @@ const envelopeHeader = {
 
 function itemsOf<P extends z.ZodType>(payload: P) {
   return z
-    .array(z.strictObject({ messageId: MessageIdSchema, seq: SeqSchema.optional(), payload }))
+    .array(z.strictObject({ messageId: MessageIdSchema, seq: SeqSchema.optional(), auth: MessageAuthSchema.optional(), payload }))
     .min(1)
     .max(LIMITS.batchMaxMessages);
 }

@@ -11,6 +11,7 @@ import {
   type DataType,
 } from './payloads.ts';
 import { DeviceIdSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
+import { MessageAuthSchema } from '../security/message-auth.ts';
 
 /**
  * Device → gateway frames.
@@ -24,6 +25,8 @@ import { DeviceIdSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
 const common = {
   messageId: MessageIdSchema.optional(),
   seq: SeqSchema.optional(),
+  /** the device's signature (see shared/security/message-auth.ts); checked on the internal side */
+  auth: MessageAuthSchema.optional(),
 };
 
 const variants = {

@@ -8,7 +8,8 @@ import { join } from 'node:path';
  *   ca.crt                    the public trust anchor every service and device receives
  *   dmz/...                   what the DMZ server mounts (edge TLS, DMZ broker, gateway client)
  *   internal/...              what the internal server mounts (internal broker, bridge, distributor, command API)
- *   devices/ID/...            one device's certificate and key
+ *   devices/ID/...            one device's certificate and key, and its message-signing key
+ *   internal/device-keys/     the internal network's registry of device signing keys
  *   bundles/ID.tar.gz         what is copied to that device, and nothing else
  */
 export interface ServiceCertSpec {
@@ -59,7 +60,10 @@ export function pkiPaths(root: string) {
       dir: join(root, 'devices', deviceId),
       cert: join(root, 'devices', deviceId, 'client.crt'),
       key: join(root, 'devices', deviceId, 'client.key'),
+      signingKey: join(root, 'devices', deviceId, 'signing.key'),
     }),
+    /** the internal network's copy of a device's message-signing key */
+    deviceKeyRegistry: (deviceId: string) => join(root, 'internal', 'device-keys', `${deviceId}.key`),
     bundle: (deviceId: string) => join(root, 'bundles', `${deviceId}.tar.gz`),
   };
 }

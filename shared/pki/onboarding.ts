@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -151,7 +152,24 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
       validityDays: options.validityDays ?? VALIDITY_DAYS.device,
     }),
   );
+  ensureSigningKey(root, deviceId);
   return { cert: paths.cert, key: paths.key };
+}
+
+/**
+ * The device's message-signing key: one copy for the device, one for the internal network's
+ * registry; the DMZ never gets it. Kept when the certificate is renewed, so queued messages stay valid.
+ */
+export function ensureSigningKey(root: string, deviceId: string): void {
+  const p = pkiPaths(root);
+  const own = p.device(deviceId).signingKey;
+  const registry = p.deviceKeyRegistry(deviceId);
+  if (existsSync(own) && existsSync(registry)) return;
+  const key = existsSync(own) ? readFileSync(own, 'utf8') : randomBytes(32).toString('hex') + '\n';
+  mkdirSync(dirname(own), { recursive: true });
+  writeAtomic(own, key, 0o600);
+  mkdirSync(dirname(registry), { recursive: true, mode: 0o700 });
+  writeAtomic(registry, key, 0o600);
 }
 
 /** The `.env` a device receives: where to connect and where its certificate files are in the container. */
@@ -165,6 +183,7 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
     'FIELD_CA_FILE=/certs/ca.crt',
     'FIELD_CERT_FILE=/certs/client.crt',
     'FIELD_KEY_FILE=/certs/client.key',
+    'FIELD_SIGNING_KEY_FILE=/certs/signing.key',
     '# Readings come from local inputs (HTTP 127.0.0.1:8081, MQTT 127.0.0.1:1883, the outbox/ folder,',
     '# `fieldstream send`). To try the deployment without sensors, simulate one:',
     'FIELD_SIMULATE=false',
@@ -173,7 +192,7 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
 }
 
 /**
- * One archive per device with exactly: ca.crt, client.crt, client.key, .env, docker-compose.yml.
+ * One archive per device with exactly: ca.crt, client.crt, client.key, signing.key, .env, docker-compose.yml.
  * Nothing of another device, never the CA key.
  */
 export function buildDeviceBundle(root: string, deviceId: string, composeFile: string): string {
@@ -191,6 +210,8 @@ export function buildDeviceBundle(root: string, deviceId: string, composeFile: s
     copyFileSync(device.cert, join(dir, 'certs', 'client.crt'));
     copyFileSync(device.key, join(dir, 'certs', 'client.key'));
     chmodSync(join(dir, 'certs', 'client.key'), 0o600);
+    copyFileSync(device.signingKey, join(dir, 'certs', 'signing.key'));
+    chmodSync(join(dir, 'certs', 'signing.key'), 0o600);
     writeFileSync(join(dir, '.env'), deviceEnvFile(deviceId, meta.domain), { mode: 0o600 });
     copyFileSync(composeFile, join(dir, 'docker-compose.yml'));
     const out = p.bundle(deviceId);

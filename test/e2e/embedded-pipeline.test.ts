@@ -244,7 +244,7 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
   });
 
   it('never wrote outside its folders', () => {
-    assert.deepEqual(readdirSync(fx.data.root).sort(), ['commands.jsonl', 'dead-letter', 'files', 'timeseries']);
+    assert.deepEqual(readdirSync(fx.data.root).sort(), ['commands.jsonl', 'dead-letter', 'distributor-state', 'files', 'timeseries']);
     assert.deepEqual(readdirSync(fx.data.files).sort(), ['camera-001']);
   });
 });

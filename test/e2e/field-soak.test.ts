@@ -54,6 +54,7 @@ describe('never lose a reading: 100,000 readings through every kind of fault', (
         FIELD_CA_FILE: pki.paths.publicCa,
         FIELD_CERT_FILE: d.cert,
         FIELD_KEY_FILE: d.key,
+        FIELD_SIGNING_KEY_FILE: d.signingKey,
         FIELD_DATA_DIR: join(work.dir, 'field-data'),
         FIELD_HTTP_PORT: String(httpPort),
         FIELD_MQTT_PORT: 'off',

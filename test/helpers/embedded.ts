@@ -48,6 +48,7 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     TIMESERIES_LOCAL_PATH: data.timeseries,
     DEAD_LETTER_PATH: data.deadLetters,
     COMMAND_STATE_PATH: join(tmp.dir, 'commands.jsonl'),
+    DISTRIBUTOR_STATE_DIR: join(tmp.dir, 'distributor-state'),
     ...extraEnv,
   };
   const logs = new LogCapture();

@@ -21,6 +21,7 @@ export async function startTestFieldClient(
       FIELD_CA_FILE: paths.publicCa,
       FIELD_CERT_FILE: d.cert,
       FIELD_KEY_FILE: d.key,
+      FIELD_SIGNING_KEY_FILE: d.signingKey,
       FIELD_DATA_DIR: data.dir,
       FIELD_HTTP_PORT: 'off',
       FIELD_MQTT_PORT: 'off',

@@ -39,6 +39,8 @@ export function extraDistributor(name: string, paths: PkiPaths, internalMqttUrl:
       MQTT_KEY_FILE: paths.service('internal/distributor').key,
       DISTRIBUTOR_CLIENT_ID: name,
       DISTRIBUTOR_SHARE_GROUP: name,
+      DISTRIBUTOR_DEVICE_KEYS_DIR: join(paths.root, 'internal', 'device-keys'),
+      DISTRIBUTOR_STATE_DIR: join(workDir, name, 'state'),
       FILE_STORAGE_PATH: join(workDir, name, 'files'),
       TIMESERIES_LOCAL_PATH: join(workDir, name, 'timeseries'),
       DEAD_LETTER_PATH: join(workDir, name, 'dead-letter'),

@@ -99,8 +99,13 @@ describe('certificate onboarding', () => {
       'sensor-001/certs/ca.crt',
       'sensor-001/certs/client.crt',
       'sensor-001/certs/client.key',
+      'sensor-001/certs/signing.key',
       'sensor-001/docker-compose.yml',
     ]);
+    assert.match(listing, /-rw------- .* sensor-001\/certs\/signing\.key/);
+    const signing = execFileSync('tar', ['-xzOf', bundle, 'sensor-001/certs/signing.key'], { encoding: 'utf8' });
+    assert.equal(signing, readFileSync(p.deviceKeyRegistry('sensor-001'), 'utf8'), 'the internal registry holds the same key');
+    assert.notEqual(signing, readFileSync(p.deviceKeyRegistry('sensor-002'), 'utf8'));
     assert.match(listing, /-rw------- .* sensor-001\/certs\/client\.key/);
     const env = execFileSync('tar', ['-xzOf', bundle, 'sensor-001/.env'], { encoding: 'utf8' });
     assert.match(env, /^DEVICE_ID=sensor-001$/m);

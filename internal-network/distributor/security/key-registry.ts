@@ -1,0 +1,37 @@
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { DeviceIdSchema } from '../../../shared/contract/primitives.ts';
+import { parseSigningKey } from '../../../shared/security/message-auth.ts';
+
+/** milliseconds a looked-up key is trusted before its file is looked at again */
+const RECHECK_MS = 5_000;
+
+/**
+ * The internal network's registry of device signing keys: DIR/DEVICE_ID.key, written by
+ * scripts/generate-client-cert.sh, removed by scripts/revoke-device.sh. A device's key is what the
+ * internal side believes, whatever the DMZ says. Changes are picked up within a few seconds,
+ * without a restart.
+ */
+export class DeviceKeyRegistry {
+  private readonly cache = new Map<string, { key: Buffer | undefined; checkedAt: number; mtimeMs: number }>();
+
+  constructor(private readonly dir: string) {}
+
+  get(deviceId: string): Buffer | undefined {
+    if (!DeviceIdSchema.safeParse(deviceId).success) return undefined;
+    const now = Date.now();
+    const hit = this.cache.get(deviceId);
+    if (hit && now - hit.checkedAt < RECHECK_MS) return hit.key;
+    const path = join(this.dir, `${deviceId}.key`);
+    let key: Buffer | undefined;
+    let mtimeMs = 0;
+    try {
+      mtimeMs = statSync(path).mtimeMs;
+      key = hit && hit.mtimeMs === mtimeMs ? hit.key : parseSigningKey(readFileSync(path, 'utf8'));
+    } catch {
+      key = undefined;
+    }
+    this.cache.set(deviceId, { key, checkedAt: now, mtimeMs });
+    return key;
+  }
+}

@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { parseSigningKey, signMessage } from '../../shared/security/message-auth.ts';
+import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { startDistributor } from '../../internal-network/distributor/distributor.ts';
+
+/**
+ * Signatures made by the device, checked on the internal side: what a compromised DMZ (here, the
+ * gateway's real certificate publishing straight to the broker) can no longer do.
+ */
+describe('device signatures, checked on the internal side', () => {
+  let fx: EmbeddedFixture;
+  let dmz: MqttClient;
+  const key = (id: string) => parseSigningKey(readFileSync(fx.pki.paths.device(id).signingKey, 'utf8')) as Buffer;
+  before(async () => {
+    fx = await startEmbeddedFixture(['sig-a', 'sig-b', 'sensor-001'], { DISTRIBUTOR_REQUIRE_SIGNATURES: 'true' });
+    const gw = fx.pki.paths.service('dmz/gateway');
+    dmz = await connectAsync(`mqtts://127.0.0.1:${fx.pipeline.broker.port}`, {
+      ca: readFileSync(fx.pki.paths.publicCa), cert: readFileSync(gw.cert), key: readFileSync(gw.key), protocolVersion: 4, clientId: 'compromised-dmz',
+    });
+  });
+  after(async () => {
+    await dmz.endAsync();
+    await fx.stop();
+  });
+
+  /** Publishes an envelope as a compromised DMZ would. */
+  const forge = (deviceId: string, messages: Array<{ messageId: string; payload: unknown; auth?: unknown }>, receivedAt = Date.now()) =>
+    dmz.publishAsync(uplinkTopic(deviceId, 'timeseries'), JSON.stringify({ v: 1, deviceId, dataType: 'timeseries', gatewayId: 'gw', receivedAt, messages }), { qos: 1 });
+  const signed = (deviceId: string, k: Buffer, seq: number, payload: unknown, ts = Date.now(), epoch = 'e1') => ({
+    messageId: `${epoch}.${seq}`,
+    payload,
+    auth: signMessage(k, { deviceId, dataType: 'timeseries', epoch, seq, ts, payload }),
+  });
+  const events = (reason: string) => fx.points({ measurement: 'security_events' }).filter((p) => p.tags.reason === reason);
+  const readings = (device: string) => fx.points({ measurement: 'readings', device });
+
+  it('writes what a signed field client sends', async () => {
+    const field = await startTestFieldClient(fx.pki.paths, 'sig-a', fx.pipeline.gatewayUrl, fx.logs.logger);
+    try {
+      await field.client.submitMany(Array.from({ length: 50 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { n: i, timestamp: 1760000000000 + i } })));
+      await eventually(() => (readings('sig-a').length === 50 ? true : undefined));
+    } finally {
+      await field.close();
+    }
+  });
+
+  it('refuses an unsigned message when signatures are required, and records it', async () => {
+    const d = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001'));
+    d.send(SEED_MESSAGES.timeseries);
+    assert.equal((await d.next()).type, 'ack', 'the DMZ cannot tell; the internal side decides');
+    d.close();
+    await eventually(() => (events('SECURITY_UNSIGNED').some((e) => e.tags.device === 'sensor-001') ? true : undefined));
+    assert.equal(readings('sensor-001').length, 0);
+  });
+
+  it('refuses forged, tampered, stale, misattributed and unknown-device messages; none is written', async () => {
+    const a = key('sig-a');
+    const good = signed('sig-b', key('sig-b'), 1, { level: 1, timestamp: 1760000100000 });
+    await forge('sig-b', [{ ...good, payload: { level: 999, timestamp: 1760000100000 } }]); // tampered
+    await forge('sig-b', [signed('sig-b', a, 2, { level: 2, timestamp: 1760000100001 })]); // another device's key
+    await forge('sig-b', [signed('sig-b', Buffer.alloc(32, 7), 3, { level: 3, timestamp: 1760000100002 })]); // forged
+    await forge('sig-b', [signed('sig-b', key('sig-b'), 4, { level: 4, timestamp: 1760000100003 }, Date.now() - 10 * 60_000)]); // signed 10 min ago
+    await forge('ghost-1', [signed('ghost-1', a, 1, { level: 5 })]); // no key registered
+    await eventually(() =>
+      events('SECURITY_BAD_SIGNATURE').length >= 3 && events('SECURITY_STALE').length >= 1 && events('SECURITY_UNKNOWN_DEVICE').length >= 1 ? true : undefined,
+    );
+    assert.deepEqual(readings('sig-b'), []);
+    assert.deepEqual(readings('ghost-1'), []);
+    assert.ok(fx.logs.codes().includes('SECURITY_BAD_SIGNATURE'));
+  });
+
+  it('writes a replayed message once, refuses a sequence number below the window, and keeps that across a restart', async () => {
+    const k = key('sig-b');
+    const msg = signed('sig-b', k, 10, { level: 10, timestamp: 1760000200000 }, Date.now(), 'e2');
+    await forge('sig-b', [msg]);
+    await eventually(() => (readings('sig-b').length === 1 ? true : undefined));
+    await forge('sig-b', [msg]); // the same copy again, as a replaying DMZ would
+    await eventually(() => (fx.pipeline.distributor.verifier.stats.duplicates >= 1 ? true : undefined));
+    const top = signed('sig-b', k, 100_000, { level: 11, timestamp: 1760000200001 }, Date.now(), 'e2');
+    await forge('sig-b', [top]);
+    await forge('sig-b', [signed('sig-b', k, 11, { level: 12, timestamp: 1760000200002 }, Date.now(), 'e2')]); // far below the new top
+    await eventually(() => (events('SECURITY_REPLAY').length >= 1 ? true : undefined));
+    assert.deepEqual(readings('sig-b').map((p) => p.fields.level).sort(), [10, 11]);
+
+    // Restart the distributor: the window is on disk, so the replay stays refused.
+    await fx.pipeline.distributor.close();
+    const svc = fx.pki.paths.service('internal/distributor');
+    const again = startDistributor(
+      loadDistributorConfig({
+        ...fx.env,
+        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
+        MQTT_PROTOCOL_VERSION: '4',
+        MQTT_CA_FILE: fx.pki.paths.publicCa,
+        MQTT_CERT_FILE: svc.cert,
+        MQTT_KEY_FILE: svc.key,
+        DISTRIBUTOR_SHARE_GROUP: 'none',
+        DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
+        DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+      }),
+      fx.logs.logger,
+    );
+    try {
+      await again.ready;
+      await forge('sig-b', [top]); // accepted before the restart: a duplicate
+      await forge('sig-b', [msg]); // now far below the window: a replay
+      await eventually(() => (again.verifier.stats.duplicates >= 1 && again.verifier.stats.refused >= 1 ? true : undefined));
+      assert.equal(again.verifier.stats.verified, 0);
+      assert.ok(events('SECURITY_REPLAY').length >= 2);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('accepts a backlog read long ago but sent now: freshness is of the sending, not of the reading', async () => {
+    // (the pipeline's distributor was replaced above; this uses the signed path end to end once more)
+    const k = key('sig-a');
+    const svc = fx.pki.paths.service('internal/distributor');
+    const d = startDistributor(
+      loadDistributorConfig({
+        ...fx.env,
+        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
+        MQTT_PROTOCOL_VERSION: '4',
+        MQTT_CA_FILE: fx.pki.paths.publicCa,
+        MQTT_CERT_FILE: svc.cert,
+        MQTT_KEY_FILE: svc.key,
+        DISTRIBUTOR_SHARE_GROUP: 'none',
+        DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
+        DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+      }),
+      fx.logs.logger,
+    );
+    try {
+      await d.ready;
+      const threeDaysAgo = Date.now() - 3 * 86_400_000;
+      await forge('sig-a', [signed('sig-a', k, 1, { backlog: 1, timestamp: threeDaysAgo }, Date.now(), 'outage')]);
+      await eventually(() => (readings('sig-a').some((p) => p.fields.backlog === 1) ? true : undefined));
+    } finally {
+      await d.close();
+    }
+  });
+});
