@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, setupPki } from '../shared/pki/onboarding.ts';
 import { pkiPaths } from '../shared/pki/layout.ts';
+import { revokeDevice } from '../shared/pki/revocation.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
 const certsDir = resolve(process.env.CERTS_DIR ?? resolve(repoRoot, 'certs'));
@@ -15,7 +16,8 @@ const fieldCompose = resolve(repoRoot, 'field-client', 'docker-compose.yml');
 function usage(): never {
   console.error(`usage:
   scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
-  scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]`);
+  scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]
+  scripts/revoke-device.sh DEVICE_ID`);
   process.exit(64);
 }
 
@@ -81,15 +83,28 @@ On the device (${meta?.domain ?? 'DOMAIN'} must resolve to the DMZ server):
   cd /opt/fieldstream/${deviceId} && docker-compose up -d`);
 }
 
+function revoke(argv: string[]): void {
+  const deviceId = argv[0];
+  if (!deviceId || argv.length > 1) usage();
+  const { serials } = revokeDevice(certsDir, deviceId);
+  console.log(`Revoked device ${deviceId} (certificate serials ${serials.join(', ')}).
+  certs/ca.crl                        updated: copy it to both servers and restart their Mosquittos
+                                      (Mosquitto reads a CRL only at start)
+  certs/dmz/revoked-serials.txt       updated: copy it to the DMZ server; gateways apply it within seconds
+  certs/internal/device-keys/${deviceId}.key   removed, and ${deviceId} added to certs/internal/revoked-devices.txt:
+                                      copy both to the internal server; distributors refuse its messages within seconds`);
+}
+
 const [command, ...rest] = process.argv.slice(2);
 try {
   if (command === 'setup') setup(rest);
   else if (command === 'client') client(rest);
+  else if (command === 'revoke') revoke(rest);
   else usage();
 } catch (err) {
   if (isFieldStreamError(err)) {
     console.error(`error ${err.code}: ${err.message}`);
-    process.exit(err.code === 'PKI_CA_EXISTS' || err.code === 'PKI_CERT_EXISTS' ? 73 : 65);
+    process.exit(err.code === 'PKI_CA_EXISTS' || err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' ? 73 : 65);
   }
   throw err;
 }

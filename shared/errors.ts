@@ -85,6 +85,7 @@ export const ERRORS = {
 
   // -- Security (recorded as security events, never written as data) -----------------------------
   SECURITY_UNSIGNED: { http: 401, description: 'The message carries no device signature, and signatures are required.' },
+  SECURITY_REVOKED: { http: 403, description: 'The device was revoked (scripts/revoke-device.sh); its messages are refused.' },
   SECURITY_UNKNOWN_DEVICE: { http: 401, description: 'No signing key is registered on the internal network for this device (unknown or revoked).' },
   SECURITY_BAD_SIGNATURE: { http: 401, description: "The message's signature does not match its content and the device's key: forged or tampered with." },
   SECURITY_STALE: { http: 401, description: 'The message was signed too long before (or after) the gateway received it: a replay, or a wrong device clock.' },
@@ -98,6 +99,8 @@ export const ERRORS = {
   PKI_CA_MISSING: { http: 404, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
   PKI_INVALID_NAME: { http: 400, description: 'The name is not valid for a certificate.' },
   PKI_CERT_EXISTS: { http: 409, description: 'A certificate with this name already exists.' },
+  PKI_DEVICE_REVOKED: { http: 409, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
+  GATEWAY_CERTIFICATE_REVOKED: { http: 403, description: 'The client certificate was revoked.' },
   LISTEN_FAILED: { http: 500, description: 'A server could not listen on its address (port in use?).' },
 } as const satisfies Record<string, { http: number; description: string }>;
 

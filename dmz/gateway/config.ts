@@ -17,6 +17,8 @@ export const GatewayConfigSchema = z.object({
     .string()
     .default('edge')
     .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean)),
+  /** Serial numbers of revoked certificates, one per line (scripts/revoke-device.sh writes it). */
+  GATEWAY_REVOKED_SERIALS_FILE: z.string().default('certs/dmz/revoked-serials.txt'),
   /** The certificate the gateway serves WSS with, and the CA that client certificates must chain to. */
   GATEWAY_TLS_CERT_FILE: z.string().default('certs/dmz/edge.crt'),
   GATEWAY_TLS_KEY_FILE: z.string().default('certs/dmz/edge.key'),

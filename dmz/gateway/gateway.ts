@@ -34,6 +34,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
   const server = await startGatewayServer({
     identify: config.GATEWAY_IDENTITY_SOURCE === 'proxy' ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES) : identifyByTls(),
+    revokedSerialsFile: config.GATEWAY_REVOKED_SERIALS_FILE,
     host: config.GATEWAY_HOST,
     port: config.GATEWAY_PORT,
     path: config.GATEWAY_PATH,

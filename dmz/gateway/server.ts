@@ -8,7 +8,8 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { CommandRouter } from './command-router.ts';
-import { DeviceSession, type SessionLimits } from './device-session.ts';
+import { CLOSE, DeviceSession, type SessionLimits } from './device-session.ts';
+import { RevokedSerials } from './revocation.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
 
@@ -21,6 +22,8 @@ export interface GatewayServerOptions {
   limits: SessionLimits;
   /** how the device's identity is learnt: from its own TLS connection, or from the edge proxy */
   identify: IdentifyDevice;
+  /** the revoked certificate serials file, re-read while running */
+  revokedSerialsFile?: string | undefined;
   mqtt: MqttClient;
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP) */
@@ -56,6 +59,15 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   });
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
+  const live = new Map<WebSocket, string>(); // socket → certificate serial
+  const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
+    for (const [ws, serial] of live) {
+      if (serials.has(serial.toUpperCase())) {
+        log.warn({ code: 'GATEWAY_CERTIFICATE_REVOKED', serial }, 'closing the connection of a revoked certificate');
+        ws.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_REVOKED');
+      }
+    }
+  });
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
 
   https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -64,6 +76,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       const path = new URL(req.url ?? '/', 'https://gateway').pathname;
       if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
       identity = options.identify(req);
+      if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
     } catch (err) {
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');
       log.warn({ code: coded.code, remote: req.socket.remoteAddress }, coded.message);
@@ -91,7 +104,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     }, options.heartbeatMs ?? 30_000);
     heartbeat.unref();
     ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), err: err.message }, 'WebSocket error'));
+    live.set(ws, identity.serial);
     ws.on('close', (code) => {
+      live.delete(ws);
       clearInterval(heartbeat);
       router.detach(session);
       sessionLog.info({ closeCode: code }, 'device disconnected');
@@ -112,6 +127,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     port,
     router,
     async close() {
+      revoked.close();
       for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       https.closeAllConnections();

@@ -37,6 +37,8 @@ export const DistributorConfigSchema = z
     DEAD_LETTER_PATH: z.string().default('./data/dead-letter'),
     /** The registry of device signing keys (DEVICE_ID.key), written by scripts/generate-client-cert.sh. */
     DISTRIBUTOR_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
+    /** Devices revoked by scripts/revoke-device.sh, one id per line: their messages are refused. */
+    DISTRIBUTOR_REVOKED_DEVICES_FILE: z.string().default('certs/internal/revoked-devices.txt'),
     /** Refuse messages without a device signature (the production compose file sets true). */
     DISTRIBUTOR_REQUIRE_SIGNATURES: setting.bool(false),
     /** seconds a message's signing time may lie from its arrival at the gateway */

@@ -38,7 +38,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const verifier = new MessageVerifier(
-    new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR),
+    new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE),
     new ReplayWindows(join(config.DISTRIBUTOR_STATE_DIR, 'replay')),
     {
       requireSignatures: config.DISTRIBUTOR_REQUIRE_SIGNATURES,

@@ -68,6 +68,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     MOSQUITTO_CA_FILE: p.publicCa,
     MOSQUITTO_CERT_FILE: p.service(`${name}/mosquitto`).cert,
     MOSQUITTO_KEY_FILE: p.service(`${name}/mosquitto`).key,
+    MOSQUITTO_CRL_FILE: join(o.certsDir, 'ca.crl'),
     MOSQUITTO_CONFIG_DIR: join(o.repoRoot, name === 'dmz' ? 'dmz' : 'internal-network', 'mosquitto'),
     MOSQUITTO_DATA_DIR: w(`${name}-mosquitto`),
     // Started by root, Mosquitto would switch to the "mosquitto" user, which cannot read our 0600 keys.
@@ -117,6 +118,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       GATEWAY_TLS_CERT_FILE: p.service('dmz/gateway').cert,
       GATEWAY_TLS_KEY_FILE: p.service('dmz/gateway').key,
       GATEWAY_CA_FILE: p.publicCa,
+      GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revoked-serials.txt'),
       MQTT_URL: `mqtts://localhost:${ports.dmzMqtt}`,
       MQTT_CA_FILE: p.publicCa,
       MQTT_CERT_FILE: p.service('dmz/gateway').cert,
@@ -155,6 +157,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     MQTT_KEY_FILE: p.service('internal/distributor').key,
     DISTRIBUTOR_CLIENT_ID: 'distributor-1',
     DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
+    DISTRIBUTOR_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
     DISTRIBUTOR_STATE_DIR: w('distributor-state'),
     FILE_STORAGE_PATH: dataDir.files,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,

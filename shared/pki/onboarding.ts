@@ -8,6 +8,7 @@ import { FieldStreamError } from '../errors.ts';
 import { DeviceIdSchema } from '../contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { pkiPaths, SERVICE_CERTS } from './layout.ts';
+import { publishRevocations, recordIssued } from './revocation.ts';
 
 /** days */
 export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
@@ -38,7 +39,8 @@ export interface SetupReport {
 }
 
 /** Writes a private key readable by its owner only, and a certificate readable by all. */
-function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAndCert): void {
+function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAndCert, record?: { root: string; name: string }): void {
+  if (record) recordIssued(record.root, record.name, kc.certPem);
   mkdirSync(dirname(paths.key), { recursive: true, mode: 0o755 });
   writeAtomic(paths.key, kc.keyPem, 0o600);
   writeAtomic(paths.cert, kc.certPem, 0o644);
@@ -49,6 +51,11 @@ function writeAtomic(path: string, content: string, mode: number): void {
   writeFileSync(tmp, content, { mode });
   chmodSync(tmp, mode); // the umask may have narrowed or the file may have pre-existed
   renameSync(tmp, path);
+}
+
+export function isRevoked(root: string, deviceId: string): boolean {
+  const path = join(root, 'internal', 'revoked-devices.txt');
+  return existsSync(path) && readFileSync(path, 'utf8').split('\n').includes(deviceId);
 }
 
 export function loadCa(root: string): KeyAndCert {
@@ -119,9 +126,12 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
         subjectAltNames: sans ? [...new Set(sans)] : [],
         validityDays: VALIDITY_DAYS.service,
       }),
+      { root, name: spec.file },
     );
     report.created.push(spec.file);
   }
+  // The CRL and revoked-serial list exist from the start: the brokers' configuration names them.
+  if (!existsSync(join(root, 'ca.crl')) || report.ca !== 'reused') publishRevocations(root);
   return report;
 }
 
@@ -140,6 +150,9 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
   }
   const ca = loadCa(root);
   const paths = pkiPaths(root).device(deviceId);
+  if (isRevoked(root, deviceId)) {
+    throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
+  }
   if (existsSync(paths.cert) && !options.renew) {
     throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a certificate (${paths.cert}); pass --renew to issue a new one.`);
   }
@@ -151,6 +164,7 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
       role: 'client',
       validityDays: options.validityDays ?? VALIDITY_DAYS.device,
     }),
+    { root, name: `devices/${deviceId}` },
   );
   ensureSigningKey(root, deviceId);
   return { cert: paths.cert, key: paths.key };
@@ -164,7 +178,7 @@ export function ensureSigningKey(root: string, deviceId: string): void {
   const p = pkiPaths(root);
   const own = p.device(deviceId).signingKey;
   const registry = p.deviceKeyRegistry(deviceId);
-  if (existsSync(own) && existsSync(registry)) return;
+  if ((existsSync(own) && existsSync(registry)) || isRevoked(root, deviceId)) return;
   const key = existsSync(own) ? readFileSync(own, 'utf8') : randomBytes(32).toString('hex') + '\n';
   mkdirSync(dirname(own), { recursive: true });
   writeAtomic(own, key, 0o600);

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { DeviceIdSchema } from '../../../shared/contract/primitives.ts';
 import { parseSigningKey } from '../../../shared/security/message-auth.ts';
 
-/** milliseconds a looked-up key is trusted before its file is looked at again */
-const RECHECK_MS = 5_000;
+/** milliseconds a looked-up key (and the revoked list) is trusted before its file is looked at again */
+const RECHECK_MS = 1_000;
 
 /**
  * The internal network's registry of device signing keys: DIR/DEVICE_ID.key, written by
@@ -14,8 +14,27 @@ const RECHECK_MS = 5_000;
  */
 export class DeviceKeyRegistry {
   private readonly cache = new Map<string, { key: Buffer | undefined; checkedAt: number; mtimeMs: number }>();
+  private revoked = { ids: new Set<string>(), checkedAt: 0 };
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly revokedFile?: string,
+  ) {}
+
+  /** Revoked devices are refused even if a key of theirs is still around. */
+  isRevoked(deviceId: string): boolean {
+    const now = Date.now();
+    if (this.revokedFile && now - this.revoked.checkedAt >= RECHECK_MS) {
+      let ids = new Set<string>();
+      try {
+        ids = new Set(readFileSync(this.revokedFile, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
+      } catch {
+        /* nothing revoked yet */
+      }
+      this.revoked = { ids, checkedAt: now };
+    }
+    return this.revoked.ids.has(deviceId);
+  }
 
   get(deviceId: string): Buffer | undefined {
     if (!DeviceIdSchema.safeParse(deviceId).success) return undefined;

@@ -46,7 +46,8 @@ export class MessageVerifier {
     const events: StoredPoint[] = [];
     const keep: UplinkEnvelope['messages'][number][] = [];
     const toRecord: Array<{ epoch: string; seq: number }> = [];
-    const key = this.keys.get(env.deviceId);
+    const revoked = this.keys.isRevoked(env.deviceId);
+    const key = revoked ? undefined : this.keys.get(env.deviceId);
     const refuse = (messageId: string, code: ErrorCode, detail: string) => {
       this.stats.refused++;
       this.log.warn({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`);
@@ -60,6 +61,10 @@ export class MessageVerifier {
     const delayed = now - env.receivedAt;
     for (const m of env.messages) {
       const auth = m.auth;
+      if (revoked) {
+        refuse(m.messageId, 'SECURITY_REVOKED', 'the device was revoked');
+        continue;
+      }
       if (!auth) {
         if (this.o.requireSignatures) refuse(m.messageId, 'SECURITY_UNSIGNED', 'unsigned message refused (signatures are required)');
         else {

@@ -1,0 +1,99 @@
+import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { FieldStreamError } from '../errors.ts';
+import { pkiPaths } from './layout.ts';
+
+/**
+ * Revocation. The CA keeps a log of every certificate it issued (ca/issued.jsonl) and of what it
+ * revoked (ca/revoked.jsonl). Revoking a device revokes every certificate ever issued to it and
+ * produces, from that log:
+ *
+ * - ca.crl: a CRL signed by the CA (made with `openssl ca -gencrl`), for the Mosquitto brokers'
+ *   `crlfile` (Mosquitto reads it at start only: restart the brokers after a revocation);
+ * - dmz/revoked-serials.txt: the revoked serial numbers, which the gateway re-reads within seconds
+ *   and enforces on new and existing connections (Caddy 2.6 cannot check a CRL itself);
+ * - the removal of the device's signing key from the internal registry, and its id in
+ *   internal/revoked-devices.txt, so the distributor refuses its messages even if a compromised
+ *   DMZ forwards them.
+ */
+export interface IssuedRecord {
+  name: string;
+  serial: string;
+  notAfter: string;
+  subject: string;
+}
+
+export function recordIssued(root: string, name: string, certPem: string): void {
+  const cert = new X509Certificate(certPem);
+  const line: IssuedRecord = { name, serial: cert.serialNumber.toUpperCase(), notAfter: cert.validTo, subject: cert.subject };
+  appendFileSync(join(pkiPaths(root).caDir, 'issued.jsonl'), JSON.stringify(line) + '\n', { mode: 0o600 });
+}
+
+function readLines<T>(path: string): T[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as T);
+}
+
+export function revokeDevice(root: string, deviceId: string): { serials: string[] } {
+  const p = pkiPaths(root);
+  if (!existsSync(p.caKey)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
+  const issued = readLines<IssuedRecord>(join(p.caDir, 'issued.jsonl')).filter((r) => r.name === `devices/${deviceId}`);
+  const current = p.device(deviceId).cert;
+  if (existsSync(current)) {
+    const serial = new X509Certificate(readFileSync(current)).serialNumber.toUpperCase();
+    if (!issued.some((r) => r.serial === serial)) issued.push({ name: `devices/${deviceId}`, serial, notAfter: '', subject: '' });
+  }
+  if (issued.length === 0) throw new FieldStreamError('PKI_INVALID_NAME', `No certificate was issued to device ${deviceId}.`);
+  const revokedPath = join(p.caDir, 'revoked.jsonl');
+  const already = new Set(readLines<{ serial: string }>(revokedPath).map((r) => r.serial));
+  const now = new Date().toISOString();
+  for (const r of issued) if (!already.has(r.serial)) appendFileSync(revokedPath, JSON.stringify({ ...r, revokedAt: now }) + '\n', { mode: 0o600 });
+
+  // The internal side forgets the device's signing key and remembers that it was revoked.
+  rmSync(p.deviceKeyRegistry(deviceId), { force: true });
+  const revokedDevices = join(root, 'internal', 'revoked-devices.txt');
+  mkdirSync(dirname(revokedDevices), { recursive: true });
+  const known = existsSync(revokedDevices) ? readFileSync(revokedDevices, 'utf8').split('\n') : [];
+  if (!known.includes(deviceId)) appendFileSync(revokedDevices, `${deviceId}\n`);
+
+  publishRevocations(root);
+  return { serials: issued.map((r) => r.serial) };
+}
+
+/** Writes ca.crl and dmz/revoked-serials.txt from the revocation log (also with nothing revoked). */
+export function publishRevocations(root: string): void {
+  const p = pkiPaths(root);
+  const revoked = readLines<IssuedRecord & { revokedAt: string }>(join(p.caDir, 'revoked.jsonl'));
+  const serialsPath = join(root, 'dmz', 'revoked-serials.txt');
+  mkdirSync(dirname(serialsPath), { recursive: true });
+  writeFileSync(`${serialsPath}.tmp`, revoked.map((r) => `${r.serial}\n`).join(''));
+  renameSync(`${serialsPath}.tmp`, serialsPath);
+
+  const work = mkdtempSync(join(tmpdir(), 'fieldstream-crl-'));
+  try {
+    const asn1Time = (iso: string) => {
+      const d = iso ? new Date(iso) : new Date(Date.now() + 3650 * 86_400_000);
+      return d.toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
+    };
+    const index = revoked
+      .map((r) => `R\t${asn1Time(r.notAfter)}\t${asn1Time(r.revokedAt)}\t${r.serial.length % 2 ? '0' + r.serial : r.serial}\tunknown\t/CN=${r.name.replace(/^devices\//, '')}\n`)
+      .join('');
+    writeFileSync(join(work, 'index.txt'), index);
+    writeFileSync(join(work, 'crlnumber'), `${(revoked.length + 1).toString(16).padStart(4, '0')}\n`);
+    writeFileSync(
+      join(work, 'ca.cnf'),
+      `[ ca ]\ndefault_ca = fs\n[ fs ]\ndatabase = ${join(work, 'index.txt')}\ncrlnumber = ${join(work, 'crlnumber')}\ndefault_md = sha256\n# A private CA's CRL: valid ten years, re-made at every revocation.\ndefault_crl_days = 3650\n`,
+    );
+    execFileSync('openssl', ['ca', '-gencrl', '-batch', '-config', join(work, 'ca.cnf'), '-keyfile', p.caKey, '-cert', p.caCert, '-out', join(work, 'ca.crl')], { stdio: 'pipe' });
+    writeFileSync(join(root, 'ca.crl.tmp'), readFileSync(join(work, 'ca.crl')));
+    renameSync(join(root, 'ca.crl.tmp'), join(root, 'ca.crl'));
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
