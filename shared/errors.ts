@@ -46,6 +46,11 @@ export const ERRORS = {
     http: 429,
     description: 'Too many messages of this connection are waiting for the broker; wait for acks before sending more.',
   },
+  GATEWAY_RATE_LIMITED: {
+    http: 429,
+    description: 'This device sends faster than its rate limit; the frame was not accepted, send it again later.',
+  },
+  GATEWAY_TOO_MANY_CONNECTIONS: { http: 503, description: 'The gateway holds as many connections as it accepts; try again later.' },
   GATEWAY_SUPERSEDED: { http: 409, description: 'Another connection of the same device replaced this one.' },
   GATEWAY_WRONG_PATH: { http: 404, description: 'The WebSocket endpoint is at another path.' },
 

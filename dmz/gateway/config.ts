@@ -31,6 +31,14 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_MAX_FRAME_BYTES: z.coerce.number().int().min(1024).max(LIMITS.frameMaxBytes).default(LIMITS.frameMaxBytes),
   GATEWAY_MAX_BATCH: z.coerce.number().int().min(1).max(LIMITS.batchMaxMessages).default(LIMITS.batchMaxMessages),
   GATEWAY_MAX_IN_FLIGHT: setting.positiveInt(LIMITS.inFlightPerConnection),
+  /** messages per second per device */
+  GATEWAY_RATE_MESSAGES_PER_S: setting.positiveInt(5000),
+  /** bytes per second per device (default 8 MiB/s) */
+  GATEWAY_RATE_BYTES_PER_S: setting.positiveInt(8 * 1024 * 1024),
+  /** seconds of traffic a quiet device may send at once */
+  GATEWAY_RATE_BURST_S: setting.positiveInt(2),
+  /** connections this gateway holds at most */
+  GATEWAY_MAX_CONNECTIONS: setting.positiveInt(20_000),
   ...mqttSettings('dmz/gateway'),
   LOG_LEVEL: setting.logLevel(),
 });

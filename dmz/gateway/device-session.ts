@@ -6,6 +6,7 @@ import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
+import type { DeviceRateLimiter } from './rate-limit.ts';
 
 export interface SessionLimits extends FrameLimits {
   /** messages awaiting PUBACK before the gateway stops reading this socket */
@@ -32,6 +33,7 @@ export class DeviceSession {
     private readonly publisher: UplinkPublisher,
     private readonly limits: SessionLimits,
     private readonly log: Logger,
+    private readonly rate?: DeviceRateLimiter,
   ) {
     ws.on('message', (data, isBinary) => this.onFrame(data as Buffer, isBinary));
     ws.on('close', () => {
@@ -67,6 +69,11 @@ export class DeviceSession {
       this.reject(new FieldStreamError('CONTRACT_BINARY_FRAME'));
       return;
     }
+    // Rate limits before parsing: a flooding device costs the gateway as little as possible.
+    if (this.rate && !this.rate.allowBytes(this.deviceId, data.length)) {
+      this.rateLimited();
+      return;
+    }
     let messages;
     try {
       messages = parseUplinkFrame(data, this.limits);
@@ -88,6 +95,10 @@ export class DeviceSession {
         ),
         ids,
       );
+      return;
+    }
+    if (this.rate && !this.rate.allowMessages(this.deviceId, messages.length)) {
+      this.rateLimited(messages.flatMap((m) => (m.messageId ? [m.messageId] : [])));
       return;
     }
     const accepted: AcceptedMessage[] = messages.map((m) => ({ ...m, messageId: m.messageId ?? randomUUID() }));
@@ -119,6 +130,13 @@ export class DeviceSession {
       this.paused = false;
       this.ws.resume();
     }
+  }
+
+  private rateLimited(messageIds?: string[]): void {
+    const n = this.rate?.limitedCount(this.deviceId) ?? 0;
+    // Logged on the first and then every 1000th refusal: a flood must not flood the log too.
+    if (n === 1 || n % 1000 === 0) this.log.warn({ code: 'GATEWAY_RATE_LIMITED', refusedFrames: n }, 'device over its rate limit');
+    this.send(errorFrame(new FieldStreamError('GATEWAY_RATE_LIMITED'), messageIds));
   }
 
   private reject(err: FieldStreamError, messageIds?: string[]): void {

@@ -35,6 +35,14 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   const server = await startGatewayServer({
     identify: config.GATEWAY_IDENTITY_SOURCE === 'proxy' ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES) : identifyByTls(),
     revokedSerialsFile: config.GATEWAY_REVOKED_SERIALS_FILE,
+    rateLimits: {
+      messagesPerS: config.GATEWAY_RATE_MESSAGES_PER_S,
+      bytesPerS: config.GATEWAY_RATE_BYTES_PER_S,
+      burstS: config.GATEWAY_RATE_BURST_S,
+      frameMaxMessages: config.GATEWAY_MAX_BATCH,
+      frameMaxBytes: config.GATEWAY_MAX_FRAME_BYTES,
+    },
+    maxConnections: config.GATEWAY_MAX_CONNECTIONS,
     host: config.GATEWAY_HOST,
     port: config.GATEWAY_PORT,
     path: config.GATEWAY_PATH,

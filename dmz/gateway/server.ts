@@ -10,6 +10,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { CommandRouter } from './command-router.ts';
 import { CLOSE, DeviceSession, type SessionLimits } from './device-session.ts';
 import { RevokedSerials } from './revocation.ts';
+import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
 
@@ -24,6 +25,9 @@ export interface GatewayServerOptions {
   identify: IdentifyDevice;
   /** the revoked certificate serials file, re-read while running */
   revokedSerialsFile?: string | undefined;
+  rateLimits?: RateLimits | undefined;
+  /** connections held at most */
+  maxConnections?: number | undefined;
   mqtt: MqttClient;
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP) */
@@ -60,6 +64,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
   const live = new Map<WebSocket, string>(); // socket → certificate serial
+  const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
     for (const [ws, serial] of live) {
       if (serials.has(serial.toUpperCase())) {
@@ -75,6 +80,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     try {
       const path = new URL(req.url ?? '/', 'https://gateway').pathname;
       if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
+      if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
       identity = options.identify(req);
       if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
     } catch (err) {
@@ -88,7 +94,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   function onConnection(ws: WebSocket, identity: DeviceIdentity): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog);
+    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate);
     let alive = true;
     ws.on('pong', () => {
       alive = true;

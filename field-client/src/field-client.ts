@@ -33,7 +33,7 @@ export interface FieldClientOptions {
 }
 
 /** Error codes after which sending the same message again can succeed. */
-const TRANSIENT = new Set(['GATEWAY_BROKER_UNAVAILABLE', 'GATEWAY_TOO_MANY_IN_FLIGHT']);
+const TRANSIENT = new Set(['GATEWAY_BROKER_UNAVAILABLE', 'GATEWAY_TOO_MANY_IN_FLIGHT', 'GATEWAY_RATE_LIMITED']);
 
 interface Transfer {
   seq: number;
@@ -117,7 +117,11 @@ export class FieldClient {
 
   private onOpen(): void {
     this.stats.connectedSince = Date.now();
-    this.resetSending();
+    this.welcome = undefined;
+    // Sending starts with the gateway's welcome, which says its limits (or after a moment without one).
+    setTimeout(() => {
+      if (!this.welcome && this.connection.isOpen) this.resetSending();
+    }, 2000).unref();
   }
 
   private onClose(): void {
@@ -155,10 +159,13 @@ export class FieldClient {
 
   private pump(): void {
     if (!this.connection.isOpen) return;
+    // Never more per frame than the gateway said it accepts.
+    const batchMax = Math.min(this.options.batchMax, this.welcome?.limits.batchMaxMessages ?? Infinity);
+    const frameBytes = Math.min(4 * 1024 * 1024, (this.welcome?.limits.frameMaxBytes ?? Infinity) / 2);
     for (;;) {
       const room = this.options.window - this.inFlight.size;
       if (room <= 0) break;
-      const items = this.queue.next(Math.min(room, this.options.batchMax));
+      const items = this.queue.next(Math.min(room, batchMax), frameBytes);
       if (items.length === 0) break;
       const batch: QueuedMessage[] = [];
       for (const m of items) {
@@ -228,6 +235,7 @@ export class FieldClient {
         return;
       case 'welcome':
         this.welcome = frame;
+        this.resetSending();
         return;
     }
   }
@@ -276,7 +284,6 @@ export class FieldClient {
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
     this.log.warn({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, frame.message);
     const ids = frame.messageIds ?? [];
-    if (ids.length === 0) return;
     if (TRANSIENT.has(frame.code)) {
       // Sent again from the first unacknowledged message, once the gateway had a moment.
       clearTimeout(this.rewindTimer);
@@ -284,6 +291,7 @@ export class FieldClient {
       this.rewindTimer.unref();
       return;
     }
+    if (ids.length === 0) return;
     // Refused for good (it breaks the contract): set it aside, whole, and move on, so one bad
     // message never blocks the queue.
     const seqs: number[] = [];
