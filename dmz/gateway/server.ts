@@ -55,7 +55,16 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: 'TLSv1.2',
+    // A client that stalls in the handshake or in its headers (slowloris) is dropped, not waited for.
+    handshakeTimeout: 10_000,
+    // How often Node looks for requests past headersTimeout (its default, 30 s, lets them linger).
+    connectionsCheckingInterval: 2_000,
   });
+  https.headersTimeout = 10_000;
+  https.requestTimeout = 15_000;
+  // Until its WebSocket is open, a connection has 10 s of silence to spare; after that the
+  // WebSocket ping/pong watches it.
+  https.on('secureConnection', (socket) => socket.setTimeout(10_000, () => socket.destroy()));
   https.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   https.on('request', (_req, res) => {
     res.writeHead(426, { 'content-type': 'application/json', upgrade: 'websocket' });
@@ -76,6 +85,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
 
   https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    req.socket.setTimeout(0);
     let identity: DeviceIdentity;
     try {
       const path = new URL(req.url ?? '/', 'https://gateway').pathname;
