@@ -21,6 +21,8 @@ export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze
   distributor: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
   // Internal: sends commands, reads their responses and device presence.
   'command-api': { publish: [TOPIC_FILTERS.downlink], subscribe: [RESPONSE_FILTER, TOPIC_FILTERS.status] },
+  // Read-only consumers (analytics, dashboards): uplink data and presence, nothing to write.
+  consumer: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
   // The bridge carries uplink and status inward and commands outward, nothing else.
   bridge: { publish: [TOPIC_FILTERS.downlink], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
 });

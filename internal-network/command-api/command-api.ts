@@ -8,7 +8,8 @@ import { readPemSetting } from '../../shared/tls-files.ts';
 import type { CommandApiConfig } from './config.ts';
 import { CommandDispatcher } from './dispatcher.ts';
 import { startCommandHttp } from './http.ts';
-import { GroupsFileSchema } from './schemas.ts';
+import { GroupsFileSchema, TokensFileSchema } from './schemas.ts';
+import { createHash } from 'node:crypto';
 import { CommandStore } from './store.ts';
 
 export interface CommandApi {
@@ -43,7 +44,12 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
   const http = await startCommandHttp({
     host: config.COMMAND_API_HOST,
     port: config.COMMAND_API_PORT,
-    token: config.COMMAND_API_TOKEN,
+    credentials: new Map([
+      [createHash('sha256').update(config.COMMAND_API_TOKEN).digest('hex'), { name: 'COMMAND_API_TOKEN', role: 'operator' as const }],
+      ...(config.COMMAND_API_TOKENS_FILE ? readJsonSetting('COMMAND_API_TOKENS_FILE', config.COMMAND_API_TOKENS_FILE, TokensFileSchema) : []).map(
+        (t) => [t.sha256, { name: t.name, role: t.role }] as const,
+      ),
+    ]),
     groups,
     defaultTtlSeconds: config.COMMAND_DEFAULT_TTL_S,
     dispatcher,

@@ -7,8 +7,10 @@ import { mqttSettings } from '../../shared/mqtt/settings.ts';
 export const CommandApiConfigSchema = z.object({
   COMMAND_API_HOST: setting.host('0.0.0.0'),
   COMMAND_API_PORT: setting.port(8080),
-  /** The operator's bearer token: long and random (e.g. `openssl rand -hex 32`). */
+  /** A bearer token with the operator role: long and random (e.g. `openssl rand -hex 32`). */
   COMMAND_API_TOKEN: z.string().min(24, 'must be at least 24 characters (e.g. openssl rand -hex 32)'),
+  /** JSON file of further credentials with roles: [{"name", "role": "viewer"|"operator"|"admin", "sha256"}] */
+  COMMAND_API_TOKENS_FILE: z.string().optional(),
   /** JSON file {"group": ["device-id", ...]} naming groups of devices */
   COMMAND_GROUPS_FILE: z.string().optional(),
   /** Where command state is journaled, so a restart keeps it. */

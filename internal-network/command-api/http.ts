@@ -5,7 +5,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
-import { CommandRequestSchema, type CommandRecord } from './schemas.ts';
+import { CommandRequestSchema, ROLES, type CommandRecord, type Role } from './schemas.ts';
 import type { CommandStore } from './store.ts';
 
 /** bytes: the largest request body read */
@@ -14,7 +14,8 @@ const MAX_BODY_BYTES = 64 * 1024;
 export interface CommandHttpOptions {
   host: string;
   port: number;
-  token: string;
+  /** credentials: SHA-256 of the token (hex) → who and with which role */
+  credentials: ReadonlyMap<string, { name: string; role: Role }>;
   groups: Readonly<Record<string, readonly string[]>>;
   defaultTtlSeconds: number;
   dispatcher: CommandDispatcher;
@@ -31,12 +32,17 @@ export interface CommandHttpOptions {
  * Every other answer is {"code", "message"} with the code's HTTP status.
  */
 export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: number; close(): Promise<void> }> {
-  const tokenDigest = createHash('sha256').update(o.token).digest();
-  const authorized = (req: IncomingMessage) => {
+  const known = [...o.credentials].map(([hex, who]) => ({ digest: Buffer.from(hex, 'hex'), who }));
+  const caller = (req: IncomingMessage): { name: string; role: Role } | undefined => {
     const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
-    // Compare digests in constant time, so response timing says nothing about the token.
-    return m?.[1] !== undefined && timingSafeEqual(createHash('sha256').update(m[1]).digest(), tokenDigest);
+    if (m?.[1] === undefined) return undefined;
+    const digest = createHash('sha256').update(m[1]).digest();
+    // Digests compared in constant time, every one of them, so timing says nothing about tokens.
+    let found: { name: string; role: Role } | undefined;
+    for (const k of known) if (timingSafeEqual(k.digest, digest)) found = k.who;
+    return found;
   };
+  const allowed = (role: Role, needs: Role) => ROLES.indexOf(role) >= ROLES.indexOf(needs);
 
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
@@ -54,9 +60,15 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       const ok = o.brokerConnected();
       return send(res, ok ? 200 : 503, { status: ok ? 'ok' : 'broker unreachable' });
     }
-    if (!authorized(req)) throw new FieldStreamError('API_UNAUTHORIZED');
+    const who = caller(req);
+    if (!who) throw new FieldStreamError('API_UNAUTHORIZED');
     if (url.pathname === '/v1/commands') {
-      if (req.method === 'POST') return send(res, 202, { commands: create(await readJson(req)).map(view) });
+      if (req.method === 'POST') {
+        if (!allowed(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
+        const records = create(await readJson(req));
+        o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
+        return send(res, 202, { commands: records.map(view) });
+      }
       if (req.method === 'GET') return send(res, 200, { commands: list(url.searchParams).map(view) });
       throw new FieldStreamError('API_METHOD_NOT_ALLOWED');
     }

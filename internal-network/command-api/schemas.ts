@@ -50,3 +50,21 @@ export type CommandRecord = z.infer<typeof CommandRecordSchema>;
 export function isFinal(state: CommandRecord['state']): boolean {
   return state === 'completed' || state === 'failed' || state === 'rejected' || state === 'expired';
 }
+
+/**
+ * Who may do what: a viewer reads command state; an operator also sends commands; an admin may do
+ * everything an operator may (and whatever administrative endpoints come).
+ */
+export const ROLES = ['viewer', 'operator', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const TokensFileSchema = z
+  .array(
+    z.strictObject({
+      name: z.string().min(1).max(64),
+      role: z.enum(ROLES),
+      /** SHA-256 of the token, hex: the file holds no usable secret */
+      sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    }),
+  )
+  .max(1000);

@@ -45,6 +45,8 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
   { file: 'internal/bridge', commonName: 'bridge', role: 'client' },
   { file: 'internal/distributor', commonName: 'distributor', role: 'client' },
   { file: 'internal/command-api', commonName: 'command-api', role: 'client' },
+  // Read-only consumers on the internal broker (analytics, dashboards): they see data, change nothing.
+  { file: 'internal/consumer', commonName: 'consumer', role: 'client' },
 ];
 
 export function pkiPaths(root: string) {
