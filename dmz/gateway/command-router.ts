@@ -25,7 +25,7 @@ export class CommandRouter {
     return this.sessions.size;
   }
 
-  attach(session: DeviceSession): void {
+  attach(session: DeviceSession, certNotAfter?: number): void {
     const previous = this.sessions.get(session.deviceId);
     if (previous && !previous.isClosed) {
       // The newest connection wins: a device that reconnected after a network change must not be
@@ -37,7 +37,7 @@ export class CommandRouter {
       });
     }
     this.sessions.set(session.deviceId, session);
-    this.publishStatus(session.deviceId, 'online');
+    this.publishStatus(session.deviceId, 'online', certNotAfter);
   }
 
   detach(session: DeviceSession): void {
@@ -47,9 +47,15 @@ export class CommandRouter {
     this.publishStatus(session.deviceId, 'offline');
   }
 
-  private publishStatus(deviceId: string, state: StatusEnvelope['state']): void {
+  private publishStatus(deviceId: string, state: StatusEnvelope['state'], certNotAfter?: number): void {
     if (!this.mqtt.connected) return;
-    const status: StatusEnvelope = { v: ENVELOPE_VERSION, state, gatewayId: this.gatewayId, at: Date.now() };
+    const status: StatusEnvelope = {
+      v: ENVELOPE_VERSION,
+      state,
+      gatewayId: this.gatewayId,
+      at: Date.now(),
+      ...(certNotAfter !== undefined && Number.isFinite(certNotAfter) ? { certNotAfter } : {}),
+    };
     this.mqtt.publish(statusTopic(deviceId), JSON.stringify(status), { qos: 1, retain: true });
   }
 

@@ -18,8 +18,10 @@ import { FieldStreamError } from '../../shared/errors.ts';
  */
 export interface DeviceIdentity {
   deviceId: string;
-  /** certificate serial, for the log */
+  /** certificate serial, for the log and revocation */
   serial: string;
+  /** epoch ms when the certificate expires */
+  notAfter: number;
 }
 
 export type IdentifyDevice = (req: IncomingMessage) => DeviceIdentity;
@@ -27,11 +29,11 @@ export type IdentifyDevice = (req: IncomingMessage) => DeviceIdentity;
 /** The header Caddy fills with `{http.request.tls.client.certificate_der_base64}`. */
 export const CLIENT_CERT_HEADER = 'x-fieldstream-client-cert';
 
-function deviceFrom(cn: unknown, ou: unknown, serial: string): DeviceIdentity {
+function deviceFrom(cn: unknown, ou: unknown, serial: string, validTo: string): DeviceIdentity {
   if (typeof cn !== 'string' || ou !== 'devices' || !DeviceIdSchema.safeParse(cn).success) {
     throw new FieldStreamError('GATEWAY_NOT_A_DEVICE_CERTIFICATE', undefined, { cn: typeof cn === 'string' ? cn.slice(0, 100) : null, ou: typeof ou === 'string' ? ou : null });
   }
-  return { deviceId: cn, serial };
+  return { deviceId: cn, serial, notAfter: Date.parse(validTo) };
 }
 
 function verifiedPeer(socket: TLSSocket) {
@@ -44,7 +46,7 @@ function verifiedPeer(socket: TLSSocket) {
 export function identifyByTls(): IdentifyDevice {
   return (req) => {
     const cert = verifiedPeer(req.socket as TLSSocket);
-    return deviceFrom(cert.subject?.CN, cert.subject?.OU, cert.serialNumber);
+    return deviceFrom(cert.subject?.CN, cert.subject?.OU, cert.serialNumber, cert.valid_to);
   };
 }
 
@@ -80,6 +82,6 @@ export function identifyByProxy(caPem: string, trustedProxies: readonly string[]
     if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey) || Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) {
       throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The forwarded client certificate is not valid under our CA.');
     }
-    return deviceFrom(subjectField(cert.subject, 'CN'), subjectField(cert.subject, 'OU'), cert.serialNumber);
+    return deviceFrom(subjectField(cert.subject, 'CN'), subjectField(cert.subject, 'OU'), cert.serialNumber, cert.validTo);
   };
 }

@@ -14,6 +14,9 @@ import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
 
+/** days before a device certificate's expiry from which each connection logs a warning */
+const CERT_WARN_DAYS = 30;
+
 export interface GatewayServerOptions {
   host: string;
   port: number;
@@ -127,8 +130,12 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       router.detach(session);
       sessionLog.info({ closeCode: code }, 'device disconnected');
     });
-    router.attach(session);
+    router.attach(session, identity.notAfter);
     session.welcome(options.gatewayId);
+    const daysLeft = Math.floor((identity.notAfter - Date.now()) / 86_400_000);
+    if (daysLeft < CERT_WARN_DAYS) {
+      sessionLog.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);
+    }
     sessionLog.info({ serial: identity.serial }, 'device connected');
   }
 

@@ -21,8 +21,11 @@ export class MessageHandler {
     const where = parseTopic(topic);
     if (where.kind === 'status') {
       const status = parseEnvelope(StatusEnvelopeSchema, payload);
+      // cert_days_left lets a dashboard alert on certificates about to expire.
+      const cert: Record<string, number> =
+        status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: Math.floor((status.certNotAfter - status.at) / 86_400_000) } : {};
       await this.sink.write([
-        { measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state }, time: status.at },
+        { measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state, ...cert }, time: status.at },
       ]);
       return { points: 1, files: 0 };
     }

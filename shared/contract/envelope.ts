@@ -62,6 +62,8 @@ export const StatusEnvelopeSchema = z.strictObject({
   state: z.enum(['online', 'offline']),
   gatewayId: z.string().min(1).max(128),
   at: z.number().int().min(0),
+  /** epoch ms when the device's certificate expires (so expiry can be watched as a metric) */
+  certNotAfter: z.number().int().min(0).optional(),
 });
 export type StatusEnvelope = z.infer<typeof StatusEnvelopeSchema>;
 

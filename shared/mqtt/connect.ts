@@ -1,5 +1,6 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from '../logger.ts';
+import { warnIfExpiring } from '../tls-files.ts';
 
 /**
  * An MQTT client over mutual TLS, the only way our services talk to a broker. The broker's
@@ -21,6 +22,7 @@ export interface MqttTlsOptions {
 }
 
 export function connectMqtt(options: MqttTlsOptions, log: Logger, extra: Partial<IClientOptions> = {}): MqttClient {
+  warnIfExpiring('MQTT_CERT_FILE', options.cert, log);
   const client = connect(options.url, {
     ca: options.ca,
     cert: options.cert,

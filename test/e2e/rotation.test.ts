@@ -37,6 +37,18 @@ describe('certificate rotation and slow clients', () => {
     }
   });
 
+  it('watches certificate expiry: a warning in the log ahead of time, and days left as a metric', async () => {
+    issueDeviceCertificate(fx.pki.dir, 'rot-1', { renew: true, validityDays: 10 });
+    const field = await startTestFieldClient(fx.pki.paths, 'rot-1', fx.pipeline.gatewayUrl, fx.logs.logger);
+    try {
+      await eventually(() => (fx.logs.lines.some((l) => l.code === 'CERT_EXPIRING_SOON' && l.deviceId === 'rot-1') ? true : undefined));
+      // the newest presence point of the device carries the new certificate's days left
+      await eventually(() => fx.points({ measurement: 'device_status', device: 'rot-1' }).some((p) => p.fields.cert_days_left === 9 || p.fields.cert_days_left === 10) ? true : undefined);
+    } finally {
+      await field.close();
+    }
+  });
+
   it('drops a client that stalls in its request headers (slowloris)', async () => {
     const port = Number(new URL(fx.pipeline.gatewayUrl).port);
     const d = fx.pki.paths.device('rot-1');
