@@ -47,6 +47,21 @@ describe('fuzzing the parsers', () => {
     fc.assert(fc.property(deviceId, fc.array(message, { maxLength: 5 }), (d, batch) => onlyCoded(() => parseUplinkFrame(JSON.stringify({ deviceId: d, batch })))), RUNS);
   });
 
+  it('file chunks: mutated transfer descriptions are accepted or refused with a code', () => {
+    const chunk = fc.record({
+      filename: fc.oneof(fc.constant('a.bin'), fc.string({ maxLength: 12 })),
+      data: fc.oneof(fc.base64String({ maxLength: 40 }), fc.string({ maxLength: 10 })),
+      transfer: fc.record({
+        id: fc.oneof(fc.stringMatching(/^[a-z0-9]{1,10}$/), fc.string({ maxLength: 10 })),
+        index: fc.oneof(fc.nat({ max: 10 }), fc.integer(), fc.double()),
+        count: fc.oneof(fc.integer({ min: 1, max: 10 }), fc.integer()),
+        size: fc.oneof(fc.nat(), fc.integer()),
+        sha256: fc.oneof(fc.stringMatching(/^[0-9a-f]{64}$/), fc.string({ maxLength: 64 })),
+      }),
+    });
+    fc.assert(fc.property(deviceId, chunk, (d, payload) => onlyCoded(() => parseUplinkFrame(JSON.stringify({ deviceId: d, dataType: 'file', payload })))), RUNS);
+  });
+
   it('valid readings are accepted and keep their values', () => {
     fc.assert(
       fc.property(deviceId, fc.dictionary(fieldName, scalar, { minKeys: 1, maxKeys: 8 }), (d, payload) => {
