@@ -28,8 +28,8 @@ export interface Verdict {
  * Checks every message that crossed the DMZ against what only the device and the internal network
  * know: its signature under the device's registered key, the freshness of its sending, and that its
  * sequence number was not accepted before. Refused messages become security events (database and
- * log) and are never written as data. Duplicates of accepted messages (a device resending after a
- * lost ack) are dropped quietly: writing them again would change nothing.
+ * log) and are never written as data. A copy of an accepted message is recorded too
+ * (SECURITY_DUPLICATE, logged at info: a device resending after a lost ack does this).
  */
 export class MessageVerifier {
   readonly stats = { verified: 0, unsigned: 0, refused: 0, duplicates: 0 };
@@ -50,7 +50,9 @@ export class MessageVerifier {
     const key = revoked ? undefined : this.keys.get(env.deviceId);
     const refuse = (messageId: string, code: ErrorCode, detail: string) => {
       this.stats.refused++;
-      this.log.warn({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`);
+      // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
+      const level = code === 'SECURITY_DUPLICATE' ? 'info' : 'warn';
+      this.log[level]({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`);
       events.push({
         measurement: 'security_events',
         tags: { device: env.deviceId, reason: code },
@@ -92,7 +94,8 @@ export class MessageVerifier {
       }
       if (seen === 'seen' || toRecord.some((r) => r.epoch === auth.epoch && r.seq === auth.seq)) {
         this.stats.duplicates++;
-        this.log.info({ code: 'SECURITY_DUPLICATE', deviceId: env.deviceId, messageId: m.messageId }, 'already accepted; not written again');
+        this.stats.refused--; // counted as a duplicate, not as a refusal
+        refuse(m.messageId, 'SECURITY_DUPLICATE', `sequence ${auth.seq} of epoch ${auth.epoch} was accepted before; not written again`);
         continue;
       }
       this.stats.verified++;
