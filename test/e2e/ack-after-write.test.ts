@@ -4,9 +4,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
-import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
-import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
-import { startDistributor, type Distributor } from '../../internal-network/distributor/distributor.ts';
+import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import type { Distributor } from '../../internal-network/distributor/distributor.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { commandTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -22,24 +21,7 @@ describe('the distributor acknowledges only what it has written', () => {
     store.cleanup();
   });
 
-  const distributorWith = (timeseries: string): Distributor => {
-    const svc = fx.pki.paths.service('internal/distributor');
-    return startDistributor(
-      loadDistributorConfig({
-        ...fx.env,
-        TIMESERIES_LOCAL_PATH: timeseries,
-        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
-        MQTT_PROTOCOL_VERSION: '4',
-        MQTT_CA_FILE: fx.pki.paths.publicCa,
-        MQTT_CERT_FILE: svc.cert,
-        MQTT_KEY_FILE: svc.key,
-        DISTRIBUTOR_SHARE_GROUP: 'none',
-        DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
-        DISTRIBUTOR_RETRY_MAX_MS: '200',
-      }),
-      fx.logs.logger,
-    );
-  };
+  const distributorWith = (timeseries: string): Distributor => distributorLike(fx, { TIMESERIES_LOCAL_PATH: timeseries, DISTRIBUTOR_RETRY_MAX_MS: '200' });
 
   it('keeps a message through a storage outage and a distributor crash, then writes it exactly once', async () => {
     // Swap the pipeline's distributor for one whose store cannot be written: today's file is a directory.

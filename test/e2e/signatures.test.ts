@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
-import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { parseSigningKey, signMessage } from '../../shared/security/message-auth.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
-import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
-import { startDistributor } from '../../internal-network/distributor/distributor.ts';
 
 /**
  * Signatures made by the device, checked on the internal side: what a compromised DMZ (here, the
@@ -93,21 +90,7 @@ describe('device signatures, checked on the internal side', () => {
 
     // Restart the distributor: the window is on disk, so the replay stays refused.
     await fx.pipeline.distributor.close();
-    const svc = fx.pki.paths.service('internal/distributor');
-    const again = startDistributor(
-      loadDistributorConfig({
-        ...fx.env,
-        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
-        MQTT_PROTOCOL_VERSION: '4',
-        MQTT_CA_FILE: fx.pki.paths.publicCa,
-        MQTT_CERT_FILE: svc.cert,
-        MQTT_KEY_FILE: svc.key,
-        DISTRIBUTOR_SHARE_GROUP: 'none',
-        DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
-        DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
-      }),
-      fx.logs.logger,
-    );
+    const again = distributorLike(fx);
     try {
       await again.ready;
       await forge('sig-b', [top]); // accepted before the restart: a duplicate
@@ -123,21 +106,7 @@ describe('device signatures, checked on the internal side', () => {
   it('accepts a backlog read long ago but sent now: freshness is of the sending, not of the reading', async () => {
     // (the pipeline's distributor was replaced above; this uses the signed path end to end once more)
     const k = key('sig-a');
-    const svc = fx.pki.paths.service('internal/distributor');
-    const d = startDistributor(
-      loadDistributorConfig({
-        ...fx.env,
-        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
-        MQTT_PROTOCOL_VERSION: '4',
-        MQTT_CA_FILE: fx.pki.paths.publicCa,
-        MQTT_CERT_FILE: svc.cert,
-        MQTT_KEY_FILE: svc.key,
-        DISTRIBUTOR_SHARE_GROUP: 'none',
-        DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
-        DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
-      }),
-      fx.logs.logger,
-    );
+    const d = distributorLike(fx);
     try {
       await d.ready;
       const threeDaysAgo = Date.now() - 3 * 86_400_000;

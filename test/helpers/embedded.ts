@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { createLogger, type Logger } from '../../shared/logger.ts';
 import { startEmbeddedPipeline, type EmbeddedPipeline } from '../../embedded/pipeline.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { startDistributor, type Distributor } from '../../internal-network/distributor/distributor.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { makeTestPki, tempDir } from './pki.ts';
 
@@ -80,4 +82,27 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
       tmp.cleanup();
     },
   };
+}
+
+/**
+ * Another distributor on the fixture's broker, under the embedded one's session (so it takes over
+ * whatever that one left unacknowledged): for tests that crash and restart the distributor.
+ */
+export function distributorLike(fx: EmbeddedFixture, overrides: Record<string, string> = {}): Distributor {
+  const svc = fx.pki.paths.service('internal/distributor');
+  return startDistributor(
+    loadDistributorConfig({
+      ...fx.env,
+      MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
+      MQTT_PROTOCOL_VERSION: '4',
+      MQTT_CA_FILE: fx.pki.paths.publicCa,
+      MQTT_CERT_FILE: svc.cert,
+      MQTT_KEY_FILE: svc.key,
+      DISTRIBUTOR_SHARE_GROUP: 'none',
+      DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
+      DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+      ...overrides,
+    }),
+    fx.logs.logger,
+  );
 }
