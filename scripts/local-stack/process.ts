@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { portInUse, waitForPort } from './ports.ts';
 
@@ -9,7 +9,7 @@ process.once('exit', () => {
   for (const child of live) child.kill('SIGKILL');
 });
 
-export type ReadyCheck = { port: number } | { logLine: RegExp };
+export type ReadyCheck = { port: number } | { logLine: RegExp } | { file: string };
 
 export interface ProcessSpec {
   name: string;
@@ -53,6 +53,7 @@ export class ManagedProcess {
       throw new Error(`${this.name} cannot start: port ${this.spec.ready.port} is already in use`);
     }
     this.spec.prepare?.();
+    if ('file' in this.spec.ready) rmSync(this.spec.ready.file, { force: true });
     mkdirSync(dirname(this.spec.logFile), { recursive: true });
     const logOffset = existsSync(this.spec.logFile) ? statSync(this.spec.logFile).size : 0;
     const fd = openSync(this.spec.logFile, 'a');
@@ -69,6 +70,14 @@ export class ManagedProcess {
     try {
       if ('port' in this.spec.ready) {
         await waitForPort(this.spec.ready.port, '127.0.0.1', timeoutMs, () => this.running);
+      } else if ('file' in this.spec.ready) {
+        const deadline = Date.now() + timeoutMs;
+        const file = this.spec.ready.file;
+        while (!existsSync(file)) {
+          if (!this.running) throw new Error('the process exited');
+          if (Date.now() > deadline) throw new Error(`no ${file} after ${timeoutMs} ms`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
       } else {
         const deadline = Date.now() + timeoutMs;
         while (!this.spec.ready.logLine.test(this.logSince(logOffset))) {

@@ -162,7 +162,9 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     FILE_STORAGE_PATH: dataDir.files,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,
     DEAD_LETTER_PATH: dataDir.deadLetters,
-  }, { logLine: /"msg":"subscribed"/ });
+    // Touched once every consumer is subscribed: readiness that does not depend on the log level.
+    DISTRIBUTOR_HEALTH_FILE: w('distributor.healthy'),
+  }, { file: w('distributor.healthy') });
   const commandApi = node('command-api', 'internal-network/command-api/main.ts', {
     COMMAND_API_HOST: '127.0.0.1',
     COMMAND_API_PORT: String(ports.commandApi),

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { InfluxV1 } from '../helpers/databases.ts';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { REPO_ROOT, startTestStack } from '../helpers/stack.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';

@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { SEED_DEVICE_OF, SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { foreignDeviceCert, makeTestPki, tempDir } from '../helpers/pki.ts';
-import { InfluxV1, VictoriaMetrics } from '../helpers/databases.ts';
+import { InfluxV1, VictoriaMetrics } from '../../scripts/local-stack/databases.ts';
 import { api, extraDistributor, startTestStack } from '../helpers/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';

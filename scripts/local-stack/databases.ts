@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import { ManagedProcess } from './process.ts';
+import { freePort } from './ports.ts';
 
 /** A real InfluxDB 1.x (Debian's influxd) with authentication on, in a folder of its own. */
 export class InfluxV1 {

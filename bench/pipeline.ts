@@ -1,0 +1,228 @@
+/**
+ * Benchmark of the whole pipeline (npm run bench): the real local stack — Caddy, the DMZ and the
+ * internal Mosquitto with the bridge, a gateway, the distributor with signatures required —
+ * writing to a real InfluxDB 1.x, driven by simulated field clients (durable queue, signing) in this
+ * process. Every component runs on this one machine.
+ *
+ * Scenarios (each checked by counting: nothing lost, nothing twice):
+ *   batched         readings/s end to end, readings batched by the client
+ *   one-per-message readings/s end to end, one reading per WebSocket message
+ *   raw ceiling     the same number of readings published at QoS 1 straight into one Mosquitto
+ *                   by as many MQTT clients, counted by a subscriber
+ * Writes bench/results/pipeline.json and .md. `--quick`: a small load, for CI.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import { userInfo } from 'node:os';
+import { connectAsync } from 'mqtt';
+import { createLogger } from '../shared/logger.ts';
+import { pkiPaths } from '../shared/pki/layout.ts';
+import { issueDeviceCertificate, setupPki } from '../shared/pki/onboarding.ts';
+import { uplinkTopic, TOPIC_FILTERS } from '../shared/contract/topics.ts';
+import { startLocalStack } from '../scripts/local-stack/stack.ts';
+import { ManagedProcess } from '../scripts/local-stack/process.ts';
+import { freePort } from '../scripts/local-stack/ports.ts';
+import { InfluxV1 } from '../scripts/local-stack/databases.ts';
+import { loadFieldClientConfig } from '../field-client/src/config.ts';
+import { startFieldClient } from '../field-client/src/start.ts';
+
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, clients: { type: 'string' }, readings: { type: 'string' } } });
+const quick = values.quick;
+const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
+const PER_CLIENT = Number(values.readings ?? (quick ? 2_000 : 50_000));
+const ONE_PER_MESSAGE = quick ? 1_000 : 10_000; // readings per client in the one-per-message scenario
+const DB = 'bench';
+const repoRoot = join(import.meta.dirname, '..');
+const log = createLogger('bench', 'warn');
+const work = mkdtempSync(join(tmpdir(), 'fieldstream-bench-'));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main() {
+  const certs = join(work, 'certs');
+  setupPki(certs, { domain: 'localhost' });
+  const ids = [...Array.from({ length: CLIENTS }, (_, i) => `batch-${i}`), ...Array.from({ length: CLIENTS }, (_, i) => `single-${i}`)];
+  for (const id of ids) issueDeviceCertificate(certs, id);
+  const p = pkiPaths(certs);
+
+  const influx = await InfluxV1.start(join(work, 'influxdb'), DB);
+  const stack = await startLocalStack({
+    repoRoot,
+    certsDir: certs,
+    workDir: join(work, 'stack'),
+    commandApiToken: randomBytes(24).toString('hex'),
+    env: {
+      LOG_LEVEL: 'warn',
+      INFLUXDB_URL: influx.url,
+      INFLUXDB_DATABASE: DB,
+      INFLUXDB_USERNAME: influx.user,
+      INFLUXDB_PASSWORD: influx.password,
+      DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
+      GATEWAY_RATE_MESSAGES_PER_S: '1000000',
+      GATEWAY_RATE_BYTES_PER_S: String(1024 ** 3),
+    },
+  });
+  const results: Record<string, unknown>[] = [];
+  try {
+    const count = async (prefix: string) => {
+      const body = await influx.query(`SELECT count(v) FROM readings WHERE device =~ /^${prefix}-/`, DB);
+      return Number(body.results?.[0]?.series?.[0]?.values[0]?.[1] ?? 0);
+    };
+    const waitFor = async (prefix: string, total: number, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const n = await count(prefix);
+        if (n >= total) return n;
+        if (Date.now() > deadline) throw new Error(`${prefix}: ${n} of ${total} readings arrived`);
+        await sleep(100);
+      }
+    };
+
+    const scenario = async (name: string, prefix: string, perClient: number, batchMax: number) => {
+      const clients = await Promise.all(
+        Array.from({ length: CLIENTS }, (_, i) =>
+          startFieldClient(
+            loadFieldClientConfig({
+              DEVICE_ID: `${prefix}-${i}`,
+              GATEWAY_URL: stack.urls.wss,
+              FIELD_CA_FILE: p.publicCa,
+              FIELD_CERT_FILE: p.device(`${prefix}-${i}`).cert,
+              FIELD_KEY_FILE: p.device(`${prefix}-${i}`).key,
+              FIELD_SIGNING_KEY_FILE: p.device(`${prefix}-${i}`).signingKey,
+              FIELD_DATA_DIR: join(work, 'field', `${prefix}-${i}`),
+              FIELD_HTTP_PORT: 'off',
+              FIELD_MQTT_PORT: 'off',
+              FIELD_BATCH_MAX: String(batchMax),
+              LOG_LEVEL: 'warn',
+            }),
+            log,
+          ),
+        ),
+      );
+      await sleep(500); // connected, welcomed
+      const total = CLIENTS * perClient;
+      const base = Date.parse('2026-01-01T00:00:00Z');
+      const started = Date.now();
+      await Promise.all(
+        clients.map(async (c, i) => {
+          for (let k = 0; k < perClient; k += 1000) {
+            const n = Math.min(1000, perClient - k);
+            await c.client.submitMany(Array.from({ length: n }, (_, j) => ({ dataType: 'timeseries' as const, payload: { v: k + j, timestamp: base + i * 10_000_000 + k + j } })));
+          }
+        }),
+      );
+      const accepted = Date.now();
+      const n = await waitFor(prefix, total, quick ? 120_000 : 600_000);
+      const seconds = (Date.now() - started) / 1000;
+      for (const c of clients) await c.close();
+      if (n !== total) throw new Error(`${name}: ${n} readings stored for ${total} sent`);
+      results.push({ scenario: name, clients: CLIENTS, readings: total, seconds, readingsPerSecond: Math.round(total / seconds), acceptedInSeconds: (accepted - started) / 1000, lost: 0, duplicated: 0 });
+    };
+
+    await scenario('batched', 'batch', PER_CLIENT, 500);
+    await scenario('one reading per message', 'single', ONE_PER_MESSAGE, 1);
+    results.push(await rawCeiling(certs, CLIENTS * PER_CLIENT));
+  } finally {
+    await stack.close();
+    await influx.process.stop();
+  }
+
+  const batched = results[0] as { readingsPerSecond: number };
+  const raw = results[2] as { readingsPerSecond: number };
+  const report = {
+    when: new Date().toISOString(),
+    machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
+    quick,
+    results,
+    batchedVsRawCeiling: Math.round((batched.readingsPerSecond / raw.readingsPerSecond) * 100) / 100,
+  };
+  const md = [
+    '| scenario | clients | readings | seconds | readings/s | lost | duplicated |',
+    '|---|---|---|---|---|---|---|',
+    ...results.map((r) => {
+      const x = r as { scenario: string; clients: number; readings: number; seconds: number; readingsPerSecond: number; lost: number; duplicated: number };
+      return `| ${x.scenario} | ${x.clients} | ${x.readings.toLocaleString('en')} | ${x.seconds.toFixed(1)} | ${x.readingsPerSecond.toLocaleString('en')} | ${x.lost} | ${x.duplicated} |`;
+    }),
+    '',
+    `Batched pipeline at ${Math.round(report.batchedVsRawCeiling * 100)} % of the raw-broker ceiling.`,
+  ].join('\n');
+  const out = join(import.meta.dirname, 'results');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'pipeline.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(join(out, 'pipeline.md'), md + '\n');
+  process.stdout.write(md + '\n');
+}
+
+/** One Mosquitto (the DMZ configuration, without anything behind it), MQTT clients at QoS 1, a counting subscriber. */
+async function rawCeiling(certs: string, total: number): Promise<Record<string, unknown>> {
+  const p = pkiPaths(certs);
+  const port = await freePort();
+  const dir = join(work, 'raw-mosquitto');
+  mkdirSync(dir, { recursive: true });
+  const conf = join(dir, 'mosquitto.conf');
+  const broker = new ManagedProcess({
+    name: 'raw-mosquitto',
+    command: 'mosquitto',
+    args: ['-c', conf],
+    env: { PATH: process.env.PATH },
+    cwd: dir,
+    logFile: join(dir, 'mosquitto.log'),
+    ready: { port },
+    prepare: () =>
+      execFileSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(repoRoot, 'dmz', 'mosquitto', 'mosquitto.conf'), conf], {
+        env: {
+          PATH: process.env.PATH,
+          MOSQUITTO_PORT: String(port),
+          MOSQUITTO_BIND: '127.0.0.1',
+          MOSQUITTO_CA_FILE: p.publicCa,
+          MOSQUITTO_CERT_FILE: p.service('dmz/mosquitto').cert,
+          MOSQUITTO_KEY_FILE: p.service('dmz/mosquitto').key,
+          MOSQUITTO_CRL_FILE: join(certs, 'ca.crl'),
+          MOSQUITTO_CONFIG_DIR: join(repoRoot, 'dmz', 'mosquitto'),
+          MOSQUITTO_DATA_DIR: dir,
+          MOSQUITTO_USER: userInfo().username,
+          MOSQUITTO_LOG_DEST: `file ${join(dir, 'broker.log')}`,
+        },
+      }),
+  });
+  await broker.start();
+  try {
+    const tls = (file: string) => ({ ca: readFileSync(p.publicCa), cert: readFileSync(p.service(file).cert), key: readFileSync(p.service(file).key) });
+    const url = `mqtts://localhost:${port}`;
+    const sub = await connectAsync(url, { ...tls('internal/bridge'), protocolVersion: 5, clientId: 'raw-counter' });
+    let received = 0;
+    sub.on('message', () => received++);
+    await sub.subscribeAsync(TOPIC_FILTERS.uplink, { qos: 1 });
+    const pubs = await Promise.all(Array.from({ length: CLIENTS }, (_, i) => connectAsync(url, { ...tls('dmz/gateway'), protocolVersion: 5, clientId: `raw-pub-${i}` })));
+    const per = Math.ceil(total / CLIENTS);
+    const started = Date.now();
+    await Promise.all(
+      pubs.map(async (c, i) => {
+        const topic = uplinkTopic(`raw-${i}`, 'timeseries');
+        // A window of publishes in flight per client, as our gateway keeps one per connection.
+        for (let k = 0; k < per; k += 500) {
+          const n = Math.min(500, per - k);
+          await Promise.all(Array.from({ length: n }, (_, j) => c.publishAsync(topic, JSON.stringify({ v: k + j, timestamp: 1767225600000 + k + j }), { qos: 1 })));
+        }
+      }),
+    );
+    const deadline = Date.now() + 300_000;
+    while (received < per * CLIENTS && Date.now() < deadline) await sleep(20);
+    const seconds = (Date.now() - started) / 1000;
+    for (const c of [...pubs, sub]) await c.endAsync();
+    if (received !== per * CLIENTS) throw new Error(`raw ceiling: ${received} of ${per * CLIENTS} counted`);
+    return { scenario: 'raw Mosquitto ceiling (one message per reading)', clients: CLIENTS, readings: received, seconds, readingsPerSecond: Math.round(received / seconds), lost: 0, duplicated: 0 };
+  } finally {
+    await broker.stop();
+  }
+}
+
+main()
+  .then(() => rmSync(work, { recursive: true, force: true }))
+  .catch((err: Error) => {
+    process.stderr.write(`bench failed: ${err.message}\n(kept ${work})\n`);
+    process.exit(1);
+  });

@@ -1,0 +1,30 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+const REPO = join(import.meta.dirname, '..', '..');
+
+/**
+ * The benchmark's quick mode, so its harness never rots. It checks counts (nothing lost, nothing
+ * twice), never times: the figures belong in the README, not in a test.
+ */
+describe('npm run bench -- --quick', () => {
+  it('runs every scenario on the real stack and counts every reading exactly once', async () => {
+    const r = await new Promise<{ code: number; out: string; err: string }>((resolve) => {
+      execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'bench', 'pipeline.ts'), '--quick'], { cwd: REPO, timeout: 300_000 }, (err, out, errOut) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut }),
+      );
+    });
+    assert.equal(r.code, 0, r.err);
+    const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as { quick: boolean; results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }> };
+    assert.equal(report.quick, true);
+    assert.equal(report.results.length, 3);
+    for (const s of report.results) {
+      assert.equal(s.lost, 0, s.scenario);
+      assert.equal(s.duplicated, 0, s.scenario);
+      assert.ok(s.readings > 0);
+    }
+  });
+});
