@@ -37,6 +37,8 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_RATE_BYTES_PER_S: setting.positiveInt(8 * 1024 * 1024),
   /** seconds of traffic a quiet device may send at once */
   GATEWAY_RATE_BURST_S: setting.positiveInt(2),
+  /** milliseconds a device's messages wait to share one MQTT message with the next ones (0: never) */
+  GATEWAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
   /** connections this gateway holds at most */
   GATEWAY_MAX_CONNECTIONS: setting.positiveInt(20_000),
   ...mqttSettings('dmz/gateway'),

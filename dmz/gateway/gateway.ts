@@ -43,6 +43,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
       frameMaxBytes: config.GATEWAY_MAX_FRAME_BYTES,
     },
     maxConnections: config.GATEWAY_MAX_CONNECTIONS,
+    lingerMs: config.GATEWAY_LINGER_MS,
     host: config.GATEWAY_HOST,
     port: config.GATEWAY_PORT,
     path: config.GATEWAY_PATH,

@@ -29,6 +29,8 @@ export interface GatewayServerOptions {
   /** the revoked certificate serials file, re-read while running */
   revokedSerialsFile?: string | undefined;
   rateLimits?: RateLimits | undefined;
+  /** milliseconds a device's messages may wait for more to share one envelope */
+  lingerMs?: number | undefined;
   /** connections held at most */
   maxConnections?: number | undefined;
   mqtt: MqttClient;
@@ -49,7 +51,12 @@ export interface GatewayServer {
  */
 export async function startGatewayServer(options: GatewayServerOptions): Promise<GatewayServer> {
   const log = options.logger;
-  const publisher = new UplinkPublisher(options.mqtt, options.gatewayId, LIMITS.publishTimeoutMs);
+  const publisher = new UplinkPublisher(options.mqtt, {
+    gatewayId: options.gatewayId,
+    timeoutMs: LIMITS.publishTimeoutMs,
+    lingerMs: options.lingerMs ?? 0,
+    maxMessages: options.limits.batchMaxMessages,
+  });
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
   const https: Server = createServer({
     cert: options.tls.cert,

@@ -15,17 +15,41 @@ export interface PublishGroup {
   done: Promise<void>;
 }
 
+export interface PublisherOptions {
+  gatewayId: string;
+  /** milliseconds to wait for a PUBACK */
+  timeoutMs: number;
+  /** milliseconds a device's messages may wait to be joined by more before they are published */
+  lingerMs: number;
+  /** messages per envelope at most */
+  maxMessages: number;
+}
+
+/** One message of an envelope, whichever its kind (the envelope's kind is the pending key's). */
+type EnvelopeItem = { messageId: string; seq?: number; auth?: unknown; receivedAt: number; payload: unknown };
+
+interface Pending {
+  deviceId: string;
+  dataType: DataType;
+  items: EnvelopeItem[];
+  waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
+  timer: NodeJS.Timeout | undefined;
+}
+
 /**
- * Publishes accepted messages to the broker at QoS 1: one envelope per data type of a frame, so
- * a batch of readings costs one MQTT message. A group counts as safe only when the broker's PUBACK
- * for it arrives (MQTT 3.1.1 §4.3.2): that is when the device gets its ack.
+ * Publishes accepted messages to the broker at QoS 1, as envelopes: all messages of one device and
+ * data type that arrive within `lingerMs` (and at most `maxMessages`) share one envelope, so a
+ * device sending one reading per frame does not cost one MQTT message per reading (Mosquitto is
+ * single-threaded, and the distributor holds one envelope per consumer until it is written).
+ * A frame counts as safe only when the PUBACK of its envelope arrives (MQTT 3.1.1 §4.3.2): that is
+ * when the device gets its ack.
  */
 export class UplinkPublisher {
+  private readonly pending = new Map<string, Pending>();
+
   constructor(
     private readonly mqtt: MqttClient,
-    private readonly gatewayId: string,
-    /** milliseconds */
-    private readonly timeoutMs: number,
+    private readonly o: PublisherOptions,
   ) {}
 
   publish(deviceId: string, messages: readonly AcceptedMessage[], receivedAt: number): PublishGroup[] {
@@ -37,40 +61,71 @@ export class UplinkPublisher {
     }
     const groups: PublishGroup[] = [];
     for (const [dataType, list] of byType) {
-      const envelope = {
-        v: ENVELOPE_VERSION,
-        deviceId,
-        dataType,
-        gatewayId: this.gatewayId,
-        receivedAt,
-        // The device's signature travels untouched: the DMZ can neither check nor forge it.
-        messages: list.map((m) => ({ messageId: m.messageId, ...(m.seq !== undefined ? { seq: m.seq } : {}), ...(m.auth ? { auth: m.auth } : {}), payload: m.payload })),
-      } as UplinkEnvelope;
-      groups.push({
-        dataType,
-        messageIds: list.map((m) => m.messageId),
-        done: this.publishOne(uplinkTopic(deviceId, dataType), JSON.stringify(envelope)),
-      });
+      groups.push({ dataType, messageIds: list.map((m) => m.messageId), done: this.enqueue(deviceId, dataType, list, receivedAt) });
     }
     return groups;
   }
 
-  private publishOne(topic: string, payload: string): Promise<void> {
+  private enqueue(deviceId: string, dataType: DataType, list: AcceptedMessage[], receivedAt: number): Promise<void> {
     if (!this.mqtt.connected) {
       return Promise.reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', 'The gateway is not connected to the broker; send again later.'));
     }
+    const key = `${deviceId}\u0000${dataType}`;
+    let p = this.pending.get(key);
+    if (p && p.items.length + list.length > this.o.maxMessages) {
+      this.flush(key);
+      p = undefined;
+    }
+    if (!p) {
+      p = { deviceId, dataType, items: [], waiters: [], timer: undefined };
+      this.pending.set(key, p);
+    }
+    for (const m of list) {
+      // Each message keeps the moment its own frame arrived, and the device's signature untouched.
+      p.items.push({
+        messageId: m.messageId,
+        ...(m.seq !== undefined ? { seq: m.seq } : {}),
+        ...(m.auth ? { auth: m.auth } : {}),
+        receivedAt,
+        payload: m.payload,
+      });
+    }
+    const done = new Promise<void>((resolve, reject) => p.waiters.push({ resolve, reject }));
+    if (p.items.length >= this.o.maxMessages || this.o.lingerMs === 0) this.flush(key);
+    else p.timer ??= setTimeout(() => this.flush(key), this.o.lingerMs);
+    return done;
+  }
+
+  private flush(key: string): void {
+    const p = this.pending.get(key);
+    if (!p) return;
+    this.pending.delete(key);
+    clearTimeout(p.timer);
+    const envelope = {
+      v: ENVELOPE_VERSION,
+      deviceId: p.deviceId,
+      dataType: p.dataType,
+      gatewayId: this.o.gatewayId,
+      receivedAt: (p.items[0] as EnvelopeItem).receivedAt,
+      messages: p.items,
+    } as unknown as UplinkEnvelope;
+    this.publishOne(uplinkTopic(p.deviceId, p.dataType), JSON.stringify(envelope)).then(
+      () => p.waiters.forEach((w) => w.resolve()),
+      (err: unknown) => p.waiters.forEach((w) => w.reject(err)),
+    );
+  }
+
+  private publishOne(topic: string, payload: string): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `No PUBACK from the broker within ${this.timeoutMs} ms; send again.`));
-      }, this.timeoutMs);
+        reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `No PUBACK from the broker within ${this.o.timeoutMs} ms; send again.`));
+      }, this.o.timeoutMs);
       this.mqtt.publish(topic, payload, { qos: 1 }, (err, packet) => {
         clearTimeout(timer);
         // MQTT 5 §3.4.2.1: a PUBACK reason code of 0x80 or more means the broker refused it.
         const reasonCode = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0;
         if (err || reasonCode >= 0x80) {
-          reject(
-            new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker did not accept the message (${err?.message ?? `reason code ${reasonCode}`}).`),
-          );
+          reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker did not accept the message (${err?.message ?? `reason code ${reasonCode}`}).`));
         } else resolve();
       });
     });

@@ -31,37 +31,37 @@ function timeOf(ts: Timestamp | undefined, receivedAt: number): number {
 
 /** One point per reading: numbers stay numbers, strings and booleans are kept. */
 export function readingPoints(env: EnvelopeOf<'timeseries'>): StoredPoint[] {
-  return env.messages.map(({ payload }) => {
+  return env.messages.map(({ payload, receivedAt }) => {
     const { timestamp, ...fields } = payload;
     return {
       measurement: MEASUREMENTS.readings,
       tags: { device: env.deviceId },
       fields,
-      time: timeOf(timestamp as Timestamp | undefined, env.receivedAt),
+      time: timeOf(timestamp as Timestamp | undefined, receivedAt ?? env.receivedAt),
     };
   });
 }
 
 export function eventPoints(env: EnvelopeOf<'event'>): StoredPoint[] {
-  return env.messages.map(({ payload }) => {
+  return env.messages.map(({ payload, receivedAt }) => {
     const { eventType, severity, message, timestamp, ...extra } = payload;
     return {
       measurement: MEASUREMENTS.events,
       tags: { device: env.deviceId, event_type: eventType, ...(severity ? { severity } : {}) },
       fields: { message: message ?? '', ...(extra as Record<string, Scalar>) },
-      time: timeOf(timestamp, env.receivedAt),
+      time: timeOf(timestamp, receivedAt ?? env.receivedAt),
     };
   });
 }
 
 export function responsePoints(env: EnvelopeOf<'response'>): StoredPoint[] {
-  return env.messages.map(({ payload }) => ({
+  return env.messages.map(({ payload, receivedAt }) => ({
     measurement: MEASUREMENTS.responses,
     tags: { device: env.deviceId, command_id: payload.commandId, status: payload.status },
     fields: {
       result: payload.result === undefined ? '' : typeof payload.result === 'string' ? payload.result : JSON.stringify(payload.result),
     },
-    time: timeOf(payload.timestamp, env.receivedAt),
+    time: timeOf(payload.timestamp, receivedAt ?? env.receivedAt),
   }));
 }
 

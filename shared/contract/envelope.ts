@@ -32,7 +32,16 @@ const envelopeHeader = {
 
 function itemsOf<P extends z.ZodType>(payload: P) {
   return z
-    .array(z.strictObject({ messageId: MessageIdSchema, seq: SeqSchema.optional(), auth: MessageAuthSchema.optional(), payload }))
+    .array(
+      z.strictObject({
+        messageId: MessageIdSchema,
+        seq: SeqSchema.optional(),
+        auth: MessageAuthSchema.optional(),
+        /** epoch ms at which the gateway received this message's frame (messages of several frames can share an envelope) */
+        receivedAt: z.number().int().min(0).optional(),
+        payload,
+      }),
+    )
     .min(1)
     .max(LIMITS.batchMaxMessages);
 }

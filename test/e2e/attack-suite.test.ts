@@ -124,14 +124,18 @@ describe('attack suite on the real stack', () => {
       await replay(Buffer.from(JSON.stringify({ v: 1, deviceId: 'legit-1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: Date.now(), messages: [{ messageId: 'evil.1', auth, payload }] })));
       await new Promise((r) => setTimeout(r, 4000)); // past the 3 s freshness window of this stack
       for (const m of [...captured.slice(0, 3)].reverse()) {
+        // stamped "received now", as a gateway stamps a frame replayed to it
         const stale = JSON.parse(m.toString());
-        stale.receivedAt = Date.now(); // the DMZ lies about when it received it
+        stale.receivedAt = Date.now();
+        for (const item of stale.messages) item.receivedAt = stale.receivedAt;
         await replay(Buffer.from(JSON.stringify(stale)));
       }
+      // and replayed as captured, with the original times: refused as already accepted
+      for (const m of captured.slice(3, 6)) await replay(m);
 
       await stream;
       await eventually(
-        () => (events('SECURITY_BAD_SIGNATURE').length >= 2 && events('SECURITY_STALE').length >= 3 ? true : undefined),
+        () => (events('SECURITY_BAD_SIGNATURE').length >= 2 && events('SECURITY_STALE').length >= 3 && events('SECURITY_DUPLICATE').length >= 1 ? true : undefined),
         20_000,
         'the security events',
       );

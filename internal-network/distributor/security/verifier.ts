@@ -83,8 +83,9 @@ export class MessageVerifier {
         refuse(m.messageId, 'SECURITY_BAD_SIGNATURE', 'signature does not match the content and the device key');
         continue;
       }
-      if (Math.abs(env.receivedAt - auth.ts) > this.o.freshnessMs || delayed > this.o.maxDelayMs || delayed < -this.o.freshnessMs) {
-        refuse(m.messageId, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(env.receivedAt).toISOString()}`);
+      const arrived = m.receivedAt ?? env.receivedAt;
+      if (Math.abs(arrived - auth.ts) > this.o.freshnessMs || delayed > this.o.maxDelayMs || delayed < -this.o.freshnessMs) {
+        refuse(m.messageId, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
         continue;
       }
       const seen = this.replay.check(env.deviceId, auth.epoch, auth.seq);
