@@ -12,7 +12,7 @@
  * Writes bench/results/pipeline.json and .md. `--quick`: a small load, for CI.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -44,7 +44,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function main() {
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const ids = [...Array.from({ length: CLIENTS }, (_, i) => `batch-${i}`), ...Array.from({ length: CLIENTS }, (_, i) => `single-${i}`)];
+  const ids = [
+    ...Array.from({ length: CLIENTS }, (_, i) => `batch-${i}`),
+    ...Array.from({ length: CLIENTS }, (_, i) => `single-${i}`),
+    ...Array.from({ length: CLIENTS }, (_, i) => `paced-${i}`),
+    'probe-0',
+    'files-0',
+  ];
   for (const id of ids) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -81,27 +87,25 @@ async function main() {
       }
     };
 
-    const scenario = async (name: string, prefix: string, perClient: number, batchMax: number) => {
-      const clients = await Promise.all(
-        Array.from({ length: CLIENTS }, (_, i) =>
-          startFieldClient(
-            loadFieldClientConfig({
-              DEVICE_ID: `${prefix}-${i}`,
-              GATEWAY_URL: stack.urls.wss,
-              FIELD_CA_FILE: p.publicCa,
-              FIELD_CERT_FILE: p.device(`${prefix}-${i}`).cert,
-              FIELD_KEY_FILE: p.device(`${prefix}-${i}`).key,
-              FIELD_SIGNING_KEY_FILE: p.device(`${prefix}-${i}`).signingKey,
-              FIELD_DATA_DIR: join(work, 'field', `${prefix}-${i}`),
-              FIELD_HTTP_PORT: 'off',
-              FIELD_MQTT_PORT: 'off',
-              FIELD_BATCH_MAX: String(batchMax),
-              LOG_LEVEL: 'warn',
-            }),
-            log,
-          ),
-        ),
+    const client = (id: string, batchMax: number) =>
+      startFieldClient(
+        loadFieldClientConfig({
+          DEVICE_ID: id,
+          GATEWAY_URL: stack.urls.wss,
+          FIELD_CA_FILE: p.publicCa,
+          FIELD_CERT_FILE: p.device(id).cert,
+          FIELD_KEY_FILE: p.device(id).key,
+          FIELD_SIGNING_KEY_FILE: p.device(id).signingKey,
+          FIELD_DATA_DIR: join(work, 'field', id),
+          FIELD_HTTP_PORT: 'off',
+          FIELD_MQTT_PORT: 'off',
+          FIELD_BATCH_MAX: String(batchMax),
+          LOG_LEVEL: 'warn',
+        }),
+        log,
       );
+    const scenario = async (name: string, prefix: string, perClient: number, batchMax: number) => {
+      const clients = await Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(`${prefix}-${i}`, batchMax)));
       await sleep(500); // connected, welcomed
       const total = CLIENTS * perClient;
       const base = Date.parse('2026-01-01T00:00:00Z');
@@ -125,6 +129,90 @@ async function main() {
     await scenario('batched', 'batch', PER_CLIENT, 500);
     await scenario('one reading per message', 'single', ONE_PER_MESSAGE, 1);
     results.push(await rawCeiling(certs, CLIENTS * PER_CLIENT));
+
+    // Latency at half the sustained batched throughput: the load is paced, and a probe device sends
+    // one reading every 50 ms whose arrival in the database is watched (polled every 10 ms).
+    const sustained = (results[0] as { readingsPerSecond: number }).readingsPerSecond;
+    const half = Math.max(100, Math.round(sustained / 2));
+    const seconds = quick ? 4 : 20;
+    const paced = await Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(`paced-${i}`, 500)));
+    const probe = await client('probe-0', 500);
+    await sleep(500);
+    const tickMs = 100;
+    const perTick = Math.max(1, Math.round(((half / 1000) * tickMs) / CLIENTS));
+    const sentAt = new Map<number, number>();
+    const seenAt = new Map<number, number>();
+    let stop = false;
+    const load = (async () => {
+      let k = 0;
+      while (!stop) {
+        const t = Date.now();
+        await Promise.all(paced.map((c, i) => c.client.submitMany(Array.from({ length: perTick }, (_, j) => ({ dataType: 'timeseries' as const, payload: { v: k + j, timestamp: 1780000000000 + i * 10_000_000 + k + j } })))));
+        k += perTick;
+        await sleep(Math.max(0, tickMs - (Date.now() - t)));
+      }
+    })();
+    const probes = (async () => {
+      for (let n = 0; !stop; n++) {
+        const now = Date.now();
+        sentAt.set(now, now);
+        await probe.client.submit('timeseries', { probe: n, timestamp: now });
+        await sleep(50);
+      }
+    })();
+    const poll = (async () => {
+      let since = 0;
+      while (!stop || seenAt.size < sentAt.size) {
+        const rows = await influx.rows(DB, `SELECT probe FROM readings WHERE device = 'probe-0' AND time > ${since}ms`);
+        const at = Date.now();
+        for (const r of rows) {
+          const t = r.time as number;
+          if (!seenAt.has(t)) seenAt.set(t, at);
+          since = Math.max(since, t);
+        }
+        if (stop && Date.now() - at > 30_000) break;
+        await sleep(10);
+      }
+    })();
+    await sleep(seconds * 1000);
+    stop = true;
+    await Promise.all([load, probes]);
+    await poll;
+    for (const c of [...paced, probe]) await c.close();
+    const lat = [...sentAt.keys()].filter((t) => seenAt.has(t)).map((t) => (seenAt.get(t) as number) - t).sort((a, b) => a - b);
+    if (lat.length !== sentAt.size) throw new Error(`latency: ${sentAt.size - lat.length} probes never arrived`);
+    const q = (f: number) => lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] as number;
+    results.push({ scenario: `latency at half load (${half.toLocaleString('en')} readings/s)`, clients: CLIENTS + 1, readings: lat.length, p50Ms: q(0.5), p95Ms: q(0.95), p99Ms: q(0.99), maxMs: lat[lat.length - 1], lost: 0, duplicated: 0 });
+
+    // Files of 10 MB, in chunks, checked byte for byte.
+    const fileCount = quick ? 2 : 5;
+    const files = await client('files-0', 500);
+    const src = Array.from({ length: fileCount }, (_, i) => {
+      const path = join(work, `file-${i}.bin`);
+      writeFileSync(path, randomBytes(10 * 1024 * 1024));
+      return path;
+    });
+    await sleep(300);
+    const t0 = Date.now();
+    for (const f of src) await files.client.submitFile(f, { contentType: 'application/octet-stream' });
+    const stored = join(stack.dataDir.files, 'files-0');
+    const deadline = Date.now() + 300_000;
+    while (Date.now() < deadline) {
+      let done = 0;
+      try {
+        done = readdirSync(stored).filter((n) => n.startsWith('file-')).length;
+      } catch {
+        /* not yet */
+      }
+      if (done === fileCount) break;
+      await sleep(50);
+    }
+    const fileSeconds = (Date.now() - t0) / 1000;
+    await files.close();
+    for (const [i, f] of src.entries()) {
+      if (!readFileSync(f).equals(readFileSync(join(stored, `file-${i}.bin`)))) throw new Error(`file ${i} differs`);
+    }
+    results.push({ scenario: `files of 10 MB`, clients: 1, readings: fileCount, seconds: fileSeconds, mbPerSecond: Math.round(((fileCount * 10) / fileSeconds) * 10) / 10, lost: 0, duplicated: 0 });
   } finally {
     await stack.close();
     await influx.process.stop();
@@ -139,13 +227,20 @@ async function main() {
     results,
     batchedVsRawCeiling: Math.round((batched.readingsPerSecond / raw.readingsPerSecond) * 100) / 100,
   };
+  type Row = { scenario: string; clients: number; readings: number; seconds?: number; readingsPerSecond?: number; lost: number; duplicated: number; p50Ms?: number; p95Ms?: number; p99Ms?: number; maxMs?: number; mbPerSecond?: number };
+  const rows = results as Row[];
   const md = [
     '| scenario | clients | readings | seconds | readings/s | lost | duplicated |',
     '|---|---|---|---|---|---|---|',
-    ...results.map((r) => {
-      const x = r as { scenario: string; clients: number; readings: number; seconds: number; readingsPerSecond: number; lost: number; duplicated: number };
-      return `| ${x.scenario} | ${x.clients} | ${x.readings.toLocaleString('en')} | ${x.seconds.toFixed(1)} | ${x.readingsPerSecond.toLocaleString('en')} | ${x.lost} | ${x.duplicated} |`;
-    }),
+    ...rows
+      .filter((x) => x.readingsPerSecond !== undefined)
+      .map((x) => `| ${x.scenario} | ${x.clients} | ${x.readings.toLocaleString('en')} | ${(x.seconds ?? 0).toFixed(1)} | ${(x.readingsPerSecond ?? 0).toLocaleString('en')} | ${x.lost} | ${x.duplicated} |`),
+    '',
+    '| device → database latency | probes | p50 | p95 | p99 | max |',
+    '|---|---|---|---|---|---|',
+    ...rows.filter((x) => x.p50Ms !== undefined).map((x) => `| ${x.scenario} | ${x.readings} | ${x.p50Ms} ms | ${x.p95Ms} ms | ${x.p99Ms} ms | ${x.maxMs} ms |`),
+    '',
+    ...rows.filter((x) => x.mbPerSecond !== undefined).map((x) => `Files: ${x.readings} × 10 MB in ${(x.seconds ?? 0).toFixed(1)} s, ${x.mbPerSecond} MB/s, each stored byte for byte.`),
     '',
     `Batched pipeline at ${Math.round(report.batchedVsRawCeiling * 100)} % of the raw-broker ceiling.`,
   ].join('\n');

@@ -20,7 +20,7 @@ describe('npm run bench -- --quick', () => {
     assert.equal(r.code, 0, r.err);
     const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as { quick: boolean; results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }> };
     assert.equal(report.quick, true);
-    assert.equal(report.results.length, 3);
+    assert.equal(report.results.length, 5); // batched, one per message, raw ceiling, latency, files
     for (const s of report.results) {
       assert.equal(s.lost, 0, s.scenario);
       assert.equal(s.duplicated, 0, s.scenario);
