@@ -46,6 +46,7 @@ export class MessageVerifier {
     const events: StoredPoint[] = [];
     const keep: UplinkEnvelope['messages'][number][] = [];
     const toRecord: Array<{ epoch: string; seq: number }> = [];
+    const inThisEnvelope = new Set<string>();
     const revoked = this.keys.isRevoked(env.deviceId);
     const key = revoked ? undefined : this.keys.get(env.deviceId);
     const refuse = (messageId: string, code: ErrorCode, detail: string) => {
@@ -93,13 +94,15 @@ export class MessageVerifier {
         refuse(m.messageId, 'SECURITY_REPLAY', `sequence ${auth.seq} of epoch ${auth.epoch} is below the replay window`);
         continue;
       }
-      if (seen === 'seen' || toRecord.some((r) => r.epoch === auth.epoch && r.seq === auth.seq)) {
+      const id = `${auth.epoch}\u0000${auth.seq}`;
+      if (seen === 'seen' || inThisEnvelope.has(id)) {
         this.stats.duplicates++;
         this.stats.refused--; // counted as a duplicate, not as a refusal
         refuse(m.messageId, 'SECURITY_DUPLICATE', `sequence ${auth.seq} of epoch ${auth.epoch} was accepted before; not written again`);
         continue;
       }
       this.stats.verified++;
+      inThisEnvelope.add(id);
       toRecord.push({ epoch: auth.epoch, seq: auth.seq });
       keep.push(m);
     }
