@@ -29,8 +29,12 @@ import { freePort } from '../scripts/local-stack/ports.ts';
 import { InfluxV1 } from '../scripts/local-stack/databases.ts';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
+import { CpuMeter, type CpuShare } from './lib/cpu-usage.ts';
+import { hotSpots } from './lib/profile-summary.ts';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, clients: { type: 'string' }, readings: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, clients: { type: 'string' }, readings: { type: 'string' }, profile: { type: 'boolean', default: false } },
+});
 const quick = values.quick;
 const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
 const PER_CLIENT = Number(values.readings ?? (quick ? 2_000 : 50_000));
@@ -55,7 +59,9 @@ async function main() {
   const p = pkiPaths(certs);
 
   const influx = await InfluxV1.start(join(work, 'influxdb'), DB);
+  const profiles = join(work, 'profiles');
   const stack = await startLocalStack({
+    nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
     repoRoot,
     certsDir: certs,
     workDir: join(work, 'stack'),
@@ -72,6 +78,15 @@ async function main() {
     },
   });
   const results: Record<string, unknown>[] = [];
+  const meter = new CpuMeter(() => ({
+    'Caddy': stack.caddy.pid,
+    'gateway': stack.gateways[0]?.pid,
+    'DMZ Mosquitto': stack.dmzMosquitto.pid,
+    'internal Mosquitto (bridge)': stack.internalMosquitto.pid,
+    'distributor': stack.distributor.pid,
+    'InfluxDB': influx.process.pid,
+  }));
+  const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid };
   try {
     const count = async (prefix: string) => {
       const body = await influx.query(`SELECT count(v) FROM readings WHERE device =~ /^${prefix}-/`, DB);
@@ -109,6 +124,7 @@ async function main() {
       await sleep(500); // connected, welcomed
       const total = CLIENTS * perClient;
       const base = Date.parse('2026-01-01T00:00:00Z');
+      meter.begin();
       const started = Date.now();
       await Promise.all(
         clients.map(async (c, i) => {
@@ -121,12 +137,15 @@ async function main() {
       const accepted = Date.now();
       const n = await waitFor(prefix, total, quick ? 120_000 : 600_000);
       const seconds = (Date.now() - started) / 1000;
+      const cpu = meter.end();
       for (const c of clients) await c.close();
       if (n !== total) throw new Error(`${name}: ${n} readings stored for ${total} sent`);
-      results.push({ scenario: name, clients: CLIENTS, readings: total, seconds, readingsPerSecond: Math.round(total / seconds), acceptedInSeconds: (accepted - started) / 1000, lost: 0, duplicated: 0 });
+      results.push({ scenario: name, clients: CLIENTS, readings: total, seconds, readingsPerSecond: Math.round(total / seconds), acceptedInSeconds: (accepted - started) / 1000, lost: 0, duplicated: 0, cpu });
     };
 
     await scenario('batched', 'batch', PER_CLIENT, 500);
+    // --profile: the batched scenario alone, with the services' CPU profiles summarised below.
+    if (values.profile) return;
     await scenario('one reading per message', 'single', ONE_PER_MESSAGE, 1);
     results.push(await rawCeiling(certs, CLIENTS * PER_CLIENT));
 
@@ -216,6 +235,7 @@ async function main() {
   } finally {
     await stack.close();
     await influx.process.stop();
+    if (values.profile) writeProfileReport(profiles, pids, results[0]);
   }
 
   const batched = results[0] as { readingsPerSecond: number };
@@ -249,6 +269,30 @@ async function main() {
   writeFileSync(join(out, 'pipeline.json'), JSON.stringify(report, null, 2) + '\n');
   writeFileSync(join(out, 'pipeline.md'), md + '\n');
   process.stdout.write(md + '\n');
+}
+
+/** bench/results/profile.md: CPU per component and the hottest functions of the gateway and the distributor. */
+function writeProfileReport(dir: string, pids: Record<string, number | undefined>, batched: Record<string, unknown> | undefined): void {
+  if (!batched) return;
+  const cpu = batched.cpu as CpuShare[];
+  const lines = [
+    `Batched scenario: ${(batched.readings as number).toLocaleString('en')} readings in ${(batched.seconds as number).toFixed(1)} s, ${(batched.readingsPerSecond as number).toLocaleString('en')} readings/s, ${cpus().length} cores.`,
+    '',
+    '| component | CPU seconds | CPU µs per reading |',
+    '|---|---|---|',
+    ...cpu.map((c) => `| ${c.component} | ${c.cpuSeconds.toFixed(1)} | ${Math.round((c.cpuSeconds / (batched.readings as number)) * 1e6)} |`),
+  ];
+  const files = readdirSync(dir);
+  for (const [name, pid] of Object.entries(pids)) {
+    const file = files.find((f) => f.includes(`.${pid}.`));
+    if (!file) continue;
+    lines.push('', `Hottest functions of the ${name} (self time, share of busy samples):`, '', '| function | self % |', '|---|---|');
+    for (const h of hotSpots(join(dir, file), repoRoot, 15)) lines.push(`| \`${h.where}\` | ${h.selfPercent} |`);
+  }
+  const out = join(import.meta.dirname, 'results');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'profile.md'), lines.join('\n') + '\n');
+  process.stdout.write(lines.join('\n') + '\n');
 }
 
 /** One Mosquitto (the DMZ configuration, without anything behind it), MQTT clients at QoS 1, a counting subscriber. */

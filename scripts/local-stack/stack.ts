@@ -24,6 +24,8 @@ export interface LocalStackOptions {
   ports?: Partial<Record<'https' | 'http' | 'dmzMqtt' | 'internalMqtt' | 'gateway' | 'commandApi', number>>;
   /** where the internal broker's bridge dials (default: the DMZ broker); a test puts a relay here to cut it */
   bridgeTarget?: (dmzMqttPort: number) => Promise<{ host: string; port: number }> | { host: string; port: number };
+  /** extra Node.js flags for the gateway, distributor and command API (the benchmark's --cpu-prof) */
+  nodeArgs?: readonly string[];
 }
 
 export interface LocalStack {
@@ -93,7 +95,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     new ManagedProcess({
       name,
       command: process.execPath,
-      args: ['--import', 'tsx', join(o.repoRoot, entry)],
+      args: [...(o.nodeArgs ?? []), '--import', 'tsx', join(o.repoRoot, entry)],
       env: { ...baseEnv, FIELDSTREAM_ENV_FILE: '/dev/null', ...env },
       cwd: o.repoRoot,
       logFile: w('logs', `${name}.log`),

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { MessageAuthSchema, signMessage, verifyMessage } from '../../shared/security/message-auth.ts';
 import { ReplayWindows, WINDOW } from '../../internal-network/distributor/security/replay-window.ts';
@@ -63,6 +65,48 @@ describe('replay windows', () => {
         accepted.add(seq);
       }
       for (let s = seq - 2000; s <= seq; s++) if (s >= 0) assert.equal(w.check('d', 'e', s), accepted.has(s) ? 'seen' : 'new', String(s));
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('reads windows persisted in the earlier shifted-bitmap layout', () => {
+    const tmp = tempDir('replay3');
+    try {
+      const bits = Buffer.alloc(WINDOW / 8);
+      bits[0] = 0b0010_0001; // bits 0 and 5: sequence numbers 100 and 95 were accepted
+      writeFileSync(join(tmp.dir, 'd.json'), JSON.stringify({ e: { top: 100, bits: bits.toString('base64'), lastSeen: 1 } }));
+      const w = new ReplayWindows(tmp.dir);
+      assert.equal(w.check('d', 'e', 100), 'seen');
+      assert.equal(w.check('d', 'e', 95), 'seen');
+      assert.equal(w.check('d', 'e', 96), 'new');
+      assert.equal(w.check('d', 'e', 101), 'new');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('agrees with a plain set of accepted numbers across random arrivals and jumps', () => {
+    const tmp = tempDir('replay4');
+    try {
+      const w = new ReplayWindows(tmp.dir);
+      const accepted = new Set<number>();
+      let top = -1;
+      let x = 12345;
+      const rand = (n: number) => {
+        x = (x * 1103515245 + 12345) % 2 ** 31;
+        return x % n;
+      };
+      for (let k = 0; k < 20_000; k++) {
+        const seq = Math.max(0, rand(50) === 0 ? top + rand(3 * WINDOW) : top + 5 - rand(200));
+        const expected = seq > top ? 'new' : top - seq >= WINDOW ? 'too-old' : accepted.has(seq) ? 'seen' : 'new';
+        assert.equal(w.check('d', 'e', seq), expected, `seq ${seq}, top ${top}`);
+        if (expected === 'new') {
+          w.record('d', 'e', seq);
+          accepted.add(seq);
+          top = Math.max(top, seq);
+        }
+      }
     } finally {
       tmp.cleanup();
     }

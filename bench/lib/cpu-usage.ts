@@ -1,0 +1,54 @@
+import { readFileSync } from 'node:fs';
+
+/** Linux reports process CPU time in clock ticks; 100 per second on every kernel we run on (getconf CLK_TCK). */
+const TICKS_PER_SECOND = 100;
+
+/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat (proc(5), fields 14 and 15). */
+export function processCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+export interface CpuShare {
+  component: string;
+  /** CPU seconds used during the measured interval */
+  cpuSeconds: number;
+}
+
+/**
+ * CPU time per component over an interval: where a scenario's work went. `self` is this process
+ * (the simulated field clients), measured with process.cpuUsage().
+ */
+export class CpuMeter {
+  private start = new Map<string, number>();
+
+  constructor(private readonly components: () => Record<string, number | undefined>) {}
+
+  private read(): Map<string, number> {
+    const now = new Map<string, number>();
+    for (const [name, pid] of Object.entries(this.components())) {
+      if (pid === undefined) continue;
+      try {
+        now.set(name, processCpuSeconds(pid));
+      } catch {
+        /* the process is gone */
+      }
+    }
+    const self = process.cpuUsage();
+    now.set('field clients (bench process)', (self.user + self.system) / 1e6);
+    return now;
+  }
+
+  begin(): void {
+    this.start = this.read();
+  }
+
+  end(): CpuShare[] {
+    const now = this.read();
+    return [...now.entries()]
+      .map(([component, t]) => ({ component, cpuSeconds: Math.round((t - (this.start.get(component) ?? t)) * 100) / 100 }))
+      .sort((a, b) => b.cpuSeconds - a.cpuSeconds);
+  }
+}
