@@ -21,7 +21,7 @@ import { userInfo } from 'node:os';
 import { connectAsync } from 'mqtt';
 import { createLogger } from '../shared/logger.ts';
 import { pkiPaths } from '../shared/pki/layout.ts';
-import { issueDeviceCertificate, setupPki } from '../shared/pki/onboarding.ts';
+import { issueDeviceCertificate, loadCa, setupPki } from '../shared/pki/onboarding.ts';
 import { uplinkTopic, TOPIC_FILTERS } from '../shared/contract/topics.ts';
 import { startLocalStack } from '../scripts/local-stack/stack.ts';
 import { ManagedProcess } from '../scripts/local-stack/process.ts';
@@ -29,16 +29,18 @@ import { freePort } from '../scripts/local-stack/ports.ts';
 import { InfluxV1 } from '../scripts/local-stack/databases.ts';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
-import { CpuMeter, type CpuShare } from './lib/cpu-usage.ts';
+import { CpuMeter, type CpuShare } from './lib/proc-stats.ts';
 import { hotSpots } from './lib/profile-summary.ts';
+import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, clients: { type: 'string' }, readings: { type: 'string' }, profile: { type: 'boolean', default: false } },
+  options: { quick: { type: 'boolean', default: false }, clients: { type: 'string' }, readings: { type: 'string' }, profile: { type: 'boolean', default: false }, connections: { type: 'string' } },
 });
 const quick = values.quick;
 const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
 const PER_CLIENT = Number(values.readings ?? (quick ? 2_000 : 50_000));
 const ONE_PER_MESSAGE = quick ? 1_000 : 10_000; // readings per client in the one-per-message scenario
+const CONNECTIONS = Number(values.connections ?? (quick ? 200 : 10_000));
 const DB = 'bench';
 const repoRoot = join(import.meta.dirname, '..');
 const log = createLogger('bench', 'warn');
@@ -62,6 +64,7 @@ async function main() {
   const profiles = join(work, 'profiles');
   const stack = await startLocalStack({
     nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
+    directGateway: true,
     repoRoot,
     certsDir: certs,
     workDir: join(work, 'stack'),
@@ -78,6 +81,7 @@ async function main() {
     },
   });
   const results: Record<string, unknown>[] = [];
+  let connections: ConnectionsResult | undefined;
   const meter = new CpuMeter(() => ({
     'Caddy': stack.caddy.pid,
     'gateway': stack.gateways[0]?.pid,
@@ -232,6 +236,10 @@ async function main() {
       if (!readFileSync(f).equals(readFileSync(join(stored, `file-${i}.bin`)))) throw new Error(`file ${i} differs`);
     }
     results.push({ scenario: `files of 10 MB`, clients: 1, readings: fileCount, seconds: fileSeconds, mbPerSecond: Math.round(((fileCount * 10) / fileSeconds) * 10) / 10, lost: 0, duplicated: 0 });
+
+    const direct = stack.directGateway;
+    if (!direct?.process.pid) throw new Error('the direct gateway is not running');
+    connections = await heldConnections({ url: direct.url, gatewayPid: direct.process.pid, ca: loadCa(certs), count: CONNECTIONS, concurrency: 32 });
   } finally {
     await stack.close();
     await influx.process.stop();
@@ -245,6 +253,7 @@ async function main() {
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
     quick,
     results,
+    connections,
     batchedVsRawCeiling: Math.round((batched.readingsPerSecond / raw.readingsPerSecond) * 100) / 100,
   };
   type Row = { scenario: string; clients: number; readings: number; seconds?: number; readingsPerSecond?: number; lost: number; duplicated: number; p50Ms?: number; p95Ms?: number; p99Ms?: number; maxMs?: number; mbPerSecond?: number };
@@ -262,6 +271,12 @@ async function main() {
     '',
     ...rows.filter((x) => x.mbPerSecond !== undefined).map((x) => `Files: ${x.readings} × 10 MB in ${(x.seconds ?? 0).toFixed(1)} s, ${x.mbPerSecond} MB/s, each stored byte for byte.`),
     '',
+    ...(connections
+      ? [
+          `Connections: ${connections.connections.toLocaleString('en')} devices held by one gateway (opened in ${connections.seconds.toFixed(1)} s); its resident memory went from ${connections.gatewayRssBeforeMiB} to ${connections.gatewayRssMiB} MiB, ${connections.kibPerConnection} KiB per connection.`,
+          '',
+        ]
+      : []),
     `Batched pipeline at ${Math.round(report.batchedVsRawCeiling * 100)} % of the raw-broker ceiling.`,
   ].join('\n');
   const out = join(import.meta.dirname, 'results');

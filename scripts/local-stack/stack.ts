@@ -24,6 +24,12 @@ export interface LocalStackOptions {
   ports?: Partial<Record<'https' | 'http' | 'dmzMqtt' | 'internalMqtt' | 'gateway' | 'commandApi', number>>;
   /** where the internal broker's bridge dials (default: the DMZ broker); a test puts a relay here to cut it */
   bridgeTarget?: (dmzMqttPort: number) => Promise<{ host: string; port: number }> | { host: string; port: number };
+  /**
+   * Also run one gateway that devices reach directly, verifying their certificates itself
+   * (GATEWAY_IDENTITY_SOURCE=tls, the single-server deployment): the benchmark's connection count
+   * uses it, since Caddy needs two file descriptors per proxied connection.
+   */
+  directGateway?: boolean;
   /** extra Node.js flags for the gateway, distributor and command API (the benchmark's --cpu-prof) */
   nodeArgs?: readonly string[];
 }
@@ -35,6 +41,8 @@ export interface LocalStack {
   readonly dmzMosquitto: ManagedProcess;
   readonly internalMosquitto: ManagedProcess;
   readonly gateways: ManagedProcess[];
+  /** with `directGateway`: the gateway devices reach without Caddy, and its URL */
+  readonly directGateway: { process: ManagedProcess; url: string } | undefined;
   readonly distributor: ManagedProcess;
   readonly commandApi: ManagedProcess;
   readonly all: ManagedProcess[];
@@ -111,10 +119,10 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
     BRIDGE_CLIENT_ID: 'fieldstream-bridge',
   });
-  const gateways = ports.gateways.map((gp, i) =>
-    node(`gateway-${i + 1}`, 'dmz/gateway/main.ts', {
-      GATEWAY_ID: `gateway-${i + 1}`,
-      GATEWAY_IDENTITY_SOURCE: 'proxy',
+  const gateway = (name: string, gp: number, identity: 'proxy' | 'tls') =>
+    node(name, 'dmz/gateway/main.ts', {
+      GATEWAY_ID: name,
+      GATEWAY_IDENTITY_SOURCE: identity,
       GATEWAY_HOST: '127.0.0.1',
       GATEWAY_PORT: String(gp),
       GATEWAY_TLS_CERT_FILE: p.service('dmz/gateway').cert,
@@ -125,8 +133,10 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       MQTT_CA_FILE: p.publicCa,
       MQTT_CERT_FILE: p.service('dmz/gateway').cert,
       MQTT_KEY_FILE: p.service('dmz/gateway').key,
-    }, { port: gp }),
-  );
+    }, { port: gp });
+  const gateways = ports.gateways.map((gp, i) => gateway(`gateway-${i + 1}`, gp, 'proxy'));
+  const directPort = o.directGateway ? await freePort() : undefined;
+  const direct = directPort ? gateway('gateway-direct', directPort, 'tls') : undefined;
   const caddy = new ManagedProcess({
     name: 'caddy',
     command: 'caddy',
@@ -179,7 +189,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     COMMAND_API_CLIENT_ID: 'command-api-1',
   }, { port: ports.commandApi });
 
-  const all = [dmzMosquitto, internalMosquitto, ...gateways, caddy, distributor, commandApi];
+  const all = [dmzMosquitto, internalMosquitto, ...gateways, ...(direct ? [direct] : []), caddy, distributor, commandApi];
   const started: ManagedProcess[] = [];
   try {
     for (const proc of all) {
@@ -202,13 +212,14 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     dmzMosquitto,
     internalMosquitto,
     gateways,
+    directGateway: direct ? { process: direct, url: `wss://localhost:${directPort}/ws` } : undefined,
     distributor,
     commandApi,
     all,
     dataDir,
     async close() {
       // Edge first, brokers last, so nothing is accepted that cannot be passed on.
-      for (const proc of [caddy, ...gateways, commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
+      for (const proc of [caddy, ...gateways, ...(direct ? [direct] : []), commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
     },
   };
 }

@@ -18,7 +18,11 @@ describe('npm run bench -- --quick', () => {
       );
     });
     assert.equal(r.code, 0, r.err);
-    const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as { quick: boolean; results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }> };
+    const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as {
+      quick: boolean;
+      results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
+      connections: { connections: number; kibPerConnection: number };
+    };
     assert.equal(report.quick, true);
     assert.equal(report.results.length, 5); // batched, one per message, raw ceiling, latency, files
     for (const s of report.results) {
@@ -26,5 +30,8 @@ describe('npm run bench -- --quick', () => {
       assert.equal(s.duplicated, 0, s.scenario);
       assert.ok(s.readings > 0);
     }
+    // Every simulated device was welcomed and still connected when memory was measured.
+    assert.equal(report.connections.connections, 200);
+    assert.ok(report.connections.kibPerConnection > 0);
   });
 });

@@ -11,6 +11,13 @@ export function processCpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
 
+/** Resident memory of a process in bytes (VmRSS in /proc/PID/status, proc(5)). */
+export function residentBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
 export interface CpuShare {
   component: string;
   /** CPU seconds used during the measured interval */

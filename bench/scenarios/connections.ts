@@ -1,0 +1,96 @@
+import WebSocket from 'ws';
+import { issueCertificate, newKeyPair, type KeyAndCert } from '../../shared/pki/certificates.ts';
+import { residentBytes } from '../lib/proc-stats.ts';
+
+export interface ConnectionsOptions {
+  /** the gateway's WSS URL */
+  url: string;
+  /** the gateway's process, whose resident memory is measured */
+  gatewayPid: number;
+  ca: KeyAndCert;
+  count: number;
+  /** handshakes in progress at once */
+  concurrency: number;
+}
+
+export interface ConnectionsResult {
+  scenario: string;
+  connections: number;
+  /** seconds to open them all */
+  seconds: number;
+  gatewayRssBeforeMiB: number;
+  gatewayRssMiB: number;
+  /** (resident after − resident before) / connections */
+  kibPerConnection: number;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Many devices connected to one gateway at once, each with its own certificate (CN = device id,
+ * its own serial), each welcomed by the gateway: how many one gateway holds and what each costs in
+ * resident memory. The simulated devices share one RSA key so that issuing ten thousand
+ * certificates takes seconds; the gateway sees ten thousand distinct identities all the same.
+ */
+export async function heldConnections(o: ConnectionsOptions): Promise<ConnectionsResult> {
+  const keyPair = newKeyPair();
+  const devices = Array.from({ length: o.count }, (_, i) => {
+    const id = `conn-${String(i).padStart(5, '0')}`;
+    return { id, cert: issueCertificate(o.ca, { commonName: id, organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair }).certPem };
+  });
+  const before = residentBytes(o.gatewayPid);
+  const open: WebSocket[] = [];
+  const started = Date.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < devices.length) {
+      const d = devices[next++] as (typeof devices)[number];
+      open.push(await connectWelcomed(o.url, { ca: o.ca.certPem, cert: d.cert, key: keyPair.privatePem }, d.id));
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: o.concurrency }, worker));
+    const seconds = (Date.now() - started) / 1000;
+    // Let the gateway settle (status messages published, buffers returned) before measuring.
+    await new Promise((r) => setTimeout(r, 3_000));
+    const stillOpen = open.filter((ws) => ws.readyState === WebSocket.OPEN).length;
+    if (stillOpen !== o.count) throw new Error(`connections: ${o.count - stillOpen} of ${o.count} were closed by the gateway`);
+    const after = residentBytes(o.gatewayPid);
+    return {
+      scenario: `concurrent device connections on one gateway`,
+      connections: stillOpen,
+      seconds,
+      gatewayRssBeforeMiB: Math.round(before / MiB),
+      gatewayRssMiB: Math.round(after / MiB),
+      kibPerConnection: Math.round(((after - before) / o.count / 1024) * 10) / 10,
+    };
+  } finally {
+    for (const ws of open) ws.terminate();
+  }
+}
+
+/** Opens one device's WebSocket and resolves once the gateway's welcome frame arrived. */
+function connectWelcomed(url: string, tls: { ca: string; cert: string; key: string }, id: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { ...tls, perMessageDeflate: false });
+    const fail = (why: string) => {
+      ws.terminate();
+      reject(new Error(`${id}: ${why}`));
+    };
+    const timer = setTimeout(() => fail('no welcome within 30 s'), 30_000);
+    ws.once('message', (data) => {
+      clearTimeout(timer);
+      const frame = JSON.parse(String(data)) as { type?: string };
+      if (frame.type === 'welcome') resolve(ws);
+      else fail(`first frame was ${String(frame.type)}, not welcome`);
+    });
+    ws.once('error', (err) => {
+      clearTimeout(timer);
+      fail(err.message);
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      clearTimeout(timer);
+      fail(`HTTP ${res.statusCode}`);
+    });
+  });
+}
