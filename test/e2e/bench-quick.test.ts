@@ -32,6 +32,5 @@ describe('npm run bench -- --quick', () => {
     }
     // Every simulated device was welcomed and still connected when memory was measured.
     assert.equal(report.connections.connections, 200);
-    assert.ok(report.connections.kibPerConnection > 0);
   });
 });
