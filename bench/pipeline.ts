@@ -12,7 +12,7 @@
  * Writes bench/results/pipeline.json and .md. `--quick`: a small load, for CI.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -30,7 +30,8 @@ import { InfluxV1 } from '../scripts/local-stack/databases.ts';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
 import { CpuMeter, type CpuShare } from './lib/proc-stats.ts';
-import { hotSpots } from './lib/profile-summary.ts';
+import { summariseProfile } from './lib/profile-summary.ts';
+import { SelfProfiler } from './lib/self-profile.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 
 const { values } = parseArgs({
@@ -90,7 +91,7 @@ async function main() {
     'distributor': stack.distributor.pid,
     'InfluxDB': influx.process.pid,
   }));
-  const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid };
+  const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, 'field clients': process.pid };
   try {
     const count = async (prefix: string) => {
       const body = await influx.query(`SELECT count(v) FROM readings WHERE device =~ /^${prefix}-/`, DB);
@@ -147,7 +148,13 @@ async function main() {
       results.push({ scenario: name, clients: CLIENTS, readings: total, seconds, readingsPerSecond: Math.round(total / seconds), acceptedInSeconds: (accepted - started) / 1000, lost: 0, duplicated: 0, cpu });
     };
 
+    const self = values.profile ? new SelfProfiler() : undefined;
+    await self?.start();
     await scenario('batched', 'batch', PER_CLIENT, 500);
+    if (self) {
+      mkdirSync(profiles, { recursive: true });
+      await self.stop(join(profiles, `bench.${process.pid}.cpuprofile`));
+    }
     // --profile: the batched scenario alone, with the services' CPU profiles summarised below.
     if (values.profile) return;
     await scenario('one reading per message', 'single', ONE_PER_MESSAGE, 1);
@@ -298,14 +305,19 @@ function writeProfileReport(dir: string, pids: Record<string, number | undefined
     ...cpu.map((c) => `| ${c.component} | ${c.cpuSeconds.toFixed(1)} | ${Math.round((c.cpuSeconds / (batched.readings as number)) * 1e6)} |`),
   ];
   const files = readdirSync(dir);
+  const out = join(import.meta.dirname, 'results');
+  mkdirSync(join(out, 'profiles'), { recursive: true });
   for (const [name, pid] of Object.entries(pids)) {
     const file = files.find((f) => f.includes(`.${pid}.`));
     if (!file) continue;
-    lines.push('', `Hottest functions of the ${name} (self time, share of busy samples):`, '', '| function | self % |', '|---|---|');
-    for (const h of hotSpots(join(dir, file), repoRoot, 15)) lines.push(`| \`${h.where}\` | ${h.selfPercent} |`);
+    // Kept for a closer look: Chrome DevTools or VS Code open .cpuprofile files.
+    copyFileSync(join(dir, file), join(out, 'profiles', `${name}.cpuprofile`));
+    const summary = summariseProfile(join(dir, file), repoRoot, 12);
+    lines.push('', `The ${name}: where its CPU went (self time, share of busy samples)`, '', '| function | self % |', '|---|---|');
+    for (const h of summary.self) lines.push(`| \`${h.where}\` | ${h.selfPercent} |`);
+    lines.push('', `The ${name}: its own steps (total time, including what they call)`, '', '| function | total % |', '|---|---|');
+    for (const h of summary.ours) lines.push(`| \`${h.where}\` | ${h.totalPercent} |`);
   }
-  const out = join(import.meta.dirname, 'results');
-  mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'profile.md'), lines.join('\n') + '\n');
   process.stdout.write(lines.join('\n') + '\n');
 }

@@ -1,39 +1,61 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 
-/** The parts of a V8 .cpuprofile (written by node --cpu-prof) that a self-time summary needs. */
+/** The parts of a V8 .cpuprofile (written by node --cpu-prof) that a summary needs. */
 interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }[];
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
   samples: number[];
-  timeDeltas: number[];
-  startTime: number;
-  endTime: number;
 }
 
 export interface HotSpot {
   where: string;
-  /** share of the profile's samples spent in this function itself */
+  /** share of the busy samples spent in this function itself */
   selfPercent: number;
+  /** share of the busy samples spent in it or in what it called */
+  totalPercent: number;
 }
 
-/** The functions with the most self time in a profile, named `function (file:line)`, idle time excluded. */
-export function hotSpots(file: string, root: string, top = 12): HotSpot[] {
+const IDLE = new Set(['(idle)', '(program)']);
+
+/**
+ * Summarises a profile, idle time excluded: the functions with the most self time (where the CPU
+ * went), and the project's own functions with the most total time (which of our steps cost it).
+ * Functions are named `name (file)`; tsx compiles on the fly, so V8's line numbers would not match
+ * the sources and are left out.
+ */
+export function summariseProfile(file: string, root: string, top = 12): { self: HotSpot[]; ours: HotSpot[] } {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const name = (id: number) => {
+    const { functionName, url } = (byId.get(id) as CpuProfile['nodes'][number]).callFrame;
+    const path = url.startsWith('file://') ? relative(root, new URL(url).pathname) : url || 'native';
+    return { where: `${functionName || '(anonymous)'} (${path})`, ours: url.startsWith('file://') && !path.startsWith('node_modules') && !path.startsWith('..') };
+  };
   const self = new Map<string, number>();
+  const total = new Map<string, number>();
+  const ours = new Set<string>();
   let busy = 0;
   for (const id of profile.samples) {
     const node = byId.get(id);
-    if (!node) continue;
-    const { functionName, url, lineNumber } = node.callFrame;
-    if (functionName === '(idle)' || functionName === '(program)') continue;
-    const path = url.startsWith('file://') ? relative(root, new URL(url).pathname) : url || 'native';
-    const where = `${functionName || '(anonymous)'} (${path}${url ? `:${lineNumber + 1}` : ''})`;
-    self.set(where, (self.get(where) ?? 0) + 1);
+    if (!node || IDLE.has(node.callFrame.functionName)) continue;
     busy++;
+    const leaf = name(id).where;
+    self.set(leaf, (self.get(leaf) ?? 0) + 1);
+    const onStack = new Set<string>();
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const n = name(at);
+      if (onStack.has(n.where)) continue; // recursion counts once
+      onStack.add(n.where);
+      if (n.ours) ours.add(n.where);
+      total.set(n.where, (total.get(n.where) ?? 0) + 1);
+    }
   }
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, top)
-    .map(([where, n]) => ({ where, selfPercent: Math.round((n / Math.max(1, busy)) * 1000) / 10 }));
+  const pct = (n: number) => Math.round((n / Math.max(1, busy)) * 1000) / 10;
+  const spot = (where: string): HotSpot => ({ where, selfPercent: pct(self.get(where) ?? 0), totalPercent: pct(total.get(where) ?? 0) });
+  return {
+    self: [...self.keys()].sort((a, b) => (self.get(b) as number) - (self.get(a) as number)).slice(0, top).map(spot),
+    ours: [...ours].sort((a, b) => (total.get(b) as number) - (total.get(a) as number)).slice(0, top).map(spot),
+  };
 }

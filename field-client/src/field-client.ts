@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { CommandFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { signMessage, type MessageAuth } from '../../shared/security/message-auth.ts';
+import { signGroup, type MessageAuth } from '../../shared/security/message-auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
@@ -174,7 +174,7 @@ export class FieldClient {
         else batch.push(m);
       }
       if (batch.length > 0) {
-        this.sendFrame(batch.map((m) => ({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payload: m.payload, ...this.sign(m.dataType, this.queue.epoch, m.seq, m.payload) })));
+        this.sendFrame(this.queue.epoch, batch.map((m) => ({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payload: m.payload })));
       }
     }
     for (const t of this.transfers.values()) this.pumpTransfer(t);
@@ -207,19 +207,33 @@ export class FieldClient {
         metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
       };
       // A chunk's identity for the replay window: the transfer is its epoch, the index its sequence.
-      this.sendFrame([{ dataType: 'file', messageId, payload, ...this.sign('file', t.rec.transferId, index, payload) }]);
+      this.sendFrame(t.rec.transferId, [{ dataType: 'file', messageId, seq: index, payload }]);
     }
   }
 
-  /** Signed at sending time: `ts` is this copy's, so a resend after an outage is fresh. */
-  private sign(dataType: string, epoch: string, seq: number, payload: unknown): { auth?: MessageAuth } {
-    if (!this.options.signingKey) return {};
-    return { auth: signMessage(this.options.signingKey, { deviceId: this.options.deviceId, dataType, epoch, seq, ts: Date.now(), payload }) };
-  }
-
-  private sendFrame(batch: Array<{ dataType: string; messageId: string; seq?: number; payload: unknown; auth?: MessageAuth }>): void {
-    this.stats.sent += batch.length;
-    this.connection.send(JSON.stringify({ deviceId: this.options.deviceId, batch }));
+  /**
+   * Sends messages in one frame, signed at sending time (`ts` is this copy's, so a resend after an
+   * outage is fresh): the messages of each data type form one signed group, whose first message
+   * carries the MAC (see shared/security/message-auth.ts). `seq` with `epoch` is each message's
+   * identity for the replay window: queue sequence numbers, or a transfer's chunk indexes.
+   */
+  private sendFrame(epoch: string, messages: Array<{ dataType: string; messageId: string; seq: number; payload: unknown }>): void {
+    const items: Array<{ dataType: string; messageId: string; seq: number; payload: unknown; auth?: MessageAuth }> = messages.map((m) => ({ ...m }));
+    const key = this.options.signingKey;
+    if (key) {
+      const ts = Date.now();
+      const byType = new Map<string, typeof items>();
+      for (const item of items) {
+        const group = byType.get(item.dataType);
+        if (group) group.push(item);
+        else byType.set(item.dataType, [item]);
+      }
+      for (const [dataType, group] of byType) {
+        (group[0] as (typeof items)[number]).auth = signGroup(key, { deviceId: this.options.deviceId, dataType, epoch, ts }, group);
+      }
+    }
+    this.stats.sent += items.length;
+    this.connection.send(JSON.stringify({ deviceId: this.options.deviceId, batch: items }));
   }
 
   private onFrame(frame: DownlinkFrame): void {

@@ -3,7 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { MessageAuthSchema, signMessage, verifyMessage } from '../../shared/security/message-auth.ts';
+import { MessageAuthSchema, signGroup, signMessage, verifyGroup, verifyMessage } from '../../shared/security/message-auth.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { DeviceKeyRegistry } from '../../internal-network/distributor/security/key-registry.ts';
+import type { UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { ReplayWindows, WINDOW } from '../../internal-network/distributor/security/replay-window.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -23,6 +27,65 @@ describe('message signatures', () => {
     assert.ok(!verifyMessage(key, msg, { ...auth, seq: 8 }), 'another sequence number');
     assert.ok(!verifyMessage(key, msg, { ...auth, ts: auth.ts + 1 }), 'another time');
     assert.ok(!verifyMessage(randomBytes(32), msg, auth), 'another key');
+  });
+});
+
+describe('signed groups (version 2)', () => {
+  const key = randomBytes(32);
+  const header = { deviceId: 'd1', dataType: 'timeseries', epoch: 'e1', ts: 1700000000000 };
+  const members = [5, 6, 7].map((seq) => ({ seq, payload: { t: seq / 10, timestamp: 1700000000000 + seq } }));
+
+  it('verifies exactly the group that was signed', () => {
+    const auth = signGroup(key, header, members);
+    assert.ok(MessageAuthSchema.safeParse(auth).success);
+    assert.equal(auth.count, 3);
+    assert.ok(verifyGroup(key, header, auth, members));
+    assert.ok(!verifyGroup(key, header, auth, members.slice(0, 2)), 'a message dropped');
+    assert.ok(!verifyGroup(key, header, auth, [members[0]!, members[2]!, members[1]!]), 'reordered');
+    assert.ok(!verifyGroup(key, header, auth, members.map((m, i) => (i === 2 ? { ...m, payload: { ...m.payload, t: 9 } } : m))), 'one payload tampered');
+    assert.ok(!verifyGroup(key, header, auth, members.map((m, i) => (i === 1 ? { ...m, seq: 60 } : m))), 'one sequence number changed');
+    assert.ok(!verifyGroup(key, { ...header, dataType: 'event' }, auth, members), 'another kind');
+    assert.ok(!verifyGroup(key, { ...header, deviceId: 'd2' }, auth, members), 'another device');
+    assert.ok(!verifyGroup(key, header, { ...auth, ts: auth.ts + 1 }, members), 'another time');
+    assert.ok(!verifyGroup(randomBytes(32), header, auth, members), 'another key');
+  });
+
+  it('makes the distributor write a whole intact group and refuse every message of a broken one', () => {
+    const tmp = tempDir('groups');
+    try {
+      writeFileSync(join(tmp.dir, 'd1.key'), key.toString('hex'));
+      const verifier = new MessageVerifier(
+        new DeviceKeyRegistry(tmp.dir, join(tmp.dir, 'revoked.txt')),
+        new ReplayWindows(join(tmp.dir, 'replay')),
+        { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 },
+        createLogger('test', 'silent'),
+      );
+      const now = Date.now();
+      const envelope = (epoch: string, items: { seq: number; payload: { t: number; timestamp: number } }[], tamper?: (m: UplinkEnvelope['messages']) => void) => {
+        const auth = signGroup(key, { ...header, epoch, ts: now }, items);
+        const messages = items.map((m, i) => ({ messageId: `${epoch}.${m.seq}`, seq: m.seq, payload: m.payload, ...(i === 0 ? { auth } : {}) }));
+        tamper?.(messages);
+        return { v: 1, deviceId: 'd1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: now, messages } as UplinkEnvelope;
+      };
+      const good = verifier.check(envelope('a', members));
+      assert.equal(good.accepted?.messages.length, 3);
+      assert.equal(good.events.length, 0);
+      good.commit();
+      const again = verifier.check(envelope('a', members));
+      assert.equal(again.accepted, undefined);
+      assert.deepEqual(again.events.map((e) => e.tags.reason), ['SECURITY_DUPLICATE', 'SECURITY_DUPLICATE', 'SECURITY_DUPLICATE']);
+      const tampered = verifier.check(envelope('b', members, (m) => ((m[1] as unknown as { payload: { t: number } }).payload.t = 99)));
+      assert.equal(tampered.accepted, undefined);
+      assert.deepEqual(tampered.events.map((e) => e.tags.reason), ['SECURITY_BAD_SIGNATURE', 'SECURITY_BAD_SIGNATURE', 'SECURITY_BAD_SIGNATURE']);
+      const cut = verifier.check(envelope('c', members, (m) => m.pop()));
+      assert.equal(cut.accepted, undefined, 'a group missing its last message');
+      assert.equal(cut.events.length, 2);
+      const headless = verifier.check(envelope('d', members, (m) => m.shift()));
+      assert.equal(headless.accepted, undefined, 'followers without their group are unsigned');
+      assert.deepEqual(headless.events.map((e) => e.tags.reason), ['SECURITY_UNSIGNED', 'SECURITY_UNSIGNED']);
+    } finally {
+      tmp.cleanup();
+    }
   });
 });
 

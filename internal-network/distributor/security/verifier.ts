@@ -1,10 +1,12 @@
 import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 import type { ErrorCode } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { verifyMessage } from '../../../shared/security/message-auth.ts';
+import { verifyGroup, verifyMessage } from '../../../shared/security/message-auth.ts';
 import type { StoredPoint } from '../points.ts';
 import type { DeviceKeyRegistry } from './key-registry.ts';
 import type { ReplayWindows } from './replay-window.ts';
+
+type Message = UplinkEnvelope['messages'][number];
 
 export interface VerifierOptions {
   /** refuse messages without a device signature */
@@ -44,7 +46,7 @@ export class MessageVerifier {
   check(env: UplinkEnvelope): Verdict {
     const now = Date.now();
     const events: StoredPoint[] = [];
-    const keep: UplinkEnvelope['messages'][number][] = [];
+    const keep: Message[] = [];
     const toRecord: Array<{ epoch: string; seq: number }> = [];
     const inThisEnvelope = new Set<string>();
     const revoked = this.keys.isRevoked(env.deviceId);
@@ -62,10 +64,13 @@ export class MessageVerifier {
       });
     };
     const delayed = now - env.receivedAt;
-    for (const m of env.messages) {
+    const messages = env.messages;
+    for (let i = 0; i < messages.length; ) {
+      const m = messages[i] as Message;
       const auth = m.auth;
       if (revoked) {
         refuse(m.messageId, 'SECURITY_REVOKED', 'the device was revoked');
+        i++;
         continue;
       }
       if (!auth) {
@@ -74,37 +79,51 @@ export class MessageVerifier {
           this.stats.unsigned++;
           keep.push(m);
         }
+        i++;
         continue;
       }
+      // The messages this MAC covers, each with its sequence number: one (version 1), or the group
+      // that starts here (version 2: the first message's seq is in its auth, the others' beside them).
+      const group = auth.v === 1 ? [m] : messages.slice(i, i + auth.count);
+      i += group.length;
       if (!key) {
-        refuse(m.messageId, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
+        for (const g of group) refuse(g.messageId, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
         continue;
       }
-      if (!verifyMessage(key, { deviceId: env.deviceId, dataType: env.dataType, payload: m.payload }, auth)) {
-        refuse(m.messageId, 'SECURITY_BAD_SIGNATURE', 'signature does not match the content and the device key');
+      const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq }));
+      const intact =
+        auth.v === 1
+          ? verifyMessage(key, { deviceId: env.deviceId, dataType: env.dataType, payload: m.payload }, auth)
+          : group.length === auth.count &&
+            members.every((x, j) => j === 0 || (x.message.auth === undefined && x.seq !== undefined)) &&
+            verifyGroup(key, { deviceId: env.deviceId, dataType: env.dataType }, auth, members.map((x) => ({ seq: x.seq as number, payload: x.message.payload })));
+      if (!intact) {
+        for (const g of group) refuse(g.messageId, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
         continue;
       }
-      const arrived = m.receivedAt ?? env.receivedAt;
-      if (Math.abs(arrived - auth.ts) > this.o.freshnessMs || delayed > this.o.maxDelayMs || delayed < -this.o.freshnessMs) {
-        refuse(m.messageId, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
-        continue;
+      for (const { message, seq } of members as Array<{ message: Message; seq: number }>) {
+        const arrived = message.receivedAt ?? env.receivedAt;
+        if (Math.abs(arrived - auth.ts) > this.o.freshnessMs || delayed > this.o.maxDelayMs || delayed < -this.o.freshnessMs) {
+          refuse(message.messageId, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
+          continue;
+        }
+        const seen = this.replay.check(env.deviceId, auth.epoch, seq);
+        if (seen === 'too-old') {
+          refuse(message.messageId, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
+          continue;
+        }
+        const id = `${auth.epoch}\u0000${seq}`;
+        if (seen === 'seen' || inThisEnvelope.has(id)) {
+          this.stats.duplicates++;
+          this.stats.refused--; // counted as a duplicate, not as a refusal
+          refuse(message.messageId, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
+          continue;
+        }
+        this.stats.verified++;
+        inThisEnvelope.add(id);
+        toRecord.push({ epoch: auth.epoch, seq });
+        keep.push(message);
       }
-      const seen = this.replay.check(env.deviceId, auth.epoch, auth.seq);
-      if (seen === 'too-old') {
-        refuse(m.messageId, 'SECURITY_REPLAY', `sequence ${auth.seq} of epoch ${auth.epoch} is below the replay window`);
-        continue;
-      }
-      const id = `${auth.epoch}\u0000${auth.seq}`;
-      if (seen === 'seen' || inThisEnvelope.has(id)) {
-        this.stats.duplicates++;
-        this.stats.refused--; // counted as a duplicate, not as a refusal
-        refuse(m.messageId, 'SECURITY_DUPLICATE', `sequence ${auth.seq} of epoch ${auth.epoch} was accepted before; not written again`);
-        continue;
-      }
-      this.stats.verified++;
-      inThisEnvelope.add(id);
-      toRecord.push({ epoch: auth.epoch, seq: auth.seq });
-      keep.push(m);
     }
     return {
       accepted: keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined,
