@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { LIMITS } from '../limits.ts';
 import { unsafeFilenameReason } from './filename.ts';
-import { FieldNameSchema, MessageIdSchema, ScalarSchema, TimestampSchema } from './primitives.ts';
+import { FieldNameSchema, isTimestamp, MessageIdSchema, ScalarSchema, TimestampSchema } from './primitives.ts';
 
 /**
  * The payloads of the four message kinds, as the seed writes them. Each schema is the single
@@ -30,7 +30,7 @@ export const TimeseriesPayloadSchema = z
     if (names.filter((n) => n !== 'timestamp').length === 0) {
       ctx.addIssue({ code: 'custom', message: 'holds no field besides "timestamp"' });
     }
-    if ('timestamp' in fields && !TimestampSchema.safeParse(fields.timestamp).success) {
+    if ('timestamp' in fields && !isTimestamp(fields.timestamp)) {
       ctx.addIssue({
         code: 'custom',
         path: ['timestamp'],

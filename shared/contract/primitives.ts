@@ -28,16 +28,28 @@ export const SeqSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 /** A device timestamp: ISO 8601 with a zone (as in the seed, "2024-01-01T12:00:00Z") or epoch milliseconds. */
 export const TimestampSchema = z.union([
   z.iso.datetime({ offset: true }),
-  z.number().int().min(0).max(8.64e15), // the range of a JavaScript Date, in ms
+  z.number().int().min(0).max(8.64e15), // the range of a JavaScript Date, in ms (MAX_DATE_MS)
 ]);
 export type Timestamp = z.infer<typeof TimestampSchema>;
+
+const MAX_DATE_MS = 8.64e15;
+
+/** TimestampSchema's test as a predicate; epoch milliseconds (the common case) without a parse. */
+export function isTimestamp(value: unknown): boolean {
+  if (typeof value === 'number') return Number.isInteger(value) && value >= 0 && value <= MAX_DATE_MS;
+  return TimestampSchema.safeParse(value).success;
+}
 
 export function timestampToMs(ts: Timestamp): number {
   return typeof ts === 'number' ? ts : Date.parse(ts);
 }
 
-/** A scalar field value: kept as the device sent it (numbers as numbers, strings, booleans). */
-export const ScalarSchema = z.union([z.number().refine(Number.isFinite, 'must be finite'), z.string().max(LIMITS.stringMaxChars), z.boolean()]);
+/**
+ * A scalar field value: kept as the device sent it (numbers as numbers, strings, booleans).
+ * z.number() refuses NaN and ±Infinity (JSON.parse turns 1e999 into Infinity), so no value that
+ * line protocol cannot hold gets through.
+ */
+export const ScalarSchema = z.union([z.number(), z.string().max(LIMITS.stringMaxChars), z.boolean()]);
 export type Scalar = z.infer<typeof ScalarSchema>;
 
 /** A field name: what InfluxDB accepts as a field or tag key, without the surprises. */

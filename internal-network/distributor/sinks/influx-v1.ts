@@ -1,4 +1,4 @@
-import { gzipSync } from 'node:zlib';
+import { constants, gzipSync } from 'node:zlib';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { toLineProtocol } from './line-protocol.ts';
@@ -38,7 +38,9 @@ export class InfluxV1Sink implements PointSink {
       response = await fetch(this.endpoint, {
         method: 'POST',
         headers: this.headers,
-        body: gzipSync(toLineProtocol(points)),
+        // The fastest level: line protocol still shrinks several times, for a fraction of the CPU
+        // of the default level 6 (which showed in the distributor's profile).
+        body: gzipSync(toLineProtocol(points), { level: constants.Z_BEST_SPEED }),
         signal: AbortSignal.timeout(this.options.timeoutMs),
       });
     } catch (err) {
