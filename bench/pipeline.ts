@@ -35,7 +35,7 @@ import { SelfProfiler } from './lib/self-profile.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, clients: { type: 'string' }, readings: { type: 'string' }, profile: { type: 'boolean', default: false }, connections: { type: 'string' } },
+  options: { quick: { type: 'boolean', default: false }, clients: { type: 'string' }, readings: { type: 'string' }, profile: { type: 'string' }, connections: { type: 'string' } },
 });
 const quick = values.quick;
 const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
@@ -148,15 +148,19 @@ async function main() {
       results.push({ scenario: name, clients: CLIENTS, readings: total, seconds, readingsPerSecond: Math.round(total / seconds), acceptedInSeconds: (accepted - started) / 1000, lost: 0, duplicated: 0, cpu });
     };
 
-    const self = values.profile ? new SelfProfiler() : undefined;
-    await self?.start();
-    await scenario('batched', 'batch', PER_CLIENT, 500);
-    if (self) {
+    if (values.profile) {
+      // --profile batched|single: that scenario alone, with CPU profiles of the services and of the
+      // simulated clients, summarised in bench/results/profile.md.
+      if (values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
+      const self = new SelfProfiler();
+      await self.start();
+      if (values.profile === 'batched') await scenario('batched', 'batch', PER_CLIENT, 500);
+      else await scenario('one reading per message', 'single', ONE_PER_MESSAGE, 1);
       mkdirSync(profiles, { recursive: true });
       await self.stop(join(profiles, `bench.${process.pid}.cpuprofile`));
+      return;
     }
-    // --profile: the batched scenario alone, with the services' CPU profiles summarised below.
-    if (values.profile) return;
+    await scenario('batched', 'batch', PER_CLIENT, 500);
     await scenario('one reading per message', 'single', ONE_PER_MESSAGE, 1);
     results.push(await rawCeiling(certs, CLIENTS * PER_CLIENT));
 
@@ -293,16 +297,16 @@ async function main() {
   process.stdout.write(md + '\n');
 }
 
-/** bench/results/profile.md: CPU per component and the hottest functions of the gateway and the distributor. */
-function writeProfileReport(dir: string, pids: Record<string, number | undefined>, batched: Record<string, unknown> | undefined): void {
-  if (!batched) return;
-  const cpu = batched.cpu as CpuShare[];
+/** bench/results/profile.md: CPU per component, and where the gateway, the distributor and the clients spend theirs. */
+function writeProfileReport(dir: string, pids: Record<string, number | undefined>, measured: Record<string, unknown> | undefined): void {
+  if (!measured) return;
+  const cpu = measured.cpu as CpuShare[];
   const lines = [
-    `Batched scenario: ${(batched.readings as number).toLocaleString('en')} readings in ${(batched.seconds as number).toFixed(1)} s, ${(batched.readingsPerSecond as number).toLocaleString('en')} readings/s, ${cpus().length} cores.`,
+    `${measured.scenario as string}: ${(measured.readings as number).toLocaleString('en')} readings in ${(measured.seconds as number).toFixed(1)} s, ${(measured.readingsPerSecond as number).toLocaleString('en')} readings/s, ${cpus().length} cores.`,
     '',
     '| component | CPU seconds | CPU µs per reading |',
     '|---|---|---|',
-    ...cpu.map((c) => `| ${c.component} | ${c.cpuSeconds.toFixed(1)} | ${Math.round((c.cpuSeconds / (batched.readings as number)) * 1e6)} |`),
+    ...cpu.map((c) => `| ${c.component} | ${c.cpuSeconds.toFixed(1)} | ${Math.round((c.cpuSeconds / (measured.readings as number)) * 1e6)} |`),
   ];
   const files = readdirSync(dir);
   const out = join(import.meta.dirname, 'results');

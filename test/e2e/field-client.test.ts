@@ -108,8 +108,9 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
       await eventually(() => (existsSync(stored) ? true : undefined));
       assert.ok(readFileSync(stored).equals(content));
       assert.deepEqual(readdirSync(join(tmp.dir, 'watched')), []);
-      const rec = fx.points({ measurement: 'files', device: 'dev-http' }).find((p) => p.fields.filename === 'frame-0001.jpg');
-      assert.equal(rec?.fields.content_type, 'image/jpeg');
+      // The file is stored before its record is written: wait for the record too.
+      const rec = await eventually(() => fx.points({ measurement: 'files', device: 'dev-http' }).find((p) => p.fields.filename === 'frame-0001.jpg'));
+      assert.equal(rec.fields.content_type, 'image/jpeg');
     });
 
     it('the CLI sends through the running client and shows its status', async () => {
