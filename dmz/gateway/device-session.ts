@@ -101,7 +101,9 @@ export class DeviceSession {
       this.rateLimited(messages.flatMap((m) => (m.messageId ? [m.messageId] : [])));
       return;
     }
-    const accepted: AcceptedMessage[] = messages.map((m) => ({ ...m, messageId: m.messageId ?? randomUUID() }));
+    // The parsed messages are this frame's own objects: completed in place, not copied.
+    for (const m of messages) m.messageId ??= randomUUID();
+    const accepted = messages as AcceptedMessage[];
     this.trackInFlight(accepted.length);
     for (const group of this.publisher.publish(this.deviceId, accepted, receivedAt)) {
       group.done.then(
