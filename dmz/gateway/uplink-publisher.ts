@@ -82,13 +82,10 @@ export class UplinkPublisher {
     }
     for (const m of list) {
       // Each message keeps the moment its own frame arrived, and the device's signature untouched.
-      p.items.push({
-        messageId: m.messageId,
-        ...(m.seq !== undefined ? { seq: m.seq } : {}),
-        ...(m.auth ? { auth: m.auth } : {}),
-        receivedAt,
-        payload: m.payload,
-      });
+      const item: EnvelopeItem = { messageId: m.messageId, receivedAt, payload: m.payload };
+      if (m.seq !== undefined) item.seq = m.seq;
+      if (m.auth) item.auth = m.auth;
+      p.items.push(item);
     }
     const done = new Promise<void>((resolve, reject) => p.waiters.push({ resolve, reject }));
     if (p.items.length >= this.o.maxMessages || this.o.lingerMs === 0) this.flush(key);
