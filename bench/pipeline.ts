@@ -195,16 +195,19 @@ async function main() {
       }
     })();
     const poll = (async () => {
-      let since = 0;
+      let stoppedAt: number | undefined;
       while (!stop || seenAt.size < sentAt.size) {
-        const rows = await influx.rows(DB, `SELECT probe FROM readings WHERE device = 'probe-0' AND time > ${since}ms`);
-        const at = Date.now();
-        for (const r of rows) {
-          const t = r.time as number;
-          if (!seenAt.has(t)) seenAt.set(t, at);
-          since = Math.max(since, t);
+        // From the oldest probe not seen yet: the distributor's consumers write in parallel, so a
+        // probe may land after a later one (querying only past the latest seen would miss it).
+        let oldest = Infinity;
+        for (const t of sentAt.keys()) if (!seenAt.has(t) && t < oldest) oldest = t;
+        if (oldest !== Infinity) {
+          const rows = await influx.rows(DB, `SELECT probe FROM readings WHERE device = 'probe-0' AND time >= ${oldest}ms`);
+          const at = Date.now();
+          for (const r of rows) if (!seenAt.has(r.time as number)) seenAt.set(r.time as number, at);
         }
-        if (stop && Date.now() - at > 30_000) break;
+        if (stop) stoppedAt ??= Date.now();
+        if (stoppedAt !== undefined && Date.now() - stoppedAt > 30_000) break;
         await sleep(10);
       }
     })();

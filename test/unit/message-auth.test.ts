@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -50,6 +50,12 @@ describe('signed groups (version 2)', () => {
     assert.ok(!verifyGroup(randomBytes(32), header, auth, members), 'another key');
   });
 
+  it('signs exactly the text the README documents', () => {
+    const auth = signGroup(key, header, members.slice(0, 2));
+    const text = 'fieldstream-auth-v2\nd1\ntimeseries\ne1\n1700000000000\n2\n5\n{"t":0.5,"timestamp":1700000000005}\n6\n{"t":0.6,"timestamp":1700000000006}\n';
+    assert.equal(auth.mac, createHmac('sha256', key).update(text).digest('base64url'));
+  });
+
   it('makes the distributor write a whole intact group and refuse every message of a broken one', () => {
     const tmp = tempDir('groups');
     try {
@@ -63,7 +69,7 @@ describe('signed groups (version 2)', () => {
       const now = Date.now();
       const envelope = (epoch: string, items: { seq: number; payload: { t: number; timestamp: number } }[], tamper?: (m: UplinkEnvelope['messages']) => void) => {
         const auth = signGroup(key, { ...header, epoch, ts: now }, items);
-        const messages = items.map((m, i) => ({ messageId: `${epoch}.${m.seq}`, seq: m.seq, payload: m.payload, ...(i === 0 ? { auth } : {}) }));
+        const messages = items.map((m, i) => ({ messageId: `${epoch}.${m.seq}`, seq: m.seq, payload: { ...m.payload }, ...(i === 0 ? { auth } : {}) }));
         tamper?.(messages);
         return { v: 1, deviceId: 'd1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: now, messages } as UplinkEnvelope;
       };
