@@ -292,6 +292,8 @@ async function main() {
         ]
       : []),
     `Batched pipeline at ${Math.round(report.batchedVsRawCeiling * 100)} % of the raw-broker ceiling.`,
+    '',
+    ...cpuTable(results.filter((x) => x.cpu !== undefined)),
   ].join('\n');
   const out = join(import.meta.dirname, 'results');
   mkdirSync(out, { recursive: true });
@@ -300,16 +302,30 @@ async function main() {
   process.stdout.write(md + '\n');
 }
 
+/** Where the CPU went: CPU time per reading of each component (processes read from /proc), per scenario. */
+function cpuTable(measured: readonly Record<string, unknown>[]): string[] {
+  if (measured.length === 0) return [];
+  const perReading = (m: Record<string, unknown>, component: string) => {
+    const c = (m.cpu as CpuShare[]).find((x) => x.component === component);
+    return c ? `${Math.round((c.cpuSeconds / (m.readings as number)) * 1e6)} µs` : '—';
+  };
+  const components = (measured[0]?.cpu as CpuShare[]).map((c) => c.component);
+  const total = (m: Record<string, unknown>) => `${Math.round(((m.cpu as CpuShare[]).reduce((n, c) => n + c.cpuSeconds, 0) / (m.readings as number)) * 1e6)} µs`;
+  return [
+    `| CPU time per reading | ${measured.map((m) => m.scenario as string).join(' | ')} |`,
+    `|---|${measured.map(() => '---|').join('')}`,
+    ...components.map((c) => `| ${c} | ${measured.map((m) => perReading(m, c)).join(' | ')} |`),
+    `| all | ${measured.map(total).join(' | ')} |`,
+  ];
+}
+
 /** bench/results/profile.md: CPU per component, and where the gateway, the distributor and the clients spend theirs. */
 function writeProfileReport(dir: string, pids: Record<string, number | undefined>, measured: Record<string, unknown> | undefined): void {
   if (!measured) return;
-  const cpu = measured.cpu as CpuShare[];
   const lines = [
     `${measured.scenario as string}: ${(measured.readings as number).toLocaleString('en')} readings in ${(measured.seconds as number).toFixed(1)} s, ${(measured.readingsPerSecond as number).toLocaleString('en')} readings/s, ${cpus().length} cores.`,
     '',
-    '| component | CPU seconds | CPU µs per reading |',
-    '|---|---|---|',
-    ...cpu.map((c) => `| ${c.component} | ${c.cpuSeconds.toFixed(1)} | ${Math.round((c.cpuSeconds / (measured.readings as number)) * 1e6)} |`),
+    ...cpuTable([measured]),
   ];
   const files = readdirSync(dir);
   const out = join(import.meta.dirname, 'results');
