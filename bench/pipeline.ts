@@ -71,7 +71,7 @@ async function main() {
     workDir: join(work, 'stack'),
     commandApiToken: randomBytes(24).toString('hex'),
     env: {
-      LOG_LEVEL: 'warn',
+      LOG_LEVEL: 'info', // the services' default: what runs in production is what is measured
       INFLUXDB_URL: influx.url,
       INFLUXDB_DATABASE: DB,
       INFLUXDB_USERNAME: influx.user,

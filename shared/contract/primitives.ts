@@ -18,12 +18,11 @@ export type DeviceId = z.infer<typeof DeviceIdSchema>;
 /** Message ids are chosen by devices; they appear in acks and logs, so they stay printable. */
 export const MessageIdSchema = z
   .string()
-  .min(1)
-  .max(128)
-  .regex(/^[A-Za-z0-9._:-]+$/, 'must hold only letters, digits, ".", "_", ":" and "-"');
+  // One pattern holds the length too: these are checked for every message, twice (gateway and distributor).
+  .regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1 to 128 letters, digits, ".", "_", ":" and "-"');
 
 /** A sequence number: a non-negative integer that fits a double exactly. */
-export const SeqSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+export const SeqSchema = z.int().min(0); // z.int() admits safe integers only (at most 2^53 − 1)
 
 /** A device timestamp: ISO 8601 with a zone (as in the seed, "2024-01-01T12:00:00Z") or epoch milliseconds. */
 export const TimestampSchema = z.union([
@@ -55,6 +54,4 @@ export type Scalar = z.infer<typeof ScalarSchema>;
 /** A field name: what InfluxDB accepts as a field or tag key, without the surprises. */
 export const FieldNameSchema = z
   .string()
-  .min(1)
-  .max(128)
-  .regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'must start with a letter or "_" and hold only letters, digits, "_", "." and "-"');
+  .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/, 'must be at most 128 characters, start with a letter or "_" and hold only letters, digits, "_", "." and "-"');
