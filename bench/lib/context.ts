@@ -1,0 +1,24 @@
+import type { RunningFieldClient } from '../../field-client/src/start.ts';
+import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+
+/** What every scenario works with: the running stack, its database and simulated devices. */
+export interface BenchContext {
+  /** this run's scratch folder */
+  work: string;
+  /** the run's PKI (generated at start) */
+  certs: string;
+  repoRoot: string;
+  /** simulated devices per throughput scenario */
+  clients: number;
+  quick: boolean;
+  stack: LocalStack;
+  influx: InfluxV1;
+  database: string;
+  /** a field client with its own certificate, signing key and durable queue, at most `batchMax` readings per frame */
+  fieldClient(deviceId: string, batchMax: number): Promise<RunningFieldClient>;
+  /** the single value an aggregate InfluxQL query returns (0 when nothing matched) */
+  scalar(query: string): Promise<number>;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,35 @@
+import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { summariseProfile } from './profile-summary.ts';
+import { cpuTable } from './report.ts';
+import type { ThroughputResult } from './results.ts';
+
+/**
+ * OUT/profile.md: the CPU time per reading of each process, and where the named processes spent
+ * theirs (their .cpuprofile files from `dir`, matched by process id, are kept in OUT/profiles/ for
+ * Chrome DevTools or VS Code). Returns the Markdown.
+ */
+export function writeProfileReport(dir: string, out: string, root: string, pids: Record<string, number | undefined>, measured: ThroughputResult): string {
+  const lines = [
+    `${measured.scenario}: ${measured.readings.toLocaleString('en')} readings in ${measured.seconds.toFixed(1)} s, ${measured.readingsPerSecond.toLocaleString('en')} readings/s, ${cpus().length} cores.`,
+    '',
+    ...cpuTable([measured]),
+  ];
+  const files = readdirSync(dir);
+  mkdirSync(join(out, 'profiles'), { recursive: true });
+  for (const [name, pid] of Object.entries(pids)) {
+    // node --cpu-prof names files CPU.DATE.TIME.PID.THREAD.SEQ.cpuprofile; thread 0 is the main one.
+    const file = files.find((f) => f.includes(`.${pid}.0.`)) ?? files.find((f) => f.includes(`.${pid}.`));
+    if (!file) continue;
+    copyFileSync(join(dir, file), join(out, 'profiles', `${name}.cpuprofile`));
+    const summary = summariseProfile(join(dir, file), root, 12);
+    lines.push('', `The ${name}: where its CPU went (self time, share of busy samples)`, '', '| function | self % |', '|---|---|');
+    for (const h of summary.self) lines.push(`| \`${h.where}\` | ${h.selfPercent} |`);
+    lines.push('', `The ${name}: its own steps (total time, including what they call)`, '', '| function | total % |', '|---|---|');
+    for (const h of summary.ours) lines.push(`| \`${h.where}\` | ${h.totalPercent} |`);
+  }
+  const md = lines.join('\n');
+  writeFileSync(join(out, 'profile.md'), md + '\n');
+  return md;
+}

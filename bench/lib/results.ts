@@ -1,0 +1,46 @@
+import type { ConnectionsResult } from '../scenarios/connections.ts';
+import type { CpuShare } from './proc-stats.ts';
+
+/** Every counted scenario: how many readings (or probes, or files) and that none was lost or doubled. */
+export interface CountedResult {
+  scenario: string;
+  clients: number;
+  readings: number;
+  lost: number;
+  duplicated: number;
+}
+
+export interface ThroughputResult extends CountedResult {
+  seconds: number;
+  readingsPerSecond: number;
+  /** seconds until the clients had every reading in their durable queues */
+  acceptedInSeconds?: number;
+  /** copies that reached the distributor twice, refused there by the replay window */
+  redelivered?: number;
+  /** CPU time of each process during the scenario */
+  cpu?: CpuShare[];
+}
+
+export interface LatencyResult extends CountedResult {
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+export interface FilesResult extends CountedResult {
+  seconds: number;
+  mbPerSecond: number;
+}
+
+export type ScenarioResult = ThroughputResult | LatencyResult | FilesResult;
+
+export interface BenchReport {
+  when: string;
+  machine: { cpus: number; cpu: string | undefined; memoryGiB: number; node: string };
+  quick: boolean;
+  results: ScenarioResult[];
+  connections: ConnectionsResult | undefined;
+  /** batched readings/s over the raw ceiling's */
+  batchedVsRawCeiling: number;
+}
