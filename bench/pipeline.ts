@@ -14,6 +14,7 @@
  * Writes bench/results/pipeline.json and .md.
  *   --quick                    a small load, for CI (the tests run it)
  *   --profile batched|single   that scenario alone, with CPU profiles: bench/results/profile.md
+ *   --set KEY=VALUE            a service setting for this run (repeatable)
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -46,8 +47,17 @@ const { values } = parseArgs({
     readings: { type: 'string' },
     connections: { type: 'string' },
     profile: { type: 'string' },
+    /** KEY=VALUE: a service setting for this run (e.g. --set DISTRIBUTOR_CONSUMERS=8) */
+    set: { type: 'string', multiple: true, default: [] },
   },
 });
+const settings = Object.fromEntries(
+  values.set.map((kv) => {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new Error(`--set takes KEY=VALUE, not ${kv}`);
+    return [kv.slice(0, i), kv.slice(i + 1)];
+  }),
+);
 const quick = values.quick;
 const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
 /** readings per client, batched */
@@ -93,6 +103,7 @@ async function main(): Promise<void> {
       // The benchmark measures the pipeline, not the per-device rate limits.
       GATEWAY_RATE_MESSAGES_PER_S: '1000000',
       GATEWAY_RATE_BYTES_PER_S: String(1024 ** 3),
+      ...settings,
     },
   });
   const clientLog = createLogger('bench', 'warn');
@@ -174,6 +185,7 @@ async function main(): Promise<void> {
     when: new Date().toISOString(),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
     quick,
+    settings,
     results,
     connections,
     batchedVsRawCeiling: Math.round((batched.readingsPerSecond / raw.readingsPerSecond) * 100) / 100,

@@ -39,6 +39,8 @@ export interface BenchReport {
   when: string;
   machine: { cpus: number; cpu: string | undefined; memoryGiB: number; node: string };
   quick: boolean;
+  /** service settings given with --set */
+  settings: Record<string, string>;
   results: ScenarioResult[];
   connections: ConnectionsResult | undefined;
   /** batched readings/s over the raw ceiling's */
