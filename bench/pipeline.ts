@@ -51,13 +51,12 @@ const { values } = parseArgs({
     set: { type: 'string', multiple: true, default: [] },
   },
 });
-const settings = Object.fromEntries(
-  values.set.map((kv) => {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new Error(`--set takes KEY=VALUE, not ${kv}`);
-    return [kv.slice(0, i), kv.slice(i + 1)];
-  }),
-);
+const badSetting = values.set.find((kv) => !/^[A-Z][A-Z0-9_]*=/.test(kv));
+if (badSetting !== undefined) {
+  process.stderr.write(`bench: --set takes KEY=VALUE (a setting name in capitals), not ${JSON.stringify(badSetting)}\n`);
+  process.exit(2);
+}
+const settings = Object.fromEntries(values.set.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const quick = values.quick;
 const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
 /** readings per client, batched */

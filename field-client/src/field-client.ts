@@ -217,8 +217,7 @@ export class FieldClient {
    * carries the MAC (see shared/security/message-auth.ts). `seq` with `epoch` is each message's
    * identity for the replay window: queue sequence numbers, or a transfer's chunk indexes.
    */
-  private sendFrame(epoch: string, messages: Array<{ dataType: string; messageId: string; seq: number; payload: unknown }>): void {
-    const items: Array<{ dataType: string; messageId: string; seq: number; payload: unknown; auth?: MessageAuth }> = messages.map((m) => ({ ...m }));
+  private sendFrame(epoch: string, items: Array<{ dataType: string; messageId: string; seq: number; payload: unknown; auth?: MessageAuth }>): void {
     const key = this.options.signingKey;
     if (key) {
       const ts = Date.now();

@@ -6,7 +6,7 @@ import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
-import { parseSigningKey, signMessage } from '../../shared/security/message-auth.ts';
+import { parseSigningKey, signGroup, signMessage } from '../../shared/security/message-auth.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 
 /**
@@ -73,6 +73,25 @@ describe('device signatures, checked on the internal side', () => {
     assert.deepEqual(readings('sig-b'), []);
     assert.deepEqual(readings('ghost-1'), []);
     assert.ok(fx.logs.codes().includes('SECURITY_BAD_SIGNATURE'));
+  });
+
+  it('refuses a whole signed group when one of its messages is altered, dropped or reordered, and writes an intact one', async () => {
+    const k = key('sig-a');
+    const group = (epoch: string) => {
+      const members = [1, 2, 3].map((seq) => ({ seq, payload: { grp: seq, tag: epoch, timestamp: 1760000300000 + seq } }));
+      const auth = signGroup(k, { deviceId: 'sig-a', dataType: 'timeseries', epoch, ts: Date.now() }, members);
+      return members.map((m, i) => ({ messageId: `${epoch}.${m.seq}`, seq: m.seq, payload: m.payload, ...(i === 0 ? { auth } : {}) }));
+    };
+    const altered = group('g-alt');
+    (altered[2] as { payload: { grp: number } }).payload.grp = 99;
+    const dropped = group('g-drop').slice(0, 2);
+    const g = group('g-order');
+    const reordered = [g[0], g[2], g[1]] as typeof g;
+    for (const messages of [altered, dropped, reordered]) await forge('sig-a', messages);
+    await forge('sig-a', group('g-ok'));
+    await eventually(() => (readings('sig-a').filter((p) => p.fields.tag === 'g-ok').length === 3 ? true : undefined));
+    await eventually(() => (events('SECURITY_BAD_SIGNATURE').filter((e) => String(e.fields.message_id).startsWith('g-')).length === 8 ? true : undefined));
+    assert.deepEqual(readings('sig-a').filter((p) => String(p.fields.tag).startsWith('g-') && p.fields.tag !== 'g-ok'), []);
   });
 
   it('writes a replayed message once, refuses a sequence number below the window, and keeps that across a restart', async () => {
