@@ -89,6 +89,9 @@ describe('signed groups (version 2)', () => {
       const headless = verifier.check(envelope('d', members, (m) => m.shift()));
       assert.equal(headless.accepted, undefined, 'followers without their group are unsigned');
       assert.deepEqual(headless.events.map((e) => e.tags.reason), ['SECURITY_UNSIGNED', 'SECURITY_UNSIGNED']);
+      // Events of several envelopes checked within one millisecond each keep their own point.
+      const times = [again, tampered, cut, headless].flatMap((v) => v.events.map((e) => e.time));
+      assert.equal(new Set(times).size, times.length, 'no two security events share a time');
     } finally {
       tmp.cleanup();
     }

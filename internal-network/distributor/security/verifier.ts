@@ -35,6 +35,12 @@ export interface Verdict {
  */
 export class MessageVerifier {
   readonly stats = { verified: 0, unsigned: 0, refused: 0, duplicates: 0 };
+  /**
+   * The time of the last security event, in epoch ms. A point is identified by (measurement, tags,
+   * time), so two events of one device and reason in the same millisecond would overwrite each
+   * other in the database: each event takes a time strictly after the previous one.
+   */
+  private lastEventTime = 0;
 
   constructor(
     private readonly keys: DeviceKeyRegistry,
@@ -60,7 +66,7 @@ export class MessageVerifier {
         measurement: 'security_events',
         tags: { device: env.deviceId, reason: code },
         fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
-        time: now + events.length, // one point per event, even several in the same millisecond
+        time: (this.lastEventTime = Math.max(now, this.lastEventTime + 1)),
       });
     };
     const delayed = now - env.receivedAt;
