@@ -15,14 +15,25 @@ export const DeviceIdSchema = z
   .regex(DEVICE_ID_PATTERN, 'must start with a letter or digit and hold only letters, digits, ".", "_" and "-"');
 export type DeviceId = z.infer<typeof DeviceIdSchema>;
 
-/** Message ids are chosen by devices; they appear in acks and logs, so they stay printable. */
-export const MessageIdSchema = z
-  .string()
-  // One pattern holds the length too: these are checked for every message, twice (gateway and distributor).
-  .regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1 to 128 letters, digits, ".", "_", ":" and "-"');
+/**
+ * A schema tested by one predicate. The schemas below are checked for every message at both trust
+ * boundaries (gateway and distributor); there, zod's chained checks (the type, then each `.int()`,
+ * `.min()`, `.regex()`) cost about 0.3 µs per value each, where one predicate costs a tenth of that
+ * (measured with zod 4 on the benchmark machine).
+ */
+export function predicate<T>(test: (value: unknown) => boolean, message: string) {
+  return z.custom<T>(test, message);
+}
 
-/** A sequence number: a non-negative integer that fits a double exactly. */
-export const SeqSchema = z.int().min(0); // z.int() admits safe integers only (at most 2^53 − 1)
+const MESSAGE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Message ids are chosen by devices; they appear in acks and logs, so they stay printable. */
+export const MessageIdSchema = predicate<string>(
+  (v) => typeof v === 'string' && MESSAGE_ID_PATTERN.test(v),
+  'must be a string of 1 to 128 letters, digits, ".", "_", ":" and "-"',
+);
+
+/** A sequence number: a non-negative integer that fits a double exactly (at most 2^53 − 1). */
+export const SeqSchema = predicate<number>((v) => Number.isSafeInteger(v) && (v as number) >= 0, 'must be an integer from 0 to 2^53 − 1');
 
 /** A device timestamp: ISO 8601 with a zone (as in the seed, "2024-01-01T12:00:00Z") or epoch milliseconds. */
 export const TimestampSchema = z.union([
@@ -43,15 +54,32 @@ export function timestampToMs(ts: Timestamp): number {
   return typeof ts === 'number' ? ts : Date.parse(ts);
 }
 
+/** A scalar field value: kept as the device sent it (numbers as numbers, strings, booleans). */
+export type Scalar = number | string | boolean;
+
 /**
- * A scalar field value: kept as the device sent it (numbers as numbers, strings, booleans).
- * z.number() refuses NaN and ±Infinity (JSON.parse turns 1e999 into Infinity), so no value that
- * line protocol cannot hold gets through.
+ * Why a value is not a {@link Scalar}, or undefined when it is one. Non-finite numbers are refused
+ * (JSON.parse turns 1e999 into Infinity): line protocol cannot hold them.
  */
-export const ScalarSchema = z.union([z.number(), z.string().max(LIMITS.stringMaxChars), z.boolean()]);
-export type Scalar = z.infer<typeof ScalarSchema>;
+export function scalarProblem(value: unknown): string | undefined {
+  switch (typeof value) {
+    case 'number':
+      return Number.isFinite(value) ? undefined : 'must be a finite number';
+    case 'string':
+      return value.length <= LIMITS.stringMaxChars ? undefined : `must be at most ${LIMITS.stringMaxChars} characters`;
+    case 'boolean':
+      return undefined;
+    default:
+      return 'must be a number, a string or a boolean';
+  }
+}
+
+export const ScalarSchema = z.custom<Scalar>().superRefine((value, ctx) => {
+  const problem = scalarProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 /** A field name: what InfluxDB accepts as a field or tag key, without the surprises. */
-export const FieldNameSchema = z
-  .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/, 'must be at most 128 characters, start with a letter or "_" and hold only letters, digits, "_", "." and "-"');
+export const FIELD_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
+export const FIELD_NAME_RULE = 'must be at most 128 characters, start with a letter or "_" and hold only letters, digits, "_", "." and "-"';
+export const FieldNameSchema = z.string().regex(FIELD_NAME_PATTERN, FIELD_NAME_RULE);

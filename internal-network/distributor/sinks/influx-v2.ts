@@ -1,7 +1,7 @@
 import { HttpError, InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
-import { toInfluxPoint } from './line-protocol.ts';
+import { toLines } from './line-protocol.ts';
 import { isRetryableStatus, type PointSink } from './sink.ts';
 
 /** points per write request (InfluxData suggests about 5,000 lines) */
@@ -44,7 +44,7 @@ export class InfluxV2Sink implements PointSink {
 
   private async writeChunk(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    this.api.writePoints(points.map(toInfluxPoint));
+    this.api.writeRecords(toLines(points));
     try {
       await this.api.flush();
     } catch (err) {

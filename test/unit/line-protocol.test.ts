@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Point } from '@influxdata/influxdb-client';
+import fc from 'fast-check';
+import { toLine, toLineProtocol } from '../../internal-network/distributor/sinks/line-protocol.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+
+/** The client library's own Point, built as the sinks once did: the oracle for our encoder. */
+function libraryLine(p: StoredPoint): string | undefined {
+  const point = new Point(p.measurement);
+  for (const [key, value] of Object.entries(p.tags)) point.tag(key, value);
+  for (const [key, value] of Object.entries(p.fields)) {
+    if (typeof value === 'number') point.floatField(key, value);
+    else if (typeof value === 'boolean') point.booleanField(key, value);
+    else point.stringField(key, value);
+  }
+  return point.timestamp(p.time).toLineProtocol();
+}
+
+// Text with every character line protocol escapes (space, comma, equals, quote, backslash, newline).
+const text = fc.string({ unit: fc.constantFrom('a', 'Z', '0', ' ', ',', '=', '"', '\\', '\n', 'é', '_', '.'), maxLength: 12 });
+const scalar = fc.oneof(fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer(), fc.boolean(), text);
+const point = fc.record({
+  measurement: text.filter((m) => m.length > 0),
+  tags: fc.dictionary(text, text, { maxKeys: 4 }),
+  fields: fc.dictionary(text, scalar, { maxKeys: 5 }),
+  time: fc.integer({ min: 0, max: 8.64e15 }),
+});
+
+describe('line protocol', () => {
+  it('writes what the client library writes, for any measurement, tags and fields', () => {
+    fc.assert(fc.property(point, (p) => assert.equal(toLine(p), libraryLine(p))), { numRuns: 5000 });
+  });
+
+  it('writes numbers as floats, booleans as T/F, strings quoted, and skips points without fields', () => {
+    const reading: StoredPoint = { measurement: 'readings', tags: { device: 'sensor 1' }, fields: { t: 23, ok: true, note: 'say "hi"' }, time: 1704110400000 };
+    const empty: StoredPoint = { measurement: 'readings', tags: { device: 'x' }, fields: {}, time: 1 };
+    assert.equal(toLineProtocol([reading, empty, reading]), ['readings,device=sensor\\ 1 note="say \\"hi\\"",ok=T,t=23 1704110400000', 'readings,device=sensor\\ 1 note="say \\"hi\\"",ok=T,t=23 1704110400000'].join('\n'));
+  });
+});
