@@ -346,6 +346,11 @@ export class FieldClient {
     }
   }
 
+  /** Messages in the durable queue that the gateway has not acknowledged yet (cheap: no disk read). */
+  get unacknowledged(): number {
+    return this.queue.depth;
+  }
+
   /** For the local status endpoint and `fieldstream doctor`. */
   status() {
     const oldest = this.queue.oldestUnacked();

@@ -31,11 +31,14 @@ function timeOf(ts: Timestamp | undefined, receivedAt: number): number {
 
 /** One point per reading: numbers stay numbers, strings and booleans are kept. */
 export function readingPoints(env: EnvelopeOf<'timeseries'>): StoredPoint[] {
+  // One tags object for the envelope: the line protocol encoder escapes a series once per run of
+  // points that share it.
+  const tags = { device: env.deviceId };
   return env.messages.map(({ payload, receivedAt }) => {
     const { timestamp, ...fields } = payload;
     return {
       measurement: MEASUREMENTS.readings,
-      tags: { device: env.deviceId },
+      tags,
       fields,
       time: timeOf(timestamp as Timestamp | undefined, receivedAt ?? env.receivedAt),
     };

@@ -18,8 +18,18 @@ function fieldValue(value: Scalar): string {
   return escape.quoted(value);
 }
 
-/** One line, or undefined for a point without fields (line protocol requires at least one). */
-export function toLine(p: StoredPoint): string | undefined {
+/** `measurement,tag=value,...`: the series a point belongs to. */
+function seriesOf(p: StoredPoint): string {
+  let series = escape.measurement(p.measurement);
+  for (const key of Object.keys(p.tags).sort()) {
+    const value = p.tags[key];
+    if (key !== '' && value) series += `,${escape.tag(key)}=${escape.tag(value)}`; // an empty tag value is no tag
+  }
+  return series;
+}
+
+/** `key=value,...`, or '' for a point without fields (line protocol requires at least one). */
+function fieldsOf(p: StoredPoint): string {
   let fields = '';
   // Sorted keys: InfluxDB stores them so, and it makes each line depend on the point alone.
   for (const key of Object.keys(p.fields).sort()) {
@@ -27,19 +37,28 @@ export function toLine(p: StoredPoint): string | undefined {
     if (key === '' || value === undefined) continue;
     fields += `${fields === '' ? '' : ','}${escape.tag(key)}=${fieldValue(value)}`;
   }
-  if (fields === '') return undefined;
-  let series = escape.measurement(p.measurement);
-  for (const key of Object.keys(p.tags).sort()) {
-    const value = p.tags[key];
-    if (key !== '' && value) series += `,${escape.tag(key)}=${escape.tag(value)}`; // an empty tag value is no tag
-  }
-  return `${series} ${fields} ${Math.floor(p.time)}`;
+  return fields;
+}
+
+/** One line, or undefined for a point without fields. */
+export function toLine(p: StoredPoint, series = seriesOf(p)): string | undefined {
+  const fields = fieldsOf(p);
+  return fields === '' ? undefined : `${series} ${fields} ${Math.floor(p.time)}`;
 }
 
 export function toLines(points: readonly StoredPoint[]): string[] {
   const lines: string[] = [];
+  // The points of one envelope share their tags object (see points.ts): its series is escaped once.
+  let lastTags: StoredPoint['tags'] | undefined;
+  let lastMeasurement = '';
+  let series = '';
   for (const p of points) {
-    const line = toLine(p);
+    if (p.tags !== lastTags || p.measurement !== lastMeasurement) {
+      lastTags = p.tags;
+      lastMeasurement = p.measurement;
+      series = seriesOf(p);
+    }
+    const line = toLine(p, series);
     if (line !== undefined) lines.push(line);
   }
   return lines;
