@@ -8,7 +8,8 @@ import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
-import type { DurableQueue, QueuedMessage } from './queue/durable-queue.ts';
+import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
+import { batchFrame, type FrameItem } from './uplink-frame.ts';
 
 type PayloadOf = { timeseries: TimeseriesPayload; file: FilePayload; event: EventPayload; response: ResponsePayload };
 export type Submission = { [K in DataType]: { dataType: K; payload: PayloadOf[K] } }[DataType];
@@ -167,21 +168,19 @@ export class FieldClient {
       if (room <= 0) break;
       const items = this.queue.next(Math.min(room, batchMax), frameBytes);
       if (items.length === 0) break;
-      const batch: QueuedMessage[] = [];
+      const batch: FrameItem[] = [];
       for (const m of items) {
         this.inFlight.add(m.seq);
         if (m.dataType === FILE_TRANSFER) this.startTransfer(m);
-        else batch.push(m);
+        else batch.push({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payloadJson: m.payloadJson });
       }
-      if (batch.length > 0) {
-        this.sendFrame(this.queue.epoch, batch.map((m) => ({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payload: m.payload })));
-      }
+      if (batch.length > 0) this.sendFrame(this.queue.epoch, batch);
     }
     for (const t of this.transfers.values()) this.pumpTransfer(t);
   }
 
-  private startTransfer(m: QueuedMessage): void {
-    const rec = m.payload as FileTransferRecord;
+  private startTransfer(m: OutgoingMessage): void {
+    const rec = JSON.parse(m.payloadJson) as FileTransferRecord;
     if (this.transfers.has(m.seq)) return;
     if (!this.outbox.has(rec.transferId)) {
       this.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
@@ -207,7 +206,7 @@ export class FieldClient {
         metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
       };
       // A chunk's identity for the replay window: the transfer is its epoch, the index its sequence.
-      this.sendFrame(t.rec.transferId, [{ dataType: 'file', messageId, seq: index, payload }]);
+      this.sendFrame(t.rec.transferId, [{ dataType: 'file', messageId, seq: index, payloadJson: JSON.stringify(payload) }]);
     }
   }
 
@@ -217,7 +216,7 @@ export class FieldClient {
    * carries the MAC (see shared/security/message-auth.ts). `seq` with `epoch` is each message's
    * identity for the replay window: queue sequence numbers, or a transfer's chunk indexes.
    */
-  private sendFrame(epoch: string, items: Array<{ dataType: string; messageId: string; seq: number; payload: unknown; auth?: MessageAuth }>): void {
+  private sendFrame(epoch: string, items: FrameItem[]): void {
     const key = this.options.signingKey;
     if (key) {
       const ts = Date.now();
@@ -232,7 +231,7 @@ export class FieldClient {
       }
     }
     this.stats.sent += items.length;
-    this.connection.send(JSON.stringify({ deviceId: this.options.deviceId, batch: items }));
+    this.connection.send(batchFrame(this.options.deviceId, items));
   }
 
   private onFrame(frame: DownlinkFrame): void {

@@ -52,9 +52,31 @@ describe('the durable queue', () => {
     assert.equal(q.epoch, epoch, 'message ids stay stable');
     assert.equal(q.depth, 400);
     const rest = q.next(1000);
-    assert.deepEqual(rest.map((m) => (m.payload as { v: number }).v), Array.from({ length: 400 }, (_, i) => 600 + i));
+    assert.deepEqual(rest.map((m) => (JSON.parse(m.payloadJson) as { v: number }).v), Array.from({ length: 400 }, (_, i) => 600 + i));
     const more = await q.append([reading(5000)]);
     assert.equal(more[0]?.seq, 1001, 'sequence numbers continue');
+    await q.close();
+  });
+
+  it('hands out from memory exactly what it would read back from disk, across segments and a budget overrun', async () => {
+    // A 2 KiB memory budget and 4 KiB segments: the sender finds records in memory, on disk only,
+    // and both within one segment.
+    const { open } = setup({ segmentBytes: 4096, tailCacheBytes: 2048 });
+    const q = await open();
+    const payload = { v: 0, note: 'é"\\', timestamp: 1700000000000 };
+    await q.append([{ dataType: 'timeseries', payload }]);
+    payload.v = 99; // changed after it was accepted: what was accepted is sent
+    const sent = [...q.next(10)];
+    for (let round = 0; round < 20; round++) {
+      await q.append(Array.from({ length: 1 + round * 3 }, (_, i) => reading(round * 100 + i)));
+      if (round % 4 === 0) continue; // the sender falls behind, past the budget
+      sent.push(...q.next(1000));
+    }
+    sent.push(...q.next(1000));
+    assert.equal(JSON.parse(sent[0]?.payloadJson as string).v, 0);
+    assert.deepEqual(sent.map((m) => m.seq), Array.from({ length: sent.length }, (_, i) => i + 1), 'every message once, in order');
+    q.rewind();
+    assert.deepEqual(q.next(10_000), sent, 'read back from disk: the same messages, the same text');
     await q.close();
   });
 
@@ -94,7 +116,7 @@ describe('the durable queue', () => {
     writeFileSync(seg, buf);
     q = await open();
     assert.equal(q.stats.corruptTails, 1);
-    assert.deepEqual(q.next(100).map((m) => (m.payload as { v: number }).v), Array.from({ length: 50 }, (_, i) => i));
+    assert.deepEqual(q.next(100).map((m) => (JSON.parse(m.payloadJson) as { v: number }).v), Array.from({ length: 50 }, (_, i) => i));
     // and a segment cut short (a lost page) never crashes the client either
     await q.close();
     truncateSync(seg, 5);
@@ -129,7 +151,7 @@ describe('the durable queue', () => {
     for (let i = 0; i < 1000; i++) await q.append([reading(i)]);
     assert.ok(q.stats.dropped > 0);
     assert.equal(q.depth + q.stats.dropped, 1000, 'every message is either queued or counted as dropped');
-    const left = q.next(2000).map((m) => (m.payload as { v: number }).v);
+    const left = q.next(2000).map((m) => (JSON.parse(m.payloadJson) as { v: number }).v);
     assert.equal(left.at(-1), 999, 'the newest are kept');
     assert.deepEqual(left, Array.from({ length: left.length }, (_, i) => 1000 - left.length + i));
     assert.ok(logs.codes().includes('FIELD_QUEUE_DROPPED_OLDEST'));

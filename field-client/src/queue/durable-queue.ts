@@ -4,7 +4,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { encodeRecord } from './record-codec.ts';
+import { encodeRecord, HEADER_BYTES } from './record-codec.ts';
 import { SegmentReader } from './segment-reader.ts';
 
 /**
@@ -21,10 +21,22 @@ import { SegmentReader } from './segment-reader.ts';
  *   messages may be sent again: the database write is idempotent, so that costs nothing.
  * - Its size on disk is bounded (maxBytes). When full, it either refuses new data
  *   (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
+ * - The newest records written are also kept in memory (at most TAIL_CACHE_BYTES), keyed by where
+ *   they are in their segment: a sender that keeps up gets them without reading them back from
+ *   disk. What is kept is the text that was written, so it is exactly what the disk would give.
  */
 export interface QueueItem {
   dataType: string;
   payload: unknown;
+}
+
+/** A message as the sender gets it: its payload as the JSON text that was queued. */
+export interface OutgoingMessage {
+  seq: number;
+  messageId: string;
+  dataType: string;
+  payloadJson: string;
+  acceptedAt: number;
 }
 
 export interface QueuedMessage extends QueueItem {
@@ -46,6 +58,8 @@ export interface QueueOptions {
   segmentBytes: number;
   fullPolicy: FullPolicy;
   sync: SyncPolicy;
+  /** bytes of record bodies kept in memory ahead of the sender (default TAIL_CACHE_BYTES) */
+  tailCacheBytes?: number;
   log: Logger;
 }
 
@@ -60,9 +74,26 @@ interface Segment {
 
 interface Pending {
   records: Buffer[];
+  outgoing: OutgoingMessage[];
   messages: QueuedMessage[];
   resolve: (m: QueuedMessage[]) => void;
   reject: (e: unknown) => void;
+}
+
+/** bytes of record bodies kept in memory, ahead of the send cursor, unless the options say otherwise */
+export const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
+
+interface CachedRecord {
+  message: OutgoingMessage;
+  /** offset just past the record */
+  end: number;
+  /** bytes of the record's body */
+  bytes: number;
+}
+
+/** A record's body: the message as JSON, its payload spliced in as the text already made for it. */
+function recordBody(m: OutgoingMessage): string {
+  return `{"seq":${m.seq},"messageId":${JSON.stringify(m.messageId)},"dataType":${JSON.stringify(m.dataType)},"payload":${m.payloadJson},"acceptedAt":${m.acceptedAt}}`;
 }
 
 const SEGMENT_RE = /^seg-(\d{16})\.log$/;
@@ -79,7 +110,10 @@ export class DurableQueue {
   private flushing = false;
   private syncTimer: NodeJS.Timeout | undefined;
   private ackTimer: NodeJS.Timeout | undefined;
-  private cursor: { reader: SegmentReader; seg: Segment } | undefined;
+  /** where the sender reads next: a segment and a byte offset in it (with a reader, when reading from disk) */
+  private cursor: { seg: Segment; pos: number; reader?: SegmentReader } | undefined;
+  /** the newest records of the active segment, by their offset, oldest first */
+  private readonly tail = { seg: undefined as Segment | undefined, records: new Map<number, CachedRecord>(), bytes: 0 };
   private closed = false;
   readonly epoch: string;
   readonly stats = { appended: 0, acked: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
@@ -168,18 +202,25 @@ export class DurableQueue {
     return this.segments.reduce((n, s) => n + s.bytes, 0) + this.pendingBytes;
   }
 
-  /** Appends messages; resolves once they are on disk (per the sync policy). */
+  /**
+   * Appends messages; resolves once they are on disk (per the sync policy). Each payload is
+   * serialised here, once: changing a payload object afterwards changes nothing queued.
+   */
   append(items: readonly QueueItem[]): Promise<QueuedMessage[]> {
     if (this.closed) return Promise.reject(new Error('queue closed'));
     const now = Date.now();
     const messages: QueuedMessage[] = [];
+    const outgoing: OutgoingMessage[] = [];
     const records: Buffer[] = [];
     let size = 0;
     for (const item of items) {
       const seq = this.nextSeq + messages.length;
-      const m: QueuedMessage = { seq, messageId: `${this.epoch}.${seq}`, dataType: item.dataType, payload: item.payload, acceptedAt: now };
-      const rec = encodeRecord(Buffer.from(JSON.stringify(m)));
-      messages.push(m);
+      const payloadJson = JSON.stringify(item.payload) as string | undefined;
+      if (payloadJson === undefined) return Promise.reject(new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message is not JSON.`));
+      const out: OutgoingMessage = { seq, messageId: `${this.epoch}.${seq}`, dataType: item.dataType, payloadJson, acceptedAt: now };
+      const rec = encodeRecord(recordBody(out));
+      messages.push({ seq, messageId: out.messageId, dataType: item.dataType, payload: item.payload, acceptedAt: now });
+      outgoing.push(out);
       records.push(rec);
       size += rec.length;
     }
@@ -194,7 +235,7 @@ export class DurableQueue {
     this.nextSeq += messages.length;
     this.pendingBytes += size;
     return new Promise((resolve, reject) => {
-      this.pending.push({ records, messages, resolve, reject });
+      this.pending.push({ records, outgoing, messages, resolve, reject });
       if (!this.flushing) void this.flush();
     });
   }
@@ -233,15 +274,24 @@ export class DurableQueue {
       try {
         // One write per segment touched: records are gathered, not written one syscall each.
         let parts: Buffer[] = [];
+        let partMessages: OutgoingMessage[] = [];
         let partBytes = 0;
         let lastSeq = this.active.seg.lastSeq;
         const writeOut = async () => {
           if (parts.length === 0) return;
+          const seg = this.active.seg;
           await this.active.fh.write(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, partBytes));
-          this.active.seg.bytes += partBytes;
-          this.active.seg.lastSeq = lastSeq;
+          let at = seg.bytes;
+          for (let i = 0; i < parts.length; i++) {
+            const length = (parts[i] as Buffer).length;
+            this.remember(seg, at, { message: partMessages[i] as OutgoingMessage, end: at + length, bytes: length - HEADER_BYTES });
+            at += length;
+          }
+          seg.bytes += partBytes;
+          seg.lastSeq = lastSeq;
           this.pendingBytes -= partBytes;
           parts = [];
+          partMessages = [];
           partBytes = 0;
         };
         for (const p of batch) {
@@ -252,6 +302,7 @@ export class DurableQueue {
               await this.rotate();
             }
             parts.push(rec);
+            partMessages.push(p.outgoing[i] as OutgoingMessage);
             partBytes += rec.length;
             lastSeq = (p.messages[i] as QueuedMessage).seq;
           }
@@ -268,6 +319,24 @@ export class DurableQueue {
       }
     }
     this.flushing = false;
+  }
+
+  /** Keeps a record just written in the tail cache (only the newest segment's, within its budget). */
+  private remember(seg: Segment, start: number, rec: CachedRecord): void {
+    const tail = this.tail;
+    if (tail.seg !== seg) {
+      tail.seg = seg;
+      tail.records.clear();
+      tail.bytes = 0;
+    }
+    tail.records.set(start, rec);
+    tail.bytes += rec.bytes;
+    // Oldest first: a sender that fell behind reads those from disk, and then finds the rest here.
+    for (const [at, old] of tail.records) {
+      if (tail.bytes <= (this.o.tailCacheBytes ?? TAIL_CACHE_BYTES)) break;
+      tail.records.delete(at);
+      tail.bytes -= old.bytes;
+    }
   }
 
   private scheduleSync(): void {
@@ -288,62 +357,83 @@ export class DurableQueue {
 
   /**
    * The next unacknowledged messages in order, from the send cursor, at most `max` of them and
-   * about `maxBytes`. Only what is on disk is returned.
+   * about `maxBytes`. Only what is written is returned: from the tail cache when it holds the
+   * record at the cursor, else read back from disk.
    */
-  next(max: number, maxBytes = 4 * 1024 * 1024): QueuedMessage[] {
-    const out: QueuedMessage[] = [];
+  next(max: number, maxBytes = 4 * 1024 * 1024): OutgoingMessage[] {
+    const out: OutgoingMessage[] = [];
     let bytes = 0;
     while (out.length < max && bytes < maxBytes) {
       if (!this.cursor) {
         const seg = this.segments.find((s) => s.lastSeq > this.watermark);
         if (!seg) break;
-        this.cursor = { seg, reader: new SegmentReader(seg.path, 0, seg.bytes) };
+        this.cursor = { seg, pos: 0 };
       }
-      const { seg } = this.cursor;
-      const r = this.readCurrent();
-      if (r === undefined) {
-        const i = this.segments.indexOf(seg);
-        const following = this.segments[i + 1];
-        if (!following) break; // caught up with the writer
-        this.closeCursor();
-        this.cursor = { seg: following, reader: new SegmentReader(following.path, 0, following.bytes) };
-        continue;
+      const cur = this.cursor;
+      const cached = this.tail.seg === cur.seg ? this.tail.records.get(cur.pos) : undefined;
+      let m: OutgoingMessage;
+      let size: number;
+      if (cached) {
+        // Passed once: a resend after a reconnect reads from disk.
+        this.tail.records.delete(cur.pos);
+        this.tail.bytes -= cached.bytes;
+        cur.pos = cached.end;
+        m = cached.message;
+        size = cached.bytes;
+      } else {
+        const r = this.readAtCursor();
+        if (r === undefined) {
+          const following = this.segments[this.segments.indexOf(cur.seg) + 1];
+          if (!following) break; // caught up with the writer
+          this.closeCursor();
+          this.cursor = { seg: following, pos: 0 };
+          continue;
+        }
+        if ('corrupt' in r) {
+          this.o.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, reason: r.corrupt }, 'unreadable queue record; skipping the rest of the segment');
+          const following = this.segments[this.segments.indexOf(cur.seg) + 1];
+          this.closeCursor();
+          if (!following) break;
+          this.cursor = { seg: following, pos: 0 };
+          continue;
+        }
+        const stored = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
+        m = { seq: stored.seq, messageId: stored.messageId, dataType: stored.dataType, payloadJson: JSON.stringify(stored.payload), acceptedAt: stored.acceptedAt };
+        size = r.body.length;
       }
-      if ('corrupt' in r) {
-        this.o.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: seg.path, reason: r.corrupt }, 'unreadable queue record; skipping the rest of the segment');
-        const i = this.segments.indexOf(seg);
-        this.closeCursor();
-        const following = this.segments[i + 1];
-        if (!following) break;
-        this.cursor = { seg: following, reader: new SegmentReader(following.path, 0, following.bytes) };
-        continue;
-      }
-      const m = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
       if (m.seq <= this.watermark || this.ackedAbove.has(m.seq)) continue;
       out.push(m);
-      bytes += r.body.length;
+      bytes += size;
     }
     return out;
   }
 
-  /** A segment may have grown since its reader was made (the active one, or one just rotated out):
-   * the reader is renewed with the current length. */
-  private readCurrent(): ReturnType<SegmentReader['next']> {
-    const cur = this.cursor as { seg: Segment; reader: SegmentReader };
+  /**
+   * The record at the cursor, read from disk, up to what is written now. The reader is renewed
+   * when the cursor moved without it (records taken from the tail cache) or when the segment grew
+   * past what the reader was made for.
+   */
+  private readAtCursor(): ReturnType<SegmentReader['next']> {
+    const cur = this.cursor as { seg: Segment; pos: number; reader?: SegmentReader };
     const durable = cur.seg.bytes;
-    if (cur.reader.position >= durable) return undefined;
-    const r = cur.reader.next();
-    if (r === undefined && cur.reader.position < durable) {
-      const pos = cur.reader.position;
+    if (cur.pos >= durable) return undefined;
+    if (cur.reader && cur.reader.position !== cur.pos) {
       cur.reader.close();
-      cur.reader = new SegmentReader(cur.seg.path, pos, durable);
-      return cur.reader.next();
+      cur.reader = undefined;
     }
+    cur.reader ??= new SegmentReader(cur.seg.path, cur.pos, durable);
+    let r = cur.reader.next();
+    if (r === undefined) {
+      cur.reader.close();
+      cur.reader = new SegmentReader(cur.seg.path, cur.pos, durable);
+      r = cur.reader.next();
+    }
+    if (r !== undefined && !('corrupt' in r)) cur.pos = cur.reader.position;
     return r;
   }
 
   private closeCursor(): void {
-    this.cursor?.reader.close();
+    this.cursor?.reader?.close();
     this.cursor = undefined;
   }
 

@@ -9,11 +9,13 @@ export const HEADER_BYTES = 8;
 /** bytes: a record larger than this is corruption, not data (the largest message is a file chunk) */
 export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
 
-export function encodeRecord(body: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(HEADER_BYTES + body.length);
-  out.writeUInt32BE(body.length, 0);
-  out.writeUInt32BE(crc32(body), 4);
-  body.copy(out, HEADER_BYTES);
+/** A record of `body`, UTF-8 encoded straight into place. */
+export function encodeRecord(body: string): Buffer {
+  const length = Buffer.byteLength(body, 'utf8');
+  const out = Buffer.allocUnsafe(HEADER_BYTES + length);
+  out.write(body, HEADER_BYTES, 'utf8');
+  out.writeUInt32BE(length, 0);
+  out.writeUInt32BE(crc32(out.subarray(HEADER_BYTES)), 4);
   return out;
 }
 
