@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { MessageAuthSchema, signGroup, signMessage, verifyGroup, verifyMessage } from '../../shared/security/message-auth.ts';
@@ -137,6 +137,37 @@ describe('replay windows', () => {
         accepted.add(seq);
       }
       for (let s = seq - 2000; s <= seq; s++) if (s >= 0) assert.equal(w.check('d', 'e', s), accepted.has(s) ? 'seen' : 'new', String(s));
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('survives a write torn by a crash: the other slot holds the update before it', () => {
+    const tmp = tempDir('replay-torn');
+    try {
+      const w = new ReplayWindows(tmp.dir);
+      for (let seq = 1; seq <= 3000; seq += 2) w.record('d', `e${seq % 7}`, seq); // several epochs: a write of 77 KB
+      w.persist(); // generation 1, slot 1
+      w.record('d', 'e1', 5001);
+      w.persist(); // generation 2, slot 0
+      w.record('d', 'e1', 5003);
+      w.persist(); // generation 3, slot 1, in place over generation 1
+      assert.equal(new ReplayWindows(tmp.dir).check('d', 'e1', 5003), 'seen', 'the newest slot is read');
+      const newest = join(tmp.dir, 'd.1.win');
+      const bytes = readFileSync(newest);
+      writeFileSync(newest, bytes.subarray(0, bytes.length - 4000)); // torn mid-write
+      const after = new ReplayWindows(tmp.dir);
+      assert.equal(after.check('d', 'e1', 5001), 'seen', 'generation 2 is what remains');
+      assert.equal(after.check('d', 'e1', 5003), 'new', 'only the torn update is lost');
+      assert.equal(after.check('d', 'e6', 55), 'seen');
+      after.record('d', 'e1', 5005);
+      after.persist(); // writes over the torn slot
+      const again = new ReplayWindows(tmp.dir);
+      assert.equal(again.check('d', 'e1', 5005), 'seen');
+      assert.equal(again.check('d', 'e1', 5001), 'seen');
+      writeFileSync(join(tmp.dir, 'd.0.win'), 'garbage');
+      writeFileSync(join(tmp.dir, 'd.1.win'), `${'x'.repeat(50)}\n{}`);
+      assert.equal(new ReplayWindows(tmp.dir).check('d', 'e1', 5005), 'new', 'damaged slots are not trusted, and do not crash');
     } finally {
       tmp.cleanup();
     }

