@@ -34,6 +34,7 @@ import { writeProfileReport } from './lib/profile-report.ts';
 import { writeReport } from './lib/report.ts';
 import type { ScenarioResult, ThroughputResult } from './lib/results.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
+import { evaluateTargets } from './lib/targets.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fileTransfer } from './scenarios/files.ts';
 import { latencyAtLoad } from './scenarios/latency.ts';
@@ -180,7 +181,7 @@ async function main(): Promise<void> {
     await stack.close();
     await influx.process.stop();
   }
-  const md = writeReport(resultsDir, {
+  const measured = {
     when: new Date().toISOString(),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
     quick,
@@ -188,7 +189,8 @@ async function main(): Promise<void> {
     results,
     connections,
     batchedVsRawCeiling: Math.round((batched.readingsPerSecond / raw.readingsPerSecond) * 100) / 100,
-  });
+  };
+  const md = writeReport(resultsDir, { ...measured, targets: evaluateTargets(measured) });
   process.stdout.write(md + '\n');
 }
 

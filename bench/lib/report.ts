@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BenchReport, FilesResult, LatencyResult, ScenarioResult, ThroughputResult } from './results.ts';
+import { targetsTable } from './targets.ts';
 
 const isThroughput = (r: ScenarioResult): r is ThroughputResult => 'readingsPerSecond' in r;
 const isLatency = (r: ScenarioResult): r is LatencyResult => 'p50Ms' in r;
@@ -48,6 +49,8 @@ export function renderMarkdown(report: BenchReport): string {
     `Batched pipeline at ${Math.round(report.batchedVsRawCeiling * 100)} % of the raw-broker ceiling.`,
     '',
     ...cpuTable(results.filter(isThroughput)),
+    '',
+    ...targetsTable(report.targets),
   ].join('\n');
 }
 

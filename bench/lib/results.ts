@@ -1,5 +1,6 @@
 import type { ConnectionsResult } from '../scenarios/connections.ts';
 import type { CpuShare } from './proc-stats.ts';
+import type { TargetVerdict } from './targets.ts';
 
 /** Every counted scenario: how many readings (or probes, or files) and that none was lost or doubled. */
 export interface CountedResult {
@@ -45,4 +46,6 @@ export interface BenchReport {
   connections: ConnectionsResult | undefined;
   /** batched readings/s over the raw ceiling's */
   batchedVsRawCeiling: number;
+  /** each target, and this run against it (none for a quick run) */
+  targets: TargetVerdict[];
 }

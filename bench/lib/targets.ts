@@ -1,0 +1,50 @@
+import type { BenchReport, LatencyResult, ThroughputResult } from './results.ts';
+
+/** One of the targets the benchmark is held to, and how this run measured against it. */
+export interface TargetVerdict {
+  target: string;
+  measured: string;
+  /** met, or missed by how much (a share of the target) */
+  verdict: string;
+}
+
+const pct = (x: number) => `${Math.round(x * 100)} %`;
+const n = (x: number) => Math.round(x).toLocaleString('en');
+
+/** at least `target`: met, or missed by the share it fell short */
+function atLeast(value: number, target: number): string {
+  return value >= target ? 'met' : `missed by ${pct((target - value) / target)}`;
+}
+
+/** at most `target`: met, or missed by the share it went over */
+function atMost(value: number, target: number): string {
+  return value <= target ? 'met' : `missed by ${pct((value - target) / target)}`;
+}
+
+/**
+ * The targets (on one 2-core machine with every component on it) and this run against them. A
+ * quick run's small load says nothing about them: it gets none.
+ */
+export function evaluateTargets(report: Omit<BenchReport, 'targets'>): TargetVerdict[] {
+  if (report.quick) return [];
+  const throughput = (name: string) => report.results.find((r): r is ThroughputResult => r.scenario === name && 'readingsPerSecond' in r);
+  const latency = report.results.find((r): r is LatencyResult => 'p99Ms' in r);
+  const batched = throughput('batched');
+  const single = throughput('one reading per message');
+  const out: TargetVerdict[] = [];
+  if (batched) out.push({ target: '≥ 50,000 readings/s end to end, batched', measured: n(batched.readingsPerSecond), verdict: atLeast(batched.readingsPerSecond, 50_000) });
+  if (single) out.push({ target: '≥ 10,000 messages/s, one reading per message', measured: n(single.readingsPerSecond), verdict: atLeast(single.readingsPerSecond, 10_000) });
+  if (latency) out.push({ target: 'p99 device → database ≤ 200 ms at half load', measured: `${latency.p99Ms} ms`, verdict: atMost(latency.p99Ms, 200) });
+  const c = report.connections;
+  if (c) {
+    const held = c.connections >= 10_000 ? atMost(c.gatewayRssMiB, 1024) : `missed: ${n(c.connections)} of 10,000 devices`;
+    out.push({ target: '10,000 devices on one gateway, under 1 GiB resident', measured: `${n(c.connections)} in ${c.gatewayRssMiB} MiB`, verdict: held });
+  }
+  out.push({ target: 'batched at ≥ 50 % of the raw-broker ceiling', measured: pct(report.batchedVsRawCeiling), verdict: atLeast(report.batchedVsRawCeiling, 0.5) });
+  return out;
+}
+
+export function targetsTable(targets: readonly TargetVerdict[]): string[] {
+  if (targets.length === 0) return ['(A quick run: its small load is not held to the targets.)'];
+  return ['| target | measured | |', '|---|---|---|', ...targets.map((t) => `| ${t.target} | ${t.measured} | ${t.verdict} |`)];
+}
