@@ -129,6 +129,7 @@ export class FieldClient {
     this.stats.connectedSince = 0;
     this.inFlight.clear();
     this.chunkIds.clear();
+    this.queue.rewind(); // offline: nothing is read until the gateway's welcome
   }
 
   /** Start again from the first unacknowledged message and chunk. */

@@ -3,6 +3,7 @@ import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, writ
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
+import { TailCache } from '../../field-client/src/queue/tail-cache.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -166,5 +167,23 @@ describe('the durable queue', () => {
       assert.deepEqual(results.map((r) => r[0]?.seq), Array.from({ length: 200 }, (_, i) => i + 1));
       await q.close();
     }
+  });
+});
+
+describe('the queue tail cache', () => {
+  const rec = (start: number) => ({ start, end: start + 100, bytes: 92, message: { seq: start / 100 + 1, messageId: `e.${start / 100 + 1}`, dataType: 'timeseries', payloadJson: '{}', acceptedAt: 0 } });
+  it('stays within its budget, oldest out first, and lets go of what the sender passed', () => {
+    const cache = new TailCache(10 * 292); // ten records of 92 bytes, with their overhead
+    const seg = {};
+    for (let i = 0; i < 5000; i++) cache.add(seg, rec(i * 100));
+    assert.ok(cache.bytes <= 10 * 292);
+    assert.equal(cache.take(seg, 100 * 4989), undefined, 'let go when the budget ran out');
+    assert.equal(cache.take(seg, 100 * 4995)?.message.seq, 4996, 'found by bisection');
+    assert.equal(cache.take(seg, 100 * 4994), undefined, 'the sender passed it');
+    assert.equal(cache.take(seg, 100 * 4996)?.message.seq, 4997, 'the next in step');
+    assert.equal(cache.take({}, 100 * 4997), undefined, 'another segment');
+    cache.add({}, rec(0));
+    assert.equal(cache.take(seg, 100 * 4998), undefined, 'a new segment lets go of the old one');
+    assert.equal(cache.bytes, 292);
   });
 });

@@ -6,6 +6,7 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { encodeRecord, HEADER_BYTES } from './record-codec.ts';
 import { SegmentReader } from './segment-reader.ts';
+import { TailCache } from './tail-cache.ts';
 
 /**
  * The field client's store-and-forward queue on disk.
@@ -21,9 +22,10 @@ import { SegmentReader } from './segment-reader.ts';
  *   messages may be sent again: the database write is idempotent, so that costs nothing.
  * - Its size on disk is bounded (maxBytes). When full, it either refuses new data
  *   (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
- * - The newest records written are also kept in memory (at most TAIL_CACHE_BYTES), keyed by where
- *   they are in their segment: a sender that keeps up gets them without reading them back from
- *   disk. What is kept is the text that was written, so it is exactly what the disk would give.
+ * - While a sender is reading (between `next` and `rewind`), the newest records written are also
+ *   kept in memory (at most TAIL_CACHE_BYTES), keyed by where they are in their segment: a sender
+ *   that keeps up gets them without reading them back from disk. What is kept is the text that was
+ *   written, so it is exactly what the disk would give.
  */
 export interface QueueItem {
   dataType: string;
@@ -58,7 +60,7 @@ export interface QueueOptions {
   segmentBytes: number;
   fullPolicy: FullPolicy;
   sync: SyncPolicy;
-  /** bytes of record bodies kept in memory ahead of the sender (default TAIL_CACHE_BYTES) */
+  /** bytes of memory for records kept ahead of the sender (default TAIL_CACHE_BYTES) */
   tailCacheBytes?: number;
   log: Logger;
 }
@@ -80,16 +82,8 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-/** bytes of record bodies kept in memory, ahead of the send cursor, unless the options say otherwise */
+/** bytes of memory for records kept ahead of the send cursor, unless the options say otherwise */
 export const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
-
-interface CachedRecord {
-  message: OutgoingMessage;
-  /** offset just past the record */
-  end: number;
-  /** bytes of the record's body */
-  bytes: number;
-}
 
 /** A record's body: the message as JSON, its payload spliced in as the text already made for it. */
 function recordBody(m: OutgoingMessage): string {
@@ -113,12 +107,13 @@ export class DurableQueue {
   /** where the sender reads next: a segment and a byte offset in it (with a reader, when reading from disk) */
   private cursor: { seg: Segment; pos: number; reader?: SegmentReader } | undefined;
   /** the newest records of the active segment, by their offset, oldest first */
-  private readonly tail = { seg: undefined as Segment | undefined, records: new Map<number, CachedRecord>(), bytes: 0 };
+  private readonly tail: TailCache;
   private closed = false;
   readonly epoch: string;
   readonly stats = { appended: 0, acked: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
 
   private constructor(private readonly o: QueueOptions) {
+    this.tail = new TailCache(o.tailCacheBytes ?? TAIL_CACHE_BYTES);
     mkdirSync(o.dir, { recursive: true });
     const metaPath = join(o.dir, 'meta.json');
     if (!existsSync(metaPath)) writeFileSync(metaPath, JSON.stringify({ epoch: Date.now().toString(36) + randomBytes(2).toString('hex') }));
@@ -284,7 +279,9 @@ export class DurableQueue {
           let at = seg.bytes;
           for (let i = 0; i < parts.length; i++) {
             const length = (parts[i] as Buffer).length;
-            this.remember(seg, at, { message: partMessages[i] as OutgoingMessage, end: at + length, bytes: length - HEADER_BYTES });
+            // Kept only while a sender reads: for a client offline, holding records in memory
+            // until they are let go would cost the garbage collector, for nothing.
+            if (this.cursor) this.tail.add(seg, { start: at, end: at + length, bytes: length - HEADER_BYTES, message: partMessages[i] as OutgoingMessage });
             at += length;
           }
           seg.bytes += partBytes;
@@ -321,24 +318,6 @@ export class DurableQueue {
     this.flushing = false;
   }
 
-  /** Keeps a record just written in the tail cache (only the newest segment's, within its budget). */
-  private remember(seg: Segment, start: number, rec: CachedRecord): void {
-    const tail = this.tail;
-    if (tail.seg !== seg) {
-      tail.seg = seg;
-      tail.records.clear();
-      tail.bytes = 0;
-    }
-    tail.records.set(start, rec);
-    tail.bytes += rec.bytes;
-    // Oldest first: a sender that fell behind reads those from disk, and then finds the rest here.
-    for (const [at, old] of tail.records) {
-      if (tail.bytes <= (this.o.tailCacheBytes ?? TAIL_CACHE_BYTES)) break;
-      tail.records.delete(at);
-      tail.bytes -= old.bytes;
-    }
-  }
-
   private scheduleSync(): void {
     if (this.syncTimer || this.o.sync.mode !== 'interval') return;
     this.syncTimer = setTimeout(() => {
@@ -370,13 +349,11 @@ export class DurableQueue {
         this.cursor = { seg, pos: 0 };
       }
       const cur = this.cursor;
-      const cached = this.tail.seg === cur.seg ? this.tail.records.get(cur.pos) : undefined;
+      const cached = this.tail.take(cur.seg, cur.pos);
       let m: OutgoingMessage;
       let size: number;
       if (cached) {
         // Passed once: a resend after a reconnect reads from disk.
-        this.tail.records.delete(cur.pos);
-        this.tail.bytes -= cached.bytes;
         cur.pos = cached.end;
         m = cached.message;
         size = cached.bytes;
@@ -437,7 +414,8 @@ export class DurableQueue {
     this.cursor = undefined;
   }
 
-  /** Sends start again from the first unacknowledged message (after a reconnect). */
+  /** Sends start again from the first unacknowledged message (after a reconnect); until the next
+   * `next`, nothing is kept in memory for a sender. */
   rewind(): void {
     this.closeCursor();
   }
