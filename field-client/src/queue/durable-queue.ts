@@ -4,7 +4,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { encodeRecord, HEADER_BYTES } from './record-codec.ts';
+import { encodeRecordInto, HEADER_BYTES, recordBytes } from './record-codec.ts';
 import { SegmentReader } from './segment-reader.ts';
 import { TailCache } from './tail-cache.ts';
 
@@ -75,7 +75,10 @@ interface Segment {
 }
 
 interface Pending {
-  records: Buffer[];
+  /** the records of one `append`, one after another */
+  block: Buffer;
+  /** bytes of each record in the block */
+  sizes: number[];
   outgoing: OutgoingMessage[];
   messages: QueuedMessage[];
   resolve: (m: QueuedMessage[]) => void;
@@ -206,18 +209,21 @@ export class DurableQueue {
     const now = Date.now();
     const messages: QueuedMessage[] = [];
     const outgoing: OutgoingMessage[] = [];
-    const records: Buffer[] = [];
+    const bodies: string[] = [];
+    const sizes: number[] = [];
     let size = 0;
     for (const item of items) {
       const seq = this.nextSeq + messages.length;
       const payloadJson = JSON.stringify(item.payload) as string | undefined;
       if (payloadJson === undefined) return Promise.reject(new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message is not JSON.`));
       const out: OutgoingMessage = { seq, messageId: `${this.epoch}.${seq}`, dataType: item.dataType, payloadJson, acceptedAt: now };
-      const rec = encodeRecord(recordBody(out));
+      const body = recordBody(out);
+      const bytes = recordBytes(body);
       messages.push({ seq, messageId: out.messageId, dataType: item.dataType, payload: item.payload, acceptedAt: now });
       outgoing.push(out);
-      records.push(rec);
-      size += rec.length;
+      bodies.push(body);
+      sizes.push(bytes);
+      size += bytes;
     }
     if (!this.makeRoom(size)) {
       this.stats.refused += items.length;
@@ -227,10 +233,13 @@ export class DurableQueue {
         }),
       );
     }
+    // One buffer for the call's records: one allocation, and one piece to write, not one per record.
+    const block = Buffer.allocUnsafe(size);
+    for (let i = 0, at = 0; i < bodies.length; at += sizes[i] as number, i++) encodeRecordInto(block, at, bodies[i] as string);
     this.nextSeq += messages.length;
     this.pendingBytes += size;
     return new Promise((resolve, reject) => {
-      this.pending.push({ records, outgoing, messages, resolve, reject });
+      this.pending.push({ block, sizes, outgoing, messages, resolve, reject });
       if (!this.flushing) void this.flush();
     });
   }
@@ -267,42 +276,51 @@ export class DurableQueue {
       const batch = this.pending;
       this.pending = [];
       try {
-        // One write per segment touched: records are gathered, not written one syscall each.
+        // One write per segment touched: the appends' blocks are gathered, not written one
+        // syscall each; a block is cut where a segment ends.
         let parts: Buffer[] = [];
         let partMessages: OutgoingMessage[] = [];
+        let partSizes: number[] = [];
         let partBytes = 0;
         let lastSeq = this.active.seg.lastSeq;
         const writeOut = async () => {
           if (parts.length === 0) return;
           const seg = this.active.seg;
           await this.active.fh.write(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, partBytes));
-          let at = seg.bytes;
-          for (let i = 0; i < parts.length; i++) {
-            const length = (parts[i] as Buffer).length;
-            // Kept only while a sender reads: for a client offline, holding records in memory
-            // until they are let go would cost the garbage collector, for nothing.
-            if (this.cursor) this.tail.add(seg, { start: at, end: at + length, bytes: length - HEADER_BYTES, message: partMessages[i] as OutgoingMessage });
-            at += length;
+          // Kept only while a sender reads: for a client offline, holding records in memory
+          // until they are let go would cost the garbage collector, for nothing.
+          if (this.cursor) {
+            for (let i = 0, at = seg.bytes; i < partSizes.length; at += partSizes[i] as number, i++) {
+              const length = partSizes[i] as number;
+              this.tail.add(seg, { start: at, end: at + length, bytes: length - HEADER_BYTES, message: partMessages[i] as OutgoingMessage });
+            }
           }
           seg.bytes += partBytes;
           seg.lastSeq = lastSeq;
           this.pendingBytes -= partBytes;
           parts = [];
           partMessages = [];
+          partSizes = [];
           partBytes = 0;
         };
         for (const p of batch) {
-          for (let i = 0; i < p.records.length; i++) {
-            const rec = p.records[i] as Buffer;
-            if (this.active.seg.bytes + partBytes > 0 && this.active.seg.bytes + partBytes + rec.length > this.o.segmentBytes) {
+          let from = 0; // where the part of this block not yet gathered starts
+          let to = 0;
+          for (let i = 0; i < p.sizes.length; i++) {
+            const size = p.sizes[i] as number;
+            if (this.active.seg.bytes + partBytes > 0 && this.active.seg.bytes + partBytes + size > this.o.segmentBytes) {
+              if (to > from) parts.push(p.block.subarray(from, to));
+              from = to;
               await writeOut();
               await this.rotate();
             }
-            parts.push(rec);
             partMessages.push(p.outgoing[i] as OutgoingMessage);
-            partBytes += rec.length;
+            partSizes.push(size);
+            partBytes += size;
+            to += size;
             lastSeq = (p.messages[i] as QueuedMessage).seq;
           }
+          if (to > from) parts.push(from === 0 && to === p.block.length ? p.block : p.block.subarray(from, to));
         }
         await writeOut();
         if (this.o.sync.mode === 'always') await this.active.fh.datasync();

@@ -9,13 +9,22 @@ export const HEADER_BYTES = 8;
 /** bytes: a record larger than this is corruption, not data (the largest message is a file chunk) */
 export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
 
-/** A record of `body`, UTF-8 encoded straight into place. */
+/** bytes of the record of `body` */
+export function recordBytes(body: string): number {
+  return HEADER_BYTES + Buffer.byteLength(body, 'utf8');
+}
+
+/** Writes the record of `body` into `out` at `offset` (recordBytes(body) bytes), UTF-8 encoded in place. */
+export function encodeRecordInto(out: Buffer, offset: number, body: string): void {
+  const length = out.write(body, offset + HEADER_BYTES, 'utf8');
+  out.writeUInt32BE(length, offset);
+  out.writeUInt32BE(crc32(out.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + length)), offset + 4);
+}
+
+/** A record of `body`. */
 export function encodeRecord(body: string): Buffer {
-  const length = Buffer.byteLength(body, 'utf8');
-  const out = Buffer.allocUnsafe(HEADER_BYTES + length);
-  out.write(body, HEADER_BYTES, 'utf8');
-  out.writeUInt32BE(length, 0);
-  out.writeUInt32BE(crc32(out.subarray(HEADER_BYTES)), 4);
+  const out = Buffer.allocUnsafe(recordBytes(body));
+  encodeRecordInto(out, 0, body);
   return out;
 }
 
