@@ -26,12 +26,14 @@ export interface PublisherOptions {
 }
 
 /** One message of an envelope, whichever its kind (the envelope's kind is the pending key's). */
-type EnvelopeItem = { messageId: string; seq?: number; auth?: unknown; receivedAt: number; payload: unknown };
+type EnvelopeItem = { messageId: string; seq?: number; auth?: unknown; receivedAt?: number; payload: unknown };
 
 interface Pending {
   deviceId: string;
   dataType: DataType;
   items: EnvelopeItem[];
+  /** the envelope's receivedAt: when the first of its frames arrived */
+  receivedAt: number;
   waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
   timer: NodeJS.Timeout | undefined;
 }
@@ -77,12 +79,14 @@ export class UplinkPublisher {
       p = undefined;
     }
     if (!p) {
-      p = { deviceId, dataType, items: [], waiters: [], timer: undefined };
+      p = { deviceId, dataType, items: [], receivedAt, waiters: [], timer: undefined };
       this.pending.set(key, p);
     }
     for (const m of list) {
-      // Each message keeps the moment its own frame arrived, and the device's signature untouched.
-      const item: EnvelopeItem = { messageId: m.messageId, receivedAt, payload: m.payload };
+      // Each message keeps the moment its own frame arrived (said only where it differs from the
+      // envelope's), and the device's signature untouched.
+      const item: EnvelopeItem = { messageId: m.messageId, payload: m.payload };
+      if (receivedAt !== p.receivedAt) item.receivedAt = receivedAt;
       if (m.seq !== undefined) item.seq = m.seq;
       if (m.auth) item.auth = m.auth;
       p.items.push(item);
@@ -103,7 +107,7 @@ export class UplinkPublisher {
       deviceId: p.deviceId,
       dataType: p.dataType,
       gatewayId: this.o.gatewayId,
-      receivedAt: (p.items[0] as EnvelopeItem).receivedAt,
+      receivedAt: p.receivedAt,
       messages: p.items,
     } as unknown as UplinkEnvelope;
     this.publishOne(uplinkTopic(p.deviceId, p.dataType), JSON.stringify(envelope)).then(
