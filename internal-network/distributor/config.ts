@@ -20,6 +20,8 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_CONSUMERS: z.coerce.number().int().min(1).max(64).default(4),
     /** points per database request */
     DISTRIBUTOR_BATCH_MAX_POINTS: z.coerce.number().int().min(1).max(100_000).default(5000),
+    /** database requests in flight at once */
+    DISTRIBUTOR_WRITE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(2),
     /** milliseconds: the longest pause between two attempts to write while the database is down */
     DISTRIBUTOR_RETRY_MAX_MS: setting.positiveInt(30_000),
     INFLUXDB_URL: setting.url(['http', 'https']).optional(),

@@ -35,7 +35,7 @@ export interface Distributor {
  */
 export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger): Distributor {
   const log = logger.child({ component: 'distributor' });
-  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS);
+  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const verifier = new MessageVerifier(
     new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE),

@@ -9,10 +9,12 @@ interface Waiter {
 }
 
 /**
- * Group commit in front of a sink: while one write is in flight, the points of every message that
- * arrives meanwhile (from any of the distributor's consumers) are gathered and go in the next
- * single request, up to `maxPoints`. Each message still learns the outcome of its own points, so it
- * is acknowledged only after they were written.
+ * Group commit in front of a sink: while `concurrency` writes are in flight, the points of every
+ * message that arrives meanwhile (from any of the distributor's consumers) are gathered and go in
+ * the next request, up to `maxPoints`. Each message still learns the outcome of its own points, so
+ * it is acknowledged only after they were written. With two writes in flight, a message arriving
+ * during a write waits for that one to finish less often (the database works on both at once);
+ * points are independent, so their order across requests does not matter.
  *
  * When the store refuses a combined request as bad data, the messages are written again one by one,
  * so a single bad message cannot take the good ones with it to the dead-letter folder.
@@ -20,28 +22,29 @@ interface Waiter {
 export class WriteBatcher implements PointSink {
   readonly description: string;
   private queue: Waiter[] = [];
-  private flushing = false;
+  private inFlight = 0;
   readonly stats = { requests: 0, points: 0 };
 
   constructor(
     private readonly sink: PointSink,
     /** points per request */
     private readonly maxPoints: number,
+    /** requests in flight at once */
+    private readonly concurrency = 1,
   ) {
-    this.description = `${sink.description}, batched up to ${maxPoints} points per request`;
+    this.description = `${sink.description}, batched up to ${maxPoints} points per request, ${concurrency} at a time`;
   }
 
   write(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.queue.push({ points, resolve, reject });
-      if (!this.flushing) void this.flush();
+      this.flush();
     });
   }
 
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    while (this.queue.length > 0) {
+  private flush(): void {
+    while (this.inFlight < this.concurrency && this.queue.length > 0) {
       const batch: Waiter[] = [];
       let size = 0;
       while (this.queue.length > 0 && (batch.length === 0 || size + (this.queue[0] as Waiter).points.length <= this.maxPoints)) {
@@ -49,9 +52,13 @@ export class WriteBatcher implements PointSink {
         batch.push(w);
         size += w.points.length;
       }
-      await this.writeBatch(batch, size);
+      this.inFlight++;
+      // writeBatch settles every waiter and never throws.
+      void this.writeBatch(batch, size).then(() => {
+        this.inFlight--;
+        this.flush();
+      });
     }
-    this.flushing = false;
   }
 
   private async writeBatch(batch: Waiter[], size: number): Promise<void> {

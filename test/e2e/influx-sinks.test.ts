@@ -7,6 +7,7 @@ import { eventually } from '../helpers/ws-device.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
 import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
+import type { PointSink } from '../../internal-network/distributor/sinks/sink.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 
@@ -67,6 +68,31 @@ describe('time-series sinks against real databases', () => {
     assert.equal(batcher.stats.requests, 6);
     const rows = await influx.rows(DB, `SELECT v FROM readings WHERE device = 's3' AND time >= 10ms`);
     assert.deepEqual(rows.map((r) => r.v), [1, 2, 3]);
+  });
+
+  it('the batcher keeps at most its concurrency of requests in flight, and every message learns its own outcome', async () => {
+    const real = v1();
+    let inFlight = 0;
+    let most = 0;
+    const counting: PointSink = {
+      description: 'counting',
+      write: async (pts) => {
+        most = Math.max(most, ++inFlight);
+        try {
+          await real.write(pts);
+        } finally {
+          inFlight--;
+        }
+      },
+      close: () => real.close(),
+    };
+    const batcher = new WriteBatcher(counting, 3, 2);
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => code(batcher.write([point('s4', { v: i }, 100 + i)]))));
+    assert.deepEqual(results, Array(12).fill('ok'));
+    assert.equal(most, 2, 'two requests at once, never more');
+    assert.ok(batcher.stats.requests < 12, `${batcher.stats.requests} requests: messages were combined`);
+    const rows = await influx.rows(DB, `SELECT v FROM readings WHERE device = 's4'`);
+    assert.deepEqual(rows.map((r) => r.v), Array.from({ length: 12 }, (_, i) => i));
   });
 
   it('InfluxDB 2.x API (VictoriaMetrics) through the client library: values and millisecond timestamps', async () => {
