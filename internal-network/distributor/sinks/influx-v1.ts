@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { constants, gzipSync } from 'node:zlib';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
@@ -13,47 +15,83 @@ export interface InfluxV1Options {
   timeoutMs: number;
 }
 
-/** InfluxDB 1.x through its HTTP write API: `POST /write?db=DB&precision=ms`, gzip, basic auth. */
+/** bytes of an error answer kept for the error message */
+const ERROR_BODY_MAX_BYTES = 4096;
+
+/**
+ * InfluxDB 1.x through its HTTP write API: `POST /write?db=DB&precision=ms`, gzip, basic auth.
+ * Requests go through node:http(s) on kept-alive connections: `fetch` cost about 1 ms more CPU per
+ * request (measured against a local InfluxDB), and every batch of points is one request.
+ */
 export class InfluxV1Sink implements PointSink {
   readonly description: string;
-  private readonly endpoint: string;
+  private readonly endpoint: URL;
   private readonly headers: Record<string, string>;
+  private readonly agent: HttpAgent;
+  private readonly send: (url: URL, options: RequestOptions, onResponse: (res: IncomingMessage) => void) => ClientRequest;
 
   constructor(private readonly options: InfluxV1Options) {
     const url = new URL('write', options.url.endsWith('/') ? options.url : `${options.url}/`);
     url.searchParams.set('db', options.database);
     url.searchParams.set('precision', 'ms');
-    this.endpoint = url.toString();
+    this.endpoint = url;
     this.description = `InfluxDB 1.x ${options.url} database ${options.database}`;
     this.headers = { 'content-type': 'text/plain; charset=utf-8', 'content-encoding': 'gzip' };
     if (options.username) {
       this.headers.authorization = `Basic ${Buffer.from(`${options.username}:${options.password ?? ''}`).toString('base64')}`;
     }
+    const https = url.protocol === 'https:';
+    this.agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    this.send = https ? httpsRequest : httpRequest;
   }
 
   async write(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    let response: Response;
+    // The fastest level: line protocol still shrinks several times, for a fraction of the CPU
+    // of the default level 6 (which showed in the distributor's profile).
+    const body = gzipSync(toLineProtocol(points), { level: constants.Z_BEST_SPEED });
+    let answer: { status: number; text: string };
     try {
-      response = await fetch(this.endpoint, {
-        method: 'POST',
-        headers: this.headers,
-        // The fastest level: line protocol still shrinks several times, for a fraction of the CPU
-        // of the default level 6 (which showed in the distributor's profile).
-        body: gzipSync(toLineProtocol(points), { level: constants.Z_BEST_SPEED }),
-        signal: AbortSignal.timeout(this.options.timeoutMs),
-      });
+      answer = await this.post(body);
     } catch (err) {
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `InfluxDB is unreachable: ${(err as Error).message}`, {}, { cause: err });
     }
-    if (response.ok) return;
-    const body = (await response.text().catch(() => '')).slice(0, 500);
+    if (answer.status >= 200 && answer.status < 300) return;
     throw new FieldStreamError(
-      isRetryableStatus(response.status) ? 'DISTRIBUTOR_WRITE_FAILED' : 'DISTRIBUTOR_WRITE_REJECTED',
-      `InfluxDB answered ${response.status}: ${body}`,
-      { status: response.status },
+      isRetryableStatus(answer.status) ? 'DISTRIBUTOR_WRITE_FAILED' : 'DISTRIBUTOR_WRITE_REJECTED',
+      `InfluxDB answered ${answer.status}: ${answer.text.slice(0, 500)}`,
+      { status: answer.status },
     );
   }
 
-  async close(): Promise<void> {}
+  /** One POST, answered within timeoutMs or abandoned. */
+  private post(body: Buffer): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      const req = this.send(this.endpoint, { method: 'POST', agent: this.agent, headers: { ...this.headers, 'content-length': String(body.length) } }, (res) => {
+        const chunks: Buffer[] = [];
+        let kept = 0;
+        res.on('data', (chunk: Buffer) => {
+          if (kept >= ERROR_BODY_MAX_BYTES) return;
+          chunks.push(chunk);
+          kept += chunk.length;
+        });
+        res.on('end', () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+        });
+        res.on('error', fail);
+      });
+      function fail(err: Error) {
+        clearTimeout(timer);
+        reject(err);
+      }
+      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${this.options.timeoutMs} ms`)), this.options.timeoutMs);
+      req.on('error', fail);
+      req.end(body);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.agent.destroy();
+  }
 }
