@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InfluxV1, VictoriaMetrics } from '../../scripts/local-stack/databases.ts';
@@ -51,6 +53,23 @@ describe('time-series sinks against real databases', () => {
       assert.equal(await code(v1().write([point('s2', { x: 1 }, 4)])), 'DISTRIBUTOR_WRITE_FAILED');
     } finally {
       await influx.restart();
+    }
+  });
+
+  it('InfluxDB 1.x: a database that accepts the connection and never answers is DISTRIBUTOR_WRITE_FAILED at the deadline', async () => {
+    // A hung server (what a frozen database looks like from the network): a socket that stays silent.
+    const silent = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (silent.address() as AddressInfo).port;
+      const sink = new InfluxV1Sink({ url: `http://127.0.0.1:${port}`, database: DB, timeoutMs: 300 });
+      const started = Date.now();
+      assert.equal(await code(sink.write([point('s5', { v: 1 }, 1)])), 'DISTRIBUTOR_WRITE_FAILED');
+      assert.ok(Date.now() - started < 5000, 'given up at its deadline');
+      await sink.close();
+    } finally {
+      silent.closeAllConnections?.();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 

@@ -31,3 +31,13 @@ export function tempDir(prefix: string): { dir: string; cleanup(): void } {
     },
   };
 }
+
+/** Runs `fn` with a temporary folder, removed afterwards (see tempDir). */
+export function inTempDir<T>(prefix: string, fn: (dir: string) => T): T {
+  const tmp = tempDir(prefix);
+  try {
+    return fn(tmp.dir);
+  } finally {
+    tmp.cleanup();
+  }
+}

@@ -81,6 +81,21 @@ describe('the durable queue', () => {
     await q.close();
   });
 
+  it('refuses a payload that cannot be JSON with FIELD_INPUT_INVALID, and keeps what it had', async () => {
+    const { open } = setup();
+    const q = await open();
+    await q.append([reading(1)]);
+    const cyclic: Record<string, unknown> = { v: 1 };
+    cyclic.self = cyclic;
+    for (const payload of [cyclic, { n: 10n }, undefined]) {
+      await assert.rejects(q.append([reading(2), { dataType: 'timeseries', payload }]), (e: unknown) => e instanceof FieldStreamError && e.code === 'FIELD_INPUT_INVALID');
+    }
+    assert.equal(q.depth, 1, 'nothing of a refused call was queued');
+    assert.deepEqual(q.next(10).map((m) => m.seq), [1]);
+    assert.deepEqual((await q.append([reading(3)])).map((m) => m.seq), [2], 'sequence numbers go on without a gap');
+    await q.close();
+  });
+
   it('spans and deletes segments as they are acked', async () => {
     const { open, dir } = setup({ segmentBytes: 4096 });
     const q = await open();

@@ -9,7 +9,7 @@ import { DeviceKeyRegistry } from '../../internal-network/distributor/security/k
 import type { UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { ReplayWindows, WINDOW } from '../../internal-network/distributor/security/replay-window.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { inTempDir } from '../helpers/pki.ts';
 
 describe('message signatures', () => {
   const key = randomBytes(32);
@@ -57,12 +57,11 @@ describe('signed groups (version 2)', () => {
   });
 
   it('makes the distributor write a whole intact group and refuse every message of a broken one', () => {
-    const tmp = tempDir('groups');
-    try {
-      writeFileSync(join(tmp.dir, 'd1.key'), key.toString('hex'));
+    inTempDir('groups', (dir) => {
+      writeFileSync(join(dir, 'd1.key'), key.toString('hex'));
       const verifier = new MessageVerifier(
-        new DeviceKeyRegistry(tmp.dir, join(tmp.dir, 'revoked.txt')),
-        new ReplayWindows(join(tmp.dir, 'replay')),
+        new DeviceKeyRegistry(dir, join(dir, 'revoked.txt')),
+        new ReplayWindows(join(dir, 'replay')),
         { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 },
         createLogger('test', 'silent'),
       );
@@ -92,17 +91,14 @@ describe('signed groups (version 2)', () => {
       // Events of several envelopes checked within one millisecond each keep their own point.
       const times = [again, tampered, cut, headless].flatMap((v) => v.events.map((e) => e.time));
       assert.equal(new Set(times).size, times.length, 'no two security events share a time');
-    } finally {
-      tmp.cleanup();
-    }
+    });
   });
 });
 
 describe('replay windows', () => {
   it('accepts each sequence number once, in any order within the window, and survives a restart', () => {
-    const tmp = tempDir('replay');
-    try {
-      const w = new ReplayWindows(tmp.dir);
+    inTempDir('replay', (dir) => {
+      const w = new ReplayWindows(dir);
       for (const seq of [5, 3, 4, 10]) {
         assert.equal(w.check('d', 'e', seq), 'new');
         w.record('d', 'e', seq);
@@ -115,20 +111,17 @@ describe('replay windows', () => {
       assert.equal(w.check('d', 'e', 21), 'new');
       w.record('d', 'e', 30);
       w.persist();
-      const again = new ReplayWindows(tmp.dir);
+      const again = new ReplayWindows(dir);
       assert.equal(again.check('d', 'e', WINDOW + 20), 'seen');
       assert.equal(again.check('d', 'e', 30), 'seen');
       assert.equal(again.check('d', 'e', 31), 'new');
       assert.equal(again.check('d', 'e', 5), 'too-old');
-    } finally {
-      tmp.cleanup();
-    }
+    });
   });
 
   it('keeps the right bits across shifts of every size', () => {
-    const tmp = tempDir('replay2');
-    try {
-      const w = new ReplayWindows(tmp.dir);
+    inTempDir('replay2', (dir) => {
+      const w = new ReplayWindows(dir);
       const accepted = new Set<number>();
       let seq = 0;
       for (let step = 1; step < 70; step += 3) {
@@ -137,62 +130,53 @@ describe('replay windows', () => {
         accepted.add(seq);
       }
       for (let s = seq - 2000; s <= seq; s++) if (s >= 0) assert.equal(w.check('d', 'e', s), accepted.has(s) ? 'seen' : 'new', String(s));
-    } finally {
-      tmp.cleanup();
-    }
+    });
   });
 
   it('survives a write torn by a crash: the other slot holds the update before it', () => {
-    const tmp = tempDir('replay-torn');
-    try {
-      const w = new ReplayWindows(tmp.dir);
+    inTempDir('replay-torn', (dir) => {
+      const w = new ReplayWindows(dir);
       for (let seq = 1; seq <= 3000; seq += 2) w.record('d', `e${seq % 7}`, seq); // several epochs: a write of 77 KB
       w.persist(); // generation 1, slot 1
       w.record('d', 'e1', 5001);
       w.persist(); // generation 2, slot 0
       w.record('d', 'e1', 5003);
       w.persist(); // generation 3, slot 1, in place over generation 1
-      assert.equal(new ReplayWindows(tmp.dir).check('d', 'e1', 5003), 'seen', 'the newest slot is read');
-      const newest = join(tmp.dir, 'd.1.win');
+      assert.equal(new ReplayWindows(dir).check('d', 'e1', 5003), 'seen', 'the newest slot is read');
+      const newest = join(dir, 'd.1.win');
       const bytes = readFileSync(newest);
       writeFileSync(newest, bytes.subarray(0, bytes.length - 4000)); // torn mid-write
-      const after = new ReplayWindows(tmp.dir);
+      const after = new ReplayWindows(dir);
       assert.equal(after.check('d', 'e1', 5001), 'seen', 'generation 2 is what remains');
       assert.equal(after.check('d', 'e1', 5003), 'new', 'only the torn update is lost');
       assert.equal(after.check('d', 'e6', 55), 'seen');
       after.record('d', 'e1', 5005);
       after.persist(); // writes over the torn slot
-      const again = new ReplayWindows(tmp.dir);
+      const again = new ReplayWindows(dir);
       assert.equal(again.check('d', 'e1', 5005), 'seen');
       assert.equal(again.check('d', 'e1', 5001), 'seen');
-      writeFileSync(join(tmp.dir, 'd.0.win'), 'garbage');
-      writeFileSync(join(tmp.dir, 'd.1.win'), `${'x'.repeat(50)}\n{}`);
-      assert.equal(new ReplayWindows(tmp.dir).check('d', 'e1', 5005), 'new', 'damaged slots are not trusted, and do not crash');
-    } finally {
-      tmp.cleanup();
-    }
+      writeFileSync(join(dir, 'd.0.win'), 'garbage');
+      writeFileSync(join(dir, 'd.1.win'), `${'x'.repeat(50)}\n{}`);
+      assert.equal(new ReplayWindows(dir).check('d', 'e1', 5005), 'new', 'damaged slots are not trusted, and do not crash');
+    });
   });
 
   it('reads windows persisted in the earlier shifted-bitmap layout', () => {
-    const tmp = tempDir('replay3');
-    try {
+    inTempDir('replay3', (dir) => {
       const bits = Buffer.alloc(WINDOW / 8);
       bits[0] = 0b0010_0001; // bits 0 and 5: sequence numbers 100 and 95 were accepted
-      writeFileSync(join(tmp.dir, 'd.json'), JSON.stringify({ e: { top: 100, bits: bits.toString('base64'), lastSeen: 1 } }));
-      const w = new ReplayWindows(tmp.dir);
+      writeFileSync(join(dir, 'd.json'), JSON.stringify({ e: { top: 100, bits: bits.toString('base64'), lastSeen: 1 } }));
+      const w = new ReplayWindows(dir);
       assert.equal(w.check('d', 'e', 100), 'seen');
       assert.equal(w.check('d', 'e', 95), 'seen');
       assert.equal(w.check('d', 'e', 96), 'new');
       assert.equal(w.check('d', 'e', 101), 'new');
-    } finally {
-      tmp.cleanup();
-    }
+    });
   });
 
   it('agrees with a plain set of accepted numbers across random arrivals and jumps', () => {
-    const tmp = tempDir('replay4');
-    try {
-      const w = new ReplayWindows(tmp.dir);
+    inTempDir('replay4', (dir) => {
+      const w = new ReplayWindows(dir);
       const accepted = new Set<number>();
       let top = -1;
       let x = 12345;
@@ -210,8 +194,6 @@ describe('replay windows', () => {
           top = Math.max(top, seq);
         }
       }
-    } finally {
-      tmp.cleanup();
-    }
+    });
   });
 });

@@ -214,7 +214,13 @@ export class DurableQueue {
     let size = 0;
     for (const item of items) {
       const seq = this.nextSeq + messages.length;
-      const payloadJson = JSON.stringify(item.payload) as string | undefined;
+      let payloadJson: string | undefined;
+      try {
+        payloadJson = JSON.stringify(item.payload) as string | undefined;
+      } catch (err) {
+        // a cycle, or a BigInt: nothing that could be sent
+        return Promise.reject(new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message cannot be JSON: ${(err as Error).message}`));
+      }
       if (payloadJson === undefined) return Promise.reject(new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message is not JSON.`));
       const out: OutgoingMessage = { seq, messageId: `${this.epoch}.${seq}`, dataType: item.dataType, payloadJson, acceptedAt: now };
       const body = recordBody(out);

@@ -80,6 +80,10 @@ export class InfluxV1Sink implements PointSink {
           resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
         });
         res.on('error', fail);
+        // An answer cut off (the connection dropped, or the deadline passed mid-answer) is no answer.
+        res.on('close', () => {
+          if (!res.complete) fail(new Error('the answer was cut off'));
+        });
       });
       function fail(err: Error) {
         clearTimeout(timer);
