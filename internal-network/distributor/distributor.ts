@@ -11,7 +11,7 @@ import { FileStore } from './file-store.ts';
 import { MessageHandler } from './message-handler.ts';
 import { selectSink } from './sinks/select.ts';
 import { WriteBatcher } from './write-batcher.ts';
-import { DeviceKeyRegistry } from './security/key-registry.ts';
+import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { ReplayWindows } from './security/replay-window.ts';
 import { MessageVerifier } from './security/verifier.ts';
 import { join } from 'node:path';

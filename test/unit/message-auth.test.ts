@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { MessageAuthSchema, signGroup, signMessage, verifyGroup, verifyMessage } from '../../shared/security/message-auth.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
-import { DeviceKeyRegistry } from '../../internal-network/distributor/security/key-registry.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import type { UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { ReplayWindows, WINDOW } from '../../internal-network/distributor/security/replay-window.ts';

@@ -3,7 +3,7 @@ import type { ErrorCode } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { verifyGroup, verifyMessage } from '../../../shared/security/message-auth.ts';
 import type { StoredPoint } from '../points.ts';
-import type { DeviceKeyRegistry } from './key-registry.ts';
+import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
 
 type Message = UplinkEnvelope['messages'][number];

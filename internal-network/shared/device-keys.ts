@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { DeviceIdSchema } from '../../../shared/contract/primitives.ts';
-import { parseSigningKey } from '../../../shared/security/message-auth.ts';
+import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { parseSigningKey } from '../../shared/security/message-auth.ts';
 
 /** milliseconds a looked-up key (and the revoked list) is trusted before its file is looked at again */
 const RECHECK_MS = 1_000;
