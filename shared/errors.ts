@@ -128,6 +128,10 @@ export class FieldStreamError extends Error {
   }
 }
 
+  MQTT_SUBSCRIBE_REFUSED: {
+    http: 500,
+    description: 'The broker refused a subscription (its ACL or a bad filter): nothing arrives on it; fix the access policy or the filter.',
+  },
 export function isFieldStreamError(err: unknown, code?: ErrorCode): err is FieldStreamError {
   return err instanceof FieldStreamError && (code === undefined || err.code === code);
 }

@@ -1,4 +1,5 @@
-import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import { connect, type IClientOptions, type IClientSubscribeOptions, type IConnackPacket, type MqttClient } from 'mqtt';
+import { FieldStreamError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { warnIfExpiring } from '../tls-files.ts';
 
@@ -59,4 +60,61 @@ export function whenConnected(client: MqttClient): Promise<void> {
 
 export function endMqtt(client: MqttClient, force = false): Promise<void> {
   return new Promise((resolve) => client.end(force, {}, () => resolve()));
+}
+
+export interface Resubscription {
+  /** Resolves the first time the broker grants every filter (it never rejects: a refusal is logged
+   * with MQTT_SUBSCRIBE_REFUSED and tried again on the next connection). */
+  readonly ready: Promise<void>;
+  /** No more subscribing on later connections (what the broker holds is left as it is). */
+  stop(): void;
+}
+
+/**
+ * Subscribes on every connection, whatever the CONNACK's session-present flag says, instead of
+ * trusting the broker to have kept our subscriptions: a Mosquitto restored from its persistence
+ * file after a crash can answer "session present" for a session whose subscriptions it lost
+ * (shared ones, or any made after its last save), and a clean session has none at all. Subscribing
+ * again is harmless (MQTT 5 §3.8.4: a SUBSCRIBE for a filter already held replaces it). Pass
+ * `resubscribe: false` to connectMqtt for such a client, so mqtt.js does not subscribe a second time.
+ *
+ * `filters` may be a function, read at each connection, for a set that changes (the gateway's
+ * devices). Each SUBACK reason code is checked: 0x80 and above is a refusal (MQTT 5 §3.9.3).
+ */
+export function subscribeOnEveryConnect(
+  client: MqttClient,
+  filters: readonly string[] | (() => readonly string[]),
+  opts: IClientSubscribeOptions,
+  log: Logger,
+): Resubscription {
+  let granted!: () => void;
+  const ready = new Promise<void>((resolve) => (granted = resolve));
+  let connections = 0;
+  const subscribe = (connack?: IConnackPacket) => {
+    const connection = ++connections;
+    const list = typeof filters === 'function' ? filters() : filters;
+    const sessionPresent = connack?.sessionPresent === true;
+    const shown = list.length <= 10 ? list : `${list.length} filters`;
+    if (list.length === 0) {
+      granted();
+      return;
+    }
+    client.subscribe([...list], opts, (err, grants) => {
+      const refused = (grants ?? []).filter((g) => g.qos >= 0x80);
+      const code = err && typeof (err as { code?: unknown }).code === 'number';
+      if (refused.length > 0 || code) {
+        const e = new FieldStreamError('MQTT_SUBSCRIBE_REFUSED', `the broker refused ${refused.map((g) => `${g.topic} (0x${g.qos.toString(16)})`).join(', ') || err?.message}`);
+        log.error({ code: e.code, filters: shown, connection }, e.message);
+      } else if (err) {
+        // The connection went away before the SUBACK: the next 'connect' subscribes again.
+        log.warn({ err: err.message, filters: shown, connection }, 'subscription not confirmed; retried on reconnect');
+      } else {
+        log.info({ filters: shown, sessionPresent, connection }, connection === 1 ? 'subscription granted' : 'subscription granted again after reconnect');
+        granted();
+      }
+    });
+  };
+  client.on('connect', subscribe);
+  if (client.connected) subscribe();
+  return { ready, stop: () => client.off('connect', subscribe) };
 }
