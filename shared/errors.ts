@@ -76,6 +76,23 @@ export const ERRORS = {
   FIELD_INPUT_INVALID: { http: 400, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event or file.' },
   FIELD_FILE_UNREADABLE: { http: 400, description: 'A file to send cannot be read.' },
   FIELD_COMMAND_TIMEOUT: { http: 504, description: 'A command handler did not finish in time.' },
+  FIELD_COMMAND_UNSIGNED: {
+    http: 401,
+    description: 'The command carries no authentication from the command API (or the device has no signing key) and FIELD_ALLOW_UNSIGNED_COMMANDS is off; it was not run.',
+  },
+  FIELD_COMMAND_BAD_SIGNATURE: {
+    http: 401,
+    description: "The command's authentication does not match its content, this device and this device's key: forged, altered or meant for another device; it was not run.",
+  },
+  FIELD_COMMAND_STALE: {
+    http: 401,
+    description: 'The command was issued longer ago than FIELD_COMMAND_MAX_AGE_S, or is past its expiry (beyond the allowed clock skew); it was not run.',
+  },
+  FIELD_COMMAND_FUTURE: {
+    http: 401,
+    description: "The command is dated later than the device's clock plus FIELD_COMMAND_CLOCK_SKEW_S: a forgery, or a wrong clock; it was not run.",
+  },
+  FIELD_COMMAND_REPLAYED: { http: 409, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
   DISTRIBUTOR_FILE_CHECKSUM: { http: 400, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
 
   // -- Command API ----------------------------------------------------------------------------------
@@ -87,6 +104,12 @@ export const ERRORS = {
   API_BODY_TOO_LARGE: { http: 413, description: 'The request body is larger than accepted.' },
   API_UNKNOWN_GROUP: { http: 400, description: 'No device group of that name is configured.' },
   API_BROKER_UNAVAILABLE: { http: 503, description: 'The broker is not reachable; the command was kept and will be sent.' },
+  API_DEVICE_KEY_MISSING: {
+    http: 409,
+    description: 'No signing key is registered for a target device, so its command cannot be authenticated; nothing was sent (COMMAND_ALLOW_UNSIGNED=true allows unsigned commands).',
+  },
+
+  // -- Security (recorded as security events, never written as data) -----------------------------
 
   // -- Security (recorded as security events, never written as data) -----------------------------
   SECURITY_UNSIGNED: { http: 401, description: 'The message carries no device signature, and signatures are required.' },

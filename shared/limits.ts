@@ -26,6 +26,9 @@ export const LIMITS = {
   sendBufferMaxBytes: 4 * 1024 * 1024,
   /** milliseconds. How long the gateway waits for a PUBACK before reporting the message failed. */
   publishTimeoutMs: 30_000,
+  /** seconds. Longest a command may stay deliverable (the command API's ttlSeconds); the field
+   * client's default FIELD_COMMAND_MAX_AGE_S, so a command delivered late but within its TTL runs. */
+  commandMaxTtlS: 30 * 86_400,
   /** characters. Longest device id; it is a certificate CN, an MQTT topic level and a folder name. */
   deviceIdMaxChars: 64,
   /** bytes. Longest file name (UTF-8) a device may give. */

@@ -71,6 +71,8 @@ export class CommandRouter {
         command: command.command,
         ...(command.params !== undefined ? { params: command.params } : {}),
         issuedAt: command.issuedAt,
+        // Forwarded untouched: the gateway cannot make or check it (it never holds device keys).
+        ...(command.auth !== undefined ? { auth: command.auth } : {}),
       });
       this.log.info({ deviceId: parsed.deviceId, commandId: command.commandId, delivered: delivered === true }, 'command forwarded');
     } catch (err) {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ERRORS, type ErrorCode, type FieldStreamError } from '../errors.ts';
 import { JsonValueSchema } from './payloads.ts';
+import { CommandAuthSchema } from '../security/command-auth.ts';
 import { MessageIdSchema } from './primitives.ts';
 
 /**
@@ -44,6 +45,8 @@ export const CommandFrameSchema = z.strictObject({
   params: JsonValueSchema.optional(),
   /** epoch ms, when the operator issued it */
   issuedAt: z.number().int().min(0),
+  /** the command API's MAC over the command for this device (security/command-auth.ts); a field client with a key runs nothing without it */
+  auth: CommandAuthSchema.optional(),
 });
 export type CommandFrame = z.infer<typeof CommandFrameSchema>;
 

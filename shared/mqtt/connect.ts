@@ -1,4 +1,4 @@
-import { connect, type IClientOptions, type IClientSubscribeOptions, type IConnackPacket, type MqttClient } from 'mqtt';
+import { connect, type IClientOptions, type IClientSubscribeOptions, type IConnackPacket, type ISubscriptionMap, type MqttClient } from 'mqtt';
 import { FieldStreamError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { warnIfExpiring } from '../tls-files.ts';
@@ -76,7 +76,8 @@ export interface Resubscription {
  * file after a crash can answer "session present" for a session whose subscriptions it lost
  * (shared ones, or any made after its last save), and a clean session has none at all. Subscribing
  * again is harmless (MQTT 5 §3.8.4: a SUBSCRIBE for a filter already held replaces it). Pass
- * `resubscribe: false` to connectMqtt for such a client, so mqtt.js does not subscribe a second time.
+ * `resubscribe: false` to connectMqtt for such a client, so mqtt.js does not subscribe a second time
+ * (it does so only when the session is not present, and that is not enough).
  *
  * `filters` may be a function, read at each connection, for a set that changes (the gateway's
  * devices). Each SUBACK reason code is checked: 0x80 and above is a refusal (MQTT 5 §3.9.3).
@@ -99,7 +100,11 @@ export function subscribeOnEveryConnect(
       granted();
       return;
     }
-    client.subscribe([...list], opts, (err, grants) => {
+    // The map form with `resubscribe: true`: otherwise mqtt.js (with its own `resubscribe` option
+    // on, the default) silently skips a filter it believes subscribed and sends no SUBSCRIBE.
+    // (ISubscriptionMap's index signature cannot express its own `resubscribe` key, hence the cast.)
+    const map = { ...Object.fromEntries(list.map((f) => [f, opts])), resubscribe: true } as unknown as ISubscriptionMap;
+    client.subscribe(map, opts, (err, grants) => {
       const refused = (grants ?? []).filter((g) => g.qos >= 0x80);
       const code = err && typeof (err as { code?: unknown }).code === 'number';
       if (refused.length > 0 || code) {
