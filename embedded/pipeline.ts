@@ -102,6 +102,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       COMMAND_API_PORT: String(o.commandApiPort),
       COMMAND_API_TOKEN: o.commandApiToken,
       COMMAND_API_CLIENT_ID: 'command-api-embedded',
+      COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
     }),
     o.logger,
   );

@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 
 export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
 export type CommandHandler = (params: unknown, frame: CommandFrame) => Promise<CommandOutcome> | CommandOutcome;
@@ -32,24 +33,49 @@ export type CommandsFile = z.infer<typeof CommandsFileSchema>;
 
 /** bytes of a program's output kept as the result */
 const MAX_OUTPUT_BYTES = 16 * 1024;
-/** answered command ids remembered (and journaled) */
+/** command ids remembered (and journaled); the journal file is rewritten when it holds twice as many lines */
 const REMEMBERED = 10_000;
+
+/** What to answer; `code` says why a command was refused without being run. */
+export type CommandAnswer = CommandOutcome & { code?: ErrorCode };
+
+type Seen = { state: 'started' | 'answered'; issuedAt: number };
 
 /**
  * Runs commands and guarantees one answer per command id, across reconnects and restarts: each id
- * is journaled as "started" before its handler runs and "answered" after. A command delivered
- * again is not run again; one that was running when the client died is answered "failed" rather
- * than run a second time. A command without a handler is answered "rejected".
+ * is journaled (with its issuedAt) as "started" before its handler runs and "answered" after. A
+ * command delivered again is not run again; one that was running when the client died is answered
+ * "failed" rather than run a second time. A command without a handler is answered "rejected".
+ *
+ * Commands are checked first (command-guard.ts: authentication and freshness); a refused one is
+ * answered "rejected" with its code, runs nothing and is not journaled (so forgeries cannot crowd
+ * real ids out of the journal). The journal is the replay defence: an authenticated command whose
+ * id was seen before is refused with FIELD_COMMAND_REPLAYED. It is bounded: the newest REMEMBERED
+ * ids are kept, and the `floor`, the latest issuedAt among the ids forgotten, refuses every unknown
+ * command issued at or before it — one of those could be a forgotten id sent again.
  */
 export class CommandHandlers {
   private readonly handlers = new Map<string, CommandHandler>();
-  private readonly seen = new Map<string, 'started' | 'answered'>();
+  private readonly seen = new Map<string, Seen>();
+  private readonly running = new Set<string>();
+  /** epoch ms: the latest issuedAt among forgotten ids */
+  private floor = 0;
+  private journalLines = 0;
+  /** for status(): commands run, and commands refused by code */
+  readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>> };
 
-  constructor(private readonly journal?: string) {
+  constructor(
+    private readonly guard: CommandGuardOptions,
+    private readonly journal?: string,
+  ) {
     if (journal && existsSync(journal)) {
       for (const line of readFileSync(journal, 'utf8').split('\n')) {
-        const m = /^([A-Za-z0-9._:-]+) (started|answered)$/.exec(line);
-        if (m) this.remember(m[1] as string, m[2] as 'started' | 'answered');
+        // "ID STATE [ISSUED_AT]" (journals written before the issuedAt was kept have none), "#floor MS"
+        const m = /^([A-Za-z0-9._:-]+) (started|answered)(?: (\d+))?$/.exec(line);
+        if (m) this.remember(m[1] as string, { state: m[2] as Seen['state'], issuedAt: Number(m[3] ?? 0) });
+        const f = /^#floor (\d+)$/.exec(line);
+        if (f) this.floor = Math.max(this.floor, Number(f[1]));
+        if (line) this.journalLines++;
       }
     }
   }
@@ -74,43 +100,70 @@ export class CommandHandlers {
     return this;
   }
 
-  /** The answer to send, or undefined when this command id was answered before. */
-  async run(frame: CommandFrame): Promise<CommandOutcome | undefined> {
-    const state = this.seen.get(frame.commandId);
-    if (state === 'answered') return undefined;
-    if (state === 'started') {
+  /** The answer to send, or undefined when this command is running now (its answer follows). */
+  async run(frame: CommandFrame, now = Date.now()): Promise<CommandAnswer | undefined> {
+    if (this.running.has(frame.commandId)) return undefined;
+    const refused = checkCommand(frame, this.guard, now) ?? this.replayed(frame);
+    if (refused) {
+      this.stats.refused++;
+      this.stats.refusedByCode[refused] = (this.stats.refusedByCode[refused] ?? 0) + 1;
+      return { status: 'rejected', result: { code: refused, message: ERRORS[refused].description }, code: refused };
+    }
+    if (this.seen.get(frame.commandId)?.state === 'started') {
       // Seen before but never answered: the client died while it ran. Never run a command twice.
-      this.mark(frame.commandId, 'answered');
+      this.mark(frame.commandId, { state: 'answered', issuedAt: frame.issuedAt });
       return { status: 'failed', result: 'interrupted by a restart of the field client; not run again' };
     }
-    this.mark(frame.commandId, 'started');
+    this.mark(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
+    this.stats.run++;
     const handler = this.handlers.get(frame.command);
-    let outcome: CommandOutcome;
-    if (!handler) outcome = { status: 'rejected', result: `unknown command "${frame.command}"` };
-    else {
-      try {
-        outcome = await handler(frame.params, frame);
-      } catch (err) {
-        outcome = { status: 'failed', result: (err as Error).message };
-      }
+    if (!handler) return { status: 'rejected', result: `unknown command "${frame.command}"` };
+    this.running.add(frame.commandId);
+    try {
+      return await handler(frame.params, frame);
+    } catch (err) {
+      return { status: 'failed', result: (err as Error).message };
+    } finally {
+      this.running.delete(frame.commandId);
     }
-    return outcome;
   }
 
   /** Called once the answer is in the durable queue. */
   answered(commandId: string): void {
-    this.mark(commandId, 'answered');
+    const seen = this.seen.get(commandId);
+    if (seen) this.mark(commandId, { state: 'answered', issuedAt: seen.issuedAt });
   }
 
-  private mark(id: string, state: 'started' | 'answered'): void {
-    this.remember(id, state);
-    if (this.journal) appendFileSync(this.journal, `${id} ${state}\n`);
+  private replayed(frame: CommandFrame): ErrorCode | undefined {
+    const seen = this.seen.get(frame.commandId);
+    if (seen?.state === 'answered') return 'FIELD_COMMAND_REPLAYED';
+    if (!seen && frame.issuedAt <= this.floor) return 'FIELD_COMMAND_REPLAYED';
+    return undefined;
   }
 
-  private remember(id: string, state: 'started' | 'answered'): void {
+  private mark(id: string, entry: Seen): void {
+    this.remember(id, entry);
+    if (!this.journal) return;
+    appendFileSync(this.journal, `${id} ${entry.state} ${entry.issuedAt}\n`);
+    if (++this.journalLines > 2 * REMEMBERED) this.compact(this.journal);
+  }
+
+  /** Rewrites the journal from what is remembered (write, then rename: a crash leaves one or the other). */
+  private compact(journal: string): void {
+    const lines = [`#floor ${this.floor}`, ...[...this.seen].map(([id, e]) => `${id} ${e.state} ${e.issuedAt}`)];
+    writeFileSync(`${journal}.tmp`, lines.join('\n') + '\n');
+    renameSync(`${journal}.tmp`, journal);
+    this.journalLines = lines.length;
+  }
+
+  private remember(id: string, entry: Seen): void {
     this.seen.delete(id);
-    this.seen.set(id, state);
-    if (this.seen.size > REMEMBERED) this.seen.delete(this.seen.keys().next().value as string);
+    this.seen.set(id, entry);
+    if (this.seen.size > REMEMBERED) {
+      const [oldId, old] = this.seen.entries().next().value as [string, Seen];
+      this.seen.delete(oldId);
+      this.floor = Math.max(this.floor, old.issuedAt);
+    }
   }
 }
 

@@ -58,6 +58,15 @@ export const FieldClientConfigSchema = z.object({
   FIELD_WATCH_INTERVAL_MS: setting.positiveInt(1000),
   /** JSON file mapping command names to handlers (see the README) */
   FIELD_COMMANDS_FILE: z.string().optional(),
+  /**
+   * Run commands that carry no authentication from the command API. Only for a device WITHOUT a
+   * signing key (a device with one always requires it); anyone holding the DMZ can then command it.
+   */
+  FIELD_ALLOW_UNSIGNED_COMMANDS: setting.bool(false),
+  /** seconds: the oldest command run, by its issuedAt (default: the command API's longest TTL, 30 days) */
+  FIELD_COMMAND_MAX_AGE_S: setting.positiveInt(LIMITS.commandMaxTtlS),
+  /** seconds: how far the command API's clock may be ahead of (or behind) the device's */
+  FIELD_COMMAND_CLOCK_SKEW_S: z.coerce.number().int().min(0).max(86_400).default(300),
   /** Run the built-in simulated sensor (readings, events, files). */
   FIELD_SIMULATE: setting.bool(false),
   /** milliseconds between simulated readings */

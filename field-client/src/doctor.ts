@@ -36,7 +36,7 @@ const DAY = 86_400_000;
 export async function runDoctor(env: Record<string, string | undefined>): Promise<CheckResult[]> {
   const ctx: Context = { env };
   const results: CheckResult[] = [];
-  const steps: Check[] = [configuration, certificates, dns, tcp, tlsHandshake, websocket, roundTrip, clockSkew, queueAndDisk];
+  const steps: Check[] = [configuration, commandSafety, certificates, dns, tcp, tlsHandshake, websocket, roundTrip, clockSkew, queueAndDisk];
   for (const step of steps) {
     const r = await step(ctx).catch((err: unknown): CheckResult => ({ name: step.name, level: 'fail', detail: (err as Error).message }));
     const list = Array.isArray(r) ? r : [r];
@@ -60,6 +60,27 @@ async function configuration(ctx: Context): Promise<CheckResult> {
   }
   ctx.url = new URL(ctx.config.GATEWAY_URL);
   return { name: 'configuration', level: 'ok', detail: `device ${ctx.config.DEVICE_ID}, gateway ${ctx.config.GATEWAY_URL}` };
+}
+
+/** Commands drive actuators: say when the device would run commands nobody authenticated. */
+async function commandSafety(ctx: Context): Promise<CheckResult> {
+  const c = ctx.config as FieldClientConfig;
+  const name = 'commands';
+  if (!c.FIELD_SIGNING_KEY_FILE) {
+    if (c.FIELD_ALLOW_UNSIGNED_COMMANDS) {
+      return {
+        name,
+        level: 'warn',
+        detail: 'FIELD_ALLOW_UNSIGNED_COMMANDS=true and no FIELD_SIGNING_KEY_FILE: commands run unauthenticated; whoever holds the DMZ can command this device',
+        hint: 'Set FIELD_SIGNING_KEY_FILE to the signing.key of the device bundle and remove FIELD_ALLOW_UNSIGNED_COMMANDS.',
+      };
+    }
+    return { name, level: c.FIELD_COMMANDS_FILE ? 'warn' : 'ok', detail: 'no FIELD_SIGNING_KEY_FILE: every command is refused (FIELD_COMMAND_UNSIGNED)', hint: 'Set FIELD_SIGNING_KEY_FILE to the signing.key of the device bundle.' };
+  }
+  if (c.FIELD_ALLOW_UNSIGNED_COMMANDS) {
+    return { name, level: 'warn', detail: 'FIELD_ALLOW_UNSIGNED_COMMANDS=true has no effect on a device with a signing key: its commands must be authenticated', hint: 'Remove FIELD_ALLOW_UNSIGNED_COMMANDS.' };
+  }
+  return { name, level: 'ok', detail: `only commands authenticated for this device run (issued within ${c.FIELD_COMMAND_MAX_AGE_S} s, clock skew ${c.FIELD_COMMAND_CLOCK_SKEW_S} s)` };
 }
 
 async function certificates(ctx: Context): Promise<CheckResult[]> {

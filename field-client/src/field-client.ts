@@ -329,10 +329,11 @@ export class FieldClient {
   private async onCommand(frame: CommandFrame): Promise<void> {
     const outcome = await this.commands.run(frame);
     if (!outcome) {
-      this.log.info({ commandId: frame.commandId }, 'command delivered again; already answered');
+      this.log.info({ commandId: frame.commandId }, 'command delivered again while it runs; its answer follows');
       return;
     }
-    this.log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
+    if (outcome.code) this.log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
+    else this.log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
     try {
       await this.submit('response', {
         commandId: frame.commandId,
@@ -374,6 +375,7 @@ export class FieldClient {
       sent: this.stats.sent,
       refusedByGateway: this.stats.refusedByGateway,
       filesInTransfer: this.transfers.size,
+      commands: { run: this.commands.stats.run, refused: this.commands.stats.refused, refusedByCode: { ...this.commands.stats.refusedByCode } },
     };
   }
 }

@@ -55,7 +55,18 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     { url: config.GATEWAY_URL, tls, reconnectInitialMs: 500, reconnectMaxMs: config.FIELD_RECONNECT_MAX_MS, idleTimeoutMs: 90_000 },
     log,
   );
-  const commands = new CommandHandlers(join(config.FIELD_DATA_DIR, 'commands.journal'));
+  const commands = new CommandHandlers(
+    {
+      deviceId: config.DEVICE_ID,
+      key: signingKey,
+      allowUnsigned: config.FIELD_ALLOW_UNSIGNED_COMMANDS,
+      maxAgeMs: config.FIELD_COMMAND_MAX_AGE_S * 1000,
+      skewMs: config.FIELD_COMMAND_CLOCK_SKEW_S * 1000,
+    },
+    join(config.FIELD_DATA_DIR, 'commands.journal'),
+  );
+  if (!signingKey && config.FIELD_ALLOW_UNSIGNED_COMMANDS) log.warn('FIELD_ALLOW_UNSIGNED_COMMANDS is on: commands run without authentication; whoever holds the DMZ can command this device');
+  else if (!signingKey) log.warn('no FIELD_SIGNING_KEY_FILE: commands are refused (FIELD_COMMAND_UNSIGNED) unless FIELD_ALLOW_UNSIGNED_COMMANDS=true');
   const client = new FieldClient(
     {
       deviceId: config.DEVICE_ID,

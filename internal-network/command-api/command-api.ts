@@ -11,6 +11,7 @@ import { startCommandHttp } from './http.ts';
 import { GroupsFileSchema, TokensFileSchema } from './schemas.ts';
 import { createHash } from 'node:crypto';
 import { CommandStore } from './store.ts';
+import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 
 export interface CommandApi {
   readonly port: number;
@@ -35,7 +36,11 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     log.child({ subsystem: 'mqtt' }),
     { resubscribe: false }, // subscribed on every connect, below
   );
-  const dispatcher = new CommandDispatcher(mqtt, store, log);
+  const dispatcher = new CommandDispatcher(mqtt, store, log, {
+    keys: new DeviceKeyRegistry(config.COMMAND_DEVICE_KEYS_DIR),
+    allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
+  });
+  if (config.COMMAND_ALLOW_UNSIGNED) log.warn('COMMAND_ALLOW_UNSIGNED is on: devices without a registered key get unsigned commands');
   mqtt.on('connect', () => {
     mqtt.subscribe([RESPONSE_FILTER, TOPIC_FILTERS.status], { qos: 1 }, (err) => {
       if (err) log.error({ err: err.message }, 'subscription refused by the broker');

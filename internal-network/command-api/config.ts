@@ -17,6 +17,12 @@ export const CommandApiConfigSchema = z.object({
   COMMAND_STATE_PATH: z.string().default('./data/commands.jsonl'),
   /** seconds a command stays deliverable when the request does not say */
   COMMAND_DEFAULT_TTL_S: setting.positiveInt(86_400),
+  /** The internal registry of device signing keys (DIR/DEVICE_ID.key; the distributor's DISTRIBUTOR_DEVICE_KEYS_DIR):
+   * every command is authenticated with its device's key, so the DMZ cannot forge one. */
+  COMMAND_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
+  /** Send commands unsigned to devices without a registered key (instead of refusing them with
+   * API_DEVICE_KEY_MISSING). Such a device runs them only if its own FIELD_ALLOW_UNSIGNED_COMMANDS is on. */
+  COMMAND_ALLOW_UNSIGNED: setting.bool(false),
   ...mqttSettings('internal/command-api'),
   COMMAND_API_CLIENT_ID: z
     .string()

@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
 import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
-import { isFieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { signCommand } from '../../shared/security/command-auth.ts';
+import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { isFinal, type CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
 
@@ -15,7 +17,17 @@ const EXPIRY_SWEEP_MS = 5_000;
  * gateway holding the device forwards them) and records each device's response against its
  * command id. A command whose device is offline is sent again when the device's presence turns
  * "online", until it is answered or expires; the device answers a command id only once.
+ *
+ * Each command is authenticated for its device with the device's signing key from the internal
+ * registry (security/command-auth.ts), so a compromised DMZ can neither forge nor alter one. It is
+ * signed at each publish, not stored signed: a key rotated or revoked since takes effect at once.
  */
+export interface CommandSigning {
+  keys: DeviceKeyRegistry;
+  /** COMMAND_ALLOW_UNSIGNED: send commands unsigned to devices without a registered key */
+  allowUnsigned: boolean;
+}
+
 export class CommandDispatcher {
   private readonly sweep: NodeJS.Timeout;
 
@@ -23,6 +35,7 @@ export class CommandDispatcher {
     private readonly mqtt: MqttClient,
     private readonly store: CommandStore,
     private readonly log: Logger,
+    private readonly signing: CommandSigning,
   ) {
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     mqtt.on('connect', () => {
@@ -33,6 +46,15 @@ export class CommandDispatcher {
   }
 
   issue(deviceIds: readonly string[], command: string, params: CommandRecord['params'], ttlSeconds: number): CommandRecord[] {
+    // All or nothing: a fleet command with a device that cannot be authenticated sends nothing.
+    const keyless = this.signing.allowUnsigned ? [] : deviceIds.filter((d) => !this.signing.keys.get(d));
+    if (keyless.length > 0) {
+      throw new FieldStreamError(
+        'API_DEVICE_KEY_MISSING',
+        `No signing key is registered for ${keyless.length === 1 ? `device ${keyless[0]}` : `${keyless.length} of the devices`}; nothing was sent.`,
+        { deviceIds: keyless.slice(0, 100) },
+      );
+    }
     const now = Date.now();
     return deviceIds.map((deviceId) => {
       const record: CommandRecord = {
@@ -58,12 +80,21 @@ export class CommandDispatcher {
 
   private publish(record: CommandRecord): void {
     if (!this.mqtt.connected) return; // sent on (re)connect
-    const envelope: CommandEnvelope = {
-      v: ENVELOPE_VERSION,
+    const key = this.signing.keys.get(record.deviceId);
+    if (!key && !this.signing.allowUnsigned) {
+      this.log.warn({ commandId: record.commandId, deviceId: record.deviceId, code: 'API_DEVICE_KEY_MISSING' }, 'the device has no signing key (revoked?); command not sent');
+      return;
+    }
+    const command = {
       commandId: record.commandId,
       command: record.command,
       ...(record.params !== undefined ? { params: record.params } : {}),
       issuedAt: record.issuedAt,
+    };
+    const envelope: CommandEnvelope = {
+      v: ENVELOPE_VERSION,
+      ...command,
+      ...(key ? { auth: signCommand(key, { ...command, deviceId: record.deviceId }, record.expiresAt) } : {}),
     };
     this.mqtt.publish(commandTopic(record.deviceId), JSON.stringify(envelope), { qos: 1 }, (err) => {
       const current = this.store.get(record.commandId);
@@ -99,6 +130,8 @@ export class CommandDispatcher {
           continue;
         }
         if (isFinal(record.state)) continue;
+        // The device answered this id before (that answer stands); this one says a copy was refused.
+        if (response.status === 'rejected' && (response.result as { code?: unknown } | undefined)?.code === 'FIELD_COMMAND_REPLAYED') continue;
         this.update(record, {
           state: response.status,
           response: { status: response.status, ...(response.result !== undefined ? { result: response.result } : {}), at: Date.now() },

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import { COMMAND_RESPONSE_STATUSES, JsonValueSchema } from '../../shared/contract/payloads.ts';
 import { DeviceIdSchema, MessageIdSchema } from '../../shared/contract/primitives.ts';
+import { LIMITS } from '../../shared/limits.ts';
 
 /** Most devices one request may address. */
 export const MAX_TARGETS = 1000;
@@ -15,7 +16,7 @@ export const CommandRequestSchema = z
     command: CommandNameSchema,
     params: JsonValueSchema.optional(),
     /** seconds the command stays deliverable to a device that is offline */
-    ttlSeconds: z.number().int().min(1).max(30 * 86_400).optional(),
+    ttlSeconds: z.number().int().min(1).max(LIMITS.commandMaxTtlS).optional(),
   })
   .refine((r) => [r.deviceId, r.deviceIds, r.group].filter((x) => x !== undefined).length === 1, {
     message: 'give exactly one of deviceId, deviceIds, group',

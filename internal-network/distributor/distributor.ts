@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import type { MqttClient } from 'mqtt';
 import { sharedFilter, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
+import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import type { DistributorConfig } from './config.ts';
 import { Consumer } from './consumer.ts';
@@ -68,25 +68,13 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     const mqtt = connectMqtt(
       { url: config.MQTT_URL, ...tls, clientId, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: false },
       clog,
-      { resubscribe: true },
+      // Subscribed below on every connection: Mosquitto restores a persistent session after a
+      // restart without its shared subscriptions and still answers "session present".
+      { resubscribe: false },
     );
     clients.push(mqtt);
     consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: 250, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, log));
-    subscribed.push(
-      new Promise<void>((resolve) => {
-        const subscribe = () =>
-          mqtt.subscribe(filters, { qos: 1 }, (err, granted) => {
-            const refused = granted?.filter((g) => g.qos >= 0x80) ?? [];
-            if (err || refused.length > 0) {
-              clog.error({ err: err?.message, refused: refused.map((g) => g.topic) }, 'subscription refused by the broker');
-              return;
-            }
-            resolve();
-          });
-        if (mqtt.connected) subscribe();
-        else mqtt.once('connect', subscribe);
-      }),
-    );
+    subscribed.push(subscribeOnEveryConnect(mqtt, filters, { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
 

@@ -187,6 +187,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     MQTT_CERT_FILE: p.service('internal/command-api').cert,
     MQTT_KEY_FILE: p.service('internal/command-api').key,
     COMMAND_API_CLIENT_ID: 'command-api-1',
+    COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
   }, { port: ports.commandApi });
 
   const all = [dmzMosquitto, internalMosquitto, ...gateways, ...(direct ? [direct] : []), caddy, distributor, commandApi];

@@ -11,6 +11,7 @@ import {
 } from './payloads.ts';
 import { DeviceIdSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
 import { MessageAuthSchema } from '../security/message-auth.ts';
+import { CommandAuthSchema } from '../security/command-auth.ts';
 
 /**
  * What travels on the brokers. The gateway publishes one envelope per device and data type,
@@ -62,6 +63,8 @@ export const CommandEnvelopeSchema = z.strictObject({
   command: CommandNameSchema,
   params: JsonValueSchema.optional(),
   issuedAt: z.number().int().min(0),
+  /** the command API's authentication for the device (security/command-auth.ts); the gateway forwards it untouched */
+  auth: CommandAuthSchema.optional(),
 });
 export type CommandEnvelope = z.infer<typeof CommandEnvelopeSchema>;
 
