@@ -15,16 +15,17 @@ export interface RolePolicy {
 export const RESPONSE_FILTER = `${TOPIC_ROOT}/+/up/response`;
 
 export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze({
-  // DMZ: writes what devices send, reads the commands for the devices it holds.
-  gateway: { publish: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status], subscribe: [TOPIC_FILTERS.downlink] },
-  // Internal: reads all uplink data and presence; writes nothing.
-  distributor: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
+  // DMZ: writes what devices send, reads the commands for the devices it holds and the commit
+  // receipts for the messages it received (it cannot forge one: each is under its device's key).
+  gateway: { publish: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status], subscribe: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts] },
+  // Internal: reads all uplink data and presence; writes only commit receipts.
+  distributor: { publish: [TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
   // Internal: sends commands, reads their responses and device presence.
   'command-api': { publish: [TOPIC_FILTERS.downlink], subscribe: [RESPONSE_FILTER, TOPIC_FILTERS.status] },
   // Read-only consumers (analytics, dashboards): uplink data and presence, nothing to write.
   consumer: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
-  // The bridge carries uplink and status inward and commands outward, nothing else.
-  bridge: { publish: [TOPIC_FILTERS.downlink], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
+  // The bridge carries uplink and status inward, commands and commit receipts outward, nothing else.
+  bridge: { publish: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
 });
 
 /** Strips a shared-subscription prefix (MQTT 5 §4.8.2: `$share/{group}/{filter}`). */

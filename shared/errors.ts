@@ -75,6 +75,18 @@ export const ERRORS = {
   FIELD_MESSAGE_REFUSED: { http: 400, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
   FIELD_INPUT_INVALID: { http: 400, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event or file.' },
   FIELD_FILE_UNREADABLE: { http: 400, description: 'A file to send cannot be read.' },
+  FIELD_RECEIPT_INVALID: {
+    http: 401,
+    description: "A commit receipt whose MAC does not match this device's key, epoch and sequence numbers (forged or altered on the way); nothing was deleted.",
+  },
+  FIELD_RECEIPT_REPLAYED: {
+    http: 409,
+    description: 'A genuine commit receipt that names nothing still held (a replay, or the receipt of a copy sent again); nothing was deleted.',
+  },
+  FIELD_COMMIT_TIMEOUT: {
+    http: 504,
+    description: 'No commit receipt came within FIELD_COMMIT_TIMEOUT_MS of the gateway\'s ack; the messages are sent again (copies are recognised and not written twice).',
+  },
   FIELD_COMMAND_TIMEOUT: { http: 504, description: 'A command handler did not finish in time.' },
   FIELD_COMMAND_UNSIGNED: {
     http: 401,
@@ -110,8 +122,6 @@ export const ERRORS = {
   },
 
   // -- Security (recorded as security events, never written as data) -----------------------------
-
-  // -- Security (recorded as security events, never written as data) -----------------------------
   SECURITY_UNSIGNED: { http: 401, description: 'The message carries no device signature, and signatures are required.' },
   SECURITY_REVOKED: { http: 403, description: 'The device was revoked (scripts/revoke-device.sh); its messages are refused.' },
   SECURITY_UNKNOWN_DEVICE: { http: 401, description: 'No signing key is registered on the internal network for this device (unknown or revoked).' },
@@ -130,6 +140,10 @@ export const ERRORS = {
   PKI_DEVICE_REVOKED: { http: 409, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, description: 'The client certificate was revoked.' },
   LISTEN_FAILED: { http: 500, description: 'A server could not listen on its address (port in use?).' },
+  MQTT_SUBSCRIBE_REFUSED: {
+    http: 500,
+    description: 'The broker refused a subscription (its ACL or a bad filter): nothing arrives on it; fix the access policy or the filter.',
+  },
 } as const satisfies Record<string, { http: number; description: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -151,10 +165,6 @@ export class FieldStreamError extends Error {
   }
 }
 
-  MQTT_SUBSCRIBE_REFUSED: {
-    http: 500,
-    description: 'The broker refused a subscription (its ACL or a bad filter): nothing arrives on it; fix the access policy or the filter.',
-  },
 export function isFieldStreamError(err: unknown, code?: ErrorCode): err is FieldStreamError {
   return err instanceof FieldStreamError && (code === undefined || err.code === code);
 }

@@ -33,6 +33,17 @@ export const LIMITS = {
   deviceIdMaxChars: 64,
   /** bytes. Longest file name (UTF-8) a device may give. */
   filenameMaxBytes: 200,
+  /** sequence numbers. How far below the highest accepted sequence number of a device and epoch
+   * the distributor still tells a new message from a copy (its replay window). A device never has
+   * messages further apart than this outstanding at once (FIELD_COMMIT_WINDOW_MESSAGES is below
+   * it), so a copy it sends again is always recognised, and answered with a receipt. */
+  replayWindowSeqs: 65_536,
+  /** ranges. Most ranges of sequence numbers in one commit receipt (one device and epoch); a
+   * device's messages are committed mostly in order, so a write yields a few ranges, not thousands. */
+  receiptMaxRanges: 4096,
+  /** receipts. Most receipts (device and epoch) in one receipts message to a gateway; a write with
+   * more devices than this is answered in several messages. */
+  receiptsPerMessage: 2000,
 } as const;
 
 export type Limits = typeof LIMITS;

@@ -25,6 +25,11 @@ export class CommandRouter {
     return this.sessions.size;
   }
 
+  /** The session that holds the device now, if any. */
+  session(deviceId: string): DeviceSession | undefined {
+    return this.sessions.get(deviceId);
+  }
+
   attach(session: DeviceSession, certNotAfter?: number): void {
     const previous = this.sessions.get(session.deviceId);
     if (previous && !previous.isClosed) {

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { mqttSettings } from '../../shared/mqtt/settings.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { GATEWAY_ID_PATTERN } from '../../shared/contract/topics.ts';
 
 /** The gateway's settings (see .env.example and the README's configuration table). */
 export const GatewayConfigSchema = z.object({
@@ -26,7 +27,7 @@ export const GatewayConfigSchema = z.object({
   /** Unique per instance; several gateways may run side by side. */
   GATEWAY_ID: z
     .string()
-    .regex(/^[A-Za-z0-9._-]{1,100}$/)
+    .regex(GATEWAY_ID_PATTERN, 'must be 1 to 100 letters, digits, ".", "_" and "-" (it is an MQTT topic level)')
     .default(`${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}-${randomBytes(3).toString('hex')}`),
   GATEWAY_MAX_FRAME_BYTES: z.coerce.number().int().min(1024).max(LIMITS.frameMaxBytes).default(LIMITS.frameMaxBytes),
   GATEWAY_MAX_BATCH: z.coerce.number().int().min(1).max(LIMITS.batchMaxMessages).default(LIMITS.batchMaxMessages),

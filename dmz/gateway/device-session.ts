@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
-import type { CommandFrame, DownlinkFrame } from '../../shared/contract/downlink.ts';
+import type { CommandFrame, CommitFrame, DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { errorFrame } from '../../shared/contract/downlink.ts';
 import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
@@ -50,6 +50,11 @@ export class DeviceSession {
   }
 
   sendCommand(frame: CommandFrame): boolean {
+    return this.send(frame);
+  }
+
+  /** A commit receipt from the distributor, passed on as it came (only the device can verify it). */
+  sendCommit(frame: CommitFrame): boolean {
     return this.send(frame);
   }
 

@@ -8,6 +8,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { CommandRouter } from './command-router.ts';
+import { ReceiptRouter } from './receipt-router.ts';
 import { CLOSE, DeviceSession, type SessionLimits } from './device-session.ts';
 import { RevokedSerials } from './revocation.ts';
 import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
@@ -42,6 +43,7 @@ export interface GatewayServerOptions {
 export interface GatewayServer {
   readonly port: number;
   readonly router: CommandRouter;
+  readonly receipts: ReceiptRouter;
   close(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     maxMessages: options.limits.batchMaxMessages,
   });
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
+  const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }));
   const https: Server = createServer({
     cert: options.tls.cert,
     key: options.tls.key,
@@ -156,8 +159,10 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   return {
     port,
     router,
+    receipts,
     async close() {
       revoked.close();
+      receipts.close();
       for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       https.closeAllConnections();

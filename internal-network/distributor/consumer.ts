@@ -4,6 +4,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DeadLetters } from './dead-letter.ts';
 import type { MessageHandler } from './message-handler.ts';
+import type { ReceiptPublisher } from './receipts.ts';
 
 export interface RetryPolicy {
   /** milliseconds */
@@ -23,6 +24,8 @@ class Stopped extends Error {}
  * keeps everything else queued; if the distributor stops meanwhile, the message is never
  * acknowledged and the broker redelivers it to the persistent session (or another group member).
  * A message that can never be written goes to the dead-letter folder, then is acknowledged.
+ * Either way, once the message is durable here its device is sent a commit receipt (receipts.ts):
+ * only then may the device delete its copy, whatever became of the hops in between.
  */
 export class Consumer {
   private stopped = false;
@@ -34,6 +37,7 @@ export class Consumer {
     private readonly handler: MessageHandler,
     private readonly deadLetters: DeadLetters,
     private readonly retry: RetryPolicy,
+    private readonly receipts: ReceiptPublisher | undefined,
     private readonly log: Logger,
   ) {
     mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
@@ -58,6 +62,7 @@ export class Consumer {
       if (this.stopped) throw new Stopped();
       try {
         const done = await this.handler.handle(topic, payload);
+        if (done.receipt) this.receipts?.add(done.receipt);
         this.stats.messages++;
         this.stats.points += done.points;
         this.stats.files += done.files;
@@ -85,6 +90,8 @@ export class Consumer {
       if (this.stopped) throw new Stopped();
       try {
         await this.deadLetters.put(topic, payload, err);
+        const receipt = this.handler.deadLetterReceipt(topic, payload);
+        if (receipt) this.receipts?.add(receipt);
         return;
       } catch (ioErr) {
         this.log.error({ err: (ioErr as Error).message }, 'cannot write the dead-letter file; retrying');

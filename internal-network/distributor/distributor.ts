@@ -16,12 +16,14 @@ import { ReplayWindows } from './security/replay-window.ts';
 import { MessageVerifier } from './security/verifier.ts';
 import { join } from 'node:path';
 import type { PointSink } from './sinks/sink.ts';
+import { ReceiptPublisher } from './receipts.ts';
 
 export interface Distributor {
   readonly clients: readonly MqttClient[];
   readonly verifier: MessageVerifier;
   readonly sink: PointSink;
   readonly consumers: readonly Consumer[];
+  readonly receipts: ReceiptPublisher;
   /** Resolves once every consumer's subscription is in place. */
   readonly ready: Promise<void>;
   stats(): Consumer['stats'];
@@ -37,8 +39,9 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const log = logger.child({ component: 'distributor' });
   const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
+  const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);
   const verifier = new MessageVerifier(
-    new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE),
+    keys,
     new ReplayWindows(join(config.DISTRIBUTOR_STATE_DIR, 'replay')),
     {
       requireSignatures: config.DISTRIBUTOR_REQUIRE_SIGNATURES,
@@ -61,6 +64,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
 
   const clients: MqttClient[] = [];
   const consumers: Consumer[] = [];
+  const receipts = new ReceiptPublisher(clients, keys, log.child({ subsystem: 'receipts' }));
   const subscribed: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const clientId = count === 1 ? config.DISTRIBUTOR_CLIENT_ID : `${config.DISTRIBUTOR_CLIENT_ID}-${i + 1}`;
@@ -95,6 +99,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     verifier,
     sink,
     consumers,
+    receipts,
     ready,
     stats() {
       const total = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };

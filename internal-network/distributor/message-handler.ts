@@ -5,6 +5,14 @@ import type { FileStore } from './file-store.ts';
 import { eventPoints, filePoint, MEASUREMENTS, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier } from './security/verifier.ts';
+import type { ReceiptRequest } from './receipts.ts';
+
+export interface Handled {
+  points: number;
+  files: number;
+  /** what the device may now be told is durable (undefined: nothing to tell) */
+  receipt?: ReceiptRequest;
+}
 
 /**
  * Turns one MQTT message into writes and performs them. Resolves when everything it carried is
@@ -17,7 +25,7 @@ export class MessageHandler {
     private readonly verifier: MessageVerifier,
   ) {}
 
-  async handle(topic: string, payload: Buffer): Promise<{ points: number; files: number }> {
+  async handle(topic: string, payload: Buffer): Promise<Handled> {
     const where = parseTopic(topic);
     if (where.kind === 'status') {
       const status = parseEnvelope(StatusEnvelopeSchema, payload);
@@ -40,7 +48,28 @@ export class MessageHandler {
     const points = verdict.accepted ? await this.pointsOf(verdict.accepted) : [];
     await this.sink.write([...points, ...verdict.events]);
     verdict.commit();
-    return { points: points.length, files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length : 0 };
+    return {
+      points: points.length,
+      files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length : 0,
+      receipt: { gatewayId: env.gatewayId, deviceId: env.deviceId, ids: verdict.receipts },
+    };
+  }
+
+  /**
+   * For a message kept whole as a dead letter: the receipt of its messages whose signature is
+   * intact (they are durable in the dead-letter folder now). None when it is not a valid envelope:
+   * then nothing in it can be trusted to name a device's message.
+   */
+  deadLetterReceipt(topic: string, payload: Buffer): ReceiptRequest | undefined {
+    try {
+      const where = parseTopic(topic);
+      if (where.kind !== 'uplink') return undefined;
+      const env = parseEnvelope(UplinkEnvelopeSchema, payload);
+      if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) return undefined;
+      return { gatewayId: env.gatewayId, deviceId: env.deviceId, ids: this.verifier.authentic(env) };
+    } catch {
+      return undefined;
+    }
   }
 
   private async pointsOf(env: UplinkEnvelope): Promise<StoredPoint[]> {

@@ -3,12 +3,18 @@ import { ERRORS, type ErrorCode, type FieldStreamError } from '../errors.ts';
 import { JsonValueSchema } from './payloads.ts';
 import { CommandAuthSchema } from '../security/command-auth.ts';
 import { MessageIdSchema } from './primitives.ts';
+import { EpochSchema, MacSchema, SeqRangesSchema } from '../security/receipt-auth.ts';
 
 /**
  * Gateway → device frames. Every frame has a `type`.
  *
- * - `ack`: the listed messages are safe in the next hop (the broker answered PUBACK); the device
+ * - `ack`: the listed messages are in the DMZ broker (it answered PUBACK). A device that knows
+ *   commit receipts keeps them until their `commit`; one that does not (wscat, a simple script)
  *   may forget them. A message not acked is not safe, however long ago it was sent.
+ * - `commit`: a commit receipt from the distributor: the messages of `epoch` whose sequence
+ *   numbers lie in `ranges` are durable on the internal network (database, file storage, or the
+ *   dead-letter folder). `mac` is under the device's own key, so the DMZ cannot forge it: the
+ *   device verifies it before deleting anything (shared/security/receipt-auth.ts).
  * - `error`: a stable `code` from the error registry and a human-readable `message`; `messageIds`
  *   names the messages it concerns (those were *not* accepted).
  * - `command`: a command for this device, to be answered with a `response` message.
@@ -22,6 +28,14 @@ export const AckFrameSchema = z.strictObject({
   messageIds: z.array(MessageIdSchema).min(1),
 });
 export type AckFrame = z.infer<typeof AckFrameSchema>;
+
+export const CommitFrameSchema = z.strictObject({
+  type: z.literal('commit'),
+  epoch: EpochSchema,
+  ranges: SeqRangesSchema,
+  mac: MacSchema,
+});
+export type CommitFrame = z.infer<typeof CommitFrameSchema>;
 
 export const ErrorFrameSchema = z.strictObject({
   type: z.literal('error'),
@@ -61,7 +75,7 @@ export const WelcomeFrameSchema = z.strictObject({
 });
 export type WelcomeFrame = z.infer<typeof WelcomeFrameSchema>;
 
-export const DownlinkFrameSchema = z.discriminatedUnion('type', [AckFrameSchema, ErrorFrameSchema, CommandFrameSchema, WelcomeFrameSchema]);
+export const DownlinkFrameSchema = z.discriminatedUnion('type', [AckFrameSchema, CommitFrameSchema, ErrorFrameSchema, CommandFrameSchema, WelcomeFrameSchema]);
 export type DownlinkFrame = z.infer<typeof DownlinkFrameSchema>;
 
 export function errorFrame(err: FieldStreamError, messageIds?: string[]): ErrorFrame {

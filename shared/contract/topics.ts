@@ -9,16 +9,24 @@ import { DeviceIdSchema } from './primitives.ts';
  *   fieldstream/v1/devices/{deviceId}/up/{dataType}   uplink, device → internal network
  *   fieldstream/v1/devices/{deviceId}/down/command    downlink commands, internal network → device
  *   fieldstream/v1/devices/{deviceId}/status          presence, retained, published by the gateway
+ *   fieldstream/v1/gateways/{gatewayId}/receipts      commit receipts, distributor → the gateway that
+ *                                                     received the messages (shared/contract/receipt.ts)
  *
  * The device id is one topic level: the contract forbids "/", "+" and "#" in it (MQTT 3.1.1 §4.7.1).
  */
 export const TOPIC_ROOT = 'fieldstream/v1/devices';
 
+export const GATEWAY_TOPIC_ROOT = 'fieldstream/v1/gateways';
+
 export const TOPIC_FILTERS = {
   uplink: `${TOPIC_ROOT}/+/up/+`,
   downlink: `${TOPIC_ROOT}/+/down/command`,
   status: `${TOPIC_ROOT}/+/status`,
+  receipts: `${GATEWAY_TOPIC_ROOT}/+/receipts`,
 } as const;
+
+/** A gateway id is one topic level (GATEWAY_ID's own rule): none of MQTT's special characters. */
+export const GATEWAY_ID_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
 
 export function uplinkTopic(deviceId: string, dataType: DataType): string {
   return `${TOPIC_ROOT}/${checkedDeviceId(deviceId)}/up/${dataType}`;
@@ -32,6 +40,14 @@ export function statusTopic(deviceId: string): string {
   return `${TOPIC_ROOT}/${checkedDeviceId(deviceId)}/status`;
 }
 
+/** Where the distributor sends the commit receipts of messages that gateway `gatewayId` received. */
+export function receiptTopic(gatewayId: string): string {
+  if (!GATEWAY_ID_PATTERN.test(gatewayId)) {
+    throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Invalid gateway id for a topic: ${JSON.stringify(gatewayId.slice(0, 100))}`);
+  }
+  return `${GATEWAY_TOPIC_ROOT}/${gatewayId}/receipts`;
+}
+
 /** A shared subscription (MQTT 5 §4.8.2): each message goes to one member of the group. */
 export function sharedFilter(group: string, filter: string): string {
   if (!/^[A-Za-z0-9._-]+$/.test(group)) throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Invalid share group ${JSON.stringify(group)}`);
@@ -41,12 +57,18 @@ export function sharedFilter(group: string, filter: string): string {
 export type ParsedTopic =
   | { kind: 'uplink'; deviceId: string; dataType: DataType }
   | { kind: 'downlink'; deviceId: string }
-  | { kind: 'status'; deviceId: string };
+  | { kind: 'status'; deviceId: string }
+  | { kind: 'receipts'; gatewayId: string };
 
 export function parseTopic(topic: string): ParsedTopic {
   const rootLevels = TOPIC_ROOT.split('/').length;
   const levels = topic.split('/');
   const invalid = () => new FieldStreamError('CONTRACT_INVALID_TOPIC', `Not a FieldStream topic: ${JSON.stringify(topic.slice(0, 200))}`);
+  if (topic.startsWith(`${GATEWAY_TOPIC_ROOT}/`)) {
+    const [gatewayId, leaf, ...rest] = topic.slice(GATEWAY_TOPIC_ROOT.length + 1).split('/');
+    if (gatewayId !== undefined && GATEWAY_ID_PATTERN.test(gatewayId) && leaf === 'receipts' && rest.length === 0) return { kind: 'receipts', gatewayId };
+    throw invalid();
+  }
   if (levels.slice(0, rootLevels).join('/') !== TOPIC_ROOT) throw invalid();
   const [deviceId, kind, leaf, ...rest] = levels.slice(rootLevels);
   if (deviceId === undefined || !DeviceIdSchema.safeParse(deviceId).success || rest.length > 0) throw invalid();

@@ -1,9 +1,10 @@
 import { closeSync, constants, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { LIMITS } from '../../../shared/limits.ts';
 
 /** sequence numbers remembered below the highest seen, per device and epoch */
-export const WINDOW = 65_536;
+export const WINDOW = LIMITS.replayWindowSeqs;
 /** epochs remembered per device (queue lifetimes, file transfers); the least recently used goes first */
 const EPOCHS_PER_DEVICE = 64;
 

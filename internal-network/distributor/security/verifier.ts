@@ -17,11 +17,24 @@ export interface VerifierOptions {
   maxDelayMs: number;
 }
 
+/** A message the device provably sent, by its identity: what a commit receipt names. */
+export interface SignedId {
+  epoch: string;
+  seq: number;
+}
+
 export interface Verdict {
   /** the envelope holding only the messages that may be written */
   accepted: UplinkEnvelope | undefined;
   /** one security event per refused message */
   events: StoredPoint[];
+  /**
+   * What the device may be told is durable once this verdict's writes succeed: the accepted
+   * messages and the copies of messages accepted before. Never a message whose signature failed:
+   * its (epoch, seq) is only a claim, and a receipt for it could make the device delete the genuine
+   * message it names. A stale message gets none either: the device sends it again, freshly signed.
+   */
+  receipts: SignedId[];
   /** Records the accepted sequence numbers; call once their writes succeeded. */
   commit(): void;
 }
@@ -53,7 +66,8 @@ export class MessageVerifier {
     const now = Date.now();
     const events: StoredPoint[] = [];
     const keep: Message[] = [];
-    const toRecord: Array<{ epoch: string; seq: number }> = [];
+    const toRecord: SignedId[] = [];
+    const receipts: SignedId[] = [];
     const inThisEnvelope = new Set<string>();
     const revoked = this.keys.isRevoked(env.deviceId);
     const key = revoked ? undefined : this.keys.get(env.deviceId);
@@ -97,12 +111,7 @@ export class MessageVerifier {
         continue;
       }
       const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq }));
-      const intact =
-        auth.v === 1
-          ? verifyMessage(key, { deviceId: env.deviceId, dataType: env.dataType, payload: m.payload }, auth)
-          : group.length === auth.count &&
-            members.every((x, j) => j === 0 || (x.message.auth === undefined && x.seq !== undefined)) &&
-            verifyGroup(key, { deviceId: env.deviceId, dataType: env.dataType }, auth, members.map((x) => ({ seq: x.seq as number, payload: x.message.payload })));
+      const intact = isIntact(key, env, auth, members);
       if (!intact) {
         for (const g of group) refuse(g.messageId, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
         continue;
@@ -123,17 +132,20 @@ export class MessageVerifier {
           this.stats.duplicates++;
           this.stats.refused--; // counted as a duplicate, not as a refusal
           refuse(message.messageId, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
+          if (seen === 'seen') receipts.push({ epoch: auth.epoch, seq });
           continue;
         }
         this.stats.verified++;
         inThisEnvelope.add(id);
         toRecord.push({ epoch: auth.epoch, seq });
+        receipts.push({ epoch: auth.epoch, seq });
         keep.push(message);
       }
     }
     return {
       accepted: keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined,
       events,
+      receipts,
       commit: () => {
         if (toRecord.length === 0) return;
         for (const r of toRecord) this.replay.record(env.deviceId, r.epoch, r.seq);
@@ -141,4 +153,37 @@ export class MessageVerifier {
       },
     };
   }
+
+  /**
+   * The identities of the messages of `env` whose signature is intact, nothing else checked: for an
+   * envelope kept whole in the dead-letter folder, whose messages are then durable here too.
+   */
+  authentic(env: UplinkEnvelope): SignedId[] {
+    const key = this.keys.isRevoked(env.deviceId) ? undefined : this.keys.get(env.deviceId);
+    const ids: SignedId[] = [];
+    if (!key) return ids;
+    const messages = env.messages;
+    for (let i = 0; i < messages.length; ) {
+      const auth = (messages[i] as Message).auth;
+      if (!auth) {
+        i++;
+        continue;
+      }
+      const group = auth.v === 1 ? [messages[i] as Message] : messages.slice(i, i + auth.count);
+      i += group.length;
+      const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq }));
+      if (isIntact(key, env, auth, members)) for (const m of members) ids.push({ epoch: auth.epoch, seq: m.seq as number });
+    }
+    return ids;
+  }
+}
+
+/** Whether the MAC in `auth` covers exactly these messages, under the device's key. */
+function isIntact(key: Buffer, env: UplinkEnvelope, auth: NonNullable<Message['auth']>, members: Array<{ message: Message; seq: number | undefined }>): boolean {
+  const first = members[0] as { message: Message };
+  return auth.v === 1
+    ? verifyMessage(key, { deviceId: env.deviceId, dataType: env.dataType, payload: first.message.payload }, auth)
+    : members.length === auth.count &&
+        members.every((x, j) => j === 0 || (x.message.auth === undefined && x.seq !== undefined)) &&
+        verifyGroup(key, { deviceId: env.deviceId, dataType: env.dataType }, auth, members.map((x) => ({ seq: x.seq as number, payload: x.message.payload })));
 }

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ReceiptsEnvelopeSchema } from '../../shared/contract/receipt.ts';
+import { DownlinkFrameSchema } from '../../shared/contract/downlink.ts';
+import { parseTopic, receiptTopic } from '../../shared/contract/topics.ts';
+import { rangesSize, SeqRangesSchema, signReceipt, toRanges, verifyReceipt } from '../../shared/security/receipt-auth.ts';
+import { signGroup } from '../../shared/security/message-auth.ts';
+
+describe('commit receipt ranges', () => {
+  it('are the canonical form of any set of sequence numbers', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 500 }), { minLength: 1, maxLength: 200 }), (seqs) => {
+        const ranges = toRanges(seqs);
+        assert.ok(SeqRangesSchema.safeParse(ranges).success, JSON.stringify(ranges));
+        assert.equal(rangesSize(ranges), new Set(seqs).size);
+        for (const s of seqs) assert.ok(ranges.some(([a, b]) => s >= a && s <= b));
+      }),
+    );
+    assert.deepEqual(toRanges([7, 3, 4, 5, 9, 8, 20]), [[3, 5], [7, 9], [20, 20]]);
+  });
+
+  it('refuse overlapping, touching, descending or reversed ranges (one set, one encoding)', () => {
+    for (const bad of [[[3, 5], [5, 7]], [[3, 5], [6, 7]], [[8, 9], [1, 2]], [[5, 3]], []]) {
+      assert.ok(!SeqRangesSchema.safeParse(bad).success, JSON.stringify(bad));
+    }
+  });
+});
+
+describe('commit receipt MAC', () => {
+  const key = randomBytes(32);
+  const ranges: [number, number][] = [[1, 500], [502, 600]];
+  const mac = signReceipt(key, 'd1', 'e1', ranges);
+
+  it('verifies what was signed, and nothing else', () => {
+    assert.ok(verifyReceipt(key, 'd1', 'e1', ranges, mac));
+    assert.ok(!verifyReceipt(key, 'd2', 'e1', ranges, mac), 'another device');
+    assert.ok(!verifyReceipt(key, 'd1', 'e2', ranges, mac), 'another epoch');
+    assert.ok(!verifyReceipt(key, 'd1', 'e1', [[1, 501], [502, 600]], mac), 'more sequence numbers');
+    assert.ok(!verifyReceipt(key, 'd1', 'e1', [[1, 500]], mac), 'fewer ranges');
+    assert.ok(!verifyReceipt(randomBytes(32), 'd1', 'e1', ranges, mac), 'another key');
+    assert.ok(!verifyReceipt(key, 'd1', 'e1', ranges, mac.slice(0, -1) + (mac.endsWith('A') ? 'B' : 'A')), 'another MAC');
+  });
+
+  it('cannot be made from a MAC the device put on its own messages (domain separation)', () => {
+    // Whatever the DMZ sees of a device's messages is MACs over "fieldstream-auth-v2 ..." text.
+    const auth = signGroup(key, { deviceId: 'd1', dataType: 'timeseries', epoch: 'e1', ts: 1 }, [{ seq: 1, payload: {} }]);
+    assert.ok(!verifyReceipt(key, 'd1', 'e1', [[1, 1]], auth.mac));
+    const plain = createHmac('sha256', key).update('d1\ne1\n1-1').digest('base64url');
+    assert.ok(!verifyReceipt(key, 'd1', 'e1', [[1, 1]], plain), 'a MAC without the prefix');
+  });
+});
+
+describe('receipts on the wire', () => {
+  it('travel on the receiving gateway topic, in envelopes and commit frames that are checked', () => {
+    assert.equal(receiptTopic('gw-1'), 'fieldstream/v1/gateways/gw-1/receipts');
+    assert.deepEqual(parseTopic('fieldstream/v1/gateways/gw-1/receipts'), { kind: 'receipts', gatewayId: 'gw-1' });
+    for (const bad of ['fieldstream/v1/gateways/+/receipts', 'fieldstream/v1/gateways/gw/receipts/x', 'fieldstream/v1/gateways/gw/other']) {
+      assert.throws(() => parseTopic(bad), { code: 'CONTRACT_INVALID_TOPIC' });
+    }
+    assert.throws(() => receiptTopic('a/b'), { code: 'CONTRACT_INVALID_TOPIC' });
+    const mac = signReceipt(randomBytes(32), 'd1', 'e1', [[1, 2]]);
+    const receipt = { deviceId: 'd1', epoch: 'e1', ranges: [[1, 2]], mac };
+    assert.ok(ReceiptsEnvelopeSchema.safeParse({ v: 1, gatewayId: 'gw-1', receipts: [receipt] }).success);
+    assert.ok(!ReceiptsEnvelopeSchema.safeParse({ v: 1, gatewayId: 'gw-1', receipts: [{ ...receipt, deviceId: '../x' }] }).success);
+    assert.ok(!ReceiptsEnvelopeSchema.safeParse({ v: 1, gatewayId: 'gw-1', receipts: [] }).success);
+    assert.ok(DownlinkFrameSchema.safeParse({ type: 'commit', epoch: 'e1', ranges: [[1, 2]], mac }).success);
+    assert.ok(!DownlinkFrameSchema.safeParse({ type: 'commit', epoch: 'e1', ranges: [[1, 2]], mac, extra: 1 }).success);
+    assert.ok(!DownlinkFrameSchema.safeParse({ type: 'commit', epoch: 'e1', ranges: [[2, 1]], mac }).success);
+  });
+});
