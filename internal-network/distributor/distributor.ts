@@ -77,7 +77,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       { resubscribe: false },
     );
     clients.push(mqtt);
-    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: 250, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, log));
+    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: 250, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log));
     subscribed.push(subscribeOnEveryConnect(mqtt, filters, { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
