@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type { CommandFrame } from '../../shared/contract/downlink.ts';
+import { signCommand, verifyCommand, type SignedCommand } from '../../shared/security/command-auth.ts';
+import { checkCommand, type CommandGuardOptions } from '../../field-client/src/command-guard.ts';
+import { CommandHandlers } from '../../field-client/src/commands.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const key = randomBytes(32);
+const now = 1_800_000_000_000;
+const cmd: SignedCommand = { commandId: 'cmd-1', deviceId: 'valve-1', command: 'open_valve', params: { percent: 40 }, issuedAt: now - 1000 };
+const expiresAt = now + 3_600_000;
+
+describe('command authentication (shared/security/command-auth.ts)', () => {
+  it('verifies what it signed, and refuses each field tampered with', () => {
+    const auth = signCommand(key, cmd, expiresAt);
+    assert.equal(verifyCommand(key, cmd, auth), true);
+    const tampered: SignedCommand[] = [
+      { ...cmd, commandId: 'cmd-2' },
+      { ...cmd, deviceId: 'valve-2' },
+      { ...cmd, command: 'close_valve' },
+      { ...cmd, params: { percent: 100 } },
+      { ...cmd, params: null },
+      { ...cmd, params: undefined },
+      { ...cmd, issuedAt: cmd.issuedAt + 1 },
+    ];
+    for (const t of tampered) assert.equal(verifyCommand(key, t, auth), false, JSON.stringify(t));
+    assert.equal(verifyCommand(key, cmd, { ...auth, expiresAt: expiresAt + 1 }), false, 'expiry extended');
+    assert.equal(verifyCommand(key, cmd, { ...auth, mac: signCommand(key, { ...cmd, command: 'x' }, expiresAt).mac }), false);
+  });
+
+  it('refuses a MAC made with another device’s key', () => {
+    assert.equal(verifyCommand(key, cmd, signCommand(randomBytes(32), cmd, expiresAt)), false);
+  });
+
+  it('tells absent params from null (no JSON text is empty)', () => {
+    const none = { ...cmd, params: undefined };
+    assert.equal(verifyCommand(key, none, signCommand(key, none, expiresAt)), true);
+    assert.equal(verifyCommand(key, { ...cmd, params: null }, signCommand(key, none, expiresAt)), false);
+  });
+});
+
+const guard: CommandGuardOptions = { deviceId: 'valve-1', key, allowUnsigned: false, maxAgeMs: 60_000, skewMs: 5_000 };
+function frame(c: Partial<SignedCommand> = {}, exp = expiresAt, signWith: Buffer | null = key): CommandFrame {
+  const s = { ...cmd, ...c };
+  return {
+    type: 'command',
+    commandId: s.commandId,
+    command: s.command,
+    ...(s.params !== undefined ? { params: s.params as CommandFrame['params'] } : {}),
+    issuedAt: s.issuedAt,
+    ...(signWith ? { auth: signCommand(signWith, s, exp) } : {}),
+  };
+}
+
+describe('the field client’s command check (command-guard.ts)', () => {
+  it('accepts a fresh command authenticated for this device', () => {
+    assert.equal(checkCommand(frame(), guard, now), undefined);
+  });
+  it('refuses missing, wrong and other-device authentication', () => {
+    assert.equal(checkCommand(frame({}, expiresAt, null), guard, now), 'FIELD_COMMAND_UNSIGNED');
+    assert.equal(checkCommand(frame({}, expiresAt, null), { ...guard, allowUnsigned: true }, now), 'FIELD_COMMAND_UNSIGNED', 'a device with a key always requires it');
+    assert.equal(checkCommand(frame({}, expiresAt, randomBytes(32)), guard, now), 'FIELD_COMMAND_BAD_SIGNATURE');
+    assert.equal(checkCommand(frame({ deviceId: 'valve-2' }), guard, now), 'FIELD_COMMAND_BAD_SIGNATURE');
+    const altered = { ...frame(), params: { percent: 100 } };
+    assert.equal(checkCommand(altered, guard, now), 'FIELD_COMMAND_BAD_SIGNATURE');
+  });
+  it('refuses stale, expired and future-dated commands, with the clock skew allowed', () => {
+    assert.equal(checkCommand(frame({ issuedAt: now - 60_000 - 5_001 }), guard, now), 'FIELD_COMMAND_STALE');
+    assert.equal(checkCommand(frame({ issuedAt: now - 60_000 - 4_999 }), guard, now), undefined);
+    assert.equal(checkCommand(frame({}, now - 5_001), guard, now), 'FIELD_COMMAND_STALE');
+    assert.equal(checkCommand(frame({ issuedAt: now + 5_001 }), guard, now), 'FIELD_COMMAND_FUTURE');
+    assert.equal(checkCommand(frame({ issuedAt: now + 4_999 }), guard, now), undefined);
+  });
+  it('without a key, runs nothing unless unsigned commands are allowed', () => {
+    const keyless = { ...guard, key: undefined };
+    assert.equal(checkCommand(frame({}, expiresAt, null), keyless, now), 'FIELD_COMMAND_UNSIGNED');
+    assert.equal(checkCommand(frame({}, expiresAt, null), { ...keyless, allowUnsigned: true }, now), undefined);
+  });
+});
+
+describe('the replay journal (commands.ts)', () => {
+  it('refuses a command id seen before, after a restart too; stays bounded; forgotten ids are refused by the floor', async () => {
+    const tmp = tempDir('journal');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      const opts = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
+      let runs = 0;
+      const make = () => new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed' }));
+      let h = make();
+      const base = Date.now() - 1_000_000;
+      const f = (i: number): CommandFrame => ({ type: 'command', commandId: `cmd-${i}`, command: 'open_valve', issuedAt: base + i });
+      assert.equal((await h.run(f(0)))?.status, 'completed');
+      h.answered('cmd-0');
+      assert.equal((await h.run(f(0)))?.code, 'FIELD_COMMAND_REPLAYED');
+      h = make(); // restart
+      assert.equal((await h.run(f(0)))?.code, 'FIELD_COMMAND_REPLAYED');
+      assert.equal(runs, 1);
+      for (let i = 1; i <= 10_001; i++) {
+        await h.run(f(i));
+        h.answered(`cmd-${i}`);
+      }
+      assert.equal(runs, 10_002);
+      const lines = readFileSync(journal, 'utf8').trim().split('\n').length;
+      assert.ok(lines <= 20_001, `the journal holds ${lines} lines`);
+      h = make(); // restart: cmd-0 and cmd-1 are forgotten, but the floor still refuses them
+      assert.equal((await h.run(f(0)))?.code, 'FIELD_COMMAND_REPLAYED');
+      assert.equal((await h.run(f(1)))?.code, 'FIELD_COMMAND_REPLAYED');
+      assert.equal((await h.run(f(10_001)))?.code, 'FIELD_COMMAND_REPLAYED');
+      assert.equal((await h.run(f(10_002)))?.status, 'completed');
+      assert.equal(h.stats.refusedByCode.FIELD_COMMAND_REPLAYED, 3);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+});
