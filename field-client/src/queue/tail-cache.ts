@@ -1,4 +1,4 @@
-import type { OutgoingMessage } from './durable-queue.ts';
+import type { OutgoingMessage } from './queue-types.ts';
 
 /** A record kept in memory: where it is in its segment, and the message it holds. */
 export interface CachedRecord {

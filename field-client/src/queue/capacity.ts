@@ -1,0 +1,38 @@
+import { unlinkSync } from 'node:fs';
+import type { Logger } from '../../../shared/logger.ts';
+import type { FullPolicy, Segment } from './queue-types.ts';
+
+/** What the capacity rule needs of the queue. */
+export interface CapacityHost {
+  readonly segments: Segment[];
+  activeSegment(): Segment | undefined;
+  bytesOnDisk(): number;
+  /** forgets the records of a dropped segment; returns how many of them were not yet safe (lost) */
+  dropRecords(seg: Segment): number;
+  /** called once after drops, so the new watermark is persisted */
+  dropped(): void;
+}
+
+/**
+ * The queue's bound on disk: true when `size` more bytes fit. Under drop-oldest, the oldest
+ * segments (never the active one) are deleted first to make room, and what they held that was not
+ * yet safe is counted as dropped and logged.
+ */
+export function makeRoom(host: CapacityHost, o: { maxBytes: number; fullPolicy: FullPolicy; log: Logger }, size: number, stats: { dropped: number }): boolean {
+  if (host.bytesOnDisk() + size <= o.maxBytes) return true;
+  if (o.fullPolicy === 'reject') return false;
+  let droppedNow = 0;
+  while (host.bytesOnDisk() + size > o.maxBytes) {
+    const oldest = host.segments[0];
+    if (!oldest || oldest === host.activeSegment()) break;
+    droppedNow += host.dropRecords(oldest);
+    host.segments.shift();
+    unlinkSync(oldest.path);
+  }
+  if (droppedNow > 0) {
+    stats.dropped += droppedNow;
+    o.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', droppedNow, droppedTotal: stats.dropped }, 'queue full: dropped the oldest unsent messages');
+    host.dropped();
+  }
+  return host.bytesOnDisk() + size <= o.maxBytes;
+}

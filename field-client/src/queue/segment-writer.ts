@@ -1,0 +1,207 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FieldStreamError } from '../../../shared/errors.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import { segName } from './queue-files.ts';
+import type { OutgoingMessage, QueuedMessage, QueueItem, Segment, SyncPolicy } from './queue-types.ts';
+import { encodeRecordInto, recordBytes } from './record-codec.ts';
+
+/** The records of one `append`, encoded, waiting for the writer. */
+export interface EncodedBatch {
+  /** the records one after another */
+  block: Buffer;
+  /** bytes of each record in the block */
+  sizes: number[];
+  outgoing: OutgoingMessage[];
+  messages: QueuedMessage[];
+}
+
+interface Pending extends EncodedBatch {
+  resolve: (m: QueuedMessage[]) => void;
+  reject: (e: unknown) => void;
+}
+
+/** Told of every run of records written to a segment: where the run starts, each record's size and message. */
+export type OnWritten = (seg: Segment, start: number, sizes: readonly number[], messages: readonly OutgoingMessage[]) => void;
+
+/** A record's body: the message as JSON, its payload spliced in as the text already made for it. */
+function recordBody(m: OutgoingMessage): string {
+  return `{"seq":${m.seq},"messageId":${JSON.stringify(m.messageId)},"dataType":${JSON.stringify(m.dataType)},"payload":${m.payloadJson},"acceptedAt":${m.acceptedAt}}`;
+}
+
+/**
+ * Encodes the items of one `append` as records numbered from `firstSeq`. Each payload is
+ * serialised here, once: changing a payload object afterwards changes nothing queued.
+ * Throws FIELD_INPUT_INVALID for a payload that cannot be JSON.
+ */
+export function encodeBatch(items: readonly QueueItem[], firstSeq: number, epoch: string, now: number): EncodedBatch {
+  const messages: QueuedMessage[] = [];
+  const outgoing: OutgoingMessage[] = [];
+  const bodies: string[] = [];
+  const sizes: number[] = [];
+  let size = 0;
+  for (const item of items) {
+    const seq = firstSeq + messages.length;
+    let payloadJson: string | undefined;
+    try {
+      payloadJson = JSON.stringify(item.payload) as string | undefined;
+    } catch (err) {
+      // a cycle, or a BigInt: nothing that could be sent
+      throw new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message cannot be JSON: ${(err as Error).message}`);
+    }
+    if (payloadJson === undefined) throw new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message is not JSON.`);
+    const out: OutgoingMessage = { seq, messageId: `${epoch}.${seq}`, dataType: item.dataType, payloadJson, acceptedAt: now };
+    const body = recordBody(out);
+    const bytes = recordBytes(body);
+    messages.push({ seq, messageId: out.messageId, dataType: item.dataType, payload: item.payload, acceptedAt: now });
+    outgoing.push(out);
+    bodies.push(body);
+    sizes.push(bytes);
+    size += bytes;
+  }
+  // One buffer for the call's records: one allocation, and one piece to write, not one per record.
+  const block = Buffer.allocUnsafe(size);
+  for (let i = 0, at = 0; i < bodies.length; at += sizes[i] as number, i++) encodeRecordInto(block, at, bodies[i] as string);
+  return { block, sizes, outgoing, messages };
+}
+
+/**
+ * Appends records to the active segment with group commit: everything enqueued while the previous
+ * write ran goes in one write and one fsync (with the default sync policy, before the producers are
+ * answered). Opens a new segment when the active one is full.
+ */
+export class SegmentWriter {
+  private active!: { seg: Segment; fh: FileHandle };
+  private pending: Pending[] = [];
+  /** bytes enqueued, not yet written */
+  private pendingBytes = 0;
+  private flushing = false;
+  private syncTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly o: { dir: string; segmentBytes: number; sync: SyncPolicy; log: Logger },
+    /** every segment, oldest first: the writer adds to its end */
+    private readonly segments: Segment[],
+    /** records written, counted when their producer is answered */
+    private readonly counts: { appended: number },
+    private readonly onWritten: OnWritten,
+  ) {}
+
+  /** Opens the newest segment for appending, or a new one numbered from nextSeq when there is none or it is full. */
+  async openActive(nextSeq: number): Promise<void> {
+    let seg = this.segments[this.segments.length - 1];
+    if (!seg || seg.bytes >= this.o.segmentBytes) {
+      seg = { firstSeq: nextSeq, lastSeq: nextSeq - 1, path: join(this.o.dir, segName(nextSeq)), bytes: 0 };
+      this.segments.push(seg);
+    }
+    this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
+  }
+
+  /** the segment appended to (undefined until openActive) */
+  get activeSegment(): Segment | undefined {
+    return this.active?.seg;
+  }
+
+  /** bytes enqueued and not yet written: they count against the queue's size already */
+  get bytesPending(): number {
+    return this.pendingBytes;
+  }
+
+  get idle(): boolean {
+    return !this.flushing && this.pending.length === 0;
+  }
+
+  /** Resolves with the batch's messages once they are written (and synced, per the policy). */
+  enqueue(batch: EncodedBatch): Promise<QueuedMessage[]> {
+    this.pendingBytes += batch.block.length;
+    return new Promise((resolve, reject) => {
+      this.pending.push({ ...batch, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.pending.length > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      try {
+        // One write per segment touched: the appends' blocks are gathered, not written one
+        // syscall each; a block is cut where a segment ends.
+        let parts: Buffer[] = [];
+        let partMessages: OutgoingMessage[] = [];
+        let partSizes: number[] = [];
+        let partBytes = 0;
+        let lastSeq = this.active.seg.lastSeq;
+        const writeOut = async () => {
+          if (parts.length === 0) return;
+          const seg = this.active.seg;
+          await this.active.fh.write(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, partBytes));
+          this.onWritten(seg, seg.bytes, partSizes, partMessages);
+          seg.bytes += partBytes;
+          seg.lastSeq = lastSeq;
+          this.pendingBytes -= partBytes;
+          parts = [];
+          partMessages = [];
+          partSizes = [];
+          partBytes = 0;
+        };
+        for (const p of batch) {
+          let from = 0; // where the part of this block not yet gathered starts
+          let to = 0;
+          for (let i = 0; i < p.sizes.length; i++) {
+            const size = p.sizes[i] as number;
+            if (this.active.seg.bytes + partBytes > 0 && this.active.seg.bytes + partBytes + size > this.o.segmentBytes) {
+              if (to > from) parts.push(p.block.subarray(from, to));
+              from = to;
+              await writeOut();
+              await this.rotate();
+            }
+            partMessages.push(p.outgoing[i] as OutgoingMessage);
+            partSizes.push(size);
+            partBytes += size;
+            to += size;
+            lastSeq = (p.messages[i] as QueuedMessage).seq;
+          }
+          if (to > from) parts.push(from === 0 && to === p.block.length ? p.block : p.block.subarray(from, to));
+        }
+        await writeOut();
+        if (this.o.sync.mode === 'always') await this.active.fh.datasync();
+        else this.scheduleSync();
+        for (const p of batch) {
+          this.counts.appended += p.messages.length;
+          p.resolve(p.messages);
+        }
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+      }
+    }
+    this.flushing = false;
+  }
+
+  private scheduleSync(): void {
+    if (this.syncTimer || this.o.sync.mode !== 'interval') return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      this.active.fh.datasync().catch((err: Error) => this.o.log.error({ err: err.message }, 'queue fsync failed'));
+    }, this.o.sync.ms);
+  }
+
+  private async rotate(): Promise<void> {
+    const old = this.active;
+    await old.fh.datasync();
+    const seg: Segment = { firstSeq: old.seg.lastSeq + 1, lastSeq: old.seg.lastSeq, path: join(this.o.dir, segName(old.seg.lastSeq + 1)), bytes: 0 };
+    // The new segment is the active one before the old one is closed: a sync timer that fires in
+    // between syncs an open file, not a closed one.
+    this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
+    this.segments.push(seg);
+    await old.fh.close();
+  }
+
+  /** Syncs and closes the active segment; call once nothing is pending. */
+  async close(): Promise<void> {
+    clearTimeout(this.syncTimer);
+    await this.active.fh.datasync();
+    await this.active.fh.close();
+  }
+}

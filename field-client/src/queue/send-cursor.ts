@@ -1,0 +1,128 @@
+import type { Logger } from '../../../shared/logger.ts';
+import type { OutgoingMessage, QueuedMessage, Segment } from './queue-types.ts';
+import { HEADER_BYTES } from './record-codec.ts';
+import { SegmentReader } from './segment-reader.ts';
+import { TailCache } from './tail-cache.ts';
+
+/** Which records the sender still gets: the cursor asks it of every record it passes. */
+export interface SendFilter {
+  /** everything at or below it is gone: the cursor starts in the first segment past it */
+  readonly watermark: number;
+  /** true when the record is to be sent now (and is then counted as handed out); `bytes`: its body */
+  take(seq: number, bytes: number): boolean;
+}
+
+/**
+ * Where the sender reads next: a segment and a byte offset in it. Records come from the tail cache
+ * when it holds the one at the cursor (a sender that keeps up never reads back from disk), else from
+ * disk. While nobody reads (no cursor), nothing is kept in memory: for a client offline, holding
+ * records until they are let go would cost the garbage collector, for nothing.
+ */
+export class SendCursor {
+  private cursor: { seg: Segment; pos: number; reader?: SegmentReader } | undefined;
+  /** the newest records of the active segment, by their offset, oldest first */
+  private readonly tail: TailCache;
+
+  constructor(
+    private readonly segments: readonly Segment[],
+    private readonly filter: SendFilter,
+    tailCacheBytes: number,
+    private readonly log: Logger,
+  ) {
+    this.tail = new TailCache(tailCacheBytes);
+  }
+
+  /** Keeps records just written, while a sender reads (see OnWritten). */
+  written(seg: Segment, start: number, sizes: readonly number[], messages: readonly OutgoingMessage[]): void {
+    if (!this.cursor) return;
+    for (let i = 0, at = start; i < sizes.length; at += sizes[i] as number, i++) {
+      const length = sizes[i] as number;
+      this.tail.add(seg, { start: at, end: at + length, bytes: length - HEADER_BYTES, message: messages[i] as OutgoingMessage });
+    }
+  }
+
+  /**
+   * The next messages the filter takes, in order, at most `max` of them and about `maxBytes`. Only
+   * what is written is returned.
+   */
+  next(max: number, maxBytes: number): OutgoingMessage[] {
+    const out: OutgoingMessage[] = [];
+    let bytes = 0;
+    while (out.length < max && bytes < maxBytes) {
+      if (!this.cursor) {
+        const seg = this.segments.find((s) => s.lastSeq > this.filter.watermark);
+        if (!seg) break;
+        this.cursor = { seg, pos: 0 };
+      }
+      const cur = this.cursor;
+      const cached = this.tail.take(cur.seg, cur.pos);
+      let m: OutgoingMessage;
+      let size: number;
+      if (cached) {
+        // Passed once: a resend after a reconnect reads from disk.
+        cur.pos = cached.end;
+        m = cached.message;
+        size = cached.bytes;
+      } else {
+        const r = this.readAtCursor();
+        if (r === undefined) {
+          const following = this.segments[this.segments.indexOf(cur.seg) + 1];
+          if (!following) break; // caught up with the writer
+          this.close();
+          this.cursor = { seg: following, pos: 0 };
+          continue;
+        }
+        if ('corrupt' in r) {
+          this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, reason: r.corrupt }, 'unreadable queue record; skipping the rest of the segment');
+          const following = this.segments[this.segments.indexOf(cur.seg) + 1];
+          this.close();
+          if (!following) break;
+          this.cursor = { seg: following, pos: 0 };
+          continue;
+        }
+        const stored = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
+        m = { seq: stored.seq, messageId: stored.messageId, dataType: stored.dataType, payloadJson: JSON.stringify(stored.payload), acceptedAt: stored.acceptedAt };
+        size = r.body.length;
+      }
+      if (!this.filter.take(m.seq, size)) continue;
+      out.push(m);
+      bytes += size;
+    }
+    return out;
+  }
+
+  /**
+   * The record at the cursor, read from disk, up to what is written now. The reader is renewed
+   * when the cursor moved without it (records taken from the tail cache) or when the segment grew
+   * past what the reader was made for.
+   */
+  private readAtCursor(): ReturnType<SegmentReader['next']> {
+    const cur = this.cursor as { seg: Segment; pos: number; reader?: SegmentReader };
+    const durable = cur.seg.bytes;
+    if (cur.pos >= durable) return undefined;
+    if (cur.reader && cur.reader.position !== cur.pos) {
+      cur.reader.close();
+      cur.reader = undefined;
+    }
+    cur.reader ??= new SegmentReader(cur.seg.path, cur.pos, durable);
+    let r = cur.reader.next();
+    if (r === undefined) {
+      cur.reader.close();
+      cur.reader = new SegmentReader(cur.seg.path, cur.pos, durable);
+      r = cur.reader.next();
+    }
+    if (r !== undefined && !('corrupt' in r)) cur.pos = cur.reader.position;
+    return r;
+  }
+
+  /** Lets go of the segment `seg` (about to be deleted) if the cursor is in it. */
+  leave(seg: Segment): void {
+    if (this.cursor?.seg === seg) this.close();
+  }
+
+  /** Starts again from the first segment past the filter's watermark at the next `next`. */
+  close(): void {
+    this.cursor?.reader?.close();
+    this.cursor = undefined;
+  }
+}
