@@ -28,6 +28,8 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
       clean: true,
     },
     log.child({ subsystem: 'mqtt' }),
+    // Every subscription is made again on each connection (subscribeOnEveryConnect), not by mqtt.js.
+    { resubscribe: false },
   );
   // Devices are let in only once their messages can go somewhere.
   await whenConnected(mqtt);

@@ -3,7 +3,7 @@ import { RESPONSE_FILTER } from '../../shared/acl.ts';
 import { TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { readJsonSetting } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
+import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import type { CommandApiConfig } from './config.ts';
 import { CommandDispatcher } from './dispatcher.ts';
@@ -41,11 +41,8 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
   });
   if (config.COMMAND_ALLOW_UNSIGNED) log.warn('COMMAND_ALLOW_UNSIGNED is on: devices without a registered key get unsigned commands');
-  mqtt.on('connect', () => {
-    mqtt.subscribe([RESPONSE_FILTER, TOPIC_FILTERS.status], { qos: 1 }, (err) => {
-      if (err) log.error({ err: err.message }, 'subscription refused by the broker');
-    });
-  });
+  // Whatever the broker says of our session: a restarted broker may have lost its subscriptions.
+  subscribeOnEveryConnect(mqtt, [RESPONSE_FILTER, TOPIC_FILTERS.status], { qos: 1 }, log.child({ subsystem: 'mqtt' }));
   const http = await startCommandHttp({
     host: config.COMMAND_API_HOST,
     port: config.COMMAND_API_PORT,
