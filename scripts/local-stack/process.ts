@@ -1,7 +1,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Logger } from '../../shared/logger.ts';
 import { portInUse, waitForPort } from './ports.ts';
+
+// Restart policy of a supervised process, as Docker's `restart: unless-stopped` of the compose
+// files: an exponential delay (Docker doubles from 100 ms) that starts over once the process has
+// stayed up for a while (Docker: 10 s).
+/** milliseconds before the first restart of a process that exited unexpectedly */
+export const RESTART_INITIAL_DELAY_MS = 500;
+/** milliseconds: the longest delay between restarts of a process that keeps crashing */
+export const RESTART_MAX_DELAY_MS = 30_000;
+/** milliseconds a process must stay up before its next crash starts the backoff over */
+export const RESTART_RESET_AFTER_MS = 10_000;
 
 /** Every process started by any ManagedProcess, so that they are killed if this process exits. */
 const live = new Set<ChildProcess>();
@@ -22,6 +33,8 @@ export interface ProcessSpec {
   ready: ReadyCheck;
   /** run before each start (e.g. render a configuration template) */
   prepare?: () => void;
+  /** restart the process when it exits unless stop()/kill() asked for it, logging to this */
+  supervisor?: Logger;
 }
 
 /**
@@ -31,6 +44,15 @@ export interface ProcessSpec {
 export class ManagedProcess {
   private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
+  /** 'run' from start() until stop()/kill(): an exit meanwhile is a crash, and is restarted */
+  private intent: 'run' | 'stopped' = 'stopped';
+  private starting = false;
+  private startedAt = 0;
+  private readyPid: number | undefined;
+  private restartDelayMs = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** supervised restarts that came up, for tests and the log */
+  restarts = 0;
 
   constructor(readonly spec: ProcessSpec) {}
 
@@ -47,6 +69,16 @@ export class ManagedProcess {
   }
 
   async start(timeoutMs = 30_000): Promise<void> {
+    this.intent = 'run';
+    try {
+      await this.startChild(timeoutMs);
+    } catch (err) {
+      this.intent = 'stopped';
+      throw err;
+    }
+  }
+
+  private async startChild(timeoutMs = 30_000): Promise<void> {
     if (this.running) return;
     // A leftover process on our port would pass the readiness check in our stead.
     if ('port' in this.spec.ready && (await portInUse(this.spec.ready.port))) {
@@ -57,16 +89,22 @@ export class ManagedProcess {
     mkdirSync(dirname(this.spec.logFile), { recursive: true });
     const logOffset = existsSync(this.spec.logFile) ? statSync(this.spec.logFile).size : 0;
     const fd = openSync(this.spec.logFile, 'a');
-    const child = spawn(this.spec.command, this.spec.args, { cwd: this.spec.cwd, env: this.spec.env as NodeJS.ProcessEnv, stdio: ['ignore', fd, fd] });
+    // detached (a process group of its own): Ctrl-C in the terminal reaches only the runner, which
+    // stops each process in order, instead of every process at once as if they had all crashed.
+    if (this.intent !== 'run') throw new Error('stopped while starting');
+    const child = spawn(this.spec.command, this.spec.args, { cwd: this.spec.cwd, env: this.spec.env as NodeJS.ProcessEnv, stdio: ['ignore', fd, fd], detached: true });
     closeSync(fd);
     this.child = child;
+    this.startedAt = Date.now();
     live.add(child);
     this.exited = new Promise((resolve) =>
-      child.once('exit', () => {
+      child.once('exit', (code, signal) => {
         live.delete(child);
         resolve();
+        this.onExit(child, code, signal);
       }),
     );
+    this.starting = true;
     try {
       if ('port' in this.spec.ready) {
         await waitForPort(this.spec.ready.port, '127.0.0.1', timeoutMs, () => this.running);
@@ -87,14 +125,76 @@ export class ManagedProcess {
         }
       }
     } catch (err) {
-      await this.kill();
+      await this.terminate('SIGKILL');
       throw new Error(`${this.name} did not start: ${(err as Error).message}\n--- ${this.spec.logFile} (tail) ---\n${this.tail()}`);
+    } finally {
+      this.starting = false;
     }
+    this.readyPid = child.pid;
+  }
+
+  /** A crash while it should run: restarted after the backoff delay (while starting, start() reports it). */
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    const log = this.spec.supervisor;
+    if (!log || child !== this.child || this.intent !== 'run' || this.starting) return;
+    const fresh = this.restartDelayMs === 0 || Date.now() - this.startedAt >= RESTART_RESET_AFTER_MS;
+    this.restartDelayMs = fresh ? RESTART_INITIAL_DELAY_MS : Math.min(this.restartDelayMs * 2, RESTART_MAX_DELAY_MS);
+    log.warn({ component: this.name, exitCode: code, signal, restartInMs: this.restartDelayMs }, `${this.name} exited unexpectedly; restarting it`);
+    this.scheduleRestart(log);
+  }
+
+  private scheduleRestart(log: Logger): void {
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.intent !== 'run') return;
+      this.startChild().then(
+        () => {
+          this.restarts++;
+          log.info({ component: this.name, pid: this.pid, restarts: this.restarts }, `${this.name} restarted`);
+        },
+        (err: Error) => {
+          if (this.intent !== 'run') return;
+          this.restartDelayMs = Math.min(this.restartDelayMs * 2, RESTART_MAX_DELAY_MS);
+          log.error({ component: this.name, err: err.message.split('\n')[0], restartInMs: this.restartDelayMs }, `${this.name} did not come back; trying again`);
+          this.scheduleRestart(log);
+        },
+      );
+    }, this.restartDelayMs);
+  }
+
+  /** Resolves once the process runs and has passed its readiness check since it last (re)started. */
+  async untilReady(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(this.running && !this.starting && this.readyPid === this.pid)) {
+      if (Date.now() > deadline) throw new Error(`${this.name} is not running again after ${timeoutMs} ms\n${this.tail()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
+   * Sends a signal as something other than the runner would (the kernel's OOM killer, a crash):
+   * a process that dies of it is restarted if supervised. Resolves once a fatal signal took effect.
+   */
+  async signal(signal: NodeJS.Signals): Promise<void> {
+    if (!this.running) throw new Error(`${this.name} is not running`);
+    this.child?.kill(signal);
+    if (signal === 'SIGKILL') await this.exited;
+  }
+
+  /** Freezes the process (SIGSTOP): it holds its sockets but answers nothing, like a hung server. */
+  pause(): Promise<void> {
+    return this.signal('SIGSTOP');
+  }
+
+  resume(): Promise<void> {
+    return this.signal('SIGCONT');
   }
 
   /** A clean stop (SIGTERM, then SIGKILL after the grace period). */
   async stop(graceMs = 10_000): Promise<void> {
+    this.stopSupervising();
     if (!this.running) return;
+    this.child?.kill('SIGCONT'); // a paused process cannot act on SIGTERM
     this.child?.kill('SIGTERM');
     const timer = setTimeout(() => this.child?.kill('SIGKILL'), graceMs);
     await this.exited;
@@ -103,9 +203,22 @@ export class ManagedProcess {
 
   /** A crash: SIGKILL, no chance to clean up. */
   async kill(): Promise<void> {
+    this.stopSupervising();
+    await this.terminate('SIGKILL');
+  }
+
+  private async terminate(signal: NodeJS.Signals): Promise<void> {
     if (!this.running) return;
-    this.child?.kill('SIGKILL');
+    this.child?.kill(signal);
     await this.exited;
+  }
+
+  /** No restart from now on, whatever happens to the process (the stack is closing). */
+  stopSupervising(): void {
+    this.intent = 'stopped';
+    clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    this.restartDelayMs = 0;
   }
 
   async restart(): Promise<void> {

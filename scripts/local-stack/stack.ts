@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { pkiPaths } from '../../shared/pki/layout.ts';
+import { createLogger, type Logger } from '../../shared/logger.ts';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
 
@@ -32,7 +33,11 @@ export interface LocalStackOptions {
   directGateway?: boolean;
   /** extra Node.js flags for the gateway, distributor and command API (the benchmark's --cpu-prof) */
   nodeArgs?: readonly string[];
+  /** where the supervisor logs crashes and restarts (default: a logger to stdout) */
+  logger?: Logger;
 }
+
+export type ComponentName = 'dmz-mosquitto' | 'internal-mosquitto' | 'caddy' | 'distributor' | 'command-api' | `gateway-${number}` | 'gateway-direct';
 
 export interface LocalStack {
   readonly ports: { https: number; http: number; dmzMqtt: number; internalMqtt: number; gateways: number[]; commandApi: number };
@@ -47,6 +52,18 @@ export interface LocalStack {
   readonly commandApi: ManagedProcess;
   readonly all: ManagedProcess[];
   readonly dataDir: { files: string; timeseries: string; deadLetters: string; commands: string };
+  /**
+   * Every process is supervised like the compose files' `restart: unless-stopped`: one that exits
+   * without being asked to is restarted with a growing delay (process.ts). For fault tests:
+   * kill(name, 'SIGKILL') crashes one, untilRunning(name) waits for it to be back and ready,
+   * pause/resume freeze and thaw one (SIGSTOP/SIGCONT).
+   */
+  component(name: ComponentName): ManagedProcess;
+  kill(name: ComponentName, signal?: NodeJS.Signals): Promise<void>;
+  untilRunning(name: ComponentName, timeoutMs?: number): Promise<void>;
+  pause(name: ComponentName): Promise<void>;
+  resume(name: ComponentName): Promise<void>;
+  /** A clean stop: nothing is restarted. */
   close(): Promise<void>;
 }
 
@@ -70,6 +87,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   const bridge = (await o.bridgeTarget?.(ports.dmzMqtt)) ?? { host: 'localhost', port: ports.dmzMqtt };
 
   const baseEnv = { PATH: process.env.PATH, HOME: w('caddy'), ...o.env };
+  const supervisor = (o.logger ?? createLogger('stack')).child({ subsystem: 'supervisor' });
   const render = (template: string, out: string, env: Record<string, string>) => () =>
     execFileSync(join(o.repoRoot, 'scripts', 'render-config.sh'), [template, out], { env: { PATH: process.env.PATH, ...env } });
   const mosquittoEnv = (name: 'dmz' | 'internal', listen: number) => ({
@@ -96,6 +114,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       cwd: o.workDir,
       logFile: w('logs', `${name}-mosquitto.stdout.log`),
       ready: { port: listen },
+      supervisor,
       prepare: render(join(o.repoRoot, name === 'dmz' ? 'dmz' : 'internal-network', 'mosquitto', 'mosquitto.conf'), conf, { ...mosquittoEnv(name, listen), ...extra }),
     });
   };
@@ -108,6 +127,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       cwd: o.repoRoot,
       logFile: w('logs', `${name}.log`),
       ready,
+      supervisor,
     });
 
   const dmzMosquitto = mosquitto('dmz', ports.dmzMqtt);
@@ -160,6 +180,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     cwd: o.workDir,
     logFile: w('logs', 'caddy.log'),
     ready: { port: ports.https },
+    supervisor,
   });
   const dataDir = { files: w('files'), timeseries: w('timeseries'), deadLetters: w('dead-letter'), commands: w('commands.jsonl') };
   const distributor = node('distributor', 'internal-network/distributor/main.ts', {
@@ -201,6 +222,11 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     for (const proc of started.reverse()) await proc.stop();
     throw err;
   }
+  const component = (name: ComponentName) => {
+    const proc = all.find((p) => p.name === name);
+    if (!proc) throw new Error(`no component ${name} in this stack (${all.map((p) => p.name).join(', ')})`);
+    return proc;
+  };
   return {
     ports,
     urls: {
@@ -218,7 +244,13 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     commandApi,
     all,
     dataDir,
+    component,
+    kill: (name, signal = 'SIGKILL') => component(name).signal(signal),
+    untilRunning: (name, timeoutMs) => component(name).untilReady(timeoutMs),
+    pause: (name) => component(name).pause(),
+    resume: (name) => component(name).resume(),
     async close() {
+      for (const proc of all) proc.stopSupervising();
       // Edge first, brokers last, so nothing is accepted that cannot be passed on.
       for (const proc of [caddy, ...gateways, ...(direct ? [direct] : []), commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
     },
