@@ -16,7 +16,8 @@ export interface EncodedBatch {
   messages: QueuedMessage[];
 }
 
-interface Pending extends EncodedBatch {
+interface Pending {
+  batch: EncodedBatch;
   resolve: (m: QueuedMessage[]) => void;
   reject: (e: unknown) => void;
 }
@@ -115,7 +116,7 @@ export class SegmentWriter {
   enqueue(batch: EncodedBatch): Promise<QueuedMessage[]> {
     this.pendingBytes += batch.block.length;
     return new Promise((resolve, reject) => {
-      this.pending.push({ ...batch, resolve, reject });
+      this.pending.push({ batch, resolve, reject });
       if (!this.flushing) void this.flush();
     });
   }
@@ -146,7 +147,7 @@ export class SegmentWriter {
           partSizes = [];
           partBytes = 0;
         };
-        for (const p of batch) {
+        for (const { batch: p } of batch) {
           let from = 0; // where the part of this block not yet gathered starts
           let to = 0;
           for (let i = 0; i < p.sizes.length; i++) {
@@ -169,8 +170,8 @@ export class SegmentWriter {
         if (this.o.sync.mode === 'always') await this.active.fh.datasync();
         else this.scheduleSync();
         for (const p of batch) {
-          this.counts.appended += p.messages.length;
-          p.resolve(p.messages);
+          this.counts.appended += p.batch.messages.length;
+          p.resolve(p.batch.messages);
         }
       } catch (err) {
         for (const p of batch) p.reject(err);
