@@ -5,7 +5,9 @@
  * process. Every component runs on this one machine.
  *
  * Scenarios (bench/scenarios/), each checked by counting: nothing lost, nothing twice:
- *   batched          readings/s end to end, readings batched by the client
+ *   batched          readings/s end to end, readings batched by the client, each deleted on
+ *                    the device only at its commit receipt (the database holds it)
+ *   receipts off     the same, each deleted at the gateway's ack: what receipts cost (a reference)
  *   one per message  readings/s end to end, one reading per WebSocket message
  *   raw ceiling      the same number of readings published at QoS 1 straight into one Mosquitto
  *   latency          device → database at half the batched throughput
@@ -74,13 +76,15 @@ const resultsDir = join(import.meta.dirname, 'results');
 const work = mkdtempSync(join(tmpdir(), 'fieldstream-bench-'));
 
 const BATCHED = { name: 'batched', prefix: 'batch', readingsPerClient: PER_CLIENT, batchMax: 500 };
+/** The same load, deleted on the device at the gateway's ack: a reference for what receipts cost. */
+const BATCHED_NO_RECEIPTS = { ...BATCHED, name: 'batched, receipts off (reference)', prefix: 'noreceipt', receipts: false };
 const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerClient: ONE_PER_MESSAGE, batchMax: 1 };
 
 async function main(): Promise<void> {
   if (values.profile !== undefined && values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = ['batch', 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = ['batch', 'noreceipt', 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -116,7 +120,7 @@ async function main(): Promise<void> {
     stack,
     influx,
     database: DATABASE,
-    fieldClient: (id, batchMax) =>
+    fieldClient: (id, batchMax, receipts = true) =>
       startFieldClient(
         loadFieldClientConfig({
           DEVICE_ID: id,
@@ -132,6 +136,7 @@ async function main(): Promise<void> {
           LOG_LEVEL: 'warn',
         }),
         clientLog,
+        { receipts },
       ),
     scalar: async (query) => {
       const body = await influx.query(query, DATABASE);
@@ -170,6 +175,7 @@ async function main(): Promise<void> {
   let raw: ThroughputResult;
   try {
     results.push((batched = await throughput(ctx, meter, BATCHED)));
+    results.push(await throughput(ctx, meter, BATCHED_NO_RECEIPTS));
     results.push(await throughput(ctx, meter, SINGLE));
     results.push((raw = await rawCeiling(ctx, CLIENTS * PER_CLIENT)));
     results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));

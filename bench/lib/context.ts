@@ -15,8 +15,11 @@ export interface BenchContext {
   stack: LocalStack;
   influx: InfluxV1;
   database: string;
-  /** a field client with its own certificate, signing key and durable queue, at most `batchMax` readings per frame */
-  fieldClient(deviceId: string, batchMax: number): Promise<RunningFieldClient>;
+  /**
+   * A field client with its own certificate, signing key and durable queue, at most `batchMax`
+   * readings per frame; with `receipts` false it deletes at the gateway's ack (the reference).
+   */
+  fieldClient(deviceId: string, batchMax: number, receipts?: boolean): Promise<RunningFieldClient>;
   /** the single value an aggregate InfluxQL query returns (0 when nothing matched) */
   scalar(query: string): Promise<number>;
 }

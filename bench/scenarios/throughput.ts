@@ -10,7 +10,12 @@ export interface ThroughputOptions {
   readingsPerClient: number;
   /** readings per frame at most (1: one reading per message) */
   batchMax: number;
+  /** false: clients delete at the gateway's ack instead of the commit receipt (a reference only) */
+  receipts?: boolean;
 }
+
+/** milliseconds the clients get, after the database holds everything, to receive the last receipts */
+const RECEIPTS_DRAIN_MS = 60_000;
 
 /** readings per submitMany call: what a device's local inputs would hand over at once */
 const SUBMIT_CHUNK = 1000;
@@ -20,7 +25,7 @@ const SUBMIT_CHUNK = 1000;
  * takes them; the clock stops when the database holds all of them. Checked by counting.
  */
 export async function throughput(ctx: BenchContext, meter: CpuMeter, o: ThroughputOptions): Promise<ThroughputResult> {
-  const clients = await Promise.all(Array.from({ length: ctx.clients }, (_, i) => ctx.fieldClient(`${o.prefix}-${i}`, o.batchMax)));
+  const clients = await Promise.all(Array.from({ length: ctx.clients }, (_, i) => ctx.fieldClient(`${o.prefix}-${i}`, o.batchMax, o.receipts ?? true)));
   await sleep(500); // connected, welcomed
   const total = ctx.clients * o.readingsPerClient;
   const base = Date.parse('2026-01-01T00:00:00Z');
@@ -59,6 +64,12 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
   }
   const seconds = (Date.now() - started) / 1000;
   const cpu = meter.end();
+  // End to end: every client let go of every reading, on a receipt (or its ack, for the reference).
+  const drainDeadline = Date.now() + RECEIPTS_DRAIN_MS;
+  while (clients.some((c) => c.client.unacknowledged > 0)) {
+    if (Date.now() > drainDeadline) throw new Error(`${o.name}: ${clients.reduce((s, c) => s + c.client.unacknowledged, 0)} readings still held by the clients after the database had all`);
+    await sleep(50);
+  }
   for (const c of clients) await c.close();
   if (n !== total) throw new Error(`${o.name}: ${n} readings stored for ${total} sent`);
   // A count equal to what was sent, and values adding up to what was sent, mean each reading is

@@ -41,7 +41,19 @@ export const FieldClientConfigSchema = z.object({
   FIELD_WINDOW: setting.positiveInt(2000),
   /** bytes per file chunk */
   FIELD_FILE_CHUNK_BYTES: z.coerce.number().int().min(16 * 1024).max(4 * 1024 * 1024).default(1024 * 1024),
-  /** chunks of one file in flight */
+  /**
+   * milliseconds after the gateway's ack within which a message's commit receipt must come, or it
+   * is sent again (the copy is recognised on the internal side and answered with a receipt)
+   */
+  FIELD_COMMIT_TIMEOUT_MS: z.coerce.number().int().min(1000).max(3_600_000).default(60_000),
+  /**
+   * messages: how far ahead of the oldest message not yet committed the client may send. At most
+   * the internal side's replay window less one frame, so a copy sent again is always recognised.
+   */
+  FIELD_COMMIT_WINDOW_MESSAGES: z.coerce.number().int().min(LIMITS.batchMaxMessages).max(LIMITS.replayWindowSeqs - LIMITS.batchMaxMessages).default(50_000),
+  /** bytes of messages acknowledged by the gateway and awaiting their receipt, at most (default 64 MiB) */
+  FIELD_COMMIT_WINDOW_BYTES: z.coerce.number().int().min(64 * 1024).default(64 * 1024 * 1024),
+  /** chunks of one file sent and not yet committed */
   FIELD_FILE_WINDOW: z.coerce.number().int().min(1).max(64).default(4),
   /** milliseconds: the longest pause between reconnect attempts */
   FIELD_RECONNECT_MAX_MS: setting.positiveInt(30_000),

@@ -1,12 +1,14 @@
 import { appendFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CommandFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
+import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { signGroup, type MessageAuth } from '../../shared/security/message-auth.ts';
+import { signGroup } from '../../shared/security/message-auth.ts';
+import { rangesSize, toRanges, verifyReceipt } from '../../shared/security/receipt-auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
+import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, type FrameItem } from './uplink-frame.ts';
@@ -14,17 +16,19 @@ import { batchFrame, type FrameItem } from './uplink-frame.ts';
 type PayloadOf = { timeseries: TimeseriesPayload; file: FilePayload; event: EventPayload; response: ResponsePayload };
 export type Submission = { [K in DataType]: { dataType: K; payload: PayloadOf[K] } }[DataType];
 
-/** The queue's own kind for a file sent in chunks; never sent as such. */
-const FILE_TRANSFER = 'file-transfer';
-
 export interface FieldClientOptions {
   deviceId: string;
   /** messages per frame */
   batchMax: number;
   /** messages sent and not yet acknowledged */
   window: number;
-  /** chunks of one file sent and not yet acknowledged */
+  /** chunks of one file sent and not yet committed */
   fileWindow: number;
+  /**
+   * Commit receipts (on when the device has a signing key, which they are verified with): a
+   * message acknowledged by the gateway is kept until its receipt says the internal network holds it.
+   */
+  commit?: CommitOptions | undefined;
   /** bytes: the queue's limit, which the files waiting in the outbox count against too */
   maxBytes: number;
   /** where refused messages are set aside */
@@ -33,39 +37,72 @@ export interface FieldClientOptions {
   signingKey?: Buffer | undefined;
 }
 
+export interface CommitOptions {
+  /** milliseconds after the gateway's ack before a message without its receipt is sent again */
+  timeoutMs: number;
+  /** messages: how far the newest message sent may run ahead of the oldest not committed */
+  windowMessages: number;
+  /** bytes of messages awaiting their receipt at most */
+  windowBytes: number;
+}
+
+/** milliseconds between looks for messages whose receipt is overdue */
+const COMMIT_CHECK_INTERVAL_MS = 1000;
+/**
+ * milliseconds after a reconnect before what was acknowledged on an earlier connection and still
+ * awaits its receipt is sent again. A receipt that reached the gateway while the device was away
+ * was dropped there, so waiting the whole commit timeout for it would only stall; receipts still on
+ * their way arrive within this grace (one database write and the trip back).
+ */
+const RECONNECT_RECEIPT_GRACE_MS = 5000;
+
 /** Error codes after which sending the same message again can succeed. */
 const TRANSIENT = new Set(['GATEWAY_BROKER_UNAVAILABLE', 'GATEWAY_TOO_MANY_IN_FLIGHT', 'GATEWAY_RATE_LIMITED']);
 
-interface Transfer {
-  seq: number;
-  rec: FileTransferRecord;
-  /** chunks acknowledged in order */
-  done: number;
-  /** next chunk to send */
-  next: number;
-  acked: Set<number>;
-  inFlight: number;
-}
-
 /**
  * Store and forward. Everything accepted goes first into the durable queue (`submit` resolves when
- * it is on disk), and leaves it only when the gateway acknowledges it, that is when the DMZ broker
- * has it. Messages go out in order, in batches, with a window of unacknowledged ones; after a
- * reconnect the client starts again from the first unacknowledged message. Each message keeps the
- * identity it was given when accepted (queue epoch, sequence number) and its device timestamp, so
- * one sent twice becomes the same database point.
+ * it is on disk), and leaves it only when the internal network says it holds it: a commit receipt
+ * from the distributor, under this device's key, verified here (with no signing key, receipts
+ * cannot be verified and the gateway's ack, "in the DMZ broker", is taken instead). The gateway's
+ * ack only moves a message to "awaiting its receipt"; one whose receipt does not come within
+ * `commit.timeoutMs` is sent again, and the copy, recognised on the internal side, is answered with
+ * a receipt too. So a message survives a crash of any hop after it left: only a receipt deletes it.
  *
- * Files go in chunks from the outbox, a window of chunks at a time, resuming after a disconnect at
- * the first chunk not yet acknowledged.
+ * Messages go out in order, in batches, with a window of unacknowledged ones and a bound on what
+ * awaits receipts; after a reconnect the client starts again from the first unacknowledged message.
+ * Each message keeps the identity it was given when accepted (queue epoch, sequence number) and its
+ * device timestamp, so one sent twice becomes the same database point.
+ *
+ * Files go in chunks from the outbox (files/transfers.ts), each chunk kept until its receipt.
  */
 export class FieldClient {
   private readonly inFlight = new Set<number>();
-  private readonly transfers = new Map<number, Transfer>();
-  private readonly chunkIds = new Map<string, { seq: number; index: number }>();
+  private readonly transfers: FileTransfers;
+  /** the highest queue sequence number sent on this connection */
+  private highestSent = 0;
+  /** epoch ms the connection was lost (0 while connected) */
+  private disconnectedAt = 0;
+  /** after a reconnect: records acked before `before` are sent again at `at` unless committed */
+  private afterReconnect: { before: number; at: number } | undefined;
   private pumpScheduled = false;
   private rewindTimer: NodeJS.Timeout | undefined;
+  private readonly commitTimer: NodeJS.Timeout | undefined;
   welcome: WelcomeFrame | undefined;
-  readonly stats = { sent: 0, refusedByGateway: 0, lastAckAt: 0, connectedSince: 0 };
+  readonly stats = {
+    sent: 0,
+    refusedByGateway: 0,
+    lastAckAt: 0,
+    connectedSince: 0,
+    lastCommitAt: 0,
+    /** receipts that committed something */
+    receipts: 0,
+    /** receipts refused: their MAC did not verify */
+    receiptsInvalid: 0,
+    /** genuine receipts that committed nothing */
+    receiptsReplayed: 0,
+    /** messages and chunks sent again because their receipt was overdue */
+    resentForReceipt: 0,
+  };
 
   constructor(
     private readonly options: FieldClientOptions,
@@ -75,9 +112,25 @@ export class FieldClient {
     private readonly commands: CommandHandlers,
     private readonly log: Logger,
   ) {
+    const receipts = options.commit !== undefined && options.signingKey !== undefined;
+    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts }, (seq) => this.onFileDone(seq), log);
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
     connection.on('frame', (frame) => this.onFrame(frame));
+    if (receipts) {
+      this.commitTimer = setInterval(() => this.expireOverdue(), COMMIT_CHECK_INTERVAL_MS);
+      this.commitTimer.unref();
+    }
+  }
+
+  /** Whether messages are kept until their commit receipt (rather than until the gateway's ack). */
+  get receiptsOn(): boolean {
+    return this.commitTimer !== undefined;
+  }
+
+  stop(): void {
+    clearInterval(this.commitTimer);
+    clearTimeout(this.rewindTimer);
   }
 
   /** Accepts messages; resolves once they are in the durable queue (safe from a crash). */
@@ -127,22 +180,30 @@ export class FieldClient {
 
   private onClose(): void {
     this.stats.connectedSince = 0;
+    this.disconnectedAt ||= Date.now();
     this.inFlight.clear();
-    this.chunkIds.clear();
+    this.transfers.reset();
     this.queue.rewind(); // offline: nothing is read until the gateway's welcome
   }
 
-  /** Start again from the first unacknowledged message and chunk. */
+  /** Start again from the first unacknowledged message and chunk (what awaits a receipt waits on). */
   private resetSending(): void {
     this.inFlight.clear();
-    this.chunkIds.clear();
-    for (const t of this.transfers.values()) {
-      t.next = t.done;
-      t.acked.clear();
-      t.inFlight = 0;
-    }
+    this.transfers.reset();
     this.queue.rewind();
     this.schedulePump();
+  }
+
+  /** Room for more under the receipt window: in count (ahead of the oldest uncommitted) and bytes. */
+  private commitRoom(): number {
+    const c = this.options.commit;
+    if (!c || !this.receiptsOn) return Infinity;
+    const awaiting = this.queue.awaiting;
+    if (awaiting.bytes >= c.windowBytes) return 0;
+    // Bounded by sequence numbers, not by a count: the internal side recognises a copy only within
+    // its replay window behind the newest it accepted, so nothing sent may run further ahead of the
+    // oldest message still to be committed (LIMITS.replayWindowSeqs bounds windowMessages).
+    return c.windowMessages - (Math.max(this.highestSent, this.queue.committedThrough) - this.queue.committedThrough);
   }
 
   private schedulePump(): void {
@@ -165,50 +226,34 @@ export class FieldClient {
     const batchMax = Math.min(this.options.batchMax, this.welcome?.limits.batchMaxMessages ?? Infinity);
     const frameBytes = Math.min(4 * 1024 * 1024, (this.welcome?.limits.frameMaxBytes ?? Infinity) / 2);
     for (;;) {
-      const room = this.options.window - this.inFlight.size;
+      const room = Math.min(this.options.window - this.inFlight.size, this.commitRoom());
       if (room <= 0) break;
       const items = this.queue.next(Math.min(room, batchMax), frameBytes);
       if (items.length === 0) break;
       const batch: FrameItem[] = [];
       for (const m of items) {
         this.inFlight.add(m.seq);
+        if (m.seq > this.highestSent) this.highestSent = m.seq;
         if (m.dataType === FILE_TRANSFER) this.startTransfer(m);
         else batch.push({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payloadJson: m.payloadJson });
       }
       if (batch.length > 0) this.sendFrame(this.queue.epoch, batch);
     }
-    for (const t of this.transfers.values()) this.pumpTransfer(t);
+    for (const chunk of this.transfers.chunks()) this.sendFrame(chunk.epoch, [chunk.item]);
   }
 
   private startTransfer(m: OutgoingMessage): void {
     const rec = JSON.parse(m.payloadJson) as FileTransferRecord;
-    if (this.transfers.has(m.seq)) return;
-    if (!this.outbox.has(rec.transferId)) {
-      this.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
-      this.inFlight.delete(m.seq);
-      this.queue.ack([m.seq]);
-      return;
-    }
-    const done = this.outbox.progress(rec.transferId);
-    this.transfers.set(m.seq, { seq: m.seq, rec, done, next: done, acked: new Set(), inFlight: 0 });
+    if (this.transfers.start(m.seq, rec)) return;
+    this.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
+    this.inFlight.delete(m.seq);
+    this.queue.commitRanges([[m.seq, m.seq]]);
   }
 
-  private pumpTransfer(t: Transfer): void {
-    while (t.inFlight < this.options.fileWindow && t.next < t.rec.count) {
-      const index = t.next++;
-      const messageId = `${t.rec.transferId}.${index}`;
-      this.chunkIds.set(messageId, { seq: t.seq, index });
-      t.inFlight++;
-      const payload = {
-        filename: t.rec.filename,
-        contentType: t.rec.contentType,
-        data: this.outbox.readChunk(t.rec, index).toString('base64'),
-        transfer: { id: t.rec.transferId, index, count: t.rec.count, size: t.rec.size, sha256: t.rec.sha256 },
-        metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
-      };
-      // A chunk's identity for the replay window: the transfer is its epoch, the index its sequence.
-      this.sendFrame(t.rec.transferId, [{ dataType: 'file', messageId, seq: index, payloadJson: JSON.stringify(payload) }]);
-    }
+  /** Every chunk of a file is committed: its queue record goes too. */
+  private onFileDone(seq: number): void {
+    this.inFlight.delete(seq);
+    this.queue.commitRanges([[seq, seq]]);
   }
 
   /**
@@ -240,6 +285,9 @@ export class FieldClient {
       case 'ack':
         this.onAck(frame.messageIds);
         return;
+      case 'commit':
+        this.onCommit(frame);
+        return;
       case 'error':
         this.onError(frame);
         return;
@@ -248,6 +296,8 @@ export class FieldClient {
         return;
       case 'welcome':
         this.welcome = frame;
+        if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: Date.now() + RECONNECT_RECEIPT_GRACE_MS };
+        this.disconnectedAt = 0;
         this.resetSending();
         return;
     }
@@ -261,37 +311,66 @@ export class FieldClient {
   }
 
   private onAck(ids: readonly string[]): void {
-    this.stats.lastAckAt = Date.now();
+    const now = Date.now();
+    this.stats.lastAckAt = now;
     const seqs: number[] = [];
     for (const id of ids) {
-      const chunk = this.chunkIds.get(id);
-      if (chunk) {
-        this.chunkIds.delete(id);
-        this.onChunkAck(chunk.seq, chunk.index);
-        continue;
-      }
+      if (this.transfers.onAck(id, now)) continue;
       const seq = this.seqOf(id);
       if (seq !== undefined && this.inFlight.delete(seq)) seqs.push(seq);
     }
+    // With receipts, this only moves them to "awaiting their receipt".
     this.queue.ack(seqs);
     this.schedulePump();
   }
 
-  private onChunkAck(seq: number, index: number): void {
-    const t = this.transfers.get(seq);
-    if (!t) return;
-    t.inFlight--;
-    t.acked.add(index);
-    const before = t.done;
-    while (t.acked.delete(t.done)) t.done++;
-    if (t.done !== before) this.outbox.saveProgress(t.rec.transferId, t.done);
-    if (t.done >= t.rec.count) {
-      this.transfers.delete(seq);
-      this.inFlight.delete(seq);
-      this.queue.ack([seq]);
-      this.outbox.remove(t.rec.transferId);
-      this.log.info({ transferId: t.rec.transferId, filename: t.rec.filename, bytes: t.rec.size }, 'file delivered');
+  /**
+   * A commit receipt: verified under this device's key before anything is deleted, since it came
+   * through the DMZ. A forged or altered one is refused and deletes nothing; a genuine one that
+   * names nothing still held (a replay, or the receipt of a copy) is counted and changes nothing.
+   */
+  private onCommit(frame: CommitFrame): void {
+    const key = this.options.signingKey;
+    if (!this.receiptsOn || !key) return; // without a key, receipts cannot be told from forgeries
+    if (!verifyReceipt(key, this.options.deviceId, frame.epoch, frame.ranges, frame.mac)) {
+      this.stats.receiptsInvalid++;
+      this.log.warn({ code: 'FIELD_RECEIPT_INVALID', epoch: frame.epoch, seqs: rangesSize(frame.ranges), refused: this.stats.receiptsInvalid }, 'refused a commit receipt that does not verify under this device\'s key; nothing deleted');
+      return;
     }
+    let committed: number;
+    if (frame.epoch === this.queue.epoch) {
+      committed = this.queue.commitRanges(frame.ranges);
+      // A receipt can overtake its ack: what it names is no longer in flight either.
+      for (const [from, to] of frame.ranges) {
+        if (to - from < this.inFlight.size) for (let s = from; s <= to; s++) this.inFlight.delete(s);
+        else for (const s of this.inFlight) if (s >= from && s <= to) this.inFlight.delete(s);
+      }
+    } else committed = this.transfers.onReceipt(frame.epoch, frame.ranges) ?? 0;
+    if (committed === 0) {
+      this.stats.receiptsReplayed++;
+      this.log.info({ code: 'FIELD_RECEIPT_REPLAYED', epoch: frame.epoch, seqs: rangesSize(frame.ranges) }, 'a genuine receipt for nothing still held; nothing deleted');
+      return;
+    }
+    this.stats.receipts++;
+    this.stats.lastCommitAt = Date.now();
+    this.schedulePump();
+  }
+
+  /** Messages and chunks whose receipt is overdue go out again. */
+  private expireOverdue(): void {
+    const c = this.options.commit;
+    if (!c) return;
+    const now = Date.now();
+    let n = this.queue.expireAwaiting(now, c.timeoutMs) + this.transfers.expire(now, c.timeoutMs);
+    const r = this.afterReconnect;
+    if (r && now >= r.at && this.connection.isOpen) {
+      this.afterReconnect = undefined;
+      n += this.queue.expireAwaiting(now, now - r.before) + this.transfers.expire(now, now - r.before);
+    }
+    if (n === 0) return;
+    this.stats.resentForReceipt += n;
+    this.log.warn({ code: 'FIELD_COMMIT_TIMEOUT', messages: n, timeoutMs: c.timeoutMs }, 'no commit receipt in time; sending again');
+    if (this.connection.isOpen) this.resetSending();
   }
 
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
@@ -309,20 +388,15 @@ export class FieldClient {
     // message never blocks the queue.
     const seqs: number[] = [];
     for (const id of ids) {
-      const seq = this.chunkIds.get(id)?.seq ?? this.seqOf(id);
+      const seq = this.transfers.refused(id) ?? this.seqOf(id);
       if (seq === undefined) continue;
       seqs.push(seq);
       this.inFlight.delete(seq);
-      const t = this.transfers.get(seq);
-      if (t) {
-        this.transfers.delete(seq);
-        this.outbox.remove(t.rec.transferId);
-      }
     }
     this.stats.refusedByGateway += seqs.length;
     appendFileSync(join(this.options.dataDir, 'rejected.jsonl'), JSON.stringify({ at: new Date().toISOString(), code: frame.code, message: frame.message, messageIds: ids }) + '\n');
     this.log.error({ code: 'FIELD_MESSAGE_REFUSED', gatewayCode: frame.code, messageIds: ids }, 'message refused by the gateway; set aside in rejected.jsonl');
-    this.queue.ack(seqs);
+    this.queue.commitRanges(toRanges(seqs));
     this.schedulePump();
   }
 
@@ -347,7 +421,7 @@ export class FieldClient {
     }
   }
 
-  /** Messages in the durable queue that the gateway has not acknowledged yet (cheap: no disk read). */
+  /** Messages in the durable queue not yet let go of (not committed; cheap: no disk read). */
   get unacknowledged(): number {
     return this.queue.depth;
   }
@@ -370,6 +444,19 @@ export class FieldClient {
         dropped: this.queue.stats.dropped,
         refused: this.queue.stats.refused,
         corruptTails: this.queue.stats.corruptTails,
+      },
+      // Kept by the device until the internal network's receipt (receipts on), and how long the
+      // oldest of them has waited.
+      commit: {
+        receipts: this.receiptsOn,
+        awaitingReceipt: this.queue.awaiting.count,
+        awaitingBytes: this.queue.awaiting.bytes,
+        oldestAwaitingSince: this.queue.awaiting.oldestAt !== undefined ? new Date(this.queue.awaiting.oldestAt).toISOString() : null,
+        committed: this.queue.stats.committed,
+        lastCommitAt: this.stats.lastCommitAt ? new Date(this.stats.lastCommitAt).toISOString() : null,
+        receiptsInvalid: this.stats.receiptsInvalid,
+        receiptsReplayed: this.stats.receiptsReplayed,
+        resentForReceipt: this.stats.resentForReceipt,
       },
       lastAckAt: this.stats.lastAckAt ? new Date(this.stats.lastAckAt).toISOString() : null,
       sent: this.stats.sent,

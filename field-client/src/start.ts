@@ -26,7 +26,15 @@ export interface RunningFieldClient {
 }
 
 /** Builds the field client from its configuration: queue, connection, local inputs, commands. */
-export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger): Promise<RunningFieldClient> {
+export interface StartOptions {
+  /**
+   * false: delete at the gateway's ack, as a device without receipts does, even with a signing key.
+   * For the benchmark only (its receipts-off reference); no setting reaches it.
+   */
+  receipts?: boolean;
+}
+
+export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
   const log = logger.child({ component: 'field-client', deviceId: config.DEVICE_ID });
   const tls = {
     ca: readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE),
@@ -38,7 +46,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     signingKey = parseSigningKey(readPemSetting('FIELD_SIGNING_KEY_FILE', config.FIELD_SIGNING_KEY_FILE));
     if (!signingKey) throw new FieldStreamError('CONFIG_INVALID', `FIELD_SIGNING_KEY_FILE=${config.FIELD_SIGNING_KEY_FILE} does not hold a key (64 hex digits).`);
   } else {
-    log.warn('FIELD_SIGNING_KEY_FILE is not set: messages are sent unsigned, which a deployment that requires signatures refuses');
+    log.warn('FIELD_SIGNING_KEY_FILE is not set: messages are sent unsigned, which a deployment that requires signatures refuses, and deleted at the gateway\'s ack (commit receipts need the key)');
   }
   const commandsFile = config.FIELD_COMMANDS_FILE ? readJsonSetting('FIELD_COMMANDS_FILE', config.FIELD_COMMANDS_FILE, CommandsFileSchema) : undefined;
   mkdirSync(config.FIELD_DATA_DIR, { recursive: true, mode: 0o700 });
@@ -48,6 +56,8 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     segmentBytes: Math.min(config.FIELD_QUEUE_SEGMENT_BYTES, Math.floor(config.FIELD_QUEUE_MAX_BYTES / 4)),
     fullPolicy: config.FIELD_QUEUE_FULL_POLICY,
     sync: config.FIELD_QUEUE_SYNC,
+    // Receipts are verified with the signing key: without one, the gateway's ack is the end.
+    receipts: signingKey !== undefined && options.receipts !== false,
     log: log.child({ subsystem: 'queue' }),
   });
   const outbox = new FileOutbox(config.FIELD_DATA_DIR, config.FIELD_FILE_CHUNK_BYTES);
@@ -76,6 +86,10 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       maxBytes: config.FIELD_QUEUE_MAX_BYTES,
       dataDir: config.FIELD_DATA_DIR,
       signingKey,
+      commit:
+        signingKey !== undefined && options.receipts !== false
+          ? { timeoutMs: config.FIELD_COMMIT_TIMEOUT_MS, windowMessages: config.FIELD_COMMIT_WINDOW_MESSAGES, windowBytes: config.FIELD_COMMIT_WINDOW_BYTES }
+          : undefined,
     },
     queue,
     outbox,
@@ -107,6 +121,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       mqttPort: mqtt?.port,
       async close() {
         for (const c of closers.reverse()) await c();
+        client.stop();
         await connection.stop();
         await queue.close();
       },

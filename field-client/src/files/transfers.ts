@@ -1,0 +1,170 @@
+import type { Logger } from '../../../shared/logger.ts';
+import type { SeqRanges } from '../../../shared/security/receipt-auth.ts';
+import type { FrameItem } from '../uplink-frame.ts';
+import type { FileOutbox, FileTransferRecord } from './file-outbox.ts';
+
+/** The queue's own kind for a file sent in chunks; never sent as such. */
+export const FILE_TRANSFER = 'file-transfer';
+
+export interface TransferOptions {
+  /** chunks of one file sent and not yet committed (in flight or awaiting their receipt) */
+  window: number;
+  /** true: a chunk is done at its commit receipt; false: at the gateway's ack */
+  receipts: boolean;
+}
+
+interface Transfer {
+  /** the queue record of the transfer */
+  seq: number;
+  rec: FileTransferRecord;
+  /** chunks below this are committed (the outbox's saved progress) */
+  done: number;
+  /** next chunk to send for the first time on this connection */
+  next: number;
+  /** chunks committed above `done` */
+  committed: Set<number>;
+  /** chunks sent on this connection and not acknowledged yet */
+  sent: Set<number>;
+  /** chunk → epoch ms of its ack, for chunks awaiting their receipt */
+  awaiting: Map<number, number>;
+  /** chunks to send again (their receipt was overdue), before any new one */
+  resend: number[];
+}
+
+/**
+ * Files going out in chunks, from the outbox. A chunk's identity is the transfer id (its epoch) and
+ * its index (its sequence number), which is also what its commit receipt names. A chunk is done
+ * when its receipt arrives (or, without receipts, at the gateway's ack); the outbox keeps the file,
+ * and its progress (the chunks done in order), until every chunk is done, so a transfer resumes
+ * after a disconnect or a restart from the first chunk not committed, and a file is deleted only
+ * once the distributor has stored all of it.
+ */
+export class FileTransfers {
+  private readonly byId = new Map<string, Transfer>();
+  /** message id of a chunk on this connection → its transfer and index */
+  private readonly chunkIds = new Map<string, { transferId: string; index: number }>();
+
+  constructor(
+    private readonly outbox: FileOutbox,
+    private readonly o: TransferOptions,
+    /** called once a whole file is done, with its queue record's sequence number */
+    private readonly finished: (seq: number) => void,
+    private readonly log: Logger,
+  ) {}
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  /** Takes up the transfer a queue record names; false when its file is gone from the outbox. */
+  start(seq: number, rec: FileTransferRecord): boolean {
+    if (this.byId.has(rec.transferId)) return true;
+    if (!this.outbox.has(rec.transferId)) return false;
+    const done = this.outbox.progress(rec.transferId);
+    this.byId.set(rec.transferId, { seq, rec, done, next: done, committed: new Set(), sent: new Set(), awaiting: new Map(), resend: [] });
+    return true;
+  }
+
+  /** Chunks to send now, within each transfer's window: overdue ones first, then new ones. */
+  *chunks(): Generator<{ epoch: string; item: FrameItem }> {
+    for (const t of this.byId.values()) {
+      while (t.sent.size + t.awaiting.size < this.o.window) {
+        let index = t.resend.shift();
+        if (index === undefined) {
+          while (t.next < t.rec.count && (t.next < t.done || t.committed.has(t.next) || t.awaiting.has(t.next))) t.next++;
+          if (t.next >= t.rec.count) break;
+          index = t.next++;
+        }
+        if (index < t.done || t.committed.has(index)) continue;
+        const messageId = `${t.rec.transferId}.${index}`;
+        this.chunkIds.set(messageId, { transferId: t.rec.transferId, index });
+        t.sent.add(index);
+        const payload = {
+          filename: t.rec.filename,
+          contentType: t.rec.contentType,
+          data: this.outbox.readChunk(t.rec, index).toString('base64'),
+          transfer: { id: t.rec.transferId, index, count: t.rec.count, size: t.rec.size, sha256: t.rec.sha256 },
+          metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
+        };
+        // A chunk's identity for the replay window: the transfer is its epoch, the index its sequence.
+        yield { epoch: t.rec.transferId, item: { dataType: 'file', messageId, seq: index, payloadJson: JSON.stringify(payload) } };
+      }
+    }
+  }
+
+  /** The gateway acknowledged a message: true when it was one of our chunks. */
+  onAck(messageId: string, now: number): boolean {
+    const chunk = this.chunkIds.get(messageId);
+    if (!chunk) return false;
+    this.chunkIds.delete(messageId);
+    const t = this.byId.get(chunk.transferId);
+    if (!t || !t.sent.delete(chunk.index)) return true;
+    if (this.o.receipts) {
+      if (chunk.index >= t.done && !t.committed.has(chunk.index)) t.awaiting.set(chunk.index, now);
+    } else this.commit(t, [[chunk.index, chunk.index]]);
+    return true;
+  }
+
+  /** A verified receipt for epoch `transferId`: how many chunks it newly committed (undefined: not a transfer of ours). */
+  onReceipt(transferId: string, ranges: SeqRanges): number | undefined {
+    const t = this.byId.get(transferId);
+    return t ? this.commit(t, ranges) : undefined;
+  }
+
+  /** The queue record of the transfer the message belongs to, if it is a chunk (for a refusal). */
+  refused(messageId: string): number | undefined {
+    const chunk = this.chunkIds.get(messageId);
+    const t = chunk && this.byId.get(chunk.transferId);
+    if (!t) return undefined;
+    this.byId.delete(t.rec.transferId);
+    this.outbox.remove(t.rec.transferId);
+    return t.seq;
+  }
+
+  /** Chunks whose receipt is overdue are sent again; how many. */
+  expire(now: number, timeoutMs: number): number {
+    let n = 0;
+    for (const t of this.byId.values()) {
+      for (const [index, at] of t.awaiting) {
+        if (now - at < timeoutMs) continue;
+        t.awaiting.delete(index);
+        t.resend.push(index);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** After a reconnect: what was sent and not acknowledged goes again; what awaits a receipt waits on. */
+  reset(): void {
+    this.chunkIds.clear();
+    for (const t of this.byId.values()) {
+      t.sent.clear();
+      t.resend = [];
+      t.next = t.done;
+    }
+  }
+
+  private commit(t: Transfer, ranges: SeqRanges): number {
+    let n = 0;
+    for (const [from, to] of ranges) {
+      for (let i = Math.max(from, t.done); i <= Math.min(to, t.rec.count - 1); i++) {
+        if (t.committed.has(i)) continue;
+        t.committed.add(i);
+        t.awaiting.delete(i);
+        n++;
+      }
+    }
+    if (n === 0) return 0;
+    const before = t.done;
+    while (t.committed.delete(t.done)) t.done++;
+    if (t.done !== before) this.outbox.saveProgress(t.rec.transferId, t.done);
+    if (t.done >= t.rec.count) {
+      this.byId.delete(t.rec.transferId);
+      this.outbox.remove(t.rec.transferId);
+      this.log.info({ transferId: t.rec.transferId, filename: t.rec.filename, bytes: t.rec.size }, this.o.receipts ? 'file stored on the internal network' : 'file delivered');
+      this.finished(t.seq);
+    }
+    return n;
+  }
+}
