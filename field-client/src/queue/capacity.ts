@@ -16,7 +16,7 @@ export interface CapacityHost {
 /**
  * The queue's bound on disk: true when `size` more bytes fit. Under drop-oldest, the oldest
  * segments (never the active one) are deleted first to make room, and what they held that was not
- * yet safe is counted as dropped and logged.
+ * yet committed (unsent, in flight or awaiting its receipt) is counted as dropped and logged.
  */
 export function makeRoom(host: CapacityHost, o: { maxBytes: number; fullPolicy: FullPolicy; log: Logger }, size: number, stats: { dropped: number }): boolean {
   if (host.bytesOnDisk() + size <= o.maxBytes) return true;
@@ -31,7 +31,7 @@ export function makeRoom(host: CapacityHost, o: { maxBytes: number; fullPolicy: 
   }
   if (droppedNow > 0) {
     stats.dropped += droppedNow;
-    o.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', droppedNow, droppedTotal: stats.dropped }, 'queue full: dropped the oldest unsent messages');
+    o.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', droppedNow, droppedTotal: stats.dropped }, 'queue full: dropped the oldest messages not yet committed');
     host.dropped();
   }
   return host.bytesOnDisk() + size <= o.maxBytes;

@@ -1,6 +1,6 @@
 import { mkdirSync, unlinkSync } from 'node:fs';
 import { FieldStreamError } from '../../../shared/errors.ts';
-import { AckBook } from './ack-book.ts';
+import { AckBook, type SeqRanges } from './ack-book.ts';
 import { makeRoom, type CapacityHost } from './capacity.ts';
 import { readOrCreateEpoch, readWatermark, writeWatermark } from './queue-files.ts';
 import { TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
@@ -10,20 +10,25 @@ import { encodeBatch, SegmentWriter, type EncodedBatch } from './segment-writer.
 import { SendCursor } from './send-cursor.ts';
 
 export { TAIL_CACHE_BYTES } from './queue-types.ts';
+export type { SeqRanges } from './ack-book.ts';
 export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOptions, SyncPolicy } from './queue-types.ts';
 
 /**
  * The field client's store-and-forward queue on disk. This class ties its parts together:
  *
  * - recovery.ts: after a crash, a torn or corrupt tail is cut off where the last good record ends,
- *   and counted; everything before it is kept. Acks given since the last ack.json write are
- *   forgotten, so a few messages may be sent again: the database write is idempotent.
+ *   and counted; everything before it is kept. Everything above the committed watermark of
+ *   ack.json (written at most 200 ms after a commit) is sent again: records that awaited their
+ *   receipt, and the few committed since that write or out of order. The internal side's replay
+ *   window makes those copies harmless.
  * - segment-writer.ts: every accepted message is appended to a segment file (records with a CRC-32
  *   each) and, with the default sync policy, fsync'ed before `append` resolves. Appends arriving
  *   while a write is in flight share the next write and fsync.
  * - send-cursor.ts: what the sender reads next, from memory while it keeps up, else from disk.
- * - ack-book.ts: a message stays until the gateway's ack for it arrives; acks may come out of order.
- *   A segment whose records are all acked is deleted.
+ * - ack-book.ts: a message stays until it is committed: by the gateway's ack, or, with `receipts`,
+ *   by a commit receipt saying the database holds it (the ack then only moves it to "awaiting its
+ *   receipt", and one that waits too long is sent again). A segment whose records are all committed
+ *   is deleted.
  * - capacity.ts: the size on disk is bounded (maxBytes). When full, the queue either refuses new
  *   data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
  */
@@ -37,12 +42,13 @@ export class DurableQueue {
   private ackTimer: NodeJS.Timeout | undefined;
   private closed = false;
   readonly epoch: string;
-  readonly stats = { appended: 0, acked: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
+  /** acked: the gateway's acks; committed: records gone for good (by an ack without receipts, else by a receipt) */
+  readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
 
   private constructor(private readonly o: QueueOptions) {
     mkdirSync(o.dir, { recursive: true });
     this.epoch = readOrCreateEpoch(o.dir);
-    this.book = new AckBook(readWatermark(o.dir, o.log));
+    this.book = new AckBook(readWatermark(o.dir, o.log), o.receipts ?? false);
     this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log);
     this.writer = new SegmentWriter(o, this.segments, this.stats, (seg, start, sizes, messages) => this.cursor.written(seg, start, sizes, messages));
     this.capacity = {
@@ -72,12 +78,23 @@ export class DurableQueue {
     const last = segments[segments.length - 1];
     this.nextSeq = Math.max(this.book.watermark + 1, last ? last.lastSeq + 1 : 1);
     const first = segments[0];
-    if (first && this.book.watermark < first.firstSeq - 1) this.book.watermark = first.firstSeq - 1;
-    this.deleteAckedSegments();
+    if (first) this.book.raiseWatermark(first.firstSeq - 1);
+    this.deleteCommittedSegments();
   }
 
+  /** records not yet committed: unsent, in flight and awaiting their receipt */
   get depth(): number {
     return this.book.depth(this.nextSeq);
+  }
+
+  /** at or below it every record is committed (or dropped): what ack.json keeps */
+  get committedThrough(): number {
+    return this.book.watermark;
+  }
+
+  /** records acknowledged by the gateway and awaiting their receipt; oldestAt: epoch ms the oldest was acked */
+  get awaiting(): { count: number; bytes: number; oldestAt: number | undefined } {
+    return this.book.awaiting;
   }
 
   get bytesOnDisk(): number {
@@ -109,34 +126,69 @@ export class DurableQueue {
   }
 
   /**
-   * The next unacknowledged messages in order, from the send cursor, at most `max` of them and
-   * about `maxBytes`. Only what is written is returned: from memory when the sender keeps up, else
-   * read back from disk.
+   * The next unsent messages in order (never one committed, awaiting its receipt or already in
+   * flight), from the send cursor, at most `max` of them and about `maxBytes`. Only what is written
+   * is returned: from memory when the sender keeps up, else read back from disk.
    */
   next(max: number, maxBytes = 4 * 1024 * 1024): OutgoingMessage[] {
     return this.cursor.next(max, maxBytes);
   }
 
-  /** Sends start again from the first unacknowledged message (after a reconnect); until the next
-   * `next`, nothing is kept in memory for a sender. */
+  /** Sends start again from the first message not committed and not awaiting its receipt (after a
+   * reconnect); until the next `next`, nothing is kept in memory for a sender. */
   rewind(): void {
+    this.book.rewind();
     this.cursor.close();
   }
 
+  /**
+   * The gateway's acks. Without receipts they commit; with receipts the records await their
+   * receipt (and are not sent again unless it is late: see expireAwaiting).
+   */
   ack(seqs: Iterable<number>): void {
-    const n = this.book.ack(seqs, this.nextSeq);
+    const now = Date.now();
+    const n = this.book.ack(seqs, this.nextSeq, now);
     if (n === 0) return;
     this.stats.acked += n;
-    this.stats.lastAckAt = Date.now();
-    this.deleteAckedSegments();
-    // ack.json is written at most every 200 ms: a crash forgets the acks since, which only resends
+    this.stats.lastAckAt = now;
+    if (!this.o.receipts) this.committed(n);
+  }
+
+  /** Commits records for good (a verified receipt), awaited or not yet acked; returns how many were
+   * newly committed (0 for a receipt replayed or naming nothing this queue holds). */
+  commit(seqs: Iterable<number>): number {
+    return this.committed(this.book.commit(seqs, this.nextSeq));
+  }
+
+  /** commit() for inclusive ranges of sequence numbers, as a receipt names them. */
+  commitRanges(ranges: SeqRanges): number {
+    return this.committed(this.book.commitRanges(ranges, this.nextSeq));
+  }
+
+  private committed(n: number): number {
+    if (n === 0) return 0;
+    this.stats.committed += n;
+    this.deleteCommittedSegments();
+    // ack.json is written at most every 200 ms: a crash forgets the commits since, which only resends
     this.ackTimer ??= setTimeout(() => {
       this.ackTimer = undefined;
       writeWatermark(this.o.dir, this.book.watermark);
     }, 200);
+    return n;
   }
 
-  private deleteAckedSegments(): void {
+  /**
+   * Records that have awaited their receipt longer than `timeoutMs` at `now` (epoch ms) are unsent
+   * again: `next` reads them again from disk, in order. Returns how many. Costs nothing when none is
+   * late: the oldest awaiting is looked at first.
+   */
+  expireAwaiting(now: number, timeoutMs: number): number {
+    const { count, lowest } = this.book.expire(now, timeoutMs);
+    if (count > 0) this.cursor.goBackTo(lowest);
+    return count;
+  }
+
+  private deleteCommittedSegments(): void {
     while (this.segments.length > 1) {
       const oldest = this.segments[0] as Segment;
       if (oldest.lastSeq > this.book.watermark || oldest === this.writer.activeSegment) break;
@@ -150,7 +202,7 @@ export class DurableQueue {
     }
   }
 
-  /** acceptedAt of the oldest unacknowledged message, read from disk (undefined when none). */
+  /** acceptedAt of the oldest message not committed, read from disk (undefined when none). */
   oldestUnacked(): number | undefined {
     for (const seg of this.segments) {
       if (seg.lastSeq <= this.book.watermark) continue;

@@ -36,6 +36,11 @@ export interface QueueOptions {
   sync: SyncPolicy;
   /** bytes of memory for records kept ahead of the sender (default TAIL_CACHE_BYTES) */
   tailCacheBytes?: number;
+  /**
+   * true: a record is deleted only by a commit receipt (commit/commitRanges); the gateway's ack
+   * only says it reached the DMZ broker. false (default): the ack deletes it.
+   */
+  receipts?: boolean;
   log: Logger;
 }
 

@@ -20,6 +20,10 @@ export interface SendFilter {
  */
 export class SendCursor {
   private cursor: { seg: Segment; pos: number; reader?: SegmentReader } | undefined;
+  /** while there is no cursor: the next one starts in the first segment holding this sequence number or later ones */
+  private from = 0;
+  /** the sequence number of the last record the cursor passed */
+  private passed = 0;
   /** the newest records of the active segment, by their offset, oldest first */
   private readonly tail: TailCache;
 
@@ -50,9 +54,11 @@ export class SendCursor {
     let bytes = 0;
     while (out.length < max && bytes < maxBytes) {
       if (!this.cursor) {
-        const seg = this.segments.find((s) => s.lastSeq > this.filter.watermark);
+        const from = Math.max(this.filter.watermark + 1, this.from);
+        const seg = this.segments.find((s) => s.lastSeq >= from);
         if (!seg) break;
         this.cursor = { seg, pos: 0 };
+        this.from = 0;
       }
       const cur = this.cursor;
       const cached = this.tail.take(cur.seg, cur.pos);
@@ -84,6 +90,7 @@ export class SendCursor {
         m = { seq: stored.seq, messageId: stored.messageId, dataType: stored.dataType, payloadJson: JSON.stringify(stored.payload), acceptedAt: stored.acceptedAt };
         size = r.body.length;
       }
+      this.passed = m.seq;
       if (!this.filter.take(m.seq, size)) continue;
       out.push(m);
       bytes += size;
@@ -124,5 +131,17 @@ export class SendCursor {
   close(): void {
     this.cursor?.reader?.close();
     this.cursor = undefined;
+    this.from = 0;
+  }
+
+  /**
+   * Goes back so that `seq` is read again (from disk): the next `next` starts in its segment. The
+   * records passed again on the way are the filter's to skip.
+   */
+  goBackTo(seq: number): void {
+    if (this.cursor && seq > this.passed) return; // not reached yet: it will be read on the way
+    const from = this.cursor ? seq : Math.min(this.from, seq);
+    this.close();
+    this.from = from;
   }
 }

@@ -1,0 +1,269 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, it } from 'node:test';
+import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The queue's state between "sent" and "gone": a record the gateway acknowledged (it is in the DMZ
+ * broker) awaits its commit receipt (the database holds it); only the receipt deletes it.
+ */
+const reading = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
+const seqs = (ms: { seq: number }[]) => ms.map((m) => m.seq);
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+const segments = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('seg-')).sort();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('the durable queue with commit receipts', () => {
+  const dirs: Array<{ cleanup(): void }> = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) d.cleanup();
+  });
+  const setup = (over: Partial<QueueOptions> = {}) => {
+    const tmp = tempDir('queue-receipts');
+    dirs.push(tmp);
+    const logs = new LogCapture();
+    const opts: QueueOptions = { dir: tmp.dir, maxBytes: 1 << 30, segmentBytes: 64 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log: logs.logger, ...over };
+    return { dir: tmp.dir, logs, opts, open: () => DurableQueue.open(opts) };
+  };
+
+  it('keeps acked records awaiting their receipt: never handed out again, counted with their bytes, until committed', async () => {
+    const { open, dir } = setup();
+    const q = await open();
+    await q.append(range(0, 9).map(reading));
+    const before = Date.now();
+    assert.deepEqual(seqs(q.next(10)), range(1, 10));
+    assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined });
+    q.ack(range(1, 10));
+    assert.equal(q.stats.acked, 10);
+    assert.equal(q.stats.committed, 0);
+    assert.equal(q.depth, 10, 'awaiting records are not gone');
+    const { count, bytes, oldestAt } = q.awaiting;
+    assert.equal(count, 10);
+    // the bytes of the records' bodies as sent: the segment less each record's 8-byte header
+    assert.equal(bytes, statSync(join(dir, segments(dir)[0] as string)).size - 10 * 8);
+    assert.ok(oldestAt !== undefined && oldestAt >= before && oldestAt <= Date.now());
+    assert.deepEqual(q.next(10), [], 'nothing to send');
+    q.rewind();
+    assert.deepEqual(q.next(10), [], 'a reconnect does not send what awaits its receipt');
+    q.ack([3, 4]); // repeated acks change nothing
+    assert.equal(q.stats.acked, 10);
+    assert.equal(q.commitRanges([[1, 4]]), 4);
+    assert.equal(q.commit([9, 7]), 2);
+    assert.equal(q.stats.committed, 6);
+    assert.equal(q.depth, 4);
+    assert.equal(q.committedThrough, 4);
+    assert.equal(q.awaiting.count, 4);
+    q.rewind();
+    assert.deepEqual(q.next(10), []);
+    await q.close();
+  });
+
+  it('deletes a segment only when every record in it is committed', async () => {
+    const { open, dir } = setup({ segmentBytes: 4096 });
+    const q = await open();
+    await q.append(range(0, 299).map(reading));
+    const segs = segments(dir).length;
+    assert.ok(segs > 3, `${segs} segments`);
+    q.ack(seqs(q.next(1000)));
+    assert.equal(segments(dir).length, segs, 'the gateway\'s ack deletes nothing');
+    const firstSegment = Number(segments(dir)[1]?.slice(4, 20)) - 1; // the last seq of the first segment: the second starts after it
+    q.commitRanges([[2, firstSegment]]);
+    assert.equal(segments(dir).length, segs, 'one record of the first segment still awaits its receipt');
+    q.commit([1]);
+    assert.equal(segments(dir).length, segs - 1, 'the first segment is gone, the others stay');
+    assert.equal(q.commitRanges([[1, 300]]), 300 - firstSegment);
+    assert.equal(segments(dir).length, 1, 'only the active segment is left');
+    assert.equal(q.depth, 0);
+    assert.equal(q.awaiting.count, 0);
+    assert.equal(q.awaiting.bytes, 0);
+    await q.close();
+  });
+
+  it('commits on a receipt that overtakes the ack; the late ack then changes nothing', async () => {
+    const { open } = setup();
+    const q = await open();
+    await q.append(range(0, 5).map(reading));
+    assert.deepEqual(seqs(q.next(4)), [1, 2, 3, 4]);
+    assert.equal(q.commitRanges([[1, 3], [6, 6]]), 4, 'in flight (1-3) and not sent yet (6)');
+    q.ack([1, 2, 3, 4]);
+    assert.equal(q.stats.acked, 1, 'only 4 was still to be acked');
+    assert.equal(q.awaiting.count, 1);
+    assert.equal(q.depth, 2, '4 awaits its receipt, 5 is unsent');
+    assert.deepEqual(seqs(q.next(10)), [5], 'the committed 6 is never sent');
+    await q.close();
+  });
+
+  it('answers a replayed or unknown receipt with 0, and changes nothing', async () => {
+    const { open, dir } = setup();
+    const q = await open();
+    await q.append(range(0, 9).map(reading));
+    q.ack(seqs(q.next(10)));
+    assert.equal(q.commitRanges([[1, 5], [8, 8]]), 6);
+    await sleep(300); // ack.json written
+    const state = () => ({ depth: q.depth, awaiting: q.awaiting, stats: { ...q.stats }, committedThrough: q.committedThrough, ack: readFileSync(join(dir, 'ack.json'), 'utf8') });
+    const before = state();
+    assert.equal(before.ack, '{"watermark":5}');
+    assert.equal(q.commitRanges([[1, 5], [8, 8]]), 0, 'replayed');
+    assert.equal(q.commit([3, 8]), 0, 'replayed, as sequence numbers');
+    assert.equal(q.commitRanges([[11, 1000]]), 0, 'never appended');
+    assert.equal(q.commitRanges([[7, 6]]), 0, 'an empty range');
+    assert.equal(q.commitRanges([[Number.NaN, 9]]), 0, 'not a number');
+    assert.equal(q.commit([0, -1, 11, 2 ** 60, 9.5]), 0);
+    q.ack([9.5, 10.5]); // not sequence numbers: ignored
+    await sleep(300);
+    assert.deepEqual(state(), before);
+    assert.equal(q.commitRanges([[6, 10]]), 4, '6, 7, 9 and 10: the 8 was committed before');
+    assert.equal(q.depth, 0);
+    await q.close();
+  });
+
+  it('sends again, in order and from disk, what waited too long for its receipt; nothing still in flight twice', async () => {
+    const { open } = setup();
+    const q = await open();
+    await q.append(range(0, 9).map(reading));
+    assert.deepEqual(seqs(q.next(10)), range(1, 10));
+    q.ack([3, 1, 2]);
+    const firstAckedAt = q.awaiting.oldestAt as number;
+    await sleep(30);
+    q.ack([5, 4]);
+    assert.equal(q.awaiting.oldestAt, firstAckedAt, 'the oldest is the first acked');
+    assert.equal(q.expireAwaiting(Date.now(), 60_000), 0, 'none is late');
+    assert.deepEqual(q.next(10), []);
+    assert.equal(q.commit([1]), 1, 'committed behind 3, the oldest');
+    assert.equal(q.expireAwaiting(firstAckedAt + 25, 20), 2, '2 and 3 waited longer than 20 ms; 1 is gone');
+    assert.deepEqual(q.awaiting.count, 2);
+    assert.ok((q.awaiting.oldestAt as number) > firstAckedAt);
+    const again = q.next(10);
+    assert.deepEqual(seqs(again), [2, 3], 'in order; 6-10 are still in flight, 4 and 5 await');
+    assert.deepEqual(again.map((m) => JSON.parse(m.payloadJson) as unknown), [1, 2].map((v) => reading(v).payload));
+    assert.equal(q.expireAwaiting(Date.now() + 60_000, 20), 2);
+    assert.deepEqual(seqs(q.next(10)), [4, 5]);
+    assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined });
+    // acked again after a resend: awaiting again, then committed
+    q.ack(range(1, 10));
+    assert.equal(q.awaiting.count, 9);
+    assert.equal(q.commitRanges([[1, 10]]), 9);
+    assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined });
+    await q.close();
+  });
+
+  it('expires records the cursor has not reached yet without skipping what lies before them', async () => {
+    const { open, dir } = setup({ segmentBytes: 4096 });
+    const q = await open();
+    await q.append(range(0, 99).map(reading));
+    assert.ok(segments(dir).length >= 3);
+    assert.equal(q.next(100).length, 100);
+    q.ack([80]);
+    q.rewind(); // a reconnect: all but 80 are to be sent again, from the start
+    assert.deepEqual(seqs(q.next(2)), [1, 2]);
+    assert.equal(q.expireAwaiting(Date.now() + 1, 0), 1, '80 is late, and ahead of the cursor');
+    assert.deepEqual(seqs(q.next(1000)), range(3, 100), 'in order, from where the cursor was');
+    q.ack([5]);
+    assert.equal(q.expireAwaiting(Date.now() + 1, 0), 1, '5 is late, and behind the cursor');
+    assert.deepEqual(seqs(q.next(1000)), [5]);
+    await q.close();
+  });
+
+  it('after a crash, sends again every record not committed, whether it awaited its receipt or not, and none committed', async () => {
+    const { opts, open } = setup({ segmentBytes: 4096 });
+    // A child process queues 100 readings, sends them all, gets the gateway's acks for them and
+    // receipts for 1-40, and is killed with SIGKILL once ack.json holds the committed watermark.
+    const script = `
+      import { readFileSync } from 'node:fs';
+      import { join } from 'node:path';
+      import { DurableQueue } from ${JSON.stringify(new URL('../../field-client/src/queue/durable-queue.ts', import.meta.url).href)};
+      import { createLogger } from ${JSON.stringify(new URL('../../shared/logger.ts', import.meta.url).href)};
+      const o = JSON.parse(process.env.QUEUE_OPTIONS);
+      const q = await DurableQueue.open({ ...o, log: createLogger('child', 'silent') });
+      await q.append(Array.from({ length: 100 }, (_, v) => ({ dataType: 'timeseries', payload: { v } })));
+      q.ack(q.next(1000).map((m) => m.seq));
+      q.commitRanges([[1, 40]]);
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 20));
+        try { if (JSON.parse(readFileSync(join(o.dir, 'ack.json'), 'utf8')).watermark === 40) break; } catch {}
+      }
+      process.stdout.write('ready\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const { log: _log, ...plain } = opts;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, QUEUE_OPTIONS: JSON.stringify(plain) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+      child.on('exit', (code) => reject(new Error(`child exited with ${code}`)));
+    });
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const q = await open();
+    assert.equal(q.depth, 60);
+    assert.equal(q.committedThrough, 40);
+    assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined }, 'awaiting is memory only');
+    const again = q.next(1000);
+    assert.deepEqual(seqs(again), range(41, 100), 'every acked-but-uncommitted record, and no committed one');
+    assert.deepEqual(again.map((m) => (JSON.parse(m.payloadJson) as { v: number }).v), range(40, 99));
+    await q.close();
+  });
+
+  it('counts a record dropped while it awaited its receipt as lost (drop-oldest)', async () => {
+    const { open, logs } = setup({ maxBytes: 20_000, segmentBytes: 4096, fullPolicy: 'drop-oldest' });
+    const q = await open();
+    await q.append(range(0, 99).map(reading));
+    q.ack(seqs(q.next(1000))); // all 100 in the DMZ broker, none in the database
+    assert.equal(q.commitRanges([[1, 10]]), 10);
+    assert.equal(q.awaiting.count, 90);
+    for (let i = 100; i < 1000; i++) await q.append([reading(i)]);
+    assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined }, 'their segments were dropped');
+    assert.ok(q.stats.dropped >= 90, `${q.stats.dropped} dropped`);
+    assert.equal(q.depth + q.stats.dropped + q.stats.committed, 1000, 'every record is queued, committed or counted as dropped');
+    assert.ok(logs.codes().includes('FIELD_QUEUE_DROPPED_OLDEST'));
+    const left = seqs(q.next(2000));
+    assert.equal(left.length, q.depth);
+    assert.equal(left.at(-1), 1000);
+    await q.close();
+  });
+
+  it('keeps exact counts through acks and receipts in any order, across more records than its first ring holds', async () => {
+    const { open, dir } = setup({ segmentBytes: 16 * 1024 });
+    const q = await open();
+    const n = 5000;
+    await q.append(range(0, n - 1).map(reading));
+    // a fixed shuffle (LCG), so a failure can be replayed
+    let x = 12345;
+    const shuffled = range(1, n).sort(() => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5);
+    assert.equal(q.next(n).length, n);
+    for (let i = 0; i < n; i += 250) {
+      const part = shuffled.slice(i, i + 250);
+      q.ack(part);
+      q.commit(part.filter((s) => s % 3 !== 0));
+      assert.equal(q.depth, n - q.stats.committed);
+      assert.equal(q.awaiting.count, q.stats.acked - q.stats.committed);
+    }
+    assert.equal(q.commit(range(1, n).filter((s) => s % 3 === 0)), Math.floor(n / 3));
+    assert.equal(q.depth, 0);
+    assert.equal(q.committedThrough, n);
+    assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined });
+    assert.equal(segments(dir).length, 1);
+    await q.close();
+  });
+
+  it('without receipts, the ack commits at once, and receipts commit too', async () => {
+    const { open } = setup({ receipts: false });
+    const q = await open();
+    await q.append(range(0, 9).map(reading));
+    assert.deepEqual(seqs(q.next(5)), [1, 2, 3, 4, 5]);
+    q.ack([1, 2]);
+    assert.equal(q.stats.acked, 2);
+    assert.equal(q.stats.committed, 2);
+    assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined });
+    assert.equal(q.commitRanges([[3, 3], [9, 10]]), 3);
+    assert.equal(q.commitRanges([[1, 3]]), 0);
+    assert.equal(q.depth, 5);
+    assert.equal(q.expireAwaiting(Date.now() + 1e9, 0), 0);
+    q.rewind();
+    assert.deepEqual(seqs(q.next(10)), [4, 5, 6, 7, 8]);
+    await q.close();
+  });
+});
