@@ -25,6 +25,17 @@ const COMMIT_TIMEOUT_MS = 5000;
 const DRAIN_DEADLINE_MS = 180_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Sorted values as "a-b, c, ..." (the first 20 runs). */
+const ranges = (values: number[]) => {
+  const runs: string[] = [];
+  for (let i = 0; i < values.length; ) {
+    let j = i;
+    while (j + 1 < values.length && values[j + 1] === (values[j] as number) + 1) j++;
+    runs.push(i === j ? `${values[i]}` : `${values[i]}-${values[j]}`);
+    i = j + 1;
+  }
+  return runs.length > 20 ? `${runs.slice(0, 20).join(', ')}, … (${runs.length} runs)` : runs.join(', ');
+};
 const base = Date.parse('2025-12-01T00:00:00Z');
 
 interface FieldStatus {
@@ -253,7 +264,7 @@ describe('commit receipts, end to end: every hop crashes and no accepted reading
       const missing = Array.from({ length: N }, (_, i) => i).filter((i) => !have.has(i));
       const twice = [...have].filter(([, k]) => k > 1).map(([v]) => v);
       assert.fail(
-        `InfluxDB holds ${last.n} of ${N} readings: ${missing.length} missing (e.g. ${missing.slice(0, 20).join(',')}${missing.length > 20 ? ',…' : ''}), ` +
+        `InfluxDB holds ${last.n} of ${N} readings: ${missing.length} missing (${ranges(missing)}), ` +
           `${twice.length} values twice${report()}`,
       );
     }
