@@ -12,6 +12,8 @@ import { commandTopic } from '../../shared/contract/topics.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import type { z } from 'zod';
+import { signCommand } from '../../shared/security/command-auth.ts';
+import { parseSigningKey } from '../../shared/security/message-auth.ts';
 
 const DEVICES = ['sensor-001', 'camera-001', 'alarm-001', 'actuator-001', 'field-007'];
 
@@ -199,8 +201,12 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
         clientId: 'test-command-api',
       });
       try {
+        // Publishing as the command API, so authenticated as it does, with the device's key.
+        const key = parseSigningKey(readFileSync(fx.pki.paths.device('field-007').signingKey, 'utf8')) as Buffer;
         const send = (commandId: string, command: string, params?: unknown) => {
-          const env: z.infer<typeof CommandEnvelopeSchema> = { v: ENVELOPE_VERSION, commandId, command, issuedAt: Date.now(), ...(params ? { params: params as never } : {}) };
+          const issuedAt = Date.now();
+          const auth = signCommand(key, { commandId, deviceId: 'field-007', command, params, issuedAt }, issuedAt + 60_000);
+          const env: z.infer<typeof CommandEnvelopeSchema> = { v: ENVELOPE_VERSION, commandId, command, issuedAt, ...(params ? { params: params as never } : {}), auth };
           return mqtt.publishAsync(commandTopic('field-007'), JSON.stringify(env), { qos: 1 });
         };
         await send('cmd-open-1', 'open_valve', { pct: 40 });
