@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, readdirSync, readFileSync, type WriteStream } from 'node:fs';
-import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { after, describe, it } from 'node:test';
-import { gunzipSync } from 'node:zlib';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
@@ -16,6 +14,8 @@ import { eventually } from '../helpers/ws-device.ts';
 const DEVICE = 'crash-sim-001';
 const BATCH = 200;
 const BATCHES = 30;
+/** batches posted while InfluxDB is frozen */
+const STALLED = 6;
 const BASE = Date.parse('2026-03-01T00:00:00Z');
 const batchOf = (b: number) => Array.from({ length: BATCH }, (_, k) => ({ v: b * BATCH + k, timestamp: BASE + (b * BATCH + k) * 1000 }));
 
@@ -144,70 +144,6 @@ function assertEachOnce(stored: { v: number; time: number }[], accepted: Set<num
 }
 
 /**
- * A stand-in for InfluxDB 1.x's write API (`POST /write`, gzip'd line protocol) that can stall:
- * while stalled it answers nothing, and a write it never answered is never applied (the worst a
- * database can do). Points are kept as InfluxDB keeps them, one per series and time.
- */
-class StallableInflux {
-  stalled = false;
-  readonly points = new Map<string, string>();
-  /** lines of our device's readings applied, duplicates included */
-  rawReadingLines = 0;
-  private readonly held: ServerResponse[] = [];
-  private constructor(private readonly server: Server) {}
-
-  static async start(): Promise<StallableInflux> {
-    const server = createServer();
-    const db = new StallableInflux(server);
-    server.on('request', (req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        if (req.method !== 'POST' || !req.url?.startsWith('/write')) return void res.writeHead(404).end();
-        if (db.stalled) return void db.held.push(res);
-        const body = Buffer.concat(chunks);
-        const text = (req.headers['content-encoding'] === 'gzip' ? gunzipSync(body) : body).toString('utf8');
-        for (const line of text.split('\n')) {
-          if (!line) continue;
-          const time = line.slice(line.lastIndexOf(' ') + 1);
-          const series = line.slice(0, line.indexOf(' '));
-          db.points.set(`${series} ${time}`, line);
-          if (series === `readings,device=${DEVICE}`) db.rawReadingLines++;
-        }
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return db;
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-
-  /** Drops what it held unanswered (the writer is gone) and answers again. */
-  resume(): void {
-    for (const res of this.held.splice(0)) res.destroy();
-    this.stalled = false;
-  }
-
-  readings(): { v: number; time: number }[] {
-    const out: { v: number; time: number }[] = [];
-    for (const line of this.points.values()) {
-      const m = /^readings,device=([^ ]+) v=([^ ,]+) (\d+)$/.exec(line);
-      if (m && m[1] === DEVICE) out.push({ v: Number(m[2]), time: Number(m[3]) });
-    }
-    return out;
-  }
-
-  async close(): Promise<void> {
-    this.resume();
-    this.server.closeAllConnections();
-    await new Promise((resolve) => this.server.close(resolve));
-  }
-}
-
-/**
  * `npm start` across a crash of its process. Readings go in through the simulated device's local
  * HTTP input; mid-stream the whole process is SIGKILLed — the embedded broker's memory and the
  * distributor's pending writes with it — and started again on the same folders. The device kept
@@ -283,11 +219,20 @@ describe('npm start (embedded) loses no accepted reading when its process is kil
     await pipeline.stop();
   });
 
-  it('InfluxDB 1.x stalled: readings acked by the gateway and held in the broker’s memory are sent again', async (t: TestContext) => {
-    const influx = await StallableInflux.start();
+  it('InfluxDB 1.x frozen: readings acked by the gateway and held in the broker’s memory are sent again', async (t: TestContext) => {
+    const DB = 'sensor_data';
+    const influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     try {
+      const readings = async () =>
+        (await influx.rows(DB, `SELECT v FROM readings WHERE device = '${DEVICE}'`)).map((r) => ({ v: r.v as number, time: r.time as number }));
+      const count = async () => Number((await influx.rows(DB, `SELECT count(v) FROM readings WHERE device = '${DEVICE}'`))[0]?.count ?? 0);
       const dir = join(work.dir, 'influx');
-      const pipeline = await EmbeddedProcess.create(dir, { INFLUXDB_URL: influx.url, INFLUXDB_DATABASE: 'sensor_data' });
+      const pipeline = await EmbeddedProcess.create(dir, {
+        INFLUXDB_URL: influx.url,
+        INFLUXDB_DATABASE: DB,
+        INFLUXDB_USERNAME: influx.user,
+        INFLUXDB_PASSWORD: influx.password,
+      });
       running.push(pipeline);
       await pipeline.start();
       const accepted = new Set<number>();
@@ -296,44 +241,63 @@ describe('npm start (embedded) loses no accepted reading when its process is kil
         await pipeline.post(next);
         accepted.add(next);
       }
-      await eventually(() => (influx.readings().length === 6 * BATCH ? true : undefined), 20_000, 'the first readings written');
+      await eventually(async () => ((await count()) === 6 * BATCH ? true : undefined), 20_000, 'the first readings written');
 
-      // The database stops answering: what follows reaches the in-memory broker and the
-      // distributor, is acked by the gateway, and waits there for a write that never completes.
-      influx.stalled = true;
-      for (; next < 12; next++) {
+      // The database freezes (SIGSTOP): it holds its sockets but answers nothing. What follows
+      // reaches the in-memory broker, is acked by the gateway, and waits there or in the
+      // distributor for a write that does not complete (its deadline, INFLUXDB_TIMEOUT_MS, is
+      // 10 s: the process is killed well before).
+      await influx.process.pause();
+      const frozenAt = Date.now();
+      for (; next < 6 + STALLED; next++) {
         await pipeline.post(next);
         accepted.add(next);
       }
       const s = await eventually(async () => {
         const st = await pipeline.status();
-        return st.commit.awaitingReceipt >= 6 * BATCH ? st : undefined;
-      }, 20_000, 'the stalled readings acked by the gateway');
+        return st.commit.awaitingReceipt >= STALLED * BATCH ? st : undefined;
+      }, 20_000, 'the readings posted while the database is frozen acked by the gateway');
       // Longer than the device takes to persist what it let go of: nothing acked is let go.
       await new Promise((r) => setTimeout(r, 1000));
-      assert.ok((await pipeline.status()).queue.depth >= 6 * BATCH, 'the device still holds what the gateway acked');
+      assert.ok((await pipeline.status()).queue.depth >= STALLED * BATCH, 'the device still holds what the gateway acked');
       pipeline.kill();
       assert.equal(await pipeline.exited(), 'SIGKILL');
-      influx.resume();
-      assert.equal(influx.readings().length, 6 * BATCH, 'the stalled readings were never written');
+      const killedAfterMs = Date.now() - frozenAt;
+      await influx.process.resume();
+      // Woken, InfluxDB reads what reached its sockets while frozen: a write the distributor had
+      // sent may still apply, though its writer is gone. What waited in the broker's memory cannot.
+      let afterCrash = -1;
+      await eventually(async () => {
+        const n = await count();
+        if (n === afterCrash) return true;
+        afterCrash = n;
+        await new Promise((r) => setTimeout(r, 500));
+        return undefined;
+      }, 10_000, 'the database settled after it woke');
+      assert.ok(afterCrash < accepted.size * BATCH, `the crash lost readings acked by the gateway (${afterCrash} of ${accepted.size * BATCH} in the database)`);
 
       await pipeline.start();
       const heldAfterRestart = (await pipeline.status()).queue.depth;
-      assert.ok(heldAfterRestart >= 6 * BATCH, `the device held what the crash lost (${heldAfterRestart})`);
-      for (; next < 18; next++) {
+      assert.ok(heldAfterRestart >= STALLED * BATCH, `the device held what the crash lost (${heldAfterRestart})`);
+      for (; next < 12 + STALLED; next++) {
         await pipeline.post(next);
         accepted.add(next);
       }
       await eventually(async () => ((await pipeline.status()).queue.depth === 0 ? true : undefined), 30_000, 'the device’s queue drained');
-      const rows = await eventually(() => {
-        const r = influx.readings();
-        return r.length >= accepted.size * BATCH ? r : undefined;
-      }, 10_000, 'every accepted reading written');
+      const expected = accepted.size * BATCH;
+      // Waits for every accepted reading; a reading missing then is named by the checks below.
+      await eventually(async () => ((await count()) >= expected ? true : undefined), 10_000, 'every accepted reading written').catch(() => undefined);
+      const rows = await readings();
+      assert.equal(await count(), expected, 'InfluxDB holds as many readings as the device accepted');
+      assert.equal(rows.length, expected);
       assertEachOnce(rows, accepted, new Set());
-      t.diagnostic(`awaiting receipt at the kill ${s.commit.awaitingReceipt}, held after the restart ${heldAfterRestart}; ${accepted.size * BATCH} accepted, ${rows.length} in the database, ${influx.rawReadingLines} lines written`);
+      t.diagnostic(
+        `killed ${killedAfterMs} ms into the freeze with ${s.commit.awaitingReceipt} awaiting their receipt; ${afterCrash} in the database once it woke; ` +
+          `held after the restart ${heldAfterRestart}; ${expected} accepted, ${rows.length} in the database, ${await influx.pointsWritten()} points accepted by InfluxDB in all (resent copies and other measurements included)`,
+      );
       await pipeline.stop();
     } finally {
-      await influx.close();
+      await influx.process.stop();
     }
   });
 });
