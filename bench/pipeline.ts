@@ -7,7 +7,9 @@
  * Scenarios (bench/scenarios/), each checked by counting: nothing lost, nothing twice:
  *   batched          readings/s end to end, readings batched by the client, each deleted on
  *                    the device only at its commit receipt (the database holds it)
- *   receipts off     the same, each deleted at the gateway's ack: what receipts cost (a reference)
+ *   receipts off     the same, each deleted at the gateway's ack: what receipts cost (a reference).
+ *                    The two run twice each, in the order on, off, off, on, so that a drift of the
+ *                    machine's speed and the first run's warm-up weigh on both alike
  *   one per message  readings/s end to end, one reading per WebSocket message
  *   raw ceiling      the same number of readings published at QoS 1 straight into one Mosquitto
  *   latency          device → database at half the batched throughput
@@ -34,14 +36,14 @@ import type { BenchContext } from './lib/context.ts';
 import { CpuMeter } from './lib/proc-stats.ts';
 import { writeProfileReport } from './lib/profile-report.ts';
 import { writeReport } from './lib/report.ts';
-import type { ScenarioResult, ThroughputResult } from './lib/results.ts';
+import { combineRuns, type ScenarioResult, type ThroughputResult } from './lib/results.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
 import { evaluateTargets } from './lib/targets.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fileTransfer } from './scenarios/files.ts';
 import { latencyAtLoad } from './scenarios/latency.ts';
 import { rawCeiling } from './scenarios/raw-ceiling.ts';
-import { throughput } from './scenarios/throughput.ts';
+import { throughput, type ThroughputOptions } from './scenarios/throughput.ts';
 
 const { values } = parseArgs({
   options: {
@@ -78,13 +80,15 @@ const work = mkdtempSync(join(tmpdir(), 'fieldstream-bench-'));
 const BATCHED = { name: 'batched', prefix: 'batch', readingsPerClient: PER_CLIENT, batchMax: 500 };
 /** The same load, deleted on the device at the gateway's ack: a reference for what receipts cost. */
 const BATCHED_NO_RECEIPTS = { ...BATCHED, name: 'batched, receipts off (reference)', prefix: 'noreceipt', receipts: false };
+/** Each of the two runs twice, on-off-off-on (each run with devices of its own). */
+const PAIRED_ROUNDS: ThroughputOptions[] = [BATCHED, BATCHED_NO_RECEIPTS, BATCHED_NO_RECEIPTS, BATCHED].map((o, i) => ({ ...o, prefix: `${o.prefix}${i}` }));
 const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerClient: ONE_PER_MESSAGE, batchMax: 1 };
 
 async function main(): Promise<void> {
   if (values.profile !== undefined && values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = ['batch', 'noreceipt', 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -174,8 +178,10 @@ async function main(): Promise<void> {
   let batched: ThroughputResult;
   let raw: ThroughputResult;
   try {
-    results.push((batched = await throughput(ctx, meter, BATCHED)));
-    results.push(await throughput(ctx, meter, BATCHED_NO_RECEIPTS));
+    const rounds: ThroughputResult[] = [];
+    for (const round of PAIRED_ROUNDS) rounds.push(await throughput(ctx, meter, round));
+    results.push((batched = combineRuns(BATCHED.name, rounds.filter((_, i) => PAIRED_ROUNDS[i]?.receipts !== false))));
+    results.push(combineRuns(BATCHED_NO_RECEIPTS.name, rounds.filter((_, i) => PAIRED_ROUNDS[i]?.receipts === false)));
     results.push(await throughput(ctx, meter, SINGLE));
     results.push((raw = await rawCeiling(ctx, CLIENTS * PER_CLIENT)));
     results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));

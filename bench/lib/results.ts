@@ -49,3 +49,27 @@ export interface BenchReport {
   /** each target, and this run against it (none for a quick run) */
   targets: TargetVerdict[];
 }
+
+/**
+ * Several runs of one scenario as one result: readings and seconds added up (so the rate is the
+ * overall rate, not a mean of rates), CPU seconds added up per component.
+ */
+export function combineRuns(scenario: string, runs: readonly ThroughputResult[]): ThroughputResult {
+  const sum = (f: (r: ThroughputResult) => number) => runs.reduce((n, r) => n + f(r), 0);
+  const cpu = new Map<string, number>();
+  for (const r of runs) for (const c of r.cpu ?? []) cpu.set(c.component, (cpu.get(c.component) ?? 0) + c.cpuSeconds);
+  const readings = sum((r) => r.readings);
+  const seconds = sum((r) => r.seconds);
+  return {
+    scenario,
+    clients: runs[0]?.clients ?? 0,
+    readings,
+    seconds,
+    readingsPerSecond: Math.round(readings / seconds),
+    acceptedInSeconds: sum((r) => r.acceptedInSeconds ?? 0),
+    lost: sum((r) => r.lost),
+    duplicated: sum((r) => r.duplicated),
+    redelivered: sum((r) => r.redelivered ?? 0),
+    cpu: [...cpu.entries()].map(([component, cpuSeconds]) => ({ component, cpuSeconds: Math.round(cpuSeconds * 100) / 100 })).sort((a, b) => b.cpuSeconds - a.cpuSeconds),
+  };
+}
