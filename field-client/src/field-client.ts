@@ -4,7 +4,8 @@ import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
-import { rangesSize, toRanges, verifyReceipt } from '../../shared/security/receipt-auth.ts';
+import { toRanges } from '../../shared/security/receipt-auth.ts';
+import { COMMIT_CHECK_INTERVAL_MS, CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
@@ -37,25 +38,6 @@ export interface FieldClientOptions {
   signingKey?: Buffer | undefined;
 }
 
-export interface CommitOptions {
-  /** milliseconds after the gateway's ack before a message without its receipt is sent again */
-  timeoutMs: number;
-  /** messages: how far the newest message sent may run ahead of the oldest not committed */
-  windowMessages: number;
-  /** bytes of messages awaiting their receipt at most */
-  windowBytes: number;
-}
-
-/** milliseconds between looks for messages whose receipt is overdue */
-const COMMIT_CHECK_INTERVAL_MS = 1000;
-/**
- * milliseconds after a reconnect before what was acknowledged on an earlier connection and still
- * awaits its receipt is sent again. A receipt that reached the gateway while the device was away
- * was dropped there, so waiting the whole commit timeout for it would only stall; receipts still on
- * their way arrive within this grace (one database write and the trip back).
- */
-const RECONNECT_RECEIPT_GRACE_MS = 5000;
-
 /** Error codes after which sending the same message again can succeed. */
 const TRANSIENT = new Set(['GATEWAY_BROKER_UNAVAILABLE', 'GATEWAY_TOO_MANY_IN_FLIGHT', 'GATEWAY_RATE_LIMITED']);
 
@@ -78,31 +60,15 @@ const TRANSIENT = new Set(['GATEWAY_BROKER_UNAVAILABLE', 'GATEWAY_TOO_MANY_IN_FL
 export class FieldClient {
   private readonly inFlight = new Set<number>();
   private readonly transfers: FileTransfers;
-  /** the highest queue sequence number sent on this connection */
+  /** the highest queue sequence number ever sent (the receipt window is measured from it) */
   private highestSent = 0;
-  /** epoch ms the connection was lost (0 while connected) */
-  private disconnectedAt = 0;
-  /** after a reconnect: records acked before `before` are sent again at `at` unless committed */
-  private afterReconnect: { before: number; at: number } | undefined;
   private pumpScheduled = false;
   private rewindTimer: NodeJS.Timeout | undefined;
   private readonly commitTimer: NodeJS.Timeout | undefined;
+  /** commit receipts: on when the client has commit options and a key to verify receipts with */
+  readonly receipts: CommitReceipts | undefined;
   welcome: WelcomeFrame | undefined;
-  readonly stats = {
-    sent: 0,
-    refusedByGateway: 0,
-    lastAckAt: 0,
-    connectedSince: 0,
-    lastCommitAt: 0,
-    /** receipts that committed something */
-    receipts: 0,
-    /** receipts refused: their MAC did not verify */
-    receiptsInvalid: 0,
-    /** genuine receipts that committed nothing */
-    receiptsReplayed: 0,
-    /** messages and chunks sent again because their receipt was overdue */
-    resentForReceipt: 0,
-  };
+  readonly stats = { sent: 0, refusedByGateway: 0, lastAckAt: 0, connectedSince: 0 };
 
   constructor(
     private readonly options: FieldClientOptions,
@@ -112,20 +78,26 @@ export class FieldClient {
     private readonly commands: CommandHandlers,
     private readonly log: Logger,
   ) {
-    const receipts = options.commit !== undefined && options.signingKey !== undefined;
-    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts }, (seq) => this.onFileDone(seq), log);
+    const { commit, signingKey } = options;
+    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq) => this.onFileDone(seq), log);
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
     connection.on('frame', (frame) => this.onFrame(frame));
-    if (receipts) {
+    if (commit && signingKey) {
+      this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);
       this.commitTimer = setInterval(() => this.expireOverdue(), COMMIT_CHECK_INTERVAL_MS);
       this.commitTimer.unref();
     }
   }
 
+  /** What commit receipts did (all 0 with receipts off). */
+  get receiptStats(): ReceiptStats {
+    return this.receipts?.stats ?? noReceiptStats();
+  }
+
   /** Whether messages are kept until their commit receipt (rather than until the gateway's ack). */
   get receiptsOn(): boolean {
-    return this.commitTimer !== undefined;
+    return this.receipts !== undefined;
   }
 
   stop(): void {
@@ -180,7 +152,7 @@ export class FieldClient {
 
   private onClose(): void {
     this.stats.connectedSince = 0;
-    this.disconnectedAt ||= Date.now();
+    this.receipts?.disconnected(Date.now());
     this.inFlight.clear();
     this.transfers.reset();
     this.queue.rewind(); // offline: nothing is read until the gateway's welcome
@@ -192,18 +164,6 @@ export class FieldClient {
     this.transfers.reset();
     this.queue.rewind();
     this.schedulePump();
-  }
-
-  /** Room for more under the receipt window: in count (ahead of the oldest uncommitted) and bytes. */
-  private commitRoom(): number {
-    const c = this.options.commit;
-    if (!c || !this.receiptsOn) return Infinity;
-    const awaiting = this.queue.awaiting;
-    if (awaiting.bytes >= c.windowBytes) return 0;
-    // Bounded by sequence numbers, not by a count: the internal side recognises a copy only within
-    // its replay window behind the newest it accepted, so nothing sent may run further ahead of the
-    // oldest message still to be committed (LIMITS.replayWindowSeqs bounds windowMessages).
-    return c.windowMessages - (Math.max(this.highestSent, this.queue.committedThrough) - this.queue.committedThrough);
   }
 
   private schedulePump(): void {
@@ -226,7 +186,7 @@ export class FieldClient {
     const batchMax = Math.min(this.options.batchMax, this.welcome?.limits.batchMaxMessages ?? Infinity);
     const frameBytes = Math.min(4 * 1024 * 1024, (this.welcome?.limits.frameMaxBytes ?? Infinity) / 2);
     for (;;) {
-      const room = Math.min(this.options.window - this.inFlight.size, this.commitRoom());
+      const room = Math.min(this.options.window - this.inFlight.size, this.receipts?.room(this.highestSent) ?? Infinity);
       if (room <= 0) break;
       const items = this.queue.next(Math.min(room, batchMax), frameBytes);
       if (items.length === 0) break;
@@ -296,8 +256,7 @@ export class FieldClient {
         return;
       case 'welcome':
         this.welcome = frame;
-        if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: Date.now() + RECONNECT_RECEIPT_GRACE_MS };
-        this.disconnectedAt = 0;
+        this.receipts?.welcomed(Date.now());
         this.resetSending();
         return;
     }
@@ -324,53 +283,21 @@ export class FieldClient {
     this.schedulePump();
   }
 
-  /**
-   * A commit receipt: verified under this device's key before anything is deleted, since it came
-   * through the DMZ. A forged or altered one is refused and deletes nothing; a genuine one that
-   * names nothing still held (a replay, or the receipt of a copy) is counted and changes nothing.
-   */
+  /** A commit receipt: what it names, once verified, is no longer held, nor in flight (it can overtake its ack). */
   private onCommit(frame: CommitFrame): void {
-    const key = this.options.signingKey;
-    if (!this.receiptsOn || !key) return; // without a key, receipts cannot be told from forgeries
-    if (!verifyReceipt(key, this.options.deviceId, frame.epoch, frame.ranges, frame.mac)) {
-      this.stats.receiptsInvalid++;
-      this.log.warn({ code: 'FIELD_RECEIPT_INVALID', epoch: frame.epoch, seqs: rangesSize(frame.ranges), refused: this.stats.receiptsInvalid }, 'refused a commit receipt that does not verify under this device\'s key; nothing deleted');
-      return;
-    }
-    let committed: number;
+    if (!this.receipts || this.receipts.receive(frame) === 0) return; // without a key, receipts cannot be told from forgeries
     if (frame.epoch === this.queue.epoch) {
-      committed = this.queue.commitRanges(frame.ranges);
-      // A receipt can overtake its ack: what it names is no longer in flight either.
       for (const [from, to] of frame.ranges) {
         if (to - from < this.inFlight.size) for (let s = from; s <= to; s++) this.inFlight.delete(s);
         else for (const s of this.inFlight) if (s >= from && s <= to) this.inFlight.delete(s);
       }
-    } else committed = this.transfers.onReceipt(frame.epoch, frame.ranges) ?? 0;
-    if (committed === 0) {
-      this.stats.receiptsReplayed++;
-      this.log.info({ code: 'FIELD_RECEIPT_REPLAYED', epoch: frame.epoch, seqs: rangesSize(frame.ranges) }, 'a genuine receipt for nothing still held; nothing deleted');
-      return;
     }
-    this.stats.receipts++;
-    this.stats.lastCommitAt = Date.now();
     this.schedulePump();
   }
 
   /** Messages and chunks whose receipt is overdue go out again. */
   private expireOverdue(): void {
-    const c = this.options.commit;
-    if (!c) return;
-    const now = Date.now();
-    let n = this.queue.expireAwaiting(now, c.timeoutMs) + this.transfers.expire(now, c.timeoutMs);
-    const r = this.afterReconnect;
-    if (r && now >= r.at && this.connection.isOpen) {
-      this.afterReconnect = undefined;
-      n += this.queue.expireAwaiting(now, now - r.before) + this.transfers.expire(now, now - r.before);
-    }
-    if (n === 0) return;
-    this.stats.resentForReceipt += n;
-    this.log.warn({ code: 'FIELD_COMMIT_TIMEOUT', messages: n, timeoutMs: c.timeoutMs }, 'no commit receipt in time; sending again');
-    if (this.connection.isOpen) this.resetSending();
+    if (this.receipts && this.receipts.expire(Date.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending();
   }
 
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
@@ -445,19 +372,7 @@ export class FieldClient {
         refused: this.queue.stats.refused,
         corruptTails: this.queue.stats.corruptTails,
       },
-      // Kept by the device until the internal network's receipt (receipts on), and how long the
-      // oldest of them has waited.
-      commit: {
-        receipts: this.receiptsOn,
-        awaitingReceipt: this.queue.awaiting.count,
-        awaitingBytes: this.queue.awaiting.bytes,
-        oldestAwaitingSince: this.queue.awaiting.oldestAt !== undefined ? new Date(this.queue.awaiting.oldestAt).toISOString() : null,
-        committed: this.queue.stats.committed,
-        lastCommitAt: this.stats.lastCommitAt ? new Date(this.stats.lastCommitAt).toISOString() : null,
-        receiptsInvalid: this.stats.receiptsInvalid,
-        receiptsReplayed: this.stats.receiptsReplayed,
-        resentForReceipt: this.stats.resentForReceipt,
-      },
+      commit: commitStatus(this.receipts, this.queue),
       lastAckAt: this.stats.lastAckAt ? new Date(this.stats.lastAckAt).toISOString() : null,
       sent: this.stats.sent,
       refusedByGateway: this.stats.refusedByGateway,

@@ -3,7 +3,8 @@ import { ERRORS, type ErrorCode, type FieldStreamError } from '../errors.ts';
 import { JsonValueSchema } from './payloads.ts';
 import { CommandAuthSchema } from '../security/command-auth.ts';
 import { MessageIdSchema } from './primitives.ts';
-import { EpochSchema, MacSchema, SeqRangesSchema } from '../security/receipt-auth.ts';
+import { EpochSchema, SeqRangesSchema } from '../security/receipt-auth.ts';
+import { MacSchema } from '../security/mac.ts';
 
 /**
  * Gateway → device frames. Every frame has a `type`.

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { LIMITS } from '../limits.ts';
-import { EpochSchema, MacSchema, SeqRangesSchema } from '../security/receipt-auth.ts';
+import { EpochSchema, SeqRangesSchema } from '../security/receipt-auth.ts';
+import { MacSchema } from '../security/mac.ts';
 import { DeviceIdSchema } from './primitives.ts';
 import { GATEWAY_ID_PATTERN } from './topics.ts';
 

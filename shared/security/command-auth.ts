@@ -1,5 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
+import { hmacSha256, MacSchema, sameMac } from './mac.ts';
 
 /**
  * End-to-end authentication of commands, from the command API to the device.
@@ -32,7 +32,7 @@ export const CommandAuthSchema = z.strictObject({
   /** epoch ms after which the device refuses the command (the command API's TTL) */
   expiresAt: z.number().int().min(0),
   /** HMAC-SHA256, base64url without padding */
-  mac: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+  mac: MacSchema,
 });
 export type CommandAuth = z.infer<typeof CommandAuthSchema>;
 
@@ -48,16 +48,14 @@ export interface SignedCommand {
 function commandMac(key: Buffer, c: SignedCommand, expiresAt: number): Buffer {
   const params = c.params === undefined ? '' : JSON.stringify(c.params);
   const text = [COMMAND_AUTH_PREFIX, c.commandId, c.deviceId, c.command, String(c.issuedAt), String(expiresAt), params].join('\n');
-  return createHmac('sha256', key).update(text).digest();
+  return hmacSha256(key, text);
 }
 
 export function signCommand(key: Buffer, c: SignedCommand, expiresAt: number): CommandAuth {
   return { v: 1, expiresAt, mac: commandMac(key, c, expiresAt).toString('base64url') };
 }
 
-/** Constant-time check (timingSafeEqual) that `auth` was made with `key` for exactly this command. */
+/** Constant-time check that `auth` was made with `key` for exactly this command. */
 export function verifyCommand(key: Buffer, c: SignedCommand, auth: CommandAuth): boolean {
-  const got = Buffer.from(auth.mac, 'base64url');
-  const expected = commandMac(key, c, auth.expiresAt);
-  return got.length === expected.length && timingSafeEqual(got, expected);
+  return sameMac(auth.mac, commandMac(key, c, auth.expiresAt));
 }

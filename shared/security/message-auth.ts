@@ -1,6 +1,7 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { z } from 'zod';
 import { LIMITS } from '../limits.ts';
+import { MacSchema, sameMac } from './mac.ts';
 
 /**
  * End-to-end integrity of device messages, independent of the TLS hops (the DMZ terminates TLS,
@@ -42,7 +43,7 @@ const fields = {
   /** epoch ms when this copy was sent */
   ts: z.number().int().min(0),
   /** HMAC-SHA256, base64url without padding */
-  mac: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+  mac: MacSchema,
 };
 
 export const MessageAuthV1Schema = z.strictObject({ v: z.literal(1), ...fields });
@@ -111,11 +112,6 @@ export function signGroup(key: Buffer, h: GroupHeader, members: readonly GroupMe
 export function verifyGroup(key: Buffer, h: Omit<GroupHeader, 'epoch' | 'ts'>, auth: GroupAuth, members: readonly GroupMember[]): boolean {
   if (members.length !== auth.count || members[0]?.seq !== auth.seq) return false;
   return sameMac(auth.mac, groupMac(key, h.deviceId, h.dataType, auth.epoch, auth.ts, members));
-}
-
-function sameMac(mac: string, expected: Buffer): boolean {
-  const got = Buffer.from(mac, 'base64url');
-  return got.length === expected.length && timingSafeEqual(got, expected);
 }
 
 /** A device signing key file: 64 hex digits. */

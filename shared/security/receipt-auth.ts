@@ -1,6 +1,6 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { LIMITS } from '../limits.ts';
+import { hmacSha256, sameMac } from './mac.ts';
 
 /**
  * Commit receipts: the distributor's word to a device that some of its messages are durable on the
@@ -38,8 +38,6 @@ export type SeqRanges = z.infer<typeof SeqRangesSchema>;
 
 export const EpochSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
 
-/** HMAC-SHA256, base64url without padding */
-export const MacSchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/);
 
 /** Sequence numbers (any order, repeats allowed) as canonical ranges. */
 export function toRanges(seqs: Iterable<number>): SeqRanges {
@@ -62,7 +60,7 @@ export function rangesSize(ranges: SeqRanges): number {
 
 function receiptMac(key: Buffer, deviceId: string, epoch: string, ranges: SeqRanges): Buffer {
   const text = `fieldstream-receipt-v${RECEIPT_AUTH_VERSION}\n${deviceId}\n${epoch}\n${ranges.map(([from, to]) => `${from}-${to}`).join(',')}`;
-  return createHmac('sha256', key).update(text).digest();
+  return hmacSha256(key, text);
 }
 
 export function signReceipt(key: Buffer, deviceId: string, epoch: string, ranges: SeqRanges): string {
@@ -71,7 +69,5 @@ export function signReceipt(key: Buffer, deviceId: string, epoch: string, ranges
 
 /** Constant-time check of a receipt's MAC under the device's key. */
 export function verifyReceipt(key: Buffer, deviceId: string, epoch: string, ranges: SeqRanges, mac: string): boolean {
-  const got = Buffer.from(mac, 'base64url');
-  const expected = receiptMac(key, deviceId, epoch, ranges);
-  return got.length === expected.length && timingSafeEqual(got, expected);
+  return sameMac(mac, receiptMac(key, deviceId, epoch, ranges));
 }

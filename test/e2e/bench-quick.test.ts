@@ -24,7 +24,12 @@ describe('npm run bench -- --quick', () => {
       connections: { connections: number; kibPerConnection: number };
     };
     assert.equal(report.quick, true);
-    assert.equal(report.results.length, 5); // batched, one per message, raw ceiling, latency, files
+    // batched (with receipts), batched with receipts off, one per message, raw ceiling, latency, files
+    assert.deepEqual(
+      report.results.map((r) => r.scenario).slice(0, 3),
+      ['batched', 'batched, receipts off (reference)', 'one reading per message'],
+    );
+    assert.equal(report.results.length, 6);
     for (const s of report.results) {
       assert.equal(s.lost, 0, s.scenario);
       assert.equal(s.duplicated, 0, s.scenario);

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { api, startTestStack } from '../helpers/stack.ts';
+import { api, startTestStack, subscriptions, untilResubscribed } from '../helpers/stack.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -13,16 +12,6 @@ import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** How many times the distributor's consumers subscribed first, and again after a reconnect (its log). */
-const subscriptions = (stack: LocalStack) => {
-  const all = readFileSync(stack.distributor.spec.logFile, 'utf8');
-  const log = all.slice(all.lastIndexOf('"msg":"distributor writing"')); // the current process only
-  return { first: log.split('"msg":"subscription granted"').length - 1, again: log.split('"msg":"subscription granted again after reconnect"').length - 1 };
-};
-/** Resolves once every consumer of the distributor subscribed again since `before` (messages that
- * reach the restarted broker before that find no subscriber: the hop-by-hop hole of issue 10). */
-const untilResubscribed = (stack: LocalStack, before: number) =>
-  eventually(() => (subscriptions(stack).again >= before + subscriptions(stack).first ? true : undefined), 30_000, 'the distributor subscribed again');
 /** ms: longer than the brokers' autosave_interval (5 s), so the persistence file holds our sessions,
  * as it does for a broker that ran for a while before it crashed */
 const PAST_AUTOSAVE_MS = 6_500;
@@ -30,7 +19,7 @@ const PAST_AUTOSAVE_MS = 6_500;
 const DOWN_MS = 3_000;
 
 /**
- * Issue 10, part 3: a broker killed with SIGKILL and started again from its own configuration and
+ * A broker killed with SIGKILL and started again from its own configuration and
  * data folder. Mosquitto restores each persistent session from its file and answers "session
  * present", but not the session's shared subscriptions ($share/...): a client that subscribed only
  * when the session was new got nothing more, ever. Every subscriber now subscribes on every connection.

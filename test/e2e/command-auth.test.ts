@@ -1,20 +1,18 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
-import { WebSocketServer, type WebSocket } from 'ws';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import { ENVELOPE_VERSION, type CommandEnvelope } from '../../shared/contract/envelope.ts';
 import { commandTopic } from '../../shared/contract/topics.ts';
-import { LIMITS } from '../../shared/limits.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { RogueGateway } from '../helpers/rogue-gateway.ts';
 import { api, startTestStack } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -39,35 +37,23 @@ describe('commands authenticated end to end against a compromised DMZ', () => {
   const otherKey = parseSigningKey(readFileSync(pki.paths.device('valve-2').signingKey, 'utf8')) as Buffer;
   const runs = () => (existsSync(marker) ? readFileSync(marker, 'utf8').trim().split('\n') : []);
   const fieldEnv = (dataDir: string) => ({ FIELD_COMMANDS_FILE: commandsFile, FIELD_DATA_DIR: dataDir, FIELD_COMMAND_MAX_AGE_S: '600', FIELD_COMMAND_CLOCK_SKEW_S: '30' });
-  const rogueUrl = () => `wss://localhost:${(server.address() as { port: number }).port}/ws`;
   const answerOf = (id: string, n = 1) =>
     eventually(() => answers.filter((x) => x.commandId === id)[n - 1], 20_000, `answer ${n} to ${id}`);
-  // A WSS endpoint with the edge certificate and key: all a DMZ server needs to pass as the gateway.
-  let server: Server;
-  let wss: WebSocketServer;
-  let socket: WebSocket | undefined;
+  let rogue: RogueGateway;
   const answers: Answer[] = [];
+  const answerIds = new Set<string>();
   before(async () => {
-    const edge = pki.paths.service('dmz/edge');
-    server = createServer({ cert: readFileSync(edge.cert), key: readFileSync(edge.key) });
-    wss = new WebSocketServer({ server, path: '/ws' });
-    wss.on('connection', (ws) => {
-      socket = ws;
-      ws.send(JSON.stringify({ type: 'welcome', deviceId: DEVICE, gatewayId: 'rogue', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } }));
-      ws.on('message', (data) => {
-        const frame = JSON.parse(data.toString()) as { batch?: { dataType: string; messageId: string; payload: Answer }[] };
-        if (!frame.batch) return;
-        for (const m of frame.batch) if (m.dataType === 'response') answers.push(m.payload);
-        ws.send(JSON.stringify({ type: 'ack', messageIds: frame.batch.map((m) => m.messageId) }));
-      });
+    rogue = await RogueGateway.start(pki.paths, DEVICE, (batch) => {
+      // A copy of an answer sent again (the rogue sends no receipts, so a restarted client sends
+      // again all it holds) has the message id of the first: the internal side would drop it too.
+      for (const m of batch) {
+        if (m.dataType !== 'response' || answerIds.has(m.messageId)) continue;
+        answerIds.add(m.messageId);
+        answers.push(m.payload as Answer);
+      }
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   });
-  after(async () => {
-    for (const c of wss.clients) c.terminate();
-    wss.close();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  after(() => rogue.close());
 
   after(() => {
     pki.cleanup();
@@ -77,10 +63,10 @@ describe('commands authenticated end to end against a compromised DMZ', () => {
   describe('a WSS endpoint holding only the edge certificate', () => {
     it('runs nothing forged, altered, for another device, stale, future-dated or replayed', async () => {
       const dataDir = join(work.dir, 'field-a');
-      const url = rogueUrl();
+      const url = rogue.url;
       let field = await startTestFieldClient(pki.paths, DEVICE, url, logs.logger, fieldEnv(dataDir));
-      await eventually(() => socket, 10_000, 'the field client connected');
-      const send = (f: CommandFrame) => (socket as WebSocket).send(JSON.stringify(f));
+      await eventually(() => rogue.socket, 10_000, 'the field client connected');
+      const send = (f: CommandFrame) => rogue.send(f);
       const now = Date.now();
       const signed = (id: string, params: CommandFrame['params'], issuedAt = now, expiresAt = now + 60_000, k = key, deviceId = DEVICE): CommandFrame => ({
         type: 'command', commandId: id, command: 'open_valve', params, issuedAt,
@@ -115,9 +101,9 @@ describe('commands authenticated end to end against a compromised DMZ', () => {
       assert.equal(status.refusedByCode.FIELD_COMMAND_BAD_SIGNATURE, 4);
 
       await field.close();
-      socket = undefined;
+      rogue.socket = undefined;
       field = await startTestFieldClient(pki.paths, DEVICE, url, logs.logger, fieldEnv(dataDir)); // the journal survives a restart
-      await eventually(() => socket, 10_000, 'the field client reconnected');
+      await eventually(() => rogue.socket, 10_000, 'the field client reconnected');
       send(real);
       assert.equal((await answerOf('cmd-real-a', 3)).result?.code, 'FIELD_COMMAND_REPLAYED');
       assert.deepEqual(runs(), ['cmd-real-a'], 'only the real command ran, once');
@@ -140,7 +126,7 @@ describe('commands authenticated end to end against a compromised DMZ', () => {
       dmz.on('message', (_t, m) => {
         const { v: _v, ...command } = JSON.parse(m.toString()) as CommandEnvelope;
         captured.push({ v: ENVELOPE_VERSION, ...command });
-        socket?.send(JSON.stringify({ type: 'command', ...command }));
+        rogue.socket?.send(JSON.stringify({ type: 'command', ...command }));
       });
       await dmz.subscribeAsync(commandTopic(DEVICE), { qos: 1 });
     });
@@ -152,12 +138,12 @@ describe('commands authenticated end to end against a compromised DMZ', () => {
     it('runs the command API’s command once, and nothing the DMZ makes of it', async () => {
       const before = runs().length;
       const dataDir = join(work.dir, 'field-b');
-      socket = undefined;
-      let field = await startTestFieldClient(pki.paths, DEVICE, rogueUrl(), logs.logger, fieldEnv(dataDir));
-      await eventually(() => socket, 10_000, 'the field client connected');
+      rogue.socket = undefined;
+      let field = await startTestFieldClient(pki.paths, DEVICE, rogue.url, logs.logger, fieldEnv(dataDir));
+      await eventually(() => rogue.socket, 10_000, 'the field client connected');
       const send = (e: CommandEnvelope) => {
         const { v: _v, ...command } = e;
-        (socket as WebSocket).send(JSON.stringify({ type: 'command', ...command }));
+        rogue.send({ type: 'command', ...command });
       };
       // The broker itself refuses the gateway's identity to publish commands.
       await assert.rejects(dmz.publishAsync(commandTopic(DEVICE), JSON.stringify({ v: 1, commandId: 'x', command: 'open_valve', issuedAt: Date.now() }), { qos: 1 }), /Not authorized/);
@@ -185,9 +171,9 @@ describe('commands authenticated end to end against a compromised DMZ', () => {
       send(real); // replayed as it was
       assert.equal((await answerOf(id, 3)).result?.code, 'FIELD_COMMAND_REPLAYED');
       await field.close();
-      socket = undefined;
-      field = await startTestFieldClient(pki.paths, DEVICE, rogueUrl(), logs.logger, fieldEnv(dataDir));
-      await eventually(() => socket, 10_000, 'the field client reconnected');
+      rogue.socket = undefined;
+      field = await startTestFieldClient(pki.paths, DEVICE, rogue.url, logs.logger, fieldEnv(dataDir));
+      await eventually(() => rogue.socket, 10_000, 'the field client reconnected');
       send(real); // replayed after a restart of the client
       assert.equal((await answerOf(id, 4)).result?.code, 'FIELD_COMMAND_REPLAYED');
       assert.deepEqual(runs().slice(before), [id], 'the real command ran once; nothing else ran');

@@ -3,12 +3,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { REPO_ROOT, startTestStack } from '../helpers/stack.ts';
+import { fieldClientProcess } from '../helpers/field.ts';
+import { startTestStack } from '../helpers/stack.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import type { ComponentName, LocalStack } from '../../scripts/local-stack/stack.ts';
 
 const DB = 'sensor_data';
@@ -45,7 +45,7 @@ interface FieldStatus {
 }
 
 /**
- * Issue 10, part 5: the proof of commit receipts. A field client, run from its entry point as its
+ * The proof of commit receipts. A field client, run from its entry point as its
  * own process and fed through its local HTTP input as a sensor would, streams 50,000 readings into
  * the real three-tier stack (Caddy, gateway, DMZ Mosquitto, bridge, internal Mosquitto,
  * distributor requiring signatures, InfluxDB 1.x) while, one after another, every hop is killed
@@ -119,34 +119,15 @@ describe('commit receipts, end to end: every hop crashes and no accepted reading
 
     // The field client as the field container runs it: its own process, its own data folder,
     // restarted from that folder after a crash (supervised like the stack's components).
-    httpPort = await freePort();
-    const d = pki.paths.device(DEVICE);
-    field = new ManagedProcess({
-      name: 'field-client',
-      command: process.execPath,
-      args: ['--import', 'tsx', join(REPO_ROOT, 'field-client', 'src', 'main.ts')],
-      env: {
-        PATH: process.env.PATH,
-        FIELDSTREAM_ENV_FILE: '/dev/null',
-        LOG_LEVEL: 'info',
-        DEVICE_ID: DEVICE,
-        GATEWAY_URL: stack.urls.wss,
-        FIELD_CA_FILE: pki.paths.publicCa,
-        FIELD_CERT_FILE: d.cert,
-        FIELD_KEY_FILE: d.key,
-        FIELD_SIGNING_KEY_FILE: d.signingKey,
-        FIELD_DATA_DIR: join(work.dir, 'field-data'),
-        FIELD_HTTP_HOST: '127.0.0.1',
-        FIELD_HTTP_PORT: String(httpPort),
-        FIELD_MQTT_PORT: 'off',
-        FIELD_COMMIT_TIMEOUT_MS: String(COMMIT_TIMEOUT_MS),
-        FIELD_RECONNECT_MAX_MS: '2000',
-      },
-      cwd: REPO_ROOT,
+    ({ process: field, httpPort } = await fieldClientProcess({
+      paths: pki.paths,
+      deviceId: DEVICE,
+      gatewayUrl: stack.urls.wss,
+      dataDir: join(work.dir, 'field-data'),
       logFile: join(work.dir, 'logs', 'field-client.log'),
-      ready: { port: httpPort },
+      env: { LOG_LEVEL: 'info', FIELD_COMMIT_TIMEOUT_MS: String(COMMIT_TIMEOUT_MS), FIELD_RECONNECT_MAX_MS: '2000' },
       supervisor: supervisorLogs.logger.child({ subsystem: 'supervisor' }),
-    });
+    }));
     await field.start();
     const s = await status();
     assert.equal(s.commit.receipts, true, 'the device keeps each reading until its receipt');

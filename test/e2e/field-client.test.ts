@@ -153,7 +153,7 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
       assert.ok(field.client.stats.sent < chunks + at, `resumed, not restarted: ${field.client.stats.sent} chunks sent for ${chunks}`);
       // The device lets go of its copy at the receipt of the stored file, which follows the store.
       await eventually(() => (readdirSync(outgoing).length === 0 ? true : undefined), 10_000, 'the outbox copy gone at the receipt');
-      assert.equal(field.client.stats.receiptsInvalid, 0);
+      assert.equal(field.client.receiptStats.receiptsInvalid, 0);
     } finally {
       await field.close();
       await relay.close();

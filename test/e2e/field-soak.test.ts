@@ -3,12 +3,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { fieldClientProcess } from '../helpers/field.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { REPO_ROOT, startTestStack } from '../helpers/stack.ts';
+import { startTestStack } from '../helpers/stack.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
-import { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 
 const DB = 'sensor_data';
 const TOTAL = 100_000;
@@ -40,30 +40,14 @@ describe('never lose a reading: 100,000 readings through every kind of fault', (
     }));
     relay = new TcpRelay({ host: '127.0.0.1', port: stack.ports.https }); // the device's network path
     await relay.start();
-    httpPort = await freePort();
-    const d = pki.paths.device('soak-1');
-    client = new ManagedProcess({
-      name: 'field-client',
-      command: process.execPath,
-      args: ['--import', 'tsx', join(REPO_ROOT, 'field-client', 'src', 'main.ts')],
-      env: {
-        PATH: process.env.PATH,
-        FIELDSTREAM_ENV_FILE: '/dev/null',
-        DEVICE_ID: 'soak-1',
-        GATEWAY_URL: `wss://localhost:${relay.port}/ws`,
-        FIELD_CA_FILE: pki.paths.publicCa,
-        FIELD_CERT_FILE: d.cert,
-        FIELD_KEY_FILE: d.key,
-        FIELD_SIGNING_KEY_FILE: d.signingKey,
-        FIELD_DATA_DIR: join(work.dir, 'field-data'),
-        FIELD_HTTP_PORT: String(httpPort),
-        FIELD_MQTT_PORT: 'off',
-        FIELD_RECONNECT_MAX_MS: '1000',
-      },
-      cwd: REPO_ROOT,
+    ({ process: client, httpPort } = await fieldClientProcess({
+      paths: pki.paths,
+      deviceId: 'soak-1',
+      gatewayUrl: `wss://localhost:${relay.port}/ws`,
+      dataDir: join(work.dir, 'field-data'),
       logFile: join(work.dir, 'stack', 'logs', 'field-client.log'),
-      ready: { port: httpPort },
-    });
+      env: { FIELD_RECONNECT_MAX_MS: '1000' },
+    }));
     await client.start();
   });
   after(async () => {

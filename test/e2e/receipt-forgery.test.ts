@@ -1,15 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
-import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
-import { WebSocketServer, type WebSocket } from 'ws';
 import type { CommitFrame } from '../../shared/contract/downlink.ts';
 import { RECEIPTS_VERSION, type Receipt, type ReceiptsEnvelope } from '../../shared/contract/receipt.ts';
 import { receiptTopic, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
-import { LIMITS } from '../../shared/limits.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
 import { signReceipt, type SeqRanges } from '../../shared/security/receipt-auth.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -17,6 +14,7 @@ import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { RogueGateway } from '../helpers/rogue-gateway.ts';
 import { startTestStack } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -92,10 +90,10 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
         const genuineReceipts = genuine.flatMap((e) => e.receipts.filter((r) => r.deviceId === DEVICE));
         const sample = genuineReceipts[0] as Receipt;
         assert.equal(sample.epoch, client.queue.epoch);
-        assert.equal(client.stats.receiptsInvalid, 0);
+        assert.equal(client.receiptStats.receiptsInvalid, 0);
         // Whatever duplicates QoS 1 made so far; the replays below are counted on top.
         await new Promise((r) => setTimeout(r, 500));
-        const replayedBefore = client.stats.receiptsReplayed;
+        const replayedBefore = client.receiptStats.receiptsReplayed;
 
         // 2. The internal side stalls: new readings reach the DMZ (acked) and await their receipt.
         await stack.pause('distributor');
@@ -124,19 +122,19 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
           }
           await assert.rejects(asGateway.publishAsync(receiptTopic(gatewayId), envelope(genuineReceipts), { qos: 1 }), (e: { code?: number }) => e.code === 135, 'gateway identity: replay');
           await new Promise((r) => setTimeout(r, 1000));
-          assert.equal(client.stats.receiptsInvalid, 0, 'nothing the gateway identity published reached the device');
-          assert.equal(client.stats.receiptsReplayed, replayedBefore);
+          assert.equal(client.receiptStats.receiptsInvalid, 0, 'nothing the gateway identity published reached the device');
+          assert.equal(client.receiptStats.receiptsReplayed, replayedBefore);
 
           // The bridge's identity may write receipts: they reach the device, which refuses them all.
           for (const [, r] of forged) await asBridge.publishAsync(receiptTopic(gatewayId), envelope([r]), { qos: 1 });
-          await eventually(() => (client.stats.receiptsInvalid >= forged.length ? true : undefined), 10_000, 'the forged receipts refused');
+          await eventually(() => (client.receiptStats.receiptsInvalid >= forged.length ? true : undefined), 10_000, 'the forged receipts refused');
           // And every genuine receipt captured earlier, replayed as it was.
           for (const e of genuine) await asBridge.publishAsync(receiptTopic(gatewayId), Buffer.from(JSON.stringify(e)), { qos: 1 });
-          await eventually(() => (client.stats.receiptsReplayed >= replayedBefore + genuineReceipts.length ? true : undefined), 10_000, 'the replayed receipts ignored');
+          await eventually(() => (client.receiptStats.receiptsReplayed >= replayedBefore + genuineReceipts.length ? true : undefined), 10_000, 'the replayed receipts ignored');
           await new Promise((r) => setTimeout(r, 500));
 
-          assert.equal(client.stats.receiptsInvalid, forged.length, 'each forged receipt refused, counted once');
-          assert.equal(client.stats.receiptsReplayed, replayedBefore + genuineReceipts.length, 'each replayed receipt counted');
+          assert.equal(client.receiptStats.receiptsInvalid, forged.length, 'each forged receipt refused, counted once');
+          assert.equal(client.receiptStats.receiptsReplayed, replayedBefore + genuineReceipts.length, 'each replayed receipt counted');
           assert.equal(client.unacknowledged, held, 'nothing deleted');
           assert.equal(client.queue.awaiting.count, HELD, 'everything still awaits its receipt');
           assert.equal(client.queue.committedThrough, from - 1, 'nothing committed');
@@ -164,8 +162,8 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
           .flatMap((f) => readFileSync(join(stack.dataDir.timeseries, f), 'utf8').split('\n'))
           .filter((l) => l.includes('"measurement":"readings"') && l.includes(`"device":"${DEVICE}"`));
         assert.equal(raw.length, EARLY + HELD, 'each reading written once');
-        assert.equal(client.stats.resentForReceipt, 0);
-        assert.equal(client.stats.receiptsInvalid, logs.lines.filter((l) => l.code === 'FIELD_RECEIPT_INVALID').length, 'no receipt of the internal network was refused');
+        assert.equal(client.receiptStats.resentForReceipt, 0);
+        assert.equal(client.receiptStats.receiptsInvalid, logs.lines.filter((l) => l.code === 'FIELD_RECEIPT_INVALID').length, 'no receipt of the internal network was refused');
         for (const proc of stack.all) assert.ok(proc.running, `${proc.name} is still running`);
       } finally {
         await field.close();
@@ -175,36 +173,19 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
 
   describe('a WSS endpoint holding only the edge certificate sends commit frames of its own', () => {
     const logs = new LogCapture();
-    let server: Server;
-    let wss: WebSocketServer;
-    let socket: WebSocket | undefined;
+    let rogue: RogueGateway;
     /** the message ids the device sent */
     const sent: string[] = [];
     before(async () => {
-      const edge = pki.paths.service('dmz/edge');
-      server = createServer({ cert: readFileSync(edge.cert), key: readFileSync(edge.key) });
-      wss = new WebSocketServer({ server, path: '/ws' });
-      wss.on('connection', (ws) => {
-        socket = ws;
-        ws.send(JSON.stringify({ type: 'welcome', deviceId: DEVICE, gatewayId: 'rogue', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } }));
-        ws.on('message', (data) => {
-          const frame = JSON.parse(data.toString()) as { batch?: { messageId: string }[] };
-          if (!frame.batch) return;
-          for (const m of frame.batch) sent.push(m.messageId);
-          // "In the DMZ broker", says the rogue: the device must still keep everything.
-          ws.send(JSON.stringify({ type: 'ack', messageIds: frame.batch.map((m) => m.messageId) }));
-        });
+      // "In the DMZ broker", says the rogue of everything: the device must still keep it all.
+      rogue = await RogueGateway.start(pki.paths, DEVICE, (batch) => {
+        for (const m of batch) sent.push(m.messageId);
       });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     });
-    after(async () => {
-      for (const c of wss.clients) c.terminate();
-      wss.close();
-      await new Promise((resolve) => server.close(resolve));
-    });
+    after(() => rogue.close());
 
     it('deletes nothing for a forged commit frame; only the device’s own key commits, once', async () => {
-      const url = `wss://localhost:${(server.address() as { port: number }).port}/ws`;
+      const url = rogue.url;
       const field = await startTestFieldClient(pki.paths, DEVICE, url, logs.logger, { FIELD_COMMIT_TIMEOUT_MS: '60000' });
       try {
         const client = field.client;
@@ -215,7 +196,7 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
         const first = client.queue.committedThrough + 1;
         const all: SeqRanges = [[first, first + N - 1]];
         const half: SeqRanges = [[first, first + N / 2 - 1]];
-        const send = (f: CommitFrame) => (socket as WebSocket).send(JSON.stringify(f));
+        const send = (f: CommitFrame) => rogue.send(f);
         const genuineHalf: CommitFrame = { type: 'commit', epoch, ranges: half, mac: signReceipt(key, DEVICE, epoch, half) };
 
         const forged: [string, CommitFrame][] = [
@@ -227,7 +208,7 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
           ['a genuine receipt of another epoch, epoch changed to this one', { type: 'commit', epoch, ranges: half, mac: signReceipt(key, DEVICE, 'old-epoch', half) }],
         ];
         for (const [, f] of forged) send(f);
-        await eventually(() => (client.stats.receiptsInvalid === forged.length ? true : undefined), 10_000, 'the forged commit frames refused');
+        await eventually(() => (client.receiptStats.receiptsInvalid === forged.length ? true : undefined), 10_000, 'the forged commit frames refused');
         await new Promise((r) => setTimeout(r, 300));
         assert.equal(client.unacknowledged, N, 'nothing deleted');
         assert.equal(client.queue.awaiting.count, N);
@@ -239,11 +220,11 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
         assert.equal(client.queue.committedThrough, first + N / 2 - 1);
         // ... once: replayed, it deletes nothing more.
         send(genuineHalf);
-        await eventually(() => (client.stats.receiptsReplayed === 1 ? true : undefined), 10_000, 'the replay counted');
+        await eventually(() => (client.receiptStats.receiptsReplayed === 1 ? true : undefined), 10_000, 'the replay counted');
         await new Promise((r) => setTimeout(r, 300));
         assert.equal(client.unacknowledged, N / 2);
-        assert.equal(client.stats.receiptsInvalid, forged.length);
-        assert.equal(client.stats.receipts, 1);
+        assert.equal(client.receiptStats.receiptsInvalid, forged.length);
+        assert.equal(client.receiptStats.receipts, 1);
         assert.ok(sent.length >= N);
       } finally {
         await field.close();

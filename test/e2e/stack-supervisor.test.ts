@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { startTestStack } from '../helpers/stack.ts';
+import { startTestStack, subscriptions, untilResubscribed } from '../helpers/stack.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -13,18 +12,8 @@ import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** How many times the distributor's consumers subscribed first, and again after a reconnect (its log). */
-const subscriptions = (stack: LocalStack) => {
-  const all = readFileSync(stack.distributor.spec.logFile, 'utf8');
-  const log = all.slice(all.lastIndexOf('"msg":"distributor writing"')); // the current process only
-  return { first: log.split('"msg":"subscription granted"').length - 1, again: log.split('"msg":"subscription granted again after reconnect"').length - 1 };
-};
-/** Resolves once every consumer of the distributor subscribed again since `before` (messages that
- * reach the restarted broker before that find no subscriber: the hop-by-hop hole of issue 10). */
-const untilResubscribed = (stack: LocalStack, before: number) =>
-  eventually(() => (subscriptions(stack).again >= before + subscriptions(stack).first ? true : undefined), 30_000, 'the distributor subscribed again');
 
-/** Issue 10, part 3: `npm run stack` restarts a component that exits unexpectedly, as `restart: unless-stopped` does. */
+/** `npm run stack` restarts a component that exits unexpectedly, as `restart: unless-stopped` does. */
 describe('the local stack supervises its processes', () => {
   const work = tempDir('supervisor');
   const pki = makeTestPki(['field-s']);

@@ -2,7 +2,11 @@ import type { PkiPaths } from '../../shared/pki/layout.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { loadFieldClientConfig } from '../../field-client/src/config.ts';
 import { startFieldClient, type RunningFieldClient } from '../../field-client/src/start.ts';
+import { join } from 'node:path';
+import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
 import { tempDir } from './pki.ts';
+import { REPO_ROOT } from './stack.ts';
 
 /** A field client in this process with its own data folder; local inputs off unless asked for. */
 export async function startTestFieldClient(
@@ -37,4 +41,47 @@ export async function startTestFieldClient(
       data.cleanup();
     },
   };
+}
+
+/**
+ * A field client as its container runs it: its own process (field-client/src/main.ts), its own data
+ * folder, its HTTP input on a port picked now. With `supervisor`, a crash is followed by a restart
+ * from the same folder, as `restart: unless-stopped` would.
+ */
+export async function fieldClientProcess(o: {
+  paths: PkiPaths;
+  deviceId: string;
+  gatewayUrl: string;
+  dataDir: string;
+  logFile: string;
+  env?: Record<string, string>;
+  supervisor?: Logger;
+}): Promise<{ process: ManagedProcess; httpPort: number }> {
+  const httpPort = await freePort();
+  const d = o.paths.device(o.deviceId);
+  const process_ = new ManagedProcess({
+    name: 'field-client',
+    command: process.execPath,
+    args: ['--import', 'tsx', join(REPO_ROOT, 'field-client', 'src', 'main.ts')],
+    env: {
+      PATH: process.env.PATH,
+      FIELDSTREAM_ENV_FILE: '/dev/null',
+      DEVICE_ID: o.deviceId,
+      GATEWAY_URL: o.gatewayUrl,
+      FIELD_CA_FILE: o.paths.publicCa,
+      FIELD_CERT_FILE: d.cert,
+      FIELD_KEY_FILE: d.key,
+      FIELD_SIGNING_KEY_FILE: d.signingKey,
+      FIELD_DATA_DIR: o.dataDir,
+      FIELD_HTTP_HOST: '127.0.0.1',
+      FIELD_HTTP_PORT: String(httpPort),
+      FIELD_MQTT_PORT: 'off',
+      ...o.env,
+    },
+    cwd: REPO_ROOT,
+    logFile: o.logFile,
+    ready: { port: httpPort },
+    ...(o.supervisor ? { supervisor: o.supervisor } : {}),
+  });
+  return { process: process_, httpPort };
 }

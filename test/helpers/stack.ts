@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { eventually } from './ws-device.ts';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../scripts/local-stack/stack.ts';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
@@ -62,3 +64,14 @@ export async function api(stack: LocalStack, token: string, method: string, path
   });
   return { status: res.status, body: await res.json() };
 }
+
+/** How many times the distributor's consumers subscribed first, and again after a reconnect (its log). */
+export const subscriptions = (stack: LocalStack) => {
+  const all = readFileSync(stack.distributor.spec.logFile, 'utf8');
+  const log = all.slice(all.lastIndexOf('"msg":"distributor writing"')); // the current process only
+  return { first: log.split('"msg":"subscription granted"').length - 1, again: log.split('"msg":"subscription granted again after reconnect"').length - 1 };
+};
+/** Resolves once every consumer of the distributor subscribed again since `before` (messages that
+ * reach the restarted broker before that find no subscriber: covered end to end only by commit receipts). */
+export const untilResubscribed = (stack: LocalStack, before: number) =>
+  eventually(() => (subscriptions(stack).again >= before + subscriptions(stack).first ? true : undefined), 30_000, 'the distributor subscribed again');

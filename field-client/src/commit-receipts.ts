@@ -1,0 +1,140 @@
+import type { CommitFrame } from '../../shared/contract/downlink.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { rangesSize, verifyReceipt } from '../../shared/security/receipt-auth.ts';
+import type { FileTransfers } from './files/transfers.ts';
+import type { DurableQueue } from './queue/durable-queue.ts';
+
+export interface CommitOptions {
+  /** milliseconds after the gateway's ack before a message without its receipt is sent again */
+  timeoutMs: number;
+  /** messages: how far the newest message sent may run ahead of the oldest not committed */
+  windowMessages: number;
+  /** bytes of messages awaiting their receipt at most */
+  windowBytes: number;
+}
+
+/** milliseconds between looks for messages whose receipt is overdue */
+export const COMMIT_CHECK_INTERVAL_MS = 1000;
+/**
+ * milliseconds after a reconnect before what was acknowledged on an earlier connection and still
+ * awaits its receipt is sent again. A receipt that reached the gateway while the device was away
+ * was dropped there, so waiting the whole commit timeout for it would only stall; receipts still on
+ * their way arrive within this grace (one database write and the trip back).
+ */
+export const RECONNECT_RECEIPT_GRACE_MS = 5000;
+
+/**
+ * The device's side of commit receipts (docs/end-to-end-commit.md): a receipt came through the
+ * DMZ, so it is verified under this device's key before anything is deleted. A forged or altered
+ * one is refused and deletes nothing; a genuine one that names nothing still held (a replay, or the
+ * receipt of a copy) is counted and changes nothing. What waits too long for its receipt is handed
+ * back to be sent again, and the window of what awaits receipts is bounded.
+ */
+export function noReceiptStats() {
+  return {
+    lastCommitAt: 0,
+    /** receipts that committed something */
+    receipts: 0,
+    /** receipts refused: their MAC did not verify */
+    receiptsInvalid: 0,
+    /** genuine receipts that committed nothing */
+    receiptsReplayed: 0,
+    /** messages and chunks sent again because their receipt was overdue */
+    resentForReceipt: 0,
+  };
+}
+export type ReceiptStats = ReturnType<typeof noReceiptStats>;
+
+/** For the status endpoint: what the device still holds for lack of a receipt (all 0 with receipts off). */
+export function commitStatus(receipts: CommitReceipts | undefined, queue: DurableQueue) {
+  const stats = receipts?.stats ?? noReceiptStats();
+  const awaiting = queue.awaiting;
+  return {
+    /** false: the device deletes at the gateway's ack (no signing key to verify receipts with) */
+    receipts: receipts !== undefined,
+    awaitingReceipt: awaiting.count,
+    awaitingBytes: awaiting.bytes,
+    oldestAwaitingSince: awaiting.oldestAt !== undefined ? new Date(awaiting.oldestAt).toISOString() : null,
+    committed: queue.stats.committed,
+    lastCommitAt: stats.lastCommitAt ? new Date(stats.lastCommitAt).toISOString() : null,
+    receiptsInvalid: stats.receiptsInvalid,
+    receiptsReplayed: stats.receiptsReplayed,
+    resentForReceipt: stats.resentForReceipt,
+  };
+}
+
+export class CommitReceipts {
+  /** epoch ms the connection was lost (0 while connected) */
+  private disconnectedAt = 0;
+  /** after a reconnect: records acked before `before` are sent again at `at` unless committed */
+  private afterReconnect: { before: number; at: number } | undefined;
+  readonly stats: ReceiptStats = noReceiptStats();
+
+  constructor(
+    private readonly deviceId: string,
+    private readonly key: Buffer,
+    readonly options: CommitOptions,
+    private readonly queue: DurableQueue,
+    private readonly transfers: FileTransfers,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * How many more messages may be sent: bounded in bytes awaiting receipts, and in sequence
+   * numbers, not in a count: the internal side recognises a copy only within its replay window
+   * behind the newest it accepted, so nothing sent may run further ahead of the oldest message still
+   * to be committed (LIMITS.replayWindowSeqs bounds windowMessages).
+   */
+  room(highestSent: number): number {
+    if (this.queue.awaiting.bytes >= this.options.windowBytes) return 0;
+    const committed = this.queue.committedThrough;
+    return this.options.windowMessages - (Math.max(highestSent, committed) - committed);
+  }
+
+  /** Verifies a receipt and commits what it names; returns how many messages or chunks it let go. */
+  receive(frame: CommitFrame): number {
+    if (!verifyReceipt(this.key, this.deviceId, frame.epoch, frame.ranges, frame.mac)) {
+      this.stats.receiptsInvalid++;
+      this.log.warn(
+        { code: 'FIELD_RECEIPT_INVALID', epoch: frame.epoch, seqs: rangesSize(frame.ranges), refused: this.stats.receiptsInvalid },
+        "refused a commit receipt that does not verify under this device's key; nothing deleted",
+      );
+      return 0;
+    }
+    const committed = frame.epoch === this.queue.epoch ? this.queue.commitRanges(frame.ranges) : (this.transfers.onReceipt(frame.epoch, frame.ranges) ?? 0);
+    if (committed === 0) {
+      this.stats.receiptsReplayed++;
+      this.log.info({ code: 'FIELD_RECEIPT_REPLAYED', epoch: frame.epoch, seqs: rangesSize(frame.ranges) }, 'a genuine receipt for nothing still held; nothing deleted');
+      return 0;
+    }
+    this.stats.receipts++;
+    this.stats.lastCommitAt = Date.now();
+    return committed;
+  }
+
+  disconnected(now: number): void {
+    this.disconnectedAt ||= now;
+  }
+
+  /** The gateway welcomed a new connection: what awaited receipts from before gets a grace. */
+  welcomed(now: number): void {
+    if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: now + RECONNECT_RECEIPT_GRACE_MS };
+    this.disconnectedAt = 0;
+  }
+
+  /** Hands back what waited too long for its receipt; returns how many (to be sent again). */
+  expire(now: number, connected: boolean): number {
+    const timeout = this.options.timeoutMs;
+    let n = this.queue.expireAwaiting(now, timeout) + this.transfers.expire(now, timeout);
+    const r = this.afterReconnect;
+    if (r && now >= r.at && connected) {
+      this.afterReconnect = undefined;
+      n += this.queue.expireAwaiting(now, now - r.before) + this.transfers.expire(now, now - r.before);
+    }
+    if (n > 0) {
+      this.stats.resentForReceipt += n;
+      this.log.warn({ code: 'FIELD_COMMIT_TIMEOUT', messages: n, timeoutMs: timeout }, 'no commit receipt in time; sending again');
+    }
+    return n;
+  }
+}

@@ -1,0 +1,61 @@
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { LIMITS } from '../../shared/limits.ts';
+import type { PkiPaths } from '../../shared/pki/layout.ts';
+
+/** One message of a device's batch frame, as the rogue endpoint sees it. */
+export interface RogueBatchItem {
+  dataType: string;
+  messageId: string;
+  payload: unknown;
+}
+
+/**
+ * A compromised DMZ server's WSS endpoint: it holds the edge certificate and key (all a DMZ server
+ * has to pass as the gateway) and never a device's signing key. It welcomes the device, hands each
+ * batch to `onBatch`, and acks every frame ("in the DMZ broker"), whatever it does with it.
+ * `socket` is the device's current connection; `send` writes any frame to it.
+ */
+export class RogueGateway {
+  socket: WebSocket | undefined;
+
+  private constructor(
+    private readonly server: Server,
+    private readonly wss: WebSocketServer,
+  ) {}
+
+  static async start(paths: PkiPaths, deviceId: string, onBatch: (batch: RogueBatchItem[]) => void = () => {}): Promise<RogueGateway> {
+    const edge = paths.service('dmz/edge');
+    const server = createServer({ cert: readFileSync(edge.cert), key: readFileSync(edge.key) });
+    const wss = new WebSocketServer({ server, path: '/ws' });
+    const rogue = new RogueGateway(server, wss);
+    wss.on('connection', (ws) => {
+      rogue.socket = ws;
+      ws.send(JSON.stringify({ type: 'welcome', deviceId, gatewayId: 'rogue', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } }));
+      ws.on('message', (data) => {
+        const frame = JSON.parse(data.toString()) as { batch?: RogueBatchItem[] };
+        if (!frame.batch) return;
+        onBatch(frame.batch);
+        ws.send(JSON.stringify({ type: 'ack', messageIds: frame.batch.map((m) => m.messageId) }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return rogue;
+  }
+
+  get url(): string {
+    return `wss://localhost:${(this.server.address() as AddressInfo).port}/ws`;
+  }
+
+  send(frame: unknown): void {
+    (this.socket as WebSocket).send(JSON.stringify(frame));
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.wss.clients) c.terminate();
+    this.wss.close();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
