@@ -297,5 +297,13 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
       const noDns = await doctor({ GATEWAY_URL: 'wss://no-such-host.invalid/ws' });
       assert.match(noDns.stdout, /✖ dns .*no-such-host\.invalid/);
     });
+
+    it('warns of a device that would run commands nobody authenticated', async () => {
+      const unsigned = await doctor({ FIELD_ALLOW_UNSIGNED_COMMANDS: 'true' });
+      assert.match(unsigned.stdout, /^! commands .*FIELD_ALLOW_UNSIGNED_COMMANDS=true and no FIELD_SIGNING_KEY_FILE/m);
+      assert.match(unsigned.stdout, /→ Set FIELD_SIGNING_KEY_FILE/);
+      const signed = await doctor({ FIELD_SIGNING_KEY_FILE: fx.pki.paths.device('dev-doctor').signingKey });
+      assert.match(signed.stdout, /^✔ commands .*only commands authenticated for this device run/m);
+    });
   });
 });
