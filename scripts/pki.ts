@@ -104,7 +104,7 @@ try {
 } catch (err) {
   if (isFieldStreamError(err)) {
     console.error(`error ${err.code}: ${err.message}`);
-    process.exit(err.code === 'PKI_CA_EXISTS' || err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' ? 73 : 65);
+    process.exit(err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' ? 73 : 65);
   }
   throw err;
 }

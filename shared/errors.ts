@@ -3,150 +3,212 @@
  *
  * The code is the stable part: it travels to the device in an error frame, into every log line
  * and into the tests, which assert on codes and never on message text. The description says what
- * happened in words a user can act on. `http` is the status the HTTP endpoints answer with.
+ * happened in words a user can act on. `http` is the status the HTTP endpoints answer with (for a
+ * code that is only logged, the status an endpoint would answer with). `transient` says whether the
+ * same thing, sent again later, can succeed (true: send again, as the field client does) or not
+ * (false: final; sending it again gives the same answer until something is changed).
+ *
+ * Every code here is emitted somewhere, and every code emitted is here; docs/errors.md documents
+ * each one (who emits it, what to do), and test/unit/errors-doc.test.ts keeps the three in step.
  */
+export interface ErrorSpec {
+  readonly http: number;
+  readonly transient: boolean;
+  readonly description: string;
+}
+
 export const ERRORS = {
   // -- The message contract (device frames and broker payloads) --------------------------------
-  CONTRACT_MALFORMED_JSON: { http: 400, description: 'The frame is not valid JSON text.' },
-  CONTRACT_BINARY_FRAME: { http: 400, description: 'Binary WebSocket frames are not accepted; send JSON text.' },
-  CONTRACT_FRAME_TOO_LARGE: { http: 413, description: 'The frame is larger than the gateway accepts.' },
+  CONTRACT_MALFORMED_JSON: { http: 400, transient: false, description: 'The frame is not valid JSON text.' },
+  CONTRACT_BINARY_FRAME: { http: 400, transient: false, description: 'Binary WebSocket frames are not accepted; send JSON text.' },
+  CONTRACT_FRAME_TOO_LARGE: { http: 413, transient: false, description: 'The frame is larger than the gateway accepts.' },
   CONTRACT_UNKNOWN_DATA_TYPE: {
     http: 400,
+    transient: false,
     description: 'dataType must be one of "timeseries", "file", "event", "response".',
   },
-  CONTRACT_INVALID_MESSAGE: { http: 400, description: 'The message does not match the FieldStream message contract.' },
-  CONTRACT_BATCH_TOO_LARGE: { http: 413, description: 'The batch holds more messages than the gateway accepts.' },
+  CONTRACT_INVALID_MESSAGE: { http: 400, transient: false, description: 'The message does not match the FieldStream message contract.' },
+  CONTRACT_BATCH_TOO_LARGE: { http: 413, transient: false, description: 'The batch holds more messages than the gateway accepts.' },
   CONTRACT_UNSAFE_FILENAME: {
     http: 400,
+    transient: false,
     description: 'The file name is not a plain file name (no paths, no "..", no control characters, at most 200 bytes).',
   },
-  CONTRACT_INVALID_FILE_DATA: { http: 400, description: 'The file data is not valid base64 or is larger than accepted.' },
-  CONTRACT_INVALID_TOPIC: { http: 400, description: 'The MQTT topic is not a FieldStream topic.' },
-  CONTRACT_INVALID_ENVELOPE: { http: 400, description: 'The MQTT payload is not a valid FieldStream envelope.' },
+  CONTRACT_INVALID_FILE_DATA: { http: 400, transient: false, description: 'The file data is not valid base64 or is larger than accepted.' },
+  CONTRACT_INVALID_TOPIC: { http: 400, transient: false, description: 'The MQTT topic is not a FieldStream topic.' },
+  CONTRACT_INVALID_ENVELOPE: { http: 400, transient: false, description: 'The MQTT payload is not a valid FieldStream envelope.' },
 
   // -- Gateway ------------------------------------------------------------------------------------
-  GATEWAY_NO_CLIENT_CERTIFICATE: { http: 401, description: 'The connection carries no verified client certificate.' },
+  GATEWAY_NO_CLIENT_CERTIFICATE: { http: 401, transient: false, description: 'The connection carries no verified client certificate.' },
   GATEWAY_NOT_A_DEVICE_CERTIFICATE: {
     http: 403,
+    transient: false,
     description: 'The client certificate is not a device certificate (its CN is not a valid device id or its OU is not "devices").',
   },
   GATEWAY_UNTRUSTED_PROXY: {
     http: 403,
+    transient: false,
     description: 'Only the edge proxy may connect to a gateway that runs behind it.',
   },
   GATEWAY_DEVICE_MISMATCH: {
     http: 403,
+    transient: false,
     description: "The message's deviceId differs from the device id in the client certificate.",
   },
   GATEWAY_BROKER_UNAVAILABLE: {
     http: 503,
+    transient: true,
     description: 'The message could not be handed to the broker; it was not acknowledged, send it again.',
-  },
-  GATEWAY_TOO_MANY_IN_FLIGHT: {
-    http: 429,
-    description: 'Too many messages of this connection are waiting for the broker; wait for acks before sending more.',
   },
   GATEWAY_RATE_LIMITED: {
     http: 429,
+    transient: true,
     description: 'This device sends faster than its rate limit; the frame was not accepted, send it again later.',
   },
-  GATEWAY_TOO_MANY_CONNECTIONS: { http: 503, description: 'The gateway holds as many connections as it accepts; try again later.' },
-  GATEWAY_SUPERSEDED: { http: 409, description: 'Another connection of the same device replaced this one.' },
-  GATEWAY_WRONG_PATH: { http: 404, description: 'The WebSocket endpoint is at another path.' },
+  GATEWAY_TOO_MANY_CONNECTIONS: { http: 503, transient: true, description: 'The gateway holds as many connections as it accepts; try again later.' },
+  GATEWAY_SUPERSEDED: { http: 409, transient: false, description: 'Another connection of the same device replaced this one.' },
+  GATEWAY_WRONG_PATH: { http: 404, transient: false, description: 'The WebSocket endpoint is at another path.' },
+  GATEWAY_SLOW_CONSUMER: {
+    http: 408,
+    transient: true,
+    description: 'The device stopped reading what the gateway sends (acks, receipts, commands) and its backlog passed the send-buffer limit; the gateway disconnected it. Unacknowledged messages are sent again after reconnecting; if it repeats, check the device\'s network and load.',
+  },
+  GATEWAY_SOCKET_ERROR: {
+    http: 400,
+    transient: true,
+    description: "The device's WebSocket broke the protocol (the ws library's own code is logged as wsCode, e.g. invalid UTF-8 or a bad opcode) and the connection was closed; the device reconnects and sends again what was not acknowledged. If it repeats, look at the device's WebSocket library or a proxy in between.",
+  },
 
   // -- Distributor --------------------------------------------------------------------------------
   DISTRIBUTOR_UNSAFE_FILENAME: {
     http: 400,
+    transient: false,
     description: 'A file name that would leave the storage folder was refused; nothing was written.',
   },
   DISTRIBUTOR_WRITE_FAILED: {
     http: 503,
+    transient: true,
     description: 'Writing to the database or file storage failed; the message stays unacknowledged and is retried.',
   },
   DISTRIBUTOR_WRITE_REJECTED: {
     http: 400,
+    transient: false,
     description: 'The database refused the data permanently; it was kept in the dead-letter folder.',
   },
 
+  DISTRIBUTOR_FILE_CHECKSUM: { http: 400, transient: false, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
   // -- Field client ---------------------------------------------------------------------------------
-  FIELD_QUEUE_FULL: { http: 507, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
-  FIELD_QUEUE_DROPPED_OLDEST: { http: 507, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
-  FIELD_QUEUE_CORRUPT: { http: 500, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
-  FIELD_MESSAGE_REFUSED: { http: 400, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
-  FIELD_INPUT_INVALID: { http: 400, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event or file.' },
-  FIELD_FILE_UNREADABLE: { http: 400, description: 'A file to send cannot be read.' },
+  FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
+  FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
+  FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
+  FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
+  FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event or file.' },
+  FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
   FIELD_RECEIPT_INVALID: {
     http: 401,
+    transient: false,
     description: "A commit receipt whose MAC does not match this device's key, epoch and sequence numbers (forged or altered on the way); nothing was deleted.",
   },
   FIELD_RECEIPT_REPLAYED: {
     http: 409,
+    transient: false,
     description: 'A genuine commit receipt that names nothing still held (a replay, or the receipt of a copy sent again); nothing was deleted.',
   },
   FIELD_COMMIT_TIMEOUT: {
     http: 504,
+    transient: true,
     description: 'No commit receipt came within FIELD_COMMIT_TIMEOUT_MS of the gateway\'s ack; the messages are sent again (copies are recognised and not written twice).',
   },
-  FIELD_COMMAND_TIMEOUT: { http: 504, description: 'A command handler did not finish in time.' },
+  FIELD_COMMAND_TIMEOUT: { http: 504, transient: false, description: 'A command handler did not finish in time.' },
   FIELD_COMMAND_UNSIGNED: {
     http: 401,
+    transient: false,
     description: 'The command carries no authentication from the command API (or the device has no signing key) and FIELD_ALLOW_UNSIGNED_COMMANDS is off; it was not run.',
   },
   FIELD_COMMAND_BAD_SIGNATURE: {
     http: 401,
+    transient: false,
     description: "The command's authentication does not match its content, this device and this device's key: forged, altered or meant for another device; it was not run.",
   },
   FIELD_COMMAND_STALE: {
     http: 401,
+    transient: false,
     description: 'The command was issued longer ago than FIELD_COMMAND_MAX_AGE_S, or is past its expiry (beyond the allowed clock skew); it was not run.',
   },
   FIELD_COMMAND_FUTURE: {
     http: 401,
+    transient: false,
     description: "The command is dated later than the device's clock plus FIELD_COMMAND_CLOCK_SKEW_S: a forgery, or a wrong clock; it was not run.",
   },
-  FIELD_COMMAND_REPLAYED: { http: 409, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
-  DISTRIBUTOR_FILE_CHECKSUM: { http: 400, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
+  FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
 
   // -- Command API ----------------------------------------------------------------------------------
-  API_UNAUTHORIZED: { http: 401, description: 'A valid bearer token is required.' },
-  API_FORBIDDEN: { http: 403, description: 'The credential does not allow this.' },
-  API_NOT_FOUND: { http: 404, description: 'No such resource.' },
-  API_METHOD_NOT_ALLOWED: { http: 405, description: 'This method is not allowed here.' },
-  API_INVALID_BODY: { http: 400, description: 'The request body is not valid.' },
-  API_BODY_TOO_LARGE: { http: 413, description: 'The request body is larger than accepted.' },
-  API_UNKNOWN_GROUP: { http: 400, description: 'No device group of that name is configured.' },
-  API_BROKER_UNAVAILABLE: { http: 503, description: 'The broker is not reachable; the command was kept and will be sent.' },
+  API_UNAUTHORIZED: { http: 401, transient: false, description: 'A valid bearer token is required.' },
+  API_FORBIDDEN: { http: 403, transient: false, description: 'The credential does not allow this.' },
+  API_NOT_FOUND: { http: 404, transient: false, description: 'No such resource.' },
+  API_METHOD_NOT_ALLOWED: { http: 405, transient: false, description: 'This method is not allowed here.' },
+  API_INVALID_BODY: { http: 400, transient: false, description: 'The request body is not valid.' },
+  API_BODY_TOO_LARGE: { http: 413, transient: false, description: 'The request body is larger than accepted.' },
+  API_INTERNAL: {
+    http: 500,
+    transient: false,
+    description: 'The command API failed in a way it does not expect (a bug, or a fault such as a full disk); the cause is in its log. Check with GET /v1/commands whether the command was recorded before sending it again.',
+  },
+  API_UNKNOWN_GROUP: { http: 400, transient: false, description: 'No device group of that name is configured.' },
   API_DEVICE_KEY_MISSING: {
     http: 409,
+    transient: false,
     description: 'No signing key is registered for a target device, so its command cannot be authenticated; nothing was sent (COMMAND_ALLOW_UNSIGNED=true allows unsigned commands).',
   },
 
   // -- Security (recorded as security events, never written as data) -----------------------------
-  SECURITY_UNSIGNED: { http: 401, description: 'The message carries no device signature, and signatures are required.' },
-  SECURITY_REVOKED: { http: 403, description: 'The device was revoked (scripts/revoke-device.sh); its messages are refused.' },
-  SECURITY_UNKNOWN_DEVICE: { http: 401, description: 'No signing key is registered on the internal network for this device (unknown or revoked).' },
-  SECURITY_BAD_SIGNATURE: { http: 401, description: "The message's signature does not match its content and the device's key: forged or tampered with." },
-  SECURITY_STALE: { http: 401, description: 'The message was signed too long before (or after) the gateway received it: a replay, or a wrong device clock.' },
-  SECURITY_REPLAY: { http: 409, description: 'The message reuses a sequence number older than the replay window of its device and epoch.' },
-  SECURITY_DUPLICATE: { http: 409, description: 'This sequence number of the device was accepted already; the copy is not written again.' },
+  SECURITY_UNSIGNED: { http: 401, transient: false, description: 'The message carries no device signature, and signatures are required.' },
+  SECURITY_REVOKED: { http: 403, transient: false, description: 'The device was revoked (scripts/revoke-device.sh); its messages are refused.' },
+  SECURITY_UNKNOWN_DEVICE: { http: 401, transient: false, description: 'No signing key is registered on the internal network for this device (unknown or revoked).' },
+  SECURITY_BAD_SIGNATURE: { http: 401, transient: false, description: "The message's signature does not match its content and the device's key: forged or tampered with." },
+  SECURITY_STALE: { http: 401, transient: false, description: 'The message was signed too long before (or after) the gateway received it: a replay, or a wrong device clock.' },
+  SECURITY_REPLAY: { http: 409, transient: false, description: 'The message reuses a sequence number older than the replay window of its device and epoch.' },
+  SECURITY_DUPLICATE: { http: 409, transient: false, description: 'This sequence number of the device was accepted already; the copy is not written again.' },
+
+  // -- Embedded broker (npm start) ------------------------------------------------------------------
+  BROKER_NOT_AUTHORIZED: {
+    http: 403,
+    transient: false,
+    description: 'The embedded broker refused an MQTT client without a service certificate, or a publish or subscription outside its role (shared/acl.ts); check the client\'s certificate and the topic.',
+  },
 
   // -- Configuration, certificates, start-up ------------------------------------------------------
-  CONFIG_INVALID: { http: 500, description: 'A setting is missing or wrong.' },
-  CONFIG_FILE_UNREADABLE: { http: 500, description: 'A file named by a setting cannot be read.' },
-  PKI_CA_EXISTS: { http: 409, description: 'A CA already exists; it is never replaced without --new-ca.' },
-  PKI_CA_MISSING: { http: 404, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
-  PKI_INVALID_NAME: { http: 400, description: 'The name is not valid for a certificate.' },
-  PKI_CERT_EXISTS: { http: 409, description: 'A certificate with this name already exists.' },
-  PKI_DEVICE_REVOKED: { http: 409, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
-  GATEWAY_CERTIFICATE_REVOKED: { http: 403, description: 'The client certificate was revoked.' },
-  LISTEN_FAILED: { http: 500, description: 'A server could not listen on its address (port in use?).' },
+  CONFIG_INVALID: { http: 500, transient: false, description: 'A setting is missing or wrong.' },
+  CONFIG_FILE_UNREADABLE: { http: 500, transient: false, description: 'A file named by a setting cannot be read.' },
+  PKI_CA_MISSING: { http: 404, transient: false, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
+  PKI_INVALID_NAME: { http: 400, transient: false, description: 'The name is not valid for a certificate.' },
+  PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists.' },
+  PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
+  GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
+  CERT_EXPIRING_SOON: {
+    http: 200,
+    transient: false,
+    description: 'A warning, nothing is refused: a certificate (a service\'s own, named by its setting, or a connecting device\'s) expires within 30 days. Renew it (scripts/generate-client-cert.sh DEVICE --renew for a device, scripts/generate-certificates.sh DOMAIN --renew for services).',
+  },
+  CERT_EXPIRED: {
+    http: 500,
+    transient: false,
+    description: "A service's own certificate (named by the logged setting) has expired; its peers will refuse the TLS handshake. Issue a new one (scripts/generate-certificates.sh DOMAIN --renew) and restart the service.",
+  },
+  LISTEN_FAILED: { http: 500, transient: false, description: 'A server could not listen on its address (port in use?).' },
   MQTT_SUBSCRIBE_REFUSED: {
     http: 500,
+    transient: false,
     description: 'The broker refused a subscription (its ACL or a bad filter): nothing arrives on it; fix the access policy or the filter.',
   },
-} as const satisfies Record<string, { http: number; description: string }>;
+} as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;
+
+/** Whether sending the same thing again later can succeed (see {@link ErrorSpec.transient}). */
+export function isTransient(code: ErrorCode): boolean {
+  return ERRORS[code].transient;
+}
 
 /** An error with a stable code from {@link ERRORS}; `details` is safe to show to the peer. */
 export class FieldStreamError extends Error {

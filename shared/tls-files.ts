@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { FieldStreamError } from './errors.ts';
+import type { Logger } from './logger.ts';
 
 /** Reads a PEM file named by a setting; a failure names the setting, so the user knows what to fix. */
 export function readPemSetting(variable: string, path: string): string {
@@ -18,7 +19,7 @@ export function readPemSetting(variable: string, path: string): string {
 export const CERT_WARN_DAYS = 30;
 
 /** Logs CERT_EXPIRING_SOON (or CERT_EXPIRED) for a service's own certificate. */
-export function warnIfExpiring(variable: string, certPem: string, log: { warn(obj: object, msg: string): void }): void {
+export function warnIfExpiring(variable: string, certPem: string, log: Pick<Logger, 'warn'>): void {
   let notAfter: number;
   try {
     notAfter = Date.parse(new X509Certificate(certPem).validTo);

@@ -4,7 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { CommandRouter } from './command-router.ts';
@@ -132,7 +132,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       ws.ping();
     }, options.heartbeatMs ?? 30_000);
     heartbeat.unref();
-    ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), err: err.message }, 'WebSocket error'));
+    ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
     live.set(ws, identity.serial);
     ws.on('close', (code) => {
       live.delete(ws);
@@ -179,8 +179,11 @@ function refuseUpgrade(socket: Duplex, err: FieldStreamError): void {
   );
 }
 
-/** ws reports an oversized frame as WS_ERR_UNSUPPORTED_MESSAGE_LENGTH and closes with 1009. */
-function wsErrorCode(err: Error): string {
+/**
+ * ws reports an oversized frame as WS_ERR_UNSUPPORTED_MESSAGE_LENGTH and closes with 1009; its other
+ * codes (WS_ERR_INVALID_UTF8, ...) are protocol faults of the socket, logged beside as wsCode.
+ */
+function wsErrorCode(err: Error): ErrorCode {
   const code = (err as { code?: string }).code;
-  return code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'CONTRACT_FRAME_TOO_LARGE' : (code ?? 'GATEWAY_SOCKET_ERROR');
+  return code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'CONTRACT_FRAME_TOO_LARGE' : 'GATEWAY_SOCKET_ERROR';
 }

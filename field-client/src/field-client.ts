@@ -2,7 +2,7 @@ import { appendFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isTransient } from '../../shared/errors.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { toRanges } from '../../shared/security/receipt-auth.ts';
 import { COMMIT_CHECK_INTERVAL_MS, CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
@@ -37,9 +37,6 @@ export interface FieldClientOptions {
   /** the device's message-signing key; messages are signed when they are sent */
   signingKey?: Buffer | undefined;
 }
-
-/** Error codes after which sending the same message again can succeed. */
-const TRANSIENT = new Set(['GATEWAY_BROKER_UNAVAILABLE', 'GATEWAY_TOO_MANY_IN_FLIGHT', 'GATEWAY_RATE_LIMITED']);
 
 /**
  * Store and forward. Everything accepted goes first into the durable queue (`submit` resolves when
@@ -303,7 +300,7 @@ export class FieldClient {
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
     this.log.warn({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, frame.message);
     const ids = frame.messageIds ?? [];
-    if (TRANSIENT.has(frame.code)) {
+    if (isTransient(frame.code)) {
       // Sent again from the first unacknowledged message, once the gateway had a moment.
       clearTimeout(this.rewindTimer);
       this.rewindTimer = setTimeout(() => this.resetSending(), 1000);

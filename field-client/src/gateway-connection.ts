@@ -100,7 +100,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       this.emit('close');
       if (this.stopped) return;
       const delay = this.backoff();
-      this.log.info({ code, reason: reason.toString(), retryInMs: delay }, 'disconnected from gateway');
+      this.log.info({ closeCode: code, reason: reason.toString(), retryInMs: delay }, 'disconnected from gateway');
       this.retryTimer = setTimeout(() => this.open(), delay);
     });
   }

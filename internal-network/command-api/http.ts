@@ -46,8 +46,10 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
 
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      const coded = isFieldStreamError(err) ? err : new FieldStreamError('API_INVALID_BODY', 'Internal error');
-      if (!isFieldStreamError(err)) o.logger.error({ err }, 'unexpected error');
+      // An unexpected failure is the API's own fault, not the caller's: a 500 with its own code, the
+      // cause in the log (never in the answer, which may go to a less trusted caller).
+      const coded = isFieldStreamError(err) ? err : new FieldStreamError('API_INTERNAL', undefined, undefined, { cause: err });
+      if (!isFieldStreamError(err)) o.logger.error({ code: 'API_INTERNAL', err, method: req.method, path: req.url?.split('?')[0] }, 'unexpected error answering a request');
       send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) });
     });
   });
