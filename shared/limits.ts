@@ -38,6 +38,10 @@ export const LIMITS = {
    * messages further apart than this outstanding at once (FIELD_COMMIT_WINDOW_MESSAGES is below
    * it), so a copy it sends again is always recognised, and answered with a receipt. */
   replayWindowSeqs: 65_536,
+  /** milliseconds. The longest a field client waits for a commit receipt before it sends a message
+   * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
+   * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */
+  commitTimeoutMaxMs: 15 * 60 * 1000,
   /** ranges. Most ranges of sequence numbers in one commit receipt (one device and epoch); a
    * device's messages are committed mostly in order, so a write yields a few ranges, not thousands. */
   receiptMaxRanges: 4096,

@@ -1,4 +1,5 @@
 import type { CommitFrame } from '../../shared/contract/downlink.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { rangesSize, verifyReceipt } from '../../shared/security/receipt-auth.ts';
 import type { FileTransfers } from './files/transfers.ts';
@@ -64,6 +65,10 @@ export function commitStatus(receipts: CommitReceipts | undefined, queue: Durabl
 }
 
 export class CommitReceipts {
+  /** where the last look for the oldest open record (transfers aside) found it */
+  private openFrom = 0;
+  /** resends in a row that brought no receipt: each doubles the wait before the next (capped) */
+  private fruitlessResends = 0;
   /** epoch ms the connection was lost (0 while connected) */
   private disconnectedAt = 0;
   /** after a reconnect: records acked before `before` are sent again at `at` unless committed */
@@ -87,8 +92,15 @@ export class CommitReceipts {
    */
   room(highestSent: number): number {
     if (this.queue.awaiting.bytes >= this.options.windowBytes) return 0;
-    const committed = this.queue.committedThrough;
-    return this.options.windowMessages - (Math.max(highestSent, committed) - committed);
+    const window = this.options.windowMessages;
+    let oldest = this.queue.committedThrough + 1;
+    if (highestSent - oldest + 1 >= window && this.transfers.size > 0) {
+      // A file's queue record stays open until its last chunk is committed, hours for a large
+      // file on a slow link; it is never sent under its own sequence number, so it does not count.
+      // Scanned on from the last answer: it only ever moves up.
+      oldest = this.openFrom = this.queue.firstOpen((seq) => this.transfers.holdsRecord(seq), this.openFrom);
+    }
+    return window - Math.max(0, highestSent - oldest + 1);
   }
 
   /** Verifies a receipt and commits what it names; returns how many messages or chunks it let go. */
@@ -109,6 +121,7 @@ export class CommitReceipts {
     }
     this.stats.receipts++;
     this.stats.lastCommitAt = Date.now();
+    this.fruitlessResends = 0;
     return committed;
   }
 
@@ -124,7 +137,9 @@ export class CommitReceipts {
 
   /** Hands back what waited too long for its receipt; returns how many (to be sent again). */
   expire(now: number, connected: boolean): number {
-    const timeout = this.options.timeoutMs;
+    // Doubled after each resend that brought no receipt: while the internal side is down for
+    // long, the window is not sent again every timeout, piling copies up in both brokers.
+    const timeout = Math.min(this.options.timeoutMs * 2 ** this.fruitlessResends, Math.max(this.options.timeoutMs, LIMITS.commitTimeoutMaxMs));
     let n = this.queue.expireAwaiting(now, timeout) + this.transfers.expire(now, timeout);
     const r = this.afterReconnect;
     if (r && now >= r.at && connected) {
@@ -132,6 +147,7 @@ export class CommitReceipts {
       n += this.queue.expireAwaiting(now, now - r.before) + this.transfers.expire(now, now - r.before);
     }
     if (n > 0) {
+      if (Date.now() - this.stats.lastCommitAt > timeout) this.fruitlessResends++;
       this.stats.resentForReceipt += n;
       this.log.warn({ code: 'FIELD_COMMIT_TIMEOUT', messages: n, timeoutMs: timeout }, 'no commit receipt in time; sending again');
     }

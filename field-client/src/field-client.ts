@@ -1,5 +1,4 @@
-import { appendFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { statSync } from 'node:fs';
 import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
@@ -10,6 +9,7 @@ import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
+import { RejectedMessages } from './rejected.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, type FrameItem } from './uplink-frame.ts';
@@ -57,8 +57,11 @@ export interface FieldClientOptions {
 export class FieldClient {
   private readonly inFlight = new Set<number>();
   private readonly transfers: FileTransfers;
+  private readonly rejected: RejectedMessages;
   /** the highest queue sequence number ever sent (the receipt window is measured from it) */
   private highestSent = 0;
+  /** milliseconds the gateway's clock was ahead of this one at its welcome */
+  private clockOffsetMs = 0;
   private pumpScheduled = false;
   private rewindTimer: NodeJS.Timeout | undefined;
   private readonly commitTimer: NodeJS.Timeout | undefined;
@@ -76,6 +79,7 @@ export class FieldClient {
     private readonly log: Logger,
   ) {
     const { commit, signingKey } = options;
+    this.rejected = new RejectedMessages(options.dataDir);
     this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq) => this.onFileDone(seq), log);
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
@@ -218,11 +222,14 @@ export class FieldClient {
    * outage is fresh): the messages of each data type form one signed group, whose first message
    * carries the MAC (see shared/security/message-auth.ts). `seq` with `epoch` is each message's
    * identity for the replay window: queue sequence numbers, or a transfer's chunk indexes.
+   * `ts` is on the gateway's clock (this one's, corrected by the offset its welcome showed): the
+   * distributor holds it to the gateway's time of receipt, and a device whose own clock is off by
+   * more than the freshness window would otherwise have every message refused as stale.
    */
   private sendFrame(epoch: string, items: FrameItem[]): void {
     const key = this.options.signingKey;
     if (key) {
-      const ts = Date.now();
+      const ts = Date.now() + this.clockOffsetMs;
       const byType = new Map<string, typeof items>();
       for (const item of items) {
         const group = byType.get(item.dataType);
@@ -253,6 +260,7 @@ export class FieldClient {
         return;
       case 'welcome':
         this.welcome = frame;
+        this.clockOffsetMs = frame.serverTime - Date.now();
         this.receipts?.welcomed(Date.now());
         this.resetSending();
         return;
@@ -308,19 +316,28 @@ export class FieldClient {
       return;
     }
     if (ids.length === 0) return;
-    // Refused for good (it breaks the contract): set it aside, whole, and move on, so one bad
-    // message never blocks the queue.
-    const seqs: number[] = [];
+    // Refused for good (it breaks the contract): set aside whole on the device's disk, then let go,
+    // so one bad message never blocks the queue. Only what is in flight on this connection can be
+    // refused, and nothing is deleted on the gateway's word alone: a refusal forged by a
+    // compromised DMZ moves messages aside (logged, counted), it loses none.
+    const seqs = new Set<number>();
     for (const id of ids) {
-      const seq = this.transfers.refused(id) ?? this.seqOf(id);
-      if (seq === undefined) continue;
-      seqs.push(seq);
-      this.inFlight.delete(seq);
+      const transfer = this.transfers.refused(id);
+      if (transfer !== undefined) {
+        this.inFlight.delete(transfer);
+        this.queue.commitRanges([[transfer, transfer]]);
+        continue;
+      }
+      const seq = this.seqOf(id);
+      if (seq !== undefined && this.inFlight.delete(seq)) seqs.add(seq);
     }
-    this.stats.refusedByGateway += seqs.length;
-    appendFileSync(join(this.options.dataDir, 'rejected.jsonl'), JSON.stringify({ at: new Date().toISOString(), code: frame.code, message: frame.message, messageIds: ids }) + '\n');
-    this.log.error({ code: 'FIELD_MESSAGE_REFUSED', gatewayCode: frame.code, messageIds: ids }, 'message refused by the gateway; set aside in rejected.jsonl');
-    this.queue.commitRanges(toRanges(seqs));
+    if (seqs.size > 0) {
+      const messages = this.queue.read(seqs);
+      this.rejected.put(messages, { code: frame.code, message: frame.message, messageIds: ids });
+      this.queue.commitRanges(toRanges(messages.map((m) => m.seq)));
+      this.stats.refusedByGateway += messages.length;
+      this.log.error({ code: 'FIELD_MESSAGE_REFUSED', gatewayCode: frame.code, messages: messages.length, path: this.rejected.path }, 'message refused by the gateway; set aside whole');
+    }
     this.schedulePump();
   }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LIMITS } from '../limits.ts';
 import { ERRORS, type ErrorCode, type FieldStreamError } from '../errors.ts';
 import { JsonValueSchema } from './payloads.ts';
 import { CommandAuthSchema } from '../security/command-auth.ts';
@@ -26,7 +27,7 @@ const ErrorCodeSchema = z.enum(Object.keys(ERRORS) as [ErrorCode, ...ErrorCode[]
 
 export const AckFrameSchema = z.strictObject({
   type: z.literal('ack'),
-  messageIds: z.array(MessageIdSchema).min(1),
+  messageIds: z.array(MessageIdSchema).min(1).max(LIMITS.batchMaxMessages),
 });
 export type AckFrame = z.infer<typeof AckFrameSchema>;
 
@@ -42,7 +43,8 @@ export const ErrorFrameSchema = z.strictObject({
   type: z.literal('error'),
   code: ErrorCodeSchema,
   message: z.string(),
-  messageIds: z.array(MessageIdSchema).optional(),
+  /** at most a frame's worth: an error names messages of one frame */
+  messageIds: z.array(MessageIdSchema).max(LIMITS.batchMaxMessages).optional(),
   details: z.record(z.string(), z.unknown()).optional(),
 });
 export type ErrorFrame = z.infer<typeof ErrorFrameSchema>;

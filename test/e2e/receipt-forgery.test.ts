@@ -226,6 +226,43 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
         assert.equal(client.receiptStats.receiptsInvalid, forged.length);
         assert.equal(client.receiptStats.receipts, 1);
         assert.ok(sent.length >= N);
+
+        // A refusal of its own making deletes nothing either: what awaits its receipt is not in
+        // flight, so an error frame naming it (or a message never sent) is not the gateway's to refuse.
+        const ids = Array.from({ length: N }, (_, i) => `${epoch}.${first + i}`);
+        rogue.send({ type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: 'forged', messageIds: [...ids, `${epoch}.${first + 10 * N}`] });
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(client.unacknowledged, N / 2, 'nothing deleted for a forged refusal');
+        assert.equal(client.stats.refusedByGateway, 0);
+      } finally {
+        await field.close();
+      }
+    });
+  });
+
+  describe('a WSS endpoint holding only the edge certificate refuses what it never acked', () => {
+    const logs = new LogCapture();
+    const sent: string[] = [];
+    let rogue: RogueGateway;
+    before(async () => {
+      rogue = await RogueGateway.start(pki.paths, DEVICE, (batch) => sent.push(...batch.map((m) => m.messageId)), { ack: false });
+    });
+    after(() => rogue.close());
+
+    it('a refusal sets the messages aside whole on the device, never deletes them', async () => {
+      const field = await startTestFieldClient(pki.paths, DEVICE, rogue.url, logs.logger);
+      try {
+        const client = field.client;
+        const N = 20;
+        await client.submitMany(Array.from({ length: N }, (_, i) => ({ dataType: 'timeseries' as const, payload: { v: i, timestamp: 1_700_000_000_000 + i } })));
+        await eventually(() => (sent.length >= N ? true : undefined), 10_000, 'the readings sent, unanswered');
+        rogue.send({ type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: 'refused by a compromised DMZ', messageIds: sent.slice(0, N) });
+        await eventually(() => (client.unacknowledged === 0 ? true : undefined), 10_000, 'the refused readings let go of');
+        const lines = readFileSync(join(field.dataDir, 'rejected.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { code: string; message: { payload: { v: number } } });
+        assert.deepEqual(lines.map((l) => l.message.payload.v), Array.from({ length: N }, (_, i) => i), 'every refused reading kept whole');
+        assert.ok(lines.every((l) => l.code === 'CONTRACT_INVALID_MESSAGE'));
+        assert.equal(client.stats.refusedByGateway, N);
+        assert.ok(logs.lines.some((l) => l.code === 'FIELD_MESSAGE_REFUSED'));
       } finally {
         await field.close();
       }

@@ -26,7 +26,8 @@ export class RogueGateway {
     private readonly wss: WebSocketServer,
   ) {}
 
-  static async start(paths: PkiPaths, deviceId: string, onBatch: (batch: RogueBatchItem[]) => void = () => {}): Promise<RogueGateway> {
+  /** `ack`: false to leave every message in flight (unanswered), e.g. to refuse it later */
+  static async start(paths: PkiPaths, deviceId: string, onBatch: (batch: RogueBatchItem[]) => void = () => {}, o: { ack?: boolean } = {}): Promise<RogueGateway> {
     const edge = paths.service('dmz/edge');
     const server = createServer({ cert: readFileSync(edge.cert), key: readFileSync(edge.key) });
     const wss = new WebSocketServer({ server, path: '/ws' });
@@ -38,7 +39,7 @@ export class RogueGateway {
         const frame = JSON.parse(data.toString()) as { batch?: RogueBatchItem[] };
         if (!frame.batch) return;
         onBatch(frame.batch);
-        ws.send(JSON.stringify({ type: 'ack', messageIds: frame.batch.map((m) => m.messageId) }));
+        if (o.ack !== false) ws.send(JSON.stringify({ type: 'ack', messageIds: frame.batch.map((m) => m.messageId) }));
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -121,6 +121,19 @@ export class FileOutbox {
     rmSync(join(this.dir, transferId), { force: true });
     rmSync(join(this.dir, `${transferId}.progress`), { force: true });
   }
+
+  /**
+   * A file the gateway refused for good leaves the outbox whole, into FIELD_DATA_DIR/rejected/
+   * under its transfer id and name: set aside for its operator, never deleted on the DMZ's word.
+   */
+  setAside(rec: FileTransferRecord): string {
+    const dir = join(this.dir, '..', 'rejected');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const target = join(dir, `${rec.transferId}-${basename(rec.filename)}`);
+    renameSync(join(this.dir, rec.transferId), target);
+    rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
+    return target;
+  }
 }
 
 function hashFile(path: string): Promise<string> {

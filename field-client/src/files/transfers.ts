@@ -56,6 +56,12 @@ export class FileTransfers {
     return this.byId.size;
   }
 
+  /** Whether `seq` is the queue record of a transfer in progress (it stays open until its file is done). */
+  holdsRecord(seq: number): boolean {
+    for (const t of this.byId.values()) if (t.seq === seq) return true;
+    return false;
+  }
+
   /** Takes up the transfer a queue record names; false when its file is gone from the outbox. */
   start(seq: number, rec: FileTransferRecord): boolean {
     if (this.byId.has(rec.transferId)) return true;
@@ -111,13 +117,18 @@ export class FileTransfers {
     return t ? this.commit(t, ranges) : undefined;
   }
 
-  /** The queue record of the transfer the message belongs to, if it is a chunk (for a refusal). */
+  /**
+   * A chunk the gateway refused for good: its whole file is set aside (files/file-outbox.ts), never
+   * deleted. Returns the transfer's queue record, or undefined when the message is not a chunk sent
+   * on this connection.
+   */
   refused(messageId: string): number | undefined {
     const chunk = this.chunkIds.get(messageId);
     const t = chunk && this.byId.get(chunk.transferId);
     if (!t) return undefined;
     this.byId.delete(t.rec.transferId);
-    this.outbox.remove(t.rec.transferId);
+    const path = this.outbox.setAside(t.rec);
+    this.log.error({ code: 'FIELD_MESSAGE_REFUSED', transferId: t.rec.transferId, path }, 'a file refused by the gateway; set aside');
     return t.seq;
   }
 

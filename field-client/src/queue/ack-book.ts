@@ -60,6 +60,16 @@ export class AckBook {
     return seq > this.watermark && this.states.get(seq) !== COMMITTED;
   }
 
+  /**
+   * The first sequence number from `from` on (and above the watermark) that is neither committed
+   * nor `skip`ped; nextSeq when there is none. A record never turns open again once committed, so a
+   * caller may pass the last answer as `from` and pay only for what was committed since.
+   */
+  firstOpen(skip: (seq: number) => boolean, from: number, nextSeq: number): number {
+    for (let s = Math.max(from, this.watermark + 1); s < nextSeq; s++) if (this.states.get(s) !== COMMITTED && !skip(s)) return s;
+    return nextSeq;
+  }
+
   /** The send cursor's question: only unsent records are sent; with receipts, one sent is then in flight. */
   take(seq: number, bytes: number): boolean {
     if (seq <= this.watermark || this.states.get(seq) !== UNSENT) return false;

@@ -93,6 +93,11 @@ export class DurableQueue {
   }
 
   /** records acknowledged by the gateway and awaiting their receipt; oldestAt: epoch ms the oldest was acked */
+  /** The oldest record not committed from `from` on, records for which `skip` is true aside (see AckBook.firstOpen). */
+  firstOpen(skip: (seq: number) => boolean, from = 0): number {
+    return this.book.firstOpen(skip, from, this.nextSeq);
+  }
+
   get awaiting(): { count: number; bytes: number; oldestAt: number | undefined } {
     return this.book.awaiting;
   }
@@ -203,6 +208,29 @@ export class DurableQueue {
   }
 
   /** acceptedAt of the oldest message not committed, read from disk (undefined when none). */
+  /**
+   * The records of these sequence numbers that are still held, read back from disk (for the rare
+   * paths that need a record's content after it was sent: setting a refused message aside).
+   */
+  read(seqs: ReadonlySet<number>): QueuedMessage[] {
+    const found: QueuedMessage[] = [];
+    for (const seg of this.segments) {
+      let wanted = false;
+      for (const s of seqs) if (s >= seg.firstSeq && s <= seg.lastSeq && this.book.isOpen(s)) wanted = true;
+      if (!wanted) continue;
+      const reader = new SegmentReader(seg.path, 0, seg.bytes);
+      try {
+        for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
+          const m = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
+          if (seqs.has(m.seq)) found.push(m);
+        }
+      } finally {
+        reader.close();
+      }
+    }
+    return found;
+  }
+
   oldestUnacked(): number | undefined {
     for (const seg of this.segments) {
       if (seg.lastSeq <= this.book.watermark) continue;

@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { CommitReceipts } from '../../field-client/src/commit-receipts.ts';
+import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
+import { FILE_TRANSFER, FileTransfers } from '../../field-client/src/files/transfers.ts';
+import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { ReplayWindows, WINDOW } from '../../internal-network/distributor/security/replay-window.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import type { UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { signGroup } from '../../shared/security/message-auth.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const log = createLogger('test', 'silent');
+const key = randomBytes(32);
+
+async function setup(dir: string, o: { timeoutMs: number; windowMessages: number }) {
+  const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+  const outbox = new FileOutbox(dir, 64 * 1024);
+  const transfers = new FileTransfers(outbox, { window: 4, receipts: true }, () => {}, log);
+  const receipts = new CommitReceipts('d1', key, { ...o, windowBytes: 64 * 1024 * 1024 }, queue, transfers, log);
+  return { queue, outbox, transfers, receipts };
+}
+
+describe('the device side of commit receipts', () => {
+  it('waits twice as long after each resend that brought no receipt, and starts over at a receipt', async () => {
+    const work = tempDir('commit-backoff');
+    const { queue, receipts } = await setup(work.dir, { timeoutMs: 1000, windowMessages: 1000 });
+    try {
+      await queue.append([{ dataType: 'timeseries', payload: { v: 1 } }, { dataType: 'timeseries', payload: { v: 2 } }]);
+      const sendAndAck = (at: number) => {
+        queue.rewind();
+        const out = queue.next(10);
+        queue.ack(out.map((m) => m.seq));
+        return { out, at };
+      };
+      const t0 = Date.now();
+      // The queue stamps its acks with the real clock; expire() is asked at later instants.
+      sendAndAck(t0);
+      assert.equal(receipts.expire(t0 + 500, true), 0, 'not yet overdue');
+      assert.equal(receipts.expire(t0 + 1500, true), 2, 'overdue after the timeout: sent again');
+      sendAndAck(t0);
+      assert.equal(receipts.expire(t0 + 1500, true), 0, 'the next wait is twice as long');
+      assert.equal(receipts.expire(t0 + 2500, true), 2, 'overdue after twice the timeout');
+      sendAndAck(t0);
+      assert.equal(receipts.expire(t0 + 2500, true), 0);
+      assert.equal(receipts.expire(t0 + 4500, true), 2, 'then four times');
+      assert.equal(receipts.stats.resentForReceipt, 6);
+      assert.ok(LIMITS.commitTimeoutMaxMs >= 15 * 60_000, 'capped, at a quarter of an hour');
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+
+  it('does not count an unfinished file against the window: readings go on while it is sent', async () => {
+    const work = tempDir('commit-room');
+    const { queue, outbox, transfers, receipts } = await setup(work.dir, { timeoutMs: 60_000, windowMessages: 10 });
+    try {
+      const src = join(work.dir, 'big.bin');
+      writeFileSync(src, randomBytes(256 * 1024));
+      const rec = await outbox.accept(src, {});
+      const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+      await queue.append(Array.from({ length: 20 }, (_, i) => ({ dataType: 'timeseries', payload: { v: i } })));
+      const out = queue.next(100);
+      assert.ok(transfers.start((file as { seq: number }).seq, rec));
+      const readings = out.filter((m) => m.dataType !== FILE_TRANSFER).map((m) => m.seq);
+      queue.ack(readings);
+      queue.commit(readings);
+      const highest = Math.max(...readings);
+      // The file's record is the oldest open one, and will be for as long as its chunks take.
+      assert.equal(queue.committedThrough, 0);
+      assert.equal(receipts.room(highest), 10, 'the window is measured from the oldest open reading');
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+});
+
+describe('the distributor side: a copy far behind the replay window', () => {
+  it('is refused as a replay, and still answered with a receipt when its signature is intact', () => {
+    const work = tempDir('too-old');
+    try {
+      writeFileSync(join(work.dir, 'd1.key'), key.toString('hex'));
+      const verifier = new MessageVerifier(
+        new DeviceKeyRegistry(work.dir, join(work.dir, 'revoked.txt')),
+        new ReplayWindows(join(work.dir, 'replay')),
+        { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 },
+        log,
+      );
+      const now = Date.now();
+      const envelope = (seq: number, k = key): UplinkEnvelope => {
+        const payload = { v: seq, timestamp: seq };
+        const auth = signGroup(k, { deviceId: 'd1', dataType: 'timeseries', epoch: 'e1', ts: now }, [{ seq, payload }]);
+        return { v: 1, deviceId: 'd1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: now, messages: [{ messageId: `e1.${seq}`, seq, payload, auth }] };
+      };
+      const newest = verifier.check(envelope(WINDOW + 10));
+      newest.commit();
+      const old = verifier.check(envelope(5));
+      assert.equal(old.accepted, undefined, 'not written again');
+      assert.equal(old.events[0]?.tags.reason, 'SECURITY_REPLAY');
+      assert.deepEqual(old.receipts, [{ epoch: 'e1', seq: 5 }]);
+      const forged = verifier.check(envelope(6, randomBytes(32)));
+      assert.deepEqual(forged.receipts, [], 'no receipt for what the device did not sign');
+    } finally {
+      work.cleanup();
+    }
+  });
+});
