@@ -1,7 +1,51 @@
+import { readFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 
-/** A port the OS says is free right now (bound to 0, then released). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
+/** Ports handed out by this process: never twice, though the first may not be listening yet. */
+const handedOut = new Set<number>();
+/** How many random ports are tried before falling back to one the OS picks. */
+const PORT_ATTEMPTS = 100;
+
+/**
+ * The lowest port of the kernel's ephemeral range (net.ipv4.ip_local_port_range; 32768 by default).
+ * An outgoing connection takes its source port from that range, so a port picked there can be
+ * taken by some client's connection between the moment it was found free and the moment its
+ * server binds it (seen: Caddy failing with "address already in use" while the stack started).
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 2048 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+function canBind(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A port free right now on every address (servers such as Caddy bind all of them), below the
+ * ephemeral range so no outgoing connection takes it meanwhile, and never handed out twice by this
+ * process. Falls back to one the OS picks.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const low = 1024 + Math.floor((ephemeralLow() - 1024) / 2);
+  const high = ephemeralLow() - 1;
+  for (let i = 0; i < PORT_ATTEMPTS; i++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (handedOut.has(port)) continue;
+    if ((await canBind(port, '0.0.0.0')) && (await canBind(port, host))) {
+      handedOut.add(port);
+      return port;
+    }
+  }
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
