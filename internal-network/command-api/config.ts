@@ -21,7 +21,8 @@ export const CommandApiConfigSchema = z.object({
    * every command is authenticated with its device's key, so the DMZ cannot forge one. */
   COMMAND_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
   /** Send commands unsigned to devices without a registered key (instead of refusing them with
-   * API_DEVICE_KEY_MISSING). Such a device runs them only if its own FIELD_ALLOW_UNSIGNED_COMMANDS is on. */
+   * API_DEVICE_KEY_MISSING), and record such a device's unsigned responses. Such a device runs them
+   * only if its own FIELD_ALLOW_UNSIGNED_COMMANDS is on. */
   COMMAND_ALLOW_UNSIGNED: setting.bool(false),
   ...mqttSettings('internal/command-api'),
   COMMAND_API_CLIENT_ID: z

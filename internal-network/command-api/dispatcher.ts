@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
-import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope } from '../../shared/contract/envelope.ts';
+import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope, type EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
-import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
+import { sortBySignature } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { isFinal, type CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
@@ -21,14 +22,23 @@ const EXPIRY_SWEEP_MS = 5_000;
  * Each command is authenticated for its device with the device's signing key from the internal
  * registry (security/command-auth.ts), so a compromised DMZ can neither forge nor alter one. It is
  * signed at each publish, not stored signed: a key rotated or revoked since takes effect at once.
+ *
+ * Each response is believed only if the device signed it (shared/security/message-auth.ts) under
+ * the same registered key: the DMZ publishes uplink envelopes with the gateway's identity, and could
+ * otherwise hold a command back and report it `completed`, or make it final with a `rejected`.
  */
 export interface CommandSigning {
   keys: DeviceKeyRegistry;
-  /** COMMAND_ALLOW_UNSIGNED: send commands unsigned to devices without a registered key */
+  /** COMMAND_ALLOW_UNSIGNED: send commands unsigned to devices without a registered key, and
+   * believe their unsigned responses */
   allowUnsigned: boolean;
 }
 
+type Response = EnvelopeOf<'response'>['messages'][number];
+
 export class CommandDispatcher {
+  /** responses ignored because they are not provably the device's, by code */
+  readonly refusedResponses: Partial<Record<ErrorCode, number>> = {};
   private readonly sweep: NodeJS.Timeout;
 
   constructor(
@@ -122,7 +132,7 @@ export class CommandDispatcher {
       if (where.kind !== 'uplink' || where.dataType !== 'response') return;
       const env = parseEnvelope(UplinkEnvelopeSchema, payload);
       if (env.dataType !== 'response' || env.deviceId !== where.deviceId) return;
-      for (const { payload: response } of env.messages) {
+      for (const { payload: response } of this.genuine(env)) {
         const record = this.store.get(response.commandId);
         // A device answers only its own commands; anything else is noise, or an attack.
         if (!record || record.deviceId !== env.deviceId) {
@@ -142,6 +152,38 @@ export class CommandDispatcher {
       if (!isFieldStreamError(err)) throw err;
       this.log.warn({ code: err.code, topic }, err.message);
     }
+  }
+
+  /**
+   * The responses of `env` the device provably sent: signed under its registered key (a signed group
+   * counts whole or not at all), or, for a device without a key and only with COMMAND_ALLOW_UNSIGNED,
+   * unsigned. A device with a key must sign. The rest is ignored, counted and logged with its code.
+   * Freshness and replay are not checked: a genuine response replayed by the DMZ says what the device
+   * said, for the same command id — recorded once, since a final state never changes.
+   */
+  private genuine(env: EnvelopeOf<'response'>): Response[] {
+    const { deviceId, gatewayId } = env;
+    const refuse = (code: ErrorCode, messages: readonly Response[], detail: string) => {
+      if (messages.length === 0) return;
+      this.refusedResponses[code] = (this.refusedResponses[code] ?? 0) + messages.length;
+      this.log.warn(
+        { code, deviceId, gatewayId, commandIds: messages.slice(0, 20).map((m) => m.payload.commandId), refused: this.refusedResponses[code] },
+        `security: ${detail}; response ignored`,
+      );
+    };
+    if (this.signing.keys.isRevoked(deviceId)) {
+      refuse('SECURITY_REVOKED', env.messages, 'the device was revoked');
+      return [];
+    }
+    const key = this.signing.keys.get(deviceId);
+    const sorted = sortBySignature(key, env);
+    const unsignedOk = !key && this.signing.allowUnsigned;
+    if (key) refuse('SECURITY_BAD_SIGNATURE', sorted.unverified, 'signature does not match the content and the device key (or the signed group is incomplete)');
+    else refuse('SECURITY_UNKNOWN_DEVICE', sorted.unverified, 'no signing key registered for this device (unknown or revoked)');
+    if (!unsignedOk) refuse('SECURITY_UNSIGNED', sorted.unsigned, key ? 'unsigned response from a device with a registered key' : 'unsigned response (COMMAND_ALLOW_UNSIGNED is off)');
+    const believed = new Set<Response>(sorted.authentic.map((a) => a.message));
+    if (unsignedOk) for (const m of sorted.unsigned) believed.add(m);
+    return env.messages.filter((m) => believed.has(m)); // in the device's order
   }
 
   private redeliver(deviceId: string): void {

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { ENVELOPE_VERSION, type EnvelopeOf } from '../../shared/contract/envelope.ts';
+import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { parseSigningKey, signGroup, signMessage } from '../../shared/security/message-auth.ts';
+import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { api, startTestStack } from '../helpers/stack.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const DEVICE = 'valve-1';
+const OTHER = 'valve-2';
+
+/**
+ * A compromised DMZ publishes uplink envelopes with the gateway's identity. It holds back a command
+ * the API issued to a device that is offline, and reports it answered: `completed` unsigned, signed
+ * with another device's key, or in a signed group it altered; `rejected` (which would make the
+ * command final, never delivered again). The command API believes none of them: the command stays
+ * pending, runs when the device connects, and the device's own answer is what is recorded.
+ */
+describe('command responses authenticated end to end against a compromised DMZ', () => {
+  const pki = makeTestPki([DEVICE, OTHER]);
+  const work = tempDir('command-responses');
+  const logs = new LogCapture();
+  const marker = join(work.dir, 'valve-closed');
+  const commandsFile = join(work.dir, 'commands.json');
+  writeFileSync(commandsFile, JSON.stringify({ close_valve: { type: 'exec', program: 'sh', args: ['-c', `echo "$FIELDSTREAM_COMMAND_ID" >> '${marker}'`] } }));
+  const key = parseSigningKey(readFileSync(pki.paths.device(DEVICE).signingKey, 'utf8')) as Buffer;
+  const otherKey = parseSigningKey(readFileSync(pki.paths.device(OTHER).signingKey, 'utf8')) as Buffer;
+  const runs = () => (existsSync(marker) ? readFileSync(marker, 'utf8').trim().split('\n') : []);
+  let stack: LocalStack;
+  let token: string;
+  let dmz: MqttClient;
+
+  before(async () => {
+    ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), {}));
+    const gw = pki.paths.service('dmz/gateway');
+    dmz = await connectAsync(stack.urls.dmzMqtt, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(gw.cert), key: readFileSync(gw.key), protocolVersion: 5 });
+  });
+  after(async () => {
+    await dmz?.endAsync();
+    await stack?.close();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  it('records no forged answer; the device’s own answer once it connects', async () => {
+    const r = await api(stack, token, 'POST', '/v1/commands', { deviceId: DEVICE, command: 'close_valve' });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const id = r.body.commands[0].commandId as string;
+    const state = async () => (await api(stack, token, 'GET', `/v1/commands/${id}`)).body;
+
+    type Response = EnvelopeOf<'response'>['messages'][number];
+    const completed = { commandId: id, status: 'completed' as const, result: { forged: true } };
+    const rejected = { commandId: id, status: 'rejected' as const, result: { code: 'FIELD_COMMAND_BAD_SIGNATURE' } };
+    const now = Date.now();
+    const header = { deviceId: DEVICE, dataType: 'response' as const, epoch: 'forged', ts: now };
+    const inGroup = (k: Buffer, payloads: Response['payload'][], seq0: number): Response[] => {
+      const members = payloads.map((payload, j) => ({ seq: seq0 + j, payload }));
+      const auth = signGroup(k, header, members);
+      return members.map((m, j) => ({ messageId: `forged-${seq0 + j}`, ...(j === 0 ? { auth } : { seq: m.seq }), payload: m.payload }));
+    };
+    const altered = inGroup(key, [{ ...completed, commandId: 'cmd-other' }], 30); // the device's key, the content changed
+    (altered[0] as Response).payload = completed;
+    const attacks: [string, Response[], string][] = [
+      ['unsigned completed', [{ messageId: 'forged-1', payload: completed }], 'SECURITY_UNSIGNED'],
+      ['unsigned rejected', [{ messageId: 'forged-2', payload: rejected }], 'SECURITY_UNSIGNED'],
+      ['completed signed with another device’s key (v2)', inGroup(otherKey, [completed], 10), 'SECURITY_BAD_SIGNATURE'],
+      ['rejected signed with another device’s key (v1)', [{ messageId: 'forged-3', auth: signMessage(otherKey, { ...header, seq: 20, payload: rejected }), payload: rejected }], 'SECURITY_BAD_SIGNATURE'],
+      ['completed in a signed group altered', altered, 'SECURITY_BAD_SIGNATURE'],
+    ];
+    const logFile = stack.commandApi.spec.logFile;
+    const ignored = (code: string) => readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('response ignored') && l.includes(`"code":"${code}"`)).length;
+    for (const [what, messages, code] of attacks) {
+      const before = ignored(code);
+      const envelope: EnvelopeOf<'response'> = { v: ENVELOPE_VERSION, deviceId: DEVICE, gatewayId: 'gateway-1', receivedAt: Date.now(), dataType: 'response', messages };
+      await dmz.publishAsync(uplinkTopic(DEVICE, 'response'), JSON.stringify(envelope), { qos: 1 });
+      // Until the command API logged it ignored the response (or, were it believed, recorded it).
+      const s = await eventually(async () => {
+        const now = await state();
+        return ignored(code) > before || now.response ? now : undefined;
+      }, 10_000, `the command API's verdict on the ${what} response`);
+      assert.ok(s.state === 'queued' || s.state === 'sent', `${what}: ${JSON.stringify(s)}`);
+      assert.equal(s.response, undefined, what);
+    }
+    assert.deepEqual(runs(), [], 'nothing ran yet: the device is offline');
+
+    // The device connects: the command is delivered, runs once, and its signed answer is recorded.
+    const field = await startTestFieldClient(pki.paths, DEVICE, stack.urls.wss, logs.logger, { FIELD_COMMANDS_FILE: commandsFile });
+    try {
+      const done = await eventually(async () => {
+        const s = await state();
+        return s.state === 'completed' ? s : undefined;
+      }, 30_000, 'the device’s answer recorded');
+      assert.notDeepEqual(done.response.result, completed.result, 'the device’s result, not the forged one');
+      assert.deepEqual(runs(), [id], 'the command ran once, on the device');
+    } finally {
+      await field.close();
+    }
+  });
+});
