@@ -1,8 +1,8 @@
 import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 import type { ErrorCode } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { verifyGroup, verifyMessage } from '../../../shared/security/message-auth.ts';
 import type { StoredPoint } from '../points.ts';
+import { authenticMessages, isIntact } from '../../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
 
@@ -104,6 +104,8 @@ export class MessageVerifier {
       }
       // The messages this MAC covers, each with its sequence number: one (version 1), or the group
       // that starts here (version 2: the first message's seq is in its auth, the others' beside them).
+      // The walk of shared/authentic.ts (sortBySignature), inlined: this hot loop refuses and checks
+      // each member as it goes, without the intermediate lists.
       const group = auth.v === 1 ? [m] : messages.slice(i, i + auth.count);
       i += group.length;
       if (!key) {
@@ -160,30 +162,6 @@ export class MessageVerifier {
    */
   authentic(env: UplinkEnvelope): SignedId[] {
     const key = this.keys.isRevoked(env.deviceId) ? undefined : this.keys.get(env.deviceId);
-    const ids: SignedId[] = [];
-    if (!key) return ids;
-    const messages = env.messages;
-    for (let i = 0; i < messages.length; ) {
-      const auth = (messages[i] as Message).auth;
-      if (!auth) {
-        i++;
-        continue;
-      }
-      const group = auth.v === 1 ? [messages[i] as Message] : messages.slice(i, i + auth.count);
-      i += group.length;
-      const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq }));
-      if (isIntact(key, env, auth, members)) for (const m of members) ids.push({ epoch: auth.epoch, seq: m.seq as number });
-    }
-    return ids;
+    return key ? authenticMessages<Message>(key, env).map(({ epoch, seq }) => ({ epoch, seq })) : [];
   }
-}
-
-/** Whether the MAC in `auth` covers exactly these messages, under the device's key. */
-function isIntact(key: Buffer, env: UplinkEnvelope, auth: NonNullable<Message['auth']>, members: Array<{ message: Message; seq: number | undefined }>): boolean {
-  const first = members[0] as { message: Message };
-  return auth.v === 1
-    ? verifyMessage(key, { deviceId: env.deviceId, dataType: env.dataType, payload: first.message.payload }, auth)
-    : members.length === auth.count &&
-        members.every((x, j) => j === 0 || (x.message.auth === undefined && x.seq !== undefined)) &&
-        verifyGroup(key, { deviceId: env.deviceId, dataType: env.dataType }, auth, members.map((x) => ({ seq: x.seq as number, payload: x.message.payload })));
 }
