@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { pkiPaths } from '../shared/pki/layout.ts';
-import { ensureSigningKey, issueDeviceCertificate, readPkiMeta, setupPki } from '../shared/pki/onboarding.ts';
+import { pkiPaths } from '../pki/layout.ts';
+import { ensureSigningKey, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
 
 /**
  * Development certificates for `npm start`: reuses whatever is in the certificates folder (a CA

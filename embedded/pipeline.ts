@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import type { Logger } from '../shared/logger.ts';
-import { pkiPaths } from '../shared/pki/layout.ts';
+import { pkiPaths } from '../pki/layout.ts';
 import { readPemSetting } from '../shared/tls-files.ts';
 import { loadGatewayConfig } from '../dmz/gateway/config.ts';
 import { startGateway, type Gateway } from '../dmz/gateway/gateway.ts';

@@ -5,9 +5,9 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { isFieldStreamError } from '../shared/errors.ts';
-import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, setupPki } from '../shared/pki/onboarding.ts';
-import { pkiPaths } from '../shared/pki/layout.ts';
-import { revokeDevice } from '../shared/pki/revocation.ts';
+import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { pkiPaths } from '../pki/layout.ts';
+import { revokeDevice } from '../pki/revocation.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
 const certsDir = resolve(process.env.CERTS_DIR ?? resolve(repoRoot, 'certs'));

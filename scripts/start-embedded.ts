@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { createLogger } from '../shared/logger.ts';
-import { pkiPaths } from '../shared/pki/layout.ts';
+import { pkiPaths } from '../pki/layout.ts';
 import { runService } from '../shared/service.ts';
 import { loadEmbeddedConfig, SEED_DEVICE_IDS } from '../embedded/config.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';

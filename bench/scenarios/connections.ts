@@ -1,5 +1,5 @@
 import WebSocket from 'ws';
-import { issueCertificate, newKeyPair, type KeyAndCert } from '../../shared/pki/certificates.ts';
+import { issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
 import { residentBytes } from '../lib/proc-stats.ts';
 
 export interface ConnectionsOptions {

@@ -4,7 +4,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
-import { pkiPaths } from '../../shared/pki/layout.ts';
+import { pkiPaths } from '../../pki/layout.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import type { BenchContext } from '../lib/context.ts';

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { pkiPaths } from '../../shared/pki/layout.ts';
+import { pkiPaths } from '../../pki/layout.ts';
 import { createLogger, type Logger } from '../../shared/logger.ts';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';

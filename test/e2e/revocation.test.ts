@@ -9,7 +9,7 @@ import { startTestStack } from '../helpers/stack.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
-import { revokeDevice } from '../../shared/pki/revocation.ts';
+import { revokeDevice } from '../../pki/revocation.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { parseSigningKey, signMessage } from '../../shared/security/message-auth.ts';

@@ -1,4 +1,4 @@
-import type { PkiPaths } from '../../shared/pki/layout.ts';
+import type { PkiPaths } from '../../pki/layout.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { loadFieldClientConfig } from '../../field-client/src/config.ts';
 import { startFieldClient, type RunningFieldClient } from '../../field-client/src/start.ts';

@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pkiPaths, type PkiPaths } from '../../shared/pki/layout.ts';
-import { issueDeviceCertificate, setupPki } from '../../shared/pki/onboarding.ts';
-import { createCertificateAuthority, issueCertificate } from '../../shared/pki/certificates.ts';
+import { pkiPaths, type PkiPaths } from '../../pki/layout.ts';
+import { issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
+import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
 
 /** A fresh certificate set in a temporary folder, made at test time (no key is ever committed). */
 export function makeTestPki(deviceIds: readonly string[], domain = 'localhost'): { dir: string; paths: PkiPaths; cleanup(): void } {

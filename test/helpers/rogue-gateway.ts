@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { LIMITS } from '../../shared/limits.ts';
-import type { PkiPaths } from '../../shared/pki/layout.ts';
+import type { PkiPaths } from '../../pki/layout.ts';
 
 /** One message of a device's batch frame, as the rogue endpoint sees it. */
 export interface RogueBatchItem {

@@ -4,7 +4,7 @@ import { eventually } from './ws-device.ts';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../scripts/local-stack/stack.ts';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import type { PkiPaths } from '../../shared/pki/layout.ts';
+import type { PkiPaths } from '../../pki/layout.ts';
 
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import type { DownlinkFrame } from '../../shared/contract/downlink.ts';
-import type { PkiPaths } from '../../shared/pki/layout.ts';
+import type { PkiPaths } from '../../pki/layout.ts';
 
 /**
  * A raw WebSocket client as a person with wscat would be: it sends text frames and reads the

@@ -4,7 +4,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ROLE_POLICIES } from '../../shared/acl.ts';
-import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../shared/pki/onboarding.ts';
+import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');

@@ -5,9 +5,9 @@ import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { SERVICE_CERTS, pkiPaths } from '../../shared/pki/layout.ts';
-import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../shared/pki/onboarding.ts';
-import { describeCertificate } from '../../shared/pki/certificates.ts';
+import { SERVICE_CERTS, pkiPaths } from '../../pki/layout.ts';
+import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
+import { describeCertificate } from '../../pki/certificates.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { foreignDeviceCert, tempDir } from '../helpers/pki.ts';
 

@@ -4,8 +4,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSy
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { FieldStreamError } from '../errors.ts';
-import { DeviceIdSchema } from '../contract/primitives.ts';
+import { FieldStreamError } from '../shared/errors.ts';
+import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { pkiPaths, SERVICE_CERTS } from './layout.ts';
 import { publishRevocations, recordIssued } from './revocation.ts';

@@ -3,7 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { FieldStreamError } from '../errors.ts';
+import { FieldStreamError } from '../shared/errors.ts';
 import { pkiPaths } from './layout.ts';
 
 /**
