@@ -127,6 +127,11 @@ export class MessageVerifier {
         const seen = this.replay.check(env.deviceId, auth.epoch, seq);
         if (seen === 'too-old') {
           refuse(message.messageId, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
+          // Authentic, and far behind the newest accepted: a device that keeps to its receipt window
+          // (FIELD_COMMIT_WINDOW_MESSAGES < the replay window) had let this one go before it sent the
+          // newest, so a copy now comes from a device that lost its own record of that (a crash
+          // before it saved its watermark). Its receipt lets it go again, rather than resend forever.
+          receipts.push({ epoch: auth.epoch, seq });
           continue;
         }
         const id = `${auth.epoch}\u0000${seq}`;
