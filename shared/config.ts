@@ -21,14 +21,25 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Env = process.e
   for (const [k, v] of Object.entries(env)) {
     if (v !== undefined && v.trim() !== '') cleaned[k] = v.trim();
   }
-  const result = schema.safeParse(cleaned);
+  let result: ReturnType<S['safeParse']>;
+  try {
+    result = schema.safeParse(cleaned) as ReturnType<S['safeParse']>;
+  } catch (err) {
+    // A check that throws instead of reporting an issue is a bug in the schema; still one line, not a stack.
+    throw new FieldStreamError('CONFIG_INVALID', `Invalid configuration — ${oneLine((err as Error).message)}`);
+  }
   if (!result.success) {
-    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(settings)'}: ${i.message}`);
+    // One line per error: the variable and what it must be (zod's messages may span lines).
+    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(settings)'}: ${oneLine(i.message)}`);
     throw new FieldStreamError('CONFIG_INVALID', `Invalid configuration — ${problems.join('; ')}`, {
       variables: result.error.issues.map((i) => i.path.join('.')),
     });
   }
   return Object.freeze(result.data) as Readonly<z.infer<S>>;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ');
 }
 
 /** Reusable setting types. */
@@ -42,10 +53,14 @@ export const setting = {
       .transform((v) => v === 'true' || v === '1' || v === 'yes'),
   positiveInt: (fallback: number) => z.coerce.number().int().positive().default(fallback),
   logLevel: () => z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  url: (protocols: readonly string[]) =>
-    z.url().refine((u) => protocols.includes(new URL(u).protocol.replace(':', '')), {
-      message: `must be a URL with scheme ${protocols.join(' or ')}`,
-    }),
+  /** A URL with one of these schemes. Something that is no URL at all (`http//x`) is refused with
+   * the same message, never with URL's TypeError: `abort` stops zod before the scheme check. */
+  url: (protocols: readonly string[]) => {
+    const expected = `must be a URL with scheme ${protocols.join(' or ')} (e.g. ${protocols[0]}://host:port)`;
+    return z
+      .url({ error: expected, abort: true })
+      .refine((u) => URL.canParse(u) && protocols.includes(new URL(u).protocol.replace(':', '')), { message: expected });
+  },
 };
 
 /** Reads a JSON file named by a setting and checks it against a schema; errors name the setting. */

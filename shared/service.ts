@@ -32,7 +32,8 @@ export function runService<C>(name: string, loadConfig: () => C, start: (config:
 
 function fail(name: string, err: unknown): never {
   if (isFieldStreamError(err)) {
-    process.stderr.write(`${name}: error ${err.code}: ${err.message}\n`);
+    // One line, no stack: the code and the message, which names the setting at fault.
+    process.stderr.write(`${name}: error ${err.code}: ${err.message.replace(/\s*\n\s*/g, ' ')}\n`);
     process.exit(err.code.startsWith('CONFIG_') ? 78 : 1);
   }
   process.stderr.write(`${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

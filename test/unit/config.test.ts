@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { loadGatewayConfig } from '../../dmz/gateway/config.ts';
-import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
-import { loadFieldClientConfig } from '../../field-client/src/config.ts';
+import type { z } from 'zod';
+import { GatewayConfigSchema, loadGatewayConfig } from '../../dmz/gateway/config.ts';
+import { DistributorConfigSchema, loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { CommandApiConfigSchema } from '../../internal-network/command-api/config.ts';
+import { FieldClientConfigSchema, loadFieldClientConfig } from '../../field-client/src/config.ts';
+import { EmbeddedConfigSchema } from '../../embedded/config.ts';
+import { parseConfig } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -47,6 +51,33 @@ describe('configuration', () => {
     assert.doesNotThrow(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_ORG: 'o', INFLUXDB_BUCKET: 'b' }));
   });
 
+  it('answers garbage in any setting of any service with one line of CONFIG_INVALID naming it, never a TypeError', () => {
+    const services: [string, z.ZodObject, Record<string, string>][] = [
+      ['gateway', GatewayConfigSchema, {}],
+      ['distributor', DistributorConfigSchema, {}],
+      ['command API', CommandApiConfigSchema, { COMMAND_API_TOKEN: 'x'.repeat(32) }],
+      ['field client', FieldClientConfigSchema, { DEVICE_ID: 'd', GATEWAY_URL: 'wss://gateway:8443/ws' }],
+      ['npm start', EmbeddedConfigSchema, {}],
+    ];
+    const garbage = ['http//x', '-1', 'abc', '99999999999', '', ' ', '0', '1.5', 'wss://', 'mqtts://', 'true', '\u0000', '%', 'x'.repeat(5000)];
+    for (const [service, schema, required] of services) {
+      assert.doesNotThrow(() => parseConfig(schema, required), service);
+      for (const variable of Object.keys(schema.shape)) {
+        for (const value of garbage) {
+          const what = `${service} ${variable}=${JSON.stringify(value.slice(0, 20))}`;
+          try {
+            parseConfig(schema, { ...required, [variable]: value });
+          } catch (err) {
+            assert.ok(err instanceof FieldStreamError, `${what}: ${String(err)}`);
+            assert.equal(err.code, 'CONFIG_INVALID', what);
+            assert.match(err.message, new RegExp(`\\b${variable}\\b`), what);
+            assert.doesNotMatch(err.message, /\n/, what);
+          }
+        }
+      }
+    }
+  });
+
   it('treats an empty setting as unset', () => {
     assert.equal(loadGatewayConfig({ GATEWAY_PORT: '' }).GATEWAY_PORT, 8443);
   });
@@ -56,6 +87,8 @@ describe('configuration', () => {
     ['distributor', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http://db:8086' }, 'INFLUXDB_TOKEN'],
     ['field-client', 'field-client/src/main.ts', {}, 'DEVICE_ID'],
     ['gateway (missing certificate file)', 'dmz/gateway/main.ts', { MQTT_CA_FILE: '/nonexistent/ca.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'MQTT_CA_FILE'],
+    ['distributor (not a URL)', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http//x' }, 'INFLUXDB_URL'],
+    ['command API (not a URL)', 'internal-network/command-api/main.ts', { COMMAND_API_TOKEN: 'x'.repeat(32), MQTT_URL: 'mqtts//broker' }, 'MQTT_URL'],
   ] as const) {
     it(`stops the ${service} process with a message naming ${variable}`, () => {
       const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, entry)], {
@@ -66,6 +99,9 @@ describe('configuration', () => {
       });
       assert.notEqual(r.status, 0);
       assert.match(r.stderr, new RegExp(`error CONFIG_[A-Z_]+: .*${variable}`));
+      // One line: the code and the variable, no stack trace.
+      assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /^\s+at /m);
       if (variable !== 'MQTT_CA_FILE') assert.equal(r.status, 78);
     });
   }
