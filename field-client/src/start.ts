@@ -10,9 +10,10 @@ import type { FieldClientConfig } from './config.ts';
 import { FieldClient } from './field-client.ts';
 import { FileOutbox } from './files/file-outbox.ts';
 import { GatewayConnection } from './gateway-connection.ts';
-import { watchFolder } from './inputs/folder-watch.ts';
-import { startHttpInput } from './inputs/http-input.ts';
-import { startMqttInput } from './inputs/mqtt-input.ts';
+import { folderInput } from './inputs/folder-watch.ts';
+import { httpInput } from './inputs/http-input.ts';
+import type { LocalInput } from './inputs/input.ts';
+import { mqttInput } from './inputs/mqtt-input.ts';
 import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
 
@@ -97,19 +98,20 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     commands,
     log,
   );
+  // The local inputs, each one the setting asks for, started in this order (and closed in reverse).
+  const http = config.FIELD_HTTP_PORT === undefined ? undefined : httpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log);
+  const mqtt = config.FIELD_MQTT_PORT === undefined ? undefined : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log);
+  const folder = config.FIELD_WATCH_DIR ? folderInput(client, config.FIELD_WATCH_DIR, config.FIELD_WATCH_INTERVAL_MS, log) : undefined;
+  const inputs = [http, mqtt, folder].filter((i): i is LocalInput => i !== undefined);
   const closers: Array<() => Promise<void> | void> = [];
   try {
-    const http = config.FIELD_HTTP_PORT === undefined ? undefined : await startHttpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log);
-    if (http) closers.push(http.close);
-    const mqtt = config.FIELD_MQTT_PORT === undefined ? undefined : await startMqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log);
-    if (mqtt) closers.push(mqtt.close);
+    for (const input of inputs) {
+      await input.start();
+      closers.push(() => input.close());
+    }
     if (commandsFile) commands.configure(commandsFile, mqtt?.publish);
     const simulator = config.FIELD_SIMULATE ? new Simulator(client, config.FIELD_SAMPLE_INTERVAL_MS, log.child({ subsystem: 'simulator' })) : undefined;
     simulator?.registerCommands(commands);
-    if (config.FIELD_WATCH_DIR) {
-      mkdirSync(config.FIELD_WATCH_DIR, { recursive: true });
-      closers.push(watchFolder(client, config.FIELD_WATCH_DIR, config.FIELD_WATCH_INTERVAL_MS, log).close);
-    }
     connection.start();
     simulator?.start();
     if (simulator) closers.push(() => simulator.stop());

@@ -1,8 +1,9 @@
-import { readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
+import type { LocalInput } from './input.ts';
 
 const TYPES: Record<string, string> = {
   '.jpg': 'image/jpeg',
@@ -21,9 +22,9 @@ const TYPES: Record<string, string> = {
  * Sends every new file that appears in a folder. A file is taken once its size and modification
  * time held still for one interval (a camera may still be writing it), then moved into the outbox;
  * the folder is left empty of what was accepted. Polling, not inotify: it works the same on every
- * file system, network mounts and SD cards included.
+ * file system, network mounts and SD cards included. The folder is created on start if missing.
  */
-export function watchFolder(client: FieldClient, dir: string, intervalMs: number, log: Logger): { close(): void } {
+export function folderInput(client: FieldClient, dir: string, intervalMs: number, log: Logger): LocalInput {
   const seen = new Map<string, string>();
   const busy = new Set<string>();
   const tick = () => {
@@ -68,6 +69,15 @@ export function watchFolder(client: FieldClient, dir: string, intervalMs: number
     }
     for (const name of seen.keys()) if (!names.includes(name)) seen.delete(name);
   };
-  const timer = setInterval(tick, intervalMs);
-  return { close: () => clearInterval(timer) };
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    name: 'folder',
+    async start() {
+      mkdirSync(dir, { recursive: true });
+      timer = setInterval(tick, intervalMs);
+    },
+    async close() {
+      clearInterval(timer);
+    },
+  };
 }

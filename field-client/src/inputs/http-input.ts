@@ -9,6 +9,7 @@ import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts'
 import { LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
+import type { LocalInput } from './input.ts';
 import { toSubmissions } from './validate.ts';
 
 /** bytes of a JSON body */
@@ -22,9 +23,8 @@ const MAX_JSON_BYTES = 8 * 1024 * 1024;
  *   POST /v1/files?filename=NAME[&contentType=TYPE]   the file as the raw body       → 202 once on disk
  *   GET  /status          connection, queue depth, oldest unsent reading, last ack
  */
-export async function startHttpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger) {
+export function httpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger): LocalInput {
   const incoming = join(dataDir, 'incoming');
-  mkdirSync(incoming, { recursive: true });
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', (err as Error).message);
@@ -71,14 +71,21 @@ export async function startHttpInput(client: FieldClient, host: string, port: nu
     throw new FieldStreamError('FIELD_INPUT_INVALID', `No endpoint ${url.pathname}.`);
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_HTTP_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
-    server.listen(port, host, () => resolve());
-  });
-  const bound = (server.address() as AddressInfo).port;
-  log.info({ host, port: bound }, 'local HTTP input listening');
+  let bound: number | undefined;
   return {
-    port: bound,
+    name: 'http',
+    get port() {
+      return bound;
+    },
+    async start() {
+      mkdirSync(incoming, { recursive: true });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_HTTP_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
+        server.listen(port, host, () => resolve());
+      });
+      bound = (server.address() as AddressInfo).port;
+      log.info({ host, port: bound }, 'local HTTP input listening');
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -4,6 +4,7 @@ import { Aedes } from 'aedes';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
+import type { LocalInput } from './input.ts';
 import { toSubmissions } from './validate.ts';
 
 /**
@@ -15,9 +16,9 @@ import { toSubmissions } from './validate.ts';
  *
  * It listens on loopback by default and asks for no credentials: it is for the device itself.
  */
-export async function startMqttInput(client: FieldClient, host: string, port: number, prefix: string, log: Logger) {
+export function mqttInput(client: FieldClient, host: string, port: number, prefix: string, log: Logger): LocalInput & { publish(topic: string, payload: string): Promise<void> } {
   const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
-  const aedes = await Aedes.createBroker({
+  const broker = () => Aedes.createBroker({
     authorizePublish(c, packet, done) {
       if (c === null) return done(null);
       const kind = kinds[packet.topic];
@@ -47,20 +48,34 @@ export async function startMqttInput(client: FieldClient, host: string, port: nu
       done(null, sub.topic.startsWith('$') ? null : sub);
     },
   });
-  const server: Server = createServer((socket) => aedes.handle(socket));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_MQTT_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
-    server.listen(port, host, () => resolve());
-  });
-  const bound = (server.address() as AddressInfo).port;
-  log.info({ host, port: bound, topics: Object.keys(kinds) }, 'local MQTT input listening');
+  let aedes: Aedes | undefined;
+  let server: Server | undefined;
+  let bound: number | undefined;
   return {
-    port: bound,
+    name: 'mqtt',
+    get port() {
+      return bound;
+    },
+    async start() {
+      const a = (aedes = await broker());
+      const s = (server = createServer((socket) => a.handle(socket)));
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_MQTT_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
+        s.listen(port, host, () => resolve());
+      });
+      bound = (s.address() as AddressInfo).port;
+      log.info({ host, port: bound, topics: Object.keys(kinds) }, 'local MQTT input listening');
+    },
     publish: (topic: string, payload: string) =>
-      new Promise<void>((resolve, reject) => aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, (err) => (err ? reject(err) : resolve()))),
+      new Promise<void>((resolve, reject) => {
+        if (!aedes) return reject(new Error('the local MQTT input is not started'));
+        aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, (err) => (err ? reject(err) : resolve()));
+      }),
     async close() {
-      await new Promise<void>((resolve) => aedes.close(() => resolve()));
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const a = aedes;
+      const s = server;
+      if (a) await new Promise<void>((resolve) => a.close(() => resolve()));
+      if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
     },
   };
 }
