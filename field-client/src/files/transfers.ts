@@ -1,6 +1,6 @@
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from '../../../shared/security/receipt-auth.ts';
-import type { FrameItem } from '../uplink-frame.ts';
+import type { FrameItem } from '../../../shared/contract/uplink-frame.ts';
 import type { FileOutbox, FileTransferRecord } from './file-outbox.ts';
 
 /** The queue's own kind for a file sent in chunks; never sent as such. */

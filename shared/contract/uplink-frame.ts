@@ -1,4 +1,4 @@
-import type { MessageAuth } from '../../shared/security/message-auth.ts';
+import type { MessageAuth } from '../security/message-auth.ts';
 
 /** One message of an uplink frame, its payload already JSON text. */
 export interface FrameItem {
@@ -11,7 +11,7 @@ export interface FrameItem {
 
 /**
  * A batch frame, `{"deviceId": ..., "batch": [{"dataType", "messageId", "seq", "payload", "auth"?}]}`
- * (shared/contract/uplink.ts), with each payload spliced in as the text the queue made of it when
+ * (parsed by uplink.ts beside it), with each payload spliced in as the text the queue made of it when
  * it was accepted: the same text its signature covers. Every other value goes through
  * JSON.stringify. Serialising each payload again for the frame cost about a microsecond per
  * reading (measured); payloads are most of a frame.
