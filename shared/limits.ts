@@ -1,3 +1,8 @@
+/** seconds in a day */
+export const DAY_S = 86_400;
+/** milliseconds in a day */
+export const DAY_MS = DAY_S * 1000;
+
 /**
  * Protective limits, each with its unit and the reason for its value. Services may lower them
  * through their configuration; nothing raises them silently.
@@ -28,7 +33,7 @@ export const LIMITS = {
   publishTimeoutMs: 30_000,
   /** seconds. Longest a command may stay deliverable (the command API's ttlSeconds); the field
    * client's default FIELD_COMMAND_MAX_AGE_S, so a command delivered late but within its TTL runs. */
-  commandMaxTtlS: 30 * 86_400,
+  commandMaxTtlS: 30 * DAY_S,
   /** characters. Longest device id; it is a certificate CN, an MQTT topic level and a folder name. */
   deviceIdMaxChars: 64,
   /** bytes. Longest file name (UTF-8) a device may give. */
@@ -48,6 +53,107 @@ export const LIMITS = {
   /** receipts. Most receipts (device and epoch) in one receipts message to a gateway; a write with
    * more devices than this is answered in several messages. */
   receiptsPerMessage: 2000,
+  /** devices. Past this many devices with rate-limit buckets, the gateway forgets those idle for
+   * TIMINGS.rateLimitIdleMs, so its memory does not grow with every device ever seen. */
+  rateLimitTrackedDevices: 100_000,
+  /** bytes. Largest JSON body the command API reads. */
+  apiBodyMaxBytes: 64 * 1024,
+  /** bytes. Largest JSON body the field client's local HTTP input reads (a batch of readings). */
+  localInputJsonMaxBytes: 8 * 1024 * 1024,
 } as const;
 
 export type Limits = typeof LIMITS;
+
+/** milliseconds. The gateway pings every device this often (and closes a connection that did not
+ * answer the previous ping); the field client counts each ping as a sign of life. */
+const HEARTBEAT_MS = 30_000;
+
+/**
+ * Timings, each with its unit and the reason for its value. Those two tiers must agree on are
+ * derived from one another (the field client's idle timeout from the gateway's heartbeat), so one
+ * cannot be changed without the other. Settings with their own variable keep their defaults in
+ * their service's config.ts.
+ */
+export const TIMINGS = {
+  // -- Between the field client and the gateway (WSS) -------------------------------------------
+  /** milliseconds. See HEARTBEAT_MS: the gateway's ping interval, and how long a device has to pong. */
+  heartbeatMs: HEARTBEAT_MS,
+  /** milliseconds. The field client gives up on a connection that showed no sign of life (frame or
+   * ping) for this long and reconnects: three heartbeats, so one or two lost pings are not enough. */
+  idleTimeoutMs: 3 * HEARTBEAT_MS,
+  /** milliseconds. A TLS handshake (gateway) or WebSocket opening handshake (field client) not done
+   * within this is given up: a stalled peer (slowloris) is dropped, not waited for. */
+  handshakeTimeoutMs: 10_000,
+  /** milliseconds. Silence a connection to the gateway may keep before its WebSocket is open; after
+   * that the heartbeat watches it. */
+  gatewayPreUpgradeIdleMs: 10_000,
+  /** milliseconds. The gateway's HTTP headersTimeout: the upgrade request's headers must be in by then. */
+  gatewayHeadersTimeoutMs: 10_000,
+  /** milliseconds. The gateway's HTTP requestTimeout for the upgrade request. */
+  gatewayRequestTimeoutMs: 15_000,
+  /** milliseconds. How often Node looks for requests past the headers timeout (its default, 30 s,
+   * lets them linger). */
+  gatewayConnectionsCheckMs: 2_000,
+  /** milliseconds. After connecting, the field client waits this long for the gateway's welcome
+   * (which says its limits) before it starts sending without one. */
+  welcomeWaitMs: 2_000,
+  /** milliseconds. After a transient error from the gateway, the field client sends again from the
+   * first unacknowledged message after this pause, giving the gateway a moment. */
+  transientRewindMs: 1_000,
+  /** milliseconds. The field client's first reconnect delay (full jitter, doubling up to
+   * FIELD_RECONNECT_MAX_MS), so thousands of devices do not reconnect in lockstep. */
+  reconnectInitialMs: 500,
+  /** milliseconds. When stopping, the field client waits this long for the gateway to answer its
+   * close before it cuts the connection. */
+  closeGraceMs: 2_000,
+
+  // -- Commit receipts (field client) -----------------------------------------------------------
+  /** milliseconds between looks for messages whose receipt is overdue */
+  commitCheckIntervalMs: 1_000,
+  /**
+   * milliseconds after a reconnect before what was acknowledged on an earlier connection and still
+   * awaits its receipt is sent again. A receipt that reached the gateway while the device was away
+   * was dropped there, so waiting the whole commit timeout for it would only stall; receipts still on
+   * their way arrive within this grace (one database write and the trip back).
+   */
+  reconnectReceiptGraceMs: 5_000,
+  /** milliseconds. The queue writes its ack watermark (ack.json) at most this often: a crash forgets
+   * the commits since, which only sends those messages again (they are recognised as copies). */
+  ackPersistDelayMs: 200,
+
+  // -- MQTT (gateway, distributor, command API) -------------------------------------------------
+  /** milliseconds between attempts to reconnect to the broker */
+  mqttReconnectPeriodMs: 1_000,
+  /** milliseconds an MQTT connection attempt (TCP, TLS, CONNACK) may take */
+  mqttConnectTimeoutMs: 10_000,
+  /** seconds. MQTT keepalive: a dead broker connection is noticed within one and a half of these. */
+  mqttKeepaliveS: 30,
+  /** milliseconds. The distributor's first pause before writing again while the database is down
+   * (full jitter, doubling up to DISTRIBUTOR_RETRY_MAX_MS). */
+  distributorRetryInitialMs: 250,
+
+  // -- Housekeeping -----------------------------------------------------------------------------
+  /** milliseconds. A device's rate-limit buckets are forgotten once it was silent this long (looked
+   * at when more than LIMITS.rateLimitTrackedDevices are tracked). */
+  rateLimitIdleMs: 600_000,
+  /** milliseconds between looks at the gateway's list of revoked certificate serials */
+  revokedSerialsReloadMs: 2_000,
+  /** milliseconds a looked-up device key (and the revoked list) is trusted before its file is looked at again */
+  deviceKeyRecheckMs: 1_000,
+  /** milliseconds between the command API's sweeps that mark overdue commands expired */
+  commandExpirySweepMs: 5_000,
+  /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and
+   * subscribed; the compose healthcheck accepts a file touched within the last 30 s (3 intervals). */
+  healthFileIntervalMs: 10_000,
+  /** milliseconds. The command API's HTTP headersTimeout and requestTimeout. */
+  commandApiHeadersTimeoutMs: 5_000,
+  commandApiRequestTimeoutMs: 10_000,
+  /** milliseconds. The field client's local HTTP input requestTimeout: long enough for a large file
+   * on a slow local link. */
+  localInputRequestTimeoutMs: 120_000,
+  /** days before a certificate's expiry from which services warn: at start for their own, the
+   * gateway at each connection of a device, the field client's doctor. */
+  certWarnDays: 30,
+} as const;
+
+export type Timings = typeof TIMINGS;

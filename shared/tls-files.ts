@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { FieldStreamError } from './errors.ts';
+import { DAY_MS, TIMINGS } from './limits.ts';
 import type { Logger } from './logger.ts';
 
 /** Reads a PEM file named by a setting; a failure names the setting, so the user knows what to fix. */
@@ -15,8 +16,10 @@ export function readPemSetting(variable: string, path: string): string {
   }
 }
 
-/** days ahead of a certificate's expiry from which services warn at start */
-export const CERT_WARN_DAYS = 30;
+/** Whole days from `nowMs` until `atMs` (negative once past): how certificate lifetimes are told. */
+export function daysUntil(atMs: number, nowMs: number = Date.now()): number {
+  return Math.floor((atMs - nowMs) / DAY_MS);
+}
 
 /** Logs CERT_EXPIRING_SOON (or CERT_EXPIRED) for a service's own certificate. */
 export function warnIfExpiring(variable: string, certPem: string, log: Pick<Logger, 'warn'>): void {
@@ -26,7 +29,7 @@ export function warnIfExpiring(variable: string, certPem: string, log: Pick<Logg
   } catch {
     return; // not a certificate: the TLS layer will say so
   }
-  const days = Math.floor((notAfter - Date.now()) / 86_400_000);
+  const days = daysUntil(notAfter);
   if (days < 0) log.warn({ code: 'CERT_EXPIRED', variable }, `${variable} expired ${-days} days ago`);
-  else if (days < CERT_WARN_DAYS) log.warn({ code: 'CERT_EXPIRING_SOON', variable, daysLeft: days }, `${variable} expires in ${days} days: renew it`);
+  else if (days < TIMINGS.certWarnDays) log.warn({ code: 'CERT_EXPIRING_SOON', variable, daysLeft: days }, `${variable} expires in ${days} days: renew it`);
 }

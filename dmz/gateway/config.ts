@@ -1,8 +1,7 @@
-import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
-import { mqttSettings } from '../../shared/mqtt/settings.ts';
+import { hostLabel, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { GATEWAY_ID_PATTERN } from '../../shared/contract/topics.ts';
 
@@ -28,7 +27,7 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_ID: z
     .string()
     .regex(GATEWAY_ID_PATTERN, 'must be 1 to 100 letters, digits, ".", "_" and "-" (it is an MQTT topic level)')
-    .default(`${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}-${randomBytes(3).toString('hex')}`),
+    .default(`${hostLabel()}-${randomBytes(3).toString('hex')}`),
   GATEWAY_MAX_FRAME_BYTES: z.coerce.number().int().min(1024).max(LIMITS.frameMaxBytes).default(LIMITS.frameMaxBytes),
   GATEWAY_MAX_BATCH: z.coerce.number().int().min(1).max(LIMITS.batchMaxMessages).default(LIMITS.batchMaxMessages),
   GATEWAY_MAX_IN_FLIGHT: setting.positiveInt(LIMITS.inFlightPerConnection),

@@ -1,6 +1,7 @@
 import type { MqttClient } from 'mqtt';
 import { connectMqtt, endMqtt, whenConnected } from '../../shared/mqtt/connect.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import type { GatewayConfig } from './config.ts';
@@ -20,9 +21,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   const mqtt = connectMqtt(
     {
       url: config.MQTT_URL,
-      ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
-      cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
-      key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
+      ...readMqttTls(config),
       clientId: `gateway-${config.GATEWAY_ID}`,
       protocolVersion: config.MQTT_PROTOCOL_VERSION,
       clean: true,

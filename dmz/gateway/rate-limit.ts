@@ -1,3 +1,5 @@
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+
 /**
  * A token bucket: `ratePerS` tokens a second, at most `burst` saved up. Used per device (not per
  * connection, so reconnecting does not refill it) for messages and for bytes.
@@ -53,7 +55,7 @@ export class DeviceRateLimiter {
         seen: 0,
       };
       this.devices.set(deviceId, d);
-      if (this.devices.size > 100_000) this.forgetIdle();
+      if (this.devices.size > LIMITS.rateLimitTrackedDevices) this.forgetIdle();
     }
     d.seen = Date.now();
     return d;
@@ -79,7 +81,7 @@ export class DeviceRateLimiter {
   }
 
   private forgetIdle(): void {
-    const cutoff = Date.now() - 600_000;
+    const cutoff = Date.now() - TIMINGS.rateLimitIdleMs;
     for (const [id, d] of this.devices) if (d.seen < cutoff) this.devices.delete(id);
   }
 }

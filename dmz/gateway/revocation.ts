@@ -1,8 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
-
-/** milliseconds between looks at the list */
-const RELOAD_MS = 2_000;
 
 /**
  * The revoked certificate serials (GATEWAY_REVOKED_SERIALS_FILE, written by
@@ -21,7 +19,7 @@ export class RevokedSerials {
   ) {
     if (!path) return;
     this.reload();
-    this.timer = setInterval(() => this.reload(), RELOAD_MS);
+    this.timer = setInterval(() => this.reload(), TIMINGS.revokedSerialsReloadMs);
     this.timer.unref();
   }
 

@@ -5,8 +5,9 @@ import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { daysUntil } from '../../shared/tls-files.ts';
 import { CommandRouter } from './command-router.ts';
 import { ReceiptRouter } from './receipt-router.ts';
 import { CLOSE, DeviceSession, type SessionLimits } from './device-session.ts';
@@ -14,9 +15,6 @@ import { RevokedSerials } from './revocation.ts';
 import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
-
-/** days before a device certificate's expiry from which each connection logs a warning */
-const CERT_WARN_DAYS = 30;
 
 export interface GatewayServerOptions {
   host: string;
@@ -69,15 +67,15 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     rejectUnauthorized: true,
     minVersion: 'TLSv1.2',
     // A client that stalls in the handshake or in its headers (slowloris) is dropped, not waited for.
-    handshakeTimeout: 10_000,
+    handshakeTimeout: TIMINGS.handshakeTimeoutMs,
     // How often Node looks for requests past headersTimeout (its default, 30 s, lets them linger).
-    connectionsCheckingInterval: 2_000,
+    connectionsCheckingInterval: TIMINGS.gatewayConnectionsCheckMs,
   });
-  https.headersTimeout = 10_000;
-  https.requestTimeout = 15_000;
+  https.headersTimeout = TIMINGS.gatewayHeadersTimeoutMs;
+  https.requestTimeout = TIMINGS.gatewayRequestTimeoutMs;
   // Until its WebSocket is open, a connection has 10 s of silence to spare; after that the
   // WebSocket ping/pong watches it.
-  https.on('secureConnection', (socket) => socket.setTimeout(10_000, () => socket.destroy()));
+  https.on('secureConnection', (socket) => socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs, () => socket.destroy()));
   https.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   https.on('request', (_req, res) => {
     res.writeHead(426, { 'content-type': 'application/json', upgrade: 'websocket' });
@@ -130,7 +128,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       }
       alive = false;
       ws.ping();
-    }, options.heartbeatMs ?? 30_000);
+    }, options.heartbeatMs ?? TIMINGS.heartbeatMs);
     heartbeat.unref();
     ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
     live.set(ws, identity.serial);
@@ -142,8 +140,8 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     });
     router.attach(session, identity.notAfter);
     session.welcome(options.gatewayId);
-    const daysLeft = Math.floor((identity.notAfter - Date.now()) / 86_400_000);
-    if (daysLeft < CERT_WARN_DAYS) {
+    const daysLeft = daysUntil(identity.notAfter);
+    if (daysLeft < TIMINGS.certWarnDays) {
       sessionLog.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);
     }
     sessionLog.info({ serial: identity.serial }, 'device connected');

@@ -1,5 +1,5 @@
 import type { CommitFrame } from '../../shared/contract/downlink.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { rangesSize, verifyReceipt } from '../../shared/security/receipt-auth.ts';
 import type { FileTransfers } from './files/transfers.ts';
@@ -13,16 +13,6 @@ export interface CommitOptions {
   /** bytes of messages awaiting their receipt at most */
   windowBytes: number;
 }
-
-/** milliseconds between looks for messages whose receipt is overdue */
-export const COMMIT_CHECK_INTERVAL_MS = 1000;
-/**
- * milliseconds after a reconnect before what was acknowledged on an earlier connection and still
- * awaits its receipt is sent again. A receipt that reached the gateway while the device was away
- * was dropped there, so waiting the whole commit timeout for it would only stall; receipts still on
- * their way arrive within this grace (one database write and the trip back).
- */
-export const RECONNECT_RECEIPT_GRACE_MS = 5000;
 
 /**
  * The device's side of commit receipts (docs/end-to-end-commit.md): a receipt came through the
@@ -131,7 +121,7 @@ export class CommitReceipts {
 
   /** The gateway welcomed a new connection: what awaited receipts from before gets a grace. */
   welcomed(now: number): void {
-    if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: now + RECONNECT_RECEIPT_GRACE_MS };
+    if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: now + TIMINGS.reconnectReceiptGraceMs };
     this.disconnectedAt = 0;
   }
 

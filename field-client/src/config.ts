@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { DAY_S, LIMITS } from '../../shared/limits.ts';
 
 const portOrOff = (fallback: number) =>
   z
@@ -78,7 +78,7 @@ export const FieldClientConfigSchema = z.object({
   /** seconds: the oldest command run, by its issuedAt (default: the command API's longest TTL, 30 days) */
   FIELD_COMMAND_MAX_AGE_S: setting.positiveInt(LIMITS.commandMaxTtlS),
   /** seconds: how far the command API's clock may be ahead of (or behind) the device's */
-  FIELD_COMMAND_CLOCK_SKEW_S: z.coerce.number().int().min(0).max(86_400).default(300),
+  FIELD_COMMAND_CLOCK_SKEW_S: z.coerce.number().int().min(0).max(DAY_S).default(300),
   /** Run the built-in simulated sensor (readings, events, files). */
   FIELD_SIMULATE: setting.bool(false),
   /** milliseconds between simulated readings */

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import WebSocket from 'ws';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import { daysUntil } from '../../shared/tls-files.ts';
 import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
 
 /** A check's verdict: ok, a warning (works, but act soon), or a failure with what to do. */
@@ -27,7 +29,6 @@ interface Context {
 }
 
 const TIMEOUT_MS = 10_000;
-const DAY = 86_400_000;
 
 /**
  * `fieldstream doctor`: checks, in order, what a device needs to deliver its data, and says for
@@ -120,8 +121,8 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   const notAfter = Date.parse(cert.validTo);
   if (Date.parse(cert.validFrom) > now) return [{ name: 'certificates', level: 'fail', detail: `not valid before ${cert.validFrom}`, hint: 'Check the device clock.' }];
   if (notAfter < now) return [{ name: 'certificates', level: 'fail', detail: `expired on ${cert.validTo}`, hint: `Issue a new one: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
-  const days = Math.floor((notAfter - now) / DAY);
-  if (days < 30) return [{ name: 'certificates', level: 'warn', detail: `expires in ${days} days (${cert.validTo})`, hint: `Renew soon: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
+  const days = daysUntil(notAfter, now);
+  if (days < TIMINGS.certWarnDays) return [{ name: 'certificates', level: 'warn', detail: `expires in ${days} days (${cert.validTo})`, hint: `Renew soon: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
   return [{ name: 'certificates', level: 'ok', detail: `CN ${cn}, key matches, issued by our CA, valid ${days} more days` }];
 }
 

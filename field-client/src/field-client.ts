@@ -2,9 +2,10 @@ import { statSync } from 'node:fs';
 import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import type { DataType, EventPayload, FilePayload, ResponsePayload, TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { toRanges } from '../../shared/security/receipt-auth.ts';
-import { COMMIT_CHECK_INTERVAL_MS, CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
+import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
@@ -86,7 +87,7 @@ export class FieldClient {
     connection.on('frame', (frame) => this.onFrame(frame));
     if (commit && signingKey) {
       this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);
-      this.commitTimer = setInterval(() => this.expireOverdue(), COMMIT_CHECK_INTERVAL_MS);
+      this.commitTimer = setInterval(() => this.expireOverdue(), TIMINGS.commitCheckIntervalMs);
       this.commitTimer.unref();
     }
   }
@@ -148,7 +149,7 @@ export class FieldClient {
     // Sending starts with the gateway's welcome, which says its limits (or after a moment without one).
     setTimeout(() => {
       if (!this.welcome && this.connection.isOpen) this.resetSending();
-    }, 2000).unref();
+    }, TIMINGS.welcomeWaitMs).unref();
   }
 
   private onClose(): void {
@@ -311,7 +312,7 @@ export class FieldClient {
     if (isTransient(frame.code)) {
       // Sent again from the first unacknowledged message, once the gateway had a moment.
       clearTimeout(this.rewindTimer);
-      this.rewindTimer = setTimeout(() => this.resetSending(), 1000);
+      this.rewindTimer = setTimeout(() => this.resetSending(), TIMINGS.transientRewindMs);
       this.rewindTimer.unref();
       return;
     }

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 
 export interface ConnectionOptions {
@@ -58,7 +59,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       setTimeout(() => {
         ws.terminate();
         resolve();
-      }, 2000).unref();
+      }, TIMINGS.closeGraceMs).unref();
     });
   }
 
@@ -68,7 +69,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       cert: this.options.tls.cert,
       key: this.options.tls.key,
       perMessageDeflate: false,
-      handshakeTimeout: 10_000,
+      handshakeTimeout: TIMINGS.handshakeTimeoutMs,
     });
     this.ws = ws;
     ws.on('open', () => {

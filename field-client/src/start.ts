@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { readJsonSetting } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
@@ -63,7 +64,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
   });
   const outbox = new FileOutbox(config.FIELD_DATA_DIR, config.FIELD_FILE_CHUNK_BYTES);
   const connection = new GatewayConnection(
-    { url: config.GATEWAY_URL, tls, reconnectInitialMs: 500, reconnectMaxMs: config.FIELD_RECONNECT_MAX_MS, idleTimeoutMs: 90_000 },
+    { url: config.GATEWAY_URL, tls, reconnectInitialMs: TIMINGS.reconnectInitialMs, reconnectMaxMs: config.FIELD_RECONNECT_MAX_MS, idleTimeoutMs: TIMINGS.idleTimeoutMs },
     log,
   );
   const commands = new CommandHandlers(

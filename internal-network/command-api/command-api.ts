@@ -4,7 +4,7 @@ import { TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { readJsonSetting } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
-import { readPemSetting } from '../../shared/tls-files.ts';
+import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { CommandApiConfig } from './config.ts';
 import { CommandDispatcher } from './dispatcher.ts';
 import { startCommandHttp } from './http.ts';
@@ -26,9 +26,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
   const mqtt = connectMqtt(
     {
       url: config.MQTT_URL,
-      ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
-      cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
-      key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
+      ...readMqttTls(config),
       clientId: config.COMMAND_API_CLIENT_ID,
       protocolVersion: config.MQTT_PROTOCOL_VERSION,
       clean: false, // responses that arrive while the API restarts wait for it

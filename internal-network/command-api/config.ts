@@ -1,7 +1,7 @@
-import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
-import { mqttSettings } from '../../shared/mqtt/settings.ts';
+import { DAY_S } from '../../shared/limits.ts';
+import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 
 /** The command API's settings (see .env.example and the README's configuration table). */
 export const CommandApiConfigSchema = z.object({
@@ -16,7 +16,7 @@ export const CommandApiConfigSchema = z.object({
   /** Where command state is journaled, so a restart keeps it. */
   COMMAND_STATE_PATH: z.string().default('./data/commands.jsonl'),
   /** seconds a command stays deliverable when the request does not say */
-  COMMAND_DEFAULT_TTL_S: setting.positiveInt(86_400),
+  COMMAND_DEFAULT_TTL_S: setting.positiveInt(DAY_S),
   /** The internal registry of device signing keys (DIR/DEVICE_ID.key; the distributor's DISTRIBUTOR_DEVICE_KEYS_DIR):
    * every command is authenticated with its device's key, so the DMZ cannot forge one. */
   COMMAND_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
@@ -25,10 +25,7 @@ export const CommandApiConfigSchema = z.object({
    * only if its own FIELD_ALLOW_UNSIGNED_COMMANDS is on. */
   COMMAND_ALLOW_UNSIGNED: setting.bool(false),
   ...mqttSettings('internal/command-api'),
-  COMMAND_API_CLIENT_ID: z
-    .string()
-    .regex(/^[A-Za-z0-9._-]{1,100}$/)
-    .default(`command-api-${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}`),
+  COMMAND_API_CLIENT_ID: clientIdSetting('command-api'),
   LOG_LEVEL: setting.logLevel(),
 });
 export type CommandApiConfig = z.infer<typeof CommandApiConfigSchema>;

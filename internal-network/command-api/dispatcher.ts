@@ -3,15 +3,13 @@ import type { MqttClient } from 'mqtt';
 import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope, type EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
 import { sortBySignature } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { isFinal, type CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
-
-/** milliseconds between sweeps that mark overdue commands expired */
-const EXPIRY_SWEEP_MS = 5_000;
 
 /**
  * Sends commands through the internal broker (the bridge carries them to the DMZ broker, the
@@ -51,7 +49,7 @@ export class CommandDispatcher {
     mqtt.on('connect', () => {
       for (const r of this.store.all()) if (r.state === 'queued' && r.expiresAt > Date.now()) this.publish(r);
     });
-    this.sweep = setInterval(() => this.expire(), EXPIRY_SWEEP_MS);
+    this.sweep = setInterval(() => this.expire(), TIMINGS.commandExpirySweepMs);
     this.sweep.unref();
   }
 

@@ -2,14 +2,13 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { readJsonBody } from '../../shared/http-body.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
 import { CommandRequestSchema, ROLES, type CommandRecord, type Role } from './schemas.ts';
 import type { CommandStore } from './store.ts';
-
-/** bytes: the largest request body read */
-const MAX_BODY_BYTES = 64 * 1024;
 
 export interface CommandHttpOptions {
   host: string;
@@ -53,8 +52,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) });
     });
   });
-  server.requestTimeout = 10_000;
-  server.headersTimeout = 5_000;
+  server.requestTimeout = TIMINGS.commandApiRequestTimeoutMs;
+  server.headersTimeout = TIMINGS.commandApiHeadersTimeoutMs;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://api');
@@ -154,18 +153,5 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) {
     throw new FieldStreamError('API_INVALID_BODY', 'Send the body as application/json.');
   }
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw new FieldStreamError('API_BODY_TOO_LARGE', `At most ${MAX_BODY_BYTES} bytes.`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new FieldStreamError('API_BODY_TOO_LARGE', `At most ${MAX_BODY_BYTES} bytes.`);
-    chunks.push(chunk as Buffer);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch (err) {
-    throw new FieldStreamError('API_INVALID_BODY', `The body is not JSON: ${(err as Error).message}`);
-  }
+  return readJsonBody(req, { maxBytes: LIMITS.apiBodyMaxBytes, tooLarge: 'API_BODY_TOO_LARGE', invalid: 'API_INVALID_BODY' });
 }

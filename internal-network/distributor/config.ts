@@ -1,17 +1,14 @@
-import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
-import { mqttSettings } from '../../shared/mqtt/settings.ts';
+import { DAY_S } from '../../shared/limits.ts';
+import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 
 /** The distributor's settings (see .env.example and the README's configuration table). */
 export const DistributorConfigSchema = z
   .object({
     ...mqttSettings('internal/distributor'),
     /** Stable per instance: it names the broker session that holds messages while the distributor is down. */
-    DISTRIBUTOR_CLIENT_ID: z
-      .string()
-      .regex(/^[A-Za-z0-9._-]{1,100}$/)
-      .default(`distributor-${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60)}`),
+    DISTRIBUTOR_CLIENT_ID: clientIdSetting('distributor'),
     /** Shared-subscription group, so several distributors split the load; "none" subscribes plainly. */
     DISTRIBUTOR_SHARE_GROUP: z.string().regex(/^[A-Za-z0-9._-]+$/).default('distributors'),
     /** MQTT connections in the share group, each with one message in progress; their writes are
@@ -46,10 +43,10 @@ export const DistributorConfigSchema = z
     /** seconds a message's signing time may lie from its arrival at the gateway */
     DISTRIBUTOR_FRESHNESS_S: setting.positiveInt(30),
     /** seconds a message may wait between the gateway and the distributor (default 7 days) */
-    DISTRIBUTOR_MAX_DELAY_S: setting.positiveInt(7 * 86_400),
+    DISTRIBUTOR_MAX_DELAY_S: setting.positiveInt(7 * DAY_S),
     /** the replay windows live here; keep it on persistent storage */
     DISTRIBUTOR_STATE_DIR: z.string().default('./data/distributor-state'),
-    /** A file touched every 10 s while connected and subscribed, for container health checks. */
+    /** A file touched every 10 s (TIMINGS.healthFileIntervalMs) while connected and subscribed, for container health checks. */
     DISTRIBUTOR_HEALTH_FILE: z.string().optional(),
     LOG_LEVEL: setting.logLevel(),
   })

@@ -1,9 +1,10 @@
 import { writeFile } from 'node:fs/promises';
 import type { MqttClient } from 'mqtt';
 import { sharedFilter, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
-import { readPemSetting } from '../../shared/tls-files.ts';
+import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { DistributorConfig } from './config.ts';
 import { Consumer } from './consumer.ts';
 import { DeadLetters } from './dead-letter.ts';
@@ -52,11 +53,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   );
   const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH), verifier);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH);
-  const tls = {
-    ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
-    cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
-    key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
-  };
+  const tls = readMqttTls(config);
   const group = config.DISTRIBUTOR_SHARE_GROUP;
   // Without a shared subscription every connection would get every message: one is enough.
   const count = group === 'none' ? 1 : config.DISTRIBUTOR_CONSUMERS;
@@ -77,7 +74,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       { resubscribe: false },
     );
     clients.push(mqtt);
-    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: 250, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log));
+    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log));
     subscribed.push(subscribeOnEveryConnect(mqtt, filters, { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
@@ -90,7 +87,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     };
     void ready.then(() => {
       touch();
-      healthTimer = setInterval(touch, 10_000);
+      healthTimer = setInterval(touch, TIMINGS.healthFileIntervalMs);
       healthTimer.unref();
     });
   }

@@ -1,6 +1,7 @@
 import { parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
 import { eventPoints, filePoint, MEASUREMENTS, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
@@ -31,7 +32,7 @@ export class MessageHandler {
       const status = parseEnvelope(StatusEnvelopeSchema, payload);
       // cert_days_left lets a dashboard alert on certificates about to expire.
       const cert: Record<string, number> =
-        status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: Math.floor((status.certNotAfter - status.at) / 86_400_000) } : {};
+        status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: daysUntil(status.certNotAfter, status.at) } : {};
       await this.sink.write([
         { measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state, ...cert }, time: status.at },
       ]);

@@ -1,10 +1,8 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
-
-/** milliseconds a looked-up key (and the revoked list) is trusted before its file is looked at again */
-const RECHECK_MS = 1_000;
 
 /**
  * The internal network's registry of device signing keys: DIR/DEVICE_ID.key, written by
@@ -24,7 +22,7 @@ export class DeviceKeyRegistry {
   /** Revoked devices are refused even if a key of theirs is still around. */
   isRevoked(deviceId: string): boolean {
     const now = Date.now();
-    if (this.revokedFile && now - this.revoked.checkedAt >= RECHECK_MS) {
+    if (this.revokedFile && now - this.revoked.checkedAt >= TIMINGS.deviceKeyRecheckMs) {
       let ids = new Set<string>();
       try {
         ids = new Set(readFileSync(this.revokedFile, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
@@ -40,7 +38,7 @@ export class DeviceKeyRegistry {
     if (!DeviceIdSchema.safeParse(deviceId).success) return undefined;
     const now = Date.now();
     const hit = this.cache.get(deviceId);
-    if (hit && now - hit.checkedAt < RECHECK_MS) return hit.key;
+    if (hit && now - hit.checkedAt < TIMINGS.deviceKeyRecheckMs) return hit.key;
     const path = join(this.dir, `${deviceId}.key`);
     let key: Buffer | undefined;
     let mtimeMs = 0;

@@ -139,6 +139,13 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
     BRIDGE_CLIENT_ID: 'fieldstream-bridge',
   });
+  // A service's broker connection: the broker at `port`, our CA, the service's own certificate.
+  const mqttEnv = (port: number, service: Parameters<typeof p.service>[0]) => ({
+    MQTT_URL: `mqtts://localhost:${port}`,
+    MQTT_CA_FILE: p.publicCa,
+    MQTT_CERT_FILE: p.service(service).cert,
+    MQTT_KEY_FILE: p.service(service).key,
+  });
   const gateway = (name: string, gp: number, identity: 'proxy' | 'tls') =>
     node(name, 'dmz/gateway/main.ts', {
       GATEWAY_ID: name,
@@ -149,10 +156,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       GATEWAY_TLS_KEY_FILE: p.service('dmz/gateway').key,
       GATEWAY_CA_FILE: p.publicCa,
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revoked-serials.txt'),
-      MQTT_URL: `mqtts://localhost:${ports.dmzMqtt}`,
-      MQTT_CA_FILE: p.publicCa,
-      MQTT_CERT_FILE: p.service('dmz/gateway').cert,
-      MQTT_KEY_FILE: p.service('dmz/gateway').key,
+      ...mqttEnv(ports.dmzMqtt, 'dmz/gateway'),
     }, { port: gp });
   const gateways = ports.gateways.map((gp, i) => gateway(`gateway-${i + 1}`, gp, 'proxy'));
   const directPort = o.directGateway ? await freePort() : undefined;
@@ -184,10 +188,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   });
   const dataDir = { files: w('files'), timeseries: w('timeseries'), deadLetters: w('dead-letter'), commands: w('commands.jsonl') };
   const distributor = node('distributor', 'internal-network/distributor/main.ts', {
-    MQTT_URL: `mqtts://localhost:${ports.internalMqtt}`,
-    MQTT_CA_FILE: p.publicCa,
-    MQTT_CERT_FILE: p.service('internal/distributor').cert,
-    MQTT_KEY_FILE: p.service('internal/distributor').key,
+    ...mqttEnv(ports.internalMqtt, 'internal/distributor'),
     DISTRIBUTOR_CLIENT_ID: 'distributor-1',
     DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
     DISTRIBUTOR_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
@@ -203,10 +204,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     COMMAND_API_PORT: String(ports.commandApi),
     COMMAND_API_TOKEN: o.commandApiToken,
     COMMAND_STATE_PATH: dataDir.commands,
-    MQTT_URL: `mqtts://localhost:${ports.internalMqtt}`,
-    MQTT_CA_FILE: p.publicCa,
-    MQTT_CERT_FILE: p.service('internal/command-api').cert,
-    MQTT_KEY_FILE: p.service('internal/command-api').key,
+    ...mqttEnv(ports.internalMqtt, 'internal/command-api'),
     COMMAND_API_CLIENT_ID: 'command-api-1',
     COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
   }, { port: ports.commandApi });

@@ -1,5 +1,6 @@
 import { connect, type IClientOptions, type IClientSubscribeOptions, type IConnackPacket, type ISubscriptionMap, type MqttClient } from 'mqtt';
 import { FieldStreamError } from '../errors.ts';
+import { TIMINGS } from '../limits.ts';
 import type { Logger } from '../logger.ts';
 import { warnIfExpiring } from '../tls-files.ts';
 
@@ -32,9 +33,9 @@ export function connectMqtt(options: MqttTlsOptions, log: Logger, extra: Partial
     clientId: options.clientId,
     protocolVersion: options.protocolVersion,
     clean: options.clean,
-    reconnectPeriod: options.reconnectPeriodMs ?? 1000,
-    connectTimeout: 10_000,
-    keepalive: 30,
+    reconnectPeriod: options.reconnectPeriodMs ?? TIMINGS.mqttReconnectPeriodMs,
+    connectTimeout: TIMINGS.mqttConnectTimeoutMs,
+    keepalive: TIMINGS.mqttKeepaliveS,
     // MQTT 5 §3.1.2.11.2: without a session expiry the broker drops a persistent session at disconnect.
     ...(options.protocolVersion === 5 && !options.clean ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}),
     ...extra,

@@ -6,14 +6,12 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
-import { LIMITS } from '../../../shared/limits.ts';
+import { readJsonBody } from '../../../shared/http-body.ts';
+import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { LocalInput } from './input.ts';
 import { toSubmissions } from './validate.ts';
-
-/** bytes of a JSON body */
-const MAX_JSON_BYTES = 8 * 1024 * 1024;
 
 /**
  * The local HTTP input and status endpoint, on loopback by default:
@@ -32,14 +30,14 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       send(res, coded.httpStatus, { code: coded.code, message: coded.message });
     });
   });
-  server.requestTimeout = 120_000;
+  server.requestTimeout = TIMINGS.localInputRequestTimeoutMs;
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://local');
     if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, client.status());
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files or GET /status.');
     if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
-      const body = await readJson(req);
+      const body = await readJsonBody(req, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
       const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
       return send(res, 202, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
     }
@@ -98,19 +96,4 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_JSON_BYTES) throw new FieldStreamError('FIELD_INPUT_INVALID', `The body is larger than ${MAX_JSON_BYTES} bytes.`);
-    chunks.push(chunk as Buffer);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch (err) {
-    throw new FieldStreamError('FIELD_INPUT_INVALID', `The body is not JSON: ${(err as Error).message}`);
-  }
 }
