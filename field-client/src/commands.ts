@@ -198,7 +198,7 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
       const text = out.trim();
       let result: ResponsePayload['result'] = text;
       try {
-        result = text ? (JSON.parse(text) as ResponsePayload['result']) : '';
+        result = text ? z.json().parse(JSON.parse(text)) : '';
       } catch {
         /* plain text */
       }

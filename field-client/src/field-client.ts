@@ -8,7 +8,7 @@ import { toRanges } from '../../shared/security/receipt-auth.ts';
 import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
-import type { FileOutbox, FileTransferRecord } from './files/file-outbox.ts';
+import { FileTransferRecordSchema, type FileOutbox } from './files/file-outbox.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
 import { RejectedMessages } from './rejected.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
@@ -205,7 +205,14 @@ export class FieldClient {
   }
 
   private startTransfer(m: OutgoingMessage): void {
-    const rec = JSON.parse(m.payloadJson) as FileTransferRecord;
+    const parsed = FileTransferRecordSchema.safeParse(JSON.parse(m.payloadJson));
+    if (!parsed.success) {
+      this.log.error({ code: 'FIELD_QUEUE_CORRUPT', seq: m.seq, err: parsed.error.message }, 'a queued file record is not one; dropping it');
+      this.inFlight.delete(m.seq);
+      this.queue.commitRanges([[m.seq, m.seq]]);
+      return;
+    }
+    const rec = parsed.data;
     if (this.transfers.start(m.seq, rec)) return;
     this.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
     this.inFlight.delete(m.seq);

@@ -6,7 +6,7 @@ import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.t
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import type { StoredFileInfo } from './points.ts';
+import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
 /**
  * Files from devices, stored as ROOT/DEVICE_ID/FILENAME.
@@ -45,7 +45,15 @@ export class FileStore {
     const partial = join(this.root, '.partial', deviceId, t.id);
     const doneMarker = `${partial}.done.json`;
     const done = await readFile(doneMarker, 'utf8').catch(() => undefined);
-    if (done) return JSON.parse(done) as StoredFileInfo;
+    if (done) {
+      let info: StoredFileInfo | undefined;
+      try {
+        info = StoredFileInfoSchema.parse(JSON.parse(done));
+      } catch (err) {
+        throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${doneMarker} is not a stored file's record: ${(err as Error).message}`);
+      }
+      return info;
+    }
 
     await mkdir(partial, { recursive: true });
     const data = Buffer.from(payload.data, 'base64');

@@ -1,5 +1,6 @@
 import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
-import { timestampToMs, type Scalar, type Timestamp } from '../../shared/contract/primitives.ts';
+import { z } from 'zod';
+import { TimestampSchema, timestampToMs, type Scalar, type Timestamp } from '../../shared/contract/primitives.ts';
 
 /**
  * A database point independent of any client library: what every time-series sink writes.
@@ -68,15 +69,19 @@ export function responsePoints(env: EnvelopeOf<'response'>): StoredPoint[] {
   }));
 }
 
-export interface StoredFileInfo {
-  filename: string;
-  path: string;
-  size: number;
-  sha256: string;
-  contentType: string;
-  declaredSize: number | undefined;
-  timestamp: Timestamp | undefined;
-}
+/** A stored file, as its point describes it; also kept as a transfer's done marker (file-store.ts). */
+export const StoredFileInfoSchema = z.object({
+  filename: z.string(),
+  path: z.string(),
+  /** bytes */
+  size: z.number().int().min(0),
+  sha256: z.string(),
+  contentType: z.string(),
+  /** bytes, as the device declared them */
+  declaredSize: z.number().optional(),
+  timestamp: TimestampSchema.optional(),
+});
+export type StoredFileInfo = z.infer<typeof StoredFileInfoSchema>;
 
 export function filePoint(deviceId: string, receivedAt: number, file: StoredFileInfo): StoredPoint {
   return {

@@ -3,21 +3,25 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { copyFile, open, rename } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { basename, join } from 'node:path';
+import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 
 /** What the queue holds for a file: a reference to the outbox's copy, not its bytes. */
-export interface FileTransferRecord {
-  transferId: string;
-  filename: string;
-  contentType: string;
-  size: number;
-  sha256: string;
-  chunkBytes: number;
-  count: number;
+export const FileTransferRecordSchema = z.object({
+  transferId: z.string(),
+  filename: z.string(),
+  contentType: z.string(),
+  /** bytes */
+  size: z.number().int().min(0),
+  sha256: z.string(),
+  /** bytes */
+  chunkBytes: z.number().int().min(1),
+  count: z.number().int().min(1),
   /** ISO time the file was accepted */
-  timestamp: string;
-}
+  timestamp: z.string(),
+});
+export type FileTransferRecord = z.infer<typeof FileTransferRecordSchema>;
 
 /**
  * Files waiting to be sent: each is copied (or moved) into FIELD_DATA_DIR/outgoing/ once, hashed

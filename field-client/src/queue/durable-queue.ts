@@ -4,7 +4,7 @@ import { TIMINGS } from '../../../shared/limits.ts';
 import { AckBook, type SeqRanges } from './ack-book.ts';
 import { makeRoom, type CapacityHost } from './capacity.ts';
 import { readOrCreateEpoch, readWatermark, writeWatermark } from './queue-files.ts';
-import { TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
+import { parseQueuedRecord, TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
 import { SegmentReader } from './segment-reader.ts';
 import { encodeBatch, SegmentWriter, type EncodedBatch } from './segment-writer.ts';
@@ -222,7 +222,8 @@ export class DurableQueue {
       const reader = new SegmentReader(seg.path, 0, seg.bytes);
       try {
         for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
-          const m = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
+          const m = parseQueuedRecord(r.body);
+          if ('corrupt' in m) break; // as for a record whose CRC failed; the sender logs it
           if (seqs.has(m.seq)) found.push(m);
         }
       } finally {
@@ -238,7 +239,8 @@ export class DurableQueue {
       const reader = new SegmentReader(seg.path, 0, seg.bytes);
       try {
         for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
-          const m = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
+          const m = parseQueuedRecord(r.body);
+          if ('corrupt' in m) break; // as for a record whose CRC failed; the sender logs it
           if (this.book.isOpen(m.seq)) return m.acceptedAt;
         }
       } finally {

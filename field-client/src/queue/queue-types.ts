@@ -23,6 +23,29 @@ export interface QueuedMessage extends QueueItem {
   acceptedAt: number;
 }
 
+/**
+ * A record read back from a segment, checked rather than cast: an object with the fields the
+ * sender reads, of their types; the payload stays unknown (it was checked when it was accepted,
+ * and the record's CRC held since). This runs for every record the sender reads from disk, so it
+ * is one predicate rather than a schema walk.
+ * What is not a queued message comes back as `{ corrupt }` (FIELD_QUEUE_CORRUPT), as a record whose
+ * CRC failed does from the segment reader.
+ */
+export function parseQueuedRecord(body: Buffer): QueuedMessage | { corrupt: string } {
+  let v: unknown;
+  try {
+    v = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    return { corrupt: `not JSON: ${(err as Error).message}` };
+  }
+  if (typeof v !== 'object' || v === null) return { corrupt: 'not a JSON object' };
+  const m = v as Record<string, unknown>;
+  if (!Number.isSafeInteger(m.seq) || typeof m.messageId !== 'string' || typeof m.dataType !== 'string' || !('payload' in m) || typeof m.acceptedAt !== 'number') {
+    return { corrupt: 'not a queued message (seq, messageId, dataType, payload, acceptedAt)' };
+  }
+  return m as unknown as QueuedMessage;
+}
+
 export type SyncPolicy = { mode: 'always' } | { mode: 'interval'; ms: number };
 export type FullPolicy = 'reject' | 'drop-oldest';
 

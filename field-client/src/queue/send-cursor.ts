@@ -1,5 +1,5 @@
 import type { Logger } from '../../../shared/logger.ts';
-import type { OutgoingMessage, QueuedMessage, Segment } from './queue-types.ts';
+import { parseQueuedRecord, type OutgoingMessage, type QueuedMessage, type Segment } from './queue-types.ts';
 import { HEADER_BYTES } from './record-codec.ts';
 import { SegmentReader } from './segment-reader.ts';
 import { TailCache } from './tail-cache.ts';
@@ -78,17 +78,17 @@ export class SendCursor {
           this.cursor = { seg: following, pos: 0 };
           continue;
         }
-        if ('corrupt' in r) {
-          this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, reason: r.corrupt }, 'unreadable queue record; skipping the rest of the segment');
+        size = 'corrupt' in r ? 0 : r.body.length;
+        const stored = 'corrupt' in r ? r : parseQueuedRecord(r.body);
+        if ('corrupt' in stored) {
+          this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, reason: stored.corrupt }, 'unreadable queue record; skipping the rest of the segment');
           const following = this.segments[this.segments.indexOf(cur.seg) + 1];
           this.close();
           if (!following) break;
           this.cursor = { seg: following, pos: 0 };
           continue;
         }
-        const stored = JSON.parse(r.body.toString('utf8')) as QueuedMessage;
         m = { seq: stored.seq, messageId: stored.messageId, dataType: stored.dataType, payloadJson: JSON.stringify(stored.payload), acceptedAt: stored.acceptedAt };
-        size = r.body.length;
       }
       this.passed = m.seq;
       if (!this.filter.take(m.seq, size)) continue;

@@ -1,6 +1,7 @@
 import { closeSync, constants, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { z } from 'zod';
 import { LIMITS } from '../../../shared/limits.ts';
 
 /** sequence numbers remembered below the highest seen, per device and epoch */
@@ -22,7 +23,11 @@ interface EpochWindow {
 }
 
 /** Per device: epoch → window. `ring` is base64. Version 2; version 1 had a shifted `bits` map. */
-type StoredEpoch = { top: number; ring: string; lastSeen: number } | { top: number; bits: string; lastSeen: number };
+const StoredEpochsSchema = z.record(
+  z.string(),
+  z.union([z.object({ top: z.number(), ring: z.string(), lastSeen: z.number() }), z.object({ top: z.number(), bits: z.string(), lastSeen: z.number() })]),
+);
+type StoredEpoch = z.infer<typeof StoredEpochsSchema>[string];
 
 export type ReplayVerdict = 'new' | 'seen' | 'too-old';
 
@@ -60,7 +65,8 @@ function readSlot(path: string): { generation: number; epochs: Record<string, St
   const body = data.subarray(eol + 1, eol + 1 + Number(bytes));
   if (body.length !== Number(bytes) || crc32(body) !== Number(crc)) return undefined; // torn or damaged
   try {
-    return { generation: Number(generation), epochs: JSON.parse(body.toString('utf8')) as Record<string, StoredEpoch> };
+    const epochs = StoredEpochsSchema.safeParse(JSON.parse(body.toString('utf8')));
+    return epochs.success ? { generation: Number(generation), epochs: epochs.data } : undefined; // not a window: damaged
   } catch {
     return undefined;
   }
@@ -104,7 +110,7 @@ export class ReplayWindows {
     if (newest) this.generations.set(deviceId, newest.generation);
     else {
       try {
-        raw = JSON.parse(readFileSync(join(this.dir, `${deviceId}.json`), 'utf8')) as Record<string, StoredEpoch>;
+        raw = StoredEpochsSchema.parse(JSON.parse(readFileSync(join(this.dir, `${deviceId}.json`), 'utf8')));
       } catch {
         /* a device seen for the first time */
       }
