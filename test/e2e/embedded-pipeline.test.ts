@@ -190,6 +190,16 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
       assert.equal(stored[3]?.fields.ok, false);
     });
 
+    it('signs an event as the internal side will read it, whatever the order of its fields', async () => {
+      // The contract's schema puts eventType first; the client stamps the time last: the signed text
+      // must still be the one the distributor re-serialises, or the event is refused, never stored.
+      await field.client.submit('event', { zone: 'north', eventType: 'door_open' } as never);
+      const stored = await eventually(() => fx.points({ measurement: 'events', device: 'field-007' }).find((p) => p.fields.zone === 'north'));
+      assert.equal(stored.tags.event_type, 'door_open');
+      assert.equal(fx.points({ measurement: 'security_events', device: 'field-007' }).filter((p) => p.tags.reason === 'SECURITY_BAD_SIGNATURE').length, 0);
+      await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 10_000, 'the event committed');
+    });
+
     it('receives a command through the broker and answers it; an unknown command is rejected', async () => {
       field.commands.register('open_valve', (params) => ({ status: 'completed', result: { opened: (params as { pct: number }).pct } }));
       const api = fx.pki.paths.service('internal/command-api');
