@@ -3,6 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { z } from 'zod';
 import { FieldStreamError } from '../shared/errors.ts';
 import { pkiPaths } from './layout.ts';
 
@@ -32,18 +33,32 @@ export function recordIssued(root: string, name: string, certPem: string): void 
   appendFileSync(join(pkiPaths(root).caDir, 'issued.jsonl'), JSON.stringify(line) + '\n', { mode: 0o600 });
 }
 
-function readLines<T>(path: string): T[] {
+const IssuedRecordSchema = z.object({ name: z.string(), serial: z.string(), notAfter: z.string(), subject: z.string() });
+const RevokedRecordSchema = IssuedRecordSchema.extend({ revokedAt: z.string() });
+
+/** The records of a JSON-lines file of the CA's, each checked; a damaged line stops with its place. */
+function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
   if (!existsSync(path)) return [];
   return readFileSync(path, 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as T);
+    .map((l, i) => {
+      let value: unknown;
+      try {
+        value = JSON.parse(l);
+      } catch {
+        value = undefined;
+      }
+      const r = schema.safeParse(value);
+      if (!r.success) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path}, line ${i + 1}: not a record of the CA's (damaged?)`);
+      return r.data;
+    });
 }
 
 export function revokeDevice(root: string, deviceId: string): { serials: string[] } {
   const p = pkiPaths(root);
   if (!existsSync(p.caKey)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
-  const issued = readLines<IssuedRecord>(join(p.caDir, 'issued.jsonl')).filter((r) => r.name === `devices/${deviceId}`);
+  const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => r.name === `devices/${deviceId}`);
   const current = p.device(deviceId).cert;
   if (existsSync(current)) {
     const serial = new X509Certificate(readFileSync(current)).serialNumber.toUpperCase();
@@ -51,7 +66,7 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
   }
   if (issued.length === 0) throw new FieldStreamError('PKI_INVALID_NAME', `No certificate was issued to device ${deviceId}.`);
   const revokedPath = join(p.caDir, 'revoked.jsonl');
-  const already = new Set(readLines<{ serial: string }>(revokedPath).map((r) => r.serial));
+  const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
   const now = new Date().toISOString();
   for (const r of issued) if (!already.has(r.serial)) appendFileSync(revokedPath, JSON.stringify({ ...r, revokedAt: now }) + '\n', { mode: 0o600 });
 
@@ -69,7 +84,7 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
 /** Writes ca.crl and dmz/revoked-serials.txt from the revocation log (also with nothing revoked). */
 export function publishRevocations(root: string): void {
   const p = pkiPaths(root);
-  const revoked = readLines<IssuedRecord & { revokedAt: string }>(join(p.caDir, 'revoked.jsonl'));
+  const revoked = readLines(join(p.caDir, 'revoked.jsonl'), RevokedRecordSchema);
   const serialsPath = join(root, 'dmz', 'revoked-serials.txt');
   mkdirSync(dirname(serialsPath), { recursive: true });
   writeFileSync(`${serialsPath}.tmp`, revoked.map((r) => `${r.serial}\n`).join(''));

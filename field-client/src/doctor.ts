@@ -5,6 +5,8 @@ import { connect as tcpConnect, isIP } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import WebSocket from 'ws';
+import { z } from 'zod';
+import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
@@ -182,6 +184,18 @@ async function tlsHandshake(ctx: Context): Promise<CheckResult> {
   });
 }
 
+/** The body of a refused upgrade: the gateway's coded error. */
+const RefusalSchema = z.object({ code: z.string().optional() });
+
+/** A frame from the gateway, checked as the field client checks it; undefined when it is not one. */
+function frameOf(text: string): DownlinkFrame | undefined {
+  try {
+    return DownlinkFrameSchema.safeParse(JSON.parse(text)).data;
+  } catch {
+    return undefined;
+  }
+}
+
 async function websocket(ctx: Context): Promise<CheckResult> {
   const started = Date.now();
   return new Promise((resolve) => {
@@ -189,8 +203,8 @@ async function websocket(ctx: Context): Promise<CheckResult> {
     ctx.ws = ws;
     const timer = setTimeout(() => resolve({ name: 'websocket', level: 'fail', detail: 'no welcome from the gateway' }), TIMEOUT_MS);
     ws.on('message', (data) => {
-      const f = JSON.parse(data.toString()) as { type: string; gatewayId: string; serverTime: number; deviceId: string };
-      if (f.type !== 'welcome') return;
+      const f = frameOf(data.toString());
+      if (f?.type !== 'welcome') return;
       clearTimeout(timer);
       const rtt = Date.now() - started;
       ctx.welcome = { gatewayId: f.gatewayId, serverTime: f.serverTime, receivedAt: Date.now(), rttMs: rtt };
@@ -203,7 +217,7 @@ async function websocket(ctx: Context): Promise<CheckResult> {
       res.on('end', () => {
         let code = '';
         try {
-          code = (JSON.parse(body) as { code?: string }).code ?? '';
+          code = RefusalSchema.safeParse(JSON.parse(body)).data?.code ?? '';
         } catch {
           /* not ours */
         }
@@ -224,8 +238,8 @@ async function roundTrip(ctx: Context): Promise<CheckResult> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve({ name: 'round trip', level: 'fail', detail: 'no ack within 10 s', hint: 'The gateway cannot reach its broker; see the DMZ server.' }), TIMEOUT_MS);
     ws.on('message', (data) => {
-      const f = JSON.parse(data.toString()) as { type: string; messageIds?: string[]; code?: string; message?: string };
-      if (!f.messageIds?.includes(id)) return;
+      const f = frameOf(data.toString());
+      if ((f?.type !== 'ack' && f?.type !== 'error') || !f.messageIds?.includes(id)) return;
       clearTimeout(timer);
       resolve(
         f.type === 'ack'
