@@ -1,11 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
+import { z } from 'zod';
 
 /** The parts of a V8 .cpuprofile (written by node --cpu-prof) that a summary needs. */
-interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
-  samples: number[];
-}
+const CpuProfileSchema = z.object({
+  nodes: z.array(
+    z.object({ id: z.number(), callFrame: z.object({ functionName: z.string(), url: z.string(), lineNumber: z.number() }), children: z.array(z.number()).optional() }),
+  ),
+  samples: z.array(z.number()),
+});
+type CpuProfile = z.infer<typeof CpuProfileSchema>;
 
 export interface HotSpot {
   where: string;
@@ -24,7 +28,7 @@ const IDLE = new Set(['(idle)', '(program)']);
  * the sources and are left out.
  */
 export function summariseProfile(file: string, root: string, top = 12): { self: HotSpot[]; ours: HotSpot[] } {
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const profile = CpuProfileSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);

@@ -1,4 +1,5 @@
 import WebSocket from 'ws';
+import { DownlinkFrameSchema } from '../../shared/contract/downlink.ts';
 import { issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
 import { residentBytes } from '../lib/proc-stats.ts';
 
@@ -80,9 +81,9 @@ function connectWelcomed(url: string, tls: { ca: string; cert: string; key: stri
     const timer = setTimeout(() => fail('no welcome within 30 s'), 30_000);
     ws.once('message', (data) => {
       clearTimeout(timer);
-      const frame = JSON.parse(String(data)) as { type?: string };
-      if (frame.type === 'welcome') resolve(ws);
-      else fail(`first frame was ${String(frame.type)}, not welcome`);
+      const frame = DownlinkFrameSchema.safeParse(JSON.parse(String(data)));
+      if (frame.data?.type === 'welcome') resolve(ws);
+      else fail(`first frame was ${frame.data ? frame.data.type : 'not a gateway frame'}, not welcome`);
     });
     ws.once('error', (err) => {
       clearTimeout(timer);

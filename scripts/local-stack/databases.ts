@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
 
@@ -132,7 +133,7 @@ export class VictoriaMetrics {
   }
 
   /** Raw samples of the series whose name matches, as {labels, values, timestamps (ms)}. */
-  async export(nameRegex: string): Promise<Array<{ metric: Record<string, string>; values: number[]; timestamps: number[] }>> {
+  async export(nameRegex: string): Promise<Array<z.infer<typeof ExportedSeriesSchema>>> {
     const res = await fetch(`${this.url}/api/v1/export`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
@@ -142,6 +143,9 @@ export class VictoriaMetrics {
     return text
       .split('\n')
       .filter(Boolean)
-      .map((l) => JSON.parse(l) as { metric: Record<string, string>; values: number[]; timestamps: number[] });
+      .map((l) => ExportedSeriesSchema.parse(JSON.parse(l)));
   }
 }
+
+/** One line of VictoriaMetrics' /api/v1/export: a series with its samples. */
+const ExportedSeriesSchema = z.object({ metric: z.record(z.string(), z.string()), values: z.array(z.number()), timestamps: z.array(z.number()) });
