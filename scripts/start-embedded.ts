@@ -50,7 +50,7 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
   command API        ${apiUrl}   bearer token ${token}
   simulated device   ${simulated ?? '(none)'}${simulated ? `   local inputs: http://127.0.0.1:${pipeline.field?.httpPort ?? 'off'}, mqtt://127.0.0.1:${pipeline.field?.mqttPort ?? 'off'}, folder data/outbox/` : ''}
 
-Talk to it as device sensor-001 (type one of the README's example messages):
+Talk to it as device sensor-001 (type one of the example messages of docs/message-contract.md):
   npx wscat -c ${pipeline.gatewayUrl} --ca ${rel(p.publicCa)} --cert ${rel(dev.cert)} --key ${rel(dev.key)}
 
 Send the simulated device a command, then read its state:

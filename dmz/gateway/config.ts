@@ -5,7 +5,7 @@ import { hostLabel, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { GATEWAY_ID_PATTERN } from '../../shared/contract/topics.ts';
 
-/** The gateway's settings (see .env.example and the README's configuration table). */
+/** The gateway's settings (see .env.example and docs/configuration.md). */
 export const GatewayConfigSchema = z.object({
   GATEWAY_HOST: setting.host('0.0.0.0'),
   GATEWAY_PORT: setting.port(8443),

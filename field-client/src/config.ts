@@ -9,7 +9,7 @@ const portOrOff = (fallback: number) =>
     .default(fallback)
     .transform((v) => (v === 'off' ? undefined : v));
 
-/** The field client's settings (see .env.example and the README's configuration table). */
+/** The field client's settings (see .env.example and docs/configuration.md). */
 export const FieldClientConfigSchema = z.object({
   DEVICE_ID: DeviceIdSchema,
   GATEWAY_URL: setting.url(['wss']),
@@ -68,7 +68,7 @@ export const FieldClientConfigSchema = z.object({
   FIELD_WATCH_DIR: z.string().optional(),
   /** milliseconds between looks at FIELD_WATCH_DIR; a file is taken once its size held still for one interval */
   FIELD_WATCH_INTERVAL_MS: setting.positiveInt(1000),
-  /** JSON file mapping command names to handlers (see the README) */
+  /** JSON file mapping command names to handlers (see docs/field-client.md) */
   FIELD_COMMANDS_FILE: z.string().optional(),
   /**
    * Run commands that carry no authentication from the command API. Only for a device WITHOUT a

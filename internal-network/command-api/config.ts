@@ -3,7 +3,7 @@ import { parseConfig, setting } from '../../shared/config.ts';
 import { DAY_S } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 
-/** The command API's settings (see .env.example and the README's configuration table). */
+/** The command API's settings (see .env.example and docs/configuration.md). */
 export const CommandApiConfigSchema = z.object({
   COMMAND_API_HOST: setting.host('0.0.0.0'),
   COMMAND_API_PORT: setting.port(8080),

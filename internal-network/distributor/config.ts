@@ -3,7 +3,7 @@ import { parseConfig, setting } from '../../shared/config.ts';
 import { DAY_S } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 
-/** The distributor's settings (see .env.example and the README's configuration table). */
+/** The distributor's settings (see .env.example and docs/configuration.md). */
 export const DistributorConfigSchema = z
   .object({
     ...mqttSettings('internal/distributor'),
