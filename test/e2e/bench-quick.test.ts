@@ -8,7 +8,7 @@ const REPO = join(import.meta.dirname, '..', '..');
 
 /**
  * The benchmark's quick mode, so its harness never rots. It checks counts (nothing lost, nothing
- * twice), never times: the figures belong in the README, not in a test.
+ * twice), never times: the figures belong in docs/performance.md, not in a test.
  */
 describe('npm run bench -- --quick', () => {
   it('runs every scenario on the real stack and counts every reading exactly once', async () => {

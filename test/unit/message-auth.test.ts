@@ -50,7 +50,7 @@ describe('signed groups (version 2)', () => {
     assert.ok(!verifyGroup(randomBytes(32), header, auth, members), 'another key');
   });
 
-  it('signs exactly the text the README documents', () => {
+  it('signs exactly the text docs/message-contract.md documents', () => {
     const auth = signGroup(key, header, members.slice(0, 2));
     const text = 'fieldstream-auth-v2\nd1\ntimeseries\ne1\n1700000000000\n2\n5\n{"t":0.5,"timestamp":1700000000005}\n6\n{"t":0.6,"timestamp":1700000000006}\n';
     assert.equal(auth.mac, createHmac('sha256', key).update(text).digest('base64url'));
