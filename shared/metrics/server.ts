@@ -1,0 +1,82 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { FieldStreamError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { ServiceMetrics } from './registry.ts';
+
+/** A dependency /readyz asks about: the broker connection, the database, ... */
+export interface ReadinessCheck {
+  name: string;
+  ready(): boolean | Promise<boolean>;
+}
+
+export interface MetricsServer {
+  readonly port: number;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A service's own small HTTP server for operators and orchestrators, apart from the port it serves
+ * devices or users on:
+ *
+ *   GET /metrics   Prometheus text exposition format (prom-client)
+ *   GET /healthz   200 while the process answers at all (liveness)
+ *   GET /readyz    200 when every check passes, else 503 naming those that fail (readiness)
+ *
+ * It reads no request body and answers nothing else (404), so it needs no credential: bind it to
+ * loopback (npm start) or the service network (compose), never to the internet.
+ */
+export async function startMetricsServer(o: {
+  metrics: ServiceMetrics;
+  host: string;
+  port: number;
+  checks?: readonly ReadinessCheck[];
+  log: Logger;
+}): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    if (req.method !== 'GET') return send(405, 'text/plain', 'GET only\n');
+    if (path === '/metrics') {
+      o.metrics.registry.metrics().then(
+        (text) => send(200, o.metrics.registry.contentType, text),
+        (err: Error) => {
+          o.log.error({ err: err.message }, 'metrics could not be collected');
+          send(500, 'text/plain', 'metrics could not be collected\n');
+        },
+      );
+      return;
+    }
+    if (path === '/healthz') return send(200, 'application/json', JSON.stringify({ status: 'alive', service: o.metrics.service }));
+    if (path === '/readyz') {
+      void Promise.all((o.checks ?? []).map(async (c) => ({ name: c.name, ok: await Promise.resolve(c.ready()).catch(() => false) }))).then((results) => {
+        const failing = results.filter((r) => !r.ok).map((r) => r.name);
+        send(failing.length === 0 ? 200 : 503, 'application/json', JSON.stringify({ status: failing.length === 0 ? 'ready' : 'not ready', service: o.metrics.service, failing }));
+      });
+      return;
+    }
+    send(404, 'text/plain', 'not found: /metrics, /healthz, /readyz\n');
+  });
+  server.headersTimeout = 5_000;
+  server.requestTimeout = 10_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Metrics of ${o.metrics.service} cannot listen on ${o.host}:${o.port}: ${err.message}`)));
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}`;
+  o.log.info({ url: `${url}/metrics` }, 'metrics and health served');
+  return {
+    port,
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
