@@ -47,6 +47,8 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
   { file: 'internal/command-api', commonName: 'command-api', role: 'client' },
   // Read-only consumers on the internal broker (analytics, dashboards): they see data, change nothing.
   { file: 'internal/consumer', commonName: 'consumer', role: 'client' },
+  // The broker exporter (internal-network/broker-exporter): reads both brokers' $SYS state, nothing else.
+  { file: 'internal/monitor', commonName: 'monitor', role: 'client' },
 ];
 
 export function pkiPaths(root: string) {

@@ -13,6 +13,8 @@ export interface RolePolicy {
 }
 
 export const RESPONSE_FILTER = `${TOPIC_ROOT}/+/up/response`;
+/** The brokers' own state: clients, message counts, the bridge's connection. */
+export const SYS_FILTER = '$SYS/#';
 
 export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze({
   // DMZ: writes what devices send, reads the commands for the devices it holds and the commit
@@ -26,6 +28,8 @@ export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze
   consumer: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
   // The bridge carries uplink and status inward, commands and commit receipts outward, nothing else.
   bridge: { publish: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
+  // The broker exporter, on both brokers: their own state ($SYS), no data, nothing to write.
+  monitor: { publish: [], subscribe: [SYS_FILTER] },
 });
 
 /** Strips a shared-subscription prefix (MQTT 5 §4.8.2: `$share/{group}/{filter}`). */
