@@ -46,6 +46,12 @@ function oneLine(text: string): string {
 export const setting = {
   port: (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback),
   host: (fallback: string) => z.string().min(1).default(fallback),
+  /** A port, or "off" (read as undefined): for an optional listener such as a metrics endpoint. */
+  portOrOff: (fallback: number | 'off') =>
+    z
+      .union([z.literal('off'), z.coerce.number().int().min(0).max(65535)])
+      .default(fallback)
+      .transform((v) => (v === 'off' ? undefined : v)),
   bool: (fallback: boolean) =>
     z
       .enum(['true', 'false', '1', '0', 'yes', 'no'])

@@ -41,6 +41,9 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
   /** connections this gateway holds at most */
   GATEWAY_MAX_CONNECTIONS: setting.positiveInt(20_000),
+  /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none); never expose it to the internet. */
+  GATEWAY_METRICS_HOST: setting.host('127.0.0.1'),
+  GATEWAY_METRICS_PORT: setting.portOrOff(9464),
   ...mqttSettings('dmz/gateway'),
   LOG_LEVEL: setting.logLevel(),
 });

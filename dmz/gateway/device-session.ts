@@ -7,6 +7,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
 import type { DeviceRateLimiter } from './rate-limit.ts';
+import { GatewayMetrics } from './metrics.ts';
 
 export interface SessionLimits extends FrameLimits {
   /** messages awaiting PUBACK before the gateway stops reading this socket */
@@ -34,6 +35,7 @@ export class DeviceSession {
     private readonly limits: SessionLimits,
     private readonly log: Logger,
     private readonly rate?: DeviceRateLimiter,
+    private readonly metrics: GatewayMetrics = new GatewayMetrics(),
   ) {
     ws.on('message', (data, isBinary) => this.onFrame(data as Buffer, isBinary));
     ws.on('close', () => {
@@ -110,16 +112,19 @@ export class DeviceSession {
     for (const m of messages) m.messageId ??= randomUUID();
     const accepted = messages as AcceptedMessage[];
     this.trackInFlight(accepted.length);
+    this.metrics.frames.inc();
     for (const group of this.publisher.publish(this.deviceId, accepted, receivedAt)) {
       group.done.then(
         () => {
           this.trackInFlight(-group.messageIds.length);
+          this.metrics.messages(group.dataType, group.messageIds.length);
           this.send({ type: 'ack', messageIds: group.messageIds });
         },
         (err: unknown) => {
           this.trackInFlight(-group.messageIds.length);
           const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', String(err));
           this.log.warn({ code: coded.code, messages: group.messageIds.length }, coded.message);
+          this.metrics.refusal(coded.code);
           this.send(errorFrame(coded, group.messageIds));
         },
       );
@@ -141,6 +146,8 @@ export class DeviceSession {
 
   private rateLimited(messageIds?: string[]): void {
     const n = this.rate?.limitedCount(this.deviceId) ?? 0;
+    this.metrics.rateLimited.inc();
+    this.metrics.refusal('GATEWAY_RATE_LIMITED');
     // Logged on the first and then every 1000th refusal: a flood must not flood the log too.
     if (n === 1 || n % 1000 === 0) this.log.warn({ code: 'GATEWAY_RATE_LIMITED', refusedFrames: n }, 'device over its rate limit');
     this.send(errorFrame(new FieldStreamError('GATEWAY_RATE_LIMITED'), messageIds));
@@ -148,6 +155,7 @@ export class DeviceSession {
 
   private reject(err: FieldStreamError, messageIds?: string[]): void {
     this.log.info({ code: err.code, details: err.details }, err.message);
+    this.metrics.refusal(err.code);
     this.send(errorFrame(err, messageIds));
   }
 

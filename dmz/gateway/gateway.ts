@@ -7,17 +7,30 @@ import { readPemSetting } from '../../shared/tls-files.ts';
 import type { GatewayConfig } from './config.ts';
 import { identifyByProxy, identifyByTls } from './identity.ts';
 import { startGatewayServer, type GatewayServer } from './server.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 
 export interface Gateway {
   readonly port: number;
   readonly server: GatewayServer;
   readonly mqtt: MqttClient;
+  readonly metrics: GatewayMetrics;
+  /** /metrics, /healthz and /readyz (undefined with GATEWAY_METRICS_PORT=off) */
+  readonly metricsServer: MetricsServer | undefined;
   close(): Promise<void>;
 }
 
+export interface StartOptions {
+  /** process metrics (CPU, memory, event loop) in this service's registry: once per process (npm start runs several services in one) */
+  processMetrics?: boolean;
+}
+
 /** Builds the whole gateway from its configuration: the broker connection and the WSS endpoint. */
-export async function startGateway(config: Readonly<GatewayConfig>, logger: Logger): Promise<Gateway> {
+export async function startGateway(config: Readonly<GatewayConfig>, logger: Logger, opts: StartOptions = {}): Promise<Gateway> {
   const log = logger.child({ component: 'gateway', gatewayId: config.GATEWAY_ID });
+  const served = config.GATEWAY_METRICS_PORT !== undefined;
+  const metrics = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: served && opts.processMetrics !== false }));
   const mqtt = connectMqtt(
     {
       url: config.MQTT_URL,
@@ -30,6 +43,20 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     // Every subscription is made again on each connection (subscribeOnEveryConnect), not by mqtt.js.
     { resubscribe: false },
   );
+  metrics.bind({ brokerConnected: () => mqtt.connected, connections: () => 0 });
+  // Served before the broker answers, so an orchestrator sees "alive, not ready" meanwhile.
+  const metricsServer = served
+    ? await startMetricsServer({
+        metrics: metrics.metrics,
+        host: config.GATEWAY_METRICS_HOST,
+        port: config.GATEWAY_METRICS_PORT,
+        checks: [{ name: 'broker', ready: () => mqtt.connected }],
+        log,
+      }).catch(async (err: unknown) => {
+        await endMqtt(mqtt, true);
+        throw err;
+      })
+    : undefined;
   // Devices are let in only once their messages can go somewhere.
   await whenConnected(mqtt);
   const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
@@ -62,13 +89,17 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     },
     mqtt,
     logger: log,
+    metrics,
   });
   return {
     port: server.port,
     server,
     mqtt,
+    metrics,
+    metricsServer,
     async close() {
       await server.close();
+      await metricsServer?.close();
       await endMqtt(mqtt);
     },
   };

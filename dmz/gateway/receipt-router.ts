@@ -26,6 +26,8 @@ export class ReceiptRouter {
     private readonly gatewayId: string,
     private readonly sessionOf: (deviceId: string) => DeviceSession | undefined,
     private readonly log: Logger,
+    /** counts the receipts delivered to a device */
+    private readonly delivered?: { inc(): void },
   ) {
     // QoS 1: at most a duplicate, which the device counts as a replayed receipt and ignores.
     this.subscription = subscribeOnEveryConnect(mqtt, [receiptTopic(gatewayId)], { qos: 1 }, log);
@@ -59,7 +61,10 @@ export class ReceiptRouter {
       this.stats.received += envelope.receipts.length;
       for (const r of envelope.receipts) {
         const session = this.sessionOf(r.deviceId);
-        if (session?.sendCommit({ type: 'commit', epoch: r.epoch, ranges: r.ranges, mac: r.mac })) this.stats.delivered++;
+        if (session?.sendCommit({ type: 'commit', epoch: r.epoch, ranges: r.ranges, mac: r.mac })) {
+          this.stats.delivered++;
+          this.delivered?.inc();
+        }
         else this.stats.notConnected++;
       }
     } catch (err) {

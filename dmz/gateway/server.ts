@@ -15,6 +15,7 @@ import { RevokedSerials } from './revocation.ts';
 import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
+import { GatewayMetrics } from './metrics.ts';
 
 export interface GatewayServerOptions {
   host: string;
@@ -36,12 +37,15 @@ export interface GatewayServerOptions {
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP) */
   heartbeatMs?: number;
+  /** where the gateway counts what it does (a registry nobody serves when absent) */
+  metrics?: GatewayMetrics | undefined;
 }
 
 export interface GatewayServer {
   readonly port: number;
   readonly router: CommandRouter;
   readonly receipts: ReceiptRouter;
+  readonly metrics: GatewayMetrics;
   close(): Promise<void>;
 }
 
@@ -51,14 +55,16 @@ export interface GatewayServer {
  */
 export async function startGatewayServer(options: GatewayServerOptions): Promise<GatewayServer> {
   const log = options.logger;
+  const metrics = options.metrics ?? new GatewayMetrics();
   const publisher = new UplinkPublisher(options.mqtt, {
     gatewayId: options.gatewayId,
     timeoutMs: LIMITS.publishTimeoutMs,
     lingerMs: options.lingerMs ?? 0,
     maxMessages: options.limits.batchMaxMessages,
+    publishSeconds: metrics.publishSeconds,
   });
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
-  const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }));
+  const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }), metrics.receipts);
   const https: Server = createServer({
     cert: options.tls.cert,
     key: options.tls.key,
@@ -84,6 +90,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
   const live = new Map<WebSocket, string>(); // socket → certificate serial
+  metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
     for (const [ws, serial] of live) {
@@ -107,6 +114,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     } catch (err) {
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');
       log.warn({ code: coded.code, remote: req.socket.remoteAddress }, coded.message);
+      metrics.connectionsRefused.inc({ code: coded.code });
       refuseUpgrade(socket, coded);
       return;
     }
@@ -115,7 +123,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   function onConnection(ws: WebSocket, identity: DeviceIdentity): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate);
+    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics);
     let alive = true;
     ws.on('pong', () => {
       alive = true;
@@ -158,6 +166,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     port,
     router,
     receipts,
+    metrics,
     async close() {
       revoked.close();
       receipts.close();

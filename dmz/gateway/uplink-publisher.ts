@@ -23,6 +23,8 @@ export interface PublisherOptions {
   lingerMs: number;
   /** messages per envelope at most */
   maxMessages: number;
+  /** observes the seconds from publish to PUBACK of each envelope the broker took */
+  publishSeconds?: { observe(seconds: number): void } | undefined;
 }
 
 /** One message of an envelope, whichever its kind (the envelope's kind is the pending key's). */
@@ -117,6 +119,7 @@ export class UplinkPublisher {
   }
 
   private publishOne(topic: string, payload: string): Promise<void> {
+    const started = performance.now();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `No PUBACK from the broker within ${this.o.timeoutMs} ms; send again.`));
@@ -127,7 +130,10 @@ export class UplinkPublisher {
         const reasonCode = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0;
         if (err || reasonCode >= 0x80) {
           reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker did not accept the message (${err?.message ?? `reason code ${reasonCode}`}).`));
-        } else resolve();
+        } else {
+          this.o.publishSeconds?.observe((performance.now() - started) / 1000);
+          resolve();
+        }
       });
     });
   }

@@ -1,0 +1,57 @@
+import type { Counter } from 'prom-client';
+import type { DataType } from '../../shared/contract/payloads.ts';
+import type { ErrorCode } from '../../shared/errors.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+
+const DATA_TYPES: readonly DataType[] = ['timeseries', 'event', 'file', 'response'];
+
+/**
+ * The gateway's metrics (docs/monitoring.md): what it accepted, what it refused and why, and how long
+ * the broker took. No series is per device: the fleet's size must not grow them.
+ */
+export class GatewayMetrics {
+  readonly brokerConnected;
+  readonly connections;
+  readonly frames;
+  /** per data type, its child bound once: the frame path does no label lookup */
+  private readonly messagesBy: Record<DataType, Counter.Internal>;
+  readonly refused;
+  readonly connectionsRefused;
+  readonly rateLimited;
+  readonly publishSeconds;
+  readonly receipts;
+  private connected: () => boolean = () => false;
+  private open: () => number = () => 0;
+
+  constructor(readonly metrics: ServiceMetrics = new ServiceMetrics('gateway', { processMetrics: false })) {
+    const self = this;
+    this.brokerConnected = metrics.gauge('broker_connected', 'Whether the gateway is connected to its MQTT broker (1) or not (0).', [], function () {
+      this.set(self.connected() ? 1 : 0);
+    });
+    this.connections = metrics.gauge('gateway_connections', 'Device WebSocket connections open.', [], function () {
+      this.set(self.open());
+    });
+    this.frames = metrics.counter('gateway_frames_total', 'Frames accepted from devices (parsed, identity and rate checked).');
+    const messages = metrics.counter('gateway_messages_total', 'Messages accepted from devices and acknowledged to them (the broker answered PUBACK), by data type.', ['data_type']);
+    this.messagesBy = Object.fromEntries(DATA_TYPES.map((t) => [t, messages.labels(t)])) as Record<DataType, Counter.Internal>;
+    this.refused = metrics.counter('gateway_refused_total', 'Error frames sent to devices, by error code: a refused frame, or the messages of a frame the broker did not take (GATEWAY_RATE_LIMITED included).', ['code']);
+    this.connectionsRefused = metrics.counter('gateway_connections_refused_total', 'WebSocket upgrades refused, by error code (revoked certificate, too many connections, wrong path, ...).', ['code']);
+    this.rateLimited = metrics.counter('gateway_rate_limited_total', 'Frames refused because their device was over its rate limit.');
+    this.publishSeconds = metrics.histogram('gateway_publish_seconds', 'Seconds from publishing an envelope to the broker to its PUBACK (successful publishes only).');
+    this.receipts = metrics.counter('gateway_receipts_total', 'Commit receipts forwarded to connected devices.');
+  }
+
+  /** The live values the gauges read at scrape time. */
+  bind(o: { brokerConnected: () => boolean; connections: () => number }): void {
+    this.connected = o.brokerConnected;
+    this.open = o.connections;
+  }
+
+  messages(dataType: DataType, n: number): void {
+    this.messagesBy[dataType].inc(n);
+  }
+
+  refusal(code: ErrorCode | string, n = 1): void {
+    this.refused.inc({ code }, n);
+  }
+}
