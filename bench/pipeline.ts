@@ -136,6 +136,8 @@ async function main(): Promise<void> {
           FIELD_DATA_DIR: join(work, 'field', id),
           FIELD_HTTP_PORT: 'off',
           FIELD_MQTT_PORT: 'off',
+          // Metrics on, as deployed, on a free port: several clients run at once.
+          FIELD_METRICS_PORT: '0',
           FIELD_BATCH_MAX: String(batchMax),
           LOG_LEVEL: 'warn',
         }),

@@ -60,6 +60,9 @@ export const FieldClientConfigSchema = z.object({
   /** Local HTTP input and status endpoint ("off" to disable). */
   FIELD_HTTP_HOST: setting.host('127.0.0.1'),
   FIELD_HTTP_PORT: portOrOff(8081),
+  /** Prometheus metrics, /healthz and /readyz (ready = connected to the gateway) on a port of their own ("off" to disable). */
+  FIELD_METRICS_HOST: setting.host('127.0.0.1'),
+  FIELD_METRICS_PORT: setting.portOrOff(9467),
   /** Local MQTT input for sensors ("off" to disable). */
   FIELD_MQTT_HOST: setting.host('127.0.0.1'),
   FIELD_MQTT_PORT: portOrOff(1883),

@@ -17,6 +17,8 @@ import type { LocalInput } from './inputs/input.ts';
 import { mqttInput } from './inputs/mqtt-input.ts';
 import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
+import { fieldClientMetrics } from './metrics.ts';
+import { startMetricsServer } from '../../shared/metrics/server.ts';
 
 export interface RunningFieldClient {
   readonly client: FieldClient;
@@ -24,6 +26,8 @@ export interface RunningFieldClient {
   readonly commands: CommandHandlers;
   readonly httpPort: number | undefined;
   readonly mqttPort: number | undefined;
+  /** where /metrics, /healthz and /readyz are served (undefined with FIELD_METRICS_PORT=off) */
+  readonly metricsUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -34,6 +38,8 @@ export interface StartOptions {
    * For the benchmark only (its receipts-off reference); no setting reaches it.
    */
   receipts?: boolean;
+  /** false: no process metrics (CPU, memory) in this client's /metrics, when another service in the same process has them (npm start) */
+  processMetrics?: boolean;
 }
 
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
@@ -110,6 +116,18 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       await input.start();
       closers.push(() => input.close());
     }
+    const metricsServer =
+      config.FIELD_METRICS_PORT === undefined
+        ? undefined
+        : await startMetricsServer({
+            metrics: fieldClientMetrics({ client, connection, commands, outbox, certFile: config.FIELD_CERT_FILE }, { processMetrics: options.processMetrics !== false }),
+            host: config.FIELD_METRICS_HOST,
+            port: config.FIELD_METRICS_PORT,
+            // Alive while the process answers; ready while connected to the gateway.
+            checks: [{ name: 'gateway', ready: () => connection.isOpen }],
+            log,
+          });
+    if (metricsServer) closers.push(() => metricsServer.close());
     if (commandsFile) commands.configure(commandsFile, mqtt?.publish);
     const simulator = config.FIELD_SIMULATE ? new Simulator(client, config.FIELD_SAMPLE_INTERVAL_MS, log.child({ subsystem: 'simulator' })) : undefined;
     simulator?.registerCommands(commands);
@@ -122,6 +140,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       commands,
       httpPort: http?.port,
       mqttPort: mqtt?.port,
+      metricsUrl: metricsServer?.url,
       async close() {
         for (const c of closers.reverse()) await c();
         client.stop();

@@ -29,6 +29,8 @@ export async function startTestFieldClient(
       FIELD_DATA_DIR: data.dir,
       FIELD_HTTP_PORT: 'off',
       FIELD_MQTT_PORT: 'off',
+      // Off unless a test asks for it ('0': a free port), so clients in parallel never clash on 9467.
+      FIELD_METRICS_PORT: 'off',
       ...env,
     }),
     logger,
@@ -76,6 +78,7 @@ export async function fieldClientProcess(o: {
       FIELD_HTTP_HOST: '127.0.0.1',
       FIELD_HTTP_PORT: String(httpPort),
       FIELD_MQTT_PORT: 'off',
+      FIELD_METRICS_PORT: 'off',
       ...o.env,
     },
     cwd: REPO_ROOT,

@@ -1,0 +1,71 @@
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { collectedCounter } from '../../shared/metrics/collected.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import type { CommandHandlers } from './commands.ts';
+import type { FieldClient } from './field-client.ts';
+import type { FileOutbox } from './files/file-outbox.ts';
+import type { GatewayConnection } from './gateway-connection.ts';
+
+/**
+ * The field client's metrics (docs/configuration.md, FIELD_METRICS_PORT). Everything is read at
+ * scrape time from what the client already keeps (its queue, its stats, its connection): nothing is
+ * done per message. Counters mirror the client's running totals (shared/metrics/collected.ts); they
+ * start again from 0 when the client restarts, as Prometheus counters do.
+ *
+ * No device id as a label: each field client is its own scrape target, which names it.
+ */
+export function fieldClientMetrics(
+  o: { client: FieldClient; connection: GatewayConnection; commands: CommandHandlers; outbox: FileOutbox; certFile: string },
+  options: { processMetrics?: boolean } = {},
+): ServiceMetrics {
+  const m = new ServiceMetrics('field-client', options);
+  const { client, connection, commands } = o;
+  const queue = client.queue;
+
+  m.gauge('field_queue_messages', 'Messages in the durable queue not yet committed (unsent, in flight, or awaiting their receipt).', [], function () {
+    this.set(queue.depth);
+  });
+  m.gauge('field_queue_bytes', 'Bytes of the durable queue on disk.', [], function () {
+    this.set(queue.bytesOnDisk);
+  });
+  m.gauge('field_outbox_bytes', 'Bytes of files waiting in the outbox to be sent (they count against FIELD_QUEUE_MAX_BYTES too).', [], function () {
+    this.set(o.outbox.bytes());
+  });
+  m.gauge('field_awaiting_receipt_messages', 'Messages acknowledged by the gateway and awaiting their commit receipt.', [], function () {
+    this.set(queue.awaiting.count);
+  });
+  m.gauge('field_awaiting_receipt_bytes', 'Bytes of the messages awaiting their commit receipt.', [], function () {
+    this.set(queue.awaiting.bytes);
+  });
+  m.gauge('field_oldest_unsent_age_seconds', 'Age of the oldest message not yet committed (0 when none): how far behind the device is.', [], function () {
+    const oldest = queue.oldestUnacked();
+    this.set(oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
+  });
+  m.gauge('field_connected', '1 while connected to the gateway, else 0.', [], function () {
+    this.set(connection.isOpen ? 1 : 0);
+  });
+  m.gauge('field_certificate_expiry_timestamp_seconds', "The device certificate's notAfter (FIELD_CERT_FILE, read at each scrape so a renewal shows), Unix seconds.", [], function () {
+    // Absent when the file cannot be read or parsed (the client logs that at start).
+    this.reset();
+    try {
+      this.set(Math.floor(Date.parse(new X509Certificate(readFileSync(o.certFile)).validTo) / 1000));
+    } catch {
+      /* not exposed */
+    }
+  });
+
+  collectedCounter(m, 'field_dropped_total', 'Messages dropped by the queue when full (FIELD_QUEUE_FULL_POLICY=drop-oldest).', [], () => queue.stats.dropped);
+  collectedCounter(m, 'field_refused_total', 'Messages refused by the queue when full (FIELD_QUEUE_FULL_POLICY=reject).', [], () => queue.stats.refused);
+  collectedCounter(m, 'field_refused_by_gateway_total', 'Messages refused for good by the gateway, set aside on disk.', [], () => client.stats.refusedByGateway);
+  collectedCounter(m, 'field_sent_total', 'Messages and file chunks sent to the gateway (copies sent again included).', [], () => client.stats.sent);
+  collectedCounter(m, 'field_receipts_total', 'Commit receipts that committed something.', [], () => client.receiptStats.receipts);
+  collectedCounter(m, 'field_receipts_invalid_total', "Commit receipts refused: their MAC did not verify under the device's key.", [], () => client.receiptStats.receiptsInvalid);
+  collectedCounter(m, 'field_receipts_replayed_total', 'Genuine commit receipts that named nothing still held.', [], () => client.receiptStats.receiptsReplayed);
+  collectedCounter(m, 'field_resent_for_receipt_total', 'Messages and chunks sent again because their receipt was overdue.', [], () => client.receiptStats.resentForReceipt);
+  collectedCounter(m, 'field_commands_total', 'Commands from the command API: run, or refused (outcome = the refusal code).', ['outcome'], () => [
+    [{ outcome: 'run' }, commands.stats.run] as const,
+    ...Object.entries(commands.stats.refusedByCode).map(([code, n]) => [{ outcome: code }, n ?? 0] as const),
+  ]);
+  return m;
+}
