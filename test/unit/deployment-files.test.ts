@@ -70,11 +70,11 @@ describe('deployment files', () => {
 
   for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
     it(`${file} passes docker-compose config, and pins every image`, () => {
-      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't' };
+      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't', GRAFANA_ADMIN_PASSWORD: 'g' };
       const out = execFileSync('docker-compose', ['-f', join(repoRoot, file), '--profile', 'with-influxdb', 'config'], { env, encoding: 'utf8', cwd: repoRoot });
       const images = [...out.matchAll(/^\s+image: (\S+)$/gm)].map((m) => m[1] as string);
       assert.ok(images.length > 0);
-      for (const image of images) assert.match(image, /:[0-9][\w.-]*$/, `${image} is pinned`);
+      for (const image of images) assert.match(image, /:v?[0-9][\w.-]*$/, `${image} is pinned`); // a version, never latest (Prometheus's tags start with v)
       assert.doesNotMatch(out, /container_name/, 'no fixed container names: --scale works');
       for (const m of out.matchAll(/- (\S*certs\S*):\S+:(\w+)$/gm)) assert.equal(m[2], 'ro', `${m[1]} mounted read-only`);
       assert.doesNotMatch(out, /ca\/ca\.key|certs\/ca:/, 'the CA key is never mounted');
