@@ -37,7 +37,7 @@ export interface LocalStackOptions {
   logger?: Logger;
 }
 
-export type ComponentName = 'dmz-mosquitto' | 'internal-mosquitto' | 'caddy' | 'distributor' | 'command-api' | `gateway-${number}` | 'gateway-direct';
+export type ComponentName = 'dmz-mosquitto' | 'internal-mosquitto' | 'caddy' | 'distributor' | 'command-api' | 'broker-exporter' | `gateway-${number}` | 'gateway-direct';
 
 export interface LocalStack {
   readonly ports: { https: number; http: number; dmzMqtt: number; internalMqtt: number; gateways: number[]; commandApi: number };
@@ -50,6 +50,10 @@ export interface LocalStack {
   readonly directGateway: { process: ManagedProcess; url: string } | undefined;
   readonly distributor: ManagedProcess;
   readonly commandApi: ManagedProcess;
+  /** reads both brokers' $SYS for Prometheus (internal-network/broker-exporter) */
+  readonly brokerExporter: ManagedProcess;
+  /** where each service's /metrics (and /healthz, /readyz) is */
+  readonly metrics: { brokerExporter: string };
   readonly all: ManagedProcess[];
   readonly dataDir: { files: string; timeseries: string; deadLetters: string; commands: string };
   /**
@@ -208,8 +212,17 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     COMMAND_API_CLIENT_ID: 'command-api-1',
     COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
   }, { port: ports.commandApi });
+  // On the internal side, dialling out to the DMZ broker as the bridge does, with the monitor certificate.
+  const brokerExporterPort = await freePort();
+  const brokerExporter = node('broker-exporter', 'internal-network/broker-exporter/main.ts', {
+    ...mqttEnv(ports.internalMqtt, 'internal/monitor'),
+    DMZ_MQTT_URL: `mqtts://localhost:${ports.dmzMqtt}`,
+    BROKER_EXPORTER_CLIENT_ID: 'broker-exporter-1',
+    BROKER_EXPORTER_METRICS_HOST: '127.0.0.1',
+    BROKER_EXPORTER_METRICS_PORT: String(brokerExporterPort),
+  }, { port: brokerExporterPort });
 
-  const all = [dmzMosquitto, internalMosquitto, ...gateways, ...(direct ? [direct] : []), caddy, distributor, commandApi];
+  const all = [dmzMosquitto, internalMosquitto, ...gateways, ...(direct ? [direct] : []), caddy, distributor, commandApi, brokerExporter];
   const started: ManagedProcess[] = [];
   try {
     for (const proc of all) {
@@ -240,6 +253,8 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     directGateway: direct ? { process: direct, url: `wss://localhost:${directPort}/ws` } : undefined,
     distributor,
     commandApi,
+    brokerExporter,
+    metrics: { brokerExporter: `http://127.0.0.1:${brokerExporterPort}` },
     all,
     dataDir,
     component,
@@ -250,7 +265,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     async close() {
       for (const proc of all) proc.stopSupervising();
       // Edge first, brokers last, so nothing is accepted that cannot be passed on.
-      for (const proc of [caddy, ...gateways, ...(direct ? [direct] : []), commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
+      for (const proc of [brokerExporter, caddy, ...gateways, ...(direct ? [direct] : []), commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
     },
   };
 }

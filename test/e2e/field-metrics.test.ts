@@ -6,19 +6,9 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
+import { parseExposition } from '../helpers/exposition.ts';
 
 type TestField = Awaited<ReturnType<typeof startTestFieldClient>>;
-
-/** The samples of a Prometheus text exposition: `name{labels}` → value. */
-export function parseExposition(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
 
 const scrape = async (f: TestField) => {
   const res = await fetch(`${f.metricsUrl}/metrics`);

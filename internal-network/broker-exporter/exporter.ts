@@ -1,0 +1,151 @@
+import type { MqttClient } from 'mqtt';
+import type { Logger } from '../../shared/logger.ts';
+import { collectedCounter } from '../../shared/metrics/collected.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
+import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { readMqttTls } from '../../shared/mqtt/settings.ts';
+import { SYS_FILTER } from '../../shared/acl.ts';
+import type { BrokerExporterConfig } from './config.ts';
+
+/**
+ * What Mosquitto 2.0.11 publishes under $SYS that we read (seen with `mosquitto_sub -t '$SYS/#' -v`
+ * on our own configurations). Each value is retained and published again, every sys_interval, only
+ * when it changed; `$SYS/broker/uptime` changes every time, so some $SYS message arrives every
+ * interval while the broker works. Totals start again from 0 when the broker restarts.
+ */
+export const SYS = {
+  clientsConnected: '$SYS/broker/clients/connected',
+  messagesReceived: '$SYS/broker/messages/received',
+  messagesSent: '$SYS/broker/messages/sent',
+  /** messages held by the broker: retained, queued for offline sessions, in flight */
+  messagesStored: '$SYS/broker/messages/stored',
+  storeBytes: '$SYS/broker/store/messages/bytes',
+  subscriptions: '$SYS/broker/subscriptions/count',
+  publishReceived: '$SYS/broker/publish/messages/received',
+  publishSent: '$SYS/broker/publish/messages/sent',
+  /** PUBLISHes dropped (queues full, offline clients over max_queued_*) */
+  publishDropped: '$SYS/broker/publish/messages/dropped',
+} as const;
+
+/**
+ * A bridge's state, "1" or "0", retained, on the broker that runs the bridge. The topic is named
+ * after the bridge's remote_clientid, not its `connection` name: for our internal broker,
+ * `$SYS/broker/connection/fieldstream-bridge/state`. With `notifications_local_only true` it is
+ * published on the internal broker only (the DMZ broker never sees it).
+ */
+export const BRIDGE_STATE = /^\$SYS\/broker\/connection\/([^/]+)\/state$/;
+
+/** One broker: its connection, and the latest $SYS values while it stands. */
+class BrokerWatch {
+  readonly values = new Map<string, number>();
+  /** bridge name → 1/0 */
+  readonly bridges = new Map<string, number>();
+  lastSysAt = 0;
+
+  constructor(
+    readonly name: 'internal' | 'dmz',
+    readonly client: MqttClient,
+    private readonly staleMs: number,
+  ) {
+    client.on('message', (topic, payload) => {
+      this.lastSysAt = Date.now();
+      const bridge = BRIDGE_STATE.exec(topic);
+      if (bridge?.[1]) {
+        this.bridges.set(bridge[1], payload.toString() === '1' ? 1 : 0);
+        return;
+      }
+      const v = Number(payload.toString());
+      if (Number.isFinite(v)) this.values.set(topic, v);
+    });
+    // Nothing is reported from a broker we are not connected to: its last values would be stale.
+    client.on('close', () => {
+      this.values.clear();
+      this.bridges.clear();
+      this.lastSysAt = 0;
+    });
+  }
+
+  /** Connected, and $SYS arrived within the staleness limit. */
+  get up(): boolean {
+    return this.client.connected && this.lastSysAt > 0 && Date.now() - this.lastSysAt <= this.staleMs;
+  }
+}
+
+export interface BrokerExporter {
+  readonly metrics: ServiceMetrics;
+  readonly metricsUrl: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The brokers' own state for Prometheus: subscribes `$SYS/#` on the internal broker and (dialling
+ * out, as the bridge does) on the DMZ broker, as `monitor`, whose ACL allows that and nothing else.
+ * Values are kept as they arrive and exposed at scrape time; `broker` is the only label.
+ */
+export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>, logger: Logger): Promise<BrokerExporter> {
+  const log = logger.child({ component: 'broker-exporter' });
+  const tls = readMqttTls(config);
+  const staleMs = config.BROKER_EXPORTER_STALE_S * 1000;
+  const watch = (name: 'internal' | 'dmz', url: string) => {
+    const client = connectMqtt(
+      { url, ...tls, clientId: `${config.BROKER_EXPORTER_CLIENT_ID}-${name}`, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: true },
+      log.child({ broker: name }),
+      { resubscribe: false },
+    );
+    subscribeOnEveryConnect(client, [SYS_FILTER], { qos: 0 }, log.child({ broker: name }));
+    return new BrokerWatch(name, client, staleMs);
+  };
+  const brokers = [watch('internal', config.MQTT_URL), ...(config.DMZ_MQTT_URL === 'off' ? [] : [watch('dmz', config.DMZ_MQTT_URL)])];
+  const internal = brokers[0] as BrokerWatch;
+
+  const m = new ServiceMetrics('broker-exporter');
+  m.gauge('mosquitto_up', '1 while the connection to the broker stands and its $SYS messages arrive, else 0.', ['broker'], function () {
+    for (const b of brokers) this.set({ broker: b.name }, b.up ? 1 : 0);
+  });
+  // Values read from $SYS, per broker, present only while connected to it.
+  const perBroker = (topic: string) => () => brokers.filter((b) => b.values.has(topic)).map((b) => [{ broker: b.name }, b.values.get(topic) as number] as const);
+  const gaugeOf = (name: string, help: string, topic: string) =>
+    m.gauge(name, help, ['broker'], function () {
+      this.reset();
+      for (const [labels, v] of perBroker(topic)()) this.set(labels, v);
+    });
+  gaugeOf('mosquitto_clients_connected', 'Clients connected to the broker ($SYS/broker/clients/connected).', SYS.clientsConnected);
+  gaugeOf('mosquitto_messages_stored', 'Messages the broker holds: retained, queued for sessions, in flight ($SYS/broker/messages/stored).', SYS.messagesStored);
+  gaugeOf('mosquitto_messages_stored_bytes', 'Bytes of the messages the broker holds ($SYS/broker/store/messages/bytes).', SYS.storeBytes);
+  gaugeOf('mosquitto_subscriptions', 'Subscriptions on the broker ($SYS/broker/subscriptions/count).', SYS.subscriptions);
+  collectedCounter(m, 'mosquitto_messages_received_total', 'MQTT messages of any kind received by the broker since it started ($SYS/broker/messages/received).', ['broker'], perBroker(SYS.messagesReceived));
+  collectedCounter(m, 'mosquitto_messages_sent_total', 'MQTT messages of any kind sent by the broker since it started ($SYS/broker/messages/sent).', ['broker'], perBroker(SYS.messagesSent));
+  collectedCounter(m, 'mosquitto_publish_received_total', 'PUBLISH messages received by the broker ($SYS/broker/publish/messages/received).', ['broker'], perBroker(SYS.publishReceived));
+  collectedCounter(m, 'mosquitto_publish_sent_total', 'PUBLISH messages sent by the broker ($SYS/broker/publish/messages/sent).', ['broker'], perBroker(SYS.publishSent));
+  collectedCounter(m, 'mosquitto_dropped_total', 'PUBLISH messages the broker dropped: queues full, limits reached ($SYS/broker/publish/messages/dropped).', ['broker'], perBroker(SYS.publishDropped));
+  m.gauge('bridge_connected', "1 while the internal broker's bridge to the DMZ broker is connected ($SYS/broker/connection/<remote_clientid>/state), else 0 (also when the internal broker cannot be read).", [], function () {
+    const states = [...internal.bridges.values()];
+    this.set(internal.up && states.length > 0 && states.every((s) => s === 1) ? 1 : 0);
+  });
+
+  let server: MetricsServer;
+  try {
+    server = await startMetricsServer({
+      metrics: m,
+      host: config.BROKER_EXPORTER_METRICS_HOST,
+      port: config.BROKER_EXPORTER_METRICS_PORT,
+      // Ready while it reads the broker on its own network; a DMZ broker that is down is what it
+      // reports (mosquitto_up 0), not a fault of its own.
+      checks: [{ name: 'internal broker', ready: () => internal.client.connected }],
+      log,
+    });
+  } catch (err) {
+    await Promise.all(brokers.map((b) => endMqtt(b.client, true)));
+    throw err;
+  }
+  log.info({ brokers: brokers.map((b) => b.name) }, 'broker exporter watching $SYS');
+  return {
+    metrics: m,
+    metricsUrl: server.url,
+    async close() {
+      await server.close();
+      await Promise.all(brokers.map((b) => endMqtt(b.client)));
+    },
+  };
+}
