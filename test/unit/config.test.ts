@@ -89,6 +89,8 @@ describe('configuration', () => {
     ['gateway (missing certificate file)', 'dmz/gateway/main.ts', { MQTT_CA_FILE: '/nonexistent/ca.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'MQTT_CA_FILE'],
     ['distributor (not a URL)', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http//x' }, 'INFLUXDB_URL'],
     ['command API (not a URL)', 'internal-network/command-api/main.ts', { COMMAND_API_TOKEN: 'x'.repeat(32), MQTT_URL: 'mqtts//broker' }, 'MQTT_URL'],
+    ['broker exporter (not an MQTT URL)', 'internal-network/broker-exporter/main.ts', { DMZ_MQTT_URL: 'mqtt://dmz:1883' }, 'DMZ_MQTT_URL'],
+    ['broker exporter (missing certificate file)', 'internal-network/broker-exporter/main.ts', { MQTT_CERT_FILE: '/nonexistent/monitor.crt' }, 'MQTT_'],
   ] as const) {
     it(`stops the ${service} process with a message naming ${variable}`, () => {
       const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, entry)], {
