@@ -10,6 +10,10 @@ export const EmbeddedConfigSchema = z.object({
   GATEWAY_PORT: setting.port(8443),
   EMBEDDED_MQTT_PORT: setting.port(8883),
   COMMAND_API_PORT: setting.port(8080),
+  /** Each service's /metrics, /healthz and /readyz, on EMBEDDED_HOST ("off": none). */
+  GATEWAY_METRICS_PORT: setting.portOrOff(9464),
+  DISTRIBUTOR_METRICS_PORT: setting.portOrOff(9465),
+  COMMAND_API_METRICS_PORT: setting.portOrOff(9466),
   /** The command API's bearer token; npm start makes one up (and prints it) when unset. */
   COMMAND_API_TOKEN: z.string().min(24).optional(),
   /** The simulated field device; "none" runs no simulator. */

@@ -27,6 +27,11 @@ export interface EmbeddedOptions {
   commandApiToken: string;
   /** the simulated device's id, or undefined for none */
   simulatedDeviceId: string | undefined;
+  /**
+   * Each service's /metrics, /healthz and /readyz, on `host`: a port (0: chosen by the OS), or
+   * absent for none. Never the services' own defaults, which would clash between pipelines.
+   */
+  metricsPorts?: { gateway?: number | undefined; distributor?: number | undefined; commandApi?: number | undefined };
 }
 
 export interface EmbeddedPipeline {
@@ -61,6 +66,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   const mqttUrl = `mqtts://${o.host}:${broker.port}`;
   // The embedded broker speaks MQTT 3.1.1 and has no shared subscriptions.
   const common = { MQTT_URL: mqttUrl, MQTT_PROTOCOL_VERSION: '4', MQTT_CA_FILE: p.publicCa };
+  const metricsPort = (port: number | undefined) => (port === undefined ? 'off' : String(port));
 
   const distributor = startDistributor(
     loadDistributorConfig({
@@ -72,10 +78,15 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
       DISTRIBUTOR_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
       DISTRIBUTOR_CLIENT_ID: o.env.DISTRIBUTOR_CLIENT_ID ?? 'distributor-embedded',
+      DISTRIBUTOR_METRICS_HOST: o.host,
+      DISTRIBUTOR_METRICS_PORT: metricsPort(o.metricsPorts?.distributor),
     }),
     o.logger,
+    // One process: the gateway's registry carries the process metrics.
+    { processMetrics: false },
   );
   await distributor.ready;
+  await distributor.metricsServer;
 
   const gateway = await startGateway(
     loadGatewayConfig({
@@ -89,6 +100,8 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revoked-serials.txt'),
       MQTT_CERT_FILE: p.service('dmz/gateway').cert,
       MQTT_KEY_FILE: p.service('dmz/gateway').key,
+      GATEWAY_METRICS_HOST: o.host,
+      GATEWAY_METRICS_PORT: metricsPort(o.metricsPorts?.gateway),
     }),
     o.logger,
   );
@@ -103,8 +116,11 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       COMMAND_API_TOKEN: o.commandApiToken,
       COMMAND_API_CLIENT_ID: 'command-api-embedded',
       COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
+      COMMAND_API_METRICS_HOST: o.host,
+      COMMAND_API_METRICS_PORT: metricsPort(o.metricsPorts?.commandApi),
     }),
     o.logger,
+    { processMetrics: false },
   );
 
   const gatewayUrl = `wss://${o.host === '127.0.0.1' ? 'localhost' : o.host}:${gateway.port}/ws`;

@@ -30,6 +30,7 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
     commandApiPort: config.COMMAND_API_PORT,
     commandApiToken: config.COMMAND_API_TOKEN ?? randomBytes(24).toString('hex'),
     simulatedDeviceId: simulated,
+    metricsPorts: { gateway: config.GATEWAY_METRICS_PORT, distributor: config.DISTRIBUTOR_METRICS_PORT, commandApi: config.COMMAND_API_METRICS_PORT },
   });
   const token = config.COMMAND_API_TOKEN ? '$COMMAND_API_TOKEN' : pipeline.commandApiToken;
   const apiUrl = `http://${config.EMBEDDED_HOST}:${pipeline.commandApi.port}`;
@@ -37,6 +38,8 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
   const p = pkiPaths(certsDir);
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
   const dev = p.device('sensor-001');
+  const metricsOf = (s: { url: string } | undefined) => (s ? `${s.url}/metrics   (${s.url}/healthz, ${s.url}/readyz)` : 'off');
+  const distributorMetrics = await pipeline.distributor.metricsServer;
   const timeseries = process.env.INFLUXDB_URL ? `${pipeline.distributor.sink.description}` : `${rel(data.timeseries)}/  (read it: npm run readings)`;
   process.stdout.write(`
 FieldStream is running (embedded pipeline, Ctrl-C to stop)
@@ -48,6 +51,9 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
   dead letters       ${rel(data.deadLetters)}/
   certificates       ${rel(certsDir)}/  (CA key in ${rel(p.caDir)}/ stays here)
   command API        ${apiUrl}   bearer token ${token}
+  metrics            gateway      ${metricsOf(pipeline.gateway.metricsServer)}
+                     distributor  ${metricsOf(distributorMetrics)}
+                     command API  ${metricsOf(pipeline.commandApi.metricsServer)}
   simulated device   ${simulated ?? '(none)'}${simulated ? `   local inputs: http://127.0.0.1:${pipeline.field?.httpPort ?? 'off'}, mqtt://127.0.0.1:${pipeline.field?.mqttPort ?? 'off'}, folder data/outbox/` : ''}
 
 Talk to it as device sensor-001 (type one of the example messages of docs/message-contract.md):

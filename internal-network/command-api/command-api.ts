@@ -12,14 +12,20 @@ import { GroupsFileSchema, TokensFileSchema } from './schemas.ts';
 import { createHash } from 'node:crypto';
 import { CommandStore } from './store.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
+import { CommandApiMetrics } from './metrics.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 
 export interface CommandApi {
   readonly port: number;
   readonly mqtt: MqttClient;
+  readonly metrics: CommandApiMetrics;
+  /** /metrics, /healthz and /readyz (undefined with COMMAND_API_METRICS_PORT=off) */
+  readonly metricsServer: MetricsServer | undefined;
   close(): Promise<void>;
 }
 
-export async function startCommandApi(config: Readonly<CommandApiConfig>, logger: Logger): Promise<CommandApi> {
+export async function startCommandApi(config: Readonly<CommandApiConfig>, logger: Logger, opts: { processMetrics?: boolean } = {}): Promise<CommandApi> {
   const log = logger.child({ component: 'command-api' });
   const groups = config.COMMAND_GROUPS_FILE ? readJsonSetting('COMMAND_GROUPS_FILE', config.COMMAND_GROUPS_FILE, GroupsFileSchema) : {};
   const store = new CommandStore(config.COMMAND_STATE_PATH);
@@ -38,6 +44,11 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     keys: new DeviceKeyRegistry(config.COMMAND_DEVICE_KEYS_DIR),
     allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
   });
+  const served = config.COMMAND_API_METRICS_PORT !== undefined;
+  const metrics = new CommandApiMetrics(
+    { store, brokerConnected: () => mqtt.connected, refusedResponses: () => dispatcher.refusedResponses },
+    new ServiceMetrics('command-api', { processMetrics: served && opts.processMetrics !== false }),
+  );
   if (config.COMMAND_ALLOW_UNSIGNED) log.warn('COMMAND_ALLOW_UNSIGNED is on: devices without a registered key get unsigned commands');
   // Whatever the broker says of our session: a restarted broker may have lost its subscriptions.
   subscribeOnEveryConnect(mqtt, [RESPONSE_FILTER, TOPIC_FILTERS.status], { qos: 1 }, log.child({ subsystem: 'mqtt' }));
@@ -56,12 +67,30 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     store,
     brokerConnected: () => mqtt.connected,
     logger: log,
+    requests: metrics.requests,
   });
+  const metricsServer = served
+    ? await startMetricsServer({
+        metrics: metrics.metrics,
+        host: config.COMMAND_API_METRICS_HOST,
+        port: config.COMMAND_API_METRICS_PORT,
+        checks: [{ name: 'broker', ready: () => mqtt.connected }],
+        log,
+      }).catch(async (err: unknown) => {
+        await http.close();
+        dispatcher.close();
+        await endMqtt(mqtt, true);
+        throw err;
+      })
+    : undefined;
   return {
     port: http.port,
     mqtt,
+    metrics,
+    metricsServer,
     async close() {
       await http.close();
+      await metricsServer?.close();
       dispatcher.close();
       await endMqtt(mqtt);
     },

@@ -24,6 +24,9 @@ export const CommandApiConfigSchema = z.object({
    * API_DEVICE_KEY_MISSING), and record such a device's unsigned responses. Such a device runs them
    * only if its own FIELD_ALLOW_UNSIGNED_COMMANDS is on. */
   COMMAND_ALLOW_UNSIGNED: setting.bool(false),
+  /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
+  COMMAND_API_METRICS_HOST: setting.host('127.0.0.1'),
+  COMMAND_API_METRICS_PORT: setting.portOrOff(9466),
   ...mqttSettings('internal/command-api'),
   COMMAND_API_CLIENT_ID: clientIdSetting('command-api'),
   LOG_LEVEL: setting.logLevel(),

@@ -21,6 +21,8 @@ export interface CommandHttpOptions {
   store: CommandStore;
   brokerConnected: () => boolean;
   logger: Logger;
+  /** counts each answer by its HTTP status */
+  requests?: { inc(labels: { status: string }): void } | undefined;
 }
 
 /**
@@ -44,6 +46,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   const allowed = (role: Role, needs: Role) => ROLES.indexOf(role) >= ROLES.indexOf(needs);
 
   const server: Server = createServer((req, res) => {
+    if (o.requests) res.once('finish', () => o.requests?.inc({ status: String(res.statusCode) }));
     handle(req, res).catch((err: unknown) => {
       // An unexpected failure is the API's own fault, not the caller's: a 500 with its own code, the
       // cause in the log (never in the answer, which may go to a less trusted caller).

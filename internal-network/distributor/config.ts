@@ -48,6 +48,9 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_STATE_DIR: z.string().default('./data/distributor-state'),
     /** A file touched every 10 s (TIMINGS.healthFileIntervalMs) while connected and subscribed, for container health checks. */
     DISTRIBUTOR_HEALTH_FILE: z.string().optional(),
+    /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
+    DISTRIBUTOR_METRICS_HOST: setting.host('127.0.0.1'),
+    DISTRIBUTOR_METRICS_PORT: setting.portOrOff(9465),
     LOG_LEVEL: setting.logLevel(),
   })
   .superRefine((c, ctx) => {

@@ -31,6 +31,8 @@ export class Consumer {
   private stopped = false;
   private wake: (() => void) | undefined;
   readonly stats = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };
+  /** epoch ms at which the message in progress was taken from the broker (undefined: none) */
+  inProgressSince: number | undefined;
 
   constructor(
     private readonly mqtt: MqttClient,
@@ -39,11 +41,16 @@ export class Consumer {
     private readonly retry: RetryPolicy,
     private readonly receipts: ReceiptPublisher | undefined,
     private readonly log: Logger,
+    private readonly deadLettered?: { inc(): void },
   ) {
     mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      this.inProgressSince = Date.now();
       this.process(packet.topic, payload).then(
-        () => callback(),
+        () => {
+          this.inProgressSince = undefined;
+          callback();
+        },
         (err: unknown) => {
           if (!(err instanceof Stopped)) this.log.error({ err }, 'unexpected failure; the message stays unacknowledged');
           // No callback: no PUBACK. The connection is being closed; the broker redelivers.
@@ -85,6 +92,7 @@ export class Consumer {
 
   private async deadLetter(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
     this.stats.deadLetters++;
+    this.deadLettered?.inc();
     this.log.error({ code: err.code, topic, details: err.details }, `${err.message} — kept as a dead letter`);
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new Stopped();

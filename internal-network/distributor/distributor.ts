@@ -18,6 +18,9 @@ import { MessageVerifier } from './security/verifier.ts';
 import { join } from 'node:path';
 import type { PointSink } from './sinks/sink.ts';
 import { ReceiptPublisher } from './receipts.ts';
+import { DistributorMetrics } from './metrics.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 
 export interface Distributor {
   readonly clients: readonly MqttClient[];
@@ -27,6 +30,9 @@ export interface Distributor {
   readonly receipts: ReceiptPublisher;
   /** Resolves once every consumer's subscription is in place. */
   readonly ready: Promise<void>;
+  readonly metrics: DistributorMetrics;
+  /** /metrics, /healthz and /readyz once listening (undefined with DISTRIBUTOR_METRICS_PORT=off); rejects with LISTEN_FAILED */
+  readonly metricsServer: Promise<MetricsServer | undefined>;
   stats(): Consumer['stats'];
   close(): Promise<void>;
 }
@@ -36,9 +42,11 @@ export interface Distributor {
  * each, see Consumer), writing through one group-committing batcher to the time-series sink, and
  * files to FILE_STORAGE_PATH.
  */
-export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger): Distributor {
+export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger, opts: { processMetrics?: boolean } = {}): Distributor {
   const log = logger.child({ component: 'distributor' });
-  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY);
+  const served = config.DISTRIBUTOR_METRICS_PORT !== undefined;
+  const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false }));
+  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);
   const verifier = new MessageVerifier(
@@ -51,7 +59,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     },
     log.child({ subsystem: 'security' }),
   );
-  const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH), verifier);
+  const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH), verifier, metrics);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH);
   const tls = readMqttTls(config);
   const group = config.DISTRIBUTOR_SHARE_GROUP;
@@ -61,7 +69,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
 
   const clients: MqttClient[] = [];
   const consumers: Consumer[] = [];
-  const receipts = new ReceiptPublisher(clients, keys, log.child({ subsystem: 'receipts' }));
+  const receipts = new ReceiptPublisher(clients, keys, log.child({ subsystem: 'receipts' }), metrics.receipts);
   const subscribed: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const clientId = count === 1 ? config.DISTRIBUTOR_CLIENT_ID : `${config.DISTRIBUTOR_CLIENT_ID}-${i + 1}`;
@@ -74,10 +82,32 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       { resubscribe: false },
     );
     clients.push(mqtt);
-    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log));
+    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters));
     subscribed.push(subscribeOnEveryConnect(mqtt, filters, { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
+  metrics.bind({
+    connected: () => clients.map((c) => c.connected),
+    oldestStartedAt: () => {
+      let oldest: number | undefined;
+      for (const c of consumers) if (c.inProgressSince !== undefined && (oldest === undefined || c.inProgressSince < oldest)) oldest = c.inProgressSince;
+      return oldest;
+    },
+  });
+  // Ready: every consumer connected, and the database took the last request (or none was made yet);
+  // a database that is down fails the next write, and the consumers' retries keep asking it.
+  const metricsServer = served
+    ? startMetricsServer({
+        metrics: metrics.metrics,
+        host: config.DISTRIBUTOR_METRICS_HOST,
+        port: config.DISTRIBUTOR_METRICS_PORT,
+        checks: [
+          { name: 'broker', ready: () => clients.every((c) => c.connected) },
+          { name: 'database', ready: () => !sink.lastWriteFailed },
+        ],
+        log,
+      })
+    : Promise.resolve(undefined);
 
   let healthTimer: NodeJS.Timeout | undefined;
   if (config.DISTRIBUTOR_HEALTH_FILE) {
@@ -98,6 +128,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     consumers,
     receipts,
     ready,
+    metrics,
+    metricsServer,
     stats() {
       const total = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };
       for (const c of consumers) for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += c.stats[k];
@@ -105,6 +137,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     },
     async close() {
       clearInterval(healthTimer);
+      await (await metricsServer.catch(() => undefined))?.close();
       for (const c of consumers) c.stop();
       // Forced: an unfinished message must not be acknowledged on the way out.
       await Promise.all(clients.map((c) => endMqtt(c, true)));

@@ -6,4 +6,9 @@ import { loadDistributorConfig } from './config.ts';
 import { startDistributor } from './distributor.ts';
 
 loadDotenv();
-runService('distributor', loadDistributorConfig, async (config) => startDistributor(config, createLogger('distributor', config.LOG_LEVEL)));
+runService('distributor', loadDistributorConfig, async (config) => {
+  const distributor = startDistributor(config, createLogger('distributor', config.LOG_LEVEL));
+  // A metrics port that cannot be had stops the process (LISTEN_FAILED), as a busy service port does.
+  await distributor.metricsServer;
+  return distributor;
+});

@@ -7,6 +7,7 @@ import { eventPoints, filePoint, MEASUREMENTS, readingPoints, responsePoints, ty
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier } from './security/verifier.ts';
 import type { ReceiptRequest } from './receipts.ts';
+import { DistributorMetrics } from './metrics.ts';
 
 export interface Handled {
   points: number;
@@ -24,6 +25,7 @@ export class MessageHandler {
     private readonly sink: PointSink,
     private readonly files: FileStore,
     private readonly verifier: MessageVerifier,
+    private readonly metrics: DistributorMetrics = new DistributorMetrics(),
   ) {}
 
   async handle(topic: string, payload: Buffer): Promise<Handled> {
@@ -36,6 +38,8 @@ export class MessageHandler {
       await this.sink.write([
         { measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state, ...cert }, time: status.at },
       ]);
+      this.metrics.messages('status', 1);
+      this.metrics.points.inc();
       return { points: 1, files: 0 };
     }
     if (where.kind !== 'uplink') throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Unexpected topic ${topic}`);
@@ -49,11 +53,25 @@ export class MessageHandler {
     const points = verdict.accepted ? await this.pointsOf(verdict.accepted) : [];
     await this.sink.write([...points, ...verdict.events]);
     verdict.commit();
+    this.count(env.dataType, points.length, verdict);
     return {
       points: points.length,
       files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length : 0,
       receipt: { gatewayId: env.gatewayId, deviceId: env.deviceId, ids: verdict.receipts },
     };
+  }
+
+  /** Counted once the writes succeeded, so a write retried is not counted twice. */
+  private count(dataType: UplinkEnvelope['dataType'], points: number, verdict: { accepted: UplinkEnvelope | undefined; sentAt: number[]; events: StoredPoint[] }): void {
+    const m = this.metrics;
+    if (verdict.accepted) m.messages(dataType, verdict.accepted.messages.length);
+    if (points > 0) m.points.inc(points);
+    for (const e of verdict.events) {
+      const reason = e.tags.reason ?? 'unknown';
+      if (reason === 'SECURITY_DUPLICATE') m.duplicates.inc();
+      else m.securityEvents.inc({ reason });
+    }
+    m.endToEndOf(verdict.sentAt, Date.now());
   }
 
   /**

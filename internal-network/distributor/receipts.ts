@@ -41,6 +41,8 @@ export class ReceiptPublisher {
     private readonly clients: readonly MqttClient[],
     private readonly keys: ReceiptKeys,
     private readonly log: Logger,
+    /** counts the receipts published */
+    private readonly published?: { inc(n: number): void },
   ) {}
 
   add(r: ReceiptRequest): void {
@@ -99,6 +101,7 @@ export class ReceiptPublisher {
     }
     this.stats.messages++;
     this.stats.receipts += envelope.receipts.length;
+    this.published?.inc(envelope.receipts.length);
     client.publish(receiptTopic(gatewayId), JSON.stringify(envelope), { qos: 1 }, (err) => {
       if (err) {
         this.stats.unsent += envelope.receipts.length;

@@ -1,6 +1,7 @@
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
+import { DistributorMetrics } from './metrics.ts';
 
 interface Waiter {
   points: readonly StoredPoint[];
@@ -24,6 +25,11 @@ export class WriteBatcher implements PointSink {
   private queue: Waiter[] = [];
   private inFlight = 0;
   readonly stats = { requests: 0, points: 0 };
+  /**
+   * Whether the database's answer to the last request was that it could not take it
+   * (DISTRIBUTOR_WRITE_FAILED: unreachable, timing out, failing); a refusal of bad data is an answer.
+   */
+  lastWriteFailed = false;
 
   constructor(
     private readonly sink: PointSink,
@@ -31,6 +37,7 @@ export class WriteBatcher implements PointSink {
     private readonly maxPoints: number,
     /** requests in flight at once */
     private readonly concurrency = 1,
+    private readonly metrics: DistributorMetrics = new DistributorMetrics(),
   ) {
     this.description = `${sink.description}, batched up to ${maxPoints} points per request, ${concurrency} at a time`;
   }
@@ -62,12 +69,20 @@ export class WriteBatcher implements PointSink {
   }
 
   private async writeBatch(batch: Waiter[], size: number): Promise<void> {
+    const started = performance.now();
     try {
       this.stats.requests++;
+      this.metrics.batchPoints.observe(size);
       await this.sink.write(batch.length === 1 ? (batch[0] as Waiter).points : batch.flatMap((w) => w.points));
+      this.metrics.writeSeconds.observe((performance.now() - started) / 1000);
+      this.lastWriteFailed = false;
       this.stats.points += size;
       for (const w of batch) w.resolve();
     } catch (err) {
+      this.metrics.writeSeconds.observe((performance.now() - started) / 1000);
+      const code = isFieldStreamError(err) ? err.code : 'DISTRIBUTOR_WRITE_FAILED';
+      this.metrics.writeFailures.inc({ reason: code });
+      this.lastWriteFailed = code !== 'DISTRIBUTOR_WRITE_REJECTED';
       if (batch.length > 1 && isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) {
         for (const w of batch) await this.writeBatch([w], w.points.length);
         return;

@@ -64,6 +64,7 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     commandApiPort: 0,
     commandApiToken: 'embedded-test-token-0123456789abcdef',
     simulatedDeviceId: undefined,
+    metricsPorts: { gateway: 0, distributor: 0, commandApi: 0 },
   });
   return {
     pipeline,
@@ -101,6 +102,7 @@ export function distributorLike(fx: EmbeddedFixture, overrides: Record<string, s
       DISTRIBUTOR_SHARE_GROUP: 'none',
       DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+      DISTRIBUTOR_METRICS_PORT: 'off',
       ...overrides,
     }),
     fx.logs.logger,

@@ -26,6 +26,8 @@ export interface SignedId {
 export interface Verdict {
   /** the envelope holding only the messages that may be written */
   accepted: UplinkEnvelope | undefined;
+  /** when each accepted message was sent, in its order (epoch ms): its signature time, or unsigned, its arrival at the gateway */
+  sentAt: number[];
   /** one security event per refused message */
   events: StoredPoint[];
   /**
@@ -66,6 +68,7 @@ export class MessageVerifier {
     const now = Date.now();
     const events: StoredPoint[] = [];
     const keep: Message[] = [];
+    const sentAt: number[] = [];
     const toRecord: SignedId[] = [];
     const receipts: SignedId[] = [];
     const inThisEnvelope = new Set<string>();
@@ -98,6 +101,7 @@ export class MessageVerifier {
         else {
           this.stats.unsigned++;
           keep.push(m);
+          sentAt.push(m.receivedAt ?? env.receivedAt);
         }
         i++;
         continue;
@@ -147,10 +151,12 @@ export class MessageVerifier {
         toRecord.push({ epoch: auth.epoch, seq });
         receipts.push({ epoch: auth.epoch, seq });
         keep.push(message);
+        sentAt.push(auth.ts);
       }
     }
     return {
       accepted: keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined,
+      sentAt,
       events,
       receipts,
       commit: () => {

@@ -1,0 +1,38 @@
+import { Counter } from 'prom-client';
+import { METRIC_PREFIX, ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { COMMAND_STATES } from './schemas.ts';
+import type { CommandStore } from './store.ts';
+
+/**
+ * The command API's metrics (docs/monitoring.md): commands by state, counted from its store when
+ * scraped; requests by HTTP status; responses refused because they were not provably the device's.
+ */
+export class CommandApiMetrics {
+  readonly requests;
+
+  constructor(
+    o: { store: CommandStore; brokerConnected: () => boolean; refusedResponses: () => Readonly<Partial<Record<string, number>>> },
+    readonly metrics: ServiceMetrics = new ServiceMetrics('command-api', { processMetrics: false }),
+  ) {
+    metrics.gauge('broker_connected', 'Whether the command API is connected to its MQTT broker (1) or not (0).', [], function () {
+      this.set(o.brokerConnected() ? 1 : 0);
+    });
+    metrics.gauge('command_api_commands', 'Commands in the command store, by state (every state listed, 0 included).', ['state'], function () {
+      const counts = new Map<string, number>(COMMAND_STATES.map((s) => [s, 0]));
+      for (const r of o.store.all()) counts.set(r.state, (counts.get(r.state) ?? 0) + 1);
+      for (const [state, n] of counts) this.set({ state }, n);
+    });
+    this.requests = metrics.counter('command_api_requests_total', 'HTTP requests answered, by status code.', ['status']);
+    // The dispatcher keeps its own tally (dispatcher.ts refusedResponses); read when scraped.
+    new Counter({
+      name: `${METRIC_PREFIX}command_api_responses_refused_total`,
+      help: 'Command responses ignored because they are not provably the device’s, by error code.',
+      labelNames: ['reason'],
+      registers: [metrics.registry],
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(o.refusedResponses())) if (n) this.inc({ reason }, n);
+      },
+    });
+  }
+}
