@@ -142,8 +142,13 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
         // 1884, not 1883: a Mosquitto of the machine's own often holds 1883.
         FIELD_MQTT_PORT: o.env.FIELD_MQTT_PORT ?? '1884',
         FIELD_WATCH_DIR: o.env.FIELD_WATCH_DIR ?? './data/outbox',
+        // On `host`, a free port unless FIELD_METRICS_PORT says one (or off): printed by npm start.
+        FIELD_METRICS_HOST: o.host,
+        FIELD_METRICS_PORT: o.env.FIELD_METRICS_PORT || '0',
       }),
       o.logger,
+      // One process: the gateway's registry carries the process metrics.
+      { processMetrics: false },
     );
   }
 

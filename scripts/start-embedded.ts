@@ -54,6 +54,7 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
   metrics            gateway      ${metricsOf(pipeline.gateway.metricsServer)}
                      distributor  ${metricsOf(distributorMetrics)}
                      command API  ${metricsOf(pipeline.commandApi.metricsServer)}
+                     field client ${pipeline.field ? metricsOf(pipeline.field.metricsUrl ? { url: pipeline.field.metricsUrl } : undefined) : '(no simulated device)'}
   simulated device   ${simulated ?? '(none)'}${simulated ? `   local inputs: http://127.0.0.1:${pipeline.field?.httpPort ?? 'off'}, mqtt://127.0.0.1:${pipeline.field?.mqttPort ?? 'off'}, folder data/outbox/` : ''}
 
 Talk to it as device sensor-001 (type one of the example messages of docs/message-contract.md):
