@@ -58,6 +58,8 @@ FieldStream local stack is running (Ctrl-C to stop)
   internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to the DMZ broker, dialling out)
   command API          ${stack.urls.commandApi}  token ${c.COMMAND_API_TOKEN ? '(COMMAND_API_TOKEN)' : token}
   broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)
+  metrics              gateways ${stack.metrics.gateways.map((u) => `${u}/metrics`).join(' ')}
+                       distributor ${stack.metrics.distributor}/metrics   command API ${stack.metrics.commandApi}/metrics  (and /healthz, /readyz)
   time series          ${process.env.INFLUXDB_URL ?? rel(stack.dataDir.timeseries)}
   files                ${rel(stack.dataDir.files)}
   logs                 ${rel(resolve(c.STACK_DIR, 'logs'))}/

@@ -52,8 +52,11 @@ export interface LocalStack {
   readonly commandApi: ManagedProcess;
   /** reads both brokers' $SYS for Prometheus (internal-network/broker-exporter) */
   readonly brokerExporter: ManagedProcess;
-  /** where each service's /metrics (and /healthz, /readyz) is */
-  readonly metrics: { brokerExporter: string };
+  /**
+   * where each service's /metrics (and /healthz, /readyz) is, as base URLs (http://127.0.0.1:PORT);
+   * `gateways` in order, with `directGateway` the direct one last; `gateway` the first
+   */
+  readonly metrics: { brokerExporter: string; gateways: string[]; gateway: string; distributor: string; commandApi: string };
   readonly all: ManagedProcess[];
   readonly dataDir: { files: string; timeseries: string; deadLetters: string; commands: string };
   /**
@@ -122,6 +125,13 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       prepare: render(join(o.repoRoot, name === 'dmz' ? 'dmz' : 'internal-network', 'mosquitto', 'mosquitto.conf'), conf, { ...mosquittoEnv(name, listen), ...extra }),
     });
   };
+  // Every Node service's metrics on a port of its own, picked now like the others.
+  const metricsPort = async () => String(await freePort());
+  const metricsUrls: { gateways: string[]; distributor: string; commandApi: string } = { gateways: [], distributor: '', commandApi: '' };
+  const metricsEnv = async (prefix: 'GATEWAY' | 'DISTRIBUTOR' | 'COMMAND_API') => {
+    const mp = await metricsPort();
+    return { env: { [`${prefix}_METRICS_HOST`]: '127.0.0.1', [`${prefix}_METRICS_PORT`]: mp }, url: `http://127.0.0.1:${mp}` };
+  };
   const node = (name: string, entry: string, env: Record<string, string>, ready: ManagedProcess['spec']['ready']) =>
     new ManagedProcess({
       name,
@@ -150,8 +160,11 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     MQTT_CERT_FILE: p.service(service).cert,
     MQTT_KEY_FILE: p.service(service).key,
   });
-  const gateway = (name: string, gp: number, identity: 'proxy' | 'tls') =>
-    node(name, 'dmz/gateway/main.ts', {
+  const gateway = async (name: string, gp: number, identity: 'proxy' | 'tls') => {
+    const m = await metricsEnv('GATEWAY');
+    metricsUrls.gateways.push(m.url);
+    return node(name, 'dmz/gateway/main.ts', {
+      ...m.env,
       GATEWAY_ID: name,
       GATEWAY_IDENTITY_SOURCE: identity,
       GATEWAY_HOST: '127.0.0.1',
@@ -162,9 +175,11 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revoked-serials.txt'),
       ...mqttEnv(ports.dmzMqtt, 'dmz/gateway'),
     }, { port: gp });
-  const gateways = ports.gateways.map((gp, i) => gateway(`gateway-${i + 1}`, gp, 'proxy'));
+  };
+  const gateways: ManagedProcess[] = [];
+  for (const [i, gp] of ports.gateways.entries()) gateways.push(await gateway(`gateway-${i + 1}`, gp, 'proxy'));
   const directPort = o.directGateway ? await freePort() : undefined;
-  const direct = directPort ? gateway('gateway-direct', directPort, 'tls') : undefined;
+  const direct = directPort ? await gateway('gateway-direct', directPort, 'tls') : undefined;
   const caddy = new ManagedProcess({
     name: 'caddy',
     command: 'caddy',
@@ -191,7 +206,12 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     supervisor,
   });
   const dataDir = { files: w('files'), timeseries: w('timeseries'), deadLetters: w('dead-letter'), commands: w('commands.jsonl') };
+  const distributorMetrics = await metricsEnv('DISTRIBUTOR');
+  metricsUrls.distributor = distributorMetrics.url;
+  const commandApiMetrics = await metricsEnv('COMMAND_API');
+  metricsUrls.commandApi = commandApiMetrics.url;
   const distributor = node('distributor', 'internal-network/distributor/main.ts', {
+    ...distributorMetrics.env,
     ...mqttEnv(ports.internalMqtt, 'internal/distributor'),
     DISTRIBUTOR_CLIENT_ID: 'distributor-1',
     DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
@@ -204,6 +224,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     DISTRIBUTOR_HEALTH_FILE: w('distributor.healthy'),
   }, { file: w('distributor.healthy') });
   const commandApi = node('command-api', 'internal-network/command-api/main.ts', {
+    ...commandApiMetrics.env,
     COMMAND_API_HOST: '127.0.0.1',
     COMMAND_API_PORT: String(ports.commandApi),
     COMMAND_API_TOKEN: o.commandApiToken,
@@ -254,7 +275,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     distributor,
     commandApi,
     brokerExporter,
-    metrics: { brokerExporter: `http://127.0.0.1:${brokerExporterPort}` },
+    metrics: { brokerExporter: `http://127.0.0.1:${brokerExporterPort}`, ...metricsUrls, gateway: metricsUrls.gateways[0] as string },
     all,
     dataDir,
     component,
