@@ -147,6 +147,34 @@ describe('monitoring: Prometheus configuration and alert rules', () => {
   });
 });
 
+/** Every .ts file of the services, as one text: where the metrics are registered. */
+function serviceSources(): string {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(dir, e.name));
+      else if (e.name.endsWith('.ts')) out.push(readFileSync(join(dir, e.name), 'utf8'));
+    }
+  };
+  for (const d of ['dmz', 'internal-network', 'field-client', 'shared']) walk(join(repoRoot, d));
+  return out.join('\n');
+}
+
+describe('monitoring: the metric names the dashboards and rules use exist', () => {
+  it('each fieldstream_ name is registered by a service (or is a prom-client default)', () => {
+    const sources = serviceSources();
+    const used = new Set<string>();
+    const texts = [readFileSync(join(mon, 'prometheus', 'alerts.yml'), 'utf8'), ...allQueries.filter((q) => q.uid === 'prometheus').map((q) => q.text)];
+    for (const t of texts) for (const m of t.matchAll(/fieldstream_([a-z_]+)/g)) used.add((m[1] as string).replace(/_(bucket|sum|count)$/, ''));
+    assert.ok(used.size >= 30, `${used.size} names`);
+    for (const name of used) {
+      if (/^(process|nodejs)_/.test(name)) continue; // collectDefaultMetrics, with the prefix
+      // 'name' as ServiceMetrics takes it, or `${METRIC_PREFIX}name` for a Counter built directly.
+      assert.match(sources, new RegExp(`['"\`}]${name}['"\`]`), `fieldstream_${name} is registered somewhere`);
+    }
+  });
+});
+
 describe('monitoring: Grafana provisioning and dashboards', () => {
   const provisioned = [...readFileSync(join(mon, 'grafana', 'provisioning', 'datasources', 'fieldstream.yml'), 'utf8').matchAll(/^\s+uid: (\S+)$/gm)].map((m) => m[1]);
 
