@@ -7,6 +7,8 @@
  * Scenarios (bench/scenarios/), each checked by counting: nothing lost, nothing twice:
  *   batched          readings/s end to end, readings batched by the client, each deleted on
  *                    the device only at its commit receipt (the database holds it)
+ *   scraped          the batched load while every service's /metrics is scraped each second, and
+ *                    the same without, in the order on, off, off, on: what being watched costs
  *   receipts off     the same, each deleted at the gateway's ack: what receipts cost (a reference).
  *                    The two run twice each, in the order on, off, off, on, so that a drift of the
  *                    machine's speed and the first run's warm-up weigh on both alike
@@ -37,6 +39,7 @@ import { CpuMeter } from './lib/proc-stats.ts';
 import { writeProfileReport } from './lib/profile-report.ts';
 import { writeReport } from './lib/report.ts';
 import { combineRuns, type ScenarioResult, type ThroughputResult } from './lib/results.ts';
+import { Scraper } from './lib/scraper.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
 import { evaluateTargets } from './lib/targets.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
@@ -80,15 +83,21 @@ const work = mkdtempSync(join(tmpdir(), 'fieldstream-bench-'));
 const BATCHED = { name: 'batched', prefix: 'batch', readingsPerClient: PER_CLIENT, batchMax: 500 };
 /** The same load, deleted on the device at the gateway's ack: a reference for what receipts cost. */
 const BATCHED_NO_RECEIPTS = { ...BATCHED, name: 'batched, receipts off (reference)', prefix: 'noreceipt', receipts: false };
+/** The batched load while every service's metrics are scraped each second (Prometheus at its harshest). */
+const BATCHED_SCRAPED = { ...BATCHED, name: 'batched, metrics scraped every second' };
+/** seconds between the scraper's rounds in the metrics scenario */
+const SCRAPE_INTERVAL_MS = 1000;
 /** Each of the two runs twice, on-off-off-on (each run with devices of its own). */
 const PAIRED_ROUNDS: ThroughputOptions[] = [BATCHED, BATCHED_NO_RECEIPTS, BATCHED_NO_RECEIPTS, BATCHED].map((o, i) => ({ ...o, prefix: `${o.prefix}${i}` }));
+/** The same for metrics: scraped, not scraped, not scraped, scraped. */
+const SCRAPE_ROUNDS: Array<ThroughputOptions & { scraped: boolean }> = [true, false, false, true].map((scraped, i) => ({ ...BATCHED, name: scraped ? BATCHED_SCRAPED.name : BATCHED.name, prefix: `scrape${i}`, scraped }));
 const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerClient: ONE_PER_MESSAGE, batchMax: 1 };
 
 async function main(): Promise<void> {
   if (values.profile !== undefined && values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), ...SCRAPE_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -184,6 +193,20 @@ async function main(): Promise<void> {
     for (const round of PAIRED_ROUNDS) rounds.push(await throughput(ctx, meter, round));
     results.push((batched = combineRuns(BATCHED.name, rounds.filter((_, i) => PAIRED_ROUNDS[i]?.receipts !== false))));
     results.push(combineRuns(BATCHED_NO_RECEIPTS.name, rounds.filter((_, i) => PAIRED_ROUNDS[i]?.receipts === false)));
+    const m = stack.metrics;
+    const scraper = new Scraper([...m.gateways, m.distributor, m.commandApi, m.brokerExporter], SCRAPE_INTERVAL_MS);
+    const scrapeRounds: ThroughputResult[] = [];
+    for (const round of SCRAPE_ROUNDS) {
+      if (round.scraped) scraper.start();
+      try {
+        scrapeRounds.push(await throughput(ctx, meter, round));
+      } finally {
+        scraper.stop();
+      }
+    }
+    if (scraper.stats.scrapes === 0 || scraper.stats.failed > 0) throw new Error(`the metrics scraper read ${scraper.stats.scrapes} pages, ${scraper.stats.failed} failed`);
+    results.push(combineRuns(BATCHED_SCRAPED.name, scrapeRounds.filter((_, i) => SCRAPE_ROUNDS[i]?.scraped)));
+    results.push(combineRuns(`${BATCHED.name}, not scraped (reference)`, scrapeRounds.filter((_, i) => !SCRAPE_ROUNDS[i]?.scraped)));
     results.push(await throughput(ctx, meter, SINGLE));
     results.push((raw = await rawCeiling(ctx, CLIENTS * PER_CLIENT)));
     results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));
