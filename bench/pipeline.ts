@@ -201,7 +201,7 @@ async function main(): Promise<void> {
       try {
         scrapeRounds.push(await throughput(ctx, meter, round));
       } finally {
-        scraper.stop();
+        await scraper.stop();
       }
     }
     if (scraper.stats.scrapes === 0 || scraper.stats.failed > 0) throw new Error(`the metrics scraper read ${scraper.stats.scrapes} pages, ${scraper.stats.failed} failed`);

@@ -13,12 +13,22 @@ export class Scraper {
     private readonly intervalMs: number,
   ) {}
 
+  private inFlight: Promise<void> = Promise.resolve();
+
+  /** Scrapes at once, then every interval (a short run is scraped at least once). */
   start(): void {
-    this.timer = setInterval(() => void this.scrapeAll(), this.intervalMs);
+    this.round();
+    this.timer = setInterval(() => this.round(), this.intervalMs);
   }
 
-  stop(): void {
+  /** Stops, once the scrapes under way are done. */
+  async stop(): Promise<void> {
     clearInterval(this.timer);
+    await this.inFlight;
+  }
+
+  private round(): void {
+    this.inFlight = this.inFlight.then(() => this.scrapeAll());
   }
 
   private async scrapeAll(): Promise<void> {
