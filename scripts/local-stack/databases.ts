@@ -99,7 +99,7 @@ bind-address = "127.0.0.1:${rpcPort}"
 }
 
 interface InfluxResult {
-  results?: Array<{ error?: string; series?: Array<{ name: string; columns: string[]; values: unknown[][] }> }>;
+  results?: Array<{ error?: string; series?: Array<{ name: string; tags?: Record<string, string>; columns: string[]; values: unknown[][] }> }>;
 }
 
 /** A real VictoriaMetrics, which accepts InfluxDB's v2 write API. */

@@ -86,6 +86,48 @@ function queriesOf(file: string, d: z.infer<typeof DashboardSchema>): Query[] {
 const allQueries = dashboards.flatMap(({ file, d }) => queriesOf(file, d));
 
 /**
+ * Grafana's alert rules (provisioning/alerting), parsed as YAML by PyYAML (python3-yaml, which
+ * Debian's docker-compose, a test dependency, depends on): Node has no YAML parser of its own.
+ */
+const RuleQuerySchema = z.object({
+  refId: z.string(),
+  datasourceUid: z.string(),
+  relativeTimeRange: z.object({ from: z.number().positive(), to: z.number().min(0) }).optional(),
+  model: z.looseObject({ refId: z.string(), query: z.string().optional(), type: z.string().optional(), expression: z.string().optional() }),
+});
+const AlertingSchema = z.object({
+  apiVersion: z.literal(1),
+  groups: z.array(
+    z.object({
+      orgId: z.number(),
+      name: z.string(),
+      folder: z.string(),
+      interval: z.string(),
+      rules: z.array(
+        z.looseObject({
+          uid: z.string(),
+          title: z.string(),
+          condition: z.string(),
+          data: z.array(RuleQuerySchema).min(1),
+          noDataState: z.enum(['NoData', 'Alerting', 'OK']),
+          execErrState: z.enum(['Error', 'Alerting', 'OK']),
+          for: z.string(),
+          labels: z.record(z.string(), z.string()),
+          annotations: z.record(z.string(), z.string()),
+        }),
+      ),
+    }),
+  ),
+});
+const alertingDir = join(mon, 'grafana', 'provisioning', 'alerting');
+const alertingFiles = readdirSync(alertingDir).filter((f) => f.endsWith('.yml'));
+const alerting = alertingFiles.map((f) => {
+  const json = execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: readFileSync(join(alertingDir, f)), encoding: 'utf8' });
+  return { file: f, a: AlertingSchema.parse(JSON.parse(json)) };
+});
+const alertRules = alerting.flatMap(({ file, a }) => a.groups.flatMap((g) => g.rules.map((r) => ({ file, r }))));
+
+/**
  * Grafana's macros and our template variables, replaced by the plain values Grafana would put in
  * their place, so that the engines themselves can judge the text:
  *   PromQL:   $__rate_interval → 1m, $__interval → 15s, $__range → 1h
@@ -190,6 +232,29 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     assert.ok(allQueries.some((q) => q.uid === 'prometheus') && allQueries.some((q) => q.uid === 'influxdb'));
   });
 
+  it('the Grafana alert rules parse, reach their condition, and name only provisioned data sources', () => {
+    assert.deepEqual(alertRules.map(({ r }) => r.title), ['FieldStreamDeviceSilent']);
+    for (const { file, r } of alertRules) {
+      const refIds = r.data.map((q) => q.refId);
+      assert.ok(refIds.includes(r.condition), `${file} ${r.title}: the condition ${r.condition} is one of its queries`);
+      for (const q of r.data) {
+        // __expr__: Grafana's server-side expressions (reduce, threshold, math), not a data source.
+        if (q.datasourceUid === '__expr__') assert.ok(q.model.expression && refIds.includes(q.model.expression), `${file} ${r.title} ${q.refId} reads a query of the rule`);
+        else {
+          assert.ok(provisioned.includes(q.datasourceUid), `${file} ${r.title} ${q.refId}: ${q.datasourceUid} is provisioned`);
+          assert.ok(q.relativeTimeRange && q.model.query, `${file} ${r.title} ${q.refId}: a time range and a query`);
+        }
+        // Grafana expands $NAME from its environment in a provisioned rule's queries (not in annotations).
+        assert.doesNotMatch(JSON.stringify(q.model), /\$/, `${file} ${r.title} ${q.refId}: no $ in the query`);
+      }
+      assert.match(r.labels.severity ?? '', /^(critical|warning)$/);
+      assert.ok(r.annotations.summary && r.annotations.description, `${file} ${r.title}: summary and description`);
+    }
+    // The compose file mounts the provisioning folder whole, so Grafana reads provisioning/alerting.
+    const compose = readFileSync(join(repoRoot, 'docker-compose.internal.yml'), 'utf8');
+    assert.ok(compose.includes('./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro'));
+  });
+
   it('the dashboards provider points at the folder the compose file mounts the dashboards on', () => {
     const provider = readFileSync(join(mon, 'grafana', 'provisioning', 'dashboards', 'fieldstream.yml'), 'utf8');
     const path = /^\s+path: (\S+)$/m.exec(provider)?.[1];
@@ -245,6 +310,13 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
         { measurement: 'device_status', tags: { device: 'pump-8', gateway: 'gw-1' }, fields: { state: 'offline' }, time: now - 30_000 },
         { measurement: 'security_events', tags: { device: 'pump-9', reason: 'SECURITY_REVOKED' }, fields: { message_id: 'm-1', gateway: 'gw-1', data_type: 'timeseries', detail: 'the device was revoked' }, time: now - 50_000 },
         { measurement: 'security_events', tags: { device: 'pump-7', reason: 'SECURITY_BAD_SIGNATURE' }, fields: { message_id: 'm-2', gateway: 'gw-1', data_type: 'timeseries', detail: 'bad signature' }, time: now - 40_000 },
+        // For the device-silent alert: pump-10 sent until 20 minutes ago (a field of its own),
+        // pump-11 sent 3 hours ago and 30 s ago, pump-12 last sent 2 days ago (past the look-back).
+        { measurement: 'readings', tags: { device: 'pump-10' }, fields: { flow: 3.5 }, time: now - 50 * 60_000 },
+        { measurement: 'readings', tags: { device: 'pump-10' }, fields: { flow: 3.4 }, time: now - 20 * 60_000 },
+        { measurement: 'readings', tags: { device: 'pump-11' }, fields: { temperature: 18.0 }, time: now - 3 * 3_600_000 },
+        { measurement: 'readings', tags: { device: 'pump-11' }, fields: { note: 'fine' }, time: now - 30_000 },
+        { measurement: 'readings', tags: { device: 'pump-12' }, fields: { temperature: 17.0 }, time: now - 2 * day },
       ];
       await new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 }).write(points);
     });
@@ -276,6 +348,25 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
       assert.deepEqual(revoked.results?.[0]?.series?.map((s) => s.values[0]?.[1]), [1]);
       const lastSeen = await influx.query(byTitle('Last seen: the last reading of each device (last 30 days)'), DB);
       assert.equal(lastSeen.results?.[0]?.series?.length, 2, 'one row per device');
+    });
+
+    it('the device-silent alert query runs and answers one series per device that sent within its look-back: 0 for the silent one', async () => {
+      const queries = alertRules.flatMap(({ r }) => r.data.filter((q) => q.datasourceUid === 'influxdb').map((q) => q.model.query as string));
+      assert.equal(queries.length, 1);
+      const answer = await influx.query(queries[0] as string, DB);
+      const series = answer.results?.[0]?.series ?? [];
+      // One series, one value, per device: what Grafana's reduce (last) and threshold (< 1) take.
+      for (const s of series) assert.deepEqual([s.columns.length, s.values.length], [2, 1], JSON.stringify(s));
+      const byDevice = Object.fromEntries(series.map((s) => [s.tags?.device, s.values[0]?.[1]]));
+      assert.deepEqual(byDevice, { 'pump-7': 1, 'pump-8': 1, 'pump-10': 0, 'pump-11': 1 });
+      // The rule's own threshold, applied to those values, fires for the silent device only.
+      const rule = alertRules[0]?.r;
+      const threshold = rule?.data.find((q) => q.refId === rule.condition)?.model as { type?: string; conditions?: Array<{ evaluator: { type: string; params: number[] } }> } | undefined;
+      assert.equal(threshold?.type, 'threshold');
+      const evaluator = threshold?.conditions?.[0]?.evaluator;
+      assert.ok(evaluator?.type === 'lt' && typeof evaluator.params[0] === 'number', JSON.stringify(evaluator));
+      const limit = evaluator.params[0] as number;
+      assert.deepEqual(Object.entries(byDevice).filter(([, n]) => (n as number) < limit).map(([d]) => d), ['pump-10']);
     });
   });
 });
