@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
-import { PAYLOAD_SCHEMAS, type DataType, type EventPayload, type FilePayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
+import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
@@ -55,22 +55,6 @@ export interface FieldClientOptions {
  *
  * Files go in chunks from the outbox (files/transfers.ts), each chunk kept until its receipt.
  */
-/**
- * A payload in the form the gateway and the distributor will re-serialise it in, so that the text
- * the device signs is the text they check: the contract's object schemas put their own fields first,
- * in schema order (an event `{"zone", "eventType"}` comes out `{"eventType", "zone"}`). Readings,
- * the hot path, are checked by a predicate that keeps their order, and are taken as they are.
- */
-function canonical(item: { dataType: DataType; payload: unknown }): { dataType: DataType; payload: unknown } {
-  if (item.dataType === 'timeseries') return item;
-  const parsed = PAYLOAD_SCHEMAS[item.dataType].safeParse(item.payload);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    throw new FieldStreamError('FIELD_INPUT_INVALID', `Not a valid ${item.dataType} payload — ${first ? `${first.path.join('.')}: ${first.message}` : 'invalid'}`);
-  }
-  return { dataType: item.dataType, payload: parsed.data };
-}
-
 export class FieldClient {
   private readonly inFlight = new Set<number>();
   private readonly transfers: FileTransfers;
@@ -132,7 +116,7 @@ export class FieldClient {
         ? i
         : { dataType: i.dataType, payload: { ...i.payload, timestamp: now } },
     );
-    const accepted = await this.queue.append(stamped.map(canonical));
+    const accepted = await this.queue.append(stamped.map((i) => ({ dataType: i.dataType, payload: canonicalPayload(i.dataType, i.payload) })));
     this.schedulePump();
     return accepted;
   }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { FieldStreamError } from '../errors.ts';
 import { LIMITS } from '../limits.ts';
 import { unsafeFilenameReason } from './filename.ts';
 import { FIELD_NAME_PATTERN, FIELD_NAME_RULE, isTimestamp, MessageIdSchema, predicate, scalarProblem, ScalarSchema, TimestampSchema, type Scalar } from './primitives.ts';
@@ -127,3 +128,19 @@ export const PAYLOAD_SCHEMAS = {
   event: EventPayloadSchema,
   response: ResponsePayloadSchema,
 } as const;
+
+/**
+ * A payload in the form the gateway and the distributor will re-serialise it in, so that the text
+ * a device signs is the text they check: the object schemas put their own fields first, in schema
+ * order (an event `{"zone", "eventType"}` comes out `{"eventType", "zone"}`). Readings, the hot
+ * path, are checked by a predicate that keeps their order, and are taken as they are.
+ */
+export function canonicalPayload(dataType: DataType, payload: unknown): unknown {
+  if (dataType === 'timeseries') return payload;
+  const parsed = PAYLOAD_SCHEMAS[dataType].safeParse(payload);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new FieldStreamError('FIELD_INPUT_INVALID', `Not a valid ${dataType} payload — ${first ? `${first.path.join('.')}: ${first.message}` : 'invalid'}`);
+  }
+  return parsed.data;
+}
