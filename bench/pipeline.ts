@@ -7,8 +7,9 @@
  * Scenarios (bench/scenarios/), each checked by counting: nothing lost, nothing twice:
  *   batched          readings/s end to end, readings batched by the client, each deleted on
  *                    the device only at its commit receipt (the database holds it)
- *   scraped          the batched load while every service's /metrics is scraped each second, and
- *                    the same without, in the order on, off, off, on: what being watched costs
+ *   metrics          the batched load with every service's metrics on and scraped each second, and
+ *                    with them off (nothing counted, nothing served), in the order on, off, off, on;
+ *                    the gateway and the distributor are restarted with their setting before each
  *   receipts off     the same, each deleted at the gateway's ack: what receipts cost (a reference).
  *                    The two run twice each, in the order on, off, off, on, so that a drift of the
  *                    machine's speed and the first run's warm-up weigh on both alike
@@ -30,7 +31,8 @@ import { parseArgs } from 'node:util';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
 import { InfluxV1 } from '../scripts/local-stack/databases.ts';
-import { startLocalStack } from '../scripts/local-stack/stack.ts';
+import type { ManagedProcess } from '../scripts/local-stack/process.ts';
+import { startLocalStack, type LocalStack } from '../scripts/local-stack/stack.ts';
 import { createLogger } from '../shared/logger.ts';
 import { pkiPaths } from '../pki/layout.ts';
 import { issueDeviceCertificate, loadCa, setupPki } from '../pki/onboarding.ts';
@@ -83,21 +85,23 @@ const work = mkdtempSync(join(tmpdir(), 'fieldstream-bench-'));
 const BATCHED = { name: 'batched', prefix: 'batch', readingsPerClient: PER_CLIENT, batchMax: 500 };
 /** The same load, deleted on the device at the gateway's ack: a reference for what receipts cost. */
 const BATCHED_NO_RECEIPTS = { ...BATCHED, name: 'batched, receipts off (reference)', prefix: 'noreceipt', receipts: false };
-/** The batched load while every service's metrics are scraped each second (Prometheus at its harshest). */
-const BATCHED_SCRAPED = { ...BATCHED, name: 'batched, metrics scraped every second' };
-/** seconds between the scraper's rounds in the metrics scenario */
+/** The batched load with every service's metrics on, scraped each second (Prometheus at its harshest). */
+const BATCHED_METRICS = { ...BATCHED, name: 'batched, metrics on, scraped every second' };
+/** The same with the services' metrics off: nothing counted, nothing served (the reference). */
+const BATCHED_NO_METRICS = { ...BATCHED, name: 'batched, metrics off (reference)' };
+/** milliseconds between the scraper's rounds in the metrics scenario */
 const SCRAPE_INTERVAL_MS = 1000;
 /** Each of the two runs twice, on-off-off-on (each run with devices of its own). */
 const PAIRED_ROUNDS: ThroughputOptions[] = [BATCHED, BATCHED_NO_RECEIPTS, BATCHED_NO_RECEIPTS, BATCHED].map((o, i) => ({ ...o, prefix: `${o.prefix}${i}` }));
-/** The same for metrics: scraped, not scraped, not scraped, scraped. */
-const SCRAPE_ROUNDS: Array<ThroughputOptions & { scraped: boolean }> = [true, false, false, true].map((scraped, i) => ({ ...BATCHED, name: scraped ? BATCHED_SCRAPED.name : BATCHED.name, prefix: `scrape${i}`, scraped }));
+/** The same for metrics: on, off, off, on. */
+const METRIC_ROUNDS: ThroughputOptions[] = [true, false, false, true].map((metrics, i) => ({ ...(metrics ? BATCHED_METRICS : BATCHED_NO_METRICS), prefix: `metrics${i}`, metrics }));
 const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerClient: ONE_PER_MESSAGE, batchMax: 1 };
 
 async function main(): Promise<void> {
   if (values.profile !== undefined && values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), ...SCRAPE_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -133,7 +137,7 @@ async function main(): Promise<void> {
     stack,
     influx,
     database: DATABASE,
-    fieldClient: (id, batchMax, receipts = true) =>
+    fieldClient: (id, batchMax, { receipts = true, metrics = true } = {}) =>
       startFieldClient(
         loadFieldClientConfig({
           DEVICE_ID: id,
@@ -146,7 +150,7 @@ async function main(): Promise<void> {
           FIELD_HTTP_PORT: 'off',
           FIELD_MQTT_PORT: 'off',
           // Metrics on, as deployed, on a free port: several clients run at once.
-          FIELD_METRICS_PORT: '0',
+          FIELD_METRICS_PORT: metrics ? '0' : 'off',
           FIELD_BATCH_MAX: String(batchMax),
           LOG_LEVEL: 'warn',
         }),
@@ -195,18 +199,20 @@ async function main(): Promise<void> {
     results.push(combineRuns(BATCHED_NO_RECEIPTS.name, rounds.filter((_, i) => PAIRED_ROUNDS[i]?.receipts === false)));
     const m = stack.metrics;
     const scraper = new Scraper([...m.gateways, m.distributor, m.commandApi, m.brokerExporter], SCRAPE_INTERVAL_MS);
-    const scrapeRounds: ThroughputResult[] = [];
-    for (const round of SCRAPE_ROUNDS) {
-      if (round.scraped) scraper.start();
+    const metricsRounds: ThroughputResult[] = [];
+    for (const round of METRIC_ROUNDS) {
+      const on = round.metrics !== false;
+      await serviceMetrics(stack, on);
+      if (on) scraper.start();
       try {
-        scrapeRounds.push(await throughput(ctx, meter, round));
+        metricsRounds.push(await throughput(ctx, meter, round));
       } finally {
         await scraper.stop();
       }
     }
     if (scraper.stats.scrapes === 0 || scraper.stats.failed > 0) throw new Error(`the metrics scraper read ${scraper.stats.scrapes} pages, ${scraper.stats.failed} failed`);
-    results.push(combineRuns(BATCHED_SCRAPED.name, scrapeRounds.filter((_, i) => SCRAPE_ROUNDS[i]?.scraped)));
-    results.push(combineRuns(`${BATCHED.name}, not scraped (reference)`, scrapeRounds.filter((_, i) => !SCRAPE_ROUNDS[i]?.scraped)));
+    results.push(combineRuns(BATCHED_METRICS.name, metricsRounds.filter((_, i) => METRIC_ROUNDS[i]?.metrics !== false)));
+    results.push(combineRuns(BATCHED_NO_METRICS.name, metricsRounds.filter((_, i) => METRIC_ROUNDS[i]?.metrics === false)));
     results.push(await throughput(ctx, meter, SINGLE));
     results.push((raw = await rawCeiling(ctx, CLIENTS * PER_CLIENT)));
     results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));
@@ -229,6 +235,29 @@ async function main(): Promise<void> {
   };
   const md = writeReport(resultsDir, { ...measured, targets: evaluateTargets(measured) });
   process.stdout.write(md + '\n');
+}
+
+/**
+ * Restarts the gateways behind Caddy and the distributor with their metrics on (the port the stack
+ * gave them) or off. Both kinds of round restart them, so each starts as fresh as the other; the
+ * previous round has drained (its receipts are in), so nothing is in flight.
+ */
+async function serviceMetrics(stack: LocalStack, on: boolean): Promise<void> {
+  const ports = metricsPorts ?? (metricsPorts = new Map([...stack.gateways, stack.distributor].map((p) => [p, metricsSetting(p)])));
+  for (const [proc, [key, port]] of ports) {
+    await proc.restartWith({ [key]: on ? port : 'off' });
+    // The setting took: metrics answer when on, and nothing listens when off.
+    const served = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.ok, () => false);
+    if (served !== on) throw new Error(`${proc.name}: metrics ${on ? 'not served' : 'still served'} after a restart with ${key}=${on ? port : 'off'}`);
+  }
+}
+let metricsPorts: Map<ManagedProcess, [string, string]> | undefined;
+
+function metricsSetting(p: ManagedProcess): [string, string] {
+  const key = Object.keys(p.spec.env).find((k) => k.endsWith('_METRICS_PORT'));
+  const port = key === undefined ? undefined : p.spec.env[key];
+  if (key === undefined || port === undefined) throw new Error(`${p.name} has no *_METRICS_PORT setting`);
+  return [key, port];
 }
 
 main()

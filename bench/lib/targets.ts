@@ -31,8 +31,8 @@ export function evaluateTargets(report: Omit<BenchReport, 'targets'>): TargetVer
   const latency = report.results.find((r): r is LatencyResult => 'p99Ms' in r);
   const batched = throughput('batched');
   const noReceipts = throughput('batched, receipts off (reference)');
-  const scraped = throughput('batched, metrics scraped every second');
-  const notScraped = throughput('batched, not scraped (reference)');
+  const metricsOn = throughput('batched, metrics on, scraped every second');
+  const metricsOff = throughput('batched, metrics off (reference)');
   const single = throughput('one reading per message');
   const out: TargetVerdict[] = [];
   if (batched) out.push({ target: '≥ 50,000 readings/s end to end, batched', measured: n(batched.readingsPerSecond), verdict: atLeast(batched.readingsPerSecond, 50_000) });
@@ -40,9 +40,9 @@ export function evaluateTargets(report: Omit<BenchReport, 'targets'>): TargetVer
     const share = batched.readingsPerSecond / noReceipts.readingsPerSecond;
     out.push({ target: 'batched with commit receipts within 10 % of receipts off', measured: `${pct(share)} of ${n(noReceipts.readingsPerSecond)}`, verdict: atLeast(share, 0.9) });
   }
-  if (scraped && notScraped) {
-    const share = scraped.readingsPerSecond / notScraped.readingsPerSecond;
-    out.push({ target: 'batched with metrics scraped every second within 5 % of not scraped', measured: `${pct(share)} of ${n(notScraped.readingsPerSecond)}`, verdict: atLeast(share, 0.95) });
+  if (metricsOn && metricsOff) {
+    const share = metricsOn.readingsPerSecond / metricsOff.readingsPerSecond;
+    out.push({ target: 'batched with metrics on (scraped every second) within 5 % of metrics off', measured: `${pct(share)} of ${n(metricsOff.readingsPerSecond)}`, verdict: atLeast(share, 0.95) });
   }
   if (single) out.push({ target: '≥ 10,000 messages/s, one reading per message', measured: n(single.readingsPerSecond), verdict: atLeast(single.readingsPerSecond, 10_000) });
   if (latency) out.push({ target: 'p99 device → database ≤ 200 ms at half load', measured: `${latency.p99Ms} ms`, verdict: atMost(latency.p99Ms, 200) });

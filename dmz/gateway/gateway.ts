@@ -30,7 +30,7 @@ export interface StartOptions {
 export async function startGateway(config: Readonly<GatewayConfig>, logger: Logger, opts: StartOptions = {}): Promise<Gateway> {
   const log = logger.child({ component: 'gateway', gatewayId: config.GATEWAY_ID });
   const served = config.GATEWAY_METRICS_PORT !== undefined;
-  const metrics = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: served && opts.processMetrics !== false }));
+  const metrics = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: served && opts.processMetrics !== false, counting: served }));
   const mqtt = connectMqtt(
     {
       url: config.MQTT_URL,

@@ -47,7 +47,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
   const served = config.COMMAND_API_METRICS_PORT !== undefined;
   const metrics = new CommandApiMetrics(
     { store, brokerConnected: () => mqtt.connected, refusedResponses: () => dispatcher.refusedResponses },
-    new ServiceMetrics('command-api', { processMetrics: served && opts.processMetrics !== false }),
+    new ServiceMetrics('command-api', { processMetrics: served && opts.processMetrics !== false, counting: served }),
   );
   if (config.COMMAND_ALLOW_UNSIGNED) log.warn('COMMAND_ALLOW_UNSIGNED is on: devices without a registered key get unsigned commands');
   // Whatever the broker says of our session: a restarted broker may have lost its subscriptions.

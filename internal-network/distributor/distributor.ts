@@ -45,7 +45,7 @@ export interface Distributor {
 export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger, opts: { processMetrics?: boolean } = {}): Distributor {
   const log = logger.child({ component: 'distributor' });
   const served = config.DISTRIBUTOR_METRICS_PORT !== undefined;
-  const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false }));
+  const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false, counting: served }));
   const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);

@@ -72,6 +72,7 @@ export class DistributorMetrics {
    * observed together (observeMany) and 100,000 readings a second cost a few hundred observations.
    */
   endToEndOf(sentAt: readonly number[], now: number): void {
+    if (!this.metrics.counting) return;
     let i = 0;
     while (i < sentAt.length) {
       const t = sentAt[i] as number;

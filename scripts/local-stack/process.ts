@@ -226,6 +226,13 @@ export class ManagedProcess {
     await this.start();
   }
 
+  /** A clean stop, then a start with these settings changed (e.g. the benchmark turning metrics off). */
+  async restartWith(env: Readonly<Record<string, string>>): Promise<void> {
+    await this.stop();
+    Object.assign(this.spec.env, env);
+    await this.start();
+  }
+
   tail(lines = 40): string {
     try {
       return readFileSync(this.spec.logFile, 'utf8').split('\n').slice(-lines).join('\n');

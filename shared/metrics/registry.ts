@@ -14,26 +14,52 @@ export const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 
 export class ServiceMetrics {
   readonly registry = new Registry();
+  /**
+   * false when the service's metrics are off (its `*_METRICS_PORT=off`): no one can read them, so
+   * nothing is counted either, and the benchmark can measure what counting costs.
+   */
+  readonly counting: boolean;
 
   constructor(
     /** the `service` label every series carries (gateway, distributor, command-api, field-client) */
     readonly service: string,
-    o: { processMetrics?: boolean } = {},
+    o: { processMetrics?: boolean; counting?: boolean } = {},
   ) {
+    this.counting = o.counting !== false;
     this.registry.setDefaultLabels({ service });
     // Process metrics (CPU, memory, event-loop lag) once per process: in `npm start` one service has them.
-    if (o.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
+    if (this.counting && o.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
   }
 
   counter<L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
-    return new Counter({ name: METRIC_PREFIX + name, help, labelNames, registers: [this.registry] });
+    return this.made(new Counter({ name: METRIC_PREFIX + name, help, labelNames, registers: this.registers() }));
   }
 
   gauge<L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], collect?: (this: Gauge<L>) => void): Gauge<L> {
-    return new Gauge({ name: METRIC_PREFIX + name, help, labelNames, registers: [this.registry], ...(collect ? { collect } : {}) });
+    return this.made(new Gauge({ name: METRIC_PREFIX + name, help, labelNames, registers: this.registers(), ...(collect && this.counting ? { collect } : {}) }));
   }
 
   histogram<L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], buckets: number[] = LATENCY_BUCKETS_S): Histogram<L> {
-    return new Histogram({ name: METRIC_PREFIX + name, help, labelNames, buckets, registers: [this.registry] });
+    return this.made(new Histogram({ name: METRIC_PREFIX + name, help, labelNames, buckets, registers: this.registers() }));
   }
+
+  private registers(): Registry[] {
+    return this.counting ? [this.registry] : [];
+  }
+
+  private made<T extends object>(metric: T): T {
+    return this.counting ? metric : silenced(metric);
+  }
+}
+
+const noop = (): void => undefined;
+/** What a silenced metric's labels() returns: a child whose every recording method does nothing. */
+const SILENT_CHILD = Object.freeze({ inc: noop, dec: noop, set: noop, setToCurrentTime: noop, observe: noop, startTimer: () => noop });
+
+/**
+ * The metric with its recording methods replaced by ones that do nothing (instance properties
+ * shadow prom-client's prototype methods), so the services' call sites stay as they are.
+ */
+function silenced<T extends object>(metric: T): T {
+  return Object.assign(metric, { ...SILENT_CHILD, labels: () => SILENT_CHILD, zero: noop, reset: noop, remove: noop });
 }

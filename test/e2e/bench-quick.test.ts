@@ -24,10 +24,10 @@ describe('npm run bench -- --quick', () => {
       connections: { connections: number; kibPerConnection: number };
     };
     assert.equal(report.quick, true);
-    // batched (with receipts), with receipts off, scraped and not, one per message, raw ceiling, latency, files
+    // batched (with receipts), with receipts off, metrics on and off, one per message, raw ceiling, latency, files
     assert.deepEqual(
       report.results.map((r) => r.scenario).slice(0, 5),
-      ['batched', 'batched, receipts off (reference)', 'batched, metrics scraped every second', 'batched, not scraped (reference)', 'one reading per message'],
+      ['batched', 'batched, receipts off (reference)', 'batched, metrics on, scraped every second', 'batched, metrics off (reference)', 'one reading per message'],
     );
     assert.equal(report.results.length, 8);
     for (const s of report.results) {

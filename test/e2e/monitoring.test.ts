@@ -7,6 +7,7 @@ import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
+import { readiness, untilReadiness } from '../helpers/readiness.ts';
 import { REPO_ROOT, startTestStack } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -105,9 +106,10 @@ describe('monitoring on the real stack: a real Prometheus scrapes every service'
     await eventually(async () => ((await prom.scalar('sum(fieldstream_field_queue_messages)')) === 0 ? true : undefined), 30_000, 'the field queue empty');
   });
 
-  it('the broker-down alert fires when the DMZ Mosquitto is stopped, and clears when it is back', async () => {
+  it('the broker-down alert fires when the DMZ Mosquitto is stopped, and clears when it is back; the gateway is not ready meanwhile', async () => {
     const brokerDown = async () => (await prom.alerts()).find((a) => a.labels.alertname === 'FieldStreamBrokerDown' && a.labels.broker === 'dmz');
     assert.equal(await brokerDown(), undefined, 'no broker-down alert while both brokers run');
+    assert.deepEqual(await readiness(stack.metrics.gateway), { status: 200, failing: [] });
     await stack.dmzMosquitto.stop();
     try {
       const firing = await eventually(async () => {
@@ -116,10 +118,29 @@ describe('monitoring on the real stack: a real Prometheus scrapes every service'
       }, 30_000, 'FieldStreamBrokerDown{broker="dmz"} firing');
       assert.equal(firing.labels.severity, 'critical');
       assert.equal(await prom.scalar('fieldstream_mosquitto_up{broker="internal"}'), 1, 'the internal broker is still up');
+      await untilReadiness(stack.metrics.gateway, 503, ['broker'], 'the gateway /readyz 503, its broker failing');
+      assert.equal((await fetch(`${stack.metrics.gateway}/healthz`)).status, 200, 'alive all the same: an orchestrator must not restart it');
+      assert.equal(await prom.scalar('fieldstream_broker_connected{service="gateway"}'), 0);
     } finally {
       await stack.dmzMosquitto.start();
     }
     await eventually(async () => ((await brokerDown()) === undefined ? true : undefined), 30_000, 'FieldStreamBrokerDown cleared');
     assert.equal(await prom.scalar('fieldstream_mosquitto_up{broker="dmz"}'), 1);
+    await untilReadiness(stack.metrics.gateway, 200, [], 'the gateway ready again');
+  });
+
+  it('the distributor and the command API are not ready while the internal Mosquitto is down, and ready again after', async () => {
+    const internal = { distributor: stack.metrics.distributor, 'command API': stack.metrics.commandApi };
+    for (const [name, base] of Object.entries(internal)) assert.deepEqual(await readiness(base), { status: 200, failing: [] }, name);
+    await stack.internalMosquitto.stop();
+    try {
+      for (const [name, base] of Object.entries(internal)) {
+        await untilReadiness(base, 503, ['broker'], `the ${name} /readyz 503, its broker failing`);
+        assert.equal((await fetch(`${base}/healthz`)).status, 200, `the ${name} alive all the same`);
+      }
+    } finally {
+      await stack.internalMosquitto.start();
+    }
+    for (const [name, base] of Object.entries(internal)) await untilReadiness(base, 200, [], `the ${name} ready again`);
   });
 });

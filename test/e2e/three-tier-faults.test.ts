@@ -5,6 +5,7 @@ import { eventually } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { startTestStack } from '../helpers/stack.ts';
+import { untilReadiness } from '../helpers/readiness.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
@@ -67,8 +68,13 @@ describe('faults on the real stack: nothing acknowledged is lost, nothing is wri
 
     await sleep(1000);
     await influx.process.stop(); // the database goes away for a while
-    await sleep(3000);
+    const outage = Date.now();
+    // The distributor says so: not ready (its database failing), alive all the same.
+    await untilReadiness(stack.metrics.distributor, 503, ['database'], 'the distributor /readyz 503, its database failing');
+    assert.equal((await fetch(`${stack.metrics.distributor}/healthz`)).status, 200);
+    await sleep(Math.max(0, 3000 - (Date.now() - outage)));
     await influx.restart();
+    await untilReadiness(stack.metrics.distributor, 200, [], 'the distributor ready again once a write went through');
 
     await sleep(1000);
     await relay.cut(); // the link between the two brokers fails
