@@ -8,8 +8,8 @@ import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { CommandApiConfig } from './config.ts';
 import { CommandDispatcher } from './dispatcher.ts';
 import { startCommandHttp } from './http.ts';
-import { GroupsFileSchema, TokensFileSchema } from './schemas.ts';
-import { createHash } from 'node:crypto';
+import { GroupsFileSchema } from './schemas.ts';
+import { Credentials } from '../shared/credentials.ts';
 import { CommandStore } from './store.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { CommandApiMetrics } from './metrics.ts';
@@ -55,12 +55,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
   const http = await startCommandHttp({
     host: config.COMMAND_API_HOST,
     port: config.COMMAND_API_PORT,
-    credentials: new Map([
-      [createHash('sha256').update(config.COMMAND_API_TOKEN).digest('hex'), { name: 'COMMAND_API_TOKEN', role: 'operator' as const }],
-      ...(config.COMMAND_API_TOKENS_FILE ? readJsonSetting('COMMAND_API_TOKENS_FILE', config.COMMAND_API_TOKENS_FILE, TokensFileSchema) : []).map(
-        (t) => [t.sha256, { name: t.name, role: t.role }] as const,
-      ),
-    ]),
+    credentials: Credentials.fromSettings({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }),
     groups,
     defaultTtlSeconds: config.COMMAND_DEFAULT_TTL_S,
     dispatcher,

@@ -1,4 +1,3 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
@@ -7,14 +6,15 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
-import { CommandRequestSchema, ROLES, type CommandRecord, type Role } from './schemas.ts';
+import { CommandRequestSchema, type CommandRecord } from './schemas.ts';
+import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
 
 export interface CommandHttpOptions {
   host: string;
   port: number;
-  /** credentials: SHA-256 of the token (hex) → who and with which role */
-  credentials: ReadonlyMap<string, { name: string; role: Role }>;
+  /** who each bearer token is, and with which role */
+  credentials: Credentials;
   groups: Readonly<Record<string, readonly string[]>>;
   defaultTtlSeconds: number;
   dispatcher: CommandDispatcher;
@@ -33,17 +33,10 @@ export interface CommandHttpOptions {
  * Every other answer is {"code", "message"} with the code's HTTP status.
  */
 export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: number; close(): Promise<void> }> {
-  const known = [...o.credentials].map(([hex, who]) => ({ digest: Buffer.from(hex, 'hex'), who }));
-  const caller = (req: IncomingMessage): { name: string; role: Role } | undefined => {
+  const caller = (req: IncomingMessage): Principal | undefined => {
     const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
-    if (m?.[1] === undefined) return undefined;
-    const digest = createHash('sha256').update(m[1]).digest();
-    // Digests compared in constant time, every one of them, so timing says nothing about tokens.
-    let found: { name: string; role: Role } | undefined;
-    for (const k of known) if (timingSafeEqual(k.digest, digest)) found = k.who;
-    return found;
+    return m?.[1] === undefined ? undefined : o.credentials.verify(m[1]);
   };
-  const allowed = (role: Role, needs: Role) => ROLES.indexOf(role) >= ROLES.indexOf(needs);
 
   const server: Server = createServer((req, res) => {
     if (o.requests) res.once('finish', () => o.requests?.inc({ status: String(res.statusCode) }));
@@ -68,7 +61,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     if (!who) throw new FieldStreamError('API_UNAUTHORIZED');
     if (url.pathname === '/v1/commands') {
       if (req.method === 'POST') {
-        if (!allowed(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
+        if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
         const records = create(await readJson(req));
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
         return send(res, 202, { commands: records.map(view) });

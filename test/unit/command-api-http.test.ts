@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import type { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
 import { startCommandHttp } from '../../internal-network/command-api/http.ts';
 import type { CommandStore } from '../../internal-network/command-api/store.ts';
+import { Credentials, sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ERRORS } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 
@@ -27,7 +27,7 @@ async function failingApi() {
   const api = await startCommandHttp({
     host: '127.0.0.1',
     port: 0,
-    credentials: new Map([[createHash('sha256').update(TOKEN).digest('hex'), { name: 'ops', role: 'operator' as const }]]),
+    credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
     groups: {},
     defaultTtlSeconds: 60,
     dispatcher,
