@@ -25,7 +25,7 @@ export const ERRORS = {
   CONTRACT_UNKNOWN_DATA_TYPE: {
     http: 400,
     transient: false,
-    description: 'dataType must be one of "timeseries", "file", "event", "response".',
+    description: 'dataType must be one of "timeseries", "file", "event", "response", "health".',
   },
   CONTRACT_INVALID_MESSAGE: { http: 400, transient: false, description: 'The message does not match the FieldStream message contract.' },
   CONTRACT_BATCH_TOO_LARGE: { http: 413, transient: false, description: 'The batch holds more messages than the gateway accepts.' },
@@ -102,7 +102,7 @@ export const ERRORS = {
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
   FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
-  FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event or file.' },
+  FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event, file or health value.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
   FIELD_RECEIPT_INVALID: {
     http: 401,
@@ -161,6 +161,20 @@ export const ERRORS = {
     description: 'No signing key is registered for a target device, so its command cannot be authenticated; nothing was sent (COMMAND_ALLOW_UNSIGNED=true allows unsigned commands).',
   },
 
+  // -- Operator console ------------------------------------------------------------------------------
+  CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired: log in again.' },
+  CONSOLE_LOGIN_FAILED: { http: 401, transient: false, description: 'The token is not a known credential (COMMAND_API_TOKEN or COMMAND_API_TOKENS_FILE).' },
+  CONSOLE_LOGIN_RATE_LIMITED: { http: 429, transient: true, description: 'Too many login attempts from this address; wait a minute.' },
+  CONSOLE_FORBIDDEN: { http: 403, transient: false, description: "The logged-in user's role does not allow this (sending a command needs operator or admin)." },
+  CONSOLE_CSRF_INVALID: { http: 403, transient: false, description: 'The request carries no valid CSRF token (x-csrf-token) for this session: reload the page.' },
+  CONSOLE_INVALID_REQUEST: { http: 400, transient: false, description: 'The request (body, query or path) is not valid.' },
+  CONSOLE_NOT_FOUND: { http: 404, transient: false, description: 'No such page or resource.' },
+  CONSOLE_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'The console knows no device of that id.' },
+  CONSOLE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not answer, or answered with an error it gives in the details.' },
+  CONSOLE_HISTORY_FAILED: { http: 502, transient: true, description: 'The time-series store could not be read for the history asked for.' },
+  CONSOLE_TOO_MANY_STREAMS: { http: 503, transient: true, description: 'The console has as many live streams open as it serves (CONSOLE.maxLiveStreams); close a tab or try later.' },
+  CONSOLE_INTERNAL: { http: 500, transient: false, description: 'The console failed in a way it does not expect; the cause is in its log.' },
+
   // -- Security (recorded as security events, never written as data) -----------------------------
   SECURITY_UNSIGNED: { http: 401, transient: false, description: 'The message carries no device signature, and signatures are required.' },
   SECURITY_REVOKED: { http: 403, transient: false, description: 'The device was revoked (scripts/revoke-device.sh); its messages are refused.' },
@@ -176,6 +190,14 @@ export const ERRORS = {
     transient: false,
     description: 'The embedded broker refused an MQTT client without a service certificate, or a publish or subscription outside its role (shared/acl.ts); check the client\'s certificate and the topic.',
   },
+
+  // -- Stored feed (internal broker: what the distributor wrote, for the operator console) ------------
+  STORED_FEED_INVALID: {
+    http: 400,
+    transient: false,
+    description: 'A message on the stored feed topic is not JSON, or not a stored-feed message (version, source, points, dropped); it was ignored.',
+  },
+  STORED_FEED_TOO_LARGE: { http: 413, transient: false, description: 'A message on the stored feed topic is larger than a stored-feed message can be; it was ignored unread.' },
 
   // -- Configuration, certificates, start-up ------------------------------------------------------
   CONFIG_INVALID: { http: 500, transient: false, description: 'A setting is missing or wrong.' },

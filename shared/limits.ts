@@ -53,6 +53,28 @@ export const LIMITS = {
   /** receipts. Most receipts (device and epoch) in one receipts message to a gateway; a write with
    * more devices than this is answered in several messages. */
   receiptsPerMessage: 2000,
+  /** points. Most stored points in one message of the stored feed (fieldstream/v1/internal/stored):
+   * a few hundred kilobytes at most, which the console parses between two of its ticks. */
+  feedPointsPerMessage: 500,
+  /** bytes. Largest message of the stored feed. The console refuses a larger one
+   * (STORED_FEED_TOO_LARGE); a single stored point too large for it is left out and counted. */
+  feedMessageMaxBytes: 1024 * 1024,
+  /** points. Most stored points waiting for the feed's next tick (TIMINGS.feedCoalesceMs): 20,000
+   * a second, far more than a console shows, and a bound on the memory and CPU the feed takes from
+   * the distributor. Past it readings are left out first (counted), then everything else. */
+  feedPendingMaxPoints: 5000,
+  /** points. Room past feedPendingMaxPoints for the rarer kinds (presence, health, security events,
+   * events, files, command responses), so a flood of readings does not hide them from the console. */
+  feedPendingExtraPoints: 5000,
+  /** bytes. The feed adds nothing to an MQTT connection whose socket holds more unsent bytes than
+   * this: the consumers' PUBACKs and the commit receipts go through it too, and must not wait. */
+  feedSocketBufferMaxBytes: 1024 * 1024,
+  /** tags. Most tags of a point in the stored feed. */
+  feedPointMaxTags: 32,
+  /** fields. Most fields of a point in the stored feed (a reading has at most readingMaxFields). */
+  feedPointMaxFields: 512,
+  /** characters. Longest measurement, tag key, tag value, field key and source in the stored feed. */
+  feedNameMaxChars: 256,
   /** devices. Past this many devices with rate-limit buckets, the gateway forgets those idle for
    * TIMINGS.rateLimitIdleMs, so its memory does not grow with every device ever seen. */
   rateLimitTrackedDevices: 100_000,
@@ -60,6 +82,18 @@ export const LIMITS = {
   apiBodyMaxBytes: 64 * 1024,
   /** bytes. Largest JSON body the field client's local HTTP input reads (a batch of readings). */
   localInputJsonMaxBytes: 8 * 1024 * 1024,
+  /** values. Most values local programs may report with the health message (battery, signal, ...):
+   * each becomes a database field, and the message goes out every interval. */
+  healthLocalMaxValues: 32,
+  /** characters. Longest string a local program may report as a health value. */
+  healthLocalStringMaxChars: 256,
+  /** bytes. Largest JSON body of the local health input (PUT /v1/health): 32 values of 64-character
+   * names and 256-character strings fit with room to spare. */
+  healthLocalBodyMaxBytes: 32 * 1024,
+  /** seconds. The longest health interval (FIELD_HEALTH_INTERVAL_S): a day. */
+  healthIntervalMaxS: DAY_S,
+  /** days. A certificate's days left in a health message lie within ± this (a thousand years). */
+  healthCertDaysMax: 365_000,
 } as const;
 
 export type Limits = typeof LIMITS;
@@ -131,6 +165,9 @@ export const TIMINGS = {
   /** milliseconds. The distributor's first pause before writing again while the database is down
    * (full jitter, doubling up to DISTRIBUTOR_RETRY_MAX_MS). */
   distributorRetryInitialMs: 250,
+  /** milliseconds. The stored feed gathers what was written for this long and publishes it in a few
+   * messages: four updates a second for the console, not one MQTT message per database write. */
+  feedCoalesceMs: 250,
 
   // -- Housekeeping -----------------------------------------------------------------------------
   /** milliseconds. A device's rate-limit buckets are forgotten once it was silent this long (looked
@@ -154,6 +191,56 @@ export const TIMINGS = {
   /** days before a certificate's expiry from which services warn: at start for their own, the
    * gateway at each connection of a device, the field client's doctor. */
   certWarnDays: 30,
+  /** milliseconds. The field client's first health message goes at the gateway's first welcome (its
+   * clock offset known), or this long after start when none came (or one interval, if shorter). */
+  healthFirstMaxDelayMs: 5_000,
 } as const;
 
 export type Timings = typeof TIMINGS;
+
+/**
+ * The operator console's limits and timings (internal-network/console/), each with its unit and
+ * why. What it keeps in memory is bounded whatever the fleet does, and what it sends to a browser
+ * is throttled, so 10,000 devices do not flood one.
+ */
+export const CONSOLE = {
+  /** devices the console tracks; past it, further devices are counted but not shown */
+  maxDevices: 100_000,
+  /** events, security events and anomalies kept per device for its page (newest) */
+  perDeviceRing: 50,
+  /** security events and anomalies kept fleet-wide (newest); a browser gets the newest 200 */
+  fleetRing: 1000,
+  /** items of a ring sent in a snapshot */
+  snapshotRecent: 200,
+  /** milliseconds between two updates sent to one browser: changes in between are coalesced */
+  liveFlushMs: 1_000,
+  /** milliseconds between looks at the services' /readyz and /metrics for the pipeline page */
+  pipelinePollMs: 2_000,
+  /** milliseconds a pipeline look (one HTTP request) may take */
+  pipelineRequestTimeoutMs: 1_500,
+  /** milliseconds between sweeps that mark silent devices stale */
+  staleSweepMs: 5_000,
+  /** milliseconds. An SSE comment line this often keeps proxies from closing an idle stream. */
+  liveKeepaliveMs: 15_000,
+  /** live streams (browser tabs) open at once */
+  maxLiveStreams: 200,
+  /** bytes. A browser that has not read this much of its stream is too slow: it is disconnected
+   * (and reconnects to a fresh snapshot) instead of letting the console's memory grow. */
+  liveMaxBufferedBytes: 8 * 1024 * 1024,
+  /** sessions kept at once (logged in or not); past it the oldest are dropped */
+  maxSessions: 10_000,
+  /** login attempts per client address per minute */
+  loginAttemptsPerMinute: 10,
+  /** bytes. Largest request body the console reads. */
+  bodyMaxBytes: 16 * 1024,
+  /** points a history request returns at most (downsampled by mean to fit) */
+  historyMaxPoints: 2_000,
+  /** milliseconds. Longest window a history request may ask for (31 days). */
+  historyMaxWindowMs: 31 * DAY_MS,
+  /** points of the console's own (device states, anomalies) waiting for the database; past it the
+   * oldest are dropped and counted (they are observations, not device data) */
+  ownPointsMaxQueued: 50_000,
+  /** readings waiting to be scored for anomalies; past it readings are skipped and counted, never
+   * slowing what feeds them */
+  anomalyQueueMax: 200_000,
+} as const;

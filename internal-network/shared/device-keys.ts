@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -21,6 +21,11 @@ export class DeviceKeyRegistry {
 
   /** Revoked devices are refused even if a key of theirs is still around. */
   isRevoked(deviceId: string): boolean {
+    return this.revokedIds().has(deviceId);
+  }
+
+  /** The revoked list (re-read at most every TIMINGS.deviceKeyRecheckMs). */
+  revokedIds(): ReadonlySet<string> {
     const now = Date.now();
     if (this.revokedFile && now - this.revoked.checkedAt >= TIMINGS.deviceKeyRecheckMs) {
       let ids = new Set<string>();
@@ -31,7 +36,19 @@ export class DeviceKeyRegistry {
       }
       this.revoked = { ids, checkedAt: now };
     }
-    return this.revoked.ids.has(deviceId);
+    return this.revoked.ids;
+  }
+
+  /** Every device with a registered key (DIR/DEVICE_ID.key), whatever else is in the folder. */
+  registered(): string[] {
+    try {
+      return readdirSync(this.dir)
+        .filter((f) => f.endsWith('.key'))
+        .map((f) => f.slice(0, -'.key'.length))
+        .filter((id) => DeviceIdSchema.safeParse(id).success);
+    } catch {
+      return [];
+    }
   }
 
   get(deviceId: string): Buffer | undefined {

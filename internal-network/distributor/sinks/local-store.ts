@@ -1,6 +1,10 @@
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { z } from 'zod';
+import { ScalarSchema } from '../../../shared/contract/primitives.ts';
+import { DAY_MS } from '../../../shared/limits.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import type { PointSink } from './sink.ts';
@@ -53,25 +57,64 @@ export class LocalPointStore implements PointSink {
   }
 }
 
-/** Every point in a local store, de-duplicated by (measurement, tags, time), fields merged, in time order. */
-export function readLocalStore(dir: string): StoredPoint[] {
-  let files: string[];
+/**
+ * A line of a local store, read back from disk (a trust boundary: the file may have been edited,
+ * or torn by a crash): checked with zod, and skipped when it does not parse.
+ */
+const StoredLineSchema = z.strictObject({
+  measurement: z.string().min(1).max(200),
+  tags: z.record(z.string(), z.string()),
+  fields: z.record(z.string(), ScalarSchema),
+  time: z.iso.datetime(),
+});
+
+/** One line as a point, or undefined for a line that is not one (a torn last line after a crash: it was never acknowledged). */
+export function parseStoredLine(line: string): StoredPoint | undefined {
+  if (!line.trim()) return undefined;
+  let raw: unknown;
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort();
+    raw = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  const parsed = StoredLineSchema.safeParse(raw);
+  if (!parsed.success) return undefined;
+  const { time, ...rest } = parsed.data;
+  return { ...rest, time: Date.parse(time) };
+}
+
+/** The store's day files, oldest first (YYYY-MM-DD.jsonl, the UTC day of the write). */
+function dayFiles(dir: string): string[] {
+  try {
+    return readdirSync(dir).filter((f) => /^\d{4}-\d{2}-\d{2}\.jsonl$/.test(f)).sort();
   } catch {
     return [];
   }
+}
+
+/**
+ * The points written on or after the day before `fromMs` (a point is written after it is taken, so
+ * one taken at `fromMs` or later is in these files; the day before covers clocks a little apart),
+ * line by line without reading whole files into memory. Copies are not removed.
+ */
+export async function* scanLocalStore(dir: string, fromMs: number): AsyncGenerator<StoredPoint> {
+  const firstDay = new Date(fromMs - DAY_MS).toISOString().slice(0, 10);
+  for (const file of dayFiles(dir).filter((f) => f.slice(0, 10) >= firstDay)) {
+    const lines = createInterface({ input: createReadStream(join(dir, file), 'utf8'), crlfDelay: Infinity });
+    for await (const line of lines) {
+      const point = parseStoredLine(line);
+      if (point) yield point;
+    }
+  }
+}
+
+/** Every point in a local store, de-duplicated by (measurement, tags, time), fields merged, in time order. */
+export function readLocalStore(dir: string): StoredPoint[] {
   const byKey = new Map<string, StoredPoint>();
-  for (const file of files) {
+  for (const file of dayFiles(dir)) {
     for (const line of readFileSync(join(dir, file), 'utf8').split('\n')) {
-      if (!line.trim()) continue;
-      let raw: { measurement: string; tags: Record<string, string>; fields: StoredPoint['fields']; time: string };
-      try {
-        raw = JSON.parse(line);
-      } catch {
-        continue; // a torn last line after a crash: it was never acknowledged
-      }
-      const point: StoredPoint = { measurement: raw.measurement, tags: raw.tags, fields: raw.fields, time: Date.parse(raw.time) };
+      const point = parseStoredLine(line);
+      if (!point) continue;
       const key = JSON.stringify([point.measurement, Object.entries(point.tags).sort(), point.time]);
       const existing = byKey.get(key);
       byKey.set(key, existing ? { ...existing, fields: { ...existing.fields, ...point.fields } } : point);

@@ -1,11 +1,11 @@
-import type { DistributorConfig } from '../config.ts';
+import type { InfluxSettings } from '../../shared/influx-settings.ts';
 import { InfluxV1Sink } from './influx-v1.ts';
 import { InfluxV2Sink } from './influx-v2.ts';
 import { LocalPointStore } from './local-store.ts';
 import type { PointSink } from './sink.ts';
 
 /** INFLUXDB_TOKEN selects InfluxDB 2.x, INFLUXDB_DATABASE 1.x; without INFLUXDB_URL the local store. */
-export function selectSink(c: Readonly<DistributorConfig>): PointSink {
+export function selectSink(c: InfluxSettings): PointSink {
   if (!c.INFLUXDB_URL) return new LocalPointStore(c.TIMESERIES_LOCAL_PATH);
   if (c.INFLUXDB_TOKEN !== undefined) {
     return new InfluxV2Sink({

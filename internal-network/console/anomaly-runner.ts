@@ -1,0 +1,76 @@
+import { CONSOLE } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { Anomaly } from './fleet/types.ts';
+
+export interface Reading {
+  device: string;
+  time: number;
+  fields: Record<string, number>;
+}
+
+/** What scores readings (internal-network/console/anomaly/). */
+export interface ReadingScorer {
+  score(reading: Reading): Anomaly[];
+}
+
+/** readings scored per turn of the event loop before it yields to the console's other work */
+const CHUNK = 500;
+
+/**
+ * Scores readings off every write path: the stored feed hands them over (already written), they
+ * wait in a bounded queue and are scored a chunk at a time between the console's other work. When
+ * more arrive than can be scored, the newest beyond CONSOLE.anomalyQueueMax are skipped and counted.
+ */
+export class AnomalyRunner {
+  private queue: Reading[] = [];
+  /** index of the next reading to score (the array is compacted now and then, not shifted each time) */
+  private head = 0;
+  private scheduled = false;
+  skipped = 0;
+  scored = 0;
+
+  constructor(
+    private readonly scorer: ReadingScorer,
+    private readonly found: (a: Anomaly) => void,
+    private readonly log: Logger,
+  ) {}
+
+  offer(r: Reading): void {
+    if (this.pending >= CONSOLE.anomalyQueueMax) {
+      if (this.skipped++ === 0) this.log.warn({ queued: this.queue.length }, 'anomaly scoring behind: readings skipped (counted)');
+      return;
+    }
+    this.queue.push(r);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.run());
+    }
+  }
+
+  get pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  private run(): void {
+    const end = Math.min(this.queue.length, this.head + CHUNK);
+    const chunk = this.queue.slice(this.head, end);
+    this.head = end;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > CONSOLE.anomalyQueueMax / 2) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    for (const r of chunk) {
+      try {
+        for (const a of this.scorer.score(r)) this.found(a);
+      } catch (err) {
+        this.log.error({ err, deviceId: r.device }, 'anomaly scoring failed for a reading');
+      }
+    }
+    this.scored += chunk.length;
+    if (this.pending > 0) setImmediate(() => this.run());
+    else this.scheduled = false;
+  }
+}

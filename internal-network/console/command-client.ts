@@ -1,0 +1,78 @@
+import { z } from 'zod';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import { CommandNameSchema } from '../../shared/contract/downlink.ts';
+import { COMMAND_RESPONSE_STATUSES, JsonValueSchema } from '../../shared/contract/payloads.ts';
+import { DeviceIdSchema, MessageIdSchema } from '../../shared/contract/primitives.ts';
+import { COMMAND_STATES } from '../command-api/schemas.ts';
+
+const ms = z.iso.datetime().transform((t) => Date.parse(t));
+
+/** A command as the command API shows it (its `view`), times turned into epoch ms for the browser. */
+const CommandViewSchema = z
+  .object({
+    commandId: MessageIdSchema,
+    deviceId: DeviceIdSchema,
+    command: CommandNameSchema,
+    params: JsonValueSchema.optional(),
+    state: z.enum(COMMAND_STATES),
+    issuedAt: ms,
+    expiresAt: ms,
+    attempts: z.number().int().min(0),
+    sentAt: ms.optional(),
+    response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: ms }).optional(),
+  })
+  .transform((c) => ({ ...c, updatedAt: Math.max(c.issuedAt, c.sentAt ?? 0, c.response?.at ?? 0) }));
+
+/** What the command API answers, read as untrusted as any other network answer. */
+const ListSchema = z.object({ commands: z.array(CommandViewSchema) });
+const ErrorSchema = z.object({ code: z.string().max(100), message: z.string().max(2000) });
+export type ConsoleCommand = z.infer<typeof CommandViewSchema>;
+
+/**
+ * The console's way to the command API: every request carries the logged-in user's own token, so
+ * the command API applies that user's role again (a viewer's command is refused there too) and its
+ * log names who sent what.
+ */
+export class CommandClient {
+  constructor(private readonly baseUrl: string) {}
+
+  async list(deviceId: string, token: string, limit = 50): Promise<ConsoleCommand[]> {
+    const url = new URL('/v1/commands', this.baseUrl);
+    url.searchParams.set('deviceId', deviceId);
+    url.searchParams.set('limit', String(limit));
+    return (await this.call(url, { method: 'GET' }, token, ListSchema)).commands;
+  }
+
+  async send(deviceId: string, body: { command: string; params?: unknown; ttlSeconds?: number | undefined }, token: string): Promise<ConsoleCommand> {
+    const answer = await this.call(
+      new URL('/v1/commands', this.baseUrl),
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deviceId, ...body }) },
+      token,
+      ListSchema,
+    );
+    const first = answer.commands[0];
+    if (!first) throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', 'The command API answered without the command.');
+    return first;
+  }
+
+  private async call<S extends z.ZodType>(url: URL, init: RequestInit, token: string, schema: S): Promise<z.infer<S>> {
+    let res: Response;
+    try {
+      res = await fetch(url, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(TIMINGS.commandApiRequestTimeoutMs) });
+    } catch (err) {
+      throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', `The command API did not answer: ${(err as Error).message}`);
+    }
+    const body: unknown = await res.json().catch(() => undefined);
+    if (!res.ok) {
+      const e = ErrorSchema.safeParse(body);
+      // The command API's own refusals keep their meaning: its role check and its validation.
+      if (res.status === 403) throw new FieldStreamError('CONSOLE_FORBIDDEN', e.success ? e.data.message : 'The command API refused this credential.');
+      if (res.status === 400 && e.success) throw new FieldStreamError('CONSOLE_INVALID_REQUEST', e.data.message, { commandApiCode: e.data.code });
+      throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', `The command API answered ${res.status}${e.success ? ` ${e.data.code}: ${e.data.message}` : ''}`, e.success ? { commandApiCode: e.data.code } : undefined);
+    }
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', 'The command API answered something the console does not understand.');
+    return parsed.data;
+  }
+}

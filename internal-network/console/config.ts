@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { parseConfig, setting } from '../../shared/config.ts';
+import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
+import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
+
+/** `name=url,name=url`: the services whose /readyz and /metrics the pipeline page shows. */
+const PipelineTargetsSchema = z
+  .string()
+  .default('')
+  .transform((s, ctx) => {
+    const targets: Array<{ name: string; url: string }> = [];
+    for (const item of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+      const m = /^([A-Za-z0-9._-]{1,40})=(https?:\/\/\S+)$/.exec(item);
+      if (!m || !URL.canParse(m[2] as string)) {
+        ctx.addIssue({ code: 'custom', message: `"${item.slice(0, 80)}" is not name=http://host:port` });
+        return z.NEVER;
+      }
+      targets.push({ name: m[1] as string, url: (m[2] as string).replace(/\/+$/, '') });
+    }
+    return targets;
+  });
+
+/** The console's settings (see .env.example and docs/console.md). */
+export const ConsoleConfigSchema = z
+  .object({
+    CONSOLE_HOST: setting.host('127.0.0.1'),
+    CONSOLE_PORT: setting.port(8090),
+    /** Set the session cookie's Secure flag: true whenever browsers reach the console over HTTPS. */
+    CONSOLE_COOKIE_SECURE: setting.bool(false),
+    /** seconds a login lasts */
+    CONSOLE_SESSION_TTL_S: setting.positiveInt(8 * 3600),
+    /** seconds without health or data after which a connected device is stale (3 health intervals) */
+    CONSOLE_STALE_AFTER_S: setting.positiveInt(180),
+    /** where commands are sent (with the logged-in user's own credential) */
+    CONSOLE_COMMAND_API_URL: setting.url(['http', 'https']).default('http://127.0.0.1:8080'),
+    /** name=url of each service whose /readyz and /metrics the pipeline page shows */
+    CONSOLE_PIPELINE_TARGETS: PipelineTargetsSchema,
+    /** Score every numeric field for anomalies (docs/anomaly-detection.md). */
+    CONSOLE_ANOMALY: z.enum(['on', 'off']).default('on'),
+    /** Login credentials: the command API's (COMMAND_API_TOKEN is the operator's; the file adds named tokens with roles). */
+    COMMAND_API_TOKEN: z.string().min(24, 'must be at least 24 characters (e.g. openssl rand -hex 32)').optional(),
+    COMMAND_API_TOKENS_FILE: z.string().optional(),
+    /** The devices the internal network knows: every DEVICE_ID.key here is listed, heard of or not. */
+    CONSOLE_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
+    /** The revoked devices (scripts/revoke-device.sh): flagged in the fleet. */
+    CONSOLE_REVOKED_DEVICES_FILE: z.string().default('certs/internal/revoked-devices.txt'),
+    ...influxSettings(),
+    ...mqttSettings('internal/console'),
+    CONSOLE_CLIENT_ID: clientIdSetting('console'),
+    LOG_LEVEL: setting.logLevel(),
+  })
+  .superRefine((c, ctx) => {
+    checkInfluxSettings(c, ctx);
+    if (c.COMMAND_API_TOKEN === undefined && c.COMMAND_API_TOKENS_FILE === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['COMMAND_API_TOKEN'], message: 'set COMMAND_API_TOKEN or COMMAND_API_TOKENS_FILE: no one could log in' });
+    }
+  });
+export type ConsoleConfig = z.infer<typeof ConsoleConfigSchema>;
+
+export function loadConsoleConfig(env: Record<string, string | undefined> = process.env): Readonly<ConsoleConfig> {
+  return parseConfig(ConsoleConfigSchema, env);
+}

@@ -1,0 +1,153 @@
+import type { MqttClient } from 'mqtt';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { CONSOLE } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { readMqttTls } from '../../shared/mqtt/settings.ts';
+import { selectSink } from '../distributor/sinks/select.ts';
+import { Credentials } from '../shared/credentials.ts';
+import { DeviceKeyRegistry } from '../shared/device-keys.ts';
+import { parseStoredFeed, STORED_FEED_TOPIC } from '../shared/stored-feed.ts';
+import { AnomalyRunner, type ReadingScorer } from './anomaly-runner.ts';
+import { CommandClient } from './command-client.ts';
+import type { ConsoleConfig } from './config.ts';
+import { Fleet } from './fleet/fleet.ts';
+import type { Anomaly } from './fleet/types.ts';
+import { selectHistory } from './history/influxql.ts';
+import { LocalHistory } from './history/local.ts';
+import { OwnPointsWriter } from './own-points.ts';
+import { PipelinePoller } from './pipeline/pipeline-view.ts';
+import { LiveHub, type DeviceDetail } from './web/live.ts';
+import { consoleRoutes } from './web/routes.ts';
+import { startWebServer } from './web/server.ts';
+
+export interface OperatorConsole {
+  /** http://HOST:PORT/ */
+  readonly url: string;
+  readonly port: number;
+  readonly fleet: Fleet;
+  readonly mqtt: MqttClient;
+  close(): Promise<void>;
+}
+
+/** Measurements the console writes: device states and their changes, and the anomalies it finds. */
+export const CONSOLE_MEASUREMENTS = { state: 'device_state', anomalies: 'anomalies' } as const;
+
+/**
+ * The operator console (docs/console.md): the fleet, its data and its security, live in a browser.
+ * It learns everything from the stored feed (what the distributor verified and stored), the device
+ * registry and the services' own health; reads history from the time-series store; sends commands
+ * through the command API as the logged-in user. It writes device states and anomalies to the store.
+ */
+export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logger, opts: { scorer?: ReadingScorer | undefined } = {}): Promise<OperatorConsole> {
+  const log = logger.child({ component: 'console' });
+  const credentials = Credentials.fromSettings({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE });
+  const own = new OwnPointsWriter(selectSink(config), log.child({ subsystem: 'store' }));
+  const fleet = new Fleet({
+    staleAfterMs: config.CONSOLE_STALE_AFTER_S * 1000,
+    onStateChange: (c) => {
+      log.info({ deviceId: c.device, state: c.state, previous: c.previous }, 'device state changed');
+      own.add({ measurement: CONSOLE_MEASUREMENTS.state, tags: { device: c.device }, fields: { state: c.state, previous: c.previous }, time: c.time });
+    },
+  });
+
+  // The registry: every device with a key is listed, and the revoked ones flagged, as they change.
+  const registry = new DeviceKeyRegistry(config.CONSOLE_DEVICE_KEYS_DIR, config.CONSOLE_REVOKED_DEVICES_FILE);
+  const lookAtRegistry = () => {
+    for (const id of registry.registered()) fleet.register(id);
+    fleet.setRevoked(registry.revokedIds());
+  };
+  lookAtRegistry();
+
+  const runner = opts.scorer && config.CONSOLE_ANOMALY === 'on' ? new AnomalyRunner(opts.scorer, (a) => found(a), log.child({ subsystem: 'anomaly' })) : undefined;
+  const found = (a: Anomaly) => {
+    fleet.addAnomaly(a);
+    own.add({
+      measurement: CONSOLE_MEASUREMENTS.anomalies,
+      tags: { device: a.device, field: a.field, detector: a.detector },
+      fields: { score: a.score, ...(a.value !== undefined ? { value: a.value } : {}) },
+      time: a.time,
+    });
+  };
+
+  const mqttLog = log.child({ subsystem: 'mqtt' });
+  const mqtt = connectMqtt(
+    { url: config.MQTT_URL, ...readMqttTls(config), clientId: config.CONSOLE_CLIENT_ID, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: true },
+    mqttLog,
+    { resubscribe: false },
+  );
+  subscribeOnEveryConnect(mqtt, [STORED_FEED_TOPIC], { qos: 0 }, mqttLog);
+  let refused = 0;
+  mqtt.on('message', (_topic, payload) => {
+    let msg;
+    try {
+      msg = parseStoredFeed(payload);
+    } catch (err) {
+      // Nothing on the internal broker is taken on trust: a bad message is refused and counted.
+      if (refused++ % 1000 === 0) mqttLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message, refused }, 'stored-feed message refused');
+      return;
+    }
+    for (const p of msg.points) {
+      fleet.apply(p);
+      if (runner && p.measurement === 'readings' && p.tags.device !== undefined) {
+        const fields: Record<string, number> = {};
+        let n = 0;
+        for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number') (fields[k] = v), n++;
+        if (n > 0) runner.offer({ device: p.tags.device, time: p.time, fields });
+      }
+    }
+  });
+
+  const pipeline = new PipelinePoller(config.CONSOLE_PIPELINE_TARGETS, log.child({ subsystem: 'pipeline' }));
+  pipeline.start();
+  const commands = new CommandClient(config.CONSOLE_COMMAND_API_URL);
+  const deviceDetail = async (id: string, token: string): Promise<DeviceDetail | undefined> => {
+    const detail = fleet.detail(id);
+    if (!detail) return undefined;
+    let list: unknown[] = [];
+    try {
+      list = await commands.list(id, token);
+    } catch (err) {
+      log.warn({ err: (err as Error).message, deviceId: id }, 'commands of a device not read');
+    }
+    return { ...detail, commands: list };
+  };
+  const hub = new LiveHub({ fleet, pipeline: () => pipeline.current(), deviceDetail }, log.child({ subsystem: 'live' }));
+  const history = selectHistory(config, () => new LocalHistory(config.TIMESERIES_LOCAL_PATH));
+  const timers = [setInterval(() => fleet.sweep(), CONSOLE.staleSweepMs), setInterval(lookAtRegistry, CONSOLE.staleSweepMs)];
+
+  let web: Awaited<ReturnType<typeof startWebServer>>;
+  try {
+    web = await startWebServer({
+      host: config.CONSOLE_HOST,
+      port: config.CONSOLE_PORT,
+      secure: config.CONSOLE_COOKIE_SECURE,
+      sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000,
+      logger: log,
+      routes: consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, log }),
+    });
+  } catch (err) {
+    for (const t of timers) clearInterval(t);
+    hub.close();
+    await pipeline.stop();
+    await endMqtt(mqtt, true);
+    await own.close();
+    throw err;
+  }
+  const host = config.CONSOLE_HOST === '0.0.0.0' ? '127.0.0.1' : config.CONSOLE_HOST;
+  log.info({ history: history.description, devices: fleet.size, anomaly: runner !== undefined }, 'console started');
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${web.port}/`,
+    port: web.port,
+    fleet,
+    mqtt,
+    async close() {
+      for (const t of timers) clearInterval(t);
+      hub.close();
+      await web.close();
+      await pipeline.stop();
+      await endMqtt(mqtt);
+      await own.close();
+    },
+  };
+}

@@ -1,0 +1,242 @@
+import type { Scalar } from '../../../shared/contract/primitives.ts';
+import { CONSOLE } from '../../../shared/limits.ts';
+import type { StoredPoint } from '../../distributor/points.ts';
+import { Ring } from './ring.ts';
+import type { Anomaly, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
+
+interface Entry {
+  row: DeviceRow;
+  /** the global version at the row's last change: a browser gets the rows changed since its last look */
+  version: number;
+  /** epoch ms (the console's clock) of the last sign of life: what staleness is measured from */
+  heardAt: number;
+  /** epoch ms (the gateway's) of the presence the state comes from, so a late, older one is ignored */
+  presenceAt: number;
+  health: TimedFields | null;
+  events: Ring<TimedFields>;
+  security: Ring<SecurityEvent>;
+  anomalies: Ring<Anomaly>;
+  numericFields: Set<string>;
+}
+
+export interface FleetOptions {
+  /** milliseconds of silence after which a connected device is stale */
+  staleAfterMs: number;
+  now?: () => number;
+  /** every change of a device's state, to be stored */
+  onStateChange?: (change: StateChange) => void;
+}
+
+/**
+ * The fleet as the console sees it, built from the points the distributor stored (the stored
+ * feed: only what it verified) and the device registry. All in memory and bounded (CONSOLE).
+ */
+export class Fleet {
+  private readonly devices = new Map<string, Entry>();
+  private version = 0;
+  readonly security = new Ring<SecurityEvent>(CONSOLE.fleetRing);
+  readonly anomalies = new Ring<Anomaly>(CONSOLE.fleetRing);
+  private readonly byReason: Record<string, number> = {};
+  private readonly byDevice: Record<string, number> = {};
+  /** devices past CONSOLE.maxDevices, not tracked */
+  untracked = 0;
+  private readonly now: () => number;
+
+  constructor(private readonly o: FleetOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  /** A device known to the internal network (its signing key is registered), heard of or not. */
+  register(id: string): void {
+    this.entry(id);
+  }
+
+  /** The revoked list, as a whole: devices on it are flagged, the others no longer. */
+  setRevoked(revoked: ReadonlySet<string>): void {
+    for (const [id, e] of this.devices) {
+      const flag = revoked.has(id);
+      if (e.row.revoked !== flag) this.change(e, () => (e.row.revoked = flag));
+    }
+    for (const id of revoked) {
+      const e = this.entry(id);
+      if (e && !e.row.revoked) this.change(e, () => (e.row.revoked = true));
+    }
+  }
+
+  /** One point the distributor stored. */
+  apply(p: StoredPoint): void {
+    const device = p.tags.device;
+    if (device === undefined) return;
+    switch (p.measurement) {
+      case 'device_status':
+        return this.presence(device, p);
+      case 'readings':
+        return this.reading(device, p);
+      case 'device_health':
+        return this.health(device, p);
+      case 'security_events':
+        return this.securityEvent(device, p);
+      case 'events': {
+        const e = this.heard(device);
+        if (e) this.change(e, () => e.events.push({ time: p.time, fields: p.fields }));
+        return;
+      }
+      case 'files':
+      case 'command_responses':
+        this.heard(device);
+        return;
+      default:
+        return; // the console's own measurements (device_state, anomalies), or a kind it does not show
+    }
+  }
+
+  addAnomaly(a: Anomaly): void {
+    this.anomalies.push(a);
+    const e = this.devices.get(a.device);
+    if (e) this.change(e, () => e.anomalies.push(a));
+  }
+
+  /** Connected devices silent for longer than staleAfterMs become stale. */
+  sweep(): void {
+    const now = this.now();
+    for (const e of this.devices.values()) {
+      if (e.row.state === 'online' && now - e.heardAt > this.o.staleAfterMs) this.setState(e, 'stale', now);
+    }
+  }
+
+  get size(): number {
+    return this.devices.size;
+  }
+
+  get currentVersion(): number {
+    return this.version;
+  }
+
+  rows(): DeviceRow[] {
+    return [...this.devices.values()].map((e) => e.row);
+  }
+
+  /** Rows changed after `version`, and the version to ask from next time. */
+  changedSince(version: number): { rows: DeviceRow[]; version: number } {
+    const rows: DeviceRow[] = [];
+    if (version < this.version) for (const e of this.devices.values()) if (e.version > version) rows.push(e.row);
+    return { rows, version: this.version };
+  }
+
+  /** The version of one device's row (0: unknown device), to tell whether its page needs an update. */
+  versionOf(id: string): number {
+    return this.devices.get(id)?.version ?? 0;
+  }
+
+  detail(id: string): { row: DeviceRow; latest: TimedFields | null; health: TimedFields | null; events: TimedFields[]; security: SecurityEvent[]; anomalies: Anomaly[]; numericFields: string[] } | undefined {
+    const e = this.devices.get(id);
+    if (!e) return undefined;
+    return {
+      row: e.row,
+      latest: e.row.lastReading,
+      health: e.health,
+      events: e.events.newest(CONSOLE.perDeviceRing),
+      security: e.security.newest(CONSOLE.perDeviceRing),
+      anomalies: e.anomalies.newest(CONSOLE.perDeviceRing),
+      numericFields: [...e.numericFields].sort(),
+    };
+  }
+
+  securitySummary(): SecuritySummary {
+    return { recent: this.security.newest(CONSOLE.snapshotRecent), byReason: { ...this.byReason }, byDevice: { ...this.byDevice } };
+  }
+
+  private presence(device: string, p: StoredPoint): void {
+    const e = this.entry(device);
+    if (!e || p.time < e.presenceAt) return; // an older presence arriving late changes nothing
+    const state = p.fields.state;
+    if (state !== 'online' && state !== 'offline') return;
+    e.presenceAt = p.time;
+    const cert = p.fields.cert_days_left;
+    this.change(e, () => {
+      if (typeof cert === 'number') e.row.certDaysLeft = cert;
+      e.row.gateway = p.tags.gateway ?? e.row.gateway;
+    });
+    if (state === 'online') e.heardAt = this.now();
+    this.setState(e, state, p.time);
+    if (state === 'online') this.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, this.now())));
+  }
+
+  private reading(device: string, p: StoredPoint): void {
+    const e = this.heard(device);
+    if (!e) return;
+    for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number') e.numericFields.add(k);
+    if (e.row.lastReading === null || p.time >= e.row.lastReading.time) this.change(e, () => (e.row.lastReading = { time: p.time, fields: p.fields }));
+  }
+
+  private health(device: string, p: StoredPoint): void {
+    const e = this.heard(device);
+    if (!e || (e.health !== null && p.time < e.health.time)) return;
+    const num = (v: Scalar | undefined) => (typeof v === 'number' ? v : null);
+    this.change(e, () => {
+      e.health = { time: p.time, fields: p.fields };
+      e.row.backlog = num(p.fields.queue_messages);
+      e.row.certDaysLeft = num(p.fields.cert_days_left) ?? e.row.certDaysLeft;
+    });
+  }
+
+  private securityEvent(device: string, p: StoredPoint): void {
+    const reason = p.tags.reason ?? 'unknown';
+    const ev: SecurityEvent = { time: p.time, device, reason };
+    this.security.push(ev);
+    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
+    // A refused message is not a sign of life (it may be a forgery), only a mark on the device.
+    const e = this.entry(device);
+    if (!e) return;
+    this.byDevice[device] = (this.byDevice[device] ?? 0) + 1;
+    this.change(e, () => e.security.push(ev));
+  }
+
+  /** Data or health from the device: it is alive; a stale or never-seen device is online again. */
+  private heard(device: string): Entry | undefined {
+    const e = this.entry(device);
+    if (!e) return undefined;
+    const now = this.now();
+    e.heardAt = now;
+    this.change(e, () => (e.row.lastSeen = now));
+    if (e.row.state === 'stale' || e.row.state === 'unknown') this.setState(e, 'online', now);
+    return e;
+  }
+
+  private setState(e: Entry, state: DeviceState, time: number): void {
+    const previous = e.row.state;
+    if (previous === state) return;
+    this.change(e, () => {
+      e.row.state = state;
+      e.row.since = time;
+    });
+    this.o.onStateChange?.({ device: e.row.id, state, previous, time });
+  }
+
+  private change(e: Entry, apply: () => void): void {
+    apply();
+    e.version = ++this.version;
+  }
+
+  private entry(id: string): Entry | undefined {
+    const found = this.devices.get(id);
+    if (found) return found;
+    if (this.devices.size >= CONSOLE.maxDevices) {
+      this.untracked++;
+      return undefined;
+    }
+    const e: Entry = {
+      row: { id, state: 'unknown', since: null, lastSeen: null, lastReading: null, backlog: null, certDaysLeft: null, revoked: false, gateway: null },
+      version: ++this.version,
+      heardAt: 0,
+      presenceAt: 0,
+      health: null,
+      events: new Ring(CONSOLE.perDeviceRing),
+      security: new Ring(CONSOLE.perDeviceRing),
+      anomalies: new Ring(CONSOLE.perDeviceRing),
+      numericFields: new Set(),
+    };
+    this.devices.set(id, e);
+    return e;
+  }
+}

@@ -1,0 +1,64 @@
+import type { Scalar } from '../../../shared/contract/primitives.ts';
+
+/**
+ * What the console tells a browser about the fleet (docs/console.md, "Live updates"). These are
+ * the console's own outputs: what it reads (the stored feed, the stores, the command API) is
+ * checked with zod where it comes in.
+ */
+
+/**
+ * online: connected (its gateway said so) and heard from recently; stale: connected, but nothing
+ * heard for CONSOLE_STALE_AFTER_S; offline: its connection closed; unknown: not heard of since
+ * the console started (a registered device that never connected, or one that stays silent).
+ */
+export type DeviceState = 'online' | 'stale' | 'offline' | 'unknown';
+
+export interface TimedFields {
+  /** epoch ms: the reading's (or health message's) own time */
+  time: number;
+  fields: Record<string, Scalar>;
+}
+
+export interface DeviceRow {
+  id: string;
+  state: DeviceState;
+  /** epoch ms the state began (null: unknown since start) */
+  since: number | null;
+  /** epoch ms the console last heard from the device (data, health or presence) */
+  lastSeen: number | null;
+  lastReading: TimedFields | null;
+  /** messages in the device's queue, from its last health message */
+  backlog: number | null;
+  certDaysLeft: number | null;
+  revoked: boolean;
+  gateway: string | null;
+}
+
+export interface SecurityEvent {
+  time: number;
+  device: string;
+  reason: string;
+}
+
+export interface SecuritySummary {
+  recent: SecurityEvent[];
+  byReason: Record<string, number>;
+  byDevice: Record<string, number>;
+}
+
+export interface Anomaly {
+  time: number;
+  device: string;
+  /** the field, or '*' when several fields together are anomalous */
+  field: string;
+  detector: string;
+  score: number;
+  value?: number;
+}
+
+export interface StateChange {
+  device: string;
+  state: DeviceState;
+  previous: DeviceState;
+  time: number;
+}

@@ -1,0 +1,102 @@
+import { z } from 'zod';
+import { parseExposition, sumOf, type Sample } from '../../../shared/metrics/exposition.ts';
+import { CONSOLE } from '../../../shared/limits.ts';
+import type { Logger } from '../../../shared/logger.ts';
+
+export interface PipelineView {
+  at: number;
+  services: Array<{ name: string; ready: boolean | null; detail: string }>;
+  brokers: Array<{ name: string; up: boolean | null }>;
+  bridgeConnected: boolean | null;
+  readingsPerSecond: number | null;
+  writeFailures: number | null;
+  deadLetters: number | null;
+  feedDropped: number | null;
+}
+
+/** What a service's /readyz answers (shared/metrics/server.ts). */
+const ReadyzSchema = z.object({ status: z.string(), failing: z.array(z.string()).optional() });
+
+/**
+ * The pipeline page's view, from the services' own /readyz and /metrics (CONSOLE_PIPELINE_TARGETS):
+ * the distributor's counters, the broker exporter's brokers and bridge. A service that does not
+ * answer shows as not ready, with why; a figure no service gives is null, not 0.
+ */
+export class PipelinePoller {
+  private view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null };
+  private last: { at: number; written: number } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly targets: ReadonlyArray<{ name: string; url: string }>,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    const poll = () => {
+      this.running = this.poll().then(
+        () => undefined,
+        (err: unknown) => this.log.warn({ err }, 'pipeline poll failed'),
+      );
+    };
+    poll();
+    this.timer = setInterval(poll, CONSOLE.pipelinePollMs);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+
+  current(): PipelineView {
+    return this.view;
+  }
+
+  async poll(): Promise<PipelineView> {
+    const looks = await Promise.all(this.targets.map(async (t) => ({ target: t, ...(await look(t.url)) })));
+    const samples = looks.flatMap((l) => l.samples);
+    const at = Date.now();
+    const written = sumOf(samples, 'fieldstream_distributor_messages_total', { data_type: 'timeseries' });
+    let readingsPerSecond: number | null = null;
+    if (written !== undefined) {
+      // A counter that went down is a restarted service: no rate from that pair of looks.
+      if (this.last && written >= this.last.written && at > this.last.at) readingsPerSecond = ((written - this.last.written) * 1000) / (at - this.last.at);
+      this.last = { at, written };
+    }
+    const brokers = samples.filter((s) => s.name === 'fieldstream_mosquitto_up').map((s) => ({ name: s.labels.broker ?? 'broker', up: s.value === 1 }));
+    const bridge = sumOf(samples, 'fieldstream_bridge_connected');
+    const num = (name: string) => sumOf(samples, name) ?? null;
+    this.view = {
+      at,
+      services: looks.map((l) => ({ name: l.target.name, ready: l.ready, detail: l.detail })),
+      brokers,
+      bridgeConnected: bridge === undefined ? null : bridge >= 1,
+      readingsPerSecond,
+      writeFailures: num('fieldstream_distributor_write_failures_total'),
+      deadLetters: num('fieldstream_distributor_dead_letters_total'),
+      feedDropped: num('fieldstream_distributor_feed_dropped_points_total'),
+    };
+    return this.view;
+  }
+}
+
+async function look(base: string): Promise<{ ready: boolean | null; detail: string; samples: Sample[] }> {
+  const get = (path: string) => fetch(`${base}${path}`, { signal: AbortSignal.timeout(CONSOLE.pipelineRequestTimeoutMs) });
+  let ready: boolean | null = null;
+  let detail: string;
+  try {
+    const res = await get('/readyz');
+    const body = ReadyzSchema.safeParse(await res.json().catch(() => undefined));
+    ready = res.status === 200;
+    detail = ready ? 'ready' : `not ready${body.success && body.data.failing?.length ? `: ${body.data.failing.join(', ')} failing` : ''}`;
+  } catch (err) {
+    return { ready: false, detail: `no answer (${(err as Error).message})`, samples: [] };
+  }
+  try {
+    const res = await get('/metrics');
+    return { ready, detail, samples: res.ok ? parseExposition(await res.text()) : [] };
+  } catch {
+    return { ready, detail, samples: [] };
+  }
+}

@@ -1,0 +1,127 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { CommandNameSchema } from '../../../shared/contract/downlink.ts';
+import { JsonValueSchema } from '../../../shared/contract/payloads.ts';
+import { DeviceIdSchema, FIELD_NAME_PATTERN } from '../../../shared/contract/primitives.ts';
+import { FieldStreamError } from '../../../shared/errors.ts';
+import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
+import type { CommandClient } from '../command-client.ts';
+import type { Fleet } from '../fleet/fleet.ts';
+import type { HistoryReader } from '../history/history.ts';
+import type { DeviceDetail, LiveHub } from './live.ts';
+
+export interface RouteDeps {
+  credentials: Credentials;
+  fleet: Fleet;
+  hub: LiveHub;
+  history: HistoryReader;
+  commands: CommandClient;
+  deviceDetail: (id: string, token: string) => Promise<DeviceDetail | undefined>;
+  sessionTtlMs: number;
+  log: Logger;
+}
+
+const LoginSchema = z.strictObject({ token: z.string().min(1).max(512) });
+const DeviceParamsSchema = z.object({ id: DeviceIdSchema });
+const LiveQuerySchema = z.object({ device: DeviceIdSchema.optional() });
+const HistoryQuerySchema = z
+  .object({
+    field: z.string().regex(FIELD_NAME_PATTERN),
+    from: z.coerce.number().int().min(0),
+    to: z.coerce.number().int().min(0),
+  })
+  .refine((q) => q.to > q.from, { message: 'to must be after from' })
+  .refine((q) => q.to - q.from <= CONSOLE.historyMaxWindowMs, { message: `the window may span at most ${CONSOLE.historyMaxWindowMs / 86_400_000} days` });
+const CommandBodySchema = z.strictObject({
+  command: CommandNameSchema,
+  params: JsonValueSchema.optional(),
+  ttlSeconds: z.number().int().min(1).max(LIMITS.commandMaxTtlS).optional(),
+});
+
+/** A zod parse whose failure is the console's coded 400, naming the first problem. */
+function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  throw new FieldStreamError('CONSOLE_INVALID_REQUEST', `Invalid ${what}: ${issue ? `${issue.path.join('.') || '(value)'} ${issue.message}` : 'invalid'}`);
+}
+
+/**
+ * The console's API (docs/console.md). Reading needs a logged-in session (any role); sending a
+ * command needs operator or admin; every POST carries the session's CSRF token (x-csrf-token).
+ */
+export function consoleRoutes(d: RouteDeps) {
+  return (app: FastifyInstance): void => {
+    const user = (req: FastifyRequest): { who: Principal; token: string } => {
+      const s = req.session;
+      if (!s.principal || !s.commandToken || s.loggedInAt === undefined || Date.now() - s.loggedInAt > d.sessionTtlMs) throw new FieldStreamError('CONSOLE_UNAUTHORIZED');
+      return { who: s.principal, token: s.commandToken };
+    };
+    const csrf = { onRequest: app.csrfProtection };
+
+    app.get('/api/session', async (req, reply) => {
+      const s = req.session;
+      const csrfToken = reply.generateCsrf();
+      if (!s.principal) return { authenticated: false, csrfToken };
+      return { authenticated: true, user: s.principal.name, role: s.principal.role, csrfToken };
+    });
+
+    app.post('/api/login', { ...csrf, config: { rateLimit: { max: CONSOLE.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
+      const { token } = parse(LoginSchema, req.body, 'login');
+      const who = d.credentials.verify(token);
+      if (!who) {
+        d.log.warn({ code: 'CONSOLE_LOGIN_FAILED', ip: req.ip }, 'console login refused');
+        throw new FieldStreamError('CONSOLE_LOGIN_FAILED');
+      }
+      // A new session id at login: one planted before it (session fixation) is worth nothing.
+      await req.session.regenerate();
+      req.session.principal = who;
+      req.session.commandToken = token;
+      req.session.loggedInAt = Date.now();
+      d.log.info({ user: who.name, role: who.role, ip: req.ip }, 'console login');
+      return { user: who.name, role: who.role, csrfToken: reply.generateCsrf() };
+    });
+
+    app.post('/api/logout', csrf, async (req) => {
+      const name = req.session.principal?.name;
+      await req.session.destroy();
+      if (name !== undefined) d.log.info({ user: name }, 'console logout');
+      return { ok: true };
+    });
+
+    app.get('/api/live', async (req, reply) => {
+      const { token } = user(req);
+      const q = parse(LiveQuerySchema, req.query, 'query');
+      if (d.hub.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
+      reply.hijack();
+      await d.hub.open(reply.raw, q.device !== undefined ? { id: q.device, token } : undefined);
+    });
+
+    app.get('/api/devices/:id', async (req) => {
+      const { token } = user(req);
+      const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+      const detail = await d.deviceDetail(id, token);
+      if (!detail) throw new FieldStreamError('CONSOLE_UNKNOWN_DEVICE', `No device ${id}.`);
+      return detail;
+    });
+
+    app.get('/api/devices/:id/history', async (req) => {
+      user(req);
+      const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+      const q = parse(HistoryQuerySchema, req.query, 'query');
+      return { field: q.field, points: await d.history.series(id, q.field, q.from, q.to) };
+    });
+
+    app.post('/api/devices/:id/commands', csrf, async (req, reply) => {
+      const { who, token } = user(req);
+      if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
+      const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+      const body = parse(CommandBodySchema, req.body, 'command');
+      const record = await d.commands.send(id, body, token);
+      d.log.info({ user: who.name, deviceId: id, command: body.command, commandId: record.commandId }, 'command sent from the console');
+      return reply.status(202).send(record);
+    });
+  };
+}

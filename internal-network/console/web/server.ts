@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import fastifyCookie from '@fastify/cookie';
+import fastifyCsrf from '@fastify/csrf-protection';
+import fastifyHelmet from '@fastify/helmet';
+import fastifyRateLimit from '@fastify/rate-limit';
+import fastifySession from '@fastify/session';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
+import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import { BoundedSessionStore } from './session-store.ts';
+
+export interface WebOptions {
+  host: string;
+  port: number;
+  /** the Secure flag on the session cookie (and HSTS): the console is reached over HTTPS */
+  secure: boolean;
+  sessionTtlMs: number;
+  logger: Logger;
+  /** registers the console's routes on the app, with its plugins in place */
+  routes: (app: FastifyInstance) => void;
+}
+
+export const COOKIE_NAME = 'fieldstream_console';
+const PUBLIC_DIR = join(import.meta.dirname, '..', 'public');
+/** uPlot's files, served by us: the console works without internet access. */
+const UPLOT_DIR = dirname(createRequire(import.meta.url).resolve('uplot'));
+
+/**
+ * The console's HTTP server: fastify with its official plugins for what they do well: security
+ * headers and a strict Content-Security-Policy (helmet), signed session cookies with server-side
+ * sessions (cookie, session), CSRF tokens on every state-changing request (csrf-protection), login
+ * attempts per address (rate-limit), static files (static). Every answer that is not a page or a
+ * stream is JSON; every error is `{ "error": { "code", "message" } }` with a code of the registry.
+ */
+export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInstance; port: number; close(): Promise<void> }> {
+  const app = Fastify({
+    bodyLimit: CONSOLE.bodyMaxBytes,
+    // Fastify's own request log would duplicate ours; errors are logged by the handler below.
+    logger: false,
+    requestTimeout: TIMINGS.commandApiRequestTimeoutMs * 2,
+    trustProxy: false,
+  });
+
+  await app.register(fastifyHelmet, {
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'", 'data:'],
+        connectSrc: ["'self'"],
+        fontSrc: ["'self'"],
+        objectSrc: ["'none'"],
+        baseUri: ["'none'"],
+        formAction: ["'self'"],
+        frameAncestors: ["'none'"],
+      },
+    },
+    hsts: o.secure ? { maxAge: 31_536_000 } : false,
+    referrerPolicy: { policy: 'no-referrer' },
+    crossOriginEmbedderPolicy: false,
+  });
+  await app.register(fastifyCookie);
+  await app.register(fastifySession, {
+    // Sessions live in this process only, so a per-process secret is enough (a restart logs everyone out).
+    secret: randomBytes(32).toString('hex'),
+    cookieName: COOKIE_NAME,
+    store: new BoundedSessionStore(o.sessionTtlMs),
+    saveUninitialized: false,
+    cookie: { httpOnly: true, sameSite: 'strict', secure: o.secure, path: '/', maxAge: o.sessionTtlMs },
+  });
+  await app.register(fastifyCsrf, {
+    sessionPlugin: '@fastify/session',
+    getToken: (req) => {
+      const h = req.headers['x-csrf-token'];
+      return typeof h === 'string' ? h : undefined;
+    },
+  });
+  await app.register(fastifyRateLimit, {
+    global: false,
+    errorResponseBuilder: () => new FieldStreamError('CONSOLE_LOGIN_RATE_LIMITED'),
+  });
+  await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: ['index.html'], cacheControl: false, setHeaders: (res) => void res.header('cache-control', 'no-cache') });
+  await app.register(fastifyStatic, {
+    root: UPLOT_DIR,
+    prefix: '/vendor/uplot/',
+    decorateReply: false,
+    allowedPath: (path) => path === '/uPlot.iife.min.js' || path === '/uPlot.min.css',
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const coded = codedError(err);
+    if (coded.code === 'CONSOLE_INTERNAL') o.logger.error({ code: coded.code, err, method: req.method, path: req.url.split('?')[0] }, 'unexpected error answering a request');
+    else if (coded.httpStatus >= 500) o.logger.warn({ code: coded.code, path: req.url.split('?')[0], err: coded.message }, 'request failed');
+    void reply
+      .status(coded.httpStatus)
+      .header('cache-control', 'no-store')
+      .send({ error: { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) } });
+  });
+  app.setNotFoundHandler((_req, reply) => {
+    void reply.status(404).send({ error: { code: 'CONSOLE_NOT_FOUND', message: 'No such page or resource.' } });
+  });
+
+  o.routes(app);
+  await app.listen({ host: o.host, port: o.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : o.port;
+  o.logger.info({ host: o.host, port }, 'console listening');
+  return { app, port, close: () => app.close() };
+}
+
+/** fastify's and its plugins' errors as the registry's codes. */
+function codedError(err: unknown): FieldStreamError {
+  if (isFieldStreamError(err)) return err;
+  const e = err as { code?: string; statusCode?: number; message?: string };
+  const map: Record<string, ErrorCode> = {
+    FST_CSRF_INVALID_TOKEN: 'CONSOLE_CSRF_INVALID',
+    FST_CSRF_MISSING_SECRET: 'CONSOLE_CSRF_INVALID',
+    FST_ERR_CTP_BODY_TOO_LARGE: 'CONSOLE_INVALID_REQUEST',
+    FST_ERR_CTP_INVALID_MEDIA_TYPE: 'CONSOLE_INVALID_REQUEST',
+    FST_ERR_CTP_EMPTY_JSON_BODY: 'CONSOLE_INVALID_REQUEST',
+    FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'CONSOLE_INVALID_REQUEST',
+  };
+  const code = e.code !== undefined ? map[e.code] : undefined;
+  if (code) return new FieldStreamError(code, e.message);
+  // A body that is not JSON: fastify's parser says so with a 400 and a SyntaxError.
+  if (e.statusCode === 400) return new FieldStreamError('CONSOLE_INVALID_REQUEST', e.message);
+  if (e.statusCode === 429) return new FieldStreamError('CONSOLE_LOGIN_RATE_LIMITED');
+  return new FieldStreamError('CONSOLE_INTERNAL', undefined, undefined, { cause: err });
+}

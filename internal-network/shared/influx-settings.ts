@@ -1,0 +1,54 @@
+import { z } from 'zod';
+import { setting } from '../../shared/config.ts';
+
+/**
+ * Where the time series are: InfluxDB 2.x (INFLUXDB_TOKEN, _ORG, _BUCKET), InfluxDB 1.x
+ * (INFLUXDB_DATABASE, with a user and password if it asks for them), or, without INFLUXDB_URL, the
+ * local store of `npm start` (TIMESERIES_LOCAL_PATH). The distributor writes there; the console
+ * reads history from there and writes its own observations.
+ */
+export function influxSettings() {
+  return {
+    INFLUXDB_URL: setting.url(['http', 'https']).optional(),
+    INFLUXDB_TOKEN: z.string().optional(),
+    INFLUXDB_ORG: z.string().optional(),
+    INFLUXDB_BUCKET: z.string().optional(),
+    INFLUXDB_DATABASE: z.string().optional(),
+    INFLUXDB_USERNAME: z.string().optional(),
+    INFLUXDB_PASSWORD: z.string().optional(),
+    /** milliseconds per request */
+    INFLUXDB_TIMEOUT_MS: setting.positiveInt(10_000),
+    TIMESERIES_LOCAL_PATH: z.string().default('./data/timeseries'),
+  };
+}
+
+export interface InfluxSettings {
+  readonly INFLUXDB_URL?: string | undefined;
+  readonly INFLUXDB_TOKEN?: string | undefined;
+  readonly INFLUXDB_ORG?: string | undefined;
+  readonly INFLUXDB_BUCKET?: string | undefined;
+  readonly INFLUXDB_DATABASE?: string | undefined;
+  readonly INFLUXDB_USERNAME?: string | undefined;
+  readonly INFLUXDB_PASSWORD?: string | undefined;
+  readonly INFLUXDB_TIMEOUT_MS: number;
+  readonly TIMESERIES_LOCAL_PATH: string;
+}
+
+/** With INFLUXDB_URL, exactly one of the two versions' settings (a superRefine of the schema). */
+export function checkInfluxSettings(c: InfluxSettings, ctx: z.RefinementCtx): void {
+  if (!c.INFLUXDB_URL) return;
+  const v2 = c.INFLUXDB_TOKEN !== undefined;
+  const v1 = c.INFLUXDB_DATABASE !== undefined;
+  if (v1 === v2) {
+    ctx.addIssue({
+      code: 'custom',
+      path: [v1 ? 'INFLUXDB_DATABASE' : 'INFLUXDB_TOKEN'],
+      message: 'with INFLUXDB_URL, set either INFLUXDB_TOKEN/INFLUXDB_ORG/INFLUXDB_BUCKET (InfluxDB 2.x) or INFLUXDB_DATABASE (InfluxDB 1.x), not both',
+    });
+  }
+  if (v2) {
+    for (const key of ['INFLUXDB_ORG', 'INFLUXDB_BUCKET'] as const) {
+      if (!c[key]) ctx.addIssue({ code: 'custom', path: [key], message: 'is required with INFLUXDB_TOKEN (InfluxDB 2.x)' });
+    }
+  }
+}
