@@ -1,9 +1,7 @@
 import type { Counter } from 'prom-client';
-import type { DataType } from '../../shared/contract/payloads.ts';
+import { DATA_TYPES, type DataType } from '../../shared/contract/payloads.ts';
 import type { ErrorCode } from '../../shared/errors.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
-
-const DATA_TYPES: readonly DataType[] = ['timeseries', 'event', 'file', 'response'];
 
 /**
  * The gateway's metrics (docs/monitoring.md): what it accepted, what it refused and why, and how long

@@ -82,6 +82,14 @@ export const FieldClientConfigSchema = z.object({
   FIELD_COMMAND_MAX_AGE_S: setting.positiveInt(LIMITS.commandMaxTtlS),
   /** seconds: how far the command API's clock may be ahead of (or behind) the device's */
   FIELD_COMMAND_CLOCK_SKEW_S: z.coerce.number().int().min(0).max(DAY_S).default(300),
+  /**
+   * seconds between health messages (uptime, backlog, free disk, certificate, clock, local
+   * programs' values; docs/field-client.md); "off" or 0 sends none
+   */
+  FIELD_HEALTH_INTERVAL_S: z
+    .union([z.literal('off'), z.coerce.number().int().min(0).max(LIMITS.healthIntervalMaxS)])
+    .default(60)
+    .transform((v) => (v === 'off' || v === 0 ? undefined : v)),
   /** Run the built-in simulated sensor (readings, events, files). */
   FIELD_SIMULATE: setting.bool(false),
   /** milliseconds between simulated readings */

@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
-import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
+import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type HealthPayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
@@ -15,7 +15,7 @@ import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
 
-type PayloadOf = { timeseries: TimeseriesPayload; file: FilePayload; event: EventPayload; response: ResponsePayload };
+type PayloadOf = { timeseries: TimeseriesPayload; file: FilePayload; event: EventPayload; response: ResponsePayload; health: HealthPayload };
 export type Submission = { [K in DataType]: { dataType: K; payload: PayloadOf[K] } }[DataType];
 
 export interface FieldClientOptions {
@@ -61,8 +61,8 @@ export class FieldClient {
   private readonly rejected: RejectedMessages;
   /** the highest queue sequence number ever sent (the receipt window is measured from it) */
   private highestSent = 0;
-  /** milliseconds the gateway's clock was ahead of this one at its welcome */
-  private clockOffsetMs = 0;
+  /** milliseconds the gateway's clock was ahead of this one at its last welcome (undefined: no welcome yet) */
+  private clockOffsetMs: number | undefined;
   private pumpScheduled = false;
   private rewindTimer: NodeJS.Timeout | undefined;
   private readonly commitTimer: NodeJS.Timeout | undefined;
@@ -95,6 +95,14 @@ export class FieldClient {
   /** What commit receipts did (all 0 with receipts off). */
   get receiptStats(): ReceiptStats {
     return this.receipts?.stats ?? noReceiptStats();
+  }
+
+  /**
+   * Milliseconds the gateway's clock was ahead of this device's (negative: behind) when its last
+   * welcome arrived, the trip from the gateway included; undefined before the first welcome.
+   */
+  get clockOffset(): number | undefined {
+    return this.clockOffsetMs;
   }
 
   /** Whether messages are kept until their commit receipt (rather than until the gateway's ack). */
@@ -237,7 +245,7 @@ export class FieldClient {
   private sendFrame(epoch: string, items: FrameItem[]): void {
     const key = this.options.signingKey;
     if (key) {
-      const ts = Date.now() + this.clockOffsetMs;
+      const ts = Date.now() + (this.clockOffsetMs ?? 0);
       const byType = new Map<string, typeof items>();
       for (const item of items) {
         const group = byType.get(item.dataType);

@@ -11,6 +11,7 @@ import type { FieldClientConfig } from './config.ts';
 import { FieldClient } from './field-client.ts';
 import { FileOutbox } from './files/file-outbox.ts';
 import { GatewayConnection } from './gateway-connection.ts';
+import { HealthReporter, softwareVersion } from './health.ts';
 import { folderInput } from './inputs/folder-watch.ts';
 import { httpInput } from './inputs/http-input.ts';
 import type { LocalInput } from './inputs/input.ts';
@@ -24,6 +25,8 @@ export interface RunningFieldClient {
   readonly client: FieldClient;
   readonly connection: GatewayConnection;
   readonly commands: CommandHandlers;
+  /** the heartbeat (undefined with FIELD_HEALTH_INTERVAL_S=off) */
+  readonly health: HealthReporter | undefined;
   readonly httpPort: number | undefined;
   readonly mqttPort: number | undefined;
   /** where /metrics, /healthz and /readyz are served (undefined with FIELD_METRICS_PORT=off) */
@@ -105,9 +108,19 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     commands,
     log,
   );
+  const health =
+    config.FIELD_HEALTH_INTERVAL_S === undefined
+      ? undefined
+      : new HealthReporter(
+          client,
+          connection,
+          outbox,
+          { intervalMs: config.FIELD_HEALTH_INTERVAL_S * 1000, dataDir: config.FIELD_DATA_DIR, certFile: config.FIELD_CERT_FILE, version: softwareVersion() },
+          log.child({ subsystem: 'health' }),
+        );
   // The local inputs, each one the setting asks for, started in this order (and closed in reverse).
-  const http = config.FIELD_HTTP_PORT === undefined ? undefined : httpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log);
-  const mqtt = config.FIELD_MQTT_PORT === undefined ? undefined : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log);
+  const http = config.FIELD_HTTP_PORT === undefined ? undefined : httpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log, health);
+  const mqtt = config.FIELD_MQTT_PORT === undefined ? undefined : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log, health);
   const folder = config.FIELD_WATCH_DIR ? folderInput(client, config.FIELD_WATCH_DIR, config.FIELD_WATCH_INTERVAL_MS, log) : undefined;
   const inputs = [http, mqtt, folder].filter((i): i is LocalInput => i !== undefined);
   const closers: Array<() => Promise<void> | void> = [];
@@ -134,10 +147,13 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     connection.start();
     simulator?.start();
     if (simulator) closers.push(() => simulator.stop());
+    health?.start();
+    if (health) closers.push(() => health.stop());
     return {
       client,
       connection,
       commands,
+      health,
       httpPort: http?.port,
       mqttPort: mqtt?.port,
       metricsUrl: metricsServer?.url,

@@ -3,7 +3,7 @@ import { parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
-import { eventPoints, filePoint, MEASUREMENTS, readingPoints, responsePoints, type StoredPoint } from './points.ts';
+import { eventPoints, filePoint, healthPoints, MEASUREMENTS, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier } from './security/verifier.ts';
 import type { ReceiptRequest } from './receipts.ts';
@@ -99,6 +99,8 @@ export class MessageHandler {
         return eventPoints(env);
       case 'response':
         return responsePoints(env);
+      case 'health':
+        return healthPoints(env);
       case 'file': {
         // Files first, then their records: a record never points at a file that is not there.
         const points: StoredPoint[] = [];

@@ -1,12 +1,13 @@
 import type { Counter, Histogram } from 'prom-client';
+import { DATA_TYPES, type DataType } from '../../shared/contract/payloads.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 
 /** Points per database request: from a lone status point to DISTRIBUTOR_BATCH_MAX_POINTS' ceiling. */
 export const BATCH_POINTS_BUCKETS = [1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000];
 
-/** The kinds of message the distributor writes: the four uplink data types and device status. */
-export type WrittenKind = 'timeseries' | 'event' | 'file' | 'response' | 'status';
-const KINDS: readonly WrittenKind[] = ['timeseries', 'event', 'file', 'response', 'status'];
+/** The kinds of message the distributor writes: the uplink data types and device status. */
+export type WrittenKind = DataType | 'status';
+const KINDS: readonly WrittenKind[] = [...DATA_TYPES, 'status'];
 
 /**
  * The distributor's metrics (docs/monitoring.md). Live values (broker connections, the oldest

@@ -21,6 +21,7 @@ export const MEASUREMENTS = {
   responses: 'command_responses',
   files: 'files',
   status: 'device_status',
+  health: 'device_health',
 } as const;
 
 /** The device's own timestamp when it gave one, else the moment the gateway accepted the message. */
@@ -67,6 +68,31 @@ export function responsePoints(env: EnvelopeOf<'response'>): StoredPoint[] {
     },
     time: timeOf(payload.timestamp, receivedAt ?? env.receivedAt),
   }));
+}
+
+/**
+ * One point per health message, its fields under the names the console reads (docs/operations.md);
+ * each value a local program reported becomes `local_<name>`. What the device could not tell is
+ * absent, not zero.
+ */
+export function healthPoints(env: EnvelopeOf<'health'>): StoredPoint[] {
+  const tags = { device: env.deviceId };
+  return env.messages.map(({ payload: h, receivedAt }) => {
+    const fields: Record<string, Scalar> = {
+      uptime_s: h.uptimeSeconds,
+      queue_messages: h.queueMessages,
+      queue_bytes: h.queueBytes,
+      awaiting_receipt: h.awaitingReceipt,
+    };
+    if (h.oldestUnsentAgeSeconds !== undefined) fields.oldest_unsent_age_s = h.oldestUnsentAgeSeconds;
+    if (h.freeDiskBytes !== undefined) fields.free_disk_bytes = h.freeDiskBytes;
+    if (h.certDaysLeft !== undefined) fields.cert_days_left = h.certDaysLeft;
+    if (h.clockOffsetMs !== undefined) fields.clock_offset_ms = h.clockOffsetMs;
+    fields.version = h.version;
+    fields.interval_s = h.intervalSeconds;
+    for (const [name, value] of Object.entries(h.local ?? {})) fields[`local_${name}`] = value;
+    return { measurement: MEASUREMENTS.health, tags, fields, time: timeOf(h.timestamp, receivedAt ?? env.receivedAt) };
+  });
 }
 
 /** A stored file, as its point describes it; also kept as a transfer's done marker (file-store.ts). */

@@ -5,6 +5,7 @@ import { CommandNameSchema } from './downlink.ts';
 import {
   EventPayloadSchema,
   FilePayloadSchema,
+  HealthPayloadSchema,
   JsonValueSchema,
   ResponsePayloadSchema,
   TimeseriesPayloadSchema,
@@ -52,6 +53,7 @@ export const UplinkEnvelopeSchema = z.discriminatedUnion('dataType', [
   z.strictObject({ ...envelopeHeader, dataType: z.literal('file'), messages: itemsOf(FilePayloadSchema) }),
   z.strictObject({ ...envelopeHeader, dataType: z.literal('event'), messages: itemsOf(EventPayloadSchema) }),
   z.strictObject({ ...envelopeHeader, dataType: z.literal('response'), messages: itemsOf(ResponsePayloadSchema) }),
+  z.strictObject({ ...envelopeHeader, dataType: z.literal('health'), messages: itemsOf(HealthPayloadSchema) }),
 ]);
 export type UplinkEnvelope = z.infer<typeof UplinkEnvelopeSchema>;
 export type EnvelopeOf<T extends UplinkEnvelope['dataType']> = Extract<UplinkEnvelope, { dataType: T }>;

@@ -8,12 +8,12 @@ import { FIELD_NAME_PATTERN, FIELD_NAME_RULE, isTimestamp, MessageIdSchema, pred
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
- * The payloads of the four message kinds, as the seed writes them. Each schema is the single
- * definition used by the gateway (to answer the device) and again by the distributor (which does
- * not trust what crossed the DMZ).
+ * The payloads of the message kinds: the four the seed writes, and the field client's health
+ * report. Each schema is the single definition used by the gateway (to answer the device) and
+ * again by the distributor (which does not trust what crossed the DMZ).
  */
 
-export const DATA_TYPES = ['timeseries', 'file', 'event', 'response'] as const;
+export const DATA_TYPES = ['timeseries', 'file', 'event', 'response', 'health'] as const;
 export const DataTypeSchema = z.enum(DATA_TYPES);
 export type DataType = z.infer<typeof DataTypeSchema>;
 
@@ -122,11 +122,70 @@ export const ResponsePayloadSchema = z.strictObject({
 });
 export type ResponsePayload = z.infer<typeof ResponsePayloadSchema>;
 
+/**
+ * The name of a value a local program reports with the health message (battery, signal_dbm): the
+ * field-name rule, at most 64 characters, since it is stored as the field `local_<name>`
+ * (`__proto__` excepted: a JavaScript object cannot hold it as a plain key).
+ */
+export const LOCAL_VALUE_NAME_PATTERN = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+export const LOCAL_VALUE_NAME_RULE = 'must be at most 64 characters, start with a letter or "_" and hold only letters, digits, "_", "." and "-"';
+
+/** A local value: a finite number, a boolean, or a short string. */
+export const LocalValueSchema = z.union([
+  z.number().refine(Number.isFinite, 'must be a finite number'),
+  z.boolean(),
+  z.string().max(LIMITS.healthLocalStringMaxChars),
+]);
+export type LocalValue = z.infer<typeof LocalValueSchema>;
+
+/** The values local programs reported, by name; at most LIMITS.healthLocalMaxValues of them. */
+export const LocalValuesSchema = z
+  .record(z.string().regex(LOCAL_VALUE_NAME_PATTERN, `name ${LOCAL_VALUE_NAME_RULE}`), LocalValueSchema)
+  .refine((values) => Object.keys(values).length <= LIMITS.healthLocalMaxValues, {
+    message: `holds more than ${LIMITS.healthLocalMaxValues} values`,
+  });
+export type LocalValues = z.infer<typeof LocalValuesSchema>;
+
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/**
+ * The field client's heartbeat: how the device itself is doing, sent every FIELD_HEALTH_INTERVAL_S
+ * through its queue like any message (docs/field-client.md). An optional figure is absent when the
+ * device cannot tell it (no unsent message, no welcome from a gateway yet, an unreadable file).
+ */
+export const HealthPayloadSchema = z.strictObject({
+  /** seconds since the field client started */
+  uptimeSeconds: count,
+  /** messages in the durable queue not yet committed (unsent, in flight, awaiting their receipt) */
+  queueMessages: count,
+  /** bytes on disk of the queue and of the files waiting in the outbox */
+  queueBytes: count,
+  /** messages acknowledged by the gateway and awaiting their commit receipt */
+  awaitingReceipt: count,
+  /** seconds since the oldest message not yet committed was accepted; absent when there is none */
+  oldestUnsentAgeSeconds: count.optional(),
+  /** bytes free for the field client on the file system of its data folder */
+  freeDiskBytes: count.optional(),
+  /** whole days until the device certificate expires (negative once expired) */
+  certDaysLeft: z.number().int().min(-LIMITS.healthCertDaysMax).max(LIMITS.healthCertDaysMax).optional(),
+  /** milliseconds the gateway's clock is ahead of the device's (negative: behind), measured at its last welcome */
+  clockOffsetMs: z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).optional(),
+  /** the field client's software version */
+  version: z.string().min(1).max(64).regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]*$/, 'must hold only letters, digits, ".", "+", "_" and "-"'),
+  /** seconds between health messages */
+  intervalSeconds: z.number().int().min(1).max(LIMITS.healthIntervalMaxS),
+  /** what local programs reported (battery, signal strength), each kept until replaced */
+  local: LocalValuesSchema.optional(),
+  timestamp: TimestampSchema.optional(),
+});
+export type HealthPayload = z.infer<typeof HealthPayloadSchema>;
+
 export const PAYLOAD_SCHEMAS = {
   timeseries: TimeseriesPayloadSchema,
   file: FilePayloadSchema,
   event: EventPayloadSchema,
   response: ResponsePayloadSchema,
+  health: HealthPayloadSchema,
 } as const;
 
 /**

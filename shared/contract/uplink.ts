@@ -5,6 +5,7 @@ import {
   DATA_TYPES,
   EventPayloadSchema,
   FilePayloadSchema,
+  HealthPayloadSchema,
   ISSUE_CODE_PARAM,
   ResponsePayloadSchema,
   TimeseriesPayloadSchema,
@@ -34,6 +35,7 @@ const variants = {
   file: z.strictObject({ deviceId: DeviceIdSchema, dataType: z.literal('file'), payload: FilePayloadSchema, ...common }),
   event: z.strictObject({ deviceId: DeviceIdSchema, dataType: z.literal('event'), payload: EventPayloadSchema, ...common }),
   response: z.strictObject({ deviceId: DeviceIdSchema, dataType: z.literal('response'), payload: ResponsePayloadSchema, ...common }),
+  health: z.strictObject({ deviceId: DeviceIdSchema, dataType: z.literal('health'), payload: HealthPayloadSchema, ...common }),
 };
 
 export const UplinkMessageSchema = z.discriminatedUnion('dataType', [
@@ -41,6 +43,7 @@ export const UplinkMessageSchema = z.discriminatedUnion('dataType', [
   variants.file,
   variants.event,
   variants.response,
+  variants.health,
 ]);
 export type UplinkMessage = z.infer<typeof UplinkMessageSchema>;
 
@@ -50,6 +53,7 @@ const BatchItemSchema = z.discriminatedUnion('dataType', [
   variants.file.extend({ deviceId: DeviceIdSchema.optional() }),
   variants.event.extend({ deviceId: DeviceIdSchema.optional() }),
   variants.response.extend({ deviceId: DeviceIdSchema.optional() }),
+  variants.health.extend({ deviceId: DeviceIdSchema.optional() }),
 ]);
 
 export const UplinkBatchSchema = z.strictObject({

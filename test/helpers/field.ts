@@ -31,6 +31,8 @@ export async function startTestFieldClient(
       FIELD_MQTT_PORT: 'off',
       // Off unless a test asks for it ('0': a free port), so clients in parallel never clash on 9467.
       FIELD_METRICS_PORT: 'off',
+      // Off unless a test asks for it, so a test that counts messages counts only its own.
+      FIELD_HEALTH_INTERVAL_S: 'off',
       ...env,
     }),
     logger,
@@ -79,6 +81,7 @@ export async function fieldClientProcess(o: {
       FIELD_HTTP_PORT: String(httpPort),
       FIELD_MQTT_PORT: 'off',
       FIELD_METRICS_PORT: 'off',
+      FIELD_HEALTH_INTERVAL_S: 'off',
       ...o.env,
     },
     cwd: REPO_ROOT,

@@ -10,8 +10,9 @@ import { readJsonBody } from '../../../shared/http-body.ts';
 import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
+import type { HealthReporter } from '../health.ts';
 import type { LocalInput } from './input.ts';
-import { toSubmissions } from './validate.ts';
+import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
  * The local HTTP input and status endpoint, on loopback by default:
@@ -19,9 +20,11 @@ import { toSubmissions } from './validate.ts';
  *   POST /v1/timeseries   a reading, or an array of readings (payload objects)      → 202 once on disk
  *   POST /v1/events       an event, or an array of events                            → 202 once on disk
  *   POST /v1/files?filename=NAME[&contentType=TYPE]   the file as the raw body       → 202 once on disk
- *   GET  /status          connection, queue depth, oldest unsent reading, last ack
+ *   PUT  /v1/health       values for the health message, {"battery": 87}; null removes one → 200
+ *   GET  /v1/health       those values and the last health message queued
+ *   GET  /status          connection, queue depth, oldest unsent reading, last ack, last health message
  */
-export function httpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger): LocalInput {
+export function httpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger, health?: HealthReporter): LocalInput {
   const incoming = join(dataDir, 'incoming');
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
@@ -34,8 +37,9 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://local');
-    if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, client.status());
-    if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files or GET /status.');
+    if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, { ...client.status(), health: health?.status() ?? null });
+    if (url.pathname === '/v1/health') return healthRoute(req, res);
+    if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
     if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
       const body = await readJsonBody(req, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
       const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
@@ -67,6 +71,15 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       }
     }
     throw new FieldStreamError('FIELD_INPUT_INVALID', `No endpoint ${url.pathname}.`);
+  }
+
+  /** A local program's values (battery, signal strength), sent with every health message until replaced. */
+  async function healthRoute(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!health) throw new FieldStreamError('FIELD_INPUT_INVALID', 'Health messages are off (FIELD_HEALTH_INTERVAL_S=off): no health values are taken.');
+    if (req.method === 'GET') return send(res, 200, health.status());
+    if (req.method !== 'PUT') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use PUT /v1/health with {"name": value, ...} or GET /v1/health.');
+    const body = await readJsonBody(req, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+    return send(res, 200, { local: health.setLocal(toLocalValuesUpdate(body)) });
   }
 
   let bound: number | undefined;

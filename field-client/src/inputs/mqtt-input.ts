@@ -4,27 +4,49 @@ import { Aedes } from 'aedes';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
+import type { HealthReporter } from '../health.ts';
 import type { LocalInput } from './input.ts';
-import { toSubmissions } from './validate.ts';
+import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
  * A local MQTT broker (aedes) for sensors that speak MQTT: publish a reading (the payload object, or
- * an array) to PREFIX/timeseries, an event to PREFIX/event. At QoS 1 the PUBACK is sent only once
- * the message is on disk in the queue. Something that is not a valid reading makes the broker close
- * the sensor's connection (MQTT 3.1.1 has no negative PUBACK, §3.3.5) and is logged with
- * FIELD_INPUT_INVALID. Command handlers of type "mqtt" publish here for local programs.
+ * an array) to PREFIX/timeseries, an event to PREFIX/event, values for the health message
+ * (`{"battery": 87}`, kept until replaced, null removes one) to PREFIX/health. At QoS 1 the PUBACK
+ * is sent only once the message is on disk in the queue (health values: once taken). Something
+ * that is not valid makes the broker close the sensor's connection (MQTT 3.1.1 has no negative
+ * PUBACK, §3.3.5) and is logged with FIELD_INPUT_INVALID. Command handlers of type "mqtt" publish
+ * here for local programs.
  *
  * It listens on loopback by default and asks for no credentials: it is for the device itself.
  */
-export function mqttInput(client: FieldClient, host: string, port: number, prefix: string, log: Logger): LocalInput & { publish(topic: string, payload: string): Promise<void> } {
+export function mqttInput(
+  client: FieldClient,
+  host: string,
+  port: number,
+  prefix: string,
+  log: Logger,
+  health?: HealthReporter,
+): LocalInput & { publish(topic: string, payload: string): Promise<void> } {
   const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
+  const healthTopic = `${prefix}/health`;
+  const topics = [...Object.keys(kinds), ...(health ? [healthTopic] : [])];
   const broker = () => Aedes.createBroker({
     authorizePublish(c, packet, done) {
       if (c === null) return done(null);
+      if (health && packet.topic === healthTopic) {
+        try {
+          health.setLocal(toLocalValuesUpdate(JSON.parse(packet.payload.toString())));
+          return done(null);
+        } catch (err) {
+          const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
+          log.warn({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);
+          return done(coded);
+        }
+      }
       const kind = kinds[packet.topic];
       if (!kind) {
         log.warn({ code: 'FIELD_INPUT_INVALID', topic: packet.topic }, 'publish to a topic that is not an input');
-        return done(new FieldStreamError('FIELD_INPUT_INVALID', `publish to ${prefix}/timeseries or ${prefix}/event`));
+        return done(new FieldStreamError('FIELD_INPUT_INVALID', `publish to ${topics.join(' or ')}`));
       }
       let items;
       try {
@@ -64,7 +86,7 @@ export function mqttInput(client: FieldClient, host: string, port: number, prefi
         s.listen(port, host, () => resolve());
       });
       bound = (s.address() as AddressInfo).port;
-      log.info({ host, port: bound, topics: Object.keys(kinds) }, 'local MQTT input listening');
+      log.info({ host, port: bound, topics }, 'local MQTT input listening');
     },
     publish: (topic: string, payload: string) =>
       new Promise<void>((resolve, reject) => {

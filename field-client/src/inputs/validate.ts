@@ -1,5 +1,13 @@
-import { EventPayloadSchema, TimeseriesPayloadSchema } from '../../../shared/contract/payloads.ts';
+import { z } from 'zod';
+import {
+  EventPayloadSchema,
+  LOCAL_VALUE_NAME_PATTERN,
+  LOCAL_VALUE_NAME_RULE,
+  LocalValueSchema,
+  TimeseriesPayloadSchema,
+} from '../../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
 import type { Submission } from '../field-client.ts';
 
 /**
@@ -19,4 +27,23 @@ export function toSubmissions(kind: 'timeseries' | 'event', body: unknown): Subm
     }
     return { dataType: kind, payload: r.data } as Submission;
   });
+}
+
+/**
+ * What a local program reports for the health message: `{"battery": 87, "signal_dbm": -71}`, each
+ * value replacing the one of that name, `null` removing it. Names follow the health message's rule
+ * (shared/contract/payloads.ts), so what is taken here is what the gateway will accept.
+ */
+export const LocalValuesUpdateSchema = z
+  .record(z.string().regex(LOCAL_VALUE_NAME_PATTERN, `name ${LOCAL_VALUE_NAME_RULE}`), LocalValueSchema.nullable())
+  .refine((values) => Object.keys(values).length <= LIMITS.healthLocalMaxValues, {
+    message: `holds more than ${LIMITS.healthLocalMaxValues} values`,
+  });
+export type LocalValuesUpdate = z.infer<typeof LocalValuesUpdateSchema>;
+
+export function toLocalValuesUpdate(body: unknown): LocalValuesUpdate {
+  const r = LocalValuesUpdateSchema.safeParse(body);
+  if (r.success) return r.data;
+  const first = r.error.issues[0];
+  throw new FieldStreamError('FIELD_INPUT_INVALID', `health values: ${first ? `${first.path.join('.') || '(body)'}: ${first.message}` : 'invalid'}`);
 }
