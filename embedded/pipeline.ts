@@ -11,6 +11,9 @@ import { startFieldClient, type RunningFieldClient } from '../field-client/src/s
 import { loadCommandApiConfig } from '../internal-network/command-api/config.ts';
 import { startCommandApi, type CommandApi } from '../internal-network/command-api/command-api.ts';
 import { startEmbeddedBroker, type EmbeddedBroker } from './broker.ts';
+import { loadConsoleConfig } from '../internal-network/console/config.ts';
+import { startConsole, type OperatorConsole } from '../internal-network/console/console.ts';
+import { AnomalyScorer } from '../internal-network/console/anomaly/scorer.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -32,6 +35,8 @@ export interface EmbeddedOptions {
    * absent for none. Never the services' own defaults, which would clash between pipelines.
    */
   metricsPorts?: { gateway?: number | undefined; distributor?: number | undefined; commandApi?: number | undefined };
+  /** the operator console's port on `host` (0: chosen by the OS), or absent for none */
+  consolePort?: number | undefined;
 }
 
 export interface EmbeddedPipeline {
@@ -39,6 +44,7 @@ export interface EmbeddedPipeline {
   readonly gateway: Gateway;
   readonly distributor: Distributor;
   readonly commandApi: CommandApi;
+  readonly console: OperatorConsole | undefined;
   readonly field: RunningFieldClient | undefined;
   readonly gatewayUrl: string;
   readonly commandApiToken: string;
@@ -123,6 +129,37 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     { processMetrics: false },
   );
 
+  // The console: what the distributor stored (its feed), history from the same local store or InfluxDB.
+  const operatorConsole =
+    o.consolePort === undefined
+      ? undefined
+      : await startConsole(
+          loadConsoleConfig({
+            ...o.env,
+            ...common,
+            MQTT_CERT_FILE: p.service('internal/console').cert,
+            MQTT_KEY_FILE: p.service('internal/console').key,
+            CONSOLE_HOST: o.host,
+            CONSOLE_PORT: String(o.consolePort),
+            CONSOLE_CLIENT_ID: 'console-embedded',
+            COMMAND_API_TOKEN: o.commandApiToken,
+            CONSOLE_COMMAND_API_URL: `http://${o.host}:${commandApi.port}`,
+            CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
+            CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
+            // One process: the console sees every service's health, the gateway's too.
+            CONSOLE_PIPELINE_TARGETS: [
+              ['gateway', gateway.metricsServer?.url],
+              ['distributor', (await distributor.metricsServer)?.url],
+              ['command-api', commandApi.metricsServer?.url],
+            ]
+              .filter((t): t is [string, string] => t[1] !== undefined)
+              .map(([name, url]) => `${name}=${url}`)
+              .join(','),
+          }),
+          o.logger,
+          { scorer: new AnomalyScorer() },
+        );
+
   const gatewayUrl = `wss://${o.host === '127.0.0.1' ? 'localhost' : o.host}:${gateway.port}/ws`;
 
   let field: RunningFieldClient | undefined;
@@ -157,12 +194,14 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     gateway,
     distributor,
     commandApi,
+    console: operatorConsole,
     field,
     gatewayUrl,
     commandApiToken: o.commandApiToken,
     async close() {
       // Upstream first, so nothing new arrives while the later stages finish what they hold.
       await field?.close();
+      await operatorConsole?.close();
       await commandApi.close();
       await gateway.close();
       await distributor.close();

@@ -1,7 +1,7 @@
 /**
  * `npm run stack`: the DMZ and internal tiers as real processes on this machine, without Docker —
  * Caddy, the DMZ Mosquitto, the internal Mosquitto with its bridge, the gateway(s), the distributor
- * and the command API — from the same configuration files the compose files mount. Time series go
+ * the command API and the operator console — from the same configuration files the compose files mount. Time series go
  * to INFLUXDB_URL when set, otherwise to the local store. Needs mosquitto and caddy installed.
  */
 import { randomBytes } from 'node:crypto';
@@ -23,6 +23,7 @@ const StackConfigSchema = z.object({
   STACK_INTERNAL_MQTT_PORT: setting.port(28883),
   STACK_GATEWAY_PORT: setting.port(9444),
   STACK_COMMAND_API_PORT: setting.port(9090),
+  STACK_CONSOLE_PORT: setting.port(9095),
   COMMAND_API_TOKEN: z.string().min(24).optional(),
 });
 
@@ -46,6 +47,7 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
       internalMqtt: c.STACK_INTERNAL_MQTT_PORT,
       gateway: c.STACK_GATEWAY_PORT,
       commandApi: c.STACK_COMMAND_API_PORT,
+      console: c.STACK_CONSOLE_PORT,
     },
   });
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
@@ -57,6 +59,7 @@ FieldStream local stack is running (Ctrl-C to stop)
   DMZ Mosquitto        ${stack.urls.dmzMqtt}
   internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to the DMZ broker, dialling out)
   command API          ${stack.urls.commandApi}  token ${c.COMMAND_API_TOKEN ? '(COMMAND_API_TOKEN)' : token}
+  operator console     ${stack.urls.console}  (log in with the command API's token)
   broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)
   metrics              gateways ${stack.metrics.gateways.map((u) => `${u}/metrics`).join(' ')}
                        distributor ${stack.metrics.distributor}/metrics   command API ${stack.metrics.commandApi}/metrics  (and /healthz, /readyz)

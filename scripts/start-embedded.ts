@@ -31,6 +31,7 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
     commandApiToken: config.COMMAND_API_TOKEN ?? randomBytes(24).toString('hex'),
     simulatedDeviceId: simulated,
     metricsPorts: { gateway: config.GATEWAY_METRICS_PORT, distributor: config.DISTRIBUTOR_METRICS_PORT, commandApi: config.COMMAND_API_METRICS_PORT },
+    consolePort: config.CONSOLE_PORT,
   });
   const token = config.COMMAND_API_TOKEN ? '$COMMAND_API_TOKEN' : pipeline.commandApiToken;
   const apiUrl = `http://${config.EMBEDDED_HOST}:${pipeline.commandApi.port}`;
@@ -51,6 +52,7 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
   dead letters       ${rel(data.deadLetters)}/
   certificates       ${rel(certsDir)}/  (CA key in ${rel(p.caDir)}/ stays here)
   command API        ${apiUrl}   bearer token ${token}
+  operator console   ${pipeline.console ? `${pipeline.console.url}   log in with the command API's token` : 'off'}
   metrics            gateway      ${metricsOf(pipeline.gateway.metricsServer)}
                      distributor  ${metricsOf(distributorMetrics)}
                      command API  ${metricsOf(pipeline.commandApi.metricsServer)}

@@ -22,7 +22,7 @@ export interface LocalStackOptions {
   commandApiToken: string;
   gateways?: number;
   /** fixed ports (0 or absent: chosen by the OS) */
-  ports?: Partial<Record<'https' | 'http' | 'dmzMqtt' | 'internalMqtt' | 'gateway' | 'commandApi', number>>;
+  ports?: Partial<Record<'https' | 'http' | 'dmzMqtt' | 'internalMqtt' | 'gateway' | 'commandApi' | 'console', number>>;
   /** where the internal broker's bridge dials (default: the DMZ broker); a test puts a relay here to cut it */
   bridgeTarget?: (dmzMqttPort: number) => Promise<{ host: string; port: number }> | { host: string; port: number };
   /**
@@ -37,11 +37,11 @@ export interface LocalStackOptions {
   logger?: Logger;
 }
 
-export type ComponentName = 'dmz-mosquitto' | 'internal-mosquitto' | 'caddy' | 'distributor' | 'command-api' | 'broker-exporter' | `gateway-${number}` | 'gateway-direct';
+export type ComponentName = 'dmz-mosquitto' | 'internal-mosquitto' | 'caddy' | 'distributor' | 'command-api' | 'broker-exporter' | 'console' | `gateway-${number}` | 'gateway-direct';
 
 export interface LocalStack {
-  readonly ports: { https: number; http: number; dmzMqtt: number; internalMqtt: number; gateways: number[]; commandApi: number };
-  readonly urls: { wss: string; dmzMqtt: string; internalMqtt: string; commandApi: string };
+  readonly ports: { https: number; http: number; dmzMqtt: number; internalMqtt: number; gateways: number[]; commandApi: number; console: number };
+  readonly urls: { wss: string; dmzMqtt: string; internalMqtt: string; commandApi: string; console: string };
   readonly caddy: ManagedProcess;
   readonly dmzMosquitto: ManagedProcess;
   readonly internalMosquitto: ManagedProcess;
@@ -52,6 +52,8 @@ export interface LocalStack {
   readonly commandApi: ManagedProcess;
   /** reads both brokers' $SYS for Prometheus (internal-network/broker-exporter) */
   readonly brokerExporter: ManagedProcess;
+  /** the operator console (internal-network/console) */
+  readonly console: ManagedProcess;
   /**
    * where each service's /metrics (and /healthz, /readyz) is, as base URLs (http://127.0.0.1:PORT);
    * `gateways` in order, with `directGateway` the direct one last; `gateway` the first
@@ -89,6 +91,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     internalMqtt: await port(o.ports?.internalMqtt),
     gateways: [] as number[],
     commandApi: await port(o.ports?.commandApi),
+    console: await port(o.ports?.console),
   };
   for (let i = 0; i < nGateways; i++) ports.gateways.push(o.ports?.gateway ? o.ports.gateway + i : await freePort());
   const bridge = (await o.bridgeTarget?.(ports.dmzMqtt)) ?? { host: 'localhost', port: ports.dmzMqtt };
@@ -243,7 +246,21 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     BROKER_EXPORTER_METRICS_PORT: String(brokerExporterPort),
   }, { port: brokerExporterPort });
 
-  const all = [dmzMosquitto, internalMosquitto, ...gateways, ...(direct ? [direct] : []), caddy, distributor, commandApi, brokerExporter];
+  // The console, on the internal side: the stored feed, the internal services' health, the same store.
+  const operatorConsole = node('console', 'internal-network/console/main.ts', {
+    ...mqttEnv(ports.internalMqtt, 'internal/console'),
+    CONSOLE_CLIENT_ID: 'console-1',
+    CONSOLE_HOST: '127.0.0.1',
+    CONSOLE_PORT: String(ports.console),
+    COMMAND_API_TOKEN: o.commandApiToken,
+    CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${ports.commandApi}`,
+    CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
+    CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
+    CONSOLE_PIPELINE_TARGETS: `distributor=${metricsUrls.distributor},command-api=${metricsUrls.commandApi},broker-exporter=http://127.0.0.1:${brokerExporterPort}`,
+    TIMESERIES_LOCAL_PATH: dataDir.timeseries,
+  }, { port: ports.console });
+
+  const all = [dmzMosquitto, internalMosquitto, ...gateways, ...(direct ? [direct] : []), caddy, distributor, commandApi, brokerExporter, operatorConsole];
   const started: ManagedProcess[] = [];
   try {
     for (const proc of all) {
@@ -266,6 +283,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       dmzMqtt: `mqtts://localhost:${ports.dmzMqtt}`,
       internalMqtt: `mqtts://localhost:${ports.internalMqtt}`,
       commandApi: `http://127.0.0.1:${ports.commandApi}`,
+      console: `http://127.0.0.1:${ports.console}/`,
     },
     caddy,
     dmzMosquitto,
@@ -275,6 +293,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     distributor,
     commandApi,
     brokerExporter,
+    console: operatorConsole,
     metrics: { brokerExporter: `http://127.0.0.1:${brokerExporterPort}`, ...metricsUrls, gateway: metricsUrls.gateways[0] as string },
     all,
     dataDir,
@@ -286,7 +305,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     async close() {
       for (const proc of all) proc.stopSupervising();
       // Edge first, brokers last, so nothing is accepted that cannot be passed on.
-      for (const proc of [brokerExporter, caddy, ...gateways, ...(direct ? [direct] : []), commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
+      for (const proc of [operatorConsole, brokerExporter, caddy, ...gateways, ...(direct ? [direct] : []), commandApi, distributor, internalMosquitto, dmzMosquitto]) await proc.stop();
     },
   };
 }

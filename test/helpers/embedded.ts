@@ -41,7 +41,7 @@ export interface EmbeddedFixture {
 }
 
 /** The embedded pipeline on loopback with ports picked by the OS and its own certificates and data folders. */
-export async function startEmbeddedFixture(deviceIds: readonly string[], extraEnv: Record<string, string> = {}): Promise<EmbeddedFixture> {
+export async function startEmbeddedFixture(deviceIds: readonly string[], extraEnv: Record<string, string> = {}, opts: { console?: boolean } = {}): Promise<EmbeddedFixture> {
   const pki = makeTestPki(deviceIds);
   const tmp = tempDir('data');
   const data = { root: tmp.dir, files: join(tmp.dir, 'files'), timeseries: join(tmp.dir, 'timeseries'), deadLetters: join(tmp.dir, 'dead-letter') };
@@ -65,6 +65,7 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     commandApiToken: 'embedded-test-token-0123456789abcdef',
     simulatedDeviceId: undefined,
     metricsPorts: { gateway: 0, distributor: 0, commandApi: 0 },
+    consolePort: opts.console ? 0 : undefined,
   });
   return {
     pipeline,
