@@ -1,0 +1,226 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadConsoleConfig } from '../../internal-network/console/config.ts';
+import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
+import { Ring } from '../../internal-network/console/fleet/ring.ts';
+import type { StateChange } from '../../internal-network/console/fleet/types.ts';
+import { bucketMs, downsample } from '../../internal-network/console/history/history.ts';
+import { quoteIdent, quoteString } from '../../internal-network/console/history/influxql.ts';
+import { BoundedSessionStore } from '../../internal-network/console/web/session-store.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { CONSOLE } from '../../shared/limits.ts';
+import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
+
+/** A fleet on a clock the test moves, recording every state change it reports. */
+function fleetAt(start = 1_000_000) {
+  let now = start;
+  const changes: StateChange[] = [];
+  const fleet = new Fleet({ staleAfterMs: 180_000, now: () => now, onStateChange: (c) => changes.push(c) });
+  return { fleet, changes, advance: (ms: number) => (now += ms), now: () => now };
+}
+
+const status = (device: string, state: 'online' | 'offline', time: number, extra: Record<string, number> = {}): StoredPoint => ({
+  measurement: 'device_status',
+  tags: { device, gateway: 'gw-1' },
+  fields: { state, ...extra },
+  time,
+});
+const reading = (device: string, time: number, fields: StoredPoint['fields']): StoredPoint => ({ measurement: 'readings', tags: { device }, fields, time });
+
+describe('the console fleet: online, stale, offline', () => {
+  it('a registered device is unknown until heard of; presence makes it online, then offline', () => {
+    const { fleet, changes } = fleetAt();
+    fleet.register('pump-1');
+    assert.equal(fleet.detail('pump-1')?.row.state, 'unknown');
+    fleet.apply(status('pump-1', 'online', 1_000, { cert_days_left: 40 }));
+    const row = fleet.detail('pump-1')?.row;
+    assert.equal(row?.state, 'online');
+    assert.equal(row?.certDaysLeft, 40);
+    assert.equal(row?.gateway, 'gw-1');
+    fleet.apply(status('pump-1', 'offline', 2_000));
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline');
+    assert.deepEqual(
+      changes.map((c) => [c.state, c.previous]),
+      [
+        ['online', 'unknown'],
+        ['offline', 'online'],
+      ],
+    );
+  });
+
+  it('an older presence arriving after a newer one changes nothing (consumers write in parallel)', () => {
+    const { fleet } = fleetAt();
+    fleet.apply(status('pump-1', 'offline', 5_000));
+    fleet.apply(status('pump-1', 'online', 4_000));
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline');
+  });
+
+  it('a connected device silent for longer than staleAfterMs is stale; data makes it online again', () => {
+    const { fleet, changes, advance } = fleetAt();
+    fleet.apply(status('pump-1', 'online', 1_000));
+    advance(179_000);
+    fleet.sweep();
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online');
+    advance(2_000);
+    fleet.sweep();
+    assert.equal(fleet.detail('pump-1')?.row.state, 'stale');
+    fleet.apply(reading('pump-1', 5_000, { flow: 3.5, note: 'ok' }));
+    const d = fleet.detail('pump-1');
+    assert.equal(d?.row.state, 'online');
+    assert.deepEqual(d?.row.lastReading, { time: 5_000, fields: { flow: 3.5, note: 'ok' } });
+    assert.deepEqual(d?.numericFields, ['flow']);
+    assert.deepEqual(
+      changes.map((c) => c.state),
+      ['online', 'stale', 'online'],
+    );
+  });
+
+  it('an offline device stays offline when late data arrives (a backlog drained after it left)', () => {
+    const { fleet } = fleetAt();
+    fleet.apply(status('pump-1', 'online', 1_000));
+    fleet.apply(status('pump-1', 'offline', 2_000));
+    fleet.apply(reading('pump-1', 1_500, { flow: 1 }));
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline');
+    assert.equal(fleet.detail('pump-1')?.row.lastReading?.time, 1_500);
+  });
+
+  it('health sets the backlog and certificate days; the newest reading stays the last one', () => {
+    const { fleet } = fleetAt();
+    fleet.apply({ measurement: 'device_health', tags: { device: 'pump-1' }, fields: { queue_messages: 12, cert_days_left: 20, version: '0.1.0' }, time: 3_000 });
+    fleet.apply(reading('pump-1', 9_000, { flow: 2 }));
+    fleet.apply(reading('pump-1', 8_000, { flow: 1 }));
+    const d = fleet.detail('pump-1');
+    assert.equal(d?.row.backlog, 12);
+    assert.equal(d?.row.certDaysLeft, 20);
+    assert.equal(d?.row.lastReading?.fields.flow, 2);
+    assert.equal(d?.health?.fields.version, '0.1.0');
+  });
+
+  it('a security event is counted per reason and device, and is no sign of life', () => {
+    const { fleet } = fleetAt();
+    fleet.register('pump-1');
+    fleet.apply({ measurement: 'security_events', tags: { device: 'pump-1', reason: 'SECURITY_BAD_SIGNATURE' }, fields: { message_id: 'm1' }, time: 1_000 });
+    fleet.apply({ measurement: 'security_events', tags: { device: 'pump-1', reason: 'SECURITY_REPLAY' }, fields: { message_id: 'm2' }, time: 1_001 });
+    const s = fleet.securitySummary();
+    assert.deepEqual(s.byReason, { SECURITY_BAD_SIGNATURE: 1, SECURITY_REPLAY: 1 });
+    assert.deepEqual(s.byDevice, { 'pump-1': 2 });
+    assert.equal(s.recent[0]?.reason, 'SECURITY_REPLAY', 'newest first');
+    assert.equal(fleet.detail('pump-1')?.row.state, 'unknown');
+    assert.equal(fleet.detail('pump-1')?.row.lastSeen, null);
+  });
+
+  it('the revoked list flags and unflags devices as it changes', () => {
+    const { fleet } = fleetAt();
+    fleet.register('pump-1');
+    fleet.setRevoked(new Set(['pump-1', 'pump-2']));
+    assert.equal(fleet.detail('pump-1')?.row.revoked, true);
+    assert.equal(fleet.detail('pump-2')?.row.revoked, true);
+    fleet.setRevoked(new Set(['pump-2']));
+    assert.equal(fleet.detail('pump-1')?.row.revoked, false);
+  });
+
+  it('changedSince gives only the rows changed after a version', () => {
+    const { fleet } = fleetAt();
+    fleet.register('a');
+    fleet.register('b');
+    const v = fleet.currentVersion;
+    assert.deepEqual(fleet.changedSince(v).rows, []);
+    fleet.apply(reading('b', 1, { x: 1 }));
+    const changed = fleet.changedSince(v);
+    assert.deepEqual(
+      changed.rows.map((r) => r.id),
+      ['b'],
+    );
+    assert.deepEqual(fleet.changedSince(changed.version).rows, []);
+  });
+
+  it('keeps each ring bounded whatever arrives', () => {
+    const { fleet } = fleetAt();
+    for (let i = 0; i < CONSOLE.fleetRing + 500; i++) fleet.apply({ measurement: 'security_events', tags: { device: 'pump-1', reason: 'SECURITY_STALE' }, fields: {}, time: i });
+    assert.equal(fleet.security.since(0).length, CONSOLE.fleetRing);
+    assert.equal(fleet.detail('pump-1')?.security.length, CONSOLE.perDeviceRing);
+  });
+});
+
+describe('Ring', () => {
+  it('gives what came after a sequence number, the newest first on request', () => {
+    const r = new Ring<number>(3);
+    for (const n of [1, 2, 3, 4, 5]) r.push(n);
+    assert.equal(r.seq, 5);
+    assert.deepEqual(r.since(0), [3, 4, 5]);
+    assert.deepEqual(r.since(3), [4, 5]);
+    assert.deepEqual(r.since(5), []);
+    assert.deepEqual(r.newest(2), [5, 4]);
+  });
+});
+
+describe('console sessions', () => {
+  it('expire, and never exceed the bound (the least recently used go first)', () => {
+    let now = 0;
+    const store = new BoundedSessionStore(1_000, () => now);
+    const session = { cookie: { originalMaxAge: 1_000 } };
+    const get = (id: string) => {
+      let out: unknown;
+      store.get(id, (_e, s) => (out = s));
+      return out;
+    };
+    store.set('a', session, () => undefined);
+    assert.equal(get('a'), session);
+    now = 1_001;
+    assert.equal(get('a'), null, 'expired');
+    for (let i = 0; i < CONSOLE.maxSessions + 10; i++) store.set(`s${i}`, session, () => undefined);
+    assert.equal(store.size, CONSOLE.maxSessions);
+    assert.equal(get('s0'), null, 'the oldest went first');
+    assert.equal(get(`s${CONSOLE.maxSessions + 9}`), session);
+  });
+});
+
+describe('console history helpers', () => {
+  it('buckets a window into at most historyMaxPoints means', () => {
+    const from = 0;
+    const to = 3_600_000;
+    const size = bucketMs(from, to);
+    assert.ok((to - from) / size <= CONSOLE.historyMaxPoints);
+    const pts = Array.from({ length: 10_000 }, (_, i) => [i * 360, i % 2] as [number, number]);
+    const out = downsample(pts, from, to);
+    assert.ok(out.length <= CONSOLE.historyMaxPoints);
+    assert.ok(out.every(([, v]) => v >= 0 && v <= 1));
+    assert.deepEqual(downsample([[10, 1], [11, 3], [5_000_000, 9]], 0, 4_000_000), [[0, 2]], 'one bucket averaged; outside the window: dropped');
+  });
+
+  it('quotes InfluxQL identifiers and strings so nothing escapes them', () => {
+    assert.equal(quoteIdent('a"b\\c'), '"a\\"b\\\\c"');
+    assert.equal(quoteString("x' OR 1=1 --"), "'x\\' OR 1=1 --'");
+  });
+});
+
+describe('console settings', () => {
+  const base = { COMMAND_API_TOKEN: 'x'.repeat(32) };
+  it('reads the pipeline targets as name=url pairs', () => {
+    const c = loadConsoleConfig({ ...base, CONSOLE_PIPELINE_TARGETS: 'distributor=http://d:9465/, command-api=http://c:9466' });
+    assert.deepEqual(c.CONSOLE_PIPELINE_TARGETS, [
+      { name: 'distributor', url: 'http://d:9465' },
+      { name: 'command-api', url: 'http://c:9466' },
+    ]);
+  });
+  it('refuses a bad target, and a console no one could log in to', () => {
+    for (const env of [{ ...base, CONSOLE_PIPELINE_TARGETS: 'distributor' }, {}]) {
+      assert.throws(
+        () => loadConsoleConfig(env),
+        (e: unknown) => isFieldStreamError(e, 'CONFIG_INVALID'),
+      );
+    }
+  });
+});
+
+describe('text exposition', () => {
+  it('reads samples, labels (escaped too) and sums', () => {
+    const s = parseExposition('# HELP x y\nfoo_total{a="1",b="q\\"x"} 3\nfoo_total{a="2"} 4 1700000000\nbar 1.5\nnot a sample line\n');
+    assert.equal(s.length, 3);
+    assert.equal(s[0]?.labels.b, 'q"x');
+    assert.equal(sumOf(s, 'foo_total'), 7);
+    assert.equal(sumOf(s, 'foo_total', { a: '2' }), 4);
+    assert.equal(sumOf(s, 'missing'), undefined);
+  });
+});
