@@ -7,7 +7,8 @@ import { join } from 'node:path';
  *                             service, never put into a device bundle.
  *   ca.crt                    the public trust anchor every service and device receives
  *   dmz/...                   what the DMZ server mounts (edge TLS, DMZ broker, gateway client)
- *   internal/...              what the internal server mounts (internal broker, bridge, distributor, command API)
+ *   internal/...              what the internal server mounts (internal broker, bridge, distributor, command API,
+ *                             console)
  *   devices/ID/...            one device's certificate and key, and its message-signing key
  *   internal/device-keys/     the internal network's registry of device signing keys
  *   bundles/ID.tar.gz         what is copied to that device, and nothing else
@@ -47,6 +48,8 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
   { file: 'internal/command-api', commonName: 'command-api', role: 'client' },
   // Read-only consumers on the internal broker (analytics, dashboards): they see data, change nothing.
   { file: 'internal/consumer', commonName: 'consumer', role: 'client' },
+  // The operator console (internal-network/console): subscribes to the stored feed only.
+  { file: 'internal/console', commonName: 'console', role: 'client' },
   // The broker exporter (internal-network/broker-exporter): reads both brokers' $SYS state, nothing else.
   { file: 'internal/monitor', commonName: 'monitor', role: 'client' },
 ];

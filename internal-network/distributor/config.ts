@@ -48,6 +48,8 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_STATE_DIR: z.string().default('./data/distributor-state'),
     /** A file touched every 10 s (TIMINGS.healthFileIntervalMs) while connected and subscribed, for container health checks. */
     DISTRIBUTOR_HEALTH_FILE: z.string().optional(),
+    /** "on": publish what was written on the stored feed (fieldstream/v1/internal/stored) for the operator console. */
+    DISTRIBUTOR_FEED: z.enum(['on', 'off']).default('on'),
     /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
     DISTRIBUTOR_METRICS_HOST: setting.host('127.0.0.1'),
     DISTRIBUTOR_METRICS_PORT: setting.portOrOff(9465),

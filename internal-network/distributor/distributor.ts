@@ -21,6 +21,7 @@ import { ReceiptPublisher } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
+import { StoredFeedPublisher } from './stored-feed-publisher.ts';
 
 export interface Distributor {
   readonly clients: readonly MqttClient[];
@@ -28,6 +29,8 @@ export interface Distributor {
   readonly sink: PointSink;
   readonly consumers: readonly Consumer[];
   readonly receipts: ReceiptPublisher;
+  /** the stored feed of what was written (undefined with DISTRIBUTOR_FEED=off) */
+  readonly feed: StoredFeedPublisher | undefined;
   /** Resolves once every consumer's subscription is in place. */
   readonly ready: Promise<void>;
   readonly metrics: DistributorMetrics;
@@ -46,7 +49,13 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const log = logger.child({ component: 'distributor' });
   const served = config.DISTRIBUTOR_METRICS_PORT !== undefined;
   const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false, counting: served }));
-  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics);
+  // Filled below, one per consumer; the stored feed and the receipts publish on these connections.
+  const clients: MqttClient[] = [];
+  const feed =
+    config.DISTRIBUTOR_FEED === 'on'
+      ? new StoredFeedPublisher(clients, { source: config.DISTRIBUTOR_CLIENT_ID }, log.child({ subsystem: 'feed' }), { published: metrics.feedPoints, dropped: metrics.feedDropped })
+      : undefined;
+  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);
   const verifier = new MessageVerifier(
@@ -67,7 +76,6 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const count = group === 'none' ? 1 : config.DISTRIBUTOR_CONSUMERS;
   const filters = [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status].map((f) => (group === 'none' ? f : sharedFilter(group, f)));
 
-  const clients: MqttClient[] = [];
   const consumers: Consumer[] = [];
   const receipts = new ReceiptPublisher(clients, keys, log.child({ subsystem: 'receipts' }), metrics.receipts);
   const subscribed: Promise<void>[] = [];
@@ -127,6 +135,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     sink,
     consumers,
     receipts,
+    feed,
     ready,
     metrics,
     metricsServer,
@@ -139,6 +148,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       clearInterval(healthTimer);
       await (await metricsServer.catch(() => undefined))?.close();
       for (const c of consumers) c.stop();
+      feed?.close();
       // Forced: an unfinished message must not be acknowledged on the way out.
       await Promise.all(clients.map((c) => endMqtt(c, true)));
       await sink.close();

@@ -27,6 +27,8 @@ export class DistributorMetrics {
   readonly batchPoints;
   readonly oldestInProgress;
   readonly receipts;
+  readonly feedPoints;
+  readonly feedDropped;
   readonly endToEnd;
   private live: { connected: () => readonly boolean[]; oldestStartedAt: () => number | undefined } = { connected: () => [], oldestStartedAt: () => undefined };
 
@@ -53,6 +55,11 @@ export class DistributorMetrics {
       this.set(since === undefined ? 0 : Math.max(0, (Date.now() - since) / 1000));
     });
     this.receipts = metrics.counter('distributor_receipts_total', 'Commit receipts published to the gateways.');
+    this.feedPoints = metrics.counter('distributor_feed_points_total', 'Stored points published on the stored feed (fieldstream/v1/internal/stored) for the operator console.');
+    this.feedDropped = metrics.counter(
+      'distributor_feed_dropped_points_total',
+      'Stored points left out of the stored feed (no broker connection, its socket backed up, more waiting than the feed takes, too large for a feed message); written all the same.',
+    );
     this.endToEnd = metrics.histogram(
       'distributor_end_to_end_seconds',
       "Seconds from a device's sending of a message (its signature time, on the gateway's clock; unsigned: the gateway's receipt) to the database's answer.",

@@ -2,6 +2,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { DistributorMetrics } from './metrics.ts';
+import type { StoredListener } from './stored-feed-publisher.ts';
 
 interface Waiter {
   points: readonly StoredPoint[];
@@ -19,6 +20,9 @@ interface Waiter {
  *
  * When the store refuses a combined request as bad data, the messages are written again one by one,
  * so a single bad message cannot take the good ones with it to the dead-letter folder.
+ *
+ * What a request wrote is offered to the stored feed (stored-feed-publisher.ts) once the database
+ * took it, never before and never waited for.
  */
 export class WriteBatcher implements PointSink {
   readonly description: string;
@@ -38,6 +42,8 @@ export class WriteBatcher implements PointSink {
     /** requests in flight at once */
     private readonly concurrency = 1,
     private readonly metrics: DistributorMetrics = new DistributorMetrics(),
+    /** told what was written, once the database took it (the stored feed); never waited for */
+    private readonly stored?: StoredListener,
   ) {
     this.description = `${sink.description}, batched up to ${maxPoints} points per request, ${concurrency} at a time`;
   }
@@ -73,11 +79,14 @@ export class WriteBatcher implements PointSink {
     try {
       this.stats.requests++;
       this.metrics.batchPoints.observe(size);
-      await this.sink.write(batch.length === 1 ? (batch[0] as Waiter).points : batch.flatMap((w) => w.points));
+      const points = batch.length === 1 ? (batch[0] as Waiter).points : batch.flatMap((w) => w.points);
+      await this.sink.write(points);
       this.metrics.writeSeconds.observe((performance.now() - started) / 1000);
       this.lastWriteFailed = false;
       this.stats.points += size;
       for (const w of batch) w.resolve();
+      // Durable now, and only now may anyone be told of them.
+      this.offerStored(points);
     } catch (err) {
       this.metrics.writeSeconds.observe((performance.now() - started) / 1000);
       const code = isFieldStreamError(err) ? err.code : 'DISTRIBUTOR_WRITE_FAILED';
@@ -89,6 +98,15 @@ export class WriteBatcher implements PointSink {
       }
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', String(err));
       for (const w of batch) w.reject(coded);
+    }
+  }
+
+  /** The feed is a view: whatever becomes of it, the points are written and their messages settled. */
+  private offerStored(points: readonly StoredPoint[]): void {
+    try {
+      this.stored?.offer(points);
+    } catch {
+      // offer never throws; should it, the write it follows must still count as done.
     }
   }
 

@@ -11,6 +11,9 @@ import { DeviceIdSchema } from './primitives.ts';
  *   fieldstream/v1/devices/{deviceId}/status          presence, retained, published by the gateway
  *   fieldstream/v1/gateways/{gatewayId}/receipts      commit receipts, distributor → the gateway that
  *                                                     received the messages (shared/contract/receipt.ts)
+ *   fieldstream/v1/internal/stored                    the stored feed: what the distributor wrote, for the
+ *                                                     operator console (internal-network/shared/stored-feed.ts);
+ *                                                     internal broker only, never bridged
  *
  * The device id is one topic level: the contract forbids "/", "+" and "#" in it (MQTT 3.1.1 §4.7.1).
  */
@@ -24,6 +27,13 @@ export const TOPIC_FILTERS = {
   status: `${TOPIC_ROOT}/+/status`,
   receipts: `${GATEWAY_TOPIC_ROOT}/+/receipts`,
 } as const;
+
+/**
+ * The stored feed. Outside the device and gateway trees on purpose: the bridge carries only those
+ * (internal-network/mosquitto/mosquitto.conf), so the feed never reaches the DMZ and nothing from
+ * the DMZ arrives on it; parseTopic refuses it like any topic that is not a device's or a gateway's.
+ */
+export const STORED_FEED_TOPIC = 'fieldstream/v1/internal/stored';
 
 /** A gateway id is one topic level (GATEWAY_ID's own rule): none of MQTT's special characters. */
 export const GATEWAY_ID_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;

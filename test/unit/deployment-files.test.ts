@@ -32,7 +32,7 @@ function parseAcl(text: string): Record<string, { read: string[]; write: string[
 describe('deployment files', () => {
   for (const [broker, file, roles] of [
     ['DMZ', 'dmz/mosquitto/acl', ['bridge', 'gateway', 'monitor']],
-    ['internal', 'internal-network/mosquitto/acl', ['command-api', 'consumer', 'distributor', 'monitor']],
+    ['internal', 'internal-network/mosquitto/acl', ['command-api', 'console', 'consumer', 'distributor', 'monitor']],
   ] as const) {
     it(`the ${broker} broker ACL grants exactly what shared/acl.ts allows ${roles.join(' and ')}`, () => {
       const acl = parseAcl(readFileSync(join(repoRoot, file), 'utf8'));

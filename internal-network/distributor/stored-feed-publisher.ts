@@ -1,0 +1,207 @@
+import type { MqttClient } from 'mqtt';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { STORED_FEED_TOPIC, STORED_FEED_VERSION, storedPointProblem } from '../shared/stored-feed.ts';
+import { MEASUREMENTS, type StoredPoint } from './points.ts';
+
+/** Where the write path hands over what it wrote (the WriteBatcher, after the database answered). */
+export interface StoredListener {
+  /** Called with points already durable; returns at once and never throws. */
+  offer(points: readonly StoredPoint[]): void;
+}
+
+export interface StoredFeedOptions {
+  /** the `source` of every message: the distributor's DISTRIBUTOR_CLIENT_ID */
+  source: string;
+  /** milliseconds between the first point offered and its message (TIMINGS.feedCoalesceMs) */
+  coalesceMs?: number;
+  /** points per message (LIMITS.feedPointsPerMessage) */
+  maxPointsPerMessage?: number;
+  /** bytes per message (LIMITS.feedMessageMaxBytes) */
+  maxMessageBytes?: number;
+  /** points waiting for the next message, then room for all but readings (LIMITS.feedPending*) */
+  maxPendingPoints?: number;
+  extraPendingPoints?: number;
+  /** bytes a connection's socket may hold unsent before the feed skips it (LIMITS.feedSocketBufferMaxBytes) */
+  maxSocketBufferBytes?: number;
+}
+
+/** Counters of what the feed published and left out (DistributorMetrics.feedPoints / feedDropped). */
+export interface FeedCounters {
+  published: { inc(n: number): void };
+  dropped: { inc(n: number): void };
+}
+
+/**
+ * Publishes the stored feed (internal-network/shared/stored-feed.ts): the points the WriteBatcher
+ * wrote, gathered for TIMINGS.feedCoalesceMs and sent at QoS 0 on one of the distributor's
+ * connections, at most LIMITS.feedPointsPerMessage points and LIMITS.feedMessageMaxBytes per message.
+ *
+ * It is a view for people, not a copy of the data: the write path never waits for it and never
+ * pays for its trouble. `offer` only keeps a reference to the array; serialising happens on the
+ * timer. When no connection is up, or the one it would use has more than
+ * LIMITS.feedSocketBufferMaxBytes unsent (PUBACKs and receipts share that socket and come first),
+ * or more points wait than LIMITS.feedPendingMaxPoints, points are left out and counted: in the
+ * next message's `dropped` and in fieldstream_distributor_feed_dropped_points_total. Nothing is
+ * queued while disconnected (mqtt.js would otherwise keep QoS 0 messages for the next connection).
+ */
+export class StoredFeedPublisher implements StoredListener {
+  private pending: (readonly StoredPoint[])[] = [];
+  private pendingPoints = 0;
+  /** points left out since the last message that went out */
+  private dropped = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** whether the last attempt to publish found no usable connection (logged once per episode) */
+  private blocked = false;
+  private readonly o: Required<StoredFeedOptions>;
+  private readonly head: string;
+  readonly stats = { messages: 0, points: 0, dropped: 0 };
+
+  constructor(
+    private readonly clients: readonly MqttClient[],
+    options: StoredFeedOptions,
+    private readonly log: Logger,
+    private readonly counters?: FeedCounters,
+  ) {
+    this.o = {
+      coalesceMs: TIMINGS.feedCoalesceMs,
+      maxPointsPerMessage: LIMITS.feedPointsPerMessage,
+      maxMessageBytes: LIMITS.feedMessageMaxBytes,
+      maxPendingPoints: LIMITS.feedPendingMaxPoints,
+      extraPendingPoints: LIMITS.feedPendingExtraPoints,
+      maxSocketBufferBytes: LIMITS.feedSocketBufferMaxBytes,
+      ...options,
+    };
+    this.head = `{"v":${STORED_FEED_VERSION},"source":${JSON.stringify(this.o.source)},"dropped":`;
+  }
+
+  offer(points: readonly StoredPoint[]): void {
+    if (points.length === 0) return;
+    if (this.closed) return this.drop(points.length);
+    const room = this.o.maxPendingPoints - this.pendingPoints;
+    if (points.length <= room) {
+      this.keep(points);
+    } else {
+      // Over the cap: readings are left out first; presence, health, security events and the
+      // other rare kinds still go while the extra room lasts, so a flood of readings cannot hide them.
+      const kept: StoredPoint[] = room > 0 ? points.slice(0, room) : [];
+      let extra = this.o.maxPendingPoints + this.o.extraPendingPoints - this.pendingPoints - kept.length;
+      for (let i = Math.max(0, room); i < points.length && extra > 0; i++) {
+        const p = points[i] as StoredPoint;
+        if (p.measurement !== MEASUREMENTS.readings) {
+          kept.push(p);
+          extra--;
+        }
+      }
+      this.drop(points.length - kept.length);
+      if (kept.length > 0) this.keep(kept);
+    }
+  }
+
+  /** Publishes what waits (if a connection takes it) and stops; later offers are counted as dropped. */
+  close(): void {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    this.flush();
+    this.closed = true;
+  }
+
+  private keep(points: readonly StoredPoint[]): void {
+    this.pending.push(points);
+    this.pendingPoints += points.length;
+    if (!this.timer) {
+      this.timer = setTimeout(() => this.flush(), this.o.coalesceMs);
+      this.timer.unref();
+    }
+  }
+
+  private drop(n: number): void {
+    if (n <= 0) return;
+    this.dropped += n;
+    this.stats.dropped += n;
+    this.counters?.dropped.inc(n);
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    const batches = this.pending;
+    const total = this.pendingPoints;
+    this.pending = [];
+    this.pendingPoints = 0;
+    if (total === 0 && this.dropped === 0) return;
+    if (!this.usableClient()) {
+      // Nothing is serialised for a connection that is not there.
+      this.drop(total);
+      return;
+    }
+    // Room for the head, the largest `dropped` a message can carry and the closing brackets.
+    const budget = this.o.maxMessageBytes - Buffer.byteLength(this.head) - 32;
+    let parts: string[] = [];
+    let bytes = 0;
+    for (const batch of batches) {
+      for (const p of batch) {
+        const problem = storedPointProblem(p);
+        const json = problem === undefined ? JSON.stringify(p) : undefined;
+        const size = json === undefined ? 0 : Buffer.byteLength(json);
+        if (json === undefined || size > budget) {
+          this.log.debug({ measurement: String(p.measurement).slice(0, 64), problem: problem ?? `${size} bytes` }, 'stored point left out of the feed');
+          this.drop(1);
+          continue;
+        }
+        if (parts.length >= this.o.maxPointsPerMessage || bytes + size + 1 > budget) {
+          this.publish(parts);
+          parts = [];
+          bytes = 0;
+        }
+        parts.push(json);
+        bytes += size + 1;
+      }
+    }
+    // An empty message still tells the console about points left out since the last one.
+    if (parts.length > 0 || this.dropped > 0) this.publish(parts);
+  }
+
+  private publish(parts: string[]): void {
+    const client = this.usableClient();
+    if (!client) {
+      this.drop(parts.length);
+      return;
+    }
+    const dropped = this.dropped;
+    this.dropped = 0;
+    const n = parts.length;
+    this.stats.messages++;
+    client.publish(STORED_FEED_TOPIC, `${this.head}${dropped},"points":[${parts.join(',')}]}`, { qos: 0 }, (err) => {
+      if (err) {
+        // Not written to the socket: its points, and the count it carried, go in the next message.
+        this.drop(n);
+        this.dropped += dropped;
+        return;
+      }
+      this.stats.points += n;
+      this.counters?.published.inc(n);
+    });
+  }
+
+  /**
+   * The first connection that is up and whose socket is not backed up: always the same one while
+   * it stays usable, so messages reach the console in the order they were published.
+   */
+  private usableClient(): MqttClient | undefined {
+    for (const c of this.clients) {
+      if (c.connected && !c.disconnecting && (c.stream?.writableLength ?? 0) <= this.o.maxSocketBufferBytes) {
+        if (this.blocked) {
+          this.blocked = false;
+          this.log.info({ dropped: this.stats.dropped }, 'stored feed publishing again');
+        }
+        return c;
+      }
+    }
+    if (!this.blocked) {
+      this.blocked = true;
+      this.log.warn('stored feed: no broker connection with room; stored points are left out of the feed (counted) until one is back');
+    }
+    return undefined;
+  }
+}
