@@ -1,6 +1,6 @@
 /**
  * Reads back the embedded time-series store (the default when INFLUXDB_URL is not set).
- *   npm run readings -- [--measurement readings|events|command_responses|files|device_status] [--device ID] [--last N] [--line-protocol]
+ *   npm run readings -- [--measurement readings|events|command_responses|files|device_status|device_health] [--device ID] [--last N] [--line-protocol]
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';

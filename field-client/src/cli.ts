@@ -3,9 +3,11 @@
  *   fieldstream send timeseries '{"temperature": 21.5}'     a reading (or an array of readings)
  *   fieldstream send event '{"eventType": "door_open"}'    an event
  *   fieldstream send file PATH [CONTENT_TYPE]              a file, of any size
+ *   fieldstream health '{"battery": 87}'                    values sent with each health message (null removes one)
+ *   fieldstream health                                     those values and the last health message
  *   fieldstream status                                     what the running client reports
  *   fieldstream doctor                                     check everything, in order
- * `send` and `status` talk to the running client's local HTTP input (FIELD_HTTP_PORT).
+ * `send`, `health` and `status` talk to the running client's local HTTP input (FIELD_HTTP_PORT).
  */
 import { createReadStream, statSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -21,6 +23,7 @@ function usage(): never {
   fieldstream send timeseries JSON
   fieldstream send event JSON
   fieldstream send file PATH [CONTENT_TYPE]
+  fieldstream health [JSON]
   fieldstream status
   fieldstream doctor
 `);
@@ -40,7 +43,7 @@ async function call(path: string, init: RequestInit & { duplex?: 'half' }): Prom
     process.stderr.write(`error ${body.code}: ${body.message}\n`);
     process.exit(1);
   }
-  process.stdout.write(path === '/status' ? `${JSON.stringify(body, null, 2)}\n` : `accepted ${body.messageIds?.length} message(s): ${body.messageIds?.join(' ')}\n`);
+  process.stdout.write(body.messageIds ? `accepted ${body.messageIds.length} message(s): ${body.messageIds.join(' ')}\n` : `${JSON.stringify(body, null, 2)}\n`);
 }
 
 async function main(): Promise<void> {
@@ -62,6 +65,10 @@ async function main(): Promise<void> {
       return call(`/v1/files?${q}`, { method: 'POST', body: createReadStream(value) as unknown as BodyInit, duplex: 'half', headers: { 'content-type': extra ?? 'application/octet-stream' } });
     }
     usage();
+  }
+  if (command === 'health') {
+    const [value] = args;
+    return value ? call('/v1/health', { method: 'PUT', headers: { 'content-type': 'application/json' }, body: value }) : call('/v1/health', { method: 'GET' });
   }
   if (command === 'status') return call('/status', { method: 'GET' });
   if (command === 'doctor') {

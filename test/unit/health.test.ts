@@ -95,6 +95,14 @@ describe('the health message in the contract', () => {
     assert.ok(refused({ ...GOOD, local: [1, 2] }));
   });
 
+  it("docs/message-contract.md's example is a valid health message, as typed into wscat", () => {
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'message-contract.md'), 'utf8');
+    const example = [...doc.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!).find((block) => block.includes('"dataType": "health"'));
+    assert.ok(example, 'the example is in the document');
+    const [m] = parseUplinkFrame(example);
+    assert.equal(m?.dataType, 'health');
+  });
+
   it('travels in an envelope that the distributor validates again', () => {
     const env = { v: 1, deviceId: 'd1', dataType: 'health', gatewayId: 'gw', receivedAt: 1, messages: [{ messageId: 'e.1', seq: 1, payload: GOOD }] };
     assert.equal(parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify(env))).dataType, 'health');
