@@ -1,0 +1,204 @@
+// The console server's API (docs: the console web API contract): JSON requests carrying the CSRF
+// token, and the live feed (server-sent events) with reconnection.
+
+/** An error answer `{ error: { code, message } }`, or a network failure (status 0). */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The CSRF token of the current session; replaced by each /api/session and /api/login answer. */
+let csrfToken = '';
+/** Called on any 401: the session is gone (expired, logged out elsewhere, server restarted). */
+let onUnauthorized = () => {};
+
+export function setUnauthorizedHandler(fn) {
+  onUnauthorized = fn;
+}
+
+/**
+ * One request. Every state-changing request carries `x-csrf-token`. A request without a body sends
+ * no content-type (a JSON content-type with an empty body is a malformed request).
+ */
+export async function request(method, path, body, { quiet401 = false } = {}) {
+  const headers = { accept: 'application/json' };
+  if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin',
+      cache: 'no-store',
+    });
+  } catch {
+    throw new ApiError(0, 'NETWORK', 'The console server cannot be reached.');
+  }
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    data = null;
+  }
+  if (!res.ok) {
+    const e = data && typeof data === 'object' && data.error && typeof data.error === 'object' ? data.error : {};
+    const err = new ApiError(
+      res.status,
+      typeof e.code === 'string' ? e.code : `HTTP_${res.status}`,
+      typeof e.message === 'string' ? e.message : res.statusText || `HTTP ${res.status}`,
+    );
+    if (res.status === 401 && !quiet401) onUnauthorized(err);
+    throw err;
+  }
+  return data;
+}
+
+/** GET /api/session: who is logged in, and the CSRF token to use. */
+export async function getSession() {
+  const s = await request('GET', '/api/session');
+  if (s && typeof s.csrfToken === 'string') csrfToken = s.csrfToken;
+  if (s && s.authenticated === true && typeof s.user === 'string' && typeof s.role === 'string') {
+    return { authenticated: true, user: s.user, role: s.role };
+  }
+  return { authenticated: false };
+}
+
+/** POST /api/login with a role token (in the body, never in a URL). */
+export async function login(token) {
+  const s = await request('POST', '/api/login', { token }, { quiet401: true });
+  if (s && typeof s.csrfToken === 'string') csrfToken = s.csrfToken;
+  return { authenticated: true, user: String(s?.user ?? ''), role: String(s?.role ?? '') };
+}
+
+export async function logout() {
+  await request('POST', '/api/logout', undefined, { quiet401: true });
+}
+
+export const getDevice = (id) => request('GET', `/api/devices/${encodeURIComponent(id)}`);
+
+export function getHistory(id, field, from, to) {
+  const q = new URLSearchParams({ field, from: String(Math.floor(from)), to: String(Math.ceil(to)) });
+  return request('GET', `/api/devices/${encodeURIComponent(id)}/history?${q}`);
+}
+
+export const sendCommand = (id, body) => request('POST', `/api/devices/${encodeURIComponent(id)}/commands`, body);
+
+/** The live feed's event names (contract: GET /api/live). */
+const LIVE_EVENTS = ['snapshot', 'devices', 'security', 'pipeline', 'anomalies', 'device'];
+/** Reconnection delays grow from the first to the last, and start over after a snapshot. */
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 15000;
+/** The server sends `pipeline` every 2 s: this long without any event means the stream is dead
+ * (a proxy may keep a dead connection open), so it is reopened. */
+const SILENCE_MS = 15000;
+
+/**
+ * The live feed: one EventSource at a time, on /api/live or /api/live?device=ID (which carries
+ * everything the plain one does, plus `device`), reopened with growing delays when it fails.
+ * EventSource cannot see a 401, so after a failure the session is asked first: a session that
+ * is gone shows the login view instead of retrying forever.
+ */
+export class LiveFeed {
+  /** @param {(name: string, data: unknown) => void} onEvent @param {(status: string) => void} onStatus */
+  constructor(onEvent, onStatus) {
+    this.onEvent = onEvent;
+    this.onStatus = onStatus;
+    this.device = null;
+    this.source = null;
+    this.retryMs = RETRY_MIN_MS;
+    this.retryTimer = 0;
+    this.silenceTimer = 0;
+    this.stopped = true;
+  }
+
+  start() {
+    this.stopped = false;
+    this.open();
+  }
+
+  stop() {
+    this.stopped = true;
+    this.closeSource();
+    clearTimeout(this.retryTimer);
+    this.onStatus('stopped');
+  }
+
+  /** Follows one device (its page is open) or none; reopens the stream when that changes. */
+  setDevice(id) {
+    if (id === this.device) return;
+    this.device = id;
+    if (!this.stopped) {
+      clearTimeout(this.retryTimer);
+      this.open();
+    }
+  }
+
+  open() {
+    this.closeSource();
+    const url = this.device === null ? '/api/live' : `/api/live?${new URLSearchParams({ device: this.device })}`;
+    const es = new EventSource(url, { withCredentials: true });
+    this.source = es;
+    this.onStatus('connecting');
+    for (const name of LIVE_EVENTS) {
+      es.addEventListener(name, (ev) => {
+        if (this.source !== es) return;
+        this.heard();
+        let data;
+        try {
+          data = JSON.parse(ev.data);
+        } catch {
+          return;
+        }
+        if (name === 'snapshot') {
+          this.retryMs = RETRY_MIN_MS;
+          this.onStatus('live');
+        }
+        this.onEvent(name, data);
+      });
+    }
+    es.addEventListener('error', () => {
+      if (this.source === es) this.failed();
+    });
+    this.heard();
+  }
+
+  heard() {
+    clearTimeout(this.silenceTimer);
+    this.silenceTimer = setTimeout(() => this.failed(), SILENCE_MS);
+  }
+
+  closeSource() {
+    clearTimeout(this.silenceTimer);
+    if (this.source) this.source.close();
+    this.source = null;
+  }
+
+  failed() {
+    this.closeSource();
+    if (this.stopped) return;
+    this.onStatus('reconnecting');
+    clearTimeout(this.retryTimer);
+    const delay = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+    this.retryTimer = setTimeout(async () => {
+      if (this.stopped) return;
+      try {
+        const s = await getSession();
+        if (!s.authenticated) {
+          onUnauthorized(new ApiError(401, 'CONSOLE_SESSION_ENDED', 'The session ended.'));
+          return;
+        }
+      } catch {
+        // The server is unreachable: try again later.
+        this.failed();
+        return;
+      }
+      if (!this.stopped) this.open();
+    }, delay);
+  }
+}

@@ -1,0 +1,199 @@
+// The console's entry point: the session, the shell (navigation, live status, the user and role,
+// logout), the live feed and the page of the current route.
+//
+// data-testid attributes (stable; browser tests select by them):
+//   app                      the application root
+//   page-login               the login view; login-form, login-token, login-submit, login-error
+//   user-name, user-role     the logged-in user; user-role has data-role = viewer|operator|admin
+//   logout                   the logout button
+//   live-status              the live feed; data-state = connecting|live|reconnecting|stopped
+//   nav-fleet, nav-security, nav-pipeline, nav-anomalies   navigation links
+//   page-fleet, page-device, page-security, page-pipeline, page-anomalies   each page's root
+//   fleet-search, fleet-count, fleet-table, fleet-empty, fleet-state-counts
+//   fleet-row                a fleet row; data-device-id, data-state; fleet-state is its badge
+//   device-id, device-state  the device page's id and state badge (data-state)
+//   device-unknown, device-facts, device-revoked
+//   latest-values, latest-time; latest-value cells with data-field
+//   device-health, health-time; health-value cells with data-field
+//   charts, chart-window; chart (data-field) per numeric field; chart-status
+//   command-form, command-name, command-params, command-ttl, command-submit,
+//   command-status, command-error, command-name-error, command-params-error, command-ttl-error
+//   command-readonly         shown instead of the form to a viewer
+//   command-list; command-row with data-command-id and data-state; command-state its badge
+//   device-events / device-event-row, device-security / device-security-row (data-reason),
+//   device-anomalies / device-anomaly-row
+//   security-events; security-row (data-device, data-reason); security-by-reason /
+//   security-reason-row (data-reason); security-by-device / security-device-row; security-total
+//   pipeline-metric (data-metric = readingsPerSecond|writeFailures|deadLetters|feedDropped),
+//   pipeline-service-row (data-name), pipeline-broker-row (data-name), pipeline-bridge, pipeline-at
+//   anomalies-table; anomaly-row (data-device, data-field, data-detector); anomaly-device-link;
+//   anomalies-count
+//   fatal-error              the server could not be reached at start
+
+import { h, replaceChildren, setText, setData } from './dom.js';
+import { getSession, logout, setUnauthorizedHandler, LiveFeed } from './api.js';
+import { Store } from './store.js';
+import { startRouter } from './router.js';
+import { mountLogin } from './pages/login.js';
+import { mountFleet } from './pages/fleet.js';
+import { mountDevice } from './pages/device.js';
+import { mountSecurity } from './pages/security.js';
+import { mountPipeline } from './pages/pipeline.js';
+import { mountAnomalies } from './pages/anomalies.js';
+
+const NAV = [
+  ['fleet', 'Fleet'],
+  ['security', 'Security'],
+  ['pipeline', 'Pipeline'],
+  ['anomalies', 'Anomalies'],
+];
+const TITLES = { fleet: 'Fleet', device: 'Device', security: 'Security', pipeline: 'Pipeline', anomalies: 'Anomalies' };
+const LIVE_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', stopped: 'Not connected' };
+/** Roles that may send commands (the server decides; this only hides a form that would be refused). */
+const COMMANDERS = new Set(['operator', 'admin']);
+
+const app = document.getElementById('app');
+
+/** Everything that belongs to one logged-in session; torn down at logout or when it ends. */
+let shell = null;
+let ending = false;
+
+function teardown() {
+  if (!shell) return;
+  shell.page?.unmount();
+  shell.stopRouter?.();
+  shell.live.stop();
+  shell = null;
+}
+
+function showLogin(notice) {
+  teardown();
+  document.title = 'Log in · FieldStream console';
+  const main = h('main', { id: 'main', class: 'login-main' });
+  replaceChildren(app, h('header', { class: 'topbar' }, h('h1', { class: 'brand' }, 'FieldStream console')), main);
+  mountLogin(main, { onLoggedIn: (session) => startShell(session, true), notice });
+}
+
+/** The session is gone (401, logout): a fresh CSRF token, then the login view. */
+async function sessionEnded(notice) {
+  if (ending) return;
+  ending = true;
+  teardown();
+  try {
+    await getSession();
+  } catch {
+    // The login view works once the server answers; its own request will say if it does not.
+  }
+  ending = false;
+  showLogin(notice);
+}
+
+/** `focusPage`: after a login, focus goes to the page heading (the login form is gone). */
+function startShell(session, focusPage = false) {
+  teardown();
+  const store = new Store();
+  const liveStatus = h('span', { class: 'live-status', testid: 'live-status', role: 'status' });
+  const setLiveStatus = (state) => {
+    setData(liveStatus, 'state', state);
+    setText(liveStatus, LIVE_TEXT[state] ?? state);
+  };
+  const live = new LiveFeed((name, data) => store.apply(name, data), setLiveStatus);
+  setLiveStatus('connecting');
+  const navLinks = new Map(NAV.map(([page, label]) => [page, h('a', { href: `#/${page}`, testid: `nav-${page}` }, label)]));
+  const main = h('main', { id: 'main', tabindex: -1 });
+  const logoutButton = h('button', {
+    type: 'button',
+    class: 'link-button',
+    testid: 'logout',
+    on: {
+      click: async () => {
+        logoutButton.disabled = true;
+        try {
+          await logout();
+        } catch {
+          // Logged out or not, the session is over for this page.
+        }
+        sessionEnded();
+      },
+    },
+  }, 'Log out');
+
+  replaceChildren(
+    app,
+    h('button', { type: 'button', class: 'skip-link', on: { click: () => main.focus() } }, 'Skip to content'),
+    h('header', { class: 'topbar' },
+      h('h1', { class: 'brand' }, 'FieldStream console'),
+      h('nav', { 'aria-label': 'Console pages' }, h('ul', null, [...navLinks.values()].map((a) => h('li', null, a)))),
+      h('div', { class: 'session' },
+        liveStatus,
+        h('span', { class: 'user' },
+          h('span', { testid: 'user-name' }, session.user), ' ',
+          h('span', { class: `role role-${COMMANDERS.has(session.role) || session.role === 'viewer' ? session.role : 'unknown'}`, testid: 'user-role', data: { role: session.role } }, session.role)),
+        logoutButton)),
+    main,
+  );
+
+  shell = { store, live, page: null, stopRouter: null };
+  const current = shell;
+  let first = !focusPage;
+  const openDevice = (id) => {
+    location.hash = `#/device/${encodeURIComponent(id)}`;
+  };
+
+  const showRoute = (route) => {
+    if (shell !== current) return;
+    current.page?.unmount();
+    current.page = null;
+    main.replaceChildren();
+    for (const [page, a] of navLinks) {
+      // A device page belongs to the fleet: its link is marked, but it is not the current page.
+      a.classList.toggle('active', page === route.page || (route.page === 'device' && page === 'fleet'));
+      if (page === route.page) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+    }
+    if (route.page === 'device') {
+      if (store.detail && store.detail.row.id !== route.id) store.detail = null;
+      live.setDevice(route.id);
+    } else {
+      live.setDevice(null);
+      store.detail = null;
+    }
+    const root = h('div', { class: `page page-${route.page}`, testid: `page-${route.page}` });
+    main.append(root);
+    const ctx = { store, openDevice, id: route.id, canCommand: COMMANDERS.has(session.role) };
+    const mount = { fleet: mountFleet, device: mountDevice, security: mountSecurity, pipeline: mountPipeline, anomalies: mountAnomalies }[route.page];
+    current.page = mount(root, ctx);
+    document.title = `${route.page === 'device' ? route.id : TITLES[route.page]} · FieldStream console`;
+    // After a navigation, focus goes to the new page's heading, as a page load would put it.
+    if (!first) root.querySelector('h2')?.focus();
+    first = false;
+  };
+  current.stopRouter = startRouter(showRoute);
+  live.start();
+}
+
+function showFatal(err) {
+  replaceChildren(
+    app,
+    h('main', { id: 'main', class: 'login-main' },
+      h('div', { class: 'login-box', testid: 'fatal-error', role: 'alert' },
+        h('h2', null, 'The console server cannot be reached'),
+        h('p', null, err.message),
+        h('button', { type: 'button', class: 'primary', on: { click: boot } }, 'Try again'))),
+  );
+}
+
+async function boot() {
+  setUnauthorizedHandler(() => sessionEnded('Your session has ended: log in again.'));
+  let session;
+  try {
+    session = await getSession();
+  } catch (err) {
+    showFatal(err);
+    return;
+  }
+  if (session.authenticated) startShell(session);
+  else showLogin();
+}
+
+boot();

@@ -1,0 +1,120 @@
+// The command form of the device page (operators and admins only; the server refuses a viewer
+// anyway). What it sends is checked here first, by the same rules as the command API's schema, so
+// a typo is explained at once instead of coming back as a 400.
+
+import { h, setText } from './dom.js';
+import { sendCommand } from './api.js';
+
+/** shared/contract/downlink.ts CommandNameSchema. */
+const COMMAND_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/** LIMITS.stringMaxChars: the largest parameters, as JSON. */
+const PARAMS_MAX_CHARS = 64 * 1024;
+/** LIMITS.commandMaxTtlS (30 days). */
+const TTL_MAX_S = 30 * 86400;
+
+/**
+ * Checks the form's values; returns { body } to send, or { errors: { field: message } }.
+ * Exported for the page's own use only; pure, so it is easy to reason about.
+ */
+export function validateCommand(name, paramsText, ttlText) {
+  const errors = {};
+  const body = {};
+  const command = name.trim();
+  if (!COMMAND_NAME.test(command)) errors.command = 'A command name is 1 to 64 letters, digits, ".", "_" or "-".';
+  else body.command = command;
+  if (paramsText.trim() !== '') {
+    let params;
+    try {
+      params = JSON.parse(paramsText);
+    } catch (e) {
+      errors.params = `Parameters are not valid JSON: ${e.message}`;
+    }
+    if (!('params' in errors)) {
+      if (params === null || typeof params !== 'object' || Array.isArray(params)) errors.params = 'Parameters must be a JSON object, e.g. {"seconds": 10}.';
+      else if (JSON.stringify(params).length > PARAMS_MAX_CHARS) errors.params = `Parameters are longer than ${PARAMS_MAX_CHARS} characters as JSON.`;
+      else body.params = params;
+    }
+  }
+  if (ttlText.trim() !== '') {
+    const ttl = Number(ttlText);
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > TTL_MAX_S) errors.ttl = `The time to live is a whole number of seconds from 1 to ${TTL_MAX_S}.`;
+    else body.ttlSeconds = ttl;
+  }
+  return Object.keys(errors).length ? { errors } : { body };
+}
+
+/** The form; `onSent(record)` is called with the command API's record of a command it accepted. */
+export function commandForm(deviceId, onSent) {
+  const field = (id, label, control, hint) => {
+    const error = h('p', { id: `${id}-error`, class: 'field-error', testid: `${id}-error`, hidden: true });
+    control.id = id;
+    control.setAttribute('aria-describedby', [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(' '));
+    return {
+      control,
+      error,
+      el: h('div', { class: 'field' }, h('label', { for: id }, label), control, hint ? h('p', { id: `${id}-hint`, class: 'hint' }, hint) : null, error),
+    };
+  };
+  const name = field('command-name', 'Command', h('input', { type: 'text', testid: 'command-name', required: true, autocomplete: 'off', spellcheck: 'false', maxlength: 64 }));
+  const params = field('command-params', 'Parameters (JSON object, optional)', h('textarea', { testid: 'command-params', rows: 3, spellcheck: 'false', placeholder: '{"seconds": 10}' }));
+  const ttl = field('command-ttl', 'Time to live, seconds (optional)', h('input', { type: 'number', testid: 'command-ttl', min: 1, max: TTL_MAX_S, step: 1, inputmode: 'numeric' }), 'How long the command waits for a device that is offline.');
+  const submit = h('button', { type: 'submit', testid: 'command-submit', class: 'primary' }, 'Send command');
+  const status = h('p', { class: 'form-status', role: 'status', testid: 'command-status' });
+  const failure = h('p', { class: 'form-error', role: 'alert', testid: 'command-error', hidden: true });
+
+  const showErrors = (errors) => {
+    for (const [key, f] of [['command', name], ['params', params], ['ttl', ttl]]) {
+      const msg = errors[key];
+      f.error.hidden = !msg;
+      setText(f.error, msg ?? '');
+      if (msg) f.control.setAttribute('aria-invalid', 'true');
+      else f.control.removeAttribute('aria-invalid');
+    }
+  };
+
+  const form = h(
+    'form',
+    {
+      class: 'command-form',
+      testid: 'command-form',
+      method: 'post',
+      novalidate: true,
+      'aria-label': 'Send a command',
+      on: {
+        submit: async (ev) => {
+          ev.preventDefault();
+          failure.hidden = true;
+          setText(status, '');
+          const checked = validateCommand(name.control.value, params.control.value, ttl.control.value);
+          showErrors(checked.errors ?? {});
+          if (checked.errors) {
+            const first = ['command', 'params', 'ttl'].find((k) => checked.errors[k]);
+            ({ command: name, params, ttl })[first].control.focus();
+            return;
+          }
+          submit.disabled = true;
+          setText(status, 'Sending…');
+          try {
+            const record = await sendCommand(deviceId, checked.body);
+            setText(status, `Sent: ${checked.body.command} (${record?.commandId ?? 'no id'}), ${record?.state ?? 'queued'}.`);
+            params.control.value = '';
+            if (record && typeof record.commandId === 'string') onSent(record);
+          } catch (err) {
+            setText(status, '');
+            failure.hidden = false;
+            setText(failure, err.status === 403 ? 'Your role may not send commands.' : `Not sent: ${err.message} (${err.code}).`);
+          } finally {
+            submit.disabled = false;
+          }
+        },
+      },
+    },
+    name.el,
+    params.el,
+    ttl.el,
+    h('div', { class: 'form-actions' }, submit),
+    status,
+    failure,
+  );
+  return form;
+}

@@ -1,0 +1,194 @@
+// Device: its state, latest values, health, charts, commands, events, security events and
+// anomalies. The first answer comes from GET /api/devices/:id; after that the live feed follows this
+// device (/api/live?device=ID) and each `device` event replaces what is shown.
+
+import { h, replaceChildren, setText, setData, routeLink } from '../dom.js';
+import { getDevice } from '../api.js';
+import { badge, setBadge, relativeTime, dateTime, value, json, number, score, bytes, duration } from '../format.js';
+import { dataTable, section } from '../table.js';
+import { DeviceCharts, WINDOWS } from '../charts.js';
+import { commandForm } from '../command-form.js';
+
+/** How the health fields (measurement device_health) are shown: a label and a formatter. */
+const HEALTH = {
+  uptime_s: ['Uptime', duration],
+  queue_messages: ['Queued messages', number],
+  queue_bytes: ['Queued bytes', bytes],
+  awaiting_receipt: ['Awaiting receipt', number],
+  oldest_unsent_age_s: ['Oldest unsent', duration],
+  free_disk_bytes: ['Free disk', bytes],
+  cert_days_left: ['Certificate days left', number],
+  clock_offset_ms: ['Clock offset (ms)', number],
+  version: ['Version', value],
+  interval_s: ['Health interval', duration],
+};
+
+const time = (ms) => h('time', { title: dateTime(ms) }, dateTime(ms));
+
+export function mountDevice(root, { store, id, canCommand }) {
+  const stateBadge = badge('unknown', 'unknown', { testid: 'device-state' });
+  const facts = h('dl', { class: 'facts', testid: 'device-facts' });
+  const unknown = h('p', { class: 'notice', testid: 'device-unknown', hidden: true });
+  const latestTime = h('p', { class: 'muted', testid: 'latest-time' });
+  const latest = dataTable({ caption: 'Latest values', headings: ['Field', 'Value'], testid: 'latest-values' });
+  const healthTime = h('p', { class: 'muted', testid: 'health-time' });
+  const health = dataTable({ caption: 'Health', headings: ['Measure', 'Value'], testid: 'device-health' });
+  const commands = dataTable({
+    caption: 'Commands',
+    headings: ['Issued', 'Command', 'Parameters', 'State', 'Attempts', 'Response', 'Updated'],
+    testid: 'command-list',
+  });
+  const events = dataTable({ caption: 'Events', headings: ['Time', 'Event'], testid: 'device-events' });
+  const security = dataTable({ caption: 'Security events', headings: ['Time', 'Reason'], testid: 'device-security' });
+  const anomalies = dataTable({ caption: 'Anomalies', headings: ['Time', 'Field', 'Detector', 'Score', 'Value'], testid: 'device-anomalies' });
+
+  const chartBox = h('div', { class: 'charts', testid: 'charts' });
+  const charts = new DeviceCharts(id, chartBox);
+  const windowSelect = h(
+    'select',
+    { id: 'chart-window', testid: 'chart-window', on: { change: () => charts.setWindow(Number(windowSelect.value)) } },
+    WINDOWS.map((w) => h('option', { value: String(w.ms) }, w.label)),
+  );
+
+  /** Records of commands sent from this page, shown until the device's own list carries them. */
+  const sent = new Map();
+  let detail = null;
+
+  root.append(
+    h('div', { class: 'page-head' },
+      h('h2', { tabindex: -1 }, h('span', { class: 'muted' }, 'Device '), h('span', { testid: 'device-id' }, id), ' ', stateBadge),
+      routeLink(['fleet'], '← Fleet', { class: 'back-link' })),
+    unknown,
+    facts,
+    h('div', { class: 'grid-2' },
+      section('latest', 'Latest values', latestTime, latest.el),
+      section('health', 'Health', healthTime, health.el)),
+    section('charts-section', 'Charts',
+      h('div', { class: 'toolbar' }, h('label', { for: 'chart-window' }, 'Window'), windowSelect),
+      chartBox),
+    section('commands', 'Commands',
+      canCommand
+        ? commandForm(id, (record) => {
+            sent.set(record.commandId, record);
+            renderCommands();
+          })
+        : h('p', { class: 'muted', testid: 'command-readonly' }, 'Your role can see commands but not send them.'),
+      commands.el),
+    h('div', { class: 'grid-2' },
+      section('events', 'Events', events.el),
+      section('security-events', 'Security events', security.el)),
+    section('anomalies-section', 'Anomalies', anomalies.el),
+  );
+
+  function renderFacts(row) {
+    const fact = (term, ...desc) => h('div', { class: 'fact' }, h('dt', null, term), h('dd', null, ...desc));
+    replaceChildren(
+      facts,
+      fact('State since', row.since ? relativeTime(row.since) : '—'),
+      fact('Last seen', h('span', { title: dateTime(row.lastSeen) }, relativeTime(row.lastSeen))),
+      fact('Gateway', row.gateway ?? '—'),
+      fact('Backlog', number(row.backlog)),
+      fact('Certificate days left', number(row.certDaysLeft)),
+      fact('Revoked', row.revoked ? badge('bad', 'revoked', { testid: 'device-revoked' }) : h('span', { testid: 'device-revoked', data: { state: 'no' } }, 'no')),
+    );
+  }
+
+  function renderCommands() {
+    const list = Array.isArray(detail?.commands) ? detail.commands.filter((c) => c && typeof c.commandId === 'string') : [];
+    const byId = new Map(list.map((c) => [c.commandId, c]));
+    for (const [cid, rec] of sent) {
+      const known = byId.get(cid);
+      if (!known) byId.set(cid, rec);
+      else if ((rec.updatedAt ?? 0) > (known.updatedAt ?? 0)) byId.set(cid, rec);
+      else sent.delete(cid);
+    }
+    const rows = [...byId.values()].sort((a, b) => (b.issuedAt ?? 0) - (a.issuedAt ?? 0));
+    commands.fill(rows, (c) => {
+      const response = c.response && typeof c.response === 'object'
+        ? `${value(c.response.status)}${c.response.result !== undefined ? ': ' + json(c.response.result, 120) : ''}`
+        : '—';
+      return h('tr', { testid: 'command-row', data: { commandId: c.commandId, state: String(c.state) } },
+        h('td', null, time(c.issuedAt)),
+        h('td', { class: 'mono' }, value(c.command)),
+        h('td', { class: 'mono' }, c.params === undefined ? '—' : json(c.params, 120)),
+        h('td', null, badge(String(c.state), String(c.state), { testid: 'command-state' })),
+        h('td', { class: 'num' }, number(c.attempts)),
+        h('td', { class: 'mono' }, response),
+        h('td', null, relativeTime(c.updatedAt)));
+    }, 'No commands for this device.');
+  }
+
+  function render(d) {
+    detail = d;
+    unknown.hidden = true;
+    const row = d.row ?? {};
+    setBadge(stateBadge, ['online', 'stale', 'offline'].includes(row.state) ? row.state : 'unknown');
+    renderFacts(row);
+
+    const fields = d.latest && typeof d.latest.fields === 'object' && d.latest.fields ? Object.entries(d.latest.fields) : [];
+    fields.sort(([a], [b]) => a.localeCompare(b));
+    setText(latestTime, d.latest ? `Reading of ${dateTime(d.latest.time)} (${relativeTime(d.latest.time)})` : 'No reading yet.');
+    latest.fill(fields, ([k, v]) => h('tr', null, h('th', { scope: 'row' }, k), h('td', { testid: 'latest-value', data: { field: k } }, value(v))), 'No values.');
+
+    const hf = d.health && typeof d.health.fields === 'object' && d.health.fields ? Object.entries(d.health.fields) : [];
+    hf.sort(([a], [b]) => (a in HEALTH ? 0 : 1) - (b in HEALTH ? 0 : 1) || a.localeCompare(b));
+    setText(healthTime, d.health ? `Heartbeat of ${dateTime(d.health.time)} (${relativeTime(d.health.time)})` : 'No heartbeat yet.');
+    health.fill(hf, ([k, v]) => {
+      const known = HEALTH[k];
+      const label = known ? known[0] : k.startsWith('local_') ? `Local: ${k.slice(6)}` : k;
+      return h('tr', null, h('th', { scope: 'row' }, label), h('td', { testid: 'health-value', data: { field: k } }, known ? known[1](v) : value(v)));
+    }, 'No health values.');
+
+    if (Array.isArray(d.numericFields)) charts.setFields(d.numericFields);
+    if (d.latest) charts.addReading(d.latest.time, d.latest.fields);
+
+    renderCommands();
+    events.fill(Array.isArray(d.events) ? d.events : [], (e) =>
+      h('tr', { testid: 'device-event-row' }, h('td', null, time(e.time)), h('td', { class: 'mono' }, eventText(e.fields))), 'No events.');
+    security.fill(Array.isArray(d.security) ? d.security : [], (e) =>
+      h('tr', { testid: 'device-security-row', data: { reason: String(e.reason) } }, h('td', null, time(e.time)), h('td', { class: 'mono' }, value(e.reason))), 'No security events.');
+    anomalies.fill(Array.isArray(d.anomalies) ? d.anomalies : [], (a) =>
+      h('tr', { testid: 'device-anomaly-row' },
+        h('td', null, time(a.time)),
+        h('td', null, a.field === '*' ? 'several fields' : value(a.field)),
+        h('td', null, value(a.detector)),
+        h('td', { class: 'num' }, score(a.score)),
+        h('td', { class: 'num' }, a.value === undefined ? '—' : number(a.value))), 'No anomalies.');
+  }
+
+  const fromStore = () => (store.detail && store.detail.row && store.detail.row.id === id ? store.detail : null);
+  const unsubscribe = store.subscribe('detail', () => {
+    const d = fromStore();
+    if (d) render(d);
+  });
+  const tick = setInterval(() => {
+    if (detail) renderFacts(detail.row ?? {});
+  }, 5000);
+
+  if (fromStore()) render(fromStore());
+  getDevice(id).then(
+    (d) => {
+      if (!fromStore() && d && d.row) render(d);
+    },
+    (err) => {
+      if (detail) return;
+      unknown.hidden = false;
+      setText(unknown, err.status === 404 ? 'No device with this id is known (yet). This page updates if it appears.' : `The device could not be read: ${err.message}`);
+      setData(unknown, 'code', err.code);
+    },
+  );
+
+  return {
+    unmount() {
+      unsubscribe();
+      clearInterval(tick);
+      charts.destroy();
+    },
+  };
+}
+
+/** An event's fields as "name: value" pairs. */
+function eventText(fields) {
+  if (!fields || typeof fields !== 'object') return value(fields);
+  return Object.entries(fields).map(([k, v]) => `${k}: ${value(v, 120)}`).join(', ') || '—';
+}

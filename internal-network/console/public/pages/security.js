@@ -1,0 +1,66 @@
+// Security: the latest security events (newest first) and counts per reason and per device, as the
+// server's summary has them; redrawn at most once per frame when a `security` event arrives.
+
+import { h, setText, routeLink } from '../dom.js';
+import { dateTime, timeOfDay, value, number } from '../format.js';
+import { dataTable, section } from '../table.js';
+
+/** Devices listed in the per-device counts (the ones with most events). */
+const TOP_DEVICES = 50;
+
+/** What each reason means, for the reader (the codes are documented in docs/errors.md). */
+const REASONS = {
+  SECURITY_BAD_SIGNATURE: 'bad signature',
+  SECURITY_REPLAY: 'replay',
+  SECURITY_STALE: 'stale message',
+  SECURITY_UNSIGNED: 'unsigned',
+  SECURITY_REVOKED: 'revoked device',
+  GATEWAY_RATE_LIMITED: 'rate limited',
+};
+
+const sortedCounts = (counts) =>
+  Object.entries(counts)
+    .filter(([, n]) => typeof n === 'number')
+    .sort(([ka, a], [kb, b]) => b - a || ka.localeCompare(kb));
+
+export function mountSecurity(root, { store }) {
+  const events = dataTable({ caption: 'Security events, newest first', headings: ['Time', 'Device', 'Reason'], testid: 'security-events' });
+  const byReason = dataTable({ caption: 'Events per reason', headings: ['Reason', 'Events'], testid: 'security-by-reason' });
+  const byDevice = dataTable({ caption: 'Events per device', headings: ['Device', 'Events'], testid: 'security-by-device' });
+  const total = h('span', { class: 'muted', testid: 'security-total' });
+
+  root.append(
+    h('div', { class: 'page-head' }, h('h2', { tabindex: -1 }, 'Security'), total),
+    h('div', { class: 'grid-main-side' },
+      section('security-recent', 'Latest events', events.el),
+      h('div', null,
+        section('security-reasons', 'Per reason', byReason.el),
+        section('security-devices', 'Per device', byDevice.el))),
+  );
+
+  function render() {
+    const s = store.security;
+    events.fill(s.recent.filter((e) => e && typeof e === 'object'), (e) =>
+      h('tr', { testid: 'security-row', data: { device: String(e.device), reason: String(e.reason) } },
+        h('td', null, h('time', { title: dateTime(e.time) }, timeOfDay(e.time))),
+        h('td', null, typeof e.device === 'string' ? routeLink(['device', e.device], e.device) : value(e.device)),
+        h('td', null, h('span', { class: 'mono' }, value(e.reason)), REASONS[e.reason] ? h('span', { class: 'muted' }, ` (${REASONS[e.reason]})`) : null)),
+      'No security events.');
+    const reasons = sortedCounts(s.byReason);
+    byReason.fill(reasons, ([reason, n]) =>
+      h('tr', { testid: 'security-reason-row', data: { reason } },
+        h('td', null, h('span', { class: 'mono' }, reason), REASONS[reason] ? h('span', { class: 'muted' }, ` (${REASONS[reason]})`) : null),
+        h('td', { class: 'num' }, number(n))),
+      'None.');
+    const devices = sortedCounts(s.byDevice);
+    byDevice.fill(devices.slice(0, TOP_DEVICES), ([device, n]) =>
+      h('tr', { testid: 'security-device-row', data: { device } }, h('td', null, routeLink(['device', device], device)), h('td', { class: 'num' }, number(n))),
+      'None.');
+    const sum = reasons.reduce((a, [, n]) => a + n, 0);
+    setText(total, `${sum} events, ${devices.length} devices${devices.length > TOP_DEVICES ? ` (the ${TOP_DEVICES} with most shown)` : ''}`);
+  }
+
+  const unsubscribe = store.subscribe('security', render);
+  render();
+  return { unmount: unsubscribe };
+}

@@ -1,0 +1,125 @@
+// What the live feed has told us, in memory. Updates are applied at once (a Map for the devices, so
+// an update of 10,000 rows is 10,000 map writes, no DOM work), and the pages that listen are told
+// at most once per animation frame, whatever the number of events in between.
+
+/** Most anomalies kept for the anomalies page (newest first). */
+const MAX_ANOMALIES = 500;
+
+export const TOPICS = ['devices', 'security', 'pipeline', 'anomalies', 'detail'];
+
+export class Store {
+  constructor() {
+    /** @type {Map<string, object>} device id → DeviceRow */
+    this.devices = new Map();
+    /** Incremented on every device change, so a page can tell whether its sorted copy is stale. */
+    this.devicesVersion = 0;
+    this.security = { recent: [], byReason: {}, byDevice: {} };
+    this.pipeline = null;
+    this.anomalies = [];
+    /** DeviceDetail of the followed device, or null. */
+    this.detail = null;
+    this.listeners = new Map(TOPICS.map((t) => [t, new Set()]));
+    this.pending = new Set();
+    this.frame = 0;
+  }
+
+  /** Calls `fn(store)` after changes of `topic`, once per frame at most; returns the unsubscriber. */
+  subscribe(topic, fn) {
+    const set = this.listeners.get(topic);
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  changed(topic) {
+    this.pending.add(topic);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    this.frame = 0;
+    const topics = [...this.pending];
+    this.pending.clear();
+    for (const t of topics) for (const fn of [...this.listeners.get(t)]) fn(this);
+  }
+
+  /** Applies one live event (names and shapes: the contract's GET /api/live). */
+  apply(name, data) {
+    if (!data || typeof data !== 'object') return;
+    switch (name) {
+      case 'snapshot':
+        this.devices.clear();
+        this.putRows(data.devices);
+        this.setSecurity(data.security);
+        this.setPipeline(data.pipeline);
+        this.anomalies = [];
+        this.addAnomalies(data.anomalies);
+        this.changed('anomalies');
+        break;
+      case 'devices':
+        this.putRows(data.rows);
+        break;
+      case 'security':
+        this.setSecurity(data.summary);
+        break;
+      case 'pipeline':
+        this.setPipeline(data);
+        break;
+      case 'anomalies':
+        this.addAnomalies(data.anomalies);
+        break;
+      case 'device':
+        this.setDetail(data);
+        break;
+    }
+  }
+
+  putRows(rows) {
+    if (!Array.isArray(rows)) return;
+    for (const row of rows) {
+      if (!row || typeof row.id !== 'string') continue;
+      this.devices.set(row.id, row);
+    }
+    this.devicesVersion++;
+    this.changed('devices');
+    // The followed device's row is part of its detail too.
+    if (this.detail && this.detail.row && this.devices.has(this.detail.row.id)) {
+      const row = this.devices.get(this.detail.row.id);
+      if (row !== this.detail.row) {
+        this.detail = { ...this.detail, row };
+        this.changed('detail');
+      }
+    }
+  }
+
+  setSecurity(summary) {
+    if (!summary || typeof summary !== 'object') return;
+    this.security = {
+      recent: Array.isArray(summary.recent) ? summary.recent : [],
+      byReason: summary.byReason && typeof summary.byReason === 'object' ? summary.byReason : {},
+      byDevice: summary.byDevice && typeof summary.byDevice === 'object' ? summary.byDevice : {},
+    };
+    this.changed('security');
+  }
+
+  setPipeline(p) {
+    if (!p || typeof p !== 'object') return;
+    this.pipeline = p;
+    this.changed('pipeline');
+  }
+
+  addAnomalies(list) {
+    if (!Array.isArray(list) || list.length === 0) return;
+    const fresh = list.filter((a) => a && typeof a === 'object').sort((a, b) => (b.time ?? 0) - (a.time ?? 0));
+    this.anomalies = fresh.concat(this.anomalies).slice(0, MAX_ANOMALIES);
+    this.changed('anomalies');
+  }
+
+  setDetail(detail) {
+    if (!detail || typeof detail !== 'object' || !detail.row || typeof detail.row.id !== 'string') return;
+    this.detail = detail;
+    this.devices.set(detail.row.id, detail.row);
+    this.devicesVersion++;
+    this.changed('detail');
+    this.changed('devices');
+  }
+}
