@@ -126,6 +126,9 @@ export class TestBrowser {
       watched.problems.cspViolations.push(`${r.directive} blocked ${r.blockedURI || 'inline'} at ${r.sourceFile}:${r.line}${r.sample ? ` (${r.sample})` : ''}`);
     });
     await context.addInitScript(listenForViolations);
+    // tsx compiles the tests keeping function names: a named function inside a callback given to
+    // page.evaluate() calls esbuild's __name helper, which the page does not have.
+    await context.addInitScript({ content: 'globalThis.__name ??= (f) => f;' });
     await page.goto(url);
     return watched;
   }
