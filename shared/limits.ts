@@ -229,8 +229,6 @@ export const CONSOLE = {
   liveMaxBufferedBytes: 8 * 1024 * 1024,
   /** sessions kept at once (logged in or not); past it the oldest are dropped */
   maxSessions: 10_000,
-  /** login attempts per client address per minute */
-  loginAttemptsPerMinute: 10,
   /** bytes. Largest request body the console reads. */
   bodyMaxBytes: 16 * 1024,
   /** points a history request returns at most (downsampled by mean to fit) */

@@ -29,6 +29,8 @@ export const ConsoleConfigSchema = z
     CONSOLE_COOKIE_SECURE: setting.bool(false),
     /** seconds a login lasts */
     CONSOLE_SESSION_TTL_S: setting.positiveInt(8 * 3600),
+    /** login attempts (right or wrong) per client address per minute; past it CONSOLE_LOGIN_RATE_LIMITED */
+    CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: setting.positiveInt(10),
     /** seconds without health or data after which a connected device is stale (3 health intervals) */
     CONSOLE_STALE_AFTER_S: setting.positiveInt(180),
     /** where commands are sent (with the logged-in user's own credential) */

@@ -124,7 +124,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       secure: config.CONSOLE_COOKIE_SECURE,
       sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000,
       logger: log,
-      routes: consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, log }),
+      routes: consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, loginAttemptsPerMinute: config.CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE, log }),
     });
   } catch (err) {
     for (const t of timers) clearInterval(t);

@@ -20,6 +20,7 @@ export interface RouteDeps {
   commands: CommandClient;
   deviceDetail: (id: string, token: string) => Promise<DeviceDetail | undefined>;
   sessionTtlMs: number;
+  loginAttemptsPerMinute: number;
   log: Logger;
 }
 
@@ -68,7 +69,7 @@ export function consoleRoutes(d: RouteDeps) {
       return { authenticated: true, user: s.principal.name, role: s.principal.role, csrfToken };
     });
 
-    app.post('/api/login', { ...csrf, config: { rateLimit: { max: CONSOLE.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
+    app.post('/api/login', { ...csrf, config: { rateLimit: { max: d.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
       const { token } = parse(LoginSchema, req.body, 'login');
       const who = d.credentials.verify(token);
       if (!who) {

@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { DeviceRow } from '../../internal-network/console/fleet/types.ts';
+import { ConsoleSession, ROLE_TOKENS, writeRoleTokens, type SseEvent } from '../helpers/console-client.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+
+/**
+ * The operator console's API on the embedded pipeline (real WSS, MQTT, disk; the console fed by the
+ * distributor's stored feed): who may log in and do what, CSRF, forged cookies, the live stream
+ * (a device appearing, its readings, health, a security event, a silent device going stale then
+ * offline), history, and a command sent by an operator that completes. docs/console.md.
+ */
+
+const rowOf = (id: string) => (e: SseEvent): DeviceRow | undefined => {
+  const rows = e.event === 'snapshot' ? (e.data as { devices: DeviceRow[] }).devices : e.event === 'devices' ? (e.data as { rows: DeviceRow[] }).rows : [];
+  return rows.find((r) => r.id === id);
+};
+const rowWhere = (id: string, ok: (r: DeviceRow) => boolean) => (e: SseEvent) => {
+  const r = rowOf(id)(e);
+  return r && ok(r) ? r : undefined;
+};
+
+describe('the operator console API', () => {
+  const tmp = tempDir('console');
+  let fx: EmbeddedFixture;
+  let base: string;
+  let field: Awaited<ReturnType<typeof startTestFieldClient>>;
+
+  before(async () => {
+    fx = await startEmbeddedFixture(
+      ['meter-1', 'rogue-1', 'silent-1'],
+      { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), DISTRIBUTOR_REQUIRE_SIGNATURES: 'true', CONSOLE_STALE_AFTER_S: '2', CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '15' },
+      { console: true },
+    );
+    assert.ok(fx.pipeline.console, 'the fixture runs the console');
+    base = fx.pipeline.console.url;
+    field = await startTestFieldClient(fx.pki.paths, 'meter-1', fx.pipeline.gatewayUrl, fx.logs.logger, { FIELD_HEALTH_INTERVAL_S: '1' });
+    field.commands.register('ping', () => ({ status: 'completed', result: 'pong' }));
+  });
+  after(async () => {
+    await field?.close();
+    await fx?.stop();
+    tmp.cleanup();
+  });
+
+  it('refuses everything but the session and login to a visitor who is not logged in', async () => {
+    const s = new ConsoleSession(base);
+    const session = await s.request('/api/session');
+    assert.equal(session.status, 200);
+    assert.equal(session.body.authenticated, false);
+    assert.ok(s.csrf.length > 10);
+    for (const path of ['/api/live', '/api/devices/meter-1', '/api/devices/meter-1/history?field=v&from=0&to=1']) {
+      const r = await s.request(path);
+      assert.equal(r.status, 401, path);
+      assert.equal(r.body.error.code, 'CONSOLE_UNAUTHORIZED', path);
+    }
+  });
+
+  it('refuses a login without the CSRF token, and a wrong token', async () => {
+    const s = new ConsoleSession(base);
+    await s.request('/api/session');
+    const noCsrf = await s.request('/api/login', { method: 'POST', body: { token: ROLE_TOKENS.operator }, csrf: false });
+    assert.equal(noCsrf.status, 403);
+    assert.equal(noCsrf.body.error.code, 'CONSOLE_CSRF_INVALID');
+    const wrong = await s.request('/api/login', { method: 'POST', body: { token: 'not-a-token-of-ours-at-all-0000' } });
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.body.error.code, 'CONSOLE_LOGIN_FAILED');
+    const junk = await s.request('/api/login', { method: 'POST', body: { token: 5, extra: true } });
+    assert.equal(junk.status, 400);
+    assert.equal(junk.body.error.code, 'CONSOLE_INVALID_REQUEST');
+  });
+
+  it('logs each role in with its own credential; the cookie is HttpOnly and SameSite=Strict, and changes at login', async () => {
+    for (const role of ['viewer', 'operator', 'admin'] as const) {
+      const s = new ConsoleSession(base);
+      await s.request('/api/session');
+      const before = s.cookie;
+      const res = await fetch(new URL('/api/login', base), { method: 'POST', headers: { cookie: s.cookie, 'x-csrf-token': s.csrf, 'content-type': 'application/json' }, body: JSON.stringify({ token: ROLE_TOKENS[role] }) });
+      assert.equal(res.status, 200, role);
+      const set = res.headers.getSetCookie().find((c) => c.startsWith('fieldstream_console='));
+      assert.ok(set, 'a session cookie');
+      assert.match(set, /HttpOnly/i);
+      assert.match(set, /SameSite=Strict/i);
+      assert.notEqual(set.split(';')[0], before, 'a new session id at login (no fixation)');
+      const body = (await res.json()) as { user: string; role: string };
+      assert.deepEqual(body.role, role);
+      assert.equal(body.user, `${role}-user`);
+    }
+  });
+
+  it('a forged or tampered cookie is worth nothing', async () => {
+    const s = new ConsoleSession(base);
+    assert.equal((await s.login(ROLE_TOKENS.admin)).status, 200);
+    assert.equal((await s.request('/api/devices/meter-1')).status !== 401, true);
+    const [name, value] = s.cookie.split('=') as [string, string];
+    const last = value.slice(-1);
+    for (const cookie of [`${name}=${value.slice(0, -1)}${last === 'A' ? 'B' : 'A'}`, `${name}=forged-session-id.c2lnbmF0dXJl`, `${name}=`]) {
+      const r = await fetch(new URL('/api/devices/meter-1', base), { headers: { cookie } });
+      assert.equal(r.status, 401, cookie);
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'CONSOLE_UNAUTHORIZED');
+    }
+  });
+
+  it('streams the fleet live: the device appears online with its readings and health, history is there', async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const live = await s.live();
+    const t0 = Date.now() - 60_000;
+    try {
+      await field.client.submitMany(Array.from({ length: 30 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { level: i, label: '<img src=x onerror=alert(1)>', timestamp: t0 + i * 1000 } })));
+      const row = await live.until(rowWhere('meter-1', (r) => r.state === 'online' && r.lastReading?.fields.level === 29));
+      assert.equal(row.lastReading?.fields.label, '<img src=x onerror=alert(1)>', 'a value is data, shown as text by the pages');
+      await live.until(rowWhere('meter-1', (r) => r.backlog !== null && r.certDaysLeft !== null));
+    } finally {
+      live.close();
+    }
+    const detail = await s.request('/api/devices/meter-1');
+    assert.equal(detail.status, 200);
+    assert.ok(detail.body.health, 'its last health message');
+    assert.equal(typeof detail.body.health.fields.uptime_s, 'number');
+    assert.deepEqual(detail.body.numericFields, ['level']);
+    // A window of a minute: buckets of 30 ms, one reading each (a longer window averages them).
+    const h = await s.request(`/api/devices/meter-1/history?field=level&from=${t0 - 1000}&to=${t0 + 59_000}`);
+    assert.equal(h.status, 200);
+    assert.deepEqual(
+      h.body.points.map((p: [number, number]) => p[1]),
+      Array.from({ length: 30 }, (_, i) => i),
+    );
+    const bad = await s.request(`/api/devices/meter-1/history?field=${encodeURIComponent('x" OR 1=1')}&from=0&to=1`);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.code, 'CONSOLE_INVALID_REQUEST');
+    assert.equal((await s.request('/api/devices/no-such-device')).body.error.code, 'CONSOLE_UNKNOWN_DEVICE');
+  });
+
+  it('shows a security event as it happens: an unsigned message refused by the distributor', async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const live = await s.live();
+    try {
+      const raw = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'rogue-1'));
+      raw.send(JSON.stringify({ deviceId: 'rogue-1', dataType: 'timeseries', messageId: 'unsigned-1', payload: { v: 1 } }));
+      const event = await live.until((e) => (e.event === 'security' ? (e.data as { events: Array<{ device: string; reason: string }> }).events.find((x) => x.device === 'rogue-1') : undefined));
+      assert.equal(event.reason, 'SECURITY_UNSIGNED');
+      raw.close();
+    } finally {
+      live.close();
+    }
+    const detail = await s.request('/api/devices/rogue-1');
+    assert.equal(detail.body.security[0].reason, 'SECURITY_UNSIGNED');
+  });
+
+  it('a connected device that stays silent becomes stale, then offline when it leaves; the states are stored', async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const live = await s.live();
+    try {
+      const raw = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'silent-1'));
+      await live.until(rowWhere('silent-1', (r) => r.state === 'online'));
+      await live.until(rowWhere('silent-1', (r) => r.state === 'stale'));
+      raw.close();
+      await live.until(rowWhere('silent-1', (r) => r.state === 'offline'));
+    } finally {
+      live.close();
+    }
+    await eventually(() => {
+      const states = fx.points({ measurement: 'device_state', device: 'silent-1' }).map((p) => p.fields.state);
+      return ['online', 'stale', 'offline'].every((x) => states.includes(x)) ? states : undefined;
+    }, 10_000, 'the state changes of silent-1 stored');
+  });
+
+  it('a viewer may not send a command; an operator may, and sees it complete', async () => {
+    const viewer = new ConsoleSession(base);
+    await viewer.login(ROLE_TOKENS.viewer);
+    const refused = await viewer.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'ping' } });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.error.code, 'CONSOLE_FORBIDDEN');
+
+    const op = new ConsoleSession(base);
+    await op.login(ROLE_TOKENS.operator);
+    const noCsrf = await op.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'ping' }, csrf: false });
+    assert.equal(noCsrf.body.error.code, 'CONSOLE_CSRF_INVALID');
+    const sent = await op.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'ping' } });
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    const id = sent.body.commandId as string;
+    const live = await op.live('?device=meter-1');
+    try {
+      const done = await live.until((e) => (e.event === 'device' ? (e.data as { commands: Array<{ commandId: string; state: string }> }).commands.find((c) => c.commandId === id && c.state === 'completed') : undefined), 30_000);
+      assert.equal(done.state, 'completed');
+    } finally {
+      live.close();
+    }
+    const invalid = await op.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'bad name with spaces' } });
+    assert.equal(invalid.status, 400);
+  });
+
+  it('logging out ends the session', async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.operator);
+    const cookie = s.cookie;
+    assert.equal((await s.request('/api/logout', { method: 'POST' })).status, 200);
+    const r = await fetch(new URL('/api/devices/meter-1', base), { headers: { cookie } });
+    assert.equal(r.status, 401);
+  });
+
+  it('limits login attempts per address (CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE)', async () => {
+    const s = new ConsoleSession(base);
+    await s.request('/api/session');
+    let limited: { status: number; body: any } | undefined;
+    for (let i = 0; i < 20 && !limited; i++) {
+      const r = await s.request('/api/login', { method: 'POST', body: { token: `wrong-${i}-0123456789abcdef0123` } });
+      if (r.status === 429) limited = r;
+      else assert.equal(r.body.error.code, 'CONSOLE_LOGIN_FAILED');
+    }
+    assert.ok(limited, 'refused once past the limit');
+    assert.equal(limited.body.error.code, 'CONSOLE_LOGIN_RATE_LIMITED');
+    const right = await s.request('/api/login', { method: 'POST', body: { token: ROLE_TOKENS.admin } });
+    assert.equal(right.status, 429, 'the right token too, until the minute is over');
+  });
+});
