@@ -64,7 +64,8 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     fleet.addAnomaly(a);
     own.add({
       measurement: CONSOLE_MEASUREMENTS.anomalies,
-      tags: { device: a.device, field: a.field, detector: a.detector },
+      // field_name, not field: FIELD is an InfluxQL keyword, which would have to be quoted in every query.
+      tags: { device: a.device, field_name: a.field, detector: a.detector },
       fields: { score: a.score, ...(a.value !== undefined ? { value: a.value } : {}) },
       time: a.time,
     });

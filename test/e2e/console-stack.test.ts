@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Anomaly, DeviceRow } from '../../internal-network/console/fleet/types.ts';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+import { ConsoleSession, ROLE_TOKENS, writeRoleTokens, type SseEvent } from '../helpers/console-client.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { startTestStack } from '../helpers/stack.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const DB = 'sensor_data';
+const DEVICE = 'boiler-1';
+
+/**
+ * The console as `npm run stack` runs it, its own process with the console certificate on the real
+ * internal Mosquitto (the stored feed is all it may read), writing to and reading from a real
+ * InfluxDB 1.x: the device shows up live, a spike in its readings is flagged as an anomaly live and
+ * stored, its state changes are stored, its history comes back through InfluxQL.
+ */
+describe('the console on the real stack, with InfluxDB', () => {
+  const work = tempDir('console-stack');
+  const pki = makeTestPki([DEVICE]);
+  const logs = new LogCapture();
+  let influx: InfluxV1;
+  let stack: LocalStack;
+  let field: Awaited<ReturnType<typeof startTestFieldClient>>;
+  let s: ConsoleSession;
+
+  before(async () => {
+    influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
+    ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
+      INFLUXDB_URL: influx.url,
+      INFLUXDB_DATABASE: DB,
+      INFLUXDB_USERNAME: influx.user,
+      INFLUXDB_PASSWORD: influx.password,
+      COMMAND_API_TOKENS_FILE: writeRoleTokens(work.dir),
+    }));
+    field = await startTestFieldClient(pki.paths, DEVICE, stack.urls.wss, logs.logger);
+    s = new ConsoleSession(stack.urls.console);
+    await s.login(ROLE_TOKENS.viewer);
+  });
+  after(async () => {
+    await field?.close();
+    await stack?.close();
+    await influx?.process.stop();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  it('shows the device live, flags a spike as an anomaly live, and stores states and anomalies in InfluxDB', async () => {
+    const live = await s.live();
+    try {
+      await live.until((e: SseEvent) => {
+        const rows = e.event === 'snapshot' ? (e.data as { devices: DeviceRow[] }).devices : e.event === 'devices' ? (e.data as { rows: DeviceRow[] }).rows : [];
+        return rows.find((r) => r.id === DEVICE && r.state === 'online');
+      });
+      // A steady signal with a little noise, then one reading far outside it.
+      const t0 = Date.now() - 10 * 60_000;
+      const normal = Array.from({ length: 120 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { temperature: 60 + Math.sin(i / 5) * 0.5 + (i % 3) * 0.05, timestamp: t0 + i * 1000 } }));
+      await field.client.submitMany(normal);
+      await field.client.submit('timeseries', { temperature: 250, timestamp: t0 + 121_000 });
+      const spike = await live.until((e) => (e.event === 'anomalies' || e.event === 'snapshot' ? (e.data as { anomalies: Anomaly[] }).anomalies.find((a) => a.device === DEVICE && a.field === 'temperature') : undefined), 30_000);
+      assert.equal(spike.time, t0 + 121_000, 'the reading that was out of line');
+      assert.equal(spike.value, 250);
+    } finally {
+      live.close();
+    }
+    const stored = await eventually(async () => {
+      const rows = await influx.rows(DB, `SELECT score, value FROM anomalies WHERE device = '${DEVICE}' AND field_name = 'temperature'`);
+      return rows.length > 0 ? rows : undefined;
+    }, 20_000, 'the anomaly in InfluxDB');
+    assert.equal(stored[0]?.value, 250);
+    const states = await eventually(async () => {
+      const rows = await influx.rows(DB, `SELECT state, previous FROM device_state WHERE device = '${DEVICE}'`);
+      return rows.some((r) => r.state === 'online') ? rows : undefined;
+    }, 20_000, 'the state change in InfluxDB');
+    assert.ok(states.length >= 1);
+  });
+
+  it('reads history through InfluxQL', async () => {
+    const now = Date.now();
+    const h = await s.request(`/api/devices/${DEVICE}/history?field=temperature&from=${now - 30 * 60_000}&to=${now}`);
+    assert.equal(h.status, 200, JSON.stringify(h.body));
+    const values = (h.body.points as Array<[number, number]>).map((p) => p[1]);
+    assert.ok(values.length >= 20, `history points: ${values.length}`);
+    assert.ok(Math.max(...values) > 60, 'the spike is in the window (averaged into its bucket)');
+  });
+});
