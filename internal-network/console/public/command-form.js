@@ -7,14 +7,13 @@ import { sendCommand } from './api.js';
 
 /** shared/contract/downlink.ts CommandNameSchema. */
 const COMMAND_NAME = /^[A-Za-z0-9._-]{1,64}$/;
-/** LIMITS.stringMaxChars: the largest parameters, as JSON. */
-const PARAMS_MAX_CHARS = 64 * 1024;
+/** CONSOLE.bodyMaxBytes: the largest request body the console server takes. */
+const BODY_MAX_BYTES = 16 * 1024;
 /** LIMITS.commandMaxTtlS (30 days). */
 const TTL_MAX_S = 30 * 86400;
 
 /**
  * Checks the form's values; returns { body } to send, or { errors: { field: message } }.
- * Exported for the page's own use only; pure, so it is easy to reason about.
  */
 export function validateCommand(name, paramsText, ttlText) {
   const errors = {};
@@ -31,7 +30,6 @@ export function validateCommand(name, paramsText, ttlText) {
     }
     if (!('params' in errors)) {
       if (params === null || typeof params !== 'object' || Array.isArray(params)) errors.params = 'Parameters must be a JSON object, e.g. {"seconds": 10}.';
-      else if (JSON.stringify(params).length > PARAMS_MAX_CHARS) errors.params = `Parameters are longer than ${PARAMS_MAX_CHARS} characters as JSON.`;
       else body.params = params;
     }
   }
@@ -39,6 +37,9 @@ export function validateCommand(name, paramsText, ttlText) {
     const ttl = Number(ttlText);
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > TTL_MAX_S) errors.ttl = `The time to live is a whole number of seconds from 1 to ${TTL_MAX_S}.`;
     else body.ttlSeconds = ttl;
+  }
+  if (!errors.params && body.params !== undefined && new TextEncoder().encode(JSON.stringify(body)).length > BODY_MAX_BYTES) {
+    errors.params = `The command is larger than ${BODY_MAX_BYTES / 1024} KiB as JSON.`;
   }
   return Object.keys(errors).length ? { errors } : { body };
 }
@@ -57,7 +58,8 @@ export function commandForm(deviceId, onSent) {
   };
   const name = field('command-name', 'Command', h('input', { type: 'text', testid: 'command-name', required: true, autocomplete: 'off', spellcheck: 'false', maxlength: 64 }));
   const params = field('command-params', 'Parameters (JSON object, optional)', h('textarea', { testid: 'command-params', rows: 3, spellcheck: 'false', placeholder: '{"seconds": 10}' }));
-  const ttl = field('command-ttl', 'Time to live, seconds (optional)', h('input', { type: 'number', testid: 'command-ttl', min: 1, max: TTL_MAX_S, step: 1, inputmode: 'numeric' }), 'How long the command waits for a device that is offline.');
+  // Text, not type=number: a number input reports "" for "abc", which would pass as no value.
+  const ttl = field('command-ttl', 'Time to live, seconds (optional)', h('input', { type: 'text', testid: 'command-ttl', inputmode: 'numeric', autocomplete: 'off' }), 'How long the command waits for a device that is offline.');
   const submit = h('button', { type: 'submit', testid: 'command-submit', class: 'primary' }, 'Send command');
   const status = h('p', { class: 'form-status', role: 'status', testid: 'command-status' });
   const failure = h('p', { class: 'form-error', role: 'alert', testid: 'command-error', hidden: true });
