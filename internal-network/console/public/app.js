@@ -25,7 +25,8 @@
 //   security-events; security-row (data-device, data-reason); security-by-reason /
 //   security-reason-row (data-reason); security-by-device / security-device-row; security-total
 //   pipeline-metric (data-metric = readingsPerSecond|writeFailures|deadLetters|feedDropped),
-//   pipeline-service-row (data-name), pipeline-broker-row (data-name), pipeline-bridge, pipeline-at
+//   pipeline-services / pipeline-service-row (data-name), pipeline-brokers / pipeline-broker-row
+//   (data-name), pipeline-bridge, pipeline-at
 //   anomalies-table; anomaly-row (data-device, data-field, data-detector); anomaly-device-link;
 //   anomalies-count
 //   fatal-error              the server could not be reached at start

@@ -33,6 +33,6 @@ export function dataTable({ caption, headings, testid, className = '' }) {
 
 /** A section of a page with a heading it is labelled by. */
 export function section(id, title, ...children) {
-  return h('section', { class: 'card', 'aria-labelledby': `${id}-title`, testid: id },
+  return h('section', { class: 'card', 'aria-labelledby': `${id}-title` },
     h('h3', { id: `${id}-title` }, title), ...children);
 }

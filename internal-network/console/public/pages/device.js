@@ -9,19 +9,20 @@ import { dataTable, section } from '../table.js';
 import { DeviceCharts, WINDOWS } from '../charts.js';
 import { commandForm } from '../command-form.js';
 
-/** How the health fields (measurement device_health) are shown: a label and a formatter. */
-const HEALTH = {
-  uptime_s: ['Uptime', duration],
-  queue_messages: ['Queued messages', number],
-  queue_bytes: ['Queued bytes', bytes],
-  awaiting_receipt: ['Awaiting receipt', number],
-  oldest_unsent_age_s: ['Oldest unsent', duration],
-  free_disk_bytes: ['Free disk', bytes],
-  cert_days_left: ['Certificate days left', number],
-  clock_offset_ms: ['Clock offset (ms)', number],
-  version: ['Version', value],
-  interval_s: ['Health interval', duration],
-};
+/** How the health fields (measurement device_health) are shown: a label and a formatter. A Map:
+ * field names come from devices, and a plain object would answer "constructor" too. */
+const HEALTH = new Map([
+  ['uptime_s', ['Uptime', duration]],
+  ['queue_messages', ['Queued messages', number]],
+  ['queue_bytes', ['Queued bytes', bytes]],
+  ['awaiting_receipt', ['Awaiting receipt', number]],
+  ['oldest_unsent_age_s', ['Oldest unsent', duration]],
+  ['free_disk_bytes', ['Free disk', bytes]],
+  ['cert_days_left', ['Certificate days left', number]],
+  ['clock_offset_ms', ['Clock offset (ms)', number]],
+  ['version', ['Version', value]],
+  ['interval_s', ['Health interval', duration]],
+]);
 
 const time = (ms) => h('time', { title: dateTime(ms) }, dateTime(ms));
 
@@ -131,10 +132,10 @@ export function mountDevice(root, { store, id, canCommand }) {
     latest.fill(fields, ([k, v]) => h('tr', null, h('th', { scope: 'row' }, k), h('td', { testid: 'latest-value', data: { field: k } }, value(v))), 'No values.');
 
     const hf = d.health && typeof d.health.fields === 'object' && d.health.fields ? Object.entries(d.health.fields) : [];
-    hf.sort(([a], [b]) => (a in HEALTH ? 0 : 1) - (b in HEALTH ? 0 : 1) || a.localeCompare(b));
+    hf.sort(([a], [b]) => (HEALTH.has(a) ? 0 : 1) - (HEALTH.has(b) ? 0 : 1) || a.localeCompare(b));
     setText(healthTime, d.health ? `Heartbeat of ${dateTime(d.health.time)} (${relativeTime(d.health.time)})` : 'No heartbeat yet.');
     health.fill(hf, ([k, v]) => {
-      const known = HEALTH[k];
+      const known = HEALTH.get(k);
       const label = known ? known[0] : k.startsWith('local_') ? `Local: ${k.slice(6)}` : k;
       return h('tr', null, h('th', { scope: 'row' }, label), h('td', { testid: 'health-value', data: { field: k } }, known ? known[1](v) : value(v)));
     }, 'No health values.');

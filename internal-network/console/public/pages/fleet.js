@@ -24,7 +24,7 @@ const text = (get) => ({
 /** Sort keys: each gives a number or string; null sorts last in both directions. */
 const SORT_VALUES = {
   id: (r) => r.id,
-  state: (r) => STATE_ORDER[r.state] ?? 4,
+  state: (r) => (Object.hasOwn(STATE_ORDER, r.state) ? STATE_ORDER[r.state] : 4),
   lastSeen: (r) => r.lastSeen,
   lastReading: (r) => r.lastReading?.time ?? null,
   backlog: (r) => r.backlog,
@@ -61,7 +61,7 @@ export function mountFleet(root, { store, openDevice }) {
       key: 'state',
       title: 'State',
       create: () => h('span', { class: 'badge', testid: 'fleet-state' }),
-      update: (cell, row) => setBadge(cell.firstChild, STATE_ORDER[row.state] === undefined ? 'unknown' : row.state),
+      update: (cell, row) => setBadge(cell.firstChild, Object.hasOwn(STATE_ORDER, row.state) ? row.state : 'unknown'),
     },
     {
       key: 'lastSeen',
@@ -161,7 +161,7 @@ export function mountFleet(root, { store, openDevice }) {
     const perState = { online: 0, stale: 0, offline: 0, unknown: 0 };
     const rows = [];
     for (const row of store.devices.values()) {
-      perState[row.state in perState ? row.state : 'unknown']++;
+      perState[Object.hasOwn(perState, row.state) ? row.state : 'unknown']++;
       if (query === '' || row.id.toLowerCase().includes(query)) rows.push(row);
     }
     rows.sort((a, b) => {

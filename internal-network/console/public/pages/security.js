@@ -9,14 +9,15 @@ import { dataTable, section } from '../table.js';
 const TOP_DEVICES = 50;
 
 /** What each reason means, for the reader (the codes are documented in docs/errors.md). */
-const REASONS = {
-  SECURITY_BAD_SIGNATURE: 'bad signature',
-  SECURITY_REPLAY: 'replay',
-  SECURITY_STALE: 'stale message',
-  SECURITY_UNSIGNED: 'unsigned',
-  SECURITY_REVOKED: 'revoked device',
-  GATEWAY_RATE_LIMITED: 'rate limited',
-};
+const REASONS = new Map([
+  ['SECURITY_BAD_SIGNATURE', 'bad signature'],
+  ['SECURITY_REPLAY', 'replay'],
+  ['SECURITY_STALE', 'stale message'],
+  ['SECURITY_UNSIGNED', 'unsigned'],
+  ['SECURITY_REVOKED', 'revoked device'],
+  ['GATEWAY_RATE_LIMITED', 'rate limited'],
+]);
+const reasonText = (reason) => (REASONS.has(reason) ? h('span', { class: 'muted' }, ` (${REASONS.get(reason)})`) : null);
 
 const sortedCounts = (counts) =>
   Object.entries(counts)
@@ -44,12 +45,12 @@ export function mountSecurity(root, { store }) {
       h('tr', { testid: 'security-row', data: { device: String(e.device), reason: String(e.reason) } },
         h('td', null, h('time', { title: dateTime(e.time) }, timeOfDay(e.time))),
         h('td', null, typeof e.device === 'string' ? routeLink(['device', e.device], e.device) : value(e.device)),
-        h('td', null, h('span', { class: 'mono' }, value(e.reason)), REASONS[e.reason] ? h('span', { class: 'muted' }, ` (${REASONS[e.reason]})`) : null)),
+        h('td', null, h('span', { class: 'mono' }, value(e.reason)), reasonText(e.reason))),
       'No security events.');
     const reasons = sortedCounts(s.byReason);
     byReason.fill(reasons, ([reason, n]) =>
       h('tr', { testid: 'security-reason-row', data: { reason } },
-        h('td', null, h('span', { class: 'mono' }, reason), REASONS[reason] ? h('span', { class: 'muted' }, ` (${REASONS[reason]})`) : null),
+        h('td', null, h('span', { class: 'mono' }, reason), reasonText(reason)),
         h('td', { class: 'num' }, number(n))),
       'None.');
     const devices = sortedCounts(s.byDevice);
