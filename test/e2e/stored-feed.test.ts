@@ -102,6 +102,30 @@ describe('the stored feed on the real stack', () => {
     assert.ok(feed.every(({ message }) => message.source === 'distributor-1'), 'only the stack distributor publishes');
   });
 
+  it('carries every kind the distributor writes: events, file records, command responses and health too', async () => {
+    await field.client.submit('event', { eventType: 'door_open', severity: 'low', message: 'cabinet opened', timestamp: BASE });
+    await field.client.submit('file', { filename: 'feed.csv', contentType: 'text/csv', data: Buffer.from('a,b\n1,2\n').toString('base64') });
+    await field.client.submit('response', { commandId: 'cmd-feed-1', status: 'completed', result: 'done' });
+    await field.client.submit('health', { uptimeSeconds: 3600, queueMessages: 0, queueBytes: 0, awaitingReceipt: 0, version: '0.1.0', intervalSeconds: 60, local: { battery: 87 } });
+    let k = new Set<string>();
+    const kinds = await eventually(() => {
+      k = new Set(points((p) => p.tags.device === FIELD).map((p) => p.measurement));
+      return ['events', 'files', 'command_responses', 'device_health'].every((m) => k.has(m)) ? k : undefined;
+    }, 20_000, 'events, files, command responses and device_health on the feed').catch((err: Error) => assert.fail(`${err.message}; the feed had ${[...k].join(', ')}`));
+    assert.ok(kinds.has('readings') && kinds.has('device_status'));
+    const [event] = points((p) => p.measurement === 'events' && p.tags.device === FIELD);
+    assert.deepEqual(event, { measurement: 'events', tags: { device: FIELD, event_type: 'door_open', severity: 'low' }, fields: { message: 'cabinet opened' }, time: BASE });
+    const [file] = points((p) => p.measurement === 'files' && p.tags.device === FIELD);
+    assert.equal(file?.fields.filename, 'feed.csv');
+    assert.equal(file?.fields.size, 8);
+    const [response] = points((p) => p.measurement === 'command_responses' && p.tags.device === FIELD);
+    assert.deepEqual(response?.tags, { device: FIELD, command_id: 'cmd-feed-1', status: 'completed' });
+    assert.equal(response?.fields.result, 'done');
+    // A health message (the field client's heartbeat), with the field names the console reads.
+    const health = points((p) => p.measurement === 'device_health' && p.tags.device === FIELD).find((p) => p.fields.local_battery === 87);
+    assert.deepEqual(health?.fields, { uptime_s: 3600, queue_messages: 0, queue_bytes: 0, awaiting_receipt: 0, version: '0.1.0', interval_s: 60, local_battery: 87 });
+  });
+
   it('shows an unsigned message (signatures required) as the security event it became, never as a reading', async () => {
     const d = await RawDevice.connect(stack.urls.wss, RawDevice.tlsFor(pki.paths, 'sensor-001'));
     d.send(SEED_MESSAGES.timeseries);
