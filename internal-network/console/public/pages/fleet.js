@@ -72,7 +72,16 @@ export function mountFleet(root, { store, openDevice }) {
         cell.title = dateTime(row.lastSeen);
       },
     },
-    { key: 'lastReading', title: 'Last reading', ...text((r) => fieldsSummary(r.lastReading?.fields)) },
+    {
+      key: 'lastReading',
+      title: 'Last reading',
+      create: () => h('span'),
+      update: (cell, row) => {
+        setText(cell.firstChild, fieldsSummary(row.lastReading?.fields));
+        // The cell is cut to its width; the whole reading, with its time, shows on hover.
+        cell.title = row.lastReading ? `${dateTime(row.lastReading.time)}: ${fieldsSummary(row.lastReading.fields, 2000)}` : '';
+      },
+    },
     { key: 'backlog', title: 'Backlog', ...text((r) => number(r.backlog)) },
     {
       key: 'certDaysLeft',
