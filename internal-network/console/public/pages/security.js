@@ -15,6 +15,8 @@ const REASONS = new Map([
   ['SECURITY_STALE', 'stale message'],
   ['SECURITY_UNSIGNED', 'unsigned'],
   ['SECURITY_REVOKED', 'revoked device'],
+  ['SECURITY_UNKNOWN_DEVICE', 'unknown device'],
+  ['SECURITY_DUPLICATE', 'duplicate'],
   ['GATEWAY_RATE_LIMITED', 'rate limited'],
 ]);
 const reasonText = (reason) => (REASONS.has(reason) ? h('span', { class: 'muted' }, ` (${REASONS.get(reason)})`) : null);
