@@ -10,6 +10,9 @@
  *   metrics          the batched load with every service's metrics on and scraped each second, and
  *                    with them off (nothing counted, nothing served), in the order on, off, off, on;
  *                    the gateway and the distributor are restarted with their setting before each
+ *   anomaly          the batched load with the console scoring every reading for anomalies, and
+ *                    with its scoring off (CONSOLE_ANOMALY), in the order on, off, off, on; the
+ *                    console is restarted with its setting before each
  *   receipts off     the same, each deleted at the gateway's ack: what receipts cost (a reference).
  *                    The two run twice each, in the order on, off, off, on, so that a drift of the
  *                    machine's speed and the first run's warm-up weigh on both alike
@@ -93,6 +96,10 @@ const BATCHED_NO_METRICS = { ...BATCHED, name: 'batched, metrics off (reference)
 const SCRAPE_INTERVAL_MS = 1000;
 /** Each of the two runs twice, on-off-off-on (each run with devices of its own). */
 const PAIRED_ROUNDS: ThroughputOptions[] = [BATCHED, BATCHED_NO_RECEIPTS, BATCHED_NO_RECEIPTS, BATCHED].map((o, i) => ({ ...o, prefix: `${o.prefix}${i}` }));
+/** The batched load with the console's anomaly detection on, and off (the reference). */
+const BATCHED_ANOMALY = { ...BATCHED, name: 'batched, anomaly detection on' };
+const BATCHED_NO_ANOMALY = { ...BATCHED, name: 'batched, anomaly detection off (reference)' };
+const ANOMALY_ROUNDS: Array<ThroughputOptions & { anomaly: boolean }> = [true, false, false, true].map((anomaly, i) => ({ ...(anomaly ? BATCHED_ANOMALY : BATCHED_NO_ANOMALY), prefix: `anomaly${i}`, anomaly }));
 /** The same for metrics: on, off, off, on. */
 const METRIC_ROUNDS: ThroughputOptions[] = [true, false, false, true].map((metrics, i) => ({ ...(metrics ? BATCHED_METRICS : BATCHED_NO_METRICS), prefix: `metrics${i}`, metrics }));
 const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerClient: ONE_PER_MESSAGE, batchMax: 1 };
@@ -101,7 +108,7 @@ async function main(): Promise<void> {
   if (values.profile !== undefined && values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -168,6 +175,7 @@ async function main(): Promise<void> {
     'DMZ Mosquitto': stack.dmzMosquitto.pid,
     'internal Mosquitto (bridge)': stack.internalMosquitto.pid,
     distributor: stack.distributor.pid,
+    console: stack.console.pid,
     InfluxDB: influx.process.pid,
   }));
 
@@ -213,6 +221,21 @@ async function main(): Promise<void> {
     if (scraper.stats.scrapes === 0 || scraper.stats.failed > 0) throw new Error(`the metrics scraper read ${scraper.stats.scrapes} pages, ${scraper.stats.failed} failed`);
     results.push(combineRuns(BATCHED_METRICS.name, metricsRounds.filter((_, i) => METRIC_ROUNDS[i]?.metrics !== false)));
     results.push(combineRuns(BATCHED_NO_METRICS.name, metricsRounds.filter((_, i) => METRIC_ROUNDS[i]?.metrics === false)));
+    // Each round on a freshly started console, so that scoring left over from one round cannot
+    // spill into the next.
+    const anomalyRounds: ThroughputResult[] = [];
+    for (const round of ANOMALY_ROUNDS) {
+      await stack.console.restartWith({ CONSOLE_ANOMALY: round.anomaly ? 'on' : 'off' });
+      // The setting took: the console says once started (just after it listens) whether it scores.
+      const said = new RegExp(`"anomaly":${round.anomaly}[,}]`);
+      for (let waited = 0; !said.test(stack.console.tail(20)); waited += 100) {
+        if (waited > 10_000) throw new Error(`the console did not start with anomaly detection ${round.anomaly ? 'on' : 'off'}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      anomalyRounds.push(await throughput(ctx, meter, round));
+    }
+    results.push(combineRuns(BATCHED_ANOMALY.name, anomalyRounds.filter((_, i) => ANOMALY_ROUNDS[i]?.anomaly)));
+    results.push(combineRuns(BATCHED_NO_ANOMALY.name, anomalyRounds.filter((_, i) => !ANOMALY_ROUNDS[i]?.anomaly)));
     results.push(await throughput(ctx, meter, SINGLE));
     results.push((raw = await rawCeiling(ctx, CLIENTS * PER_CLIENT)));
     results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));

@@ -33,6 +33,8 @@ export function evaluateTargets(report: Omit<BenchReport, 'targets'>): TargetVer
   const noReceipts = throughput('batched, receipts off (reference)');
   const metricsOn = throughput('batched, metrics on, scraped every second');
   const metricsOff = throughput('batched, metrics off (reference)');
+  const anomalyOn = throughput('batched, anomaly detection on');
+  const anomalyOff = throughput('batched, anomaly detection off (reference)');
   const single = throughput('one reading per message');
   const out: TargetVerdict[] = [];
   if (batched) out.push({ target: '≥ 50,000 readings/s end to end, batched', measured: n(batched.readingsPerSecond), verdict: atLeast(batched.readingsPerSecond, 50_000) });
@@ -43,6 +45,10 @@ export function evaluateTargets(report: Omit<BenchReport, 'targets'>): TargetVer
   if (metricsOn && metricsOff) {
     const share = metricsOn.readingsPerSecond / metricsOff.readingsPerSecond;
     out.push({ target: 'batched with metrics on (scraped every second) within 5 % of metrics off', measured: `${pct(share)} of ${n(metricsOff.readingsPerSecond)}`, verdict: atLeast(share, 0.95) });
+  }
+  if (anomalyOn && anomalyOff) {
+    const share = anomalyOn.readingsPerSecond / anomalyOff.readingsPerSecond;
+    out.push({ target: 'batched with anomaly detection on within 5 % of off', measured: `${pct(share)} of ${n(anomalyOff.readingsPerSecond)}`, verdict: atLeast(share, 0.95) });
   }
   if (single) out.push({ target: '≥ 10,000 messages/s, one reading per message', measured: n(single.readingsPerSecond), verdict: atLeast(single.readingsPerSecond, 10_000) });
   if (latency) out.push({ target: 'p99 device → database ≤ 200 ms at half load', measured: `${latency.p99Ms} ms`, verdict: atMost(latency.p99Ms, 200) });

@@ -24,12 +24,20 @@ describe('npm run bench -- --quick', () => {
       connections: { connections: number; kibPerConnection: number };
     };
     assert.equal(report.quick, true);
-    // batched (with receipts), with receipts off, metrics on and off, one per message, raw ceiling, latency, files
+    // batched (with receipts), with receipts off, metrics on and off, anomaly detection on and off, one per message, raw ceiling, latency, files
     assert.deepEqual(
-      report.results.map((r) => r.scenario).slice(0, 5),
-      ['batched', 'batched, receipts off (reference)', 'batched, metrics on, scraped every second', 'batched, metrics off (reference)', 'one reading per message'],
+      report.results.map((r) => r.scenario).slice(0, 7),
+      [
+        'batched',
+        'batched, receipts off (reference)',
+        'batched, metrics on, scraped every second',
+        'batched, metrics off (reference)',
+        'batched, anomaly detection on',
+        'batched, anomaly detection off (reference)',
+        'one reading per message',
+      ],
     );
-    assert.equal(report.results.length, 8);
+    assert.equal(report.results.length, 10);
     for (const s of report.results) {
       assert.equal(s.lost, 0, s.scenario);
       assert.equal(s.duplicated, 0, s.scenario);
