@@ -1,6 +1,8 @@
 import type { MqttClient } from 'mqtt';
 import { connectMqtt, endMqtt, whenConnected } from '../../shared/mqtt/connect.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { ENVELOPE_VERSION, type GatewayPresence } from '../../shared/contract/envelope.ts';
+import { gatewayPresenceTopic } from '../../shared/contract/topics.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
@@ -31,6 +33,12 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   const log = logger.child({ component: 'gateway', gatewayId: config.GATEWAY_ID });
   const served = config.GATEWAY_METRICS_PORT !== undefined;
   const metrics = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: served && opts.processMetrics !== false, counting: served }));
+  // The gateway's own presence, retained: online at each connection to the broker; offline when it
+  // stops, or from the broker itself (the will, MQTT 5 §3.1.2.5) when the gateway dies without a
+  // word: the devices it held are gone with it, which the console shows.
+  const since = Date.now();
+  const presenceTopic = gatewayPresenceTopic(config.GATEWAY_ID);
+  const presence = (state: GatewayPresence['state']) => JSON.stringify({ v: ENVELOPE_VERSION, state, gatewayId: config.GATEWAY_ID, since } satisfies GatewayPresence);
   const mqtt = connectMqtt(
     {
       url: config.MQTT_URL,
@@ -41,8 +49,9 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     },
     log.child({ subsystem: 'mqtt' }),
     // Every subscription is made again on each connection (subscribeOnEveryConnect), not by mqtt.js.
-    { resubscribe: false },
+    { resubscribe: false, will: { topic: presenceTopic, payload: Buffer.from(presence('offline')), qos: 1, retain: true } },
   );
+  mqtt.on('connect', () => mqtt.publish(presenceTopic, presence('online'), { qos: 1, retain: true }));
   metrics.bind({ brokerConnected: () => mqtt.connected, connections: () => 0 });
   // Served before the broker answers, so an orchestrator sees "alive, not ready" meanwhile.
   const metricsServer = served
@@ -100,6 +109,13 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     async close() {
       await server.close();
       await metricsServer?.close();
+      // A clean stop says so itself (the broker sends the will only for a connection lost).
+      if (mqtt.connected) {
+        let timer: NodeJS.Timeout | undefined;
+        const grace = new Promise((r) => (timer = setTimeout(r, TIMINGS.closeGraceMs)));
+        await Promise.race([mqtt.publishAsync(presenceTopic, presence('offline'), { qos: 1, retain: true }).catch(() => undefined), grace]);
+        clearTimeout(timer);
+      }
       await endMqtt(mqtt);
     },
   };

@@ -1,4 +1,4 @@
-import { parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import { GatewayPresenceSchema, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
@@ -38,6 +38,15 @@ export class MessageHandler {
       await this.sink.write([
         { measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state, ...cert }, time: status.at },
       ]);
+      this.metrics.messages('status', 1);
+      this.metrics.points.inc();
+      return { points: 1, files: 0 };
+    }
+    if (where.kind === 'gatewayPresence') {
+      const presence = parseEnvelope(GatewayPresenceSchema, payload);
+      if (presence.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Presence of ${presence.gatewayId} arrived on ${topic}`);
+      // Stamped when it arrived: a will carries the time the gateway started, not when it was lost.
+      await this.sink.write([{ measurement: MEASUREMENTS.gatewayStatus, tags: { gateway: where.gatewayId }, fields: { state: presence.state, since: presence.since }, time: Date.now() }]);
       this.metrics.messages('status', 1);
       this.metrics.points.inc();
       return { points: 1, files: 0 };

@@ -21,6 +21,7 @@ export const MEASUREMENTS = {
   responses: 'command_responses',
   files: 'files',
   status: 'device_status',
+  gatewayStatus: 'gateway_status',
   health: 'device_health',
 } as const;
 

@@ -81,6 +81,20 @@ export const StatusEnvelopeSchema = z.strictObject({
 });
 export type StatusEnvelope = z.infer<typeof StatusEnvelopeSchema>;
 
+/**
+ * A gateway's own presence (retained). `online` when it connects to its broker; `offline` when it
+ * stops, or, sent by the broker as the gateway's will (MQTT 5 §3.1.2.5), when its connection is
+ * lost: the gateway is gone, and so are the connections of the devices it held. `since`: epoch ms
+ * the gateway process started.
+ */
+export const GatewayPresenceSchema = z.strictObject({
+  v: z.literal(ENVELOPE_VERSION),
+  state: z.enum(['online', 'offline']),
+  gatewayId: z.string().min(1).max(128),
+  since: z.number().int().min(0),
+});
+export type GatewayPresence = z.infer<typeof GatewayPresenceSchema>;
+
 /** Parses an MQTT payload with one of the envelope schemas, or throws CONTRACT_INVALID_ENVELOPE. */
 export function parseEnvelope<S extends z.ZodType>(schema: S, payload: Buffer): z.infer<S> {
   let value: unknown;

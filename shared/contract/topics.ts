@@ -11,6 +11,9 @@ import { DeviceIdSchema } from './primitives.ts';
  *   fieldstream/v1/devices/{deviceId}/status          presence, retained, published by the gateway
  *   fieldstream/v1/gateways/{gatewayId}/receipts      commit receipts, distributor → the gateway that
  *                                                     received the messages (shared/contract/receipt.ts)
+ *   fieldstream/v1/gateways/{gatewayId}/presence      a gateway's own presence, retained, published by the
+ *                                                     gateway (online) or by the DMZ broker as its will
+ *                                                     (offline: the gateway is gone), carried inward
  *   fieldstream/v1/internal/stored                    the stored feed: what the distributor wrote, for the
  *                                                     operator console (internal-network/shared/stored-feed.ts);
  *                                                     internal broker only, never bridged
@@ -26,6 +29,7 @@ export const TOPIC_FILTERS = {
   downlink: `${TOPIC_ROOT}/+/down/command`,
   status: `${TOPIC_ROOT}/+/status`,
   receipts: `${GATEWAY_TOPIC_ROOT}/+/receipts`,
+  gatewayPresence: `${GATEWAY_TOPIC_ROOT}/+/presence`,
 } as const;
 
 /**
@@ -58,6 +62,14 @@ export function receiptTopic(gatewayId: string): string {
   return `${GATEWAY_TOPIC_ROOT}/${gatewayId}/receipts`;
 }
 
+/** Where a gateway says it is online, and where the DMZ broker says it is gone (its will). */
+export function gatewayPresenceTopic(gatewayId: string): string {
+  if (!GATEWAY_ID_PATTERN.test(gatewayId)) {
+    throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Invalid gateway id for a topic: ${JSON.stringify(gatewayId.slice(0, 100))}`);
+  }
+  return `${GATEWAY_TOPIC_ROOT}/${gatewayId}/presence`;
+}
+
 /** A shared subscription (MQTT 5 §4.8.2): each message goes to one member of the group. */
 export function sharedFilter(group: string, filter: string): string {
   if (!/^[A-Za-z0-9._-]+$/.test(group)) throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Invalid share group ${JSON.stringify(group)}`);
@@ -68,7 +80,8 @@ export type ParsedTopic =
   | { kind: 'uplink'; deviceId: string; dataType: DataType }
   | { kind: 'downlink'; deviceId: string }
   | { kind: 'status'; deviceId: string }
-  | { kind: 'receipts'; gatewayId: string };
+  | { kind: 'receipts'; gatewayId: string }
+  | { kind: 'gatewayPresence'; gatewayId: string };
 
 export function parseTopic(topic: string): ParsedTopic {
   const rootLevels = TOPIC_ROOT.split('/').length;
@@ -76,7 +89,10 @@ export function parseTopic(topic: string): ParsedTopic {
   const invalid = () => new FieldStreamError('CONTRACT_INVALID_TOPIC', `Not a FieldStream topic: ${JSON.stringify(topic.slice(0, 200))}`);
   if (topic.startsWith(`${GATEWAY_TOPIC_ROOT}/`)) {
     const [gatewayId, leaf, ...rest] = topic.slice(GATEWAY_TOPIC_ROOT.length + 1).split('/');
-    if (gatewayId !== undefined && GATEWAY_ID_PATTERN.test(gatewayId) && leaf === 'receipts' && rest.length === 0) return { kind: 'receipts', gatewayId };
+    if (gatewayId !== undefined && GATEWAY_ID_PATTERN.test(gatewayId) && rest.length === 0) {
+      if (leaf === 'receipts') return { kind: 'receipts', gatewayId };
+      if (leaf === 'presence') return { kind: 'gatewayPresence', gatewayId };
+    }
     throw invalid();
   }
   if (levels.slice(0, rootLevels).join('/') !== TOPIC_ROOT) throw invalid();

@@ -80,6 +80,26 @@ describe('the console on the real stack, with InfluxDB', () => {
     assert.ok(states.length >= 1);
   });
 
+  it("takes the device offline when its gateway dies (the broker's will), and online again when it reconnects", async () => {
+    const live = await s.live();
+    const stateOf = (state: string) => (e: SseEvent) => {
+      const rows = e.event === 'snapshot' ? (e.data as { devices: DeviceRow[] }).devices : e.event === 'devices' ? (e.data as { rows: DeviceRow[] }).rows : [];
+      return rows.find((r) => r.id === DEVICE && r.state === state);
+    };
+    try {
+      await live.until(stateOf('online'));
+      const before = live.events.length;
+      await stack.kill('gateway-1'); // SIGKILL: no word from the gateway; the supervisor starts it again
+      const offline = await live.until((e) => (live.events.indexOf(e) >= before ? stateOf('offline')(e) : undefined), 30_000);
+      assert.equal(offline.gateway, 'gateway-1');
+      await live.until((e) => (live.events.indexOf(e) > live.events.findIndex((x) => x.event !== 'snapshot' && stateOf('offline')(x)) ? stateOf('online')(e) : undefined), 60_000);
+    } finally {
+      live.close();
+    }
+    const stored = await influx.rows(DB, `SELECT state FROM gateway_status WHERE gateway = 'gateway-1'`);
+    assert.ok(stored.some((r) => r.state === 'offline'), 'the gateway gone is stored');
+  });
+
   it('reads history through InfluxQL', async () => {
     const now = Date.now();
     const h = await s.request(`/api/devices/${DEVICE}/history?field=temperature&from=${now - 30 * 60_000}&to=${now}`);

@@ -85,6 +85,22 @@ describe('the console fleet: online, stale, offline', () => {
     assert.equal(fleet.detail('pump-1')?.row.lastReading?.time, 1_500);
   });
 
+  it('a gateway gone takes its devices offline, not those on another gateway; their next presence counts', () => {
+    const { fleet, changes } = fleetAt();
+    fleet.apply(status('pump-1', 'online', 1_000));
+    fleet.apply({ ...status('pump-2', 'online', 1_000), tags: { device: 'pump-2', gateway: 'gw-2' } });
+    fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'offline', since: 500 }, time: 2_000 });
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline');
+    assert.equal(fleet.detail('pump-2')?.row.state, 'online');
+    assert.equal(changes.at(-1)?.time, 2_000);
+    fleet.apply(status('pump-1', 'online', 1_500));
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline', 'a presence older than the gateway going changes nothing');
+    fleet.apply(status('pump-1', 'online', 3_000));
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online', 'reconnected');
+    fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 2_500 }, time: 2_600 });
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online');
+  });
+
   it('health sets the backlog and certificate days; the newest reading stays the last one', () => {
     const { fleet } = fleetAt();
     fleet.apply({ measurement: 'device_health', tags: { device: 'pump-1' }, fields: { queue_messages: 12, cert_days_left: 20, version: '0.1.0' }, time: 3_000 });

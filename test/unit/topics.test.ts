@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { commandTopic, parseTopic, sharedFilter, statusTopic, topicMatches, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
+import { commandTopic, gatewayPresenceTopic, parseTopic, sharedFilter, statusTopic, topicMatches, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
 import { filterCovers, mayPublish, maySubscribe } from '../../shared/acl.ts';
 import { DATA_TYPES } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -16,6 +16,9 @@ describe('MQTT topics', () => {
     assert.deepEqual(parseTopic(statusTopic('x')), { kind: 'status', deviceId: 'x' });
     assert.ok(topicMatches(TOPIC_FILTERS.downlink, commandTopic('x')));
     assert.ok(topicMatches(TOPIC_FILTERS.status, statusTopic('x')));
+    assert.deepEqual(parseTopic(gatewayPresenceTopic('gw-1')), { kind: 'gatewayPresence', gatewayId: 'gw-1' });
+    assert.ok(topicMatches(TOPIC_FILTERS.gatewayPresence, gatewayPresenceTopic('gw-1')));
+    assert.throws(() => gatewayPresenceTopic('a/b'), FieldStreamError);
   });
 
   it('refuses device ids that would break the topic tree', () => {
@@ -42,6 +45,10 @@ describe('broker access policy', () => {
     assert.ok(mayPublish('gateway', statusTopic('d')));
     assert.ok(!mayPublish('gateway', commandTopic('d')));
     assert.ok(!mayPublish('gateway', 'other/topic'));
+    assert.ok(mayPublish('gateway', gatewayPresenceTopic('gw-1')), 'its own presence (and its will)');
+    assert.ok(!mayPublish('distributor', gatewayPresenceTopic('gw-1')));
+    assert.ok(maySubscribe('distributor', TOPIC_FILTERS.gatewayPresence));
+    assert.ok(!maySubscribe('console', TOPIC_FILTERS.gatewayPresence), 'the console reads the stored feed only');
     assert.ok(maySubscribe('gateway', commandTopic('d')));
     assert.ok(!maySubscribe('gateway', TOPIC_FILTERS.uplink));
     assert.ok(!maySubscribe('gateway', '#'));

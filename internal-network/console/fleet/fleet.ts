@@ -65,6 +65,7 @@ export class Fleet {
 
   /** One point the distributor stored. */
   apply(p: StoredPoint): void {
+    if (p.measurement === 'gateway_status') return this.gatewayPresence(p);
     const device = p.tags.device;
     if (device === undefined) return;
     switch (p.measurement) {
@@ -160,6 +161,21 @@ export class Fleet {
     if (state === 'online') e.heardAt = this.now();
     this.setState(e, state, p.time);
     if (state === 'online') this.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, this.now())));
+  }
+
+  /**
+   * A gateway gone (its will, or its clean stop): the devices it held are offline, unless they have
+   * been heard of through another gateway since. A presence of the device newer than this still
+   * wins, as always.
+   */
+  private gatewayPresence(p: StoredPoint): void {
+    const gateway = p.tags.gateway;
+    if (gateway === undefined || p.fields.state !== 'offline') return;
+    for (const e of this.devices.values()) {
+      if (e.row.gateway !== gateway || (e.row.state !== 'online' && e.row.state !== 'stale') || e.presenceAt > p.time) continue;
+      e.presenceAt = p.time;
+      this.setState(e, 'offline', p.time);
+    }
   }
 
   private reading(device: string, p: StoredPoint): void {
