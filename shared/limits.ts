@@ -78,6 +78,9 @@ export const LIMITS = {
   /** devices. Past this many devices with rate-limit buckets, the gateway forgets those idle for
    * TIMINGS.rateLimitIdleMs, so its memory does not grow with every device ever seen. */
   rateLimitTrackedDevices: 100_000,
+  /** entries (device and code). Most entries in one gateway security report; more refusals in one
+   * report's interval are counted as dropped. */
+  gatewaySecurityReportMaxEntries: 1000,
   /** bytes. Largest JSON body the command API reads. */
   apiBodyMaxBytes: 64 * 1024,
   /** bytes. Largest JSON body the field client's local HTTP input reads (a batch of readings). */
@@ -168,6 +171,9 @@ export const TIMINGS = {
   /** milliseconds. The stored feed gathers what was written for this long and publishes it in a few
    * messages: four updates a second for the console, not one MQTT message per database write. */
   feedCoalesceMs: 250,
+
+  /** milliseconds. A gateway reports its security refusals, counted per device and code, this often. */
+  gatewaySecurityReportMs: 5_000,
 
   // -- Housekeeping -----------------------------------------------------------------------------
   /** milliseconds. A device's rate-limit buckets are forgotten once it was silent this long (looked

@@ -8,6 +8,7 @@ import type { Logger } from '../../shared/logger.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
 import type { DeviceRateLimiter } from './rate-limit.ts';
 import { GatewayMetrics } from './metrics.ts';
+import type { SecurityReporter } from './security-reporter.ts';
 
 export interface SessionLimits extends FrameLimits {
   /** messages awaiting PUBACK before the gateway stops reading this socket */
@@ -36,6 +37,7 @@ export class DeviceSession {
     private readonly log: Logger,
     private readonly rate?: DeviceRateLimiter,
     private readonly metrics: GatewayMetrics = new GatewayMetrics(),
+    private readonly securityReports?: SecurityReporter,
   ) {
     ws.on('message', (data, isBinary) => this.onFrame(data as Buffer, isBinary));
     ws.on('close', () => {
@@ -148,6 +150,7 @@ export class DeviceSession {
     const n = this.rate?.limitedCount(this.deviceId) ?? 0;
     this.metrics.rateLimited.inc();
     this.metrics.refusal('GATEWAY_RATE_LIMITED');
+    this.securityReports?.note(this.deviceId, 'GATEWAY_RATE_LIMITED');
     // Logged on the first and then every 1000th refusal: a flood must not flood the log too.
     if (n === 1 || n % 1000 === 0) this.log.warn({ code: 'GATEWAY_RATE_LIMITED', refusedFrames: n }, 'device over its rate limit');
     this.send(errorFrame(new FieldStreamError('GATEWAY_RATE_LIMITED'), messageIds));
@@ -156,6 +159,7 @@ export class DeviceSession {
   private reject(err: FieldStreamError, messageIds?: string[]): void {
     this.log.info({ code: err.code, details: err.details }, err.message);
     this.metrics.refusal(err.code);
+    if (err.code === 'GATEWAY_DEVICE_MISMATCH') this.securityReports?.note(this.deviceId, err.code);
     this.send(errorFrame(err, messageIds));
   }
 

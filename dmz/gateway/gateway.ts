@@ -10,6 +10,7 @@ import type { GatewayConfig } from './config.ts';
 import { identifyByProxy, identifyByTls } from './identity.ts';
 import { startGatewayServer, type GatewayServer } from './server.ts';
 import { GatewayMetrics } from './metrics.ts';
+import { SecurityReporter } from './security-reporter.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 
@@ -66,6 +67,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
         throw err;
       })
     : undefined;
+  const securityReports = new SecurityReporter(mqtt, config.GATEWAY_ID, log.child({ subsystem: 'security-reports' }));
   // Devices are let in only once their messages can go somewhere.
   await whenConnected(mqtt);
   const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
@@ -99,6 +101,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     mqtt,
     logger: log,
     metrics,
+    securityReports,
   });
   return {
     port: server.port,
@@ -108,6 +111,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     metricsServer,
     async close() {
       await server.close();
+      securityReports.close();
       await metricsServer?.close();
       // A clean stop says so itself (the broker sends the will only for a connection lost).
       if (mqtt.connected) {

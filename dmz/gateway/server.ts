@@ -16,6 +16,7 @@ import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
+import type { SecurityReporter } from './security-reporter.ts';
 
 export interface GatewayServerOptions {
   host: string;
@@ -39,6 +40,8 @@ export interface GatewayServerOptions {
   heartbeatMs?: number;
   /** where the gateway counts what it does (a registry nobody serves when absent) */
   metrics?: GatewayMetrics | undefined;
+  /** tells the internal side what was refused for security reasons (none when absent) */
+  securityReports?: SecurityReporter | undefined;
 }
 
 export interface GatewayServer {
@@ -115,6 +118,8 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');
       log.warn({ code: coded.code, remote: req.socket.remoteAddress }, coded.message);
       metrics.connectionsRefused.inc({ code: coded.code });
+      const deviceId = coded.details?.deviceId;
+      if (coded.code === 'GATEWAY_CERTIFICATE_REVOKED' && typeof deviceId === 'string') options.securityReports?.note(deviceId, coded.code);
       refuseUpgrade(socket, coded);
       return;
     }
@@ -123,7 +128,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   function onConnection(ws: WebSocket, identity: DeviceIdentity): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics);
+    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports);
     let alive = true;
     ws.on('pong', () => {
       alive = true;

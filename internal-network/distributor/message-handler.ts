@@ -1,4 +1,4 @@
-import { GatewayPresenceSchema, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import { GatewayPresenceSchema, GatewaySecurityReportSchema, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
@@ -50,6 +50,20 @@ export class MessageHandler {
       this.metrics.messages('status', 1);
       this.metrics.points.inc();
       return { points: 1, files: 0 };
+    }
+    if (where.kind === 'gatewaySecurity') {
+      const report = parseEnvelope(GatewaySecurityReportSchema, payload);
+      if (report.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Report of ${report.gatewayId} arrived on ${topic}`);
+      // The gateway's word, stored as such (source=gateway): counts of refusals, one point per device and code.
+      const points = report.events.map((e) => ({
+        measurement: MEASUREMENTS.securityEvents,
+        tags: { device: e.deviceId, reason: e.code, source: 'gateway' },
+        fields: { count: e.count, gateway: report.gatewayId, from: report.from, detail: `${e.count} refused by gateway ${report.gatewayId}` },
+        time: report.to,
+      }));
+      await this.sink.write(points);
+      for (const e of report.events) this.metrics.securityEvents.inc({ reason: e.code }, e.count);
+      return { points: points.length, files: 0 };
     }
     if (where.kind !== 'uplink') throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Unexpected topic ${topic}`);
     const env = parseEnvelope(UplinkEnvelopeSchema, payload);

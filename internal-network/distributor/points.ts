@@ -22,6 +22,7 @@ export const MEASUREMENTS = {
   files: 'files',
   status: 'device_status',
   gatewayStatus: 'gateway_status',
+  securityEvents: 'security_events',
   health: 'device_health',
 } as const;
 

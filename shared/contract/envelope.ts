@@ -95,6 +95,28 @@ export const GatewayPresenceSchema = z.strictObject({
 });
 export type GatewayPresence = z.infer<typeof GatewayPresenceSchema>;
 
+/** What a gateway reports to the internal side: refusals that say something about a device's security. */
+export const GATEWAY_SECURITY_CODES = ['GATEWAY_RATE_LIMITED', 'GATEWAY_CERTIFICATE_REVOKED', 'GATEWAY_DEVICE_MISMATCH'] as const;
+
+/**
+ * A gateway's security report: per device and code, how many times it refused between `from` and
+ * `to` (epoch ms). Counted, not one message per refusal, so that a device flooding the gateway
+ * cannot flood the internal network. It is the gateway's word (the DMZ's): shown as such, never
+ * used to decide anything about data.
+ */
+export const GatewaySecurityReportSchema = z.strictObject({
+  v: z.literal(ENVELOPE_VERSION),
+  gatewayId: z.string().min(1).max(128),
+  from: z.number().int().min(0),
+  to: z.number().int().min(0),
+  events: z
+    .array(z.strictObject({ deviceId: DeviceIdSchema, code: z.enum(GATEWAY_SECURITY_CODES), count: z.number().int().min(1) }))
+    .max(LIMITS.gatewaySecurityReportMaxEntries),
+  /** refusals not in `events` (more devices than a report holds) */
+  dropped: z.number().int().min(0),
+});
+export type GatewaySecurityReport = z.infer<typeof GatewaySecurityReportSchema>;
+
 /** Parses an MQTT payload with one of the envelope schemas, or throws CONTRACT_INVALID_ENVELOPE. */
 export function parseEnvelope<S extends z.ZodType>(schema: S, payload: Buffer): z.infer<S> {
   let value: unknown;

@@ -14,6 +14,9 @@ import { DeviceIdSchema } from './primitives.ts';
  *   fieldstream/v1/gateways/{gatewayId}/presence      a gateway's own presence, retained, published by the
  *                                                     gateway (online) or by the DMZ broker as its will
  *                                                     (offline: the gateway is gone), carried inward
+ *   fieldstream/v1/gateways/{gatewayId}/security      what a gateway refused for security reasons (rate
+ *                                                     limits, revoked certificates, another device's id),
+ *                                                     counted per device, carried inward
  *   fieldstream/v1/internal/stored                    the stored feed: what the distributor wrote, for the
  *                                                     operator console (internal-network/shared/stored-feed.ts);
  *                                                     internal broker only, never bridged
@@ -30,6 +33,7 @@ export const TOPIC_FILTERS = {
   status: `${TOPIC_ROOT}/+/status`,
   receipts: `${GATEWAY_TOPIC_ROOT}/+/receipts`,
   gatewayPresence: `${GATEWAY_TOPIC_ROOT}/+/presence`,
+  gatewaySecurity: `${GATEWAY_TOPIC_ROOT}/+/security`,
 } as const;
 
 /**
@@ -70,6 +74,11 @@ export function gatewayPresenceTopic(gatewayId: string): string {
   return `${GATEWAY_TOPIC_ROOT}/${gatewayId}/presence`;
 }
 
+/** Where a gateway reports what it refused for security reasons (GatewaySecurityReportSchema). */
+export function gatewaySecurityTopic(gatewayId: string): string {
+  return gatewayPresenceTopic(gatewayId).replace(/\/presence$/, '/security');
+}
+
 /** A shared subscription (MQTT 5 §4.8.2): each message goes to one member of the group. */
 export function sharedFilter(group: string, filter: string): string {
   if (!/^[A-Za-z0-9._-]+$/.test(group)) throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Invalid share group ${JSON.stringify(group)}`);
@@ -81,7 +90,8 @@ export type ParsedTopic =
   | { kind: 'downlink'; deviceId: string }
   | { kind: 'status'; deviceId: string }
   | { kind: 'receipts'; gatewayId: string }
-  | { kind: 'gatewayPresence'; gatewayId: string };
+  | { kind: 'gatewayPresence'; gatewayId: string }
+  | { kind: 'gatewaySecurity'; gatewayId: string };
 
 export function parseTopic(topic: string): ParsedTopic {
   const rootLevels = TOPIC_ROOT.split('/').length;
@@ -92,6 +102,7 @@ export function parseTopic(topic: string): ParsedTopic {
     if (gatewayId !== undefined && GATEWAY_ID_PATTERN.test(gatewayId) && rest.length === 0) {
       if (leaf === 'receipts') return { kind: 'receipts', gatewayId };
       if (leaf === 'presence') return { kind: 'gatewayPresence', gatewayId };
+      if (leaf === 'security') return { kind: 'gatewaySecurity', gatewayId };
     }
     throw invalid();
   }

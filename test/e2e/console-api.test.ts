@@ -31,8 +31,8 @@ describe('the operator console API', () => {
 
   before(async () => {
     fx = await startEmbeddedFixture(
-      ['meter-1', 'rogue-1', 'silent-1'],
-      { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), DISTRIBUTOR_REQUIRE_SIGNATURES: 'true', CONSOLE_STALE_AFTER_S: '2', CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '15' },
+      ['meter-1', 'rogue-1', 'silent-1', 'flood-1'],
+      { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), DISTRIBUTOR_REQUIRE_SIGNATURES: 'true', CONSOLE_STALE_AFTER_S: '2', CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '15', GATEWAY_RATE_MESSAGES_PER_S: '100', GATEWAY_RATE_BURST_S: '2' },
       { console: true },
     );
     assert.ok(fx.pipeline.console, 'the fixture runs the console');
@@ -150,6 +150,27 @@ describe('the operator console API', () => {
     }
     const detail = await s.request('/api/devices/rogue-1');
     assert.equal(detail.body.security[0].reason, 'SECURITY_UNSIGNED');
+  });
+
+  it("shows what the gateway refused for security reasons: a device over its rate limit, counted, as the gateway's report", async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const live = await s.live();
+    try {
+      const raw = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'flood-1'));
+      // 2,000 messages at once: past the burst the gateway allows (its largest batch, 1,000, here).
+      for (let f = 0; f < 20; f++) raw.send(JSON.stringify({ deviceId: 'flood-1', batch: Array.from({ length: 100 }, (_, i) => ({ dataType: 'timeseries', messageId: `f${f}-${i}`, payload: { v: i } })) }));
+      const event = await live.until(
+        (e) => (e.event === 'security' ? (e.data as { events: Array<{ device: string; reason: string; source?: string; count?: number }> }).events.find((x) => x.device === 'flood-1' && x.reason === 'GATEWAY_RATE_LIMITED') : undefined),
+        20_000,
+      );
+      assert.equal(event.source, 'gateway', "the gateway's word, marked as such");
+      raw.close();
+    } finally {
+      live.close();
+    }
+    const stored = fx.points({ measurement: 'security_events', device: 'flood-1' });
+    assert.ok(stored.some((p) => p.tags.reason === 'GATEWAY_RATE_LIMITED' && p.tags.source === 'gateway' && typeof p.fields.count === 'number'));
   });
 
   it('a connected device that stays silent becomes stale, then offline when it leaves; the states are stored', async () => {

@@ -126,6 +126,15 @@ describe('the console fleet: online, stale, offline', () => {
     assert.equal(fleet.detail('pump-1')?.row.lastSeen, null);
   });
 
+  it("counts a gateway's report by its count, marked as the gateway's", () => {
+    const { fleet } = fleetAt();
+    fleet.apply({ measurement: 'security_events', tags: { device: 'pump-1', reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' }, fields: { count: 40, gateway: 'gw-1' }, time: 1_000 });
+    const s = fleet.securitySummary();
+    assert.equal(s.byReason.GATEWAY_RATE_LIMITED, 40);
+    assert.equal(s.byDevice['pump-1'], 40);
+    assert.deepEqual(s.recent[0], { time: 1_000, device: 'pump-1', reason: 'GATEWAY_RATE_LIMITED', count: 40, source: 'gateway' });
+  });
+
   it('the revoked list flags and unflags devices as it changes', () => {
     const { fleet } = fleetAt();
     fleet.register('pump-1');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { commandTopic, gatewayPresenceTopic, parseTopic, sharedFilter, statusTopic, topicMatches, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
+import { commandTopic, gatewayPresenceTopic, gatewaySecurityTopic, parseTopic, sharedFilter, statusTopic, topicMatches, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
 import { filterCovers, mayPublish, maySubscribe } from '../../shared/acl.ts';
 import { DATA_TYPES } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -19,6 +19,8 @@ describe('MQTT topics', () => {
     assert.deepEqual(parseTopic(gatewayPresenceTopic('gw-1')), { kind: 'gatewayPresence', gatewayId: 'gw-1' });
     assert.ok(topicMatches(TOPIC_FILTERS.gatewayPresence, gatewayPresenceTopic('gw-1')));
     assert.throws(() => gatewayPresenceTopic('a/b'), FieldStreamError);
+    assert.deepEqual(parseTopic(gatewaySecurityTopic('gw-1')), { kind: 'gatewaySecurity', gatewayId: 'gw-1' });
+    assert.ok(topicMatches(TOPIC_FILTERS.gatewaySecurity, gatewaySecurityTopic('gw-1')));
   });
 
   it('refuses device ids that would break the topic tree', () => {
@@ -46,6 +48,8 @@ describe('broker access policy', () => {
     assert.ok(!mayPublish('gateway', commandTopic('d')));
     assert.ok(!mayPublish('gateway', 'other/topic'));
     assert.ok(mayPublish('gateway', gatewayPresenceTopic('gw-1')), 'its own presence (and its will)');
+    assert.ok(mayPublish('gateway', gatewaySecurityTopic('gw-1')), 'its security reports');
+    assert.ok(maySubscribe('distributor', TOPIC_FILTERS.gatewaySecurity));
     assert.ok(!mayPublish('distributor', gatewayPresenceTopic('gw-1')));
     assert.ok(maySubscribe('distributor', TOPIC_FILTERS.gatewayPresence));
     assert.ok(!maySubscribe('console', TOPIC_FILTERS.gatewayPresence), 'the console reads the stored feed only');

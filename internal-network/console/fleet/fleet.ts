@@ -198,13 +198,15 @@ export class Fleet {
 
   private securityEvent(device: string, p: StoredPoint): void {
     const reason = p.tags.reason ?? 'unknown';
-    const ev: SecurityEvent = { time: p.time, device, reason };
+    // A gateway's report counts several refusals in one point; the distributor's own is one each.
+    const count = typeof p.fields.count === 'number' && p.fields.count >= 1 ? p.fields.count : 1;
+    const ev: SecurityEvent = { time: p.time, device, reason, ...(count > 1 ? { count } : {}), ...(p.tags.source === 'gateway' ? { source: 'gateway' as const } : {}) };
     this.security.push(ev);
-    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
+    this.byReason[reason] = (this.byReason[reason] ?? 0) + count;
     // A refused message is not a sign of life (it may be a forgery), only a mark on the device.
     const e = this.entry(device);
     if (!e) return;
-    this.byDevice[device] = (this.byDevice[device] ?? 0) + 1;
+    this.byDevice[device] = (this.byDevice[device] ?? 0) + count;
     this.change(e, () => e.security.push(ev));
   }
 

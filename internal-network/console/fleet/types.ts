@@ -38,6 +38,10 @@ export interface SecurityEvent {
   time: number;
   device: string;
   reason: string;
+  /** refusals this event stands for (a gateway reports them counted; absent: one) */
+  count?: number;
+  /** 'gateway': reported by a gateway in the DMZ (its word); absent: found by the distributor */
+  source?: 'gateway';
 }
 
 export interface SecuritySummary {

@@ -1,7 +1,7 @@
 import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 import type { ErrorCode } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import type { StoredPoint } from '../points.ts';
+import { MEASUREMENTS, type StoredPoint } from '../points.ts';
 import { authenticMessages, isIntact } from '../../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
@@ -80,7 +80,7 @@ export class MessageVerifier {
       const level = code === 'SECURITY_DUPLICATE' ? 'info' : 'warn';
       this.log[level]({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`);
       events.push({
-        measurement: 'security_events',
+        measurement: MEASUREMENTS.securityEvents,
         tags: { device: env.deviceId, reason: code },
         fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
         time: (this.lastEventTime = Math.max(now, this.lastEventTime + 1)),
