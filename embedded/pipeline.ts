@@ -72,14 +72,14 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   const mqttUrl = `mqtts://${o.host}:${broker.port}`;
   // The embedded broker speaks MQTT 3.1.1 and has no shared subscriptions.
   const common = { MQTT_URL: mqttUrl, MQTT_PROTOCOL_VERSION: '4', MQTT_CA_FILE: p.publicCa };
+  // A service's broker connection: the embedded broker, with the service's own certificate.
+  const mqttAs = (service: Parameters<typeof p.service>[0]) => ({ ...common, MQTT_CERT_FILE: p.service(service).cert, MQTT_KEY_FILE: p.service(service).key });
   const metricsPort = (port: number | undefined) => (port === undefined ? 'off' : String(port));
 
   const distributor = startDistributor(
     loadDistributorConfig({
       ...o.env,
-      ...common,
-      MQTT_CERT_FILE: p.service('internal/distributor').cert,
-      MQTT_KEY_FILE: p.service('internal/distributor').key,
+      ...mqttAs('internal/distributor'),
       DISTRIBUTOR_SHARE_GROUP: 'none',
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
       DISTRIBUTOR_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
@@ -97,15 +97,13 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   const gateway = await startGateway(
     loadGatewayConfig({
       ...o.env,
-      ...common,
+      ...mqttAs('dmz/gateway'),
       GATEWAY_HOST: o.host,
       GATEWAY_PORT: String(o.gatewayPort),
       GATEWAY_TLS_CERT_FILE: p.service('dmz/edge').cert,
       GATEWAY_TLS_KEY_FILE: p.service('dmz/edge').key,
       GATEWAY_CA_FILE: p.publicCa,
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revoked-serials.txt'),
-      MQTT_CERT_FILE: p.service('dmz/gateway').cert,
-      MQTT_KEY_FILE: p.service('dmz/gateway').key,
       GATEWAY_METRICS_HOST: o.host,
       GATEWAY_METRICS_PORT: metricsPort(o.metricsPorts?.gateway),
     }),
@@ -114,9 +112,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   const commandApi = await startCommandApi(
     loadCommandApiConfig({
       ...o.env,
-      ...common,
-      MQTT_CERT_FILE: p.service('internal/command-api').cert,
-      MQTT_KEY_FILE: p.service('internal/command-api').key,
+      ...mqttAs('internal/command-api'),
       COMMAND_API_HOST: o.host,
       COMMAND_API_PORT: String(o.commandApiPort),
       COMMAND_API_TOKEN: o.commandApiToken,
@@ -136,9 +132,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       : await startConsole(
           loadConsoleConfig({
             ...o.env,
-            ...common,
-            MQTT_CERT_FILE: p.service('internal/console').cert,
-            MQTT_KEY_FILE: p.service('internal/console').key,
+            ...mqttAs('internal/console'),
             CONSOLE_HOST: o.host,
             CONSOLE_PORT: String(o.consolePort),
             CONSOLE_CLIENT_ID: 'console-embedded',

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { DAY_S } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
+import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
 
 /** The distributor's settings (see .env.example and docs/configuration.md). */
 export const DistributorConfigSchema = z
@@ -21,16 +22,7 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_WRITE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(2),
     /** milliseconds: the longest pause between two attempts to write while the database is down */
     DISTRIBUTOR_RETRY_MAX_MS: setting.positiveInt(30_000),
-    INFLUXDB_URL: setting.url(['http', 'https']).optional(),
-    INFLUXDB_TOKEN: z.string().optional(),
-    INFLUXDB_ORG: z.string().optional(),
-    INFLUXDB_BUCKET: z.string().optional(),
-    INFLUXDB_DATABASE: z.string().optional(),
-    INFLUXDB_USERNAME: z.string().optional(),
-    INFLUXDB_PASSWORD: z.string().optional(),
-    /** milliseconds per write request */
-    INFLUXDB_TIMEOUT_MS: setting.positiveInt(10_000),
-    TIMESERIES_LOCAL_PATH: z.string().default('./data/timeseries'),
+    ...influxSettings(),
     FILE_STORAGE_PATH: z.string().default('./data/files'),
     FILE_STORAGE_TYPE: z.enum(['local'], { message: 'only "local" is supported (mount object storage as a folder for s3, azure or gcs)' }).default('local'),
     DEAD_LETTER_PATH: z.string().default('./data/dead-letter'),
@@ -55,23 +47,7 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_METRICS_PORT: setting.portOrOff(9465),
     LOG_LEVEL: setting.logLevel(),
   })
-  .superRefine((c, ctx) => {
-    if (!c.INFLUXDB_URL) return;
-    const v2 = c.INFLUXDB_TOKEN !== undefined;
-    const v1 = c.INFLUXDB_DATABASE !== undefined;
-    if (v1 === v2) {
-      ctx.addIssue({
-        code: 'custom',
-        path: [v1 ? 'INFLUXDB_DATABASE' : 'INFLUXDB_TOKEN'],
-        message: 'with INFLUXDB_URL, set either INFLUXDB_TOKEN/INFLUXDB_ORG/INFLUXDB_BUCKET (InfluxDB 2.x) or INFLUXDB_DATABASE (InfluxDB 1.x), not both',
-      });
-    }
-    if (v2) {
-      for (const key of ['INFLUXDB_ORG', 'INFLUXDB_BUCKET'] as const) {
-        if (!c[key]) ctx.addIssue({ code: 'custom', path: [key], message: 'is required with INFLUXDB_TOKEN (InfluxDB 2.x)' });
-      }
-    }
-  });
+  .superRefine(checkInfluxSettings);
 export type DistributorConfig = z.infer<typeof DistributorConfigSchema>;
 
 export function loadDistributorConfig(env: Record<string, string | undefined> = process.env): Readonly<DistributorConfig> {
