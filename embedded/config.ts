@@ -16,6 +16,7 @@ export const EmbeddedConfigSchema = z.object({
   COMMAND_API_METRICS_PORT: setting.portOrOff(9466),
   /** The operator console, on EMBEDDED_HOST ("off": none); log in with the command API's token. */
   CONSOLE_PORT: setting.portOrOff(8090),
+  CONSOLE_METRICS_PORT: setting.portOrOff(9469),
   /** The command API's bearer token; npm start makes one up (and prints it) when unset. */
   COMMAND_API_TOKEN: z.string().min(24).optional(),
   /** The simulated field device; "none" runs no simulator. */

@@ -34,7 +34,7 @@ export interface EmbeddedOptions {
    * Each service's /metrics, /healthz and /readyz, on `host`: a port (0: chosen by the OS), or
    * absent for none. Never the services' own defaults, which would clash between pipelines.
    */
-  metricsPorts?: { gateway?: number | undefined; distributor?: number | undefined; commandApi?: number | undefined };
+  metricsPorts?: { gateway?: number | undefined; distributor?: number | undefined; commandApi?: number | undefined; console?: number | undefined };
   /** the operator console's port on `host` (0: chosen by the OS), or absent for none */
   consolePort?: number | undefined;
 }
@@ -136,6 +136,8 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
             CONSOLE_HOST: o.host,
             CONSOLE_PORT: String(o.consolePort),
             CONSOLE_CLIENT_ID: 'console-embedded',
+            CONSOLE_METRICS_HOST: o.host,
+            CONSOLE_METRICS_PORT: metricsPort(o.metricsPorts?.console),
             COMMAND_API_TOKEN: o.commandApiToken,
             CONSOLE_COMMAND_API_URL: `http://${o.host}:${commandApi.port}`,
             CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
@@ -151,7 +153,8 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
               .join(','),
           }),
           o.logger,
-          { scorer: new AnomalyScorer() },
+          // One process: the gateway's registry carries the process metrics.
+          { scorer: new AnomalyScorer(), processMetrics: false },
         );
 
   const gatewayUrl = `wss://${o.host === '127.0.0.1' ? 'localhost' : o.host}:${gateway.port}/ws`;

@@ -30,7 +30,7 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
     commandApiPort: config.COMMAND_API_PORT,
     commandApiToken: config.COMMAND_API_TOKEN ?? randomBytes(24).toString('hex'),
     simulatedDeviceId: simulated,
-    metricsPorts: { gateway: config.GATEWAY_METRICS_PORT, distributor: config.DISTRIBUTOR_METRICS_PORT, commandApi: config.COMMAND_API_METRICS_PORT },
+    metricsPorts: { gateway: config.GATEWAY_METRICS_PORT, distributor: config.DISTRIBUTOR_METRICS_PORT, commandApi: config.COMMAND_API_METRICS_PORT, console: config.CONSOLE_METRICS_PORT },
     consolePort: config.CONSOLE_PORT,
   });
   const token = config.COMMAND_API_TOKEN ? '$COMMAND_API_TOKEN' : pipeline.commandApiToken;
@@ -56,6 +56,7 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
   metrics            gateway      ${metricsOf(pipeline.gateway.metricsServer)}
                      distributor  ${metricsOf(distributorMetrics)}
                      command API  ${metricsOf(pipeline.commandApi.metricsServer)}
+                     console      ${metricsOf(pipeline.console?.metricsServer)}
                      field client ${pipeline.field ? metricsOf(pipeline.field.metricsUrl ? { url: pipeline.field.metricsUrl } : undefined) : '(no simulated device)'}
   simulated device   ${simulated ?? '(none)'}${simulated ? `   local inputs: http://127.0.0.1:${pipeline.field?.httpPort ?? 'off'}, mqtt://127.0.0.1:${pipeline.field?.mqttPort ?? 'off'}, folder data/outbox/` : ''}
 

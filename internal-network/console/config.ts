@@ -39,6 +39,9 @@ export const ConsoleConfigSchema = z
     CONSOLE_PIPELINE_TARGETS: PipelineTargetsSchema,
     /** Score every numeric field for anomalies (docs/anomaly-detection.md). */
     CONSOLE_ANOMALY: z.enum(['on', 'off']).default('on'),
+    /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
+    CONSOLE_METRICS_HOST: setting.host('127.0.0.1'),
+    CONSOLE_METRICS_PORT: setting.portOrOff(9469),
     /** Login credentials: the command API's (COMMAND_API_TOKEN is the operator's; the file adds named tokens with roles). */
     COMMAND_API_TOKEN: z.string().min(24, 'must be at least 24 characters (e.g. openssl rand -hex 32)').optional(),
     COMMAND_API_TOKENS_FILE: z.string().optional(),

@@ -15,7 +15,9 @@ import { Fleet } from './fleet/fleet.ts';
 import type { Anomaly } from './fleet/types.ts';
 import { selectHistory } from './history/influxql.ts';
 import { LocalHistory } from './history/local.ts';
+import { consoleMetrics, type ConsoleStats } from './metrics.ts';
 import { OwnPointsWriter } from './own-points.ts';
+import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { PipelinePoller } from './pipeline/pipeline-view.ts';
 import { LiveHub, type DeviceDetail } from './web/live.ts';
 import { consoleRoutes } from './web/routes.ts';
@@ -27,6 +29,8 @@ export interface OperatorConsole {
   readonly port: number;
   readonly fleet: Fleet;
   readonly mqtt: MqttClient;
+  /** /metrics, /healthz and /readyz (undefined with CONSOLE_METRICS_PORT=off) */
+  readonly metricsServer: MetricsServer | undefined;
   close(): Promise<void>;
 }
 
@@ -39,7 +43,7 @@ export const CONSOLE_MEASUREMENTS = { state: 'device_state', anomalies: 'anomali
  * registry and the services' own health; reads history from the time-series store; sends commands
  * through the command API as the logged-in user. It writes device states and anomalies to the store.
  */
-export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logger, opts: { scorer?: ReadingScorer | undefined } = {}): Promise<OperatorConsole> {
+export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logger, opts: { scorer?: ReadingScorer | undefined; processMetrics?: boolean } = {}): Promise<OperatorConsole> {
   const log = logger.child({ component: 'console' });
   const credentials = Credentials.fromSettings({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE });
   const own = new OwnPointsWriter(selectSink(config), log.child({ subsystem: 'store' }));
@@ -78,16 +82,18 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     { resubscribe: false },
   );
   subscribeOnEveryConnect(mqtt, [STORED_FEED_TOPIC], { qos: 0 }, mqttLog);
-  let refused = 0;
+  const stats: ConsoleStats = { feedMessages: 0, feedRefused: 0, feedDropped: 0 };
   mqtt.on('message', (_topic, payload) => {
     let msg;
     try {
       msg = parseStoredFeed(payload);
     } catch (err) {
       // Nothing on the internal broker is taken on trust: a bad message is refused and counted.
-      if (refused++ % 1000 === 0) mqttLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message, refused }, 'stored-feed message refused');
+      if (stats.feedRefused++ % 1000 === 0) mqttLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message, refused: stats.feedRefused }, 'stored-feed message refused');
       return;
     }
+    stats.feedMessages++;
+    stats.feedDropped += msg.dropped;
     for (const p of msg.points) {
       fleet.apply(p);
       if (runner && p.measurement === 'readings' && p.tags.device !== undefined) {
@@ -118,7 +124,18 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
   const timers = [setInterval(() => fleet.sweep(), CONSOLE.staleSweepMs), setInterval(lookAtRegistry, CONSOLE.staleSweepMs)];
 
   let web: Awaited<ReturnType<typeof startWebServer>>;
+  let metricsServer: MetricsServer | undefined;
   try {
+    metricsServer =
+      config.CONSOLE_METRICS_PORT === undefined
+        ? undefined
+        : await startMetricsServer({
+            metrics: consoleMetrics({ fleet, stats, runner, own, streams: () => hub.size, brokerConnected: () => mqtt.connected }, { processMetrics: opts.processMetrics !== false }),
+            host: config.CONSOLE_METRICS_HOST,
+            port: config.CONSOLE_METRICS_PORT,
+            checks: [{ name: 'broker', ready: () => mqtt.connected }],
+            log,
+          });
     web = await startWebServer({
       host: config.CONSOLE_HOST,
       port: config.CONSOLE_PORT,
@@ -129,6 +146,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     });
   } catch (err) {
     for (const t of timers) clearInterval(t);
+    await metricsServer?.close();
     hub.close();
     await pipeline.stop();
     await endMqtt(mqtt, true);
@@ -142,10 +160,12 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     port: web.port,
     fleet,
     mqtt,
+    metricsServer,
     async close() {
       for (const t of timers) clearInterval(t);
       hub.close();
       await web.close();
+      await metricsServer?.close();
       await pipeline.stop();
       await endMqtt(mqtt);
       await own.close();

@@ -58,7 +58,7 @@ export interface LocalStack {
    * where each service's /metrics (and /healthz, /readyz) is, as base URLs (http://127.0.0.1:PORT);
    * `gateways` in order, with `directGateway` the direct one last; `gateway` the first
    */
-  readonly metrics: { brokerExporter: string; gateways: string[]; gateway: string; distributor: string; commandApi: string };
+  readonly metrics: { brokerExporter: string; gateways: string[]; gateway: string; distributor: string; commandApi: string; console: string };
   readonly all: ManagedProcess[];
   readonly dataDir: { files: string; timeseries: string; deadLetters: string; commands: string };
   /**
@@ -130,8 +130,8 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   };
   // Every Node service's metrics on a port of its own, picked now like the others.
   const metricsPort = async () => String(await freePort());
-  const metricsUrls: { gateways: string[]; distributor: string; commandApi: string } = { gateways: [], distributor: '', commandApi: '' };
-  const metricsEnv = async (prefix: 'GATEWAY' | 'DISTRIBUTOR' | 'COMMAND_API') => {
+  const metricsUrls: { gateways: string[]; distributor: string; commandApi: string; console: string } = { gateways: [], distributor: '', commandApi: '', console: '' };
+  const metricsEnv = async (prefix: 'GATEWAY' | 'DISTRIBUTOR' | 'COMMAND_API' | 'CONSOLE') => {
     const mp = await metricsPort();
     return { env: { [`${prefix}_METRICS_HOST`]: '127.0.0.1', [`${prefix}_METRICS_PORT`]: mp }, url: `http://127.0.0.1:${mp}` };
   };
@@ -247,7 +247,10 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   }, { port: brokerExporterPort });
 
   // The console, on the internal side: the stored feed, the internal services' health, the same store.
+  const consoleMetrics = await metricsEnv('CONSOLE');
+  metricsUrls.console = consoleMetrics.url;
   const operatorConsole = node('console', 'internal-network/console/main.ts', {
+    ...consoleMetrics.env,
     ...mqttEnv(ports.internalMqtt, 'internal/console'),
     CONSOLE_CLIENT_ID: 'console-1',
     CONSOLE_HOST: '127.0.0.1',

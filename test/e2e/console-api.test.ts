@@ -6,6 +6,7 @@ import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.
 import { startTestFieldClient } from '../helpers/field.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 
 /**
  * The operator console's API on the embedded pipeline (real WSS, MQTT, disk; the console fed by the
@@ -215,6 +216,19 @@ describe('the operator console API', () => {
     }
     const invalid = await op.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'bad name with spaces' } });
     assert.equal(invalid.status, 400);
+  });
+
+  it('serves its own metrics and health: devices by state, the feed taken, no device id as a label', async () => {
+    const m = fx.pipeline.console?.metricsServer;
+    assert.ok(m, 'the console serves /metrics');
+    assert.equal((await fetch(`${m.url}/readyz`)).status, 200);
+    const text = await (await fetch(`${m.url}/metrics`)).text();
+    const samples = parseExposition(text);
+    assert.ok((sumOf(samples, 'fieldstream_console_devices', { state: 'online' }) ?? 0) >= 1, 'meter-1 online');
+    assert.ok((sumOf(samples, 'fieldstream_console_feed_messages_total') ?? 0) > 0);
+    assert.equal(sumOf(samples, 'fieldstream_console_feed_refused_total'), 0);
+    assert.equal(sumOf(samples, 'fieldstream_broker_connected', { service: 'console' }), 1);
+    for (const s of samples) assert.ok(!('device' in s.labels), s.name);
   });
 
   it('logging out ends the session', async () => {

@@ -64,7 +64,7 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     commandApiPort: 0,
     commandApiToken: 'embedded-test-token-0123456789abcdef',
     simulatedDeviceId: undefined,
-    metricsPorts: { gateway: 0, distributor: 0, commandApi: 0 },
+    metricsPorts: { gateway: 0, distributor: 0, commandApi: 0, console: 0 },
     consolePort: opts.console ? 0 : undefined,
   });
   return {

@@ -1,0 +1,53 @@
+import { collectedCounter } from '../../shared/metrics/collected.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import type { AnomalyRunner } from './anomaly-runner.ts';
+import type { Fleet } from './fleet/fleet.ts';
+import type { DeviceState } from './fleet/types.ts';
+import type { OwnPointsWriter } from './own-points.ts';
+
+/** What the console counts as it goes (the rest is read from its parts at scrape time). */
+export interface ConsoleStats {
+  /** stored-feed messages taken, and refused as invalid */
+  feedMessages: number;
+  feedRefused: number;
+  /** points the distributors said they left out of the feed */
+  feedDropped: number;
+}
+
+const STATES: readonly DeviceState[] = ['online', 'stale', 'offline', 'unknown'];
+
+/**
+ * The console's metrics (docs/console.md): everything is read at scrape time from what it keeps
+ * anyway, nothing is done per message. No device id as a label.
+ */
+export function consoleMetrics(
+  o: { fleet: Fleet; stats: ConsoleStats; runner: AnomalyRunner | undefined; own: OwnPointsWriter; streams: () => number; brokerConnected: () => boolean },
+  options: { processMetrics?: boolean } = {},
+): ServiceMetrics {
+  const m = new ServiceMetrics('console', options);
+  const { fleet, stats, runner, own } = o;
+  m.gauge('broker_connected', 'Whether the console is connected to the internal broker (1) or not (0).', [], function () {
+    this.set(o.brokerConnected() ? 1 : 0);
+  });
+  m.gauge('console_devices', 'Devices the console tracks, by state.', ['state'], function () {
+    const counts = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
+    for (const r of fleet.rows()) counts[r.state]++;
+    for (const s of STATES) this.set({ state: s }, counts[s]);
+  });
+  m.gauge('console_live_streams', 'Browser pages with a live stream open.', [], function () {
+    this.set(o.streams());
+  });
+  m.gauge('console_anomaly_queue_readings', 'Readings waiting to be scored for anomalies.', [], function () {
+    this.set(runner?.pending ?? 0);
+  });
+  collectedCounter(m, 'console_feed_messages_total', 'Stored-feed messages taken from the internal broker.', [], () => stats.feedMessages);
+  collectedCounter(m, 'console_feed_refused_total', 'Stored-feed messages refused as invalid (STORED_FEED_INVALID, STORED_FEED_TOO_LARGE).', [], () => stats.feedRefused);
+  collectedCounter(m, 'console_feed_dropped_points_total', 'Points the distributors reported leaving out of the stored feed.', [], () => stats.feedDropped);
+  collectedCounter(m, 'console_untracked_devices_total', 'Devices not tracked because the console tracks as many as it may (CONSOLE.maxDevices).', [], () => fleet.untracked);
+  collectedCounter(m, 'console_readings_scored_total', 'Readings scored for anomalies.', [], () => runner?.scored ?? 0);
+  collectedCounter(m, 'console_readings_skipped_total', 'Readings not scored because scoring was behind (CONSOLE.anomalyQueueMax).', [], () => runner?.skipped ?? 0);
+  collectedCounter(m, 'console_anomalies_total', 'Anomalies found.', [], () => fleet.anomalies.seq);
+  collectedCounter(m, 'console_points_written_total', "Points of the console's own (device states, anomalies) written to the time-series store.", [], () => own.written);
+  collectedCounter(m, 'console_points_dropped_total', "Points of the console's own dropped while the store was down too long (CONSOLE.ownPointsMaxQueued).", [], () => own.dropped);
+  return m;
+}
