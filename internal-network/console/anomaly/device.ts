@@ -1,0 +1,245 @@
+import { describeFeature, fitFeatures, transform, type FeatureModel } from './features.ts';
+import { DailyProfile, FieldState } from './field.ts';
+import { IsolationForest } from './iforest.ts';
+import type { AnomalyParams } from './params.ts';
+import { hash32 } from './prng.ts';
+import type { Anomaly, AnomalyKind } from './types.ts';
+
+/** What a device reports back to the scorer's counters. */
+export interface DeviceCounters {
+  fieldsRefused: number;
+  valuesIgnored: number;
+  forestsTrained: number;
+}
+
+/** A forest whose rows are all isolated at once (few, identical rows) still flags something. */
+const MAX_THRESHOLD = 0.99;
+const KIND_OF_FEATURE = { drift: 'drift', pair: 'correlation' } as const satisfies Record<string, AnomalyKind>;
+
+/**
+ * Everything the scorer keeps about one device: its fields (in the order first seen, at most
+ * maxFieldsPerDevice), the daily baselines of its first forestMaxFields fields, the training buffer
+ * of its forest and the forest itself.
+ *
+ * The buffer takes at most one row per forestSampleIntervalMs (reading time), and only once the
+ * daily baselines are a day old. A row of a reading that was anomalous (by any detector) is kept
+ * out, and teaches the daily baselines nothing, so a drift does not teach the forest that drifting
+ * is normal; after forestAdaptAfter such rows in a row the device is taken to have a new normal and
+ * its rows are taken again. The forest is trained once the buffer holds forestMinTrain rows and
+ * again after every forestRetrainEvery new rows, with a seed from the scorer's seed, the device id
+ * and the training's number: the same stream gives the same forests. Each forest gets its own
+ * threshold from the scores of its training rows (train()).
+ */
+export class DeviceModel {
+  readonly fields = new Map<string, FieldState>();
+  /** fields in the order first seen; the first forestMaxFields are the forest's */
+  readonly list: FieldState[] = [];
+  lastSeen = -Infinity;
+  private readings = 0;
+  private buffer: Float32Array | null = null;
+  private bufferFields = 0;
+  private bufferHead = 0;
+  private bufferCount = 0;
+  private lastSampleTime = -Infinity;
+  private rowsSinceTrain = 0;
+  private keptOut = 0;
+  private trainings = 0;
+  private forest: IsolationForest | null = null;
+  private threshold = 1;
+  private model: FeatureModel | null = null;
+  private raw = new Float64Array(0);
+  private x = new Float64Array(0);
+  private readonly seed: number;
+
+  constructor(
+    readonly id: string,
+    private readonly p: AnomalyParams,
+  ) {
+    this.seed = hash32(id, p.seed);
+  }
+
+  /** Scores one reading, appending what it finds to `out`. */
+  score(time: number, values: Record<string, number>, out: Anomaly[], counters: DeviceCounters): void {
+    const p = this.p;
+    const reading = ++this.readings;
+    let anomalous = false;
+    for (const name in values) {
+      const x = values[name];
+      if (typeof x !== 'number' || !Number.isFinite(x)) {
+        counters.valuesIgnored++;
+        continue;
+      }
+      let f = this.fields.get(name);
+      if (f === undefined) {
+        if (this.list.length >= p.maxFieldsPerDevice) {
+          counters.fieldsRefused++;
+          continue;
+        }
+        f = new FieldState(name, p.windowSize);
+        this.fields.set(name, f);
+        this.list.push(f);
+      }
+      f.observe(x, p);
+      f.lastReading = reading;
+      if (f.z > p.madThreshold) {
+        out.push({ device: this.id, field: name, detector: 'mad', score: f.z, value: x, time, kind: 'spike' });
+        anomalous = true;
+      }
+      if (f.stuck) {
+        out.push({ device: this.id, field: name, detector: 'stuck', score: f.run, value: x, time, kind: 'stuck' });
+        anomalous = true;
+      }
+    }
+
+    if (this.forest !== null && this.model !== null) {
+      const model = this.model;
+      this.rawRow(model.fields, reading, time, this.raw);
+      transform(model, this.raw, this.x);
+      const s = this.forest.score(this.x);
+      if (s >= this.threshold) {
+        out.push(this.forestAnomaly(model, s, time));
+        anomalous = true;
+      }
+    }
+
+    if (time - this.lastSampleTime >= p.forestSampleIntervalMs || time < this.lastSampleTime) {
+      this.lastSampleTime = time;
+      this.sample(reading, time, anomalous, counters);
+    }
+  }
+
+  /** Levels (x - ref; NaN when absent from this reading) and drifts (NaN while there is no
+   * baseline for this time of day) of the first `fields` fields. */
+  private rawRow(fields: number, reading: number, time: number, into: Float64Array): void {
+    for (let k = 0; k < fields; k++) {
+      const f = this.list[k] as FieldState;
+      into[k] = f.lastReading === reading ? f.last - f.ref : NaN;
+      into[fields + k] = f.profile === null ? NaN : f.window.median() - f.ref - f.profile.at(time);
+    }
+  }
+
+  private forestAnomaly(model: FeatureModel, s: number, time: number): Anomaly {
+    // The feature furthest from its centre says what kind of anomaly this looks like.
+    let best = 0;
+    for (let c = 1; c < model.dims; c++) if (Math.abs(this.x[c] as number) > Math.abs(this.x[best] as number)) best = c;
+    const { kind, fields } = describeFeature(model, best);
+    return { device: this.id, field: '*', detector: 'iforest', score: s, time, kind: KIND_OF_FEATURE[kind], fields: fields.map((k) => (this.list[k] as FieldState).name) };
+  }
+
+  private sample(reading: number, time: number, anomalous: boolean, counters: DeviceCounters): void {
+    const p = this.p;
+    const fields = Math.min(this.list.length, p.forestMaxFields);
+    if (fields === 0) return;
+    if (fields !== this.bufferFields) this.widenBuffer(fields);
+    const row = new Float64Array(2 * fields);
+    this.rawRow(fields, reading, time, row);
+    if (anomalous && this.keptOut < p.forestAdaptAfter) {
+      this.keptOut++;
+      return;
+    }
+    if (!anomalous) this.keptOut = 0;
+    // The daily baselines learn after the row is taken (it holds what scoring saw), and only from
+    // what is not kept out.
+    let complete = true;
+    for (let k = 0; k < fields; k++) {
+      const f = this.list[k] as FieldState;
+      const m = f.window.median();
+      if (Number.isNaN(row[fields + k] as number)) complete = false;
+      if (Number.isNaN(m)) continue;
+      f.profile ??= new DailyProfile(p.driftBins, p.driftHorizon);
+      f.profile.update(time, m - f.ref);
+    }
+    // A row enters the buffer once every field has a baseline for its time of day (from the
+    // second day on): a forest trained on rows without drifts would take the first drifts for anomalies.
+    if (!complete) return;
+    const buf = this.buffer as Float32Array;
+    buf.set(row, this.bufferHead * 2 * fields);
+    this.bufferHead = (this.bufferHead + 1) % p.forestBufferSize;
+    if (this.bufferCount < p.forestBufferSize) this.bufferCount++;
+    this.rowsSinceTrain++;
+    if (this.bufferCount >= p.forestMinTrain && (this.forest === null || this.rowsSinceTrain >= p.forestRetrainEvery)) {
+      this.train();
+      counters.forestsTrained++;
+    }
+  }
+
+  /** A new field joined the forest's: the rows so far get NaN (missing) in its columns. */
+  private widenBuffer(fields: number): void {
+    const p = this.p;
+    const next = new Float32Array(p.forestBufferSize * 2 * fields).fill(NaN);
+    const old = this.buffer;
+    const was = this.bufferFields;
+    if (old !== null) {
+      for (let r = 0; r < p.forestBufferSize; r++) {
+        for (let k = 0; k < was; k++) {
+          next[r * 2 * fields + k] = old[r * 2 * was + k] as number;
+          next[r * 2 * fields + fields + k] = old[r * 2 * was + was + k] as number;
+        }
+      }
+    }
+    this.buffer = next;
+    this.bufferFields = fields;
+  }
+
+  private train(): void {
+    const p = this.p;
+    const fields = this.bufferFields;
+    const rows = this.bufferCount;
+    const width = 2 * fields;
+    const buf = this.buffer as Float32Array;
+    // Oldest row first (the pair features compare the older and the newer half).
+    const raw = new Float32Array(rows * width);
+    if (rows < p.forestBufferSize) raw.set(buf.subarray(0, rows * width));
+    else {
+      raw.set(buf.subarray(this.bufferHead * width));
+      raw.set(buf.subarray(0, this.bufferHead * width), (rows - this.bufferHead) * width);
+    }
+    const model = fitFeatures(raw, rows, fields, { clip: p.featureClip, maxPairs: p.forestMaxPairs, minCorrelation: p.forestPairMinCorrelation, maxShift: p.forestMaxShift });
+    this.rowsSinceTrain = 0;
+    if (model.dims === 0) {
+      // Nothing steady to learn from: no forest until a later training finds something.
+      this.forest = null;
+      this.model = null;
+      return;
+    }
+    const matrix = new Float32Array(rows * model.dims);
+    const row = new Float64Array(2 * fields);
+    const x = new Float64Array(model.dims);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < 2 * fields; c++) row[c] = raw[r * 2 * fields + c] as number;
+      transform(model, row, x);
+      matrix.set(x, r * model.dims);
+    }
+    this.trainings++;
+    this.forest = IsolationForest.train(matrix, rows, model.dims, {
+      trees: p.forestTrees,
+      sampleSize: p.forestSampleSize,
+      seed: (this.seed ^ Math.imul(this.trainings, 0x9e3779b9)) >>> 0,
+      rangeAware: p.forestRangeAware,
+    });
+    this.model = model;
+    // This forest's threshold: its scores shift with its number of features and the shape of the
+    // data, so one threshold for every device would be too strict for some and too lax for others.
+    // A reading must be isolated forestMarginDepth levels sooner than all but the most isolated
+    // (1 - forestCalibrationQuantile) of the forest's own training rows: s_q x 2^(margin / c(psi)).
+    const scores = new Float64Array(rows);
+    for (let r = 0; r < rows; r++) scores[r] = this.forest.score(matrix.subarray(r * model.dims, (r + 1) * model.dims));
+    scores.sort();
+    const sq = scores[Math.min(rows - 1, Math.floor(p.forestCalibrationQuantile * rows))] as number;
+    this.threshold = Math.min(MAX_THRESHOLD, Math.max(p.forestMinThreshold, sq * 2 ** (p.forestMarginDepth / this.forest.cPsi)));
+    this.raw = new Float64Array(2 * fields);
+    this.x = new Float64Array(model.dims);
+  }
+
+  /** bytes in typed arrays (windows, buffer, forest) */
+  get bytes(): number {
+    let b = (this.buffer?.byteLength ?? 0) + (this.forest?.bytes ?? 0);
+    for (const f of this.list) b += f.window.capacity * 16 + (f.profile?.bytes ?? 0);
+    return b;
+  }
+
+  /** whether the forest is trained (for tests and the console's status) */
+  get forestReady(): boolean {
+    return this.forest !== null;
+  }
+}

@@ -1,0 +1,140 @@
+import type { AnomalyParams } from './params.ts';
+import { MAD_SCALE, MEAN_AD_SCALE, RollingWindow } from './rolling.ts';
+
+/**
+ * One field of one device: its robust baseline (spikes) and its run of repeated values (stuck).
+ *
+ * Spike: the value is compared with the window as it was before the value arrived (a value never
+ * vouches for itself): z = |x - median| / scale, scale = 1.4826 MAD. When more than half the
+ * window is one value the MAD is 0; the scale is then 1.2533 x the mean absolute deviation from
+ * the median, and never less than the smallest step the field has ever made (its resolution: a
+ * sensor that reports whole percent is not spiking when it moves by one percent). A field that has
+ * never changed has no resolution: its first change is a spike, which is what it is.
+ *
+ * Stuck: a field is stuck when it repeats one value for longer than its own history makes
+ * believable. p is the share of readings in which the field changed (an average over about
+ * stuckRateHorizon readings, frozen when the run starts); a run of r repeats has probability
+ * (1 - p)^r, and the field is stuck once that falls below stuckProbability, and the run is at
+ * least stuckMinRun long. A lively float sensor (p = 1) is stuck after stuckMinRun repeats; one that
+ * changes every other reading after 20; a battery gauge that changes once an hour never is, within
+ * the hour. While stuck, its repeats stay out of the window, so the baseline keeps the field's real
+ * spread and the first real value afterwards is not taken for a spike.
+ */
+export class FieldState {
+  readonly window: RollingWindow;
+  /** the last spike score (NaN while the window is warming up) */
+  z = NaN;
+  /** whether the field is stuck after the last value */
+  stuck = false;
+  /** readings of the current run of identical values (1 after a change) */
+  run = 0;
+  /** the first value seen: the origin of the training buffer's Float32 rows */
+  ref = NaN;
+  /** the forest's baseline of this field by time of day (drift feature; forest fields only) */
+  profile: DailyProfile | null = null;
+  /** the last value seen, and the reading (device-local counter) that carried it */
+  last = NaN;
+  lastReading = -1;
+  private seen = 0;
+  private rate = 0;
+  private requiredRun = Infinity;
+  private minStep = Infinity;
+
+  constructor(
+    readonly name: string,
+    windowSize: number,
+  ) {
+    this.window = new RollingWindow(windowSize);
+  }
+
+  /** Scores x, then takes it into the baseline. Sets z, stuck and run. */
+  observe(x: number, p: AnomalyParams): void {
+    const w = this.window;
+    if (w.count >= p.madMinSamples) {
+      const med = w.median();
+      let scale = MAD_SCALE * w.mad(med);
+      if (!(scale > 0)) scale = MEAN_AD_SCALE * w.meanAbsDev(med);
+      const floor = Math.max(this.minStep === Infinity ? 0 : this.minStep, 1e-9 * Math.max(1, Math.abs(med)));
+      if (scale < floor) scale = floor;
+      this.z = Math.abs(x - med) / scale;
+    } else {
+      this.z = NaN;
+    }
+
+    if (this.seen === 0) {
+      this.run = 1;
+      this.ref = x;
+    } else {
+      const changed = x !== this.last;
+      if (changed) {
+        const step = Math.abs(x - this.last);
+        if (step < this.minStep) this.minStep = step;
+        this.run = 1;
+      } else {
+        if (this.run === 1) this.requiredRun = this.seen >= p.madMinSamples ? requiredRun(this.rate, p) : Infinity;
+        this.run++;
+      }
+      // The share of changes: a plain mean over the first readings, then an exponential average.
+      const a = 1 / Math.min(this.seen, p.stuckRateHorizon);
+      this.rate += a * ((changed ? 1 : 0) - this.rate);
+    }
+    this.seen++;
+    this.last = x;
+    this.stuck = this.run >= this.requiredRun;
+    if (!this.stuck) w.push(x);
+  }
+}
+
+/**
+ * What a field's short-term median usually is at each time of day: `bins` bins over 24 hours (UTC;
+ * any fixed offset does, a device's cycle lands in the same bins every day), each an average of the
+ * medians seen in that bin, over about `horizon` of them (a plain mean over the first ones). It
+ * answers only once it is a day old: before that, a bin's baseline is a few minutes of today.
+ */
+export class DailyProfile {
+  private readonly value: Float32Array;
+  private readonly count: Uint8Array;
+  private readonly binMs: number;
+  private since = NaN;
+
+  constructor(
+    bins: number,
+    private readonly horizon: number,
+  ) {
+    this.value = new Float32Array(bins);
+    this.count = new Uint8Array(bins);
+    this.binMs = 86_400_000 / bins;
+  }
+
+  /** The baseline for time t (epoch ms), relative to `ref`; NaN while the bin has none. */
+  at(t: number): number {
+    if (!(t - this.since >= 86_400_000)) return NaN;
+    const b = this.bin(t);
+    return (this.count[b] as number) > 0 ? (this.value[b] as number) : NaN;
+  }
+
+  /** Takes the median m (relative to the field's ref, so Float32 keeps the precision) seen at t. */
+  update(t: number, m: number): void {
+    if (Number.isNaN(this.since) || t < this.since) this.since = t;
+    const b = this.bin(t);
+    const n = Math.min((this.count[b] as number) + 1, this.horizon);
+    this.value[b] = (this.value[b] as number) + (m - (this.value[b] as number)) / n;
+    if ((this.count[b] as number) < 255) this.count[b] = (this.count[b] as number) + 1;
+  }
+
+  get bytes(): number {
+    return this.value.byteLength + this.count.byteLength;
+  }
+
+  private bin(t: number): number {
+    const ms = ((t % 86_400_000) + 86_400_000) % 86_400_000;
+    return Math.min(this.count.length - 1, Math.floor(ms / this.binMs));
+  }
+}
+
+/** The shortest run that (1 - rate)^run < stuckProbability allows, at least stuckMinRun. */
+function requiredRun(rate: number, p: AnomalyParams): number {
+  if (!(rate > 0)) return Infinity;
+  if (rate >= 1) return p.stuckMinRun;
+  return Math.max(p.stuckMinRun, Math.ceil(Math.log(p.stuckProbability) / Math.log1p(-rate)));
+}
