@@ -1,0 +1,387 @@
+import assert from 'node:assert/strict';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { COOKIE_NAME } from '../../internal-network/console/web/server.ts';
+import { TestBrowser, type WatchedPage } from '../helpers/browser.ts';
+import { ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { RawDevice } from '../helpers/ws-device.ts';
+
+/**
+ * The operator console's pages in headless Chromium on the embedded pipeline (issue 13, "Tested in
+ * a real browser"): each role logs in through the form, with the token in no URL; a device appears
+ * when its field client connects, a new reading, its chart and health and a security event arrive
+ * without reloading; an operator's command completes and a viewer's is refused; a forged cookie, a
+ * missing CSRF token and markup in a device's values are refused or shown as text; 5,000 devices
+ * draw a few dozen rows and search narrows them. No page reports a CSP violation or an uncaught
+ * error. Screenshots of each page go to test-artifacts/console/. docs/console.md.
+ */
+
+type Role = keyof typeof ROLE_TOKENS;
+const ROLES: Role[] = ['viewer', 'operator', 'admin'];
+const DEVICE = 'meter-1';
+const ROGUE = 'rogue-1';
+/** Markup a device sends as values: shown as text, never run. */
+const IMG = '<img src=x onerror="window.__pwned=1">';
+const SCRIPT = '<script>window.__pwned=2</script>';
+/** The only console errors a page may show: the refusals this file provokes on purpose (fetch 403s). */
+const ALLOWED = [/Failed to load resource: the server responded with a status of 403/];
+const WAIT_MS = 30_000;
+
+const sel = (testid: string, attrs: Record<string, string> = {}) =>
+  `[data-testid="${testid}"]${Object.entries(attrs).map(([k, v]) => `[data-${k}="${v}"]`).join('')}`;
+
+describe('the operator console in a real browser', () => {
+  const tmp = tempDir('console-browser');
+  let fx: EmbeddedFixture;
+  let base: string;
+  let browser: TestBrowser;
+  let field: Awaited<ReturnType<typeof startTestFieldClient>> | undefined;
+  /** every page opened, with every URL it visited or requested */
+  const opened: Array<{ w: WatchedPage; urls: string[]; posts: Array<{ url: string; body: string }> }> = [];
+  const pages = {} as Record<Role, WatchedPage>;
+
+  before(async () => {
+    fx = await startEmbeddedFixture(
+      [DEVICE, ROGUE],
+      { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), DISTRIBUTOR_REQUIRE_SIGNATURES: 'true', CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '50' },
+      { console: true },
+    );
+    assert.ok(fx.pipeline.console, 'the fixture runs the console');
+    base = fx.pipeline.console.url;
+    browser = await TestBrowser.launch({ artifacts: 'test-artifacts/console' });
+  });
+  after(async () => {
+    for (const { w } of opened) await w.close().catch(() => {});
+    await browser?.close();
+    await field?.close();
+    await fx?.stop();
+    tmp.cleanup();
+  });
+
+  /** A new browser context (its own cookies) on the console, recording every URL from the first request on. */
+  async function openConsole(cookies: Array<{ name: string; value: string }> = []): Promise<WatchedPage> {
+    const w = await browser.open('about:blank');
+    const rec = { w, urls: [] as string[], posts: [] as Array<{ url: string; body: string }> };
+    opened.push(rec);
+    w.page.setDefaultTimeout(WAIT_MS);
+    w.page.on('request', (r) => {
+      rec.urls.push(r.url());
+      if (r.method() === 'POST') rec.posts.push({ url: r.url(), body: r.postData() ?? '' });
+    });
+    w.page.on('framenavigated', (f) => rec.urls.push(f.url()));
+    if (cookies.length > 0) await w.context.addCookies(cookies.map((c) => ({ ...c, url: base })));
+    await w.page.goto(base);
+    return w;
+  }
+
+  async function loginAs(role: Role): Promise<WatchedPage> {
+    const w = await openConsole();
+    await w.page.waitForSelector(sel('page-login'));
+    await w.page.fill(sel('login-token'), ROLE_TOKENS[role]);
+    await w.page.click(sel('login-submit'));
+    await w.page.waitForSelector(sel('user-role', { role }));
+    await w.page.waitForSelector(sel('live-status', { state: 'live' }));
+    return w;
+  }
+
+  /** Marks the document, so a later check can tell it was never reloaded. */
+  const mark = (w: WatchedPage) => w.page.evaluate(() => void ((window as unknown as { __sameDocument: boolean }).__sameDocument = true));
+  const stillSameDocument = async (w: WatchedPage) =>
+    assert.equal(await w.page.evaluate(() => (window as unknown as { __sameDocument?: boolean }).__sameDocument), true, 'the page was not reloaded');
+
+  const go = async (w: WatchedPage, hash: string, root: string) => {
+    await w.page.evaluate((h) => void (location.hash = h), hash);
+    await w.page.waitForSelector(sel(root));
+  };
+
+  /** A fetch from inside the page, as a script of the console's origin would send it. */
+  const pageFetch = (w: WatchedPage, path: string, init: { body: unknown; csrf: 'none' | 'session' }) =>
+    w.page.evaluate(async ({ path, body, csrf }) => {
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (csrf === 'session') {
+        const s = (await (await fetch('/api/session', { credentials: 'same-origin' })).json()) as { csrfToken: string };
+        headers['x-csrf-token'] = s.csrfToken;
+      }
+      const res = await fetch(path, { method: 'POST', credentials: 'same-origin', headers, body: JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as { error?: { code: string }; commandId?: string } };
+    }, { path, ...init });
+
+  const allClean = () => {
+    for (const { w } of opened) w.assertClean(ALLOWED);
+  };
+
+  it('logs in as each role through the form; the role is shown; the token is in no URL', async () => {
+    for (const role of ROLES) {
+      const w = await openConsole();
+      await w.page.waitForSelector(sel('page-login'));
+      assert.equal(await w.page.locator(sel('page-fleet')).count(), 0, 'nothing but the login view before logging in');
+      if (role === 'viewer') await w.screenshot('login');
+      await w.page.fill(sel('login-token'), ROLE_TOKENS[role]);
+      await w.page.click(sel('login-submit'));
+      await w.page.waitForSelector(sel('user-role', { role }));
+      await w.page.waitForSelector(sel('page-fleet'));
+      await w.page.waitForSelector(sel('live-status', { state: 'live' }));
+      assert.equal(await w.page.textContent(sel('user-role')), role);
+      assert.equal(await w.page.textContent(sel('user-name')), `${role}-user`);
+      assert.equal(await w.page.locator(sel('page-login')).count(), 0, 'the login view is gone');
+      pages[role] = w;
+    }
+    await pages.admin.screenshot('fleet-3-devices');
+
+    const tokens = Object.values(ROLE_TOKENS);
+    for (const { w, urls, posts } of opened) {
+      // The recorder saw the login: the token went in the body of a POST, which is where it belongs.
+      const loginPost = posts.find((p) => new URL(p.url).pathname === '/api/login');
+      assert.ok(loginPost, 'the login request was recorded');
+      assert.ok(tokens.some((t) => loginPost.body.includes(t)), 'the token travelled in the login body');
+      assert.ok(urls.some((u) => u.includes('/api/live')), 'the live stream was recorded too');
+      for (const u of [...urls, w.page.url()]) for (const t of tokens) assert.ok(!u.includes(t), `a token in the URL ${u}`);
+      const stored = await w.page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+      for (const t of tokens) assert.ok(!stored.includes(t), 'no token in storage');
+      assert.ok(!stored.includes(COOKIE_NAME), 'the session cookie is out of the scripts\' reach (HttpOnly)');
+    }
+    allClean();
+  });
+
+  it('shows a device online in the fleet when its field client connects, without reloading', async () => {
+    const w = pages.admin;
+    const row = sel('fleet-row', { 'device-id': DEVICE });
+    await w.page.waitForSelector(row);
+    assert.notEqual(await w.page.getAttribute(row, 'data-state'), 'online', 'not online before its client connects');
+    await mark(w);
+    field = await startTestFieldClient(fx.pki.paths, DEVICE, fx.pipeline.gatewayUrl, fx.logs.logger, { FIELD_HEALTH_INTERVAL_S: '1' });
+    field.commands.register('ping', () => ({ status: 'completed', result: 'pong' }));
+    await w.page.waitForSelector(sel('fleet-row', { 'device-id': DEVICE, state: 'online' }));
+    assert.equal(await w.page.textContent(`${row} ${sel('fleet-state')}`), 'online');
+    await stillSameDocument(w);
+    allClean();
+  });
+
+  it('shows a new reading on the device page without reloading, with its chart and health', async () => {
+    assert.ok(field);
+    const w = pages.operator;
+    await w.page.click(`${sel('fleet-row', { 'device-id': DEVICE })} a`);
+    await w.page.waitForSelector(sel('page-device'));
+    assert.equal(await w.page.textContent(sel('device-id')), DEVICE);
+    // A steady signal with a little noise (history for the chart, a baseline for the detectors)...
+    const t0 = Date.now() - 10 * 60_000;
+    const level = (i: number) => 60 + Math.sin(i / 5) * 0.5 + (i % 3) * 0.05;
+    await field.client.submitMany(Array.from({ length: 120 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { level: level(i), timestamp: t0 + i * 1000 } })));
+    const cell = sel('latest-value', { field: 'level' });
+    await w.page.waitForFunction(({ cell, v }) => document.querySelector(cell)?.textContent === v, { cell, v: String(Number(level(119).toFixed(3))) });
+    await w.page.waitForSelector(`${sel('chart', { field: 'level' })} canvas`);
+    await mark(w);
+    // ...then a new reading far outside it.
+    await field.client.submit('timeseries', { level: 250, timestamp: t0 + 121_000 });
+    await w.page.waitForFunction((cell) => document.querySelector(cell)?.textContent === '250', cell);
+    await stillSameDocument(w);
+
+    // The chart holds the history (its "no values" status hidden) and its line is drawn on the canvas.
+    const chart = sel('chart', { field: 'level' });
+    await w.page.waitForSelector(`${chart} ${sel('chart-status')}`, { state: 'hidden' });
+    const drawn = await w.page.waitForFunction((chart) => {
+      for (const c of document.querySelectorAll<HTMLCanvasElement>(`${chart} canvas`)) {
+        const ctx = c.getContext('2d');
+        if (!ctx || c.width === 0 || c.height === 0) continue;
+        const px = ctx.getImageData(0, 0, c.width, c.height).data;
+        let line = 0;
+        // The series' stroke, #1f5fbf, give or take anti-aliasing.
+        for (let i = 0; i < px.length; i += 4) if (px[i + 3]! > 128 && px[i + 2]! > 150 && px[i]! < 90 && px[i + 1]! > 60 && px[i + 1]! < 130) line++;
+        if (line > 50) return line;
+      }
+      return false;
+    }, chart);
+    assert.ok(((await drawn.jsonValue()) as number) > 50, 'the line is drawn');
+
+    // Its health, from the heartbeats of the field client.
+    await w.page.waitForSelector(sel('health-value', { field: 'uptime_s' }));
+    await w.page.waitForSelector(sel('health-value', { field: 'queue_messages' }));
+    assert.match((await w.page.textContent(sel('health-time'))) ?? '', /^Heartbeat of /);
+    await w.page.waitForSelector(sel('device-state', { state: 'online' }));
+    await w.screenshot('device', { fullPage: true });
+    allClean();
+  });
+
+  it('shows a security event on the security page as it happens', async () => {
+    const w = pages.admin;
+    await w.page.click(sel('nav-security'));
+    await w.page.waitForSelector(sel('page-security'));
+    const row = sel('security-row', { device: ROGUE, reason: 'SECURITY_UNSIGNED' });
+    assert.equal(await w.page.locator(row).count(), 0, 'no event before it happens');
+    await mark(w);
+    const raw = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, ROGUE));
+    try {
+      raw.send(JSON.stringify({ deviceId: ROGUE, dataType: 'timeseries', messageId: 'unsigned-1', payload: { v: 1 } }));
+      await w.page.waitForSelector(row);
+    } finally {
+      raw.close();
+    }
+    await w.page.waitForSelector(sel('security-reason-row', { reason: 'SECURITY_UNSIGNED' }));
+    await w.page.waitForSelector(sel('security-device-row', { device: ROGUE }));
+    await stillSameDocument(w);
+    await w.screenshot('security', { fullPage: true });
+    allClean();
+  });
+
+  it('an operator sends a command from the device page and sees it complete; a viewer has no form and is refused', async () => {
+    const op = pages.operator;
+    await op.page.waitForSelector(sel('command-form'));
+    assert.equal(await op.page.locator(sel('command-row')).count(), 0, 'no command yet');
+    await op.page.fill(sel('command-name'), 'ping');
+    await op.page.click(sel('command-submit'));
+    await op.page.waitForFunction((s) => /^Sent: ping/.test(document.querySelector(s)?.textContent ?? ''), sel('command-status'));
+    const id = await op.page.getAttribute(sel('command-row'), 'data-command-id');
+    assert.ok(id);
+    await op.page.waitForSelector(sel('command-row', { 'command-id': id, state: 'completed' }));
+    assert.equal(await op.page.textContent(`${sel('command-row', { 'command-id': id })} ${sel('command-state')}`), 'completed');
+    await op.screenshot('device-command-completed', { fullPage: true });
+
+    const viewer = pages.viewer;
+    await go(viewer, `#/device/${DEVICE}`, 'page-device');
+    await viewer.page.waitForSelector(sel('command-readonly'));
+    assert.equal(await viewer.page.locator(sel('command-form')).count(), 0, 'no command form for a viewer');
+    assert.equal(await viewer.page.locator(sel('command-submit')).count(), 0);
+    // A viewer sees the commands, though: the operator's, completed.
+    await viewer.page.waitForSelector(sel('command-row', { 'command-id': id, state: 'completed' }));
+    // Forcing it: a request with the session's valid CSRF token, refused for the role.
+    const forced = await pageFetch(viewer, `/api/devices/${DEVICE}/commands`, { body: { command: 'ping' }, csrf: 'session' });
+    assert.equal(forced.status, 403);
+    assert.equal(forced.body.error?.code, 'CONSOLE_FORBIDDEN');
+    allClean();
+  });
+
+  describe('bad input', () => {
+    it('a forged or tampered session cookie gets the login view, not the fleet', async () => {
+      const [real] = (await pages.admin.context.cookies(base)).filter((c) => c.name === COOKIE_NAME);
+      assert.ok(real, 'the admin page has a session cookie');
+      const tampered = `${real.value[0] === 'a' ? 'b' : 'a'}${real.value.slice(1)}`;
+      for (const value of ['forged-session-id.c2lnbmF0dXJl', tampered]) {
+        const w = await openConsole([{ name: COOKIE_NAME, value }]);
+        await w.page.waitForSelector(sel('page-login'));
+        assert.equal(await w.page.locator(sel('page-fleet')).count(), 0);
+        assert.equal(await w.page.locator(sel('user-role')).count(), 0);
+        await w.close();
+      }
+      // The real cookie in another browser is the admin's session: the control for the two above.
+      const copy = await openConsole([{ name: COOKIE_NAME, value: real.value }]);
+      await copy.page.waitForSelector(sel('user-role', { role: 'admin' }));
+      await copy.close();
+      allClean();
+    });
+
+    it('a POST without the CSRF token is refused (CONSOLE_CSRF_INVALID)', async () => {
+      const noCsrf = await pageFetch(pages.operator, `/api/devices/${DEVICE}/commands`, { body: { command: 'ping' }, csrf: 'none' });
+      assert.equal(noCsrf.status, 403);
+      assert.equal(noCsrf.body.error?.code, 'CONSOLE_CSRF_INVALID');
+      // The same request with the token is accepted: the token is what was missing.
+      const withCsrf = await pageFetch(pages.operator, `/api/devices/${DEVICE}/commands`, { body: { command: 'ping' }, csrf: 'session' });
+      assert.equal(withCsrf.status, 202, JSON.stringify(withCsrf.body));
+      // A login without it, from a visitor's login view.
+      const visitor = await openConsole();
+      await visitor.page.waitForSelector(sel('page-login'));
+      const login = await pageFetch(visitor, '/api/login', { body: { token: ROLE_TOKENS.operator }, csrf: 'none' });
+      assert.equal(login.status, 403);
+      assert.equal(login.body.error?.code, 'CONSOLE_CSRF_INVALID');
+      await visitor.page.reload();
+      await visitor.page.waitForSelector(sel('page-login'));
+      await visitor.close();
+      allClean();
+    });
+
+    it('markup in a device\'s values is shown as text and never runs', async () => {
+      assert.ok(field);
+      await field.client.submit('timeseries', { level: 60, label: IMG, note: SCRIPT, timestamp: Date.now() });
+      const op = pages.operator;
+      await op.page.waitForFunction((s) => document.querySelector(s)?.textContent === '<img src=x onerror="window.__pwned=1">', sel('latest-value', { field: 'label' }));
+      assert.equal(await op.page.textContent(sel('latest-value', { field: 'label' })), IMG);
+      assert.equal(await op.page.textContent(sel('latest-value', { field: 'note' })), SCRIPT);
+      assert.ok(await op.page.locator(sel('latest-value', { field: 'label' })).isVisible(), 'visible, verbatim');
+
+      const admin = pages.admin;
+      await go(admin, '#/fleet', 'page-fleet');
+      const reading = `${sel('fleet-row', { 'device-id': DEVICE })} .vcell-lastReading`;
+      await admin.page.waitForFunction((s) => (document.querySelector(s)?.textContent ?? '').includes('window.__pwned=2'), reading);
+      const text = (await admin.page.textContent(reading)) ?? '';
+      assert.ok(text.includes(IMG) && text.includes(SCRIPT), text);
+
+      for (const w of [op, admin]) {
+        assert.equal(await w.page.evaluate(() => (window as unknown as { __pwned?: unknown }).__pwned), undefined, 'no script ran');
+        // No element was made of the data: the page's only images and scripts are its own.
+        assert.equal(await w.page.locator('img[src="x"], img[onerror]').count(), 0);
+        assert.equal(await w.page.evaluate(() => [...document.scripts].filter((s) => s.textContent?.includes('__pwned')).length), 0);
+      }
+      await op.screenshot('device-markup-as-text', { fullPage: true });
+      allClean();
+    });
+  });
+
+  it('with 5,000 more devices the fleet shows the count, draws only the rows in view, and search narrows them', async () => {
+    const keys = join(fx.pki.dir, 'internal', 'device-keys');
+    const bulk = Array.from({ length: 5000 }, (_, i) => `bulk-${String(i).padStart(5, '0')}`);
+    for (const id of bulk) writeFileSync(join(keys, `${id}.key`), '');
+    const total = readdirSync(keys).filter((f) => f.endsWith('.key')).length;
+    assert.ok(total >= 5002);
+
+    const w = pages.admin;
+    await go(w, '#/fleet', 'page-fleet');
+    await mark(w);
+    await w.page.waitForFunction(({ s, t }) => document.querySelector(s)?.textContent === t, { s: sel('fleet-count'), t: `${total} devices` });
+    await stillSameDocument(w);
+    const rows = sel('fleet-row');
+    // The count is written at once, the rows on the next frame.
+    await w.page.waitForFunction((s) => document.querySelectorAll(s).length >= 10, rows);
+    const drawn = await w.page.locator(rows).count();
+    assert.ok(drawn >= 10 && drawn <= 80, `a few dozen row elements for ${total} devices, not thousands: ${drawn}`);
+    // The table knows every row; its body is as tall as all of them, for the scroll bar.
+    assert.equal(await w.page.getAttribute(sel('fleet-table'), 'aria-rowcount'), String(total + 1));
+    await w.screenshot('fleet-5000');
+
+    // Scrolled to the end: the last device is drawn, still with a few dozen elements.
+    const ids = [...bulk, DEVICE, ROGUE].sort((a, b) => a.localeCompare(b));
+    await w.page.evaluate((s) => {
+      const t = document.querySelector(s)!;
+      t.scrollTop = t.scrollHeight;
+    }, sel('fleet-table'));
+    await w.page.waitForSelector(sel('fleet-row', { 'device-id': ids.at(-1)! }));
+    assert.equal(await w.page.locator(sel('fleet-row', { 'device-id': ids[0]! })).count(), 0, 'the first rows are no longer drawn');
+    assert.ok((await w.page.locator(rows).count()) <= 80);
+
+    // Search: exactly the ten matching devices, whatever was scrolled before.
+    await w.page.fill(sel('fleet-search'), 'bulk-0421');
+    await w.page.waitForFunction(({ s, t }) => document.querySelector(s)?.textContent === t, { s: sel('fleet-count'), t: `10 of ${total} devices` });
+    await w.page.waitForFunction((s) => document.querySelectorAll(s).length === 10, rows);
+    const shown = await w.page.locator(rows).evaluateAll((els) => els.map((e) => e.getAttribute('data-device-id')).sort());
+    assert.deepEqual(shown, Array.from({ length: 10 }, (_, i) => `bulk-0421${i}`));
+    await w.page.fill(sel('fleet-search'), 'no-such-device');
+    await w.page.waitForSelector(sel('fleet-empty'), { state: 'visible' });
+    await w.page.waitForFunction((s) => document.querySelectorAll(s).length === 0, rows);
+    await w.page.fill(sel('fleet-search'), DEVICE);
+    await w.page.waitForSelector(sel('fleet-row', { 'device-id': DEVICE, state: 'online' }));
+    assert.equal(await w.page.locator(rows).count(), 1);
+    await w.page.fill(sel('fleet-search'), '');
+    allClean();
+  });
+
+  it('shows the pipeline and the anomalies pages (screenshots), and no page reported a problem', async () => {
+    const w = pages.admin;
+    await w.page.click(sel('nav-pipeline'));
+    await w.page.waitForSelector(sel('page-pipeline'));
+    await w.page.waitForSelector(sel('pipeline-metric', { metric: 'readingsPerSecond' }));
+    await w.page.waitForSelector(sel('pipeline-service-row'));
+    await w.screenshot('pipeline', { fullPage: true });
+
+    await w.page.click(sel('nav-anomalies'));
+    await w.page.waitForSelector(sel('page-anomalies'));
+    // The spike sent in the device test, flagged by the console's detectors.
+    await w.page.waitForSelector(sel('anomaly-row', { device: DEVICE, field: 'level' }));
+    await w.screenshot('anomalies');
+
+    for (const { w: p, urls } of opened) for (const u of urls) for (const t of Object.values(ROLE_TOKENS)) assert.ok(!u.includes(t), `a token in the URL ${u}`);
+    allClean();
+    assert.ok(opened.every(({ w: p }) => p.problems.cspViolations.length === 0 && p.problems.pageErrors.length === 0));
+  });
+});
