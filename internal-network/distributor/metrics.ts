@@ -46,6 +46,9 @@ export class DistributorMetrics {
     this.points = metrics.counter('distributor_points_total', 'Data points written to the database (security events not included).');
     this.writeSeconds = metrics.histogram('distributor_write_seconds', 'Seconds per database request (written or failed).');
     this.writeFailures = metrics.counter('distributor_write_failures_total', 'Database requests that failed, by error code (DISTRIBUTOR_WRITE_FAILED: unavailable, retried; DISTRIBUTOR_WRITE_REJECTED: refused as bad data).', ['reason']);
+    // Both reasons exposed at 0 from the start: a series that appears only at the first failure is
+    // invisible to rate() and to readers who take a missing series for "unknown".
+    for (const reason of ['DISTRIBUTOR_WRITE_FAILED', 'DISTRIBUTOR_WRITE_REJECTED']) this.writeFailures.labels(reason).inc(0);
     this.deadLetters = metrics.counter('distributor_dead_letters_total', 'MQTT messages kept in the dead-letter folder because they can never be written.');
     this.securityEvents = metrics.counter('distributor_security_events_total', 'Device messages refused by the security checks, by error code (duplicates are counted apart).', ['reason']);
     this.duplicates = metrics.counter('distributor_duplicates_total', 'Copies of device messages written before (a device resending after a lost ack or receipt), not written again.');

@@ -218,6 +218,28 @@ describe('the operator console API', () => {
     assert.equal(invalid.status, 400);
   });
 
+  it("shows the pipeline from the services' own health and counters: ready, no write failure, readings per second", async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const live = await s.live();
+    try {
+      const view = await live.until((e) => (e.event === 'pipeline' || e.event === 'snapshot' ? ((e.event === 'snapshot' ? (e.data as { pipeline: any }).pipeline : e.data) as any) : undefined));
+      assert.deepEqual(
+        view.services.map((x: { name: string; ready: boolean }) => [x.name, x.ready]),
+        [
+          ['gateway', true],
+          ['distributor', true],
+          ['command-api', true],
+        ],
+      );
+      assert.equal(view.writeFailures, 0, 'a figure the distributor gives is 0, not unknown');
+      assert.equal(view.deadLetters, 0);
+      assert.equal(view.feedDropped, 0);
+    } finally {
+      live.close();
+    }
+  });
+
   it('serves its own metrics and health: devices by state, the feed taken, no device id as a label', async () => {
     const m = fx.pipeline.console?.metricsServer;
     assert.ok(m, 'the console serves /metrics');

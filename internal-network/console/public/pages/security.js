@@ -60,7 +60,8 @@ export function mountSecurity(root, { store }) {
       h('tr', { testid: 'security-device-row', data: { device } }, h('td', null, routeLink(['device', device], device)), h('td', { class: 'num' }, number(n))),
       'None.');
     const sum = reasons.reduce((a, [, n]) => a + n, 0);
-    setText(total, `${sum} events, ${devices.length} devices${devices.length > TOP_DEVICES ? ` (the ${TOP_DEVICES} with most shown)` : ''}`);
+    const plural = (n, word) => `${number(n)} ${word}${n === 1 ? '' : 's'}`;
+    setText(total, `${plural(sum, 'event')}, ${plural(devices.length, 'device')}${devices.length > TOP_DEVICES ? ` (the ${TOP_DEVICES} with most shown)` : ''}`);
   }
 
   const unsubscribe = store.subscribe('security', render);
