@@ -18,7 +18,16 @@ const REASONS = new Map([
   ['SECURITY_UNKNOWN_DEVICE', 'unknown device'],
   ['SECURITY_DUPLICATE', 'duplicate'],
   ['GATEWAY_RATE_LIMITED', 'rate limited'],
+  ['GATEWAY_CERTIFICATE_REVOKED', 'revoked certificate'],
+  ['GATEWAY_DEVICE_MISMATCH', "claimed another device's id"],
 ]);
+/** A gateway reports its refusals counted, and in its own name (the DMZ's word): both are shown. */
+const reportText = (e) => {
+  const parts = [];
+  if (typeof e.count === 'number' && e.count > 1) parts.push(`×${number(e.count)}`);
+  if (e.source === 'gateway') parts.push('reported by the gateway');
+  return parts.length > 0 ? h('span', { class: 'muted', testid: 'security-report' }, ` ${parts.join(', ')}`) : null;
+};
 const reasonText = (reason) => (REASONS.has(reason) ? h('span', { class: 'muted' }, ` (${REASONS.get(reason)})`) : null);
 
 const sortedCounts = (counts) =>
@@ -47,7 +56,7 @@ export function mountSecurity(root, { store }) {
       h('tr', { testid: 'security-row', data: { device: String(e.device), reason: String(e.reason) } },
         h('td', null, h('time', { title: dateTime(e.time) }, timeOfDay(e.time))),
         h('td', null, typeof e.device === 'string' ? routeLink(['device', e.device], e.device) : value(e.device)),
-        h('td', null, h('span', { class: 'mono' }, value(e.reason)), reasonText(e.reason))),
+        h('td', null, h('span', { class: 'mono' }, value(e.reason)), reasonText(e.reason), reportText(e))),
       'No security events.');
     const reasons = sortedCounts(s.byReason);
     byReason.fill(reasons, ([reason, n]) =>
