@@ -12,7 +12,7 @@ export interface DeviceCounters {
   forestsTrained: number;
 }
 
-/** A forest whose rows are all isolated at once (few, identical rows) still flags something. */
+/** No forest's threshold is higher, so one whose own rows score high still flags its clearest outliers. */
 const MAX_THRESHOLD = 0.99;
 const KIND_OF_FEATURE = { drift: 'drift', pair: 'correlation' } as const satisfies Record<string, AnomalyKind>;
 
@@ -157,9 +157,8 @@ export class DeviceModel {
     this.bufferHead = (this.bufferHead + 1) % p.forestBufferSize;
     if (this.bufferCount < p.forestBufferSize) this.bufferCount++;
     this.rowsSinceTrain++;
-    if (this.bufferCount >= p.forestMinTrain && (this.forest === null || this.rowsSinceTrain >= p.forestRetrainEvery)) {
-      this.train();
-      counters.forestsTrained++;
+    if (this.bufferCount >= p.forestMinTrain && (this.trainings === 0 || this.rowsSinceTrain >= p.forestRetrainEvery)) {
+      if (this.train()) counters.forestsTrained++;
     }
   }
 
@@ -181,8 +180,10 @@ export class DeviceModel {
     this.bufferFields = fields;
   }
 
-  private train(): void {
+  /** Fits the features and grows the forest on the buffer; false if nothing was steady enough to learn. */
+  private train(): boolean {
     const p = this.p;
+    this.trainings++;
     const fields = this.bufferFields;
     const rows = this.bufferCount;
     const width = 2 * fields;
@@ -194,13 +195,13 @@ export class DeviceModel {
       raw.set(buf.subarray(this.bufferHead * width));
       raw.set(buf.subarray(0, this.bufferHead * width), (rows - this.bufferHead) * width);
     }
-    const model = fitFeatures(raw, rows, fields, { clip: p.featureClip, maxPairs: p.forestMaxPairs, minCorrelation: p.forestPairMinCorrelation, maxShift: p.forestMaxShift });
+    const model = fitFeatures(raw, rows, fields, { drifts: rows >= p.forestDriftMinRows, clip: p.featureClip, maxPairs: p.forestMaxPairs, minCorrelation: p.forestPairMinCorrelation, maxShift: p.forestMaxShift });
     this.rowsSinceTrain = 0;
     if (model.dims === 0) {
       // Nothing steady to learn from: no forest until a later training finds something.
       this.forest = null;
       this.model = null;
-      return;
+      return false;
     }
     const matrix = new Float32Array(rows * model.dims);
     const row = new Float64Array(2 * fields);
@@ -210,7 +211,6 @@ export class DeviceModel {
       transform(model, row, x);
       matrix.set(x, r * model.dims);
     }
-    this.trainings++;
     this.forest = IsolationForest.train(matrix, rows, model.dims, {
       trees: p.forestTrees,
       sampleSize: p.forestSampleSize,
@@ -229,6 +229,7 @@ export class DeviceModel {
     this.threshold = Math.min(MAX_THRESHOLD, Math.max(p.forestMinThreshold, sq * 2 ** (p.forestMarginDepth / this.forest.cPsi)));
     this.raw = new Float64Array(2 * fields);
     this.x = new Float64Array(model.dims);
+    return true;
   }
 
   /** bytes in typed arrays (windows, buffer, forest) */

@@ -23,9 +23,12 @@ import { MAD_SCALE, MEAN_AD_SCALE, robustStats } from './rolling.ts';
  * Levels themselves are no features: a field that wanders over days leaves any one day's range, and
  * a forest fed its level takes every such move for an anomaly; a level far from the usual is the
  * spike detector's.
- * A feature whose median moved by more than forestMaxShift of its scales between the older and the
- * newer half of the buffer is left out of that forest: it wanders by itself (weather, seasons), and
- * the forest would take its next move for an anomaly.
+ * A field in a pair gets no drift feature: its drift shows in the residual, and a field tied to
+ * another mostly wanders with it (a warm day is no drift). A feature whose median differs by more
+ * than forestMaxShift of its scales between quarters of the buffer is left out of that forest: it
+ * wanders by itself (weather, seasons), and the forest would take its next move for an anomaly.
+ * Drift features wait until the buffer holds forestDriftMinRows rows (two days by default): one
+ * day cannot tell a field that wanders from day to day from a steady one.
  */
 export interface PairFeature {
   /** fields (level columns) */
@@ -60,6 +63,8 @@ export interface FeatureModel {
 export type FeatureKind = 'drift' | 'pair';
 
 export interface FeatureOptions {
+  /** whether single-field drift features may be used (the buffer spans enough days to tell) */
+  drifts: boolean;
   clip: number;
   maxPairs: number;
   minCorrelation: number;
@@ -100,7 +105,7 @@ export function fitFeatures(raw: Float32Array, rows: number, fields: number, opt
       paired.add(p.i).add(p.j);
     }
   }
-  for (let f = 0; f < fields; f++) {
+  for (let f = 0; opts.drifts && f < fields; f++) {
     if (paired.has(f)) continue;
     for (let r = 0; r < rows; r++) column[r] = z[r * width + fields + f] as number;
     if (steady(column, rows, 1, opts.maxShift)) model.drifts.push(f);

@@ -22,7 +22,8 @@ import { MAD_SCALE, MEAN_AD_SCALE, RollingWindow } from './rolling.ts';
  */
 export class FieldState {
   readonly window: RollingWindow;
-  /** the last spike score (NaN while the window is warming up) */
+  /** the last spike score: the robust z when above madThreshold, 0 when at most that (not
+   * computed: see spikeScore), NaN while the window is warming up */
   z = NaN;
   /** whether the field is stuck after the last value */
   stuck = false;
@@ -50,16 +51,7 @@ export class FieldState {
   /** Scores x, then takes it into the baseline. Sets z, stuck and run. */
   observe(x: number, p: AnomalyParams): void {
     const w = this.window;
-    if (w.count >= p.madMinSamples) {
-      const med = w.median();
-      let scale = MAD_SCALE * w.mad(med);
-      if (!(scale > 0)) scale = MEAN_AD_SCALE * w.meanAbsDev(med);
-      const floor = Math.max(this.minStep === Infinity ? 0 : this.minStep, 1e-9 * Math.max(1, Math.abs(med)));
-      if (scale < floor) scale = floor;
-      this.z = Math.abs(x - med) / scale;
-    } else {
-      this.z = NaN;
-    }
+    this.z = w.count >= p.madMinSamples ? this.spikeScore(x, p.madThreshold) : NaN;
 
     if (this.seen === 0) {
       this.run = 1;
@@ -82,6 +74,25 @@ export class FieldState {
     this.last = x;
     this.stuck = this.run >= this.requiredRun;
     if (!this.stuck) w.push(x);
+  }
+
+  /**
+   * The robust z of x against the window: |x - median| / scale. Most values are nowhere near a
+   * spike, and for them it is enough to know that z <= threshold, which the window tells in two
+   * binary searches (RollingWindow.madAtLeast); 0 stands for "at most the threshold" then. The
+   * exact z is computed for the rest.
+   */
+  spikeScore(x: number, threshold: number): number {
+    const w = this.window;
+    const med = w.median();
+    const d = Math.abs(x - med);
+    const floor = Math.max(this.minStep === Infinity ? 0 : this.minStep, 1e-9 * Math.max(1, Math.abs(med)));
+    if (d <= threshold * floor) return 0;
+    if (w.madAtLeast(med, d / (threshold * MAD_SCALE))) return 0;
+    let scale = MAD_SCALE * w.mad(med);
+    if (!(scale > 0)) scale = MEAN_AD_SCALE * w.meanAbsDev(med);
+    if (scale < floor) scale = floor;
+    return d / scale;
   }
 }
 

@@ -129,9 +129,7 @@ export class IsolationForest {
     const perm = new Int32Array(rows);
     for (let i = 0; i < rows; i++) perm[i] = i;
     const idx = new Int32Array(psi);
-    const lo = new Float64Array(dims);
-    const hi = new Float64Array(dims);
-    const candidates = new Int32Array(dims);
+    const order = new Int32Array(dims);
     for (let t = 0; t < opts.trees; t++) {
       // A partial Fisher-Yates shuffle: psi distinct rows, uniformly.
       for (let i = 0; i < psi; i++) {
@@ -155,7 +153,7 @@ export class IsolationForest {
         }
       }
       forest.start[t] = forest.used;
-      forest.grow(forest.used, idx, 0, psi, 0, data, rng, lo, hi, candidates);
+      forest.grow(forest.used, idx, 0, psi, 0, data, rng, order);
     }
     // Keep only what the trees use.
     forest.feature = forest.feature.slice(0, forest.used);
@@ -173,36 +171,43 @@ export class IsolationForest {
     depth: number,
     data: Float32Array | Float64Array,
     rng: Mulberry32,
-    lo: Float64Array,
-    hi: Float64Array,
-    candidates: Int32Array,
+    order: Int32Array,
   ): void {
     const node = this.used++;
     const size = to - from;
     const dims = this.dims;
-    let nCand = 0;
+    // A feature at random among those that vary in the node (the paper's choice), found by trying
+    // the features in a random order and scanning only the one tried: a node costs one scan of one
+    // feature, mostly, not of all of them. Rows all equal, or the height limit, make a leaf.
+    let q = -1;
+    let a = 0;
+    let b = 0;
     if (depth < this.heightLimit && size > 1) {
-      lo.fill(Infinity);
-      hi.fill(-Infinity);
-      for (let r = from; r < to; r++) {
-        const off = (idx[r] as number) * dims;
-        for (let d = 0; d < dims; d++) {
-          const v = data[off + d] as number;
-          if (v < (lo[d] as number)) lo[d] = v;
-          if (v > (hi[d] as number)) hi[d] = v;
+      for (let d = 0; d < dims; d++) order[d] = d;
+      for (let k = 0; k < dims && q < 0; k++) {
+        const pick = k + rng.int(dims - k);
+        const d = order[pick] as number;
+        order[pick] = order[k] as number;
+        order[k] = d;
+        let lo = Infinity;
+        let hi = -Infinity;
+        for (let r = from; r < to; r++) {
+          const v = data[(idx[r] as number) * dims + d] as number;
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+        }
+        if (hi > lo) {
+          q = d;
+          a = lo;
+          b = hi;
         }
       }
-      // Only features that vary in the node can split it; all equal rows make a leaf.
-      for (let d = 0; d < dims; d++) if ((hi[d] as number) > (lo[d] as number)) candidates[nCand++] = d;
     }
-    if (nCand === 0) {
+    if (q < 0) {
       this.feature[node] = LEAF;
       this.value[node] = size;
       return;
     }
-    const q = candidates[rng.int(nCand)] as number;
-    const a = lo[q] as number;
-    const b = hi[q] as number;
     let p = Math.fround(a + (b - a) * rng.next());
     // Float32 rounding may carry the split onto the minimum; nudge it so that the minimum always
     // goes left and the maximum right (x < p left, as in the paper).
@@ -222,9 +227,9 @@ export class IsolationForest {
     }
     this.feature[node] = q;
     this.value[node] = p;
-    this.grow(treeStart, idx, from, i, depth + 1, data, rng, lo, hi, candidates);
+    this.grow(treeStart, idx, from, i, depth + 1, data, rng, order);
     this.right[node] = this.used - treeStart;
-    this.grow(treeStart, idx, i, to, depth + 1, data, rng, lo, hi, candidates);
+    this.grow(treeStart, idx, i, to, depth + 1, data, rng, order);
   }
 
   /** E[h(x)]: the path length of x averaged over the trees (x holds `dims` features). */

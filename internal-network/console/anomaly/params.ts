@@ -65,7 +65,8 @@ export const AnomalyParamsSchema = z
      * buffer only starts filling once the daily baselines are a day old, so a device's forest
      * speaks after two days). */
     forestMinTrain: z.number().int().min(2),
-    /** rows. The forest is trained again after this many new rows (6 h by default). */
+    /** rows. The forest is trained again after this many new rows (12 h by default): often enough
+     * to follow a device's slow changes; training costs a few milliseconds (bench/anomaly.ts). */
     forestRetrainEvery: z.number().int().min(1),
     /** rows. A device whose rows were kept out of the buffer (they were anomalous) this many times
      * in a row is taken to have a new normal: its rows enter the buffer again (12 h by default). */
@@ -78,6 +79,9 @@ export const AnomalyParamsSchema = z
      * halves) gets a residual feature. Physically bound fields (power and current, a pump's flow and
      * pressure) correlate above 0.95; below 0.9 the residual is too wide for a break to stand out. */
     forestPairMinCorrelation: z.number().min(0).max(1),
+    /** rows. Single-field drift features join the forest once the buffer holds this many rows (two
+     * days by default): whether a field wanders from day to day by itself cannot be told from one. */
+    forestDriftMinRows: z.number().int().min(2),
     /** robust scales. A feature whose median differs by more than this between quarters of the
      * buffer is left out of that forest (features.ts): it wanders by itself. */
     forestMaxShift: z.number().positive(),
@@ -127,11 +131,12 @@ export const DEFAULT_ANOMALY_PARAMS: Readonly<AnomalyParams> = Object.freeze({
   forestBufferSize: 512,
   forestSampleIntervalMs: 600_000,
   forestMinTrain: 144,
-  forestRetrainEvery: 36,
+  forestRetrainEvery: 72,
   forestAdaptAfter: 72,
   forestMaxFields: 8,
   forestMaxPairs: 4,
   forestPairMinCorrelation: 0.9,
+  forestDriftMinRows: 288,
   forestMaxShift: 1.5,
   forestRangeAware: true,
   forestCalibrationQuantile: 0.99,

@@ -50,6 +50,22 @@ export class RollingWindow {
     return sortedMad(this.sorted, this.n, med);
   }
 
+  /**
+   * Whether the MAD from `med` is certainly at least d, decided in two binary searches instead of
+   * the walk `mad` takes: the MAD is at least d when at most half the values lie strictly within d
+   * of the median. false means "maybe not": compute it.
+   */
+  madAtLeast(med: number, d: number): boolean {
+    const n = this.n;
+    if (n === 0 || !(d > 0)) return false;
+    const s = this.sorted;
+    const within = lowerBound(s, n, med + d) - upperBound(s, n, med - d);
+    // Deviations below d: `within`. The MAD is the (k+1)-th smallest deviation for odd n, the mean
+    // of the k-th and (k+1)-th for even n (k = floor(n / 2)); both are >= d when fewer than k
+    // (odd: k + 1) deviations are below d.
+    return within <= (n & 1 ? n >> 1 : (n >> 1) - 1);
+  }
+
   /** The mean absolute deviation from `med`: the fallback scale when more than half the window is one value. */
   meanAbsDev(med: number): number {
     const n = this.n;
@@ -92,6 +108,18 @@ export function sortedMad(s: Float64Array, n: number, med: number): number {
     }
   }
   return n & 1 ? cur : (prev + cur) / 2;
+}
+
+/** First index in s[0..n) whose value is > x (s sorted ascending). */
+function upperBound(s: Float64Array, n: number, x: number): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((s[mid] as number) <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** First index in s[0..n) whose value is >= x (s sorted ascending). */
