@@ -9,7 +9,8 @@ import { MAD_SCALE, MEAN_AD_SCALE, RollingWindow } from './rolling.ts';
  * window is one value the MAD is 0; the scale is then 1.2533 x the mean absolute deviation from
  * the median, and never less than the smallest step the field has ever made (its resolution: a
  * sensor that reports whole percent is not spiking when it moves by one percent). A field that has
- * never changed has no resolution: its first change is a spike, which is what it is.
+ * never changed has no scale at all: its first change is not judged (a slow gauge's first step is
+ * no spike), it gives the field its resolution.
  *
  * Stuck: a field is stuck when it repeats one value for longer than its own history makes
  * believable. p is the share of readings in which the field changed (an average over about
@@ -86,7 +87,8 @@ export class FieldState {
     const w = this.window;
     const med = w.median();
     const d = Math.abs(x - med);
-    const floor = Math.max(this.minStep === Infinity ? 0 : this.minStep, 1e-9 * Math.max(1, Math.abs(med)));
+    if (this.minStep === Infinity) return 0;
+    const floor = Math.max(this.minStep, 1e-9 * Math.max(1, Math.abs(med)));
     if (d <= threshold * floor) return 0;
     if (w.madAtLeast(med, d / (threshold * MAD_SCALE))) return 0;
     let scale = MAD_SCALE * w.mad(med);

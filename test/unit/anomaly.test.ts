@@ -1,0 +1,332 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { generateDataset } from '../../internal-network/console/anomaly/dataset.ts';
+import { evaluate, type DetectorName, type DetectorResult } from '../../internal-network/console/anomaly/evaluate.ts';
+import { averagePathLength, IsolationForest } from '../../internal-network/console/anomaly/iforest.ts';
+import { anomalyParams, DEFAULT_ANOMALY_PARAMS, worstCaseBytesPerDevice } from '../../internal-network/console/anomaly/params.ts';
+import { Mulberry32 } from '../../internal-network/console/anomaly/prng.ts';
+import { MAD_SCALE, RollingWindow } from '../../internal-network/console/anomaly/rolling.ts';
+import { AnomalyScorer } from '../../internal-network/console/anomaly/scorer.ts';
+import type { Anomaly } from '../../internal-network/console/anomaly/types.ts';
+
+const MINUTE = 60_000;
+const T0 = Date.UTC(2026, 0, 5);
+
+/** c(n) straight from its definition, 2 H(n-1) - 2 (n-1) / n, H summed term by term. */
+function cByDefinition(n: number): number {
+  if (n <= 1) return 0;
+  let h = 0;
+  for (let i = 1; i <= n - 1; i++) h += 1 / i;
+  return 2 * h - (2 * (n - 1)) / n;
+}
+
+function gaussianCloud(n: number, seed: number): Float64Array {
+  const rng = new Mulberry32(seed);
+  const data = new Float64Array(n * 2);
+  for (let i = 0; i < data.length; i++) data[i] = rng.normal();
+  return data;
+}
+
+describe('Isolation Forest', () => {
+  const data = gaussianCloud(1000, 11);
+
+  it('c(n) is the average path length of an unsuccessful search in a binary search tree', () => {
+    assert.equal(averagePathLength(0), 0);
+    assert.equal(averagePathLength(1), 0);
+    assert.equal(averagePathLength(2), 1);
+    assert.ok(Math.abs(averagePathLength(3) - (2 * 1.5 - 4 / 3)) < 1e-12);
+    for (const n of [5, 16, 100, 256, 1024, 1025, 5000]) {
+      assert.ok(Math.abs(averagePathLength(n) - cByDefinition(n)) < 1e-9, `c(${n})`);
+    }
+    assert.ok(Math.abs(averagePathLength(256) - 10.2487) < 1e-4);
+    for (let n = 2; n < 2000; n++) assert.ok(averagePathLength(n + 1) > averagePathLength(n), `c grows at ${n}`);
+  });
+
+  it('grows trees on subsamples of psi rows to the height limit ceil(log2 psi)', () => {
+    const f = IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: 1 });
+    assert.equal(f.sampleSize, 256);
+    assert.equal(f.heightLimit, 8);
+    assert.equal(f.cPsi, averagePathLength(256));
+    assert.ok(f.nodes <= 32 * 511);
+    // Fewer rows than psi: every row, and a lower height limit.
+    const small = IsolationForest.train(data, 100, 2, { trees: 8, sampleSize: 256, seed: 1 });
+    assert.equal(small.sampleSize, 100);
+    assert.equal(small.heightLimit, 7);
+  });
+
+  it('is the same forest under the same seed, and another under another', () => {
+    const a = IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: 7 });
+    const b = IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: 7 });
+    const c = IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: 8 });
+    const probes = Array.from({ length: 50 }, (_, i) => [Math.sin(i) * 3, Math.cos(i * 1.7) * 3]);
+    assert.deepEqual(probes.map((x) => a.pathLength(x)), probes.map((x) => b.pathLength(x)));
+    assert.notDeepEqual(probes.map((x) => a.pathLength(x)), probes.map((x) => c.pathLength(x)));
+  });
+
+  for (const rangeAware of [false, true]) {
+    it(`scores an obvious outlier above every inlier (${rangeAware ? 'range-aware' : "the paper's"} scoring)`, () => {
+      const f = IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: 1, rangeAware });
+      const rng = new Mulberry32(99);
+      const inliers = Array.from({ length: 200 }, () => f.score([rng.normal(), rng.normal()])).sort((x, y) => x - y);
+      const outlier = f.score([6, 6]);
+      assert.ok(outlier > (inliers[199] as number), `outlier ${outlier} above the most isolated inlier ${inliers[199]}`);
+      assert.ok(outlier > 0.7, `outlier ${outlier}`);
+      assert.ok((inliers[100] as number) < 0.5, `median inlier ${inliers[100]}`);
+    });
+  }
+
+  it("saturates beyond the data under the paper's scoring; range-aware scoring keeps telling far from farther", () => {
+    const paper = IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: 1 });
+    // Beyond every training row, both points take the same branches: the same score however far.
+    assert.equal(paper.score([20, 0]), paper.score([100, 0]));
+    const aware = IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: 1, rangeAware: true });
+    assert.ok(aware.score([100, 0]) > aware.score([20, 0]));
+    assert.ok(aware.score([20, 0]) > paper.score([20, 0]) + 0.1);
+    // Inside the range it is the paper's score exactly.
+    assert.equal(aware.score([0.3, -0.2]), paper.score([0.3, -0.2]));
+  });
+
+  it('varies little between seeds at 32 trees', () => {
+    const scores = Array.from({ length: 10 }, (_, s) => IsolationForest.train(data, 1000, 2, { trees: 32, sampleSize: 256, seed: s + 1 }).score([0.5, 0.5]));
+    const mean = scores.reduce((x, y) => x + y) / scores.length;
+    const sd = Math.sqrt(scores.reduce((x, y) => x + (y - mean) ** 2, 0) / scores.length);
+    assert.ok(sd < 0.025, `standard deviation ${sd}`);
+  });
+});
+
+describe('rolling median and MAD', () => {
+  const naive = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const med = (v: number[]) => (v.length % 2 ? (v[v.length >> 1] as number) : ((v[v.length / 2 - 1] as number) + (v[v.length / 2] as number)) / 2);
+    const m = med(s);
+    return { median: m, mad: med(s.map((x) => Math.abs(x - m)).sort((a, b) => a - b)) };
+  };
+
+  it('gives the known values', () => {
+    const w = new RollingWindow(5);
+    for (const x of [1, 2, 3, 4, 100]) w.push(x);
+    assert.equal(w.median(), 3);
+    assert.equal(w.mad(3), 1);
+    const even = new RollingWindow(4);
+    for (const x of [4, 1, 3, 2]) even.push(x);
+    assert.equal(even.median(), 2.5);
+    assert.equal(even.mad(2.5), 1);
+    // The oldest values leave: 3, 4, 5 remain.
+    const ring = new RollingWindow(3);
+    for (const x of [1, 2, 3, 4, 5]) ring.push(x);
+    assert.equal(ring.count, 3);
+    assert.equal(ring.median(), 4);
+    assert.equal(ring.mad(4), 1);
+  });
+
+  it('agrees with sorting the window, and madAtLeast with the MAD', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 40 }), fc.array(fc.integer({ min: -50, max: 50 }), { minLength: 1, maxLength: 200 }), fc.integer({ min: 0, max: 30 }), (cap, xs, d) => {
+        const w = new RollingWindow(cap);
+        for (const x of xs) w.push(x / 4);
+        const expected = naive(xs.slice(-cap).map((x) => x / 4));
+        assert.equal(w.median(), expected.median);
+        assert.equal(w.mad(w.median()), expected.mad);
+        // madAtLeast may say "maybe not", never "yes" wrongly.
+        if (w.madAtLeast(w.median(), d / 4)) assert.ok(expected.mad >= d / 4);
+        if (expected.mad < d / 4) assert.ok(!w.madAtLeast(w.median(), d / 4));
+      }),
+    );
+  });
+
+  it('1.4826 MAD estimates the standard deviation of Gaussian data', () => {
+    const rng = new Mulberry32(3);
+    const w = new RollingWindow(20_000);
+    for (let i = 0; i < 20_000; i++) w.push(10 + 2 * rng.normal());
+    const sigma = MAD_SCALE * w.mad(w.median());
+    assert.ok(Math.abs(sigma - 2) < 0.06, `estimated ${sigma}`);
+  });
+});
+
+describe('spike and stuck detectors', () => {
+  const feed = (scorer: AnomalyScorer, values: number[], field = 'x', device = 'd1'): Anomaly[][] =>
+    values.map((v, i) => scorer.score({ device, time: T0 + i * MINUTE, fields: { [field]: v } }));
+
+  it('flag a spike at once, with its field, value and robust z, and nothing in the noise around it', () => {
+    const rng = new Mulberry32(5);
+    const values = Array.from({ length: 400 }, () => 20 + 0.5 * rng.normal());
+    values[300] = 30; // 20 noise units
+    const found = feed(new AnomalyScorer(), values);
+    const spikes = found.flat().filter((a) => a.detector === 'mad');
+    assert.equal(spikes.length, 1, JSON.stringify(spikes));
+    assert.deepEqual({ ...spikes[0], score: undefined }, { device: 'd1', field: 'x', detector: 'mad', kind: 'spike', value: 30, time: T0 + 300 * MINUTE, score: undefined });
+    assert.ok((spikes[0]?.score as number) > 15 && (spikes[0]?.score as number) < 25, `z ${spikes[0]?.score}`);
+  });
+
+  it('with MAD = 0, take the field’s resolution as the least scale; leave a never-changing field’s first change unjudged', () => {
+    // A whole-number sensor reading 10, with an 11 every fifth reading: the MAD is 0.
+    const values = Array.from({ length: 200 }, (_, i) => (i % 5 === 0 ? 11 : 10));
+    values.push(11, 15, 20);
+    const found = feed(new AnomalyScorer(), values).slice(200);
+    assert.deepEqual(found.map((as) => as.filter((a) => a.detector === 'mad').length), [0, 0, 1]);
+    // Constant, then a first step (no scale to judge it by), then a jump of 90 such steps.
+    const constant = [...Array.from({ length: 100 }, () => 5), 5.5, 5, 50];
+    const tail = feed(new AnomalyScorer(), constant, 'y').slice(100);
+    assert.deepEqual(tail.map((as) => as.filter((a) => a.detector === 'mad').length), [0, 0, 1]);
+  });
+
+  it('flag a lively field that repeats one value from the stuckMinRun-th repeat on, and only then', () => {
+    const rng = new Mulberry32(6);
+    const values = Array.from({ length: 200 }, () => Math.round((20 + rng.normal()) * 100) / 100);
+    const frozen = values[199] as number;
+    for (let i = 0; i < 40; i++) values.push(frozen);
+    values.push(20.3, 19.8);
+    const found = feed(new AnomalyScorer(), values);
+    const stuckAt = found.flatMap((as, i) => (as.some((a) => a.detector === 'stuck') ? [i] : []));
+    // The run counts the first of the identical values: the 30th is reading 199 + 29.
+    assert.deepEqual(stuckAt, Array.from({ length: 12 }, (_, k) => 228 + k));
+    const first = found[228]?.find((a) => a.detector === 'stuck');
+    assert.equal(first?.score, 30);
+    assert.equal(first?.value, frozen);
+    // When it moves again nothing is flagged: the repeats stayed out of the baseline.
+    assert.deepEqual(found.slice(240).flat(), []);
+  });
+
+  it('leave a field that changes rarely alone (a battery gauge moving one percent at a time)', () => {
+    const values = Array.from({ length: 3000 }, (_, i) => 90 - Math.floor(i / 40));
+    const found = feed(new AnomalyScorer(), values, 'battery');
+    assert.deepEqual(found.flat(), []);
+  });
+});
+
+describe('the Isolation Forest of a device', () => {
+  it('catches a slow drift of a steady field that no single value betrays, and names it', () => {
+    // Two independent steady fields, a reading a minute; from day 4 on, `a` drifts by 10 of its
+    // noise units over 6 hours. No value is ever far from the one before it.
+    const rng = new Mulberry32(4);
+    const scorer = new AnomalyScorer();
+    const driftStart = 4 * 1440;
+    const flagged: Array<{ i: number; a: Anomaly }> = [];
+    for (let i = 0; i < 5 * 1440; i++) {
+      const offset = i >= driftStart ? Math.min(1, (i - driftStart) / 360) * 0.2 : 0;
+      for (const a of scorer.score({ device: 'd', time: T0 + i * MINUTE, fields: { a: 50 + 0.02 * rng.normal() + offset, b: 230 + 0.5 * rng.normal() } })) flagged.push({ i, a });
+    }
+    assert.equal(scorer.forestReady('d'), true);
+    assert.deepEqual(flagged.filter((f) => f.i < driftStart), [], 'nothing before the drift');
+    const first = flagged[0];
+    assert.ok(first !== undefined && first.i - driftStart <= 120, `first flag ${first ? first.i - driftStart : '-'} readings into the drift`);
+    assert.deepEqual({ detector: first.a.detector, field: first.a.field, kind: first.a.kind, fields: first.a.fields }, { detector: 'iforest', field: '*', kind: 'drift', fields: ['a'] });
+    assert.ok(first.a.score > 0.6 && first.a.score < 1);
+  });
+});
+
+describe('bounded memory', () => {
+  it('tracks at most maxDevices: a new device is refused unless the least recently seen one is idle', () => {
+    const scorer = new AnomalyScorer({ maxDevices: 3, deviceIdleMs: 3_600_000 });
+    const read = (device: string, minute: number) => scorer.score({ device, time: T0 + minute * MINUTE, fields: { x: 1 } });
+    read('a', 0);
+    read('b', 1);
+    read('c', 2);
+    read('d', 3);
+    assert.deepEqual({ ...scorer.stats(), readings: 0 }, { ...scorer.stats(), readings: 0, devices: 3, devicesRefused: 1, devicesEvicted: 0 });
+    read('b', 70);
+    read('c', 70);
+    // 'a' has been silent for over an hour: 'e' takes its place.
+    read('e', 71);
+    assert.equal(scorer.stats().devices, 3);
+    assert.equal(scorer.stats().devicesEvicted, 1);
+    assert.equal(scorer.forestReady('a'), undefined);
+    assert.equal(scorer.forestReady('b'), false);
+  });
+
+  it('scores at most maxFieldsPerDevice fields of a device and ignores values that are not finite', () => {
+    const scorer = new AnomalyScorer({ maxFieldsPerDevice: 4 });
+    const fields = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`f${i}`, i]));
+    scorer.score({ device: 'd', time: T0, fields: { ...fields, bad: NaN, worse: Infinity } });
+    assert.equal(scorer.stats().fieldsRefused, 6);
+    assert.equal(scorer.stats().valuesIgnored, 2);
+  });
+
+  it('holds no more than its parameters allow, however long the stream', () => {
+    const set = generateDataset({ seed: 3, devices: 3, days: 4 });
+    const scorer = new AnomalyScorer();
+    for (const r of set.readings) scorer.score(r);
+    assert.ok(scorer.stats().forestsTrained > 0);
+    assert.ok(scorer.bytes <= 3 * worstCaseBytesPerDevice(DEFAULT_ANOMALY_PARAMS), `${scorer.bytes} bytes`);
+    // A window never holds more than windowSize values.
+    const w = new RollingWindow(DEFAULT_ANOMALY_PARAMS.windowSize);
+    for (let i = 0; i < 1000; i++) w.push(i);
+    assert.equal(w.count, DEFAULT_ANOMALY_PARAMS.windowSize);
+  });
+});
+
+describe('parameters', () => {
+  it('are checked, and a bad one is named', () => {
+    assert.deepEqual(anomalyParams(), DEFAULT_ANOMALY_PARAMS);
+    for (const [bad, name] of [
+      [{ windowSize: 2 }, 'windowSize'],
+      [{ madMinSamples: 100 }, 'madMinSamples'],
+      [{ forestCalibrationQuantile: 2 }, 'forestCalibrationQuantile'],
+      [{ maxFieldsPerDevice: 1000 }, 'maxFieldsPerDevice'],
+      [{ nonsense: 1 } as never, '(parameters)'],
+    ] as const) {
+      assert.throws(
+        () => new AnomalyScorer(bad),
+        (err) => isFieldStreamError(err, 'CONFIG_INVALID') && err.message.includes(name),
+        name,
+      );
+    }
+  });
+});
+
+describe('the labelled data set, and the detectors measured on it', () => {
+  // Small and fast: 6 devices (two of each kind) over 5 days, events from day 3 on.
+  const options = { seed: 7, devices: 6, days: 5, rates: { spike: 6, drift: 1, stuck: 1, correlation: 1 } };
+  const set = generateDataset(options);
+  const ev = evaluate(new AnomalyScorer(), set.readings, set.events);
+  const result = (d: DetectorName) => ev.results.find((r) => r.detector === d) as DetectorResult;
+
+  it('is the same set under the same seed, and labels what it injects', () => {
+    const again = generateDataset(options);
+    assert.deepEqual(again.readings.slice(0, 2000), set.readings.slice(0, 2000));
+    assert.deepEqual(again.events, set.events);
+    assert.notDeepEqual(generateDataset({ ...options, seed: 8 }).readings.slice(0, 100), set.readings.slice(0, 100));
+    for (const kind of ['spike', 'drift', 'stuck', 'correlation'] as const) assert.ok(ev.events[kind] >= 5, `${kind}: ${ev.events[kind]} events`);
+    for (const e of set.events.filter((x) => x.kind === 'stuck')) {
+      const run = set.readings.filter((r) => r.device === e.device && r.time >= e.start && r.time <= e.end);
+      assert.equal(new Set(run.map((r) => r.fields[e.field])).size, 1, 'a stuck field repeats one value');
+    }
+    assert.ok(set.readings.filter((r) => r.label === 'spike').every((r) => set.events[r.event as number]?.readings === 1));
+  });
+
+  it('scores the same stream the same way twice', () => {
+    const a = new AnomalyScorer();
+    const b = new AnomalyScorer();
+    const part = set.readings.slice(0, 30_000);
+    assert.deepEqual(part.map((r) => a.score(r)), part.map((r) => b.score(r)));
+  });
+
+  // The thresholds sit below what this set measures (docs/anomaly-detection.md gives the figures):
+  // a detector that stops working, or starts flagging normal readings, fails them.
+  it('mad: precision and spike recall', () => {
+    assert.ok(result('mad').precision >= 0.85, `precision ${result('mad').precision}`);
+    assert.ok(result('mad').recall.spike >= 0.6, `spike recall ${result('mad').recall.spike}`);
+  });
+
+  it('stuck: precision, recall and every stuck sensor found', () => {
+    assert.ok(result('stuck').precision >= 0.95, `precision ${result('stuck').precision}`);
+    assert.ok(result('stuck').recall.stuck >= 0.75, `recall ${result('stuck').recall.stuck}`);
+    assert.equal(result('stuck').eventRecall.stuck, 1);
+  });
+
+  it('iforest: precision, and recall of broken correlations and drifts', () => {
+    const r = result('iforest');
+    assert.ok(r.precision >= 0.9, `precision ${r.precision}`);
+    assert.ok(r.recall.correlation >= 0.7, `correlation recall ${r.recall.correlation}`);
+    assert.ok(r.eventRecall.correlation >= 0.8, `correlation events ${r.eventRecall.correlation}`);
+    assert.ok(r.recall.drift >= 0.3, `drift recall ${r.recall.drift}`);
+    assert.ok(r.eventRecall.drift >= 0.7, `drift events ${r.eventRecall.drift}`);
+  });
+
+  it('all together: precision, and few false alarms', () => {
+    assert.ok(result('any').precision >= 0.9, `precision ${result('any').precision}`);
+    assert.ok(result('any').falseAlarmsPerDeviceDay <= 3, `false alarms ${result('any').falseAlarmsPerDeviceDay}`);
+  });
+});
