@@ -162,7 +162,7 @@ describe('spike and stuck detectors', () => {
 
   it('with MAD = 0, take the field’s resolution as the least scale; leave a never-changing field’s first change unjudged', () => {
     // A whole-number sensor reading 10, with an 11 every fifth reading: the MAD is 0.
-    const values = Array.from({ length: 200 }, (_, i) => (i % 5 === 0 ? 11 : 10));
+    const values: number[] = Array.from({ length: 200 }, (_, i) => (i % 5 === 0 ? 11 : 10));
     values.push(11, 15, 20);
     const found = feed(new AnomalyScorer(), values).slice(200);
     assert.deepEqual(found.map((as) => as.filter((a) => a.detector === 'mad').length), [0, 0, 1]);
