@@ -3,13 +3,15 @@
  * scores it with the default parameters and prints precision and recall per detector and per
  * injected kind as markdown (docs/anomaly-detection.md quotes the output).
  *   --seed N  --devices N  --days N   change the data set (defaults: 1, 24, 7)
+ *   --params JSON                     scorer parameters other than the defaults, e.g. '{"forestRangeAware":false}'
  */
 import { parseArgs } from 'node:util';
+import type { AnomalyParams } from '../internal-network/console/anomaly/params.ts';
 import { AnomalyScorer } from '../internal-network/console/anomaly/scorer.ts';
 import { generateDataset } from '../internal-network/console/anomaly/dataset.ts';
 import { evaluate, evaluationMarkdown } from '../internal-network/console/anomaly/evaluate.ts';
 
-const { values } = parseArgs({ options: { seed: { type: 'string' }, devices: { type: 'string' }, days: { type: 'string' } } });
+const { values } = parseArgs({ options: { seed: { type: 'string' }, devices: { type: 'string' }, days: { type: 'string' }, params: { type: 'string' } } });
 const num = (v: string | undefined, name: string): number | undefined => {
   if (v === undefined) return undefined;
   const n = Number(v);
@@ -19,8 +21,9 @@ const num = (v: string | undefined, name: string): number | undefined => {
 const options = { seed: num(values.seed, 'seed'), devices: num(values.devices, 'devices'), days: num(values.days, 'days') };
 const set = generateDataset(Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)));
 const started = performance.now();
-const ev = evaluate(new AnomalyScorer(), set.readings, set.events);
+const params = values.params === undefined ? {} : (JSON.parse(values.params) as Partial<AnomalyParams>);
+const ev = evaluate(new AnomalyScorer(params), set.readings, set.events);
 const seconds = (performance.now() - started) / 1000;
-process.stdout.write(`Data set: seed ${set.options.seed}, ${set.options.devices} devices, ${set.options.days} days, one reading every ${set.options.intervalMs / 1000} s.\n\n`);
+process.stdout.write(`Data set: seed ${set.options.seed}, ${set.options.devices} devices, ${set.options.days} days, one reading every ${set.options.intervalMs / 1000} s; parameters: ${values.params ?? 'the defaults'}.\n\n`);
 process.stdout.write(`${evaluationMarkdown(ev)}\n\n`);
 process.stdout.write(`Scored in ${seconds.toFixed(1)} s (forests trained: ${ev.stats.forestsTrained}).\n`);

@@ -95,8 +95,8 @@ export class DeviceModel {
       const model = this.model;
       this.rawRow(model.fields, reading, time, this.raw);
       transform(model, this.raw, this.x);
-      const s = this.forest.score(this.x);
-      if (s >= this.threshold) {
+      const s = this.forest.scoreIfAtLeast(this.x, this.threshold);
+      if (s > 0) {
         out.push(this.forestAnomaly(model, s, time));
         anomalous = true;
       }

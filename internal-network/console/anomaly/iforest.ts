@@ -234,16 +234,39 @@ export class IsolationForest {
 
   /** E[h(x)]: the path length of x averaged over the trees (x holds `dims` features). */
   pathLength(x: ArrayLike<number>): number {
+    return this.totalPath(x, Infinity) / this.trees;
+  }
+
+  /**
+   * The sum over the trees of x's path length, given up (returning a partial sum above `stopAbove`)
+   * as soon as the trees walked so far add up to more than `stopAbove`: path lengths are never
+   * negative, so x is then known to be no anomaly and the remaining trees need not be walked.
+   */
+  private totalPath(x: ArrayLike<number>, stopAbove: number): number {
     const f = this.feature;
     const v = this.value;
     const right = this.right;
+    const dims = this.dims;
     let total = 0;
-    for (let t = 0; t < this.trees; t++) {
+    for (let t = 0; t < this.trees && total <= stopAbove; t++) {
       const base = this.start[t] as number;
       let node = base;
       let depth = 0;
       let q = f[node] as number;
-      if (!this.rangeAware) {
+      // Inside the tree's subsample range on every feature (most points), range-aware scoring is
+      // the paper's: skip the per-node checks.
+      let outside = false;
+      if (this.rangeAware) {
+        const r = t * dims;
+        for (let d = 0; d < dims; d++) {
+          const xd = x[d] as number;
+          if (xd < (this.lo[r + d] as number) || xd > (this.hi[r + d] as number)) {
+            outside = true;
+            break;
+          }
+        }
+      }
+      if (!outside) {
         while (q !== LEAF) {
           node = (x[q] as number) < (v[node] as number) ? node + 1 : base + (right[node] as number);
           q = f[node] as number;
@@ -255,7 +278,7 @@ export class IsolationForest {
       // reach: the chance x got this far unisolated; isolated: its expected depth if isolated earlier.
       let reach = 1;
       let isolated = 0;
-      const r = t * this.dims;
+      const r = t * dims;
       while (q !== LEAF) {
         const xq = x[q] as number;
         const lo = this.lo[r + q] as number;
@@ -272,7 +295,18 @@ export class IsolationForest {
       }
       total += isolated + reach * (depth + averagePathLength(v[node] as number));
     }
-    return total / this.trees;
+    return total;
+  }
+
+  /**
+   * s(x) if it is at least `threshold`, otherwise 0, often without walking every tree: the
+   * scorer needs the score of anomalies only, and most readings are none.
+   */
+  scoreIfAtLeast(x: ArrayLike<number>, threshold: number): number {
+    // s >= threshold  <=>  mean path <= -c(psi) log2(threshold)
+    const limit = -this.cPsi * Math.log2(threshold) * this.trees;
+    const total = this.totalPath(x, limit);
+    return total <= limit ? 2 ** (-total / this.trees / this.cPsi) : 0;
   }
 
   /** s(x) = 2^(-E[h(x)] / c(psi)), in (0, 1]. */
