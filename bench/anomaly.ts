@@ -11,7 +11,8 @@
  *   3. a fleet of 10,000 devices (the default maxDevices), one reading every 10 minutes for 3 days,
  *      so that every device has its forest: memory per device (typed arrays as counted by the
  *      scorer, and the heap and RSS growth) and readings scored per second across that many devices.
- * Writes bench/results/anomaly.json and .md. `--quick` runs smaller sets.
+ * Writes bench/results/anomaly.json and .md (not kept in git, like the other results; the figures
+ * are quoted in docs/anomaly-detection.md). `--quick` runs smaller sets and writes nothing.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';

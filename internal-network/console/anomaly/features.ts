@@ -1,34 +1,36 @@
 import { MAD_SCALE, MEAN_AD_SCALE, robustStats } from './rolling.ts';
 
 /**
- * What the Isolation Forest of one device sees, and why.
+ * What the Isolation Forest of one device sees, and why (docs/anomaly-detection.md).
  *
  * A row (of the training buffer, or the reading being scored) holds two raw values per forest field f:
  *   - level_f = x_f - ref_f (ref_f: the field's first value, so that Float32 rows keep their precision);
  *   - drift_f = the field's rolling median (over the spike window) minus what that median usually
- *     is at this time of day (field.ts DailyProfile). The median averages the noise away (its spread
- *     is about a seventh of the noise's over 64 values) and the daily profile takes the daily cycle
- *     out, so a slow drift that no single value betrays stands out against drift_f's usual range.
+ *     is at this time of day (field.ts DailyProfile). The median averages the noise away (its
+ *     spread is about a sixth of the noise's over 64 independent values) and the daily profile
+ *     takes the daily cycle out, so a slow drift that no single value betrays stands out against
+ *     drift_f's usual range.
  * Each raw column is centred and scaled robustly (median, 1.4826 MAD) over the training rows and
  * clipped to +-featureClip; a missing value is the centre.
  *
  * The forest's features are then:
- *   - drift_f, for each field;
  *   - for each pair of fields whose levels are correlated (|r| >= forestPairMinCorrelation over the
  *     training rows, and over their older and their newer half alike: two fields that wander slowly
  *     are often correlated over a day by chance, a physical relation holds throughout), the residual
  *     u_i - sign(r) u_j of the standardised levels: the distance from the line the pair normally lies
  *     on. Trees split one feature at a time, so a point off a diagonal is hard for them to isolate;
  *     the residual turns the diagonal into an axis. At most forestMaxPairs, strongest first.
+ *   - drift_f, for each field in no pair: a paired field's drift shows in its residual, and a field
+ *     tied to another mostly wanders with it (a warm day is no drift). Drift features wait until
+ *     the buffer holds forestDriftMinRows rows: one day cannot tell a field that wanders from day
+ *     to day from a steady one.
  * Levels themselves are no features: a field that wanders over days leaves any one day's range, and
  * a forest fed its level takes every such move for an anomaly; a level far from the usual is the
- * spike detector's.
- * A field in a pair gets no drift feature: its drift shows in the residual, and a field tied to
- * another mostly wanders with it (a warm day is no drift). A feature whose median differs by more
- * than forestMaxShift of its scales between quarters of the buffer is left out of that forest: it
- * wanders by itself (weather, seasons), and the forest would take its next move for an anomaly.
- * Drift features wait until the buffer holds forestDriftMinRows rows (two days by default): one
- * day cannot tell a field that wanders from day to day from a steady one.
+ * spike detector's. A feature whose median differs by more than forestMaxShift of its scales
+ * between quarters of the buffer is left out of that forest: it wanders by itself (weather,
+ * seasons), and the forest would take its next move for an anomaly.
+ *
+ * Feature layout: drifts first (model.drifts), then pair residuals (model.pairs).
  */
 export interface PairFeature {
   /** fields (level columns) */
