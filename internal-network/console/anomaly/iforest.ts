@@ -28,7 +28,7 @@ import { Mulberry32 } from './prng.ts';
  * Storage: the nodes of every tree in pre-order (a node's left child follows it), each a Uint8
  * feature index (LEAF for a leaf), a Float32 value (the split, or a leaf's size) and a Uint16
  * index of its right child within the tree: 7 bytes a node, no objects. A tree has at most
- * 2 psi - 1 nodes (511); grown on real data it has about a quarter of that, and the arrays are
+ * 2 psi - 1 nodes (511); grown on the data set it has about a quarter of that, and the arrays are
  * cut to what the trees use.
  */
 const LEAF = 255;
