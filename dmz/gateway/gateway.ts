@@ -34,9 +34,11 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   const log = logger.child({ component: 'gateway', gatewayId: config.GATEWAY_ID });
   const served = config.GATEWAY_METRICS_PORT !== undefined;
   const metrics = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: served && opts.processMetrics !== false, counting: served }));
-  // The gateway's own presence, retained: online at each connection to the broker; offline when it
+  // The gateway's own presence: online at each connection to the broker; offline when it
   // stops, or from the broker itself (the will, MQTT 5 §3.1.2.5) when the gateway dies without a
   // word: the devices it held are gone with it, which the console shows.
+  // Not retained: the distributor's persistent session queues it while the distributor is away,
+  // and a retained copy would be delivered again, before the SUBACK, at every subscription.
   const since = Date.now();
   const presenceTopic = gatewayPresenceTopic(config.GATEWAY_ID);
   const presence = (state: GatewayPresence['state']) => JSON.stringify({ v: ENVELOPE_VERSION, state, gatewayId: config.GATEWAY_ID, since } satisfies GatewayPresence);
@@ -50,9 +52,9 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     },
     log.child({ subsystem: 'mqtt' }),
     // Every subscription is made again on each connection (subscribeOnEveryConnect), not by mqtt.js.
-    { resubscribe: false, will: { topic: presenceTopic, payload: Buffer.from(presence('offline')), qos: 1, retain: true } },
+    { resubscribe: false, will: { topic: presenceTopic, payload: Buffer.from(presence('offline')), qos: 1, retain: false } },
   );
-  mqtt.on('connect', () => mqtt.publish(presenceTopic, presence('online'), { qos: 1, retain: true }));
+  mqtt.on('connect', () => mqtt.publish(presenceTopic, presence('online'), { qos: 1 }));
   metrics.bind({ brokerConnected: () => mqtt.connected, connections: () => 0 });
   // Served before the broker answers, so an orchestrator sees "alive, not ready" meanwhile.
   const metricsServer = served
@@ -117,7 +119,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
       if (mqtt.connected) {
         let timer: NodeJS.Timeout | undefined;
         const grace = new Promise((r) => (timer = setTimeout(r, TIMINGS.closeGraceMs)));
-        await Promise.race([mqtt.publishAsync(presenceTopic, presence('offline'), { qos: 1, retain: true }).catch(() => undefined), grace]);
+        await Promise.race([mqtt.publishAsync(presenceTopic, presence('offline'), { qos: 1 }).catch(() => undefined), grace]);
         clearTimeout(timer);
       }
       await endMqtt(mqtt);

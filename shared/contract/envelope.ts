@@ -82,7 +82,7 @@ export const StatusEnvelopeSchema = z.strictObject({
 export type StatusEnvelope = z.infer<typeof StatusEnvelopeSchema>;
 
 /**
- * A gateway's own presence (retained). `online` when it connects to its broker; `offline` when it
+ * A gateway's own presence (not retained). `online` when it connects to its broker; `offline` when it
  * stops, or, sent by the broker as the gateway's will (MQTT 5 §3.1.2.5), when its connection is
  * lost: the gateway is gone, and so are the connections of the devices it held. `since`: epoch ms
  * the gateway process started.

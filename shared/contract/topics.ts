@@ -11,7 +11,7 @@ import { DeviceIdSchema } from './primitives.ts';
  *   fieldstream/v1/devices/{deviceId}/status          presence, retained, published by the gateway
  *   fieldstream/v1/gateways/{gatewayId}/receipts      commit receipts, distributor → the gateway that
  *                                                     received the messages (shared/contract/receipt.ts)
- *   fieldstream/v1/gateways/{gatewayId}/presence      a gateway's own presence, retained, published by the
+ *   fieldstream/v1/gateways/{gatewayId}/presence      a gateway's own presence (not retained), published by the
  *                                                     gateway (online) or by the DMZ broker as its will
  *                                                     (offline: the gateway is gone), carried inward
  *   fieldstream/v1/gateways/{gatewayId}/security      what a gateway refused for security reasons (rate

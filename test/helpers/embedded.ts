@@ -7,6 +7,7 @@ import { loadDistributorConfig } from '../../internal-network/distributor/config
 import { startDistributor, type Distributor } from '../../internal-network/distributor/distributor.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { makeTestPki, tempDir } from './pki.ts';
+import { eventually } from './ws-device.ts';
 
 /** Log lines a test can search, e.g. for the coded error a refusal was logged with. */
 export class LogCapture {
@@ -67,6 +68,9 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     metricsPorts: { gateway: 0, distributor: 0, commandApi: 0, console: 0 },
     consolePort: opts.console ? 0 : undefined,
   });
+  // Started means idle: the gateway's presence (its first message) is stored, so a test that swaps
+  // the distributor at once does not leave that message in progress to the next one.
+  await eventually(() => (readLocalStore(data.timeseries).some((p) => p.measurement === 'gateway_status') ? true : undefined), 15_000, "the gateway's presence stored");
   return {
     pipeline,
     pki,
