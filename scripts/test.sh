@@ -7,4 +7,5 @@ node_modules/.bin/tsc --noEmit -p tsconfig.json
 if [ "$#" -eq 0 ]; then set -- test/unit/*.test.ts test/e2e/*.test.ts; fi
 # One file at a time: the end-to-end files start real servers, and the machine has two cores.
 # --test-force-exit: a file whose test failed before it closed its servers must not hold the run.
-exec node --import tsx --test --test-concurrency=1 --test-force-exit "$@"
+# --test-timeout (ms, per test): a test that hangs fails instead of holding the run for ever.
+exec node --import tsx --test --test-concurrency=1 --test-force-exit --test-timeout=300000 "$@"
