@@ -69,7 +69,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     own.add({
       measurement: CONSOLE_MEASUREMENTS.anomalies,
       // field_name, not field: FIELD is an InfluxQL keyword, which would have to be quoted in every query.
-      tags: { device: a.device, field_name: a.field, detector: a.detector },
+      tags: { device: a.device, field_name: a.field, detector: a.detector, ...(a.kind !== undefined ? { kind: a.kind } : {}) },
       fields: { score: a.score, ...(a.value !== undefined ? { value: a.value } : {}) },
       time: a.time,
     });

@@ -58,6 +58,10 @@ export interface Anomaly {
   detector: string;
   score: number;
   value?: number;
+  /** what it looks like: spike, stuck, drift, correlation (docs/anomaly-detection.md) */
+  kind?: string;
+  /** the forest's hint: the field or pair of fields furthest out */
+  fields?: string[];
 }
 
 export interface StateChange {
