@@ -35,21 +35,13 @@ export class MessageHandler {
       // cert_days_left lets a dashboard alert on certificates about to expire.
       const cert: Record<string, number> =
         status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: daysUntil(status.certNotAfter, status.at) } : {};
-      await this.sink.write([
-        { measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state, ...cert }, time: status.at },
-      ]);
-      this.metrics.messages('status', 1);
-      this.metrics.points.inc();
-      return { points: 1, files: 0 };
+      return this.presencePoint({ measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state, ...cert }, time: status.at });
     }
     if (where.kind === 'gatewayPresence') {
       const presence = parseEnvelope(GatewayPresenceSchema, payload);
       if (presence.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Presence of ${presence.gatewayId} arrived on ${topic}`);
       // Stamped when it arrived: a will carries the time the gateway started, not when it was lost.
-      await this.sink.write([{ measurement: MEASUREMENTS.gatewayStatus, tags: { gateway: where.gatewayId }, fields: { state: presence.state, since: presence.since }, time: Date.now() }]);
-      this.metrics.messages('status', 1);
-      this.metrics.points.inc();
-      return { points: 1, files: 0 };
+      return this.presencePoint({ measurement: MEASUREMENTS.gatewayStatus, tags: { gateway: where.gatewayId }, fields: { state: presence.state, since: presence.since }, time: Date.now() });
     }
     if (where.kind === 'gatewaySecurity') {
       const report = parseEnvelope(GatewaySecurityReportSchema, payload);
@@ -82,6 +74,14 @@ export class MessageHandler {
       files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length : 0,
       receipt: { gatewayId: env.gatewayId, deviceId: env.deviceId, ids: verdict.receipts },
     };
+  }
+
+  /** A device's or a gateway's presence: one point, counted as a status message once written. */
+  private async presencePoint(point: StoredPoint): Promise<Handled> {
+    await this.sink.write([point]);
+    this.metrics.messages('status', 1);
+    this.metrics.points.inc();
+    return { points: 1, files: 0 };
   }
 
   /** Counted once the writes succeeded, so a write retried is not counted twice. */
