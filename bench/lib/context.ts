@@ -17,10 +17,9 @@ export interface BenchContext {
   database: string;
   /**
    * A field client with its own certificate, signing key and durable queue, at most `batchMax`
-   * readings per frame; with `receipts` false it deletes at the gateway's ack (the reference); with
-   * `metrics` false it serves no metrics (both default to true, as deployed).
+   * readings per frame; with `receipts` false it deletes at the gateway's ack (the reference).
    */
-  fieldClient(deviceId: string, batchMax: number, o?: { receipts?: boolean; metrics?: boolean }): Promise<RunningFieldClient>;
+  fieldClient(deviceId: string, batchMax: number, receipts?: boolean): Promise<RunningFieldClient>;
   /** the single value an aggregate InfluxQL query returns (0 when nothing matched) */
   scalar(query: string): Promise<number>;
 }

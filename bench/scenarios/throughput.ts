@@ -12,8 +12,6 @@ export interface ThroughputOptions {
   batchMax: number;
   /** false: clients delete at the gateway's ack instead of the commit receipt (a reference only) */
   receipts?: boolean;
-  /** false: the clients serve no metrics (the services' own are the runner's business) */
-  metrics?: boolean;
 }
 
 /** milliseconds the clients get, after the database holds everything, to receive the last receipts */
@@ -27,7 +25,7 @@ const SUBMIT_CHUNK = 1000;
  * takes them; the clock stops when the database holds all of them. Checked by counting.
  */
 export async function throughput(ctx: BenchContext, meter: CpuMeter, o: ThroughputOptions): Promise<ThroughputResult> {
-  const clients = await Promise.all(Array.from({ length: ctx.clients }, (_, i) => ctx.fieldClient(`${o.prefix}-${i}`, o.batchMax, { receipts: o.receipts ?? true, metrics: o.metrics ?? true })));
+  const clients = await Promise.all(Array.from({ length: ctx.clients }, (_, i) => ctx.fieldClient(`${o.prefix}-${i}`, o.batchMax, o.receipts ?? true)));
   await sleep(500); // connected, welcomed
   const total = ctx.clients * o.readingsPerClient;
   const base = Date.parse('2026-01-01T00:00:00Z');
