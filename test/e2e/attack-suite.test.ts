@@ -78,7 +78,10 @@ describe('attack suite on the real stack', () => {
       const malformed = await mallory.next();
       assert.equal(malformed.type === 'error' && malformed.code, 'CONTRACT_MALFORMED_JSON');
       mallory.send('x'.repeat(9 * 1024 * 1024));
-      assert.equal(await mallory.closed(), 1009);
+      // The gateway closes with 1009 (message too big) and cuts the socket; through Caddy the close
+      // frame sometimes loses the race with the TCP teardown (1006). Either way the gateway says why.
+      assert.ok([1009, 1006].includes(await mallory.closed()), 'closed for the oversized frame');
+      await eventually(() => (stack.gateways.some((g) => g.tail(200).includes('"code":"CONTRACT_FRAME_TOO_LARGE"')) ? true : undefined), 10_000, 'the gateway logged the oversized frame');
       // no certificate, another CA's certificate
       await assert.rejects(RawDevice.connect(stack.urls.wss, { ca: readFileSync(pki.paths.publicCa, 'utf8') }));
       const foreign = foreignDeviceCert('legit-1');
