@@ -103,6 +103,17 @@ export const ERRORS = {
   FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
   FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event, file or health value.' },
+  SPARKPLUG_PAYLOAD_INVALID: {
+    http: 400,
+    transient: false,
+    description: 'A Sparkplug B message is not a valid Sparkplug B protobuf payload, or breaks a rule of the specification (no seq, no bdSeq in a birth, a value of the wrong type).',
+  },
+  SPARKPLUG_TOPIC_INVALID: { http: 400, transient: false, description: 'A message on the Sparkplug input has a topic outside the spBv1.0 namespace form.' },
+  SPARKPLUG_NOT_BORN: { http: 409, transient: false, description: 'Sparkplug data from an edge node or device with no current birth certificate (or awaiting its rebirth); a rebirth was requested.' },
+  SPARKPLUG_SEQ_GAP: { http: 409, transient: false, description: "A Sparkplug message's seq is not the next one of its edge node: a message was lost; a rebirth was requested." },
+  SPARKPLUG_UNKNOWN_METRIC: { http: 409, transient: false, description: 'A Sparkplug data message names a metric (alias or name) its birth certificate did not declare; a rebirth was requested.' },
+  SPARKPLUG_DEATH_STALE: { http: 409, transient: false, description: "A Sparkplug NDEATH whose bdSeq is not the current birth's (the will of an older connection); it was ignored." },
+  SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
   FIELD_RECEIPT_INVALID: {
     http: 401,

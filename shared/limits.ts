@@ -97,6 +97,16 @@ export const LIMITS = {
   healthIntervalMaxS: DAY_S,
   /** days. A certificate's days left in a health message lie within ± this (a thousand years). */
   healthCertDaysMax: 365_000,
+  /** bytes. Largest Sparkplug B payload the field client's Sparkplug input decodes (a birth of
+   * thousands of metrics fits; larger is refused before protobuf allocates for it). */
+  sparkplugPayloadMaxBytes: 4 * 1024 * 1024,
+  /** metrics. Most metrics in one Sparkplug B payload. */
+  sparkplugMaxMetrics: 10_000,
+  /** characters. Longest Sparkplug metric name taken (a field name is at most 128 in the end). */
+  sparkplugNameMaxChars: 1024,
+  /** log lines. Most refusals the Sparkplug input logs per TIMINGS.sparkplugLogWindowMs (the rest
+   * are counted, and their number logged once the window ends): a broken publisher cannot flood the log. */
+  sparkplugLogMaxPerWindow: 20,
 } as const;
 
 export type Limits = typeof LIMITS;
@@ -200,6 +210,11 @@ export const TIMINGS = {
   /** milliseconds. The field client's first health message goes at the gateway's first welcome (its
    * clock offset known), or this long after start when none came (or one interval, if shorter). */
   healthFirstMaxDelayMs: 5_000,
+  /** milliseconds. Least time between two rebirth requests (NCMD) to one Sparkplug edge node: a
+   * node that keeps gapping is asked again, but not once per message. */
+  sparkplugRebirthMinIntervalMs: 5_000,
+  /** milliseconds. The window of LIMITS.sparkplugLogMaxPerWindow. */
+  sparkplugLogWindowMs: 60_000,
 } as const;
 
 export type Timings = typeof TIMINGS;

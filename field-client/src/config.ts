@@ -67,6 +67,31 @@ export const FieldClientConfigSchema = z.object({
   FIELD_MQTT_HOST: setting.host('127.0.0.1'),
   FIELD_MQTT_PORT: portOrOff(1883),
   FIELD_MQTT_TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/).default('fieldstream/local'),
+  /** Take Sparkplug B (spBv1.0/# topics) on the local MQTT input too, as a host application would. */
+  FIELD_MQTT_SPARKPLUG: setting.bool(false),
+  /**
+   * Sparkplug B host application on a plant's MQTT broker (mqtt:// or mqtts://); unset: off.
+   * See docs/field-client.md, "Sparkplug B input".
+   */
+  FIELD_SPARKPLUG_URL: setting.url(['mqtt', 'mqtts']).optional(),
+  /** Comma-separated Sparkplug group ids to follow; empty: every group on the broker. */
+  FIELD_SPARKPLUG_GROUPS: z
+    .string()
+    .default('')
+    .transform((v) => v.split(',').map((g) => g.trim()).filter((g) => g !== ''))
+    .pipe(z.array(z.string().regex(/^[^+/#]{1,256}$/, 'a group id holds no "+", "/" or "#"'))),
+  /** PEM file: the CA the broker's certificate is verified against (mqtts; default: the system's CAs) */
+  FIELD_SPARKPLUG_CA_FILE: z.string().optional(),
+  /** PEM files: a client certificate and its key, for a broker that asks for one */
+  FIELD_SPARKPLUG_CERT_FILE: z.string().optional(),
+  FIELD_SPARKPLUG_KEY_FILE: z.string().optional(),
+  /** A user name for the broker, and a file holding its password (never the password itself) */
+  FIELD_SPARKPLUG_USERNAME: z.string().optional(),
+  FIELD_SPARKPLUG_PASSWORD_FILE: z.string().optional(),
+  /** The MQTT client id on the plant's broker (default: fieldstream-<DEVICE_ID>) */
+  FIELD_SPARKPLUG_CLIENT_ID: z.string().min(1).max(128).optional(),
+  /** With a host id, the Sparkplug 3.0 STATE message is published on spBv1.0/STATE/<id>; unset: none. */
+  FIELD_SPARKPLUG_HOST_ID: z.string().regex(/^[^+/#]{1,256}$/, 'holds no "+", "/" or "#"').optional(),
   /** A folder whose new files are sent (and moved out of it once accepted). */
   FIELD_WATCH_DIR: z.string().optional(),
   /** milliseconds between looks at FIELD_WATCH_DIR; a file is taken once its size held still for one interval */

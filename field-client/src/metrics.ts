@@ -6,6 +6,7 @@ import type { CommandHandlers } from './commands.ts';
 import type { FieldClient } from './field-client.ts';
 import type { FileOutbox } from './files/file-outbox.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
+import type { SparkplugSession } from './inputs/sparkplug/session.ts';
 
 /**
  * The field client's metrics (docs/configuration.md, FIELD_METRICS_PORT). Everything is read at
@@ -16,7 +17,7 @@ import type { GatewayConnection } from './gateway-connection.ts';
  * No device id as a label: each field client is its own scrape target, which names it.
  */
 export function fieldClientMetrics(
-  o: { client: FieldClient; connection: GatewayConnection; commands: CommandHandlers; outbox: FileOutbox; certFile: string },
+  o: { client: FieldClient; connection: GatewayConnection; commands: CommandHandlers; outbox: FileOutbox; certFile: string; sparkplug?: readonly SparkplugSession[] },
   options: { processMetrics?: boolean } = {},
 ): ServiceMetrics {
   const m = new ServiceMetrics('field-client', options);
@@ -67,5 +68,18 @@ export function fieldClientMetrics(
     [{ outcome: 'run' }, commands.stats.run] as const,
     ...Object.entries(commands.stats.refusedByCode).map(([code, n]) => [{ outcome: code }, n ?? 0] as const),
   ]);
+  const sparkplug = o.sparkplug ?? [];
+  if (sparkplug.length > 0) {
+    // Summed over the Sparkplug sessions (the plant broker's and the local MQTT input's).
+    const sum = (f: (s: SparkplugSession) => number) => sparkplug.reduce((n, s) => n + f(s), 0);
+    collectedCounter(m, 'field_sparkplug_messages_total', 'Sparkplug B messages taken (outcome=accepted), or refused or ignored (outcome = the code).', ['outcome'], () => {
+      const byCode = new Map<string, number>();
+      for (const s of sparkplug) for (const [code, n] of Object.entries(s.stats.refusedByCode)) byCode.set(code, (byCode.get(code) ?? 0) + (n ?? 0));
+      const refused = [...byCode.values()].reduce((a, b) => a + b, 0);
+      return [[{ outcome: 'accepted' }, sum((s) => s.stats.messages) - refused] as const, ...[...byCode].map(([code, n]) => [{ outcome: code }, n] as const)];
+    });
+    collectedCounter(m, 'field_sparkplug_metrics_skipped_total', 'Sparkplug metrics left out of readings (null, not a scalar type, transient, name too long).', [], () => sum((s) => s.stats.metricsSkipped));
+    collectedCounter(m, 'field_sparkplug_rebirths_requested_total', 'Rebirth requests (NCMD Node Control/Rebirth) sent to Sparkplug edge nodes.', [], () => sum((s) => s.stats.rebirthsRequested));
+  }
   return m;
 }

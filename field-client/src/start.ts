@@ -16,6 +16,8 @@ import { folderInput } from './inputs/folder-watch.ts';
 import { httpInput } from './inputs/http-input.ts';
 import type { LocalInput } from './inputs/input.ts';
 import { mqttInput } from './inputs/mqtt-input.ts';
+import { sparkplugInput, type SparkplugInput, type SparkplugInputOptions } from './inputs/sparkplug/sparkplug-input.ts';
+import type { SparkplugSession } from './inputs/sparkplug/session.ts';
 import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
 import { fieldClientMetrics } from './metrics.ts';
@@ -29,6 +31,10 @@ export interface RunningFieldClient {
   readonly health: HealthReporter | undefined;
   readonly httpPort: number | undefined;
   readonly mqttPort: number | undefined;
+  /** the Sparkplug host on a plant's broker (undefined without FIELD_SPARKPLUG_URL) */
+  readonly sparkplug: SparkplugInput | undefined;
+  /** the Sparkplug session of the local MQTT input (undefined unless FIELD_MQTT_SPARKPLUG) */
+  readonly localSparkplug: SparkplugSession | undefined;
   /** where /metrics, /healthz and /readyz are served (undefined with FIELD_METRICS_PORT=off) */
   readonly metricsUrl: string | undefined;
   close(): Promise<void>;
@@ -120,9 +126,13 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
         );
   // The local inputs, each one the setting asks for, started in this order (and closed in reverse).
   const http = config.FIELD_HTTP_PORT === undefined ? undefined : httpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log, health);
-  const mqtt = config.FIELD_MQTT_PORT === undefined ? undefined : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log, health);
+  const mqtt =
+    config.FIELD_MQTT_PORT === undefined
+      ? undefined
+      : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log, health, config.FIELD_MQTT_SPARKPLUG ? { groups: config.FIELD_SPARKPLUG_GROUPS } : undefined);
+  const sparkplug = config.FIELD_SPARKPLUG_URL ? sparkplugInput(client, sparkplugOptions(config, config.FIELD_SPARKPLUG_URL), log) : undefined;
   const folder = config.FIELD_WATCH_DIR ? folderInput(client, config.FIELD_WATCH_DIR, config.FIELD_WATCH_INTERVAL_MS, log) : undefined;
-  const inputs = [http, mqtt, folder].filter((i): i is LocalInput => i !== undefined);
+  const inputs = [http, mqtt, folder, sparkplug].filter((i): i is LocalInput => i !== undefined);
   const closers: Array<() => Promise<void> | void> = [];
   try {
     for (const input of inputs) {
@@ -133,7 +143,10 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       config.FIELD_METRICS_PORT === undefined
         ? undefined
         : await startMetricsServer({
-            metrics: fieldClientMetrics({ client, connection, commands, outbox, certFile: config.FIELD_CERT_FILE }, { processMetrics: options.processMetrics !== false }),
+            metrics: fieldClientMetrics(
+              { client, connection, commands, outbox, certFile: config.FIELD_CERT_FILE, sparkplug: [sparkplug?.session, mqtt?.sparkplug].filter((s): s is SparkplugSession => s !== undefined) },
+              { processMetrics: options.processMetrics !== false },
+            ),
             host: config.FIELD_METRICS_HOST,
             port: config.FIELD_METRICS_PORT,
             // Alive while the process answers; ready while connected to the gateway.
@@ -156,6 +169,8 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       health,
       httpPort: http?.port,
       mqttPort: mqtt?.port,
+      sparkplug,
+      localSparkplug: mqtt?.sparkplug,
       metricsUrl: metricsServer?.url,
       async close() {
         for (const c of closers.reverse()) await c();
@@ -169,4 +184,24 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     await queue.close();
     throw err;
   }
+}
+
+/** The Sparkplug input's options from the settings; its TLS and password files read now. */
+function sparkplugOptions(config: Readonly<FieldClientConfig>, url: string): SparkplugInputOptions {
+  if ((config.FIELD_SPARKPLUG_CERT_FILE === undefined) !== (config.FIELD_SPARKPLUG_KEY_FILE === undefined)) {
+    throw new FieldStreamError('CONFIG_INVALID', 'FIELD_SPARKPLUG_CERT_FILE and FIELD_SPARKPLUG_KEY_FILE go together: set both or neither.');
+  }
+  const pem = (variable: string, path: string | undefined) => (path === undefined ? undefined : readPemSetting(variable, path));
+  const password = pem('FIELD_SPARKPLUG_PASSWORD_FILE', config.FIELD_SPARKPLUG_PASSWORD_FILE)?.replace(/\r?\n$/, '');
+  return {
+    url,
+    ca: pem('FIELD_SPARKPLUG_CA_FILE', config.FIELD_SPARKPLUG_CA_FILE),
+    cert: pem('FIELD_SPARKPLUG_CERT_FILE', config.FIELD_SPARKPLUG_CERT_FILE),
+    key: pem('FIELD_SPARKPLUG_KEY_FILE', config.FIELD_SPARKPLUG_KEY_FILE),
+    username: config.FIELD_SPARKPLUG_USERNAME,
+    password,
+    clientId: config.FIELD_SPARKPLUG_CLIENT_ID ?? `fieldstream-${config.DEVICE_ID}`,
+    groups: config.FIELD_SPARKPLUG_GROUPS,
+    hostId: config.FIELD_SPARKPLUG_HOST_ID,
+  };
 }

@@ -6,6 +6,8 @@ import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
 import type { LocalInput } from './input.ts';
+import { SparkplugSession } from './sparkplug/session.ts';
+import { NAMESPACE } from './sparkplug/topic.ts';
 import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
@@ -17,6 +19,12 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  * PUBACK, §3.3.5) and is logged with FIELD_INPUT_INVALID. Command handlers of type "mqtt" publish
  * here for local programs.
  *
+ * With `sparkplug` (FIELD_MQTT_SPARKPLUG), Sparkplug B edge nodes may publish here too: every
+ * publish under `spBv1.0/` goes to a Sparkplug host session (sparkplug/session.ts) instead, and is
+ * acknowledged once its readings are on disk. A refused Sparkplug message is counted and logged but
+ * does not close the connection (an edge node that gapped must stay to answer the rebirth request,
+ * which is published here on spBv1.0/<group>/NCMD/<edge>).
+ *
  * It listens on loopback by default and asks for no credentials: it is for the device itself.
  */
 export function mqttInput(
@@ -26,13 +34,28 @@ export function mqttInput(
   prefix: string,
   log: Logger,
   health?: HealthReporter,
-): LocalInput & { publish(topic: string, payload: string): Promise<void> } {
+  sparkplug?: { groups: readonly string[] },
+): LocalInput & { publish(topic: string, payload: string): Promise<void>; readonly sparkplug: SparkplugSession | undefined } {
   const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
   const healthTopic = `${prefix}/health`;
-  const topics = [...Object.keys(kinds), ...(health ? [healthTopic] : [])];
+  const topics = [...Object.keys(kinds), ...(health ? [healthTopic] : []), ...(sparkplug ? [`${NAMESPACE}/#`] : [])];
+  let aedes: Aedes | undefined;
+  const session = sparkplug
+    ? new SparkplugSession(
+        client,
+        (topic, payload) => aedes?.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, () => undefined),
+        log.child({ input: 'mqtt-sparkplug' }),
+        sparkplug.groups,
+      )
+    : undefined;
   const broker = () => Aedes.createBroker({
     authorizePublish(c, packet, done) {
       if (c === null) return done(null);
+      if (session && packet.topic.startsWith(`${NAMESPACE}/`)) {
+        // Never refused at the MQTT level: the session counts and logs what it refuses.
+        void session.onMessage(packet.topic, Buffer.from(packet.payload)).then(() => done(null));
+        return;
+      }
       if (health && packet.topic === healthTopic) {
         try {
           health.setLocal(toLocalValuesUpdate(JSON.parse(packet.payload.toString())));
@@ -70,11 +93,11 @@ export function mqttInput(
       done(null, sub.topic.startsWith('$') ? null : sub);
     },
   });
-  let aedes: Aedes | undefined;
   let server: Server | undefined;
   let bound: number | undefined;
   return {
     name: 'mqtt',
+    sparkplug: session,
     get port() {
       return bound;
     },

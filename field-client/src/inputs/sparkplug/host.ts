@@ -1,0 +1,227 @@
+import type { EventPayload, TimeseriesPayload } from '../../../../shared/contract/payloads.ts';
+import { FieldStreamError } from '../../../../shared/errors.ts';
+import { fieldName, lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
+import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
+import { DATA_TYPES } from './proto.ts';
+import type { SparkplugTopic } from './topic.ts';
+import { metricValue } from './values.ts';
+
+/**
+ * The host application's view of the edge nodes it follows (Sparkplug 3.0.0 §5, "Operational
+ * Behavior", and §6.4 for the payload rules), one state per edge node and per device:
+ *
+ * - NBIRTH starts a session: its `bdSeq` metric, its `seq`, and each metric's name, alias and data
+ *   type (§5.7; aliases unique, §6.4.7 "alias"). It replaces the previous session of that edge node
+ *   with its devices, which must be born again (DBIRTH) after it (§5.9).
+ * - Every NDATA, DBIRTH, DDATA and DDEATH of the session must carry the next `seq`, 0–255 wrapping
+ *   to 0 (§6.4.2 / §5.3). Anything else is a gap: the message is refused, the session is marked
+ *   stale and the edge node is asked to rebirth (§5.12 "Host Application Rebirth Request":
+ *   NCMD with `Node Control/Rebirth` = true). Until its next NBIRTH its data is refused (its aliases
+ *   may have changed in a birth that was missed).
+ * - Data messages name metrics by alias or name, resolved against the birth (§6.4.7); an unknown
+ *   one, or data from an edge node or device with no current birth, also asks for a rebirth.
+ * - NDEATH ends the session only when its `bdSeq` equals the current birth's (§5.8: a death with
+ *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored.
+ *
+ * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
+ * keeps gapping is not flooded with commands. Pure: no I/O, the time passed in.
+ */
+export interface MetricDef {
+  name: string;
+  datatype: number;
+}
+
+interface Definitions {
+  byAlias: Map<number, MetricDef>;
+  byName: Map<string, MetricDef>;
+}
+
+interface NodeSession {
+  bdSeq: number;
+  /** the last seq received */
+  seq: number;
+  defs: Definitions;
+  devices: Map<string, Definitions>;
+  /** a gap was seen: data is refused until the next NBIRTH */
+  stale: boolean;
+}
+
+export interface HostOutcome {
+  readings: TimeseriesPayload[];
+  events: EventPayload[];
+  /** whether to send this edge node a rebirth request now */
+  rebirth: boolean;
+  /** the message was refused, or (SPARKPLUG_DEATH_STALE) ignored: why */
+  refused?: FieldStreamError | undefined;
+  /** metrics left out of the readings (null, not a scalar type, transient, name too long) */
+  skipped: number;
+}
+
+const BD_SEQ = 'bdSeq';
+
+export class SparkplugHost {
+  private readonly sessions = new Map<string, NodeSession>();
+  private readonly rebirthAt = new Map<string, number>();
+
+  constructor(private readonly options: { rebirthMinIntervalMs: number }) {}
+
+  /** The session of an edge node, for tests and the input's stats. */
+  session(group: string, edge: string): Readonly<NodeSession> | undefined {
+    return this.sessions.get(key(group, edge));
+  }
+
+  get edgeNodes(): number {
+    return this.sessions.size;
+  }
+
+  handle(t: SparkplugTopic, p: SparkplugPayload, now: number): HostOutcome {
+    const out: HostOutcome = { readings: [], events: [], rebirth: false, skipped: 0 };
+    try {
+      switch (t.type) {
+        case 'NBIRTH':
+          this.nodeBirth(t, p, now, out);
+          break;
+        case 'NDEATH':
+          this.nodeDeath(t, p, now, out);
+          break;
+        case 'NCMD':
+        case 'DCMD':
+          break; // commands are for edge nodes (ours among them); a host reads none
+        default:
+          this.sessionMessage(t, p, now, out);
+      }
+    } catch (err) {
+      if (!(err instanceof FieldStreamError)) throw err;
+      out.readings = [];
+      out.refused = err;
+      // Whatever the birth declared no longer describes what the edge node sends: ask again.
+      if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP') {
+        if (t.type !== 'DDEATH') this.askRebirth(t, now, err.message, out);
+      }
+    }
+    return out;
+  }
+
+  private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
+    if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
+    const bdSeq = bdSeqOf(p, 'NBIRTH');
+    const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
+    const at = p.timestamp ?? now;
+    this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
+    this.sessions.set(key(t.group, t.edge), { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false });
+    out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
+  }
+
+  private nodeDeath(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
+    const bdSeq = bdSeqOf(p, 'NDEATH');
+    const s = this.sessions.get(key(t.group, t.edge));
+    if (!s || s.bdSeq !== bdSeq) {
+      throw new FieldStreamError(
+        'SPARKPLUG_DEATH_STALE',
+        `NDEATH of ${t.group}/${t.edge} with bdSeq ${bdSeq} ignored: ${s ? `the current birth has bdSeq ${s.bdSeq}` : 'no current birth'}`,
+      );
+    }
+    this.sessions.delete(key(t.group, t.edge));
+    out.events.push(lifecycleEvent('ndeath', t, p.timestamp ?? now, { bdSeq }));
+  }
+
+  /** NDATA, DBIRTH, DDATA, DDEATH: within the session of a born edge node, in seq order. */
+  private sessionMessage(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
+    const s = this.sessions.get(key(t.group, t.edge));
+    if (!s) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, which has no current birth`);
+    if (s.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, whose rebirth is awaited after a gap`);
+    if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
+    const expected = (s.seq + 1) % 256;
+    if (p.seq !== expected) {
+      s.stale = true;
+      throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} has seq ${p.seq}, expected ${expected}`);
+    }
+    s.seq = p.seq;
+    const at = p.timestamp ?? now;
+    if (t.type === 'NDATA') return this.fields(t, p, s.defs, now, out);
+    const device = t.device as string;
+    if (t.type === 'DBIRTH') {
+      const defs = definitions(p.metrics);
+      this.fields(t, p, defs, now, out);
+      s.devices.set(device, defs);
+      out.events.push(lifecycleEvent('dbirth', t, at, { metrics: defs.byName.size }));
+      return;
+    }
+    const defs = s.devices.get(device);
+    if (!defs) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from device ${t.group}/${t.edge}/${device}, which has no current birth`);
+    if (t.type === 'DDATA') return this.fields(t, p, defs, now, out);
+    s.devices.delete(device);
+    out.events.push(lifecycleEvent('ddeath', t, at));
+  }
+
+  /** The metrics of a birth or data message as fields of readings, resolved against `defs`. */
+  private fields(t: SparkplugTopic, p: SparkplugPayload, defs: Definitions, now: number, out: HostOutcome, keep: (m: SparkplugMetric) => boolean = () => true): void {
+    const fields: FieldAt[] = [];
+    for (const m of p.metrics) {
+      if (!keep(m)) continue;
+      const def = resolve(m, defs, t);
+      // §6.4.7 is_transient: a value not to be stored as history.
+      if (m.isTransient) {
+        out.skipped++;
+        continue;
+      }
+      const v = metricValue(m.datatype ?? def.datatype, m.raw, m.isNull);
+      const field = fieldName(t.group, t.edge, t.device, def.name);
+      if ('skip' in v || field === undefined) {
+        out.skipped++;
+        continue;
+      }
+      fields.push({ field, value: v.value, at: m.timestamp ?? p.timestamp ?? now });
+    }
+    out.readings.push(...toReadings(fields));
+  }
+
+  private askRebirth(t: SparkplugTopic, now: number, reason: string, out: HostOutcome): void {
+    const k = key(t.group, t.edge);
+    const last = this.rebirthAt.get(k);
+    if (last !== undefined && now - last < this.options.rebirthMinIntervalMs) return;
+    this.rebirthAt.set(k, now);
+    out.rebirth = true;
+    out.events.push(lifecycleEvent('rebirth_requested', { group: t.group, edge: t.edge }, now, { reason }));
+  }
+}
+
+const key = (group: string, edge: string) => `${group}\u0000${edge}`;
+
+/** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
+function definitions(metrics: readonly SparkplugMetric[]): Definitions {
+  const defs: Definitions = { byAlias: new Map(), byName: new Map() };
+  for (const m of metrics) {
+    if (m.name === undefined || m.datatype === undefined) {
+      throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `a birth metric without ${m.name === undefined ? 'a name' : `a data type (${m.name})`}`);
+    }
+    const def = { name: m.name, datatype: m.datatype };
+    if (m.alias !== undefined) {
+      const other = defs.byAlias.get(m.alias);
+      if (other && other.name !== m.name) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `alias ${m.alias} given to both ${other.name} and ${m.name}`);
+      defs.byAlias.set(m.alias, def);
+    }
+    defs.byName.set(m.name, def);
+  }
+  return defs;
+}
+
+function resolve(m: SparkplugMetric, defs: Definitions, t: SparkplugTopic): MetricDef {
+  const def = m.alias !== undefined ? defs.byAlias.get(m.alias) : defs.byName.get(m.name as string);
+  if (!def) {
+    const what = m.alias !== undefined ? `alias ${m.alias}` : `metric ${m.name}`;
+    throw new FieldStreamError('SPARKPLUG_UNKNOWN_METRIC', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} names ${what}, which its birth did not declare`);
+  }
+  return def;
+}
+
+/** §6.4.7 / §5.7–5.8: the `bdSeq` metric of an NBIRTH or NDEATH, an Int64 or UInt64 (0–255 in use). */
+function bdSeqOf(p: SparkplugPayload, type: string): number {
+  const m = p.metrics.find((x) => x.name === BD_SEQ);
+  if (!m) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${type} without a bdSeq metric`);
+  const datatype = m.datatype ?? DATA_TYPES.UInt64;
+  if (datatype !== DATA_TYPES.Int64 && datatype !== DATA_TYPES.UInt64) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${type} bdSeq is not an Int64 or UInt64`);
+  const v = metricValue(datatype, m.raw, m.isNull);
+  if ('skip' in v || typeof v.value !== 'number') throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${type} bdSeq has no value`);
+  return v.value;
+}

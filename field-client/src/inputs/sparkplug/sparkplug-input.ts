@@ -1,0 +1,112 @@
+import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import { TIMINGS } from '../../../../shared/limits.ts';
+import type { Logger } from '../../../../shared/logger.ts';
+import { endMqtt, subscribeOnEveryConnect } from '../../../../shared/mqtt/connect.ts';
+import type { FieldClient } from '../../field-client.ts';
+import type { LocalInput } from '../input.ts';
+import { SparkplugSession } from './session.ts';
+import { stateTopic, subscriptions } from './topic.ts';
+
+export interface SparkplugInputOptions {
+  /** mqtt:// or mqtts:// of the plant's broker */
+  url: string;
+  /** PEM text; with mqtts, the broker's certificate is verified against it (else the system's CAs) */
+  ca?: string | undefined;
+  /** PEM text of a client certificate and key, for a broker that asks for one */
+  cert?: string | undefined;
+  key?: string | undefined;
+  username?: string | undefined;
+  password?: string | undefined;
+  clientId: string;
+  /** group ids to follow; empty: all */
+  groups: readonly string[];
+  /** with a host id, the STATE message of Sparkplug 3.0.0 §7.5 is published (and its will) */
+  hostId?: string | undefined;
+}
+
+export type SparkplugInput = LocalInput & {
+  readonly session: SparkplugSession;
+  /** resolves once the broker granted the subscriptions (the first time) */
+  readonly ready: Promise<void>;
+};
+
+/**
+ * The field client as a Sparkplug B host application on a plant's MQTT broker
+ * (FIELD_SPARKPLUG_URL): it subscribes to the groups it follows (`spBv1.0/<group>/#`), hands every
+ * message to its SparkplugSession (decode, birth/seq/alias checks, readings and events into the
+ * durable queue), and sends rebirth requests (NCMD) on the same connection.
+ *
+ * `start` does not wait for the broker: the field client runs (and streams its other inputs)
+ * while the plant's broker is unreachable, and this input connects whenever it can, retrying every
+ * TIMINGS.mqttReconnectPeriodMs. A clean session on each connection: edge nodes publish births on
+ * request, so a host that was away asks for them (§5.12) rather than replaying old data.
+ *
+ * With a host id it publishes its STATE (§7.5, Sparkplug 3.0: `spBv1.0/STATE/<host_id>`, retained
+ * JSON `{"online":true,"timestamp":…}`, QoS 1), with the matching `online:false` as its will and
+ * again at a clean stop, so edge nodes that wait for their primary host know it is there.
+ */
+export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, log: Logger): SparkplugInput {
+  const slog = log.child({ input: 'sparkplug' });
+  let mqtt: MqttClient | undefined;
+  let granted!: () => void;
+  const ready = new Promise<void>((resolve) => (granted = resolve));
+  const session = new SparkplugSession(
+    client,
+    (topic, payload) => {
+      // QoS 0 as §5.12 sends commands: a lost request is asked again at the next gap.
+      mqtt?.publish(topic, Buffer.from(payload), { qos: 0, retain: false });
+    },
+    slog,
+    o.groups,
+  );
+  const birthAt = Date.now();
+  const state = (online: boolean) => JSON.stringify({ online, timestamp: birthAt });
+  return {
+    name: 'sparkplug',
+    port: undefined,
+    session,
+    ready,
+    async start() {
+      const options: IClientOptions = {
+        clientId: o.clientId,
+        clean: true,
+        protocolVersion: 4,
+        reconnectPeriod: TIMINGS.mqttReconnectPeriodMs,
+        connectTimeout: TIMINGS.mqttConnectTimeoutMs,
+        keepalive: TIMINGS.mqttKeepaliveS,
+        resubscribe: false,
+        ...(o.ca ? { ca: o.ca } : {}),
+        ...(o.cert ? { cert: o.cert } : {}),
+        ...(o.key ? { key: o.key } : {}),
+        ...(o.username !== undefined ? { username: o.username } : {}),
+        ...(o.password !== undefined ? { password: o.password } : {}),
+        ...(o.url.startsWith('mqtts:') ? { rejectUnauthorized: true } : {}),
+        ...(o.hostId ? { will: { topic: stateTopic(o.hostId), payload: Buffer.from(state(false)), qos: 1, retain: true } } : {}),
+      };
+      const m = (mqtt = connect(o.url, options));
+      let wasConnected = false;
+      m.on('connect', () => {
+        wasConnected = true;
+        slog.info({ url: o.url, clientId: o.clientId, groups: o.groups }, 'connected to the Sparkplug broker');
+        if (o.hostId) m.publish(stateTopic(o.hostId), state(true), { qos: 1, retain: true });
+      });
+      m.on('close', () => {
+        if (wasConnected && !m.disconnecting) slog.warn({ code: 'SPARKPLUG_BROKER_UNAVAILABLE', url: o.url }, 'Sparkplug broker connection closed; reconnecting');
+        wasConnected = false;
+      });
+      m.on('error', (err) => slog.warn({ code: 'SPARKPLUG_BROKER_UNAVAILABLE', url: o.url, err: err.message }, 'Sparkplug broker connection error'));
+      m.on('message', (topic, payload) => {
+        void session.onMessage(topic, payload);
+      });
+      const sub = subscribeOnEveryConnect(m, subscriptions(o.groups), { qos: 0 }, slog);
+      void sub.ready.then(() => granted());
+    },
+    async close() {
+      const m = mqtt;
+      if (!m) return;
+      if (o.hostId && m.connected) await m.publishAsync(stateTopic(o.hostId), state(false), { qos: 1, retain: true }).catch(() => undefined);
+      await endMqtt(m);
+      await session.drained();
+    },
+  };
+}

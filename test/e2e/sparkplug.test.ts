@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import type { RunningFieldClient } from '../../field-client/src/start.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+import { edgeNode, startMosquitto, T0, tahu } from '../helpers/sparkplug.ts';
+
+/**
+ * The field client as a Sparkplug B host, end to end: a real, independent edge node (the npm
+ * `sparkplug-client`, Eclipse Tahu's JavaScript client) publishes on a real Mosquitto; the field
+ * client follows its group there, and what it makes of it travels the whole pipeline (durable queue,
+ * signed frames, gateway, broker, distributor) into the store. Births, data by alias, a malformed
+ * payload, a stale death, a seq gap that makes the edge node rebirth, and its death; then the same
+ * on the field client's local MQTT input (FIELD_MQTT_SPARKPLUG).
+ */
+const REMOTE = 'plc-gw-001';
+const LOCAL = 'plc-gw-002';
+
+const fieldOf = (points: StoredPoint[], field: string) =>
+  points
+    .filter((p) => field in p.fields)
+    .map((p) => [p.time, p.fields[field]] as const)
+    .sort((a, b) => a[0] - b[0]);
+
+describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () => {
+  let fx: EmbeddedFixture;
+  let work: ReturnType<typeof tempDir>;
+  let broker: { url: string; process: ManagedProcess };
+  let field: RunningFieldClient;
+  let raw: MqttClient;
+
+  before(async () => {
+    work = tempDir('sparkplug');
+    broker = await startMosquitto(work.dir);
+    fx = await startEmbeddedFixture([REMOTE, LOCAL]);
+    field = await startTestFieldClient(fx.pki.paths, REMOTE, fx.pipeline.gatewayUrl, fx.logs.logger, {
+      FIELD_SPARKPLUG_URL: broker.url,
+      FIELD_SPARKPLUG_GROUPS: 'Plant1',
+      FIELD_SPARKPLUG_HOST_ID: 'fieldstream-test',
+    });
+    await field.sparkplug?.ready;
+    raw = await connectAsync(broker.url, { clientId: 'raw-publisher' });
+  });
+  after(async () => {
+    await raw?.endAsync();
+    await field?.close();
+    await fx?.stop();
+    await broker?.process.stop();
+    work?.cleanup();
+  });
+
+  it('stores births, data by alias, a rebirth after a gap and a death, with types and timestamps; refuses malformed and stale messages without stopping', async () => {
+    const sp = field.sparkplug;
+    assert.ok(sp);
+    const stats = sp.session.stats;
+    // Our STATE, retained, says the host is online (Sparkplug 3.0 §7.5).
+    const watcher = await connectAsync(broker.url, { clientId: 'state-watcher' });
+    const stateMsg = new Promise<string>((resolve) => watcher.on('message', (_t, p) => resolve(p.toString())));
+    await watcher.subscribeAsync('spBv1.0/STATE/fieldstream-test');
+    assert.equal(JSON.parse(await stateMsg).online, true);
+    await watcher.endAsync();
+
+    const { edge, state } = edgeNode(broker.url, 'line4-edge');
+    await eventually(() => (stats.events >= 2 ? true : undefined), 15_000, 'NBIRTH and DBIRTH taken');
+    // Data by alias only, each metric with its own timestamp.
+    edge.publishNodeData({
+      timestamp: T0 + 1000,
+      metrics: [
+        { alias: 1, type: 'Double', value: 22.25, timestamp: T0 + 1000 },
+        { alias: 2, type: 'Boolean', value: false, timestamp: T0 + 1000 },
+        { alias: 3, type: 'Int32', value: -7, timestamp: T0 + 1100 },
+        { alias: 4, type: 'String', value: 'manual', timestamp: T0 + 1100 },
+        { alias: 5, type: 'UInt64', value: 123_456_789_013, timestamp: T0 + 1100 },
+      ],
+    });
+    edge.publishDeviceData('Press', { timestamp: T0 + 1200, metrics: [{ alias: 10, type: 'Float', value: 3.5, timestamp: T0 + 1200 }] });
+    await eventually(() => (stats.readings >= 5 ? true : undefined), 15_000, 'data taken');
+
+    // Malformed bytes, and a death of an older session: refused with their codes, counted.
+    await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from([0xff, 0xff, 0xff, 0x01]));
+    await raw.publishAsync('spBv1.0/Plant1/NDEATH/Line4', Buffer.from(tahu.encodePayload({ timestamp: T0, metrics: [{ name: 'bdSeq', type: 'UInt64', value: 99 }] })));
+    await eventually(() => (stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID === 1 && stats.refusedByCode.SPARKPLUG_DEATH_STALE === 1 ? true : undefined), 15_000, 'both refused');
+    assert.ok(fx.logs.codes().includes('SPARKPLUG_PAYLOAD_INVALID'), 'the refusal is logged with its code');
+
+    // A gap: an NDATA with a seq the edge node's sequence has not reached, published past it.
+    await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from(tahu.encodePayload({ timestamp: T0 + 1500, seq: 200, metrics: [{ alias: 1, type: 'Double', value: 999 }] })));
+    await eventually(() => (state.rebirthRequests === 1 && stats.rebirthsRequested === 1 ? true : undefined), 15_000, 'the edge node asked to rebirth, and reborn');
+    assert.equal(stats.refusedByCode.SPARKPLUG_SEQ_GAP, 1);
+    await eventually(() => (stats.events >= 5 ? true : undefined), 15_000, 'the new births taken'); // 2 births, rebirth request, 2 births
+    const readingsBefore = stats.readings;
+    edge.publishNodeData({ timestamp: T0 + 2000, metrics: [{ alias: 1, type: 'Double', value: 23.5, timestamp: T0 + 2000 }] });
+    await eventually(() => (stats.readings > readingsBefore ? true : undefined), 15_000, 'data after the rebirth taken');
+    // Its death (sparkplug-client's NDEATH carries the birth's bdSeq).
+    edge.stop();
+    await eventually(() => (stats.events >= 6 ? true : undefined), 15_000, 'NDEATH taken');
+
+    // Everything stored, through the pipeline, committed.
+    const readings = await eventually(() => {
+      const pts = fx.points({ measurement: 'readings', device: REMOTE });
+      return fieldOf(pts, 'Plant1.Line4.Inputs.Temp').length >= 3 && pts.some((p) => 'Plant1.Line4.Press.Pressure' in p.fields && p.time === T0 + 1200) ? pts : undefined;
+    }, 30_000, 'readings stored');
+    // The birth and the rebirth at T0 are one point (same series and time), as a copy sent again is.
+    assert.deepEqual(fieldOf(readings, 'Plant1.Line4.Inputs.Temp'), [
+      [T0, 21.5],
+      [T0 + 1000, 22.25],
+      [T0 + 2000, 23.5],
+    ]);
+    assert.deepEqual(fieldOf(readings, 'Plant1.Line4.Running').at(-1), [T0 + 1000, false]);
+    assert.deepEqual(fieldOf(readings, 'Plant1.Line4.Count').find((r) => r[0] === T0 + 1100), [T0 + 1100, -7]);
+    assert.deepEqual(fieldOf(readings, 'Plant1.Line4.Mode').find((r) => r[0] === T0 + 1100), [T0 + 1100, 'manual']);
+    assert.deepEqual(fieldOf(readings, 'Plant1.Line4.Total').find((r) => r[0] === T0 + 1100), [T0 + 1100, 123_456_789_013]);
+    assert.deepEqual(fieldOf(readings, 'Plant1.Line4.Press.Pressure').find((r) => r[0] === T0 + 1200), [T0 + 1200, 3.5]);
+    assert.ok(!fieldOf(readings, 'Plant1.Line4.Inputs.Temp').some((r) => r[1] === 999), 'the message of the gap was not stored');
+    const events = await eventually(() => {
+      const pts = fx.points({ measurement: 'events', device: REMOTE });
+      return pts.some((p) => p.tags.event_type === 'sparkplug.ndeath') ? pts : undefined;
+    }, 30_000, 'events stored');
+    const kinds = events.map((p) => p.tags.event_type).sort();
+    assert.deepEqual([...new Set(kinds)], ['sparkplug.dbirth', 'sparkplug.nbirth', 'sparkplug.ndeath', 'sparkplug.rebirth_requested']);
+    const death = events.find((p) => p.tags.event_type === 'sparkplug.ndeath');
+    assert.equal(death?.fields.sp_edge_node, 'Line4');
+    assert.equal(death?.fields.bd_seq, 0);
+    // The field client's queue is empty: everything was committed end to end.
+    await eventually(() => (field.client.queue.depth === 0 ? true : undefined), 15_000, 'queue drained by receipts');
+  });
+});
+
+describe('Sparkplug B on the local MQTT input (FIELD_MQTT_SPARKPLUG)', () => {
+  let fx: EmbeddedFixture;
+  let field: RunningFieldClient;
+  before(async () => {
+    fx = await startEmbeddedFixture([LOCAL]);
+    field = await startTestFieldClient(fx.pki.paths, LOCAL, fx.pipeline.gatewayUrl, fx.logs.logger, { FIELD_MQTT_PORT: '0', FIELD_MQTT_SPARKPLUG: 'true' });
+  });
+  after(async () => {
+    await field?.close();
+    await fx?.stop();
+  });
+
+  it('takes births and data by alias from sparkplug-client, and the rebirth request reaches it there', async () => {
+    const session = field.localSparkplug;
+    assert.ok(session);
+    const url = `mqtt://127.0.0.1:${field.mqttPort}`;
+    const { edge, state } = edgeNode(url, 'line4-local');
+    await eventually(() => (session.stats.events >= 2 ? true : undefined), 15_000, 'births taken');
+    edge.publishNodeData({ timestamp: T0 + 1000, metrics: [{ alias: 1, type: 'Double', value: 30.5, timestamp: T0 + 1000 }] });
+    // A gap through the same broker, from another client: the NCMD reaches the edge node.
+    const raw = await connectAsync(url, { clientId: 'raw-local' });
+    await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from(tahu.encodePayload({ timestamp: T0, seq: 200, metrics: [{ alias: 1, type: 'Double', value: 999 }] })), { qos: 1 });
+    await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from('not protobuf'), { qos: 1 });
+    await eventually(() => (state.rebirthRequests === 1 ? true : undefined), 15_000, 'rebirth requested over the local broker');
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 1);
+    assert.ok(raw.connected, 'a refused Sparkplug message does not close the connection');
+    await raw.endAsync();
+    const points = await eventually(() => {
+      const pts = fx.points({ measurement: 'readings', device: LOCAL });
+      return fieldOf(pts, 'Plant1.Line4.Inputs.Temp').some((r) => r[1] === 30.5) ? pts : undefined;
+    }, 30_000, 'stored');
+    assert.deepEqual(fieldOf(points, 'Plant1.Line4.Inputs.Temp').find((r) => r[0] === T0 + 1000), [T0 + 1000, 30.5]);
+    edge.stop();
+  });
+});
