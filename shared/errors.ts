@@ -234,6 +234,17 @@ export const ERRORS = {
     transient: false,
     description: 'The broker refused a subscription (its ACL or a bad filter): nothing arrives on it; fix the access policy or the filter.',
   },
+
+  // -- The operator's admin command (scripts/admin: devices, backup and restore) -------------------
+  ADMIN_USAGE: { http: 400, transient: false, description: 'The admin command was called with missing, unknown or malformed arguments; its usage was printed.' },
+  ADMIN_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'No certificate, signing key or revocation is known for this device id.' },
+  BACKUP_EXISTS: { http: 409, transient: false, description: 'The backup archive to write exists already; nothing was written (--force replaces it).' },
+  BACKUP_EMPTY: { http: 404, transient: false, description: 'Nothing to back up was found at the paths given (certificates folder, distributor state, command journal).' },
+  BACKUP_NOT_FOUND: { http: 404, transient: false, description: 'The backup archive to restore does not exist.' },
+  BACKUP_INVALID: { http: 400, transient: false, description: 'The file is not a FieldStream backup: not a gzip tar archive, no valid manifest, an unsupported version, or an unexpected entry; nothing was restored.' },
+  BACKUP_TAMPERED: { http: 400, transient: false, description: "The archive's content differs from its manifest (a file's size or sha256, a file missing or added) or from the sha256 expected; nothing was restored." },
+  BACKUP_UNSAFE_PATH: { http: 400, transient: false, description: 'An entry of the archive would be written outside its folder (absolute path, "..", a link); nothing was restored.' },
+  BACKUP_STATE_EXISTS: { http: 409, transient: false, description: 'The restore would overwrite existing state that differs from the archive; nothing was restored (--force overwrites it).' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -97,6 +97,14 @@ export const LIMITS = {
   healthIntervalMaxS: DAY_S,
   /** days. A certificate's days left in a health message lie within ± this (a thousand years). */
   healthCertDaysMax: 365_000,
+  /** files. Most files in one backup archive: two replay-window slots per device and a few
+   * certificate files per device leave room for several hundred thousand devices. */
+  backupMaxFiles: 2_000_000,
+  /** bytes. Most bytes a restore unpacks from one archive (16 GiB): a damaged or hostile archive
+   * (a gzip bomb) cannot fill the disk of the internal server. */
+  backupMaxBytes: 16 * 1024 * 1024 * 1024,
+  /** bytes. Largest manifest of a backup archive, read into memory (about 200 bytes per file). */
+  backupManifestMaxBytes: 512 * 1024 * 1024,
   /** bytes. Largest Sparkplug B payload the field client's Sparkplug input decodes (a birth of
    * thousands of metrics fits; larger is refused before protobuf allocates for it). */
   sparkplugPayloadMaxBytes: 4 * 1024 * 1024,

@@ -1,0 +1,106 @@
+import { posix } from 'node:path';
+import { z } from 'zod';
+import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { LIMITS } from '../../shared/limits.ts';
+
+/**
+ * What a FieldStream backup archive holds, and how each file is named in it.
+ *
+ * An archive is a gzip tar with `manifest.json` first, then each file at
+ * `files/ROOT/PATH`: ROOT says which folder of the installation it belongs to, PATH is its
+ * place below that folder (always "/"-separated, never absolute, never "." or ".."). A restore
+ * writes a file to that folder of the target installation, whatever the folders were called where
+ * the backup was made.
+ */
+export const BACKUP_FORMAT = 'fieldstream-backup';
+export const BACKUP_VERSION = 1;
+export const MANIFEST_NAME = 'manifest.json';
+export const FILES_PREFIX = 'files/';
+
+/** certs: CERTS_DIR; distributor-state: DISTRIBUTOR_STATE_DIR; command-state: the file COMMAND_STATE_PATH */
+export const ROOTS = ['certs', 'distributor-state', 'command-state'] as const;
+export type Root = (typeof ROOTS)[number];
+
+/** The one name the command journal has in an archive (the file itself may be called anything). */
+export const COMMAND_JOURNAL_NAME = 'commands.jsonl';
+
+export const KINDS = ['ca', 'revocations', 'device-keys', 'devices', 'service-certificates', 'replay-windows', 'command-journal'] as const;
+export type Kind = (typeof KINDS)[number];
+
+export const ManifestFileSchema = z.object({
+  root: z.enum(ROOTS),
+  path: z.string().min(1).max(1024),
+  kind: z.enum(KINDS),
+  /** bytes */
+  size: z.number().int().min(0),
+  /** permission bits the file had, restored with it (0600 for keys) */
+  mode: z.number().int().min(0).max(0o777),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type ManifestFile = z.infer<typeof ManifestFileSchema>;
+
+export const ManifestSchema = z
+  .object({
+    format: z.literal(BACKUP_FORMAT),
+    version: z.literal(BACKUP_VERSION),
+    /** when the backup was made */
+    created: z.iso.datetime(),
+    /** where each root was on the machine the backup was made on (for the operator; a restore ignores it) */
+    source: z.object({ certs: z.string(), 'distributor-state': z.string(), 'command-state': z.string() }),
+    /** files of each kind */
+    contents: z.partialRecord(z.enum(KINDS), z.number().int().min(0)),
+    files: z.array(ManifestFileSchema).max(LIMITS.backupMaxFiles),
+  })
+  .strict();
+export type Manifest = z.infer<typeof ManifestSchema>;
+
+/** Just enough to tell a FieldStream backup of another version from something else. */
+export const ManifestHeadSchema = z.object({ format: z.literal(BACKUP_FORMAT), version: z.number().int() });
+
+/**
+ * A relative "/"-separated path that stays below its folder: no leading "/", no "." or ".."
+ * segment, no empty segment, no backslash or control character (a "\" is a separator on Windows).
+ */
+export function isSafeRelativePath(path: string): boolean {
+  if (path.length === 0 || path.length > 1024 || path.startsWith('/') || path.includes('\\')) return false;
+  if (/[\u0000-\u001f\u007f]/.test(path)) return false;
+  if (posix.normalize(path) !== path) return false;
+  return path.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+}
+
+export function archiveName(f: { root: Root; path: string }): string {
+  return `${FILES_PREFIX}${f.root}/${f.path}`;
+}
+
+const SERVICE_FILE = /^(dmz|internal)\/[A-Za-z0-9][A-Za-z0-9._-]*\.(crt|key)$/;
+const CA_FILES = new Set(['ca/ca.key', 'ca/ca.crt', 'ca/issued.jsonl', 'ca/revoked.jsonl', 'ca.crt', 'fieldstream-pki.json']);
+const REVOCATION_FILES = new Set(['ca.crl', 'dmz/revoked-serials.txt', 'internal/revoked-devices.txt']);
+
+/**
+ * What a file below a root is, or undefined when a backup leaves it out. The same rule decides
+ * what a backup takes and what a restore accepts, so a restore never writes a file that a backup
+ * would not have taken (a key into bundles/, a file beside the CA). Below the certificates folder
+ * (pki/layout.ts): the CA and its logs of issued and revoked certificates; the revocations
+ * (CRL, revoked serials, revoked devices); the registry of device signing keys; each device's
+ * certificate, key and signing key; the services' certificates and keys. Left out: bundles/
+ * (made again from the rest by `devices renew`), CAs set aside by --new-ca, temporary files.
+ */
+export function classify(root: Root, path: string): Kind | undefined {
+  if (!isSafeRelativePath(path)) return undefined;
+  if (root === 'command-state') return path === COMMAND_JOURNAL_NAME ? 'command-journal' : undefined;
+  // The distributor's state folder holds its replay windows (replay/DEVICE.N.win, an older DEVICE.json).
+  if (root === 'distributor-state') return /\.tmp(-|$)/.test(path) ? undefined : 'replay-windows';
+  if (CA_FILES.has(path)) return 'ca';
+  if (REVOCATION_FILES.has(path)) return 'revocations';
+  const key = /^internal\/device-keys\/([^/]+)\.key$/.exec(path);
+  if (key) return DeviceIdSchema.safeParse(key[1]).success ? 'device-keys' : undefined;
+  const device = /^devices\/([^/]+)\/(client\.crt|client\.key|signing\.key)$/.exec(path);
+  if (device) return DeviceIdSchema.safeParse(device[1]).success ? 'devices' : undefined;
+  if (SERVICE_FILE.test(path)) return 'service-certificates';
+  return undefined;
+}
+
+/** Folders a restore creates readable by their owner only (as the onboarding creates them). */
+export function isPrivateDir(root: Root, dir: string): boolean {
+  return root === 'certs' && (dir === 'ca' || dir === 'internal/device-keys');
+}

@@ -1,0 +1,139 @@
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { pkiPaths } from '../../pki/layout.ts';
+import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { DAY_MS } from '../../shared/limits.ts';
+
+/**
+ * The fleet as the certificates folder knows it (pki/layout.ts): a device is any id with a
+ * certificate or keys in devices/ID/, a signing key in the internal registry, a certificate in the
+ * CA's log of issued certificates, or a line in the revoked list. Read only; issuing and revoking
+ * are pki/onboarding.ts and pki/revocation.ts, the code scripts/ runs too.
+ */
+
+/** A line of ca/issued.jsonl (pki/revocation.ts writes them). */
+const IssuedLineSchema = z.object({ name: z.string(), serial: z.string(), notAfter: z.string(), subject: z.string() });
+/** A line of ca/revoked.jsonl: an issued line and when it was revoked. */
+const RevokedLineSchema = IssuedLineSchema.extend({ revokedAt: z.string() });
+
+export const DeviceCertificateSchema = z.object({
+  serial: z.string(),
+  subject: z.string(),
+  notBefore: z.string(),
+  notAfter: z.string(),
+  /** whole days until notAfter; negative once expired */
+  daysLeft: z.number().int(),
+});
+
+export const DeviceSummarySchema = z.object({
+  id: DeviceIdSchema,
+  /** the device's current certificate (devices/ID/client.crt), when this machine has it */
+  certificate: DeviceCertificateSchema.optional(),
+  revoked: z.boolean(),
+  /** when its certificates were revoked (ISO 8601), from the CA's log */
+  revokedAt: z.string().optional(),
+  /** whether the internal registry holds its message-signing key (internal/device-keys/ID.key) */
+  signingKeyRegistered: z.boolean(),
+  /** whether this machine holds the device's own copies of its key and signing key (devices/ID/) */
+  deviceFiles: z.object({ clientKey: z.boolean(), signingKey: z.boolean() }),
+  /** the device's bundle (bundles/ID.tar.gz), when there is one */
+  bundle: z.string().optional(),
+  /** every certificate the CA issued to it, oldest first */
+  issued: z.array(z.object({ serial: z.string(), notAfter: z.string(), revoked: z.boolean() })),
+});
+export type DeviceSummary = z.infer<typeof DeviceSummarySchema>;
+
+/** JSON lines of the CA's logs; a line that is not a record is skipped (the list is for reading, revocation refuses them). */
+function readLog<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
+  if (!existsSync(path)) return [];
+  const out: z.infer<S>[] = [];
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    const r = schema.safeParse(value);
+    if (r.success) out.push(r.data);
+  }
+  return out;
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** An ISO 8601 date from the log's date text, or the text as it is when it is none. */
+const isoDate = (text: string) => (Number.isNaN(Date.parse(text)) ? text : new Date(text).toISOString());
+
+const isDeviceId = (id: string) => DeviceIdSchema.safeParse(id).success;
+
+function readRevokedIds(certsDir: string): Set<string> {
+  const path = join(certsDir, 'internal', 'revoked-devices.txt');
+  if (!existsSync(path)) return new Set();
+  return new Set(readFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter(isDeviceId));
+}
+
+function describe(certPem: Buffer, now: number): z.infer<typeof DeviceCertificateSchema> {
+  const cert = new X509Certificate(certPem);
+  const notAfter = new Date(cert.validTo);
+  return {
+    serial: cert.serialNumber.toUpperCase(),
+    subject: cert.subject.replace(/\n/g, ', '),
+    notBefore: new Date(cert.validFrom).toISOString(),
+    notAfter: notAfter.toISOString(),
+    daysLeft: Math.floor((notAfter.getTime() - now) / DAY_MS),
+  };
+}
+
+/** Every device the certificates folder knows, sorted by id. */
+export function listDevices(certsDir: string, now = Date.now()): DeviceSummary[] {
+  const p = pkiPaths(certsDir);
+  const issued = readLog(join(p.caDir, 'issued.jsonl'), IssuedLineSchema);
+  const revokedLog = readLog(join(p.caDir, 'revoked.jsonl'), RevokedLineSchema);
+  const revokedIds = readRevokedIds(certsDir);
+  const ids = new Set<string>([
+    ...listDir(join(certsDir, 'devices')).filter(isDeviceId),
+    ...listDir(join(certsDir, 'internal', 'device-keys'))
+      .filter((f) => f.endsWith('.key'))
+      .map((f) => f.slice(0, -'.key'.length))
+      .filter(isDeviceId),
+    ...issued.filter((r) => r.name.startsWith('devices/')).map((r) => r.name.slice('devices/'.length)).filter(isDeviceId),
+    ...revokedIds,
+  ]);
+  const revokedSerials = new Set(revokedLog.map((r) => r.serial));
+  return [...ids].sort().map((id) => {
+    const d = p.device(id);
+    const name = `devices/${id}`;
+    const mine = issued.filter((r) => r.name === name);
+    const revokedAt = revokedLog.filter((r) => r.name === name).map((r) => r.revokedAt).sort().at(-1);
+    let certificate: DeviceSummary['certificate'];
+    try {
+      if (existsSync(d.cert)) certificate = describe(readFileSync(d.cert), now);
+    } catch {
+      certificate = undefined; // not a certificate: shown as none, `devices renew` replaces it
+    }
+    return DeviceSummarySchema.parse({
+      id,
+      ...(certificate ? { certificate } : {}),
+      revoked: revokedIds.has(id),
+      ...(revokedAt ? { revokedAt } : {}),
+      signingKeyRegistered: existsSync(p.deviceKeyRegistry(id)),
+      deviceFiles: { clientKey: existsSync(d.key), signingKey: existsSync(d.signingKey) },
+      ...(existsSync(p.bundle(id)) ? { bundle: p.bundle(id) } : {}),
+      issued: mine.map((r) => ({ serial: r.serial, notAfter: isoDate(r.notAfter), revoked: revokedSerials.has(r.serial) })),
+    });
+  });
+}
+
+export function findDevice(certsDir: string, id: string, now = Date.now()): DeviceSummary | undefined {
+  return listDevices(certsDir, now).find((d) => d.id === id);
+}

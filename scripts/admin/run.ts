@@ -1,0 +1,261 @@
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
+import { revokeDevice } from '../../pki/revocation.ts';
+import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { createBackup } from './backup.ts';
+import { findDevice, listDevices, type DeviceSummary } from './devices.ts';
+import { REPO_ROOT, resolveAdminPaths, type AdminPaths } from './paths.ts';
+import { restoreBackup } from './restore.ts';
+
+/**
+ * fieldstream-admin: the operator's command, on the trusted machine that keeps the CA (devices)
+ * and on the internal server (backup, restore). Issuing and revoking run the very functions
+ * scripts/generate-client-cert.sh and scripts/revoke-device.sh run (pki/), so both stay in step.
+ */
+export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
+  devices list [--json]                       every device: id, certificate expiry, revoked, signing key
+  devices show ID [--json]                    one device in detail
+  devices add ID [--days N]                   certificate, signing key and bundle for a new device
+  devices renew ID [--days N]                 a new certificate and bundle; the signing key is kept
+  devices revoke ID                           revoke every certificate of the device and its signing key
+  backup FILE [--force]                       one archive (mode 0600) of the CA, certificates, device keys,
+                                              revocations, replay windows and command journal
+  restore FILE [--force] [--expect-sha256 HEX]
+                                              put a backup back; refuses to overwrite other state without --force
+options for every command:
+  --certs-dir DIR        certificates folder (CERTS_DIR; default certs/ of the repository)
+  --state-dir DIR        the distributor's state (DISTRIBUTOR_STATE_DIR; default data/distributor-state)
+  --command-state FILE   the command journal (COMMAND_STATE_PATH; default data/commands.jsonl)
+exit codes: 0 done, 1 failed, 2 usage, 3 not found, 4 in the way (exists, revoked, other state)
+`;
+
+/** The exit codes, documented in the usage and in docs/operations.md. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, conflict: 4 } as const;
+
+export function exitCodeFor(code: ErrorCode): number {
+  switch (code) {
+    case 'ADMIN_USAGE':
+    case 'PKI_INVALID_NAME':
+      return EXIT.usage;
+    case 'ADMIN_UNKNOWN_DEVICE':
+    case 'BACKUP_NOT_FOUND':
+    case 'BACKUP_EMPTY':
+    case 'PKI_CA_MISSING':
+      return EXIT.notFound;
+    case 'PKI_CERT_EXISTS':
+    case 'PKI_DEVICE_REVOKED':
+    case 'BACKUP_EXISTS':
+    case 'BACKUP_STATE_EXISTS':
+      return EXIT.conflict;
+    default:
+      return EXIT.failed;
+  }
+}
+
+const OPTIONS = {
+  'certs-dir': { type: 'string' },
+  'state-dir': { type: 'string' },
+  'command-state': { type: 'string' },
+  days: { type: 'string' },
+  force: { type: 'boolean' },
+  json: { type: 'boolean' },
+  'expect-sha256': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+type OptionName = keyof typeof OPTIONS;
+type Values = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
+
+const PATH_OPTIONS: OptionName[] = ['certs-dir', 'state-dir', 'command-state'];
+/** Per command: how many arguments it takes, and the options it takes besides the paths. */
+const COMMANDS: Record<string, { args: number; options: OptionName[] }> = {
+  'devices list': { args: 0, options: ['json'] },
+  'devices show': { args: 1, options: ['json'] },
+  'devices add': { args: 1, options: ['days'] },
+  'devices renew': { args: 1, options: ['days'] },
+  'devices revoke': { args: 1, options: [] },
+  backup: { args: 1, options: ['force'] },
+  restore: { args: 1, options: ['force', 'expect-sha256'] },
+};
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  env: Record<string, string | undefined>;
+  cwd: string;
+}
+
+const usageError = (message: string) => new FieldStreamError('ADMIN_USAGE', message);
+
+function parse(argv: readonly string[]): { command: string; args: string[]; values: Values } | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw usageError((err as Error).message);
+  }
+  const values = parsed.values as Values;
+  const [first, second, ...rest] = parsed.positionals;
+  if (values.help) return 'help';
+  const command = first === 'devices' && second !== undefined ? `devices ${second}` : first;
+  const args = first === 'devices' ? rest : [second, ...rest].filter((a): a is string => a !== undefined);
+  const spec = command === undefined ? undefined : COMMANDS[command];
+  if (first === 'devices' && second === undefined) throw usageError('devices takes list, show, add, renew or revoke');
+  if (!command || !spec) throw usageError(command ? `unknown command "${command}"` : 'no command given');
+  if (args.length !== spec.args) throw usageError(`${command} takes ${spec.args === 0 ? 'no argument' : `${spec.args} argument`}, not ${args.length}`);
+  for (const name of Object.keys(values) as OptionName[]) {
+    if (!PATH_OPTIONS.includes(name) && !spec.options.includes(name)) throw usageError(`${command} does not take --${name}`);
+  }
+  return { command, args, values };
+}
+
+function deviceId(raw: string): string {
+  if (!DeviceIdSchema.safeParse(raw).success) {
+    throw usageError(`${JSON.stringify(raw)} is not a device id: 1–64 letters, digits, ".", "_" or "-", starting with a letter or digit`);
+  }
+  return raw;
+}
+
+function days(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 3650) throw usageError('--days must be a whole number of days from 1 to 3650');
+  return n;
+}
+
+const yesNo = (b: boolean) => (b ? 'yes' : 'no');
+
+function table(devices: DeviceSummary[]): string {
+  const rows = [['ID', 'CERTIFICATE EXPIRES', 'DAYS LEFT', 'REVOKED', 'SIGNING KEY']];
+  for (const d of devices) {
+    rows.push([
+      d.id,
+      d.certificate?.notAfter ?? '(no certificate here)',
+      d.certificate ? String(d.certificate.daysLeft) : '-',
+      d.revoked ? `yes${d.revokedAt ? ` (${d.revokedAt})` : ''}` : 'no',
+      d.signingKeyRegistered ? 'registered' : 'not registered',
+    ]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+function details(d: DeviceSummary): string {
+  const c = d.certificate;
+  return [
+    `device ${d.id}`,
+    `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)` : '(none on this machine)'}`,
+    ...(c ? [`  subject:       ${c.subject}`] : []),
+    `  revoked:       ${d.revoked ? `yes${d.revokedAt ? `, ${d.revokedAt}` : ''}` : 'no'}`,
+    `  signing key:   ${d.signingKeyRegistered ? 'registered on the internal side' : 'not registered (its messages are refused)'}`,
+    `  device files:  client key ${yesNo(d.deviceFiles.clientKey)}, signing key ${yesNo(d.deviceFiles.signingKey)}`,
+    `  bundle:        ${d.bundle ?? '(none)'}`,
+    `  issued:        ${d.issued.length === 0 ? '(no record)' : d.issued.map((i) => `${i.serial} until ${i.notAfter}${i.revoked ? ' (revoked)' : ''}`).join('\n                 ')}`,
+  ].join('\n') + '\n';
+}
+
+function known(paths: AdminPaths, id: string): DeviceSummary {
+  const d = findDevice(paths.certsDir, id);
+  if (!d || (!d.certificate && d.issued.length === 0)) {
+    throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate was issued to device ${id} in ${paths.certsDir}.`);
+  }
+  return d;
+}
+
+function issue(paths: AdminPaths, id: string, validityDays: number | undefined, renew: boolean): string {
+  const issued = issueDeviceCertificate(paths.certsDir, id, { renew, ...(validityDays ? { validityDays } : {}) });
+  const bundle = buildDeviceBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'));
+  const d = findDevice(paths.certsDir, id);
+  const domain = readPkiMeta(paths.certsDir)?.domain ?? 'DOMAIN';
+  return `${renew ? 'Renewed' : 'Added'} device ${id}
+  certificate: ${issued.cert} (serial ${d?.certificate?.serial ?? '?'}, valid until ${d?.certificate?.notAfter ?? '?'}, ${validityDays ?? VALIDITY_DAYS.device} days)
+  key:         ${issued.key} (mode 0600)
+  signing key: ${renew ? 'kept (what the device has queued stays valid)' : 'new'}, registered in ${join(paths.certsDir, 'internal', 'device-keys')}
+  bundle:      ${bundle} (mode 0600)
+${
+  renew
+    ? `On the device: put the new certs/client.crt and certs/client.key from the bundle in place and restart its client.`
+    : `On the device (${domain} must resolve to the DMZ server):
+  mkdir -p /opt/fieldstream && tar -xzf ${id}.tar.gz -C /opt/fieldstream
+  cd /opt/fieldstream/${id} && docker-compose up -d
+Copy certs/internal/device-keys/${id}.key to the internal server (the distributor and command API read it within seconds).`
+}
+`;
+}
+
+async function execute(command: string, args: string[], values: Values, io: Io): Promise<void> {
+  const paths = resolveAdminPaths(values, io.env, io.cwd);
+  switch (command) {
+    case 'devices list': {
+      const devices = listDevices(paths.certsDir);
+      if (values.json) return io.out(JSON.stringify(devices, null, 2) + '\n');
+      return io.out(devices.length === 0 ? `No devices in ${paths.certsDir}.\n` : table(devices));
+    }
+    case 'devices show': {
+      const d = known(paths, deviceId(args[0]!));
+      return io.out(values.json ? JSON.stringify(d, null, 2) + '\n' : details(d));
+    }
+    case 'devices add':
+      return io.out(issue(paths, deviceId(args[0]!), days(values.days), false));
+    case 'devices renew': {
+      const id = deviceId(args[0]!);
+      const validity = days(values.days);
+      known(paths, id);
+      return io.out(issue(paths, id, validity, true));
+    }
+    case 'devices revoke': {
+      const id = deviceId(args[0]!);
+      known(paths, id);
+      const { serials } = revokeDevice(paths.certsDir, id);
+      return io.out(`Revoked device ${id} (certificate serials ${serials.join(', ')}).
+  ca.crl                          updated: copy it to both servers and restart their Mosquittos (Mosquitto reads a CRL only at start)
+  dmz/revoked-serials.txt         updated: copy it to the DMZ server; gateways apply it within seconds
+  internal/device-keys/${id}.key  removed, and ${id} added to internal/revoked-devices.txt:
+                                  copy both to the internal server; distributors refuse its messages within seconds
+`);
+    }
+    case 'backup': {
+      const r = await createBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true });
+      const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
+      return io.out(`Backed up ${r.manifest.files.length} files to ${r.file} (mode 0600): ${kinds}
+  from     ${paths.certsDir}, ${paths.stateDir}, ${paths.commandState}
+  sha256   ${r.sha256}
+The archive holds private keys${r.manifest.contents.ca ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
+apart from it, to restore with --expect-sha256 ${r.sha256}.
+`);
+    }
+    case 'restore': {
+      const expect = values['expect-sha256'];
+      if (expect !== undefined && !/^[0-9a-fA-F]{64}$/.test(expect)) throw usageError('--expect-sha256 takes the 64 hexadecimal digits of a sha256');
+      const r = await restoreBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true, ...(expect ? { expectSha256: expect } : {}) });
+      const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
+      return io.out(`Restored ${args[0]} (made ${r.manifest.created}): ${kinds}
+  written    ${r.written.length} files; ${r.unchanged.length} were in place already
+  into       ${paths.certsDir}, ${paths.stateDir}, ${paths.commandState}
+Start (or restart) the distributor and the command API now: they read their state at start.
+`);
+    }
+  }
+}
+
+/** Runs one command line; returns its exit code. */
+export async function runAdmin(argv: readonly string[], io: Io): Promise<number> {
+  try {
+    const parsed = parse(argv);
+    if (parsed === 'help') {
+      io.out(USAGE);
+      return EXIT.ok;
+    }
+    await execute(parsed.command, parsed.args, parsed.values, io);
+    return EXIT.ok;
+  } catch (err) {
+    if (isFieldStreamError(err)) {
+      io.err(`error ${err.code}: ${err.message}\n`);
+      if (err.code === 'ADMIN_USAGE') io.err(USAGE);
+      return exitCodeFor(err.code);
+    }
+    io.err(`error: ${(err as Error).message}\n`);
+    return EXIT.failed;
+  }
+}

@@ -1,0 +1,296 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import * as tar from 'tar';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { REPO_ROOT } from '../helpers/stack.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { issueDeviceCertificate, isRevoked } from '../../pki/onboarding.ts';
+import { revokeDevice } from '../../pki/revocation.ts';
+import { isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { createBackup } from '../../scripts/admin/backup.ts';
+import { ManifestSchema, type Manifest } from '../../scripts/admin/backup-manifest.ts';
+import { resolveAdminPaths, type AdminPaths } from '../../scripts/admin/paths.ts';
+import { restoreBackup } from '../../scripts/admin/restore.ts';
+import { EXIT, runAdmin } from '../../scripts/admin/run.ts';
+
+/**
+ * Backup and restore of the state the internal server cannot lose: what an archive holds (its
+ * manifest, each file's sha256, mode 0600), a restore onto a clean installation (the same bytes and
+ * modes, replay windows that still refuse), and every refusal, each before anything is written:
+ * other state in the way, a file that differs from the manifest, a path out of its folder, a link,
+ * something that is no backup.
+ */
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** A gzip tar written byte by byte, to say exactly what a hostile or damaged archive holds. */
+function rawTarGz(entries: Array<{ path: string; data?: Buffer | string; type?: 'File' | 'Directory' | 'SymbolicLink' | 'Link'; linkpath?: string; mode?: number }>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const e of entries) {
+    const data = Buffer.from(e.data ?? '');
+    const header = Buffer.alloc(512);
+    new tar.Header({ path: e.path, mode: e.mode ?? 0o600, size: data.length, type: e.type ?? 'File', uid: 0, gid: 0, mtime: new Date(0), ...(e.linkpath ? { linkpath: e.linkpath } : {}) }).encode(header, 0);
+    blocks.push(header, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return gzipSync(Buffer.concat(blocks));
+}
+
+/** Every entry of an archive: name, type, mode and content. */
+async function entriesOf(archive: string): Promise<Array<{ path: string; type: string; mode: number; data: Buffer }>> {
+  const out: Array<{ path: string; type: string; mode: number; data: Buffer }> = [];
+  await tar.t({
+    file: archive,
+    onReadEntry: (e) => {
+      const chunks: Buffer[] = [];
+      e.on('data', (c: Buffer) => chunks.push(c));
+      e.on('end', () => out.push({ path: e.path, type: e.type, mode: e.mode ?? 0, data: Buffer.concat(chunks) }));
+    },
+  });
+  return out;
+}
+
+/** Regular files below a folder, relative, sorted. */
+function filesBelow(dir: string, prefix = ''): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? filesBelow(join(dir, e.name), `${prefix}${e.name}/`) : e.isFile() ? [`${prefix}${e.name}`] : []))
+    .sort();
+}
+
+async function refusedWith(code: ErrorCode, p: Promise<unknown>): Promise<void> {
+  await assert.rejects(p, (err) => {
+    assert.ok(isFieldStreamError(err), String(err));
+    assert.equal(err.code, code, err.message);
+    return true;
+  });
+}
+
+describe('backup and restore', () => {
+  const pki = makeTestPki(['dev-a', 'dev-b']);
+  const work = tempDir('backup');
+  const source: AdminPaths = { certsDir: pki.dir, stateDir: join(work.dir, 'state'), commandState: join(work.dir, 'commands.jsonl') };
+  const archive = join(work.dir, 'out', 'backup.tar.gz');
+  /** A clean installation to restore onto, one per test. */
+  let n = 0;
+  const cleanTarget = (): AdminPaths => {
+    const dir = join(work.dir, `target-${++n}`);
+    return { certsDir: join(dir, 'certs'), stateDir: join(dir, 'data', 'distributor-state'), commandState: join(dir, 'data', 'commands.jsonl') };
+  };
+  let manifest: Manifest;
+
+  before(async () => {
+    revokeDevice(pki.dir, 'dev-b');
+    // things a backup leaves out
+    mkdirSync(join(pki.dir, 'bundles'), { recursive: true });
+    writeFileSync(join(pki.dir, 'bundles', 'dev-a.tar.gz'), 'a bundle');
+    writeFileSync(join(pki.dir, 'notes.txt'), 'not state');
+    // the distributor's replay windows, written by the distributor's own code
+    const windows = new ReplayWindows(join(source.stateDir, 'replay'));
+    for (let seq = 1; seq <= 40; seq++) windows.record('dev-a', 'epoch-1', seq);
+    windows.record('dev-a', 'epoch-2', 7);
+    windows.persist();
+    writeFileSync(source.commandState, '{"commandId":"c-1","deviceId":"dev-a","command":"ping"}\n', { mode: 0o640 });
+    ({ manifest } = await createBackup(source, archive));
+  });
+  after(() => {
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  it('writes one archive, mode 0600, with a manifest: version, created, what is inside, the sha256 and mode of each file', async () => {
+    assert.equal(statSync(archive).mode & 0o777, 0o600);
+    const entries = await entriesOf(archive);
+    assert.equal(entries[0]?.path, 'manifest.json', 'the manifest comes first');
+    const m = ManifestSchema.parse(JSON.parse((entries[0] as { data: Buffer }).data.toString('utf8')));
+    assert.deepEqual(m, manifest);
+    assert.equal(m.version, 1);
+    assert.ok(Math.abs(Date.parse(m.created) - Date.now()) < 60_000);
+    assert.deepEqual(m.contents, { ca: 6, revocations: 3, 'device-keys': 1, devices: 6, 'service-certificates': 20, 'replay-windows': 1, 'command-journal': 1 });
+    for (const f of m.files) {
+      const src = f.root === 'command-state' ? source.commandState : join(f.root === 'certs' ? source.certsDir : source.stateDir, f.path);
+      const bytes = readFileSync(src);
+      assert.equal(f.sha256, sha(bytes), f.path);
+      assert.equal(f.size, bytes.length, f.path);
+      assert.equal(f.mode, statSync(src).mode & 0o777, f.path);
+      const entry = entries.find((e) => e.path === `files/${f.root}/${f.path}`);
+      assert.ok(entry, f.path);
+      assert.ok(entry.data.equals(bytes), f.path);
+    }
+    const paths = m.files.map((f) => `${f.root}/${f.path}`);
+    for (const p of ['certs/ca/ca.key', 'certs/ca/issued.jsonl', 'certs/ca/revoked.jsonl', 'certs/ca.crl', 'certs/dmz/revoked-serials.txt', 'certs/internal/revoked-devices.txt', 'certs/internal/device-keys/dev-a.key', 'certs/devices/dev-b/signing.key', 'certs/internal/distributor.key', 'command-state/commands.jsonl']) {
+      assert.ok(paths.includes(p), p);
+    }
+    assert.ok(paths.some((p) => /^distributor-state\/replay\/dev-a\.[01]\.win$/.test(p)));
+    assert.ok(!paths.some((p) => p.includes('bundles') || p.includes('notes.txt')));
+    assert.equal(m.files.find((f) => f.path === 'ca/ca.key')?.mode, 0o600);
+  });
+
+  it('restores onto a clean installation: the same bytes and modes, private folders, working CA, replay windows that still refuse', async () => {
+    const target = cleanTarget();
+    const r = await restoreBackup(target, archive);
+    assert.equal(r.written.length, manifest.files.length);
+    for (const f of manifest.files) {
+      const from = f.root === 'command-state' ? source.commandState : join(f.root === 'certs' ? source.certsDir : source.stateDir, f.path);
+      const to = f.root === 'command-state' ? target.commandState : join(f.root === 'certs' ? target.certsDir : target.stateDir, f.path);
+      assert.ok(readFileSync(to).equals(readFileSync(from)), f.path);
+      assert.equal(statSync(to).mode & 0o777, statSync(from).mode & 0o777, f.path);
+    }
+    assert.equal(statSync(join(target.certsDir, 'ca', 'ca.key')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(target.certsDir, 'internal', 'device-keys', 'dev-a.key')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(target.certsDir, 'ca')).mode & 0o777, 0o700);
+    assert.equal(statSync(join(target.certsDir, 'internal', 'device-keys')).mode & 0o777, 0o700);
+    assert.equal(statSync(target.commandState).mode & 0o777, 0o640);
+    const windows = new ReplayWindows(join(target.stateDir, 'replay'));
+    assert.equal(windows.check('dev-a', 'epoch-1', 40), 'seen');
+    assert.equal(windows.check('dev-a', 'epoch-1', 1), 'seen');
+    assert.equal(windows.check('dev-a', 'epoch-2', 7), 'seen');
+    assert.equal(windows.check('dev-a', 'epoch-1', 41), 'new');
+    // the restored CA issues, and remembers what it revoked
+    assert.equal(isRevoked(target.certsDir, 'dev-b'), true);
+    issueDeviceCertificate(target.certsDir, 'dev-c');
+    assert.ok(existsSync(join(target.certsDir, 'internal', 'device-keys', 'dev-c.key')));
+  });
+
+  it('refuses to overwrite other state without --force (writing nothing); state in place already is fine; --force overwrites', async () => {
+    const target = cleanTarget();
+    await restoreBackup(target, archive);
+    const again = await restoreBackup(target, archive);
+    assert.deepEqual([again.written.length, again.unchanged.length], [0, manifest.files.length]);
+    writeFileSync(target.commandState, '{"commandId":"other"}\n');
+    const key = join(target.certsDir, 'internal', 'device-keys', 'dev-a.key');
+    rmSync(key);
+    await refusedWith('BACKUP_STATE_EXISTS', restoreBackup(target, archive));
+    assert.equal(existsSync(key), false, 'nothing was written');
+    assert.equal(readFileSync(target.commandState, 'utf8'), '{"commandId":"other"}\n');
+    const forced = await restoreBackup(target, archive, { force: true });
+    assert.deepEqual(forced.written.sort(), [key, target.commandState].sort());
+    assert.ok(readFileSync(target.commandState).equals(readFileSync(source.commandState)));
+  });
+
+  it('refuses an archive whose files differ from its manifest, with a file more or less, or not the sha256 expected; nothing is written', async () => {
+    const entries = await entriesOf(archive);
+    const files = entries.filter((e) => e.type === 'File');
+    const rebuild = (list: typeof files) => {
+      const file = join(work.dir, `tampered-${++n}.tar.gz`);
+      writeFileSync(file, rawTarGz(list.map((e) => ({ path: e.path, data: e.data, mode: e.mode }))));
+      return file;
+    };
+    const journal = 'files/command-state/commands.jsonl';
+    const altered = files.map((e) => (e.path === journal ? { ...e, data: Buffer.from('{"commandId":"forged"}\n') } : e));
+    const target = cleanTarget();
+    await refusedWith('BACKUP_TAMPERED', restoreBackup(target, rebuild(altered)));
+    await refusedWith('BACKUP_TAMPERED', restoreBackup(target, rebuild(files.filter((e) => e.path !== journal))));
+    await refusedWith('BACKUP_TAMPERED', restoreBackup(target, rebuild([...files, { path: 'files/certs/internal/device-keys/intruder.key', type: 'File', mode: 0o600, data: Buffer.from('00'.repeat(32)) }])));
+    await refusedWith('BACKUP_TAMPERED', restoreBackup(target, archive, { expectSha256: 'a'.repeat(64) }));
+    assert.equal(existsSync(dirname(target.certsDir)), false, 'nothing was written');
+    const ok = await restoreBackup(target, archive, { expectSha256: sha(readFileSync(archive)) });
+    assert.equal(ok.written.length, manifest.files.length);
+  });
+
+  it('refuses path traversal, absolute paths and links, before writing anything', async () => {
+    const manifestEntry = (files: unknown[]) => ({ path: 'manifest.json', data: JSON.stringify({ ...manifest, files }) });
+    const evil = Buffer.from('evil');
+    const one = (path: string) => ({ root: 'certs', path, kind: 'ca', size: evil.length, mode: 0o600, sha256: sha(evil) });
+    const cases = [
+      [manifestEntry([]), { path: '../evil', data: evil }],
+      [manifestEntry([]), { path: '/tmp/fieldstream-evil', data: evil }],
+      [manifestEntry([]), { path: 'files/certs/../../evil', data: evil }],
+      [manifestEntry([one('../../evil')]), { path: 'files/certs/../../evil', data: evil }],
+      [manifestEntry([one('ca.crt')]), { path: 'files/certs/ca.crt', type: 'SymbolicLink' as const, linkpath: '/etc/passwd' }],
+      [manifestEntry([one('ca.crt')]), { path: 'files/certs/ca.crt', type: 'Link' as const, linkpath: '../../../etc/passwd' }],
+      [manifestEntry([]), { path: 'files/certs/ca', type: 'SymbolicLink' as const, linkpath: '/tmp' }],
+    ];
+    for (const [i, entries] of cases.entries()) {
+      const file = join(work.dir, `traversal-${i}.tar.gz`);
+      writeFileSync(file, rawTarGz(entries));
+      const target = cleanTarget();
+      await refusedWith('BACKUP_UNSAFE_PATH', restoreBackup(target, file));
+      assert.equal(existsSync(dirname(target.certsDir)), false, `case ${i}: nothing was written`);
+    }
+    assert.deepEqual(readdirSync(work.dir).filter((f) => f.includes('evil')), []);
+    assert.equal(existsSync('/tmp/fieldstream-evil'), false);
+  });
+
+  it('refuses what is not a backup of this version, or names a file as what it is not', async () => {
+    const write = (name: string, data: Buffer | string) => {
+      const file = join(work.dir, name);
+      writeFileSync(file, data);
+      return file;
+    };
+    const bytes = readFileSync(archive);
+    const cases: Array<[string, Buffer]> = [
+      ['random', Buffer.from('not an archive at all')],
+      ['gzip-text', gzipSync('plain text, not tar')],
+      ['truncated', bytes.subarray(0, Math.floor(bytes.length / 2))],
+      ['no-manifest', rawTarGz([{ path: 'files/certs/ca.crt', data: 'x' }])],
+      ['manifest-not-json', rawTarGz([{ path: 'manifest.json', data: '{' }])],
+      ['version-2', rawTarGz([{ path: 'manifest.json', data: JSON.stringify({ ...manifest, version: 2 }) }])],
+      ['other-entry', rawTarGz([{ path: 'manifest.json', data: JSON.stringify({ ...manifest, files: [] }) }, { path: 'elsewhere/x', data: 'x' }])],
+      ['wrong-kind', rawTarGz([{ path: 'manifest.json', data: JSON.stringify({ ...manifest, files: [{ root: 'certs', path: 'bundles/x.tar.gz', kind: 'ca', size: 1, mode: 0o600, sha256: sha(Buffer.from('x')) }] }) }, { path: 'files/certs/bundles/x.tar.gz', data: 'x' }])],
+    ];
+    for (const [name, data] of cases) {
+      const target = cleanTarget();
+      await refusedWith('BACKUP_INVALID', restoreBackup(target, write(`${name}.tar.gz`, data)));
+      assert.equal(existsSync(dirname(target.certsDir)), false, `${name}: nothing was written`);
+    }
+    await assert.rejects(restoreBackup(cleanTarget(), write('v2.tar.gz', cases[5]![1])), /version 2/);
+  });
+
+  it('does not overwrite an archive, finds nothing in empty folders, and names a missing archive', async () => {
+    await refusedWith('BACKUP_EXISTS', createBackup(source, archive));
+    const empty = join(work.dir, 'empty');
+    await refusedWith('BACKUP_EMPTY', createBackup({ certsDir: join(empty, 'c'), stateDir: join(empty, 's'), commandState: join(empty, 'j') }, join(work.dir, 'none.tar.gz')));
+    assert.equal(existsSync(join(work.dir, 'none.tar.gz')), false);
+    await refusedWith('BACKUP_NOT_FOUND', restoreBackup(cleanTarget(), join(work.dir, 'missing.tar.gz')));
+  });
+
+  it('fieldstream-admin backup and restore: messages and exit codes', async () => {
+    const admin = async (...argv: string[]) => {
+      let out = '';
+      let err = '';
+      const code = await runAdmin(argv, { out: (t) => void (out += t), err: (t) => void (err += t), env: {}, cwd: work.dir });
+      return { code, out, err };
+    };
+    const paths = ['--certs-dir', source.certsDir, '--state-dir', source.stateDir, '--command-state', source.commandState];
+    const made = await admin('backup', 'cli.tar.gz', ...paths);
+    assert.equal(made.code, EXIT.ok, made.err);
+    const digest = sha(readFileSync(join(work.dir, 'cli.tar.gz')));
+    assert.match(made.out, new RegExp(`^Backed up ${manifest.files.length} files to .*cli\\.tar\\.gz \\(mode 0600\\): ca 6, revocations 3, `));
+    assert.ok(made.out.includes(`sha256   ${digest}`));
+    assert.equal((await admin('backup', 'cli.tar.gz', ...paths)).code, EXIT.conflict);
+    assert.equal((await admin('backup', 'cli.tar.gz', ...paths, '--force')).code, EXIT.ok);
+    const digest2 = sha(readFileSync(join(work.dir, 'cli.tar.gz')));
+
+    const t = cleanTarget();
+    const to = ['--certs-dir', t.certsDir, '--state-dir', t.stateDir, '--command-state', t.commandState];
+    const restored = await admin('restore', 'cli.tar.gz', ...to, '--expect-sha256', digest2);
+    assert.equal(restored.code, EXIT.ok, restored.err);
+    assert.match(restored.out, new RegExp(`written    ${manifest.files.length} files; 0 were in place already`));
+    writeFileSync(t.commandState, 'other\n');
+    const inTheWay = await admin('restore', 'cli.tar.gz', ...to);
+    assert.equal(inTheWay.code, EXIT.conflict);
+    assert.match(inTheWay.err, /^error BACKUP_STATE_EXISTS: /);
+    assert.equal((await admin('restore', 'cli.tar.gz', ...to, '--force')).code, EXIT.ok);
+    assert.equal((await admin('restore', 'nowhere.tar.gz', ...to)).code, EXIT.notFound);
+    const tampered = await admin('restore', 'cli.tar.gz', ...to, '--expect-sha256', 'b'.repeat(64));
+    assert.equal(tampered.code, EXIT.failed);
+    assert.match(tampered.err, /^error BACKUP_TAMPERED: /);
+    const empty = join(work.dir, 'nothing');
+    assert.equal((await admin('backup', 'e.tar.gz', '--certs-dir', empty, '--state-dir', empty, '--command-state', join(empty, 'j'))).code, EXIT.notFound);
+  });
+
+  it('takes its paths from the options, else the settings, else the repository defaults', () => {
+    assert.deepEqual(resolveAdminPaths({}, {}, '/somewhere'), {
+      certsDir: join(REPO_ROOT, 'certs'),
+      stateDir: join(REPO_ROOT, 'data', 'distributor-state'),
+      commandState: join(REPO_ROOT, 'data', 'commands.jsonl'),
+    });
+    const env = { CERTS_DIR: 'c', DISTRIBUTOR_STATE_DIR: '/srv/state', COMMAND_STATE_PATH: 'j.jsonl' };
+    assert.deepEqual(resolveAdminPaths({}, env, '/somewhere'), { certsDir: '/somewhere/c', stateDir: '/srv/state', commandState: '/somewhere/j.jsonl' });
+    assert.deepEqual(resolveAdminPaths({ 'certs-dir': 'x', 'state-dir': '/y', 'command-state': 'z' }, env, '/w'), { certsDir: '/w/x', stateDir: '/y', commandState: '/w/z' });
+  });
+});
