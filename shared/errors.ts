@@ -185,6 +185,14 @@ export const ERRORS = {
   CONSOLE_HISTORY_FAILED: { http: 502, transient: true, description: 'The time-series store could not be read for the history asked for.' },
   CONSOLE_TOO_MANY_STREAMS: { http: 503, transient: true, description: 'The console has as many live streams open as it serves (CONSOLE.maxLiveStreams); close a tab or try later.' },
   CONSOLE_INTERNAL: { http: 500, transient: false, description: 'The console failed in a way it does not expect; the cause is in its log.' },
+  MANAGE_UNAUTHORIZED: { http: 401, transient: false, description: 'The management API needs a valid bearer token (Authorization: Bearer ...); a console session cookie is not one.' },
+  MANAGE_FORBIDDEN: { http: 403, transient: false, description: "The bearer token's role does not allow this (sending a test event needs admin)." },
+  MANAGE_INVALID_REQUEST: { http: 400, transient: false, description: 'The request (body, query or path) of the management API is not valid.' },
+  MANAGE_NOT_FOUND: { http: 404, transient: false, description: 'The management API has no such endpoint.' },
+  MANAGE_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'The console knows no device of that id (not registered, never heard of).' },
+  MANAGE_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device is revoked: no test event is sent to it.' },
+  MANAGE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not take the test event; its own code is in the details.' },
+  MANAGE_INTERNAL: { http: 500, transient: false, description: 'The management API failed in a way it does not expect; the cause is in the console log.' },
 
   // -- Security (recorded as security events, never written as data) -----------------------------
   SECURITY_UNSIGNED: { http: 401, transient: false, description: 'The message carries no device signature, and signatures are required.' },

@@ -227,6 +227,16 @@ export const TIMINGS = {
 
 export type Timings = typeof TIMINGS;
 
+/** The management API's limits and timings (internal-network/console/manage/, docs/management-api.md). */
+export const MANAGE = {
+  /** characters of a topic the validator reads; FieldStream's own topics are far shorter */
+  topicMaxChars: 1024,
+  /** characters of the note a test event may carry to the device */
+  testNoteMaxChars: 200,
+  /** seconds a test event stays deliverable when the request does not say (5 minutes: a test, not a command to keep) */
+  testEventDefaultTtlS: 300,
+} as const;
+
 /**
  * The operator console's limits and timings (internal-network/console/), each with its unit and
  * why. What it keeps in memory is bounded whatever the fleet does, and what it sends to a browser

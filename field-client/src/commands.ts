@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
+import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 
@@ -68,6 +69,9 @@ export class CommandHandlers {
     private readonly guard: CommandGuardOptions,
     private readonly journal?: string,
   ) {
+    // Every device answers the management API's test event by itself (it changes nothing here);
+    // like any command it runs only once authenticated and fresh (checkCommand, below).
+    this.register(TEST_COMMAND, (params, frame) => answerTestCommand(params, frame.issuedAt));
     if (journal && existsSync(journal)) {
       for (const line of readFileSync(journal, 'utf8').split('\n')) {
         // "ID STATE [ISSUED_AT]" (journals written before the issuedAt was kept have none), "#floor MS"

@@ -44,6 +44,11 @@ export class CommandClient {
     return (await this.call(url, { method: 'GET' }, token, ListSchema)).commands;
   }
 
+  /** One command by its id (the management API's test events). */
+  async get(commandId: string, token: string): Promise<ConsoleCommand> {
+    return this.call(new URL(`/v1/commands/${encodeURIComponent(commandId)}`, this.baseUrl), { method: 'GET' }, token, CommandViewSchema);
+  }
+
   async send(deviceId: string, body: { command: string; params?: unknown; ttlSeconds?: number | undefined }, token: string): Promise<ConsoleCommand> {
     const answer = await this.call(
       new URL('/v1/commands', this.baseUrl),

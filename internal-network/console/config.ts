@@ -39,6 +39,8 @@ export const ConsoleConfigSchema = z
     CONSOLE_PIPELINE_TARGETS: PipelineTargetsSchema,
     /** Score every numeric field for anomalies (docs/anomaly-detection.md). */
     CONSOLE_ANOMALY: z.enum(['on', 'off']).default('on'),
+    /** The management API under /api/v1/manage (bearer tokens; docs/management-api.md). */
+    CONSOLE_MANAGE_API: z.enum(['on', 'off']).default('on'),
     /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
     CONSOLE_METRICS_HOST: setting.host('127.0.0.1'),
     CONSOLE_METRICS_PORT: setting.portOrOff(9469),

@@ -21,6 +21,7 @@ import { startMetricsServer, type MetricsServer } from '../../shared/metrics/ser
 import { PipelinePoller } from './pipeline/pipeline-view.ts';
 import { LiveHub, type DeviceDetail } from './web/live.ts';
 import { consoleRoutes } from './web/routes.ts';
+import { manageRoutes } from './manage/routes.ts';
 import { startWebServer } from './web/server.ts';
 
 export interface OperatorConsole {
@@ -142,7 +143,11 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       secure: config.CONSOLE_COOKIE_SECURE,
       sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000,
       logger: log,
-      routes: consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, loginAttemptsPerMinute: config.CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE, log }),
+      routes: (app) => {
+        consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, loginAttemptsPerMinute: config.CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE, log })(app);
+        // The management API (docs/management-api.md): bearer tokens only, apart from the pages' sessions.
+        if (config.CONSOLE_MANAGE_API === 'on') manageRoutes({ credentials, fleet, pipeline: () => pipeline.current(), brokerConnected: () => mqtt.connected, commands, log: log.child({ subsystem: 'manage' }) })(app);
+      },
     });
   } catch (err) {
     for (const t of timers) clearInterval(t);

@@ -5,7 +5,8 @@ import type { Logger } from '../../../shared/logger.ts';
 
 export interface PipelineView {
   at: number;
-  services: Array<{ name: string; ready: boolean | null; detail: string }>;
+  /** `service`: what its /readyz calls itself (distributor, command-api, ...); `failing`: the checks it names as failing */
+  services: Array<{ name: string; ready: boolean | null; detail: string; service?: string; failing?: string[] }>;
   brokers: Array<{ name: string; up: boolean | null }>;
   bridgeConnected: boolean | null;
   readingsPerSecond: number | null;
@@ -15,7 +16,7 @@ export interface PipelineView {
 }
 
 /** What a service's /readyz answers (shared/metrics/server.ts). */
-const ReadyzSchema = z.object({ status: z.string(), failing: z.array(z.string()).optional() });
+const ReadyzSchema = z.object({ status: z.string(), service: z.string().max(100).optional(), failing: z.array(z.string().max(100)).max(50).optional() });
 
 /**
  * The pipeline page's view, from the services' own /readyz and /metrics (CONSOLE_PIPELINE_TARGETS):
@@ -69,7 +70,7 @@ export class PipelinePoller {
     const num = (name: string) => sumOf(samples, name) ?? null;
     this.view = {
       at,
-      services: looks.map((l) => ({ name: l.target.name, ready: l.ready, detail: l.detail })),
+      services: looks.map((l) => ({ name: l.target.name, ready: l.ready, detail: l.detail, ...(l.service !== undefined ? { service: l.service } : {}), ...(l.failing ? { failing: l.failing } : {}) })),
       brokers,
       bridgeConnected: bridge === undefined ? null : bridge >= 1,
       readingsPerSecond,
@@ -81,22 +82,24 @@ export class PipelinePoller {
   }
 }
 
-async function look(base: string): Promise<{ ready: boolean | null; detail: string; samples: Sample[] }> {
+async function look(base: string): Promise<{ ready: boolean | null; detail: string; service?: string; failing?: string[]; samples: Sample[] }> {
   const get = (path: string) => fetch(`${base}${path}`, { signal: AbortSignal.timeout(CONSOLE.pipelineRequestTimeoutMs) });
   let ready: boolean | null = null;
   let detail: string;
+  let said: { service?: string; failing?: string[] } = {};
   try {
     const res = await get('/readyz');
     const body = ReadyzSchema.safeParse(await res.json().catch(() => undefined));
     ready = res.status === 200;
     detail = ready ? 'ready' : `not ready${body.success && body.data.failing?.length ? `: ${body.data.failing.join(', ')} failing` : ''}`;
+    if (body.success) said = { ...(body.data.service !== undefined ? { service: body.data.service } : {}), ...(body.data.failing ? { failing: body.data.failing } : {}) };
   } catch (err) {
     return { ready: false, detail: `no answer (${(err as Error).message})`, samples: [] };
   }
   try {
     const res = await get('/metrics');
-    return { ready, detail, samples: res.ok ? parseExposition(await res.text()) : [] };
+    return { ready, detail, ...said, samples: res.ok ? parseExposition(await res.text()) : [] };
   } catch {
-    return { ready, detail, samples: [] };
+    return { ready, detail, ...said, samples: [] };
   }
 }

@@ -1,0 +1,218 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { MessageIdSchema, DeviceIdSchema } from '../../../shared/contract/primitives.ts';
+import { TEST_COMMAND, type TestCommandParams } from '../../../shared/contract/test-command.ts';
+import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
+import { CONSOLE, LIMITS, MANAGE } from '../../../shared/limits.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
+import type { CommandClient, ConsoleCommand } from '../command-client.ts';
+import type { Fleet } from '../fleet/fleet.ts';
+import type { DeviceRow } from '../fleet/types.ts';
+import type { PipelineView } from '../pipeline/pipeline-view.ts';
+import { manageStatus } from './status.ts';
+import { topicStructure, validateTopic } from './topics.ts';
+
+export const MANAGE_PREFIX = '/api/v1/manage';
+
+export interface ManageDeps {
+  credentials: Credentials;
+  fleet: Fleet;
+  pipeline: () => PipelineView;
+  /** the console's own connection to the internal broker */
+  brokerConnected: () => boolean;
+  commands: CommandClient;
+  log: Logger;
+}
+
+const DEVICE_STATES = ['online', 'stale', 'offline', 'unknown'] as const;
+const DeviceParamsSchema = z.strictObject({ id: DeviceIdSchema });
+const TestEventParamsSchema = z.strictObject({ commandId: MessageIdSchema });
+const DevicesQuerySchema = z.strictObject({
+  state: z.enum(DEVICE_STATES).optional(),
+  revoked: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
+  /** devices after this id (ids sorted), for the next page */
+  after: DeviceIdSchema.optional(),
+  limit: z.coerce.number().int().min(1).max(CONSOLE.maxDevices).default(1000),
+});
+const ValidateTopicSchema = z.strictObject({ topic: z.string().max(MANAGE.topicMaxChars) });
+const TestEventSchema = z.strictObject({
+  note: z.string().max(MANAGE.testNoteMaxChars).optional(),
+  ttlSeconds: z.number().int().min(1).max(LIMITS.commandMaxTtlS).optional(),
+});
+
+/** A zod parse whose failure is the management API's coded 400, naming the first problem. */
+function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const r = schema.safeParse(value ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  throw new FieldStreamError('MANAGE_INVALID_REQUEST', `Invalid ${what}: ${issue ? `${issue.path.join('.') || '(value)'} ${issue.message}` : 'invalid'}`, {
+    issues: r.error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })),
+  });
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+function deviceView(r: DeviceRow) {
+  return { id: r.id, state: r.state, since: iso(r.since), lastSeen: iso(r.lastSeen), certDaysLeft: r.certDaysLeft, revoked: r.revoked, gateway: r.gateway, backlog: r.backlog };
+}
+
+function testEventView(c: ConsoleCommand) {
+  return {
+    commandId: c.commandId,
+    deviceId: c.deviceId,
+    command: c.command,
+    state: c.state,
+    issuedAt: iso(c.issuedAt),
+    expiresAt: iso(c.expiresAt),
+    ...(c.sentAt !== undefined ? { sentAt: iso(c.sentAt) } : {}),
+    ...(c.response ? { response: { status: c.response.status, ...(c.response.result !== undefined ? { result: c.response.result } : {}), at: iso(c.response.at) } } : {}),
+  };
+}
+
+/** The console's own codes from the command client, as the management API's. */
+const FROM_CONSOLE: Partial<Record<ErrorCode, ErrorCode>> = {
+  CONSOLE_FORBIDDEN: 'MANAGE_FORBIDDEN',
+  CONSOLE_INVALID_REQUEST: 'MANAGE_INVALID_REQUEST',
+  CONSOLE_COMMAND_API_FAILED: 'MANAGE_COMMAND_API_FAILED',
+};
+
+/**
+ * The management API (docs/management-api.md), under /api/v1/manage on the console's server: the
+ * console holds the fleet's state and the pipeline view already, so the API reads what the pages
+ * show rather than keeping a second copy. Its own authentication path, apart from the pages':
+ * a bearer token (the command API's role credentials, Credentials.verify) on every request, never
+ * the session cookie, so no request a browser makes on its own can be authenticated here and no
+ * CSRF token is needed (nor asked for). The pages' routes, in turn, read only the session.
+ * Roles: any role reads; the test event needs admin, and goes through the command API with the
+ * caller's own token, signed with the device's key like every command.
+ */
+export function manageRoutes(d: ManageDeps) {
+  return (app: FastifyInstance): void => {
+    void app.register(
+      async (api) => {
+        const callers = new WeakMap<FastifyRequest, { who: Principal; token: string }>();
+        const caller = (req: FastifyRequest) => {
+          const c = callers.get(req);
+          if (!c) throw new FieldStreamError('MANAGE_UNAUTHORIZED');
+          return c;
+        };
+
+        api.addHook('onRequest', async (req, reply) => {
+          void reply.header('cache-control', 'no-store');
+          const header = req.headers.authorization;
+          const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
+          const who = m?.[1] === undefined ? undefined : d.credentials.verify(m[1]);
+          if (!who) {
+            if (header !== undefined) d.log.warn({ code: 'MANAGE_UNAUTHORIZED', ip: req.ip, path: req.url.split('?')[0] }, 'management API request with a bearer token that is no credential');
+            throw new FieldStreamError('MANAGE_UNAUTHORIZED', header === undefined && req.headers.cookie !== undefined ? 'The management API takes a bearer token (Authorization: Bearer ...), not the console session cookie.' : undefined);
+          }
+          callers.set(req, { who, token: m?.[1] as string });
+        });
+
+        api.setErrorHandler((err, req, reply) => {
+          const coded = managementError(err);
+          if (coded.code === 'MANAGE_INTERNAL') d.log.error({ code: coded.code, err, method: req.method, path: req.url.split('?')[0] }, 'unexpected error answering a management request');
+          else if (coded.httpStatus >= 500) d.log.warn({ code: coded.code, path: req.url.split('?')[0], err: coded.message, details: coded.details }, 'management request failed');
+          void reply
+            .status(coded.httpStatus)
+            .header('cache-control', 'no-store')
+            .send({ error: { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) } });
+        });
+        // Any other path under the prefix: without this, the console's static files (its `/*` route)
+        // would answer it, unauthenticated and with the pages' code.
+        api.all('/*', async (req) => {
+          caller(req);
+          throw new FieldStreamError('MANAGE_NOT_FOUND', 'No such endpoint; see docs/management-api.md.');
+        });
+
+        api.get('/status', async (req) => {
+          caller(req);
+          return manageStatus(d.pipeline(), d.brokerConnected());
+        });
+
+        api.get('/devices', async (req) => {
+          caller(req);
+          const q = parse(DevicesQuerySchema, req.query, 'query');
+          const rows = d.fleet
+            .rows()
+            .filter((r) => (q.state === undefined || r.state === q.state) && (q.revoked === undefined || r.revoked === q.revoked) && (q.after === undefined || r.id > q.after))
+            .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+          const page = rows.slice(0, q.limit);
+          const last = page.at(-1);
+          return { devices: page.map(deviceView), ...(rows.length > page.length && last ? { next: last.id } : {}), untracked: d.fleet.untracked };
+        });
+
+        api.get('/devices/:id', async (req) => {
+          caller(req);
+          const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+          const detail = d.fleet.detail(id);
+          if (!detail) throw new FieldStreamError('MANAGE_UNKNOWN_DEVICE', `No device ${id}.`);
+          return {
+            ...deviceView(detail.row),
+            lastReading: detail.latest && { time: iso(detail.latest.time), fields: detail.latest.fields },
+            health: detail.health && { time: iso(detail.health.time), fields: detail.health.fields },
+            securityEvents: detail.security.length,
+          };
+        });
+
+        api.get('/topics', async (req) => {
+          caller(req);
+          return { topics: topicStructure() };
+        });
+
+        api.post('/topics/validate', async (req) => {
+          caller(req);
+          const { topic } = parse(ValidateTopicSchema, req.body, 'body');
+          return validateTopic(topic);
+        });
+
+        api.post('/devices/:id/test-event', async (req, reply: FastifyReply) => {
+          const { who, token } = caller(req);
+          if (!roleAllows(who.role, 'admin')) throw new FieldStreamError('MANAGE_FORBIDDEN', `${who.name} (${who.role}) may not send a test event; that needs the admin role.`);
+          const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+          const body = parse(TestEventSchema, req.body, 'body');
+          const known = d.fleet.detail(id);
+          if (!known) throw new FieldStreamError('MANAGE_UNKNOWN_DEVICE', `No device ${id}.`);
+          // Its gateway refuses it anyway; a test would only wait for its TTL and expire.
+          if (known.row.revoked) throw new FieldStreamError('MANAGE_DEVICE_REVOKED', `${id} is revoked.`);
+          const params: TestCommandParams = { requestedBy: who.name, ...(body.note !== undefined ? { note: body.note } : {}) };
+          // Through the command API with the caller's own token: it signs the command with the
+          // device's key, journals it, and its log names who sent it, as for any command.
+          const record = await d.commands.send(id, { command: TEST_COMMAND, params, ttlSeconds: body.ttlSeconds ?? MANAGE.testEventDefaultTtlS }, token);
+          d.log.info({ user: who.name, deviceId: id, commandId: record.commandId }, 'test event sent to a device');
+          return reply.status(202).send(testEventView(record));
+        });
+
+        api.get('/test-events/:commandId', async (req) => {
+          const { token } = caller(req);
+          const { commandId } = parse(TestEventParamsSchema, req.params, 'command id');
+          let record: ConsoleCommand;
+          try {
+            record = await d.commands.get(commandId, token);
+          } catch (err) {
+            if (isFieldStreamError(err) && err.details?.commandApiCode === 'API_NOT_FOUND') throw new FieldStreamError('MANAGE_NOT_FOUND', `No test event ${commandId}.`);
+            throw err;
+          }
+          // The command API answers for every command; this endpoint only for test events.
+          if (record.command !== TEST_COMMAND) throw new FieldStreamError('MANAGE_NOT_FOUND', `No test event ${commandId}.`);
+          return testEventView(record);
+        });
+      },
+      { prefix: MANAGE_PREFIX },
+    );
+  };
+}
+
+/** Any error as one of the management API's codes. */
+function managementError(err: unknown): FieldStreamError {
+  if (isFieldStreamError(err)) {
+    const mapped = FROM_CONSOLE[err.code];
+    return mapped ? new FieldStreamError(mapped, err.message, err.details) : err;
+  }
+  const e = err as { code?: string; statusCode?: number; message?: string };
+  // fastify's own refusals of a request: a body that is not JSON, too large, of another media type.
+  if (typeof e.code === 'string' && e.code.startsWith('FST_ERR_CTP_')) return new FieldStreamError('MANAGE_INVALID_REQUEST', e.message);
+  if (e.statusCode === 400) return new FieldStreamError('MANAGE_INVALID_REQUEST', e.message);
+  return new FieldStreamError('MANAGE_INTERNAL', undefined, undefined, { cause: err });
+}

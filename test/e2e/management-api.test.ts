@@ -1,0 +1,276 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+/**
+ * The management API (docs/management-api.md) on the embedded pipeline (real WSS, MQTT, disk; the
+ * console fed by the distributor's stored feed, its pipeline view by the services' /readyz and
+ * /metrics): its own authentication path (bearer tokens only; the session cookie authenticates
+ * nothing here, a bearer token nothing on the pages' API), roles, the pipeline's state, the
+ * devices, the topic structure and validator, and a test event that a real field client answers
+ * through the command API, signed both ways.
+ */
+
+type Answer = { status: number; body: any; headers: Headers };
+
+describe('the management API', () => {
+  const tmp = tempDir('manage');
+  let fx: EmbeddedFixture;
+  let base: string;
+  let field: Awaited<ReturnType<typeof startTestFieldClient>>;
+
+  const call = async (path: string, init: { token?: string; method?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> => {
+    const headers: Record<string, string> = { ...(init.headers ?? {}) };
+    if (init.token !== undefined) headers.authorization = `Bearer ${init.token}`;
+    if (init.body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(new URL(`/api/v1/manage${path}`, base), { method: init.method ?? 'GET', headers, ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}) });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
+  };
+  const viewer = (path: string, init: Omit<Parameters<typeof call>[1], 'token'> = {}) => call(path, { ...init, token: ROLE_TOKENS.viewer });
+  const admin = (path: string, init: Omit<Parameters<typeof call>[1], 'token'> = {}) => call(path, { ...init, token: ROLE_TOKENS.admin });
+
+  before(async () => {
+    fx = await startEmbeddedFixture(['meter-1', 'quiet-1', 'nokey-1'], { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), DISTRIBUTOR_REQUIRE_SIGNATURES: 'true' }, { console: true });
+    assert.ok(fx.pipeline.console, 'the fixture runs the console');
+    base = fx.pipeline.console.url;
+    field = await startTestFieldClient(fx.pki.paths, 'meter-1', fx.pipeline.gatewayUrl, fx.logs.logger, { FIELD_HEALTH_INTERVAL_S: '1' });
+  });
+  after(async () => {
+    await field?.close();
+    await fx?.stop();
+    tmp.cleanup();
+  });
+
+  it('takes bearer tokens only: none, a wrong one and a logged-in session cookie are refused with MANAGE_UNAUTHORIZED', async () => {
+    const endpoints: Array<[string, string, unknown?]> = [
+      ['GET', '/status'],
+      ['GET', '/devices'],
+      ['GET', '/devices/meter-1'],
+      ['GET', '/topics'],
+      ['POST', '/topics/validate', { topic: 'fieldstream/v1/devices/meter-1/status' }],
+      ['POST', '/devices/meter-1/test-event', {}],
+      ['GET', '/no-such-endpoint'],
+    ];
+    const session = new ConsoleSession(base);
+    await session.login(ROLE_TOKENS.admin);
+    assert.equal((await session.request('/api/devices/meter-1')).status, 200, 'the session works on the pages');
+    for (const [method, path, body] of endpoints) {
+      for (const init of [{}, { token: 'not-a-credential-of-ours-0123456789' }, { headers: { authorization: ROLE_TOKENS.admin } }]) {
+        const r = await call(path, { method, body, ...init });
+        assert.equal(r.status, 401, `${method} ${path} ${JSON.stringify(init)}`);
+        assert.equal(r.body.error.code, 'MANAGE_UNAUTHORIZED');
+      }
+      // The admin's session cookie, with the session's CSRF token too: still nothing here.
+      const withCookie = await call(path, { method, body, headers: { cookie: session.cookie, 'x-csrf-token': session.csrf } });
+      assert.equal(withCookie.status, 401, `${method} ${path} with a session cookie`);
+      assert.equal(withCookie.body.error.code, 'MANAGE_UNAUTHORIZED');
+      assert.match(withCookie.body.error.message, /bearer/i);
+    }
+  });
+
+  it("a bearer token authenticates nothing on the pages' API, and the API needs no CSRF token and sets no cookie", async () => {
+    for (const path of ['/api/devices/meter-1', '/api/live']) {
+      const r = await fetch(new URL(path, base), { headers: { authorization: `Bearer ${ROLE_TOKENS.admin}` } });
+      assert.equal(r.status, 401, path);
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'CONSOLE_UNAUTHORIZED');
+    }
+    const posted = await fetch(new URL('/api/devices/meter-1/commands', base), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ROLE_TOKENS.admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: 'ping' }),
+    });
+    assert.ok(posted.status === 401 || posted.status === 403, `the pages' command endpoint refuses a bearer token (${posted.status})`);
+    const r = await viewer('/topics/validate', { method: 'POST', body: { topic: 'fieldstream/v1/devices/meter-1/status' } });
+    assert.equal(r.status, 200, 'a POST without a CSRF token');
+    assert.equal(r.headers.getSetCookie().length, 0, 'no session cookie');
+    assert.equal(r.headers.get('cache-control'), 'no-store');
+  });
+
+  it('gives the state of the brokers, the bridge, each distributor and the database', async () => {
+    const status = await eventually(async () => {
+      const r = await viewer('/status');
+      assert.equal(r.status, 200);
+      // The first looks may come before every service has its broker connection.
+      return r.body.at !== null && r.body.services.length === 3 && r.body.services.every((x: { ready: boolean }) => x.ready) ? r.body : undefined;
+    }, 15_000, 'every service ready');
+    // The embedded pipeline has one broker and no exporter: the console's own connection says it is up,
+    // the DMZ broker and the bridge are unknown, not guessed.
+    assert.deepEqual(status.brokers.internal, { up: true, source: 'console' });
+    assert.deepEqual(status.brokers.dmz, { up: null, source: 'none' });
+    assert.deepEqual(status.bridge, { connected: null, source: 'none' });
+    assert.deepEqual(status.distributors, [{ name: 'distributor', ready: true, detail: 'ready', broker: true, database: true }]);
+    assert.equal(status.database.ok, true);
+    assert.deepEqual(
+      status.services.map((s: { name: string; service: string; ready: boolean }) => [s.name, s.service, s.ready]),
+      [
+        ['gateway', 'gateway', true],
+        ['distributor', 'distributor', true],
+        ['command-api', 'command-api', true],
+      ],
+    );
+    assert.equal(status.figures.writeFailures, 0);
+  });
+
+  it('lists the devices with their state, certificate days, revoked flag and last seen; one device; pages and filters', async () => {
+    const online = await eventually(async () => {
+      const r = await viewer('/devices?state=online');
+      return r.body.devices.find((d: { id: string; certDaysLeft: number | null }) => d.id === 'meter-1' && d.certDaysLeft !== null);
+    }, 20_000, 'meter-1 online with its certificate days');
+    assert.equal(online.revoked, false);
+    assert.ok(Date.parse(online.lastSeen) > Date.now() - 60_000, 'last seen is an ISO time, recent');
+    assert.ok(online.certDaysLeft > 0);
+
+    const all = await viewer('/devices');
+    assert.deepEqual(all.body.devices.map((d: { id: string }) => d.id), ['meter-1', 'nokey-1', 'quiet-1'], 'every registered device, sorted');
+    assert.equal(all.body.devices[2].state, 'unknown', 'a registered device never heard of');
+    const page = await viewer('/devices?limit=2');
+    assert.deepEqual([page.body.devices.length, page.body.next], [2, 'nokey-1']);
+    const rest = await viewer(`/devices?limit=2&after=${page.body.next}`);
+    assert.deepEqual([rest.body.devices.map((d: { id: string }) => d.id), rest.body.next], [['quiet-1'], undefined]);
+
+    const one = await viewer('/devices/meter-1');
+    assert.equal(one.status, 200);
+    assert.equal(one.body.id, 'meter-1');
+    assert.equal(one.body.state, 'online');
+    assert.ok(one.body.health?.fields, 'its last health');
+
+    for (const [path, code, status] of [
+      ['/devices/nobody-1', 'MANAGE_UNKNOWN_DEVICE', 404],
+      ['/devices/bad%20id', 'MANAGE_INVALID_REQUEST', 400],
+      ['/devices?state=sleeping', 'MANAGE_INVALID_REQUEST', 400],
+      ['/devices?limit=0', 'MANAGE_INVALID_REQUEST', 400],
+      ['/devices?colour=red', 'MANAGE_INVALID_REQUEST', 400],
+      ['/no-such-endpoint', 'MANAGE_NOT_FOUND', 404],
+    ] as const) {
+      const r = await viewer(path);
+      assert.equal(r.status, status, path);
+      assert.equal(r.body.error.code, code, path);
+    }
+  });
+
+  it('flags a revoked device as the registry says', async () => {
+    appendFileSync(join(fx.pki.dir, 'internal', 'revoked-devices.txt'), 'quiet-1\n');
+    const row = await eventually(async () => {
+      const r = await viewer('/devices?revoked=true');
+      return r.body.devices.find((d: { id: string }) => d.id === 'quiet-1');
+    }, 20_000, 'quiet-1 flagged revoked');
+    assert.equal(row.revoked, true);
+    const notRevoked = await viewer('/devices?revoked=false');
+    assert.deepEqual(notRevoked.body.devices.map((d: { id: string }) => d.id), ['meter-1', 'nokey-1']);
+    const test = await admin('/devices/quiet-1/test-event', { method: 'POST', body: {} });
+    assert.deepEqual([test.status, test.body.error.code], [409, 'MANAGE_DEVICE_REVOKED']);
+  });
+
+  it('gives the topic structure with who publishes, and validates topics with a coded reason', async () => {
+    const t = await viewer('/topics');
+    assert.equal(t.status, 200);
+    const byKind = Object.fromEntries(t.body.topics.map((x: { kind: string }) => [x.kind, x]));
+    assert.deepEqual(Object.keys(byKind).sort(), ['downlink', 'gatewayPresence', 'gatewaySecurity', 'receipts', 'status', 'storedFeed', 'uplink']);
+    assert.equal(byKind.uplink.pattern, 'fieldstream/v1/devices/{deviceId}/up/{dataType}');
+    assert.deepEqual(byKind.uplink.publishers, ['gateway']);
+    assert.deepEqual(byKind.downlink.publishers.sort(), ['bridge', 'command-api']);
+    assert.deepEqual(byKind.storedFeed.publishers, ['distributor']);
+    assert.equal(byKind.status.retained, true);
+
+    const check = async (topic: string) => {
+      const r = await viewer('/topics/validate', { method: 'POST', body: { topic } });
+      assert.equal(r.status, 200, topic);
+      return r.body;
+    };
+    assert.deepEqual(await check('fieldstream/v1/devices/meter-1/up/timeseries'), {
+      valid: true,
+      topic: 'fieldstream/v1/devices/meter-1/up/timeseries',
+      kind: 'uplink',
+      deviceId: 'meter-1',
+      dataType: 'timeseries',
+      pattern: 'fieldstream/v1/devices/{deviceId}/up/{dataType}',
+      direction: 'device→internal',
+    });
+    assert.equal((await check('fieldstream/v1/gateways/gw-1/receipts')).gatewayId, 'gw-1');
+    assert.equal((await check('fieldstream/v1/internal/stored')).kind, 'storedFeed');
+    for (const [topic, reason] of [
+      ['', 'empty'],
+      ['fieldstream/v1/devices/+/up/timeseries', 'wildcard'],
+      ['plant/line-1/temperature', 'not-fieldstream'],
+      ['fieldstream/v1/devices/a b/status', 'invalid-device-id'],
+      ['fieldstream/v1/devices/meter-1/up/video', 'unknown-data-type'],
+      ['fieldstream/v1/devices/meter-1/down/reboot', 'unknown-leaf'],
+      ['fieldstream/v1/gateways/gw-1/receipts/extra', 'unknown-leaf'],
+      ['fieldstream/v1/gateways/gw 1/presence', 'invalid-gateway-id'],
+    ]) {
+      const v = await check(topic as string);
+      assert.deepEqual([v.valid, v.code, v.reason], [false, 'CONTRACT_INVALID_TOPIC', reason], topic);
+    }
+    for (const body of [{}, { topic: 5 }, { topic: 'x'.repeat(1025) }, { topic: 'a', extra: 1 }]) {
+      const r = await viewer('/topics/validate', { method: 'POST', body });
+      assert.equal(r.status, 400, JSON.stringify(body).slice(0, 60));
+      assert.equal(r.body.error.code, 'MANAGE_INVALID_REQUEST');
+    }
+    const notJson = await fetch(new URL('/api/v1/manage/topics/validate', base), { method: 'POST', headers: { authorization: `Bearer ${ROLE_TOKENS.viewer}`, 'content-type': 'application/json' }, body: '{"topic": ' });
+    assert.equal(notJson.status, 400);
+    assert.equal(((await notJson.json()) as { error: { code: string } }).error.code, 'MANAGE_INVALID_REQUEST');
+  });
+
+  it('sends a test event as admin only, through the command API, signed; the device answers it', async () => {
+    for (const role of ['viewer', 'operator'] as const) {
+      const r = await call('/devices/meter-1/test-event', { token: ROLE_TOKENS[role], method: 'POST', body: {} });
+      assert.equal(r.status, 403, role);
+      assert.equal(r.body.error.code, 'MANAGE_FORBIDDEN');
+    }
+    const sent = await admin('/devices/meter-1/test-event', { method: 'POST', body: { note: 'hello from the management API' } });
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    assert.equal(sent.body.command, 'fieldstream.test');
+    assert.equal(sent.body.deviceId, 'meter-1');
+    const done = await eventually(async () => {
+      const r = await viewer(`/test-events/${sent.body.commandId}`);
+      assert.equal(r.status, 200);
+      return r.body.state === 'completed' ? r.body : undefined;
+    }, 20_000, 'the test event answered');
+    assert.equal(done.response.status, 'completed');
+    assert.equal(done.response.result.test, 'received');
+    assert.equal(done.response.result.note, 'hello from the management API');
+    assert.equal(done.response.result.issuedAt, Date.parse(sent.body.issuedAt));
+    // The command API has it under the admin's name, signed like every command (it refuses devices without a key).
+    const journaled = await fetch(new URL(`/v1/commands/${sent.body.commandId}`, `http://127.0.0.1:${fx.pipeline.commandApi.port}`), { headers: { authorization: `Bearer ${ROLE_TOKENS.viewer}` } });
+    const record = (await journaled.json()) as { params: { requestedBy: string } };
+    assert.equal(record.params.requestedBy, 'admin-user');
+
+    const unknown = await admin('/devices/nobody-1/test-event', { method: 'POST', body: {} });
+    assert.deepEqual([unknown.status, unknown.body.error.code], [404, 'MANAGE_UNKNOWN_DEVICE']);
+    const invalid = await admin('/devices/meter-1/test-event', { method: 'POST', body: { note: 'x'.repeat(201) } });
+    assert.deepEqual([invalid.status, invalid.body.error.code], [400, 'MANAGE_INVALID_REQUEST']);
+    const missing = await admin('/test-events/no-such-command-id', {});
+    assert.deepEqual([missing.status, missing.body.error.code], [404, 'MANAGE_NOT_FOUND']);
+  });
+
+  it("refuses a test event the command API cannot sign, with the command API's own code", async () => {
+    // nokey-1 stays known to the console (it saw the key at start), but the command API finds none.
+    rmSync(join(fx.pki.dir, 'internal', 'device-keys', 'nokey-1.key'), { force: true });
+    const r = await eventually(async () => {
+      const a = await admin('/devices/nokey-1/test-event', { method: 'POST', body: {} });
+      return a.status === 202 ? undefined : a;
+    }, 20_000, 'the key gone from the registry');
+    assert.equal(r.status, 502);
+    assert.equal(r.body.error.code, 'MANAGE_COMMAND_API_FAILED');
+    assert.equal(r.body.error.details.commandApiCode, 'API_DEVICE_KEY_MISSING');
+  });
+
+  it('serves test events only: another command id is not found here', async () => {
+    const ping = await fetch(new URL('/v1/commands', `http://127.0.0.1:${fx.pipeline.commandApi.port}`), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ROLE_TOKENS.operator}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ deviceId: 'meter-1', command: 'ping' }),
+    });
+    const id = ((await ping.json()) as { commands: Array<{ commandId: string }> }).commands[0]?.commandId;
+    assert.ok(id);
+    const r = await viewer(`/test-events/${id}`);
+    assert.deepEqual([r.status, r.body.error.code], [404, 'MANAGE_NOT_FOUND']);
+  });
+});
