@@ -113,6 +113,11 @@ export const ERRORS = {
   SPARKPLUG_SEQ_GAP: { http: 409, transient: false, description: "A Sparkplug message's seq is not the next one of its edge node: a message was lost; a rebirth was requested." },
   SPARKPLUG_UNKNOWN_METRIC: { http: 409, transient: false, description: 'A Sparkplug data message names a metric (alias or name) its birth certificate did not declare; a rebirth was requested.' },
   SPARKPLUG_DEATH_STALE: { http: 409, transient: false, description: "A Sparkplug NDEATH whose bdSeq is not the current birth's (the will of an older connection); it was ignored." },
+  SPARKPLUG_TOO_MANY_EDGE_NODES: {
+    http: 507,
+    transient: false,
+    description: 'A Sparkplug NBIRTH of a new edge node was refused: the field client follows LIMITS.sparkplugMaxEdgeNodes edge nodes already.',
+  },
   SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
   FIELD_RECEIPT_INVALID: {

@@ -115,6 +115,9 @@ export const LIMITS = {
   /** log lines. Most refusals the Sparkplug input logs per TIMINGS.sparkplugLogWindowMs (the rest
    * are counted, and their number logged once the window ends): a broken publisher cannot flood the log. */
   sparkplugLogMaxPerWindow: 20,
+  /** edge nodes. Most Sparkplug edge nodes one field client follows (their births and the rebirth
+   * requests it remembers): a publisher inventing edge node ids cannot grow its memory without bound. */
+  sparkplugMaxEdgeNodes: 10_000,
 } as const;
 
 export type Limits = typeof LIMITS;

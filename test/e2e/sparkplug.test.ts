@@ -8,6 +8,7 @@ import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.
 import { startTestFieldClient } from '../helpers/field.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { edgeNode, startMosquitto, T0, tahu } from '../helpers/sparkplug.ts';
 
 /**
@@ -42,6 +43,7 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
       FIELD_SPARKPLUG_URL: broker.url,
       FIELD_SPARKPLUG_GROUPS: 'Plant1',
       FIELD_SPARKPLUG_HOST_ID: 'fieldstream-test',
+      FIELD_METRICS_PORT: '0',
     });
     await field.sparkplug?.ready;
     raw = await connectAsync(broker.url, { clientId: 'raw-publisher' });
@@ -125,6 +127,11 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     const death = events.find((p) => p.tags.event_type === 'sparkplug.ndeath');
     assert.equal(death?.fields.sp_edge_node, 'Line4');
     assert.equal(death?.fields.bd_seq, 0);
+    // Counted at /metrics by outcome.
+    const metrics = await (await fetch(`${field.metricsUrl}/metrics`)).text();
+    assert.match(metrics, /^fieldstream_field_sparkplug_messages_total\{outcome="SPARKPLUG_PAYLOAD_INVALID",service="field-client"\} 1$/m);
+    assert.match(metrics, /^fieldstream_field_sparkplug_messages_total\{outcome="SPARKPLUG_SEQ_GAP",service="field-client"\} 1$/m);
+    assert.match(metrics, /^fieldstream_field_sparkplug_rebirths_requested_total\{service="field-client"\} 1$/m);
     // The field client's queue is empty: everything was committed end to end.
     await eventually(() => (field.client.queue.depth === 0 ? true : undefined), 15_000, 'queue drained by receipts');
   });
@@ -152,9 +159,12 @@ describe('Sparkplug B on the local MQTT input (FIELD_MQTT_SPARKPLUG)', () => {
     // A gap through the same broker, from another client: the NCMD reaches the edge node.
     const raw = await connectAsync(url, { clientId: 'raw-local' });
     await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from(tahu.encodePayload({ timestamp: T0, seq: 200, metrics: [{ alias: 1, type: 'Double', value: 999 }] })), { qos: 1 });
-    await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from('not protobuf'), { qos: 1 });
+    // A flood of malformed payloads: each refused and counted, the log bounded.
+    for (let i = 0; i < 3 * LIMITS.sparkplugLogMaxPerWindow; i++) await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from(`not protobuf ${i}`), { qos: 1 });
     await eventually(() => (state.rebirthRequests === 1 ? true : undefined), 15_000, 'rebirth requested over the local broker');
-    assert.equal(session.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 1);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 3 * LIMITS.sparkplugLogMaxPerWindow);
+    const logged = fx.logs.lines.filter((l) => l.code === 'SPARKPLUG_PAYLOAD_INVALID' && l.input === 'mqtt-sparkplug');
+    assert.ok(logged.length > 0 && logged.length <= LIMITS.sparkplugLogMaxPerWindow, `${logged.length} lines logged`);
     assert.ok(raw.connected, 'a refused Sparkplug message does not close the connection');
     await raw.endAsync();
     const points = await eventually(() => {
@@ -163,5 +173,57 @@ describe('Sparkplug B on the local MQTT input (FIELD_MQTT_SPARKPLUG)', () => {
     }, 30_000, 'stored');
     assert.deepEqual(fieldOf(points, 'Plant1.Line4.Inputs.Temp').find((r) => r[0] === T0 + 1000), [T0 + 1000, 30.5]);
     edge.stop();
+  });
+});
+
+describe('Sparkplug B over mqtts with a client certificate (FIELD_SPARKPLUG_CA_FILE, _CERT_FILE, _KEY_FILE)', () => {
+  const DEVICE = 'plc-gw-004';
+  let fx: EmbeddedFixture;
+  let work: ReturnType<typeof tempDir>;
+  let broker: { url: string; tlsUrl?: string; process: ManagedProcess };
+  const clients: RunningFieldClient[] = [];
+  before(async () => {
+    work = tempDir('sparkplug-tls');
+    fx = await startEmbeddedFixture([DEVICE]);
+    const server = fx.pki.paths.service('dmz/mosquitto');
+    broker = await startMosquitto(work.dir, { ca: fx.pki.paths.publicCa, cert: server.cert, key: server.key });
+  });
+  after(async () => {
+    for (const c of clients) await c.close();
+    await fx?.stop();
+    await broker?.process.stop();
+    work?.cleanup();
+  });
+
+  it('follows the broker over TLS with its certificate; a broker it cannot verify leaves the field client running and retrying', async () => {
+    const d = fx.pki.paths.device(DEVICE);
+    assert.ok(broker.tlsUrl);
+    const field = await startTestFieldClient(fx.pki.paths, DEVICE, fx.pipeline.gatewayUrl, fx.logs.logger, {
+      FIELD_SPARKPLUG_URL: broker.tlsUrl,
+      FIELD_SPARKPLUG_CA_FILE: fx.pki.paths.publicCa,
+      FIELD_SPARKPLUG_CERT_FILE: d.cert,
+      FIELD_SPARKPLUG_KEY_FILE: d.key,
+    });
+    clients.push(field);
+    await field.sparkplug?.ready;
+    const { edge } = edgeNode(broker.url, 'line4-tls');
+    await eventually(() => (field.sparkplug?.session.stats.events === 2 ? true : undefined), 15_000, 'births taken over TLS');
+    edge.stop();
+    await field.close();
+    clients.pop();
+
+    // Its certificate not trusted (the device's own certificate as the CA): no connection, and the
+    // field client still starts and streams.
+    const other = await startTestFieldClient(fx.pki.paths, DEVICE, fx.pipeline.gatewayUrl, fx.logs.logger, {
+      FIELD_SPARKPLUG_URL: broker.tlsUrl,
+      FIELD_SPARKPLUG_CA_FILE: d.cert,
+      FIELD_SPARKPLUG_CERT_FILE: d.cert,
+      FIELD_SPARKPLUG_KEY_FILE: d.key,
+      FIELD_SPARKPLUG_CLIENT_ID: 'untrusting',
+    });
+    clients.push(other);
+    await eventually(() => (fx.logs.lines.some((l) => l.code === 'SPARKPLUG_BROKER_UNAVAILABLE') ? true : undefined), 15_000, 'the failure logged with its code');
+    await other.client.submit('timeseries', { still_streaming: 1 });
+    await eventually(() => (fx.points({ measurement: 'readings', device: DEVICE }).some((p) => p.fields.still_streaming === 1) ? true : undefined), 15_000, 'other data still flows');
   });
 });

@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { newClient, type UPayload } from 'sparkplug-client';
 import * as sparkplugPayload from 'sparkplug-payload';
@@ -16,11 +17,22 @@ export const tahu = codec;
 /** The time of the edge node's births (ten minutes ago: stored times are the metrics' own, not arrival). */
 export const T0 = Date.now() - 10 * 60_000;
 
-/** A Mosquitto of its own on a loopback port picked now, anonymous (as many plant brokers are). */
-export async function startMosquitto(dir: string): Promise<{ url: string; process: ManagedProcess }> {
+/**
+ * A Mosquitto of its own on a loopback port picked now, anonymous (as many plant brokers are). With
+ * `tls`, a second listener on another port speaks TLS and asks every client for a certificate
+ * issued by `tls.ca`.
+ */
+export async function startMosquitto(
+  dir: string,
+  tls?: { ca: string; cert: string; key: string },
+): Promise<{ url: string; tlsUrl?: string; process: ManagedProcess }> {
   const port = await freePort();
+  const tlsPort = tls ? await freePort() : undefined;
   const conf = join(dir, 'mosquitto.conf');
-  writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\n`);
+  // Started by root, Mosquitto would switch to the "mosquitto" user, which cannot read our 0600 keys.
+  let text = `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\n`;
+  if (tls) text += `listener ${tlsPort} 127.0.0.1\ncafile ${tls.ca}\ncertfile ${tls.cert}\nkeyfile ${tls.key}\nrequire_certificate true\n`;
+  writeFileSync(conf, text);
   const process_ = new ManagedProcess({
     name: 'mosquitto-sparkplug',
     command: 'mosquitto',
@@ -28,10 +40,10 @@ export async function startMosquitto(dir: string): Promise<{ url: string; proces
     env: { PATH: process.env.PATH },
     cwd: dir,
     logFile: join(dir, 'mosquitto.log'),
-    ready: { port },
+    ready: { port: tlsPort ?? port },
   });
   await process_.start();
-  return { url: `mqtt://127.0.0.1:${port}`, process: process_ };
+  return { url: `mqtt://127.0.0.1:${port}`, ...(tlsPort ? { tlsUrl: `mqtts://127.0.0.1:${tlsPort}` } : {}), process: process_ };
 }
 
 /** An edge node with one device, by sparkplug-client: births on connect and on every rebirth request. */

@@ -90,6 +90,15 @@ describe('Sparkplug B codec', () => {
     assert.equal(p.metrics[6]?.isHistorical, true);
   });
 
+  it('keeps zero and false as present values (proto2 presence): seq 0 of a birth, a false Boolean, a 0 integer', () => {
+    const p = decodePayload(encodeWire({ seq: '0', metrics: [{ name: 'off', datatype: DATA_TYPES.Boolean, booleanValue: false }, { name: 'zero', datatype: DATA_TYPES.Int32, intValue: 0 }] }));
+    assert.equal(p.seq, 0);
+    assert.deepEqual([valueOf(p, 0), valueOf(p, 1)], [false, 0]);
+    const theirs = tahu.decodePayload(encodeWire({ seq: '0', metrics: [{ name: 'off', datatype: DATA_TYPES.Boolean, booleanValue: false }] }));
+    assert.equal(Number(theirs.seq), 0);
+    assert.equal(theirs.metrics?.[0]?.value, false);
+  });
+
   it('writes the rebirth request of §6.4.6: NCMD with Node Control/Rebirth = true, readable by the independent decoder', () => {
     const decoded = tahu.decodePayload(rebirthCommand(1_700_000_000_000));
     assert.equal(decoded.metrics?.[0]?.name, REBIRTH_METRIC);

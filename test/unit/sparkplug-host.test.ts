@@ -162,6 +162,15 @@ describe('Sparkplug host state machine', () => {
     assert.equal(host.edgeNodes, 0);
   });
 
+  it('follows at most maxEdgeNodes edge nodes; a death frees a place', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, maxEdgeNodes: 2 });
+    for (const edge of ['A', 'B']) assert.equal(host.handle(topic(`spBv1.0/G/NBIRTH/${edge}`), nbirth(0, 1), T0).refused, undefined);
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/C'), nbirth(0, 1), T0).refused?.code, 'SPARKPLUG_TOO_MANY_EDGE_NODES');
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/A'), nbirth(0, 2), T0).refused, undefined, 'a rebirth of one followed is taken');
+    host.handle(topic('spBv1.0/G/NDEATH/B'), msg({ metrics: [bdSeq(1)] }), T0);
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/C'), nbirth(0, 1), T0).refused, undefined);
+  });
+
   it('parses the topic namespace and names fields after group, edge node, device and metric', () => {
     assert.equal(parseTopic('spBv1.0/STATE/host-1'), 'state');
     assert.equal(parseTopic('spBv1.0/G/NDATA/E/extra'), undefined);

@@ -1,5 +1,6 @@
 import type { EventPayload, TimeseriesPayload } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../../../shared/errors.ts';
+import { LIMITS } from '../../../../shared/limits.ts';
 import { fieldName, lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import { DATA_TYPES } from './proto.ts';
@@ -63,7 +64,12 @@ export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
   private readonly rebirthAt = new Map<string, number>();
 
-  constructor(private readonly options: { rebirthMinIntervalMs: number }) {}
+  constructor(private readonly options: { rebirthMinIntervalMs: number; maxEdgeNodes?: number }) {}
+
+  /** Edge nodes followed at most: a publisher inventing edge node ids cannot grow this without bound. */
+  private get maxEdgeNodes(): number {
+    return this.options.maxEdgeNodes ?? LIMITS.sparkplugMaxEdgeNodes;
+  }
 
   /** The session of an edge node, for tests and the input's stats. */
   session(group: string, edge: string): Readonly<NodeSession> | undefined {
@@ -107,6 +113,9 @@ export class SparkplugHost {
     const bdSeq = bdSeqOf(p, 'NBIRTH');
     const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
     const at = p.timestamp ?? now;
+    if (!this.sessions.has(key(t.group, t.edge)) && this.sessions.size >= this.maxEdgeNodes) {
+      throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `NBIRTH of ${t.group}/${t.edge} refused: ${this.maxEdgeNodes} edge nodes are followed already`);
+    }
     this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
     this.sessions.set(key(t.group, t.edge), { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false });
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
@@ -180,6 +189,11 @@ export class SparkplugHost {
     const k = key(t.group, t.edge);
     const last = this.rebirthAt.get(k);
     if (last !== undefined && now - last < this.options.rebirthMinIntervalMs) return;
+    if (last === undefined && this.rebirthAt.size >= this.maxEdgeNodes) {
+      // Only the requests still inside their interval need remembering.
+      for (const [other, at] of this.rebirthAt) if (now - at >= this.options.rebirthMinIntervalMs) this.rebirthAt.delete(other);
+      if (this.rebirthAt.size >= this.maxEdgeNodes) return;
+    }
     this.rebirthAt.set(k, now);
     out.rebirth = true;
     out.events.push(lifecycleEvent('rebirth_requested', { group: t.group, edge: t.edge }, now, { reason }));
