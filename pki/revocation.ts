@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../shared/errors.ts';
 import { pkiPaths } from './layout.ts';
+import { revokeDeviceToken } from './device-tokens.ts';
 
 /**
  * Revocation. The CA keeps a log of every certificate it issued (ca/issued.jsonl) and of what it
@@ -18,7 +19,9 @@ import { pkiPaths } from './layout.ts';
  *   and enforces on new and existing connections (Caddy 2.6 cannot check a CRL itself);
  * - the removal of the device's signing key from the internal registry, and its id in
  *   internal/revoked-devices.txt, so the distributor refuses its messages even if a compromised
- *   DMZ forwards them.
+ *   DMZ forwards them;
+ * - for a device with a device token, the token's hash leaves dmz/tokens/device-tokens.json (marked
+ *   revoked), which the gateways re-read within seconds as well.
  */
 export interface IssuedRecord {
   name: string;
@@ -55,7 +58,7 @@ function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
     });
 }
 
-export function revokeDevice(root: string, deviceId: string): { serials: string[] } {
+export function revokeDevice(root: string, deviceId: string): { serials: string[]; token: boolean } {
   const p = pkiPaths(root);
   if (!existsSync(p.caKey)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
   const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => r.name === `devices/${deviceId}`);
@@ -64,7 +67,8 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
     const serial = new X509Certificate(readFileSync(current)).serialNumber.toUpperCase();
     if (!issued.some((r) => r.serial === serial)) issued.push({ name: `devices/${deviceId}`, serial, notAfter: '', subject: '' });
   }
-  if (issued.length === 0) throw new FieldStreamError('PKI_INVALID_NAME', `No certificate was issued to device ${deviceId}.`);
+  const token = revokeDeviceToken(root, deviceId);
+  if (issued.length === 0 && !token) throw new FieldStreamError('PKI_INVALID_NAME', `No certificate or token was issued to device ${deviceId}.`);
   const revokedPath = join(p.caDir, 'revoked.jsonl');
   const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
   const now = new Date().toISOString();
@@ -78,7 +82,7 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
   if (!known.includes(deviceId)) appendFileSync(revokedDevices, `${deviceId}\n`);
 
   publishRevocations(root);
-  return { serials: issued.map((r) => r.serial) };
+  return { serials: issued.map((r) => r.serial), token };
 }
 
 /** Writes ca.crl and dmz/revoked-serials.txt from the revocation log (also with nothing revoked). */

@@ -86,8 +86,9 @@ On the device (${meta?.domain ?? 'DOMAIN'} must resolve to the DMZ server):
 function revoke(argv: string[]): void {
   const deviceId = argv[0];
   if (!deviceId || argv.length > 1) usage();
-  const { serials } = revokeDevice(certsDir, deviceId);
-  console.log(`Revoked device ${deviceId} (certificate serials ${serials.join(', ')}).
+  const { serials, token } = revokeDevice(certsDir, deviceId);
+  console.log(`Revoked device ${deviceId} (${serials.length ? `certificate serials ${serials.join(', ')}` : 'no certificate'}${token ? '; its device token' : ''}).${token ? `
+  certs/dmz/tokens/device-tokens.json        the token's hash removed: copy it to the DMZ server; gateways apply it within seconds` : ''}
   certs/ca.crl                        updated: copy it to both servers and restart their Mosquittos
                                       (Mosquitto reads a CRL only at start)
   certs/dmz/revoked-serials.txt       updated: copy it to the DMZ server; gateways apply it within seconds

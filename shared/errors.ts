@@ -231,6 +231,17 @@ export const ERRORS = {
   PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists.' },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
+  GATEWAY_TOKEN_AUTH_DISABLED: { http: 403, transient: false, description: 'This gateway takes no device tokens (GATEWAY_TOKEN_AUTH is off).' },
+  GATEWAY_TOKEN_MISSING: { http: 401, transient: false, description: 'The token route needs an "Authorization: Bearer <device token>" header with a well-formed device token.' },
+  GATEWAY_TOKEN_UNKNOWN_DEVICE: { http: 401, transient: false, description: 'No device token was issued to the device the token names.' },
+  GATEWAY_TOKEN_INVALID: { http: 401, transient: false, description: 'The device token is wrong (not the current token of its device).' },
+  GATEWAY_TOKEN_REVOKED: { http: 403, transient: false, description: "The device's token was revoked." },
+  GATEWAY_TOKEN_THROTTLED: {
+    http: 429,
+    transient: true,
+    description: 'Too many failed device tokens from this address or for this device lately; try again later.',
+  },
+  TOKENS_FILE_INVALID: { http: 500, transient: false, description: 'The device tokens file is not valid (damaged, or not written by fieldstream-admin).' },
   CERT_EXPIRING_SOON: {
     http: 200,
     transient: false,

@@ -78,6 +78,11 @@ export const LIMITS = {
   /** devices. Past this many devices with rate-limit buckets, the gateway forgets those idle for
    * TIMINGS.rateLimitIdleMs, so its memory does not grow with every device ever seen. */
   rateLimitTrackedDevices: 100_000,
+  /** entries (source addresses and device ids). Most failed-token records the gateway keeps; past
+   * this, the oldest are forgotten, so a flood of addresses or made-up ids cannot grow its memory. */
+  tokenFailureTrackedKeys: 50_000,
+  /** characters. Longest Authorization header the gateway looks at; longer is not a device token. */
+  deviceTokenMaxChars: 256,
   /** entries (device and code). Most entries in one gateway security report; more refusals in one
    * report's interval are counted as dropped. */
   gatewaySecurityReportMaxEntries: 1000,
@@ -202,6 +207,8 @@ export const TIMINGS = {
   rateLimitIdleMs: 600_000,
   /** milliseconds between looks at the gateway's list of revoked certificate serials */
   revokedSerialsReloadMs: 2_000,
+  /** milliseconds between looks at the gateway's device tokens file (GATEWAY_DEVICE_TOKENS_FILE) */
+  deviceTokensReloadMs: 2_000,
   /** milliseconds a looked-up device key (and the revoked list) is trusted before its file is looked at again */
   deviceKeyRecheckMs: 1_000,
   /** milliseconds between the command API's sweeps that mark overdue commands expired */

@@ -19,6 +19,17 @@ export const GatewayConfigSchema = z.object({
     .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean)),
   /** Serial numbers of revoked certificates, one per line (scripts/revoke-device.sh writes it). */
   GATEWAY_REVOKED_SERIALS_FILE: z.string().default('certs/dmz/revoked-serials.txt'),
+  /**
+   * on: devices without a client certificate may connect by Caddy's token route (CADDY_TOKEN_ROUTE)
+   * with a device token (proxy mode only; docs/security-mechanisms.md, "Device tokens"). Off by default.
+   */
+  GATEWAY_TOKEN_AUTH: z.enum(['on', 'off']).default('off'),
+  /** The slow hashes of the device tokens (fieldstream-admin writes it), re-read while running. */
+  GATEWAY_DEVICE_TOKENS_FILE: z.string().default('certs/dmz/tokens/device-tokens.json'),
+  /** failed device tokens per source address, and per device, within the window below before further tries are refused unchecked */
+  GATEWAY_TOKEN_MAX_FAILURES: z.coerce.number().int().min(1).max(1000).default(10),
+  /** seconds a failed device token counts against its address and device */
+  GATEWAY_TOKEN_FAILURE_WINDOW_S: z.coerce.number().int().min(1).max(86_400).default(300),
   /** The certificate the gateway serves WSS with, and the CA that client certificates must chain to. */
   GATEWAY_TLS_CERT_FILE: z.string().default('certs/dmz/edge.crt'),
   GATEWAY_TLS_KEY_FILE: z.string().default('certs/dmz/edge.key'),

@@ -9,6 +9,8 @@ import { readPemSetting } from '../../shared/tls-files.ts';
 import type { GatewayConfig } from './config.ts';
 import { identifyByProxy, identifyByTls } from './identity.ts';
 import { startGatewayServer, type GatewayServer } from './server.ts';
+import { DeviceTokens } from './device-tokens.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { SecurityReporter } from './security-reporter.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
@@ -73,9 +75,26 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   // Devices are let in only once their messages can go somewhere.
   await whenConnected(mqtt);
   const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
-  const server = await startGatewayServer({
-    identify: config.GATEWAY_IDENTITY_SOURCE === 'proxy' ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES) : identifyByTls(),
+  if (config.GATEWAY_TOKEN_AUTH === 'on' && config.GATEWAY_IDENTITY_SOURCE !== 'proxy') {
+    await endMqtt(mqtt, true);
+    await metricsServer?.close();
+    throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_TOKEN_AUTH=on needs GATEWAY_IDENTITY_SOURCE=proxy: device tokens come by Caddy\'s token route.');
+  }
+  let server: GatewayServer | undefined;
+  const deviceTokens =
+    config.GATEWAY_TOKEN_AUTH === 'on'
+      ? new DeviceTokens({
+          path: config.GATEWAY_DEVICE_TOKENS_FILE,
+          maxFailures: config.GATEWAY_TOKEN_MAX_FAILURES,
+          failureWindowMs: config.GATEWAY_TOKEN_FAILURE_WINDOW_S * 1000,
+          log: log.child({ subsystem: 'device-tokens' }),
+          onChange: () => server?.recheckTokens(),
+        })
+      : undefined;
+  server = await startGatewayServer({
+    identify: config.GATEWAY_IDENTITY_SOURCE === 'proxy' ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES, deviceTokens) : identifyByTls(),
     revokedSerialsFile: config.GATEWAY_REVOKED_SERIALS_FILE,
+    deviceTokens,
     rateLimits: {
       messagesPerS: config.GATEWAY_RATE_MESSAGES_PER_S,
       bytesPerS: config.GATEWAY_RATE_BYTES_PER_S,
@@ -112,6 +131,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     metrics,
     metricsServer,
     async close() {
+      deviceTokens?.close();
       await server.close();
       securityReports.close();
       await metricsServer?.close();

@@ -3,6 +3,9 @@ import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { bearerToken } from '../../shared/security/device-token.ts';
+import type { DeviceTokens, TokenIdentity } from './device-tokens.ts';
 
 /**
  * A device's identity is the CN of a client certificate verified against our CA, and nothing the
@@ -15,6 +18,12 @@ import { FieldStreamError } from '../../shared/errors.ts';
  *   The header is believed only on a connection whose own client certificate is a trusted proxy's
  *   (CN "edge" by default): a client, or anything else in the DMZ, cannot forge it. Caddy replaces
  *   any header of that name a device sends.
+ *
+ * Behind Caddy, a device without a certificate may come by the token route (CADDY_TOKEN_ROUTE):
+ * Caddy marks each request with the route it came by (X-FieldStream-Route, always set by Caddy,
+ * so a device cannot choose), and on the token route the identity is the device id its bearer
+ * token proves against the slow hashes of device-tokens.ts; a certificate header is never believed
+ * there. Without GATEWAY_TOKEN_AUTH=on, the token route is refused.
  */
 export interface DeviceIdentity {
   deviceId: string;
@@ -22,12 +31,18 @@ export interface DeviceIdentity {
   serial: string;
   /** epoch ms when the certificate expires */
   notAfter: number;
+  /** set when the device proved itself with a device token instead of a certificate */
+  token?: TokenIdentity;
 }
 
-export type IdentifyDevice = (req: IncomingMessage) => DeviceIdentity;
+export type IdentifyDevice = (req: IncomingMessage) => DeviceIdentity | Promise<DeviceIdentity>;
 
 /** The header Caddy fills with `{http.request.tls.client.certificate_der_base64}`. */
 export const CLIENT_CERT_HEADER = 'x-fieldstream-client-cert';
+/** The route a request came by at Caddy: "certificate" or "token" (set by Caddy on every request). */
+export const ROUTE_HEADER = 'x-fieldstream-route';
+/** The device's address on the token route (`{http.request.remote.host}`, set by Caddy). */
+export const CLIENT_ADDR_HEADER = 'x-fieldstream-client-addr';
 
 function deviceFrom(cn: unknown, ou: unknown, serial: string, validTo: string): DeviceIdentity {
   if (typeof cn !== 'string' || ou !== 'devices' || !DeviceIdSchema.safeParse(cn).success) {
@@ -59,13 +74,28 @@ function subjectField(subject: string, key: string): string | undefined {
   return undefined;
 }
 
-export function identifyByProxy(caPem: string, trustedProxies: readonly string[]): IdentifyDevice {
+/** A token device: never expires by date (it is rotated and revoked by the tooling). */
+const TOKEN_NOT_AFTER = Number.MAX_SAFE_INTEGER;
+
+async function identifyByToken(req: IncomingMessage, tokens: DeviceTokens | undefined): Promise<DeviceIdentity> {
+  if (!tokens) throw new FieldStreamError('GATEWAY_TOKEN_AUTH_DISABLED');
+  const header = req.headers.authorization;
+  const token = typeof header === 'string' && header.length <= LIMITS.deviceTokenMaxChars + 'Bearer '.length ? bearerToken(header) : undefined;
+  const addr = req.headers[CLIENT_ADDR_HEADER];
+  const source = typeof addr === 'string' && addr.length > 0 && addr.length <= 64 ? addr : (req.socket.remoteAddress ?? 'unknown');
+  const proved = await tokens.verify(token, source);
+  return { deviceId: proved.deviceId, serial: `token:${proved.tokenId}`, notAfter: TOKEN_NOT_AFTER, token: proved };
+}
+
+export function identifyByProxy(caPem: string, trustedProxies: readonly string[], tokens?: DeviceTokens): IdentifyDevice {
   const ca = new X509Certificate(caPem);
   return (req) => {
     const proxy = verifiedPeer(req.socket as TLSSocket);
     if (proxy.subject?.OU !== 'services' || !trustedProxies.includes(String(proxy.subject?.CN))) {
       throw new FieldStreamError('GATEWAY_UNTRUSTED_PROXY', `Connection from "${String(proxy.subject?.CN)}", which is not a trusted proxy.`);
     }
+    // Anything but Caddy's "token" is the certificate route (a Caddyfile from before the token route sets no marker).
+    if (req.headers[ROUTE_HEADER] === 'token') return identifyByToken(req, tokens);
     const header = req.headers[CLIENT_CERT_HEADER];
     if (typeof header !== 'string' || header.length === 0) {
       throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The proxy forwarded no client certificate.');

@@ -14,6 +14,7 @@ import { CLOSE, DeviceSession, type SessionLimits } from './device-session.ts';
 import { RevokedSerials } from './revocation.ts';
 import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
+import type { DeviceTokens } from './device-tokens.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
@@ -29,6 +30,8 @@ export interface GatewayServerOptions {
   identify: IdentifyDevice;
   /** the revoked certificate serials file, re-read while running */
   revokedSerialsFile?: string | undefined;
+  /** device tokens (GATEWAY_TOKEN_AUTH=on): the gateway closes connections of tokens revoked or rotated meanwhile */
+  deviceTokens?: DeviceTokens | undefined;
   rateLimits?: RateLimits | undefined;
   /** milliseconds a device's messages may wait for more to share one envelope */
   lingerMs?: number | undefined;
@@ -49,6 +52,8 @@ export interface GatewayServer {
   readonly router: CommandRouter;
   readonly receipts: ReceiptRouter;
   readonly metrics: GatewayMetrics;
+  /** closes the connections of device tokens no longer current (the tokens file's reload calls it) */
+  recheckTokens(): void;
   close(): Promise<void>;
 }
 
@@ -92,39 +97,56 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   });
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
-  const live = new Map<WebSocket, string>(); // socket → certificate serial
+  const live = new Map<WebSocket, DeviceIdentity>();
   metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
-    for (const [ws, serial] of live) {
+    for (const [ws, { serial }] of live) {
       if (serials.has(serial.toUpperCase())) {
         log.warn({ code: 'GATEWAY_CERTIFICATE_REVOKED', serial }, 'closing the connection of a revoked certificate');
         ws.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_REVOKED');
       }
     }
   });
+  // Called by the tokens file's reload: a token revoked or rotated meanwhile loses its connection.
+  const recheckTokens = () => {
+    for (const [ws, { deviceId, token }] of live) {
+      if (token && options.deviceTokens && !options.deviceTokens.isCurrent(token)) {
+        log.warn({ code: 'GATEWAY_TOKEN_REVOKED', deviceId }, 'closing the connection of a revoked or replaced device token');
+        ws.close(CLOSE.policyViolation, 'GATEWAY_TOKEN_REVOKED');
+      }
+    }
+  };
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
 
   https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     req.socket.setTimeout(0);
+    void upgrade(req, socket, head);
+  });
+
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     let identity: DeviceIdentity;
     try {
       const path = new URL(req.url ?? '/', 'https://gateway').pathname;
       if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
       if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
-      identity = options.identify(req);
+      // A device token is checked with scrypt on the libuv pool: the event loop goes on meanwhile.
+      identity = await options.identify(req);
       if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
     } catch (err) {
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');
-      log.warn({ code: coded.code, remote: req.socket.remoteAddress }, coded.message);
-      metrics.connectionsRefused.inc({ code: coded.code });
       const deviceId = coded.details?.deviceId;
+      // Never the token itself: only its code, the device it names and where it came from.
+      log.warn({ code: coded.code, remote: req.socket.remoteAddress, ...(typeof deviceId === 'string' ? { deviceId } : {}) }, coded.message);
+      metrics.connectionsRefused.inc({ code: coded.code });
       if (coded.code === 'GATEWAY_CERTIFICATE_REVOKED' && typeof deviceId === 'string') options.securityReports?.note(deviceId, coded.code);
-      refuseUpgrade(socket, coded);
+      if (!socket.destroyed) refuseUpgrade(socket, coded);
       return;
     }
+    // The device may have gone while its token was checked.
+    if (socket.destroyed) return;
     wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, identity));
-  });
+  }
 
   function onConnection(ws: WebSocket, identity: DeviceIdentity): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
@@ -144,20 +166,21 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     }, options.heartbeatMs ?? TIMINGS.heartbeatMs);
     heartbeat.unref();
     ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
-    live.set(ws, identity.serial);
+    live.set(ws, identity);
     ws.on('close', (code) => {
       live.delete(ws);
       clearInterval(heartbeat);
       router.detach(session);
       sessionLog.info({ closeCode: code }, 'device disconnected');
     });
-    router.attach(session, identity.notAfter);
+    // A token has no expiry date: none is published for it.
+    router.attach(session, identity.token ? undefined : identity.notAfter);
     session.welcome(options.gatewayId);
     const daysLeft = daysUntil(identity.notAfter);
-    if (daysLeft < TIMINGS.certWarnDays) {
+    if (!identity.token && daysLeft < TIMINGS.certWarnDays) {
       sessionLog.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);
     }
-    sessionLog.info({ serial: identity.serial }, 'device connected');
+    sessionLog.info(identity.token ? { auth: 'token', tokenId: identity.token.tokenId } : { serial: identity.serial }, 'device connected');
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -172,6 +195,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     router,
     receipts,
     metrics,
+    recheckTokens,
     async close() {
       revoked.close();
       receipts.close();

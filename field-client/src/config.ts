@@ -16,6 +16,12 @@ export const FieldClientConfigSchema = z.object({
   FIELD_CA_FILE: z.string().default('/certs/ca.crt'),
   FIELD_CERT_FILE: z.string().default('/certs/client.crt'),
   FIELD_KEY_FILE: z.string().default('/certs/client.key'),
+  /**
+   * A device without a certificate: the file holding its device token (device.token from its
+   * bundle). Set, the client sends "Authorization: Bearer <token>" on the WebSocket upgrade to
+   * Caddy's token route (GATEWAY_URL with its port) and reads no FIELD_CERT_FILE / FIELD_KEY_FILE.
+   */
+  FIELD_TOKEN_FILE: z.string().optional(),
   /** The device's message-signing key (64 hex digits, from its bundle); without it messages go unsigned. */
   FIELD_SIGNING_KEY_FILE: z.string().optional(),
   /** The durable queue, the file outbox and the command journal live here. */

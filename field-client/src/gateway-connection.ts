@@ -1,12 +1,16 @@
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { parseToken } from '../../shared/security/device-token.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 
 export interface ConnectionOptions {
   url: string;
-  tls: { ca: string; cert: string; key: string };
+  /** a certificate device: its certificate and key; a token device: its device token instead */
+  tls: { ca: string; cert: string; key: string } | { ca: string; token: string };
   /** milliseconds */
   reconnectInitialMs: number;
   /** milliseconds */
@@ -64,10 +68,12 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   }
 
   private open(): void {
+    const auth = this.options.tls;
     const ws = new WebSocket(this.options.url, {
-      ca: this.options.tls.ca,
-      cert: this.options.tls.cert,
-      key: this.options.tls.key,
+      ca: auth.ca,
+      // The token goes in the upgrade's Authorization header (RFC 6750 §2.1), never in the URL,
+      // which proxies and servers write to their logs.
+      ...('token' in auth ? { headers: { authorization: `Bearer ${auth.token}` } } : { cert: auth.cert, key: auth.key }),
       perMessageDeflate: false,
       handshakeTimeout: TIMINGS.handshakeTimeoutMs,
     });
@@ -119,4 +125,22 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     const cap = Math.min(this.options.reconnectMaxMs, this.options.reconnectInitialMs * 2 ** Math.min(this.attempt++, 20));
     return Math.max(100, Math.floor(Math.random() * cap));
   }
+}
+
+/**
+ * The device token from FIELD_TOKEN_FILE: one line, a token issued to this very DEVICE_ID. A
+ * mistake is reported without the token's text.
+ */
+export function readDeviceToken(path: string, deviceId: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_INVALID', `FIELD_TOKEN_FILE=${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const token = text.trim();
+  const parsed = parseToken(token);
+  if (!parsed) throw new FieldStreamError('CONFIG_INVALID', `FIELD_TOKEN_FILE=${path} does not hold a device token (fst1.<device id>.<secret>).`);
+  if (parsed.deviceId !== deviceId) throw new FieldStreamError('CONFIG_INVALID', `FIELD_TOKEN_FILE=${path} holds the token of device ${parsed.deviceId}, not of DEVICE_ID=${deviceId}.`);
+  return token;
 }

@@ -10,7 +10,7 @@ import { CommandHandlers, CommandsFileSchema } from './commands.ts';
 import type { FieldClientConfig } from './config.ts';
 import { FieldClient } from './field-client.ts';
 import { FileOutbox } from './files/file-outbox.ts';
-import { GatewayConnection } from './gateway-connection.ts';
+import { GatewayConnection, readDeviceToken } from './gateway-connection.ts';
 import { HealthReporter, softwareVersion } from './health.ts';
 import { folderInput } from './inputs/folder-watch.ts';
 import { httpInput } from './inputs/http-input.ts';
@@ -53,11 +53,11 @@ export interface StartOptions {
 
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
   const log = logger.child({ component: 'field-client', deviceId: config.DEVICE_ID });
-  const tls = {
-    ca: readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE),
-    cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE),
-    key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE),
-  };
+  const ca = readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE);
+  // A token device presents no certificate: its identity is the token (docs/security-mechanisms.md, "Device tokens").
+  const tls = config.FIELD_TOKEN_FILE
+    ? { ca, token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }
+    : { ca, cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE), key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE) };
   let signingKey: Buffer | undefined;
   if (config.FIELD_SIGNING_KEY_FILE) {
     signingKey = parseSigningKey(readPemSetting('FIELD_SIGNING_KEY_FILE', config.FIELD_SIGNING_KEY_FILE));

@@ -2,6 +2,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
+import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { createBackup } from './backup.ts';
@@ -18,8 +19,11 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
   devices list [--json]                       every device: id, certificate expiry, revoked, signing key
   devices show ID [--json]                    one device in detail
   devices add ID [--days N]                   certificate, signing key and bundle for a new device
+  devices add ID --token                      a device token instead of a certificate (only its scrypt hash goes
+                                              to dmz/tokens/device-tokens.json), signing key and bundle
   devices renew ID [--days N]                 a new certificate and bundle; the signing key is kept
-  devices revoke ID                           revoke every certificate of the device and its signing key
+  devices renew ID --token                    a new token replacing the old one, and a new bundle
+  devices revoke ID                           revoke every certificate and the token of the device, and its signing key
   backup FILE [--force]                       one archive (mode 0600) of the CA, certificates, device keys,
                                               revocations, replay windows and command journal
   restore FILE [--force] [--expect-sha256 HEX]
@@ -59,6 +63,7 @@ const OPTIONS = {
   'state-dir': { type: 'string' },
   'command-state': { type: 'string' },
   days: { type: 'string' },
+  token: { type: 'boolean' },
   force: { type: 'boolean' },
   json: { type: 'boolean' },
   'expect-sha256': { type: 'string' },
@@ -72,8 +77,8 @@ const PATH_OPTIONS: OptionName[] = ['certs-dir', 'state-dir', 'command-state'];
 const COMMANDS: Record<string, { args: number; options: OptionName[] }> = {
   'devices list': { args: 0, options: ['json'] },
   'devices show': { args: 1, options: ['json'] },
-  'devices add': { args: 1, options: ['days'] },
-  'devices renew': { args: 1, options: ['days'] },
+  'devices add': { args: 1, options: ['days', 'token'] },
+  'devices renew': { args: 1, options: ['days', 'token'] },
   'devices revoke': { args: 1, options: [] },
   backup: { args: 1, options: ['force'] },
   restore: { args: 1, options: ['force', 'expect-sha256'] },
@@ -157,8 +162,8 @@ function details(d: DeviceSummary): string {
 
 function known(paths: AdminPaths, id: string): DeviceSummary {
   const d = findDevice(paths.certsDir, id);
-  if (!d || (!d.certificate && d.issued.length === 0)) {
-    throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate was issued to device ${id} in ${paths.certsDir}.`);
+  if (!d || (!d.certificate && d.issued.length === 0 && !hasToken(paths.certsDir, id))) {
+    throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate or token was issued to device ${id} in ${paths.certsDir}.`);
   }
   return d;
 }
@@ -184,6 +189,26 @@ Copy certs/internal/device-keys/${id}.key to the internal server (the distributo
 `;
 }
 
+/** The port of Caddy's token route the bundle's .env points at (CADDY_TOKEN_PORT, as in the Caddyfile). */
+function tokenPort(env: Io['env']): number {
+  const n = Number(env.CADDY_TOKEN_PORT ?? 8444);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw usageError('CADDY_TOKEN_PORT must be a port number');
+  return n;
+}
+
+async function issueToken(paths: AdminPaths, id: string, renew: boolean, io: Io): Promise<string> {
+  const issued = await issueDeviceToken(paths.certsDir, id, { renew });
+  const bundle = buildTokenBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'), tokenPort(io.env));
+  return `${renew ? 'Rotated the token of' : 'Added'} device ${id} (device token ${issued.tokenId})
+  token:       ${issued.tokenFile} (mode 0600; for the bundle only)
+  DMZ file:    ${join(paths.certsDir, 'dmz', 'tokens', 'device-tokens.json')} holds its scrypt hash, never the token:
+               copy it to the DMZ server (GATEWAY_DEVICE_TOKENS_FILE); gateways apply it within seconds
+  signing key: ${renew ? 'kept' : 'new'}, registered in ${join(paths.certsDir, 'internal', 'device-keys')}
+  bundle:      ${bundle} (mode 0600)
+${renew ? 'On the device: put certs/device.token from the new bundle in place; the old token is refused once the DMZ has the file.' : 'The deployment needs CADDY_TOKEN_ROUTE=on and GATEWAY_TOKEN_AUTH=on (docs/deployment.md, "Devices with a token").'}
+`;
+}
+
 async function execute(command: string, args: string[], values: Values, io: Io): Promise<void> {
   const paths = resolveAdminPaths(values, io.env, io.cwd);
   switch (command) {
@@ -197,8 +222,12 @@ async function execute(command: string, args: string[], values: Values, io: Io):
       return io.out(values.json ? JSON.stringify(d, null, 2) + '\n' : details(d));
     }
     case 'devices add':
+      if (values.token && values.days !== undefined) throw usageError('--days is for certificates; a token does not expire by date');
+      if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), false, io));
       return io.out(issue(paths, deviceId(args[0]!), days(values.days), false));
     case 'devices renew': {
+      if (values.token && values.days !== undefined) throw usageError('--days is for certificates; a token does not expire by date');
+      if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), true, io));
       const id = deviceId(args[0]!);
       const validity = days(values.days);
       known(paths, id);
@@ -207,8 +236,9 @@ async function execute(command: string, args: string[], values: Values, io: Io):
     case 'devices revoke': {
       const id = deviceId(args[0]!);
       known(paths, id);
-      const { serials } = revokeDevice(paths.certsDir, id);
-      return io.out(`Revoked device ${id} (certificate serials ${serials.join(', ')}).
+      const { serials, token } = revokeDevice(paths.certsDir, id);
+      return io.out(`Revoked device ${id} (${serials.length ? `certificate serials ${serials.join(', ')}` : 'no certificate'}${token ? '; its device token' : ''}).${token ? `
+  dmz/tokens/device-tokens.json          the token's hash removed: copy it to the DMZ server; gateways apply it within seconds` : ''}
   ca.crl                          updated: copy it to both servers and restart their Mosquittos (Mosquitto reads a CRL only at start)
   dmz/revoked-serials.txt         updated: copy it to the DMZ server; gateways apply it within seconds
   internal/device-keys/${id}.key  removed, and ${id} added to internal/revoked-devices.txt:

@@ -31,6 +31,11 @@ export interface LocalStackOptions {
    * uses it, since Caddy needs two file descriptors per proxied connection.
    */
   directGateway?: boolean;
+  /**
+   * Also open Caddy's token route (CADDY_TOKEN_ROUTE=on) on a port of its own, and let the gateways
+   * behind Caddy take device tokens (GATEWAY_TOKEN_AUTH=on) from <certsDir>/dmz/tokens/device-tokens.json.
+   */
+  tokenRoute?: boolean;
   /** extra Node.js flags for the gateway, distributor and command API (the benchmark's --cpu-prof) */
   nodeArgs?: readonly string[];
   /** where the supervisor logs crashes and restarts (default: a logger to stdout) */
@@ -40,8 +45,9 @@ export interface LocalStackOptions {
 export type ComponentName = 'dmz-mosquitto' | 'internal-mosquitto' | 'caddy' | 'distributor' | 'command-api' | 'broker-exporter' | 'console' | `gateway-${number}` | 'gateway-direct';
 
 export interface LocalStack {
-  readonly ports: { https: number; http: number; dmzMqtt: number; internalMqtt: number; gateways: number[]; commandApi: number; console: number };
-  readonly urls: { wss: string; dmzMqtt: string; internalMqtt: string; commandApi: string; console: string };
+  readonly ports: { https: number; http: number; dmzMqtt: number; internalMqtt: number; gateways: number[]; commandApi: number; console: number; tokenHttps: number | undefined };
+  /** `tokenWss`: Caddy's token route, with `tokenRoute` only */
+  readonly urls: { wss: string; dmzMqtt: string; internalMqtt: string; commandApi: string; console: string; tokenWss: string | undefined };
   readonly caddy: ManagedProcess;
   readonly dmzMosquitto: ManagedProcess;
   readonly internalMosquitto: ManagedProcess;
@@ -92,6 +98,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     gateways: [] as number[],
     commandApi: await port(o.ports?.commandApi),
     console: await port(o.ports?.console),
+    tokenHttps: o.tokenRoute ? await freePort() : undefined,
   };
   for (let i = 0; i < nGateways; i++) ports.gateways.push(o.ports?.gateway ? o.ports.gateway + i : await freePort());
   const bridge = (await o.bridgeTarget?.(ports.dmzMqtt)) ?? { host: 'localhost', port: ports.dmzMqtt };
@@ -176,6 +183,8 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       GATEWAY_TLS_KEY_FILE: p.service('dmz/gateway').key,
       GATEWAY_CA_FILE: p.publicCa,
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revoked-serials.txt'),
+      GATEWAY_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
+      ...(o.tokenRoute && identity === 'proxy' ? { GATEWAY_TOKEN_AUTH: 'on' } : {}),
       ...mqttEnv(ports.dmzMqtt, 'dmz/gateway'),
     }, { port: gp });
   };
@@ -202,6 +211,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       CADDY_UPSTREAM_CERT_FILE: p.service('dmz/edge').cert,
       CADDY_UPSTREAM_KEY_FILE: p.service('dmz/edge').key,
       GATEWAY_UPSTREAMS: ports.gateways.map((gp) => `127.0.0.1:${gp}`).join(' '),
+      ...(ports.tokenHttps ? { CADDY_TOKEN_ROUTE: 'on', CADDY_TOKEN_PORT: String(ports.tokenHttps) } : {}),
     },
     cwd: o.workDir,
     logFile: w('logs', 'caddy.log'),
@@ -287,6 +297,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       internalMqtt: `mqtts://localhost:${ports.internalMqtt}`,
       commandApi: `http://127.0.0.1:${ports.commandApi}`,
       console: `http://127.0.0.1:${ports.console}/`,
+      tokenWss: ports.tokenHttps ? `wss://localhost:${ports.tokenHttps}/ws` : undefined,
     },
     caddy,
     dmzMosquitto,

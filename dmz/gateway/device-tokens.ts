@@ -1,0 +1,120 @@
+import { readFileSync, statSync } from 'node:fs';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { hashTokenSecret, parseToken, TokensFileSchema, verifyTokenSecret, type TokenHash, type TokensFile } from '../../shared/security/device-token.ts';
+import { TokenThrottle } from './token-throttle.ts';
+
+export interface TokenIdentity {
+  deviceId: string;
+  tokenId: string;
+}
+
+export interface DeviceTokensOptions {
+  /** GATEWAY_DEVICE_TOKENS_FILE */
+  path: string;
+  /** failed tokens per source address and per device within `failureWindowMs` before it is refused unchecked */
+  maxFailures: number;
+  failureWindowMs: number;
+  log: Logger;
+  /** called after a reload, so the gateway can close connections whose token is no longer current */
+  onChange?: () => void;
+}
+
+/**
+ * The device tokens the DMZ knows, as slow hashes only (shared/security/device-token.ts), re-read
+ * when the file changes (within TIMINGS.deviceTokensReloadMs, no restart): a revoked or rotated
+ * token is refused from then on, and `onChange` lets the gateway close its open connections.
+ * A damaged file is logged (TOKENS_FILE_INVALID) and the last good one stays in force.
+ */
+export class DeviceTokens {
+  private file: TokensFile = { version: 1, devices: {} };
+  private mtimeMs = -1;
+  private readonly timer: NodeJS.Timeout;
+  private readonly throttle: TokenThrottle;
+  /** a hash nobody's token matches: an unknown device costs a guesser as long as a known one */
+  private decoy: Promise<TokenHash> | undefined;
+
+  constructor(private readonly o: DeviceTokensOptions) {
+    this.throttle = new TokenThrottle(o.maxFailures, o.failureWindowMs);
+    this.reload();
+    this.timer = setInterval(() => this.reload(), TIMINGS.deviceTokensReloadMs);
+    this.timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Whether a connection opened with this token may stay open. */
+  isCurrent(identity: TokenIdentity): boolean {
+    const e = this.file.devices[identity.deviceId];
+    return e?.state === 'active' && e.tokenId === identity.tokenId;
+  }
+
+  /**
+   * The identity a bearer token proves, or a coded refusal. `source` is the device's address (from
+   * the edge proxy). Every failure counts against the address and the device the token names.
+   */
+  async verify(token: string | undefined, source: string): Promise<TokenIdentity> {
+    const parsed = token === undefined ? undefined : parseToken(token);
+    const keys = [`addr:${source}`, ...(parsed ? [`device:${parsed.deviceId}`] : [])];
+    if (this.throttle.blocked(keys)) throw new FieldStreamError('GATEWAY_TOKEN_THROTTLED', undefined, parsed ? { deviceId: parsed.deviceId } : undefined);
+    if (!parsed) {
+      this.throttle.fail(keys);
+      throw new FieldStreamError('GATEWAY_TOKEN_MISSING');
+    }
+    const { deviceId } = parsed;
+    // Charged before the slow check and refunded on success: guesses sent in parallel cannot all
+    // pass the budget check while the first ones are still being hashed.
+    this.throttle.fail(keys);
+    const entry = this.file.devices[deviceId];
+    if (entry?.state === 'revoked') throw new FieldStreamError('GATEWAY_TOKEN_REVOKED', undefined, { deviceId });
+    if (!entry) {
+      await verifyTokenSecret(parsed.secret, await this.decoyHash());
+      throw new FieldStreamError('GATEWAY_TOKEN_UNKNOWN_DEVICE', undefined, { deviceId });
+    }
+    const ok = await verifyTokenSecret(parsed.secret, entry.scrypt);
+    if (!ok) throw new FieldStreamError('GATEWAY_TOKEN_INVALID', undefined, { deviceId });
+    // The file may have changed during the hash: the entry now in force decides.
+    const now = this.file.devices[deviceId];
+    if (now?.state !== 'active' || now.tokenId !== entry.tokenId) {
+      throw new FieldStreamError(now?.state === 'revoked' ? 'GATEWAY_TOKEN_REVOKED' : 'GATEWAY_TOKEN_INVALID', undefined, { deviceId });
+    }
+    this.throttle.refund(keys);
+    this.throttle.succeed(`device:${deviceId}`);
+    return { deviceId, tokenId: entry.tokenId };
+  }
+
+  private decoyHash(): Promise<TokenHash> {
+    this.decoy ??= hashTokenSecret('decoy');
+    return this.decoy;
+  }
+
+  private reload(): void {
+    let mtimeMs: number;
+    try {
+      mtimeMs = statSync(this.o.path).mtimeMs;
+    } catch {
+      if (this.mtimeMs === 0) return;
+      this.o.log.warn({ path: this.o.path }, 'device tokens file missing: no device token is accepted');
+      this.mtimeMs = 0;
+      this.file = { version: 1, devices: {} };
+      this.o.onChange?.();
+      return;
+    }
+    if (mtimeMs === this.mtimeMs) return;
+    this.mtimeMs = mtimeMs;
+    let parsed: TokensFile;
+    try {
+      parsed = TokensFileSchema.parse(JSON.parse(readFileSync(this.o.path, 'utf8')));
+    } catch (err) {
+      this.o.log.error({ code: 'TOKENS_FILE_INVALID', path: this.o.path, err: (err as Error).message.slice(0, 500) }, 'device tokens file not valid: the last good one stays in force');
+      return;
+    }
+    this.file = parsed;
+    const entries = Object.values(parsed.devices);
+    this.o.log.info({ active: entries.filter((e) => e.state === 'active').length, revoked: entries.filter((e) => e.state === 'revoked').length }, 'device tokens loaded');
+    this.o.onChange?.();
+  }
+}

@@ -1,0 +1,135 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { DeviceIdSchema } from '../shared/contract/primitives.ts';
+import { FieldStreamError } from '../shared/errors.ts';
+import { generateToken, hashTokenSecret, parseToken, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
+import { pkiPaths } from './layout.ts';
+import { ensureSigningKey, isRevoked, readPkiMeta } from './onboarding.ts';
+
+/**
+ * Device tokens on the operator's machine (shared/security/device-token.ts has the format).
+ *
+ *   dmz/tokens/device-tokens.json   what the DMZ gets: per device, the scrypt hash of its current token,
+ *                            or a revocation. Never a token.
+ *   devices/ID/device.token  the token itself (0600), for the device's bundle only.
+ *
+ * Issuing, rotating and revoking rewrite the DMZ file whole (write, then rename), so a gateway
+ * re-reading it never sees half of it.
+ */
+export const tokenPaths = (root: string, deviceId?: string) => ({
+  file: join(root, 'dmz', 'tokens', 'device-tokens.json'),
+  token: deviceId === undefined ? '' : join(pkiPaths(root).device(deviceId).dir, 'device.token'),
+});
+
+export function readTokensFile(root: string): TokensFile {
+  const { file } = tokenPaths(root);
+  if (!existsSync(file)) return { version: 1, devices: {} };
+  const r = TokensFileSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  if (!r.success) throw new FieldStreamError('TOKENS_FILE_INVALID', `${file}: ${r.error.issues[0]?.message ?? 'not a tokens file'}`);
+  return r.data;
+}
+
+function writeAtomic(path: string, content: string, mode: number): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, content, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+function writeTokensFile(root: string, file: TokensFile): void {
+  // Readable by the gateway's user only; it holds hashes, which are still worth guessing against.
+  writeAtomic(tokenPaths(root).file, JSON.stringify(TokensFileSchema.parse(file), null, 2) + '\n', 0o600);
+}
+
+export interface TokenIssued {
+  tokenFile: string;
+  tokenId: string;
+}
+
+/**
+ * A new token for a device (or, with `renew`, a new one replacing its current one: the old token is
+ * refused, and its connections closed, once the gateways have read the file). Also the device's
+ * message-signing key, as for a certificate device: token devices sign their messages too.
+ */
+export async function issueDeviceToken(root: string, deviceId: string, options: { renew?: boolean } = {}): Promise<TokenIssued> {
+  if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('PKI_INVALID_NAME', `${JSON.stringify(deviceId)} is not a device id.`);
+  if (isRevoked(root, deviceId)) throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
+  const tokens = readTokensFile(root);
+  const current = tokens.devices[deviceId];
+  if (current?.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
+  if (current && !options.renew) throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a token; pass --renew (devices renew ID --token) to replace it.`);
+  if (!current && options.renew) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `Device ${deviceId} has no token to renew.`);
+  const token = generateToken(deviceId);
+  const secret = parseToken(token)?.secret as string;
+  const tokenId = randomBytes(8).toString('hex');
+  tokens.devices[deviceId] = { state: 'active', tokenId, issuedAt: new Date().toISOString(), scrypt: await hashTokenSecret(secret) };
+  const { token: tokenFile } = tokenPaths(root, deviceId);
+  writeAtomic(tokenFile, `${token}\n`, 0o600);
+  ensureSigningKey(root, deviceId);
+  writeTokensFile(root, tokens);
+  return { tokenFile, tokenId };
+}
+
+/** Revokes the device's token (its hash leaves the file); false when it has none. */
+export function revokeDeviceToken(root: string, deviceId: string): boolean {
+  const tokens = readTokensFile(root);
+  const current = tokens.devices[deviceId];
+  if (!current) return false;
+  if (current.state === 'active') {
+    tokens.devices[deviceId] = { state: 'revoked', revokedAt: new Date().toISOString() };
+    writeTokensFile(root, tokens);
+  }
+  return true;
+}
+
+export function hasToken(root: string, deviceId: string): boolean {
+  return readTokensFile(root).devices[deviceId] !== undefined;
+}
+
+/** The `.env` of a token device: the token route's port, the token file instead of a certificate. */
+export function tokenDeviceEnvFile(deviceId: string, domain: string, tokenPort: number): string {
+  return [
+    '# FieldStream field client (device token) — generated by fieldstream-admin devices add --token',
+    `DEVICE_ID=${deviceId}`,
+    `DOMAIN_NAME=${domain}`,
+    `GATEWAY_URL=wss://${domain}:${tokenPort}/ws`,
+    '# Paths as the field client container sees them (the bundle folder is mounted at /certs)',
+    'FIELD_CA_FILE=/certs/ca.crt',
+    'FIELD_TOKEN_FILE=/certs/device.token',
+    'FIELD_SIGNING_KEY_FILE=/certs/signing.key',
+    'FIELD_SIMULATE=false',
+    '',
+  ].join('\n');
+}
+
+/** One archive: ca.crt, device.token, signing.key, .env, docker-compose.yml (no certificate, never the CA key). */
+export function buildTokenBundle(root: string, deviceId: string, composeFile: string, tokenPort: number): string {
+  const p = pkiPaths(root);
+  const { token } = tokenPaths(root, deviceId);
+  if (!existsSync(token)) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `Device ${deviceId} has no token on this machine.`);
+  const meta = readPkiMeta(root);
+  if (!meta) throw new FieldStreamError('PKI_CA_MISSING', `No ${p.meta}; run scripts/generate-certificates.sh DOMAIN first.`);
+  const staging = mkdtempSync(join(tmpdir(), 'fieldstream-bundle-'));
+  try {
+    const dir = join(staging, deviceId);
+    mkdirSync(join(dir, 'certs'), { recursive: true });
+    copyFileSync(p.publicCa, join(dir, 'certs', 'ca.crt'));
+    copyFileSync(token, join(dir, 'certs', 'device.token'));
+    chmodSync(join(dir, 'certs', 'device.token'), 0o600);
+    copyFileSync(p.device(deviceId).signingKey, join(dir, 'certs', 'signing.key'));
+    chmodSync(join(dir, 'certs', 'signing.key'), 0o600);
+    writeFileSync(join(dir, '.env'), tokenDeviceEnvFile(deviceId, meta.domain, tokenPort), { mode: 0o600 });
+    copyFileSync(composeFile, join(dir, 'docker-compose.yml'));
+    const out = p.bundle(deviceId);
+    mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
+    execFileSync('tar', ['-czf', out, '--owner=0', '--group=0', '-C', staging, deviceId]);
+    chmodSync(out, 0o600);
+    return out;
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import pino from 'pino';
+import { bearerToken, generateToken, hashTokenSecret, parseToken, SCRYPT_PARAMS, TokensFileSchema, verifyTokenSecret } from '../../shared/security/device-token.ts';
+import { TokenThrottle } from '../../dmz/gateway/token-throttle.ts';
+import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
+import { issueDeviceToken, readTokensFile, tokenPaths } from '../../pki/device-tokens.ts';
+import { revokeDevice } from '../../pki/revocation.ts';
+import { runAdmin, EXIT } from '../../scripts/admin/run.ts';
+import { readDeviceToken } from '../../field-client/src/gateway-connection.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const silent = pino({ level: 'silent' });
+const codeOf = async (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (isFieldStreamError(e) ? e.code : String(e)));
+
+describe('device token format and hashing', () => {
+  it('a token names its device and carries 256 random bits; anything else is not a token', () => {
+    const t = generateToken('plc.line-1');
+    assert.deepEqual(parseToken(t)?.deviceId, 'plc.line-1');
+    assert.equal(parseToken(t)?.secret.length, 43);
+    assert.notEqual(generateToken('a'), generateToken('a'));
+    for (const bad of ['', 'fst1.', 'fst1.dev', 'fst2.dev.' + 'A'.repeat(43), 'fst1.dev.' + 'A'.repeat(42), 'fst1./x.' + 'A'.repeat(43), 'fst1.dev.' + 'A'.repeat(42) + '=']) {
+      assert.equal(parseToken(bad), undefined, bad);
+    }
+    assert.equal(bearerToken(`Bearer ${t}`), t);
+    assert.equal(bearerToken(`Basic ${t}`), undefined);
+    assert.equal(bearerToken(undefined), undefined);
+  });
+
+  it('scrypt with a random salt per hash and the documented parameters; verify takes only the right secret', async () => {
+    const secret = parseToken(generateToken('d1'))!.secret;
+    const a = await hashTokenSecret(secret);
+    const b = await hashTokenSecret(secret);
+    assert.equal(a.N, SCRYPT_PARAMS.N);
+    assert.equal(a.r, SCRYPT_PARAMS.r);
+    assert.notEqual(a.salt, b.salt);
+    assert.notEqual(a.hash, b.hash);
+    assert.equal(await verifyTokenSecret(secret, a), true);
+    assert.equal(await verifyTokenSecret(parseToken(generateToken('d1'))!.secret, a), false);
+  });
+});
+
+describe('TokenThrottle: a failure budget with bounded memory', () => {
+  it('blocks a key past its budget until the window has passed', () => {
+    const t = new TokenThrottle(3, 1000);
+    for (let i = 0; i < 3; i++) {
+      assert.equal(t.blocked(['addr:x'], 0), false);
+      t.fail(['addr:x', 'device:d'], 0);
+    }
+    assert.equal(t.blocked(['addr:x'], 10), true);
+    assert.equal(t.blocked(['addr:y', 'device:d'], 10), true, 'per device as well');
+    assert.equal(t.blocked(['addr:x'], 1000), false, 'the window passed');
+    t.succeed('device:d');
+    assert.equal(t.blocked(['device:d'], 10), false);
+  });
+
+  it('a failure charged in advance is taken back', () => {
+    const t = new TokenThrottle(2, 1000);
+    t.fail(['addr:x'], 0);
+    t.fail(['addr:x'], 0);
+    assert.equal(t.blocked(['addr:x'], 1), true);
+    t.refund(['addr:x']);
+    assert.equal(t.blocked(['addr:x'], 1), false);
+    t.refund(['addr:x']);
+    assert.equal(t.size, 0);
+  });
+
+  it('keeps at most maxKeys records', () => {
+    const t = new TokenThrottle(1, 60_000, 100);
+    for (let i = 0; i < 1000; i++) t.fail([`addr:${i}`], 0);
+    assert.equal(t.size, 100);
+    assert.equal(t.blocked(['addr:999'], 1), true, 'the newest are kept');
+  });
+});
+
+describe('the gateway side: DeviceTokens', () => {
+  it('verifies against the file, refuses with codes, re-reads revocations and keeps the last good file', async () => {
+    const pki = makeTestPki([]);
+    try {
+      await issueDeviceToken(pki.dir, 'tok-a');
+      await issueDeviceToken(pki.dir, 'tok-b');
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      let changes = 0;
+      const tokens = new DeviceTokens({ path: tokenPaths(pki.dir).file, maxFailures: 4, failureWindowMs: 60_000, log: silent, onChange: () => changes++ });
+      try {
+        const ok = await tokens.verify(token('tok-a'), '10.0.0.1');
+        assert.equal(ok.deviceId, 'tok-a');
+        assert.equal(tokens.isCurrent(ok), true);
+        assert.equal(await codeOf(tokens.verify(generateToken('tok-a'), '10.0.0.2')), 'GATEWAY_TOKEN_INVALID');
+        assert.equal(await codeOf(tokens.verify(generateToken('nobody'), '10.0.0.3')), 'GATEWAY_TOKEN_UNKNOWN_DEVICE');
+        assert.equal(await codeOf(tokens.verify(undefined, '10.0.0.4')), 'GATEWAY_TOKEN_MISSING');
+        assert.equal(await codeOf(tokens.verify('not-a-token', '10.0.0.4')), 'GATEWAY_TOKEN_MISSING');
+
+        revokeDevice(pki.dir, 'tok-b');
+        await eventually(() => (tokens.isCurrent({ deviceId: 'tok-a', tokenId: ok.tokenId }) && changes >= 2 ? true : undefined), 10_000, 'reloaded');
+        assert.equal(await codeOf(tokens.verify(token('tok-b'), '10.0.0.5')), 'GATEWAY_TOKEN_REVOKED');
+
+        // rotation: the old token and its connections are no longer current
+        await issueDeviceToken(pki.dir, 'tok-a', { renew: true });
+        await eventually(() => (tokens.isCurrent(ok) ? undefined : true), 10_000, 'rotation applied');
+        const old = (await codeOf(tokens.verify(`fst1.tok-a.${'A'.repeat(43)}`, '10.0.0.6')));
+        assert.equal(old, 'GATEWAY_TOKEN_INVALID');
+        const renewed = await tokens.verify(token('tok-a'), '10.0.0.7');
+        assert.equal(renewed.deviceId, 'tok-a');
+
+        // brute force from one address: refused unchecked once its budget is spent
+        for (let i = 0; i < 4; i++) assert.equal(await codeOf(tokens.verify(generateToken('tok-a'), '10.0.0.8')), 'GATEWAY_TOKEN_INVALID');
+        assert.equal(await codeOf(tokens.verify(token('tok-a'), '10.0.0.8')), 'GATEWAY_TOKEN_THROTTLED');
+        assert.equal(await codeOf(tokens.verify(token('tok-a'), '10.0.0.10')), 'GATEWAY_TOKEN_THROTTLED', 'per device too, from another address');
+
+        // a damaged file: the last good one stays in force
+        const changed = changes;
+        writeFileSync(tokenPaths(pki.dir).file, '{"version":1,"devices":{"tok-a":{"state":"active"}}}');
+        await new Promise((r) => setTimeout(r, 2500));
+        assert.equal(changes, changed);
+        assert.equal(tokens.isCurrent(renewed), true);
+        assert.equal(await codeOf(tokens.verify(token('tok-b'), '10.0.0.9')), 'GATEWAY_TOKEN_REVOKED');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
+describe('the gateway side: guesses in parallel', () => {
+  it('cannot pass the budget while the first ones are still being hashed', async () => {
+    const pki = makeTestPki([]);
+    await issueDeviceToken(pki.dir, 'tok-p');
+    const tokens = new DeviceTokens({ path: tokenPaths(pki.dir).file, maxFailures: 3, failureWindowMs: 60_000, log: silent });
+    try {
+      const codes = await Promise.all(Array.from({ length: 12 }, () => codeOf(tokens.verify(generateToken('tok-p'), '10.1.0.1'))));
+      assert.equal(codes.filter((c) => c === 'GATEWAY_TOKEN_INVALID').length, 3);
+      assert.equal(codes.filter((c) => c === 'GATEWAY_TOKEN_THROTTLED').length, 9);
+    } finally {
+      tokens.close();
+      pki.cleanup();
+    }
+  });
+});
+
+describe('issuing, rotating and revoking tokens (pki/, fieldstream-admin)', () => {
+  it('the DMZ file holds only hashes (0600); the bundle holds the token and no certificate; revoke covers the token', async () => {
+    const pki = makeTestPki([]);
+    const out: string[] = [];
+    const io = { out: (t: string) => void out.push(t), err: (t: string) => void out.push(t), env: {}, cwd: pki.dir };
+    try {
+      assert.equal(await runAdmin(['devices', 'add', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.ok, out.join(''));
+      const token = readFileSync(tokenPaths(pki.dir, 'tok-c').token, 'utf8').trim();
+      assert.equal(parseToken(token)?.deviceId, 'tok-c');
+      const text = readFileSync(tokenPaths(pki.dir).file, 'utf8');
+      assert.ok(!text.includes(parseToken(token)!.secret));
+      assert.equal(statSync(tokenPaths(pki.dir).file).mode & 0o777, 0o600);
+      assert.equal(TokensFileSchema.parse(JSON.parse(text)).devices['tok-c']?.state, 'active');
+      assert.ok(!out.join('').includes(token), 'the token is not printed');
+
+      const listing = execFileSync('tar', ['-tzvf', join(pki.dir, 'bundles', 'tok-c.tar.gz')], { encoding: 'utf8' });
+      assert.match(listing, /tok-c\/certs\/device\.token/);
+      assert.match(listing, /tok-c\/certs\/signing\.key/);
+      assert.doesNotMatch(listing, /client\.(crt|key)/);
+      const env = execFileSync('tar', ['-xzOf', join(pki.dir, 'bundles', 'tok-c.tar.gz'), 'tok-c/.env'], { encoding: 'utf8' });
+      assert.match(env, /^FIELD_TOKEN_FILE=\/certs\/device\.token$/m);
+      assert.match(env, /^GATEWAY_URL=wss:\/\/localhost:8444\/ws$/m);
+      assert.equal(readDeviceToken(tokenPaths(pki.dir, 'tok-c').token, 'tok-c'), token);
+      assert.throws(() => readDeviceToken(tokenPaths(pki.dir, 'tok-c').token, 'other'), (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_INVALID' && !e.message.includes(token));
+
+      assert.equal(await runAdmin(['devices', 'add', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.conflict);
+      assert.equal(await runAdmin(['devices', 'renew', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.ok);
+      assert.notEqual(readFileSync(tokenPaths(pki.dir, 'tok-c').token, 'utf8').trim(), token, 'rotated');
+      assert.equal(await runAdmin(['devices', 'revoke', 'tok-c', '--certs-dir', pki.dir], io), EXIT.ok, out.join(''));
+      assert.deepEqual(readTokensFile(pki.dir).devices['tok-c']?.state, 'revoked');
+      assert.equal(await runAdmin(['devices', 'renew', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.conflict);
+      assert.equal(await runAdmin(['devices', 'add', 'tok-d', '--token', '--days', '5', '--certs-dir', pki.dir], io), EXIT.usage);
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
