@@ -1,13 +1,11 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { generateToken, hashTokenSecret, parseToken, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
 import { pkiPaths } from './layout.ts';
-import { ensureSigningKey, isRevoked, readPkiMeta } from './onboarding.ts';
+import { ensureSigningKey, isRevoked, packDeviceBundle, readPkiMeta } from './onboarding.ts';
 
 /**
  * Device tokens on the operator's machine (shared/security/device-token.ts has the format).
@@ -113,23 +111,12 @@ export function buildTokenBundle(root: string, deviceId: string, composeFile: st
   if (!existsSync(token)) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `Device ${deviceId} has no token on this machine.`);
   const meta = readPkiMeta(root);
   if (!meta) throw new FieldStreamError('PKI_CA_MISSING', `No ${p.meta}; run scripts/generate-certificates.sh DOMAIN first.`);
-  const staging = mkdtempSync(join(tmpdir(), 'fieldstream-bundle-'));
-  try {
-    const dir = join(staging, deviceId);
-    mkdirSync(join(dir, 'certs'), { recursive: true });
-    copyFileSync(p.publicCa, join(dir, 'certs', 'ca.crt'));
-    copyFileSync(token, join(dir, 'certs', 'device.token'));
-    chmodSync(join(dir, 'certs', 'device.token'), 0o600);
-    copyFileSync(p.device(deviceId).signingKey, join(dir, 'certs', 'signing.key'));
-    chmodSync(join(dir, 'certs', 'signing.key'), 0o600);
-    writeFileSync(join(dir, '.env'), tokenDeviceEnvFile(deviceId, meta.domain, tokenPort), { mode: 0o600 });
-    copyFileSync(composeFile, join(dir, 'docker-compose.yml'));
-    const out = p.bundle(deviceId);
-    mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
-    execFileSync('tar', ['-czf', out, '--owner=0', '--group=0', '-C', staging, deviceId]);
-    chmodSync(out, 0o600);
-    return out;
-  } finally {
-    rmSync(staging, { recursive: true, force: true });
-  }
+  return packDeviceBundle(root, deviceId, {
+    files: [
+      { from: token, name: 'device.token', secret: true },
+      { from: p.device(deviceId).signingKey, name: 'signing.key', secret: true },
+    ],
+    env: tokenDeviceEnvFile(deviceId, meta.domain, tokenPort),
+    composeFile,
+  });
 }

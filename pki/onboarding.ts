@@ -216,21 +216,42 @@ export function buildDeviceBundle(root: string, deviceId: string, composeFile: s
   const meta = readPkiMeta(root);
   if (!meta) throw new FieldStreamError('PKI_CA_MISSING', `No ${p.meta}; run scripts/generate-certificates.sh DOMAIN first.`);
 
+  return packDeviceBundle(root, deviceId, {
+    files: [
+      { from: device.cert, name: 'client.crt' },
+      { from: device.key, name: 'client.key', secret: true },
+      { from: device.signingKey, name: 'signing.key', secret: true },
+    ],
+    env: deviceEnvFile(deviceId, meta.domain),
+    composeFile,
+  });
+}
+
+/**
+ * Writes a device's bundle (certs/bundles/ID.tar.gz, 0600): the public CA, the device's own files
+ * under certs/ (secrets 0600), its .env (0600) and the compose file, packed from a private staging
+ * folder. One way for every kind of device (certificate or token).
+ */
+export function packDeviceBundle(
+  root: string,
+  deviceId: string,
+  o: { files: ReadonlyArray<{ from: string; name: string; secret?: boolean }>; env: string; composeFile: string },
+): string {
+  const p = pkiPaths(root);
   const staging = mkdtempSync(join(tmpdir(), 'fieldstream-bundle-'));
   try {
     const dir = join(staging, deviceId);
     mkdirSync(join(dir, 'certs'), { recursive: true });
     copyFileSync(p.publicCa, join(dir, 'certs', 'ca.crt'));
-    copyFileSync(device.cert, join(dir, 'certs', 'client.crt'));
-    copyFileSync(device.key, join(dir, 'certs', 'client.key'));
-    chmodSync(join(dir, 'certs', 'client.key'), 0o600);
-    copyFileSync(device.signingKey, join(dir, 'certs', 'signing.key'));
-    chmodSync(join(dir, 'certs', 'signing.key'), 0o600);
-    writeFileSync(join(dir, '.env'), deviceEnvFile(deviceId, meta.domain), { mode: 0o600 });
-    copyFileSync(composeFile, join(dir, 'docker-compose.yml'));
+    for (const f of o.files) {
+      copyFileSync(f.from, join(dir, 'certs', f.name));
+      if (f.secret) chmodSync(join(dir, 'certs', f.name), 0o600);
+    }
+    writeFileSync(join(dir, '.env'), o.env, { mode: 0o600 });
+    copyFileSync(o.composeFile, join(dir, 'docker-compose.yml'));
     const out = p.bundle(deviceId);
     mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
-    // tar keeps the 0600 mode of the key; --owner/--group make the archive independent of who built it.
+    // tar keeps the 0600 mode of the secrets; --owner/--group make the archive independent of who built it.
     execFileSync('tar', ['-czf', out, '--owner=0', '--group=0', '-C', staging, deviceId]);
     chmodSync(out, 0o600);
     return out;
