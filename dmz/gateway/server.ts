@@ -18,6 +18,7 @@ import type { DeviceTokens } from './device-tokens.ts';
 import { UplinkPublisher } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
+import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
 
 export interface GatewayServerOptions {
   host: string;
@@ -139,7 +140,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       // Never the token itself: only its code, the device it names and where it came from.
       log.warn({ code: coded.code, remote: req.socket.remoteAddress, ...(typeof deviceId === 'string' ? { deviceId } : {}) }, coded.message);
       metrics.connectionsRefused.inc({ code: coded.code });
-      if (coded.code === 'GATEWAY_CERTIFICATE_REVOKED' && typeof deviceId === 'string') options.securityReports?.note(deviceId, coded.code);
+      if (isGatewaySecurityCode(coded.code) && typeof deviceId === 'string') options.securityReports?.note(deviceId, coded.code);
       if (!socket.destroyed) refuseUpgrade(socket, coded);
       return;
     }

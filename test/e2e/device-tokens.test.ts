@@ -97,6 +97,12 @@ describe('devices with a token instead of a certificate, on the real stack (Cadd
     for (const code of ['GATEWAY_TOKEN_INVALID', 'GATEWAY_TOKEN_UNKNOWN_DEVICE', 'GATEWAY_TOKEN_MISSING']) {
       assert.ok((await refused(code)) >= 1, `${code} counted`);
     }
+    // The wrong token of a known device reaches the internal side as the gateway's security report;
+    // an unknown id (anyone's claim) does not.
+    await eventually(() =>
+      readLocalStore(stack.dataDir.timeseries).find((p) => p.measurement === 'security_events' && p.tags.device === id && p.tags.reason === 'GATEWAY_TOKEN_INVALID' && p.tags.source === 'gateway'),
+    );
+    assert.ok(!readLocalStore(stack.dataDir.timeseries).some((p) => p.measurement === 'security_events' && p.tags.device === 'ghost-1'));
   });
 
   it("a token device's frame claiming another id is refused", async () => {

@@ -20,6 +20,8 @@ const REASONS = new Map([
   ['GATEWAY_RATE_LIMITED', 'rate limited'],
   ['GATEWAY_CERTIFICATE_REVOKED', 'revoked certificate'],
   ['GATEWAY_DEVICE_MISMATCH', "claimed another device's id"],
+  ['GATEWAY_TOKEN_INVALID', 'wrong device token'],
+  ['GATEWAY_TOKEN_REVOKED', 'revoked device token'],
 ]);
 /** A gateway reports its refusals counted, and in its own name (the DMZ's word): both are shown. */
 const reportText = (e) => {
