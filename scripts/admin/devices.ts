@@ -2,7 +2,9 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { readTokensFile } from '../../pki/device-tokens.ts';
 import { pkiPaths } from '../../pki/layout.ts';
+import type { TokenEntry } from '../../shared/security/device-token.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { DAY_MS } from '../../shared/limits.ts';
 
@@ -42,6 +44,8 @@ export const DeviceSummarySchema = z.object({
   bundle: z.string().optional(),
   /** every certificate the CA issued to it, oldest first */
   issued: z.array(z.object({ serial: z.string(), notAfter: z.string(), revoked: z.boolean() })),
+  /** its device token (the DMZ tokens file): active since, or revoked when; absent: none */
+  token: z.union([z.object({ state: z.literal('active'), issuedAt: z.string() }), z.object({ state: z.literal('revoked'), revokedAt: z.string() })]).optional(),
 });
 export type DeviceSummary = z.infer<typeof DeviceSummarySchema>;
 
@@ -100,7 +104,9 @@ export function listDevices(certsDir: string, now = Date.now()): DeviceSummary[]
   const issued = readLog(join(p.caDir, 'issued.jsonl'), IssuedLineSchema);
   const revokedLog = readLog(join(p.caDir, 'revoked.jsonl'), RevokedLineSchema);
   const revokedIds = readRevokedIds(certsDir);
+  const tokens = readTokensFile(certsDir).devices;
   const ids = new Set<string>([
+    ...Object.keys(tokens).filter(isDeviceId),
     ...listDir(join(certsDir, 'devices')).filter(isDeviceId),
     ...listDir(join(certsDir, 'internal', 'device-keys'))
       .filter((f) => f.endsWith('.key'))
@@ -130,8 +136,14 @@ export function listDevices(certsDir: string, now = Date.now()): DeviceSummary[]
       deviceFiles: { clientKey: existsSync(d.key), signingKey: existsSync(d.signingKey) },
       ...(existsSync(p.bundle(id)) ? { bundle: p.bundle(id) } : {}),
       issued: mine.map((r) => ({ serial: r.serial, notAfter: isoDate(r.notAfter), revoked: revokedSerials.has(r.serial) })),
+      ...(tokenOf(tokens[id]) ? { token: tokenOf(tokens[id]) } : {}),
     });
   });
+}
+
+function tokenOf(entry: TokenEntry | undefined): DeviceSummary['token'] {
+  if (!entry) return undefined;
+  return entry.state === 'active' ? { state: 'active', issuedAt: entry.issuedAt } : { state: 'revoked', revokedAt: entry.revokedAt };
 }
 
 export function findDevice(certsDir: string, id: string, now = Date.now()): DeviceSummary | undefined {

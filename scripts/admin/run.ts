@@ -16,7 +16,7 @@ import { restoreBackup } from './restore.ts';
  * scripts/generate-client-cert.sh and scripts/revoke-device.sh run (pki/), so both stay in step.
  */
 export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
-  devices list [--json]                       every device: id, certificate expiry, revoked, signing key
+  devices list [--json]                       every device: id, certificate expiry, token, revoked, signing key
   devices show ID [--json]                    one device in detail
   devices add ID [--days N]                   certificate, signing key and bundle for a new device
   devices add ID --token                      a device token instead of a certificate (only its scrypt hash goes
@@ -132,12 +132,13 @@ function days(raw: string | undefined): number | undefined {
 const yesNo = (b: boolean) => (b ? 'yes' : 'no');
 
 function table(devices: DeviceSummary[]): string {
-  const rows = [['ID', 'CERTIFICATE EXPIRES', 'DAYS LEFT', 'REVOKED', 'SIGNING KEY']];
+  const rows = [['ID', 'CERTIFICATE EXPIRES', 'DAYS LEFT', 'TOKEN', 'REVOKED', 'SIGNING KEY']];
   for (const d of devices) {
     rows.push([
       d.id,
       d.certificate?.notAfter ?? '(no certificate here)',
       d.certificate ? String(d.certificate.daysLeft) : '-',
+      d.token ? d.token.state : '-',
       d.revoked ? `yes${d.revokedAt ? ` (${d.revokedAt})` : ''}` : 'no',
       d.signingKeyRegistered ? 'registered' : 'not registered',
     ]);
@@ -152,6 +153,7 @@ function details(d: DeviceSummary): string {
     `device ${d.id}`,
     `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)` : '(none on this machine)'}`,
     ...(c ? [`  subject:       ${c.subject}`] : []),
+    `  token:         ${d.token ? (d.token.state === 'active' ? `active since ${d.token.issuedAt} (no expiry date; renew --token rotates it)` : `revoked ${d.token.revokedAt}`) : '(none)'}`,
     `  revoked:       ${d.revoked ? `yes${d.revokedAt ? `, ${d.revokedAt}` : ''}` : 'no'}`,
     `  signing key:   ${d.signingKeyRegistered ? 'registered on the internal side' : 'not registered (its messages are refused)'}`,
     `  device files:  client key ${yesNo(d.deviceFiles.clientKey)}, signing key ${yesNo(d.deviceFiles.signingKey)}`,

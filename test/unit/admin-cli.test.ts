@@ -53,8 +53,8 @@ describe('fieldstream-admin devices', () => {
     }
     const text = await admin('devices', 'list');
     assert.equal(text.code, EXIT.ok);
-    assert.match(text.out, /^ID\s+CERTIFICATE EXPIRES\s+DAYS LEFT\s+REVOKED\s+SIGNING KEY\n/);
-    assert.match(text.out, /\ndev-a\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+7(29|30)\s+no\s+registered\n/);
+    assert.match(text.out, /^ID\s+CERTIFICATE EXPIRES\s+DAYS LEFT\s+TOKEN\s+REVOKED\s+SIGNING KEY\n/);
+    assert.match(text.out, /\ndev-a\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+7(29|30)\s+-\s+no\s+registered\n/);
   });
 
   it('shows one device, and says 3 for an unknown one', async () => {

@@ -170,11 +170,24 @@ describe('issuing, rotating and revoking tokens (pki/, fieldstream-admin)', () =
       assert.equal(readDeviceToken(tokenPaths(pki.dir, 'tok-c').token, 'tok-c'), token);
       assert.throws(() => readDeviceToken(tokenPaths(pki.dir, 'tok-c').token, 'other'), (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_INVALID' && !e.message.includes(token));
 
+      // devices list and show say the device has a token, and never print it.
+      out.length = 0;
+      assert.equal(await runAdmin(['devices', 'list', '--json', '--certs-dir', pki.dir], io), EXIT.ok);
+      const listed = (JSON.parse(out.join('')) as Array<{ id: string; token?: { state: string } }>).find((d) => d.id === 'tok-c');
+      assert.equal(listed?.token?.state, 'active');
+      out.length = 0;
+      assert.equal(await runAdmin(['devices', 'show', 'tok-c', '--certs-dir', pki.dir], io), EXIT.ok);
+      assert.match(out.join(''), /token: +active since /);
+      assert.ok(!out.join('').includes(token));
+
       assert.equal(await runAdmin(['devices', 'add', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.conflict);
       assert.equal(await runAdmin(['devices', 'renew', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.ok);
       assert.notEqual(readFileSync(tokenPaths(pki.dir, 'tok-c').token, 'utf8').trim(), token, 'rotated');
       assert.equal(await runAdmin(['devices', 'revoke', 'tok-c', '--certs-dir', pki.dir], io), EXIT.ok, out.join(''));
       assert.deepEqual(readTokensFile(pki.dir).devices['tok-c']?.state, 'revoked');
+      out.length = 0;
+      assert.equal(await runAdmin(['devices', 'show', 'tok-c', '--certs-dir', pki.dir], io), EXIT.ok);
+      assert.match(out.join(''), /token: +revoked /);
       assert.equal(await runAdmin(['devices', 'renew', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.conflict);
       assert.equal(await runAdmin(['devices', 'add', 'tok-d', '--token', '--days', '5', '--certs-dir', pki.dir], io), EXIT.usage);
     } finally {
