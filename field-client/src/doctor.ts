@@ -11,6 +11,7 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
+import { readDeviceToken } from './gateway-connection.ts';
 
 /** A check's verdict: ok, a warning (works, but act soon), or a failure with what to do. */
 export interface CheckResult {
@@ -24,7 +25,9 @@ type Check = (ctx: Context) => Promise<CheckResult | CheckResult[]>;
 interface Context {
   env: Record<string, string | undefined>;
   config?: Readonly<FieldClientConfig>;
-  tls?: { ca: string; cert: string; key: string };
+  tls?: { ca: string; cert?: string; key?: string };
+  /** the device token (FIELD_TOKEN_FILE), sent as the gateway's token route expects it */
+  token?: string;
   url?: URL;
   welcome?: { gatewayId: string; serverTime: number; receivedAt: number; rttMs: number };
   ws?: WebSocket;
@@ -88,6 +91,7 @@ async function commandSafety(ctx: Context): Promise<CheckResult> {
 
 async function certificates(ctx: Context): Promise<CheckResult[]> {
   const c = ctx.config as FieldClientConfig;
+  if (c.FIELD_TOKEN_FILE !== undefined) return tokenCredentials(ctx, c);
   const files: Record<string, string> = {};
   for (const [variable, path] of [['FIELD_CA_FILE', c.FIELD_CA_FILE], ['FIELD_CERT_FILE', c.FIELD_CERT_FILE], ['FIELD_KEY_FILE', c.FIELD_KEY_FILE]] as const) {
     try {
@@ -162,6 +166,25 @@ async function tcp(ctx: Context): Promise<CheckResult> {
   });
 }
 
+/** A token device: the CA file, and a token issued to this very DEVICE_ID (read as the client reads it). */
+function tokenCredentials(ctx: Context, c: FieldClientConfig): CheckResult[] {
+  let ca: string;
+  try {
+    ca = readFileSync(c.FIELD_CA_FILE, 'utf8');
+    new X509Certificate(ca);
+  } catch (err) {
+    return [{ name: 'credentials', level: 'fail', detail: `FIELD_CA_FILE=${c.FIELD_CA_FILE}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Unpack the device bundle and point the variable at its ca.crt.' }];
+  }
+  try {
+    ctx.token = readDeviceToken(c.FIELD_TOKEN_FILE as string, c.DEVICE_ID);
+  } catch (err) {
+    // The message names the file and the device, never the token.
+    return [{ name: 'credentials', level: 'fail', detail: (err as Error).message, hint: 'Use the device.token of this device\'s bundle (fieldstream-admin devices add ID --token).' }];
+  }
+  ctx.tls = { ca };
+  return [{ name: 'credentials', level: 'ok', detail: `a device token for ${c.DEVICE_ID} (FIELD_TOKEN_FILE), no client certificate: GATEWAY_URL must be the token route` }];
+}
+
 async function tlsHandshake(ctx: Context): Promise<CheckResult> {
   const { host, port } = hostPort(ctx);
   return new Promise((resolve) => {
@@ -199,7 +222,13 @@ function frameOf(text: string): DownlinkFrame | undefined {
 async function websocket(ctx: Context): Promise<CheckResult> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const ws = new WebSocket((ctx.url as URL).toString(), { ...(ctx.tls as object), perMessageDeflate: false, handshakeTimeout: TIMEOUT_MS });
+    const ws = new WebSocket((ctx.url as URL).toString(), {
+      ...(ctx.tls as object),
+      // The token in a header, never in the URL, as the field client sends it.
+      ...(ctx.token !== undefined ? { headers: { authorization: `Bearer ${ctx.token}` } } : {}),
+      perMessageDeflate: false,
+      handshakeTimeout: TIMEOUT_MS,
+    });
     ctx.ws = ws;
     const timer = setTimeout(() => resolve({ name: 'websocket', level: 'fail', detail: 'no welcome from the gateway' }), TIMEOUT_MS);
     ws.on('message', (data) => {
@@ -221,7 +250,13 @@ async function websocket(ctx: Context): Promise<CheckResult> {
         } catch {
           /* not ours */
         }
-        resolve({ name: 'websocket', level: 'fail', detail: `upgrade refused: HTTP ${res.statusCode} ${code}`, hint: code === 'GATEWAY_WRONG_PATH' ? 'Check the path of GATEWAY_URL (/ws).' : 'Check that the certificate is a device certificate of this CA.' });
+        resolve({ name: 'websocket', level: 'fail', detail: `upgrade refused: HTTP ${res.statusCode} ${code}`, hint:
+            code === 'GATEWAY_WRONG_PATH'
+              ? 'Check the path of GATEWAY_URL (/ws).'
+              : ctx.token !== undefined
+                ? 'Check the token and that GATEWAY_URL is the token route (docs/errors.md: GATEWAY_TOKEN_*).'
+                : 'Check that the certificate is a device certificate of this CA.',
+        });
       });
     });
     ws.once('error', (err) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
@@ -16,6 +16,7 @@ import { issueDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { generateToken, parseToken } from '../../shared/security/device-token.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import { runDoctor } from '../../field-client/src/doctor.ts';
 
 /** What an upgrade on the token route was answered with: open, or refused with a status and code. */
 async function tryToken(url: string, ca: string, headers: Record<string, string>): Promise<{ ws?: WebSocket; status?: number; code?: string }> {
@@ -73,6 +74,29 @@ describe('devices with a token instead of a certificate, on the real stack (Cadd
     const gatewayLog = readFileSync(stack.gateways[0]!.spec.logFile, 'utf8');
     assert.match(gatewayLog, /"auth":"token"/);
     assert.ok(!gatewayLog.includes(parseToken(tokenOf('tok-1'))!.secret), 'the token is not in the log');
+  });
+
+  it('fieldstream doctor checks a token device through the token route, and names a wrong token without showing it', async () => {
+    const env = {
+      DEVICE_ID: 'tok-1',
+      GATEWAY_URL: tokenUrl(),
+      FIELD_CA_FILE: pki.paths.publicCa,
+      FIELD_TOKEN_FILE: tokenPaths(pki.dir, 'tok-1').token,
+      FIELD_SIGNING_KEY_FILE: pki.paths.device('tok-1').signingKey,
+      FIELD_DATA_DIR: join(work.dir, 'doctor-tok-1'),
+    };
+    const ok = await runDoctor(env);
+    const level = (name: string) => ok.find((r) => r.name === name)?.level;
+    assert.equal(level('credentials'), 'ok', JSON.stringify(ok));
+    assert.equal(level('websocket'), 'ok', JSON.stringify(ok));
+    assert.equal(level('round trip'), 'ok', JSON.stringify(ok));
+    const wrongFile = join(work.dir, 'wrong.token');
+    writeFileSync(wrongFile, generateToken('tok-1') + '\n', { mode: 0o600 });
+    const bad = await runDoctor({ ...env, FIELD_TOKEN_FILE: wrongFile });
+    const ws = bad.find((r) => r.name === 'websocket');
+    assert.equal(ws?.level, 'fail');
+    assert.match(ws?.detail ?? '', /GATEWAY_TOKEN_INVALID/);
+    assert.ok(!JSON.stringify(bad).includes(readFileSync(wrongFile, 'utf8').trim()), 'the token is not shown');
   });
 
   it('the certificate route still refuses a client without a certificate, token or not', async () => {
