@@ -15,7 +15,9 @@ import { revokeDeviceToken } from './device-tokens.ts';
  *
  * - ca.crl: a CRL signed by the CA (made with `openssl ca -gencrl`), for the Mosquitto brokers'
  *   `crlfile` (Mosquitto reads it at start only: restart the brokers after a revocation);
- * - dmz/revoked-serials.txt: the revoked serial numbers, which the gateway re-reads within seconds
+ * - dmz/revocation/revoked-serials.txt: the revoked serial numbers, which the gateway re-reads within
+ *   seconds (in a folder of its own: the file is replaced by renaming, which a container sees only
+ *   through a folder mount, never through a mount of the file itself)
  *   and enforces on new and existing connections (Caddy 2.6 cannot check a CRL itself);
  * - the removal of the device's signing key from the internal registry, and its id in
  *   internal/revoked-devices.txt, so the distributor refuses its messages even if a compromised
@@ -85,11 +87,11 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
   return { serials: issued.map((r) => r.serial), token };
 }
 
-/** Writes ca.crl and dmz/revoked-serials.txt from the revocation log (also with nothing revoked). */
+/** Writes ca.crl and dmz/revocation/revoked-serials.txt from the revocation log (also with nothing revoked). */
 export function publishRevocations(root: string): void {
   const p = pkiPaths(root);
   const revoked = readLines(join(p.caDir, 'revoked.jsonl'), RevokedRecordSchema);
-  const serialsPath = join(root, 'dmz', 'revoked-serials.txt');
+  const serialsPath = join(root, 'dmz', 'revocation', 'revoked-serials.txt');
   mkdirSync(dirname(serialsPath), { recursive: true });
   writeFileSync(`${serialsPath}.tmp`, revoked.map((r) => `${r.serial}\n`).join(''));
   renameSync(`${serialsPath}.tmp`, serialsPath);

@@ -91,7 +91,7 @@ function revoke(argv: string[]): void {
   certs/dmz/tokens/device-tokens.json        the token's hash removed: copy it to the DMZ server; gateways apply it within seconds` : ''}
   certs/ca.crl                        updated: copy it to both servers and restart their Mosquittos
                                       (Mosquitto reads a CRL only at start)
-  certs/dmz/revoked-serials.txt       updated: copy it to the DMZ server; gateways apply it within seconds
+  certs/dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds
   certs/internal/device-keys/${deviceId}.key   removed, and ${deviceId} added to certs/internal/revoked-devices.txt:
                                       copy both to the internal server; distributors refuse its messages within seconds`);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Revokes a device: every certificate issued to it goes into the CRL (certs/ca.crl) and the
-# gateways' revoked list (certs/dmz/revoked-serials.txt), and its signing key leaves the internal
+# gateways' revoked list (certs/dmz/revocation/revoked-serials.txt), and its signing key leaves the internal
 # registry. usage: scripts/revoke-device.sh DEVICE_ID
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -18,7 +18,7 @@ export const GatewayConfigSchema = z.object({
     .default('edge')
     .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean)),
   /** Serial numbers of revoked certificates, one per line (scripts/revoke-device.sh writes it). */
-  GATEWAY_REVOKED_SERIALS_FILE: z.string().default('certs/dmz/revoked-serials.txt'),
+  GATEWAY_REVOKED_SERIALS_FILE: z.string().default('certs/dmz/revocation/revoked-serials.txt'),
   /**
    * on: devices without a client certificate may connect by Caddy's token route (CADDY_TOKEN_ROUTE)
    * with a device token (proxy mode only; docs/security-mechanisms.md, "Device tokens"). Off by default.

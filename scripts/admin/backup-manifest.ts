@@ -74,7 +74,7 @@ export function archiveName(f: { root: Root; path: string }): string {
 
 const SERVICE_FILE = /^(dmz|internal)\/[A-Za-z0-9][A-Za-z0-9._-]*\.(crt|key)$/;
 const CA_FILES = new Set(['ca/ca.key', 'ca/ca.crt', 'ca/issued.jsonl', 'ca/revoked.jsonl', 'ca.crt', 'fieldstream-pki.json']);
-const REVOCATION_FILES = new Set(['ca.crl', 'dmz/revoked-serials.txt', 'internal/revoked-devices.txt']);
+const REVOCATION_FILES = new Set(['ca.crl', 'dmz/revocation/revoked-serials.txt', 'internal/revoked-devices.txt']);
 
 /**
  * What a file below a root is, or undefined when a backup leaves it out. The same rule decides

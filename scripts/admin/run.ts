@@ -242,7 +242,7 @@ async function execute(command: string, args: string[], values: Values, io: Io):
       return io.out(`Revoked device ${id} (${serials.length ? `certificate serials ${serials.join(', ')}` : 'no certificate'}${token ? '; its device token' : ''}).${token ? `
   dmz/tokens/device-tokens.json          the token's hash removed: copy it to the DMZ server; gateways apply it within seconds` : ''}
   ca.crl                          updated: copy it to both servers and restart their Mosquittos (Mosquitto reads a CRL only at start)
-  dmz/revoked-serials.txt         updated: copy it to the DMZ server; gateways apply it within seconds
+  dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds
   internal/device-keys/${id}.key  removed, and ${id} added to internal/revoked-devices.txt:
                                   copy both to the internal server; distributors refuse its messages within seconds
 `);

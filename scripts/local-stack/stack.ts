@@ -182,7 +182,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       GATEWAY_TLS_CERT_FILE: p.service('dmz/gateway').cert,
       GATEWAY_TLS_KEY_FILE: p.service('dmz/gateway').key,
       GATEWAY_CA_FILE: p.publicCa,
-      GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revoked-serials.txt'),
+      GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revocation', 'revoked-serials.txt'),
       GATEWAY_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
       ...(o.tokenRoute && identity === 'proxy' ? { GATEWAY_TOKEN_AUTH: 'on' } : {}),
       ...mqttEnv(ports.dmzMqtt, 'dmz/gateway'),

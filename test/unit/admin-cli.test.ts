@@ -107,7 +107,7 @@ describe('fieldstream-admin devices', () => {
     assert.ok(b?.revokedAt);
     assert.equal(b?.signingKeyRegistered, false);
     assert.ok(b?.issued.every((i) => i.revoked));
-    const serials = readFileSync(join(pki.dir, 'dmz', 'revoked-serials.txt'), 'utf8');
+    const serials = readFileSync(join(pki.dir, 'dmz', 'revocation', 'revoked-serials.txt'), 'utf8');
     for (const i of b?.issued ?? []) assert.ok(serials.includes(i.serial));
     assert.match(readFileSync(join(pki.dir, 'internal', 'revoked-devices.txt'), 'utf8'), /^dev-b$/m);
     assert.equal((await admin('devices', 'add', 'dev-b')).code, EXIT.conflict);

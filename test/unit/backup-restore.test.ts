@@ -121,7 +121,7 @@ describe('backup and restore', () => {
       assert.ok(entry.data.equals(bytes), f.path);
     }
     const paths = m.files.map((f) => `${f.root}/${f.path}`);
-    for (const p of ['certs/ca/ca.key', 'certs/ca/issued.jsonl', 'certs/ca/revoked.jsonl', 'certs/ca.crl', 'certs/dmz/revoked-serials.txt', 'certs/internal/revoked-devices.txt', 'certs/internal/device-keys/dev-a.key', 'certs/devices/dev-b/signing.key', 'certs/internal/distributor.key', 'command-state/commands.jsonl']) {
+    for (const p of ['certs/ca/ca.key', 'certs/ca/issued.jsonl', 'certs/ca/revoked.jsonl', 'certs/ca.crl', 'certs/dmz/revocation/revoked-serials.txt', 'certs/internal/revoked-devices.txt', 'certs/internal/device-keys/dev-a.key', 'certs/devices/dev-b/signing.key', 'certs/internal/distributor.key', 'command-state/commands.jsonl']) {
       assert.ok(paths.includes(p), p);
     }
     assert.ok(paths.some((p) => /^distributor-state\/replay\/dev-a\.[01]\.win$/.test(p)));
