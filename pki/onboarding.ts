@@ -8,7 +8,7 @@ import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { pkiPaths, SERVICE_CERTS } from './layout.ts';
-import { publishRevocations, recordIssued } from './revocation.ts';
+import { publishRevocations, recordIssued, revokedSerialsPath } from './revocation.ts';
 
 /** days */
 export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
@@ -130,8 +130,10 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     );
     report.created.push(spec.file);
   }
-  // The CRL and revoked-serial list exist from the start: the brokers' configuration names them.
-  if (!existsSync(join(root, 'ca.crl')) || report.ca !== 'reused') publishRevocations(root);
+  // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
+  // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
+  // so an upgrade never leaves the gateways without the certificates revoked so far.
+  if (!existsSync(join(root, 'ca.crl')) || !existsSync(revokedSerialsPath(root)) || report.ca !== 'reused') publishRevocations(root);
   return report;
 }
 

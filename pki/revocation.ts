@@ -87,11 +87,14 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
   return { serials: issued.map((r) => r.serial), token };
 }
 
+/** Where the gateways' list of revoked serials is written. */
+export const revokedSerialsPath = (root: string) => join(root, 'dmz', 'revocation', 'revoked-serials.txt');
+
 /** Writes ca.crl and dmz/revocation/revoked-serials.txt from the revocation log (also with nothing revoked). */
 export function publishRevocations(root: string): void {
   const p = pkiPaths(root);
   const revoked = readLines(join(p.caDir, 'revoked.jsonl'), RevokedRecordSchema);
-  const serialsPath = join(root, 'dmz', 'revocation', 'revoked-serials.txt');
+  const serialsPath = revokedSerialsPath(root);
   mkdirSync(dirname(serialsPath), { recursive: true });
   writeFileSync(`${serialsPath}.tmp`, revoked.map((r) => `${r.serial}\n`).join(''));
   renameSync(`${serialsPath}.tmp`, serialsPath);

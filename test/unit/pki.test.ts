@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { SERVICE_CERTS, pkiPaths } from '../../pki/layout.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
 import { describeCertificate } from '../../pki/certificates.ts';
+import { revokeDevice, revokedSerialsPath } from '../../pki/revocation.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { foreignDeviceCert, tempDir } from '../helpers/pki.ts';
 
@@ -75,6 +76,15 @@ describe('certificate onboarding', () => {
     assert.equal(report.ca, 'reused');
     assert.equal(readFileSync(p.caCert, 'utf8'), before);
     assert.equal(readFileSync(p.service('dmz/gateway').cert, 'utf8'), gatewayBefore, 'existing certificates are kept');
+  });
+
+  it('gives a set made before the revoked-serials list moved its list, from the revocation log', () => {
+    issueDeviceCertificate(root, 'dev-moved');
+    const serial = describeCertificate(readFileSync(p.device('dev-moved').cert, 'utf8')).serialNumber.toUpperCase().replace(/^0+/, '');
+    revokeDevice(root, 'dev-moved');
+    rmSync(revokedSerialsPath(root)); // as an older set has it: no dmz/revocation/ yet
+    setupPki(root, { domain: 'fieldstream.example.org' });
+    assert.ok(readFileSync(revokedSerialsPath(root), 'utf8').toUpperCase().includes(serial), 'the revoked serial is listed again');
   });
 
   it('refuses a second certificate for a device unless renewing, and bad device ids', () => {
