@@ -17,6 +17,7 @@ const StackConfigSchema = z.object({
   CERTS_DIR: z.string().default('./certs'),
   STACK_DIR: z.string().default('./data/stack'),
   STACK_GATEWAYS: z.coerce.number().int().min(1).max(16).default(1),
+  STACK_DMZ_SERVERS: z.coerce.number().int().min(1).max(8).default(1),
   STACK_HTTPS_PORT: setting.port(9443),
   STACK_HTTP_PORT: setting.port(9080),
   STACK_DMZ_MQTT_PORT: setting.port(18883),
@@ -40,6 +41,7 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
     env: process.env,
     commandApiToken: token,
     gateways: c.STACK_GATEWAYS,
+    dmzServers: c.STACK_DMZ_SERVERS,
     ports: {
       https: c.STACK_HTTPS_PORT,
       http: c.STACK_HTTP_PORT,
@@ -57,7 +59,7 @@ FieldStream local stack is running (Ctrl-C to stop)
   Caddy (public WSS)   ${stack.urls.wss}
   gateways             ${stack.ports.gateways.map((g) => `127.0.0.1:${g}`).join(' ')}  (mTLS, only Caddy may connect)
   DMZ Mosquitto        ${stack.urls.dmzMqtt}
-  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to the DMZ broker, dialling out)
+${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${s.ports.gateways.map((g) => `127.0.0.1:${g}`).join(' ')}\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
   command API          ${stack.urls.commandApi}  token ${c.COMMAND_API_TOKEN ? '(COMMAND_API_TOKEN)' : token}
   operator console     ${stack.urls.console}  (log in with the command API's token)
   broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 
 /** Ports handed out by this process: never twice, though the first may not be listening yet. */
@@ -58,18 +59,27 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 /** Resolves once something accepts TCP connections on host:port. */
-export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 30_000, alive: () => boolean = () => true): Promise<void> {
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 30_000, alive: () => boolean = () => true, netns?: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (await portInUse(port, host)) return;
+    if (await portInUse(port, host, netns)) return;
     if (!alive()) throw new Error(`the process exited before listening on ${host}:${port}`);
     if (Date.now() > deadline) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-/** True when something accepts TCP connections on 127.0.0.1:port. */
-export function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
+/**
+ * True when something accepts TCP connections on host:port (default 127.0.0.1). With `netns`, the
+ * connection is tried from inside that network namespace (Node cannot enter one itself: bash's
+ * /dev/tcp under `ip netns exec`), since its loopback is not ours.
+ */
+export function portInUse(port: number, host = '127.0.0.1', netns?: string): Promise<boolean> {
+  if (netns) {
+    return new Promise((resolve) =>
+      execFile('ip', ['netns', 'exec', netns, 'timeout', '2', 'bash', '-c', 'exec 3<>"/dev/tcp/$0/$1"', host, String(port)], (err) => resolve(!err)),
+    );
+  }
   return new Promise((resolve) => {
     const s = connect({ port, host });
     s.once('connect', () => {

@@ -20,7 +20,8 @@ process.once('exit', () => {
   for (const child of live) child.kill('SIGKILL');
 });
 
-export type ReadyCheck = { port: number } | { logLine: RegExp } | { file: string };
+/** `host`: where the port is probed (default 127.0.0.1), inside the process's network namespace if it has one */
+export type ReadyCheck = { port: number; host?: string } | { logLine: RegExp } | { file: string };
 
 export interface ProcessSpec {
   name: string;
@@ -35,6 +36,13 @@ export interface ProcessSpec {
   prepare?: () => void;
   /** restart the process when it exits unless stop()/kill() asked for it, logging to this */
   supervisor?: Logger;
+  /**
+   * Run it inside this network namespace: spawned as `ip netns exec <netns> <command> <args>`.
+   * ip(8) enters the namespace and then execs the command in the same process (no fork outside its
+   * batch mode), so the pid we hold, and its process group, are the command's own: stop, kill, pause
+   * and the supervisor's SIGKILL reach it directly.
+   */
+  netns?: string;
 }
 
 /**
@@ -81,7 +89,7 @@ export class ManagedProcess {
   private async startChild(timeoutMs = 30_000): Promise<void> {
     if (this.running) return;
     // A leftover process on our port would pass the readiness check in our stead.
-    if ('port' in this.spec.ready && (await portInUse(this.spec.ready.port))) {
+    if ('port' in this.spec.ready && (await portInUse(this.spec.ready.port, this.spec.ready.host, this.spec.netns))) {
       throw new Error(`${this.name} cannot start: port ${this.spec.ready.port} is already in use`);
     }
     this.spec.prepare?.();
@@ -92,7 +100,8 @@ export class ManagedProcess {
     // detached (a process group of its own): Ctrl-C in the terminal reaches only the runner, which
     // stops each process in order, instead of every process at once as if they had all crashed.
     if (this.intent !== 'run') throw new Error('stopped while starting');
-    const child = spawn(this.spec.command, this.spec.args, { cwd: this.spec.cwd, env: this.spec.env as NodeJS.ProcessEnv, stdio: ['ignore', fd, fd], detached: true });
+    const [command, args] = this.spec.netns ? ['ip', ['netns', 'exec', this.spec.netns, this.spec.command, ...this.spec.args]] : [this.spec.command, this.spec.args];
+    const child = spawn(command, args, { cwd: this.spec.cwd, env: this.spec.env as NodeJS.ProcessEnv, stdio: ['ignore', fd, fd], detached: true });
     closeSync(fd);
     this.child = child;
     this.startedAt = Date.now();
@@ -107,7 +116,7 @@ export class ManagedProcess {
     this.starting = true;
     try {
       if ('port' in this.spec.ready) {
-        await waitForPort(this.spec.ready.port, '127.0.0.1', timeoutMs, () => this.running);
+        await waitForPort(this.spec.ready.port, this.spec.ready.host ?? '127.0.0.1', timeoutMs, () => this.running, this.spec.netns);
       } else if ('file' in this.spec.ready) {
         const deadline = Date.now() + timeoutMs;
         const file = this.spec.ready.file;
