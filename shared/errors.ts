@@ -191,6 +191,7 @@ export const ERRORS = {
   CONSOLE_TOO_MANY_STREAMS: { http: 503, transient: true, description: 'The console has as many live streams open as it serves (CONSOLE.maxLiveStreams); close a tab or try later.' },
   CONSOLE_INTERNAL: { http: 500, transient: false, description: 'The console failed in a way it does not expect; the cause is in its log.' },
   MANAGE_UNAUTHORIZED: { http: 401, transient: false, description: 'The management API needs a valid bearer token (Authorization: Bearer ...); a console session cookie is not one.' },
+  MANAGE_THROTTLED: { http: 429, transient: true, description: 'Too many wrong bearer tokens from this address (MANAGE.authMaxFailures within MANAGE.authFailureWindowMs): its requests are refused unchecked until Retry-After.' },
   MANAGE_FORBIDDEN: { http: 403, transient: false, description: "The bearer token's role does not allow this (sending a test event needs admin)." },
   MANAGE_INVALID_REQUEST: { http: 400, transient: false, description: 'The request (body, query or path) of the management API is not valid.' },
   MANAGE_NOT_FOUND: { http: 404, transient: false, description: 'The management API has no such endpoint.' },

@@ -245,6 +245,15 @@ export const MANAGE = {
   testNoteMaxChars: 200,
   /** seconds a test event stays deliverable when the request does not say (5 minutes: a test, not a command to keep) */
   testEventDefaultTtlS: 300,
+  /** failed bearer tokens from one source address within authFailureWindowMs; past it, further
+   * requests from that address are refused unchecked (MANAGE_THROTTLED) until the window from its
+   * first counted failure has passed. Enough for a script with a mistyped token to show its 401s,
+   * few enough that guessing a 256-bit token is hopeless anyway and cheap to refuse. */
+  authMaxFailures: 20,
+  /** milliseconds. The window of authMaxFailures (5 minutes, as the gateway's device tokens). */
+  authFailureWindowMs: 5 * 60_000,
+  /** source addresses whose failures are remembered; past it the one written longest ago is forgotten */
+  authFailureTrackedKeys: 10_000,
 } as const;
 
 /**

@@ -15,7 +15,7 @@ import { Fleet } from './fleet/fleet.ts';
 import type { Anomaly } from './fleet/types.ts';
 import { selectHistory } from './history/influxql.ts';
 import { LocalHistory } from './history/local.ts';
-import { consoleMetrics, type ConsoleStats } from './metrics.ts';
+import { consoleMetrics, noManageAuthFailures, type ConsoleStats } from './metrics.ts';
 import { OwnPointsWriter } from './own-points.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { PipelinePoller } from './pipeline/pipeline-view.ts';
@@ -83,7 +83,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     { resubscribe: false },
   );
   subscribeOnEveryConnect(mqtt, [STORED_FEED_TOPIC], { qos: 0 }, mqttLog);
-  const stats: ConsoleStats = { feedMessages: 0, feedRefused: 0, feedDropped: 0 };
+  const stats: ConsoleStats = { feedMessages: 0, feedRefused: 0, feedDropped: 0, manageAuthFailures: noManageAuthFailures() };
   mqtt.on('message', (_topic, payload) => {
     let msg;
     try {
@@ -146,7 +146,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       routes: (app) => {
         consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, loginAttemptsPerMinute: config.CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE, log })(app);
         // The management API (docs/management-api.md): bearer tokens only, apart from the pages' sessions.
-        if (config.CONSOLE_MANAGE_API === 'on') manageRoutes({ credentials, fleet, pipeline: () => pipeline.current(), brokerConnected: () => mqtt.connected, commands, log: log.child({ subsystem: 'manage' }) })(app);
+        if (config.CONSOLE_MANAGE_API === 'on') manageRoutes({ credentials, fleet, pipeline: () => pipeline.current(), brokerConnected: () => mqtt.connected, commands, authFailures: stats.manageAuthFailures, log: log.child({ subsystem: 'manage' }) })(app);
       },
     });
   } catch (err) {

@@ -5,6 +5,14 @@ import type { Fleet } from './fleet/fleet.ts';
 import type { DeviceState } from './fleet/types.ts';
 import type { OwnPointsWriter } from './own-points.ts';
 
+/**
+ * Why the management API refused a request's authentication: no Authorization header, one that is
+ * no credential, or none looked at because its address had too many of those (MANAGE_THROTTLED).
+ */
+export const MANAGE_AUTH_FAILURE_REASONS = ['missing', 'invalid', 'throttled'] as const;
+export type ManageAuthFailures = Record<(typeof MANAGE_AUTH_FAILURE_REASONS)[number], number>;
+export const noManageAuthFailures = (): ManageAuthFailures => ({ missing: 0, invalid: 0, throttled: 0 });
+
 /** What the console counts as it goes (the rest is read from its parts at scrape time). */
 export interface ConsoleStats {
   /** stored-feed messages taken, and refused as invalid */
@@ -12,6 +20,8 @@ export interface ConsoleStats {
   feedRefused: number;
   /** points the distributors said they left out of the feed */
   feedDropped: number;
+  /** management API requests refused before any route, by reason */
+  manageAuthFailures: ManageAuthFailures;
 }
 
 const STATES: readonly DeviceState[] = ['online', 'stale', 'offline', 'unknown'];
@@ -43,6 +53,9 @@ export function consoleMetrics(
   collectedCounter(m, 'console_feed_messages_total', 'Stored-feed messages taken from the internal broker.', [], () => stats.feedMessages);
   collectedCounter(m, 'console_feed_refused_total', 'Stored-feed messages refused as invalid (STORED_FEED_INVALID, STORED_FEED_TOO_LARGE).', [], () => stats.feedRefused);
   collectedCounter(m, 'console_feed_dropped_points_total', 'Points the distributors reported leaving out of the stored feed.', [], () => stats.feedDropped);
+  collectedCounter(m, 'console_manage_auth_failures_total', 'Management API requests refused for their bearer token, by reason: missing, invalid, throttled (MANAGE_THROTTLED: refused unchecked).', ['reason'], () =>
+    MANAGE_AUTH_FAILURE_REASONS.map((reason) => [{ reason }, stats.manageAuthFailures[reason]] as const),
+  );
   collectedCounter(m, 'console_untracked_devices_total', 'Devices not tracked because the console tracks as many as it may (CONSOLE.maxDevices).', [], () => fleet.untracked);
   collectedCounter(m, 'console_readings_scored_total', 'Readings scored for anomalies.', [], () => runner?.scored ?? 0);
   collectedCounter(m, 'console_readings_skipped_total', 'Readings not scored because scoring was behind (CONSOLE.anomalyQueueMax).', [], () => runner?.skipped ?? 0);

@@ -378,6 +378,10 @@ describe('the operator console in a real browser', () => {
     await w.page.waitForSelector(sel('page-anomalies'));
     // The spike sent in the device test, flagged by the console's detectors.
     await w.page.waitForSelector(sel('anomaly-row', { device: DEVICE, field: 'level' }));
+    // Each row says what the anomaly looks like: the spike is one, found by the median detector.
+    const spike = w.page.locator(sel('anomaly-row', { device: DEVICE, field: 'level', detector: 'mad', kind: 'spike' })).first();
+    assert.equal(await spike.locator(sel('anomaly-kind')).textContent(), 'spike');
+    assert.ok((await w.page.locator(`${sel('anomalies-table')} th`).allTextContents()).includes('Kind'), 'a Kind column');
     await w.screenshot('anomalies');
 
     for (const { w: p, urls } of opened) for (const u of urls) for (const t of Object.values(ROLE_TOKENS)) assert.ok(!u.includes(t), `a token in the URL ${u}`);

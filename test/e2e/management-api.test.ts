@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { MANAGE } from '../../shared/limits.ts';
+import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
@@ -272,5 +275,53 @@ describe('the management API', () => {
     assert.ok(id);
     const r = await viewer(`/test-events/${id}`);
     assert.deepEqual([r.status, r.body.error.code], [404, 'MANAGE_NOT_FOUND']);
+  });
+
+  it('throttles wrong bearer tokens per source address: 401 until the budget is spent, then 429 MANAGE_THROTTLED with Retry-After, counted and logged; another address still gets through', async () => {
+    // Another loopback address as the guesser's: the console trusts no forwarded header, so the
+    // socket's address is what it throttles, and Linux routes all of 127/8 to the loopback.
+    const GUESSER = '127.0.0.2';
+    const from = (localAddress: string, path: string, token: string) =>
+      new Promise<{ status: number; body: any; retryAfter: string | undefined }>((resolve, reject) => {
+        const req = request(new URL(`/api/v1/manage${path}`, base), { localAddress, headers: { authorization: `Bearer ${token}` } }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text), retryAfter: res.headers['retry-after'] }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const m = fx.pipeline.console?.metricsServer;
+    assert.ok(m, 'the console serves /metrics');
+    const counted = async () => {
+      const samples = parseExposition(await (await fetch(`${m.url}/metrics`)).text());
+      const of = (reason: string) => sumOf(samples, 'fieldstream_console_manage_auth_failures_total', { reason }) ?? -1;
+      return { missing: of('missing'), invalid: of('invalid'), throttled: of('throttled') };
+    };
+    const before = await counted();
+
+    assert.equal((await from(GUESSER, '/topics', ROLE_TOKENS.viewer)).status, 200, 'a valid token from the address before');
+    for (let i = 0; i < MANAGE.authMaxFailures; i++) {
+      const r = await from(GUESSER, '/status', `wrong-token-${i}-0123456789abcdef`);
+      assert.deepEqual([r.status, r.body.error.code], [401, 'MANAGE_UNAUTHORIZED'], `guess ${i + 1}`);
+      // A valid token between the guesses gets through, and buys the guesser nothing.
+      if (i === MANAGE.authMaxFailures - 2) assert.equal((await from(GUESSER, '/topics', ROLE_TOKENS.viewer)).status, 200, 'a valid token while below the budget');
+    }
+    for (const token of ['one-more-guess-0123456789abcdef', ROLE_TOKENS.admin]) {
+      const r = await from(GUESSER, '/status', token);
+      assert.deepEqual([r.status, r.body.error.code], [429, 'MANAGE_THROTTLED'], 'refused unchecked, a valid token too');
+      const s = Number(r.retryAfter);
+      assert.ok(Number.isInteger(s) && s >= 1 && s <= MANAGE.authFailureWindowMs / 1000, `Retry-After ${r.retryAfter}`);
+      assert.equal(r.body.error.details.retryAfterS, s);
+    }
+    // The loopback's usual address has its own record: a valid token gets through.
+    assert.equal((await viewer('/topics')).status, 200);
+
+    assert.deepEqual(await counted(), { missing: before.missing, invalid: before.invalid + MANAGE.authMaxFailures, throttled: before.throttled + 2 });
+    assert.ok(
+      fx.logs.lines.some((l) => l.code === 'MANAGE_THROTTLED' && l.ip === GUESSER),
+      'the address blocked is logged',
+    );
   });
 });

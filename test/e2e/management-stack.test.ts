@@ -68,4 +68,45 @@ describe('the management API on the real stack', () => {
     assert.equal(done.response.result.test, 'received');
     assert.equal(done.response.result.note, 'stack');
   });
+
+  // Last: these stop the brokers the test event above needs.
+  type Status = { brokers: { internal: { up: boolean | null; source: string }; dmz: { up: boolean | null; source: string } }; bridge: { connected: boolean | null; source: string }; distributors: Array<{ broker: boolean | null }> };
+  const status = async () => {
+    const r = await call('/status', ROLE_TOKENS.viewer);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r.body as Status;
+  };
+  const allUp = (s: Status) => s.brokers.internal.up === true && s.brokers.dmz.up === true && s.bridge.connected === true;
+
+  it('reports the DMZ broker and the bridge down while the DMZ broker is stopped, and up again after it restarts', async () => {
+    await stack.dmzMosquitto.stop();
+    const down = await eventually(async () => {
+      const s = await status();
+      return s.brokers.dmz.up === false && s.bridge.connected === false ? s : undefined;
+    }, 30_000, 'the DMZ broker and the bridge reported down');
+    assert.deepEqual(down.brokers, { internal: { up: true, source: 'broker-exporter' }, dmz: { up: false, source: 'broker-exporter' } });
+    assert.deepEqual(down.bridge, { connected: false, source: 'broker-exporter' });
+
+    await stack.dmzMosquitto.start();
+    // The bridge retries with a growing delay (restart_timeout 2 30).
+    await eventually(async () => (allUp(await status()) ? true : undefined), 60_000, 'the DMZ broker and the bridge reported up again');
+  });
+
+  it('reports the internal broker (and so the bridge) down while it is stopped, and up again after it restarts', async () => {
+    await stack.internalMosquitto.stop();
+    const down = await eventually(async () => {
+      const s = await status();
+      return s.brokers.internal.up === false && s.bridge.connected === false && s.distributors.every((d) => d.broker === false) ? s : undefined;
+    }, 30_000, 'the internal broker reported down');
+    // From the exporter, not from the console's own (also lost) connection: the same source as when up.
+    assert.deepEqual(down.brokers, { internal: { up: false, source: 'broker-exporter' }, dmz: { up: true, source: 'broker-exporter' } });
+    assert.deepEqual(down.bridge, { connected: false, source: 'broker-exporter' });
+
+    await stack.internalMosquitto.start();
+    const up = await eventually(async () => {
+      const s = await status();
+      return allUp(s) && s.distributors.every((d) => d.broker === true) ? s : undefined;
+    }, 60_000, 'the internal broker and the bridge reported up again');
+    assert.deepEqual(up.brokers, { internal: { up: true, source: 'broker-exporter' }, dmz: { up: true, source: 'broker-exporter' } });
+  });
 });

@@ -5,10 +5,12 @@ import { TEST_COMMAND, type TestCommandParams } from '../../../shared/contract/t
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
 import { CONSOLE, LIMITS, MANAGE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
+import { TokenThrottle } from '../../../shared/security/throttle.ts';
 import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
 import type { CommandClient, ConsoleCommand } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import type { DeviceRow } from '../fleet/types.ts';
+import { noManageAuthFailures, type ManageAuthFailures } from '../metrics.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
 import { manageStatus } from './status.ts';
 import { topicStructure, validateTopic } from './topics.ts';
@@ -22,6 +24,8 @@ export interface ManageDeps {
   /** the console's own connection to the internal broker */
   brokerConnected: () => boolean;
   commands: CommandClient;
+  /** where refused authentications are counted for the console's metrics (by reason) */
+  authFailures?: ManageAuthFailures;
   log: Logger;
 }
 
@@ -92,6 +96,8 @@ export function manageRoutes(d: ManageDeps) {
     void app.register(
       async (api) => {
         const callers = new WeakMap<FastifyRequest, { who: Principal; token: string }>();
+        const throttle = new TokenThrottle(MANAGE.authMaxFailures, MANAGE.authFailureWindowMs, MANAGE.authFailureTrackedKeys);
+        const failures = d.authFailures ?? noManageAuthFailures();
         const caller = (req: FastifyRequest) => {
           const c = callers.get(req);
           if (!c) throw new FieldStreamError('MANAGE_UNAUTHORIZED');
@@ -100,11 +106,28 @@ export function manageRoutes(d: ManageDeps) {
 
         api.addHook('onRequest', async (req, reply) => {
           void reply.header('cache-control', 'no-store');
+          // Per source address (the socket's: the console trusts no forwarded header). An address
+          // past its budget is refused before its token is looked at, a valid one too, so a guesser
+          // learns nothing more until its window ends; below it, a valid token gets through but
+          // clears nothing, so slipping one between guesses buys no more guesses.
+          const source = [`addr:${req.ip}`];
+          if (throttle.blocked(source)) {
+            failures.throttled++;
+            const retryAfterS = Math.max(1, Math.ceil(throttle.retryAfterMs(source) / 1000));
+            throw new FieldStreamError('MANAGE_THROTTLED', `Too many wrong bearer tokens from ${req.ip}; try again in ${retryAfterS} s.`, { retryAfterS });
+          }
           const header = req.headers.authorization;
           const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
           const who = m?.[1] === undefined ? undefined : d.credentials.verify(m[1]);
           if (!who) {
-            if (header !== undefined) d.log.warn({ code: 'MANAGE_UNAUTHORIZED', ip: req.ip, path: req.url.split('?')[0] }, 'management API request with a bearer token that is no credential');
+            // No header at all is no guess (a browser, a misconfigured script): counted, not charged.
+            if (header === undefined) failures.missing++;
+            else {
+              failures.invalid++;
+              throttle.fail(source);
+              d.log.warn({ code: 'MANAGE_UNAUTHORIZED', ip: req.ip, path: req.url.split('?')[0] }, 'management API request with a bearer token that is no credential');
+              if (throttle.blocked(source)) d.log.warn({ code: 'MANAGE_THROTTLED', ip: req.ip, maxFailures: MANAGE.authMaxFailures, windowMs: MANAGE.authFailureWindowMs }, 'too many wrong bearer tokens from one address: its management API requests are refused unchecked for a while');
+            }
             throw new FieldStreamError('MANAGE_UNAUTHORIZED', header === undefined && req.headers.cookie !== undefined ? 'The management API takes a bearer token (Authorization: Bearer ...), not the console session cookie.' : undefined);
           }
           callers.set(req, { who, token: m?.[1] as string });
@@ -112,6 +135,8 @@ export function manageRoutes(d: ManageDeps) {
 
         api.setErrorHandler((err, req, reply) => {
           const coded = managementError(err);
+          const retryAfterS = coded.code === 'MANAGE_THROTTLED' ? coded.details?.retryAfterS : undefined;
+          if (typeof retryAfterS === 'number') void reply.header('retry-after', String(retryAfterS));
           if (coded.code === 'MANAGE_INTERNAL') d.log.error({ code: coded.code, err, method: req.method, path: req.url.split('?')[0] }, 'unexpected error answering a management request');
           else if (coded.httpStatus >= 500) d.log.warn({ code: coded.code, path: req.url.split('?')[0], err: coded.message, details: coded.details }, 'management request failed');
           void reply

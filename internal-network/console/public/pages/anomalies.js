@@ -7,7 +7,7 @@ import { dataTable } from '../table.js';
 export function mountAnomalies(root, { store }) {
   const table = dataTable({
     caption: 'Anomalies, newest first',
-    headings: ['Time', 'Device', 'Field', 'Detector', 'Score', 'Value'],
+    headings: ['Time', 'Device', 'Field', 'Detector', 'Kind', 'Score', 'Value'],
     testid: 'anomalies-table',
   });
   const count = h('span', { class: 'muted', testid: 'anomalies-count' });
@@ -21,11 +21,13 @@ export function mountAnomalies(root, { store }) {
     const list = store.anomalies;
     setText(count, `${list.length} shown (the latest)`);
     table.fill(list, (a) =>
-      h('tr', { testid: 'anomaly-row', data: { device: String(a.device), field: String(a.field), detector: String(a.detector) } },
+      h('tr', { testid: 'anomaly-row', data: { device: String(a.device), field: String(a.field), detector: String(a.detector), kind: String(a.kind) } },
         h('td', null, h('time', null, dateTime(a.time))),
         h('td', null, typeof a.device === 'string' ? routeLink(['device', a.device], a.device, { testid: 'anomaly-device-link' }) : value(a.device)),
         h('td', null, a.field === '*' ? 'several fields' : value(a.field)),
         h('td', null, value(a.detector)),
+        // What it looks like (spike, stuck, drift, correlation): a hint for reading the score, not a verdict.
+        h('td', { testid: 'anomaly-kind' }, value(a.kind)),
         h('td', { class: 'num' }, score(a.score)),
         h('td', { class: 'num' }, a.value === undefined ? '—' : number(a.value))),
       'No anomalies yet.');
