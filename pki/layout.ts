@@ -19,7 +19,7 @@ export interface ServiceCertSpec {
   commonName: string;
   role: 'server' | 'client' | 'both';
   /** DNS names / IPs for server certificates, given the public domain and extra broker hosts */
-  sans?: (ctx: { domain: string; dmzBrokerHosts: readonly string[]; internalBrokerHosts: readonly string[] }) => string[];
+  sans?: (ctx: { domain: string; edgeHosts: readonly string[]; dmzBrokerHosts: readonly string[]; internalBrokerHosts: readonly string[] }) => string[];
 }
 
 const LOCAL = ['localhost', '127.0.0.1', '::1'];
@@ -27,7 +27,9 @@ const LOCAL = ['localhost', '127.0.0.1', '::1'];
 export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
   // The public endpoint: Caddy in the three-tier deployment, the gateway itself when it serves WSS.
   // Caddy also presents it to the gateway, which takes device identities only from "edge".
-  { file: 'dmz/edge', commonName: 'edge', role: 'both', sans: ({ domain }) => [domain, ...LOCAL] },
+  // With several DMZ servers that devices reach by their own names (GATEWAY_URL listing each),
+  // one certificate names them all (--edge-host), so every server's Caddy can present it.
+  { file: 'dmz/edge', commonName: 'edge', role: 'both', sans: ({ domain, edgeHosts }) => [domain, ...edgeHosts, ...LOCAL] },
   // The gateway serves Caddy over mTLS and is a client of the DMZ broker.
   { file: 'dmz/gateway', commonName: 'gateway', role: 'both', sans: () => ['gateway', ...LOCAL] },
   {

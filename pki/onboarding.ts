@@ -27,6 +27,8 @@ export interface SetupOptions {
   newCa?: boolean;
   /** Re-issue service certificates that already exist. */
   renew?: boolean;
+  /** more names for the public edge certificate: each DMZ server's own name when there are several */
+  edgeHosts?: readonly string[];
   dmzBrokerHosts?: readonly string[];
   internalBrokerHosts?: readonly string[];
 }
@@ -75,9 +77,9 @@ export function readPkiMeta(root: string): z.infer<typeof PkiMetaSchema> | undef
 export function setupPki(root: string, options: SetupOptions): SetupReport {
   const domain = DomainSchema.safeParse(options.domain);
   if (!domain.success) throw new FieldStreamError('PKI_INVALID_NAME', `DOMAIN ${JSON.stringify(options.domain)} is not a DNS name.`);
-  for (const h of [...(options.dmzBrokerHosts ?? []), ...(options.internalBrokerHosts ?? [])]) {
+  for (const h of [...(options.edgeHosts ?? []), ...(options.dmzBrokerHosts ?? []), ...(options.internalBrokerHosts ?? [])]) {
     if (!DomainSchema.safeParse(h).success && !/^[0-9a-fA-F.:]+$/.test(h)) {
-      throw new FieldStreamError('PKI_INVALID_NAME', `Broker host ${JSON.stringify(h)} is not a DNS name or IP address.`);
+      throw new FieldStreamError('PKI_INVALID_NAME', `Host ${JSON.stringify(h)} is not a DNS name or IP address.`);
     }
   }
   const p = pkiPaths(root);
@@ -114,6 +116,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     }
     const sans = spec.sans?.({
       domain: domain.data,
+      edgeHosts: options.edgeHosts ?? [],
       dmzBrokerHosts: options.dmzBrokerHosts ?? [],
       internalBrokerHosts: options.internalBrokerHosts ?? [],
     });

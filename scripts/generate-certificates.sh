@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the FieldStream CA (once) and the certificates of every service.
-# usage: scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
+# usage: scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
 # Output goes to ./certs (or $CERTS_DIR). An existing CA is kept unless --new-ca is given.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

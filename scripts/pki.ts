@@ -15,7 +15,7 @@ const fieldCompose = resolve(repoRoot, 'field-client', 'docker-compose.yml');
 
 function usage(): never {
   console.error(`usage:
-  scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
+  scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
   scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]
   scripts/revoke-device.sh DEVICE_ID`);
   process.exit(64);
@@ -28,6 +28,7 @@ function setup(argv: string[]): void {
     options: {
       'new-ca': { type: 'boolean', default: false },
       renew: { type: 'boolean', default: false },
+      'edge-host': { type: 'string', multiple: true, default: [] },
       'dmz-broker-host': { type: 'string', multiple: true, default: [] },
       'internal-broker-host': { type: 'string', multiple: true, default: [] },
     },
@@ -38,6 +39,7 @@ function setup(argv: string[]): void {
     domain,
     newCa: values['new-ca'],
     renew: values.renew,
+    edgeHosts: values['edge-host'],
     dmzBrokerHosts: values['dmz-broker-host'],
     internalBrokerHosts: values['internal-broker-host'],
   });

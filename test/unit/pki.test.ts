@@ -21,7 +21,7 @@ describe('certificate onboarding', () => {
   const root = join(tmp.dir, 'certs');
   const p = pkiPaths(root);
   before(() => {
-    setupPki(root, { domain: 'fieldstream.example.org', dmzBrokerHosts: ['dmz.internal.example'] });
+    setupPki(root, { domain: 'fieldstream.example.org', edgeHosts: ['dmz2.example.org', '192.0.2.7'], dmzBrokerHosts: ['dmz.internal.example'] });
     issueDeviceCertificate(root, 'sensor-001');
     issueDeviceCertificate(root, 'sensor-002');
   });
@@ -48,6 +48,8 @@ describe('certificate onboarding', () => {
     const edge = openssl('x509', '-in', p.service('dmz/edge').cert, '-noout', '-ext', 'subjectAltName,extendedKeyUsage');
     assert.match(edge, /DNS:fieldstream\.example\.org/);
     assert.match(edge, /DNS:localhost/);
+    assert.match(edge, /DNS:dmz2\.example\.org/, 'a second DMZ server\'s own name (--edge-host)');
+    assert.match(edge, /IP Address:192\.0\.2\.7/);
     assert.match(edge, /IP Address:127\.0\.0\.1/);
     assert.match(edge, /TLS Web Server Authentication/);
     const broker = openssl('x509', '-in', p.service('dmz/mosquitto').cert, '-noout', '-ext', 'subjectAltName');
