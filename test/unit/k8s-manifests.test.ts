@@ -1,0 +1,334 @@
+/**
+ * The Kubernetes manifests (k8s/, docs/kubernetes.md), rendered by the real `kubectl kustomize` of
+ * this machine (KUBECTL, else `kubectl`; CI installs Debian's kubernetes-client 1.20, kustomize
+ * v2.0.3) from a copy of k8s/ whose overlays get a certificate set made here, exactly as an operator
+ * fills them. Every rendered object is checked against what the compose files run and what
+ * docs/deployment.md's firewall table allows. Parsed with PyYAML (python3-yaml), as elsewhere.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { z } from 'zod';
+import { allowedPeers, containersOf, KubeObject, podSpecOf, workloadLabels, type Peer } from '../helpers/k8s.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+
+const repoRoot = join(import.meta.dirname, '..', '..');
+const kubectl = process.env.KUBECTL ?? 'kubectl';
+const kubectlFound = !spawnSync(kubectl, ['version', '--client'], { stdio: 'ignore' }).error;
+const SKIP = kubectlFound ? false : `no kubectl found (${kubectl}); set KUBECTL or install kubernetes-client`;
+
+/**
+ * The repository's files that k8s/base holds copies of (kustomize reads only inside a kustomization's
+ * folder): configuration at the root or in folders both tiers share. Code, and the brokers' folders,
+ * come through kustomizations in their own folders instead (the bases outside k8s/).
+ */
+const COPIES: ReadonlyArray<readonly [string, string]> = [
+  ['Caddyfile', 'k8s/base/dmz/config/Caddyfile'],
+  ['monitoring/prometheus/dmz-prometheus.yml', 'k8s/base/dmz/config/dmz-prometheus.yml'],
+  ['monitoring/prometheus/prometheus.yml', 'k8s/base/internal/config/prometheus.yml'],
+  ['monitoring/prometheus/alerts.yml', 'k8s/base/internal/config/alerts.yml'],
+  ['monitoring/grafana/provisioning/datasources/fieldstream.yml', 'k8s/base/internal/config/grafana/datasources.yml'],
+  ['monitoring/grafana/provisioning/dashboards/fieldstream.yml', 'k8s/base/internal/config/grafana/dashboards.yml'],
+  ['monitoring/grafana/provisioning/alerting/fieldstream.yml', 'k8s/base/internal/config/grafana/alerting.yml'],
+  ['monitoring/grafana/dashboards/devices.json', 'k8s/base/internal/config/grafana/dashboards/devices.json'],
+  ['monitoring/grafana/dashboards/pipeline.json', 'k8s/base/internal/config/grafana/dashboards/pipeline.json'],
+  ['monitoring/grafana/dashboards/security.json', 'k8s/base/internal/config/grafana/dashboards/security.json'],
+];
+
+interface Tier {
+  overlay: 'dmz' | 'internal';
+  namespace: string;
+  compose: string;
+  /** Secrets the operator makes by hand (a folder of files, or only when a feature is on): mounted optional. */
+  operatorSecrets: string[];
+}
+const TIERS: Tier[] = [
+  { overlay: 'dmz', namespace: 'fieldstream-dmz', compose: 'docker-compose.dmz.yml', operatorSecrets: ['gateway-device-tokens'] },
+  { overlay: 'internal', namespace: 'fieldstream-internal', compose: 'docker-compose.internal.yml', operatorSecrets: ['device-keys'] },
+];
+
+/** docs/configuration.md: each service's /metrics, /healthz and /readyz port. */
+const METRICS_PORTS: Record<string, number> = { gateway: 9464, distributor: 9465, 'command-api': 9466, 'broker-exporter': 9468, console: 9469 };
+
+function toJson(yamlText: string): unknown {
+  return JSON.parse(
+    execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)'], { input: yamlText, encoding: 'utf8' }),
+  );
+}
+
+/** The repository folders the bases reach out to (`bases: [../../../scripts, ...]`). */
+function outsideBases(): string[] {
+  const Kustomization = z.object({ bases: z.array(z.string()).default([]) });
+  const folders = ['dmz', 'internal'].flatMap((tier) => {
+    const dir = join(repoRoot, 'k8s', 'base', tier);
+    const [k] = z.array(Kustomization).parse(toJson(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')));
+    return (k?.bases ?? []).map((b) => relative(repoRoot, join(dir, b))).filter((f) => !f.startsWith('k8s'));
+  });
+  return [...new Set(folders)];
+}
+
+const ComposeFile = z.object({
+  services: z.record(
+    z.string(),
+    z.object({ image: z.string(), profiles: z.array(z.string()).optional(), environment: z.record(z.string(), z.unknown()).optional() }),
+  ),
+});
+function composeServices(file: string): z.infer<typeof ComposeFile>['services'] {
+  const [doc] = z.array(z.unknown()).parse(toJson(readFileSync(file, 'utf8')));
+  return ComposeFile.parse(doc).services;
+}
+
+describe('Kubernetes manifests', () => {
+  it('k8s/base holds byte-equal copies of the repository files it turns into ConfigMaps', () => {
+    for (const [source, copy] of COPIES) {
+      assert.ok(readFileSync(join(repoRoot, copy)).equals(readFileSync(join(repoRoot, source))), `${copy} differs from ${source}: cp ${source} ${copy}`);
+    }
+  });
+
+  const rendered = new Map<string, KubeObject[]>();
+  let work: { dir: string; cleanup(): void } | undefined;
+  let pki: { dir: string; cleanup(): void } | undefined;
+
+  before(() => {
+    if (SKIP) return;
+    work = tempDir('k8s');
+    pki = makeTestPki([], 'fieldstream.example.org');
+    // The bases outside k8s/ (scripts/, the brokers' folders) keep their place relative to it.
+    cpSync(join(repoRoot, 'k8s'), join(work.dir, 'k8s'), { recursive: true, filter: (src) => !/overlays\/[^/]+\/(certs|secrets)(\/|$)/.test(src) });
+    for (const folder of outsideBases()) cpSync(join(repoRoot, folder), join(work.dir, folder), { recursive: true });
+    for (const tier of TIERS) {
+      // What docs/kubernetes.md tells the operator to copy.
+      const certs = join(work.dir, 'k8s', 'overlays', tier.overlay, 'certs');
+      mkdirSync(certs);
+      for (const f of ['ca.crt', 'ca.crl', tier.overlay]) cpSync(join(pki.dir, f), join(certs, f), { recursive: true });
+    }
+    const internal = join(work.dir, 'k8s', 'overlays', 'internal');
+    writeFileSync(join(internal, 'certs', 'internal', 'revoked-devices.txt'), '');
+    mkdirSync(join(internal, 'secrets'));
+    writeFileSync(join(internal, 'secrets', 'command-api-token'), 'a'.repeat(64));
+    writeFileSync(join(internal, 'secrets', 'influxdb-token'), 'influx-token');
+    writeFileSync(join(internal, 'secrets', 'influxdb-password'), '');
+    writeFileSync(join(internal, 'secrets', 'grafana-admin-password'), 'b'.repeat(32));
+    for (const tier of TIERS) {
+      const out = execFileSync(kubectl, ['kustomize', join(work.dir, 'k8s', 'overlays', tier.overlay)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      rendered.set(tier.overlay, z.array(KubeObject).parse(toJson(out)));
+    }
+  });
+  after(() => {
+    work?.cleanup();
+    pki?.cleanup();
+  });
+
+  for (const tier of TIERS) {
+    describe(`overlays/${tier.overlay}`, { skip: SKIP }, () => {
+      const objects = (): KubeObject[] => rendered.get(tier.overlay) ?? assert.fail('not rendered');
+      const workloads = (): KubeObject[] => objects().filter((o) => ['Deployment', 'StatefulSet'].includes(o.kind));
+      const named = (kind: string, name: string): KubeObject =>
+        objects().find((o) => o.kind === kind && o.metadata.name === name) ?? assert.fail(`no ${kind} ${name}`);
+
+      it(`runs every service of ${tier.compose} (but an optional InfluxDB), with its image and every environment variable`, () => {
+        for (const [name, svc] of Object.entries(composeServices(join(repoRoot, tier.compose)))) {
+          if (svc.profiles?.length) continue;
+          const w = workloads().find((o) => o.metadata.name === name) ?? assert.fail(`no workload for compose service ${name}`);
+          const c = containersOf(w)[0] ?? assert.fail(name);
+          assert.equal(c.image, svc.image, name);
+          const env = new Set(c.env?.map((e) => e.name));
+          for (const key of Object.keys(svc.environment ?? {})) assert.ok(env.has(key), `${name}: ${key} of compose is not set`);
+        }
+      });
+
+      it('puts everything in its own namespace', () => {
+        assert.ok(objects().some((o) => o.kind === 'Namespace' && o.metadata.name === tier.namespace));
+        for (const o of objects()) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, tier.namespace, `${o.kind} ${o.metadata.name}`);
+      });
+
+      it('gives every container requests and limits, a pinned image, no service account token', () => {
+        for (const w of workloads()) {
+          assert.equal(podSpecOf(w).automountServiceAccountToken, false, w.metadata.name);
+          for (const c of containersOf(w)) {
+            for (const k of ['requests', 'limits'] as const) {
+              assert.ok(c.resources?.[k]?.cpu && c.resources[k]?.memory, `${w.metadata.name}/${c.name}: ${k}`);
+            }
+            assert.match(c.image, /^[^:@]+(:[\w.-]+|@sha256:[0-9a-f]{64})$/, `${c.name}: a tag`);
+            assert.doesNotMatch(c.image, /:latest$/, c.name);
+          }
+        }
+      });
+
+      it('runs every container as a non-root user, read-only, without privileges or capabilities', () => {
+        for (const w of workloads()) {
+          const pod = podSpecOf(w);
+          for (const c of containersOf(w)) {
+            const sc = { ...pod.securityContext, ...c.securityContext };
+            const where = `${w.metadata.name}/${c.name}`;
+            assert.equal(sc.runAsNonRoot, true, where);
+            assert.ok((sc.runAsUser ?? 0) > 0, `${where}: runAsUser`);
+            assert.equal(c.securityContext?.readOnlyRootFilesystem, true, where);
+            assert.equal(c.securityContext?.allowPrivilegeEscalation, false, where);
+            assert.ok(c.securityContext?.capabilities?.drop?.includes('ALL'), `${where}: drop ALL`);
+            assert.notEqual(c.securityContext?.privileged, true, where);
+          }
+        }
+      });
+
+      it('probes liveness on /healthz and readiness on /readyz of each service\'s metrics port; the brokers on their listener', () => {
+        for (const w of workloads()) {
+          for (const c of containersOf(w)) {
+            const where = `${w.metadata.name}/${c.name}`;
+            assert.ok(c.livenessProbe && c.readinessProbe, `${where}: probes`);
+            const port = METRICS_PORTS[w.metadata.name];
+            if (port !== undefined) {
+              assert.ok(c.env?.some((e) => /_METRICS_PORT$/.test(e.name) && e.value === String(port)), `${where}: metrics on ${port}`);
+              assert.deepEqual([c.livenessProbe.httpGet?.path, c.livenessProbe.httpGet?.port], ['/healthz', port], where);
+              assert.deepEqual([c.readinessProbe.httpGet?.path, c.readinessProbe.httpGet?.port], ['/readyz', port], where);
+            } else if (c.image.startsWith('eclipse-mosquitto:')) {
+              assert.equal(c.livenessProbe.tcpSocket?.port, 8883, where);
+              assert.equal(c.readinessProbe.tcpSocket?.port, 8883, where);
+            }
+          }
+        }
+        assert.equal(workloads().filter((w) => METRICS_PORTS[w.metadata.name] !== undefined).length, tier.overlay === 'dmz' ? 1 : 4);
+      });
+
+      it('reads keys and tokens from Secrets: mounted read-only (0440 or 0400, group fsGroup), or by reference; writes only to emptyDir or PVC', () => {
+        const secrets = new Set(objects().filter((o) => o.kind === 'Secret').map((o) => o.metadata.name));
+        const configMaps = new Set(objects().filter((o) => o.kind === 'ConfigMap').map((o) => o.metadata.name));
+        const refSecret = (name: string, optional: boolean | undefined, where: string): void => {
+          if (tier.operatorSecrets.includes(name)) assert.equal(optional, true, `${where}: ${name} is made by the operator, so optional`);
+          else assert.ok(secrets.has(name), `${where}: Secret ${name} is rendered`);
+        };
+        for (const w of workloads()) {
+          const pod = podSpecOf(w);
+          const claims = new Set((w.spec.volumeClaimTemplates ?? []).map((t) => t.metadata.name));
+          const volumes = new Map(pod.volumes?.map((v) => [v.name, v]));
+          for (const c of containersOf(w)) {
+            const where = `${w.metadata.name}/${c.name}`;
+            for (const e of c.env ?? []) {
+              if (/(TOKEN|PASSWORD|SECRET)$/.test(e.name)) assert.ok(e.value === undefined && e.valueFrom?.secretKeyRef, `${where}: ${e.name} from a Secret`);
+              if (e.valueFrom?.secretKeyRef) refSecret(e.valueFrom.secretKeyRef.name, e.valueFrom.secretKeyRef.optional, where);
+              if (e.valueFrom?.configMapKeyRef) assert.ok(configMaps.has(e.valueFrom.configMapKeyRef.name), `${where}: ${e.name}`);
+              // Every key file named in the environment is inside a Secret mount.
+              if (/_KEY_FILE$/.test(e.name)) {
+                const m = c.volumeMounts?.find((vm) => e.value?.startsWith(`${vm.mountPath}/`));
+                const v = m && volumes.get(m.name);
+                assert.ok(v?.secret || v?.projected, `${where}: ${e.name}=${e.value} is not on a Secret`);
+              }
+            }
+            for (const m of c.volumeMounts ?? []) {
+              const v = volumes.get(m.name);
+              if (v?.secret || v?.projected) {
+                assert.equal(m.readOnly, true, `${where}: ${m.name} read-only`);
+                const mode = v.secret?.defaultMode ?? v.projected?.defaultMode;
+                assert.ok(mode === 0o440 || mode === 0o400, `${where}: ${m.name} mode ${mode}`);
+                assert.ok(pod.securityContext?.fsGroup, `${where}: fsGroup, so the non-root user reads the key`);
+                if (v.secret) refSecret(v.secret.secretName, v.secret.optional, where);
+                for (const s of v.projected?.sources ?? []) if (s.secret) refSecret(s.secret.name, s.secret.optional, where);
+              } else if (v?.configMap) {
+                assert.equal(m.readOnly, true, `${where}: ${m.name} read-only`);
+                assert.ok(configMaps.has(v.configMap.name), `${where}: ConfigMap ${v.configMap.name}`);
+              } else if (!m.readOnly) {
+                assert.ok(v?.emptyDir || v?.persistentVolumeClaim || claims.has(m.name), `${where}: writable ${m.mountPath} is an emptyDir or a PVC`);
+              }
+            }
+          }
+        }
+        // Nothing secret sits in a ConfigMap.
+        for (const o of objects().filter((x) => x.kind === 'ConfigMap')) {
+          for (const v of Object.values(o.data ?? {})) assert.doesNotMatch(v, /BEGIN [A-Z ]*PRIVATE KEY/, o.metadata.name);
+        }
+      });
+
+      it('runs the brokers as StatefulSets with their store on a PVC, the repository\'s configuration and renderer', () => {
+        const broker = named('StatefulSet', `${tier.overlay}-mosquitto`);
+        assert.ok(broker.spec.volumeClaimTemplates?.some((t) => t.metadata.name === 'data'));
+        assert.ok(containersOf(broker)[0]?.volumeMounts?.some((m) => m.name === 'data' && m.mountPath === '/mosquitto/data'));
+        const conf = objects().find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith(`${tier.overlay}-mosquitto-config`));
+        const confDir = tier.overlay === 'dmz' ? 'dmz/mosquitto' : 'internal-network/mosquitto';
+        const files = readdirSync(join(repoRoot, confDir)).filter((f) => f !== 'kustomization.yaml');
+        assert.deepEqual(Object.keys(conf?.data ?? {}).sort(), files.sort(), `every file of ${confDir}`);
+        for (const f of files) assert.equal(conf?.data?.[f], readFileSync(join(repoRoot, confDir, f), 'utf8'), f);
+        const renderer = objects().find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('render-config'));
+        assert.equal(renderer?.data?.['render-config.sh'], readFileSync(join(repoRoot, 'scripts', 'render-config.sh'), 'utf8'));
+      });
+
+      it('denies by default, in and out, and lets DNS through', () => {
+        const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
+        const deny = policies.find((p) => Object.keys(p.spec.podSelector ?? {}).length === 0 && !p.spec.ingress && !p.spec.egress);
+        assert.deepEqual(deny?.spec.policyTypes?.slice().sort(), ['Egress', 'Ingress'], 'a default-deny policy');
+        for (const w of workloads()) {
+          const peers = allowedPeers(policies, workloadLabels(w), 'egress', 53, 'UDP');
+          assert.ok(peers.length > 0 && !peers.includes('any'), `${w.metadata.name}: DNS only to the cluster DNS`);
+        }
+      });
+
+      if (tier.overlay === 'dmz') {
+        it('a gateway Deployment of two or more replicas, scaled on CPU, kept up through disruptions, behind a headless Service Caddy names', () => {
+          const gw = named('Deployment', 'gateway');
+          assert.ok((gw.spec.replicas ?? 0) >= 2);
+          const hpa = named('HorizontalPodAutoscaler', 'gateway');
+          assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: 'gateway' });
+          assert.ok((hpa.spec.minReplicas ?? 0) >= 2 && (hpa.spec.maxReplicas ?? 0) > (hpa.spec.minReplicas ?? 0));
+          assert.ok(hpa.spec.metrics?.some((m) => m.resource?.name === 'cpu'));
+          const pdb = named('PodDisruptionBudget', 'gateway');
+          assert.deepEqual(pdb.spec.selector?.matchLabels, gw.spec.selector?.matchLabels);
+          const svc = named('Service', 'gateway');
+          assert.equal(svc.spec.clusterIP, 'None', 'every replica in DNS, as compose\'s service name');
+          const caddy = containersOf(named('Deployment', 'caddy'))[0];
+          assert.equal(caddy?.env?.find((e) => e.name === 'GATEWAY_UPSTREAMS')?.value, 'gateway:8443');
+          const caddyfile = objects().find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('caddyfile'));
+          assert.equal(caddyfile?.data?.Caddyfile, readFileSync(join(repoRoot, 'Caddyfile'), 'utf8'));
+        });
+
+        it('the firewall table: 443 from anywhere to Caddy, gateways from Caddy only, 8883 and 9091 from the corporate egress only', () => {
+          const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
+          const pods = (name: string): Record<string, string> => workloadLabels(workloads().find((w) => w.metadata.name === name) ?? assert.fail(name));
+          assert.deepEqual(allowedPeers(policies, pods('caddy'), 'ingress', 8443), ['any']);
+          assertPeers(allowedPeers(policies, pods('gateway'), 'ingress', 8443), ['pod:caddy']);
+          assertPeers(allowedPeers(policies, pods('gateway'), 'ingress', 9464), ['pod:dmz-prometheus']);
+          const mqtt = allowedPeers(policies, pods('dmz-mosquitto'), 'ingress', 8883);
+          assert.ok(mqtt.includes('pod:gateway'));
+          assertCorporateOnly(mqtt.filter((p) => p !== 'pod:gateway'), 'DMZ broker');
+          assertCorporateOnly(allowedPeers(policies, pods('dmz-prometheus'), 'ingress', 9090), 'DMZ Prometheus');
+          // Nothing in the DMZ dials the corporate network; the broker dials nothing at all.
+          assert.deepEqual(allowedPeers(policies, pods('dmz-mosquitto'), 'egress', 8883), []);
+          for (const svcName of ['dmz-mosquitto-public', 'dmz-prometheus-public']) {
+            const svc = named('Service', svcName);
+            assert.equal(svc.spec.externalTrafficPolicy, 'Local', `${svcName} keeps the source address the policies check`);
+          }
+        });
+      } else {
+        it('the firewall table: consoles and APIs from the operators only, out to the DMZ on 8883 and 9091 only, the database', () => {
+          const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
+          const pods = (name: string): Record<string, string> => workloadLabels(workloads().find((w) => w.metadata.name === name) ?? assert.fail(name));
+          for (const [name, port] of [['command-api', 8080], ['console', 8090], ['prometheus', 9090], ['grafana', 3000]] as const) {
+            const peers = allowedPeers(policies, pods(name), 'ingress', port);
+            assert.ok(peers.some((p) => p.startsWith('ipBlock:')), `${name}: from the operators' network`);
+            for (const p of peers) assert.match(p, /^(ipBlock:(?!0\.0\.0\.0\/0).*|namespace:.+|pod:.+)$/, `${name}:${port} from ${p}`);
+          }
+          const outside = (p: Peer): boolean => p === 'any' || p.startsWith('ipBlock:');
+          for (const w of workloads()) {
+            for (const port of [8883, 9091, 8086, 443]) {
+              const out = allowedPeers(policies, workloadLabels(w), 'egress', port).filter(outside);
+              const may: Record<number, string[]> = { 8883: ['internal-mosquitto', 'broker-exporter'], 9091: ['prometheus'], 8086: ['distributor', 'console', 'grafana'], 443: [] };
+              if (may[port]?.includes(w.metadata.name)) assertCorporateOnly(out, `${w.metadata.name} → ${port}`);
+              else assert.deepEqual(out, [], `${w.metadata.name} may not leave the cluster on ${port}`);
+            }
+          }
+          assert.deepEqual(allowedPeers(policies, pods('internal-mosquitto'), 'ingress', 8883).filter(outside), [], 'nothing dials in');
+        });
+      }
+    });
+  }
+});
+
+function assertPeers(actual: Peer[], expected: Peer[]): void {
+  assert.deepEqual([...new Set(actual)].sort(), [...expected].sort());
+}
+
+/** Peers that are fixed addresses: never "any", never 0.0.0.0/0. */
+function assertCorporateOnly(peers: Peer[], what: string): void {
+  assert.ok(peers.length > 0, `${what}: some address is allowed`);
+  for (const p of peers) assert.match(p, /^ipBlock:(?!0\.0\.0\.0\/0)[0-9a-f.:]+\/\d+$/, `${what}: ${p}`);
+}
