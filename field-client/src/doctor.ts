@@ -11,6 +11,7 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
+import { gatewayUrls } from './gateway-urls.ts';
 import { readDeviceToken } from './gateway-connection.ts';
 
 /** A check's verdict: ok, a warning (works, but act soon), or a failure with what to do. */
@@ -42,19 +43,38 @@ const TIMEOUT_MS = 10_000;
 export async function runDoctor(env: Record<string, string | undefined>): Promise<CheckResult[]> {
   const ctx: Context = { env };
   const results: CheckResult[] = [];
-  const steps: Check[] = [configuration, commandSafety, certificates, dns, tcp, tlsHandshake, websocket, roundTrip, clockSkew, queueAndDisk];
-  for (const step of steps) {
+  const local: Check[] = [configuration, commandSafety, certificates];
+  const network: Check[] = [dns, tcp, tlsHandshake, websocket, roundTrip, clockSkew];
+  const run = async (step: Check) => {
     const r = await step(ctx).catch((err: unknown): CheckResult => ({ name: step.name, level: 'fail', detail: (err as Error).message }));
-    const list = Array.isArray(r) ? r : [r];
+    return Array.isArray(r) ? r : [r];
+  };
+  for (const step of local) {
+    const list = await run(step);
     results.push(...list);
-    if (list.some((x) => x.level === 'fail') && step !== queueAndDisk) {
-      if (step === configuration) break;
-      // later network steps cannot succeed; the local queue and disk can still be looked at
-      if (ctx.config) results.push(...([await queueAndDisk(ctx)].flat() as CheckResult[]));
-      break;
+    if (list.some((x) => x.level === 'fail')) {
+      if (step === configuration) return results;
+      // the network steps cannot succeed; the local queue and disk can still be looked at
+      results.push(...(await queueAndDisk(ctx)));
+      return results;
+    }
+  }
+  // Every URL of GATEWAY_URL in turn (one per DMZ server): the client fails over between them, so
+  // each must work; with several, each result names the URL it is about.
+  const urls = gatewayUrls((ctx.config as FieldClientConfig).GATEWAY_URL);
+  for (const url of urls) {
+    ctx.url = new URL(url);
+    ctx.welcome = undefined;
+    ctx.ws?.terminate();
+    ctx.ws = undefined;
+    for (const step of network) {
+      const list = await run(step);
+      results.push(...(urls.length > 1 ? list.map((x) => ({ ...x, detail: `${url}: ${x.detail}` })) : list));
+      if (list.some((x) => x.level === 'fail')) break; // later steps for this URL cannot succeed
     }
   }
   ctx.ws?.terminate();
+  results.push(...(await queueAndDisk(ctx)));
   return results;
 }
 
@@ -64,8 +84,8 @@ async function configuration(ctx: Context): Promise<CheckResult> {
   } catch (err) {
     return { name: 'configuration', level: 'fail', detail: isFieldStreamError(err) ? err.message : String(err), hint: 'Fix the named variables in .env (see .env.example).' };
   }
-  ctx.url = new URL(ctx.config.GATEWAY_URL);
-  return { name: 'configuration', level: 'ok', detail: `device ${ctx.config.DEVICE_ID}, gateway ${ctx.config.GATEWAY_URL}` };
+  const urls = gatewayUrls(ctx.config.GATEWAY_URL);
+  return { name: 'configuration', level: 'ok', detail: `device ${ctx.config.DEVICE_ID}, ${urls.length > 1 ? `gateways ${urls.join(' ')} (tried in turn)` : `gateway ${urls[0]}`}` };
 }
 
 /** Commands drive actuators: say when the device would run commands nobody authenticated. */

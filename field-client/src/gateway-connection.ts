@@ -6,8 +6,10 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { parseToken } from '../../shared/security/device-token.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { gatewayUrls } from './gateway-urls.ts';
 
 export interface ConnectionOptions {
+  /** one wss:// URL, or several separated by commas (GATEWAY_URL): tried in turn */
   url: string;
   /** a certificate device: its certificate and key; a token device: its device token instead */
   tls: { ca: string; cert: string; key: string } | { ca: string; token: string };
@@ -23,10 +25,19 @@ export interface ConnectionOptions {
  * The WSS connection to the gateway, kept up for as long as the client runs: reconnect with
  * exponential backoff and full jitter (so a fleet does not return in lockstep after an outage).
  * Emits 'open', 'frame' (validated downlink frames) and 'close'.
+ *
+ * With several URLs (one per DMZ server, or per path to it), a failed or lost connection moves to
+ * the next URL, wrapping round; an open connection stays where it is, so the client goes back to an
+ * earlier URL only by rotation, never because that server came back (no flapping between servers).
+ * The backoff grows once per full round without a connection, so a dead server is skipped at once.
  */
 export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame: [DownlinkFrame] }> {
   private ws: WebSocket | undefined;
-  private attempt = 0;
+  private readonly urls: string[];
+  /** index in `urls` of the URL of the current (or next) connection */
+  private current = 0;
+  /** connections that failed or were lost since the last one opened */
+  private failures = 0;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -36,6 +47,13 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     private readonly log: Logger,
   ) {
     super();
+    this.urls = gatewayUrls(options.url);
+    if (this.urls.length === 0) throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_URL lists no URL');
+  }
+
+  /** the URL of the current connection, or of the next attempt */
+  get url(): string {
+    return this.urls[this.current] as string;
   }
 
   get isOpen(): boolean {
@@ -69,7 +87,8 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
 
   private open(): void {
     const auth = this.options.tls;
-    const ws = new WebSocket(this.options.url, {
+    const url = this.url;
+    const ws = new WebSocket(url, {
       ca: auth.ca,
       // The token goes in the upgrade's Authorization header (RFC 6750 §2.1), never in the URL,
       // which proxies and servers write to their logs.
@@ -79,8 +98,8 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     });
     this.ws = ws;
     ws.on('open', () => {
-      this.attempt = 0;
-      this.log.info({ url: this.options.url }, 'connected to gateway');
+      this.failures = 0;
+      this.log.info({ url }, 'connected to gateway');
       this.touch();
       this.emit('open');
     });
@@ -98,16 +117,18 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     });
     ws.on('ping', () => this.touch());
     ws.on('unexpected-response', (_req, res) => {
-      this.log.warn({ status: res.statusCode, reason: res.statusMessage }, 'gateway refused the WebSocket upgrade');
+      this.log.warn({ url, status: res.statusCode, reason: res.statusMessage }, 'gateway refused the WebSocket upgrade');
     });
-    ws.on('error', (err) => this.log.warn({ err: err.message }, 'gateway connection error'));
+    ws.on('error', (err) => this.log.warn({ url, err: err.message }, 'gateway connection error'));
     ws.on('close', (code, reason) => {
       clearTimeout(this.idleTimer);
       if (this.ws === ws) this.ws = undefined;
       this.emit('close');
       if (this.stopped) return;
+      // Failed or lost alike: the next URL (the same one when there is only one).
+      this.current = (this.current + 1) % this.urls.length;
       const delay = this.backoff();
-      this.log.info({ closeCode: code, reason: reason.toString(), retryInMs: delay }, 'disconnected from gateway');
+      this.log.info({ url, closeCode: code, reason: reason.toString(), nextUrl: this.url, retryInMs: delay }, 'disconnected from gateway');
       this.retryTimer = setTimeout(() => this.open(), delay);
     });
   }
@@ -122,7 +143,10 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   }
 
   private backoff(): number {
-    const cap = Math.min(this.options.reconnectMaxMs, this.options.reconnectInitialMs * 2 ** Math.min(this.attempt++, 20));
+    // One step per full round of the URLs: after a lost connection every other server is tried
+    // within reconnectInitialMs each before the delay starts to grow.
+    const round = Math.floor(this.failures++ / this.urls.length);
+    const cap = Math.min(this.options.reconnectMaxMs, this.options.reconnectInitialMs * 2 ** Math.min(round, 20));
     return Math.max(100, Math.floor(Math.random() * cap));
   }
 }

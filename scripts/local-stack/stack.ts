@@ -128,7 +128,14 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   });
   const rest = dmzServers.slice(1);
   const direct = dmz.directGateway;
-  const all = [dmz.mosquitto, internal.mosquitto, ...dmz.gateways, ...(direct ? [direct] : []), dmz.caddy, internal.distributor, internal.commandApi, internal.brokerExporter, internal.console, ...rest.flatMap((s) => s.all)];
+  // Every DMZ broker before the internal one, so each bridge finds its broker at once: a message
+  // published on a DMZ broker before the bridge's first connection there has no subscriber yet.
+  const all = [
+    dmz.mosquitto, ...rest.map((s) => s.mosquitto), internal.mosquitto,
+    ...dmz.gateways, ...(direct ? [direct] : []), dmz.caddy,
+    internal.distributor, internal.commandApi, internal.brokerExporter, internal.console,
+    ...rest.flatMap((s) => s.all.filter((p) => p !== s.mosquitto)),
+  ];
   const started: ManagedProcess[] = [];
   try {
     for (const proc of all) {

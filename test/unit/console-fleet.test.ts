@@ -101,6 +101,32 @@ describe('the console fleet: online, stale, offline', () => {
     assert.equal(fleet.detail('pump-1')?.row.state, 'online');
   });
 
+  it("a device that moved to another DMZ server stays online: the old server's late offline, its stale online and its restart change nothing", () => {
+    const { fleet } = fleetAt();
+    const on = (gateway: string, state: 'online' | 'offline', time: number) => ({ ...status('pump-1', state, time), tags: { device: 'pump-1', gateway } });
+    fleet.apply(on('gw-1', 'online', 1_000));
+    fleet.apply(on('dmz2-gw-1', 'online', 2_000)); // moved: server 1 died
+    fleet.apply(on('gw-1', 'offline', 2_500)); // server 1's gateway noticed the lost socket late
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online');
+    assert.equal(fleet.detail('pump-1')?.row.gateway, 'dmz2-gw-1');
+    fleet.apply(on('gw-1', 'online', 1_000)); // server 1's broker came back with its retained status
+    fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 3_000 }, time: 3_100 });
+    fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'offline', since: 3_000 }, time: 3_200 });
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online');
+    assert.equal(fleet.detail('pump-1')?.row.gateway, 'dmz2-gw-1');
+    fleet.apply(on('dmz2-gw-1', 'offline', 4_000)); // the gateway holding it lost it: offline
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline');
+  });
+
+  it('a gateway that restarted holds none of its devices from before its start', () => {
+    const { fleet } = fleetAt();
+    fleet.apply(status('pump-1', 'online', 1_000));
+    fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 2_000 }, time: 2_100 });
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline', 'killed with its broker: no will was sent');
+    fleet.apply(status('pump-1', 'online', 2_200));
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online');
+  });
+
   it('health sets the backlog and certificate days; the newest reading stays the last one', () => {
     const { fleet } = fleetAt();
     fleet.apply({ measurement: 'device_health', tags: { device: 'pump-1' }, fields: { queue_messages: 12, cert_days_left: 20, version: '0.1.0' }, time: 3_000 });

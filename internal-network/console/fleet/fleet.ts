@@ -152,6 +152,10 @@ export class Fleet {
     if (!e || p.time < e.presenceAt) return; // an older presence arriving late changes nothing
     const state = p.fields.state;
     if (state !== 'online' && state !== 'offline') return;
+    // With several DMZ servers a device that moved is held by another gateway now: the end of its
+    // session on the gateway it left (that server's late "offline", or the one it publishes when it
+    // comes back) says nothing of the device (docs/deployment.md, "More than one DMZ server").
+    if (state === 'offline' && p.tags.gateway !== undefined && e.row.gateway !== null && p.tags.gateway !== e.row.gateway && (e.row.state === 'online' || e.row.state === 'stale')) return;
     e.presenceAt = p.time;
     const cert = p.fields.cert_days_left;
     this.change(e, () => {
@@ -166,14 +170,19 @@ export class Fleet {
   /**
    * A gateway gone (its will, or its clean stop): the devices it held are offline, unless they have
    * been heard of through another gateway since. A presence of the device newer than this still
-   * wins, as always.
+   * wins, as always. A gateway (re)started (`online`, `since` its start) holds none of the devices
+   * it held before: those it was last seen holding before `since` are offline too — a DMZ server
+   * killed whole sends no will, and its broker may bring back its old "online" statuses.
    */
   private gatewayPresence(p: StoredPoint): void {
     const gateway = p.tags.gateway;
-    if (gateway === undefined || p.fields.state !== 'offline') return;
+    if (gateway === undefined) return;
+    const since = p.fields.since;
+    const before = p.fields.state === 'offline' ? p.time : p.fields.state === 'online' && typeof since === 'number' ? since : undefined;
+    if (before === undefined) return;
     for (const e of this.devices.values()) {
-      if (e.row.gateway !== gateway || (e.row.state !== 'online' && e.row.state !== 'stale') || e.presenceAt > p.time) continue;
-      e.presenceAt = p.time;
+      if (e.row.gateway !== gateway || (e.row.state !== 'online' && e.row.state !== 'stale') || e.presenceAt > before) continue;
+      e.presenceAt = before;
       this.setState(e, 'offline', p.time);
     }
   }
