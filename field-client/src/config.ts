@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { DAY_S, LIMITS } from '../../shared/limits.ts';
+import { GatewayUrlListSchema } from './gateway-urls.ts';
 
 const portOrOff = (fallback: number) =>
   z
@@ -12,7 +13,7 @@ const portOrOff = (fallback: number) =>
 /** The field client's settings (see .env.example and docs/configuration.md). */
 export const FieldClientConfigSchema = z.object({
   DEVICE_ID: DeviceIdSchema,
-  GATEWAY_URL: setting.url(['wss']),
+  GATEWAY_URL: GatewayUrlListSchema,
   FIELD_CA_FILE: z.string().default('/certs/ca.crt'),
   FIELD_CERT_FILE: z.string().default('/certs/client.crt'),
   FIELD_KEY_FILE: z.string().default('/certs/client.key'),
