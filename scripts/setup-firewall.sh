@@ -59,7 +59,7 @@ done
 
 # ---- settings: option, then environment, then .env -----------------------------------------------
 declare -A dotenv=()
-if [ -f "$env_file" ]; then
+if [ -f "$env_file" ] || [ "$env_file" = /dev/null ]; then
   # Parsed, never sourced: a .env is data, and a value like $(...) must stay text.
   while IFS= read -r line || [ -n "$line" ]; do
     line=${line%$'\r'}
@@ -245,6 +245,8 @@ rules_internal() {
   NOTE='nothing else inbound, Docker-published or not'; note fwd; dnat_drop
   # Outbound: only what the table restricts. A default-deny here would break apt, NTP, InfluxDB...
   NOTE="the bridge ($broker) and the federation ($prom) dial the DMZ server(s) only"; note out fwd
+  # Loopback first: the internal broker listens on 8883 too, and its local clients must reach it.
+  basics out out
   to_containers out; to_containers fwd
   allow out tcp "$broker,$prom" "$dmz4" "$dmz6"; allow fwd tcp "$broker,$prom" "$dmz4" "$dmz6"
   allow out tcp "$broker,$prom" any '' drop; allow fwd tcp "$broker,$prom" any '' drop

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -11,7 +12,11 @@ export class InfluxV1 {
   readonly user = 'fieldstream';
   readonly password = 'not-a-secret-test-password';
 
-  private constructor(dir: string, port: number, rpcPort: number) {
+  /**
+   * `netns`: run it inside that network namespace (on the namespace's loopback); its HTTP API is
+   * then called from inside the namespace too (curl under `ip netns exec`), since Node cannot enter one.
+   */
+  private constructor(dir: string, port: number, rpcPort: number, private readonly netns?: string) {
     const conf = join(dir, 'influxdb.conf');
     writeFileSync(
       conf,
@@ -38,12 +43,14 @@ bind-address = "127.0.0.1:${rpcPort}"
       cwd: dir,
       logFile: join(dir, 'influxd.log'),
       ready: { port },
+      ...(netns ? { netns } : {}),
     });
   }
 
-  static async start(dir: string, database: string): Promise<InfluxV1> {
+  /** In a namespace, give fixed ports (freePort() answers for ours, not the namespace's). */
+  static async start(dir: string, database: string, o: { netns?: string; port?: number; rpcPort?: number } = {}): Promise<InfluxV1> {
     mkdirSync(dir, { recursive: true });
-    const db = new InfluxV1(dir, await freePort(), await freePort());
+    const db = new InfluxV1(dir, o.port ?? (await freePort()), o.rpcPort ?? (await freePort()), o.netns);
     await db.process.start();
     await db.waitPing();
     // With no user yet, InfluxDB lets the first admin be created without credentials.
@@ -54,7 +61,7 @@ bind-address = "127.0.0.1:${rpcPort}"
 
   private async waitPing(): Promise<void> {
     for (let i = 0; i < 100; i++) {
-      const ok = await fetch(`${this.url}/ping`).then((r) => r.status === 204, () => false);
+      const ok = await this.http('GET', `${this.url}/ping`).then((r) => r.status === 204, () => false);
       if (ok) return;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -67,9 +74,9 @@ bind-address = "127.0.0.1:${rpcPort}"
     url.searchParams.set('epoch', 'ms');
     if (database) url.searchParams.set('db', database);
     const headers: Record<string, string> = auth ? { authorization: `Basic ${Buffer.from(`${this.user}:${this.password}`).toString('base64')}` } : {};
-    const res = await fetch(url, { method: 'POST', headers });
-    const body = (await res.json()) as InfluxResult;
-    if (!res.ok || body.results?.[0]?.error) throw new Error(`InfluxDB query failed (${res.status}): ${JSON.stringify(body)}`);
+    const res = await this.http('POST', url.toString(), headers);
+    const body = JSON.parse(res.body) as InfluxResult;
+    if (res.status !== 200 || body.results?.[0]?.error) throw new Error(`InfluxDB query failed (${res.status}): ${JSON.stringify(body)}`);
     return body;
   }
 
@@ -86,10 +93,22 @@ bind-address = "127.0.0.1:${rpcPort}"
    * with a query scans them.
    */
   async pointsWritten(): Promise<number> {
-    const vars = (await (await fetch(`${this.url}/debug/vars`)).json()) as Record<string, { name?: string; values?: Record<string, unknown> }>;
+    const vars = JSON.parse((await this.http('GET', `${this.url}/debug/vars`)).body) as Record<string, { name?: string; values?: Record<string, unknown> }>;
     let n = 0;
     for (const v of Object.values(vars)) if (v?.name === 'httpd') n += Number(v.values?.pointsWrittenOK ?? 0);
     return n;
+  }
+
+  /** An HTTP request to the server, from inside its namespace when it has one. */
+  private async http(method: 'GET' | 'POST', url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+    if (!this.netns) {
+      const res = await fetch(url, { method, headers });
+      return { status: res.status, body: await res.text() };
+    }
+    const args = ['netns', 'exec', this.netns, 'curl', '-sS', '-X', method, '-w', '\n%{http_code}', ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url];
+    const out = await new Promise<string>((resolve, reject) => execFile('ip', args, { maxBuffer: 64 << 20 }, (err, stdout) => (err ? reject(err) : resolve(String(stdout)))));
+    const cut = out.lastIndexOf('\n');
+    return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
   }
 
   async restart(): Promise<void> {

@@ -87,6 +87,8 @@ describe('setup-firewall.sh --dry-run', () => {
     const allowed = out.indexOf('ip daddr { 198.51.100.10, 198.51.100.11 } tcp dport { 8883, 9091 } accept');
     assert.ok(allowed > 0 && out.includes('ip6 daddr 2001:db8::10 tcp dport { 8883, 9091 } accept'), out.join('\n'));
     assert.ok(out.indexOf('tcp dport { 8883, 9091 } drop') > allowed);
+    // the internal broker listens on 8883 as well: its clients on this machine reach it over loopback
+    assert.ok(out.indexOf('oif "lo" accept') > 0 && out.indexOf('oif "lo" accept') < allowed, out.join('\n'));
     assert.ok(chain(r.out, 'forward').includes('tcp dport { 8883, 9091 } drop'), 'containers too');
     assert.ok(chain(r.out, 'input').includes('ip saddr 10.20.0.0/16 tcp dport { 8080, 8090, 3000, 9090 } accept'));
     const closed = fw(['internal', '--dry-run', DMZS]);
