@@ -3,6 +3,7 @@ import { parseConfig, setting } from '../../shared/config.ts';
 import { DAY_S } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
+import { checkPostgresSettings, postgresSettings } from './sinks/postgres/settings.ts';
 
 /** The distributor's settings (see .env.example and docs/configuration.md). */
 export const DistributorConfigSchema = z
@@ -23,6 +24,7 @@ export const DistributorConfigSchema = z
     /** milliseconds: the longest pause between two attempts to write while the database is down */
     DISTRIBUTOR_RETRY_MAX_MS: setting.positiveInt(30_000),
     ...influxSettings(),
+    ...postgresSettings(),
     FILE_STORAGE_PATH: z.string().default('./data/files'),
     FILE_STORAGE_TYPE: z.enum(['local'], { message: 'only "local" is supported (mount object storage as a folder for s3, azure or gcs)' }).default('local'),
     DEAD_LETTER_PATH: z.string().default('./data/dead-letter'),
@@ -47,7 +49,10 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_METRICS_PORT: setting.portOrOff(9465),
     LOG_LEVEL: setting.logLevel(),
   })
-  .superRefine(checkInfluxSettings);
+  .superRefine((c, ctx) => {
+    checkInfluxSettings(c, ctx);
+    checkPostgresSettings(c, ctx);
+  });
 export type DistributorConfig = z.infer<typeof DistributorConfigSchema>;
 
 export function loadDistributorConfig(env: Record<string, string | undefined> = process.env): Readonly<DistributorConfig> {

@@ -10,7 +10,7 @@ import { Consumer } from './consumer.ts';
 import { DeadLetters } from './dead-letter.ts';
 import { FileStore } from './file-store.ts';
 import { MessageHandler } from './message-handler.ts';
-import { selectSink } from './sinks/select.ts';
+import { selectDistributorSink } from './sinks/select.ts';
 import { WriteBatcher } from './write-batcher.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { ReplayWindows } from './security/replay-window.ts';
@@ -55,7 +55,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     config.DISTRIBUTOR_FEED === 'on'
       ? new StoredFeedPublisher(clients, { source: config.DISTRIBUTOR_CLIENT_ID }, log.child({ subsystem: 'feed' }), { published: metrics.feedPoints, dropped: metrics.feedDropped })
       : undefined;
-  const sink = new WriteBatcher(selectSink(config), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
+  const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);
   const verifier = new MessageVerifier(

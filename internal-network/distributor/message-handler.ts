@@ -3,7 +3,7 @@ import { parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
-import { eventPoints, filePoint, healthPoints, MEASUREMENTS, readingPoints, responsePoints, type StoredPoint } from './points.ts';
+import { eventPoints, filePoint, healthPoints, MEASUREMENTS, POINT_KEY, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier } from './security/verifier.ts';
 import type { ReceiptRequest } from './receipts.ts';
@@ -35,13 +35,27 @@ export class MessageHandler {
       // cert_days_left lets a dashboard alert on certificates about to expire.
       const cert: Record<string, number> =
         status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: daysUntil(status.certNotAfter, status.at) } : {};
-      return this.presencePoint({ measurement: MEASUREMENTS.status, tags: { device: where.deviceId, gateway: status.gatewayId }, fields: { state: status.state, ...cert }, time: status.at });
+      return this.presencePoint({
+        measurement: MEASUREMENTS.status,
+        tags: { device: where.deviceId, gateway: status.gatewayId },
+        fields: { state: status.state, ...cert },
+        time: status.at,
+        // Retained: delivered again on every new subscription, the same presence each time.
+        [POINT_KEY]: `${status.gatewayId}:${status.at}:${status.state}`,
+      });
     }
     if (where.kind === 'gatewayPresence') {
       const presence = parseEnvelope(GatewayPresenceSchema, payload);
       if (presence.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Presence of ${presence.gatewayId} arrived on ${topic}`);
       // Stamped when it arrived: a will carries the time the gateway started, not when it was lost.
-      return this.presencePoint({ measurement: MEASUREMENTS.gatewayStatus, tags: { gateway: where.gatewayId }, fields: { state: presence.state, since: presence.since }, time: Date.now() });
+      // A gateway process (its `since`) goes online once and offline once: that names the message.
+      return this.presencePoint({
+        measurement: MEASUREMENTS.gatewayStatus,
+        tags: { gateway: where.gatewayId },
+        fields: { state: presence.state, since: presence.since },
+        time: Date.now(),
+        [POINT_KEY]: `${presence.since}:${presence.state}`,
+      });
     }
     if (where.kind === 'gatewaySecurity') {
       const report = parseEnvelope(GatewaySecurityReportSchema, payload);
@@ -52,6 +66,7 @@ export class MessageHandler {
         tags: { device: e.deviceId, reason: e.code, source: 'gateway' },
         fields: { count: e.count, gateway: report.gatewayId, from: report.from, detail: `${e.count} refused by gateway ${report.gatewayId}` },
         time: report.to,
+        [POINT_KEY]: `g:${report.gatewayId}:${report.from}:${report.to}:${e.code}`,
       }));
       await this.sink.write(points);
       for (const e of report.events) this.metrics.securityEvents.inc({ reason: e.code }, e.count);
@@ -65,7 +80,7 @@ export class MessageHandler {
     }
     // Only what the device provably sent, once, is written; the rest becomes security events.
     const verdict = this.verifier.check(env);
-    const points = verdict.accepted ? await this.pointsOf(verdict.accepted) : [];
+    const points = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : [];
     await this.sink.write([...points, ...verdict.events]);
     verdict.commit();
     this.count(env.dataType, points.length, verdict);
@@ -114,23 +129,24 @@ export class MessageHandler {
     }
   }
 
-  private async pointsOf(env: UplinkEnvelope): Promise<StoredPoint[]> {
+  /** `keys`: each message's key, in its order (Verdict.keys). */
+  private async pointsOf(env: UplinkEnvelope, keys: readonly string[]): Promise<StoredPoint[]> {
     switch (env.dataType) {
       case 'timeseries':
-        return readingPoints(env);
+        return readingPoints(env, keys);
       case 'event':
-        return eventPoints(env);
+        return eventPoints(env, keys);
       case 'response':
-        return responsePoints(env);
+        return responsePoints(env, keys);
       case 'health':
-        return healthPoints(env);
+        return healthPoints(env, keys);
       case 'file': {
         // Files first, then their records: a record never points at a file that is not there.
         const points: StoredPoint[] = [];
-        for (const m of env.messages) {
+        for (const [i, m] of env.messages.entries()) {
           const { transfer } = m.payload;
           const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }) : await this.files.store(env.deviceId, m.payload);
-          if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored));
+          if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored, keys[i]));
         }
         return points;
       }

@@ -13,6 +13,30 @@ export interface StoredPoint {
   fields: Record<string, Scalar>;
   /** epoch milliseconds */
   time: number;
+  /** which message the point came from, stable across redeliveries (see {@link POINT_KEY}) */
+  [POINT_KEY]?: string;
+}
+
+/**
+ * The identity of the message a point came from, for stores that keep one row per message and
+ * refuse a second (PostgreSQL: a unique key, docs/postgres.md). A symbol, so that it travels with
+ * the point to every sink yet stays out of each JSON form of a point (the local store's lines and
+ * the stored feed, read back with strict schemas).
+ */
+export const POINT_KEY: unique symbol = Symbol('fieldstream.pointKey');
+
+/**
+ * The key of an uplink message: its authenticated (epoch, seq) when the device signed it (what a
+ * commit receipt names, docs/end-to-end-commit.md), else the message id the device chose.
+ */
+export function uplinkKey(messageId: string, signed?: { epoch: string; seq: number }): string {
+  return signed ? `s:${signed.epoch}:${signed.seq}` : `m:${messageId}`;
+}
+
+/** The point with its message key, when there is one. */
+function keyed<P extends StoredPoint>(point: P, key: string | undefined): P {
+  if (key !== undefined) point[POINT_KEY] = key;
+  return point;
 }
 
 export const MEASUREMENTS = {
@@ -34,42 +58,53 @@ function timeOf(ts: Timestamp | undefined, receivedAt: number): number {
 }
 
 /** One point per reading: numbers stay numbers, strings and booleans are kept. */
-export function readingPoints(env: EnvelopeOf<'timeseries'>): StoredPoint[] {
+export function readingPoints(env: EnvelopeOf<'timeseries'>, keys?: readonly string[]): StoredPoint[] {
   // One tags object for the envelope: the line protocol encoder escapes a series once per run of
   // points that share it.
   const tags = { device: env.deviceId };
-  return env.messages.map(({ payload, receivedAt }) => {
+  return env.messages.map(({ payload, receivedAt }, i) => {
     const { timestamp, ...fields } = payload;
-    return {
-      measurement: MEASUREMENTS.readings,
-      tags,
-      fields,
-      time: timeOf(timestamp as Timestamp | undefined, receivedAt ?? env.receivedAt),
-    };
+    return keyed(
+      {
+        measurement: MEASUREMENTS.readings,
+        tags,
+        fields,
+        time: timeOf(timestamp as Timestamp | undefined, receivedAt ?? env.receivedAt),
+      },
+      keys?.[i],
+    );
   });
 }
 
-export function eventPoints(env: EnvelopeOf<'event'>): StoredPoint[] {
-  return env.messages.map(({ payload, receivedAt }) => {
+export function eventPoints(env: EnvelopeOf<'event'>, keys?: readonly string[]): StoredPoint[] {
+  return env.messages.map(({ payload, receivedAt }, i) => {
     const { eventType, severity, message, timestamp, ...extra } = payload;
-    return {
-      measurement: MEASUREMENTS.events,
-      tags: { device: env.deviceId, event_type: eventType, ...(severity ? { severity } : {}) },
-      fields: { message: message ?? '', ...(extra as Record<string, Scalar>) },
-      time: timeOf(timestamp, receivedAt ?? env.receivedAt),
-    };
+    return keyed(
+      {
+        measurement: MEASUREMENTS.events,
+        tags: { device: env.deviceId, event_type: eventType, ...(severity ? { severity } : {}) },
+        fields: { message: message ?? '', ...(extra as Record<string, Scalar>) },
+        time: timeOf(timestamp, receivedAt ?? env.receivedAt),
+      },
+      keys?.[i],
+    );
   });
 }
 
-export function responsePoints(env: EnvelopeOf<'response'>): StoredPoint[] {
-  return env.messages.map(({ payload, receivedAt }) => ({
-    measurement: MEASUREMENTS.responses,
-    tags: { device: env.deviceId, command_id: payload.commandId, status: payload.status },
-    fields: {
-      result: payload.result === undefined ? '' : typeof payload.result === 'string' ? payload.result : JSON.stringify(payload.result),
-    },
-    time: timeOf(payload.timestamp, receivedAt ?? env.receivedAt),
-  }));
+export function responsePoints(env: EnvelopeOf<'response'>, keys?: readonly string[]): StoredPoint[] {
+  return env.messages.map(({ payload, receivedAt }, i) =>
+    keyed(
+      {
+        measurement: MEASUREMENTS.responses,
+        tags: { device: env.deviceId, command_id: payload.commandId, status: payload.status },
+        fields: {
+          result: payload.result === undefined ? '' : typeof payload.result === 'string' ? payload.result : JSON.stringify(payload.result),
+        },
+        time: timeOf(payload.timestamp, receivedAt ?? env.receivedAt),
+      },
+      keys?.[i],
+    ),
+  );
 }
 
 /**
@@ -77,9 +112,9 @@ export function responsePoints(env: EnvelopeOf<'response'>): StoredPoint[] {
  * each value a local program reported becomes `local_<name>`. What the device could not tell is
  * absent, not zero.
  */
-export function healthPoints(env: EnvelopeOf<'health'>): StoredPoint[] {
+export function healthPoints(env: EnvelopeOf<'health'>, keys?: readonly string[]): StoredPoint[] {
   const tags = { device: env.deviceId };
-  return env.messages.map(({ payload: h, receivedAt }) => {
+  return env.messages.map(({ payload: h, receivedAt }, i) => {
     const fields: Record<string, Scalar> = {
       uptime_s: h.uptimeSeconds,
       queue_messages: h.queueMessages,
@@ -93,7 +128,7 @@ export function healthPoints(env: EnvelopeOf<'health'>): StoredPoint[] {
     fields.version = h.version;
     fields.interval_s = h.intervalSeconds;
     for (const [name, value] of Object.entries(h.local ?? {})) fields[`local_${name}`] = value;
-    return { measurement: MEASUREMENTS.health, tags, fields, time: timeOf(h.timestamp, receivedAt ?? env.receivedAt) };
+    return keyed({ measurement: MEASUREMENTS.health, tags, fields, time: timeOf(h.timestamp, receivedAt ?? env.receivedAt) }, keys?.[i]);
   });
 }
 
@@ -111,8 +146,8 @@ export const StoredFileInfoSchema = z.object({
 });
 export type StoredFileInfo = z.infer<typeof StoredFileInfoSchema>;
 
-export function filePoint(deviceId: string, receivedAt: number, file: StoredFileInfo): StoredPoint {
-  return {
+export function filePoint(deviceId: string, receivedAt: number, file: StoredFileInfo, key?: string): StoredPoint {
+  return keyed({
     measurement: MEASUREMENTS.files,
     tags: { device: deviceId },
     fields: {
@@ -124,5 +159,5 @@ export function filePoint(deviceId: string, receivedAt: number, file: StoredFile
       ...(file.declaredSize !== undefined ? { declared_size: file.declaredSize } : {}),
     },
     time: timeOf(file.timestamp, receivedAt),
-  };
+  }, key);
 }

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
@@ -168,3 +168,108 @@ export class VictoriaMetrics {
 
 /** One line of VictoriaMetrics' /api/v1/export: a series with its samples. */
 const ExportedSeriesSchema = z.object({ metric: z.record(z.string(), z.string()), values: z.array(z.number()), timestamps: z.array(z.number()) });
+
+/**
+ * A real PostgreSQL (Debian's postgresql 15) in a folder of its own. It refuses to run as root, so
+ * the folder belongs to the `postgres` user and the server runs as that user (setpriv execs it in
+ * place: the pid we hold is the postmaster's). Connections over the Unix socket in the folder are
+ * trusted (the tests' administration, as `superuser`); over TCP they need a password (SCRAM), as a
+ * deployed distributor's would.
+ */
+export class Postgres {
+  static readonly BIN = '/usr/lib/postgresql/15/bin';
+  readonly process: ManagedProcess;
+  readonly host = '127.0.0.1';
+  readonly superuser = 'fs';
+
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+  ) {
+    this.process = new ManagedProcess({
+      name: 'postgres',
+      command: 'setpriv',
+      args: ['--reuid=postgres', '--regid=postgres', '--init-groups', '--', join(Postgres.BIN, 'postgres'), '-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-c', `listen_addresses=127.0.0.1`],
+      env: { PATH: process.env.PATH, LC_ALL: 'C' },
+      cwd: dir,
+      logFile: join(dir, 'postgres.log'),
+      ready: { port },
+    });
+  }
+
+  static async start(dir: string, o: { port?: number } = {}): Promise<Postgres> {
+    mkdirSync(dir, { recursive: true });
+    // The server's user must reach its folder: the folders above it (a test's mkdtemp folder is
+    // 0700) get the traverse bit for others, never read.
+    for (let up = dirname(dir); up !== dirname(up); up = dirname(up)) {
+      const mode = statSync(up).mode;
+      if ((mode & 0o001) === 0) chmodSync(up, (mode & 0o7777) | 0o001);
+    }
+    await run('chown', ['postgres:postgres', dir]);
+    await run('chmod', ['0700', dir]);
+    await run('setpriv', [
+      '--reuid=postgres',
+      '--regid=postgres',
+      '--init-groups',
+      '--',
+      join(Postgres.BIN, 'initdb'),
+      '-D',
+      join(dir, 'data'),
+      '-U',
+      'fs',
+      '-E',
+      'UTF8',
+      '--locale=C',
+      '--auth-local=trust',
+      '--auth-host=scram-sha-256',
+      '--no-sync',
+    ]);
+    const db = new Postgres(dir, o.port ?? (await freePort()));
+    await db.process.start();
+    await db.waitReady();
+    return db;
+  }
+
+  /** psql as the superuser over the socket: the output of one command, unaligned, tuples only. */
+  async psql(sql: string, database = 'postgres'): Promise<string> {
+    return run(join(Postgres.BIN, 'psql'), ['-h', this.dir, '-p', String(this.port), '-U', this.superuser, '-d', database, '-X', '-v', 'ON_ERROR_STOP=1', '-A', '-t', '-c', sql]);
+  }
+
+  /** A role that logs in with a password, owning a new database of the same name. */
+  async createUser(name: string, password: string): Promise<void> {
+    await this.psql(`CREATE ROLE ${name} LOGIN PASSWORD '${password.replace(/'/g, "''")}'`);
+    await this.psql(`CREATE DATABASE ${name} OWNER ${name}`);
+  }
+
+  private async waitReady(): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      const ok = await this.psql('SELECT 1').then(
+        () => true,
+        () => false,
+      );
+      if (ok) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('postgres does not answer');
+  }
+
+  /**
+   * A fast shutdown (SIGINT: clients are disconnected at once, PostgreSQL docs §19.5); SIGTERM's
+   * smart shutdown would wait for the distributor's pooled connections for ever.
+   */
+  async stop(): Promise<void> {
+    if (this.process.running) await this.process.signal('SIGINT');
+    await this.process.stop();
+  }
+
+  async restart(): Promise<void> {
+    await this.process.start();
+    await this.waitReady();
+  }
+}
+
+function run(command: string, args: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(command, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${command} failed: ${String(stderr).trim() || err.message}`)) : resolve(String(stdout)))),
+  );
+}

@@ -1,7 +1,7 @@
 import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 import type { ErrorCode } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { MEASUREMENTS, type StoredPoint } from '../points.ts';
+import { MEASUREMENTS, POINT_KEY, uplinkKey, type StoredPoint } from '../points.ts';
 import { authenticMessages, isIntact } from '../../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
@@ -28,6 +28,8 @@ export interface Verdict {
   accepted: UplinkEnvelope | undefined;
   /** when each accepted message was sent, in its order (epoch ms): its signature time, or unsigned, its arrival at the gateway */
   sentAt: number[];
+  /** each accepted message's key, in its order (points.ts uplinkKey): its signed (epoch, seq), or unsigned, its message id */
+  keys: string[];
   /** one security event per refused message */
   events: StoredPoint[];
   /**
@@ -69,12 +71,15 @@ export class MessageVerifier {
     const events: StoredPoint[] = [];
     const keep: Message[] = [];
     const sentAt: number[] = [];
+    const keys: string[] = [];
     const toRecord: SignedId[] = [];
     const receipts: SignedId[] = [];
     const inThisEnvelope = new Set<string>();
     const revoked = this.keys.isRevoked(env.deviceId);
     const key = revoked ? undefined : this.keys.get(env.deviceId);
-    const refuse = (messageId: string, code: ErrorCode, detail: string) => {
+    // `index`: the message's place in the envelope; with the envelope's gateway and arrival time it
+    // names this refusal the same way however often the broker delivers the envelope.
+    const refuse = (messageId: string, index: number, code: ErrorCode, detail: string) => {
       this.stats.refused++;
       // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
       const level = code === 'SECURITY_DUPLICATE' ? 'info' : 'warn';
@@ -84,6 +89,7 @@ export class MessageVerifier {
         tags: { device: env.deviceId, reason: code },
         fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
         time: (this.lastEventTime = Math.max(now, this.lastEventTime + 1)),
+        [POINT_KEY]: `d:${env.gatewayId}:${env.receivedAt}:${index}:${code}`,
       });
     };
     const delayed = now - env.receivedAt;
@@ -92,16 +98,17 @@ export class MessageVerifier {
       const m = messages[i] as Message;
       const auth = m.auth;
       if (revoked) {
-        refuse(m.messageId, 'SECURITY_REVOKED', 'the device was revoked');
+        refuse(m.messageId, i, 'SECURITY_REVOKED', 'the device was revoked');
         i++;
         continue;
       }
       if (!auth) {
-        if (this.o.requireSignatures) refuse(m.messageId, 'SECURITY_UNSIGNED', 'unsigned message refused (signatures are required)');
+        if (this.o.requireSignatures) refuse(m.messageId, i, 'SECURITY_UNSIGNED', 'unsigned message refused (signatures are required)');
         else {
           this.stats.unsigned++;
           keep.push(m);
           sentAt.push(m.receivedAt ?? env.receivedAt);
+          keys.push(uplinkKey(m.messageId));
         }
         i++;
         continue;
@@ -111,26 +118,27 @@ export class MessageVerifier {
       // The walk of shared/authentic.ts (sortBySignature), inlined: this hot loop refuses and checks
       // each member as it goes, without the intermediate lists.
       const group = auth.v === 1 ? [m] : messages.slice(i, i + auth.count);
+      const first = i;
       i += group.length;
       if (!key) {
-        for (const g of group) refuse(g.messageId, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
+        for (const [j, g] of group.entries()) refuse(g.messageId, first + j, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
         continue;
       }
-      const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq }));
+      const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq, index: first + j }));
       const intact = isIntact(key, env, auth, members);
       if (!intact) {
-        for (const g of group) refuse(g.messageId, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
+        for (const [j, g] of group.entries()) refuse(g.messageId, first + j, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
         continue;
       }
-      for (const { message, seq } of members as Array<{ message: Message; seq: number }>) {
+      for (const { message, seq, index } of members as Array<{ message: Message; seq: number; index: number }>) {
         const arrived = message.receivedAt ?? env.receivedAt;
         if (Math.abs(arrived - auth.ts) > this.o.freshnessMs || delayed > this.o.maxDelayMs || delayed < -this.o.freshnessMs) {
-          refuse(message.messageId, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
+          refuse(message.messageId, index, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
           continue;
         }
         const seen = this.replay.check(env.deviceId, auth.epoch, seq);
         if (seen === 'too-old') {
-          refuse(message.messageId, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
+          refuse(message.messageId, index, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
           // Authentic, and far behind the newest accepted: a device that keeps to its receipt window
           // (FIELD_COMMIT_WINDOW_MESSAGES < the replay window) had let this one go before it sent the
           // newest, so a copy now comes from a device that lost its own record of that (a crash
@@ -142,7 +150,7 @@ export class MessageVerifier {
         if (seen === 'seen' || inThisEnvelope.has(id)) {
           this.stats.duplicates++;
           this.stats.refused--; // counted as a duplicate, not as a refusal
-          refuse(message.messageId, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
+          refuse(message.messageId, index, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
           if (seen === 'seen') receipts.push({ epoch: auth.epoch, seq });
           continue;
         }
@@ -152,11 +160,13 @@ export class MessageVerifier {
         receipts.push({ epoch: auth.epoch, seq });
         keep.push(message);
         sentAt.push(auth.ts);
+        keys.push(uplinkKey(message.messageId, { epoch: auth.epoch, seq }));
       }
     }
     return {
       accepted: keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined,
       sentAt,
+      keys,
       events,
       receipts,
       commit: () => {

@@ -1,4 +1,8 @@
 import type { InfluxSettings } from '../../shared/influx-settings.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import { FanoutSink } from './fanout.ts';
+import { postgresConnection, postgresEnabled, type PostgresSettings } from './postgres/settings.ts';
+import { PostgresSink } from './postgres/sink.ts';
 import { InfluxV1Sink } from './influx-v1.ts';
 import { InfluxV2Sink } from './influx-v2.ts';
 import { LocalPointStore } from './local-store.ts';
@@ -23,4 +27,15 @@ export function selectSink(c: InfluxSettings): PointSink {
     password: c.INFLUXDB_PASSWORD,
     timeoutMs: c.INFLUXDB_TIMEOUT_MS,
   });
+}
+
+/**
+ * The distributor's stores: InfluxDB when INFLUXDB_URL is set, PostgreSQL when POSTGRES_URL or
+ * PGHOST is; both at once through a FanoutSink (a write is done when both have it). With neither,
+ * the local store, as before.
+ */
+export function selectDistributorSink(c: InfluxSettings & PostgresSettings, log: Logger): PointSink {
+  if (!postgresEnabled(c)) return selectSink(c);
+  const postgres = new PostgresSink(postgresConnection(c), log.child({ subsystem: 'postgres' }));
+  return c.INFLUXDB_URL ? new FanoutSink([selectSink(c), postgres]) : postgres;
 }

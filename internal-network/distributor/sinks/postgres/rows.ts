@@ -1,0 +1,159 @@
+import { createHash } from 'node:crypto';
+import type { Scalar } from '../../../../shared/contract/primitives.ts';
+import { MEASUREMENTS, POINT_KEY, type StoredPoint } from '../../points.ts';
+
+/**
+ * From points to rows, without a database: each measurement has its table (schema.ts), each table a
+ * statement that takes all its rows of a batch as one JSON array,
+ *
+ *   INSERT INTO s.t (cols) SELECT … FROM json_to_recordset($1::json) AS r(…) ON CONFLICT DO NOTHING
+ *
+ * One parameter whatever the batch size (a multi-row VALUES list would need one per value, at most
+ * 65,535 per statement), serialised by JSON.stringify and parsed by the server in one pass; COPY
+ * cannot say ON CONFLICT, and a staging table costs two statements more (docs/postgres.md has the
+ * figures). Times travel as epoch milliseconds and become timestamptz exactly ('epoch' + ms).
+ */
+
+/** A column: its name in the table, its type in the JSON record, how the SELECT turns it into the column. */
+interface Column {
+  name: string;
+  type: 'text' | 'bigint' | 'double precision' | 'integer' | 'jsonb';
+  /** a time in epoch milliseconds, stored as timestamptz */
+  time?: boolean;
+}
+
+interface TableSpec {
+  table: string;
+  columns: readonly Column[];
+  row(p: StoredPoint, key: string): unknown[];
+}
+
+const text = (name: string): Column => ({ name, type: 'text' });
+const time = (name: string): Column => ({ name, type: 'bigint', time: true });
+const COMMON = [text('device'), time('time'), text('message_key')];
+
+/** A field as text ('' when absent), a number or null, for the typed columns. */
+const str = (v: Scalar | undefined): string => (v === undefined ? '' : String(v));
+const num = (v: Scalar | undefined): number | null => (typeof v === 'number' ? v : null);
+
+export const TABLES: Record<string, TableSpec> = {
+  [MEASUREMENTS.readings]: {
+    table: 'readings',
+    columns: [...COMMON, { name: 'fields', type: 'jsonb' }],
+    row: (p, k) => [p.tags.device, p.time, k, p.fields],
+  },
+  [MEASUREMENTS.health]: {
+    table: 'device_health',
+    columns: [...COMMON, { name: 'fields', type: 'jsonb' }],
+    row: (p, k) => [p.tags.device, p.time, k, p.fields],
+  },
+  [MEASUREMENTS.events]: {
+    table: 'events',
+    columns: [...COMMON, text('event_type'), text('severity'), text('message'), { name: 'extra', type: 'jsonb' }],
+    row: (p, k) => {
+      const { message, ...extra } = p.fields;
+      return [p.tags.device, p.time, k, p.tags.event_type, p.tags.severity ?? null, str(message), extra];
+    },
+  },
+  [MEASUREMENTS.responses]: {
+    table: 'command_responses',
+    columns: [...COMMON, text('command_id'), text('status'), text('result')],
+    row: (p, k) => [p.tags.device, p.time, k, p.tags.command_id, p.tags.status, str(p.fields.result)],
+  },
+  [MEASUREMENTS.files]: {
+    table: 'files',
+    columns: [...COMMON, text('filename'), text('path'), { name: 'size', type: 'bigint' }, text('sha256'), text('content_type'), { name: 'declared_size', type: 'bigint' }],
+    row: (p, k) => {
+      const f = p.fields;
+      return [p.tags.device, p.time, k, str(f.filename), str(f.path), num(f.size), str(f.sha256), str(f.content_type), num(f.declared_size)];
+    },
+  },
+  [MEASUREMENTS.status]: {
+    table: 'device_status',
+    columns: [...COMMON, text('gateway'), text('state'), time('cert_not_after'), { name: 'cert_days_left', type: 'double precision' }],
+    row: (p, k) => [p.tags.device, p.time, k, p.tags.gateway ?? '', str(p.fields.state), num(p.fields.cert_not_after), num(p.fields.cert_days_left)],
+  },
+  [MEASUREMENTS.gatewayStatus]: {
+    table: 'gateway_status',
+    columns: [text('gateway'), time('time'), text('message_key'), text('state'), time('since')],
+    row: (p, k) => [p.tags.gateway, p.time, k, str(p.fields.state), num(p.fields.since)],
+  },
+  [MEASUREMENTS.securityEvents]: {
+    table: 'security_events',
+    columns: [...COMMON, text('reason'), text('source'), text('gateway'), text('message_id'), text('data_type'), { name: 'count', type: 'integer' }, time('from_time'), text('detail')],
+    row: (p, k) => {
+      const f = p.fields;
+      return [
+        p.tags.device,
+        p.time,
+        k,
+        p.tags.reason ?? 'unknown',
+        p.tags.source ?? 'distributor',
+        str(f.gateway),
+        typeof f.message_id === 'string' ? f.message_id : null,
+        typeof f.data_type === 'string' ? f.data_type : null,
+        num(f.count) ?? 1,
+        num(f.from),
+        str(f.detail),
+      ];
+    },
+  },
+};
+
+/**
+ * The key of a point that came without one (points.ts POINT_KEY): its identity as InfluxDB sees it,
+ * (measurement, tags, time), hashed. Every point the distributor makes carries a key; this only
+ * keeps the contract total.
+ */
+export function fallbackKey(p: StoredPoint): string {
+  const tags = Object.keys(p.tags)
+    .sort()
+    .map((k) => [k, p.tags[k]]);
+  return `h:${createHash('sha256').update(JSON.stringify([p.measurement, tags, p.time])).digest('base64url').slice(0, 22)}`;
+}
+
+/** The INSERT of one table, its rows as the one JSON parameter `$1`. */
+export function insertStatement(schema: string, spec: TableSpec): string {
+  const cols = spec.columns;
+  const record = cols.map((c, i) => `c${i} ${c.type}`).join(', ');
+  const select = cols.map((c, i) => (c.time ? `'epoch'::timestamptz + r.c${i} * interval '1 millisecond'` : `r.c${i}`)).join(', ');
+  return `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM json_to_recordset($1::json) AS r(${record}) ON CONFLICT DO NOTHING`;
+}
+
+export interface TableBatch {
+  table: string;
+  sql: string;
+  /** the JSON array of records `$1` takes */
+  json: string;
+  rows: number;
+}
+
+/**
+ * The points of a batch, grouped per table, each group as its statement and its JSON parameter.
+ * A point of an unknown measurement has no table: it is returned in `unknown` (the caller refuses it).
+ */
+export function toTableBatches(schema: string, points: readonly StoredPoint[], statements: Map<string, string>): { batches: TableBatch[]; unknown: string[] } {
+  const groups = new Map<TableSpec, unknown[]>();
+  const unknown: string[] = [];
+  for (const p of points) {
+    const spec = TABLES[p.measurement];
+    if (!spec) {
+      unknown.push(p.measurement);
+      continue;
+    }
+    const row = spec.row(p, p[POINT_KEY] ?? fallbackKey(p));
+    // A record as an object keyed c0, c1, … (json_to_recordset matches by name).
+    const record: Record<string, unknown> = {};
+    for (let i = 0; i < row.length; i++) record[`c${i}`] = row[i];
+    let group = groups.get(spec);
+    if (!group) groups.set(spec, (group = []));
+    group.push(record);
+  }
+  const batches: TableBatch[] = [];
+  for (const [spec, rows] of groups) {
+    let sql = statements.get(spec.table);
+    if (sql === undefined) statements.set(spec.table, (sql = insertStatement(schema, spec)));
+    batches.push({ table: spec.table, sql, json: JSON.stringify(rows), rows: rows.length });
+  }
+  return { batches, unknown };
+}

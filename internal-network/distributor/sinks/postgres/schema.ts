@@ -1,0 +1,133 @@
+import type { PoolClient } from 'pg';
+import { z } from 'zod';
+import { FieldStreamError } from '../../../../shared/errors.ts';
+import type { Logger } from '../../../../shared/logger.ts';
+
+/** How a migration's statements are made: for this schema, with or without TimescaleDB. */
+export interface MigrationContext {
+  /** the schema name, already checked to be a plain lower-case identifier (settings.ts) */
+  schema: string;
+  /** the timescaledb extension is installed in this database */
+  timescale: boolean;
+}
+
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  statements(c: MigrationContext): string[];
+}
+
+/**
+ * Version 1: the tables of docs/postgres.md. Every row carries `message_key`, the identity of the
+ * message it came from (points.ts POINT_KEY); the primary key holds it, so a message delivered
+ * again is refused by `ON CONFLICT DO NOTHING` and never becomes a second row. Where a row's time
+ * comes from the message (the device's timestamp, or the gateway's arrival time, both inside the
+ * envelope) the time is part of the key too: a TimescaleDB hypertable's unique keys must include
+ * its time column, and (device, time) first serves "latest per device" and time ranges. Where the
+ * time is the distributor's own clock (gateway presence, the distributor's security events) it
+ * cannot be, since it differs at each delivery.
+ */
+const V1: Migration = {
+  version: 1,
+  name: 'tables for readings, health, events, command responses, files, presence and security events',
+  statements({ schema: s, timescale }) {
+    const keyed = (table: string, columns: string) =>
+      `CREATE TABLE IF NOT EXISTS ${s}.${table} (
+  device text NOT NULL,
+  time timestamptz NOT NULL,
+  message_key text NOT NULL,
+  ${columns},
+  PRIMARY KEY (device, time, message_key))`;
+    const statements = [
+      keyed('readings', 'fields jsonb NOT NULL'),
+      keyed('device_health', 'fields jsonb NOT NULL'),
+      keyed('events', 'event_type text NOT NULL,\n  severity text,\n  message text NOT NULL,\n  extra jsonb NOT NULL'),
+      `CREATE INDEX IF NOT EXISTS events_type_time ON ${s}.events (event_type, time)`,
+      keyed('command_responses', 'command_id text NOT NULL,\n  status text NOT NULL,\n  result text NOT NULL'),
+      `CREATE INDEX IF NOT EXISTS command_responses_command ON ${s}.command_responses (command_id)`,
+      keyed('files', 'filename text NOT NULL,\n  path text NOT NULL,\n  size bigint NOT NULL,\n  sha256 text NOT NULL,\n  content_type text NOT NULL,\n  declared_size bigint'),
+      keyed('device_status', 'gateway text NOT NULL,\n  state text NOT NULL,\n  cert_not_after timestamptz,\n  cert_days_left double precision'),
+      `CREATE TABLE IF NOT EXISTS ${s}.gateway_status (
+  gateway text NOT NULL,
+  time timestamptz NOT NULL,
+  message_key text NOT NULL,
+  state text NOT NULL,
+  since timestamptz NOT NULL,
+  PRIMARY KEY (gateway, message_key))`,
+      `CREATE INDEX IF NOT EXISTS gateway_status_time ON ${s}.gateway_status (gateway, time)`,
+      `CREATE TABLE IF NOT EXISTS ${s}.security_events (
+  device text NOT NULL,
+  time timestamptz NOT NULL,
+  message_key text NOT NULL,
+  reason text NOT NULL,
+  source text NOT NULL,
+  gateway text NOT NULL,
+  message_id text,
+  data_type text,
+  count integer NOT NULL,
+  from_time timestamptz,
+  detail text NOT NULL,
+  PRIMARY KEY (device, message_key))`,
+      `CREATE INDEX IF NOT EXISTS security_events_time ON ${s}.security_events (time)`,
+      `CREATE INDEX IF NOT EXISTS security_events_device_time ON ${s}.security_events (device, time)`,
+    ];
+    // Partitioned by time where the extension is there (the tables are still empty: nothing to move);
+    // without it, plain tables, their primary keys serving the same queries.
+    if (timescale) {
+      for (const table of ['readings', 'device_health']) statements.push(`SELECT create_hypertable('${s}.${table}', 'time', if_not_exists => TRUE, migrate_data => TRUE)`);
+    }
+    return statements;
+  },
+};
+
+/** Every migration, in version order. A new one is appended here, never an old one changed. */
+export const MIGRATIONS: readonly Migration[] = [V1];
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+const VersionRowSchema = z.object({ version: z.number().int() });
+const ExistsRowSchema = z.object({ found: z.boolean() });
+
+/**
+ * Brings the schema to SCHEMA_VERSION. Safe to run again and from several distributors at once:
+ * an advisory lock (PostgreSQL docs §13.3.5) lets one migrate while the others wait, then find
+ * nothing left to do; each migration and its schema_migrations row commit in one transaction.
+ * A database migrated by a newer distributor is refused rather than written in a shape this one
+ * does not know.
+ */
+export async function migrate(client: PoolClient, schema: string, log: Logger): Promise<{ version: number; timescale: boolean; applied: number[] }> {
+  const lock = `fieldstream.schema.${schema}`;
+  await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
+  try {
+    const exists = ExistsRowSchema.parse((await client.query('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS found', [schema])).rows[0]);
+    // Created only when missing: an existing schema may belong to a role that cannot create one.
+    if (!exists.found) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${schema}.schema_migrations (
+  version integer PRIMARY KEY,
+  name text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now())`);
+    const done = new Set((await client.query(`SELECT version FROM ${schema}.schema_migrations`)).rows.map((r) => VersionRowSchema.parse(r).version));
+    const newest = Math.max(0, ...done);
+    if (newest > SCHEMA_VERSION) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `The PostgreSQL schema ${schema} is at version ${newest}, newer than this distributor knows (${SCHEMA_VERSION}); upgrade the distributor`);
+    }
+    const timescale = ExistsRowSchema.parse((await client.query("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS found")).rows[0]).found;
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      await client.query('BEGIN');
+      try {
+        for (const sql of m.statements({ schema, timescale })) await client.query(sql);
+        await client.query(`INSERT INTO ${schema}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      applied.push(m.version);
+      log.info({ schema, version: m.version, timescale }, `PostgreSQL schema migrated: ${m.name}`);
+    }
+    return { version: SCHEMA_VERSION, timescale, applied };
+  } finally {
+    await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => undefined);
+  }
+}

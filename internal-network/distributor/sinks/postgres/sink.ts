@@ -1,0 +1,129 @@
+import pg from 'pg';
+import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.ts';
+import type { Logger } from '../../../../shared/logger.ts';
+import type { StoredPoint } from '../../points.ts';
+import type { PointSink } from '../sink.ts';
+import { migrate } from './schema.ts';
+import { toTableBatches } from './rows.ts';
+import type { PostgresConnection } from './settings.ts';
+
+/**
+ * SQLSTATE classes that blame the data itself (PostgreSQL docs, Appendix A): 22 data exception
+ * (a NUL character or a lone surrogate in a string, a value out of range), 23 integrity constraint
+ * violation (a required value missing), 54 program limit exceeded (a row or an index entry too
+ * large). Writing such a batch again gives the same answer, so it is a dead letter. Everything
+ * else (no connection, 08 connection exception, 28 authentication, 53 out of resources,
+ * 57 operator intervention such as a restart or a statement timeout, 40 rollbacks, 42 a table
+ * missing) is the operator's to fix or the server's to get over: retried, never set aside.
+ */
+const REJECTING_CLASSES = new Set(['22', '23', '54']);
+
+export function isRejection(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && REJECTING_CLASSES.has(code.slice(0, 2));
+}
+
+/**
+ * The PostgreSQL sink (docs/postgres.md). Each write is one transaction: per table, one
+ * `INSERT … SELECT FROM json_to_recordset($1) ON CONFLICT DO NOTHING` (rows.ts) holding every row
+ * of the batch for it, so a message delivered again writes nothing and a batch is all or nothing.
+ * The schema is made or migrated before the first write (and again after a failed attempt), so the
+ * distributor starts while the database is still down, and the first write waits for it like any other.
+ */
+export class PostgresSink implements PointSink {
+  readonly description: string;
+  private readonly pool: pg.Pool;
+  private ready: Promise<void> | undefined;
+  private readonly statements = new Map<string, string>();
+  readonly stats = { transactions: 0, rows: 0 };
+
+  constructor(
+    private readonly connection: PostgresConnection,
+    private readonly log: Logger,
+  ) {
+    this.description = connection.description;
+    this.pool = new pg.Pool({
+      host: connection.host,
+      port: connection.port,
+      database: connection.database,
+      user: connection.user,
+      ...(connection.password !== undefined ? { password: connection.password } : {}),
+      ssl: connection.ssl,
+      max: connection.poolSize,
+      connectionTimeoutMillis: connection.timeoutMs,
+      // The server ends a statement past this (SQLSTATE 57014, retried); the client gives up a
+      // little later, for a server that no longer answers at all.
+      statement_timeout: connection.timeoutMs,
+      query_timeout: connection.timeoutMs * 2,
+      keepAlive: true,
+      application_name: 'fieldstream-distributor',
+    });
+    // An idle connection the server closed (a restart) must not take the process down; the next
+    // write opens a new one.
+    this.pool.on('error', (err) => this.log.warn({ sqlstate: (err as { code?: string }).code, err: err.message }, 'PostgreSQL closed an idle connection'));
+  }
+
+  async write(points: readonly StoredPoint[]): Promise<void> {
+    if (points.length === 0) return;
+    const { batches, unknown } = toTableBatches(this.connection.schema, points, this.statements);
+    if (unknown.length > 0) throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `PostgreSQL has no table for measurement ${unknown[0]}`);
+    await this.schemaReady();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw this.failure(err);
+    }
+    let broken: Error | undefined;
+    try {
+      // A single statement is a transaction by itself; several are wrapped in one.
+      const several = batches.length > 1;
+      if (several) await client.query('BEGIN');
+      for (const b of batches) await client.query(b.sql, [b.json]);
+      if (several) await client.query('COMMIT');
+      this.stats.transactions++;
+      for (const b of batches) this.stats.rows += b.rows;
+    } catch (err) {
+      // The connection is not reused after a failure: it may be half-way through a transaction or dead.
+      broken = err instanceof Error ? err : new Error(String(err));
+      throw this.failure(err);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** The schema migrated once per sink; a failed attempt is made again at the next write. */
+  private schemaReady(): Promise<void> {
+    this.ready ??= (async () => {
+      const client = await this.pool.connect();
+      let broken: Error | undefined;
+      try {
+        const r = await migrate(client, this.connection.schema, this.log);
+        this.log.info({ schema: this.connection.schema, version: r.version, timescale: r.timescale, applied: r.applied }, 'PostgreSQL schema ready');
+      } catch (err) {
+        broken = err instanceof Error ? err : new Error(String(err));
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    })().catch((err: unknown) => {
+      this.ready = undefined;
+      // Never a rejection, whatever the SQLSTATE: the schema is not the data's fault.
+      throw isFieldStreamError(err) ? err : this.failure(err, 'cannot prepare the schema', 'DISTRIBUTOR_WRITE_FAILED');
+    });
+    return this.ready;
+  }
+
+  /** A coded error: rejected for data the server refuses, failed (retried) for anything else. */
+  private failure(err: unknown, doing = 'write', code?: 'DISTRIBUTOR_WRITE_FAILED'): FieldStreamError {
+    const e = err as { code?: string; message?: string };
+    const sqlstate = typeof e.code === 'string' ? e.code : undefined;
+    const text = `PostgreSQL: ${doing}: ${e.message ?? String(err)}`.slice(0, 500);
+    return new FieldStreamError(code ?? (isRejection(err) ? 'DISTRIBUTOR_WRITE_REJECTED' : 'DISTRIBUTOR_WRITE_FAILED'), text, sqlstate ? { sqlstate } : {}, { cause: err });
+  }
+
+  async close(): Promise<void> {
+    await this.ready?.catch(() => undefined);
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,267 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { InfluxV1, Postgres } from '../../scripts/local-stack/databases.ts';
+import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
+import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
+import { postgresConnection, type PostgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
+import type { Distributor } from '../../internal-network/distributor/distributor.ts';
+
+const USER = 'fieldstream';
+const PASSWORD = 'pg-secret-Ab3dE9xQ';
+const INFLUX_DB = 'pgboth';
+const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof FieldStreamError ? e.code : String(e)));
+const reading = (device: string, key: string, fields: StoredPoint['fields'], time: number): StoredPoint => ({ measurement: 'readings', tags: { device }, fields, time, [POINT_KEY]: key });
+
+/**
+ * The PostgreSQL sink against a real PostgreSQL 15 (password authentication over TCP, as deployed;
+ * TimescaleDB is not packaged here, so this is the plain-table path), first on its own, then in the
+ * distributor beside a real InfluxDB 1.x, devices sending through the real gateway.
+ */
+describe('the PostgreSQL sink', () => {
+  const work = tempDir('pgsink');
+  let db: Postgres;
+  let admin: pg.Client;
+  const quiet = createLogger('test', 'silent');
+  const settings = (over: Partial<PostgresSettings> = {}): PostgresSettings => ({
+    POSTGRES_URL: `postgres://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${db.port}/${USER}`,
+    POSTGRES_SSL: 'disable',
+    POSTGRES_SCHEMA: 'fieldstream',
+    POSTGRES_POOL_SIZE: 2,
+    POSTGRES_TIMEOUT_MS: 3000,
+    ...over,
+  });
+  const sinks: PostgresSink[] = [];
+  const sink = (over: Partial<PostgresSettings> = {}) => {
+    const s = new PostgresSink(postgresConnection(settings(over)), quiet);
+    sinks.push(s);
+    return s;
+  };
+  /** The tests' own connection, as the superuser over the socket; it dies with each stop of the server. */
+  const connectAdmin = async () => {
+    const c = new pg.Client({ host: db.dir, port: db.port, user: db.superuser, database: USER });
+    c.on('error', () => undefined);
+    await c.connect();
+    return c;
+  };
+  const rows = async (sql: string, params: unknown[] = []) => (await admin.query(sql, params)).rows as Record<string, unknown>[];
+  const count = async (table: string, where = 'true', params: unknown[] = []) => Number((await rows(`SELECT count(*) AS n FROM fieldstream.${table} WHERE ${where}`, params))[0]?.n);
+
+  before(async () => {
+    db = await Postgres.start(join(work.dir, 'pg'));
+    await db.createUser(USER, PASSWORD);
+    admin = await connectAdmin();
+  });
+  after(async () => {
+    for (const s of sinks) await s.close().catch(() => undefined);
+    await admin?.end().catch(() => undefined);
+    await db?.stop();
+    work.cleanup();
+  });
+
+  it('makes its schema once, even with two distributors starting at once, as plain tables without TimescaleDB', async () => {
+    const [a, b] = [sink(), sink()];
+    assert.deepEqual(await Promise.all([code(a.write([reading('m1', 's:e:1', { v: 1 }, 1)])), code(b.write([reading('m1', 's:e:2', { v: 2 }, 2)]))]), ['ok', 'ok']);
+    assert.deepEqual(await rows('SELECT version FROM fieldstream.schema_migrations'), [{ version: 1 }]);
+    const tables = await rows("SELECT relname, relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE nspname = 'fieldstream' AND relkind IN ('r', 'p') ORDER BY relname");
+    assert.deepEqual(
+      tables.map((t) => t.relname),
+      ['command_responses', 'device_health', 'device_status', 'events', 'files', 'gateway_status', 'readings', 'schema_migrations', 'security_events'],
+    );
+    // A third start finds nothing to do.
+    await sink().write([reading('m1', 's:e:3', { v: 3 }, 3)]);
+    assert.equal(await count('readings', "device = 'm1'"), 3);
+  });
+
+  it('keeps numbers, strings and booleans as they came, and timestamps to the millisecond', async () => {
+    const s = sink();
+    await s.write([reading('t1', 's:e:1', { temp: 21.5, count: 42, big: 9007199254740991, ok: true, label: 'a "quoted", ünïcode string' }, 1767225600123)]);
+    const [r] = await rows(
+      "SELECT fields, jsonb_typeof(fields->'temp') AS t, jsonb_typeof(fields->'ok') AS b, jsonb_typeof(fields->'label') AS l, (extract(epoch FROM time) * 1000)::bigint AS ms, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS iso FROM fieldstream.readings WHERE device = 't1'",
+    );
+    assert.deepEqual(r?.fields, { temp: 21.5, count: 42, big: 9007199254740991, ok: true, label: 'a "quoted", ünïcode string' });
+    assert.deepEqual([r?.t, r?.b, r?.l], ['number', 'boolean', 'string']);
+    assert.equal(r?.ms, '1767225600123');
+    assert.equal(r?.iso, '2026-01-01 00:00:00.123000');
+  });
+
+  it('writes nothing for a batch delivered again, and each kind of point into its table', async () => {
+    const s = sink();
+    const batch: StoredPoint[] = [
+      reading('r1', 's:e:10', { v: 1 }, 1000),
+      reading('r1', 's:e:11', { v: 2 }, 1001),
+      { measurement: 'events', tags: { device: 'r1', event_type: 'door_open', severity: 'warning' }, fields: { message: 'open', floor: 3 }, time: 1002, [POINT_KEY]: 's:e:12' },
+      { measurement: 'command_responses', tags: { device: 'r1', command_id: 'c-1', status: 'ok' }, fields: { result: '{"x":1}' }, time: 1003, [POINT_KEY]: 's:e:13' },
+      { measurement: 'device_status', tags: { device: 'r1', gateway: 'gw-1' }, fields: { state: 'online', cert_not_after: 1800000000000, cert_days_left: 12.5 }, time: 1004, [POINT_KEY]: 'gw-1:1004:online' },
+      { measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 900 }, time: Date.now(), [POINT_KEY]: '900:online' },
+      { measurement: 'security_events', tags: { device: 'r1', reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' }, fields: { count: 7, gateway: 'gw-1', from: 500, detail: '7 refused' }, time: 1005, [POINT_KEY]: 'g:gw-1:500:1005:GATEWAY_RATE_LIMITED' },
+    ];
+    await s.write(batch);
+    const before = { r: await count('readings', "device = 'r1'"), e: await count('events'), c: await count('command_responses'), d: await count('device_status'), g: await count('gateway_status'), x: await count('security_events') };
+    assert.deepEqual(before, { r: 2, e: 1, c: 1, d: 1, g: 1, x: 1 });
+    // The gateway's presence arrives again with a later arrival time: still the same message.
+    await s.write(batch.map((p) => (p.measurement === 'gateway_status' ? { ...p, time: p.time + 5000 } : p)));
+    await s.write(batch.slice(0, 2));
+    assert.deepEqual({ r: await count('readings', "device = 'r1'"), e: await count('events'), c: await count('command_responses'), d: await count('device_status'), g: await count('gateway_status'), x: await count('security_events') }, before);
+    const [e] = await rows('SELECT event_type, severity, message, extra FROM fieldstream.events');
+    assert.deepEqual(e, { event_type: 'door_open', severity: 'warning', message: 'open', extra: { floor: 3 } });
+    const [st] = await rows("SELECT (extract(epoch FROM cert_not_after) * 1000)::bigint AS ms, cert_days_left FROM fieldstream.device_status");
+    assert.deepEqual(st, { ms: '1800000000000', cert_days_left: 12.5 });
+    const [sec] = await rows('SELECT reason, source, gateway, count, (extract(epoch FROM from_time) * 1000)::bigint AS from_ms FROM fieldstream.security_events');
+    assert.deepEqual(sec, { reason: 'GATEWAY_RATE_LIMITED', source: 'gateway', gateway: 'gw-1', count: 7, from_ms: '500' });
+  });
+
+  it('refuses data PostgreSQL cannot hold (DISTRIBUTOR_WRITE_REJECTED), and retries when it is down or the password is wrong', async () => {
+    const s = sink();
+    // JSON and the contract allow U+0000 in a string; PostgreSQL's text cannot hold it (SQLSTATE 22P05).
+    assert.equal(await code(s.write([reading('n1', 's:e:1', { label: 'a\u0000b' }, 1)])), 'DISTRIBUTOR_WRITE_REJECTED');
+    assert.equal(await code(s.write([reading('n1', 's:e:2', { label: 'fine' }, 2)])), 'ok', 'the connection is usable after a refusal');
+    assert.equal(await code(sink({ POSTGRES_URL: `postgres://${USER}:wrong@127.0.0.1:${db.port}/${USER}` }).write([reading('n1', 's:e:3', { v: 1 }, 3)])), 'DISTRIBUTOR_WRITE_FAILED');
+    await db.stop();
+    try {
+      assert.equal(await code(s.write([reading('n1', 's:e:4', { v: 1 }, 4)])), 'DISTRIBUTOR_WRITE_FAILED');
+    } finally {
+      await db.restart();
+      await admin.end().catch(() => undefined);
+      admin = await connectAdmin();
+    }
+    assert.equal(await code(s.write([reading('n1', 's:e:4', { v: 1 }, 4)])), 'ok', 'the pool reconnects');
+    assert.equal(await count('readings', "device = 'n1'"), 2);
+  });
+
+  describe('in the distributor, beside InfluxDB', () => {
+    let fx: EmbeddedFixture;
+    let influx: InfluxV1;
+    let distributor: Distributor;
+    let device: RawDevice;
+    const env = () => ({
+      POSTGRES_URL: `postgres://${USER}@127.0.0.1:${db.port}/${USER}`,
+      PGPASSWORD_FILE: join(work.dir, 'pg-password'),
+      POSTGRES_TIMEOUT_MS: '2000',
+      INFLUXDB_URL: influx.url,
+      INFLUXDB_DATABASE: INFLUX_DB,
+      INFLUXDB_USERNAME: influx.user,
+      INFLUXDB_PASSWORD: influx.password,
+      DISTRIBUTOR_RETRY_MAX_MS: '300',
+    });
+    let sent = 0;
+    const send = (fields: Record<string, unknown>, messageId = `m-${++sent}`, timestamp = 1767225600000 + sent) => {
+      device.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', messageId, payload: { ...fields, timestamp } }));
+      return { messageId, timestamp };
+    };
+    const acked = async (messageId: string) => {
+      const f = await device.next();
+      assert.deepEqual(f, { type: 'ack', messageIds: [messageId] });
+    };
+    const pgReadings = () => rows("SELECT message_key, fields, (extract(epoch FROM time) * 1000)::bigint AS ms FROM fieldstream.readings WHERE device = 'sensor-001' ORDER BY time");
+    const influxReadings = () => influx.rows(INFLUX_DB, `SELECT * FROM readings WHERE device = 'sensor-001'`);
+
+    before(async () => {
+      writeFileSync(join(work.dir, 'pg-password'), `${PASSWORD}\n`);
+      influx = await InfluxV1.start(join(work.dir, 'influx'), INFLUX_DB);
+      fx = await startEmbeddedFixture(['sensor-001']);
+      await fx.pipeline.distributor.close();
+      distributor = distributorLike(fx, env());
+      await distributor.ready;
+      device = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001'));
+    });
+    after(async () => {
+      device?.close();
+      await distributor?.close();
+      await fx?.stop();
+      await influx?.process.stop();
+    });
+
+    it('stores every reading in both, once each, a message sent twice included', async () => {
+      const first = send({ temp: 20.25, on: true, mode: 'auto', n: 7 });
+      await acked(first.messageId);
+      // The device sends it again (its ack was lost): same message id, same timestamp. Unsigned, so
+      // no replay window stands in the way: only the message key keeps it to one row.
+      device.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', messageId: first.messageId, payload: { temp: 20.25, on: true, mode: 'auto', n: 7, timestamp: first.timestamp } }));
+      await acked(first.messageId);
+      const second = send({ temp: 20.5 });
+      await acked(second.messageId);
+      const pgRows = await eventually(async () => {
+        const r = await pgReadings();
+        return r.length >= 2 ? r : undefined;
+      });
+      assert.deepEqual(pgRows, [
+        { message_key: `m:${first.messageId}`, fields: { temp: 20.25, on: true, mode: 'auto', n: 7 }, ms: String(first.timestamp) },
+        { message_key: `m:${second.messageId}`, fields: { temp: 20.5 }, ms: String(second.timestamp) },
+      ]);
+      const inflx = await influxReadings();
+      assert.deepEqual(
+        inflx.map((r) => [r.time, r.temp]),
+        [
+          [first.timestamp, 20.25],
+          [second.timestamp, 20.5],
+        ],
+      );
+      assert.ok(distributor.stats().messages >= 3);
+      // The device's presence went to PostgreSQL too.
+      await eventually(async () => ((await count('device_status', "device = 'sensor-001' AND state = 'online'")) >= 1 ? true : undefined), 10_000, 'the presence row');
+    });
+
+    it('holds messages while PostgreSQL is down, and writes each once when it is back', async () => {
+      await db.stop();
+      const during = [send({ temp: 1 }), send({ temp: 2 }), send({ temp: 3 })];
+      for (const m of during) await acked(m.messageId); // the broker has them
+      await eventually(() => (distributor.stats().retries >= 2 ? true : undefined), 15_000, 'write retries');
+      assert.ok(fx.logs.codes().includes('DISTRIBUTOR_WRITE_FAILED'));
+      await db.restart();
+      await admin.end().catch(() => undefined);
+      admin = await connectAdmin();
+      const stored = await eventually(async () => {
+        const r = await pgReadings();
+        return during.every((m) => r.some((x) => x.ms === String(m.timestamp))) ? r : undefined;
+      }, 30_000, 'the held messages in PostgreSQL');
+      assert.equal(new Set(stored.map((r) => r.message_key)).size, stored.length, 'no message twice');
+      assert.deepEqual(
+        stored.filter((r) => during.some((m) => r.ms === String(m.timestamp))).map((r) => (r.fields as { temp: number }).temp),
+        [1, 2, 3],
+      );
+      const inflx = await influxReadings();
+      for (const m of during) assert.ok(inflx.some((r) => r.time === m.timestamp), 'InfluxDB has it too');
+    });
+
+    it('keeps a message PostgreSQL refuses as a dead letter, and stores the ones after it', async () => {
+      const bad = send({ label: 'nul \u0000 inside' });
+      await acked(bad.messageId);
+      const good = send({ temp: 99 });
+      await acked(good.messageId);
+      await eventually(async () => ((await pgReadings()).some((r) => r.ms === String(good.timestamp)) ? true : undefined), 15_000, 'the later message stored');
+      assert.equal((await pgReadings()).filter((r) => r.ms === String(bad.timestamp)).length, 0);
+      const dead = await eventually(() => {
+        if (!existsSync(fx.data.deadLetters)) return undefined;
+        const lines = readdirSync(fx.data.deadLetters).flatMap((f) => readFileSync(join(fx.data.deadLetters, f), 'utf8').split('\n').filter(Boolean));
+        const found = lines.map((l) => JSON.parse(l) as { code: string; payloadBase64: string }).find((l) => Buffer.from(l.payloadBase64, 'base64').toString().includes(bad.messageId));
+        return found;
+      }, 10_000, 'the dead letter');
+      assert.equal(dead.code, 'DISTRIBUTOR_WRITE_REJECTED');
+    });
+
+    it('never logs the password, also when PostgreSQL refuses it', async () => {
+      const wrong = 'wrong-Zq8rT5pW';
+      const failing = distributorLike(fx, { ...env(), PGPASSWORD_FILE: '', POSTGRES_URL: `postgres://${USER}:${wrong}@127.0.0.1:${db.port}/${USER}`, DISTRIBUTOR_CLIENT_ID: 'distributor-wrong-password', DISTRIBUTOR_STATE_DIR: join(work.dir, 'state-wrong') });
+      try {
+        await failing.ready;
+        const m = send({ temp: 5 });
+        await acked(m.messageId);
+        await eventually(() => (fx.logs.lines.some((l) => l.code === 'DISTRIBUTOR_WRITE_FAILED' && String(l.msg).includes('password authentication failed')) ? true : undefined), 15_000, 'a refused login logged');
+      } finally {
+        await failing.close();
+      }
+      const text = fx.logs.lines.map((l) => JSON.stringify(l)).join('\n');
+      assert.ok(text.includes('PostgreSQL fieldstream@127.0.0.1'), 'the connection is described in the log');
+      assert.ok(!text.includes(PASSWORD), 'no password in the log');
+      assert.ok(!text.includes(wrong), 'no wrong password in the log either');
+    });
+  });
+});

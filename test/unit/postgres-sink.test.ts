@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { parseConfig } from '../../shared/config.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { POINT_KEY, readingPoints, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
+import { fallbackKey, insertStatement, TABLES, toTableBatches } from '../../internal-network/distributor/sinks/postgres/rows.ts';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../internal-network/distributor/sinks/postgres/schema.ts';
+import { checkPostgresSettings, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
+import { isRejection } from '../../internal-network/distributor/sinks/postgres/sink.ts';
+import { parseEnvelope, UplinkEnvelopeSchema, type EnvelopeOf } from '../../shared/contract/envelope.ts';
+import { inTempDir } from '../helpers/pki.ts';
+
+const Settings = z.object(postgresSettings()).superRefine(checkPostgresSettings);
+const settings = (env: Record<string, string>) => parseConfig(Settings, env);
+
+describe('PostgreSQL settings', () => {
+  it('is off without POSTGRES_URL or PGHOST', () => {
+    assert.equal(postgresEnabled(settings({})), false);
+    assert.equal(postgresEnabled(settings({ PGHOST: 'db' })), true);
+  });
+
+  it('takes the URL first, the PG* variables for what it leaves out, and never puts the password in the description', () => {
+    const c = postgresConnection(settings({ POSTGRES_URL: 'postgres://fs:s%40cret@db.example:6543/tsdb', PGUSER: 'other', PGDATABASE: 'other' }));
+    assert.deepEqual([c.host, c.port, c.user, c.password, c.database], ['db.example', 6543, 'fs', 's@cret', 'tsdb']);
+    assert.ok(!c.description.includes('cret'), c.description);
+    const d = postgresConnection(settings({ PGHOST: '10.0.0.5', PGPORT: '5433', PGUSER: 'u', PGDATABASE: 'd', PGPASSWORD: 'p' }));
+    assert.deepEqual([d.host, d.port, d.user, d.password, d.database, d.schema, d.poolSize], ['10.0.0.5', 5433, 'u', 'p', 'd', 'fieldstream', 4]);
+  });
+
+  it('reads PGPASSWORD_FILE without its final newline, and names the setting when it cannot', () => {
+    inTempDir('pgset', (dir) => {
+      writeFileSync(join(dir, 'pw'), 'from-file\n');
+      assert.equal(postgresConnection(settings({ PGHOST: 'h', PGPASSWORD_FILE: join(dir, 'pw') })).password, 'from-file');
+      assert.throws(
+        () => postgresConnection(settings({ PGHOST: 'h', PGPASSWORD_FILE: join(dir, 'missing') })),
+        (e: unknown) => e instanceof FieldStreamError && e.code === 'CONFIG_FILE_UNREADABLE' && e.message.includes('PGPASSWORD_FILE'),
+      );
+    });
+  });
+
+  it('maps the TLS modes as libpq does', () => {
+    assert.equal(postgresConnection(settings({ PGHOST: 'db' })).ssl, false);
+    const req = postgresConnection(settings({ PGHOST: 'db', POSTGRES_SSL: 'require' })).ssl;
+    assert.ok(req && req.rejectUnauthorized === false);
+    const full = postgresConnection(settings({ PGHOST: 'db.example', POSTGRES_SSL: 'verify-full' })).ssl;
+    assert.ok(full && full.rejectUnauthorized === true && full.servername === 'db.example' && full.checkServerIdentity === undefined);
+    const ca = postgresConnection(settings({ PGHOST: '10.1.1.1', POSTGRES_SSL: 'verify-ca' })).ssl;
+    assert.ok(ca && ca.rejectUnauthorized === true && ca.servername === undefined && typeof ca.checkServerIdentity === 'function');
+  });
+
+  it('refuses contradictions: URL parameters, a password twice, a certificate without its key, an odd schema name', () => {
+    const problems = (env: Record<string, string>) => {
+      try {
+        settings(env);
+        return [];
+      } catch (e) {
+        return (e as FieldStreamError).details?.variables;
+      }
+    };
+    assert.deepEqual(problems({ POSTGRES_URL: 'postgres://h/db?sslmode=require' }), ['POSTGRES_URL']);
+    assert.deepEqual(problems({ PGPASSWORD: 'a', PGPASSWORD_FILE: '/x' }), ['PGPASSWORD_FILE']);
+    assert.deepEqual(problems({ POSTGRES_SSL_CERT_FILE: '/c' }), ['POSTGRES_SSL_KEY_FILE']);
+    assert.deepEqual(problems({ POSTGRES_SCHEMA: 'Field"Stream' }), ['POSTGRES_SCHEMA']);
+    assert.deepEqual(problems({ POSTGRES_URL: 'mysql://h/db' }), ['POSTGRES_URL']);
+  });
+});
+
+describe('PostgreSQL rows', () => {
+  const env = parseEnvelope(
+    UplinkEnvelopeSchema,
+    Buffer.from(JSON.stringify({ v: 1, deviceId: 'd1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: 5, messages: [{ messageId: 'a.1', payload: { t: 1.5, ok: true } }, { messageId: 'a.2', payload: { t: 2 } }] })),
+  ) as EnvelopeOf<'timeseries'>;
+
+  it('gives each point the key of its message, out of every JSON form of the point', () => {
+    const pts = readingPoints(env, [uplinkKey('a.1', { epoch: 'e', seq: 1 }), uplinkKey('a.2')]);
+    assert.deepEqual(pts.map((p) => p[POINT_KEY]), ['s:e:1', 'm:a.2']);
+    assert.equal(JSON.stringify(pts[0]), '{"measurement":"readings","tags":{"device":"d1"},"fields":{"t":1.5,"ok":true},"time":5}');
+    assert.equal(readingPoints(env)[0]?.[POINT_KEY], undefined);
+  });
+
+  it('groups a batch per table, one JSON parameter each, with the key, the millisecond time and the fields kept as JSON', () => {
+    const pts: StoredPoint[] = [
+      ...readingPoints(env, ['s:e:1', 's:e:2']),
+      { measurement: 'events', tags: { device: 'd1', event_type: 'door' }, fields: { message: 'm', floor: 2 }, time: 7, [POINT_KEY]: 's:e:3' },
+    ];
+    const statements = new Map<string, string>();
+    const { batches, unknown } = toTableBatches('fs', pts, statements);
+    assert.deepEqual(unknown, []);
+    assert.deepEqual(
+      batches.map((b) => [b.table, b.rows, JSON.parse(b.json)]),
+      [
+        ['readings', 2, [{ c0: 'd1', c1: 5, c2: 's:e:1', c3: { t: 1.5, ok: true } }, { c0: 'd1', c1: 5, c2: 's:e:2', c3: { t: 2 } }]],
+        ['events', 1, [{ c0: 'd1', c1: 7, c2: 's:e:3', c3: 'door', c4: null, c5: 'm', c6: { floor: 2 } }]],
+      ],
+    );
+    assert.equal(statements.size, 2, 'statements are made once per table');
+    assert.deepEqual(toTableBatches('fs', [{ measurement: 'nope', tags: {}, fields: {}, time: 1 }], statements).unknown, ['nope']);
+  });
+
+  it('inserts with ON CONFLICT DO NOTHING, times as exact milliseconds after the epoch', () => {
+    const sql = insertStatement('fs', TABLES.readings!);
+    assert.equal(
+      sql,
+      "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::timestamptz + r.c1 * interval '1 millisecond', r.c2, r.c3 FROM json_to_recordset($1::json) AS r(c0 text, c1 bigint, c2 text, c3 jsonb) ON CONFLICT DO NOTHING",
+    );
+  });
+
+  it('keys a point without one by its identity as InfluxDB sees it (measurement, tags, time)', () => {
+    const p = { measurement: 'readings', tags: { b: '2', a: '1' }, fields: { v: 1 }, time: 9 };
+    assert.equal(fallbackKey(p), fallbackKey({ ...p, tags: { a: '1', b: '2' }, fields: { v: 2 } }));
+    assert.notEqual(fallbackKey(p), fallbackKey({ ...p, time: 10 }));
+  });
+
+  it('has a table for every measurement the distributor writes', async () => {
+    const { MEASUREMENTS } = await import('../../internal-network/distributor/points.ts');
+    for (const m of Object.values(MEASUREMENTS)) assert.ok(TABLES[m], m);
+  });
+});
+
+describe('PostgreSQL schema', () => {
+  it('is versioned, each migration numbered in order', () => {
+    assert.deepEqual(MIGRATIONS.map((m) => m.version), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1));
+  });
+
+  it('makes idempotent statements, and hypertables only where TimescaleDB is installed', () => {
+    const plain = MIGRATIONS[0]!.statements({ schema: 'fs', timescale: false });
+    const ts = MIGRATIONS[0]!.statements({ schema: 'fs', timescale: true });
+    for (const s of plain) assert.match(s, /^CREATE (TABLE|INDEX) IF NOT EXISTS /);
+    assert.ok(!plain.some((s) => s.includes('create_hypertable')));
+    assert.deepEqual(
+      ts.filter((s) => !plain.includes(s)),
+      [
+        "SELECT create_hypertable('fs.readings', 'time', if_not_exists => TRUE, migrate_data => TRUE)",
+        "SELECT create_hypertable('fs.device_health', 'time', if_not_exists => TRUE, migrate_data => TRUE)",
+      ],
+    );
+    // A hypertable's unique keys must hold its time column.
+    for (const table of ['readings', 'device_health']) assert.match(plain.find((s) => s.includes(`fs.${table} (`))!, /PRIMARY KEY \(device, time, message_key\)/);
+  });
+});
+
+describe('PostgreSQL refusals', () => {
+  it('blames the data for SQLSTATE classes 22, 23 and 54 only', () => {
+    for (const code of ['22P05', '22021', '23502', '54000']) assert.equal(isRejection({ code }), true, code);
+    for (const code of ['08006', '28P01', '57P01', '57014', '53100', '40001', '42P01', 'ECONNREFUSED', undefined]) assert.equal(isRejection({ code }), false, String(code));
+    assert.equal(isRejection(null), false);
+  });
+});
