@@ -185,11 +185,13 @@ export class Postgres {
   private constructor(
     readonly dir: string,
     readonly port: number,
+    tls: boolean,
   ) {
+    const ssl = tls ? ['-c', 'ssl=on', '-c', `ssl_cert_file=${join(dir, 'server.crt')}`, '-c', `ssl_key_file=${join(dir, 'server.key')}`] : [];
     this.process = new ManagedProcess({
       name: 'postgres',
       command: 'setpriv',
-      args: ['--reuid=postgres', '--regid=postgres', '--init-groups', '--', join(Postgres.BIN, 'postgres'), '-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-c', `listen_addresses=127.0.0.1`],
+      args: ['--reuid=postgres', '--regid=postgres', '--init-groups', '--', join(Postgres.BIN, 'postgres'), '-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-c', `listen_addresses=127.0.0.1`, ...ssl],
       env: { PATH: process.env.PATH, LC_ALL: 'C' },
       cwd: dir,
       logFile: join(dir, 'postgres.log'),
@@ -197,7 +199,8 @@ export class Postgres {
     });
   }
 
-  static async start(dir: string, o: { port?: number } = {}): Promise<Postgres> {
+  /** `tls`: a server certificate and key (PEM): TLS is then offered beside plain connections. */
+  static async start(dir: string, o: { port?: number; tls?: { certPem: string; keyPem: string } } = {}): Promise<Postgres> {
     mkdirSync(dir, { recursive: true });
     // The server's user must reach its folder: the folders above it (a test's mkdtemp folder is
     // 0700) get the traverse bit for others, never read.
@@ -224,7 +227,13 @@ export class Postgres {
       '--auth-host=scram-sha-256',
       '--no-sync',
     ]);
-    const db = new Postgres(dir, o.port ?? (await freePort()));
+    if (o.tls) {
+      // PostgreSQL refuses a key that others may read (mode 0600, owned by the server's user).
+      writeFileSync(join(dir, 'server.crt'), o.tls.certPem);
+      writeFileSync(join(dir, 'server.key'), o.tls.keyPem, { mode: 0o600 });
+      await run('chown', ['postgres:postgres', join(dir, 'server.crt'), join(dir, 'server.key')]);
+    }
+    const db = new Postgres(dir, o.port ?? (await freePort()), o.tls !== undefined);
     await db.process.start();
     await db.waitReady();
     return db;

@@ -12,6 +12,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
 import { postgresConnection, type PostgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
+import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
 import type { Distributor } from '../../internal-network/distributor/distributor.ts';
 
 const USER = 'fieldstream';
@@ -54,8 +55,12 @@ describe('the PostgreSQL sink', () => {
   const rows = async (sql: string, params: unknown[] = []) => (await admin.query(sql, params)).rows as Record<string, unknown>[];
   const count = async (table: string, where = 'true', params: unknown[] = []) => Number((await rows(`SELECT count(*) AS n FROM fieldstream.${table} WHERE ${where}`, params))[0]?.n);
 
+  const ca = createCertificateAuthority('FieldStream test database CA', 2);
+  const server = issueCertificate(ca, { commonName: 'localhost', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost'], validityDays: 2 });
+  const caFile = join(work.dir, 'db-ca.crt');
   before(async () => {
-    db = await Postgres.start(join(work.dir, 'pg'));
+    writeFileSync(caFile, ca.certPem);
+    db = await Postgres.start(join(work.dir, 'pg'), { tls: { certPem: server.certPem, keyPem: server.keyPem } });
     await db.createUser(USER, PASSWORD);
     admin = await connectAdmin();
   });
@@ -134,6 +139,27 @@ describe('the PostgreSQL sink', () => {
     }
     assert.equal(await code(s.write([reading('n1', 's:e:4', { v: 1 }, 4)])), 'ok', 'the pool reconnects');
     assert.equal(await count('readings', "device = 'n1'"), 2);
+  });
+
+  it('connects over TLS as POSTGRES_SSL says: verify-full checks the server against the CA file and its name', async () => {
+    const url = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@localhost:${db.port}/${USER}`;
+    const tlsSessions = async () => Number((await rows("SELECT count(*) AS n FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = $1 AND a.application_name = 'fieldstream-distributor'", [USER]))[0]?.n);
+    const plain = await tlsSessions();
+    assert.equal(await code(sink({ POSTGRES_URL: url, POSTGRES_SSL: 'verify-full', POSTGRES_SSL_CA_FILE: caFile }).write([reading('tls1', 's:e:1', { v: 1 }, 1)])), 'ok');
+    assert.ok((await tlsSessions()) > plain, 'the pooled connection is encrypted');
+    assert.equal(await code(sink({ POSTGRES_URL: url, POSTGRES_SSL: 'require' }).write([reading('tls1', 's:e:2', { v: 2 }, 2)])), 'ok', 'require does not check the server');
+    // Another CA: the server cannot be verified. The operator's to fix, so retried, never a dead letter.
+    const foreign = join(work.dir, 'foreign-ca.crt');
+    writeFileSync(foreign, createCertificateAuthority('someone else', 2).certPem);
+    assert.equal(await code(sink({ POSTGRES_URL: url, POSTGRES_SSL: 'verify-full', POSTGRES_SSL_CA_FILE: foreign }).write([reading('tls1', 's:e:3', { v: 3 }, 3)])), 'DISTRIBUTOR_WRITE_FAILED');
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses the address, verify-ca takes it.
+    const byAddress = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${db.port}/${USER}`;
+    const refused = await sink({ POSTGRES_URL: byAddress, POSTGRES_SSL: 'verify-full', POSTGRES_SSL_CA_FILE: caFile })
+      .write([reading('tls1', 's:e:4', { v: 4 }, 4)])
+      .catch((e: unknown) => e);
+    assert.ok(refused instanceof FieldStreamError && refused.code === 'DISTRIBUTOR_WRITE_FAILED' && /altnames/.test(refused.message), String(refused));
+    assert.equal(await code(sink({ POSTGRES_URL: byAddress, POSTGRES_SSL: 'verify-ca', POSTGRES_SSL_CA_FILE: caFile }).write([reading('tls1', 's:e:5', { v: 5 }, 5)])), 'ok');
+    assert.equal(await count('readings', "device = 'tls1'"), 3);
   });
 
   describe('in the distributor, beside InfluxDB', () => {
