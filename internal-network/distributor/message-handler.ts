@@ -48,13 +48,16 @@ export class MessageHandler {
       const presence = parseEnvelope(GatewayPresenceSchema, payload);
       if (presence.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Presence of ${presence.gatewayId} arrived on ${topic}`);
       // Stamped when it arrived: a will carries the time the gateway started, not when it was lost.
-      // A gateway process (its `since`) goes online once and offline once: that names the message.
+      // Nothing in it tells one publication from the next (the same online at each connection, the
+      // same will at each loss): keyed by its arrival, a delivery again is left out by the store
+      // (postgres/rows.ts writes a presence only when it changes the gateway's last one).
+      const arrived = Date.now();
       return this.presencePoint({
         measurement: MEASUREMENTS.gatewayStatus,
         tags: { gateway: where.gatewayId },
         fields: { state: presence.state, since: presence.since },
-        time: Date.now(),
-        [POINT_KEY]: `${presence.since}:${presence.state}`,
+        time: arrived,
+        [POINT_KEY]: `${presence.since}:${presence.state}:${arrived}`,
       });
     }
     if (where.kind === 'gatewaySecurity') {

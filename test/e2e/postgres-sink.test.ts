@@ -105,16 +105,26 @@ describe('the PostgreSQL sink', () => {
       { measurement: 'events', tags: { device: 'r1', event_type: 'door_open', severity: 'warning' }, fields: { message: 'open', floor: 3 }, time: 1002, [POINT_KEY]: 's:e:12' },
       { measurement: 'command_responses', tags: { device: 'r1', command_id: 'c-1', status: 'ok' }, fields: { result: '{"x":1}' }, time: 1003, [POINT_KEY]: 's:e:13' },
       { measurement: 'device_status', tags: { device: 'r1', gateway: 'gw-1' }, fields: { state: 'online', cert_not_after: 1800000000000, cert_days_left: 12.5 }, time: 1004, [POINT_KEY]: 'gw-1:1004:online' },
-      { measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 900 }, time: Date.now(), [POINT_KEY]: '900:online' },
+      { measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 900 }, time: 2000, [POINT_KEY]: '900:online:2000' },
       { measurement: 'security_events', tags: { device: 'r1', reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' }, fields: { count: 7, gateway: 'gw-1', from: 500, detail: '7 refused' }, time: 1005, [POINT_KEY]: 'g:gw-1:500:1005:GATEWAY_RATE_LIMITED' },
     ];
     await s.write(batch);
     const before = { r: await count('readings', "device = 'r1'"), e: await count('events'), c: await count('command_responses'), d: await count('device_status'), g: await count('gateway_status'), x: await count('security_events') };
     assert.deepEqual(before, { r: 2, e: 1, c: 1, d: 1, g: 1, x: 1 });
-    // The gateway's presence arrives again with a later arrival time: still the same message.
-    await s.write(batch.map((p) => (p.measurement === 'gateway_status' ? { ...p, time: p.time + 5000 } : p)));
+    // The gateway's presence arrives again, later: it changes nothing, so it is not written.
+    await s.write(batch.map((p) => (p.measurement === 'gateway_status' ? { ...p, time: 7000, [POINT_KEY]: '900:online:7000' } : p)));
     await s.write(batch.slice(0, 2));
     assert.deepEqual({ r: await count('readings', "device = 'r1'"), e: await count('events'), c: await count('command_responses'), d: await count('device_status'), g: await count('gateway_status'), x: await count('security_events') }, before);
+    // The same process loses its broker connection (its will) and connects again: both are written,
+    // though the second online is the very same message as the first.
+    const presence = (state: string, at: number): StoredPoint => ({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state, since: 900 }, time: at, [POINT_KEY]: `900:${state}:${at}` });
+    await s.write([presence('offline', 8000)]);
+    await s.write([presence('online', 9000)]);
+    await s.write([presence('online', 9500)]);
+    assert.deepEqual(
+      (await rows("SELECT state, (extract(epoch FROM time) * 1000)::bigint AS ms FROM fieldstream.gateway_status WHERE gateway = 'gw-1' ORDER BY time")).map((r) => `${r.state}@${r.ms}`),
+      ['online@2000', 'offline@8000', 'online@9000'],
+    );
     const [e] = await rows('SELECT event_type, severity, message, extra FROM fieldstream.events');
     assert.deepEqual(e, { event_type: 'door_open', severity: 'warning', message: 'open', extra: { floor: 3 } });
     const [st] = await rows("SELECT (extract(epoch FROM cert_not_after) * 1000)::bigint AS ms, cert_days_left FROM fieldstream.device_status");

@@ -108,6 +108,11 @@ describe('PostgreSQL rows', () => {
     );
   });
 
+  it('writes a gateway presence only when it changes what the table says last of that gateway', () => {
+    const sql = insertStatement('fs', TABLES.gateway_status!);
+    assert.match(sql, / WHERE NOT EXISTS \(SELECT 1 FROM \(SELECT g\.state, g\.since FROM fs\.gateway_status g WHERE g\.gateway = r\.c0 ORDER BY g\.time DESC LIMIT 1\) AS last WHERE last\.state = r\.c3 AND last\.since = .*\) ON CONFLICT DO NOTHING$/);
+  });
+
   it('keys a point without one by its identity as InfluxDB sees it (measurement, tags, time)', () => {
     const p = { measurement: 'readings', tags: { b: '2', a: '1' }, fields: { v: 1 }, time: 9 };
     assert.equal(fallbackKey(p), fallbackKey({ ...p, tags: { a: '1', b: '2' }, fields: { v: 2 } }));

@@ -89,7 +89,7 @@ export class MessageVerifier {
         tags: { device: env.deviceId, reason: code },
         fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
         time: (this.lastEventTime = Math.max(now, this.lastEventTime + 1)),
-        [POINT_KEY]: `d:${env.gatewayId}:${env.receivedAt}:${index}:${code}`,
+        [POINT_KEY]: `d:${env.gatewayId}:${env.dataType}:${env.receivedAt}:${index}:${messageId}:${code}`,
       });
     };
     const delayed = now - env.receivedAt;

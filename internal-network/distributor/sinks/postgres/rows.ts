@@ -26,6 +26,8 @@ interface TableSpec {
   table: string;
   columns: readonly Column[];
   row(p: StoredPoint, key: string): unknown[];
+  /** a condition on the record `r` (with `T(expr)` for a time) for the row to be written at all */
+  onlyIf?: (schema: string) => string;
 }
 
 const text = (name: string): Column => ({ name, type: 'text' });
@@ -73,10 +75,20 @@ export const TABLES: Record<string, TableSpec> = {
     columns: [...COMMON, text('gateway'), text('state'), time('cert_not_after'), { name: 'cert_days_left', type: 'double precision' }],
     row: (p, k) => [p.tags.device, p.time, k, p.tags.gateway ?? '', str(p.fields.state), num(p.fields.cert_not_after), num(p.fields.cert_days_left)],
   },
+  /**
+   * A gateway's presence carries nothing that tells one publication from the next: the gateway
+   * publishes the same `online` at each connection to its broker, and the broker the same `offline`
+   * (its will) at each loss, all with the one `since` of the gateway process. So its key holds the
+   * arrival time (points.ts), and a row is written only when it changes what the table says last
+   * of that gateway: a delivery again of the presence in force writes nothing, and no change of
+   * state is ever lost (a key without the arrival time would drop the second `online` of a process).
+   */
   [MEASUREMENTS.gatewayStatus]: {
     table: 'gateway_status',
     columns: [text('gateway'), time('time'), text('message_key'), text('state'), time('since')],
     row: (p, k) => [p.tags.gateway, p.time, k, str(p.fields.state), num(p.fields.since)],
+    onlyIf: (schema) =>
+      `NOT EXISTS (SELECT 1 FROM (SELECT g.state, g.since FROM ${schema}.gateway_status g WHERE g.gateway = r.c0 ORDER BY g.time DESC LIMIT 1) AS last WHERE last.state = r.c3 AND last.since = ${ts('r.c4')})`,
   },
   [MEASUREMENTS.securityEvents]: {
     table: 'security_events',
@@ -112,12 +124,18 @@ export function fallbackKey(p: StoredPoint): string {
   return `h:${createHash('sha256').update(JSON.stringify([p.measurement, tags, p.time])).digest('base64url').slice(0, 22)}`;
 }
 
+/** Epoch milliseconds as timestamptz, exactly. */
+function ts(ms: string): string {
+  return `'epoch'::timestamptz + ${ms} * interval '1 millisecond'`;
+}
+
 /** The INSERT of one table, its rows as the one JSON parameter `$1`. */
 export function insertStatement(schema: string, spec: TableSpec): string {
   const cols = spec.columns;
   const record = cols.map((c, i) => `c${i} ${c.type}`).join(', ');
-  const select = cols.map((c, i) => (c.time ? `'epoch'::timestamptz + r.c${i} * interval '1 millisecond'` : `r.c${i}`)).join(', ');
-  return `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM json_to_recordset($1::json) AS r(${record}) ON CONFLICT DO NOTHING`;
+  const select = cols.map((c, i) => (c.time ? ts(`r.c${i}`) : `r.c${i}`)).join(', ');
+  const where = spec.onlyIf ? ` WHERE ${spec.onlyIf(schema)}` : '';
+  return `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM json_to_recordset($1::json) AS r(${record})${where} ON CONFLICT DO NOTHING`;
 }
 
 export interface TableBatch {
