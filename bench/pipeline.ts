@@ -26,6 +26,10 @@
  *   --quick                    a small load, for CI (the tests run it)
  *   --profile batched|single   that scenario alone, with CPU profiles: bench/results/profile.md
  *   --set KEY=VALUE            a service setting for this run (repeatable)
+ *   --sink postgres            instead of the scenarios above: the batched load into InfluxDB and
+ *                              into a real PostgreSQL (15, scripts/local-stack/databases.ts), the
+ *                              distributor restarted to write to one of them before each round, in
+ *                              the order I, P, P, I (twice): bench/results/pipeline-postgres.json, .md
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -34,19 +38,21 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
-import { InfluxV1 } from '../scripts/local-stack/databases.ts';
+import { InfluxV1, Postgres } from '../scripts/local-stack/databases.ts';
 import type { ManagedProcess } from '../scripts/local-stack/process.ts';
 import { startLocalStack, type LocalStack } from '../scripts/local-stack/stack.ts';
 import { createLogger } from '../shared/logger.ts';
 import { pkiPaths } from '../pki/layout.ts';
 import { issueDeviceCertificate, loadCa, setupPki } from '../pki/onboarding.ts';
 import type { BenchContext } from './lib/context.ts';
-import { CpuMeter } from './lib/proc-stats.ts';
+import { CpuMeter, withChildren } from './lib/proc-stats.ts';
 import { writeProfileReport } from './lib/profile-report.ts';
 import { writeReport } from './lib/report.ts';
 import { combineRuns, type ScenarioResult, type ThroughputResult } from './lib/results.ts';
 import { Scraper } from './lib/scraper.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
+import { SINK_ORDER, sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
+import { influxStore, PostgresStore } from './lib/stores.ts';
 import { evaluateTargets } from './lib/targets.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fileTransfer } from './scenarios/files.ts';
@@ -63,8 +69,14 @@ const { values } = parseArgs({
     profile: { type: 'string' },
     /** KEY=VALUE: a service setting for this run (e.g. --set DISTRIBUTOR_CONSUMERS=8) */
     set: { type: 'string', multiple: true, default: [] },
+    /** influxdb (the scenarios above) or postgres (InfluxDB and PostgreSQL compared) */
+    sink: { type: 'string', default: 'influxdb' },
   },
 });
+if (values.sink !== 'influxdb' && values.sink !== 'postgres') {
+  process.stderr.write(`bench: --sink takes influxdb or postgres, not ${JSON.stringify(values.sink)}\n`);
+  process.exit(2);
+}
 const badSetting = values.set.find((kv) => !/^[A-Z][A-Z0-9_]*=/.test(kv));
 if (badSetting !== undefined) {
   process.stderr.write(`bench: --set takes KEY=VALUE (a setting name in capitals), not ${JSON.stringify(badSetting)}\n`);
@@ -114,11 +126,15 @@ async function main(): Promise<void> {
   if (values.profile !== undefined && values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = [BATCHED.prefix, ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = [BATCHED.prefix, ...SINK_ORDER.map((_, i) => `sink${i}`), ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
   const influx = await InfluxV1.start(join(work, 'influxdb'), DATABASE);
+  // --sink postgres: a PostgreSQL with a password-authenticated role owning its database, as deployed.
+  const postgres = values.sink === 'postgres' ? await Postgres.start(join(work, 'postgres')) : undefined;
+  const pgPassword = randomBytes(12).toString('hex');
+  if (postgres) await postgres.createUser(DATABASE, pgPassword);
   const profiles = join(work, 'profiles');
   const stack = await startLocalStack({
     repoRoot,
@@ -141,6 +157,10 @@ async function main(): Promise<void> {
     },
   });
   const clientLog = createLogger('bench', 'warn');
+  const scalar = async (query: string) => {
+    const body = await influx.query(query, DATABASE);
+    return Number(body.results?.[0]?.series?.[0]?.values[0]?.[1] ?? 0);
+  };
   const ctx: BenchContext = {
     work,
     certs,
@@ -173,10 +193,8 @@ async function main(): Promise<void> {
         // Process metrics once per process, as npm start does: these clients share the benchmark's.
         { receipts, processMetrics: false },
       ),
-    scalar: async (query) => {
-      const body = await influx.query(query, DATABASE);
-      return Number(body.results?.[0]?.series?.[0]?.values[0]?.[1] ?? 0);
-    },
+    scalar,
+    influxStore: influxStore(influx, scalar),
   };
   const meter = new CpuMeter(() => ({
     Caddy: stack.caddy.pid,
@@ -186,7 +204,37 @@ async function main(): Promise<void> {
     distributor: stack.distributor.pid,
     console: stack.console.pid,
     InfluxDB: influx.process.pid,
+    ...(postgres?.process.pid !== undefined ? { PostgreSQL: withChildren(postgres.process.pid) } : {}),
   }));
+
+  if (postgres) {
+    const store = new PostgresStore({ host: postgres.dir, port: postgres.port, user: postgres.superuser, database: DATABASE }, 'fieldstream');
+    let results: Awaited<ReturnType<typeof sinkRounds>>;
+    try {
+      results = await sinkRounds(ctx, meter, stack, BATCHED, {
+        influxUrl: influx.url,
+        postgresUrl: `postgres://${DATABASE}:${pgPassword}@${postgres.host}:${postgres.port}/${DATABASE}`,
+        stores: { influxdb: ctx.influxStore, postgres: store },
+      });
+    } finally {
+      await store.close();
+      await stack.close();
+      await influx.process.stop();
+      await postgres.stop();
+    }
+    const [ref, pg] = results;
+    const md = writeSinkReport(resultsDir, {
+      when: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
+      quick,
+      settings,
+      sink: 'postgres',
+      results,
+      postgresVsInfluxdb: ref && pg ? Math.round((pg.readingsPerSecond / ref.readingsPerSecond) * 100) / 100 : 0,
+    });
+    process.stdout.write(md + '\n');
+    return;
+  }
 
   if (values.profile) {
     let measured: ThroughputResult;

@@ -1,6 +1,7 @@
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+import type { ReadingStore } from './stores.ts';
 
 /** What every scenario works with: the running stack, its database and simulated devices. */
 export interface BenchContext {
@@ -22,6 +23,8 @@ export interface BenchContext {
   fieldClient(deviceId: string, batchMax: number, receipts?: boolean): Promise<RunningFieldClient>;
   /** the single value an aggregate InfluxQL query returns (0 when nothing matched) */
   scalar(query: string): Promise<number>;
+  /** readings counted in InfluxDB (a throughput round's store unless it names another) */
+  influxStore: ReadingStore;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

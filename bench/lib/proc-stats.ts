@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Linux reports process CPU time in clock ticks; 100 per second on every kernel we run on (getconf CLK_TCK). */
 const TICKS_PER_SECOND = 100;
@@ -9,6 +9,21 @@ export function processCpuSeconds(pid: number): number {
   // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** A process and its children (a PostgreSQL server: the postmaster and one backend per connection), from /proc/PID/stat's ppid (field 4). */
+export function withChildren(pid: number): number[] {
+  const pids = [pid];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) pids.push(Number(name));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return pids;
 }
 
 /** Resident memory of a process in bytes (VmRSS in /proc/PID/status, proc(5)). */
@@ -31,16 +46,19 @@ export interface CpuShare {
 export class CpuMeter {
   private start = new Map<string, number>();
 
-  constructor(private readonly components: () => Record<string, number | undefined>) {}
+  /** each component's process, or processes (their times added up) */
+  constructor(private readonly components: () => Record<string, number | readonly number[] | undefined>) {}
 
   private read(): Map<string, number> {
     const now = new Map<string, number>();
-    for (const [name, pid] of Object.entries(this.components())) {
-      if (pid === undefined) continue;
-      try {
-        now.set(name, processCpuSeconds(pid));
-      } catch {
-        /* the process is gone */
+    for (const [name, pids] of Object.entries(this.components())) {
+      if (pids === undefined) continue;
+      for (const pid of typeof pids === 'number' ? [pids] : pids) {
+        try {
+          now.set(name, (now.get(name) ?? 0) + processCpuSeconds(pid));
+        } catch {
+          /* the process is gone */
+        }
       }
     }
     const self = process.cpuUsage();

@@ -2,6 +2,7 @@ import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
 import type { CpuMeter } from '../lib/proc-stats.ts';
 import type { ThroughputResult } from '../lib/results.ts';
+import type { ReadingStore } from '../lib/stores.ts';
 
 export interface ThroughputOptions {
   name: string;
@@ -12,6 +13,8 @@ export interface ThroughputOptions {
   batchMax: number;
   /** false: clients delete at the gateway's ack instead of the commit receipt (a reference only) */
   receipts?: boolean;
+  /** where the readings are counted (the distributor must be writing there): InfluxDB unless said */
+  store?: ReadingStore;
 }
 
 /** milliseconds the clients get, after the database holds everything, to receive the last receipts */
@@ -29,8 +32,10 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
   await sleep(500); // connected, welcomed
   const total = ctx.clients * o.readingsPerClient;
   const base = Date.parse('2026-01-01T00:00:00Z');
-  const stored = () => ctx.scalar(`SELECT count(v) FROM readings WHERE device =~ /^${o.prefix}-/`);
-  const writtenBefore = await ctx.influx.pointsWritten();
+  const store = o.store ?? ctx.influxStore;
+  const stored = () => store.count(o.prefix);
+  const last = Array.from({ length: ctx.clients }, (_, i) => [`${o.prefix}-${i}`, base + i * 10_000_000 + o.readingsPerClient - 1] as const);
+  const mark = await store.mark();
   meter.begin();
   const started = Date.now();
   await Promise.all(
@@ -43,17 +48,18 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
     }),
   );
   const accepted = Date.now();
-  // The database is not queried while the pipeline is under load: counting a few hundred thousand
+  // The database is not counted while the pipeline is under load: counting a few hundred thousand
   // points costs InfluxDB about 100 ms of CPU (measured), taken from the pipeline being measured.
-  // InfluxDB's own counter of the points it accepted says, for free, when the last of them should
-  // be written; then they are counted (and again, should something else have been written too,
-  // such as a security event), and the clock stops when the count is complete.
+  // A cheap sign says when the last of them should be written (InfluxDB's own counter of the
+  // points it accepted; PostgreSQL: each device's last reading, found by its key); then they are
+  // counted (and again, should something else have been written too, such as a security event),
+  // and the clock stops when the count is complete.
   const deadline = Date.now() + (ctx.quick ? 120_000 : 600_000);
   const overdue = (what: string) => {
     if (Date.now() > deadline) throw new Error(`${o.name}: ${what} of ${total} readings arrived`);
   };
-  for (let written = 0; written - writtenBefore < total; written = await ctx.influx.pointsWritten()) {
-    overdue(`about ${written - writtenBefore}`);
+  while (!(await store.arrived(mark, total, last))) {
+    overdue(`not all (${store.name})`);
     await sleep(10);
   }
   let n = await stored();
@@ -74,11 +80,11 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
   if (n !== total) throw new Error(`${o.name}: ${n} readings stored for ${total} sent`);
   // A count equal to what was sent, and values adding up to what was sent, mean each reading is
   // there once and none stands in for another.
-  const sum = await ctx.scalar(`SELECT sum(v) FROM readings WHERE device =~ /^${o.prefix}-/`);
+  const sum = await store.sum(o.prefix);
   if (sum !== ctx.clients * ((o.readingsPerClient * (o.readingsPerClient - 1)) / 2)) throw new Error(`${o.name}: the stored values do not add up to those sent`);
   // Copies that reached the distributor twice (a resend after a lost ack): refused there by the
   // replay window, recorded as security events, never written.
-  const redelivered = await ctx.scalar(`SELECT count(message_id) FROM security_events WHERE reason = 'SECURITY_DUPLICATE' AND device =~ /^${o.prefix}-/`);
+  const redelivered = await store.redelivered(o.prefix);
   return {
     scenario: o.name,
     clients: ctx.clients,
