@@ -1,0 +1,71 @@
+import pg from 'pg';
+import { FieldStreamError } from '../../../shared/errors.ts';
+import type { PostgresConnection } from '../../shared/postgres-settings.ts';
+import { bucketMs, type HistoryReader, type Series } from './history.ts';
+
+/**
+ * SQLSTATEs that mean "nothing written yet" (PostgreSQL docs, Appendix A): 42P01 undefined table,
+ * 3F000 invalid schema name. The distributor makes its schema at its first write; until then the
+ * history is empty, as InfluxDB answers for a measurement it has never held.
+ */
+const NOT_YET_WRITTEN = new Set(['42P01', '3F000']);
+
+/**
+ * History from PostgreSQL, in the tables the distributor's sink writes (docs/postgres.md): the same
+ * answer as InfluxQL's `SELECT mean(field) … WHERE time >= from AND time <= to GROUP BY
+ * time(bucket) fill(none)` (influxql.ts). Buckets are aligned on the epoch, as InfluxQL aligns
+ * GROUP BY time() intervals (InfluxQL spec, "GROUP BY time intervals"), so the first one may start
+ * before the window; only numbers are averaged (a field's JSON type is kept in the JSONB column).
+ * Times are whole milliseconds both ways ('epoch' + ms, extract(epoch) × 1000: exact).
+ */
+export class PostgresHistory implements HistoryReader {
+  readonly description: string;
+  private readonly pool: pg.Pool;
+  private readonly sql: string;
+
+  constructor(c: PostgresConnection) {
+    this.description = c.description;
+    // The schema name is a checked lower-case identifier (postgres-settings.ts): safe unquoted.
+    this.sql =
+      `SELECT (floor(extract(epoch FROM time) * 1000 / $5) * $5)::bigint AS t, avg((fields->>$2)::float8) AS v ` +
+      `FROM ${c.schema}.readings ` +
+      `WHERE device = $1 AND time >= 'epoch'::timestamptz + $3 * interval '1 millisecond' AND time <= 'epoch'::timestamptz + $4 * interval '1 millisecond' ` +
+      `AND jsonb_typeof(fields->$2) = 'number' GROUP BY 1 ORDER BY 1`;
+    this.pool = new pg.Pool({
+      host: c.host,
+      port: c.port,
+      database: c.database,
+      user: c.user,
+      ...(c.password !== undefined ? { password: c.password } : {}),
+      ssl: c.ssl,
+      // A page asks one series at a time; two connections are plenty, and idle ones are let go.
+      max: 2,
+      idleTimeoutMillis: 10_000,
+      allowExitOnIdle: true,
+      connectionTimeoutMillis: c.timeoutMs,
+      statement_timeout: c.timeoutMs,
+      query_timeout: c.timeoutMs * 2,
+      application_name: 'fieldstream-console',
+    });
+    // A connection the server closed while idle (a restart) is replaced at the next query.
+    this.pool.on('error', () => undefined);
+  }
+
+  async series(device: string, field: string, fromMs: number, toMs: number): Promise<Series> {
+    let rows: Array<{ t: string; v: number | null }>;
+    try {
+      rows = (await this.pool.query<{ t: string; v: number | null }>(this.sql, [device, field, Math.floor(fromMs), Math.floor(toMs), bucketMs(fromMs, toMs)])).rows;
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'string' && NOT_YET_WRITTEN.has(code)) return [];
+      throw new FieldStreamError('CONSOLE_HISTORY_FAILED', `${this.description}: ${typeof code === 'string' ? `SQLSTATE ${code} ` : ''}${(err as Error).message.slice(0, 200)}`);
+    }
+    const out: Series = [];
+    for (const r of rows) if (r.v !== null) out.push([Number(r.t), r.v]);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}

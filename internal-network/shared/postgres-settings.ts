@@ -1,0 +1,144 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
+import { z } from 'zod';
+import { setting } from '../../shared/config.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+
+/** A schema name used unquoted in every statement's text: kept to plain lower-case identifiers. */
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * PostgreSQL (or TimescaleDB) as a home for the data (docs/postgres.md): on when POSTGRES_URL or
+ * PGHOST is set, beside or instead of InfluxDB. The distributor writes there; the console reads
+ * history from there (the same settings, so one .env serves both). The usual PG* variables of libpq are read too, and
+ * PGPASSWORD_FILE for a password kept in a file (a Docker or Kubernetes secret).
+ */
+export function postgresSettings() {
+  return {
+    /** postgres://user:password@host:port/database; the PG* variables fill in what it leaves out */
+    POSTGRES_URL: setting.url(['postgres', 'postgresql']).optional(),
+    PGHOST: z.string().optional(),
+    PGPORT: z.coerce.number().int().min(1).max(65535).optional(),
+    PGDATABASE: z.string().optional(),
+    PGUSER: z.string().optional(),
+    PGPASSWORD: z.string().optional(),
+    PGPASSWORD_FILE: z.string().optional(),
+    /** disable, require (encrypted, server not verified), verify-ca, verify-full (libpq's sslmode names) */
+    POSTGRES_SSL: z.enum(['disable', 'require', 'verify-ca', 'verify-full']).default('disable'),
+    POSTGRES_SSL_CA_FILE: z.string().optional(),
+    POSTGRES_SSL_CERT_FILE: z.string().optional(),
+    POSTGRES_SSL_KEY_FILE: z.string().optional(),
+    /** the schema that holds FieldStream's tables; created and migrated by the distributor */
+    POSTGRES_SCHEMA: z.string().regex(SCHEMA_NAME, 'must be a lower-case identifier (letters, digits, "_"; at most 63)').default('fieldstream'),
+    /** connections per distributor */
+    POSTGRES_POOL_SIZE: z.coerce.number().int().min(1).max(64).default(4),
+    /** milliseconds to connect, and for each statement */
+    POSTGRES_TIMEOUT_MS: setting.positiveInt(10_000),
+  };
+}
+
+export interface PostgresSettings {
+  readonly POSTGRES_URL?: string | undefined;
+  readonly PGHOST?: string | undefined;
+  readonly PGPORT?: number | undefined;
+  readonly PGDATABASE?: string | undefined;
+  readonly PGUSER?: string | undefined;
+  readonly PGPASSWORD?: string | undefined;
+  readonly PGPASSWORD_FILE?: string | undefined;
+  readonly POSTGRES_SSL: 'disable' | 'require' | 'verify-ca' | 'verify-full';
+  readonly POSTGRES_SSL_CA_FILE?: string | undefined;
+  readonly POSTGRES_SSL_CERT_FILE?: string | undefined;
+  readonly POSTGRES_SSL_KEY_FILE?: string | undefined;
+  readonly POSTGRES_SCHEMA: string;
+  readonly POSTGRES_POOL_SIZE: number;
+  readonly POSTGRES_TIMEOUT_MS: number;
+}
+
+export function postgresEnabled(c: PostgresSettings): boolean {
+  return c.POSTGRES_URL !== undefined || c.PGHOST !== undefined;
+}
+
+/** Settings that contradict each other (a superRefine of the schema). */
+export function checkPostgresSettings(c: PostgresSettings, ctx: z.RefinementCtx): void {
+  if (c.PGPASSWORD !== undefined && c.PGPASSWORD_FILE !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['PGPASSWORD_FILE'], message: 'set PGPASSWORD or PGPASSWORD_FILE, not both' });
+  }
+  if (c.POSTGRES_URL !== undefined) {
+    const url = new URL(c.POSTGRES_URL);
+    // The TLS mode has one place, POSTGRES_SSL; any other parameter would be silently ignored.
+    for (const name of url.searchParams.keys()) {
+      if (name !== 'host') ctx.addIssue({ code: 'custom', path: ['POSTGRES_URL'], message: `parameter "${name}" is not supported (TLS: POSTGRES_SSL and its files)` });
+    }
+  }
+  if ((c.POSTGRES_SSL_CERT_FILE === undefined) !== (c.POSTGRES_SSL_KEY_FILE === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['POSTGRES_SSL_KEY_FILE'], message: 'POSTGRES_SSL_CERT_FILE and POSTGRES_SSL_KEY_FILE go together' });
+  }
+}
+
+/** What the sink (and the console's history) connects with; `password` is never logged (the description leaves it out). */
+export interface PostgresConnection {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string | undefined;
+  ssl: false | ConnectionOptions;
+  schema: string;
+  poolSize: number;
+  /** milliseconds */
+  timeoutMs: number;
+  /** where it writes, for logs: no password */
+  description: string;
+}
+
+/**
+ * The connection from the settings: POSTGRES_URL first, the PG* variables for what it leaves out,
+ * then libpq's defaults (localhost:5432, database and user "postgres"). Files named by settings
+ * are read here, once; CONFIG_FILE_UNREADABLE names the setting, never the content.
+ */
+export function postgresConnection(c: PostgresSettings): PostgresConnection {
+  const url = c.POSTGRES_URL !== undefined ? new URL(c.POSTGRES_URL) : undefined;
+  const fromUrl = (v: string | undefined) => (v ? decodeURIComponent(v) : undefined);
+  const host = url?.searchParams.get('host') ?? (url?.hostname ? url.hostname.replace(/^\[(.*)\]$/, '$1') : undefined) ?? c.PGHOST ?? 'localhost';
+  const port = url?.port ? Number(url.port) : (c.PGPORT ?? 5432);
+  const database = fromUrl(url?.pathname.slice(1)) ?? c.PGDATABASE ?? 'postgres';
+  const user = fromUrl(url?.username) ?? c.PGUSER ?? 'postgres';
+  const password = fromUrl(url?.password) ?? c.PGPASSWORD ?? (c.PGPASSWORD_FILE !== undefined ? readSecret('PGPASSWORD_FILE', c.PGPASSWORD_FILE).replace(/\r?\n$/, '') : undefined);
+  return {
+    host,
+    port,
+    database,
+    user,
+    password,
+    ssl: tlsOptions(c, host),
+    schema: c.POSTGRES_SCHEMA,
+    poolSize: c.POSTGRES_POOL_SIZE,
+    timeoutMs: c.POSTGRES_TIMEOUT_MS,
+    description: `PostgreSQL ${user}@${host}:${port}/${database} schema ${c.POSTGRES_SCHEMA}${c.POSTGRES_SSL === 'disable' ? '' : ` (TLS ${c.POSTGRES_SSL})`}`,
+  };
+}
+
+/**
+ * libpq's sslmode semantics (PostgreSQL docs §34.19.1): require encrypts without checking the
+ * server; verify-ca checks its chain; verify-full also its name. `servername` is the host, for SNI.
+ */
+function tlsOptions(c: PostgresSettings, host: string): false | ConnectionOptions {
+  if (c.POSTGRES_SSL === 'disable') return false;
+  const tls: ConnectionOptions = { rejectUnauthorized: c.POSTGRES_SSL !== 'require' };
+  if (c.POSTGRES_SSL_CA_FILE !== undefined) tls.ca = readSecret('POSTGRES_SSL_CA_FILE', c.POSTGRES_SSL_CA_FILE);
+  if (c.POSTGRES_SSL_CERT_FILE !== undefined) tls.cert = readSecret('POSTGRES_SSL_CERT_FILE', c.POSTGRES_SSL_CERT_FILE);
+  if (c.POSTGRES_SSL_KEY_FILE !== undefined) tls.key = readSecret('POSTGRES_SSL_KEY_FILE', c.POSTGRES_SSL_KEY_FILE);
+  if (c.POSTGRES_SSL === 'verify-ca') tls.checkServerIdentity = () => undefined;
+  // SNI takes a name only (RFC 6066 §3), never an address or a socket folder.
+  if (!host.startsWith('/') && isIP(host) === 0) tls.servername = host;
+  return tls;
+}
+
+function readSecret(variable: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${variable}=${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { variable, path });
+  }
+}
