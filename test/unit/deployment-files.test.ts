@@ -71,7 +71,7 @@ describe('deployment files', () => {
   for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
     it(`${file} passes docker-compose config, and pins every image`, () => {
       const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't', GRAFANA_ADMIN_PASSWORD: 'g' };
-      const out = execFileSync('docker-compose', ['-f', join(repoRoot, file), '--profile', 'with-influxdb', 'config'], { env, encoding: 'utf8', cwd: repoRoot });
+      const out = execFileSync('docker-compose', ['-f', join(repoRoot, file), '--profile', 'with-influxdb', '--profile', 'with-postgres', 'config'], { env, encoding: 'utf8', cwd: repoRoot });
       const images = [...out.matchAll(/^\s+image: (\S+)$/gm)].map((m) => m[1] as string);
       assert.ok(images.length > 0);
       for (const image of images) assert.match(image, /:v?[0-9][\w.-]*$/, `${image} is pinned`); // a version, never latest (Prometheus's tags start with v)
@@ -84,6 +84,38 @@ describe('deployment files', () => {
       assert.match(r.stderr, /DOMAIN_NAME|DMZ_BROKER_HOST/);
     });
   }
+
+  it('docker-compose.internal.yml offers PostgreSQL under the with-postgres profile: pinned, a volume, a health check, the password from a secret file, the distributor and the console wired to it', () => {
+    // docker-compose 1.29 checks every service's variables, profiles or not: InfluxDB's too.
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't', PGHOST: 'postgres', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
+    const config = (profiles: string[]) =>
+      JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: execFileSync('docker-compose', ['-f', join(repoRoot, 'docker-compose.internal.yml'), ...profiles.flatMap((p) => ['--profile', p]), 'config'], { env, encoding: 'utf8', cwd: repoRoot }), encoding: 'utf8' })) as {
+        services: Record<string, { image?: string; profiles?: string[]; environment?: Record<string, string>; volumes?: string[]; secrets?: Array<{ source: string }>; healthcheck?: { test: string[] }; ports?: unknown[] }>;
+        secrets?: Record<string, { file: string }>;
+      };
+    const c = config(['with-postgres']);
+    const pg = c.services.postgres;
+    assert.ok(pg, 'a postgres service');
+    assert.deepEqual(pg.profiles, ['with-postgres']);
+    assert.match(pg.image ?? '', /^postgres:16\.\d+-alpine$/);
+    assert.equal(pg.ports, undefined, 'never published: the internal network only');
+    assert.ok(pg.volumes?.some((v) => v.endsWith(':/var/lib/postgresql/data:rw')), 'its data in a volume');
+    assert.match(pg.healthcheck?.test.join(' ') ?? '', /pg_isready/);
+    assert.equal(pg.environment?.POSTGRES_PASSWORD_FILE, '/run/secrets/postgres_password');
+    assert.equal(pg.environment?.POSTGRES_PASSWORD, undefined, 'no password in the environment');
+    assert.deepEqual(pg.secrets?.map((s) => s.source), ['postgres_password']);
+    assert.match(c.secrets?.postgres_password?.file ?? '', /\/secrets\/postgres-password$/);
+    for (const name of ['distributor', 'console']) {
+      const e = c.services[name]?.environment ?? {};
+      assert.equal(e.PGHOST, 'postgres', `${name}: PGHOST from .env`);
+      assert.equal(e.PGPASSWORD_FILE, '/run/fieldstream-secrets/postgres-password', `${name}: the password from the file`);
+      assert.equal(e.POSTGRES_SCHEMA, 'fieldstream');
+      assert.ok(c.services[name]?.volumes?.includes(`${join(repoRoot, 'secrets')}:/run/fieldstream-secrets:ro`), `${name}: the secrets folder read-only`);
+    }
+    assert.equal(c.services.grafana?.environment?.GRAFANA_POSTGRES_HOST, 'postgres:5432');
+    // Only the two databases are optional (docker-compose config lists profiled services too; up starts them only with their profile).
+    assert.deepEqual(Object.entries(c.services).filter(([, v]) => v.profiles !== undefined).map(([k, v]) => [k, v.profiles]), [['influxdb', ['with-influxdb']], ['postgres', ['with-postgres']]]);
+  });
 
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
     const tmp = tempDir('bundle');
