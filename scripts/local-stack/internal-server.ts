@@ -5,7 +5,7 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { createLogger } from '../../shared/logger.ts';
 import type { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
-import { localHostOf, mosquittoProcess, nodeProcess, type MachineOptions } from './machine.ts';
+import { localHostOf, mosquittoProcess, nodeProcess, startInOrder, type MachineOptions } from './machine.ts';
 
 /**
  * The internal server as real processes: the internal Mosquitto, bridged by dialling out to every
@@ -148,18 +148,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     metrics,
     dataDir,
     all,
-    async start() {
-      const started: ManagedProcess[] = [];
-      try {
-        for (const proc of all) {
-          await proc.start();
-          started.push(proc);
-        }
-      } catch (err) {
-        for (const proc of started.reverse()) await proc.stop();
-        throw err;
-      }
-    },
+    start: () => startInOrder(all),
     async close() {
       for (const proc of all) proc.stopSupervising();
       for (const proc of [operatorConsole, brokerExporter, commandApi, distributor, mosquitto]) await proc.stop();

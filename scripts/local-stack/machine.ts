@@ -99,3 +99,20 @@ export function nodeProcess(m: Machine, name: string, entry: string, env: Record
     netns: m.netns,
   });
 }
+
+/**
+ * Starts processes one after another, each once the one before is ready; if one fails to start,
+ * those already started are stopped again (in reverse order) and the error is thrown.
+ */
+export async function startInOrder(procs: readonly ManagedProcess[]): Promise<void> {
+  const started: ManagedProcess[] = [];
+  try {
+    for (const proc of procs) {
+      await proc.start();
+      started.push(proc);
+    }
+  } catch (err) {
+    for (const proc of started.reverse()) await proc.stop();
+    throw err;
+  }
+}

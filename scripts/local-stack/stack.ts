@@ -3,6 +3,7 @@ import { createLogger, type Logger } from '../../shared/logger.ts';
 import type { ManagedProcess } from './process.ts';
 import { createDmzServer, type DmzServer } from './dmz-server.ts';
 import { createInternalServer, type InternalServer } from './internal-server.ts';
+import { startInOrder } from './machine.ts';
 
 export { startDmzServer, type DmzServer, type DmzServerOptions } from './dmz-server.ts';
 export { startInternalServer, type InternalServer, type InternalServerOptions } from './internal-server.ts';
@@ -136,16 +137,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     internal.distributor, internal.commandApi, internal.brokerExporter, internal.console,
     ...rest.flatMap((s) => s.all.filter((p) => p !== s.mosquitto)),
   ];
-  const started: ManagedProcess[] = [];
-  try {
-    for (const proc of all) {
-      await proc.start();
-      started.push(proc);
-    }
-  } catch (err) {
-    for (const proc of started.reverse()) await proc.stop();
-    throw err;
-  }
+  await startInOrder(all);
   const component = (name: ComponentName) => {
     const proc = all.find((p) => p.name === name);
     if (!proc) throw new Error(`no component ${name} in this stack (${all.map((p) => p.name).join(', ')})`);

@@ -14,7 +14,8 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { startDmzServer, type DmzServer } from '../../scripts/local-stack/dmz-server.ts';
 import { startInternalServer, type InternalServer } from '../../scripts/local-stack/internal-server.ts';
-import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { fieldClientProcess } from '../helpers/field.ts';
 import { TEST_COMMAND } from '../../shared/contract/test-command.ts';
 
 /**
@@ -139,36 +140,18 @@ describe('three machines in network namespaces, behind their firewalls, with two
       },
     });
 
-    const d = pkiPaths(certs).device(DEVICE);
-    field = new ManagedProcess({
-      name: 'field-client',
-      command: process.execPath,
-      args: ['--import', 'tsx', join(REPO_ROOT, 'field-client', 'src', 'main.ts')],
-      env: {
-        PATH: process.env.PATH,
-        FIELDSTREAM_ENV_FILE: '/dev/null',
-        LOG_LEVEL: 'info',
-        DEVICE_ID: DEVICE,
-        // Both DMZ servers by name, tried in turn.
-        GATEWAY_URL: `wss://${NAMES.dmz1}/ws,wss://${NAMES.dmz2}/ws`,
-        FIELD_CA_FILE: pkiPaths(certs).publicCa,
-        FIELD_CERT_FILE: d.cert,
-        FIELD_KEY_FILE: d.key,
-        FIELD_SIGNING_KEY_FILE: d.signingKey,
-        FIELD_DATA_DIR: join(work.dir, 'field-data'),
-        FIELD_HTTP_HOST: '127.0.0.1',
-        FIELD_HTTP_PORT: String(PORTS.fieldHttp),
-        FIELD_MQTT_PORT: 'off',
-        FIELD_METRICS_PORT: 'off',
-        FIELD_HEALTH_INTERVAL_S: 'off',
-        // a dead server is left quickly for the next one
-        FIELD_RECONNECT_MAX_MS: '2000',
-      },
-      cwd: REPO_ROOT,
+    ({ process: field } = await fieldClientProcess({
+      paths: pkiPaths(certs),
+      deviceId: DEVICE,
+      // Both DMZ servers by name, tried in turn.
+      gatewayUrl: `wss://${NAMES.dmz1}/ws,wss://${NAMES.dmz2}/ws`,
+      dataDir: join(work.dir, 'field-data'),
       logFile: join(work.dir, 'logs', 'field-client.log'),
-      ready: { port: PORTS.fieldHttp },
       netns: lab.ns('field'),
-    });
+      httpPort: PORTS.fieldHttp,
+      // a dead server is left quickly for the next one
+      env: { LOG_LEVEL: 'info', FIELD_RECONNECT_MAX_MS: '2000' },
+    }));
     await field.start();
   });
 

@@ -60,8 +60,11 @@ export async function fieldClientProcess(o: {
   logFile: string;
   env?: Record<string, string>;
   supervisor?: Logger;
+  /** run it inside this network namespace (then give `httpPort`: freePort() answers for ours) */
+  netns?: string;
+  httpPort?: number;
 }): Promise<{ process: ManagedProcess; httpPort: number }> {
-  const httpPort = await freePort();
+  const httpPort = o.httpPort ?? (await freePort());
   const d = o.paths.device(o.deviceId);
   const process_ = new ManagedProcess({
     name: 'field-client',
@@ -88,6 +91,7 @@ export async function fieldClientProcess(o: {
     logFile: o.logFile,
     ready: { port: httpPort },
     ...(o.supervisor ? { supervisor: o.supervisor } : {}),
+    ...(o.netns ? { netns: o.netns } : {}),
   });
   return { process: process_, httpPort };
 }
