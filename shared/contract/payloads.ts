@@ -109,10 +109,26 @@ export type EventPayload = z.infer<typeof EventPayloadSchema>;
 
 export const COMMAND_RESPONSE_STATUSES = ['accepted', 'completed', 'failed', 'rejected'] as const;
 
-/** A JSON value of bounded size, for command parameters and results. */
-export const JsonValueSchema = z.json().refine((v) => JSON.stringify(v).length <= LIMITS.stringMaxChars, {
-  message: `is larger than ${LIMITS.stringMaxChars} characters as JSON`,
-});
+/** Whether a parsed JSON value holds an object key "__proto__" anywhere. */
+export function holdsProtoKey(v: unknown, depth = 0): boolean {
+  if (v === null || typeof v !== 'object' || depth > 64) return false;
+  if (Array.isArray(v)) return v.some((x) => holdsProtoKey(x, depth + 1));
+  return Object.hasOwn(v, '__proto__') || Object.values(v).some((x) => holdsProtoKey(x, depth + 1));
+}
+
+/**
+ * A JSON value of bounded size, for command parameters and results. A "__proto__" key is refused:
+ * JSON.parse makes it an own property, but no copy of the object keeps it (assigning it sets the
+ * prototype instead), so the value would reach the other side changed, and its signature, made over
+ * the text, would no longer match.
+ */
+export const JsonValueSchema = z
+  .unknown()
+  .refine((v) => !holdsProtoKey(v), { message: 'holds a "__proto__" key' })
+  .pipe(z.json())
+  .refine((v) => JSON.stringify(v).length <= LIMITS.stringMaxChars, {
+    message: `is larger than ${LIMITS.stringMaxChars} characters as JSON`,
+  });
 
 export const ResponsePayloadSchema = z.strictObject({
   commandId: MessageIdSchema,

@@ -3,8 +3,9 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { batchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
-import { COMMAND_RESPONSE_STATUSES } from '../../shared/contract/payloads.ts';
+import { COMMAND_RESPONSE_STATUSES, holdsProtoKey } from '../../shared/contract/payloads.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
 
 /**
  * The frame writer (the field client's) and the frame parser (the gateway's) agree: parsing a frame
@@ -33,8 +34,9 @@ const payloads = {
     // The contract's fields first, as the local inputs' check returns them: the parser puts an
     // event's known fields before its others, so another order would not serialise back the same.
     .chain((e) => fc.dictionary(fieldName.filter((k) => !(k in e)), scalar, { maxKeys: 3 }).map((extra) => defined({ ...e, ...extra }))),
+  // (a "__proto__" key is refused by the contract: tested below)
   response: fc
-    .record({ commandId: messageId, status: fc.constantFrom(...COMMAND_RESPONSE_STATUSES), result: opt(fc.jsonValue({ maxDepth: 2 })), timestamp: opt(timestamp) })
+    .record({ commandId: messageId, status: fc.constantFrom(...COMMAND_RESPONSE_STATUSES), result: opt(fc.jsonValue({ maxDepth: 2 }).filter((v) => !holdsProtoKey(v))), timestamp: opt(timestamp) })
     .map(defined),
   file: fc
     .record({
@@ -74,6 +76,16 @@ describe('the uplink frame writer', () => {
       }),
       RUNS,
     );
+  });
+
+  it('refuses a payload whose JSON holds a "__proto__" key, which no copy of it would keep (its signature would not match)', () => {
+    for (const result of ['{"__proto__":""}', '[1,{"a":{"__proto__":{"x":1}}}]']) {
+      const payloadJson = `{"commandId":"c-1","status":"completed","result":${result}}`;
+      assert.throws(
+        () => parseUplinkFrame(batchFrame('dev-1', [{ dataType: 'response', messageId: 'm-1', seq: 0, payloadJson }])),
+        (err: unknown) => isFieldStreamError(err) && /__proto__/.test(err.message),
+      );
+    }
   });
 
   it('writes the frame the contract describes', () => {
