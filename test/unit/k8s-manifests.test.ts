@@ -32,9 +32,11 @@ const COPIES: ReadonlyArray<readonly [string, string]> = [
   ['monitoring/grafana/provisioning/datasources/fieldstream.yml', 'k8s/base/internal/config/grafana/datasources.yml'],
   ['monitoring/grafana/provisioning/dashboards/fieldstream.yml', 'k8s/base/internal/config/grafana/dashboards.yml'],
   ['monitoring/grafana/provisioning/alerting/fieldstream.yml', 'k8s/base/internal/config/grafana/alerting.yml'],
-  ['monitoring/grafana/dashboards/devices.json', 'k8s/base/internal/config/grafana/dashboards/devices.json'],
-  ['monitoring/grafana/dashboards/pipeline.json', 'k8s/base/internal/config/grafana/dashboards/pipeline.json'],
-  ['monitoring/grafana/dashboards/security.json', 'k8s/base/internal/config/grafana/dashboards/security.json'],
+  // Every dashboard: compose mounts the whole folder, so each new one is copied too (and listed in
+  // the base's grafana-dashboards).
+  ...readdirSync(join(repoRoot, 'monitoring', 'grafana', 'dashboards'))
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => [`monitoring/grafana/dashboards/${f}`, `k8s/base/internal/config/grafana/dashboards/${f}`] as const),
 ];
 
 interface Tier {
@@ -46,7 +48,8 @@ interface Tier {
 }
 const TIERS: Tier[] = [
   { overlay: 'dmz', namespace: 'fieldstream-dmz', compose: 'docker-compose.dmz.yml', operatorSecrets: ['gateway-device-tokens'] },
-  { overlay: 'internal', namespace: 'fieldstream-internal', compose: 'docker-compose.internal.yml', operatorSecrets: ['device-keys'] },
+  // postgres, grafana-postgres: the PostgreSQL passwords, only where the site uses PostgreSQL.
+  { overlay: 'internal', namespace: 'fieldstream-internal', compose: 'docker-compose.internal.yml', operatorSecrets: ['device-keys', 'postgres', 'grafana-postgres'] },
 ];
 
 /** docs/configuration.md: each service's /metrics, /healthz and /readyz port. */
