@@ -142,6 +142,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
             CONSOLE_COMMAND_API_URL: `http://${o.host}:${commandApi.port}`,
             CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
             CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
+            CONSOLE_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
             // One process: the console sees every service's health, the gateway's too.
             CONSOLE_PIPELINE_TARGETS: [
               ['gateway', gateway.metricsServer?.url],

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { FieldStreamError } from '../shared/errors.ts';
-import { generateToken, hashTokenSecret, parseToken, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
+import { DAY_MS, LIMITS } from '../shared/limits.ts';
+import { generateToken, hashTokenSecret, parseToken, readTokensFileAt, tokenEntry, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
 import { pkiPaths } from './layout.ts';
 import { ensureSigningKey, isRevoked, packDeviceBundle, readPkiMeta } from './onboarding.ts';
 
@@ -23,11 +24,7 @@ export const tokenPaths = (root: string, deviceId?: string) => ({
 });
 
 export function readTokensFile(root: string): TokensFile {
-  const { file } = tokenPaths(root);
-  if (!existsSync(file)) return { version: 1, devices: {} };
-  const r = TokensFileSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
-  if (!r.success) throw new FieldStreamError('TOKENS_FILE_INVALID', `${file}: ${r.error.issues[0]?.message ?? 'not a tokens file'}`);
-  return r.data;
+  return readTokensFileAt(tokenPaths(root).file) ?? { version: 1, devices: {} };
 }
 
 function writeAtomic(path: string, content: string, mode: number): void {
@@ -46,36 +43,41 @@ function writeTokensFile(root: string, file: TokensFile): void {
 export interface TokenIssued {
   tokenFile: string;
   tokenId: string;
+  /** ISO 8601 */
+  expiresAt: string;
 }
 
 /**
  * A new token for a device (or, with `renew`, a new one replacing its current one: the old token is
  * refused, and its connections closed, once the gateways have read the file). Also the device's
  * message-signing key, as for a certificate device: token devices sign their messages too.
+ * The token expires `validityDays` after now (default LIMITS.deviceTokenValidityDays).
  */
-export async function issueDeviceToken(root: string, deviceId: string, options: { renew?: boolean } = {}): Promise<TokenIssued> {
+export async function issueDeviceToken(root: string, deviceId: string, options: { renew?: boolean; validityDays?: number } = {}): Promise<TokenIssued> {
   if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('PKI_INVALID_NAME', `${JSON.stringify(deviceId)} is not a device id.`);
   if (isRevoked(root, deviceId)) throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
   const tokens = readTokensFile(root);
-  const current = tokens.devices[deviceId];
+  const current = tokenEntry(tokens.devices, deviceId);
   if (current?.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
   if (current && !options.renew) throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a token; pass --renew (devices renew ID --token) to replace it.`);
   if (!current && options.renew) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `Device ${deviceId} has no token to renew.`);
   const token = generateToken(deviceId);
   const secret = parseToken(token)?.secret as string;
   const tokenId = randomBytes(8).toString('hex');
-  tokens.devices[deviceId] = { state: 'active', tokenId, issuedAt: new Date().toISOString(), scrypt: await hashTokenSecret(secret) };
+  const issuedAt = new Date();
+  const expiresAt = new Date(issuedAt.getTime() + (options.validityDays ?? LIMITS.deviceTokenValidityDays) * DAY_MS).toISOString();
+  tokens.devices[deviceId] = { state: 'active', tokenId, issuedAt: issuedAt.toISOString(), expiresAt, scrypt: await hashTokenSecret(secret) };
   const { token: tokenFile } = tokenPaths(root, deviceId);
   writeAtomic(tokenFile, `${token}\n`, 0o600);
   ensureSigningKey(root, deviceId);
   writeTokensFile(root, tokens);
-  return { tokenFile, tokenId };
+  return { tokenFile, tokenId, expiresAt };
 }
 
 /** Revokes the device's token (its hash leaves the file); false when it has none. */
 export function revokeDeviceToken(root: string, deviceId: string): boolean {
   const tokens = readTokensFile(root);
-  const current = tokens.devices[deviceId];
+  const current = tokenEntry(tokens.devices, deviceId);
   if (!current) return false;
   if (current.state === 'active') {
     tokens.devices[deviceId] = { state: 'revoked', revokedAt: new Date().toISOString() };
@@ -85,7 +87,7 @@ export function revokeDeviceToken(root: string, deviceId: string): boolean {
 }
 
 export function hasToken(root: string, deviceId: string): boolean {
-  return readTokensFile(root).devices[deviceId] !== undefined;
+  return tokenEntry(readTokensFile(root).devices, deviceId) !== undefined;
 }
 
 /** The `.env` of a token device: the token route's port, the token file instead of a certificate. */

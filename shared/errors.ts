@@ -118,6 +118,12 @@ export const ERRORS = {
     transient: false,
     description: 'A Sparkplug NBIRTH of a new edge node was refused: the field client follows LIMITS.sparkplugMaxEdgeNodes edge nodes already.',
   },
+  SPARKPLUG_REORDER_TIMEOUT: {
+    http: 409,
+    transient: false,
+    description: "Sparkplug messages held for a missing seq were discarded: it did not arrive within FIELD_SPARKPLUG_REORDER_TIMEOUT_MS; a rebirth was requested.",
+  },
+  SPARKPLUG_STATE_INVALID: { http: 400, transient: false, description: 'A Sparkplug STATE message (spBv1.0/STATE/<host_id>) is not the JSON {"online":boolean,"timestamp":number} of Sparkplug 3.0; it was ignored.' },
   SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
   FIELD_RECEIPT_INVALID: {
@@ -237,6 +243,7 @@ export const ERRORS = {
   GATEWAY_TOKEN_UNKNOWN_DEVICE: { http: 401, transient: false, description: 'No device token was issued to the device the token names.' },
   GATEWAY_TOKEN_INVALID: { http: 401, transient: false, description: 'The device token is wrong (not the current token of its device).' },
   GATEWAY_TOKEN_REVOKED: { http: 403, transient: false, description: "The device's token was revoked." },
+  GATEWAY_TOKEN_EXPIRED: { http: 401, transient: false, description: "The device's token is past its expiry date (expiresAt in the tokens file)." },
   GATEWAY_TOKEN_THROTTLED: {
     http: 429,
     transient: true,

@@ -83,6 +83,10 @@ export const LIMITS = {
   tokenFailureTrackedKeys: 50_000,
   /** characters. Longest Authorization header the gateway looks at; longer is not a device token. */
   deviceTokenMaxChars: 256,
+  /** days. Default lifetime of a device token (fieldstream-admin devices add/renew ID --token
+   * --days N): the device certificates' default (VALIDITY_DAYS.device in pki/onboarding.ts), so a
+   * device's credential is renewed as often whichever kind it holds. */
+  deviceTokenValidityDays: 730,
   /** entries (device and code). Most entries in one gateway security report; more refusals in one
    * report's interval are counted as dropped. */
   gatewaySecurityReportMaxEntries: 1000,
@@ -123,6 +127,15 @@ export const LIMITS = {
   /** edge nodes. Most Sparkplug edge nodes one field client follows (their births and the rebirth
    * requests it remembers): a publisher inventing edge node ids cannot grow its memory without bound. */
   sparkplugMaxEdgeNodes: 10_000,
+  /** messages. Most Sparkplug messages held per edge node while waiting for a missing seq (the
+   * reorder buffer, TIMINGS.sparkplugReorderTimeoutMs): a message further ahead, or one more, is a
+   * gap at once. Bounds memory to this many payloads per edge node. */
+  sparkplugReorderMaxHeld: 64,
+  /** host applications. Most other Sparkplug host applications whose STATE the input keeps (a
+   * publisher inventing host ids cannot grow its memory without bound; more are counted, not kept). */
+  sparkplugMaxPeerHosts: 1_000,
+  /** bytes. Largest STATE payload read (`{"online":true,"timestamp":…}` is about 40). */
+  sparkplugStateMaxBytes: 1024,
 } as const;
 
 export type Limits = typeof LIMITS;
@@ -231,6 +244,10 @@ export const TIMINGS = {
   /** milliseconds. Least time between two rebirth requests (NCMD) to one Sparkplug edge node: a
    * node that keeps gapping is asked again, but not once per message. */
   sparkplugRebirthMinIntervalMs: 5_000,
+  /** milliseconds. Default of FIELD_SPARKPLUG_REORDER_TIMEOUT_MS: how long a Sparkplug message that
+   * arrived ahead of its seq is held for the missing ones before a rebirth is requested (Sparkplug
+   * 3.0.0 §5.9 "Reorder Timeout": "as little as a couple of seconds" in typical environments). */
+  sparkplugReorderTimeoutMs: 2_000,
   /** milliseconds. The window of LIMITS.sparkplugLogMaxPerWindow. */
   sparkplugLogWindowMs: 60_000,
 } as const;

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { hashTokenSecret, parseToken, TokensFileSchema, verifyTokenSecret, type TokenHash, type TokensFile } from '../../shared/security/device-token.ts';
+import { hashTokenSecret, isTokenExpired, parseToken, tokenEntry, TokensFileSchema, tokenExpiryMs, verifyTokenSecret, type TokenHash, type TokensFile } from '../../shared/security/device-token.ts';
 import { TokenThrottle } from './token-throttle.ts';
 
 export interface TokenIdentity {
@@ -17,7 +17,7 @@ export interface DeviceTokensOptions {
   maxFailures: number;
   failureWindowMs: number;
   log: Logger;
-  /** called after a reload, so the gateway can close connections whose token is no longer current */
+  /** called after a reload, and when a token expired, so the gateway can close connections whose token is no longer current */
   onChange?: () => void;
 }
 
@@ -25,11 +25,16 @@ export interface DeviceTokensOptions {
  * The device tokens the DMZ knows, as slow hashes only (shared/security/device-token.ts), re-read
  * when the file changes (within TIMINGS.deviceTokensReloadMs, no restart): a revoked or rotated
  * token is refused from then on, and `onChange` lets the gateway close its open connections.
+ * A token past its expiresAt is refused (GATEWAY_TOKEN_EXPIRED) and, at the first look after it
+ * expired, its open connections are closed the same way. An entry without expiresAt (a file from
+ * before tokens expired) never expires.
  * A damaged file is logged (TOKENS_FILE_INVALID) and the last good one stays in force.
  */
 export class DeviceTokens {
   private file: TokensFile = { version: 1, devices: {} };
   private mtimeMs = -1;
+  /** the earliest expiry still ahead among the active tokens (ms since the epoch; Infinity: none) */
+  private nextExpiryMs = Number.POSITIVE_INFINITY;
   private readonly timer: NodeJS.Timeout;
   private readonly throttle: TokenThrottle;
   /** a hash nobody's token matches: an unknown device costs a guesser as long as a known one */
@@ -38,7 +43,7 @@ export class DeviceTokens {
   constructor(private readonly o: DeviceTokensOptions) {
     this.throttle = new TokenThrottle(o.maxFailures, o.failureWindowMs);
     this.reload();
-    this.timer = setInterval(() => this.reload(), TIMINGS.deviceTokensReloadMs);
+    this.timer = setInterval(() => this.tick(), TIMINGS.deviceTokensReloadMs);
     this.timer.unref();
   }
 
@@ -47,9 +52,18 @@ export class DeviceTokens {
   }
 
   /** Whether a connection opened with this token may stay open. */
-  isCurrent(identity: TokenIdentity): boolean {
-    const e = this.file.devices[identity.deviceId];
-    return e?.state === 'active' && e.tokenId === identity.tokenId;
+  isCurrent(identity: TokenIdentity, now = Date.now()): boolean {
+    return this.refusal(identity, now) === undefined;
+  }
+
+  /**
+   * Why a connection opened with this token may no longer stay open, or undefined when it may:
+   * GATEWAY_TOKEN_EXPIRED past its expiry, GATEWAY_TOKEN_REVOKED when revoked or replaced.
+   */
+  refusal(identity: TokenIdentity, now = Date.now()): 'GATEWAY_TOKEN_REVOKED' | 'GATEWAY_TOKEN_EXPIRED' | undefined {
+    const e = tokenEntry(this.file.devices, identity.deviceId);
+    if (e?.state !== 'active' || e.tokenId !== identity.tokenId) return 'GATEWAY_TOKEN_REVOKED';
+    return isTokenExpired(e, now) ? 'GATEWAY_TOKEN_EXPIRED' : undefined;
   }
 
   /**
@@ -68,7 +82,7 @@ export class DeviceTokens {
     // Charged before the slow check and refunded on success: guesses sent in parallel cannot all
     // pass the budget check while the first ones are still being hashed.
     this.throttle.fail(keys);
-    const entry = this.file.devices[deviceId];
+    const entry = tokenEntry(this.file.devices, deviceId);
     if (entry?.state === 'revoked') throw new FieldStreamError('GATEWAY_TOKEN_REVOKED', undefined, { deviceId });
     if (!entry) {
       await verifyTokenSecret(parsed.secret, await this.decoyHash());
@@ -77,10 +91,12 @@ export class DeviceTokens {
     const ok = await verifyTokenSecret(parsed.secret, entry.scrypt);
     if (!ok) throw new FieldStreamError('GATEWAY_TOKEN_INVALID', undefined, { deviceId });
     // The file may have changed during the hash: the entry now in force decides.
-    const now = this.file.devices[deviceId];
+    const now = tokenEntry(this.file.devices, deviceId);
     if (now?.state !== 'active' || now.tokenId !== entry.tokenId) {
       throw new FieldStreamError(now?.state === 'revoked' ? 'GATEWAY_TOKEN_REVOKED' : 'GATEWAY_TOKEN_INVALID', undefined, { deviceId });
     }
+    // Said only to the holder of the right secret: a guesser learns no more than "invalid".
+    if (isTokenExpired(now)) throw new FieldStreamError('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { deviceId, expiresAt: now.expiresAt });
     this.throttle.refund(keys);
     this.throttle.succeed(`device:${deviceId}`);
     return { deviceId, tokenId: entry.tokenId };
@@ -89,6 +105,24 @@ export class DeviceTokens {
   private decoyHash(): Promise<TokenHash> {
     this.decoy ??= hashTokenSecret('decoy');
     return this.decoy;
+  }
+
+  /** The periodic look: the file, then the expiry dates (a token expires without the file changing). */
+  private tick(now = Date.now()): void {
+    this.reload();
+    if (now < this.nextExpiryMs) return;
+    this.nextExpiryMs = this.earliestExpiry(now);
+    this.o.log.info('a device token expired: closing its connections');
+    this.o.onChange?.();
+  }
+
+  private earliestExpiry(now: number): number {
+    let next = Number.POSITIVE_INFINITY;
+    for (const e of Object.values(this.file.devices)) {
+      const at = tokenExpiryMs(e);
+      if (at !== undefined && at > now && at < next) next = at;
+    }
+    return next;
   }
 
   private reload(): void {
@@ -100,6 +134,7 @@ export class DeviceTokens {
       this.o.log.warn({ path: this.o.path }, 'device tokens file missing: no device token is accepted');
       this.mtimeMs = 0;
       this.file = { version: 1, devices: {} };
+      this.nextExpiryMs = Number.POSITIVE_INFINITY;
       this.o.onChange?.();
       return;
     }
@@ -113,8 +148,14 @@ export class DeviceTokens {
       return;
     }
     this.file = parsed;
+    const now = Date.now();
+    this.nextExpiryMs = this.earliestExpiry(now);
     const entries = Object.values(parsed.devices);
-    this.o.log.info({ active: entries.filter((e) => e.state === 'active').length, revoked: entries.filter((e) => e.state === 'revoked').length }, 'device tokens loaded');
+    const active = entries.filter((e) => e.state === 'active');
+    this.o.log.info(
+      { active: active.length, expired: active.filter((e) => isTokenExpired(e, now)).length, revoked: entries.filter((e) => e.state === 'revoked').length },
+      'device tokens loaded',
+    );
     this.o.onChange?.();
   }
 }

@@ -74,7 +74,7 @@ function subjectField(subject: string, key: string): string | undefined {
   return undefined;
 }
 
-/** A token device: never expires by date (it is rotated and revoked by the tooling). */
+/** A token device: its token's expiry is DeviceTokens' own check (refused and closed when past), not a certificate date. */
 const TOKEN_NOT_AFTER = Number.MAX_SAFE_INTEGER;
 
 async function identifyByToken(req: IncomingMessage, tokens: DeviceTokens | undefined): Promise<DeviceIdentity> {

@@ -109,12 +109,13 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       }
     }
   });
-  // Called by the tokens file's reload: a token revoked or rotated meanwhile loses its connection.
+  // Called by the tokens file's reload and when a token expires: a token revoked, rotated or expired meanwhile loses its connection.
   const recheckTokens = () => {
     for (const [ws, { deviceId, token }] of live) {
-      if (token && options.deviceTokens && !options.deviceTokens.isCurrent(token)) {
-        log.warn({ code: 'GATEWAY_TOKEN_REVOKED', deviceId }, 'closing the connection of a revoked or replaced device token');
-        ws.close(CLOSE.policyViolation, 'GATEWAY_TOKEN_REVOKED');
+      const code = token && options.deviceTokens ? options.deviceTokens.refusal(token) : undefined;
+      if (code) {
+        log.warn({ code, deviceId }, code === 'GATEWAY_TOKEN_EXPIRED' ? 'closing the connection of an expired device token' : 'closing the connection of a revoked or replaced device token');
+        ws.close(CLOSE.policyViolation, code);
       }
     }
   };
@@ -174,7 +175,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       router.detach(session);
       sessionLog.info({ closeCode: code }, 'device disconnected');
     });
-    // A token has no expiry date: none is published for it.
+    // A token's expiry is checked by DeviceTokens, not published as a certificate's.
     router.attach(session, identity.token ? undefined : identity.notAfter);
     session.welcome(options.gatewayId);
     const daysLeft = daysUntil(identity.notAfter);

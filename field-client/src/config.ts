@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { DAY_S, LIMITS } from '../../shared/limits.ts';
+import { DAY_S, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { GatewayUrlListSchema } from './gateway-urls.ts';
 
 const portOrOff = (fallback: number) =>
@@ -99,6 +99,11 @@ export const FieldClientConfigSchema = z.object({
   FIELD_SPARKPLUG_CLIENT_ID: z.string().min(1).max(128).optional(),
   /** With a host id, the Sparkplug 3.0 STATE message is published on spBv1.0/STATE/<id>; unset: none. */
   FIELD_SPARKPLUG_HOST_ID: z.string().regex(/^[^+/#]{1,256}$/, 'holds no "+", "/" or "#"').optional(),
+  /**
+   * milliseconds a Sparkplug message that arrived ahead of its seq is held for the missing ones
+   * (Sparkplug 3.0.0 §5.9, "Reorder Timeout") before a rebirth is requested; 0: requested at once.
+   */
+  FIELD_SPARKPLUG_REORDER_TIMEOUT_MS: z.coerce.number().int().min(0).max(60_000).default(TIMINGS.sparkplugReorderTimeoutMs),
   /** A folder whose new files are sent (and moved out of it once accepted). */
   FIELD_WATCH_DIR: z.string().optional(),
   /** milliseconds between looks at FIELD_WATCH_DIR; a file is taken once its size held still for one interval */

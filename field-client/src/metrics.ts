@@ -80,6 +80,14 @@ export function fieldClientMetrics(
     });
     collectedCounter(m, 'field_sparkplug_metrics_skipped_total', 'Sparkplug metrics left out of readings (null, not a scalar type, transient, name too long).', [], () => sum((s) => s.stats.metricsSkipped));
     collectedCounter(m, 'field_sparkplug_rebirths_requested_total', 'Rebirth requests (NCMD Node Control/Rebirth) sent to Sparkplug edge nodes.', [], () => sum((s) => s.stats.rebirthsRequested));
+    collectedCounter(m, 'field_sparkplug_reordered_total', 'Sparkplug messages that arrived ahead of their seq and were taken in order once the missing ones came.', [], () => sum((s) => s.stats.reordered));
+    m.gauge('field_sparkplug_reorder_held_messages', 'Sparkplug messages held now for a missing seq (FIELD_SPARKPLUG_REORDER_TIMEOUT_MS).', [], function () {
+      this.set(sum((s) => s.host.reorder.held));
+    });
+    m.gauge('field_sparkplug_peer_hosts', 'Other Sparkplug host applications by their last STATE (state = online or offline).', ['state'], function () {
+      this.set({ state: 'online' }, sum((s) => s.peers.count(true)));
+      this.set({ state: 'offline' }, sum((s) => s.peers.count(false)));
+    });
   }
   return m;
 }

@@ -203,5 +203,6 @@ function sparkplugOptions(config: Readonly<FieldClientConfig>, url: string): Spa
     clientId: config.FIELD_SPARKPLUG_CLIENT_ID ?? `fieldstream-${config.DEVICE_ID}`,
     groups: config.FIELD_SPARKPLUG_GROUPS,
     hostId: config.FIELD_SPARKPLUG_HOST_ID,
+    reorderTimeoutMs: config.FIELD_SPARKPLUG_REORDER_TIMEOUT_MS,
   };
 }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
+import { checkPostgresSettings, postgresSettings } from '../shared/postgres-settings.ts';
 
 /** `name=url,name=url`: the services whose /readyz and /metrics the pipeline page shows. */
 const PipelineTargetsSchema = z
@@ -51,13 +52,19 @@ export const ConsoleConfigSchema = z
     CONSOLE_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
     /** The revoked devices (scripts/revoke-device.sh): flagged in the fleet. */
     CONSOLE_REVOKED_DEVICES_FILE: z.string().default('certs/internal/revoked-devices.txt'),
+    /** The device tokens file the gateways read (GATEWAY_DEVICE_TOKENS_FILE, a copy of it): how each device
+     * authenticates and when its token expires, for the management API. Missing: auth is unknown (null). */
+    CONSOLE_DEVICE_TOKENS_FILE: z.string().default('certs/dmz/tokens/device-tokens.json'),
     ...influxSettings(),
+    /** History from PostgreSQL when POSTGRES_URL or PGHOST is set: the distributor's settings (docs/postgres.md). */
+    ...postgresSettings(),
     ...mqttSettings('internal/console'),
     CONSOLE_CLIENT_ID: clientIdSetting('console'),
     LOG_LEVEL: setting.logLevel(),
   })
   .superRefine((c, ctx) => {
     checkInfluxSettings(c, ctx);
+    checkPostgresSettings(c, ctx);
     if (c.COMMAND_API_TOKEN === undefined && c.COMMAND_API_TOKENS_FILE === undefined) {
       ctx.addIssue({ code: 'custom', path: ['COMMAND_API_TOKEN'], message: 'set COMMAND_API_TOKEN or COMMAND_API_TOKENS_FILE: no one could log in' });
     }

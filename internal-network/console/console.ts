@@ -22,6 +22,7 @@ import { PipelinePoller } from './pipeline/pipeline-view.ts';
 import { LiveHub, type DeviceDetail } from './web/live.ts';
 import { consoleRoutes } from './web/routes.ts';
 import { manageRoutes } from './manage/routes.ts';
+import { DeviceTokensView } from './manage/status.ts';
 import { startWebServer } from './web/server.ts';
 
 export interface OperatorConsole {
@@ -63,6 +64,8 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     fleet.setRevoked(registry.revokedIds());
   };
   lookAtRegistry();
+  // The tokens file: which devices authenticate with a token, and until when (the management API).
+  const deviceTokens = new DeviceTokensView(config.CONSOLE_DEVICE_TOKENS_FILE, log.child({ subsystem: 'device-tokens' }));
 
   const runner = opts.scorer && config.CONSOLE_ANOMALY === 'on' ? new AnomalyRunner(opts.scorer, (a) => found(a), log.child({ subsystem: 'anomaly' })) : undefined;
   const found = (a: Anomaly) => {
@@ -146,7 +149,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       routes: (app) => {
         consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, loginAttemptsPerMinute: config.CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE, log })(app);
         // The management API (docs/management-api.md): bearer tokens only, apart from the pages' sessions.
-        if (config.CONSOLE_MANAGE_API === 'on') manageRoutes({ credentials, fleet, pipeline: () => pipeline.current(), brokerConnected: () => mqtt.connected, commands, authFailures: stats.manageAuthFailures, log: log.child({ subsystem: 'manage' }) })(app);
+        if (config.CONSOLE_MANAGE_API === 'on') manageRoutes({ credentials, fleet, pipeline: () => pipeline.current(), brokerConnected: () => mqtt.connected, commands, authFailures: stats.manageAuthFailures, log: log.child({ subsystem: 'manage' }), deviceTokens: () => deviceTokens.current() })(app);
       },
     });
   } catch (err) {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { readTokensFile } from '../../pki/device-tokens.ts';
 import { pkiPaths } from '../../pki/layout.ts';
-import type { TokenEntry } from '../../shared/security/device-token.ts';
+import { deviceAuth, tokenEntry, tokenStanding } from '../../shared/security/device-token.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { DAY_MS } from '../../shared/limits.ts';
 
@@ -31,6 +31,11 @@ export const DeviceCertificateSchema = z.object({
 
 export const DeviceSummarySchema = z.object({
   id: DeviceIdSchema,
+  /** how it authenticates to the gateways (shared/security/device-token.ts, deviceAuth) */
+  auth: z.enum(['certificate', 'token']),
+  /** when that credential expires (ISO 8601): the certificate's notAfter or the token's expiresAt; null: no
+   * expiry known (no certificate on this machine, a revoked token, or a token from before expiry dates) */
+  expiresAt: z.string().nullable(),
   /** the device's current certificate (devices/ID/client.crt), when this machine has it */
   certificate: DeviceCertificateSchema.optional(),
   revoked: z.boolean(),
@@ -44,8 +49,13 @@ export const DeviceSummarySchema = z.object({
   bundle: z.string().optional(),
   /** every certificate the CA issued to it, oldest first */
   issued: z.array(z.object({ serial: z.string(), notAfter: z.string(), revoked: z.boolean() })),
-  /** its device token (the DMZ tokens file): active since, or revoked when; absent: none */
-  token: z.union([z.object({ state: z.literal('active'), issuedAt: z.string() }), z.object({ state: z.literal('revoked'), revokedAt: z.string() })]).optional(),
+  /** its device token (the DMZ tokens file): active since and until (null: never), or revoked when; absent: none */
+  token: z
+    .union([
+      z.object({ state: z.literal('active'), issuedAt: z.string(), expiresAt: z.string().nullable(), expired: z.boolean() }),
+      z.object({ state: z.literal('revoked'), revokedAt: z.string() }),
+    ])
+    .optional(),
 });
 export type DeviceSummary = z.infer<typeof DeviceSummarySchema>;
 
@@ -127,8 +137,13 @@ export function listDevices(certsDir: string, now = Date.now()): DeviceSummary[]
     } catch {
       certificate = undefined; // not a certificate: shown as none, `devices renew` replaces it
     }
+    const entry = tokenEntry(tokens, id);
+    const token = entry ? tokenStanding(entry, now) : undefined;
+    const auth = deviceAuth(entry);
     return DeviceSummarySchema.parse({
       id,
+      auth,
+      expiresAt: auth === 'token' ? (token?.state === 'active' ? token.expiresAt : null) : (certificate?.notAfter ?? null),
       ...(certificate ? { certificate } : {}),
       revoked: revokedIds.has(id),
       ...(revokedAt ? { revokedAt } : {}),
@@ -136,14 +151,9 @@ export function listDevices(certsDir: string, now = Date.now()): DeviceSummary[]
       deviceFiles: { clientKey: existsSync(d.key), signingKey: existsSync(d.signingKey) },
       ...(existsSync(p.bundle(id)) ? { bundle: p.bundle(id) } : {}),
       issued: mine.map((r) => ({ serial: r.serial, notAfter: isoDate(r.notAfter), revoked: revokedSerials.has(r.serial) })),
-      ...(tokenOf(tokens[id]) ? { token: tokenOf(tokens[id]) } : {}),
+      ...(token ? { token } : {}),
     });
   });
-}
-
-function tokenOf(entry: TokenEntry | undefined): DeviceSummary['token'] {
-  if (!entry) return undefined;
-  return entry.state === 'active' ? { state: 'active', issuedAt: entry.issuedAt } : { state: 'revoked', revokedAt: entry.revokedAt };
 }
 
 export function findDevice(certsDir: string, id: string, now = Date.now()): DeviceSummary | undefined {

@@ -5,6 +5,7 @@ import { revokeDevice } from '../../pki/revocation.ts';
 import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { DAY_MS, LIMITS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
 import { findDevice, listDevices, type DeviceSummary } from './devices.ts';
 import { REPO_ROOT, resolveAdminPaths, type AdminPaths } from './paths.ts';
@@ -16,13 +17,15 @@ import { restoreBackup } from './restore.ts';
  * scripts/generate-client-cert.sh and scripts/revoke-device.sh run (pki/), so both stay in step.
  */
 export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
-  devices list [--json]                       every device: id, certificate expiry, token, revoked, signing key
+  devices list [--json]                       every device: id, auth (certificate or token), its expiry, token, revoked,
+                                              signing key
   devices show ID [--json]                    one device in detail
   devices add ID [--days N]                   certificate, signing key and bundle for a new device
-  devices add ID --token                      a device token instead of a certificate (only its scrypt hash goes
+  devices add ID --token [--days N]           a device token instead of a certificate (only its scrypt hash goes
                                               to dmz/tokens/device-tokens.json), signing key and bundle
   devices renew ID [--days N]                 a new certificate and bundle; the signing key is kept
-  devices renew ID --token                    a new token replacing the old one, and a new bundle
+  devices renew ID --token [--days N]         a new token replacing the old one, and a new bundle
+                                              (--days: validity, 1 to 3650; default ${VALIDITY_DAYS.device}, for tokens ${LIMITS.deviceTokenValidityDays})
   devices revoke ID                           revoke every certificate and the token of the device, and its signing key
   backup FILE [--force]                       one archive (mode 0600) of the CA, certificates, device keys,
                                               revocations, replay windows and command journal
@@ -131,13 +134,24 @@ function days(raw: string | undefined): number | undefined {
 
 const yesNo = (b: boolean) => (b ? 'yes' : 'no');
 
+/** Whole days until an ISO date (negative once past), as a certificate's daysLeft. */
+const daysUntil = (iso: string, now = Date.now()) => Math.floor((Date.parse(iso) - now) / DAY_MS);
+
+/** The EXPIRES column: the certificate's notAfter, or the token's expiresAt ("never": a token from before expiry dates). */
+function expiryText(d: DeviceSummary): string {
+  if (d.auth === 'certificate') return d.expiresAt ?? '(no certificate here)';
+  if (d.token?.state !== 'active') return '-';
+  return d.expiresAt === null ? 'never' : `${d.expiresAt}${d.token.expired ? ' (expired)' : ''}`;
+}
+
 function table(devices: DeviceSummary[]): string {
-  const rows = [['ID', 'CERTIFICATE EXPIRES', 'DAYS LEFT', 'TOKEN', 'REVOKED', 'SIGNING KEY']];
+  const rows = [['ID', 'AUTH', 'EXPIRES', 'DAYS LEFT', 'TOKEN', 'REVOKED', 'SIGNING KEY']];
   for (const d of devices) {
     rows.push([
       d.id,
-      d.certificate?.notAfter ?? '(no certificate here)',
-      d.certificate ? String(d.certificate.daysLeft) : '-',
+      d.auth,
+      expiryText(d),
+      d.expiresAt === null ? '-' : String(daysUntil(d.expiresAt)),
       d.token ? d.token.state : '-',
       d.revoked ? `yes${d.revokedAt ? ` (${d.revokedAt})` : ''}` : 'no',
       d.signingKeyRegistered ? 'registered' : 'not registered',
@@ -149,11 +163,20 @@ function table(devices: DeviceSummary[]): string {
 
 function details(d: DeviceSummary): string {
   const c = d.certificate;
+  const t = d.token;
+  const tokenText = !t
+    ? '(none)'
+    : t.state === 'revoked'
+      ? `revoked ${t.revokedAt}`
+      : t.expiresAt === null
+        ? `active since ${t.issuedAt}, expires never (issued before tokens expired; renew --token gives it an expiry date)`
+        : `active since ${t.issuedAt}, expires ${t.expiresAt} (${t.expired ? 'expired: the gateways refuse it; renew --token' : `${daysUntil(t.expiresAt)} days left`})`;
   return [
     `device ${d.id}`,
+    `  auth:          ${d.auth === 'token' ? 'device token' : 'client certificate'}, expires ${d.expiresAt ?? (d.auth === 'token' && t?.state === 'active' ? 'never' : '-')}`,
     `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)` : '(none on this machine)'}`,
     ...(c ? [`  subject:       ${c.subject}`] : []),
-    `  token:         ${d.token ? (d.token.state === 'active' ? `active since ${d.token.issuedAt} (no expiry date; renew --token rotates it)` : `revoked ${d.token.revokedAt}`) : '(none)'}`,
+    `  token:         ${tokenText}`,
     `  revoked:       ${d.revoked ? `yes${d.revokedAt ? `, ${d.revokedAt}` : ''}` : 'no'}`,
     `  signing key:   ${d.signingKeyRegistered ? 'registered on the internal side' : 'not registered (its messages are refused)'}`,
     `  device files:  client key ${yesNo(d.deviceFiles.clientKey)}, signing key ${yesNo(d.deviceFiles.signingKey)}`,
@@ -198,11 +221,12 @@ function tokenPort(env: Io['env']): number {
   return n;
 }
 
-async function issueToken(paths: AdminPaths, id: string, renew: boolean, io: Io): Promise<string> {
-  const issued = await issueDeviceToken(paths.certsDir, id, { renew });
+async function issueToken(paths: AdminPaths, id: string, validityDays: number | undefined, renew: boolean, io: Io): Promise<string> {
+  const issued = await issueDeviceToken(paths.certsDir, id, { renew, ...(validityDays ? { validityDays } : {}) });
   const bundle = buildTokenBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'), tokenPort(io.env));
   return `${renew ? 'Rotated the token of' : 'Added'} device ${id} (device token ${issued.tokenId})
   token:       ${issued.tokenFile} (mode 0600; for the bundle only)
+  expires:     ${issued.expiresAt} (${validityDays ?? LIMITS.deviceTokenValidityDays} days; renew it before: devices renew ${id} --token)
   DMZ file:    ${join(paths.certsDir, 'dmz', 'tokens', 'device-tokens.json')} holds its scrypt hash, never the token:
                copy it to the DMZ server (GATEWAY_DEVICE_TOKENS_FILE); gateways apply it within seconds
   signing key: ${renew ? 'kept' : 'new'}, registered in ${join(paths.certsDir, 'internal', 'device-keys')}
@@ -224,12 +248,10 @@ async function execute(command: string, args: string[], values: Values, io: Io):
       return io.out(values.json ? JSON.stringify(d, null, 2) + '\n' : details(d));
     }
     case 'devices add':
-      if (values.token && values.days !== undefined) throw usageError('--days is for certificates; a token does not expire by date');
-      if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), false, io));
+      if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), days(values.days), false, io));
       return io.out(issue(paths, deviceId(args[0]!), days(values.days), false));
     case 'devices renew': {
-      if (values.token && values.days !== undefined) throw usageError('--days is for certificates; a token does not expire by date');
-      if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), true, io));
+      if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), days(values.days), true, io));
       const id = deviceId(args[0]!);
       const validity = days(values.days);
       known(paths, id);

@@ -1,6 +1,8 @@
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DeviceIdSchema } from '../contract/primitives.ts';
+import { FieldStreamError } from '../errors.ts';
 
 /**
  * Device tokens: the credential of a device that cannot hold a client certificate.
@@ -48,6 +50,12 @@ export const TokenEntrySchema = z.discriminatedUnion('state', [
     /** a random id of this token, so the gateway can tell a rotated token's connections */
     tokenId: z.string().regex(/^[0-9a-f]{16}$/),
     issuedAt: z.string(),
+    /**
+     * When the gateway stops taking the token (ISO 8601). Absent in files written before tokens
+     * expired: such a token keeps no expiry date (the tooling shows "never") until `devices renew
+     * ID --token` replaces it with one that has.
+     */
+    expiresAt: z.string().datetime().optional(),
     scrypt: TokenHashSchema,
   }),
   z.object({ state: z.literal('revoked'), revokedAt: z.string() }),
@@ -59,6 +67,59 @@ export const TokensFileSchema = z.object({
   devices: z.record(DeviceIdSchema, TokenEntrySchema),
 });
 export type TokensFile = z.infer<typeof TokensFileSchema>;
+
+/** The entry of a device, looked up as an own key only: an id such as "constructor" is no entry. */
+export function tokenEntry(devices: TokensFile['devices'], deviceId: string): TokenEntry | undefined {
+  return Object.hasOwn(devices, deviceId) ? devices[deviceId] : undefined;
+}
+
+/** What the tooling and the internal side say of a device's token: its state and, when active, its expiry. */
+export type TokenStanding =
+  | { state: 'active'; issuedAt: string; /** ISO 8601; null: a token from before expiry dates, it never expires */ expiresAt: string | null; expired: boolean }
+  | { state: 'revoked'; revokedAt: string };
+
+/** Milliseconds since the epoch at which an active token expires; undefined: never (an old entry). */
+export function tokenExpiryMs(entry: TokenEntry): number | undefined {
+  return entry.state === 'active' && entry.expiresAt !== undefined ? Date.parse(entry.expiresAt) : undefined;
+}
+
+/** Whether the token of this entry has passed its expiry date at `now` (a revoked one is not "expired"). */
+export function isTokenExpired(entry: TokenEntry, now = Date.now()): boolean {
+  const at = tokenExpiryMs(entry);
+  return at !== undefined && now >= at;
+}
+
+/** One entry as the tooling and the management API show it: never the hash. */
+export function tokenStanding(entry: TokenEntry, now = Date.now()): TokenStanding {
+  if (entry.state === 'revoked') return { state: 'revoked', revokedAt: entry.revokedAt };
+  return { state: 'active', issuedAt: entry.issuedAt, expiresAt: entry.expiresAt ?? null, expired: isTokenExpired(entry, now) };
+}
+
+/**
+ * A tokens file as the tooling (pki/device-tokens.ts) and the console read it: undefined when there
+ * is none, TOKENS_FILE_INVALID when it is not one.
+ */
+export function readTokensFileAt(path: string): TokensFile | undefined {
+  if (!existsSync(path)) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new FieldStreamError('TOKENS_FILE_INVALID', `${path}: ${(err as Error).message.slice(0, 200)}`);
+  }
+  const r = TokensFileSchema.safeParse(value);
+  if (!r.success) throw new FieldStreamError('TOKENS_FILE_INVALID', `${path}: ${r.error.issues[0]?.message ?? 'not a tokens file'}`);
+  return r.data;
+}
+
+/**
+ * How a device authenticates to the gateways: with a token when the tokens file has an entry for it
+ * (active or revoked), otherwise with its client certificate. One rule for the tooling and the
+ * management API, so both say the same of a device.
+ */
+export function deviceAuth(entry: TokenEntry | undefined): 'certificate' | 'token' {
+  return entry ? 'token' : 'certificate';
+}
 
 export interface ParsedToken {
   deviceId: string;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
@@ -156,6 +156,29 @@ describe('devices with a token instead of a certificate, on the real stack (Cadd
     } finally {
       await victim.close();
     }
+  });
+
+  it('a token that expires while connected: its connection closes with GATEWAY_TOKEN_EXPIRED and it is refused, without a restart or a change of the file', async () => {
+    const id = 'tok-4';
+    // Tries before the gateway has the file would be failures charged to this address: wait for its reload.
+    const loads = () => readFileSync(stack.gateways[0]!.spec.logFile, 'utf8').split('device tokens loaded').length;
+    const before = loads();
+    await issueDeviceToken(pki.dir, id, { validityDays: 1 });
+    // Aged to expire in a few seconds, written whole (write, then rename) as the tooling writes it.
+    const file = JSON.parse(readFileSync(tokenPaths(pki.dir).file, 'utf8')) as { devices: Record<string, { expiresAt?: string }> };
+    file.devices[id]!.expiresAt = new Date(Date.now() + 6_000).toISOString();
+    writeFileSync(`${tokenPaths(pki.dir).file}.tmp`, JSON.stringify(file), { mode: 0o600 });
+    renameSync(`${tokenPaths(pki.dir).file}.tmp`, tokenPaths(pki.dir).file);
+    await eventually(() => (loads() >= before + 1 ? true : undefined), 10_000, 'the gateway re-read the file');
+    const first = await tryToken(tokenUrl(), ca(), bearer(tokenOf(id)));
+    const opened = first.ws;
+    assert.ok(opened, `opened (${first.status} ${first.code})`);
+    const closed = await new Promise<{ code: number; reason: string }>((resolve) => opened.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    assert.deepEqual(closed, { code: 1008, reason: 'GATEWAY_TOKEN_EXPIRED' });
+    const again = await tryToken(tokenUrl(), ca(), bearer(tokenOf(id)));
+    assert.deepEqual([again.status, again.code], [401, 'GATEWAY_TOKEN_EXPIRED']);
+    assert.ok((await refused('GATEWAY_TOKEN_EXPIRED')) >= 1, 'counted');
+    assert.match(readFileSync(stack.gateways[0]!.spec.logFile, 'utf8'), /"code":"GATEWAY_TOKEN_EXPIRED"/, 'logged');
   });
 
   it('the DMZ tokens file holds scrypt hashes, never a token', () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MANAGE } from '../../shared/limits.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
+import { issueDeviceToken } from '../../pki/device-tokens.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
@@ -169,6 +170,25 @@ describe('the management API', () => {
     assert.deepEqual(notRevoked.body.devices.map((d: { id: string }) => d.id), ['meter-1', 'nokey-1']);
     const test = await admin('/devices/quiet-1/test-event', { method: 'POST', body: {} });
     assert.deepEqual([test.status, test.body.error.code], [409, 'MANAGE_DEVICE_REVOKED']);
+  });
+
+  it('says how each device authenticates: unknown without a tokens file; a token device with its token expiry, a certificate device with its days left', async () => {
+    const before = await viewer('/devices/meter-1');
+    assert.deepEqual([before.body.auth, before.body.credentialExpiresAt], [null, null], 'no tokens file yet: not guessed');
+
+    const issued = await issueDeviceToken(fx.pki.dir, 'tok-1', { validityDays: 30 });
+    const listed = await eventually(async () => {
+      const r = await viewer('/devices');
+      return r.body.devices.find((d: { id: string; auth: string | null }) => d.id === 'tok-1' && d.auth === 'token');
+    }, 20_000, 'the token device listed with its auth');
+    assert.deepEqual([listed.credentialExpiresAt, listed.credentialDaysLeft, listed.tokenState], [issued.expiresAt, 29, 'active']);
+    const one = await viewer('/devices/tok-1');
+    assert.deepEqual([one.status, one.body.auth, one.body.credentialExpiresAt, one.body.tokenState], [200, 'token', issued.expiresAt, 'active']);
+    const meter = await viewer('/devices/meter-1');
+    assert.equal(meter.body.auth, 'certificate');
+    assert.equal(meter.body.credentialDaysLeft, meter.body.certDaysLeft);
+    assert.ok(meter.body.credentialDaysLeft > 0);
+    assert.equal('tokenState' in meter.body, false);
   });
 
   it('gives the topic structure with who publishes, and validates topics with a coded reason', async () => {

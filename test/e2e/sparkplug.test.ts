@@ -67,6 +67,26 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     assert.equal(JSON.parse(await stateMsg).online, true);
     await watcher.endAsync();
 
+    // Another host application's STATE (3.0 JSON, retained) is kept; its older will and a 2.2-style
+    // text payload are not taken. Our own STATE published offline by someone else is answered with
+    // ours online again, and never counted as a peer.
+    await raw.publishAsync('spBv1.0/STATE/scada-backup', JSON.stringify({ online: true, timestamp: 2000 }), { qos: 1, retain: true });
+    await raw.publishAsync('spBv1.0/STATE/scada-backup', JSON.stringify({ online: false, timestamp: 1000 }), { qos: 1 });
+    await raw.publishAsync('spBv1.0/STATE/scada-backup', 'OFFLINE', { qos: 1 });
+    await eventually(() => (stats.refusedByCode.SPARKPLUG_STATE_INVALID === 1 ? true : undefined), 15_000, 'the bad STATE refused');
+    assert.deepEqual([sp.session.peers.get('scada-backup')?.online, sp.session.peers.get('scada-backup')?.timestamp], [true, 2000]);
+    await raw.publishAsync('spBv1.0/STATE/fieldstream-test', JSON.stringify({ online: false, timestamp: 1 }), { qos: 1, retain: true });
+    await eventually(async () => {
+      const w = await connectAsync(broker.url, { clientId: 'state-watcher-2' });
+      const retained = new Promise<string>((resolve) => w.on('message', (_t, p) => resolve(p.toString())));
+      await w.subscribeAsync('spBv1.0/STATE/fieldstream-test', { qos: 1 });
+      const st = JSON.parse(await retained) as { online: boolean };
+      await w.endAsync();
+      return st.online ? true : undefined;
+    }, 15_000, 'our STATE online again');
+    assert.equal(sp.session.peers.get('fieldstream-test'), undefined);
+    assert.match(await (await fetch(`${field.metricsUrl}/metrics`)).text(), /^fieldstream_field_sparkplug_peer_hosts\{state="online",service="field-client"\} 1$/m);
+
     const { edge, state } = edgeNode(broker.url, 'line4-edge');
     await eventually(() => (stats.events >= 2 ? true : undefined), 15_000, 'NBIRTH and DBIRTH taken');
     // Data by alias only, each metric with its own timestamp.

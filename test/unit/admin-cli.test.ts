@@ -53,18 +53,40 @@ describe('fieldstream-admin devices', () => {
     }
     const text = await admin('devices', 'list');
     assert.equal(text.code, EXIT.ok);
-    assert.match(text.out, /^ID\s+CERTIFICATE EXPIRES\s+DAYS LEFT\s+TOKEN\s+REVOKED\s+SIGNING KEY\n/);
-    assert.match(text.out, /\ndev-a\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+7(29|30)\s+-\s+no\s+registered\n/);
+    assert.match(text.out, /^ID\s+AUTH\s+EXPIRES\s+DAYS LEFT\s+TOKEN\s+REVOKED\s+SIGNING KEY\n/);
+    assert.match(text.out, /\ndev-a\s+certificate\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+7(29|30)\s+-\s+no\s+registered\n/);
+    for (const d of devices) assert.deepEqual([d.auth, d.expiresAt], ['certificate', d.certificate?.notAfter]);
   });
 
   it('shows one device, and says 3 for an unknown one', async () => {
     const shown = await admin('devices', 'show', 'dev-a');
     assert.equal(shown.code, EXIT.ok);
-    assert.match(shown.out, /^device dev-a\n  certificate:   serial [0-9A-F]+, valid .* \(\d+ days left\)\n/);
+    assert.match(shown.out, /^device dev-a\n  auth:          client certificate, expires \d{4}-[\d-]+T[\d:.]+Z\n  certificate:   serial [0-9A-F]+, valid .* \(\d+ days left\)\n/);
     assert.match(shown.out, /signing key:   registered/);
     const unknown = await admin('devices', 'show', 'nobody');
     assert.equal(unknown.code, EXIT.notFound);
     assert.match(unknown.err, /^error ADMIN_UNKNOWN_DEVICE: /);
+  });
+
+  it('adds a token device with --days: the expiry is printed, listed and shown; --days is checked as for certificates', async () => {
+    const before = Date.now();
+    const r = await admin('devices', 'add', 'tok-x', '--token', '--days', '10');
+    assert.equal(r.code, EXIT.ok, r.err);
+    const printed = /\n  expires: +(\S+) \(10 days;/.exec(r.out)?.[1];
+    assert.ok(printed, r.out);
+    const ms = Date.parse(printed) - before;
+    assert.ok(ms >= 10 * 86_400_000 - 1000 && ms <= 10 * 86_400_000 + 60_000, printed);
+    const d = (await list()).find((x) => x.id === 'tok-x');
+    assert.deepEqual([d?.auth, d?.expiresAt, d?.token?.state === 'active' && d.token.expiresAt, d?.token?.state === 'active' && d.token.expired], ['token', printed, printed, false]);
+    const text = await admin('devices', 'list');
+    assert.match(text.out, new RegExp(`\\ntok-x\\s+token\\s+${printed.replace(/\./g, '\\.')}\\s+(9|10)\\s+active\\s+no\\s+registered\\n`));
+    const shown = await admin('devices', 'show', 'tok-x');
+    assert.match(shown.out, new RegExp(`\\n  auth: +device token, expires ${printed.replace(/\./g, '\\.')}\\n`));
+    assert.match(shown.out, /\n  token: +active since \S+, expires \S+ \((9|10) days left\)\n/);
+    for (const bad of ['0', '3651', '1.5']) assert.equal((await admin('devices', 'renew', 'tok-x', '--token', '--days', bad)).code, EXIT.usage, bad);
+    const renewed = await admin('devices', 'renew', 'tok-x', '--token');
+    assert.equal(renewed.code, EXIT.ok, renewed.err);
+    assert.match(renewed.out, /\n  expires: +\S+ \(730 days;/, 'the default: the device certificates\' validity');
   });
 
   it('adds a device: certificate, key 0600, signing key registered, bundle; a second add is refused with 4', async () => {

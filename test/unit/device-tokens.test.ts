@@ -129,6 +129,73 @@ describe('the gateway side: DeviceTokens', () => {
   });
 });
 
+describe('the gateway side: token expiry', () => {
+  it('refuses an expired token with GATEWAY_TOKEN_EXPIRED (a wrong secret still only INVALID), closes it when it expires, and reads entries without expiresAt as never expiring', async () => {
+    const pki = makeTestPki([]);
+    const out: string[] = [];
+    const io = { out: (t: string) => void out.push(t), err: (t: string) => void out.push(t), env: {}, cwd: pki.dir };
+    try {
+      for (const id of ['tok-e', 'tok-soon', 'tok-old']) await issueDeviceToken(pki.dir, id);
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      // As the tooling writes it, then aged: one expired, one expiring in a few seconds, one from before expiry dates.
+      const file = JSON.parse(readFileSync(tokenPaths(pki.dir).file, 'utf8')) as { devices: Record<string, { expiresAt?: string }> };
+      file.devices['tok-e']!.expiresAt = new Date(Date.now() - 60_000).toISOString();
+      file.devices['tok-soon']!.expiresAt = new Date(Date.now() + 3_000).toISOString();
+      delete file.devices['tok-old']!.expiresAt;
+      writeFileSync(tokenPaths(pki.dir).file, JSON.stringify(file));
+      assert.equal(TokensFileSchema.parse(file).devices['tok-old']?.state, 'active', 'an entry without expiresAt is valid');
+
+      let changes = 0;
+      const tokens = new DeviceTokens({ path: tokenPaths(pki.dir).file, maxFailures: 20, failureWindowMs: 60_000, log: silent, onChange: () => changes++ });
+      try {
+        const refused = await tokens.verify(token('tok-e'), '10.2.0.1').then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        assert.ok(isFieldStreamError(refused) && refused.code === 'GATEWAY_TOKEN_EXPIRED' && refused.details?.deviceId === 'tok-e', String(refused));
+        assert.equal(await codeOf(tokens.verify(generateToken('tok-e'), '10.2.0.2')), 'GATEWAY_TOKEN_INVALID', 'the expiry is told only to the holder of the secret');
+
+        assert.equal(await codeOf(tokens.verify(generateToken('constructor'), '10.2.0.6')), 'GATEWAY_TOKEN_UNKNOWN_DEVICE', 'an id that names a property of every object is no entry');
+        const old = await tokens.verify(token('tok-old'), '10.2.0.3');
+        assert.equal(tokens.isCurrent(old, Date.now() + 100 * 365 * 86_400_000), true, 'no expiresAt: never expires');
+
+        const soon = await tokens.verify(token('tok-soon'), '10.2.0.4');
+        assert.equal(tokens.refusal(soon), undefined);
+        const loaded = changes;
+        // No change of the file: the periodic look finds the expiry and asks the gateway to recheck its connections.
+        await eventually(() => (changes > loaded ? true : undefined), 15_000, 'onChange at the expiry');
+        assert.equal(tokens.refusal(soon), 'GATEWAY_TOKEN_EXPIRED');
+        assert.equal(tokens.isCurrent(soon), false);
+        assert.equal(tokens.isCurrent(old), true);
+        assert.equal(await codeOf(tokens.verify(token('tok-soon'), '10.2.0.5')), 'GATEWAY_TOKEN_EXPIRED');
+      } finally {
+        tokens.close();
+      }
+
+      // The tooling: "never" for the old entry, "expired" for the expired one; renew gives the old one an expiry.
+      assert.equal(await runAdmin(['devices', 'list', '--json', '--certs-dir', pki.dir], io), EXIT.ok);
+      const listed = JSON.parse(out.join('')) as Array<{ id: string; auth: string; expiresAt: string | null; token?: { expired?: boolean } }>;
+      assert.deepEqual(listed.map((d) => [d.id, d.auth, d.expiresAt === null ? null : 'date', d.token?.expired]), [
+        ['tok-e', 'token', 'date', true],
+        ['tok-old', 'token', null, false],
+        ['tok-soon', 'token', 'date', true],
+      ]);
+      out.length = 0;
+      assert.equal(await runAdmin(['devices', 'list', '--certs-dir', pki.dir], io), EXIT.ok);
+      assert.match(out.join(''), /\ntok-old\s+token\s+never\s+-\s+active/);
+      assert.match(out.join(''), /\ntok-e\s+token\s+\S+ \(expired\)\s+-1\s+active/);
+      out.length = 0;
+      assert.equal(await runAdmin(['devices', 'show', 'tok-old', '--certs-dir', pki.dir], io), EXIT.ok);
+      assert.match(out.join(''), /\n  auth: +device token, expires never\n/);
+      assert.equal(await runAdmin(['devices', 'renew', 'tok-old', '--token', '--certs-dir', pki.dir], io), EXIT.ok);
+      const renewed = readTokensFile(pki.dir).devices['tok-old'];
+      assert.ok(renewed?.state === 'active' && renewed.expiresAt !== undefined, 'renew sets an expiry');
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
 describe('the gateway side: guesses in parallel', () => {
   it('cannot pass the budget while the first ones are still being hashed', async () => {
     const pki = makeTestPki([]);
@@ -189,7 +256,7 @@ describe('issuing, rotating and revoking tokens (pki/, fieldstream-admin)', () =
       assert.equal(await runAdmin(['devices', 'show', 'tok-c', '--certs-dir', pki.dir], io), EXIT.ok);
       assert.match(out.join(''), /token: +revoked /);
       assert.equal(await runAdmin(['devices', 'renew', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.conflict);
-      assert.equal(await runAdmin(['devices', 'add', 'tok-d', '--token', '--days', '5', '--certs-dir', pki.dir], io), EXIT.usage);
+      assert.equal(await runAdmin(['devices', 'add', 'tok-d', '--token', '--days', '0', '--certs-dir', pki.dir], io), EXIT.usage);
     } finally {
       pki.cleanup();
     }

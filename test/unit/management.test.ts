@@ -1,12 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
-import { manageStatus } from '../../internal-network/console/manage/status.ts';
+import { deviceCredential, DeviceTokensView, manageStatus } from '../../internal-network/console/manage/status.ts';
 import { topicStructure, validateTopic } from '../../internal-network/console/manage/topics.ts';
 import type { PipelineView } from '../../internal-network/console/pipeline/pipeline-view.ts';
 import { mayPublish } from '../../shared/acl.ts';
 import { DATA_TYPES } from '../../shared/contract/payloads.ts';
 import { answerTestCommand } from '../../shared/contract/test-command.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
+import pino from 'pino';
+import { issueDeviceToken, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
+import { DAY_MS } from '../../shared/limits.ts';
+import { makeTestPki } from '../helpers/pki.ts';
 import { commandTopic, gatewayPresenceTopic, gatewaySecurityTopic, parseTopic, receiptTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 
 /** The management API's parts that need no network: topics, the pipeline's state, the test event's answer. */
@@ -126,5 +131,47 @@ describe('management API: the test event on the device', () => {
     assert.equal(loadConsoleConfig(env).CONSOLE_MANAGE_API, 'on');
     assert.equal(loadConsoleConfig({ ...env, CONSOLE_MANAGE_API: 'off' }).CONSOLE_MANAGE_API, 'off');
     assert.throws(() => loadConsoleConfig({ ...env, CONSOLE_MANAGE_API: 'maybe' }));
+  });
+});
+
+describe('management API: how a device authenticates', () => {
+  it('reads the tokens file as the tooling does: token devices with their expiry (or none), certificate devices with their days left, unknown without the file', async () => {
+    const pki = makeTestPki([]);
+    try {
+      const view = new DeviceTokensView(tokenPaths(pki.dir).file, pino({ level: 'silent' }));
+      assert.equal(view.current(), undefined, 'no file yet');
+      assert.deepEqual(deviceCredential(700, view.current(), 'dev-a'), { auth: null, credentialExpiresAt: null, credentialDaysLeft: 700 });
+
+      const issued = await issueDeviceToken(pki.dir, 'tok-a', { validityDays: 10 });
+      await issueDeviceToken(pki.dir, 'tok-r');
+      revokeDeviceToken(pki.dir, 'tok-r');
+      await issueDeviceToken(pki.dir, 'tok-old');
+      const file = JSON.parse(readFileSync(tokenPaths(pki.dir).file, 'utf8')) as { devices: Record<string, { expiresAt?: string }> };
+      delete file.devices['tok-old']!.expiresAt;
+      writeFileSync(tokenPaths(pki.dir).file, JSON.stringify(file));
+
+      const now = Date.now() + 5_000; // past the view's recheck interval
+      const tokens = view.current(now);
+      assert.ok(tokens, 'the file is read');
+      assert.deepEqual(deviceCredential(null, tokens, 'tok-a', now), { auth: 'token', credentialExpiresAt: issued.expiresAt, credentialDaysLeft: 9, tokenState: 'active' });
+      assert.deepEqual(deviceCredential(null, tokens, 'tok-a', Date.parse(issued.expiresAt) + 1), { auth: 'token', credentialExpiresAt: issued.expiresAt, credentialDaysLeft: -1, tokenState: 'expired' });
+      assert.deepEqual(deviceCredential(null, tokens, 'tok-old', now), { auth: 'token', credentialExpiresAt: null, credentialDaysLeft: null, tokenState: 'active' });
+      assert.deepEqual(deviceCredential(null, tokens, 'tok-r', now), { auth: 'token', credentialExpiresAt: null, credentialDaysLeft: null, tokenState: 'revoked' });
+      assert.deepEqual(deviceCredential(725, tokens, 'dev-a', now), { auth: 'certificate', credentialExpiresAt: null, credentialDaysLeft: 725 });
+      assert.equal(deviceCredential(725, tokens, 'constructor', now).auth, 'certificate', 'an id that is a property of every object is no entry');
+
+      // A damaged file: the last good one stays.
+      writeFileSync(tokenPaths(pki.dir).file, '{"version":1,"devices":{"tok-a":{"state":"active"}}}');
+      assert.equal(view.current(now + DAY_MS)?.['tok-a']?.state, 'active');
+      assert.ok(view.current(now + DAY_MS)?.['tok-old'], 'still the last good file');
+    } finally {
+      pki.cleanup();
+    }
+  });
+
+  it('reads CONSOLE_DEVICE_TOKENS_FILE, by default where the tooling writes it', () => {
+    const env = { COMMAND_API_TOKEN: 'x'.repeat(32) };
+    assert.equal(loadConsoleConfig(env).CONSOLE_DEVICE_TOKENS_FILE, 'certs/dmz/tokens/device-tokens.json');
+    assert.equal(loadConsoleConfig({ ...env, CONSOLE_DEVICE_TOKENS_FILE: '/x/t.json' }).CONSOLE_DEVICE_TOKENS_FILE, '/x/t.json');
   });
 });

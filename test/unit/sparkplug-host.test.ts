@@ -4,7 +4,11 @@ import { fieldName } from '../../field-client/src/inputs/sparkplug/mapping.ts';
 import { SparkplugHost } from '../../field-client/src/inputs/sparkplug/host.ts';
 import { decodePayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
-import { parseTopic, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
+import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
+import { PeerHosts } from '../../field-client/src/inputs/sparkplug/state.ts';
+import { parseTopic, stateHostId, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
+import type { Submission } from '../../field-client/src/field-client.ts';
+import { createLogger } from '../../shared/logger.ts';
 
 /**
  * The host application's state machine: births record names, aliases and types; data is resolved
@@ -180,5 +184,202 @@ describe('Sparkplug host state machine', () => {
     assert.deepEqual(parseTopic('spBv1.0/G/DDATA/E/D'), { group: 'G', type: 'DDATA', edge: 'E', device: 'D' });
     assert.equal(fieldName('1st', 'E', undefined, 'a/b c'), '_1st.E.a.b_c');
     assert.equal(fieldName('G', 'E', 'D', 'x'.repeat(200)), undefined);
+  });
+
+  it('parses the STATE topic: the host id, and nothing for a malformed one', () => {
+    assert.equal(stateHostId('spBv1.0/STATE/scada-1'), 'scada-1');
+    assert.equal(stateHostId('spBv1.0/STATE/a/b'), undefined);
+    assert.equal(stateHostId('spBv1.0/STATE/'), undefined);
+    assert.equal(stateHostId('spBv1.0/G/NDATA/E'), undefined);
+  });
+});
+
+const REORDER = 2_000;
+const temp = (out: { readings: Array<Record<string, unknown>> }) => out.readings.map((r) => r['Plant1.Line4.Inputs.Temp']);
+
+describe('Sparkplug host reorder buffer (§5.9, Reorder Timeout)', () => {
+  it('holds messages that arrive ahead of their seq and takes them in seq order once the missing one comes', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, reorderTimeoutMs: REORDER });
+    host.handle(NB, nbirth(0, 0), T0);
+    for (const seq of [3, 2]) {
+      const held = host.handle(ND, ndata(seq, [{ alias: '1', doubleValue: seq }]), T0 + 10);
+      assert.equal(held.held, true, `seq ${seq} held`);
+      assert.equal(held.refused, undefined);
+      assert.equal(held.rebirth, false);
+      assert.deepEqual(held.readings, []);
+    }
+    assert.equal(host.reorder.held, 2);
+    assert.equal(host.reorder.nextDeadline(), T0 + 10 + REORDER);
+    const filled = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }]), T0 + 20);
+    assert.equal(filled.refused, undefined);
+    assert.deepEqual(temp(filled), [1]);
+    assert.deepEqual(filled.released.map((r) => [r.topic.type, temp(r.out), r.out.refused]), [
+      ['NDATA', [2], undefined],
+      ['NDATA', [3], undefined],
+    ]);
+    assert.equal(host.reorder.held, 0);
+    assert.equal(host.reorder.nextDeadline(), undefined, 'timer stopped');
+    assert.equal(host.session('Plant1', 'Line4')?.seq, 3);
+    assert.deepEqual(host.expire(T0 + 10 * REORDER), [], 'nothing to expire');
+    // Normal operation goes on.
+    assert.deepEqual(temp(host.handle(ND, ndata(4, [{ alias: '1', doubleValue: 4 }]), T0 + 30)), [4]);
+  });
+
+  it('on timeout discards what it held, asks for a rebirth, and refuses data until the NBIRTH', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, reorderTimeoutMs: REORDER });
+    host.handle(NB, nbirth(0, 0), T0);
+    assert.equal(host.handle(ND, ndata(2, [{ alias: '1', doubleValue: 2 }]), T0 + 10).held, true);
+    assert.equal(host.handle(ND, ndata(3, [{ alias: '1', doubleValue: 3 }]), T0 + 500).held, true);
+    assert.deepEqual(host.expire(T0 + 10 + REORDER - 1), [], 'not yet: the timer started with the first held message');
+    const expired = host.expire(T0 + 10 + REORDER);
+    assert.equal(expired.length, 1);
+    const [e] = expired;
+    assert.deepEqual([e?.group, e?.edge], ['Plant1', 'Line4']);
+    assert.equal(e?.out.rebirth, true);
+    assert.equal(e?.out.dropped?.code, 'SPARKPLUG_REORDER_TIMEOUT');
+    assert.equal(e?.out.dropped?.count, 2);
+    assert.deepEqual(e?.out.readings, []);
+    assert.deepEqual(e?.out.events.map((x) => x.eventType), ['sparkplug.rebirth_requested']);
+    assert.equal(host.reorder.held, 0);
+    // The missing one, too late: refused, the session awaits its rebirth.
+    assert.equal(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }]), T0 + 3000).refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.equal(host.handle(NB, nbirth(0, 1), T0 + 4000).refused, undefined);
+    assert.deepEqual(temp(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 5 }]), T0 + 4001)), [5]);
+  });
+
+  it('starts the timeout again when a gap closes but another message is still missing', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, reorderTimeoutMs: REORDER });
+    host.handle(NB, nbirth(0, 0), T0);
+    host.handle(ND, ndata(2, [{ alias: '1', doubleValue: 2 }]), T0);
+    host.handle(ND, ndata(4, [{ alias: '1', doubleValue: 4 }]), T0);
+    const partly = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }]), T0 + 500);
+    assert.deepEqual(partly.released.map((r) => temp(r.out)), [[2]]);
+    assert.equal(host.reorder.held, 1);
+    assert.equal(host.reorder.nextDeadline(), T0 + 500 + REORDER);
+    assert.deepEqual(host.expire(T0 + REORDER), []);
+    const filled = host.handle(ND, ndata(3, [{ alias: '1', doubleValue: 3 }]), T0 + 600);
+    assert.deepEqual([temp(filled), ...filled.released.map((r) => temp(r.out))], [[3], [4]]);
+  });
+
+  it('is a gap at once when the message is too far ahead, when it is behind, or with no timeout; an NBIRTH discards what was held', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, reorderTimeoutMs: REORDER, reorderMaxHeld: 4 });
+    host.handle(NB, nbirth(0, 0), T0);
+    assert.equal(host.handle(ND, ndata(5, [{ alias: '1', doubleValue: 5 }]), T0).held, true, '4 ahead: held');
+    const far = host.handle(ND, ndata(6, [{ alias: '1', doubleValue: 6 }]), T0);
+    assert.equal(far.refused?.code, 'SPARKPLUG_SEQ_GAP');
+    assert.equal(far.rebirth, true);
+    assert.deepEqual([far.dropped?.code, far.dropped?.count], ['SPARKPLUG_SEQ_GAP', 1]);
+    assert.equal(host.reorder.held, 0);
+
+    const other = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, reorderTimeoutMs: REORDER });
+    other.handle(NB, nbirth(10, 0), T0);
+    assert.equal(other.handle(ND, ndata(9, []), T0).refused?.code, 'SPARKPLUG_SEQ_GAP', 'behind: not held');
+    other.handle(NB, nbirth(0, 1), T0);
+    assert.equal(other.handle(ND, ndata(2, []), T0).held, true);
+    const reborn = other.handle(NB, nbirth(0, 2), T0 + 1);
+    assert.equal(reborn.refused, undefined);
+    assert.deepEqual([reborn.dropped?.code, reborn.dropped?.count], ['SPARKPLUG_SEQ_GAP', 1]);
+    assert.equal(other.reorder.nextDeadline(), undefined);
+
+    const none = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, reorderTimeoutMs: 0 });
+    none.handle(NB, nbirth(0, 0), T0);
+    const gap = none.handle(ND, ndata(2, []), T0);
+    assert.equal(gap.held, false);
+    assert.equal(gap.refused?.code, 'SPARKPLUG_SEQ_GAP');
+    assert.equal(gap.rebirth, true);
+  });
+});
+
+const state = (o: unknown) => new TextEncoder().encode(typeof o === 'string' ? o : JSON.stringify(o));
+
+describe('Sparkplug STATE of other host applications', () => {
+  it('keeps each host online or offline by its last STATE, ignoring older timestamps; our own is not a peer', () => {
+    const peers = new PeerHosts('us');
+    assert.deepEqual(peers.handle('scada', state({ online: true, timestamp: 2000 }), T0), {
+      kind: 'changed',
+      hostId: 'scada',
+      previous: undefined,
+      current: { online: true, timestamp: 2000, seenAt: T0 },
+    });
+    assert.equal(peers.handle('scada', state({ online: true, timestamp: 2000 }), T0 + 1).kind, 'same');
+    // The will of an older connection, delivered late: ignored.
+    assert.deepEqual(peers.handle('scada', state({ online: false, timestamp: 1000 }), T0 + 2), { kind: 'older', hostId: 'scada', timestamp: 1000, last: 2000 });
+    assert.equal(peers.get('scada')?.online, true);
+    // Its current connection's will (same timestamp): offline.
+    assert.equal(peers.handle('scada', state({ online: false, timestamp: 2000 }), T0 + 3).kind, 'changed');
+    assert.equal(peers.get('scada')?.online, false);
+    assert.equal(peers.handle('scada', state({ online: true, timestamp: 3000, extra: 'ignored' }), T0 + 4).kind, 'changed');
+    assert.deepEqual([peers.count(true), peers.count(false)], [1, 0]);
+    assert.deepEqual(peers.handle('us', state({ online: false, timestamp: 5 }), T0), { kind: 'own', state: { online: false, timestamp: 5 } });
+    assert.equal(peers.get('us'), undefined);
+    assert.deepEqual(peers.handle('scada', new Uint8Array(), T0), { kind: 'cleared', hostId: 'scada' });
+    assert.deepEqual(peers.list(), []);
+    const small = new PeerHosts(undefined, 1);
+    small.handle('a', state({ online: true, timestamp: 1 }), T0);
+    assert.equal(small.handle('b', state({ online: true, timestamp: 1 }), T0).kind, 'full');
+  });
+
+  it('refuses a payload that is not the 3.0 STATE JSON with SPARKPLUG_STATE_INVALID', () => {
+    const peers = new PeerHosts(undefined);
+    const bad = ['ONLINE', '{"online":true}', '{"online":"true","timestamp":1}', '{"online":true,"timestamp":"1"}', '{"online":true,"timestamp":-1}', '[]', 'null', `{"online":true,"timestamp":1,"x":"${'a'.repeat(2000)}"}`];
+    for (const b of bad) assert.throws(() => peers.handle('h', state(b), T0), (e: unknown) => (e as { code?: string }).code === 'SPARKPLUG_STATE_INVALID', b.slice(0, 60));
+    assert.throws(() => peers.handle('h', new Uint8Array([0x7b, 0xff, 0x7d]), T0), (e: unknown) => (e as { code?: string }).code === 'SPARKPLUG_STATE_INVALID', 'not UTF-8');
+    assert.deepEqual(peers.list(), []);
+  });
+});
+
+describe('Sparkplug session: STATE and reorder through the input', () => {
+  const silent = createLogger('test', 'silent');
+  const sink = () => {
+    const queued: Submission[] = [];
+    // The queue's side of submitMany only: what the session hands it, in order.
+    const client = {
+      submitMany: async (items: Submission[]) => {
+        queued.push(...items);
+        return [];
+      },
+    };
+    return { queued, client };
+  };
+  const bytes = (o: Record<string, unknown>) => encodeWire(o);
+  const birth = (seq: number) => bytes({ timestamp: String(T0), seq: String(seq), metrics: [bdSeq(0), { name: 'Inputs/Temp', alias: '1', datatype: T.Double, doubleValue: 1 }] });
+  const data = (seq: number, v: number) => bytes({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });
+
+  it('counts a bad STATE by its code and goes on; keeps peers; answers our own offline STATE', async () => {
+    const { client } = sink();
+    const own: number[] = [];
+    const session = new SparkplugSession(client, () => undefined, silent, [], { hostId: 'us', onOwnOffline: (s) => own.push(s.timestamp) });
+    await session.onMessage('spBv1.0/STATE/scada', state('OFFLINE'));
+    await session.onMessage('spBv1.0/STATE/scada', state({ online: true, timestamp: 7 }));
+    await session.onMessage('spBv1.0/STATE/us', state({ online: false, timestamp: 3 }));
+    await session.onMessage('spBv1.0/STATE/us', state({ online: true, timestamp: 4 }));
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_STATE_INVALID, 1);
+    assert.equal(session.peers.get('scada')?.online, true);
+    assert.equal(session.peers.get('us'), undefined);
+    assert.deepEqual(own, [3]);
+    assert.equal(session.stats.messages, 4);
+  });
+
+  it('queues held data in seq order, and on timeout counts the discarded messages and sends the rebirth NCMD', async () => {
+    const { queued, client } = sink();
+    const sent: string[] = [];
+    const session = new SparkplugSession(client, (topic) => sent.push(topic), silent, [], { reorderTimeoutMs: 60_000 });
+    try {
+      const now = Date.now();
+      await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(2, 20), now);
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(1, 10), now);
+      const temps = queued.filter((q) => q.dataType === 'timeseries').map((q) => (q.payload as Record<string, unknown>)['Plant1.Line4.Inputs.Temp']);
+      assert.deepEqual(temps, [1, 10, 20]);
+      assert.equal(session.stats.reordered, 1);
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(5, 50), now);
+      await session.expire(now + 60_000);
+      assert.deepEqual(sent, ['spBv1.0/Plant1/NCMD/Line4']);
+      assert.equal(session.stats.refusedByCode.SPARKPLUG_REORDER_TIMEOUT, 1);
+      assert.equal(session.stats.rebirthsRequested, 1);
+      assert.ok(queued.some((q) => q.dataType === 'event' && (q.payload as Record<string, unknown>).eventType === 'sparkplug.rebirth_requested'));
+    } finally {
+      session.stop();
+    }
   });
 });

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { InfluxSettings } from '../../shared/influx-settings.ts';
+import { postgresConnection, postgresEnabled, type PostgresSettings } from '../../shared/postgres-settings.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
+import { PostgresHistory } from './postgres.ts';
 
 /** InfluxDB's answer to /query (1.x, and 2.x's 1.x compatibility API), as far as the console reads it. */
 const QueryAnswerSchema = z.object({
@@ -80,6 +82,12 @@ export class InfluxQlHistory implements HistoryReader {
   }
 }
 
-export function selectHistory(s: InfluxSettings, local: () => HistoryReader): HistoryReader {
+/**
+ * PostgreSQL when POSTGRES_URL or PGHOST is set (the distributor's settings: where it writes), else
+ * InfluxDB when INFLUXDB_URL is, else the local store. With both databases set the distributor
+ * writes each message to both, so either answers alike; PostgreSQL, configured on purpose, is read.
+ */
+export function selectHistory(s: InfluxSettings & PostgresSettings, local: () => HistoryReader): HistoryReader {
+  if (postgresEnabled(s)) return new PostgresHistory(postgresConnection(s));
   return s.INFLUXDB_URL ? new InfluxQlHistory({ ...s, INFLUXDB_URL: s.INFLUXDB_URL }) : local();
 }

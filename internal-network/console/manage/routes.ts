@@ -12,7 +12,8 @@ import type { Fleet } from '../fleet/fleet.ts';
 import type { DeviceRow } from '../fleet/types.ts';
 import { noManageAuthFailures, type ManageAuthFailures } from '../metrics.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
-import { manageStatus } from './status.ts';
+import type { TokensFile } from '../../../shared/security/device-token.ts';
+import { deviceCredential, manageStatus } from './status.ts';
 import { topicStructure, validateTopic } from './topics.ts';
 
 export const MANAGE_PREFIX = '/api/v1/manage';
@@ -27,6 +28,8 @@ export interface ManageDeps {
   /** where refused authentications are counted for the console's metrics (by reason) */
   authFailures?: ManageAuthFailures;
   log: Logger;
+  /** the device tokens file's entries (CONSOLE_DEVICE_TOKENS_FILE); undefined: the console has none, auth is unknown */
+  deviceTokens?: () => TokensFile['devices'] | undefined;
 }
 
 const DEVICE_STATES = ['online', 'stale', 'offline', 'unknown'] as const;
@@ -57,8 +60,18 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-function deviceView(r: DeviceRow) {
-  return { id: r.id, state: r.state, since: iso(r.since), lastSeen: iso(r.lastSeen), certDaysLeft: r.certDaysLeft, revoked: r.revoked, gateway: r.gateway, backlog: r.backlog };
+function deviceView(r: DeviceRow, tokens: TokensFile['devices'] | undefined) {
+  return {
+    id: r.id,
+    state: r.state,
+    since: iso(r.since),
+    lastSeen: iso(r.lastSeen),
+    certDaysLeft: r.certDaysLeft,
+    ...deviceCredential(r.certDaysLeft, tokens, r.id),
+    revoked: r.revoked,
+    gateway: r.gateway,
+    backlog: r.backlog,
+  };
 }
 
 function testEventView(c: ConsoleCommand) {
@@ -165,7 +178,8 @@ export function manageRoutes(d: ManageDeps) {
             .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
           const page = rows.slice(0, q.limit);
           const last = page.at(-1);
-          return { devices: page.map(deviceView), ...(rows.length > page.length && last ? { next: last.id } : {}), untracked: d.fleet.untracked };
+          const tokens = d.deviceTokens?.();
+          return { devices: page.map((r) => deviceView(r, tokens)), ...(rows.length > page.length && last ? { next: last.id } : {}), untracked: d.fleet.untracked };
         });
 
         api.get('/devices/:id', async (req) => {
@@ -174,7 +188,7 @@ export function manageRoutes(d: ManageDeps) {
           const detail = d.fleet.detail(id);
           if (!detail) throw new FieldStreamError('MANAGE_UNKNOWN_DEVICE', `No device ${id}.`);
           return {
-            ...deviceView(detail.row),
+            ...deviceView(detail.row, d.deviceTokens?.()),
             lastReading: detail.latest && { time: iso(detail.latest.time), fields: detail.latest.fields },
             health: detail.health && { time: iso(detail.health.time), fields: detail.health.fields },
             securityEvents: detail.security.length,

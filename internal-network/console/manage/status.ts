@@ -1,3 +1,7 @@
+import { statSync } from 'node:fs';
+import { DAY_MS, TIMINGS } from '../../../shared/limits.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import { deviceAuth, readTokensFileAt, tokenEntry, tokenStanding, type TokensFile } from '../../../shared/security/device-token.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
 
 /** up: true or false when something measured it; null when nothing says (no exporter, no answer). */
@@ -60,4 +64,71 @@ export function manageStatus(view: PipelineView, consoleBrokerConnected: boolean
     services: view.services,
     figures: { readingsPerSecond: view.readingsPerSecond, writeFailures: view.writeFailures, deadLetters: view.deadLetters, feedDropped: view.feedDropped },
   };
+}
+
+/**
+ * How a device authenticates, and when that credential expires, as the management API shows it.
+ * auth: the rule the tooling uses (deviceAuth: a token when the tokens file has an entry for it);
+ * null when the console has no tokens file (CONSOLE_DEVICE_TOKENS_FILE), never guessed.
+ * A certificate's expiry: its days left only, as the gateway's presence and the device's health
+ * report them (the fleet's certDaysLeft); a token's: its expiresAt (null: a token from before
+ * expiry dates, which never expires; or a revoked one).
+ */
+export interface DeviceCredential {
+  auth: 'certificate' | 'token' | null;
+  credentialExpiresAt: string | null;
+  credentialDaysLeft: number | null;
+  /** token devices only: active, expired (the gateways refuse it) or revoked */
+  tokenState?: 'active' | 'expired' | 'revoked';
+}
+
+export function deviceCredential(certDaysLeft: number | null, tokens: TokensFile['devices'] | undefined, id: string, now = Date.now()): DeviceCredential {
+  if (tokens === undefined) return { auth: null, credentialExpiresAt: null, credentialDaysLeft: certDaysLeft };
+  const entry = tokenEntry(tokens, id);
+  if (deviceAuth(entry) === 'certificate' || !entry) return { auth: 'certificate', credentialExpiresAt: null, credentialDaysLeft: certDaysLeft };
+  const t = tokenStanding(entry, now);
+  if (t.state === 'revoked') return { auth: 'token', credentialExpiresAt: null, credentialDaysLeft: null, tokenState: 'revoked' };
+  return {
+    auth: 'token',
+    credentialExpiresAt: t.expiresAt,
+    credentialDaysLeft: t.expiresAt === null ? null : Math.floor((Date.parse(t.expiresAt) - now) / DAY_MS),
+    tokenState: t.expired ? 'expired' : 'active',
+  };
+}
+
+/**
+ * The device tokens file as the console reads it (readTokensFileAt, the tooling's reader), looked
+ * at again at most every TIMINGS.deviceTokensReloadMs and only when it changed. A damaged file is
+ * logged once and the last good one kept; a missing one means the console does not know (undefined).
+ */
+export class DeviceTokensView {
+  private devices: TokensFile['devices'] | undefined;
+  private mtimeMs = -1;
+  private lookedAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly path: string,
+    private readonly log: Logger,
+  ) {}
+
+  current(now = Date.now()): TokensFile['devices'] | undefined {
+    if (now - this.lookedAt < TIMINGS.deviceTokensReloadMs) return this.devices;
+    this.lookedAt = now;
+    let mtimeMs: number;
+    try {
+      mtimeMs = statSync(this.path).mtimeMs;
+    } catch {
+      this.mtimeMs = -1;
+      this.devices = undefined;
+      return undefined;
+    }
+    if (mtimeMs === this.mtimeMs) return this.devices;
+    this.mtimeMs = mtimeMs;
+    try {
+      this.devices = readTokensFileAt(this.path)?.devices;
+    } catch (err) {
+      this.log.error({ code: 'TOKENS_FILE_INVALID', path: this.path, err: (err as Error).message }, 'device tokens file not valid: the last good one stays in force');
+    }
+    return this.devices;
+  }
 }

@@ -1,9 +1,10 @@
 import type { EventPayload, TimeseriesPayload } from '../../../../shared/contract/payloads.ts';
-import { FieldStreamError } from '../../../../shared/errors.ts';
+import { FieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
 import { fieldName, lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import { DATA_TYPES } from './proto.ts';
+import { emptyOutcome, ReorderBuffers } from './reorder.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { metricValue } from './values.ts';
 
@@ -15,7 +16,10 @@ import { metricValue } from './values.ts';
  *   type (§5.7; aliases unique, §6.4.7 "alias"). It replaces the previous session of that edge node
  *   with its devices, which must be born again (DBIRTH) after it (§5.9).
  * - Every NDATA, DBIRTH, DDATA and DDEATH of the session must carry the next `seq`, 0–255 wrapping
- *   to 0 (§6.4.2 / §5.3). Anything else is a gap: the message is refused, the session is marked
+ *   to 0 (§6.4.2 / §5.3). With a reorder timeout (§5.9 "Sparkplug Host Application Message
+ *   Ordering"; reorder.ts), a message up to LIMITS.sparkplugReorderMaxHeld ahead is held until the
+ *   missing ones arrive, then all are taken in seq order; when they do not arrive in time, or
+ *   without a timeout, or further ahead, it is a gap: the message is refused, the session is marked
  *   stale and the edge node is asked to rebirth (§5.12 "Host Application Rebirth Request":
  *   NCMD with `Node Control/Rebirth` = true). Until its next NBIRTH its data is refused (its aliases
  *   may have changed in a birth that was missed).
@@ -37,7 +41,7 @@ interface Definitions {
   byName: Map<string, MetricDef>;
 }
 
-interface NodeSession {
+export interface NodeSession {
   bdSeq: number;
   /** the last seq received */
   seq: number;
@@ -45,6 +49,15 @@ interface NodeSession {
   devices: Map<string, Definitions>;
   /** a gap was seen: data is refused until the next NBIRTH */
   stale: boolean;
+  /** messages that arrived ahead of the next seq, by their seq (reorder.ts) */
+  held: Map<number, HeldMessage>;
+  /** when the reorder timeout of the held messages started (§5.9), undefined when none are held */
+  heldSince: number | undefined;
+}
+
+export interface HeldMessage {
+  t: SparkplugTopic;
+  p: SparkplugPayload;
 }
 
 export interface HostOutcome {
@@ -56,6 +69,21 @@ export interface HostOutcome {
   refused?: FieldStreamError | undefined;
   /** metrics left out of the readings (null, not a scalar type, transient, name too long) */
   skipped: number;
+  /** the message arrived ahead of its seq and is held for the missing ones (nothing else to do yet) */
+  held: boolean;
+  /** held messages discarded (each one counted under `code`), and why */
+  dropped?: { code: ErrorCode; count: number; message: string } | undefined;
+  /** held messages this one let through, in seq order, each with its own outcome */
+  released: Array<{ topic: SparkplugTopic; out: HostOutcome }>;
+}
+
+export interface HostOptions {
+  rebirthMinIntervalMs: number;
+  maxEdgeNodes?: number;
+  /** milliseconds a message ahead of its seq is held for the missing ones; 0 (the default): none held */
+  reorderTimeoutMs?: number;
+  /** messages held per edge node at most (default LIMITS.sparkplugReorderMaxHeld) */
+  reorderMaxHeld?: number;
 }
 
 const BD_SEQ = 'bdSeq';
@@ -63,8 +91,16 @@ const BD_SEQ = 'bdSeq';
 export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
   private readonly rebirthAt = new Map<string, number>();
+  readonly reorder: ReorderBuffers;
 
-  constructor(private readonly options: { rebirthMinIntervalMs: number; maxEdgeNodes?: number }) {}
+  constructor(private readonly options: HostOptions) {
+    this.reorder = new ReorderBuffers(
+      { timeoutMs: options.reorderTimeoutMs ?? 0, maxHeld: options.reorderMaxHeld ?? LIMITS.sparkplugReorderMaxHeld },
+      (k) => this.sessions.get(k),
+      (group, edge, now, reason, out) => this.askRebirth(group, edge, now, reason, out),
+      (t, p, now) => this.process(t, p, now),
+    );
+  }
 
   /** Edge nodes followed at most: a publisher inventing edge node ids cannot grow this without bound. */
   private get maxEdgeNodes(): number {
@@ -80,8 +116,20 @@ export class SparkplugHost {
     return this.sessions.size;
   }
 
+  /** One message; with it, the held messages it lets through (`released`). */
   handle(t: SparkplugTopic, p: SparkplugPayload, now: number): HostOutcome {
-    const out: HostOutcome = { readings: [], events: [], rebirth: false, skipped: 0 };
+    const out = this.process(t, p, now);
+    if (!out.held && t.type !== 'NDEATH') this.reorder.release(key(t.group, t.edge), now, out);
+    return out;
+  }
+
+  /** The held messages whose reorder timeout is over at `now`: discarded, a rebirth asked for (§5.9). */
+  expire(now: number): Array<{ group: string; edge: string; out: HostOutcome }> {
+    return this.reorder.expire(now);
+  }
+
+  private process(t: SparkplugTopic, p: SparkplugPayload, now: number): HostOutcome {
+    const out = emptyOutcome();
     try {
       switch (t.type) {
         case 'NBIRTH':
@@ -102,7 +150,7 @@ export class SparkplugHost {
       out.refused = err;
       // Whatever the birth declared no longer describes what the edge node sends: ask again.
       if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP') {
-        if (t.type !== 'DDEATH') this.askRebirth(t, now, err.message, out);
+        if (t.type !== 'DDEATH') this.askRebirth(t.group, t.edge, now, err.message, out);
       }
     }
     return out;
@@ -117,7 +165,9 @@ export class SparkplugHost {
       throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `NBIRTH of ${t.group}/${t.edge} refused: ${this.maxEdgeNodes} edge nodes are followed already`);
     }
     this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
-    this.sessions.set(key(t.group, t.edge), { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false });
+    // A new session: what was held for the old one is of no use any more.
+    this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
+    this.sessions.set(key(t.group, t.edge), { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined });
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 
@@ -130,6 +180,7 @@ export class SparkplugHost {
         `NDEATH of ${t.group}/${t.edge} with bdSeq ${bdSeq} ignored: ${s ? `the current birth has bdSeq ${s.bdSeq}` : 'no current birth'}`,
       );
     }
+    this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its NDEATH ended its session`, out);
     this.sessions.delete(key(t.group, t.edge));
     out.events.push(lifecycleEvent('ndeath', t, p.timestamp ?? now, { bdSeq }));
   }
@@ -142,7 +193,12 @@ export class SparkplugHost {
     if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
     const expected = (s.seq + 1) % 256;
     if (p.seq !== expected) {
+      if (this.reorder.hold(key(t.group, t.edge), s, { t, p }, expected, now)) {
+        out.held = true;
+        return;
+      }
       s.stale = true;
+      this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: seq ${p.seq} is a gap`, out);
       throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} has seq ${p.seq}, expected ${expected}`);
     }
     s.seq = p.seq;
@@ -185,8 +241,8 @@ export class SparkplugHost {
     out.readings.push(...toReadings(fields));
   }
 
-  private askRebirth(t: SparkplugTopic, now: number, reason: string, out: HostOutcome): void {
-    const k = key(t.group, t.edge);
+  private askRebirth(group: string, edge: string, now: number, reason: string, out: HostOutcome): void {
+    const k = key(group, edge);
     const last = this.rebirthAt.get(k);
     if (last !== undefined && now - last < this.options.rebirthMinIntervalMs) return;
     if (last === undefined && this.rebirthAt.size >= this.maxEdgeNodes) {
@@ -196,11 +252,12 @@ export class SparkplugHost {
     }
     this.rebirthAt.set(k, now);
     out.rebirth = true;
-    out.events.push(lifecycleEvent('rebirth_requested', { group: t.group, edge: t.edge }, now, { reason }));
+    out.events.push(lifecycleEvent('rebirth_requested', { group, edge }, now, { reason }));
   }
 }
 
-const key = (group: string, edge: string) => `${group}\u0000${edge}`;
+/** An edge node's key: MQTT topics hold no U+0000 (MQTT 3.1.1 §1.5.3), so it splits back exactly. */
+export const key = (group: string, edge: string) => `${group}\u0000${edge}`;
 
 /** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
 function definitions(metrics: readonly SparkplugMetric[]): Definitions {

@@ -3,13 +3,14 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../.
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { FieldClient, Submission } from '../../field-client.ts';
-import { SparkplugHost } from './host.ts';
+import { SparkplugHost, type HostOutcome } from './host.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
-import { ncmdTopic, parseTopic } from './topic.ts';
+import { PeerHosts, type StatePayload } from './state.ts';
+import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
 
 /** What the Sparkplug input did since the client started (the field client's /metrics shows it). */
 export interface SparkplugStats {
-  /** messages of the followed groups taken in, refused ones included (STATE and commands not counted) */
+  /** messages of the followed groups and STATE messages taken in, refused ones included (commands not counted) */
   messages: number;
   readings: number;
   events: number;
@@ -20,6 +21,19 @@ export interface SparkplugStats {
   refusedByCode: Partial<Record<ErrorCode, number>>;
   /** readings and events the durable queue did not take (full, or its disk failing) */
   submitFailed: number;
+  /** messages that arrived ahead of their seq and were taken in order once the missing ones came */
+  reordered: number;
+  /** STATE messages of host applications not kept: LIMITS.sparkplugMaxPeerHosts were known already */
+  peerHostsNotKept: number;
+}
+
+export interface SparkplugSessionOptions {
+  /** our own host id (FIELD_SPARKPLUG_HOST_ID): its STATE is ours, not a peer's */
+  hostId?: string | undefined;
+  /** milliseconds a message ahead of its seq waits for the missing ones (§5.9); 0 (default): none */
+  reorderTimeoutMs?: number | undefined;
+  /** our own STATE was delivered with online=false (an old will, or someone else's publish) */
+  onOwnOffline?: ((state: StatePayload) => void) | undefined;
 }
 
 /**
@@ -28,13 +42,22 @@ export interface SparkplugStats {
  * durable queue, a rebirth request sent back when asked for. Shared by the input that subscribes
  * to a plant's broker (sparkplug-input.ts) and the local MQTT input (mqtt-input.ts).
  *
+ * It also keeps the other host applications' STATE (state.ts) and, with a reorder timeout, holds
+ * messages that arrived ahead of their seq until the missing ones come (reorder.ts): one timer
+ * per session, armed for the earliest reorder deadline.
+ *
  * Nothing a publisher sends stops it: each message that is refused is counted by its code and
  * logged, at most LIMITS.sparkplugLogMaxPerWindow lines per TIMINGS.sparkplugLogWindowMs (then
  * one line saying how many were left out), so a flood of bad messages cannot flood the log.
  */
 export class SparkplugSession {
-  readonly host = new SparkplugHost({ rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs });
-  readonly stats: SparkplugStats = { messages: 0, readings: 0, events: 0, metricsSkipped: 0, rebirthsRequested: 0, refusedByCode: {}, submitFailed: 0 };
+  readonly host: SparkplugHost;
+  /** the other host applications, by their STATE */
+  readonly peers: PeerHosts;
+  readonly stats: SparkplugStats = { messages: 0, readings: 0, events: 0, metricsSkipped: 0, rebirthsRequested: 0, refusedByCode: {}, submitFailed: 0, reordered: 0, peerHostsNotKept: 0 };
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt: number | undefined;
+  private stopped = false;
   private chain: Promise<void> = Promise.resolve();
   private logWindowStart = 0;
   private logged = 0;
@@ -47,7 +70,11 @@ export class SparkplugSession {
     private readonly log: Logger,
     /** group ids to follow; empty: every group */
     private readonly groups: readonly string[] = [],
-  ) {}
+    private readonly options: SparkplugSessionOptions = {},
+  ) {
+    this.host = new SparkplugHost({ rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs, reorderTimeoutMs: options.reorderTimeoutMs ?? 0 });
+    this.peers = new PeerHosts(options.hostId);
+  }
 
   /**
    * Takes one message; never throws. Resolves once what it carried is in the durable queue (or
@@ -55,7 +82,11 @@ export class SparkplugSession {
    */
   onMessage(topic: string, bytes: Uint8Array, now = Date.now()): Promise<void> {
     const t = parseTopic(topic);
-    if (t === 'state') return Promise.resolve(); // another host's (or our own) STATE
+    if (t === 'state') {
+      this.stats.messages++;
+      this.onState(stateHostId(topic) as string, topic, bytes, now);
+      return Promise.resolve();
+    }
     if (t === undefined) {
       this.stats.messages++;
       this.refuse(new FieldStreamError('SPARKPLUG_TOPIC_INVALID', `not a Sparkplug B topic: ${topic.slice(0, 200)}`), topic);
@@ -64,28 +95,74 @@ export class SparkplugSession {
     if (t.type === 'NCMD' || t.type === 'DCMD') return Promise.resolve();
     if (this.groups.length > 0 && !this.groups.includes(t.group)) return Promise.resolve();
     this.stats.messages++;
-    let items: Submission[];
+    let outcome: HostOutcome;
     try {
-      const outcome = this.host.handle(t, decodePayload(bytes), now);
-      this.stats.metricsSkipped += outcome.skipped;
-      if (outcome.rebirth) {
-        this.stats.rebirthsRequested++;
-        this.publish(ncmdTopic(t.group, t.edge), rebirthCommand(now));
-        this.log.info({ group: t.group, edgeNode: t.edge }, 'Sparkplug rebirth requested');
-      }
-      if (outcome.refused) this.refuse(outcome.refused, topic);
-      // Checked as the gateway will check them: what it would refuse never enters the queue.
-      items = [
-        ...outcome.readings.map((r) => ({ dataType: 'timeseries' as const, payload: checked(TimeseriesPayloadSchema, r) })),
-        ...outcome.events.map((e) => ({ dataType: 'event' as const, payload: checked(EventPayloadSchema, e) })),
-      ];
-      this.stats.readings += outcome.readings.length;
-      this.stats.events += outcome.events.length;
+      outcome = this.host.handle(t, decodePayload(bytes), now);
     } catch (err) {
       // Whatever went wrong with one message, the next is taken: the input never stops on input.
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
       return Promise.resolve();
     }
+    const items: Submission[] = [];
+    this.apply(t, topic, outcome, now, items);
+    this.arm();
+    return this.submit(items, topic);
+  }
+
+  /**
+   * The reorder timeouts over at `now` (the session's timer calls it): held messages discarded, a
+   * rebirth requested (§5.9). Resolves once what it queued (the rebirth_requested events) is queued.
+   */
+  expire(now = Date.now()): Promise<void> {
+    const items: Submission[] = [];
+    for (const { group, edge, out } of this.host.expire(now)) {
+      this.apply({ group, edge }, `spBv1.0/${group}/+/${edge}`, out, now, items);
+    }
+    this.arm();
+    return this.submit(items, 'spBv1.0/+/+/+');
+  }
+
+  /** No more timers (the input is closing); what is still held is dropped with the session. */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = undefined;
+  }
+
+  /** One outcome of the host state machine (and those of the held messages it let through): counted, logged, rebirth sent, its items added. */
+  private apply(t: Pick<SparkplugTopic, 'group' | 'edge'>, topic: string, outcome: HostOutcome, now: number, items: Submission[]): void {
+    this.stats.metricsSkipped += outcome.skipped;
+    if (outcome.rebirth) {
+      this.stats.rebirthsRequested++;
+      this.publish(ncmdTopic(t.group, t.edge), rebirthCommand(now));
+      this.log.info({ group: t.group, edgeNode: t.edge }, 'Sparkplug rebirth requested');
+    }
+    if (outcome.refused) this.refuse(outcome.refused, topic);
+    if (outcome.dropped) {
+      const { code, count, message } = outcome.dropped;
+      this.stats.refusedByCode[code] = (this.stats.refusedByCode[code] ?? 0) + count;
+      this.warn({ code, topic: topic.slice(0, 200) }, message);
+    }
+    try {
+      // Checked as the gateway will check them: what it would refuse never enters the queue.
+      const mine = [
+        ...outcome.readings.map((r) => ({ dataType: 'timeseries' as const, payload: checked(TimeseriesPayloadSchema, r) })),
+        ...outcome.events.map((e) => ({ dataType: 'event' as const, payload: checked(EventPayloadSchema, e) })),
+      ];
+      items.push(...mine);
+      this.stats.readings += outcome.readings.length;
+      this.stats.events += outcome.events.length;
+    } catch (err) {
+      this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
+    }
+    for (const r of outcome.released) {
+      this.stats.reordered++;
+      this.apply(r.topic, formatTopic(r.topic), r.out, now, items);
+    }
+  }
+
+  private submit(items: Submission[], topic: string): Promise<void> {
     if (items.length === 0) return Promise.resolve();
     // One after another, so the queue holds them in the order the broker delivered them.
     const done = this.chain.then(() =>
@@ -99,6 +176,59 @@ export class SparkplugSession {
     );
     this.chain = done;
     return done;
+  }
+
+  /** One timer for the earliest reorder deadline, set again whenever that changes. */
+  private arm(): void {
+    const at = this.stopped ? undefined : this.host.reorder.nextDeadline();
+    if (at === this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = at;
+    if (at === undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = undefined;
+      void this.expire();
+    }, Math.max(0, at - Date.now()));
+    // Held messages alone do not keep the process alive.
+    this.timer.unref();
+  }
+
+  /** A host application's STATE (§5.3 / "Sparkplug Host Application Session Establishment"). */
+  private onState(hostId: string, topic: string, bytes: Uint8Array, now: number): void {
+    let r;
+    try {
+      r = this.peers.handle(hostId, bytes, now);
+    } catch (err) {
+      this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_STATE_INVALID', (err as Error).message), topic);
+      return;
+    }
+    switch (r.kind) {
+      case 'own':
+        // tck-id-message-flow-hid-sparkplug-state-message-delivered: our own STATE delivered as
+        // offline (the will of an older connection, retained after our birth) must be answered
+        // at once with online=true, or edge nodes waiting for their primary host stay away.
+        if (!r.state.online) this.options.onOwnOffline?.(r.state);
+        return;
+      case 'changed':
+        this.log.info(
+          { hostId, online: r.current.online, timestamp: r.current.timestamp, ...(r.previous ? { wasOnline: r.previous.online } : {}) },
+          `Sparkplug host application ${hostId} is ${r.current.online ? 'online' : 'offline'}`,
+        );
+        return;
+      case 'older':
+        this.log.debug({ hostId, timestamp: r.timestamp, last: r.last }, 'Sparkplug STATE older than the last one of its host ignored');
+        return;
+      case 'cleared':
+        this.log.info({ hostId }, `Sparkplug host application ${hostId}: its retained STATE was removed`);
+        return;
+      case 'full':
+        this.stats.peerHostsNotKept++;
+        return;
+      case 'same':
+        return;
+    }
   }
 
   /** Resolves once everything taken so far is in the queue (or refused by it). */

@@ -5,7 +5,7 @@ import { endMqtt, subscribeOnEveryConnect } from '../../../../shared/mqtt/connec
 import type { FieldClient } from '../../field-client.ts';
 import type { LocalInput } from '../input.ts';
 import { SparkplugSession } from './session.ts';
-import { stateTopic, subscriptions } from './topic.ts';
+import { STATE_FILTER, stateTopic, subscriptions } from './topic.ts';
 
 export interface SparkplugInputOptions {
   /** mqtt:// or mqtts:// of the plant's broker */
@@ -22,6 +22,8 @@ export interface SparkplugInputOptions {
   groups: readonly string[];
   /** with a host id, the STATE message of Sparkplug 3.0.0 §7.5 is published (and its will) */
   hostId?: string | undefined;
+  /** milliseconds a message ahead of its seq waits for the missing ones (§5.9; default TIMINGS.sparkplugReorderTimeoutMs; 0: none) */
+  reorderTimeoutMs?: number | undefined;
 }
 
 export type SparkplugInput = LocalInput & {
@@ -43,13 +45,27 @@ export type SparkplugInput = LocalInput & {
  *
  * With a host id it publishes its STATE (§7.5, Sparkplug 3.0: `spBv1.0/STATE/<host_id>`, retained
  * JSON `{"online":true,"timestamp":…}`, QoS 1), with the matching `online:false` as its will and
- * again at a clean stop, so edge nodes that wait for their primary host know it is there.
+ * again at a clean stop, so edge nodes that wait for their primary host know it is there
+ * (tck-id-operational-behavior-host-application-connect-will-*, -connect-birth-*, -death-*). The
+ * timestamp is the time of each connection attempt, in the CONNECT's will and in the birth that
+ * follows it (tck-id-message-flow-phid-sparkplug-state-publish-payload-timestamp), so an edge node
+ * can tell a late will of an older connection (older timestamp) from the current one. STATE/+ is
+ * subscribed before our STATE is published (tck-id-message-flow-phid-sparkplug-subscription): the
+ * other hosts' STATE is kept (session.peers), and our own delivered as offline is answered with
+ * online again (tck-id-message-flow-hid-sparkplug-state-message-delivered).
  */
 export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, log: Logger): SparkplugInput {
   const slog = log.child({ input: 'sparkplug' });
   let mqtt: MqttClient | undefined;
   let granted!: () => void;
   const ready = new Promise<void>((resolve) => (granted = resolve));
+  let closing = false;
+  // The timestamp of the current connection attempt: in its will, and in the birth after it.
+  let connectAt = Date.now();
+  const state = (online: boolean) => JSON.stringify({ online, timestamp: connectAt });
+  const publishBirth = (m: MqttClient) => {
+    if (o.hostId) m.publish(stateTopic(o.hostId), state(true), { qos: 1, retain: true });
+  };
   const session = new SparkplugSession(
     client,
     (topic, payload) => {
@@ -58,9 +74,17 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
     },
     slog,
     o.groups,
+    {
+      hostId: o.hostId,
+      reorderTimeoutMs: o.reorderTimeoutMs ?? TIMINGS.sparkplugReorderTimeoutMs,
+      onOwnOffline: (st) => {
+        // Our own death at a clean stop comes back to us too: not answered then.
+        if (closing || !mqtt?.connected) return;
+        slog.info({ hostId: o.hostId, timestamp: st.timestamp, current: connectAt }, 'own Sparkplug STATE seen offline; published online again');
+        publishBirth(mqtt);
+      },
+    },
   );
-  const birthAt = Date.now();
-  const state = (online: boolean) => JSON.stringify({ online, timestamp: birthAt });
   return {
     name: 'sparkplug',
     port: undefined,
@@ -84,11 +108,20 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
         ...(o.hostId ? { will: { topic: stateTopic(o.hostId), payload: Buffer.from(state(false)), qos: 1, retain: true } } : {}),
       };
       const m = (mqtt = connect(o.url, options));
+      m.on('reconnect', () => {
+        // A new connection, a new timestamp: mqtt.js builds the CONNECT from m.options, will included.
+        connectAt = Date.now();
+        if (o.hostId && m.options.will) m.options.will.payload = Buffer.from(state(false));
+      });
+      // Subscribed first on each connection (these listeners run in the order added, and the broker
+      // takes a connection's packets in order): STATE/+ and the groups before our own STATE.
+      const stateSub = subscribeOnEveryConnect(m, [STATE_FILTER], { qos: 1 }, slog);
+      const sub = subscribeOnEveryConnect(m, subscriptions(o.groups), { qos: 0 }, slog);
       let wasConnected = false;
       m.on('connect', () => {
         wasConnected = true;
         slog.info({ url: o.url, clientId: o.clientId, groups: o.groups }, 'connected to the Sparkplug broker');
-        if (o.hostId) m.publish(stateTopic(o.hostId), state(true), { qos: 1, retain: true });
+        publishBirth(m);
       });
       m.on('close', () => {
         if (wasConnected && !m.disconnecting) slog.warn({ code: 'SPARKPLUG_BROKER_UNAVAILABLE', url: o.url }, 'Sparkplug broker connection closed; reconnecting');
@@ -98,12 +131,13 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
       m.on('message', (topic, payload) => {
         void session.onMessage(topic, payload);
       });
-      const sub = subscribeOnEveryConnect(m, subscriptions(o.groups), { qos: 0 }, slog);
-      void sub.ready.then(() => granted());
+      void Promise.all([stateSub.ready, sub.ready]).then(() => granted());
     },
     async close() {
       const m = mqtt;
+      session.stop();
       if (!m) return;
+      closing = true;
       if (o.hostId && m.connected) await m.publishAsync(stateTopic(o.hostId), state(false), { qos: 1, retain: true }).catch(() => undefined);
       await endMqtt(m);
       await session.drained();

@@ -37,7 +37,16 @@ export function parseTopic(topic: string): SparkplugTopic | 'state' | undefined 
   return undefined;
 }
 
+/** The topic of a message, back from its parts. */
+export const formatTopic = (t: SparkplugTopic): string => [NAMESPACE, t.group, t.type, t.edge, ...(t.device !== undefined ? [t.device] : [])].join('/');
 export const ncmdTopic = (group: string, edge: string): string => `${NAMESPACE}/${group}/NCMD/${edge}`;
 export const stateTopic = (hostId: string): string => `${NAMESPACE}/STATE/${hostId}`;
+/** Every host application's STATE (§5.3 tck-id-message-flow-phid-sparkplug-subscription: a host subscribes to it). */
+export const STATE_FILTER = `${NAMESPACE}/STATE/+`;
+/** The host id of a STATE topic (`spBv1.0/STATE/<host_id>`), else undefined. */
+export function stateHostId(topic: string): string | undefined {
+  const parts = topic.split('/');
+  return parts.length === 3 && parts[0] === NAMESPACE && parts[1] === 'STATE' && isSparkplugId(parts[2] as string) ? parts[2] : undefined;
+}
 /** What a host following these groups subscribes to (all groups when the list is empty). */
 export const subscriptions = (groups: readonly string[]): string[] => (groups.length === 0 ? [`${NAMESPACE}/+/+/#`] : groups.map((g) => `${NAMESPACE}/${g}/#`));

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { loadConsoleConfig } from '../../internal-network/console/config.ts';
+import type { HistoryReader, Series } from '../../internal-network/console/history/history.ts';
+import { selectHistory } from '../../internal-network/console/history/influxql.ts';
+import { PostgresHistory } from '../../internal-network/console/history/postgres.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { eventually, startBothStores, type BothStores } from '../helpers/pg-pipeline.ts';
+
+const PASSWORD = 'pg-console-Hq7vR2mZ';
+const TOKEN = 'console-test-token-0123456789abcdef';
+const BASE = Date.UTC(2026, 0, 1, 0, 0, 0);
+const STEP_MS = 90_000;
+const READINGS = 60;
+const temperature = (k: number) => 20 + (k % 8) * 0.25; // quarters: sums and means are exact in binary
+
+const notLocal = (): HistoryReader => {
+  throw new Error('the local store was chosen');
+};
+
+/**
+ * The console's history from PostgreSQL answers as from InfluxDB: the same readings, written
+ * through the real pipeline by one distributor into a real InfluxDB 1.x and a real PostgreSQL 15
+ * at once, read through each source as the console's settings select it (docs/console.md).
+ */
+describe('console history from PostgreSQL', () => {
+  let s: BothStores;
+  let fromInflux: HistoryReader;
+  let fromPostgres: HistoryReader;
+
+  before(async () => {
+    s = await startBothStores('conpg', ['meter-1', 'meter-2'], PASSWORD);
+    const one = await s.connect('meter-1');
+    for (let k = 0; k < READINGS; k++) await s.send(one, 'meter-1', 'timeseries', { temperature: temperature(k), level: k, door: k % 2 === 0, mode: k % 3 === 0 ? 'auto' : 'manual', timestamp: BASE + k * STEP_MS });
+    const two = await s.connect('meter-2');
+    for (let k = 0; k < 5; k++) await s.send(two, 'meter-2', 'timeseries', { temperature: 100 + k, timestamp: BASE + k * STEP_MS });
+    await eventually(async () => ((await s.pgCount('readings')) === READINGS + 5 ? true : undefined), 20_000, 'every reading in PostgreSQL');
+    await eventually(async () => ((await s.influx.rows(s.influxDatabase, 'SELECT count(temperature) FROM readings'))[0]?.count === READINGS + 5 ? true : undefined), 20_000, 'every reading in InfluxDB');
+    const common = { COMMAND_API_TOKEN: TOKEN };
+    fromInflux = selectHistory(loadConsoleConfig({ ...common, ...s.influxEnv }), notLocal);
+    // Both configured, as beside a distributor that writes both: PostgreSQL is read.
+    fromPostgres = selectHistory(loadConsoleConfig({ ...common, ...s.influxEnv, ...s.postgresEnv }), notLocal);
+  });
+  after(async () => {
+    await (fromPostgres as PostgresHistory | undefined)?.close?.();
+    await s?.stop();
+  });
+
+  it('is chosen when POSTGRES_URL is set, and says where it reads without the password', () => {
+    assert.ok(fromPostgres instanceof PostgresHistory);
+    assert.match(fromPostgres.description, /^PostgreSQL fieldstream@127\.0\.0\.1:\d+\/fieldstream schema fieldstream$/);
+    assert.match(fromInflux.description, /^InfluxDB /);
+  });
+
+  it('answers every window, field and device as InfluxDB does', async () => {
+    const windows: Array<[number, number]> = [
+      [BASE - 1000, BASE + READINGS * STEP_MS], // 2.7 s buckets: one reading each
+      [BASE + 123_457, BASE + 2_000_003], // a window on no boundary: the first bucket starts before it
+      [BASE - 3 * 86_400_000, BASE + 4 * 86_400_000], // about 5 min buckets: several readings each
+      [BASE - 86_400_000, BASE + 30 * 86_400_000], // the longest window the console allows
+      [BASE + 10 * STEP_MS, BASE + 10 * STEP_MS], // one instant: both ends inclusive
+    ];
+    let compared = 0;
+    for (const [from, to] of windows) {
+      for (const [device, field] of [['meter-1', 'temperature'], ['meter-1', 'level'], ['meter-2', 'temperature'], ['meter-1', 'nothing'], ['meter-3', 'temperature']] as const) {
+        const [a, b] = await Promise.all([fromInflux.series(device, field, from, to), fromPostgres.series(device, field, from, to)]);
+        assert.deepEqual(b, a, `${device} ${field} [${from}, ${to}]`);
+        compared += a.length;
+      }
+    }
+    assert.ok(compared > 200, `${compared} points compared`);
+  });
+
+  it('averages per bucket aligned on the epoch, as InfluxQL GROUP BY time() does', async () => {
+    const from = BASE - 3 * 86_400_000;
+    const to = BASE + 4 * 86_400_000;
+    const size = Math.ceil((to - from + 1) / 2000);
+    const buckets = new Map<number, number[]>();
+    for (let k = 0; k < READINGS; k++) {
+      const t = BASE + k * STEP_MS;
+      const b = Math.floor(t / size) * size;
+      buckets.set(b, [...(buckets.get(b) ?? []), temperature(k)]);
+    }
+    const expected: Series = [...buckets].map(([t, vs]) => [t, vs.reduce((x, y) => x + y, 0) / vs.length]);
+    assert.ok(expected.length < READINGS, 'some buckets hold several readings');
+    assert.deepEqual(await fromPostgres.series('meter-1', 'temperature', from, to), expected);
+  });
+
+  it('answers nothing before the distributor has made its tables, and a coded error without the password when it cannot log in', async () => {
+    const empty = selectHistory(loadConsoleConfig({ COMMAND_API_TOKEN: TOKEN, ...s.postgresEnv, POSTGRES_SCHEMA: 'not_made_yet' }), notLocal) as PostgresHistory;
+    try {
+      assert.deepEqual(await empty.series('meter-1', 'temperature', BASE, BASE + 86_400_000), []);
+    } finally {
+      await empty.close();
+    }
+    const wrong = 'wrong-Kx4pL8sT';
+    const refused = selectHistory(loadConsoleConfig({ COMMAND_API_TOKEN: TOKEN, ...s.postgresEnv, POSTGRES_URL: s.postgresEnv.POSTGRES_URL?.replace(encodeURIComponent(PASSWORD), wrong) }), notLocal) as PostgresHistory;
+    try {
+      const err = await refused.series('meter-1', 'temperature', BASE, BASE + 86_400_000).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof FieldStreamError, String(err));
+      assert.equal(err.code, 'CONSOLE_HISTORY_FAILED');
+      assert.match(err.message, /password authentication failed/);
+      assert.ok(!err.message.includes(wrong) && !err.message.includes(PASSWORD));
+    } finally {
+      await refused.close();
+    }
+  });
+});
