@@ -132,6 +132,8 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     CONSOLE_COMMAND_API_URL: http(ports.commandApi),
     CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
     CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
+    // one machine here: the console reads the gateways' tokens file itself (a copy on a real internal server)
+    CONSOLE_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
     CONSOLE_PIPELINE_TARGETS: `distributor=${metrics.distributor},command-api=${metrics.commandApi},broker-exporter=${metrics.brokerExporter}`,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,
   }, { port: ports.console, host: local.connect });

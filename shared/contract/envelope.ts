@@ -96,7 +96,7 @@ export const GatewayPresenceSchema = z.strictObject({
 export type GatewayPresence = z.infer<typeof GatewayPresenceSchema>;
 
 /** What a gateway reports to the internal side: refusals that say something about a device's security. */
-export const GATEWAY_SECURITY_CODES = ['GATEWAY_RATE_LIMITED', 'GATEWAY_CERTIFICATE_REVOKED', 'GATEWAY_DEVICE_MISMATCH', 'GATEWAY_TOKEN_INVALID', 'GATEWAY_TOKEN_REVOKED'] as const;
+export const GATEWAY_SECURITY_CODES = ['GATEWAY_RATE_LIMITED', 'GATEWAY_CERTIFICATE_REVOKED', 'GATEWAY_DEVICE_MISMATCH', 'GATEWAY_TOKEN_INVALID', 'GATEWAY_TOKEN_REVOKED', 'GATEWAY_TOKEN_EXPIRED'] as const;
 
 /** Whether the gateway reports this refusal to the internal side. Token refusals only for a device
  * the tokens file knows (a wrong or revoked token): an unknown id is anyone's claim, not a device. */

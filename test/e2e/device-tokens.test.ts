@@ -179,6 +179,33 @@ describe('devices with a token instead of a certificate, on the real stack (Cadd
     assert.deepEqual([again.status, again.code], [401, 'GATEWAY_TOKEN_EXPIRED']);
     assert.ok((await refused('GATEWAY_TOKEN_EXPIRED')) >= 1, 'counted');
     assert.match(readFileSync(stack.gateways[0]!.spec.logFile, 'utf8'), /"code":"GATEWAY_TOKEN_EXPIRED"/, 'logged');
+    // and reported inward, as the other refusals of a known device's token
+    await eventually(() =>
+      readLocalStore(stack.dataDir.timeseries).find((p) => p.measurement === 'security_events' && p.tags.device === id && p.tags.reason === 'GATEWAY_TOKEN_EXPIRED' && p.tags.source === 'gateway'),
+    );
+  });
+
+  it('a gateway that takes no tokens (GATEWAY_TOKEN_AUTH=off) refuses the token route with GATEWAY_TOKEN_AUTH_DISABLED; certificate devices still get in', async () => {
+    const gateway = stack.gateways[0]!;
+    await gateway.restartWith({ GATEWAY_TOKEN_AUTH: 'off' });
+    try {
+      const refusedNow = await eventually(async () => {
+        const r = await tryToken(tokenUrl(), ca(), bearer(tokenOf('tok-1'))).catch(() => undefined);
+        return r && r.status !== 502 ? r : undefined; // Caddy answers 502 until the gateway is back
+      }, 20_000, 'the restarted gateway answering');
+      assert.deepEqual([refusedNow.status, refusedNow.code], [403, 'GATEWAY_TOKEN_AUTH_DISABLED']);
+      assert.ok((await refused('GATEWAY_TOKEN_AUTH_DISABLED')) >= 1, 'counted');
+      const d = await RawDevice.connect(stack.urls.wss, RawDevice.tlsFor(pki.paths, 'cert-1'));
+      d.close();
+    } finally {
+      await gateway.restartWith({ GATEWAY_TOKEN_AUTH: 'on' });
+    }
+    const back = await eventually(async () => {
+      const r = await tryToken(tokenUrl(), ca(), bearer(tokenOf('tok-1'))).catch(() => undefined);
+      return r && r.status !== 502 ? r : undefined;
+    }, 20_000, 'tokens taken again');
+    assert.ok(back.ws, `a token device gets in again (${back.status} ${back.code})`);
+    back.ws.close();
   });
 
   it('the DMZ tokens file holds scrypt hashes, never a token', () => {

@@ -22,6 +22,7 @@ const REASONS = new Map([
   ['GATEWAY_DEVICE_MISMATCH', "claimed another device's id"],
   ['GATEWAY_TOKEN_INVALID', 'wrong device token'],
   ['GATEWAY_TOKEN_REVOKED', 'revoked device token'],
+  ['GATEWAY_TOKEN_EXPIRED', 'expired device token'],
 ]);
 /** A gateway reports its refusals counted, and in its own name (the DMZ's word): both are shown. */
 const reportText = (e) => {
