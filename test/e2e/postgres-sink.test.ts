@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
 import pg from 'pg';
 import { InfluxV1, Postgres } from '../../scripts/local-stack/databases.ts';
 import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
@@ -97,6 +98,23 @@ describe('the PostgreSQL sink', () => {
     assert.equal(r?.iso, '2026-01-01 00:00:00.123000');
   });
 
+  it('reads back through COPY every string as it was sent, whatever tabs, newlines, backslashes or characters it holds', async () => {
+    const s = sink();
+    const awkward = fc.string({ unit: fc.oneof(fc.constantFrom('\\', '\t', '\n', '\r', '\\N', '\\.', '\\0', '.', '0', ' ', 'é', '€', '😀', '\u2028'), fc.string({ unit: 'binary', maxLength: 1 })) }).filter((x) => !x.includes('\0'));
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(awkward, awkward, awkward), { minLength: 1, maxLength: 8 }), async (values) => {
+        const device = `copy-${++run}`;
+        // Text columns (event_type, message) and a JSONB one (extra), each with the awkward strings.
+        await s.write(values.map(([type, message, extra], i): StoredPoint => ({ measurement: 'events', tags: { device, event_type: type }, fields: { message, extra }, time: 1000 + i, [POINT_KEY]: `k${i}\t${type}` })));
+        const back = await rows('SELECT message_key, event_type, message, extra FROM fieldstream.events WHERE device = $1 ORDER BY time', [device]);
+        assert.deepEqual(back, values.map(([type, message, extra], i) => ({ message_key: `k${i}\t${type}`, event_type: type, message, extra: { extra } })));
+      }),
+      { numRuns: 30 },
+    );
+    await admin.query("DELETE FROM fieldstream.events WHERE device LIKE 'copy-%'"); // the next test counts every event
+  });
+
   it('writes nothing for a batch delivered again, and each kind of point into its table', async () => {
     const s = sink();
     const batch: StoredPoint[] = [
@@ -138,6 +156,14 @@ describe('the PostgreSQL sink', () => {
     // JSON and the contract allow U+0000 in a string; PostgreSQL's text cannot hold it (SQLSTATE 22P05).
     assert.equal(await code(s.write([reading('n1', 's:e:1', { label: 'a\u0000b' }, 1)])), 'DISTRIBUTOR_WRITE_REJECTED');
     assert.equal(await code(s.write([reading('n1', 's:e:2', { label: 'fine' }, 2)])), 'ok', 'the connection is usable after a refusal');
+    // The same in a text column (SQLSTATE 22021), and a lone UTF-16 surrogate in either: refused by
+    // the server, never stored changed (as U+FFFD, say).
+    const event = (key: string, message: string, extra: string): StoredPoint => ({ measurement: 'events', tags: { device: 'n1', event_type: 'x' }, fields: { message, extra }, time: 5, [POINT_KEY]: key });
+    assert.equal(await code(s.write([reading('n1', 's:e:20', { v: 1 }, 20), event('s:e:21', 'a\u00001', '')])), 'DISTRIBUTOR_WRITE_REJECTED');
+    assert.equal(await code(s.write([event('s:e:22', 'lone \ud800 high', '')])), 'DISTRIBUTOR_WRITE_REJECTED');
+    assert.equal(await code(s.write([event('s:e:23', '', 'lone \udc00 low')])), 'DISTRIBUTOR_WRITE_REJECTED');
+    assert.equal(await count('events', "device = 'n1'"), 0);
+    assert.equal(await count('readings', "device = 'n1' AND message_key = 's:e:20'"), 0, 'a batch is all or nothing');
     assert.equal(await code(sink({ POSTGRES_URL: `postgres://${USER}:wrong@127.0.0.1:${db.port}/${USER}` }).write([reading('n1', 's:e:3', { v: 1 }, 3)])), 'DISTRIBUTOR_WRITE_FAILED');
     await db.stop();
     try {

@@ -6,7 +6,9 @@ import { z } from 'zod';
 import { parseConfig } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { POINT_KEY, readingPoints, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
-import { fallbackKey, insertStatement, TABLES, toTableBatches } from '../../internal-network/distributor/sinks/postgres/rows.ts';
+import fc from 'fast-check';
+import { copyField, copyRows, copyText } from '../../internal-network/distributor/sinks/postgres/copy.ts';
+import { fallbackKey, tableStatements, TABLES, toTableBatches, type TableStatements } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../internal-network/distributor/sinks/postgres/schema.ts';
 import { checkPostgresSettings, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { isRejection } from '../../internal-network/distributor/sinks/postgres/sink.ts';
@@ -81,35 +83,36 @@ describe('PostgreSQL rows', () => {
     assert.equal(readingPoints(env)[0]?.[POINT_KEY], undefined);
   });
 
-  it('groups a batch per table, one JSON parameter each, with the key, the millisecond time and the fields kept as JSON', () => {
+  it('groups a batch per table, one COPY text each, with the key, the millisecond time and the fields kept as JSON', () => {
     const pts: StoredPoint[] = [
       ...readingPoints(env, ['s:e:1', 's:e:2']),
       { measurement: 'events', tags: { device: 'd1', event_type: 'door' }, fields: { message: 'm', floor: 2 }, time: 7, [POINT_KEY]: 's:e:3' },
     ];
-    const statements = new Map<string, string>();
+    const statements = new Map<string, TableStatements>();
     const { batches, unknown } = toTableBatches('fs', pts, statements);
     assert.deepEqual(unknown, []);
     assert.deepEqual(
-      batches.map((b) => [b.table, b.rows, JSON.parse(b.json)]),
+      batches.map((b) => [b.table, b.rows, b.text]),
       [
-        ['readings', 2, [{ c0: 'd1', c1: 5, c2: 's:e:1', c3: { t: 1.5, ok: true } }, { c0: 'd1', c1: 5, c2: 's:e:2', c3: { t: 2 } }]],
-        ['events', 1, [{ c0: 'd1', c1: 7, c2: 's:e:3', c3: 'door', c4: null, c5: 'm', c6: { floor: 2 } }]],
+        ['readings', 2, 'd1\t5\ts:e:1\t{"t":1.5,"ok":true}\nd1\t5\ts:e:2\t{"t":2}\n'],
+        ['events', 1, 'd1\t7\ts:e:3\tdoor\t\\N\tm\t{"floor":2}\n'],
       ],
     );
     assert.equal(statements.size, 2, 'statements are made once per table');
     assert.deepEqual(toTableBatches('fs', [{ measurement: 'nope', tags: {}, fields: {}, time: 1 }], statements).unknown, ['nope']);
   });
 
-  it('inserts with ON CONFLICT DO NOTHING, times as exact milliseconds after the epoch', () => {
-    const sql = insertStatement('fs', TABLES.readings!);
-    assert.equal(
-      sql,
-      "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::timestamptz + r.c1 * interval '1 millisecond', r.c2, r.c3 FROM json_to_recordset($1::json) AS r(c0 text, c1 bigint, c2 text, c3 jsonb) ON CONFLICT DO NOTHING",
-    );
+  it('copies into a temporary staging table, then inserts from it with ON CONFLICT DO NOTHING, times as exact milliseconds after the epoch', () => {
+    assert.deepEqual(tableStatements('fs', TABLES.readings!), {
+      stage: 'CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_readings (c0 text, c1 bigint, c2 text, c3 jsonb) ON COMMIT DELETE ROWS',
+      copy: 'COPY pg_temp.fieldstream_stage_readings FROM STDIN',
+      insert:
+        "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::timestamptz + r.c1 * interval '1 millisecond', r.c2, r.c3 FROM pg_temp.fieldstream_stage_readings AS r ON CONFLICT DO NOTHING",
+    });
   });
 
   it('writes a gateway presence only when it changes what the table says last of that gateway', () => {
-    const sql = insertStatement('fs', TABLES.gateway_status!);
+    const sql = tableStatements('fs', TABLES.gateway_status!).insert;
     assert.match(sql, / WHERE NOT EXISTS \(SELECT 1 FROM \(SELECT g\.state, g\.since FROM fs\.gateway_status g WHERE g\.gateway = r\.c0 ORDER BY g\.time DESC LIMIT 1\) AS last WHERE last\.state = r\.c3 AND last\.since = .*\) ON CONFLICT DO NOTHING$/);
   });
 
@@ -122,6 +125,74 @@ describe('PostgreSQL rows', () => {
   it('has a table for every measurement the distributor writes', async () => {
     const { MEASUREMENTS } = await import('../../internal-network/distributor/points.ts');
     for (const m of Object.values(MEASUREMENTS)) assert.ok(TABLES[m], m);
+  });
+});
+
+/**
+ * COPY's text format read back as the server reads it (PostgreSQL docs, COPY, "Text Format";
+ * copyfromparse.c): rows split on newlines, fields on tabs, then the escapes undone; octal escapes
+ * give bytes, so a field is decoded to bytes and then read as UTF-8 (fatal: bytes that are not
+ * UTF-8 are refused, as the server refuses them).
+ */
+function readCopy(text: string): Array<Array<string | null>> {
+  assert.ok(text.endsWith('\n'));
+  return text.slice(0, -1).split('\n').map((line) =>
+    line.split('\t').map((field) => {
+      if (field === '\\N') return null;
+      const bytes: number[] = [];
+      for (let i = 0; i < field.length; i++) {
+        const c = field[i]!;
+        if (c !== '\\') {
+          const cp = field.codePointAt(i)!;
+          if (cp > 0xffff) i++;
+          bytes.push(...Buffer.from(String.fromCodePoint(cp)));
+          continue;
+        }
+        const n = field[++i]!;
+        const octal = /^[0-7]{1,3}/.exec(field.slice(i))?.[0];
+        if (octal) {
+          bytes.push(parseInt(octal, 8) & 0xff);
+          i += octal.length - 1;
+        } else bytes.push(...Buffer.from(({ t: '\t', n: '\n', r: '\r', b: '\b', f: '\f', v: '\v' } as Record<string, string>)[n] ?? n));
+      }
+      const s = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.from(bytes));
+      if (s.includes('\0')) throw new Error('NUL'); // the server refuses it too (SQLSTATE 22021)
+      return s;
+    }),
+  );
+}
+
+describe('PostgreSQL COPY text', () => {
+  const awkward = fc.string({ unit: fc.oneof(fc.constantFrom('\\', '\t', '\n', '\r', '\\N', '\\.', '.', 'N', '0', '7', ' ', 'é', '€', '😀', '\u2028'), fc.string({ unit: 'binary', maxLength: 1 })) });
+  const storable = awkward.filter((s) => !s.includes('\0'));
+
+  it('reads back every string as it was, whatever tabs, newlines, backslashes or characters it holds', () => {
+    fc.assert(
+      fc.property(fc.array(fc.array(fc.option(storable, { nil: null }), { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 5 }), (rows) => {
+        const width = rows[0]!.length;
+        const table = rows.map((r) => Array.from({ length: width }, (_, i) => r[i] ?? null));
+        const text = copyRows(table);
+        assert.equal(text.split('\n').length - 1, table.length, 'one line per row');
+        assert.deepEqual(readCopy(text), table);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('leaves U+0000 and lone surrogates in a form the server refuses, never changed into something storable', () => {
+    fc.assert(
+      fc.property(storable, storable, fc.constantFrom('\0', '\ud800', '\udfff', '\udbff'), (a, b, bad) => {
+        assert.throws(() => readCopy(`${copyText(a + bad + b)}\n`));
+      }),
+    );
+    assert.equal(copyText('a\u00001'), 'a\\0001', 'a digit after U+0000 stays a digit');
+    assert.equal(copyText('\ud83d\ude00'), '\ud83d\ude00', 'a surrogate pair is its character');
+    assert.equal(copyText('\ud83d'), '\\355\\240\\275');
+  });
+
+  it('writes NULL, numbers, booleans and JSON as the columns read them', () => {
+    assert.deepEqual([null, undefined, 1.5, -0, 9007199254740991, NaN, Infinity, true, false].map(copyField), ['\\N', '\\N', '1.5', '0', '9007199254740991', '\\N', '\\N', 't', 'f']);
+    assert.equal(copyField({ s: 'tab\there', b: 'back\\slash' }), '{"s":"tab\\\\there","b":"back\\\\\\\\slash"}');
   });
 });
 

@@ -1,10 +1,13 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { StoredPoint } from '../../points.ts';
 import type { PointSink } from '../sink.ts';
 import { migrate } from './schema.ts';
-import { toTableBatches } from './rows.ts';
+import { toTableBatches, type TableStatements } from './rows.ts';
 import type { PostgresConnection } from './settings.ts';
 
 /**
@@ -24,9 +27,9 @@ export function isRejection(err: unknown): boolean {
 }
 
 /**
- * The PostgreSQL sink (docs/postgres.md). Each write is one transaction: per table, one
- * `INSERT … SELECT FROM json_to_recordset($1) ON CONFLICT DO NOTHING` (rows.ts) holding every row
- * of the batch for it, so a message delivered again writes nothing and a batch is all or nothing.
+ * The PostgreSQL sink (docs/postgres.md). Each write is one transaction: per table, the batch's
+ * rows COPYed into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING`
+ * from it (rows.ts), so a message delivered again writes nothing and a batch is all or nothing.
  * The schema is made or migrated before the first write (and again after a failed attempt), so the
  * distributor starts while the database is still down, and the first write waits for it like any other.
  */
@@ -34,7 +37,7 @@ export class PostgresSink implements PointSink {
   readonly description: string;
   private readonly pool: pg.Pool;
   private ready: Promise<void> | undefined;
-  private readonly statements = new Map<string, string>();
+  private readonly statements = new Map<string, TableStatements>();
   readonly stats = { transactions: 0, rows: 0 };
 
   constructor(
@@ -76,11 +79,12 @@ export class PostgresSink implements PointSink {
     }
     let broken: Error | undefined;
     try {
-      // A single statement is a transaction by itself; several are wrapped in one.
-      const several = batches.length > 1;
-      if (several) await client.query('BEGIN');
-      for (const b of batches) await client.query(b.sql, [b.json]);
-      if (several) await client.query('COMMIT');
+      // Two round trips and one per table: the staging tables made (a no-op once they exist on
+      // this connection), each table's rows copied, then every INSERT and the COMMIT in one simple
+      // query (a statement that fails ends it: the COMMIT after it is never run).
+      await client.query(['BEGIN', ...batches.map((b) => b.statements.stage)].join(';\n'));
+      for (const b of batches) await pipeline(Readable.from([Buffer.from(b.text)]), client.query(copyFrom(b.statements.copy)));
+      await client.query([...batches.map((b) => b.statements.insert), 'COMMIT'].join(';\n'));
       this.stats.transactions++;
       for (const b of batches) this.stats.rows += b.rows;
     } catch (err) {
