@@ -1,0 +1,58 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FleetResult } from '../scenarios/fleet.ts';
+import type { SustainedResult } from '../scenarios/sustained.ts';
+import { targetsTable, type TargetVerdict } from './targets.ts';
+
+const n = (x: number) => Math.round(x).toLocaleString('en');
+
+/** The fleet's figures as Markdown lines. */
+export function renderFleet(f: FleetResult): string[] {
+  const lines = [
+    `${f.scenario}: ${n(f.devices)} devices for ${f.seconds} s, ${n(f.readings)} readings due, ${n(f.sent)} sent, ${n(f.stored)} stored, **${n(f.lost)} lost**, ${f.duplicated} duplicated; ${f.errors} error frames, ${f.closed} connections closed during the run; refused by the distributor: ${Object.entries(f.refused).map(([r, c]) => `${r} ${n(c)}`).join(', ') || 'none'}.`,
+    '',
+    `Setup: ${n(f.devices)} keys and certificates in ${f.setup.certificatesSeconds} s; all connected (welcomed) in ${f.setup.connectSeconds} s. The load generator sent with a p99 lag of ${f.generatorLagP99Ms} ms behind each reading's due time.`,
+    '',
+    '| device → database | readings watched | p50 | p95 | p99 | max | not seen within 10 s |',
+    '|---|---|---|---|---|---|---|',
+    `| fleet, one reading per device per second | ${n(f.latency.samples)} | ${f.latency.p50Ms} ms | ${f.latency.p95Ms} ms | ${f.latency.p99Ms} ms | ${f.latency.maxMs} ms | ${f.latency.late} |`,
+    '',
+    '| edge (DMZ server) | devices | Caddy MiB idle → connected → end | Caddy KiB/connection | gateway MiB idle → connected → end | gateway KiB/connection |',
+    '|---|---|---|---|---|---|',
+    ...f.edges.map(
+      (e, i) =>
+        `| ${i + 1} | ${n(e.devices)} | ${e.caddyMiB.idle} → ${e.caddyMiB.connected} → ${e.caddyMiB.end} | ${e.caddyKiBPerConnection} | ${e.gatewayMiB.idle} → ${e.gatewayMiB.connected} → ${e.gatewayMiB.end} | ${e.gatewayKiBPerConnection} |`,
+    ),
+  ];
+  if (f.cpu) {
+    const busy = f.cpu.reduce((s, c) => s + c.cpuSeconds, 0);
+    lines.push('', `| CPU during the load (${f.seconds} s) | CPU seconds | cores |`, '|---|---|---|');
+    for (const c of f.cpu) lines.push(`| ${c.component} | ${c.cpuSeconds} | ${(c.cpuSeconds / f.seconds).toFixed(2)} |`);
+    lines.push(`| all | ${busy.toFixed(1)} | ${(busy / f.seconds).toFixed(2)} |`);
+  }
+  return lines;
+}
+
+/** The sustained load's figures as Markdown lines. */
+export function renderSustained(s: SustainedResult): string[] {
+  return [
+    `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
+    '',
+    '| window (s) | stored readings/s | probes | p99 |',
+    '|---|---|---|---|',
+    ...s.windows.map((w) => `| ${w.endS - 10}–${w.endS} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} |`),
+    '',
+    `| resident memory (MiB) | start | after ${s.warmUpSeconds} s | end | growth after warm-up |`,
+    '|---|---|---|---|---|',
+    ...s.memory.map((m) => `| ${m.service} | ${m.startMiB} | ${m.warmMiB} | ${m.endMiB} | ${m.growthPercent} % |`),
+  ];
+}
+
+/** Writes DIR/NAME.json and DIR/NAME.md (the full run's pipeline.json is left alone); returns the Markdown. */
+export function writeLoadReport(dir: string, name: string, report: object, lines: string[], targets: readonly TargetVerdict[]): string {
+  const md = [...lines, '', ...targetsTable(targets)].join('\n');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ ...report, targets }, null, 2) + '\n');
+  writeFileSync(join(dir, `${name}.md`), md + '\n');
+  return md;
+}

@@ -1,0 +1,269 @@
+import { randomBytes } from 'node:crypto';
+import WebSocket from 'ws';
+import type { KeyAndCert } from '../../pki/certificates.ts';
+import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import { signMessage } from '../../shared/security/message-auth.ts';
+import { sleep } from '../lib/context.ts';
+import { issueFleet, type FleetDevice } from '../lib/fleet-pki.ts';
+import { residentBytes, type CpuMeter, type CpuShare } from '../lib/proc-stats.ts';
+
+/** One DMZ server the fleet connects through: Caddy's WSS URL, and the processes whose memory is read. */
+export interface FleetEdge {
+  url: string;
+  caddyPid: number;
+  gatewayPid: number;
+}
+
+export interface FleetOptions {
+  edges: readonly FleetEdge[];
+  /** the run's PKI folder (the internal registry of signing keys is in it) */
+  certsDir: string;
+  ca: KeyAndCert;
+  influx: InfluxV1;
+  database: string;
+  devices: number;
+  /** seconds of load: each device sends one reading per second */
+  seconds: number;
+  /** handshakes in progress at once */
+  concurrency: number;
+  meter?: CpuMeter;
+}
+
+export interface EdgeMemory {
+  devices: number;
+  caddyMiB: { idle: number; connected: number; end: number };
+  gatewayMiB: { idle: number; connected: number; end: number };
+  /** (resident once connected − idle) / devices on this edge */
+  caddyKiBPerConnection: number;
+  gatewayKiBPerConnection: number;
+}
+
+export interface FleetResult {
+  scenario: string;
+  devices: number;
+  seconds: number;
+  /** readings the devices were due to send, one per device per second */
+  readings: number;
+  /** readings each device had written to its socket (the rest: its connection was gone) */
+  sent: number;
+  stored: number;
+  /** readings due but not in the database */
+  lost: number;
+  duplicated: number;
+  /** coded errors the gateways answered with */
+  errors: number;
+  /** messages the distributor refused, by reason (its security events for these devices) */
+  refused: Record<string, number>;
+  /** connections closed during the run */
+  closed: number;
+  /** seconds to issue every device's key and certificate, and to connect them all (welcomed) */
+  setup: { certificatesSeconds: number; connectSeconds: number };
+  /** device → database, on every reading of one device in SAMPLE_EVERY */
+  latency: { samples: number; p50Ms: number; p95Ms: number; p99Ms: number; maxMs: number; late: number };
+  /** how late the load generator sent, against each reading's due time: it must not be the bottleneck */
+  generatorLagP99Ms: number;
+  edges: EdgeMemory[];
+  cpu?: CpuShare[];
+}
+
+/** every SAMPLE_EVERY-th device is watched in the database for each of its readings */
+const SAMPLE_EVERY = 100;
+/** milliseconds between looks into the database for the watched readings */
+const POLL_EVERY_MS = 25;
+/** milliseconds after which a watched reading stops being looked for (it is then late, or lost) */
+const LATE_MS = 10_000;
+/** milliseconds the database gets after the load to hold every reading */
+const DRAIN_MS = 120_000;
+
+const MiB = 1024 * 1024;
+const mib = (bytes: number) => Math.round(bytes / MiB);
+
+/**
+ * A fleet of simple devices through the real edge: `devices` devices, each with its own key and
+ * certificate, connect through Caddy (spread over `edges`) and each sends one seed-format reading
+ * per second in its own frame, signed (version 1, one message), as a device without our field client
+ * would: `devices` messages/s in all. Each device's sends are spread evenly over the second, device i
+ * at i/devices of it. Every reading's timestamp is its due time, so each is one point in the
+ * database and a device → database latency can be read from it; lost is counted exactly: readings
+ * due minus points stored.
+ */
+export async function fleet(o: FleetOptions): Promise<FleetResult> {
+  const t0 = performance.now();
+  const ids = Array.from({ length: o.devices }, (_, i) => `${i % SAMPLE_EVERY === 0 ? 'fleetp' : 'fleet'}-${String(i).padStart(5, '0')}`);
+  const devices = issueFleet(o.certsDir, o.ca, ids);
+  const certificatesSeconds = (performance.now() - t0) / 1000;
+  const edgeOf = (i: number) => o.edges[i % o.edges.length] as FleetEdge;
+  const readAll = () => o.edges.map((e) => ({ caddy: residentBytes(e.caddyPid), gateway: residentBytes(e.gatewayPid) }));
+  const idle = readAll();
+
+  const stats = { errors: 0, closed: 0, firstError: '' };
+  const sockets: WebSocket[] = new Array(o.devices);
+  const connectStarted = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < devices.length) {
+      const i = next++;
+      sockets[i] = await connect(edgeOf(i).url, o.ca.certPem, devices[i] as FleetDevice, stats);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: o.concurrency }, worker));
+    const connectSeconds = (performance.now() - connectStarted) / 1000;
+    await sleep(3_000); // the gateways settle (presence published, buffers returned) before memory is read
+    const connected = readAll();
+
+    const epoch = randomBytes(6).toString('hex');
+    const total = o.devices * o.seconds;
+    const pending = new Map<string, number>();
+    const latencies: number[] = [];
+    const lags: number[] = [];
+    let sent = 0;
+    let late = 0;
+    let loading = true;
+    const poll = (async () => {
+      while (loading || pending.size > 0) {
+        const now = Date.now();
+        for (const [key, due] of pending) {
+          if (now - due < LATE_MS) break;
+          pending.delete(key);
+          late++;
+        }
+        const oldest = pending.values().next().value;
+        if (oldest !== undefined) {
+          const rows = await o.influx.rows(o.database, `SELECT temperature, device FROM readings WHERE device =~ /^fleetp-/ AND time >= ${oldest}ms`);
+          const at = Date.now();
+          for (const r of rows) {
+            const key = `${String(r.device)}@${Number(r.time)}`;
+            const due = pending.get(key);
+            if (due === undefined) continue;
+            pending.delete(key);
+            latencies.push(at - due);
+          }
+        }
+        await sleep(POLL_EVERY_MS);
+      }
+    })();
+
+    o.meter?.begin();
+    const start = Math.ceil(Date.now() / 1000) * 1000 + 1000;
+    await sleep(start - Date.now());
+    // Reading n is device n mod N's (n div N)-th, due at start + n/N seconds: the devices' sends
+    // are spread evenly over each second. Each pass sends what has fallen due, so a late pass
+    // catches up (and the lag is measured).
+    for (let n = 0; n < total; ) {
+      const due = Math.min(total, Math.floor(((Date.now() - start) * o.devices) / 1000) + 1);
+      for (; n < due; n++) {
+        const i = n % o.devices;
+        const k = Math.floor(n / o.devices);
+        const at = start + k * 1000 + Math.floor((i * 1000) / o.devices);
+        const ws = sockets[i] as WebSocket;
+        if (ws.readyState !== WebSocket.OPEN) continue;
+        const d = devices[i] as FleetDevice;
+        const now = Date.now();
+        ws.send(frame(d, epoch, k, at, now));
+        sent++;
+        if (n % 10 === 0) lags.push(now - at);
+        if (i % SAMPLE_EVERY === 0) pending.set(`${d.id}@${at}`, at);
+      }
+      await sleep(2);
+    }
+    loading = false;
+    const end = readAll();
+    const cpu = o.meter?.end();
+
+    const count = () => o.influx.query(`SELECT count(temperature) FROM readings WHERE device =~ /^fleet/`, o.database).then((b) => Number(b.results?.[0]?.series?.[0]?.values[0]?.[1] ?? 0));
+    const deadline = Date.now() + DRAIN_MS;
+    let stored = await count();
+    let last = { stored, at: Date.now() };
+    while (stored < total && Date.now() < deadline && Date.now() - last.at < 15_000) {
+      await sleep(1_000);
+      stored = await count();
+      if (stored !== last.stored) last = { stored, at: Date.now() };
+    }
+    await poll;
+    const refusals = await o.influx.query(`SELECT count(message_id) FROM security_events WHERE device =~ /^fleet/ GROUP BY reason`, o.database);
+    const refused = Object.fromEntries((refusals.results?.[0]?.series ?? []).map((x) => [String(x.tags?.reason), Number(x.values[0]?.[1] ?? 0)]));
+    if (stats.firstError) process.stderr.write(`fleet: first error from a gateway: ${stats.firstError}\n`);
+    latencies.sort((a, b) => a - b);
+    lags.sort((a, b) => a - b);
+    const q = (xs: number[], f: number) => xs[Math.min(xs.length - 1, Math.floor(f * xs.length))] ?? 0;
+    return {
+      scenario: `fleet: ${o.devices.toLocaleString('en')} devices through Caddy, one reading per second each`,
+      devices: o.devices,
+      seconds: o.seconds,
+      readings: total,
+      sent,
+      stored,
+      lost: total - stored,
+      // One point per (device, time) and every reading's time its own: the database cannot hold more than were sent.
+      duplicated: Math.max(0, stored - total),
+      errors: stats.errors,
+      refused,
+      closed: stats.closed,
+      setup: { certificatesSeconds: Math.round(certificatesSeconds * 10) / 10, connectSeconds: Math.round(connectSeconds * 10) / 10 },
+      latency: { samples: latencies.length, p50Ms: q(latencies, 0.5), p95Ms: q(latencies, 0.95), p99Ms: q(latencies, 0.99), maxMs: latencies[latencies.length - 1] ?? 0, late },
+      generatorLagP99Ms: q(lags, 0.99),
+      edges: o.edges.map((_, e) => {
+        const n = Math.floor(o.devices / o.edges.length) + (e < o.devices % o.edges.length ? 1 : 0);
+        type Rss = { caddy: number; gateway: number };
+        const [a, b, c] = [idle[e], connected[e], end[e]] as [Rss, Rss, Rss];
+        const perConn = (x: number, y: number) => Math.round(((y - x) / Math.max(1, n) / 1024) * 10) / 10;
+        return {
+          devices: n,
+          caddyMiB: { idle: mib(a.caddy), connected: mib(b.caddy), end: mib(c.caddy) },
+          gatewayMiB: { idle: mib(a.gateway), connected: mib(b.gateway), end: mib(c.gateway) },
+          caddyKiBPerConnection: perConn(a.caddy, b.caddy),
+          gatewayKiBPerConnection: perConn(a.gateway, b.gateway),
+        };
+      }),
+      ...(cpu ? { cpu } : {}),
+    };
+  } finally {
+    for (const ws of sockets) ws?.terminate();
+  }
+}
+
+/** One reading in the seed's form, `{"deviceId", "dataType", "payload"}`, with the device's signature (version 1). */
+function frame(d: FleetDevice, epoch: string, k: number, at: number, now: number): string {
+  const payload = { temperature: 20 + (k % 100) / 10, humidity: 65.2, pressure: 1013.25, timestamp: new Date(at).toISOString() };
+  const auth = signMessage(d.signingKey, { deviceId: d.id, dataType: 'timeseries', epoch, seq: k, ts: now, payload });
+  return JSON.stringify({ deviceId: d.id, dataType: 'timeseries', payload, auth });
+}
+
+/** Opens one device's WebSocket and resolves once the gateway's welcome arrived; then counts its errors and closes. */
+function connect(url: string, ca: string, d: FleetDevice, stats: { errors: number; closed: number; firstError: string }): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { ca, cert: d.certPem, key: d.keyPem, perMessageDeflate: false });
+    let welcomed = false;
+    const fail = (why: string) => {
+      ws.terminate();
+      reject(new Error(`${d.id}: ${why}`));
+    };
+    const timer = setTimeout(() => fail('no welcome within 30 s'), 30_000);
+    ws.on('message', (data) => {
+      // Acks and commit receipts are not read further: a simple device sends and forgets.
+      const text = String(data);
+      if (!welcomed) {
+        clearTimeout(timer);
+        if (!text.startsWith('{"type":"welcome"')) return fail(`first frame was not a welcome: ${text.slice(0, 200)}`);
+        welcomed = true;
+        return resolve(ws);
+      }
+      if (text.startsWith('{"type":"error"')) {
+        stats.errors++;
+        stats.firstError ||= `${d.id}: ${text.slice(0, 300)}`;
+      }
+    });
+    ws.on('close', () => {
+      if (welcomed) stats.closed++;
+    });
+    ws.on('error', (err) => {
+      clearTimeout(timer);
+      if (!welcomed) fail(err.message);
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      clearTimeout(timer);
+      fail(`HTTP ${res.statusCode}`);
+    });
+  });
+}

@@ -1,0 +1,181 @@
+import { existsSync } from 'node:fs';
+import { pkiPaths } from '../../pki/layout.ts';
+import { issueDeviceCertificate } from '../../pki/onboarding.ts';
+import type { BenchContext } from '../lib/context.ts';
+import { sleep } from '../lib/context.ts';
+import { residentBytes } from '../lib/proc-stats.ts';
+
+export interface SustainedOptions {
+  /** readings/s offered in all (80 % of the batched maximum) */
+  readingsPerSecond: number;
+  /** the batched maximum it was derived from, for the report */
+  maximumPerSecond: number;
+  minutes: number;
+  /** every service's process, whose resident memory is read */
+  services: () => Record<string, number | undefined>;
+}
+
+export interface SustainedWindow {
+  /** seconds from the start of the load to the window's end */
+  endS: number;
+  /** points the database accepted in the window, per second */
+  storedPerSecond: number;
+  /** device → database of the probes sent in the window */
+  probes: number;
+  p99Ms: number;
+}
+
+export interface ServiceMemory {
+  service: string;
+  startMiB: number;
+  /** after the warm-up (the first minute, or half of a shorter run) */
+  warmMiB: number;
+  endMiB: number;
+  /** (end − warm) / warm */
+  growthPercent: number;
+}
+
+export interface SustainedResult {
+  scenario: string;
+  maximumPerSecond: number;
+  offeredPerSecond: number;
+  minutes: number;
+  warmUpSeconds: number;
+  readings: number;
+  lost: number;
+  duplicated: number;
+  windows: SustainedWindow[];
+  memory: ServiceMemory[];
+}
+
+/** seconds per window */
+const WINDOW_S = 10;
+/** milliseconds between the paced clients' submissions */
+const TICK_MS = 100;
+/** milliseconds between probe readings */
+const PROBE_EVERY_MS = 50;
+/** milliseconds between looks into the database for the probes */
+const POLL_EVERY_MS = 10;
+/** milliseconds after which a probe is no longer looked for (it then counts as over every bound) */
+const PROBE_GIVE_UP_MS = 30_000;
+
+const MiB = 1024 * 1024;
+
+/**
+ * The batched load held at a steady rate for minutes (npm run bench -- --long): paced clients (each
+ * a burst every 100 ms, out of step) offer `readingsPerSecond` in all, and a probe device sends a
+ * reading every 50 ms whose arrival in the database is watched, as the latency scenario does. Per
+ * 10 s window: the points the database accepted (its own counter, cheap to read under load) and
+ * the probes' p99. Every service's resident memory at the start, after the warm-up and at the end:
+ * a leak shows as growth after the warm-up, a stall (InfluxDB compacting) as a window that sags.
+ * Checked by counting at the end: every reading stored once.
+ */
+export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise<SustainedResult> {
+  const ids = [...Array.from({ length: ctx.clients }, (_, i) => `long-${i}`), 'longprobe-0'];
+  for (const id of ids) if (!existsSync(pkiPaths(ctx.certs).device(id).cert)) issueDeviceCertificate(ctx.certs, id);
+  const paced = await Promise.all(ids.slice(0, -1).map((id) => ctx.fieldClient(id, 500)));
+  const probe = await ctx.fieldClient('longprobe-0', 500);
+  await sleep(500);
+  const rss = () => {
+    const out = new Map<string, number>();
+    for (const [name, pid] of Object.entries(o.services())) {
+      if (pid === undefined) continue;
+      try {
+        out.set(name, residentBytes(pid));
+      } catch {
+        /* gone */
+      }
+    }
+    return out;
+  };
+  const durationMs = o.minutes * 60_000;
+  const warmUpMs = Math.min(60_000, durationMs / 2);
+  const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
+  const submitted = new Array<number>(ctx.clients).fill(0);
+  const sentAt: number[] = [];
+  const seen = new Map<number, number>();
+  const windows: SustainedWindow[] = [];
+  let stop = false;
+  const start = Date.now();
+  const startMem = rss();
+  let warmMem = startMem;
+  const load = Promise.all(
+    paced.map(async (c, i) => {
+      await sleep((i * TICK_MS) / paced.length);
+      for (let k = 0; !stop; k += perTick) {
+        const t = Date.now();
+        await c.client.submitMany(Array.from({ length: perTick }, (_, j) => ({ dataType: 'timeseries' as const, payload: { v: 1, timestamp: 1780000000000 + i * 1_000_000_000 + k + j } })));
+        submitted[i] = k + perTick;
+        await sleep(Math.max(0, TICK_MS - (Date.now() - t)));
+      }
+    }),
+  );
+  const probes = (async () => {
+    for (let n = 0; !stop; n++) {
+      const now = Date.now();
+      sentAt.push(now);
+      await probe.client.submit('timeseries', { probe: n, timestamp: now });
+      await sleep(PROBE_EVERY_MS);
+    }
+  })();
+  let oldestIndex = 0;
+  const poll = (async () => {
+    while (!stop || oldestIndex < sentAt.length) {
+      while (oldestIndex < sentAt.length && (seen.has(sentAt[oldestIndex] as number) || Date.now() - (sentAt[oldestIndex] as number) > PROBE_GIVE_UP_MS)) oldestIndex++;
+      const oldest = sentAt[oldestIndex];
+      if (oldest !== undefined) {
+        const rows = await ctx.influx.rows(ctx.database, `SELECT probe FROM readings WHERE device = 'longprobe-0' AND time >= ${oldest}ms`);
+        const at = Date.now();
+        for (const r of rows) if (!seen.has(r.time as number)) seen.set(r.time as number, at);
+      }
+      await sleep(POLL_EVERY_MS);
+    }
+  })();
+  // Windows: the database's own counter of accepted points, read every 10 s.
+  let mark = await ctx.influx.pointsWritten();
+  for (let w = 1; w * WINDOW_S * 1000 <= durationMs; w++) {
+    await sleep(start + w * WINDOW_S * 1000 - Date.now());
+    const now = await ctx.influx.pointsWritten();
+    windows.push({ endS: w * WINDOW_S, storedPerSecond: Math.round((now - mark) / WINDOW_S), probes: 0, p99Ms: 0 });
+    mark = now;
+    if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
+  }
+  const endMem = rss();
+  stop = true;
+  await Promise.all([load, probes]);
+  await poll;
+  for (const c of [...paced, probe]) await c.close();
+  // Each window's probes: those sent in it; one never seen counts as slower than any bound.
+  for (const w of windows) {
+    const lat = sentAt
+      .filter((t) => t - start < w.endS * 1000 && t - start >= (w.endS - WINDOW_S) * 1000)
+      .map((t) => (seen.has(t) ? (seen.get(t) as number) - t : Infinity))
+      .sort((a, b) => a - b);
+    w.probes = lat.length;
+    const p99 = lat[Math.min(lat.length - 1, Math.floor(0.99 * lat.length))] ?? 0;
+    w.p99Ms = Number.isFinite(p99) ? p99 : -1;
+  }
+  const total = submitted.reduce((a, b) => a + b, 0);
+  const deadline = Date.now() + 600_000;
+  let stored = await ctx.influxStore.count('long');
+  while (stored < total && Date.now() < deadline) {
+    await sleep(1_000);
+    stored = await ctx.influxStore.count('long');
+  }
+  const memory = [...endMem.keys()].map((service) => {
+    const [s, w, e] = [startMem.get(service) ?? 0, warmMem.get(service) ?? 0, endMem.get(service) ?? 0];
+    return { service, startMiB: Math.round(s / MiB), warmMiB: Math.round(w / MiB), endMiB: Math.round(e / MiB), growthPercent: w > 0 ? Math.round(((e - w) / w) * 1000) / 10 : 0 };
+  });
+  return {
+    scenario: `sustained: ${o.readingsPerSecond.toLocaleString('en')} readings/s batched for ${o.minutes} min`,
+    maximumPerSecond: o.maximumPerSecond,
+    offeredPerSecond: o.readingsPerSecond,
+    minutes: o.minutes,
+    warmUpSeconds: warmUpMs / 1000,
+    readings: total,
+    lost: Math.max(0, total - stored),
+    duplicated: Math.max(0, stored - total),
+    windows,
+    memory,
+  };
+}
