@@ -3,12 +3,13 @@
  * started here in a temporary folder (scripts/local-stack/databases.ts), over TCP with a password
  * as the distributor connects. Every method writes the same batches into a table keyed as the
  * sink's (device, time, message_key) and must leave a batch written twice as one copy:
- *   1. the sink's way: INSERT … SELECT FROM json_to_recordset($1::json) … ON CONFLICT DO NOTHING,
- *      one JSON parameter per batch (internal-network/distributor/sinks/postgres/rows.ts);
+ *   1. INSERT … SELECT FROM json_to_recordset($1::json) … ON CONFLICT DO NOTHING, one JSON
+ *      parameter per batch;
  *   2. INSERT … SELECT FROM unnest($1::text[], $2::bigint[], …) … ON CONFLICT DO NOTHING (arrays);
  *   3. multi-row INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING (at most 65,535 parameters);
  *   4. COPY into a temporary staging table, then INSERT … SELECT … ON CONFLICT DO NOTHING, in one
- *      transaction (COPY itself cannot skip duplicates);
+ *      transaction (COPY itself cannot skip duplicates): the sink's way, as the fastest here
+ *      (internal-network/distributor/sinks/postgres/rows.ts);
  * each for two layouts: a row per reading with its fields as JSONB, and a narrow row per field
  * (value_double / value_text / value_bool columns). Then two typical queries on each layout: the
  * latest reading of every device, and the hourly average of one field of one device over a day.
