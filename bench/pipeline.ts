@@ -18,7 +18,10 @@
  *                    The two run twice each, in the order on, off, off, on, so that a drift of the
  *                    machine's speed and the first run's warm-up weigh on both alike
  *   one per message  readings/s end to end, one reading per WebSocket message
- *   raw ceiling      the same number of readings published at QoS 1 straight into one Mosquitto
+ *   references       in the same run (bench/scenarios/references.ts): the database ceiling (the
+ *                    same readings written straight into InfluxDB, 5,000 lines a request), the
+ *                    broker ceiling for the envelopes a batched round produced, and a peer
+ *                    (Mosquitto and Node-RED, bench/peer/node-red/, installed on first use)
  *   latency          device → database at half the batched throughput
  *   files            10 MB files, byte for byte
  *   connections      devices held by one gateway, and its resident memory per connection
@@ -57,7 +60,7 @@ import { evaluateTargets } from './lib/targets.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fileTransfer } from './scenarios/files.ts';
 import { latencyAtLoad } from './scenarios/latency.ts';
-import { rawCeiling } from './scenarios/raw-ceiling.ts';
+import { measureReferences, type ReferenceFigures } from './scenarios/references.ts';
 import { throughput, type ThroughputOptions } from './scenarios/throughput.ts';
 
 const { values } = parseArgs({
@@ -256,7 +259,7 @@ async function main(): Promise<void> {
   const results: ScenarioResult[] = [];
   let connections: ConnectionsResult;
   let batched: ThroughputResult;
-  let raw: ThroughputResult;
+  let references: ReferenceFigures;
   try {
     const rounds: ThroughputResult[] = [];
     for (const round of PAIRED_ROUNDS) rounds.push(await throughput(ctx, meter, round));
@@ -293,8 +296,11 @@ async function main(): Promise<void> {
     }
     results.push(combineRuns(BATCHED_ANOMALY.name, anomalyRounds.filter((_, i) => ANOMALY_ROUNDS[i]?.anomaly)));
     results.push(combineRuns(BATCHED_NO_ANOMALY.name, anomalyRounds.filter((_, i) => !ANOMALY_ROUNDS[i]?.anomaly)));
-    results.push(await throughput(ctx, meter, SINGLE));
-    results.push((raw = await rawCeiling(ctx, CLIENTS * PER_CLIENT)));
+    const single = await throughput(ctx, meter, SINGLE);
+    results.push(single);
+    const refs = await measureReferences(ctx, meter, BATCHED);
+    results.push(...refs.results);
+    references = refs.figures({ batched, single });
     results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));
     results.push(await fileTransfer(ctx, FILES));
     const direct = stack.directGateway;
@@ -311,7 +317,7 @@ async function main(): Promise<void> {
     settings,
     results,
     connections,
-    batchedVsRawCeiling: Math.round((batched.readingsPerSecond / raw.readingsPerSecond) * 100) / 100,
+    references,
   };
   const md = writeReport(resultsDir, { ...measured, targets: evaluateTargets(measured) });
   process.stdout.write(md + '\n');

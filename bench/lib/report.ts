@@ -25,6 +25,17 @@ export function cpuTable(measured: readonly ThroughputResult[]): string[] {
   ];
 }
 
+/** Ours against the references measured in the same run. */
+function referencesLines(report: BenchReport): string[] {
+  const r = report.references;
+  const pct = (x: number) => `${Math.round(x * 100)} %`;
+  const cpu = r.peerCpu.filter((c) => c.cpuSeconds > 0).map((c) => `${c.component} ${c.cpuSeconds.toFixed(1)} s`);
+  return [
+    `Batched pipeline at ${pct(r.batchedShareOfDatabase)} of the database ceiling, ${r.batchedVsPeer.toFixed(2)} × the Node-RED peer (one reading per message: ${r.singleVsPeer.toFixed(2)} ×), ${pct(r.batchedShareOfBroker)} of the broker ceiling for its own ${r.envelopes.toLocaleString('en')} envelopes (${r.envelopeBytes.toLocaleString('en')} bytes each on average).`,
+    ...(cpu.length > 0 ? [`The peer's CPU while it ran: ${cpu.join(', ')}.`] : []),
+  ];
+}
+
 export function renderMarkdown(report: BenchReport): string {
   const { results, connections } = report;
   return [
@@ -46,7 +57,7 @@ export function renderMarkdown(report: BenchReport): string {
           '',
         ]
       : []),
-    `Batched pipeline at ${Math.round(report.batchedVsRawCeiling * 100)} % of the raw-broker ceiling.`,
+    ...referencesLines(report),
     '',
     ...cpuTable(results.filter(isThroughput)),
     '',

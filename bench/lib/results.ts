@@ -1,4 +1,5 @@
 import type { ConnectionsResult } from '../scenarios/connections.ts';
+import type { ReferenceFigures } from '../scenarios/references.ts';
 import type { CpuShare } from './proc-stats.ts';
 import type { TargetVerdict } from './targets.ts';
 
@@ -44,8 +45,8 @@ export interface BenchReport {
   settings: Record<string, string>;
   results: ScenarioResult[];
   connections: ConnectionsResult | undefined;
-  /** batched readings/s over the raw ceiling's */
-  batchedVsRawCeiling: number;
+  /** ours against the database ceiling, the broker ceiling and the Node-RED peer, measured in the same run */
+  references: ReferenceFigures;
   /** each target, and this run against it (none for a quick run) */
   targets: TargetVerdict[];
 }

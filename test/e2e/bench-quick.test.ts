@@ -3,6 +3,9 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { BROKER_CEILING } from '../../bench/scenarios/broker-ceiling.ts';
+import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
+import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
@@ -24,9 +27,10 @@ describe('npm run bench -- --quick', () => {
       connections: { connections: number; kibPerConnection: number };
     };
     assert.equal(report.quick, true);
-    // batched (with receipts), with receipts off, metrics on and off, anomaly detection on and off, one per message, raw ceiling, latency, files
+    // batched (with receipts), with receipts off, metrics on and off, anomaly detection on and off,
+    // one per message, the references (database ceiling, broker ceiling, the Node-RED peer), latency, files
     assert.deepEqual(
-      report.results.map((r) => r.scenario).slice(0, 7),
+      report.results.map((r) => r.scenario).slice(0, 10),
       [
         'batched',
         'batched, receipts off (reference)',
@@ -35,9 +39,14 @@ describe('npm run bench -- --quick', () => {
         'batched, anomaly detection on',
         'batched, anomaly detection off (reference)',
         'one reading per message',
+        DATABASE_CEILING,
+        BROKER_CEILING,
+        NODE_RED_PEER,
       ],
     );
-    assert.equal(report.results.length, 10);
+    assert.equal(report.results.length, 12);
+    // The broker ceiling republished the envelopes of one batched round: they carried its 2 × 2,000 readings.
+    assert.equal(report.results.find((r) => r.scenario === BROKER_CEILING)?.readings, 4_000);
     for (const s of report.results) {
       assert.equal(s.lost, 0, s.scenario);
       assert.equal(s.duplicated, 0, s.scenario);
