@@ -25,10 +25,18 @@
  *   latency          device → database at half the batched throughput
  *   files            10 MB files, byte for byte
  *   connections      devices held by one gateway, and its resident memory per connection
+ *   fleet            10,000 devices, each its own certificate, through Caddy (two DMZ servers: see
+ *                    lib/fleet-stack.ts), each one signed seed-format reading per second for 60 s:
+ *                    lost, device → database latency, Caddy's and the gateways' memory
  * Writes bench/results/pipeline.json and .md.
  *   --quick                    a small load, for CI (the tests run it)
  *   --profile batched|single   that scenario alone, with CPU profiles: bench/results/profile.md
  *   --set KEY=VALUE            a service setting for this run (repeatable)
+ *   --fleet                    the fleet alone (--fleet-devices N, --fleet-seconds S):
+ *                              bench/results/pipeline-fleet.json, .md
+ *   --long                     instead: the batched load at 80 % of its maximum (measured first, or
+ *                              --long-rate N) for --long-minutes (10): per 10 s window throughput and
+ *                              p99, every service's memory: bench/results/pipeline-sustained.json, .md
  *   --sink postgres            instead of the scenarios above: the batched load into InfluxDB and
  *                              into a real PostgreSQL (15, scripts/local-stack/databases.ts), the
  *                              distributor restarted to write to one of them before each round, in
@@ -56,8 +64,12 @@ import { Scraper } from './lib/scraper.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
 import { SINK_ORDER, sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
 import { influxStore, PostgresStore } from './lib/stores.ts';
-import { evaluateTargets } from './lib/targets.ts';
+import { evaluateTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
+import { dmzServersFor, runFleet } from './lib/fleet-stack.ts';
+import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
+import { sustained } from './scenarios/sustained.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
+import type { FleetResult } from './scenarios/fleet.ts';
 import { fileTransfer } from './scenarios/files.ts';
 import { latencyAtLoad } from './scenarios/latency.ts';
 import { measureReferences, type ReferenceFigures } from './scenarios/references.ts';
@@ -74,6 +86,13 @@ const { values } = parseArgs({
     set: { type: 'string', multiple: true, default: [] },
     /** influxdb (the scenarios above) or postgres (InfluxDB and PostgreSQL compared) */
     sink: { type: 'string', default: 'influxdb' },
+    fleet: { type: 'boolean', default: false },
+    'fleet-devices': { type: 'string' },
+    'fleet-seconds': { type: 'string' },
+    long: { type: 'boolean', default: false },
+    'long-minutes': { type: 'string', default: '10' },
+    /** readings/s taken as the batched maximum instead of measuring it first */
+    'long-rate': { type: 'string' },
   },
 });
 if (values.sink !== 'influxdb' && values.sink !== 'postgres') {
@@ -96,6 +115,11 @@ const CONNECTIONS = Number(values.connections ?? (quick ? 200 : 10_000));
 /** seconds of steady load while latency is measured */
 const LATENCY_SECONDS = quick ? 4 : 20;
 const FILES = quick ? 2 : 5;
+/** the fleet: devices, each one reading per second, for FLEET_SECONDS */
+const FLEET_DEVICES = Number(values['fleet-devices'] ?? (quick ? 50 : 10_000));
+const FLEET_SECONDS = Number(values['fleet-seconds'] ?? (quick ? 5 : 60));
+/** the sustained load's share of the batched maximum */
+const SUSTAINED_SHARE = 0.8;
 const DATABASE = 'bench';
 const repoRoot = join(import.meta.dirname, '..');
 const resultsDir = join(import.meta.dirname, 'results');
@@ -145,6 +169,8 @@ async function main(): Promise<void> {
     workDir: join(work, 'stack'),
     commandApiToken: randomBytes(24).toString('hex'),
     directGateway: true,
+    // The fleet's devices come through Caddy, two file descriptors each: as many DMZ servers as that takes.
+    dmzServers: values.long || values.profile || values.sink !== 'influxdb' ? 1 : dmzServersFor(FLEET_DEVICES),
     nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
     env: {
       LOG_LEVEL: 'info', // the services' default: what runs in production is what is measured
@@ -256,8 +282,27 @@ async function main(): Promise<void> {
     return;
   }
 
+  if (values.fleet || values.long) {
+    try {
+      if (values.fleet) {
+        const f = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, devices: FLEET_DEVICES, seconds: FLEET_SECONDS });
+        process.stdout.write(writeLoadReport(resultsDir, 'pipeline-fleet', { when: new Date().toISOString(), quick, settings, fleet: f }, renderFleet(f), fleetTargets(f)) + '\n');
+      } else {
+        const maximum = values['long-rate'] !== undefined ? Number(values['long-rate']) : (await throughput(ctx, meter, BATCHED)).readingsPerSecond;
+        const services = () => ({ ...Object.fromEntries(stack.all.map((proc) => [proc.name, proc.pid])), InfluxDB: influx.process.pid });
+        const s = await sustained(ctx, { readingsPerSecond: Math.round(maximum * SUSTAINED_SHARE), maximumPerSecond: maximum, minutes: Number(values['long-minutes']), services });
+        process.stdout.write(writeLoadReport(resultsDir, 'pipeline-sustained', { when: new Date().toISOString(), settings, sustained: s }, renderSustained(s), sustainedTargets(s)) + '\n');
+      }
+    } finally {
+      await stack.close();
+      await influx.process.stop();
+    }
+    return;
+  }
+
   const results: ScenarioResult[] = [];
   let connections: ConnectionsResult;
+  let fleetResult: FleetResult;
   let batched: ThroughputResult;
   let references: ReferenceFigures;
   try {
@@ -306,6 +351,7 @@ async function main(): Promise<void> {
     const direct = stack.directGateway;
     if (!direct?.process.pid) throw new Error('the direct gateway is not running');
     connections = await heldConnections({ url: direct.url, gatewayPid: direct.process.pid, ca: loadCa(certs), count: CONNECTIONS, concurrency: 32 });
+    fleetResult = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, devices: FLEET_DEVICES, seconds: FLEET_SECONDS });
   } finally {
     await stack.close();
     await influx.process.stop();
@@ -317,6 +363,7 @@ async function main(): Promise<void> {
     settings,
     results,
     connections,
+    fleet: fleetResult,
     references,
   };
   const md = writeReport(resultsDir, { ...measured, targets: evaluateTargets(measured) });

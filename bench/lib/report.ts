@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BenchReport, FilesResult, LatencyResult, ScenarioResult, ThroughputResult } from './results.ts';
 import { targetsTable } from './targets.ts';
+import { renderFleet } from './load-reports.ts';
 
 const isThroughput = (r: ScenarioResult): r is ThroughputResult => 'readingsPerSecond' in r;
 const isLatency = (r: ScenarioResult): r is LatencyResult => 'p50Ms' in r;
@@ -51,6 +52,7 @@ export function renderMarkdown(report: BenchReport): string {
     '',
     ...results.filter(isFiles).map((x) => `Files: ${x.readings} × 10 MB in ${x.seconds.toFixed(1)} s, ${x.mbPerSecond} MB/s, each stored byte for byte.`),
     '',
+    ...(report.fleet ? [...renderFleet(report.fleet), ''] : []),
     ...(connections
       ? [
           `Connections: ${connections.connections.toLocaleString('en')} devices held by one gateway (opened in ${connections.seconds.toFixed(1)} s); its resident memory went from ${connections.gatewayRssBeforeMiB} to ${connections.gatewayRssMiB} MiB, ${connections.kibPerConnection} KiB per connection.`,

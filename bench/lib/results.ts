@@ -1,4 +1,5 @@
 import type { ConnectionsResult } from '../scenarios/connections.ts';
+import type { FleetResult } from '../scenarios/fleet.ts';
 import type { ReferenceFigures } from '../scenarios/references.ts';
 import type { CpuShare } from './proc-stats.ts';
 import type { TargetVerdict } from './targets.ts';
@@ -39,6 +40,8 @@ export type ScenarioResult = ThroughputResult | LatencyResult | FilesResult;
 
 export interface BenchReport {
   when: string;
+  /** 10,000 devices through Caddy, one reading a second each (a small fleet in a quick run) */
+  fleet?: FleetResult | undefined;
   machine: { cpus: number; cpu: string | undefined; memoryGiB: number; node: string };
   quick: boolean;
   /** service settings given with --set */

@@ -1,3 +1,6 @@
+import type { ConnectionsResult } from '../scenarios/connections.ts';
+import type { FleetResult } from '../scenarios/fleet.ts';
+import type { SustainedResult } from '../scenarios/sustained.ts';
 import { DATABASE_CEILING } from '../scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../scenarios/node-red-peer.ts';
 import type { BenchReport, LatencyResult, ThroughputResult } from './results.ts';
@@ -41,6 +44,9 @@ export function evaluateTargets(report: Omit<BenchReport, 'targets'>): TargetVer
   const single = throughput('one reading per message');
   const out: TargetVerdict[] = [];
   if (batched) out.push({ target: '≥ 50,000 readings/s end to end, batched', measured: n(batched.readingsPerSecond), verdict: atLeast(batched.readingsPerSecond, 50_000) });
+  // The field loads' targets (fleet, per-connection memory) come first after throughput: they are of the same run.
+  if (report.fleet) out.push(...fleetTargets(report.fleet));
+  if (report.connections) out.push(connectionMemoryTarget(report.connections));
   if (batched && noReceipts) {
     const share = batched.readingsPerSecond / noReceipts.readingsPerSecond;
     out.push({ target: 'batched with commit receipts within 10 % of receipts off', measured: `${pct(share)} of ${n(noReceipts.readingsPerSecond)}`, verdict: atLeast(share, 0.9) });
@@ -69,6 +75,60 @@ export function evaluateTargets(report: Omit<BenchReport, 'targets'>): TargetVer
     out.push({ target: 'one reading per message ≥ the Node-RED peer', measured: `${times(r.singleVsPeer)} the peer's ${n(peer.readingsPerSecond)}`, verdict: atLeast(r.singleVsPeer, 1) });
   }
   return out;
+}
+
+/** KiB of a gateway's resident memory per device connection, at 10,000 connections */
+const GATEWAY_KIB_PER_CONNECTION = 40;
+
+/** The per-connection memory target, on the connections scenario's 10,000 devices on one gateway. */
+export function connectionMemoryTarget(c: ConnectionsResult): TargetVerdict {
+  return {
+    target: `≤ ${GATEWAY_KIB_PER_CONNECTION} KiB of gateway memory per connection, 10,000 connections`,
+    measured: `${c.kibPerConnection} KiB (${n(c.connections)} connections)`,
+    verdict: c.connections >= 10_000 ? atMost(c.kibPerConnection, GATEWAY_KIB_PER_CONNECTION) : `not measured: ${n(c.connections)} of 10,000 connections`,
+  };
+}
+
+/** The fleet's targets: 10,000 devices through Caddy, one reading a second each for 60 s. */
+export function fleetTargets(f: FleetResult): TargetVerdict[] {
+  const full = f.devices >= 10_000 && f.seconds >= 60;
+  const held = (verdict: string) => (full ? verdict : `not held to it: ${n(f.devices)} devices × ${f.seconds} s`);
+  const gatewayKiB = Math.max(...f.edges.map((e) => e.gatewayKiBPerConnection));
+  return [
+    { target: 'fleet: 10,000 devices × 60 s through Caddy (10,000 messages/s), 0 lost', measured: `${n(f.lost)} lost of ${n(f.readings)}`, verdict: held(f.lost === 0 ? 'met' : `missed: ${n(f.lost)} lost`) },
+    { target: 'fleet: p99 device → database ≤ 250 ms', measured: `${f.latency.p99Ms} ms (${n(f.latency.samples)} readings watched)`, verdict: held(atMost(f.latency.p99Ms, 250)) },
+    { target: `fleet: ≤ ${GATEWAY_KIB_PER_CONNECTION} KiB of gateway memory per connection`, measured: `${gatewayKiB} KiB`, verdict: held(atMost(gatewayKiB, GATEWAY_KIB_PER_CONNECTION)) },
+  ];
+}
+
+/** The sustained load's targets: memory flat after the first minute, p99 ≤ 500 ms in every window, no sag. */
+export function sustainedTargets(s: SustainedResult): TargetVerdict[] {
+  // The database apart: InfluxDB's cache and index grow with the points written until it compacts.
+  const grew = [...s.memory].filter((m) => m.service !== 'InfluxDB').sort((a, b) => b.growthPercent - a.growthPercent)[0];
+  const db = s.memory.find((m) => m.service === 'InfluxDB');
+  const p99s = s.windows.map((w) => (w.p99Ms < 0 ? Infinity : w.p99Ms));
+  const worstP99 = Math.max(0, ...p99s);
+  // The first minute is the warm-up (the pipeline fills up): a sag is looked for after it.
+  const after = s.windows.filter((w) => w.endS > s.warmUpSeconds);
+  const lowest = Math.min(...(after.length > 0 ? after : s.windows).map((w) => w.storedPerSecond));
+  const held = (verdict: string) => (s.minutes >= 10 ? verdict : `${verdict} (over ${s.minutes} min, not 10)`);
+  return [
+    { target: 'sustained: every reading stored once', measured: `${n(s.lost)} lost of ${n(s.readings)}`, verdict: s.lost === 0 && s.duplicated === 0 ? 'met' : `missed: ${n(s.lost)} lost` },
+    {
+      target: 'sustained: every service\'s memory flat after warm-up (≤ 10 % growth)',
+      measured: grew ? `most: ${grew.service} ${grew.warmMiB} → ${grew.endMiB} MiB (${grew.growthPercent} %)` : '—',
+      verdict: held(atMost(grew?.growthPercent ?? 0, 10)),
+    },
+    ...(db
+      ? [{ target: 'sustained: the database\'s memory flat after warm-up (≤ 10 % growth)', measured: `InfluxDB ${db.warmMiB} → ${db.endMiB} MiB (${db.growthPercent} %)`, verdict: held(atMost(db.growthPercent, 10)) }]
+      : []),
+    { target: 'sustained: p99 device → database ≤ 500 ms in every 10 s window', measured: Number.isFinite(worstP99) ? `worst window ${worstP99} ms` : 'a probe never arrived', verdict: held(atMost(worstP99, 500)) },
+    {
+      target: 'sustained: no window after warm-up below 90 % of the offered readings/s',
+      measured: `lowest ${n(lowest)} of ${n(s.offeredPerSecond)}/s`,
+      verdict: held(atLeast(lowest / s.offeredPerSecond, 0.9)),
+    },
+  ];
 }
 
 export function targetsTable(targets: readonly TargetVerdict[]): string[] {

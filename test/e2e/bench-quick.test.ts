@@ -25,6 +25,7 @@ describe('npm run bench -- --quick', () => {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
       connections: { connections: number; kibPerConnection: number };
+      fleet: { devices: number; seconds: number; readings: number; sent: number; stored: number; lost: number; errors: number; closed: number; latency: { samples: number; late: number }; edges: Array<{ devices: number }> };
     };
     assert.equal(report.quick, true);
     // batched (with receipts), with receipts off, metrics on and off, anomaly detection on and off,
@@ -54,5 +55,19 @@ describe('npm run bench -- --quick', () => {
     }
     // Every simulated device was welcomed and still connected when memory was measured.
     assert.equal(report.connections.connections, 200);
+    // The fleet: every device (each its own EC key and certificate) came through Caddy, sent one
+    // reading a second, and each reading is in the database once; none refused, none disconnected.
+    const f = report.fleet;
+    assert.equal(f.devices, 50);
+    assert.equal(f.readings, f.devices * f.seconds);
+    assert.equal(f.sent, f.readings);
+    assert.equal(f.stored, f.readings);
+    assert.equal(f.lost, 0);
+    assert.equal(f.errors, 0);
+    assert.equal(f.closed, 0);
+    // The watched device's readings were each looked for: seen (timed) or, past the poller's patience, counted late.
+    assert.ok(f.latency.samples > 0);
+    assert.equal(f.latency.samples + f.latency.late, f.seconds);
+    assert.equal(f.edges.reduce((n, e) => n + e.devices, 0), 50);
   });
 });
