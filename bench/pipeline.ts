@@ -64,7 +64,7 @@ import { Scraper } from './lib/scraper.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
 import { SINK_ORDER, sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
 import { influxStore, PostgresStore } from './lib/stores.ts';
-import { evaluateTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
+import { evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
 import { dmzServersFor, runFleet } from './lib/fleet-stack.ts';
 import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
 import { sustained } from './scenarios/sustained.ts';
@@ -366,7 +366,7 @@ async function main(): Promise<void> {
     fleet: fleetResult,
     references,
   };
-  const md = writeReport(resultsDir, { ...measured, targets: evaluateTargets(measured) });
+  const md = writeReport(resultsDir, { ...measured, targets: [...evaluateTargets(measured), ...fieldLoadTargets(measured)] });
   process.stdout.write(md + '\n');
 }
 
