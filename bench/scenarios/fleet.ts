@@ -72,8 +72,11 @@ const SAMPLE_EVERY = 100;
 const POLL_EVERY_MS = 25;
 /** milliseconds after which a watched reading stops being looked for (it is then late, or lost) */
 const LATE_MS = 10_000;
-/** milliseconds the database gets after the load to hold every reading */
-const DRAIN_MS = 120_000;
+/**
+ * milliseconds the database gets after the load to hold every reading (the count also stops after
+ * 15 s without progress): a backlog of minutes drains, so what is counted lost did not arrive
+ */
+const DRAIN_MS = 600_000;
 
 const MiB = 1024 * 1024;
 const mib = (bytes: number) => Math.round(bytes / MiB);
