@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
+import type { PoolConfig } from 'pg';
 import { z } from 'zod';
 import { setting } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -90,6 +91,25 @@ export interface PostgresConnection {
   timeoutMs: number;
   /** where it writes, for logs: no password */
   description: string;
+}
+
+/**
+ * What every pool of ours takes from the connection (node-postgres PoolConfig): where, who, TLS,
+ * and the timeouts. The server ends a statement past `timeoutMs` (SQLSTATE 57014); the client
+ * gives up a little later, for a server that no longer answers at all.
+ */
+export function poolConfig(c: PostgresConnection): PoolConfig {
+  return {
+    host: c.host,
+    port: c.port,
+    database: c.database,
+    user: c.user,
+    ...(c.password !== undefined ? { password: c.password } : {}),
+    ssl: c.ssl,
+    connectionTimeoutMillis: c.timeoutMs,
+    statement_timeout: c.timeoutMs,
+    query_timeout: c.timeoutMs * 2,
+  };
 }
 
 /**

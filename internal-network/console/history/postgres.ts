@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { FieldStreamError } from '../../../shared/errors.ts';
-import type { PostgresConnection } from '../../shared/postgres-settings.ts';
+import { poolConfig, type PostgresConnection } from '../../shared/postgres-settings.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
 
 /**
@@ -32,19 +32,11 @@ export class PostgresHistory implements HistoryReader {
       `WHERE device = $1 AND time >= 'epoch'::timestamptz + $3 * interval '1 millisecond' AND time <= 'epoch'::timestamptz + $4 * interval '1 millisecond' ` +
       `AND jsonb_typeof(fields->$2) = 'number' GROUP BY 1 ORDER BY 1`;
     this.pool = new pg.Pool({
-      host: c.host,
-      port: c.port,
-      database: c.database,
-      user: c.user,
-      ...(c.password !== undefined ? { password: c.password } : {}),
-      ssl: c.ssl,
+      ...poolConfig(c),
       // A page asks one series at a time; two connections are plenty, and idle ones are let go.
       max: 2,
       idleTimeoutMillis: 10_000,
       allowExitOnIdle: true,
-      connectionTimeoutMillis: c.timeoutMs,
-      statement_timeout: c.timeoutMs,
-      query_timeout: c.timeoutMs * 2,
       application_name: 'fieldstream-console',
     });
     // A connection the server closed while idle (a restart) is replaced at the next query.

@@ -8,7 +8,7 @@ import type { StoredPoint } from '../../points.ts';
 import type { PointSink } from '../sink.ts';
 import { migrate } from './schema.ts';
 import { toTableBatches, type TableStatements } from './rows.ts';
-import type { PostgresConnection } from './settings.ts';
+import { poolConfig, type PostgresConnection } from './settings.ts';
 
 /**
  * SQLSTATE classes that blame the data itself (PostgreSQL docs, Appendix A): 22 data exception
@@ -45,19 +45,10 @@ export class PostgresSink implements PointSink {
     private readonly log: Logger,
   ) {
     this.description = connection.description;
+    // A statement past the timeout ends with SQLSTATE 57014, retried (poolConfig).
     this.pool = new pg.Pool({
-      host: connection.host,
-      port: connection.port,
-      database: connection.database,
-      user: connection.user,
-      ...(connection.password !== undefined ? { password: connection.password } : {}),
-      ssl: connection.ssl,
+      ...poolConfig(connection),
       max: connection.poolSize,
-      connectionTimeoutMillis: connection.timeoutMs,
-      // The server ends a statement past this (SQLSTATE 57014, retried); the client gives up a
-      // little later, for a server that no longer answers at all.
-      statement_timeout: connection.timeoutMs,
-      query_timeout: connection.timeoutMs * 2,
       keepAlive: true,
       application_name: 'fieldstream-distributor',
     });
