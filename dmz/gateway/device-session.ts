@@ -28,6 +28,8 @@ export class DeviceSession {
   private inFlight = 0;
   private paused = false;
   private closed = false;
+  /** message ids settled this turn, not yet acked (see ack()) */
+  private pendingAcks: string[] = [];
 
   constructor(
     readonly deviceId: string,
@@ -120,7 +122,7 @@ export class DeviceSession {
         () => {
           this.trackInFlight(-group.messageIds.length);
           this.metrics.messages(group.dataType, group.messageIds.length);
-          this.send({ type: 'ack', messageIds: group.messageIds });
+          this.ack(group.messageIds);
         },
         (err: unknown) => {
           this.trackInFlight(-group.messageIds.length);
@@ -130,6 +132,25 @@ export class DeviceSession {
           this.send(errorFrame(coded, group.messageIds));
         },
       );
+    }
+  }
+
+  /**
+   * Acks are gathered until the microtasks of this turn have run: the frames that joined one
+   * envelope are settled by its one PUBACK, in one turn, and leave as one ack frame (at most
+   * batchMaxMessages ids each) instead of one per frame. For a device sending a reading per frame
+   * that was one WebSocket message out, and one in at the device, per reading.
+   */
+  private ack(messageIds: readonly string[]): void {
+    if (this.pendingAcks.length === 0) queueMicrotask(() => this.flushAcks());
+    for (const id of messageIds) this.pendingAcks.push(id);
+  }
+
+  private flushAcks(): void {
+    const ids = this.pendingAcks;
+    this.pendingAcks = [];
+    for (let i = 0; i < ids.length; i += this.limits.batchMaxMessages) {
+      this.send({ type: 'ack', messageIds: ids.slice(i, i + this.limits.batchMaxMessages) });
     }
   }
 
