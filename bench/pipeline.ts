@@ -30,8 +30,12 @@
  *                    lost, device → database latency, Caddy's and the gateways' memory
  * Writes bench/results/pipeline.json and .md.
  *   --quick                    a small load, for CI (the tests run it)
- *   --profile batched|single   that scenario alone, with CPU profiles: bench/results/profile.md
+ *   --profile batched|single|fleet   that scenario alone, with CPU profiles: bench/results/profile.md
+ *                              (the fleet on one DMZ server: give it at most 9,000 --fleet-devices)
  *   --set KEY=VALUE            a service setting for this run (repeatable)
+ *   --compare KEY=VALUE        instead: batched and one-per-message rounds with and without this
+ *                              setting (repeatable: all of them at once), every Node service restarted
+ *                              before each round: bench/results/pipeline-compare.json, .md
  *   --fleet                    the fleet alone (--fleet-devices N, --fleet-seconds S):
  *                              bench/results/pipeline-fleet.json, .md
  *   --long                     instead: the batched load at 80 % of its maximum (measured first, or
@@ -68,8 +72,9 @@ import { evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } fro
 import { dmzServersFor, runFleet } from './lib/fleet-stack.ts';
 import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
 import { sustained } from './scenarios/sustained.ts';
+import { comparePrefixes, compareSetting, renderCompare, type CompareResult } from './lib/compare.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
-import type { FleetResult } from './scenarios/fleet.ts';
+import { fleetAsThroughput, type FleetResult } from './scenarios/fleet.ts';
 import { fileTransfer } from './scenarios/files.ts';
 import { latencyAtLoad } from './scenarios/latency.ts';
 import { measureReferences, type ReferenceFigures } from './scenarios/references.ts';
@@ -93,18 +98,23 @@ const { values } = parseArgs({
     'long-minutes': { type: 'string', default: '10' },
     /** readings/s taken as the batched maximum instead of measuring it first */
     'long-rate': { type: 'string' },
+    /** KEY=VALUE: instead of the scenarios, batched and one-per-message rounds with and without this setting */
+    compare: { type: 'string', multiple: true, default: [] },
   },
 });
 if (values.sink !== 'influxdb' && values.sink !== 'postgres') {
   process.stderr.write(`bench: --sink takes influxdb or postgres, not ${JSON.stringify(values.sink)}\n`);
   process.exit(2);
 }
-const badSetting = values.set.find((kv) => !/^[A-Z][A-Z0-9_]*=/.test(kv));
+const badSetting = [...values.set, ...values.compare].find((kv) => !/^[A-Z][A-Z0-9_]*=/.test(kv));
 if (badSetting !== undefined) {
-  process.stderr.write(`bench: --set takes KEY=VALUE (a setting name in capitals), not ${JSON.stringify(badSetting)}\n`);
+  process.stderr.write(`bench: --set and --compare take KEY=VALUE (a setting name in capitals), not ${JSON.stringify(badSetting)}\n`);
   process.exit(2);
 }
-const settings = Object.fromEntries(values.set.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const keyValues = (list: string[]) => Object.fromEntries(list.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const settings = keyValues(values.set);
+const compared = keyValues(values.compare);
+const comparing = values.compare.length > 0;
 const quick = values.quick;
 const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
 /** readings per client, batched */
@@ -150,10 +160,10 @@ const METRIC_ROUNDS: Array<ThroughputOptions & { metrics: boolean }> = RESTARTED
 const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerClient: ONE_PER_MESSAGE, batchMax: 1 };
 
 async function main(): Promise<void> {
-  if (values.profile !== undefined && values.profile !== 'batched' && values.profile !== 'single') throw new Error('--profile takes "batched" or "single"');
+  if (values.profile !== undefined && !['batched', 'single', 'fleet'].includes(values.profile)) throw new Error('--profile takes "batched", "single" or "fleet"');
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = [BATCHED.prefix, ...SINK_ORDER.map((_, i) => `sink${i}`), ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = [...(comparing ? comparePrefixes([BATCHED, SINGLE]) : []), BATCHED.prefix, ...SINK_ORDER.map((_, i) => `sink${i}`), ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -170,7 +180,7 @@ async function main(): Promise<void> {
     commandApiToken: randomBytes(24).toString('hex'),
     directGateway: true,
     // The fleet's devices come through Caddy, two file descriptors each: as many DMZ servers as that takes.
-    dmzServers: values.long || values.profile || values.sink !== 'influxdb' ? 1 : dmzServersFor(FLEET_DEVICES),
+    dmzServers: values.long || values.profile || comparing || values.sink !== 'influxdb' ? 1 : dmzServersFor(FLEET_DEVICES),
     nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
     env: {
       LOG_LEVEL: 'info', // the services' default: what runs in production is what is measured
@@ -271,7 +281,7 @@ async function main(): Promise<void> {
     const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, 'field clients': process.pid };
     try {
       await self.start();
-      measured = await throughput(ctx, meter, values.profile === 'batched' ? BATCHED : SINGLE);
+      measured = values.profile === 'fleet' ? fleetAsThroughput(await runFleet(stack, influx, { certsDir: certs, database: DATABASE, devices: FLEET_DEVICES, seconds: FLEET_SECONDS })) : await throughput(ctx, meter, values.profile === 'batched' ? BATCHED : SINGLE);
       mkdirSync(profiles, { recursive: true });
       await self.stop(join(profiles, `bench.${process.pid}.cpuprofile`));
     } finally {
@@ -279,6 +289,19 @@ async function main(): Promise<void> {
       await influx.process.stop();
     }
     process.stdout.write(writeProfileReport(profiles, resultsDir, repoRoot, pids, measured) + '\n');
+    return;
+  }
+
+  if (comparing) {
+    let c: CompareResult;
+    try {
+      c = await compareSetting(ctx, meter, stack, compared, [BATCHED, SINGLE]);
+    } finally {
+      await stack.close();
+      await influx.process.stop();
+    }
+    const lines = [`${new Date().toISOString()}: ${cpus().length} cores, Node ${process.version}.`, '', ...renderCompare(c)];
+    process.stdout.write(writeLoadReport(resultsDir, 'pipeline-compare', { when: new Date().toISOString(), quick, settings, compare: c }, lines) + '\n');
     return;
   }
 

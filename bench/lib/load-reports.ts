@@ -49,10 +49,11 @@ export function renderSustained(s: SustainedResult): string[] {
 }
 
 /** Writes DIR/NAME.json and DIR/NAME.md (the full run's pipeline.json is left alone); returns the Markdown. */
-export function writeLoadReport(dir: string, name: string, report: object, lines: string[], targets: readonly TargetVerdict[]): string {
-  const md = [...lines, '', ...targetsTable(targets)].join('\n');
+/** `targets` undefined: a report that is held to none (a comparison of settings). */
+export function writeLoadReport(dir: string, name: string, report: object, lines: string[], targets?: readonly TargetVerdict[]): string {
+  const md = [...lines, ...(targets ? ['', ...targetsTable(targets)] : [])].join('\n');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ ...report, targets }, null, 2) + '\n');
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ ...report, ...(targets ? { targets } : {}) }, null, 2) + '\n');
   writeFileSync(join(dir, `${name}.md`), md + '\n');
   return md;
 }

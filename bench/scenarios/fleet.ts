@@ -6,6 +6,7 @@ import { signMessage } from '../../shared/security/message-auth.ts';
 import { sleep } from '../lib/context.ts';
 import { issueFleet, type FleetDevice } from '../lib/fleet-pki.ts';
 import { residentBytes, type CpuMeter, type CpuShare } from '../lib/proc-stats.ts';
+import type { ThroughputResult } from '../lib/results.ts';
 
 /** One DMZ server the fleet connects through: Caddy's WSS URL, and the processes whose memory is read. */
 export interface FleetEdge {
@@ -269,4 +270,18 @@ function connect(url: string, ca: string, d: FleetDevice, stats: { errors: numbe
       fail(`HTTP ${res.statusCode}`);
     });
   });
+}
+
+/** The fleet's figures in a throughput scenario's shape (for the profile report's CPU table). */
+export function fleetAsThroughput(f: FleetResult): ThroughputResult {
+  return {
+    scenario: f.scenario,
+    clients: f.devices,
+    readings: f.stored,
+    seconds: f.seconds,
+    readingsPerSecond: Math.round(f.stored / f.seconds),
+    lost: f.lost,
+    duplicated: f.duplicated,
+    ...(f.cpu ? { cpu: f.cpu } : {}),
+  };
 }

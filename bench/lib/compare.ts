@@ -1,0 +1,82 @@
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+import { throughput, type ThroughputOptions } from '../scenarios/throughput.ts';
+import type { BenchContext } from './context.ts';
+import type { CpuMeter } from './proc-stats.ts';
+import { cpuTable } from './report.ts';
+import { combineRuns, type ThroughputResult } from './results.ts';
+
+/**
+ * `--compare KEY=VALUE`: what one setting of the services changes, measured in rounds that
+ * alternate with and without it (on, off, off, on, twice: the host's speed drifts, and pairs in
+ * this order cancel a steady drift). Before each round every Node service of the stack is restarted
+ * with the setting or with its value as the stack had it, so both start from fresh processes.
+ */
+export const COMPARE_ORDER = [true, false, false, true, true, false, false, true] as const;
+
+export interface CompareResult {
+  setting: Record<string, string>;
+  /** per scenario: the rounds with the setting, and without it */
+  pairs: Array<{ on: ThroughputResult; off: ThroughputResult }>;
+}
+
+/** Device-id prefixes the compare rounds use (certificates are issued for them up front). */
+export function comparePrefixes(scenarios: readonly ThroughputOptions[]): string[] {
+  return scenarios.flatMap((s) => COMPARE_ORDER.map((_, i) => `cmp${s.prefix}${i}`));
+}
+
+export async function compareSetting(
+  ctx: BenchContext,
+  meter: CpuMeter,
+  stack: LocalStack,
+  setting: Record<string, string>,
+  scenarios: readonly ThroughputOptions[],
+): Promise<CompareResult> {
+  const nodeServices = stack.all.filter((p) => p.spec.command === process.execPath);
+  const original = new Map(nodeServices.map((p) => [p, Object.fromEntries(Object.keys(setting).map((k) => [k, p.spec.env[k]]))]));
+  const runs = scenarios.map(() => ({ on: [] as ThroughputResult[], off: [] as ThroughputResult[] }));
+  try {
+    for (const [i, on] of COMPARE_ORDER.entries()) {
+      for (const p of nodeServices) await restartWithSetting(p, on ? setting : (original.get(p) ?? {}));
+      for (const [s, scenario] of scenarios.entries()) {
+        const round = await throughput(ctx, meter, { ...scenario, prefix: `cmp${scenario.prefix}${i}` });
+        runs[s]?.[on ? 'on' : 'off'].push(round);
+      }
+    }
+  } finally {
+    for (const p of nodeServices) await restartWithSetting(p, original.get(p) ?? {});
+  }
+  const label = Object.entries(setting)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  return {
+    setting,
+    pairs: scenarios.map((s, i) => ({
+      on: combineRuns(`${s.name}, ${label}`, runs[i]?.on ?? []),
+      off: combineRuns(`${s.name}, as configured`, runs[i]?.off ?? []),
+    })),
+  };
+}
+
+/** Stops the process, sets (or, for undefined, removes) the given variables, starts it again. */
+async function restartWithSetting(p: ManagedProcess, env: Record<string, string | undefined>): Promise<void> {
+  await p.stop();
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete p.spec.env[k];
+    else p.spec.env[k] = v;
+  }
+  await p.start();
+}
+
+export function renderCompare(c: CompareResult): string[] {
+  const rows = c.pairs.flatMap(({ on, off }) => [on, off]);
+  return [
+    `| scenario | rounds | readings | readings/s | lost | duplicated |`,
+    `|---|---|---|---|---|---|`,
+    ...rows.map((r) => `| ${r.scenario} | ${COMPARE_ORDER.length / 2} | ${r.readings.toLocaleString('en')} | ${r.readingsPerSecond.toLocaleString('en')} | ${r.lost} | ${r.duplicated} |`),
+    '',
+    ...c.pairs.map(({ on, off }) => `${on.scenario}: ${Math.round((on.readingsPerSecond / off.readingsPerSecond) * 100)} % of ${off.scenario}.`),
+    '',
+    ...cpuTable(rows),
+  ];
+}
