@@ -18,7 +18,7 @@ describe('device signatures, checked on the internal side', () => {
   let dmz: MqttClient;
   const key = (id: string) => parseSigningKey(readFileSync(fx.pki.paths.device(id).signingKey, 'utf8')) as Buffer;
   before(async () => {
-    fx = await startEmbeddedFixture(['sig-a', 'sig-b', 'sensor-001'], { DISTRIBUTOR_REQUIRE_SIGNATURES: 'true' });
+    fx = await startEmbeddedFixture(['sig-a', 'sig-b', 'sig-c', 'sensor-001'], { DISTRIBUTOR_REQUIRE_SIGNATURES: 'true' });
     const gw = fx.pki.paths.service('dmz/gateway');
     dmz = await connectAsync(`mqtts://127.0.0.1:${fx.pipeline.broker.port}`, {
       ca: readFileSync(fx.pki.paths.publicCa), cert: readFileSync(gw.cert), key: readFileSync(gw.key), protocolVersion: 4, clientId: 'compromised-dmz',
@@ -92,6 +92,27 @@ describe('device signatures, checked on the internal side', () => {
     await eventually(() => (readings('sig-a').filter((p) => p.fields.tag === 'g-ok').length === 3 ? true : undefined));
     await eventually(() => (events('SECURITY_BAD_SIGNATURE').filter((e) => String(e.fields.message_id).startsWith('g-')).length === 8 ? true : undefined));
     assert.deepEqual(readings('sig-a').filter((p) => String(p.fields.tag).startsWith('g-') && p.fields.tag !== 'g-ok'), []);
+  });
+
+  it('sends commit receipts for messages signed as a group, and none for one signed alone (a simple device reads acks only)', async () => {
+    const k = key('sig-c');
+    const d = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sig-c'));
+    try {
+      const alone = { alone: 1 };
+      d.send(JSON.stringify({ deviceId: 'sig-c', dataType: 'timeseries', messageId: 'r.1', payload: alone, auth: signMessage(k, { deviceId: 'sig-c', dataType: 'timeseries', epoch: 'r', seq: 1, ts: Date.now(), payload: alone }) }));
+      assert.deepEqual(await d.next(), { type: 'ack', messageIds: ['r.1'] });
+      await eventually(() => (readings('sig-c').some((p) => p.fields.alone === 1) ? true : undefined));
+      const grouped = { grouped: 1 };
+      const auth = signGroup(k, { deviceId: 'sig-c', dataType: 'timeseries', epoch: 'r', ts: Date.now() }, [{ seq: 2, payload: grouped }]);
+      d.send(JSON.stringify({ deviceId: 'sig-c', dataType: 'timeseries', messageId: 'r.2', payload: grouped, auth }));
+      assert.deepEqual(await d.next(), { type: 'ack', messageIds: ['r.2'] });
+      // The next frame is the group's receipt: none was sent for the message signed alone (stored before it).
+      const commit = await d.next();
+      assert.equal(commit.type, 'commit');
+      assert.deepEqual(commit.type === 'commit' ? [commit.epoch, commit.ranges] : [], ['r', [[2, 2]]]);
+    } finally {
+      d.close();
+    }
   });
 
   it('writes a replayed message once, refuses a sequence number below the window, and keeps that across a restart', async () => {

@@ -37,6 +37,10 @@ export interface Verdict {
    * messages and the copies of messages accepted before. Never a message whose signature failed:
    * its (epoch, seq) is only a claim, and a receipt for it could make the device delete the genuine
    * message it names. A stale message gets none either: the device sends it again, freshly signed.
+   * Only messages signed as a group (version 2) get receipts: that is how a device says it keeps
+   * its messages until their receipt. One signed alone (version 1, what a simple device sends) is
+   * answered by its ack only; a receipt it would never read cost every hop from here to the device
+   * a message per reading (measured in the fleet benchmark: docs/performance.md).
    */
   receipts: SignedId[];
   /** Records the accepted sequence numbers; call once their writes succeeded. */
@@ -143,7 +147,7 @@ export class MessageVerifier {
           // (FIELD_COMMIT_WINDOW_MESSAGES < the replay window) had let this one go before it sent the
           // newest, so a copy now comes from a device that lost its own record of that (a crash
           // before it saved its watermark). Its receipt lets it go again, rather than resend forever.
-          receipts.push({ epoch: auth.epoch, seq });
+          if (auth.v === 2) receipts.push({ epoch: auth.epoch, seq });
           continue;
         }
         const id = `${auth.epoch}\u0000${seq}`;
@@ -151,13 +155,13 @@ export class MessageVerifier {
           this.stats.duplicates++;
           this.stats.refused--; // counted as a duplicate, not as a refusal
           refuse(message.messageId, index, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
-          if (seen === 'seen') receipts.push({ epoch: auth.epoch, seq });
+          if (seen === 'seen' && auth.v === 2) receipts.push({ epoch: auth.epoch, seq });
           continue;
         }
         this.stats.verified++;
         inThisEnvelope.add(id);
         toRecord.push({ epoch: auth.epoch, seq });
-        receipts.push({ epoch: auth.epoch, seq });
+        if (auth.v === 2) receipts.push({ epoch: auth.epoch, seq });
         keep.push(message);
         sentAt.push(auth.ts);
         keys.push(uplinkKey(message.messageId, { epoch: auth.epoch, seq }));
@@ -179,10 +183,11 @@ export class MessageVerifier {
 
   /**
    * The identities of the messages of `env` whose signature is intact, nothing else checked: for an
-   * envelope kept whole in the dead-letter folder, whose messages are then durable here too.
+   * envelope kept whole in the dead-letter folder, whose messages are then durable here too (of
+   * those, the ones signed as a group: only they get receipts, see Verdict.receipts).
    */
   authentic(env: UplinkEnvelope): SignedId[] {
     const key = this.keys.isRevoked(env.deviceId) ? undefined : this.keys.get(env.deviceId);
-    return key ? authenticMessages<Message>(key, env).map(({ epoch, seq }) => ({ epoch, seq })) : [];
+    return key ? authenticMessages<Message>(key, env).flatMap(({ epoch, seq, version }) => (version === 2 ? [{ epoch, seq }] : [])) : [];
   }
 }
