@@ -33,6 +33,7 @@
  *   --profile batched|single|fleet   that scenario alone, with CPU profiles: bench/results/profile.md
  *                              (the fleet on one DMZ server: give it at most 9,000 --fleet-devices)
  *   --set KEY=VALUE            a service setting for this run (repeatable)
+ *   (BENCH_KEEP=1 in the environment keeps the run's folder, with every service's log, and says where)
  *   --compare KEY=VALUE        instead: batched and one-per-message rounds with and without this
  *                              setting (repeatable: all of them at once), every Node service restarted
  *                              before each round: bench/results/pipeline-compare.json, .md
@@ -417,7 +418,7 @@ function metricsSetting(p: ManagedProcess): [string, string] {
 }
 
 main()
-  .then(() => rmSync(work, { recursive: true, force: true }))
+  .then(() => (process.env.BENCH_KEEP ? process.stderr.write(`kept ${work}\n`) : rmSync(work, { recursive: true, force: true })))
   .catch((err: Error) => {
     process.stderr.write(`bench failed: ${err.message}\n(kept ${work})\n`);
     process.exit(1);
