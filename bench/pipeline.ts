@@ -31,7 +31,7 @@
  * Writes bench/results/pipeline.json and .md.
  *   --quick                    a small load, for CI (the tests run it)
  *   --profile batched|single|fleet   that scenario alone, with CPU profiles: bench/results/profile.md
- *                              (the fleet on one DMZ server: give it at most 9,000 --fleet-devices)
+ *                              (the fleet on one DMZ server: about 9,000 --fleet-devices at most here)
  *   --set KEY=VALUE            a service setting for this run (repeatable)
  *   (BENCH_KEEP=1 in the environment keeps the run's folder, with every service's log, and says where)
  *   --compare KEY=VALUE        instead: batched and one-per-message rounds with and without this
@@ -162,6 +162,7 @@ const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerC
 
 async function main(): Promise<void> {
   if (values.profile !== undefined && !['batched', 'single', 'fleet'].includes(values.profile)) throw new Error('--profile takes "batched", "single" or "fleet"');
+  if (values.profile === 'fleet' && dmzServersFor(FLEET_DEVICES) > 1) throw new Error(`--profile fleet runs one DMZ server, and the file limit here does not let one hold ${FLEET_DEVICES} devices: give fewer --fleet-devices`);
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
   const devices = [...(comparing ? comparePrefixes([BATCHED, SINGLE]) : []), BATCHED.prefix, ...SINK_ORDER.map((_, i) => `sink${i}`), ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
