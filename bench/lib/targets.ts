@@ -1,3 +1,4 @@
+import { fleetMs } from './load-reports.ts';
 import type { ConnectionsResult } from '../scenarios/connections.ts';
 import type { FleetResult } from '../scenarios/fleet.ts';
 import type { SustainedResult } from '../scenarios/sustained.ts';
@@ -99,7 +100,11 @@ export function fleetTargets(f: FleetResult): TargetVerdict[] {
   const gatewayKiB = Math.max(...f.edges.map((e) => e.gatewayKiBPerConnection));
   return [
     { target: 'fleet: 10,000 devices × 60 s through Caddy (10,000 messages/s), 0 lost', measured: `${n(f.lost)} lost of ${n(f.readings)}`, verdict: held(f.lost === 0 ? 'met' : `missed: ${n(f.lost)} lost`) },
-    { target: 'fleet: p99 device → database ≤ 250 ms', measured: `${f.latency.p99Ms} ms (${n(f.latency.samples)} readings watched)`, verdict: held(atMost(f.latency.p99Ms, 250)) },
+    {
+      target: 'fleet: p99 device → database ≤ 250 ms',
+      measured: `${fleetMs(f.latency.p99Ms, f.latency.lateAfterMs)} (${n(f.latency.samples + f.latency.late)} readings watched, ${n(f.latency.late)} not seen within ${n(f.latency.lateAfterMs)} ms)`,
+      verdict: held(f.latency.p99Ms === null ? `missed: over ${n(f.latency.lateAfterMs)} ms` : atMost(f.latency.p99Ms, 250)),
+    },
     { target: `fleet: ≤ ${GATEWAY_KIB_PER_CONNECTION} KiB of gateway memory per connection`, measured: `${gatewayKiB} KiB`, verdict: held(atMost(gatewayKiB, GATEWAY_KIB_PER_CONNECTION)) },
   ];
 }

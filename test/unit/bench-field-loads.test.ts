@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { issueFleet } from '../../bench/lib/fleet-pki.ts';
 import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
-import type { FleetResult } from '../../bench/scenarios/fleet.ts';
+import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
 import type { SustainedResult } from '../../bench/scenarios/sustained.ts';
 import { pkiPaths } from '../../pki/layout.ts';
 import { loadCa, setupPki } from '../../pki/onboarding.ts';
@@ -52,7 +52,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
   refused: {},
   closed: 0,
   setup: { certificatesSeconds: 8, connectSeconds: 75 },
-  latency: { samples: 6000, p50Ms: 80, p95Ms: 200, p99Ms: 250, maxMs: 300, late: 0 },
+  latency: { samples: 6000, p50Ms: 80, p95Ms: 200, p99Ms: 250, maxMs: 300, late: 0, lateAfterMs: 10_000 },
   generatorLagP99Ms: 3,
   edges: [{ devices: 5000, caddyMiB: { idle: 34, connected: 960, end: 960 }, gatewayMiB: { idle: 100, connected: 295, end: 300 }, caddyKiBPerConnection: 190, gatewayKiBPerConnection: 40 }],
   ...over,
@@ -84,6 +84,18 @@ describe('the field loads against their targets', () => {
     const missed = fleetTargets(fleet({ lost: 12, stored: 599_988, latency: { ...fleet().latency, p99Ms: 500 }, edges: [{ ...(fleet().edges[0] as FleetResult['edges'][number]), gatewayKiBPerConnection: 58 }] }));
     assert.deepEqual(missed.map((t) => t.verdict), ['missed: 12 lost', 'missed by 100 %', 'missed by 45 %']);
     assert.ok(fleetTargets(fleet({ devices: 50, seconds: 5 })).every((t) => t.verdict === 'not held to it: 50 devices × 5 s'));
+    // Most watched readings late: the p99 is among them, not the few seen early.
+    const late = fleetTargets(fleet({ latency: { samples: 1, late: 599, lateAfterMs: 10_000, ...watchedPercentiles([6361], 599) } }))[1];
+    assert.equal(late?.verdict, 'missed: over 10,000 ms');
+    assert.match(late?.measured ?? '', /^> 10,000 ms \(600 readings watched, 599 not seen within 10,000 ms\)$/);
+  });
+
+  it('fleet latency: percentiles over every watched reading, the late ones included', () => {
+    const seen = Array.from({ length: 990 }, (_, i) => i + 1);
+    assert.deepEqual(watchedPercentiles(seen, 0), { p50Ms: 496, p95Ms: 941, p99Ms: 981, maxMs: 990 });
+    assert.deepEqual(watchedPercentiles(seen, 10), { p50Ms: 501, p95Ms: 951, p99Ms: null, maxMs: null });
+    assert.deepEqual(watchedPercentiles([5], 0), { p50Ms: 5, p95Ms: 5, p99Ms: 5, maxMs: 5 });
+    assert.deepEqual(watchedPercentiles([], 0), { p50Ms: 0, p95Ms: 0, p99Ms: 0, maxMs: 0 });
   });
 
   it('sustained: our services and the database apart; a sag after the warm-up only; a lost probe misses the p99', () => {
