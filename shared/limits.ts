@@ -29,6 +29,8 @@ export const LIMITS = {
   /** bytes. A device whose unsent downlink exceeds this is too slow to read; it is disconnected
    * rather than let the gateway's memory grow (ws `send()` buffers without bound). */
   sendBufferMaxBytes: 4 * 1024 * 1024,
+  /** connections. Most broker connections (DISTRIBUTOR_CONSUMERS) one distributor holds. */
+  distributorMaxConsumers: 64,
   /** milliseconds. How long the gateway waits for a PUBACK before reporting the message failed. */
   publishTimeoutMs: 30_000,
   /** seconds. Longest a command may stay deliverable (the command API's ttlSeconds); the field
@@ -204,6 +206,9 @@ export const TIMINGS = {
   mqttConnectTimeoutMs: 10_000,
   /** seconds. MQTT keepalive: a dead broker connection is noticed within one and a half of these. */
   mqttKeepaliveS: 30,
+  /** milliseconds. A retired consumer's session (internal-network/distributor/session-retirement.ts)
+   * is removed once no message has come on it for this long. */
+  sessionRetireIdleMs: 2_000,
   /** milliseconds. The distributor's first pause before writing again while the database is down
    * (full jitter, doubling up to DISTRIBUTOR_RETRY_MAX_MS). */
   distributorRetryInitialMs: 250,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
-import { DAY_S } from '../../shared/limits.ts';
+import { DAY_S, LIMITS } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
 import { checkPostgresSettings, postgresSettings } from './sinks/postgres/settings.ts';
@@ -16,7 +16,7 @@ export const DistributorConfigSchema = z
     /** MQTT connections in the share group, each with one message in progress; their writes are
      * combined into one database request (group commit). Keep it stable across restarts: each is a
      * persistent broker session. */
-    DISTRIBUTOR_CONSUMERS: z.coerce.number().int().min(1).max(64).default(4),
+    DISTRIBUTOR_CONSUMERS: z.coerce.number().int().min(1).max(LIMITS.distributorMaxConsumers).default(4),
     /** points per database request */
     DISTRIBUTOR_BATCH_MAX_POINTS: z.coerce.number().int().min(1).max(100_000).default(5000),
     /** database requests in flight at once */

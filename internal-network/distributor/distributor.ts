@@ -1,11 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import type { MqttClient } from 'mqtt';
 import { sharedFilter, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { DistributorConfig } from './config.ts';
+import { retireConsumerSessions, type RetirementResult } from './session-retirement.ts';
 import { Consumer } from './consumer.ts';
 import { DeadLetters } from './dead-letter.ts';
 import { FileStore } from './file-store.ts';
@@ -33,6 +34,8 @@ export interface Distributor {
   readonly feed: StoredFeedPublisher | undefined;
   /** Resolves once every consumer's subscription is in place. */
   readonly ready: Promise<void>;
+  /** Settles when the sessions of consumers that no longer run are retired (session-retirement.ts). */
+  readonly retirement: Promise<RetirementResult | undefined>;
   readonly metrics: DistributorMetrics;
   /** /metrics, /healthz and /readyz once listening (undefined with DISTRIBUTOR_METRICS_PORT=off); rejects with LISTEN_FAILED */
   readonly metricsServer: Promise<MetricsServer | undefined>;
@@ -94,6 +97,28 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     subscribed.push(subscribeOnEveryConnect(mqtt, filters, { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
+  // Sessions of consumers that no longer run still collect their share of the shared subscription:
+  // taken over, emptied and removed in the background once ours are subscribed.
+  const stopping = new AbortController();
+  const retirement =
+    group !== 'none' && config.MQTT_PROTOCOL_VERSION === 5
+      ? ready.then(() =>
+          retireConsumerSessions({
+            stateFile: join(config.DISTRIBUTOR_STATE_DIR, 'consumer-sessions.json'),
+            current: clients.map((c) => c.options.clientId as string),
+            base: config.DISTRIBUTOR_CLIENT_ID,
+            maxConsumers: LIMITS.distributorMaxConsumers,
+            filters,
+            connect: (clientId) =>
+              // Quiet below warnings: most are probes of sessions that do not exist.
+              connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
+            consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters),
+            signal: stopping.signal,
+            log: log.child({ subsystem: 'sessions' }),
+          }),
+        )
+      : Promise.resolve(undefined);
+  retirement.catch((err: unknown) => log.error({ err }, 'retiring earlier consumer sessions failed; tried again at the next start'));
   metrics.bind({
     connected: () => clients.map((c) => c.connected),
     oldestStartedAt: () => {
@@ -137,6 +162,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     receipts,
     feed,
     ready,
+    retirement,
     metrics,
     metricsServer,
     stats() {
@@ -146,6 +172,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     },
     async close() {
       clearInterval(healthTimer);
+      stopping.abort();
+      await retirement.catch(() => undefined);
       await (await metricsServer.catch(() => undefined))?.close();
       for (const c of consumers) c.stop();
       feed?.close();

@@ -1,0 +1,145 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { MqttClient } from 'mqtt';
+import { z } from 'zod';
+import type { Logger } from '../../shared/logger.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+
+/**
+ * Retires the broker sessions of consumers that no longer run, after taking what is queued in them.
+ *
+ * Each consumer connection holds a persistent session in the distributors' shared subscription
+ * (MQTT 5 §4.8.2). Mosquitto deals a shared subscription's messages round robin to every session in
+ * the group, connected or not (measured: with one of two members offline, it got half of them), so
+ * the session of a consumer that will not come back keeps collecting its share, and nothing takes
+ * it: fewer DISTRIBUTOR_CONSUMERS than before, or a distributor whose client id changed (the default
+ * includes the host name, and a recreated container has a new one). Each such session is taken
+ * over by its client id, stops collecting (its shared subscriptions removed), has its queued
+ * messages written as any others (through a Consumer: acknowledged after the write), and is removed
+ * once nothing has come for TIMINGS.sessionRetireIdleMs (disconnected with a session expiry of 0,
+ * MQTT 5 §3.14.2.2.2).
+ *
+ * Which sessions: those named in the state file (`consumer-sessions.json`: the ids of earlier runs)
+ * that this run does not use, and this run's base id numbered past its consumer count up to
+ * `maxConsumers` (found without a state file too).
+ */
+export const ConsumerSessionsSchema = z.strictObject({ clientIds: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,128}$/)).max(10_000) });
+
+export interface RetirementOptions {
+  stateFile: string;
+  /** this run's consumer client ids */
+  current: readonly string[];
+  /** base-N for N past the consumers up to this is probed too */
+  base: string;
+  maxConsumers: number;
+  /** the filters the consumers subscribe to (shared) */
+  filters: readonly string[];
+  /** connects a client as the given id (persistent session, MQTT 5), not yet subscribed */
+  connect(clientId: string): MqttClient;
+  /** takes the messages delivered on a client, writing each before acknowledging it (a Consumer) */
+  consume(client: MqttClient): { stop(): void; readonly inProgressSince: number | undefined };
+  /** aborted when the distributor stops: a session being retired is left for the next start */
+  signal: AbortSignal;
+  log: Logger;
+}
+
+export interface RetirementResult {
+  /** sessions that held a subscription or queued messages, taken over and removed */
+  retired: string[];
+  /** probed, held nothing */
+  empty: number;
+  /** could not be retired now (left in the state file, tried again at the next start) */
+  failed: string[];
+}
+
+export async function retireConsumerSessions(o: RetirementOptions): Promise<RetirementResult> {
+  const earlier = readState(o.stateFile, o.log);
+  const current = new Set(o.current);
+  const candidates = new Set<string>();
+  for (const id of earlier) if (!current.has(id)) candidates.add(id);
+  for (let i = o.current.length + 1; i <= o.maxConsumers; i++) candidates.add(`${o.base}-${i}`);
+  candidates.delete(o.base);
+  for (const id of current) candidates.delete(id);
+  // Recorded first: a crash while retiring leaves these to be tried again, never forgotten.
+  writeState(o.stateFile, [...new Set([...o.current, ...candidates])]);
+  const result: RetirementResult = { retired: [], empty: 0, failed: [] };
+  for (const id of candidates) {
+    if (o.signal.aborted) {
+      result.failed.push(id);
+      continue;
+    }
+    try {
+      if (await retireOne(id, o)) result.retired.push(id);
+      else result.empty++;
+    } catch (err) {
+      result.failed.push(id);
+      o.log.warn({ clientId: id, err: (err as Error).message }, 'could not retire an earlier consumer session; trying again at the next start');
+    }
+  }
+  writeState(o.stateFile, [...o.current, ...result.failed]);
+  if (result.retired.length > 0) o.log.info({ retired: result.retired }, 'retired the broker sessions of consumers that no longer run, after writing what was queued in them');
+  return result;
+}
+
+/** True when the session existed (and was taken over); false when there was none. */
+async function retireOne(clientId: string, o: RetirementOptions): Promise<boolean> {
+  const client = o.connect(clientId);
+  let consumer: ReturnType<RetirementOptions['consume']> | undefined;
+  try {
+    const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no CONNACK in time')), TIMINGS.mqttConnectTimeoutMs);
+      client.once('connect', (connack) => {
+        clearTimeout(timer);
+        resolve(connack.sessionPresent);
+      });
+    });
+    if (!sessionPresent) {
+      // The connection made one: removed again at once.
+      await new Promise<void>((resolve) => client.end(false, { properties: { sessionExpiryInterval: 0 } }, () => resolve()));
+      return false;
+    }
+    let lastActivity = Date.now();
+    client.on('packetreceive', (p) => {
+      if (p.cmd === 'publish') lastActivity = Date.now();
+    });
+    consumer = o.consume(client);
+    // Stop collecting first; what is queued already is still delivered, and written.
+    await client.unsubscribeAsync([...o.filters]);
+    for (;;) {
+      await new Promise((r) => setTimeout(r, TIMINGS.sessionRetireIdleMs / 4));
+      if (o.signal.aborted) throw new Error('the distributor is stopping');
+      if (Date.now() - lastActivity >= TIMINGS.sessionRetireIdleMs && consumer.inProgressSince === undefined) break;
+    }
+    // Session expiry 0 at DISCONNECT: the broker removes the session (MQTT 5 §3.14.2.2.2).
+    await new Promise<void>((resolve) => client.end(false, { properties: { sessionExpiryInterval: 0 } }, () => resolve()));
+    return true;
+  } finally {
+    consumer?.stop();
+    // Forced: a message still in progress is not acknowledged; the session keeps it for next time.
+    if (!client.disconnected) await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+  }
+}
+
+function readState(file: string, log: Logger): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  try {
+    const parsed = ConsumerSessionsSchema.safeParse(JSON.parse(text));
+    if (parsed.success) return parsed.data.clientIds;
+  } catch {
+    // falls through: not JSON
+  }
+  log.warn({ file }, 'the file of earlier consumer sessions is damaged; only the numbered ones past the consumers are retired');
+  return [];
+}
+
+function writeState(file: string, clientIds: string[]): void {
+  mkdirSync(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ clientIds }) + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
+}

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { Consumer } from '../../internal-network/distributor/consumer.ts';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import type { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { retireConsumerSessions } from '../../internal-network/distributor/session-retirement.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { startMosquitto } from '../helpers/sparkplug.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+/**
+ * Mosquitto deals a shared subscription's messages to every session in the group, connected or not:
+ * the session of a consumer that no longer runs keeps collecting its share. The distributor takes
+ * such sessions over, writes what they hold, and removes them.
+ */
+describe("retiring the sessions of consumers that no longer run (real Mosquitto)", () => {
+  const FILTER = '$share/distributors/backlog/#';
+  let pki: ReturnType<typeof makeTestPki>;
+  let work: ReturnType<typeof tempDir>;
+  let broker: { url: string; tlsUrl?: string; process: ManagedProcess };
+  let publisher: MqttClient;
+  const log = createLogger('test', 'silent');
+  const handled: string[] = [];
+  const handler = {
+    handle: async (topic: string) => {
+      handled.push(topic);
+      return { points: 1, files: 0 };
+    },
+    deadLetterReceipt: () => undefined,
+  } as unknown as MessageHandler;
+  const connect = (clientId: string) => {
+    const svc = pki.paths.service('internal/distributor');
+    return connectMqtt({ url: broker.tlsUrl as string, ca: readFileSync(pki.paths.publicCa, 'utf8'), cert: readFileSync(svc.cert, 'utf8'), key: readFileSync(svc.key, 'utf8'), clientId, protocolVersion: 5, clean: false }, log, { resubscribe: false });
+  };
+  const consume = (client: MqttClient) => new Consumer(client, handler, new DeadLetters(join(work.dir, 'dead-letter')), { initialMs: 10, maxMs: 100 }, undefined, log);
+  const connected = (c: MqttClient) => new Promise<void>((resolve) => (c.connected ? resolve() : c.once('connect', () => resolve())));
+
+  before(async () => {
+    pki = makeTestPki([]);
+    work = tempDir('session-retirement');
+    const server = pki.paths.service('internal/mosquitto');
+    broker = await startMosquitto(work.dir, { ca: pki.paths.publicCa, cert: server.cert, key: server.key });
+    publisher = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'publisher' });
+  });
+  after(async () => {
+    await publisher?.endAsync();
+    await broker?.process.stop();
+    work?.cleanup();
+    pki?.cleanup();
+  });
+
+  it('writes what the sessions of departed consumers hold, removes them, and leaves the live one all new messages', async () => {
+    // Three consumers ran, subscribed, and stopped: their sessions stay in the group.
+    for (const id of ['dist-1', 'dist-2', 'dist-3']) {
+      const c = connect(id);
+      await connected(c);
+      await c.subscribeAsync(FILTER, { qos: 1 });
+      await endMqtt(c);
+    }
+    for (let i = 0; i < 9; i++) await publisher.publishAsync(`backlog/${i}`, String(i), { qos: 1 });
+    // Now one runs (as DISTRIBUTOR_CONSUMERS=1): it gets its own share only.
+    const live = connect('dist-1');
+    const liveConsumer = consume(live);
+    try {
+      await connected(live);
+      await live.subscribeAsync(FILTER, { qos: 1 });
+      await eventually(() => (handled.length === 3 ? true : undefined));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(handled.length, 3, 'the departed consumers hold the other six');
+
+      const stateFile = join(work.dir, 'state', 'consumer-sessions.json');
+      const result = await retireConsumerSessions({ stateFile, current: ['dist-1'], base: 'dist', maxConsumers: 4, filters: [FILTER], connect, consume, signal: new AbortController().signal, log });
+      assert.deepEqual(result, { retired: ['dist-2', 'dist-3'], empty: 1, failed: [] });
+      assert.deepEqual([...handled].sort(), Array.from({ length: 9 }, (_, i) => `backlog/${i}`).sort(), 'every queued message written once');
+      assert.deepEqual(JSON.parse(readFileSync(stateFile, 'utf8')), { clientIds: ['dist-1'] });
+
+      // With the departed sessions gone, every new message comes to the live consumer.
+      for (let i = 9; i < 13; i++) await publisher.publishAsync(`backlog/${i}`, String(i), { qos: 1 });
+      await eventually(() => (handled.length === 13 ? true : undefined), 5_000);
+
+      // A next start finds nothing to retire.
+      const again = await retireConsumerSessions({ stateFile, current: ['dist-1'], base: 'dist', maxConsumers: 4, filters: [FILTER], connect, consume, signal: new AbortController().signal, log });
+      assert.deepEqual(again, { retired: [], empty: 3, failed: [] });
+    } finally {
+      liveConsumer.stop();
+      await endMqtt(live, true);
+    }
+  });
+});
