@@ -63,8 +63,9 @@ export async function retireConsumerSessions(o: RetirementOptions): Promise<Reti
   // Recorded first: a crash while retiring leaves these to be tried again, never forgotten.
   writeState(o.stateFile, [...new Set([...o.current, ...candidates])]);
   const result: RetirementResult = { retired: [], empty: 0, failed: [] };
+  let giveUp = false;
   for (const id of candidates) {
-    if (o.signal.aborted) {
+    if (o.signal.aborted || giveUp) {
       result.failed.push(id);
       continue;
     }
@@ -73,6 +74,8 @@ export async function retireConsumerSessions(o: RetirementOptions): Promise<Reti
       else result.empty++;
     } catch (err) {
       result.failed.push(id);
+      // The broker is out of reach (or we are stopping): the rest waits for the next start.
+      giveUp = true;
       o.log.warn({ clientId: id, err: (err as Error).message }, 'could not retire an earlier consumer session; trying again at the next start');
     }
   }
