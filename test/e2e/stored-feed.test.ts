@@ -206,7 +206,9 @@ describe('the stored feed on the real stack', () => {
       // ...and one more $SYS interval (5 s) for anything late.
       await new Promise((r) => setTimeout(r, 6000));
       const crossed = (received ?? 0) - start;
-      assert.ok(crossed < CONTROL + 20, `the DMZ broker received ${crossed} messages: ${CONTROL} control messages and not the ${FEED} feed ones`);
+      // The rest of the stack publishes there too meanwhile (presence, statuses, security reports,
+      // the bridge's notifications): 6 to 21 more were seen. Had the feed crossed, it would be 300 more.
+      assert.ok(crossed < CONTROL + FEED / 2, `the DMZ broker received ${crossed} messages: ${CONTROL} control messages and not the ${FEED} feed ones`);
       assert.ok(feed.some(({ message }) => message.source === 'bridge-probe'), 'the feed messages were published (the console got them)');
     } finally {
       await monitor.endAsync(true);
