@@ -63,21 +63,16 @@ export async function retireConsumerSessions(o: RetirementOptions): Promise<Reti
   // Recorded first: a crash while retiring leaves these to be tried again, never forgotten.
   writeState(o.stateFile, [...new Set([...o.current, ...candidates])]);
   const result: RetirementResult = { retired: [], empty: 0, failed: [] };
-  let giveUp = false;
-  for (const id of candidates) {
-    if (o.signal.aborted || giveUp) {
+  // All at once: until a session is unsubscribed it keeps collecting its share of new messages, so
+  // one after another (each waiting to be idle) held later ones' messages back for seconds each.
+  const outcomes = await Promise.allSettled([...candidates].map((id) => (o.signal.aborted ? Promise.reject(new Error('the distributor is stopping')) : retireOne(id, o))));
+  for (const [i, id] of [...candidates].entries()) {
+    const outcome = outcomes[i] as PromiseSettledResult<boolean>;
+    if (outcome.status === 'rejected') {
       result.failed.push(id);
-      continue;
-    }
-    try {
-      if (await retireOne(id, o)) result.retired.push(id);
-      else result.empty++;
-    } catch (err) {
-      result.failed.push(id);
-      // The broker is out of reach (or we are stopping): the rest waits for the next start.
-      giveUp = true;
-      o.log.warn({ clientId: id, err: (err as Error).message }, 'could not retire an earlier consumer session; trying again at the next start');
-    }
+      o.log.warn({ clientId: id, err: (outcome.reason as Error).message }, 'could not retire an earlier consumer session; trying again at the next start');
+    } else if (outcome.value) result.retired.push(id);
+    else result.empty++;
   }
   writeState(o.stateFile, [...o.current, ...result.failed]);
   if (result.retired.length > 0) o.log.info({ retired: result.retired }, 'retired the broker sessions of consumers that no longer run, after writing what was queued in them');
