@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { Consumer } from '../../internal-network/distributor/consumer.ts';
@@ -13,6 +13,7 @@ import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 
 /**
  * Mosquitto deals a shared subscription's messages to every session in the group, connected or not:
@@ -91,5 +92,26 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
       liveConsumer.stop();
       await endMqtt(live, true);
     }
+  });
+
+  it('takes a damaged record of earlier sessions as none, says so, and writes a good one', async () => {
+    const stateFile = join(work.dir, 'damaged', 'consumer-sessions.json');
+    mkdirSync(dirname(stateFile), { recursive: true });
+    writeFileSync(stateFile, '{"clientIds": ["ok", "bad id with spaces"]');
+    const logs = new LogCapture();
+    const result = await retireConsumerSessions({
+      stateFile,
+      current: ['solo-1'],
+      base: 'solo',
+      maxConsumers: 1,
+      filters: [FILTER],
+      connect: () => assert.fail('nothing to take over: no connection'),
+      consume,
+      signal: new AbortController().signal,
+      log: logs.logger,
+    });
+    assert.deepEqual(result, { retired: [], empty: 0, failed: [] });
+    assert.ok(logs.lines.some((l) => /damaged/.test(String(l.msg))), 'the damage is logged');
+    assert.deepEqual(JSON.parse(readFileSync(stateFile, 'utf8')), { clientIds: ['solo-1'] });
   });
 });
