@@ -7,6 +7,7 @@ import { DownlinkFrameSchema } from '../../shared/contract/downlink.ts';
 import { parseTopic, receiptTopic } from '../../shared/contract/topics.ts';
 import { rangesSize, SeqRangesSchema, signReceipt, toRanges, verifyReceipt } from '../../shared/security/receipt-auth.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
+import { MacSchema } from '../../shared/security/mac.ts';
 
 describe('commit receipt ranges', () => {
   it('are the canonical form of any set of sequence numbers', () => {
@@ -40,7 +41,22 @@ describe('commit receipt MAC', () => {
     assert.ok(!verifyReceipt(key, 'd1', 'e1', [[1, 501], [502, 600]], mac), 'more sequence numbers');
     assert.ok(!verifyReceipt(key, 'd1', 'e1', [[1, 500]], mac), 'fewer ranges');
     assert.ok(!verifyReceipt(randomBytes(32), 'd1', 'e1', ranges, mac), 'another key');
-    assert.ok(!verifyReceipt(key, 'd1', 'e1', ranges, mac.slice(0, -1) + (mac.endsWith('A') ? 'B' : 'A')), 'another MAC');
+    assert.ok(!verifyReceipt(key, 'd1', 'e1', ranges, (mac.startsWith('A') ? 'B' : 'A') + mac.slice(1)), 'another MAC');
+  });
+
+  it('has one spelling: the padding bits of the last character must be zero (RFC 4648 §3.5)', () => {
+    // The last of 43 characters carries 4 bits of the MAC and 2 of padding; the three other
+    // characters that differ only in the padding decode to the same bytes and must still be refused.
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const last = alphabet.indexOf(mac.at(-1)!);
+    assert.equal(last & 3, 0, 'Node writes the canonical form');
+    for (const pad of [1, 2, 3]) {
+      const respelt = mac.slice(0, -1) + alphabet[last | pad];
+      assert.deepEqual(Buffer.from(respelt, 'base64url'), Buffer.from(mac, 'base64url'), 'same bytes');
+      assert.ok(!verifyReceipt(key, 'd1', 'e1', ranges, respelt), `padding bits ${pad}`);
+      assert.ok(!MacSchema.safeParse(respelt).success, `schema, padding bits ${pad}`);
+    }
+    assert.ok(MacSchema.safeParse(mac).success);
   });
 
   it('cannot be made from a MAC the device put on its own messages (domain separation)', () => {

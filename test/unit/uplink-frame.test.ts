@@ -47,7 +47,8 @@ const payloads = {
     .map(defined),
 };
 const dataType = fc.constantFrom(...(Object.keys(payloads) as (keyof typeof payloads)[]));
-const mac = fc.stringMatching(/^[A-Za-z0-9_-]{43}$/);
+// Any HMAC-SHA256, as every encoder writes it (canonical base64url: one spelling per MAC).
+const mac = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b).toString('base64url'));
 const auth = fc.oneof(
   fc.record({ v: fc.constant(1 as const), epoch: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), seq, ts: fc.nat(), mac }),
   fc.record({ v: fc.constant(2 as const), epoch: fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/), seq, ts: fc.nat(), mac, count: fc.integer({ min: 1, max: LIMITS.batchMaxMessages }) }),
@@ -86,6 +87,14 @@ describe('the uplink frame writer', () => {
         (err: unknown) => isFieldStreamError(err) && /__proto__/.test(err.message),
       );
     }
+  });
+
+  it('refuses a MAC spelt with padding bits set, which would decode to the same bytes as another', () => {
+    const auth = { v: 1 as const, epoch: 'e1', seq: 0, ts: 1, mac: `${'A'.repeat(42)}B` };
+    assert.throws(
+      () => parseUplinkFrame(batchFrame('dev-1', [{ dataType: 'timeseries', messageId: 'm-1', seq: 0, payloadJson: '{"t":1}', auth }])),
+      (err: unknown) => isFieldStreamError(err) && /canonical base64url/.test(err.message),
+    );
   });
 
   it('writes the frame the contract describes', () => {
