@@ -32,7 +32,8 @@
  *   --quick                    a small load, for CI (the tests run it)
  *   --profile batched|single|fleet   that scenario alone, with CPU profiles: bench/results/profile.md
  *                              (the fleet on one DMZ server: about 9,000 --fleet-devices at most here)
- *   --set KEY=VALUE            a service setting for this run (repeatable)
+ *   --set KEY=VALUE            a service setting for this run (repeatable); --set EDGE_HOP=unix runs
+ *                              every Caddy → gateway hop through a Unix socket, as deployed with it
  *   (BENCH_KEEP=1 in the environment keeps the run's folder, with every service's log, and says where)
  *   --compare KEY=VALUE        instead: batched and one-per-message rounds with and without this
  *                              setting (repeatable: all of them at once), every Node service restarted
@@ -115,6 +116,12 @@ if (badSetting !== undefined) {
 const keyValues = (list: string[]) => Object.fromEntries(list.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const settings = keyValues(values.set);
 const compared = keyValues(values.compare);
+// EDGE_HOP shapes the stack (Caddy's upstreams, the gateways' listeners): --set only, and one gateway per DMZ server.
+const edgeHop = settings.EDGE_HOP === 'unix' ? 'unix' : 'mtls';
+if ((settings.EDGE_HOP !== undefined && settings.EDGE_HOP !== edgeHop) || 'EDGE_HOP' in compared) {
+  process.stderr.write('bench: EDGE_HOP is set with --set EDGE_HOP=mtls or --set EDGE_HOP=unix (the stack is built for it; --compare cannot switch it)\n');
+  process.exit(2);
+}
 const comparing = values.compare.length > 0;
 const quick = values.quick;
 const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
@@ -181,6 +188,7 @@ async function main(): Promise<void> {
     workDir: join(work, 'stack'),
     commandApiToken: randomBytes(24).toString('hex'),
     directGateway: true,
+    edgeHop,
     // The fleet's devices come through Caddy, two file descriptors each: as many DMZ servers as that takes.
     dmzServers: values.long || values.profile || comparing || values.sink !== 'influxdb' ? 1 : dmzServersFor(FLEET_DEVICES),
     nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],

@@ -11,13 +11,16 @@ import { loadDotenv, parseConfig, setting } from '../shared/config.ts';
 import { runService } from '../shared/service.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
 import { SEED_DEVICE_IDS } from '../embedded/config.ts';
-import { startLocalStack } from './local-stack/stack.ts';
+import { startLocalStack, type DmzServer } from './local-stack/stack.ts';
 
-const StackConfigSchema = z.object({
+const StackConfigSchema = z
+  .object({
   CERTS_DIR: z.string().default('./certs'),
   STACK_DIR: z.string().default('./data/stack'),
   STACK_GATEWAYS: z.coerce.number().int().min(1).max(16).default(1),
   STACK_DMZ_SERVERS: z.coerce.number().int().min(1).max(8).default(1),
+  /** the hop from Caddy to the gateways, as in the deployment (docs/deployment.md) */
+  EDGE_HOP: z.enum(['mtls', 'unix']).default('mtls'),
   STACK_HTTPS_PORT: setting.port(9443),
   STACK_HTTP_PORT: setting.port(9080),
   STACK_DMZ_MQTT_PORT: setting.port(18883),
@@ -26,7 +29,8 @@ const StackConfigSchema = z.object({
   STACK_COMMAND_API_PORT: setting.port(9090),
   STACK_CONSOLE_PORT: setting.port(9095),
   COMMAND_API_TOKEN: z.string().min(24).optional(),
-});
+  })
+  .refine((c) => c.EDGE_HOP === 'mtls' || c.STACK_GATEWAYS === 1, { path: ['EDGE_HOP'], message: 'EDGE_HOP=unix takes one gateway per DMZ server (STACK_GATEWAYS=1)' });
 
 loadDotenv();
 runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
@@ -42,6 +46,7 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
     commandApiToken: token,
     gateways: c.STACK_GATEWAYS,
     dmzServers: c.STACK_DMZ_SERVERS,
+    edgeHop: c.EDGE_HOP,
     ports: {
       https: c.STACK_HTTPS_PORT,
       http: c.STACK_HTTP_PORT,
@@ -57,9 +62,9 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
 FieldStream local stack is running (Ctrl-C to stop)
 
   Caddy (public WSS)   ${stack.urls.wss}
-  gateways             ${stack.ports.gateways.map((g) => `127.0.0.1:${g}`).join(' ')}  (mTLS, only Caddy may connect)
+  gateways             ${gatewaysOf(stack.dmzServers[0]!)}
   DMZ Mosquitto        ${stack.urls.dmzMqtt}
-${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${s.ports.gateways.map((g) => `127.0.0.1:${g}`).join(' ')}\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
+${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${gatewaysOf(s)}\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
   command API          ${stack.urls.commandApi}  token ${c.COMMAND_API_TOKEN ? '(COMMAND_API_TOKEN)' : token}
   operator console     ${stack.urls.console}  (log in with the command API's token)
   broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)
@@ -72,3 +77,9 @@ ${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss} 
 `);
   return stack;
 });
+
+function gatewaysOf(s: DmzServer): string {
+  return s.sockets.length > 0
+    ? `${s.sockets.join(' ')}  (Unix socket, EDGE_HOP=unix: only this user may connect)`
+    : `${s.ports.gateways.map((g) => `127.0.0.1:${g}`).join(' ')}  (mTLS, only Caddy may connect)`;
+}

@@ -172,6 +172,9 @@ export const TIMINGS = {
   /** milliseconds. How often Node looks for requests past the headers timeout (its default, 30 s,
    * lets them linger). */
   gatewayConnectionsCheckMs: 2_000,
+  /** milliseconds. At start, how long the gateway waits to learn whether a socket file left at
+   * GATEWAY_SOCKET still has a listener (EDGE_HOP=unix); no answer counts as one. */
+  socketProbeTimeoutMs: 1_000,
   /** milliseconds. After connecting, the field client waits this long for the gateway's welcome
    * (which says its limits) before it starts sending without one. */
   welcomeWaitMs: 2_000,

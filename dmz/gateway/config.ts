@@ -12,6 +12,14 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_PATH: z.string().regex(/^\/[A-Za-z0-9/_-]*$/).default('/ws'),
   /** tls: the gateway verifies device certificates itself; proxy: it runs behind Caddy (see identity.ts). */
   GATEWAY_IDENTITY_SOURCE: z.enum(['tls', 'proxy']).default('tls'),
+  /**
+   * proxy mode, how Caddy reaches the gateway: "mtls" over TCP (GATEWAY_HOST:GATEWAY_PORT, Caddy's
+   * client certificate checked), or "unix": a Unix socket at GATEWAY_SOCKET that only Caddy's user
+   * can open (no TLS on the hop; docs/deployment.md, "The hop from Caddy to the gateway").
+   * Caddy reads the same variable.
+   */
+  EDGE_HOP: z.enum(['mtls', 'unix']).default('mtls'),
+  GATEWAY_SOCKET: z.string().regex(/^\/[^\0]{1,100}$/, 'must be an absolute path of at most 100 characters (a Unix socket address)').default('/run/fieldstream/gateway.sock'),
   /** proxy mode: CNs of the service certificates whose forwarded identity header is believed */
   GATEWAY_TRUSTED_PROXIES: z
     .string()
@@ -57,6 +65,10 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_METRICS_PORT: setting.portOrOff(9464),
   ...mqttSettings('dmz/gateway'),
   LOG_LEVEL: setting.logLevel(),
+}).superRefine((c, ctx) => {
+  if (c.EDGE_HOP === 'unix' && c.GATEWAY_IDENTITY_SOURCE !== 'proxy') {
+    ctx.addIssue({ code: 'custom', path: ['EDGE_HOP'], message: 'EDGE_HOP=unix is the hop from Caddy: it needs GATEWAY_IDENTITY_SOURCE=proxy' });
+  }
 });
 export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
 

@@ -81,6 +81,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_TOKEN_AUTH=on needs GATEWAY_IDENTITY_SOURCE=proxy: device tokens come by Caddy\'s token route.');
   }
   let server: GatewayServer | undefined;
+  const unixHop = config.GATEWAY_IDENTITY_SOURCE === 'proxy' && config.EDGE_HOP === 'unix';
   const deviceTokens =
     config.GATEWAY_TOKEN_AUTH === 'on'
       ? new DeviceTokens({
@@ -92,7 +93,11 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
         })
       : undefined;
   server = await startGatewayServer({
-    identify: config.GATEWAY_IDENTITY_SOURCE === 'proxy' ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES, deviceTokens) : identifyByTls(),
+    identify:
+      config.GATEWAY_IDENTITY_SOURCE === 'proxy'
+        ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES, deviceTokens, unixHop ? 'socket' : 'certificate')
+        : identifyByTls(),
+    socketPath: unixHop ? config.GATEWAY_SOCKET : undefined,
     revokedSerialsFile: config.GATEWAY_REVOKED_SERIALS_FILE,
     deviceTokens,
     rateLimits: {

@@ -16,8 +16,9 @@ import type { DeviceTokens, TokenIdentity } from './device-tokens.ts';
  * - `tls`: the gateway terminates TLS itself (npm start) and reads the verified peer certificate.
  * - `proxy`: Caddy terminates the device's TLS and forwards the verified certificate in a header.
  *   The header is believed only on a connection whose own client certificate is a trusted proxy's
- *   (CN "edge" by default): a client, or anything else in the DMZ, cannot forge it. Caddy replaces
- *   any header of that name a device sends.
+ *   (CN "edge" by default), or that came through the gateway's Unix socket, which only Caddy's
+ *   user may open (EDGE_HOP=unix): a client, or anything else in the DMZ, cannot forge it. Caddy
+ *   replaces any header of that name a device sends.
  *
  * Behind Caddy, a device without a certificate may come by the token route (CADDY_TOKEN_ROUTE):
  * Caddy marks each request with the route it came by (X-FieldStream-Route, always set by Caddy,
@@ -87,12 +88,21 @@ async function identifyByToken(req: IncomingMessage, tokens: DeviceTokens | unde
   return { deviceId: proved.deviceId, serial: `token:${proved.tokenId}`, notAfter: TOKEN_NOT_AFTER, token: proved };
 }
 
-export function identifyByProxy(caPem: string, trustedProxies: readonly string[], tokens?: DeviceTokens): IdentifyDevice {
+/**
+ * How the gateway knows a connection comes from Caddy: `certificate`, its TLS client certificate is
+ * a trusted proxy's (EDGE_HOP=mtls); `socket`, it came through the Unix socket only Caddy's user
+ * may open (EDGE_HOP=unix: the kernel checked the socket's permissions at connect(2)).
+ */
+export type ProxyProof = 'certificate' | 'socket';
+
+export function identifyByProxy(caPem: string, trustedProxies: readonly string[], tokens?: DeviceTokens, proof: ProxyProof = 'certificate'): IdentifyDevice {
   const ca = new X509Certificate(caPem);
   return (req) => {
-    const proxy = verifiedPeer(req.socket as TLSSocket);
-    if (proxy.subject?.OU !== 'services' || !trustedProxies.includes(String(proxy.subject?.CN))) {
-      throw new FieldStreamError('GATEWAY_UNTRUSTED_PROXY', `Connection from "${String(proxy.subject?.CN)}", which is not a trusted proxy.`);
+    if (proof === 'certificate') {
+      const proxy = verifiedPeer(req.socket as TLSSocket);
+      if (proxy.subject?.OU !== 'services' || !trustedProxies.includes(String(proxy.subject?.CN))) {
+        throw new FieldStreamError('GATEWAY_UNTRUSTED_PROXY', `Connection from "${String(proxy.subject?.CN)}", which is not a trusted proxy.`);
+      }
     }
     // Anything but Caddy's "token" is the certificate route (a Caddyfile from before the token route sets no marker).
     if (req.headers[ROUTE_HEADER] === 'token') return identifyByToken(req, tokens);

@@ -1,6 +1,7 @@
-import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
-import type { IncomingMessage } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import { rmSync } from 'node:fs';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -19,10 +20,17 @@ import { UplinkPublisher } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
+import { claimSocketPath, restrictSocket } from './unix-socket.ts';
 
 export interface GatewayServerOptions {
   host: string;
   port: number;
+  /**
+   * Listen on this Unix socket instead, in plain HTTP (EDGE_HOP=unix: Caddy is the only client, and
+   * the socket's permissions say so; `identify` must not ask for a TLS peer then). host, port and
+   * tls are unused.
+   */
+  socketPath?: string | undefined;
   path: string;
   gatewayId: string;
   tls: { cert: string; key: string; ca: string };
@@ -49,6 +57,7 @@ export interface GatewayServerOptions {
 }
 
 export interface GatewayServer {
+  /** the TCP port (0 when listening on a Unix socket) */
   readonly port: number;
   readonly router: CommandRouter;
   readonly receipts: ReceiptRouter;
@@ -60,7 +69,8 @@ export interface GatewayServer {
 
 /**
  * The WSS endpoint. TLS requires a client certificate from our CA (a client without one is refused
- * in the handshake); the upgrade then takes the device id from that certificate.
+ * in the handshake); the upgrade then takes the device id from that certificate, or from Caddy's
+ * header. With `socketPath` (EDGE_HOP=unix) it is plain HTTP on a Unix socket only Caddy may open.
  */
 export async function startGatewayServer(options: GatewayServerOptions): Promise<GatewayServer> {
   const log = options.logger;
@@ -74,25 +84,33 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   });
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
   const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }), metrics.receipts);
-  const https: Server = createServer({
-    cert: options.tls.cert,
-    key: options.tls.key,
-    ca: options.tls.ca,
-    requestCert: true,
-    rejectUnauthorized: true,
-    minVersion: 'TLSv1.2',
-    // A client that stalls in the handshake or in its headers (slowloris) is dropped, not waited for.
-    handshakeTimeout: TIMINGS.handshakeTimeoutMs,
+  const timeouts = {
     // How often Node looks for requests past headersTimeout (its default, 30 s, lets them linger).
     connectionsCheckingInterval: TIMINGS.gatewayConnectionsCheckMs,
-  });
-  https.headersTimeout = TIMINGS.gatewayHeadersTimeoutMs;
-  https.requestTimeout = TIMINGS.gatewayRequestTimeoutMs;
+  };
+  const socketPath = options.socketPath;
+  const server: Server = socketPath
+    ? createHttpServer(timeouts)
+    : createHttpsServer({
+        cert: options.tls.cert,
+        key: options.tls.key,
+        ca: options.tls.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.2',
+        // A client that stalls in the handshake or in its headers (slowloris) is dropped, not waited for.
+        handshakeTimeout: TIMINGS.handshakeTimeoutMs,
+        ...timeouts,
+      });
+  server.headersTimeout = TIMINGS.gatewayHeadersTimeoutMs;
+  server.requestTimeout = TIMINGS.gatewayRequestTimeoutMs;
   // Until its WebSocket is open, a connection has 10 s of silence to spare; after that the
   // WebSocket ping/pong watches it.
-  https.on('secureConnection', (socket) => socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs, () => socket.destroy()));
-  https.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
-  https.on('request', (_req, res) => {
+  server.on(socketPath ? 'connection' : 'secureConnection', (socket: Socket) =>
+    socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs, () => socket.destroy()),
+  );
+  server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
+  server.on('request', (_req, res) => {
     res.writeHead(426, { 'content-type': 'application/json', upgrade: 'websocket' });
     res.end(JSON.stringify({ code: 'GATEWAY_WRONG_PATH', message: `Open a WebSocket at ${options.path}.` }));
   });
@@ -121,7 +139,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   };
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
 
-  https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     req.socket.setTimeout(0);
     void upgrade(req, socket, head);
   });
@@ -185,12 +203,24 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     sessionLog.info(identity.token ? { auth: 'token', tokenId: identity.token.tokenId } : { serial: identity.serial }, 'device connected');
   }
 
+  const where = socketPath ?? `${options.host}:${options.port}`;
+  if (socketPath) await claimSocketPath(socketPath);
   await new Promise<void>((resolve, reject) => {
-    https.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Gateway cannot listen on ${options.host}:${options.port}: ${err.message}`)));
-    https.listen(options.port, options.host, () => resolve());
+    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Gateway cannot listen on ${where}: ${err.message}`)));
+    if (socketPath) server.listen(socketPath, () => resolve());
+    else server.listen(options.port, options.host, () => resolve());
   });
-  const port = (https.address() as AddressInfo).port;
-  log.info({ host: options.host, port, path: options.path }, 'gateway listening (WSS, client certificates required)');
+  if (socketPath) {
+    try {
+      restrictSocket(socketPath);
+    } catch (err) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      throw new FieldStreamError('LISTEN_FAILED', `Gateway cannot restrict the socket ${socketPath}: ${(err as Error).message}`);
+    }
+  }
+  const port = socketPath ? 0 : (server.address() as AddressInfo).port;
+  if (socketPath) log.info({ socket: socketPath, path: options.path }, 'gateway listening on a Unix socket for Caddy (EDGE_HOP=unix)');
+  else log.info({ host: options.host, port, path: options.path }, 'gateway listening (WSS, client certificates required)');
 
   return {
     port,
@@ -203,8 +233,10 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       receipts.close();
       for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
-      https.closeAllConnections();
-      await new Promise<void>((resolve) => https.close(() => resolve()));
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      // Node removes the socket file on close; this covers a close that failed half way.
+      if (socketPath) rmSync(socketPath, { force: true });
     },
   };
 }

@@ -27,11 +27,18 @@ export interface DmzServerOptions extends MachineOptions {
   directGateway?: boolean;
   /** Caddy's token route on a port of its own, and gateways that take device tokens (see LocalStackOptions) */
   tokenRoute?: boolean;
+  /** the hop from Caddy to its gateways (EDGE_HOP, see LocalStackOptions); "unix" takes one gateway */
+  edgeHop?: EdgeHop;
 }
+
+export type EdgeHop = 'mtls' | 'unix';
 
 export interface DmzServer {
   readonly id: string | undefined;
+  /** `gateways`: their TCP ports (none with EDGE_HOP=unix: see `sockets`) */
   readonly ports: { https: number; http: number; mqtt: number; gateways: number[]; tokenHttps: number | undefined; direct: number | undefined };
+  /** EDGE_HOP=unix: the gateway's Unix socket, which Caddy dials */
+  readonly sockets: string[];
   /** as reached from this machine's own namespace (`domainName` for the WSS URLs) */
   readonly urls: { wss: string; tokenWss: string | undefined; mqtt: string; direct: string | undefined };
   readonly caddy: ManagedProcess;
@@ -55,6 +62,11 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
   const p = pkiPaths(o.certsDir);
   const w = (...parts: string[]) => join(o.workDir, ...parts);
   for (const dir of ['logs', 'dmz-mosquitto', 'caddy']) mkdirSync(w(dir), { recursive: true });
+  const hop = o.edgeHop ?? 'mtls';
+  if (hop === 'unix' && (o.gateways ?? 1) !== 1) throw new Error('EDGE_HOP=unix: one gateway per DMZ server (one socket); run more DMZ servers instead');
+  // As deployed: a folder only this user may enter, holding the socket (mode 0660, the gateway sets it).
+  const sockets = hop === 'unix' ? [w('edge-hop', 'gateway.sock')] : [];
+  if (hop === 'unix') mkdirSync(w('edge-hop'), { recursive: true, mode: 0o750 });
   const bind = o.bindHost ?? '127.0.0.1';
   const local = localHostOf(bind);
   const named = (base: string) => (o.id ? `${o.id}-${base}` : base);
@@ -66,14 +78,17 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
     tokenHttps: o.tokenRoute ? await port(o.ports?.tokenHttps) : undefined,
     direct: undefined as number | undefined,
   };
-  for (let i = 0; i < (o.gateways ?? 1); i++) ports.gateways.push(o.ports?.gateway ? o.ports.gateway + i : await freePort());
+  if (hop === 'mtls') for (let i = 0; i < (o.gateways ?? 1); i++) ports.gateways.push(o.ports?.gateway ? o.ports.gateway + i : await freePort());
   if (o.directGateway) ports.direct = o.ports?.gateway ? o.ports.gateway + ports.gateways.length : await freePort();
   const supervisor = (o.logger ?? createLogger('stack')).child({ subsystem: 'supervisor' });
   const m = { ...o, supervisor, bind };
 
   const mosquitto = mosquittoProcess(m, o.id ? `${o.id}-mosquitto` : 'dmz-mosquitto', 'dmz', ports.mqtt, {});
   const metrics: string[] = [];
-  const gateway = async (name: string, gp: number, identity: 'proxy' | 'tls') => {
+  /** `at`: a TCP port, or (EDGE_HOP=unix) the socket's path */
+  const gateway = async (name: string, at: number | string, identity: 'proxy' | 'tls') => {
+    const socket = typeof at === 'string' ? at : undefined;
+    const gp = typeof at === 'number' ? at : await freePort();
     const mp = await freePort();
     metrics.push(`http://${local.connect}:${mp}`);
     return nodeProcess(m, name, 'dmz/gateway/main.ts', {
@@ -81,6 +96,8 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       GATEWAY_METRICS_PORT: String(mp),
       GATEWAY_ID: name,
       GATEWAY_IDENTITY_SOURCE: identity,
+      EDGE_HOP: socket ? 'unix' : 'mtls',
+      ...(socket ? { GATEWAY_SOCKET: socket } : {}),
       GATEWAY_HOST: bind,
       GATEWAY_PORT: String(gp),
       GATEWAY_TLS_CERT_FILE: p.service('dmz/gateway').cert,
@@ -93,10 +110,10 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       MQTT_CA_FILE: p.publicCa,
       MQTT_CERT_FILE: p.service('dmz/gateway').cert,
       MQTT_KEY_FILE: p.service('dmz/gateway').key,
-    }, { port: gp, host: local.connect });
+    }, socket ? { file: socket } : { port: gp, host: local.connect });
   };
   const gateways: ManagedProcess[] = [];
-  for (const [i, gp] of ports.gateways.entries()) gateways.push(await gateway(named(`gateway-${i + 1}`), gp, 'proxy'));
+  for (const [i, at] of [...ports.gateways, ...sockets].entries()) gateways.push(await gateway(named(`gateway-${i + 1}`), at, 'proxy'));
   const direct = ports.direct ? await gateway(named('gateway-direct'), ports.direct, 'tls') : undefined;
   const domain = o.domainName ?? 'localhost';
   const caddy = new ManagedProcess({
@@ -119,7 +136,8 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       CADDY_CLIENT_CA_FILE: p.publicCa,
       CADDY_UPSTREAM_CERT_FILE: p.service('dmz/edge').cert,
       CADDY_UPSTREAM_KEY_FILE: p.service('dmz/edge').key,
-      GATEWAY_UPSTREAMS: ports.gateways.map((gp) => `${local.connect}:${gp}`).join(' '),
+      EDGE_HOP: hop,
+      ...(hop === 'unix' ? { GATEWAY_SOCKET: sockets[0] } : { GATEWAY_UPSTREAMS: ports.gateways.map((gp) => `${local.connect}:${gp}`).join(' ') }),
       ...(ports.tokenHttps ? { CADDY_TOKEN_ROUTE: 'on', CADDY_TOKEN_PORT: String(ports.tokenHttps) } : {}),
     },
     cwd: o.workDir,
@@ -134,6 +152,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
   return {
     id: o.id,
     ports,
+    sockets,
     urls: {
       wss: `wss://${domain}:${ports.https}/ws`,
       tokenWss: ports.tokenHttps ? `wss://${domain}:${ports.tokenHttps}/ws` : undefined,

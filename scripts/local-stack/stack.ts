@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../../shared/logger.ts';
 import type { ManagedProcess } from './process.ts';
-import { createDmzServer, type DmzServer } from './dmz-server.ts';
+import { createDmzServer, type DmzServer, type EdgeHop } from './dmz-server.ts';
 import { createInternalServer, type InternalServer } from './internal-server.ts';
 import { startInOrder } from './machine.ts';
 
@@ -45,6 +45,11 @@ export interface LocalStackOptions {
    * behind Caddy take device tokens (GATEWAY_TOKEN_AUTH=on) from <certsDir>/dmz/tokens/device-tokens.json.
    */
   tokenRoute?: boolean;
+  /**
+   * How each Caddy reaches its gateways (EDGE_HOP, as deployed): "mtls" (default) over TCP with its
+   * client certificate, or "unix" through one gateway's Unix socket (then `gateways` must be 1).
+   */
+  edgeHop?: EdgeHop;
   /** extra Node.js flags for the gateway, distributor and command API (the benchmark's --cpu-prof) */
   nodeArgs?: readonly string[];
   /** where the supervisor logs crashes and restarts (default: a logger to stdout) */
@@ -115,6 +120,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       ports: first ? { https: o.ports?.https, http: o.ports?.http, mqtt: o.ports?.dmzMqtt, gateway: o.ports?.gateway } : {},
       directGateway: first && o.directGateway,
       tokenRoute: o.tokenRoute,
+      edgeHop: o.edgeHop,
     }));
   }
   const dmz = dmzServers[0] as DmzServer;

@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import { startTestStack } from '../helpers/stack.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+
+const DB = 'sensor_data';
+const DEVICES = ['hop-field', 'hop-raw'];
+
+/** The TCP ports process `pid` listens on, from its socket inodes and /proc/net/tcp{,6} (state 0A: LISTEN). */
+function tcpListeners(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1] as string);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  const ports: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] === '0A' && inodes.has(f[9] as string)) ports.push(Number.parseInt((f[1] as string).split(':')[1] as string, 16));
+    }
+  }
+  return ports;
+}
+
+describe('the hop from Caddy to the gateway over a Unix socket (EDGE_HOP=unix), on real Caddy, Mosquittos and InfluxDB', () => {
+  const work = tempDir('edge-hop');
+  const pki = makeTestPki(DEVICES);
+  const logs = new LogCapture();
+  let influx: InfluxV1;
+  let stack: LocalStack;
+  let socket: string;
+
+  before(async () => {
+    influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
+    ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
+      INFLUXDB_URL: influx.url,
+      INFLUXDB_DATABASE: DB,
+      INFLUXDB_USERNAME: influx.user,
+      INFLUXDB_PASSWORD: influx.password,
+    }, { edgeHop: 'unix' }));
+    socket = stack.dmzServers[0]!.sockets[0]!;
+  });
+  after(async () => {
+    await stack?.close();
+    await influx?.process.stop();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  const count = async (device: string) => {
+    const r = await influx.rows(DB, `SELECT count(v) FROM readings WHERE device = '${device}'`);
+    return Number(r[0]?.count ?? 0);
+  };
+
+  it('carries a field client’s readings into InfluxDB and their commit receipts back: the device lets go of each', async () => {
+    const field = await startTestFieldClient(pki.paths, 'hop-field', stack.urls.wss, logs.logger);
+    try {
+      const base = Date.parse('2026-01-01T00:00:00Z');
+      await Promise.all(Array.from({ length: 300 }, (_, i) => field.client.submit('timeseries', { v: i, timestamp: base + i * 1000 })));
+      await eventually(async () => ((await count('hop-field')) === 300 ? true : undefined), 30_000, '300 readings in InfluxDB');
+      await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 30_000, 'every reading committed on the device');
+      assert.equal(field.client.receiptsOn, true);
+      assert.equal(field.client.receiptStats.receiptsInvalid, 0);
+    } finally {
+      await field.close();
+    }
+  });
+
+  it('listens on the socket only (mode 0660, in a folder closed to others), not on any TCP port but its metrics', () => {
+    const gateway = stack.gateways[0]!;
+    assert.equal(statSync(socket).mode & 0o777, 0o660);
+    assert.ok(statSync(socket).isSocket());
+    assert.equal(statSync(join(socket, '..')).mode & 0o007, 0, 'others may not enter the folder');
+    const metricsPort = Number(new URL(stack.metrics.gateways[0] as string).port);
+    assert.deepEqual(tcpListeners(gateway.pid as number), [metricsPort]);
+    assert.match(readFileSync(gateway.spec.logFile, 'utf8'), /"msg":"gateway listening on a Unix socket for Caddy \(EDGE_HOP=unix\)"/);
+  });
+
+  it('cannot be opened by another user: the socket’s permissions are the hop’s authentication', () => {
+    // As "nobody": connect(2) needs search permission on the folder and write permission on the socket.
+    const probe = `require('node:net').connect(${JSON.stringify(socket)}).on('connect', () => { console.log('connected'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(0); })`;
+    const out = execFileSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e', probe], { encoding: 'utf8' }).trim();
+    assert.equal(out, 'EACCES');
+  });
+
+  it('a device’s certificate still decides who it is: a second device is welcomed as itself, and a frame naming another is refused', async () => {
+    const d = await RawDevice.connect(stack.urls.wss, RawDevice.tlsFor(pki.paths, 'hop-raw'));
+    try {
+      await eventually(() => d.welcome, 10_000, 'the welcome frame');
+      assert.equal(d.welcome?.deviceId, 'hop-raw');
+      d.send(JSON.stringify({ deviceId: 'hop-field', dataType: 'timeseries', payload: { v: 1 } }));
+      const refused = await d.next();
+      assert.equal(refused.type, 'error', JSON.stringify(refused));
+      assert.equal((refused as { code: string }).code, 'GATEWAY_DEVICE_MISMATCH');
+    } finally {
+      d.close();
+    }
+  });
+
+  it('after the gateway is killed (SIGKILL leaves its socket file), its restart listens again and Caddy reaches it', async () => {
+    const gateway = stack.gateways[0]!;
+    await gateway.signal('SIGKILL');
+    await gateway.untilReady(60_000);
+    const field = await startTestFieldClient(pki.paths, 'hop-field', stack.urls.wss, logs.logger);
+    try {
+      const before = await count('hop-field');
+      const base = Date.parse('2026-02-01T00:00:00Z');
+      await Promise.all(Array.from({ length: 50 }, (_, i) => field.client.submit('timeseries', { v: i, timestamp: base + i * 1000 })));
+      await eventually(async () => ((await count('hop-field')) === before + 50 ? true : undefined), 30_000, '50 more readings in InfluxDB');
+      await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 30_000, 'committed on the device');
+    } finally {
+      await field.close();
+    }
+  });
+});
