@@ -19,7 +19,11 @@ export const GatewayConfigSchema = z.object({
    * Caddy reads the same variable.
    */
   EDGE_HOP: z.enum(['mtls', 'unix']).default('mtls'),
-  GATEWAY_SOCKET: z.string().regex(/^\/[^\0]{1,100}$/, 'must be an absolute path of at most 100 characters (a Unix socket address)').default('/run/fieldstream/gateway.sock'),
+  GATEWAY_SOCKET: z
+    .string()
+    // sun_path holds 108 bytes with the terminating NUL (unix(7)).
+    .refine((p) => p.startsWith('/') && !p.includes('\0') && Buffer.byteLength(p) <= 107, 'must be an absolute path of at most 107 bytes (a Unix socket address)')
+    .default('/run/fieldstream/gateway.sock'),
   /** proxy mode: CNs of the service certificates whose forwarded identity header is believed */
   GATEWAY_TRUSTED_PROXIES: z
     .string()

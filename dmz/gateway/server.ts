@@ -1,6 +1,5 @@
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
-import { rmSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
@@ -20,7 +19,7 @@ import { UplinkPublisher } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
-import { claimSocketPath, restrictSocket } from './unix-socket.ts';
+import { claimSocketPath, listenOnSocket } from './unix-socket.ts';
 
 export interface GatewayServerOptions {
   host: string;
@@ -204,20 +203,14 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   }
 
   const where = socketPath ?? `${options.host}:${options.port}`;
-  if (socketPath) await claimSocketPath(socketPath);
+  if (socketPath && (await claimSocketPath(socketPath)) === 'stale socket removed') {
+    log.info({ socket: socketPath }, 'removed the socket file a stopped gateway left (nobody listened on it)');
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Gateway cannot listen on ${where}: ${err.message}`)));
-    if (socketPath) server.listen(socketPath, () => resolve());
+    if (socketPath) listenOnSocket(server, socketPath, () => resolve());
     else server.listen(options.port, options.host, () => resolve());
   });
-  if (socketPath) {
-    try {
-      restrictSocket(socketPath);
-    } catch (err) {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      throw new FieldStreamError('LISTEN_FAILED', `Gateway cannot restrict the socket ${socketPath}: ${(err as Error).message}`);
-    }
-  }
   const port = socketPath ? 0 : (server.address() as AddressInfo).port;
   if (socketPath) log.info({ socket: socketPath, path: options.path }, 'gateway listening on a Unix socket for Caddy (EDGE_HOP=unix)');
   else log.info({ host: options.host, port, path: options.path }, 'gateway listening (WSS, client certificates required)');
@@ -234,9 +227,8 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       server.closeAllConnections();
+      // On a Unix socket, closing the listener removes its file too (libuv).
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      // Node removes the socket file on close; this covers a close that failed half way.
-      if (socketPath) rmSync(socketPath, { force: true });
     },
   };
 }

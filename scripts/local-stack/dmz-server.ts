@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pkiPaths } from '../../pki/layout.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -64,9 +64,12 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
   for (const dir of ['logs', 'dmz-mosquitto', 'caddy']) mkdirSync(w(dir), { recursive: true });
   const hop = o.edgeHop ?? 'mtls';
   if (hop === 'unix' && (o.gateways ?? 1) !== 1) throw new Error('EDGE_HOP=unix: one gateway per DMZ server (one socket); run more DMZ servers instead');
-  // As deployed: a folder only this user may enter, holding the socket (mode 0660, the gateway sets it).
+  // As deployed: a folder of this user's, closed to others, holding the socket (0600, the gateway makes it so).
   const sockets = hop === 'unix' ? [w('edge-hop', 'gateway.sock')] : [];
-  if (hop === 'unix') mkdirSync(w('edge-hop'), { recursive: true, mode: 0o750 });
+  if (hop === 'unix') {
+    mkdirSync(w('edge-hop'), { recursive: true });
+    chmodSync(w('edge-hop'), 0o700);
+  }
   const bind = o.bindHost ?? '127.0.0.1';
   const local = localHostOf(bind);
   const named = (base: string) => (o.id ? `${o.id}-${base}` : base);
@@ -110,7 +113,8 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       MQTT_CA_FILE: p.publicCa,
       MQTT_CERT_FILE: p.service('dmz/gateway').cert,
       MQTT_KEY_FILE: p.service('dmz/gateway').key,
-    }, socket ? { file: socket } : { port: gp, host: local.connect });
+      // Ready by its log line, not by the file: a socket a killed gateway left stays for its restart to deal with.
+    }, socket ? { logLine: /"msg":"gateway listening on a Unix socket/ } : { port: gp, host: local.connect });
   };
   const gateways: ManagedProcess[] = [];
   for (const [i, at] of [...ports.gateways, ...sockets].entries()) gateways.push(await gateway(named(`gateway-${i + 1}`), at, 'proxy'));

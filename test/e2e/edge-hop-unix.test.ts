@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
@@ -79,21 +79,30 @@ describe('the hop from Caddy to the gateway over a Unix socket (EDGE_HOP=unix), 
     }
   });
 
-  it('listens on the socket only (mode 0660, in a folder closed to others), not on any TCP port but its metrics', () => {
+  it('listens on the socket only (mode 0600, in a folder closed to others), not on any TCP port but its metrics', () => {
     const gateway = stack.gateways[0]!;
-    assert.equal(statSync(socket).mode & 0o777, 0o660);
     assert.ok(statSync(socket).isSocket());
-    assert.equal(statSync(join(socket, '..')).mode & 0o007, 0, 'others may not enter the folder');
+    assert.equal(statSync(socket).mode & 0o777, 0o600);
+    assert.equal(statSync(join(socket, '..')).mode & 0o077, 0, 'the folder is its user’s alone');
     const metricsPort = Number(new URL(stack.metrics.gateways[0] as string).port);
     assert.deepEqual(tcpListeners(gateway.pid as number), [metricsPort]);
     assert.match(readFileSync(gateway.spec.logFile, 'utf8'), /"msg":"gateway listening on a Unix socket for Caddy \(EDGE_HOP=unix\)"/);
   });
 
-  it('cannot be opened by another user: the socket’s permissions are the hop’s authentication', () => {
-    // As "nobody": connect(2) needs search permission on the folder and write permission on the socket.
-    const probe = `require('node:net').connect(${JSON.stringify(socket)}).on('connect', () => { console.log('connected'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(0); })`;
-    const out = execFileSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e', probe], { encoding: 'utf8' }).trim();
-    assert.equal(out, 'EACCES');
+  it('cannot be opened by another user, nor by a member of its group: the socket’s mode is the hop’s authentication', () => {
+    // The folder opened for the probe, so that what refuses is the socket's own mode (connect(2)
+    // needs write permission on it), not the folder.
+    const folder = join(socket, '..');
+    chmodSync(folder, 0o755);
+    try {
+      const probe = `require('node:net').connect(${JSON.stringify(socket)}).on('connect', () => { console.log('connected'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(0); })`;
+      const as = (...ids: string[]) => execFileSync('setpriv', [...ids, '--clear-groups', process.execPath, '-e', probe], { encoding: 'utf8' }).trim();
+      const owner = statSync(socket);
+      assert.equal(as('--reuid=nobody', '--regid=nogroup'), 'EACCES', 'another user');
+      assert.equal(as('--reuid=nobody', `--regid=${owner.gid}`), 'EACCES', 'a member of the socket’s group');
+    } finally {
+      chmodSync(folder, 0o700);
+    }
   });
 
   it('a device’s certificate still decides who it is: a second device is welcomed as itself, and a frame naming another is refused', async () => {
@@ -110,10 +119,14 @@ describe('the hop from Caddy to the gateway over a Unix socket (EDGE_HOP=unix), 
     }
   });
 
-  it('after the gateway is killed (SIGKILL leaves its socket file), its restart listens again and Caddy reaches it', async () => {
+  it('after the gateway is killed (SIGKILL leaves its socket file), its restart removes the file, listens again and Caddy reaches it', async () => {
     const gateway = stack.gateways[0]!;
+    const logged = () => readFileSync(gateway.spec.logFile, 'utf8').split('"msg":"removed the socket file a stopped gateway left').length - 1;
+    const removedBefore = logged();
     await gateway.signal('SIGKILL');
     await gateway.untilReady(60_000);
+    assert.equal(logged(), removedBefore + 1, 'the restart found the stale socket and removed it');
+    assert.equal(statSync(socket).mode & 0o777, 0o600);
     const field = await startTestFieldClient(pki.paths, 'hop-field', stack.urls.wss, logs.logger);
     try {
       const before = await count('hop-field');
