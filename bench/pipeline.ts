@@ -323,7 +323,9 @@ async function main(): Promise<void> {
       } else {
         const maximum = values['long-rate'] !== undefined ? Number(values['long-rate']) : (await throughput(ctx, meter, BATCHED)).readingsPerSecond;
         const services = () => ({ ...Object.fromEntries(stack.all.map((proc) => [proc.name, proc.pid])), InfluxDB: influx.process.pid });
-        const s = await sustained(ctx, { readingsPerSecond: Math.round(maximum * SUSTAINED_SHARE), maximumPerSecond: maximum, minutes: Number(values['long-minutes']), services });
+        const m = stack.metrics;
+        const metricsOf = () => ({ 'gateway-1': m.gateways[0], distributor: m.distributor, 'command-api': m.commandApi, 'broker-exporter': m.brokerExporter, console: m.console });
+        const s = await sustained(ctx, { readingsPerSecond: Math.round(maximum * SUSTAINED_SHARE), maximumPerSecond: maximum, minutes: Number(values['long-minutes']), services, metricsOf });
         process.stdout.write(writeLoadReport(resultsDir, 'pipeline-sustained', { when: new Date().toISOString(), settings, sustained: s }, renderSustained(s), sustainedTargets(s)) + '\n');
       }
     } finally {

@@ -45,6 +45,14 @@ export function renderSustained(s: SustainedResult): string[] {
     `| resident memory (MiB) | start | after ${s.warmUpSeconds} s | end | growth after warm-up |`,
     '|---|---|---|---|---|',
     ...s.memory.map((m) => `| ${m.service} | ${m.startMiB} | ${m.warmMiB} | ${m.endMiB} | ${m.growthPercent} % |`),
+    ...(s.heap.length > 0
+      ? [
+          '',
+          '| V8 heap in use (MiB), the lowest of the 10 s samples | the minute after warm-up | the last minute | growth | samples |',
+          '|---|---|---|---|---|',
+          ...s.heap.map((h) => `| ${h.service} | ${h.warmFloorMiB} | ${h.endFloorMiB} | ${h.growthPercent} % | ${h.samples} |`),
+        ]
+      : []),
   ];
 }
 

@@ -4,6 +4,8 @@ import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
 import { residentBytes } from '../lib/proc-stats.ts';
+import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
+import { METRIC_PREFIX } from '../../shared/metrics/registry.ts';
 
 export interface SustainedOptions {
   /** readings/s offered in all (80 % of the batched maximum) */
@@ -13,6 +15,23 @@ export interface SustainedOptions {
   minutes: number;
   /** every service's process, whose resident memory is read */
   services: () => Record<string, number | undefined>;
+  /** the Node services' /metrics base URLs, whose V8 heap in use is read every window */
+  metricsOf?: () => Record<string, string | undefined>;
+}
+
+/**
+ * A Node service's V8 heap in use, the lowest of its 10 s samples in the minute after the warm-up
+ * and in the last minute. Resident memory read three times cannot tell a heap that breathes (grown
+ * before a collection) from one that leaks; the floor under many samples, after the collector ran,
+ * can: a leak raises the floor.
+ */
+export interface ServiceHeap {
+  service: string;
+  warmFloorMiB: number;
+  endFloorMiB: number;
+  /** (end floor − warm floor) / warm floor */
+  growthPercent: number;
+  samples: number;
 }
 
 export interface SustainedWindow {
@@ -46,7 +65,10 @@ export interface SustainedResult {
   duplicated: number;
   windows: SustainedWindow[];
   memory: ServiceMemory[];
+  heap: ServiceHeap[];
 }
+
+const HEAP_IN_USE = `${METRIC_PREFIX}nodejs_heap_size_used_bytes`;
 
 /** seconds per window */
 const WINDOW_S = 10;
@@ -131,6 +153,20 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
       await sleep(POLL_EVERY_MS);
     }
   })();
+  const heapSamples = new Map<string, { atS: number; bytes: number }[]>();
+  const sampleHeaps = async (atS: number) => {
+    await Promise.all(
+      Object.entries(o.metricsOf?.() ?? {}).map(async ([name, base]) => {
+        if (base === undefined) return;
+        try {
+          const bytes = sumOf(parseExposition(await (await fetch(`${base}/metrics`)).text()), HEAP_IN_USE);
+          if (bytes !== undefined) heapSamples.set(name, [...(heapSamples.get(name) ?? []), { atS, bytes }]);
+        } catch {
+          /* a scrape missed: one sample fewer */
+        }
+      }),
+    );
+  };
   // Windows: the database's own counter of accepted points, read every 10 s.
   let mark = await ctx.influx.pointsWritten();
   for (let w = 1; w * WINDOW_S * 1000 <= durationMs; w++) {
@@ -139,6 +175,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     windows.push({ endS: w * WINDOW_S, storedPerSecond: Math.round((now - mark) / WINDOW_S), probes: 0, p99Ms: 0 });
     mark = now;
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
+    await sampleHeaps(w * WINDOW_S);
   }
   const endMem = rss();
   stop = true;
@@ -166,6 +203,21 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     const [s, w, e] = [startMem.get(service) ?? 0, warmMem.get(service) ?? 0, endMem.get(service) ?? 0];
     return { service, startMiB: Math.round(s / MiB), warmMiB: Math.round(w / MiB), endMiB: Math.round(e / MiB), growthPercent: w > 0 ? Math.round(((e - w) / w) * 1000) / 10 : 0 };
   });
+  // The floors: the minute after the warm-up (or the half after it in a short run), and the last minute.
+  const spanS = Math.min(60, (durationMs - warmUpMs) / 2000);
+  const heap = [...heapSamples.entries()].map(([service, samples]) => {
+    const floor = (from: number, to: number) => Math.min(...samples.filter((x) => x.atS > from && x.atS <= to).map((x) => x.bytes));
+    const warm = floor(warmUpMs / 1000, warmUpMs / 1000 + spanS);
+    const end = floor(durationMs / 1000 - spanS, durationMs / 1000);
+    const ok = Number.isFinite(warm) && Number.isFinite(end) && warm > 0;
+    return {
+      service,
+      warmFloorMiB: ok ? Math.round((warm / MiB) * 10) / 10 : 0,
+      endFloorMiB: ok ? Math.round((end / MiB) * 10) / 10 : 0,
+      growthPercent: ok ? Math.round(((end - warm) / warm) * 1000) / 10 : 0,
+      samples: samples.length,
+    };
+  });
   return {
     scenario: `sustained: ${o.readingsPerSecond.toLocaleString('en')} readings/s batched for ${o.minutes} min`,
     maximumPerSecond: o.maximumPerSecond,
@@ -177,5 +229,6 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     duplicated: Math.max(0, stored - total),
     windows,
     memory,
+    heap,
   };
 }

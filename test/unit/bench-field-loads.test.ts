@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { issueFleet } from '../../bench/lib/fleet-pki.ts';
 import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
+import { renderSustained } from '../../bench/lib/load-reports.ts';
 import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
 import type { SustainedResult } from '../../bench/scenarios/sustained.ts';
 import { pkiPaths } from '../../pki/layout.ts';
@@ -75,6 +76,7 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
     { service: 'gateway-1', startMiB: 200, warmMiB: 200, endMiB: 220, growthPercent: 10 },
     { service: 'InfluxDB', startMiB: 70, warmMiB: 260, endMiB: 520, growthPercent: 100 },
   ],
+  heap: [],
   ...over,
 });
 
@@ -104,5 +106,11 @@ describe('the field loads against their targets', () => {
     assert.equal(worse[3]?.measured, 'a probe never arrived');
     assert.equal(worse[4]?.verdict, 'missed by 1 %');
     assert.match(sustainedTargets(sustained({ minutes: 2 }))[1]?.verdict ?? '', /over 2 min, not 10/);
+  });
+
+  it('sustained: the report shows each Node service’s heap floor after the warm-up and at the end, when it was read', () => {
+    assert.ok(!renderSustained(sustained()).some((l) => l.includes('V8 heap')));
+    const lines = renderSustained(sustained({ heap: [{ service: 'console', warmFloorMiB: 40.2, endFloorMiB: 41.5, growthPercent: 3.2, samples: 60 }] }));
+    assert.ok(lines.includes('| console | 40.2 | 41.5 | 3.2 % | 60 |'), lines.join('\n'));
   });
 });
