@@ -8,7 +8,7 @@ import { ConsoleSession, ROLE_TOKENS, writeRoleTokens, type SseEvent } from '../
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { startTestStack } from '../helpers/stack.ts';
+import { startTestStack, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const DB = 'sensor_data';
@@ -32,10 +32,7 @@ describe('the console on the real stack, with InfluxDB', () => {
   before(async () => {
     influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
-      INFLUXDB_URL: influx.url,
-      INFLUXDB_DATABASE: DB,
-      INFLUXDB_USERNAME: influx.user,
-      INFLUXDB_PASSWORD: influx.password,
+      ...influxSettings(influx, DB),
       COMMAND_API_TOKENS_FILE: writeRoleTokens(work.dir),
     }));
     field = await startTestFieldClient(pki.paths, DEVICE, stack.urls.wss, logs.logger);

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { startTestStack } from '../helpers/stack.ts';
+import { startTestStack, influxSettings } from '../helpers/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
@@ -46,10 +46,7 @@ describe('the hop from Caddy to the gateway over a Unix socket (EDGE_HOP=unix), 
   before(async () => {
     influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
-      INFLUXDB_URL: influx.url,
-      INFLUXDB_DATABASE: DB,
-      INFLUXDB_USERNAME: influx.user,
-      INFLUXDB_PASSWORD: influx.password,
+      ...influxSettings(influx, DB),
     }, { edgeHop: 'unix' }));
     socket = stack.dmzServers[0]!.sockets[0]!;
   });

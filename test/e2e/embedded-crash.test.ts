@@ -8,7 +8,7 @@ import { readLocalStore } from '../../internal-network/distributor/sinks/local-s
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { tempDir } from '../helpers/pki.ts';
-import { REPO_ROOT } from '../helpers/stack.ts';
+import { REPO_ROOT, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const DEVICE = 'crash-sim-001';
@@ -228,10 +228,7 @@ describe('npm start (embedded) loses no accepted reading when its process is kil
       const count = async () => Number((await influx.rows(DB, `SELECT count(v) FROM readings WHERE device = '${DEVICE}'`))[0]?.count ?? 0);
       const dir = join(work.dir, 'influx');
       const pipeline = await EmbeddedProcess.create(dir, {
-        INFLUXDB_URL: influx.url,
-        INFLUXDB_DATABASE: DB,
-        INFLUXDB_USERNAME: influx.user,
-        INFLUXDB_PASSWORD: influx.password,
+        ...influxSettings(influx, DB),
       });
       running.push(pipeline);
       await pipeline.start();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { fieldClientProcess } from '../helpers/field.ts';
-import { startTestStack } from '../helpers/stack.ts';
+import { startTestStack, influxSettings } from '../helpers/stack.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
@@ -98,10 +98,7 @@ describe('commit receipts, end to end: every hop crashes and no accepted reading
       pki.dir,
       join(work.dir, 'stack'),
       {
-        INFLUXDB_URL: influx.url,
-        INFLUXDB_DATABASE: DB,
-        INFLUXDB_USERNAME: influx.user,
-        INFLUXDB_PASSWORD: influx.password,
+        ...influxSettings(influx, DB),
         // A frozen database: the write times out and is retried, then answered after SIGCONT.
         INFLUXDB_TIMEOUT_MS: '4000',
         DISTRIBUTOR_RETRY_MAX_MS: '1000',

@@ -5,7 +5,7 @@ import { eventually } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { fieldClientProcess } from '../helpers/field.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { startTestStack } from '../helpers/stack.ts';
+import { startTestStack, influxSettings } from '../helpers/stack.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
@@ -32,10 +32,7 @@ describe('never lose a reading: 100,000 readings through every kind of fault', (
   before(async () => {
     influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
-      INFLUXDB_URL: influx.url,
-      INFLUXDB_DATABASE: DB,
-      INFLUXDB_USERNAME: influx.user,
-      INFLUXDB_PASSWORD: influx.password,
+      ...influxSettings(influx, DB),
       DISTRIBUTOR_RETRY_MAX_MS: '1000',
     }));
     relay = new TcpRelay({ host: '127.0.0.1', port: stack.ports.https }); // the device's network path

@@ -14,7 +14,7 @@ import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { api, REPO_ROOT, startTestStack } from '../helpers/stack.ts';
+import { api, REPO_ROOT, startTestStack, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { statusTopic } from '../../shared/contract/topics.ts';
 
@@ -82,10 +82,7 @@ describe('two DMZ servers: a device moves when its server dies', () => {
   before(async () => {
     influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
-      INFLUXDB_URL: influx.url,
-      INFLUXDB_DATABASE: DB,
-      INFLUXDB_USERNAME: influx.user,
-      INFLUXDB_PASSWORD: influx.password,
+      ...influxSettings(influx, DB),
       COMMAND_API_TOKENS_FILE: writeRoleTokens(work.dir),
     }, { dmzServers: 2 }));
     [s1, s2] = stack.dmzServers as [DmzServer, DmzServer];

@@ -10,7 +10,7 @@ import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { edgeNode, startMosquitto, T0, tahu } from '../helpers/sparkplug.ts';
-import { startTestStack } from '../helpers/stack.ts';
+import { startTestStack, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 /**
@@ -34,10 +34,7 @@ describe('Sparkplug B into InfluxDB 1.x through the real stack', () => {
   before(async () => {
     influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
-      INFLUXDB_URL: influx.url,
-      INFLUXDB_DATABASE: DB,
-      INFLUXDB_USERNAME: influx.user,
-      INFLUXDB_PASSWORD: influx.password,
+      ...influxSettings(influx, DB),
     }));
     plant = await startMosquitto(work.dir);
     field = await startTestFieldClient(pki.paths, DEVICE, stack.urls.wss, logs.logger, { FIELD_SPARKPLUG_URL: plant.url, FIELD_SPARKPLUG_GROUPS: 'Plant1' });

@@ -6,7 +6,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { extraDistributor, startTestStack } from '../helpers/stack.ts';
+import { extraDistributor, startTestStack, influxSettings } from '../helpers/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
@@ -53,10 +53,7 @@ describe('the stored feed on the real stack', () => {
   before(async () => {
     influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
-      INFLUXDB_URL: influx.url,
-      INFLUXDB_DATABASE: DB,
-      INFLUXDB_USERNAME: influx.user,
-      INFLUXDB_PASSWORD: influx.password,
+      ...influxSettings(influx, DB),
       DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
     }));
     // A second distributor with the feed off, in a share group of its own: it writes everything too.

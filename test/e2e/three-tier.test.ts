@@ -9,7 +9,7 @@ import { SEED_DEVICE_OF, SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { foreignDeviceCert, makeTestPki, tempDir } from '../helpers/pki.ts';
 import { InfluxV1, VictoriaMetrics } from '../../scripts/local-stack/databases.ts';
-import { api, extraDistributor, startTestStack } from '../helpers/stack.ts';
+import { api, extraDistributor, startTestStack, influxSettings } from '../helpers/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
@@ -34,10 +34,7 @@ describe('three tiers on real components: Caddy, two Mosquittos and the bridge, 
     influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
     vm = await VictoriaMetrics.start(join(work.dir, 'vm'));
     ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
-      INFLUXDB_URL: influx.url,
-      INFLUXDB_DATABASE: DB,
-      INFLUXDB_USERNAME: influx.user,
-      INFLUXDB_PASSWORD: influx.password,
+      ...influxSettings(influx, DB),
     }, { gateways: 2 }));
     // A second distributor, in a share group of its own, writes everything to VictoriaMetrics
     // through @influxdata/influxdb-client (the InfluxDB 2.x path).

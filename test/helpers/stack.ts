@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../scripts/local-stack/stack.ts';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import type { PkiPaths } from '../../pki/layout.ts';
+import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
 
@@ -24,6 +25,11 @@ export async function startTestStack(
     ...extra,
   });
   return { stack, token };
+}
+
+/** The distributor's settings for a test's InfluxDB 1.x and database (its login included). */
+export function influxSettings(influx: InfluxV1, database: string): Record<string, string> {
+  return { INFLUXDB_URL: influx.url, INFLUXDB_DATABASE: database, INFLUXDB_USERNAME: influx.user, INFLUXDB_PASSWORD: influx.password };
 }
 
 /** Another distributor on the internal broker, in its own share group (so it gets every message). */
