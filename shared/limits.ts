@@ -45,6 +45,11 @@ export const LIMITS = {
    * messages further apart than this outstanding at once (FIELD_COMMIT_WINDOW_MESSAGES is below
    * it), so a copy it sends again is always recognised, and answered with a receipt. */
   replayWindowSeqs: 65_536,
+  /** bytes. The distributor's journal of accepted sequence numbers (about 60 bytes per device and
+   * commit) is folded into a new snapshot of every window past this: every half minute at 10,000
+   * single-reading messages a second (the snapshot of 10,000 devices takes 17 ms), and under a
+   * second of reading it back at a start (measured: 11 MB of journal in 0.53 s). */
+  replayJournalMaxBytes: 16 * 1024 * 1024,
   /** milliseconds. The longest a field client waits for a commit receipt before it sends a message
    * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
    * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */

@@ -61,9 +61,10 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);
+  const replay = new ReplayWindows(join(config.DISTRIBUTOR_STATE_DIR, 'replay'));
   const verifier = new MessageVerifier(
     keys,
-    new ReplayWindows(join(config.DISTRIBUTOR_STATE_DIR, 'replay')),
+    replay,
     {
       requireSignatures: config.DISTRIBUTOR_REQUIRE_SIGNATURES,
       freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
@@ -180,6 +181,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       // Forced: an unfinished message must not be acknowledged on the way out.
       await Promise.all(clients.map((c) => endMqtt(c, true)));
       await sink.close();
+      replay.close();
     },
   };
 }

@@ -88,7 +88,8 @@ const REVOCATION_FILES = new Set(['ca.crl', 'dmz/revocation/revoked-serials.txt'
 export function classify(root: Root, path: string): Kind | undefined {
   if (!isSafeRelativePath(path)) return undefined;
   if (root === 'command-state') return path === COMMAND_JOURNAL_NAME ? 'command-journal' : undefined;
-  // The distributor's state folder holds its replay windows (replay/DEVICE.N.win, an older DEVICE.json).
+  // The distributor's state folder holds its replay windows (replay/windows-N.snap and .log) and the
+  // ids of its earlier broker sessions.
   if (root === 'distributor-state') return /\.tmp(-|$)/.test(path) ? undefined : 'replay-windows';
   if (CA_FILES.has(path)) return 'ca';
   if (REVOCATION_FILES.has(path)) return 'revocations';

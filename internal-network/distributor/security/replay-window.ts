@@ -1,8 +1,9 @@
-import { closeSync, constants, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { z } from 'zod';
 import { LIMITS } from '../../../shared/limits.ts';
+import { type JournalEntry, journalLine, ReplayStore, type Snapshot, STORED_RUNS_MAX, type StoredWindow } from './replay-store.ts';
 
 /** sequence numbers remembered below the highest seen, per device and epoch */
 export const WINDOW = LIMITS.replayWindowSeqs;
@@ -22,7 +23,7 @@ interface EpochWindow {
   lastSeen: number;
 }
 
-/** Per device: epoch → window. `ring` is base64. Version 2; version 1 had a shifted `bits` map. */
+/** The layout before the journal, per device: epoch → window. `ring` is base64; version 1 had a shifted `bits` map. */
 const StoredEpochsSchema = z.record(
   z.string(),
   z.union([z.object({ top: z.number(), ring: z.string(), lastSeen: z.number() }), z.object({ top: z.number(), bits: z.string(), lastSeen: z.number() })]),
@@ -42,15 +43,13 @@ const clearBit = (ring: Buffer, seq: number) => {
 };
 
 /**
- * A device's windows on disk: two slots written in turn, in place (DIR/DEVICE.0.win and .1.win),
- * each `MAGIC GENERATION BYTES CRC32\n` then the JSON of its epochs. Loading takes the intact slot
- * of the highest generation, so a write torn by a crash costs at most the last update, never the
- * window. (Writing a new file and renaming it over the old, as before, cost 250 µs of kernel time
- * per update on ext4, a tenth of the distributor's CPU; the same bytes written in place cost 4 µs.)
- * Bytes past BYTES are left from longer earlier writes and ignored: the file is never truncated.
- * A DIR/DEVICE.json of the earlier layout is read when no slot is intact.
+ * The layout before the journal (replay-store.ts): per device, two slots written in turn
+ * (DIR/DEVICE.0.win and .1.win), each `MAGIC GENERATION BYTES CRC32\n` then the JSON of its epochs,
+ * and before them DIR/DEVICE.json. Read once, when a folder without a journal is first opened, into
+ * the first snapshot; then removed.
  */
 const SLOT_MAGIC = 'fieldstream-replay-window-v3';
+const LEGACY_FILE = /^(.+)\.(?:([01])\.win|json)$/;
 
 function readSlot(path: string): { generation: number; epochs: Record<string, StoredEpoch> } | undefined {
   let data: Buffer;
@@ -72,68 +71,136 @@ function readSlot(path: string): { generation: number; epochs: Record<string, St
   }
 }
 
-function writeSlot(path: string, generation: number, epochs: Record<string, StoredEpoch>): void {
-  const body = Buffer.from(JSON.stringify(epochs), 'utf8');
-  const header = Buffer.from(`${SLOT_MAGIC} ${generation} ${body.length} ${crc32(body)}\n`, 'latin1');
-  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT, 0o600);
+/** A device's windows in the layout before the journal: the intact slot of the highest generation, or its .json. */
+function readLegacyDevice(dir: string, deviceId: string): Record<string, StoredEpoch> | undefined {
+  const slots = [0, 1].map((i) => readSlot(join(dir, `${deviceId}.${i}.win`)));
+  const newest = slots.reduce((a, b) => (b && (!a || b.generation > a.generation) ? b : a), undefined);
+  if (newest) return newest.epochs;
   try {
-    writeSync(fd, Buffer.concat([header, body]), 0, header.length + body.length, 0);
-  } finally {
-    closeSync(fd);
+    return StoredEpochsSchema.parse(JSON.parse(readFileSync(join(dir, `${deviceId}.json`), 'utf8')));
+  } catch {
+    return undefined; // damaged: not trusted
   }
+}
+
+/** The accepted sequence numbers of a window as ranges, newest first; undefined past STORED_RUNS_MAX. */
+function runsOf(w: EpochWindow): Array<[number, number]> | undefined {
+  const words = new Uint32Array(w.ring.buffer, w.ring.byteOffset, WINDOW / 32);
+  const runs: Array<[number, number]> = [];
+  const lowest = Math.max(0, w.top - WINDOW + 1);
+  let open: number | undefined; // the highest of the range being walked
+  let s = w.top;
+  while (s >= lowest) {
+    // 32 at a time where a whole word lies in the window and says the same of all of them
+    if ((s & 31) === 31 && s - 31 >= lowest) {
+      const word = words[(s % WINDOW) >>> 5] as number;
+      if (word === 0 || word === 0xffff_ffff) {
+        if (word === 0 && open !== undefined) {
+          runs.push([open, s + 1]);
+          open = undefined;
+        } else if (word !== 0) open ??= s;
+        s -= 32;
+        if (runs.length > STORED_RUNS_MAX) return undefined;
+        continue;
+      }
+    }
+    if (isSet(w.ring, s)) open ??= s;
+    else if (open !== undefined) {
+      runs.push([open, s + 1]);
+      open = undefined;
+      if (runs.length > STORED_RUNS_MAX) return undefined;
+    }
+    s--;
+  }
+  if (open !== undefined) runs.push([open, lowest]);
+  return runs.length > STORED_RUNS_MAX ? undefined : runs;
+}
+
+function storedOf(w: EpochWindow): StoredWindow {
+  const runs = runsOf(w);
+  return runs ? { top: w.top, lastSeen: w.lastSeen, runs } : { top: w.top, lastSeen: w.lastSeen, ring: Buffer.from(w.ring).toString('base64') };
+}
+
+/** A fresh ring (aligned for runsOf's word reads), with the bits of `stored`. */
+function windowOf(stored: StoredWindow | StoredEpoch): EpochWindow {
+  const ring = Buffer.from(new ArrayBuffer(WINDOW / 8));
+  if ('runs' in stored) {
+    for (const [hi, lo] of stored.runs) for (let s = Math.min(hi, stored.top); s >= lo && stored.top - s < WINDOW; s--) setBit(ring, s);
+  } else if ('ring' in stored) Buffer.from(stored.ring, 'base64').copy(ring, 0, 0, WINDOW / 8);
+  else fromShifted(stored.top, Buffer.from(stored.bits, 'base64')).copy(ring);
+  return { top: stored.top, ring, lastSeen: stored.lastSeen };
 }
 
 /**
  * Which sequence numbers of each (device, epoch) were accepted: the highest, and which of the
- * WINDOW below it. Persisted per device (see SLOT_MAGIC) before the broker is acknowledged, so
- * restarting the distributor does not reopen replay. Out-of-order arrival within the window is
- * fine (a device resends unacknowledged messages after a reconnect); anything below the window is
- * refused, since a device never holds that many messages unacknowledged.
+ * WINDOW below it. Kept in memory, and journalled (replay-store.ts) by persist() before the broker
+ * is acknowledged, so restarting the distributor does not reopen replay. Out-of-order arrival
+ * within the window is fine (a device resends unacknowledged messages after a reconnect); anything
+ * below the window is refused, since a device never holds that many messages unacknowledged.
  */
 export class ReplayWindows {
   private readonly devices = new Map<string, Map<string, EpochWindow>>();
-  private readonly dirty = new Set<string>();
-  /** per device, the generation last written (its slot is generation mod 2) */
-  private readonly generations = new Map<string, number>();
+  /** what was recorded since the last persist(), a device and epoch's run of records in one entry */
+  private pending: JournalEntry[] = [];
+  private readonly store: ReplayStore;
 
-  constructor(private readonly dir: string) {
+  /** `journalMaxBytes`: see LIMITS.replayJournalMaxBytes (lower only in tests, to see compactions). */
+  constructor(
+    private readonly dir: string,
+    o: { journalMaxBytes?: number } = {},
+  ) {
     mkdirSync(dir, { recursive: true });
+    this.store = new ReplayStore(dir, o.journalMaxBytes);
+    const { snapshot, entries } = this.store.load();
+    const legacy = snapshot || entries.length > 0 ? [] : this.legacyDevices();
+    for (const [deviceId, epochs] of Object.entries(snapshot?.devices ?? {})) {
+      this.devices.set(deviceId, new Map(Object.entries(epochs).map(([epoch, w]) => [epoch, windowOf(w)])));
+    }
+    for (const deviceId of legacy) {
+      const epochs = readLegacyDevice(dir, deviceId);
+      if (epochs) this.devices.set(deviceId, new Map(Object.entries(epochs).map(([epoch, w]) => [epoch, windowOf(w)])));
+    }
+    for (const e of entries) for (const seq of e.seqs) this.apply(e.deviceId, e.epoch, seq, e.time);
+    // A new generation at every start: the journal is appended to only after its intact lines.
+    this.store.compact(this.snapshot());
+    for (const name of readdirSync(dir)) if (LEGACY_FILE.test(name)) rmSync(join(dir, name), { force: true });
   }
 
-  private device(deviceId: string): Map<string, EpochWindow> {
-    let d = this.devices.get(deviceId);
-    if (d) return d;
-    d = new Map();
-    const slots = [0, 1].map((i) => readSlot(this.slotPath(deviceId, i)));
-    const newest = slots.reduce((a, b) => (b && (!a || b.generation > a.generation) ? b : a), undefined);
-    let raw: Record<string, StoredEpoch> | undefined = newest?.epochs;
-    if (newest) this.generations.set(deviceId, newest.generation);
-    else {
-      try {
-        raw = StoredEpochsSchema.parse(JSON.parse(readFileSync(join(this.dir, `${deviceId}.json`), 'utf8')));
-      } catch {
-        /* a device seen for the first time */
-      }
+  /** The devices that have windows in the layout before the journal. */
+  private legacyDevices(): string[] {
+    const ids = new Set<string>();
+    for (const name of readdirSync(this.dir)) {
+      const m = LEGACY_FILE.exec(name);
+      if (m) ids.add(m[1] as string);
     }
-    for (const [epoch, w] of Object.entries(raw ?? {})) {
-      d.set(epoch, { top: w.top, ring: 'ring' in w ? Buffer.from(w.ring, 'base64') : fromShifted(w.top, Buffer.from(w.bits, 'base64')), lastSeen: w.lastSeen });
-    }
-    this.devices.set(deviceId, d);
-    return d;
+    return [...ids];
   }
 
   check(deviceId: string, epoch: string, seq: number): ReplayVerdict {
-    const w = this.device(deviceId).get(epoch);
+    const w = this.devices.get(deviceId)?.get(epoch);
     if (!w || seq > w.top) return 'new';
     if (w.top - seq >= WINDOW) return 'too-old';
     return isSet(w.ring, seq) ? 'seen' : 'new';
   }
 
+  /** Takes effect at once; on disk at the next persist(). */
   record(deviceId: string, epoch: string, seq: number): void {
-    const d = this.device(deviceId);
+    const now = Date.now();
+    this.apply(deviceId, epoch, seq, now);
+    const last = this.pending.at(-1);
+    if (last && last.deviceId === deviceId && last.epoch === epoch) last.seqs.push(seq);
+    else this.pending.push({ time: now, deviceId, epoch, seqs: [seq] });
+  }
+
+  private apply(deviceId: string, epoch: string, seq: number, now: number): void {
+    let d = this.devices.get(deviceId);
+    if (!d) {
+      d = new Map();
+      this.devices.set(deviceId, d);
+    }
     let w = d.get(epoch);
     if (!w) {
-      w = { top: seq, ring: Buffer.alloc(WINDOW / 8), lastSeen: Date.now() };
+      w = { top: seq, ring: Buffer.from(new ArrayBuffer(WINDOW / 8)), lastSeen: now };
       d.set(epoch, w);
       if (d.size > EPOCHS_PER_DEVICE) {
         const oldest = [...d.entries()].sort((a, b) => a[1].lastSeen - b[1].lastSeen)[0];
@@ -147,26 +214,29 @@ export class ReplayWindows {
       w.top = seq;
     }
     if (w.top - seq < WINDOW) setBit(w.ring, seq);
-    w.lastSeen = Date.now();
-    this.dirty.add(deviceId);
+    w.lastSeen = Math.max(w.lastSeen, now);
   }
 
-  private slotPath(deviceId: string, slot: number): string {
-    return join(this.dir, `${deviceId}.${slot}.win`);
-  }
-
-  /** Writes every changed device, into the slot not holding its last write. */
+  /** Appends what was recorded since the last call to the journal, with one write. */
   persist(): void {
-    for (const deviceId of this.dirty) {
-      const d = this.devices.get(deviceId);
-      if (!d) continue;
-      const out: Record<string, StoredEpoch> = {};
-      for (const [epoch, w] of d) out[epoch] = { top: w.top, ring: w.ring.toString('base64'), lastSeen: w.lastSeen };
-      const generation = (this.generations.get(deviceId) ?? 0) + 1;
-      writeSlot(this.slotPath(deviceId, generation % 2), generation, out);
-      this.generations.set(deviceId, generation);
+    if (this.pending.length === 0) return;
+    const full = this.store.append(this.pending.map(journalLine).join(''));
+    this.pending = [];
+    if (full) this.store.compact(this.snapshot());
+  }
+
+  private snapshot(): Snapshot {
+    const devices: Snapshot['devices'] = {};
+    for (const [deviceId, d] of this.devices) {
+      const epochs: Record<string, StoredWindow> = {};
+      for (const [epoch, w] of d) epochs[epoch] = storedOf(w);
+      devices[deviceId] = epochs;
     }
-    this.dirty.clear();
+    return { devices };
+  }
+
+  close(): void {
+    this.store.close();
   }
 }
 

@@ -1,0 +1,213 @@
+import { closeSync, constants, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { z } from 'zod';
+import { LIMITS } from '../../../shared/limits.ts';
+
+/**
+ * Where the replay windows live on disk: one journal and one snapshot per generation.
+ *
+ *   DIR/windows-G.snap   every window as it was when generation G began: a header line
+ *                        `MAGIC G BYTES CRC32` then the JSON of SnapshotSchema
+ *   DIR/windows-G.log    what was accepted since: one line per device and epoch touched by a
+ *                        commit, `CRC32 JSON` with JSON = [time, device, epoch, seq, seq, ...]
+ *
+ * A commit appends its lines with one write to the open journal (no open, no close, a few dozen
+ * bytes) where the layout before wrote the device's whole window (8 KiB of bits as base64) into a
+ * file of its own: that cost a fifth of the distributor's CPU with one reading per message.
+ * Loading takes the newest intact snapshot and replays every journal of its generation or later;
+ * a line that does not match its CRC (a write torn by a power cut, or a copy taken mid-write) ends
+ * that journal. Recording a sequence number twice changes nothing, so a snapshot that already
+ * holds part of a journal is safe to replay over.
+ *
+ * Compaction (at start, and when the journal passes LIMITS.replayJournalMaxBytes): the snapshot of
+ * G+1 is written beside, synced and renamed into place, then the journal of G+1 opened; only then
+ * are the files of G-1 and earlier removed. Generation G stays, so a backup reading the folder
+ * while a compaction runs still finds the files it listed, and a damaged newest snapshot falls back
+ * to the one before it and both journals.
+ */
+const SNAPSHOT_MAGIC = 'fieldstream-replay-snapshot-v1';
+const FILE = /^windows-(\d{1,15})\.(snap|log)$/;
+/** a snapshot a compaction was writing when its process died */
+const LEFT_BEHIND = /^windows-\d{1,15}\.snap\.tmp-\d+$/;
+
+/**
+ * A window as stored: `runs` lists the accepted sequence numbers as [highest, lowest] ranges,
+ * newest first (a device that skips nothing has one); a window with many gaps keeps its ring of
+ * bits (base64) instead, which is never larger than 8 KiB.
+ */
+/** Most [highest, lowest] ranges a window is stored as; one with more gaps keeps its ring of bits. */
+export const STORED_RUNS_MAX = 64;
+const StoredWindowSchema = z.union([
+  z.object({ top: z.number().int().nonnegative(), lastSeen: z.number(), runs: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])).max(STORED_RUNS_MAX) }),
+  z.object({ top: z.number().int().nonnegative(), lastSeen: z.number(), ring: z.string() }),
+]);
+export type StoredWindow = z.infer<typeof StoredWindowSchema>;
+const SnapshotSchema = z.object({ devices: z.record(z.string(), z.record(z.string(), StoredWindowSchema)) });
+export type Snapshot = z.infer<typeof SnapshotSchema>;
+const JournalLineSchema = z.tuple([z.number(), z.string().min(1), z.string().min(1)]).rest(z.number().int().nonnegative());
+
+/** One line of the journal: a device's sequence numbers of one epoch accepted at `time`. */
+export interface JournalEntry {
+  time: number;
+  deviceId: string;
+  epoch: string;
+  seqs: number[];
+}
+
+interface Generation {
+  n: number;
+  snap: boolean;
+  log: boolean;
+}
+
+function generations(dir: string): Generation[] {
+  const byN = new Map<number, Generation>();
+  for (const name of readdirSync(dir)) {
+    if (LEFT_BEHIND.test(name)) rmSync(join(dir, name), { force: true });
+    const m = FILE.exec(name);
+    if (!m) continue;
+    const n = Number(m[1]);
+    const g = byN.get(n) ?? { n, snap: false, log: false };
+    if (m[2] === 'snap') g.snap = true;
+    else g.log = true;
+    byN.set(n, g);
+  }
+  return [...byN.values()].sort((a, b) => a.n - b.n);
+}
+
+function readSnapshot(path: string): Snapshot | undefined {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch {
+    return undefined;
+  }
+  const eol = data.indexOf(10);
+  if (eol < 0) return undefined;
+  const [magic, , bytes, crc] = data.subarray(0, eol).toString('latin1').split(' ');
+  const body = data.subarray(eol + 1);
+  if (magic !== SNAPSHOT_MAGIC || body.length !== Number(bytes) || crc32(body) !== Number(crc)) return undefined;
+  try {
+    const parsed = SnapshotSchema.safeParse(JSON.parse(body.toString('utf8')));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The journal's intact lines, in order; the first damaged line ends it (see above). */
+function readJournal(path: string): JournalEntry[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: JournalEntry[] = [];
+  let at = 0;
+  for (;;) {
+    const eol = text.indexOf('\n', at);
+    if (eol < 0) break;
+    const line = text.slice(at, eol);
+    at = eol + 1;
+    const space = line.indexOf(' ');
+    const json = line.slice(space + 1);
+    if (space < 1 || crc32(json) !== parseInt(line.slice(0, space), 16)) break;
+    let parsed: z.infer<typeof JournalLineSchema>;
+    try {
+      const r = JournalLineSchema.safeParse(JSON.parse(json));
+      if (!r.success) break;
+      parsed = r.data;
+    } catch {
+      break;
+    }
+    const [time, deviceId, epoch, ...seqs] = parsed;
+    out.push({ time, deviceId, epoch, seqs });
+  }
+  return out;
+}
+
+export function journalLine(e: JournalEntry): string {
+  const json = JSON.stringify([e.time, e.deviceId, e.epoch, ...e.seqs]);
+  return `${crc32(json).toString(16)} ${json}\n`;
+}
+
+export class ReplayStore {
+  private generation = 0;
+  private fd: number | undefined;
+  private journalBytes = 0;
+
+  constructor(
+    private readonly dir: string,
+    private readonly maxJournalBytes = LIMITS.replayJournalMaxBytes,
+  ) {}
+
+  /**
+   * What the folder holds: the newest intact snapshot (undefined when none) and the journal
+   * entries to replay over it, oldest first. Call compact() before the first append.
+   */
+  load(): { snapshot: Snapshot | undefined; entries: JournalEntry[] } {
+    const gens = generations(this.dir);
+    this.generation = gens.at(-1)?.n ?? 0;
+    for (const g of [...gens].reverse()) {
+      if (!g.snap) continue;
+      const snapshot = readSnapshot(join(this.dir, `windows-${g.n}.snap`));
+      if (!snapshot) continue; // damaged: the one before it, with more of the journals
+      return { snapshot, entries: gens.filter((j) => j.n >= g.n && j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
+    }
+    return { snapshot: undefined, entries: gens.filter((j) => j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
+  }
+
+  /** Appends with one write; true when the journal has grown past its limit (then compact). */
+  append(lines: string): boolean {
+    if (this.fd === undefined) throw new Error('replay journal not open: compact() first');
+    const bytes = Buffer.from(lines, 'utf8');
+    writeSync(this.fd, bytes, 0, bytes.length);
+    this.journalBytes += bytes.length;
+    return this.journalBytes >= this.maxJournalBytes;
+  }
+
+  /** Begins the next generation from `snapshot` (every window as it is now); see the file's comment. */
+  compact(snapshot: Snapshot): void {
+    const next = this.generation + 1;
+    const body = Buffer.from(JSON.stringify(snapshot), 'utf8');
+    const header = Buffer.from(`${SNAPSHOT_MAGIC} ${next} ${body.length} ${crc32(body)}\n`, 'latin1');
+    const path = join(this.dir, `windows-${next}.snap`);
+    const tmp = `${path}.tmp-${process.pid}`;
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    try {
+      writeSync(fd, Buffer.concat([header, body]));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+    syncDir(this.dir);
+    const log = openSync(join(this.dir, `windows-${next}.log`), constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = log;
+    this.journalBytes = 0;
+    this.generation = next;
+    for (const g of generations(this.dir)) {
+      if (g.n >= next - 1) continue;
+      rmSync(join(this.dir, `windows-${g.n}.snap`), { force: true });
+      rmSync(join(this.dir, `windows-${g.n}.log`), { force: true });
+    }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/** So the rename survives a power cut (on ext4 and XFS a directory entry is made durable this way). */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, constants.O_RDONLY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
