@@ -96,6 +96,11 @@ export const ERRORS = {
     description: 'The database refused the data permanently; it was kept in the dead-letter folder.',
   },
 
+  DISTRIBUTOR_STATE_LEASE: {
+    http: 503,
+    transient: true,
+    description: 'The distributor could not claim a slot of DISTRIBUTOR_STATE_DIR, or lost its slot to another distributor; it stops rather than write state another one owns.',
+  },
   DISTRIBUTOR_FILE_CHECKSUM: { http: 400, transient: false, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
   // -- Field client ---------------------------------------------------------------------------------
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },

@@ -31,6 +31,9 @@ export const LIMITS = {
   sendBufferMaxBytes: 4 * 1024 * 1024,
   /** connections. Most broker connections (DISTRIBUTOR_CONSUMERS) one distributor holds. */
   distributorMaxConsumers: 64,
+  /** distributors. Most distributors keeping their state in one DISTRIBUTOR_STATE_DIR (replicas
+   * sharing a bind mount, internal-network/distributor/state-lease.ts). */
+  distributorMaxInstances: 64,
   /** milliseconds. How long the gateway waits for a PUBACK before reporting the message failed. */
   publishTimeoutMs: 30_000,
   /** seconds. Longest a command may stay deliverable (the command API's ttlSeconds); the field
@@ -242,6 +245,13 @@ export const TIMINGS = {
   /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and
    * subscribed; the compose healthcheck accepts a file touched within the last 30 s (3 intervals). */
   healthFileIntervalMs: 10_000,
+  /** milliseconds. A distributor renews its lease on its slot of DISTRIBUTOR_STATE_DIR this often;
+   * a lease not renewed for stateLeaseExpiryMs (three renewals) was left by a process that is gone. */
+  stateLeaseRenewMs: 5_000,
+  stateLeaseExpiryMs: 15_000,
+  /** milliseconds. How long a distributor waits for another one's claim of a slot (milliseconds
+   * each); a claim older than this was left by a process killed while claiming. */
+  stateLeaseClaimWaitMs: 5_000,
   /** milliseconds. The command API's HTTP headersTimeout and requestTimeout. */
   commandApiHeadersTimeoutMs: 5_000,
   commandApiRequestTimeoutMs: 10_000,

@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises';
+import type { FieldStreamError } from '../../shared/errors.ts';
 import type { MqttClient } from 'mqtt';
 import { sharedFilter, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -15,6 +16,7 @@ import { selectDistributorSink } from './sinks/select.ts';
 import { WriteBatcher } from './write-batcher.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { ReplayWindows } from './security/replay-window.ts';
+import { claimStateSlot } from './state-lease.ts';
 import { MessageVerifier } from './security/verifier.ts';
 import { join } from 'node:path';
 import type { PointSink } from './sinks/sink.ts';
@@ -48,8 +50,17 @@ export interface Distributor {
  * each, see Consumer), writing through one group-committing batcher to the time-series sink, and
  * files to FILE_STORAGE_PATH.
  */
-export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger, opts: { processMetrics?: boolean } = {}): Distributor {
+/**
+ * `onStateLost`: the distributor lost its slot of DISTRIBUTOR_STATE_DIR to another (state-lease.ts)
+ * and has stopped; as a process it exits (main.ts), so its supervisor starts it again.
+ */
+export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger, opts: { processMetrics?: boolean; onStateLost?: (err: FieldStreamError) => void } = {}): Distributor {
   const log = logger.child({ component: 'distributor' });
+  const lease = claimStateSlot(config.DISTRIBUTOR_STATE_DIR, config.DISTRIBUTOR_CLIENT_ID, (err) => {
+    log.error({ code: err.code, err: err.message }, 'lost the state folder to another distributor; stopping');
+    void distributor.close().finally(() => opts.onStateLost?.(err));
+  });
+  if (lease.slot > 1) log.info({ slot: lease.slot, dir: lease.dir }, 'state kept in its own slot of the shared state folder');
   const served = config.DISTRIBUTOR_METRICS_PORT !== undefined;
   const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false, counting: served }));
   // Filled below, one per consumer; the stored feed and the receipts publish on these connections.
@@ -61,7 +72,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);
-  const replay = new ReplayWindows(join(config.DISTRIBUTOR_STATE_DIR, 'replay'));
+  const replay = new ReplayWindows(join(lease.dir, 'replay'));
   const verifier = new MessageVerifier(
     keys,
     replay,
@@ -105,7 +116,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     group !== 'none' && config.MQTT_PROTOCOL_VERSION === 5
       ? ready.then(() =>
           retireConsumerSessions({
-            stateFile: join(config.DISTRIBUTOR_STATE_DIR, 'consumer-sessions.json'),
+            stateFile: join(lease.dir, 'consumer-sessions.json'),
             current: clients.map((c) => c.options.clientId as string),
             base: config.DISTRIBUTOR_CLIENT_ID,
             maxConsumers: LIMITS.distributorMaxConsumers,
@@ -155,7 +166,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       healthTimer.unref();
     });
   }
-  return {
+  let closing: Promise<void> | undefined;
+  const distributor: Distributor = {
     clients,
     verifier,
     sink,
@@ -171,17 +183,22 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       for (const c of consumers) for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += c.stats[k];
       return total;
     },
-    async close() {
-      clearInterval(healthTimer);
-      stopping.abort();
-      await retirement.catch(() => undefined);
-      await (await metricsServer.catch(() => undefined))?.close();
-      for (const c of consumers) c.stop();
-      feed?.close();
-      // Forced: an unfinished message must not be acknowledged on the way out.
-      await Promise.all(clients.map((c) => endMqtt(c, true)));
-      await sink.close();
-      replay.close();
+    close() {
+      closing ??= (async () => {
+        clearInterval(healthTimer);
+        stopping.abort();
+        await retirement.catch(() => undefined);
+        await (await metricsServer.catch(() => undefined))?.close();
+        for (const c of consumers) c.stop();
+        feed?.close();
+        // Forced: an unfinished message must not be acknowledged on the way out.
+        await Promise.all(clients.map((c) => endMqtt(c, true)));
+        await sink.close();
+        replay.close();
+        lease.release();
+      })();
+      return closing;
     },
   };
+  return distributor;
 }

@@ -90,7 +90,8 @@ export function classify(root: Root, path: string): Kind | undefined {
   if (root === 'command-state') return path === COMMAND_JOURNAL_NAME ? 'command-journal' : undefined;
   // The distributor's state folder holds its replay windows (replay/windows-N.snap and .log) and the
   // ids of its earlier broker sessions.
-  if (root === 'distributor-state') return /\.tmp(-|$)/.test(path) ? undefined : 'replay-windows';
+  // Not the leases of its slots (state-lease.ts): restored with a fresh time, one would look held.
+  if (root === 'distributor-state') return /\.tmp(-|$)/.test(path) || /(^|\/)(lease\.json|\.claiming)(\/|$)/.test(path) ? undefined : 'replay-windows';
   if (CA_FILES.has(path)) return 'ca';
   if (REVOCATION_FILES.has(path)) return 'revocations';
   const key = /^internal\/device-keys\/([^/]+)\.key$/.exec(path);

@@ -1,0 +1,133 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+
+/**
+ * Which part of DISTRIBUTOR_STATE_DIR this distributor owns.
+ *
+ * Replicas started with `docker-compose --scale distributor=N` share one bind-mounted folder, yet
+ * each must keep state of its own: its replay journal is written by one process only (another
+ * compacting it would delete the files it appends to), and the list of its earlier broker sessions
+ * would make another replica take over sessions that are live. So each claims a slot: slot 1 is the
+ * folder itself (a single distributor's layout is unchanged), slot N > 1 is DIR/instances/N. A
+ * slot is held by its `lease.json` (who holds it), whose modification time is renewed every
+ * TIMINGS.stateLeaseRenewMs; a lease not renewed for TIMINGS.stateLeaseExpiryMs was left by a
+ * process that is gone. A distributor takes, in order: the slot whose lease names its own client id
+ * (itself before a restart), else the lowest slot that is free (never claimed, released at a clean
+ * stop, or expired), with what it holds: a recreated container carries on with its predecessor's
+ * replay windows and retires its sessions. Claims are serialised by creating DIR/.claiming (mkdir
+ * is atomic on every local file system and on NFS).
+ */
+const LeaseSchema = z.object({ owner: z.string(), clientId: z.string(), host: z.string(), pid: z.number(), claimedAt: z.string() });
+type Lease = z.infer<typeof LeaseSchema>;
+
+export interface StateLease {
+  /** the folder this distributor keeps its state in */
+  readonly dir: string;
+  readonly slot: number;
+  /** Stops renewing and frees the slot for the next distributor. */
+  release(): void;
+}
+
+function slotDir(root: string, slot: number): string {
+  return slot === 1 ? root : join(root, 'instances', String(slot));
+}
+
+function readLease(path: string): { lease: Lease | undefined; ageMs: number } | undefined {
+  let mtimeMs: number;
+  try {
+    mtimeMs = statSync(path).mtimeMs;
+  } catch {
+    return undefined; // free
+  }
+  let lease: Lease | undefined;
+  try {
+    const parsed = LeaseSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
+    if (parsed.success) lease = parsed.data;
+  } catch {
+    /* damaged: nobody's, free once it expires */
+  }
+  return { lease, ageMs: Date.now() - mtimeMs };
+}
+
+/** Sleeps without giving up the thread: claims happen once, at start, before anything else runs. */
+function pause(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function withClaimLock<T>(root: string, fn: () => T): T {
+  const lock = join(root, '.claiming');
+  const deadline = Date.now() + TIMINGS.stateLeaseClaimWaitMs;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      // Left by a process killed while claiming (a claim takes milliseconds).
+      const age = Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+      if (age > TIMINGS.stateLeaseClaimWaitMs) rmSync(lock, { recursive: true, force: true });
+      else if (Date.now() > deadline) throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `${lock} stayed in place for ${TIMINGS.stateLeaseClaimWaitMs} ms: another distributor is claiming a slot of this folder.`);
+      else pause(20);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Claims a slot of `root` for `clientId` and keeps it renewed; `onLost` is called if another
+ * process took it over (this one stalled past the expiry): its state must not be written any more.
+ */
+export function claimStateSlot(root: string, clientId: string, onLost: (err: FieldStreamError) => void): StateLease {
+  mkdirSync(root, { recursive: true });
+  const owner = randomUUID();
+  const slot = withClaimLock(root, () => {
+    const leases = Array.from({ length: LIMITS.distributorMaxInstances }, (_, i) => ({ slot: i + 1, held: readLease(join(slotDir(root, i + 1), 'lease.json')) }));
+    const mine = leases.find((l) => l.held?.lease?.clientId === clientId);
+    const free = leases.find((l) => !l.held || l.held.ageMs > TIMINGS.stateLeaseExpiryMs);
+    const chosen = mine ?? free;
+    if (!chosen) {
+      throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `All ${LIMITS.distributorMaxInstances} slots of ${root} are held by running distributors.`);
+    }
+    const dir = slotDir(root, chosen.slot);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const lease: Lease = { owner, clientId, host: hostname(), pid: process.pid, claimedAt: new Date().toISOString() };
+    const tmp = join(dir, `lease.json.tmp-${process.pid}`);
+    writeFileSync(tmp, `${JSON.stringify(lease)}\n`, { mode: 0o600 });
+    renameSync(tmp, join(dir, 'lease.json'));
+    return chosen.slot;
+  });
+  const dir = slotDir(root, slot);
+  const path = join(dir, 'lease.json');
+  const ours = () => readLease(path)?.lease?.owner === owner;
+  const timer = setInterval(() => {
+    try {
+      if (ours()) {
+        const now = new Date();
+        utimesSync(path, now, now);
+        return;
+      }
+    } catch {
+      /* removed between the look and the touch: not ours any more */
+    }
+    clearInterval(timer);
+    onLost(new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `Slot ${slot} of ${root} was taken over by another distributor while this one did not renew it; this one stops.`));
+  }, TIMINGS.stateLeaseRenewMs);
+  timer.unref();
+  return {
+    dir,
+    slot,
+    release() {
+      clearInterval(timer);
+      if (ours()) rmSync(path, { force: true });
+    },
+  };
+}

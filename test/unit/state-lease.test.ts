@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { claimStateSlot } from '../../internal-network/distributor/state-lease.ts';
+import { classify } from '../../scripts/admin/backup-manifest.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import { inTempDir, tempDir } from '../helpers/pki.ts';
+
+const never = () => assert.fail('the lease was not lost');
+const age = (path: string, ms: number) => {
+  const then = new Date(Date.now() - ms);
+  utimesSync(path, then, then);
+};
+
+describe('the distributor state lease (replicas sharing one DISTRIBUTOR_STATE_DIR)', () => {
+  it('gives each running distributor its own slot, the folder itself first, and the same slot again after a restart', () => {
+    inTempDir('lease', (root) => {
+      const a = claimStateSlot(root, 'distributor-a', never);
+      const b = claimStateSlot(root, 'distributor-b', never);
+      const c = claimStateSlot(root, 'distributor-c', never);
+      assert.deepEqual([a.dir, b.dir, c.dir], [root, join(root, 'instances', '2'), join(root, 'instances', '3')]);
+      assert.equal(JSON.parse(readFileSync(join(b.dir, 'lease.json'), 'utf8')).clientId, 'distributor-b');
+      // b is killed (its lease stays, fresh) and starts again under its own name: its own slot
+      const b2 = claimStateSlot(root, 'distributor-b', never);
+      assert.equal(b2.slot, 2);
+      b.release(); // only its timer (the lease is b2's now): the process it stands for is gone
+      // a stops cleanly: its slot is free for a distributor of another name at once
+      a.release();
+      assert.ok(!existsSync(join(root, 'lease.json')));
+      const d = claimStateSlot(root, 'distributor-d', never);
+      assert.equal(d.slot, 1);
+      for (const l of [b2, c, d]) l.release();
+    });
+  });
+
+  it('hands the slot of a distributor that is gone (lease not renewed) to the next one, with its state', () => {
+    inTempDir('lease-expired', (root) => {
+      const a = claimStateSlot(root, 'distributor-old-host', never);
+      writeFileSync(join(a.dir, 'consumer-sessions.json'), '{"clientIds":["distributor-old-host"]}');
+      age(join(root, 'lease.json'), TIMINGS.stateLeaseExpiryMs + 1000); // killed, a recreated container has a new name
+      const b = claimStateSlot(root, 'distributor-new-host', never);
+      assert.equal(b.dir, root);
+      assert.ok(existsSync(join(b.dir, 'consumer-sessions.json')));
+      a.release();
+      b.release();
+    });
+  });
+
+  it('serialises claims, and clears a claim left by a process killed while claiming', () => {
+    inTempDir('lease-claiming', (root) => {
+      mkdirSync(join(root, '.claiming'));
+      age(join(root, '.claiming'), TIMINGS.stateLeaseClaimWaitMs + 1000);
+      const a = claimStateSlot(root, 'distributor-a', never);
+      assert.equal(a.slot, 1);
+      assert.ok(!existsSync(join(root, '.claiming')));
+      a.release();
+    });
+  });
+
+  it('gives distinct slots to distributors started at the same moment in separate processes', async () => {
+    const tmp = tempDir('lease-race');
+    try {
+      const script = `
+        import { claimStateSlot } from ${JSON.stringify(new URL('../../internal-network/distributor/state-lease.ts', import.meta.url).href)};
+        const lease = claimStateSlot(process.env.ROOT, process.env.ID, () => {});
+        process.stdout.write(String(lease.slot));
+        process.exit(0);`;
+      const run = (id: string) =>
+        new Promise<string>((resolve, reject) => {
+          const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, ROOT: tmp.dir, ID: id }, stdio: ['ignore', 'pipe', 'inherit'] });
+          let out = '';
+          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`exit ${code}`))));
+        });
+      const slots = await Promise.all(['r1', 'r2', 'r3', 'r4'].map(run));
+      assert.deepEqual(slots.map(Number).sort(), [1, 2, 3, 4]);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('tells a distributor that lost its slot to another (it stalled past the expiry), and leaves backups without leases', async () => {
+    const tmp = tempDir('lease-lost');
+    try {
+      let lost: Error | undefined;
+      const stalled = claimStateSlot(tmp.dir, 'distributor-a', (err) => (lost = err));
+      age(join(tmp.dir, 'lease.json'), TIMINGS.stateLeaseExpiryMs + 1000);
+      const taker = claimStateSlot(tmp.dir, 'distributor-b', never);
+      assert.equal(taker.slot, 1);
+      await new Promise((r) => setTimeout(r, TIMINGS.stateLeaseRenewMs + 500));
+      assert.match(String(lost?.message), /taken over by another distributor/);
+      stalled.release();
+      assert.ok(existsSync(join(tmp.dir, 'lease.json')), "the loser does not remove the new holder's lease");
+      taker.release();
+    } finally {
+      tmp.cleanup();
+    }
+    assert.equal(classify('distributor-state', 'lease.json'), undefined);
+    assert.equal(classify('distributor-state', 'instances/2/lease.json'), undefined);
+    assert.equal(classify('distributor-state', 'instances/2/replay/windows-3.log'), 'replay-windows');
+  });
+});
