@@ -37,7 +37,8 @@ interface Pending {
   /** the envelope's receivedAt: when the first of its frames arrived */
   receivedAt: number;
   waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
-  timer: NodeJS.Timeout | undefined;
+  /** when it is published at the latest (performance.now(), milliseconds) */
+  dueAt: number;
 }
 
 /**
@@ -50,6 +51,15 @@ interface Pending {
  */
 export class UplinkPublisher {
   private readonly pending = new Map<string, Pending>();
+  /**
+   * The envelopes waiting for their linger to end, oldest first (every one lingers as long, so
+   * they fall due in this order). One timer serves them all, and publishes every envelope due by
+   * then in one go: the MQTT client corks its socket until the next tick (mqtt-packet), so they
+   * leave in one write, where a timer per envelope made a write, and a TLS record, of each.
+   */
+  private readonly due: Array<{ key: string; at: number }> = [];
+  private dueHead = 0;
+  private dueTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly mqtt: MqttClient,
@@ -81,8 +91,12 @@ export class UplinkPublisher {
       p = undefined;
     }
     if (!p) {
-      p = { deviceId, dataType, items: [], receivedAt, waiters: [], timer: undefined };
+      p = { deviceId, dataType, items: [], receivedAt, waiters: [], dueAt: performance.now() + this.o.lingerMs };
       this.pending.set(key, p);
+      if (this.o.lingerMs > 0) {
+        this.due.push({ key, at: p.dueAt });
+        this.dueTimer ??= setTimeout(() => this.flushDue(), this.o.lingerMs);
+      }
     }
     for (const m of list) {
       // Each message keeps the moment its own frame arrived (said only where it differs from the
@@ -95,15 +109,32 @@ export class UplinkPublisher {
     }
     const done = new Promise<void>((resolve, reject) => p.waiters.push({ resolve, reject }));
     if (p.items.length >= this.o.maxMessages || this.o.lingerMs === 0) this.flush(key);
-    else p.timer ??= setTimeout(() => this.flush(key), this.o.lingerMs);
     return done;
+  }
+
+  /** Publishes every envelope due within the next millisecond (timers fire with that resolution). */
+  private flushDue(): void {
+    this.dueTimer = undefined;
+    const until = performance.now() + 1;
+    while (this.dueHead < this.due.length) {
+      const next = this.due[this.dueHead] as { key: string; at: number };
+      if (next.at > until) break;
+      this.dueHead++;
+      // Not when it was published already (full), and a newer envelope of the key has its own entry.
+      if (this.pending.get(next.key)?.dueAt === next.at) this.flush(next.key);
+    }
+    if (this.dueHead > 1024 && this.dueHead * 2 > this.due.length) {
+      this.due.splice(0, this.dueHead);
+      this.dueHead = 0;
+    }
+    const head = this.due[this.dueHead];
+    if (head) this.dueTimer = setTimeout(() => this.flushDue(), Math.max(0, head.at - performance.now()));
   }
 
   private flush(key: string): void {
     const p = this.pending.get(key);
     if (!p) return;
     this.pending.delete(key);
-    clearTimeout(p.timer);
     const envelope = {
       v: ENVELOPE_VERSION,
       deviceId: p.deviceId,

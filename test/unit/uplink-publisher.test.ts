@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { Aedes } from 'aedes';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { UplinkPublisher, type AcceptedMessage } from '../../dmz/gateway/uplink-publisher.ts';
+
+/**
+ * The gateway's publisher on a real MQTT broker (aedes, the embedded one) over a real socket:
+ * envelopes of many devices falling due together leave in a few socket writes, not one each, and
+ * every device's messages arrive in its own envelope, in order, exactly once.
+ */
+describe('the gateway publishing envelopes when their linger ends', () => {
+  let aedes: Aedes;
+  let server: Server;
+  let publisherClient: MqttClient;
+  let watcher: MqttClient;
+  const received: Array<{ topic: string; deviceId: string; ids: string[] }> = [];
+  let writes = 0;
+
+  before(async () => {
+    aedes = await Aedes.createBroker();
+    server = createServer((socket) => aedes.handle(socket));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    watcher = await connectAsync(url, { clientId: 'watcher' });
+    watcher.on('message', (topic, payload) => {
+      const env = JSON.parse(payload.toString('utf8')) as { deviceId: string; messages: Array<{ messageId: string }> };
+      received.push({ topic, deviceId: env.deviceId, ids: env.messages.map((m) => m.messageId) });
+    });
+    await watcher.subscribeAsync('fieldstream/#', { qos: 1 });
+    publisherClient = await connectAsync(url, { clientId: 'gateway' });
+    // Counts what reaches the socket: one call per write system call's worth of data.
+    const socket = publisherClient.stream as Socket & { _writev: (...a: unknown[]) => unknown; _write: (...a: unknown[]) => unknown };
+    for (const name of ['_writev', '_write'] as const) {
+      const original = socket[name].bind(socket);
+      socket[name] = (...args: unknown[]) => {
+        writes++;
+        return original(...args);
+      };
+    }
+  });
+  after(async () => {
+    await publisherClient.endAsync();
+    await watcher.endAsync();
+    await new Promise<void>((r) => aedes.close(() => r()));
+    server.close();
+  });
+
+  const reading = (id: string): AcceptedMessage => ({ deviceId: id.split('-')[0] as string, dataType: 'timeseries', messageId: id, payload: { t: 1 } });
+
+  it('publishes 300 devices whose linger ends together in a few writes, each device in its own envelope', async () => {
+    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-1', timeoutMs: 5000, lingerMs: 30, maxMessages: 3 });
+    received.length = 0;
+    const settled: Array<Promise<void>> = [];
+    const now = Date.now();
+    for (let d = 0; d < 300; d++) for (const g of publisher.publish(`dev-${d}`, [reading(`${d}-a`)], now)) settled.push(g.done);
+    // A second frame of each within the linger joins its envelope; device 0's third and fourth
+    // make it full (3) at once, and the fourth starts a new one of its own.
+    for (let d = 0; d < 300; d++) for (const g of publisher.publish(`dev-${d}`, [reading(`${d}-b`)], now)) settled.push(g.done);
+    for (const id of ['0-c', '0-d']) for (const g of publisher.publish('dev-0', [reading(id)], now)) settled.push(g.done);
+    writes = 0;
+    await Promise.all(settled);
+    assert.ok(writes <= 20, `${writes} socket writes for 301 envelopes`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(received.length, 301, 'one envelope per device, and the one device 0 filled, then its next');
+    const byDevice = new Map<string, string[][]>();
+    for (const r of received) byDevice.set(r.deviceId, [...(byDevice.get(r.deviceId) ?? []), r.ids]);
+    assert.deepEqual(byDevice.get('dev-0'), [['0-a', '0-b', '0-c'], ['0-d']]);
+    for (let d = 1; d < 300; d++) assert.deepEqual(byDevice.get(`dev-${d}`), [[`${d}-a`, `${d}-b`]], `dev-${d}`);
+  });
+
+  it('keeps each envelope to its own linger when arrivals are spread out', async () => {
+    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-1', timeoutMs: 5000, lingerMs: 40, maxMessages: 100 });
+    received.length = 0;
+    const started = performance.now();
+    const first = publisher.publish('early', [reading('e')], Date.now())[0]?.done;
+    await new Promise((r) => setTimeout(r, 25));
+    const second = publisher.publish('late', [reading('l')], Date.now())[0]?.done;
+    await first;
+    const firstAt = performance.now() - started;
+    await second;
+    const secondAt = performance.now() - started;
+    assert.ok(firstAt >= 39 && firstAt < secondAt, `the early one at ${firstAt.toFixed(1)} ms, the late one at ${secondAt.toFixed(1)} ms`);
+    assert.ok(secondAt >= 64, `the late one waited its own linger: ${secondAt.toFixed(1)} ms`);
+  });
+});
