@@ -44,6 +44,15 @@ describe('time-series sinks against real databases', () => {
     ]);
   });
 
+  it('InfluxDB 1.x: a small request goes as it is, a large one gzipped; both are stored whole', async () => {
+    const large = Array.from({ length: 2000 }, (_, i) => point('s6', { v: i, note: `reading ${i}` }, 1700000100000 + i));
+    await v1().write([point('s7', { v: 7 }, 1700000200000)]);
+    await v1().write(large);
+    assert.deepEqual(await influx.rows(DB, `SELECT v FROM readings WHERE device = 's7'`), [{ time: 1700000200000, v: 7 }]);
+    const rows = await influx.rows(DB, `SELECT count(v), sum(v) FROM readings WHERE device = 's6'`);
+    assert.deepEqual([rows[0]?.count, rows[0]?.sum], [2000, (1999 * 2000) / 2]);
+  });
+
   it('InfluxDB 1.x: bad data is DISTRIBUTOR_WRITE_REJECTED; wrong credentials and a stopped server are retried', async () => {
     await v1().write([point('s2', { mode: 'auto' }, 1)]);
     assert.equal(await code(v1().write([point('s2', { mode: 3 }, 2)])), 'DISTRIBUTOR_WRITE_REJECTED'); // field type conflict
