@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
@@ -7,6 +7,8 @@ import { Consumer } from '../../internal-network/distributor/consumer.ts';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import type { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { retireConsumerSessions } from '../../internal-network/distributor/session-retirement.ts';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { startDistributor } from '../../internal-network/distributor/distributor.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
@@ -92,6 +94,47 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
       liveConsumer.stop();
       await endMqtt(live, true);
     }
+  });
+
+  it('two distributors sharing one state folder (compose --scale) keep apart: neither retires the live sessions of the other', async () => {
+    const svc = pki.paths.service('internal/distributor');
+    const stateDir = join(work.dir, 'shared-state');
+    const start = (id: string) =>
+      startDistributor(
+        loadDistributorConfig({
+          MQTT_URL: broker.tlsUrl,
+          MQTT_PROTOCOL_VERSION: '5',
+          MQTT_CA_FILE: pki.paths.publicCa,
+          MQTT_CERT_FILE: svc.cert,
+          MQTT_KEY_FILE: svc.key,
+          DISTRIBUTOR_CLIENT_ID: id,
+          DISTRIBUTOR_CONSUMERS: '2',
+          DISTRIBUTOR_STATE_DIR: stateDir,
+          DISTRIBUTOR_DEVICE_KEYS_DIR: join(work.dir, 'keys'),
+          DISTRIBUTOR_METRICS_PORT: 'off',
+          DISTRIBUTOR_FEED: 'off',
+          TIMESERIES_LOCAL_PATH: join(work.dir, `ts-${id}`),
+          FILE_STORAGE_PATH: join(work.dir, `files-${id}`),
+          DEAD_LETTER_PATH: join(work.dir, `dead-${id}`),
+        }),
+        log,
+      );
+    const a = start('replica-a');
+    await a.retirement;
+    const b = start('replica-b');
+    try {
+      const retired = await b.retirement;
+      assert.deepEqual(retired?.retired, [], 'the second took over none of the first one\'s sessions');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok([...a.clients, ...b.clients].every((c) => c.connected), 'every consumer of both still connected');
+      assert.deepEqual(JSON.parse(readFileSync(join(stateDir, 'consumer-sessions.json'), 'utf8')), { clientIds: ['replica-a-1', 'replica-a-2'] });
+      assert.deepEqual(JSON.parse(readFileSync(join(stateDir, 'instances', '2', 'consumer-sessions.json'), 'utf8')), { clientIds: ['replica-b-1', 'replica-b-2'] });
+      for (const dir of [join(stateDir, 'replay'), join(stateDir, 'instances', '2', 'replay')]) assert.ok(readdirSync(dir).some((f) => f.endsWith('.log')), `a journal of its own in ${dir}`);
+    } finally {
+      await b.close();
+      await a.close();
+    }
+    assert.ok(!existsSync(join(stateDir, 'lease.json')) && !existsSync(join(stateDir, 'instances', '2', 'lease.json')), 'both slots released at a clean stop');
   });
 
   it('takes a damaged record of earlier sessions as none, says so, and writes a good one', async () => {

@@ -76,7 +76,13 @@ function generations(dir: string): Generation[] {
   return [...byN.values()].sort((a, b) => a.n - b.n);
 }
 
-function readSnapshot(path: string): Snapshot | undefined {
+/**
+ * A file framed as `MAGIC GENERATION BYTES CRC32\n` then BYTES of JSON (the snapshots here, and the
+ * per-device slots of the layout before them): its generation and parsed JSON, or undefined when
+ * it is missing, of another kind, torn or damaged. Bytes past BYTES are ignored (slots were
+ * written in place over longer ones).
+ */
+export function readFramed(path: string, magic: string): { generation: number; json: unknown } | undefined {
   let data: Buffer;
   try {
     data = readFileSync(path);
@@ -85,15 +91,19 @@ function readSnapshot(path: string): Snapshot | undefined {
   }
   const eol = data.indexOf(10);
   if (eol < 0) return undefined;
-  const [magic, , bytes, crc] = data.subarray(0, eol).toString('latin1').split(' ');
-  const body = data.subarray(eol + 1);
-  if (magic !== SNAPSHOT_MAGIC || body.length !== Number(bytes) || crc32(body) !== Number(crc)) return undefined;
+  const [found, generation, bytes, crc] = data.subarray(0, eol).toString('latin1').split(' ');
+  const body = data.subarray(eol + 1, eol + 1 + Number(bytes));
+  if (found !== magic || body.length !== Number(bytes) || crc32(body) !== Number(crc)) return undefined;
   try {
-    const parsed = SnapshotSchema.safeParse(JSON.parse(body.toString('utf8')));
-    return parsed.success ? parsed.data : undefined;
+    return { generation: Number(generation), json: JSON.parse(body.toString('utf8')) };
   } catch {
     return undefined;
   }
+}
+
+function readSnapshot(path: string): Snapshot | undefined {
+  const parsed = SnapshotSchema.safeParse(readFramed(path, SNAPSHOT_MAGIC)?.json);
+  return parsed.success ? parsed.data : undefined;
 }
 
 /** The journal's intact lines, in order; the first damaged line ends it (see above). */

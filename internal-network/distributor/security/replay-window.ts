@@ -1,9 +1,8 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import { z } from 'zod';
 import { LIMITS } from '../../../shared/limits.ts';
-import { type JournalEntry, journalLine, ReplayStore, type Snapshot, STORED_RUNS_MAX, type StoredWindow } from './replay-store.ts';
+import { type JournalEntry, journalLine, readFramed, ReplayStore, type Snapshot, STORED_RUNS_MAX, type StoredWindow } from './replay-store.ts';
 
 /** sequence numbers remembered below the highest seen, per device and epoch */
 export const WINDOW = LIMITS.replayWindowSeqs;
@@ -52,23 +51,9 @@ const SLOT_MAGIC = 'fieldstream-replay-window-v3';
 const LEGACY_FILE = /^(.+)\.(?:([01])\.win|json)$/;
 
 function readSlot(path: string): { generation: number; epochs: Record<string, StoredEpoch> } | undefined {
-  let data: Buffer;
-  try {
-    data = readFileSync(path);
-  } catch {
-    return undefined;
-  }
-  const eol = data.indexOf(10);
-  const [magic, generation, bytes, crc] = data.subarray(0, Math.max(0, eol)).toString('latin1').split(' ');
-  if (eol < 0 || magic !== SLOT_MAGIC) return undefined;
-  const body = data.subarray(eol + 1, eol + 1 + Number(bytes));
-  if (body.length !== Number(bytes) || crc32(body) !== Number(crc)) return undefined; // torn or damaged
-  try {
-    const epochs = StoredEpochsSchema.safeParse(JSON.parse(body.toString('utf8')));
-    return epochs.success ? { generation: Number(generation), epochs: epochs.data } : undefined; // not a window: damaged
-  } catch {
-    return undefined;
-  }
+  const framed = readFramed(path, SLOT_MAGIC);
+  const epochs = StoredEpochsSchema.safeParse(framed?.json);
+  return framed && epochs.success ? { generation: framed.generation, epochs: epochs.data } : undefined; // not a window: damaged
 }
 
 /** A device's windows in the layout before the journal: the intact slot of the highest generation, or its .json. */
