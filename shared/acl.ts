@@ -19,19 +19,19 @@ export const SYS_FILTER = '$SYS/#';
 export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze({
   // DMZ: writes what devices send, reads the commands for the devices it holds and the commit
   // receipts for the messages it received (it cannot forge one: each is under its device's key).
-  gateway: { publish: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity], subscribe: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts] },
+  gateway: { publish: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity], subscribe: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts] },
   // Internal: reads all uplink data and presence; writes commit receipts, and the stored feed of
   // what it wrote (internal-network/shared/stored-feed.ts).
-  distributor: { publish: [TOPIC_FILTERS.receipts, STORED_FEED_TOPIC], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity] },
+  distributor: { publish: [TOPIC_FILTERS.receipts, STORED_FEED_TOPIC], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity] },
   // Internal: sends commands, reads their responses and device presence.
   'command-api': { publish: [TOPIC_FILTERS.downlink], subscribe: [RESPONSE_FILTER, TOPIC_FILTERS.status] },
   // Read-only consumers (analytics, dashboards): uplink data and presence, nothing to write.
-  consumer: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status] },
+  consumer: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status] },
   // The operator console (internal): the stored feed only, never raw device topics (they hold what
   // crossed the DMZ before the distributor checked it); nothing to write.
   console: { publish: [], subscribe: [STORED_FEED_TOPIC] },
   // The bridge carries uplink and status inward, commands and commit receipts outward, nothing else.
-  bridge: { publish: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity] },
+  bridge: { publish: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity] },
   // The broker exporter, on both brokers: their own state ($SYS), no data, nothing to write.
   monitor: { publish: [], subscribe: [SYS_FILTER] },
 });

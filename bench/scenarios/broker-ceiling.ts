@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { connectAsync } from 'mqtt';
-import { parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import { GatewayEnvelopeSchema, parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { parseTopic, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { pkiPaths } from '../../pki/layout.ts';
 import { connectClients, publishWindowed, startDmzBroker } from '../lib/brokers.ts';
@@ -42,13 +42,20 @@ export async function captureEnvelopes(ctx: BenchContext, prefix: string, total:
   let readings = 0;
   sub.on('message', (topic, payload) => {
     const t = parseTopic(topic);
-    // The readings' envelopes only: the clients' health reports travel beside them.
-    if (t.kind !== 'uplink' || t.dataType !== 'timeseries' || !t.deviceId.startsWith(`${prefix}-`)) return;
+    // The readings' envelopes only (the gateway's, or with GATEWAY_UPLINK_ENVELOPES=device each
+    // device's): the clients' health reports travel beside them.
+    let n = 0;
+    if (t.kind === 'gatewayUplink') {
+      for (const s of parseEnvelope(GatewayEnvelopeSchema, payload).devices) if (s.deviceId.startsWith(`${prefix}-`)) n += s.messages.length;
+    } else if (t.kind === 'uplink' && t.dataType === 'timeseries' && t.deviceId.startsWith(`${prefix}-`)) {
+      n = parseEnvelope(UplinkEnvelopeSchema, payload).messages.length;
+    }
+    if (n === 0) return;
     messages.push({ topic, payload });
-    readings += parseEnvelope(UplinkEnvelopeSchema, payload).messages.length;
+    readings += n;
   });
   try {
-    await sub.subscribeAsync(TOPIC_FILTERS.uplink, { qos: 1 });
+    await sub.subscribeAsync([TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink], { qos: 1 });
     await run();
     const deadline = Date.now() + 60_000;
     while (readings < total) {
@@ -78,11 +85,11 @@ export async function brokerCeiling(ctx: BenchContext, capture: Capture): Promis
       received++;
       bytes += payload.length;
     });
-    await sub.subscribeAsync(TOPIC_FILTERS.uplink, { qos: 1 });
+    await sub.subscribeAsync([TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink], { qos: 1 });
     const pubs = await connectClients(broker, ctx.clients, 'ceiling-pub', { protocolVersion: 5 });
-    // Each device's envelopes, in their order, by one client.
+    // Each device's envelopes, in their order, by one client; the gateway's, in turn by each.
     const byClient = pubs.map(() => [] as CapturedMessage[]);
-    for (const m of capture.messages) byClient[Number(/-(\d+)\/up\//.exec(m.topic)?.[1] ?? 0) % pubs.length]?.push(m);
+    capture.messages.forEach((m, i) => byClient[Number(/devices\/[^/]*-(\d+)\/up\//.exec(m.topic)?.[1] ?? i) % pubs.length]?.push(m));
     const sent = capture.messages.reduce((n, m) => n + m.payload.length, 0);
     const started = Date.now();
     await Promise.all(pubs.map((c, i) => publishWindowed(c, byClient[i]?.length ?? 0, (k) => [byClient[i]?.[k]?.topic ?? '', byClient[i]?.[k]?.payload ?? ''])));

@@ -4,6 +4,7 @@ import { parseConfig, setting } from '../../shared/config.ts';
 import { hostLabel, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { GATEWAY_ID_PATTERN } from '../../shared/contract/topics.ts';
+import { UPLINK_ENVELOPES } from './uplink-publisher.ts';
 
 /** The gateway's settings (see .env.example and docs/configuration.md). */
 export const GatewayConfigSchema = z.object({
@@ -62,6 +63,8 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_RATE_BURST_S: setting.positiveInt(2),
   /** milliseconds a device's messages wait to share one MQTT message with the next ones (0: never) */
   GATEWAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
+  /** `gateway`: the readings of all devices share the gateway's envelopes; `device`: each device's its own (for distributors older than the gateway envelope) */
+  GATEWAY_UPLINK_ENVELOPES: z.enum(UPLINK_ENVELOPES).default('gateway'),
   /** connections this gateway holds at most */
   GATEWAY_MAX_CONNECTIONS: setting.positiveInt(20_000),
   /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none); never expose it to the internet. */

@@ -109,6 +109,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     },
     maxConnections: config.GATEWAY_MAX_CONNECTIONS,
     lingerMs: config.GATEWAY_LINGER_MS,
+    envelopes: config.GATEWAY_UPLINK_ENVELOPES,
     host: config.GATEWAY_HOST,
     port: config.GATEWAY_PORT,
     path: config.GATEWAY_PATH,

@@ -15,7 +15,7 @@ import { RevokedSerials } from './revocation.ts';
 import { DeviceRateLimiter, type RateLimits } from './rate-limit.ts';
 import type { DeviceIdentity, IdentifyDevice } from './identity.ts';
 import type { DeviceTokens } from './device-tokens.ts';
-import { UplinkPublisher } from './uplink-publisher.ts';
+import { UplinkPublisher, type UplinkEnvelopes } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
@@ -43,6 +43,8 @@ export interface GatewayServerOptions {
   rateLimits?: RateLimits | undefined;
   /** milliseconds a device's messages may wait for more to share one envelope */
   lingerMs?: number | undefined;
+  /** how readings are enveloped (uplink-publisher.ts; default: the gateway's envelope) */
+  envelopes?: UplinkEnvelopes | undefined;
   /** connections held at most */
   maxConnections?: number | undefined;
   mqtt: MqttClient;
@@ -78,6 +80,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     gatewayId: options.gatewayId,
     timeoutMs: LIMITS.publishTimeoutMs,
     lingerMs: options.lingerMs ?? 0,
+    envelopes: options.envelopes ?? 'gateway',
     maxMessages: options.limits.batchMaxMessages,
     publishSeconds: metrics.publishSeconds,
   });

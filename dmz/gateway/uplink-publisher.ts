@@ -1,9 +1,12 @@
 import type { MqttClient } from 'mqtt';
-import { ENVELOPE_VERSION, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
-import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { ENVELOPE_VERSION, type GatewayEnvelope, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import type { DataType } from '../../shared/contract/payloads.ts';
 import type { UplinkMessage } from '../../shared/contract/uplink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+
+/** The pending key of the gateway's envelope (device ids cannot be empty, so no device's key is this). */
+const GATEWAY_KEY = '\u0000gateway';
 
 /** A message the gateway accepted, with the id under which the device will see it acked. */
 export type AcceptedMessage = UplinkMessage & { messageId: string };
@@ -23,17 +26,30 @@ export interface PublisherOptions {
   lingerMs: number;
   /** messages per envelope at most */
   maxMessages: number;
+  /**
+   * `gateway`: the readings of every device share the gateway's envelope (GatewayEnvelopeSchema);
+   * `device`: each device's readings have envelopes of their own (what distributors before the
+   * gateway envelope read). Other kinds of message always travel in their device's envelope.
+   */
+  envelopes: UplinkEnvelopes;
   /** observes the seconds from publish to PUBACK of each envelope the broker took */
   publishSeconds?: { observe(seconds: number): void } | undefined;
 }
+
+export const UPLINK_ENVELOPES = ['gateway', 'device'] as const;
+export type UplinkEnvelopes = (typeof UPLINK_ENVELOPES)[number];
 
 /** One message of an envelope, whichever its kind (the envelope's kind is the pending key's). */
 type EnvelopeItem = { messageId: string; seq?: number; auth?: unknown; receivedAt?: number; payload: unknown };
 
 interface Pending {
-  deviceId: string;
+  /** the device whose envelope this is; undefined: the gateway's, of many devices */
+  deviceId: string | undefined;
   dataType: DataType;
-  items: EnvelopeItem[];
+  /** each device's messages (one device in a device's envelope), in the order they came */
+  sections: Map<string, EnvelopeItem[]>;
+  /** messages in all sections */
+  count: number;
   /** the envelope's receivedAt: when the first of its frames arrived */
   receivedAt: number;
   waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
@@ -42,9 +58,11 @@ interface Pending {
 }
 
 /**
- * Publishes accepted messages to the broker at QoS 1, as envelopes: all messages of one device and
- * data type that arrive within `lingerMs` (and at most `maxMessages`) share one envelope, so a
- * device sending one reading per frame does not cost one MQTT message per reading (Mosquitto is
+ * Publishes accepted messages to the broker at QoS 1, as envelopes: all readings that arrive within
+ * `lingerMs` (and at most `maxMessages`) share the gateway's envelope, whichever device sent them
+ * (with `envelopes: 'device'`, each device's its own), and all other messages of one device and
+ * data type share that device's, so a device sending one reading per frame, or ten thousand
+ * devices sending one a second each, do not cost one MQTT message per reading (Mosquitto is
  * single-threaded, and the distributor holds one envelope per consumer until it is written).
  * A frame counts as safe only when the PUBACK of its envelope arrives (MQTT 3.1.1 §4.3.2): that is
  * when the device gets its ack.
@@ -84,20 +102,23 @@ export class UplinkPublisher {
     if (!this.mqtt.connected) {
       return Promise.reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', 'The gateway is not connected to the broker; send again later.'));
     }
-    const key = `${deviceId}\u0000${dataType}`;
+    const shared = dataType === 'timeseries' && this.o.envelopes === 'gateway';
+    const key = shared ? GATEWAY_KEY : `${deviceId}\u0000${dataType}`;
     let p = this.pending.get(key);
-    if (p && p.items.length + list.length > this.o.maxMessages) {
+    if (p && p.count + list.length > this.o.maxMessages) {
       this.flush(key);
       p = undefined;
     }
     if (!p) {
-      p = { deviceId, dataType, items: [], receivedAt, waiters: [], dueAt: performance.now() + this.o.lingerMs };
+      p = { deviceId: shared ? undefined : deviceId, dataType, sections: new Map(), count: 0, receivedAt, waiters: [], dueAt: performance.now() + this.o.lingerMs };
       this.pending.set(key, p);
       if (this.o.lingerMs > 0) {
         this.due.push({ key, at: p.dueAt });
         this.dueTimer ??= setTimeout(() => this.flushDue(), this.o.lingerMs);
       }
     }
+    let items = p.sections.get(deviceId);
+    if (!items) p.sections.set(deviceId, (items = []));
     for (const m of list) {
       // Each message keeps the moment its own frame arrived (said only where it differs from the
       // envelope's), and the device's signature untouched.
@@ -105,10 +126,11 @@ export class UplinkPublisher {
       if (receivedAt !== p.receivedAt) item.receivedAt = receivedAt;
       if (m.seq !== undefined) item.seq = m.seq;
       if (m.auth) item.auth = m.auth;
-      p.items.push(item);
+      items.push(item);
     }
+    p.count += list.length;
     const done = new Promise<void>((resolve, reject) => p.waiters.push({ resolve, reject }));
-    if (p.items.length >= this.o.maxMessages || this.o.lingerMs === 0) this.flush(key);
+    if (p.count >= this.o.maxMessages || this.o.lingerMs === 0) this.flush(key);
     return done;
   }
 
@@ -135,18 +157,21 @@ export class UplinkPublisher {
     const p = this.pending.get(key);
     if (!p) return;
     this.pending.delete(key);
-    const envelope = {
-      v: ENVELOPE_VERSION,
-      deviceId: p.deviceId,
-      dataType: p.dataType,
-      gatewayId: this.o.gatewayId,
-      receivedAt: p.receivedAt,
-      messages: p.items,
-    } as unknown as UplinkEnvelope;
-    this.publishOne(uplinkTopic(p.deviceId, p.dataType), JSON.stringify(envelope)).then(
+    const [topic, envelope] = p.deviceId === undefined ? [gatewayUplinkTopic(this.o.gatewayId), this.gatewayEnvelope(p)] : [uplinkTopic(p.deviceId, p.dataType), this.deviceEnvelope(p.deviceId, p)];
+    this.publishOne(topic, JSON.stringify(envelope)).then(
       () => p.waiters.forEach((w) => w.resolve()),
       (err: unknown) => p.waiters.forEach((w) => w.reject(err)),
     );
+  }
+
+  private deviceEnvelope(deviceId: string, p: Pending): UplinkEnvelope {
+    const messages = p.sections.get(deviceId) ?? [];
+    return { v: ENVELOPE_VERSION, deviceId, dataType: p.dataType, gatewayId: this.o.gatewayId, receivedAt: p.receivedAt, messages } as unknown as UplinkEnvelope;
+  }
+
+  private gatewayEnvelope(p: Pending): GatewayEnvelope {
+    const devices = [...p.sections].map(([deviceId, messages]) => ({ deviceId, messages }));
+    return { v: ENVELOPE_VERSION, gatewayId: this.o.gatewayId, receivedAt: p.receivedAt, dataType: 'timeseries', devices } as unknown as GatewayEnvelope;
   }
 
   private publishOne(topic: string, payload: string): Promise<void> {

@@ -75,7 +75,7 @@ export class Consumer {
       if (this.stopped) throw new Stopped();
       try {
         const done = await this.handler.handle(topic, payload);
-        if (done.receipt) this.receipts?.add(done.receipt);
+        for (const r of done.receipts ?? []) this.receipts?.add(r);
         this.stats.messages++;
         this.stats.points += done.points;
         this.stats.files += done.files;
@@ -104,8 +104,7 @@ export class Consumer {
       if (this.stopped) throw new Stopped();
       try {
         await this.deadLetters.put(topic, payload, err);
-        const receipt = this.handler.deadLetterReceipt(topic, payload);
-        if (receipt) this.receipts?.add(receipt);
+        for (const r of this.handler.deadLetterReceipts(topic, payload)) this.receipts?.add(r);
         return;
       } catch (ioErr) {
         this.log.error({ err: (ioErr as Error).message }, 'cannot write the dead-letter file; retrying');

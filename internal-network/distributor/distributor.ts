@@ -89,7 +89,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const group = config.DISTRIBUTOR_SHARE_GROUP;
   // Without a shared subscription every connection would get every message: one is enough.
   const count = group === 'none' ? 1 : config.DISTRIBUTOR_CONSUMERS;
-  const filters = [TOPIC_FILTERS.uplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity].map((f) => (group === 'none' ? f : sharedFilter(group, f)));
+  const filters = [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity].map((f) => (group === 'none' ? f : sharedFilter(group, f)));
 
   const consumers: Consumer[] = [];
   const receipts = new ReceiptPublisher(clients, keys, log.child({ subsystem: 'receipts' }), metrics.receipts);

@@ -1,19 +1,29 @@
-import { GatewayPresenceSchema, GatewaySecurityReportSchema, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import {
+  GatewayEnvelopeSchema,
+  GatewayPresenceSchema,
+  GatewaySecurityReportSchema,
+  parseEnvelope,
+  sectionEnvelope,
+  StatusEnvelopeSchema,
+  UplinkEnvelopeSchema,
+  type GatewayEnvelope,
+  type UplinkEnvelope,
+} from '../../shared/contract/envelope.ts';
 import { parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
 import { eventPoints, filePoint, healthPoints, MEASUREMENTS, POINT_KEY, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
-import type { MessageVerifier } from './security/verifier.ts';
+import type { MessageVerifier, Verdict } from './security/verifier.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
 
 export interface Handled {
   points: number;
   files: number;
-  /** what the device may now be told is durable (undefined: nothing to tell) */
-  receipt?: ReceiptRequest;
+  /** what the devices may now be told is durable (undefined: nothing to tell) */
+  receipts?: ReceiptRequest[];
 }
 
 /**
@@ -75,6 +85,7 @@ export class MessageHandler {
       for (const e of report.events) this.metrics.securityEvents.inc({ reason: e.code }, e.count);
       return { points: points.length, files: 0 };
     }
+    if (where.kind === 'gatewayUplink') return this.gatewayReadings(where.gatewayId, parseEnvelope(GatewayEnvelopeSchema, payload));
     if (where.kind !== 'uplink') throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Unexpected topic ${topic}`);
     const env = parseEnvelope(UplinkEnvelopeSchema, payload);
     // The topic is what the broker's ACL checked; the envelope must agree with it.
@@ -90,8 +101,37 @@ export class MessageHandler {
     return {
       points: points.length,
       files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length : 0,
-      receipt: { gatewayId: env.gatewayId, deviceId: env.deviceId, ids: verdict.receipts },
+      receipts: [{ gatewayId: env.gatewayId, deviceId: env.deviceId, ids: verdict.receipts }],
     };
+  }
+
+  /**
+   * A gateway's envelope of many devices' readings: each device's section is checked exactly as
+   * that device's own envelope would be (its key, its replay window), and everything is written in
+   * one request; the replay windows record the sections only once that write succeeded.
+   */
+  private async gatewayReadings(topicGatewayId: string, env: GatewayEnvelope): Promise<Handled> {
+    // The topic is what the broker's ACL checked; the envelope must agree with it.
+    if (env.gatewayId !== topicGatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope of gateway ${env.gatewayId} arrived on the topic of ${topicGatewayId}`);
+    const verdicts: Array<{ verdict: Verdict; points: number }> = [];
+    const writes: StoredPoint[] = [];
+    const receipts: ReceiptRequest[] = [];
+    let points = 0;
+    for (const section of env.devices) {
+      const verdict = this.verifier.check(sectionEnvelope(env, section));
+      const accepted = verdict.accepted?.dataType === 'timeseries' ? readingPoints(verdict.accepted, verdict.keys) : [];
+      for (const p of accepted) writes.push(p);
+      for (const e of verdict.events) writes.push(e);
+      verdicts.push({ verdict, points: accepted.length });
+      points += accepted.length;
+      if (verdict.receipts.length > 0) receipts.push({ gatewayId: env.gatewayId, deviceId: section.deviceId, ids: verdict.receipts });
+    }
+    await this.sink.write(writes);
+    for (const { verdict, points: n } of verdicts) {
+      verdict.commit();
+      this.count('timeseries', n, verdict);
+    }
+    return { points, files: 0, receipts };
   }
 
   /** A device's or a gateway's presence: one point, counted as a status message once written. */
@@ -120,15 +160,20 @@ export class MessageHandler {
    * intact (they are durable in the dead-letter folder now). None when it is not a valid envelope:
    * then nothing in it can be trusted to name a device's message.
    */
-  deadLetterReceipt(topic: string, payload: Buffer): ReceiptRequest | undefined {
+  deadLetterReceipts(topic: string, payload: Buffer): ReceiptRequest[] {
     try {
       const where = parseTopic(topic);
-      if (where.kind !== 'uplink') return undefined;
+      if (where.kind === 'gatewayUplink') {
+        const env = parseEnvelope(GatewayEnvelopeSchema, payload);
+        if (env.gatewayId !== where.gatewayId) return [];
+        return env.devices.map((section) => ({ gatewayId: env.gatewayId, deviceId: section.deviceId, ids: this.verifier.authentic(sectionEnvelope(env, section)) }));
+      }
+      if (where.kind !== 'uplink') return [];
       const env = parseEnvelope(UplinkEnvelopeSchema, payload);
-      if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) return undefined;
-      return { gatewayId: env.gatewayId, deviceId: env.deviceId, ids: this.verifier.authentic(env) };
+      if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) return [];
+      return [{ gatewayId: env.gatewayId, deviceId: env.deviceId, ids: this.verifier.authentic(env) }];
     } catch {
-      return undefined;
+      return [];
     }
   }
 

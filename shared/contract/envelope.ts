@@ -56,6 +56,37 @@ export const UplinkEnvelopeSchema = z.discriminatedUnion('dataType', [
   z.strictObject({ ...envelopeHeader, dataType: z.literal('health'), messages: itemsOf(HealthPayloadSchema) }),
 ]);
 export type UplinkEnvelope = z.infer<typeof UplinkEnvelopeSchema>;
+
+/**
+ * The readings of many devices in one envelope, published by the gateway that received them on its
+ * own topic (topics.ts gatewayUplinkTopic). A device sending one reading a second has nothing to
+ * batch with itself; thousands of such devices on one gateway would cost one MQTT message each on
+ * every hop and in the distributor (the fleet benchmark: docs/performance.md). Each device's
+ * messages form a section, checked by the distributor exactly as a device's own envelope is (its
+ * signatures under its own key, its replay window); nothing in a section vouches for another.
+ * At most LIMITS.batchMaxMessages messages in all, as in a device's envelope; one section per device.
+ */
+export const GatewayEnvelopeSchema = z
+  .strictObject({
+    v: envelopeHeader.v,
+    gatewayId: envelopeHeader.gatewayId,
+    receivedAt: envelopeHeader.receivedAt,
+    dataType: z.literal('timeseries'),
+    devices: z.array(z.strictObject({ deviceId: DeviceIdSchema, messages: itemsOf(TimeseriesPayloadSchema) })).min(1).max(LIMITS.batchMaxMessages),
+  })
+  .refine((e) => e.devices.reduce((n, d) => n + d.messages.length, 0) <= LIMITS.batchMaxMessages, {
+    message: `holds more than ${LIMITS.batchMaxMessages} messages`,
+    path: ['devices'],
+  })
+  // One section per device: two would be checked each against a replay window that records
+  // neither until both are written, so the same message could be accepted twice.
+  .refine((e) => new Set(e.devices.map((d) => d.deviceId)).size === e.devices.length, { message: 'names a device in more than one section', path: ['devices'] });
+export type GatewayEnvelope = z.infer<typeof GatewayEnvelopeSchema>;
+
+/** One device's section of a gateway envelope, as the envelope of that device it stands for. */
+export function sectionEnvelope(env: GatewayEnvelope, section: GatewayEnvelope['devices'][number]): EnvelopeOf<'timeseries'> {
+  return { v: env.v, deviceId: section.deviceId, gatewayId: env.gatewayId, receivedAt: env.receivedAt, dataType: 'timeseries', messages: section.messages };
+}
 export type EnvelopeOf<T extends UplinkEnvelope['dataType']> = Extract<UplinkEnvelope, { dataType: T }>;
 
 /** A command on its way down: published by the command API, forwarded by the gateway. */

@@ -9,6 +9,8 @@ import { DeviceIdSchema } from './primitives.ts';
  *   fieldstream/v1/devices/{deviceId}/up/{dataType}   uplink, device → internal network
  *   fieldstream/v1/devices/{deviceId}/down/command    downlink commands, internal network → device
  *   fieldstream/v1/devices/{deviceId}/status          presence, retained, published by the gateway
+ *   fieldstream/v1/gateways/{gatewayId}/up/timeseries the readings of many devices in one envelope, published by
+ *                                                     the gateway that received them (GatewayEnvelopeSchema)
  *   fieldstream/v1/gateways/{gatewayId}/receipts      commit receipts, distributor → the gateway that
  *                                                     received the messages (shared/contract/receipt.ts)
  *   fieldstream/v1/gateways/{gatewayId}/presence      a gateway's own presence (not retained), published by the
@@ -31,6 +33,7 @@ export const TOPIC_FILTERS = {
   uplink: `${TOPIC_ROOT}/+/up/+`,
   downlink: `${TOPIC_ROOT}/+/down/command`,
   status: `${TOPIC_ROOT}/+/status`,
+  gatewayUplink: `${GATEWAY_TOPIC_ROOT}/+/up/timeseries`,
   receipts: `${GATEWAY_TOPIC_ROOT}/+/receipts`,
   gatewayPresence: `${GATEWAY_TOPIC_ROOT}/+/presence`,
   gatewaySecurity: `${GATEWAY_TOPIC_ROOT}/+/security`,
@@ -56,6 +59,11 @@ export function commandTopic(deviceId: string): string {
 
 export function statusTopic(deviceId: string): string {
   return `${TOPIC_ROOT}/${checkedDeviceId(deviceId)}/status`;
+}
+
+/** Where gateway `gatewayId` publishes the readings of the devices it holds, many devices to an envelope. */
+export function gatewayUplinkTopic(gatewayId: string): string {
+  return gatewayPresenceTopic(gatewayId).replace(/\/presence$/, '/up/timeseries');
 }
 
 /** Where the distributor sends the commit receipts of messages that gateway `gatewayId` received. */
@@ -89,6 +97,7 @@ export type ParsedTopic =
   | { kind: 'uplink'; deviceId: string; dataType: DataType }
   | { kind: 'downlink'; deviceId: string }
   | { kind: 'status'; deviceId: string }
+  | { kind: 'gatewayUplink'; gatewayId: string; dataType: 'timeseries' }
   | { kind: 'receipts'; gatewayId: string }
   | { kind: 'gatewayPresence'; gatewayId: string }
   | { kind: 'gatewaySecurity'; gatewayId: string };
@@ -99,6 +108,9 @@ export function parseTopic(topic: string): ParsedTopic {
   const invalid = () => new FieldStreamError('CONTRACT_INVALID_TOPIC', `Not a FieldStream topic: ${JSON.stringify(topic.slice(0, 200))}`);
   if (topic.startsWith(`${GATEWAY_TOPIC_ROOT}/`)) {
     const [gatewayId, leaf, ...rest] = topic.slice(GATEWAY_TOPIC_ROOT.length + 1).split('/');
+    if (gatewayId !== undefined && GATEWAY_ID_PATTERN.test(gatewayId) && leaf === 'up' && rest.length === 1 && rest[0] === 'timeseries') {
+      return { kind: 'gatewayUplink', gatewayId, dataType: 'timeseries' };
+    }
     if (gatewayId !== undefined && GATEWAY_ID_PATTERN.test(gatewayId) && rest.length === 0) {
       if (leaf === 'receipts') return { kind: 'receipts', gatewayId };
       if (leaf === 'presence') return { kind: 'gatewayPresence', gatewayId };

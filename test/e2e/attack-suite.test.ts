@@ -12,7 +12,8 @@ import { LogCapture } from '../helpers/embedded.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
-import { TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
+import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { capturedReadings, READING_FILTERS } from '../helpers/captured-envelopes.ts';
 import { parseSigningKey, signMessage } from '../../shared/security/message-auth.ts';
 
 const LEGIT = 3000;
@@ -43,9 +44,9 @@ describe('attack suite on the real stack', () => {
     const c = pki.paths.service('internal/consumer');
     spy = await connectAsync(stack.urls.internalMqtt, { ca, cert: readFileSync(c.cert), key: readFileSync(c.key), protocolVersion: 5 }); // to capture real traffic
     spy.on('message', (t, m) => {
-      if (t === uplinkTopic('legit-1', 'timeseries') && captured.length < 20) captured.push(m);
+      for (const e of capturedReadings('legit-1', t, m)) if (captured.length < 20) captured.push(e);
     });
-    await spy.subscribeAsync(TOPIC_FILTERS.uplink, { qos: 0 });
+    await spy.subscribeAsync(READING_FILTERS, { qos: 0 });
   });
   after(async () => {
     await dmz?.endAsync();

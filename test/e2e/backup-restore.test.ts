@@ -12,7 +12,8 @@ import { startTestFieldClient } from '../helpers/field.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
-import { TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
+import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { capturedReadings, READING_FILTERS } from '../helpers/captured-envelopes.ts';
 
 const run = promisify(execFile);
 
@@ -46,9 +47,9 @@ describe('backup, wipe and restore of the internal state on the real stack', () 
     const c = pki.paths.service('internal/consumer');
     spy = await connectAsync(stack.urls.internalMqtt, { ca, cert: readFileSync(c.cert), key: readFileSync(c.key), protocolVersion: 5 }); // to capture a real frame
     spy.on('message', (t, m) => {
-      if (t === uplinkTopic('keeper-1', 'timeseries')) captured.push(m);
+      captured.push(...capturedReadings('keeper-1', t, m));
     });
-    await spy.subscribeAsync(TOPIC_FILTERS.uplink, { qos: 0 });
+    await spy.subscribeAsync(READING_FILTERS, { qos: 0 });
   });
   after(async () => {
     await dmz?.endAsync();

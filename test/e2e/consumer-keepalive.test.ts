@@ -45,7 +45,7 @@ describe('a consumer behind a backlog keeps its connection (real Mosquitto)', ()
         handled.push(topic);
         return { points: 1, files: 0 };
       },
-      deadLetterReceipt: () => undefined,
+      deadLetterReceipts: () => [],
     } as unknown as MessageHandler;
     const consumer = new Consumer(client, handler, new DeadLetters(join(work.dir, 'dead-letter')), { initialMs: 10, maxMs: 100 }, undefined, createLogger('test', 'silent'));
     try {

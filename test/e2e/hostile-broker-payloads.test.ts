@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { eventually } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
-import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 
 /**
  * What reaches the internal side has crossed the DMZ: the distributor treats it as hostile. Here a
@@ -54,5 +54,23 @@ describe('the distributor facing a compromised DMZ', () => {
     assert.ok(!existsSync('/tmp/owned'));
     assert.ok(!existsSync(fx.data.files) || readdirSync(fx.data.files).length === 0);
     assert.deepEqual(fx.points({ device: 'cam-1' }).map((p) => p.fields), [{ good: 1 }]);
+  });
+
+  it("keeps a gateway's envelope that names another gateway, or a device twice, as a dead letter; writes a valid one's every section", async () => {
+    const shared = (gatewayId: string, devices: Array<[string, unknown]>) =>
+      JSON.stringify({ v: 1, gatewayId, dataType: 'timeseries', receivedAt: Date.now(), devices: devices.map(([deviceId, payload], i) => ({ deviceId, messages: [{ messageId: `s${i}`, payload }] })) });
+    const letters = () => {
+      const files = existsSync(fx.data.deadLetters) ? readdirSync(fx.data.deadLetters) : [];
+      return files.flatMap((f) => readFileSync(join(fx.data.deadLetters, f), 'utf8').trim().split('\n').filter(Boolean)).map((l) => JSON.parse(l) as { code: string; topic: string });
+    };
+    const before = letters().length;
+    await gw.publishAsync(gatewayUplinkTopic('gw-a'), shared('gw-b', [['cam-5', { t: 1 }]]), { qos: 1 }); // not its topic
+    await gw.publishAsync(gatewayUplinkTopic('gw-a'), shared('gw-a', [['cam-5', { t: 2 }], ['cam-5', { t: 3 }]]), { qos: 1 }); // one device twice
+    await gw.publishAsync(gatewayUplinkTopic('gw-a'), shared('gw-a', [['cam-5', { t: 4, timestamp: 1700000000001 }], ['cam-6', { t: 5, timestamp: 1700000000002 }]]), { qos: 1 });
+    await eventually(() => (fx.points({ measurement: 'readings', device: 'cam-6' }).length === 1 ? true : undefined));
+    const added = await eventually(() => (letters().length >= before + 2 ? letters().slice(before) : undefined));
+    assert.deepEqual(added.map((l) => [l.code, l.topic]), Array(2).fill(['CONTRACT_INVALID_ENVELOPE', gatewayUplinkTopic('gw-a')]));
+    assert.deepEqual(fx.points({ device: 'cam-5' }).map((p) => p.fields), [{ t: 4 }], 'only the valid envelope was written');
+    assert.deepEqual(fx.points({ device: 'cam-6' }).map((p) => p.fields), [{ t: 5 }]);
   });
 });

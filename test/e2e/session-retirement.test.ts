@@ -35,7 +35,7 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
       handled.push(topic);
       return { points: 1, files: 0 };
     },
-    deadLetterReceipt: () => undefined,
+    deadLetterReceipts: () => [],
   } as unknown as MessageHandler;
   const connect = (clientId: string) => {
     const svc = pki.paths.service('internal/distributor');

@@ -5,7 +5,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
-import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { parseSigningKey, signGroup, signMessage } from '../../shared/security/message-auth.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 
@@ -92,6 +92,22 @@ describe('device signatures, checked on the internal side', () => {
     await eventually(() => (readings('sig-a').filter((p) => p.fields.tag === 'g-ok').length === 3 ? true : undefined));
     await eventually(() => (events('SECURITY_BAD_SIGNATURE').filter((e) => String(e.fields.message_id).startsWith('g-')).length === 8 ? true : undefined));
     assert.deepEqual(readings('sig-a').filter((p) => String(p.fields.tag).startsWith('g-') && p.fields.tag !== 'g-ok'), []);
+  });
+
+  it("checks each device's section of a gateway's envelope under that device's key and replay window", async () => {
+    const forgeShared = (devices: Array<{ deviceId: string; messages: unknown[] }>) =>
+      dmz.publishAsync(gatewayUplinkTopic('gw'), JSON.stringify({ v: 1, gatewayId: 'gw', dataType: 'timeseries', receivedAt: Date.now(), devices }), { qos: 1 });
+    const mine = signed('sig-c', key('sig-c'), 50, { sect: 1, timestamp: 1760000400000 }, Date.now(), 'sect');
+    // sig-b's section signed with sig-c's key: a section cannot borrow another device's signature.
+    const borrowed = signed('sig-b', key('sig-c'), 50, { sect: 2, timestamp: 1760000400001 }, Date.now(), 'sect');
+    await forgeShared([{ deviceId: 'sig-c', messages: [mine] }, { deviceId: 'sig-b', messages: [borrowed] }]);
+    await eventually(() => (readings('sig-c').some((p) => p.fields.sect === 1) ? true : undefined));
+    await eventually(() => (events('SECURITY_BAD_SIGNATURE').some((e) => e.tags.device === 'sig-b' && e.fields.message_id === 'sect.50') ? true : undefined));
+    const duplicates = fx.pipeline.distributor.verifier.stats.duplicates;
+    await forgeShared([{ deviceId: 'sig-c', messages: [mine] }]); // the same copy again, in another envelope
+    await eventually(() => (fx.pipeline.distributor.verifier.stats.duplicates > duplicates ? true : undefined));
+    assert.equal(readings('sig-c').filter((p) => p.fields.sect === 1).length, 1);
+    assert.deepEqual(readings('sig-b').filter((p) => p.fields.sect !== undefined), []);
   });
 
   it('sends commit receipts for messages signed as a group, and none for one signed alone (a simple device reads acks only)', async () => {

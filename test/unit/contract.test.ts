@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { DownlinkFrameSchema, errorFrame } from '../../shared/contract/downlink.ts';
-import { parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import { GatewayEnvelopeSchema, parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 
 function codeOf(fn: () => unknown): string {
@@ -163,3 +164,26 @@ describe('broker envelopes', () => {
     }
   });
 });
+
+describe("a gateway's envelope of many devices' readings", () => {
+  const section = (deviceId: string, n: number) => ({ deviceId, messages: Array.from({ length: n }, (_, i) => ({ messageId: `${deviceId}.${i}`, payload: { t: i } })) });
+  const env = (devices: unknown[]) => Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', dataType: 'timeseries', receivedAt: 1, devices }));
+  it('parses one section per device', () => {
+    assert.deepEqual(parseEnvelope(GatewayEnvelopeSchema, env([section('a', 2), section('b', 1)])).devices.map((d) => d.deviceId), ['a', 'b']);
+  });
+  it('refuses a device named twice, more messages in all than a batch holds, another kind, a bad device id or an empty section', () => {
+    const tooMany = Array.from({ length: 3 }, (_, i) => section(`d${i}`, Math.ceil(LIMITS.batchMaxMessages / 2)));
+    for (const bad of [
+      env([section('a', 1), section('a', 1)]),
+      env(tooMany),
+      env([]),
+      env([section('../x', 1)]),
+      env([{ deviceId: 'a', messages: [] }]),
+      Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', dataType: 'event', receivedAt: 1, devices: [section('a', 1)] })),
+      Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', dataType: 'timeseries', receivedAt: 1, devices: [section('a', 1)], extra: 1 })),
+    ]) {
+      assert.equal(codeOf(() => parseEnvelope(GatewayEnvelopeSchema, bad)), 'CONTRACT_INVALID_ENVELOPE', bad.toString().slice(0, 80));
+    }
+  });
+});
+

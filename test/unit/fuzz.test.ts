@@ -3,7 +3,7 @@ import { resolve, sep } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
-import { parseEnvelope, UplinkEnvelopeSchema, CommandEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import { parseEnvelope, UplinkEnvelopeSchema, CommandEnvelopeSchema, GatewayEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { parseTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DATA_TYPES } from '../../shared/contract/payloads.ts';
@@ -76,6 +76,8 @@ describe('fuzzing the parsers', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 400 }), (b) => onlyCoded(() => parseEnvelope(UplinkEnvelopeSchema, Buffer.from(b)))), RUNS);
     fc.assert(fc.property(fc.json(), (s) => onlyCoded(() => parseEnvelope(UplinkEnvelopeSchema, Buffer.from(s)))), RUNS);
     fc.assert(fc.property(fc.json(), (s) => onlyCoded(() => parseEnvelope(CommandEnvelopeSchema, Buffer.from(s)))), RUNS);
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 400 }), (b) => onlyCoded(() => parseEnvelope(GatewayEnvelopeSchema, Buffer.from(b)))), RUNS);
+    fc.assert(fc.property(fc.json(), (s) => onlyCoded(() => parseEnvelope(GatewayEnvelopeSchema, Buffer.from(s)))), RUNS);
   });
 
   it('topics: any string parses or is refused; built topics round-trip', () => {

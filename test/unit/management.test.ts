@@ -12,7 +12,7 @@ import pino from 'pino';
 import { issueDeviceToken, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { DAY_MS } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
-import { commandTopic, gatewayPresenceTopic, gatewaySecurityTopic, parseTopic, receiptTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { commandTopic, gatewayPresenceTopic, gatewayUplinkTopic, gatewaySecurityTopic, parseTopic, receiptTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 
 /** The management API's parts that need no network: topics, the pipeline's state, the test event's answer. */
 
@@ -37,6 +37,7 @@ describe('management API: topics', () => {
       [receiptTopic('g-1'), 'receipts'],
       [gatewayPresenceTopic('g-1'), 'gatewayPresence'],
       [gatewaySecurityTopic('g-1'), 'gatewaySecurity'],
+      [gatewayUplinkTopic('g-1'), 'gatewayUplink'],
     ] as const;
     for (const [topic, kind] of made) {
       const v = validateTopic(topic);
@@ -69,6 +70,7 @@ describe('management API: topics', () => {
       receipts: receiptTopic('g-1'),
       gatewayPresence: gatewayPresenceTopic('g-1'),
       gatewaySecurity: gatewaySecurityTopic('g-1'),
+      gatewayUplink: gatewayUplinkTopic('g-1'),
       storedFeed: 'fieldstream/v1/internal/stored',
     };
     for (const t of topicStructure()) {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { commandTopic, gatewayPresenceTopic, gatewaySecurityTopic, parseTopic, sharedFilter, statusTopic, topicMatches, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
+import { commandTopic, gatewayPresenceTopic, gatewayUplinkTopic, gatewaySecurityTopic, parseTopic, sharedFilter, statusTopic, topicMatches, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
 import { filterCovers, mayPublish, maySubscribe } from '../../shared/acl.ts';
 import { DATA_TYPES } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -21,6 +21,9 @@ describe('MQTT topics', () => {
     assert.throws(() => gatewayPresenceTopic('a/b'), FieldStreamError);
     assert.deepEqual(parseTopic(gatewaySecurityTopic('gw-1')), { kind: 'gatewaySecurity', gatewayId: 'gw-1' });
     assert.ok(topicMatches(TOPIC_FILTERS.gatewaySecurity, gatewaySecurityTopic('gw-1')));
+    assert.deepEqual(parseTopic(gatewayUplinkTopic('gw-1')), { kind: 'gatewayUplink', gatewayId: 'gw-1', dataType: 'timeseries' });
+    assert.ok(topicMatches(TOPIC_FILTERS.gatewayUplink, gatewayUplinkTopic('gw-1')));
+    assert.throws(() => gatewayUplinkTopic('a/b'), FieldStreamError);
   });
 
   it('refuses device ids that would break the topic tree', () => {
@@ -30,7 +33,7 @@ describe('MQTT topics', () => {
   });
 
   it('refuses topics that are not ours', () => {
-    for (const t of ['x/y', 'fieldstream/v1/devices/d/up/video', 'fieldstream/v1/devices/d/up/timeseries/extra', 'fieldstream/v1/devices/+/status', 'fieldstream/v1/devices/d/down/other']) {
+    for (const t of ['x/y', 'fieldstream/v1/gateways/g/up/event', 'fieldstream/v1/gateways/g/up', 'fieldstream/v1/gateways/g/up/timeseries/x', 'fieldstream/v1/devices/d/up/video', 'fieldstream/v1/devices/d/up/timeseries/extra', 'fieldstream/v1/devices/+/status', 'fieldstream/v1/devices/d/down/other']) {
       assert.throws(() => parseTopic(t), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONTRACT_INVALID_TOPIC');
     }
   });
@@ -49,6 +52,12 @@ describe('broker access policy', () => {
     assert.ok(!mayPublish('gateway', 'other/topic'));
     assert.ok(mayPublish('gateway', gatewayPresenceTopic('gw-1')), 'its own presence (and its will)');
     assert.ok(mayPublish('gateway', gatewaySecurityTopic('gw-1')), 'its security reports');
+    assert.ok(mayPublish('gateway', gatewayUplinkTopic('gw-1')), 'its envelopes of readings');
+    assert.ok(!mayPublish('gateway', 'fieldstream/v1/gateways/gw-1/up/event'), 'readings only');
+    assert.ok(maySubscribe('distributor', TOPIC_FILTERS.gatewayUplink));
+    assert.ok(maySubscribe('bridge', TOPIC_FILTERS.gatewayUplink));
+    assert.ok(!maySubscribe('gateway', TOPIC_FILTERS.gatewayUplink));
+    assert.ok(!maySubscribe('console', TOPIC_FILTERS.gatewayUplink), 'the console reads the stored feed only');
     assert.ok(maySubscribe('distributor', TOPIC_FILTERS.gatewaySecurity));
     assert.ok(!mayPublish('distributor', gatewayPresenceTopic('gw-1')));
     assert.ok(maySubscribe('distributor', TOPIC_FILTERS.gatewayPresence));

@@ -4,11 +4,13 @@ import { after, before, describe, it } from 'node:test';
 import { Aedes } from 'aedes';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { UplinkPublisher, type AcceptedMessage } from '../../dmz/gateway/uplink-publisher.ts';
+import { GatewayEnvelopeSchema, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 
 /**
  * The gateway's publisher on a real MQTT broker (aedes, the embedded one) over a real socket:
  * envelopes of many devices falling due together leave in a few socket writes, not one each, and
- * every device's messages arrive in its own envelope, in order, exactly once.
+ * every device's messages arrive in its own envelope (or its section of the gateway's), in order,
+ * exactly once.
  */
 describe('the gateway publishing envelopes when their linger ends', () => {
   let aedes: Aedes;
@@ -16,6 +18,7 @@ describe('the gateway publishing envelopes when their linger ends', () => {
   let publisherClient: MqttClient;
   let watcher: MqttClient;
   const received: Array<{ topic: string; deviceId: string; ids: string[] }> = [];
+  const raw: Array<{ topic: string; payload: unknown }> = [];
   let writes = 0;
 
   before(async () => {
@@ -25,8 +28,9 @@ describe('the gateway publishing envelopes when their linger ends', () => {
     const url = `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`;
     watcher = await connectAsync(url, { clientId: 'watcher' });
     watcher.on('message', (topic, payload) => {
-      const env = JSON.parse(payload.toString('utf8')) as { deviceId: string; messages: Array<{ messageId: string }> };
-      received.push({ topic, deviceId: env.deviceId, ids: env.messages.map((m) => m.messageId) });
+      raw.push({ topic, payload: JSON.parse(payload.toString('utf8')) });
+      const env = JSON.parse(payload.toString('utf8')) as { deviceId: string; messages?: Array<{ messageId: string }> };
+      if (env.messages) received.push({ topic, deviceId: env.deviceId, ids: env.messages.map((m) => m.messageId) });
     });
     await watcher.subscribeAsync('fieldstream/#', { qos: 1 });
     publisherClient = await connectAsync(url, { clientId: 'gateway' });
@@ -50,7 +54,7 @@ describe('the gateway publishing envelopes when their linger ends', () => {
   const reading = (id: string): AcceptedMessage => ({ deviceId: id.split('-')[0] as string, dataType: 'timeseries', messageId: id, payload: { t: 1 } });
 
   it('publishes 300 devices whose linger ends together in a few writes, each device in its own envelope', async () => {
-    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-1', timeoutMs: 5000, lingerMs: 30, maxMessages: 3 });
+    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-1', timeoutMs: 5000, lingerMs: 30, maxMessages: 3, envelopes: 'device' });
     received.length = 0;
     const settled: Array<Promise<void>> = [];
     const now = Date.now();
@@ -71,7 +75,7 @@ describe('the gateway publishing envelopes when their linger ends', () => {
   });
 
   it('keeps each envelope to its own linger when arrivals are spread out', async () => {
-    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-1', timeoutMs: 5000, lingerMs: 40, maxMessages: 100 });
+    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-1', timeoutMs: 5000, lingerMs: 40, maxMessages: 100, envelopes: 'device' });
     received.length = 0;
     const started = performance.now();
     const first = publisher.publish('early', [reading('e')], Date.now())[0]?.done;
@@ -83,5 +87,36 @@ describe('the gateway publishing envelopes when their linger ends', () => {
     const secondAt = performance.now() - started;
     assert.ok(firstAt >= 39 && firstAt < secondAt, `the early one at ${firstAt.toFixed(1)} ms, the late one at ${secondAt.toFixed(1)} ms`);
     assert.ok(secondAt >= 64, `the late one waited its own linger: ${secondAt.toFixed(1)} ms`);
+  });
+
+  it("puts the readings of every device in the gateway's envelopes, other messages in their device's", async () => {
+    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-1', timeoutMs: 5000, lingerMs: 30, maxMessages: 250, envelopes: 'gateway' });
+    raw.length = 0;
+    const settled: Array<Promise<void>> = [];
+    const now = Date.now();
+    const sent = new Map<string, string[]>();
+    const send = (deviceId: string, id: string) => {
+      sent.set(deviceId, [...(sent.get(deviceId) ?? []), id]);
+      for (const g of publisher.publish(deviceId, [reading(id)], now)) settled.push(g.done);
+    };
+    for (let d = 0; d < 300; d++) send(`dev-${d}`, `${d}-a`);
+    for (let d = 0; d < 300; d++) send(`dev-${d}`, `${d}-b`);
+    send('dev-0', '0-c');
+    const event: AcceptedMessage = { deviceId: 'dev-7', dataType: 'event', messageId: '7-event', payload: { eventType: 'door_open' } };
+    for (const g of publisher.publish('dev-7', [event], now)) settled.push(g.done);
+    await Promise.all(settled);
+    await new Promise((r) => setTimeout(r, 200));
+
+    const gatewayEnvelopes = raw.filter((r) => r.topic === 'fieldstream/v1/gateways/gw-1/up/timeseries').map((r) => GatewayEnvelopeSchema.parse(r.payload));
+    // 601 readings, 250 to an envelope at most: full ones leave at once, the rest when the linger ends.
+    assert.deepEqual(gatewayEnvelopes.map((e) => e.devices.reduce((n, s) => n + s.messages.length, 0)), [250, 250, 101]);
+    const got = new Map<string, string[]>();
+    for (const env of gatewayEnvelopes) for (const s of env.devices) got.set(s.deviceId, [...(got.get(s.deviceId) ?? []), ...s.messages.map((m) => m.messageId)]);
+    assert.deepEqual(got, sent, "each device's readings arrive once, in the order they came");
+
+    // (the devices of the tests before have their own names: anything of these devices is from here)
+    const others = raw.filter((r) => /^fieldstream\/v1\/devices\/dev-/.test(r.topic));
+    assert.deepEqual(others.map((r) => r.topic), ['fieldstream/v1/devices/dev-7/up/event']);
+    assert.deepEqual(UplinkEnvelopeSchema.parse(others[0]?.payload).messages.map((m) => m.messageId), ['7-event']);
   });
 });

@@ -34,6 +34,13 @@ const DESCRIBED: ReadonlyArray<Omit<TopicPattern, 'publishers' | 'subscribers'>>
     retained: false,
     description: `What a device sends, by data type (${DATA_TYPES.join(', ')}), published by the gateway that received it.`,
   },
+  {
+    kind: 'gatewayUplink',
+    pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/up/timeseries`,
+    direction: 'device→internal',
+    retained: false,
+    description: 'The readings of many devices in one envelope, one section per device, each signed by its device; published by the gateway that received them.',
+  },
   { kind: 'downlink', pattern: `${TOPIC_ROOT}/{deviceId}/down/command`, direction: 'internal→device', retained: false, description: "Commands for a device, each authenticated with the device's key by the command API." },
   { kind: 'status', pattern: `${TOPIC_ROOT}/{deviceId}/status`, direction: 'device→internal', retained: true, description: "A device's presence (online/offline), published by its gateway." },
   { kind: 'receipts', pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/receipts`, direction: 'internal→gateway', retained: false, description: 'Commit receipts from the distributor for the messages that gateway received.' },
