@@ -76,6 +76,8 @@ export class Consumer {
       try {
         const done = await this.handler.handle(topic, payload);
         for (const r of done.receipts ?? []) this.receipts?.add(r);
+        // Sections of a gateway's envelope the database refused: kept before the envelope is acknowledged.
+        for (const d of done.deadLetters ?? []) await this.deadLetter(d.topic, d.payload, d.error);
         this.stats.messages++;
         this.stats.points += done.points;
         this.stats.files += done.files;

@@ -9,21 +9,33 @@ import {
   type GatewayEnvelope,
   type UplinkEnvelope,
 } from '../../shared/contract/envelope.ts';
-import { parseTopic } from '../../shared/contract/topics.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { parseTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
 import { eventPoints, filePoint, healthPoints, MEASUREMENTS, POINT_KEY, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
-import type { MessageVerifier, Verdict } from './security/verifier.ts';
+import type { MessageVerifier } from './security/verifier.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
+
+export interface DeadLetterRequest {
+  topic: string;
+  payload: Buffer;
+  error: FieldStreamError;
+}
 
 export interface Handled {
   points: number;
   files: number;
   /** what the devices may now be told is durable (undefined: nothing to tell) */
   receipts?: ReceiptRequest[];
+  /**
+   * Sections of a gateway's envelope the database refused as bad data, each as its device's own
+   * envelope: for the caller to keep as dead letters before it acknowledges the message (the other
+   * sections are written).
+   */
+  deadLetters?: DeadLetterRequest[];
 }
 
 /**
@@ -107,31 +119,38 @@ export class MessageHandler {
 
   /**
    * A gateway's envelope of many devices' readings: each device's section is checked exactly as
-   * that device's own envelope would be (its key, its replay window), and everything is written in
-   * one request; the replay windows record the sections only once that write succeeded.
+   * that device's own envelope would be (its key, its replay window) and written as a write of its
+   * own; the write batcher sends them in one request, and splits it should the database refuse it
+   * as bad data, so one device's bad reading (a field that changed type) cannot take the other
+   * devices' readings to the dead-letter folder: its section alone goes there. A section's replay
+   * window records it only once its write succeeded. Should the database be unreachable, the whole
+   * envelope is retried (what was written is written again, the same points).
    */
   private async gatewayReadings(topicGatewayId: string, env: GatewayEnvelope): Promise<Handled> {
     // The topic is what the broker's ACL checked; the envelope must agree with it.
     if (env.gatewayId !== topicGatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope of gateway ${env.gatewayId} arrived on the topic of ${topicGatewayId}`);
-    const verdicts: Array<{ verdict: Verdict; points: number }> = [];
-    const writes: StoredPoint[] = [];
-    const receipts: ReceiptRequest[] = [];
-    let points = 0;
-    for (const section of env.devices) {
-      const verdict = this.verifier.check(sectionEnvelope(env, section));
-      const accepted = verdict.accepted?.dataType === 'timeseries' ? readingPoints(verdict.accepted, verdict.keys) : [];
-      for (const p of accepted) writes.push(p);
-      for (const e of verdict.events) writes.push(e);
-      verdicts.push({ verdict, points: accepted.length });
-      points += accepted.length;
-      if (verdict.receipts.length > 0) receipts.push({ gatewayId: env.gatewayId, deviceId: section.deviceId, ids: verdict.receipts });
-    }
-    await this.sink.write(writes);
-    for (const { verdict, points: n } of verdicts) {
+    const sections = env.devices.map((section) => {
+      const own = sectionEnvelope(env, section);
+      const verdict = this.verifier.check(own);
+      const points = verdict.accepted?.dataType === 'timeseries' ? readingPoints(verdict.accepted, verdict.keys) : [];
+      return { own, verdict, points, written: this.sink.write(points.length === 0 ? verdict.events : [...points, ...verdict.events]) };
+    });
+    const results = await Promise.allSettled(sections.map((s) => s.written));
+    const unreachable = results.find((r) => r.status === 'rejected' && !isFieldStreamError(r.reason, 'DISTRIBUTOR_WRITE_REJECTED'));
+    if (unreachable?.status === 'rejected') throw unreachable.reason;
+    const handled: Required<Handled> = { points: 0, files: 0, receipts: [], deadLetters: [] };
+    sections.forEach(({ own, verdict, points }, i) => {
+      const result = results[i];
+      if (result?.status === 'rejected') {
+        handled.deadLetters.push({ topic: uplinkTopic(own.deviceId, 'timeseries'), payload: Buffer.from(JSON.stringify(own)), error: result.reason as FieldStreamError });
+        return;
+      }
       verdict.commit();
-      this.count('timeseries', n, verdict);
-    }
-    return { points, files: 0, receipts };
+      this.count('timeseries', points.length, verdict);
+      handled.points += points.length;
+      if (verdict.receipts.length > 0) handled.receipts.push({ gatewayId: env.gatewayId, deviceId: own.deviceId, ids: verdict.receipts });
+    });
+    return handled;
   }
 
   /** A device's or a gateway's presence: one point, counted as a status message once written. */

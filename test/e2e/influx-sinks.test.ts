@@ -12,6 +12,14 @@ import { WriteBatcher } from '../../internal-network/distributor/write-batcher.t
 import type { PointSink } from '../../internal-network/distributor/sinks/sink.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
 
 const DB = 'sinks';
 const point = (device: string, fields: StoredPoint['fields'], time: number): StoredPoint => ({ measurement: 'readings', tags: { device }, fields, time });
@@ -86,16 +94,36 @@ describe('time-series sinks against real databases', () => {
     const batcher = new WriteBatcher(v1(), 5000);
     await batcher.write([point('s3', { mode: 'manual' }, 1)]);
     const results = await Promise.all([
-      code(batcher.write([point('s3', { v: 1 }, 10)])), // goes alone: nothing in flight
-      code(batcher.write([point('s3', { v: 2 }, 11)])), // these three wait for it, then go together
+      code(batcher.write([point('s3', { v: 1 }, 10)])), // the four, written in one task, go together
+      code(batcher.write([point('s3', { v: 2 }, 11)])),
       code(batcher.write([point('s3', { mode: 7 }, 12)])), // a type conflict
       code(batcher.write([point('s3', { v: 3 }, 13)])),
     ]);
     assert.deepEqual(results, ['ok', 'ok', 'DISTRIBUTOR_WRITE_REJECTED', 'ok']);
-    // 1 + 1 + 1 combined (refused) + 3 one by one
+    // 1 + 1 combined (refused) + 4 one by one
     assert.equal(batcher.stats.requests, 6);
     const rows = await influx.rows(DB, `SELECT v FROM readings WHERE device = 's3' AND time >= 10ms`);
     assert.deepEqual(rows.map((r) => r.v), [1, 2, 3]);
+  });
+
+  it("a gateway's envelope: the section the database refuses goes alone to the dead letters, the others are written", async () => {
+    const keys = tempDir('sections');
+    try {
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(keys.dir), new ReplayWindows(join(keys.dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, createLogger('test', 'silent'));
+      const handler = new MessageHandler(new WriteBatcher(v1(), 5000), new FileStore(join(keys.dir, 'files')), verifier);
+      await v1().write([point('sect-b', { tone: 'high' }, 20)]); // "tone" is a string field from now on
+      const section = (deviceId: string, payload: Record<string, unknown>) => ({ deviceId, messages: [{ messageId: `${deviceId}.1`, payload }] });
+      const env = { v: 1, gatewayId: 'gw-s', dataType: 'timeseries', receivedAt: Date.now(), devices: [section('sect-a', { level: 1, timestamp: 21 }), section('sect-b', { tone: 2, timestamp: 22 }), section('sect-c', { level: 3, timestamp: 23 })] };
+      const done = await handler.handle(gatewayUplinkTopic('gw-s'), Buffer.from(JSON.stringify(env)));
+      assert.equal(done.points, 2);
+      assert.deepEqual(done.deadLetters?.map((d) => [d.topic, d.error.code]), [[uplinkTopic('sect-b', 'timeseries'), 'DISTRIBUTOR_WRITE_REJECTED']]);
+      const kept = parseEnvelope(UplinkEnvelopeSchema, done.deadLetters?.[0]?.payload ?? Buffer.alloc(0));
+      assert.deepEqual([kept.deviceId, kept.gatewayId, kept.messages.map((m) => m.payload)], ['sect-b', 'gw-s', [{ tone: 2, timestamp: 22 }]], "the device's own envelope, as it would have come");
+      const rows = await influx.rows(DB, `SELECT level, device FROM readings WHERE time >= 21ms AND time <= 23ms`);
+      assert.deepEqual(rows.map((r) => [r.device, r.level]), [['sect-a', 1], ['sect-c', 3]]);
+    } finally {
+      keys.cleanup();
+    }
   });
 
   it('the batcher keeps at most its concurrency of requests in flight, and every message learns its own outcome', async () => {
