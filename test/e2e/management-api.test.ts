@@ -195,7 +195,9 @@ describe('the management API', () => {
     const t = await viewer('/topics');
     assert.equal(t.status, 200);
     const byKind = Object.fromEntries(t.body.topics.map((x: { kind: string }) => [x.kind, x]));
-    assert.deepEqual(Object.keys(byKind).sort(), ['downlink', 'gatewayPresence', 'gatewaySecurity', 'receipts', 'status', 'storedFeed', 'uplink']);
+    assert.deepEqual(Object.keys(byKind).sort(), ['downlink', 'gatewayPresence', 'gatewaySecurity', 'gatewayUplink', 'receipts', 'status', 'storedFeed', 'uplink']);
+    assert.equal(byKind.gatewayUplink.pattern, 'fieldstream/v1/gateways/{gatewayId}/up/timeseries');
+    assert.deepEqual(byKind.gatewayUplink.publishers, ['gateway']);
     assert.equal(byKind.uplink.pattern, 'fieldstream/v1/devices/{deviceId}/up/{dataType}');
     assert.deepEqual(byKind.uplink.publishers, ['gateway']);
     assert.deepEqual(byKind.downlink.publishers.sort(), ['bridge', 'command-api']);
@@ -217,6 +219,8 @@ describe('the management API', () => {
       direction: 'device→internal',
     });
     assert.equal((await check('fieldstream/v1/gateways/gw-1/receipts')).gatewayId, 'gw-1');
+    assert.equal((await check('fieldstream/v1/gateways/gw-1/up/timeseries')).kind, 'gatewayUplink');
+    assert.equal((await check('fieldstream/v1/gateways/gw-1/up/event')).valid, false);
     assert.equal((await check('fieldstream/v1/internal/stored')).kind, 'storedFeed');
     for (const [topic, reason] of [
       ['', 'empty'],
