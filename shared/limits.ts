@@ -238,8 +238,10 @@ export const TIMINGS = {
   revokedSerialsReloadMs: 2_000,
   /** milliseconds between looks at the gateway's device tokens file (GATEWAY_DEVICE_TOKENS_FILE) */
   deviceTokensReloadMs: 2_000,
-  /** milliseconds a looked-up device key (and the revoked list) is trusted before its file is looked at again */
+  /** milliseconds a looked-up device key (and the revoked list) is trusted before the registry's folder (and the list) is looked at again */
   deviceKeyRecheckMs: 1_000,
+  /** milliseconds before a device key's own file is looked at again while the registry's folder is unchanged (a file overwritten in place) */
+  deviceKeyFileRecheckMs: 10_000,
   /** milliseconds between the command API's sweeps that mark overdue commands expired */
   commandExpirySweepMs: 5_000,
   /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and

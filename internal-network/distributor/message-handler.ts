@@ -145,11 +145,12 @@ export class MessageHandler {
         handled.deadLetters.push({ topic: uplinkTopic(own.deviceId, 'timeseries'), payload: Buffer.from(JSON.stringify(own)), error: result.reason as FieldStreamError });
         return;
       }
-      verdict.commit();
+      verdict.commit({ persist: false });
       this.count('timeseries', points.length, verdict);
       handled.points += points.length;
       if (verdict.receipts.length > 0) handled.receipts.push({ gatewayId: env.gatewayId, deviceId: own.deviceId, ids: verdict.receipts });
     });
+    this.verifier.persist();
     return handled;
   }
 

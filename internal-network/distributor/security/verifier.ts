@@ -43,8 +43,12 @@ export interface Verdict {
    * a message per reading (measured in the fleet benchmark: docs/performance.md).
    */
   receipts: SignedId[];
-  /** Records the accepted sequence numbers; call once their writes succeeded. */
-  commit(): void;
+  /**
+   * Records the accepted sequence numbers; call once their writes succeeded. With `persist: false`
+   * they are journalled at the next {@link MessageVerifier.persist} (one append for the sections of
+   * a gateway's envelope, before the envelope is acknowledged).
+   */
+  commit(o?: { persist: boolean }): void;
 }
 
 /**
@@ -173,12 +177,17 @@ export class MessageVerifier {
       keys,
       events,
       receipts,
-      commit: () => {
+      commit: (o = { persist: true }) => {
         if (toRecord.length === 0) return;
         for (const r of toRecord) this.replay.record(env.deviceId, r.epoch, r.seq);
-        this.replay.persist();
+        if (o.persist) this.replay.persist();
       },
     };
+  }
+
+  /** Journals what was committed without `persist` (ReplayWindows.persist: one append). */
+  persist(): void {
+    this.replay.persist();
   }
 
   /**
