@@ -8,11 +8,10 @@ import { LIMITS } from '../limits.ts';
  */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-export const DeviceIdSchema = z
-  .string()
-  .min(1)
-  .max(LIMITS.deviceIdMaxChars)
-  .regex(DEVICE_ID_PATTERN, 'must start with a letter or digit and hold only letters, digits, ".", "_" and "-"');
+export const DeviceIdSchema = predicate<string>(
+  (v) => typeof v === 'string' && v.length <= LIMITS.deviceIdMaxChars && DEVICE_ID_PATTERN.test(v),
+  `must be 1 to ${LIMITS.deviceIdMaxChars} characters, start with a letter or digit and hold only letters, digits, ".", "_" and "-"`,
+);
 export type DeviceId = z.infer<typeof DeviceIdSchema>;
 
 /**

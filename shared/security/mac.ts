@@ -1,16 +1,15 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import { predicate } from '../contract/primitives.ts';
 
 /**
  * What every end-to-end MAC of FieldStream has in common (device messages, commit receipts,
  * commands): HMAC-SHA256 under a device's key, carried as base64url without padding, and compared
  * in constant time, so a forger learns nothing from how long a refusal took.
  */
-export const MacSchema = z
-  .string()
-  // 32 bytes are 256 bits: 42 characters of 6 bits and a last one whose low 2 bits are padding and
-  // must be zero (RFC 4648 §3.5), so that one MAC has exactly one spelling.
-  .regex(/^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/, 'must be an HMAC-SHA256 in canonical base64url (43 characters)');
+// 32 bytes are 256 bits: 42 characters of 6 bits and a last one whose low 2 bits are padding and
+// must be zero (RFC 4648 §3.5), so that one MAC has exactly one spelling.
+const MAC_PATTERN = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+export const MacSchema = predicate<string>((v) => typeof v === 'string' && MAC_PATTERN.test(v), 'must be an HMAC-SHA256 in canonical base64url (43 characters)');
 
 export function hmacSha256(key: Buffer, text: string): Buffer {
   return createHmac('sha256', key).update(text).digest();

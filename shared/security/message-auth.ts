@@ -2,6 +2,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { z } from 'zod';
 import { LIMITS } from '../limits.ts';
 import { MacSchema, sameMac } from './mac.ts';
+import { predicate, SeqSchema } from '../contract/primitives.ts';
 
 /**
  * End-to-end integrity of device messages, independent of the TLS hops (the DMZ terminates TLS,
@@ -36,12 +37,15 @@ import { MacSchema, sameMac } from './mac.ts';
  *   of each message's part, and every field before it is free of newlines, so the input is
  *   unambiguous.
  */
+// Predicates, not chains of checks: an `auth` is parsed with every signed group at both trust
+// boundaries, and each chained check costs as much as a whole predicate (primitives.ts).
+const EPOCH_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const fields = {
-  epoch: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  epoch: predicate<string>((v) => typeof v === 'string' && EPOCH_PATTERN.test(v), 'must be 1 to 64 letters, digits, "_" or "-"'),
   /** v1: the message's sequence number; v2: the first message's */
-  seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  seq: SeqSchema,
   /** epoch ms when this copy was sent */
-  ts: z.number().int().min(0),
+  ts: predicate<number>((v) => Number.isSafeInteger(v) && (v as number) >= 0, 'must be epoch milliseconds (an integer from 0)'),
   /** HMAC-SHA256, base64url without padding */
   mac: MacSchema,
 };
@@ -51,7 +55,7 @@ export const GroupAuthSchema = z.strictObject({
   v: z.literal(2),
   ...fields,
   /** messages the MAC covers: this one and the count − 1 after it */
-  count: z.number().int().min(1).max(LIMITS.batchMaxMessages),
+  count: predicate<number>((v) => Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= LIMITS.batchMaxMessages, `must be an integer from 1 to ${LIMITS.batchMaxMessages}`),
 });
 export const MessageAuthSchema = z.discriminatedUnion('v', [MessageAuthV1Schema, GroupAuthSchema]);
 export type MessageAuthV1 = z.infer<typeof MessageAuthV1Schema>;
