@@ -288,7 +288,7 @@ async function main(): Promise<void> {
   if (values.profile) {
     let measured: ThroughputResult;
     const self = new SelfProfiler();
-    const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, 'field clients': process.pid };
+    const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, console: stack.console.pid, 'field clients': process.pid };
     try {
       await self.start();
       measured = values.profile === 'fleet' ? fleetAsThroughput(await runFleet(stack, influx, { certsDir: certs, database: DATABASE, devices: FLEET_DEVICES, seconds: FLEET_SECONDS })) : await throughput(ctx, meter, values.profile === 'batched' ? BATCHED : SINGLE);

@@ -107,7 +107,7 @@ export class MessageHandler {
     // Only what the device provably sent, once, is written; the rest becomes security events.
     const verdict = this.verifier.check(env);
     const points = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : [];
-    await this.sink.write([...points, ...verdict.events]);
+    await this.sink.write(joined(points, verdict.events));
     verdict.commit();
     this.count(env.dataType, points.length, verdict);
     return {
@@ -133,7 +133,7 @@ export class MessageHandler {
       const own = sectionEnvelope(env, section);
       const verdict = this.verifier.check(own);
       const points = verdict.accepted?.dataType === 'timeseries' ? readingPoints(verdict.accepted, verdict.keys) : [];
-      return { own, verdict, points, written: this.sink.write(points.length === 0 ? verdict.events : [...points, ...verdict.events]) };
+      return { own, verdict, points, written: this.sink.write(joined(points, verdict.events)) };
     });
     const results = await Promise.allSettled(sections.map((s) => s.written));
     const unreachable = results.find((r) => r.status === 'rejected' && !isFieldStreamError(r.reason, 'DISTRIBUTOR_WRITE_REJECTED'));
@@ -220,4 +220,10 @@ export class MessageHandler {
       }
     }
   }
+}
+
+/** A message's points and its security events as one write; no copy when one of them is empty (the usual case). */
+function joined(points: StoredPoint[], events: StoredPoint[]): StoredPoint[] {
+  if (events.length === 0) return points;
+  return points.length === 0 ? events : [...points, ...events];
 }

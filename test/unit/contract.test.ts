@@ -185,5 +185,20 @@ describe("a gateway's envelope of many devices' readings", () => {
       assert.equal(codeOf(() => parseEnvelope(GatewayEnvelopeSchema, bad)), 'CONTRACT_INVALID_ENVELOPE', bad.toString().slice(0, 80));
     }
   });
+  it('counts the messages before it parses a section: too many are refused as such, whatever they hold', () => {
+    // Each message is invalid; a parse of the sections would report that first.
+    const junk = (deviceId: string) => ({ deviceId, messages: Array.from({ length: LIMITS.batchMaxMessages }, () => ({ not: 'a message' })) });
+    const err = (() => {
+      try {
+        parseEnvelope(GatewayEnvelopeSchema, env([junk('a'), junk('b')]));
+      } catch (e) {
+        return e as FieldStreamError;
+      }
+      assert.fail('accepted');
+    })();
+    assert.equal(err.code, 'CONTRACT_INVALID_ENVELOPE');
+    assert.match(err.message, new RegExp(`devices: holds more than ${LIMITS.batchMaxMessages} messages`));
+    assert.equal((err.details as { issues: unknown[] }).issues.length, 1);
+  });
 });
 
