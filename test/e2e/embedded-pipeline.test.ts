@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { connectAsync } from 'mqtt';
 import { SEED_DEVICE_OF, SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
@@ -109,6 +110,25 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
 
     it('refuses a client without a certificate at the TLS handshake', async () => {
       await assert.rejects(RawDevice.connect(url, { ca: readFileSync(fx.pki.paths.publicCa, 'utf8') }));
+    });
+
+    it('resumes no TLS session: every connection is a full handshake, its certificate verified again', async () => {
+      const { hostname, port } = new URL(url);
+      const tls = RawDevice.tlsFor(fx.pki.paths, 'sensor-001');
+      const handshake = (session?: Buffer) =>
+        new Promise<{ reused: boolean; session: Buffer | undefined }>((resolve, reject) => {
+          let offered: Buffer | undefined;
+          const socket = tlsConnect({ host: hostname, port: Number(port), servername: 'localhost', ...tls, ...(session ? { session } : {}) });
+          socket.on('session', (s: Buffer) => (offered = s));
+          socket.on('error', reject);
+          // Sessions arrive after the handshake (TLS 1.3 NewSessionTicket): wait for them before closing.
+          socket.on('secureConnect', () => setTimeout(() => (resolve({ reused: socket.isSessionReused(), session: offered }), socket.destroy()), 200));
+        });
+      const first = await handshake();
+      assert.equal(first.reused, false);
+      assert.ok(first.session, 'the client kept a session to offer');
+      const second = await handshake(first.session);
+      assert.equal(second.reused, false, 'the gateway resumed a session without seeing the certificate');
     });
 
     it('refuses a certificate from another CA, even with a known device id', async () => {
