@@ -38,9 +38,14 @@ export function renderSustained(s: SustainedResult): string[] {
   return [
     `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
     '',
-    '| window (s) | stored readings/s | probes | p99 |',
-    '|---|---|---|---|',
-    ...s.windows.map((w) => `| ${w.endS - 10}–${w.endS} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} |`),
+    '| window (s) | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses |',
+    '|---|---|---|---|---|---|',
+    ...s.windows.map(
+      (w) =>
+        `| ${w.endS - 10}–${w.endS} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms |`,
+    ),
+    '',
+    ...slowWindows(s),
     '',
     `| resident memory (MiB) | start | after ${s.warmUpSeconds} s | end | growth after warm-up |`,
     '|---|---|---|---|---|',
@@ -53,6 +58,29 @@ export function renderSustained(s: SustainedResult): string[] {
           ...s.heap.map((h) => `| ${h.service} | ${h.warmFloorMiB} | ${h.endFloorMiB} | ${h.growthPercent} % | ${h.samples} |`),
         ]
       : []),
+  ];
+}
+
+/** p99 above this (ms) makes a window slow: the sustained target (targets.ts) */
+const SLOW_WINDOW_MS = 500;
+
+/**
+ * Whether the slow windows are the database's doing: how many had a cache snapshot or a compaction
+ * finish in them or in the window before (one that finishes has run through up to both), against
+ * the other windows.
+ */
+function slowWindows(s: SustainedResult): string[] {
+  const busy = s.windows.map((w, i) => {
+    const before = s.windows[i - 1];
+    return [w, before].some((x) => x !== undefined && x.influx.cacheSnapshots + x.influx.compactions > 0);
+  });
+  const slow = s.windows.map((w) => w.p99Ms < 0 || w.p99Ms > SLOW_WINDOW_MS);
+  const count = (f: (i: number) => boolean) => s.windows.filter((_, i) => f(i)).length;
+  const slowBusy = count((i) => !!slow[i] && !!busy[i]);
+  const slowAll = count((i) => !!slow[i]);
+  const busyAll = count((i) => !!busy[i]);
+  return [
+    `Windows with p99 over ${SLOW_WINDOW_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).`,
   ];
 }
 

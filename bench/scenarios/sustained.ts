@@ -42,6 +42,8 @@ export interface SustainedWindow {
   /** device → database of the probes sent in the window */
   probes: number;
   p99Ms: number;
+  /** what InfluxDB's storage engine finished in the window (differences of its own counters) */
+  influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number };
 }
 
 export interface ServiceMemory {
@@ -167,12 +169,24 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
       }),
     );
   };
-  // Windows: the database's own counter of accepted points, read every 10 s.
-  let mark = await ctx.influx.pointsWritten();
+  // Windows: the database's own counters (accepted points; snapshots, compactions and GC pauses,
+  // to tell whether a slow window is the database's doing), read every 10 s.
+  let mark = await ctx.influx.activity();
   for (let w = 1; w * WINDOW_S * 1000 <= durationMs; w++) {
     await sleep(start + w * WINDOW_S * 1000 - Date.now());
-    const now = await ctx.influx.pointsWritten();
-    windows.push({ endS: w * WINDOW_S, storedPerSecond: Math.round((now - mark) / WINDOW_S), probes: 0, p99Ms: 0 });
+    const now = await ctx.influx.activity();
+    windows.push({
+      endS: w * WINDOW_S,
+      storedPerSecond: Math.round((now.pointsWritten - mark.pointsWritten) / WINDOW_S),
+      probes: 0,
+      p99Ms: 0,
+      influx: {
+        cacheSnapshots: now.cacheSnapshots - mark.cacheSnapshots,
+        compactions: now.compactions - mark.compactions,
+        compactionMs: Math.round(now.compactionMs - mark.compactionMs),
+        gcPauseMs: Math.round((now.gcPauseMs - mark.gcPauseMs) * 10) / 10,
+      },
+    });
     mark = now;
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
     await sampleHeaps(w * WINDOW_S);

@@ -93,10 +93,32 @@ bind-address = "127.0.0.1:${rpcPort}"
    * with a query scans them.
    */
   async pointsWritten(): Promise<number> {
-    const vars = JSON.parse((await this.http('GET', `${this.url}/debug/vars`)).body) as Record<string, { name?: string; values?: Record<string, unknown> }>;
-    let n = 0;
-    for (const v of Object.values(vars)) if (v?.name === 'httpd') n += Number(v.values?.pointsWrittenOK ?? 0);
-    return n;
+    return (await this.activity()).pointsWritten;
+  }
+
+  /**
+   * What the storage engine has done since InfluxDB started, from its own counters (`/debug/vars`):
+   * accepted points, cache snapshots written to TSM files, TSM compactions (every level, optimise
+   * and full) and the time they took, and the Go runtime's garbage-collection pauses. Differences
+   * between two readings tell what happened in between (the sustained benchmark's windows).
+   */
+  async activity(): Promise<InfluxActivity> {
+    const vars = DebugVarsSchema.parse(JSON.parse((await this.http('GET', `${this.url}/debug/vars`)).body));
+    const a: InfluxActivity = { pointsWritten: 0, cacheSnapshots: 0, compactions: 0, compactionMs: 0, gcPauseMs: (vars.memstats?.PauseTotalNs ?? 0) / 1e6 };
+    for (const entry of Object.values(vars)) {
+      const stat = StatisticSchema.safeParse(entry);
+      if (!stat.success) continue; // memstats, cmdline and the like
+      const { name, values } = stat.data;
+      if (name === 'httpd') a.pointsWritten += values.pointsWrittenOK ?? 0;
+      if (name !== 'tsm1_engine') continue;
+      a.cacheSnapshots += values.cacheCompactions ?? 0;
+      a.compactionMs += (values.cacheCompactionDuration ?? 0) / 1e6;
+      for (const kind of TSM_COMPACTIONS) {
+        a.compactions += values[`${kind}Compactions`] ?? 0;
+        a.compactionMs += (values[`${kind}CompactionDuration`] ?? 0) / 1e6;
+      }
+    }
+    return a;
   }
 
   /** An HTTP request to the server, from inside its namespace when it has one. */
@@ -116,6 +138,29 @@ bind-address = "127.0.0.1:${rpcPort}"
     await this.waitPing();
   }
 }
+
+/** InfluxDB's engine counters at one moment (InfluxV1.activity). */
+export interface InfluxActivity {
+  pointsWritten: number;
+  /** the in-memory cache written out to a TSM file (a "cache compaction") */
+  cacheSnapshots: number;
+  /** TSM files compacted: levels 1–3, optimise and full */
+  compactions: number;
+  /** the time the snapshots and compactions took, summed as they finished */
+  compactionMs: number;
+  /** the Go runtime's stop-the-world pauses in all */
+  gcPauseMs: number;
+}
+
+const TSM_COMPACTIONS = ['tsmLevel1', 'tsmLevel2', 'tsmLevel3', 'tsmOptimize', 'tsmFull'] as const;
+
+/** The parts of InfluxDB 1.x's `/debug/vars` read here: statistics by name, and the Go runtime's memstats. */
+const StatisticSchema = z.object({
+  name: z.string(),
+  // Counters are numbers; anything else among the values is left out.
+  values: z.record(z.string(), z.unknown()).transform((v): Record<string, number | undefined> => Object.fromEntries(Object.entries(v).filter((e): e is [string, number] => typeof e[1] === 'number'))),
+});
+const DebugVarsSchema = z.object({ memstats: z.object({ PauseTotalNs: z.number() }).partial().optional() }).catchall(z.unknown());
 
 interface InfluxResult {
   results?: Array<{ error?: string; series?: Array<{ name: string; tags?: Record<string, string>; columns: string[]; values: unknown[][] }> }>;

@@ -59,6 +59,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
   ...over,
 });
 
+const quiet = { cacheSnapshots: 0, compactions: 0, compactionMs: 0, gcPauseMs: 0.5 };
 const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   scenario: 'sustained',
   maximumPerSecond: 70_000,
@@ -69,8 +70,8 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   lost: 0,
   duplicated: 0,
   windows: [
-    { endS: 60, storedPerSecond: 40_000, probes: 200, p99Ms: 300 },
-    { endS: 70, storedPerSecond: 50_400, probes: 200, p99Ms: 500 },
+    { endS: 60, storedPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet },
+    { endS: 70, storedPerSecond: 50_400, probes: 200, p99Ms: 500, influx: quiet },
   ],
   memory: [
     { service: 'gateway-1', startMiB: 200, warmMiB: 200, endMiB: 220, growthPercent: 10 },
@@ -102,10 +103,23 @@ describe('the field loads against their targets', () => {
 
   it('sustained: our services and the database apart; a sag after the warm-up only; a lost probe misses the p99', () => {
     assert.deepEqual(sustainedTargets(sustained()).map((t) => t.verdict), ['met', 'met', 'missed by 900 %', 'met', 'met']);
-    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, probes: 200, p99Ms: -1 }] }));
+    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, probes: 200, p99Ms: -1, influx: quiet }] }));
     assert.equal(worse[3]?.measured, 'a probe never arrived');
     assert.equal(worse[4]?.verdict, 'missed by 1 %');
     assert.match(sustainedTargets(sustained({ minutes: 2 }))[1]?.verdict ?? '', /over 2 min, not 10/);
+  });
+
+  it('sustained: the report says how many slow windows had InfluxDB compacting in them or the window before', () => {
+    const compacting = { cacheSnapshots: 1, compactions: 2, compactionMs: 840, gcPauseMs: 3 };
+    const windows = [
+      { endS: 10, storedPerSecond: 50_000, probes: 200, p99Ms: 120, influx: compacting },
+      { endS: 20, storedPerSecond: 45_000, probes: 200, p99Ms: 900, influx: quiet }, // slow, after a compaction
+      { endS: 30, storedPerSecond: 50_000, probes: 200, p99Ms: 100, influx: quiet },
+      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet }, // slow, nothing around it
+    ];
+    const lines = renderSustained(sustained({ windows }));
+    assert.ok(lines.includes('Windows with p99 over 500 ms: 2 of 4; of them 1 with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: 2 of 4).'), lines.join('\n'));
+    assert.ok(lines.includes('| 0–10 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms |'), lines.join('\n'));
   });
 
   it('sustained: the report shows each Node service’s heap floor after the warm-up and at the end, when it was read', () => {
