@@ -57,9 +57,16 @@ export const UplinkEnvelopeSchema = z.discriminatedUnion('dataType', [
 ]);
 export type UplinkEnvelope = z.infer<typeof UplinkEnvelopeSchema>;
 
-/** Refuses sections holding more than LIMITS.batchMaxMessages messages in all (what is not an array is left to the schema). */
+/**
+ * Refuses more than LIMITS.batchMaxMessages sections, or sections holding more messages than that
+ * in all, before any is parsed (what is not an array is left to the schema).
+ */
 function withinMessages(devices: unknown, ctx: z.RefinementCtx): unknown {
   if (!Array.isArray(devices)) return devices;
+  if (devices.length > LIMITS.batchMaxMessages) {
+    ctx.addIssue({ code: 'custom', message: `holds more than ${LIMITS.batchMaxMessages} sections` });
+    return z.NEVER;
+  }
   let count = 0;
   for (const section of devices as unknown[]) {
     const messages = typeof section === 'object' && section !== null ? (section as { messages?: unknown }).messages : undefined;
@@ -88,7 +95,8 @@ export const GatewayEnvelopeSchema = z
     receivedAt: envelopeHeader.receivedAt,
     dataType: z.literal('timeseries'),
     // Counted before a section is parsed: from a compromised DMZ, a million messages in a thousand
-    // sections would otherwise all be validated before the total was looked at.
+    // sections (or a million empty sections) would otherwise all be validated before the totals
+    // were looked at.
     devices: z.preprocess(
       withinMessages,
       z.array(z.strictObject({ deviceId: DeviceIdSchema, messages: itemsOf(TimeseriesPayloadSchema) })).min(1).max(LIMITS.batchMaxMessages),

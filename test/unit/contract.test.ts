@@ -199,6 +199,8 @@ describe("a gateway's envelope of many devices' readings", () => {
     assert.equal(err.code, 'CONTRACT_INVALID_ENVELOPE');
     assert.match(err.message, new RegExp(`devices: holds more than ${LIMITS.batchMaxMessages} messages`));
     assert.equal((err.details as { issues: unknown[] }).issues.length, 1);
+    const sections = Array.from({ length: LIMITS.batchMaxMessages + 1 }, () => ({ deviceId: 'a', messages: [] }));
+    assert.throws(() => parseEnvelope(GatewayEnvelopeSchema, env(sections)), (e: FieldStreamError) => /devices: holds more than \d+ sections/.test(e.message) && (e.details as { issues: unknown[] }).issues.length === 1);
   });
 });
 
