@@ -38,11 +38,11 @@ export function renderSustained(s: SustainedResult): string[] {
   return [
     `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
     '',
-    '| window (s) | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses |',
-    '|---|---|---|---|---|---|',
+    '| window (s) | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | machine: CPU busy, stolen |',
+    '|---|---|---|---|---|---|---|',
     ...s.windows.map(
       (w) =>
-        `| ${w.endS - 10}–${w.endS} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms |`,
+        `| ${w.endS - 10}–${w.endS} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} % |`,
     ),
     '',
     ...slowWindows(s),
@@ -79,8 +79,14 @@ function slowWindows(s: SustainedResult): string[] {
   const slowBusy = count((i) => !!slow[i] && !!busy[i]);
   const slowAll = count((i) => !!slow[i]);
   const busyAll = count((i) => !!busy[i]);
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  const hostOf = (f: (i: number) => boolean) => {
+    const ws = s.windows.filter((_, i) => f(i));
+    return `CPU busy ${median(ws.map((w) => w.host.busyPercent))} %, stolen ${median(ws.map((w) => w.host.stealPercent))} %`;
+  };
   return [
-    `Windows with p99 over ${SLOW_WINDOW_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).`,
+    `Windows with p99 over ${SLOW_WINDOW_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).` +
+      (slowAll > 0 ? ` The machine in the slow windows: ${hostOf((i) => !!slow[i])} (medians; the other windows: ${hostOf((i) => !slow[i])}).` : ''),
   ];
 }
 

@@ -26,6 +26,14 @@ export function withChildren(pid: number): number[] {
   return pids;
 }
 
+/** The machine's CPU time so far, in ticks, from the first line of /proc/stat (proc(5)): busy, idle (iowait included) and stolen by the hypervisor. */
+export function hostCpuTicks(): { busy: number; idle: number; steal: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+  // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is in user already)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { busy: (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0), idle: (idle ?? 0) + (iowait ?? 0), steal: steal ?? 0 };
+}
+
 /** Resident memory of a process in bytes (VmRSS in /proc/PID/status, proc(5)). */
 export function residentBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

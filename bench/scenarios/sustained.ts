@@ -3,7 +3,7 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
-import { residentBytes } from '../lib/proc-stats.ts';
+import { hostCpuTicks, residentBytes } from '../lib/proc-stats.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { METRIC_PREFIX } from '../../shared/metrics/registry.ts';
 
@@ -44,6 +44,8 @@ export interface SustainedWindow {
   p99Ms: number;
   /** what InfluxDB's storage engine finished in the window (differences of its own counters) */
   influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number };
+  /** the machine's CPU in the window, in % of all its cores' time: busy, and stolen by the hypervisor */
+  host: { busyPercent: number; stealPercent: number };
 }
 
 export interface ServiceMemory {
@@ -172,9 +174,14 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   // Windows: the database's own counters (accepted points; snapshots, compactions and GC pauses,
   // to tell whether a slow window is the database's doing), read every 10 s.
   let mark = await ctx.influx.activity();
+  let hostMark = hostCpuTicks();
   for (let w = 1; w * WINDOW_S * 1000 <= durationMs; w++) {
     await sleep(start + w * WINDOW_S * 1000 - Date.now());
     const now = await ctx.influx.activity();
+    const hostNow = hostCpuTicks();
+    const ticks = (k: 'busy' | 'idle' | 'steal') => hostNow[k] - hostMark[k];
+    const allTicks = Math.max(1, ticks('busy') + ticks('idle') + ticks('steal'));
+    hostMark = hostNow;
     windows.push({
       endS: w * WINDOW_S,
       storedPerSecond: Math.round((now.pointsWritten - mark.pointsWritten) / WINDOW_S),
@@ -186,6 +193,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
         compactionMs: Math.round(now.compactionMs - mark.compactionMs),
         gcPauseMs: Math.round((now.gcPauseMs - mark.gcPauseMs) * 10) / 10,
       },
+      host: { busyPercent: Math.round((100 * ticks('busy')) / allTicks), stealPercent: Math.round((100 * ticks('steal')) / allTicks) },
     });
     mark = now;
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();

@@ -60,6 +60,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
 });
 
 const quiet = { cacheSnapshots: 0, compactions: 0, compactionMs: 0, gcPauseMs: 0.5 };
+const host = { busyPercent: 90, stealPercent: 0 };
 const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   scenario: 'sustained',
   maximumPerSecond: 70_000,
@@ -70,8 +71,8 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   lost: 0,
   duplicated: 0,
   windows: [
-    { endS: 60, storedPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet },
-    { endS: 70, storedPerSecond: 50_400, probes: 200, p99Ms: 500, influx: quiet },
+    { endS: 60, storedPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet, host },
+    { endS: 70, storedPerSecond: 50_400, probes: 200, p99Ms: 500, influx: quiet, host },
   ],
   memory: [
     { service: 'gateway-1', startMiB: 200, warmMiB: 200, endMiB: 220, growthPercent: 10 },
@@ -103,7 +104,7 @@ describe('the field loads against their targets', () => {
 
   it('sustained: our services and the database apart; a sag after the warm-up only; a lost probe misses the p99', () => {
     assert.deepEqual(sustainedTargets(sustained()).map((t) => t.verdict), ['met', 'met', 'missed by 900 %', 'met', 'met']);
-    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, probes: 200, p99Ms: -1, influx: quiet }] }));
+    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, probes: 200, p99Ms: -1, influx: quiet, host }] }));
     assert.equal(worse[3]?.measured, 'a probe never arrived');
     assert.equal(worse[4]?.verdict, 'missed by 1 %');
     assert.match(sustainedTargets(sustained({ minutes: 2 }))[1]?.verdict ?? '', /over 2 min, not 10/);
@@ -112,14 +113,19 @@ describe('the field loads against their targets', () => {
   it('sustained: the report says how many slow windows had InfluxDB compacting in them or the window before', () => {
     const compacting = { cacheSnapshots: 1, compactions: 2, compactionMs: 840, gcPauseMs: 3 };
     const windows = [
-      { endS: 10, storedPerSecond: 50_000, probes: 200, p99Ms: 120, influx: compacting },
-      { endS: 20, storedPerSecond: 45_000, probes: 200, p99Ms: 900, influx: quiet }, // slow, after a compaction
-      { endS: 30, storedPerSecond: 50_000, probes: 200, p99Ms: 100, influx: quiet },
-      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet }, // slow, nothing around it
+      { endS: 10, storedPerSecond: 50_000, probes: 200, p99Ms: 120, influx: compacting, host },
+      { endS: 20, storedPerSecond: 45_000, probes: 200, p99Ms: 900, influx: quiet, host }, // slow, after a compaction
+      { endS: 30, storedPerSecond: 50_000, probes: 200, p99Ms: 100, influx: quiet, host },
+      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 } }, // slow, nothing around it
     ];
     const lines = renderSustained(sustained({ windows }));
-    assert.ok(lines.includes('Windows with p99 over 500 ms: 2 of 4; of them 1 with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: 2 of 4).'), lines.join('\n'));
-    assert.ok(lines.includes('| 0–10 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms |'), lines.join('\n'));
+    assert.ok(
+      lines.includes(
+        'Windows with p99 over 500 ms: 2 of 4; of them 1 with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: 2 of 4). The machine in the slow windows: CPU busy 100 %, stolen 4 % (medians; the other windows: CPU busy 90 %, stolen 0 %).',
+      ),
+      lines.join('\n'),
+    );
+    assert.ok(lines.includes('| 0–10 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 % |'), lines.join('\n'));
   });
 
   it('sustained: the report shows each Node service’s heap floor after the warm-up and at the end, when it was read', () => {
