@@ -3,7 +3,7 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
-import { hostCpuTicks, residentBytes } from '../lib/proc-stats.ts';
+import { hostCpuShare, hostCpuTicks, residentBytes } from '../lib/proc-stats.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { METRIC_PREFIX } from '../../shared/metrics/registry.ts';
 
@@ -179,8 +179,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     await sleep(start + w * WINDOW_S * 1000 - Date.now());
     const now = await ctx.influx.activity();
     const hostNow = hostCpuTicks();
-    const ticks = (k: 'busy' | 'idle' | 'steal') => hostNow[k] - hostMark[k];
-    const allTicks = Math.max(1, ticks('busy') + ticks('idle') + ticks('steal'));
+    const host = hostCpuShare(hostMark, hostNow);
     hostMark = hostNow;
     windows.push({
       endS: w * WINDOW_S,
@@ -193,7 +192,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
         compactionMs: Math.round(now.compactionMs - mark.compactionMs),
         gcPauseMs: Math.round((now.gcPauseMs - mark.gcPauseMs) * 10) / 10,
       },
-      host: { busyPercent: Math.round((100 * ticks('busy')) / allTicks), stealPercent: Math.round((100 * ticks('steal')) / allTicks) },
+      host,
     });
     mark = now;
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();

@@ -7,6 +7,7 @@ import { after, describe, it } from 'node:test';
 import { issueFleet } from '../../bench/lib/fleet-pki.ts';
 import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
 import { renderSustained } from '../../bench/lib/load-reports.ts';
+import { hostCpuShare, hostCpuTicks } from '../../bench/lib/proc-stats.ts';
 import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
 import type { SustainedResult } from '../../bench/scenarios/sustained.ts';
 import { pkiPaths } from '../../pki/layout.ts';
@@ -126,6 +127,13 @@ describe('the field loads against their targets', () => {
       lines.join('\n'),
     );
     assert.ok(lines.includes('| 0–10 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 % |'), lines.join('\n'));
+  });
+
+  it("sustained: the machine's CPU in a window, from two readings of /proc/stat", () => {
+    assert.deepEqual(hostCpuShare({ busy: 100, idle: 900, steal: 0 }, { busy: 1_700, idle: 1_200, steal: 100 }), { busyPercent: 80, stealPercent: 5 });
+    const now = hostCpuTicks();
+    assert.ok(now.busy > 0 && now.idle > 0 && now.steal >= 0, JSON.stringify(now));
+    assert.deepEqual(hostCpuShare(now, now), { busyPercent: 0, stealPercent: 0 });
   });
 
   it('sustained: the report shows each Node service’s heap floor after the warm-up and at the end, when it was read', () => {
