@@ -84,10 +84,24 @@ function slowWindows(s: SustainedResult): string[] {
     const ws = s.windows.filter((_, i) => f(i));
     return `CPU busy ${median(ws.map((w) => w.host.busyPercent))} %, stolen ${median(ws.map((w) => w.host.stealPercent))} %`;
   };
-  return [
+  const lines = [
     `Windows with p99 over ${SLOW_WINDOW_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).` +
       (slowAll > 0 ? ` The machine in the slow windows: ${hostOf((i) => !!slow[i])} (medians; the other windows: ${hostOf((i) => !slow[i])}).` : ''),
   ];
+  if (slowAll === 0 || slowAll === s.windows.length) return lines;
+  // Each process in the slow windows against the others: which one was busier, or collecting.
+  const names = [...new Set(s.windows.flatMap((w) => Object.keys(w.processes ?? {})))].sort();
+  const of = (name: string, f: (i: number) => boolean, k: 'cpuPercent' | 'gcMs') => {
+    const xs = s.windows.flatMap((w, i) => (f(i) && w.processes?.[name]?.[k] !== undefined ? [w.processes[name]?.[k] as number] : []));
+    return xs.length > 0 ? String(median(xs)) : '—';
+  };
+  lines.push(
+    '',
+    '| process, per 10 s window (medians) | CPU, % of a core: slow windows | the others | garbage collection, ms: slow windows | the others |',
+    '|---|---|---|---|---|',
+    ...names.map((p) => `| ${p} | ${of(p, (i) => !!slow[i], 'cpuPercent')} | ${of(p, (i) => !slow[i], 'cpuPercent')} | ${of(p, (i) => !!slow[i], 'gcMs')} | ${of(p, (i) => !slow[i], 'gcMs')} |`),
+  );
+  return lines;
 }
 
 /** Writes DIR/NAME.json and DIR/NAME.md (the full run's pipeline.json is left alone); returns the Markdown. */

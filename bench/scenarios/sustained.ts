@@ -3,7 +3,7 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
-import { hostCpuShare, hostCpuTicks, residentBytes } from '../lib/proc-stats.ts';
+import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentBytes } from '../lib/proc-stats.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { METRIC_PREFIX } from '../../shared/metrics/registry.ts';
 
@@ -46,6 +46,8 @@ export interface SustainedWindow {
   influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number };
   /** the machine's CPU in the window, in % of all its cores' time: busy, and stolen by the hypervisor */
   host: { busyPercent: number; stealPercent: number };
+  /** each process's CPU in the window (% of one core), and each Node service's garbage collection (ms, from its /metrics) */
+  processes: Record<string, { cpuPercent: number; gcMs?: number }>;
 }
 
 export interface ServiceMemory {
@@ -73,6 +75,10 @@ export interface SustainedResult {
 }
 
 const HEAP_IN_USE = `${METRIC_PREFIX}nodejs_heap_size_used_bytes`;
+/** cumulative, so a window's share is a difference (any other scraper leaves it alone) */
+const GC_SECONDS = `${METRIC_PREFIX}nodejs_gc_duration_seconds_sum`;
+/** the simulated field clients: this process */
+const BENCH_PROCESS = 'field clients (bench process)';
 
 /** seconds per window */
 const WINDOW_S = 10;
@@ -158,29 +164,61 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     }
   })();
   const heapSamples = new Map<string, { atS: number; bytes: number }[]>();
-  const sampleHeaps = async (atS: number) => {
+  /** each Node service's garbage collection so far, in seconds, as last read */
+  const gcSeconds = new Map<string, number>();
+  /** Reads each Node service's heap in use (kept) and GC time; returns the GC ms since the last read. */
+  const sampleHeaps = async (atS: number): Promise<Map<string, number>> => {
+    const gcMs = new Map<string, number>();
     await Promise.all(
       Object.entries(o.metricsOf?.() ?? {}).map(async ([name, base]) => {
         if (base === undefined) return;
         try {
-          const bytes = sumOf(parseExposition(await (await fetch(`${base}/metrics`)).text()), HEAP_IN_USE);
+          const samples = parseExposition(await (await fetch(`${base}/metrics`)).text());
+          const bytes = sumOf(samples, HEAP_IN_USE);
           if (bytes !== undefined) heapSamples.set(name, [...(heapSamples.get(name) ?? []), { atS, bytes }]);
+          const gc = sumOf(samples, GC_SECONDS);
+          const before = gcSeconds.get(name);
+          if (gc !== undefined && before !== undefined) gcMs.set(name, Math.round((gc - before) * 10_000) / 10);
+          if (gc !== undefined) gcSeconds.set(name, gc);
         } catch {
           /* a scrape missed: one sample fewer */
         }
       }),
     );
+    return gcMs;
+  };
+  /** CPU seconds so far of every process of the stack, and of this one (the field clients) */
+  const cpuSeconds = () => {
+    const out = new Map<string, number>([[BENCH_PROCESS, (process.cpuUsage().user + process.cpuUsage().system) / 1e6]]);
+    for (const [name, pid] of Object.entries(o.services())) {
+      if (pid === undefined) continue;
+      try {
+        out.set(name, processCpuSeconds(pid));
+      } catch {
+        /* gone */
+      }
+    }
+    return out;
   };
   // Windows: the database's own counters (accepted points; snapshots, compactions and GC pauses,
   // to tell whether a slow window is the database's doing), read every 10 s.
   let mark = await ctx.influx.activity();
   let hostMark = hostCpuTicks();
+  let cpuMark = cpuSeconds();
+  await sampleHeaps(0);
   for (let w = 1; w * WINDOW_S * 1000 <= durationMs; w++) {
     await sleep(start + w * WINDOW_S * 1000 - Date.now());
     const now = await ctx.influx.activity();
     const hostNow = hostCpuTicks();
     const host = hostCpuShare(hostMark, hostNow);
     hostMark = hostNow;
+    const cpuNow = cpuSeconds();
+    const processes: SustainedWindow['processes'] = {};
+    for (const [name, seconds] of cpuNow) {
+      const before = cpuMark.get(name);
+      if (before !== undefined) processes[name] = { cpuPercent: Math.round(((seconds - before) / WINDOW_S) * 100) };
+    }
+    cpuMark = cpuNow;
     windows.push({
       endS: w * WINDOW_S,
       storedPerSecond: Math.round((now.pointsWritten - mark.pointsWritten) / WINDOW_S),
@@ -193,10 +231,14 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
         gcPauseMs: Math.round((now.gcPauseMs - mark.gcPauseMs) * 10) / 10,
       },
       host,
+      processes,
     });
     mark = now;
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
-    await sampleHeaps(w * WINDOW_S);
+    for (const [name, ms] of await sampleHeaps(w * WINDOW_S)) {
+      const p = processes[name];
+      if (p) p.gcMs = ms;
+    }
   }
   const endMem = rss();
   stop = true;

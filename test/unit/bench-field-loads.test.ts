@@ -62,6 +62,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
 
 const quiet = { cacheSnapshots: 0, compactions: 0, compactionMs: 0, gcPauseMs: 0.5 };
 const host = { busyPercent: 90, stealPercent: 0 };
+const processes = { distributor: { cpuPercent: 40, gcMs: 12 } };
 const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   scenario: 'sustained',
   maximumPerSecond: 70_000,
@@ -72,8 +73,8 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   lost: 0,
   duplicated: 0,
   windows: [
-    { endS: 60, storedPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet, host },
-    { endS: 70, storedPerSecond: 50_400, probes: 200, p99Ms: 500, influx: quiet, host },
+    { endS: 60, storedPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet, host, processes },
+    { endS: 70, storedPerSecond: 50_400, probes: 200, p99Ms: 500, influx: quiet, host, processes },
   ],
   memory: [
     { service: 'gateway-1', startMiB: 200, warmMiB: 200, endMiB: 220, growthPercent: 10 },
@@ -105,7 +106,7 @@ describe('the field loads against their targets', () => {
 
   it('sustained: our services and the database apart; a sag after the warm-up only; a lost probe misses the p99', () => {
     assert.deepEqual(sustainedTargets(sustained()).map((t) => t.verdict), ['met', 'met', 'missed by 900 %', 'met', 'met']);
-    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, probes: 200, p99Ms: -1, influx: quiet, host }] }));
+    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, probes: 200, p99Ms: -1, influx: quiet, host, processes }] }));
     assert.equal(worse[3]?.measured, 'a probe never arrived');
     assert.equal(worse[4]?.verdict, 'missed by 1 %');
     assert.match(sustainedTargets(sustained({ minutes: 2 }))[1]?.verdict ?? '', /over 2 min, not 10/);
@@ -114,10 +115,10 @@ describe('the field loads against their targets', () => {
   it('sustained: the report says how many slow windows had InfluxDB compacting in them or the window before', () => {
     const compacting = { cacheSnapshots: 1, compactions: 2, compactionMs: 840, gcPauseMs: 3 };
     const windows = [
-      { endS: 10, storedPerSecond: 50_000, probes: 200, p99Ms: 120, influx: compacting, host },
-      { endS: 20, storedPerSecond: 45_000, probes: 200, p99Ms: 900, influx: quiet, host }, // slow, after a compaction
-      { endS: 30, storedPerSecond: 50_000, probes: 200, p99Ms: 100, influx: quiet, host },
-      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 } }, // slow, nothing around it
+      { endS: 10, storedPerSecond: 50_000, probes: 200, p99Ms: 120, influx: compacting, host, processes },
+      { endS: 20, storedPerSecond: 45_000, probes: 200, p99Ms: 900, influx: quiet, host, processes }, // slow, after a compaction
+      { endS: 30, storedPerSecond: 50_000, probes: 200, p99Ms: 100, influx: quiet, host, processes },
+      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 }, processes: { distributor: { cpuPercent: 90, gcMs: 300 } } }, // slow, nothing around it
     ];
     const lines = renderSustained(sustained({ windows }));
     assert.ok(
@@ -127,6 +128,8 @@ describe('the field loads against their targets', () => {
       lines.join('\n'),
     );
     assert.ok(lines.includes('| 0–10 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 % |'), lines.join('\n'));
+    // The slow windows' medians: the distributor's 40 and 90 % (upper median), 12 and 300 ms of GC.
+    assert.ok(lines.includes('| distributor | 90 | 40 | 300 | 12 |'), lines.join('\n'));
   });
 
   it("sustained: the machine's CPU in a window, from two readings of /proc/stat", () => {
