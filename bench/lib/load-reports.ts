@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FleetResult } from '../scenarios/fleet.ts';
 import type { SustainedResult } from '../scenarios/sustained.ts';
-import { targetsTable, type TargetVerdict } from './targets.ts';
+import { SUSTAINED_WINDOW_P99_MS, targetsTable, type TargetVerdict } from './targets.ts';
 
 const n = (x: number) => Math.round(x).toLocaleString('en');
 
@@ -61,9 +61,6 @@ export function renderSustained(s: SustainedResult): string[] {
   ];
 }
 
-/** p99 above this (ms) makes a window slow: the sustained target (targets.ts) */
-const SLOW_WINDOW_MS = 500;
-
 /**
  * Whether the slow windows are the database's doing: how many had a cache snapshot or a compaction
  * finish in them or in the window before (one that finishes has run through up to both), against
@@ -74,7 +71,7 @@ function slowWindows(s: SustainedResult): string[] {
     const before = s.windows[i - 1];
     return [w, before].some((x) => x !== undefined && x.influx.cacheSnapshots + x.influx.compactions > 0);
   });
-  const slow = s.windows.map((w) => w.p99Ms < 0 || w.p99Ms > SLOW_WINDOW_MS);
+  const slow = s.windows.map((w) => w.p99Ms < 0 || w.p99Ms > SUSTAINED_WINDOW_P99_MS);
   const count = (f: (i: number) => boolean) => s.windows.filter((_, i) => f(i)).length;
   const slowBusy = count((i) => !!slow[i] && !!busy[i]);
   const slowAll = count((i) => !!slow[i]);
@@ -85,14 +82,17 @@ function slowWindows(s: SustainedResult): string[] {
     return `CPU busy ${median(ws.map((w) => w.host.busyPercent))} %, stolen ${median(ws.map((w) => w.host.stealPercent))} %`;
   };
   const lines = [
-    `Windows with p99 over ${SLOW_WINDOW_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).` +
+    `Windows with p99 over ${SUSTAINED_WINDOW_P99_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).` +
       (slowAll > 0 ? ` The machine in the slow windows: ${hostOf((i) => !!slow[i])} (medians; the other windows: ${hostOf((i) => !slow[i])}).` : ''),
   ];
   if (slowAll === 0 || slowAll === s.windows.length) return lines;
   // Each process in the slow windows against the others: which one was busier, or collecting.
-  const names = [...new Set(s.windows.flatMap((w) => Object.keys(w.processes ?? {})))].sort();
+  const names = [...new Set(s.windows.flatMap((w) => Object.keys(w.processes)))].sort();
   const of = (name: string, f: (i: number) => boolean, k: 'cpuPercent' | 'gcMs') => {
-    const xs = s.windows.flatMap((w, i) => (f(i) && w.processes?.[name]?.[k] !== undefined ? [w.processes[name]?.[k] as number] : []));
+    const xs = s.windows.flatMap((w, i) => {
+      const v = w.processes[name]?.[k];
+      return f(i) && v !== undefined ? [v] : [];
+    });
     return xs.length > 0 ? String(median(xs)) : '—';
   };
   lines.push(

@@ -108,18 +108,19 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const paced = await Promise.all(ids.slice(0, -1).map((id) => ctx.fieldClient(id, 500)));
   const probe = await ctx.fieldClient('longprobe-0', 500);
   await sleep(500);
-  const rss = () => {
-    const out = new Map<string, number>();
+  /** `read` of every process of the stack still running, by name */
+  const perService = (read: (pid: number) => number, out = new Map<string, number>()) => {
     for (const [name, pid] of Object.entries(o.services())) {
       if (pid === undefined) continue;
       try {
-        out.set(name, residentBytes(pid));
+        out.set(name, read(pid));
       } catch {
         /* gone */
       }
     }
     return out;
   };
+  const rss = () => perService(residentBytes);
   const durationMs = o.minutes * 60_000;
   const warmUpMs = Math.min(60_000, durationMs / 2);
   const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
@@ -189,16 +190,8 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   };
   /** CPU seconds so far of every process of the stack, and of this one (the field clients) */
   const cpuSeconds = () => {
-    const out = new Map<string, number>([[BENCH_PROCESS, (process.cpuUsage().user + process.cpuUsage().system) / 1e6]]);
-    for (const [name, pid] of Object.entries(o.services())) {
-      if (pid === undefined) continue;
-      try {
-        out.set(name, processCpuSeconds(pid));
-      } catch {
-        /* gone */
-      }
-    }
-    return out;
+    const self = process.cpuUsage();
+    return perService(processCpuSeconds, new Map([[BENCH_PROCESS, (self.user + self.system) / 1e6]]));
   };
   // Windows: the database's own counters (accepted points; snapshots, compactions and GC pauses,
   // to tell whether a slow window is the database's doing), read every 10 s.
