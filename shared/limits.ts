@@ -231,6 +231,11 @@ export const TIMINGS = {
   gatewaySecurityReportMs: 5_000,
 
   // -- Housekeeping -----------------------------------------------------------------------------
+  /** milliseconds. Each service with process metrics sets a timer this often and records how late
+   * it fired (`fieldstream_event_loop_delay_seconds`, shared/metrics/event-loop.ts): often enough
+   * that a stall of a tenth of a second is seen, rarely enough to cost nothing (ten callbacks a
+   * second). */
+  eventLoopProbeMs: 100,
   /** milliseconds. A device's rate-limit buckets are forgotten once it was silent this long (looked
    * at when more than LIMITS.rateLimitTrackedDevices are tracked). */
   rateLimitIdleMs: 600_000,

@@ -1,4 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { TIMINGS } from '../limits.ts';
+import { EVENT_LOOP_DELAY_BUCKETS_S } from './event-loop.ts';
 
 /**
  * Each service's metrics live in a registry of its own, never prom-client's global one: `npm start`
@@ -19,6 +21,11 @@ export class ServiceMetrics {
    * nothing is counted either, and the benchmark can measure what counting costs.
    */
   readonly counting: boolean;
+  /**
+   * With process metrics: how late the event loop ran, cumulative (see event-loop.ts); the metrics
+   * server feeds it while it serves.
+   */
+  readonly eventLoopDelay: Histogram | undefined;
 
   constructor(
     /** the `service` label every series carries (gateway, distributor, command-api, field-client) */
@@ -28,7 +35,15 @@ export class ServiceMetrics {
     this.counting = o.counting !== false;
     this.registry.setDefaultLabels({ service });
     // Process metrics (CPU, memory, event-loop lag) once per process: in `npm start` one service has them.
-    if (this.counting && o.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
+    if (this.counting && o.processMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
+      this.eventLoopDelay = this.histogram(
+        'event_loop_delay_seconds',
+        `How late a timer due every ${TIMINGS.eventLoopProbeMs} ms fired: time the event loop was held (a long task, a garbage-collection pause). Cumulative, unlike nodejs_eventloop_lag_*, which restart at every scrape.`,
+        [],
+        EVENT_LOOP_DELAY_BUCKETS_S,
+      );
+    }
   }
 
   counter<L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {

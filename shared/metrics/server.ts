@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { probeEventLoop } from './event-loop.ts';
 import type { ServiceMetrics } from './registry.ts';
 
 /** A dependency /readyz asks about: the broker connection, the database, ... */
@@ -70,11 +71,13 @@ export async function startMetricsServer(o: {
   const port = (server.address() as AddressInfo).port;
   const url = `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}`;
   o.log.info({ url: `${url}/metrics` }, 'metrics and health served');
+  const stopProbe = o.metrics.eventLoopDelay ? probeEventLoop(o.metrics.eventLoopDelay) : undefined;
   return {
     port,
     url,
     close: () =>
       new Promise<void>((resolve) => {
+        stopProbe?.();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

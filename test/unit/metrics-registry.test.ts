@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { createLogger } from '../../shared/logger.ts';
+import { probeEventLoop } from '../../shared/metrics/event-loop.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { startMetricsServer } from '../../shared/metrics/server.ts';
 
 describe('ServiceMetrics', () => {
   const exercise = (m: ServiceMetrics) => {
@@ -29,5 +32,47 @@ describe('ServiceMetrics', () => {
     assert.equal(m.counting, false);
     assert.equal((await exercise(m)).trim(), '');
     assert.equal((await m.registry.getMetricsAsJSON()).length, 0);
+  });
+});
+
+const busyFor = (ms: number) => {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('the event-loop probe', () => {
+  it('records a stall as one late tick, and nothing once stopped', async () => {
+    const seen: number[] = [];
+    const stop = probeEventLoop({ observe: (s) => seen.push(s) }, 20);
+    await sleep(70);
+    busyFor(300);
+    await sleep(70);
+    stop();
+    const atStop = seen.length;
+    await sleep(60);
+    assert.equal(seen.length, atStop, 'no observation after stop');
+    const stalls = seen.filter((s) => s >= 0.25);
+    assert.equal(stalls.length, 1, `one tick late by the stall: ${seen.map((s) => s.toFixed(3)).join(' ')}`);
+    assert.ok((stalls[0] as number) < 0.5);
+  });
+
+  it('is served, cumulative, by a service with process metrics (every scrape sees every stall)', async () => {
+    const m = new ServiceMetrics('svc');
+    const server = await startMetricsServer({ metrics: m, host: '127.0.0.1', port: 0, log: createLogger('test', 'silent') });
+    try {
+      const over = async () => {
+        const text = await (await fetch(`${server.url}/metrics`)).text();
+        const n = (le: string) => Number(text.match(new RegExp(`^fieldstream_event_loop_delay_seconds_bucket\\{le="${le}",service="svc"\\} (\\d+)$`, 'm'))?.[1]);
+        return n('\\+Inf') - n('0.25');
+      };
+      await sleep(250);
+      busyFor(400);
+      await sleep(250);
+      assert.equal(await over(), 1);
+      assert.equal(await over(), 1, 'a second scrape still sees it');
+    } finally {
+      await server.close();
+    }
   });
 });
