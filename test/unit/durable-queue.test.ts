@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
@@ -182,6 +183,49 @@ describe('the durable queue', () => {
       assert.deepEqual(results.map((r) => r[0]?.seq), Array.from({ length: 200 }, (_, i) => i + 1));
       await q.close();
     }
+  });
+
+  it('writes, and makes sendable, what comes while an fsync runs; each producer is answered after an fsync begun once its records were written', async () => {
+    const { dir, open } = setup();
+    const q = await open();
+    // Every fsync made slow (a busy disk, an SD card): the real one runs, 300 ms late.
+    const probe = await openFile(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync(this: unknown): Promise<void> };
+    await probe.close();
+    const realSync = proto.datasync;
+    const events: string[] = [];
+    proto.datasync = async function (this: unknown) {
+      events.push('sync started');
+      await new Promise((r) => setTimeout(r, 300));
+      await realSync.call(this);
+      events.push('sync ended');
+    };
+    try {
+      const sendable = async (v: number) => {
+        for (;;) {
+          const m = q.next(10).find((x) => JSON.parse(x.payloadJson).v === v);
+          if (m) return events.push(`${v} sendable`);
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      };
+      const a = q.append([reading(1)]).then(() => events.push('1 answered'));
+      await sendable(1);
+      const b = q.append([reading(2)]).then(() => events.push('2 answered'));
+      await sendable(2);
+      assert.ok(!events.includes('1 answered'), `2 was written while 1's fsync ran: ${events.join(', ')}`);
+      await Promise.all([a, b]);
+      // 1: answered after the fsync that started once it was written; 2: after the next one, begun once 1's ended.
+      const order = (e: string) => events.indexOf(e);
+      assert.ok(order('2 sendable') < order('sync ended'), events.join(', '));
+      assert.ok(order('1 answered') > events.indexOf('sync ended'), events.join(', '));
+      assert.ok(order('2 answered') > events.lastIndexOf('sync ended') && events.lastIndexOf('sync started') > order('2 sendable'), events.join(', '));
+    } finally {
+      proto.datasync = realSync;
+    }
+    await q.close();
+    const again = await open();
+    assert.deepEqual(again.next(10).map((m) => m.seq), [1, 2]);
+    await again.close();
   });
 });
 

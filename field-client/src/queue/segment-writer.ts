@@ -68,8 +68,14 @@ export function encodeBatch(items: readonly QueueItem[], firstSeq: number, epoch
 
 /**
  * Appends records to the active segment with group commit: everything enqueued while the previous
- * write ran goes in one write and one fsync (with the default sync policy, before the producers are
- * answered). Opens a new segment when the active one is full.
+ * write ran goes in one write; with the default sync policy the producers are answered after an
+ * fsync that began once their records were written, and every batch written while one fsync runs
+ * shares the next. Opens a new segment when the active one is full.
+ *
+ * A write does not wait for the fsync of the write before it: records are sendable once written
+ * (onWritten), and an fsync can take hundreds of milliseconds on a busy or slow disk (an SD card,
+ * or a disk shared with a database), which would otherwise hold every later reading back from the
+ * gateway for as long. Only the producer's answer waits for it.
  */
 export class SegmentWriter {
   private active!: { seg: Segment; fh: FileHandle };
@@ -78,6 +84,12 @@ export class SegmentWriter {
   private pendingBytes = 0;
   private flushing = false;
   private syncTimer: NodeJS.Timeout | undefined;
+  /** the fsync running (sync policy "always") */
+  private syncing: Promise<void> | undefined;
+  /** the fsync that starts when the running one ends, shared by every batch written meanwhile */
+  private nextSync: Promise<void> | undefined;
+  /** batches written whose producers wait for their fsync */
+  private unanswered = 0;
 
   constructor(
     private readonly o: { dir: string; segmentBytes: number; sync: SyncPolicy; log: Logger },
@@ -108,8 +120,9 @@ export class SegmentWriter {
     return this.pendingBytes;
   }
 
+  /** nothing enqueued, being written, or waiting for its fsync: every producer has its answer */
   get idle(): boolean {
-    return !this.flushing && this.pending.length === 0;
+    return !this.flushing && this.pending.length === 0 && this.unanswered === 0;
   }
 
   /** Resolves with the batch's messages once they are written (and synced, per the policy). */
@@ -167,17 +180,56 @@ export class SegmentWriter {
           if (to > from) parts.push(from === 0 && to === p.block.length ? p.block : p.block.subarray(from, to));
         }
         await writeOut();
-        if (this.o.sync.mode === 'always') await this.active.fh.datasync();
-        else this.scheduleSync();
-        for (const p of batch) {
-          this.counts.appended += p.batch.messages.length;
-          p.resolve(p.batch.messages);
+        const answer = () => {
+          for (const p of batch) {
+            this.counts.appended += p.batch.messages.length;
+            p.resolve(p.batch.messages);
+          }
+        };
+        if (this.o.sync.mode === 'always') {
+          this.unanswered++;
+          this.syncWritten().then(answer, (err: unknown) => batch.forEach((p) => p.reject(err))).finally(() => this.unanswered--);
+        } else {
+          this.scheduleSync();
+          answer();
         }
       } catch (err) {
         for (const p of batch) p.reject(err);
       }
     }
     this.flushing = false;
+  }
+
+  /**
+   * Resolves after an fsync of the active segment that started after this call: the one started now
+   * when none runs, else the one that starts when the running one ends (records written after an
+   * fsync began are not covered by it).
+   */
+  private syncWritten(): Promise<void> {
+    if (!this.syncing) return this.startSync();
+    const after = this.syncing.then(
+      () => undefined,
+      () => undefined,
+    );
+    return (this.nextSync ??= after.then(() => {
+      this.nextSync = undefined;
+      return this.startSync();
+    }));
+  }
+
+  private startSync(): Promise<void> {
+    const running = this.active.fh.datasync();
+    this.syncing = running;
+    const done = () => {
+      if (this.syncing === running) this.syncing = undefined;
+    };
+    running.then(done, done);
+    return running;
+  }
+
+  /** Waits for the fsyncs running or due (their outcome is their batches'): a segment is then safe to close. */
+  private async syncsSettled(): Promise<void> {
+    while (this.syncing || this.nextSync) await (this.nextSync ?? this.syncing)?.catch(() => undefined);
   }
 
   private scheduleSync(): void {
@@ -190,6 +242,8 @@ export class SegmentWriter {
 
   private async rotate(): Promise<void> {
     const old = this.active;
+    // An fsync due for batches written to this segment must run on it before it is closed.
+    await this.syncsSettled();
     await old.fh.datasync();
     const seg: Segment = { firstSeq: old.seg.lastSeq + 1, lastSeq: old.seg.lastSeq, path: join(this.o.dir, segName(old.seg.lastSeq + 1)), bytes: 0 };
     // The new segment is the active one before the old one is closed: a sync timer that fires in
@@ -202,6 +256,7 @@ export class SegmentWriter {
   /** Syncs and closes the active segment; call once nothing is pending. */
   async close(): Promise<void> {
     clearTimeout(this.syncTimer);
+    await this.syncsSettled();
     await this.active.fh.datasync();
     await this.active.fh.close();
   }
