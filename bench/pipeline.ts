@@ -206,6 +206,23 @@ async function main(): Promise<void> {
     },
   });
   const clientLog = createLogger('bench', 'warn');
+  const fieldClientSettings = (id: string, batchMax: number) => ({
+    DEVICE_ID: id,
+    GATEWAY_URL: stack.urls.wss,
+    FIELD_CA_FILE: p.publicCa,
+    FIELD_CERT_FILE: p.device(id).cert,
+    FIELD_KEY_FILE: p.device(id).key,
+    FIELD_SIGNING_KEY_FILE: p.device(id).signingKey,
+    FIELD_DATA_DIR: join(work, 'field', id),
+    FIELD_HTTP_PORT: 'off',
+    FIELD_MQTT_PORT: 'off',
+    // Metrics on, as deployed, on a free port: several clients run at once. They stay on in
+    // the metrics scenario's off rounds too: that scenario weighs the services' metrics, and a
+    // device's own are the device's business, not the pipeline's.
+    FIELD_METRICS_PORT: '0',
+    FIELD_BATCH_MAX: String(batchMax),
+    LOG_LEVEL: 'warn',
+  });
   const scalar = async (query: string) => {
     const body = await influx.query(query, DATABASE);
     return Number(body.results?.[0]?.series?.[0]?.values[0]?.[1] ?? 0);
@@ -219,29 +236,10 @@ async function main(): Promise<void> {
     stack,
     influx,
     database: DATABASE,
+    fieldClientSettings,
     fieldClient: (id, batchMax, receipts = true) =>
-      startFieldClient(
-        loadFieldClientConfig({
-          DEVICE_ID: id,
-          GATEWAY_URL: stack.urls.wss,
-          FIELD_CA_FILE: p.publicCa,
-          FIELD_CERT_FILE: p.device(id).cert,
-          FIELD_KEY_FILE: p.device(id).key,
-          FIELD_SIGNING_KEY_FILE: p.device(id).signingKey,
-          FIELD_DATA_DIR: join(work, 'field', id),
-          FIELD_HTTP_PORT: 'off',
-          FIELD_MQTT_PORT: 'off',
-          // Metrics on, as deployed, on a free port: several clients run at once. They stay on in
-          // the metrics scenario's off rounds too: that scenario weighs the services' metrics, and a
-          // device's own are the device's business, not the pipeline's.
-          FIELD_METRICS_PORT: '0',
-          FIELD_BATCH_MAX: String(batchMax),
-          LOG_LEVEL: 'warn',
-        }),
-        clientLog,
-        // Process metrics once per process, as npm start does: these clients share the benchmark's.
-        { receipts, processMetrics: false },
-      ),
+      // Process metrics once per process, as npm start does: these clients share the benchmark's.
+      startFieldClient(loadFieldClientConfig(fieldClientSettings(id, batchMax)), clientLog, { receipts, processMetrics: false }),
     scalar,
     influxStore: influxStore(influx, scalar),
   };

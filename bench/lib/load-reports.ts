@@ -86,23 +86,54 @@ function slowWindows(s: SustainedResult): string[] {
       (slowAll > 0 ? ` The machine in the slow windows: ${hostOf((i) => !!slow[i])} (medians; the other windows: ${hostOf((i) => !slow[i])}).` : ''),
   ];
   if (slowAll === 0 || slowAll === s.windows.length) return lines;
-  // Each process in the slow windows against the others: which one was busier, or collecting.
+  // Each process in the slow windows against the others: which one was busier, collecting, or held.
   const names = [...new Set(s.windows.flatMap((w) => Object.keys(w.processes)))].sort();
-  const of = (name: string, f: (i: number) => boolean, k: 'cpuPercent' | 'gcMs') => {
-    const xs = s.windows.flatMap((w, i) => {
+  const values = (name: string, f: (i: number) => boolean, k: 'cpuPercent' | 'gcMs' | 'heldOverMs') =>
+    s.windows.flatMap((w, i) => {
       const v = w.processes[name]?.[k];
       return f(i) && v !== undefined ? [v] : [];
     });
+  const of = (name: string, f: (i: number) => boolean, k: 'cpuPercent' | 'gcMs') => {
+    const xs = values(name, f, k);
     return xs.length > 0 ? String(median(xs)) : '—';
+  };
+  const held = (name: string, f: (i: number) => boolean) => {
+    const xs = values(name, f, 'heldOverMs');
+    return xs.length > 0 ? heldText(Math.max(...xs)) : '—';
   };
   lines.push(
     '',
-    '| process, per 10 s window (medians) | CPU, % of a core: slow windows | the others | garbage collection, ms: slow windows | the others |',
-    '|---|---|---|---|---|',
-    ...names.map((p) => `| ${p} | ${of(p, (i) => !!slow[i], 'cpuPercent')} | ${of(p, (i) => !slow[i], 'cpuPercent')} | ${of(p, (i) => !!slow[i], 'gcMs')} | ${of(p, (i) => !slow[i], 'gcMs')} |`),
+    '| process, per 10 s window | CPU, % of a core (median): slow windows | the others | garbage collection, ms (median): slow windows | the others | event loop held longest: slow windows | the others |',
+    '|---|---|---|---|---|---|---|',
+    ...names.map(
+      (p) =>
+        `| ${p} | ${of(p, (i) => !!slow[i], 'cpuPercent')} | ${of(p, (i) => !slow[i], 'cpuPercent')} | ${of(p, (i) => !!slow[i], 'gcMs')} | ${of(p, (i) => !slow[i], 'gcMs')} | ${held(p, (i) => !!slow[i])} | ${held(p, (i) => !slow[i])} |`,
+    ),
+  );
+  // Each slow window: whose event loop was held in it (a stall there delays every reading behind it).
+  const heldIn = (w: SustainedResult['windows'][number]) =>
+    Object.entries(w.processes)
+      .filter(([, p]) => (p.heldOverMs ?? 0) >= HELD_NOTABLE_MS)
+      .sort((a, b) => (b[1].heldOverMs ?? 0) - (a[1].heldOverMs ?? 0))
+      .map(([name, p]) => `${name} ${heldText(p.heldOverMs ?? 0)}`)
+      .join(', ');
+  lines.push(
+    '',
+    `Event loops held over ${HELD_NOTABLE_MS} ms in the slow windows: ` +
+      s.windows
+        .filter((_, i) => !!slow[i])
+        .map((w) => `${w.endS} s (p99 ${w.p99Ms < 0 ? 'probe lost' : `${w.p99Ms} ms`}): ${heldIn(w) || 'none'}`)
+        .join('; ') +
+      '.',
   );
   return lines;
 }
+
+/** ms: an event loop held over this is named in the slow windows' list */
+const HELD_NOTABLE_MS = 100;
+
+/** `heldOverMs` in words: the bucket bound a tick was later than */
+const heldText = (ms: number) => (ms === 0 ? '< 5 ms' : `> ${ms} ms`);
 
 /** Writes DIR/NAME.json and DIR/NAME.md (the full run's pipeline.json is left alone); returns the Markdown. */
 /** `targets` undefined: a report that is held to none (a comparison of settings). */

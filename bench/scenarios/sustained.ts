@@ -1,10 +1,13 @@
 import { existsSync } from 'node:fs';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { pkiPaths } from '../../pki/layout.ts';
 import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
+import { probeInput, startProbeDevice } from '../lib/probe-device.ts';
 import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentBytes } from '../lib/proc-stats.ts';
-import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
+import { EVENT_LOOP_DELAY_BUCKETS_S, probeEventLoop } from '../../shared/metrics/event-loop.ts';
+import { parseExposition, sumOf, type Sample } from '../../shared/metrics/exposition.ts';
 import { METRIC_PREFIX } from '../../shared/metrics/registry.ts';
 
 export interface SustainedOptions {
@@ -46,8 +49,12 @@ export interface SustainedWindow {
   influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number };
   /** the machine's CPU in the window, in % of all its cores' time: busy, and stolen by the hypervisor */
   host: { busyPercent: number; stealPercent: number };
-  /** each process's CPU in the window (% of one core), and each Node service's garbage collection (ms, from its /metrics) */
-  processes: Record<string, { cpuPercent: number; gcMs?: number }>;
+  /**
+   * each process's CPU in the window (% of one core); each Node process's garbage collection (ms,
+   * from its /metrics) and the longest its event loop was held, as the largest bucket bound of
+   * `event_loop_delay_seconds` (ms) a tick was later than (0: none later than the first, 5 ms)
+   */
+  processes: Record<string, { cpuPercent: number; gcMs?: number; heldOverMs?: number }>;
 }
 
 export interface ServiceMemory {
@@ -77,6 +84,8 @@ export interface SustainedResult {
 const HEAP_IN_USE = `${METRIC_PREFIX}nodejs_heap_size_used_bytes`;
 /** cumulative, so a window's share is a difference (any other scraper leaves it alone) */
 const GC_SECONDS = `${METRIC_PREFIX}nodejs_gc_duration_seconds_sum`;
+/** cumulative too (shared/metrics/event-loop.ts), where nodejs_eventloop_lag_* restart at each scrape (the console's, every 2 s) */
+const LOOP_DELAY_BUCKET = `${METRIC_PREFIX}event_loop_delay_seconds_bucket`;
 /** the simulated field clients: this process */
 const BENCH_PROCESS = 'field clients (bench process)';
 
@@ -95,8 +104,9 @@ const MiB = 1024 * 1024;
 
 /**
  * The batched load held at a steady rate for minutes (npm run bench -- --long): paced clients (each
- * a burst every 100 ms, out of step) offer `readingsPerSecond` in all, and a probe device sends a
- * reading every 50 ms whose arrival in the database is watched, as the latency scenario does. Per
+ * a burst every 100 ms, out of step) offer `readingsPerSecond` in all, and a probe device (a process
+ * of its own) sends a reading every 50 ms whose arrival in the database is watched, as the latency
+ * scenario does. Per
  * 10 s window: the points the database accepted (its own counter, cheap to read under load) and
  * the probes' p99. Every service's resident memory at the start, after the warm-up and at the end:
  * a leak shows as growth after the warm-up, a stall (InfluxDB compacting) as a window that sags.
@@ -106,8 +116,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const ids = [...Array.from({ length: ctx.clients }, (_, i) => `long-${i}`), 'longprobe-0'];
   for (const id of ids) if (!existsSync(pkiPaths(ctx.certs).device(id).cert)) issueDeviceCertificate(ctx.certs, id);
   const paced = await Promise.all(ids.slice(0, -1).map((id) => ctx.fieldClient(id, 500)));
-  const probe = await ctx.fieldClient('longprobe-0', 500);
-  await sleep(500);
+  const probe = await startProbeDevice(probeInput(ctx, 'longprobe-0', { everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: PROBE_GIVE_UP_MS }));
   /** `read` of every process of the stack still running, by name */
   const perService = (read: (pid: number) => number, out = new Map<string, number>()) => {
     for (const [name, pid] of Object.entries(o.services())) {
@@ -125,8 +134,6 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const warmUpMs = Math.min(60_000, durationMs / 2);
   const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
   const submitted = new Array<number>(ctx.clients).fill(0);
-  const sentAt: number[] = [];
-  const seen = new Map<number, number>();
   const windows: SustainedWindow[] = [];
   let stop = false;
   const start = Date.now();
@@ -143,33 +150,13 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
       }
     }),
   );
-  const probes = (async () => {
-    for (let n = 0; !stop; n++) {
-      const now = Date.now();
-      sentAt.push(now);
-      await probe.client.submit('timeseries', { probe: n, timestamp: now });
-      await sleep(PROBE_EVERY_MS);
-    }
-  })();
-  let oldestIndex = 0;
-  const poll = (async () => {
-    while (!stop || oldestIndex < sentAt.length) {
-      while (oldestIndex < sentAt.length && (seen.has(sentAt[oldestIndex] as number) || Date.now() - (sentAt[oldestIndex] as number) > PROBE_GIVE_UP_MS)) oldestIndex++;
-      const oldest = sentAt[oldestIndex];
-      if (oldest !== undefined) {
-        const rows = await ctx.influx.rows(ctx.database, `SELECT probe FROM readings WHERE device = 'longprobe-0' AND time >= ${oldest}ms`);
-        const at = Date.now();
-        for (const r of rows) if (!seen.has(r.time as number)) seen.set(r.time as number, at);
-      }
-      await sleep(POLL_EVERY_MS);
-    }
-  })();
   const heapSamples = new Map<string, { atS: number; bytes: number }[]>();
-  /** each Node service's garbage collection so far, in seconds, as last read */
+  /** each Node service's garbage collection so far, in seconds, and its event-loop delay buckets, as last read */
   const gcSeconds = new Map<string, number>();
-  /** Reads each Node service's heap in use (kept) and GC time; returns the GC ms since the last read. */
-  const sampleHeaps = async (atS: number): Promise<Map<string, number>> => {
-    const gcMs = new Map<string, number>();
+  const loopBuckets = new Map<string, Map<number, number>>();
+  /** Reads each Node service's heap in use (kept), GC time and event-loop delay; returns those since the last read. */
+  const sampleHeaps = async (atS: number): Promise<Map<string, { gcMs?: number; heldOverMs?: number }>> => {
+    const since = new Map<string, { gcMs?: number; heldOverMs?: number }>();
     await Promise.all(
       Object.entries(o.metricsOf?.() ?? {}).map(async ([name, base]) => {
         if (base === undefined) return;
@@ -177,17 +164,31 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
           const samples = parseExposition(await (await fetch(`${base}/metrics`)).text());
           const bytes = sumOf(samples, HEAP_IN_USE);
           if (bytes !== undefined) heapSamples.set(name, [...(heapSamples.get(name) ?? []), { atS, bytes }]);
+          const out: { gcMs?: number; heldOverMs?: number } = {};
           const gc = sumOf(samples, GC_SECONDS);
           const before = gcSeconds.get(name);
-          if (gc !== undefined && before !== undefined) gcMs.set(name, Math.round((gc - before) * 10_000) / 10);
+          if (gc !== undefined && before !== undefined) out.gcMs = Math.round((gc - before) * 10_000) / 10;
           if (gc !== undefined) gcSeconds.set(name, gc);
+          const buckets = delayBuckets(samples);
+          const earlier = loopBuckets.get(name);
+          if (buckets.size > 0 && earlier) out.heldOverMs = heldOverMs(earlier, buckets);
+          if (buckets.size > 0) loopBuckets.set(name, buckets);
+          since.set(name, out);
         } catch {
           /* a scrape missed: one sample fewer */
         }
       }),
     );
-    return gcMs;
+    return since;
   };
+  // This process's own loop (the paced field clients'): measured the same way, here.
+  let benchLoopMaxS = 0;
+  const stopBenchProbe = probeEventLoop({ observe: (s) => (benchLoopMaxS = Math.max(benchLoopMaxS, s)) });
+  let benchGcMs = 0;
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) benchGcMs += e.duration;
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
   /** CPU seconds so far of every process of the stack, and of this one (the field clients) */
   const cpuSeconds = () => {
     const self = process.cpuUsage();
@@ -228,16 +229,21 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     });
     mark = now;
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
-    for (const [name, ms] of await sampleHeaps(w * WINDOW_S)) {
+    for (const [name, since] of await sampleHeaps(w * WINDOW_S)) {
       const p = processes[name];
-      if (p) p.gcMs = ms;
+      if (p) Object.assign(p, since);
     }
+    const self = processes[BENCH_PROCESS];
+    if (self) Object.assign(self, { heldOverMs: bucketFloorMs(benchLoopMaxS), gcMs: Math.round(benchGcMs * 10) / 10 });
+    benchLoopMaxS = 0;
+    benchGcMs = 0;
   }
+  stopBenchProbe();
+  gcObserver.disconnect();
   const endMem = rss();
   stop = true;
-  await Promise.all([load, probes]);
-  await poll;
-  for (const c of [...paced, probe]) await c.close();
+  const [{ sentAt, seenAt: seen }] = await Promise.all([probe.stop(), load]);
+  for (const c of paced) await c.close();
   // Each window's probes: those sent in it; one never seen counts as slower than any bound.
   for (const w of windows) {
     const lat = sentAt
@@ -287,4 +293,30 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     memory,
     heap,
   };
+}
+
+/** A service's event_loop_delay_seconds buckets: upper bound (s, +Inf included) → cumulative count. */
+function delayBuckets(samples: readonly Sample[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const x of samples) if (x.name === LOOP_DELAY_BUCKET && x.labels.le !== undefined) out.set(x.labels.le === '+Inf' ? Infinity : Number(x.labels.le), x.value);
+  return out;
+}
+
+/**
+ * The largest bucket bound (ms) that a tick between two reads of the cumulative buckets was later
+ * than: the ticks above bound b are count(+Inf) − count(≤ b), and the largest b whose number grew
+ * is the one. 0 when none was later than the smallest bound.
+ */
+export function heldOverMs(before: ReadonlyMap<number, number>, after: ReadonlyMap<number, number>): number {
+  const above = (m: ReadonlyMap<number, number>, b: number) => (m.get(Infinity) ?? 0) - (m.get(b) ?? 0);
+  let over = 0;
+  for (const b of after.keys()) if (Number.isFinite(b) && above(after, b) > above(before, b)) over = Math.max(over, b);
+  return Math.round(over * 1000);
+}
+
+/** The largest of the probe's bucket bounds (ms) below `seconds`: the same reading for this process. */
+export function bucketFloorMs(seconds: number): number {
+  let over = 0;
+  for (const b of EVENT_LOOP_DELAY_BUCKETS_S) if (seconds > b) over = b;
+  return Math.round(over * 1000);
 }

@@ -5,68 +5,19 @@ import { z } from 'zod';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
 
-/** A real InfluxDB 1.x (Debian's influxd) with authentication on, in a folder of its own. */
-export class InfluxV1 {
-  readonly process: ManagedProcess;
-  readonly url: string;
+/**
+ * The HTTP API of an InfluxDB 1.x started by InfluxV1, as its admin user: what another process (a
+ * benchmark's probe device) needs to read it, given the URL (and namespace) the server has.
+ */
+export class InfluxV1Api {
   readonly user = 'fieldstream';
   readonly password = 'not-a-secret-test-password';
 
-  /**
-   * `netns`: run it inside that network namespace (on the namespace's loopback); its HTTP API is
-   * then called from inside the namespace too (curl under `ip netns exec`), since Node cannot enter one.
-   */
-  private constructor(dir: string, port: number, rpcPort: number, private readonly netns?: string) {
-    const conf = join(dir, 'influxdb.conf');
-    writeFileSync(
-      conf,
-      `reporting-disabled = true
-bind-address = "127.0.0.1:${rpcPort}"
-[meta]
-  dir = "${join(dir, 'meta')}"
-[data]
-  dir = "${join(dir, 'data')}"
-  wal-dir = "${join(dir, 'wal')}"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:${port}"
-  auth-enabled = true
-  log-enabled = false
-`,
-    );
-    this.url = `http://127.0.0.1:${port}`;
-    this.process = new ManagedProcess({
-      name: 'influxd',
-      command: 'influxd',
-      args: ['-config', conf],
-      env: { PATH: process.env.PATH, HOME: dir },
-      cwd: dir,
-      logFile: join(dir, 'influxd.log'),
-      ready: { port },
-      ...(netns ? { netns } : {}),
-    });
-  }
-
-  /** In a namespace, give fixed ports (freePort() answers for ours, not the namespace's). */
-  static async start(dir: string, database: string, o: { netns?: string; port?: number; rpcPort?: number } = {}): Promise<InfluxV1> {
-    mkdirSync(dir, { recursive: true });
-    const db = new InfluxV1(dir, o.port ?? (await freePort()), o.rpcPort ?? (await freePort()), o.netns);
-    await db.process.start();
-    await db.waitPing();
-    // With no user yet, InfluxDB lets the first admin be created without credentials.
-    await db.query(`CREATE USER "${db.user}" WITH PASSWORD '${db.password}' WITH ALL PRIVILEGES`, undefined, false);
-    await db.query(`CREATE DATABASE "${database}"`);
-    return db;
-  }
-
-  private async waitPing(): Promise<void> {
-    for (let i = 0; i < 100; i++) {
-      const ok = await this.http('GET', `${this.url}/ping`).then((r) => r.status === 204, () => false);
-      if (ok) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error('influxd does not answer /ping');
-  }
+  /** `netns`: the server's network namespace, whose loopback the URL is on (called through curl there) */
+  constructor(
+    readonly url: string,
+    readonly netns?: string,
+  ) {}
 
   async query(q: string, database?: string, auth = true): Promise<InfluxResult> {
     const url = new URL('/query', this.url);
@@ -122,7 +73,7 @@ bind-address = "127.0.0.1:${rpcPort}"
   }
 
   /** An HTTP request to the server, from inside its namespace when it has one. */
-  private async http(method: 'GET' | 'POST', url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  protected async http(method: 'GET' | 'POST', url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
     if (!this.netns) {
       const res = await fetch(url, { method, headers });
       return { status: res.status, body: await res.text() };
@@ -131,6 +82,67 @@ bind-address = "127.0.0.1:${rpcPort}"
     const out = await new Promise<string>((resolve, reject) => execFile('ip', args, { maxBuffer: 64 << 20 }, (err, stdout) => (err ? reject(err) : resolve(String(stdout)))));
     const cut = out.lastIndexOf('\n');
     return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
+  }
+}
+
+/** A real InfluxDB 1.x (Debian's influxd) with authentication on, in a folder of its own. */
+export class InfluxV1 extends InfluxV1Api {
+  readonly process: ManagedProcess;
+
+  /**
+   * `netns`: run it inside that network namespace (on the namespace's loopback); its HTTP API is
+   * then called from inside the namespace too (curl under `ip netns exec`), since Node cannot enter one.
+   */
+  private constructor(dir: string, port: number, rpcPort: number, netns?: string) {
+    super(`http://127.0.0.1:${port}`, netns);
+    const conf = join(dir, 'influxdb.conf');
+    writeFileSync(
+      conf,
+      `reporting-disabled = true
+bind-address = "127.0.0.1:${rpcPort}"
+[meta]
+  dir = "${join(dir, 'meta')}"
+[data]
+  dir = "${join(dir, 'data')}"
+  wal-dir = "${join(dir, 'wal')}"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:${port}"
+  auth-enabled = true
+  log-enabled = false
+`,
+    );
+    this.process = new ManagedProcess({
+      name: 'influxd',
+      command: 'influxd',
+      args: ['-config', conf],
+      env: { PATH: process.env.PATH, HOME: dir },
+      cwd: dir,
+      logFile: join(dir, 'influxd.log'),
+      ready: { port },
+      ...(netns ? { netns } : {}),
+    });
+  }
+
+  /** In a namespace, give fixed ports (freePort() answers for ours, not the namespace's). */
+  static async start(dir: string, database: string, o: { netns?: string; port?: number; rpcPort?: number } = {}): Promise<InfluxV1> {
+    mkdirSync(dir, { recursive: true });
+    const db = new InfluxV1(dir, o.port ?? (await freePort()), o.rpcPort ?? (await freePort()), o.netns);
+    await db.process.start();
+    await db.waitPing();
+    // With no user yet, InfluxDB lets the first admin be created without credentials.
+    await db.query(`CREATE USER "${db.user}" WITH PASSWORD '${db.password}' WITH ALL PRIVILEGES`, undefined, false);
+    await db.query(`CREATE DATABASE "${database}"`);
+    return db;
+  }
+
+  private async waitPing(): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      const ok = await this.http('GET', `${this.url}/ping`).then((r) => r.status === 204, () => false);
+      if (ok) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('influxd does not answer /ping');
   }
 
   async restart(): Promise<void> {

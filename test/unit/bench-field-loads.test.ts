@@ -9,7 +9,8 @@ import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
 import { renderSustained } from '../../bench/lib/load-reports.ts';
 import { hostCpuShare, hostCpuTicks } from '../../bench/lib/proc-stats.ts';
 import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
-import type { SustainedResult } from '../../bench/scenarios/sustained.ts';
+import { bucketFloorMs, heldOverMs, type SustainedResult } from '../../bench/scenarios/sustained.ts';
+import { EVENT_LOOP_DELAY_BUCKETS_S } from '../../shared/metrics/event-loop.ts';
 import { pkiPaths } from '../../pki/layout.ts';
 import { loadCa, setupPki } from '../../pki/onboarding.ts';
 
@@ -62,7 +63,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
 
 const quiet = { cacheSnapshots: 0, compactions: 0, compactionMs: 0, gcPauseMs: 0.5 };
 const host = { busyPercent: 90, stealPercent: 0 };
-const processes = { distributor: { cpuPercent: 40, gcMs: 12 } };
+const processes = { distributor: { cpuPercent: 40, gcMs: 12, heldOverMs: 25 } };
 const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   scenario: 'sustained',
   maximumPerSecond: 70_000,
@@ -118,7 +119,7 @@ describe('the field loads against their targets', () => {
       { endS: 10, storedPerSecond: 50_000, probes: 200, p99Ms: 120, influx: compacting, host, processes },
       { endS: 20, storedPerSecond: 45_000, probes: 200, p99Ms: 900, influx: quiet, host, processes }, // slow, after a compaction
       { endS: 30, storedPerSecond: 50_000, probes: 200, p99Ms: 100, influx: quiet, host, processes },
-      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 }, processes: { distributor: { cpuPercent: 90, gcMs: 300 } } }, // slow, nothing around it
+      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 }, processes: { distributor: { cpuPercent: 90, gcMs: 300, heldOverMs: 250 }, gateway: { cpuPercent: 30, heldOverMs: 50 } } }, // slow, nothing around it
     ];
     const lines = renderSustained(sustained({ windows }));
     assert.ok(
@@ -129,7 +130,22 @@ describe('the field loads against their targets', () => {
     );
     assert.ok(lines.includes('| 0–10 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 % |'), lines.join('\n'));
     // The slow windows' medians: the distributor's 40 and 90 % (upper median), 12 and 300 ms of GC.
-    assert.ok(lines.includes('| distributor | 90 | 40 | 300 | 12 |'), lines.join('\n'));
+    assert.ok(lines.includes('| distributor | 90 | 40 | 300 | 12 | > 250 ms | > 25 ms |'), lines.join('\n'));
+    // Each slow window's held event loops of 100 ms or more; the gateway's 50 ms is not named.
+    assert.ok(lines.includes('Event loops held over 100 ms in the slow windows: 20 s (p99 900 ms): none; 40 s (p99 700 ms): distributor > 250 ms.'), lines.join('\n'));
+  });
+
+  it('sustained: the longest an event loop was held, from two reads of its cumulative delay buckets', () => {
+    const read = (counts: number[]) => new Map([...EVENT_LOOP_DELAY_BUCKETS_S, Infinity].map((b, i) => [b, counts[i] as number]));
+    //                  5ms 10  25  50  100 250 500 1s 2.5 5  +Inf
+    const before = read([90, 95, 98, 99, 99, 99, 99, 99, 99, 99, 99]);
+    assert.equal(heldOverMs(before, before), 0);
+    assert.equal(heldOverMs(before, read([190, 195, 198, 199, 199, 199, 199, 199, 199, 199, 199])), 0, 'every new tick within 5 ms');
+    assert.equal(heldOverMs(before, read([180, 190, 196, 198, 198, 199, 200, 200, 200, 200, 200])), 250, 'one tick between 250 and 500 ms');
+    assert.equal(heldOverMs(before, read([100, 105, 108, 109, 109, 109, 109, 109, 109, 109, 110])), 5_000, 'one past the last bound');
+    assert.equal(bucketFloorMs(0.003), 0);
+    assert.equal(bucketFloorMs(0.3), 250);
+    assert.equal(bucketFloorMs(7), 5_000);
   });
 
   it("sustained: the machine's CPU in a window, from two readings of /proc/stat", () => {
