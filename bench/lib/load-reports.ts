@@ -38,11 +38,11 @@ export function renderSustained(s: SustainedResult): string[] {
   return [
     `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
     '',
-    '| window (s) | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | machine: CPU busy, stolen |',
-    '|---|---|---|---|---|---|---|',
+    '| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | machine: CPU busy, stolen |',
+    '|---|---|---|---|---|---|---|---|',
     ...s.windows.map(
       (w) =>
-        `| ${w.endS - 10}–${w.endS} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} % |`,
+        `| ${w.endS - 10}–${w.endS} | ${n(w.offeredPerSecond)} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} % |`,
     ),
     '',
     ...slowWindows(s),

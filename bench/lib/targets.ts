@@ -121,7 +121,10 @@ export function sustainedTargets(s: SustainedResult): TargetVerdict[] {
   const worstP99 = Math.max(0, ...p99s);
   // The first minute is the warm-up (the pipeline fills up): a sag is looked for after it.
   const after = s.windows.filter((w) => w.endS > s.warmUpSeconds);
-  const lowest = Math.min(...(after.length > 0 ? after : s.windows).map((w) => w.storedPerSecond));
+  // Against what the devices submitted in that window: a window in which the benchmark's own
+  // process fell behind and offered less is not the pipeline's sag.
+  const share = (w: SustainedResult['windows'][number]) => w.storedPerSecond / Math.max(1, w.offeredPerSecond);
+  const lowest = (after.length > 0 ? after : s.windows).reduce<SustainedResult['windows'][number] | undefined>((low, w) => (low === undefined || share(w) < share(low) ? w : low), undefined);
   const held = (verdict: string) => (s.minutes >= 10 ? verdict : `${verdict} (over ${s.minutes} min, not 10)`);
   return [
     { target: 'sustained: every reading stored once', measured: `${n(s.lost)} lost of ${n(s.readings)}`, verdict: s.lost === 0 && s.duplicated === 0 ? 'met' : `missed: ${n(s.lost)} lost` },
@@ -135,9 +138,9 @@ export function sustainedTargets(s: SustainedResult): TargetVerdict[] {
       : []),
     { target: `sustained: p99 device → database ≤ ${SUSTAINED_WINDOW_P99_MS} ms in every 10 s window`, measured: Number.isFinite(worstP99) ? `worst window ${worstP99} ms` : 'a probe never arrived', verdict: held(atMost(worstP99, SUSTAINED_WINDOW_P99_MS)) },
     {
-      target: 'sustained: no window after warm-up below 90 % of the offered readings/s',
-      measured: `lowest ${n(lowest)} of ${n(s.offeredPerSecond)}/s`,
-      verdict: held(atLeast(lowest / s.offeredPerSecond, 0.9)),
+      target: 'sustained: no window after warm-up storing under 90 % of the readings offered in it',
+      measured: lowest ? `lowest ${n(lowest.storedPerSecond)} of ${n(lowest.offeredPerSecond)}/s (${lowest.endS - 10}–${lowest.endS} s)` : '—',
+      verdict: lowest ? held(atLeast(share(lowest), 0.9)) : 'no window',
     },
   ];
 }

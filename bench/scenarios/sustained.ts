@@ -42,6 +42,11 @@ export interface SustainedWindow {
   endS: number;
   /** points the database accepted in the window, per second */
   storedPerSecond: number;
+  /**
+   * readings the paced devices submitted in the window, per second: the offered rate unless their
+   * process fell behind (a device that misses its tick does not make it up)
+   */
+  offeredPerSecond: number;
   /** device → database of the probes sent in the window */
   probes: number;
   p99Ms: number;
@@ -199,6 +204,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   let mark = await ctx.influx.activity();
   let hostMark = hostCpuTicks();
   let cpuMark = cpuSeconds();
+  let offeredMark = 0;
   await sampleHeaps(0);
   for (let w = 1; w * WINDOW_S * 1000 <= durationMs; w++) {
     await sleep(start + w * WINDOW_S * 1000 - Date.now());
@@ -216,6 +222,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     windows.push({
       endS: w * WINDOW_S,
       storedPerSecond: Math.round((now.pointsWritten - mark.pointsWritten) / WINDOW_S),
+      offeredPerSecond: Math.round((sum(submitted) - offeredMark) / WINDOW_S),
       probes: 0,
       p99Ms: 0,
       influx: {
@@ -228,6 +235,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
       processes,
     });
     mark = now;
+    offeredMark = sum(submitted);
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
     for (const [name, since] of await sampleHeaps(w * WINDOW_S)) {
       const p = processes[name];
@@ -254,7 +262,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     const p99 = lat[Math.min(lat.length - 1, Math.floor(0.99 * lat.length))] ?? 0;
     w.p99Ms = Number.isFinite(p99) ? p99 : -1;
   }
-  const total = submitted.reduce((a, b) => a + b, 0);
+  const total = sum(submitted);
   const deadline = Date.now() + 600_000;
   let stored = await ctx.influxStore.count('long');
   while (stored < total && Date.now() < deadline) {
@@ -320,3 +328,5 @@ export function bucketFloorMs(seconds: number): number {
   for (const b of EVENT_LOOP_DELAY_BUCKETS_S) if (seconds > b) over = b;
   return Math.round(over * 1000);
 }
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);

@@ -74,8 +74,8 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   lost: 0,
   duplicated: 0,
   windows: [
-    { endS: 60, storedPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet, host, processes },
-    { endS: 70, storedPerSecond: 50_400, probes: 200, p99Ms: 500, influx: quiet, host, processes },
+    { endS: 60, storedPerSecond: 40_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 300, influx: quiet, host, processes },
+    { endS: 70, storedPerSecond: 50_400, offeredPerSecond: 56_000, probes: 200, p99Ms: 500, influx: quiet, host, processes },
   ],
   memory: [
     { service: 'gateway-1', startMiB: 200, warmMiB: 200, endMiB: 220, growthPercent: 10 },
@@ -107,19 +107,23 @@ describe('the field loads against their targets', () => {
 
   it('sustained: our services and the database apart; a sag after the warm-up only; a lost probe misses the p99', () => {
     assert.deepEqual(sustainedTargets(sustained()).map((t) => t.verdict), ['met', 'met', 'missed by 900 %', 'met', 'met']);
-    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, probes: 200, p99Ms: -1, influx: quiet, host, processes }] }));
+    const worse = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: -1, influx: quiet, host, processes }] }));
     assert.equal(worse[3]?.measured, 'a probe never arrived');
     assert.equal(worse[4]?.verdict, 'missed by 1 %');
     assert.match(sustainedTargets(sustained({ minutes: 2 }))[1]?.verdict ?? '', /over 2 min, not 10/);
+    // A window in which the devices' own process fell behind offered less: the pipeline stored all of it, no sag.
+    const behind = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 39_000, offeredPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet, host, processes }] }));
+    assert.equal(behind[4]?.verdict, 'met');
+    assert.equal(behind[4]?.measured, 'lowest 50,400 of 56,000/s (60–70 s)');
   });
 
   it('sustained: the report says how many slow windows had InfluxDB compacting in them or the window before', () => {
     const compacting = { cacheSnapshots: 1, compactions: 2, compactionMs: 840, gcPauseMs: 3 };
     const windows = [
-      { endS: 10, storedPerSecond: 50_000, probes: 200, p99Ms: 120, influx: compacting, host, processes },
-      { endS: 20, storedPerSecond: 45_000, probes: 200, p99Ms: 900, influx: quiet, host, processes }, // slow, after a compaction
-      { endS: 30, storedPerSecond: 50_000, probes: 200, p99Ms: 100, influx: quiet, host, processes },
-      { endS: 40, storedPerSecond: 50_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 }, processes: { distributor: { cpuPercent: 90, gcMs: 300, heldOverMs: 250 }, gateway: { cpuPercent: 30, heldOverMs: 50 } } }, // slow, nothing around it
+      { endS: 10, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 120, influx: compacting, host, processes },
+      { endS: 20, storedPerSecond: 45_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 900, influx: quiet, host, processes }, // slow, after a compaction
+      { endS: 30, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 100, influx: quiet, host, processes },
+      { endS: 40, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 }, processes: { distributor: { cpuPercent: 90, gcMs: 300, heldOverMs: 250 }, gateway: { cpuPercent: 30, heldOverMs: 50 } } }, // slow, nothing around it
     ];
     const lines = renderSustained(sustained({ windows }));
     assert.ok(
@@ -128,7 +132,7 @@ describe('the field loads against their targets', () => {
       ),
       lines.join('\n'),
     );
-    assert.ok(lines.includes('| 0–10 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 % |'), lines.join('\n'));
+    assert.ok(lines.includes('| 0–10 | 56,000 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 % |'), lines.join('\n'));
     // The slow windows' medians: the distributor's 40 and 90 % (upper median), 12 and 300 ms of GC.
     assert.ok(lines.includes('| distributor | 90 | 40 | 300 | 12 | > 250 ms | > 25 ms |'), lines.join('\n'));
     // Each slow window's held event loops of 100 ms or more; the gateway's 50 ms is not named.
