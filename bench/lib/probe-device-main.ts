@@ -6,7 +6,7 @@ import { sleep } from './context.ts';
 import { ProbeInputSchema, type ProbeMessage } from './probe-device.ts';
 
 /** The probe device's process (probe-device.ts): sends until told to stop, then reports. */
-const send = (m: ProbeMessage) => process.send?.(m);
+const send = (m: ProbeMessage) => new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
 
 async function main(): Promise<void> {
   const o = ProbeInputSchema.parse(JSON.parse(process.env.PROBE_INPUT ?? ''));
@@ -17,7 +17,7 @@ async function main(): Promise<void> {
   const orphaned = () => process.exit(1); // the benchmark is gone
   process.on('disconnect', orphaned);
   await sleep(500);
-  send({ type: 'ready' });
+  await send({ type: 'ready' });
 
   const sentAt: number[] = [];
   const seenAt = new Map<number, number>();
@@ -44,14 +44,14 @@ async function main(): Promise<void> {
     await sleep(o.pollEveryMs);
   }
   await probes;
-  send({ type: 'result', sentAt, seen: [...seenAt] });
+  await send({ type: 'result', sentAt, seen: [...seenAt] });
   await running.close();
   process.off('disconnect', orphaned);
   process.disconnect();
 }
 
-main().catch((err: Error) => {
-  send({ type: 'failed', error: err.message });
+main().catch(async (err: Error) => {
+  await send({ type: 'failed', error: err.message });
   process.exitCode = 1;
   process.disconnect?.();
 });

@@ -62,7 +62,8 @@ export async function startProbeDevice(input: ProbeInput): Promise<ProbeDevice> 
     messages.push(ProbeMessageSchema.parse(m));
     waiters.splice(0).forEach((w) => w());
   });
-  child.on('exit', (code, signal) => {
+  // 'close', not 'exit': a message sent just before the exit may still be on its way at 'exit'.
+  child.on('close', (code, signal) => {
     exited = `the probe device's process exited (${signal ?? code})`;
     waiters.splice(0).forEach((w) => w());
   });
