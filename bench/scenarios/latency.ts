@@ -1,6 +1,6 @@
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
-import { probeInput, startProbeDevice } from '../lib/probe-device.ts';
+import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
 import type { LatencyResult } from '../lib/results.ts';
 
 /** milliseconds between the paced clients' submissions */
@@ -15,13 +15,13 @@ const GIVE_UP_MS = 30_000;
 /**
  * Device → database latency under a steady load: paced clients send `readingsPerSecond` in all
  * (each a burst every 100 ms, the devices out of step),
- * and a probe device, a process of its own (probe-device.ts), sends one reading every 50 ms whose
+ * and a probe device, a process of its own (device-process.ts), sends one reading every 50 ms whose
  * arrival in the database is watched. The time runs from the probe's submission (its durable queue
  * included) to the poll that finds it.
  */
 export async function latencyAtLoad(ctx: BenchContext, o: { readingsPerSecond: number; seconds: number }): Promise<LatencyResult> {
   const paced = await Promise.all(Array.from({ length: ctx.clients }, (_, i) => ctx.fieldClient(`paced-${i}`, 500)));
-  const probe = await startProbeDevice(probeInput(ctx, 'probe-0', { everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: GIVE_UP_MS }));
+  const probe = await startDeviceProcess(deviceInput(ctx, 'probe-0', { kind: 'probe', everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: GIVE_UP_MS }));
   const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
   let stop = false;
   // Each paced device keeps its own clock, started at its own offset in the tick: field devices are

@@ -4,7 +4,7 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
-import { probeInput, startProbeDevice } from '../lib/probe-device.ts';
+import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
 import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentBytes } from '../lib/proc-stats.ts';
 import { EVENT_LOOP_DELAY_BUCKETS_S, probeEventLoop } from '../../shared/metrics/event-loop.ts';
 import { parseExposition, sumOf, type Sample } from '../../shared/metrics/exposition.ts';
@@ -92,7 +92,9 @@ const GC_SECONDS = `${METRIC_PREFIX}nodejs_gc_duration_seconds_sum`;
 /** cumulative too (shared/metrics/event-loop.ts), where nodejs_eventloop_lag_* restart at each scrape (the console's, every 2 s) */
 const LOOP_DELAY_BUCKET = `${METRIC_PREFIX}event_loop_delay_seconds_bucket`;
 /** the simulated field clients: this process */
-const BENCH_PROCESS = 'field clients (bench process)';
+const BENCH_PROCESS = 'benchmark (its own process)';
+/** the simulated devices, each a process of its own: their CPU in all */
+const DEVICES = 'simulated devices (a process each)';
 
 /** seconds per window */
 const WINDOW_S = 10;
@@ -120,8 +122,13 @@ const MiB = 1024 * 1024;
 export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise<SustainedResult> {
   const ids = [...Array.from({ length: ctx.clients }, (_, i) => `long-${i}`), 'longprobe-0'];
   for (const id of ids) if (!existsSync(pkiPaths(ctx.certs).device(id).cert)) issueDeviceCertificate(ctx.certs, id);
-  const paced = await Promise.all(ids.slice(0, -1).map((id) => ctx.fieldClient(id, 500)));
-  const probe = await startProbeDevice(probeInput(ctx, 'longprobe-0', { everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: PROBE_GIVE_UP_MS }));
+  const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
+  // Each device a process of its own, out of step with the others, its timestamps its own.
+  const paced = await Promise.all(
+    ids.slice(0, -1).map((id, i) => startDeviceProcess(deviceInput(ctx, id, { kind: 'paced', perTick, tickMs: TICK_MS, offsetMs: (i * TICK_MS) / ctx.clients, timestampBase: 1780000000000 + i * 1_000_000_000 }))),
+  );
+  const probe = await startDeviceProcess(deviceInput(ctx, 'longprobe-0', { kind: 'probe', everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: PROBE_GIVE_UP_MS }));
+  const devicePids = () => [...paced, probe].flatMap((d) => (d.pid === undefined ? [] : [d.pid]));
   /** `read` of every process of the stack still running, by name */
   const perService = (read: (pid: number) => number, out = new Map<string, number>()) => {
     for (const [name, pid] of Object.entries(o.services())) {
@@ -137,24 +144,12 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const rss = () => perService(residentBytes);
   const durationMs = o.minutes * 60_000;
   const warmUpMs = Math.min(60_000, durationMs / 2);
-  const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
-  const submitted = new Array<number>(ctx.clients).fill(0);
+  /** readings the paced devices submitted so far (each reports after every tick) */
+  const submitted = () => sum(paced.map((d) => d.submitted));
   const windows: SustainedWindow[] = [];
-  let stop = false;
   const start = Date.now();
   const startMem = rss();
   let warmMem = startMem;
-  const load = Promise.all(
-    paced.map(async (c, i) => {
-      await sleep((i * TICK_MS) / paced.length);
-      for (let k = 0; !stop; k += perTick) {
-        const t = Date.now();
-        await c.client.submitMany(Array.from({ length: perTick }, (_, j) => ({ dataType: 'timeseries' as const, payload: { v: 1, timestamp: 1780000000000 + i * 1_000_000_000 + k + j } })));
-        submitted[i] = k + perTick;
-        await sleep(Math.max(0, TICK_MS - (Date.now() - t)));
-      }
-    }),
-  );
   const heapSamples = new Map<string, { atS: number; bytes: number }[]>();
   /** each Node service's garbage collection so far, in seconds, and its event-loop delay buckets, as last read */
   const gcSeconds = new Map<string, number>();
@@ -186,7 +181,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     );
     return since;
   };
-  // This process's own loop (the paced field clients'): measured the same way, here.
+  // This process's own loop (the windows' readings): measured the same way, here.
   let benchLoopMaxS = 0;
   const stopBenchProbe = probeEventLoop({ observe: (s) => (benchLoopMaxS = Math.max(benchLoopMaxS, s)) });
   let benchGcMs = 0;
@@ -194,17 +189,25 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     for (const e of list.getEntries()) benchGcMs += e.duration;
   });
   gcObserver.observe({ entryTypes: ['gc'] });
-  /** CPU seconds so far of every process of the stack, and of this one (the field clients) */
+  /** CPU seconds so far of every process of the stack, of the simulated devices' and of this one */
   const cpuSeconds = () => {
     const self = process.cpuUsage();
-    return perService(processCpuSeconds, new Map([[BENCH_PROCESS, (self.user + self.system) / 1e6]]));
+    let devices = 0;
+    for (const pid of devicePids()) {
+      try {
+        devices += processCpuSeconds(pid);
+      } catch {
+        /* gone */
+      }
+    }
+    return perService(processCpuSeconds, new Map([[BENCH_PROCESS, (self.user + self.system) / 1e6], [DEVICES, devices]]));
   };
   // Windows: the database's own counters (accepted points; snapshots, compactions and GC pauses,
   // to tell whether a slow window is the database's doing), read every 10 s.
   let mark = await ctx.influx.activity();
   let hostMark = hostCpuTicks();
   let cpuMark = cpuSeconds();
-  let offeredMark = 0;
+  let offeredMark = submitted(); // the devices began at their own start, a little before the windows
   await sampleHeaps(0);
   for (let w = 1; w * WINDOW_S * 1000 <= durationMs; w++) {
     await sleep(start + w * WINDOW_S * 1000 - Date.now());
@@ -222,7 +225,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     windows.push({
       endS: w * WINDOW_S,
       storedPerSecond: Math.round((now.pointsWritten - mark.pointsWritten) / WINDOW_S),
-      offeredPerSecond: Math.round((sum(submitted) - offeredMark) / WINDOW_S),
+      offeredPerSecond: Math.round((submitted() - offeredMark) / WINDOW_S),
       probes: 0,
       p99Ms: 0,
       influx: {
@@ -235,7 +238,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
       processes,
     });
     mark = now;
-    offeredMark = sum(submitted);
+    offeredMark = submitted();
     if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
     for (const [name, since] of await sampleHeaps(w * WINDOW_S)) {
       const p = processes[name];
@@ -249,9 +252,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   stopBenchProbe();
   gcObserver.disconnect();
   const endMem = rss();
-  stop = true;
-  const [{ sentAt, seenAt: seen }] = await Promise.all([probe.stop(), load]);
-  for (const c of paced) await c.close();
+  const [{ sentAt, seenAt: seen }, ...loads] = await Promise.all([probe.stop(), ...paced.map((d) => d.stop())]);
   // Each window's probes: those sent in it; one never seen counts as slower than any bound.
   for (const w of windows) {
     const lat = sentAt
@@ -262,7 +263,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     const p99 = lat[Math.min(lat.length - 1, Math.floor(0.99 * lat.length))] ?? 0;
     w.p99Ms = Number.isFinite(p99) ? p99 : -1;
   }
-  const total = sum(submitted);
+  const total = sum(loads.map((l) => l.submitted));
   const deadline = Date.now() + 600_000;
   let stored = await ctx.influxStore.count('long');
   while (stored < total && Date.now() < deadline) {
