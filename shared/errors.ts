@@ -106,6 +106,12 @@ export const ERRORS = {
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
   FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
+  FIELD_QUEUE_NEW_EPOCH: {
+    http: 200,
+    transient: false,
+    description:
+      'The local queue was not closed cleanly (power cut, crash, SIGKILL); the messages it numbers from now on have a new epoch, so a number sent before the stop but lost from the disk is never reused.',
+  },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
   FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event, file or health value.' },
   SPARKPLUG_PAYLOAD_INVALID: {

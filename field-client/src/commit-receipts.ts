@@ -103,7 +103,7 @@ export class CommitReceipts {
       );
       return 0;
     }
-    const committed = frame.epoch === this.queue.epoch ? this.queue.commitRanges(frame.ranges) : (this.transfers.onReceipt(frame.epoch, frame.ranges) ?? 0);
+    const committed = this.queue.commitReceipt(frame.epoch, frame.ranges) ?? this.transfers.onReceipt(frame.epoch, frame.ranges) ?? 0;
     if (committed === 0) {
       this.stats.receiptsReplayed++;
       this.log.info({ code: 'FIELD_RECEIPT_REPLAYED', epoch: frame.epoch, seqs: rangesSize(frame.ranges) }, 'a genuine receipt for nothing still held; nothing deleted');

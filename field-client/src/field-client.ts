@@ -200,14 +200,25 @@ export class FieldClient {
       if (room <= 0) break;
       const items = this.queue.next(Math.min(room, batchMax), frameBytes);
       if (items.length === 0) break;
-      const batch: FrameItem[] = [];
+      let batch: FrameItem[] = [];
+      // A frame names one epoch: after an unclean stop the queue holds messages of the old one too.
+      let epoch = this.queue.epochOf((items[0] as OutgoingMessage).seq);
       for (const m of items) {
         this.inFlight.add(m.seq);
         if (m.seq > this.highestSent) this.highestSent = m.seq;
-        if (m.dataType === FILE_TRANSFER) this.startTransfer(m);
-        else batch.push({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payloadJson: m.payloadJson });
+        if (m.dataType === FILE_TRANSFER) {
+          this.startTransfer(m);
+          continue;
+        }
+        const its = this.queue.epochOf(m.seq);
+        if (its !== epoch) {
+          if (batch.length > 0) this.sendFrame(epoch, batch);
+          batch = [];
+          epoch = its;
+        }
+        batch.push({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payloadJson: m.payloadJson });
       }
-      if (batch.length > 0) this.sendFrame(this.queue.epoch, batch);
+      if (batch.length > 0) this.sendFrame(epoch, batch);
     }
     for (const chunk of this.transfers.chunks()) this.sendFrame(chunk.epoch, [chunk.item]);
   }
@@ -283,20 +294,13 @@ export class FieldClient {
     }
   }
 
-  private seqOf(messageId: string): number | undefined {
-    const dot = messageId.lastIndexOf('.');
-    if (messageId.slice(0, dot) !== this.queue.epoch) return undefined;
-    const seq = Number(messageId.slice(dot + 1));
-    return Number.isInteger(seq) ? seq : undefined;
-  }
-
   private onAck(ids: readonly string[]): void {
     const now = Date.now();
     this.stats.lastAckAt = now;
     const seqs: number[] = [];
     for (const id of ids) {
       if (this.transfers.onAck(id, now)) continue;
-      const seq = this.seqOf(id);
+      const seq = this.queue.seqOf(id);
       if (seq !== undefined && this.inFlight.delete(seq)) seqs.push(seq);
     }
     // With receipts, this only moves them to "awaiting their receipt".
@@ -307,8 +311,13 @@ export class FieldClient {
   /** A commit receipt: what it names, once verified, is no longer held, nor in flight (it can overtake its ack). */
   private onCommit(frame: CommitFrame): void {
     if (!this.receipts || this.receipts.receive(frame) === 0) return; // without a key, receipts cannot be told from forgeries
-    if (frame.epoch === this.queue.epoch) {
-      for (const [from, to] of frame.ranges) {
+    const own = this.queue.epochRange(frame.epoch);
+    if (own) {
+      for (const [a, b] of frame.ranges) {
+        // only the numbers this epoch names: under another epoch the same number is another message
+        const from = Math.max(a, own[0]);
+        const to = Math.min(b, own[1]);
+        if (from > to) continue;
         if (to - from < this.inFlight.size) for (let s = from; s <= to; s++) this.inFlight.delete(s);
         else for (const s of this.inFlight) if (s >= from && s <= to) this.inFlight.delete(s);
       }
@@ -344,7 +353,7 @@ export class FieldClient {
         this.queue.commitRanges([[transfer, transfer]]);
         continue;
       }
-      const seq = this.seqOf(id);
+      const seq = this.queue.seqOf(id);
       if (seq !== undefined && this.inFlight.delete(seq)) seqs.add(seq);
     }
     if (seqs.size > 0) {

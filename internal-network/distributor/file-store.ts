@@ -5,6 +5,7 @@ import { extname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
@@ -187,14 +188,4 @@ async function hashOf(path: string): Promise<string | undefined> {
     throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${path}: ${(err as Error).message}`);
   }
   return h.digest('hex');
-}
-
-/** The new directory entry itself must survive a power cut, not only the file's data. */
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, constants.O_RDONLY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

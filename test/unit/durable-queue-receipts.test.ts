@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
+import type { FieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -16,6 +17,42 @@ const seqs = (ms: { seq: number }[]) => ms.map((m) => m.seq);
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const segments = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('seg-')).sort();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs `body` in a child process on a queue `q` opened with `opts` (`o`: the options, `print(v)`
+ * writes a JSON line the parent gets back), then kills it with SIGKILL: no close(), no timer left
+ * to run. Resolves with what it printed.
+ */
+async function killedAfter(opts: QueueOptions, body: string): Promise<unknown[]> {
+  const script = `
+    import { readFileSync, statSync } from 'node:fs';
+    import { join } from 'node:path';
+    import { DurableQueue } from ${JSON.stringify(new URL('../../field-client/src/queue/durable-queue.ts', import.meta.url).href)};
+    import { createLogger } from ${JSON.stringify(new URL('../../shared/logger.ts', import.meta.url).href)};
+    const o = JSON.parse(process.env.QUEUE_OPTIONS);
+    const q = await DurableQueue.open({ ...o, log: createLogger('child', 'silent') });
+    const print = (v) => process.stdout.write(JSON.stringify(v) + '\\n');
+    ${body}
+    process.stdout.write('ready\\n');
+    setInterval(() => {}, 1000);
+  `;
+  const { log: _log, ...plain } = opts;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, QUEUE_OPTIONS: JSON.stringify(plain) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready\n')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`child exited with ${code}`)));
+  });
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  return out
+    .split('\n')
+    .filter((l) => l !== '' && l !== 'ready')
+    .map((l) => JSON.parse(l) as unknown);
+}
 
 describe('the durable queue with commit receipts', () => {
   const dirs: Array<{ cleanup(): void }> = [];
@@ -172,31 +209,16 @@ describe('the durable queue with commit receipts', () => {
     const { opts, open } = setup({ segmentBytes: 4096 });
     // A child process queues 100 readings, sends them all, gets the gateway's acks for them and
     // receipts for 1-40, and is killed with SIGKILL once ack.json holds the committed watermark.
-    const script = `
-      import { readFileSync } from 'node:fs';
-      import { join } from 'node:path';
-      import { DurableQueue } from ${JSON.stringify(new URL('../../field-client/src/queue/durable-queue.ts', import.meta.url).href)};
-      import { createLogger } from ${JSON.stringify(new URL('../../shared/logger.ts', import.meta.url).href)};
-      const o = JSON.parse(process.env.QUEUE_OPTIONS);
-      const q = await DurableQueue.open({ ...o, log: createLogger('child', 'silent') });
-      await q.append(Array.from({ length: 100 }, (_, v) => ({ dataType: 'timeseries', payload: { v } })));
+    await killedAfter(
+      opts,
+      `await q.append(Array.from({ length: 100 }, (_, v) => ({ dataType: 'timeseries', payload: { v } })));
       q.ack(q.next(1000).map((m) => m.seq));
       q.commitRanges([[1, 40]]);
       for (;;) {
         await new Promise((r) => setTimeout(r, 20));
         try { if (JSON.parse(readFileSync(join(o.dir, 'ack.json'), 'utf8')).watermark === 40) break; } catch {}
-      }
-      process.stdout.write('ready\\n');
-      setInterval(() => {}, 1000);
-    `;
-    const { log: _log, ...plain } = opts;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, QUEUE_OPTIONS: JSON.stringify(plain) }, stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
-      child.on('exit', (code) => reject(new Error(`child exited with ${code}`)));
-    });
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
+      }`,
+    );
     const q = await open();
     assert.equal(q.depth, 60);
     assert.equal(q.committedThrough, 40);
@@ -205,6 +227,75 @@ describe('the durable queue with commit receipts', () => {
     assert.deepEqual(seqs(again), range(41, 100), 'every acked-but-uncommitted record, and no committed one');
     assert.deepEqual(again.map((m) => (JSON.parse(m.payloadJson) as { v: number }).v), range(40, 99));
     await q.close();
+  });
+
+  it('after a power cut took back records already sent, numbers them again under a new epoch: a receipt for the lost ones deletes none of the new', async () => {
+    const { opts, open, dir, logs } = setup();
+    // The child queues 10 readings and sends them, then 5 more that it sends too. A record goes out once written, before its fsync: the power cut is played by
+    // cutting the segment back to where it ended before the 5 (the disk kept none of them).
+    const [before] = (await killedAfter(
+      opts,
+      `await q.append(Array.from({ length: 10 }, (_, v) => ({ dataType: 'timeseries', payload: { v } })));
+      q.ack(q.next(100).map((m) => m.seq));
+      const seg = join(o.dir, 'seg-0000000000000001.log');
+      const size = statSync(seg).size;
+      await q.append(Array.from({ length: 5 }, (_, v) => ({ dataType: 'timeseries', payload: { v: 100 + v } })));
+      const lost = q.next(100);
+      print({ epoch: q.epoch, size, lost: lost.map((m) => m.messageId) });`,
+    )) as [{ epoch: string; size: number; lost: string[] }];
+    assert.deepEqual(before.lost, range(11, 15).map((s) => `${before.epoch}.${s}`), 'sent before the cut');
+    truncateSync(join(dir, 'seg-0000000000000001.log'), before.size);
+
+    let q = await open();
+    assert.notEqual(q.epoch, before.epoch, 'a stop without close(): a new epoch');
+    assert.ok(logs.codes().includes('FIELD_QUEUE_NEW_EPOCH'));
+    // What the disk kept goes out again under the epoch it was sent under.
+    const again = q.next(100);
+    assert.deepEqual(again.map((m) => m.messageId), range(1, 10).map((s) => `${before.epoch}.${s}`));
+    assert.deepEqual(again.map((m) => q.epochOf(m.seq)), again.map(() => before.epoch));
+    const fresh = await q.append(range(200, 204).map(reading));
+    assert.deepEqual(seqs(fresh), range(11, 15), 'the sequence numbers go on');
+    const freshIds = fresh.map((m) => m.messageId);
+    assert.deepEqual(freshIds, range(11, 15).map((s) => `${q.epoch}.${s}`));
+    assert.ok(freshIds.every((id) => !before.lost.includes(id)), 'no id of a lost record names a new one');
+    // The receiving side stored 1-15 of the old epoch: its receipt commits 1-10, and none of the new.
+    assert.equal(q.commitReceipt(before.epoch, [[1, 15]]), 10);
+    assert.equal(q.depth, 5);
+    assert.equal(q.seqOf(`${before.epoch}.12`), undefined, 'an ack naming a lost id names nothing');
+    assert.equal(q.seqOf(`${q.epoch}.12`), 12);
+    assert.equal(q.commitReceipt('not-ours', [[11, 15]]), undefined);
+    q.ack(seqs(q.next(100)));
+    assert.equal(q.commitReceipt(q.epoch, [[11, 15]]), 5);
+    assert.equal(q.depth, 0);
+    const epoch = q.epoch;
+    await q.close();
+
+    // A clean stop keeps the epoch; the old one, all of it committed, is forgotten.
+    q = await open();
+    assert.equal(q.epoch, epoch);
+    assert.equal(q.epochRange(before.epoch), undefined);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')), { epochs: [{ epoch, from: 11 }] });
+    assert.equal(existsSync(join(dir, 'clean')), false, 'the clean-stop mark is taken at open');
+    await q.close();
+  });
+
+  it('reads the one-epoch meta.json of earlier versions, and refuses a damaged one', async () => {
+    const { open, dir } = setup();
+    let q = await open();
+    await q.append(range(0, 4).map(reading));
+    await q.close();
+    // as an earlier version left it: one epoch, and no clean-stop mark
+    writeFileSync(join(dir, 'meta.json'), JSON.stringify({ epoch: 'legacy01' }));
+    rmSync(join(dir, 'clean'));
+    q = await open();
+    assert.deepEqual(q.next(10).map((m) => q.epochOf(m.seq)), Array(5).fill('legacy01'));
+    assert.notEqual(q.epoch, 'legacy01', 'no clean-stop mark: a new epoch for what comes');
+    assert.deepEqual(q.epochRange('legacy01'), [1, 5]);
+    await q.close();
+    for (const bad of ['{"epochs":[]}', '{"epochs":[{"epoch":"a","from":5},{"epoch":"b","from":5}]}', 'not json']) {
+      writeFileSync(join(dir, 'meta.json'), bad);
+      await assert.rejects(open(), (err: FieldStreamError) => err.code === 'FIELD_QUEUE_CORRUPT', bad);
+    }
   });
 
   it('counts a record dropped while it awaited its receipt as lost (drop-oldest)', async () => {

@@ -3,7 +3,8 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import { TIMINGS } from '../../../shared/limits.ts';
 import { AckBook, type SeqRanges } from './ack-book.ts';
 import { makeRoom, type CapacityHost } from './capacity.ts';
-import { readOrCreateEpoch, readWatermark, writeWatermark } from './queue-files.ts';
+import { readWatermark, writeWatermark } from './queue-files.ts';
+import { QueueEpochs } from './queue-epochs.ts';
 import { parseQueuedRecord, TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
 import { SegmentReader } from './segment-reader.ts';
@@ -30,6 +31,9 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   by a commit receipt saying the database holds it (the ack then only moves it to "awaiting its
  *   receipt", and one that waits too long is sent again). A segment whose records are all committed
  *   is deleted.
+ * - queue-epochs.ts: the epochs that name the messages (`EPOCH.SEQ`); after a stop that was not
+ *   clean, what is numbered next gets a new epoch, so a number sent before a power cut and lost
+ *   from the disk never names another message.
  * - capacity.ts: the size on disk is bounded (maxBytes). When full, the queue either refuses new
  *   data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
  */
@@ -42,13 +46,12 @@ export class DurableQueue {
   private readonly capacity: CapacityHost;
   private ackTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  readonly epoch: string;
+  private epochs!: QueueEpochs;
   /** acked: the gateway's acks; committed: records gone for good (by an ack without receipts, else by a receipt) */
   readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
 
   private constructor(private readonly o: QueueOptions) {
     mkdirSync(o.dir, { recursive: true });
-    this.epoch = readOrCreateEpoch(o.dir);
     this.book = new AckBook(readWatermark(o.dir, o.log), o.receipts ?? false);
     this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log);
     this.writer = new SegmentWriter(o, this.segments, this.stats, (seg, start, sizes, messages) => this.cursor.written(seg, start, sizes, messages));
@@ -68,8 +71,30 @@ export class DurableQueue {
   static async open(o: QueueOptions): Promise<DurableQueue> {
     const q = new DurableQueue(o);
     q.recover();
+    // After recovery: the epochs need the first number given from now on.
+    q.epochs = QueueEpochs.open(o.dir, q.nextSeq, q.book.watermark, o.log);
     await q.writer.openActive(q.nextSeq);
     return q;
+  }
+
+  /** the epoch of the messages accepted from now on: a message's id is `EPOCH.SEQ` (queue-epochs.ts) */
+  get epoch(): string {
+    return this.epochs.current;
+  }
+
+  /** The epoch a held message was numbered under (messages of several epochs are held after an unclean stop). */
+  epochOf(seq: number): string {
+    return this.epochs.epochOf(seq) ?? this.epoch;
+  }
+
+  /** The sequence number of one of this queue's message ids (undefined: not one of its ids). */
+  seqOf(messageId: string): number | undefined {
+    return this.epochs.seqOf(messageId);
+  }
+
+  /** The numbers `epoch` names, inclusive (undefined: not an epoch of this queue). */
+  epochRange(epoch: string): readonly [number, number] | undefined {
+    return this.epochs.range(epoch);
   }
 
   private recover(): void {
@@ -166,9 +191,19 @@ export class DurableQueue {
     return this.committed(this.book.commit(seqs, this.nextSeq));
   }
 
-  /** commit() for inclusive ranges of sequence numbers, as a receipt names them. */
+  /** commit() for inclusive ranges of sequence numbers. */
   commitRanges(ranges: SeqRanges): number {
     return this.committed(this.book.commitRanges(ranges, this.nextSeq));
+  }
+
+  /**
+   * A verified receipt's ranges of `epoch`: only the numbers that epoch names are committed (after an
+   * unclean stop a number of an old epoch may name another message under the new one). Returns how
+   * many were newly committed, or undefined when `epoch` is not one of this queue's.
+   */
+  commitReceipt(epoch: string, ranges: SeqRanges): number | undefined {
+    const own = this.epochs.clip(epoch, ranges);
+    return own && this.commitRanges(own);
   }
 
   private committed(n: number): number {
@@ -258,5 +293,6 @@ export class DurableQueue {
     writeWatermark(this.o.dir, this.book.watermark);
     this.cursor.close();
     await this.writer.close();
+    this.epochs.markClean();
   }
 }

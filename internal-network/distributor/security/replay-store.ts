@@ -1,4 +1,5 @@
-import { closeSync, constants, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { z } from 'zod';
@@ -184,16 +185,7 @@ export class ReplayStore {
     const body = Buffer.from(JSON.stringify(snapshot), 'utf8');
     const header = Buffer.from(`${SNAPSHOT_MAGIC} ${next} ${body.length} ${crc32(body)}\n`, 'latin1');
     const path = join(this.dir, `windows-${next}.snap`);
-    const tmp = `${path}.tmp-${process.pid}`;
-    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
-    try {
-      writeSync(fd, Buffer.concat([header, body]));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-    syncDir(this.dir);
+    replaceFileDurablySync(path, Buffer.concat([header, body]));
     const log = openSync(join(this.dir, `windows-${next}.log`), constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = log;
@@ -209,15 +201,5 @@ export class ReplayStore {
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
-  }
-}
-
-/** So the rename survives a power cut (on ext4 and XFS a directory entry is made durable this way). */
-function syncDir(dir: string): void {
-  const fd = openSync(dir, constants.O_RDONLY);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }

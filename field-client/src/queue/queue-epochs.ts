@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { removeFileDurablySync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { FieldStreamError } from '../../../shared/errors.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import type { SeqRanges } from './ack-book.ts';
+
+/**
+ * The epochs that name the queue's messages: a message's identity is `EPOCH.SEQ`, and the internal
+ * side's replay window accepts each (device, epoch, seq) once.
+ *
+ * A record is sendable once written, before its fsync (see segment-writer.ts), and with
+ * FIELD_QUEUE_SYNC=interval or never long before it. After a power cut the queue restarts at the
+ * last record the disk kept, so a sequence number the gateway already took may be numbered again.
+ * Under the same epoch the distributor would take the new message for a copy of the old one, give
+ * its receipt, and the device would delete a reading no database holds. So after any stop that was
+ * not clean (power cut, kernel panic, SIGKILL) the numbers from the next one on belong to a new
+ * epoch: the sequence numbers go on (the queue's own bookkeeping is by sequence number), only their
+ * names change. The records already on disk keep the epoch they were sent under.
+ *
+ * meta.json lists each epoch with the first sequence number it names; an epoch names the numbers up
+ * to the next one's first. An epoch is forgotten once every number it names is committed. A file
+ * `clean`, written by close() after the last fsync, marks a clean stop; open() removes it (for good,
+ * before anything is sent), so a stop without close() leaves none.
+ */
+const EpochName = z.string().min(1).max(64);
+const MetaFileSchema = z.union([
+  z.object({ epochs: z.array(z.object({ epoch: EpochName, from: z.number().int().positive() })).min(1) }),
+  // the layout before epochs changed at unclean stops: one epoch, naming every number
+  z.object({ epoch: EpochName }).transform(({ epoch }) => ({ epochs: [{ epoch, from: 1 }] })),
+]);
+type EpochEntry = z.infer<typeof MetaFileSchema>['epochs'][number];
+
+const META = 'meta.json';
+const CLEAN = 'clean';
+
+/** A new epoch: the time (so they sort by age when read by a person) and 16 random bits. */
+const newEpochName = () => Date.now().toString(36) + randomBytes(2).toString('hex');
+
+export class QueueEpochs {
+  private constructor(
+    private readonly dir: string,
+    /** oldest first; `from` strictly increasing */
+    private epochs: EpochEntry[],
+  ) {}
+
+  /**
+   * Reads meta.json (made on first use) and takes the clean-stop mark. `nextSeq` is the number the
+   * queue gives next; `watermark` the committed one (at or below it, every number is committed).
+   * A damaged meta.json stops the queue: new names for the messages still queued would let the
+   * receiving side store them twice.
+   */
+  static open(dir: string, nextSeq: number, watermark: number, log: Logger): QueueEpochs {
+    const metaPath = join(dir, META);
+    const cleanPath = join(dir, CLEAN);
+    const clean = existsSync(cleanPath);
+    const q = new QueueEpochs(dir, existsSync(metaPath) ? readMeta(metaPath) : []);
+    let changed = q.forgetCommitted(watermark);
+    if (!clean || q.epochs.length === 0) {
+      // Epochs from nextSeq on name nothing the disk kept (a power cut can take back records read
+      // at the last start too, when they were not yet synced): the new epoch takes their place.
+      while (q.epochs.length > 0 && (q.epochs[q.epochs.length - 1] as EpochEntry).from >= nextSeq) q.epochs.pop();
+      // The first epoch names every number: records left without a meta.json keep being numbered by it.
+      q.epochs.push({ epoch: newEpochName(), from: q.epochs.length === 0 ? 1 : nextSeq });
+      changed = true;
+      if (existsSync(metaPath)) {
+        log.info(
+          { code: 'FIELD_QUEUE_NEW_EPOCH', epoch: q.current, from: nextSeq },
+          'the queue was not closed cleanly: what it numbers from now on has a new epoch (a number sent before the stop but lost from the disk is not reused)',
+        );
+      }
+    }
+    if (changed) q.save();
+    // Before anything is sent: a stop from here on, clean or not, must not find the mark.
+    if (clean) removeFileDurablySync(cleanPath);
+    return q;
+  }
+
+  /** the epoch of the numbers given from now on */
+  get current(): string {
+    return (this.epochs[this.epochs.length - 1] as EpochEntry).epoch;
+  }
+
+  /** The epoch that names `seq` (undefined: below every epoch remembered, so long committed). */
+  epochOf(seq: number): string | undefined {
+    for (let i = this.epochs.length - 1; i >= 0; i--) {
+      const e = this.epochs[i] as EpochEntry;
+      if (seq >= e.from) return e.epoch;
+    }
+    return undefined;
+  }
+
+  /** The numbers `epoch` names, inclusive (undefined: not an epoch of this queue, or forgotten). */
+  range(epoch: string): readonly [number, number] | undefined {
+    const i = this.epochs.findIndex((e) => e.epoch === epoch);
+    if (i < 0) return undefined;
+    const next = this.epochs[i + 1];
+    return [(this.epochs[i] as EpochEntry).from, next ? next.from - 1 : Number.MAX_SAFE_INTEGER];
+  }
+
+  /** `ranges` of `epoch`, cut to the numbers it names (undefined: not an epoch of this queue). */
+  clip(epoch: string, ranges: SeqRanges): SeqRanges | undefined {
+    const r = this.range(epoch);
+    if (!r) return undefined;
+    const out: [number, number][] = [];
+    for (const [a, b] of ranges) {
+      const from = Math.max(a, r[0]);
+      const to = Math.min(b, r[1]);
+      if (from <= to) out.push([from, to]);
+    }
+    return out;
+  }
+
+  /** The sequence number of a message id `EPOCH.SEQ` of this queue (undefined: not one, or the epoch does not name it). */
+  seqOf(messageId: string): number | undefined {
+    const dot = messageId.lastIndexOf('.');
+    const seq = Number(messageId.slice(dot + 1));
+    if (dot < 0 || !Number.isSafeInteger(seq) || seq <= 0) return undefined;
+    return this.epochOf(seq) === messageId.slice(0, dot) ? seq : undefined;
+  }
+
+  /** Marks a clean stop: call after the last record's fsync. */
+  markClean(): void {
+    // Not synced on purpose: if a power cut loses the mark, the next start takes a new epoch, which is safe.
+    writeFileSync(join(this.dir, CLEAN), '');
+  }
+
+  /** Epochs all of whose numbers are committed are not needed to name anything; the current one stays. */
+  private forgetCommitted(watermark: number): boolean {
+    const before = this.epochs.length;
+    while (this.epochs.length > 1 && (this.epochs[1] as EpochEntry).from - 1 <= watermark) this.epochs.shift();
+    return this.epochs.length !== before;
+  }
+
+  private save(): void {
+    replaceFileDurablySync(join(this.dir, META), JSON.stringify({ epochs: this.epochs }));
+  }
+}
+
+function readMeta(path: string): EpochEntry[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `${path} is not JSON: ${(err as Error).message}`);
+  }
+  const meta = MetaFileSchema.safeParse(raw);
+  if (!meta.success) throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `${path} does not hold the queue's epochs: ${meta.error.message}`);
+  const epochs = meta.data.epochs;
+  for (let i = 1; i < epochs.length; i++) {
+    if ((epochs[i] as EpochEntry).from <= (epochs[i - 1] as EpochEntry).from) {
+      throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `${path}: the epochs' first sequence numbers do not increase`);
+    }
+  }
+  return epochs;
+}

@@ -1,0 +1,53 @@
+import { closeSync, constants, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+/**
+ * Writes that must survive a power cut, not only a killed process: a file's data reaches the disk
+ * with fsync, but a new, renamed or removed directory entry only with an fsync of its directory
+ * (on ext4 and XFS; POSIX leaves it to the file system, fsync(2)).
+ */
+
+/** fsync of a directory: its entries (files created, renamed or removed in it) are on disk. */
+export function syncDirSync(dir: string): void {
+  const fd = openSync(dir, constants.O_RDONLY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** syncDirSync without blocking the event loop. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Replaces `path` with `data`: written aside, synced, renamed over it, and the directory synced. After
+ * a crash or a power cut at any instant the file holds the old content or the new, whole.
+ */
+export function replaceFileDurablySync(path: string, data: string | Buffer): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    writeSync(fd, bytes, 0, bytes.length);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  syncDirSync(dirname(path));
+}
+
+/** Removes `path` (if there) for good: the removal itself survives a power cut. */
+export function removeFileDurablySync(path: string): void {
+  rmSync(path, { force: true });
+  syncDirSync(dirname(path));
+}
