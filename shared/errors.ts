@@ -110,7 +110,7 @@ export const ERRORS = {
     http: 200,
     transient: false,
     description:
-      'The local queue was not closed cleanly (power cut, crash, SIGKILL); the messages it numbers from now on have a new epoch, so a number sent before the stop but lost from the disk is never reused.',
+      'The local queue was not closed cleanly and the machine has restarted since (a power cut, a kernel panic); the messages it numbers from now on have a new epoch, so a number sent before the cut but lost from the disk is never reused.',
   },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
   FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event, file or health value.' },

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { cpSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { after, describe, it } from 'node:test';
@@ -247,6 +247,9 @@ describe('npm start (embedded) loses no accepted reading when its process is kil
     assert.equal(await pipeline.exited(), 'SIGKILL');
     rmSync(queueDir, { recursive: true });
     renameSync(disk, queueDir);
+    // and the machine starts again: the queue was last opened in another boot
+    const meta = JSON.parse(readFileSync(join(queueDir, 'meta.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(queueDir, 'meta.json'), JSON.stringify({ ...meta, boot: 'a-boot-before-the-cut' }));
 
     await pipeline.start();
     // The same sequence numbers as batch 1's: under the old epoch the distributor would take these

@@ -222,6 +222,7 @@ describe('the durable queue with commit receipts', () => {
     const q = await open();
     assert.equal(q.depth, 60);
     assert.equal(q.committedThrough, 40);
+    assert.equal(q.epochOf(101), q.epochOf(1), 'a killed process, the machine still up: its writes are all there, the epoch stays');
     assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined }, 'awaiting is memory only');
     const again = q.next(1000);
     assert.deepEqual(seqs(again), range(41, 100), 'every acked-but-uncommitted record, and no committed one');
@@ -245,9 +246,13 @@ describe('the durable queue with commit receipts', () => {
     )) as [{ epoch: string; size: number; lost: string[] }];
     assert.deepEqual(before.lost, range(11, 15).map((s) => `${before.epoch}.${s}`), 'sent before the cut');
     truncateSync(join(dir, 'seg-0000000000000001.log'), before.size);
+    // and the machine starts again: the queue was last opened in another boot
+    const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { boot: string };
+    assert.equal(meta.boot, readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'the boot the queue was opened in');
+    writeFileSync(join(dir, 'meta.json'), JSON.stringify({ ...meta, boot: 'a-boot-before-the-cut' }));
 
     let q = await open();
-    assert.notEqual(q.epoch, before.epoch, 'a stop without close(): a new epoch');
+    assert.notEqual(q.epoch, before.epoch, 'a stop without close(), then a restart of the machine: a new epoch');
     assert.ok(logs.codes().includes('FIELD_QUEUE_NEW_EPOCH'));
     // What the disk kept goes out again under the epoch it was sent under.
     const again = q.next(100);
@@ -274,7 +279,7 @@ describe('the durable queue with commit receipts', () => {
     q = await open();
     assert.equal(q.epoch, epoch);
     assert.equal(q.epochRange(before.epoch), undefined);
-    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')), { epochs: [{ epoch, from: 11 }] });
+    assert.deepEqual((JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { epochs: unknown }).epochs, [{ epoch, from: 11 }]);
     assert.equal(existsSync(join(dir, 'clean')), false, 'the clean-stop mark is taken at open');
     await q.close();
   });
@@ -289,7 +294,7 @@ describe('the durable queue with commit receipts', () => {
     rmSync(join(dir, 'clean'));
     q = await open();
     assert.deepEqual(q.next(10).map((m) => q.epochOf(m.seq)), Array(5).fill('legacy01'));
-    assert.notEqual(q.epoch, 'legacy01', 'no clean-stop mark: a new epoch for what comes');
+    assert.notEqual(q.epoch, 'legacy01', 'no clean-stop mark and no boot on record: a new epoch for what comes');
     assert.deepEqual(q.epochRange('legacy01'), [1, 5]);
     await q.close();
     for (const bad of ['{"epochs":[]}', '{"epochs":[{"epoch":"a","from":5},{"epoch":"b","from":5}]}', 'not json']) {

@@ -4,7 +4,7 @@ import { TIMINGS } from '../../../shared/limits.ts';
 import { AckBook, type SeqRanges } from './ack-book.ts';
 import { makeRoom, type CapacityHost } from './capacity.ts';
 import { readWatermark, writeWatermark } from './queue-files.ts';
-import { QueueEpochs } from './queue-epochs.ts';
+import { bootId, QueueEpochs } from './queue-epochs.ts';
 import { parseQueuedRecord, TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
 import { SegmentReader } from './segment-reader.ts';
@@ -31,9 +31,9 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   by a commit receipt saying the database holds it (the ack then only moves it to "awaiting its
  *   receipt", and one that waits too long is sent again). A segment whose records are all committed
  *   is deleted.
- * - queue-epochs.ts: the epochs that name the messages (`EPOCH.SEQ`); after a stop that was not
- *   clean, what is numbered next gets a new epoch, so a number sent before a power cut and lost
- *   from the disk never names another message.
+ * - queue-epochs.ts: the epochs that name the messages (`EPOCH.SEQ`); after a power cut (a stop
+ *   that was not clean, then a restart of the machine), what is numbered next gets a new epoch, so a
+ *   number sent before the cut and lost from the disk never names another message.
  * - capacity.ts: the size on disk is bounded (maxBytes). When full, the queue either refuses new
  *   data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
  */
@@ -72,7 +72,7 @@ export class DurableQueue {
     const q = new DurableQueue(o);
     q.recover();
     // After recovery: the epochs need the first number given from now on.
-    q.epochs = QueueEpochs.open(o.dir, q.nextSeq, q.book.watermark, o.log);
+    q.epochs = QueueEpochs.open(o.dir, { nextSeq: q.nextSeq, watermark: q.book.watermark, boot: bootId(), log: o.log });
     await q.writer.openActive(q.nextSeq);
     return q;
   }

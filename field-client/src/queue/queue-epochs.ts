@@ -15,23 +15,29 @@ import type { SeqRanges } from './ack-book.ts';
  * FIELD_QUEUE_SYNC=interval or never long before it. After a power cut the queue restarts at the
  * last record the disk kept, so a sequence number the gateway already took may be numbered again.
  * Under the same epoch the distributor would take the new message for a copy of the old one, give
- * its receipt, and the device would delete a reading no database holds. So after any stop that was
- * not clean (power cut, kernel panic, SIGKILL) the numbers from the next one on belong to a new
- * epoch: the sequence numbers go on (the queue's own bookkeeping is by sequence number), only their
- * names change. The records already on disk keep the epoch they were sent under.
+ * its receipt, and the device would delete a reading no database holds. So after a stop that was
+ * not clean and a restart of the machine (a power cut, a kernel panic: the kernel's boot id has
+ * changed) the numbers from the next one on belong to a new epoch: the sequence numbers go on (the
+ * queue's own bookkeeping is by sequence number), only their names change. The records already on
+ * disk keep the epoch they were sent under. A killed process (SIGKILL, a crash) without a restart
+ * of the machine loses nothing written: the page cache still holds it, so the epoch stays (a new
+ * one at every crash of a crash-looping client would cost the distributor a replay window each).
  *
- * meta.json lists each epoch with the first sequence number it names; an epoch names the numbers up
- * to the next one's first. An epoch is forgotten once every number it names is committed. A file
- * `clean`, written by close() after the last fsync, marks a clean stop; open() removes it (for good,
- * before anything is sent), so a stop without close() leaves none.
+ * meta.json lists each epoch with the first sequence number it names (an epoch names the numbers up
+ * to the next one's first) and the boot the queue was last opened in. An epoch is forgotten once
+ * every number it names is committed. A file `clean`, written by close() after the last fsync,
+ * marks a clean stop; open() removes it (for good, before anything is sent), so a stop without
+ * close() leaves none.
  */
 const EpochName = z.string().min(1).max(64);
+const BootId = z.string().min(1).max(64);
 const MetaFileSchema = z.union([
-  z.object({ epochs: z.array(z.object({ epoch: EpochName, from: z.number().int().positive() })).min(1) }),
+  z.object({ epochs: z.array(z.object({ epoch: EpochName, from: z.number().int().positive() })).min(1), boot: BootId.optional() }),
   // the layout before epochs changed at unclean stops: one epoch, naming every number
-  z.object({ epoch: EpochName }).transform(({ epoch }) => ({ epochs: [{ epoch, from: 1 }] })),
+  z.object({ epoch: EpochName }).transform(({ epoch }) => ({ epochs: [{ epoch, from: 1 }], boot: undefined })),
 ]);
-type EpochEntry = z.infer<typeof MetaFileSchema>['epochs'][number];
+type MetaFile = z.infer<typeof MetaFileSchema>;
+type EpochEntry = MetaFile['epochs'][number];
 
 const META = 'meta.json';
 const CLEAN = 'clean';
@@ -46,32 +52,41 @@ export class QueueEpochs {
     private epochs: EpochEntry[],
   ) {}
 
+  /** the boot of the machine this queue was last opened in */
+  private boot: string | undefined;
+
   /**
    * Reads meta.json (made on first use) and takes the clean-stop mark. `nextSeq` is the number the
-   * queue gives next; `watermark` the committed one (at or below it, every number is committed).
-   * A damaged meta.json stops the queue: new names for the messages still queued would let the
-   * receiving side store them twice.
+   * queue gives next; `watermark` the committed one (at or below it, every number is committed);
+   * `boot` this boot of the machine (bootId()). A damaged meta.json stops the queue: new names for
+   * the messages still queued would let the receiving side store them twice.
    */
-  static open(dir: string, nextSeq: number, watermark: number, log: Logger): QueueEpochs {
+  static open(dir: string, o: { nextSeq: number; watermark: number; boot: string | undefined; log: Logger }): QueueEpochs {
     const metaPath = join(dir, META);
     const cleanPath = join(dir, CLEAN);
     const clean = existsSync(cleanPath);
-    const q = new QueueEpochs(dir, existsSync(metaPath) ? readMeta(metaPath) : []);
-    let changed = q.forgetCommitted(watermark);
-    if (!clean || q.epochs.length === 0) {
+    const meta = existsSync(metaPath) ? readMeta(metaPath) : undefined;
+    const q = new QueueEpochs(dir, meta?.epochs ?? []);
+    let changed = q.forgetCommitted(o.watermark) || meta?.boot !== o.boot;
+    // Without a clean stop, what the disk kept may be less than what was sent, unless the machine
+    // did not restart since (a killed process leaves its writes in the page cache: the disk gets
+    // them). Without a boot id to compare, every unclean stop counts as a power cut.
+    const mayHaveLost = !clean && (o.boot === undefined || meta?.boot !== o.boot);
+    if (mayHaveLost || q.epochs.length === 0) {
       // Epochs from nextSeq on name nothing the disk kept (a power cut can take back records read
       // at the last start too, when they were not yet synced): the new epoch takes their place.
-      while (q.epochs.length > 0 && (q.epochs[q.epochs.length - 1] as EpochEntry).from >= nextSeq) q.epochs.pop();
+      while (q.epochs.length > 0 && (q.epochs[q.epochs.length - 1] as EpochEntry).from >= o.nextSeq) q.epochs.pop();
       // The first epoch names every number: records left without a meta.json keep being numbered by it.
-      q.epochs.push({ epoch: newEpochName(), from: q.epochs.length === 0 ? 1 : nextSeq });
+      q.epochs.push({ epoch: newEpochName(), from: q.epochs.length === 0 ? 1 : o.nextSeq });
       changed = true;
-      if (existsSync(metaPath)) {
-        log.info(
-          { code: 'FIELD_QUEUE_NEW_EPOCH', epoch: q.current, from: nextSeq },
-          'the queue was not closed cleanly: what it numbers from now on has a new epoch (a number sent before the stop but lost from the disk is not reused)',
+      if (meta) {
+        o.log.info(
+          { code: 'FIELD_QUEUE_NEW_EPOCH', epoch: q.current, from: o.nextSeq },
+          'the queue was not closed cleanly before the machine restarted: what it numbers from now on has a new epoch (a number sent before the stop but lost from the disk is not reused)',
         );
       }
     }
+    q.boot = o.boot;
     if (changed) q.save();
     // Before anything is sent: a stop from here on, clean or not, must not find the mark.
     if (clean) removeFileDurablySync(cleanPath);
@@ -135,11 +150,24 @@ export class QueueEpochs {
   }
 
   private save(): void {
-    replaceFileDurablySync(join(this.dir, META), JSON.stringify({ epochs: this.epochs }));
+    replaceFileDurablySync(join(this.dir, META), JSON.stringify({ epochs: this.epochs, ...(this.boot !== undefined && { boot: this.boot }) }));
   }
 }
 
-function readMeta(path: string): EpochEntry[] {
+/**
+ * This boot of the machine (Linux: a random id the kernel makes at every boot; in a container, the
+ * host's). Undefined where there is none: then every unclean stop counts as a power cut.
+ */
+export function bootId(): string | undefined {
+  try {
+    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return BootId.safeParse(id).success ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function readMeta(path: string): MetaFile {
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));
@@ -154,5 +182,5 @@ function readMeta(path: string): EpochEntry[] {
       throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `${path}: the epochs' first sequence numbers do not increase`);
     }
   }
-  return epochs;
+  return meta.data;
 }
