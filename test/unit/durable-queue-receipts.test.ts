@@ -284,6 +284,27 @@ describe('the durable queue with commit receipts', () => {
     await q.close();
   });
 
+  it('forgets an epoch only once the watermark that let it go is on disk', async () => {
+    const { open, dir } = setup({ segmentBytes: 4096 });
+    let q = await open();
+    await q.append(range(0, 99).map(reading));
+    q.ack(seqs(q.next(1000)));
+    assert.equal(q.commitRanges([[1, 100]]), 100);
+    await q.close();
+    const epoch = q.epoch;
+    // As a power cut during 1-100 would have left it (a second epoch from 51), and with ack.json
+    // lost: the watermark now comes from the oldest segment left, the others having been deleted.
+    writeFileSync(join(dir, 'meta.json'), JSON.stringify({ epochs: [{ epoch, from: 1 }, { epoch: 'second', from: 51 }], boot: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() }));
+    rmSync(join(dir, 'ack.json'));
+    q = await open();
+    assert.ok(q.committedThrough > 50, `the watermark from the segments left: ${q.committedThrough}`);
+    assert.equal(q.epochRange(epoch), undefined, 'the first epoch is forgotten');
+    // a segment deleted without a directory fsync could come back after a power cut: the watermark
+    // on disk keeps what it holds committed
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'ack.json'), 'utf8')), { watermark: q.committedThrough });
+    await q.close();
+  });
+
   it('reads the one-epoch meta.json of earlier versions, and refuses a damaged one', async () => {
     const { open, dir } = setup();
     let q = await open();

@@ -6,6 +6,7 @@ import { removeFileDurablySync, replaceFileDurablySync } from '../../../shared/d
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from './ack-book.ts';
+import { writeWatermarkDurably } from './queue-files.ts';
 
 /**
  * The epochs that name the queue's messages: a message's identity is `EPOCH.SEQ`, and the internal
@@ -67,7 +68,13 @@ export class QueueEpochs {
     const clean = existsSync(cleanPath);
     const meta = existsSync(metaPath) ? readMeta(metaPath) : undefined;
     const q = new QueueEpochs(dir, meta?.epochs ?? []);
-    let changed = q.forgetCommitted(o.watermark) || meta?.boot !== o.boot;
+    const forgot = q.forgetCommitted(o.watermark);
+    // The watermark must outlive a power cut before epochs are forgotten on its word: ack.json is
+    // written without fsync (and segments are deleted without a directory fsync), so records above
+    // an older watermark could come back named by a forgotten epoch, to be neither sent under their
+    // own epoch nor acknowledged.
+    if (forgot) writeWatermarkDurably(dir, o.watermark);
+    let changed = forgot || meta?.boot !== o.boot;
     // Without a clean stop, what the disk kept may be less than what was sent, unless the machine
     // did not restart since (a killed process leaves its writes in the page cache: the disk gets
     // them). Without a boot id to compare, every unclean stop counts as a power cut.

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import type { Logger } from '../../../shared/logger.ts';
 
 /**
@@ -25,6 +26,14 @@ export function readWatermark(dir: string, log: Logger): number {
   }
   log.warn({ code: 'FIELD_QUEUE_CORRUPT' }, 'ack.json unreadable; unacknowledged data will be sent again from the oldest segment');
   return 0;
+}
+
+/**
+ * writeWatermark that survives a power cut (the usual one does not fsync: losing a recent watermark
+ * only sends again). Needed before anything is let go of for good on the watermark's word.
+ */
+export function writeWatermarkDurably(dir: string, watermark: number): void {
+  replaceFileDurablySync(join(dir, 'ack.json'), JSON.stringify({ watermark }));
 }
 
 /** Written aside and renamed, so a crash leaves the old watermark or the new one, never half of one. */
