@@ -23,6 +23,10 @@ export const LIMITS = {
   readingMaxFields: 256,
   /** characters. Longest string value stored in a field. */
   stringMaxChars: 64 * 1024,
+  /** levels. Deepest nesting of arrays and objects in a JSON value of free form (command
+   * parameters and results). A value is checked, copied and serialised by recursion: a frame of
+   * `[[[[…` a few kilobytes long would otherwise overflow the stack of whoever reads it. */
+  jsonMaxDepth: 32,
   /** messages. Messages of one connection waiting for the broker's PUBACK; past it the gateway
    * stops reading from that socket until the broker catches up (backpressure, not loss). */
   inFlightPerConnection: 5000,

@@ -67,13 +67,17 @@ export const StoredPointSchema = z.custom<StoredPoint>().superRefine((value, ctx
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
-export const StoredFeedMessageSchema = z.object({
-  v: z.literal(STORED_FEED_VERSION),
-  source: z.string().min(1).max(LIMITS.feedNameMaxChars),
-  points: z.array(StoredPointSchema).max(LIMITS.feedPointsPerMessage),
-  /** stored points the source left out of its feed since its previous message */
-  dropped: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-});
+/** Compiled (zod's `z.compile`, strict), as the uplink envelopes are: the console checks every stored point. */
+export const StoredFeedMessageSchema = z.compile(
+  z.object({
+    v: z.literal(STORED_FEED_VERSION),
+    source: z.string().min(1).max(LIMITS.feedNameMaxChars),
+    points: z.array(StoredPointSchema).max(LIMITS.feedPointsPerMessage),
+    /** stored points the source left out of its feed since its previous message */
+    dropped: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  }),
+  { strict: true },
+);
 export type StoredFeedMessage = z.infer<typeof StoredFeedMessageSchema>;
 
 /**

@@ -78,7 +78,8 @@ export const WelcomeFrameSchema = z.strictObject({
 });
 export type WelcomeFrame = z.infer<typeof WelcomeFrameSchema>;
 
-export const DownlinkFrameSchema = z.discriminatedUnion('type', [AckFrameSchema, CommitFrameSchema, ErrorFrameSchema, CommandFrameSchema, WelcomeFrameSchema]);
+/** Compiled (zod's `z.compile`, strict), as the uplink frames are: a device parses one for each of its envelopes' acks and receipts. */
+export const DownlinkFrameSchema = z.compile(z.discriminatedUnion('type', [AckFrameSchema, CommitFrameSchema, ErrorFrameSchema, CommandFrameSchema, WelcomeFrameSchema]), { strict: true });
 export type DownlinkFrame = z.infer<typeof DownlinkFrameSchema>;
 
 export function errorFrame(err: FieldStreamError, messageIds?: string[]): ErrorFrame {

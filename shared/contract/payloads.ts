@@ -109,26 +109,62 @@ export type EventPayload = z.infer<typeof EventPayloadSchema>;
 
 export const COMMAND_RESPONSE_STATUSES = ['accepted', 'completed', 'failed', 'rejected'] as const;
 
-/** Whether a parsed JSON value holds an object key "__proto__" anywhere. */
-export function holdsProtoKey(v: unknown, depth = 0): boolean {
-  if (v === null || typeof v !== 'object' || depth > 64) return false;
-  if (Array.isArray(v)) return v.some((x) => holdsProtoKey(x, depth + 1));
-  return Object.hasOwn(v, '__proto__') || Object.values(v).some((x) => holdsProtoKey(x, depth + 1));
+/** A JSON value: what JSON.parse makes of a text, finite numbers only. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/**
+ * Why a parsed value is not a {@link JsonValue} we accept, or undefined when it is one. Depth first,
+ * and never deeper than LIMITS.jsonMaxDepth: the check itself must not overflow the stack on the
+ * hostile input it exists to refuse. Non-finite numbers are refused (JSON.parse turns 1e999 into
+ * Infinity, which JSON.stringify writes as null: the value would reach the other side changed).
+ */
+function jsonProblem(v: unknown, depth: number): string | undefined {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return undefined;
+    case 'number':
+      return Number.isFinite(v) ? undefined : 'holds a number JSON cannot represent';
+    case 'object': {
+      if (v === null) return undefined;
+      if (depth >= LIMITS.jsonMaxDepth) return `nests arrays and objects deeper than ${LIMITS.jsonMaxDepth} levels`;
+      if (Array.isArray(v)) {
+        for (const x of v) {
+          const problem = jsonProblem(x, depth + 1);
+          if (problem) return problem;
+        }
+        return undefined;
+      }
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) return 'holds a value that is not JSON';
+      if (Object.hasOwn(v, '__proto__')) return 'holds a "__proto__" key';
+      for (const key in v) {
+        const problem = jsonProblem((v as Record<string, unknown>)[key], depth + 1);
+        if (problem) return problem;
+      }
+      return undefined;
+    }
+    default:
+      return 'holds a value that is not JSON';
+  }
 }
 
 /**
- * A JSON value of bounded size, for command parameters and results. A "__proto__" key is refused:
- * JSON.parse makes it an own property, but no copy of the object keeps it (assigning it sets the
- * prototype instead), so the value would reach the other side changed, and its signature, made over
- * the text, would no longer match.
+ * A JSON value of bounded size and depth, for command parameters and results. A "__proto__" key is
+ * refused: JSON.parse makes it an own property, but no copy of the object keeps it (assigning it
+ * sets the prototype instead), so the value would reach the other side changed, and its signature,
+ * made over the text, would no longer match.
+ *
+ * One predicate rather than zod's `z.json()`: that schema refers to itself, and a schema holding a
+ * self-reference makes zod track cycles on every parse of every schema that contains it (the
+ * uplink frame and envelope unions, parsed for each message at both trust boundaries), and its
+ * recursion has no bound.
  */
-export const JsonValueSchema = z
-  .unknown()
-  .refine((v) => !holdsProtoKey(v), { message: 'holds a "__proto__" key' })
-  .pipe(z.json())
-  .refine((v) => JSON.stringify(v).length <= LIMITS.stringMaxChars, {
-    message: `is larger than ${LIMITS.stringMaxChars} characters as JSON`,
-  });
+export const JsonValueSchema = z.custom<JsonValue>().superRefine((value, ctx) => {
+  const problem = value === undefined ? 'must be a JSON value' : jsonProblem(value, 0);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  else if (JSON.stringify(value).length > LIMITS.stringMaxChars) ctx.addIssue({ code: 'custom', message: `is larger than ${LIMITS.stringMaxChars} characters as JSON` });
+});
 
 export const ResponsePayloadSchema = z.strictObject({
   commandId: MessageIdSchema,

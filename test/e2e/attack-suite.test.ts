@@ -78,6 +78,10 @@ describe('attack suite on the real stack', () => {
       mallory.send('{"deviceId": ');
       const malformed = await mallory.next();
       assert.equal(malformed.type === 'error' && malformed.code, 'CONTRACT_MALFORMED_JSON');
+      // nested deep enough (200 KB of brackets) to overflow any recursive walk of it
+      mallory.send(`{"deviceId":"mallory","dataType":"response","payload":{"commandId":"c-1","status":"completed","result":${'['.repeat(100_000)}${']'.repeat(100_000)}}}`);
+      const deep = await mallory.next();
+      assert.equal(deep.type === 'error' && deep.code, 'CONTRACT_INVALID_MESSAGE');
       mallory.send('x'.repeat(9 * 1024 * 1024));
       // The gateway closes with 1009 (message too big) and cuts the socket; through Caddy the close
       // frame sometimes loses the race with the TCP teardown (1006). Either way the gateway says why.
