@@ -128,7 +128,7 @@ const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
 /** readings per client, batched */
 const PER_CLIENT = Number(values.readings ?? (quick ? 2_000 : 50_000));
 /** readings per client, one per message */
-const ONE_PER_MESSAGE = quick ? 1_000 : 10_000;
+const ONE_PER_MESSAGE = quick ? 1_000 : PER_CLIENT;
 const CONNECTIONS = Number(values.connections ?? (quick ? 200 : 10_000));
 /** seconds of steady load while latency is measured */
 const LATENCY_SECONDS = quick ? 4 : 20;

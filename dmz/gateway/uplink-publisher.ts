@@ -158,9 +158,13 @@ export class UplinkPublisher {
     if (!p) return;
     this.pending.delete(key);
     const [topic, envelope] = p.deviceId === undefined ? [gatewayUplinkTopic(this.o.gatewayId), this.gatewayEnvelope(p)] : [uplinkTopic(p.deviceId, p.dataType), this.deviceEnvelope(p.deviceId, p)];
+    // Only the waiters wait for the PUBACK: the messages themselves (their parsed payloads and
+    // signatures) are in the envelope's text now, and are let go here rather than kept until the
+    // broker answers.
+    const waiters = p.waiters;
     this.publishOne(topic, JSON.stringify(envelope)).then(
-      () => p.waiters.forEach((w) => w.resolve()),
-      (err: unknown) => p.waiters.forEach((w) => w.reject(err)),
+      () => waiters.forEach((w) => w.resolve()),
+      (err: unknown) => waiters.forEach((w) => w.reject(err)),
     );
   }
 
