@@ -7,6 +7,7 @@ import { DownlinkFrameSchema } from '../../shared/contract/downlink.ts';
 import { CommandEnvelopeSchema, GatewayEnvelopeSchema, parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { JsonValueSchema } from '../../shared/contract/payloads.ts';
 import { StoredFeedMessageSchema } from '../../internal-network/shared/stored-feed.ts';
+import { parseQueuedRecord, QueuedRecordSchema } from '../../field-client/src/queue/queue-types.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 
@@ -108,6 +109,21 @@ describe('compiled schemas answer as the standard parser does', () => {
     });
     await fc.assert(fc.asyncProperty(fc.oneof(downlink, mutated(downlink)), (v) => sameAnswer(DownlinkFrameSchema, v)), RUNS);
     await fc.assert(fc.asyncProperty(fc.oneof(feed, mutated(feed)), (v) => sameAnswer(StoredFeedMessageSchema, v)), RUNS);
+  });
+
+  it("the field client's queue records read back from disk, valid and mutated", async () => {
+    const record = fc.record({ seq: fc.nat(), messageId: messageId, dataType, payload: fc.jsonValue({ maxDepth: 2 }), acceptedAt: fc.nat() });
+    await fc.assert(fc.asyncProperty(fc.oneof(record, mutated(record)), (v) => sameAnswer(QueuedRecordSchema, v)), RUNS);
+    const body = (v: unknown) => Buffer.from(JSON.stringify(v));
+    const good = { seq: 7, messageId: 'e1.7', dataType: 'timeseries', payload: { t: 1 }, acceptedAt: 1 };
+    assert.deepEqual(parseQueuedRecord(body(good)), good);
+    assert.deepEqual(parseQueuedRecord(body({ ...good, payload: null })), { ...good, payload: null });
+    const { payload: _, ...noPayload } = good;
+    for (const bad of [noPayload, { ...good, seq: -1 }, { ...good, seq: '7' }, { ...good, acceptedAt: null }, [good], 'text']) {
+      const r = parseQueuedRecord(body(bad));
+      assert.ok('corrupt' in r && /^not a queued message: /.test(r.corrupt), JSON.stringify(bad));
+    }
+    assert.ok('corrupt' in parseQueuedRecord(Buffer.from('{"seq":')));
   });
 });
 

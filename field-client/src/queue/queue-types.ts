@@ -1,3 +1,5 @@
+import { z } from 'zod';
+import { SeqSchema } from '../../../shared/contract/primitives.ts';
 import type { Logger } from '../../../shared/logger.ts';
 
 /** What a producer hands the queue. */
@@ -15,21 +17,31 @@ export interface OutgoingMessage {
   acceptedAt: number;
 }
 
-export interface QueuedMessage extends QueueItem {
-  seq: number;
-  /** `EPOCH.SEQ`: the queue's creation epoch and the sequence number, stable across restarts */
-  messageId: string;
-  /** epoch ms when it was accepted */
-  acceptedAt: number;
-}
+/**
+ * A record of the queue as it is on disk: the fields the sender reads, of their types; the payload
+ * stays unknown (it was checked when it was accepted, and the record's CRC held since). Compiled
+ * (zod's `z.compile`): every record the sender reads from disk is checked, and the compiled check
+ * costs no more than the hand-written predicate it replaced (measured: JSON.parse is the cost).
+ */
+export const QueuedRecordSchema = z.compile(
+  z.object({
+    seq: SeqSchema,
+    /** `EPOCH.SEQ`: the queue's creation epoch and the sequence number, stable across restarts */
+    messageId: z.string(),
+    dataType: z.string(),
+    // JSON has no undefined: absent is what this refuses.
+    payload: z.unknown().refine((v): boolean => v !== undefined, 'is missing'),
+    /** epoch ms when it was accepted */
+    acceptedAt: z.number(),
+  }),
+  { strict: true },
+);
+export type QueuedMessage = z.infer<typeof QueuedRecordSchema>;
 
 /**
- * A record read back from a segment, checked rather than cast: an object with the fields the
- * sender reads, of their types; the payload stays unknown (it was checked when it was accepted,
- * and the record's CRC held since). This runs for every record the sender reads from disk, so it
- * is one predicate rather than a schema walk.
- * What is not a queued message comes back as `{ corrupt }` (FIELD_QUEUE_CORRUPT), as a record whose
- * CRC failed does from the segment reader.
+ * A record read back from a segment, checked rather than cast. What is not a queued message comes
+ * back as `{ corrupt }` (FIELD_QUEUE_CORRUPT), as a record whose CRC failed does from the segment
+ * reader.
  */
 export function parseQueuedRecord(body: Buffer): QueuedMessage | { corrupt: string } {
   let v: unknown;
@@ -38,12 +50,10 @@ export function parseQueuedRecord(body: Buffer): QueuedMessage | { corrupt: stri
   } catch (err) {
     return { corrupt: `not JSON: ${(err as Error).message}` };
   }
-  if (typeof v !== 'object' || v === null) return { corrupt: 'not a JSON object' };
-  const m = v as Record<string, unknown>;
-  if (!Number.isSafeInteger(m.seq) || typeof m.messageId !== 'string' || typeof m.dataType !== 'string' || !('payload' in m) || typeof m.acceptedAt !== 'number') {
-    return { corrupt: 'not a queued message (seq, messageId, dataType, payload, acceptedAt)' };
-  }
-  return m as unknown as QueuedMessage;
+  const r = QueuedRecordSchema.safeParse(v);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  return { corrupt: `not a queued message: ${issue?.path.join('.') || '(record)'}: ${issue?.message ?? 'invalid'}` };
 }
 
 export type SyncPolicy = { mode: 'always' } | { mode: 'interval'; ms: number };
