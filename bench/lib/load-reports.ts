@@ -35,6 +35,7 @@ export function renderFleet(f: FleetResult): string[] {
 
 /** The sustained load's figures as Markdown lines. */
 export function renderSustained(s: SustainedResult): string[] {
+  const minutes = Array.from({ length: Math.max(0, ...s.memory.map((m) => m.anonByMinute.length)) }, (_, i) => i + 1);
   return [
     `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
     '',
@@ -47,15 +48,24 @@ export function renderSustained(s: SustainedResult): string[] {
     '',
     ...slowWindows(s),
     '',
-    `| resident memory (MiB) | start | after ${s.warmUpSeconds} s | end | growth after warm-up |`,
-    '|---|---|---|---|---|',
-    ...s.memory.map((m) => `| ${m.service} | ${m.startMiB} | ${m.warmMiB} | ${m.endMiB} | ${m.growthPercent} % |`),
+    `Resident memory, sampled every 10 s. What a process keeps is the floor its memory returns to between collections, and a leak raises it: the lowest sample in the first half of the time after the warm-up (${s.warmUpSeconds} s), against the lowest in the second half. Anonymous: what the process holds itself, not pages of files it maps (its code, the database's data files); the targets are judged on it.`,
+    '',
+    '| MiB | resident: start | end | floor, first half | floor, second half | growth | anonymous: start | end | floor, first half | floor, second half | growth | per minute (least squares) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...s.memory.map(
+      (m) =>
+        `| ${m.service} | ${m.startMiB} | ${m.endMiB} | ${m.firstFloorMiB} | ${m.secondFloorMiB} | ${m.growthPercent} % | ${m.anon.startMiB} | ${m.anon.endMiB} | ${m.anon.firstFloorMiB} | ${m.anon.secondFloorMiB} | ${m.anon.growthPercent} % | ${m.anon.slopeMiBPerMinute} |`,
+    ),
+    '',
+    `| anonymous resident MiB, at minute | ${minutes.join(' | ')} |`,
+    `|---|${minutes.map(() => '---|').join('')}`,
+    ...s.memory.map((m) => `| ${m.service} | ${m.anonByMinute.join(' | ')} |`),
     ...(s.heap.length > 0
       ? [
           '',
-          '| V8 heap in use (MiB), the lowest of the 10 s samples | the minute after warm-up | the last minute | growth | samples |',
+          '| V8 heap in use (MiB), the lowest of the 10 s samples | first half after warm-up | second half | growth | samples |',
           '|---|---|---|---|---|',
-          ...s.heap.map((h) => `| ${h.service} | ${h.warmFloorMiB} | ${h.endFloorMiB} | ${h.growthPercent} % | ${h.samples} |`),
+          ...s.heap.map((h) => `| ${h.service} | ${h.firstFloorMiB} | ${h.secondFloorMiB} | ${h.growthPercent} % | ${h.samples} |`),
         ]
       : []),
   ];

@@ -57,6 +57,27 @@ export function residentBytes(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
+/**
+ * A process's resident memory in bytes, split as /proc/PID/status does (proc(5)): `anon` is what
+ * the process itself holds (heap, stacks, buffers: what a leak grows), `file` the pages of files it
+ * maps (its code, a database's memory-mapped data files), which the kernel may drop and read again.
+ */
+export interface ResidentMemory {
+  rss: number;
+  anon: number;
+  file: number;
+}
+
+export function residentMemory(pid: number): ResidentMemory {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kB = (field: string) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
+    if (!m) throw new Error(`no ${field} for process ${pid}`);
+    return Number(m[1]) * 1024;
+  };
+  return { rss: kB('VmRSS'), anon: kB('RssAnon'), file: kB('RssFile') };
+}
+
 export interface CpuShare {
   component: string;
   /** CPU seconds used during the measured interval */

@@ -1,7 +1,7 @@
 import { fleetMs } from './load-reports.ts';
 import type { ConnectionsResult } from '../scenarios/connections.ts';
 import type { FleetResult } from '../scenarios/fleet.ts';
-import type { SustainedResult } from '../scenarios/sustained.ts';
+import type { ServiceMemory, SustainedResult } from '../scenarios/sustained.ts';
 import { DATABASE_CEILING } from '../scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../scenarios/node-red-peer.ts';
 import type { BenchReport, LatencyResult, ThroughputResult } from './results.ts';
@@ -114,9 +114,11 @@ export const SUSTAINED_WINDOW_P99_MS = 500;
 
 /** The sustained load's targets: memory flat after the first minute, p99 ≤ 500 ms in every window, no sag. */
 export function sustainedTargets(s: SustainedResult): TargetVerdict[] {
-  // The database apart: InfluxDB's cache and index grow with the points written until it compacts.
-  const grew = [...s.memory].filter((m) => m.service !== 'InfluxDB').sort((a, b) => b.growthPercent - a.growthPercent)[0];
+  // The database apart: its cache and index grow with the points written until it compacts.
+  // Judged on anonymous resident memory: what a process holds itself (ServiceMemory).
+  const grew = [...s.memory].filter((m) => m.service !== 'InfluxDB').sort((a, b) => b.anon.growthPercent - a.anon.growthPercent)[0];
   const db = s.memory.find((m) => m.service === 'InfluxDB');
+  const growth = (m: ServiceMemory) => `${m.service} ${m.anon.firstFloorMiB} → ${m.anon.secondFloorMiB} MiB (${m.anon.growthPercent} %; ${m.anon.slopeMiBPerMinute} MiB/min)`;
   const p99s = s.windows.map((w) => (w.p99Ms < 0 ? Infinity : w.p99Ms));
   const worstP99 = Math.max(0, ...p99s);
   // The first minute is the warm-up (the pipeline fills up): a sag is looked for after it.
@@ -129,12 +131,12 @@ export function sustainedTargets(s: SustainedResult): TargetVerdict[] {
   return [
     { target: 'sustained: every reading stored once', measured: `${n(s.lost)} lost of ${n(s.readings)}`, verdict: s.lost === 0 && s.duplicated === 0 ? 'met' : `missed: ${n(s.lost)} lost` },
     {
-      target: 'sustained: every service\'s memory flat after warm-up (≤ 10 % growth)',
-      measured: grew ? `most: ${grew.service} ${grew.warmMiB} → ${grew.endMiB} MiB (${grew.growthPercent} %)` : '—',
-      verdict: held(atMost(grew?.growthPercent ?? 0, 10)),
+      target: 'sustained: every service\'s memory flat after warm-up (the floor of its anonymous resident memory rising ≤ 10 %)',
+      measured: grew ? `most: ${growth(grew)}` : '—',
+      verdict: held(atMost(grew?.anon.growthPercent ?? 0, 10)),
     },
     ...(db
-      ? [{ target: 'sustained: the database\'s memory flat after warm-up (≤ 10 % growth)', measured: `InfluxDB ${db.warmMiB} → ${db.endMiB} MiB (${db.growthPercent} %)`, verdict: held(atMost(db.growthPercent, 10)) }]
+      ? [{ target: 'sustained: the database\'s memory flat after warm-up (the floor of its anonymous resident memory rising ≤ 10 %)', measured: growth(db), verdict: held(atMost(db.anon.growthPercent, 10)) }]
       : []),
     { target: `sustained: p99 device → database ≤ ${SUSTAINED_WINDOW_P99_MS} ms in every 10 s window`, measured: Number.isFinite(worstP99) ? `worst window ${worstP99} ms` : 'a probe never arrived', verdict: held(atMost(worstP99, SUSTAINED_WINDOW_P99_MS)) },
     {

@@ -5,7 +5,7 @@ import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
 import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
-import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentBytes } from '../lib/proc-stats.ts';
+import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentMemory, type ResidentMemory } from '../lib/proc-stats.ts';
 import { EVENT_LOOP_DELAY_BUCKETS_S, probeEventLoop } from '../../shared/metrics/event-loop.ts';
 import { parseExposition, sumOf, type Sample } from '../../shared/metrics/exposition.ts';
 import { METRIC_PREFIX } from '../../shared/metrics/registry.ts';
@@ -23,16 +23,15 @@ export interface SustainedOptions {
 }
 
 /**
- * A Node service's V8 heap in use, the lowest of its 10 s samples in the minute after the warm-up
- * and in the last minute. Resident memory read three times cannot tell a heap that breathes (grown
- * before a collection) from one that leaks; the floor under many samples, after the collector ran,
- * can: a leak raises the floor.
+ * A Node service's V8 heap in use, the lowest of its 10 s samples in each half of the time after
+ * the warm-up, as for resident memory (ServiceMemory): a heap breathes (grows until a collection),
+ * and what it keeps is the floor it returns to after one; a leak raises the floor.
  */
 export interface ServiceHeap {
   service: string;
-  warmFloorMiB: number;
-  endFloorMiB: number;
-  /** (end floor − warm floor) / warm floor */
+  firstFloorMiB: number;
+  secondFloorMiB: number;
+  /** (second floor − first floor) / first floor */
   growthPercent: number;
   samples: number;
 }
@@ -62,14 +61,37 @@ export interface SustainedWindow {
   processes: Record<string, { cpuPercent: number; gcMs?: number; heldOverMs?: number }>;
 }
 
-export interface ServiceMemory {
-  service: string;
+/** Resident memory figures of one kind (all of it, or the anonymous part), MiB. */
+export interface MemoryFigures {
+  /** before the load */
   startMiB: number;
-  /** after the warm-up (the first minute, or half of a shorter run) */
-  warmMiB: number;
+  /** the last sample, at the end of the load */
   endMiB: number;
-  /** (end − warm) / warm */
+  /** the lowest of the 10 s samples in the first half of the time after the warm-up */
+  firstFloorMiB: number;
+  /** the lowest in the second half */
+  secondFloorMiB: number;
+  /** (second floor − first floor) / first floor */
   growthPercent: number;
+  /** MiB per minute: the slope of the least-squares line through every sample after the warm-up */
+  slopeMiBPerMinute: number;
+}
+
+/**
+ * A service's resident memory, sampled every window. Floors, not two reads: a Node service's
+ * memory breathes with its garbage collector by tens of MiB, and InfluxDB's saws by hundreds (its Go
+ * heap grows for minutes between collections), so one read after the warm-up and one at the end
+ * can show growth, or hide it, that is one breath. What a process keeps is the floor it returns to,
+ * and a leak raises it: the lowest sample of the first half after the warm-up against the lowest of
+ * the second (each half longer than a breath). Anonymous memory is judged: what the process holds
+ * itself. The rest is pages of files it maps (its code; the database's memory-mapped data files,
+ * which grow with what it stores and which the kernel drops when memory is needed).
+ */
+export interface ServiceMemory extends MemoryFigures {
+  service: string;
+  anon: MemoryFigures;
+  /** anonymous resident MiB at the end of each minute */
+  anonByMinute: number[];
 }
 
 export interface SustainedResult {
@@ -115,8 +137,8 @@ const MiB = 1024 * 1024;
  * of its own) sends a reading every 50 ms whose arrival in the database is watched, as the latency
  * scenario does. Per
  * 10 s window: the points the database accepted (its own counter, cheap to read under load) and
- * the probes' p99. Every service's resident memory at the start, after the warm-up and at the end:
- * a leak shows as growth after the warm-up, a stall (InfluxDB compacting) as a window that sags.
+ * the probes' p99, and every service's resident memory: a leak shows as growth after the warm-up,
+ * a stall (InfluxDB compacting) as a window that sags.
  * Checked by counting at the end: every reading stored once.
  */
 export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise<SustainedResult> {
@@ -130,7 +152,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const probe = await startDeviceProcess(deviceInput(ctx, 'longprobe-0', { kind: 'probe', everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: PROBE_GIVE_UP_MS }));
   const devicePids = () => [...paced, probe].flatMap((d) => (d.pid === undefined ? [] : [d.pid]));
   /** `read` of every process of the stack still running, by name */
-  const perService = (read: (pid: number) => number, out = new Map<string, number>()) => {
+  const perService = <T>(read: (pid: number) => T, out = new Map<string, T>()) => {
     for (const [name, pid] of Object.entries(o.services())) {
       if (pid === undefined) continue;
       try {
@@ -141,15 +163,17 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     }
     return out;
   };
-  const rss = () => perService(residentBytes);
+  const memorySamples = new Map<string, { atS: number; m: ResidentMemory }[]>();
+  const sampleMemory = (atS: number) => {
+    for (const [name, m] of perService(residentMemory)) memorySamples.set(name, [...(memorySamples.get(name) ?? []), { atS, m }]);
+  };
   const durationMs = o.minutes * 60_000;
   const warmUpMs = Math.min(60_000, durationMs / 2);
   /** readings the paced devices submitted so far (each reports after every tick) */
   const submitted = () => sum(paced.map((d) => d.submitted));
   const windows: SustainedWindow[] = [];
   const start = Date.now();
-  const startMem = rss();
-  let warmMem = startMem;
+  sampleMemory(0);
   const heapSamples = new Map<string, { atS: number; bytes: number }[]>();
   /** each Node service's garbage collection so far, in seconds, and its event-loop delay buckets, as last read */
   const gcSeconds = new Map<string, number>();
@@ -239,7 +263,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     });
     mark = now;
     offeredMark = submitted();
-    if (Math.abs(w * WINDOW_S * 1000 - warmUpMs) < (WINDOW_S * 1000) / 2) warmMem = rss();
+    sampleMemory(w * WINDOW_S);
     for (const [name, since] of await sampleHeaps(w * WINDOW_S)) {
       const p = processes[name];
       if (p) Object.assign(p, since);
@@ -251,7 +275,6 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   }
   stopBenchProbe();
   gcObserver.disconnect();
-  const endMem = rss();
   const [{ sentAt, seenAt: seen }, ...loads] = await Promise.all([probe.stop(), ...paced.map((d) => d.stop())]);
   // Each window's probes: those sent in it; one never seen counts as slower than any bound.
   for (const w of windows) {
@@ -270,22 +293,15 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     await sleep(1_000);
     stored = await ctx.influxStore.count('long');
   }
-  const memory = [...endMem.keys()].map((service) => {
-    const [s, w, e] = [startMem.get(service) ?? 0, warmMem.get(service) ?? 0, endMem.get(service) ?? 0];
-    return { service, startMiB: Math.round(s / MiB), warmMiB: Math.round(w / MiB), endMiB: Math.round(e / MiB), growthPercent: w > 0 ? Math.round(((e - w) / w) * 1000) / 10 : 0 };
-  });
-  // The floors: the minute after the warm-up (or the half after it in a short run), and the last minute.
-  const spanS = Math.min(60, (durationMs - warmUpMs) / 2000);
+  const memory = [...memorySamples.entries()].map(([service, samples]) => memoryOf(service, samples, warmUpMs / 1000, durationMs / 1000));
   const heap = [...heapSamples.entries()].map(([service, samples]) => {
-    const floor = (from: number, to: number) => Math.min(...samples.filter((x) => x.atS > from && x.atS <= to).map((x) => x.bytes));
-    const warm = floor(warmUpMs / 1000, warmUpMs / 1000 + spanS);
-    const end = floor(durationMs / 1000 - spanS, durationMs / 1000);
-    const ok = Number.isFinite(warm) && Number.isFinite(end) && warm > 0;
+    const [first, second] = halvesFloors(samples, warmUpMs / 1000, durationMs / 1000);
+    const ok = first > 0 && second > 0;
     return {
       service,
-      warmFloorMiB: ok ? Math.round((warm / MiB) * 10) / 10 : 0,
-      endFloorMiB: ok ? Math.round((end / MiB) * 10) / 10 : 0,
-      growthPercent: ok ? Math.round(((end - warm) / warm) * 1000) / 10 : 0,
+      firstFloorMiB: ok ? Math.round((first / MiB) * 10) / 10 : 0,
+      secondFloorMiB: ok ? Math.round((second / MiB) * 10) / 10 : 0,
+      growthPercent: ok ? Math.round(((second - first) / first) * 1000) / 10 : 0,
       samples: samples.length,
     };
   });
@@ -302,6 +318,55 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     memory,
     heap,
   };
+}
+
+/**
+ * The lowest value in each half of the time after `warmUpS` up to `endS` (0 for a half without
+ * samples): what a breathing quantity returns to, early and late.
+ */
+export function halvesFloors(samples: readonly { atS: number; bytes: number }[], warmUpS: number, endS: number): [number, number] {
+  const middle = (warmUpS + endS) / 2;
+  const floor = (xs: readonly { bytes: number }[]) => (xs.length > 0 ? Math.min(...xs.map((x) => x.bytes)) : 0);
+  return [floor(samples.filter((x) => x.atS > warmUpS && x.atS <= middle)), floor(samples.filter((x) => x.atS > middle && x.atS <= endS))];
+}
+
+/** A service's memory figures from its samples (`atS`: seconds into the load) after `warmUpS`, up to `endS`. */
+export function memoryOf(service: string, samples: readonly { atS: number; m: ResidentMemory }[], warmUpS: number, endS: number): ServiceMemory {
+  const after = samples.filter((x) => x.atS > warmUpS && x.atS <= endS);
+  const figures = (of: (m: ResidentMemory) => number): MemoryFigures => {
+    const [first, second] = halvesFloors(samples.map((x) => ({ atS: x.atS, bytes: of(x.m) })), warmUpS, endS);
+    return {
+      startMiB: mib(of(samples[0]?.m ?? NO_MEMORY)),
+      endMiB: mib(of(samples[samples.length - 1]?.m ?? NO_MEMORY)),
+      firstFloorMiB: mib(first),
+      secondFloorMiB: mib(second),
+      growthPercent: first > 0 ? Math.round(((second - first) / first) * 1000) / 10 : 0,
+      slopeMiBPerMinute: Math.round(slope(after.map((x) => [x.atS / 60, of(x.m) / MiB])) * 100) / 100,
+    };
+  };
+  return {
+    service,
+    ...figures((m) => m.rss),
+    anon: figures((m) => m.anon),
+    anonByMinute: samples.filter((x) => x.atS > 0 && x.atS % 60 === 0).map((x) => mib(x.m.anon)),
+  };
+}
+
+const NO_MEMORY: ResidentMemory = { rss: 0, anon: 0, file: 0 };
+const mib = (bytes: number) => Math.round(bytes / MiB);
+
+/** The least-squares slope of y over x (0 with fewer than two points). */
+function slope(points: readonly (readonly [number, number])[]): number {
+  const n = Math.max(1, points.length);
+  const mx = points.reduce((a, [x]) => a + x, 0) / n;
+  const my = points.reduce((a, [, y]) => a + y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  }
+  return den > 0 ? num / den : 0;
 }
 
 /** A service's event_loop_delay_seconds buckets: upper bound (s, +Inf included) → cumulative count. */

@@ -9,7 +9,7 @@ import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
 import { renderSustained } from '../../bench/lib/load-reports.ts';
 import { hostCpuShare, hostCpuTicks } from '../../bench/lib/proc-stats.ts';
 import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
-import { bucketFloorMs, heldOverMs, type SustainedResult } from '../../bench/scenarios/sustained.ts';
+import { bucketFloorMs, heldOverMs, memoryOf, type SustainedResult } from '../../bench/scenarios/sustained.ts';
 import { EVENT_LOOP_DELAY_BUCKETS_S } from '../../shared/metrics/event-loop.ts';
 import { pkiPaths } from '../../pki/layout.ts';
 import { loadCa, setupPki } from '../../pki/onboarding.ts';
@@ -78,8 +78,8 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
     { endS: 70, storedPerSecond: 50_400, offeredPerSecond: 56_000, probes: 200, p99Ms: 500, influx: quiet, host, processes },
   ],
   memory: [
-    { service: 'gateway-1', startMiB: 200, warmMiB: 200, endMiB: 220, growthPercent: 10 },
-    { service: 'InfluxDB', startMiB: 70, warmMiB: 260, endMiB: 520, growthPercent: 100 },
+    { service: 'gateway-1', startMiB: 250, endMiB: 290, firstFloorMiB: 250, secondFloorMiB: 280, growthPercent: 12, slopeMiBPerMinute: 3.3, anon: { startMiB: 200, endMiB: 230, firstFloorMiB: 200, secondFloorMiB: 220, growthPercent: 10, slopeMiBPerMinute: 2.2 }, anonByMinute: [200, 220] },
+    { service: 'InfluxDB', startMiB: 70, endMiB: 950, firstFloorMiB: 400, secondFloorMiB: 900, growthPercent: 125, slopeMiBPerMinute: 55, anon: { startMiB: 70, endMiB: 600, firstFloorMiB: 260, secondFloorMiB: 520, growthPercent: 100, slopeMiBPerMinute: 29 }, anonByMinute: [260, 520] },
   ],
   heap: [],
   ...over,
@@ -115,6 +115,32 @@ describe('the field loads against their targets', () => {
     const behind = sustainedTargets(sustained({ windows: [...sustained().windows, { endS: 80, storedPerSecond: 39_000, offeredPerSecond: 40_000, probes: 200, p99Ms: 300, influx: quiet, host, processes }] }));
     assert.equal(behind[4]?.verdict, 'met');
     assert.equal(behind[4]?.measured, 'lowest 50,400 of 56,000/s (60–70 s)');
+  });
+
+  it('sustained memory: the floors of the two halves after the warm-up, anonymous memory apart, its slope and its minutes', () => {
+    const MiB = 1024 * 1024;
+    const series = (anonMiB: (atS: number) => number, fileMiB: (atS: number) => number = () => 50) =>
+      Array.from({ length: 61 }, (_, w) => {
+        const atS = w * 10;
+        return { atS, m: { anon: anonMiB(atS) * MiB, file: fileMiB(atS) * MiB, rss: (anonMiB(atS) + fileMiB(atS)) * MiB } };
+      });
+    // Breathing ±20 MiB around 100 every window, and a mapped file growing 1 MiB a window.
+    const m = memoryOf('gateway-1', series((t) => (t % 20 === 0 ? 120 : 80), (t) => 50 + t / 10), 60, 600);
+    // One read at 60 s and one at 600 s (both 120) say flat; so do the floors, 80 and 80.
+    assert.deepEqual([m.anon.startMiB, m.anon.firstFloorMiB, m.anon.secondFloorMiB, m.anon.growthPercent], [120, 80, 80, 0]);
+    assert.ok(Math.abs(m.anon.slopeMiBPerMinute) < 0.5, String(m.anon.slopeMiBPerMinute));
+    // The resident total grows with the file's pages (floors 80 + 57 at 70 s, 80 + 85 at 350 s), not judged.
+    assert.deepEqual([m.firstFloorMiB, m.secondFloorMiB, m.growthPercent], [137, 165, 20.4]);
+    assert.deepEqual(m.anonByMinute, [120, 120, 120, 120, 120, 120, 120, 120, 120, 120]);
+    // A leak of 1 MiB a window: the floors 107 (70 s) and 134 (340 s), 6 MiB a minute.
+    const l = memoryOf('gateway-1', series((t) => 100 + t / 10), 60, 600);
+    assert.deepEqual(l.anon, { startMiB: 100, endMiB: 160, firstFloorMiB: 107, secondFloorMiB: 134, growthPercent: 25.2, slopeMiBPerMinute: 6 });
+    // A saw with no trend (a Go heap between collections: 250 to 900 MiB over 4 minutes), whichever
+    // minute it starts in: each half holds a collection, the floors are equal.
+    for (const phase of [0, 60, 120, 180]) {
+      const g = memoryOf('InfluxDB', series((t) => 250 + (((t + phase) % 240) / 240) * 650), 60, 600);
+      assert.ok(Math.abs(g.anon.growthPercent) <= 2, `${phase}: ${JSON.stringify(g.anon)}`);
+    }
   });
 
   it('sustained: the report says how many slow windows had InfluxDB compacting in them or the window before', () => {
@@ -159,9 +185,9 @@ describe('the field loads against their targets', () => {
     assert.deepEqual(hostCpuShare(now, now), { busyPercent: 0, stealPercent: 0 });
   });
 
-  it('sustained: the report shows each Node service’s heap floor after the warm-up and at the end, when it was read', () => {
+  it('sustained: the report shows each Node service’s heap floors in the two halves after the warm-up, when it was read', () => {
     assert.ok(!renderSustained(sustained()).some((l) => l.includes('V8 heap')));
-    const lines = renderSustained(sustained({ heap: [{ service: 'console', warmFloorMiB: 40.2, endFloorMiB: 41.5, growthPercent: 3.2, samples: 60 }] }));
+    const lines = renderSustained(sustained({ heap: [{ service: 'console', firstFloorMiB: 40.2, secondFloorMiB: 41.5, growthPercent: 3.2, samples: 60 }] }));
     assert.ok(lines.includes('| console | 40.2 | 41.5 | 3.2 % | 60 |'), lines.join('\n'));
   });
 });
