@@ -39,11 +39,11 @@ export function renderSustained(s: SustainedResult): string[] {
   return [
     `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
     '',
-    '| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | machine: CPU busy, stolen |',
+    '| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | machine: CPU busy, stolen, waiting for the disk |',
     '|---|---|---|---|---|---|---|---|',
     ...s.windows.map(
       (w) =>
-        `| ${w.endS - 10}–${w.endS} | ${n(w.offeredPerSecond)} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} % |`,
+        `| ${w.endS - 10}–${w.endS} | ${n(w.offeredPerSecond)} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} %, ${w.host.iowaitPercent ?? '—'} % |`,
     ),
     '',
     ...slowWindows(s),
@@ -89,7 +89,7 @@ function slowWindows(s: SustainedResult): string[] {
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
   const hostOf = (f: (i: number) => boolean) => {
     const ws = s.windows.filter((_, i) => f(i));
-    return `CPU busy ${median(ws.map((w) => w.host.busyPercent))} %, stolen ${median(ws.map((w) => w.host.stealPercent))} %`;
+    return `CPU busy ${median(ws.map((w) => w.host.busyPercent))} %, stolen ${median(ws.map((w) => w.host.stealPercent))} %, waiting for the disk ${median(ws.map((w) => w.host.iowaitPercent ?? 0))} %`;
   };
   const lines = [
     `Windows with p99 over ${SUSTAINED_WINDOW_P99_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).` +
@@ -98,7 +98,7 @@ function slowWindows(s: SustainedResult): string[] {
   if (slowAll === 0 || slowAll === s.windows.length) return lines;
   // Each process in the slow windows against the others: which one was busier, collecting, or held.
   const names = [...new Set(s.windows.flatMap((w) => Object.keys(w.processes)))].sort();
-  const values = (name: string, f: (i: number) => boolean, k: 'cpuPercent' | 'gcMs' | 'heldOverMs') =>
+  const values = (name: string, f: (i: number) => boolean, k: 'cpuPercent' | 'gcMs' | 'heldOverMs' | 'requestOverMs') =>
     s.windows.flatMap((w, i) => {
       const v = w.processes[name]?.[k];
       return f(i) && v !== undefined ? [v] : [];
@@ -111,13 +111,18 @@ function slowWindows(s: SustainedResult): string[] {
     const xs = values(name, f, 'heldOverMs');
     return xs.length > 0 ? heldText(Math.max(...xs)) : '—';
   };
+  /** the slowest request in the median window of those: how slow one is as a rule, not the worst */
+  const request = (name: string, f: (i: number) => boolean) => {
+    const xs = values(name, f, 'requestOverMs');
+    return xs.length > 0 ? requestText(median(xs)) : '—';
+  };
   lines.push(
     '',
-    '| process, per 10 s window | CPU, % of a core (median): slow windows | the others | garbage collection, ms (median): slow windows | the others | event loop held longest: slow windows | the others |',
-    '|---|---|---|---|---|---|---|',
+    '| process, per 10 s window | CPU, % of a core (median): slow windows | the others | garbage collection, ms (median): slow windows | the others | event loop held longest: slow windows | the others | slowest request (median of the windows): slow windows | the others |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...names.map(
       (p) =>
-        `| ${p} | ${of(p, (i) => !!slow[i], 'cpuPercent')} | ${of(p, (i) => !slow[i], 'cpuPercent')} | ${of(p, (i) => !!slow[i], 'gcMs')} | ${of(p, (i) => !slow[i], 'gcMs')} | ${held(p, (i) => !!slow[i])} | ${held(p, (i) => !slow[i])} |`,
+        `| ${p} | ${of(p, (i) => !!slow[i], 'cpuPercent')} | ${of(p, (i) => !slow[i], 'cpuPercent')} | ${of(p, (i) => !!slow[i], 'gcMs')} | ${of(p, (i) => !slow[i], 'gcMs')} | ${held(p, (i) => !!slow[i])} | ${held(p, (i) => !slow[i])} | ${request(p, (i) => !!slow[i])} | ${request(p, (i) => !slow[i])} |`,
     ),
   );
   // Each slow window: whose event loop was held in it (a stall there delays every reading behind it).
@@ -127,17 +132,31 @@ function slowWindows(s: SustainedResult): string[] {
       .sort((a, b) => (b[1].heldOverMs ?? 0) - (a[1].heldOverMs ?? 0))
       .map(([name, p]) => `${name} ${heldText(p.heldOverMs ?? 0)}`)
       .join(', ');
+  // ... and the slowest request of each service that waits on one (the gateway for its PUBACKs, the distributor for the database).
+  const requestsIn = (w: SustainedResult['windows'][number]) =>
+    Object.entries(w.processes)
+      .filter(([, p]) => p.requestOverMs !== undefined)
+      .map(([name, p]) => `${name} ${requestText(p.requestOverMs ?? 0)}`)
+      .join(', ');
+  const slowOnes = s.windows.filter((_, i) => !!slow[i]);
+  const p99Of = (w: SustainedResult['windows'][number]) => (w.p99Ms < 0 ? 'probe lost' : `${w.p99Ms} ms`);
   lines.push(
     '',
-    `Event loops held over ${HELD_NOTABLE_MS} ms in the slow windows: ` +
-      s.windows
-        .filter((_, i) => !!slow[i])
-        .map((w) => `${w.endS} s (p99 ${w.p99Ms < 0 ? 'probe lost' : `${w.p99Ms} ms`}): ${heldIn(w) || 'none'}`)
-        .join('; ') +
-      '.',
+    `Event loops held over ${HELD_NOTABLE_MS} ms in the slow windows: ` + slowOnes.map((w) => `${w.endS} s (p99 ${p99Of(w)}): ${heldIn(w) || 'none'}`).join('; ') + '.',
   );
+  if (slowOnes.some((w) => requestsIn(w) !== '')) {
+    lines.push(
+      '',
+      'The slowest request in each slow window (the gateway: an envelope published to its PUBACK; the distributor: a database request): ' +
+        slowOnes.map((w) => `${w.endS} s (p99 ${p99Of(w)}): ${requestsIn(w) || 'none read'}`).join('; ') +
+        '.',
+    );
+  }
   return lines;
 }
+
+/** `requestOverMs` in words: the histogram's bucket bound the slowest request was over */
+const requestText = (ms: number) => (ms === 0 ? '≤ 1 ms' : `> ${ms} ms`);
 
 /** ms: an event loop held over this is named in the slow windows' list */
 const HELD_NOTABLE_MS = 100;

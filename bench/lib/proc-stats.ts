@@ -30,6 +30,8 @@ export interface HostCpuTicks {
   busy: number;
   /** iowait included */
   idle: number;
+  /** idle with a disk request outstanding (part of `idle`) */
+  iowait: number;
   /** taken by the hypervisor for other machines */
   steal: number;
 }
@@ -39,15 +41,18 @@ export function hostCpuTicks(): HostCpuTicks {
   const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
   // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is in user already)
   const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1, 9).map(Number);
-  return { busy: (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0), idle: (idle ?? 0) + (iowait ?? 0), steal: steal ?? 0 };
+  return { busy: (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0), idle: (idle ?? 0) + (iowait ?? 0), iowait: iowait ?? 0, steal: steal ?? 0 };
 }
 
-/** The machine's CPU between two readings of hostCpuTicks, in % of all its cores' time. */
-export function hostCpuShare(before: HostCpuTicks, after: HostCpuTicks): { busyPercent: number; stealPercent: number } {
+/**
+ * The machine's CPU between two readings of hostCpuTicks, in % of all its cores' time: busy, stolen,
+ * and idle waiting for the disk (a stall on fsync shows as iowait while the CPU is not busy).
+ */
+export function hostCpuShare(before: HostCpuTicks, after: HostCpuTicks): { busyPercent: number; stealPercent: number; iowaitPercent: number } {
   const busy = after.busy - before.busy;
   const steal = after.steal - before.steal;
   const all = Math.max(1, busy + (after.idle - before.idle) + steal);
-  return { busyPercent: Math.round((100 * busy) / all), stealPercent: Math.round((100 * steal) / all) };
+  return { busyPercent: Math.round((100 * busy) / all), stealPercent: Math.round((100 * steal) / all), iowaitPercent: Math.round((100 * (after.iowait - before.iowait)) / all) };
 }
 
 /** Resident memory of a process in bytes (VmRSS in /proc/PID/status, proc(5)). */

@@ -52,13 +52,15 @@ export interface SustainedWindow {
   /** what InfluxDB's storage engine finished in the window (differences of its own counters) */
   influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number };
   /** the machine's CPU in the window, in % of all its cores' time: busy, and stolen by the hypervisor */
-  host: { busyPercent: number; stealPercent: number };
+  host: { busyPercent: number; stealPercent: number; iowaitPercent?: number };
   /**
    * each process's CPU in the window (% of one core); each Node process's garbage collection (ms,
    * from its /metrics) and the longest its event loop was held, as the largest bucket bound of
-   * `event_loop_delay_seconds` (ms) a tick was later than (0: none later than the first, 5 ms)
+   * `event_loop_delay_seconds` (ms) a tick was later than (0: none later than the first, 5 ms);
+   * and the slowest request the service waited on in the window, read the same way from its
+   * histogram: the gateway's publishes to their PUBACK, the distributor's database requests
    */
-  processes: Record<string, { cpuPercent: number; gcMs?: number; heldOverMs?: number }>;
+  processes: Record<string, ProcessWindow>;
 }
 
 /** Resident memory figures of one kind (all of it, or the anonymous part), MiB. */
@@ -87,6 +89,14 @@ export interface MemoryFigures {
  * itself. The rest is pages of files it maps (its code; the database's memory-mapped data files,
  * which grow with what it stores and which the kernel drops when memory is needed).
  */
+export interface ProcessWindow {
+  cpuPercent: number;
+  gcMs?: number;
+  heldOverMs?: number;
+  /** ms: the largest bucket bound of the service's request histogram (REQUEST_SECONDS) a request in the window took longer than */
+  requestOverMs?: number;
+}
+
 export interface ServiceMemory extends MemoryFigures {
   service: string;
   anon: MemoryFigures;
@@ -113,6 +123,15 @@ const HEAP_IN_USE = `${METRIC_PREFIX}nodejs_heap_size_used_bytes`;
 const GC_SECONDS = `${METRIC_PREFIX}nodejs_gc_duration_seconds_sum`;
 /** cumulative too (shared/metrics/event-loop.ts), where nodejs_eventloop_lag_* restart at each scrape (the console's, every 2 s) */
 const LOOP_DELAY_BUCKET = `${METRIC_PREFIX}event_loop_delay_seconds_bucket`;
+/**
+ * The request each service waits on, whose slowest in a window says which hop held the readings:
+ * the gateway's publish of an envelope to its PUBACK (the DMZ broker), and the distributor's
+ * request to the database.
+ */
+export const REQUEST_SECONDS: Record<string, string> = {
+  gateway: `${METRIC_PREFIX}gateway_publish_seconds_bucket`,
+  distributor: `${METRIC_PREFIX}distributor_write_seconds_bucket`,
+};
 /** the simulated field clients: this process */
 const BENCH_PROCESS = 'benchmark (its own process)';
 /** the simulated devices, each a process of its own: their CPU in all */
@@ -178,9 +197,10 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   /** each Node service's garbage collection so far, in seconds, and its event-loop delay buckets, as last read */
   const gcSeconds = new Map<string, number>();
   const loopBuckets = new Map<string, Map<number, number>>();
-  /** Reads each Node service's heap in use (kept), GC time and event-loop delay; returns those since the last read. */
-  const sampleHeaps = async (atS: number): Promise<Map<string, { gcMs?: number; heldOverMs?: number }>> => {
-    const since = new Map<string, { gcMs?: number; heldOverMs?: number }>();
+  const requestBuckets = new Map<string, Map<number, number>>();
+  /** Reads each Node service's heap in use (kept), GC time, event-loop delay and slowest request; returns those since the last read. */
+  const sampleHeaps = async (atS: number): Promise<Map<string, Omit<ProcessWindow, 'cpuPercent'>>> => {
+    const since = new Map<string, Omit<ProcessWindow, 'cpuPercent'>>();
     await Promise.all(
       Object.entries(o.metricsOf?.() ?? {}).map(async ([name, base]) => {
         if (base === undefined) return;
@@ -188,15 +208,20 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
           const samples = parseExposition(await (await fetch(`${base}/metrics`)).text());
           const bytes = sumOf(samples, HEAP_IN_USE);
           if (bytes !== undefined) heapSamples.set(name, [...(heapSamples.get(name) ?? []), { atS, bytes }]);
-          const out: { gcMs?: number; heldOverMs?: number } = {};
+          const out: Omit<ProcessWindow, 'cpuPercent'> = {};
           const gc = sumOf(samples, GC_SECONDS);
           const before = gcSeconds.get(name);
           if (gc !== undefined && before !== undefined) out.gcMs = Math.round((gc - before) * 10_000) / 10;
           if (gc !== undefined) gcSeconds.set(name, gc);
-          const buckets = delayBuckets(samples);
+          const buckets = bucketsOf(samples, LOOP_DELAY_BUCKET);
           const earlier = loopBuckets.get(name);
           if (buckets.size > 0 && earlier) out.heldOverMs = heldOverMs(earlier, buckets);
           if (buckets.size > 0) loopBuckets.set(name, buckets);
+          const request = Object.entries(REQUEST_SECONDS).find(([prefix]) => name.startsWith(prefix))?.[1];
+          const requests = request ? bucketsOf(samples, request) : new Map<number, number>();
+          const requestsBefore = requestBuckets.get(name);
+          if (requests.size > 0 && requestsBefore) out.requestOverMs = heldOverMs(requestsBefore, requests);
+          if (requests.size > 0) requestBuckets.set(name, requests);
           since.set(name, out);
         } catch {
           /* a scrape missed: one sample fewer */
@@ -369,10 +394,10 @@ function slope(points: readonly (readonly [number, number])[]): number {
   return den > 0 ? num / den : 0;
 }
 
-/** A service's event_loop_delay_seconds buckets: upper bound (s, +Inf included) → cumulative count. */
-function delayBuckets(samples: readonly Sample[]): Map<number, number> {
+/** A histogram's buckets (`name`: its _bucket series): upper bound (s, +Inf included) → cumulative count. */
+function bucketsOf(samples: readonly Sample[], name: string): Map<number, number> {
   const out = new Map<number, number>();
-  for (const x of samples) if (x.name === LOOP_DELAY_BUCKET && x.labels.le !== undefined) out.set(x.labels.le === '+Inf' ? Infinity : Number(x.labels.le), x.value);
+  for (const x of samples) if (x.name === name && x.labels.le !== undefined) out.set(x.labels.le === '+Inf' ? Infinity : Number(x.labels.le), x.value);
   return out;
 }
 

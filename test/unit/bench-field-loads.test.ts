@@ -62,8 +62,8 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
 });
 
 const quiet = { cacheSnapshots: 0, compactions: 0, compactionMs: 0, gcPauseMs: 0.5 };
-const host = { busyPercent: 90, stealPercent: 0 };
-const processes = { distributor: { cpuPercent: 40, gcMs: 12, heldOverMs: 25 } };
+const host = { busyPercent: 90, stealPercent: 0, iowaitPercent: 1 };
+const processes = { distributor: { cpuPercent: 40, gcMs: 12, heldOverMs: 25, requestOverMs: 100 } };
 const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   scenario: 'sustained',
   maximumPerSecond: 70_000,
@@ -149,20 +149,27 @@ describe('the field loads against their targets', () => {
       { endS: 10, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 120, influx: compacting, host, processes },
       { endS: 20, storedPerSecond: 45_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 900, influx: quiet, host, processes }, // slow, after a compaction
       { endS: 30, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 100, influx: quiet, host, processes },
-      { endS: 40, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4 }, processes: { distributor: { cpuPercent: 90, gcMs: 300, heldOverMs: 250 }, gateway: { cpuPercent: 30, heldOverMs: 50 } } }, // slow, nothing around it
+      { endS: 40, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 700, influx: quiet, host: { busyPercent: 100, stealPercent: 4, iowaitPercent: 0 }, processes: { distributor: { cpuPercent: 90, gcMs: 300, heldOverMs: 250, requestOverMs: 1000 }, gateway: { cpuPercent: 30, heldOverMs: 50, requestOverMs: 0 } } }, // slow, nothing around it
     ];
     const lines = renderSustained(sustained({ windows }));
     assert.ok(
       lines.includes(
-        'Windows with p99 over 500 ms: 2 of 4; of them 1 with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: 2 of 4). The machine in the slow windows: CPU busy 100 %, stolen 4 % (medians; the other windows: CPU busy 90 %, stolen 0 %).',
+        'Windows with p99 over 500 ms: 2 of 4; of them 1 with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: 2 of 4). The machine in the slow windows: CPU busy 100 %, stolen 4 %, waiting for the disk 1 % (medians; the other windows: CPU busy 90 %, stolen 0 %, waiting for the disk 1 %).',
       ),
       lines.join('\n'),
     );
-    assert.ok(lines.includes('| 0–10 | 56,000 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 % |'), lines.join('\n'));
+    assert.ok(lines.includes('| 0–10 | 56,000 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 %, 1 % |'), lines.join('\n'));
     // The slow windows' medians: the distributor's 40 and 90 % (upper median), 12 and 300 ms of GC.
-    assert.ok(lines.includes('| distributor | 90 | 40 | 300 | 12 | > 250 ms | > 25 ms |'), lines.join('\n'));
+    assert.ok(lines.includes('| distributor | 90 | 40 | 300 | 12 | > 250 ms | > 25 ms | > 1000 ms | > 100 ms |'), lines.join('\n'));
     // Each slow window's held event loops of 100 ms or more; the gateway's 50 ms is not named.
     assert.ok(lines.includes('Event loops held over 100 ms in the slow windows: 20 s (p99 900 ms): none; 40 s (p99 700 ms): distributor > 250 ms.'), lines.join('\n'));
+    // Each slow window's slowest request, of the services that wait on one: here a database request over a second.
+    assert.ok(
+      lines.includes(
+        'The slowest request in each slow window (the gateway: an envelope published to its PUBACK; the distributor: a database request): 20 s (p99 900 ms): distributor > 100 ms; 40 s (p99 700 ms): distributor > 1000 ms, gateway ≤ 1 ms.',
+      ),
+      lines.join('\n'),
+    );
   });
 
   it('sustained: the longest an event loop was held, from two reads of its cumulative delay buckets', () => {
@@ -179,10 +186,10 @@ describe('the field loads against their targets', () => {
   });
 
   it("sustained: the machine's CPU in a window, from two readings of /proc/stat", () => {
-    assert.deepEqual(hostCpuShare({ busy: 100, idle: 900, steal: 0 }, { busy: 1_700, idle: 1_200, steal: 100 }), { busyPercent: 80, stealPercent: 5 });
+    assert.deepEqual(hostCpuShare({ busy: 100, idle: 900, iowait: 50, steal: 0 }, { busy: 1_700, idle: 1_200, iowait: 150, steal: 100 }), { busyPercent: 80, stealPercent: 5, iowaitPercent: 5 });
     const now = hostCpuTicks();
     assert.ok(now.busy > 0 && now.idle > 0 && now.steal >= 0, JSON.stringify(now));
-    assert.deepEqual(hostCpuShare(now, now), { busyPercent: 0, stealPercent: 0 });
+    assert.deepEqual(hostCpuShare(now, now), { busyPercent: 0, stealPercent: 0, iowaitPercent: 0 });
   });
 
   it('sustained: the report shows each Node service’s heap floors in the two halves after the warm-up, when it was read', () => {
