@@ -378,7 +378,7 @@ export function memoryOf(service: string, samples: readonly { atS: number; m: Re
 }
 
 const NO_MEMORY: ResidentMemory = { rss: 0, anon: 0, file: 0 };
-const mib = (bytes: number) => Math.round(bytes / MiB);
+const mib = (bytes: number) => Math.round((bytes / MiB) * 10) / 10;
 
 /** The least-squares slope of y over x (0 with fewer than two points). */
 function slope(points: readonly (readonly [number, number])[]): number {
