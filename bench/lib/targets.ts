@@ -1,7 +1,8 @@
 import { fleetMs } from './load-reports.ts';
 import type { ConnectionsResult } from '../scenarios/connections.ts';
 import type { FleetResult } from '../scenarios/fleet.ts';
-import type { ServiceMemory, SustainedResult } from '../scenarios/sustained.ts';
+import type { ServiceMemory } from './memory-figures.ts';
+import type { SustainedResult } from '../scenarios/sustained.ts';
 import { DATABASE_CEILING } from '../scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../scenarios/node-red-peer.ts';
 import type { BenchReport, LatencyResult, ThroughputResult } from './results.ts';
