@@ -102,7 +102,6 @@ const POLL_EVERY_MS = 10;
 /** milliseconds after which a probe is no longer looked for (it then counts as over every bound) */
 const PROBE_GIVE_UP_MS = 30_000;
 
-
 /**
  * The batched load held at a steady rate for minutes (npm run bench -- --long): paced clients (each
  * a burst every 100 ms, out of step) offer `readingsPerSecond` in all, and a probe device (a process
