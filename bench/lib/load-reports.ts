@@ -43,7 +43,7 @@ export function renderSustained(s: SustainedResult): string[] {
     '|---|---|---|---|---|---|---|---|',
     ...s.windows.map(
       (w) =>
-        `| ${w.endS - 10}–${w.endS} | ${n(w.offeredPerSecond)} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} %, ${w.host.iowaitPercent ?? '—'} % |`,
+        `| ${w.endS - 10}–${w.endS} | ${n(w.offeredPerSecond)} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} %, ${w.host.iowaitPercent} % |`,
     ),
     '',
     ...slowWindows(s),
@@ -89,7 +89,7 @@ function slowWindows(s: SustainedResult): string[] {
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
   const hostOf = (f: (i: number) => boolean) => {
     const ws = s.windows.filter((_, i) => f(i));
-    return `CPU busy ${median(ws.map((w) => w.host.busyPercent))} %, stolen ${median(ws.map((w) => w.host.stealPercent))} %, waiting for the disk ${median(ws.map((w) => w.host.iowaitPercent ?? 0))} %`;
+    return `CPU busy ${median(ws.map((w) => w.host.busyPercent))} %, stolen ${median(ws.map((w) => w.host.stealPercent))} %, waiting for the disk ${median(ws.map((w) => w.host.iowaitPercent))} %`;
   };
   const lines = [
     `Windows with p99 over ${SUSTAINED_WINDOW_P99_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).` +

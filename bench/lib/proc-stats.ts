@@ -55,13 +55,6 @@ export function hostCpuShare(before: HostCpuTicks, after: HostCpuTicks): { busyP
   return { busyPercent: Math.round((100 * busy) / all), stealPercent: Math.round((100 * steal) / all), iowaitPercent: Math.round((100 * (after.iowait - before.iowait)) / all) };
 }
 
-/** Resident memory of a process in bytes (VmRSS in /proc/PID/status, proc(5)). */
-export function residentBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for process ${pid}`);
-  return Number(m[1]) * 1024;
-}
-
 /**
  * A process's resident memory in bytes, split as /proc/PID/status does (proc(5)): `anon` is what
  * the process itself holds (heap, stacks, buffers: what a leak grows), `file` the pages of files it
@@ -81,6 +74,11 @@ export function residentMemory(pid: number): ResidentMemory {
     return Number(m[1]) * 1024;
   };
   return { rss: kB('VmRSS'), anon: kB('RssAnon'), file: kB('RssFile') };
+}
+
+/** Resident memory of a process in bytes (VmRSS). */
+export function residentBytes(pid: number): number {
+  return residentMemory(pid).rss;
 }
 
 export interface CpuShare {

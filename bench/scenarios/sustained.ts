@@ -38,8 +38,8 @@ export interface SustainedWindow {
   p99Ms: number;
   /** what InfluxDB's storage engine finished in the window (differences of its own counters) */
   influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number };
-  /** the machine's CPU in the window, in % of all its cores' time: busy, and stolen by the hypervisor */
-  host: { busyPercent: number; stealPercent: number; iowaitPercent?: number };
+  /** the machine's CPU in the window, in % of all its cores' time: busy, stolen by the hypervisor, idle waiting for the disk */
+  host: { busyPercent: number; stealPercent: number; iowaitPercent: number };
   /**
    * each process's CPU in the window (% of one core); each Node process's garbage collection (ms,
    * from its /metrics) and the longest its event loop was held, as the largest bucket bound of

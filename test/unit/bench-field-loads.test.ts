@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test';
 import { issueFleet } from '../../bench/lib/fleet-pki.ts';
 import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
 import { renderSustained } from '../../bench/lib/load-reports.ts';
-import { hostCpuShare, hostCpuTicks } from '../../bench/lib/proc-stats.ts';
+import { hostCpuShare, hostCpuTicks, residentMemory } from '../../bench/lib/proc-stats.ts';
 import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
 import { memoryOf } from '../../bench/lib/memory-figures.ts';
 import { bucketFloorMs, heldOverMs, type SustainedResult } from '../../bench/scenarios/sustained.ts';
@@ -191,6 +191,9 @@ describe('the field loads against their targets', () => {
     const now = hostCpuTicks();
     assert.ok(now.busy > 0 && now.idle > 0 && now.steal >= 0, JSON.stringify(now));
     assert.deepEqual(hostCpuShare(now, now), { busyPercent: 0, stealPercent: 0, iowaitPercent: 0 });
+    // This process's own memory, as /proc/self/status gives it: the anonymous and file-backed parts within the whole.
+    const own = residentMemory(process.pid);
+    assert.ok(own.anon > 0 && own.file > 0 && own.anon + own.file <= own.rss + 4096 * 64, JSON.stringify(own));
   });
 
   it('sustained: the report shows each Node service’s heap floors in the two halves after the warm-up, when it was read', () => {
