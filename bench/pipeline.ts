@@ -43,6 +43,9 @@
  *   --long                     instead: the batched load at 80 % of its maximum (measured first, or
  *                              --long-rate N) for --long-minutes (10): per 10 s window throughput and
  *                              p99, every service's memory: bench/results/pipeline-sustained.json, .md
+ *   --long-devices apart|shared  the simulated devices as machines of their own (apart: the load
+ *                              devices at a lower CPU priority, every device's queue in /dev/shm;
+ *                              the default) or as the services (shared); see scenarios/sustained.ts
  *   --sink postgres            instead of the scenarios above: the batched load into InfluxDB and
  *                              into a real PostgreSQL (15, scripts/local-stack/databases.ts), the
  *                              distributor restarted to write to one of them before each round, in
@@ -73,7 +76,7 @@ import { influxStore, PostgresStore } from './lib/stores.ts';
 import { evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
 import { dmzServersFor, runFleet } from './lib/fleet-stack.ts';
 import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
-import { sustained } from './scenarios/sustained.ts';
+import { DEVICE_PLACEMENTS, sustained, type DevicePlacement } from './scenarios/sustained.ts';
 import { comparePrefixes, compareSetting, renderCompare, type CompareResult } from './lib/compare.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fleetAsThroughput, type FleetResult } from './scenarios/fleet.ts';
@@ -100,6 +103,8 @@ const { values } = parseArgs({
     'long-minutes': { type: 'string', default: '10' },
     /** readings/s taken as the batched maximum instead of measuring it first */
     'long-rate': { type: 'string' },
+    /** where the simulated devices stand: apart or shared (bench/scenarios/sustained.ts) */
+    'long-devices': { type: 'string', default: 'shared' },
     /** KEY=VALUE: instead of the scenarios, batched and one-per-message rounds with and without this setting */
     compare: { type: 'string', multiple: true, default: [] },
   },
@@ -108,6 +113,9 @@ if (values.sink !== 'influxdb' && values.sink !== 'postgres') {
   process.stderr.write(`bench: --sink takes influxdb or postgres, not ${JSON.stringify(values.sink)}\n`);
   process.exit(2);
 }
+const longDevices: DevicePlacement =
+  DEVICE_PLACEMENTS.find((d) => d === values['long-devices']) ??
+  (process.stderr.write(`bench: --long-devices takes ${DEVICE_PLACEMENTS.join(' or ')}, not ${JSON.stringify(values['long-devices'])}\n`), process.exit(2));
 const badSetting = [...values.set, ...values.compare].find((kv) => !/^[A-Z][A-Z0-9_]*=/.test(kv));
 if (badSetting !== undefined) {
   process.stderr.write(`bench: --set and --compare take KEY=VALUE (a setting name in capitals), not ${JSON.stringify(badSetting)}\n`);
@@ -176,7 +184,8 @@ async function main(): Promise<void> {
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
-  const influx = await InfluxV1.start(join(work, 'influxdb'), DATABASE);
+  // The sustained load reads the database's own time per write from its access log.
+  const influx = await InfluxV1.start(join(work, 'influxdb'), DATABASE, { accessLog: values.long });
   // --sink postgres: a PostgreSQL with a password-authenticated role owning its database, as deployed.
   const postgres = values.sink === 'postgres' ? await Postgres.start(join(work, 'postgres')) : undefined;
   const pgPassword = randomBytes(12).toString('hex');
@@ -323,7 +332,7 @@ async function main(): Promise<void> {
         const services = () => ({ ...Object.fromEntries(stack.all.map((proc) => [proc.name, proc.pid])), InfluxDB: influx.process.pid });
         const m = stack.metrics;
         const metricsOf = () => ({ 'gateway-1': m.gateways[0], distributor: m.distributor, 'command-api': m.commandApi, 'broker-exporter': m.brokerExporter, console: m.console });
-        const s = await sustained(ctx, { readingsPerSecond: Math.round(maximum * SUSTAINED_SHARE), maximumPerSecond: maximum, minutes: Number(values['long-minutes']), services, metricsOf });
+        const s = await sustained(ctx, { readingsPerSecond: Math.round(maximum * SUSTAINED_SHARE), maximumPerSecond: maximum, minutes: Number(values['long-minutes']), services, metricsOf, devices: longDevices });
         process.stdout.write(writeLoadReport(resultsDir, 'pipeline-sustained', { when: new Date().toISOString(), settings, sustained: s }, renderSustained(s), sustainedTargets(s)) + '\n');
       }
     } finally {

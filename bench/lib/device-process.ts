@@ -69,9 +69,12 @@ export interface DeviceProcess {
  * 100 ms in a third of the 10 s windows (up to a second): the probe's looks into the database then
  * took up to a second, and the paced devices, missing their ticks, sent in bursts after each hold.
  */
-export async function startDeviceProcess(input: DeviceInput): Promise<DeviceProcess> {
+export async function startDeviceProcess(input: DeviceInput, o: { nice?: number } = {}): Promise<DeviceProcess> {
+  // Under nice(1), which then executes Node: every thread of the process (V8's, libuv's) inherits
+  // the priority, where os.setPriority would lower only the main thread's.
+  const runner = o.nice ? { execPath: 'nice', execArgv: ['-n', String(o.nice), process.execPath, '--import', 'tsx'] } : { execArgv: ['--import', 'tsx'] };
   const child = fork(join(import.meta.dirname, 'device-process-main.ts'), [], {
-    execArgv: ['--import', 'tsx'],
+    ...runner,
     env: { ...process.env, DEVICE_INPUT: JSON.stringify(DeviceInputSchema.parse(input)) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FleetResult } from '../scenarios/fleet.ts';
 import type { SustainedResult } from '../scenarios/sustained.ts';
+import { SLOW_WRITE_MS } from './influx-access-log.ts';
 import { SUSTAINED_WINDOW_P99_MS, targetsTable, type TargetVerdict } from './targets.ts';
 
 const n = (x: number) => Math.round(x).toLocaleString('en');
@@ -39,11 +40,11 @@ export function renderSustained(s: SustainedResult): string[] {
   return [
     `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
     '',
-    '| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | machine: CPU busy, stolen, waiting for the disk |',
-    '|---|---|---|---|---|---|---|---|',
+    '| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | InfluxDB: slowest write request (its log), writes over ${SLOW_WRITE_MS} ms | machine: CPU busy, stolen, waiting for the disk |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...s.windows.map(
       (w) =>
-        `| ${w.endS - 10}–${w.endS} | ${n(w.offeredPerSecond)} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.host.busyPercent} %, ${w.host.stealPercent} %, ${w.host.iowaitPercent} % |`,
+        `| ${w.endS - 10}–${w.endS} | ${n(w.offeredPerSecond)} | ${n(w.storedPerSecond)} | ${w.probes} | ${w.p99Ms < 0 ? 'a probe never arrived' : `${w.p99Ms} ms`} | ${w.influx.cacheSnapshots}, ${w.influx.compactions} (${n(w.influx.compactionMs)} ms) | ${w.influx.gcPauseMs} ms | ${w.influx.slowestWriteMs === undefined ? '—' : `${n(w.influx.slowestWriteMs)} ms, ${w.influx.slowWrites ?? 0}`} | ${w.host.busyPercent} %, ${w.host.stealPercent} %, ${w.host.iowaitPercent} % |`,
     ),
     '',
     ...slowWindows(s),
@@ -95,6 +96,17 @@ function slowWindows(s: SustainedResult): string[] {
     `Windows with p99 over ${SUSTAINED_WINDOW_P99_MS} ms: ${slowAll} of ${s.windows.length}; of them ${slowBusy} with an InfluxDB cache snapshot or compaction finishing in them or the window before (such windows: ${busyAll} of ${s.windows.length}).` +
       (slowAll > 0 ? ` The machine in the slow windows: ${hostOf((i) => !!slow[i])} (medians; the other windows: ${hostOf((i) => !slow[i])}).` : ''),
   ];
+  const writesOf = (f: (i: number) => boolean) => {
+    const ws = s.windows.filter((w, i) => f(i) && w.influx.slowestWriteMs !== undefined);
+    const over = ws.reduce((a, w) => a + (w.influx.slowWrites ?? 0), 0);
+    return `${median(ws.map((w) => w.influx.slowestWriteMs ?? 0))} ms, ${over} write${over === 1 ? '' : 's'} over ${SLOW_WRITE_MS} ms in ${ws.length} window${ws.length === 1 ? '' : 's'}`;
+  };
+  if (slowAll > 0 && s.windows.some((w) => w.influx.slowestWriteMs !== undefined)) {
+    lines.push(
+      '',
+      `The database's own time per write request (its access log): the slowest in the median slow window ${writesOf((i) => !!slow[i])}; in the median other window ${writesOf((i) => !slow[i])}.`,
+    );
+  }
   if (slowAll === 0 || slowAll === s.windows.length) return lines;
   // Each process in the slow windows against the others: which one was busier, collecting, or held.
   const names = [...new Set(s.windows.flatMap((w) => Object.keys(w.processes)))].sort();

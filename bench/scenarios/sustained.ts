@@ -1,10 +1,12 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { pkiPaths } from '../../pki/layout.ts';
 import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
 import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
+import { serverWrites, SLOW_WRITE_MS, slowestWrite } from '../lib/influx-access-log.ts';
 import { heapOf, memoryOf, type ServiceHeap, type ServiceMemory } from '../lib/memory-figures.ts';
 import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentMemory, type ResidentMemory } from '../lib/proc-stats.ts';
 import { EVENT_LOOP_DELAY_BUCKETS_S, probeEventLoop } from '../../shared/metrics/event-loop.ts';
@@ -21,7 +23,27 @@ export interface SustainedOptions {
   services: () => Record<string, number | undefined>;
   /** the Node services' /metrics base URLs, whose V8 heap in use is read every window */
   metricsOf?: () => Record<string, string | undefined>;
+  /** where the simulated devices stand (DEVICE_PLACEMENTS) */
+  devices: DevicePlacement;
 }
+
+/**
+ * Where the simulated devices stand beside the services (--long-devices). Each stands for a machine
+ * of its own, with its own CPU and storage, that here shares the two cores and the disk:
+ * - `shared` (the default, and every run before this option): the devices as the services, their
+ *   durable queues in the run's folder, on the disk the databases, brokers and journals write to
+ *   (nine devices' queues wrote 8 MiB/s to it, InfluxDB 0.75 MiB/s).
+ * - `apart`: the load devices at a lower CPU priority (nice DEVICE_NICE) and every device's queue
+ *   in memory-backed storage (DEVICE_STORAGE). The probe device keeps the services' priority: its
+ *   own scheduling is not part of the latency it measures. It tells whether slow windows come from
+ *   the devices sharing the disk and the cores (docs/performance.md, "What the disk is not").
+ */
+export const DEVICE_PLACEMENTS = ['apart', 'shared'] as const;
+export type DevicePlacement = (typeof DEVICE_PLACEMENTS)[number];
+/** the load devices' nice(1) increment when apart: the services first, the devices with what is left */
+const DEVICE_NICE = 10;
+/** memory-backed storage for the devices' queues when apart */
+const DEVICE_STORAGE = '/dev/shm';
 
 export interface SustainedWindow {
   /** seconds from the start of the load to the window's end */
@@ -36,8 +58,12 @@ export interface SustainedWindow {
   /** device → database of the probes sent in the window */
   probes: number;
   p99Ms: number;
-  /** what InfluxDB's storage engine finished in the window (differences of its own counters) */
-  influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number };
+  /**
+   * what InfluxDB's storage engine finished in the window (differences of its own counters); and,
+   * from its HTTP access log, the slowest write request that began in the window and how many took
+   * over SLOW_WRITE_MS (the server's own time: absent when the log has no write at all)
+   */
+  influx: { cacheSnapshots: number; compactions: number; compactionMs: number; gcPauseMs: number; slowestWriteMs?: number; slowWrites?: number };
   /** the machine's CPU in the window, in % of all its cores' time: busy, stolen by the hypervisor, idle waiting for the disk */
   host: { busyPercent: number; stealPercent: number; iowaitPercent: number };
   /**
@@ -60,6 +86,7 @@ export interface ProcessWindow {
 
 export interface SustainedResult {
   scenario: string;
+  devices: DevicePlacement;
   maximumPerSecond: number;
   offeredPerSecond: number;
   minutes: number;
@@ -116,11 +143,20 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const ids = [...Array.from({ length: ctx.clients }, (_, i) => `long-${i}`), 'longprobe-0'];
   for (const id of ids) if (!existsSync(pkiPaths(ctx.certs).device(id).cert)) issueDeviceCertificate(ctx.certs, id);
   const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
+  const apart = o.devices === 'apart' ? mkdtempSync(join(DEVICE_STORAGE, 'fieldstream-bench-devices-')) : undefined;
+  const removeApart = () => apart !== undefined && rmSync(apart, { recursive: true, force: true });
+  process.once('exit', removeApart); // also when the run fails
+  const input = (id: string, mode: Parameters<typeof deviceInput>[2]) => {
+    const i = deviceInput(ctx, id, mode);
+    return apart === undefined ? i : { ...i, settings: { ...i.settings, FIELD_DATA_DIR: join(apart, id) } };
+  };
   // Each device a process of its own, out of step with the others, its timestamps its own.
   const paced = await Promise.all(
-    ids.slice(0, -1).map((id, i) => startDeviceProcess(deviceInput(ctx, id, { kind: 'paced', perTick, tickMs: TICK_MS, offsetMs: (i * TICK_MS) / ctx.clients, timestampBase: 1780000000000 + i * 1_000_000_000 }))),
+    ids.slice(0, -1).map((id, i) =>
+      startDeviceProcess(input(id, { kind: 'paced', perTick, tickMs: TICK_MS, offsetMs: (i * TICK_MS) / ctx.clients, timestampBase: 1780000000000 + i * 1_000_000_000 }), { nice: apart === undefined ? 0 : DEVICE_NICE }),
+    ),
   );
-  const probe = await startDeviceProcess(deviceInput(ctx, 'longprobe-0', { kind: 'probe', everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: PROBE_GIVE_UP_MS }));
+  const probe = await startDeviceProcess(input('longprobe-0', { kind: 'probe', everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: PROBE_GIVE_UP_MS }));
   const devicePids = () => [...paced, probe].flatMap((d) => (d.pid === undefined ? [] : [d.pid]));
   /** `read` of every process of the stack still running, by name */
   const perService = <T>(read: (pid: number) => T, out = new Map<string, T>()) => {
@@ -253,6 +289,8 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   stopBenchProbe();
   gcObserver.disconnect();
   const [{ sentAt, seenAt: seen }, ...loads] = await Promise.all([probe.stop(), ...paced.map((d) => d.stop())]);
+  removeApart();
+  process.off('exit', removeApart);
   // Each window's probes: those sent in it; one never seen counts as slower than any bound.
   for (const w of windows) {
     const lat = sentAt
@@ -262,6 +300,16 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     w.probes = lat.length;
     const p99 = lat[Math.min(lat.length - 1, Math.floor(0.99 * lat.length))] ?? 0;
     w.p99Ms = Number.isFinite(p99) ? p99 : -1;
+  }
+  // The database's own time per write request (its access log, on in --long): whether a slow window's
+  // wait was in the database or around it.
+  const writes = serverWrites(existsSync(ctx.influx.logFile) ? readFileSync(ctx.influx.logFile, 'utf8') : '');
+  if (writes.length > 0) {
+    for (const w of windows) {
+      const { slowestMs, over } = slowestWrite(writes, start + (w.endS - WINDOW_S) * 1000, start + w.endS * 1000, SLOW_WRITE_MS);
+      w.influx.slowestWriteMs = slowestMs;
+      w.influx.slowWrites = over;
+    }
   }
   const total = sum(loads.map((l) => l.submitted));
   const deadline = Date.now() + 600_000;
@@ -273,7 +321,8 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const memory = [...memorySamples.entries()].map(([service, samples]) => memoryOf(service, samples, warmUpMs / 1000, durationMs / 1000));
   const heap = [...heapSamples.entries()].map(([service, samples]) => heapOf(service, samples, warmUpMs / 1000, durationMs / 1000));
   return {
-    scenario: `sustained: ${o.readingsPerSecond.toLocaleString('en')} readings/s batched for ${o.minutes} min`,
+    scenario: `sustained: ${o.readingsPerSecond.toLocaleString('en')} readings/s batched for ${o.minutes} min, the devices ${o.devices === 'apart' ? 'apart (load devices at nice 10, queues in /dev/shm)' : 'sharing the services\' priority and disk'}`,
+    devices: o.devices,
     maximumPerSecond: o.maximumPerSecond,
     offeredPerSecond: o.readingsPerSecond,
     minutes: o.minutes,

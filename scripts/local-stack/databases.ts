@@ -88,12 +88,14 @@ export class InfluxV1Api {
 /** A real InfluxDB 1.x (Debian's influxd) with authentication on, in a folder of its own. */
 export class InfluxV1 extends InfluxV1Api {
   readonly process: ManagedProcess;
+  /** where influxd writes its log (and its HTTP access log, when started with `accessLog`) */
+  readonly logFile: string;
 
   /**
    * `netns`: run it inside that network namespace (on the namespace's loopback); its HTTP API is
    * then called from inside the namespace too (curl under `ip netns exec`), since Node cannot enter one.
    */
-  private constructor(dir: string, port: number, rpcPort: number, netns?: string) {
+  private constructor(dir: string, port: number, rpcPort: number, netns?: string, accessLog = false) {
     super(`http://127.0.0.1:${port}`, netns);
     const conf = join(dir, 'influxdb.conf');
     writeFileSync(
@@ -109,25 +111,30 @@ bind-address = "127.0.0.1:${rpcPort}"
 [http]
   bind-address = "127.0.0.1:${port}"
   auth-enabled = true
-  log-enabled = false
+  log-enabled = ${accessLog}
 `,
     );
+    this.logFile = join(dir, 'influxd.log');
     this.process = new ManagedProcess({
       name: 'influxd',
       command: 'influxd',
       args: ['-config', conf],
       env: { PATH: process.env.PATH, HOME: dir },
       cwd: dir,
-      logFile: join(dir, 'influxd.log'),
+      logFile: this.logFile,
       ready: { port },
       ...(netns ? { netns } : {}),
     });
   }
 
-  /** In a namespace, give fixed ports (freePort() answers for ours, not the namespace's). */
-  static async start(dir: string, database: string, o: { netns?: string; port?: number; rpcPort?: number } = {}): Promise<InfluxV1> {
+  /**
+   * In a namespace, give fixed ports (freePort() answers for ours, not the namespace's).
+   * `accessLog`: a line per HTTP request in its log, with the time the server took
+   * (bench/lib/influx-access-log.ts reads it).
+   */
+  static async start(dir: string, database: string, o: { netns?: string; port?: number; rpcPort?: number; accessLog?: boolean } = {}): Promise<InfluxV1> {
     mkdirSync(dir, { recursive: true });
-    const db = new InfluxV1(dir, o.port ?? (await freePort()), o.rpcPort ?? (await freePort()), o.netns);
+    const db = new InfluxV1(dir, o.port ?? (await freePort()), o.rpcPort ?? (await freePort()), o.netns, o.accessLog);
     await db.process.start();
     await db.waitPing();
     // With no user yet, InfluxDB lets the first admin be created without credentials.

@@ -10,6 +10,7 @@ import { renderSustained } from '../../bench/lib/load-reports.ts';
 import { hostCpuShare, hostCpuTicks, residentMemory } from '../../bench/lib/proc-stats.ts';
 import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
 import { memoryOf } from '../../bench/lib/memory-figures.ts';
+import { serverWrites, SLOW_WRITE_MS, slowestWrite } from '../../bench/lib/influx-access-log.ts';
 import { bucketFloorMs, heldOverMs, type SustainedResult } from '../../bench/scenarios/sustained.ts';
 import { EVENT_LOOP_DELAY_BUCKETS_S } from '../../shared/metrics/event-loop.ts';
 import { pkiPaths } from '../../pki/layout.ts';
@@ -67,6 +68,7 @@ const host = { busyPercent: 90, stealPercent: 0, iowaitPercent: 1 };
 const processes = { distributor: { cpuPercent: 40, gcMs: 12, heldOverMs: 25, requestOverMs: 100 } };
 const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   scenario: 'sustained',
+  devices: 'apart',
   maximumPerSecond: 70_000,
   offeredPerSecond: 56_000,
   minutes: 10,
@@ -159,7 +161,9 @@ describe('the field loads against their targets', () => {
       ),
       lines.join('\n'),
     );
-    assert.ok(lines.includes('| 0–10 | 56,000 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | 90 %, 0 %, 1 % |'), lines.join('\n'));
+    assert.ok(lines.includes('| 0–10 | 56,000 | 50,000 | 200 | 120 ms | 1, 2 (840 ms) | 3 ms | — | 90 %, 0 %, 1 % |'), lines.join('\n'));
+    // No access log read: nothing said of the database's own time per write.
+    assert.ok(!lines.some((l) => l.startsWith("The database's own time")), lines.join('\n'));
     // The slow windows' medians: the distributor's 40 and 90 % (upper median), 12 and 300 ms of GC.
     assert.ok(lines.includes('| distributor | 90 | 40 | 300 | 12 | > 250 ms | > 25 ms | > 1000 ms | > 100 ms |'), lines.join('\n'));
     // Each slow window's held event loops of 100 ms or more; the gateway's 50 ms is not named.
@@ -169,6 +173,39 @@ describe('the field loads against their targets', () => {
       lines.includes(
         'The slowest request in each slow window (the gateway: an envelope published to its PUBACK; the distributor: a database request): 20 s (p99 900 ms): distributor > 100 ms; 40 s (p99 700 ms): distributor > 1000 ms, gateway ≤ 1 ms.',
       ),
+      lines.join('\n'),
+    );
+  });
+
+  it("sustained: the database's own time per write request, from its access log, in each window and in the slow ones against the others", () => {
+    const at = Date.UTC(2026, 11, 2, 0, 29, 35);
+    const line = (time: string, path: string, micros: number) => `[httpd] 127.0.0.1 - fieldstream [${time}] "POST ${path} HTTP/1.1" 204 0 "-" "-" 738ff10c-ede7-11f1-8005-000000000000 ${micros}`;
+    const log = [
+      'ts=2026-12-02T00:29:30.000000Z lvl=info msg="Storing statistics" log_id=16u2LOC0000',
+      line('02/Dec/2026:00:29:35 +0000', '/write?db=bench&precision=ms', 37_555),
+      line('02/Dec/2026:01:29:36 +0100', '/write?db=bench&precision=ms', 922_975), // the same clock, another zone
+      '[httpd] 127.0.0.1 - fieldstream [02/Dec/2026:00:29:36 +0000] "GET /query?db=bench&q=SELECT HTTP/1.1" 200 57 "-" "-" 7390-1 2000000',
+      line('02/Dec/2026:00:29:45 +0000', '/write?db=bench&precision=ms', 260_000),
+      '[httpd] damaged line 5',
+    ].join('\n');
+    const writes = serverWrites(log);
+    assert.deepEqual(writes, [
+      { atMs: at, ms: 37.555, status: 204 },
+      { atMs: at + 1000, ms: 922.975, status: 204 },
+      { atMs: at + 10_000, ms: 260, status: 204 },
+    ]);
+    assert.deepEqual(slowestWrite(writes, at, at + 10_000, SLOW_WRITE_MS), { slowestMs: 923, over: 1 });
+    assert.deepEqual(slowestWrite(writes, at + 10_000, at + 20_000, SLOW_WRITE_MS), { slowestMs: 260, over: 1 });
+    assert.deepEqual(slowestWrite(writes, at + 20_000, at + 30_000, SLOW_WRITE_MS), { slowestMs: 0, over: 0 });
+
+    const windows = [
+      { endS: 10, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 900, influx: { ...quiet, slowestWriteMs: 923, slowWrites: 2 }, host, processes },
+      { endS: 20, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 200, influx: { ...quiet, slowestWriteMs: 120, slowWrites: 0 }, host, processes },
+    ];
+    const lines = renderSustained(sustained({ windows }));
+    assert.ok(lines.includes('| 0–10 | 56,000 | 50,000 | 200 | 900 ms | 0, 0 (0 ms) | 0.5 ms | 923 ms, 2 | 90 %, 0 %, 1 % |'), lines.join('\n'));
+    assert.ok(
+      lines.includes("The database's own time per write request (its access log): the slowest in the median slow window 923 ms, 2 writes over 250 ms in 1 window; in the median other window 120 ms, 0 writes over 250 ms in 1 window."),
       lines.join('\n'),
     );
   });
