@@ -40,7 +40,7 @@ export function renderSustained(s: SustainedResult): string[] {
   return [
     `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated.`,
     '',
-    '| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | InfluxDB: slowest write request (its log), writes over ${SLOW_WRITE_MS} ms | machine: CPU busy, stolen, waiting for the disk |',
+    `| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | InfluxDB: slowest write request (its log), writes over ${SLOW_WRITE_MS} ms | machine: CPU busy, stolen, waiting for the disk |`,
     '|---|---|---|---|---|---|---|---|---|',
     ...s.windows.map(
       (w) =>

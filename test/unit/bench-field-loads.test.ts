@@ -203,6 +203,7 @@ describe('the field loads against their targets', () => {
       { endS: 20, storedPerSecond: 50_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 200, influx: { ...quiet, slowestWriteMs: 120, slowWrites: 0 }, host, processes },
     ];
     const lines = renderSustained(sustained({ windows }));
+    assert.ok(lines.some((l) => l.startsWith('| window (s) |') && l.includes('| InfluxDB: slowest write request (its log), writes over 250 ms |')), lines.join('\n'));
     assert.ok(lines.includes('| 0–10 | 56,000 | 50,000 | 200 | 900 ms | 0, 0 (0 ms) | 0.5 ms | 923 ms, 2 | 90 %, 0 %, 1 % |'), lines.join('\n'));
     assert.ok(
       lines.includes("The database's own time per write request (its access log): the slowest in the median slow window 923 ms, 2 writes over 250 ms in 1 window; in the median other window 120 ms, 0 writes over 250 ms in 1 window."),
