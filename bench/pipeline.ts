@@ -43,9 +43,9 @@
  *   --long                     instead: the batched load at 80 % of its maximum (measured first, or
  *                              --long-rate N) for --long-minutes (10): per 10 s window throughput and
  *                              p99, every service's memory: bench/results/pipeline-sustained.json, .md
- *   --long-devices apart|shared  the simulated devices as machines of their own (apart: the load
- *                              devices at a lower CPU priority, every device's queue in /dev/shm;
- *                              the default) or as the services (shared); see scenarios/sustained.ts
+ *   --long-devices apart|shared  the simulated devices as the services (shared, the default) or as
+ *                              machines of their own (apart: the load devices at a lower CPU
+ *                              priority, every device's queue in /dev/shm); see scenarios/sustained.ts
  *   --sink postgres            instead of the scenarios above: the batched load into InfluxDB and
  *                              into a real PostgreSQL (15, scripts/local-stack/databases.ts), the
  *                              distributor restarted to write to one of them before each round, in

@@ -9,7 +9,7 @@
  * (its event loop, the network, the line protocol and gzip it builds first).
  */
 
-/** milliseconds: a write request the database took longer than this over is counted in its window */
+/** milliseconds: a write request the database took longer than this is counted as slow in its window */
 export const SLOW_WRITE_MS = 250;
 
 export interface ServerWrite {

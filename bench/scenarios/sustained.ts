@@ -145,7 +145,8 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
   const apart = o.devices === 'apart' ? mkdtempSync(join(DEVICE_STORAGE, 'fieldstream-bench-devices-')) : undefined;
   const removeApart = () => apart !== undefined && rmSync(apart, { recursive: true, force: true });
-  process.once('exit', removeApart); // also when the run fails
+  // Also when the run fails; a run killed outright leaves it behind, as it leaves its own folder.
+  process.once('exit', removeApart);
   const input = (id: string, mode: Parameters<typeof deviceInput>[2]) => {
     const i = deviceInput(ctx, id, mode);
     return apart === undefined ? i : { ...i, settings: { ...i.settings, FIELD_DATA_DIR: join(apart, id) } };
