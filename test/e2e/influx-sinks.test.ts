@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InfluxV1, VictoriaMetrics } from '../../scripts/local-stack/databases.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { serverWrites } from '../../bench/lib/influx-access-log.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
@@ -30,7 +32,8 @@ describe('time-series sinks against real databases', () => {
   let influx: InfluxV1;
   let vm: VictoriaMetrics;
   before(async () => {
-    influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
+    // With its access log, as the sustained benchmark runs it (one test below reads it).
+    influx = await InfluxV1.start(join(work.dir, 'influx'), DB, { accessLog: true });
     vm = await VictoriaMetrics.start(join(work.dir, 'vm'));
   });
   after(async () => {
@@ -50,6 +53,24 @@ describe('time-series sinks against real databases', () => {
       { time: 1700000000123, device: 's1', t: 21.5, label: 'a "quoted", string', ok: true },
       { time: 1700000000124, device: 's1', t: 22, label: null, ok: null },
     ]);
+  });
+
+  it("InfluxDB 1.x: its access log gives the server's own time for each write request, as the sustained benchmark reads it", async () => {
+    const from = Math.floor(Date.now() / 1000) * 1000;
+    const before = serverWrites(readFileSync(influx.logFile, 'utf8')).length;
+    await v1().write([point('s8', { v: 8 }, 1700000300000)]);
+    await v1().write([point('s8', { v: 9 }, 1700000300001)]);
+    // The log line is written as the response goes: it may follow the answer by a moment.
+    const writes = await eventually(() => {
+      const all = serverWrites(readFileSync(influx.logFile, 'utf8'));
+      return all.length >= before + 2 ? all.slice(before) : undefined;
+    });
+    assert.equal(writes.length, 2, JSON.stringify(writes));
+    for (const w of writes) {
+      assert.equal(w.status, 204);
+      assert.ok(w.ms > 0 && w.ms < 5_000, JSON.stringify(w));
+      assert.ok(w.atMs >= from && w.atMs <= Date.now(), JSON.stringify(w));
+    }
   });
 
   it('InfluxDB 1.x: a small request goes as it is, a large one gzipped; both are stored whole', async () => {
