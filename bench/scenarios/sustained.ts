@@ -94,6 +94,8 @@ export interface SustainedResult {
   readings: number;
   lost: number;
   duplicated: number;
+  /** the database's shards the readings went into: one, unless the load crossed a shard group's end */
+  shards: number;
   windows: SustainedWindow[];
   memory: ServiceMemory[];
   heap: ServiceHeap[];
@@ -151,10 +153,15 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     const i = deviceInput(ctx, id, mode);
     return apart === undefined ? i : { ...i, settings: { ...i.settings, FIELD_DATA_DIR: join(apart, id) } };
   };
-  // Each device a process of its own, out of step with the others, its timestamps its own.
+  // Each device a process of its own, out of step with the others. Their timestamps start now, as
+  // field devices' do, so every reading lands in the database's current shard, whose cache fills,
+  // is written out and compacted while the load runs; one reading a millisecond apart on each
+  // device (its series), so each is a point of its own and the data's clock runs ahead of the
+  // wall clock (an hour in 10 minutes at 6,000 readings/s a device).
+  const timestampBase = Date.now();
   const paced = await Promise.all(
     ids.slice(0, -1).map((id, i) =>
-      startDeviceProcess(input(id, { kind: 'paced', perTick, tickMs: TICK_MS, offsetMs: (i * TICK_MS) / ctx.clients, timestampBase: 1780000000000 + i * 1_000_000_000 }), { nice: apart === undefined ? 0 : DEVICE_NICE }),
+      startDeviceProcess(input(id, { kind: 'paced', perTick, tickMs: TICK_MS, offsetMs: (i * TICK_MS) / ctx.clients, timestampBase }), { nice: apart === undefined ? 0 : DEVICE_NICE }),
     ),
   );
   const probe = await startDeviceProcess(input('longprobe-0', { kind: 'probe', everyMs: PROBE_EVERY_MS, pollEveryMs: POLL_EVERY_MS, giveUpMs: PROBE_GIVE_UP_MS }));
@@ -319,6 +326,10 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     await sleep(1_000);
     stored = await ctx.influxStore.count('long');
   }
+  // The shards whose span holds the load's readings, from the first to the last the database has.
+  const timeOf = async (selector: 'first' | 'last') => Number((await ctx.influx.query(`SELECT ${selector}(v) FROM readings WHERE device =~ /^long-/`, ctx.database)).results?.[0]?.series?.[0]?.values[0]?.[0]);
+  const [firstMs, lastMs] = [await timeOf('first'), await timeOf('last')];
+  const shards = (await ctx.influx.shards(ctx.database)).filter((s) => s.startMs <= lastMs && s.endMs > firstMs).length;
   const memory = [...memorySamples.entries()].map(([service, samples]) => memoryOf(service, samples, warmUpMs / 1000, durationMs / 1000));
   const heap = [...heapSamples.entries()].map(([service, samples]) => heapOf(service, samples, warmUpMs / 1000, durationMs / 1000));
   return {
@@ -331,6 +342,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     readings: total,
     lost: Math.max(0, total - stored),
     duplicated: Math.max(0, stored - total),
+    shards,
     windows,
     memory,
     heap,

@@ -72,6 +72,21 @@ export class InfluxV1Api {
     return a;
   }
 
+  /**
+   * The shards of `database` (`SHOW SHARDS`): each holds the points of one shard group's span of
+   * time, with its own cache, WAL and TSM files (a shard group lasts 7 days under the default
+   * retention policy). How many a load wrote into says how many caches it kept filling.
+   */
+  async shards(database: string): Promise<InfluxShard[]> {
+    const series = ShowShardsSchema.parse(await this.query('SHOW SHARDS')).results[0]?.series ?? [];
+    return series
+      .filter((s) => s.name === database)
+      .flatMap((s) => {
+        const at = (column: string) => s.columns.indexOf(column);
+        return s.values.map((v) => ({ id: Number(v[at('id')]), startMs: Date.parse(String(v[at('start_time')])), endMs: Date.parse(String(v[at('end_time')])) }));
+      });
+  }
+
   /** An HTTP request to the server, from inside its namespace when it has one. */
   protected async http(method: 'GET' | 'POST', url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
     if (!this.netns) {
@@ -157,6 +172,28 @@ bind-address = "127.0.0.1:${rpcPort}"
     await this.waitPing();
   }
 }
+
+/** One shard of a database (InfluxV1Api.shards): its id and the span of time it holds, [startMs, endMs). */
+export interface InfluxShard {
+  id: number;
+  startMs: number;
+  endMs: number;
+}
+
+/** `SHOW SHARDS`: a series per database, a row per shard; the columns read are checked to be there. */
+const ShowShardsSchema = z.object({
+  results: z.array(
+    z.object({
+      series: z
+        .array(
+          z
+            .object({ name: z.string(), columns: z.array(z.string()), values: z.array(z.array(z.unknown())) })
+            .refine((s) => ['id', 'start_time', 'end_time'].every((c) => s.columns.includes(c)), 'SHOW SHARDS without id, start_time or end_time'),
+        )
+        .optional(),
+    }),
+  ),
+});
 
 /** InfluxDB's engine counters at one moment (InfluxV1.activity). */
 export interface InfluxActivity {

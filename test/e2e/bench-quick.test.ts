@@ -13,13 +13,17 @@ const REPO = join(import.meta.dirname, '..', '..');
  * The benchmark's quick mode, so its harness never rots. It checks counts (nothing lost, nothing
  * twice), never times: the figures belong in docs/performance.md, not in a test.
  */
+/** `npm run bench -- ARGS`, as a user runs it: its exit code and output. */
+const bench = (args: string[]) =>
+  new Promise<{ code: number; out: string; err: string }>((resolve) => {
+    execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'bench', 'pipeline.ts'), ...args], { cwd: REPO, timeout: 300_000 }, (err, out, errOut) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut }),
+    );
+  });
+
 describe('npm run bench -- --quick', () => {
   it('runs every scenario on the real stack and counts every reading exactly once', async () => {
-    const r = await new Promise<{ code: number; out: string; err: string }>((resolve) => {
-      execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'bench', 'pipeline.ts'), '--quick'], { cwd: REPO, timeout: 300_000 }, (err, out, errOut) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut }),
-      );
-    });
+    const r = await bench(['--quick']);
     assert.equal(r.code, 0, r.err);
     const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as {
       quick: boolean;
@@ -69,5 +73,34 @@ describe('npm run bench -- --quick', () => {
     assert.ok(f.latency.samples > 0);
     assert.equal(f.latency.samples + f.latency.late, f.seconds);
     assert.equal(f.edges.reduce((n, e) => n + e.devices, 0), 50);
+  });
+});
+
+/**
+ * The sustained mode's harness, held for three windows at a small rate: its windows, the database's
+ * own time per write (the access log), the readings counted once, and the load written as a fleet
+ * writes it, into the database's current shard (each device's timestamps once lay days apart, which
+ * kept a cache per device in InfluxDB; docs/performance.md, "One shard, as a fleet writes").
+ */
+describe('npm run bench -- --long', () => {
+  it('holds a paced load for its windows, counts every reading once and writes one shard', async () => {
+    const r = await bench(['--long', '--long-minutes', '0.5', '--long-rate', '5000', '--clients', '3']);
+    assert.equal(r.code, 0, r.err);
+    const { sustained: s } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-sustained.json'), 'utf8')) as {
+      sustained: { offeredPerSecond: number; readings: number; lost: number; duplicated: number; shards: number; windows: Array<{ probes: number; storedPerSecond: number; influx: { slowestWriteMs?: number } }>; memory: Array<{ service: string }> };
+    };
+    assert.equal(s.offeredPerSecond, 4_000); // 80 % of the rate given
+    assert.ok(s.readings > 0);
+    assert.equal(s.lost, 0);
+    assert.equal(s.duplicated, 0);
+    // One shard group spans 7 days: two only when the half minute crossed one's end.
+    assert.ok(s.shards >= 1 && s.shards <= 2, `shards: ${s.shards}`);
+    assert.equal(s.windows.length, 3);
+    for (const w of s.windows) {
+      assert.ok(w.probes > 0);
+      assert.ok(w.storedPerSecond > 0);
+      assert.equal(typeof w.influx.slowestWriteMs, 'number');
+    }
+    for (const service of ['distributor', 'gateway-1', 'InfluxDB']) assert.ok(s.memory.some((m) => m.service === service), service);
   });
 });

@@ -76,6 +76,7 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   readings: 33_600_000,
   lost: 0,
   duplicated: 0,
+  shards: 1,
   windows: [
     { endS: 60, storedPerSecond: 40_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 300, influx: quiet, host, processes },
     { endS: 70, storedPerSecond: 50_400, offeredPerSecond: 56_000, probes: 200, p99Ms: 500, influx: quiet, host, processes },
@@ -238,5 +239,10 @@ describe('the field loads against their targets', () => {
     assert.ok(!renderSustained(sustained()).some((l) => l.includes('V8 heap')));
     const lines = renderSustained(sustained({ heap: [{ service: 'console', firstFloorMiB: 40.2, secondFloorMiB: 41.5, growthPercent: 3.2, samples: 60 }] }));
     assert.ok(lines.includes('| console | 40.2 | 41.5 | 3.2 % | 60 |'), lines.join('\n'));
+  });
+
+  it('sustained: the report says how many of the database’s shards the load wrote into', () => {
+    assert.match(renderSustained(sustained())[0] ?? '', /0 lost, 0 duplicated; InfluxDB shards written: 1 \(/);
+    assert.match(renderSustained(sustained({ shards: 9 }))[0] ?? '', /InfluxDB shards written: 9 /);
   });
 });
