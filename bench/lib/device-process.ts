@@ -57,9 +57,12 @@ export interface DeviceProcess {
   readonly pid: number | undefined;
   /** readings submitted so far, as last reported (paced: every tick) */
   readonly submitted: number;
-  /** Stops sending, waits for the last probes (or their give-up time) and returns its figures. */
+  /** Stops sending, waits for the last probes (or their give-up time) and for the process to exit, and returns its figures. */
   stop(): Promise<DeviceResult>;
 }
+
+/** milliseconds a device's process has, after reporting its result, to close its field client and exit */
+const EXIT_GRACE_MS = 30_000;
 
 /**
  * A simulated device in a process of its own: a field client with its durable queue, sending as
@@ -92,10 +95,13 @@ export async function startDeviceProcess(input: DeviceInput, o: { nice?: number 
     waiters.splice(0).forEach((w) => w());
   });
   // 'close', not 'exit': a message sent just before the exit may still be on its way at 'exit'.
-  child.on('close', (code, signal) => {
-    exited = `${input.deviceId}: its process exited (${signal ?? code})`;
-    waiters.splice(0).forEach((w) => w());
-  });
+  const gone = new Promise<void>((resolve) =>
+    child.on('close', (code, signal) => {
+      exited = `${input.deviceId}: its process exited (${signal ?? code})`;
+      waiters.splice(0).forEach((w) => w());
+      resolve();
+    }),
+  );
   const next = async (): Promise<DeviceMessage> => {
     for (;;) {
       const m = messages.shift();
@@ -116,6 +122,11 @@ export async function startDeviceProcess(input: DeviceInput, o: { nice?: number 
       child.send({ type: 'stop' });
       const result = await next();
       if (result.type !== 'result') throw new Error(`${input.deviceId}: ${result.type} instead of its result`);
+      // The device closes its field client after reporting, which still writes to its queue: its
+      // folder is the caller's to remove only once the process is gone (killed if it hangs).
+      const hung = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
+      await gone;
+      clearTimeout(hung);
       submitted = result.submitted;
       return { submitted: result.submitted, sentAt: result.sentAt, seenAt: new Map(result.seen) };
     },
