@@ -9,10 +9,6 @@ import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
-/**
- * The benchmark's quick mode, so its harness never rots. It checks counts (nothing lost, nothing
- * twice), never times: the figures belong in docs/performance.md, not in a test.
- */
 /** `npm run bench -- ARGS`, as a user runs it: its exit code and output. */
 const bench = (args: string[]) =>
   new Promise<{ code: number; out: string; err: string }>((resolve) => {
@@ -21,6 +17,10 @@ const bench = (args: string[]) =>
     );
   });
 
+/**
+ * The benchmark's quick mode, so its harness never rots. It checks counts (nothing lost, nothing
+ * twice), never times: the figures belong in docs/performance.md, not in a test.
+ */
 describe('npm run bench -- --quick', () => {
   it('runs every scenario on the real stack and counts every reading exactly once', async () => {
     const r = await bench(['--quick']);
