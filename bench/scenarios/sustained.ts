@@ -327,7 +327,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     stored = await ctx.influxStore.count('long');
   }
   // The shards whose span holds the load's readings, from the first to the last the database has.
-  const timeOf = async (selector: 'first' | 'last') => Number((await ctx.influx.query(`SELECT ${selector}(v) FROM readings WHERE device =~ /^long-/`, ctx.database)).results?.[0]?.series?.[0]?.values[0]?.[0]);
+  const timeOf = async (selector: 'first' | 'last') => Number((await ctx.influx.rows(ctx.database, `SELECT ${selector}(v) FROM readings WHERE device =~ /^long-/`))[0]?.time);
   const [firstMs, lastMs] = [await timeOf('first'), await timeOf('last')];
   const shards = (await ctx.influx.shards(ctx.database)).filter((s) => s.startMs <= lastMs && s.endMs > firstMs).length;
   const memory = [...memorySamples.entries()].map(([service, samples]) => memoryOf(service, samples, warmUpMs / 1000, durationMs / 1000));

@@ -83,7 +83,7 @@ export class InfluxV1Api {
       .filter((s) => s.name === database)
       .flatMap((s) => {
         const at = (column: string) => s.columns.indexOf(column);
-        return s.values.map((v) => ({ id: Number(v[at('id')]), startMs: Date.parse(String(v[at('start_time')])), endMs: Date.parse(String(v[at('end_time')])) }));
+        return s.values.map((v) => ({ startMs: Date.parse(String(v[at('start_time')])), endMs: Date.parse(String(v[at('end_time')])) }));
       });
   }
 
@@ -173,9 +173,8 @@ bind-address = "127.0.0.1:${rpcPort}"
   }
 }
 
-/** One shard of a database (InfluxV1Api.shards): its id and the span of time it holds, [startMs, endMs). */
+/** One shard of a database (InfluxV1Api.shards): the span of time it holds, [startMs, endMs). */
 export interface InfluxShard {
-  id: number;
   startMs: number;
   endMs: number;
 }
@@ -188,7 +187,7 @@ const ShowShardsSchema = z.object({
         .array(
           z
             .object({ name: z.string(), columns: z.array(z.string()), values: z.array(z.array(z.unknown())) })
-            .refine((s) => ['id', 'start_time', 'end_time'].every((c) => s.columns.includes(c)), 'SHOW SHARDS without id, start_time or end_time'),
+            .refine((s) => ['start_time', 'end_time'].every((c) => s.columns.includes(c)), 'SHOW SHARDS without start_time or end_time'),
         )
         .optional(),
     }),
