@@ -34,6 +34,7 @@ function referencesLines(report: BenchReport): string[] {
   return [
     `Batched pipeline at ${pct(r.batchedShareOfDatabase)} of the database ceiling, ${r.batchedVsPeer.toFixed(2)} × the Node-RED peer (one reading per message: ${r.singleVsPeer.toFixed(2)} ×), ${pct(r.batchedShareOfBroker)} of the broker ceiling for its own ${r.envelopes.toLocaleString('en')} envelopes (${r.envelopeBytes.toLocaleString('en')} bytes each on average).`,
     ...(cpu.length > 0 ? [`The peer's CPU while it ran: ${cpu.join(', ')}.`] : []),
+    `Each side measured warm: the first round after start, not counted, ran at ${r.warmUp.batched.toLocaleString('en')} readings/s batched and ${r.warmUp.peer.toLocaleString('en')} for the peer.`,
   ];
 }
 

@@ -21,6 +21,11 @@ export interface ReferenceFigures {
   envelopeBytes: number;
   /** CPU of the peer's processes while it ran (the publishers are the benchmark's own process) */
   peerCpu: CpuShare[];
+  /**
+   * readings/s of the first round after start, not counted (each side is measured warm): the
+   * pipeline's first batched round, and the peer's first round of the same readings
+   */
+  warmUp: { batched: number; peer: number };
 }
 
 const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 1000) / 1000 : 0);
@@ -31,7 +36,7 @@ const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 1000) / 10
  * two), the broker ceiling for the envelopes one batched round produced (captured in a round of
  * their own, not measured), and the Node-RED peer fed a batched round's readings one per message.
  */
-export async function measureReferences(ctx: BenchContext, meter: CpuMeter, batched: ThroughputOptions): Promise<{ results: ThroughputResult[]; figures: (ours: { batched: ThroughputResult; single: ThroughputResult }) => ReferenceFigures }> {
+export async function measureReferences(ctx: BenchContext, meter: CpuMeter, batched: ThroughputOptions): Promise<{ results: ThroughputResult[]; figures: (ours: { batched: ThroughputResult; single: ThroughputResult; warmUp: ThroughputResult }) => ReferenceFigures }> {
   const database = combineRuns(DATABASE_CEILING, [
     await databaseCeiling(ctx, meter, { prefix: 'dbceiling0', readingsPerClient: batched.readingsPerClient }),
     await databaseCeiling(ctx, meter, { prefix: 'dbceiling1', readingsPerClient: batched.readingsPerClient }),
@@ -42,16 +47,17 @@ export async function measureReferences(ctx: BenchContext, meter: CpuMeter, batc
   const capture = await captureEnvelopes(ctx, batched.prefix, total, () => throughput(ctx, meter, { ...batched, name: 'batched (envelopes captured)' }));
   const broker = await brokerCeiling(ctx, capture);
   const peer = await nodeRedPeer(ctx, { prefix: 'peer', readingsPerClient: batched.readingsPerClient });
-  const { peerCpu, ...peerResult } = peer;
+  const { peerCpu, warmUpPerSecond, ...peerResult } = peer;
   return {
     results: [database, broker, peerResult],
-    figures: ({ batched: b, single }) => ({
+    figures: ({ batched: b, single, warmUp }) => ({
       batchedShareOfDatabase: ratio(b.readingsPerSecond, database.readingsPerSecond),
       batchedVsPeer: ratio(b.readingsPerSecond, peer.readingsPerSecond),
       singleVsPeer: ratio(single.readingsPerSecond, peer.readingsPerSecond),
       batchedShareOfBroker: ratio(b.readingsPerSecond, broker.readingsPerSecond),
       envelopes: broker.messages,
       envelopeBytes: Math.round(capture.messages.reduce((n, m) => n + m.payload.length, 0) / Math.max(1, capture.messages.length)),
+      warmUp: { batched: warmUp.readingsPerSecond, peer: warmUpPerSecond },
       peerCpu: peerCpu.map((c) => (c.component === 'field clients (bench process)' ? { ...c, component: 'publishers (bench process)' } : c)),
     }),
   };

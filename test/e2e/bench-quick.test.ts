@@ -30,8 +30,11 @@ describe('npm run bench -- --quick', () => {
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
       connections: { connections: number; kibPerConnection: number };
       fleet: { devices: number; seconds: number; readings: number; sent: number; stored: number; lost: number; errors: number; closed: number; latency: { samples: number; late: number }; edges: Array<{ devices: number }> };
+      references: { warmUp: { batched: number; peer: number } };
     };
     assert.equal(report.quick, true);
+    // Both sides ran a warm-up round, not counted (its devices' readings are not in any row's count).
+    assert.ok(report.references.warmUp.batched > 0 && report.references.warmUp.peer > 0, JSON.stringify(report.references.warmUp));
     // batched (with receipts), with receipts off, metrics on and off, anomaly detection on and off,
     // one per message, the references (database ceiling, broker ceiling, the Node-RED peer), latency, files
     assert.deepEqual(
