@@ -90,6 +90,8 @@ export interface SustainedResult {
   maximumPerSecond: number;
   offeredPerSecond: number;
   minutes: number;
+  /** when the load's first window began (ISO 8601): window N spans N × 10 s from it, for setting other traces beside them */
+  startedAt: string;
   warmUpSeconds: number;
   readings: number;
   lost: number;
@@ -338,6 +340,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     maximumPerSecond: o.maximumPerSecond,
     offeredPerSecond: o.readingsPerSecond,
     minutes: o.minutes,
+    startedAt: new Date(start).toISOString(),
     warmUpSeconds: warmUpMs / 1000,
     readings: total,
     lost: Math.max(0, total - stored),

@@ -70,6 +70,7 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   scenario: 'sustained',
   devices: 'apart',
   maximumPerSecond: 70_000,
+  startedAt: '2026-12-02T05:00:00.000Z',
   offeredPerSecond: 56_000,
   minutes: 10,
   warmUpSeconds: 60,
