@@ -153,11 +153,10 @@ const work = mkdtempSync(join(tmpdir(), 'fieldstream-bench-'));
 
 const BATCHED = { name: 'batched', prefix: 'batch', readingsPerClient: PER_CLIENT, batchMax: 500 };
 /**
- * A batched round run first and not counted: right after the stack starts, the services' code is not
- * yet optimised by V8 and InfluxDB's shard is new, and a round of a few seconds measured that start
- * as much as the pipeline (in the full run of 2026-12-01 18:34 the rounds with warm services ran a
- * fifth faster than those right after a restart). The peer gets a warm-up round too
- * (node-red-peer.ts); both are reported.
+ * A batched round run first and not counted: the first round after the stack starts ran 24–41 %
+ * slower than the rounds after it (the runs of 2026-12-02, docs/performance.md "Measured warm"),
+ * and a round of a few seconds measured that start as much as the pipeline. The peer gets a
+ * warm-up round too (node-red-peer.ts; its first round is not slower); both are reported.
  */
 const WARM_UP = { ...BATCHED, name: 'batched, the first round after start (warm-up, not counted)', prefix: 'warmup' };
 /** The same load, deleted on the device at the gateway's ack: a reference for what receipts cost. */

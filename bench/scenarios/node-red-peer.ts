@@ -100,7 +100,7 @@ export async function nodeRedPeer(ctx: BenchContext, o: { prefix: string; readin
       return { seconds: (Date.now() - started) / 1000 };
     };
     // One round of the same readings first, from devices of their own, not counted: Node-RED starts
-    // as cold as our services do (warmUpRound in bench/pipeline.ts), and each is measured warm.
+    // as cold as our services do (WARM_UP in bench/pipeline.ts), and each is measured warm.
     const warmUp = await peerRound(`${o.prefix}w`);
     meter.begin();
     const { seconds } = await peerRound(o.prefix);
