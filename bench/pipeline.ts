@@ -40,6 +40,9 @@
  *                              before each round: bench/results/pipeline-compare.json, .md
  *   --fleet                    the fleet alone (--fleet-devices N, --fleet-seconds S):
  *                              bench/results/pipeline-fleet.json, .md
+ *   --fleet-per-frame N        the fleet's devices send their readings N at a time (1 to 60), every
+ *                              N seconds, in one frame signed as one group (as the field client
+ *                              does): the same readings in 1/N of the frames
  *   --long                     instead: the batched load at 80 % of its maximum (measured first, or
  *                              --long-rate N) for --long-minutes (10): per 10 s window throughput and
  *                              p99, every service's memory: bench/results/pipeline-sustained.json, .md
@@ -99,6 +102,7 @@ const { values } = parseArgs({
     fleet: { type: 'boolean', default: false },
     'fleet-devices': { type: 'string' },
     'fleet-seconds': { type: 'string' },
+    'fleet-per-frame': { type: 'string' },
     long: { type: 'boolean', default: false },
     'long-minutes': { type: 'string', default: '10' },
     /** readings/s taken as the batched maximum instead of measuring it first */
@@ -144,6 +148,13 @@ const FILES = quick ? 2 : 5;
 /** the fleet: devices, each one reading per second, for FLEET_SECONDS */
 const FLEET_DEVICES = Number(values['fleet-devices'] ?? (quick ? 50 : 10_000));
 const FLEET_SECONDS = Number(values['fleet-seconds'] ?? (quick ? 5 : 60));
+/** readings in each fleet device's frames: 1, each as it is taken (the fleet's targets are for that) */
+const FLEET_PER_FRAME = Number(values['fleet-per-frame'] ?? 1);
+if (!Number.isInteger(FLEET_PER_FRAME) || FLEET_PER_FRAME < 1 || FLEET_PER_FRAME > 60) {
+  process.stderr.write(`bench: --fleet-per-frame takes a whole number of readings from 1 to 60, not ${JSON.stringify(values['fleet-per-frame'])}\n`);
+  process.exit(2);
+}
+const FLEET = { devices: FLEET_DEVICES, seconds: FLEET_SECONDS, readingsPerFrame: FLEET_PER_FRAME };
 /** the sustained load's share of the batched maximum */
 const SUSTAINED_SHARE = 0.8;
 const DATABASE = 'bench';
@@ -305,7 +316,7 @@ async function main(): Promise<void> {
     const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, console: stack.console.pid, 'field clients': process.pid };
     try {
       await self.start();
-      measured = values.profile === 'fleet' ? fleetAsThroughput(await runFleet(stack, influx, { certsDir: certs, database: DATABASE, devices: FLEET_DEVICES, seconds: FLEET_SECONDS })) : await throughput(ctx, meter, values.profile === 'batched' ? BATCHED : SINGLE);
+      measured = values.profile === 'fleet' ? fleetAsThroughput(await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET })) : await throughput(ctx, meter, values.profile === 'batched' ? BATCHED : SINGLE);
       mkdirSync(profiles, { recursive: true });
       await self.stop(join(profiles, `bench.${process.pid}.cpuprofile`));
     } finally {
@@ -332,7 +343,7 @@ async function main(): Promise<void> {
   if (values.fleet || values.long) {
     try {
       if (values.fleet) {
-        const f = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, devices: FLEET_DEVICES, seconds: FLEET_SECONDS });
+        const f = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET });
         process.stdout.write(writeLoadReport(resultsDir, 'pipeline-fleet', { when: new Date().toISOString(), quick, settings, fleet: f }, renderFleet(f), fleetTargets(f)) + '\n');
       } else {
         const measureMaximum = async () => {
@@ -405,7 +416,7 @@ async function main(): Promise<void> {
     const direct = stack.directGateway;
     if (!direct?.process.pid) throw new Error('the direct gateway is not running');
     connections = await heldConnections({ url: direct.url, gatewayPid: direct.process.pid, ca: loadCa(certs), count: CONNECTIONS, concurrency: 32 });
-    fleetResult = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, devices: FLEET_DEVICES, seconds: FLEET_SECONDS });
+    fleetResult = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET });
   } finally {
     await stack.close();
     await influx.process.stop();

@@ -97,7 +97,9 @@ export function connectionMemoryTarget(c: ConnectionsResult): TargetVerdict {
 /** The fleet's targets: 10,000 devices through Caddy, one reading a second each for 60 s. */
 export function fleetTargets(f: FleetResult): TargetVerdict[] {
   const full = f.devices >= 10_000 && f.seconds >= 60;
-  const held = (verdict: string) => (full ? verdict : `not held to it: ${n(f.devices)} devices × ${f.seconds} s`);
+  // The targets are for a reading per frame; a fleet sending several a frame is another load.
+  const held = (verdict: string) =>
+    f.readingsPerFrame > 1 ? `not held to it: ${f.readingsPerFrame} readings a frame` : full ? verdict : `not held to it: ${n(f.devices)} devices × ${f.seconds} s`;
   const gatewayKiB = Math.max(...f.edges.map((e) => e.gatewayKiBPerConnection));
   return [
     { target: 'fleet: 10,000 devices × 60 s through Caddy (10,000 messages/s), 0 lost', measured: `${n(f.lost)} lost of ${n(f.readings)}`, verdict: held(f.lost === 0 ? 'met' : `missed: ${n(f.lost)} lost`) },

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import type { KeyAndCert } from '../../pki/certificates.ts';
 import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { signMessage } from '../../shared/security/message-auth.ts';
+import { batchFrame } from '../../shared/contract/uplink-frame.ts';
+import { signGroup, signMessage } from '../../shared/security/message-auth.ts';
 import { sleep } from '../lib/context.ts';
 import { issueFleet, type FleetDevice } from '../lib/fleet-pki.ts';
 import { residentBytes, type CpuMeter, type CpuShare } from '../lib/proc-stats.ts';
@@ -23,8 +24,14 @@ export interface FleetOptions {
   influx: InfluxV1;
   database: string;
   devices: number;
-  /** seconds of load: each device sends one reading per second */
+  /** seconds of load: each device takes one reading per second */
   seconds: number;
+  /**
+   * readings a device sends in one frame: 1, each reading in its own frame as it is taken, signed
+   * alone (a simple device); more, a device that sends its readings this many at a time, every as
+   * many seconds, in one frame signed as one group (as the field client does)
+   */
+  readingsPerFrame: number;
   /** handshakes in progress at once */
   concurrency: number;
   meter?: CpuMeter;
@@ -43,6 +50,10 @@ export interface FleetResult {
   scenario: string;
   devices: number;
   seconds: number;
+  /** readings in each device's frames (FleetOptions.readingsPerFrame) */
+  readingsPerFrame: number;
+  /** frames the devices sent */
+  frames: number;
   /** readings the devices were due to send, one per device per second */
   readings: number;
   /** readings each device had written to its socket (the rest: its connection was gone) */
@@ -99,6 +110,13 @@ const mib = (bytes: number) => Math.round(bytes / MiB);
  * at i/devices of it. Every reading's timestamp is its due time, so each is one point in the
  * database and a device → database latency can be read from it; lost is counted exactly: readings
  * due minus points stored.
+ *
+ * With `readingsPerFrame` N > 1 the devices take the same readings but send them N at a time, in
+ * one batch frame signed as one group (version 2, as the field client sends them), when the last of
+ * them is due: `devices` / N frames a second. Device i sends after its readings k with
+ * (k + i) mod N = N − 1 (and after its last), so that the frames too are spread evenly over time.
+ * Latency is then measured from the moment a reading's frame was due, not the reading: the wait on
+ * the device before it is the device's choice.
  */
 export async function fleet(o: FleetOptions): Promise<FleetResult> {
   const t0 = performance.now();
@@ -131,6 +149,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     const latencies: number[] = [];
     const lags: number[] = [];
     let sent = 0;
+    let frames = 0;
     let late = 0;
     let loading = true;
     // The watched devices by name: a regular expression on the tag made InfluxDB match it against
@@ -146,7 +165,9 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
         }
         const oldest = pending.values().next().value;
         if (oldest !== undefined) {
-          const rows = await o.influx.rows(o.database, `SELECT temperature, device FROM readings WHERE (${watchedTags}) AND time >= ${oldest}ms`);
+          // A frame's readings were taken up to readingsPerFrame − 1 seconds before it was due.
+          const since = oldest - (o.readingsPerFrame - 1) * 1000;
+          const rows = await o.influx.rows(o.database, `SELECT temperature, device FROM readings WHERE (${watchedTags}) AND time >= ${since}ms`);
           const at = Date.now();
           for (const r of rows) {
             const key = `${String(r.device)}@${Number(r.time)}`;
@@ -166,20 +187,32 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     // Reading n is device n mod N's (n div N)-th, due at start + n/N seconds: the devices' sends
     // are spread evenly over each second. Each pass sends what has fallen due, so a late pass
     // catches up (and the lag is measured).
+    const per = o.readingsPerFrame;
+    /** each device's readings taken and not yet sent (per > 1) */
+    const held: Array<Array<{ k: number; at: number }>> = per > 1 ? Array.from({ length: o.devices }, () => []) : [];
     for (let n = 0; n < total; ) {
       const due = Math.min(total, Math.floor(((Date.now() - start) * o.devices) / 1000) + 1);
       for (; n < due; n++) {
         const i = n % o.devices;
         const k = Math.floor(n / o.devices);
         const at = start + k * 1000 + Math.floor((i * 1000) / o.devices);
+        let batch: Array<{ k: number; at: number }> | undefined;
+        if (per > 1) {
+          batch = held[i] as Array<{ k: number; at: number }>;
+          batch.push({ k, at });
+          if ((k + i) % per !== per - 1 && k !== o.seconds - 1) continue;
+          held[i] = [];
+        }
         const ws = sockets[i] as WebSocket;
         if (ws.readyState !== WebSocket.OPEN) continue;
         const d = devices[i] as FleetDevice;
         const now = Date.now();
-        ws.send(frame(d, epoch, k, at, now));
-        sent++;
+        ws.send(batch ? groupFrame(d, epoch, batch, now) : frame(d, epoch, k, at, now));
+        sent += batch ? batch.length : 1;
+        frames++;
         if (n % 10 === 0) lags.push(now - at);
-        if (i % SAMPLE_EVERY === 0) pending.set(`${d.id}@${at}`, at);
+        // Keyed by the reading, timed from its frame's due time (the same for a single reading).
+        if (i % SAMPLE_EVERY === 0) for (const r of batch ?? [{ k, at }]) pending.set(`${d.id}@${r.at}`, at);
       }
       await sleep(2);
     }
@@ -204,9 +237,11 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     lags.sort((a, b) => a - b);
     const q = (xs: number[], f: number) => xs[Math.min(xs.length - 1, Math.floor(f * xs.length))] ?? 0;
     return {
-      scenario: `fleet: ${o.devices.toLocaleString('en')} devices through Caddy, one reading per second each`,
+      scenario: `fleet: ${o.devices.toLocaleString('en')} devices through Caddy, one reading per second each${per === 1 ? '' : `, sent ${per} at a time`}`,
       devices: o.devices,
       seconds: o.seconds,
+      readingsPerFrame: per,
+      frames,
       readings: total,
       sent,
       stored,
@@ -241,9 +276,25 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
 
 /** One reading in the seed's form, `{"deviceId", "dataType", "payload"}`, with the device's signature (version 1). */
 function frame(d: FleetDevice, epoch: string, k: number, at: number, now: number): string {
-  const payload = { temperature: 20 + (k % 100) / 10, humidity: 65.2, pressure: 1013.25, timestamp: new Date(at).toISOString() };
+  const payload = reading(k, at);
   const auth = signMessage(d.signingKey, { deviceId: d.id, dataType: 'timeseries', epoch, seq: k, ts: now, payload });
   return JSON.stringify({ deviceId: d.id, dataType: 'timeseries', payload, auth });
+}
+
+/**
+ * Readings a device took, each at its own due time, in one batch frame (the field client's form:
+ * shared/contract/uplink-frame.ts) signed as one group (version 2) when it is sent.
+ */
+export function groupFrame(d: FleetDevice, epoch: string, readings: ReadonlyArray<{ k: number; at: number }>, now: number): string {
+  const items = readings.map(({ k, at }) => ({ dataType: 'timeseries', messageId: `${epoch}.${k}`, seq: k, payloadJson: JSON.stringify(reading(k, at)) }));
+  const first = items[0];
+  if (!first) throw new RangeError('a frame holds at least one reading');
+  return batchFrame(d.id, [{ ...first, auth: signGroup(d.signingKey, { deviceId: d.id, dataType: 'timeseries', epoch, ts: now }, items) }, ...items.slice(1)]);
+}
+
+/** The k-th reading of a device, taken at `at`, in the seed's form. */
+function reading(k: number, at: number): { temperature: number; humidity: number; pressure: number; timestamp: string } {
+  return { temperature: 20 + (k % 100) / 10, humidity: 65.2, pressure: 1013.25, timestamp: new Date(at).toISOString() };
 }
 
 /** Opens one device's WebSocket and resolves once the gateway's welcome arrived; then counts its errors and closes. */

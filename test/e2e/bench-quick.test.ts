@@ -29,7 +29,7 @@ describe('npm run bench -- --quick', () => {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
       connections: { connections: number; kibPerConnection: number };
-      fleet: { devices: number; seconds: number; readings: number; sent: number; stored: number; lost: number; errors: number; closed: number; latency: { samples: number; late: number }; edges: Array<{ devices: number }> };
+      fleet: { devices: number; seconds: number; readingsPerFrame: number; frames: number; readings: number; sent: number; stored: number; lost: number; errors: number; closed: number; latency: { samples: number; late: number }; edges: Array<{ devices: number }> };
       references: { warmUp: { batched: number; peer: number } };
     };
     assert.equal(report.quick, true);
@@ -68,6 +68,8 @@ describe('npm run bench -- --quick', () => {
     assert.equal(f.devices, 50);
     assert.equal(f.readings, f.devices * f.seconds);
     assert.equal(f.sent, f.readings);
+    assert.equal(f.readingsPerFrame, 1);
+    assert.equal(f.frames, f.readings, 'each reading in its own frame');
     assert.equal(f.stored, f.readings);
     assert.equal(f.lost, 0);
     assert.equal(f.errors, 0);

@@ -8,7 +8,9 @@ import { issueFleet } from '../../bench/lib/fleet-pki.ts';
 import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
 import { renderSustained } from '../../bench/lib/load-reports.ts';
 import { hostCpuShare, hostCpuTicks, residentMemory } from '../../bench/lib/proc-stats.ts';
-import { watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
+import { groupFrame, watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
+import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
+import { verifyGroup } from '../../shared/security/message-auth.ts';
 import { memoryOf } from '../../bench/lib/memory-figures.ts';
 import { serverWrites, SLOW_WRITE_MS, slowestWrite } from '../../bench/lib/influx-access-log.ts';
 import { bucketFloorMs, heldOverMs, type SustainedResult } from '../../bench/scenarios/sustained.ts';
@@ -42,12 +44,32 @@ describe("the fleet's device certificates", () => {
     assert.notEqual(a, b, 'no two devices share a key');
     assert.ok(!existsSync(pkiPaths(dir).device('fleet-00000').cert), 'nothing written to the devices folder: the benchmark holds them');
   });
+
+  it('send readings several at a time as one batch frame the gateway parses, signed as one group the distributor verifies', () => {
+    setupPki(dir, { domain: 'localhost' });
+    const [d] = issueFleet(dir, loadCa(dir), ['fleet-00002']);
+    assert.ok(d);
+    const readings = [7, 8, 9].map((k) => ({ k, at: Date.UTC(2026, 11, 2, 8, 0, k) }));
+    const messages = parseUplinkFrame(groupFrame(d, 'e1', readings, Date.UTC(2026, 11, 2, 8, 0, 10)));
+    assert.deepEqual(
+      messages.map((m) => [m.deviceId, m.dataType, m.messageId, m.seq, (m.payload as { timestamp: string }).timestamp]),
+      readings.map(({ k, at }) => ['fleet-00002', 'timeseries', `e1.${k}`, k, new Date(at).toISOString()]),
+    );
+    const auth = messages[0]?.auth;
+    assert.ok(auth?.v === 2 && auth.count === 3 && auth.seq === 7 && auth.epoch === 'e1');
+    assert.ok(messages.slice(1).every((m) => m.auth === undefined), 'one signature for the group');
+    const members = messages.map((m) => ({ seq: m.seq as number, payload: m.payload }));
+    assert.ok(verifyGroup(d.signingKey, { deviceId: d.id, dataType: 'timeseries' }, auth, members));
+    assert.ok(!verifyGroup(d.signingKey, { deviceId: d.id, dataType: 'timeseries' }, auth, members.slice(0, 2)), 'the group whole, or not at all');
+  });
 });
 
 const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
   scenario: 'fleet',
   devices: 10_000,
   seconds: 60,
+  readingsPerFrame: 1,
+  frames: 600_000,
   readings: 600_000,
   sent: 600_000,
   stored: 600_000,
@@ -96,6 +118,8 @@ describe('the field loads against their targets', () => {
     const missed = fleetTargets(fleet({ lost: 12, stored: 599_988, latency: { ...fleet().latency, p99Ms: 500 }, edges: [{ ...(fleet().edges[0] as FleetResult['edges'][number]), gatewayKiBPerConnection: 58 }] }));
     assert.deepEqual(missed.map((t) => t.verdict), ['missed: 12 lost', 'missed by 100 %', 'missed by 45 %']);
     assert.ok(fleetTargets(fleet({ devices: 50, seconds: 5 })).every((t) => t.verdict === 'not held to it: 50 devices × 5 s'));
+    // The targets are for a reading per frame: readings sent five at a time are another load.
+    assert.ok(fleetTargets(fleet({ readingsPerFrame: 5, frames: 120_000 })).every((t) => t.verdict === 'not held to it: 5 readings a frame'));
     // Most watched readings late: the p99 is among them, not the few seen early.
     const late = fleetTargets(fleet({ latency: { samples: 1, late: 599, lateAfterMs: 10_000, ...watchedPercentiles([6361], 599) } }))[1];
     assert.equal(late?.verdict, 'missed: over 10,000 ms');
