@@ -82,6 +82,38 @@ describe('npm run bench -- --quick', () => {
 });
 
 /**
+ * The fleet sending several readings a frame (`--fleet-per-frame`): each device's frames signed as
+ * one group, through Caddy, the real gateway and distributor (which checks every group's signature
+ * and refuses what does not verify) into InfluxDB; every reading stored once, none refused, in as
+ * many frames as the devices' phases give, and each watched reading found although it was taken
+ * before its frame was due.
+ */
+describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
+  it('stores every reading once, from frames of up to three readings signed as a group', async () => {
+    const r = await bench(['--quick', '--fleet', '--fleet-per-frame', '3']);
+    assert.equal(r.code, 0, r.err);
+    const { fleet: f } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-fleet.json'), 'utf8')) as {
+      fleet: { devices: number; seconds: number; readingsPerFrame: number; frames: number; readings: number; sent: number; stored: number; lost: number; duplicated: number; errors: number; closed: number; refused: Record<string, number>; latency: { samples: number; late: number } };
+    };
+    assert.equal(f.readingsPerFrame, 3);
+    assert.equal(f.readings, f.devices * f.seconds);
+    assert.equal(f.sent, f.readings);
+    assert.equal(f.stored, f.readings);
+    assert.equal(f.lost, 0);
+    assert.equal(f.duplicated, 0);
+    assert.deepEqual(f.refused, {}, 'every group signature verified');
+    assert.equal(f.errors, 0);
+    assert.equal(f.closed, 0);
+    // Device i sends after its readings k with (k + i) mod 3 = 2, and after its last.
+    let frames = 0;
+    for (let i = 0; i < f.devices; i++) for (let k = 0; k < f.seconds; k++) if ((k + i) % 3 === 2 || k === f.seconds - 1) frames++;
+    assert.equal(f.frames, frames);
+    // Every watched reading found, the ones taken before their frame was due too.
+    assert.deepEqual([f.latency.samples, f.latency.late], [f.seconds, 0]);
+  });
+});
+
+/**
  * The sustained mode's harness, held for three windows at a small rate: its windows, the database's
  * own time per write (the access log), the readings counted once, and the load written as a fleet
  * writes it, into the database's current shard (each device's timestamps once lay days apart, which
