@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
-import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { eventually, RawDevice, within } from '../helpers/ws-device.ts';
 import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import type { Distributor } from '../../internal-network/distributor/distributor.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -13,11 +13,12 @@ import { tempDir } from '../helpers/pki.ts';
 describe('the distributor acknowledges only what it has written', () => {
   let fx: EmbeddedFixture;
   const store = tempDir('store');
+  // Every step that waits has a bound of its own (ms), so that a hang names its step.
   before(async () => {
-    fx = await startEmbeddedFixture(['sensor-001']);
+    fx = await within(startEmbeddedFixture(['sensor-001']), 60_000, 'the embedded fixture starting');
   });
   after(async () => {
-    await fx.stop();
+    await within(fx.stop(), 30_000, 'the embedded fixture stopping');
     store.cleanup();
   });
 
@@ -25,14 +26,14 @@ describe('the distributor acknowledges only what it has written', () => {
 
   it('keeps a message through a storage outage and a distributor crash, then writes it exactly once', async () => {
     // Swap the pipeline's distributor for one whose store cannot be written: today's file is a directory.
-    await fx.pipeline.distributor.close();
+    await within(fx.pipeline.distributor.close(), 15_000, "the pipeline's distributor closing");
     const day = new Date().toISOString().slice(0, 10);
     const blocked = join(store.dir, day + '.jsonl');
     mkdirSync(blocked, { recursive: true });
     const failing = distributorWith(store.dir);
-    await failing.ready;
+    await within(failing.ready, 15_000, 'the failing distributor subscribing');
 
-    const d = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001'));
+    const d = await within(RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001')), 15_000, 'the device connecting');
     d.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', messageId: 'precious-1', payload: { v: 42, timestamp: 1750000000000 } }));
     assert.deepEqual(await d.next(), { type: 'ack', messageIds: ['precious-1'] }, 'the broker has it');
     await eventually(() => (failing.stats().retries >= 3 ? true : undefined), 10_000, 'write retries');
@@ -40,10 +41,11 @@ describe('the distributor acknowledges only what it has written', () => {
     assert.ok(fx.logs.codes().includes('DISTRIBUTOR_WRITE_FAILED'));
 
     // The distributor dies mid-retry; it never acknowledged the message.
-    await failing.close();
+    await within(failing.close(), 15_000, 'the failing distributor closing');
     rmSync(blocked, { recursive: true });
     const healthy = distributorWith(store.dir);
     try {
+      await within(healthy.ready, 15_000, 'the healthy distributor subscribing');
       const points = await eventually(() => {
         const pts = readLocalStore(store.dir).filter((p) => p.fields.v === 42);
         return pts.length > 0 ? pts : undefined;
@@ -52,7 +54,7 @@ describe('the distributor acknowledges only what it has written', () => {
       assert.equal(points[0]?.time, 1750000000000);
     } finally {
       d.close();
-      await healthy.close();
+      await within(healthy.close(), 15_000, 'the healthy distributor closing');
     }
   });
 });
@@ -60,9 +62,9 @@ describe('the distributor acknowledges only what it has written', () => {
 describe('the embedded broker enforces identities and roles', () => {
   let fx: EmbeddedFixture;
   before(async () => {
-    fx = await startEmbeddedFixture(['sensor-001']);
+    fx = await within(startEmbeddedFixture(['sensor-001']), 60_000, 'the embedded fixture starting');
   });
-  after(() => fx.stop());
+  after(() => within(fx.stop(), 30_000, 'the embedded fixture stopping'));
 
   const connectAs = (file: string | { cert: string; key: string }, clientId: string) => {
     const f = typeof file === 'string' ? fx.pki.paths.service(file) : file;
@@ -92,13 +94,13 @@ describe('the embedded broker enforces identities and roles', () => {
     await assert.rejects(gw.subscribeAsync(uplinkTopic('sensor-001', 'timeseries'), { qos: 1 }), /Subscribe error/);
     const ok = await gw.subscribeAsync(commandTopic('sensor-001'), { qos: 1 });
     assert.equal(ok[0]?.qos, 1);
-    await gw.endAsync();
+    await within(gw.endAsync(), 15_000, 'the gateway client ending');
 
     const dist = await connectAs('internal/distributor', 'test-dist');
     const closed = new Promise<void>((resolve) => dist.once('close', () => resolve()));
     dist.publish(commandTopic('sensor-001'), '{}', { qos: 1 });
-    await closed; // the broker drops a client that publishes outside its role
-    await dist.endAsync(true);
+    await within(closed, 15_000, 'the broker dropping the distributor'); // the broker drops a client that publishes outside its role
+    await within(dist.endAsync(true), 15_000, 'the distributor client ending');
     assert.ok(fx.logs.codes().includes('BROKER_NOT_AUTHORIZED'));
   });
 });

@@ -80,6 +80,22 @@ export class RawDevice {
   }
 }
 
+/**
+ * Awaits `p`, failing with the step's name if it has not settled within `timeoutMs`: a step that
+ * hangs then says which one it was, instead of the whole test running into the runner's timeout.
+ */
+export async function within<T>(p: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms: ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([p, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Polls until `check` returns a value (not undefined) or the time is up. */
 export async function eventually<T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;
