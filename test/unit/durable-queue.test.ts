@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
 import { TailCache } from '../../field-client/src/queue/tail-cache.ts';
+import { encodeBatch } from '../../field-client/src/queue/segment-writer.ts';
+import { decodeRecord } from '../../field-client/src/queue/record-codec.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -226,6 +228,32 @@ describe('the durable queue', () => {
     const again = await open();
     assert.deepEqual(again.next(10).map((m) => m.seq), [1, 2]);
     await again.close();
+  });
+});
+
+describe("a queue record's body", () => {
+  it('is the message as JSON, the epoch and any data type escaped as JSON.stringify would', () => {
+    // An epoch read back from meta.json may hold anything a string can; data types other than the
+    // contract's are queued as given (the gateway refuses them, not the queue).
+    for (const epoch of ['mk3abc12ef', 'a"b\\c\u0001é']) {
+      const items = [
+        { dataType: 'timeseries', payload: { v: 1.5, timestamp: 1700000000000 } },
+        { dataType: 'event', payload: { eventType: 'door' } },
+        { dataType: 'new"type', payload: 'x' },
+      ];
+      const batch = encodeBatch(items, 41, epoch, 1700000000123);
+      let at = 0;
+      items.forEach((item, i) => {
+        const r = decodeRecord(batch.block, at);
+        assert.equal(r.kind, 'record');
+        if (r.kind !== 'record') return;
+        const seq = 41 + i;
+        assert.equal(r.body.toString('utf8'), JSON.stringify({ seq, messageId: `${epoch}.${seq}`, dataType: item.dataType, payload: item.payload, acceptedAt: 1700000000123 }));
+        assert.equal(batch.sizes[i], r.next - at);
+        at = r.next;
+      });
+      assert.equal(at, batch.block.length);
+    }
   });
 });
 

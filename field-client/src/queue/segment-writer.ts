@@ -5,6 +5,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import { segName } from './queue-files.ts';
 import type { OutgoingMessage, QueuedMessage, QueueItem, Segment, SyncPolicy } from './queue-types.ts';
 import { encodeRecordInto, recordBytes } from './record-codec.ts';
+import { DATA_TYPES } from '../../../shared/contract/payloads.ts';
 
 /** The records of one `append`, encoded, waiting for the writer. */
 export interface EncodedBatch {
@@ -25,9 +26,16 @@ interface Pending {
 /** Told of every run of records written to a segment: where the run starts, each record's size and message. */
 export type OnWritten = (seg: Segment, start: number, sizes: readonly number[], messages: readonly OutgoingMessage[]) => void;
 
-/** A record's body: the message as JSON, its payload spliced in as the text already made for it. */
-function recordBody(m: OutgoingMessage): string {
-  return `{"seq":${m.seq},"messageId":${JSON.stringify(m.messageId)},"dataType":${JSON.stringify(m.dataType)},"payload":${m.payloadJson},"acceptedAt":${m.acceptedAt}}`;
+/** The data types as JSON: escaped once here, not once per record. */
+const DATA_TYPE_JSON = new Map<string, string>(DATA_TYPES.map((t) => [t, JSON.stringify(t)]));
+
+/**
+ * A record's body: the message as JSON, its payload spliced in as the text already made for it.
+ * `idHead` is `,"messageId":"EPOCH.` with the epoch escaped once per batch: escaping the same
+ * epoch and data type again for every record took a tenth of the encoding's time (measured).
+ */
+function recordBody(m: OutgoingMessage, idHead: string): string {
+  return `{"seq":${m.seq}${idHead}${m.seq}","dataType":${DATA_TYPE_JSON.get(m.dataType) ?? JSON.stringify(m.dataType)},"payload":${m.payloadJson},"acceptedAt":${m.acceptedAt}}`;
 }
 
 /**
@@ -41,6 +49,8 @@ export function encodeBatch(items: readonly QueueItem[], firstSeq: number, epoch
   const bodies: string[] = [];
   const sizes: number[] = [];
   let size = 0;
+  // The messageId `${epoch}.${seq}` as JSON, but for its number and closing quote.
+  const idHead = `,"messageId":${JSON.stringify(`${epoch}.`).slice(0, -1)}`;
   for (const item of items) {
     const seq = firstSeq + messages.length;
     let payloadJson: string | undefined;
@@ -52,7 +62,7 @@ export function encodeBatch(items: readonly QueueItem[], firstSeq: number, epoch
     }
     if (payloadJson === undefined) throw new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message is not JSON.`);
     const out: OutgoingMessage = { seq, messageId: `${epoch}.${seq}`, dataType: item.dataType, payloadJson, acceptedAt: now };
-    const body = recordBody(out);
+    const body = recordBody(out, idHead);
     const bytes = recordBytes(body);
     messages.push({ seq, messageId: out.messageId, dataType: item.dataType, payload: item.payload, acceptedAt: now });
     outgoing.push(out);
