@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import type { KeyAndCert } from '../../pki/certificates.ts';
 import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { batchFrame } from '../../shared/contract/uplink-frame.ts';
-import { signGroup, signMessage } from '../../shared/security/message-auth.ts';
+import { signedBatchFrame } from '../../shared/contract/uplink-frame.ts';
+import { signMessage } from '../../shared/security/message-auth.ts';
 import { sleep } from '../lib/context.ts';
 import { issueFleet, type FleetDevice } from '../lib/fleet-pki.ts';
 import { residentBytes, type CpuMeter, type CpuShare } from '../lib/proc-stats.ts';
@@ -286,10 +286,9 @@ function frame(d: FleetDevice, epoch: string, k: number, at: number, now: number
  * shared/contract/uplink-frame.ts) signed as one group (version 2) when it is sent.
  */
 export function groupFrame(d: FleetDevice, epoch: string, readings: ReadonlyArray<{ k: number; at: number }>, now: number): string {
+  if (readings.length === 0) throw new RangeError('a frame holds at least one reading');
   const items = readings.map(({ k, at }) => ({ dataType: 'timeseries', messageId: `${epoch}.${k}`, seq: k, payloadJson: JSON.stringify(reading(k, at)) }));
-  const first = items[0];
-  if (!first) throw new RangeError('a frame holds at least one reading');
-  return batchFrame(d.id, [{ ...first, auth: signGroup(d.signingKey, { deviceId: d.id, dataType: 'timeseries', epoch, ts: now }, items) }, ...items.slice(1)]);
+  return signedBatchFrame(d.signingKey, { deviceId: d.id, epoch, ts: now }, items);
 }
 
 /** The k-th reading of a device, taken at `at`, in the seed's form. */

@@ -6,6 +6,7 @@ import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 
 export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
@@ -129,6 +130,31 @@ export class CommandHandlers {
       return { status: 'failed', result: (err as Error).message };
     } finally {
       this.running.delete(frame.commandId);
+    }
+  }
+
+  /**
+   * Runs a command and hands its answer to `queueResponse` (which resolves once the answer is in
+   * the durable queue); journals it as answered only then. Logs what happened; never rejects.
+   */
+  async answer(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+    const outcome = await this.run(frame);
+    if (!outcome) {
+      log.info({ commandId: frame.commandId }, 'command delivered again while it runs; its answer follows');
+      return;
+    }
+    if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
+    else log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
+    try {
+      await queueResponse({
+        commandId: frame.commandId,
+        status: outcome.status,
+        ...(outcome.result !== undefined ? { result: outcome.result } : {}),
+        timestamp: new Date().toISOString(),
+      });
+      this.answered(frame.commandId);
+    } catch (err) {
+      log.error({ err: (err as Error).message, commandId: frame.commandId }, 'cannot queue the command response');
     }
   }
 

@@ -1,9 +1,8 @@
 import { statSync } from 'node:fs';
-import type { CommandFrame, CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
+import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type HealthPayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { signGroup } from '../../shared/security/message-auth.ts';
 import { toRanges } from '../../shared/security/receipt-auth.ts';
 import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -13,7 +12,7 @@ import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
 import { RejectedMessages } from './rejected.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
-import { batchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
+import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
 
 type PayloadOf = { timeseries: TimeseriesPayload; file: FilePayload; event: EventPayload; response: ResponsePayload; health: HealthPayload };
 export type Submission = { [K in DataType]: { dataType: K; payload: PayloadOf[K] } }[DataType];
@@ -246,29 +245,17 @@ export class FieldClient {
 
   /**
    * Sends messages in one frame, signed at sending time (`ts` is this copy's, so a resend after an
-   * outage is fresh): the messages of each data type form one signed group, whose first message
-   * carries the MAC (see shared/security/message-auth.ts). `seq` with `epoch` is each message's
-   * identity for the replay window: queue sequence numbers, or a transfer's chunk indexes.
+   * outage is fresh): see signedBatchFrame. `seq` with `epoch` is each message's identity for the
+   * replay window: queue sequence numbers, or a transfer's chunk indexes.
    * `ts` is on the gateway's clock (this one's, corrected by the offset its welcome showed): the
    * distributor holds it to the gateway's time of receipt, and a device whose own clock is off by
    * more than the freshness window would otherwise have every message refused as stale.
    */
   private sendFrame(epoch: string, items: FrameItem[]): void {
-    const key = this.options.signingKey;
-    if (key) {
-      const ts = Date.now() + (this.clockOffsetMs ?? 0);
-      const byType = new Map<string, typeof items>();
-      for (const item of items) {
-        const group = byType.get(item.dataType);
-        if (group) group.push(item);
-        else byType.set(item.dataType, [item]);
-      }
-      for (const [dataType, group] of byType) {
-        (group[0] as (typeof items)[number]).auth = signGroup(key, { deviceId: this.options.deviceId, dataType, epoch, ts }, group);
-      }
-    }
+    const { deviceId, signingKey } = this.options;
     this.stats.sent += items.length;
-    this.connection.send(batchFrame(this.options.deviceId, items));
+    const ts = Date.now() + (this.clockOffsetMs ?? 0);
+    this.connection.send(signingKey ? signedBatchFrame(signingKey, { deviceId, epoch, ts }, items) : batchFrame(deviceId, items));
   }
 
   private onFrame(frame: DownlinkFrame): void {
@@ -283,7 +270,7 @@ export class FieldClient {
         this.onError(frame);
         return;
       case 'command':
-        void this.onCommand(frame);
+        void this.commands.answer(frame, (response) => this.submit('response', response), this.log);
         return;
       case 'welcome':
         this.welcome = frame;
@@ -364,27 +351,6 @@ export class FieldClient {
       this.log.error({ code: 'FIELD_MESSAGE_REFUSED', gatewayCode: frame.code, messages: messages.length, path: this.rejected.path }, 'message refused by the gateway; set aside whole');
     }
     this.schedulePump();
-  }
-
-  private async onCommand(frame: CommandFrame): Promise<void> {
-    const outcome = await this.commands.run(frame);
-    if (!outcome) {
-      this.log.info({ commandId: frame.commandId }, 'command delivered again while it runs; its answer follows');
-      return;
-    }
-    if (outcome.code) this.log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
-    else this.log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
-    try {
-      await this.submit('response', {
-        commandId: frame.commandId,
-        status: outcome.status,
-        ...(outcome.result !== undefined ? { result: outcome.result } : {}),
-        timestamp: new Date().toISOString(),
-      });
-      this.commands.answered(frame.commandId);
-    } catch (err) {
-      this.log.error({ err: (err as Error).message, commandId: frame.commandId }, 'cannot queue the command response');
-    }
   }
 
   /** Messages in the durable queue not yet let go of (not committed; cheap: no disk read). */

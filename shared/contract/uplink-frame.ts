@@ -1,4 +1,4 @@
-import type { MessageAuth } from '../security/message-auth.ts';
+import { signGroup, type MessageAuth } from '../security/message-auth.ts';
 
 /** One message of an uplink frame, its payload already JSON text. */
 export interface FrameItem {
@@ -24,4 +24,21 @@ export function batchFrame(deviceId: string, items: readonly FrameItem[]): strin
     text += m.auth ? `,"auth":${JSON.stringify(m.auth)}}` : '}';
   }
   return `${text}]}`;
+}
+
+/**
+ * The batch frame of `items`, signed as a device signs at sending time: the messages of each data
+ * type form one signed group (version 2), whose first message carries the MAC
+ * (shared/security/message-auth.ts); `epoch` with each item's `seq` is its identity for the replay
+ * window. Sets `auth` on the first item of each group.
+ */
+export function signedBatchFrame(key: Buffer, h: { deviceId: string; epoch: string; ts: number }, items: FrameItem[]): string {
+  const byType = new Map<string, FrameItem[]>();
+  for (const item of items) {
+    const group = byType.get(item.dataType);
+    if (group) group.push(item);
+    else byType.set(item.dataType, [item]);
+  }
+  for (const [dataType, group] of byType) (group[0] as FrameItem).auth = signGroup(key, { deviceId: h.deviceId, dataType, epoch: h.epoch, ts: h.ts }, group);
+  return batchFrame(h.deviceId, items);
 }
