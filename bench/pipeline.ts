@@ -58,12 +58,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
 import { InfluxV1, Postgres } from '../scripts/local-stack/databases.ts';
-import type { ManagedProcess } from '../scripts/local-stack/process.ts';
-import { startLocalStack, type LocalStack } from '../scripts/local-stack/stack.ts';
+import { startLocalStack } from '../scripts/local-stack/stack.ts';
+import { serviceMetrics } from './lib/service-metrics.ts';
 import { createLogger } from '../shared/logger.ts';
 import { pkiPaths } from '../pki/layout.ts';
 import { issueDeviceCertificate, loadCa, setupPki } from '../pki/onboarding.ts';
@@ -79,7 +78,8 @@ import { influxStore, PostgresStore } from './lib/stores.ts';
 import { evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
 import { dmzServersFor, runFleet } from './lib/fleet-stack.ts';
 import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
-import { DEVICE_PLACEMENTS, sustained, type DevicePlacement } from './scenarios/sustained.ts';
+import { sustained } from './scenarios/sustained.ts';
+import { parseBenchOptions, UsageError, type BenchOptions } from './lib/options.ts';
 import { comparePrefixes, compareSetting, renderCompare, type CompareResult } from './lib/compare.ts';
 import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fleetAsThroughput, type FleetResult } from './scenarios/fleet.ts';
@@ -88,73 +88,23 @@ import { latencyAtLoad } from './scenarios/latency.ts';
 import { measureReferences, type ReferenceFigures } from './scenarios/references.ts';
 import { throughput, type ThroughputOptions } from './scenarios/throughput.ts';
 
-const { values } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    clients: { type: 'string' },
-    readings: { type: 'string' },
-    connections: { type: 'string' },
-    profile: { type: 'string' },
-    /** KEY=VALUE: a service setting for this run (e.g. --set DISTRIBUTOR_CONSUMERS=8) */
-    set: { type: 'string', multiple: true, default: [] },
-    /** influxdb (the scenarios above) or postgres (InfluxDB and PostgreSQL compared) */
-    sink: { type: 'string', default: 'influxdb' },
-    fleet: { type: 'boolean', default: false },
-    'fleet-devices': { type: 'string' },
-    'fleet-seconds': { type: 'string' },
-    'fleet-per-frame': { type: 'string' },
-    long: { type: 'boolean', default: false },
-    'long-minutes': { type: 'string', default: '10' },
-    /** readings/s taken as the batched maximum instead of measuring it first */
-    'long-rate': { type: 'string' },
-    /** where the simulated devices stand: apart or shared (bench/scenarios/sustained.ts) */
-    'long-devices': { type: 'string', default: 'shared' },
-    /** KEY=VALUE: instead of the scenarios, batched and one-per-message rounds with and without this setting */
-    compare: { type: 'string', multiple: true, default: [] },
-  },
-});
-if (values.sink !== 'influxdb' && values.sink !== 'postgres') {
-  process.stderr.write(`bench: --sink takes influxdb or postgres, not ${JSON.stringify(values.sink)}\n`);
+let options: BenchOptions;
+try {
+  options = parseBenchOptions(process.argv.slice(2));
+} catch (err) {
+  if (!(err instanceof UsageError)) throw err;
+  process.stderr.write(`bench: ${err.message}\n`);
   process.exit(2);
 }
-const longDevices: DevicePlacement =
-  DEVICE_PLACEMENTS.find((d) => d === values['long-devices']) ??
-  (process.stderr.write(`bench: --long-devices takes ${DEVICE_PLACEMENTS.join(' or ')}, not ${JSON.stringify(values['long-devices'])}\n`), process.exit(2));
-const badSetting = [...values.set, ...values.compare].find((kv) => !/^[A-Z][A-Z0-9_]*=/.test(kv));
-if (badSetting !== undefined) {
-  process.stderr.write(`bench: --set and --compare take KEY=VALUE (a setting name in capitals), not ${JSON.stringify(badSetting)}\n`);
-  process.exit(2);
-}
-const keyValues = (list: string[]) => Object.fromEntries(list.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
-const settings = keyValues(values.set);
-const compared = keyValues(values.compare);
-// EDGE_HOP shapes the stack (Caddy's upstreams, the gateways' listeners): --set only, and one gateway per DMZ server.
-const edgeHop = settings.EDGE_HOP === 'unix' ? 'unix' : 'mtls';
-if ((settings.EDGE_HOP !== undefined && settings.EDGE_HOP !== edgeHop) || 'EDGE_HOP' in compared) {
-  process.stderr.write('bench: EDGE_HOP is set with --set EDGE_HOP=mtls or --set EDGE_HOP=unix (the stack is built for it; --compare cannot switch it)\n');
-  process.exit(2);
-}
-const comparing = values.compare.length > 0;
-const quick = values.quick;
-const CLIENTS = Number(values.clients ?? (quick ? 2 : 8));
-/** readings per client, batched */
-const PER_CLIENT = Number(values.readings ?? (quick ? 2_000 : 50_000));
-/** readings per client, one per message */
-const ONE_PER_MESSAGE = quick ? 1_000 : PER_CLIENT;
-const CONNECTIONS = Number(values.connections ?? (quick ? 200 : 10_000));
-/** seconds of steady load while latency is measured */
-const LATENCY_SECONDS = quick ? 4 : 20;
-const FILES = quick ? 2 : 5;
-/** the fleet: devices, each one reading per second, for FLEET_SECONDS */
-const FLEET_DEVICES = Number(values['fleet-devices'] ?? (quick ? 50 : 10_000));
-const FLEET_SECONDS = Number(values['fleet-seconds'] ?? (quick ? 5 : 60));
-/** readings in each fleet device's frames: 1, each as it is taken (the fleet's targets are for that) */
-const FLEET_PER_FRAME = Number(values['fleet-per-frame'] ?? 1);
-if (!Number.isInteger(FLEET_PER_FRAME) || FLEET_PER_FRAME < 1 || FLEET_PER_FRAME > 60) {
-  process.stderr.write(`bench: --fleet-per-frame takes a whole number of readings from 1 to 60, not ${JSON.stringify(values['fleet-per-frame'])}\n`);
-  process.exit(2);
-}
-const FLEET = { devices: FLEET_DEVICES, seconds: FLEET_SECONDS, readingsPerFrame: FLEET_PER_FRAME };
+const { values, settings, compared, edgeHop, longDevices, comparing, quick } = options;
+const CLIENTS = options.clients;
+const PER_CLIENT = options.perClient;
+const ONE_PER_MESSAGE = options.onePerMessage;
+const CONNECTIONS = options.connections;
+const LATENCY_SECONDS = options.latencySeconds;
+const FILES = options.files;
+const FLEET = options.fleet;
+const FLEET_DEVICES = FLEET.devices;
 /** the sustained load's share of the batched maximum */
 const SUSTAINED_SHARE = 0.8;
 const DATABASE = 'bench';
@@ -433,29 +383,6 @@ async function main(): Promise<void> {
   };
   const md = writeReport(resultsDir, { ...measured, targets: [...evaluateTargets(measured), ...fieldLoadTargets(measured)] });
   process.stdout.write(md + '\n');
-}
-
-/**
- * Restarts the gateways behind Caddy and the distributor with their metrics on (the port the stack
- * gave them) or off. Both kinds of round restart them, so each starts as fresh as the other; the
- * previous round has drained (its receipts are in), so nothing is in flight.
- */
-async function serviceMetrics(stack: LocalStack, on: boolean): Promise<void> {
-  const ports = metricsPorts ?? (metricsPorts = new Map([...stack.gateways, stack.distributor].map((p) => [p, metricsSetting(p)])));
-  for (const [proc, [key, port]] of ports) {
-    await proc.restartWith({ [key]: on ? port : 'off' });
-    // The setting took: metrics answer when on, and nothing listens when off.
-    const served = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.ok, () => false);
-    if (served !== on) throw new Error(`${proc.name}: metrics ${on ? 'not served' : 'still served'} after a restart with ${key}=${on ? port : 'off'}`);
-  }
-}
-let metricsPorts: Map<ManagedProcess, [string, string]> | undefined;
-
-function metricsSetting(p: ManagedProcess): [string, string] {
-  const key = Object.keys(p.spec.env).find((k) => k.endsWith('_METRICS_PORT'));
-  const port = key === undefined ? undefined : p.spec.env[key];
-  if (key === undefined || port === undefined) throw new Error(`${p.name} has no *_METRICS_PORT setting`);
-  return [key, port];
 }
 
 main()
