@@ -36,7 +36,7 @@ export interface SustainedOptions {
  * - `apart`: the load devices at a lower CPU priority (nice DEVICE_NICE) and every device's queue
  *   in memory-backed storage (DEVICE_STORAGE). The probe device keeps the services' priority: its
  *   own scheduling is not part of the latency it measures. It tells whether slow windows come from
- *   the devices sharing the disk and the cores (docs/performance.md, "What the disk is not").
+ *   the devices sharing the disk and the cores (docs/performance-sustained.md, "What the disk is not").
  */
 export const DEVICE_PLACEMENTS = ['apart', 'shared'] as const;
 export type DevicePlacement = (typeof DEVICE_PLACEMENTS)[number];

@@ -102,9 +102,10 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
         rejectUnauthorized: true,
         minVersion: 'TLSv1.2',
         // No session tickets: under TLS 1.3 with client certificates each connection then holds
-        // about 12 KiB less (measured, Node 20: docs/performance.md "Connections"). Node keeps no
-        // server-side session cache either, so every connection is a full handshake with the
-        // client certificate verified again (a resumed session would skip that check).
+        // about 12 KiB less (measured, Node 20: docs/performance-history.md, "No TLS session
+        // tickets in the gateway"). Node keeps no server-side session cache either, so every
+        // connection is a full handshake with the client certificate verified again (a resumed
+        // session would skip that check).
         secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
         // A client that stalls in the handshake or in its headers (slowloris) is dropped, not waited for.
         handshakeTimeout: TIMINGS.handshakeTimeoutMs,

@@ -117,7 +117,7 @@ describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
  * The sustained mode's harness, held for three windows at a small rate: its windows, the database's
  * own time per write (the access log), the readings counted once, and the load written as a fleet
  * writes it, into the database's current shard (each device's timestamps once lay days apart, which
- * kept a cache per device in InfluxDB; docs/performance.md, "One shard, as a fleet writes").
+ * kept a cache per device in InfluxDB; docs/performance-sustained.md, "One shard, as a fleet writes").
  */
 describe('npm run bench -- --long', () => {
   it('holds a paced load for its windows, counts every reading once and writes one shard', async () => {
