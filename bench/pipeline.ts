@@ -38,6 +38,9 @@
  *   --compare KEY=VALUE        instead: batched and one-per-message rounds with and without this
  *                              setting (repeatable: all of them at once), every Node service restarted
  *                              before each round: bench/results/pipeline-compare.json, .md
+ *   --connections-alone        the connections scenario alone (--connections N devices, 10,000 by
+ *                              default), with the gateway's memory per connection by the kind of
+ *                              mapping that holds it: bench/results/pipeline-connections.json, .md
  *   --fleet                    the fleet alone (--fleet-devices N, --fleet-seconds S):
  *                              bench/results/pipeline-fleet.json, .md
  *   --fleet-per-frame N        the fleet's devices send their readings N at a time (1 to 60), every
@@ -75,13 +78,13 @@ import { Scraper } from './lib/scraper.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
 import { SINK_ORDER, sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
 import { influxStore, PostgresStore } from './lib/stores.ts';
-import { evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
+import { connectionMemoryTarget, evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
 import { dmzServersFor, runFleet } from './lib/fleet-stack.ts';
 import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
 import { sustained } from './scenarios/sustained.ts';
 import { parseBenchOptions, UsageError, type BenchOptions } from './lib/options.ts';
 import { comparePrefixes, compareSetting, renderCompare, type CompareResult } from './lib/compare.ts';
-import { heldConnections, type ConnectionsResult } from './scenarios/connections.ts';
+import { heldOnDirectGateway, renderConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fleetAsThroughput, type FleetResult } from './scenarios/fleet.ts';
 import { fileTransfer } from './scenarios/files.ts';
 import { latencyAtLoad } from './scenarios/latency.ts';
@@ -167,7 +170,7 @@ async function main(): Promise<void> {
     directGateway: true,
     edgeHop,
     // The fleet's devices come through Caddy, two file descriptors each: as many DMZ servers as that takes.
-    dmzServers: values.long || values.profile || comparing || values.sink !== 'influxdb' ? 1 : dmzServersFor(FLEET_DEVICES),
+    dmzServers: values.long || values.profile || comparing || values['connections-alone'] || values.sink !== 'influxdb' ? 1 : dmzServersFor(FLEET_DEVICES),
     nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
     env: {
       LOG_LEVEL: 'info', // the services' default: what runs in production is what is measured
@@ -182,6 +185,11 @@ async function main(): Promise<void> {
       ...settings,
     },
   });
+  /** The stack, then its database (the services write their profiles as they exit). */
+  const shutdown = async () => {
+    await stack.close();
+    await influx.process.stop();
+  };
   const clientLog = createLogger('bench', 'warn');
   const fieldClientSettings = (id: string, batchMax: number) => ({
     DEVICE_ID: id,
@@ -242,8 +250,7 @@ async function main(): Promise<void> {
       });
     } finally {
       await store.close();
-      await stack.close();
-      await influx.process.stop();
+      await shutdown();
       await postgres.stop();
     }
     const [ref, pg] = results;
@@ -270,8 +277,7 @@ async function main(): Promise<void> {
       mkdirSync(profiles, { recursive: true });
       await self.stop(join(profiles, `bench.${process.pid}.cpuprofile`));
     } finally {
-      await stack.close(); // the services write their profiles as they exit
-      await influx.process.stop();
+      await shutdown(); // the services write their profiles as they exit
     }
     process.stdout.write(writeProfileReport(profiles, resultsDir, repoRoot, pids, measured) + '\n');
     return;
@@ -282,11 +288,21 @@ async function main(): Promise<void> {
     try {
       c = await compareSetting(ctx, meter, stack, compared, [BATCHED, SINGLE]);
     } finally {
-      await stack.close();
-      await influx.process.stop();
+      await shutdown();
     }
     const lines = [`${new Date().toISOString()}: ${cpus().length} cores, Node ${process.version}.`, '', ...renderCompare(c)];
     process.stdout.write(writeLoadReport(resultsDir, 'pipeline-compare', { when: new Date().toISOString(), quick, settings, compare: c }, lines) + '\n');
+    return;
+  }
+
+  if (values['connections-alone']) {
+    let c: ConnectionsResult;
+    try {
+      c = await heldOnDirectGateway(stack, loadCa(certs), CONNECTIONS);
+    } finally {
+      await shutdown();
+    }
+    process.stdout.write(writeLoadReport(resultsDir, 'pipeline-connections', { when: new Date().toISOString(), quick, settings, connections: c }, renderConnections(c), [connectionMemoryTarget(c)]) + '\n');
     return;
   }
 
@@ -308,8 +324,7 @@ async function main(): Promise<void> {
         process.stdout.write(writeLoadReport(resultsDir, 'pipeline-sustained', { when: new Date().toISOString(), settings, sustained: s }, renderSustained(s), sustainedTargets(s)) + '\n');
       }
     } finally {
-      await stack.close();
-      await influx.process.stop();
+      await shutdown();
     }
     return;
   }
@@ -363,13 +378,10 @@ async function main(): Promise<void> {
     references = refs.figures({ batched, single, warmUp });
     results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));
     results.push(await fileTransfer(ctx, FILES));
-    const direct = stack.directGateway;
-    if (!direct?.process.pid) throw new Error('the direct gateway is not running');
-    connections = await heldConnections({ url: direct.url, gatewayPid: direct.process.pid, ca: loadCa(certs), count: CONNECTIONS, concurrency: 32 });
+    connections = await heldOnDirectGateway(stack, loadCa(certs), CONNECTIONS);
     fleetResult = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET });
   } finally {
-    await stack.close();
-    await influx.process.stop();
+    await shutdown();
   }
   const measured = {
     when: new Date().toISOString(),

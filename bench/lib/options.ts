@@ -16,6 +16,8 @@ export function parseBenchOptions(args: string[]) {
       clients: { type: 'string' },
       readings: { type: 'string' },
       connections: { type: 'string' },
+      /** the connections scenario alone (its count from --connections) */
+      'connections-alone': { type: 'boolean', default: false },
       profile: { type: 'string' },
       /** KEY=VALUE: a service setting for this run (e.g. --set DISTRIBUTOR_CONSUMERS=8) */
       set: { type: 'string', multiple: true, default: [] },

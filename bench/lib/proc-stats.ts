@@ -76,6 +76,45 @@ export function residentMemory(pid: number): ResidentMemory {
   return { rss: kB('VmRSS'), anon: kB('RssAnon'), file: kB('RssFile') };
 }
 
+/**
+ * A process's resident memory by the kind of mapping that holds it (bytes, from /proc/PID/smaps):
+ * `mallocHeap` glibc's main heap (`[heap]`: what C and C++ code allocate, OpenSSL's and Node's
+ * native objects among it); `smallAnon` anonymous mappings of at most 512 KiB (V8 keeps its heap in
+ * pages of 256 KiB); `otherAnon` larger anonymous mappings (other malloc arenas, large buffers,
+ * stacks); `files` mapped files. The four add up to the process's resident memory.
+ */
+export interface MemoryByMapping {
+  mallocHeap: number;
+  smallAnon: number;
+  otherAnon: number;
+  files: number;
+}
+
+/** KiB: the largest anonymous mapping counted as `smallAnon` */
+const SMALL_ANON_KIB = 512;
+
+export function memoryByMapping(pid: number): MemoryByMapping {
+  const out: MemoryByMapping = { mallocHeap: 0, smallAnon: 0, otherAnon: 0, files: 0 };
+  let kind: keyof MemoryByMapping = 'files';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    // A mapping's header: "start-end perms offset dev inode [name]" (proc(5)).
+    const header = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (header) {
+      const kib = (parseInt(header[2] as string, 16) - parseInt(header[1] as string, 16)) / 1024;
+      const inode = header[3] as string;
+      const name = header[4] as string;
+      if (name === '[heap]') kind = 'mallocHeap';
+      else if (inode !== '0') kind = 'files';
+      else if (name === '' && kib <= SMALL_ANON_KIB) kind = 'smallAnon';
+      else kind = 'otherAnon';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB$/.exec(line);
+    if (rss) out[kind] += Number(rss[1]) * 1024;
+  }
+  return out;
+}
+
 /** Resident memory of a process in bytes (VmRSS). */
 export function residentBytes(pid: number): number {
   return residentMemory(pid).rss;

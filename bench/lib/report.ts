@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { BenchReport, FilesResult, LatencyResult, ScenarioResult, ThroughputResult } from './results.ts';
 import { targetsTable } from './targets.ts';
 import { renderFleet } from './load-reports.ts';
+import { renderConnections } from '../scenarios/connections.ts';
 
 const isThroughput = (r: ScenarioResult): r is ThroughputResult => 'readingsPerSecond' in r;
 const isLatency = (r: ScenarioResult): r is LatencyResult => 'p50Ms' in r;
@@ -56,7 +57,7 @@ export function renderMarkdown(report: BenchReport): string {
     ...(report.fleet ? [...renderFleet(report.fleet), ''] : []),
     ...(connections
       ? [
-          `Connections: ${connections.connections.toLocaleString('en')} devices held by one gateway (opened in ${connections.seconds.toFixed(1)} s); its resident memory went from ${connections.gatewayRssBeforeMiB} to ${connections.gatewayRssMiB} MiB, ${connections.kibPerConnection} KiB per connection.`,
+          ...renderConnections(connections),
           '',
         ]
       : []),

@@ -1,7 +1,8 @@
 import WebSocket from 'ws';
 import { DownlinkFrameSchema } from '../../shared/contract/downlink.ts';
 import { issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
-import { residentBytes } from '../lib/proc-stats.ts';
+import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+import { memoryByMapping, residentBytes, type MemoryByMapping } from '../lib/proc-stats.ts';
 
 export interface ConnectionsOptions {
   /** the gateway's WSS URL */
@@ -23,6 +24,8 @@ export interface ConnectionsResult {
   gatewayRssMiB: number;
   /** (resident after − resident before) / connections */
   kibPerConnection: number;
+  /** the same by the kind of mapping that holds it (KiB per connection; proc-stats.ts) */
+  kibPerConnectionBy: MemoryByMapping;
 }
 
 const MiB = 1024 * 1024;
@@ -40,6 +43,7 @@ export async function heldConnections(o: ConnectionsOptions): Promise<Connection
     return { id, cert: issueCertificate(o.ca, { commonName: id, organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair }).certPem };
   });
   const before = residentBytes(o.gatewayPid);
+  const mappedBefore = memoryByMapping(o.gatewayPid);
   const open: WebSocket[] = [];
   const started = Date.now();
   let next = 0;
@@ -57,6 +61,8 @@ export async function heldConnections(o: ConnectionsOptions): Promise<Connection
     const stillOpen = open.filter((ws) => ws.readyState === WebSocket.OPEN).length;
     if (stillOpen !== o.count) throw new Error(`connections: ${o.count - stillOpen} of ${o.count} were closed by the gateway`);
     const after = residentBytes(o.gatewayPid);
+    const mappedAfter = memoryByMapping(o.gatewayPid);
+    const perConnection = (k: keyof MemoryByMapping) => Math.round(((mappedAfter[k] - mappedBefore[k]) / o.count / 1024) * 10) / 10;
     return {
       scenario: `concurrent device connections on one gateway`,
       connections: stillOpen,
@@ -64,10 +70,26 @@ export async function heldConnections(o: ConnectionsOptions): Promise<Connection
       gatewayRssBeforeMiB: Math.round(before / MiB),
       gatewayRssMiB: Math.round(after / MiB),
       kibPerConnection: Math.round(((after - before) / o.count / 1024) * 10) / 10,
+      kibPerConnectionBy: { mallocHeap: perConnection('mallocHeap'), smallAnon: perConnection('smallAnon'), otherAnon: perConnection('otherAnon'), files: perConnection('files') },
     };
   } finally {
     for (const ws of open) ws.terminate();
   }
+}
+
+/** The scenario on the stack's direct gateway: the one devices reach without Caddy, terminating their TLS itself. */
+export function heldOnDirectGateway(stack: LocalStack, ca: KeyAndCert, count: number): Promise<ConnectionsResult> {
+  const direct = stack.directGateway;
+  if (!direct?.process.pid) throw new Error('the direct gateway is not running');
+  return heldConnections({ url: direct.url, gatewayPid: direct.process.pid, ca, count, concurrency: 32 });
+}
+
+/** The report's lines for a connections result. */
+export function renderConnections(c: ConnectionsResult): string[] {
+  const by = c.kibPerConnectionBy;
+  return [
+    `Connections: ${c.connections.toLocaleString('en')} devices held by one gateway (opened in ${c.seconds.toFixed(1)} s); its resident memory went from ${c.gatewayRssBeforeMiB} to ${c.gatewayRssMiB} MiB, ${c.kibPerConnection} KiB per connection: glibc's heap ${by.mallocHeap}, anonymous mappings of up to 512 KiB (V8's heap) ${by.smallAnon}, other anonymous mappings ${by.otherAnon}, files ${by.files}.`,
+  ];
 }
 
 /** Opens one device's WebSocket and resolves once the gateway's welcome frame arrived. */

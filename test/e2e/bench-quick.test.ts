@@ -28,7 +28,7 @@ describe('npm run bench -- --quick', () => {
     const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
-      connections: { connections: number; kibPerConnection: number };
+      connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<'mallocHeap' | 'smallAnon' | 'otherAnon' | 'files', number> };
       fleet: { devices: number; seconds: number; readingsPerFrame: number; frames: number; readings: number; sent: number; stored: number; lost: number; errors: number; closed: number; latency: { samples: number; late: number }; edges: Array<{ devices: number }> };
       references: { warmUp: { batched: number; peer: number } };
     };
@@ -62,6 +62,12 @@ describe('npm run bench -- --quick', () => {
     }
     // Every simulated device was welcomed and still connected when memory was measured.
     assert.equal(report.connections.connections, 200);
+    // The gateway's memory per connection by kind of mapping (test/unit/bench-proc-stats.test.ts
+    // checks the kinds): they cover every mapping, so they add up to its resident memory, read a
+    // moment apart.
+    const by = report.connections.kibPerConnectionBy;
+    const sum = by.mallocHeap + by.smallAnon + by.otherAnon + by.files;
+    assert.ok(Math.abs(sum - report.connections.kibPerConnection) <= 10, JSON.stringify(report.connections));
     // The fleet: every device (each its own EC key and certificate) came through Caddy, sent one
     // reading a second, and each reading is in the database once; none refused, none disconnected.
     const f = report.fleet;
