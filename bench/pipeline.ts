@@ -363,7 +363,7 @@ async function main(): Promise<void> {
       await stack.console.restartWith({ CONSOLE_ANOMALY: round.anomaly ? 'on' : 'off' });
       // The setting took: the console says once started (just after it listens) whether it scores.
       const said = new RegExp(`"anomaly":${round.anomaly}[,}]`);
-      for (let waited = 0; !said.test(stack.console.tail(20)); waited += 100) {
+      for (let waited = 0; !said.test(stack.console.logSinceStart()); waited += 100) {
         if (waited > 10_000) throw new Error(`the console did not start with anomaly detection ${round.anomaly ? 'on' : 'off'}`);
         await new Promise((r) => setTimeout(r, 100));
       }

@@ -37,7 +37,7 @@ export async function sinkRounds(ctx: BenchContext, meter: CpuMeter, stack: Loca
     await distributor.restartWith(sink === 'postgres' ? { INFLUXDB_URL: '', POSTGRES_URL: t.postgresUrl } : { INFLUXDB_URL: t.influxUrl, POSTGRES_URL: '' });
     // The setting took: the distributor says where it writes once started.
     const said = sink === 'postgres' ? /"timeseries":"PostgreSQL [^"+]*"/ : /"timeseries":"InfluxDB [^"+]*"/;
-    for (let waited = 0; !said.test(distributor.tail(30)); waited += 100) {
+    for (let waited = 0; !said.test(distributor.logSinceStart()); waited += 100) {
       if (waited > 10_000) throw new Error(`the distributor did not start writing to ${sink} alone`);
       await sleep(100);
     }

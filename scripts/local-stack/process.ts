@@ -55,6 +55,8 @@ export class ManagedProcess {
   /** 'run' from start() until stop()/kill(): an exit meanwhile is a crash, and is restarted */
   private intent: 'run' | 'stopped' = 'stopped';
   private starting = false;
+  /** bytes: the size of the log file when the process was last started (logSinceStart) */
+  private startLogOffset = 0;
   private startedAt = 0;
   private readyPid: number | undefined;
   private restartDelayMs = 0;
@@ -96,6 +98,7 @@ export class ManagedProcess {
     if ('file' in this.spec.ready) rmSync(this.spec.ready.file, { force: true });
     mkdirSync(dirname(this.spec.logFile), { recursive: true });
     const logOffset = existsSync(this.spec.logFile) ? statSync(this.spec.logFile).size : 0;
+    this.startLogOffset = logOffset;
     const fd = openSync(this.spec.logFile, 'a');
     // detached (a process group of its own): Ctrl-C in the terminal reaches only the runner, which
     // stops each process in order, instead of every process at once as if they had all crashed.
@@ -248,6 +251,14 @@ export class ManagedProcess {
     } catch {
       return '(no log)';
     }
+  }
+
+  /**
+   * What the process has logged since it was last started: where a caller looks for what a restart
+   * said (a fixed tail can be pushed past by later lines, or show what the process before it said).
+   */
+  logSinceStart(): string {
+    return this.logSince(this.startLogOffset);
   }
 
   private logSince(offset: number): string {
