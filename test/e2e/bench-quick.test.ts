@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { BROKER_CEILING } from '../../bench/scenarios/broker-ceiling.ts';
@@ -141,6 +141,49 @@ describe('npm run bench -- --sink postgres', () => {
         ['batched into PostgreSQL', 16_000, 0, 0],
       ],
     );
+  });
+});
+
+/** The modes that run instead of the scenarios, so that none of them rots unseen. */
+describe('npm run bench -- --compare, --profile, --connections-alone', () => {
+  const results = join(REPO, 'bench', 'results');
+
+  it('--compare runs batched and one-per-message rounds with and without the setting, every reading once', async () => {
+    const r = await bench(['--quick', '--compare', 'DISTRIBUTOR_CONSUMERS=8']);
+    assert.equal(r.code, 0, r.err);
+    const { compare } = JSON.parse(readFileSync(join(results, 'pipeline-compare.json'), 'utf8')) as {
+      compare: { setting: Record<string, string>; pairs: Array<Record<'on' | 'off', { scenario: string; readings: number; lost: number; duplicated: number }>> };
+    };
+    assert.deepEqual(compare.setting, { DISTRIBUTOR_CONSUMERS: '8' });
+    assert.deepEqual(
+      compare.pairs.map((p) => [p.on.scenario, p.on.readings, p.off.scenario, p.off.readings]),
+      [
+        ['batched, DISTRIBUTOR_CONSUMERS=8', 16_000, 'batched, as configured', 16_000],
+        ['one reading per message, DISTRIBUTOR_CONSUMERS=8', 8_000, 'one reading per message, as configured', 8_000],
+      ],
+    );
+    for (const p of compare.pairs) for (const x of [p.on, p.off]) assert.deepEqual([x.lost, x.duplicated], [0, 0], x.scenario);
+  });
+
+  it('--profile batched writes a CPU profile of each service and a report of where their time went', async () => {
+    const ran = Date.now();
+    const r = await bench(['--quick', '--profile', 'batched']);
+    assert.equal(r.code, 0, r.err);
+    for (const name of ['gateway', 'distributor', 'console', 'field clients']) {
+      assert.ok(statSync(join(results, 'profiles', `${name}.cpuprofile`)).mtimeMs >= ran, `${name}.cpuprofile written by this run`);
+    }
+    const md = readFileSync(join(results, 'profile.md'), 'utf8');
+    for (const heading of ['The gateway: where its CPU went', 'The distributor: where its CPU went', 'The field clients: where its CPU went']) assert.ok(md.includes(heading), heading);
+  });
+
+  it('--connections-alone holds its devices on one gateway and splits the memory they cost', async () => {
+    const r = await bench(['--quick', '--connections-alone']);
+    assert.equal(r.code, 0, r.err);
+    const { connections: c } = JSON.parse(readFileSync(join(results, 'pipeline-connections.json'), 'utf8')) as {
+      connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<string, number> };
+    };
+    assert.equal(c.connections, 200);
+    assert.deepEqual(Object.keys(c.kibPerConnectionBy).sort(), ['files', 'mallocHeap', 'otherAnon', 'smallAnon']);
   });
 });
 
