@@ -1,21 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { BROKER_CEILING } from '../../bench/scenarios/broker-ceiling.ts';
 import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
-
-const REPO = join(import.meta.dirname, '..', '..');
-
-/** `npm run bench -- ARGS`, as a user runs it: its exit code and output. */
-const bench = (args: string[]) =>
-  new Promise<{ code: number; out: string; err: string }>((resolve) => {
-    execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'bench', 'pipeline.ts'), ...args], { cwd: REPO, timeout: 300_000 }, (err, out, errOut) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut }),
-    );
-  });
+import { bench, REPO } from '../helpers/bench.ts';
 
 /**
  * The benchmark's quick mode, so its harness never rots. It checks counts (nothing lost, nothing
@@ -116,74 +106,6 @@ describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
     assert.equal(f.frames, frames);
     // Every watched reading found, the ones taken before their frame was due too.
     assert.deepEqual([f.latency.samples, f.latency.late], [f.seconds, 0]);
-  });
-});
-
-/**
- * The side by side of the two stores: each round on a distributor restarted to write to one of them
- * alone, checked to have taken its setting from what it logged since that restart (a fixed tail of
- * its log once lost that line behind the connect lines of its 32 consumers, and the mode failed).
- */
-describe('npm run bench -- --sink postgres', () => {
-  it('writes the same batched load into InfluxDB and into PostgreSQL, every reading once in each', async () => {
-    const r = await bench(['--quick', '--sink', 'postgres']);
-    assert.equal(r.code, 0, r.err);
-    const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-postgres.json'), 'utf8')) as {
-      sink: string;
-      results: Array<{ scenario: string; clients: number; readings: number; lost: number; duplicated: number }>;
-    };
-    assert.equal(report.sink, 'postgres');
-    assert.deepEqual(
-      report.results.map((x) => [x.scenario, x.readings, x.lost, x.duplicated]),
-      // 2 clients × 2,000 readings in each of four rounds per store
-      [
-        ['batched into InfluxDB 1.x (reference)', 16_000, 0, 0],
-        ['batched into PostgreSQL', 16_000, 0, 0],
-      ],
-    );
-  });
-});
-
-/** The modes that run instead of the scenarios, so that none of them rots unseen. */
-describe('npm run bench -- --compare, --profile, --connections-alone', () => {
-  const results = join(REPO, 'bench', 'results');
-
-  it('--compare runs batched and one-per-message rounds with and without the setting, every reading once', async () => {
-    const r = await bench(['--quick', '--compare', 'DISTRIBUTOR_CONSUMERS=8']);
-    assert.equal(r.code, 0, r.err);
-    const { compare } = JSON.parse(readFileSync(join(results, 'pipeline-compare.json'), 'utf8')) as {
-      compare: { setting: Record<string, string>; pairs: Array<Record<'on' | 'off', { scenario: string; readings: number; lost: number; duplicated: number }>> };
-    };
-    assert.deepEqual(compare.setting, { DISTRIBUTOR_CONSUMERS: '8' });
-    assert.deepEqual(
-      compare.pairs.map((p) => [p.on.scenario, p.on.readings, p.off.scenario, p.off.readings]),
-      [
-        ['batched, DISTRIBUTOR_CONSUMERS=8', 16_000, 'batched, as configured', 16_000],
-        ['one reading per message, DISTRIBUTOR_CONSUMERS=8', 8_000, 'one reading per message, as configured', 8_000],
-      ],
-    );
-    for (const p of compare.pairs) for (const x of [p.on, p.off]) assert.deepEqual([x.lost, x.duplicated], [0, 0], x.scenario);
-  });
-
-  it('--profile batched writes a CPU profile of each service and a report of where their time went', async () => {
-    const ran = Date.now();
-    const r = await bench(['--quick', '--profile', 'batched']);
-    assert.equal(r.code, 0, r.err);
-    for (const name of ['gateway', 'distributor', 'console', 'field clients']) {
-      assert.ok(statSync(join(results, 'profiles', `${name}.cpuprofile`)).mtimeMs >= ran, `${name}.cpuprofile written by this run`);
-    }
-    const md = readFileSync(join(results, 'profile.md'), 'utf8');
-    for (const heading of ['The gateway: where its CPU went', 'The distributor: where its CPU went', 'The field clients: where its CPU went']) assert.ok(md.includes(heading), heading);
-  });
-
-  it('--connections-alone holds its devices on one gateway and splits the memory they cost', async () => {
-    const r = await bench(['--quick', '--connections-alone']);
-    assert.equal(r.code, 0, r.err);
-    const { connections: c } = JSON.parse(readFileSync(join(results, 'pipeline-connections.json'), 'utf8')) as {
-      connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<string, number> };
-    };
-    assert.equal(c.connections, 200);
-    assert.deepEqual(Object.keys(c.kibPerConnectionBy).sort(), ['files', 'mallocHeap', 'otherAnon', 'smallAnon']);
   });
 });
 

@@ -1,0 +1,13 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+
+/** The repository's root. */
+export const REPO = join(import.meta.dirname, '..', '..');
+
+/** `npm run bench -- ARGS`, as a user runs it: its exit code and output. */
+export const bench = (args: string[]) =>
+  new Promise<{ code: number; out: string; err: string }>((resolve) => {
+    execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'bench', 'pipeline.ts'), ...args], { cwd: REPO, timeout: 300_000 }, (err, out, errOut) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut }),
+    );
+  });
