@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { bench, REPO } from '../helpers/bench.ts';
+import { bench, failure, REPO } from '../helpers/bench.ts';
 
-// The benchmark's --sink postgres mode in its quick form (bench-quick.test.ts runs its scenarios,
-// bench-profile.test.ts --profile and --connections-alone), so that it does not rot unseen again.
-// Files of their own: the test runner gives each file 300 s.
+// The benchmark's --sink postgres and --compare modes in their quick forms (bench-quick.test.ts runs
+// its scenarios, bench-profile.test.ts --profile and --connections-alone), so that none of them rots
+// unseen (--sink postgres had). Files of their own: the test runner gives each file 300 s.
 
 /**
  * The side by side of the two stores: each round on a distributor restarted to write to one of them
@@ -16,7 +16,7 @@ import { bench, REPO } from '../helpers/bench.ts';
 describe('npm run bench -- --sink postgres', () => {
   it('writes the same batched load into InfluxDB and into PostgreSQL, every reading once in each', async () => {
     const r = await bench(['--quick', '--sink', 'postgres']);
-    assert.equal(r.code, 0, r.err);
+    assert.equal(r.code, 0, failure(r));
     const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-postgres.json'), 'utf8')) as {
       sink: string;
       results: Array<{ scenario: string; clients: number; readings: number; lost: number; duplicated: number }>;
@@ -30,5 +30,26 @@ describe('npm run bench -- --sink postgres', () => {
         ['batched into PostgreSQL', 16_000, 0, 0],
       ],
     );
+  });
+});
+
+/** The rounds with and without a setting, alternating, each on services restarted with its setting. */
+describe('npm run bench -- --compare', () => {
+  it('runs batched and one-per-message rounds with and without the setting, every reading once', async () => {
+    const r = await bench(['--quick', '--compare', 'DISTRIBUTOR_CONSUMERS=8']);
+    assert.equal(r.code, 0, failure(r));
+    const { compare } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-compare.json'), 'utf8')) as {
+      compare: { setting: Record<string, string>; pairs: Array<Record<'on' | 'off', { scenario: string; readings: number; lost: number; duplicated: number }>> };
+    };
+    assert.deepEqual(compare.setting, { DISTRIBUTOR_CONSUMERS: '8' });
+    assert.deepEqual(
+      compare.pairs.map((p) => [p.on.scenario, p.on.readings, p.off.scenario, p.off.readings]),
+      // 2 clients × 2,000 readings batched, × 1,000 one per message, in each of four rounds per side
+      [
+        ['batched, DISTRIBUTOR_CONSUMERS=8', 16_000, 'batched, as configured', 16_000],
+        ['one reading per message, DISTRIBUTOR_CONSUMERS=8', 8_000, 'one reading per message, as configured', 8_000],
+      ],
+    );
+    for (const p of compare.pairs) for (const x of [p.on, p.off]) assert.deepEqual([x.lost, x.duplicated], [0, 0], x.scenario);
   });
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { bench, REPO } from '../helpers/bench.ts';
+import { bench, failure, REPO } from '../helpers/bench.ts';
 
 // The benchmark's --profile and --connections-alone modes in their quick forms (bench-modes.test.ts
 // has the others), so that neither rots unseen.
@@ -13,7 +13,7 @@ describe('npm run bench -- --profile, --connections-alone', () => {
   it('--profile batched writes a CPU profile of each service and a report of where their time went', async () => {
     const ran = Date.now();
     const r = await bench(['--quick', '--profile', 'batched']);
-    assert.equal(r.code, 0, r.err);
+    assert.equal(r.code, 0, failure(r));
     for (const name of ['gateway', 'distributor', 'console', 'field clients']) {
       assert.ok(statSync(join(results, 'profiles', `${name}.cpuprofile`)).mtimeMs >= ran, `${name}.cpuprofile written by this run`);
     }
@@ -23,7 +23,7 @@ describe('npm run bench -- --profile, --connections-alone', () => {
 
   it('--connections-alone holds its devices on one gateway and splits the memory they cost', async () => {
     const r = await bench(['--quick', '--connections-alone']);
-    assert.equal(r.code, 0, r.err);
+    assert.equal(r.code, 0, failure(r));
     const { connections: c } = JSON.parse(readFileSync(join(results, 'pipeline-connections.json'), 'utf8')) as {
       connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<string, number> };
     };

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { BROKER_CEILING } from '../../bench/scenarios/broker-ceiling.ts';
 import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
-import { bench, REPO } from '../helpers/bench.ts';
+import { bench, failure, REPO } from '../helpers/bench.ts';
 
 /**
  * The benchmark's quick mode, so its harness never rots. It checks counts (nothing lost, nothing
@@ -14,7 +14,7 @@ import { bench, REPO } from '../helpers/bench.ts';
 describe('npm run bench -- --quick', () => {
   it('runs every scenario on the real stack and counts every reading exactly once', async () => {
     const r = await bench(['--quick']);
-    assert.equal(r.code, 0, r.err);
+    assert.equal(r.code, 0, failure(r));
     const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
@@ -87,7 +87,7 @@ describe('npm run bench -- --quick', () => {
 describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
   it('stores every reading once, from frames of up to three readings signed as a group', async () => {
     const r = await bench(['--quick', '--fleet', '--fleet-per-frame', '3']);
-    assert.equal(r.code, 0, r.err);
+    assert.equal(r.code, 0, failure(r));
     const { fleet: f } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-fleet.json'), 'utf8')) as {
       fleet: { devices: number; seconds: number; readingsPerFrame: number; frames: number; readings: number; sent: number; stored: number; lost: number; duplicated: number; errors: number; closed: number; refused: Record<string, number>; latency: { samples: number; late: number } };
     };
@@ -119,7 +119,7 @@ describe('npm run bench -- --long', () => {
   it('holds a paced load for its windows, counts every reading once and writes one shard', async () => {
     const ran = Date.now();
     const r = await bench(['--long', '--long-minutes', '0.5', '--long-rate', '5000', '--clients', '3']);
-    assert.equal(r.code, 0, r.err);
+    assert.equal(r.code, 0, failure(r));
     const { sustained: s } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-sustained.json'), 'utf8')) as {
       sustained: { startedAt: string; offeredPerSecond: number; readings: number; lost: number; duplicated: number; shards: number; windows: Array<{ probes: number; storedPerSecond: number; influx: { slowestWriteMs?: number } }>; memory: Array<{ service: string }> };
     };

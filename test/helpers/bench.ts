@@ -11,3 +11,6 @@ export const bench = (args: string[]) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut }),
     );
   });
+
+/** What a failed run said: its error output and the end of its report, for the assertion's message. */
+export const failure = (r: { code: number; out: string; err: string }) => `exit ${r.code}\n${r.err.slice(-8_000)}\n--- its output, the end:\n${r.out.slice(-4_000)}`;
