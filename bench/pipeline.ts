@@ -26,7 +26,8 @@
  *   files            10 MB files, byte for byte
  *   connections      devices held by one gateway, and its resident memory per connection
  *   fleet            10,000 devices, each its own certificate, through Caddy (two DMZ servers: see
- *                    lib/fleet-stack.ts), each one signed seed-format reading per second for 60 s:
+ *                    lib/fleet-stack.ts), each one signed seed-format reading per second for 60 s
+ *                    after 10 s of warm-up:
  *                    lost, device → database latency, Caddy's and the gateways' memory
  * Writes bench/results/pipeline.json and .md.
  *   --quick                    a small load, for CI (the tests run it)
@@ -41,8 +42,8 @@
  *   --connections-alone        the connections scenario alone (--connections N devices, 10,000 by
  *                              default), with the gateway's memory per connection by the kind of
  *                              mapping that holds it: bench/results/pipeline-connections.json, .md
- *   --fleet                    the fleet alone (--fleet-devices N, --fleet-seconds S):
- *                              bench/results/pipeline-fleet.json, .md
+ *   --fleet                    the fleet alone (--fleet-devices N, --fleet-seconds S measured after
+ *                              10 s of warm-up): bench/results/pipeline-fleet.json, .md
  *   --fleet-per-frame N        the fleet's devices send their readings N at a time (1 to 60), every
  *                              N seconds, in one frame signed as one group (as the field client
  *                              does): the same readings in 1/N of the frames

@@ -31,7 +31,7 @@ export function fleetEdges(stack: LocalStack): FleetEdge[] {
 }
 
 /** The fleet on the stack's every DMZ server, with the CPU of each process (each DMZ server's apart). */
-export function runFleet(stack: LocalStack, influx: InfluxV1, o: { certsDir: string; database: string; devices: number; seconds: number; readingsPerFrame: number }): Promise<FleetResult> {
+export function runFleet(stack: LocalStack, influx: InfluxV1, o: { certsDir: string; database: string; devices: number; seconds: number; warmUpSeconds: number; readingsPerFrame: number }): Promise<FleetResult> {
   const meter = new CpuMeter(() => ({
     ...Object.fromEntries(
       stack.dmzServers.flatMap((s, i) => [
@@ -45,5 +45,5 @@ export function runFleet(stack: LocalStack, influx: InfluxV1, o: { certsDir: str
     console: stack.console.pid,
     InfluxDB: influx.process.pid,
   }));
-  return fleet({ edges: fleetEdges(stack), certsDir: o.certsDir, ca: loadCa(o.certsDir), influx, database: o.database, devices: o.devices, seconds: o.seconds, readingsPerFrame: o.readingsPerFrame, concurrency: 64, meter });
+  return fleet({ edges: fleetEdges(stack), certsDir: o.certsDir, ca: loadCa(o.certsDir), influx, database: o.database, devices: o.devices, seconds: o.seconds, warmUpSeconds: o.warmUpSeconds, readingsPerFrame: o.readingsPerFrame, concurrency: 64, meter });
 }

@@ -24,8 +24,14 @@ export interface FleetOptions {
   influx: InfluxV1;
   database: string;
   devices: number;
-  /** seconds of load: each device takes one reading per second */
+  /** seconds of load measured: each device takes one reading per second */
   seconds: number;
+  /**
+   * seconds of the same load before them, not measured (latency, CPU): the services and the
+   * database meet the fleet cold at first, as in the throughput scenarios' warm-up round; a service
+   * that runs for months is measured warm. Their readings must be stored all the same.
+   */
+  warmUpSeconds: number;
   /**
    * readings a device sends in one frame: 1, each reading in its own frame as it is taken, signed
    * alone (a simple device); more, a device that sends its readings this many at a time, every as
@@ -50,11 +56,13 @@ export interface FleetResult {
   scenario: string;
   devices: number;
   seconds: number;
+  /** seconds of load before `seconds`, its readings counted (due, sent, stored, lost) but not timed */
+  warmUpSeconds: number;
   /** readings in each device's frames (FleetOptions.readingsPerFrame) */
   readingsPerFrame: number;
   /** frames the devices sent */
   frames: number;
-  /** readings the devices were due to send, one per device per second */
+  /** readings the devices were due to send, one per device per second, the warm-up's included */
   readings: number;
   /** readings each device had written to its socket (the rest: its connection was gone) */
   sent: number;
@@ -76,6 +84,8 @@ export interface FleetResult {
    * percentile that falls among them is null (above lateAfterMs, not measured further).
    */
   latency: { samples: number; p50Ms: number | null; p95Ms: number | null; p99Ms: number | null; maxMs: number | null; late: number; lateAfterMs: number };
+  /** the same by the time the readings were due, in windows of LATENCY_WINDOW_S from the start of the warm-up: when in the run the slow ones were */
+  latencyByWindow: LatencyWindow[];
   /** how late the load generator sent, against each reading's due time: it must not be the bottleneck */
   generatorLagP99Ms: number;
   edges: EdgeMemory[];
@@ -89,6 +99,18 @@ export interface FleetResult {
  * reading not yet seen), which slowed the pipeline it measured.
  */
 const SAMPLE_EVERY = 1_000;
+/** seconds of due time in each window of FleetResult.latencyByWindow */
+export const LATENCY_WINDOW_S = 10;
+
+/** The watched readings due in one window of the run: how many, and their latency (as FleetResult.latency). */
+export interface LatencyWindow {
+  fromS: number;
+  toS: number;
+  watched: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  late: number;
+}
 /** milliseconds between looks into the database for the watched readings */
 const POLL_EVERY_MS = 25;
 /** milliseconds after which a watched reading stops being looked for (it is then late, or lost) */
@@ -144,13 +166,16 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     const connected = readAll();
 
     const epoch = randomBytes(6).toString('hex');
-    const total = o.devices * o.seconds;
+    const runSeconds = o.warmUpSeconds + o.seconds;
+    const total = o.devices * runSeconds;
     const pending = new Map<string, number>();
     const latencies: number[] = [];
+    /** the due time of each reading in `latencies` (same index), and of each late one */
+    const dueOfSeen: number[] = [];
+    const dueOfLate: number[] = [];
     const lags: number[] = [];
     let sent = 0;
     let frames = 0;
-    let late = 0;
     let loading = true;
     // The watched devices by name: a regular expression on the tag made InfluxDB match it against
     // every device's series at each look, 40 times a second.
@@ -161,7 +186,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
         for (const [key, due] of pending) {
           if (now - due < LATE_MS) break;
           pending.delete(key);
-          late++;
+          dueOfLate.push(due);
         }
         const oldest = pending.values().next().value;
         if (oldest !== undefined) {
@@ -175,14 +200,17 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
             if (due === undefined) continue;
             pending.delete(key);
             latencies.push(at - due);
+            dueOfSeen.push(due);
           }
         }
         await sleep(POLL_EVERY_MS);
       }
     })();
 
-    o.meter?.begin();
     const start = Math.ceil(Date.now() / 1000) * 1000 + 1000;
+    /** the end of the warm-up: what is due from then on is measured */
+    const measuredFrom = start + o.warmUpSeconds * 1000;
+    let metering = false;
     await sleep(start - Date.now());
     // Reading n is device n mod N's (n div N)-th, due at start + n/N seconds: the devices' sends
     // are spread evenly over each second. Each pass sends what has fallen due, so a late pass
@@ -191,6 +219,10 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     /** each device's readings taken and not yet sent (per > 1) */
     const held: Array<Array<{ k: number; at: number }>> = per > 1 ? Array.from({ length: o.devices }, () => []) : [];
     for (let n = 0; n < total; ) {
+      if (!metering && Date.now() >= measuredFrom) {
+        o.meter?.begin();
+        metering = true;
+      }
       const due = Math.min(total, Math.floor(((Date.now() - start) * o.devices) / 1000) + 1);
       for (; n < due; n++) {
         const i = n % o.devices;
@@ -200,7 +232,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
         if (per > 1) {
           batch = held[i] as Array<{ k: number; at: number }>;
           batch.push({ k, at });
-          if ((k + i) % per !== per - 1 && k !== o.seconds - 1) continue;
+          if ((k + i) % per !== per - 1 && k !== runSeconds - 1) continue;
           held[i] = [];
         }
         const ws = sockets[i] as WebSocket;
@@ -233,13 +265,22 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     const refusals = await o.influx.query(`SELECT count(message_id) FROM security_events WHERE device =~ /^fleet/ GROUP BY reason`, o.database);
     const refused = Object.fromEntries((refusals.results?.[0]?.series ?? []).map((x) => [String(x.tags?.reason), Number(x.values[0]?.[1] ?? 0)]));
     if (stats.firstError) process.stderr.write(`fleet: first error from a gateway: ${stats.firstError}\n`);
-    latencies.sort((a, b) => a - b);
+    const latencyByWindow = latencyWindows(
+      latencies.map((ms, i) => ({ dueS: ((dueOfSeen[i] as number) - start) / 1000, ms })),
+      dueOfLate.map((due) => (due - start) / 1000),
+      runSeconds,
+      o.warmUpSeconds,
+    );
+    // The figures of the run: what was due after the warm-up.
+    const measured = latencies.filter((_, i) => (dueOfSeen[i] as number) >= measuredFrom);
+    const measuredLate = dueOfLate.filter((due) => due >= measuredFrom).length;
     lags.sort((a, b) => a - b);
     const q = (xs: number[], f: number) => xs[Math.min(xs.length - 1, Math.floor(f * xs.length))] ?? 0;
     return {
       scenario: `fleet: ${o.devices.toLocaleString('en')} devices through Caddy, one reading per second each${per === 1 ? '' : `, sent ${per} at a time`}`,
       devices: o.devices,
       seconds: o.seconds,
+      warmUpSeconds: o.warmUpSeconds,
       readingsPerFrame: per,
       frames,
       readings: total,
@@ -252,7 +293,8 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
       refused,
       closed: stats.closed,
       setup: { certificatesSeconds: Math.round(certificatesSeconds * 10) / 10, connectSeconds: Math.round(connectSeconds * 10) / 10 },
-      latency: { samples: latencies.length, ...watchedPercentiles(latencies, late), late, lateAfterMs: LATE_MS },
+      latency: { samples: measured.length, ...watchedPercentiles(measured, measuredLate), late: measuredLate, lateAfterMs: LATE_MS },
+      latencyByWindow,
       generatorLagP99Ms: q(lags, 0.99),
       edges: o.edges.map((_, e) => {
         const n = Math.floor(o.devices / o.edges.length) + (e < o.devices % o.edges.length ? 1 : 0);
@@ -339,9 +381,10 @@ export function fleetAsThroughput(f: FleetResult): ThroughputResult {
   return {
     scenario: f.scenario,
     clients: f.devices,
-    readings: f.stored,
+    // The CPU was measured after the warm-up: the readings of that time.
+    readings: Math.round((f.stored * f.seconds) / (f.seconds + f.warmUpSeconds)),
     seconds: f.seconds,
-    readingsPerSecond: Math.round(f.stored / f.seconds),
+    readingsPerSecond: Math.round(f.stored / (f.seconds + f.warmUpSeconds)),
     lost: f.lost,
     duplicated: f.duplicated,
     ...(f.cpu ? { cpu: f.cpu } : {}),
@@ -362,4 +405,25 @@ export function watchedPercentiles(seen: readonly number[], late: number): { p50
     return i < sorted.length ? (sorted[i] as number) : null;
   };
   return { p50Ms: at(0.5), p95Ms: at(0.95), p99Ms: at(0.99), maxMs: late > 0 ? null : (sorted[sorted.length - 1] ?? 0) };
+}
+
+/**
+ * The watched readings by when they were due (seconds from the start of the load), the warm-up in
+ * a window of its own, then in windows of LATENCY_WINDOW_S: a tail from the first seconds (services and devices starting together) and one
+ * spread over the run (the machine short of CPU throughout) read the same in the percentiles of the
+ * whole run.
+ */
+export function latencyWindows(seen: ReadonlyArray<{ dueS: number; ms: number }>, lateDueS: readonly number[], seconds: number, warmUpS = 0): LatencyWindow[] {
+  const windows: LatencyWindow[] = [];
+  // The warm-up is a window of its own, whatever its length.
+  for (let fromS = 0; fromS < seconds; fromS = fromS === 0 && warmUpS > 0 ? warmUpS : fromS + LATENCY_WINDOW_S) {
+    const toS = Math.min(seconds, fromS === 0 && warmUpS > 0 ? warmUpS : fromS + LATENCY_WINDOW_S);
+    // The last window takes whatever is due from its start on.
+    const inside = (dueS: number) => dueS >= fromS && (dueS < toS || toS === seconds);
+    const ms = seen.filter((x) => inside(x.dueS)).map((x) => x.ms);
+    const late = lateDueS.filter(inside).length;
+    const { p50Ms, p99Ms } = watchedPercentiles(ms, late);
+    windows.push({ fromS, toS, watched: ms.length + late, p50Ms, p99Ms, late });
+  }
+  return windows;
 }

@@ -19,7 +19,7 @@ describe('npm run bench -- --quick', () => {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
       connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<'mallocHeap' | 'smallAnon' | 'otherAnon' | 'files', number> };
-      fleet: { devices: number; seconds: number; readingsPerFrame: number; frames: number; readings: number; sent: number; stored: number; lost: number; errors: number; closed: number; latency: { samples: number; late: number }; edges: Array<{ devices: number }> };
+      fleet: FleetFigures & { edges: Array<{ devices: number }> };
       references: { warmUp: { batched: number; peer: number } };
     };
     assert.equal(report.quick, true);
@@ -62,7 +62,9 @@ describe('npm run bench -- --quick', () => {
     // reading a second, and each reading is in the database once; none refused, none disconnected.
     const f = report.fleet;
     assert.equal(f.devices, 50);
-    assert.equal(f.readings, f.devices * f.seconds);
+    // The warm-up's readings are due, sent and stored as the others; only their times are not measured.
+    assert.ok(f.warmUpSeconds > 0);
+    assert.equal(f.readings, f.devices * (f.warmUpSeconds + f.seconds));
     assert.equal(f.sent, f.readings);
     assert.equal(f.readingsPerFrame, 1);
     assert.equal(f.frames, f.readings, 'each reading in its own frame');
@@ -70,12 +72,34 @@ describe('npm run bench -- --quick', () => {
     assert.equal(f.lost, 0);
     assert.equal(f.errors, 0);
     assert.equal(f.closed, 0);
-    // The watched device's readings were each looked for: seen (timed) or, past the poller's patience, counted late.
+    // The watched device's readings were each looked for: seen (timed) or, past the poller's patience,
+    // counted late; the figures of the run are those due after the warm-up, the windows have them all.
     assert.ok(f.latency.samples > 0);
     assert.equal(f.latency.samples + f.latency.late, f.seconds);
+    assert.equal(sumWatched(f), f.warmUpSeconds + f.seconds);
     assert.equal(f.edges.reduce((n, e) => n + e.devices, 0), 50);
   });
 });
+
+/** What the tests read of the fleet's report. */
+interface FleetFigures {
+  devices: number;
+  seconds: number;
+  warmUpSeconds: number;
+  readingsPerFrame: number;
+  frames: number;
+  readings: number;
+  sent: number;
+  stored: number;
+  lost: number;
+  errors: number;
+  closed: number;
+  latency: { samples: number; late: number };
+  latencyByWindow: Array<{ watched: number }>;
+}
+
+/** Every watched reading, in the windows of the whole load (the warm-up's included). */
+const sumWatched = (f: FleetFigures) => f.latencyByWindow.reduce((n, w) => n + w.watched, 0);
 
 /**
  * The fleet sending several readings a frame (`--fleet-per-frame`): each device's frames signed as
@@ -89,10 +113,11 @@ describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
     const r = await bench(['--quick', '--fleet', '--fleet-per-frame', '3']);
     assert.equal(r.code, 0, failure(r));
     const { fleet: f } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-fleet.json'), 'utf8')) as {
-      fleet: { devices: number; seconds: number; readingsPerFrame: number; frames: number; readings: number; sent: number; stored: number; lost: number; duplicated: number; errors: number; closed: number; refused: Record<string, number>; latency: { samples: number; late: number } };
+      fleet: FleetFigures & { duplicated: number; refused: Record<string, number> };
     };
     assert.equal(f.readingsPerFrame, 3);
-    assert.equal(f.readings, f.devices * f.seconds);
+    const runSeconds = f.warmUpSeconds + f.seconds;
+    assert.equal(f.readings, f.devices * runSeconds);
     assert.equal(f.sent, f.readings);
     assert.equal(f.stored, f.readings);
     assert.equal(f.lost, 0);
@@ -102,10 +127,18 @@ describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
     assert.equal(f.closed, 0);
     // Device i sends after its readings k with (k + i) mod 3 = 2, and after its last.
     let frames = 0;
-    for (let i = 0; i < f.devices; i++) for (let k = 0; k < f.seconds; k++) if ((k + i) % 3 === 2 || k === f.seconds - 1) frames++;
+    const sends = (i: number, k: number) => (k + i) % 3 === 2 || k === runSeconds - 1;
+    for (let i = 0; i < f.devices; i++) for (let k = 0; k < runSeconds; k++) if (sends(i, k)) frames++;
     assert.equal(f.frames, frames);
-    // Every watched reading found, the ones taken before their frame was due too.
-    assert.deepEqual([f.latency.samples, f.latency.late], [f.seconds, 0]);
+    // Every watched reading (device 0's) found, the ones taken before their frame was due too; timed
+    // from their frame's due time, so those of a frame due after the warm-up are the run's.
+    const frameOf = (k: number) => {
+      while (!sends(0, k)) k++;
+      return k;
+    };
+    const measured = Array.from({ length: runSeconds }, (_, k) => k).filter((k) => frameOf(k) >= f.warmUpSeconds).length;
+    assert.deepEqual([f.latency.samples, f.latency.late], [measured, 0]);
+    assert.equal(sumWatched(f), runSeconds);
   });
 });
 

@@ -8,7 +8,7 @@ import { issueFleet } from '../../bench/lib/fleet-pki.ts';
 import { fleetTargets, sustainedTargets } from '../../bench/lib/targets.ts';
 import { renderSustained } from '../../bench/lib/load-reports.ts';
 import { hostCpuShare, hostCpuTicks, residentMemory } from '../../bench/lib/proc-stats.ts';
-import { groupFrame, watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
+import { groupFrame, latencyWindows, watchedPercentiles, type FleetResult } from '../../bench/scenarios/fleet.ts';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { verifyGroup } from '../../shared/security/message-auth.ts';
 import { memoryOf } from '../../bench/lib/memory-figures.ts';
@@ -68,6 +68,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
   scenario: 'fleet',
   devices: 10_000,
   seconds: 60,
+  warmUpSeconds: 0,
   readingsPerFrame: 1,
   frames: 600_000,
   readings: 600_000,
@@ -80,6 +81,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
   closed: 0,
   setup: { certificatesSeconds: 8, connectSeconds: 75 },
   latency: { samples: 6000, p50Ms: 80, p95Ms: 200, p99Ms: 250, maxMs: 300, late: 0, lateAfterMs: 10_000 },
+  latencyByWindow: [],
   generatorLagP99Ms: 3,
   edges: [{ devices: 5000, caddyMiB: { idle: 34, connected: 960, end: 960 }, gatewayMiB: { idle: 100, connected: 295, end: 300 }, caddyKiBPerConnection: 190, gatewayKiBPerConnection: 40 }],
   ...over,
@@ -132,6 +134,31 @@ describe('the field loads against their targets', () => {
     assert.deepEqual(watchedPercentiles(seen, 10), { p50Ms: 501, p95Ms: 951, p99Ms: null, maxMs: null });
     assert.deepEqual(watchedPercentiles([5], 0), { p50Ms: 5, p95Ms: 5, p99Ms: 5, maxMs: 5 });
     assert.deepEqual(watchedPercentiles([], 0), { p50Ms: 0, p95Ms: 0, p99Ms: 0, maxMs: 0 });
+  });
+
+  it('fleet latency by window: each watched reading in the window of its due time, the late ones included', () => {
+    // 25 s of load: windows 0–10, 10–20 and 20–25; the first slow, the second with a late reading.
+    const seen = [
+      ...Array.from({ length: 100 }, (_, i) => ({ dueS: i / 10, ms: 1_000 + i })),
+      ...Array.from({ length: 99 }, (_, i) => ({ dueS: 10 + i / 10, ms: 20 + (i % 10) })),
+      ...Array.from({ length: 50 }, (_, i) => ({ dueS: 20 + i / 10, ms: 30 })),
+    ];
+    assert.deepEqual(latencyWindows(seen, [19.95], 25), [
+      { fromS: 0, toS: 10, watched: 100, p50Ms: 1_050, p99Ms: 1_099, late: 0 },
+      { fromS: 10, toS: 20, watched: 100, p50Ms: 25, p99Ms: null, late: 1 },
+      { fromS: 20, toS: 25, watched: 50, p50Ms: 30, p99Ms: 30, late: 0 },
+    ]);
+    assert.deepEqual(latencyWindows([], [], 5), [{ fromS: 0, toS: 5, watched: 0, p50Ms: 0, p99Ms: 0, late: 0 }]);
+    // A warm-up of 3 s: a window of its own, the 10 s windows after it.
+    assert.deepEqual(
+      latencyWindows(seen, [19.95], 25, 3).map((w) => [w.fromS, w.toS, w.watched, w.late]),
+      [
+        [0, 3, 30, 0],
+        [3, 13, 100, 0],
+        [13, 23, 100, 1],
+        [23, 25, 20, 0],
+      ],
+    );
   });
 
   it('sustained: our services and the database apart; a sag after the warm-up only; a lost probe misses the p99', () => {
