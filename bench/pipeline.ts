@@ -80,7 +80,7 @@ import { SelfProfiler } from './lib/self-profile.ts';
 import { SINK_ORDER, sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
 import { influxStore, PostgresStore } from './lib/stores.ts';
 import { connectionMemoryTarget, evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
-import { dmzServersFor, runFleet } from './lib/fleet-stack.ts';
+import { dmzServersFor, fleetMeter, runFleet } from './lib/fleet-stack.ts';
 import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
 import { sustained } from './scenarios/sustained.ts';
 import { parseBenchOptions, UsageError, type BenchOptions } from './lib/options.ts';
@@ -271,16 +271,20 @@ async function main(): Promise<void> {
   if (values.profile) {
     let measured: ThroughputResult;
     const self = new SelfProfiler();
+    const profileMeter = values.profile === 'fleet' ? fleetMeter(stack, influx) : meter;
     const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, console: stack.console.pid, 'field clients': process.pid };
     try {
       await self.start();
-      measured = values.profile === 'fleet' ? fleetAsThroughput(await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET })) : await throughput(ctx, meter, values.profile === 'batched' ? BATCHED : SINGLE);
+      measured =
+        values.profile === 'fleet'
+          ? fleetAsThroughput(await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET }, profileMeter))
+          : await throughput(ctx, profileMeter, values.profile === 'batched' ? BATCHED : SINGLE);
       mkdirSync(profiles, { recursive: true });
       await self.stop(join(profiles, `bench.${process.pid}.cpuprofile`));
     } finally {
       await shutdown(); // the services write their profiles as they exit
     }
-    process.stdout.write(writeProfileReport(profiles, resultsDir, repoRoot, pids, measured) + '\n');
+    process.stdout.write(writeProfileReport(profiles, resultsDir, repoRoot, pids, measured, profileMeter.window) + '\n');
     return;
   }
 

@@ -30,9 +30,9 @@ export function fleetEdges(stack: LocalStack): FleetEdge[] {
   });
 }
 
-/** The fleet on the stack's every DMZ server, with the CPU of each process (each DMZ server's apart). */
-export function runFleet(stack: LocalStack, influx: InfluxV1, o: { certsDir: string; database: string; devices: number; seconds: number; warmUpSeconds: number; readingsPerFrame: number }): Promise<FleetResult> {
-  const meter = new CpuMeter(() => ({
+/** The CPU of each of the fleet's processes (each DMZ server's apart). */
+export function fleetMeter(stack: LocalStack, influx: InfluxV1): CpuMeter {
+  return new CpuMeter(() => ({
     ...Object.fromEntries(
       stack.dmzServers.flatMap((s, i) => [
         [`Caddy ${i + 1}`, s.caddy.pid],
@@ -45,5 +45,14 @@ export function runFleet(stack: LocalStack, influx: InfluxV1, o: { certsDir: str
     console: stack.console.pid,
     InfluxDB: influx.process.pid,
   }));
+}
+
+/** The fleet on the stack's every DMZ server, `meter` taking the CPU of each process over the measured load. */
+export function runFleet(
+  stack: LocalStack,
+  influx: InfluxV1,
+  o: { certsDir: string; database: string; devices: number; seconds: number; warmUpSeconds: number; readingsPerFrame: number },
+  meter: CpuMeter = fleetMeter(stack, influx),
+): Promise<FleetResult> {
   return fleet({ edges: fleetEdges(stack), certsDir: o.certsDir, ca: loadCa(o.certsDir), influx, database: o.database, devices: o.devices, seconds: o.seconds, warmUpSeconds: o.warmUpSeconds, readingsPerFrame: o.readingsPerFrame, concurrency: 64, meter });
 }

@@ -120,6 +120,15 @@ export function residentBytes(pid: number): number {
   return residentMemory(pid).rss;
 }
 
+/** An interval of the monotonic clock, in microseconds. */
+export interface MonotonicWindow {
+  fromUs: number;
+  toUs: number;
+}
+
+/** Now on the monotonic clock (CLOCK_MONOTONIC, as V8's profiles stamp their samples), in microseconds. */
+export const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
 export interface CpuShare {
   component: string;
   /** CPU seconds used during the measured interval */
@@ -132,6 +141,12 @@ export interface CpuShare {
  */
 export class CpuMeter {
   private start = new Map<string, number>();
+  private beganUs = 0;
+  /**
+   * The last interval measured (begin to end), in microseconds of the monotonic clock: the clock of
+   * V8's CPU profiles (their startTime and timeDeltas), in every process of this machine.
+   */
+  window: MonotonicWindow | undefined;
 
   /** each component's process, or processes (their times added up) */
   constructor(private readonly components: () => Record<string, number | readonly number[] | undefined>) {}
@@ -155,10 +170,12 @@ export class CpuMeter {
 
   begin(): void {
     this.start = this.read();
+    this.beganUs = monotonicUs();
   }
 
   end(): CpuShare[] {
     const now = this.read();
+    this.window = { fromUs: this.beganUs, toUs: monotonicUs() };
     return [...now.entries()]
       .map(([component, t]) => ({ component, cpuSeconds: Math.round((t - (this.start.get(component) ?? t)) * 100) / 100 }))
       .sort((a, b) => b.cpuSeconds - a.cpuSeconds);

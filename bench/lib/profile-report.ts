@@ -3,18 +3,24 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { summariseProfile } from './profile-summary.ts';
 import { cpuTable } from './report.ts';
+import type { MonotonicWindow } from './proc-stats.ts';
 import type { ThroughputResult } from './results.ts';
 
 /**
  * OUT/profile.md: the CPU time per reading of each process, and where the named processes spent
  * theirs (their .cpuprofile files from `dir`, matched by process id, are kept in OUT/profiles/ for
- * Chrome DevTools or VS Code). Returns the Markdown.
+ * Chrome DevTools or VS Code, whole). The summaries count the samples taken within `window`, the
+ * load measured (CpuMeter.window), when it is known. Returns the Markdown.
  */
-export function writeProfileReport(dir: string, out: string, root: string, pids: Record<string, number | undefined>, measured: ThroughputResult): string {
+export function writeProfileReport(dir: string, out: string, root: string, pids: Record<string, number | undefined>, measured: ThroughputResult, window?: MonotonicWindow): string {
   const lines = [
     `${measured.scenario}: ${measured.readings.toLocaleString('en')} readings in ${measured.seconds.toFixed(1)} s, ${measured.readingsPerSecond.toLocaleString('en')} readings/s, ${cpus().length} cores.`,
     '',
     ...cpuTable([measured]),
+    '',
+    window
+      ? `Where the CPU went: the samples of the ${((window.toUs - window.fromUs) / 1e6).toFixed(1)} s the load was measured (its CPU above), not those of the processes starting, the devices connecting or a warm-up. The profile files hold every sample.`
+      : 'Where the CPU went: every sample of each process, its start included.',
   ];
   const files = readdirSync(dir);
   mkdirSync(join(out, 'profiles'), { recursive: true });
@@ -23,7 +29,7 @@ export function writeProfileReport(dir: string, out: string, root: string, pids:
     const file = files.find((f) => f.includes(`.${pid}.0.`)) ?? files.find((f) => f.includes(`.${pid}.`));
     if (!file) continue;
     copyFileSync(join(dir, file), join(out, 'profiles', `${name}.cpuprofile`));
-    const summary = summariseProfile(join(dir, file), root, 12);
+    const summary = summariseProfile(join(dir, file), root, 12, window);
     lines.push('', `The ${name}: where its CPU went (self time, share of busy samples)`, '', '| function | self % |', '|---|---|');
     for (const h of summary.self) lines.push(`| \`${h.where}\` | ${h.selfPercent} |`);
     lines.push('', `The ${name}: its own steps (total time, including what they call)`, '', '| function | total % |', '|---|---|');

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { z } from 'zod';
+import type { MonotonicWindow } from './proc-stats.ts';
 
 /** The parts of a V8 .cpuprofile (written by node --cpu-prof) that a summary needs. */
 const CpuProfileSchema = z.object({
@@ -8,6 +9,9 @@ const CpuProfileSchema = z.object({
     z.object({ id: z.number(), callFrame: z.object({ functionName: z.string(), url: z.string(), lineNumber: z.number() }), children: z.array(z.number()).optional() }),
   ),
   samples: z.array(z.number()),
+  /** microseconds of the monotonic clock: the first sample's time is startTime + timeDeltas[0] */
+  startTime: z.number(),
+  timeDeltas: z.array(z.number()),
 });
 type CpuProfile = z.infer<typeof CpuProfileSchema>;
 
@@ -25,9 +29,10 @@ const IDLE = new Set(['(idle)', '(program)']);
  * Summarises a profile, idle time excluded: the functions with the most self time (where the CPU
  * went), and the project's own functions with the most total time (which of our steps cost it).
  * Functions are named `name (file)`; tsx compiles on the fly, so V8's line numbers would not match
- * the sources and are left out.
+ * the sources and are left out. With `window`, only the samples taken within it count: the load
+ * measured, not the process starting or the devices connecting.
  */
-export function summariseProfile(file: string, root: string, top = 12): { self: HotSpot[]; ours: HotSpot[] } {
+export function summariseProfile(file: string, root: string, top = 12, window?: MonotonicWindow): { self: HotSpot[]; ours: HotSpot[] } {
   const profile = CpuProfileSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -41,15 +46,18 @@ export function summariseProfile(file: string, root: string, top = 12): { self: 
   const total = new Map<string, number>();
   const ours = new Set<string>();
   let busy = 0;
-  for (const id of profile.samples) {
+  let at = profile.startTime;
+  for (const [i, id] of profile.samples.entries()) {
+    at += profile.timeDeltas[i] ?? 0;
+    if (window && (at < window.fromUs || at > window.toUs)) continue;
     const node = byId.get(id);
     if (!node || IDLE.has(node.callFrame.functionName)) continue;
     busy++;
     const leaf = name(id).where;
     self.set(leaf, (self.get(leaf) ?? 0) + 1);
     const onStack = new Set<string>();
-    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
-      const n = name(at);
+    for (let frame: number | undefined = id; frame !== undefined; frame = parent.get(frame)) {
+      const n = name(frame);
       if (onStack.has(n.where)) continue; // recursion counts once
       onStack.add(n.where);
       if (n.ours) ours.add(n.where);
