@@ -86,7 +86,7 @@ export interface FleetResult {
   latency: { samples: number; p50Ms: number | null; p95Ms: number | null; p99Ms: number | null; maxMs: number | null; late: number; lateAfterMs: number };
   /** the same by the time the readings were due, in windows of LATENCY_WINDOW_S from the start of the warm-up: when in the run the slow ones were */
   latencyByWindow: LatencyWindow[];
-  /** how late the load generator sent, against each reading's due time: it must not be the bottleneck */
+  /** how late the load generator sent the readings due after the warm-up, against their due times: it must not be the bottleneck */
   generatorLagP99Ms: number;
   edges: EdgeMemory[];
   cpu?: CpuShare[];
@@ -242,7 +242,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
         ws.send(batch ? groupFrame(d, epoch, batch, now) : frame(d, epoch, k, at, now));
         sent += batch ? batch.length : 1;
         frames++;
-        if (n % 10 === 0) lags.push(now - at);
+        if (n % 10 === 0 && at >= measuredFrom) lags.push(now - at);
         // Keyed by the reading, timed from its frame's due time (the same for a single reading).
         if (i % SAMPLE_EVERY === 0) for (const r of batch ?? [{ k, at }]) pending.set(`${d.id}@${r.at}`, at);
       }
