@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { BROKER_CEILING } from '../../bench/scenarios/broker-ceiling.ts';
 import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
+import type { FleetResult } from '../../bench/scenarios/fleet.ts';
 import { bench, failure, REPO } from '../helpers/bench.ts';
 
 /**
@@ -19,7 +20,7 @@ describe('npm run bench -- --quick', () => {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
       connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<'mallocHeap' | 'smallAnon' | 'otherAnon' | 'files', number> };
-      fleet: FleetFigures & { edges: Array<{ devices: number }> };
+      fleet: FleetResult;
       references: { warmUp: { batched: number; peer: number } };
     };
     assert.equal(report.quick, true);
@@ -81,25 +82,8 @@ describe('npm run bench -- --quick', () => {
   });
 });
 
-/** What the tests read of the fleet's report. */
-interface FleetFigures {
-  devices: number;
-  seconds: number;
-  warmUpSeconds: number;
-  readingsPerFrame: number;
-  frames: number;
-  readings: number;
-  sent: number;
-  stored: number;
-  lost: number;
-  errors: number;
-  closed: number;
-  latency: { samples: number; late: number };
-  latencyByWindow: Array<{ watched: number }>;
-}
-
 /** Every watched reading, in the windows of the whole load (the warm-up's included). */
-const sumWatched = (f: FleetFigures) => f.latencyByWindow.reduce((n, w) => n + w.watched, 0);
+const sumWatched = (f: FleetResult) => f.latencyByWindow.reduce((n, w) => n + w.watched, 0);
 
 /**
  * The fleet sending several readings a frame (`--fleet-per-frame`): each device's frames signed as
@@ -113,7 +97,7 @@ describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
     const r = await bench(['--quick', '--fleet', '--fleet-per-frame', '3']);
     assert.equal(r.code, 0, failure(r));
     const { fleet: f } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-fleet.json'), 'utf8')) as {
-      fleet: FleetFigures & { duplicated: number; refused: Record<string, number> };
+      fleet: FleetResult;
     };
     assert.equal(f.readingsPerFrame, 3);
     const runSeconds = f.warmUpSeconds + f.seconds;
