@@ -245,6 +245,22 @@ describe('bounded memory', () => {
     assert.equal(scorer.stats().valuesIgnored, 2);
   });
 
+  it('makes the training buffer of a device only when its first row can enter it (from its second day), not at its first reading', () => {
+    const p = DEFAULT_ANOMALY_PARAMS;
+    const scorer = new AnomalyScorer();
+    const day = 24 * 60 * MINUTE;
+    const read = (t: number) => scorer.score({ device: 'd', time: T0 + t, fields: { temperature: 20 + Math.sin(t / day) + (t % 7) / 100, humidity: 60 + (t % 11) / 10 } });
+    // Its windows only: 2 fields of windowSize values, 16 bytes each, and the daily baselines.
+    read(0);
+    const first = scorer.bytes;
+    assert.ok(first < 2 * p.forestBufferSize * 2 * 4, `${first} bytes after the first reading`);
+    for (let t = MINUTE; t < day; t += 10 * MINUTE) read(t);
+    const buffer = p.forestBufferSize * 2 * 2 * 4; // rows × (value and drift) × 2 fields × Float32
+    assert.ok(scorer.bytes < first + buffer, `${scorer.bytes} bytes after a day: no buffer yet`);
+    for (let t = day; t < 2 * day; t += 10 * MINUTE) read(t);
+    assert.ok(scorer.bytes >= first + buffer, `${scorer.bytes} bytes in the second day: the buffer is made`);
+  });
+
   it('holds no more than its parameters allow, however long the stream', () => {
     const set = generateDataset({ seed: 3, devices: 3, days: 4 });
     const scorer = new AnomalyScorer();

@@ -130,7 +130,6 @@ export class DeviceModel {
     const p = this.p;
     const fields = Math.min(this.list.length, p.forestMaxFields);
     if (fields === 0) return;
-    if (fields !== this.bufferFields) this.widenBuffer(fields);
     const row = new Float64Array(2 * fields);
     this.rawRow(fields, reading, time, row);
     if (anomalous && this.keptOut < p.forestAdaptAfter) {
@@ -152,6 +151,9 @@ export class DeviceModel {
     // A row enters the buffer once every field has a baseline for its time of day (from the
     // second day on): a forest trained on rows without drifts would take the first drifts for anomalies.
     if (!complete) return;
+    // Made (or widened) at the first row that enters it, not at the device's first reading: a
+    // device's first day (and a fleet's, all at once) holds no buffer it cannot fill yet.
+    if (fields !== this.bufferFields) this.widenBuffer(fields);
     const buf = this.buffer as Float32Array;
     buf.set(row, this.bufferHead * 2 * fields);
     this.bufferHead = (this.bufferHead + 1) % p.forestBufferSize;
