@@ -115,6 +115,25 @@ export function memoryByMapping(pid: number): MemoryByMapping {
   return out;
 }
 
+/**
+ * The malloc a process runs on, from the libraries it maps (/proc/PID/maps): one preloaded in place
+ * of glibc's (`--set LD_PRELOAD=…`: jemalloc, mimalloc, tcmalloc), else glibc. Such an allocator
+ * keeps its memory in anonymous mappings of its own, not in `[heap]`, so a report that splits
+ * memory by mapping says which one it measured.
+ */
+export function mallocOf(pid: number): string {
+  return mallocIn(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+}
+
+/** mallocOf, from the text of a maps file. */
+export function mallocIn(maps: string): string {
+  for (const line of maps.split('\n')) {
+    const lib = /\/lib(jemalloc|mimalloc|tcmalloc)[^/]*\.so[^/]*$/.exec(line);
+    if (lib) return lib[1] as string;
+  }
+  return 'glibc';
+}
+
 /** Resident memory of a process in bytes (VmRSS). */
 export function residentBytes(pid: number): number {
   return residentMemory(pid).rss;

@@ -2,7 +2,7 @@ import WebSocket from 'ws';
 import { DownlinkFrameSchema } from '../../shared/contract/downlink.ts';
 import { issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
-import { memoryByMapping, residentBytes, type MemoryByMapping } from '../lib/proc-stats.ts';
+import { mallocOf, memoryByMapping, residentBytes, type MemoryByMapping } from '../lib/proc-stats.ts';
 
 export interface ConnectionsOptions {
   /** the gateway's WSS URL */
@@ -26,6 +26,8 @@ export interface ConnectionsResult {
   kibPerConnection: number;
   /** the same by the kind of mapping that holds it (KiB per connection; proc-stats.ts) */
   kibPerConnectionBy: MemoryByMapping;
+  /** the gateway's malloc (proc-stats.ts mallocOf): glibc's, or one preloaded with --set LD_PRELOAD */
+  malloc: string;
 }
 
 const MiB = 1024 * 1024;
@@ -71,6 +73,7 @@ export async function heldConnections(o: ConnectionsOptions): Promise<Connection
       gatewayRssMiB: Math.round(after / MiB),
       kibPerConnection: Math.round(((after - before) / o.count / 1024) * 10) / 10,
       kibPerConnectionBy: { mallocHeap: perConnection('mallocHeap'), smallAnon: perConnection('smallAnon'), otherAnon: perConnection('otherAnon'), files: perConnection('files') },
+      malloc: mallocOf(o.gatewayPid),
     };
   } finally {
     for (const ws of open) ws.terminate();
@@ -87,8 +90,10 @@ export function heldOnDirectGateway(stack: LocalStack, ca: KeyAndCert, count: nu
 /** The report's lines for a connections result. */
 export function renderConnections(c: ConnectionsResult): string[] {
   const by = c.kibPerConnectionBy;
+  // A preloaded malloc keeps what C and C++ code allocate in large anonymous mappings, not in [heap].
+  const preloaded = c.malloc !== 'glibc';
   return [
-    `Connections: ${c.connections.toLocaleString('en')} devices held by one gateway (opened in ${c.seconds.toFixed(1)} s); its resident memory went from ${c.gatewayRssBeforeMiB} to ${c.gatewayRssMiB} MiB, ${c.kibPerConnection} KiB per connection: glibc's heap ${by.mallocHeap}, anonymous mappings of up to 512 KiB (V8's heap) ${by.smallAnon}, other anonymous mappings ${by.otherAnon}, files ${by.files}.`,
+    `Connections: ${c.connections.toLocaleString('en')} devices held by one gateway (opened in ${c.seconds.toFixed(1)} s, its malloc ${preloaded ? `${c.malloc}, preloaded` : "glibc's"}); its resident memory went from ${c.gatewayRssBeforeMiB} to ${c.gatewayRssMiB} MiB, ${c.kibPerConnection} KiB per connection: glibc's heap ${by.mallocHeap}, anonymous mappings of up to 512 KiB (V8's heap) ${by.smallAnon}, other anonymous mappings${preloaded ? ` (${c.malloc}'s heap among them)` : ''} ${by.otherAnon}, files ${by.files}.`,
   ];
 }
 

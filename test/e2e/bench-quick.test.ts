@@ -19,7 +19,7 @@ describe('npm run bench -- --quick', () => {
     const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
-      connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<'mallocHeap' | 'smallAnon' | 'otherAnon' | 'files', number> };
+      connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<'mallocHeap' | 'smallAnon' | 'otherAnon' | 'files', number>; malloc: string };
       fleet: FleetResult;
       references: { warmUp: { batched: number; peer: number } };
     };
@@ -59,6 +59,8 @@ describe('npm run bench -- --quick', () => {
     const by = report.connections.kibPerConnectionBy;
     const sum = by.mallocHeap + by.smallAnon + by.otherAnon + by.files;
     assert.ok(Math.abs(sum - report.connections.kibPerConnection) <= 10, JSON.stringify(report.connections));
+    // The stack's gateway runs on glibc's malloc unless a run preloads another (--set LD_PRELOAD).
+    assert.equal(report.connections.malloc, 'glibc');
     // The fleet: every device (each its own EC key and certificate) came through Caddy, sent one
     // reading a second, and each reading is in the database once; none refused, none disconnected.
     const f = report.fleet;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { memoryByMapping, residentMemory } from '../../bench/lib/proc-stats.ts';
+import { mallocIn, mallocOf, memoryByMapping, residentMemory } from '../../bench/lib/proc-stats.ts';
 
 describe("the benchmark's memory by kind of mapping", () => {
   it("sorts this process's resident memory into glibc's heap, V8's pages, other anonymous memory and files, adding up to it", () => {
@@ -18,5 +18,27 @@ describe("the benchmark's memory by kind of mapping", () => {
     assert.ok(by.mallocHeap > 1024 * 1024, JSON.stringify(by));
     const sum = by.mallocHeap + by.smallAnon + by.otherAnon + by.files;
     assert.ok(Math.abs(sum - rss) < rss * 0.05, `${sum} against VmRSS ${rss}`);
+  });
+});
+
+describe('the malloc a process runs on', () => {
+  it("is glibc's for this process, which preloads none", () => {
+    assert.equal(mallocOf(process.pid), 'glibc');
+  });
+
+  it('is the one a process maps in place of it, by its library', () => {
+    const maps = (lib: string) =>
+      [
+        '55d0c0a00000-55d0c0e00000 r--p 00000000 fd:01 131 /usr/local/bin/node',
+        `7f1a2b000000-7f1a2b020000 r-xp 00000000 fd:01 262 /usr/lib/x86_64-linux-gnu/${lib}`,
+        '7f1a2c000000-7f1a2c200000 rw-p 00000000 00:00 0 ',
+        '7ffd5a000000-7ffd5a021000 rw-p 00000000 00:00 0                          [stack]',
+      ].join('\n');
+    assert.equal(mallocIn(maps('libmimalloc.so.2.0')), 'mimalloc');
+    assert.equal(mallocIn(maps('libjemalloc.so.2')), 'jemalloc');
+    assert.equal(mallocIn(maps('libtcmalloc_minimal.so.4.5.10')), 'tcmalloc');
+    assert.equal(mallocIn(maps('libc.so.6')), 'glibc');
+    // A folder named like one is not the library.
+    assert.equal(mallocIn('7f1a2b000000-7f1a2b020000 r-xp 00000000 fd:01 262 /opt/libmimalloc.so/libc.so.6'), 'glibc');
   });
 });
