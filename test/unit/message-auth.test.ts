@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -27,6 +27,12 @@ describe('message signatures', () => {
     assert.ok(!verifyMessage(key, msg, { ...auth, seq: 8 }), 'another sequence number');
     assert.ok(!verifyMessage(key, msg, { ...auth, ts: auth.ts + 1 }), 'another time');
     assert.ok(!verifyMessage(randomBytes(32), msg, auth), 'another key');
+  });
+
+  it('signs exactly the text docs/message-contract.md documents', () => {
+    const payloadJson = '{"t":21.5,"timestamp":"2024-01-01T12:00:00Z"}';
+    const text = `fieldstream-auth-v1\nd1\ntimeseries\ne1\n7\n1700000000000\n${createHash('sha256').update(payloadJson).digest('hex')}`;
+    assert.equal(signMessage(key, msg).mac, createHmac('sha256', key).update(text).digest('base64url'));
   });
 });
 
