@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import type { KeyAndCert } from '../../pki/certificates.ts';
 import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { signedBatchFrame } from '../../shared/contract/uplink-frame.ts';
-import { signMessage } from '../../shared/security/message-auth.ts';
 import { sleep } from '../lib/context.ts';
+import { connect, frame, groupFrame } from '../lib/fleet-device.ts';
+import { latencyWindows, watchedPercentiles, type LatencyWindow } from '../lib/fleet-latency.ts';
 import { issueFleet, type FleetDevice } from '../lib/fleet-pki.ts';
 import { residentBytes, type CpuMeter, type CpuShare } from '../lib/proc-stats.ts';
 import type { ThroughputResult } from '../lib/results.ts';
@@ -84,7 +84,7 @@ export interface FleetResult {
    * percentile that falls among them is null (above lateAfterMs, not measured further).
    */
   latency: { samples: number; p50Ms: number | null; p95Ms: number | null; p99Ms: number | null; maxMs: number | null; late: number; lateAfterMs: number };
-  /** the same by the time the readings were due, in windows of LATENCY_WINDOW_S from the start of the warm-up: when in the run the slow ones were */
+  /** the same by the time the readings were due, in windows of LATENCY_WINDOW_S (fleet-latency.ts) from the start of the warm-up: when in the run the slow ones were */
   latencyByWindow: LatencyWindow[];
   /** how late the load generator sent the readings due after the warm-up, against their due times: it must not be the bottleneck */
   generatorLagP99Ms: number;
@@ -99,18 +99,6 @@ export interface FleetResult {
  * reading not yet seen), which slowed the pipeline it measured.
  */
 const SAMPLE_EVERY = 1_000;
-/** seconds of due time in each window of FleetResult.latencyByWindow */
-export const LATENCY_WINDOW_S = 10;
-
-/** The watched readings due in one window of the run: how many, and their latency (as FleetResult.latency). */
-export interface LatencyWindow {
-  fromS: number;
-  toS: number;
-  watched: number;
-  p50Ms: number | null;
-  p99Ms: number | null;
-  late: number;
-}
 /** milliseconds between looks into the database for the watched readings */
 const POLL_EVERY_MS = 25;
 /** milliseconds after which a watched reading stops being looked for (it is then late, or lost) */
@@ -316,66 +304,6 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
   }
 }
 
-/** One reading in the seed's form, `{"deviceId", "dataType", "payload"}`, with the device's signature (version 1). */
-function frame(d: FleetDevice, epoch: string, k: number, at: number, now: number): string {
-  const payload = reading(k, at);
-  const auth = signMessage(d.signingKey, { deviceId: d.id, dataType: 'timeseries', epoch, seq: k, ts: now, payload });
-  return JSON.stringify({ deviceId: d.id, dataType: 'timeseries', payload, auth });
-}
-
-/**
- * Readings a device took, each at its own due time, in one batch frame (the field client's form:
- * shared/contract/uplink-frame.ts) signed as one group (version 2) when it is sent.
- */
-export function groupFrame(d: FleetDevice, epoch: string, readings: ReadonlyArray<{ k: number; at: number }>, now: number): string {
-  if (readings.length === 0) throw new RangeError('a frame holds at least one reading');
-  const items = readings.map(({ k, at }) => ({ dataType: 'timeseries', messageId: `${epoch}.${k}`, seq: k, payloadJson: JSON.stringify(reading(k, at)) }));
-  return signedBatchFrame(d.signingKey, { deviceId: d.id, epoch, ts: now }, items);
-}
-
-/** The k-th reading of a device, taken at `at`, in the seed's form. */
-function reading(k: number, at: number): { temperature: number; humidity: number; pressure: number; timestamp: string } {
-  return { temperature: 20 + (k % 100) / 10, humidity: 65.2, pressure: 1013.25, timestamp: new Date(at).toISOString() };
-}
-
-/** Opens one device's WebSocket and resolves once the gateway's welcome arrived; then counts its errors and closes. */
-function connect(url: string, ca: string, d: FleetDevice, stats: { errors: number; closed: number; firstError: string }): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { ca, cert: d.certPem, key: d.keyPem, perMessageDeflate: false });
-    let welcomed = false;
-    const fail = (why: string) => {
-      ws.terminate();
-      reject(new Error(`${d.id}: ${why}`));
-    };
-    const timer = setTimeout(() => fail('no welcome within 30 s'), 30_000);
-    ws.on('message', (data) => {
-      // Acks and commit receipts are not read further: a simple device sends and forgets.
-      const text = String(data);
-      if (!welcomed) {
-        clearTimeout(timer);
-        if (!text.startsWith('{"type":"welcome"')) return fail(`first frame was not a welcome: ${text.slice(0, 200)}`);
-        welcomed = true;
-        return resolve(ws);
-      }
-      if (text.startsWith('{"type":"error"')) {
-        stats.errors++;
-        stats.firstError ||= `${d.id}: ${text.slice(0, 300)}`;
-      }
-    });
-    ws.on('close', () => {
-      if (welcomed) stats.closed++;
-    });
-    ws.on('error', (err) => {
-      clearTimeout(timer);
-      if (!welcomed) fail(err.message);
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      clearTimeout(timer);
-      fail(`HTTP ${res.statusCode}`);
-    });
-  });
-}
-
 /** The fleet's figures in a throughput scenario's shape (for the profile report's CPU table). */
 export function fleetAsThroughput(f: FleetResult): ThroughputResult {
   return {
@@ -389,41 +317,4 @@ export function fleetAsThroughput(f: FleetResult): ThroughputResult {
     duplicated: f.duplicated,
     ...(f.cpu ? { cpu: f.cpu } : {}),
   };
-}
-
-/**
- * p50, p95, p99 and max of the watched readings, `late` of them not seen in time: a percentile that
- * falls among the late ones is null. (Leaving them out made a run where nearly all were late report
- * the few seen early as its p99.)
- */
-export function watchedPercentiles(seen: readonly number[], late: number): { p50Ms: number | null; p95Ms: number | null; p99Ms: number | null; maxMs: number | null } {
-  const sorted = [...seen].sort((a, b) => a - b);
-  const total = sorted.length + late;
-  const at = (f: number): number | null => {
-    if (total === 0) return 0;
-    const i = Math.min(total - 1, Math.floor(f * total));
-    return i < sorted.length ? (sorted[i] as number) : null;
-  };
-  return { p50Ms: at(0.5), p95Ms: at(0.95), p99Ms: at(0.99), maxMs: late > 0 ? null : (sorted[sorted.length - 1] ?? 0) };
-}
-
-/**
- * The watched readings by when they were due (seconds from the start of the load), the warm-up in
- * a window of its own, then in windows of LATENCY_WINDOW_S: a tail from the first seconds (services and devices starting together) and one
- * spread over the run (the machine short of CPU throughout) read the same in the percentiles of the
- * whole run.
- */
-export function latencyWindows(seen: ReadonlyArray<{ dueS: number; ms: number }>, lateDueS: readonly number[], seconds: number, warmUpS = 0): LatencyWindow[] {
-  const windows: LatencyWindow[] = [];
-  // The warm-up is a window of its own, whatever its length.
-  for (let fromS = 0; fromS < seconds; fromS = fromS === 0 && warmUpS > 0 ? warmUpS : fromS + LATENCY_WINDOW_S) {
-    const toS = Math.min(seconds, fromS === 0 && warmUpS > 0 ? warmUpS : fromS + LATENCY_WINDOW_S);
-    // The last window takes whatever is due from its start on.
-    const inside = (dueS: number) => dueS >= fromS && (dueS < toS || toS === seconds);
-    const ms = seen.filter((x) => inside(x.dueS)).map((x) => x.ms);
-    const late = lateDueS.filter(inside).length;
-    const { p50Ms, p99Ms } = watchedPercentiles(ms, late);
-    windows.push({ fromS, toS, watched: ms.length + late, p50Ms, p99Ms, late });
-  }
-  return windows;
 }
