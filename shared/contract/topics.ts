@@ -102,10 +102,15 @@ export type ParsedTopic =
   | { kind: 'gatewayPresence'; gatewayId: string }
   | { kind: 'gatewaySecurity'; gatewayId: string };
 
+const ROOT_LEVELS = TOPIC_ROOT.split('/').length;
+
+/** Not a closure in parseTopic: it runs for every MQTT message, and every named closure costs its
+ * creation a defineProperty (tsx compiles with esbuild's keepNames; docs/performance-history.md). */
+function invalid(topic: string): FieldStreamError {
+  return new FieldStreamError('CONTRACT_INVALID_TOPIC', `Not a FieldStream topic: ${JSON.stringify(topic.slice(0, 200))}`);
+}
+
 export function parseTopic(topic: string): ParsedTopic {
-  const rootLevels = TOPIC_ROOT.split('/').length;
-  const levels = topic.split('/');
-  const invalid = () => new FieldStreamError('CONTRACT_INVALID_TOPIC', `Not a FieldStream topic: ${JSON.stringify(topic.slice(0, 200))}`);
   if (topic.startsWith(`${GATEWAY_TOPIC_ROOT}/`)) {
     const [gatewayId, leaf, ...rest] = topic.slice(GATEWAY_TOPIC_ROOT.length + 1).split('/');
     if (gatewayId !== undefined && GATEWAY_ID_PATTERN.test(gatewayId) && leaf === 'up' && rest.length === 1 && rest[0] === 'timeseries') {
@@ -116,17 +121,18 @@ export function parseTopic(topic: string): ParsedTopic {
       if (leaf === 'presence') return { kind: 'gatewayPresence', gatewayId };
       if (leaf === 'security') return { kind: 'gatewaySecurity', gatewayId };
     }
-    throw invalid();
+    throw invalid(topic);
   }
-  if (levels.slice(0, rootLevels).join('/') !== TOPIC_ROOT) throw invalid();
-  const [deviceId, kind, leaf, ...rest] = levels.slice(rootLevels);
-  if (deviceId === undefined || !DeviceIdSchema.safeParse(deviceId).success || rest.length > 0) throw invalid();
+  const levels = topic.split('/');
+  if (levels.slice(0, ROOT_LEVELS).join('/') !== TOPIC_ROOT) throw invalid(topic);
+  const [deviceId, kind, leaf, ...rest] = levels.slice(ROOT_LEVELS);
+  if (deviceId === undefined || !DeviceIdSchema.safeParse(deviceId).success || rest.length > 0) throw invalid(topic);
   if (kind === 'up' && leaf !== undefined && (DATA_TYPES as readonly string[]).includes(leaf)) {
     return { kind: 'uplink', deviceId, dataType: leaf as DataType };
   }
   if (kind === 'down' && leaf === 'command') return { kind: 'downlink', deviceId };
   if (kind === 'status' && leaf === undefined) return { kind: 'status', deviceId };
-  throw invalid();
+  throw invalid(topic);
 }
 
 function checkedDeviceId(deviceId: string): string {

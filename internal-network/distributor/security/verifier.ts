@@ -51,6 +51,27 @@ export interface Verdict {
   commit(o?: { persist: boolean }): void;
 }
 
+/** A check's verdict; its commit a method, not a closure made by each check (see MessageVerifier.refuse). */
+class CheckedVerdict implements Verdict {
+  constructor(
+    readonly accepted: UplinkEnvelope | undefined,
+    readonly sentAt: number[],
+    readonly keys: string[],
+    readonly events: StoredPoint[],
+    readonly receipts: SignedId[],
+    private readonly replay: ReplayWindows,
+    private readonly deviceId: string,
+    /** the accepted (epoch, seq), recorded at commit */
+    private readonly toRecord: SignedId[],
+  ) {}
+
+  commit(o = { persist: true }): void {
+    if (this.toRecord.length === 0) return;
+    for (const r of this.toRecord) this.replay.record(this.deviceId, r.epoch, r.seq);
+    if (o.persist) this.replay.persist();
+  }
+}
+
 /**
  * Checks every message that crossed the DMZ against what only the device and the internal network
  * know: its signature under the device's registered key, the freshness of its sending, and that its
@@ -85,33 +106,18 @@ export class MessageVerifier {
     const inThisEnvelope = new Set<string>();
     const revoked = this.keys.isRevoked(env.deviceId);
     const key = revoked ? undefined : this.keys.get(env.deviceId);
-    // `index`: the message's place in the envelope; with the envelope's gateway and arrival time it
-    // names this refusal the same way however often the broker delivers the envelope.
-    const refuse = (messageId: string, index: number, code: ErrorCode, detail: string) => {
-      this.stats.refused++;
-      // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
-      const level = code === 'SECURITY_DUPLICATE' ? 'info' : 'warn';
-      this.log[level]({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`);
-      events.push({
-        measurement: MEASUREMENTS.securityEvents,
-        tags: { device: env.deviceId, reason: code },
-        fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
-        time: (this.lastEventTime = Math.max(now, this.lastEventTime + 1)),
-        [POINT_KEY]: `d:${env.gatewayId}:${env.dataType}:${env.receivedAt}:${index}:${messageId}:${code}`,
-      });
-    };
     const delayed = now - env.receivedAt;
     const messages = env.messages;
     for (let i = 0; i < messages.length; ) {
       const m = messages[i] as Message;
       const auth = m.auth;
       if (revoked) {
-        refuse(m.messageId, i, 'SECURITY_REVOKED', 'the device was revoked');
+        this.refuse(events, env, now, m.messageId, i, 'SECURITY_REVOKED', 'the device was revoked');
         i++;
         continue;
       }
       if (!auth) {
-        if (this.o.requireSignatures) refuse(m.messageId, i, 'SECURITY_UNSIGNED', 'unsigned message refused (signatures are required)');
+        if (this.o.requireSignatures) this.refuse(events, env, now, m.messageId, i, 'SECURITY_UNSIGNED', 'unsigned message refused (signatures are required)');
         else {
           this.stats.unsigned++;
           keep.push(m);
@@ -129,24 +135,24 @@ export class MessageVerifier {
       const first = i;
       i += group.length;
       if (!key) {
-        for (const [j, g] of group.entries()) refuse(g.messageId, first + j, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
+        for (const [j, g] of group.entries()) this.refuse(events, env, now, g.messageId, first + j, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
         continue;
       }
       const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq, index: first + j }));
       const intact = isIntact(key, env, auth, members);
       if (!intact) {
-        for (const [j, g] of group.entries()) refuse(g.messageId, first + j, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
+        for (const [j, g] of group.entries()) this.refuse(events, env, now, g.messageId, first + j, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
         continue;
       }
       for (const { message, seq, index } of members as Array<{ message: Message; seq: number; index: number }>) {
         const arrived = message.receivedAt ?? env.receivedAt;
         if (Math.abs(arrived - auth.ts) > this.o.freshnessMs || delayed > this.o.maxDelayMs || delayed < -this.o.freshnessMs) {
-          refuse(message.messageId, index, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
+          this.refuse(events, env, now, message.messageId, index, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
           continue;
         }
         const seen = this.replay.check(env.deviceId, auth.epoch, seq);
         if (seen === 'too-old') {
-          refuse(message.messageId, index, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
+          this.refuse(events, env, now, message.messageId, index, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
           // Authentic, and far behind the newest accepted: a device that keeps to its receipt window
           // (FIELD_COMMIT_WINDOW_MESSAGES < the replay window) had let this one go before it sent the
           // newest, so a copy now comes from a device that lost its own record of that (a crash
@@ -158,7 +164,7 @@ export class MessageVerifier {
         if (seen === 'seen' || inThisEnvelope.has(id)) {
           this.stats.duplicates++;
           this.stats.refused--; // counted as a duplicate, not as a refusal
-          refuse(message.messageId, index, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
+          this.refuse(events, env, now, message.messageId, index, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
           if (seen === 'seen' && auth.v === 2) receipts.push({ epoch: auth.epoch, seq });
           continue;
         }
@@ -171,18 +177,28 @@ export class MessageVerifier {
         keys.push(uplinkKey(message.messageId, { epoch: auth.epoch, seq }));
       }
     }
-    return {
-      accepted: keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined,
-      sentAt,
-      keys,
-      events,
-      receipts,
-      commit: (o = { persist: true }) => {
-        if (toRecord.length === 0) return;
-        for (const r of toRecord) this.replay.record(env.deviceId, r.epoch, r.seq);
-        if (o.persist) this.replay.persist();
-      },
-    };
+    return new CheckedVerdict(keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined, sentAt, keys, events, receipts, this.replay, env.deviceId, toRecord);
+  }
+
+  /**
+   * A refused message's security event, and its log line. `index`: the message's place in the
+   * envelope; with the envelope's gateway and arrival time it names this refusal the same way however
+   * often the broker delivers the envelope. (A method, not a closure made by each check: every named
+   * closure costs its creation a defineProperty under tsx, which compiles with esbuild's keepNames;
+   * docs/performance-history.md.)
+   */
+  private refuse(events: StoredPoint[], env: UplinkEnvelope, now: number, messageId: string, index: number, code: ErrorCode, detail: string): void {
+    this.stats.refused++;
+    // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
+    const level = code === 'SECURITY_DUPLICATE' ? 'info' : 'warn';
+    this.log[level]({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`);
+    events.push({
+      measurement: MEASUREMENTS.securityEvents,
+      tags: { device: env.deviceId, reason: code },
+      fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
+      time: (this.lastEventTime = Math.max(now, this.lastEventTime + 1)),
+      [POINT_KEY]: `d:${env.gatewayId}:${env.dataType}:${env.receivedAt}:${index}:${messageId}:${code}`,
+    });
   }
 
   /** Journals what was committed without `persist` (ReplayWindows.persist: one append). */
