@@ -32,6 +32,19 @@ describe('line protocol', () => {
     fc.assert(fc.property(point, (p) => assert.equal(toLine(p), libraryLine(p))), { numRuns: 5000 });
   });
 
+  it('writes what the library writes when points repeat the shapes of others (remembered shapes), even shapes whose joined keys collide', () => {
+    // Keys from a small pool, so that shapes repeat and are remembered; some hold the character the
+    // remembered shapes are keyed by, so that two different shapes can share a key.
+    const key = fc.constantFrom('a', 'b', 'c', 'a\u0000b', 'b\u0000c', 'x y', 'temperature');
+    const repeating = fc.record({ measurement: fc.constant('readings'), tags: fc.constant({ device: 'd' }), fields: fc.dictionary(key, scalar, { maxKeys: 4 }), time: fc.integer({ min: 0, max: 1e13 }) });
+    fc.assert(fc.property(fc.array(repeating, { maxLength: 20 }), (points) => points.forEach((p) => assert.equal(toLine(p), libraryLine(p)))), { numRuns: 2000 });
+    const collide: StoredPoint[] = [
+      { measurement: 'm', tags: {}, fields: { 'a\u0000b': 1, c: 2 }, time: 1 },
+      { measurement: 'm', tags: {}, fields: { a: 3, 'b\u0000c': 4 }, time: 2 },
+    ];
+    for (const p of [...collide, ...collide]) assert.equal(toLine(p), libraryLine(p));
+  });
+
   it('writes numbers as floats, booleans as T/F, strings quoted, and skips points without fields', () => {
     const reading: StoredPoint = { measurement: 'readings', tags: { device: 'sensor 1' }, fields: { t: 23, ok: true, note: 'say "hi"' }, time: 1704110400000 };
     const empty: StoredPoint = { measurement: 'readings', tags: { device: 'x' }, fields: {}, time: 1 };
