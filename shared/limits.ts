@@ -57,6 +57,10 @@ export const LIMITS = {
    * single-reading messages a second (the snapshot of 10,000 devices takes 17 ms), and under a
    * second of reading it back at a start (measured: 11 MB of journal in 0.53 s). */
   replayJournalMaxBytes: 16 * 1024 * 1024,
+  /** shapes. Most shapes of fields (the keys of a point's fields, in their order) the line protocol
+   * encoder remembers sorted and escaped; past it the memory starts over: devices choose their
+   * fields, and inventing new ones cannot grow the distributor's memory without bound. */
+  lineProtocolFieldShapes: 1024,
   /** milliseconds. The longest a field client waits for a commit receipt before it sends a message
    * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
    * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */

@@ -1,5 +1,6 @@
 import { escape } from '@influxdata/influxdb-client';
 import type { Scalar } from '../../../shared/contract/primitives.ts';
+import { LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../points.ts';
 
 /**
@@ -28,8 +29,6 @@ function seriesOf(p: StoredPoint): string {
   return series;
 }
 
-/** Field shapes remembered at most; past it the memory starts over (devices choose their fields). */
-const FIELD_SHAPES_MAX = 1024;
 type FieldShape = ReadonlyArray<readonly [key: string, escaped: string]>;
 /**
  * Each shape of fields seen (its keys, in their order, joined) with its keys sorted and escaped. The
@@ -43,7 +42,7 @@ function shapeOf(keys: string[]): FieldShape {
   let shape = fieldShapes.get(id);
   if (shape === undefined || shape.length !== keys.length) {
     shape = keys.sort().map((k) => [k, escape.tag(k)] as const);
-    if (fieldShapes.size >= FIELD_SHAPES_MAX) fieldShapes.clear();
+    if (fieldShapes.size >= LIMITS.lineProtocolFieldShapes) fieldShapes.clear();
     fieldShapes.set(id, shape);
   }
   return shape;
