@@ -19,14 +19,17 @@ const pct = (x: number) => `${Math.round(x * 100)} %`;
 const n = (x: number) => Math.round(x).toLocaleString('en');
 const times = (x: number) => `${x.toFixed(2)} ×`;
 
+/** How far a target was missed, as a share of it: never "0 %", which would read as met. */
+const shortBy = (x: number) => `missed by ${Math.round(x * 100) === 0 ? 'under 1 %' : pct(x)}`;
+
 /** at least `target`: met, or missed by the share it fell short */
 function atLeast(value: number, target: number): string {
-  return value >= target ? 'met' : `missed by ${pct((target - value) / target)}`;
+  return value >= target ? 'met' : shortBy((target - value) / target);
 }
 
 /** at most `target`: met, or missed by the share it went over */
 function atMost(value: number, target: number): string {
-  return value <= target ? 'met' : `missed by ${pct((value - target) / target)}`;
+  return value <= target ? 'met' : shortBy((value - target) / target);
 }
 
 /**
