@@ -61,6 +61,11 @@ export const LIMITS = {
    * encoder remembers sorted and escaped; past it the memory starts over: devices choose their
    * fields, and inventing new ones cannot grow the distributor's memory without bound. */
   lineProtocolFieldShapes: 1024,
+  /** characters. Longest shape of fields (its keys joined) the line protocol encoder remembers; a
+   * longer one is sorted and escaped each time. A reading of a few fields is a few dozen; with
+   * lineProtocolFieldShapes this bounds the encoder's memory to a few MiB whatever devices send
+   * (a reading of readingMaxFields fields of 128 characters would be 33,000). */
+  lineProtocolShapeMaxChars: 1024,
   /** milliseconds. The longest a field client waits for a commit receipt before it sends a message
    * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
    * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */

@@ -4,6 +4,7 @@ import { Point } from '@influxdata/influxdb-client';
 import fc from 'fast-check';
 import { toLine, toLineProtocol } from '../../internal-network/distributor/sinks/line-protocol.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { LIMITS } from '../../shared/limits.ts';
 
 /** The client library's own Point, built as the sinks once did: the oracle for our encoder. */
 function libraryLine(p: StoredPoint): string | undefined {
@@ -43,6 +44,10 @@ describe('line protocol', () => {
       { measurement: 'm', tags: {}, fields: { a: 3, 'b\u0000c': 4 }, time: 2 },
     ];
     for (const p of [...collide, ...collide]) assert.equal(toLine(p), libraryLine(p));
+    // A shape too long to remember (LIMITS.lineProtocolShapeMaxChars) is encoded all the same.
+    const long: StoredPoint = { measurement: 'm', tags: {}, fields: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`field ${String(i).padStart(2, '0')}${'x'.repeat(60)}`, i])), time: 3 };
+    assert.ok(Object.keys(long.fields).join('').length > LIMITS.lineProtocolShapeMaxChars);
+    for (const p of [long, long]) assert.equal(toLine(p), libraryLine(p));
   });
 
   it('writes numbers as floats, booleans as T/F, strings quoted, and skips points without fields', () => {

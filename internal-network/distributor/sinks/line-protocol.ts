@@ -37,39 +37,48 @@ type FieldShape = ReadonlyArray<readonly [key: string, escaped: string]>;
  */
 const fieldShapes = new Map<string, FieldShape>();
 
+/** The keys sorted (InfluxDB stores them so, and it makes each line depend on the point alone), each with its escaped form. */
+function sortedShape(keys: string[]): FieldShape {
+  return keys.sort().map((k) => [k, escape.tag(k)] as const);
+}
+
 function shapeOf(keys: string[]): FieldShape {
   const id = keys.join('\u0000');
+  // A long shape is not remembered: LIMITS.lineProtocolShapeMaxChars bounds what each one holds.
+  if (id.length > LIMITS.lineProtocolShapeMaxChars) return sortedShape(keys);
   let shape = fieldShapes.get(id);
   if (shape === undefined || shape.length !== keys.length) {
-    shape = keys.sort().map((k) => [k, escape.tag(k)] as const);
+    shape = sortedShape(keys);
     if (fieldShapes.size >= LIMITS.lineProtocolFieldShapes) fieldShapes.clear();
     fieldShapes.set(id, shape);
   }
   return shape;
 }
 
-/** `key=value,...`, or '' for a point without fields (line protocol requires at least one). */
-function fieldsOf(p: StoredPoint): string {
+/**
+ * `key=value,...` of the point's fields in the shape's order, leaving out fields without a value;
+ * with `exact`, undefined instead when the shape names a key the point has no value for.
+ */
+function fieldsIn(p: StoredPoint, shape: FieldShape, exact: boolean): string | undefined {
   let fields = '';
-  // Sorted keys: InfluxDB stores them so, and it makes each line depend on the point alone.
-  for (const [key, escaped] of shapeOf(Object.keys(p.fields))) {
+  for (const [key, escaped] of shape) {
     const value = p.fields[key];
-    // A field without a value is left out; so is one a shape names that the point does not have,
-    // which only a key holding the joining character could cause: then the long way, uncached.
-    if (value === undefined) return fieldsOfUncached(p);
+    if (value === undefined) {
+      if (exact) return undefined;
+      continue;
+    }
     if (key !== '') fields += `${fields === '' ? '' : ','}${escaped}=${fieldValue(value)}`;
   }
   return fields;
 }
 
-function fieldsOfUncached(p: StoredPoint): string {
-  let fields = '';
-  for (const key of Object.keys(p.fields).sort()) {
-    const value = p.fields[key];
-    if (key === '' || value === undefined) continue;
-    fields += `${fields === '' ? '' : ','}${escape.tag(key)}=${fieldValue(value)}`;
-  }
-  return fields;
+/**
+ * `key=value,...`, or '' for a point without fields (line protocol requires at least one). A
+ * remembered shape naming a key the point lacks (a field without a value, or a shape mistaken for
+ * another, which only a key holding the joining character could cause) sends it the long way.
+ */
+function fieldsOf(p: StoredPoint): string {
+  return fieldsIn(p, shapeOf(Object.keys(p.fields)), true) ?? fieldsIn(p, sortedShape(Object.keys(p.fields)), false) ?? '';
 }
 
 /** One line, or undefined for a point without fields. */
