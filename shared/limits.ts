@@ -33,6 +33,11 @@ export const LIMITS = {
   /** bytes. A device whose unsent downlink exceeds this is too slow to read; it is disconnected
    * rather than let the gateway's memory grow (ws `send()` buffers without bound). */
   sendBufferMaxBytes: 4 * 1024 * 1024,
+  /** messages. The gateway holds a device's ack back to leave with its next commit receipt (one
+   * write to the device for both) only when it names at most this many messages: a device sending
+   * a reading or a few per frame. A larger batch is acked at once, so that a device streaming
+   * batches never waits on a receipt for room in its window (GATEWAY_ACK_HOLD_MS). */
+  ackHoldMaxMessages: 50,
   /** connections. Most broker connections (DISTRIBUTOR_CONSUMERS) one distributor holds. */
   distributorMaxConsumers: 64,
   /** distributors. Most distributors keeping their state in one DISTRIBUTOR_STATE_DIR (replicas

@@ -63,6 +63,13 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_RATE_BURST_S: setting.positiveInt(2),
   /** milliseconds a device's messages wait to share one MQTT message with the next ones (0: never) */
   GATEWAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
+  /**
+   * milliseconds a small ack (LIMITS.ackHoldMaxMessages) may wait to leave with the device's next
+   * commit receipt, in one write (0: never): one database write and the trip back, at a load the
+   * machine holds. A receipt that has not come by then lets the ack go alone, and the device's acks
+   * go at once until a receipt reaches it again (dmz/gateway/device-session.ts).
+   */
+  GATEWAY_ACK_HOLD_MS: z.coerce.number().int().min(0).max(10_000).default(1000),
   /** `gateway`: the readings of all devices share the gateway's envelopes; `device`: each device's its own (for distributors older than the gateway envelope) */
   GATEWAY_UPLINK_ENVELOPES: z.enum(UPLINK_ENVELOPES).default('gateway'),
   /** connections this gateway holds at most */

@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { CommandFrame, CommitFrame, DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { errorFrame } from '../../shared/contract/downlink.ts';
 import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
 import type { DeviceRateLimiter } from './rate-limit.ts';
@@ -15,10 +17,15 @@ export interface SessionLimits extends FrameLimits {
   maxInFlight: number;
   /** bytes of unsent downlink before the device is considered stuck and disconnected */
   sendBufferMaxBytes: number;
+  /** milliseconds a small ack may wait for the device's next commit receipt (GATEWAY_ACK_HOLD_MS; 0: never) */
+  ackHoldMs: number;
 }
 
 /** WebSocket close codes (RFC 6455 §7.4.1; 4000–4999 are for applications). */
 export const CLOSE = { policyViolation: 1008, superseded: 4009, tooSlow: 4008, goingAway: 1001 } as const;
+
+/** The socket under a device's WebSocket, corked while two frames are written as one. */
+export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;
 
 /**
  * One connected device: reads its frames, hands accepted messages to the broker, answers each with
@@ -30,6 +37,11 @@ export class DeviceSession {
   private closed = false;
   /** message ids settled this turn, not yet acked (see ack()) */
   private pendingAcks: string[] = [];
+  /** acks held back to leave with this device's next commit receipt (see flushAcks()) */
+  private heldAcks: string[] = [];
+  private holdTimer: NodeJS.Timeout | undefined;
+  /** whether commit receipts reach this device: one came since a hold last ran out */
+  private receiptsFlowing = false;
 
   constructor(
     readonly deviceId: string,
@@ -40,10 +52,13 @@ export class DeviceSession {
     private readonly rate?: DeviceRateLimiter,
     private readonly metrics: GatewayMetrics = new GatewayMetrics(),
     private readonly securityReports?: SecurityReporter,
+    /** the socket ws writes to (handleUpgrade's); without it, acks are never held */
+    private readonly socket?: DeviceSocket,
   ) {
     ws.on('message', (data, isBinary) => this.onFrame(data as Buffer, isBinary));
     ws.on('close', () => {
       this.closed = true;
+      clearTimeout(this.holdTimer);
     });
   }
 
@@ -59,9 +74,21 @@ export class DeviceSession {
     return this.send(frame);
   }
 
-  /** A commit receipt from the distributor, passed on as it came (only the device can verify it). */
+  /**
+   * A commit receipt from the distributor, passed on as it came (only the device can verify it).
+   * Held acks leave in the same write, ack first: one write here, one TLS record and one read at
+   * the device where there were two of each.
+   */
   sendCommit(frame: CommitFrame): boolean {
-    return this.send(frame);
+    this.receiptsFlowing = true;
+    if (this.heldAcks.length === 0 || !this.socket) return this.send(frame);
+    this.socket.cork();
+    try {
+      this.releaseHeld();
+      return this.send(frame);
+    } finally {
+      this.socket.uncork();
+    }
   }
 
   welcome(gatewayId: string): void {
@@ -146,9 +173,48 @@ export class DeviceSession {
     for (const id of messageIds) this.pendingAcks.push(id);
   }
 
+  /**
+   * A device that signs its frames as a group gets a commit receipt for them (from the distributor,
+   * through this gateway) soon after their ack. For a device sending a reading a second, ack and
+   * receipt were two writes to the device and two TLS records, each read by Caddy and by the device
+   * (in the fleet benchmark, a write system call per frame was a third of the gateway's CPU: docs/
+   * performance.md). So while receipts reach this device, a small ack (LIMITS.ackHoldMaxMessages)
+   * is held until the next receipt, and both leave in one write (sendCommit), for at most
+   * GATEWAY_ACK_HOLD_MS. Nothing waits on it for safety: the device deletes only at a receipt, and a
+   * receipt may overtake its ack. Only the device's room to send waits; hence acks of a later
+   * PUBACK release the held ones at once (a device sending faster than receipts come back is held
+   * back by one PUBACK at most), and a large batch is never held.
+   */
   private flushAcks(): void {
     const ids = this.pendingAcks;
     this.pendingAcks = [];
+    if (this.heldAcks.length > 0) {
+      for (const id of ids) this.heldAcks.push(id);
+      this.releaseHeld();
+    } else if (this.receiptsFlowing && this.socket && this.limits.ackHoldMs > 0 && ids.length <= LIMITS.ackHoldMaxMessages) {
+      this.heldAcks = ids;
+      this.holdTimer = setTimeout(this.holdRanOut, this.limits.ackHoldMs);
+    } else {
+      this.sendAcks(ids);
+    }
+  }
+
+  /** No receipt within the hold: the ack goes alone, and acks are not held until a receipt comes again. */
+  private readonly holdRanOut = (): void => {
+    this.holdTimer = undefined;
+    this.receiptsFlowing = false;
+    this.releaseHeld();
+  };
+
+  private releaseHeld(): void {
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    const ids = this.heldAcks;
+    this.heldAcks = [];
+    this.sendAcks(ids);
+  }
+
+  private sendAcks(ids: readonly string[]): void {
     for (let i = 0; i < ids.length; i += this.limits.batchMaxMessages) {
       this.send({ type: 'ack', messageIds: ids.slice(i, i + this.limits.batchMaxMessages) });
     }

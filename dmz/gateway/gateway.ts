@@ -124,6 +124,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
       batchMaxMessages: config.GATEWAY_MAX_BATCH,
       maxInFlight: config.GATEWAY_MAX_IN_FLIGHT,
       sendBufferMaxBytes: LIMITS.sendBufferMaxBytes,
+      ackHoldMs: config.GATEWAY_ACK_HOLD_MS,
     },
     mqtt,
     logger: log,

@@ -174,12 +174,12 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     }
     // The device may have gone while its token was checked.
     if (socket.destroyed) return;
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, identity));
+    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, socket, identity));
   }
 
-  function onConnection(ws: WebSocket, identity: DeviceIdentity): void {
+  function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports);
+    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket);
     let alive = true;
     ws.on('pong', () => {
       alive = true;
