@@ -31,9 +31,10 @@ export function renderFleet(f: FleetResult): string[] {
   ];
   if (f.cpu) {
     const busy = f.cpu.reduce((s, c) => s + c.cpuSeconds, 0);
-    lines.push('', `| CPU during the load (${f.seconds} s) | CPU seconds | cores |`, '|---|---|---|');
-    for (const c of f.cpu) lines.push(`| ${c.component} | ${c.cpuSeconds} | ${(c.cpuSeconds / f.seconds).toFixed(2)} |`);
-    lines.push(`| all | ${busy.toFixed(1)} | ${(busy / f.seconds).toFixed(2)} |`);
+    const perS = (calls: number | undefined) => (calls === undefined ? '—' : n(calls / f.seconds));
+    lines.push('', `| CPU during the load (${f.seconds} s) | CPU seconds | cores | system calls reading, per second | writing, per second |`, '|---|---|---|---|---|');
+    for (const c of f.cpu) lines.push(`| ${c.component} | ${c.cpuSeconds} | ${(c.cpuSeconds / f.seconds).toFixed(2)} | ${perS(c.readCalls)} | ${perS(c.writeCalls)} |`);
+    lines.push(`| all | ${busy.toFixed(1)} | ${(busy / f.seconds).toFixed(2)} | | |`);
   }
   return lines;
 }

@@ -11,6 +11,17 @@ export function processCpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
 
+/**
+ * System calls that read and that wrote (read, readv, recvmsg…; write, writev, sendmsg…) a process
+ * has made so far, from /proc/PID/io's syscr and syscw (proc(5)). Counts, not time: a figure that
+ * does not move with the host's speed, so that a change in how often a process writes shows in one
+ * run. `self`: this process.
+ */
+export function processIoCalls(pid: number | 'self'): { reads: number; writes: number } {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return { reads: Number(/^syscr: (\d+)$/m.exec(io)?.[1]), writes: Number(/^syscw: (\d+)$/m.exec(io)?.[1]) };
+}
+
 /** A process and its children (a PostgreSQL server: the postmaster and one backend per connection), from /proc/PID/stat's ppid (field 4). */
 export function withChildren(pid: number): number[] {
   const pids = [pid];
@@ -152,14 +163,19 @@ export interface CpuShare {
   component: string;
   /** CPU seconds used during the measured interval */
   cpuSeconds: number;
+  /** system calls that read, and that wrote, during the interval (processIoCalls) */
+  readCalls?: number;
+  writeCalls?: number;
 }
+
+type Usage = { cpuSeconds: number; reads: number; writes: number };
 
 /**
  * CPU time per component over an interval: where a scenario's work went. `self` is this process
  * (the simulated field clients), measured with process.cpuUsage().
  */
 export class CpuMeter {
-  private start = new Map<string, number>();
+  private start = new Map<string, Usage>();
   private beganUs = 0;
   /**
    * The last interval measured (begin to end), in microseconds of the monotonic clock: the clock of
@@ -170,20 +186,25 @@ export class CpuMeter {
   /** each component's process, or processes (their times added up) */
   constructor(private readonly components: () => Record<string, number | readonly number[] | undefined>) {}
 
-  private read(): Map<string, number> {
-    const now = new Map<string, number>();
+  private read(): Map<string, Usage> {
+    const now = new Map<string, Usage>();
+    const add = (name: string, cpuSeconds: number, pid: number | 'self') => {
+      const u = now.get(name) ?? { cpuSeconds: 0, reads: 0, writes: 0 };
+      const calls = processIoCalls(pid);
+      now.set(name, { cpuSeconds: u.cpuSeconds + cpuSeconds, reads: u.reads + calls.reads, writes: u.writes + calls.writes });
+    };
     for (const [name, pids] of Object.entries(this.components())) {
       if (pids === undefined) continue;
       for (const pid of typeof pids === 'number' ? [pids] : pids) {
         try {
-          now.set(name, (now.get(name) ?? 0) + processCpuSeconds(pid));
+          add(name, processCpuSeconds(pid), pid);
         } catch {
           /* the process is gone */
         }
       }
     }
     const self = process.cpuUsage();
-    now.set('field clients (bench process)', (self.user + self.system) / 1e6);
+    add('field clients (bench process)', (self.user + self.system) / 1e6, 'self');
     return now;
   }
 
@@ -196,7 +217,10 @@ export class CpuMeter {
     const now = this.read();
     this.window = { fromUs: this.beganUs, toUs: monotonicUs() };
     return [...now.entries()]
-      .map(([component, t]) => ({ component, cpuSeconds: Math.round((t - (this.start.get(component) ?? t)) * 100) / 100 }))
+      .map(([component, u]) => {
+        const s = this.start.get(component) ?? u;
+        return { component, cpuSeconds: Math.round((u.cpuSeconds - s.cpuSeconds) * 100) / 100, readCalls: u.reads - s.reads, writeCalls: u.writes - s.writes };
+      })
       .sort((a, b) => b.cpuSeconds - a.cpuSeconds);
   }
 }

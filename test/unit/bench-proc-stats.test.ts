@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { mallocIn, mallocOf, memoryByMapping, residentMemory } from '../../bench/lib/proc-stats.ts';
+import { mallocIn, mallocOf, memoryByMapping, processIoCalls, residentMemory } from '../../bench/lib/proc-stats.ts';
 
 describe("the benchmark's memory by kind of mapping", () => {
   it("sorts this process's resident memory into glibc's heap, V8's pages, other anonymous memory and files, adding up to it", () => {
@@ -40,5 +43,24 @@ describe('the malloc a process runs on', () => {
     assert.equal(mallocIn(maps('libc.so.6')), 'glibc');
     // A folder named like one is not the library.
     assert.equal(mallocIn('7f1a2b000000-7f1a2b020000 r-xp 00000000 fd:01 262 /opt/libmimalloc.so/libc.so.6'), 'glibc');
+  });
+});
+
+describe("a process's system calls that read and write", () => {
+  it('counts each write and read this process makes, the same by its pid as by self', () => {
+    const path = join(tmpdir(), `fieldstream-io-calls-${process.pid}`);
+    const fd = openSync(path, 'w+');
+    try {
+      const before = processIoCalls('self');
+      for (let i = 0; i < 50; i++) writeSync(fd, 'x', i);
+      for (let i = 0; i < 30; i++) readSync(fd, Buffer.alloc(1), 0, 1, i);
+      const after = processIoCalls(process.pid);
+      // Reading /proc/PID/io is itself a read or two: at least these, and not many more.
+      assert.ok(after.writes - before.writes >= 50 && after.writes - before.writes < 60, JSON.stringify({ before, after }));
+      assert.ok(after.reads - before.reads >= 30 && after.reads - before.reads < 40, JSON.stringify({ before, after }));
+    } finally {
+      closeSync(fd);
+      rmSync(path);
+    }
   });
 });
