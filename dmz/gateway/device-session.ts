@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import type { CommandFrame, CommitFrame, DownlinkFrame } from '../../shared/contract/downlink.ts';
+import type { CommandFrame, CommitFrame, DownlinkFrame, ErrorFrame } from '../../shared/contract/downlink.ts';
 import { errorFrame } from '../../shared/contract/downlink.ts';
 import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
@@ -156,7 +156,7 @@ export class DeviceSession {
           const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', String(err));
           this.log.warn({ code: coded.code, messages: group.messageIds.length }, coded.message);
           this.metrics.refusal(coded.code);
-          this.send(errorFrame(coded, group.messageIds));
+          this.sendError(errorFrame(coded, group.messageIds));
         },
       );
     }
@@ -177,8 +177,9 @@ export class DeviceSession {
    * A device that signs its frames as a group gets a commit receipt for them (from the distributor,
    * through this gateway) soon after their ack. For a device sending a reading a second, ack and
    * receipt were two writes to the device and two TLS records, each read by Caddy and by the device
-   * (in the fleet benchmark, a write system call per frame was a third of the gateway's CPU: docs/
-   * performance.md). So while receipts reach this device, a small ack (LIMITS.ackHoldMaxMessages)
+   * (system calls are a large share of the gateway's and Caddy's CPU at a small frame per device:
+   * docs/performance.md, "Acks with their commit receipts"). So while receipts reach this device,
+   * a small ack (LIMITS.ackHoldMaxMessages)
    * is held until the next receipt, and both leave in one write (sendCommit), for at most
    * GATEWAY_ACK_HOLD_MS. Nothing waits on it for safety: the device deletes only at a receipt, and a
    * receipt may overtake its ack. Only the device's room to send waits; hence acks of a later
@@ -240,14 +241,23 @@ export class DeviceSession {
     this.securityReports?.note(this.deviceId, 'GATEWAY_RATE_LIMITED');
     // Logged on the first and then every 1000th refusal: a flood must not flood the log too.
     if (n === 1 || n % 1000 === 0) this.log.warn({ code: 'GATEWAY_RATE_LIMITED', refusedFrames: n }, 'device over its rate limit');
-    this.send(errorFrame(new FieldStreamError('GATEWAY_RATE_LIMITED'), messageIds));
+    this.sendError(errorFrame(new FieldStreamError('GATEWAY_RATE_LIMITED'), messageIds));
   }
 
   private reject(err: FieldStreamError, messageIds?: string[]): void {
     this.log.info({ code: err.code, details: err.details }, err.message);
     this.metrics.refusal(err.code);
     if (err.code === 'GATEWAY_DEVICE_MISMATCH') this.securityReports?.note(this.deviceId, err.code);
-    this.send(errorFrame(err, messageIds));
+    this.sendError(errorFrame(err, messageIds));
+  }
+
+  /**
+   * An error goes after any held ack: a device answers a transient error by sending again from its
+   * first unacknowledged message, which must not be one the gateway had already acked and held.
+   */
+  private sendError(frame: ErrorFrame): void {
+    if (this.heldAcks.length > 0) this.releaseHeld();
+    this.send(frame);
   }
 
   private send(frame: DownlinkFrame): boolean {

@@ -176,6 +176,20 @@ describe('the gateway holds a small ack for the device’s next commit receipt',
     assert.deepEqual(acks[1]?.frame.messageIds, [`e1.${first}`, `e1.${first + 1}`]);
   });
 
+  it('lets a held ack go before an error frame (a transient error makes the device send again from its first unacked message)', async () => {
+    session.sendCommit(commit(0));
+    await eventually(() => device.of('commit').length === 1 || undefined, 2000, 'the first receipt');
+    device.send(readings(1, 1));
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(device.of('ack').length, 0, 'the ack is held');
+    device.send({ deviceId: 'dev-1', dataType: 'sideways', payload: {} });
+    await eventually(() => device.of('error').length === 1 || undefined, 800, 'the error');
+    assert.deepEqual(
+      device.frames.map((f) => f.frame.type),
+      ['commit', 'ack', 'error'],
+    );
+  });
+
   it('holds nothing with GATEWAY_ACK_HOLD_MS=0', async () => {
     holdMs = 0;
     await connect();
