@@ -121,6 +121,12 @@ describe('the gateway holds a small ack for the device’s next commit receipt',
     await opened;
   }
 
+  /** A receipt reaches the device: from now on, its small acks are held. */
+  async function firstReceipt(): Promise<void> {
+    session.sendCommit(commit(0));
+    await eventually(() => device.of('commit').length === 1 || undefined, 2000, 'the first receipt');
+  }
+
   beforeEach(async () => {
     holdMs = HOLD_MS;
     await connect();
@@ -133,8 +139,7 @@ describe('the gateway holds a small ack for the device’s next commit receipt',
   });
 
   it('once receipts come, sends the ack with the next receipt, ack first, in one read at the device', async () => {
-    session.sendCommit(commit(0));
-    await eventually(() => device.of('commit').length === 1 || undefined, 2000, 'the first receipt');
+    await firstReceipt();
     device.send(readings(1, 1));
     await new Promise((r) => setTimeout(r, 150));
     assert.equal(device.of('ack').length, 0, 'the ack is held for the receipt');
@@ -150,8 +155,7 @@ describe('the gateway holds a small ack for the device’s next commit receipt',
   });
 
   it('lets a held ack go alone when no receipt comes in time, then acks at once until a receipt comes again', async () => {
-    session.sendCommit(commit(0));
-    await eventually(() => device.of('commit').length === 1 || undefined, 2000, 'the first receipt');
+    await firstReceipt();
     const sent = performance.now();
     device.send(readings(1, 1));
     const [late] = await eventually(() => (device.of('ack').length === 1 ? device.of('ack') : undefined), HOLD_MS + 3000, 'the held ack');
@@ -161,8 +165,7 @@ describe('the gateway holds a small ack for the device’s next commit receipt',
   });
 
   it('never holds an ack of more than LIMITS.ackHoldMaxMessages messages, and lets held acks go with a later one', async () => {
-    session.sendCommit(commit(0));
-    await eventually(() => device.of('commit').length === 1 || undefined, 2000, 'the first receipt');
+    await firstReceipt();
     device.send(readings(1, LIMITS.ackHoldMaxMessages + 1));
     const [big] = await eventually(() => (device.of('ack').length === 1 ? device.of('ack') : undefined), 800, 'the large ack, at once');
     assert.equal(big?.frame.messageIds?.length, LIMITS.ackHoldMaxMessages + 1);
@@ -177,8 +180,7 @@ describe('the gateway holds a small ack for the device’s next commit receipt',
   });
 
   it('lets a held ack go before an error frame (a transient error makes the device send again from its first unacked message)', async () => {
-    session.sendCommit(commit(0));
-    await eventually(() => device.of('commit').length === 1 || undefined, 2000, 'the first receipt');
+    await firstReceipt();
     device.send(readings(1, 1));
     await new Promise((r) => setTimeout(r, 150));
     assert.equal(device.of('ack').length, 0, 'the ack is held');
@@ -193,8 +195,7 @@ describe('the gateway holds a small ack for the device’s next commit receipt',
   it('holds nothing with GATEWAY_ACK_HOLD_MS=0', async () => {
     holdMs = 0;
     await connect();
-    session.sendCommit(commit(0));
-    await eventually(() => device.of('commit').length === 1 || undefined, 2000, 'the first receipt');
+    await firstReceipt();
     device.send(readings(1, 1));
     await eventually(() => device.of('ack').length === 1 || undefined, 800, 'the ack, at once');
   });
