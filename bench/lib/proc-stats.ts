@@ -15,7 +15,8 @@ export function processCpuSeconds(pid: number): number {
  * System calls that read and that wrote (read, readv, recvmsg…; write, writev, sendmsg…) a process
  * has made so far, from /proc/PID/io's syscr and syscw (proc(5)). Counts, not time: a figure that
  * does not move with the host's speed, so that a change in how often a process writes shows in one
- * run. `self`: this process.
+ * run. They are the whole process's, all its threads (and the children it has reaped). `self`:
+ * this process.
  */
 export function processIoCalls(pid: number | 'self'): { reads: number; writes: number } {
   const io = readFileSync(`/proc/${pid}/io`, 'utf8');
