@@ -8,8 +8,9 @@ import type { LocalStack } from '../../scripts/local-stack/stack.ts';
  */
 export async function serviceMetrics(stack: LocalStack, on: boolean): Promise<void> {
   const ports = metricsPorts ?? (metricsPorts = new Map([...stack.gateways, stack.distributor].map((p) => [p, metricsSetting(p)])));
+  // All at once: they wait for nothing of each other at start.
+  await Promise.all([...ports].map(([proc, [key, port]]) => proc.restartWith({ [key]: on ? port : 'off' })));
   for (const [proc, [key, port]] of ports) {
-    await proc.restartWith({ [key]: on ? port : 'off' });
     // The setting took: metrics answer when on, and nothing listens when off.
     const served = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.ok, () => false);
     if (served !== on) throw new Error(`${proc.name}: metrics ${on ? 'not served' : 'still served'} after a restart with ${key}=${on ? port : 'off'}`);

@@ -10,6 +10,8 @@ import { startTestStack, influxSettings } from '../helpers/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+import { signedBatchFrame } from '../../shared/contract/uplink-frame.ts';
+import { parseSigningKey } from '../../shared/security/message-auth.ts';
 
 const DB = 'sensor_data';
 const DEVICES = ['hop-field', 'hop-raw'];
@@ -111,6 +113,33 @@ describe('the hop from Caddy to the gateway over a Unix socket (EDGE_HOP=unix), 
       const refused = await d.next();
       assert.equal(refused.type, 'error', JSON.stringify(refused));
       assert.equal((refused as { code: string }).code, 'GATEWAY_DEVICE_MISMATCH');
+    } finally {
+      d.close();
+    }
+  });
+
+  it('sends a device its ack and its commit receipt in one write once receipts flow: one TLS read each at the device, through Caddy', async () => {
+    // The gateway holds a small ack for the device's next receipt (GATEWAY_ACK_HOLD_MS) and writes
+    // both at once. What reaches the device tells: Caddy passes on what the gateway wrote, so the
+    // two frames arrive in one read of the device's socket where, written apart, they came in two.
+    const key = parseSigningKey(readFileSync(pki.paths.device('hop-raw').signingKey, 'utf8')) as Buffer;
+    const d = await RawDevice.connect(stack.urls.wss, RawDevice.tlsFor(pki.paths, 'hop-raw'));
+    try {
+      await eventually(() => d.welcome, 10_000, 'the welcome frame');
+      const round = async (seq: number): Promise<string[]> => {
+        const messageId = `hold.${seq}`;
+        const payloadJson = JSON.stringify({ v: seq, timestamp: Date.parse('2026-03-01T00:00:00Z') + seq });
+        d.send(signedBatchFrame(key, { deviceId: 'hop-raw', epoch: 'hold', ts: Date.now() }, [{ dataType: 'timeseries', messageId, seq, payloadJson }]));
+        const got = [await d.next(), await d.next()];
+        return got.map((f) => (f.type === 'ack' ? `ack ${f.messageIds.join(',')}` : f.type === 'commit' ? `commit ${f.epoch} ${JSON.stringify(f.ranges)}` : JSON.stringify(f)));
+      };
+      // The first receipt tells the gateway that this device's receipts flow: until then its ack goes alone.
+      assert.deepEqual(await round(1), ['ack hold.1', 'commit hold [[1,1]]']);
+      const ROUNDS = 10;
+      const before = d.socketReads;
+      for (let seq = 2; seq < 2 + ROUNDS; seq++) assert.deepEqual(await round(seq), [`ack hold.${seq}`, `commit hold [[${seq},${seq}]]`]);
+      // One read per round (two apart: 20). A little slack for a read the kernel splits.
+      assert.ok(d.socketReads - before < ROUNDS * 1.5, `${d.socketReads - before} reads of the device's socket for ${ROUNDS} acks with their receipts`);
     } finally {
       d.close();
     }

@@ -13,6 +13,8 @@ export class RawDevice {
   closeCode: number | undefined;
   /** The gateway's first frame; kept here, not among the frames `next()` returns. */
   welcome: Extract<DownlinkFrame, { type: 'welcome' }> | undefined;
+  /** reads of the connection's socket so far (chunks of TLS records decrypted): how its frames came in */
+  socketReads = 0;
 
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (data) => {
@@ -33,7 +35,14 @@ export class RawDevice {
   static connect(url: string, tls: { ca: string; cert?: string; key?: string }): Promise<RawDevice> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { ...tls, perMessageDeflate: false });
-      ws.once('open', () => resolve(new RawDevice(ws)));
+      let reads = 0;
+      ws.once('upgrade', (res) => res.socket.on('data', () => (device ? device.socketReads++ : reads++)));
+      let device: RawDevice | undefined;
+      ws.once('open', () => {
+        device = new RawDevice(ws);
+        device.socketReads = reads;
+        resolve(device);
+      });
       ws.once('error', reject);
       ws.once('unexpected-response', (_req, res) => {
         let body = '';
