@@ -32,7 +32,8 @@
  * Writes bench/results/pipeline.json and .md.
  *   --quick                    a small load, for CI (the tests run it)
  *   --profile batched|single|fleet   that scenario alone, with CPU profiles: bench/results/profile.md
- *                              (the fleet on one DMZ server: about 9,000 --fleet-devices at most here)
+ *                              (the Node services, the simulated devices, and the Go servers: Caddy
+ *                              and InfluxDB; the fleet on one DMZ server: about 9,000 --fleet-devices at most here)
  *   --set KEY=VALUE            a service setting for this run (repeatable); --set EDGE_HOP=unix runs
  *                              every Caddy → gateway hop through a Unix socket, as deployed with it
  *   (BENCH_KEEP=1 in the environment keeps the run's folder, with every service's log, and says where)
@@ -77,6 +78,7 @@ import { writeReport } from './lib/report.ts';
 import { combineRuns, type ScenarioResult, type ThroughputResult } from './lib/results.ts';
 import { Scraper } from './lib/scraper.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
+import { GoProfiler, type GoProfileChunk } from './lib/go-profiler.ts';
 import { SINK_ORDER, sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
 import { influxStore, PostgresStore } from './lib/stores.ts';
 import { connectionMemoryTarget, evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
@@ -173,6 +175,8 @@ async function main(): Promise<void> {
     // The fleet's devices come through Caddy, two file descriptors each: as many DMZ servers as that takes.
     dmzServers: values.long || values.profile || comparing || values['connections-alone'] || values.sink !== 'influxdb' ? 1 : dmzServersFor(FLEET_DEVICES),
     nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
+    // --profile: Caddy's CPU profiles come from its admin API (InfluxDB serves its own on its HTTP port).
+    caddyAdmin: values.profile !== undefined,
     env: {
       LOG_LEVEL: 'info', // the services' default: what runs in production is what is measured
       INFLUXDB_URL: influx.url,
@@ -273,18 +277,27 @@ async function main(): Promise<void> {
     const self = new SelfProfiler();
     const profileMeter = values.profile === 'fleet' ? fleetMeter(stack, influx) : meter;
     const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, console: stack.console.pid, 'field clients': process.pid };
+    // The Go servers, profiled over HTTP while the scenario runs (go-profiler.ts).
+    const goProfilers = { Caddy: new GoProfiler(`http://127.0.0.1:${stack.dmzServers[0]?.ports.caddyAdmin}`), InfluxDB: new GoProfiler(influx.url) };
+    const goProfiles: Record<string, GoProfileChunk[]> = {};
     try {
       await self.start();
+      for (const g of Object.values(goProfilers)) g.start();
       measured =
         values.profile === 'fleet'
           ? fleetAsThroughput(await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET }, profileMeter))
           : await throughput(ctx, profileMeter, values.profile === 'batched' ? BATCHED : SINGLE);
+      for (const [name, g] of Object.entries(goProfilers)) {
+        goProfiles[name] = await g.stop();
+        if (g.failure) throw new Error(`--profile: the CPU profiles of ${name} stopped: ${g.failure}`);
+      }
       mkdirSync(profiles, { recursive: true });
       await self.stop(join(profiles, `bench.${process.pid}.cpuprofile`));
     } finally {
+      for (const g of Object.values(goProfilers)) await g.stop();
       await shutdown(); // the services write their profiles as they exit
     }
-    process.stdout.write(writeProfileReport(profiles, resultsDir, repoRoot, pids, measured, profileMeter.window) + '\n');
+    process.stdout.write(writeProfileReport(profiles, resultsDir, repoRoot, pids, measured, profileMeter.window, goProfiles) + '\n');
     return;
   }
 

@@ -29,6 +29,8 @@ export interface DmzServerOptions extends MachineOptions {
   tokenRoute?: boolean;
   /** the hop from Caddy to its gateways (EDGE_HOP, see LocalStackOptions); "unix" takes one gateway */
   edgeHop?: EdgeHop;
+  /** Caddy's admin API on a loopback port of its own (see LocalStackOptions); off as deployed */
+  caddyAdmin?: boolean;
 }
 
 export type EdgeHop = 'mtls' | 'unix';
@@ -36,7 +38,7 @@ export type EdgeHop = 'mtls' | 'unix';
 export interface DmzServer {
   readonly id: string | undefined;
   /** `gateways`: their TCP ports (none with EDGE_HOP=unix: see `sockets`) */
-  readonly ports: { https: number; http: number; mqtt: number; gateways: number[]; tokenHttps: number | undefined; direct: number | undefined };
+  readonly ports: { https: number; http: number; mqtt: number; gateways: number[]; tokenHttps: number | undefined; direct: number | undefined; caddyAdmin: number | undefined };
   /** EDGE_HOP=unix: the gateway's Unix socket, which Caddy dials */
   readonly sockets: string[];
   /** as reached from this machine's own namespace (`domainName` for the WSS URLs) */
@@ -80,6 +82,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
     gateways: [] as number[],
     tokenHttps: o.tokenRoute ? await port(o.ports?.tokenHttps) : undefined,
     direct: undefined as number | undefined,
+    caddyAdmin: o.caddyAdmin ? await freePort() : undefined,
   };
   if (hop === 'mtls') for (let i = 0; i < (o.gateways ?? 1); i++) ports.gateways.push(o.ports?.gateway ? o.ports.gateway + i : await freePort());
   if (o.directGateway) ports.direct = o.ports?.gateway ? o.ports.gateway + ports.gateways.length : await freePort();
@@ -132,7 +135,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       XDG_CONFIG_HOME: w('caddy', 'config'),
       DOMAIN_NAME: domain,
       CADDY_TLS: 'files',
-      CADDY_ADMIN: 'off',
+      CADDY_ADMIN: ports.caddyAdmin ? `${local.connect}:${ports.caddyAdmin}` : 'off',
       CADDY_HTTP_PORT: String(ports.http),
       CADDY_HTTPS_PORT: String(ports.https),
       CADDY_TLS_CERT_FILE: p.service('dmz/edge').cert,

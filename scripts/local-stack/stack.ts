@@ -50,6 +50,12 @@ export interface LocalStackOptions {
    * client certificate, or "unix" through one gateway's Unix socket (then `gateways` must be 1).
    */
   edgeHop?: EdgeHop;
+  /**
+   * Open the first DMZ server's Caddy admin API on a loopback port of its own (its
+   * `ports.caddyAdmin`): the benchmark's --profile reads Caddy's CPU profiles from its
+   * /debug/pprof. Off as deployed (the Caddyfile's CADDY_ADMIN default).
+   */
+  caddyAdmin?: boolean;
   /** extra Node.js flags for the gateway, distributor and command API (the benchmark's --cpu-prof) */
   nodeArgs?: readonly string[];
   /** where the supervisor logs crashes and restarts (default: a logger to stdout) */
@@ -121,6 +127,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       directGateway: first && o.directGateway,
       tokenRoute: o.tokenRoute,
       edgeHop: o.edgeHop,
+      caddyAdmin: first && o.caddyAdmin,
     }));
   }
   const dmz = dmzServers[0] as DmzServer;

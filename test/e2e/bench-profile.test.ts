@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { decodePprof } from '../../bench/lib/pprof.ts';
 import { bench, failure, REPO } from '../helpers/bench.ts';
 
 // The benchmark's --profile and --connections-alone modes in their quick forms (bench-modes.test.ts
@@ -19,6 +20,18 @@ describe('npm run bench -- --profile, --connections-alone', () => {
     }
     const md = readFileSync(join(results, 'profile.md'), 'utf8');
     for (const heading of ['The gateway: where its CPU went', 'The distributor: where its CPU went', 'The field clients: where its CPU went']) assert.ok(md.includes(heading), heading);
+    // The Go servers, through their /debug/pprof: the profiles of the load kept, each one readable.
+    for (const [name, folder] of [['Caddy', 'caddy'], ['InfluxDB', 'influxdb']] as const) {
+      assert.ok(md.includes(`${name}: where its CPU went (Go's profiler`), name);
+      const files = readdirSync(join(results, 'profiles', folder));
+      assert.ok(files.length > 0, `${name}'s profiles kept`);
+      for (const f of files) {
+        assert.ok(statSync(join(results, 'profiles', folder, f)).mtimeMs >= ran, `${folder}/${f} written by this run`);
+        decodePprof(readFileSync(join(results, 'profiles', folder, f)));
+      }
+    }
+    // InfluxDB took the run's readings meanwhile: its profiles cannot be empty.
+    assert.match(md, /InfluxDB: where its CPU went \(Go's profiler, \d+ profiles of a second over [\d.]+ s around the load: [\d.]+ CPU seconds, [1-9]\d* samples/);
   });
 
   it('--connections-alone holds its devices on one gateway and splits the memory they cost', async () => {
