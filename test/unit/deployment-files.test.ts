@@ -117,6 +117,21 @@ describe('deployment files', () => {
     assert.deepEqual(Object.entries(c.services).filter(([, v]) => v.profiles !== undefined).map(([k, v]) => [k, v.profiles]), [['influxdb', ['with-influxdb']], ['postgres', ['with-postgres']]]);
   });
 
+  it('docker-compose.internal.yml runs its InfluxDB on the internal network only, with the profiling endpoint off', () => {
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't' };
+    const c = JSON.parse(
+      execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], {
+        input: execFileSync('docker-compose', ['-f', join(repoRoot, 'docker-compose.internal.yml'), '--profile', 'with-influxdb', 'config'], { env, encoding: 'utf8', cwd: repoRoot }),
+        encoding: 'utf8',
+      }),
+    ) as { services: Record<string, { environment?: Record<string, string>; ports?: unknown[]; networks?: Record<string, unknown> }> };
+    const influx = c.services.influxdb;
+    assert.ok(influx, 'an influxdb service');
+    assert.equal(influx.ports, undefined, 'never published: the internal network only');
+    assert.deepEqual(Object.keys(influx.networks ?? {}), ['internal']);
+    assert.equal(influx.environment?.INFLUXD_PPROF_DISABLED, 'true');
+  });
+
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
     const tmp = tempDir('bundle');
     try {
