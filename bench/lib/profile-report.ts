@@ -1,7 +1,7 @@
 import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { chunksWithin, type GoProfileChunk } from './go-profiler.ts';
+import { chunksWithin, type GoProfileChunk, type GoProfiles } from './go-profiler.ts';
 import { decodePprof, summarisePprof } from './pprof.ts';
 import { summariseProfile } from './profile-summary.ts';
 import { cpuTable } from './report.ts';
@@ -24,7 +24,7 @@ export function writeProfileReport(
   pids: Record<string, number | undefined>,
   measured: ThroughputResult,
   window?: MonotonicWindow,
-  goProfiles: Record<string, readonly GoProfileChunk[]> = {},
+  goProfiles: Record<string, GoProfiles> = {},
 ): string {
   const lines = [
     `${measured.scenario}: ${measured.readings.toLocaleString('en')} readings in ${measured.seconds.toFixed(1)} s, ${measured.readingsPerSecond.toLocaleString('en')} readings/s, ${cpus().length} cores.`,
@@ -49,7 +49,8 @@ export function writeProfileReport(
     for (const h of summary.ours) lines.push(`| \`${h.where}\` | ${h.totalPercent} |`);
   }
   for (const [name, all] of Object.entries(goProfiles)) {
-    const chunks = chunksWithin(all, window);
+    const chunks = chunksWithin(all.chunks, window);
+    const failed = chunksWithin(all.failures, window);
     const kept = join(out, 'profiles', name.toLowerCase());
     rmSync(kept, { recursive: true, force: true });
     mkdirSync(kept, { recursive: true });
@@ -59,10 +60,12 @@ export function writeProfileReport(
     lines.push(
       '',
       `${name}: where its CPU went (Go's profiler, ${chunks.length} profiles of a second over ${seconds.toFixed(1)} s around the load: ${summary.cpuSeconds.toFixed(2)} CPU seconds, ${summary.samples} samples; self time, share of them)`,
-      '',
-      '| function | self % |',
-      '|---|---|',
     );
+    if (failed.length > 0) {
+      const missing = failed.reduce((sum, f) => sum + (f.toUs - f.fromUs), 0) / 1e6;
+      lines.push('', `Not profiled: ${failed.length} requests for a profile of ${name} failed during the load (${missing.toFixed(1)} s without one); the first: ${failed[0]?.reason}`);
+    }
+    lines.push('', '| function | self % |', '|---|---|');
     for (const h of summary.self) lines.push(`| \`${h.where}\` | ${h.selfPercent} |`);
     lines.push('', `${name}: its steps (total time, including what they call)`, '', '| function | total % |', '|---|---|');
     for (const h of summary.total) lines.push(`| \`${h.where}\` | ${h.totalPercent} |`);

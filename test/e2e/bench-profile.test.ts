@@ -30,6 +30,7 @@ describe('npm run bench -- --profile, --connections-alone', () => {
         decodePprof(readFileSync(join(results, 'profiles', folder, f)));
       }
     }
+    assert.doesNotMatch(md, /Not profiled/);
     // InfluxDB took the run's readings meanwhile: its profiles cannot be empty.
     assert.match(md, /InfluxDB: where its CPU went \(Go's profiler, \d+ profiles of a second over [\d.]+ s around the load: [\d.]+ CPU seconds, [1-9]\d* samples/);
   });
