@@ -39,7 +39,8 @@
  *   (BENCH_KEEP=1 in the environment keeps the run's folder, with every service's log, and says where)
  *   --compare KEY=VALUE        instead: batched and one-per-message rounds with and without this
  *                              setting (repeatable: all of them at once), every Node service restarted
- *                              before each round: bench/results/pipeline-compare.json, .md
+ *                              before each round (four rounds a side; with --quick, two):
+ *                              bench/results/pipeline-compare.json, .md
  *   --connections-alone        the connections scenario alone (--connections N devices, 10,000 by
  *                              default), with the gateway's memory per connection by the kind of
  *                              mapping that holds it: bench/results/pipeline-connections.json, .md
@@ -86,7 +87,7 @@ import { dmzServersFor, fleetMeter, runFleet } from './lib/fleet-stack.ts';
 import { renderFleet, renderSustained, writeLoadReport } from './lib/load-reports.ts';
 import { sustained } from './scenarios/sustained.ts';
 import { parseBenchOptions, UsageError, type BenchOptions } from './lib/options.ts';
-import { comparePrefixes, compareSetting, renderCompare, type CompareResult } from './lib/compare.ts';
+import { compareOrder, comparePrefixes, compareSetting, renderCompare, type CompareResult } from './lib/compare.ts';
 import { heldOnDirectGateway, renderConnections, type ConnectionsResult } from './scenarios/connections.ts';
 import { fleetAsThroughput, type FleetResult } from './scenarios/fleet.ts';
 import { fileTransfer } from './scenarios/files.ts';
@@ -154,7 +155,7 @@ async function main(): Promise<void> {
   if (values.profile === 'fleet' && dmzServersFor(FLEET_DEVICES) > 1) throw new Error(`--profile fleet runs one DMZ server, and the file limit here does not let one hold ${FLEET_DEVICES} devices: give fewer --fleet-devices`);
   const certs = join(work, 'certs');
   setupPki(certs, { domain: 'localhost' });
-  const devices = [...(comparing ? comparePrefixes([BATCHED, SINGLE]) : []), BATCHED.prefix, WARM_UP.prefix, ...SINK_ORDER.map((_, i) => `sink${i}`), ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
+  const devices = [...(comparing ? comparePrefixes([BATCHED, SINGLE], compareOrder(quick)) : []), BATCHED.prefix, WARM_UP.prefix, ...SINK_ORDER.map((_, i) => `sink${i}`), ...PAIRED_ROUNDS.map((o) => o.prefix), ...METRIC_ROUNDS.map((o) => o.prefix), ...ANOMALY_ROUNDS.map((o) => o.prefix), 'single', 'paced'].flatMap((prefix) => Array.from({ length: CLIENTS }, (_, i) => `${prefix}-${i}`));
   for (const id of [...devices, 'probe-0', 'files-0']) issueDeviceCertificate(certs, id);
   const p = pkiPaths(certs);
 
@@ -301,7 +302,7 @@ async function main(): Promise<void> {
   if (comparing) {
     let c: CompareResult;
     try {
-      c = await compareSetting(ctx, meter, stack, compared, [BATCHED, SINGLE]);
+      c = await compareSetting(ctx, meter, stack, compared, [BATCHED, SINGLE], compareOrder(quick));
     } finally {
       await shutdown();
     }

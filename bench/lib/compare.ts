@@ -13,16 +13,23 @@ import { combineRuns, type ThroughputResult } from './results.ts';
  * with the setting or with its value as the stack had it, so both start from fresh processes.
  */
 export const COMPARE_ORDER = [true, false, false, true, true, false, false, true] as const;
+/** `--quick` (the tests, which check counts, not figures): one such cycle, half the rounds and restarts */
+export const QUICK_COMPARE_ORDER = COMPARE_ORDER.slice(0, 4);
+
+/** the rounds' order, on (true) or off, for a run quick or not */
+export const compareOrder = (quick: boolean): readonly boolean[] => (quick ? QUICK_COMPARE_ORDER : COMPARE_ORDER);
 
 export interface CompareResult {
   setting: Record<string, string>;
+  /** rounds per side */
+  rounds: number;
   /** per scenario: the rounds with the setting, and without it */
   pairs: Array<{ on: ThroughputResult; off: ThroughputResult }>;
 }
 
 /** Device-id prefixes the compare rounds use (certificates are issued for them up front). */
-export function comparePrefixes(scenarios: readonly ThroughputOptions[]): string[] {
-  return scenarios.flatMap((s) => COMPARE_ORDER.map((_, i) => `cmp${s.prefix}${i}`));
+export function comparePrefixes(scenarios: readonly ThroughputOptions[], order: readonly boolean[]): string[] {
+  return scenarios.flatMap((s) => order.map((_, i) => `cmp${s.prefix}${i}`));
 }
 
 export async function compareSetting(
@@ -31,12 +38,13 @@ export async function compareSetting(
   stack: LocalStack,
   setting: Record<string, string>,
   scenarios: readonly ThroughputOptions[],
+  order: readonly boolean[],
 ): Promise<CompareResult> {
   const nodeServices = stack.all.filter((p) => p.spec.command === process.execPath);
   const original = new Map(nodeServices.map((p) => [p, Object.fromEntries(Object.keys(setting).map((k) => [k, p.spec.env[k]]))]));
   const runs = scenarios.map(() => ({ on: [] as ThroughputResult[], off: [] as ThroughputResult[] }));
   try {
-    for (const [i, on] of COMPARE_ORDER.entries()) {
+    for (const [i, on] of order.entries()) {
       await restartWithSetting(nodeServices, (p) => (on ? setting : (original.get(p) ?? {})));
       for (const [s, scenario] of scenarios.entries()) {
         const round = await throughput(ctx, meter, { ...scenario, prefix: `cmp${scenario.prefix}${i}` });
@@ -51,6 +59,7 @@ export async function compareSetting(
     .join(' ');
   return {
     setting,
+    rounds: order.length / 2,
     pairs: scenarios.map((s, i) => ({
       on: combineRuns(`${s.name}, ${label}`, runs[i]?.on ?? []),
       off: combineRuns(`${s.name}, as configured`, runs[i]?.off ?? []),
@@ -79,7 +88,7 @@ export function renderCompare(c: CompareResult): string[] {
   return [
     `| scenario | rounds | readings | readings/s | lost | duplicated |`,
     `|---|---|---|---|---|---|`,
-    ...rows.map((r) => `| ${r.scenario} | ${COMPARE_ORDER.length / 2} | ${r.readings.toLocaleString('en')} | ${r.readingsPerSecond.toLocaleString('en')} | ${r.lost} | ${r.duplicated} |`),
+    ...rows.map((r) => `| ${r.scenario} | ${c.rounds} | ${r.readings.toLocaleString('en')} | ${r.readingsPerSecond.toLocaleString('en')} | ${r.lost} | ${r.duplicated} |`),
     '',
     ...c.pairs.map(({ on, off }) => `${on.scenario}: ${Math.round((on.readingsPerSecond / off.readingsPerSecond) * 100)} % of ${off.scenario}.`),
     '',
