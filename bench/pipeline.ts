@@ -279,7 +279,9 @@ async function main(): Promise<void> {
     const profileMeter = values.profile === 'fleet' ? fleetMeter(stack, influx) : meter;
     const pids = { gateway: stack.gateways[0]?.pid, distributor: stack.distributor.pid, console: stack.console.pid, 'field clients': process.pid };
     // The Go servers, profiled over HTTP while the scenario runs (go-profiler.ts).
-    const goProfilers = { Caddy: new GoProfiler(`http://127.0.0.1:${stack.dmzServers[0]?.ports.caddyAdmin}`), InfluxDB: new GoProfiler(influx.url) };
+    const caddyAdmin = stack.dmzServers[0]?.urls.caddyAdmin;
+    if (!caddyAdmin) throw new Error('--profile: the stack was started without Caddy\'s admin API');
+    const goProfilers = { Caddy: new GoProfiler(caddyAdmin), InfluxDB: new GoProfiler(influx.url) };
     const goProfiles: Record<string, GoProfiles> = {};
     try {
       await self.start();

@@ -21,7 +21,6 @@ const root = protobuf.Root.fromJSON({
         location: rep('Location', 4),
         function: rep('Function', 5),
         stringTable: rep('string', 6),
-        durationNanos: opt('int64', 10),
       },
     },
     ValueType: { fields: { type: opt('int64', 1), unit: opt('int64', 2) } },
@@ -43,13 +42,15 @@ const PprofSchema = z.object({
   location: z.array(z.object({ id, line: z.array(z.object({ functionId: id })) })),
   function: z.array(z.object({ id, name: id })),
   stringTable: z.array(z.string()),
-  durationNanos: z.number().int().min(0),
 });
 export type Pprof = z.infer<typeof PprofSchema>;
 
-/** Decodes one profile as the endpoint serves it (gzipped, or not). Throws on anything else. */
+/** bytes a profile may hold once unzipped (a minute of a busy server's is a few hundred KiB) */
+const MAX_PROFILE_BYTES = 64 * 1024 * 1024;
+
+/** Decodes one profile as the endpoint serves it (gzipped, or not). Throws on anything else, or on more than MAX_PROFILE_BYTES. */
 export function decodePprof(data: Uint8Array): Pprof {
-  const raw = data[0] === 0x1f && data[1] === 0x8b ? gunzipSync(data) : data;
+  const raw = data[0] === 0x1f && data[1] === 0x8b ? gunzipSync(data, { maxOutputLength: MAX_PROFILE_BYTES }) : data;
   const message = ProfileMessage.decode(raw);
   return PprofSchema.parse(ProfileMessage.toObject(message, { longs: Number, defaults: true, arrays: true }));
 }

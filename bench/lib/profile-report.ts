@@ -59,11 +59,15 @@ export function writeProfileReport(
     const seconds = chunks.length > 0 ? ((chunks.at(-1) as GoProfileChunk).toUs - (chunks[0] as GoProfileChunk).fromUs) / 1e6 : 0;
     lines.push(
       '',
-      `${name}: where its CPU went (Go's profiler, ${chunks.length} profiles of a second over ${seconds.toFixed(1)} s around the load: ${summary.cpuSeconds.toFixed(2)} CPU seconds, ${summary.samples} samples; self time, share of them)`,
+      `${name}: where its CPU went (Go's profiler, ${chunks.length} ${chunks.length === 1 ? 'profile' : 'profiles'} of a second over ${seconds.toFixed(1)} s around the load: ${summary.cpuSeconds.toFixed(2)} CPU seconds, ${summary.samples} samples; self time, share of them)`,
     );
     if (failed.length > 0) {
       const missing = failed.reduce((sum, f) => sum + (f.toUs - f.fromUs), 0) / 1e6;
       lines.push('', `Not profiled: ${failed.length} requests for a profile of ${name} failed during the load (${missing.toFixed(1)} s without one); the first: ${failed[0]?.reason}`);
+    }
+    if (summary.samples === 0) {
+      lines.push('', `No samples: ${name} did not run on the CPU long enough to be sampled (every 10 ms).`);
+      continue;
     }
     lines.push('', '| function | self % |', '|---|---|');
     for (const h of summary.self) lines.push(`| \`${h.where}\` | ${h.selfPercent} |`);

@@ -42,7 +42,8 @@ export interface DmzServer {
   /** EDGE_HOP=unix: the gateway's Unix socket, which Caddy dials */
   readonly sockets: string[];
   /** as reached from this machine's own namespace (`domainName` for the WSS URLs) */
-  readonly urls: { wss: string; tokenWss: string | undefined; mqtt: string; direct: string | undefined };
+  /** `caddyAdmin`: Caddy's admin API, with the `caddyAdmin` option only */
+  readonly urls: { wss: string; tokenWss: string | undefined; mqtt: string; direct: string | undefined; caddyAdmin: string | undefined };
   readonly caddy: ManagedProcess;
   readonly mosquitto: ManagedProcess;
   readonly gateways: ManagedProcess[];
@@ -165,6 +166,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       tokenWss: ports.tokenHttps ? `wss://${domain}:${ports.tokenHttps}/ws` : undefined,
       mqtt: `mqtts://${local.name}:${ports.mqtt}`,
       direct: ports.direct ? `wss://${local.name}:${ports.direct}/ws` : undefined,
+      caddyAdmin: ports.caddyAdmin ? `http://${local.connect}:${ports.caddyAdmin}` : undefined,
     },
     caddy,
     mosquitto,

@@ -31,8 +31,9 @@ describe('npm run bench -- --profile, --connections-alone', () => {
       }
     }
     assert.doesNotMatch(md, /Not profiled/);
-    // InfluxDB took the run's readings meanwhile: its profiles cannot be empty.
-    assert.match(md, /InfluxDB: where its CPU went \(Go's profiler, \d+ profiles of a second over [\d.]+ s around the load: [\d.]+ CPU seconds, [1-9]\d* samples/);
+    // The quick load lasts about a second: InfluxDB's few samples in it (5 or so) could be none, so
+    // their count is not held to more than 0 here; a real server's samples are (bench-go-profile.test.ts).
+    assert.match(md, /InfluxDB: where its CPU went \(Go's profiler, [1-9]\d* profiles? of a second over [\d.]+ s around the load: [\d.]+ CPU seconds, \d+ samples/);
   });
 
   it('--connections-alone holds its devices on one gateway and splits the memory they cost', async () => {

@@ -27,7 +27,6 @@ function profileOf(samples: { stack: number[]; ns: number }[]): Buffer {
     ],
     sample: samples.map((s) => ({ locationId: s.stack, value: [s.ns / 10_000_000, s.ns] })),
     stringTable: strings,
-    durationNanos: 1e9,
   });
   return gzipSync(ProfileMessage.encode(message).finish());
 }
@@ -53,6 +52,8 @@ describe('the Go servers\' CPU profiles in the benchmark', () => {
   it('refuses what is not a profile', () => {
     assert.throws(() => decodePprof(gzipSync(Buffer.from('not a protobuf message at all'))));
     assert.throws(() => decodePprof(Buffer.from([0x1f, 0x8b, 0, 1, 2])));
+    // a gzip bomb: 65 MiB of zeros unzipped, more than a profile may hold
+    assert.throws(() => decodePprof(gzipSync(Buffer.alloc(65 * 1024 * 1024))), /Cannot create a Buffer larger|maxOutputLength|larger than/i);
   });
 
   it('keeps the profiles that overlap the window measured', () => {

@@ -29,6 +29,15 @@ function parseAcl(text: string): Record<string, { read: string[]; write: string[
   return out;
 }
 
+/** docker-compose.internal.yml as `docker-compose config` resolves it with `env` and these profiles, parsed. */
+function internalConfig(env: Record<string, string | undefined>, profiles: string[]) {
+  const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, 'docker-compose.internal.yml'), ...profiles.flatMap((p) => ['--profile', p]), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
+  return JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as {
+    services: Record<string, { image?: string; profiles?: string[]; environment?: Record<string, string>; volumes?: string[]; secrets?: Array<{ source: string }>; healthcheck?: { test: string[] }; ports?: unknown[]; networks?: Record<string, unknown> }>;
+    secrets?: Record<string, { file: string }>;
+  };
+}
+
 describe('deployment files', () => {
   for (const [broker, file, roles] of [
     ['DMZ', 'dmz/mosquitto/acl', ['bridge', 'gateway', 'monitor']],
@@ -88,12 +97,7 @@ describe('deployment files', () => {
   it('docker-compose.internal.yml offers PostgreSQL under the with-postgres profile: pinned, a volume, a health check, the password from a secret file, the distributor and the console wired to it', () => {
     // docker-compose 1.29 checks every service's variables, profiles or not: InfluxDB's too.
     const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't', PGHOST: 'postgres', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
-    const config = (profiles: string[]) =>
-      JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: execFileSync('docker-compose', ['-f', join(repoRoot, 'docker-compose.internal.yml'), ...profiles.flatMap((p) => ['--profile', p]), 'config'], { env, encoding: 'utf8', cwd: repoRoot }), encoding: 'utf8' })) as {
-        services: Record<string, { image?: string; profiles?: string[]; environment?: Record<string, string>; volumes?: string[]; secrets?: Array<{ source: string }>; healthcheck?: { test: string[] }; ports?: unknown[] }>;
-        secrets?: Record<string, { file: string }>;
-      };
-    const c = config(['with-postgres']);
+    const c = internalConfig(env, ['with-postgres']);
     const pg = c.services.postgres;
     assert.ok(pg, 'a postgres service');
     assert.deepEqual(pg.profiles, ['with-postgres']);
@@ -119,12 +123,7 @@ describe('deployment files', () => {
 
   it('docker-compose.internal.yml runs its InfluxDB on the internal network only, with the profiling endpoint off', () => {
     const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't' };
-    const c = JSON.parse(
-      execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], {
-        input: execFileSync('docker-compose', ['-f', join(repoRoot, 'docker-compose.internal.yml'), '--profile', 'with-influxdb', 'config'], { env, encoding: 'utf8', cwd: repoRoot }),
-        encoding: 'utf8',
-      }),
-    ) as { services: Record<string, { environment?: Record<string, string>; ports?: unknown[]; networks?: Record<string, unknown> }> };
+    const c = internalConfig(env, ['with-influxdb']);
     const influx = c.services.influxdb;
     assert.ok(influx, 'an influxdb service');
     assert.equal(influx.ports, undefined, 'never published: the internal network only');
