@@ -141,10 +141,11 @@ const PAIRED_ROUNDS: ThroughputOptions[] = [BATCHED, BATCHED_NO_RECEIPTS, BATCHE
 const BATCHED_ANOMALY = { ...BATCHED, name: 'batched, anomaly detection on' };
 const BATCHED_NO_ANOMALY = { ...BATCHED, name: 'batched, anomaly detection off (reference)' };
 /**
- * On and off four times each, in the order on, off, off, on, twice: the runs that restart services
- * are short and the host's speed drifts, so more pairs give a steadier ratio than one pair does.
+ * On and off four times each, in the order on, off, off, on, twice, as --compare runs them: the runs
+ * that restart services are short and the host's speed drifts, so more pairs give a steadier ratio
+ * than one pair does. With --quick (the tests, which check counts only) one cycle: half the restarts.
  */
-const RESTARTED_ORDER = [true, false, false, true, true, false, false, true];
+const RESTARTED_ORDER = compareOrder(quick);
 const ANOMALY_ROUNDS: Array<ThroughputOptions & { anomaly: boolean }> = RESTARTED_ORDER.map((anomaly, i) => ({ ...(anomaly ? BATCHED_ANOMALY : BATCHED_NO_ANOMALY), prefix: `anomaly${i}`, anomaly }));
 /** The same for metrics: on, off, off, on. */
 const METRIC_ROUNDS: Array<ThroughputOptions & { metrics: boolean }> = RESTARTED_ORDER.map((metrics, i) => ({ ...(metrics ? BATCHED_METRICS : BATCHED_NO_METRICS), prefix: `metrics${i}`, metrics }));
