@@ -27,11 +27,6 @@ export interface CompareResult {
   pairs: Array<{ on: ThroughputResult; off: ThroughputResult }>;
 }
 
-/** Device-id prefixes the compare rounds use (certificates are issued for them up front). */
-export function comparePrefixes(scenarios: readonly ThroughputOptions[], order: readonly boolean[]): string[] {
-  return scenarios.flatMap((s) => order.map((_, i) => `cmp${s.prefix}${i}`));
-}
-
 export async function compareSetting(
   ctx: BenchContext,
   meter: CpuMeter,

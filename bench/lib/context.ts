@@ -21,7 +21,10 @@ export interface BenchContext {
    * readings per frame; with `receipts` false it deletes at the gateway's ack (the reference).
    */
   fieldClient(deviceId: string, batchMax: number, receipts?: boolean): Promise<RunningFieldClient>;
-  /** the settings (environment) such a field client is started with, for one run in a process of its own */
+  /**
+   * the settings (environment) such a field client is started with, for one run in a process of its
+   * own; the device is onboarded (its certificate and signing key issued) the first time it is named
+   */
   fieldClientSettings(deviceId: string, batchMax: number): Record<string, string>;
   /** the single value an aggregate InfluxQL query returns (0 when nothing matched) */
   scalar(query: string): Promise<number>;

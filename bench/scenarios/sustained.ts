@@ -1,8 +1,6 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { pkiPaths } from '../../pki/layout.ts';
-import { issueDeviceCertificate } from '../../pki/onboarding.ts';
 import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
 import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
@@ -145,7 +143,6 @@ const PROBE_GIVE_UP_MS = 30_000;
  */
 export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise<SustainedResult> {
   const ids = [...Array.from({ length: ctx.clients }, (_, i) => `long-${i}`), 'longprobe-0'];
-  for (const id of ids) if (!existsSync(pkiPaths(ctx.certs).device(id).cert)) issueDeviceCertificate(ctx.certs, id);
   const perTick = Math.max(1, Math.round(((o.readingsPerSecond / 1000) * TICK_MS) / ctx.clients));
   const apart = o.devices === 'apart' ? mkdtempSync(join(DEVICE_STORAGE, 'fieldstream-bench-devices-')) : undefined;
   const removeApart = () => apart !== undefined && rmSync(apart, { recursive: true, force: true });
