@@ -68,7 +68,6 @@ import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
 import { InfluxV1, Postgres } from '../scripts/local-stack/databases.ts';
 import { startLocalStack } from '../scripts/local-stack/stack.ts';
-import { serviceMetrics } from './lib/service-metrics.ts';
 import { createLogger } from '../shared/logger.ts';
 import { pkiPaths } from '../pki/layout.ts';
 import { issueDeviceCertificate, loadCa, setupPki } from '../pki/onboarding.ts';
@@ -76,11 +75,10 @@ import type { BenchContext } from './lib/context.ts';
 import { CpuMeter, withChildren } from './lib/proc-stats.ts';
 import { writeProfileReport } from './lib/profile-report.ts';
 import { writeReport } from './lib/report.ts';
-import { combineRuns, type ScenarioResult, type ThroughputResult } from './lib/results.ts';
-import { Scraper } from './lib/scraper.ts';
+import type { ThroughputResult } from './lib/results.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
 import { GoProfiler, type GoProfiles } from './lib/go-profiler.ts';
-import { SINK_ORDER, sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
+import { sinkRounds, writeSinkReport } from './lib/sink-rounds.ts';
 import { influxStore, PostgresStore } from './lib/stores.ts';
 import { connectionMemoryTarget, evaluateTargets, fieldLoadTargets, fleetTargets, sustainedTargets } from './lib/targets.ts';
 import { dmzServersFor, fleetMeter, runFleet } from './lib/fleet-stack.ts';
@@ -89,11 +87,9 @@ import { sustained } from './scenarios/sustained.ts';
 import { parseBenchOptions, UsageError, type BenchOptions } from './lib/options.ts';
 import { compareOrder, compareSetting, renderCompare, type CompareResult } from './lib/compare.ts';
 import { heldOnDirectGateway, renderConnections, type ConnectionsResult } from './scenarios/connections.ts';
-import { fleetAsThroughput, type FleetResult } from './scenarios/fleet.ts';
-import { fileTransfer } from './scenarios/files.ts';
-import { latencyAtLoad } from './scenarios/latency.ts';
-import { measureReferences, type ReferenceFigures } from './scenarios/references.ts';
-import { throughput, type ThroughputOptions } from './scenarios/throughput.ts';
+import { fleetAsThroughput } from './scenarios/fleet.ts';
+import { throughput } from './scenarios/throughput.ts';
+import { fullRun, type FullRunResult } from './modes/full-run.ts';
 
 let options: BenchOptions;
 try {
@@ -108,8 +104,6 @@ const CLIENTS = options.clients;
 const PER_CLIENT = options.perClient;
 const ONE_PER_MESSAGE = options.onePerMessage;
 const CONNECTIONS = options.connections;
-const LATENCY_SECONDS = options.latencySeconds;
-const FILES = options.files;
 const FLEET = options.fleet;
 const FLEET_DEVICES = FLEET.devices;
 /** the sustained load's share of the batched maximum */
@@ -127,28 +121,6 @@ const BATCHED = { name: 'batched', prefix: 'batch', readingsPerClient: PER_CLIEN
  * warm-up round too (node-red-peer.ts; its first round is not slower); both are reported.
  */
 const WARM_UP = { ...BATCHED, name: 'batched, the first round after start (warm-up, not counted)', prefix: 'warmup' };
-/** The same load, deleted on the device at the gateway's ack: a reference for what receipts cost. */
-const BATCHED_NO_RECEIPTS = { ...BATCHED, name: 'batched, receipts off (reference)', prefix: 'noreceipt', receipts: false };
-/** The batched load with every service's metrics on, scraped each second (Prometheus at its harshest). */
-const BATCHED_METRICS = { ...BATCHED, name: 'batched, metrics on, scraped every second' };
-/** The same with the services' metrics off: nothing counted, nothing served (the reference). */
-const BATCHED_NO_METRICS = { ...BATCHED, name: 'batched, metrics off (reference)' };
-/** milliseconds between the scraper's rounds in the metrics scenario */
-const SCRAPE_INTERVAL_MS = 1000;
-/** Each of the two runs twice, on-off-off-on (each run with devices of its own). */
-const PAIRED_ROUNDS: ThroughputOptions[] = [BATCHED, BATCHED_NO_RECEIPTS, BATCHED_NO_RECEIPTS, BATCHED].map((o, i) => ({ ...o, prefix: `${o.prefix}${i}` }));
-/** The batched load with the console's anomaly detection on, and off (the reference). */
-const BATCHED_ANOMALY = { ...BATCHED, name: 'batched, anomaly detection on' };
-const BATCHED_NO_ANOMALY = { ...BATCHED, name: 'batched, anomaly detection off (reference)' };
-/**
- * On and off four times each, in the order on, off, off, on, twice, as --compare runs them: the runs
- * that restart services are short and the host's speed drifts, so more pairs give a steadier ratio
- * than one pair does. With --quick (the tests, which check counts only) one cycle: half the restarts.
- */
-const RESTARTED_ORDER = compareOrder(quick);
-const ANOMALY_ROUNDS: Array<ThroughputOptions & { anomaly: boolean }> = RESTARTED_ORDER.map((anomaly, i) => ({ ...(anomaly ? BATCHED_ANOMALY : BATCHED_NO_ANOMALY), prefix: `anomaly${i}`, anomaly }));
-/** The same for metrics: on, off, off, on. */
-const METRIC_ROUNDS: Array<ThroughputOptions & { metrics: boolean }> = RESTARTED_ORDER.map((metrics, i) => ({ ...(metrics ? BATCHED_METRICS : BATCHED_NO_METRICS), prefix: `metrics${i}`, metrics }));
 const SINGLE = { name: 'one reading per message', prefix: 'single', readingsPerClient: ONE_PER_MESSAGE, batchMax: 1 };
 
 async function main(): Promise<void> {
@@ -355,57 +327,9 @@ async function main(): Promise<void> {
     return;
   }
 
-  const results: ScenarioResult[] = [];
-  let connections: ConnectionsResult;
-  let fleetResult: FleetResult;
-  let batched: ThroughputResult;
-  let references: ReferenceFigures;
+  let full: FullRunResult;
   try {
-    const warmUp = await throughput(ctx, meter, WARM_UP);
-    const rounds: ThroughputResult[] = [];
-    for (const round of PAIRED_ROUNDS) rounds.push(await throughput(ctx, meter, round));
-    results.push((batched = combineRuns(BATCHED.name, rounds.filter((_, i) => PAIRED_ROUNDS[i]?.receipts !== false))));
-    results.push(combineRuns(BATCHED_NO_RECEIPTS.name, rounds.filter((_, i) => PAIRED_ROUNDS[i]?.receipts === false)));
-    const m = stack.metrics;
-    const scraper = new Scraper([...m.gateways, m.distributor, m.commandApi, m.brokerExporter], SCRAPE_INTERVAL_MS);
-    const metricsRounds: ThroughputResult[] = [];
-    for (const round of METRIC_ROUNDS) {
-      const on = round.metrics;
-      await serviceMetrics(stack, on);
-      if (on) scraper.start();
-      try {
-        metricsRounds.push(await throughput(ctx, meter, round));
-      } finally {
-        await scraper.stop();
-      }
-    }
-    if (scraper.stats.scrapes === 0 || scraper.stats.failed > 0) throw new Error(`the metrics scraper read ${scraper.stats.scrapes} pages, ${scraper.stats.failed} failed`);
-    results.push(combineRuns(BATCHED_METRICS.name, metricsRounds.filter((_, i) => METRIC_ROUNDS[i]?.metrics)));
-    results.push(combineRuns(BATCHED_NO_METRICS.name, metricsRounds.filter((_, i) => !METRIC_ROUNDS[i]?.metrics)));
-    // Each round on a freshly started console, so that scoring left over from one round cannot
-    // spill into the next.
-    const anomalyRounds: ThroughputResult[] = [];
-    for (const round of ANOMALY_ROUNDS) {
-      await stack.console.restartWith({ CONSOLE_ANOMALY: round.anomaly ? 'on' : 'off' });
-      // The setting took: the console says once started (just after it listens) whether it scores.
-      const said = new RegExp(`"anomaly":${round.anomaly}[,}]`);
-      for (let waited = 0; !said.test(stack.console.logSinceStart()); waited += 100) {
-        if (waited > 10_000) throw new Error(`the console did not start with anomaly detection ${round.anomaly ? 'on' : 'off'}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      anomalyRounds.push(await throughput(ctx, meter, round));
-    }
-    results.push(combineRuns(BATCHED_ANOMALY.name, anomalyRounds.filter((_, i) => ANOMALY_ROUNDS[i]?.anomaly)));
-    results.push(combineRuns(BATCHED_NO_ANOMALY.name, anomalyRounds.filter((_, i) => !ANOMALY_ROUNDS[i]?.anomaly)));
-    const single = await throughput(ctx, meter, SINGLE);
-    results.push(single);
-    const refs = await measureReferences(ctx, meter, BATCHED);
-    results.push(...refs.results);
-    references = refs.figures({ batched, single, warmUp });
-    results.push(await latencyAtLoad(ctx, { readingsPerSecond: Math.max(100, Math.round(batched.readingsPerSecond / 2)), seconds: LATENCY_SECONDS }));
-    results.push(await fileTransfer(ctx, FILES));
-    connections = await heldOnDirectGateway(stack, loadCa(certs), CONNECTIONS);
-    fleetResult = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET });
+    full = await fullRun(ctx, meter, { batched: BATCHED, warmUp: WARM_UP, single: SINGLE, options });
   } finally {
     await shutdown();
   }
@@ -414,10 +338,7 @@ async function main(): Promise<void> {
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
     quick,
     settings,
-    results,
-    connections,
-    fleet: fleetResult,
-    references,
+    ...full,
   };
   const md = writeReport(resultsDir, { ...measured, targets: [...evaluateTargets(measured), ...fieldLoadTargets(measured)] });
   process.stdout.write(md + '\n');

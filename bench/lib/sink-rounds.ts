@@ -5,6 +5,7 @@ import { throughput, type ThroughputOptions } from '../scenarios/throughput.ts';
 import { type BenchContext, sleep } from './context.ts';
 import type { CpuMeter } from './proc-stats.ts';
 import { cpuTable } from './report.ts';
+import { compareOrder } from './compare.ts';
 import { combineRuns, type BenchReport, type ThroughputResult } from './results.ts';
 import type { ReadingStore } from './stores.ts';
 
@@ -12,11 +13,11 @@ export type SinkName = 'influxdb' | 'postgres';
 
 /**
  * --sink postgres: the batched load into InfluxDB (the reference) and into PostgreSQL, each round
- * on a distributor restarted to write to that one store only. On and off four times each, in the
- * order I, P, P, I, twice, as the other restarted comparisons run (bench/pipeline.ts), so that the
- * host's drift and the first round's warm-up weigh on both alike.
+ * on a distributor restarted to write to that one store only. Four rounds each, in the order I, P,
+ * P, I, twice, as the other restarted comparisons run (compare.ts), so that the host's drift and the
+ * first round's warm-up weigh on both alike; with --quick (the tests, which check counts) one cycle.
  */
-export const SINK_ORDER: readonly SinkName[] = ['influxdb', 'postgres', 'postgres', 'influxdb', 'influxdb', 'postgres', 'postgres', 'influxdb'];
+export const sinkOrder = (quick: boolean): readonly SinkName[] => compareOrder(quick).map((reference) => (reference ? 'influxdb' : 'postgres'));
 
 export const SINK_SCENARIO: Record<SinkName, string> = {
   influxdb: 'batched into InfluxDB 1.x (reference)',
@@ -32,7 +33,8 @@ export interface SinkTargets {
 
 export async function sinkRounds(ctx: BenchContext, meter: CpuMeter, stack: LocalStack, base: ThroughputOptions, t: SinkTargets): Promise<ThroughputResult[]> {
   const rounds: ThroughputResult[] = [];
-  for (const [i, sink] of SINK_ORDER.entries()) {
+  const order = sinkOrder(ctx.quick);
+  for (const [i, sink] of order.entries()) {
     const distributor = stack.distributor;
     await distributor.restartWith(sink === 'postgres' ? { INFLUXDB_URL: '', POSTGRES_URL: t.postgresUrl } : { INFLUXDB_URL: t.influxUrl, POSTGRES_URL: '' });
     // The setting took: the distributor says where it writes once started.
@@ -43,7 +45,7 @@ export async function sinkRounds(ctx: BenchContext, meter: CpuMeter, stack: Loca
     }
     rounds.push(await throughput(ctx, meter, { ...base, name: SINK_SCENARIO[sink], prefix: `sink${i}`, store: t.stores[sink] }));
   }
-  const of = (sink: SinkName) => combineRuns(SINK_SCENARIO[sink], rounds.filter((_, i) => SINK_ORDER[i] === sink));
+  const of = (sink: SinkName) => combineRuns(SINK_SCENARIO[sink], rounds.filter((_, i) => order[i] === sink));
   return [of('influxdb'), of('postgres')];
 }
 
@@ -56,7 +58,7 @@ export function writeSinkReport(dir: string, report: SinkReport): string {
     '|---|---|---|---|---|---|---|---|',
     ...report.results.map((x) => `| ${x.scenario} | ${x.clients} | ${x.readings.toLocaleString('en')} | ${x.seconds.toFixed(1)} | ${x.readingsPerSecond.toLocaleString('en')} | ${x.lost} | ${x.duplicated} | ${x.redelivered ?? '—'} |`),
     '',
-    `PostgreSQL at ${Math.round(report.postgresVsInfluxdb * 100)} % of InfluxDB's readings/s (${SINK_ORDER.length / 2} rounds each, order ${SINK_ORDER.map((s) => (s === 'postgres' ? 'P' : 'I')).join(' ')}).`,
+    `PostgreSQL at ${Math.round(report.postgresVsInfluxdb * 100)} % of InfluxDB's readings/s (${sinkOrder(report.quick).length / 2} rounds each, order ${sinkOrder(report.quick).map((s) => (s === 'postgres' ? 'P' : 'I')).join(' ')}).`,
     '',
     ...cpuTable(report.results),
   ].join('\n');
