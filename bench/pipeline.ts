@@ -212,7 +212,7 @@ async function main(): Promise<void> {
       // Process metrics once per process, as npm start does: these clients share the benchmark's.
       startFieldClient(loadFieldClientConfig(fieldClientSettings(id, batchMax)), clientLog, { receipts, processMetrics: false }),
     scalar,
-    influxStore: influxStore(influx, scalar),
+    influxStore: influxStore(influx, DATABASE, scalar),
   };
   const meter = new CpuMeter(() => ({
     Caddy: stack.caddy.pid,

@@ -14,6 +14,8 @@ export interface ReadingStore {
   arrived(mark: number, total: number, last: ReadonlyArray<readonly [device: string, timeMs: number]>): Promise<boolean>;
   /** readings stored for devices PREFIX-* */
   count(prefix: string): Promise<number>;
+  /** the same, device by device (devices with none are absent) */
+  countByDevice(prefix: string): Promise<Record<string, number>>;
   /** the sum of their field v */
   sum(prefix: string): Promise<number>;
   /** copies the distributor refused as duplicates (SECURITY_DUPLICATE) for those devices */
@@ -21,12 +23,16 @@ export interface ReadingStore {
 }
 
 /** InfluxDB 1.x: its own counter of points accepted is the cheap sign (counting costs it CPU). */
-export function influxStore(influx: InfluxV1, scalar: (q: string) => Promise<number>): ReadingStore {
+export function influxStore(influx: InfluxV1, database: string, scalar: (q: string) => Promise<number>): ReadingStore {
   return {
     name: 'InfluxDB',
     mark: () => influx.pointsWritten(),
     arrived: async (mark, total) => (await influx.pointsWritten()) - mark >= total,
     count: (prefix) => scalar(`SELECT count(v) FROM readings WHERE device =~ /^${prefix}-/`),
+    countByDevice: async (prefix) => {
+      const body = await influx.query(`SELECT count(v) FROM readings WHERE device =~ /^${prefix}-/ GROUP BY device`, database);
+      return Object.fromEntries((body.results?.[0]?.series ?? []).map((s) => [s.tags?.device ?? '', Number(s.values[0]?.[1] ?? 0)]));
+    },
     sum: (prefix) => scalar(`SELECT sum(v) FROM readings WHERE device =~ /^${prefix}-/`),
     redelivered: (prefix) => scalar(`SELECT count(message_id) FROM security_events WHERE reason = 'SECURITY_DUPLICATE' AND device =~ /^${prefix}-/`),
   };
@@ -72,6 +78,14 @@ export class PostgresStore implements ReadingStore {
 
   async count(prefix: string): Promise<number> {
     return this.scalar(`SELECT count(*) AS v FROM ${this.schema}.readings WHERE device >= $1 AND device < $2`, this.range(prefix));
+  }
+
+  async countByDevice(prefix: string): Promise<Record<string, number>> {
+    const r = await this.pool.query<{ device: string; n: number }>(
+      `SELECT device, count(*)::int AS n FROM ${this.schema}.readings WHERE device >= $1 AND device < $2 GROUP BY device`,
+      this.range(prefix),
+    );
+    return Object.fromEntries(r.rows.map((row) => [row.device, row.n]));
   }
 
   async sum(prefix: string): Promise<number> {

@@ -19,6 +19,12 @@ export interface ThroughputOptions {
 
 /** milliseconds the clients get, after the database holds everything, to receive the last receipts */
 const RECEIPTS_DRAIN_MS = 60_000;
+/**
+ * milliseconds the count may stay short once every client has let go of every reading at its
+ * commit receipt: the distributor sends a receipt only after the database answered the write, so
+ * the count should be complete by then (the grace covers a count taken just before it was)
+ */
+const RECEIPTED_GRACE_MS = 5_000;
 
 /** readings per submitMany call: what a device's local inputs would hand over at once */
 const SUBMIT_CHUNK = 1000;
@@ -63,8 +69,18 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
     await sleep(10);
   }
   let n = await stored();
+  let letGoSince: number | undefined;
   while (n < total) {
     overdue(String(n));
+    // With receipts a client lets a reading go only at its commit receipt: once none holds anything,
+    // what the count lacks was receipted as stored and is not there, the worst failure there is. Said
+    // at once, device by device, rather than as a shortfall at the deadline.
+    if ((o.receipts ?? true) && clients.every((c) => c.client.unacknowledged === 0)) {
+      letGoSince ??= Date.now();
+      if (Date.now() - letGoSince > RECEIPTED_GRACE_MS) {
+        throw new Error(`${o.name}: ${total - n} readings were receipted as stored but are not in ${store.name}: ${shortfalls(await store.countByDevice(o.prefix), last.map(([d]) => d), o.readingsPerClient) || 'no device short by its own count'}`);
+      }
+    } else letGoSince = undefined;
     await sleep(20);
     n = await stored();
   }
@@ -97,4 +113,12 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
     redelivered,
     cpu,
   };
+}
+
+/** `device: stored of expected` for each device short of what it sent, in the devices' order. */
+export function shortfalls(stored: Readonly<Record<string, number>>, devices: readonly string[], expected: number): string {
+  return devices
+    .filter((d) => (stored[d] ?? 0) < expected)
+    .map((d) => `${d} ${(stored[d] ?? 0).toLocaleString('en')} of ${expected.toLocaleString('en')}`)
+    .join('; ');
 }

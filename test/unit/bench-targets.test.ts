@@ -4,6 +4,7 @@ import type { BenchReport } from '../../bench/lib/results.ts';
 import { evaluateTargets } from '../../bench/lib/targets.ts';
 import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
+import { shortfalls } from '../../bench/scenarios/throughput.ts';
 
 const report = (over: { batched?: number; p99?: number; rss?: number; held?: number; database?: number; peer?: number; single?: number; quick?: boolean } = {}): Omit<BenchReport, 'targets'> => ({
   when: '2026-11-22T00:00:00Z',
@@ -34,5 +35,13 @@ describe('the benchmark report against its targets', () => {
 
   it('holds a quick run to none of them', () => {
     assert.deepEqual(evaluateTargets(report({ quick: true })), []);
+  });
+});
+
+describe('a throughput round whose readings were receipted but are not stored', () => {
+  it('names each device short of what it sent, with how many of its readings are there', () => {
+    const devices = ['b-0', 'b-1', 'b-2', 'b-3'];
+    assert.equal(shortfalls({ 'b-0': 49_500, 'b-1': 50_000, 'b-3': 50_000 }, devices, 50_000), 'b-0 49,500 of 50,000; b-2 0 of 50,000');
+    assert.equal(shortfalls({ 'b-0': 2, 'b-1': 2 }, ['b-0', 'b-1'], 2), '');
   });
 });
