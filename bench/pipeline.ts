@@ -344,6 +344,16 @@ async function main(): Promise<void> {
   process.stdout.write(md + '\n');
 }
 
+// Ctrl-C or a kill: exit, so that the local stack's exit handler (scripts/local-stack/process.ts)
+// kills the stack's processes. Each runs in a process group of its own, which the terminal's signal
+// does not reach, and a process that dies of a signal runs no exit handler: they were left running.
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`bench: ${signal}, stopped (kept ${work})\n`);
+    process.exit(code);
+  });
+}
+
 main()
   .then(() => (process.env.BENCH_KEEP ? process.stderr.write(`kept ${work}\n`) : rmSync(work, { recursive: true, force: true })))
   .catch((err: Error) => {
