@@ -115,7 +115,7 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
   };
 }
 
-/** `device: stored of expected` for each device short of what it sent, in the devices' order. */
+/** `device stored of expected` for each device short of what it sent, in the devices' order. */
 export function shortfalls(stored: Readonly<Record<string, number>>, devices: readonly string[], expected: number): string {
   return devices
     .filter((d) => (stored[d] ?? 0) < expected)
