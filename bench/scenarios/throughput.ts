@@ -73,12 +73,12 @@ export async function throughput(ctx: BenchContext, meter: CpuMeter, o: Throughp
   while (n < total) {
     overdue(String(n));
     // With receipts a client lets a reading go only at its commit receipt: once none holds anything,
-    // what the count lacks was receipted as stored and is not there, the worst failure there is. Said
-    // at once, device by device, rather than as a shortfall at the deadline.
+    // what the count lacks was receipted and is not there (lost, or a dead letter, which no round
+    // should make). Said at once, device by device, rather than as a shortfall at the deadline.
     if ((o.receipts ?? true) && clients.every((c) => c.client.unacknowledged === 0)) {
       letGoSince ??= Date.now();
       if (Date.now() - letGoSince > RECEIPTED_GRACE_MS) {
-        throw new Error(`${o.name}: ${total - n} readings were receipted as stored but are not in ${store.name}: ${shortfalls(await store.countByDevice(o.prefix), last.map(([d]) => d), o.readingsPerClient) || 'no device short by its own count'}`);
+        throw new Error(`${o.name}: ${total - n} readings were receipted (written, or kept as dead letters) but are not in ${store.name}: ${shortfalls(await store.countByDevice(o.prefix), last.map(([d]) => d), o.readingsPerClient) || 'no device short by its own count'}`);
       }
     } else letGoSince = undefined;
     await sleep(20);
