@@ -106,6 +106,11 @@ export const ERRORS = {
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
   FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
+  FIELD_QUEUE_WRITE_FAILED: {
+    http: 507,
+    transient: true,
+    description: 'The local queue could not write to its disk (full, over a file size limit, read-only or failing); the messages were not accepted, and what the queue held before is kept.',
+  },
   FIELD_QUEUE_NEW_EPOCH: {
     http: 200,
     transient: false,
@@ -188,6 +193,7 @@ export const ERRORS = {
     description: 'The command API failed in a way it does not expect (a bug, or a fault such as a full disk); the cause is in its log. Check with GET /v1/commands whether the command was recorded before sending it again.',
   },
   API_UNKNOWN_GROUP: { http: 400, transient: false, description: 'No device group of that name is configured.' },
+  API_THROTTLED: { http: 429, transient: true, description: 'Too many wrong bearer tokens from this address (LIMITS.apiAuthMaxFailures within TIMINGS.apiAuthFailureWindowMs): its requests are refused unchecked until Retry-After.' },
   API_DEVICE_KEY_MISSING: {
     http: 409,
     transient: false,
@@ -195,7 +201,7 @@ export const ERRORS = {
   },
 
   // -- Operator console ------------------------------------------------------------------------------
-  CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired: log in again.' },
+  CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired (or its token was refused by the command API since the login: revoked there): log in again.' },
   CONSOLE_LOGIN_FAILED: { http: 401, transient: false, description: 'The token is not a known credential (COMMAND_API_TOKEN or COMMAND_API_TOKENS_FILE).' },
   CONSOLE_LOGIN_RATE_LIMITED: { http: 429, transient: true, description: 'Too many login attempts from this address; wait a minute.' },
   CONSOLE_FORBIDDEN: { http: 403, transient: false, description: "The logged-in user's role does not allow this (sending a command needs operator or admin)." },
@@ -206,6 +212,9 @@ export const ERRORS = {
   CONSOLE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not answer, or answered with an error it gives in the details.' },
   CONSOLE_HISTORY_FAILED: { http: 502, transient: true, description: 'The time-series store could not be read for the history asked for.' },
   CONSOLE_TOO_MANY_STREAMS: { http: 503, transient: true, description: 'The console has as many live streams open as it serves (CONSOLE.maxLiveStreams); close a tab or try later.' },
+  CONSOLE_TOO_MANY_SESSION_STREAMS: { http: 429, transient: true, description: 'This login has as many live streams open as one login may (CONSOLE.maxLiveStreamsPerSession); close a tab.' },
+  CONSOLE_HISTORY_BUSY: { http: 503, transient: true, description: 'The console is reading as much history as it reads at once (CONSOLE.historyMaxConcurrent, historyMaxQueued); try again in a moment.' },
+  CONSOLE_HTTPS_REQUIRED: { http: 403, transient: false, description: 'The session cookie is Secure (CONSOLE_COOKIE_SECURE=true) but the request came over plain HTTP, or through a proxy not in CONSOLE_TRUSTED_PROXY.' },
   CONSOLE_INTERNAL: { http: 500, transient: false, description: 'The console failed in a way it does not expect; the cause is in its log.' },
   MANAGE_UNAUTHORIZED: { http: 401, transient: false, description: 'The management API needs a valid bearer token (Authorization: Bearer ...); a console session cookie is not one.' },
   MANAGE_THROTTLED: { http: 429, transient: true, description: 'Too many wrong bearer tokens from this address (MANAGE.authMaxFailures within MANAGE.authFailureWindowMs): its requests are refused unchecked until Retry-After.' },
@@ -247,6 +256,7 @@ export const ERRORS = {
   PKI_CA_MISSING: { http: 404, transient: false, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
   PKI_INVALID_NAME: { http: 400, transient: false, description: 'The name is not valid for a certificate.' },
   PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists.' },
+  PKI_NAMES_MISSING: { http: 409, transient: false, description: 'The existing service certificates do not name the domain or hosts asked for; nothing was changed.' },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
   GATEWAY_TOKEN_AUTH_DISABLED: { http: 403, transient: false, description: 'This gateway takes no device tokens (GATEWAY_TOKEN_AUTH is off).' },
@@ -272,6 +282,7 @@ export const ERRORS = {
     description: "A service's own certificate (named by the logged setting) has expired; its peers will refuse the TLS handshake. Issue a new one (scripts/generate-certificates.sh DOMAIN --renew) and restart the service.",
   },
   LISTEN_FAILED: { http: 500, transient: false, description: 'A server could not listen on its address (port in use?).' },
+  HTTP_REQUEST_ABORTED: { http: 400, transient: true, description: 'The client closed the connection before its request body was in; nothing was done and no answer was sent.' },
   MQTT_SUBSCRIBE_REFUSED: {
     http: 500,
     transient: false,

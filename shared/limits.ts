@@ -120,6 +120,8 @@ export const LIMITS = {
   gatewaySecurityReportMaxEntries: 1000,
   /** bytes. Largest JSON body the command API reads. */
   apiBodyMaxBytes: 64 * 1024,
+  /** bearer tokens. Wrong tokens from one source address within TIMINGS.apiAuthFailureWindowMs before the command API refuses that address unchecked (API_THROTTLED): the management API's budget (MANAGE.authMaxFailures), as both take the same credentials. */
+  apiAuthMaxFailures: 20,
   /** bytes. Largest JSON body the field client's local HTTP input reads (a batch of readings). */
   localInputJsonMaxBytes: 8 * 1024 * 1024,
   /** values. Most values local programs may report with the health message (battery, signal, ...):
@@ -195,6 +197,8 @@ export const TIMINGS = {
   gatewayHeadersTimeoutMs: 10_000,
   /** milliseconds. The gateway's HTTP requestTimeout for the upgrade request. */
   gatewayRequestTimeoutMs: 15_000,
+  /** milliseconds. A refused upgrade's answer is given this long to be read, then its socket is destroyed: the HTTP server allows half-open sockets, so a client that never ends its side would hold it for ever. */
+  gatewayRefusalLingerMs: 1_000,
   /** milliseconds. How often Node looks for requests past the headers timeout (its default, 30 s,
    * lets them linger). */
   gatewayConnectionsCheckMs: 2_000,
@@ -280,6 +284,8 @@ export const TIMINGS = {
   /** milliseconds. The command API's HTTP headersTimeout and requestTimeout. */
   commandApiHeadersTimeoutMs: 5_000,
   commandApiRequestTimeoutMs: 10_000,
+  /** milliseconds. The window of LIMITS.apiAuthMaxFailures (5 minutes, as MANAGE.authFailureWindowMs). */
+  apiAuthFailureWindowMs: 5 * 60_000,
   /** milliseconds. The field client's local HTTP input requestTimeout: long enough for a large file
    * on a slow local link. */
   localInputRequestTimeoutMs: 120_000,
@@ -347,17 +353,26 @@ export const CONSOLE = {
   liveKeepaliveMs: 15_000,
   /** live streams (browser tabs) open at once */
   maxLiveStreams: 200,
+  /** live streams one login (session) may hold open at once, so one viewer cannot take every slot */
+  maxLiveStreamsPerSession: 10,
   /** bytes. A browser that has not read this much of its stream is too slow: it is disconnected
    * (and reconnects to a fresh snapshot) instead of letting the console's memory grow. */
   liveMaxBufferedBytes: 8 * 1024 * 1024,
   /** sessions kept at once (logged in or not); past it the oldest are dropped */
   maxSessions: 10_000,
+  /** tokens the command API refused though the console knew them (revoked there), refused by the
+   * console too until it restarts; past it the oldest are forgotten */
+  refusedTokensMax: 1024,
   /** bytes. Largest request body the console reads. */
   bodyMaxBytes: 16 * 1024,
   /** points a history request returns at most (downsampled by mean to fit) */
   historyMaxPoints: 2_000,
   /** milliseconds. Longest window a history request may ask for (31 days). */
   historyMaxWindowMs: 31 * DAY_MS,
+  /** history reads a console runs at once (each may scan a month of the store), and how many more
+   * wait for one of them; past both, CONSOLE_HISTORY_BUSY. A device page asks one per numeric field. */
+  historyMaxConcurrent: 4,
+  historyMaxQueued: 16,
   /** points of the console's own (device states, anomalies) waiting for the database; past it the
    * oldest are dropped and counted (they are observations, not device data) */
   ownPointsMaxQueued: 50_000,

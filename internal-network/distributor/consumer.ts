@@ -58,8 +58,10 @@ export class Consumer {
           callback();
         },
         (err: unknown) => {
+          // process() retries every failure until the consumer stops, so this is the stop: no
+          // callback, no PUBACK, and the distributor closes the connection next (the broker
+          // redelivers the message). mqtt.js hands over nothing more meanwhile.
           if (!(err instanceof Stopped)) this.log.error({ err }, 'unexpected failure; the message stays unacknowledged');
-          // No callback: no PUBACK. The connection is being closed; the broker redelivers.
         },
       );
     };
@@ -84,11 +86,15 @@ export class Consumer {
         if (attempt > 0) this.log.info({ attempts: attempt + 1 }, 'write succeeded after retrying');
         return;
       } catch (err) {
-        if (!isFieldStreamError(err)) throw err;
-        if (err.code === 'DISTRIBUTOR_WRITE_FAILED') {
+        if (err instanceof Stopped) throw err;
+        // An error without a code is a bug (or a failure nothing foresaw), not a verdict on the
+        // message: retried like a failed write, at error level. Left unacknowledged without a retry,
+        // it would stall this connection, which is handed its next message only after this one.
+        if (!isFieldStreamError(err) || err.code === 'DISTRIBUTOR_WRITE_FAILED') {
           this.stats.retries++;
           const delay = this.backoff(attempt);
-          this.log.warn({ code: err.code, attempt: attempt + 1, retryInMs: delay }, err.message);
+          if (isFieldStreamError(err)) this.log.warn({ code: err.code, attempt: attempt + 1, retryInMs: delay }, err.message);
+          else this.log.error({ err, topic, attempt: attempt + 1, retryInMs: delay }, 'unexpected failure (no error code); retrying, the message stays unacknowledged meanwhile');
           await this.sleep(delay);
           continue;
         }

@@ -1,21 +1,23 @@
 import { mkdirSync } from 'node:fs';
-import { appendFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FieldStreamError } from '../../shared/errors.ts';
+import { LineFile } from '../../shared/line-file.ts';
 
 /**
  * Messages that can never be written (an invalid envelope, a refused file name, data the database
  * rejects permanently) are kept here, whole, before the broker is acknowledged: nothing that was
  * acknowledged is thrown away, and a retry loop cannot block the pipeline forever.
- * One JSON line per message in DIR/YYYY-MM-DD.jsonl.
+ * One JSON line per message in DIR/YYYY-MM-DD.jsonl, one letter at a time (the consumers share
+ * this object, and a file's envelope is several MB: line-file.ts).
  */
 export class DeadLetters {
+  private readonly file = new LineFile(0o640);
+
   constructor(private readonly dir: string) {
     mkdirSync(dir, { recursive: true });
   }
 
-  async put(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
-    const file = join(this.dir, `${new Date().toISOString().slice(0, 10)}.jsonl`);
+  put(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
     const line = JSON.stringify({
       at: new Date().toISOString(),
       code: err.code,
@@ -23,12 +25,11 @@ export class DeadLetters {
       topic,
       payloadBase64: payload.toString('base64'),
     });
-    await appendFile(file, line + '\n', { mode: 0o640 });
-    const fh = await open(file, 'r');
-    try {
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
+    return this.file.append(join(this.dir, `${new Date().toISOString().slice(0, 10)}.jsonl`), `${line}\n`);
+  }
+
+  /** Waits for the letters being written and closes the day's file. */
+  close(): Promise<void> {
+    return this.file.end();
   }
 }

@@ -194,6 +194,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
         // Forced: an unfinished message must not be acknowledged on the way out.
         await Promise.all(clients.map((c) => endMqtt(c, true)));
         await sink.close();
+        await deadLetters.close().catch(() => undefined);
         replay.close();
         lease.release();
       })();

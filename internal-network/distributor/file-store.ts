@@ -1,12 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
-import { extname, join, relative, resolve, sep } from 'node:path';
+import { link, mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { syncDir } from '../../shared/durable-fs.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { replaceFileDurablySync, syncDir } from '../../shared/durable-fs.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
 /**
@@ -35,65 +35,144 @@ export class FileStore {
   }
 
   /**
-   * One chunk of a file sent in chunks. Chunks are kept (fsync'ed) under ROOT/.partial/ until all
-   * have arrived, from whichever distributor received them; the one that completes the set joins
-   * them, checks size and SHA-256, and stores the file as `store` does. Returns the stored file
-   * once complete, undefined before. A chunk arriving again after completion finds the record.
+   * One chunk of a file sent in chunks. Chunks are kept (fsync'ed) under ROOT/.partial/DEVICE/ID/
+   * until all have arrived, from whichever distributor received them; the one that completes the set
+   * joins them, checks size and SHA-256, and stores the file as `store` does. Returns the stored file
+   * once complete, undefined before. A chunk arriving again after completion finds the record (the
+   * done marker ROOT/.partial/DEVICE/ID.done.json).
+   *
+   * Every chunk returned from here is receipted, and its device deletes it: so every step that makes
+   * it durable syncs its folder too, and a file whose checksum fails keeps its chunks, moved aside to
+   * ROOT/.failed/DEVICE/ID-TIME/ (the last chunk's envelope alone becomes the dead letter).
    */
   async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }): Promise<StoredFileInfo | undefined> {
     const dir = await this.deviceDir(deviceId, payload.filename);
     const t = payload.transfer;
-    const partial = join(this.root, '.partial', deviceId, t.id);
+    const partial = this.partialDir(deviceId, t.id);
     const doneMarker = `${partial}.done.json`;
-    const done = await readFile(doneMarker, 'utf8').catch(() => undefined);
-    if (done) {
-      let info: StoredFileInfo | undefined;
-      try {
-        info = StoredFileInfoSchema.parse(JSON.parse(done));
-      } catch (err) {
-        throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${doneMarker} is not a stored file's record: ${(err as Error).message}`);
-      }
-      return info;
+    const done = await readDone(doneMarker);
+    if (done) return done;
+    try {
+      return await this.addChunk(dir, deviceId, partial, doneMarker, payload);
+    } catch (err) {
+      // Another consumer may have completed this transfer meanwhile (the last chunks arrive together,
+      // or a chunk again): it removes the folder once the file and its marker are stored, and a step
+      // here then fails for want of it. Its marker answers; without one, the consumer retries.
+      if (!isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED')) throw err;
+      const record = await readDone(doneMarker).catch(() => undefined);
+      if (record) return record;
+      throw err;
     }
+  }
 
-    await mkdir(partial, { recursive: true });
+  private async addChunk(dir: string, deviceId: string, partial: string, doneMarker: string, payload: FilePayload & { transfer: FileTransfer }): Promise<StoredFileInfo | undefined> {
+    const t = payload.transfer;
+    await this.makeDir(partial);
     const data = Buffer.from(payload.data, 'base64');
     if (data.length > t.size) throw new FieldStreamError('DISTRIBUTOR_FILE_CHECKSUM', `Chunk ${t.index} of ${t.id} is larger than the whole file.`);
     const chunkTmp = await this.writeTemp(partial, [data]);
-    await rename(chunkTmp, join(partial, `${t.index}.chunk`));
-    const have = (await readdir(partial)).filter((f) => f.endsWith('.chunk')).length;
-    if (have < t.count) return undefined;
+    const chunkPath = join(partial, `${t.index}.chunk`);
+    await io(chunkPath, () => rename(chunkTmp, chunkPath));
+    await io(partial, () => syncDir(partial)); // the rename is what makes the receipted chunk findable
+    // Complete when every index below `count` is there: not when enough files are (chunks of one id
+    // that disagree on `count` would be counted, and the join would miss one on every redelivery).
+    const present = new Set(await io(partial, () => readdir(partial)));
+    for (let i = 0; i < t.count; i++) if (!present.has(`${i}.chunk`)) return undefined;
 
-    // Join the chunks in order into one temporary file, hashing as we go: one chunk in memory at a time.
-    const hash = createHash('sha256');
-    let size = 0;
-    const tmp = join(dir, `.incoming-${randomUUID()}`);
-    const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
-    try {
-      for (let i = 0; i < t.count; i++) {
-        const chunk = await readFile(join(partial, `${i}.chunk`));
-        hash.update(chunk);
-        size += chunk.length;
-        await fh.write(chunk);
-      }
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    const sha256 = hash.digest('hex');
+    const joined = await this.joinChunks(dir, partial, t.count);
+    if (!joined) throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `A chunk of ${t.id} from ${deviceId} left ${partial} while it was joined; retried.`, { path: partial });
+    const { tmp, sha256, size } = joined;
     if (sha256 !== t.sha256 || size !== t.size) {
       await unlink(tmp).catch(() => undefined);
-      await rm(partial, { recursive: true, force: true });
+      const aside = await this.setAside(deviceId, t.id, partial);
       throw new FieldStreamError(
         'DISTRIBUTOR_FILE_CHECKSUM',
-        `File ${t.id} (${payload.filename}) from ${deviceId} is ${size} bytes with SHA-256 ${sha256}; the device declared ${t.size} bytes and ${t.sha256}. Not stored.`,
-        { transferId: t.id },
+        `File ${t.id} (${payload.filename}) from ${deviceId} is ${size} bytes with SHA-256 ${sha256}; the device declared ${t.size} bytes and ${t.sha256}. Not stored; its chunks, as received, are kept in ${aside}.`,
+        { transferId: t.id, chunksKeptIn: aside },
       );
     }
     const info = await this.place(dir, tmp, sha256, size, payload);
-    await writeFile(doneMarker, JSON.stringify(info));
-    await rm(partial, { recursive: true, force: true });
+    // Durable before the folder goes: chunks receipted from now on rely on this record alone. (The
+    // helper is synchronous: a few milliseconds of the event loop, once per file.)
+    await io(doneMarker, async () => replaceFileDurablySync(doneMarker, JSON.stringify(info)));
+    await io(partial, () => rm(partial, { recursive: true, force: true }));
     return info;
+  }
+
+  /**
+   * ROOT/.partial/DEVICE/ID, refused unless it is a folder of its own right inside the device's:
+   * the contract refuses ids that are path tricks ("..", a done marker's name), and this holds
+   * whatever crossed the DMZ.
+   */
+  private partialDir(deviceId: string, id: string): string {
+    const parent = join(this.root, '.partial', deviceId);
+    const target = resolve(parent, id);
+    if (dirname(target) !== parent || basename(target) !== id || id.startsWith('.') || id.includes('.done.json')) {
+      throw new FieldStreamError('DISTRIBUTOR_UNSAFE_FILENAME', `Refused transfer id ${JSON.stringify(id.slice(0, 100))}: not a folder of its own in ${parent}`);
+    }
+    return target;
+  }
+
+  /**
+   * Joins the chunks in order into one temporary file in `dir`, hashing as it goes: one chunk in
+   * memory at a time. undefined when a chunk is missing (another consumer completed the transfer).
+   */
+  private async joinChunks(dir: string, partial: string, count: number): Promise<{ tmp: string; sha256: string; size: number } | undefined> {
+    const hash = createHash('sha256');
+    let size = 0;
+    const tmp = join(dir, `.incoming-${randomUUID()}`);
+    let complete = true;
+    try {
+      const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
+      try {
+        for (let i = 0; i < count; i++) {
+          const chunk = await readFile(join(partial, `${i}.chunk`)).catch((err: NodeJS.ErrnoException) => {
+            if (err.code === 'ENOENT') return undefined;
+            throw err;
+          });
+          if (!chunk) {
+            complete = false;
+            break;
+          }
+          hash.update(chunk);
+          size += chunk.length;
+          await fh.writeFile(chunk);
+        }
+        if (complete) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot join the chunks of ${partial} into ${tmp}: ${(err as Error).message}`, { path: partial }, { cause: err });
+    }
+    if (!complete) {
+      await unlink(tmp).catch(() => undefined);
+      return undefined;
+    }
+    return { tmp, sha256: hash.digest('hex'), size };
+  }
+
+  /** Moves a transfer's chunks, as they came, to ROOT/.failed/DEVICE/ID-TIME/, durably; returns that path. */
+  private async setAside(deviceId: string, id: string, partial: string): Promise<string> {
+    const failed = join(this.root, '.failed', deviceId);
+    await this.makeDir(failed);
+    const aside = join(failed, `${id}-${new Date().toISOString().replace(/[-:]/g, '')}`);
+    await io(aside, () => rename(partial, aside));
+    await io(failed, () => syncDir(failed));
+    await io(dirname(partial), () => syncDir(dirname(partial)));
+    return aside;
+  }
+
+  /** mkdir -p whose new folders survive a power cut: each new entry's parent is synced. */
+  private async makeDir(dir: string): Promise<void> {
+    const first = await io(dir, () => mkdir(dir, { recursive: true }));
+    if (first === undefined) return;
+    for (let d = dir; ; d = dirname(d)) {
+      const parent = dirname(d);
+      await io(parent, () => syncDir(parent));
+      if (d === first || parent === d) return;
+    }
   }
 
   private async deviceDir(deviceId: string, filename: string): Promise<string> {
@@ -102,7 +181,7 @@ export class FileStore {
       throw new FieldStreamError('DISTRIBUTOR_UNSAFE_FILENAME', `Refused file name ${JSON.stringify(filename.slice(0, 100))}: ${reason ?? 'bad device id'}`);
     }
     const dir = join(this.root, deviceId);
-    await mkdir(dir, { recursive: true });
+    await this.makeDir(dir);
     return dir;
   }
 
@@ -168,8 +247,38 @@ export class FileStore {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return (await hashOf(target)) === sha256;
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot store ${target}: ${(err as Error).message}`, {}, { cause: err });
     }
-    await syncDir(dir);
+    await io(dir, () => syncDir(dir));
     return true;
+  }
+}
+
+/** A transfer's done marker: the stored file's record, or undefined when there is none (yet). */
+async function readDone(marker: string): Promise<StoredFileInfo | undefined> {
+  let text: string;
+  try {
+    text = await readFile(marker, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${marker}: ${(err as Error).message}`, { path: marker }, { cause: err });
+  }
+  try {
+    return StoredFileInfoSchema.parse(JSON.parse(text));
+  } catch (err) {
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} is not a stored file's record: ${(err as Error).message}`, { path: marker });
+  }
+}
+
+/**
+ * One file-system step. Its failure (a full disk, a folder removed meanwhile, EIO) is
+ * DISTRIBUTOR_WRITE_FAILED naming the path: transient, so the consumer retries the message rather
+ * than leave it unacknowledged without a word.
+ */
+async function io<T>(path: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (err instanceof FieldStreamError) throw err;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `File storage failed at ${path}: ${(err as Error).message}`, { path }, { cause: err });
   }
 }
 

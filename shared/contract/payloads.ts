@@ -72,7 +72,12 @@ export const Base64DataSchema = z.string().superRefine((data, ctx) => {
  * checks the SHA-256 of the whole file and only then stores it.
  */
 export const FileTransferSchema = z.strictObject({
-  id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1–64 letters, digits, ".", "_" or "-"'),
+  // The distributor names a folder (and its done marker, ID.done.json) after the id: ".", ".." or
+  // another transfer's marker name would make it another folder, or that marker.
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1–64 letters, digits, ".", "_" or "-", starting with a letter or digit')
+    .refine((id) => !id.includes('.done.json'), 'must not contain ".done.json"'),
   index: z.number().int().min(0),
   count: z.number().int().min(1).max(LIMITS.fileMaxChunks),
   /** bytes of the whole file */

@@ -54,7 +54,14 @@ export class DurableQueue {
     mkdirSync(o.dir, { recursive: true });
     this.book = new AckBook(readWatermark(o.dir, o.log), o.receipts ?? false);
     this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log);
-    this.writer = new SegmentWriter(o, this.segments, this.stats, (seg, start, sizes, messages) => this.cursor.written(seg, start, sizes, messages));
+    this.writer = new SegmentWriter(
+      o,
+      this.segments,
+      this.stats,
+      (seg, start, sizes, messages) => this.cursor.written(seg, start, sizes, messages),
+      // A failed write's numbers were never on disk nor sent: they are given again (segment-writer.ts).
+      (next) => (this.nextSeq = Math.max(next, this.book.watermark + 1)),
+    );
     this.capacity = {
       segments: this.segments,
       activeSegment: () => this.writer.activeSegment,
@@ -178,7 +185,7 @@ export class DurableQueue {
    */
   ack(seqs: Iterable<number>): void {
     const now = Date.now();
-    const n = this.book.ack(seqs, this.nextSeq, now);
+    const n = this.book.ack(seqs, this.writer.firstUnwritten, now);
     if (n === 0) return;
     this.stats.acked += n;
     this.stats.lastAckAt = now;
@@ -188,12 +195,12 @@ export class DurableQueue {
   /** Commits records for good (a verified receipt), awaited or not yet acked; returns how many were
    * newly committed (0 for a receipt replayed or naming nothing this queue holds). */
   commit(seqs: Iterable<number>): number {
-    return this.committed(this.book.commit(seqs, this.nextSeq));
+    return this.committed(this.book.commit(seqs, this.writer.firstUnwritten));
   }
 
   /** commit() for inclusive ranges of sequence numbers. */
   commitRanges(ranges: SeqRanges): number {
-    return this.committed(this.book.commitRanges(ranges, this.nextSeq));
+    return this.committed(this.book.commitRanges(ranges, this.writer.firstUnwritten));
   }
 
   /**

@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FieldStreamError } from '../../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { segName } from './queue-files.ts';
 import type { OutgoingMessage, QueuedMessage, QueueItem, Segment, SyncPolicy } from './queue-types.ts';
@@ -25,6 +25,8 @@ interface Pending {
 
 /** Told of every run of records written to a segment: where the run starts, each record's size and message. */
 export type OnWritten = (seg: Segment, start: number, sizes: readonly number[], messages: readonly OutgoingMessage[]) => void;
+/** Told that a write failed: no record from `nextSeq` on reached the disk, so numbering goes on from there. */
+export type OnUnwritten = (nextSeq: number) => void;
 
 /** The data types as JSON: escaped once here, not once per record. */
 const DATA_TYPE_JSON = new Map<string, string>(DATA_TYPES.map((t) => [t, JSON.stringify(t)]));
@@ -100,6 +102,8 @@ export class SegmentWriter {
   private nextSync: Promise<void> | undefined;
   /** batches written whose producers wait for their fsync */
   private unanswered = 0;
+  /** a failed write left bytes after the last good record that could not be cut off yet: nothing is written until they are */
+  private tornTail = false;
 
   constructor(
     private readonly o: { dir: string; segmentBytes: number; sync: SyncPolicy; log: Logger },
@@ -108,6 +112,7 @@ export class SegmentWriter {
     /** records written, counted when their producer is answered */
     private readonly counts: { appended: number },
     private readonly onWritten: OnWritten,
+    private readonly onUnwritten: OnUnwritten,
   ) {}
 
   /** Opens the newest segment for appending, or a new one numbered from nextSeq when there is none or it is full. */
@@ -123,6 +128,11 @@ export class SegmentWriter {
   /** the segment appended to (undefined until openActive) */
   get activeSegment(): Segment | undefined {
     return this.active?.seg;
+  }
+
+  /** The first sequence number not written: records below it are on disk (and may be sent), none from it on. */
+  get firstUnwritten(): number {
+    return this.active.seg.lastSeq + 1;
   }
 
   /** bytes enqueued and not yet written: they count against the queue's size already */
@@ -150,6 +160,10 @@ export class SegmentWriter {
       const batch = this.pending;
       this.pending = [];
       try {
+        if (this.tornTail) {
+          await this.active.fh.truncate(this.active.seg.bytes);
+          this.tornTail = false;
+        }
         // One write per segment touched: the appends' blocks are gathered, not written one
         // syscall each; a block is cut where a segment ends.
         let parts: Buffer[] = [];
@@ -160,7 +174,7 @@ export class SegmentWriter {
         const writeOut = async () => {
           if (parts.length === 0) return;
           const seg = this.active.seg;
-          await this.active.fh.write(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, partBytes));
+          await this.writeAll(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, partBytes));
           this.onWritten(seg, seg.bytes, partSizes, partMessages);
           seg.bytes += partBytes;
           seg.lastSeq = lastSeq;
@@ -198,16 +212,76 @@ export class SegmentWriter {
         };
         if (this.o.sync.mode === 'always') {
           this.unanswered++;
-          this.syncWritten().then(answer, (err: unknown) => batch.forEach((p) => p.reject(err))).finally(() => this.unanswered--);
+          // A failed fsync refuses its batches; their records were written (and may be sent), so
+          // their numbers are not given again.
+          const segPath = this.active.seg.path;
+          this.syncWritten()
+            .then(answer, (err: unknown) => {
+              const coded = new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not sync ${segPath}: ${(err as Error).message}`, {}, { cause: err });
+              batch.forEach((p) => p.reject(coded));
+            })
+            .finally(() => this.unanswered--);
         } else {
           this.scheduleSync();
           answer();
         }
       } catch (err) {
-        for (const p of batch) p.reject(err);
+        await this.failed(batch, err);
       }
     }
     this.flushing = false;
+  }
+
+  /**
+   * A write (or the fsync that answers it) failed. The batch and every one queued behind it are
+   * refused, before anything else is numbered: their sequence numbers were never on disk nor sent,
+   * so they are given again. A gap would hold the committed watermark below it for good (the
+   * queue's segments never deleted, its backlog sent again at every start).
+   *
+   * The records written before the failure stay (the sender may already have sent them); a batch
+   * cut by a segment's end may thus be refused with its first records kept, and sent twice if its
+   * producer sends it again: a copy, never a loss.
+   */
+  private async failed(batch: Pending[], err: unknown): Promise<void> {
+    const refused = [...batch, ...this.pending];
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.onUnwritten(this.firstUnwritten);
+    const coded = isFieldStreamError(err, 'FIELD_QUEUE_WRITE_FAILED')
+      ? err
+      : new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not write to ${this.active.seg.path}: ${(err as Error).message}`, {}, { cause: err });
+    for (const p of refused) p.reject(coded);
+    await this.cutTornTail();
+  }
+
+  /**
+   * A failed write may have left part of a record after the last good one (a short write, then an
+   * error). Records appended after it would follow bytes that are not a record, and recovery cuts
+   * a segment at its first bad record: they would be lost at the next start. So the segment is cut
+   * back to its last good record; while that fails, every write is refused and the cut tried again
+   * first (and should the process stop meanwhile, recovery cuts the tail at the next start).
+   */
+  private async cutTornTail(): Promise<void> {
+    try {
+      await this.active.fh.truncate(this.active.seg.bytes);
+      this.tornTail = false;
+    } catch (err) {
+      this.o.log.warn({ code: 'FIELD_QUEUE_WRITE_FAILED', segment: this.active.seg.path, err: (err as Error).message }, 'cannot cut a failed write off the queue segment; nothing is written until it is');
+      this.tornTail = true;
+    }
+  }
+
+  /**
+   * Writes the whole buffer. A write may take fewer bytes than asked and report no error (a file
+   * size limit reached, a disk filling up; write(2)): the rest is written again, and an error then
+   * reaches the caller with the segment's length still that of its last good record.
+   */
+  private async writeAll(buf: Buffer): Promise<void> {
+    for (let at = 0; at < buf.length; ) {
+      const { bytesWritten } = await this.active.fh.write(buf, at, buf.length - at);
+      if (bytesWritten <= 0) throw new Error('the disk took none of the bytes');
+      at += bytesWritten;
+    }
   }
 
   /**

@@ -1,11 +1,11 @@
 import { createReadStream, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { ScalarSchema } from '../../../shared/contract/primitives.ts';
 import { DAY_MS } from '../../../shared/limits.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
+import { LineFile } from '../../../shared/line-file.ts';
 import type { StoredPoint } from '../points.ts';
 import type { PointSink } from './sink.ts';
 
@@ -15,45 +15,30 @@ import type { PointSink } from './sink.ts';
  * Read it back with `npm run readings`, or export it as line protocol for `influx write`.
  *
  * A redelivered message appends its points again; readers resolve that as InfluxDB does, by
- * (measurement, tags, time), so what they show is exactly-once.
+ * (measurement, tags, time), so what they show is exactly-once. Batches are appended one at a
+ * time, each whole and on lines of its own (line-file.ts).
  */
 export class LocalPointStore implements PointSink {
   readonly description: string;
-  private handle: { day: string; fh: FileHandle } | undefined;
-  private chain: Promise<void> = Promise.resolve();
+  private readonly file = new LineFile(0o640);
 
   constructor(private readonly dir: string) {
     mkdirSync(dir, { recursive: true });
     this.description = `local store ${dir}`;
   }
 
-  write(points: readonly StoredPoint[]): Promise<void> {
-    // Writes are serialised so lines of two batches never interleave.
-    const next = this.chain.then(() => this.append(points));
-    this.chain = next.catch(() => undefined);
-    return next;
-  }
-
-  private async append(points: readonly StoredPoint[]): Promise<void> {
+  async write(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    const day = new Date().toISOString().slice(0, 10);
+    const text = points.map((p) => JSON.stringify({ ...p, time: new Date(p.time).toISOString() })).join('\n') + '\n';
     try {
-      if (this.handle?.day !== day) {
-        await this.handle?.fh.close();
-        this.handle = { day, fh: await open(join(this.dir, `${day}.jsonl`), 'a', 0o640) };
-      }
-      const text = points.map((p) => JSON.stringify({ ...p, time: new Date(p.time).toISOString() })).join('\n') + '\n';
-      await this.handle.fh.write(text);
-      await this.handle.fh.datasync();
+      await this.file.append(join(this.dir, `${new Date().toISOString().slice(0, 10)}.jsonl`), text);
     } catch (err) {
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write to ${this.dir}: ${(err as Error).message}`, {}, { cause: err });
     }
   }
 
-  async close(): Promise<void> {
-    await this.chain;
-    await this.handle?.fh.close();
-    this.handle = undefined;
+  close(): Promise<void> {
+    return this.file.end();
   }
 }
 
@@ -95,7 +80,9 @@ function dayFiles(dir: string): string[] {
 /**
  * The points written on or after the day before `fromMs` (a point is written after it is taken, so
  * one taken at `fromMs` or later is in these files; the day before covers clocks a little apart),
- * line by line without reading whole files into memory. Copies are not removed.
+ * line by line without reading whole files into memory. Copies are not removed. Every newer file is
+ * read too, whatever the window's end: files are by the day of writing, and a backlog a device sent
+ * days later holds points of the window (the console bounds how many such reads run at once).
  */
 export async function* scanLocalStore(dir: string, fromMs: number): AsyncGenerator<StoredPoint> {
   const firstDay = new Date(fromMs - DAY_MS).toISOString().slice(0, 10);

@@ -1,0 +1,99 @@
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { syncDir, syncDirSync } from './durable-fs.ts';
+
+/**
+ * Files of lines (JSON Lines) that hold what was acknowledged: the distributor's dead letters and
+ * local store, the field client's refused messages. Each append is written whole and synced before
+ * it resolves, and:
+ *
+ * - starts on a line of its own. A crash or a failed write in the middle of an append leaves a torn
+ *   last line without its newline; the next append, glued to it, would make one line no parser
+ *   reads, and lose what was acknowledged after the crash. The torn line is lost either way (it was
+ *   never acknowledged), the next one is not.
+ * - is written whole: a write may take fewer bytes than asked and report no error (a full disk, a
+ *   file size limit; write(2)), so the rest is written again.
+ * - makes a new file's name durable: a new directory entry survives a power cut only once its
+ *   directory is synced (durable-fs.ts). Once per file and process, as an earlier process may have
+ *   crashed before its sync.
+ */
+export class LineFile {
+  /** the appends so far, in order: one at a time, as Node writes a large line in pieces that concurrent appends would interleave */
+  private chain: Promise<void> = Promise.resolve();
+  private handle: { path: string; fh: FileHandle; whole: boolean } | undefined;
+  private readonly named = new Set<string>();
+
+  constructor(private readonly mode: number) {}
+
+  /** Appends `lines` (each ending in "\n") to the file at `path`, resolving once they are synced. */
+  append(path: string, lines: string): Promise<void> {
+    const done = this.chain.then(() => this.write(path, lines));
+    this.chain = done.catch(() => undefined);
+    return done;
+  }
+
+  private async write(path: string, lines: string): Promise<void> {
+    if (this.handle?.path !== path) {
+      await this.close();
+      this.handle = { path, fh: await open(path, 'a+', this.mode), whole: false };
+    }
+    const h = this.handle;
+    const text = Buffer.from(h.whole || (await endsWithNewline(h.fh)) ? lines : `\n${lines}`, 'utf8');
+    h.whole = false; // until this append is whole
+    for (let at = 0; at < text.length; ) {
+      const { bytesWritten } = await h.fh.write(text, at, text.length - at);
+      if (bytesWritten <= 0) throw new Error(`the disk took none of the bytes of ${path}`);
+      at += bytesWritten;
+    }
+    await h.fh.datasync();
+    h.whole = true;
+    if (!this.named.has(path)) {
+      await syncDir(dirname(path));
+      this.named.add(path);
+    }
+  }
+
+  private async close(): Promise<void> {
+    const h = this.handle;
+    this.handle = undefined;
+    await h?.fh.close();
+  }
+
+  /** Waits for every append made so far, then closes the file. */
+  async end(): Promise<void> {
+    await this.chain;
+    await this.close();
+  }
+}
+
+/** LineFile's append in one synchronous call: opens, appends `lines` whole on a line of their own, syncs (the file and, once per process, its name) and closes. */
+export function appendLinesSync(path: string, lines: string, mode: number, named: Set<string>): void {
+  const fd = openSync(path, 'a+', mode);
+  try {
+    const size = fstatSync(fd).size;
+    const last = Buffer.alloc(1);
+    const whole = size === 0 || (readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a);
+    const text = Buffer.from(whole ? lines : `\n${lines}`, 'utf8');
+    for (let at = 0; at < text.length; ) {
+      const n = writeSync(fd, text, at, text.length - at);
+      if (n <= 0) throw new Error(`the disk took none of the bytes of ${path}`);
+      at += n;
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (!named.has(path)) {
+    syncDirSync(dirname(path));
+    named.add(path);
+  }
+}
+
+async function endsWithNewline(fh: FileHandle): Promise<boolean> {
+  const { size } = await fh.stat();
+  if (size === 0) return true;
+  const last = Buffer.alloc(1);
+  const { bytesRead } = await fh.read(last, 0, 1, size - 1);
+  return bytesRead === 1 && last[0] === 0x0a;
+}

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The dead-letter file holds messages whose receipts let their devices delete them: each must be
+ * found again whole, however many consumers write at once, and whatever a crash left in the file.
+ */
+const err = new FieldStreamError('DISTRIBUTOR_FILE_CHECKSUM', 'kept for the test');
+const today = () => `${new Date().toISOString().slice(0, 10)}.jsonl`;
+const letters = (dir: string) =>
+  readFileSync(join(dir, today()), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '');
+
+describe('dead letters', () => {
+  const tmp = tempDir('dead-letters');
+  after(() => tmp.cleanup());
+
+  it('keeps letters of several MB written at once whole, one per line', async () => {
+    const dir = join(tmp.dir, 'concurrent');
+    const dead = new DeadLetters(dir);
+    // As a file chunk's envelope is: larger than the pieces Node writes a large buffer in.
+    const payloads = Array.from({ length: 6 }, (_, i) => Buffer.alloc(2 * 1024 * 1024, 65 + i));
+    await Promise.all(payloads.map((p, i) => dead.put(`fieldstream/v1/devices/cam-${i}/up/file`, p, err)));
+    const lines = letters(dir);
+    assert.equal(lines.length, payloads.length);
+    const kept = lines.map((l) => JSON.parse(l) as { topic: string; payloadBase64: string; code: string });
+    for (const [i, p] of payloads.entries()) {
+      const letter = kept.find((k) => k.topic === `fieldstream/v1/devices/cam-${i}/up/file`);
+      assert.ok(letter && Buffer.from(letter.payloadBase64, 'base64').equals(p), `letter ${i} whole`);
+      assert.equal(letter.code, 'DISTRIBUTOR_FILE_CHECKSUM');
+    }
+  });
+
+  it('does not glue a new letter to a line a crash left torn', async () => {
+    const dir = join(tmp.dir, 'torn');
+    new DeadLetters(dir); // makes the folder
+    const whole = JSON.stringify({ at: new Date().toISOString(), code: 'DISTRIBUTOR_WRITE_REJECTED', message: 'x', topic: 't/0', payloadBase64: '' });
+    writeFileSync(join(dir, today()), `${whole}\n{"at":"2024-01-01T00:00:00.000Z","code":"DISTRIBUTOR_WRI`);
+    // A new process (the distributor restarted after the crash) writes the next letter.
+    await new DeadLetters(dir).put('t/1', Buffer.from('after the crash'), err);
+    const lines = letters(dir);
+    assert.equal(lines.length, 3);
+    assert.deepEqual(JSON.parse(lines[0]!), JSON.parse(whole));
+    assert.throws(() => JSON.parse(lines[1]!), 'the torn line stays as it was');
+    const next = JSON.parse(lines[2]!) as { topic: string; payloadBase64: string };
+    assert.equal(next.topic, 't/1');
+    assert.equal(Buffer.from(next.payloadBase64, 'base64').toString(), 'after the crash');
+    assert.deepEqual(readdirSync(dir), [today()]);
+  });
+});

@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
+import { FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * Chunked files in the distributor's file storage: what a hostile or unlucky sequence of chunks
+ * must not do to chunks already receipted (their devices deleted them), and what a failing disk or
+ * a second consumer must not turn into an uncoded error.
+ */
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const coded = (code: ErrorCode) => (e: unknown) => e instanceof FieldStreamError && e.code === code;
+
+/** The chunks of `file`, `size` bytes each, as a device sends them. */
+function chunksOf(file: Buffer, size: number, id: string, over: { sha256?: string } = {}) {
+  const count = Math.max(1, Math.ceil(file.length / size));
+  return Array.from({ length: count }, (_, i) => ({
+    filename: 'file.bin',
+    data: file.subarray(i * size, (i + 1) * size).toString('base64'),
+    transfer: { id, index: i, count, size: file.length, sha256: over.sha256 ?? sha(file) },
+  }));
+}
+
+describe('file storage: chunked files', () => {
+  const tmp = tempDir('file-chunks');
+  const root = join(tmp.dir, 'files');
+  const store = new FileStore(root);
+  after(() => tmp.cleanup());
+
+  it('the contract refuses transfer ids that are path tricks, and takes those the field client makes', async () => {
+    const frame = (id: string) =>
+      JSON.stringify({ deviceId: 'cam-1', dataType: 'file', payload: { filename: 'a.bin', data: 'aGk=', transfer: { id, index: 0, count: 1, size: 2, sha256: sha(Buffer.from('hi')) } } });
+    for (const id of ['.', '..', '.hidden', '-x', 'other.done.json', 'x.done.json.tmp-1']) {
+      assert.throws(() => parseUplinkFrame(frame(id)), coded('CONTRACT_INVALID_MESSAGE'), id);
+    }
+    const work = tempDir('file-chunks-outbox');
+    try {
+      writeFileSync(join(work.dir, 'photo.jpg'), 'x');
+      const rec = await new FileOutbox(work.dir, 1024).accept(join(work.dir, 'photo.jpg'), {});
+      assert.equal(parseUplinkFrame(frame(rec.transferId)).length, 1, `the field client's id ${rec.transferId}`);
+    } finally {
+      work.cleanup();
+    }
+    for (const id of ['t1', 'a.b_c-d', '9'.repeat(64)]) assert.equal(parseUplinkFrame(frame(id)).length, 1, id);
+  });
+
+  it("refuses a transfer id that names the chunks folder itself, and another device's chunks stay", async () => {
+    // What a compromised DMZ could forward: the distributor does not rely on the gateway's check.
+    const file = Buffer.from('a file of two chunks');
+    const [first] = chunksOf(file, 10, 'kept');
+    assert.equal(await store.storeChunk('cam-2', first!), undefined);
+    const one = Buffer.from('x');
+    for (const id of ['..', '.', 'kept.done.json', 'x/..']) {
+      await assert.rejects(store.storeChunk('cam-1', chunksOf(one, 10, id)[0]!), coded('DISTRIBUTOR_UNSAFE_FILENAME'), id);
+      await assert.rejects(store.storeChunk('cam-2', chunksOf(one, 10, id)[0]!), coded('DISTRIBUTOR_UNSAFE_FILENAME'), id);
+    }
+    assert.deepEqual(readdirSync(join(root, '.partial', 'cam-2', 'kept')), ['0.chunk'], 'the receipted chunk is still there');
+    assert.equal((await store.storeChunk('cam-2', chunksOf(file, 10, 'kept')[1]!))?.sha256, sha(file));
+  });
+
+  it('completes only when every index is there, whatever count the chunks declared', async () => {
+    const file = Buffer.from('0123456789abcdefghij');
+    const three = chunksOf(file, 7, 'mixed'); // 3 chunks
+    const two = chunksOf(file, 10, 'mixed'); // the same id, 2 chunks
+    assert.equal(await store.storeChunk('cam-3', three[2]!), undefined);
+    // Two .chunk files now, and this one says count 2: 1.chunk is still missing.
+    assert.equal(await store.storeChunk('cam-3', two[0]!), undefined);
+    const info = await store.storeChunk('cam-3', two[1]!);
+    assert.equal(info?.sha256, sha(file));
+    assert.ok(readFileSync(join(root, info!.path)).equals(file));
+  });
+
+  it('consumers completing the same transfer at once all get the stored file', async () => {
+    const file = Buffer.from(Array.from({ length: 6000 }, (_, i) => (i * 7) % 251));
+    for (let round = 0; round < 8; round++) {
+      const chunks = chunksOf(file, 100, `race${round}`); // 60 chunks: joining them takes a while
+      for (const r of await Promise.all(chunks.slice(0, -2).map((c) => store.storeChunk('cam-4', c)))) assert.equal(r, undefined);
+      // The last two together, and earlier ones again (redeliveries) while the set is joined and
+      // removed: each finds the chunks, or the done marker, never a folder half gone.
+      const again = chunks.slice(0, 20).map((c, i) => new Promise((r) => setTimeout(r, i * (round % 4 + 1) * 0.5)).then(() => store.storeChunk('cam-4', c)));
+      const results = await Promise.all([...chunks.slice(-2).map((c) => store.storeChunk('cam-4', c)), ...again]);
+      assert.ok(results.slice(0, 2).some((r) => r?.sha256 === sha(file)), `round ${round}: stored`);
+      for (const r of results) if (r !== undefined) assert.equal(r.sha256, sha(file), `round ${round}`);
+    }
+  });
+
+  it('keeps the chunks of a file whose checksum fails, as received, and says where', async () => {
+    const file = Buffer.from('three chunks, one of them altered');
+    const chunks = chunksOf(file, 12, 'bad', { sha256: 'a'.repeat(64) });
+    assert.equal(await store.storeChunk('cam-5', chunks[0]!), undefined);
+    assert.equal(await store.storeChunk('cam-5', chunks[1]!), undefined);
+    let err: FieldStreamError | undefined;
+    await assert.rejects(store.storeChunk('cam-5', chunks[2]!), (e: unknown) => {
+      err = e as FieldStreamError;
+      return coded('DISTRIBUTOR_FILE_CHECKSUM')(e);
+    });
+    const kept = err?.details?.chunksKeptIn as string;
+    assert.ok(kept && err?.message.includes(kept), 'the message says where the chunks are');
+    assert.match(relative(root, kept), /^\.failed\/cam-5\/bad-[0-9T.Z]+$/);
+    assert.deepEqual(readdirSync(kept).sort(), ['0.chunk', '1.chunk', '2.chunk']);
+    assert.ok(Buffer.concat([0, 1, 2].map((i) => readFileSync(join(kept, `${i}.chunk`)))).equals(file));
+    assert.ok(!existsSync(join(root, '.partial', 'cam-5', 'bad')));
+    assert.deepEqual(readdirSync(join(root, 'cam-5')), [], 'no file stored');
+  });
+
+  it('a failing file system is DISTRIBUTOR_WRITE_FAILED naming the path (retried), not an uncoded error', async () => {
+    const failed = (path: string) => (e: unknown) => coded('DISTRIBUTOR_WRITE_FAILED')(e) && (e as Error).message.includes(path);
+    // A folder where the chunk should go: its rename fails (EISDIR), as on a disk gone wrong.
+    const chunkPath = join(root, '.partial', 'cam-6', 't', '0.chunk');
+    mkdirSync(chunkPath, { recursive: true });
+    await assert.rejects(store.storeChunk('cam-6', chunksOf(Buffer.from('x'), 10, 't')[0]!), failed(chunkPath));
+    // A file where the chunks' folders should be: nothing under it can be read or made (ENOTDIR).
+    const broken = join(tmp.dir, 'broken');
+    mkdirSync(broken);
+    writeFileSync(join(broken, '.partial'), 'not a folder');
+    await assert.rejects(new FileStore(broken).storeChunk('cam-6', chunksOf(Buffer.from('x'), 10, 't')[0]!), failed(join(broken, '.partial')));
+  });
+});

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import { RejectedMessages } from '../../field-client/src/rejected.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The files of lines that hold acknowledged data (shared/line-file.ts), through their users: the
+ * distributor's local store and the field client's refused messages. A write the disk cuts short
+ * is made real with the process's file size limit (prlimit): the kernel takes the bytes up to it,
+ * then answers EFBIG.
+ */
+const setFileSizeLimit = (limit: number | 'unlimited') => execFileSync('prlimit', ['--pid', String(process.pid), `--fsize=${limit}:unlimited`]);
+const point = (v: number) => ({ measurement: 'readings', tags: { device: 'line-1' }, fields: { v }, time: 1700000000000 + v });
+
+describe('files of lines holding acknowledged data', () => {
+  const tmp = tempDir('line-file');
+  after(() => {
+    setFileSizeLimit('unlimited');
+    tmp.cleanup();
+  });
+
+  it('the local store refuses a batch the disk took only part of, and the next batch is read back whole', async () => {
+    const dir = join(tmp.dir, 'store');
+    const store = new LocalPointStore(dir);
+    await store.write([point(1)]);
+    const file = join(dir, `${new Date().toISOString().slice(0, 10)}.jsonl`);
+    setFileSizeLimit(statSync(file).size + 30);
+    try {
+      await assert.rejects(store.write([point(2), point(3), point(4)]), (err) => isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED'));
+    } finally {
+      setFileSizeLimit('unlimited');
+    }
+    // The distributor writes the refused batch again (its message is still unacknowledged), and goes on.
+    await store.write([point(2), point(3), point(4)]);
+    await store.write([point(5)]);
+    await store.close();
+    assert.deepEqual(
+      readLocalStore(dir).map((p) => p.fields.v),
+      [1, 2, 3, 4, 5],
+    );
+    assert.equal(readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').length, 6, 'the torn part stays a line of its own');
+  });
+
+  it('the field client sets refused messages aside on lines of their own after a torn one', () => {
+    const rejected = new RejectedMessages(join(tmp.dir));
+    writeFileSync(rejected.path, '{"at":"2024-01-01T00:00:00.000Z","code":"CONTRACT_INVA');
+    rejected.put([], { code: 'CONTRACT_INVALID_MESSAGE', message: 'refused for the test', messageIds: ['e.7'] });
+    const lines = readFileSync(rejected.path, 'utf8').split('\n');
+    assert.equal(lines.length, 3);
+    assert.deepEqual((JSON.parse(lines[1] as string) as { messageIds: string[] }).messageIds, ['e.7']);
+    assert.equal(lines[2], '');
+  });
+});
