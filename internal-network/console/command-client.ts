@@ -35,7 +35,11 @@ export type ConsoleCommand = z.infer<typeof CommandViewSchema>;
  * log names who sent what.
  */
 export class CommandClient {
-  constructor(private readonly baseUrl: string) {}
+  constructor(
+    private readonly baseUrl: string,
+    /** told of a token the command API refused (401): revoked there since the login */
+    private readonly onRefused: (token: string) => void = () => undefined,
+  ) {}
 
   async list(deviceId: string, token: string, limit = 50): Promise<ConsoleCommand[]> {
     const url = new URL('/v1/commands', this.baseUrl);
@@ -71,7 +75,11 @@ export class CommandClient {
     const body: unknown = await res.json().catch(() => undefined);
     if (!res.ok) {
       const e = ErrorSchema.safeParse(body);
-      // The command API's own refusals keep their meaning: its role check and its validation.
+      // The command API's own refusals keep their meaning: its credential check, its role check and its validation.
+      if (res.status === 401) {
+        this.onRefused(token);
+        throw new FieldStreamError('CONSOLE_UNAUTHORIZED', 'The command API no longer accepts the token of this login (revoked?): log in again.');
+      }
       if (res.status === 403) throw new FieldStreamError('CONSOLE_FORBIDDEN', e.success ? e.data.message : 'The command API refused this credential.');
       if (res.status === 400 && e.success) throw new FieldStreamError('CONSOLE_INVALID_REQUEST', e.data.message, { commandApiCode: e.data.code });
       throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', `The command API answered ${res.status}${e.success ? ` ${e.data.code}: ${e.data.message}` : ''}`, e.success ? { commandApiCode: e.data.code } : undefined);

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
@@ -21,6 +22,32 @@ const PipelineTargetsSchema = z
     return targets;
   });
 
+/**
+ * `10.0.0.5,10.1.0.0/16`: the addresses (or CIDR ranges) the operators' TLS proxy connects from.
+ * Their X-Forwarded-Proto and X-Forwarded-For are believed (the Secure cookie, the login limit per
+ * operator); anyone else's are ignored. A range of every address (`/0`) is refused: it would let any
+ * client claim HTTPS and a new address per login attempt.
+ */
+const TrustedProxySchema = z
+  .string()
+  .optional()
+  .transform((s, ctx) => {
+    if (s === undefined) return undefined;
+    const list: string[] = [];
+    for (const item of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+      const [addr = '', prefix, extra] = item.split('/');
+      const family = isIP(addr);
+      const bits = family === 4 ? 32 : 128;
+      const ok = family !== 0 && extra === undefined && (prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) >= 1 && Number(prefix) <= bits));
+      if (!ok) {
+        ctx.addIssue({ code: 'custom', message: `"${item.slice(0, 80)}" is not an IP address or a CIDR range (e.g. 10.0.0.5 or 10.1.0.0/16; /0 is refused)` });
+        return z.NEVER;
+      }
+      list.push(item);
+    }
+    return list.length > 0 ? list : undefined;
+  });
+
 /** The console's settings (see .env.example and docs/console.md). */
 export const ConsoleConfigSchema = z
   .object({
@@ -28,6 +55,8 @@ export const ConsoleConfigSchema = z
     CONSOLE_PORT: setting.port(8090),
     /** Set the session cookie's Secure flag: true whenever browsers reach the console over HTTPS. */
     CONSOLE_COOKIE_SECURE: setting.bool(false),
+    /** The TLS proxy in front (addresses or CIDRs, comma-separated): its X-Forwarded-Proto/-For are believed. Unset: no one's. */
+    CONSOLE_TRUSTED_PROXY: TrustedProxySchema,
     /** seconds a login lasts */
     CONSOLE_SESSION_TTL_S: setting.positiveInt(8 * 3600),
     /** login attempts (right or wrong) per client address per minute; past it CONSOLE_LOGIN_RATE_LIMITED */

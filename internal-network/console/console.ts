@@ -14,6 +14,7 @@ import type { ConsoleConfig } from './config.ts';
 import { Fleet } from './fleet/fleet.ts';
 import type { Anomaly } from './fleet/types.ts';
 import { selectHistory } from './history/influxql.ts';
+import { LimitedHistory } from './history/history.ts';
 import { LocalHistory } from './history/local.ts';
 import { consoleMetrics, noManageAuthFailures, type ConsoleStats } from './metrics.ts';
 import { OwnPointsWriter } from './own-points.ts';
@@ -24,6 +25,8 @@ import { consoleRoutes } from './web/routes.ts';
 import { manageRoutes } from './manage/routes.ts';
 import { DeviceTokensView } from './manage/status.ts';
 import { startWebServer } from './web/server.ts';
+import { BoundedSessionStore } from './web/session-store.ts';
+import { RefusedTokens } from './refused-tokens.ts';
 
 export interface OperatorConsole {
   /** http://HOST:PORT/ */
@@ -111,7 +114,15 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
 
   const pipeline = new PipelinePoller(config.CONSOLE_PIPELINE_TARGETS, log.child({ subsystem: 'pipeline' }));
   pipeline.start();
-  const commands = new CommandClient(config.CONSOLE_COMMAND_API_URL);
+  const sessions = new BoundedSessionStore(config.CONSOLE_SESSION_TTL_S * 1000);
+  const refused = new RefusedTokens();
+  const commands = new CommandClient(config.CONSOLE_COMMAND_API_URL, (token) => {
+    refused.add(token);
+    log.warn({ code: 'CONSOLE_UNAUTHORIZED' }, "the command API refused a login's token (revoked there?): its logins end, and the console refuses it until it restarts");
+  });
+  // Logins (checked again at every request and live update) and the management API's bearer
+  // tokens: what the command API refused is refused here too.
+  const verifier = refused.except(credentials);
   const deviceDetail = async (id: string, token: string): Promise<DeviceDetail | undefined> => {
     const detail = fleet.detail(id);
     if (!detail) return undefined;
@@ -123,8 +134,13 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     }
     return { ...detail, commands: list };
   };
-  const hub = new LiveHub({ fleet, pipeline: () => pipeline.current(), deviceDetail }, log.child({ subsystem: 'live' }));
-  const history = selectHistory(config, () => new LocalHistory(config.TIMESERIES_LOCAL_PATH));
+  // A stream lasts as long as its login: logged out, expired, dropped, or its token refused since.
+  const loginAlive = (id: string): boolean => {
+    const token = sessions.tokenOf(id);
+    return token !== undefined && verifier.verify(token) !== undefined;
+  };
+  const hub = new LiveHub({ fleet, pipeline: () => pipeline.current(), deviceDetail, sessionAlive: loginAlive }, log.child({ subsystem: 'live' }));
+  const history = new LimitedHistory(selectHistory(config, () => new LocalHistory(config.TIMESERIES_LOCAL_PATH)));
   const timers = [setInterval(() => fleet.sweep(), CONSOLE.staleSweepMs), setInterval(lookAtRegistry, CONSOLE.staleSweepMs)];
 
   let web: Awaited<ReturnType<typeof startWebServer>>;
@@ -145,11 +161,13 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       port: config.CONSOLE_PORT,
       secure: config.CONSOLE_COOKIE_SECURE,
       sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000,
+      sessions,
+      trustedProxies: config.CONSOLE_TRUSTED_PROXY,
       logger: log,
       routes: (app) => {
-        consoleRoutes({ credentials, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, loginAttemptsPerMinute: config.CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE, log })(app);
+        consoleRoutes({ credentials: verifier, fleet, hub, history, commands, deviceDetail, sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000, secureCookie: config.CONSOLE_COOKIE_SECURE, loginAttemptsPerMinute: config.CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE, log })(app);
         // The management API (docs/management-api.md): bearer tokens only, apart from the pages' sessions.
-        if (config.CONSOLE_MANAGE_API === 'on') manageRoutes({ credentials, fleet, pipeline: () => pipeline.current(), brokerConnected: () => mqtt.connected, commands, authFailures: stats.manageAuthFailures, log: log.child({ subsystem: 'manage' }), deviceTokens: () => deviceTokens.current() })(app);
+        if (config.CONSOLE_MANAGE_API === 'on') manageRoutes({ credentials: verifier, fleet, pipeline: () => pipeline.current(), brokerConnected: () => mqtt.connected, commands, authFailures: stats.manageAuthFailures, log: log.child({ subsystem: 'manage' }), deviceTokens: () => deviceTokens.current() })(app);
       },
     });
   } catch (err) {

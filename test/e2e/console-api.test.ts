@@ -79,7 +79,7 @@ describe('the operator console API', () => {
       const s = new ConsoleSession(base);
       await s.request('/api/session');
       const before = s.cookie;
-      const res = await fetch(new URL('/api/login', base), { method: 'POST', headers: { cookie: s.cookie, 'x-csrf-token': s.csrf, 'content-type': 'application/json' }, body: JSON.stringify({ token: ROLE_TOKENS[role] }) });
+      const res = await fetch(new URL('/api/login', base), { method: 'POST', headers: { cookie: s.cookies(), 'x-csrf-token': s.csrf, 'content-type': 'application/json' }, body: JSON.stringify({ token: ROLE_TOKENS[role] }) });
       assert.equal(res.status, 200, role);
       const set = res.headers.getSetCookie().find((c) => c.startsWith('fieldstream_console='));
       assert.ok(set, 'a session cookie');

@@ -22,23 +22,29 @@ export interface SseEvent {
 }
 
 /**
- * The console's API as a browser session, without a browser: a cookie jar of one cookie and the CSRF
- * token the console hands out, so a test can speak to it exactly as the pages do.
+ * The console's API as a browser session, without a browser: a cookie jar of its two cookies (the
+ * session's, and the CSRF secret's) and the CSRF token the console hands out, so a test can speak
+ * to it exactly as the pages do.
  */
 export class ConsoleSession {
+  /** the session cookie, `name=value` (set at login) */
   cookie = '';
+  /** the CSRF secret's cookie, `name=value` (set by the first /api/session) */
+  csrfCookie = '';
   csrf = '';
 
   constructor(readonly base: string) {}
 
   async request(path: string, init: { method?: string; body?: unknown; csrf?: boolean; headers?: Record<string, string> } = {}): Promise<{ status: number; body: any }> {
     const headers: Record<string, string> = { ...(init.headers ?? {}) };
-    if (this.cookie) headers.cookie = this.cookie;
+    if (this.cookies()) headers.cookie = this.cookies();
     if (init.body !== undefined) headers['content-type'] = 'application/json';
     if (init.csrf !== false && this.csrf && init.method === 'POST') headers['x-csrf-token'] = this.csrf;
     const res = await fetch(new URL(path, this.base), { method: init.method ?? 'GET', headers, ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}) });
     const set = res.headers.getSetCookie().find((c) => c.startsWith('fieldstream_console='));
     if (set) this.cookie = set.split(';')[0] as string;
+    const csrfSet = res.headers.getSetCookie().find((c) => c.startsWith('fieldstream_console_csrf='));
+    if (csrfSet) this.csrfCookie = csrfSet.split(';')[0] as string;
     const text = await res.text();
     let body: any = text;
     try {
@@ -50,6 +56,11 @@ export class ConsoleSession {
     return { status: res.status, body };
   }
 
+  /** The Cookie header: both cookies held. */
+  cookies(): string {
+    return [this.cookie, this.csrfCookie].filter(Boolean).join('; ');
+  }
+
   /** Logs in, or throws with the console's answer. */
   async login(token: string): Promise<{ status: number; body: any }> {
     await this.request('/api/session');
@@ -58,14 +69,15 @@ export class ConsoleSession {
     return r;
   }
 
-  /** The live stream: every event received, and a way to wait for one that passes a check. */
-  async live(query = ''): Promise<{ events: SseEvent[]; until<T>(pick: (e: SseEvent) => T | undefined, timeoutMs?: number): Promise<T>; close(): void }> {
+  /** The live stream: every event received, a way to wait for one that passes a check, and `ended`
+   * (resolved when the console ends the stream or it is closed). */
+  async live(query = ''): Promise<{ events: SseEvent[]; until<T>(pick: (e: SseEvent) => T | undefined, timeoutMs?: number): Promise<T>; ended: Promise<void>; close(): void }> {
     const ctl = new AbortController();
-    const res = await fetch(new URL(`/api/live${query}`, this.base), { headers: { cookie: this.cookie }, signal: ctl.signal });
+    const res = await fetch(new URL(`/api/live${query}`, this.base), { headers: { cookie: this.cookies() }, signal: ctl.signal });
     if (res.status !== 200 || !res.body) throw new Error(`live stream answered ${res.status}: ${await res.text()}`);
     const events: SseEvent[] = [];
     const waiters = new Set<() => void>();
-    void (async () => {
+    const ended = (async () => {
       const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
       try {
@@ -89,6 +101,7 @@ export class ConsoleSession {
     })();
     return {
       events,
+      ended,
       until: <T>(pick: (e: SseEvent) => T | undefined, timeoutMs = 20_000) =>
         new Promise<T>((resolve, reject) => {
           const check = () => {

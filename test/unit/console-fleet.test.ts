@@ -225,6 +225,26 @@ describe('console sessions', () => {
     assert.equal(get('s0'), null, 'the oldest went first');
     assert.equal(get(`s${CONSOLE.maxSessions + 9}`), session);
   });
+  it('drops sessions that are not logged in first: a flood of them never pushes out a login; a login ends its TTL after it, however often saved', () => {
+    let now = 0;
+    const store = new BoundedSessionStore(1_000, () => now);
+    const get = (id: string) => {
+      let out: unknown;
+      store.get(id, (_e, s) => (out = s));
+      return out;
+    };
+    const op = { cookie: { originalMaxAge: 1_000 }, principal: { name: 'op', role: 'operator' }, commandToken: 't', loggedInAt: 0 } as never;
+    store.set('op', op, () => undefined);
+    for (let i = 0; i < CONSOLE.maxSessions * 2; i++) store.set(`anon${i}`, { cookie: { originalMaxAge: 1_000 } } as never, () => undefined);
+    assert.equal(store.size, CONSOLE.maxSessions);
+    assert.equal(get('op'), op, 'the login is kept');
+    assert.ok(store.has('op'));
+    now = 900;
+    store.set('op', op, () => undefined);
+    now = 1_001;
+    assert.equal(get('op'), null, 'gone at loggedInAt + TTL, though saved at 900');
+    assert.equal(store.has('op'), false);
+  });
 });
 
 describe('console history helpers', () => {
@@ -254,6 +274,18 @@ describe('console settings', () => {
       { name: 'distributor', url: 'http://d:9465' },
       { name: 'command-api', url: 'http://c:9466' },
     ]);
+  });
+  it('reads CONSOLE_TRUSTED_PROXY as addresses and CIDR ranges; unset or empty is no one', () => {
+    assert.deepEqual(loadConsoleConfig({ ...base, CONSOLE_TRUSTED_PROXY: '10.0.0.5, 172.18.0.0/16,::1,fd00::/8' }).CONSOLE_TRUSTED_PROXY, ['10.0.0.5', '172.18.0.0/16', '::1', 'fd00::/8']);
+    assert.equal(loadConsoleConfig(base).CONSOLE_TRUSTED_PROXY, undefined);
+    assert.equal(loadConsoleConfig({ ...base, CONSOLE_TRUSTED_PROXY: '' }).CONSOLE_TRUSTED_PROXY, undefined);
+    for (const bad of ['proxy.example', '10.0.0.0/33', '0.0.0.0/0', '::/0', '10.0.0.1/8/8', 'true', '10.0.0.1/x']) {
+      assert.throws(
+        () => loadConsoleConfig({ ...base, CONSOLE_TRUSTED_PROXY: bad }),
+        (e: unknown) => isFieldStreamError(e, 'CONFIG_INVALID') && e.message.includes('CONSOLE_TRUSTED_PROXY'),
+        bad,
+      );
+    }
   });
   it('refuses a bad target, and a console no one could log in to', () => {
     for (const env of [{ ...base, CONSOLE_PIPELINE_TARGETS: 'distributor' }, {}]) {

@@ -1,3 +1,4 @@
+import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE } from '../../../shared/limits.ts';
 
 /** A field's values over a window: [epoch ms, value], oldest first. */
@@ -34,4 +35,39 @@ export function downsample(points: ReadonlyArray<readonly [number, number]>, fro
     } else sums.set(b, { sum: v, n: 1 });
   }
   return [...sums].sort((a, b) => a[0] - b[0]).map(([t, s]) => [t, s.sum / s.n]);
+}
+
+/**
+ * A history reader that runs at most CONSOLE.historyMaxConcurrent reads at once (one may scan a
+ * month of a store, or hold a database connection), queues at most CONSOLE.historyMaxQueued more
+ * (a device page asks one per chart at once) and refuses the rest with CONSOLE_HISTORY_BUSY, so
+ * logged-in clients asking over and over cannot pile up reads without end.
+ */
+export class LimitedHistory implements HistoryReader {
+  readonly description: string;
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(
+    private readonly inner: HistoryReader,
+    private readonly maxRunning: number = CONSOLE.historyMaxConcurrent,
+    private readonly maxWaiting: number = CONSOLE.historyMaxQueued,
+  ) {
+    this.description = inner.description;
+  }
+
+  async series(device: string, field: string, fromMs: number, toMs: number): Promise<Series> {
+    if (this.running >= this.maxRunning) {
+      if (this.waiting.length >= this.maxWaiting) throw new FieldStreamError('CONSOLE_HISTORY_BUSY');
+      // The slot is handed over by the read that ends (running stays counted), so none is taken twice.
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else this.running++;
+    try {
+      return await this.inner.series(device, field, fromMs, toMs);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
 }

@@ -1,7 +1,7 @@
 import { scanLocalStore } from '../../distributor/sinks/local-store.ts';
 import { downsample, type HistoryReader, type Series } from './history.ts';
 
-/** History from the local store of `npm start` (TIMESERIES_LOCAL_PATH): the day files since the window began. */
+/** History from the local store of `npm start` (TIMESERIES_LOCAL_PATH): the day files of the window, a day either side. */
 export class LocalHistory implements HistoryReader {
   readonly description: string;
 

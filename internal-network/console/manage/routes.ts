@@ -19,7 +19,7 @@ import { topicStructure, validateTopic } from './topics.ts';
 export const MANAGE_PREFIX = '/api/v1/manage';
 
 export interface ManageDeps {
-  credentials: Credentials;
+  credentials: Pick<Credentials, 'verify'>;
   fleet: Fleet;
   pipeline: () => PipelineView;
   /** the console's own connection to the internal broker */

@@ -13,10 +13,20 @@ export interface LiveSources {
   pipeline: () => PipelineView;
   /** a device's page, with its commands read as the logged-in user */
   deviceDetail: (id: string, token: string) => Promise<DeviceDetail | undefined>;
+  /** whether a session is still there (not logged out, expired or dropped from the store) */
+  sessionAlive: (sessionId: string) => boolean;
+}
+
+/** The login a stream was opened by: the stream lasts no longer than it. */
+export interface StreamOwner {
+  sessionId: string;
+  /** epoch ms at which the login ends (CONSOLE_SESSION_TTL_S after it) */
+  expiresAt: number;
 }
 
 interface Stream {
   res: ServerResponse;
+  owner: StreamOwner;
   /** the fleet version, security and anomaly sequence numbers this browser has seen */
   version: number;
   securitySeq: number;
@@ -31,6 +41,10 @@ interface Stream {
  * 10,000 devices cost a browser one coalesced update a second, not one per reading. A browser that
  * does not keep up (CONSOLE.liveMaxBufferedBytes unread) is disconnected; its EventSource reconnects
  * to a fresh snapshot.
+ *
+ * Each stream belongs to the login that opened it and ends with it (logout, expiry, the session
+ * dropped): it reads the device page with that user's token, which must not outlive the login.
+ * One login holds at most CONSOLE.maxLiveStreamsPerSession streams.
  */
 export class LiveHub {
   private readonly streams = new Set<Stream>();
@@ -49,9 +63,17 @@ export class LiveHub {
     return this.streams.size;
   }
 
-  /** Takes over the response: headers, the snapshot, then updates until the browser goes. */
-  async open(res: ServerResponse, device: { id: string; token: string } | undefined): Promise<void> {
+  /** The streams a login holds open. */
+  countFor(sessionId: string): number {
+    let n = 0;
+    for (const s of this.streams) if (s.owner.sessionId === sessionId) n++;
+    return n;
+  }
+
+  /** Takes over the response: headers, the snapshot, then updates until the browser or the login goes. */
+  async open(res: ServerResponse, owner: StreamOwner, device: { id: string; token: string } | undefined): Promise<void> {
     if (this.streams.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
+    if (this.countFor(owner.sessionId) >= CONSOLE.maxLiveStreamsPerSession) throw new FieldStreamError('CONSOLE_TOO_MANY_SESSION_STREAMS');
     const { fleet } = this.s;
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -60,7 +82,7 @@ export class LiveHub {
       // A buffering proxy would hold the updates back.
       'x-accel-buffering': 'no',
     });
-    const stream: Stream = { res, version: fleet.currentVersion, securitySeq: fleet.security.seq, anomalySeq: fleet.anomalies.seq, device: undefined, busy: false };
+    const stream: Stream = { res, owner, version: fleet.currentVersion, securitySeq: fleet.security.seq, anomalySeq: fleet.anomalies.seq, device: undefined, busy: false };
     this.send(stream, 'snapshot', {
       devices: fleet.rows(),
       security: fleet.securitySummary(),
@@ -75,15 +97,32 @@ export class LiveHub {
     }
   }
 
+  /** Ends the streams of a login (at its logout), at once rather than at the next flush. */
+  endSession(sessionId: string): void {
+    for (const s of this.streams) if (s.owner.sessionId === sessionId) this.end(s);
+  }
+
   close(): void {
     for (const t of this.timers) clearInterval(t);
     for (const s of this.streams) s.res.end();
     this.streams.clear();
   }
 
+  /** A clean end of the response: the browser's EventSource reconnects, and is refused (401) without a login. */
+  private end(stream: Stream): void {
+    this.streams.delete(stream);
+    if (!stream.res.writableEnded) stream.res.end();
+  }
+
   private flush(): void {
     const { fleet } = this.s;
+    const now = Date.now();
     for (const stream of this.streams) {
+      // Checked every flush: a login that ended (expired, or its session dropped) sends nothing more.
+      if (now >= stream.owner.expiresAt || !this.s.sessionAlive(stream.owner.sessionId)) {
+        this.end(stream);
+        continue;
+      }
       const changed = fleet.changedSince(stream.version);
       stream.version = changed.version;
       if (changed.rows.length > 0) this.send(stream, 'devices', { rows: changed.rows });
@@ -100,12 +139,13 @@ export class LiveHub {
   /** The device page's data when it changed (its commands are read again each time: their states move on). */
   private async sendDevice(stream: Stream): Promise<void> {
     const d = stream.device;
-    if (!d) return;
+    if (!d || !this.streams.has(stream)) return;
     stream.busy = true;
     try {
       const detail = await this.s.deviceDetail(d.id, d.token);
       const text = JSON.stringify(detail ?? null);
-      if (text !== d.sent && detail) {
+      // The stream may have ended while the detail was read: nothing is written after its end.
+      if (text !== d.sent && detail && this.streams.has(stream)) {
         d.sent = text;
         this.write(stream, 'device', text);
       }
@@ -123,7 +163,7 @@ export class LiveHub {
   }
 
   private keepalive(): void {
-    for (const s of this.streams) if (!s.res.destroyed) s.res.write(': keepalive\n\n');
+    for (const s of this.streams) if (!s.res.destroyed && !s.res.writableEnded) s.res.write(': keepalive\n\n');
   }
 
   private send(stream: Stream, event: string, data: unknown): void {
@@ -132,7 +172,7 @@ export class LiveHub {
 
   private write(stream: Stream, event: string, text: string): void {
     const { res } = stream;
-    if (res.destroyed) return;
+    if (res.destroyed || res.writableEnded) return;
     if (res.writableLength > CONSOLE.liveMaxBufferedBytes) {
       this.log.warn({ buffered: res.writableLength }, 'live stream not read: disconnected (the browser reconnects to a fresh snapshot)');
       res.destroy();

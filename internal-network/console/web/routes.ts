@@ -11,15 +11,18 @@ import type { CommandClient } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import type { HistoryReader } from '../history/history.ts';
 import type { DeviceDetail, LiveHub } from './live.ts';
+import { csrfUser } from './server.ts';
 
 export interface RouteDeps {
-  credentials: Credentials;
+  credentials: Pick<Credentials, 'verify'>;
   fleet: Fleet;
   hub: LiveHub;
   history: HistoryReader;
   commands: CommandClient;
   deviceDetail: (id: string, token: string) => Promise<DeviceDetail | undefined>;
   sessionTtlMs: number;
+  /** the session cookie is Secure (CONSOLE_COOKIE_SECURE): a login must come over HTTPS */
+  secureCookie: boolean;
   loginAttemptsPerMinute: number;
   log: Logger;
 }
@@ -55,21 +58,34 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.
  */
 export function consoleRoutes(d: RouteDeps) {
   return (app: FastifyInstance): void => {
-    const user = (req: FastifyRequest): { who: Principal; token: string } => {
-      const s = req.session;
-      if (!s.principal || !s.commandToken || s.loggedInAt === undefined || Date.now() - s.loggedInAt > d.sessionTtlMs) throw new FieldStreamError('CONSOLE_UNAUTHORIZED');
-      return { who: s.principal, token: s.commandToken };
+    // A login's token is checked again each time: one the command API has since refused is refused here.
+    const loggedIn = (s: FastifyRequest['session']) =>
+      s.principal && s.commandToken && s.loggedInAt !== undefined && Date.now() - s.loggedInAt <= d.sessionTtlMs && d.credentials.verify(s.commandToken) !== undefined
+        ? { who: s.principal, token: s.commandToken, loggedInAt: s.loggedInAt }
+        : undefined;
+    const user = (req: FastifyRequest): { who: Principal; token: string; loggedInAt: number } => {
+      const u = loggedIn(req.session);
+      if (!u) throw new FieldStreamError('CONSOLE_UNAUTHORIZED');
+      return u;
     };
     const csrf = { onRequest: app.csrfProtection };
+    // With a Secure cookie, a login over plain HTTP would "succeed" without any cookie being set
+    // (and a browser drops the Secure CSRF cookie): refused with a code that says why, before the CSRF check.
+    const https = (req: FastifyRequest, _reply: unknown, done: (err?: Error) => void): void => {
+      if (!d.secureCookie || req.protocol === 'https') return done();
+      d.log.warn({ code: 'CONSOLE_HTTPS_REQUIRED', ip: req.ip }, 'console login over plain HTTP refused (CONSOLE_COOKIE_SECURE=true; behind a TLS proxy, set CONSOLE_TRUSTED_PROXY)');
+      done(new FieldStreamError('CONSOLE_HTTPS_REQUIRED'));
+    };
 
     app.get('/api/session', async (req, reply) => {
-      const s = req.session;
-      const csrfToken = reply.generateCsrf();
-      if (!s.principal) return { authenticated: false, csrfToken };
-      return { authenticated: true, user: s.principal.name, role: s.principal.role, csrfToken };
+      const csrfToken = reply.generateCsrf({ userInfo: csrfUser(req) });
+      // Expired is not logged in, here as everywhere else (the page would show a login that every request refuses).
+      const u = loggedIn(req.session);
+      if (!u) return { authenticated: false, csrfToken };
+      return { authenticated: true, user: u.who.name, role: u.who.role, csrfToken };
     });
 
-    app.post('/api/login', { ...csrf, config: { rateLimit: { max: d.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
+    app.post('/api/login', { onRequest: [https, app.csrfProtection], config: { rateLimit: { max: d.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
       const { token } = parse(LoginSchema, req.body, 'login');
       const who = d.credentials.verify(token);
       if (!who) {
@@ -82,22 +98,27 @@ export function consoleRoutes(d: RouteDeps) {
       req.session.commandToken = token;
       req.session.loggedInAt = Date.now();
       d.log.info({ user: who.name, role: who.role, ip: req.ip }, 'console login');
-      return { user: who.name, role: who.role, csrfToken: reply.generateCsrf() };
+      return { user: who.name, role: who.role, csrfToken: reply.generateCsrf({ userInfo: csrfUser(req) }) };
     });
 
     app.post('/api/logout', csrf, async (req) => {
       const name = req.session.principal?.name;
+      const id = req.session.sessionId;
       await req.session.destroy();
+      // Its live streams read as this user: they end now, not at their next look at the session.
+      d.hub.endSession(id);
       if (name !== undefined) d.log.info({ user: name }, 'console logout');
       return { ok: true };
     });
 
     app.get('/api/live', async (req, reply) => {
-      const { token } = user(req);
+      const { token, loggedInAt } = user(req);
       const q = parse(LiveQuerySchema, req.query, 'query');
+      const sessionId = req.session.sessionId;
       if (d.hub.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
+      if (d.hub.countFor(sessionId) >= CONSOLE.maxLiveStreamsPerSession) throw new FieldStreamError('CONSOLE_TOO_MANY_SESSION_STREAMS');
       reply.hijack();
-      await d.hub.open(reply.raw, q.device !== undefined ? { id: q.device, token } : undefined);
+      await d.hub.open(reply.raw, { sessionId, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined);
     });
 
     app.get('/api/devices/:id', async (req) => {

@@ -7,11 +7,11 @@ import fastifyHelmet from '@fastify/helmet';
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySession from '@fastify/session';
 import fastifyStatic from '@fastify/static';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { BoundedSessionStore } from './session-store.ts';
+import type { BoundedSessionStore } from './session-store.ts';
 
 export interface WebOptions {
   host: string;
@@ -19,12 +19,19 @@ export interface WebOptions {
   /** the Secure flag on the session cookie (and HSTS): the console is reached over HTTPS */
   secure: boolean;
   sessionTtlMs: number;
+  /** the sessions, shared with the live streams (a stream ends with its session) */
+  sessions: BoundedSessionStore;
+  /** addresses or CIDRs of the TLS proxy in front (CONSOLE_TRUSTED_PROXY), whose X-Forwarded-For
+   * and X-Forwarded-Proto are believed; undefined: no one's (the headers are ignored) */
+  trustedProxies: readonly string[] | undefined;
   logger: Logger;
   /** registers the console's routes on the app, with its plugins in place */
   routes: (app: FastifyInstance) => void;
 }
 
 export const COOKIE_NAME = 'fieldstream_console';
+/** The CSRF secret's cookie: a visitor who is not logged in has one, and no session on the server. */
+export const CSRF_COOKIE_NAME = 'fieldstream_console_csrf';
 const PUBLIC_DIR = join(import.meta.dirname, '..', 'public');
 /** uPlot's files, served by us: the console works without internet access. */
 const UPLOT_DIR = dirname(createRequire(import.meta.url).resolve('uplot'));
@@ -42,7 +49,12 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     // Fastify's own request log would duplicate ours; errors are logged by the handler below.
     logger: false,
     requestTimeout: TIMINGS.commandApiRequestTimeoutMs * 2,
-    trustProxy: false,
+    // Only the configured proxy's X-Forwarded-* are believed: from anyone else they are a client's
+    // claim (an https it does not use, an address that dodges the login limit).
+    trustProxy: o.trustedProxies ? [...o.trustedProxies] : false,
+    // A URL fastify cannot decode (`/%`) never reaches a route or the error handler: answered here,
+    // in the registry's shape like every other error.
+    frameworkErrors: (err, req, reply) => sendError(err, req, reply, o.logger),
   });
 
   await app.register(fastifyHelmet, {
@@ -70,12 +82,22 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     // Sessions live in this process only, so a per-process secret is enough (a restart logs everyone out).
     secret: randomBytes(32).toString('hex'),
     cookieName: COOKIE_NAME,
-    store: new BoundedSessionStore(o.sessionTtlMs),
+    store: o.sessions,
+    // Only a login stores a session: nothing a visitor who is not logged in does takes room on the server.
     saveUninitialized: false,
     cookie: { httpOnly: true, sameSite: 'strict', secure: o.secure, path: '/', maxAge: o.sessionTtlMs },
   });
+  // The CSRF secret lives in a cookie of its own, not in the session, so the login form needs no
+  // server-side session (a flood of visitors cannot crowd out the logged-in ones). Each token is an
+  // HMAC under a per-process key of that secret and of who holds it (csrfUser): a token handed out
+  // before the login, or to another session, is refused once logged in, and none can be made
+  // without the key even by someone who can plant the cookie.
   await app.register(fastifyCsrf, {
-    sessionPlugin: '@fastify/session',
+    sessionPlugin: '@fastify/cookie',
+    cookieKey: CSRF_COOKIE_NAME,
+    cookieOpts: { httpOnly: true, sameSite: 'strict', secure: o.secure, path: '/' },
+    csrfOpts: { hmacKey: randomBytes(32), userInfo: true },
+    getUserInfo: csrfUser,
     getToken: (req) => {
       const h = req.headers['x-csrf-token'];
       return typeof h === 'string' ? h : undefined;
@@ -93,15 +115,7 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     allowedPath: (path) => path === '/uPlot.iife.min.js' || path === '/uPlot.min.css',
   });
 
-  app.setErrorHandler((err, req, reply) => {
-    const coded = codedError(err);
-    if (coded.code === 'CONSOLE_INTERNAL') o.logger.error({ code: coded.code, err, method: req.method, path: req.url.split('?')[0] }, 'unexpected error answering a request');
-    else if (coded.httpStatus >= 500) o.logger.warn({ code: coded.code, path: req.url.split('?')[0], err: coded.message }, 'request failed');
-    void reply
-      .status(coded.httpStatus)
-      .header('cache-control', 'no-store')
-      .send({ error: { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) } });
-  });
+  app.setErrorHandler((err, req, reply) => sendError(err, req, reply, o.logger));
   app.setNotFoundHandler((_req, reply) => {
     void reply.status(404).send({ error: { code: 'CONSOLE_NOT_FOUND', message: 'No such page or resource.' } });
   });
@@ -112,6 +126,24 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   const port = typeof address === 'object' && address ? address.port : o.port;
   o.logger.info({ host: o.host, port }, 'console listening');
   return { app, port, close: () => app.close() };
+}
+
+/** Who a CSRF token is made for and checked against: the session once logged in, else any visitor
+ * (whose token is still bound to their own secret cookie). The same on both sides, by construction. */
+export function csrfUser(req: FastifyRequest): string {
+  return req.session?.principal ? req.session.sessionId : 'anonymous';
+}
+
+/** Every error answer: `{ "error": { "code", "message" } }` with the registry's code and status. */
+function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, logger: Logger): void {
+  const coded = codedError(err);
+  const path = req.url.split('?')[0];
+  if (coded.code === 'CONSOLE_INTERNAL') logger.error({ code: coded.code, err, method: req.method, path }, 'unexpected error answering a request');
+  else if (coded.httpStatus >= 500) logger.warn({ code: coded.code, path, err: coded.message }, 'request failed');
+  void reply
+    .status(coded.httpStatus)
+    .header('cache-control', 'no-store')
+    .send({ error: { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) } });
 }
 
 /** fastify's and its plugins' errors as the registry's codes. */
@@ -125,9 +157,15 @@ function codedError(err: unknown): FieldStreamError {
     FST_ERR_CTP_INVALID_MEDIA_TYPE: 'CONSOLE_INVALID_REQUEST',
     FST_ERR_CTP_EMPTY_JSON_BODY: 'CONSOLE_INVALID_REQUEST',
     FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'CONSOLE_INVALID_REQUEST',
+    FST_ERR_BAD_URL: 'CONSOLE_INVALID_REQUEST',
+    FST_ERR_MAX_PARAM_LENGTH: 'CONSOLE_INVALID_REQUEST',
+  };
+  const messages: Record<string, string> = {
+    FST_ERR_BAD_URL: 'The URL is not valid (a malformed percent-encoding).',
+    FST_ERR_MAX_PARAM_LENGTH: 'A part of the URL is too long.',
   };
   const code = e.code !== undefined ? map[e.code] : undefined;
-  if (code) return new FieldStreamError(code, e.message);
+  if (code) return new FieldStreamError(code, (e.code !== undefined ? messages[e.code] : undefined) ?? e.message);
   // A body that is not JSON: fastify's parser says so with a 400 and a SyntaxError.
   if (e.statusCode === 400) return new FieldStreamError('CONSOLE_INVALID_REQUEST', e.message);
   if (e.statusCode === 429) return new FieldStreamError('CONSOLE_LOGIN_RATE_LIMITED');

@@ -10,20 +10,25 @@ declare module 'fastify' {
     commandToken?: string;
     /** epoch ms of the login */
     loggedInAt?: number;
-    /** @fastify/csrf-protection's secret */
-    _csrf?: string;
   }
 }
 
 type Callback = (err?: unknown) => void;
+type Entry = { session: Session; expires: number };
 
 /**
- * Sessions in memory, bounded: at most CONSOLE.maxSessions (the least recently used go first, so a
- * flood of anonymous visits cannot exhaust memory), each dropped at its expiry. A restart logs
- * everyone out, which is the safe way round for a console that can send commands.
+ * Sessions in memory, bounded: at most CONSOLE.maxSessions, each dropped at its expiry. A restart
+ * logs everyone out, which is the safe way round for a console that can send commands.
+ *
+ * Only a login stores a session (a visitor's CSRF secret is a cookie, see server.ts), so anonymous
+ * visits cost nothing here. Should a session that is not logged in be stored all the same (the
+ * empty one a login's regenerate() stores a moment before it is filled in), it is kept apart and
+ * dropped first past the cap: a flood of visits can never push out an operator's session.
  */
 export class BoundedSessionStore {
-  private readonly sessions = new Map<string, { session: Session; expires: number }>();
+  /** each in the order of use (a Map keeps insertion order; an entry used is re-inserted last) */
+  private readonly anonymous = new Map<string, Entry>();
+  private readonly loggedIn = new Map<string, Entry>();
 
   constructor(
     private readonly ttlMs: number,
@@ -31,32 +36,52 @@ export class BoundedSessionStore {
   ) {}
 
   set(id: string, session: Session, cb: Callback): void {
-    this.sessions.delete(id); // re-inserted last: the Map's order is the order of use
-    this.sessions.set(id, { session, expires: this.now() + this.ttlMs });
-    while (this.sessions.size > CONSOLE.maxSessions) {
-      const oldest = this.sessions.keys().next().value;
+    this.anonymous.delete(id);
+    this.loggedIn.delete(id);
+    // A login lasts ttlMs from the login, however busy (the routes refuse it past that, and a live
+    // stream ends with it): it leaves the store then too, however often it is saved again.
+    const expires = (session.loggedInAt ?? this.now()) + this.ttlMs;
+    (session.principal ? this.loggedIn : this.anonymous).set(id, { session, expires });
+    while (this.size > CONSOLE.maxSessions) {
+      const pool = this.anonymous.size > 0 ? this.anonymous : this.loggedIn;
+      const oldest = pool.keys().next().value;
       if (oldest === undefined) break;
-      this.sessions.delete(oldest);
+      pool.delete(oldest);
     }
     cb();
   }
 
   get(id: string, cb: (err: unknown, result?: Session | null) => void): void {
-    const found = this.sessions.get(id);
-    if (!found || found.expires <= this.now()) {
-      if (found) this.sessions.delete(id);
-      cb(null, null);
-      return;
-    }
-    cb(null, found.session);
+    cb(null, this.live(id)?.session ?? null);
   }
 
   destroy(id: string, cb: Callback): void {
-    this.sessions.delete(id);
+    this.anonymous.delete(id);
+    this.loggedIn.delete(id);
     cb();
   }
 
+  /** The token a live login was made with (undefined: no such login). */
+  tokenOf(id: string): string | undefined {
+    return this.live(id)?.session.commandToken;
+  }
+
+  /** Whether the session is still there (not logged out, expired or dropped): a live stream ends with it. */
+  has(id: string): boolean {
+    return this.live(id) !== undefined;
+  }
+
   get size(): number {
-    return this.sessions.size;
+    return this.anonymous.size + this.loggedIn.size;
+  }
+
+  private live(id: string): Entry | undefined {
+    const pool = this.loggedIn.has(id) ? this.loggedIn : this.anonymous;
+    const found = pool.get(id);
+    if (found && found.expires <= this.now()) {
+      pool.delete(id);
+      return undefined;
+    }
+    return found;
   }
 }

@@ -1,0 +1,385 @@
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startConsole, type OperatorConsole } from '../../internal-network/console/console.ts';
+import { loadConsoleConfig } from '../../internal-network/console/config.ts';
+import { CONSOLE } from '../../shared/limits.ts';
+import { sha256Hex } from '../../internal-network/shared/credentials.ts';
+import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+/**
+ * The operator console against hostile or unlucky clients, on the embedded pipeline (real HTTP,
+ * MQTT, disk): a flood of anonymous visits logs no one out; a malformed URL gets the registry's
+ * error; a live stream ends with its login (logout, expiry) and one login cannot take every stream;
+ * behind a TLS proxy named in CONSOLE_TRUSTED_PROXY a Secure cookie is set and each operator has
+ * their own login limit, while the same headers from anyone else are ignored; history over the
+ * local store reads only the days of its window, and only so many reads run at once. docs/console.md.
+ */
+
+interface Answer {
+  status: number;
+  cookies: string[];
+  body: any;
+}
+
+/** One request with node:http, so a test chooses the address it comes from (any 127.x is loopback). */
+function call(port: number, path: string, o: { method?: string; headers?: Record<string, string>; body?: unknown; from?: string } = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const body = o.body === undefined ? undefined : JSON.stringify(o.body);
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: o.method ?? 'GET',
+        localAddress: o.from ?? '127.0.0.1',
+        headers: { ...(o.headers ?? {}), ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } : {}) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            /* not JSON */
+          }
+          resolve({ status: res.statusCode ?? 0, cookies: res.headers['set-cookie'] ?? [], body: parsed });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** A client of the console through node:http: its cookies, its CSRF token, its address and headers. */
+class RawClient {
+  readonly jar = new Map<string, string>();
+  csrf = '';
+  constructor(
+    readonly port: number,
+    readonly from: string,
+    readonly headers: Record<string, string> = {},
+  ) {}
+
+  async req(path: string, method = 'GET', body?: unknown): Promise<Answer> {
+    const headers: Record<string, string> = { ...this.headers };
+    if (this.jar.size > 0) headers.cookie = [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    if (method === 'POST') headers['x-csrf-token'] = this.csrf;
+    const a = await call(this.port, path, { method, headers, body, from: this.from });
+    for (const c of a.cookies) {
+      const [pair = ''] = c.split(';');
+      const eq = pair.indexOf('=');
+      this.jar.set(pair.slice(0, eq), pair.slice(eq + 1));
+    }
+    if (a.body && typeof a.body.csrfToken === 'string') this.csrf = a.body.csrfToken;
+    return a;
+  }
+
+  async login(token: string): Promise<Answer> {
+    await this.req('/api/session');
+    return this.req('/api/login', 'POST', { token });
+  }
+}
+
+const sessionCookie = (a: Answer) => a.cookies.find((c) => c.startsWith('fieldstream_console='));
+
+describe('the operator console against hostile clients', () => {
+  const tmp = tempDir('console-hostile');
+  let fx: EmbeddedFixture;
+  let base: string;
+  let port: number;
+  const extra: OperatorConsole[] = [];
+
+  /** Another console on the fixture's broker and store, with settings of its own. */
+  async function anotherConsole(env: Record<string, string>): Promise<OperatorConsole> {
+    const svc = fx.pki.paths.service('internal/console');
+    const c = await startConsole(
+      loadConsoleConfig({
+        ...fx.env,
+        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
+        MQTT_PROTOCOL_VERSION: '4',
+        MQTT_CA_FILE: fx.pki.paths.publicCa,
+        MQTT_CERT_FILE: svc.cert,
+        MQTT_KEY_FILE: svc.key,
+        CONSOLE_CLIENT_ID: `console-hostile-${extra.length}`,
+        CONSOLE_HOST: '127.0.0.1',
+        CONSOLE_PORT: '0',
+        CONSOLE_METRICS_PORT: 'off',
+        CONSOLE_MANAGE_API: 'off',
+        CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
+        CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+        CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
+        ...env,
+      }),
+      fx.logs.logger,
+      { processMetrics: false },
+    );
+    extra.push(c);
+    return c;
+  }
+
+  before(async () => {
+    fx = await startEmbeddedFixture(
+      ['meter-1'],
+      // Every login of this file comes from 127.0.0.1 within a minute or so.
+      { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '200' },
+      { console: true },
+    );
+    assert.ok(fx.pipeline.console, 'the fixture runs the console');
+    base = fx.pipeline.console.url;
+    port = fx.pipeline.console.port;
+  });
+  after(async () => {
+    for (const c of extra) await c.close();
+    await fx?.stop();
+    tmp.cleanup();
+  });
+
+  it(`a flood of anonymous visits (more than the ${CONSOLE.maxSessions} sessions kept) logs no one out, and a new login still works`, async () => {
+    const op = new ConsoleSession(base);
+    await op.login(ROLE_TOKENS.operator);
+    const visits = CONSOLE.maxSessions + 200;
+    let next = 0;
+    const worker = async () => {
+      while (next < visits) {
+        next++;
+        const r = await fetch(new URL('/api/session', base));
+        assert.equal(r.status, 200);
+        await r.arrayBuffer();
+      }
+    };
+    await Promise.all(Array.from({ length: 32 }, worker));
+
+    const s = await op.request('/api/session');
+    assert.equal(s.body.authenticated, true, 'the operator logged in before the flood is still logged in');
+    assert.equal(s.body.user, 'operator-user');
+    const device = await op.request('/api/devices/meter-1');
+    assert.notEqual(device.status, 401, JSON.stringify(device.body));
+    // A POST with the session's CSRF token: the token still belongs to the session.
+    const bad = await op.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'bad name' } });
+    assert.equal(bad.body.error?.code, 'CONSOLE_INVALID_REQUEST', 'past the CSRF check, refused for its body');
+    const newcomer = new ConsoleSession(base);
+    assert.equal((await newcomer.login(ROLE_TOKENS.viewer)).status, 200);
+  });
+
+  it('answers a URL it cannot decode with the registry\'s error, not fastify\'s', async () => {
+    for (const path of ['/%', '/api/devices/%E0%A4%A', '/api/devices/%E0%A4%A/history?field=v&from=0&to=1']) {
+      const r = await call(port, path);
+      assert.equal(r.status, 400, path);
+      assert.equal(r.body.error?.code, 'CONSOLE_INVALID_REQUEST', `${path}: ${JSON.stringify(r.body)}`);
+      assert.equal(typeof r.body.error.message, 'string');
+      assert.ok(!JSON.stringify(r.body).includes('FST_'), 'no fastify code');
+    }
+    // The console is still up, and answers as before.
+    assert.equal((await call(port, '/api/session')).status, 200);
+  });
+
+  it('logging out ends the live streams of that login at once; another login\'s stream goes on', async () => {
+    const a = new ConsoleSession(base);
+    await a.login(ROLE_TOKENS.operator);
+    const b = new ConsoleSession(base);
+    await b.login(ROLE_TOKENS.operator);
+    const fleet = await a.live();
+    const device = await a.live('?device=meter-1');
+    const other = await b.live();
+    try {
+      await fleet.until((e) => (e.event === 'snapshot' ? true : undefined));
+      await device.until((e) => (e.event === 'snapshot' ? true : undefined));
+      assert.equal((await a.request('/api/logout', { method: 'POST' })).status, 200);
+      const timeout = new Promise<string>((r) => setTimeout(() => r('still open'), 3_000));
+      assert.equal(await Promise.race([fleet.ended.then(() => 'ended'), timeout]), 'ended', 'the fleet stream ended');
+      assert.equal(await Promise.race([device.ended.then(() => 'ended'), timeout]), 'ended', "the device stream (which reads with the user's token) ended");
+      // The other login's stream still gets the pipeline view every 2 s.
+      const seen = other.events.length;
+      await other.until((e) => (other.events.indexOf(e) >= seen && e.event === 'pipeline' ? true : undefined), 10_000);
+      const again = await fetch(new URL('/api/live', base), { headers: { cookie: a.cookies() } });
+      assert.equal(again.status, 401, 'and the logged-out cookie opens no new stream');
+      await again.arrayBuffer();
+    } finally {
+      fleet.close();
+      device.close();
+      other.close();
+    }
+  });
+
+  it('a live stream ends when its login expires (CONSOLE_SESSION_TTL_S)', async () => {
+    const short = await anotherConsole({ CONSOLE_SESSION_TTL_S: '2' });
+    const s = new ConsoleSession(short.url);
+    await s.login(ROLE_TOKENS.viewer);
+    const live = await s.live('?device=meter-1');
+    // The page keeps asking meanwhile: being busy does not make a login last longer.
+    const busy = setInterval(() => void s.request('/api/session').catch(() => {}), 300);
+    try {
+      await live.until((e) => (e.event === 'snapshot' ? true : undefined));
+      const timeout = new Promise<string>((r) => setTimeout(() => r('still open'), 6_000));
+      assert.equal(await Promise.race([live.ended.then(() => 'ended'), timeout]), 'ended');
+      assert.equal((await s.request('/api/session')).body.authenticated, false, 'the session says so too');
+      assert.equal((await s.request('/api/devices/meter-1')).status, 401);
+    } finally {
+      clearInterval(busy);
+      live.close();
+    }
+  });
+
+  it(`one login holds at most ${CONSOLE.maxLiveStreamsPerSession} live streams (CONSOLE_TOO_MANY_SESSION_STREAMS); others still get theirs`, async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const streams = [];
+    try {
+      for (let i = 0; i < CONSOLE.maxLiveStreamsPerSession; i++) streams.push(await s.live());
+      const refused = await fetch(new URL('/api/live', base), { headers: { cookie: s.cookies() } });
+      assert.equal(refused.status, 429);
+      assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'CONSOLE_TOO_MANY_SESSION_STREAMS');
+      const other = new ConsoleSession(base);
+      await other.login(ROLE_TOKENS.viewer);
+      streams.push(await other.live());
+      // A stream closed frees its place.
+      streams[0]?.close();
+      await eventually(async () => {
+        const r = await fetch(new URL('/api/live', base), { headers: { cookie: s.cookies() } });
+        if (r.status !== 200) {
+          await r.arrayBuffer();
+          return undefined;
+        }
+        await r.body?.cancel();
+        return true;
+      }, 5_000, 'a place again after closing a stream');
+    } finally {
+      for (const l of streams) l.close();
+    }
+  });
+
+  it('a login whose token the command API refused ends, and is refused from then on: the command API never throttles the console for it', async () => {
+    // This console knows a token the command API does not (revoked there, the console not restarted).
+    const stale = 'stale-operator-token-0123456789abcd';
+    const tokens = join(tmp.dir, 'console-tokens.json');
+    writeFileSync(tokens, JSON.stringify([...JSON.parse(readFileSync(writeRoleTokens(tmp.dir), 'utf8')), { name: 'stale-user', role: 'operator', sha256: sha256Hex(stale) }]));
+    const c = await anotherConsole({ COMMAND_API_TOKENS_FILE: tokens });
+    const user = new RawClient(c.port, '127.0.0.1');
+    assert.equal((await user.login(stale)).status, 200, 'the console still knows the token');
+    const refused = await user.req('/api/devices/meter-1/commands', 'POST', { command: 'ping' }); // to the command API as this user
+    assert.equal(refused.body.error?.code, 'CONSOLE_UNAUTHORIZED', JSON.stringify(refused.body));
+    assert.equal((await user.req('/api/session')).body.authenticated, false, 'the login ended at the refusal');
+    // More tries than the command API's budget of wrong tokens per address (20): none reaches it.
+    for (let i = 0; i < 25; i++) {
+      const again = new RawClient(c.port, '127.0.0.1');
+      const login = await again.login(stale);
+      assert.equal(login.body.error?.code, 'CONSOLE_LOGIN_FAILED');
+      await again.req('/api/devices/meter-1/commands', 'POST', { command: 'ping' });
+    }
+    // Every other operator of the console is served by the command API as before.
+    const op = new RawClient(c.port, '127.0.0.1');
+    assert.equal((await op.login(ROLE_TOKENS.operator)).status, 200);
+    const sent = await op.req('/api/devices/meter-1/commands', 'POST', { command: 'ping' });
+    assert.ok(sent.status < 300, `the command API still serves the console: ${JSON.stringify(sent.body)}`);
+  });
+
+  describe('behind a TLS proxy', () => {
+    let viaProxy: OperatorConsole;
+    let noProxy: OperatorConsole;
+    before(async () => {
+      viaProxy = await anotherConsole({ CONSOLE_COOKIE_SECURE: 'true', CONSOLE_TRUSTED_PROXY: '127.0.0.1', CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '3' });
+      noProxy = await anotherConsole({ CONSOLE_COOKIE_SECURE: 'true' });
+    });
+
+    it('with CONSOLE_TRUSTED_PROXY, a request the proxy marks https gets a Secure cookie and logs in; the log names the operator\'s address', async () => {
+      const c = new RawClient(viaProxy.port, '127.0.0.1', { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.7' });
+      const login = await c.login(ROLE_TOKENS.operator);
+      assert.equal(login.status, 200, JSON.stringify(login.body));
+      const cookie = sessionCookie(login);
+      assert.ok(cookie, 'a session cookie');
+      assert.match(cookie, /;\s*Secure/i);
+      assert.equal((await c.req('/api/session')).body.authenticated, true);
+      assert.ok(
+        fx.logs.lines.some((l) => l.msg === 'console login' && l.ip === '203.0.113.7'),
+        "the login is logged with the operator's address, not the proxy's",
+      );
+    });
+
+    it('the same headers from an address that is not the proxy, or with no proxy configured, are ignored: no login over plain HTTP (CONSOLE_HTTPS_REQUIRED)', async () => {
+      for (const [name, p, from] of [
+        ['not the proxy', viaProxy.port, '127.0.0.2'],
+        ['no proxy configured', noProxy.port, '127.0.0.1'],
+      ] as const) {
+        const c = new RawClient(p, from, { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.50' });
+        const login = await c.login(ROLE_TOKENS.operator);
+        assert.equal(login.status, 403, `${name}: ${JSON.stringify(login.body)}`);
+        assert.equal(login.body.error?.code, 'CONSOLE_HTTPS_REQUIRED', name);
+        assert.equal(sessionCookie(login), undefined, name);
+        assert.equal((await c.req('/api/session')).body.authenticated, false, name);
+      }
+      const refused = fx.logs.lines.filter((l) => l.code === 'CONSOLE_HTTPS_REQUIRED').map((l) => l.ip);
+      assert.ok(refused.includes('127.0.0.2') && refused.includes('127.0.0.1'), `logged with the real peer, never the claimed one: ${refused.join(', ')}`);
+      assert.ok(!refused.includes('203.0.113.50'));
+    });
+
+    it('through the proxy, each operator has their own login limit (X-Forwarded-For), not one for the proxy', async () => {
+      const a = new RawClient(viaProxy.port, '127.0.0.1', { 'x-forwarded-proto': 'https', 'x-forwarded-for': '198.51.100.1' });
+      await a.req('/api/session');
+      const codes: string[] = [];
+      for (let i = 0; i < 4; i++) codes.push((await a.req('/api/login', 'POST', { token: `wrong-${i}-0123456789abcdef0123` })).body.error?.code);
+      assert.deepEqual(codes, ['CONSOLE_LOGIN_FAILED', 'CONSOLE_LOGIN_FAILED', 'CONSOLE_LOGIN_FAILED', 'CONSOLE_LOGIN_RATE_LIMITED']);
+      const b = new RawClient(viaProxy.port, '127.0.0.1', { 'x-forwarded-proto': 'https', 'x-forwarded-for': '198.51.100.2' });
+      const login = await b.login(ROLE_TOKENS.operator);
+      assert.equal(login.status, 200, `another operator behind the same proxy: ${JSON.stringify(login.body)}`);
+    });
+  });
+
+  describe('history over the local store', () => {
+    const HOUR = 3_600_000;
+    const day = (n: number) => Date.parse(`2020-01-${String(n).padStart(2, '0')}T00:00:00Z`);
+    const line = (device: string, time: number, v: number) => JSON.stringify({ measurement: 'readings', tags: { device }, fields: { v }, time: new Date(time).toISOString() });
+
+    it('reads the day files from the day before the window on: a backlog written days later is in its history', async () => {
+      // Ten day files, each holding a reading taken inside the window (written late, as a backlog
+      // would be), its value the file's day: what the answer holds says which files were read.
+      const from = day(3) + 12 * HOUR;
+      const to = day(4) + 12 * HOUR;
+      for (let n = 1; n <= 10; n++) writeFileSync(join(fx.data.timeseries, `2020-01-${String(n).padStart(2, '0')}.jsonl`), line('old-1', from + n * HOUR, n) + '\n');
+      const s = new ConsoleSession(base);
+      await s.login(ROLE_TOKENS.viewer);
+      const h = await s.request(`/api/devices/old-1/history?field=v&from=${from}&to=${to}`);
+      assert.equal(h.status, 200, JSON.stringify(h.body));
+      assert.deepEqual(
+        h.body.points.map((p: [number, number]) => p[1]),
+        [2, 3, 4, 5, 6, 7, 8, 9, 10],
+        'from the day before the window on, not the day before that',
+      );
+    });
+
+    it(`runs at most ${CONSOLE.historyMaxConcurrent} reads at once and queues ${CONSOLE.historyMaxQueued}; past that CONSOLE_HISTORY_BUSY, and a read later is served`, async () => {
+      // A day of many readings: each read takes a while, so the requests below overlap.
+      const start = Date.parse('2020-02-01T00:00:00Z');
+      const lines: string[] = [];
+      for (let i = 0; i < 5_000; i++) lines.push(line('big-1', start + i * 1000, i));
+      writeFileSync(join(fx.data.timeseries, '2020-02-01.jsonl'), lines.join('\n') + '\n');
+      const s = new ConsoleSession(base);
+      await s.login(ROLE_TOKENS.viewer);
+      const path = `/api/devices/big-1/history?field=v&from=${start}&to=${start + 20 * HOUR}`;
+      const asked = CONSOLE.historyMaxConcurrent + CONSOLE.historyMaxQueued + 8;
+      // As many connections as requests opened first (fetch keeps them), so the requests below
+      // arrive together rather than one connection set-up apart.
+      await Promise.all(Array.from({ length: asked }, () => s.request('/api/session')));
+      const answers = await Promise.all(Array.from({ length: asked }, () => s.request(path)));
+      const busy = answers.filter((a) => a.status !== 200);
+      for (const a of busy) {
+        assert.equal(a.status, 503);
+        assert.equal(a.body.error?.code, 'CONSOLE_HISTORY_BUSY');
+      }
+      assert.ok(busy.length >= 1, `some of ${asked} at once refused`);
+      assert.ok(answers.length - busy.length >= CONSOLE.historyMaxConcurrent + CONSOLE.historyMaxQueued, `${busy.length} refused: the queued ones are served`);
+      const later = await s.request(path);
+      assert.equal(later.status, 200, 'every place given back');
+      assert.ok(later.body.points.length > 0);
+    });
+  });
+});
