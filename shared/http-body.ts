@@ -1,24 +1,41 @@
 import type { IncomingMessage } from 'node:http';
-import { FieldStreamError, type ErrorCode } from './errors.ts';
+import { FieldStreamError, isFieldStreamError, type ErrorCode } from './errors.ts';
 
 /**
  * Reads a request body as JSON, at most `maxBytes` of it: a body declared or found larger is
  * refused with `tooLarge` as soon as that is known, without reading (or holding) the rest; one that
- * is not JSON with `invalid`. Each endpoint names its own codes and limit (see LIMITS).
+ * is not JSON with `invalid`. Each endpoint names its own codes and limit (see LIMITS). A client
+ * that goes before its body is in (closed, reset, timed out) is HTTP_REQUEST_ABORTED for every
+ * endpoint: the client's doing, not the server's fault, and there is nobody left to answer.
  */
 export async function readJsonBody(req: IncomingMessage, o: { maxBytes: number; tooLarge: ErrorCode; invalid: ErrorCode }): Promise<unknown> {
   const tooLarge = () => new FieldStreamError(o.tooLarge, `The body is larger than ${o.maxBytes} bytes.`);
   if (Number(req.headers['content-length'] ?? 0) > o.maxBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > o.maxBytes) throw tooLarge();
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > o.maxBytes) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (isFieldStreamError(err) || !isRequestGone(req, err)) throw err;
+    throw new FieldStreamError('HTTP_REQUEST_ABORTED', `The connection closed after ${size} bytes of the body.`, undefined, { cause: err });
   }
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch (err) {
     throw new FieldStreamError(o.invalid, `The body is not JSON: ${(err as Error).message}`);
   }
+}
+
+/**
+ * Whether a request's stream failed because its client went: Node destroys an IncomingMessage with
+ * `aborted` (ECONNRESET) when the connection closes mid-body, and an iterator of a stream destroyed
+ * without an error ends with ERR_STREAM_PREMATURE_CLOSE. Anything else is rethrown as it is.
+ */
+function isRequestGone(req: IncomingMessage, err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (req.destroyed && !req.complete);
 }

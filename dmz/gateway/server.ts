@@ -148,8 +148,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   };
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
 
+  // The pre-upgrade idle timeout (above) stays on until the upgrade is accepted: a request refused,
+  // or waiting for its identity check, must not hold its socket for ever.
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    req.socket.setTimeout(0);
     void upgrade(req, socket, head);
   });
 
@@ -174,7 +175,12 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     }
     // The device may have gone while its token was checked.
     if (socket.destroyed) return;
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, socket, identity));
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      // Accepted: from now on the WebSocket heartbeat watches the connection (ws clears the timeout
+      // too; said here so the gateway does not depend on that).
+      req.socket.setTimeout(0);
+      onConnection(ws, socket, identity);
+    });
   }
 
   function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity): void {
@@ -243,12 +249,22 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   };
 }
 
-/** Answers a refused upgrade with an HTTP status and the coded error as JSON, then closes. */
+/**
+ * Answers a refused upgrade with an HTTP status and the coded error as JSON, then closes. end() alone
+ * only half-closes: the HTTP server allows half-open sockets, so a client that never ends its side
+ * (any holder of a certificate from the CA, even a revoked one) would keep the socket and its file
+ * descriptor for ever, outside GATEWAY_MAX_CONNECTIONS. The socket is destroyed shortly after,
+ * leaving the client a moment to read the answer (destroying at once could lose it to a reset).
+ */
 function refuseUpgrade(socket: Duplex, err: FieldStreamError): void {
   const body = JSON.stringify({ code: err.code, message: err.message });
   socket.end(
     `HTTP/1.1 ${err.httpStatus} ${err.code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
+  const linger = setTimeout(() => socket.destroy(), TIMINGS.gatewayRefusalLingerMs);
+  // Neither the timer nor the socket may hold the process at shutdown (close() destroys the sockets).
+  linger.unref();
+  socket.once('close', () => clearTimeout(linger));
 }
 
 /**

@@ -4,6 +4,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { readJsonBody } from '../../shared/http-body.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { TokenThrottle } from '../../shared/security/throttle.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
 import { CommandRequestSchema, type CommandRecord } from './schemas.ts';
@@ -33,19 +34,51 @@ export interface CommandHttpOptions {
  * Every other answer is {"code", "message"} with the code's HTTP status.
  */
 export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: number; close(): Promise<void> }> {
-  const caller = (req: IncomingMessage): Principal | undefined => {
-    const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
-    return m?.[1] === undefined ? undefined : o.credentials.verify(m[1]);
+  // Wrong bearer tokens are budgeted per source address with the management API's rules
+  // (internal-network/console/manage/routes.ts): both take the same credentials, so guessing here
+  // must not get around the throttle there. The socket's address: the command API trusts no
+  // forwarded header. An address past its budget is refused before its token is looked at, a valid
+  // one too, so a guesser learns nothing more until its window ends; below it, a valid token gets
+  // through but clears nothing, so slipping one between guesses buys no more guesses.
+  const throttle = new TokenThrottle(LIMITS.apiAuthMaxFailures, TIMINGS.apiAuthFailureWindowMs);
+  const caller = (req: IncomingMessage): Principal => {
+    const remote = req.socket.remoteAddress ?? 'unknown';
+    const source = [`addr:${remote}`];
+    if (throttle.blocked(source)) {
+      const retryAfterS = Math.max(1, Math.ceil(throttle.retryAfterMs(source) / 1000));
+      throw new FieldStreamError('API_THROTTLED', `Too many wrong bearer tokens from ${remote}; try again in ${retryAfterS} s.`, { retryAfterS });
+    }
+    const header = req.headers.authorization;
+    const m = /^Bearer (.+)$/.exec(header ?? '');
+    const who = m?.[1] === undefined ? undefined : o.credentials.verify(m[1]);
+    if (who) return who;
+    // No header at all is no guess (a misconfigured script): refused, not charged.
+    if (header !== undefined) {
+      throttle.fail(source);
+      o.logger.warn({ code: 'API_UNAUTHORIZED', remote, path: req.url?.split('?')[0] }, 'command API request with a bearer token that is no credential');
+      if (throttle.blocked(source)) o.logger.warn({ code: 'API_THROTTLED', remote, maxFailures: LIMITS.apiAuthMaxFailures, windowMs: TIMINGS.apiAuthFailureWindowMs }, 'too many wrong bearer tokens from one address: its command API requests are refused unchecked for a while');
+    }
+    throw new FieldStreamError('API_UNAUTHORIZED');
   };
 
   const server: Server = createServer((req, res) => {
     if (o.requests) res.once('finish', () => o.requests?.inc({ status: String(res.statusCode) }));
     handle(req, res).catch((err: unknown) => {
+      const path = req.url?.split('?')[0];
+      if (isFieldStreamError(err, 'HTTP_REQUEST_ABORTED')) {
+        // The client went mid-body: its doing, not the API's fault, and nobody is left to answer.
+        o.logger.info({ code: err.code, method: req.method, path, remote: req.socket.remoteAddress, err: err.message }, 'request dropped by its client before its body was in');
+        req.socket.destroy();
+        return;
+      }
       // An unexpected failure is the API's own fault, not the caller's: a 500 with its own code, the
       // cause in the log (never in the answer, which may go to a less trusted caller).
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('API_INTERNAL', undefined, undefined, { cause: err });
-      if (!isFieldStreamError(err)) o.logger.error({ code: 'API_INTERNAL', err, method: req.method, path: req.url?.split('?')[0] }, 'unexpected error answering a request');
-      send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) });
+      if (!isFieldStreamError(err)) o.logger.error({ code: 'API_INTERNAL', err, method: req.method, path }, 'unexpected error answering a request');
+      // A connection gone meanwhile gets no answer (writing to it would only fail).
+      if (req.socket.destroyed) return;
+      const retryAfterS = coded.code === 'API_THROTTLED' ? coded.details?.retryAfterS : undefined;
+      send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) }, typeof retryAfterS === 'number' ? { 'retry-after': String(retryAfterS) } : {});
     });
   });
   server.requestTimeout = TIMINGS.commandApiRequestTimeoutMs;
@@ -58,7 +91,6 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       return send(res, ok ? 200 : 503, { status: ok ? 'ok' : 'broker unreachable' });
     }
     const who = caller(req);
-    if (!who) throw new FieldStreamError('API_UNAUTHORIZED');
     if (url.pathname === '/v1/commands') {
       if (req.method === 'POST') {
         if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
@@ -139,9 +171,9 @@ function view(r: CommandRecord) {
   };
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
 }
 

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import type { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
@@ -6,7 +8,9 @@ import { startCommandHttp } from '../../internal-network/command-api/http.ts';
 import type { CommandStore } from '../../internal-network/command-api/store.ts';
 import { Credentials, sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ERRORS } from '../../shared/errors.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 const TOKEN = 'operator-token';
 
@@ -33,7 +37,7 @@ async function failingApi() {
     dispatcher,
     store: { all: () => [], get: () => undefined } as unknown as CommandStore,
     brokerConnected: () => true,
-    logger: createLogger('command-api', 'info', sink),
+    logger: createLogger('command-api', 'debug', sink),
   });
   return { api, lines };
 }
@@ -80,6 +84,74 @@ test("a caller's mistake is still API_INVALID_BODY (400), and is not logged as a
     assert.equal(answer.code, 'API_INVALID_BODY');
     assert.match(answer.message, /deeper than 32 levels/);
     assert.equal(lines.filter((l) => l.code === 'API_INTERNAL').length, 0);
+  } finally {
+    await api.close();
+  }
+});
+
+/** GET /v1/commands from a given loopback address (Linux routes all of 127/8 to the loopback). */
+function getFrom(port: number, localAddress: string, token: string) {
+  return new Promise<{ status: number; body: any; retryAfter: string | undefined }>((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/v1/commands', localAddress, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text), retryAfter: res.headers['retry-after'] }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('wrong bearer tokens are throttled per source address as the management API does: 401 until the budget is spent, then 429 API_THROTTLED with Retry-After, a valid token too; another address still gets through', async () => {
+  const { api, lines } = await failingApi();
+  const GUESSER = '127.0.0.2';
+  try {
+    assert.equal((await getFrom(api.port, GUESSER, TOKEN)).status, 200, 'a valid token from the address before');
+    for (let i = 0; i < LIMITS.apiAuthMaxFailures; i++) {
+      const r = await getFrom(api.port, GUESSER, `wrong-token-${i}`);
+      assert.deepEqual([r.status, r.body.code], [401, 'API_UNAUTHORIZED'], `guess ${i + 1}`);
+      // A valid token between the guesses gets through, and buys the guesser no more guesses.
+      if (i === LIMITS.apiAuthMaxFailures - 2) assert.equal((await getFrom(api.port, GUESSER, TOKEN)).status, 200, 'a valid token while below the budget');
+    }
+    for (const token of ['one-more-guess', TOKEN]) {
+      const r = await getFrom(api.port, GUESSER, token);
+      assert.deepEqual([r.status, r.body.code], [429, 'API_THROTTLED'], 'refused unchecked, a valid token too');
+      const s = Number(r.retryAfter);
+      assert.ok(Number.isInteger(s) && s >= 1 && s <= TIMINGS.apiAuthFailureWindowMs / 1000, `Retry-After ${r.retryAfter}`);
+      assert.equal(r.body.details.retryAfterS, s);
+    }
+    assert.equal(ERRORS.API_THROTTLED.http, 429);
+    // The loopback's usual address has its own record: a valid token gets through.
+    assert.equal((await getFrom(api.port, '127.0.0.1', TOKEN)).status, 200);
+    assert.ok(lines.some((l) => l.code === 'API_THROTTLED' && l.remote === GUESSER), 'the address blocked is logged');
+  } finally {
+    await api.close();
+  }
+});
+
+test('a client dropping its upload mid-body is HTTP_REQUEST_ABORTED at info, no error-level entry, and the API stays up', async () => {
+  const { api, lines } = await failingApi();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: api.port }, () => {
+        s.write(`POST /v1/commands HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"deviceId":`);
+        // Long enough for the API to be reading the body, then the client goes.
+        setTimeout(() => {
+          s.destroy();
+          resolve();
+        }, 100);
+      });
+      s.on('error', reject);
+    });
+    const logged = await eventually(() => lines.find((l) => l.code === 'HTTP_REQUEST_ABORTED' || l.code === 'API_INTERNAL'), 5_000, 'the abort logged');
+    assert.equal(logged.code, 'HTTP_REQUEST_ABORTED');
+    assert.ok((logged.level as number) <= 30, `logged at level ${String(logged.level)}`); // info or debug
+    assert.equal(logged.path, '/v1/commands');
+    // Still up: the next request is answered (the dispatcher's failure is this fixture's, as in the first test).
+    assert.equal((await post(api.port, '{"deviceId": ')).status, 400);
+    assert.equal((await fetch(`http://127.0.0.1:${api.port}/healthz`)).status, 200);
+    assert.deepEqual(lines.filter((l) => (l.level as number) >= 50), [], 'no error-level entry');
   } finally {
     await api.close();
   }
