@@ -1,11 +1,13 @@
-import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { pkiPaths } from '../pki/layout.ts';
 import { ensureSigningKey, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
 
 /**
  * Development certificates for `npm start`: reuses whatever is in the certificates folder (a CA
  * made by scripts/generate-certificates.sh included) and creates only what is missing: a CA for
- * localhost, the service certificates, and one certificate per listed device.
+ * localhost, the service certificates, and one certificate per listed device. A listed device's
+ * certificate that the CA did not sign (left from a CA that `--new-ca` replaced) is issued again.
  */
 export function ensureDevelopmentPki(certsDir: string, deviceIds: readonly string[]): { created: string[] } {
   const created: string[] = [];
@@ -13,9 +15,13 @@ export function ensureDevelopmentPki(certsDir: string, deviceIds: readonly strin
   const report = setupPki(certsDir, { domain: meta?.domain ?? 'localhost' });
   if (report.ca === 'created') created.push('ca');
   created.push(...report.created);
+  const p = pkiPaths(certsDir);
+  const ca = new X509Certificate(readFileSync(p.caCert));
   for (const id of deviceIds) {
-    if (!existsSync(pkiPaths(certsDir).device(id).cert)) {
-      issueDeviceCertificate(certsDir, id);
+    const cert = p.device(id).cert;
+    const stale = existsSync(cert) && !new X509Certificate(readFileSync(cert)).verify(ca.publicKey);
+    if (!existsSync(cert) || stale) {
+      issueDeviceCertificate(certsDir, id, { renew: stale });
       created.push(`devices/${id}`);
     }
     ensureSigningKey(certsDir, id);

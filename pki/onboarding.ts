@@ -1,13 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
-import { pkiPaths, SERVICE_CERTS } from './layout.ts';
+import { pkiPaths, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
 import { publishRevocations, recordIssued, revokedSerialsPath } from './revocation.ts';
 
 /** days */
@@ -74,6 +75,12 @@ export function readPkiMeta(root: string): z.infer<typeof PkiMetaSchema> | undef
   return PkiMetaSchema.parse(JSON.parse(readFileSync(p.meta, 'utf8')));
 }
 
+/** The names of `names` (DNS names, IP addresses) that a certificate does not carry. */
+function namesMissing(certPem: string, names: readonly string[]): string[] {
+  const cert = new X509Certificate(certPem);
+  return names.filter((n) => (isIP(n) ? cert.checkIP(n) : cert.checkHost(n, { subject: 'never' })) === undefined);
+}
+
 export function setupPki(root: string, options: SetupOptions): SetupReport {
   const domain = DomainSchema.safeParse(options.domain);
   if (!domain.success) throw new FieldStreamError('PKI_INVALID_NAME', `DOMAIN ${JSON.stringify(options.domain)} is not a DNS name.`);
@@ -83,10 +90,44 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     }
   }
   const p = pkiPaths(root);
+  const caExists = existsSync(p.caKey);
+  const sansOf = (spec: ServiceCertSpec) =>
+    spec.sans?.({
+      domain: domain.data,
+      edgeHosts: options.edgeHosts ?? [],
+      dmzBrokerHosts: options.dmzBrokerHosts ?? [],
+      internalBrokerHosts: options.internalBrokerHosts ?? [],
+    });
+  // A server certificate kept from an earlier set-up (npm start's, for localhost) must name what is
+  // asked for now: kept beside a new domain, it would fail the devices' and the bridge's hostname
+  // checks while fieldstream-pki.json and new device bundles point at the new name. Refused before
+  // anything is written; --renew re-issues them (under the same CA), --new-ca with a new CA.
+  if (caExists && !options.renew && !options.newCa) {
+    const lacking = SERVICE_CERTS.flatMap((spec) => {
+      const paths = p.service(spec.file);
+      const sans = sansOf(spec);
+      if (!sans || !existsSync(paths.cert) || !existsSync(paths.key)) return [];
+      const missing = namesMissing(readFileSync(paths.cert, 'utf8'), sans);
+      return missing.length > 0 ? [`${spec.file}.crt lacks ${missing.join(', ')}`] : [];
+    });
+    if (lacking.length > 0) {
+      let was: string | undefined;
+      try {
+        was = readPkiMeta(root)?.domain;
+      } catch {
+        /* unreadable: the message goes without it */
+      }
+      throw new FieldStreamError(
+        'PKI_NAMES_MISSING',
+        `The service certificates in ${root} were issued for other names (${was ? `set up for ${was}` : 'an earlier set-up'}): ${lacking.join('; ')}. ` +
+          'Nothing was changed. Run again with --renew to re-issue the service certificates for these names under the existing CA, ' +
+          `or with --new-ca for a new CA as well (the choice for a deployment when npm start made this folder: its development CA also signed the certificates of the development devices in ${join(root, 'devices')}/).`,
+      );
+    }
+  }
   mkdirSync(root, { recursive: true });
   const report: SetupReport = { ca: 'reused', created: [], kept: [] };
 
-  const caExists = existsSync(p.caKey);
   if (caExists && options.newCa) {
     const aside = `${p.caDir}.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     renameSync(p.caDir, aside);
@@ -106,20 +147,16 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   writeAtomic(p.publicCa, ca.certPem, 0o644);
   writeAtomic(p.meta, JSON.stringify({ domain: domain.data, createdAt: new Date().toISOString() }, null, 2) + '\n', 0o644);
 
-  // A new CA invalidates every certificate the old one signed: re-issue them all.
-  const renew = options.renew === true || report.ca === 'replaced';
+  // A new CA invalidates every certificate the old one signed (and none found beside a CA made now
+  // can be of it): re-issue them all.
+  const renew = options.renew === true || report.ca !== 'reused';
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
     if (existsSync(paths.cert) && existsSync(paths.key) && !renew) {
       report.kept.push(spec.file);
       continue;
     }
-    const sans = spec.sans?.({
-      domain: domain.data,
-      edgeHosts: options.edgeHosts ?? [],
-      dmzBrokerHosts: options.dmzBrokerHosts ?? [],
-      internalBrokerHosts: options.internalBrokerHosts ?? [],
-    });
+    const sans = sansOf(spec);
     writeKeyAndCert(
       paths,
       issueCertificate(ca, {

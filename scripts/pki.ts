@@ -3,7 +3,8 @@
  * scripts/generate-client-cert.sh. Run those; this file is their implementation.
  */
 import { parseArgs } from 'node:util';
-import { resolve } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
 import { pkiPaths } from '../pki/layout.ts';
@@ -35,6 +36,7 @@ function setup(argv: string[]): void {
   });
   const domain = positionals[0];
   if (!domain || positionals.length > 1) usage();
+  const before = readPkiMeta(certsDir)?.domain;
   const report = setupPki(certsDir, {
     domain,
     newCa: values['new-ca'],
@@ -44,6 +46,8 @@ function setup(argv: string[]): void {
     internalBrokerHosts: values['internal-broker-host'],
   });
   const p = pkiPaths(certsDir);
+  const bundleDir = dirname(p.bundle('x'));
+  const bundles = existsSync(bundleDir) ? readdirSync(bundleDir).filter((f) => f.endsWith('.tar.gz')) : [];
   const caLine = {
     created: `created a new CA in ${p.caDir}/`,
     reused: `kept the existing CA in ${p.caDir}/ (pass --new-ca to replace it)`,
@@ -53,7 +57,10 @@ function setup(argv: string[]): void {
   CA:        ${caLine}
   issued:    ${report.created.join(', ') || '(nothing new)'}
   kept:      ${report.kept.join(', ') || '(none)'}
-
+${before !== undefined && before !== domain && bundles.length > 0 ? `
+The domain was ${before}: the device bundles made before (${bundles.join(', ')}) point at wss://${before}/ws.
+Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew), or set GATEWAY_URL in each device's .env.
+` : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
 Copy certs/ca.crt + certs/dmz/ to the DMZ server, certs/ca.crt + certs/internal/ to the internal server.
 Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`);
@@ -107,7 +114,7 @@ try {
 } catch (err) {
   if (isFieldStreamError(err)) {
     console.error(`error ${err.code}: ${err.message}`);
-    process.exit(err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' ? 73 : 65);
+    process.exit(err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' || err.code === 'PKI_NAMES_MISSING' ? 73 : 65);
   }
   throw err;
 }

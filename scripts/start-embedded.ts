@@ -39,6 +39,7 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
   const p = pkiPaths(certsDir);
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
   const dev = p.device('sensor-001');
+  const my = p.device('my-device');
   const metricsOf = (s: { url: string } | undefined) => (s ? `${s.url}/metrics   (${s.url}/healthz, ${s.url}/readyz)` : 'off');
   const distributorMetrics = await pipeline.distributor.metricsServer;
   const timeseries = process.env.INFLUXDB_URL ? `${pipeline.distributor.sink.description}` : `${rel(data.timeseries)}/  (read it: npm run readings)`;
@@ -68,10 +69,11 @@ Send the simulated device a command, then read its state:
     -d '{"deviceId": "${simulated ?? 'sensor-001'}", "command": "ping"}'
   curl -s '${apiUrl}/v1/commands?deviceId=${simulated ?? 'sensor-001'}' -H 'Authorization: Bearer ${token}'
 
-Connect another device (a real one, or this machine as one):
+Connect another device (a real one, or this machine as one, with a data folder and local ports beside the simulated device's):
   scripts/generate-client-cert.sh my-device
   DEVICE_ID=my-device GATEWAY_URL=${pipeline.gatewayUrl} FIELD_CA_FILE=${rel(p.publicCa)} \\
-    FIELD_CERT_FILE=${rel(p.device('my-device').cert)} FIELD_KEY_FILE=${rel(p.device('my-device').key)} npm run field-client
+    FIELD_CERT_FILE=${rel(my.cert)} FIELD_KEY_FILE=${rel(my.key)} \\
+    FIELD_SIGNING_KEY_FILE=${rel(my.signingKey)} FIELD_DATA_DIR=data/my-device FIELD_HTTP_PORT=8082 FIELD_MQTT_PORT=1885 npm run field-client
 
 Inspect the TLS endpoint:
   openssl s_client -connect localhost:${pipeline.gateway.port} -CAfile ${rel(p.publicCa)} -cert ${rel(dev.cert)} -key ${rel(dev.key)} </dev/null

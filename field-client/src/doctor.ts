@@ -32,9 +32,13 @@ interface Context {
   url?: URL;
   welcome?: { gatewayId: string; serverTime: number; receivedAt: number; rttMs: number };
   ws?: WebSocket;
+  /** how the gateway closed the doctor's WebSocket, once it did */
+  closed?: { code: number; reason: string };
 }
 
 const TIMEOUT_MS = 10_000;
+/** The WebSocket close code of a connection another one of the same device replaced (GATEWAY_SUPERSEDED). */
+const CLOSE_SUPERSEDED = 4009;
 
 /**
  * `fieldstream doctor`: checks, in order, what a device needs to deliver its data, and says for
@@ -67,6 +71,7 @@ export async function runDoctor(env: Record<string, string | undefined>): Promis
     ctx.welcome = undefined;
     ctx.ws?.terminate();
     ctx.ws = undefined;
+    ctx.closed = undefined;
     for (const step of network) {
       const list = await run(step);
       results.push(...(urls.length > 1 ? list.map((x) => ({ ...x, detail: `${url}: ${x.detail}` })) : list));
@@ -250,6 +255,10 @@ async function websocket(ctx: Context): Promise<CheckResult> {
       handshakeTimeout: TIMEOUT_MS,
     });
     ctx.ws = ws;
+    ws.once('close', (code, reason) => {
+      // Only this URL's own connection: the one before it, terminated, reports its close later.
+      if (ctx.ws === ws) ctx.closed = { code, reason: reason.toString() };
+    });
     const timer = setTimeout(() => resolve({ name: 'websocket', level: 'fail', detail: 'no welcome from the gateway' }), TIMEOUT_MS);
     ws.on('message', (data) => {
       const f = frameOf(data.toString());
@@ -286,12 +295,41 @@ async function websocket(ctx: Context): Promise<CheckResult> {
   });
 }
 
+/**
+ * The gateway closed the doctor's connection before the test event's answer. 4009 is no fault of
+ * the pipeline: the gateway keeps one connection per device, the newest (GATEWAY_SUPERSEDED), and the
+ * device's own client, when it runs, reconnects within a fraction of a second and takes over.
+ */
+function closedBeforeAck(ctx: Context, closed: { code: number; reason: string }): CheckResult {
+  const deviceId = (ctx.config as FieldClientConfig).DEVICE_ID;
+  if (closed.code === CLOSE_SUPERSEDED || closed.reason === 'GATEWAY_SUPERSEDED') {
+    return {
+      name: 'round trip',
+      level: 'fail',
+      detail: `GATEWAY_SUPERSEDED: another connection of device ${deviceId} took over before the test event was acknowledged (close code ${closed.code})`,
+      hint: "Another connection of this device took over (the gateway keeps the newest): stop the device's client while running doctor (in its bundle folder: docker-compose stop field-client, then start it again), or run doctor with another device id.",
+    };
+  }
+  return {
+    name: 'round trip',
+    level: 'fail',
+    detail: `the gateway closed the connection before the test event was acknowledged: close code ${closed.code}${closed.reason ? ` ${closed.reason}` : ''}`,
+    hint: 'Look up the reason in docs/errors.md, and the gateway\u2019s log on the DMZ server.',
+  };
+}
+
 async function roundTrip(ctx: Context): Promise<CheckResult> {
   const ws = ctx.ws as WebSocket;
   const id = `doctor-${randomBytes(4).toString('hex')}`;
   const started = Date.now();
+  // Closed between the welcome and now (a client of the device took over at once, say).
+  if (ctx.closed) return closedBeforeAck(ctx, ctx.closed);
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve({ name: 'round trip', level: 'fail', detail: 'no ack within 10 s', hint: 'The gateway cannot reach its broker; see the DMZ server.' }), TIMEOUT_MS);
+    ws.once('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve(closedBeforeAck(ctx, { code, reason: reason.toString() }));
+    });
     ws.on('message', (data) => {
       const f = frameOf(data.toString());
       if ((f?.type !== 'ack' && f?.type !== 'error') || !f.messageIds?.includes(id)) return;
@@ -344,7 +382,8 @@ async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
       detail: `client ${status.connection?.state}, ${status.queue.depth} messages queued (${queueBytes} bytes)${old}; last ack ${status.lastAckAt ?? 'never'}`,
     });
   } else {
-    out.push({ name: 'queue', level: 'ok', detail: `${queueBytes} bytes queued in ${queueDir} (the client's status endpoint is not answering: is it running?)` });
+    const why = c.FIELD_HTTP_PORT === undefined ? 'FIELD_HTTP_PORT=off: no client status asked for' : "the client's status endpoint is not answering: is it running?";
+    out.push({ name: 'queue', level: 'ok', detail: `${queueBytes} bytes queued in ${queueDir} (${why})` });
   }
   try {
     const fs = statfsSync(existsSync(c.FIELD_DATA_DIR) ? c.FIELD_DATA_DIR : '/');

@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
+import { WebSocketServer } from 'ws';
+import { LIMITS } from '../../shared/limits.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
@@ -304,6 +308,44 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
       assert.match(unsigned.stdout, /→ Set FIELD_SIGNING_KEY_FILE/);
       const signed = await doctor({ FIELD_SIGNING_KEY_FILE: fx.pki.paths.device('dev-doctor').signingKey });
       assert.match(signed.stdout, /^✔ commands .*only commands authenticated for this device run/m);
+    });
+
+    it('says when another connection of the device took over its connection, and never blames the broker for it', async () => {
+      // A gateway that welcomes the doctor, then closes its connection as the real one does when the
+      // device's running client reconnects meanwhile (4009 GATEWAY_SUPERSEDED: the newest connection
+      // of a device wins), instead of acknowledging the test event; then with another close code.
+      const edge = fx.pki.paths.service('dmz/edge');
+      const server = createHttpsServer({ cert: readFileSync(edge.cert), key: readFileSync(edge.key) });
+      const wss = new WebSocketServer({ server, path: '/ws' });
+      let close: { code: number; reason: string; atWelcome?: boolean } = { code: 4009, reason: 'GATEWAY_SUPERSEDED' };
+      wss.on('connection', (ws) => {
+        const limits = { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages };
+        ws.send(JSON.stringify({ type: 'welcome', deviceId: 'dev-doctor', gatewayId: 'gw-test', serverTime: Date.now(), limits }));
+        if (close.atWelcome) ws.close(close.code, close.reason);
+        else ws.once('message', () => ws.close(close.code, close.reason));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const GATEWAY_URL = `wss://localhost:${(server.address() as AddressInfo).port}/ws`;
+      try {
+        for (const atWelcome of [false, true]) {
+          close = { code: 4009, reason: 'GATEWAY_SUPERSEDED', atWelcome };
+          const r = await doctor({ GATEWAY_URL });
+          assert.equal(r.status, 1, r.stdout);
+          assert.match(r.stdout, /^✔ websocket /m);
+          assert.match(r.stdout, /^✖ round trip +GATEWAY_SUPERSEDED: another connection of device dev-doctor took over before the test event was acknowledged \(close code 4009\)$/m);
+          assert.match(r.stdout, /→ Another connection of this device took over .*: stop the device's client while running doctor .*, or run doctor with another device id\.$/m);
+          assert.doesNotMatch(r.stdout, /broker|no ack within/, 'not the broker: nothing is wrong with the pipeline');
+        }
+        close = { code: 1011, reason: 'unexpected condition' };
+        const other = await doctor({ GATEWAY_URL });
+        assert.equal(other.status, 1);
+        assert.match(other.stdout, /^✖ round trip +the gateway closed the connection before the test event was acknowledged: close code 1011 unexpected condition$/m);
+        assert.doesNotMatch(other.stdout, /broker|no ack within/);
+      } finally {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        await new Promise((resolve) => server.close(resolve));
+      }
     });
   });
 });

@@ -95,8 +95,7 @@ describe('deployment files', () => {
   }
 
   it('docker-compose.internal.yml offers PostgreSQL under the with-postgres profile: pinned, a volume, a health check, the password from a secret file, the distributor and the console wired to it', () => {
-    // docker-compose 1.29 checks every service's variables, profiles or not: InfluxDB's too.
-    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't', PGHOST: 'postgres', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', PGHOST: 'postgres', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
     const c = internalConfig(env, ['with-postgres']);
     const pg = c.services.postgres;
     assert.ok(pg, 'a postgres service');
@@ -129,6 +128,67 @@ describe('deployment files', () => {
     assert.equal(influx.ports, undefined, 'never published: the internal network only');
     assert.deepEqual(Object.keys(influx.networks ?? {}), ['internal']);
     assert.equal(influx.environment?.INFLUXD_PPROF_DISABLED, 'true');
+  });
+
+  it('docker-compose.internal.yml passes docker-compose config with what docs/deployment.md says to set: an InfluxDB 2.x or 1.x of your own, or none, no profile', () => {
+    // docs/deployment.md, "3. Internal server": `cp .env.example .env  # set ...`, then `up`.
+    const lines = readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').split('\n');
+    const up = lines.indexOf('docker-compose -f docker-compose.internal.yml up -d --build');
+    const told = /^cp \.env\.example \.env\s+# set (.*)$/.exec(lines[up - 1] ?? '')?.[1];
+    assert.ok(told, 'the set-up names the settings to set');
+    const named = new Set(told.match(/\b[A-Z][A-Z0-9_]*[A-Z0-9]\b/g));
+    // Every variable the compose file requires (${VAR:?...}) is one the doc names.
+    const compose = readFileSync(join(repoRoot, 'docker-compose.internal.yml'), 'utf8');
+    const required = [...new Set([...compose.matchAll(/\$\{([A-Z0-9_]+):\?/g)].map((m) => m[1] as string))];
+    assert.ok(required.length >= 3);
+    for (const v of required) assert.ok(named.has(v), `docs/deployment.md's set-up comment names ${v}, which docker-compose requires`);
+    // A .env as the doc says (copied from .env.example, so the rest are empty), no profile.
+    const base = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', FIELDSTREAM_UID: '1001', FIELDSTREAM_GID: '1001' };
+    for (const n of Object.keys(base)) if (n !== 'PATH') assert.ok(named.has(n) || n.startsWith('FIELDSTREAM_'), n);
+    const dbs: Record<string, Record<string, string>> = {
+      'InfluxDB 2.x of your own': { INFLUXDB_URL: 'https://influx.corp.example:8086', INFLUXDB_TOKEN: 't0ken', INFLUXDB_ORG: 'plant', INFLUXDB_BUCKET: 'readings' },
+      'InfluxDB 1.x of your own': { INFLUXDB_URL: 'http://influx1.corp.example:8086', INFLUXDB_DATABASE: 'fieldstream', INFLUXDB_USERNAME: 'writer', INFLUXDB_PASSWORD: 'secret' },
+      'no InfluxDB': {},
+    };
+    for (const [name, db] of Object.entries(dbs)) {
+      const r = spawnSync('docker-compose', ['-f', join(repoRoot, 'docker-compose.internal.yml'), 'config', '-q'], { env: { ...base, ...db }, encoding: 'utf8', cwd: repoRoot });
+      assert.equal(r.status, 0, `${name}: ${r.stderr}`);
+      const c = internalConfig({ ...base, ...db }, []);
+      for (const [k, v] of Object.entries(db)) assert.equal(c.services.distributor?.environment?.[k], v, `${name}: the distributor gets ${k}`);
+    }
+    // Leaving out any one required setting is named.
+    for (const v of required) {
+      const r = spawnSync('docker-compose', ['-f', join(repoRoot, 'docker-compose.internal.yml'), 'config', '-q'], { env: { ...base, [v]: '' }, encoding: 'utf8', cwd: repoRoot });
+      assert.notEqual(r.status, 0, v);
+      assert.match(r.stderr, new RegExp(`set ${v}`), v);
+    }
+  });
+
+  it("docker-compose.internal.yml's InfluxDB (with-influxdb) refuses to start without its password and token, naming them, and else runs the image's entrypoint", () => {
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+    const influx = internalConfig(env, ['with-influxdb']).services.influxdb as { entrypoint?: string[]; command?: string[]; environment?: Record<string, string> };
+    assert.equal(influx.environment?.DOCKER_INFLUXDB_INIT_PASSWORD, '');
+    const [sh, flag, script, argv0] = influx.entrypoint ?? [];
+    assert.deepEqual([sh, flag], ['/bin/sh', '-c']);
+    assert.deepEqual(influx.command, ['influxd'], "the image's command, which an entrypoint of our own clears");
+    // What the container runs: compose turns $$ into $.
+    const run = (password: string, token: string) =>
+      spawnSync('/bin/sh', ['-c', (script as string).replaceAll('$$', '$'), argv0 as string, ...(influx.command ?? [])], {
+        env: { PATH: process.env.PATH, DOCKER_INFLUXDB_INIT_PASSWORD: password, DOCKER_INFLUXDB_INIT_ADMIN_TOKEN: token },
+        encoding: 'utf8',
+      });
+    const none = run('', '');
+    assert.equal(none.status, 78);
+    assert.match(none.stderr, /set INFLUXDB_PASSWORD and INFLUXDB_TOKEN in \.env/);
+    const noToken = run('a-password', '');
+    assert.equal(noToken.status, 78);
+    assert.match(noToken.stderr, /set INFLUXDB_TOKEN in \.env/);
+    assert.match(run('', 't0ken').stderr, /set INFLUXDB_PASSWORD in \.env/);
+    // Both set: on to the image's /entrypoint.sh (absent here, so the shell says it is not found).
+    const both = run('a-password', 't0ken');
+    assert.equal(both.status, 127);
+    assert.match(both.stderr, /\/entrypoint\.sh/);
+    assert.doesNotMatch(both.stderr, /INFLUXDB_/);
   });
 
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {

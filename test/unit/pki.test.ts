@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +11,7 @@ import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/o
 import { describeCertificate } from '../../pki/certificates.ts';
 import { revokeDevice, revokedSerialsPath } from '../../pki/revocation.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
 import { foreignDeviceCert, tempDir } from '../helpers/pki.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -145,6 +147,43 @@ describe('certificate onboarding', () => {
     }
   });
 
+  it('refuses, changing nothing, to keep service certificates that do not name the domain or hosts asked for; --renew re-issues them', () => {
+    const scratch = tempDir('pki-names');
+    try {
+      const r = join(scratch.dir, 'c');
+      const q = pkiPaths(r);
+      setupPki(r, { domain: 'localhost' }); // as npm start makes it
+      const files = [q.caCert, q.caKey, q.publicCa, q.meta, ...SERVICE_CERTS.flatMap((s) => [q.service(s.file).cert, q.service(s.file).key])];
+      const snapshot = () => files.map((f) => readFileSync(f, 'utf8'));
+      const before = snapshot();
+      for (const options of [{ domain: 'fieldstream.example.org' }, { domain: 'localhost', edgeHosts: ['dmz2.example.org'] }, { domain: 'localhost', dmzBrokerHosts: ['192.0.2.9'] }]) {
+        assert.throws(
+          () => setupPki(r, options),
+          (err: FieldStreamError) => err.code === 'PKI_NAMES_MISSING' && /set up for localhost/.test(err.message) && /--renew/.test(err.message) && /--new-ca/.test(err.message),
+          JSON.stringify(options),
+        );
+        assert.deepEqual(snapshot(), before, `nothing changed (${JSON.stringify(options)})`);
+      }
+      assert.throws(() => setupPki(r, { domain: 'fieldstream.example.org' }), /dmz\/edge\.crt lacks fieldstream\.example\.org; dmz\/mosquitto\.crt lacks fieldstream\.example\.org/);
+      // The same names again, or fewer (npm start passes the domain alone): nothing to refuse.
+      assert.equal(setupPki(r, { domain: 'localhost' }).ca, 'reused');
+
+      const report = setupPki(r, { domain: 'fieldstream.example.org', renew: true });
+      assert.equal(report.ca, 'reused', 'the CA is kept');
+      assert.equal(readFileSync(q.caCert, 'utf8'), before[0]);
+      for (const file of ['dmz/edge', 'dmz/mosquitto']) {
+        const cert = new X509Certificate(readFileSync(q.service(file).cert));
+        assert.equal(cert.checkHost('fieldstream.example.org', { subject: 'never' }), 'fieldstream.example.org', file);
+        assert.equal(cert.checkHost('localhost', { subject: 'never' }), 'localhost', `${file} still names localhost`);
+      }
+      assert.equal(JSON.parse(readFileSync(q.meta, 'utf8')).domain, 'fieldstream.example.org');
+      // Kept from now on: they name the domain.
+      assert.deepEqual(setupPki(r, { domain: 'fieldstream.example.org' }).created, []);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   describe('TLS handshakes with the issued certificates', () => {
     let port = 0;
     let closeServer: () => void = () => undefined;
@@ -239,6 +278,38 @@ describe('the onboarding scripts', () => {
         }
       })();
       assert.match(dup, /PKI_CERT_EXISTS/);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  it("generate-certificates.sh for a domain after npm start: refuses, changing nothing, until --new-ca or --renew, and npm start still runs after --new-ca", () => {
+    const scratch = tempDir('scripts-after-start');
+    const certs = join(scratch.dir, 'certs');
+    const q = pkiPaths(certs);
+    const env = { ...process.env, CERTS_DIR: certs };
+    const script = join(repoRoot, 'scripts', 'generate-certificates.sh');
+    try {
+      ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001']); // what npm start makes
+      const edgeBefore = readFileSync(q.service('dmz/edge').cert, 'utf8');
+      const r = spawnSync(script, ['fieldstream.example.org'], { env, encoding: 'utf8' });
+      assert.equal(r.status, 73, r.stdout + r.stderr);
+      assert.match(r.stderr, /^error PKI_NAMES_MISSING: .*dmz\/edge\.crt lacks fieldstream\.example\.org.*Nothing was changed\. Run again with --renew .* or with --new-ca/m);
+      assert.equal(readFileSync(q.service('dmz/edge').cert, 'utf8'), edgeBefore);
+      assert.equal(JSON.parse(readFileSync(q.meta, 'utf8')).domain, 'localhost', 'fieldstream-pki.json unchanged: new bundles would still match the certificates');
+
+      const out = execFileSync(script, ['fieldstream.example.org', '--new-ca'], { env, encoding: 'utf8' });
+      assert.match(out, /replaced the CA/);
+      const edge = new X509Certificate(readFileSync(q.service('dmz/edge').cert));
+      assert.equal(edge.checkHost('fieldstream.example.org', { subject: 'never' }), 'fieldstream.example.org');
+      assert.doesNotThrow(() => openssl('verify', '-CAfile', q.publicCa, q.service('dmz/edge').cert, q.service('dmz/mosquitto').cert));
+      assert.throws(() => openssl('verify', '-CAfile', q.publicCa, q.device('sensor-001').cert), 'the development devices are not trusted by the new CA');
+
+      // npm start in the same folder afterwards issues its devices again, under the CA now in place.
+      const again = ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001']);
+      assert.deepEqual(again.created, ['devices/field-sim-001', 'devices/sensor-001']);
+      assert.doesNotThrow(() => openssl('verify', '-CAfile', q.publicCa, q.device('sensor-001').cert, q.device('field-sim-001').cert));
+      assert.deepEqual(ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001']).created, [], 'then kept');
     } finally {
       scratch.cleanup();
     }
