@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,7 +7,8 @@ import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { CONSOLE } from '../../shared/limits.ts';
 import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
-import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { brokerSettings, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { requestFrom, type Answer as HttpAnswer } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -21,43 +21,13 @@ import { eventually } from '../helpers/ws-device.ts';
  * local store reads only the days of its window, and only so many reads run at once. docs/console.md.
  */
 
-interface Answer {
-  status: number;
-  cookies: string[];
-  body: any;
-}
+/** An answer of the console, with the cookies it set. */
+type Answer = HttpAnswer & { cookies: string[] };
 
-/** One request with node:http, so a test chooses the address it comes from (any 127.x is loopback). */
-function call(port: number, path: string, o: { method?: string; headers?: Record<string, string>; body?: unknown; from?: string } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const body = o.body === undefined ? undefined : JSON.stringify(o.body);
-    const req = httpRequest(
-      {
-        host: '127.0.0.1',
-        port,
-        path,
-        method: o.method ?? 'GET',
-        localAddress: o.from ?? '127.0.0.1',
-        headers: { ...(o.headers ?? {}), ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } : {}) },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => {
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            /* not JSON */
-          }
-          resolve({ status: res.statusCode ?? 0, cookies: res.headers['set-cookie'] ?? [], body: parsed });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+/** One request to the console from a chosen address (any 127.x is loopback). */
+async function call(port: number, path: string, o: { method?: string; headers?: Record<string, string>; body?: unknown; from?: string } = {}): Promise<Answer> {
+  const a = await requestFrom(`http://127.0.0.1:${port}${path}`, o);
+  return { ...a, cookies: a.headers['set-cookie'] ?? [] };
 }
 
 /** A client of the console through node:http: its cookies, its CSRF token, its address and headers. */
@@ -101,15 +71,10 @@ describe('the operator console against hostile clients', () => {
 
   /** Another console on the fixture's broker and store, with settings of its own. */
   async function anotherConsole(env: Record<string, string>): Promise<OperatorConsole> {
-    const svc = fx.pki.paths.service('internal/console');
     const c = await startConsole(
       loadConsoleConfig({
         ...fx.env,
-        MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
-        MQTT_PROTOCOL_VERSION: '4',
-        MQTT_CA_FILE: fx.pki.paths.publicCa,
-        MQTT_CERT_FILE: svc.cert,
-        MQTT_KEY_FILE: svc.key,
+        ...brokerSettings(fx, 'internal/console'),
         CONSOLE_CLIENT_ID: `console-hostile-${extra.length}`,
         CONSOLE_HOST: '127.0.0.1',
         CONSOLE_PORT: '0',

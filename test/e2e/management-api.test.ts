@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MANAGE } from '../../shared/limits.ts';
@@ -10,6 +9,7 @@ import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { requestFrom } from '../helpers/http-from.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 /**
@@ -306,16 +306,7 @@ describe('the management API', () => {
     // socket's address is what it throttles, and Linux routes all of 127/8 to the loopback.
     const GUESSER = '127.0.0.2';
     const from = (localAddress: string, path: string, token: string) =>
-      new Promise<{ status: number; body: any; retryAfter: string | undefined }>((resolve, reject) => {
-        const req = request(new URL(`/api/v1/manage${path}`, base), { localAddress, headers: { authorization: `Bearer ${token}` } }, (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (text += c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text), retryAfter: res.headers['retry-after'] }));
-        });
-        req.on('error', reject);
-        req.end();
-      });
+      requestFrom(new URL(`/api/v1/manage${path}`, base), { from: localAddress, headers: { authorization: `Bearer ${token}` } });
     const m = fx.pipeline.console?.metricsServer;
     assert.ok(m, 'the console serves /metrics');
     const counted = async () => {
@@ -335,8 +326,8 @@ describe('the management API', () => {
     for (const token of ['one-more-guess-0123456789abcdef', ROLE_TOKENS.admin]) {
       const r = await from(GUESSER, '/status', token);
       assert.deepEqual([r.status, r.body.error.code], [429, 'MANAGE_THROTTLED'], 'refused unchecked, a valid token too');
-      const s = Number(r.retryAfter);
-      assert.ok(Number.isInteger(s) && s >= 1 && s <= MANAGE.authFailureWindowMs / 1000, `Retry-After ${r.retryAfter}`);
+      const s = Number(r.headers['retry-after']);
+      assert.ok(Number.isInteger(s) && s >= 1 && s <= MANAGE.authFailureWindowMs / 1000, `Retry-After ${r.headers['retry-after']}`);
       assert.equal(r.body.error.details.retryAfterS, s);
     }
     // The loopback's usual address has its own record: a valid token gets through.

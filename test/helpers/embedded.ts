@@ -90,20 +90,27 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
   };
 }
 
+/** The settings of an internal service reaching the fixture's broker with `service`'s certificate. */
+export function brokerSettings(fx: EmbeddedFixture, service: string): Record<string, string> {
+  const svc = fx.pki.paths.service(service);
+  return {
+    MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
+    MQTT_PROTOCOL_VERSION: '4',
+    MQTT_CA_FILE: fx.pki.paths.publicCa,
+    MQTT_CERT_FILE: svc.cert,
+    MQTT_KEY_FILE: svc.key,
+  };
+}
+
 /**
  * Another distributor on the fixture's broker, under the embedded one's session (so it takes over
  * whatever that one left unacknowledged): for tests that crash and restart the distributor.
  */
 export function distributorLike(fx: EmbeddedFixture, overrides: Record<string, string> = {}): Distributor {
-  const svc = fx.pki.paths.service('internal/distributor');
   return startDistributor(
     loadDistributorConfig({
       ...fx.env,
-      MQTT_URL: `mqtts://127.0.0.1:${fx.pipeline.broker.port}`,
-      MQTT_PROTOCOL_VERSION: '4',
-      MQTT_CA_FILE: fx.pki.paths.publicCa,
-      MQTT_CERT_FILE: svc.cert,
-      MQTT_KEY_FILE: svc.key,
+      ...brokerSettings(fx, 'internal/distributor'),
       DISTRIBUTOR_SHARE_GROUP: 'none',
       DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),

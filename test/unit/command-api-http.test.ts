@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -10,6 +9,7 @@ import { Credentials, sha256Hex } from '../../internal-network/shared/credential
 import { ERRORS } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { requestFrom } from '../helpers/http-from.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const TOKEN = 'operator-token';
@@ -89,19 +89,8 @@ test("a caller's mistake is still API_INVALID_BODY (400), and is not logged as a
   }
 });
 
-/** GET /v1/commands from a given loopback address (Linux routes all of 127/8 to the loopback). */
-function getFrom(port: number, localAddress: string, token: string) {
-  return new Promise<{ status: number; body: any; retryAfter: string | undefined }>((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/v1/commands', localAddress, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text), retryAfter: res.headers['retry-after'] }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+/** GET /v1/commands from a given loopback address. */
+const getFrom = (port: number, from: string, token: string) => requestFrom(`http://127.0.0.1:${port}/v1/commands`, { from, headers: { authorization: `Bearer ${token}` } });
 
 test('wrong bearer tokens are throttled per source address as the management API does: 401 until the budget is spent, then 429 API_THROTTLED with Retry-After, a valid token too; another address still gets through', async () => {
   const { api, lines } = await failingApi();
@@ -117,8 +106,8 @@ test('wrong bearer tokens are throttled per source address as the management API
     for (const token of ['one-more-guess', TOKEN]) {
       const r = await getFrom(api.port, GUESSER, token);
       assert.deepEqual([r.status, r.body.code], [429, 'API_THROTTLED'], 'refused unchecked, a valid token too');
-      const s = Number(r.retryAfter);
-      assert.ok(Number.isInteger(s) && s >= 1 && s <= TIMINGS.apiAuthFailureWindowMs / 1000, `Retry-After ${r.retryAfter}`);
+      const s = Number(r.headers['retry-after']);
+      assert.ok(Number.isInteger(s) && s >= 1 && s <= TIMINGS.apiAuthFailureWindowMs / 1000, `Retry-After ${r.headers['retry-after']}`);
       assert.equal(r.body.details.retryAfterS, s);
     }
     assert.equal(ERRORS.API_THROTTLED.http, 429);

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -16,14 +16,10 @@ import { tempDir } from '../helpers/pki.ts';
  * it is lost at the next start and the committed watermark can pass.
  */
 const reading = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
-const setFileSizeLimit = (limit: number | 'unlimited') => execFileSync('prlimit', ['--pid', String(process.pid), `--fsize=${limit}:unlimited`]);
 
 describe('the durable queue when the disk refuses a write', () => {
   const tmp = tempDir('queue-fail');
-  after(() => {
-    setFileSizeLimit('unlimited');
-    tmp.cleanup();
-  });
+  after(() => tmp.cleanup());
 
   it('refuses the write whole, cuts it off the segment, numbers on without a gap, and loses nothing written after it', async () => {
     const logs = new LogCapture();
@@ -35,15 +31,9 @@ describe('the durable queue when the disk refuses a write', () => {
     const good = statSync(path).size;
 
     // Room for 20 more bytes: the first write(2) takes 20 (a short write, no error), the next EFBIG.
-    setFileSizeLimit(good + 20);
-    let refused: PromiseSettledResult<unknown>[];
-    try {
-      // The second append queues behind the first's write: its numbers follow the first's, and
-      // neither reaches the disk.
-      refused = await Promise.allSettled([q.append([reading(10), reading(11)]), q.append([reading(12)])]);
-    } finally {
-      setFileSizeLimit('unlimited');
-    }
+    // The second append queues behind the first's write: its numbers follow the first's, and
+    // neither reaches the disk.
+    const refused = await withFileSizeLimit(good + 20, () => Promise.allSettled([q.append([reading(10), reading(11)]), q.append([reading(12)])]));
     for (const r of refused) {
       assert.equal(r.status, 'rejected');
       assert.ok(isFieldStreamError((r as PromiseRejectedResult).reason, 'FIELD_QUEUE_WRITE_FAILED'), String((r as PromiseRejectedResult).reason));

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { RejectedMessages } from '../../field-client/src/rejected.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -14,27 +14,20 @@ import { tempDir } from '../helpers/pki.ts';
  * is made real with the process's file size limit (prlimit): the kernel takes the bytes up to it,
  * then answers EFBIG.
  */
-const setFileSizeLimit = (limit: number | 'unlimited') => execFileSync('prlimit', ['--pid', String(process.pid), `--fsize=${limit}:unlimited`]);
 const point = (v: number) => ({ measurement: 'readings', tags: { device: 'line-1' }, fields: { v }, time: 1700000000000 + v });
 
 describe('files of lines holding acknowledged data', () => {
   const tmp = tempDir('line-file');
-  after(() => {
-    setFileSizeLimit('unlimited');
-    tmp.cleanup();
-  });
+  after(() => tmp.cleanup());
 
   it('the local store refuses a batch the disk took only part of, and the next batch is read back whole', async () => {
     const dir = join(tmp.dir, 'store');
     const store = new LocalPointStore(dir);
     await store.write([point(1)]);
     const file = join(dir, `${new Date().toISOString().slice(0, 10)}.jsonl`);
-    setFileSizeLimit(statSync(file).size + 30);
-    try {
-      await assert.rejects(store.write([point(2), point(3), point(4)]), (err) => isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED'));
-    } finally {
-      setFileSizeLimit('unlimited');
-    }
+    await withFileSizeLimit(statSync(file).size + 30, () =>
+      assert.rejects(store.write([point(2), point(3), point(4)]), (err) => isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED')),
+    );
     // The distributor writes the refused batch again (its message is still unacknowledged), and goes on.
     await store.write([point(2), point(3), point(4)]);
     await store.write([point(5)]);
