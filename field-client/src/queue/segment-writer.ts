@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { segName } from './queue-files.ts';
+import { syncDir } from '../../../shared/durable-fs.ts';
 import type { OutgoingMessage, QueuedMessage, QueueItem, Segment, SyncPolicy } from './queue-types.ts';
 import { encodeRecordInto, recordBytes } from './record-codec.ts';
 import { DATA_TYPES } from '../../../shared/contract/payloads.ts';
@@ -118,11 +119,13 @@ export class SegmentWriter {
   /** Opens the newest segment for appending, or a new one numbered from nextSeq when there is none or it is full. */
   async openActive(nextSeq: number): Promise<void> {
     let seg = this.segments[this.segments.length - 1];
-    if (!seg || seg.bytes >= this.o.segmentBytes) {
+    const fresh = !seg || seg.bytes >= this.o.segmentBytes;
+    if (!seg || fresh) {
       seg = { firstSeq: nextSeq, lastSeq: nextSeq - 1, path: join(this.o.dir, segName(nextSeq)), bytes: 0 };
       this.segments.push(seg);
     }
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
+    if (fresh) await syncDir(this.o.dir);
   }
 
   /** the segment appended to (undefined until openActive) */
@@ -334,6 +337,9 @@ export class SegmentWriter {
     // between syncs an open file, not a closed one.
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
     this.segments.push(seg);
+    // The new file's name reaches the disk only with its folder (durable-fs.ts): records fsync'ed
+    // into it and answered must not vanish with it after a power cut. Once per segment.
+    await syncDir(this.o.dir);
     await old.fh.close();
   }
 

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * What is acknowledged must survive a power cut, and a new, renamed or removed name in a folder is
+ * on disk only once that folder is fsync'ed (shared/durable-fs.ts). No test here can cut the power:
+ * the calls are watched instead, with strace, in real processes: the distributor storing chunks,
+ * setting a failed file's chunks aside and writing a dead letter; the field client's queue starting
+ * new segments. Skipped where strace cannot run.
+ */
+const strace = spawnSync('strace', ['-o', '/dev/null', 'true']).status === 0;
+const url = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+
+/** The paths whose file descriptors `script` (an ES module) fsync'ed, run under strace. */
+async function syncedBy(script: string, env: Record<string, string>, log: string): Promise<Set<string>> {
+  // -y: each file descriptor printed with its path; -f: libuv's threads make the calls.
+  const child = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync', '-o', log, process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0);
+  return new Set([...readFileSync(log, 'utf8').matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].map((m) => m[1]!));
+}
+
+describe('the folders of what is acknowledged are synced', { skip: !strace && 'strace is not available' }, () => {
+  const tmp = tempDir('folder-fsync');
+  after(() => tmp.cleanup());
+
+  it('syncs chunk folders, their new parents, the done marker, the set-aside chunks and a new dead-letter file', async () => {
+    const root = join(tmp.dir, 'files');
+    const letters = join(tmp.dir, 'dead-letter');
+    const script = `
+      import { createHash } from 'node:crypto';
+      import { FileStore } from ${url('../../internal-network/distributor/file-store.ts')};
+      import { DeadLetters } from ${url('../../internal-network/distributor/dead-letter.ts')};
+      import { FieldStreamError } from ${url('../../shared/errors.ts')};
+      const store = new FileStore(process.env.ROOT);
+      const file = Buffer.from('two chunks of a file');
+      const transfer = (id, index, sha256) => ({ id, index, count: 2, size: file.length, sha256 });
+      const chunk = (id, index, sha256 = createHash('sha256').update(file).digest('hex')) =>
+        ({ filename: 'a.bin', data: file.subarray(index * 10, index * 10 + 10).toString('base64'), transfer: transfer(id, index, sha256) });
+      await store.storeChunk('cam-1', chunk('t1', 0));
+      if (!(await store.storeChunk('cam-1', chunk('t1', 1)))) throw new Error('not stored');
+      await store.storeChunk('cam-2', chunk('bad', 0, 'a'.repeat(64)));
+      await store.storeChunk('cam-2', chunk('bad', 1, 'a'.repeat(64))).then(() => { throw new Error('stored'); }, (e) => { if (e.code !== 'DISTRIBUTOR_FILE_CHECKSUM') throw e; });
+      await new DeadLetters(process.env.LETTERS).put('t', Buffer.from('x'), new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED'));
+    `;
+    const synced = await syncedBy(script, { ROOT: root, LETTERS: letters }, join(tmp.dir, 'distributor.strace'));
+    const expect = (path: string, why: string) => assert.ok(synced.has(path), `${path} synced: ${why} (synced: ${[...synced].join(', ')})`);
+    expect(join(root, '.partial', 'cam-1', 't1'), 'a chunk renamed into it');
+    expect(join(root, '.partial', 'cam-1'), 'the transfer folder made in it, then the done marker');
+    expect(join(root, '.partial'), "the device's chunk folder made in it");
+    expect(root, 'the chunk folders made in it');
+    assert.ok([...synced].some((p) => p.startsWith(join(root, '.partial', 'cam-1', 't1.done.json'))), 'the done marker written with fsync');
+    expect(join(root, '.failed', 'cam-2'), 'the chunks of a failed file moved into it');
+    expect(join(root, '.failed'), "the device's folder of set-aside chunks made in it");
+    expect(join(root, '.partial', 'cam-2'), 'the chunks of a failed file moved out of it');
+    expect(letters, "a new day's dead-letter file made in it");
+  });
+
+  it("syncs the field client's queue folder when a segment file is made", async () => {
+    const dir = join(tmp.dir, 'queue');
+    const script = `
+      import { DurableQueue } from ${url('../../field-client/src/queue/durable-queue.ts')};
+      import { createLogger } from ${url('../../shared/logger.ts')};
+      const q = await DurableQueue.open({ dir: process.env.QUEUE, maxBytes: 1 << 30, segmentBytes: 512, fullPolicy: 'reject', sync: { mode: 'always' }, log: createLogger('t', 'silent') });
+      for (let i = 0; i < 20; i++) await q.append([{ dataType: 'timeseries', payload: { v: i, timestamp: 1700000000000 + i } }]);
+      await q.close();
+    `;
+    const log = join(tmp.dir, 'queue.strace');
+    const synced = await syncedBy(script, { QUEUE: dir }, log);
+    assert.ok(synced.has(dir), `the queue folder synced (synced: ${[...synced].join(', ')})`);
+    // Once per new segment: as many folder syncs as segments made (their files, each synced itself).
+    const segments = [...synced].filter((p) => p.startsWith(join(dir, 'seg-'))).length;
+    const folderSyncs = [...readFileSync(log, 'utf8').matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].filter((m) => m[1] === dir).length;
+    assert.ok(segments > 2, `the segments rotated (${segments})`);
+    assert.ok(folderSyncs >= segments, `${folderSyncs} folder syncs for ${segments} segments`);
+  });
+});
