@@ -199,6 +199,8 @@ export const TIMINGS = {
   gatewayRequestTimeoutMs: 15_000,
   /** milliseconds. A refused upgrade's answer is given this long to be read, then its socket is destroyed: the HTTP server allows half-open sockets, so a client that never ends its side would hold it for ever. */
   gatewayRefusalLingerMs: 1_000,
+  /** milliseconds. A device connection the gateway closes (superseded, too slow) is given this long to answer the close, then its socket is ended. */
+  gatewayClosingGraceMs: 1_000,
   /** milliseconds. How often Node looks for requests past the headers timeout (its default, 30 s,
    * lets them linger). */
   gatewayConnectionsCheckMs: 2_000,

@@ -5,7 +5,7 @@ import type { CommandFrame, CommitFrame, DownlinkFrame, ErrorFrame } from '../..
 import { errorFrame } from '../../shared/contract/downlink.ts';
 import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
 import type { DeviceRateLimiter } from './rate-limit.ts';
@@ -66,8 +66,18 @@ export class DeviceSession {
     return this.closed;
   }
 
+  /**
+   * Closes with a code the device can read, and ends the socket TIMINGS.gatewayClosingGraceMs later
+   * if the device has not answered the close by then: ws would wait 30 s, and a device that
+   * reconnects again and again without reading (each connection superseding the one before) would
+   * otherwise hold a socket each, counted against GATEWAY_MAX_CONNECTIONS, for that long.
+   */
   close(code: number, reason: string): void {
-    if (!this.closed) this.ws.close(code, reason.slice(0, 120));
+    if (this.closed) return;
+    this.ws.close(code, reason.slice(0, 120));
+    const force = setTimeout(() => this.ws.terminate(), TIMINGS.gatewayClosingGraceMs);
+    force.unref();
+    this.ws.once('close', () => clearTimeout(force));
   }
 
   sendCommand(frame: CommandFrame): boolean {

@@ -126,6 +126,8 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
   const live = new Map<WebSocket, DeviceIdentity>();
+  /** upgrades whose identity is being checked (a token's scrypt runs meanwhile) */
+  let identifying = 0;
   metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
@@ -159,9 +161,15 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     try {
       const path = new URL(req.url ?? '/', 'https://gateway').pathname;
       if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
-      if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
+      // Upgrades still being identified count too: many at once must not overshoot the limit.
+      if (options.maxConnections !== undefined && live.size + identifying >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
       // A device token is checked with scrypt on the libuv pool: the event loop goes on meanwhile.
-      identity = await options.identify(req);
+      identifying++;
+      try {
+        identity = await options.identify(req);
+      } finally {
+        identifying--;
+      }
       if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
     } catch (err) {
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');

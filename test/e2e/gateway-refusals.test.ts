@@ -5,11 +5,13 @@ import { connect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { TIMINGS } from '../../shared/limits.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
 
-describe('refused upgrades at the gateway', () => {
+describe('refused upgrades and closed connections at the gateway', () => {
   let fx: EmbeddedFixture;
+  const MAX_CONNECTIONS = 3;
   before(async () => {
-    fx = await startEmbeddedFixture(['half-1']);
+    fx = await startEmbeddedFixture(['half-1', 'mallory', 'honest'], { GATEWAY_MAX_CONNECTIONS: String(MAX_CONNECTIONS) });
   });
   after(() => fx.stop());
 
@@ -76,5 +78,29 @@ describe('refused upgrades at the gateway', () => {
       assert.ok(closedAfterMs <= deadlineMs, `closed ${closedAfterMs} ms after the answer`);
     }
     assert.ok(fx.logs.codes().includes('GATEWAY_WRONG_PATH'));
+  });
+
+  it('ends a superseded connection that never answers its close: a device reconnecting again and again cannot fill GATEWAY_MAX_CONNECTIONS', async () => {
+    const url = fx.pipeline.gatewayUrl;
+    const held: RawDevice[] = [];
+    try {
+      // Each connection stops reading once open: the close frame of its successor's arrival is never
+      // read, so it is never answered (ws on the gateway would wait 30 s for it).
+      for (let i = 0; i < MAX_CONNECTIONS; i++) {
+        const d = await RawDevice.connect(url, RawDevice.tlsFor(fx.pki.paths, 'mallory'));
+        (d.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+        held.push(d);
+      }
+      // Within the grace and a margin for a loaded machine, another device gets in.
+      const honest = await eventually(
+        () => RawDevice.connect(url, RawDevice.tlsFor(fx.pki.paths, 'honest')).catch(() => undefined),
+        TIMINGS.gatewayClosingGraceMs + 3_000,
+        'a connection for another device',
+      );
+      assert.ok(honest.welcome || (await eventually(() => honest.welcome, 5_000, 'its welcome')));
+      honest.ws.close();
+    } finally {
+      for (const d of held) d.ws.terminate();
+    }
   });
 });
