@@ -38,8 +38,21 @@ const MAX_OUTPUT_BYTES = 16 * 1024;
 /** command ids remembered (and journaled); the journal file is rewritten when it holds twice as many lines */
 const REMEMBERED = 10_000;
 
-/** What to answer; `code` says why a command was refused without being run. */
-export type CommandAnswer = CommandOutcome & { code?: ErrorCode };
+/** What to answer; `code` says why a command was refused without being run; `unanswered`: refused,
+ * and no answer goes through the queue (see CommandHandlers). */
+export type CommandAnswer = CommandOutcome & { code?: ErrorCode; unanswered?: true };
+
+/** Refusals that get no answer: the command is not the command API's (its authentication fails), or
+ * its id was answered already (a replay). Answering those would let whoever can send frames (a
+ * compromised gateway) fill the durable queue with answers, fsync'ed and waiting for receipts. */
+const UNANSWERED: ReadonlySet<ErrorCode> = new Set(['FIELD_COMMAND_UNSIGNED', 'FIELD_COMMAND_BAD_SIGNATURE', 'FIELD_COMMAND_REPLAYED']);
+/** command ids refused as stale or future-dated and answered so, remembered (in memory) so that the
+ * same authentic command sent again is not answered again */
+const REFUSALS_REMEMBERED = 1000;
+/** log lines of unanswered refusals per LOG_WINDOW_MS; the rest are counted, their number logged */
+const LOG_MAX_PER_WINDOW = 20;
+/** milliseconds */
+const LOG_WINDOW_MS = 60_000;
 
 type Seen = { state: 'started' | 'answered'; issuedAt: number };
 
@@ -49,9 +62,12 @@ type Seen = { state: 'started' | 'answered'; issuedAt: number };
  * command delivered again is not run again; one that was running when the client died is answered
  * "failed" rather than run a second time. A command without a handler is answered "rejected".
  *
- * Commands are checked first (command-guard.ts: authentication and freshness); a refused one is
- * answered "rejected" with its code, runs nothing and is not journaled (so forgeries cannot crowd
- * real ids out of the journal). The journal is the replay defence: an authenticated command whose
+ * Commands are checked first (command-guard.ts: authentication and freshness); a refused one runs
+ * nothing and is not journaled (so forgeries cannot crowd real ids out of the journal). It is
+ * answered "rejected" with its code only when it is the command API's own (its MAC verified under
+ * the device's key: stale or future-dated), once per command id: each answer takes room in the
+ * durable queue, so what anyone could send without bound — a command failing authentication, an id
+ * answered already — gets no answer, only a count (stats, metrics) and a rate-limited log line. The journal is the replay defence: an authenticated command whose
  * id was seen before is refused with FIELD_COMMAND_REPLAYED. It is bounded: the newest REMEMBERED
  * ids are kept, and the `floor`, the latest issuedAt among the ids forgotten, refuses every unknown
  * command issued at or before it — one of those could be a forgotten id sent again.
@@ -64,7 +80,12 @@ export class CommandHandlers {
   private floor = 0;
   private journalLines = 0;
   /** for status(): commands run, and commands refused by code */
-  readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>> };
+  readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
+  /** ids refused as stale or future-dated and answered (the newest REFUSALS_REMEMBERED) */
+  private readonly refusalsAnswered = new Set<string>();
+  private logWindowStart = 0;
+  private logged = 0;
+  private suppressed = 0;
 
   constructor(
     private readonly guard: CommandGuardOptions,
@@ -112,7 +133,15 @@ export class CommandHandlers {
     if (refused) {
       this.stats.refused++;
       this.stats.refusedByCode[refused] = (this.stats.refusedByCode[refused] ?? 0) + 1;
-      return { status: 'rejected', result: { code: refused, message: ERRORS[refused].description }, code: refused };
+      const answer = { status: 'rejected' as const, result: { code: refused, message: ERRORS[refused].description }, code: refused };
+      // Stale and future-dated commands are authenticated only when the device holds a key.
+      if (UNANSWERED.has(refused) || !this.guard.key || this.seen.has(frame.commandId) || this.refusalsAnswered.has(frame.commandId)) {
+        this.stats.unanswered++;
+        return { ...answer, unanswered: true };
+      }
+      this.refusalsAnswered.add(frame.commandId);
+      if (this.refusalsAnswered.size > REFUSALS_REMEMBERED) this.refusalsAnswered.delete(this.refusalsAnswered.values().next().value as string);
+      return answer;
     }
     if (this.seen.get(frame.commandId)?.state === 'started') {
       // Seen before but never answered: the client died while it ran. Never run a command twice.
@@ -143,6 +172,10 @@ export class CommandHandlers {
       log.info({ commandId: frame.commandId }, 'command delivered again while it runs; its answer follows');
       return;
     }
+    if (outcome.unanswered) {
+      this.warnLimited(log, { code: outcome.code, commandId: frame.commandId.slice(0, 128), command: frame.command.slice(0, 128) }, 'command refused; not run, not answered');
+      return;
+    }
     if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
     else log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
     try {
@@ -156,6 +189,23 @@ export class CommandHandlers {
     } catch (err) {
       log.error({ err: (err as Error).message, commandId: frame.commandId }, 'cannot queue the command response');
     }
+  }
+
+  /** At most LOG_MAX_PER_WINDOW lines per LOG_WINDOW_MS; the number left out is logged after. */
+  private warnLimited(log: Logger, fields: { code?: ErrorCode; commandId: string; command: string }, message: string): void {
+    const now = Date.now();
+    if (now - this.logWindowStart >= LOG_WINDOW_MS) {
+      if (this.suppressed > 0) log.warn({ code: fields.code, suppressed: this.suppressed }, 'unanswered command refusals left out of the log in the last window');
+      this.logWindowStart = now;
+      this.logged = 0;
+      this.suppressed = 0;
+    }
+    if (this.logged >= LOG_MAX_PER_WINDOW) {
+      this.suppressed++;
+      return;
+    }
+    this.logged++;
+    log.warn(fields, message);
   }
 
   /** Called once the answer is in the durable queue. */

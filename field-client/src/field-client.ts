@@ -146,6 +146,7 @@ export class FieldClient {
     }
     const rec = await this.outbox.accept(path, options);
     const [m] = await this.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+    this.outbox.accepted(rec.transferId);
     this.schedulePump();
     return m as QueuedMessage;
   }
@@ -382,7 +383,7 @@ export class FieldClient {
       sent: this.stats.sent,
       refusedByGateway: this.stats.refusedByGateway,
       filesInTransfer: this.transfers.size,
-      commands: { run: this.commands.stats.run, refused: this.commands.stats.refused, refusedByCode: { ...this.commands.stats.refusedByCode } },
+      commands: { run: this.commands.stats.run, refused: this.commands.stats.refused, refusedByCode: { ...this.commands.stats.refusedByCode }, unanswered: this.commands.stats.unanswered },
     };
   }
 }

@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { parseToken } from '../../shared/security/device-token.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 
@@ -95,6 +95,9 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       ...('token' in auth ? { headers: { authorization: `Bearer ${auth.token}` } } : { cert: auth.cert, key: auth.key }),
       perMessageDeflate: false,
       handshakeTimeout: TIMINGS.handshakeTimeoutMs,
+      // ws reads a frame whole before handing it over (its default limit is 100 MiB): no legitimate
+      // downlink frame comes near this; a larger one closes the connection (1009) unread.
+      maxPayload: LIMITS.downlinkFrameMaxBytes,
     });
     this.ws = ws;
     ws.on('open', () => {
@@ -119,7 +122,14 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     ws.on('unexpected-response', (_req, res) => {
       this.log.warn({ url, status: res.statusCode, reason: res.statusMessage }, 'gateway refused the WebSocket upgrade');
     });
-    ws.on('error', (err) => this.log.warn({ url, err: err.message }, 'gateway connection error'));
+    ws.on('error', (err) => {
+      if ((err as Error & { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        // ws closes the connection itself (1009); the close below reconnects.
+        this.log.warn({ url, code: 'FIELD_GATEWAY_FRAME_TOO_LARGE', maxBytes: LIMITS.downlinkFrameMaxBytes }, 'the gateway sent a frame larger than any legitimate one; connection closed');
+        return;
+      }
+      this.log.warn({ url, err: err.message }, 'gateway connection error');
+    });
     ws.on('close', (code, reason) => {
       clearTimeout(this.idleTimer);
       if (this.ws === ws) this.ws = undefined;

@@ -68,6 +68,7 @@ export function fieldClientMetrics(
     [{ outcome: 'run' }, commands.stats.run] as const,
     ...Object.entries(commands.stats.refusedByCode).map(([code, n]) => [{ outcome: code }, n ?? 0] as const),
   ]);
+  collectedCounter(m, 'field_commands_unanswered_total', 'Commands refused and not answered: failing authentication (forged, altered, unsigned) or answered already (replayed).', [], () => commands.stats.unanswered);
   const sparkplug = o.sparkplug ?? [];
   if (sparkplug.length > 0) {
     // Summed over the Sparkplug sessions (the plant broker's and the local MQTT input's).

@@ -10,6 +10,7 @@ import { CommandHandlers, CommandsFileSchema } from './commands.ts';
 import type { FieldClientConfig } from './config.ts';
 import { FieldClient } from './field-client.ts';
 import { FileOutbox } from './files/file-outbox.ts';
+import { recoverOutbox } from './files/outbox-recovery.ts';
 import { GatewayConnection, readDeviceToken } from './gateway-connection.ts';
 import { HealthReporter, softwareVersion } from './health.ts';
 import { folderInput } from './inputs/folder-watch.ts';
@@ -78,6 +79,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     log: log.child({ subsystem: 'queue' }),
   });
   const outbox = new FileOutbox(config.FIELD_DATA_DIR, config.FIELD_FILE_CHUNK_BYTES);
+  await recoverOutbox(outbox, queue, log.child({ subsystem: 'outbox' }));
   const connection = new GatewayConnection(
     { url: config.GATEWAY_URL, tls, reconnectInitialMs: TIMINGS.reconnectInitialMs, reconnectMaxMs: config.FIELD_RECONNECT_MAX_MS, idleTimeoutMs: TIMINGS.idleTimeoutMs },
     log,

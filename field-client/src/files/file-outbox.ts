@@ -6,6 +6,12 @@ import { basename, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
+import { removeFileDurablySync, replaceFileDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
+
+/** The note beside a file being taken into the outbox, until its queue record is written. */
+const NOTE = '.accepting';
+const AcceptingNoteSchema = z.strictObject({ filename: z.string().min(1), contentType: z.string().min(1), move: z.boolean() });
+export type AcceptingNote = z.infer<typeof AcceptingNoteSchema>;
 
 /** What the queue holds for a file: a reference to the outbox's copy, not its bytes. */
 export const FileTransferRecordSchema = z.object({
@@ -24,6 +30,19 @@ export const FileTransferRecordSchema = z.object({
 export type FileTransferRecord = z.infer<typeof FileTransferRecordSchema>;
 
 /**
+ * bytes. The chunk size of a file of `size` bytes: the configured one (FIELD_FILE_CHUNK_BYTES), or
+ * larger when the file would need more than LIMITS.fileMaxChunks chunks at that size. A transfer's
+ * chunks are sequence numbers of its own epoch, and the distributor receipts an authentic chunk below
+ * its replay window unstored (internal-network/distributor/security/verifier.ts): so a transfer never
+ * has more chunks than the window (LIMITS.fileMaxChunks <= LIMITS.replayWindowSeqs), which the
+ * contract enforces too. At most 160 KiB for the largest file (LIMITS.fileTransferMaxBytes), far
+ * below the largest file data of one message (LIMITS.fileMaxBytes).
+ */
+export function chunkBytesFor(size: number, configured: number): number {
+  return Math.max(configured, Math.ceil(size / LIMITS.fileMaxChunks));
+}
+
+/**
  * Files waiting to be sent: each is copied (or moved) into FIELD_DATA_DIR/outgoing/ once, hashed
  * on the way, and then read chunk by chunk as it is sent, so memory stays at one chunk per file in
  * flight whatever the file's size. The number of chunks the gateway acknowledged in order is kept
@@ -40,11 +59,16 @@ export class FileOutbox {
   /** bytes held by files not yet delivered */
   bytes(): number {
     let n = 0;
-    for (const f of readdirSync(this.dir)) if (!f.endsWith('.progress') && !f.endsWith('.tmp')) n += statSync(join(this.dir, f)).size;
+    for (const f of readdirSync(this.dir)) if (!f.endsWith('.progress') && !f.endsWith('.tmp') && !f.includes(NOTE)) n += statSync(join(this.dir, f)).size;
     return n;
   }
 
-  /** Takes a file into the outbox (moving it when `move`, else copying) and describes its transfer. */
+  /**
+   * Takes a file into the outbox (moving it when `move`, else copying) and describes its transfer.
+   * Until its queue record is written (`accepted`), a note beside it says what it is: a moved file
+   * has left where it was, and a crash before its record would otherwise strand it here, never sent
+   * (recoverOutbox takes it up at the next start).
+   */
   async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean }): Promise<FileTransferRecord> {
     let size: number;
     try {
@@ -58,6 +82,8 @@ export class FileOutbox {
     const transferId = `f${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
     const target = join(this.dir, transferId);
     const tmp = `${target}.tmp`;
+    const note: AcceptingNote = { filename: options.filename ?? basename(source), contentType: options.contentType ?? 'application/octet-stream', move: options.move === true };
+    replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
     if (options.move) {
       try {
         await rename(source, tmp);
@@ -68,21 +94,74 @@ export class FileOutbox {
     } else {
       await copyFile(source, tmp);
     }
+    return this.place(transferId, note, tmp);
+  }
+
+  /** Syncs the taken file, gives it its transfer id as its name, and describes its transfer (hashed from the outbox's copy). */
+  private async place(transferId: string, note: AcceptingNote, tmp: string): Promise<FileTransferRecord> {
+    const target = join(this.dir, transferId);
     const sha256 = await hashFile(tmp);
     const fh = await open(tmp, 'r');
     await fh.sync();
+    const { size } = await fh.stat();
     await fh.close();
     renameSync(tmp, target);
+    syncDirSync(this.dir);
+    const chunkBytes = chunkBytesFor(size, this.chunkBytes);
     return {
       transferId,
-      filename: options.filename ?? basename(source),
-      contentType: options.contentType ?? 'application/octet-stream',
+      filename: note.filename,
+      contentType: note.contentType,
       size,
       sha256,
-      chunkBytes: this.chunkBytes,
-      count: Math.max(1, Math.ceil(size / this.chunkBytes)),
+      chunkBytes,
+      count: Math.max(1, Math.ceil(size / chunkBytes)),
       timestamp: new Date().toISOString(),
     };
+  }
+
+  /** The file's queue record is written: its note goes. */
+  accepted(transferId: string): void {
+    removeFileDurablySync(this.notePath(transferId));
+  }
+
+  /** Files whose taking began and whose queue record may not have been written (a crash between): their notes. */
+  unfinished(): Map<string, AcceptingNote> {
+    const found = new Map<string, AcceptingNote>();
+    for (const f of readdirSync(this.dir)) {
+      if (!f.endsWith(NOTE)) continue;
+      const id = f.slice(0, -NOTE.length);
+      let note: AcceptingNote | undefined;
+      try {
+        note = AcceptingNoteSchema.parse(JSON.parse(readFileSync(join(this.dir, f), 'utf8')));
+      } catch {
+        // A note torn by a crash while it was written: nothing was moved yet (it is written first).
+      }
+      if (note) found.set(id, note);
+      else rmSync(join(this.dir, f), { force: true });
+    }
+    return found;
+  }
+
+  /**
+   * Finishes taking a file a crash interrupted, when it had left where it was: returns its transfer,
+   * or undefined when there is nothing here to send (not moved yet: it is still where it was; or a
+   * copy, whose source is still there and whose producer was never answered).
+   */
+  async resume(transferId: string, note: AcceptingNote): Promise<FileTransferRecord | undefined> {
+    const target = join(this.dir, transferId);
+    const tmp = `${target}.tmp`;
+    if (existsSync(target)) renameSync(target, tmp); // hashed and synced again: the same steps either way
+    else if (!existsSync(tmp)) return undefined;
+    if (!note.move) {
+      rmSync(tmp, { force: true });
+      return undefined;
+    }
+    return this.place(transferId, note, tmp);
+  }
+
+  private notePath(transferId: string): string {
+    return join(this.dir, `${transferId}${NOTE}`);
   }
 
   readChunk(rec: FileTransferRecord, index: number): Buffer {

@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, type Stats } from 'node:fs';
 import { extname, join } from 'node:path';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
 import type { Logger } from '../../../shared/logger.ts';
@@ -23,10 +23,19 @@ const TYPES: Record<string, string> = {
  * time held still for one interval (a camera may still be writing it), then moved into the outbox;
  * the folder is left empty of what was accepted. Polling, not inotify: it works the same on every
  * file system, network mounts and SD cards included. The folder is created on start if missing.
+ *
+ * Only regular files are taken. Anything else found there — a symbolic link above all (a program
+ * allowed to write into the folder could link `innocent.txt -> /path/to/signing.key` and have the
+ * key sent), a directory, a FIFO, a socket, a device — is refused with FIELD_INPUT_INVALID, logged
+ * once (until it changes or goes), and left in place: nothing is followed, opened, moved or deleted.
+ * The entry is looked at with lstat, never stat; the outbox opens what it moved without following
+ * links as well, for a link swapped in between the look and the move.
  */
 export function folderInput(client: FieldClient, dir: string, intervalMs: number, log: Logger): LocalInput {
   const seen = new Map<string, string>();
   const busy = new Set<string>();
+  /** entries refused as not regular files, with what they were when refused (logged once each) */
+  const refused = new Map<string, string>();
   const tick = () => {
     let names: string[];
     try {
@@ -40,9 +49,19 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
       const path = join(dir, name);
       let sig: string;
       try {
-        const st = statSync(path);
-        if (!st.isFile()) continue;
-        sig = `${st.size}:${st.mtimeMs}`;
+        // lstat: a symbolic link is judged as the link it is, never as what it points to.
+        const st = lstatSync(path);
+        if (!st.isFile()) {
+          seen.delete(name);
+          const what = `${kindOf(st)}:${st.ino}:${st.mtimeMs}`;
+          if (refused.get(name) !== what) {
+            refused.set(name, what);
+            log.warn({ code: 'FIELD_INPUT_INVALID', file: name, kind: kindOf(st) }, 'not a regular file in the watched folder; refused and left in place');
+          }
+          continue;
+        }
+        refused.delete(name);
+        sig = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
       } catch {
         continue;
       }
@@ -67,7 +86,9 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
           seen.delete(name);
         });
     }
-    for (const name of seen.keys()) if (!names.includes(name)) seen.delete(name);
+    const present = new Set(names);
+    for (const name of seen.keys()) if (!present.has(name)) seen.delete(name);
+    for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
   };
   let timer: NodeJS.Timeout | undefined;
   return {
@@ -80,4 +101,13 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
       clearInterval(timer);
     },
   };
+}
+
+function kindOf(st: Stats): string {
+  if (st.isSymbolicLink()) return 'symbolic link';
+  if (st.isDirectory()) return 'directory';
+  if (st.isFIFO()) return 'fifo';
+  if (st.isSocket()) return 'socket';
+  if (st.isBlockDevice() || st.isCharacterDevice()) return 'device';
+  return 'other';
 }

@@ -275,6 +275,25 @@ export class DurableQueue {
     return found;
   }
 
+  /** The held records (not committed) `wanted` picks, read back from disk: for recovery at a start, not per message. */
+  find(wanted: (m: QueuedMessage) => boolean): QueuedMessage[] {
+    const found: QueuedMessage[] = [];
+    for (const seg of this.segments) {
+      if (seg.lastSeq <= this.book.watermark) continue;
+      const reader = new SegmentReader(seg.path, 0, seg.bytes);
+      try {
+        for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
+          const m = parseQueuedRecord(r.body);
+          if ('corrupt' in m) break; // as for a record whose CRC failed; the sender logs it
+          if (this.book.isOpen(m.seq) && wanted(m)) found.push(m);
+        }
+      } finally {
+        reader.close();
+      }
+    }
+    return found;
+  }
+
   oldestUnacked(): number | undefined {
     for (const seg of this.segments) {
       if (seg.lastSeq <= this.book.watermark) continue;
