@@ -102,6 +102,7 @@ export const ERRORS = {
     description: 'The distributor could not claim a slot of DISTRIBUTOR_STATE_DIR, or lost its slot to another distributor; it stops rather than write state another one owns.',
   },
   DISTRIBUTOR_FILE_CHECKSUM: { http: 400, transient: false, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
+  DISTRIBUTOR_FILE_NAME_TAKEN: { http: 409, transient: false, description: "Every name the distributor tries for a device's file holds other content already; it was not stored." },
   // -- Field client ---------------------------------------------------------------------------------
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
@@ -142,6 +143,11 @@ export const ERRORS = {
   SPARKPLUG_STATE_INVALID: { http: 400, transient: false, description: 'A Sparkplug STATE message (spBv1.0/STATE/<host_id>) is not the JSON {"online":boolean,"timestamp":number} of Sparkplug 3.0; it was ignored.' },
   SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
+  FIELD_FILE_RECOVERED: {
+    http: 200,
+    transient: false,
+    description: 'A file the field client had taken into its outbox when it stopped (before its queue record was written) was queued at the next start.',
+  },
   FIELD_RECEIPT_INVALID: {
     http: 401,
     transient: false,
@@ -177,6 +183,11 @@ export const ERRORS = {
     http: 401,
     transient: false,
     description: "The command is dated later than the device's clock plus FIELD_COMMAND_CLOCK_SKEW_S: a forgery, or a wrong clock; it was not run.",
+  },
+  FIELD_GATEWAY_FRAME_TOO_LARGE: {
+    http: 413,
+    transient: true,
+    description: 'The gateway sent a frame larger than LIMITS.downlinkFrameMaxBytes (no legitimate frame is): the field client closed the connection (1009) and reconnects.',
   },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
 

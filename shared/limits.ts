@@ -11,10 +11,21 @@ export const LIMITS = {
   /** bytes. Largest WebSocket frame the gateway reads (ws `maxPayload`; ws defaults to 100 MiB,
    * far more than any message we accept). Sized for an inline base64 file of FILE_MAX_BYTES. */
   frameMaxBytes: 8 * 1024 * 1024,
+  /** bytes. Largest frame the field client reads from the gateway (its ws `maxPayload`; a larger one
+   * closes the connection, FIELD_GATEWAY_FRAME_TOO_LARGE, and the client reconnects). The largest
+   * legitimate downlink frames (shared/contract/downlink.ts): a commit of receiptMaxRanges ranges of
+   * two 16-digit seqs, about 4,096 × 36 = 147,456 bytes; an ack of batchMaxMessages 128-character
+   * ids, about 131,000; a command, its params within the command API's apiBodyMaxBytes (64 KiB).
+   * Three times the largest, and far below ws's default of 100 MiB on a device with little memory. */
+  downlinkFrameMaxBytes: 512 * 1024,
   /** bytes. Largest file carried inline in one message (base64 expands it by 4/3). */
   fileMaxBytes: 5 * 1024 * 1024,
-  /** chunks. Most chunks of one chunked file transfer. */
-  fileMaxChunks: 100_000,
+  /** chunks. Most chunks of one chunked file transfer: at most replayWindowSeqs. A transfer is an
+   * epoch of its own, its chunk indexes the sequence numbers, and the distributor receipts an
+   * authentic chunk below the window unstored (as a copy): with more chunks than the window, a DMZ
+   * holding chunk 0 back until the others passed would get the file deleted from its device. The
+   * field client enlarges its chunks to fit (at most 160 KiB for a file of fileTransferMaxBytes). */
+  fileMaxChunks: 65_536,
   /** bytes. Largest file sent in chunks (10 GiB). */
   fileTransferMaxBytes: 10 * 1024 * 1024 * 1024,
   /** messages. Largest batch in one frame. */
@@ -253,6 +264,11 @@ export const TIMINGS = {
 
   /** milliseconds. A gateway reports its security refusals, counted per device and code, this often. */
   gatewaySecurityReportMs: 5_000,
+  /** milliseconds. Most a message's own arrival time (an envelope item's `receivedAt`) may lie from
+   * its envelope's: the gateway gathers frames into one envelope for at most GATEWAY_LINGER_MS (at
+   * most 1 s, dmz/gateway/config.ts), plus slack for a late timer. The distributor refuses a message
+   * past it (SECURITY_STALE): the times are the DMZ's word, and one must not vouch for another. */
+  envelopeItemArrivalSpreadMs: 5_000,
 
   // -- Housekeeping -----------------------------------------------------------------------------
   /** milliseconds. Each service with process metrics sets a timer this often and records how late

@@ -17,7 +17,9 @@ import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
  * - Nothing is ever overwritten: the file is written to a temporary name, fsync'ed, then linked to
  *   its final name, which fails if that name exists. The same content arriving again (a
  *   redelivery) is recognised by its SHA-256 and stored once; different content under a taken
- *   name is stored as NAME.SHA8.EXT.
+ *   name is stored as NAME.SHA8.EXT, then NAME.SHA256.EXT, NAME.SHA256-2.EXT … (candidateNames),
+ *   each within the file system's 255-byte limit; when all hold other content, the file is a dead
+ *   letter (DISTRIBUTOR_FILE_NAME_TAKEN).
  */
 export class FileStore {
   private readonly root: string;
@@ -91,7 +93,12 @@ export class FileStore {
         { transferId: t.id, chunksKeptIn: aside },
       );
     }
-    const info = await this.place(dir, tmp, sha256, size, payload);
+    const info = await this.place(dir, tmp, sha256, size, payload).catch(async (err: unknown) => {
+      if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN')) throw err;
+      // Receipted chunks, deleted by the device: kept as they came, as for a failed checksum.
+      const aside = await this.setAside(deviceId, t.id, partial);
+      throw new FieldStreamError('DISTRIBUTOR_FILE_NAME_TAKEN', `${err.message} Its chunks, as received, are kept in ${aside}.`, { ...err.details, transferId: t.id, chunksKeptIn: aside });
+    });
     // Durable before the folder goes: chunks receipted from now on rely on this record alone. (The
     // helper is synchronous: a few milliseconds of the event loop, once per file.)
     await io(doneMarker, async () => replaceFileDurablySync(doneMarker, JSON.stringify(info)));
@@ -203,12 +210,15 @@ export class FileStore {
     }
   }
 
-  /** Gives the temporary file its final name: the first free of NAME, NAME.SHA8.EXT, NAME.SHA256.EXT. */
+  /**
+   * Gives the temporary file its final name: the first of {@link candidateNames} that is free or
+   * already holds this content. When each holds other content (names a device can take in advance:
+   * it chooses its names and knows its content), DISTRIBUTOR_FILE_NAME_TAKEN: final, a dead letter,
+   * since sending the file again finds the same names taken.
+   */
   private async place(dir: string, tmp: string, sha256: string, size: number, payload: FilePayload): Promise<StoredFileInfo> {
     try {
-      const ext = extname(payload.filename);
-      const stem = payload.filename.slice(0, payload.filename.length - ext.length);
-      for (const name of [payload.filename, `${stem}.${sha256.slice(0, 8)}${ext}`, `${stem}.${sha256}${ext}`]) {
+      for (const name of candidateNames(payload.filename, sha256)) {
         const target = this.inside(dir, name);
         if (await this.link(dir, tmp, target, sha256)) {
           return {
@@ -222,7 +232,11 @@ export class FileStore {
           };
         }
       }
-      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `No free name for ${payload.filename}`);
+      throw new FieldStreamError(
+        'DISTRIBUTOR_FILE_NAME_TAKEN',
+        `Not stored: ${JSON.stringify(payload.filename.slice(0, 100))} (SHA-256 ${sha256}) and each fallback name for it hold other content in ${dir}.`,
+        { sha256 },
+      );
     } finally {
       await unlink(tmp).catch(() => undefined);
     }
@@ -250,6 +264,42 @@ export class FileStore {
     await io(dir, () => syncDir(dir));
     return true;
   }
+}
+
+/** bytes. Longest name of one folder entry on the file systems we store to (ext4, XFS, btrfs: NAME_MAX). */
+const FS_NAME_MAX_BYTES = 255;
+/** bytes. A longer "extension" (`a.` + 190 characters) is kept as part of the stem, which may be shortened. */
+const EXT_MAX_BYTES = 32;
+/** Names tried after NAME.SHA256.EXT, with a counter, before a file is refused as DISTRIBUTOR_FILE_NAME_TAKEN. */
+const COUNTED_NAMES = 4;
+
+/**
+ * The names a file may be stored under, in order: NAME, NAME.SHA8.EXT, NAME.SHA256.EXT, then
+ * NAME.SHA256-2.EXT … NAME.SHA256-5.EXT. Each is at most FS_NAME_MAX_BYTES bytes of UTF-8: NAME is
+ * at most LIMITS.filenameMaxBytes (200, the contract's), and a fallback shortens the stem, by whole
+ * characters, as far as its suffix needs. Deterministic, so the same content arriving again is found.
+ */
+export function candidateNames(filename: string, sha256: string): string[] {
+  let ext = extname(filename);
+  if (Buffer.byteLength(ext, 'utf8') > EXT_MAX_BYTES) ext = '';
+  const stem = filename.slice(0, filename.length - ext.length);
+  const suffixes = [`.${sha256.slice(0, 8)}`, `.${sha256}`];
+  for (let n = 2; n < 2 + COUNTED_NAMES; n++) suffixes.push(`.${sha256}-${n}`);
+  return [filename, ...suffixes.map((suffix) => `${truncateUtf8(stem, FS_NAME_MAX_BYTES - Buffer.byteLength(suffix + ext, 'utf8'))}${suffix}${ext}`)];
+}
+
+/** The longest start of `s`, in whole characters (code points), of at most `max` bytes of UTF-8. */
+function truncateUtf8(s: string, max: number): string {
+  if (Buffer.byteLength(s, 'utf8') <= max) return s;
+  let out = '';
+  let used = 0;
+  for (const ch of s) {
+    const n = Buffer.byteLength(ch, 'utf8');
+    if (used + n > max) break;
+    out += ch;
+    used += n;
+  }
+  return out;
 }
 
 /** A transfer's done marker: the stored file's record, or undefined when there is none (yet). */

@@ -79,7 +79,9 @@ export const FileTransferSchema = z.strictObject({
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1–64 letters, digits, ".", "_" or "-", starting with a letter or digit')
     .refine((id) => !id.includes('.done.json'), 'must not contain ".done.json"'),
   index: z.number().int().min(0),
-  count: z.number().int().min(1).max(LIMITS.fileMaxChunks),
+  // At most the replay window: a chunk index is a sequence number of the transfer's own epoch, and
+  // the distributor receipts an authentic one below its window unstored (LIMITS.fileMaxChunks).
+  count: z.number().int().min(1).max(Math.min(LIMITS.fileMaxChunks, LIMITS.replayWindowSeqs)),
   /** bytes of the whole file */
   size: z.number().int().min(0).max(LIMITS.fileTransferMaxBytes),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
@@ -109,7 +111,13 @@ export const EventPayloadSchema = z
     message: z.string().max(LIMITS.stringMaxChars).optional(),
     timestamp: TimestampSchema.optional(),
   })
-  .catchall(ScalarSchema);
+  .catchall(ScalarSchema)
+  // Every further key becomes a field key of the event's point (points.ts eventPoints), so it is
+  // held to the field-name rule as a reading's are: a key like `zz\` (a trailing backslash escapes
+  // the `=` after it in line protocol) let a signed event forge a line for another device.
+  .superRefine((event, ctx) => {
+    for (const name in event) if (!FIELD_NAME_PATTERN.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: `field name ${FIELD_NAME_RULE}` });
+  });
 export type EventPayload = z.infer<typeof EventPayloadSchema>;
 
 export const COMMAND_RESPONSE_STATUSES = ['accepted', 'completed', 'failed', 'rejected'] as const;

@@ -1,5 +1,6 @@
 import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 import type { ErrorCode } from '../../../shared/errors.ts';
+import { TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { MEASUREMENTS, POINT_KEY, uplinkKey, type StoredPoint } from '../points.ts';
 import { authenticMessages, isIntact } from '../../shared/authentic.ts';
@@ -13,8 +14,22 @@ export interface VerifierOptions {
   requireSignatures: boolean;
   /** ms: how far a message's signing time may lie from the moment the gateway received it */
   freshnessMs: number;
-  /** ms: how long a message may have waited between the gateway and here (broker queues, outages) */
+  /**
+   * ms: how long a message may have waited between the gateway and here (broker queues, outages).
+   * Measured from the signing time too, by this side's clock: a message signed more than
+   * maxDelayMs + freshnessMs ago is stale whatever arrival time the DMZ wrote on it.
+   */
   maxDelayMs: number;
+}
+
+/**
+ * An epoch-ms time for a security event's detail. The contract bounds these times below only (a
+ * signing time up to 2^53, an arrival time any integer): past year 275760 toISOString throws, and a
+ * hostile device or DMZ must get its refusal, not a crash of the check. Such a time is given as is.
+ */
+function iso(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `${ms} ms` : d.toISOString();
 }
 
 /** A message the device provably sent, by its identity: what a commit receipt names. */
@@ -144,10 +159,28 @@ export class MessageVerifier {
         for (const [j, g] of group.entries()) this.refuse(events, env, now, g.messageId, first + j, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
         continue;
       }
+      // The arrival times are the DMZ's word (a compromised DMZ writes any it likes: a 30-day-old
+      // signed copy stamped item.receivedAt = auth.ts, env.receivedAt = now passed the checks on
+      // them alone). The signing time is the device's, under its MAC, and is checked against this
+      // side's clock: a message is sent (signed) when it leaves the device, reaches the gateway
+      // within freshnessMs, and may then wait up to maxDelayMs (docs/security-mechanisms.md:
+      // freshness is of the sending, so a device's backlog after an outage, signed afresh, passes).
+      const signedAgo = now - auth.ts;
+      const signedTooLongAgo = signedAgo > this.o.maxDelayMs + this.o.freshnessMs || signedAgo < -this.o.freshnessMs;
       for (const { message, seq, index } of members as Array<{ message: Message; seq: number; index: number }>) {
         const arrived = message.receivedAt ?? env.receivedAt;
-        if (Math.abs(arrived - auth.ts) > this.o.freshnessMs || delayed > this.o.maxDelayMs || delayed < -this.o.freshnessMs) {
-          this.refuse(events, env, now, message.messageId, index, 'SECURITY_STALE', `signed at ${new Date(auth.ts).toISOString()}, received by the gateway at ${new Date(arrived).toISOString()}`);
+        if (
+          signedTooLongAgo ||
+          // A message's own arrival lies within the gateway's linger of its envelope's.
+          Math.abs(arrived - env.receivedAt) > TIMINGS.envelopeItemArrivalSpreadMs ||
+          Math.abs(arrived - auth.ts) > this.o.freshnessMs ||
+          delayed > this.o.maxDelayMs ||
+          delayed < -this.o.freshnessMs
+        ) {
+          this.refuse(
+            events, env, now, message.messageId, index, 'SECURITY_STALE',
+            `signed at ${iso(auth.ts)}, received by the gateway at ${iso(arrived)} (its envelope at ${iso(env.receivedAt)}), checked at ${iso(now)}`,
+          );
           continue;
         }
         const seen = this.replay.check(env.deviceId, auth.epoch, seq);
@@ -157,6 +190,12 @@ export class MessageVerifier {
           // (FIELD_COMMIT_WINDOW_MESSAGES < the replay window) had let this one go before it sent the
           // newest, so a copy now comes from a device that lost its own record of that (a crash
           // before it saved its watermark). Its receipt lets it go again, rather than resend forever.
+          // INVARIANT relied on: no epoch ever holds more than LIMITS.replayWindowSeqs sequence numbers
+          // in flight above its oldest unreceipted one. The queue keeps to it (field-client
+          // commit-receipts room()); a file transfer (epoch = transfer id, seq = chunk index) by having
+          // at most LIMITS.fileMaxChunks <= replayWindowSeqs chunks (FileTransferSchema, the field
+          // client's chunkBytesFor; test/unit/file-transfer-window.test.ts). Break it and a DMZ holding
+          // one message back gets it receipted here unstored, and its device deletes it.
           if (auth.v === 2) receipts.push({ epoch: auth.epoch, seq });
           continue;
         }

@@ -1,5 +1,6 @@
 import { escape } from '@influxdata/influxdb-client';
 import type { Scalar } from '../../../shared/contract/primitives.ts';
+import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../points.ts';
 
@@ -19,12 +20,42 @@ function fieldValue(value: Scalar): string {
   return escape.quoted(value);
 }
 
+/**
+ * A name (measurement, tag key or value, field key) whose escaped form could change the line's
+ * structure, or would not be stored as it is:
+ * - a backslash before a comma, an equals sign or a space, or at the end. The escapers escape those
+ *   three by putting a backslash before them, and InfluxDB's scanner takes every backslash as
+ *   escaping the character after it (1.x and 2.x: models/points.go, scanKey/scanLine): a data
+ *   backslash there pairs with the escaper's backslash, or with the `=`/`,`/space that follows the
+ *   name, and the character it should have protected becomes structure. `zz\` as a field key made
+ *   `zz\="…"` read as a key `zz\="` and left the quoted value unquoted, so a newline in the value
+ *   began a second line: a point of another device (the review's forged write).
+ *   Escaping the backslash (`\\`) is no cure: line protocol has no escape for a backslash in a name
+ *   (influxdata/telegraf#3004: a name ending in one is invalid), and InfluxDB 1.x stores `\\` in a
+ *   key or tag value as two backslashes (checked against it: test/e2e/line-protocol-influx.test.ts), so the
+ *   name would be stored changed. Refused instead; no name the contract lets through holds a
+ *   backslash (FIELD_NAME_PATTERN, DeviceIdSchema). A backslash before any other character is kept:
+ *   the scanner pairs it with that character and InfluxDB stores both as they are.
+ * - a newline, carriage return or tab: the library writes them as the two characters `\n`, `\r`,
+ *   `\t` (not a line break, but a different name from the one given), and the line protocol
+ *   reference does not support newlines in keys or tag values.
+ */
+const HOSTILE_NAME = /[\n\r\t]|\\(?=[ ,=]|$)/;
+
+/** The name, or DISTRIBUTOR_WRITE_REJECTED: see {@link HOSTILE_NAME}. The write batcher retries a refused batch one message at a time, so only the message holding the name is dead-lettered. */
+function checkedName(name: string, what: string): string {
+  if (HOSTILE_NAME.test(name)) {
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `${what} ${JSON.stringify(name.slice(0, 200))} holds a backslash before ",", "=", " " or at its end, or a line break or tab: line protocol cannot carry it unchanged`);
+  }
+  return name;
+}
+
 /** `measurement,tag=value,...`: the series a point belongs to. */
 function seriesOf(p: StoredPoint): string {
-  let series = escape.measurement(p.measurement);
+  let series = escape.measurement(checkedName(p.measurement, 'measurement'));
   for (const key of Object.keys(p.tags).sort()) {
     const value = p.tags[key];
-    if (key !== '' && value) series += `,${escape.tag(key)}=${escape.tag(value)}`; // an empty tag value is no tag
+    if (key !== '' && value) series += `,${escape.tag(checkedName(key, 'tag key'))}=${escape.tag(checkedName(value, 'tag value'))}`; // an empty tag value is no tag
   }
   return series;
 }
@@ -37,9 +68,13 @@ type FieldShape = ReadonlyArray<readonly [key: string, escaped: string]>;
  */
 const fieldShapes = new Map<string, FieldShape>();
 
-/** The keys sorted (InfluxDB stores them so, and it makes each line depend on the point alone), each with its escaped form. */
+/**
+ * The keys sorted (InfluxDB stores them so, and it makes each line depend on the point alone), each
+ * with its escaped form. Each key is checked here (HOSTILE_NAME), so a remembered shape holds only
+ * keys that passed, and the check costs a reading nothing once its shape is known.
+ */
 function sortedShape(keys: string[]): FieldShape {
-  return keys.sort().map((k) => [k, escape.tag(k)] as const);
+  return keys.sort().map((k) => [k, escape.tag(checkedName(k, 'field key'))] as const);
 }
 
 function shapeOf(keys: string[]): FieldShape {

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
+import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
+import { eventPoints, type StoredPoint } from '../../internal-network/distributor/points.ts';
+import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+
+const DB = 'lp';
+const FORGED = '=1\nreadings,device=victim temperature=99 1700000000000\n#';
+const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof FieldStreamError ? e.code : String(e)));
+
+/**
+ * Line protocol injection against a real InfluxDB 1.x: what it stores from our encoder is what the
+ * points said, and no key or value of one device's point can make it store a point of another.
+ */
+describe('line protocol injection, against a real InfluxDB 1.x', () => {
+  const work = tempDir('lp-influx');
+  let influx: InfluxV1;
+  before(async () => {
+    influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
+  });
+  after(async () => {
+    await influx.process.stop();
+    work.cleanup();
+  });
+  const sink = () => new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 });
+  /** A body posted as it is, not through our encoder. */
+  const rawWrite = async (body: string) => {
+    const url = new URL('/write', influx.url);
+    url.searchParams.set('db', DB);
+    url.searchParams.set('precision', 'ms');
+    const res = await fetch(url, { method: 'POST', body, headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` } });
+    return res.status;
+  };
+
+  it("the review's forged event (a key ending in a backslash) is refused, coded, and stores no point for the victim; the other messages of its batch are written", async () => {
+    // The event as it would reach the encoder had it passed the contract (a compromised DMZ, or any
+    // other path): the encoder is the last line of defence.
+    const env = {
+      v: 1,
+      deviceId: 'mallory',
+      dataType: 'event',
+      gatewayId: 'gw',
+      receivedAt: 1_700_000_100_000,
+      messages: [{ messageId: 'm.1', payload: { eventType: 'x', 'zz\\': FORGED } }],
+    } as unknown as EnvelopeOf<'event'>;
+    const forged = eventPoints(env);
+    const honest: StoredPoint[] = [{ measurement: 'readings', tags: { device: 'honest' }, fields: { temperature: 20 }, time: 1_700_000_100_001 }];
+    const batcher = new WriteBatcher(sink(), 5000);
+    const [a, b] = await Promise.all([code(batcher.write(forged)), code(batcher.write(honest))]);
+    assert.deepEqual([a, b], ['DISTRIBUTOR_WRITE_REJECTED', 'ok']);
+    assert.deepEqual(await influx.rows(DB, `SELECT * FROM readings WHERE device = 'victim'`), []);
+    assert.deepEqual(await influx.rows(DB, `SELECT temperature FROM readings WHERE device = 'honest'`), [{ time: 1_700_000_100_001, temperature: 20 }]);
+    // Hostile tag values and measurements too: each refused before anything is sent.
+    for (const p of <StoredPoint[]>[
+      { measurement: 'events', tags: { device: 'mallory\\' }, fields: { f: FORGED }, time: 1 },
+      { measurement: 'events', tags: { device: 'mallory', event_type: 'a\nreadings,device=victim temperature=98 1700000000000' }, fields: { f: 1 }, time: 2 },
+      { measurement: 'events\\', tags: { device: 'mallory' }, fields: { f: FORGED }, time: 3 },
+    ]) assert.equal(await code(sink().write([p])), 'DISTRIBUTOR_WRITE_REJECTED', JSON.stringify(p));
+    assert.deepEqual(await influx.rows(DB, `SELECT * FROM readings WHERE device = 'victim'`), []);
+  });
+
+  it('stores hostile string values, and names with a backslash the encoder keeps, exactly as they were', async () => {
+    const values = [FORGED, 'ends with a backslash \\', 'quote " and \\" and \\\\', 'line\r\nbreaks\n', '"'];
+    const points: StoredPoint[] = values.map((v, i) => ({ measurement: 'texts', tags: { device: 'd\\x', kind: 'a b,c=d' }, fields: { 'k\\y': v, 'o k,=': i }, time: 1_700_000_200_000 + i }));
+    await sink().write(points);
+    const rows = await influx.rows(DB, `SELECT * FROM texts`);
+    assert.deepEqual(
+      rows,
+      values.map((v, i) => ({ time: 1_700_000_200_000 + i, device: 'd\\x', kind: 'a b,c=d', 'k\\y': v, 'o k,=': i })),
+    );
+    assert.deepEqual(await influx.rows(DB, `SELECT * FROM readings WHERE device = 'victim'`), []);
+  });
+
+  it('InfluxDB 1.x keeps an escaped backslash in a name as two backslashes: escaping them would store another name, hence the refusal', async () => {
+    assert.equal(await rawWrite('esc,t=a\\\\b k\\\\x=1 1700000300000'), 204);
+    assert.deepEqual(await influx.rows(DB, `SELECT * FROM esc`), [{ time: 1_700_000_300_000, t: 'a\\\\b', 'k\\\\x': 1 }]);
+  });
+});
