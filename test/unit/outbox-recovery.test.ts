@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FileOutbox, FileTransferRecordSchema } from '../../field-client/src/files/file-outbox.ts';
 import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { FILE_TRANSFER } from '../../field-client/src/files/transfers.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -95,5 +96,23 @@ describe('files taken into the outbox when the client stopped', () => {
     assert.ok(existsSync(d.source));
     assert.deepEqual(readdirSync(join(d.dir, 'outgoing')), [], 'neither the partial copy nor its note is left');
     await again.queue.close();
+  });
+});
+
+describe('the outbox takes regular files only', () => {
+  const tmp = tempDir('outbox-links');
+  after(() => tmp.cleanup());
+
+  it('refuses a link, moved or copied, never reading what it points to, and leaves it where it was', async () => {
+    const secret = join(tmp.dir, 'signing.key');
+    writeFileSync(secret, 'TOP-SECRET');
+    const outbox = new FileOutbox(join(tmp.dir, 'data'), 1024);
+    for (const move of [true, false]) {
+      const link = join(tmp.dir, `innocent-${move}.txt`);
+      symlinkSync(secret, link);
+      await assert.rejects(outbox.accept(link, { move }), (err) => isFieldStreamError(err, 'FIELD_FILE_UNREADABLE'));
+      assert.ok(lstatSync(link).isSymbolicLink(), 'the link stays where it was');
+    }
+    assert.deepEqual(readdirSync(join(tmp.dir, 'data', 'outgoing')), [], 'nothing taken, no note left');
   });
 });

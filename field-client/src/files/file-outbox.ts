@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
-import { copyFile, open, rename } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
@@ -72,7 +73,8 @@ export class FileOutbox {
   async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean }): Promise<FileTransferRecord> {
     let size: number;
     try {
-      const st = statSync(source);
+      // lstat: a link is not followed, to a secret or anywhere else (the watched folder is writable by others).
+      const st = lstatSync(source);
       if (!st.isFile()) throw new Error('not a regular file');
       size = st.size;
     } catch (err) {
@@ -84,15 +86,26 @@ export class FileOutbox {
     const tmp = `${target}.tmp`;
     const note: AcceptingNote = { filename: options.filename ?? basename(source), contentType: options.contentType ?? 'application/octet-stream', move: options.move === true };
     replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
-    if (options.move) {
-      try {
-        await rename(source, tmp);
-      } catch {
-        await copyFile(source, tmp);
-        rmSync(source, { force: true });
+    try {
+      if (options.move) {
+        let moved = true;
+        await rename(source, tmp).catch(() => (moved = false)); // another file system: copied, then removed
+        if (moved && !lstatSync(tmp).isFile()) {
+          // Swapped for a link (or another kind of file) since it was looked at: put back, not followed.
+          await rename(tmp, source);
+          throw new Error('not a regular file');
+        }
+        if (!moved) {
+          await copyNoFollow(source, tmp);
+          rmSync(source, { force: true });
+        }
+      } else {
+        await copyNoFollow(source, tmp);
       }
-    } else {
-      await copyFile(source, tmp);
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      this.accepted(transferId);
+      throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}`);
     }
     return this.place(transferId, note, tmp);
   }
@@ -216,6 +229,17 @@ export class FileOutbox {
     renameSync(join(this.dir, rec.transferId), target);
     rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
     return target;
+  }
+}
+
+/** Copies a regular file, never through a link: opened with O_NOFOLLOW, and checked on the open handle. */
+async function copyNoFollow(source: string, target: string): Promise<void> {
+  const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    if (!(await from.stat()).isFile()) throw new Error('not a regular file');
+    await pipeline(from.createReadStream({ autoClose: false }), createWriteStream(target, { flags: 'wx', mode: 0o600 }));
+  } finally {
+    await from.close();
   }
 }
 
