@@ -135,6 +135,11 @@ export const ERRORS = {
     transient: false,
     description: 'A Sparkplug NBIRTH of a new edge node was refused: the field client follows LIMITS.sparkplugMaxEdgeNodes edge nodes already.',
   },
+  SPARKPLUG_TOO_MANY_DEVICES: {
+    http: 507,
+    transient: false,
+    description: 'A Sparkplug DBIRTH of a new device was refused: its edge node has LIMITS.sparkplugMaxDevicesPerNode devices born already.',
+  },
   SPARKPLUG_REORDER_TIMEOUT: {
     http: 409,
     transient: false,

@@ -135,6 +135,11 @@ export const LIMITS = {
   apiAuthMaxFailures: 20,
   /** bytes. Largest JSON body the field client's local HTTP input reads (a batch of readings). */
   localInputJsonMaxBytes: 8 * 1024 * 1024,
+  /** bytes. Largest MQTT packet the local MQTT input reads (its remaining length): the largest payload
+   * an input takes (localInputJsonMaxBytes, above sparkplugPayloadMaxBytes) and 64 KiB for the topic
+   * and header. Checked as the packet's length arrives, so a larger one is never buffered (MQTT
+   * itself allows 256 MB); the connection is closed. */
+  localMqttMaxPacketBytes: 8 * 1024 * 1024 + 64 * 1024,
   /** values. Most values local programs may report with the health message (battery, signal, ...):
    * each becomes a database field, and the message goes out every interval. */
   healthLocalMaxValues: 32,
@@ -168,6 +173,11 @@ export const LIMITS = {
   /** edge nodes. Most Sparkplug edge nodes one field client follows (their births and the rebirth
    * requests it remembers): a publisher inventing edge node ids cannot grow its memory without bound. */
   sparkplugMaxEdgeNodes: 10_000,
+  /** devices. Most devices (DBIRTHs of distinct device ids) one Sparkplug edge node may have born at
+   * once: a real edge node (a PLC gateway, an RTU) fronts tens to hundreds of devices, so 1,000 is
+   * ample, and with sparkplugMaxEdgeNodes it bounds the birth definitions held (a publisher inventing
+   * device ids cannot grow memory without bound); a DDEATH or the node's next NBIRTH frees places. */
+  sparkplugMaxDevicesPerNode: 1_000,
   /** messages. Most Sparkplug messages held per edge node while waiting for a missing seq (the
    * reorder buffer, TIMINGS.sparkplugReorderTimeoutMs): a message further ahead, or one more, is a
    * gap at once. Bounds memory to this many payloads per edge node. */

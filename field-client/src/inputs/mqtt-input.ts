@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Aedes } from 'aedes';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
@@ -26,6 +27,8 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  * which is published here on spBv1.0/<group>/NCMD/<edge>).
  *
  * It listens on loopback by default and asks for no credentials: it is for the device itself.
+ * A packet longer than LIMITS.localMqttMaxPacketBytes is refused as its length arrives, before it
+ * is buffered (limitPacketSize): FIELD_INPUT_INVALID is logged and the connection closed.
  */
 export function mqttInput(
   client: FieldClient,
@@ -51,6 +54,12 @@ export function mqttInput(
   const broker = () => Aedes.createBroker({
     authorizePublish(c, packet, done) {
       if (c === null) return done(null);
+      // Second line behind limitPacketSize: no input takes a larger payload.
+      if (packet.payload.length > MAX_PAYLOAD_BYTES) {
+        const err = new FieldStreamError('FIELD_INPUT_INVALID', `payload of ${packet.payload.length} bytes is larger than ${MAX_PAYLOAD_BYTES}`);
+        log.warn({ code: err.code, topic: packet.topic, clientId: c.id }, err.message);
+        return done(err);
+      }
       if (session && packet.topic.startsWith(`${NAMESPACE}/`)) {
         // Never refused at the MQTT level: the session counts and logs what it refuses.
         void session.onMessage(packet.topic, Buffer.from(packet.payload)).then(() => done(null));
@@ -103,7 +112,14 @@ export function mqttInput(
     },
     async start() {
       const a = (aedes = await broker());
-      const s = (server = createServer((socket) => a.handle(socket)));
+      let unguarded = false;
+      const s = (server = createServer((socket) => {
+        const refused = (err: FieldStreamError) => log.warn({ code: err.code, remoteAddress: socket.remoteAddress, maxBytes: LIMITS.localMqttMaxPacketBytes }, err.message);
+        if (!limitPacketSize(a.handle(socket), LIMITS.localMqttMaxPacketBytes, refused) && !unguarded) {
+          unguarded = true;
+          log.warn({ maxBytes: LIMITS.localMqttMaxPacketBytes }, 'the MQTT parser of aedes has changed: packet lengths are not checked as they arrive, only payloads once read');
+        }
+      }));
       await new Promise<void>((resolve, reject) => {
         s.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_MQTT_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
         s.listen(port, host, () => resolve());
@@ -123,4 +139,38 @@ export function mqttInput(
       if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
     },
   };
+}
+
+/** The largest payload any input behind the local broker takes (JSON readings, Sparkplug B). */
+const MAX_PAYLOAD_BYTES = Math.max(LIMITS.localInputJsonMaxBytes, LIMITS.sparkplugPayloadMaxBytes);
+
+/** What limitPacketSize uses of mqtt-packet's Parser (aedes's client holds one per connection). */
+interface PacketParser {
+  packet: { length: number; cmd?: string };
+  _parseLength(): boolean;
+  _emitError(err: Error): void;
+}
+
+/**
+ * Refuses, on one aedes client (what `aedes.handle(socket)` returns), any MQTT packet whose remaining
+ * length is above `maxBytes`, as soon as its fixed header is read: neither aedes nor mqtt-packet has
+ * a maximum-packet-size option, and mqtt-packet's Parser otherwise buffers up to MQTT's 256 MB
+ * before it parses. The length is still read by mqtt-packet (its `_parseLength` step); the refusal
+ * goes through the parser's own error path, on which aedes closes the connection. Returns false when
+ * the client has no such parser (a changed aedes), which authorizePublish's payload check then backs.
+ */
+export function limitPacketSize(aedesClient: unknown, maxBytes: number, onRefused: (err: FieldStreamError) => void): boolean {
+  const parser = (aedesClient as { _parser?: Partial<PacketParser> } | null)?._parser;
+  if (!parser || typeof parser._parseLength !== 'function' || typeof parser._emitError !== 'function' || typeof parser.packet !== 'object') return false;
+  const p = parser as PacketParser;
+  const parseLength = p._parseLength.bind(p);
+  p._parseLength = () => {
+    if (!parseLength()) return false;
+    if (p.packet.length <= maxBytes) return true;
+    const err = new FieldStreamError('FIELD_INPUT_INVALID', `MQTT ${p.packet.cmd ?? ''} packet of ${p.packet.length} bytes is larger than ${maxBytes}: connection closed`);
+    onRefused(err);
+    p._emitError(err);
+    return false;
+  };
+  return true;
 }

@@ -80,6 +80,8 @@ export interface HostOutcome {
 export interface HostOptions {
   rebirthMinIntervalMs: number;
   maxEdgeNodes?: number;
+  /** devices born at once per edge node at most (default LIMITS.sparkplugMaxDevicesPerNode) */
+  maxDevicesPerNode?: number;
   /** milliseconds a message ahead of its seq is held for the missing ones; 0 (the default): none held */
   reorderTimeoutMs?: number;
   /** messages held per edge node at most (default LIMITS.sparkplugReorderMaxHeld) */
@@ -206,6 +208,12 @@ export class SparkplugHost {
     if (t.type === 'NDATA') return this.fields(t, p, s.defs, now, out);
     const device = t.device as string;
     if (t.type === 'DBIRTH') {
+      // A new device id past the bound is refused (its seq is taken: no gap, no rebirth, which would
+      // only bring the same births again); a rebirth of a device already born is taken.
+      const maxDevices = this.options.maxDevicesPerNode ?? LIMITS.sparkplugMaxDevicesPerNode;
+      if (!s.devices.has(device) && s.devices.size >= maxDevices) {
+        throw new FieldStreamError('SPARKPLUG_TOO_MANY_DEVICES', `DBIRTH of ${t.group}/${t.edge}/${device} refused: the edge node has ${maxDevices} devices born already`);
+      }
       const defs = definitions(p.metrics);
       this.fields(t, p, defs, now, out);
       s.devices.set(device, defs);

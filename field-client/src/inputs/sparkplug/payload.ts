@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
-import { DATA_TYPE_MAX, DATA_TYPES, decodeWire, encodeWire } from './proto.ts';
+import { countTopLevelMetrics, DATA_TYPE_MAX, DATA_TYPES, decodeWire, encodeWire } from './proto.ts';
 
 /**
  * A Sparkplug B payload from bytes: protobuf decoding (proto.ts), then every field checked here
@@ -123,8 +123,15 @@ export function decodePayload(bytes: Uint8Array): SparkplugPayload {
   }
   let wire: unknown;
   try {
+    // Counted on the wire before decoding: protobufjs would otherwise build (and toObject) every
+    // metric first, and a 4 MiB payload of empty metrics (`12 00` repeated) is two million of them.
+    const metrics = countTopLevelMetrics(bytes, LIMITS.sparkplugMaxMetrics);
+    if (metrics > LIMITS.sparkplugMaxMetrics) {
+      throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `payload has more than ${LIMITS.sparkplugMaxMetrics} metrics (LIMITS.sparkplugMaxMetrics)`);
+    }
     wire = decodeWire(bytes);
   } catch (err) {
+    if (err instanceof FieldStreamError) throw err;
     throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not a Sparkplug B protobuf payload: ${(err as Error).message}`);
   }
   const r = SparkplugPayloadSchema.safeParse(wire);

@@ -190,6 +190,23 @@ export function decodeWire(bytes: Uint8Array): unknown {
   return PayloadType.toObject(message, { longs: String, bytes: String, defaults: false, arrays: false, oneofs: false });
 }
 
+/**
+ * How many top-level `metrics` (field 2 of Payload) the bytes hold, read with protobufjs's Reader
+ * without decoding any of them: each field's tag is read and the rest skipped by its wire type. A
+ * caller can refuse a payload of too many metrics before protobufjs builds an object per metric.
+ * Stops counting past `stopAbove` (the answer is then stopAbove + 1). Throws on malformed wire data.
+ */
+export function countTopLevelMetrics(bytes: Uint8Array, stopAbove: number): number {
+  const reader = protobuf.Reader.create(bytes);
+  let count = 0;
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag >>> 3 === 2 && ++count > stopAbove) return count;
+    reader.skipType(tag & 7);
+  }
+  return count;
+}
+
 /** A plain object (protobufjs field names, numbers or decimal strings for 64-bit fields) to bytes. */
 export function encodeWire(payload: Record<string, unknown>): Uint8Array {
   return PayloadType.encode(PayloadType.fromObject(payload)).finish();

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { connect as tcpConnect } from 'node:net';
+import { once } from 'node:events';
+import { after, before, describe, it } from 'node:test';
+import mqtt from 'mqtt';
+import mqttPacket from 'mqtt-packet';
+import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
+import type { FieldClient, Submission } from '../../field-client/src/field-client.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+
+/**
+ * The local MQTT input refuses a packet longer than LIMITS.localMqttMaxPacketBytes as soon as its
+ * length is read (never buffering it), logs FIELD_INPUT_INVALID, closes that connection, and goes
+ * on serving the others.
+ */
+const PREFIX = 'fieldstream/local';
+const OVER = LIMITS.localMqttMaxPacketBytes + 2 * 1024 * 1024;
+const lines: Array<Record<string, unknown>> = [];
+const log = createLogger('test', 'info', { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+const submitted: Submission[] = [];
+const client = { submitMany: async (items: Submission[]) => void submitted.push(...items) } as unknown as FieldClient;
+const input = mqttInput(client, '127.0.0.1', 0, PREFIX, log);
+const refusals = () => lines.filter((l) => l.code === 'FIELD_INPUT_INVALID' && /larger than/.test(String(l.msg)));
+
+describe('local MQTT input: packet size', () => {
+  before(() => input.start());
+  after(() => input.close());
+
+  it('the limit covers the largest payload an input takes', () => {
+    assert.ok(LIMITS.localMqttMaxPacketBytes > Math.max(LIMITS.localInputJsonMaxBytes, LIMITS.sparkplugPayloadMaxBytes));
+  });
+
+  it('closes the connection once an oversized PUBLISH announces its length, before its payload has come', async () => {
+    const socket = tcpConnect(input.port as number, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => undefined);
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'raw', clean: true, keepalive: 0 }));
+    const publish = mqttPacket.generate({ cmd: 'publish', topic: `${PREFIX}/timeseries`, payload: Buffer.alloc(OVER, 0x20), qos: 0, retain: false, dup: false });
+    socket.write(publish.subarray(0, 64 * 1024)); // the header and a little of the payload; the rest never sent
+    const closed = new Promise<boolean>((r) => socket.once('close', () => r(true)));
+    const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), 1_500).unref());
+    const wasClosed = await Promise.race([closed, timeout]);
+    socket.destroy();
+    assert.equal(wasClosed, true, 'the broker closed the connection without waiting for the payload');
+    assert.ok(refusals().length >= 1, 'FIELD_INPUT_INVALID logged');
+  });
+
+  it('refuses a real client publishing a few MiB over the limit, and still serves a normal publish', async () => {
+    const before = refusals().length;
+    const big = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'big' });
+    big.on('error', () => undefined);
+    const closed = new Promise<void>((r) => big.once('close', () => r()));
+    big.publish(`${PREFIX}/timeseries`, Buffer.alloc(OVER, 0x20), { qos: 1 }, () => undefined);
+    await closed;
+    await big.endAsync(true);
+    assert.equal(refusals().length, before + 1);
+    assert.equal(submitted.length, 0);
+
+    const ok = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'ok' });
+    await ok.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ temperature: 21.5 }), { qos: 1 });
+    await ok.endAsync();
+    assert.equal(submitted.length, 1);
+  });
+});
