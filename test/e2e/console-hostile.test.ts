@@ -14,7 +14,7 @@ import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * The operator console against hostile or unlucky clients, on the embedded pipeline (real HTTP,
- * MQTT, disk): a flood of anonymous visits logs no one out; a malformed URL gets the registry's
+ * MQTT, disk): anonymous visits store no session, so none can log an operator out; a malformed URL gets the registry's
  * error; a live stream ends with its login (logout, expiry) and one login cannot take every stream;
  * behind a TLS proxy named in CONSOLE_TRUSTED_PROXY a Secure cookie is set and each operator has
  * their own login limit, while the same headers from anyone else are ignored; history over the
@@ -109,20 +109,23 @@ describe('the operator console against hostile clients', () => {
     tmp.cleanup();
   });
 
-  it(`a flood of anonymous visits (more than the ${CONSOLE.maxSessions} sessions kept) logs no one out, and a new login still works`, async () => {
+  it('anonymous visits store no session, so no flood of them can push an operator\'s out; a new login still works', async () => {
     const op = new ConsoleSession(base);
     await op.login(ROLE_TOKENS.operator);
-    const visits = CONSOLE.maxSessions + 200;
+    // Were a visit's CSRF secret kept in a session, each would set the session cookie, and past
+    // CONSOLE.maxSessions of them the oldest sessions (the operators') would go. The store's own
+    // order of dropping is checked in test/unit/console-fleet.test.ts.
+    const visits = 500;
     let next = 0;
     const worker = async () => {
       while (next < visits) {
         next++;
-        const r = await fetch(new URL('/api/session', base));
+        const r = await call(port, '/api/session');
         assert.equal(r.status, 200);
-        await r.arrayBuffer();
+        assert.equal(sessionCookie(r), undefined, 'no session for an anonymous visit');
       }
     };
-    await Promise.all(Array.from({ length: 32 }, worker));
+    await Promise.all(Array.from({ length: 16 }, worker));
 
     const s = await op.request('/api/session');
     assert.equal(s.body.authenticated, true, 'the operator logged in before the flood is still logged in');
