@@ -250,65 +250,44 @@ export class DurableQueue {
     }
   }
 
-  /** acceptedAt of the oldest message not committed, read from disk (undefined when none). */
   /**
    * The records of these sequence numbers that are still held, read back from disk (for the rare
    * paths that need a record's content after it was sent: setting a refused message aside).
    */
   read(seqs: ReadonlySet<number>): QueuedMessage[] {
-    const found: QueuedMessage[] = [];
-    for (const seg of this.segments) {
-      let wanted = false;
-      for (const s of seqs) if (s >= seg.firstSeq && s <= seg.lastSeq && this.book.isOpen(s)) wanted = true;
-      if (!wanted) continue;
-      const reader = new SegmentReader(seg.path, 0, seg.bytes);
-      try {
-        for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
-          const m = parseQueuedRecord(r.body);
-          if ('corrupt' in m) break; // as for a record whose CRC failed; the sender logs it
-          if (seqs.has(m.seq)) found.push(m);
-        }
-      } finally {
-        reader.close();
-      }
-    }
-    return found;
+    const inSegment = (seg: Segment) => [...seqs].some((s) => s >= seg.firstSeq && s <= seg.lastSeq && this.book.isOpen(s));
+    return [...this.held(inSegment)].filter((m) => seqs.has(m.seq));
   }
 
   /** The held records (not committed) `wanted` picks, read back from disk: for recovery at a start, not per message. */
   find(wanted: (m: QueuedMessage) => boolean): QueuedMessage[] {
-    const found: QueuedMessage[] = [];
-    for (const seg of this.segments) {
-      if (seg.lastSeq <= this.book.watermark) continue;
-      const reader = new SegmentReader(seg.path, 0, seg.bytes);
-      try {
-        for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
-          const m = parseQueuedRecord(r.body);
-          if ('corrupt' in m) break; // as for a record whose CRC failed; the sender logs it
-          if (this.book.isOpen(m.seq) && wanted(m)) found.push(m);
-        }
-      } finally {
-        reader.close();
-      }
-    }
-    return found;
+    return [...this.held()].filter(wanted);
   }
 
+  /** acceptedAt of the oldest message not committed, read from disk (undefined when none). */
   oldestUnacked(): number | undefined {
+    for (const m of this.held()) return m.acceptedAt;
+    return undefined;
+  }
+
+  /**
+   * The records not committed, oldest first, read back from disk segment by segment (one chunk of
+   * one segment in memory at a time), from the segments `look` picks (by default those holding any).
+   */
+  private *held(look: (seg: Segment) => boolean = (seg) => seg.lastSeq > this.book.watermark): Generator<QueuedMessage> {
     for (const seg of this.segments) {
-      if (seg.lastSeq <= this.book.watermark) continue;
+      if (!look(seg)) continue;
       const reader = new SegmentReader(seg.path, 0, seg.bytes);
       try {
         for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
           const m = parseQueuedRecord(r.body);
           if ('corrupt' in m) break; // as for a record whose CRC failed; the sender logs it
-          if (this.book.isOpen(m.seq)) return m.acceptedAt;
+          if (this.book.isOpen(m.seq)) yield m;
         }
       } finally {
         reader.close();
       }
     }
-    return undefined;
   }
 
   async close(): Promise<void> {
