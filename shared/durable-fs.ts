@@ -30,18 +30,27 @@ export async function syncDir(dir: string): Promise<void> {
 
 /**
  * Replaces `path` with `data`: written aside, synced, renamed over it, and the directory synced. After
- * a crash or a power cut at any instant the file holds the old content or the new, whole.
+ * a crash or a power cut at any instant the file holds the old content or the new, whole. A write
+ * the disk takes only part of (write(2) may, without an error, when the disk fills) is written on;
+ * if the disk refuses the rest, the file aside is removed and `path` keeps its old content.
  */
-export function replaceFileDurablySync(path: string, data: string | Buffer): void {
+export function replaceFileDurablySync(path: string, data: string | Buffer, mode = 0o600): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
   try {
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    writeSync(fd, bytes, 0, bytes.length);
+    for (let at = 0; at < bytes.length; ) {
+      const n = writeSync(fd, bytes, at, bytes.length - at);
+      if (n <= 0) throw new Error(`the disk took none of the bytes of ${tmp}`);
+      at += n;
+    }
     fsyncSync(fd);
-  } finally {
+  } catch (err) {
     closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
   }
+  closeSync(fd);
   renameSync(tmp, path);
   syncDirSync(dirname(path));
 }

@@ -129,6 +129,16 @@ export const LIMITS = {
   /** entries (device and code). Most entries in one gateway security report; more refusals in one
    * report's interval are counted as dropped. */
   gatewaySecurityReportMaxEntries: 1000,
+  /** commands. Most the command API keeps (its journal, COMMAND_STATE_PATH); past it the least
+   * recently changed finished ones are forgotten. A command still to be answered never is. */
+  commandStoreMaxRecords: 100_000,
+  /** commands. Most that may wait for their device's answer at once (queued, sent or accepted);
+   * more are refused with API_COMMANDS_FULL until some finish or expire. Half the record cap, so
+   * the finished ones always leave room and a waiting command is never forgotten. */
+  commandMaxLive: 50_000,
+  /** lines. The command journal is compacted when it holds more than twice as many lines as
+   * commands plus these: a small journal is not rewritten at every change. */
+  commandJournalSlackLines: 10_000,
   /** bytes. Largest JSON body the command API reads. */
   apiBodyMaxBytes: 64 * 1024,
   /** bearer tokens. Wrong tokens from one source address within TIMINGS.apiAuthFailureWindowMs before the command API refuses that address unchecked (API_THROTTLED): the management API's budget (MANAGE.authMaxFailures), as both take the same credentials. */

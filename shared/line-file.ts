@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { syncDir, syncDirSync } from './durable-fs.ts';
@@ -75,12 +75,23 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
     const last = Buffer.alloc(1);
     const whole = size === 0 || (readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a);
     const text = Buffer.from(whole ? lines : `\n${lines}`, 'utf8');
-    for (let at = 0; at < text.length; ) {
-      const n = writeSync(fd, text, at, text.length - at);
-      if (n <= 0) throw new Error(`the disk took none of the bytes of ${path}`);
-      at += n;
+    try {
+      for (let at = 0; at < text.length; ) {
+        const n = writeSync(fd, text, at, text.length - at);
+        if (n <= 0) throw new Error(`the disk took none of the bytes of ${path}`);
+        at += n;
+      }
+      fsyncSync(fd);
+    } catch (err) {
+      // All or none: the lines written before the disk refused the rest would otherwise be read
+      // back as appended, though the caller was told they were not.
+      try {
+        ftruncateSync(fd, size);
+      } catch {
+        // the torn line stays; the next append starts on a line of its own
+      }
+      throw err;
     }
-    fsyncSync(fd);
   } finally {
     closeSync(fd);
   }

@@ -28,7 +28,7 @@ export interface CommandApi {
 export async function startCommandApi(config: Readonly<CommandApiConfig>, logger: Logger, opts: { processMetrics?: boolean } = {}): Promise<CommandApi> {
   const log = logger.child({ component: 'command-api' });
   const groups = config.COMMAND_GROUPS_FILE ? readJsonSetting('COMMAND_GROUPS_FILE', config.COMMAND_GROUPS_FILE, GroupsFileSchema) : {};
-  const store = new CommandStore(config.COMMAND_STATE_PATH);
+  const store = new CommandStore(config.COMMAND_STATE_PATH, log.child({ subsystem: 'state' }));
   const mqtt = connectMqtt(
     {
       url: config.MQTT_URL,

@@ -3,7 +3,7 @@ import type { MqttClient } from 'mqtt';
 import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope, type EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
 import { sortBySignature } from '../shared/authentic.ts';
@@ -63,23 +63,29 @@ export class CommandDispatcher {
         { deviceIds: keyless.slice(0, 100) },
       );
     }
+    if (deviceIds.length > this.store.room()) {
+      throw new FieldStreamError(
+        'API_COMMANDS_FULL',
+        `${this.store.live} commands wait for their devices' answers (at most ${LIMITS.commandMaxLive}); nothing was sent.`,
+        { waiting: this.store.live, retryAfterS: Math.ceil(TIMINGS.commandExpirySweepMs / 1000) },
+      );
+    }
     const now = Date.now();
-    return deviceIds.map((deviceId) => {
-      const record: CommandRecord = {
-        commandId: `cmd-${randomUUID()}`,
-        deviceId,
-        command,
-        ...(params !== undefined ? { params } : {}),
-        issuedAt: now,
-        expiresAt: now + ttlSeconds * 1000,
-        state: 'queued',
-        attempts: 0,
-        updatedAt: now,
-      };
-      this.store.put(record);
-      this.publish(record);
-      return record;
-    });
+    const records = deviceIds.map((deviceId): CommandRecord => ({
+      commandId: `cmd-${randomUUID()}`,
+      deviceId,
+      command,
+      ...(params !== undefined ? { params } : {}),
+      issuedAt: now,
+      expiresAt: now + ttlSeconds * 1000,
+      state: 'queued',
+      attempts: 0,
+      updatedAt: now,
+    }));
+    // On disk before anything is sent or answered: a command the API took survives a crash.
+    this.store.add(records);
+    for (const r of records) this.publish(r);
+    return records;
   }
 
   close(): void {
@@ -194,7 +200,10 @@ export class CommandDispatcher {
   private expire(): void {
     const now = Date.now();
     for (const r of [...this.store.all()]) {
-      if (!isFinal(r.state) && r.state !== 'accepted' && r.expiresAt <= now) this.update(r, { state: 'expired' });
+      // An accepted command too: a device that accepted it and never finished (crashed, or lost
+      // its answer) would otherwise keep it waiting, and counted against commandMaxLive, for ever.
+      // Its acceptance stays in `response`.
+      if (!isFinal(r.state) && r.expiresAt <= now) this.update(r, { state: 'expired' });
     }
   }
 

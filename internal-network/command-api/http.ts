@@ -77,7 +77,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       if (!isFieldStreamError(err)) o.logger.error({ code: 'API_INTERNAL', err, method: req.method, path }, 'unexpected error answering a request');
       // A connection gone meanwhile gets no answer (writing to it would only fail).
       if (req.socket.destroyed) return;
-      const retryAfterS = coded.code === 'API_THROTTLED' ? coded.details?.retryAfterS : undefined;
+      const retryAfterS = coded.details?.retryAfterS;
       send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) }, typeof retryAfterS === 'number' ? { 'retry-after': String(retryAfterS) } : {});
     });
   });

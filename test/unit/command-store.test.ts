@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import mqtt from 'mqtt';
+import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
+import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
+import { CommandStore } from '../../internal-network/command-api/store.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The command API's state (internal-network/command-api/store.ts): a journal that keeps what was
+ * taken through torn lines and full disks, never forgets a command still to be answered, and a
+ * dispatcher that expires every unfinished command at its TTL and takes no more than
+ * LIMITS.commandMaxLive waiting.
+ */
+const temp = tempDir('command-store');
+const tmp = temp.dir;
+after(() => temp.cleanup());
+const lines: Record<string, unknown>[] = [];
+const log = createLogger(
+  'command-api',
+  'debug',
+  new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  }),
+);
+
+let n = 0;
+function record(state: CommandRecord['state'], over: Partial<CommandRecord> = {}): CommandRecord {
+  const now = Date.now();
+  n++;
+  return { commandId: `cmd-${n}`, deviceId: 'pump-1', command: 'reboot', issuedAt: now, expiresAt: now + 60_000, state, attempts: 0, updatedAt: now, ...over };
+}
+const settle = () => new Promise((r) => setImmediate(r));
+
+describe('the command journal', () => {
+  it('starts each change on a line of its own after a torn last line, so no later change is lost', async () => {
+    const path = join(tmp, 'torn.jsonl');
+    const s1 = new CommandStore(path, log);
+    const a = record('queued');
+    s1.add([a]);
+    // A crash in the middle of the next write: half a line, no newline.
+    const half = JSON.stringify({ ...a, state: 'sent' });
+    appendFileSync(path, half.slice(0, half.length / 2));
+    const s2 = new CommandStore(path, log);
+    assert.equal(s2.get(a.commandId)?.state, 'queued', 'the torn change was never acknowledged; the one before stands');
+    const b = record('queued');
+    s2.add([b]);
+    s2.put({ ...a, state: 'completed' });
+    await settle();
+    const s3 = new CommandStore(path, log);
+    assert.equal(s3.get(b.commandId)?.state, 'queued');
+    assert.equal(s3.get(a.commandId)?.state, 'completed');
+  });
+
+  it('takes new commands all or none when the disk refuses part of them, and keeps none of them', async () => {
+    const path = join(tmp, 'full.jsonl');
+    const s = new CommandStore(path, log);
+    s.add([record('queued')]);
+    const size = statSync(path).size;
+    const many = Array.from({ length: 200 }, () => record('queued'));
+    await withFileSizeLimit(size + 4096, async () => {
+      assert.throws(() => s.add(many), (e) => isFieldStreamError(e) && e.code === 'API_STATE_WRITE_FAILED');
+    });
+    assert.equal(statSync(path).size, size, 'the lines the disk took are cut off again');
+    assert.equal(s.live, 1);
+    for (const r of many) assert.equal(s.get(r.commandId), undefined);
+    assert.equal(new CommandStore(path, log).live, 1, 'none of them comes back at a restart');
+    assert.ok(lines.some((l) => l.code === 'API_STATE_WRITE_FAILED'));
+  });
+
+  it('never forgets a command still to be answered; the least recently changed finished ones go first', async () => {
+    const path = join(tmp, 'cap.jsonl');
+    const s = new CommandStore(path, log);
+    const waiting = record('sent');
+    s.add([waiting]);
+    const finished: CommandRecord[] = [];
+    for (let i = 0; i < LIMITS.commandStoreMaxRecords; i++) {
+      const r = record('completed');
+      finished.push(r);
+      s.put(r);
+    }
+    await settle();
+    assert.equal(s.get(waiting.commandId)?.state, 'sent');
+    assert.equal(s.get(finished[0]!.commandId), undefined, 'the oldest finished one made room');
+    assert.ok(s.get(finished.at(-1)!.commandId));
+    // The journal was compacted as it grew past twice the commands it holds, and replays the same.
+    const again = new CommandStore(path, log);
+    assert.equal(again.get(waiting.commandId)?.state, 'sent');
+    assert.equal(again.live, 1);
+    assert.ok(readFileSync(path, 'utf8').split('\n').length <= 2 * LIMITS.commandStoreMaxRecords + LIMITS.commandJournalSlackLines + 1);
+  });
+});
+
+describe('the dispatcher', () => {
+  // A real MQTT client that never connects: commands are kept and would be sent on connect.
+  const client = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+  client.on('error', () => undefined);
+  after(() => client.end(true));
+  const keys = join(tmp, 'keys');
+
+  it('expires an accepted command its device never finished, keeping the acceptance', () => {
+    const path = join(tmp, 'accepted.jsonl');
+    const s = new CommandStore(path, log);
+    const accepted = record('accepted', { expiresAt: Date.now() - 1, response: { status: 'accepted', at: Date.now() - 5_000 } });
+    s.add([accepted]);
+    const d = new CommandDispatcher(client, s, log, { keys: new DeviceKeyRegistry(keys), allowUnsigned: true });
+    try {
+      (d as unknown as { expire(): void }).expire();
+      const now = s.get(accepted.commandId);
+      assert.equal(now?.state, 'expired');
+      assert.equal(now?.response?.status, 'accepted');
+      assert.equal(s.live, 0);
+    } finally {
+      d.close();
+    }
+  });
+
+  it(`takes no more than ${LIMITS.commandMaxLive.toLocaleString('en')} commands waiting, refused with API_COMMANDS_FULL and nothing kept`, async () => {
+    const path = join(tmp, 'live.jsonl');
+    const s = new CommandStore(path, log);
+    for (let i = 0; i < LIMITS.commandMaxLive - 1; i++) s.put(record('sent'));
+    await settle();
+    const d = new CommandDispatcher(client, s, log, { keys: new DeviceKeyRegistry(keys), allowUnsigned: true });
+    try {
+      assert.throws(
+        () => d.issue(['pump-1', 'pump-2'], 'reboot', undefined, 60),
+        (e) => isFieldStreamError(e) && e.code === 'API_COMMANDS_FULL' && e.httpStatus === 503 && typeof e.details?.retryAfterS === 'number',
+      );
+      assert.equal(s.live, LIMITS.commandMaxLive - 1);
+      assert.equal(d.issue(['pump-1'], 'reboot', undefined, 60).length, 1, 'the last place is taken');
+      assert.equal(s.room(), 0);
+    } finally {
+      d.close();
+    }
+  });
+});
