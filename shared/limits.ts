@@ -30,7 +30,7 @@ export const LIMITS = {
   fileTransferMaxBytes: 10 * 1024 * 1024 * 1024,
   /** messages. Largest batch in one frame. */
   batchMaxMessages: 1000,
-  /** fields. Most fields in one time-series reading. */
+  /** fields. Most fields in one time-series reading, and in one event (its own keys included). */
   readingMaxFields: 256,
   /** characters. Longest string value stored in a field. */
   stringMaxChars: 64 * 1024,

@@ -115,8 +115,15 @@ export const EventPayloadSchema = z
   // Every further key becomes a field key of the event's point (points.ts eventPoints), so it is
   // held to the field-name rule as a reading's are: a key like `zz\` (a trailing backslash escapes
   // the `=` after it in line protocol) let a signed event forge a line for another device.
+  // And as many as a reading may have: each is a field of the stored point, and a frame's worth of
+  // tiny keys would otherwise make one point of tens of thousands of fields.
   .superRefine((event, ctx) => {
-    for (const name in event) if (!FIELD_NAME_PATTERN.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: `field name ${FIELD_NAME_RULE}` });
+    let count = 0;
+    for (const name in event) {
+      count++;
+      if (!FIELD_NAME_PATTERN.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: `field name ${FIELD_NAME_RULE}` });
+    }
+    if (count > LIMITS.readingMaxFields) ctx.addIssue({ code: 'custom', message: `holds more than ${LIMITS.readingMaxFields} fields` });
   });
 export type EventPayload = z.infer<typeof EventPayloadSchema>;
 

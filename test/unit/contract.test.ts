@@ -17,6 +17,8 @@ function codeOf(fn: () => unknown): string {
   assert.fail('expected an error');
 }
 
+const fieldsOf = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`f${i}`, i]));
+
 const reading = (payload: unknown, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', payload, ...extra });
 
@@ -89,11 +91,19 @@ describe('device → gateway contract', () => {
       JSON.stringify({ deviceId: 'a+#', dataType: 'timeseries', payload: { t: 1 } }),
       JSON.stringify({ deviceId: 'x'.repeat(65), dataType: 'timeseries', payload: { t: 1 } }),
       JSON.stringify({ deviceId: 'd', dataType: 'event', payload: { severity: 'high' } }), // no eventType
+      // an event of more keys than a reading may have fields: each would be a field of its point
+      JSON.stringify({ deviceId: 'd', dataType: 'event', payload: { eventType: 'door', ...fieldsOf(LIMITS.readingMaxFields) } }),
       JSON.stringify({ deviceId: 'd', dataType: 'response', payload: { commandId: 'c', status: 'maybe' } }),
       JSON.stringify({ deviceId: 'd', dataType: 'file', payload: { filename: 'a.txt' } }), // no data
       JSON.stringify({ deviceId: 'd', batch: [] }),
     ];
     for (const text of cases) assert.equal(codeOf(() => parseUplinkFrame(text)), 'CONTRACT_INVALID_MESSAGE', text);
+  });
+
+  it('takes an event of as many keys as a reading may have fields', () => {
+    const { eventType, ...rest } = { eventType: 'door', ...fieldsOf(LIMITS.readingMaxFields - 1) };
+    const frame = parseUplinkFrame(JSON.stringify({ deviceId: 'd', dataType: 'event', payload: { eventType, ...rest } }));
+    assert.equal(Object.keys(frame[0]!.payload).length, LIMITS.readingMaxFields);
   });
 
   it('reports where the message is wrong', () => {
