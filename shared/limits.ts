@@ -411,6 +411,10 @@ export const CONSOLE = {
    * wait for one of them; past both, CONSOLE_HISTORY_BUSY. A device page asks one per numeric field. */
   historyMaxConcurrent: 4,
   historyMaxQueued: 16,
+  /** history reads one user (one credential, whatever its sessions) may have running or waiting at
+   * once; past it CONSOLE_HISTORY_BUSY, so one user asking over and over leaves room for the others.
+   * A page asks two at a time (public/charts.js); HTTP/1.1 browsers open six connections. */
+  historyMaxPerUser: 6,
   /** points of the console's own (device states, anomalies) waiting for the database; past it the
    * oldest are dropped and counted (they are observations, not device data) */
   ownPointsMaxQueued: 50_000,

@@ -206,6 +206,49 @@ describe('the operator console in a real browser', () => {
     allClean();
   });
 
+  it('loads the history of a device of many fields two charts at a time, and fills every chart', async () => {
+    assert.ok(field);
+    const w = pages.operator;
+    await w.page.waitForSelector(sel('page-device'));
+    // Every history read the page makes, counted while it runs (the browser itself would run six
+    // at once over HTTP/1.1, every one at once over HTTP/2).
+    let running = 0;
+    let most = 0;
+    let asked = 0;
+    const isHistory = (r: { url(): string }) => r.url().includes('/history?');
+    const started = (r: { url(): string }) => {
+      if (!isHistory(r)) return;
+      asked++;
+      most = Math.max(most, ++running);
+    };
+    const ended = (r: { url(): string }) => {
+      if (isHistory(r)) running--;
+    };
+    w.page.on('request', started);
+    w.page.on('requestfinished', ended);
+    w.page.on('requestfailed', ended);
+    try {
+      const fields = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`m${i}`, i + 0.5]));
+      await field.client.submit('timeseries', { ...fields, timestamp: Date.now() });
+      await w.page.waitForSelector(sel('latest-value', { field: 'm9' }));
+      // The page opened afresh: a chart for each numeric field, each with its history to load.
+      await w.page.reload();
+      for (const f of Object.keys(fields)) {
+        await w.page.waitForSelector(sel('chart', { field: f }));
+        await w.page.waitForSelector(`${sel('chart', { field: f })} ${sel('chart-status')}`, { state: 'hidden' });
+      }
+      await w.page.waitForFunction(() => !document.querySelector('[data-testid="chart-status"]:not([hidden])')?.textContent?.startsWith('Loading'));
+      assert.ok(asked >= 10, `${asked} history reads`);
+      assert.ok(most <= 2, `${most} history reads at once`);
+      for (const status of await w.page.locator(sel('chart-status')).allTextContents()) assert.doesNotMatch(status, /not available/);
+    } finally {
+      w.page.off('request', started);
+      w.page.off('requestfinished', ended);
+      w.page.off('requestfailed', ended);
+    }
+    allClean();
+  });
+
   it('shows a security event on the security page as it happens', async () => {
     const w = pages.admin;
     await w.page.click(sel('nav-security'));

@@ -324,28 +324,35 @@ describe('the operator console against hostile clients', () => {
       );
     });
 
-    it(`runs at most ${CONSOLE.historyMaxConcurrent} reads at once and queues ${CONSOLE.historyMaxQueued}; past that CONSOLE_HISTORY_BUSY, and a read later is served`, async () => {
+    it(`takes at most ${CONSOLE.historyMaxPerUser} reads from one user at once, CONSOLE_HISTORY_BUSY past it, while another user is served`, async () => {
       // A day of many readings: each read takes a while, so the requests below overlap.
       const start = Date.parse('2020-02-01T00:00:00Z');
       const lines: string[] = [];
       for (let i = 0; i < 5_000; i++) lines.push(line('big-1', start + i * 1000, i));
       writeFileSync(join(fx.data.timeseries, '2020-02-01.jsonl'), lines.join('\n') + '\n');
-      const s = new ConsoleSession(base);
-      await s.login(ROLE_TOKENS.viewer);
       const path = `/api/devices/big-1/history?field=v&from=${start}&to=${start + 20 * HOUR}`;
-      const asked = CONSOLE.historyMaxConcurrent + CONSOLE.historyMaxQueued + 8;
+      // The same user in two sessions: counted together.
+      const greedy = [new ConsoleSession(base), new ConsoleSession(base)];
+      for (const s of greedy) await s.login(ROLE_TOKENS.viewer);
+      const other = new ConsoleSession(base);
+      await other.login(ROLE_TOKENS.operator);
+      const asked = CONSOLE.historyMaxPerUser + 6;
       // As many connections as requests opened first (fetch keeps them), so the requests below
       // arrive together rather than one connection set-up apart.
-      await Promise.all(Array.from({ length: asked }, () => s.request('/api/session')));
-      const answers = await Promise.all(Array.from({ length: asked }, () => s.request(path)));
-      const busy = answers.filter((a) => a.status !== 200);
+      await Promise.all([...Array.from({ length: asked }, (_, i) => greedy[i % 2]!.request('/api/session')), ...Array.from({ length: 3 }, () => other.request('/api/session'))]);
+      const [mine, theirs] = await Promise.all([
+        Promise.all(Array.from({ length: asked }, (_, i) => greedy[i % 2]!.request(path))),
+        Promise.all(Array.from({ length: 3 }, () => other.request(path))),
+      ]);
+      const busy = mine.filter((a) => a.status !== 200);
       for (const a of busy) {
         assert.equal(a.status, 503);
         assert.equal(a.body.error?.code, 'CONSOLE_HISTORY_BUSY');
+        assert.equal(a.body.error?.details?.perUser, CONSOLE.historyMaxPerUser);
       }
-      assert.ok(busy.length >= 1, `some of ${asked} at once refused`);
-      assert.ok(answers.length - busy.length >= CONSOLE.historyMaxConcurrent + CONSOLE.historyMaxQueued, `${busy.length} refused: the queued ones are served`);
-      const later = await s.request(path);
+      assert.ok(busy.length >= 1 && mine.length - busy.length >= CONSOLE.historyMaxPerUser, `${busy.length} of ${asked} refused`);
+      for (const a of theirs) assert.equal(a.status, 200, `the other user is served: ${JSON.stringify(a.body)}`);
+      const later = await greedy[0]!.request(path);
       assert.equal(later.status, 200, 'every place given back');
       assert.ok(later.body.points.length > 0);
     });

@@ -40,34 +40,48 @@ export function downsample(points: ReadonlyArray<readonly [number, number]>, fro
 /**
  * A history reader that runs at most CONSOLE.historyMaxConcurrent reads at once (one may scan a
  * month of a store, or hold a database connection), queues at most CONSOLE.historyMaxQueued more
- * (a device page asks one per chart at once) and refuses the rest with CONSOLE_HISTORY_BUSY, so
- * logged-in clients asking over and over cannot pile up reads without end.
+ * and refuses the rest with CONSOLE_HISTORY_BUSY, so logged-in clients asking over and over cannot
+ * pile up reads without end; and takes at most CONSOLE.historyMaxPerUser running or waiting from
+ * one user, so one of them cannot take every place from the others.
  */
-export class LimitedHistory implements HistoryReader {
+export class LimitedHistory {
   readonly description: string;
   private running = 0;
   private readonly waiting: Array<() => void> = [];
+  /** reads running or waiting, by user */
+  private readonly held = new Map<string, number>();
 
   constructor(
     private readonly inner: HistoryReader,
     private readonly maxRunning: number = CONSOLE.historyMaxConcurrent,
     private readonly maxWaiting: number = CONSOLE.historyMaxQueued,
+    private readonly maxPerUser: number = CONSOLE.historyMaxPerUser,
   ) {
     this.description = inner.description;
   }
 
-  async series(device: string, field: string, fromMs: number, toMs: number): Promise<Series> {
-    if (this.running >= this.maxRunning) {
-      if (this.waiting.length >= this.maxWaiting) throw new FieldStreamError('CONSOLE_HISTORY_BUSY');
-      // The slot is handed over by the read that ends (running stays counted), so none is taken twice.
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-    } else this.running++;
+  /** `user`: who asks (the credential's name), whose reads are counted together. */
+  async series(user: string, device: string, field: string, fromMs: number, toMs: number): Promise<Series> {
+    const mine = this.held.get(user) ?? 0;
+    if (mine >= this.maxPerUser) throw new FieldStreamError('CONSOLE_HISTORY_BUSY', `${mine} history reads of yours are running or waiting; ask again when they are done.`, { perUser: this.maxPerUser });
+    if (this.running >= this.maxRunning && this.waiting.length >= this.maxWaiting) throw new FieldStreamError('CONSOLE_HISTORY_BUSY');
+    this.held.set(user, mine + 1);
     try {
-      return await this.inner.series(device, field, fromMs, toMs);
+      if (this.running >= this.maxRunning) {
+        // The slot is handed over by the read that ends (running stays counted), so none is taken twice.
+        await new Promise<void>((resolve) => this.waiting.push(resolve));
+      } else this.running++;
+      try {
+        return await this.inner.series(device, field, fromMs, toMs);
+      } finally {
+        const next = this.waiting.shift();
+        if (next) next();
+        else this.running--;
+      }
     } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.running--;
+      const left = (this.held.get(user) ?? 1) - 1;
+      if (left > 0) this.held.set(user, left);
+      else this.held.delete(user);
     }
   }
 }

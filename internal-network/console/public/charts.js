@@ -18,6 +18,17 @@ const HEIGHT = 180;
 /** Live points kept per chart beyond what the server sent (the server downsamples to ≤ 2000). */
 const MAX_POINTS = 4000;
 
+/**
+ * History reads a device page runs at once, the rest waiting their turn: the console serves a few
+ * at once for everyone (CONSOLE.historyMaxConcurrent) and takes a few more from one user
+ * (CONSOLE.historyMaxPerUser); a device of dozens of fields must not ask for all at once (over
+ * HTTP/2 the browser would send them all).
+ */
+const LOADS_AT_ONCE = 2;
+/** A read the console was too busy for (CONSOLE_HISTORY_BUSY: other users' reads) is tried again, this many times, waiting longer each time. */
+const BUSY_TRIES = 5;
+const BUSY_WAIT_MS = 1000;
+
 const isPoint = (p) => Array.isArray(p) && p.length >= 2 && Number.isFinite(p[0]) && Number.isFinite(p[1]);
 
 export class DeviceCharts {
@@ -27,6 +38,9 @@ export class DeviceCharts {
     this.container = container;
     this.windowMs = WINDOWS[0].ms;
     this.charts = new Map();
+    /** the history reads waiting for their turn, and how many run */
+    this.toLoad = [];
+    this.loading = 0;
     this.generation = 0;
     this.lastTime = -Infinity;
     this.resize = new ResizeObserver(() => this.fit());
@@ -57,18 +71,45 @@ export class DeviceCharts {
     return { field, fig, plotBox, status, xs: [], ys: [], plot: null, from: 0, to: 0 };
   }
 
-  async load(chart, generation) {
-    const to = Date.now();
-    const from = to - this.windowMs;
+  /** Queues the chart's history read; LOADS_AT_ONCE of them run at a time. */
+  load(chart, generation) {
     setText(chart.status, 'Loading…');
     chart.status.hidden = false;
+    this.toLoad.push({ chart, generation });
+    this.nextLoads();
+  }
+
+  nextLoads() {
+    while (this.loading < LOADS_AT_ONCE && this.toLoad.length > 0) {
+      const { chart, generation } = this.toLoad.shift();
+      // Read for a window since changed, or for a page left: not asked at all.
+      if (generation !== this.generation || this.charts.get(chart.field) !== chart) continue;
+      this.loading++;
+      this.loadNow(chart, generation).finally(() => {
+        this.loading--;
+        this.nextLoads();
+      });
+    }
+  }
+
+  async loadNow(chart, generation) {
+    const to = Date.now();
+    const from = to - this.windowMs;
     let answer;
-    try {
-      answer = await getHistory(this.deviceId, chart.field, from, to);
-    } catch (err) {
-      if (generation !== this.generation) return;
-      setText(chart.status, `History not available: ${err.message}`);
-      return;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        answer = await getHistory(this.deviceId, chart.field, from, to);
+        break;
+      } catch (err) {
+        if (generation !== this.generation) return;
+        if (err.code === 'CONSOLE_HISTORY_BUSY' && attempt < BUSY_TRIES) {
+          await new Promise((resolve) => setTimeout(resolve, BUSY_WAIT_MS * attempt));
+          if (generation !== this.generation) return;
+          continue;
+        }
+        setText(chart.status, `History not available: ${err.message}`);
+        return;
+      }
     }
     if (generation !== this.generation || !this.charts.has(chart.field)) return;
     const points = Array.isArray(answer?.points) ? answer.points.filter(isPoint) : [];

@@ -9,7 +9,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
 import type { CommandClient } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
-import type { HistoryReader } from '../history/history.ts';
+import type { LimitedHistory } from '../history/history.ts';
 import type { DeviceDetail, LiveHub } from './live.ts';
 import { csrfUser } from './server.ts';
 
@@ -17,7 +17,7 @@ export interface RouteDeps {
   credentials: Pick<Credentials, 'verify'>;
   fleet: Fleet;
   hub: LiveHub;
-  history: HistoryReader;
+  history: LimitedHistory;
   commands: CommandClient;
   deviceDetail: (id: string, token: string) => Promise<DeviceDetail | undefined>;
   sessionTtlMs: number;
@@ -130,10 +130,10 @@ export function consoleRoutes(d: RouteDeps) {
     });
 
     app.get('/api/devices/:id/history', async (req) => {
-      user(req);
+      const { who } = user(req);
       const { id } = parse(DeviceParamsSchema, req.params, 'device id');
       const q = parse(HistoryQuerySchema, req.query, 'query');
-      return { field: q.field, points: await d.history.series(id, q.field, q.from, q.to) };
+      return { field: q.field, points: await d.history.series(who.name, id, q.field, q.from, q.to) };
     });
 
     app.post('/api/devices/:id/commands', csrf, async (req, reply) => {
