@@ -202,7 +202,8 @@ export const LIMITS = {
 export type Limits = typeof LIMITS;
 
 /** milliseconds. The gateway pings every device this often (and closes a connection that did not
- * answer the previous ping); the field client counts each ping as a sign of life. */
+ * answer the previous ping, unless the gateway paused reading it meanwhile: server.ts); the field
+ * client counts each ping as a sign of life. */
 const HEARTBEAT_MS = 30_000;
 
 /**

@@ -34,6 +34,8 @@ export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;
 export class DeviceSession {
   private inFlight = 0;
   private paused = false;
+  /** times reading was paused so far (see readPauses) */
+  private pauses = 0;
   private closed = false;
   /** message ids settled this turn, not yet acked (see ack()) */
   private pendingAcks: string[] = [];
@@ -64,6 +66,21 @@ export class DeviceSession {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /**
+   * Whether reading this device's socket is paused (backpressure, see trackInFlight). Meanwhile the
+   * gateway reads nothing of it, pongs included: the heartbeat must not take a pong it did not read
+   * for one the device did not send.
+   */
+  get readingPaused(): boolean {
+    return this.paused;
+  }
+
+  /** How many times reading was paused so far: the heartbeat compares it between two looks to know
+   * whether reading went on without a break in between (a pause may begin and end between them). */
+  get readPauses(): number {
+    return this.pauses;
   }
 
   /**
@@ -236,6 +253,7 @@ export class DeviceSession {
     this.inFlight += delta;
     if (!this.paused && this.inFlight >= this.limits.maxInFlight) {
       this.paused = true;
+      this.pauses++;
       this.ws.pause();
       this.log.debug({ inFlight: this.inFlight }, 'paused reading: in-flight limit reached');
     } else if (this.paused && this.inFlight <= this.limits.maxInFlight / 2) {

@@ -50,7 +50,8 @@ export interface GatewayServerOptions {
   maxConnections?: number | undefined;
   mqtt: MqttClient;
   logger: Logger;
-  /** milliseconds between pings; a device that misses one is disconnected (half-open TCP) */
+  /** milliseconds between pings; a device that misses one is disconnected (half-open TCP), unless
+   * the gateway paused reading its socket meanwhile (backpressure: its pong may be unread) */
   heartbeatMs?: number;
   /** where the gateway counts what it does (a registry nobody serves when absent) */
   metrics?: GatewayMetrics | undefined;
@@ -198,8 +199,22 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     ws.on('pong', () => {
       alive = true;
     });
+    // A missed pong counts only after a whole interval in which the gateway read the socket without
+    // a break. While too many of the device's messages wait for PUBACK, the session stops reading it
+    // (backpressure), and its pongs wait unread in the socket behind its frames: a broker stalled for
+    // longer than an interval closed every paused, healthy connection as half-open, and all of them
+    // reconnected and sent again at once. Judging "since the last resume", not just "not paused now":
+    // right after a resume the buffered pong is not read yet. Pings still go out meanwhile (writing
+    // is not paused): the field client counts them as signs of life.
+    // The excuse cannot keep a dead connection: a pause ends once its messages are settled, by PUBACK
+    // or within LIMITS.publishTimeoutMs, and a dead peer sends nothing that could pause it again
+    // beyond what already waits in the socket. A live device could prolong it only by keeping the
+    // gateway busy with frames (rate-limited, answered, and it could as well answer the pings).
+    let pausesSeen = session.readPauses;
     const heartbeat = setInterval(() => {
-      if (!alive) {
+      const readAllAlong = !session.readingPaused && session.readPauses === pausesSeen;
+      pausesSeen = session.readPauses;
+      if (!alive && readAllAlong) {
         sessionLog.info('no pong since the last ping; closing a half-open connection');
         ws.terminate();
         return;

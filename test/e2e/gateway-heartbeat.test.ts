@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import type { DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { identifyByTls } from '../../dmz/gateway/identity.ts';
+import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
+import { createCertificateAuthority, issueCertificate, newKeyPair } from '../../pki/certificates.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { startMosquitto } from '../helpers/sparkplug.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+
+/** milliseconds between the gateway's pings: short, so several pass in a second or two */
+const HEARTBEAT_MS = 300;
+/** messages awaiting PUBACK before the gateway stops reading a device (GATEWAY_MAX_IN_FLIGHT) */
+const MAX_IN_FLIGHT = 20;
+/** messages per frame */
+const PER_FRAME = 10;
+const HALF_OPEN = 'no pong since the last ping; closing a half-open connection';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The gateway's log lines, parsed (helpers/embedded.ts has the same LogCapture, but importing it
+ * loads the whole embedded pipeline, seconds of this file's budget). */
+function captureLogs() {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, logger: createLogger('gateway', 'info', destination) };
+}
+
+/**
+ * The gateway's heartbeat (server.ts onConnection) and its backpressure (device-session.ts
+ * trackInFlight): while too many of a device's messages wait for PUBACK, the gateway stops reading
+ * its socket, pongs included. A broker stalled for longer than a heartbeat then made the gateway
+ * close every paused, healthy connection as half-open. On a real Mosquitto frozen with SIGSTOP,
+ * real TLS and a real ws device (whose ws answers pings by itself).
+ */
+describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)', () => {
+  const work = tempDir('gateway-heartbeat');
+  const logs = captureLogs();
+  let broker: { url: string; process: ManagedProcess };
+  let mqtt: MqttClient;
+  let gateway: GatewayServer;
+  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
+  let url: string;
+  const devices: RawDevice[] = [];
+
+  before(async () => {
+    // Certificates made now: a CA, the gateway's server certificate and the devices', all leaves on
+    // one key pair (an RSA key costs a few hundred ms; what is tested here is not the keys).
+    const ca = createCertificateAuthority('FieldStream Test CA', 1);
+    const keyPair = newKeyPair();
+    const server = issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost', '127.0.0.1'], validityDays: 1, keyPair });
+    tlsOf = (deviceId) => {
+      const d = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair });
+      return { ca: ca.certPem, cert: d.certPem, key: d.keyPem };
+    };
+    broker = await startMosquitto(work.dir);
+    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-heartbeat', reconnectPeriod: 200 });
+    gateway = await startGatewayServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: '/ws',
+      gatewayId: 'gw-heartbeat',
+      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
+      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: MAX_IN_FLIGHT, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
+      identify: identifyByTls(),
+      mqtt,
+      logger: logs.logger,
+      heartbeatMs: HEARTBEAT_MS,
+    });
+    url = `wss://127.0.0.1:${gateway.port}/ws`;
+  });
+  after(async () => {
+    for (const d of devices) d.ws.terminate();
+    await broker?.process.resume().catch(() => undefined);
+    await gateway?.close();
+    await mqtt?.endAsync(true);
+    await broker?.process.stop();
+    work.cleanup();
+  });
+
+  const connect = async (deviceId: string) => {
+    const d = await RawDevice.connect(url, tlsOf(deviceId));
+    devices.push(d);
+    await eventually(() => d.welcome, 5_000, `${deviceId}'s welcome`);
+    return d;
+  };
+  /** Sends `frames` frames of PER_FRAME readings; returns their message ids. */
+  const send = (d: RawDevice, deviceId: string, frames: number): string[] => {
+    const ids: string[] = [];
+    for (let f = 0; f < frames; f++) {
+      const batch = Array.from({ length: PER_FRAME }, (_, i) => ({ dataType: 'timeseries', messageId: `${deviceId}.${f}.${i}`, payload: { v: f * PER_FRAME + i } }));
+      ids.push(...batch.map((m) => m.messageId));
+      d.send(JSON.stringify({ deviceId, batch }));
+    }
+    return ids;
+  };
+  /** The device stops reading (and so answers no ping), its TCP connection still up: a hung peer. */
+  const silence = (d: RawDevice) => (d.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  const closedAsHalfOpen = (deviceId: string) => logs.lines.some((l) => l.deviceId === deviceId && l.msg === HALF_OPEN);
+
+  it('keeps a paused, healthy connection through several heartbeats of a stalled broker, acks every message once it is back, and still closes a peer that went silent meanwhile', async () => {
+    const steady = await connect('steady');
+    const mute = await connect('mute');
+    await broker.process.pause();
+    let resumed = false;
+    try {
+      // Three times the in-flight limit: the gateway reads two frames, pauses, and leaves the rest
+      // (and every pong behind them) unread in the socket.
+      const ids = send(steady, 'steady', (3 * MAX_IN_FLIGHT) / PER_FRAME);
+      send(mute, 'mute', (2 * MAX_IN_FLIGHT) / PER_FRAME);
+      silence(mute);
+      await eventually(() => (['steady', 'mute'].every((id) => gateway.router.session(id)?.readingPaused) ? true : undefined), 5_000, 'both sessions paused (in-flight limit)');
+      // Five heartbeats with the broker frozen: each one a ping whose pong the gateway cannot read.
+      await sleep(5 * HEARTBEAT_MS);
+      assert.equal(steady.closeCode, undefined, 'the healthy device kept its connection while the broker was stalled');
+      assert.ok(!closedAsHalfOpen('steady'));
+
+      await broker.process.resume();
+      resumed = true;
+      const resumedAt = performance.now();
+      // Every message acked, each once, and nothing refused.
+      const acked = new Map<string, number>();
+      while (acked.size < ids.length) {
+        const frame: DownlinkFrame = await steady.next(10_000);
+        assert.equal(frame.type, 'ack', `only acks: ${JSON.stringify(frame)}`);
+        if (frame.type === 'ack') for (const id of frame.messageIds) acked.set(id, (acked.get(id) ?? 0) + 1);
+      }
+      assert.deepEqual([...acked.keys()].sort(), [...ids].sort());
+      assert.ok([...acked.values()].every((n) => n === 1), 'each message acked once');
+
+      // The silent peer is judged once the gateway reads its socket again: within a few heartbeats.
+      await eventually(() => (closedAsHalfOpen('mute') ? true : undefined), 10 * HEARTBEAT_MS, 'the silent peer closed as half-open');
+      const closedAfterMs = performance.now() - resumedAt;
+      assert.ok(closedAfterMs < 10 * HEARTBEAT_MS, `silent peer closed ${Math.round(closedAfterMs)} ms after the broker came back`);
+
+      // The healthy device answers its pings again: still open two more heartbeats later.
+      await sleep(2 * HEARTBEAT_MS);
+      assert.equal(steady.closeCode, undefined);
+      assert.ok(!closedAsHalfOpen('steady'));
+    } finally {
+      if (!resumed) await broker.process.resume();
+    }
+  });
+
+  it('closes a silent peer whose socket it is reading (broker healthy) within two heartbeats', async () => {
+    // It sends nothing, so reading is never paused: a missed pong counts.
+    const quiet = await connect('quiet');
+    const since = performance.now();
+    silence(quiet);
+    await eventually(() => (closedAsHalfOpen('quiet') ? true : undefined), 5_000, 'the silent peer closed as half-open');
+    const afterMs = performance.now() - since;
+    // The next ping goes unanswered and is judged at the tick after it: two heartbeats at most (and a margin for a loaded machine).
+    assert.ok(afterMs < 2 * HEARTBEAT_MS + 500, `closed after ${Math.round(afterMs)} ms`);
+  });
+});
