@@ -84,7 +84,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     log.child({ subsystem: 'security' }),
   );
   const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH), verifier, metrics);
-  const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH);
+  const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot);
   const tls = readMqttTls(config);
   const group = config.DISTRIBUTOR_SHARE_GROUP;
   // Without a shared subscription every connection would get every message: one is enough.

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
@@ -52,5 +52,20 @@ describe('dead letters', () => {
     assert.equal(next.topic, 't/1');
     assert.equal(Buffer.from(next.payloadBase64, 'base64').toString(), 'after the crash');
     assert.deepEqual(readdirSync(dir), [today()]);
+  });
+
+  it('gives replicas sharing the folder files of their own, by their state slot', async () => {
+    const dir = join(tmp.dir, 'replicas');
+    const first = new DeadLetters(dir, 1);
+    const second = new DeadLetters(dir, 2);
+    await first.put('t/a', Buffer.from('one'), err);
+    await second.put('t/x', Buffer.from('other'), err);
+    // Replica 2 is killed in the middle of its next letter...
+    const secondsFile = readdirSync(dir).find((f) => readFileSync(join(dir, f), 'utf8').includes('"t/x"'));
+    assert.equal(secondsFile, today().replace('.jsonl', '.slot-2.jsonl'));
+    appendFileSync(join(dir, secondsFile), '{"at":"2024-01-01T00:00:00.000Z","code":"DISTRIBUTOR_WRI');
+    // ...while replica 1, which last saw its file end whole, writes on: its letters stay whole lines.
+    await first.put('t/b', Buffer.from('two'), err);
+    assert.deepEqual(letters(dir).map((l) => (JSON.parse(l) as { topic: string }).topic), ['t/a', 't/b']);
   });
 });
