@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { ReplayWindows, WINDOW } from '../../internal-network/distributor/security/replay-window.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { inTempDir, tempDir } from '../helpers/pki.ts';
 
 /** A small deterministic generator, so a failure replays the same way. */
@@ -141,7 +142,7 @@ describe('replay windows', () => {
     }
   });
 
-  it('reads a journal up to a torn or damaged line, and appends after it in a new generation', () => {
+  it('skips a torn or damaged line of the journal, reads the lines after it, and appends in a new generation', () => {
     inTempDir('replay-torn', (dir) => {
       const w = new ReplayWindows(dir);
       for (const seq of [1, 2, 3]) {
@@ -153,12 +154,12 @@ describe('replay windows', () => {
       const text = readFileSync(join(dir, log), 'utf8');
       const lines = text.split('\n').filter(Boolean);
       assert.equal(lines.length, 3, 'one line per commit');
-      // the third line damaged (a flipped digit), and half a fourth line after it
-      writeFileSync(join(dir, log), `${lines[0]}\n${lines[1]}\n${(lines[2] as string).replace(/3\]$/, '4]')}\n${(lines[2] as string).slice(0, 9)}`);
+      // the second line damaged (a flipped digit), the third intact after it, and half a fourth line
+      writeFileSync(join(dir, log), `${lines[0]}\n${(lines[1] as string).replace(/2\]$/, '4]')}\n${lines[2]}\n${(lines[2] as string).slice(0, 9)}`);
       const after = new ReplayWindows(dir);
-      assert.equal(after.check('d', 'e', 2), 'seen');
-      assert.equal(after.check('d', 'e', 3), 'new', 'the damaged line is not trusted');
+      assert.equal(after.check('d', 'e', 2), 'new', 'the damaged line is not trusted');
       assert.equal(after.check('d', 'e', 4), 'new');
+      assert.equal(after.check('d', 'e', 3), 'seen', 'the line after the damaged one is read');
       after.record('d', 'e', 5);
       after.persist();
       after.close();
@@ -167,6 +168,33 @@ describe('replay windows', () => {
       assert.equal(again.check('d', 'e', 1), 'seen');
       again.close();
     });
+  });
+
+  it('appends whole or not at all under a disk that takes part of a write, and appends the same again later', async () => {
+    const tmp = tempDir('replay-full');
+    try {
+      const w = new ReplayWindows(tmp.dir);
+      w.record('d', 'e', 1);
+      w.persist();
+      const log = join(tmp.dir, files(tmp.dir).find((f) => f.endsWith('.log')) as string);
+      const size = statSync(log).size;
+      // A commit of many devices: one append of many lines, which the disk takes only part of.
+      for (let i = 0; i < 200; i++) w.record(`dev-${i}`, 'e', 7);
+      await withFileSizeLimit(size + 100, async () => {
+        assert.throws(() => w.persist(), /EFBIG|file too large/i);
+      });
+      assert.equal(statSync(log).size, size, 'the lines the disk took are cut off');
+      w.persist(); // the disk has room again: the same lines, whole
+      w.record('d', 'e', 2);
+      w.persist();
+      w.close();
+      const after = new ReplayWindows(tmp.dir);
+      for (let i = 0; i < 200; i++) assert.equal(after.check(`dev-${i}`, 'e', 7), 'seen', `dev-${i}`);
+      assert.equal(after.check('d', 'e', 2), 'seen', 'the append after the failure is read');
+      after.close();
+    } finally {
+      tmp.cleanup();
+    }
   });
 
   it('falls back to the generation before when the newest snapshot is damaged, and never trusts garbage', () => {

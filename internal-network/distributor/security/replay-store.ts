@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -17,9 +17,10 @@ import { LIMITS } from '../../../shared/limits.ts';
  * bytes) where the layout before wrote the device's whole window (8 KiB of bits as base64) into a
  * file of its own: that cost a fifth of the distributor's CPU with one reading per message.
  * Loading takes the newest intact snapshot and replays every journal of its generation or later;
- * a line that does not match its CRC (a write torn by a power cut, or a copy taken mid-write) ends
- * that journal. Recording a sequence number twice changes nothing, so a snapshot that already
- * holds part of a journal is safe to replay over.
+ * a line that does not match its CRC (a write torn by a power cut, or a copy taken mid-write) is
+ * skipped, and the lines after it are read: each is whole on its own, as an append is written whole
+ * or cut back to where it began. Recording a sequence number twice changes nothing, so a snapshot
+ * that already holds part of a journal is safe to replay over.
  *
  * Compaction (at start, and when the journal passes LIMITS.replayJournalMaxBytes): the snapshot of
  * G+1 is written beside, synced and renamed into place, then the journal of G+1 opened; only then
@@ -107,7 +108,7 @@ function readSnapshot(path: string): Snapshot | undefined {
   return parsed.success ? parsed.data : undefined;
 }
 
-/** The journal's intact lines, in order; the first damaged line ends it (see above). */
+/** The journal's intact lines, in order; a damaged one is skipped (see above). */
 function readJournal(path: string): JournalEntry[] {
   let text: string;
   try {
@@ -124,14 +125,14 @@ function readJournal(path: string): JournalEntry[] {
     at = eol + 1;
     const space = line.indexOf(' ');
     const json = line.slice(space + 1);
-    if (space < 1 || crc32(json) !== parseInt(line.slice(0, space), 16)) break;
+    if (space < 1 || crc32(json) !== parseInt(line.slice(0, space), 16)) continue;
     let parsed: z.infer<typeof JournalLineSchema>;
     try {
       const r = JournalLineSchema.safeParse(JSON.parse(json));
-      if (!r.success) break;
+      if (!r.success) continue;
       parsed = r.data;
     } catch {
-      break;
+      continue;
     }
     const [time, deviceId, epoch, ...seqs] = parsed;
     out.push({ time, deviceId, epoch, seqs });
@@ -170,11 +171,31 @@ export class ReplayStore {
     return { snapshot: undefined, entries: gens.filter((j) => j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
   }
 
-  /** Appends with one write; true when the journal has grown past its limit (then compact). */
+  /**
+   * Appends with one write; true when the journal has grown past its limit (then compact). Whole or
+   * not at all: a write the disk takes only part of (write(2) may, without an error, when the disk
+   * fills) is written on, and if the disk refuses the rest the journal is cut back to where this
+   * append began and the error thrown; the caller keeps the lines to append again. A torn line left
+   * in the journal would otherwise have the next append glued to it, both unreadable.
+   */
   append(lines: string): boolean {
     if (this.fd === undefined) throw new Error('replay journal not open: compact() first');
     const bytes = Buffer.from(lines, 'utf8');
-    writeSync(this.fd, bytes, 0, bytes.length);
+    const size = fstatSync(this.fd).size;
+    try {
+      for (let at = 0; at < bytes.length; ) {
+        const n = writeSync(this.fd, bytes, at, bytes.length - at);
+        if (n <= 0) throw new Error('the disk took none of the bytes of the replay journal');
+        at += n;
+      }
+    } catch (err) {
+      try {
+        ftruncateSync(this.fd, size);
+      } catch {
+        // the torn line stays: loading skips it, and the lines after it are read
+      }
+      throw err;
+    }
     this.journalBytes += bytes.length;
     return this.journalBytes >= this.maxJournalBytes;
   }
