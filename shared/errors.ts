@@ -123,7 +123,8 @@ export const ERRORS = {
   SPARKPLUG_PAYLOAD_INVALID: {
     http: 400,
     transient: false,
-    description: 'A Sparkplug B message is not a valid Sparkplug B protobuf payload, or breaks a rule of the specification (no seq, no bdSeq in a birth, a value of the wrong type).',
+    description:
+      'A Sparkplug B message is not a valid Sparkplug B protobuf payload, breaks a rule of the specification (no seq, no bdSeq in a birth, a value of the wrong type), or holds more than the input decodes (4 MiB, LIMITS.sparkplugMaxMetrics metrics, LIMITS.sparkplugMaxElements elements, LIMITS.sparkplugMaxDepth levels of nesting).',
   },
   SPARKPLUG_TOPIC_INVALID: { http: 400, transient: false, description: 'A message on the Sparkplug input has a topic outside the spBv1.0 namespace form.' },
   SPARKPLUG_NOT_BORN: { http: 409, transient: false, description: 'Sparkplug data from an edge node or device with no current birth certificate (or awaiting its rebirth); a rebirth was requested.' },

@@ -173,8 +173,22 @@ export const LIMITS = {
   /** bytes. Largest Sparkplug B payload the field client's Sparkplug input decodes (a birth of
    * thousands of metrics fits; larger is refused before protobuf allocates for it). */
   sparkplugPayloadMaxBytes: 4 * 1024 * 1024,
-  /** metrics. Most metrics in one Sparkplug B payload. */
+  /** metrics. Most metrics in one Sparkplug B payload, at its top level (the members of its
+   * templates count toward sparkplugMaxElements). Counted on the wire before anything is decoded. */
   sparkplugMaxMetrics: 10_000,
+  /** elements. Most elements one Sparkplug B payload may decode into, at every depth: each message
+   * (a metric, top-level or a template's member; a template, parameter, dataset, row, dataset value,
+   * property set, property value, property set list, metadata) and each entry of a repeated string
+   * or number (dataset columns and types, property keys). Counted on the wire before anything is
+   * decoded: 4 MiB of 2-byte empty messages is two million objects, which took protobufjs 1.5 s
+   * and 200-400 MB of heap. 100,000 cost 10-20 MB and about 0.1 s, what 10,000 top-level metrics
+   * cost already, and hold a birth of 10,000 metrics with 4 properties each (a property set of 4
+   * keys and 4 values), or a dataset of 5,000 rows × 18 columns. */
+  sparkplugMaxElements: 100_000,
+  /** messages. Deepest nesting of messages in one Sparkplug B payload: the payload is at 0, its
+   * metrics at 1, a template's members at 3, theirs at 5. 32 holds templates 15 deep; protobufjs
+   * would recurse to its own bound, 100, and a deeper payload is no real edge node's. */
+  sparkplugMaxDepth: 32,
   /** characters. Longest Sparkplug metric name taken (a field name is at most 128 in the end). */
   sparkplugNameMaxChars: 1024,
   /** log lines. Most refusals the Sparkplug input logs per TIMINGS.sparkplugLogWindowMs (the rest

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
-import { countTopLevelMetrics, DATA_TYPE_MAX, DATA_TYPES, decodeWire, encodeWire } from './proto.ts';
+import { DATA_TYPE_MAX, DATA_TYPES, decodeWire, encodeWire, scanWire } from './proto.ts';
 
 /**
  * A Sparkplug B payload from bytes: protobuf decoding (proto.ts), then every field checked here
@@ -124,10 +124,20 @@ export function decodePayload(bytes: Uint8Array): SparkplugPayload {
   let wire: unknown;
   try {
     // Counted on the wire before decoding: protobufjs would otherwise build (and toObject) every
-    // metric first, and a 4 MiB payload of empty metrics (`12 00` repeated) is two million of them.
-    const metrics = countTopLevelMetrics(bytes, LIMITS.sparkplugMaxMetrics);
-    if (metrics > LIMITS.sparkplugMaxMetrics) {
+    // element first, and a 4 MiB payload of empty metrics (`12 00` repeated) is two million of
+    // them, at the top level or inside one template, dataset or property set (proto.ts, scanWire).
+    const counts = scanWire(bytes, { maxTopLevelMetrics: LIMITS.sparkplugMaxMetrics, maxElements: LIMITS.sparkplugMaxElements, maxDepth: LIMITS.sparkplugMaxDepth });
+    if (counts.topLevelMetrics > LIMITS.sparkplugMaxMetrics) {
       throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `payload has more than ${LIMITS.sparkplugMaxMetrics} metrics (LIMITS.sparkplugMaxMetrics)`);
+    }
+    if (counts.depth > LIMITS.sparkplugMaxDepth) {
+      throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `payload nests messages more than ${LIMITS.sparkplugMaxDepth} deep (LIMITS.sparkplugMaxDepth)`);
+    }
+    if (counts.elements > LIMITS.sparkplugMaxElements) {
+      throw new FieldStreamError(
+        'SPARKPLUG_PAYLOAD_INVALID',
+        `payload has more than ${LIMITS.sparkplugMaxElements} elements (metrics of templates, dataset rows and values, properties; LIMITS.sparkplugMaxElements)`,
+      );
     }
     wire = decodeWire(bytes);
   } catch (err) {

@@ -178,6 +178,8 @@ const DESCRIPTOR = {
 // present (seq 0 of an NBIRTH, a false Boolean). protobufjs reads a JSON type as proto3 unless told.
 for (const type of Object.values(DESCRIPTOR.nested.sparkplug.nested)) Object.assign(type, { edition: 'proto2' });
 const root = protobuf.Root.fromJSON(DESCRIPTOR);
+// Every field's resolvedType set now: scanWire reads them to know which fields are messages.
+root.resolveAll();
 export const PayloadType = root.lookupType('sparkplug.Payload');
 
 /**
@@ -186,25 +188,110 @@ export const PayloadType = root.lookupType('sparkplug.Payload');
  * fields present on the wire. The object is untrusted: payload.ts checks it with zod.
  */
 export function decodeWire(bytes: Uint8Array): unknown {
-  const message = PayloadType.decode(bytes);
+  // Unknown fields (vendor extensions) dropped whatever protobufjs's global default says: scanWire
+  // does not count them, so none may be kept ($unknowns) and grow the decoded object.
+  const reader = protobuf.Reader.create(bytes);
+  reader.discardUnknown = true;
+  const message = PayloadType.decode(reader);
   return PayloadType.toObject(message, { longs: String, bytes: String, defaults: false, arrays: false, oneofs: false });
 }
 
+/** What scanWire counted. It stops at the first count past its bound, which is then that bound + 1. */
+export interface WireCounts {
+  /** `metrics` of the Payload itself (field 2) */
+  topLevelMetrics: number;
+  /** everything decoding would build: each message at any depth (metrics of templates included)
+   * and each entry of a repeated scalar or string field (dataset types and columns, property keys) */
+  elements: number;
+  /** deepest nesting of messages reached; the Payload itself is at depth 0 */
+  depth: number;
+}
+export interface WireBounds {
+  maxTopLevelMetrics: number;
+  maxElements: number;
+  maxDepth: number;
+}
+
+/** protobufjs's packable scalar types and the wire type of their entries (0 varint, 1 fixed64, 5 fixed32). */
+const PACKED = protobuf.types.packed as Readonly<Record<string, number | undefined>>;
+
+/** Thrown inside scanWire to unwind as soon as a count passes its bound. */
+const STOP = Symbol('scan stopped');
+
 /**
- * How many top-level `metrics` (field 2 of Payload) the bytes hold, read with protobufjs's Reader
- * without decoding any of them: each field's tag is read and the rest skipped by its wire type. A
- * caller can refuse a payload of too many metrics before protobufjs builds an object per metric.
- * Stops counting past `stopAbove` (the answer is then stopAbove + 1). Throws on malformed wire data.
+ * Walks the bytes as protobufjs's decoder would, by the same message definitions, without
+ * building anything: each field's tag is read, a message field (Metric, Template, DataSet, Row,
+ * PropertySet, PropertyValue, PropertySetList, Parameter, MetaData) is descended into, a packed
+ * field's entries are counted, everything else is skipped by its wire type. A caller can so refuse
+ * a payload whose nesting or repeated structure would make protobufjs allocate millions of objects,
+ * before it does. The specification bounds neither: a template's members "can be primitive
+ * datatypes or other Templates" (§6.4.14), a property value may be a PropertySet or a
+ * PropertySetList of them (§6.4.9, §6.4.10), and every array (template members and parameters,
+ * §6.4.14–15; dataset columns, types, rows and their values, §6.4.11–13; property keys and values,
+ * §6.4.8) is a protobuf `repeated`, "repeated forever - no limit" as §6.4.1's schema says of metrics.
+ * A field is descended into only with the wire type the decoder accepts for it (2,
+ * length-delimited): with any other, protobufjs skips it as unknown, and so does this.
+ * Recursion is at most `maxDepth` deep (checked before descending); unknown groups are skipped by
+ * protobufjs's skipType, itself bounded at its Reader.recursionLimit (100). Stops, with the count
+ * that passed its bound one past it, as soon as one does. Throws on malformed wire data.
  */
-export function countTopLevelMetrics(bytes: Uint8Array, stopAbove: number): number {
+export function scanWire(bytes: Uint8Array, bounds: WireBounds): WireCounts {
+  const counts: WireCounts = { topLevelMetrics: 0, elements: 0, depth: 0 };
   const reader = protobuf.Reader.create(bytes);
-  let count = 0;
-  while (reader.pos < reader.len) {
-    const tag = reader.uint32();
-    if (tag >>> 3 === 2 && ++count > stopAbove) return count;
-    reader.skipType(tag & 7);
+  const element = (n: number) => {
+    counts.elements += n;
+    if (counts.elements > bounds.maxElements) {
+      counts.elements = bounds.maxElements + 1;
+      throw STOP;
+    }
+  };
+  const walk = (type: protobuf.Type, depth: number): void => {
+    while (reader.pos < reader.len) {
+      const tag = reader.tag();
+      const id = tag >>> 3;
+      const wireType = tag & 7;
+      const field = type.fieldsById[id];
+      if (field === undefined || wireType !== 2) {
+        if (field?.repeated) element(1); // an unpacked entry of a repeated number (or one the decoder skips: counted all the same)
+        reader.skipType(wireType, depth, id);
+        continue;
+      }
+      const length = reader.size();
+      const end = reader.pos + length;
+      if (end > reader.len) throw new RangeError(`field ${id} is longer than what holds it`);
+      if (field.resolvedType instanceof protobuf.Type) {
+        if (depth === 0 && id === 2 && ++counts.topLevelMetrics > bounds.maxTopLevelMetrics) throw STOP;
+        element(1);
+        if (depth + 1 > bounds.maxDepth) {
+          counts.depth = depth + 1;
+          throw STOP;
+        }
+        counts.depth = Math.max(counts.depth, depth + 1);
+        const outer = reader.len;
+        reader.len = end;
+        walk(field.resolvedType, depth + 1);
+        reader.len = outer;
+      } else if (field.repeated && PACKED[field.type] !== undefined) {
+        // Packed: the decoder pushes one number per entry (DataSet.types, §6.4.11, is a packed
+        // uint32): a varint ends at each byte below 0x80, a fixed entry is 4 or 8 bytes.
+        let entries = 0;
+        const room = bounds.maxElements - counts.elements;
+        if (PACKED[field.type] === 0) for (let i = reader.pos; i < end && entries <= room; i++) entries += (bytes[i] as number) < 0x80 ? 1 : 0;
+        else entries = Math.ceil(length / (PACKED[field.type] === 1 ? 8 : 4));
+        element(entries);
+        reader.pos = end;
+      } else {
+        if (field.repeated) element(1); // a string of `columns` or `keys`
+        reader.pos = end;
+      }
+    }
+  };
+  try {
+    walk(PayloadType, 0);
+  } catch (err) {
+    if (err !== STOP) throw err;
   }
-  return count;
+  return counts;
 }
 
 /** A plain object (protobufjs field names, numbers or decimal strings for 64-bit fields) to bytes. */
