@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
+import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { appendLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 
@@ -87,9 +89,13 @@ export class CommandHandlers {
   private logged = 0;
   private suppressed = 0;
 
+  private readonly named = new Set<string>();
+
   constructor(
     private readonly guard: CommandGuardOptions,
     private readonly journal?: string,
+    /** command ids remembered (REMEMBERED; smaller in tests) */
+    private readonly remembered = REMEMBERED,
   ) {
     // Every device answers the management API's test event by itself (it changes nothing here);
     // like any command it runs only once authenticated and fresh (checkCommand, below).
@@ -224,22 +230,25 @@ export class CommandHandlers {
   private mark(id: string, entry: Seen): void {
     this.remember(id, entry);
     if (!this.journal) return;
-    appendFileSync(this.journal, `${id} ${entry.state} ${entry.issuedAt}\n`);
-    if (++this.journalLines > 2 * REMEMBERED) this.compact(this.journal);
+    // Synced before the handler runs: a field device loses power, and a "started" the disk never
+    // got would have the command run a second time when it is delivered again. Whole and on a line
+    // of its own (line-file.ts): glued to a line a power cut left torn, it would be unreadable, and
+    // the id as good as never seen.
+    appendLinesSync(this.journal, `${id} ${entry.state} ${entry.issuedAt}\n`, 0o600, this.named);
+    if (++this.journalLines > 2 * this.remembered) this.compact(this.journal);
   }
 
-  /** Rewrites the journal from what is remembered (write, then rename: a crash leaves one or the other). */
+  /** Rewrites the journal from what is remembered (written aside, synced, renamed: after a crash or a power cut, one or the other). */
   private compact(journal: string): void {
     const lines = [`#floor ${this.floor}`, ...[...this.seen].map(([id, e]) => `${id} ${e.state} ${e.issuedAt}`)];
-    writeFileSync(`${journal}.tmp`, lines.join('\n') + '\n');
-    renameSync(`${journal}.tmp`, journal);
+    replaceFileDurablySync(journal, lines.join('\n') + '\n');
     this.journalLines = lines.length;
   }
 
   private remember(id: string, entry: Seen): void {
     this.seen.delete(id);
     this.seen.set(id, entry);
-    if (this.seen.size > REMEMBERED) {
+    if (this.seen.size > this.remembered) {
       const [oldId, old] = this.seen.entries().next().value as [string, Seen];
       this.seen.delete(oldId);
       this.floor = Math.max(this.floor, old.issuedAt);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
@@ -83,35 +83,67 @@ describe('the field client’s command check (command-guard.ts)', () => {
 });
 
 describe('the replay journal (commands.ts)', () => {
+  // A journal of 100 ids (10,000 in the field client): each state change is synced, as on a device.
+  const REMEMBERED = 100;
+  const opts = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
+  const base = Date.now() - 1_000_000;
+  const f = (i: number): CommandFrame => ({ type: 'command', commandId: `cmd-${i}`, command: 'open_valve', issuedAt: base + i });
+
   it('refuses a command id seen before, after a restart too; stays bounded; forgotten ids are refused by the floor', async () => {
     const tmp = tempDir('journal');
     try {
       const journal = join(tmp.dir, 'commands.journal');
-      const opts = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
       let runs = 0;
-      const make = () => new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed' }));
+      const make = () => new CommandHandlers(opts, journal, REMEMBERED).register('open_valve', () => (runs++, { status: 'completed' }));
       let h = make();
-      const base = Date.now() - 1_000_000;
-      const f = (i: number): CommandFrame => ({ type: 'command', commandId: `cmd-${i}`, command: 'open_valve', issuedAt: base + i });
       assert.equal((await h.run(f(0)))?.status, 'completed');
       h.answered('cmd-0');
       assert.equal((await h.run(f(0)))?.code, 'FIELD_COMMAND_REPLAYED');
       h = make(); // restart
       assert.equal((await h.run(f(0)))?.code, 'FIELD_COMMAND_REPLAYED');
       assert.equal(runs, 1);
-      for (let i = 1; i <= 10_001; i++) {
+      for (let i = 1; i <= REMEMBERED + 1; i++) {
         await h.run(f(i));
         h.answered(`cmd-${i}`);
       }
-      assert.equal(runs, 10_002);
+      assert.equal(runs, REMEMBERED + 2);
       const lines = readFileSync(journal, 'utf8').trim().split('\n').length;
-      assert.ok(lines <= 20_001, `the journal holds ${lines} lines`);
+      assert.ok(lines <= 2 * REMEMBERED + 1, `the journal holds ${lines} lines`);
       h = make(); // restart: cmd-0 and cmd-1 are forgotten, but the floor still refuses them
       assert.equal((await h.run(f(0)))?.code, 'FIELD_COMMAND_REPLAYED');
       assert.equal((await h.run(f(1)))?.code, 'FIELD_COMMAND_REPLAYED');
-      assert.equal((await h.run(f(10_001)))?.code, 'FIELD_COMMAND_REPLAYED');
-      assert.equal((await h.run(f(10_002)))?.status, 'completed');
+      assert.equal((await h.run(f(REMEMBERED + 1)))?.code, 'FIELD_COMMAND_REPLAYED');
+      assert.equal((await h.run(f(REMEMBERED + 2)))?.status, 'completed');
       assert.equal(h.stats.refusedByCode.FIELD_COMMAND_REPLAYED, 3);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('never runs a command twice after a power cut tore the journal\'s last line', async () => {
+    const tmp = tempDir('journal-torn');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const make = () => new CommandHandlers(opts, journal, REMEMBERED).register('open_valve', () => (runs++, { status: 'completed' }));
+      const h = make();
+      await h.run(f(1));
+      h.answered('cmd-1');
+      // The power went while the next line was being written: half of it on disk.
+      appendFileSync(journal, 'cmd-2 sta');
+      const after = make();
+      // cmd-3 runs, then the power goes again while it runs (never answered); it is delivered again.
+      let release = () => {};
+      const slow = new CommandHandlers(opts, journal, REMEMBERED).register('open_valve', () => new Promise((r) => (release = () => r((runs++, { status: 'completed' })))));
+      const running = slow.run(f(3));
+      await new Promise((r) => setImmediate(r));
+      assert.equal((await after.run(f(1)))?.code, 'FIELD_COMMAND_REPLAYED');
+      const rebooted = make();
+      const again = await rebooted.run(f(3));
+      assert.equal(again?.status, 'failed', 'started before the power went: answered, not run again');
+      release();
+      await running;
+      assert.equal(runs, 2, 'cmd-1 and cmd-3 each ran once');
     } finally {
       tmp.cleanup();
     }
