@@ -119,6 +119,12 @@ export const ERRORS = {
       'The local queue was not closed cleanly and the machine has restarted since (a power cut, a kernel panic); the messages it numbers from now on have a new epoch, so a number sent before the cut but lost from the disk is never reused.',
   },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
+  FIELD_REJECTED_FULL: {
+    http: 507,
+    transient: true,
+    description:
+      'The gateway refused queued messages permanently, and there is no room to set them aside: what is set aside (rejected.jsonl, rejected/) counts against FIELD_QUEUE_MAX_BYTES. They stay in the queue, unsent, until there is.',
+  },
   FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event, file or health value.' },
   SPARKPLUG_PAYLOAD_INVALID: {
     http: 400,

@@ -86,6 +86,17 @@ export const LIMITS = {
    * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
    * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */
   commitTimeoutMaxMs: 15 * 60 * 1000,
+  /** percent. Share of FIELD_QUEUE_MAX_BYTES the field client keeps for setting refused messages
+   * aside (FIELD_DATA_DIR/rejected.jsonl and rejected/, which count against the same cap): new data
+   * may fill the queue only to the cap less this, or less what is set aside if that is more. So a
+   * message the gateway refuses after a long outage filled the queue still has room to be set
+   * aside; held in the queue instead, at its head, it would keep every segment behind it from being
+   * deleted and the device full for good. One twentieth, as file systems reserve for root. */
+  rejectedReservePercent: 5,
+  /** characters. Longest gateway reason kept with each refused message in rejected.jsonl. The
+   * reason comes from the DMZ and is written once per message it names: a forged one of a whole
+   * downlink frame, naming a thousand messages, would otherwise write half a GiB. */
+  rejectedReasonMaxChars: 1024,
   /** ranges. Most ranges of sequence numbers in one commit receipt (one device and epoch); a
    * device's messages are committed mostly in order, so a write yields a few ranges, not thousands. */
   receiptMaxRanges: 4096,
@@ -279,6 +290,11 @@ export const TIMINGS = {
   /** milliseconds. The queue writes its ack watermark (ack.json) at most this often: a crash forgets
    * the commits since, which only sends those messages again (they are recognised as copies). */
   ackPersistDelayMs: 200,
+  /** milliseconds between the field client's looks at the size of what it set aside (rejected.jsonl
+   * and rejected/, counted against FIELD_QUEUE_MAX_BYTES): an operator who moves them off the device
+   * frees that room within this, without a restart, and refused messages held in the queue for
+   * lack of room are set aside then. One stat and one walk of a folder that is mostly empty. */
+  rejectedCheckMs: 1_000,
 
   // -- MQTT (gateway, distributor, command API) -------------------------------------------------
   /** milliseconds between attempts to reconnect to the broker */

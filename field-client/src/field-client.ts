@@ -3,13 +3,12 @@ import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/cont
 import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type HealthPayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { toRanges } from '../../shared/security/receipt-auth.ts';
 import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import { FileTransferRecordSchema, type FileOutbox } from './files/file-outbox.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
-import { RejectedMessages } from './rejected.ts';
+import { SetAside } from './set-aside.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
@@ -30,7 +29,10 @@ export interface FieldClientOptions {
    * message acknowledged by the gateway is kept until its receipt says the internal network holds it.
    */
   commit?: CommitOptions | undefined;
-  /** bytes: the queue's limit, which the files waiting in the outbox count against too */
+  /**
+   * bytes: the queue's limit, which the files waiting in the outbox and what is set aside
+   * (rejected.jsonl, rejected/) count against too
+   */
   maxBytes: number;
   /** where refused messages are set aside */
   dataDir: string;
@@ -57,7 +59,8 @@ export interface FieldClientOptions {
 export class FieldClient {
   private readonly inFlight = new Set<number>();
   private readonly transfers: FileTransfers;
-  private readonly rejected: RejectedMessages;
+  /** messages refused for good, set aside within maxBytes or held in the queue for room (set-aside.ts) */
+  private readonly rejected: SetAside;
   /** the highest queue sequence number ever sent (the receipt window is measured from it) */
   private highestSent = 0;
   /** milliseconds the gateway's clock was ahead of this one at its last welcome (undefined: no welcome yet) */
@@ -79,7 +82,14 @@ export class FieldClient {
     private readonly log: Logger,
   ) {
     const { commit, signingKey } = options;
-    this.rejected = new RejectedMessages(options.dataDir);
+    this.rejected = new SetAside({
+      dataDir: options.dataDir,
+      maxBytes: options.maxBytes,
+      queue,
+      outboxBytes: () => outbox.bytes(),
+      onSetAside: (n) => (this.stats.refusedByGateway += n),
+      log,
+    });
     this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq) => this.onFileDone(seq), log);
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
@@ -111,6 +121,7 @@ export class FieldClient {
 
   stop(): void {
     clearInterval(this.commitTimer);
+    this.rejected.stop();
     clearTimeout(this.rewindTimer);
   }
 
@@ -140,9 +151,9 @@ export class FieldClient {
     } catch (err) {
       throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${path}: ${(err as Error).message}`);
     }
-    if (this.queue.bytesOnDisk + this.outbox.bytes() + size > this.options.maxBytes) {
+    if (this.queue.bytesOnDisk + this.outbox.bytes() + this.rejected.charge() + size > this.options.maxBytes) {
       this.queue.stats.refused++;
-      throw new FieldStreamError('FIELD_QUEUE_FULL', `No room for a file of ${size} bytes within FIELD_QUEUE_MAX_BYTES.`);
+      throw new FieldStreamError('FIELD_QUEUE_FULL', `No room for a file of ${size} bytes within FIELD_QUEUE_MAX_BYTES (${this.rejected.bytes} bytes of it set aside as refused).`);
     }
     const rec = await this.outbox.accept(path, options);
     const [m] = await this.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
@@ -204,6 +215,7 @@ export class FieldClient {
       // A frame names one epoch: after an unclean stop the queue holds messages of the old one too.
       let epoch = this.queue.epochOf((items[0] as OutgoingMessage).seq);
       for (const m of items) {
+        if (this.rejected.isHeld(m.seq)) continue; // refused for good, awaiting room to be set aside: not sent again
         this.inFlight.add(m.seq);
         if (m.seq > this.highestSent) this.highestSent = m.seq;
         if (m.dataType === FILE_TRANSFER) {
@@ -332,11 +344,15 @@ export class FieldClient {
     // Refused for good (it breaks the contract): set aside whole on the device's disk, then let go,
     // so one bad message never blocks the queue. Only what is in flight on this connection can be
     // refused, and nothing is deleted on the gateway's word alone: a refusal forged by a
-    // compromised DMZ moves messages aside (logged, counted), it loses none.
+    // compromised DMZ moves messages aside (logged, counted), it loses none, and within
+    // FIELD_QUEUE_MAX_BYTES: what finds no room there stays in the queue (set-aside.ts).
     const seqs = new Set<number>();
+    let files = false;
     for (const id of ids) {
       const transfer = this.transfers.refused(id);
       if (transfer !== undefined) {
+        // Moved from the outbox into rejected/ (a rename): no byte more on the disk, always room.
+        files = true;
         this.inFlight.delete(transfer);
         this.queue.commitRanges([[transfer, transfer]]);
         continue;
@@ -344,14 +360,19 @@ export class FieldClient {
       const seq = this.queue.seqOf(id);
       if (seq !== undefined && this.inFlight.delete(seq)) seqs.add(seq);
     }
-    if (seqs.size > 0) {
-      const messages = this.queue.read(seqs);
-      this.rejected.put(messages, { code: frame.code, message: frame.message, messageIds: ids });
-      this.queue.commitRanges(toRanges(messages.map((m) => m.seq)));
-      this.stats.refusedByGateway += messages.length;
-      this.log.error({ code: 'FIELD_MESSAGE_REFUSED', gatewayCode: frame.code, messages: messages.length, path: this.rejected.path }, 'message refused by the gateway; set aside whole');
-    }
+    if (seqs.size > 0) this.rejected.refuse(this.queue.read(seqs), { code: frame.code, message: frame.message, messageIds: ids });
+    else if (files) this.rejected.measure(); // a file set aside counts now
     this.schedulePump();
+  }
+
+  /** bytes set aside (rejected.jsonl, rejected/), counted against maxBytes */
+  get rejectedBytes(): number {
+    return this.rejected.bytes;
+  }
+
+  /** refused messages held in the queue for lack of room to set them aside */
+  get heldRefusals(): number {
+    return this.rejected.heldCount;
   }
 
   /** Messages in the durable queue not yet let go of (not committed; cheap: no disk read). */
@@ -382,6 +403,8 @@ export class FieldClient {
       lastAckAt: this.stats.lastAckAt ? new Date(this.stats.lastAckAt).toISOString() : null,
       sent: this.stats.sent,
       refusedByGateway: this.stats.refusedByGateway,
+      /** what is set aside, counted against FIELD_QUEUE_MAX_BYTES; held: refused messages waiting in the queue for room */
+      rejected: this.rejected.status(),
       filesInTransfer: this.transfers.size,
       commands: { run: this.commands.stats.run, refused: this.commands.stats.refused, refusedByCode: { ...this.commands.stats.refusedByCode }, unanswered: this.commands.stats.unanswered },
     };

@@ -130,7 +130,8 @@ export class HealthReporter {
     const payload: HealthPayload = {
       uptimeSeconds: Math.floor((performance.now() - this.startedAt) / 1000),
       queueMessages: queue.depth,
-      queueBytes: queue.bytesOnDisk + this.outbox.bytes(),
+      // All that counts against FIELD_QUEUE_MAX_BYTES: the queue, the outbox, the refused messages set aside.
+      queueBytes: queue.bytesOnDisk + this.outbox.bytes() + this.client.rejectedBytes,
       awaitingReceipt: queue.awaiting.count,
       ...(oldest !== undefined ? { oldestUnsentAgeSeconds: Math.max(0, Math.floor((now - oldest) / 1000)) } : {}),
       ...(freeDiskBytes !== undefined ? { freeDiskBytes } : {}),

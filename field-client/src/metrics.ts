@@ -33,6 +33,12 @@ export function fieldClientMetrics(
   m.gauge('field_outbox_bytes', 'Bytes of files waiting in the outbox to be sent (they count against FIELD_QUEUE_MAX_BYTES too).', [], function () {
     this.set(o.outbox.bytes());
   });
+  m.gauge('field_rejected_bytes', 'Bytes of refused messages set aside in rejected.jsonl and rejected/ (they count against FIELD_QUEUE_MAX_BYTES too, until moved off the device).', [], function () {
+    this.set(client.rejectedBytes);
+  });
+  m.gauge('field_rejected_held_messages', 'Messages refused for good that wait in the queue, unsent, for room within FIELD_QUEUE_MAX_BYTES to be set aside (FIELD_REJECTED_FULL).', [], function () {
+    this.set(client.heldRefusals);
+  });
   m.gauge('field_awaiting_receipt_messages', 'Messages acknowledged by the gateway and awaiting their commit receipt.', [], function () {
     this.set(queue.awaiting.count);
   });

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type { CommitFrame } from '../../shared/contract/downlink.ts';
+import { runDoctor } from '../../field-client/src/doctor.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { RECEIPTS_VERSION, type Receipt, type ReceiptsEnvelope } from '../../shared/contract/receipt.ts';
 import { receiptTopic, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
@@ -12,6 +15,7 @@ import { signReceipt, type SeqRanges } from '../../shared/security/receipt-auth.
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
+import { parseExposition } from '../helpers/exposition.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { RogueGateway } from '../helpers/rogue-gateway.ts';
@@ -263,6 +267,134 @@ describe('commit receipts forged or replayed by a compromised DMZ delete nothing
         assert.ok(lines.every((l) => l.code === 'CONTRACT_INVALID_MESSAGE'));
         assert.equal(client.stats.refusedByGateway, N);
         assert.ok(logs.lines.some((l) => l.code === 'FIELD_MESSAGE_REFUSED'));
+      } finally {
+        await field.close();
+      }
+    });
+  });
+
+  /**
+   * What is set aside (rejected.jsonl, rejected/) counts against FIELD_QUEUE_MAX_BYTES with the
+   * queue: a DMZ refusing everything would otherwise move all the device takes in aside, free the
+   * queue for more, and fill its disk. No room to set a refusal aside: the message stays queued.
+   */
+  describe('refusals forged for everything fill the device no further than FIELD_QUEUE_MAX_BYTES', () => {
+    const logs = new LogCapture();
+    const CAP = 1024 * 1024;
+    /** far longer than any gateway's reason, and written on every line of its refusal unless cut */
+    const REASON = `refused by a compromised DMZ ${'!'.repeat(20_000)}`;
+    const sent = new Set<string>();
+    let rogue: RogueGateway;
+    before(async () => {
+      // It refuses for good everything it is sent, at once.
+      rogue = await RogueGateway.start(
+        pki.paths,
+        DEVICE,
+        (batch) => {
+          for (const m of batch) sent.add(m.messageId);
+          rogue.send({ type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: REASON, messageIds: batch.map((m) => m.messageId) });
+        },
+        { ack: false },
+      );
+    });
+    after(() => rogue.close());
+
+    const size = (path: string) => (existsSync(path) ? statSync(path).size : 0);
+    /** bytes on disk that count against the cap: the queue's segments and what is set aside (no file is sent here) */
+    const counted = (dataDir: string) => {
+      const q = join(dataDir, 'queue');
+      return readdirSync(q).filter((f) => /^seg-\d+\.log$/.test(f)).reduce((n, f) => n + size(join(q, f)), 0) + size(join(dataDir, 'rejected.jsonl'));
+    };
+    type Line = { reason: string; message: { payload: { v: number } } };
+    const linesOf = (path: string): Line[] => readFileSync(path, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Line);
+    /** 25 readings of about 4 KiB */
+    const batch = (from: number) => Array.from({ length: 25 }, (_, k) => ({ dataType: 'timeseries' as const, payload: { v: from + k, note: 'n'.repeat(4000), timestamp: 1_700_000_000_000 + from + k } }));
+
+    it('sets aside what fits, holds the rest queued and unsent (then new data is refused), and takes the room back as the operator moves rejected.jsonl away', async () => {
+      const field = await startTestFieldClient(pki.paths, DEVICE, rogue.url, logs.logger, { FIELD_QUEUE_MAX_BYTES: String(CAP), FIELD_METRICS_PORT: '0', FIELD_HTTP_PORT: '0' });
+      const rejectedPath = join(field.dataDir, 'rejected.jsonl');
+      try {
+        const client = field.client;
+        const held = () => client.status().rejected?.held ?? 0;
+        let accepted = 0;
+        let full = false;
+        for (let i = 0; i < 30 && !full; i++) {
+          try {
+            accepted += (await client.submitMany(batch(accepted))).length;
+          } catch (err) {
+            assert.ok(isFieldStreamError(err, 'FIELD_QUEUE_FULL'), String(err));
+            full = true;
+            break;
+          }
+          // Sent, refused, and set aside or held: nothing else in flight.
+          await eventually(() => (sent.size === accepted && client.unacknowledged === held() ? true : undefined), 10_000, `batch ${i} sent and refused`);
+          const bytes = counted(field.dataDir);
+          assert.ok(bytes <= CAP, `after batch ${i}: ${bytes} bytes on disk (queue and rejected.jsonl), over FIELD_QUEUE_MAX_BYTES ${CAP}`);
+        }
+        assert.ok(full, 'new data refused once the refusals fill the cap');
+        assert.ok(held() > 0, 'refusals with no room to be set aside are held');
+        const aside = linesOf(rejectedPath);
+        // Nothing lost: every reading accepted is set aside or still queued, never sent again.
+        assert.equal(aside.length + client.unacknowledged, accepted);
+        assert.equal(sent.size, accepted);
+        assert.ok(aside.every((l) => l.reason.length <= LIMITS.rejectedReasonMaxChars), "the DMZ's reason is cut");
+        assert.ok(logs.lines.some((l) => l.code === 'FIELD_REJECTED_FULL'));
+        // Visible: status, metrics, and the doctor (its network checks fail here; the local ones run).
+        const status = client.status();
+        assert.equal(status.rejected.bytes, size(rejectedPath));
+        const m = parseExposition(await (await fetch(`${field.metricsUrl}/metrics`)).text());
+        assert.equal(m.get('fieldstream_field_rejected_held_messages{service="field-client"}'), held());
+        assert.equal(m.get('fieldstream_field_rejected_bytes{service="field-client"}'), size(rejectedPath));
+        const d = pki.paths.device(DEVICE);
+        const doctor = await runDoctor({ DEVICE_ID: DEVICE, GATEWAY_URL: 'wss://localhost:1/ws', FIELD_CA_FILE: pki.paths.publicCa, FIELD_CERT_FILE: d.cert, FIELD_KEY_FILE: d.key, FIELD_DATA_DIR: field.dataDir, FIELD_HTTP_PORT: String(field.httpPort), FIELD_QUEUE_MAX_BYTES: String(CAP) });
+        const check = doctor.find((r) => r.name === 'set aside');
+        assert.equal(check?.level, 'fail', JSON.stringify(check));
+        assert.match(check?.detail ?? '', new RegExp(`^${held()} refused messages wait`));
+
+        // The operator moves rejected.jsonl off the device, as often as it fills again: the client
+        // notices without a restart and sets the held messages aside, all of them in the end.
+        const looked: string[] = [];
+        await eventually(
+          () => {
+            if (held() > 0 && existsSync(rejectedPath) && size(rejectedPath) > 0) {
+              const to = join(work.dir, `looked-at-${looked.length}.jsonl`);
+              renameSync(rejectedPath, to);
+              looked.push(to);
+            }
+            return held() === 0 && client.unacknowledged === 0 ? true : undefined;
+          },
+          15_000,
+          'every held refusal set aside',
+        );
+        const all = [...looked, rejectedPath].filter((f) => existsSync(f)).flatMap(linesOf);
+        assert.deepEqual(
+          all.map((l) => l.message.payload.v).sort((a, b) => a - b),
+          Array.from({ length: accepted }, (_, i) => i),
+          'every reading set aside exactly once',
+        );
+        assert.equal(sent.size, accepted, 'a held message is never sent again');
+        // And the room is new data's again.
+        await client.submitMany(batch(accepted));
+      } finally {
+        await field.close();
+      }
+    });
+
+    it('what earlier runs set aside (rejected.jsonl and rejected/) counts from the start, and is room again once moved away, without a restart', async () => {
+      const dataDir = join(work.dir, 'set-aside-before');
+      mkdirSync(join(dataDir, 'rejected'), { recursive: true, mode: 0o700 });
+      writeFileSync(join(dataDir, 'rejected.jsonl'), `${JSON.stringify({ code: 'CONTRACT_INVALID_MESSAGE', pad: 'p'.repeat(500 * 1024) })}\n`);
+      writeFileSync(join(dataDir, 'rejected', 'f0123-camera.jpg'), Buffer.alloc(500 * 1024));
+      // Offline: nothing is sent, only what fits on the disk is at stake.
+      const field = await startTestFieldClient(pki.paths, DEVICE, 'wss://localhost:1/ws', logs.logger, { FIELD_QUEUE_MAX_BYTES: String(CAP), FIELD_DATA_DIR: dataDir });
+      try {
+        await assert.rejects(field.client.submitMany(batch(0)), (err) => isFieldStreamError(err, 'FIELD_QUEUE_FULL'));
+        assert.equal(field.client.status().rejected.bytes, size(join(dataDir, 'rejected.jsonl')) + 500 * 1024);
+        const d = pki.paths.device(DEVICE);
+        const doctor = await runDoctor({ DEVICE_ID: DEVICE, GATEWAY_URL: 'wss://localhost:1/ws', FIELD_CA_FILE: pki.paths.publicCa, FIELD_CERT_FILE: d.cert, FIELD_KEY_FILE: d.key, FIELD_DATA_DIR: dataDir, FIELD_HTTP_PORT: 'off', FIELD_QUEUE_MAX_BYTES: String(CAP) });
+        assert.equal(doctor.find((r) => r.name === 'set aside')?.level, 'warn');
+        rmSync(join(dataDir, 'rejected', 'f0123-camera.jpg'));
+        await eventually(() => field.client.submitMany(batch(0)).catch(() => undefined), 5_000, 'the room taken back');
       } finally {
         await field.close();
       }

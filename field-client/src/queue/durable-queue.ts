@@ -34,8 +34,10 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  * - queue-epochs.ts: the epochs that name the messages (`EPOCH.SEQ`); after a power cut (a stop
  *   that was not clean, then a restart of the machine), what is numbered next gets a new epoch, so a
  *   number sent before the cut and lost from the disk never names another message.
- * - capacity.ts: the size on disk is bounded (maxBytes). When full, the queue either refuses new
- *   data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
+ * - capacity.ts: the size on disk is bounded (maxBytes), together with what shares that bound
+ *   (shareCapacity: the refused messages the field client set aside). When full, the queue either
+ *   refuses new data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted
+ *   in `dropped`).
  */
 export class DurableQueue {
   private readonly segments: Segment[] = [];
@@ -47,6 +49,8 @@ export class DurableQueue {
   private ackTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private epochs!: QueueEpochs;
+  /** bytes held elsewhere that count against maxBytes too (see shareCapacity) */
+  private sharedBytes: () => number = () => 0;
   /** acked: the gateway's acks; committed: records gone for good (by an ack without receipts, else by a receipt) */
   readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
 
@@ -65,7 +69,8 @@ export class DurableQueue {
     this.capacity = {
       segments: this.segments,
       activeSegment: () => this.writer.activeSegment,
-      bytesOnDisk: () => this.bytesOnDisk,
+      // What the capacity rule bounds: the segments and what shares their limit.
+      bytesOnDisk: () => this.bytesOnDisk + this.sharedBytes(),
       dropRecords: (seg) => {
         const lost = this.book.dropThrough(seg.firstSeq, seg.lastSeq);
         this.cursor.leave(seg);
@@ -82,6 +87,15 @@ export class DurableQueue {
     q.epochs = QueueEpochs.open(o.dir, { nextSeq: q.nextSeq, watermark: q.book.watermark, boot: bootId(), log: o.log });
     await q.writer.openActive(q.nextSeq);
     return q;
+  }
+
+  /**
+   * Bytes held outside the queue that count against its maxBytes (the field client's refused
+   * messages set aside, or the room kept for them): asked at every append, so it must be cheap.
+   * A full queue refuses, or drops its oldest, to keep segments and these within maxBytes.
+   */
+  shareCapacity(bytes: () => number): void {
+    this.sharedBytes = bytes;
   }
 
   /** the epoch of the messages accepted from now on: a message's id is `EPOCH.SEQ` (queue-epochs.ts) */
@@ -113,6 +127,11 @@ export class DurableQueue {
     const first = segments[0];
     if (first) this.book.raiseWatermark(first.firstSeq - 1);
     this.deleteCommittedSegments();
+  }
+
+  /** true while the record `seq` is held: numbered, not committed, not dropped */
+  has(seq: number): boolean {
+    return seq < this.nextSeq && this.book.isOpen(seq);
   }
 
   /** records not yet committed: unsent, in flight and awaiting their receipt */
@@ -153,8 +172,10 @@ export class DurableQueue {
     }
     if (!makeRoom(this.capacity, this.o, batch.block.length, this.stats)) {
       this.stats.refused += items.length;
+      const shared = this.sharedBytes();
+      const besides = shared > 0 ? ` (and ${shared} bytes kept for refused messages set aside)` : '';
       return Promise.reject(
-        new FieldStreamError('FIELD_QUEUE_FULL', `The queue holds ${this.bytesOnDisk} bytes of at most ${this.o.maxBytes}; refused ${items.length} message(s).`, {
+        new FieldStreamError('FIELD_QUEUE_FULL', `The queue holds ${this.bytesOnDisk} bytes${besides} of at most ${this.o.maxBytes}; refused ${items.length} message(s).`, {
           refused: this.stats.refused,
         }),
       );
