@@ -86,6 +86,11 @@ export const LIMITS = {
    * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
    * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */
   commitTimeoutMaxMs: 15 * 60 * 1000,
+  /** bytes. Room a file's queue record needs beside the file itself when the field client takes a
+   * file within FIELD_QUEUE_MAX_BYTES: its JSON (a name of at most 255 bytes, a media type, a hash,
+   * counts) and its segment framing are well under it, so a file that fits is not refused at its
+   * record, after it is already in the outbox. */
+  fileRecordRoomBytes: 4096,
   /** percent. Share of FIELD_QUEUE_MAX_BYTES the field client keeps for setting refused messages
    * aside (FIELD_DATA_DIR/rejected.jsonl and rejected/, which count against the same cap): new data
    * may fill the queue only to the cap less this, or less what is set aside if that is more. So a

@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type HealthPayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
@@ -90,6 +90,10 @@ export class FieldClient {
       onSetAside: (n) => (this.stats.refusedByGateway += n),
       log,
     });
+    // One bound for all the device holds: new data is charged the files waiting in the outbox and
+    // what is set aside (or the reserve for it), and drop-oldest drops a file with its record.
+    queue.shareCapacity(() => this.rejected.charge() + outbox.bytes());
+    queue.onDrop((dropped) => this.onDropped(dropped));
     this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq) => this.onFileDone(seq), log);
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
@@ -151,7 +155,7 @@ export class FieldClient {
     } catch (err) {
       throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${path}: ${(err as Error).message}`);
     }
-    if (this.queue.bytesOnDisk + this.outbox.bytes() + this.rejected.charge() + size > this.options.maxBytes) {
+    if (this.queue.bytesOnDisk + this.outbox.bytes() + this.rejected.charge() + size + LIMITS.fileRecordRoomBytes > this.options.maxBytes) {
       this.queue.stats.refused++;
       throw new FieldStreamError('FIELD_QUEUE_FULL', `No room for a file of ${size} bytes within FIELD_QUEUE_MAX_BYTES (${this.rejected.bytes} bytes of it set aside as refused).`);
     }
@@ -248,6 +252,22 @@ export class FieldClient {
     this.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
     this.inFlight.delete(m.seq);
     this.queue.commitRanges([[m.seq, m.seq]]);
+  }
+
+  /**
+   * Drop-oldest dropped these records (counted there): a file record's file leaves the outbox too,
+   * or it would stay counted against the bound, never sent.
+   */
+  private onDropped(dropped: readonly QueuedMessage[]): void {
+    for (const m of dropped) {
+      if (m.dataType !== FILE_TRANSFER) continue;
+      const rec = FileTransferRecordSchema.safeParse(m.payload);
+      if (!rec.success) continue;
+      this.inFlight.delete(m.seq);
+      this.transfers.drop(rec.data.transferId);
+      this.outbox.remove(rec.data.transferId);
+      this.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', transferId: rec.data.transferId, filename: rec.data.filename, size: rec.data.size }, 'queue full: dropped the oldest file with its record');
+    }
   }
 
   /** Every chunk of a file is committed: its queue record goes too. */

@@ -22,7 +22,8 @@ export interface SetAsideOptions {
  * everything would move all the device takes in aside, free the queue for more, and fill the disk.
  *
  * - New data is charged what is set aside, or at least the reserve kept for setting refusals aside
- *   (LIMITS.rejectedReservePercent of the cap), whichever is more (`charge`).
+ *   (LIMITS.rejectedReservePercent of the cap), whichever is more (`charge`, the field client
+ *   shares it with the queue).
  * - A refusal is set aside, in order, as far as it fits, and its messages are let go from the queue
  *   only once synced in rejected.jsonl. The rest are held: they stay in the queue (acknowledged to
  *   their producer, so never let go unwritten), are not sent again (`isHeld`), and are set aside
@@ -50,7 +51,6 @@ export class SetAside {
   constructor(private readonly o: SetAsideOptions) {
     this.rejected = new RejectedMessages(o.dataDir);
     this.reserve = Math.floor((o.maxBytes * LIMITS.rejectedReservePercent) / 100);
-    o.queue.shareCapacity(() => this.charge());
     if (this.rejected.bytes > 0) {
       o.log.warn(
         { rejectedBytes: this.rejected.bytes, maxBytes: o.maxBytes, path: this.rejected.path },

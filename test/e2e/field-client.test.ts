@@ -237,6 +237,9 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
           FIELD_HTTP_PORT: '0',
         });
         try {
+          // A file first, waiting in the outbox: it shares the bound with the readings.
+          const file = await fetch(`http://127.0.0.1:${field.httpPort}/v1/files?filename=big.bin`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: randomBytes(300 * 1024) });
+          assert.equal(file.status, 202, await file.text());
           const batch = JSON.stringify(Array.from({ length: 200 }, (_, i) => ({ level: i, note: 'x'.repeat(100) })));
           let refused = 0;
           for (let i = 0; i < 60; i++) {
@@ -246,15 +249,19 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
               assert.equal(((await r.json()) as { code: string }).code, 'FIELD_QUEUE_FULL');
             } else assert.equal(r.status, 202);
           }
-          const status = (await (await fetch(`http://127.0.0.1:${field.httpPort}/status`)).json()) as { queue: { refused: number; dropped: number; bytes: number; depth: number } };
-          assert.ok(status.queue.bytes <= 1024 * 1024);
+          const status = (await (await fetch(`http://127.0.0.1:${field.httpPort}/status`)).json()) as { queue: { refused: number; dropped: number; bytes: number; outboxBytes: number; depth: number } };
+          assert.ok(status.queue.bytes + status.queue.outboxBytes <= 1024 * 1024, `the queue and the outbox within the bound: ${JSON.stringify(status.queue)}`);
           if (policy === 'reject') {
             assert.ok(refused > 0 && status.queue.refused === refused * 200, JSON.stringify(status.queue));
             assert.equal(status.queue.dropped, 0);
+            assert.ok(status.queue.outboxBytes >= 300 * 1024, 'the file still waits');
           } else {
             assert.equal(refused, 0);
             assert.ok(status.queue.dropped > 0);
-            assert.equal(status.queue.depth + status.queue.dropped, 60 * 200);
+            // The file was the oldest: dropped with its record, its bytes given back.
+            assert.equal(status.queue.depth + status.queue.dropped, 60 * 200 + 1);
+            assert.equal(status.queue.outboxBytes, 0);
+            assert.deepEqual(readdirSync(join(field.dataDir, 'outgoing')), []);
           }
         } finally {
           await field.close();

@@ -57,11 +57,17 @@ export class FileOutbox {
     mkdirSync(this.dir, { recursive: true });
   }
 
-  /** bytes held by files not yet delivered */
+  /** bytes(), until a file comes or goes: the queue asks at every append (the outbox shares its bound) */
+  private measured: number | undefined;
+
+  /** bytes held by files not yet delivered (measured from the folder after each change: only this object changes it) */
   bytes(): number {
-    let n = 0;
-    for (const f of readdirSync(this.dir)) if (!f.endsWith('.progress') && !f.endsWith('.tmp') && !f.includes(NOTE)) n += statSync(join(this.dir, f)).size;
-    return n;
+    if (this.measured === undefined) {
+      let n = 0;
+      for (const f of readdirSync(this.dir)) if (!f.endsWith('.progress') && !f.endsWith('.tmp') && !f.includes(NOTE)) n += statSync(join(this.dir, f)).size;
+      this.measured = n;
+    }
+    return this.measured;
   }
 
   /**
@@ -119,6 +125,7 @@ export class FileOutbox {
     const { size } = await fh.stat();
     await fh.close();
     renameSync(tmp, target);
+    this.measured = undefined;
     syncDirSync(this.dir);
     const chunkBytes = chunkBytesFor(size, this.chunkBytes);
     return {
@@ -164,6 +171,7 @@ export class FileOutbox {
   async resume(transferId: string, note: AcceptingNote): Promise<FileTransferRecord | undefined> {
     const target = join(this.dir, transferId);
     const tmp = `${target}.tmp`;
+    this.measured = undefined;
     if (existsSync(target)) renameSync(target, tmp); // hashed and synced again: the same steps either way
     else if (!existsSync(tmp)) return undefined;
     if (!note.move) {
@@ -214,6 +222,7 @@ export class FileOutbox {
   }
 
   remove(transferId: string): void {
+    this.measured = undefined;
     rmSync(join(this.dir, transferId), { force: true });
     rmSync(join(this.dir, `${transferId}.progress`), { force: true });
   }
@@ -227,6 +236,7 @@ export class FileOutbox {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const target = join(dir, `${rec.transferId}-${basename(rec.filename)}`);
     renameSync(join(this.dir, rec.transferId), target);
+    this.measured = undefined;
     rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
     return target;
   }

@@ -132,6 +132,12 @@ export class FileTransfers {
     return t.seq;
   }
 
+  /** The transfer's file was dropped (drop-oldest dropped its queue record): nothing more of it is sent. */
+  drop(transferId: string): void {
+    if (!this.byId.delete(transferId)) return;
+    for (const [messageId, chunk] of this.chunkIds) if (chunk.transferId === transferId) this.chunkIds.delete(messageId);
+  }
+
   /** Chunks whose receipt is overdue are sent again; how many. */
   expire(now: number, timeoutMs: number): number {
     let n = 0;

@@ -51,6 +51,8 @@ export class DurableQueue {
   private epochs!: QueueEpochs;
   /** bytes held elsewhere that count against maxBytes too (see shareCapacity) */
   private sharedBytes: () => number = () => 0;
+  /** told of the records drop-oldest drops (see onDrop) */
+  private dropListener: ((dropped: QueuedMessage[]) => void) | undefined;
   /** acked: the gateway's acks; committed: records gone for good (by an ack without receipts, else by a receipt) */
   readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
 
@@ -72,7 +74,10 @@ export class DurableQueue {
       // What the capacity rule bounds: the segments and what shares their limit.
       bytesOnDisk: () => this.bytesOnDisk + this.sharedBytes(),
       dropRecords: (seg) => {
+        // Read before they are forgotten (the segment is deleted next): only with a listener.
+        const dropped = this.dropListener ? [...this.held((s) => s === seg)] : [];
         const lost = this.book.dropThrough(seg.firstSeq, seg.lastSeq);
+        if (dropped.length > 0) this.dropListener?.(dropped);
         this.cursor.leave(seg);
         return lost;
       },
@@ -96,6 +101,15 @@ export class DurableQueue {
    */
   shareCapacity(bytes: () => number): void {
     this.sharedBytes = bytes;
+  }
+
+  /**
+   * Tells `listener` of the records not yet committed that drop-oldest drops, read back from their
+   * segment before it is deleted: the field client removes the outbox file a dropped file record
+   * names (the file is the oldest data then; left there it would be counted, never sent).
+   */
+  onDrop(listener: (dropped: QueuedMessage[]) => void): void {
+    this.dropListener = listener;
   }
 
   /** the epoch of the messages accepted from now on: a message's id is `EPOCH.SEQ` (queue-epochs.ts) */
