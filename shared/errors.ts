@@ -307,6 +307,9 @@ export const ERRORS = {
     description: "A service's own certificate (named by the logged setting) has expired; its peers will refuse the TLS handshake. Issue a new one (scripts/generate-certificates.sh DOMAIN --renew) and restart the service.",
   },
   LISTEN_FAILED: { http: 500, transient: false, description: 'A server could not listen on its address (port in use?).' },
+  HTTP_MALFORMED: { http: 400, transient: false, description: 'The request is not valid HTTP/1.1 (its request line or a header could not be parsed); the connection is closed.' },
+  HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },
+  HTTP_REQUEST_TIMEOUT: { http: 408, transient: true, description: 'The request was not in within the server\'s time for it; the connection is closed.' },
   HTTP_REQUEST_ABORTED: { http: 400, transient: true, description: 'The client closed the connection before its request body was in; nothing was done and no answer was sent.' },
   MQTT_SUBSCRIBE_REFUSED: {
     http: 500,

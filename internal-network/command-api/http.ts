@@ -10,6 +10,7 @@ import type { CommandDispatcher } from './dispatcher.ts';
 import { CommandRequestSchema, type CommandRecord } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
+import { answerClientError } from '../../shared/http-client-error.ts';
 
 export interface CommandHttpOptions {
   host: string;
@@ -81,6 +82,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) }, typeof retryAfterS === 'number' ? { 'retry-after': String(retryAfterS) } : {});
     });
   });
+  // A request Node's parser refuses, answered in the API's error shape too.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, (code, message) => ({ code, message })));
   server.requestTimeout = TIMINGS.commandApiRequestTimeoutMs;
   server.headersTimeout = TIMINGS.commandApiHeadersTimeoutMs;
 

@@ -8,7 +8,7 @@ import { CONSOLE } from '../../shared/limits.ts';
 import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { brokerSettings, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
-import { requestFrom, type Answer as HttpAnswer } from '../helpers/http-from.ts';
+import { rawRequest, requestFrom, type Answer as HttpAnswer } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -146,6 +146,15 @@ describe('the operator console against hostile clients', () => {
       assert.equal(r.body.error?.code, 'CONSOLE_INVALID_REQUEST', `${path}: ${JSON.stringify(r.body)}`);
       assert.equal(typeof r.body.error.message, 'string');
       assert.ok(!JSON.stringify(r.body).includes('FST_'), 'no fastify code');
+    }
+    // Nor fastify's body for what Node's HTTP parser refuses: the registry's code, in the console's shape.
+    for (const [text, status, code] of [
+      ['GET /api/session HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      [`GET /api/session HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HTTP_HEADERS_TOO_LARGE'],
+    ] as const) {
+      const r = await rawRequest(port, text);
+      assert.equal(r.status, status, JSON.stringify(r.body));
+      assert.equal(r.body.error?.code, code, JSON.stringify(r.body));
     }
     // The console is still up, and answers as before.
     assert.equal((await call(port, '/api/session')).status, 200);

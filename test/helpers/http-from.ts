@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 
 export interface Answer {
@@ -32,5 +33,31 @@ export function requestFrom(url: string | URL, o: { from?: string; method?: stri
     });
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+/**
+ * Bytes written as they are to a server's port, and its answer read until it closes: for requests
+ * no HTTP client would send (a malformed header, headers past the parser's limit).
+ */
+export function rawRequest(port: number, text: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let got = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (c: string) => (got += c));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(got)?.[1] ?? 0);
+      const text = got.slice(got.indexOf('\r\n\r\n') + 4);
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        /* not JSON */
+      }
+      resolve({ status, body });
+    });
+    socket.write(text);
   });
 }

@@ -9,7 +9,7 @@ import { Credentials, sha256Hex } from '../../internal-network/shared/credential
 import { ERRORS } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { requestFrom } from '../helpers/http-from.ts';
+import { rawRequest, requestFrom } from '../helpers/http-from.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const TOKEN = 'operator-token';
@@ -65,6 +65,23 @@ test('an unexpected failure is answered 500 API_INTERNAL, not as a bad request, 
     assert.equal(logged.level, 50); // error
     assert.match(JSON.stringify(logged.err), /disk full while saving the command/);
     assert.equal(logged.path, '/v1/commands');
+  } finally {
+    await api.close();
+  }
+});
+
+test("a request Node's HTTP parser refuses is answered in the API's error shape, with the registry's code", async () => {
+  const { api } = await failingApi();
+  try {
+    for (const [text, status, code] of [
+      ['POST /v1/commands HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      [`GET /v1/commands HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HTTP_HEADERS_TOO_LARGE'],
+    ] as const) {
+      const r = await rawRequest(api.port, text);
+      assert.equal(r.status, status, JSON.stringify(r.body));
+      assert.equal(r.body.code, code, JSON.stringify(r.body));
+      assert.equal(ERRORS[code].http, status);
+    }
   } finally {
     await api.close();
   }

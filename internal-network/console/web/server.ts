@@ -11,6 +11,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
+import { answerClientError } from '../../../shared/http-client-error.ts';
 import type { BoundedSessionStore } from './session-store.ts';
 
 export interface WebOptions {
@@ -55,6 +56,8 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     // A URL fastify cannot decode (`/%`) never reaches a route or the error handler: answered here,
     // in the registry's shape like every other error.
     frameworkErrors: (err, req, reply) => sendError(err, req, reply, o.logger),
+    // Nor does a request Node's HTTP parser refuses.
+    clientErrorHandler: (err, socket) => answerClientError(err, socket, (code, message) => ({ error: { code, message } })),
   });
 
   await app.register(fastifyHelmet, {
