@@ -29,6 +29,19 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 /**
+ * Writes all of `bytes` at the file's position (its end with O_APPEND): write(2) may take fewer
+ * bytes than asked and report no error (a disk filling up, a file size limit), so the rest is
+ * written again, until the disk answers with the error itself. `what` names the file in that error.
+ */
+export function writeWholeSync(fd: number, bytes: Buffer, what: string): void {
+  for (let at = 0; at < bytes.length; ) {
+    const n = writeSync(fd, bytes, at, bytes.length - at);
+    if (n <= 0) throw new Error(`the disk took none of the bytes of ${what}`);
+    at += n;
+  }
+}
+
+/**
  * Replaces `path` with `data`: written aside, synced, renamed over it, and the directory synced. After
  * a crash or a power cut at any instant the file holds the old content or the new, whole. A write
  * the disk takes only part of (write(2) may, without an error, when the disk fills) is written on;
@@ -38,12 +51,7 @@ export function replaceFileDurablySync(path: string, data: string | Buffer, mode
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
   try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    for (let at = 0; at < bytes.length; ) {
-      const n = writeSync(fd, bytes, at, bytes.length - at);
-      if (n <= 0) throw new Error(`the disk took none of the bytes of ${tmp}`);
-      at += n;
-    }
+    writeWholeSync(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, tmp);
     fsyncSync(fd);
   } catch (err) {
     closeSync(fd);

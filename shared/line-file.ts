@@ -1,7 +1,7 @@
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { syncDir, syncDirSync } from './durable-fs.ts';
+import { syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
 
 /**
  * Files of lines (JSON Lines) that hold what was acknowledged: the distributor's dead letters and
@@ -76,11 +76,7 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
     const whole = size === 0 || (readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a);
     const text = Buffer.from(whole ? lines : `\n${lines}`, 'utf8');
     try {
-      for (let at = 0; at < text.length; ) {
-        const n = writeSync(fd, text, at, text.length - at);
-        if (n <= 0) throw new Error(`the disk took none of the bytes of ${path}`);
-        at += n;
-      }
+      writeWholeSync(fd, text, path);
       fsyncSync(fd);
     } catch (err) {
       // All or none: the lines written before the disk refused the rest would otherwise be read

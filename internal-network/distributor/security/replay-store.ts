@@ -1,5 +1,5 @@
-import { closeSync, constants, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { replaceFileDurablySync, writeWholeSync } from '../../../shared/durable-fs.ts';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { z } from 'zod';
@@ -183,11 +183,7 @@ export class ReplayStore {
     const bytes = Buffer.from(lines, 'utf8');
     const size = fstatSync(this.fd).size;
     try {
-      for (let at = 0; at < bytes.length; ) {
-        const n = writeSync(this.fd, bytes, at, bytes.length - at);
-        if (n <= 0) throw new Error('the disk took none of the bytes of the replay journal');
-        at += n;
-      }
+      writeWholeSync(this.fd, bytes, 'the replay journal');
     } catch (err) {
       try {
         ftruncateSync(this.fd, size);
