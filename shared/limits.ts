@@ -145,6 +145,9 @@ export const LIMITS = {
   /** entries (device and code). Most entries in one gateway security report; more refusals in one
    * report's interval are counted as dropped. */
   gatewaySecurityReportMaxEntries: 1000,
+  /** refusals. Most one entry of a gateway security report may count: a gateway refuses a device at
+   * most a few thousand times a second, a report covers seconds; more is a forged count. */
+  gatewayReportMaxCount: 1_000_000,
   /** commands. Most the command API keeps (its journal, COMMAND_STATE_PATH); past it the least
    * recently changed finished ones are forgotten. A command still to be answered never is. */
   commandStoreMaxRecords: 100_000,

@@ -61,7 +61,9 @@ export class MessageHandler {
         measurement: MEASUREMENTS.status,
         tags: { device: where.deviceId, gateway: status.gatewayId },
         fields: { state: status.state, ...cert },
-        time: status.at,
+        // The DMZ's word for when: never later than now, or a presence forged in the future would
+        // outrank every genuine one after it (the console orders a device's presences by time).
+        time: Math.min(status.at, Date.now()),
         // Retained: delivered again on every new subscription, the same presence each time.
         [POINT_KEY]: `${status.gatewayId}:${status.at}:${status.state}`,
       });
@@ -77,7 +79,9 @@ export class MessageHandler {
       return this.presencePoint({
         measurement: MEASUREMENTS.gatewayStatus,
         tags: { gateway: where.gatewayId },
-        fields: { state: presence.state, since: presence.since },
+        // Never later than its arrival (as a device's presence above): the console takes a gateway's
+        // `since` as the time its devices' presences are believed from.
+        fields: { state: presence.state, since: Math.min(presence.since, arrived) },
         time: arrived,
         [POINT_KEY]: `${presence.since}:${presence.state}:${arrived}`,
       });
@@ -90,7 +94,7 @@ export class MessageHandler {
         measurement: MEASUREMENTS.securityEvents,
         tags: { device: e.deviceId, reason: e.code, source: 'gateway' },
         fields: { count: e.count, gateway: report.gatewayId, from: report.from, detail: `${e.count} refused by gateway ${report.gatewayId}` },
-        time: report.to,
+        time: Math.min(report.to, Date.now()),
         [POINT_KEY]: `g:${report.gatewayId}:${report.from}:${report.to}:${e.code}`,
       }));
       await this.sink.write(points);

@@ -10,7 +10,7 @@ import {
   ResponsePayloadSchema,
   TimeseriesPayloadSchema,
 } from './payloads.ts';
-import { DeviceIdSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
+import { DeviceIdSchema, EpochMsSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
 import { MessageAuthSchema } from '../security/message-auth.ts';
 import { CommandAuthSchema } from '../security/command-auth.ts';
 
@@ -32,7 +32,7 @@ const envelopeHeader = {
   /** which gateway instance accepted it (for tracing) */
   gatewayId: z.string().min(1).max(128),
   /** epoch ms at which the gateway accepted the frame; the timestamp of readings without their own */
-  receivedAt: z.number().int().min(0),
+  receivedAt: EpochMsSchema,
 };
 
 function itemsOf<P extends z.ZodType>(payload: P) {
@@ -139,9 +139,9 @@ export const StatusEnvelopeSchema = z.strictObject({
   v: z.literal(ENVELOPE_VERSION),
   state: z.enum(['online', 'offline']),
   gatewayId: z.string().min(1).max(128),
-  at: z.number().int().min(0),
+  at: EpochMsSchema,
   /** epoch ms when the device's certificate expires (so expiry can be watched as a metric) */
-  certNotAfter: z.number().int().min(0).optional(),
+  certNotAfter: EpochMsSchema.optional(),
 });
 export type StatusEnvelope = z.infer<typeof StatusEnvelopeSchema>;
 
@@ -155,7 +155,7 @@ export const GatewayPresenceSchema = z.strictObject({
   v: z.literal(ENVELOPE_VERSION),
   state: z.enum(['online', 'offline']),
   gatewayId: z.string().min(1).max(128),
-  since: z.number().int().min(0),
+  since: EpochMsSchema,
 });
 export type GatewayPresence = z.infer<typeof GatewayPresenceSchema>;
 
@@ -177,13 +177,13 @@ export function isGatewaySecurityCode(code: string): code is (typeof GATEWAY_SEC
 export const GatewaySecurityReportSchema = z.strictObject({
   v: z.literal(ENVELOPE_VERSION),
   gatewayId: z.string().min(1).max(128),
-  from: z.number().int().min(0),
-  to: z.number().int().min(0),
+  from: EpochMsSchema,
+  to: EpochMsSchema,
   events: z
-    .array(z.strictObject({ deviceId: DeviceIdSchema, code: z.enum(GATEWAY_SECURITY_CODES), count: z.number().int().min(1) }))
+    .array(z.strictObject({ deviceId: DeviceIdSchema, code: z.enum(GATEWAY_SECURITY_CODES), count: z.number().int().min(1).max(LIMITS.gatewayReportMaxCount) }))
     .max(LIMITS.gatewaySecurityReportMaxEntries),
   /** refusals not in `events` (more devices than a report holds) */
-  dropped: z.number().int().min(0),
+  dropped: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
 });
 export type GatewaySecurityReport = z.infer<typeof GatewaySecurityReportSchema>;
 

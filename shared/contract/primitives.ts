@@ -43,6 +43,13 @@ export type Timestamp = z.infer<typeof TimestampSchema>;
 
 const MAX_DATE_MS = 8.64e15;
 
+/**
+ * An instant as epoch ms that a JavaScript Date can hold. What crosses the DMZ (arrival times,
+ * presence, report windows) is held to it: one past it made `new Date(t).toISOString()` throw in a
+ * store, and a message retried for ever held its consumer.
+ */
+export const EpochMsSchema = z.number().int().min(0).max(MAX_DATE_MS);
+
 /** TimestampSchema's test as a predicate; epoch milliseconds (the common case) without a parse. */
 export function isTimestamp(value: unknown): boolean {
   if (typeof value === 'number') return Number.isInteger(value) && value >= 0 && value <= MAX_DATE_MS;

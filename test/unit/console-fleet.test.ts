@@ -118,6 +118,22 @@ describe('the console fleet: online, stale, offline', () => {
     assert.equal(fleet.detail('pump-1')?.row.state, 'offline');
   });
 
+  it('a compromised DMZ cannot lock a device offline, forge counts with built-in names, or give it endless fields', () => {
+    const { fleet } = fleetAt();
+    fleet.apply(status('pump-1', 'online', 1_000));
+    // A gateway "started" in 2200: as if it started when its presence arrived, no later.
+    fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 7_258_118_400_000 }, time: 2_000 });
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline');
+    fleet.apply(status('pump-1', 'online', 3_000)); // the device connects again
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online', 'its genuine presence after counts');
+    // Device ids that are names of Object's own properties count from 0.
+    for (const id of ['constructor', 'toString']) fleet.apply({ measurement: 'security_events', tags: { device: id, reason: 'SECURITY_UNSIGNED' }, fields: { detail: 'x' }, time: 3_000 });
+    assert.deepEqual({ ...fleet.securitySummary().byDevice }, { constructor: 1, toString: 1 });
+    // Numeric fields: as many as a reading may hold.
+    for (let i = 0; i < 3; i++) fleet.apply(reading('pump-1', 4_000 + i, Object.fromEntries(Array.from({ length: 200 }, (_, k) => [`f${i}_${k}`, k]))));
+    assert.equal(fleet.detail('pump-1')?.numericFields.length, 256);
+  });
+
   it('a gateway that restarted holds none of its devices from before its start', () => {
     const { fleet } = fleetAt();
     fleet.apply(status('pump-1', 'online', 1_000));

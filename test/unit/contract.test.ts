@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { DownlinkFrameSchema, errorFrame } from '../../shared/contract/downlink.ts';
-import { GatewayEnvelopeSchema, parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import type { z } from 'zod';
+import { GatewayEnvelopeSchema, GatewayPresenceSchema, GatewaySecurityReportSchema, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
@@ -166,6 +167,18 @@ describe('broker envelopes', () => {
   };
   it('parses a valid envelope', () => {
     assert.equal(parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify(envelope))).deviceId, 'sensor-001');
+  });
+  it('refuses times past what a Date holds, and forged report counts: a store could not write them', () => {
+    const huge = 2 ** 53 - 1;
+    const cases: Array<[z.ZodType, unknown]> = [
+      [UplinkEnvelopeSchema, { ...envelope, receivedAt: huge }],
+      [StatusEnvelopeSchema, { v: 1, state: 'online', gatewayId: 'gw-1', at: huge }],
+      [GatewayPresenceSchema, { v: 1, state: 'online', gatewayId: 'gw-1', since: huge }],
+      [GatewaySecurityReportSchema, { v: 1, gatewayId: 'gw-1', from: 0, to: huge, events: [], dropped: 0 }],
+      [GatewaySecurityReportSchema, { v: 1, gatewayId: 'gw-1', from: 0, to: 1, events: [{ deviceId: 'd', code: 'GATEWAY_RATE_LIMITED', count: LIMITS.gatewayReportMaxCount + 1 }], dropped: 0 }],
+    ];
+    for (const [schema, value] of cases) assert.equal(codeOf(() => parseEnvelope(schema, Buffer.from(JSON.stringify(value)))), 'CONTRACT_INVALID_ENVELOPE', JSON.stringify(value));
+    assert.equal(parseEnvelope(StatusEnvelopeSchema, Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: 8.64e15 }))).at, 8.64e15);
   });
   it('re-validates payloads: what crossed the DMZ is not trusted', () => {
     const hostile = { ...envelope, dataType: 'file', messages: [{ messageId: 'm', payload: { filename: '../../x', data: '' } }] };

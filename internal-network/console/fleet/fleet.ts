@@ -1,5 +1,5 @@
 import type { Scalar } from '../../../shared/contract/primitives.ts';
-import { CONSOLE } from '../../../shared/limits.ts';
+import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
 import { Ring } from './ring.ts';
 import type { Anomaly, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
@@ -36,8 +36,10 @@ export class Fleet {
   private version = 0;
   readonly security = new Ring<SecurityEvent>(CONSOLE.fleetRing);
   readonly anomalies = new Ring<Anomaly>(CONSOLE.fleetRing);
-  private readonly byReason: Record<string, number> = {};
-  private readonly byDevice: Record<string, number> = {};
+  // Without a prototype: a device id such as `constructor` or `toString` is a valid one, and would
+  // otherwise start from the inherited function.
+  private readonly byReason: Record<string, number> = Object.create(null) as Record<string, number>;
+  private readonly byDevice: Record<string, number> = Object.create(null) as Record<string, number>;
   /** devices past CONSOLE.maxDevices, not tracked */
   untracked = 0;
   private readonly now: () => number;
@@ -178,7 +180,9 @@ export class Fleet {
     const gateway = p.tags.gateway;
     if (gateway === undefined) return;
     const since = p.fields.since;
-    const before = p.fields.state === 'offline' ? p.time : p.fields.state === 'online' && typeof since === 'number' ? since : undefined;
+    // `since` no later than the presence itself: a gateway's start in the future would otherwise
+    // outrank every presence of its devices after it.
+    const before = p.fields.state === 'offline' ? p.time : p.fields.state === 'online' && typeof since === 'number' ? Math.min(since, p.time) : undefined;
     if (before === undefined) return;
     for (const e of this.devices.values()) {
       if (e.row.gateway !== gateway || (e.row.state !== 'online' && e.row.state !== 'stale') || e.presenceAt > before) continue;
@@ -190,7 +194,8 @@ export class Fleet {
   private reading(device: string, p: StoredPoint): void {
     const e = this.heard(device);
     if (!e) return;
-    for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number') e.numericFields.add(k);
+    // As many as a reading may hold: each is a chart and a history read on the device's page.
+    for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number' && (e.numericFields.size < LIMITS.readingMaxFields || e.numericFields.has(k))) e.numericFields.add(k);
     if (e.row.lastReading === null || p.time >= e.row.lastReading.time) this.change(e, () => (e.row.lastReading = { time: p.time, fields: p.fields }));
   }
 
