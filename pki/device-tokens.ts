@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
+import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DAY_MS, LIMITS } from '../shared/limits.ts';
 import { generateToken, hashTokenSecret, parseToken, readTokensFileAt, tokenEntry, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
@@ -27,12 +28,11 @@ export function readTokensFile(root: string): TokensFile {
   return readTokensFileAt(tokenPaths(root).file) ?? { version: 1, devices: {} };
 }
 
+/** Written aside, synced and renamed (durable-fs.ts): a revocation acknowledged survives a power cut. */
 function writeAtomic(path: string, content: string, mode: number): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, content, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
+  replaceFileDurablySync(path, content, mode);
+  chmodSync(path, mode);
 }
 
 function writeTokensFile(root: string, file: TokensFile): void {

@@ -1,10 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
+import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
+import { appendLinesSync } from '../shared/line-file.ts';
 import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken } from './device-tokens.ts';
 
@@ -35,7 +37,7 @@ export interface IssuedRecord {
 export function recordIssued(root: string, name: string, certPem: string): void {
   const cert = new X509Certificate(certPem);
   const line: IssuedRecord = { name, serial: cert.serialNumber.toUpperCase(), notAfter: cert.validTo, subject: cert.subject };
-  appendFileSync(join(pkiPaths(root).caDir, 'issued.jsonl'), JSON.stringify(line) + '\n', { mode: 0o600 });
+  appendLinesSync(join(pkiPaths(root).caDir, 'issued.jsonl'), JSON.stringify(line) + '\n', 0o600, new Set());
 }
 
 const IssuedRecordSchema = z.object({ name: z.string(), serial: z.string(), notAfter: z.string(), subject: z.string() });
@@ -74,14 +76,16 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
   const revokedPath = join(p.caDir, 'revoked.jsonl');
   const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
   const now = new Date().toISOString();
-  for (const r of issued) if (!already.has(r.serial)) appendFileSync(revokedPath, JSON.stringify({ ...r, revokedAt: now }) + '\n', { mode: 0o600 });
+  // Whole, synced, on lines of their own (line-file.ts): "Revoked" is said once they survive a power cut.
+  const lines = issued.filter((r) => !already.has(r.serial)).map((r) => JSON.stringify({ ...r, revokedAt: now }) + '\n');
+  if (lines.length > 0) appendLinesSync(revokedPath, lines.join(''), 0o600, new Set());
 
   // The internal side forgets the device's signing key and remembers that it was revoked.
   rmSync(p.deviceKeyRegistry(deviceId), { force: true });
   const revokedDevices = join(root, 'internal', 'revoked-devices.txt');
   mkdirSync(dirname(revokedDevices), { recursive: true });
   const known = existsSync(revokedDevices) ? readFileSync(revokedDevices, 'utf8').split('\n') : [];
-  if (!known.includes(deviceId)) appendFileSync(revokedDevices, `${deviceId}\n`);
+  if (!known.includes(deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());
 
   publishRevocations(root);
   return { serials: issued.map((r) => r.serial), token };
@@ -96,8 +100,7 @@ export function publishRevocations(root: string): void {
   const revoked = readLines(join(p.caDir, 'revoked.jsonl'), RevokedRecordSchema);
   const serialsPath = revokedSerialsPath(root);
   mkdirSync(dirname(serialsPath), { recursive: true });
-  writeFileSync(`${serialsPath}.tmp`, revoked.map((r) => `${r.serial}\n`).join(''));
-  renameSync(`${serialsPath}.tmp`, serialsPath);
+  replaceFileDurablySync(serialsPath, revoked.map((r) => `${r.serial}\n`).join(''), 0o644);
 
   const work = mkdtempSync(join(tmpdir(), 'fieldstream-crl-'));
   try {
@@ -115,8 +118,7 @@ export function publishRevocations(root: string): void {
       `[ ca ]\ndefault_ca = fs\n[ fs ]\ndatabase = ${join(work, 'index.txt')}\ncrlnumber = ${join(work, 'crlnumber')}\ndefault_md = sha256\n# A private CA's CRL: valid ten years, re-made at every revocation.\ndefault_crl_days = 3650\n`,
     );
     execFileSync('openssl', ['ca', '-gencrl', '-batch', '-config', join(work, 'ca.cnf'), '-keyfile', p.caKey, '-cert', p.caCert, '-out', join(work, 'ca.crl')], { stdio: 'pipe' });
-    writeFileSync(join(root, 'ca.crl.tmp'), readFileSync(join(work, 'ca.crl')));
-    renameSync(join(root, 'ca.crl.tmp'), join(root, 'ca.crl'));
+    replaceFileDurablySync(join(root, 'ca.crl'), readFileSync(join(work, 'ca.crl')), 0o644);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

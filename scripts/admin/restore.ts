@@ -215,13 +215,13 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
     const written: string[] = [];
     for (const p of plan) {
       if (keep.has(p.target)) {
-        chmodSync(p.target, p.f.mode);
+        chmodSync(p.target, restoredMode(p.f));
         continue;
       }
       makeParents(paths, p.f, p.target);
       const tmp = `${p.target}.restore-${process.pid}`;
       copyFileSync(p.staged.file, tmp);
-      chmodSync(tmp, p.f.mode);
+      chmodSync(tmp, restoredMode(p.f));
       // rename replaces whatever is at the target (a file, or a link, which is not followed)
       renameSync(tmp, p.target);
       written.push(p.target);
@@ -230,4 +230,15 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
+}
+
+/**
+ * The mode a file is restored with: the archive's word (a backup of another machine, or a hostile
+ * archive) never makes a private key readable by others, nor anything executable or unreadable by
+ * its owner. A key (`*.key`, the device signing keys) is 0600 at most; anything else gives group
+ * and others at most read.
+ */
+export function restoredMode(f: ManifestFile): number {
+  const secret = f.path.endsWith('.key') || f.kind === 'device-keys';
+  return secret ? 0o600 : (f.mode & 0o644) | 0o600;
 }

@@ -191,6 +191,25 @@ describe('backup and restore', () => {
     assert.equal(ok.written.length, manifest.files.length);
   });
 
+  it("restores no private key readable by others, whatever modes the archive's manifest gives", async () => {
+    const entries = (await entriesOf(archive)).filter((e) => e.type === 'File');
+    const loose = { ...manifest, files: manifest.files.map((f) => ({ ...f, mode: 0o777 })) };
+    const file = join(work.dir, 'loose-modes.tar.gz');
+    writeFileSync(file, rawTarGz(entries.map((e) => (e.path === 'manifest.json' ? { path: e.path, data: Buffer.from(JSON.stringify(loose)) } : { path: e.path, data: e.data, mode: e.mode }))));
+    const target = cleanTarget();
+    const r = await restoreBackup(target, file);
+    assert.equal(r.written.length, manifest.files.length);
+    let keys = 0;
+    for (const path of r.written) {
+      const mode = statSync(path).mode & 0o777;
+      if (path.endsWith('.key')) {
+        keys++;
+        assert.equal(mode, 0o600, path);
+      } else assert.equal(mode & 0o133, 0, `${path}: ${mode.toString(8)}`);
+    }
+    assert.ok(keys > 2, 'the CA key and device keys among them');
+  });
+
   it('refuses path traversal, absolute paths and links, before writing anything', async () => {
     const manifestEntry = (files: unknown[]) => ({ path: 'manifest.json', data: JSON.stringify({ ...manifest, files }) });
     const evil = Buffer.from('evil');
