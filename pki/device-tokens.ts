@@ -4,7 +4,8 @@ import { dirname, join } from 'node:path';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
-import { DAY_MS, LIMITS } from '../shared/limits.ts';
+import { DAY_MS, LIMITS, TIMINGS } from '../shared/limits.ts';
+import { withDirLock } from '../shared/dir-lock.ts';
 import { generateToken, hashTokenSecret, parseToken, readTokensFileAt, tokenEntry, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
 import { pkiPaths } from './layout.ts';
 import { ensureSigningKey, isRevoked, packDeviceBundle, readPkiMeta } from './onboarding.ts';
@@ -56,34 +57,51 @@ export interface TokenIssued {
 export async function issueDeviceToken(root: string, deviceId: string, options: { renew?: boolean; validityDays?: number } = {}): Promise<TokenIssued> {
   if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('PKI_INVALID_NAME', `${JSON.stringify(deviceId)} is not a device id.`);
   if (isRevoked(root, deviceId)) throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
-  const tokens = readTokensFile(root);
-  const current = tokenEntry(tokens.devices, deviceId);
-  if (current?.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
-  if (current && !options.renew) throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a token; pass --renew (devices renew ID --token) to replace it.`);
-  if (!current && options.renew) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `Device ${deviceId} has no token to renew.`);
   const token = generateToken(deviceId);
   const secret = parseToken(token)?.secret as string;
   const tokenId = randomBytes(8).toString('hex');
   const issuedAt = new Date();
   const expiresAt = new Date(issuedAt.getTime() + (options.validityDays ?? LIMITS.deviceTokenValidityDays) * DAY_MS).toISOString();
-  tokens.devices[deviceId] = { state: 'active', tokenId, issuedAt: issuedAt.toISOString(), expiresAt, scrypt: await hashTokenSecret(secret) };
-  const { token: tokenFile } = tokenPaths(root, deviceId);
-  writeAtomic(tokenFile, `${token}\n`, 0o600);
-  ensureSigningKey(root, deviceId);
-  writeTokensFile(root, tokens);
-  return { tokenFile, tokenId, expiresAt };
+  // Hashed first (scrypt takes a while): the file is read, changed and written at once, under its lock.
+  const scrypt = await hashTokenSecret(secret);
+  return changeTokens(root, (tokens) => {
+    const current = tokenEntry(tokens.devices, deviceId);
+    if (current?.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
+    if (current && !options.renew) throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a token; pass --renew (devices renew ID --token) to replace it.`);
+    if (!current && options.renew) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `Device ${deviceId} has no token to renew.`);
+    tokens.devices[deviceId] = { state: 'active', tokenId, issuedAt: issuedAt.toISOString(), expiresAt, scrypt };
+    const { token: tokenFile } = tokenPaths(root, deviceId);
+    writeAtomic(tokenFile, `${token}\n`, 0o600);
+    ensureSigningKey(root, deviceId);
+    return { changed: true, result: { tokenFile, tokenId, expiresAt } };
+  });
+}
+
+/**
+ * One read, change and write of the tokens file under CERTS/.tokens.lock (shared/dir-lock.ts), so
+ * two admin commands at once cannot both read it and the second write undo the first: a token
+ * revoked while another device's token was being issued stayed active.
+ */
+function changeTokens<T>(root: string, change: (tokens: TokensFile) => { changed: boolean; result: T }): T {
+  mkdirSync(root, { recursive: true });
+  const busy = () => new FieldStreamError('PKI_BUSY', `${join(root, '.tokens.lock')} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another fieldstream-admin command is changing the tokens file.`);
+  return withDirLock(join(root, '.tokens.lock'), TIMINGS.adminLockWaitMs, busy, () => {
+    const tokens = readTokensFile(root);
+    const { changed, result } = change(tokens);
+    if (changed) writeTokensFile(root, tokens);
+    return result;
+  });
 }
 
 /** Revokes the device's token (its hash leaves the file); false when it has none. */
 export function revokeDeviceToken(root: string, deviceId: string): boolean {
-  const tokens = readTokensFile(root);
-  const current = tokenEntry(tokens.devices, deviceId);
-  if (!current) return false;
-  if (current.state === 'active') {
+  return changeTokens(root, (tokens) => {
+    const current = tokenEntry(tokens.devices, deviceId);
+    if (!current) return { changed: false, result: false };
+    if (current.state !== 'active') return { changed: false, result: true };
     tokens.devices[deviceId] = { state: 'revoked', revokedAt: new Date().toISOString() };
-    writeTokensFile(root, tokens);
-  }
-  return true;
+    return { changed: true, result: true };
+  });
 }
 
 export function hasToken(root: string, deviceId: string): boolean {

@@ -303,6 +303,9 @@ export const TIMINGS = {
    * frees that room within this, without a restart, and refused messages held in the queue for
    * lack of room are set aside then. One stat and one walk of a folder that is mostly empty. */
   rejectedCheckMs: 1_000,
+  /** milliseconds an admin command waits for another to finish changing the tokens file (each holds
+   * it for milliseconds); a lock older than this was left by a killed command and is taken over */
+  adminLockWaitMs: 10_000,
 
   // -- MQTT (gateway, distributor, command API) -------------------------------------------------
   /** milliseconds between attempts to reconnect to the broker */

@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writ
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { withDirLock } from '../../shared/dir-lock.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 
@@ -54,32 +55,11 @@ function readLease(path: string): { lease: Lease | undefined; ageMs: number } | 
   return { lease, ageMs: Date.now() - mtimeMs };
 }
 
-/** Sleeps without giving up the thread: claims happen once, at start, before anything else runs. */
-function pause(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
+/** Claims are serialised by DIR/.claiming (a claim takes milliseconds). */
 function withClaimLock<T>(root: string, fn: () => T): T {
   const lock = join(root, '.claiming');
-  const deadline = Date.now() + TIMINGS.stateLeaseClaimWaitMs;
-  for (;;) {
-    try {
-      mkdirSync(lock);
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // Left by a process killed while claiming (a claim takes milliseconds).
-      const age = Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
-      if (age > TIMINGS.stateLeaseClaimWaitMs) rmSync(lock, { recursive: true, force: true });
-      else if (Date.now() > deadline) throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `${lock} stayed in place for ${TIMINGS.stateLeaseClaimWaitMs} ms: another distributor is claiming a slot of this folder.`);
-      else pause(20);
-    }
-  }
-  try {
-    return fn();
-  } finally {
-    rmSync(lock, { recursive: true, force: true });
-  }
+  const busy = () => new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `${lock} stayed in place for ${TIMINGS.stateLeaseClaimWaitMs} ms: another distributor is claiming a slot of this folder.`);
+  return withDirLock(lock, TIMINGS.stateLeaseClaimWaitMs, busy, fn);
 }
 
 /**

@@ -64,15 +64,18 @@ describe('freshness when the DMZ writes the arrival times', () => {
     await eventually(() => (readings().some((p) => p.fields.queued === 1) ? true : undefined), 20_000, 'the delayed reading');
   });
 
-  it('refuses a signing or arrival time past the year 275760 as stale, coded, and keeps checking the messages after it', async () => {
-    // Safe integers the contract lets through, beyond what a Date can show: the refusal's detail
-    // must not throw (it did, and the device's stream stalled behind the envelope).
+  it('refuses a signing time past the year 275760 as stale, an arrival time past it as an invalid envelope, and keeps checking the messages after them', async () => {
+    // Safe integers beyond what a Date can show. A signing time is the device's (signed): refused as
+    // stale, and the refusal's detail must not throw (it did, and the device's stream stalled behind
+    // the envelope). An arrival time is the DMZ's: the contract refuses the envelope (a store could
+    // not write it: one status of that kind stalled the local store).
     const far = 9_000_000_000_000_000;
-    await publish(far, [{ ...signed('far', 1, { far: 1 }, far), receivedAt: far }]);
     const t = Date.now();
+    await publish(t, [signed('far', 1, { far: 1 }, far)]);
+    await publish(far, [{ ...signed('far-arrival', 1, { farArrival: 1 }, t), receivedAt: far }]);
     await publish(t, [signed('after-far', 1, { afterFar: 1 }, t)]);
     await eventually(() => (stale().some((e) => e.fields.message_id === 'far.1') ? true : undefined), 20_000, 'the SECURITY_STALE event');
-    await eventually(() => (readings().some((p) => p.fields.afterFar === 1) ? true : undefined), 20_000, 'the reading after it');
-    assert.deepEqual(readings().filter((p) => p.fields.far !== undefined), []);
+    await eventually(() => (readings().some((p) => p.fields.afterFar === 1) ? true : undefined), 20_000, 'the reading after them');
+    assert.deepEqual(readings().filter((p) => p.fields.far !== undefined || p.fields.farArrival !== undefined), []);
   });
 });

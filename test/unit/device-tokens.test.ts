@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import { bearerToken, generateToken, hashTokenSecret, parseToken, SCRYPT_PARAMS, TokensFileSchema, verifyTokenSecret } from '../../shared/security/device-token.ts';
 import { TokenThrottle } from '../../dmz/gateway/token-throttle.ts';
 import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
-import { issueDeviceToken, readTokensFile, tokenPaths } from '../../pki/device-tokens.ts';
+import { issueDeviceToken, readTokensFile, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { runAdmin, EXIT } from '../../scripts/admin/run.ts';
 import { readDeviceToken } from '../../field-client/src/gateway-connection.ts';
@@ -213,6 +213,28 @@ describe('the gateway side: guesses in parallel', () => {
 });
 
 describe('issuing, rotating and revoking tokens (pki/, fieldstream-admin)', () => {
+  it('a revocation made while another token is issued (during its scrypt) stands', async () => {
+    const pki = makeTestPki([]);
+    try {
+      await issueDeviceToken(pki.dir, 'tok-1');
+      // Two admin commands at once: issuing tok-9 hashes its secret while tok-1 is revoked.
+      const issuing = issueDeviceToken(pki.dir, 'tok-9');
+      await new Promise((r) => setTimeout(r, 5));
+      assert.equal(revokeDeviceToken(pki.dir, 'tok-1'), true);
+      await issuing;
+      const devices = readTokensFile(pki.dir).devices;
+      assert.equal(devices['tok-1']?.state, 'revoked', 'the revocation was not written over');
+      assert.equal(devices['tok-9']?.state, 'active');
+      // A lock left by a command killed while holding it is taken over once old.
+      mkdirSync(join(pki.dir, '.tokens.lock'));
+      utimesSync(join(pki.dir, '.tokens.lock'), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+      assert.equal(revokeDeviceToken(pki.dir, 'tok-9'), true);
+      assert.equal(readTokensFile(pki.dir).devices['tok-9']?.state, 'revoked');
+    } finally {
+      pki.cleanup();
+    }
+  });
+
   it('the DMZ file holds only hashes (0600); the bundle holds the token and no certificate; revoke covers the token', async () => {
     const pki = makeTestPki([]);
     const out: string[] = [];
