@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { replaceFileDurablySync } from '../shared/durable-fs.ts';
@@ -33,7 +33,6 @@ export function readTokensFile(root: string): TokensFile {
 function writeAtomic(path: string, content: string, mode: number): void {
   mkdirSync(dirname(path), { recursive: true });
   replaceFileDurablySync(path, content, mode);
-  chmodSync(path, mode);
 }
 
 function writeTokensFile(root: string, file: TokensFile): void {

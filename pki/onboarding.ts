@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
+import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
@@ -45,16 +46,11 @@ export interface SetupReport {
 function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAndCert, record?: { root: string; name: string }): void {
   if (record) recordIssued(record.root, record.name, kc.certPem);
   mkdirSync(dirname(paths.key), { recursive: true, mode: 0o755 });
-  writeAtomic(paths.key, kc.keyPem, 0o600);
-  writeAtomic(paths.cert, kc.certPem, 0o644);
+  replaceFileDurablySync(paths.key, kc.keyPem, 0o600);
+  replaceFileDurablySync(paths.cert, kc.certPem, 0o644);
 }
 
-function writeAtomic(path: string, content: string, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, content, { mode });
-  chmodSync(tmp, mode); // the umask may have narrowed or the file may have pre-existed
-  renameSync(tmp, path);
-}
+
 
 export function isRevoked(root: string, deviceId: string): boolean {
   const path = join(root, 'internal', 'revoked-devices.txt');
@@ -144,8 +140,8 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   } else {
     ca = loadCa(root);
   }
-  writeAtomic(p.publicCa, ca.certPem, 0o644);
-  writeAtomic(p.meta, JSON.stringify({ domain: domain.data, createdAt: new Date().toISOString() }, null, 2) + '\n', 0o644);
+  replaceFileDurablySync(p.publicCa, ca.certPem, 0o644);
+  replaceFileDurablySync(p.meta, JSON.stringify({ domain: domain.data, createdAt: new Date().toISOString() }, null, 2) + '\n', 0o644);
 
   // A new CA invalidates every certificate the old one signed (and none found beside a CA made now
   // can be of it): re-issue them all.
@@ -223,9 +219,9 @@ export function ensureSigningKey(root: string, deviceId: string): void {
   if ((existsSync(own) && existsSync(registry)) || isRevoked(root, deviceId)) return;
   const key = existsSync(own) ? readFileSync(own, 'utf8') : randomBytes(32).toString('hex') + '\n';
   mkdirSync(dirname(own), { recursive: true });
-  writeAtomic(own, key, 0o600);
+  replaceFileDurablySync(own, key, 0o600);
   mkdirSync(dirname(registry), { recursive: true, mode: 0o700 });
-  writeAtomic(registry, key, 0o600);
+  replaceFileDurablySync(registry, key, 0o600);
 }
 
 /** The `.env` a device receives: where to connect and where its certificate files are in the container. */

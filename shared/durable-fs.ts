@@ -1,4 +1,4 @@
-import { closeSync, constants, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -46,11 +46,14 @@ export function writeWholeSync(fd: number, bytes: Buffer, what: string): void {
  * a crash or a power cut at any instant the file holds the old content or the new, whole. A write
  * the disk takes only part of (write(2) may, without an error, when the disk fills) is written on;
  * if the disk refuses the rest, the file aside is removed and `path` keeps its old content.
+ * The file gets exactly `mode`, set before its first byte: neither the umask nor a file aside left
+ * by a killed writer (whose mode open(2) would keep) decides who may read a private key.
  */
 export function replaceFileDurablySync(path: string, data: string | Buffer, mode = 0o600): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode & 0o600);
   try {
+    fchmodSync(fd, mode);
     writeWholeSync(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, tmp);
     fsyncSync(fd);
   } catch (err) {

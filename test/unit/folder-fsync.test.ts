@@ -81,4 +81,21 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     assert.ok(segments > 2, `the segments rotated (${segments})`);
     assert.ok(folderSyncs >= segments, `${folderSyncs} folder syncs for ${segments} segments`);
   });
+
+  it("syncs the certificates, keys and signing keys onboarding writes, and their folders", async () => {
+    const root = join(tmp.dir, 'pki');
+    const script = `
+      import { issueDeviceCertificate, setupPki } from ${url('../../pki/onboarding.ts')};
+      setupPki(process.env.ROOT, { domain: 'fieldstream.test' });
+      issueDeviceCertificate(process.env.ROOT, 'sensor-1');
+    `;
+    const synced = await syncedBy(script, { ROOT: root }, join(tmp.dir, 'pki.strace'));
+    // Each file is synced under its name aside (NAME.tmp-PID), before it is renamed into place.
+    const fileSynced = (path: string) => [...synced].some((p) => p.startsWith(`${path}.tmp-`));
+    const device = join(root, 'devices', 'sensor-1');
+    for (const f of [join(root, 'ca.crt'), join(device, 'client.crt'), join(device, 'client.key'), join(device, 'signing.key')]) {
+      assert.ok(fileSynced(f), `${f} synced (synced: ${[...synced].join(', ')})`);
+    }
+    assert.ok(synced.has(device), `the device's folder synced (synced: ${[...synced].join(', ')})`);
+  });
 });

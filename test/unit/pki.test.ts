@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -38,6 +38,23 @@ describe('certificate onboarding', () => {
   it('writes every private key with mode 0600', () => {
     for (const spec of SERVICE_CERTS) assert.equal(mode(p.service(spec.file).key), 0o600, spec.file);
     assert.equal(mode(p.device('sensor-001').key), 0o600);
+  });
+
+  it('gives a re-issued key mode 0600 even over a wider file a killed writer left aside', () => {
+    const key = p.device('sensor-002').key;
+    // What a writer killed before its rename leaves: the file aside, here readable by all.
+    const aside = `${key}.tmp-${process.pid}`;
+    writeFileSync(aside, 'left by a killed writer', { mode: 0o666 });
+    chmodSync(aside, 0o666);
+    const umask = process.umask(0);
+    try {
+      issueDeviceCertificate(root, 'sensor-002', { renew: true });
+    } finally {
+      process.umask(umask);
+    }
+    assert.equal(mode(key), 0o600);
+    assert.equal(mode(p.device('sensor-002').cert), 0o644);
+    assert.equal(existsSync(aside), false);
   });
 
   it('issues certificates that openssl verify accepts', () => {
