@@ -99,6 +99,9 @@ export class MessageHandler {
       }));
       await this.sink.write(points);
       for (const e of report.events) this.metrics.securityEvents.inc({ reason: e.code }, e.count);
+      // Refusals beyond what a report lists (a flood from more devices than it holds) have no
+      // device to be stored under; counted, so that a dashboard still shows the flood's size.
+      if (report.dropped > 0) this.metrics.gatewayUnlisted.inc(report.dropped);
       return { points: points.length, files: 0 };
     }
     if (where.kind === 'gatewayUplink') return this.gatewayReadings(where.gatewayId, parseEnvelope(GatewayEnvelopeSchema, payload));

@@ -23,6 +23,7 @@ export class DistributorMetrics {
   readonly writeFailures;
   readonly deadLetters;
   readonly securityEvents;
+  readonly gatewayUnlisted;
   readonly duplicates;
   readonly batchPoints;
   readonly oldestInProgress;
@@ -51,6 +52,10 @@ export class DistributorMetrics {
     for (const reason of ['DISTRIBUTOR_WRITE_FAILED', 'DISTRIBUTOR_WRITE_REJECTED']) this.writeFailures.labels(reason).inc(0);
     this.deadLetters = metrics.counter('distributor_dead_letters_total', 'MQTT messages kept in the dead-letter folder because they can never be written.');
     this.securityEvents = metrics.counter('distributor_security_events_total', 'Device messages refused by the security checks, by error code (duplicates are counted apart).', ['reason']);
+    this.gatewayUnlisted = metrics.counter(
+      'distributor_gateway_unlisted_refusals_total',
+      "Refusals a gateway reported without the device and code (its report's `dropped`: more devices than a report lists), not stored as security events.",
+    );
     this.duplicates = metrics.counter('distributor_duplicates_total', 'Copies of device messages written before (a device resending after a lost ack or receipt), not written again.');
     this.batchPoints = metrics.histogram('distributor_batch_points', 'Points per database request.', [], BATCH_POINTS_BUCKETS);
     this.oldestInProgress = metrics.gauge('distributor_oldest_in_progress_seconds', 'Age of the oldest message taken from the broker and not yet written (0: none in progress).', [], function () {
