@@ -147,6 +147,31 @@ describe('time-series sinks against real databases', () => {
     }
   });
 
+  it('a reading older than the retention policy is refused by InfluxDB (400, not a silent 204) and goes to the dead letters; a fresh one beside it is written', async () => {
+    // InfluxDB 1.x drops points older than its retention policy's duration and says so ("partial
+    // write: points beyond retention policy dropped=N", 400): a device back after a long time away
+    // must not have its old readings receipted while the database threw them away.
+    await influx.query('CREATE DATABASE "short" WITH DURATION 1h');
+    const keys = tempDir('retention');
+    try {
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(keys.dir), new ReplayWindows(join(keys.dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 30 * 86_400_000 }, createLogger('test', 'silent'));
+      const sink = new InfluxV1Sink({ url: influx.url, database: 'short', username: influx.user, password: influx.password, timeoutMs: 5000 });
+      const handler = new MessageHandler(new WriteBatcher(sink, 5000), new FileStore(join(keys.dir, 'files')), verifier);
+      const now = Date.now();
+      const section = (deviceId: string, timestamp: number) => ({ deviceId, messages: [{ messageId: `${deviceId}.1`, payload: { level: 1, timestamp } }] });
+      const env = { v: 1, gatewayId: 'gw-r', dataType: 'timeseries', receivedAt: now, devices: [section('back-after-2-days', now - 2 * 86_400_000), section('fresh', now)] };
+      const done = await handler.handle(gatewayUplinkTopic('gw-r'), Buffer.from(JSON.stringify(env)));
+      assert.equal(done.points, 1);
+      assert.deepEqual(done.deadLetters?.map((d) => [d.topic, d.error.code]), [[uplinkTopic('back-after-2-days', 'timeseries'), 'DISTRIBUTOR_WRITE_REJECTED']]);
+      assert.match(done.deadLetters?.[0]?.error.message ?? '', /beyond retention policy/);
+      const rows = await influx.rows('short', 'SELECT level, device FROM readings');
+      assert.deepEqual(rows.map((r) => r.device), ['fresh']);
+      await sink.close();
+    } finally {
+      keys.cleanup();
+    }
+  });
+
   it('the batcher keeps at most its concurrency of requests in flight, and every message learns its own outcome', async () => {
     const real = v1();
     let inFlight = 0;
