@@ -189,6 +189,10 @@ export const LIMITS = {
   backupMaxBytes: 16 * 1024 * 1024 * 1024,
   /** bytes. Largest manifest of a backup archive, read into memory (about 200 bytes per file). */
   backupManifestMaxBytes: 512 * 1024 * 1024,
+  /** bytes. Largest backup archive (1 GiB), and largest single file in one. A backup builds the
+   * archive in memory (no plaintext copy of a key on disk); a restore reads it whole into memory
+   * once, so the bytes it hashes (--expect-sha256) are the bytes it unpacks. */
+  backupArchiveMaxBytes: 1024 * 1024 * 1024,
   /** bytes. Largest Sparkplug B payload the field client's Sparkplug input decodes (a birth of
    * thousands of metrics fits; larger is refused before protobuf allocates for it). */
   sparkplugPayloadMaxBytes: 4 * 1024 * 1024,

@@ -7,7 +7,11 @@ import { LIMITS } from '../../shared/limits.ts';
  * What a FieldStream backup archive holds, and how each file is named in it.
  *
  * An archive is a gzip tar with `manifest.json` first, then each file at
- * `files/ROOT/PATH`: ROOT says which folder of the installation it belongs to, PATH is its
+ * `files/ROOT/PATH` (a backup writes the manifest as a gzip member of its own in front of the
+ * files' member: it can only be made once every file was read; a restore needs it first, to check
+ * each entry's declared size against it before reading the entry, and refuses a file before it;
+ * archives of earlier versions, one member with folder entries, restore alike).
+ * ROOT says which folder of the installation it belongs to, PATH is its
  * place below that folder (always "/"-separated, never absolute, never "." or ".."). A restore
  * writes a file to that folder of the target installation, whatever the folders were called where
  * the backup was made.

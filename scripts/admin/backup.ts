@@ -1,9 +1,12 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, createReadStream, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { closeSync, constants, type Dirent, existsSync, fchmodSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { once } from 'node:events';
+import { createGzip, gzipSync } from 'node:zlib';
 import * as tar from 'tar';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { AdminPaths } from './paths.ts';
 import {
   archiveName,
@@ -11,7 +14,6 @@ import {
   BACKUP_VERSION,
   classify,
   COMMAND_JOURNAL_NAME,
-  FILES_PREFIX,
   KINDS,
   MANIFEST_NAME,
   type Kind,
@@ -20,12 +22,49 @@ import {
   type Root,
 } from './backup-manifest.ts';
 
-/** The sha256 of a file, read in chunks (an archive may be large). */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+/** The code of a failed system call (ENOENT, EACCES, ...), if it is one. */
+export const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
+
+/** Whether a process with this id runs (EPERM: it runs, as another user). */
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoOf(err) === 'EPERM';
+  }
 }
+
+/**
+ * Removes what a backup or restore killed midway (SIGKILL, a power cut) left in `dir` beside the
+ * files named `bases`: a name BASE + one of `markers` + the id of a process that no longer runs. A
+ * file of a live process (a backup running beside this one) is left alone. Returns what it removed.
+ */
+export function removeStaleTemps(dir: string, bases: ReadonlySet<string>, markers: readonly string[]): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const stale = markers.some((m) => {
+      const at = name.lastIndexOf(m);
+      const pid = name.slice(at + m.length);
+      return at > 0 && bases.has(name.slice(0, at)) && /^[1-9][0-9]{0,9}$/.test(pid) && !alive(Number(pid));
+    });
+    if (!stale) continue;
+    rmSync(join(dir, name), { force: true });
+    removed.push(join(dir, name));
+  }
+  if (removed.length > 0) syncDirSync(dir);
+  return removed;
+}
+
+/** The suffix of a backup's archive while it is written (then renamed to its name). */
+const ARCHIVE_TMP = '.tmp-';
 
 /** A file to back up: where it is, and where it goes in the archive. */
 interface Source {
@@ -35,13 +74,22 @@ interface Source {
   file: string;
 }
 
-/** Regular files below `dir`, as "/"-separated paths; links are not followed (a backup takes what is there, not what it points to). */
+const unreadable = (what: string, err: unknown) =>
+  new FieldStreamError('BACKUP_UNREADABLE', `Cannot read ${what} (${errnoOf(err) ?? (err as Error).message}): the backup would miss what it holds; nothing was written.`, undefined, { cause: err });
+
+/**
+ * Regular files below `dir`, as "/"-separated paths; links are not followed (a backup takes what
+ * is there, not what it points to). A folder that does not exist is empty (a PKI without a CA, no
+ * replay window yet); one that exists but cannot be read (EACCES, EIO, a path through a file) fails
+ * the backup: an archive missing the CA key or the device keys must not look complete.
+ */
 function walk(dir: string, prefix = ''): string[] {
-  let entries;
+  let entries: Dirent[];
   try {
     entries = readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return [];
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return [];
+    throw unreadable(`the folder ${dir}`, err);
   }
   const out: string[] = [];
   for (const e of entries) {
@@ -61,11 +109,56 @@ export function collectSources(paths: AdminPaths): Source[] {
       if (kind) sources.push({ root, path, kind, file: join(dir, ...path.split('/')) });
     }
   }
-  if (existsSync(paths.commandState) && lstatSync(paths.commandState).isFile()) {
-    sources.push({ root: 'command-state', path: COMMAND_JOURNAL_NAME, kind: 'command-journal', file: paths.commandState });
+  let journal;
+  try {
+    journal = lstatSync(paths.commandState);
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') throw unreadable(`the command journal ${paths.commandState}`, err);
   }
+  if (journal?.isFile()) sources.push({ root: 'command-state', path: COMMAND_JOURNAL_NAME, kind: 'command-journal', file: paths.commandState });
   return sources;
 }
+
+/**
+ * One file's bytes, mode and time, from one open of it (the bytes hashed are the bytes archived,
+ * and the mode is that file's, not of one renamed over it since). Undefined when it went away since
+ * it was listed (a file the services replace); any other failure is BACKUP_UNREADABLE.
+ */
+function readSource(file: string): { data: Buffer; mode: number; mtime: Date } | undefined {
+  let fd: number;
+  try {
+    // O_NOFOLLOW: a link put there since the listing is not followed; O_NONBLOCK: nor does a FIFO block.
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw unreadable(file, err);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw unreadable(file, new Error('no longer a regular file'));
+    if (st.size > LIMITS.backupArchiveMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `${file} is larger than ${LIMITS.backupArchiveMaxBytes} bytes, more than a restore reads.`);
+    return { data: readFileSync(fd), mode: st.mode & 0o777, mtime: st.mtime };
+  } catch (err) {
+    if (isFieldStreamError(err)) throw err;
+    if (errnoOf(err) === 'ERR_FS_FILE_TOO_LARGE') throw new FieldStreamError('BACKUP_TOO_LARGE', `${file} grew past what one read takes.`, undefined, { cause: err });
+    throw unreadable(file, err);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** One tar entry of a regular file: a pax header first when its name does not fit ustar's fields. */
+export function tarEntry(path: string, mode: number, mtime: Date, data: Buffer): Buffer {
+  // No owner (as tar's `portable`): no user or group name or id of this machine in the archive.
+  const header = new tar.Header({ path, mode, size: data.length, mtime, type: 'File' });
+  const block = Buffer.alloc(512);
+  header.encode(block, 0);
+  const pax = header.needPax ? [new tar.Pax({ path, size: data.length }).encode()] : [];
+  return Buffer.concat([...pax, block, data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
+}
+
+/** The end of a tar archive: two empty blocks. */
+const TAR_END = Buffer.alloc(1024);
 
 export interface BackupResult {
   file: string;
@@ -76,12 +169,20 @@ export interface BackupResult {
 
 /**
  * Writes one archive of everything that must survive the loss of the internal server (see
- * classify() for the list), with a manifest giving each file's size, mode and sha256. The archive
- * is mode 0600 from its first byte: it holds private keys. It is written beside its final name and
- * renamed into place, so an interrupted backup never leaves a partial archive under that name.
+ * classify() for the list), with a manifest giving each file's size, mode and sha256.
  *
- * Each file is read once, and the bytes read are the bytes hashed and archived: a file the
- * services change meanwhile (a replay window, the journal) is taken whole as it was at that read.
+ * Nothing is staged on disk: no plaintext copy of a key is ever written, so a backup killed midway
+ * leaves none behind. Each file is read once, hashed and compressed at once into memory (one gzip
+ * member of all the files' entries); the manifest, which must come first for a restore to check
+ * every entry's size before it reads it, is then its own gzip member in front (gzip allows several
+ * members in a row, read as one stream by gzip, GNU tar and node-tar). The bytes read are the bytes
+ * hashed and archived: a file the services change meanwhile (a replay window, the journal) is taken
+ * whole as it was at that read.
+ *
+ * The archive is then written beside its final name (mode 0600 from its creation: it holds private
+ * keys), synced, and renamed into place, so an interrupted backup never leaves a partial archive
+ * under that name. What a killed backup leaves beside it (FILE.tmp-PID, its own mode 0600) is
+ * removed by the next backup to the same name.
  */
 export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date } = {}): Promise<BackupResult> {
   if (existsSync(out) && !o.force) throw new FieldStreamError('BACKUP_EXISTS', `${out} exists already; pass --force to replace it.`);
@@ -89,46 +190,77 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
   if (sources.length === 0) {
     throw new FieldStreamError('BACKUP_EMPTY', `Nothing to back up in ${paths.certsDir}, ${paths.stateDir} or ${paths.commandState}.`);
   }
-  const staging = mkdtempSync(join(tmpdir(), 'fieldstream-backup-'));
-  const tmp = `${out}.tmp-${process.pid}`;
-  try {
-    const files: ManifestFile[] = [];
-    for (const s of sources) {
-      const data = readFileSync(s.file);
-      const mode = lstatSync(s.file).mode & 0o777;
-      const staged = join(staging, ...archiveName(s).split('/'));
-      mkdirSync(dirname(staged), { recursive: true, mode: 0o700 });
-      writeFileSync(staged, data, { mode: 0o600 });
-      chmodSync(staged, mode | 0o400); // the archive's header carries the mode too; tar must still read it
-      files.push({ root: s.root, path: s.path, kind: s.kind, size: data.length, mode, sha256: createHash('sha256').update(data).digest('hex') });
-    }
-    const contents = Object.fromEntries(KINDS.map((k) => [k, files.filter((f) => f.kind === k).length]).filter(([, n]) => (n as number) > 0));
-    const manifest: Manifest = {
-      format: BACKUP_FORMAT,
-      version: BACKUP_VERSION,
-      created: (o.now ?? new Date()).toISOString(),
-      source: { certs: paths.certsDir, 'distributor-state': paths.stateDir, 'command-state': paths.commandState },
-      contents,
-      files,
-    };
-    writeFileSync(join(staging, MANIFEST_NAME), JSON.stringify(manifest, null, 1) + '\n', { mode: 0o600 });
+  if (sources.length > LIMITS.backupMaxFiles) throw new FieldStreamError('BACKUP_TOO_LARGE', `${sources.length} files to back up; a restore takes at most ${LIMITS.backupMaxFiles}.`);
+  const created = o.now ?? new Date();
 
+  const gzip = createGzip();
+  const body: Buffer[] = [];
+  let compressed = 0;
+  gzip.on('data', (c: Buffer) => {
+    body.push(c);
+    compressed += c.length;
+  });
+  const tooLarge = () => new FieldStreamError('BACKUP_TOO_LARGE', `The archive would be larger than ${LIMITS.backupArchiveMaxBytes} bytes, more than a restore reads.`);
+  const add = async (bytes: Buffer) => {
+    // Waits for the compressor, so that at most one file is held uncompressed at a time.
+    if (!gzip.write(bytes)) await once(gzip, 'drain');
+    if (compressed > LIMITS.backupArchiveMaxBytes) throw tooLarge();
+  };
+  const files: ManifestFile[] = [];
+  let total = 0;
+  try {
+    for (const s of sources) {
+      const read = readSource(s.file);
+      if (!read) continue;
+      total += read.data.length;
+      if (total > LIMITS.backupMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The files to back up hold more than ${LIMITS.backupMaxBytes} bytes, more than a restore unpacks.`);
+      files.push({ root: s.root, path: s.path, kind: s.kind, size: read.data.length, mode: read.mode, sha256: createHash('sha256').update(read.data).digest('hex') });
+      // the archive's header carries the mode too; it is never less than readable by its owner
+      await add(tarEntry(archiveName(s), read.mode | 0o400, read.mtime, read.data));
+    }
+    gzip.end(TAR_END);
+    await once(gzip, 'end');
+  } finally {
+    gzip.destroy();
+  }
+  if (compressed > LIMITS.backupArchiveMaxBytes) throw tooLarge();
+  if (files.length === 0) throw new FieldStreamError('BACKUP_EMPTY', `Every file to back up went away while it was read.`);
+
+  const contents = Object.fromEntries(KINDS.map((k) => [k, files.filter((f) => f.kind === k).length]).filter(([, n]) => (n as number) > 0));
+  const manifest: Manifest = {
+    format: BACKUP_FORMAT,
+    version: BACKUP_VERSION,
+    created: created.toISOString(),
+    source: { certs: paths.certsDir, 'distributor-state': paths.stateDir, 'command-state': paths.commandState },
+    contents,
+    files,
+  };
+  const head = gzipSync(tarEntry(MANIFEST_NAME, 0o600, created, Buffer.from(JSON.stringify(manifest, null, 1) + '\n', 'utf8')));
+  const archive = [head, ...body];
+  return { file: writeArchive(out, archive), manifest, sha256: archive.reduce((h, c) => h.update(c), createHash('sha256')).digest('hex') };
+}
+
+/** Writes the archive's bytes to `out` whole or not at all (see createBackup). */
+function writeArchive(out: string, chunks: Buffer[]): string {
+  const tmp = `${out}${ARCHIVE_TMP}${process.pid}`;
+  try {
     mkdirSync(dirname(out), { recursive: true });
-    closeSync(openSync(tmp, 'w', 0o600)); // created private before any byte is written to it
-    chmodSync(tmp, 0o600);
-    // portable: no user or group names, ids or access times of this machine in the archive.
-    await tar.c({ gzip: true, file: tmp, cwd: staging, portable: true }, [MANIFEST_NAME, FILES_PREFIX.slice(0, -1)]);
-    const fd = openSync(tmp, 'r+');
+    removeStaleTemps(dirname(out), new Set([basename(out)]), [ARCHIVE_TMP]);
+    // A file left under this name is not reused: O_EXCL creates the file, 0600 from its first byte.
+    rmSync(tmp, { force: true });
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
+      fchmodSync(fd, 0o600); // whatever the umask
+      for (const c of chunks) writeWholeSync(fd, c, tmp);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
-    chmodSync(tmp, 0o600);
     renameSync(tmp, out);
-    return { file: out, manifest, sha256: await sha256File(out) };
-  } finally {
-    rmSync(staging, { recursive: true, force: true });
+    syncDirSync(dirname(out));
+    return out;
+  } catch (err) {
     rmSync(tmp, { force: true });
+    throw new FieldStreamError('BACKUP_WRITE_FAILED', `Cannot write the archive ${out} (${errnoOf(err) ?? (err as Error).message}); no archive was written.`, undefined, { cause: err });
   }
 }

@@ -1,38 +1,23 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import * as tar from 'tar';
-import { FieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { lstatSync, readFileSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { AdminPaths } from './paths.ts';
-import { sha256File } from './backup.ts';
-import {
-  archiveName,
-  BACKUP_VERSION,
-  classify,
-  FILES_PREFIX,
-  isPrivateDir,
-  isSafeRelativePath,
-  MANIFEST_NAME,
-  ManifestHeadSchema,
-  ManifestSchema,
-  type Manifest,
-  type ManifestFile,
-} from './backup-manifest.ts';
-
-/** An archive entry unpacked to the staging folder: its size and sha256 as read. */
-interface Staged {
-  file: string;
-  size: number;
-  sha256: string;
-}
+import { errnoOf, removeStaleTemps } from './backup.ts';
+import { archiveName, isPrivateDir, type Manifest, type ManifestFile } from './backup-manifest.ts';
+import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.ts';
+import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 
 export interface RestoreOptions {
   /** overwrite files that exist with other content */
   force?: boolean;
   /** the archive's own sha256, as printed by the backup and kept apart from it */
   expectSha256?: string;
+  /**
+   * Called once the archive has been read (and its sha256 checked), before it is unpacked. For
+   * tests: whatever happens to the file from then on (replaced, changed) must change nothing.
+   */
+  afterRead?: () => void | Promise<void>;
 }
 
 export interface RestoreResult {
@@ -41,101 +26,6 @@ export interface RestoreResult {
   written: string[];
   /** target paths that held the archive's content already */
   unchanged: string[];
-}
-
-/**
- * Unpacks every entry into a private staging folder, under a number rather than its name (so no
- * name can reach outside it), hashing as it goes. Refuses, before anything is written to the
- * installation: a name that is absolute, holds "..", or lies outside manifest.json and files/;
- * a link, device or other non-file; a name twice; more files or bytes than a backup can hold.
- */
-async function unpack(archive: string, staging: string): Promise<{ manifest: Buffer | undefined; entries: Map<string, Staged> }> {
-  const entries = new Map<string, Staged>();
-  let manifest: Buffer | undefined;
-  let refused: FieldStreamError | undefined;
-  let total = 0;
-  const refuse = (err: FieldStreamError) => {
-    refused ??= err;
-  };
-  const onReadEntry = (entry: tar.ReadEntry) => {
-    const name = entry.path;
-    const plain = name.endsWith('/') && entry.type === 'Directory' ? name.slice(0, -1) : name;
-    if (refused) return;
-    if (!isSafeRelativePath(plain)) return refuse(new FieldStreamError('BACKUP_UNSAFE_PATH', `The archive holds an entry named ${JSON.stringify(name)}, outside its folder.`));
-    if (entry.type === 'Directory') return;
-    if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
-      return refuse(new FieldStreamError('BACKUP_UNSAFE_PATH', `The archive holds ${JSON.stringify(name)} as a ${entry.type}${entry.linkpath ? ` to ${JSON.stringify(entry.linkpath)}` : ''}; a backup holds plain files only.`));
-    }
-    if (entries.has(plain) || (plain === MANIFEST_NAME && manifest)) return refuse(new FieldStreamError('BACKUP_INVALID', `The archive holds ${JSON.stringify(name)} twice.`));
-    if (plain === MANIFEST_NAME) {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      entry.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > LIMITS.backupManifestMaxBytes) return refuse(new FieldStreamError('BACKUP_INVALID', `The manifest is larger than ${LIMITS.backupManifestMaxBytes} bytes.`));
-        chunks.push(c);
-      });
-      entry.on('end', () => {
-        manifest = Buffer.concat(chunks);
-      });
-      return;
-    }
-    if (!plain.startsWith(FILES_PREFIX)) return refuse(new FieldStreamError('BACKUP_INVALID', `The archive holds ${JSON.stringify(name)}, which a backup never holds.`));
-    if (entries.size >= LIMITS.backupMaxFiles) return refuse(new FieldStreamError('BACKUP_INVALID', `The archive holds more than ${LIMITS.backupMaxFiles} files.`));
-    const file = join(staging, String(entries.size));
-    const fd = openSync(file, 'wx', 0o600);
-    const hash = createHash('sha256');
-    let size = 0;
-    entries.set(plain, { file, size: 0, sha256: '' });
-    entry.on('data', (c: Buffer) => {
-      total += c.length;
-      if (total > LIMITS.backupMaxBytes) return refuse(new FieldStreamError('BACKUP_INVALID', `The archive unpacks to more than ${LIMITS.backupMaxBytes} bytes.`));
-      writeSync(fd, c);
-      hash.update(c);
-      size += c.length;
-    });
-    entry.on('end', () => {
-      closeSync(fd);
-      entries.set(plain, { file, size, sha256: hash.digest('hex') });
-    });
-  };
-  try {
-    // strict: a damaged header (checksum), a truncated archive or gzip stream is an error, not a
-    // warning. tar's own bomb guard (a compression ratio above 1000) would refuse a real backup of
-    // many empty replay windows; LIMITS.backupMaxBytes bounds what is unpacked instead.
-    await tar.t({ file: archive, strict: true, maxDecompressionRatio: Infinity, onReadEntry });
-  } catch (err) {
-    throw new FieldStreamError('BACKUP_INVALID', `${archive} is not a readable gzip tar archive: ${(err as Error).message}`, undefined, { cause: err });
-  }
-  if (refused) throw refused;
-  return { manifest, entries };
-}
-
-function parseManifest(raw: Buffer | undefined): Manifest {
-  if (!raw) throw new FieldStreamError('BACKUP_INVALID', `The archive has no ${MANIFEST_NAME}: it is not a FieldStream backup.`);
-  let value: unknown;
-  try {
-    value = JSON.parse(raw.toString('utf8'));
-  } catch {
-    throw new FieldStreamError('BACKUP_INVALID', `${MANIFEST_NAME} is not JSON.`);
-  }
-  const head = ManifestHeadSchema.safeParse(value);
-  if (!head.success) throw new FieldStreamError('BACKUP_INVALID', `${MANIFEST_NAME} is not the manifest of a FieldStream backup.`);
-  if (head.data.version !== BACKUP_VERSION) {
-    throw new FieldStreamError('BACKUP_INVALID', `The backup is of version ${head.data.version}; this version restores version ${BACKUP_VERSION}.`);
-  }
-  const parsed = ManifestSchema.safeParse(value);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new FieldStreamError('BACKUP_INVALID', `${MANIFEST_NAME} is not valid: ${i ? `${i.path.join('.')}: ${i.message}` : 'invalid'}.`);
-  }
-  for (const f of parsed.data.files) {
-    if (!isSafeRelativePath(f.path)) throw new FieldStreamError('BACKUP_UNSAFE_PATH', `The manifest names ${JSON.stringify(f.path)}, outside its folder.`);
-    if (classify(f.root, f.path) !== f.kind) {
-      throw new FieldStreamError('BACKUP_INVALID', `The manifest names ${f.root}/${f.path} as ${f.kind}; a backup never holds that file as that.`);
-    }
-  }
-  return parsed.data;
 }
 
 /** Where a file of the archive goes in this installation; never outside its root. */
@@ -148,90 +38,6 @@ export function targetOf(paths: AdminPaths, f: Pick<ManifestFile, 'root' | 'path
   return target;
 }
 
-/** Creates the folders above a file, the CA's and the key registry's readable by their owner only. */
-function makeParents(paths: AdminPaths, f: ManifestFile, target: string): void {
-  if (f.root === 'command-state') return void mkdirSync(dirname(target), { recursive: true });
-  const root = f.root === 'certs' ? paths.certsDir : paths.stateDir;
-  mkdirSync(root, { recursive: true });
-  const segments = f.path.split('/').slice(0, -1);
-  for (let i = 1; i <= segments.length; i++) {
-    const rel = segments.slice(0, i).join('/');
-    const dir = join(root, ...segments.slice(0, i));
-    if (!existsSync(dir)) mkdirSync(dir, { mode: isPrivateDir(f.root, rel) ? 0o700 : 0o755 });
-    if (isPrivateDir(f.root, rel)) chmodSync(dir, 0o700);
-  }
-}
-
-/**
- * Restores a backup onto this installation. Everything is checked before anything is written: the
- * archive (and its own sha256 when given), every name in it, the manifest against its schema, each
- * file against the manifest (present, nothing extra, size and sha256), and the installation (a
- * file that exists with other content is overwritten only with `force`). Each file is then
- * written beside its place and renamed over it, with the mode it had (0600 for keys).
- */
-export async function restoreBackup(paths: AdminPaths, archive: string, o: RestoreOptions = {}): Promise<RestoreResult> {
-  if (!existsSync(archive)) throw new FieldStreamError('BACKUP_NOT_FOUND', `No archive at ${archive}.`);
-  if (o.expectSha256 !== undefined) {
-    const actual = await sha256File(archive);
-    if (actual !== o.expectSha256.toLowerCase()) {
-      throw new FieldStreamError('BACKUP_TAMPERED', `The archive's sha256 is ${actual}, not the ${o.expectSha256} expected.`);
-    }
-  }
-  const staging = mkdtempSync(join(tmpdir(), 'fieldstream-restore-'));
-  try {
-    const { manifest: raw, entries } = await unpack(archive, staging);
-    const manifest = parseManifest(raw);
-    const named = new Set<string>();
-    for (const f of manifest.files) {
-      const name = archiveName(f);
-      if (named.has(name)) throw new FieldStreamError('BACKUP_INVALID', `The manifest names ${name} twice.`);
-      named.add(name);
-      const staged = entries.get(name);
-      if (!staged) throw new FieldStreamError('BACKUP_TAMPERED', `${name} is in the manifest but not in the archive.`);
-      if (staged.size !== f.size || staged.sha256 !== f.sha256) {
-        throw new FieldStreamError('BACKUP_TAMPERED', `${name} is not the file the manifest describes (size ${staged.size}, expected ${f.size}; sha256 ${staged.sha256}, expected ${f.sha256}).`);
-      }
-    }
-    const extra = [...entries.keys()].filter((n) => !named.has(n));
-    if (extra.length > 0) throw new FieldStreamError('BACKUP_TAMPERED', `The archive holds files the manifest does not name: ${extra.slice(0, 5).join(', ')}.`);
-
-    const plan = manifest.files.map((f) => ({ f, target: targetOf(paths, f), staged: entries.get(archiveName(f)) as Staged }));
-    const unchanged: string[] = [];
-    const conflicts: string[] = [];
-    for (const p of plan) {
-      if (!existsSync(p.target)) continue;
-      const st = lstatSync(p.target);
-      const same = st.isFile() && st.size === p.f.size && createHash('sha256').update(readFileSync(p.target)).digest('hex') === p.f.sha256;
-      if (same) unchanged.push(p.target);
-      else conflicts.push(p.target);
-    }
-    if (conflicts.length > 0 && !o.force) {
-      throw new FieldStreamError(
-        'BACKUP_STATE_EXISTS',
-        `${conflicts.length} file(s) exist with other content, e.g. ${conflicts.slice(0, 3).join(', ')}; nothing was restored (--force overwrites them).`,
-      );
-    }
-    const keep = new Set(unchanged);
-    const written: string[] = [];
-    for (const p of plan) {
-      if (keep.has(p.target)) {
-        chmodSync(p.target, restoredMode(p.f));
-        continue;
-      }
-      makeParents(paths, p.f, p.target);
-      const tmp = `${p.target}.restore-${process.pid}`;
-      copyFileSync(p.staged.file, tmp);
-      chmodSync(tmp, restoredMode(p.f));
-      // rename replaces whatever is at the target (a file, or a link, which is not followed)
-      renameSync(tmp, p.target);
-      written.push(p.target);
-    }
-    return { manifest, written, unchanged };
-  } finally {
-    rmSync(staging, { recursive: true, force: true });
-  }
-}
-
 /**
  * The mode a file is restored with: the archive's word (a backup of another machine, or a hostile
  * archive) never makes a private key readable by others, nor anything executable or unreadable by
@@ -241,4 +47,99 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
 export function restoredMode(f: ManifestFile): number {
   const secret = f.path.endsWith('.key') || f.kind === 'device-keys';
   return secret ? 0o600 : (f.mode & 0o644) | 0o600;
+}
+
+/** The folders a file's folder is made of below its root that are private (0700), as paths. */
+function privateDirsOf(paths: AdminPaths, f: ManifestFile): Set<string> {
+  if (f.root !== 'certs') return new Set();
+  const segments = f.path.split('/').slice(0, -1);
+  const dirs = segments.map((_, i) => segments.slice(0, i + 1).join('/')).filter((rel) => isPrivateDir(f.root, rel));
+  return new Set(dirs.map((rel) => join(paths.certsDir, ...rel.split('/'))));
+}
+
+interface Step {
+  f: ManifestFile;
+  target: string;
+  mode: number;
+}
+
+/** Whether `target` holds the file of the manifest already; absent is no; unreadable is an error. */
+function inPlace(s: Step): boolean | 'absent' {
+  try {
+    const st = lstatSync(s.target);
+    return st.isFile() && st.size === s.f.size && createHash('sha256').update(readFileSync(s.target)).digest('hex') === s.f.sha256;
+  } catch (err) {
+    // ENOTDIR: a file where a folder above it should be; the write finds it (and the restore is undone)
+    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return 'absent';
+    throw new FieldStreamError('BACKUP_UNREADABLE', `Cannot read ${s.target} to compare it with the archive (${errnoOf(err) ?? (err as Error).message}); nothing was restored.`, undefined, { cause: err });
+  }
+}
+
+/**
+ * Restores a backup onto this installation, in three steps.
+ *
+ * 1. Read: the archive file is read once, whole, into memory (readArchiveOnce) and its sha256
+ *    checked when given; the file is never opened again.
+ * 2. Check, writing nothing anywhere: every entry of those bytes against the manifest (first in
+ *    the archive, schema, limits): its name, type, declared size before its content is read,
+ *    content and sha256 (verifyArchive); then the installation: a file that exists with other
+ *    content is overwritten only with `force`.
+ * 3. Write: the same bytes unpacked again, one file at a time, each checked once more, written
+ *    durably and with the mode it had (0600 for keys); a failure midway puts back every file as it
+ *    was (RestoreWriter, which also says what a kill midway leaves and why running again finishes).
+ */
+export async function restoreBackup(paths: AdminPaths, archive: string, o: RestoreOptions = {}): Promise<RestoreResult> {
+  const bytes = readArchiveOnce(archive);
+  if (o.expectSha256 !== undefined) {
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== o.expectSha256.toLowerCase()) {
+      throw new FieldStreamError('BACKUP_TAMPERED', `The archive's sha256 is ${actual}, not the ${o.expectSha256} expected.`);
+    }
+  }
+  await o.afterRead?.();
+  const manifest = await verifyArchive(bytes);
+
+  const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
+  const unchanged: Step[] = [];
+  const conflicts: string[] = [];
+  for (const s of steps) {
+    const state = inPlace(s);
+    if (state === true) unchanged.push(s);
+    else if (state === false) conflicts.push(s.target);
+  }
+  if (conflicts.length > 0 && !o.force) {
+    throw new FieldStreamError(
+      'BACKUP_STATE_EXISTS',
+      `${conflicts.length} file(s) exist with other content, e.g. ${conflicts.slice(0, 3).join(', ')}; nothing was restored (--force overwrites them).`,
+    );
+  }
+
+  const keep = new Set(unchanged);
+  const toWrite = new Map(steps.filter((s) => !keep.has(s)).map((s) => [archiveName(s.f), s]));
+  const written: string[] = [];
+  const writer = new RestoreWriter();
+  try {
+    // What a restore killed midway left beside these files (see RestoreWriter).
+    const byDir = new Map<string, Set<string>>();
+    for (const s of steps) byDir.set(dirname(s.target), (byDir.get(dirname(s.target)) ?? new Set()).add(basename(s.target)));
+    for (const [dir, bases] of byDir) removeStaleTemps(dir, bases, RESTORE_LEFTOVERS);
+    for (const s of unchanged) writer.setMode(s.target, s.mode);
+    await unpackFiles(bytes, new Map([...toWrite].map(([name, s]) => [name, s.f])), (f, data) => {
+      const s = toWrite.get(archiveName(f)) as Step;
+      writer.mkdirs(dirname(s.target), privateDirsOf(paths, f));
+      writer.replace(s.target, data, s.mode);
+      written.push(s.target);
+    });
+    if (written.length !== toWrite.size) throw new Error(`${toWrite.size - written.length} file(s) of the manifest were not found on the second reading`);
+  } catch (err) {
+    const notPutBack = writer.rollback();
+    const at = written.length < toWrite.size ? ` after ${written.length} of ${toWrite.size} files` : '';
+    const undone = notPutBack.length === 0
+      ? 'every file written was put back as it was'
+      : `these could not be put back: ${notPutBack.slice(0, 5).join(', ')}${notPutBack.length > 5 ? ` and ${notPutBack.length - 5} more` : ''}; some files are restored and others not: run the restore again to finish it`;
+    if (isFieldStreamError(err) && notPutBack.length === 0) throw err;
+    throw new FieldStreamError('BACKUP_WRITE_FAILED', `The restore failed${at}: ${(err as Error).message}; ${undone}.`, undefined, { cause: err });
+  }
+  writer.commit();
+  return { manifest, written, unchanged: unchanged.map((s) => s.target) };
 }

@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { createHash } from 'node:crypto';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { makeTestPki } from '../helpers/pki.ts';
+import { gzipSync } from 'node:zlib';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
+import { createBackup, tarEntry } from '../../scripts/admin/backup.ts';
 import { EXIT, runAdmin, USAGE } from '../../scripts/admin/run.ts';
 import type { DeviceSummary } from '../../scripts/admin/devices.ts';
 
@@ -154,5 +158,138 @@ describe('fieldstream-admin devices', () => {
     assert.equal(JSON.parse(shown.stdout).signingKeyRegistered, true);
     await run(join(REPO_ROOT, 'scripts', 'revoke-device.sh'), ['dev-c'], { env, cwd: REPO_ROOT });
     assert.equal((await list()).find((x) => x.id === 'dev-c')?.revoked, true);
+  });
+});
+
+describe('fieldstream-admin backup and restore: unreadable state, hostile archives, what a crash leaves', () => {
+  const work = tempDir('admin-backup');
+  after(() => work.cleanup());
+  /** A small installation: the CA's files and a command journal (classify() goes by name). */
+  const src = { certsDir: join(work.dir, 'src', 'certs'), stateDir: join(work.dir, 'src', 'state'), commandState: join(work.dir, 'src', 'commands.jsonl') };
+  const archive = join(work.dir, 'backup.tar.gz');
+  before(async () => {
+    mkdirSync(join(src.certsDir, 'ca'), { recursive: true });
+    writeFileSync(join(src.certsDir, 'ca', 'ca.key'), 'the CA key\n', { mode: 0o600 });
+    writeFileSync(join(src.certsDir, 'ca.crt'), 'the CA certificate\n');
+    writeFileSync(src.commandState, '{"commandId":"c-1"}\n');
+    await createBackup(src, archive);
+  });
+  const pathArgs = (p: typeof src) => ['--certs-dir', p.certsDir, '--state-dir', p.stateDir, '--command-state', p.commandState];
+  const target = (name: string) => ({ certsDir: join(work.dir, name, 'certs'), stateDir: join(work.dir, name, 'state'), commandState: join(work.dir, name, 'commands.jsonl') });
+  const admin = async (...argv: string[]) => {
+    let out = '';
+    let err = '';
+    const code = await runAdmin(argv, { out: (t) => void (out += t), err: (t) => void (err += t), env: {}, cwd: work.dir });
+    return { code, out, err };
+  };
+  /** The admin command as a process: `bash -c PRELUDE` then the command, with `env`. */
+  const adminProcess = (prelude: string, argv: string[], env: Record<string, string> = {}) => {
+    // --norc: bash reads ~/.bashrc when its input is a socket, as Node's pipes are
+    const r = spawnSync('bash', ['--norc', '--noprofile', '-c', `${prelude} "$@"`, 'bash', process.execPath, '--import', 'tsx', join(REPO_ROOT, 'scripts', 'admin', 'cli.ts'), ...argv], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', FIELDSTREAM_ENV_FILE: '/dev/null', TSX_DISABLE_CACHE: '1', ...env },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+  /** The id of a process that ran and is gone. */
+  const deadPid = () => spawnSync('true').pid;
+
+  it('backup fails, naming it, on a folder or file it cannot read; only a folder that does not exist is empty', async () => {
+    // Tests run as root, whom no mode stops: a path through a file cannot be read by anyone (ENOTDIR).
+    const file = join(work.dir, 'a-file');
+    writeFileSync(file, 'not a folder');
+    const out = join(work.dir, 'unreadable.tar.gz');
+    const folder = await admin('backup', out, ...pathArgs({ ...src, stateDir: join(file, 'state') }));
+    assert.equal(folder.code, EXIT.failed, folder.err);
+    assert.match(folder.err, new RegExp(`^error BACKUP_UNREADABLE: Cannot read the folder ${join(file, 'state')} \\(ENOTDIR\\)`));
+    const journal = await admin('backup', out, ...pathArgs({ ...src, commandState: join(file, 'commands.jsonl') }));
+    assert.match(journal.err, /^error BACKUP_UNREADABLE: Cannot read the command journal .*\(ENOTDIR\)/);
+    if (existsSync('/proc/self/mem')) {
+      // a file whose every read fails with an I/O error (EIO): a process's memory at address 0
+      const io = await admin('backup', out, ...pathArgs({ ...src, commandState: '/proc/self/mem' }));
+      assert.match(io.err, /^error BACKUP_UNREADABLE: Cannot read \/proc\/self\/mem \(EIO\)/);
+    }
+    assert.equal(existsSync(out), false, 'no archive');
+    const noState = await admin('backup', out, ...pathArgs({ ...src, stateDir: join(work.dir, 'no-such-state') }));
+    assert.equal(noState.code, EXIT.ok, noState.err);
+    assert.match(noState.out, /: ca 2, command-journal 1\n/);
+  });
+
+  it('backup stages no copy of a key on disk: it writes its archive only, and removes what a killed backup left', async () => {
+    const tmp = join(work.dir, 'watched-tmp');
+    const outDir = join(work.dir, 'watched-out');
+    mkdirSync(tmp);
+    mkdirSync(outDir);
+    const out = join(outDir, 'b.tar.gz');
+    const dead = `b.tar.gz.tmp-${deadPid()}`;
+    writeFileSync(join(outDir, dead), 'half an archive, of a backup killed midway');
+    writeFileSync(join(outDir, 'b.tar.gz.tmp-1'), 'of a backup still running (process 1 runs)');
+    const seen = new Set<string>();
+    const watchers = [watch(tmp, (_, name) => seen.add(`tmp/${name}`)), watch(outDir, (_, name) => seen.add(`out/${name}`))];
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = tmp; // os.tmpdir(), where a staging folder would go
+    try {
+      const r = await admin('backup', out, ...pathArgs(src));
+      assert.equal(r.code, EXIT.ok, r.err);
+      await sleep(100); // inotify's events come after
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+      for (const w of watchers) w.close();
+    }
+    assert.deepEqual([...seen].sort(), ['out/b.tar.gz', `out/b.tar.gz.tmp-${process.pid}`, `out/${dead}`].sort());
+    assert.deepEqual(readdirSync(outDir).sort(), ['b.tar.gz', 'b.tar.gz.tmp-1']);
+    assert.equal(statSync(out).mode & 0o777, 0o600);
+  });
+
+  it('restore checks an entry\'s declared size before reading it: a hostile 32 MiB entry, a full disk, a coded error, nothing staged', () => {
+    const evil = Buffer.from('evil');
+    const entries = [
+      tarEntry('manifest.json', 0o600, new Date(0), Buffer.from(JSON.stringify({
+        format: 'fieldstream-backup', version: 1, created: new Date(0).toISOString(), source: { certs: '', 'distributor-state': '', 'command-state': '' },
+        contents: { ca: 1 }, files: [{ root: 'certs', path: 'ca.crt', kind: 'ca', size: evil.length, mode: 0o644, sha256: createHash('sha256').update(evil).digest('hex') }],
+      }))),
+      tarEntry('files/certs/ca.crt', 0o644, new Date(0), Buffer.alloc(32 * 1024 * 1024)),
+      Buffer.alloc(1024),
+    ];
+    const hostile = join(work.dir, 'oversized.tar.gz');
+    writeFileSync(hostile, gzipSync(Buffer.concat(entries)));
+    const tmp = join(work.dir, 'small-tmp');
+    mkdirSync(tmp);
+    const t = target('oversized');
+    // ulimit -f: no file may grow past 256 KiB, as on a full /tmp (write fails, EFBIG)
+    const r = adminProcess('ulimit -f 256 &&', ['restore', hostile, ...pathArgs(t)], { TMPDIR: tmp });
+    assert.equal(r.code, EXIT.failed, r.stderr);
+    assert.match(r.stderr, /^error BACKUP_TAMPERED: files\/certs\/ca\.crt is not the file the manifest describes: its entry declares 33554432 bytes, the manifest 4\.\n$/);
+    assert.deepEqual(readdirSync(tmp).filter((n) => n.startsWith('fieldstream')), [], 'no staging folder left');
+    assert.equal(existsSync(dirname(t.certsDir)), false, 'nothing restored');
+  });
+
+  const strace = spawnSync('strace', ['-f', '-qq', '-e', 'trace=none', 'true']).status === 0;
+  it('restore writes each file durably: synced, renamed into place, its folder synced (seen with strace)', { skip: strace ? false : 'strace is not installed or may not trace' }, () => {
+    const t = target('durable');
+    const trace = join(work.dir, 'restore.strace');
+    const r = adminProcess(`strace -f -qq -e trace=openat,fsync,fdatasync,rename,renameat,renameat2 -o ${trace}`, ['restore', archive, ...pathArgs(t)]);
+    assert.equal(r.code, EXIT.ok, r.stderr);
+    // Which file each fsync was of: the path its descriptor was opened with.
+    const fds = new Map<string, string>();
+    const calls: Array<{ sync?: string; rename?: [string, string] }> = [];
+    for (const line of readFileSync(trace, 'utf8').split('\n')) {
+      const open = /^\d+\s+openat\(AT_FDCWD, "([^"]+)", .*\) = (\d+)$/.exec(line);
+      const sync = /^\d+\s+f(?:data)?sync\((\d+)\)\s+= 0$/.exec(line);
+      const rename = /^\d+\s+rename(?:at2?)?\((?:AT_FDCWD, )?"([^"]+)", (?:AT_FDCWD, )?"([^"]+)".*\) = 0$/.exec(line);
+      if (open) fds.set(open[2]!, open[1]!);
+      else if (sync) calls.push({ sync: fds.get(sync[1]!) ?? '?' });
+      else if (rename) calls.push({ rename: [rename[1]!, rename[2]!] });
+    }
+    for (const file of [join(t.certsDir, 'ca.crt'), join(t.certsDir, 'ca', 'ca.key'), t.commandState]) {
+      const at = calls.findIndex((c) => c.rename?.[1] === file);
+      assert.ok(at > 0, `${file} renamed into place: ${JSON.stringify(calls)}`);
+      const from = calls[at]!.rename![0];
+      assert.equal(calls.slice(0, at).reverse().find((c) => c.sync)?.sync, from, `${file}: written aside and synced before its rename`);
+      assert.equal(calls.slice(at).find((c) => c.sync)?.sync, dirname(file), `${file}: its folder synced after`);
+    }
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
@@ -11,6 +12,7 @@ import { ReplayWindows } from '../../internal-network/distributor/security/repla
 import { issueDeviceCertificate, isRevoked } from '../../pki/onboarding.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { createBackup } from '../../scripts/admin/backup.ts';
 import { ManifestSchema, type Manifest } from '../../scripts/admin/backup-manifest.ts';
 import { resolveAdminPaths, type AdminPaths } from '../../scripts/admin/paths.ts';
@@ -257,6 +259,77 @@ describe('backup and restore', () => {
       assert.equal(existsSync(dirname(target.certsDir)), false, `${name}: nothing was written`);
     }
     await assert.rejects(restoreBackup(cleanTarget(), write('v2.tar.gz', cases[5]![1])), /version 2/);
+  });
+
+  it('refuses a manifest that declares more than a backup holds (one file, all files), before reading any file', async () => {
+    const line = (path: string, size: number) => ({ root: 'certs', path, kind: 'service-certificates', size, mode: 0o644, sha256: 'a'.repeat(64) });
+    const big = LIMITS.backupArchiveMaxBytes;
+    const many = Array.from({ length: Math.floor(LIMITS.backupMaxBytes / big) + 1 }, (_, i) => line(`internal/s${i}.crt`, big));
+    for (const [i, files] of [[line('internal/s.crt', big + 1)], many].entries()) {
+      const file = join(work.dir, `too-large-${i}.tar.gz`);
+      writeFileSync(file, rawTarGz([{ path: 'manifest.json', data: JSON.stringify({ ...manifest, files }) }]));
+      await refusedWith('BACKUP_TOO_LARGE', restoreBackup(cleanTarget(), file));
+    }
+  });
+
+  it('--expect-sha256: unpacks the very bytes it hashed; the file replaced after the hash changes nothing', async () => {
+    // Another valid backup, with another command journal: what a swap between two reads would restore.
+    const forged: AdminPaths = { certsDir: join(work.dir, 'forged', 'certs'), stateDir: join(work.dir, 'forged', 'state'), commandState: join(work.dir, 'forged', 'commands.jsonl') };
+    mkdirSync(dirname(forged.commandState), { recursive: true });
+    writeFileSync(forged.commandState, '{"commandId":"forged"}\n');
+    const swapIn = join(work.dir, 'forged.tar.gz');
+    await createBackup(forged, swapIn);
+    const file = join(work.dir, 'swapped.tar.gz');
+    copyFileSync(archive, file);
+    const target = cleanTarget();
+    const r = await restoreBackup(target, file, { expectSha256: sha(readFileSync(archive)), afterRead: () => renameSync(swapIn, file) });
+    assert.notEqual(sha(readFileSync(file)), sha(readFileSync(archive)), 'the file was replaced meanwhile');
+    assert.equal(r.written.length, manifest.files.length);
+    assert.ok(readFileSync(target.commandState).equals(readFileSync(source.commandState)), 'the journal of the archive hashed');
+  });
+
+  it('a restore failing midway puts back every file it replaced, removes what it added, and finishes when run again', async () => {
+    const target = cleanTarget();
+    const top = dirname(target.certsDir);
+    mkdirSync(join(target.certsDir, 'internal'), { recursive: true });
+    mkdirSync(dirname(target.commandState), { recursive: true });
+    writeFileSync(join(target.certsDir, 'ca.crt'), 'the CA certificate before\n');
+    writeFileSync(target.commandState, 'the journal before\n');
+    // A file where the folder of the device keys goes: the write fails there (ENOTDIR), after the CA's files.
+    const obstacle = join(target.certsDir, 'internal', 'device-keys');
+    writeFileSync(obstacle, 'in the way');
+    const before = filesBelow(top).map((f) => [f, readFileSync(join(top, f), 'utf8')]);
+    await assert.rejects(restoreBackup(target, archive, { force: true }), (err) => {
+      assert.ok(isFieldStreamError(err, 'BACKUP_WRITE_FAILED'), String(err));
+      assert.match(err.message, /^The restore failed after [1-9]\d* of \d+ files: ENOTDIR.*; every file written was put back as it was\.$/);
+      return true;
+    });
+    assert.deepEqual(filesBelow(top).map((f) => [f, readFileSync(join(top, f), 'utf8')]), before, 'as it was: the same files, the same content, nothing left beside them');
+    assert.deepEqual(readdirSync(target.certsDir).sort(), ['ca.crt', 'internal'], 'the folders it made are gone');
+    rmSync(obstacle);
+    const r = await restoreBackup(target, archive, { force: true });
+    assert.equal(r.written.length, manifest.files.length);
+    assert.ok(readFileSync(target.commandState).equals(readFileSync(source.commandState)));
+    assert.deepEqual(filesBelow(top).filter((f) => f.includes('.tmp-')), []);
+  });
+
+  it('a restore killed midway is finished by running it again, which removes what the dead one left', async () => {
+    const target = cleanTarget();
+    await restoreBackup(target, archive);
+    // What a kill midway leaves: some files new, others old; beside them, under the id of a process
+    // now gone, the old content of a file it replaced and a file half written.
+    writeFileSync(target.commandState, 'the journal before\n');
+    const key = join(target.certsDir, 'ca', 'ca.key');
+    const dead = spawnSync('true').pid;
+    const left = [`${key}.tmp-restore-${dead}`, `${key}.tmp-${dead}`, `${target.commandState}.tmp-restore-${dead}`, `${key}.restore-${dead}`];
+    for (const f of left) writeFileSync(f, 'left by a restore killed midway', { mode: 0o600 });
+    const running = `${key}.tmp-restore-1`; // process 1 runs: not stale
+    writeFileSync(running, 'of a restore still running');
+    const again = await restoreBackup(target, archive, { force: true });
+    assert.deepEqual([again.written, again.unchanged.length], [[target.commandState], manifest.files.length - 1]);
+    assert.ok(readFileSync(target.commandState).equals(readFileSync(source.commandState)));
+    for (const f of left) assert.equal(existsSync(f), false, f);
+    assert.equal(existsSync(running), true);
   });
 
   it('does not overwrite an archive, finds nothing in empty folders, and names a missing archive', async () => {
