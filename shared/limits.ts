@@ -91,6 +91,11 @@ export const LIMITS = {
    * counts) and its segment framing are well under it, so a file that fits is not refused at its
    * record, after it is already in the outbox. */
   fileRecordRoomBytes: 4096,
+  /** files. Most files the folder input takes at once (copies across file systems, hashes): each is
+   * given its room within FIELD_QUEUE_MAX_BYTES before it is taken, and the rest wait for a later
+   * look, so a burst of files dropped in the folder neither races past the bound nor holds every
+   * libuv pool thread the queue's writes need. */
+  folderInputMaxFilesAtOnce: 2,
   /** percent. Share of FIELD_QUEUE_MAX_BYTES the field client keeps for setting refused messages
    * aside (FIELD_DATA_DIR/rejected.jsonl and rejected/, which count against the same cap): new data
    * may fill the queue only to the cap less this, or less what is set aside if that is more. So a
@@ -467,4 +472,18 @@ export const CONSOLE = {
   /** readings waiting to be scored for anomalies; past it readings are skipped and counted, never
    * slowing what feeds them */
   anomalyQueueMax: 200_000,
+  /** devices tracked that are not in the registry but sent data the distributor verified and stored
+   * (its registry saw the key before the console's did, or it stores unsigned data): their own
+   * bound, so that they can never take the room of registered devices (maxDevices) */
+  maxUnregisteredDevices: 10_000,
+  /** security reports of the DMZ's gateways (source=gateway, their word) kept fleet-wide (newest),
+   * apart from the distributor's own findings (fleetRing), which they can never push out */
+  gatewayReportsRing: 1000,
+  /** gateway security reports kept per device for its page (newest), apart from perDeviceRing: a
+   * report already counts many refusals, so fewer are kept */
+  perDeviceGatewayReports: 20,
+  /** entries (one per security event) of the log of changed security counts before it is
+   * compacted; it is compacted whenever it also holds more than twice the counts it covers, so it
+   * stays within this or twice the devices and reasons counted */
+  securityCountLogMin: 4_096,
 } as const;

@@ -56,7 +56,8 @@ export function consoleMetrics(
   collectedCounter(m, 'console_manage_auth_failures_total', 'Management API requests refused for their bearer token, by reason: missing, invalid, throttled (MANAGE_THROTTLED: refused unchecked).', ['reason'], () =>
     MANAGE_AUTH_FAILURE_REASONS.map((reason) => [{ reason }, stats.manageAuthFailures[reason]] as const),
   );
-  collectedCounter(m, 'console_untracked_devices_total', 'Devices not tracked because the console tracks as many as it may (CONSOLE.maxDevices).', [], () => fleet.untracked);
+  collectedCounter(m, 'console_untracked_devices_total', 'Devices not tracked because the console tracks as many as it may (CONSOLE.maxDevices registered, CONSOLE.maxUnregisteredDevices others).', [], () => fleet.untracked);
+  collectedCounter(m, 'console_unregistered_points_total', 'Presences and security events naming a device neither registered nor seen in verified data: no fleet row made for it.', [], () => fleet.unregistered);
   collectedCounter(m, 'console_readings_scored_total', 'Readings scored for anomalies.', [], () => runner?.scored ?? 0);
   collectedCounter(m, 'console_readings_skipped_total', 'Readings not scored because scoring was behind (CONSOLE.anomalyQueueMax).', [], () => runner?.skipped ?? 0);
   collectedCounter(m, 'console_anomalies_total', 'Anomalies found.', [], () => fleet.anomalies.seq);

@@ -249,11 +249,35 @@ describe('the operator console in a real browser', () => {
     allClean();
   });
 
+  it('a chart whose window holds a single reading draws it as a point', async () => {
+    const w = pages.operator;
+    // The fields m0..m9 of the test above: one reading each (held twice by the page, as its history
+    // bucket's mean and live, a fraction of a pixel apart): no line one could see.
+    const chart = sel('chart', { field: 'm0' });
+    await w.page.waitForSelector(`${chart} ${sel('chart-status')}`, { state: 'hidden' });
+    const drawn = await w.page.waitForFunction((chart) => {
+      for (const c of document.querySelectorAll<HTMLCanvasElement>(`${chart} canvas`)) {
+        const ctx = c.getContext('2d');
+        if (!ctx || c.width === 0 || c.height === 0) continue;
+        const px = ctx.getImageData(0, 0, c.width, c.height).data;
+        let mark = 0;
+        // The series' colour, #1f5fbf, give or take anti-aliasing: the point's mark (the legend's
+        // marker is an element, not on the canvas).
+        for (let i = 0; i < px.length; i += 4) if (px[i + 3]! > 128 && px[i + 2]! > 150 && px[i]! < 90 && px[i + 1]! > 60 && px[i + 1]! < 130) mark++;
+        if (mark >= 10) return mark;
+      }
+      return false;
+    }, chart);
+    assert.ok(((await drawn.jsonValue()) as number) >= 10, 'the lone reading is drawn');
+    allClean();
+  });
+
   it('shows a security event on the security page as it happens', async () => {
     const w = pages.admin;
     await w.page.click(sel('nav-security'));
     await w.page.waitForSelector(sel('page-security'));
-    const row = sel('security-row', { device: ROGUE, reason: 'SECURITY_UNSIGNED' });
+    // The distributor's own finding, in its own list (the gateways' reports are listed apart).
+    const row = `${sel('security-events')} ${sel('security-row', { device: ROGUE, reason: 'SECURITY_UNSIGNED', source: 'distributor' })}`;
     assert.equal(await w.page.locator(row).count(), 0, 'no event before it happens');
     await mark(w);
     const raw = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, ROGUE));

@@ -12,11 +12,15 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { CONSOLE } from '../../shared/limits.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 
-/** A fleet on a clock the test moves, recording every state change it reports. */
-function fleetAt(start = 1_000_000) {
+/**
+ * A fleet on a clock the test moves, recording every state change it reports, with `registered`
+ * in its registry (only registered devices, or those seen in verified data, get rows).
+ */
+function fleetAt(start = 1_000_000, registered: readonly string[] = ['pump-1', 'pump-2']) {
   let now = start;
   const changes: StateChange[] = [];
   const fleet = new Fleet({ staleAfterMs: 180_000, now: () => now, onStateChange: (c) => changes.push(c) });
+  for (const id of registered) fleet.register(id);
   return { fleet, changes, advance: (ms: number) => (now += ms), now: () => now };
 }
 
@@ -127,6 +131,7 @@ describe('the console fleet: online, stale, offline', () => {
     fleet.apply(status('pump-1', 'online', 3_000)); // the device connects again
     assert.equal(fleet.detail('pump-1')?.row.state, 'online', 'its genuine presence after counts');
     // Device ids that are names of Object's own properties count from 0.
+    for (const id of ['constructor', 'toString']) fleet.register(id);
     for (const id of ['constructor', 'toString']) fleet.apply({ measurement: 'security_events', tags: { device: id, reason: 'SECURITY_UNSIGNED' }, fields: { detail: 'x' }, time: 3_000 });
     assert.deepEqual({ ...fleet.securitySummary().byDevice }, { constructor: 1, toString: 1 });
     // Numeric fields: as many as a reading may hold.
@@ -174,7 +179,8 @@ describe('the console fleet: online, stale, offline', () => {
     const s = fleet.securitySummary();
     assert.equal(s.byReason.GATEWAY_RATE_LIMITED, 40);
     assert.equal(s.byDevice['pump-1'], 40);
-    assert.deepEqual(s.recent[0], { time: 1_000, device: 'pump-1', reason: 'GATEWAY_RATE_LIMITED', count: 40, source: 'gateway' });
+    assert.deepEqual(s.reported[0], { time: 1_000, device: 'pump-1', reason: 'GATEWAY_RATE_LIMITED', count: 40, source: 'gateway' });
+    assert.deepEqual(s.recent, [], "the distributor's own findings are kept apart");
   });
 
   it('the revoked list flags and unflags devices as it changes', () => {
@@ -205,7 +211,7 @@ describe('the console fleet: online, stale, offline', () => {
   it('keeps each ring bounded whatever arrives', () => {
     const { fleet } = fleetAt();
     for (let i = 0; i < CONSOLE.fleetRing + 500; i++) fleet.apply({ measurement: 'security_events', tags: { device: 'pump-1', reason: 'SECURITY_STALE' }, fields: {}, time: i });
-    assert.equal(fleet.security.since(0).length, CONSOLE.fleetRing);
+    assert.equal(fleet.security.own.since(0).length, CONSOLE.fleetRing);
     assert.equal(fleet.detail('pump-1')?.security.length, CONSOLE.perDeviceRing);
   });
 });

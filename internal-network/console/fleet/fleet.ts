@@ -1,7 +1,9 @@
 import type { Scalar } from '../../../shared/contract/primitives.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
+import { GatewayIndex } from './gateway-index.ts';
 import { Ring } from './ring.ts';
+import { newestFirst, SecurityLog } from './security-log.ts';
 import type { Anomaly, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
 
 interface Entry {
@@ -14,9 +16,14 @@ interface Entry {
   presenceAt: number;
   health: TimedFields | null;
   events: Ring<TimedFields>;
+  /** the distributor's own findings about the device */
   security: Ring<SecurityEvent>;
+  /** the gateways' reports about it (the DMZ's word), apart, so they cannot push out `security` */
+  reports: Ring<SecurityEvent>;
   anomalies: Ring<Anomaly>;
   numericFields: Set<string>;
+  /** in the device registry (or the revoked list); false: known only from data the distributor verified */
+  registered: boolean;
 }
 
 export interface FleetOptions {
@@ -30,18 +37,28 @@ export interface FleetOptions {
 /**
  * The fleet as the console sees it, built from the points the distributor stored (the stored
  * feed: only what it verified) and the device registry. All in memory and bounded (CONSOLE).
+ *
+ * Who gets a row: a registered device (its signing key in the registry, token devices included:
+ * `devices add --token` registers a signing key too; or on the revoked list), or one whose data
+ * (readings, health, events, files, command responses) the distributor stored, which it does only
+ * for messages that passed its checks. Not one merely named by a presence or a security event: those
+ * come from the DMZ's gateways, or name whatever device a forged message claimed, so junk ids would
+ * otherwise fill the fleet and push real devices out.
  */
 export class Fleet {
   private readonly devices = new Map<string, Entry>();
+  /** rows of devices not (yet) in the registry, bounded on their own (CONSOLE.maxUnregisteredDevices) */
+  private unregisteredRows = 0;
   private version = 0;
-  readonly security = new Ring<SecurityEvent>(CONSOLE.fleetRing);
+  /** security events: the distributor's findings and the gateways' reports apart, counted */
+  readonly security = new SecurityLog();
   readonly anomalies = new Ring<Anomaly>(CONSOLE.fleetRing);
-  // Without a prototype: a device id such as `constructor` or `toString` is a valid one, and would
-  // otherwise start from the inherited function.
-  private readonly byReason: Record<string, number> = Object.create(null) as Record<string, number>;
-  private readonly byDevice: Record<string, number> = Object.create(null) as Record<string, number>;
-  /** devices past CONSOLE.maxDevices, not tracked */
+  /** the devices each gateway holds connected: a gateway's presence looks at those only */
+  readonly gateways = new GatewayIndex<Entry>();
+  /** devices not tracked: past CONSOLE.maxDevices (registered) or CONSOLE.maxUnregisteredDevices (the others) */
   untracked = 0;
+  /** presences and security events naming a device with no row (neither registered nor seen in verified data): no row made */
+  unregistered = 0;
   private readonly now: () => number;
 
   constructor(private readonly o: FleetOptions) {
@@ -50,7 +67,7 @@ export class Fleet {
 
   /** A device known to the internal network (its signing key is registered), heard of or not. */
   register(id: string): void {
-    this.entry(id);
+    this.entry(id, true);
   }
 
   /** The revoked list, as a whole: devices on it are flagged, the others no longer. */
@@ -59,8 +76,9 @@ export class Fleet {
       const flag = revoked.has(id);
       if (e.row.revoked !== flag) this.change(e, () => (e.row.revoked = flag));
     }
+    // The revoked list is the internal network's own file (not the DMZ's word): its devices get rows.
     for (const id of revoked) {
-      const e = this.entry(id);
+      const e = this.entry(id, true);
       if (e && !e.row.revoked) this.change(e, () => (e.row.revoked = true));
     }
   }
@@ -139,18 +157,21 @@ export class Fleet {
       latest: e.row.lastReading,
       health: e.health,
       events: e.events.newest(CONSOLE.perDeviceRing),
-      security: e.security.newest(CONSOLE.perDeviceRing),
+      // Both sources, newest first, each event marked by its source: the gateways' reports kept
+      // apart (their own ring) cannot push out the distributor's findings.
+      security: newestFirst(e.security.newest(CONSOLE.perDeviceRing), e.reports.newest(CONSOLE.perDeviceGatewayReports)),
       anomalies: e.anomalies.newest(CONSOLE.perDeviceRing),
       numericFields: [...e.numericFields].sort(),
     };
   }
 
   securitySummary(): SecuritySummary {
-    return { recent: this.security.newest(CONSOLE.snapshotRecent), byReason: { ...this.byReason }, byDevice: { ...this.byDevice } };
+    return this.security.summary();
   }
 
+  /** A presence comes from the DMZ's gateway: it updates a device that has a row, and makes none. */
   private presence(device: string, p: StoredPoint): void {
-    const e = this.entry(device);
+    const e = this.known(device);
     if (!e || p.time < e.presenceAt) return; // an older presence arriving late changes nothing
     const state = p.fields.state;
     if (state !== 'online' && state !== 'offline') return;
@@ -164,6 +185,7 @@ export class Fleet {
       if (typeof cert === 'number') e.row.certDaysLeft = cert;
       e.row.gateway = p.tags.gateway ?? e.row.gateway;
     });
+    this.reindex(e);
     if (state === 'online') e.heardAt = this.now();
     this.setState(e, state, p.time);
     if (state === 'online') this.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, this.now())));
@@ -184,11 +206,11 @@ export class Fleet {
     // outrank every presence of its devices after it.
     const before = p.fields.state === 'offline' ? p.time : p.fields.state === 'online' && typeof since === 'number' ? Math.min(since, p.time) : undefined;
     if (before === undefined) return;
-    for (const e of this.devices.values()) {
-      if (e.row.gateway !== gateway || (e.row.state !== 'online' && e.row.state !== 'stale') || e.presenceAt > before) continue;
+    // Only the devices this gateway holds connected (the index), not the whole fleet.
+    this.gateways.takeOlder(gateway, before, (e) => {
       e.presenceAt = before;
       this.setState(e, 'offline', p.time);
-    }
+    });
   }
 
   private reading(device: string, p: StoredPoint): void {
@@ -215,18 +237,21 @@ export class Fleet {
     // A gateway's report counts several refusals in one point; the distributor's own is one each.
     const count = typeof p.fields.count === 'number' && p.fields.count >= 1 ? p.fields.count : 1;
     const ev: SecurityEvent = { time: p.time, device, reason, ...(count > 1 ? { count } : {}), ...(p.tags.source === 'gateway' ? { source: 'gateway' as const } : {}) };
-    this.security.push(ev);
-    this.byReason[reason] = (this.byReason[reason] ?? 0) + count;
-    // A refused message is not a sign of life (it may be a forgery), only a mark on the device.
-    const e = this.entry(device);
-    if (!e) return;
-    this.byDevice[device] = (this.byDevice[device] ?? 0) + count;
-    this.change(e, () => e.security.push(ev));
+    // A refused message is not a sign of life (it may be a forgery), only a mark on the device, if
+    // it has a row: the id it names may be anything a forger chose, and makes none. Shown fleet-wide
+    // all the same (what was refused, and why, is the distributor's finding).
+    const e = this.known(device);
+    this.security.add(ev, e !== undefined);
+    if (e) this.change(e, () => (ev.source === 'gateway' ? e.reports : e.security).push(ev));
   }
 
-  /** Data or health from the device: it is alive; a stale or never-seen device is online again. */
+  /**
+   * Data or health from the device: it is alive; a stale or never-seen device is online again. The
+   * distributor stores these only for messages that passed its checks (the device's signature
+   * against its registered key), so the device is real: it gets a row if it has none yet.
+   */
   private heard(device: string): Entry | undefined {
-    const e = this.entry(device);
+    const e = this.entry(device, false);
     if (!e) return undefined;
     const now = this.now();
     e.heardAt = now;
@@ -242,7 +267,14 @@ export class Fleet {
       e.row.state = state;
       e.row.since = time;
     });
+    this.reindex(e);
     this.o.onStateChange?.({ device: e.row.id, state, previous, time });
+  }
+
+  /** Keeps the gateway index right after a change of the row's state or gateway. */
+  private reindex(e: Entry): void {
+    const connected = e.row.state === 'online' || e.row.state === 'stale';
+    this.gateways.place(e, connected ? e.row.gateway : null);
   }
 
   private change(e: Entry, apply: () => void): void {
@@ -250,13 +282,34 @@ export class Fleet {
     e.version = ++this.version;
   }
 
-  private entry(id: string): Entry | undefined {
+  /** The row of a device that has one; a point naming any other is counted, and makes none. */
+  private known(id: string): Entry | undefined {
+    const e = this.devices.get(id);
+    if (!e) this.unregistered++;
+    return e;
+  }
+
+  /**
+   * The row of a device, made if need be: `registered` (the registry, the revoked list) or known
+   * from verified data. Each kind has its own bound, so devices outside the registry can never take
+   * the room of registered ones; a row of the second kind becomes registered when the registry lists
+   * it (so the rows stay within CONSOLE.maxDevices + CONSOLE.maxUnregisteredDevices).
+   */
+  private entry(id: string, registered: boolean): Entry | undefined {
     const found = this.devices.get(id);
-    if (found) return found;
-    if (this.devices.size >= CONSOLE.maxDevices) {
+    if (found) {
+      if (registered && !found.registered) {
+        found.registered = true;
+        this.unregisteredRows--;
+      }
+      return found;
+    }
+    const full = registered ? this.devices.size - this.unregisteredRows >= CONSOLE.maxDevices : this.unregisteredRows >= CONSOLE.maxUnregisteredDevices;
+    if (full) {
       this.untracked++;
       return undefined;
     }
+    if (!registered) this.unregisteredRows++;
     const e: Entry = {
       row: { id, state: 'unknown', since: null, lastSeen: null, lastReading: null, backlog: null, certDaysLeft: null, revoked: false, gateway: null },
       version: ++this.version,
@@ -265,8 +318,10 @@ export class Fleet {
       health: null,
       events: new Ring(CONSOLE.perDeviceRing),
       security: new Ring(CONSOLE.perDeviceRing),
+      reports: new Ring(CONSOLE.perDeviceGatewayReports),
       anomalies: new Ring(CONSOLE.perDeviceRing),
       numericFields: new Set(),
+      registered,
     };
     this.devices.set(id, e);
     return e;

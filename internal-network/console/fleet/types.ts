@@ -44,8 +44,24 @@ export interface SecurityEvent {
   source?: 'gateway';
 }
 
+/** The whole picture of the fleet's security events (a live stream's snapshot). */
 export interface SecuritySummary {
+  /** the distributor's own findings, newest first */
   recent: SecurityEvent[];
+  /** the gateways' reports (source: 'gateway'), newest first: kept apart, so they cannot push out `recent` */
+  reported: SecurityEvent[];
+  /** events (refusals) per reason and per tracked device, both sources together */
+  byReason: Record<string, number>;
+  byDevice: Record<string, number>;
+}
+
+/**
+ * What changed since a live stream's last look (its `security` event): the new events of both
+ * sources, newest first, and only the counts that changed, each as its new total (a browser sets
+ * them over what it holds).
+ */
+export interface SecurityUpdate {
+  events: SecurityEvent[];
   byReason: Record<string, number>;
   byDevice: Record<string, number>;
 }

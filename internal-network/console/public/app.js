@@ -20,9 +20,10 @@
 //   command-status, command-error, command-name-error, command-params-error, command-ttl-error
 //   command-readonly         shown instead of the form to a viewer
 //   command-list; command-row with data-command-id and data-state; command-state its badge
-//   device-events / device-event-row, device-security / device-security-row (data-reason),
-//   device-anomalies / device-anomaly-row
-//   security-events; security-row (data-device, data-reason); security-by-reason /
+//   device-events / device-event-row, device-security / device-security-row (data-reason,
+//   data-source = distributor|gateway), device-anomalies / device-anomaly-row
+//   security-events (the distributor's findings), security-reports (the gateways' reports);
+//   security-row (data-device, data-reason, data-source) in both; security-by-reason /
 //   security-reason-row (data-reason); security-by-device / security-device-row; security-total
 //   pipeline-metric (data-metric = readingsPerSecond|writeFailures|deadLetters|feedDropped),
 //   pipeline-services / pipeline-service-row (data-name), pipeline-brokers / pipeline-broker-row

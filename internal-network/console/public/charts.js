@@ -31,6 +31,56 @@ const BUSY_WAIT_MS = 1000;
 
 const isPoint = (p) => Array.isArray(p) && p.length >= 2 && Number.isFinite(p[0]) && Number.isFinite(p[1]);
 
+const STROKE = '#1f5fbf';
+/** Diameter (CSS pixels) of the mark drawn for a reading with no visible line. */
+const LONE_POINT_SIZE = 7;
+/** CSS pixels: a run of points spanning less than this, across and up, draws no line one can see. */
+const LINE_MIN_PX = 2;
+
+/**
+ * uPlot's points filter: a mark for each run of points in view that draws no visible line (a single
+ * reading; or a reading seen twice, as the mean of its history bucket and live, a fraction of a
+ * pixel apart; or readings between gaps). The series draws no points otherwise (a line of hundreds
+ * of dots would hide its shape), and one point, or a line shorter than a pixel, showed nothing at
+ * all. One mark per run (at its first point); none for a run that draws a line.
+ */
+export function lonePoints(u, seriesIdx) {
+  const xs = u.data[0];
+  const ys = u.data[seriesIdx];
+  const yScale = u.series[seriesIdx].scale ?? 'y';
+  const [i0, i1] = u.series[0].idxs ?? [0, xs.length - 1];
+  const lone = [];
+  let first = -1;
+  let x0 = 0;
+  let x1 = 0;
+  let y0 = 0;
+  let y1 = 0;
+  const endRun = () => {
+    if (first >= 0 && x1 - x0 < LINE_MIN_PX && y1 - y0 < LINE_MIN_PX) lone.push(first);
+    first = -1;
+  };
+  for (let i = i0; i <= i1; i++) {
+    if (ys[i] == null) {
+      endRun();
+      continue;
+    }
+    const x = u.valToPos(xs[i], 'x');
+    const y = u.valToPos(ys[i], yScale);
+    if (first < 0) {
+      first = i;
+      x0 = x1 = x;
+      y0 = y1 = y;
+    } else {
+      x0 = Math.min(x0, x);
+      x1 = Math.max(x1, x);
+      y0 = Math.min(y0, y);
+      y1 = Math.max(y1, y);
+    }
+  }
+  endRun();
+  return lone.length > 0 ? lone : null;
+}
+
 export class DeviceCharts {
   /** @param {string} deviceId @param {HTMLElement} container */
   constructor(deviceId, container) {
@@ -175,7 +225,13 @@ export class DeviceCharts {
       axes: [{}, { size: 64, values: (u, ticks) => ticks.map((t) => number(t)) }],
       series: [
         { value: (u, v) => (v == null ? '—' : dateTime(v)) },
-        { label: chart.field, stroke: '#1f5fbf', width: 1.5, points: { show: false }, value: (u, v) => (v == null ? '—' : number(v)) },
+        {
+          label: chart.field,
+          stroke: STROKE,
+          width: 1.5,
+          points: { show: false, filter: lonePoints, size: LONE_POINT_SIZE, fill: STROKE },
+          value: (u, v) => (v == null ? '—' : number(v)),
+        },
       ],
     };
     chart.plot = new uPlot(opts, data, chart.plotBox);

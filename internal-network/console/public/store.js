@@ -4,6 +4,14 @@
 
 /** Most anomalies kept for the anomalies page (newest first). */
 const MAX_ANOMALIES = 500;
+/** Most security events kept of each source (the server's snapshot sends 200 of each). */
+const MAX_SECURITY = 200;
+
+/** A copy of counts without a prototype (a device may be called `__proto__`), numbers only. */
+function counts(from, into = Object.create(null)) {
+  if (from && typeof from === 'object') for (const [k, n] of Object.entries(from)) if (typeof n === 'number') into[k] = n;
+  return into;
+}
 
 export const TOPICS = ['devices', 'security', 'pipeline', 'anomalies', 'detail'];
 
@@ -13,7 +21,9 @@ export class Store {
     this.devices = new Map();
     /** Incremented on every device change, so a page can tell whether its sorted copy is stale. */
     this.devicesVersion = 0;
-    this.security = { recent: [], byReason: {}, byDevice: {} };
+    // recent: the distributor's own findings; reported: the gateways' reports (the DMZ's word),
+    // kept apart so a flood of reports cannot push the findings out here either.
+    this.security = { recent: [], reported: [], byReason: Object.create(null), byDevice: Object.create(null) };
     this.pipeline = null;
     this.anomalies = [];
     /** DeviceDetail of the followed device, or null. */
@@ -59,7 +69,7 @@ export class Store {
         this.putRows(data.rows);
         break;
       case 'security':
-        this.setSecurity(data.summary);
+        this.addSecurity(data);
         break;
       case 'pipeline':
         this.setPipeline(data);
@@ -91,13 +101,31 @@ export class Store {
     }
   }
 
+  /** The whole picture (a snapshot). */
   setSecurity(summary) {
     if (!summary || typeof summary !== 'object') return;
     this.security = {
       recent: Array.isArray(summary.recent) ? summary.recent : [],
-      byReason: summary.byReason && typeof summary.byReason === 'object' ? summary.byReason : {},
-      byDevice: summary.byDevice && typeof summary.byDevice === 'object' ? summary.byDevice : {},
+      reported: Array.isArray(summary.reported) ? summary.reported : [],
+      byReason: counts(summary.byReason),
+      byDevice: counts(summary.byDevice),
     };
+    this.changed('security');
+  }
+
+  /**
+   * What changed since the last look (a `security` event): the new events, newest first, each to
+   * the list of its source, and the counts that changed, each its new total, set over ours.
+   */
+  addSecurity(update) {
+    const fresh = Array.isArray(update.events) ? update.events.filter((e) => e && typeof e === 'object') : [];
+    const s = this.security;
+    const own = fresh.filter((e) => e.source !== 'gateway');
+    const reported = fresh.filter((e) => e.source === 'gateway');
+    if (own.length > 0) s.recent = own.concat(s.recent).slice(0, MAX_SECURITY);
+    if (reported.length > 0) s.reported = reported.concat(s.reported).slice(0, MAX_SECURITY);
+    counts(update.byReason, s.byReason);
+    counts(update.byDevice, s.byDevice);
     this.changed('security');
   }
 

@@ -3,6 +3,7 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { Fleet } from '../fleet/fleet.ts';
+import type { SecurityCursor } from '../fleet/security-log.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
 
 /** What a device page is sent (docs/console.md): the fleet's view of it and its commands. */
@@ -29,7 +30,7 @@ interface Stream {
   owner: StreamOwner;
   /** the fleet version, security and anomaly sequence numbers this browser has seen */
   version: number;
-  securitySeq: number;
+  security: SecurityCursor;
   anomalySeq: number;
   device: { id: string; token: string; sent: string } | undefined;
   busy: boolean;
@@ -82,7 +83,7 @@ export class LiveHub {
       // A buffering proxy would hold the updates back.
       'x-accel-buffering': 'no',
     });
-    const stream: Stream = { res, owner, version: fleet.currentVersion, securitySeq: fleet.security.seq, anomalySeq: fleet.anomalies.seq, device: undefined, busy: false };
+    const stream: Stream = { res, owner, version: fleet.currentVersion, security: fleet.security.cursor(), anomalySeq: fleet.anomalies.seq, device: undefined, busy: false };
     this.send(stream, 'snapshot', {
       devices: fleet.rows(),
       security: fleet.securitySummary(),
@@ -126,9 +127,11 @@ export class LiveHub {
       const changed = fleet.changedSince(stream.version);
       stream.version = changed.version;
       if (changed.rows.length > 0) this.send(stream, 'devices', { rows: changed.rows });
-      const security = fleet.security.since(stream.securitySeq);
-      stream.securitySeq = fleet.security.seq;
-      if (security.length > 0) this.send(stream, 'security', { events: security.reverse(), summary: fleet.securitySummary() });
+      // The new events of both sources and only the counts that changed: every device's count again
+      // at every update was the whole fleet's worth to every browser each second under attack.
+      const security = fleet.security.since(stream.security);
+      stream.security = fleet.security.cursor();
+      if (security) this.send(stream, 'security', security);
       const anomalies = fleet.anomalies.since(stream.anomalySeq);
       stream.anomalySeq = fleet.anomalies.seq;
       if (anomalies.length > 0) this.send(stream, 'anomalies', { anomalies: anomalies.reverse() });

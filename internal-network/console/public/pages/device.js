@@ -146,8 +146,11 @@ export function mountDevice(root, { store, id, canCommand }) {
     renderCommands();
     events.fill(Array.isArray(d.events) ? d.events : [], (e) =>
       h('tr', { testid: 'device-event-row' }, h('td', null, time(e.time)), h('td', { class: 'mono' }, eventText(e.fields))), 'No events.');
-    security.fill(Array.isArray(d.security) ? d.security : [], (e) =>
-      h('tr', { testid: 'device-security-row', data: { reason: String(e.reason) } }, h('td', null, time(e.time)), h('td', { class: 'mono' }, value(e.reason))), 'No security events.');
+    // The distributor's findings and the gateways' reports together, newest first, each marked.
+    security.fill(Array.isArray(d.security) ? d.security.filter((e) => e && typeof e === 'object') : [], (e) =>
+      h('tr', { testid: 'device-security-row', data: { reason: String(e.reason), source: e.source === 'gateway' ? 'gateway' : 'distributor' } },
+        h('td', null, time(e.time)),
+        h('td', null, h('span', { class: 'mono' }, value(e.reason)), securityNote(e))), 'No security events.');
     anomalies.fill(Array.isArray(d.anomalies) ? d.anomalies : [], (a) =>
       h('tr', { testid: 'device-anomaly-row' },
         h('td', null, time(a.time)),
@@ -186,6 +189,14 @@ export function mountDevice(root, { store, id, canCommand }) {
       charts.destroy();
     },
   };
+}
+
+/** A gateway's report is its word, and counts several refusals: both said beside the reason. */
+function securityNote(e) {
+  const parts = [];
+  if (typeof e.count === 'number' && e.count > 1) parts.push(`×${number(e.count)}`);
+  if (e.source === 'gateway') parts.push('reported by the gateway');
+  return parts.length > 0 ? h('span', { class: 'muted', testid: 'device-security-report' }, ` ${parts.join(', ')}`) : null;
 }
 
 /** An event's fields as "name: value" pairs. */

@@ -1,5 +1,7 @@
 // Security: the latest security events (newest first) and counts per reason and per device, as the
 // server's summary has them; redrawn at most once per frame when a `security` event arrives.
+// The distributor's own findings and the gateways' reports (the DMZ's word) are listed apart: a
+// flood of reports, forged or not, cannot push a finding out of view.
 
 import { h, setText, routeLink } from '../dom.js';
 import { dateTime, timeOfDay, value, number } from '../format.js';
@@ -39,7 +41,8 @@ const sortedCounts = (counts) =>
     .sort(([ka, a], [kb, b]) => b - a || ka.localeCompare(kb));
 
 export function mountSecurity(root, { store }) {
-  const events = dataTable({ caption: 'Security events, newest first', headings: ['Time', 'Device', 'Reason'], testid: 'security-events' });
+  const events = dataTable({ caption: 'Security events found by the distributor, newest first', headings: ['Time', 'Device', 'Reason'], testid: 'security-events' });
+  const reports = dataTable({ caption: 'Refusals reported by the gateways, newest first', headings: ['Time', 'Device', 'Reason'], testid: 'security-reports' });
   const byReason = dataTable({ caption: 'Events per reason', headings: ['Reason', 'Events'], testid: 'security-by-reason' });
   const byDevice = dataTable({ caption: 'Events per device', headings: ['Device', 'Events'], testid: 'security-by-device' });
   const total = h('span', { class: 'muted', testid: 'security-total' });
@@ -47,20 +50,24 @@ export function mountSecurity(root, { store }) {
   root.append(
     h('div', { class: 'page-head' }, h('h2', { tabindex: -1 }, 'Security'), total),
     h('div', { class: 'grid-main-side' },
-      section('security-recent', 'Latest events', events.el),
+      h('div', null,
+        section('security-recent', 'Found by the distributor', events.el),
+        section('security-reported', 'Reported by the gateways (the DMZ\'s word)', reports.el)),
       h('div', null,
         section('security-reasons', 'Per reason', byReason.el),
         section('security-devices', 'Per device', byDevice.el))),
   );
 
+  const eventRow = (e) =>
+    h('tr', { testid: 'security-row', data: { device: String(e.device), reason: String(e.reason), source: e.source === 'gateway' ? 'gateway' : 'distributor' } },
+      h('td', null, h('time', { title: dateTime(e.time) }, timeOfDay(e.time))),
+      h('td', null, typeof e.device === 'string' ? routeLink(['device', e.device], e.device) : value(e.device)),
+      h('td', null, h('span', { class: 'mono' }, value(e.reason)), reasonText(e.reason), reportText(e)));
+
   function render() {
     const s = store.security;
-    events.fill(s.recent.filter((e) => e && typeof e === 'object'), (e) =>
-      h('tr', { testid: 'security-row', data: { device: String(e.device), reason: String(e.reason) } },
-        h('td', null, h('time', { title: dateTime(e.time) }, timeOfDay(e.time))),
-        h('td', null, typeof e.device === 'string' ? routeLink(['device', e.device], e.device) : value(e.device)),
-        h('td', null, h('span', { class: 'mono' }, value(e.reason)), reasonText(e.reason), reportText(e))),
-      'No security events.');
+    events.fill(s.recent.filter((e) => e && typeof e === 'object'), eventRow, 'No security events.');
+    reports.fill(s.reported.filter((e) => e && typeof e === 'object'), eventRow, 'No gateway reports.');
     const reasons = sortedCounts(s.byReason);
     byReason.fill(reasons, ([reason, n]) =>
       h('tr', { testid: 'security-reason-row', data: { reason } },

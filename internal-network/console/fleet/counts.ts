@@ -1,0 +1,83 @@
+import { CONSOLE } from '../../../shared/limits.ts';
+
+/**
+ * Counts per key (security events per device, per reason) that can tell which keys changed after a
+ * sequence number, so a live stream is sent only those (web/live.ts), not every count again: with
+ * 100,000 devices, every count at every update of every browser was megabytes a second.
+ *
+ * A log of (key, sequence number) in order, one entry per change; compacted to the last change of
+ * each key when it holds more than twice as many entries as keys (and CONSOLE.securityCountLogMin),
+ * so it stays bounded by the keys counted, which the caller bounds (the devices it tracks, the
+ * reasons there are).
+ */
+export class ChangeCounts {
+  // A Map: a key such as `constructor` or `__proto__` is a device id like any other.
+  private readonly counts = new Map<string, number>();
+  private keys: string[] = [];
+  private seqs: number[] = [];
+  /** sequence number of the last change (0: none yet) */
+  seq = 0;
+
+  add(key: string, n: number): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + n);
+    this.keys.push(key);
+    this.seqs.push(++this.seq);
+    if (this.keys.length > Math.max(CONSOLE.securityCountLogMin, 2 * this.counts.size)) this.compact();
+  }
+
+  get(key: string): number | undefined {
+    return this.counts.get(key);
+  }
+
+  get size(): number {
+    return this.counts.size;
+  }
+
+  /** Every count (own properties only, whatever the keys are called). */
+  all(): Record<string, number> {
+    return Object.fromEntries(this.counts);
+  }
+
+  /** The counts (their totals) of the keys changed after sequence number `seq`. */
+  changedSince(seq: number): Record<string, number> {
+    const out = new Map<string, number>();
+    for (let i = this.firstAfter(seq); i < this.keys.length; i++) {
+      const key = this.keys[i] as string;
+      if (!out.has(key)) out.set(key, this.counts.get(key) ?? 0);
+    }
+    return Object.fromEntries(out);
+  }
+
+  /** The log's length (for tests: it stays bounded). */
+  get logLength(): number {
+    return this.keys.length;
+  }
+
+  /** Index of the first entry after `seq` (the log is in sequence order). */
+  private firstAfter(seq: number): number {
+    let lo = 0;
+    let hi = this.seqs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.seqs[mid] as number) <= seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Keeps only the last change of each key, in order: what changedSince needs, whatever `seq`. */
+  private compact(): void {
+    const seen = new Set<string>();
+    const keys: string[] = [];
+    const seqs: number[] = [];
+    for (let i = this.keys.length - 1; i >= 0; i--) {
+      const key = this.keys[i] as string;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      keys.push(key);
+      seqs.push(this.seqs[i] as number);
+    }
+    this.keys = keys.reverse();
+    this.seqs = seqs.reverse();
+  }
+}

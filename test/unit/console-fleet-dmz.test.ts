@@ -1,0 +1,261 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, describe, it, mock } from 'node:test';
+import { ChangeCounts } from '../../internal-network/console/fleet/counts.ts';
+import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
+import type { SecurityEvent } from '../../internal-network/console/fleet/types.ts';
+import type { PipelineView } from '../../internal-network/console/pipeline/pipeline-view.ts';
+import { LiveHub } from '../../internal-network/console/web/live.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { issueDeviceToken } from '../../pki/device-tokens.ts';
+import { pkiPaths } from '../../pki/layout.ts';
+import { CONSOLE } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+
+/**
+ * The console's fleet against a compromised DMZ (docs/console.md, "Where its data comes from"):
+ * what its gateways report (security reports, device and gateway presences) may be forged, even
+ * when well-formed. Forged reports cannot push the distributor's own findings out of view; ids they
+ * name get no fleet row; a gateway's presence looks only at the devices it holds; a live stream is
+ * sent only the security counts that changed.
+ */
+
+const fleetOf = (registered: Iterable<string>) => {
+  const fleet = new Fleet({ staleAfterMs: 180_000, now: () => 1_000_000 });
+  for (const id of registered) fleet.register(id);
+  return fleet;
+};
+const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+
+/** A finding of the distributor's own (a signature that failed): one refusal. */
+const finding = (device: string, time: number): StoredPoint => ({ measurement: 'security_events', tags: { device, reason: 'SECURITY_BAD_SIGNATURE' }, fields: { message_id: `m${time}` }, time });
+/** A gateway's report (the DMZ's word): refusals counted. */
+const report = (device: string, time: number, count = 5): StoredPoint => ({
+  measurement: 'security_events',
+  tags: { device, reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' },
+  fields: { count, gateway: 'gw-1' },
+  time,
+});
+const presence = (device: string, state: 'online' | 'offline', time: number, gateway = 'gw-1'): StoredPoint => ({ measurement: 'device_status', tags: { device, gateway }, fields: { state }, time });
+const gatewayGone = (gateway: string, time: number): StoredPoint => ({ measurement: 'gateway_status', tags: { gateway }, fields: { state: 'offline', since: 0 }, time });
+const reading = (device: string, time: number): StoredPoint => ({ measurement: 'readings', tags: { device }, fields: { v: 1 }, time });
+
+describe("the console's fleet against a compromised DMZ", () => {
+  it("a flood of forged gateway reports cannot push the distributor's own findings out of view", () => {
+    const fleet = fleetOf(['pump-1', 'pump-2']);
+    for (let t = 1; t <= 3; t++) fleet.apply(finding('pump-1', t));
+    // Far more than any ring holds, about the same device and others.
+    for (let t = 10; t < 10 + 5 * CONSOLE.fleetRing; t++) fleet.apply(report(t % 2 === 0 ? 'pump-1' : 'pump-2', t));
+
+    const own = (list: SecurityEvent[]) => list.filter((e) => e.reason === 'SECURITY_BAD_SIGNATURE').map((e) => e.time);
+    const summary = fleet.securitySummary();
+    assert.deepEqual(own(summary.recent), [3, 2, 1], "the snapshot's findings: all three, newest first");
+    const page = fleet.detail('pump-1')?.security ?? [];
+    assert.deepEqual(own(page), [3, 2, 1], "the device page's findings: all three");
+    // Both are still shown, the reports marked as the gateway's, and memory stays bounded.
+    assert.ok(page.some((e) => e.source === 'gateway' && e.count === 5), 'the reports are on the page too, marked');
+    assert.ok(page.every((e) => (e.reason === 'GATEWAY_RATE_LIMITED') === (e.source === 'gateway')));
+    assert.equal(page.filter((e) => e.source === 'gateway').length, CONSOLE.perDeviceGatewayReports);
+    assert.equal(summary.reported.length, CONSOLE.snapshotRecent);
+    assert.ok(summary.reported.every((e) => e.source === 'gateway'));
+    assert.equal(fleet.security.reported.since(0).length, CONSOLE.gatewayReportsRing);
+    // Counted all the same, both sources together.
+    assert.equal(summary.byReason.SECURITY_BAD_SIGNATURE, 3);
+    assert.equal(summary.byReason.GATEWAY_RATE_LIMITED, 5 * 5 * CONSOLE.fleetRing);
+  });
+
+  it('ids named only by presences and security events get no row; 100,000 of them cannot block a registered device', () => {
+    const fleet = fleetOf(['pump-1']);
+    const junk = ids('junk', CONSOLE.maxDevices);
+    for (const id of junk) fleet.apply(presence(id, 'online', 1_000));
+    for (const id of junk.slice(0, 1000)) fleet.apply(report(id, 2_000));
+    for (const id of junk.slice(0, 1000)) fleet.apply(finding(id, 3_000)); // a forged message naming it, refused
+    assert.equal(fleet.size, 1, 'only the registered device');
+    assert.equal(fleet.detail('junk-0'), undefined);
+    assert.equal(fleet.unregistered, CONSOLE.maxDevices + 2000, 'counted');
+    assert.equal(fleet.untracked, 0);
+    // Still shown fleet-wide (what was refused is a finding), but counted per device only for rows.
+    assert.equal(fleet.securitySummary().byReason.SECURITY_BAD_SIGNATURE, 1000);
+    assert.deepEqual(fleet.securitySummary().byDevice, {});
+
+    // A device registered afterwards gets its row, and its presences count.
+    fleet.register('pump-2');
+    assert.equal(fleet.detail('pump-2')?.row.state, 'unknown');
+    fleet.apply(presence('pump-2', 'online', 4_000));
+    assert.equal(fleet.detail('pump-2')?.row.state, 'online');
+    assert.equal(fleet.untracked, 0);
+  });
+
+  it('data the distributor verified gives a row; such rows have a bound of their own, registered devices still get theirs', () => {
+    const fleet = fleetOf([]);
+    fleet.apply(reading('new-1', 1_000));
+    assert.equal(fleet.detail('new-1')?.row.state, 'online', 'proven by a verified point');
+    // Unsigned data stored by a distributor that accepts it (DISTRIBUTOR_REQUIRE_SIGNATURES=false) proves nothing of an id.
+    for (const id of ids('unsigned', CONSOLE.maxDevices)) fleet.apply(reading(id, 2_000));
+    assert.equal(fleet.size, CONSOLE.maxUnregisteredDevices);
+    assert.equal(fleet.untracked, CONSOLE.maxDevices + 1 - CONSOLE.maxUnregisteredDevices);
+    fleet.register('pump-1');
+    assert.ok(fleet.detail('pump-1'), 'a registered device is never kept out by them');
+    // A proven device the registry lists later is a registered one: it leaves room for another.
+    fleet.register('new-1');
+    fleet.apply(reading('unsigned-late', 3_000));
+    assert.ok(fleet.detail('unsigned-late'));
+  });
+
+  it('a token device is registered too (its signing key is in the registry): it gets a row', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'console-token-device-'));
+    try {
+      await issueDeviceToken(root, 'plc-3');
+      const registry = new DeviceKeyRegistry(dirname(pkiPaths(root).deviceKeyRegistry('plc-3')));
+      assert.deepEqual(registry.registered(), ['plc-3']);
+      const fleet = fleetOf(registry.registered());
+      fleet.apply(presence('plc-3', 'online', 1_000));
+      assert.equal(fleet.detail('plc-3')?.row.state, 'online');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("a gateway's presence takes its own connected devices offline and looks at no other", () => {
+    const gw1 = ids('a', 10);
+    const gw2 = ids('b', 5000);
+    const fleet = fleetOf([...gw1, ...gw2, 'moved', 'left']);
+    for (const id of gw1) fleet.apply(presence(id, 'online', 1_000, 'gw-1'));
+    for (const id of gw2) fleet.apply(presence(id, 'online', 1_000, 'gw-2'));
+    fleet.apply(presence('moved', 'online', 1_000, 'gw-1'));
+    fleet.apply(presence('moved', 'online', 1_100, 'gw-2')); // now held by gw-2
+    fleet.apply(presence('left', 'online', 1_000, 'gw-1'));
+    fleet.apply(presence('left', 'offline', 1_200, 'gw-1'));
+
+    const visitedBefore = fleet.gateways.visited;
+    fleet.apply(gatewayGone('gw-1', 2_000));
+    for (const id of gw1) assert.equal(fleet.detail(id)?.row.state, 'offline', id);
+    for (const id of gw2) assert.equal(fleet.detail(id)?.row.state, 'online', id);
+    assert.equal(fleet.detail('moved')?.row.state, 'online', 'held by another gateway since');
+    assert.equal(fleet.detail('left')?.row.state, 'offline');
+    assert.equal(fleet.gateways.visited - visitedBefore, gw1.length, "only gw-1's connected devices were looked at");
+
+    // The same presence again and again (a hostile DMZ sending it fast): nothing left to look at.
+    for (let i = 0; i < 1000; i++) fleet.apply(gatewayGone('gw-1', 2_001 + i));
+    // An old restart of gw-2 (before every presence of its devices): none looked at either.
+    for (let i = 0; i < 1000; i++) fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-2' }, fields: { state: 'online', since: 500 }, time: 3_000 + i });
+    assert.equal(fleet.gateways.visited - visitedBefore, gw1.length);
+    for (const id of gw2) assert.equal(fleet.detail(id)?.row.state, 'online', id);
+
+    // A device back on gw-1 is in its index again; gw-2 going takes its own (and `moved`).
+    fleet.apply(presence('a-0', 'online', 5_000, 'gw-1'));
+    fleet.apply(gatewayGone('gw-2', 6_000));
+    assert.equal(fleet.detail('a-0')?.row.state, 'online');
+    assert.equal(fleet.detail('moved')?.row.state, 'offline');
+    assert.ok(gw2.every((id) => fleet.detail(id)?.row.state === 'offline'));
+    assert.equal(fleet.gateways.visited - visitedBefore, gw1.length + gw2.length + 1);
+    assert.equal(fleet.gateways.size, 1, 'only gw-1 holds a device');
+  });
+});
+
+/** A response the live hub writes its server-sent events to, read back as events. */
+class FakeResponse extends EventEmitter {
+  readonly chunks: string[] = [];
+  destroyed = false;
+  writableEnded = false;
+  writableLength = 0;
+  writeHead(): this {
+    return this;
+  }
+  write(chunk: string): boolean {
+    this.chunks.push(chunk);
+    return true;
+  }
+  end(): void {
+    this.writableEnded = true;
+  }
+  destroy(): void {
+    this.destroyed = true;
+  }
+  events(name: string): any[] {
+    return this.chunks
+      .filter((c) => c.startsWith(`event: ${name}\n`))
+      .map((c) => JSON.parse(c.slice(c.indexOf('data: ') + 'data: '.length)));
+  }
+}
+
+describe("the console's live security updates", () => {
+  after(() => mock.timers.reset());
+
+  it('send only the counts that changed since the last look, and the page merges them', async () => {
+    mock.timers.enable({ apis: ['setInterval'] });
+    const devices = ids('dev', 5000);
+    const fleet = fleetOf(devices);
+    for (const [i, id] of devices.entries()) fleet.apply(finding(id, i + 1));
+    const view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null };
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
+    const res = new FakeResponse();
+    try {
+      await hub.open(res as unknown as ServerResponse, { sessionId: 's', expiresAt: Date.now() + 60_000 }, undefined);
+      const [snapshot] = res.events('snapshot');
+      assert.equal(Object.keys(snapshot.security.byDevice).length, devices.length, 'the snapshot: the whole picture');
+
+      fleet.apply(finding('dev-7', 10_000));
+      fleet.apply(report('dev-9', 10_001, 40));
+      mock.timers.tick(CONSOLE.liveFlushMs);
+      const [update] = res.events('security');
+      assert.ok(update, 'an update was sent');
+      assert.deepEqual(update.byDevice, { 'dev-7': 2, 'dev-9': 41 }, 'only the devices whose counts changed');
+      assert.deepEqual(update.byReason, { SECURITY_BAD_SIGNATURE: devices.length + 1, GATEWAY_RATE_LIMITED: 40 });
+      assert.deepEqual(
+        update.events.map((e: SecurityEvent) => [e.device, e.source ?? 'distributor']),
+        [
+          ['dev-9', 'gateway'],
+          ['dev-7', 'distributor'],
+        ],
+      );
+      assert.ok(JSON.stringify(update).length < 1000, 'a few hundred bytes, whatever the fleet');
+      mock.timers.tick(CONSOLE.liveFlushMs);
+      assert.equal(res.events('security').length, 1, 'nothing new: nothing sent');
+
+      // The page's store (public/store.js) sets them over the snapshot's counts.
+      (globalThis as { requestAnimationFrame?: unknown }).requestAnimationFrame = () => 1;
+      const { Store } = await import(new URL('../../internal-network/console/public/store.js', import.meta.url).href);
+      const store = new Store();
+      store.apply('snapshot', snapshot);
+      store.apply('security', update);
+      assert.equal(store.security.byDevice['dev-7'], 2);
+      assert.equal(store.security.byDevice['dev-9'], 41);
+      assert.equal(store.security.byDevice['dev-8'], 1, 'the others as the snapshot had them');
+      assert.equal(Object.keys(store.security.byDevice).length, devices.length);
+      assert.equal(store.security.byReason.SECURITY_BAD_SIGNATURE, devices.length + 1);
+      assert.equal(store.security.recent[0].device, 'dev-7', "the distributor's finding in its list");
+      assert.equal(store.security.reported[0].device, 'dev-9', "the gateway's report in its own");
+    } finally {
+      hub.close();
+      mock.timers.reset();
+      delete (globalThis as { requestAnimationFrame?: unknown }).requestAnimationFrame;
+    }
+  });
+
+  it('tell a stream every count changed however far behind it is, and keep their log bounded', () => {
+    const counts = new ChangeCounts();
+    counts.add('a', 1);
+    const seen = counts.seq;
+    for (let i = 0; i < 50_000; i++) counts.add(`k${i % 100}`, 1);
+    assert.ok(counts.logLength <= Math.max(CONSOLE.securityCountLogMin, 2 * counts.size) + 1, `log of ${counts.logLength}`);
+    const changed = counts.changedSince(seen);
+    assert.equal(Object.keys(changed).length, 100);
+    assert.equal(changed.k0, 500);
+    assert.equal(changed.a, undefined, 'unchanged since');
+    assert.deepEqual(counts.changedSince(counts.seq), {});
+    assert.equal(counts.changedSince(0).a, 1);
+    // Names of Object's own properties are counts like any other.
+    counts.add('__proto__', 2);
+    counts.add('constructor', 3);
+    assert.deepEqual(Object.entries(counts.changedSince(counts.seq - 2)), [
+      ['__proto__', 2],
+      ['constructor', 3],
+    ]);
+  });
+});
