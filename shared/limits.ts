@@ -239,6 +239,10 @@ export const LIMITS = {
   sparkplugMaxPeerHosts: 1_000,
   /** bytes. Largest STATE payload read (`{"online":true,"timestamp":…}` is about 40). */
   sparkplugStateMaxBytes: 1024,
+  /** readings and events. Most a Sparkplug input holds taken and not yet in the queue (they wait
+   * for the append on its way, then go in one): past it, a message's data is refused
+   * (FIELD_QUEUE_FULL; a QoS 1 publish on the local broker is not acknowledged). */
+  sparkplugPendingMaxItems: 50_000,
 } as const;
 
 export type Limits = typeof LIMITS;

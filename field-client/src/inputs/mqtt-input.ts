@@ -60,9 +60,17 @@ export function mqttInput(
         log.warn({ code: err.code, topic: packet.topic, clientId: c.id }, err.message);
         return done(err);
       }
+      // Nothing a sensor publishes is kept for later subscribers: a retained message would stay in
+      // the broker's memory, one per topic, whatever its size, for as many topics as are invented.
+      packet.retain = false;
       if (session && packet.topic.startsWith(`${NAMESPACE}/`)) {
-        // Never refused at the MQTT level: the session counts and logs what it refuses.
-        void session.onMessage(packet.topic, Buffer.from(packet.payload)).then(() => done(null));
+        // A message the session refuses (bad topic or payload, a seq gap) is acknowledged: it is
+        // counted and logged, and the edge node must stay connected to answer the rebirth request.
+        // Data the queue did not take is not: the connection closes and the edge node sends it again.
+        session.onMessage(packet.topic, Buffer.from(packet.payload)).then(
+          () => done(null),
+          (err: unknown) => done(err as Error),
+        );
         return;
       }
       if (health && packet.topic === healthTopic) {

@@ -59,6 +59,10 @@ export class SparkplugSession {
   private timerAt: number | undefined;
   private stopped = false;
   private chain: Promise<void> = Promise.resolve();
+  /** the batch the next append takes (see submit) */
+  private next: { items: Submission[]; topic: string; done: Promise<void> } | undefined;
+  /** readings and events taken and not yet appended or refused */
+  private pendingItems = 0;
   private logWindowStart = 0;
   private logged = 0;
   private suppressed = 0;
@@ -77,8 +81,10 @@ export class SparkplugSession {
   }
 
   /**
-   * Takes one message; never throws. Resolves once what it carried is in the durable queue (or
-   * refused): the local MQTT input acknowledges a QoS 1 publish only then.
+   * Takes one message; never throws. Resolves once what it carried is in the durable queue, or the
+   * message was refused (counted, logged: a bad topic or payload, a seq gap); rejects only when the
+   * queue did not take its data (full, its disk failing). The local MQTT input acknowledges a QoS 1
+   * publish only when it resolves.
    */
   onMessage(topic: string, bytes: Uint8Array, now = Date.now()): Promise<void> {
     const t = parseTopic(topic);
@@ -162,20 +168,53 @@ export class SparkplugSession {
     }
   }
 
+  /**
+   * Queues `items` behind everything taken before them, so the queue holds them in the order the
+   * broker delivered them. What arrives while an append is on its way joins the next batch: one
+   * append (one fsync) for all of it, rather than one per message, which capped the input at the
+   * disk's fsyncs per second while its backlog grew without bound. The batch waiting is bounded too
+   * (LIMITS.sparkplugPendingMaxItems): past it, a message's items are refused at once.
+   *
+   * Resolves once the items are on disk; rejects (counted and logged here) when the queue refused
+   * them, so that the local MQTT input does not acknowledge a QoS 1 publish whose data is not stored.
+   */
   private submit(items: Submission[], topic: string): Promise<void> {
     if (items.length === 0) return Promise.resolve();
-    // One after another, so the queue holds them in the order the broker delivered them.
-    const done = this.chain.then(() =>
-      this.client.submitMany(items).then(
-        () => undefined,
-        (err: unknown) => {
-          this.stats.submitFailed += items.length;
-          this.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_QUEUE_FULL', topic }, `Sparkplug data not queued: ${(err as Error).message}`);
-        },
-      ),
-    );
-    this.chain = done;
-    return done;
+    if (this.pendingItems + items.length > LIMITS.sparkplugPendingMaxItems) {
+      const err = new FieldStreamError('FIELD_QUEUE_FULL', `${this.pendingItems} Sparkplug readings and events wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
+      this.notQueued(items.length, topic, err);
+      return Promise.reject(err);
+    }
+    let batch = this.next;
+    if (!batch) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+      const b = (batch = this.next = { items: [] as Submission[], topic, done });
+      // The chain itself never rejects: each batch's outcome goes to its own promise.
+      this.chain = this.chain.then(() => {
+        if (this.next === b) this.next = undefined; // what comes from now on waits for the next one
+        return this.client.submitMany(b.items).then(
+          () => {
+            this.pendingItems -= b.items.length;
+            resolve();
+          },
+          (err: unknown) => {
+            this.pendingItems -= b.items.length;
+            this.notQueued(b.items.length, b.topic, err);
+            reject(err);
+          },
+        );
+      });
+    }
+    batch.items.push(...items);
+    this.pendingItems += items.length;
+    return batch.done;
+  }
+
+  private notQueued(count: number, topic: string, err: unknown): void {
+    this.stats.submitFailed += count;
+    this.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_QUEUE_FULL', topic }, `Sparkplug data not queued: ${(err as Error).message}`);
   }
 
   /** One timer for the earliest reorder deadline, set again whenever that changes. */
@@ -189,7 +228,8 @@ export class SparkplugSession {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.timerAt = undefined;
-      void this.expire();
+      // A queue that refused the rebirth events is counted and logged in submit.
+      this.expire().catch(() => undefined);
     }, Math.max(0, at - Date.now()));
     // Held messages alone do not keep the process alive.
     this.timer.unref();
@@ -231,7 +271,7 @@ export class SparkplugSession {
     }
   }
 
-  /** Resolves once everything taken so far is in the queue (or refused by it). */
+  /** Resolves once everything taken so far is in the queue (or refused by it); never rejects. */
   drained(): Promise<void> {
     return this.chain;
   }

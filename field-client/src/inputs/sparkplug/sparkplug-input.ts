@@ -129,7 +129,8 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
       });
       m.on('error', (err) => slog.warn({ code: 'SPARKPLUG_BROKER_UNAVAILABLE', url: o.url, err: err.message }, 'Sparkplug broker connection error'));
       m.on('message', (topic, payload) => {
-        void session.onMessage(topic, payload);
+        // Subscribed at QoS 0: nothing to acknowledge. Data the queue refused is counted and logged.
+        session.onMessage(topic, payload).catch(() => undefined);
       });
       void Promise.all([stateSub.ready, sub.ready]).then(() => granted());
     },

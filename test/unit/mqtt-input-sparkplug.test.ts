@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import mqtt from 'mqtt';
+import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
+import { DATA_TYPES, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
+import type { FieldClient, Submission } from '../../field-client/src/field-client.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { createLogger } from '../../shared/logger.ts';
+
+/**
+ * Sparkplug B edge nodes on the local MQTT input (FIELD_MQTT_SPARKPLUG): a QoS 1 publish is
+ * acknowledged only once its data is in the queue, nothing a sensor publishes is retained, and what
+ * arrives while an append is on its way goes into the queue in one append, in order.
+ */
+const PREFIX = 'fieldstream/local';
+const T0 = Date.now();
+const bdSeq = { name: 'bdSeq', datatype: DATA_TYPES.UInt64, longValue: '0' };
+const birth = (group: string) => encodeWire({ timestamp: String(T0), seq: '0', metrics: [bdSeq, { name: 'Temp', alias: '1', datatype: DATA_TYPES.Double, doubleValue: 20 }] });
+const data = (seq: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: 20 + seq }] });
+
+/** The queue's side: records what it takes, refuses while `refusing`, each append taking `delayMs`. */
+const appends: Submission[][] = [];
+let refusing = false;
+let delayMs = 0;
+const client = {
+  submitMany: async (items: Submission[]) => {
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    if (refusing) throw new FieldStreamError('FIELD_QUEUE_FULL', 'the queue is full');
+    appends.push([...items]);
+  },
+} as unknown as FieldClient;
+const input = mqttInput(client, '127.0.0.1', 0, PREFIX, createLogger('test', 'silent'), undefined, { groups: [] });
+const connectLocal = (clientId: string) => mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId, protocolVersion: 4 });
+const temps = () => appends.flat().filter((s) => s.dataType === 'timeseries').map((s) => (s.payload as Record<string, unknown>)['G.E.Temp']);
+
+describe('local MQTT input: Sparkplug B edge nodes', () => {
+  before(() => input.start());
+  after(() => input.close());
+
+  it('does not acknowledge a QoS 1 publish whose data the queue refused: the connection closes, and the edge node sends it again', async () => {
+    const edge = await connectLocal('edge-refused');
+    edge.on('error', () => undefined);
+    refusing = true;
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    let acked = false;
+    edge.publish('spBv1.0/Q/NBIRTH/E', Buffer.from(birth('Q')), { qos: 1 }, (err) => void (acked = !err));
+    const wasClosed = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3_000).unref())]);
+    await edge.endAsync(true);
+    assert.equal(acked, false, 'no PUBACK for data not stored');
+    assert.equal(wasClosed, true, 'the connection closed');
+    assert.equal(input.sparkplug?.stats.submitFailed, 2, 'its reading and birth event counted as not queued');
+
+    refusing = false;
+    const again = await connectLocal('edge-again');
+    await again.publishAsync('spBv1.0/Q/NBIRTH/E', Buffer.from(birth('Q')), { qos: 1 });
+    await again.endAsync();
+    assert.ok(appends.flat().some((s) => (s.payload as Record<string, unknown>)['Q.E.Temp'] === 20), 'stored once the queue takes it');
+  });
+
+  it('keeps nothing a sensor publishes as retained, under spBv1.0/ or its own topics', async () => {
+    const sensor = await connectLocal('retainer');
+    await sensor.publishAsync('spBv1.0/junk/x/1', Buffer.alloc(64 * 1024, 1), { qos: 1, retain: true });
+    await sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ t: 1 }), { qos: 1, retain: true });
+    await sensor.endAsync();
+    const reader = await connectLocal('reader');
+    const got: string[] = [];
+    reader.on('message', (topic) => got.push(topic));
+    await reader.subscribeAsync('#', { qos: 1 });
+    await new Promise((r) => setTimeout(r, 300));
+    await reader.endAsync();
+    assert.deepEqual(got, []);
+  });
+
+  it('puts what arrives while an append is on its way into the next append, in the order it came', async () => {
+    appends.length = 0;
+    delayMs = 30;
+    const edge = await connectLocal('edge-fast');
+    await edge.publishAsync('spBv1.0/G/NBIRTH/E', Buffer.from(birth('G')), { qos: 1 });
+    await Promise.all(Array.from({ length: 40 }, (_, i) => edge.publishAsync('spBv1.0/G/NDATA/E', Buffer.from(data(i + 1)), { qos: 1 })));
+    await edge.endAsync();
+    delayMs = 0;
+    assert.deepEqual(temps(), Array.from({ length: 41 }, (_, i) => 20 + i), 'every reading, in order');
+    assert.ok(appends.length < 20, `${appends.length} appends for 41 messages: those waiting went together`);
+  });
+});
