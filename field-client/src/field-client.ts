@@ -1,4 +1,3 @@
-import { statSync } from 'node:fs';
 import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type HealthPayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
@@ -7,6 +6,8 @@ import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type 
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import { FileTransferRecordSchema, type FileOutbox } from './files/file-outbox.ts';
+import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/file-intake.ts';
+import type { Reservation } from './files/file-room.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
 import { SetAside } from './set-aside.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
@@ -147,23 +148,28 @@ export class FieldClient {
     return this.submitMany([{ dataType, payload } as Submission]).then((m) => m[0] as QueuedMessage);
   }
 
-  /** Queues a file of any size to be sent in chunks; resolves once it is in the outbox and queued. */
-  async submitFile(path: string, options: { filename?: string; contentType?: string; move?: boolean } = {}): Promise<QueuedMessage> {
-    let size: number;
-    try {
-      size = statSync(path).size;
-    } catch (err) {
-      throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${path}: ${(err as Error).message}`);
-    }
-    if (this.queue.bytesOnDisk + this.outbox.bytes() + this.rejected.charge() + size + LIMITS.fileRecordRoomBytes > this.options.maxBytes) {
-      this.queue.stats.refused++;
-      throw new FieldStreamError('FIELD_QUEUE_FULL', `No room for a file of ${size} bytes within FIELD_QUEUE_MAX_BYTES (${this.rejected.bytes} bytes of it set aside as refused).`);
-    }
-    const rec = await this.outbox.accept(path, options);
-    const [m] = await this.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
-    this.outbox.accepted(rec.transferId);
+  /** bytes a file may still take within FIELD_QUEUE_MAX_BYTES (see files/file-intake.ts) */
+  fileRoom(): number {
+    return fileRoom(this.intake);
+  }
+
+  /** Holds room for `bytes` more of a file being taken until it is queued or released; FIELD_QUEUE_FULL when there is none. */
+  reserveFileRoom(bytes: number, held?: Reservation): Reservation {
+    return reserveFileRoom(this.intake, bytes, held);
+  }
+
+  /**
+   * Queues a file of any size to be sent in chunks; resolves once it is in the outbox and queued.
+   * `reservation`: room the caller already holds for it (the HTTP input, while the file arrived).
+   */
+  async submitFile(path: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation } = {}): Promise<QueuedMessage> {
+    const m = await takeFile(this.intake, path, options);
     this.schedulePump();
-    return m as QueuedMessage;
+    return m;
+  }
+
+  private get intake(): IntakeHost {
+    return { queue: this.queue, outbox: this.outbox, maxBytes: this.options.maxBytes, setAside: () => ({ charge: this.rejected.charge(), bytes: this.rejected.bytes }), log: this.log };
   }
 
   private onOpen(): void {

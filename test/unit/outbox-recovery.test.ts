@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { constants, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { copyNoFollow } from '../../field-client/src/files/copy-no-follow.ts';
 import { FileOutbox, FileTransferRecordSchema } from '../../field-client/src/files/file-outbox.ts';
 import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { FILE_TRANSFER } from '../../field-client/src/files/transfers.ts';
@@ -97,6 +99,47 @@ describe('files taken into the outbox when the client stopped', () => {
     assert.deepEqual(readdirSync(join(d.dir, 'outgoing')), [], 'neither the partial copy nor its note is left');
     await again.queue.close();
   });
+
+  it('never queues a move across file systems a crash cut mid-copy: the partial copy goes, the source is taken again', async (t) => {
+    // The watched folder on another file system (an SD card, a mount): the move is a copy, then a removal.
+    const other = '/dev/shm';
+    if (!existsSync(other) || statSync(other).dev === statSync(tmp.dir).dev) return t.skip('needs a second file system at /dev/shm');
+    const watched = mkdtempSync(join(other, 'fieldstream-xfs-'));
+    try {
+      const size = 32 * 1024 * 1024;
+      const source = join(watched, 'scan.tif');
+      writeFileSync(source, Buffer.alloc(size, 7));
+      const live = join(tmp.dir, 'xfs-live');
+      const crashed = join(tmp.dir, 'xfs-crashed');
+      const outbox = new FileOutbox(live, 64 * 1024);
+      const taking = outbox.accept(source, { move: true });
+      // What a SIGKILL mid-copy leaves on disk: outgoing/ as it is while the copy runs (copied with
+      // sync calls, between two of the copy's writes), the source still in its folder.
+      mkdirSync(join(crashed, 'outgoing'), { recursive: true });
+      let partial = 0;
+      while (partial === 0) {
+        await new Promise((r) => setImmediate(r));
+        const out = join(live, 'outgoing');
+        const tmpFile = readdirSync(out).find((f) => f.endsWith('.tmp'));
+        const at = tmpFile ? statSync(join(out, tmpFile)).size : 0;
+        if (at > 0 && at < size) {
+          for (const f of readdirSync(out)) copyFileSync(join(out, f), join(crashed, 'outgoing', f));
+          partial = at;
+        }
+      }
+      const whole = await taking;
+      assert.equal(whole.size, size, 'the copy the crash did not cut is whole');
+      assert.equal(existsSync(source), false, 'and its source went once it was');
+
+      const queue = await DurableQueue.open({ dir: join(crashed, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+      await recoverOutbox(new FileOutbox(crashed, 64 * 1024), queue, new LogCapture().logger);
+      assert.deepEqual(queuedFiles(queue).map((r) => r.size), [], `the ${partial} bytes copied of ${size} are not queued as the file`);
+      assert.deepEqual(readdirSync(join(crashed, 'outgoing')), [], 'neither the partial copy nor its note is left');
+      await queue.close();
+    } finally {
+      rmSync(watched, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('the outbox takes regular files only', () => {
@@ -114,5 +157,21 @@ describe('the outbox takes regular files only', () => {
       assert.ok(lstatSync(link).isSymbolicLink(), 'the link stays where it was');
     }
     assert.deepEqual(readdirSync(join(tmp.dir, 'data', 'outgoing')), [], 'nothing taken, no note left');
+  });
+
+  it('refuses a FIFO swapped in for the file at once, never waiting on it for a writer', async () => {
+    // The watched folder is writable by others: between the look (lstat) and the copy's open, the
+    // name may become a FIFO. An open waiting for a writer would hold a libuv pool thread for good.
+    const fifo = join(tmp.dir, 'swapped.txt');
+    execFileSync('mkfifo', [fifo]);
+    const target = join(tmp.dir, 'swapped.copy');
+    const outcome = await Promise.race([
+      copyNoFollow(fifo, target).then(() => 'copied', (err: unknown) => err),
+      new Promise((r) => setTimeout(() => r('still waiting after 2 s'), 2000)),
+    ]);
+    if (outcome === 'still waiting after 2 s') closeSync(openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK)); // lets the waiting open go
+    assert.ok(isFieldStreamError(outcome, 'FIELD_FILE_UNREADABLE'), String(outcome));
+    assert.equal(existsSync(target), false, 'nothing copied');
+    assert.ok(lstatSync(fifo).isFIFO(), 'left in place');
   });
 });

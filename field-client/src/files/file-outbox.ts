@@ -1,15 +1,21 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { basename, join } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { removeFileDurablySync, replaceFileDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
+import { copyNoFollow } from './copy-no-follow.ts';
+import { FileRoom, type Reservation } from './file-room.ts';
 
-/** The note beside a file being taken into the outbox, until its queue record is written. */
+/**
+ * The note beside a file being taken into the outbox, until its queue record is written. `move`:
+ * the outbox's copy is the file (it has left, or is leaving, where it was). A move across file
+ * systems is a copy until the copy is whole and synced: its note says move:false meanwhile, so a
+ * crash mid-copy leaves the source to be taken again, never the partial copy queued as the file.
+ */
 const NOTE = '.accepting';
 const AcceptingNoteSchema = z.strictObject({ filename: z.string().min(1), contentType: z.string().min(1), move: z.boolean() });
 export type AcceptingNote = z.infer<typeof AcceptingNoteSchema>;
@@ -60,8 +66,18 @@ export class FileOutbox {
   /** bytes(), until a file comes or goes: the queue asks at every append (the outbox shares its bound) */
   private measured: number | undefined;
 
-  /** bytes held by files not yet delivered (measured from the folder after each change: only this object changes it) */
+  /** room held for files being taken, not yet placed here (see FileRoom) */
+  readonly room = new FileRoom();
+
+  /**
+   * bytes held by files not yet delivered (measured from the folder after each change: only this
+   * object changes it), and the room reserved for files being taken.
+   */
   bytes(): number {
+    return this.placedBytes() + this.room.bytes;
+  }
+
+  private placedBytes(): number {
     if (this.measured === undefined) {
       let n = 0;
       for (const f of readdirSync(this.dir)) if (!f.endsWith('.progress') && !f.endsWith('.tmp') && !f.includes(NOTE)) n += statSync(join(this.dir, f)).size;
@@ -76,7 +92,7 @@ export class FileOutbox {
    * has left where it was, and a crash before its record would otherwise strand it here, never sent
    * (recoverOutbox takes it up at the next start).
    */
-  async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean }): Promise<FileTransferRecord> {
+  async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation }): Promise<FileTransferRecord> {
     let size: number;
     try {
       // lstat: a link is not followed, to a secret or anywhere else (the watched folder is writable by others).
@@ -102,8 +118,12 @@ export class FileOutbox {
           throw new Error('not a regular file');
         }
         if (!moved) {
+          // Another file system: until the copy is whole and synced, the source is the file.
+          replaceFileDurablySync(this.notePath(transferId), JSON.stringify({ ...note, move: false }));
           await copyNoFollow(source, tmp);
-          rmSync(source, { force: true });
+          // Whole and synced: from now on the outbox's copy is the file, and the source goes.
+          replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
+          removeFileDurablySync(source);
         }
       } else {
         await copyNoFollow(source, tmp);
@@ -113,11 +133,11 @@ export class FileOutbox {
       this.accepted(transferId);
       throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}`);
     }
-    return this.place(transferId, note, tmp);
+    return this.place(transferId, note, tmp, options.reservation);
   }
 
   /** Syncs the taken file, gives it its transfer id as its name, and describes its transfer (hashed from the outbox's copy). */
-  private async place(transferId: string, note: AcceptingNote, tmp: string): Promise<FileTransferRecord> {
+  private async place(transferId: string, note: AcceptingNote, tmp: string, reservation?: Reservation): Promise<FileTransferRecord> {
     const target = join(this.dir, transferId);
     const sha256 = await hashFile(tmp);
     const fh = await open(tmp, 'r');
@@ -126,6 +146,7 @@ export class FileOutbox {
     await fh.close();
     renameSync(tmp, target);
     this.measured = undefined;
+    reservation?.shrink(size); // counted as placed now, not twice
     syncDirSync(this.dir);
     const chunkBytes = chunkBytesFor(size, this.chunkBytes);
     return {
@@ -179,6 +200,39 @@ export class FileOutbox {
       return undefined;
     }
     return this.place(transferId, note, tmp);
+  }
+
+  /**
+   * A file taken whose queue record could not be written (the queue refused it, or failed): it goes
+   * back where it was, whole, so its producer (the watched folder's next look) has it again, rather
+   * than lying here counted and unsent until a restart. Never over a file that took its name
+   * meanwhile: linked (a copy, then a link, across file systems), not renamed. A copy, never moved,
+   * is simply dropped. False (and it stays here with its note: queued at the next start) when it
+   * cannot be put back.
+   */
+  async giveBack(transferId: string, source: string, moved: boolean): Promise<boolean> {
+    const target = join(this.dir, transferId);
+    if (moved) {
+      try {
+        linkSync(target, source);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') return false;
+        // A hidden name first (the folder input skips dot names): a crash mid-copy leaves no partial file to take.
+        const beside = join(dirname(source), `.${transferId}.returning`);
+        try {
+          await copyNoFollow(target, beside);
+          linkSync(beside, source);
+        } catch {
+          return false;
+        } finally {
+          rmSync(beside, { force: true });
+        }
+      }
+      syncDirSync(dirname(source));
+    }
+    this.remove(transferId);
+    this.accepted(transferId);
+    return true;
   }
 
   private notePath(transferId: string): string {
@@ -239,17 +293,6 @@ export class FileOutbox {
     this.measured = undefined;
     rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
     return target;
-  }
-}
-
-/** Copies a regular file, never through a link: opened with O_NOFOLLOW, and checked on the open handle. */
-async function copyNoFollow(source: string, target: string): Promise<void> {
-  const from = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    if (!(await from.stat()).isFile()) throw new Error('not a regular file');
-    await pipeline(from.createReadStream({ autoClose: false }), createWriteStream(target, { flags: 'wx', mode: 0o600 }));
-  } finally {
-    await from.close();
   }
 }
 

@@ -1,6 +1,7 @@
 import { lstatSync, mkdirSync, readdirSync, type Stats } from 'node:fs';
 import { extname, join } from 'node:path';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
+import { LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { LocalInput } from './input.ts';
@@ -30,6 +31,10 @@ const TYPES: Record<string, string> = {
  * once (until it changes or goes), and left in place: nothing is followed, opened, moved or deleted.
  * The entry is looked at with lstat, never stat; the outbox opens what it moved without following
  * links as well, for a link swapped in between the look and the move.
+ *
+ * At most LIMITS.folderInputMaxFilesAtOnce files are taken at a time, each within the room left in
+ * FIELD_QUEUE_MAX_BYTES (held for it until it is queued); a file there is no room for stays in the
+ * folder and is tried again, as is one whose queue record could not be written (put back).
  */
 export function folderInput(client: FieldClient, dir: string, intervalMs: number, log: Logger): LocalInput {
   const seen = new Map<string, string>();
@@ -74,6 +79,8 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
         log.warn({ code: 'FIELD_INPUT_INVALID', file: name }, `file name ${reason}; left in place`);
         continue;
       }
+      // The rest wait for a later look, still `seen` (taken at once then): at most a few are taken at a time.
+      if (busy.size >= LIMITS.folderInputMaxFilesAtOnce) continue;
       busy.add(name);
       client
         .submitFile(path, { filename: name, contentType: TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream', move: true })

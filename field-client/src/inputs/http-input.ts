@@ -3,7 +3,6 @@ import { createWriteStream, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { readJsonBody } from '../../../shared/http-body.ts';
@@ -20,6 +19,7 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  *   POST /v1/timeseries   a reading, or an array of readings (payload objects)      → 202 once on disk
  *   POST /v1/events       an event, or an array of events                            → 202 once on disk
  *   POST /v1/files?filename=NAME[&contentType=TYPE]   the file as the raw body       → 202 once on disk
+ *                         (507 FIELD_QUEUE_FULL as soon as it, by its Content-Length or as it arrives, outgrows the room left)
  *   PUT  /v1/health       values for the health message, {"battery": 87}; null removes one → 200
  *   GET  /v1/health       those values and the last health message queued
  *   GET  /status          connection, queue depth, oldest unsent reading, last ack, last health message
@@ -49,24 +49,25 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       const filename = url.searchParams.get('filename') ?? '';
       const reason = unsafeFilenameReason(filename);
       if (reason) throw new FieldStreamError('FIELD_INPUT_INVALID', `filename ${reason}`);
+      // Room is held from the start, as the body arrives: refused at once by its announced length,
+      // and cut off once it outgrows the room left, rather than written whole (up to
+      // fileTransferMaxBytes, each upload at once) before the bound is looked at.
+      const announced = Number(req.headers['content-length'] ?? 0);
+      if (Number.isSafeInteger(announced) && announced > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is too large.');
+      const reservation = client.reserveFileRoom((Number.isSafeInteger(announced) && announced > 0 ? announced : 0) + LIMITS.fileRecordRoomBytes);
       const tmp = join(incoming, randomUUID());
       let size = 0;
       try {
-        await pipeline(
-          req,
-          async function* (source: AsyncIterable<Buffer>) {
-            for await (const chunk of source) {
-              size += chunk.length;
-              if (size > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is too large.');
-              yield chunk;
-            }
-          },
-          createWriteStream(tmp, { mode: 0o600 }),
-        );
+        size = await receiveBody(req, tmp, (n) => {
+          if (n > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is too large.');
+          const more = n + LIMITS.fileRecordRoomBytes - reservation.bytes;
+          if (more > 0) client.reserveFileRoom(more, reservation);
+        });
         const contentType = url.searchParams.get('contentType') ?? req.headers['content-type'] ?? 'application/octet-stream';
-        const m = await client.submitFile(tmp, { filename, contentType, move: true });
+        const m = await client.submitFile(tmp, { filename, contentType, move: true, reservation });
         return send(res, 202, { accepted: 1, messageIds: [m.messageId], bytes: size });
       } finally {
+        reservation.release();
         rmSync(tmp, { force: true });
       }
     }
@@ -89,6 +90,8 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       return bound;
     },
     async start() {
+      // Uploads a stop cut off (a crash, a kill) are partial, answered with no 202, counted nowhere: gone.
+      rmSync(incoming, { recursive: true, force: true });
       mkdirSync(incoming, { recursive: true });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_HTTP_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
@@ -103,6 +106,53 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Writes a request's body to `path`, `check` told the bytes so far at each piece (it throws to
+ * refuse). On a refusal the rest of the body is left unread, not the connection cut (as a pipeline
+ * would, destroying the request): node discards the rest once the answer is sent, so the client
+ * reads why (507, 400) instead of a reset.
+ */
+function receiveBody(req: IncomingMessage, path: string, check: (bytes: number) => void): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const out = createWriteStream(path, { mode: 0o600 });
+    let size = 0;
+    let done = false;
+    const fail = (err: unknown) => {
+      if (done) return;
+      done = true;
+      req.off('data', onData);
+      out.destroy();
+      reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      try {
+        check(size);
+      } catch (err) {
+        return fail(err);
+      }
+      if (!out.write(chunk)) {
+        req.pause();
+        out.once('drain', () => req.resume());
+      }
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      if (!done) out.end();
+    });
+    out.once('finish', () => {
+      if (done) return;
+      done = true;
+      resolve(size);
+    });
+    out.once('error', fail);
+    req.once('error', fail);
+    req.once('close', () => {
+      if (!req.complete) fail(new FieldStreamError('FIELD_INPUT_INVALID', 'The upload was cut off.'));
+    });
+  });
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

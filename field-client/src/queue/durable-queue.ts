@@ -187,7 +187,7 @@ export class DurableQueue {
     if (!makeRoom(this.capacity, this.o, batch.block.length, this.stats)) {
       this.stats.refused += items.length;
       const shared = this.sharedBytes();
-      const besides = shared > 0 ? ` (and ${shared} bytes kept for refused messages set aside)` : '';
+      const besides = shared > 0 ? ` (and ${shared} bytes of files waiting to be sent or being taken, and of refused messages set aside)` : '';
       return Promise.reject(
         new FieldStreamError('FIELD_QUEUE_FULL', `The queue holds ${this.bytesOnDisk} bytes${besides} of at most ${this.o.maxBytes}; refused ${items.length} message(s).`, {
           refused: this.stats.refused,

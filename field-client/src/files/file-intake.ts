@@ -1,0 +1,81 @@
+import { statSync } from 'node:fs';
+import { FieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
+import type { Logger } from '../../../shared/logger.ts';
+import type { DurableQueue, QueuedMessage } from '../queue/durable-queue.ts';
+import type { FileOutbox } from './file-outbox.ts';
+import type { Reservation } from './file-room.ts';
+import { FILE_TRANSFER } from './transfers.ts';
+
+/** What taking a file needs of the field client. */
+export interface IntakeHost {
+  readonly queue: DurableQueue;
+  readonly outbox: FileOutbox;
+  /** bytes: FIELD_QUEUE_MAX_BYTES */
+  readonly maxBytes: number;
+  /** bytes charged for refused messages set aside (SetAside.charge), and held by them (SetAside.bytes) */
+  setAside(): { charge: number; bytes: number };
+  readonly log: Logger;
+}
+
+/**
+ * bytes a file (with its queue record's room, LIMITS.fileRecordRoomBytes) may still take within
+ * FIELD_QUEUE_MAX_BYTES: less what the queue, the outbox (the room held for files being taken
+ * included) and what is set aside hold.
+ */
+export function fileRoom(h: IntakeHost): number {
+  return h.maxBytes - h.queue.bytesOnDisk - h.outbox.bytes() - h.setAside().charge;
+}
+
+/**
+ * Holds room for `bytes` more of a file being taken (in `held`, or a new reservation), until it is
+ * queued or released; FIELD_QUEUE_FULL when there is none. Held room counts in every later check,
+ * the queue's own included, so files taken at once cannot together pass a bound each fits alone.
+ */
+export function reserveFileRoom(h: IntakeHost, bytes: number, held?: Reservation): Reservation {
+  if (bytes > fileRoom(h)) {
+    h.queue.stats.refused++;
+    const taking = h.outbox.room.bytes;
+    throw new FieldStreamError(
+      'FIELD_QUEUE_FULL',
+      `No room for ${bytes} bytes more of a file within FIELD_QUEUE_MAX_BYTES (${h.maxBytes}): the queue holds ${h.queue.bytesOnDisk}, files waiting to be sent ${h.outbox.bytes() - taking}, files being taken ${taking}, refused messages set aside ${h.setAside().bytes}.`,
+    );
+  }
+  if (!held) return h.outbox.room.reserve(bytes);
+  held.grow(bytes);
+  return held;
+}
+
+/**
+ * Takes a file into the outbox and queues its record, within the room it is given first.
+ * `reservation`: room the caller already holds for it (the HTTP input, while the file arrived).
+ */
+export async function takeFile(h: IntakeHost, path: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation }): Promise<QueuedMessage> {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch (err) {
+    throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${path}: ${(err as Error).message}`);
+  }
+  const held = options.reservation?.bytes ?? 0;
+  const reservation = reserveFileRoom(h, Math.max(0, size + LIMITS.fileRecordRoomBytes - held), options.reservation);
+  try {
+    const rec = await h.outbox.accept(path, { ...options, reservation });
+    // The file is counted in the outbox now; what is left held is its record's room, which the append takes.
+    reservation.release();
+    let m: QueuedMessage | undefined;
+    try {
+      [m] = await h.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+    } catch (err) {
+      // Never stranded in the outbox, counted and unsent: back where it came from, to be taken again.
+      if (!(await h.outbox.giveBack(rec.transferId, path, options.move === true).catch(() => false))) {
+        h.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId, file: path }, 'a file whose queue record failed cannot be put back; kept in the outbox, queued at the next start');
+      }
+      throw err;
+    }
+    h.outbox.accepted(rec.transferId);
+    return m as QueuedMessage;
+  } finally {
+    reservation.release();
+  }
+}

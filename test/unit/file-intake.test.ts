@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { CommandHandlers } from '../../field-client/src/commands.ts';
+import { FieldClient } from '../../field-client/src/field-client.ts';
+import { FileOutbox, FileTransferRecordSchema } from '../../field-client/src/files/file-outbox.ts';
+import { FILE_TRANSFER } from '../../field-client/src/files/transfers.ts';
+import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
+import { httpInput } from '../../field-client/src/inputs/http-input.ts';
+import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const MiB = 1024 * 1024;
+
+/**
+ * Files taken by the field client's local inputs (the watched folder, HTTP /v1/files) stay within
+ * FIELD_QUEUE_MAX_BYTES however many arrive at once, and a file is never left in the outbox unqueued.
+ * A real queue, outbox, folder and HTTP server; no gateway (nothing is sent).
+ */
+describe('files taken within the bound', () => {
+  const tmp = tempDir('file-intake');
+  after(() => tmp.cleanup());
+
+  async function device(name: string, maxBytes: number) {
+    const dir = join(tmp.dir, name);
+    const logs = new LogCapture();
+    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger });
+    const outbox = new FileOutbox(dir, 64 * 1024);
+    const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, logs.logger);
+    const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+    const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes, dataDir: dir }, queue, outbox, connection, commands, logs.logger);
+    const queued = () => queue.find((m) => m.dataType === FILE_TRANSFER).map((m) => FileTransferRecordSchema.parse(m.payload));
+    const outgoing = () => readdirSync(join(dir, 'outgoing'));
+    const close = async () => {
+      client.stop();
+      await queue.close();
+    };
+    return { dir, logs, queue, outbox, client, queued, outgoing, close };
+  }
+
+  it('takes a burst of files in the watched folder only as far as the bound, stranding none in the outbox', async () => {
+    const d = await device('burst', 4 * MiB);
+    const watched = join(d.dir, 'watched');
+    mkdirSync(watched);
+    for (let i = 0; i < 10; i++) writeFileSync(join(watched, `img${i}.jpg`), Buffer.alloc(700 * 1024, i));
+    const input = folderInput(d.client, watched, 20, d.logs.logger);
+    await input.start();
+    await new Promise((r) => setTimeout(r, 1500));
+    await input.close();
+    await new Promise((r) => setTimeout(r, 300)); // what was being taken at the close
+    const files = d.outgoing().filter((f) => /^f[0-9a-z]+$/.test(f));
+    assert.deepEqual(d.outgoing().filter((f) => f.endsWith('.accepting') || f.endsWith('.tmp')), [], 'no file left half taken');
+    assert.deepEqual(files.sort(), d.queued().map((r) => r.transferId).sort(), 'every file in the outbox is queued');
+    assert.ok(files.length >= 4, `as many as fit were taken (${files.length})`);
+    assert.equal(files.length + readdirSync(watched).length, 10, 'the rest wait in the folder');
+    assert.ok(d.queue.bytesOnDisk + d.outbox.bytes() <= 4 * MiB, 'within the bound');
+    assert.equal(d.outbox.room.bytes, 0, 'no room left held');
+    await d.close();
+  });
+
+  it('puts a file back where it was when its queue record cannot be written, on this file system or another', async () => {
+    const d = await device('give-back', 64 * MiB);
+    const folders = [join(d.dir, 'watched')];
+    const other = '/dev/shm';
+    if (existsSync(other) && statSync(other).dev !== statSync(tmp.dir).dev) folders.push(mkdtempSync(join(other, 'fieldstream-intake-')));
+    try {
+      const taking = folders.map((f, i) => {
+        mkdirSync(f, { recursive: true });
+        writeFileSync(join(f, `scan${i}.tif`), `the scan ${i}`);
+        return d.client.submitFile(join(f, `scan${i}.tif`), { move: true });
+      });
+      await d.queue.close(); // the record's append fails: the queue is closed meanwhile
+      for (const t of taking) await assert.rejects(t);
+      folders.forEach((f, i) => assert.equal(readFileSync(join(f, `scan${i}.tif`), 'utf8'), `the scan ${i}`, `back in ${f}`));
+      assert.deepEqual(d.outgoing(), [], 'nothing stranded in the outbox');
+      assert.equal(d.outbox.bytes(), 0);
+    } finally {
+      for (const f of folders.slice(1)) rmSync(f, { recursive: true, force: true });
+      d.client.stop();
+    }
+  });
+
+  /** POST /v1/files: its status, and how many bytes the client had written when the answer came. */
+  function upload(port: number, body: { length?: number; total: number; pieceBytes: number; wait?: Promise<unknown> }) {
+    return new Promise<{ status: number; code: string; sentWhenAnswered: number }>((resolve, reject) => {
+      let sent = 0;
+      let answered = false;
+      const headers = body.length !== undefined ? { 'content-length': String(body.length) } : {};
+      const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/files?filename=up.bin', headers }, (res) => {
+        answered = true;
+        const at = sent;
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, code: (JSON.parse(text) as { code?: string }).code ?? '', sentWhenAnswered: at }));
+      });
+      req.on('error', (err) => (answered ? undefined : reject(err)));
+      const piece = Buffer.alloc(body.pieceBytes, 1);
+      const write = async () => {
+        while (sent < body.total && !answered) {
+          if (sent >= body.total / 2 && body.wait) await body.wait;
+          sent += piece.length;
+          if (!req.write(piece)) await new Promise((r) => req.once('drain', r));
+          await new Promise((r) => setImmediate(r));
+        }
+        if (!answered) req.end();
+        else req.destroy();
+      };
+      void write();
+    });
+  }
+
+  it('refuses an upload by its Content-Length, or as it outgrows the room left, before it is on disk; uploads at once share the room', async () => {
+    const d = await device('http', 4 * MiB);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      const port = input.port as number;
+      // Announced larger than the room: refused before its body is read.
+      const announced = await Promise.race([upload(port, { length: 64 * MiB, total: 64 * MiB, pieceBytes: 64 * 1024, wait: new Promise(() => {}) }), new Promise((r) => setTimeout(() => r('no answer'), 3000))]);
+      assert.notEqual(announced, 'no answer', 'answered before its body was sent');
+      assert.equal((announced as { status: number }).status, 507);
+      assert.equal((announced as { code: string }).code, 'FIELD_QUEUE_FULL');
+      // Not announced (chunked): cut off once it outgrows the room, long before its end.
+      const streamed = await upload(port, { total: 32 * MiB, pieceBytes: 256 * 1024 });
+      assert.equal(streamed.status, 507);
+      assert.ok(streamed.sentWhenAnswered < 16 * MiB, `answered after ${streamed.sentWhenAnswered} bytes of 32 MiB`);
+      // Two at once, each fitting alone: the first one's room is held while it arrives.
+      let release!: () => void;
+      const first = upload(port, { length: 2.5 * MiB, total: 2.5 * MiB, pieceBytes: 256 * 1024, wait: new Promise<void>((r) => (release = r)) });
+      await new Promise((r) => setTimeout(r, 200));
+      const second = await upload(port, { length: 2.5 * MiB, total: 2.5 * MiB, pieceBytes: 256 * 1024 });
+      release();
+      assert.equal(second.status, 507, 'the second does not fit beside the first');
+      assert.equal((await first).status, 202);
+      assert.equal(d.queued().length, 1);
+      assert.deepEqual(readdirSync(join(d.dir, 'incoming')), []);
+      assert.equal(d.outbox.room.bytes, 0, 'no room left held');
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it('empties incoming/ of uploads a stop cut off when the HTTP input starts', async () => {
+    const d = await device('http-restart', 4 * MiB);
+    mkdirSync(join(d.dir, 'incoming'), { recursive: true });
+    writeFileSync(join(d.dir, 'incoming', '0b7e2d4c-cut-off'), Buffer.alloc(64 * 1024));
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    assert.deepEqual(readdirSync(join(d.dir, 'incoming')), []);
+    await input.close();
+    await d.close();
+  });
+});
