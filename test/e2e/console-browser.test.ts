@@ -34,6 +34,25 @@ const WAIT_MS = 30_000;
 const sel = (testid: string, attrs: Record<string, string> = {}) =>
   `[data-testid="${testid}"]${Object.entries(attrs).map(([k, v]) => `[data-${k}="${v}"]`).join('')}`;
 
+/**
+ * Waits until a canvas of `chart` holds at least `min` pixels of the series' colour (#1f5fbf, give
+ * or take anti-aliasing), and says how many.
+ */
+async function seriesPixels(w: WatchedPage, chart: string, min: number): Promise<number> {
+  const drawn = await w.page.waitForFunction(({ chart, min }) => {
+    for (const c of document.querySelectorAll<HTMLCanvasElement>(`${chart} canvas`)) {
+      const ctx = c.getContext('2d');
+      if (!ctx || c.width === 0 || c.height === 0) continue;
+      const px = ctx.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < px.length; i += 4) if (px[i + 3]! > 128 && px[i + 2]! > 150 && px[i]! < 90 && px[i + 1]! > 60 && px[i + 1]! < 130) n++;
+      if (n >= min) return n;
+    }
+    return false;
+  }, { chart, min });
+  return (await drawn.jsonValue()) as number;
+}
+
 describe('the operator console in a real browser', () => {
   const tmp = tempDir('console-browser');
   let fx: EmbeddedFixture;
@@ -183,19 +202,7 @@ describe('the operator console in a real browser', () => {
     // The chart holds the history (its "no values" status hidden) and its line is drawn on the canvas.
     const chart = sel('chart', { field: 'level' });
     await w.page.waitForSelector(`${chart} ${sel('chart-status')}`, { state: 'hidden' });
-    const drawn = await w.page.waitForFunction((chart) => {
-      for (const c of document.querySelectorAll<HTMLCanvasElement>(`${chart} canvas`)) {
-        const ctx = c.getContext('2d');
-        if (!ctx || c.width === 0 || c.height === 0) continue;
-        const px = ctx.getImageData(0, 0, c.width, c.height).data;
-        let line = 0;
-        // The series' stroke, #1f5fbf, give or take anti-aliasing.
-        for (let i = 0; i < px.length; i += 4) if (px[i + 3]! > 128 && px[i + 2]! > 150 && px[i]! < 90 && px[i + 1]! > 60 && px[i + 1]! < 130) line++;
-        if (line > 50) return line;
-      }
-      return false;
-    }, chart);
-    assert.ok(((await drawn.jsonValue()) as number) > 50, 'the line is drawn');
+    assert.ok((await seriesPixels(w, chart, 51)) > 50, 'the line is drawn');
 
     // Its health, from the heartbeats of the field client.
     await w.page.waitForSelector(sel('health-value', { field: 'uptime_s' }));
@@ -255,20 +262,8 @@ describe('the operator console in a real browser', () => {
     // bucket's mean and live, a fraction of a pixel apart): no line one could see.
     const chart = sel('chart', { field: 'm0' });
     await w.page.waitForSelector(`${chart} ${sel('chart-status')}`, { state: 'hidden' });
-    const drawn = await w.page.waitForFunction((chart) => {
-      for (const c of document.querySelectorAll<HTMLCanvasElement>(`${chart} canvas`)) {
-        const ctx = c.getContext('2d');
-        if (!ctx || c.width === 0 || c.height === 0) continue;
-        const px = ctx.getImageData(0, 0, c.width, c.height).data;
-        let mark = 0;
-        // The series' colour, #1f5fbf, give or take anti-aliasing: the point's mark (the legend's
-        // marker is an element, not on the canvas).
-        for (let i = 0; i < px.length; i += 4) if (px[i + 3]! > 128 && px[i + 2]! > 150 && px[i]! < 90 && px[i + 1]! > 60 && px[i + 1]! < 130) mark++;
-        if (mark >= 10) return mark;
-      }
-      return false;
-    }, chart);
-    assert.ok(((await drawn.jsonValue()) as number) >= 10, 'the lone reading is drawn');
+    // The point's mark (the legend's marker is an element, not on the canvas).
+    assert.ok((await seriesPixels(w, chart, 10)) >= 10, 'the lone reading is drawn');
     allClean();
   });
 
