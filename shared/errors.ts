@@ -96,6 +96,12 @@ export const ERRORS = {
     description: 'The database refused the data permanently; it was kept in the dead-letter folder.',
   },
 
+  DISTRIBUTOR_DEAD_LETTERS_FULL: {
+    http: 507,
+    transient: true,
+    description:
+      'The dead-letter folder holds DEAD_LETTER_MAX_BYTES: a message that can never be written but carries data is not acknowledged until there is room (it stays in the broker, its device keeps its copy); an invalid payload is counted and dropped.',
+  },
   DISTRIBUTOR_STATE_LEASE: {
     http: 503,
     transient: true,
@@ -200,6 +206,16 @@ export const ERRORS = {
     http: 413,
     transient: true,
     description: 'The gateway sent a frame larger than LIMITS.downlinkFrameMaxBytes (no legitimate frame is): the field client closed the connection (1009) and reconnects.',
+  },
+  FIELD_GATEWAY_FRAME_INVALID: {
+    http: 400,
+    transient: false,
+    description: 'The gateway sent a frame that does not match the downlink contract (a welcome announcing limits below the least a gateway may have among them); it was ignored.',
+  },
+  FIELD_GATEWAY_WELCOME_REPEATED: {
+    http: 409,
+    transient: false,
+    description: 'The gateway sent a second welcome on one connection (a welcome is the first frame of a connection, and only that one counts); it was ignored.',
   },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
 

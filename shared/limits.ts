@@ -54,6 +54,25 @@ export const LIMITS = {
   /** distributors. Most distributors keeping their state in one DISTRIBUTOR_STATE_DIR (replicas
    * sharing a bind mount, internal-network/distributor/state-lease.ts). */
   distributorMaxInstances: 64,
+  /** bytes. Default of DEAD_LETTER_MAX_BYTES: most the dead-letter folder may hold on disk (all its
+   * files, every replica's). Without a bound, a compromised DMZ publishing invalid 16 MiB payloads
+   * filled the disk, and the distributor then retried a dead-letter write for ever: ingestion stopped. */
+  deadLetterMaxBytes: 1024 * 1024 * 1024,
+  /** fraction of DEAD_LETTER_MAX_BYTES. Letters of payloads that are not even a valid envelope
+   * (nothing in them can be replayed, no device was told they are kept) are written only while the
+   * folder holds less than this share: they can never take the room of letters that hold data a
+   * device was told is durable (internal-network/distributor/dead-letter.ts). */
+  deadLetterUnparsableShare: 0.5,
+  /** bytes. Of a payload that is not a valid envelope, only its first bytes are kept (with its size
+   * and SHA-256): enough to tell what sent it, and such a payload can never be replayed anyway. */
+  deadLetterExcerptBytes: 4096,
+  /** keys (device tag, reason, gateway). Most security-event counts the distributor stores for one
+   * second (internal-network/distributor/security/refusal-tally.ts): each takes a millisecond of its
+   * second as its time, so fewer than 1000; past it, further keys are counted under gateway "_other". */
+  securityTallyMaxKeys: 500,
+  /** devices. Most devices whose last security-event time the distributor keeps (a point per
+   * refusal of a known device needs a time of its own); past it, those of earlier seconds are forgotten. */
+  securityEventClockMaxDevices: 100_000,
   /** milliseconds. How long the gateway waits for a PUBACK before reporting the message failed. */
   publishTimeoutMs: 30_000,
   /** seconds. Longest a command may stay deliverable (the command API's ttlSeconds); the field
@@ -243,6 +262,28 @@ export const LIMITS = {
    * for the append on its way, then go in one): past it, a message's data is refused
    * (FIELD_QUEUE_FULL; a QoS 1 publish on the local broker is not acknowledged). */
   sparkplugPendingMaxItems: 50_000,
+  /** bytes. The field client stops handing frames to its WebSocket while more than this waits
+   * unsent in it (ws `bufferedAmount`: what the kernel did not take yet), and goes on as it drains.
+   * ws buffers without bound, so a gateway that stops reading (or a link that stalls) would
+   * otherwise have the whole window, or every resend of it, pile up in the device's memory. Two of
+   * the largest frames the field client makes (fieldFrameMaxBytes): one can go out while the next
+   * waits, so a fast link is never idle for it; the kernel's own send buffer does the rest. */
+  fieldSendBufferMaxBytes: 8 * 1024 * 1024,
+  /** bytes. Most message bytes the field client puts in one frame (less when the gateway's welcome
+   * announces a smaller frame limit: half of it, leaving room for the frame's envelope). */
+  fieldFrameMaxBytes: 4 * 1024 * 1024,
+  /** bytes. The smallest frame limit (`limits.frameMaxBytes`) a gateway's welcome may announce: the
+   * least GATEWAY_MAX_FRAME_BYTES allows. A welcome below it (0, negative) is refused as an invalid
+   * frame (FIELD_GATEWAY_FRAME_INVALID): the client would otherwise fit nothing in a frame and send
+   * nothing, for ever. `limits.batchMaxMessages` must be at least 1 for the same reason. */
+  welcomeFrameMaxBytesMin: 1024,
+  /** characters. Longest text from the gateway (an error frame's `message`, why a frame was
+   * invalid) the field client writes in one log line: a downlink frame may hold 512 KiB of it. */
+  fieldGatewayLogMaxChars: 1024,
+  /** log lines. Most lines the field client logs about the gateway's error frames and invalid or
+   * out-of-place frames per TIMINGS.fieldGatewayLogWindowMs; the rest are counted, and their number
+   * logged in the next window. A compromised gateway can send such frames without end. */
+  fieldGatewayLogMaxPerWindow: 20,
 } as const;
 
 export type Limits = typeof LIMITS;
@@ -289,7 +330,8 @@ export const TIMINGS = {
    * (which says its limits) before it starts sending without one. */
   welcomeWaitMs: 2_000,
   /** milliseconds. After a transient error from the gateway, the field client sends again from the
-   * first unacknowledged message after this pause, giving the gateway a moment. */
+   * first unacknowledged message after this pause, giving the gateway a moment: the first pause,
+   * doubled after each such rewind that brought no progress (TIMINGS.transientRewindMaxMs). */
   transientRewindMs: 1_000,
   /** milliseconds. The field client's first reconnect delay (full jitter, doubling up to
    * FIELD_RECONNECT_MAX_MS), so thousands of devices do not reconnect in lockstep. */
@@ -362,6 +404,23 @@ export const TIMINGS = {
   deviceKeyRecheckMs: 1_000,
   /** milliseconds before a device key's own file is looked at again while the registry's folder is unchanged (a file overwritten in place) */
   deviceKeyFileRecheckMs: 10_000,
+  /** milliseconds. The dead-letter folder is measured again (its files listed) at most this often
+   * when a letter would pass its bound: an operator freeing room, or another replica writing, is
+   * seen within a second, and a flood past the bound costs no listing per message. */
+  deadLetterRescanMs: 1_000,
+  /** milliseconds. A log line that repeats per message under a flood (a dead letter not kept, a
+   * security refusal) is written at most once in this long, with the count of those left out. */
+  floodLogIntervalMs: 10_000,
+  /** milliseconds. Most a security event's time may run ahead of the clock: a known device's
+   * refusals take a millisecond each (their own time), and those past this lead are counted per
+   * second instead (refusal-tally.ts), so a flood of forged messages naming one device cannot push
+   * its events into the future (one process-wide counter drifted 286 s ahead in 13.5 s at 22,000/s). */
+  securityEventMaxLeadMs: 1_000,
+  /** milliseconds. The distributor writes its counts of refusals (refusal-tally.ts) this often. */
+  securityTallyFlushMs: 1_000,
+  /** milliseconds. A refusal's log line is written at most once in this long per error code, with
+   * the count of those left out (every refusal is in the metrics and the database). */
+  securityLogIntervalMs: 1_000,
   /** milliseconds between the command API's sweeps that mark overdue commands expired */
   commandExpirySweepMs: 5_000,
   /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and
@@ -397,6 +456,18 @@ export const TIMINGS = {
   sparkplugReorderTimeoutMs: 2_000,
   /** milliseconds. The window of LIMITS.sparkplugLogMaxPerWindow. */
   sparkplugLogWindowMs: 60_000,
+  /** milliseconds. The window of LIMITS.fieldGatewayLogMaxPerWindow. */
+  fieldGatewayLogWindowMs: 60_000,
+  /** milliseconds. Longest pause (TIMINGS.transientRewindMs doubled after each transient error that
+   * was followed by no progress, with jitter) before the field client sends again after a transient
+   * error frame; the pause starts over at base once the gateway acks something. A gateway answering
+   * every frame with GATEWAY_RATE_LIMITED gets the window again every half minute at most, not every
+   * second. */
+  transientRewindMaxMs: 30_000,
+  /** milliseconds a connection to the gateway must stay open before the reconnect backoff starts
+   * over. Reset at the open itself, a gateway that welcomes and closes at once would keep the delay
+   * at its first step: an mTLS handshake and a resend of the window every fraction of a second. */
+  gatewayHealthyAfterMs: 30_000,
 } as const;
 
 export type Timings = typeof TIMINGS;

@@ -52,7 +52,7 @@ export const GatewayConfigSchema = z.object({
     .string()
     .regex(GATEWAY_ID_PATTERN, 'must be 1 to 100 letters, digits, ".", "_" and "-" (it is an MQTT topic level)')
     .default(`${hostLabel()}-${randomBytes(3).toString('hex')}`),
-  GATEWAY_MAX_FRAME_BYTES: z.coerce.number().int().min(1024).max(LIMITS.frameMaxBytes).default(LIMITS.frameMaxBytes),
+  GATEWAY_MAX_FRAME_BYTES: z.coerce.number().int().min(LIMITS.welcomeFrameMaxBytesMin).max(LIMITS.frameMaxBytes).default(LIMITS.frameMaxBytes),
   GATEWAY_MAX_BATCH: z.coerce.number().int().min(1).max(LIMITS.batchMaxMessages).default(LIMITS.batchMaxMessages),
   GATEWAY_MAX_IN_FLIGHT: setting.positiveInt(LIMITS.inFlightPerConnection),
   /** messages per second per device */

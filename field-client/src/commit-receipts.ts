@@ -12,6 +12,8 @@ export interface CommitOptions {
   windowMessages: number;
   /** bytes of messages awaiting their receipt at most */
   windowBytes: number;
+  /** milliseconds after a reconnect before what awaited receipts from before is sent again (TIMINGS.reconnectReceiptGraceMs) */
+  reconnectGraceMs?: number | undefined;
 }
 
 /**
@@ -63,6 +65,8 @@ export class CommitReceipts {
   private disconnectedAt = 0;
   /** after a reconnect: records acked before `before` are sent again at `at` unless committed */
   private afterReconnect: { before: number; at: number } | undefined;
+  /** epoch ms of the last resend for lack of a receipt (0: none yet) */
+  private lastResendAt = 0;
   readonly stats: ReceiptStats = noReceiptStats();
 
   constructor(
@@ -121,7 +125,7 @@ export class CommitReceipts {
 
   /** The gateway welcomed a new connection: what awaited receipts from before gets a grace. */
   welcomed(now: number): void {
-    if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: now + TIMINGS.reconnectReceiptGraceMs };
+    if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: now + (this.options.reconnectGraceMs ?? TIMINGS.reconnectReceiptGraceMs) };
     this.disconnectedAt = 0;
   }
 
@@ -134,9 +138,14 @@ export class CommitReceipts {
     const r = this.afterReconnect;
     if (r && now >= r.at && connected) {
       this.afterReconnect = undefined;
-      n += this.queue.expireAwaiting(now, now - r.before) + this.transfers.expire(now, now - r.before);
+      // A reconnect brings the resend forward, but is one of the resends the doubling spaces out:
+      // only once the current wait has passed since the last one. A gateway that acks everything
+      // and closes the connection every few seconds would otherwise have the device send all that
+      // awaits receipts again after each reconnect, however long the internal side has been silent.
+      if (now - this.lastResendAt >= timeout) n += this.queue.expireAwaiting(now, now - r.before) + this.transfers.expire(now, now - r.before);
     }
     if (n > 0) {
+      this.lastResendAt = now;
       if (Date.now() - this.stats.lastCommitAt > timeout) this.fruitlessResends++;
       this.stats.resentForReceipt += n;
       this.log.warn({ code: 'FIELD_COMMIT_TIMEOUT', messages: n, timeoutMs: timeout }, 'no commit receipt in time; sending again');

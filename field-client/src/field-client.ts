@@ -10,6 +10,8 @@ import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/fi
 import type { Reservation } from './files/file-room.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
 import { SetAside } from './set-aside.ts';
+import { GatewayLog } from './gateway-log.ts';
+import { TransientRewind } from './rewind-backoff.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
@@ -39,6 +41,8 @@ export interface FieldClientOptions {
   dataDir: string;
   /** the device's message-signing key; messages are signed when they are sent */
   signingKey?: Buffer | undefined;
+  /** milliseconds: the first pause after a transient error frame (TIMINGS.transientRewindMs; see rewind-backoff.ts) */
+  transientRewindMs?: number | undefined;
 }
 
 /**
@@ -67,7 +71,10 @@ export class FieldClient {
   /** milliseconds the gateway's clock was ahead of this one at its last welcome (undefined: no welcome yet) */
   private clockOffsetMs: number | undefined;
   private pumpScheduled = false;
-  private rewindTimer: NodeJS.Timeout | undefined;
+  /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
+  private readonly transientRewind: TransientRewind;
+  /** error frames and out-of-place welcomes: logged within a bound (gateway-log.ts) */
+  private readonly gatewayLog: GatewayLog;
   private readonly commitTimer: NodeJS.Timeout | undefined;
   /** commit receipts: on when the client has commit options and a key to verify receipts with */
   readonly receipts: CommitReceipts | undefined;
@@ -99,6 +106,10 @@ export class FieldClient {
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
     connection.on('frame', (frame) => this.onFrame(frame));
+    // The socket's buffer went back under its bound (the pump stopped at it): go on.
+    connection.on('drain', () => this.schedulePump());
+    this.transientRewind = new TransientRewind(() => this.resetSending(), options.transientRewindMs);
+    this.gatewayLog = new GatewayLog(log);
     if (commit && signingKey) {
       this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);
       this.commitTimer = setInterval(() => this.expireOverdue(), TIMINGS.commitCheckIntervalMs);
@@ -127,7 +138,7 @@ export class FieldClient {
   stop(): void {
     clearInterval(this.commitTimer);
     this.rejected.stop();
-    clearTimeout(this.rewindTimer);
+    this.transientRewind.cancel();
   }
 
   /** Accepts messages; resolves once they are in the durable queue (safe from a crash). */
@@ -184,6 +195,7 @@ export class FieldClient {
   private onClose(): void {
     this.stats.connectedSince = 0;
     this.receipts?.disconnected(Date.now());
+    this.transientRewind.cancel();
     this.inFlight.clear();
     this.transfers.reset();
     this.queue.rewind(); // offline: nothing is read until the gateway's welcome
@@ -212,11 +224,14 @@ export class FieldClient {
   }
 
   private pump(): void {
-    if (!this.connection.isOpen) return;
-    // Never more per frame than the gateway said it accepts.
-    const batchMax = Math.min(this.options.batchMax, this.welcome?.limits.batchMaxMessages ?? Infinity);
-    const frameBytes = Math.min(4 * 1024 * 1024, (this.welcome?.limits.frameMaxBytes ?? Infinity) / 2);
+    // Never more per frame than the gateway said it accepts (its welcome's limits are at least 1
+    // message and 1 KiB: downlink.ts; a frame takes at least one message whatever its size).
+    const batchMax = Math.max(1, Math.min(this.options.batchMax, this.welcome?.limits.batchMaxMessages ?? Infinity));
+    const frameBytes = Math.min(LIMITS.fieldFrameMaxBytes, (this.welcome?.limits.frameMaxBytes ?? Infinity) / 2);
     for (;;) {
+      // While the socket holds more than LIMITS.fieldSendBufferMaxBytes unsent, nothing more is
+      // taken from the queue: the connection's 'drain' (or an ack) brings the pump back.
+      if (!this.connection.canSend()) return;
       const room = Math.min(this.options.window - this.inFlight.size, this.receipts?.room(this.highestSent) ?? Infinity);
       if (room <= 0) break;
       const items = this.queue.next(Math.min(room, batchMax), frameBytes);
@@ -242,7 +257,12 @@ export class FieldClient {
       }
       if (batch.length > 0) this.sendFrame(epoch, batch);
     }
-    for (const chunk of this.transfers.chunks()) this.sendFrame(chunk.epoch, [chunk.item]);
+    // A chunk is taken only when asked for (a generator): stopping leaves the rest for the next pump.
+    if (!this.connection.canSend()) return;
+    for (const chunk of this.transfers.chunks()) {
+      this.sendFrame(chunk.epoch, [chunk.item]);
+      if (!this.connection.canSend()) return;
+    }
   }
 
   private startTransfer(m: OutgoingMessage): void {
@@ -312,6 +332,13 @@ export class FieldClient {
         void this.commands.answer(frame, (response) => this.submit('response', response), this.log);
         return;
       case 'welcome':
+        // Only a connection's first counts: each sends the window again. Ignored, not closed on:
+        // a close would hand a hostile gateway a reconnect (a handshake, the window again) per
+        // welcome; ignoring costs nothing, and the first welcome's limits and clock hold.
+        if (this.welcome) {
+          this.gatewayLog.warn({ code: 'FIELD_GATEWAY_WELCOME_REPEATED', gatewayId: frame.gatewayId.slice(0, 128) }, 'ignored a second welcome on one connection');
+          return;
+        }
         this.welcome = frame;
         this.clockOffsetMs = frame.serverTime - Date.now();
         this.receipts?.welcomed(Date.now());
@@ -331,12 +358,14 @@ export class FieldClient {
     }
     // With receipts, this only moves them to "awaiting their receipt".
     this.queue.ack(seqs);
+    if (seqs.length > 0) this.transientRewind.progress();
     this.schedulePump();
   }
 
   /** A commit receipt: what it names, once verified, is no longer held, nor in flight (it can overtake its ack). */
   private onCommit(frame: CommitFrame): void {
     if (!this.receipts || this.receipts.receive(frame) === 0) return; // without a key, receipts cannot be told from forgeries
+    this.transientRewind.progress();
     const own = this.queue.epochRange(frame.epoch);
     if (own) {
       for (const [a, b] of frame.ranges) {
@@ -357,13 +386,13 @@ export class FieldClient {
   }
 
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
-    this.log.warn({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, frame.message);
+    // The message is the gateway's text (up to a whole downlink frame): cut, and lines bounded.
+    this.gatewayLog.warn({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, frame.message);
     const ids = frame.messageIds ?? [];
     if (isTransient(frame.code)) {
-      // Sent again from the first unacknowledged message, once the gateway had a moment.
-      clearTimeout(this.rewindTimer);
-      this.rewindTimer = setTimeout(() => this.resetSending(), TIMINGS.transientRewindMs);
-      this.rewindTimer.unref();
+      // Sent again from the first unacknowledged message once the gateway had a moment, longer
+      // after each rewind without progress.
+      this.transientRewind.schedule();
       return;
     }
     if (ids.length === 0) return;

@@ -7,6 +7,7 @@ import { parseToken } from '../../shared/security/device-token.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { gatewayUrls } from './gateway-urls.ts';
+import { GatewayLog, gatewayText } from './gateway-log.ts';
 
 export interface ConnectionOptions {
   /** one wss:// URL, or several separated by commas (GATEWAY_URL): tried in turn */
@@ -19,28 +20,36 @@ export interface ConnectionOptions {
   reconnectMaxMs: number;
   /** milliseconds without any sign of life from the gateway before the socket is presumed dead */
   idleTimeoutMs: number;
+  /** milliseconds a connection must stay open before the backoff starts over (TIMINGS.gatewayHealthyAfterMs) */
+  healthyAfterMs?: number;
 }
 
 /**
  * The WSS connection to the gateway, kept up for as long as the client runs: reconnect with
  * exponential backoff and full jitter (so a fleet does not return in lockstep after an outage).
- * Emits 'open', 'frame' (validated downlink frames) and 'close'.
+ * Emits 'open', 'frame' (validated downlink frames), 'drain' (see canSend) and 'close'.
  *
  * With several URLs (one per DMZ server, or per path to it), a failed or lost connection moves to
  * the next URL, wrapping round; an open connection stays where it is, so the client goes back to an
  * earlier URL only by rotation, never because that server came back (no flapping between servers).
  * The backoff grows once per full round without a connection, so a dead server is skipped at once.
+ * A connection counts as one that worked only once it stayed open for `healthyAfterMs`: one the
+ * gateway closes sooner (welcomed, then dropped) counts as failed, and the backoff goes on growing.
  */
-export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame: [DownlinkFrame] }> {
+export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame: [DownlinkFrame]; drain: [] }> {
   private ws: WebSocket | undefined;
   private readonly urls: string[];
   /** index in `urls` of the URL of the current (or next) connection */
   private current = 0;
-  /** connections that failed or were lost since the last one opened */
+  /** connections that failed or were lost since the last one that stayed open for healthyAfterMs */
   private failures = 0;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
+  private healthyTimer: NodeJS.Timeout | undefined;
+  /** canSend() said no since the last 'drain': the next write that brings the buffer under the bound emits one */
+  private full = false;
+  private readonly gatewayLog: GatewayLog;
 
   constructor(
     private readonly options: ConnectionOptions,
@@ -49,6 +58,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     super();
     this.urls = gatewayUrls(options.url);
     if (this.urls.length === 0) throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_URL lists no URL');
+    this.gatewayLog = new GatewayLog(log);
   }
 
   /** the URL of the current connection, or of the next attempt */
@@ -60,19 +70,50 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     return this.ws?.readyState === WebSocket.OPEN;
   }
 
+  /** connections that failed or were lost in a row (none of them stayed open for healthyAfterMs) */
+  get consecutiveFailures(): number {
+    return this.failures;
+  }
+
+  /** bytes handed to the socket and not yet taken by the kernel (0 when not connected) */
+  get bufferedAmount(): number {
+    return this.ws?.bufferedAmount ?? 0;
+  }
+
+  /**
+   * Whether to hand the socket another frame now: open, and less than LIMITS.fieldSendBufferMaxBytes
+   * waiting unsent in it. ws buffers whatever it is given, so a sender that does not ask this fills
+   * the device's memory while the gateway does not read. After a no, 'drain' is emitted once the
+   * buffer is back under the bound.
+   */
+  canSend(): boolean {
+    if (!this.isOpen) return false;
+    if (this.bufferedAmount < LIMITS.fieldSendBufferMaxBytes) return true;
+    this.full = true;
+    return false;
+  }
+
   start(): void {
     this.stopped = false;
     this.open();
   }
 
   send(text: string): void {
-    this.ws?.send(text);
+    const ws = this.ws;
+    // The callback runs once this frame left ws's buffer for the kernel (or the socket closed).
+    ws?.send(text, () => {
+      if (this.full && this.ws === ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < LIMITS.fieldSendBufferMaxBytes) {
+        this.full = false;
+        this.emit('drain');
+      }
+    });
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.idleTimer);
+    clearTimeout(this.healthyTimer);
     const ws = this.ws;
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
     await new Promise<void>((resolve) => {
@@ -101,7 +142,11 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     });
     this.ws = ws;
     ws.on('open', () => {
-      this.failures = 0;
+      this.full = false;
+      // Not reset here: a gateway that opens and closes at once would keep the delay at its first step.
+      clearTimeout(this.healthyTimer);
+      this.healthyTimer = setTimeout(() => (this.failures = 0), this.options.healthyAfterMs ?? TIMINGS.gatewayHealthyAfterMs);
+      this.healthyTimer.unref();
       this.log.info({ url }, 'connected to gateway');
       this.touch();
       this.emit('open');
@@ -113,7 +158,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       try {
         frame = DownlinkFrameSchema.parse(JSON.parse(data.toString()));
       } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'ignored an invalid frame from the gateway');
+        this.gatewayLog.warn({ code: 'FIELD_GATEWAY_FRAME_INVALID', url, err: gatewayText((err as Error).message) }, 'ignored an invalid frame from the gateway');
         return;
       }
       this.emit('frame', frame);
@@ -132,6 +177,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     });
     ws.on('close', (code, reason) => {
       clearTimeout(this.idleTimer);
+      clearTimeout(this.healthyTimer);
       if (this.ws === ws) this.ws = undefined;
       this.emit('close');
       if (this.stopped) return;

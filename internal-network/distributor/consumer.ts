@@ -3,6 +3,7 @@ import type { IPublishPacket } from 'mqtt';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DeadLetters } from './dead-letter.ts';
+import { FloodLog } from './flood-log.ts';
 import type { MessageHandler } from './message-handler.ts';
 import type { ReceiptPublisher } from './receipts.ts';
 
@@ -23,7 +24,8 @@ class Stopped extends Error {}
  * While the database is down the write is retried with capped exponential backoff and the broker
  * keeps everything else queued; if the distributor stops meanwhile, the message is never
  * acknowledged and the broker redelivers it to the persistent session (or another group member).
- * A message that can never be written goes to the dead-letter folder, then is acknowledged.
+ * A message that can never be written goes to the dead-letter folder, then is acknowledged; one
+ * holding data that finds the folder full is not (dead-letter.ts).
  * Either way, once the message is durable here its device is sent a commit receipt (receipts.ts):
  * only then may the device delete its copy, whatever became of the hops in between.
  */
@@ -31,6 +33,10 @@ export class Consumer {
   private stopped = false;
   private wake: (() => void) | undefined;
   readonly stats = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };
+  /** invalid payloads not kept (past their share of the dead-letter bound), and letters waiting for room: logged now and then */
+  private readonly notKeptLog: FloodLog;
+  private readonly fullLog: FloodLog;
+  private readonly invalidLog: FloodLog;
   /** epoch ms at which the message in progress was taken from the broker (undefined: none) */
   inProgressSince: number | undefined;
 
@@ -42,7 +48,12 @@ export class Consumer {
     private readonly receipts: ReceiptPublisher | undefined,
     private readonly log: Logger,
     private readonly deadLettered?: { inc(): void },
+    /** invalid payloads acknowledged without being kept (past their share of DEAD_LETTER_MAX_BYTES, or not writable) */
+    private readonly notKept?: { inc(): void },
   ) {
+    this.notKeptLog = new FloodLog(log, 'warn');
+    this.fullLog = new FloodLog(log, 'error');
+    this.invalidLog = new FloodLog(log, 'error');
     mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
       // A message from the broker shows the connection alive as well as a PINGRESP would. mqtt.js
       // counts only acks and PINGRESPs, and hands a connection's packets over one at a time (the
@@ -104,18 +115,37 @@ export class Consumer {
     }
   }
 
+  /**
+   * Keeps what can never be written, then lets the caller acknowledge it. A letter with data that
+   * finds no room (DISTRIBUTOR_DEAD_LETTERS_FULL) or cannot be written is retried, unacknowledged,
+   * until it is kept or the consumer stops (dead-letter.ts: what is chosen at the bound, and why).
+   * An invalid payload (a flood from a compromised DMZ) is logged at most now and then.
+   */
   private async deadLetter(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
-    this.stats.deadLetters++;
-    this.deadLettered?.inc();
-    this.log.error({ code: err.code, topic, details: err.details }, `${err.message} — kept as a dead letter`);
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new Stopped();
       try {
-        await this.deadLetters.put(topic, payload, err);
-        for (const r of this.handler.deadLetterReceipts(topic, payload)) this.receipts?.add(r);
+        const outcome = await this.deadLetters.put(topic, payload, err);
+        if (outcome === 'over-bound' || outcome === 'write-failed') {
+          this.notKept?.inc();
+          this.notKeptLog.write(
+            { code: outcome === 'over-bound' ? 'DISTRIBUTOR_DEAD_LETTERS_FULL' : err.code, reason: err.code, topic, bytes: payload.length },
+            outcome === 'over-bound' ? 'an invalid payload was not kept: the dead-letter folder holds its share of DEAD_LETTER_MAX_BYTES' : 'an invalid payload could not be written to the dead-letter folder; not kept',
+          );
+          return;
+        }
+        this.stats.deadLetters++;
+        this.deadLettered?.inc();
+        const fields = { code: err.code, topic, details: err.details };
+        if (outcome === 'excerpt') this.invalidLog.write(fields, `${err.message} — kept as a dead letter`);
+        else {
+          this.log.error(fields, `${err.message} — kept as a dead letter`);
+          for (const r of this.handler.deadLetterReceipts(topic, payload)) this.receipts?.add(r);
+        }
         return;
       } catch (ioErr) {
-        this.log.error({ err: (ioErr as Error).message }, 'cannot write the dead-letter file; retrying');
+        if (isFieldStreamError(ioErr, 'DISTRIBUTOR_DEAD_LETTERS_FULL')) this.fullLog.write({ code: ioErr.code, reason: err.code, topic, ...ioErr.details }, `${ioErr.message}; the message stays unacknowledged`);
+        else this.log.error({ err: (ioErr as Error).message }, 'cannot write the dead-letter file; retrying');
         await this.sleep(this.backoff(attempt));
       }
     }

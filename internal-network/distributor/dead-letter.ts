@@ -1,45 +1,143 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { FieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LineFile } from '../../shared/line-file.ts';
+
+/** What became of a letter: kept whole, kept as an excerpt, or not kept (why). */
+export type DeadLetterOutcome = 'whole' | 'excerpt' | 'over-bound' | 'write-failed';
+
+export interface DeadLetterBounds {
+  /** bytes the folder may hold on disk, all its files (DEAD_LETTER_MAX_BYTES) */
+  maxBytes: number;
+  /** fraction of maxBytes letters of invalid payloads may be written within */
+  unparsableShare?: number;
+  /** bytes of an invalid payload kept */
+  excerptBytes?: number;
+}
+
+/**
+ * A letter whose error is a CONTRACT_* code holds a payload that is not a valid FieldStream message
+ * for its topic (not JSON, not an envelope, an envelope that disagrees with its topic): nothing in
+ * it can be written or replayed, and no device was sent a receipt for it (MessageHandler
+ * deadLetterReceipts answers none), so its device, if any, still holds its copy. The other letters
+ * (the database refused valid data for good, DISTRIBUTOR_WRITE_REJECTED; a refused file) hold data
+ * whose device may have been told it is durable: they are kept whole or not acknowledged at all.
+ */
+export function isUnparsable(err: FieldStreamError): boolean {
+  return err.code.startsWith('CONTRACT_');
+}
 
 /**
  * Messages that can never be written (an invalid envelope, a refused file name, data the database
- * rejects permanently) are kept here, whole, before the broker is acknowledged: nothing that was
- * acknowledged is thrown away, and a retry loop cannot block the pipeline forever.
+ * rejects permanently) are kept here before the broker is acknowledged: nothing that was
+ * acknowledged with data in it is thrown away, and a retry loop cannot block the pipeline forever.
  * One JSON line per message in DIR/YYYY-MM-DD.jsonl, one letter at a time (the consumers share
  * this object, and a file's envelope is several MB: line-file.ts).
+ *
+ * The folder is bounded (`maxBytes`, all its files on disk). The choice made at the bound, so that
+ * a flood cannot fill the disk and nothing acknowledged is lost:
+ * - an invalid payload (isUnparsable) is kept as its first `excerptBytes`, its size and SHA-256,
+ *   and only while the folder holds less than `unparsableShare` of the bound; past that it is not
+ *   kept (the caller counts it, logs it now and then, and acknowledges it: see isUnparsable).
+ * - a letter with data is kept whole anywhere within the bound; past it, put throws
+ *   DISTRIBUTOR_DEAD_LETTERS_FULL and the caller does not acknowledge the message: it stays in the
+ *   broker, the device keeps its copy, and that connection waits until an operator makes room.
+ *   Availability of one consumer connection is given up rather than acknowledged data.
  *
  * Replicas sharing the folder (`--scale distributor=N`) write files of their own, named after their
  * slot of the state folder (state-lease.ts): DIR/YYYY-MM-DD.slot-N.jsonl for slot N > 1. In one
  * file, a replica killed mid-letter would leave a torn line that another, which last saw the file
  * end whole, would glue its next letter to; and appends from several hosts are not atomic on NFS.
+ * Each measures the whole folder (the others' files too), again at most once a second when a letter
+ * would pass a bound (TIMINGS.deadLetterRescanMs), so what an operator removed is seen.
  */
 export class DeadLetters {
   private readonly file = new LineFile(0o640);
   private readonly suffix: string;
+  private readonly bounds: Required<DeadLetterBounds>;
+  /** bytes on disk in the folder, as last measured plus what this process appended since */
+  private bytes: number | undefined;
+  private measuredAt = -Infinity;
+  /** bytes of letters let in and still being written: the consumers put letters at once */
+  private pending = 0;
 
   constructor(
     private readonly dir: string,
     slot = 1,
+    bounds: DeadLetterBounds = { maxBytes: LIMITS.deadLetterMaxBytes },
   ) {
     mkdirSync(dir, { recursive: true });
     this.suffix = slot === 1 ? '.jsonl' : `.slot-${slot}.jsonl`;
+    this.bounds = { unparsableShare: LIMITS.deadLetterUnparsableShare, excerptBytes: LIMITS.deadLetterExcerptBytes, ...bounds };
   }
 
-  put(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
-    const line = JSON.stringify({
-      at: new Date().toISOString(),
-      code: err.code,
-      message: err.message,
-      topic,
-      payloadBase64: payload.toString('base64'),
-    });
-    return this.file.append(join(this.dir, `${new Date().toISOString().slice(0, 10)}${this.suffix}`), `${line}\n`);
+  /** Bytes the folder holds (as last measured, plus this process's letters since); undefined before the first letter. */
+  get heldBytes(): number | undefined {
+    return this.bytes;
+  }
+
+  /**
+   * Keeps a letter. Resolves with what became of it; throws DISTRIBUTOR_DEAD_LETTERS_FULL for a
+   * letter with data past the bound, and an I/O error for a letter with data that could not be
+   * written (both: do not acknowledge). An invalid payload that could not be written resolves
+   * 'write-failed': it holds nothing to lose, and a full disk must not stop ingestion.
+   */
+  async put(topic: string, payload: Buffer, err: FieldStreamError): Promise<DeadLetterOutcome> {
+    const unparsable = isUnparsable(err);
+    const line = `${JSON.stringify({ at: new Date().toISOString(), code: err.code, message: err.message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: payload.toString('base64') }) })}\n`;
+    const size = Buffer.byteLength(line);
+    const room = unparsable ? this.bounds.maxBytes * this.bounds.unparsableShare : this.bounds.maxBytes;
+    if (!(await this.fits(size, room))) {
+      if (unparsable) return 'over-bound';
+      throw new FieldStreamError('DISTRIBUTOR_DEAD_LETTERS_FULL', `The dead-letter folder ${this.dir} holds ${this.bytes} of its ${this.bounds.maxBytes} bytes; a letter of ${size} bytes waits for room`, {
+        heldBytes: this.bytes,
+        maxBytes: this.bounds.maxBytes,
+        letterBytes: size,
+      });
+    }
+    this.pending += size;
+    try {
+      await this.file.append(join(this.dir, `${new Date().toISOString().slice(0, 10)}${this.suffix}`), line);
+    } catch (ioErr) {
+      // Some of it may be on disk (a torn line): measured again before the next letter is let in.
+      this.measuredAt = -Infinity;
+      if (unparsable) return 'write-failed';
+      throw ioErr;
+    } finally {
+      this.pending -= size;
+    }
+    this.bytes = (this.bytes ?? 0) + size;
+    return unparsable ? 'excerpt' : 'whole';
   }
 
   /** Waits for the letters being written and closes the day's file. */
   close(): Promise<void> {
     return this.file.end();
+  }
+
+  /** An invalid payload's letter: whole if small, else its first bytes; its size and SHA-256 always. */
+  private excerpt(payload: Buffer): Record<string, unknown> {
+    const sha256 = createHash('sha256').update(payload).digest('hex');
+    if (payload.length <= this.bounds.excerptBytes) return { payloadBytes: payload.length, sha256, payloadBase64: payload.toString('base64') };
+    return { payloadBytes: payload.length, sha256, truncated: true, payloadHeadBase64: payload.subarray(0, this.bounds.excerptBytes).toString('base64') };
+  }
+
+  /** Whether `size` more bytes keep the folder within `room`, measuring it again if due. */
+  private async fits(size: number, room: number): Promise<boolean> {
+    if (this.bytes === undefined || (this.bytes + this.pending + size > room && Date.now() - this.measuredAt >= TIMINGS.deadLetterRescanMs)) await this.measure();
+    return (this.bytes as number) + this.pending + size <= room;
+  }
+
+  private async measure(): Promise<void> {
+    this.measuredAt = Date.now();
+    let total = 0;
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      const s = await stat(join(this.dir, name)).catch(() => undefined);
+      if (s?.isFile()) total += s.size;
+    }
+    this.bytes = total;
   }
 }

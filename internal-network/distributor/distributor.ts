@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises';
-import type { FieldStreamError } from '../../shared/errors.ts';
+import { isFieldStreamError, type FieldStreamError } from '../../shared/errors.ts';
 import type { MqttClient } from 'mqtt';
 import { sharedFilter, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -84,7 +84,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     log.child({ subsystem: 'security' }),
   );
   const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH), verifier, metrics);
-  const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot);
+  const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot, { maxBytes: config.DEAD_LETTER_MAX_BYTES });
+  metrics.bindDeadLetters(() => deadLetters.heldBytes);
   const tls = readMqttTls(config);
   const group = config.DISTRIBUTOR_SHARE_GROUP;
   // Without a shared subscription every connection would get every message: one is enough.
@@ -105,7 +106,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       { resubscribe: false },
     );
     clients.push(mqtt);
-    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters));
+    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept));
     subscribed.push(subscribeOnEveryConnect(mqtt, filters, { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
@@ -124,7 +125,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
             connect: (clientId) =>
               // Quiet below warnings: most are probes of sessions that do not exist.
               connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
-            consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters),
+            consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept),
             signal: stopping.signal,
             log: log.child({ subsystem: 'sessions' }),
           }),
@@ -153,6 +154,14 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
         log,
       })
     : Promise.resolve(undefined);
+
+  // Refusals of ids nobody registered are counted per second (security/refusal-tally.ts) and
+  // written here, apart from the messages: a flood of forged ids costs a few points a second.
+  const tallyLog = log.child({ subsystem: 'security' });
+  const flushTally = (all = false) =>
+    handler.flushSecurityTally(all).catch((err: unknown) => tallyLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message }, 'counts of security refusals not written yet; tried again'));
+  const tallyTimer = setInterval(() => void flushTally(), TIMINGS.securityTallyFlushMs);
+  tallyTimer.unref();
 
   let healthTimer: NodeJS.Timeout | undefined;
   if (config.DISTRIBUTOR_HEALTH_FILE) {
@@ -193,6 +202,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
         feed?.close();
         // Forced: an unfinished message must not be acknowledged on the way out.
         await Promise.all(clients.map((c) => endMqtt(c, true)));
+        clearInterval(tallyTimer);
+        await flushTally(true);
         await sink.close();
         await deadLetters.close().catch(() => undefined);
         replay.close();

@@ -15,7 +15,8 @@ import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
 import { eventPoints, filePoint, healthPoints, MEASUREMENTS, POINT_KEY, readingPoints, responsePoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
-import type { MessageVerifier } from './security/verifier.ts';
+import type { MessageVerifier, Verdict } from './security/verifier.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
 
@@ -43,6 +44,9 @@ export interface Handled {
  * durable; throws a FieldStreamError otherwise (the caller decides between retry and dead letter).
  */
 export class MessageHandler {
+  /** counts of refusals whose write failed, written again with the next (flushSecurityTally) */
+  private unwrittenTally: StoredPoint[] = [];
+
   constructor(
     private readonly sink: PointSink,
     private readonly files: FileStore,
@@ -170,16 +174,37 @@ export class MessageHandler {
   }
 
   /** Counted once the writes succeeded, so a write retried is not counted twice. */
-  private count(dataType: UplinkEnvelope['dataType'], points: number, verdict: { accepted: UplinkEnvelope | undefined; sentAt: number[]; events: StoredPoint[] }): void {
+  private count(dataType: UplinkEnvelope['dataType'], points: number, verdict: Pick<Verdict, 'accepted' | 'sentAt' | 'events' | 'tallied'>): void {
     const m = this.metrics;
     if (verdict.accepted) m.messages(dataType, verdict.accepted.messages.length);
     if (points > 0) m.points.inc(points);
-    for (const e of verdict.events) {
-      const reason = e.tags.reason ?? 'unknown';
-      if (reason === 'SECURITY_DUPLICATE') m.duplicates.inc();
-      else m.securityEvents.inc({ reason });
-    }
+    for (const e of verdict.events) this.countRefusal(e.tags.reason ?? 'unknown');
+    for (const r of verdict.tallied) this.countRefusal(r.reason);
     m.endToEndOf(verdict.sentAt, Date.now());
+  }
+
+  private countRefusal(reason: string): void {
+    if (reason === 'SECURITY_DUPLICATE') this.metrics.duplicates.inc();
+    else this.metrics.securityEvents.inc({ reason });
+  }
+
+  /**
+   * Writes the verifier's counts of refusals of the seconds that are over (all, with `all`: at a
+   * stop). They are written apart from any message (no message waits for them, none is redelivered
+   * for them); should the database refuse or be down, they are kept for the next call, at most
+   * LIMITS.securityTallyMaxKeys × 60 points (a minute of a flood), then the oldest are dropped.
+   */
+  async flushSecurityTally(all = false): Promise<number> {
+    const points = [...this.unwrittenTally, ...this.verifier.takeTally(Date.now(), all)];
+    this.unwrittenTally = [];
+    if (points.length === 0) return 0;
+    try {
+      await this.sink.write(points);
+      return points.length;
+    } catch (err) {
+      this.unwrittenTally = points.slice(-LIMITS.securityTallyMaxKeys * 60);
+      throw err;
+    }
   }
 
   /**

@@ -22,6 +22,8 @@ export class DistributorMetrics {
   readonly writeSeconds;
   readonly writeFailures;
   readonly deadLetters;
+  readonly deadLettersNotKept;
+  readonly deadLetterBytes;
   readonly securityEvents;
   readonly gatewayUnlisted;
   readonly duplicates;
@@ -31,6 +33,7 @@ export class DistributorMetrics {
   readonly feedPoints;
   readonly feedDropped;
   readonly endToEnd;
+  private deadLetterHeld: () => number | undefined = () => undefined;
   private live: { connected: () => readonly boolean[]; oldestStartedAt: () => number | undefined } = { connected: () => [], oldestStartedAt: () => undefined };
 
   constructor(readonly metrics: ServiceMetrics = new ServiceMetrics('distributor', { processMetrics: false })) {
@@ -51,6 +54,14 @@ export class DistributorMetrics {
     // invisible to rate() and to readers who take a missing series for "unknown".
     for (const reason of ['DISTRIBUTOR_WRITE_FAILED', 'DISTRIBUTOR_WRITE_REJECTED']) this.writeFailures.labels(reason).inc(0);
     this.deadLetters = metrics.counter('distributor_dead_letters_total', 'MQTT messages kept in the dead-letter folder because they can never be written.');
+    this.deadLettersNotKept = metrics.counter(
+      'distributor_dead_letters_not_kept_total',
+      'Invalid payloads (not a valid envelope) acknowledged without being kept: past their share of DEAD_LETTER_MAX_BYTES, or not writable.',
+    );
+    this.deadLetterBytes = metrics.gauge('distributor_dead_letter_bytes', 'Bytes the dead-letter folder holds on disk (as last measured; bounded by DEAD_LETTER_MAX_BYTES).', [], function () {
+      const held = self.deadLetterHeld();
+      if (held !== undefined) this.set(held);
+    });
     this.securityEvents = metrics.counter('distributor_security_events_total', 'Device messages refused by the security checks, by error code (duplicates are counted apart).', ['reason']);
     this.gatewayUnlisted = metrics.counter(
       'distributor_gateway_unlisted_refusals_total',
@@ -72,6 +83,10 @@ export class DistributorMetrics {
       'distributor_end_to_end_seconds',
       "Seconds from a device's sending of a message (its signature time, on the gateway's clock; unsigned: the gateway's receipt) to the database's answer.",
     );
+  }
+
+  bindDeadLetters(held: () => number | undefined): void {
+    this.deadLetterHeld = held;
   }
 
   bind(live: DistributorMetrics['live']): void {

@@ -13,14 +13,13 @@ import { parseSigningKey } from '../../shared/security/message-auth.ts';
 export interface KeyRecheck {
   /** milliseconds a looked-up key is trusted before the folder is looked at again */
   recheckMs: number;
-  /** milliseconds before a key's own file is looked at again while the folder is unchanged */
+  /** milliseconds before a key's own file is looked at again while the folder is unchanged; the
+   * folder is listed again this often too, whatever its mtime says */
   fileRecheckMs: number;
 }
 
 interface CachedKey {
   key: Buffer | undefined;
-  /** when it was last confirmed (epoch ms) */
-  checkedAt: number;
   /** when its file was last looked at (epoch ms) */
   statAt: number;
   /** its file's mtime then */
@@ -29,10 +28,18 @@ interface CachedKey {
   folderMtimeMs: number;
 }
 
+/**
+ * Every lookup of an id the folder does not list costs one Set lookup and leaves nothing behind:
+ * the verifier asks for every device an envelope names (a gateway's envelope names up to 1,000),
+ * and the ids are the DMZ's word. A cache of every id asked for (as this was) grew by an entry and
+ * a blocking stat per invented id: 300,000 forged ids held ~100 MB. Only listed ids are cached, so
+ * the cache is bounded by the key files an operator put in the folder.
+ */
 export class DeviceKeyRegistry {
   private readonly cache = new Map<string, CachedKey>();
   private revoked = { ids: new Set<string>(), checkedAt: 0 };
-  private folder = { mtimeMs: -1, checkedAt: -Infinity };
+  /** the folder's listing: its ids, its mtime then (-1: no folder), when looked at and when listed */
+  private folder = { ids: new Set<string>(), mtimeMs: -1, checkedAt: -Infinity, listedAt: -Infinity };
 
   constructor(
     private readonly dir: string,
@@ -60,36 +67,39 @@ export class DeviceKeyRegistry {
     return this.revoked.ids;
   }
 
-  /** Every device with a registered key (DIR/DEVICE_ID.key), whatever else is in the folder. */
+  /** Every device with a registered key (DIR/DEVICE_ID.key), whatever else is in the folder: listed afresh. */
   registered(): string[] {
-    try {
-      return readdirSync(this.dir)
-        .filter((f) => f.endsWith('.key'))
-        .map((f) => f.slice(0, -'.key'.length))
-        .filter((id) => DeviceIdSchema.safeParse(id).success);
-    } catch {
-      return [];
-    }
+    this.list(Date.now());
+    return [...this.folder.ids];
+  }
+
+  /** Keys held in memory: at most one per key file listed, whatever ids were asked for. */
+  get cachedKeys(): number {
+    return this.cache.size;
+  }
+
+  /** Whether the folder lists a key file for this id (as of the last look, at most recheckMs ago). */
+  has(deviceId: string): boolean {
+    this.lookAtFolder(Date.now());
+    return this.folder.ids.has(deviceId);
   }
 
   /**
    * A key is looked at again after `recheckMs`, at the cost of one look at the folder for every
    * device: a key added, removed or replaced by a rename (as copying tools and editors do) changes
-   * the folder, and only then is the device's own file looked at. A file overwritten in place does
-   * not change the folder: each file is looked at again after `fileRecheckMs` regardless. (A look
-   * at each device's file every second cost the distributor a system call per message of a fleet
-   * of devices sending once a second: docs/performance.md.)
+   * the folder, and only then is it listed again and the device's own file looked at. A file
+   * overwritten in place does not change the folder: each file is looked at again after
+   * `fileRecheckMs` regardless. (A look at each device's file every second cost the distributor a
+   * system call per message of a fleet of devices sending once a second: docs/performance.md.)
    */
   get(deviceId: string): Buffer | undefined {
-    if (!DeviceIdSchema.safeParse(deviceId).success) return undefined;
     const now = Date.now();
+    const folderMtimeMs = this.lookAtFolder(now);
+    // Not listed (an id the DMZ invented, or not a device id at all: the listing holds only valid
+    // ones): nothing looked at, nothing kept.
+    if (!this.folder.ids.has(deviceId)) return undefined;
     const hit = this.cache.get(deviceId);
-    if (hit && now - hit.checkedAt < this.timing.recheckMs) return hit.key;
-    const folderMtimeMs = this.folderMtime(now);
-    if (hit && hit.folderMtimeMs === folderMtimeMs && now - hit.statAt < this.timing.fileRecheckMs) {
-      hit.checkedAt = now;
-      return hit.key;
-    }
+    if (hit && hit.folderMtimeMs === folderMtimeMs && now - hit.statAt < this.timing.fileRecheckMs) return hit.key;
     const path = join(this.dir, `${deviceId}.key`);
     let key: Buffer | undefined;
     let mtimeMs = 0;
@@ -99,21 +109,50 @@ export class DeviceKeyRegistry {
     } catch {
       key = undefined;
     }
-    this.cache.set(deviceId, { key, checkedAt: now, statAt: now, mtimeMs, folderMtimeMs });
+    this.cache.set(deviceId, { key, statAt: now, mtimeMs, folderMtimeMs });
     return key;
   }
 
-  /** The folder's mtime, looked at most once every `recheckMs` (-1: no folder). */
-  private folderMtime(now: number): number {
-    if (now - this.folder.checkedAt >= this.timing.recheckMs) {
-      let mtimeMs = -1;
-      try {
-        mtimeMs = statSync(this.dir).mtimeMs;
-      } catch {
-        /* no keys yet */
-      }
-      this.folder = { mtimeMs, checkedAt: now };
+  /**
+   * The folder's mtime, looked at most once every `recheckMs` (-1: no folder); listed again when it
+   * changed, and at least every `fileRecheckMs` whatever it says (a key added within the tick of the
+   * mtime of the last listing leaves the mtime as it was, on file systems with coarse timestamps).
+   */
+  private lookAtFolder(now: number): number {
+    if (now - this.folder.checkedAt < this.timing.recheckMs) return this.folder.mtimeMs;
+    let mtimeMs = -1;
+    try {
+      mtimeMs = statSync(this.dir).mtimeMs;
+    } catch {
+      /* no keys yet */
     }
+    this.folder.checkedAt = now;
+    if (mtimeMs !== this.folder.mtimeMs || now - this.folder.listedAt >= this.timing.fileRecheckMs) this.list(now, mtimeMs);
     return this.folder.mtimeMs;
+  }
+
+  /** Lists the folder: its valid device ids; cached keys of ids no longer listed are forgotten. */
+  private list(now: number, mtimeMs = this.statFolder()): void {
+    let ids = new Set<string>();
+    try {
+      ids = new Set(
+        readdirSync(this.dir)
+          .filter((f) => f.endsWith('.key'))
+          .map((f) => f.slice(0, -'.key'.length))
+          .filter((id) => DeviceIdSchema.safeParse(id).success),
+      );
+    } catch {
+      /* no keys yet */
+    }
+    for (const id of this.cache.keys()) if (!ids.has(id)) this.cache.delete(id);
+    this.folder = { ids, mtimeMs, checkedAt: now, listedAt: now };
+  }
+
+  private statFolder(): number {
+    try {
+      return statSync(this.dir).mtimeMs;
+    } catch {
+      return -1;
+    }
   }
 }

@@ -74,7 +74,16 @@ export const WelcomeFrameSchema = z.strictObject({
   gatewayId: z.string(),
   /** epoch ms */
   serverTime: z.number().int(),
-  limits: z.strictObject({ frameMaxBytes: z.number().int(), batchMaxMessages: z.number().int() }),
+  /**
+   * The least a gateway may announce (GATEWAY_MAX_FRAME_BYTES, GATEWAY_MAX_BATCH): below it (0, a
+   * negative number) a device would fit nothing in a frame and send nothing, for ever, without a
+   * word. Such a welcome is refused as any invalid frame (FIELD_GATEWAY_FRAME_INVALID, logged), and
+   * the device sends within its own limits after TIMINGS.welcomeWaitMs instead.
+   */
+  limits: z.strictObject({
+    frameMaxBytes: z.number().int().min(LIMITS.welcomeFrameMaxBytesMin),
+    batchMaxMessages: z.number().int().min(1),
+  }),
 });
 export type WelcomeFrame = z.infer<typeof WelcomeFrameSchema>;
 

@@ -19,7 +19,7 @@ import { tempDir } from '../helpers/pki.ts';
 const log = createLogger('test', 'silent');
 const key = randomBytes(32);
 
-async function setup(dir: string, o: { timeoutMs: number; windowMessages: number }) {
+async function setup(dir: string, o: { timeoutMs: number; windowMessages: number; reconnectGraceMs?: number }) {
   const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
   const outbox = new FileOutbox(dir, 64 * 1024);
   const transfers = new FileTransfers(outbox, { window: 4, receipts: true }, () => {}, log);
@@ -52,6 +52,32 @@ describe('the device side of commit receipts', () => {
       assert.equal(receipts.expire(t0 + 4500, true), 2, 'then four times');
       assert.equal(receipts.stats.resentForReceipt, 6);
       assert.ok(LIMITS.commitTimeoutMaxMs >= 15 * 60_000, 'capped, at a quarter of an hour');
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+
+  it('brings a resend forward at a reconnect only once the doubled wait has passed since the last one', async () => {
+    const work = tempDir('commit-reconnect');
+    const { queue, receipts } = await setup(work.dir, { timeoutMs: 1000, windowMessages: 1000, reconnectGraceMs: 0 });
+    try {
+      await queue.append([{ dataType: 'timeseries', payload: { v: 1 } }, { dataType: 'timeseries', payload: { v: 2 } }]);
+      const sendAndAck = () => {
+        queue.rewind();
+        queue.ack(queue.next(10).map((m) => m.seq));
+      };
+      const t0 = Date.now();
+      sendAndAck();
+      receipts.disconnected(t0 + 10);
+      receipts.welcomed(t0 + 20);
+      assert.equal(receipts.expire(t0 + 30, true), 2, 'the first reconnect sends them again after its grace');
+      sendAndAck();
+      // A gateway that acks and closes again at once: the wait is 2 s now, and the last resend was 30 ms ago.
+      receipts.disconnected(t0 + 40);
+      receipts.welcomed(t0 + 50);
+      assert.equal(receipts.expire(t0 + 60, true), 0, 'the next reconnect, before the doubled wait, sends nothing again');
+      assert.equal(receipts.expire(t0 + 2_100, true), 2, 'the doubled wait itself still does');
     } finally {
       await queue.close();
       work.cleanup();

@@ -49,3 +49,35 @@ describe('the device key registry', () => {
     }
   });
 });
+
+/**
+ * A compromised DMZ names any device ids it likes (a gateway's envelope up to 1,000): an id with no
+ * key file must cost nothing that stays. The registry cached an entry per id asked for, for ever.
+ */
+describe('the device key registry under invented ids', () => {
+  it('keeps nothing for ids it does not list, and still sees a device registered while running', async () => {
+    const work = tempDir('device-keys-flood');
+    try {
+      const registry = new DeviceKeyRegistry(work.dir, undefined, { recheckMs: 40, fileRecheckMs: 400 });
+      const real = hex();
+      writeFileSync(join(work.dir, 'real-1.key'), real);
+      assert.equal(registry.get('real-1')?.toString('hex'), real);
+      for (let i = 0; i < 20_000; i++) assert.equal(registry.get(`x${i.toString(36)}`), undefined);
+      assert.equal(registry.cachedKeys, 1, 'only the listed device is held');
+      assert.equal(registry.has('x1'), false);
+
+      const late = hex();
+      writeFileSync(join(work.dir, 'late-2.key'), late);
+      await sleep(60);
+      assert.equal(registry.get('late-2')?.toString('hex'), late, 'registered while running');
+      assert.deepEqual(registry.registered().sort(), ['late-2', 'real-1']);
+
+      rmSync(join(work.dir, 'real-1.key'));
+      await sleep(60);
+      assert.equal(registry.get('real-1'), undefined, 'removed');
+      assert.equal(registry.cachedKeys, 1, 'and its cached key forgotten');
+    } finally {
+      work.cleanup();
+    }
+  });
+});

@@ -191,8 +191,12 @@ describe('the health reporter on a real queue', () => {
     const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
     const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: work.dir }, queue, outbox, connection, commands, log);
     const reporter = new HealthReporter(client, connection, outbox, { intervalMs: o.intervalMs ?? 3_600_000, dataDir: work.dir, certFile, version: softwareVersion() }, log);
-    const welcome = (serverTime: number) =>
+    // A welcome is the first frame of a connection (a second one on the same connection is ignored):
+    // each comes after an 'open', as on a reconnect.
+    const welcome = (serverTime: number) => {
+      connection.emit('open');
       connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime, limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+    };
     /** the health messages in the queue, as the gateway would parse them */
     const queued = () => {
       queue.rewind();

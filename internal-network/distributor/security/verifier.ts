@@ -1,11 +1,13 @@
 import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 import type { ErrorCode } from '../../../shared/errors.ts';
-import { TIMINGS } from '../../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { MEASUREMENTS, POINT_KEY, uplinkKey, type StoredPoint } from '../points.ts';
 import { authenticMessages, isIntact } from '../../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
+import { FloodLog } from '../flood-log.ts';
+import { RefusalTally, UNREGISTERED_DEVICE, type TalliedRefusal } from './refusal-tally.ts';
 
 type Message = UplinkEnvelope['messages'][number];
 
@@ -45,8 +47,10 @@ export interface Verdict {
   sentAt: number[];
   /** each accepted message's key, in its order (points.ts uplinkKey): its signed (epoch, seq), or unsigned, its message id */
   keys: string[];
-  /** one security event per refused message */
+  /** one security event per refused message of a known device (registered or revoked) */
   events: StoredPoint[];
+  /** refused messages counted rather than stored one each (refusal-tally.ts), added to the counts at commit */
+  tallied: readonly TalliedRefusal[];
   /**
    * What the device may be told is durable once this verdict's writes succeed: the accepted
    * messages and the copies of messages accepted before. Never a message whose signature failed:
@@ -59,7 +63,7 @@ export interface Verdict {
    */
   receipts: SignedId[];
   /**
-   * Records the accepted sequence numbers; call once their writes succeeded. With `persist: false`
+   * Records the accepted sequence numbers, and counts the tallied refusals; call once their writes succeeded. With `persist: false`
    * they are journalled at the next {@link MessageVerifier.persist} (one append for the sections of
    * a gateway's envelope, before the envelope is acknowledged).
    */
@@ -73,7 +77,9 @@ class CheckedVerdict implements Verdict {
     readonly sentAt: number[],
     readonly keys: string[],
     readonly events: StoredPoint[],
+    readonly tallied: TalliedRefusal[],
     readonly receipts: SignedId[],
+    private readonly tally: RefusalTally,
     private readonly replay: ReplayWindows,
     private readonly deviceId: string,
     /** the accepted (epoch, seq), recorded at commit */
@@ -81,6 +87,12 @@ class CheckedVerdict implements Verdict {
   ) {}
 
   commit(o = { persist: true }): void {
+    if (this.tallied.length > 0) {
+      // Counted when written, like the events stored one each: a message retried while the
+      // database is down is not counted at each attempt.
+      const now = Date.now();
+      for (const r of this.tallied) this.tally.add(r, now);
+    }
     if (this.toRecord.length === 0) return;
     for (const r of this.toRecord) this.replay.record(this.deviceId, r.epoch, r.seq);
     if (o.persist) this.replay.persist();
@@ -97,11 +109,17 @@ class CheckedVerdict implements Verdict {
 export class MessageVerifier {
   readonly stats = { verified: 0, unsigned: 0, refused: 0, duplicates: 0 };
   /**
-   * The time of the last security event, in epoch ms. A point is identified by (measurement, tags,
-   * time), so two events of one device and reason in the same millisecond would overwrite each
-   * other in the database: each event takes a time strictly after the previous one.
+   * The time of each known device's last security event, in epoch ms. A point is identified by
+   * (measurement, tags, time), so two events of one device and reason in the same millisecond would
+   * overwrite each other in the database: a device's event takes a time after its previous one, at
+   * most TIMINGS.securityEventMaxLeadMs ahead of the clock (past it, its refusals are counted).
+   * Only devices the operator knows (registered or revoked) are kept: a bounded set.
    */
-  private lastEventTime = 0;
+  private readonly lastEventTime = new Map<string, number>();
+  /** refusals counted per second (unknown device ids, and known ones past their lead) */
+  readonly tally = new RefusalTally();
+  /** one log line per error code and TIMINGS.securityLogIntervalMs: a flood logs no line per message */
+  private readonly floodLogs = new Map<ErrorCode, FloodLog>();
 
   constructor(
     private readonly keys: DeviceKeyRegistry,
@@ -113,6 +131,7 @@ export class MessageVerifier {
   check(env: UplinkEnvelope): Verdict {
     const now = Date.now();
     const events: StoredPoint[] = [];
+    const tallied: TalliedRefusal[] = [];
     const keep: Message[] = [];
     const sentAt: number[] = [];
     const keys: string[] = [];
@@ -121,18 +140,21 @@ export class MessageVerifier {
     const inThisEnvelope = new Set<string>();
     const revoked = this.keys.isRevoked(env.deviceId);
     const key = revoked ? undefined : this.keys.get(env.deviceId);
+    // Refusals of an id the operator knows (its key listed, or revoked: sets the operator bounds) are
+    // stored one point each under its id; of any other id (the DMZ's invention), counted together.
+    const refusals = { events, tallied, known: revoked || this.keys.has(env.deviceId) };
     const delayed = now - env.receivedAt;
     const messages = env.messages;
     for (let i = 0; i < messages.length; ) {
       const m = messages[i] as Message;
       const auth = m.auth;
       if (revoked) {
-        this.refuse(events, env, now, m.messageId, i, 'SECURITY_REVOKED', 'the device was revoked');
+        this.refuse(refusals, env, now, m.messageId, i, 'SECURITY_REVOKED', 'the device was revoked');
         i++;
         continue;
       }
       if (!auth) {
-        if (this.o.requireSignatures) this.refuse(events, env, now, m.messageId, i, 'SECURITY_UNSIGNED', 'unsigned message refused (signatures are required)');
+        if (this.o.requireSignatures) this.refuse(refusals, env, now, m.messageId, i, 'SECURITY_UNSIGNED', 'unsigned message refused (signatures are required)');
         else {
           this.stats.unsigned++;
           keep.push(m);
@@ -150,13 +172,13 @@ export class MessageVerifier {
       const first = i;
       i += group.length;
       if (!key) {
-        for (const [j, g] of group.entries()) this.refuse(events, env, now, g.messageId, first + j, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
+        for (const [j, g] of group.entries()) this.refuse(refusals, env, now, g.messageId, first + j, 'SECURITY_UNKNOWN_DEVICE', 'no signing key registered for this device (unknown or revoked)');
         continue;
       }
       const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq, index: first + j }));
       const intact = isIntact(key, env, auth, members);
       if (!intact) {
-        for (const [j, g] of group.entries()) this.refuse(events, env, now, g.messageId, first + j, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
+        for (const [j, g] of group.entries()) this.refuse(refusals, env, now, g.messageId, first + j, 'SECURITY_BAD_SIGNATURE', auth.v === 1 ? 'signature does not match the content and the device key' : 'the signed group is incomplete, or does not match its content and the device key');
         continue;
       }
       // The arrival times are the DMZ's word (a compromised DMZ writes any it likes: a 30-day-old
@@ -178,14 +200,14 @@ export class MessageVerifier {
           delayed < -this.o.freshnessMs
         ) {
           this.refuse(
-            events, env, now, message.messageId, index, 'SECURITY_STALE',
+            refusals, env, now, message.messageId, index, 'SECURITY_STALE',
             `signed at ${iso(auth.ts)}, received by the gateway at ${iso(arrived)} (its envelope at ${iso(env.receivedAt)}), checked at ${iso(now)}`,
           );
           continue;
         }
         const seen = this.replay.check(env.deviceId, auth.epoch, seq);
         if (seen === 'too-old') {
-          this.refuse(events, env, now, message.messageId, index, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
+          this.refuse(refusals, env, now, message.messageId, index, 'SECURITY_REPLAY', `sequence ${seq} of epoch ${auth.epoch} is below the replay window`);
           // Authentic, and far behind the newest accepted: a device that keeps to its receipt window
           // (FIELD_COMMIT_WINDOW_MESSAGES < the replay window) had let this one go before it sent the
           // newest, so a copy now comes from a device that lost its own record of that (a crash
@@ -203,7 +225,7 @@ export class MessageVerifier {
         if (seen === 'seen' || inThisEnvelope.has(id)) {
           this.stats.duplicates++;
           this.stats.refused--; // counted as a duplicate, not as a refusal
-          this.refuse(events, env, now, message.messageId, index, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
+          this.refuse(refusals, env, now, message.messageId, index, 'SECURITY_DUPLICATE', `sequence ${seq} of epoch ${auth.epoch} was accepted before; not written again`);
           if (seen === 'seen' && auth.v === 2) receipts.push({ epoch: auth.epoch, seq });
           continue;
         }
@@ -216,7 +238,7 @@ export class MessageVerifier {
         keys.push(uplinkKey(message.messageId, { epoch: auth.epoch, seq }));
       }
     }
-    return new CheckedVerdict(keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined, sentAt, keys, events, receipts, this.replay, env.deviceId, toRecord);
+    return new CheckedVerdict(keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined, sentAt, keys, events, tallied, receipts, this.tally, this.replay, env.deviceId, toRecord);
   }
 
   /**
@@ -226,18 +248,40 @@ export class MessageVerifier {
    * closure costs its creation a defineProperty under tsx, which compiles with esbuild's keepNames;
    * docs/performance-history.md.)
    */
-  private refuse(events: StoredPoint[], env: UplinkEnvelope, now: number, messageId: string, index: number, code: ErrorCode, detail: string): void {
+  private refuse(to: { events: StoredPoint[]; tallied: TalliedRefusal[]; known: boolean }, env: UplinkEnvelope, now: number, messageId: string, index: number, code: ErrorCode, detail: string): void {
     this.stats.refused++;
-    // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
-    const level = code === 'SECURITY_DUPLICATE' ? 'info' : 'warn';
-    this.log[level]({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`);
-    events.push({
+    this.logRefusal(code, env, messageId, detail, now);
+    const last = to.known ? this.lastEventTime.get(env.deviceId) : undefined;
+    const time = last === undefined || last < now ? now : last + 1;
+    if (!to.known || time > now + TIMINGS.securityEventMaxLeadMs) {
+      to.tallied.push({ device: to.known ? env.deviceId : UNREGISTERED_DEVICE, reason: code, gateway: env.gatewayId, messageId });
+      return;
+    }
+    if (this.lastEventTime.size >= LIMITS.securityEventClockMaxDevices && last === undefined) {
+      // Times of earlier seconds hold nothing back: forgotten (a bound, should the fleet be larger).
+      for (const [d, t] of this.lastEventTime) if (t < now - 1000) this.lastEventTime.delete(d);
+    }
+    this.lastEventTime.set(env.deviceId, time);
+    to.events.push({
       measurement: MEASUREMENTS.securityEvents,
       tags: { device: env.deviceId, reason: code },
       fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
-      time: (this.lastEventTime = Math.max(now, this.lastEventTime + 1)),
+      time,
       [POINT_KEY]: `d:${env.gatewayId}:${env.dataType}:${env.receivedAt}:${index}:${messageId}:${code}`,
     });
+  }
+
+  /** A refusal's log line, at most one per code and TIMINGS.securityLogIntervalMs (with how many were left out). */
+  private logRefusal(code: ErrorCode, env: UplinkEnvelope, messageId: string, detail: string, now: number): void {
+    let log = this.floodLogs.get(code);
+    // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
+    if (!log) this.floodLogs.set(code, (log = new FloodLog(this.log, code === 'SECURITY_DUPLICATE' ? 'info' : 'warn', TIMINGS.securityLogIntervalMs)));
+    log.write({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`, now);
+  }
+
+  /** The counts of refusals of the seconds that are over (all, with `all`), as points to store. */
+  takeTally(now = Date.now(), all = false): StoredPoint[] {
+    return this.tally.take(now, all);
   }
 
   /** Journals what was committed without `persist` (ReplayWindows.persist: one append). */

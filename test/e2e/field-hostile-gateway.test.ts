@@ -1,0 +1,278 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { CommandHandlers } from '../../field-client/src/commands.ts';
+import type { CommitOptions } from '../../field-client/src/commit-receipts.ts';
+import { FieldClient } from '../../field-client/src/field-client.ts';
+import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
+import { GatewayConnection, type ConnectionOptions } from '../../field-client/src/gateway-connection.ts';
+import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { RewindBackoff } from '../../field-client/src/rewind-backoff.ts';
+import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
+import { WelcomeFrameSchema } from '../../shared/contract/downlink.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+/**
+ * A compromised DMZ plays the gateway (it holds the edge certificate; here a throwaway CA stands in
+ * for it) and tries to drain the device's memory, battery and bandwidth, or to stall it silently:
+ * it stops reading while sending welcomes, welcomes and closes in a loop, answers every frame with
+ * a transient error, acks everything and closes every few seconds, announces limits of zero, and
+ * sends error frames as long as a downlink frame allows. The device keeps its memory, its reconnects,
+ * its resends and its log bounded, and never stops sending without saying why.
+ */
+
+const DEVICE = 'd1';
+const ca = createCertificateAuthority('Hostile Gateway Test CA', 1);
+const serverCert = issueCertificate(ca, { commonName: 'gw', organizationalUnit: 'services', role: 'server', validityDays: 1, subjectAltNames: ['localhost'] });
+const defaultLimits = { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages };
+
+function welcome(limits: { frameMaxBytes: number; batchMaxMessages: number } = defaultLimits): string {
+  return JSON.stringify({ type: 'welcome', deviceId: DEVICE, gatewayId: 'hostile', serverTime: Date.now(), limits });
+}
+
+interface Item {
+  messageId: string;
+  seq: number;
+}
+
+/** A WSS endpoint playing the gateway: `onConnection` decides what it does; it records every message it reads. */
+async function hostileGateway(onConnection: (ws: WebSocket, n: number) => void, onBatch: (ws: WebSocket, batch: Item[]) => void = () => {}) {
+  const https: Server = createServer({ cert: serverCert.certPem, key: serverCert.keyPem });
+  const wss = new WebSocketServer({ server: https });
+  const g = {
+    url: '',
+    connections: 0,
+    /** every message read, copies included */
+    items: [] as Item[],
+    sockets: [] as WebSocket[],
+    distinct: () => new Set(g.items.map((i) => i.messageId)).size,
+    async close() {
+      for (const ws of wss.clients) ws.terminate();
+      wss.close();
+      await new Promise<void>((r) => https.close(() => r()));
+    },
+  };
+  wss.on('connection', (ws) => {
+    g.connections++;
+    g.sockets.push(ws);
+    ws.on('message', (data: Buffer) => {
+      const frame = JSON.parse(data.toString()) as { batch?: Item[] };
+      if (!frame.batch) return;
+      g.items.push(...frame.batch.map((m) => ({ messageId: m.messageId, seq: m.seq })));
+      onBatch(ws, frame.batch);
+    });
+    onConnection(ws, g.connections);
+  });
+  await new Promise<void>((r) => https.listen(0, '127.0.0.1', r));
+  g.url = `wss://localhost:${(https.address() as AddressInfo).port}/ws`;
+  return g;
+}
+
+const ack = (ws: WebSocket, batch: Item[]) => ws.send(JSON.stringify({ type: 'ack', messageIds: batch.map((m) => m.messageId) }));
+
+/** A field client of its own (queue, outbox, connection), `messages` events of `payloadBytes` queued. */
+async function device(
+  url: string,
+  logs: LogCapture,
+  o: { messages: number; payloadBytes?: number; window?: number; commit?: CommitOptions; transientRewindMs?: number; connection?: Partial<ConnectionOptions> },
+) {
+  const work = tempDir('hostile-gateway');
+  const log = logs.logger;
+  const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 256 * 1024 * 1024, segmentBytes: 8 * 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'interval', ms: 1000 }, receipts: o.commit !== undefined, log });
+  const outbox = new FileOutbox(work.dir, 64 * 1024);
+  const connection = new GatewayConnection({ url, tls: { ca: ca.certPem, token: `fst1.${DEVICE}.x` }, reconnectInitialMs: 20, reconnectMaxMs: 100, idleTimeoutMs: 60_000, ...o.connection }, log);
+  const commands = new CommandHandlers({ deviceId: DEVICE, key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+  const client = new FieldClient(
+    { deviceId: DEVICE, batchMax: 500, window: o.window ?? 2000, fileWindow: 1, maxBytes: 256 * 1024 * 1024, dataDir: work.dir, signingKey: randomBytes(32), commit: o.commit, transientRewindMs: o.transientRewindMs },
+    queue,
+    outbox,
+    connection,
+    commands,
+    log,
+  );
+  const filler = 'x'.repeat(o.payloadBytes ?? 100);
+  for (let i = 0; i < o.messages; i += 500) {
+    await client.submitMany(Array.from({ length: Math.min(500, o.messages - i) }, () => ({ dataType: 'event' as const, payload: { eventType: 'e', message: filler, severity: 'info' as const } })));
+  }
+  return {
+    client,
+    connection,
+    queue,
+    async close() {
+      client.stop();
+      await connection.stop();
+      await queue.close();
+      work.cleanup();
+    },
+  };
+}
+
+describe('a field client against a hostile gateway', () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+
+  it('hands its socket no more than LIMITS.fieldSendBufferMaxBytes while the gateway does not read, and goes on as it drains', async () => {
+    const logs = new LogCapture();
+    // Reads nothing after its welcome, acks nothing; welcomes again every 20 ms.
+    const gw = await hostileGateway((ws) => {
+      ws.send(welcome());
+      ((ws as unknown as { _socket: Socket })._socket).pause();
+      const t = setInterval(() => (ws.readyState === ws.OPEN ? ws.send(welcome()) : clearInterval(t)), 20);
+    });
+    cleanups.push(() => gw.close());
+    // 2000 messages of 20 KB: 40 MB, far more than the bound and the kernel's buffers together.
+    const d = await device(gw.url, logs, { messages: 2000, payloadBytes: 20_000 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (d.client.stats.sent > 0 ? true : undefined), 10_000, 'sending started');
+    let most = 0;
+    for (let i = 0; i < 100; i++) {
+      most = Math.max(most, d.connection.bufferedAmount);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // Asked before each frame: at most one frame (4 MiB of messages, and its envelope) past the bound.
+    const bound = LIMITS.fieldSendBufferMaxBytes + LIMITS.fieldFrameMaxBytes + 1024 * 1024;
+    assert.ok(most <= bound, `${(most / 2 ** 20).toFixed(1)} MiB waited in the socket; at most ${(bound / 2 ** 20).toFixed(1)} MiB`);
+    assert.ok(d.client.stats.sent < 2000, `${d.client.stats.sent} messages handed to the socket while the gateway read nothing`);
+    // The gateway reads again: everything goes, once the buffer drains (no ack needed to go on).
+    for (const ws of gw.sockets) ((ws as unknown as { _socket: Socket })._socket).resume();
+    await eventually(() => (gw.distinct() === 2000 ? true : undefined), 15_000, 'every message sent once the gateway reads');
+  });
+
+  it('acts on the first welcome of a connection only: a repeated one sends nothing again', async () => {
+    const logs = new LogCapture();
+    const gw = await hostileGateway((ws) => ws.send(welcome())); // reads, never acks
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 100 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (gw.items.length === 100 ? true : undefined), 10_000, 'the window sent');
+    const socket = gw.sockets[0] as WebSocket;
+    for (let i = 0; i < 5; i++) socket.send(welcome());
+    // A message queued after the welcomes arrives after anything they would have had sent again.
+    await d.client.submit('event', { eventType: 'last', message: 'after the welcomes', severity: 'info' });
+    await eventually(() => (gw.distinct() === 101 ? true : undefined), 10_000, 'the last message');
+    assert.equal(gw.items.length, 101, 'each message sent once: no welcome after the first sent the window again');
+    assert.ok(logs.codes().includes('FIELD_GATEWAY_WELCOME_REPEATED'), 'the repeated welcome logged with its code');
+  });
+
+  it('keeps backing off from a gateway that welcomes and closes at once, and starts over once a connection held', async () => {
+    const logs = new LogCapture();
+    // The first four connections are closed as soon as they are welcomed; the fifth is kept.
+    const gw = await hostileGateway((ws, n) => {
+      ws.send(welcome());
+      if (n <= 4) ws.close(1001, 'going away');
+    });
+    cleanups.push(() => gw.close());
+    const conn = new GatewayConnection({ url: gw.url, tls: { ca: ca.certPem, token: `fst1.${DEVICE}.x` }, reconnectInitialMs: 20, reconnectMaxMs: 100, idleTimeoutMs: 60_000, healthyAfterMs: 500 }, logs.logger);
+    cleanups.push(() => conn.stop());
+    conn.start();
+    await eventually(() => (gw.connections === 5 && conn.isOpen ? true : undefined), 10_000, 'the fifth connection');
+    // Reset at the open, every delay would stay at its first step (a handshake every 100–500 ms).
+    assert.equal(conn.consecutiveFailures, 4, 'connections closed at once count as failed, opened or not');
+    await eventually(() => (conn.consecutiveFailures === 0 ? true : undefined), 5_000, 'reset once the connection held for healthyAfterMs');
+  });
+
+  it('backs off further after each transient error without progress', async () => {
+    const logs = new LogCapture();
+    const firstRound: number[] = [];
+    let first: string | undefined;
+    // Answers every frame with GATEWAY_RATE_LIMITED for all it holds; notes when each resend round starts.
+    const gw = await hostileGateway(
+      (ws) => ws.send(welcome()),
+      (ws, batch) => {
+        first ??= batch[0]?.messageId;
+        if (batch[0]?.messageId === first) firstRound.push(Date.now());
+        ws.send(JSON.stringify({ type: 'error', code: 'GATEWAY_RATE_LIMITED', message: 'slow down', messageIds: batch.map((m) => m.messageId) }));
+      },
+    );
+    cleanups.push(() => gw.close());
+    const base = 20;
+    const d = await device(gw.url, logs, { messages: 10, transientRewindMs: base });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (firstRound.length >= 7 ? true : undefined), 10_000, 'seven rounds');
+    // The pause before round k+1 is at least half of base·2^(k-1) (equal jitter): a lower bound, so
+    // a slow machine only makes it longer. A fixed pause would stay at `base` for ever.
+    for (let k = 1; k < 7; k++) {
+      const gap = (firstRound[k] as number) - (firstRound[k - 1] as number);
+      assert.ok(gap >= (base * 2 ** (k - 1)) / 2 - 2, `pause ${k}: ${gap} ms`);
+    }
+  });
+
+  it('starts the transient pause over once the gateway makes progress (unit)', () => {
+    let r = 1;
+    const b = new RewindBackoff(100, 1000, () => r);
+    assert.deepEqual([b.next(), b.next(), b.next(), b.next(), b.next()], [100, 200, 400, 800, 1000], 'doubling, capped');
+    b.progress();
+    r = 0;
+    assert.equal(b.next(), 50, 'from the start again, jitter down to half');
+  });
+
+  it('sends what awaited receipts again after a reconnect only as often as the doubling allows', async () => {
+    const logs = new LogCapture();
+    // Acks everything, never a receipt, and closes every connection after a little over a second.
+    const gw = await hostileGateway(
+      (ws) => {
+        ws.send(welcome());
+        setTimeout(() => ws.close(1001, 'bye'), 1_100);
+      },
+      ack,
+    );
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 50, commit: { timeoutMs: 60_000, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024, reconnectGraceMs: 0 } });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (gw.connections >= 3 && d.connection.isOpen && d.client.receiptStats.resentForReceipt > 0 ? true : undefined), 10_000, 'two reconnects');
+    await eventually(() => (gw.connections >= 4 ? true : undefined), 10_000, 'a third reconnect');
+    // The first reconnect sends them again (the grace); the next ones come before the doubled wait
+    // (2 × 60 s) since that resend is over, so they send nothing again.
+    assert.equal(d.client.receiptStats.resentForReceipt, 50, 'sent again once, not at every reconnect');
+  });
+
+  it('refuses a welcome whose limits would let nothing through, says so, and sends within its own', async () => {
+    assert.equal(WelcomeFrameSchema.safeParse(JSON.parse(welcome({ frameMaxBytes: 0, batchMaxMessages: 1000 }))).success, false);
+    assert.equal(WelcomeFrameSchema.safeParse(JSON.parse(welcome({ frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: -5 }))).success, false);
+    assert.equal(WelcomeFrameSchema.safeParse(JSON.parse(welcome({ frameMaxBytes: 1024, batchMaxMessages: 1 }))).success, true, 'the least a gateway may announce');
+    const runs = [{ frameMaxBytes: 0, batchMaxMessages: 1000 }, { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: 0 }].map(async (limits) => {
+      const logs = new LogCapture();
+      const gw = await hostileGateway((ws) => ws.send(welcome(limits)), ack);
+      cleanups.push(() => gw.close());
+      const d = await device(gw.url, logs, { messages: 20 });
+      cleanups.push(() => d.close());
+      d.connection.start();
+      // Sending starts TIMINGS.welcomeWaitMs (2 s) after the connection, as with no welcome at all.
+      await eventually(() => (gw.distinct() === 20 ? true : undefined), 8_000, `every message sent despite ${JSON.stringify(limits)}`);
+      assert.ok(logs.codes().includes('FIELD_GATEWAY_FRAME_INVALID'), 'the welcome refused, with its code');
+    });
+    await Promise.all(runs);
+  });
+
+  it('logs error frames cut to LIMITS.fieldGatewayLogMaxChars and at most LIMITS.fieldGatewayLogMaxPerWindow of them', async () => {
+    const logs = new LogCapture();
+    const gw = await hostileGateway((ws) => {
+      ws.send(welcome());
+      // 50 refusals naming nothing, each with 400 KB of text (a downlink frame may hold 512 KiB).
+      for (let i = 0; i < 50; i++) ws.send(JSON.stringify({ type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: 'y'.repeat(400_000) }));
+      // Then a receipt that does not verify: logged (FIELD_RECEIPT_INVALID) once the 50 were read.
+      ws.send(JSON.stringify({ type: 'commit', epoch: 'aaaaaaaaaaaaaaaa', ranges: [[1, 1]], mac: randomBytes(32).toString('base64url') }));
+    });
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 0, commit: { timeoutMs: 60_000, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (logs.codes().includes('FIELD_RECEIPT_INVALID') ? true : undefined), 10_000, 'every frame read');
+    const lines = logs.lines.filter((l) => l.code === 'CONTRACT_INVALID_MESSAGE');
+    assert.ok(lines.length > 0 && lines.length <= LIMITS.fieldGatewayLogMaxPerWindow, `${lines.length} lines logged`);
+    for (const l of lines) assert.ok(String(l.msg).length <= LIMITS.fieldGatewayLogMaxChars + 1, `a line of ${String(l.msg).length} characters`);
+  });
+});

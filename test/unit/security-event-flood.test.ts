@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * A compromised DMZ publishes well-formed envelopes naming invented devices, tens of thousands a
+ * second. Their refusals must not add a database series per invented id, a point and a log line per
+ * message, or push the events' times into the future.
+ */
+describe('security events under a flood of forged messages', () => {
+  const tmp = tempDir('security-flood');
+  after(() => tmp.cleanup());
+
+  it('counts refusals of unregistered ids per second under one tag, keeps times at or before now, and logs a few lines', async () => {
+    mkdirSync(join(tmp.dir, 'keys'));
+    writeFileSync(join(tmp.dir, 'keys', 'real-1.key'), `${randomBytes(32).toString('hex')}\n`);
+    const written: StoredPoint[] = [];
+    const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+    let lines = 0;
+    const log = { warn: () => lines++, info: () => lines++, error: () => lines++, debug: () => undefined, child: () => log } as unknown as Logger;
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(tmp.dir, 'keys')), new ReplayWindows(join(tmp.dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+    const metrics = new DistributorMetrics();
+    const handler = new MessageHandler(sink, new FileStore(join(tmp.dir, 'files')), verifier, metrics);
+
+    let n = 0;
+    for (let k = 0; k < 40; k++) {
+      const env = { v: 1, gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'timeseries', devices: Array.from({ length: 1000 }, () => ({ deviceId: `x${(n++).toString(36)}`, messages: [{ messageId: 'm', payload: { t: 1 } }] })) };
+      await handler.handle(gatewayUplinkTopic('gw-1'), Buffer.from(JSON.stringify(env)));
+    }
+    // And a flood naming one registered device: its own events, then counts once they would outrun the clock.
+    for (let k = 0; k < 3000; k++) {
+      const env = { v: 1, deviceId: 'real-1', gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'timeseries', messages: [{ messageId: `r${k}`, payload: { t: k } }] };
+      await handler.handle(uplinkTopic('real-1', 'timeseries'), Buffer.from(JSON.stringify(env)));
+    }
+    await (handler as unknown as { flushSecurityTally?: (all: boolean) => Promise<number> }).flushSecurityTally?.(true);
+    const end = Date.now();
+
+    const count = (p: StoredPoint) => (typeof p.fields.count === 'number' ? p.fields.count : 1);
+    const events = written.filter((p) => p.measurement === 'security_events');
+    const forged = events.filter((p) => p.tags.device !== 'real-1');
+    const tags = new Set(forged.map((p) => p.tags.device));
+    assert.ok(tags.size === 1 && tags.has('_unregistered'), `${tags.size} device tags for the invented ids`);
+    assert.equal(forged.reduce((s, p) => s + count(p), 0), 40_000, 'every refusal counted');
+    assert.ok(forged.length <= 60, `${forged.length} points for 40,000 refusals`);
+    const real = events.filter((p) => p.tags.device === 'real-1');
+    assert.equal(real.reduce((s, p) => s + count(p), 0), 3000, "every refusal of the registered device, under its id");
+    assert.ok(Math.max(...events.map((p) => p.time)) <= end + 1000, `newest event ${Math.max(...events.map((p) => p.time)) - end} ms ahead of the clock`);
+    const identities = new Set(events.map((p) => `${p.tags.device}|${p.tags.reason}|${p.tags.source ?? ''}|${p.time}`));
+    assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
+    assert.ok(lines <= 20, `${lines} log lines`);
+    const text = await metrics.metrics.registry.metrics();
+    assert.match(text, /^fieldstream_distributor_security_events_total\{[^}]*reason="SECURITY_UNSIGNED"[^}]*\} 43000$/m);
+  });
+});
