@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, mock } from 'node:test';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
@@ -57,10 +57,43 @@ describe('security events under a flood of forged messages', () => {
     const real = events.filter((p) => p.tags.device === 'real-1');
     assert.equal(real.reduce((s, p) => s + count(p), 0), 3000, "every refusal of the registered device, under its id");
     assert.ok(Math.max(...events.map((p) => p.time)) <= end + 1000, `newest event ${Math.max(...events.map((p) => p.time)) - end} ms ahead of the clock`);
-    const identities = new Set(events.map((p) => `${p.tags.device}|${p.tags.reason}|${p.tags.source ?? ''}|${p.time}`));
+    // What InfluxDB tells points apart by: the measurement (one here), every tag, and the time.
+    const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
     assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
     assert.ok(lines <= 20, `${lines} log lines`);
     const text = await metrics.metrics.registry.metrics();
     assert.match(text, /^fieldstream_distributor_security_events_total\{[^}]*reason="SECURITY_UNSIGNED"[^}]*\} 43000$/m);
+  });
+
+  it("never stores a registered device's own event and a count of its refusals at one time, across a second's turn", async () => {
+    // The clock held still, 100 ms before a second turns: the device's events run 1 s ahead of it,
+    // into the next second, then are counted; in that next second more are counted, at its start.
+    mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_900 });
+    try {
+      const dir = join(tmp.dir, 'turn');
+      mkdirSync(join(dir, 'keys'), { recursive: true });
+      writeFileSync(join(dir, 'keys', 'real-2.key'), `${randomBytes(32).toString('hex')}\n`);
+      const written: StoredPoint[] = [];
+      const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+      const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+      const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
+      const flood = async (from: number, count: number) => {
+        for (let k = from; k < from + count; k++) {
+          const env = { v: 1, deviceId: 'real-2', gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'timeseries', messages: [{ messageId: `t${k}`, payload: { t: k } }] };
+          await handler.handle(uplinkTopic('real-2', 'timeseries'), Buffer.from(JSON.stringify(env)));
+        }
+      };
+      await flood(0, 1100);
+      mock.timers.tick(200);
+      await flood(1100, 1100);
+      await (handler as unknown as { flushSecurityTally: (all: boolean) => Promise<number> }).flushSecurityTally(true);
+      const events = written.filter((p) => p.measurement === 'security_events');
+      assert.equal(events.reduce((n, p) => n + (typeof p.fields.count === 'number' ? p.fields.count : 1), 0), 2200, 'every refusal, once');
+      const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
+      assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
+    } finally {
+      mock.timers.reset();
+    }
   });
 });

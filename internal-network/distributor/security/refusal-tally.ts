@@ -31,6 +31,8 @@ interface Count {
  * device tag is fixed), where one point per message with the forged id as its tag added a series
  * per id and 22,000 points a second.
  *
+ * Each count is tagged `counted=per-second`, a series apart from the events stored one by one (a
+ * known device's own, at their own milliseconds), so the two never share (tags, time).
  * A count's time lies in its own second: the second's start plus its index in the second (at most
  * LIMITS.securityTallyMaxKeys, < 1000), so no two counts of one second share (tags, time) and none
  * is ever later than its second (InfluxDB keeps one point per measurement, tags and time). Past the
@@ -73,7 +75,9 @@ export class RefusalTally {
       const detail = `${c.count} message${c.count === 1 ? '' : 's'} refused (${c.reason}) from gateway ${c.gateway}${c.device === UNREGISTERED_DEVICE ? ', naming devices neither registered nor revoked' : ''}; first: ${c.firstMessageId}`;
       this.closed.push({
         measurement: MEASUREMENTS.securityEvents,
-        tags: { device: c.device, reason: c.reason },
+        // `counted`: a series apart from the device's own one-point-per-refusal events, which may lie
+        // at the same millisecond (a known device's events that outran the clock are counted here).
+        tags: { device: c.device, reason: c.reason, counted: 'per-second' },
         // message_id: the dashboards count refusals by it (a count is one of them; sum "count" for all)
         fields: { count: c.count, gateway: c.gateway, message_id: c.firstMessageId, detail },
         time: this.second * 1000 + i,
