@@ -404,6 +404,10 @@ export const TIMINGS = {
   deviceKeyRecheckMs: 1_000,
   /** milliseconds before a device key's own file is looked at again while the registry's folder is unchanged (a file overwritten in place) */
   deviceKeyFileRecheckMs: 10_000,
+  /** milliseconds: a device id the registry's folder does not list has the folder looked at again
+   * when the last look is older than this (a device onboarded a moment before its first message is
+   * known at once; a flood of invented ids costs one stat of the folder per this at most) */
+  deviceKeyMissRecheckMs: 50,
   /** milliseconds. The dead-letter folder is measured again (its files listed) at most this often
    * when a letter would pass its bound: an operator freeing room, or another replica writing, is
    * seen within a second, and a flood past the bound costs no listing per message. */

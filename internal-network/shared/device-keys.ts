@@ -7,8 +7,9 @@ import { parseSigningKey } from '../../shared/security/message-auth.ts';
 /**
  * The internal network's registry of device signing keys: DIR/DEVICE_ID.key, written by
  * scripts/generate-client-cert.sh, removed by scripts/revoke-device.sh. A device's key is what the
- * internal side believes, whatever the DMZ says. Changes are picked up without a restart: within a
- * second, or for a key file overwritten in place, within ten (see get).
+ * internal side believes, whatever the DMZ says. Changes are picked up without a restart: a key
+ * added, at the device's first message (listed); a key removed or replaced, within a second; a key
+ * file overwritten in place, within ten (see get).
  */
 export interface KeyRecheck {
   /** milliseconds a looked-up key is trusted before the folder is looked at again */
@@ -16,6 +17,9 @@ export interface KeyRecheck {
   /** milliseconds before a key's own file is looked at again while the folder is unchanged; the
    * folder is listed again this often too, whatever its mtime says */
   fileRecheckMs: number;
+  /** milliseconds: an id the listing lacks has the folder looked at again if the last look is older
+   * than this (TIMINGS.deviceKeyMissRecheckMs) */
+  missRecheckMs?: number;
 }
 
 interface CachedKey {
@@ -44,7 +48,7 @@ export class DeviceKeyRegistry {
   constructor(
     private readonly dir: string,
     private readonly revokedFile?: string,
-    private readonly timing: KeyRecheck = { recheckMs: TIMINGS.deviceKeyRecheckMs, fileRecheckMs: TIMINGS.deviceKeyFileRecheckMs },
+    private readonly timing: KeyRecheck = { recheckMs: TIMINGS.deviceKeyRecheckMs, fileRecheckMs: TIMINGS.deviceKeyFileRecheckMs, missRecheckMs: TIMINGS.deviceKeyMissRecheckMs },
   ) {}
 
   /** Revoked devices are refused even if a key of theirs is still around. */
@@ -80,8 +84,7 @@ export class DeviceKeyRegistry {
 
   /** Whether the folder lists a key file for this id (as of the last look, at most recheckMs ago). */
   has(deviceId: string): boolean {
-    this.lookAtFolder(Date.now());
-    return this.folder.ids.has(deviceId);
+    return this.listed(deviceId, Date.now());
   }
 
   /**
@@ -94,10 +97,10 @@ export class DeviceKeyRegistry {
    */
   get(deviceId: string): Buffer | undefined {
     const now = Date.now();
-    const folderMtimeMs = this.lookAtFolder(now);
     // Not listed (an id the DMZ invented, or not a device id at all: the listing holds only valid
-    // ones): nothing looked at, nothing kept.
-    if (!this.folder.ids.has(deviceId)) return undefined;
+    // ones): nothing kept.
+    if (!this.listed(deviceId, now)) return undefined;
+    const folderMtimeMs = this.folder.mtimeMs;
     const hit = this.cache.get(deviceId);
     if (hit && hit.folderMtimeMs === folderMtimeMs && now - hit.statAt < this.timing.fileRecheckMs) return hit.key;
     const path = join(this.dir, `${deviceId}.key`);
@@ -114,12 +117,28 @@ export class DeviceKeyRegistry {
   }
 
   /**
+   * Whether the folder lists `deviceId`. An id it lacks has the folder looked at again once the last
+   * look is `missRecheckMs` old, not `recheckMs`: a device onboarded a moment before its first
+   * message (its key written, the device started) would otherwise have that message refused as
+   * unknown, a security event, and held until its commit timeout. A flood of invented ids costs at
+   * most one stat of the folder per `missRecheckMs`, and a listing only when the folder changed.
+   */
+  private listed(deviceId: string, now: number): boolean {
+    this.lookAtFolder(now);
+    if (this.folder.ids.has(deviceId)) return true;
+    const miss = this.timing.missRecheckMs ?? this.timing.recheckMs;
+    if (now - this.folder.checkedAt < miss) return false;
+    this.lookAtFolder(now, true);
+    return this.folder.ids.has(deviceId);
+  }
+
+  /**
    * The folder's mtime, looked at most once every `recheckMs` (-1: no folder); listed again when it
    * changed, and at least every `fileRecheckMs` whatever it says (a key added within the tick of the
    * mtime of the last listing leaves the mtime as it was, on file systems with coarse timestamps).
    */
-  private lookAtFolder(now: number): number {
-    if (now - this.folder.checkedAt < this.timing.recheckMs) return this.folder.mtimeMs;
+  private lookAtFolder(now: number, force = false): number {
+    if (!force && now - this.folder.checkedAt < this.timing.recheckMs) return this.folder.mtimeMs;
     let mtimeMs = -1;
     try {
       mtimeMs = statSync(this.dir).mtimeMs;

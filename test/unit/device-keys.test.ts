@@ -81,3 +81,43 @@ describe('the device key registry under invented ids', () => {
     }
   });
 });
+
+/**
+ * A device is onboarded (its key written) and started a moment later: its first message must find
+ * its key, not wait out the recheck of keys already trusted. It was refused as an unknown device
+ * (a security event, and its messages held until the commit timeout) when its key was written
+ * within a second of the last look at the folder.
+ */
+describe('the device key registry and a device onboarded just now', () => {
+  it('knows a key written a moment before the first message of its device', async () => {
+    const work = tempDir('device-keys-new');
+    try {
+      const registry = new DeviceKeyRegistry(work.dir, undefined, { recheckMs: 1_000, fileRecheckMs: 10_000, missRecheckMs: 20 });
+      writeFileSync(join(work.dir, 'old-1.key'), hex());
+      assert.ok(registry.get('old-1'), 'the folder was just looked at');
+      const fresh = hex();
+      writeFileSync(join(work.dir, 'new-2.key'), fresh);
+      await sleep(40);
+      assert.equal(registry.has('new-2'), true);
+      assert.equal(registry.get('new-2')?.toString('hex'), fresh);
+    } finally {
+      work.cleanup();
+    }
+  });
+});
+
+describe('the device key registry under invented ids, between its looks', () => {
+  it('looks at its folder no more often than the miss recheck, however many ids it lacks', () => {
+    const work = tempDir('device-keys-miss');
+    try {
+      const registry = new DeviceKeyRegistry(work.dir, undefined, { recheckMs: 60_000, fileRecheckMs: 600_000, missRecheckMs: 60_000 });
+      for (let i = 0; i < 1_000; i++) assert.equal(registry.get(`x${i}`), undefined);
+      writeFileSync(join(work.dir, 'next-3.key'), hex());
+      // Listed now, but the folder was looked at under a minute ago: not looked at again.
+      assert.equal(registry.get('next-3'), undefined);
+      assert.equal(registry.has('next-3'), false);
+    } finally {
+      work.cleanup();
+    }
+  });
+});
