@@ -284,6 +284,10 @@ export const LIMITS = {
    * out-of-place frames per TIMINGS.fieldGatewayLogWindowMs; the rest are counted, and their number
    * logged in the next window. A compromised gateway can send such frames without end. */
   fieldGatewayLogMaxPerWindow: 20,
+  /** log lines. Most command refusals that get no answer (unsigned, forged, replayed: a compromised
+   * DMZ can send them without end) the field client logs per TIMINGS.fieldCommandLogWindowMs; the
+   * rest are counted, and their number logged in the next window. */
+  fieldCommandLogMaxPerWindow: 20,
 } as const;
 
 export type Limits = typeof LIMITS;
@@ -462,6 +466,8 @@ export const TIMINGS = {
   sparkplugLogWindowMs: 60_000,
   /** milliseconds. The window of LIMITS.fieldGatewayLogMaxPerWindow. */
   fieldGatewayLogWindowMs: 60_000,
+  /** milliseconds. The window of LIMITS.fieldCommandLogMaxPerWindow. */
+  fieldCommandLogWindowMs: 60_000,
   /** milliseconds. Longest pause (TIMINGS.transientRewindMs doubled after each transient error that
    * was followed by no progress, with jitter) before the field client sends again after a transient
    * error frame; the pause starts over at base once the gateway acks something. A gateway answering

@@ -7,6 +7,8 @@ import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
 import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { appendLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
@@ -51,10 +53,6 @@ const UNANSWERED: ReadonlySet<ErrorCode> = new Set(['FIELD_COMMAND_UNSIGNED', 'F
 /** command ids refused as stale or future-dated and answered so, remembered (in memory) so that the
  * same authentic command sent again is not answered again */
 const REFUSALS_REMEMBERED = 1000;
-/** log lines of unanswered refusals per LOG_WINDOW_MS; the rest are counted, their number logged */
-const LOG_MAX_PER_WINDOW = 20;
-/** milliseconds */
-const LOG_WINDOW_MS = 60_000;
 
 type Seen = { state: 'started' | 'answered'; issuedAt: number };
 
@@ -85,9 +83,8 @@ export class CommandHandlers {
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
   /** ids refused as stale or future-dated and answered (the newest REFUSALS_REMEMBERED) */
   private readonly refusalsAnswered = new Set<string>();
-  private logWindowStart = 0;
-  private logged = 0;
-  private suppressed = 0;
+  /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
+  private refusalLog: LimitedLog | undefined;
 
   private readonly named = new Set<string>();
 
@@ -179,7 +176,8 @@ export class CommandHandlers {
       return;
     }
     if (outcome.unanswered) {
-      this.warnLimited(log, { code: outcome.code, commandId: frame.commandId.slice(0, 128), command: frame.command.slice(0, 128) }, 'command refused; not run, not answered');
+      this.refusalLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'unanswered command refusals' });
+      this.refusalLog.write({ code: outcome.code, commandId: frame.commandId.slice(0, 128), command: frame.command.slice(0, 128) }, 'command refused; not run, not answered');
       return;
     }
     if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
@@ -195,23 +193,6 @@ export class CommandHandlers {
     } catch (err) {
       log.error({ err: (err as Error).message, commandId: frame.commandId }, 'cannot queue the command response');
     }
-  }
-
-  /** At most LOG_MAX_PER_WINDOW lines per LOG_WINDOW_MS; the number left out is logged after. */
-  private warnLimited(log: Logger, fields: { code?: ErrorCode; commandId: string; command: string }, message: string): void {
-    const now = Date.now();
-    if (now - this.logWindowStart >= LOG_WINDOW_MS) {
-      if (this.suppressed > 0) log.warn({ code: fields.code, suppressed: this.suppressed }, 'unanswered command refusals left out of the log in the last window');
-      this.logWindowStart = now;
-      this.logged = 0;
-      this.suppressed = 0;
-    }
-    if (this.logged >= LOG_MAX_PER_WINDOW) {
-      this.suppressed++;
-      return;
-    }
-    this.logged++;
-    log.warn(fields, message);
   }
 
   /** Called once the answer is in the durable queue. */

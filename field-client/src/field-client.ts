@@ -2,6 +2,7 @@ import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/cont
 import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type HealthPayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import type { LimitedLog } from '../../shared/limited-log.ts';
 import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
@@ -10,7 +11,7 @@ import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/fi
 import type { Reservation } from './files/file-room.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
 import { SetAside } from './set-aside.ts';
-import { GatewayLog } from './gateway-log.ts';
+import { gatewayLog, gatewayText } from './gateway-log.ts';
 import { TransientRewind } from './rewind-backoff.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
@@ -74,7 +75,7 @@ export class FieldClient {
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
   private readonly transientRewind: TransientRewind;
   /** error frames and out-of-place welcomes: logged within a bound (gateway-log.ts) */
-  private readonly gatewayLog: GatewayLog;
+  private readonly gatewayLog: LimitedLog;
   private readonly commitTimer: NodeJS.Timeout | undefined;
   /** commit receipts: on when the client has commit options and a key to verify receipts with */
   readonly receipts: CommitReceipts | undefined;
@@ -109,7 +110,7 @@ export class FieldClient {
     // The socket's buffer went back under its bound (the pump stopped at it): go on.
     connection.on('drain', () => this.schedulePump());
     this.transientRewind = new TransientRewind(() => this.resetSending(), options.transientRewindMs);
-    this.gatewayLog = new GatewayLog(log);
+    this.gatewayLog = gatewayLog(log);
     if (commit && signingKey) {
       this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);
       this.commitTimer = setInterval(() => this.expireOverdue(), TIMINGS.commitCheckIntervalMs);
@@ -336,7 +337,7 @@ export class FieldClient {
         // a close would hand a hostile gateway a reconnect (a handshake, the window again) per
         // welcome; ignoring costs nothing, and the first welcome's limits and clock hold.
         if (this.welcome) {
-          this.gatewayLog.warn({ code: 'FIELD_GATEWAY_WELCOME_REPEATED', gatewayId: frame.gatewayId.slice(0, 128) }, 'ignored a second welcome on one connection');
+          this.gatewayLog.write({ code: 'FIELD_GATEWAY_WELCOME_REPEATED', gatewayId: frame.gatewayId.slice(0, 128) }, 'ignored a second welcome on one connection');
           return;
         }
         this.welcome = frame;
@@ -387,7 +388,7 @@ export class FieldClient {
 
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
     // The message is the gateway's text (up to a whole downlink frame): cut, and lines bounded.
-    this.gatewayLog.warn({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, frame.message);
+    this.gatewayLog.write({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, gatewayText(frame.message));
     const ids = frame.messageIds ?? [];
     if (isTransient(frame.code)) {
       // Sent again from the first unacknowledged message once the gateway had a moment, longer

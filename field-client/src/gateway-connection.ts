@@ -5,9 +5,10 @@ import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/d
 import { FieldStreamError } from '../../shared/errors.ts';
 import { parseToken } from '../../shared/security/device-token.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import type { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { gatewayUrls } from './gateway-urls.ts';
-import { GatewayLog, gatewayText } from './gateway-log.ts';
+import { gatewayLog, gatewayText } from './gateway-log.ts';
 
 export interface ConnectionOptions {
   /** one wss:// URL, or several separated by commas (GATEWAY_URL): tried in turn */
@@ -49,7 +50,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   private healthyTimer: NodeJS.Timeout | undefined;
   /** canSend() said no since the last 'drain': the next write that brings the buffer under the bound emits one */
   private full = false;
-  private readonly gatewayLog: GatewayLog;
+  private readonly gatewayLog: LimitedLog;
 
   constructor(
     private readonly options: ConnectionOptions,
@@ -58,7 +59,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     super();
     this.urls = gatewayUrls(options.url);
     if (this.urls.length === 0) throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_URL lists no URL');
-    this.gatewayLog = new GatewayLog(log);
+    this.gatewayLog = gatewayLog(log);
   }
 
   /** the URL of the current connection, or of the next attempt */
@@ -158,7 +159,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       try {
         frame = DownlinkFrameSchema.parse(JSON.parse(data.toString()));
       } catch (err) {
-        this.gatewayLog.warn({ code: 'FIELD_GATEWAY_FRAME_INVALID', url, err: gatewayText((err as Error).message) }, 'ignored an invalid frame from the gateway');
+        this.gatewayLog.write({ code: 'FIELD_GATEWAY_FRAME_INVALID', url, err: gatewayText((err as Error).message) }, 'ignored an invalid frame from the gateway');
         return;
       }
       this.emit('frame', frame);

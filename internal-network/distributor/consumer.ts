@@ -1,9 +1,10 @@
 import type { MqttClient } from 'mqtt';
 import type { IPublishPacket } from 'mqtt';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DeadLetters } from './dead-letter.ts';
-import { FloodLog } from './flood-log.ts';
 import type { MessageHandler } from './message-handler.ts';
 import type { ReceiptPublisher } from './receipts.ts';
 
@@ -34,9 +35,9 @@ export class Consumer {
   private wake: (() => void) | undefined;
   readonly stats = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };
   /** invalid payloads not kept (past their share of the dead-letter bound), and letters waiting for room: logged now and then */
-  private readonly notKeptLog: FloodLog;
-  private readonly fullLog: FloodLog;
-  private readonly invalidLog: FloodLog;
+  private readonly notKeptLog: LimitedLog;
+  private readonly fullLog: LimitedLog;
+  private readonly invalidLog: LimitedLog;
   /** epoch ms at which the message in progress was taken from the broker (undefined: none) */
   inProgressSince: number | undefined;
 
@@ -51,9 +52,12 @@ export class Consumer {
     /** invalid payloads acknowledged without being kept (past their share of DEAD_LETTER_MAX_BYTES, or not writable) */
     private readonly notKept?: { inc(): void },
   ) {
-    this.notKeptLog = new FloodLog(log, 'warn');
-    this.fullLog = new FloodLog(log, 'error');
-    this.invalidLog = new FloodLog(log, 'error');
+    // Lines a flood repeats per message (a compromised DMZ publishes tens of thousands a second):
+    // one per TIMINGS.floodLogIntervalMs each; the metrics count every one.
+    const flood = (level: 'warn' | 'error', what: string) => new LimitedLog(log, { level, maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what });
+    this.notKeptLog = flood('warn', 'invalid payloads not kept as dead letters');
+    this.fullLog = flood('error', 'messages left unacknowledged while the dead-letter folder is full');
+    this.invalidLog = flood('error', 'invalid payloads kept as dead-letter excerpts');
     mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
       // A message from the broker shows the connection alive as well as a PINGRESP would. mqtt.js
       // counts only acks and PINGRESPs, and hands a connection's packets over one at a time (the

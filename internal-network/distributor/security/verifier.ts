@@ -6,7 +6,7 @@ import { MEASUREMENTS, POINT_KEY, uplinkKey, type StoredPoint } from '../points.
 import { authenticMessages, isIntact } from '../../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
-import { FloodLog } from '../flood-log.ts';
+import { LimitedLog } from '../../../shared/limited-log.ts';
 import { RefusalTally, UNREGISTERED_DEVICE, type TalliedRefusal } from './refusal-tally.ts';
 
 type Message = UplinkEnvelope['messages'][number];
@@ -119,7 +119,7 @@ export class MessageVerifier {
   /** refusals counted per second (unknown device ids, and known ones past their lead) */
   readonly tally = new RefusalTally();
   /** one log line per error code and TIMINGS.securityLogIntervalMs: a flood logs no line per message */
-  private readonly floodLogs = new Map<ErrorCode, FloodLog>();
+  private readonly floodLogs = new Map<ErrorCode, LimitedLog>();
 
   constructor(
     private readonly keys: DeviceKeyRegistry,
@@ -275,7 +275,10 @@ export class MessageVerifier {
   private logRefusal(code: ErrorCode, env: UplinkEnvelope, messageId: string, detail: string, now: number): void {
     let log = this.floodLogs.get(code);
     // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
-    if (!log) this.floodLogs.set(code, (log = new FloodLog(this.log, code === 'SECURITY_DUPLICATE' ? 'info' : 'warn', TIMINGS.securityLogIntervalMs)));
+    if (!log) {
+      log = new LimitedLog(this.log, { level: code === 'SECURITY_DUPLICATE' ? 'info' : 'warn', maxPerWindow: 1, windowMs: TIMINGS.securityLogIntervalMs, what: `security refusals (${code})` });
+      this.floodLogs.set(code, log);
+    }
     log.write({ code, deviceId: env.deviceId, messageId, gatewayId: env.gatewayId }, `security: ${detail}`, now);
   }
 

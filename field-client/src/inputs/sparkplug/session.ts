@@ -1,5 +1,6 @@
 import { EventPayloadSchema, TimeseriesPayloadSchema } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
+import { LimitedLog } from '../../../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { FieldClient, Submission } from '../../field-client.ts';
@@ -63,9 +64,8 @@ export class SparkplugSession {
   private next: { items: Submission[]; topic: string; done: Promise<void> } | undefined;
   /** readings and events taken and not yet appended or refused */
   private pendingItems = 0;
-  private logWindowStart = 0;
-  private logged = 0;
-  private suppressed = 0;
+  /** refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs */
+  private readonly refusalLog: LimitedLog;
 
   constructor(
     private readonly client: Pick<FieldClient, 'submitMany'>,
@@ -78,6 +78,7 @@ export class SparkplugSession {
   ) {
     this.host = new SparkplugHost({ rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs, reorderTimeoutMs: options.reorderTimeoutMs ?? 0 });
     this.peers = new PeerHosts(options.hostId);
+    this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
   }
 
   /**
@@ -148,7 +149,7 @@ export class SparkplugSession {
     if (outcome.dropped) {
       const { code, count, message } = outcome.dropped;
       this.stats.refusedByCode[code] = (this.stats.refusedByCode[code] ?? 0) + count;
-      this.warn({ code, topic: topic.slice(0, 200) }, message);
+      this.refusalLog.write({ code, topic: topic.slice(0, 200) }, message);
     }
     try {
       // Checked as the gateway will check them: what it would refuse never enters the queue.
@@ -214,7 +215,7 @@ export class SparkplugSession {
 
   private notQueued(count: number, topic: string, err: unknown): void {
     this.stats.submitFailed += count;
-    this.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_QUEUE_FULL', topic }, `Sparkplug data not queued: ${(err as Error).message}`);
+    this.refusalLog.write({ code: isFieldStreamError(err) ? err.code : 'FIELD_QUEUE_FULL', topic }, `Sparkplug data not queued: ${(err as Error).message}`);
   }
 
   /** One timer for the earliest reorder deadline, set again whenever that changes. */
@@ -278,24 +279,9 @@ export class SparkplugSession {
 
   private refuse(err: FieldStreamError, topic: string): void {
     this.stats.refusedByCode[err.code] = (this.stats.refusedByCode[err.code] ?? 0) + 1;
-    this.warn({ code: err.code, topic: topic.slice(0, 200) }, err.message);
+    this.refusalLog.write({ code: err.code, topic: topic.slice(0, 200) }, err.message);
   }
 
-  private warn(fields: { code: ErrorCode; topic: string }, message: string): void {
-    const now = Date.now();
-    if (now - this.logWindowStart >= TIMINGS.sparkplugLogWindowMs) {
-      if (this.suppressed > 0) this.log.warn({ code: fields.code, suppressed: this.suppressed }, 'Sparkplug refusals left out of the log in the last window');
-      this.logWindowStart = now;
-      this.logged = 0;
-      this.suppressed = 0;
-    }
-    if (this.logged >= LIMITS.sparkplugLogMaxPerWindow) {
-      this.suppressed++;
-      return;
-    }
-    this.logged++;
-    this.log.warn(fields, message);
-  }
 }
 
 function checked<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: Array<{ message: string }> } } }, value: unknown): T {
