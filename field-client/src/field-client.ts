@@ -1,12 +1,15 @@
 import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
-import { canonicalPayload, type DataType, type EventPayload, type FilePayload, type HealthPayload, type ResponsePayload, type TimeseriesPayload } from '../../shared/contract/payloads.ts';
+import { canonicalPayload, type DataType } from '../../shared/contract/payloads.ts';
+import type { FieldClientOptions, PayloadOf, Submission } from './client-options.ts';
+import { clientStatus, type ClientStatus } from './client-status.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { LimitedLog } from '../../shared/limited-log.ts';
-import { CommitReceipts, commitStatus, noReceiptStats, type CommitOptions, type ReceiptStats } from './commit-receipts.ts';
+import { CommitReceipts, noReceiptStats, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
-import { FileTransferRecordSchema, type FileOutbox } from './files/file-outbox.ts';
+import type { FileOutbox } from './files/file-outbox.ts';
+import { dropFilesOf, startTransfer } from './files/file-records.ts';
 import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/file-intake.ts';
 import type { Reservation } from './files/file-room.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
@@ -16,35 +19,6 @@ import { TransientRewind } from './rewind-backoff.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
-
-type PayloadOf = { timeseries: TimeseriesPayload; file: FilePayload; event: EventPayload; response: ResponsePayload; health: HealthPayload };
-export type Submission = { [K in DataType]: { dataType: K; payload: PayloadOf[K] } }[DataType];
-
-export interface FieldClientOptions {
-  deviceId: string;
-  /** messages per frame */
-  batchMax: number;
-  /** messages sent and not yet acknowledged */
-  window: number;
-  /** chunks of one file sent and not yet committed */
-  fileWindow: number;
-  /**
-   * Commit receipts (on when the device has a signing key, which they are verified with): a
-   * message acknowledged by the gateway is kept until its receipt says the internal network holds it.
-   */
-  commit?: CommitOptions | undefined;
-  /**
-   * bytes: the queue's limit, which the files waiting in the outbox and what is set aside
-   * (rejected.jsonl, rejected/) count against too
-   */
-  maxBytes: number;
-  /** where refused messages are set aside */
-  dataDir: string;
-  /** the device's message-signing key; messages are signed when they are sent */
-  signingKey?: Buffer | undefined;
-  /** milliseconds: the first pause after a transient error frame (TIMINGS.transientRewindMs; see rewind-backoff.ts) */
-  transientRewindMs?: number | undefined;
-}
 
 /**
  * Store and forward. Everything accepted goes first into the durable queue (`submit` resolves when
@@ -267,34 +241,14 @@ export class FieldClient {
   }
 
   private startTransfer(m: OutgoingMessage): void {
-    const parsed = FileTransferRecordSchema.safeParse(JSON.parse(m.payloadJson));
-    if (!parsed.success) {
-      this.log.error({ code: 'FIELD_QUEUE_CORRUPT', seq: m.seq, err: parsed.error.message }, 'a queued file record is not one; dropping it');
-      this.inFlight.delete(m.seq);
-      this.queue.commitRanges([[m.seq, m.seq]]);
-      return;
-    }
-    const rec = parsed.data;
-    if (this.transfers.start(m.seq, rec)) return;
-    this.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
+    if (startTransfer(this.transfers, m, this.log)) return;
     this.inFlight.delete(m.seq);
     this.queue.commitRanges([[m.seq, m.seq]]);
   }
 
-  /**
-   * Drop-oldest dropped these records (counted there): a file record's file leaves the outbox too,
-   * or it would stay counted against the bound, never sent.
-   */
+  /** Drop-oldest dropped these records (counted there): a file record's file goes with it. */
   private onDropped(dropped: readonly QueuedMessage[]): void {
-    for (const m of dropped) {
-      if (m.dataType !== FILE_TRANSFER) continue;
-      const rec = FileTransferRecordSchema.safeParse(m.payload);
-      if (!rec.success) continue;
-      this.inFlight.delete(m.seq);
-      this.transfers.drop(rec.data.transferId);
-      this.outbox.remove(rec.data.transferId);
-      this.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', transferId: rec.data.transferId, filename: rec.data.filename, size: rec.data.size }, 'queue full: dropped the oldest file with its record');
-    }
+    for (const seq of dropFilesOf(dropped, this.transfers, this.outbox, this.log)) this.inFlight.delete(seq);
   }
 
   /** Every chunk of a file is committed: its queue record goes too. */
@@ -437,32 +391,18 @@ export class FieldClient {
   }
 
   /** For the local status endpoint and `fieldstream doctor`. */
-  status() {
-    const oldest = this.queue.oldestUnacked();
-    return {
+  status(): ClientStatus {
+    return clientStatus({
       deviceId: this.options.deviceId,
-      connection: {
-        state: this.connection.isOpen ? ('connected' as const) : ('disconnected' as const),
-        since: this.stats.connectedSince ? new Date(this.stats.connectedSince).toISOString() : null,
-        gatewayId: this.welcome?.gatewayId ?? null,
-      },
-      queue: {
-        depth: this.queue.depth,
-        bytes: this.queue.bytesOnDisk,
-        outboxBytes: this.outbox.bytes(),
-        oldestUnsentAt: oldest ? new Date(oldest).toISOString() : null,
-        dropped: this.queue.stats.dropped,
-        refused: this.queue.stats.refused,
-        corruptTails: this.queue.stats.corruptTails,
-      },
-      commit: commitStatus(this.receipts, this.queue),
-      lastAckAt: this.stats.lastAckAt ? new Date(this.stats.lastAckAt).toISOString() : null,
-      sent: this.stats.sent,
-      refusedByGateway: this.stats.refusedByGateway,
-      /** what is set aside, counted against FIELD_QUEUE_MAX_BYTES; held: refused messages waiting in the queue for room */
-      rejected: this.rejected.status(),
-      filesInTransfer: this.transfers.size,
-      commands: { run: this.commands.stats.run, refused: this.commands.stats.refused, refusedByCode: { ...this.commands.stats.refusedByCode }, unanswered: this.commands.stats.unanswered },
-    };
+      connected: this.connection.isOpen,
+      gatewayId: this.welcome?.gatewayId,
+      stats: this.stats,
+      queue: this.queue,
+      outbox: this.outbox,
+      receipts: this.receipts,
+      rejected: this.rejected,
+      transfers: this.transfers,
+      commands: this.commands,
+    });
   }
 }

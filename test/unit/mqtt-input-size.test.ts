@@ -5,7 +5,8 @@ import { after, before, describe, it } from 'node:test';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
-import type { FieldClient, Submission } from '../../field-client/src/field-client.ts';
+import type { Submission } from '../../field-client/src/client-options.ts';
+import type { FieldClient } from '../../field-client/src/field-client.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 

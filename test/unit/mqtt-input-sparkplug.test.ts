@@ -3,7 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import mqtt from 'mqtt';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { DATA_TYPES, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
-import type { FieldClient, Submission } from '../../field-client/src/field-client.ts';
+import type { Submission } from '../../field-client/src/client-options.ts';
+import type { FieldClient } from '../../field-client/src/field-client.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 

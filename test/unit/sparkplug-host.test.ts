@@ -7,7 +7,7 @@ import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/spark
 import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import { PeerHosts } from '../../field-client/src/inputs/sparkplug/state.ts';
 import { parseTopic, stateHostId, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
-import type { Submission } from '../../field-client/src/field-client.ts';
+import type { Submission } from '../../field-client/src/client-options.ts';
 import { createLogger } from '../../shared/logger.ts';
 
 /**

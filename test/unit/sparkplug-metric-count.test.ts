@@ -5,7 +5,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import { decodePayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
 import { DATA_TYPES, decodeWire, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
-import type { Submission } from '../../field-client/src/field-client.ts';
+import type { Submission } from '../../field-client/src/client-options.ts';
 import { createLogger } from '../../shared/logger.ts';
 
 /**

@@ -8,7 +8,7 @@ import {
 } from '../../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
-import type { Submission } from '../field-client.ts';
+import type { Submission } from '../client-options.ts';
 
 /**
  * Local inputs take readings and events in the payload form of the message contract (the

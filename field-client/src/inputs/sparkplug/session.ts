@@ -3,7 +3,8 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../.
 import { LimitedLog } from '../../../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
-import type { FieldClient, Submission } from '../../field-client.ts';
+import type { Submission } from '../../client-options.ts';
+import type { FieldClient } from '../../field-client.ts';
 import { SparkplugHost, type HostOutcome } from './host.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';

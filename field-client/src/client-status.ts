@@ -1,0 +1,54 @@
+import { commitStatus, type CommitReceipts } from './commit-receipts.ts';
+import type { CommandHandlers } from './commands.ts';
+import type { FileOutbox } from './files/file-outbox.ts';
+import type { FileTransfers } from './files/transfers.ts';
+import type { DurableQueue } from './queue/durable-queue.ts';
+import type { SetAside } from './set-aside.ts';
+
+/** What the field client's status is made of (its parts, read when asked; nothing is kept). */
+export interface StatusSources {
+  deviceId: string;
+  connected: boolean;
+  /** the gateway that welcomed the current connection */
+  gatewayId: string | undefined;
+  stats: { sent: number; refusedByGateway: number; lastAckAt: number; connectedSince: number };
+  queue: DurableQueue;
+  outbox: FileOutbox;
+  receipts: CommitReceipts | undefined;
+  rejected: SetAside;
+  transfers: FileTransfers;
+  commands: CommandHandlers;
+}
+
+const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
+
+/** The field client's status, for the local status endpoint and `fieldstream doctor`. */
+export function clientStatus(s: StatusSources) {
+  const { queue, commands } = s;
+  return {
+    deviceId: s.deviceId,
+    connection: {
+      state: s.connected ? ('connected' as const) : ('disconnected' as const),
+      since: iso(s.stats.connectedSince),
+      gatewayId: s.gatewayId ?? null,
+    },
+    queue: {
+      depth: queue.depth,
+      bytes: queue.bytesOnDisk,
+      outboxBytes: s.outbox.bytes(),
+      oldestUnsentAt: iso(queue.oldestUnacked()),
+      dropped: queue.stats.dropped,
+      refused: queue.stats.refused,
+      corruptTails: queue.stats.corruptTails,
+    },
+    commit: commitStatus(s.receipts, queue),
+    lastAckAt: iso(s.stats.lastAckAt),
+    sent: s.stats.sent,
+    refusedByGateway: s.stats.refusedByGateway,
+    /** what is set aside, counted against FIELD_QUEUE_MAX_BYTES; held: refused messages waiting in the queue for room */
+    rejected: s.rejected.status(),
+    filesInTransfer: s.transfers.size,
+    commands: { run: commands.stats.run, refused: commands.stats.refused, refusedByCode: { ...commands.stats.refusedByCode }, unanswered: commands.stats.unanswered },
+  };
+}
+export type ClientStatus = ReturnType<typeof clientStatus>;

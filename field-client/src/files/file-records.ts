@@ -1,0 +1,40 @@
+import type { Logger } from '../../../shared/logger.ts';
+import type { OutgoingMessage, QueuedMessage } from '../queue/durable-queue.ts';
+import { FileTransferRecordSchema, type FileOutbox } from './file-outbox.ts';
+import { FILE_TRANSFER, type FileTransfers } from './transfers.ts';
+
+/**
+ * A file's record, handed out by the queue: its transfer starts (its chunks go out from the
+ * outbox). False when it cannot: the record is not one (checked: it was read back from disk), or
+ * its file is gone from the outbox; the caller then lets the record go, logged here.
+ */
+export function startTransfer(transfers: FileTransfers, m: OutgoingMessage, log: Logger): boolean {
+  const parsed = FileTransferRecordSchema.safeParse(JSON.parse(m.payloadJson));
+  if (!parsed.success) {
+    log.error({ code: 'FIELD_QUEUE_CORRUPT', seq: m.seq, err: parsed.error.message }, 'a queued file record is not one; dropping it');
+    return false;
+  }
+  const rec = parsed.data;
+  if (transfers.start(m.seq, rec)) return true;
+  log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
+  return false;
+}
+
+/**
+ * Drop-oldest dropped these records (counted there): a file record's file leaves the outbox too,
+ * or it would stay counted against the bound, never sent. Returns the sequence numbers of the file
+ * records among them.
+ */
+export function dropFilesOf(dropped: readonly QueuedMessage[], transfers: FileTransfers, outbox: FileOutbox, log: Logger): number[] {
+  const seqs: number[] = [];
+  for (const m of dropped) {
+    if (m.dataType !== FILE_TRANSFER) continue;
+    const rec = FileTransferRecordSchema.safeParse(m.payload);
+    if (!rec.success) continue;
+    seqs.push(m.seq);
+    transfers.drop(rec.data.transferId);
+    outbox.remove(rec.data.transferId);
+    log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', transferId: rec.data.transferId, filename: rec.data.filename, size: rec.data.size }, 'queue full: dropped the oldest file with its record');
+  }
+  return seqs;
+}
