@@ -1,12 +1,21 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { gatewaySecurityTopic, gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
 
@@ -310,8 +319,6 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
         { measurement: 'device_status', tags: { device: 'pump-7', gateway: 'gw-1' }, fields: { state: 'online', cert_not_after: now + 400 * day, cert_days_left: 400 }, time: now - 200_000 },
         { measurement: 'device_status', tags: { device: 'pump-8', gateway: 'gw-1' }, fields: { state: 'online', cert_not_after: now + 12 * day, cert_days_left: 12 }, time: now - 300_000 },
         { measurement: 'device_status', tags: { device: 'pump-8', gateway: 'gw-1' }, fields: { state: 'offline' }, time: now - 30_000 },
-        { measurement: 'security_events', tags: { device: 'pump-9', reason: 'SECURITY_REVOKED' }, fields: { message_id: 'm-1', gateway: 'gw-1', data_type: 'timeseries', detail: 'the device was revoked' }, time: now - 50_000 },
-        { measurement: 'security_events', tags: { device: 'pump-7', reason: 'SECURITY_BAD_SIGNATURE' }, fields: { message_id: 'm-2', gateway: 'gw-1', data_type: 'timeseries', detail: 'bad signature' }, time: now - 40_000 },
         // For the device-silent alert: pump-10 sent until 20 minutes ago (a field of its own),
         // pump-11 sent 3 hours ago and 30 s ago, pump-12 last sent 2 days ago (past the look-back).
         { measurement: 'readings', tags: { device: 'pump-10' }, fields: { flow: 3.5 }, time: now - 50 * 60_000 },
@@ -320,7 +327,7 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
         { measurement: 'readings', tags: { device: 'pump-11' }, fields: { note: 'fine' }, time: now - 30_000 },
         { measurement: 'readings', tags: { device: 'pump-12' }, fields: { temperature: 17.0 }, time: now - 2 * day },
       ];
-      await new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 }).write(points);
+      await new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 }).write([...points, ...(await securityEvents(tmp.dir))]);
     });
     after(async () => {
       await influx?.process.stop();
@@ -352,6 +359,24 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
       assert.equal(lastSeen.results?.[0]?.series?.length, 2, 'one row per device');
     });
 
+    it('the security panels add up refusals: one point each, counted per second, and the gateways\' reports', async () => {
+      const q = allQueries.find((x) => x.uid === 'influxdb' && x.where.includes('"Security events by device and reason (range)"'));
+      assert.ok(q);
+      const answer = await influx.query(substituteMacros(q.text, 'influxql'), DB);
+      const sums = Object.fromEntries((answer.results?.[0]?.series ?? []).map((s) => [`${s.tags?.device} ${s.tags?.reason}`, s.values[0]?.[1]]));
+      assert.deepEqual(sums, {
+        'pump-9 SECURITY_REVOKED': 1,
+        'pump-7 SECURITY_UNSIGNED': 1,
+        '_unregistered SECURITY_UNSIGNED': 5,
+        'pump-7 GATEWAY_RATE_LIMITED': 3,
+      });
+      const byReason = allQueries.find((x) => x.uid === 'influxdb' && x.where.includes('"Security events by reason"'));
+      assert.ok(byReason);
+      const series = (await influx.query(substituteMacros(byReason.text, 'influxql'), DB)).results?.[0]?.series ?? [];
+      const total = (reason: string) => series.find((s) => s.tags?.reason === reason)?.values.reduce((n, v) => n + (Number(v[1]) || 0), 0);
+      assert.deepEqual([total('SECURITY_REVOKED'), total('SECURITY_UNSIGNED'), total('GATEWAY_RATE_LIMITED')], [1, 6, 3]);
+    });
+
     it('the device-silent alert query runs and answers one series per device that sent within its look-back: 0 for the silent one', async () => {
       const queries = alertRules.flatMap(({ r }) => r.data.filter((q) => q.datasourceUid === 'influxdb').map((q) => q.model.query as string));
       assert.equal(queries.length, 1);
@@ -372,3 +397,32 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     });
   });
 });
+
+/**
+ * security_events as the distributor writes them (its handler and verifier, into memory): a revoked
+ * device's refusal and a registered device's (one point each), five refusals of invented ids in one
+ * gateway envelope (one point counting them), and a gateway's report of three refusals of a device.
+ */
+async function securityEvents(dir: string): Promise<StoredPoint[]> {
+  const keys = join(dir, 'keys');
+  mkdirSync(keys);
+  writeFileSync(join(keys, 'pump-7.key'), `${randomBytes(32).toString('hex')}\n`);
+  writeFileSync(join(keys, 'pump-9.key'), `${randomBytes(32).toString('hex')}\n`);
+  writeFileSync(join(dir, 'revoked.txt'), 'pump-9\n');
+  const written: StoredPoint[] = [];
+  const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };
+  const log = createLogger('test', 'silent');
+  const verifier = new MessageVerifier(new DeviceKeyRegistry(keys, join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+  const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
+  const now = Date.now();
+  const one = (deviceId: string) => ({ v: 1, deviceId, gatewayId: 'gw-1', receivedAt: now, dataType: 'timeseries', messages: [{ messageId: `m-${deviceId}`, payload: { t: 1 } }] });
+  await handler.handle(uplinkTopic('pump-9', 'timeseries'), Buffer.from(JSON.stringify(one('pump-9'))));
+  await handler.handle(uplinkTopic('pump-7', 'timeseries'), Buffer.from(JSON.stringify(one('pump-7'))));
+  const invented = { v: 1, gatewayId: 'gw-1', receivedAt: now, dataType: 'timeseries', devices: Array.from({ length: 5 }, (_, i) => ({ deviceId: `x-${i}`, messages: [{ messageId: 'm', payload: { t: 1 } }] })) };
+  await handler.handle(gatewayUplinkTopic('gw-1'), Buffer.from(JSON.stringify(invented)));
+  const report = { v: 1, gatewayId: 'gw-1', from: now - 10_000, to: now, events: [{ deviceId: 'pump-7', code: 'GATEWAY_RATE_LIMITED', count: 3 }], dropped: 0 };
+  await handler.handle(gatewaySecurityTopic('gw-1'), Buffer.from(JSON.stringify(report)));
+  await handler.flushSecurityTally(true);
+  assert.equal(written.filter((p) => p.measurement === 'security_events').length, 4, JSON.stringify(written));
+  return written;
+}

@@ -78,7 +78,7 @@ export class RefusalTally {
         // `counted`: a series apart from the device's own one-point-per-refusal events, which may lie
         // at the same millisecond (a known device's events that outran the clock are counted here).
         tags: { device: c.device, reason: c.reason, counted: 'per-second' },
-        // message_id: the dashboards count refusals by it (a count is one of them; sum "count" for all)
+        // count: the dashboards add up this field (a refusal stored alone has count 1)
         fields: { count: c.count, gateway: c.gateway, message_id: c.firstMessageId, detail },
         time: this.second * 1000 + i,
         [POINT_KEY]: `t:${this.instance}:${this.second}:${i}`,

@@ -265,7 +265,8 @@ export class MessageVerifier {
     to.events.push({
       measurement: MEASUREMENTS.securityEvents,
       tags: { device: env.deviceId, reason: code },
-      fields: { message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
+      // count: the dashboards add it up, over these, the counts per second and the gateways' reports
+      fields: { count: 1, message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
       time,
       [POINT_KEY]: `d:${env.gatewayId}:${env.dataType}:${env.receivedAt}:${index}:${messageId}:${code}`,
     });
