@@ -96,4 +96,35 @@ describe('security events under a flood of forged messages', () => {
       mock.timers.reset();
     }
   });
+
+  it('keeps apart the events of two distributors refusing in the same millisecond, and their counts of the same second', async () => {
+    mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_500 });
+    try {
+      const dir = join(tmp.dir, 'replicas');
+      mkdirSync(join(dir, 'keys'), { recursive: true });
+      writeFileSync(join(dir, 'keys', 'real-3.key'), `${randomBytes(32).toString('hex')}\n`);
+      const written: StoredPoint[] = [];
+      const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+      const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
+      // Two replicas (a shared subscription hands each a share of one flood), as distributor.ts makes them.
+      const handlers = ['distributor-a', 'distributor-b'].map((instance) => {
+        const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, instance, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000, instance }, log);
+        return new MessageHandler(sink, new FileStore(join(dir, instance, 'files')), verifier, new DistributorMetrics());
+      });
+      for (const handler of handlers) {
+        const own = { v: 1, deviceId: 'real-3', gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'timeseries', messages: [{ messageId: 'r', payload: { t: 1 } }] };
+        await handler.handle(uplinkTopic('real-3', 'timeseries'), Buffer.from(JSON.stringify(own)));
+        const forged = { v: 1, gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'timeseries', devices: [{ deviceId: 'x-1', messages: [{ messageId: 'm', payload: { t: 1 } }] }] };
+        await handler.handle(gatewayUplinkTopic('gw-1'), Buffer.from(JSON.stringify(forged)));
+        await handler.flushSecurityTally(true);
+      }
+      const events = written.filter((p) => p.measurement === 'security_events');
+      assert.equal(events.length, 4, 'each replica: its refusal of real-3, its count of x-1');
+      assert.deepEqual(events.map((p) => p.tags.distributor), ['distributor-a', 'distributor-a', 'distributor-b', 'distributor-b']);
+      const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
+      assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
+    } finally {
+      mock.timers.reset();
+    }
+  });
 });

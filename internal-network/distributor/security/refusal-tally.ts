@@ -36,10 +36,10 @@ interface Count {
  * A count's time lies in its own second: the second's start plus its index in the second (at most
  * LIMITS.securityTallyMaxKeys, < 1000), so no two counts of one second share (tags, time) and none
  * is ever later than its second (InfluxDB keeps one point per measurement, tags and time). Past the
- * bound a second's further keys are counted under gateway "_other". Replicas do not know of each
- * other: two counting the same reason in the same second may overwrite one another's count in
- * InfluxDB (the Postgres sink keeps both: the key names the process); the Prometheus counter
- * distributor_security_events_total is exact.
+ * bound a second's further keys are counted under gateway "_other". Replicas counting the same
+ * reason in the same second tell their counts apart by the tag `distributor` (their
+ * DISTRIBUTOR_CLIENT_ID), given as `ownTags`; the Postgres sink keeps both by the key, which names
+ * the process.
  */
 export class RefusalTally {
   private second = -1;
@@ -47,6 +47,11 @@ export class RefusalTally {
   private closed: StoredPoint[] = [];
   /** names this process in the points' keys (Postgres: one row per key) */
   private readonly instance = randomBytes(4).toString('hex');
+
+  constructor(
+    /** tags every count carries (the distributor's name: replicas counting the same second) */
+    private readonly ownTags: Readonly<Record<string, string>> = {},
+  ) {}
 
   add(r: TalliedRefusal, now: number): void {
     const second = Math.floor(now / 1000);
@@ -77,7 +82,7 @@ export class RefusalTally {
         measurement: MEASUREMENTS.securityEvents,
         // `counted`: a series apart from the device's own one-point-per-refusal events, which may lie
         // at the same millisecond (a known device's events that outran the clock are counted here).
-        tags: { device: c.device, reason: c.reason, counted: 'per-second' },
+        tags: { device: c.device, reason: c.reason, counted: 'per-second', ...this.ownTags },
         // count: the dashboards add up this field (a refusal stored alone has count 1)
         fields: { count: c.count, gateway: c.gateway, message_id: c.firstMessageId, detail },
         time: this.second * 1000 + i,

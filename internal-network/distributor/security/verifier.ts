@@ -22,6 +22,12 @@ export interface VerifierOptions {
    * maxDelayMs + freshnessMs ago is stale whatever arrival time the DMZ wrote on it.
    */
   maxDelayMs: number;
+  /**
+   * Names this distributor in the security events it writes (tag `distributor`: its
+   * DISTRIBUTOR_CLIENT_ID, the same across its restarts): replicas refusing in the same millisecond
+   * or counting the same second write points of their own, where InfluxDB would keep one of them.
+   */
+  instance?: string;
 }
 
 /**
@@ -117,7 +123,9 @@ export class MessageVerifier {
    */
   private readonly lastEventTime = new Map<string, number>();
   /** refusals counted per second (unknown device ids, and known ones past their lead) */
-  readonly tally = new RefusalTally();
+  readonly tally: RefusalTally;
+  /** the tags every event of this distributor carries (VerifierOptions.instance) */
+  private readonly ownTags: Readonly<Record<string, string>>;
   /** one log line per error code and TIMINGS.securityLogIntervalMs: a flood logs no line per message */
   private readonly floodLogs = new Map<ErrorCode, LimitedLog>();
 
@@ -126,7 +134,10 @@ export class MessageVerifier {
     private readonly replay: ReplayWindows,
     private readonly o: VerifierOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.ownTags = o.instance ? { distributor: o.instance } : {};
+    this.tally = new RefusalTally(this.ownTags);
+  }
 
   check(env: UplinkEnvelope): Verdict {
     const now = Date.now();
@@ -264,7 +275,7 @@ export class MessageVerifier {
     this.lastEventTime.set(env.deviceId, time);
     to.events.push({
       measurement: MEASUREMENTS.securityEvents,
-      tags: { device: env.deviceId, reason: code },
+      tags: { device: env.deviceId, reason: code, ...this.ownTags },
       // count: the dashboards add it up, over these, the counts per second and the gateways' reports
       fields: { count: 1, message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
       time,
