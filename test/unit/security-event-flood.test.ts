@@ -74,10 +74,7 @@ describe('security events under a flood of forged messages', () => {
       mkdirSync(join(dir, 'keys'), { recursive: true });
       writeFileSync(join(dir, 'keys', 'real-2.key'), `${randomBytes(32).toString('hex')}\n`);
       const written: StoredPoint[] = [];
-      const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
-      const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
-      const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
-      const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
+      const handler = memoryDistributor(dir, written);
       const flood = async (from: number, count: number) => {
         for (let k = from; k < from + count; k++) {
           const env = { v: 1, deviceId: 'real-2', gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'timeseries', messages: [{ messageId: `t${k}`, payload: { t: k } }] };
@@ -104,13 +101,8 @@ describe('security events under a flood of forged messages', () => {
       mkdirSync(join(dir, 'keys'), { recursive: true });
       writeFileSync(join(dir, 'keys', 'real-3.key'), `${randomBytes(32).toString('hex')}\n`);
       const written: StoredPoint[] = [];
-      const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
-      const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
       // Two replicas (a shared subscription hands each a share of one flood), as distributor.ts makes them.
-      const handlers = ['distributor-a', 'distributor-b'].map((instance) => {
-        const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, instance, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000, instance }, log);
-        return new MessageHandler(sink, new FileStore(join(dir, instance, 'files')), verifier, new DistributorMetrics());
-      });
+      const handlers = ['distributor-a', 'distributor-b'].map((instance) => memoryDistributor(dir, written, instance));
       for (const handler of handlers) {
         const own = { v: 1, deviceId: 'real-3', gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'timeseries', messages: [{ messageId: 'r', payload: { t: 1 } }] };
         await handler.handle(uplinkTopic('real-3', 'timeseries'), Buffer.from(JSON.stringify(own)));
@@ -128,3 +120,12 @@ describe('security events under a flood of forged messages', () => {
     }
   });
 });
+
+/** A distributor's handler over the keys in DIR/keys, writing into `written`, its own state in DIR[/instance]. */
+function memoryDistributor(dir: string, written: StoredPoint[], instance?: string): MessageHandler {
+  const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+  const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
+  const own = join(dir, instance ?? '');
+  const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(own, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000, instance }, log);
+  return new MessageHandler(sink, new FileStore(join(own, 'files')), verifier, new DistributorMetrics());
+}
