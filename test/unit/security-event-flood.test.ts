@@ -70,9 +70,7 @@ describe('security events under a flood of forged messages', () => {
     // into the next second, then are counted; in that next second more are counted, at its start.
     mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_900 });
     try {
-      const dir = join(tmp.dir, 'turn');
-      mkdirSync(join(dir, 'keys'), { recursive: true });
-      writeFileSync(join(dir, 'keys', 'real-2.key'), `${randomBytes(32).toString('hex')}\n`);
+      const dir = registered(join(tmp.dir, 'turn'), 'real-2');
       const written: StoredPoint[] = [];
       const handler = memoryDistributor(dir, written);
       const flood = async (from: number, count: number) => {
@@ -87,8 +85,7 @@ describe('security events under a flood of forged messages', () => {
       await (handler as unknown as { flushSecurityTally: (all: boolean) => Promise<number> }).flushSecurityTally(true);
       const events = written.filter((p) => p.measurement === 'security_events');
       assert.equal(events.reduce((n, p) => n + (typeof p.fields.count === 'number' ? p.fields.count : 1), 0), 2200, 'every refusal, once');
-      const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
-      assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
+      assertDistinct(events);
     } finally {
       mock.timers.reset();
     }
@@ -97,9 +94,7 @@ describe('security events under a flood of forged messages', () => {
   it('keeps apart the events of two distributors refusing in the same millisecond, and their counts of the same second', async () => {
     mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_500 });
     try {
-      const dir = join(tmp.dir, 'replicas');
-      mkdirSync(join(dir, 'keys'), { recursive: true });
-      writeFileSync(join(dir, 'keys', 'real-3.key'), `${randomBytes(32).toString('hex')}\n`);
+      const dir = registered(join(tmp.dir, 'replicas'), 'real-3');
       const written: StoredPoint[] = [];
       // Two replicas (a shared subscription hands each a share of one flood), as distributor.ts makes them.
       const handlers = ['distributor-a', 'distributor-b'].map((instance) => memoryDistributor(dir, written, instance));
@@ -113,8 +108,7 @@ describe('security events under a flood of forged messages', () => {
       const events = written.filter((p) => p.measurement === 'security_events');
       assert.equal(events.length, 4, 'each replica: its refusal of real-3, its count of x-1');
       assert.deepEqual(events.map((p) => p.tags.distributor), ['distributor-a', 'distributor-a', 'distributor-b', 'distributor-b']);
-      const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
-      assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
+      assertDistinct(events);
     } finally {
       mock.timers.reset();
     }
@@ -128,4 +122,17 @@ function memoryDistributor(dir: string, written: StoredPoint[], instance?: strin
   const own = join(dir, instance ?? '');
   const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(own, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000, instance }, log);
   return new MessageHandler(sink, new FileStore(join(own, 'files')), verifier, new DistributorMetrics());
+}
+
+/** DIR, its keys folder holding a key for `device`. */
+function registered(dir: string, device: string): string {
+  mkdirSync(join(dir, 'keys'), { recursive: true });
+  writeFileSync(join(dir, 'keys', `${device}.key`), `${randomBytes(32).toString('hex')}\n`);
+  return dir;
+}
+
+/** What InfluxDB tells points apart by: the measurement (one here), every tag, and the time. */
+function assertDistinct(events: readonly StoredPoint[]): void {
+  const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
+  assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
 }
