@@ -202,6 +202,11 @@ export const ERRORS = {
     transient: false,
     description: "The command is dated later than the device's clock plus FIELD_COMMAND_CLOCK_SKEW_S: a forgery, or a wrong clock; it was not run.",
   },
+  FIELD_GATEWAY_SILENT: {
+    http: 504,
+    transient: true,
+    description: 'The gateway showed no sign of life (no frame, no ping) for TIMINGS.idleTimeoutMs, or for TIMINGS.answerTimeoutMs after the field client sent it a frame: the connection is presumed dead, dropped, and the next gateway URL tried.',
+  },
   FIELD_GATEWAY_FRAME_TOO_LARGE: {
     http: 413,
     transient: true,

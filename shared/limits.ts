@@ -310,6 +310,12 @@ export const TIMINGS = {
   /** milliseconds. The field client gives up on a connection that showed no sign of life (frame or
    * ping) for this long and reconnects: three heartbeats, so one or two lost pings are not enough. */
   idleTimeoutMs: 3 * HEARTBEAT_MS,
+  /** milliseconds. The field client gives up on a connection sooner once it sent a frame and heard
+   * nothing since: a live gateway answers a frame at once (an ack, or an error within
+   * LIMITS.publishTimeoutMs when its broker does not answer) and pings every heartbeat whatever it
+   * does, even while it reads nothing (backpressure). A heartbeat and 10 s: a device that is sending
+   * moves off a dead DMZ server (its power gone: no FIN, no RST) in 40 s, not 90. */
+  answerTimeoutMs: HEARTBEAT_MS + 10_000,
   /** milliseconds. A TLS handshake (gateway) or WebSocket opening handshake (field client) not done
    * within this is given up: a stalled peer (slowloris) is dropped, not waited for. */
   handshakeTimeoutMs: 10_000,

@@ -21,6 +21,9 @@ export interface ConnectionOptions {
   reconnectMaxMs: number;
   /** milliseconds without any sign of life from the gateway before the socket is presumed dead */
   idleTimeoutMs: number;
+  /** milliseconds without any sign of life since a frame was sent before the socket is presumed
+   * dead (TIMINGS.answerTimeoutMs; shorter than idleTimeoutMs: a live gateway answers a frame) */
+  answerTimeoutMs?: number;
   /** milliseconds a connection must stay open before the backoff starts over (TIMINGS.gatewayHealthyAfterMs) */
   healthyAfterMs?: number;
 }
@@ -46,7 +49,14 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   private failures = 0;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** the liveness check (see checkLife), armed for its next deadline */
+  private lifeTimer: NodeJS.Timeout | undefined;
+  /** when the lifeTimer fires (epoch ms) */
+  private lifeTimerAt = Infinity;
+  /** epoch ms of the last sign of life from the gateway: the opening, a frame, a ping */
+  private heardAt = 0;
+  /** epoch ms of the first frame sent since the last sign of life (undefined: none since) */
+  private sentSince: number | undefined;
   private healthyTimer: NodeJS.Timeout | undefined;
   /** canSend() said no since the last 'drain': the next write that brings the buffer under the bound emits one */
   private full = false;
@@ -101,6 +111,12 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
 
   send(text: string): void {
     const ws = this.ws;
+    if (this.sentSince === undefined && ws) {
+      // An answer is due now: the liveness check comes no later than its deadline.
+      this.sentSince = Date.now();
+      const due = this.sentSince + this.answerTimeoutMs;
+      if (due < this.lifeTimerAt) this.armLife(due);
+    }
     // The callback runs once this frame left ws's buffer for the kernel (or the socket closed).
     ws?.send(text, () => {
       if (this.full && this.ws === ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < LIMITS.fieldSendBufferMaxBytes) {
@@ -113,7 +129,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
-    clearTimeout(this.idleTimer);
+    this.disarmLife();
     clearTimeout(this.healthyTimer);
     const ws = this.ws;
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
@@ -177,7 +193,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       this.log.warn({ url, err: err.message }, 'gateway connection error');
     });
     ws.on('close', (code, reason) => {
-      clearTimeout(this.idleTimer);
+      this.disarmLife();
       clearTimeout(this.healthyTimer);
       if (this.ws === ws) this.ws = undefined;
       this.emit('close');
@@ -190,13 +206,52 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     });
   }
 
+  /** A sign of life from the gateway. Called per frame: only notes the time (no timer is touched). */
   private touch(): void {
-    clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => {
-      this.log.warn('no sign of life from the gateway; reconnecting');
-      this.ws?.terminate();
-    }, this.options.idleTimeoutMs);
-    this.idleTimer.unref();
+    this.heardAt = Date.now();
+    this.sentSince = undefined;
+    if (!this.lifeTimer) this.armLife(this.heardAt + this.options.idleTimeoutMs);
+  }
+
+  private get answerTimeoutMs(): number {
+    return this.options.answerTimeoutMs ?? TIMINGS.answerTimeoutMs;
+  }
+
+  /**
+   * The connection is presumed dead (and dropped, so that the next URL is tried) when the gateway
+   * showed no sign of life for idleTimeoutMs, or for answerTimeoutMs since a frame was sent. A live
+   * gateway answers every frame (an ack, or an error within LIMITS.publishTimeoutMs) and pings
+   * every TIMINGS.heartbeatMs whatever it does, so a device that is sending learns of a dead path
+   * (a DMZ server whose power went: no FIN, no RST) in well under the idle timeout, and an idle one
+   * costs no traffic of its own. One timer, moved only when a deadline comes earlier.
+   */
+  private checkLife(): void {
+    this.lifeTimer = undefined;
+    const now = Date.now();
+    const idleAt = this.heardAt + this.options.idleTimeoutMs;
+    const answerAt = this.sentSince !== undefined ? this.sentSince + this.answerTimeoutMs : Infinity;
+    if (now < Math.min(idleAt, answerAt)) {
+      this.armLife(Math.min(idleAt, answerAt));
+      return;
+    }
+    const silentMs = now - this.heardAt;
+    if (answerAt <= now) this.log.warn({ code: 'FIELD_GATEWAY_SILENT', silentMs, sentAgoMs: now - (this.sentSince as number) }, 'the gateway answered nothing sent to it; reconnecting');
+    else this.log.warn({ code: 'FIELD_GATEWAY_SILENT', silentMs }, 'no sign of life from the gateway; reconnecting');
+    this.ws?.terminate();
+  }
+
+  private armLife(at: number): void {
+    clearTimeout(this.lifeTimer);
+    this.lifeTimerAt = at;
+    this.lifeTimer = setTimeout(() => this.checkLife(), Math.max(0, at - Date.now()));
+    this.lifeTimer.unref();
+  }
+
+  private disarmLife(): void {
+    clearTimeout(this.lifeTimer);
+    this.lifeTimer = undefined;
+    this.lifeTimerAt = Infinity;
+    this.sentSince = undefined;
   }
 
   private backoff(): number {

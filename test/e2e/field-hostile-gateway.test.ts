@@ -165,6 +165,27 @@ describe('a field client against a hostile gateway', () => {
     assert.ok(logs.codes().includes('FIELD_GATEWAY_WELCOME_REPEATED'), 'the repeated welcome logged with its code');
   });
 
+  it('drops a connection that answers nothing sent to it within the answer timeout, an idle one only at the idle timeout', async () => {
+    const logs = new LogCapture();
+    // Welcomes, then reads everything and answers nothing, not even a ping: a DMZ server whose
+    // power went looks so from the device (no FIN, no RST), and so does a gateway that black-holes.
+    const gw = await hostileGateway((ws) => ws.send(welcome()));
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 0, connection: { idleTimeoutMs: 60_000, answerTimeoutMs: 1_000 } });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (d.client.welcome ? true : undefined), 10_000, 'welcomed');
+    await new Promise((r) => setTimeout(r, 2_500));
+    assert.equal(gw.connections, 1, 'nothing sent, nothing due: the silent connection is kept until the idle timeout');
+    const sentAt = Date.now();
+    await d.client.submit('event', { eventType: 'e', message: 'unanswered', severity: 'info' });
+    await eventually(() => (gw.connections === 2 ? true : undefined), 10_000, 'a new connection');
+    const tookMs = Date.now() - sentAt;
+    assert.ok(logs.lines.some((l) => l.code === 'FIELD_GATEWAY_SILENT' && typeof l.sentAgoMs === 'number'), 'said why, with its code');
+    await eventually(() => (gw.items.length === 2 ? true : undefined), 10_000, 'the message sent again on the new connection');
+    assert.ok(tookMs < 10_000, `dropped ${tookMs} ms after the frame, not at the idle timeout`);
+  });
+
   it('keeps backing off from a gateway that welcomes and closes at once, and starts over once a connection held', async () => {
     const logs = new LogCapture();
     // The first four connections are closed as soon as they are welcomed; the fifth is kept.

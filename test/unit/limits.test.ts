@@ -12,6 +12,10 @@ describe('timings agreed between tiers', () => {
     assert.equal(TIMINGS.idleTimeoutMs, 3 * TIMINGS.heartbeatMs);
     // A device is never given up on while the gateway still considers it alive (one ping unanswered).
     assert.ok(TIMINGS.idleTimeoutMs > 2 * TIMINGS.heartbeatMs);
+    // Once it sent a frame: past a heartbeat (a live gateway pings within one, even while it reads
+    // nothing) and past the longest the gateway takes to answer a frame (an error at its publish timeout).
+    assert.ok(TIMINGS.answerTimeoutMs > TIMINGS.heartbeatMs && TIMINGS.answerTimeoutMs > LIMITS.publishTimeoutMs);
+    assert.ok(TIMINGS.answerTimeoutMs < TIMINGS.idleTimeoutMs);
   });
 
   it("the compose healthchecks ask each service's /readyz on the port it serves it on", () => {
