@@ -60,6 +60,11 @@ export const ERRORS = {
     transient: true,
     description: 'The message could not be handed to the broker; it was not acknowledged, send it again.',
   },
+  GATEWAY_INTERNAL: {
+    http: 500,
+    transient: true,
+    description: 'Handling a frame failed in a way the gateway did not foresee (a bug): the connection was closed (1011), the gateway and every other connection went on; nothing from that frame was acknowledged.',
+  },
   GATEWAY_RATE_LIMITED: {
     http: 429,
     transient: true,

@@ -75,6 +75,16 @@ export const LIMITS = {
   securityEventClockMaxDevices: 100_000,
   /** milliseconds. How long the gateway waits for a PUBACK before reporting the message failed. */
   publishTimeoutMs: 30_000,
+  /** bytes. The largest MQTT packet both Mosquittos take (`max_packet_size` in their mosquitto.conf,
+   * which must say the same: test/unit/limits.test.ts). A larger one is not refused alone: the
+   * broker drops the connection, and the MQTT client sends the stored packet again at every
+   * reconnect, so one such publish would cut the gateway off its broker for good. */
+  brokerPacketMaxBytes: 16 * 1024 * 1024,
+  /** bytes. The gateway adds the messages of another frame to an envelope only while the envelope
+   * and the frame together stay under this (frame sizes are the estimate); a frame alone may be
+   * larger, up to frameMaxBytes, so two large frames of two devices never share an envelope past
+   * brokerPacketMaxBytes. */
+  envelopeJoinMaxBytes: 1024 * 1024,
   /** seconds. Longest a command may stay deliverable (the command API's ttlSeconds); the field
    * client's default FIELD_COMMAND_MAX_AGE_S, so a command delivered late but within its TTL runs. */
   commandMaxTtlS: 30 * DAY_S,

@@ -57,7 +57,17 @@ export class DeviceSession {
     /** the socket ws writes to (handleUpgrade's); without it, acks are never held */
     private readonly socket?: DeviceSocket,
   ) {
-    ws.on('message', (data, isBinary) => this.onFrame(data as Buffer, isBinary));
+    ws.on('message', (data, isBinary) => {
+      // Whatever a device sends, a failure of handling it is this connection's alone: an error that
+      // escaped here would end the process, and every device's connection with it.
+      try {
+        this.onFrame(data as Buffer, isBinary);
+      } catch (err) {
+        this.log.error({ code: 'GATEWAY_INTERNAL', err }, 'handling a frame failed; closing the connection');
+        this.metrics.refusal('GATEWAY_INTERNAL');
+        ws.close(1011, 'internal error');
+      }
+    });
     ws.on('close', () => {
       this.closed = true;
       clearTimeout(this.holdTimer);
@@ -171,7 +181,7 @@ export class DeviceSession {
     const accepted = messages as AcceptedMessage[];
     this.trackInFlight(accepted.length);
     this.metrics.frames.inc();
-    for (const group of this.publisher.publish(this.deviceId, accepted, receivedAt)) {
+    for (const group of this.publisher.publish(this.deviceId, accepted, receivedAt, data.length)) {
       group.done.then(
         () => {
           this.trackInFlight(-group.messageIds.length);

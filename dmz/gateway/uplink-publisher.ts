@@ -4,6 +4,7 @@ import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts
 import type { DataType } from '../../shared/contract/payloads.ts';
 import type { UplinkMessage } from '../../shared/contract/uplink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 
 /** The pending key of the gateway's envelope (device ids cannot be empty, so no device's key is this). */
 const GATEWAY_KEY = '\u0000gateway';
@@ -50,6 +51,8 @@ interface Pending {
   sections: Map<string, EnvelopeItem[]>;
   /** messages in all sections */
   count: number;
+  /** bytes of the frames its messages came in (an estimate of its size) */
+  bytes: number;
   /** the envelope's receivedAt: when the first of its frames arrived */
   receivedAt: number;
   waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
@@ -84,7 +87,8 @@ export class UplinkPublisher {
     private readonly o: PublisherOptions,
   ) {}
 
-  publish(deviceId: string, messages: readonly AcceptedMessage[], receivedAt: number): PublishGroup[] {
+  /** `bytes`: the size of the frame the messages came in (what envelopes are joined by: envelopeJoinMaxBytes). */
+  publish(deviceId: string, messages: readonly AcceptedMessage[], receivedAt: number, bytes = 0): PublishGroup[] {
     const byType = new Map<DataType, AcceptedMessage[]>();
     for (const m of messages) {
       const list = byType.get(m.dataType);
@@ -93,24 +97,25 @@ export class UplinkPublisher {
     }
     const groups: PublishGroup[] = [];
     for (const [dataType, list] of byType) {
-      groups.push({ dataType, messageIds: list.map((m) => m.messageId), done: this.enqueue(deviceId, dataType, list, receivedAt) });
+      // A frame of several data types: each group charged its share of the frame's bytes.
+      groups.push({ dataType, messageIds: list.map((m) => m.messageId), done: this.enqueue(deviceId, dataType, list, receivedAt, Math.ceil((bytes * list.length) / messages.length)) });
     }
     return groups;
   }
 
-  private enqueue(deviceId: string, dataType: DataType, list: AcceptedMessage[], receivedAt: number): Promise<void> {
+  private enqueue(deviceId: string, dataType: DataType, list: AcceptedMessage[], receivedAt: number, bytes: number): Promise<void> {
     if (!this.mqtt.connected) {
       return Promise.reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', 'The gateway is not connected to the broker; send again later.'));
     }
     const shared = dataType === 'timeseries' && this.o.envelopes === 'gateway';
     const key = shared ? GATEWAY_KEY : `${deviceId}\u0000${dataType}`;
     let p = this.pending.get(key);
-    if (p && p.count + list.length > this.o.maxMessages) {
+    if (p && (p.count + list.length > this.o.maxMessages || p.bytes + bytes > LIMITS.envelopeJoinMaxBytes)) {
       this.flush(key);
       p = undefined;
     }
     if (!p) {
-      p = { deviceId: shared ? undefined : deviceId, dataType, sections: new Map(), count: 0, receivedAt, waiters: [], dueAt: performance.now() + this.o.lingerMs };
+      p = { deviceId: shared ? undefined : deviceId, dataType, sections: new Map(), count: 0, bytes: 0, receivedAt, waiters: [], dueAt: performance.now() + this.o.lingerMs };
       this.pending.set(key, p);
       if (this.o.lingerMs > 0) {
         this.due.push({ key, at: p.dueAt });
@@ -129,6 +134,7 @@ export class UplinkPublisher {
       items.push(item);
     }
     p.count += list.length;
+    p.bytes += bytes;
     const done = new Promise<void>((resolve, reject) => p.waiters.push({ resolve, reject }));
     if (p.count >= this.o.maxMessages || this.o.lingerMs === 0) this.flush(key);
     return done;
@@ -162,7 +168,16 @@ export class UplinkPublisher {
     // signatures) are in the envelope's text now, and are let go here rather than kept until the
     // broker answers.
     const waiters = p.waiters;
-    this.publishOne(topic, JSON.stringify(envelope)).then(
+    const payload = JSON.stringify(envelope);
+    // Never handed to the MQTT client past the broker's limit (brokerPacketMaxBytes: it would cost
+    // the broker connection at every reconnect). Joined envelopes stay far below it; a frame alone
+    // near frameMaxBytes could pass it only by numbers written longer than the device wrote them.
+    if (payload.length * 3 > LIMITS.brokerPacketMaxBytes - 64 * 1024 && Buffer.byteLength(payload) > LIMITS.brokerPacketMaxBytes - 64 * 1024) {
+      const err = new FieldStreamError('CONTRACT_FRAME_TOO_LARGE', `The envelope of these messages would be ${Buffer.byteLength(payload)} bytes, more than the broker takes; send them in smaller frames.`);
+      waiters.forEach((w) => w.reject(err));
+      return;
+    }
+    this.publishOne(topic, payload).then(
       () => waiters.forEach((w) => w.resolve()),
       (err: unknown) => waiters.forEach((w) => w.reject(err)),
     );

@@ -128,11 +128,24 @@ function checkDataType(item: unknown, path: (string | number)[]): void {
   if (typeof dataType !== 'string' || !(DATA_TYPES as readonly string[]).includes(dataType)) {
     throw new FieldStreamError(
       'CONTRACT_UNKNOWN_DATA_TYPE',
-      `Unknown dataType ${JSON.stringify(dataType)} at ${[...path, 'dataType'].join('.')}; expected one of ${DATA_TYPES.join(', ')}.`,
+      `Unknown dataType ${described(dataType)} at ${[...path, 'dataType'].join('.')}; expected one of ${DATA_TYPES.join(', ')}.`,
       { messageId: messageIdOf(item), path: [...path, 'dataType'].join('.') },
     );
   }
 }
+
+/**
+ * A value the device sent, for an error text: a string cut to 64 characters, otherwise its kind.
+ * Never serialised whole: the value may be 8 MiB, or nested deeper than JSON.stringify's recursion
+ * can go (a RangeError, thrown where only coded errors were expected).
+ */
+function described(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`;
+}
+
+/** An issue's path for an error text: each key the device chose cut to 64 characters. */
+const pathText = (path: readonly PropertyKey[]) => path.map((k) => (typeof k === 'string' && k.length > 64 ? `${k.slice(0, 64)}…` : String(k))).join('.');
 
 function validate<S extends z.ZodType>(schema: S, value: Record<string, unknown>): z.infer<S> {
   const result = schema.safeParse(value);
@@ -142,7 +155,7 @@ function validate<S extends z.ZodType>(schema: S, value: Record<string, unknown>
 
 /** Maps zod issues to one coded error: the most specific code any issue carries wins. */
 export function contractError(error: z.ZodError, value: unknown): FieldStreamError {
-  const issues = error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message }));
+  const issues = error.issues.slice(0, 10).map((i) => ({ path: pathText(i.path), message: i.message }));
   let code: ErrorCode = 'CONTRACT_INVALID_MESSAGE';
   for (const issue of error.issues) {
     const params = (issue as { params?: Record<string, unknown> }).params;

@@ -82,6 +82,14 @@ describe('attack suite on the real stack', () => {
       mallory.send(`{"deviceId":"mallory","dataType":"response","payload":{"commandId":"c-1","status":"completed","result":${'['.repeat(100_000)}${']'.repeat(100_000)}}}`);
       const deep = await mallory.next();
       assert.equal(deep.type === 'error' && deep.code, 'CONTRACT_INVALID_MESSAGE');
+      // the same nesting where the gateway names what it refuses (the data type): a text of it
+      // overflowed JSON.stringify's recursion, an error nothing caught, and the gateway exited
+      mallory.send(`{"deviceId":"mallory","dataType":${'['.repeat(10_000)}${']'.repeat(10_000)},"payload":{}}`);
+      const deepType = await mallory.next();
+      assert.equal(deepType.type === 'error' && deepType.code, 'CONTRACT_UNKNOWN_DATA_TYPE');
+      mallory.send(`{"deviceId":"mallory","batch":[{"dataType":${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)},"payload":{}}]}`);
+      const deepItem = await mallory.next();
+      assert.equal(deepItem.type === 'error' && deepItem.code, 'CONTRACT_UNKNOWN_DATA_TYPE');
       mallory.send('x'.repeat(9 * 1024 * 1024));
       // The gateway closes with 1009 (message too big) and cuts the socket; through Caddy the close
       // frame sometimes loses the race with the TCP teardown (1006). Either way the gateway says why.
@@ -161,7 +169,8 @@ describe('attack suite on the real stack', () => {
         Array.from({ length: LEGIT }, (_, i) => i),
       );
       assert.ok(!points().some((p) => p.fields.v === 999_999 || p.fields.v === 888_888 || p.fields.v === -1));
-      for (const proc of stack.all) assert.ok(proc.running, `${proc.name} is still running`);
+      // Running, and never restarted by the stack's supervisor (a crash would be restarted unseen).
+      for (const proc of stack.all) assert.ok(proc.running && proc.restarts === 0, `${proc.name} running, restarted ${proc.restarts} times`);
     } finally {
       await legit.close();
     }

@@ -18,6 +18,13 @@ describe('timings agreed between tiers', () => {
     assert.ok(TIMINGS.answerTimeoutMs < TIMINGS.idleTimeoutMs);
   });
 
+  it("both Mosquittos take packets up to LIMITS.brokerPacketMaxBytes, the gateway's bound for an envelope", () => {
+    for (const file of ['dmz/mosquitto/mosquitto.conf', 'internal-network/mosquitto/mosquitto.conf']) {
+      assert.match(readFileSync(join(repoRoot, file), 'utf8'), new RegExp(`^max_packet_size ${LIMITS.brokerPacketMaxBytes}$`, 'm'), file);
+    }
+    assert.ok(LIMITS.envelopeJoinMaxBytes + LIMITS.frameMaxBytes < LIMITS.brokerPacketMaxBytes);
+  });
+
   it("the compose healthchecks ask each service's /readyz on the port it serves it on", () => {
     const ports: Array<[string, number]> = [
       ['docker-compose.dmz.yml', 9464],

@@ -5,6 +5,8 @@ import { Aedes } from 'aedes';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { UplinkPublisher, type AcceptedMessage } from '../../dmz/gateway/uplink-publisher.ts';
 import { GatewayEnvelopeSchema, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 
 /**
  * The gateway's publisher on a real MQTT broker (aedes, the embedded one) over a real socket:
@@ -118,5 +120,34 @@ describe('the gateway publishing envelopes when their linger ends', () => {
     const others = raw.filter((r) => /^fieldstream\/v1\/devices\/dev-/.test(r.topic));
     assert.deepEqual(others.map((r) => r.topic), ['fieldstream/v1/devices/dev-7/up/event']);
     assert.deepEqual(UplinkEnvelopeSchema.parse(others[0]?.payload).messages.map((m) => m.messageId), ['7-event']);
+  });
+
+  it('never joins two large frames of two devices into one envelope, and never hands the broker an envelope past its limit', async () => {
+    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-big', timeoutMs: 5000, lingerMs: 50, maxMessages: 1000, envelopes: 'gateway' });
+    raw.length = 0;
+    const now = Date.now();
+    // Two devices' frames of 8 MiB each (what they declared, within their limits), at once: joined,
+    // they were one envelope past the broker's 16 MiB, which cut the gateway off its broker for good.
+    const big = (deviceId: string, id: string): AcceptedMessage => ({ deviceId, dataType: 'timeseries', messageId: id, payload: { t: 1, note: 'x'.repeat(1000) } });
+    const done = [
+      ...publisher.publish('big-a', [big('big-a', 'a-1')], now, LIMITS.frameMaxBytes),
+      ...publisher.publish('big-b', [big('big-b', 'b-1')], now, LIMITS.frameMaxBytes),
+      ...publisher.publish('small-c', [reading('small-c1')], now, 200),
+      ...publisher.publish('small-d', [reading('small-d1')], now, 200),
+    ].map((g) => g.done);
+    await Promise.all(done);
+    await new Promise((r) => setTimeout(r, 200));
+    const sections = raw.filter((r) => r.topic === 'fieldstream/v1/gateways/gw-big/up/timeseries').map((r) => GatewayEnvelopeSchema.parse(r.payload).devices.map((d) => d.deviceId));
+    assert.deepEqual(sections, [['big-a'], ['big-b'], ['small-c', 'small-d']], 'a large frame has an envelope of its own; small ones join one another');
+
+    // An envelope that would be past the broker's limit is refused (final: sending it again would
+    // not help), and nothing is published.
+    raw.length = 0;
+    const huge: AcceptedMessage = { deviceId: 'huge', dataType: 'timeseries', messageId: 'h-1', payload: { t: 1, note: 'y'.repeat(LIMITS.brokerPacketMaxBytes) } };
+    const [group] = publisher.publish('huge', [huge], now, LIMITS.frameMaxBytes);
+    await assert.rejects(group!.done, (err: unknown) => err instanceof FieldStreamError && err.code === 'CONTRACT_FRAME_TOO_LARGE');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(raw.length, 0);
+    assert.ok(publisherClient.connected);
   });
 });
