@@ -298,6 +298,10 @@ export const LIMITS = {
    * DMZ can send them without end) the field client logs per TIMINGS.fieldCommandLogWindowMs; the
    * rest are counted, and their number logged in the next window. */
   fieldCommandLogMaxPerWindow: 20,
+  /** log lines. Most refusals of a device's frames (malformed, invalid, another device's id) one
+   * connection logs per TIMINGS.gatewayRefusalLogWindowMs; the rest are counted in the metrics, and
+   * their number logged in the next window. A device decides how many frames it sends. */
+  gatewayRefusalLogMaxPerWindow: 20,
 } as const;
 
 export type Limits = typeof LIMITS;
@@ -484,6 +488,12 @@ export const TIMINGS = {
   fieldGatewayLogWindowMs: 60_000,
   /** milliseconds. The window of LIMITS.fieldCommandLogMaxPerWindow. */
   fieldCommandLogWindowMs: 60_000,
+  /** milliseconds. The window of LIMITS.gatewayRefusalLogMaxPerWindow. */
+  gatewayRefusalLogWindowMs: 60_000,
+  /** milliseconds the gateway stops reading a device that went past its rate limit (after the one
+   * GATEWAY_RATE_LIMITED answer): its frames wait in its TCP connection meanwhile, rather than each
+   * being read, parsed and refused. A device that keeps to its limits never meets it. */
+  gatewayRateLimitedPauseMs: 500,
   /** milliseconds. Longest pause (TIMINGS.transientRewindMs doubled after each transient error that
    * was followed by no progress, with jitter) before the field client sends again after a transient
    * error frame; the pause starts over at base once the gateway acks something. A gateway answering

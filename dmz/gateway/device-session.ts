@@ -5,6 +5,7 @@ import type { CommandFrame, CommitFrame, DownlinkFrame, ErrorFrame } from '../..
 import { errorFrame } from '../../shared/contract/downlink.ts';
 import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
@@ -33,9 +34,17 @@ export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;
  */
 export class DeviceSession {
   private inFlight = 0;
+  /** too much awaits the broker (see trackInFlight) */
   private paused = false;
+  /** over its rate limit (see rateLimited) */
+  private ratePaused = false;
+  private rateTimer: NodeJS.Timeout | undefined;
+  /** whether the socket is paused now (for either reason) */
+  private socketPaused = false;
   /** times reading was paused so far (see readPauses) */
   private pauses = 0;
+  /** refusals of what the device sent: each would be a log line, and a device decides how many */
+  private readonly refusalLog: LimitedLog;
   private closed = false;
   /** message ids settled this turn, not yet acked (see ack()) */
   private pendingAcks: string[] = [];
@@ -71,7 +80,9 @@ export class DeviceSession {
     ws.on('close', () => {
       this.closed = true;
       clearTimeout(this.holdTimer);
+      clearTimeout(this.rateTimer);
     });
+    this.refusalLog = new LimitedLog(log, { level: 'info', maxPerWindow: LIMITS.gatewayRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused frames' });
   }
 
   get isClosed(): boolean {
@@ -84,7 +95,7 @@ export class DeviceSession {
    * for one the device did not send.
    */
   get readingPaused(): boolean {
-    return this.paused;
+    return this.socketPaused;
   }
 
   /** How many times reading was paused so far: the heartbeat compares it between two looks to know
@@ -140,13 +151,23 @@ export class DeviceSession {
 
   private onFrame(data: Buffer, isBinary: boolean): void {
     const receivedAt = Date.now();
-    if (isBinary) {
-      this.reject(new FieldStreamError('CONTRACT_BINARY_FRAME'));
+    // Past its rate limit the device was answered once (GATEWAY_RATE_LIMITED) and its socket paused:
+    // frames already read with that data are dropped unanswered, uncounted against its budget (the
+    // device sends again from its first unacknowledged message after that answer).
+    if (this.ratePaused) {
+      this.metrics.rateLimited.inc();
+      this.metrics.refusal('GATEWAY_RATE_LIMITED');
       return;
     }
-    // Rate limits before parsing: a flooding device costs the gateway as little as possible.
-    if (this.rate && !this.rate.allowBytes(this.deviceId, data.length)) {
+    // Rate limits before parsing, binary frames included: a flooding device costs the gateway as
+    // little as possible. Every frame counts as a message at least (the rest of its messages once
+    // they are counted): a frame of two bytes costs a parse and an answer as much as a reading does.
+    if (this.rate && !(this.rate.allowBytes(this.deviceId, data.length) && this.rate.allowMessages(this.deviceId, 1))) {
       this.rateLimited();
+      return;
+    }
+    if (isBinary) {
+      this.reject(new FieldStreamError('CONTRACT_BINARY_FRAME'));
       return;
     }
     let messages;
@@ -172,7 +193,7 @@ export class DeviceSession {
       );
       return;
     }
-    if (this.rate && !this.rate.allowMessages(this.deviceId, messages.length)) {
+    if (this.rate && messages.length > 1 && !this.rate.allowMessages(this.deviceId, messages.length - 1)) {
       this.rateLimited(messages.flatMap((m) => (m.messageId ? [m.messageId] : [])));
       return;
     }
@@ -263,12 +284,11 @@ export class DeviceSession {
     this.inFlight += delta;
     if (!this.paused && this.inFlight >= this.limits.maxInFlight) {
       this.paused = true;
-      this.pauses++;
-      this.ws.pause();
+      this.setReading();
       this.log.debug({ inFlight: this.inFlight }, 'paused reading: in-flight limit reached');
     } else if (this.paused && this.inFlight <= this.limits.maxInFlight / 2) {
       this.paused = false;
-      this.ws.resume();
+      this.setReading();
     }
   }
 
@@ -280,10 +300,32 @@ export class DeviceSession {
     // Logged on the first and then every 1000th refusal: a flood must not flood the log too.
     if (n === 1 || n % 1000 === 0) this.log.warn({ code: 'GATEWAY_RATE_LIMITED', refusedFrames: n }, 'device over its rate limit');
     this.sendError(errorFrame(new FieldStreamError('GATEWAY_RATE_LIMITED'), messageIds));
+    // Not read for a moment: what the device sends meanwhile waits in its TCP connection, instead
+    // of each frame being parsed and refused in turn (a device past its budget made the gateway
+    // answer hundreds of thousands of refusals a second).
+    if (!this.ratePaused) {
+      this.ratePaused = true;
+      this.setReading();
+      this.rateTimer = setTimeout(() => {
+        this.ratePaused = false;
+        this.setReading();
+      }, TIMINGS.gatewayRateLimitedPauseMs);
+    }
+  }
+
+  /** Pauses or resumes reading the socket: paused while either reason holds. */
+  private setReading(): void {
+    const pause = this.paused || this.ratePaused;
+    if (pause === this.socketPaused || this.closed) return;
+    this.socketPaused = pause;
+    if (pause) {
+      this.pauses++;
+      this.ws.pause();
+    } else this.ws.resume();
   }
 
   private reject(err: FieldStreamError, messageIds?: string[]): void {
-    this.log.info({ code: err.code, details: err.details }, err.message);
+    this.refusalLog.write({ code: err.code, details: err.details }, err.message);
     this.metrics.refusal(err.code);
     if (err.code === 'GATEWAY_DEVICE_MISMATCH') this.securityReports?.note(this.deviceId, err.code);
     this.sendError(errorFrame(err, messageIds));

@@ -3,11 +3,12 @@ import { after, before, describe, it } from 'node:test';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
+import { LIMITS } from '../../shared/limits.ts';
 
 describe('limits at the gateway', () => {
   let fx: EmbeddedFixture;
   before(async () => {
-    fx = await startEmbeddedFixture(['flood-1', 'calm-1', 'conn-1', 'conn-2', 'conn-3', 'client-1'], {
+    fx = await startEmbeddedFixture(['flood-1', 'calm-1', 'conn-1', 'conn-2', 'conn-3', 'client-1', 'tiny-1'], {
       GATEWAY_RATE_MESSAGES_PER_S: '200',
       GATEWAY_RATE_BURST_S: '1',
       GATEWAY_MAX_BATCH: '100',
@@ -31,18 +32,46 @@ describe('limits at the gateway', () => {
       }
       let limited = 0;
       let acked = 0;
-      // Frames of 100 messages; frames that shared an envelope share one ack frame.
-      while (limited + acked < 40) {
-        const f = await flood.next();
+      // Frames of 100 messages; frames that shared an envelope share one ack frame. Past its limit
+      // the device is answered once, and what it sends in the pause after is dropped unanswered.
+      for (;;) {
+        const f = await flood.next(1_000).catch(() => undefined);
+        if (!f) break;
         if (f.type === 'error' && f.code === 'GATEWAY_RATE_LIMITED') limited++;
         else if (f.type === 'ack') acked += f.messageIds.length / 100;
       }
-      assert.ok(limited > 0 && acked > 0, `${acked} frames accepted, ${limited} refused`);
+      assert.ok(limited > 0 && acked > 0 && limited + acked <= 40, `${acked} frames accepted, ${limited} refused`);
       assert.ok(fx.logs.codes().includes('GATEWAY_RATE_LIMITED'));
       await eventually(() => (fx.points({ measurement: 'readings', device: 'calm-1' }).length === 20 ? true : undefined));
     } finally {
       flood.close();
       calm.close();
+    }
+  });
+
+  it('counts every frame as a message at least, and stops reading a device past its limit rather than answering each frame', async () => {
+    const tiny = await device('tiny-1');
+    try {
+      // Frames of one byte, not JSON: each cost a parse, an error frame and a log line, charged one
+      // byte against a budget of megabytes, so a device sent hundreds of thousands a second.
+      for (let i = 0; i < 3000; i++) tiny.send('x');
+      await new Promise((r) => setTimeout(r, 1500));
+      const answers: string[] = [];
+      for (;;) {
+        const f = await tiny.next(300).catch(() => undefined);
+        if (!f) break;
+        answers.push(f.type === 'error' ? f.code : f.type);
+      }
+      const malformed = answers.filter((c) => c === 'CONTRACT_MALFORMED_JSON').length;
+      // 200 messages a second with a second's burst: about 200, and 100 more for each half-second
+      // pause the gateway makes after a refusal; far from 3,000.
+      assert.ok(malformed >= 100 && malformed <= 800, `${malformed} malformed frames answered`);
+      assert.ok(answers.includes('GATEWAY_RATE_LIMITED'));
+      assert.ok(answers.length < 1000, `${answers.length} answers to 3,000 frames`);
+      const lines = fx.logs.lines.filter((l) => l.code === 'CONTRACT_MALFORMED_JSON' && l.deviceId === 'tiny-1').length;
+      assert.ok(lines <= LIMITS.gatewayRefusalLogMaxPerWindow, `${lines} log lines`);
+    } finally {
+      tiny.close();
     }
   });
 
