@@ -65,9 +65,9 @@ Talk to it as device sensor-001 (type one of the example messages of docs/messag
   npx wscat -c ${pipeline.gatewayUrl} --ca ${rel(p.publicCa)} --cert ${rel(dev.cert)} --key ${rel(dev.key)}
 
 Send the simulated device a command, then read its state:
-  curl -s -X POST ${apiUrl}/v1/commands -H 'Authorization: Bearer ${token}' -H 'Content-Type: application/json' \\
+  curl -s -X POST ${apiUrl}/v1/commands -H "Authorization: Bearer ${token}" -H 'Content-Type: application/json' \\
     -d '{"deviceId": "${simulated ?? 'sensor-001'}", "command": "ping"}'
-  curl -s '${apiUrl}/v1/commands?deviceId=${simulated ?? 'sensor-001'}' -H 'Authorization: Bearer ${token}'
+  curl -s '${apiUrl}/v1/commands?deviceId=${simulated ?? 'sensor-001'}' -H "Authorization: Bearer ${token}"
 
 Connect another device (a real one, or this machine as one, with a data folder and local ports beside the simulated device's):
   scripts/generate-client-cert.sh my-device

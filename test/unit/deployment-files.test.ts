@@ -164,6 +164,25 @@ describe('deployment files', () => {
     }
   });
 
+  it('.env.example, read by docker-compose itself: no comment becomes a value, and a fresh copy names what must be set', () => {
+    // docker-compose reads `KEY=   # comment` as the value "# comment" (an empty value is not
+    // recognised before an inline comment): a copied .env gave the command API a public token.
+    const envFile = ['--env-file', join(repoRoot, '.env.example')];
+    const set = { DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+    for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+      const r = spawnSync('docker-compose', [...envFile, '-f', join(repoRoot, file), '--profile', 'with-influxdb', '--profile', 'with-postgres', 'config'], { env: { PATH: process.env.PATH, ...set }, encoding: 'utf8', cwd: repoRoot });
+      assert.equal(r.status, 0, `${file}: ${r.stderr}`);
+      const comments = r.stdout.split('\n').filter((l) => /:\s+['"]?#/.test(l));
+      assert.deepEqual(comments, [], `${file}: values that are .env.example's comments`);
+      // Every setting .env.example gives the bridge reaches it (it renders bridge.conf from them).
+      if (file === 'docker-compose.internal.yml') assert.match(r.stdout, /^\s+BRIDGE_PROTOCOL_VERSION: mqttv311$/m);
+    }
+    // A fresh copy, nothing set: refused, naming what the doc says to set.
+    const fresh = spawnSync('docker-compose', [...envFile, '-f', join(repoRoot, 'docker-compose.internal.yml'), 'config', '-q'], { env: { PATH: process.env.PATH }, encoding: 'utf8', cwd: repoRoot });
+    assert.notEqual(fresh.status, 0);
+    assert.match(fresh.stderr, /set (DMZ_BROKER_HOST|COMMAND_API_TOKEN|GRAFANA_ADMIN_PASSWORD)/);
+  });
+
   it("docker-compose.internal.yml's InfluxDB (with-influxdb) refuses to start without its password and token, naming them, and else runs the image's entrypoint", () => {
     const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
     const influx = internalConfig(env, ['with-influxdb']).services.influxdb as { entrypoint?: string[]; command?: string[]; environment?: Record<string, string> };
