@@ -235,6 +235,7 @@ export const ERRORS = {
   API_NOT_FOUND: { http: 404, transient: false, description: 'No such resource.' },
   API_METHOD_NOT_ALLOWED: { http: 405, transient: false, description: 'This method is not allowed here.' },
   API_INVALID_BODY: { http: 400, transient: false, description: 'The request body is not valid.' },
+  API_INVALID_REQUEST: { http: 400, transient: false, description: 'The request target (its path and query) is not a valid URL.' },
   API_BODY_TOO_LARGE: { http: 413, transient: false, description: 'The request body is larger than accepted.' },
   API_INTERNAL: {
     http: 500,

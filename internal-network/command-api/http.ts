@@ -88,7 +88,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   server.headersTimeout = TIMINGS.commandApiHeadersTimeoutMs;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://api');
+    const url = requestUrl(req);
     if (url.pathname === '/healthz') {
       const ok = o.brokerConnected();
       return send(res, ok ? 200 : 503, { status: ok ? 'ok' : 'broker unreachable' });
@@ -157,6 +157,18 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * The request target as a URL. Node's HTTP parser takes targets the URL parser refuses (`//[`, read
+ * as a host): the caller's mistake, answered 400 like any other malformed request, not a 500.
+ */
+function requestUrl(req: IncomingMessage): URL {
+  try {
+    return new URL(req.url ?? '/', 'http://api');
+  } catch {
+    throw new FieldStreamError('API_INVALID_REQUEST', 'The request target is not a valid path.');
+  }
 }
 
 function view(r: CommandRecord) {

@@ -162,3 +162,19 @@ test('a client dropping its upload mid-body is HTTP_REQUEST_ABORTED at info, no 
     await api.close();
   }
 });
+
+test('a request target the URL parser refuses is 400 API_INVALID_REQUEST before any credential is looked at, not an internal error', async () => {
+  const { api, lines } = await failingApi();
+  try {
+    // Node's parser takes these; the URL parser reads `//…` as a host, and refuses them.
+    for (const target of ['//[', '//[::1', '//x:99999/v1/commands']) {
+      const r = await rawRequest(api.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      assert.deepEqual([r.status, r.body.code], [400, 'API_INVALID_REQUEST'], target);
+    }
+    assert.equal(ERRORS.API_INVALID_REQUEST.http, 400);
+    assert.equal(lines.filter((l) => l.code === 'API_INTERNAL').length, 0, 'no internal error logged');
+    assert.equal((await fetch(`http://127.0.0.1:${api.port}/healthz`)).status, 200, 'still up');
+  } finally {
+    await api.close();
+  }
+});
