@@ -125,7 +125,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     const r = parsed.data;
     let targets: readonly string[];
     if (r.group !== undefined) {
-      const members = o.groups[r.group];
+      // Own keys only: a group named after an Object.prototype member (`constructor`) is no group.
+      const members = Object.hasOwn(o.groups, r.group) ? o.groups[r.group] : undefined;
       if (!members) throw new FieldStreamError('API_UNKNOWN_GROUP', `No group "${r.group}".`);
       targets = members;
     } else {

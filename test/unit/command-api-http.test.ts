@@ -178,3 +178,17 @@ test('a request target the URL parser refuses is 400 API_INVALID_REQUEST before 
     await api.close();
   }
 });
+
+test('a group named after an Object.prototype member is an unknown group (400 API_UNKNOWN_GROUP), not an internal error', async () => {
+  const { api, lines } = await failingApi();
+  try {
+    for (const group of ['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty']) {
+      const res = await post(api.port, { group, command: 'reboot' });
+      const body = (await res.json()) as { code: string };
+      assert.deepEqual([res.status, body.code], [400, 'API_UNKNOWN_GROUP'], group);
+    }
+    assert.equal(lines.filter((l) => l.code === 'API_INTERNAL').length, 0, 'no internal error logged');
+  } finally {
+    await api.close();
+  }
+});
