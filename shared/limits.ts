@@ -569,6 +569,10 @@ export const CONSOLE = {
   historyMaxPoints: 2_000,
   /** milliseconds. Longest window a history request may ask for (31 days). */
   historyMaxWindowMs: 31 * DAY_MS,
+  /** epoch milliseconds. Latest `from`/`to` of a history request: the end of year 9999, far inside
+   * the largest JavaScript date (8.64e15 ms), so the stores' date arithmetic (a day either side,
+   * ISO dates, InfluxQL and SQL times) never meets an invalid date. */
+  historyMaxTimeMs: Date.UTC(9999, 11, 31, 23, 59, 59, 999),
   /** history reads a console runs at once (each may scan a month of the store), and how many more
    * wait for one of them; past both, CONSOLE_HISTORY_BUSY. A device page asks one per numeric field. */
   historyMaxConcurrent: 4,

@@ -33,8 +33,8 @@ const LiveQuerySchema = z.object({ device: DeviceIdSchema.optional() });
 const HistoryQuerySchema = z
   .object({
     field: z.string().regex(FIELD_NAME_PATTERN),
-    from: z.coerce.number().int().min(0),
-    to: z.coerce.number().int().min(0),
+    from: z.coerce.number().int().min(0).max(CONSOLE.historyMaxTimeMs),
+    to: z.coerce.number().int().min(0).max(CONSOLE.historyMaxTimeMs),
   })
   .refine((q) => q.to > q.from, { message: 'to must be after from' })
   .refine((q) => q.to - q.from <= CONSOLE.historyMaxWindowMs, { message: `the window may span at most ${CONSOLE.historyMaxWindowMs / 86_400_000} days` });

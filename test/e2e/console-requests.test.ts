@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { CONSOLE } from '../../shared/limits.ts';
+import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
+import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The operator console's answers to requests that are odd rather than hostile, on the embedded
+ * pipeline (real HTTP, MQTT, disk, the local store): each gets a coded 4xx, never a 500 with an
+ * error-level log line. docs/console.md.
+ */
+describe('the operator console answering odd requests', () => {
+  const tmp = tempDir('console-requests');
+  let fx: EmbeddedFixture;
+  let base: string;
+
+  before(async () => {
+    fx = await startEmbeddedFixture(['meter-1'], { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '200' }, { console: true });
+    assert.ok(fx.pipeline.console, 'the fixture runs the console');
+    base = fx.pipeline.console.url;
+  });
+  after(async () => {
+    await fx?.stop();
+    tmp.cleanup();
+  });
+
+  const internalErrors = () => fx.logs.lines.filter((l) => l.code === 'CONSOLE_INTERNAL');
+
+  it('a history window past the end of year 9999 is 400 CONSOLE_INVALID_REQUEST, not a 500 from the store', async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const before = internalErrors().length;
+    const max = CONSOLE.historyMaxTimeMs;
+    for (const [from, to] of [
+      [9_000_000_000_000_000, 9_000_000_000_001_000],
+      [8.64e15 - 1000, 8.64e15],
+      [max, max + 1],
+    ]) {
+      const r = await s.request(`/api/devices/meter-1/history?field=v&from=${from}&to=${to}`);
+      assert.deepEqual([r.status, r.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], `${from}..${to}: ${JSON.stringify(r.body)}`);
+    }
+    // The last window a request may ask for is read (nothing there), not refused.
+    const last = await s.request(`/api/devices/meter-1/history?field=v&from=${max - 1000}&to=${max}`);
+    assert.equal(last.status, 200, JSON.stringify(last.body));
+    assert.deepEqual(last.body.points, []);
+    assert.equal(internalErrors().length, before, 'no internal error logged');
+  });
+});
