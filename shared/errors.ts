@@ -260,6 +260,8 @@ export const ERRORS = {
   CONSOLE_CSRF_INVALID: { http: 403, transient: false, description: 'The request carries no valid CSRF token (x-csrf-token) for this session: reload the page.' },
   CONSOLE_INVALID_REQUEST: { http: 400, transient: false, description: 'The request (body, query or path) is not valid.' },
   CONSOLE_NOT_FOUND: { http: 404, transient: false, description: 'No such page or resource.' },
+  CONSOLE_PRECONDITION_FAILED: { http: 412, transient: false, description: "A conditional request (If-Match, If-Unmodified-Since) whose condition the file does not meet." },
+  CONSOLE_RANGE_NOT_SATISFIABLE: { http: 416, transient: false, description: 'A Range request for bytes the file does not have.' },
   CONSOLE_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'The console knows no device of that id.' },
   CONSOLE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not answer, or answered with an error it gives in the details.' },
   CONSOLE_HISTORY_FAILED: { http: 502, transient: true, description: 'The time-series store could not be read for the history asked for.' },

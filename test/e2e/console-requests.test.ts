@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { CONSOLE } from '../../shared/limits.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { rawRequest } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -45,5 +46,26 @@ describe('the operator console answering odd requests', () => {
     assert.equal(last.status, 200, JSON.stringify(last.body));
     assert.deepEqual(last.body.points, []);
     assert.equal(internalErrors().length, before, 'no internal error logged');
+  });
+
+  it("answers static-file requests it refuses with a coded 4xx, without credentials and without an error-level log", async () => {
+    const port = fx.pipeline.console!.port;
+    const before = internalErrors().length;
+    for (const [what, head, status, code] of [
+      ['a dot segment', 'GET /./index.html', 404, 'CONSOLE_NOT_FOUND'],
+      ['a dot-dot segment inside the folder', 'GET /pages/../app.js', 404, 'CONSOLE_NOT_FOUND'],
+      ['a NUL', 'GET /index.html%00', 404, 'CONSOLE_NOT_FOUND'],
+      ['a range past the end', 'GET /index.html\r\nRange: bytes=999999-', 416, 'CONSOLE_RANGE_NOT_SATISFIABLE'],
+      ['an If-Match that fails', 'GET /index.html\r\nIf-Match: "x"', 412, 'CONSOLE_PRECONDITION_FAILED'],
+    ] as const) {
+      const [line, ...headers] = head.split('\r\n');
+      const r = await rawRequest(port, `${line} HTTP/1.1\r\nHost: x\r\n${headers.map((h) => `${h}\r\n`).join('')}Connection: close\r\n\r\n`);
+      assert.deepEqual([r.status, r.body?.error?.code], [status, code], `${what}: ${JSON.stringify(r.body).slice(0, 200)}`);
+    }
+    assert.equal(internalErrors().length, before, 'none logged as the console\'s fault');
+    // The same file is served as ever.
+    const page = await fetch(new URL('/index.html', base));
+    assert.equal(page.status, 200);
+    await page.arrayBuffer();
   });
 });

@@ -172,5 +172,18 @@ function codedError(err: unknown): FieldStreamError {
   // A body that is not JSON: fastify's parser says so with a 400 and a SyntaxError.
   if (e.statusCode === 400) return new FieldStreamError('CONSOLE_INVALID_REQUEST', e.message);
   if (e.statusCode === 429) return new FieldStreamError('CONSOLE_LOGIN_RATE_LIMITED');
+  // Any other 4xx is a plugin refusing the client's request (static files: a path with `/./` or a
+  // NUL, an If-Match or a Range the file does not meet): the client's doing, answered with a code
+  // and its own status, not a 500 logged as the console's fault.
+  if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
+    const byStatus: Record<number, ErrorCode> = {
+      // a path that names no file served, as a 404 says (without telling why)
+      403: 'CONSOLE_NOT_FOUND',
+      404: 'CONSOLE_NOT_FOUND',
+      412: 'CONSOLE_PRECONDITION_FAILED',
+      416: 'CONSOLE_RANGE_NOT_SATISFIABLE',
+    };
+    return new FieldStreamError(byStatus[e.statusCode] ?? 'CONSOLE_INVALID_REQUEST');
+  }
   return new FieldStreamError('CONSOLE_INTERNAL', undefined, undefined, { cause: err });
 }
