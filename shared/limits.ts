@@ -553,8 +553,9 @@ export const CONSOLE = {
   liveKeepaliveMs: 15_000,
   /** live streams (browser tabs) open at once */
   maxLiveStreams: 200,
-  /** live streams one login (session) may hold open at once, so one viewer cannot take every slot */
-  maxLiveStreamsPerSession: 10,
+  /** live streams one user (one credential, all its logins together) may hold open at once, so one
+   * viewer cannot take every slot: per login, logging in again would give ten more */
+  maxLiveStreamsPerUser: 10,
   /** bytes. A browser that has not read this much of its stream is too slow: it is disconnected
    * (and reconnects to a fresh snapshot) instead of letting the console's memory grow. */
   liveMaxBufferedBytes: 8 * 1024 * 1024,

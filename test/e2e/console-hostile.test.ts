@@ -15,7 +15,7 @@ import { eventually } from '../helpers/ws-device.ts';
 /**
  * The operator console against hostile or unlucky clients, on the embedded pipeline (real HTTP,
  * MQTT, disk): anonymous visits store no session, so none can log an operator out; a malformed URL gets the registry's
- * error; a live stream ends with its login (logout, expiry) and one login cannot take every stream;
+ * error; a live stream ends with its login (logout, expiry) and one user cannot take every stream;
  * behind a TLS proxy named in CONSOLE_TRUSTED_PROXY a Secure cookie is set and each operator has
  * their own login limit, while the same headers from anyone else are ignored; history over the
  * local store reads only the days of its window, and only so many reads run at once. docs/console.md.
@@ -207,22 +207,26 @@ describe('the operator console against hostile clients', () => {
     }
   });
 
-  it(`one login holds at most ${CONSOLE.maxLiveStreamsPerSession} live streams (CONSOLE_TOO_MANY_SESSION_STREAMS); others still get theirs`, async () => {
-    const s = new ConsoleSession(base);
-    await s.login(ROLE_TOKENS.viewer);
+  it(`one user holds at most ${CONSOLE.maxLiveStreamsPerUser} live streams over all their logins (CONSOLE_TOO_MANY_USER_STREAMS); other users still get theirs`, async () => {
+    // The streams of one credential spread over logins: logging in again buys no more.
+    const logins = [new ConsoleSession(base), new ConsoleSession(base), new ConsoleSession(base)];
+    for (const s of logins) await s.login(ROLE_TOKENS.viewer);
+    const [first, second, third] = logins as [ConsoleSession, ConsoleSession, ConsoleSession];
     const streams = [];
     try {
-      for (let i = 0; i < CONSOLE.maxLiveStreamsPerSession; i++) streams.push(await s.live());
-      const refused = await fetch(new URL('/api/live', base), { headers: { cookie: s.cookies() } });
-      assert.equal(refused.status, 429);
-      assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'CONSOLE_TOO_MANY_SESSION_STREAMS');
+      for (let i = 0; i < CONSOLE.maxLiveStreamsPerUser; i++) streams.push(await (i % 2 === 0 ? first : second).live());
+      for (const s of logins) {
+        const refused = await fetch(new URL('/api/live', base), { headers: { cookie: s.cookies() } });
+        assert.equal(refused.status, 429);
+        assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'CONSOLE_TOO_MANY_USER_STREAMS');
+      }
       const other = new ConsoleSession(base);
-      await other.login(ROLE_TOKENS.viewer);
+      await other.login(ROLE_TOKENS.operator);
       streams.push(await other.live());
-      // A stream closed frees its place.
+      // A stream closed frees its place, for any login of that user.
       streams[0]?.close();
       await eventually(async () => {
-        const r = await fetch(new URL('/api/live', base), { headers: { cookie: s.cookies() } });
+        const r = await fetch(new URL('/api/live', base), { headers: { cookie: third.cookies() } });
         if (r.status !== 200) {
           await r.arrayBuffer();
           return undefined;

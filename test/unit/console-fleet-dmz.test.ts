@@ -196,7 +196,7 @@ describe("the console's live security updates", () => {
     const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
     const res = new FakeResponse();
     try {
-      await hub.open(res as unknown as ServerResponse, { sessionId: 's', expiresAt: Date.now() + 60_000 }, undefined);
+      await hub.open(res as unknown as ServerResponse, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 60_000 }, undefined);
       const [snapshot] = res.events('snapshot');
       assert.equal(Object.keys(snapshot.security.byDevice).length, devices.length, 'the snapshot: the whole picture');
 

@@ -21,6 +21,8 @@ export interface LiveSources {
 /** The login a stream was opened by: the stream lasts no longer than it. */
 export interface StreamOwner {
   sessionId: string;
+  /** the logged-in user's name (one credential): streams are counted per user, over all their logins */
+  user: string;
   /** epoch ms at which the login ends (CONSOLE_SESSION_TTL_S after it) */
   expiresAt: number;
 }
@@ -45,7 +47,8 @@ interface Stream {
  *
  * Each stream belongs to the login that opened it and ends with it (logout, expiry, the session
  * dropped): it reads the device page with that user's token, which must not outlive the login.
- * One login holds at most CONSOLE.maxLiveStreamsPerSession streams.
+ * One user (one credential, all its logins together) holds at most CONSOLE.maxLiveStreamsPerUser
+ * streams: counted per login, a user would only have to log in again for ten more.
  */
 export class LiveHub {
   private readonly streams = new Set<Stream>();
@@ -64,17 +67,17 @@ export class LiveHub {
     return this.streams.size;
   }
 
-  /** The streams a login holds open. */
-  countFor(sessionId: string): number {
+  /** The streams a user holds open, over all their logins. */
+  countFor(user: string): number {
     let n = 0;
-    for (const s of this.streams) if (s.owner.sessionId === sessionId) n++;
+    for (const s of this.streams) if (s.owner.user === user) n++;
     return n;
   }
 
   /** Takes over the response: headers, the snapshot, then updates until the browser or the login goes. */
   async open(res: ServerResponse, owner: StreamOwner, device: { id: string; token: string } | undefined): Promise<void> {
     if (this.streams.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
-    if (this.countFor(owner.sessionId) >= CONSOLE.maxLiveStreamsPerSession) throw new FieldStreamError('CONSOLE_TOO_MANY_SESSION_STREAMS');
+    if (this.countFor(owner.user) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
     const { fleet } = this.s;
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',

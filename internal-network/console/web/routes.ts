@@ -112,13 +112,13 @@ export function consoleRoutes(d: RouteDeps) {
     });
 
     app.get('/api/live', async (req, reply) => {
-      const { token, loggedInAt } = user(req);
+      const { who, token, loggedInAt } = user(req);
       const q = parse(LiveQuerySchema, req.query, 'query');
       const sessionId = req.session.sessionId;
       if (d.hub.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
-      if (d.hub.countFor(sessionId) >= CONSOLE.maxLiveStreamsPerSession) throw new FieldStreamError('CONSOLE_TOO_MANY_SESSION_STREAMS');
+      if (d.hub.countFor(who.name) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
       reply.hijack();
-      await d.hub.open(reply.raw, { sessionId, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined);
+      await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined);
     });
 
     app.get('/api/devices/:id', async (req) => {
