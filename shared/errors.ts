@@ -231,7 +231,7 @@ export const ERRORS = {
 
   // -- Command API ----------------------------------------------------------------------------------
   API_UNAUTHORIZED: { http: 401, transient: false, description: 'A valid bearer token is required.' },
-  API_FORBIDDEN: { http: 403, transient: false, description: 'The credential does not allow this.' },
+  API_FORBIDDEN: { http: 403, transient: false, description: 'The credential does not allow this (sending a command needs operator; the test event fieldstream.test needs admin).' },
   API_NOT_FOUND: { http: 404, transient: false, description: 'No such resource.' },
   API_METHOD_NOT_ALLOWED: { http: 405, transient: false, description: 'This method is not allowed here.' },
   API_INVALID_BODY: { http: 400, transient: false, description: 'The request body is not valid.' },
@@ -256,7 +256,7 @@ export const ERRORS = {
   CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired (or its token was refused by the command API since the login: revoked there): log in again.' },
   CONSOLE_LOGIN_FAILED: { http: 401, transient: false, description: 'The token is not a known credential (COMMAND_API_TOKEN or COMMAND_API_TOKENS_FILE).' },
   CONSOLE_LOGIN_RATE_LIMITED: { http: 429, transient: true, description: 'Too many login attempts from this address; wait a minute.' },
-  CONSOLE_FORBIDDEN: { http: 403, transient: false, description: "The logged-in user's role does not allow this (sending a command needs operator or admin)." },
+  CONSOLE_FORBIDDEN: { http: 403, transient: false, description: "The logged-in user's role does not allow this (sending a command needs operator or admin; the test event fieldstream.test needs admin)." },
   CONSOLE_CSRF_INVALID: { http: 403, transient: false, description: 'The request carries no valid CSRF token (x-csrf-token) for this session: reload the page.' },
   CONSOLE_INVALID_REQUEST: { http: 400, transient: false, description: 'The request (body, query or path) is not valid.' },
   CONSOLE_NOT_FOUND: { http: 404, transient: false, description: 'No such page or resource.' },

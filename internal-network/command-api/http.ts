@@ -11,6 +11,7 @@ import { CommandRequestSchema, type CommandRecord } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
 import { answerClientError } from '../../shared/http-client-error.ts';
+import { TEST_COMMAND, TestCommandParamsSchema, type TestCommandParams } from '../../shared/contract/test-command.ts';
 
 export interface CommandHttpOptions {
   host: string;
@@ -97,7 +98,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     if (url.pathname === '/v1/commands') {
       if (req.method === 'POST') {
         if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
-        const records = create(await readJson(req));
+        const records = create(await readJson(req), who);
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
         return send(res, 202, { commands: records.map(view) });
       }
@@ -114,7 +115,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     throw new FieldStreamError('API_NOT_FOUND');
   }
 
-  function create(body: unknown): CommandRecord[] {
+  function create(body: unknown, who: Principal): CommandRecord[] {
     const parsed = CommandRequestSchema.safeParse(body);
     if (!parsed.success) {
       const first = parsed.error.issues[0];
@@ -123,6 +124,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       });
     }
     const r = parsed.data;
+    const params = r.command === TEST_COMMAND ? testEventParams(r.params, who) : r.params;
     let targets: readonly string[];
     if (r.group !== undefined) {
       // Own keys only: a group named after an Object.prototype member (`constructor`) is no group.
@@ -132,7 +134,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     } else {
       targets = r.deviceIds ?? [r.deviceId as string];
     }
-    const records = o.dispatcher.issue([...new Set(targets)], r.command, r.params, r.ttlSeconds ?? o.defaultTtlSeconds);
+    const records = o.dispatcher.issue([...new Set(targets)], r.command, params, r.ttlSeconds ?? o.defaultTtlSeconds);
     o.logger.info({ command: r.command, devices: records.length }, 'command issued');
     return records;
   }
@@ -170,6 +172,22 @@ function requestUrl(req: IncomingMessage): URL {
   } catch {
     throw new FieldStreamError('API_INVALID_REQUEST', 'The request target is not a valid path.');
   }
+}
+
+/**
+ * The test event (shared/contract/test-command.ts) is the management API's, for admins: every field
+ * client answers it by itself and logs who asked for it. So it needs admin here too, whichever way
+ * it comes (the management API, the console's pages, a script), and `requestedBy` is the caller's
+ * name, never what the request says: no one can make a device's log name someone else.
+ */
+function testEventParams(params: unknown, who: Principal): TestCommandParams {
+  if (!roleAllows(who.role, 'admin')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send ${TEST_COMMAND}; that needs the admin role.`);
+  const p = TestCommandParamsSchema.safeParse(params ?? {});
+  if (!p.success) {
+    const first = p.error.issues[0];
+    throw new FieldStreamError('API_INVALID_BODY', `Invalid ${TEST_COMMAND} params — ${first ? `${first.path.join('.') || '(params)'}: ${first.message}` : 'invalid'}`);
+  }
+  return { ...p.data, requestedBy: who.name };
 }
 
 function view(r: CommandRecord) {

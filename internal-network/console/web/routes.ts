@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { CommandNameSchema } from '../../../shared/contract/downlink.ts';
 import { JsonValueSchema } from '../../../shared/contract/payloads.ts';
+import { TEST_COMMAND } from '../../../shared/contract/test-command.ts';
 import { DeviceIdSchema, FIELD_NAME_PATTERN } from '../../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
@@ -141,6 +142,8 @@ export function consoleRoutes(d: RouteDeps) {
       if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
       const { id } = parse(DeviceParamsSchema, req.params, 'device id');
       const body = parse(CommandBodySchema, req.body, 'command');
+      // The command API refuses it too; refused here with the console's own code, before any call.
+      if (body.command === TEST_COMMAND && !roleAllows(who.role, 'admin')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send ${TEST_COMMAND}; that needs the admin role.`);
       const record = await d.commands.send(id, body, token);
       d.log.info({ user: who.name, deviceId: id, command: body.command, commandId: record.commandId }, 'command sent from the console');
       return reply.status(202).send(record);
