@@ -42,19 +42,22 @@ export function writeWholeSync(fd: number, bytes: Buffer, what: string): void {
 }
 
 /**
- * Replaces `path` with `data`: written aside, synced, renamed over it, and the directory synced. After
- * a crash or a power cut at any instant the file holds the old content or the new, whole. A write
+ * Replaces `path` with `data` (or its pieces, one after the other): written aside, synced, renamed
+ * over it, and the directory synced. After a crash or a power cut at any instant the file holds the old content or the new, whole. A write
  * the disk takes only part of (write(2) may, without an error, when the disk fills) is written on;
  * if the disk refuses the rest, the file aside is removed and `path` keeps its old content.
  * The file gets exactly `mode`, set before its first byte: neither the umask nor a file aside left
  * by a killed writer (whose mode open(2) would keep) decides who may read a private key.
  */
-export function replaceFileDurablySync(path: string, data: string | Buffer, mode = 0o600): void {
+export function replaceFileDurablySync(path: string, data: string | Buffer | Iterable<string>, mode = 0o600): void {
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode & 0o600);
   try {
     fchmodSync(fd, mode);
-    writeWholeSync(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, tmp);
+    // An iterable is written piece by piece: a file larger than one string may be (V8's longest is
+    // 512 MiB) is never held whole.
+    const pieces = typeof data === 'string' || Buffer.isBuffer(data) ? [data] : data;
+    for (const piece of pieces) writeWholeSync(fd, typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece, tmp);
     fsyncSync(fd);
   } catch (err) {
     closeSync(fd);

@@ -242,7 +242,7 @@ export const ERRORS = {
     transient: false,
     description: 'The command API failed in a way it does not expect (a bug, or a fault such as a full disk); the cause is in its log. Check with GET /v1/commands whether the command was recorded before sending it again.',
   },
-  API_COMMANDS_FULL: { http: 503, transient: true, description: 'As many commands as LIMITS.commandMaxLive wait for their devices\' answers: none more is taken until some finish or expire (Retry-After).' },
+  API_COMMANDS_FULL: { http: 503, transient: true, description: 'As many commands as LIMITS.commandMaxLive, or as many bytes of them as LIMITS.commandMaxLiveBytes, wait for their devices\' answers: none more is taken until some finish or expire (Retry-After).' },
   API_STATE_WRITE_FAILED: { http: 500, transient: true, description: 'The command API could not write a command\'s state to its journal (COMMAND_STATE_PATH); the write is retried at the next change.' },
   API_UNKNOWN_GROUP: { http: 400, transient: false, description: 'No device group of that name is configured.' },
   API_THROTTLED: { http: 429, transient: true, description: 'Too many wrong bearer tokens from this address (LIMITS.apiAuthMaxFailures within TIMINGS.apiAuthFailureWindowMs): its requests are refused unchecked until Retry-After.' },

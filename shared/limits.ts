@@ -192,6 +192,24 @@ export const LIMITS = {
   /** lines. The command journal is compacted when it holds more than twice as many lines as
    * commands plus these: a small journal is not rewritten at every change. */
   commandJournalSlackLines: 10_000,
+  /** bytes. Most the commands the command API keeps may take as JSON (each up to apiBodyMaxBytes of
+   * params, and a device's result); past it the least recently changed finished ones are forgotten,
+   * as past commandStoreMaxRecords. The count alone let 100,000 commands of 64 KiB params grow the
+   * journal past what one process can read back (V8's longest string is 512 MiB). */
+  commandStoreMaxBytes: 256 * 1024 * 1024,
+  /** bytes. Most the commands waiting for their device's answer may take as JSON; more are refused
+   * with API_COMMANDS_FULL, like more than commandMaxLive. Half of commandStoreMaxBytes, so a
+   * waiting command is never forgotten; a fleet command of MAX_TARGETS devices with params of
+   * apiBodyMaxBytes (64 MiB) still fits an idle store. */
+  commandMaxLiveBytes: 128 * 1024 * 1024,
+  /** bytes. The command journal is also compacted when it holds more than twice the bytes of the
+   * commands kept plus these: with changes written without their params, it grows mostly by new
+   * commands, and stays within about 2 × commandStoreMaxBytes. */
+  commandJournalSlackBytes: 16 * 1024 * 1024,
+  /** bytes. Longest command journal line read back: a command with params of apiBodyMaxBytes and a
+   * device's result within frameMaxBytes fits twice over. A longer one is no record of ours (a
+   * damaged file) and is skipped without being held in memory whole. */
+  commandJournalLineMaxBytes: 16 * 1024 * 1024,
   /** bytes. Largest JSON body the command API reads. */
   apiBodyMaxBytes: 64 * 1024,
   /** bearer tokens. Wrong tokens from one source address within TIMINGS.apiAuthFailureWindowMs before the command API refuses that address unchecked (API_THROTTLED): the management API's budget (MANAGE.authMaxFailures), as both take the same credentials. */

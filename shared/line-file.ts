@@ -97,6 +97,55 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
   }
 }
 
+/**
+ * The lines of the file at `path`, read in chunks of `chunkBytes`: never the whole file at once, so
+ * a file larger than the longest string (512 MiB in V8) or than the memory at hand is read too. A
+ * line longer than `maxLineBytes` is not held: it yields `undefined` (damaged, no line of ours). The
+ * last line is yielded even without its newline (a torn write; the caller's parser refuses it).
+ */
+export function* readLinesSync(path: string, maxLineBytes: number, chunkBytes = 1024 * 1024): Generator<string | undefined> {
+  const fd = openSync(path, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(chunkBytes);
+    let parts: Buffer[] = [];
+    let held = 0;
+    let tooLong = false;
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunkBytes, null);
+      if (n === 0) break;
+      const data = chunk.subarray(0, n);
+      for (let at = 0; ; ) {
+        const nl = data.indexOf(0x0a, at);
+        const end = nl === -1 ? n : nl;
+        if (!tooLong && held + (end - at) > maxLineBytes) {
+          tooLong = true;
+          parts = [];
+          held = 0;
+        }
+        if (nl === -1) {
+          // The line goes on in the next chunk: kept (a copy, as the chunk is read into again).
+          if (!tooLong && end > at) {
+            parts.push(Buffer.from(data.subarray(at, end)));
+            held += end - at;
+          }
+          break;
+        }
+        if (tooLong) yield undefined;
+        else if (parts.length === 0) yield data.toString('utf8', at, end);
+        else yield Buffer.concat([...parts, data.subarray(at, end)]).toString('utf8');
+        parts = [];
+        held = 0;
+        tooLong = false;
+        at = nl + 1;
+      }
+    }
+    if (tooLong) yield undefined;
+    else if (held > 0) yield Buffer.concat(parts).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function endsWithNewline(fh: FileHandle): Promise<boolean> {
   const { size } = await fh.stat();
   if (size === 0) return true;

@@ -3,7 +3,7 @@ import type { MqttClient } from 'mqtt';
 import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope, type EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
 import { sortBySignature } from '../shared/authentic.ts';
@@ -63,13 +63,6 @@ export class CommandDispatcher {
         { deviceIds: keyless.slice(0, 100) },
       );
     }
-    if (deviceIds.length > this.store.room()) {
-      throw new FieldStreamError(
-        'API_COMMANDS_FULL',
-        `${this.store.live} commands wait for their devices' answers (at most ${LIMITS.commandMaxLive}); nothing was sent.`,
-        { waiting: this.store.live, retryAfterS: Math.ceil(TIMINGS.commandExpirySweepMs / 1000) },
-      );
-    }
     const now = Date.now();
     const records = deviceIds.map((deviceId): CommandRecord => ({
       commandId: `cmd-${randomUUID()}`,
@@ -82,7 +75,9 @@ export class CommandDispatcher {
       attempts: 0,
       updatedAt: now,
     }));
-    // On disk before anything is sent or answered: a command the API took survives a crash.
+    // On disk before anything is sent or answered: a command the API took survives a crash. The
+    // store refuses the request whole (API_COMMANDS_FULL) when too many commands, or too many bytes
+    // of them, wait already.
     this.store.add(records);
     for (const r of records) this.publish(r);
     return records;

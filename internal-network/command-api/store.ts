@@ -1,34 +1,57 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
-import { LIMITS } from '../../shared/limits.ts';
-import { appendLinesSync } from '../../shared/line-file.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { CommandRecordSchema, isFinal, type CommandRecord } from './schemas.ts';
 
 /**
+ * A journal line: a command whole, or a change of one written without its params (which never
+ * change), marked `paramsAsBefore`: they are those of the command's line before. Journals written
+ * before changes were marked hold whole commands only, and read the same.
+ */
+const JournalLineSchema = CommandRecordSchema.extend({ paramsAsBefore: z.literal(true).optional() });
+
+interface Entry {
+  record: CommandRecord;
+  /** the command's bytes as one whole JSON line, its params included */
+  bytes: number;
+}
+
+/**
  * Command state: in memory, with every change appended to a JSON-lines journal that is replayed
- * at start (last line per command wins) and compacted when it holds more than twice as many lines
- * as commands (at start and while running).
+ * at start (last line per command wins) and compacted when it holds more than twice as many lines,
+ * or bytes, as the commands kept (at start and while running).
  *
  * - Durable: the changes of one turn of the event loop are appended in one write and synced
  *   (line-file.ts); `flush()` does it at once, so a command is on disk before the API answers 202.
  *   A torn last line (a crash mid-write) is skipped at replay, and the next append starts on a
  *   line of its own instead of gluing to it.
- * - Bounded: at most LIMITS.commandStoreMaxRecords commands are kept, the least recently changed
- *   finished ones forgotten first. A command still to be answered is never forgotten: at most
- *   LIMITS.commandMaxLive of them may be waiting (`room()`), far below the record cap.
+ * - Small: a new command is written whole; a change of it (sent, answered, expired) without its
+ *   params, up to 64 KiB each, which the line before holds.
+ * - Bounded: at most LIMITS.commandStoreMaxRecords commands and LIMITS.commandStoreMaxBytes of them
+ *   are kept, the least recently changed finished ones forgotten first. A command still to be
+ *   answered is never forgotten: at most LIMITS.commandMaxLive of them, of at most
+ *   LIMITS.commandMaxLiveBytes, may be waiting (API_COMMANDS_FULL past either), far below the caps.
+ *   So the journal stays within about twice the byte cap, and is read back line by line, never
+ *   whole: one string of it could not be made past 512 MiB, and the API could not start again.
  */
 export class CommandStore {
-  private readonly records = new Map<string, CommandRecord>();
+  private readonly entries = new Map<string, Entry>();
   private readonly named = new Set<string>();
   private pending = '';
   private flushScheduled = false;
-  /** lines in the journal, for compaction */
+  /** lines and bytes in the journal, for compaction */
   private lines = 0;
-  /** commands not in a final state */
+  private journalBytes = 0;
+  /** commands not in a final state, and their bytes */
   private liveCount = 0;
+  private liveBytesSum = 0;
+  /** bytes of every command kept */
+  private storeBytes = 0;
 
   constructor(
     private readonly path: string,
@@ -39,11 +62,11 @@ export class CommandStore {
   }
 
   get(commandId: string): CommandRecord | undefined {
-    return this.records.get(commandId);
+    return this.entries.get(commandId)?.record;
   }
 
-  all(): IterableIterator<CommandRecord> {
-    return this.records.values();
+  *all(): IterableIterator<CommandRecord> {
+    for (const e of this.entries.values()) yield e.record;
   }
 
   /** commands that are still to be answered (not in a final state) */
@@ -51,15 +74,36 @@ export class CommandStore {
     return this.liveCount;
   }
 
+  /** bytes of the commands still to be answered, as JSON */
+  get liveBytes(): number {
+    return this.liveBytesSum;
+  }
+
   /** How many more commands may be issued before LIMITS.commandMaxLive are waiting. */
   room(): number {
     return Math.max(0, LIMITS.commandMaxLive - this.liveCount);
   }
 
-  /** Records a change: in memory now, on disk by the end of this turn of the event loop (or at `flush()`). */
+  /**
+   * Records a change: in memory now, on disk by the end of this turn of the event loop (or at
+   * `flush()`). A command known already keeps its params, and the journal line leaves them out.
+   */
   put(record: CommandRecord): void {
-    this.remember(record);
-    this.pending += JSON.stringify(record) + '\n';
+    const before = this.entries.get(record.commandId);
+    let line: string;
+    let bytes: number;
+    if (before && before.record.params !== undefined) {
+      const { params, ...rest } = record;
+      line = JSON.stringify({ ...rest, paramsAsBefore: true });
+      // The command's size whole: the params' share of it is unchanged.
+      bytes = before.bytes - lineBytes({ ...before.record, params: undefined }) + lineBytes(rest);
+      this.remember({ ...rest, params: before.record.params }, bytes);
+    } else {
+      line = JSON.stringify(record);
+      bytes = Buffer.byteLength(line) + 1;
+      this.remember(record, bytes);
+    }
+    this.pending += line + '\n';
     this.lines++;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -68,18 +112,32 @@ export class CommandStore {
   }
 
   /**
-   * Records new commands and syncs them to disk before returning, all or none: when the disk refuses
-   * them, they are not kept (nor written, line-file.ts) and API_STATE_WRITE_FAILED is thrown.
+   * Records new commands and syncs them to disk before returning, all or none. Refused whole with
+   * API_COMMANDS_FULL when they would make more than LIMITS.commandMaxLive, or more than
+   * LIMITS.commandMaxLiveBytes, wait; when the disk refuses them, they are not kept (nor written,
+   * line-file.ts) and API_STATE_WRITE_FAILED is thrown.
    */
   add(records: readonly CommandRecord[]): void {
-    const text = records.map((r) => JSON.stringify(r) + '\n').join('');
-    for (const r of records) this.remember(r);
+    const lines = records.map((r) => JSON.stringify(r) + '\n');
+    const sizes = lines.map((l) => Buffer.byteLength(l));
+    const bytes = sizes.reduce((a, b) => a + b, 0);
+    if (records.length > this.room() || this.liveBytesSum + bytes > LIMITS.commandMaxLiveBytes) {
+      const mib = (n: number) => `${Math.ceil(n / (1024 * 1024))} MiB`;
+      throw new FieldStreamError(
+        'API_COMMANDS_FULL',
+        `${this.liveCount} commands (${mib(this.liveBytesSum)}) wait for their devices' answers (at most ${LIMITS.commandMaxLive}, ${mib(LIMITS.commandMaxLiveBytes)}); ` +
+          `these ${records.length} (${mib(bytes)}) were not sent.`,
+        { waiting: this.liveCount, waitingBytes: this.liveBytesSum, retryAfterS: Math.ceil(TIMINGS.commandExpirySweepMs / 1000) },
+      );
+    }
+    const text = lines.join('');
+    for (const [i, r] of records.entries()) this.remember(r, sizes[i] as number);
     this.pending += text;
     this.lines += records.length;
     try {
       this.flush();
     } catch (err) {
-      for (const r of records) if (this.records.delete(r.commandId) && !isFinal(r.state)) this.liveCount--;
+      for (const r of records) this.forget(r.commandId);
       this.pending = this.pending.slice(0, this.pending.length - text.length);
       this.lines -= records.length;
       this.log.error({ code: 'API_STATE_WRITE_FAILED', err: (err as Error).message, path: this.path, commands: records.length }, 'new commands not written to the journal; refused');
@@ -92,8 +150,9 @@ export class CommandStore {
     this.flushScheduled = false;
     if (this.pending === '') return;
     appendLinesSync(this.path, this.pending, 0o640, this.named);
+    this.journalBytes += Buffer.byteLength(this.pending);
     this.pending = '';
-    if (this.lines > 2 * this.records.size + LIMITS.commandJournalSlackLines) this.compact();
+    if (this.lines > 2 * this.entries.size + LIMITS.commandJournalSlackLines || this.journalBytes > 2 * this.storeBytes + LIMITS.commandJournalSlackBytes) this.compact();
   }
 
   private flushQuietly(): void {
@@ -106,29 +165,58 @@ export class CommandStore {
     }
   }
 
-  private remember(record: CommandRecord): void {
-    const before = this.records.get(record.commandId);
-    if (before && !isFinal(before.state)) this.liveCount--;
-    if (!isFinal(record.state)) this.liveCount++;
-    this.records.delete(record.commandId); // re-insert: Map order is recency of change
-    this.records.set(record.commandId, record);
-    if (this.records.size > LIMITS.commandStoreMaxRecords) this.forgetOldestFinished();
-  }
-
-  private forgetOldestFinished(): void {
-    for (const [id, r] of this.records) {
-      if (isFinal(r.state)) {
-        this.records.delete(id);
-        return;
-      }
+  private remember(record: CommandRecord, bytes: number): void {
+    this.forget(record.commandId); // re-inserted: Map order is recency of change
+    this.entries.set(record.commandId, { record, bytes });
+    this.storeBytes += bytes;
+    if (!isFinal(record.state)) {
+      this.liveCount++;
+      this.liveBytesSum += bytes;
+    }
+    while (this.entries.size > LIMITS.commandStoreMaxRecords || this.storeBytes > LIMITS.commandStoreMaxBytes) {
+      if (!this.forgetOldestFinished()) break;
     }
   }
 
-  /** Rewrites the journal with one line per command kept; the old journal stands if this fails. */
+  private forget(commandId: string): void {
+    const e = this.entries.get(commandId);
+    if (!e) return;
+    this.entries.delete(commandId);
+    this.storeBytes -= e.bytes;
+    if (!isFinal(e.record.state)) {
+      this.liveCount--;
+      this.liveBytesSum -= e.bytes;
+    }
+  }
+
+  private forgetOldestFinished(): boolean {
+    for (const [id, e] of this.entries) {
+      if (isFinal(e.record.state)) {
+        this.forget(id);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Rewrites the journal with one whole line per command kept, a piece at a time; the old journal stands if this fails. */
   private compact(): void {
+    const entries = this.entries;
+    function* pieces(): Generator<string> {
+      let piece = '';
+      for (const { record } of entries.values()) {
+        piece += JSON.stringify(record) + '\n';
+        if (piece.length >= 1024 * 1024) {
+          yield piece;
+          piece = '';
+        }
+      }
+      if (piece) yield piece;
+    }
     try {
-      replaceFileDurablySync(this.path, [...this.records.values()].map((r) => JSON.stringify(r) + '\n').join(''), 0o640);
-      this.lines = this.records.size;
+      replaceFileDurablySync(this.path, pieces(), 0o640);
+      this.lines = this.entries.size;
+      this.journalBytes = this.storeBytes;
     } catch (err) {
       this.log.warn({ code: 'API_STATE_WRITE_FAILED', err: (err as Error).message, path: this.path }, 'command journal not compacted; it stays as it was');
     }
@@ -136,14 +224,39 @@ export class CommandStore {
 
   private load(): void {
     if (!existsSync(this.path)) return;
-    for (const line of readFileSync(this.path, 'utf8').split('\n')) {
-      if (!line.trim()) continue;
+    let skipped = 0;
+    for (const line of readLinesSync(this.path, LIMITS.commandJournalLineMaxBytes)) {
+      if (line !== undefined && !line.trim()) continue;
       this.lines++;
-      const parsed = CommandRecordSchema.safeParse(safeJson(line));
-      if (parsed.success) this.remember(parsed.data);
+      const parsed = line === undefined ? undefined : JournalLineSchema.safeParse(safeJson(line));
+      if (!parsed?.success) {
+        skipped++;
+        continue;
+      }
+      const { paramsAsBefore, ...record } = parsed.data;
+      if (!paramsAsBefore) {
+        this.remember(record, Buffer.byteLength(line as string) + 1);
+        continue;
+      }
+      // A change of a command whose whole line is not here is not sent again without its params.
+      const before = this.entries.get(record.commandId);
+      if (!before) {
+        skipped++;
+        continue;
+      }
+      const { params: _ignored, ...rest } = record;
+      const bytes = before.bytes - lineBytes({ ...before.record, params: undefined }) + lineBytes(rest);
+      this.remember(before.record.params === undefined ? rest : { ...rest, params: before.record.params }, bytes);
     }
-    if (this.lines > 2 * this.records.size) this.compact();
+    if (skipped > 0) this.log.warn({ path: this.path, skipped }, 'command journal lines skipped: torn by a crash, damaged, or a change of a command not in the journal');
+    this.journalBytes = statSync(this.path).size;
+    if (this.lines > 2 * this.entries.size || this.journalBytes > 2 * this.storeBytes + LIMITS.commandJournalSlackBytes) this.compact();
   }
+}
+
+/** Bytes of a record as one journal line (params left out when undefined, as JSON.stringify does). */
+function lineBytes(record: object): number {
+  return Buffer.byteLength(JSON.stringify(record)) + 1;
 }
 
 function safeJson(line: string): unknown {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync, statSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
@@ -99,6 +99,94 @@ describe('the command journal', () => {
     assert.equal(again.get(waiting.commandId)?.state, 'sent');
     assert.equal(again.live, 1);
     assert.ok(readFileSync(path, 'utf8').split('\n').length <= 2 * LIMITS.commandStoreMaxRecords + LIMITS.commandJournalSlackLines + 1);
+  });
+});
+
+describe('the command journal in bytes', () => {
+  const big = 'A'.repeat(60_000);
+
+  it('reads back a journal larger than the longest string (512 MiB), line by line, and compacts it', () => {
+    // Journals written before changes left their params out: every change repeated them whole.
+    const path = join(tmp, 'huge.jsonl');
+    const a = record('queued', { params: { blob: big } });
+    const b = record('queued', { params: { blob: big } });
+    const fd = openSync(path, 'w');
+    try {
+      const pair = Buffer.from(JSON.stringify({ ...a, state: 'sent' }) + '\n' + JSON.stringify({ ...b, state: 'sent' }) + '\n');
+      const batch = Buffer.concat(Array.from({ length: 100 }, () => pair));
+      for (let written = 0; written <= 540 * 1024 * 1024; written += batch.length) writeSync(fd, batch);
+      writeSync(fd, JSON.stringify({ ...a, state: 'completed', response: { status: 'completed', at: Date.now() } }) + '\n');
+    } finally {
+      closeSync(fd);
+    }
+    assert.ok(statSync(path).size > 512 * 1024 * 1024);
+    const s = new CommandStore(path, log);
+    assert.equal(s.get(a.commandId)?.state, 'completed');
+    assert.deepEqual(s.get(b.commandId)?.params, { blob: big });
+    assert.equal(s.live, 1);
+    assert.ok(statSync(path).size < 1024 * 1024, 'compacted to one line per command');
+    assert.equal(new CommandStore(path, log).get(b.commandId)?.state, 'sent');
+    rmSync(path);
+  });
+
+  it("writes a change without the command's params, and reads the command back whole, old whole lines too", async () => {
+    const path = join(tmp, 'changes.jsonl');
+    const s = new CommandStore(path, log);
+    const a = record('queued', { params: { blob: big } });
+    s.add([a]);
+    const after = statSync(path).size;
+    s.put({ ...a, state: 'sent', attempts: 1, sentAt: Date.now() });
+    s.put({ ...a, state: 'completed', attempts: 1, response: { status: 'completed', result: { ok: true }, at: Date.now() } });
+    await settle();
+    assert.ok(statSync(path).size - after < 1024, `two changes took ${statSync(path).size - after} bytes`);
+    assert.deepEqual(s.get(a.commandId)?.params, { blob: big });
+    // A change of a command whose whole line is not in the journal is not taken without its params.
+    const orphan = record('queued', { params: { blob: 'x' } });
+    appendFileSync(path, JSON.stringify({ ...orphan, params: undefined, state: 'sent', paramsAsBefore: true }) + '\n');
+    const again = new CommandStore(path, log);
+    assert.equal(again.get(a.commandId)?.state, 'completed');
+    assert.deepEqual(again.get(a.commandId)?.params, { blob: big });
+    assert.deepEqual(again.get(a.commandId)?.response?.result, { ok: true });
+    assert.equal(again.get(orphan.commandId), undefined);
+  });
+
+  it(`refuses commands past ${LIMITS.commandMaxLiveBytes / 2 ** 20} MiB waiting (API_COMMANDS_FULL), forgets finished ones past ${LIMITS.commandStoreMaxBytes / 2 ** 20} MiB, and the journal stays within twice that`, async () => {
+    const path = join(tmp, 'bytes.jsonl');
+    const s = new CommandStore(path, log);
+    const client = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    client.on('error', () => undefined);
+    const d = new CommandDispatcher(client, s, log, { keys: new DeviceKeyRegistry(join(tmp, 'keys')), allowUnsigned: true });
+    const fleet = Array.from({ length: 1000 }, (_, i) => `pump-${i}`);
+    try {
+      // 1,000 devices with 60 KB of params: about 60 MB a request.
+      const first = d.issue(fleet, 'configure', { blob: big }, 60);
+      d.issue(fleet, 'configure', { blob: big }, 60);
+      assert.throws(
+        () => d.issue(fleet, 'configure', { blob: big }, 60),
+        (e) => isFieldStreamError(e) && e.code === 'API_COMMANDS_FULL' && e.httpStatus === 503 && typeof e.details?.retryAfterS === 'number',
+      );
+      assert.ok(s.liveBytes <= LIMITS.commandMaxLiveBytes);
+      assert.equal(s.live, 2000, 'nothing of the refused request kept');
+      // Answered, they leave room; finished ones past the byte cap are forgotten, the oldest first.
+      for (let round = 0; round < 4; round++) {
+        for (const r of [...s.all()]) if (r.state === 'queued') s.put({ ...r, state: 'completed', response: { status: 'completed', at: Date.now() } });
+        await settle();
+        d.issue(fleet, 'configure', { blob: big }, 60);
+      }
+      assert.equal(s.get(first[0]!.commandId), undefined, 'the oldest finished command was forgotten');
+      assert.equal(s.live, 1000);
+      let bytes = 0;
+      for (const r of s.all()) bytes += Buffer.byteLength(JSON.stringify(r)) + 1;
+      assert.ok(bytes <= LIMITS.commandStoreMaxBytes, `${bytes} bytes kept`);
+      assert.ok(statSync(path).size <= 2 * LIMITS.commandStoreMaxBytes + LIMITS.commandJournalSlackBytes, `journal of ${statSync(path).size} bytes`);
+      const again = new CommandStore(path, log);
+      assert.equal(again.live, 1000);
+      assert.equal(again.get(first[0]!.commandId), undefined);
+    } finally {
+      d.close();
+      client.end(true);
+      rmSync(path, { force: true });
+    }
   });
 });
 
