@@ -17,6 +17,7 @@ import { startInternalServer, type InternalServer } from '../../scripts/local-st
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { fieldClientProcess } from '../helpers/field.ts';
 import { TEST_COMMAND } from '../../shared/contract/test-command.ts';
+import { ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 
 /**
  * The deployment on three real machines (network namespaces, test/helpers/netns.ts): the field
@@ -72,11 +73,11 @@ describe('three machines in network namespaces, behind their firewalls, with two
     assert.match(r.stdout, /^20\d$/, `the field client took ${path}: ${r.stdout} ${r.stderr}`);
   };
   const rows = (q: string) => influx.rows(DB, q);
-  /** The test event every field client answers (shared/contract/test-command.ts), through the command API. */
+  /** The test event every field client answers (shared/contract/test-command.ts), through the command API, as an admin (it is theirs). */
   const command = async (note: string) => {
     const res = await fetch(`${commandApi()}/v1/commands`, {
       method: 'POST',
-      headers: { ...bearer, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${ROLE_TOKENS.admin}`, 'content-type': 'application/json' },
       body: JSON.stringify({ deviceId: DEVICE, command: TEST_COMMAND, params: { note }, ttlSeconds: 600 }),
     });
     assert.equal(res.status, 202, await res.clone().text());
@@ -124,6 +125,7 @@ describe('three machines in network namespaces, behind their firewalls, with two
       ],
       env: {
         LOG_LEVEL: 'info',
+        COMMAND_API_TOKENS_FILE: writeRoleTokens(work.dir),
         INFLUXDB_URL: `http://127.0.0.1:${PORTS.influx}`,
         INFLUXDB_DATABASE: DB,
         INFLUXDB_USERNAME: influx.user,
