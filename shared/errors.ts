@@ -107,6 +107,12 @@ export const ERRORS = {
     description:
       'The dead-letter folder holds DEAD_LETTER_MAX_BYTES: a message that can never be written but carries data is not acknowledged until there is room (it stays in the broker, its device keeps its copy); an invalid payload is counted and dropped.',
   },
+  DISTRIBUTOR_MESSAGE_FAILED: {
+    http: 500,
+    transient: false,
+    description:
+      'Handling a message failed with an error that has no code (a defect, not a verdict on the message) LIMITS.distributorUnexpectedMaxAttempts times in a row; it was kept whole as a dead letter and acknowledged, so that one message cannot stall its consumer connection for good.',
+  },
   DISTRIBUTOR_STATE_LEASE: {
     http: 503,
     transient: true,

@@ -66,6 +66,13 @@ export const LIMITS = {
   /** bytes. Of a payload that is not a valid envelope, only its first bytes are kept (with its size
    * and SHA-256): enough to tell what sent it, and such a payload can never be replayed anyway. */
   deadLetterExcerptBytes: 4096,
+  /** attempts. A message whose handling fails with an error that has no code (a defect, not a
+   * verdict on the message) is tried this many times, with the write backoff between (about a
+   * minute at the default DISTRIBUTOR_RETRY_MAX_MS), then kept whole as a dead letter
+   * (DISTRIBUTOR_MESSAGE_FAILED) and acknowledged. mqtt.js hands a connection its next message only
+   * after this one's PUBACK, and the broker redelivers an unacknowledged one after a restart: retried
+   * for ever, one such message would stall its connection for good, and then every one it reached. */
+  distributorUnexpectedMaxAttempts: 10,
   /** keys (device tag, reason, gateway). Most security-event counts the distributor stores for one
    * second (internal-network/distributor/security/refusal-tally.ts): each takes a millisecond of its
    * second as its time, so fewer than 1000; past it, further keys are counted under gateway "_other". */

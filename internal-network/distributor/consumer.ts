@@ -2,7 +2,7 @@ import type { MqttClient } from 'mqtt';
 import type { IPublishPacket } from 'mqtt';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DeadLetters } from './dead-letter.ts';
 import type { MessageHandler } from './message-handler.ts';
@@ -26,7 +26,8 @@ class Stopped extends Error {}
  * keeps everything else queued; if the distributor stops meanwhile, the message is never
  * acknowledged and the broker redelivers it to the persistent session (or another group member).
  * A message that can never be written goes to the dead-letter folder, then is acknowledged; one
- * holding data that finds the folder full is not (dead-letter.ts).
+ * holding data that finds the folder full is not (dead-letter.ts). So does one whose handling keeps
+ * failing with an uncoded error (a defect), after LIMITS.distributorUnexpectedMaxAttempts tries.
  * Either way, once the message is durable here its device is sent a commit receipt (receipts.ts):
  * only then may the device delete its copy, whatever became of the hops in between.
  */
@@ -88,6 +89,7 @@ export class Consumer {
   }
 
   private async process(topic: string, payload: Buffer): Promise<void> {
+    let unexpected = 0;
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new Stopped();
       try {
@@ -104,7 +106,20 @@ export class Consumer {
         if (err instanceof Stopped) throw err;
         // An error without a code is a bug (or a failure nothing foresaw), not a verdict on the
         // message: retried like a failed write, at error level. Left unacknowledged without a retry,
-        // it would stall this connection, which is handed its next message only after this one.
+        // it would stall this connection, which is handed its next message only after this one; so
+        // would a retry for ever (and the broker hands it to the next consumer after a restart): past
+        // LIMITS.distributorUnexpectedMaxAttempts it is kept whole as a dead letter and acknowledged.
+        if (!isFieldStreamError(err) && ++unexpected >= LIMITS.distributorUnexpectedMaxAttempts) {
+          const failed = new FieldStreamError(
+            'DISTRIBUTOR_MESSAGE_FAILED',
+            `Handling the message failed ${unexpected} times without an error code (${err instanceof Error ? err.message : String(err)}); kept whole as a dead letter`,
+            { attempts: unexpected },
+            { cause: err },
+          );
+          this.log.error({ err, topic, attempts: unexpected }, 'handling a message keeps failing without an error code (a defect); it goes to the dead-letter folder');
+          await this.deadLetter(topic, payload, failed);
+          return;
+        }
         if (!isFieldStreamError(err) || err.code === 'DISTRIBUTOR_WRITE_FAILED') {
           this.stats.retries++;
           const delay = this.backoff(attempt);

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { IPublishPacket, MqttClient } from 'mqtt';
+import { Consumer } from '../../internal-network/distributor/consumer.ts';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { eventually } from '../helpers/ws-device.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * A message whose handling fails with an error that has no code is a defect's, not the message's
+ * fault. mqtt.js hands a connection its next message only after this one's PUBACK: retried for
+ * ever, one such message stalled its consumer connection for good (and, redelivered after a
+ * restart, the next one it reached). It is tried LIMITS.distributorUnexpectedMaxAttempts times,
+ * then kept whole as a dead letter and acknowledged; a failing database is still retried for ever.
+ */
+describe('the distributor consumer and a message that keeps failing without an error code', () => {
+  const tmp = tempDir('consumer-poison');
+  after(() => tmp.cleanup());
+
+  /** `failing` stands in for a defect (or a database that is down): what the sink throws for a write. */
+  function fixture(name: string, failing: (points: readonly StoredPoint[]) => Error | undefined) {
+    const dir = join(tmp.dir, name);
+    const dead = new DeadLetters(join(dir, 'letters'));
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const written: StoredPoint[] = [];
+    const calls = { writes: 0 };
+    const sink = {
+      description: 'defective',
+      write: async (points: StoredPoint[]) => {
+        calls.writes++;
+        const err = failing(points);
+        if (err) throw err;
+        written.push(...points);
+      },
+      close: async () => {},
+    };
+    const metrics = new DistributorMetrics();
+    const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, metrics);
+    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, undefined, log, metrics.deadLetters, metrics.deadLettersNotKept);
+    const deliver = (payload: Buffer) => {
+      const acked = { done: false };
+      mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic('sensor-1', 'timeseries'), payload, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
+      return acked;
+    };
+    const letters = () =>
+      readdirSync(join(dir, 'letters')).flatMap((f) =>
+        readFileSync(join(dir, 'letters', f), 'utf8')
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as { code: string; topic: string; payloadBase64: string }),
+      );
+    return { dead, consumer, deliver, letters, written, calls, metrics };
+  }
+  const envelope = (i: number, poison = false) =>
+    Buffer.from(JSON.stringify({ v: 1, deviceId: 'sensor-1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: Date.now(), messages: [{ messageId: `m${i}`, payload: { t: i, ...(poison ? { poison: 1 } : {}) } }] }));
+
+  it('keeps it whole as a dead letter after its attempts, acknowledges it, and handles the next', async () => {
+    const f = fixture('defect', (points) => (points.some((p) => 'poison' in p.fields) ? new TypeError("Cannot read properties of undefined (reading 'x')") : undefined));
+    try {
+      const poison = envelope(1, true);
+      const acked = f.deliver(poison);
+      await eventually(() => (acked.done ? true : undefined), 5_000);
+      assert.equal(f.calls.writes, LIMITS.distributorUnexpectedMaxAttempts, 'tried its attempts, no more');
+      const [letter, ...more] = f.letters();
+      assert.equal(more.length, 0);
+      assert.equal(letter?.code, 'DISTRIBUTOR_MESSAGE_FAILED');
+      assert.equal(letter?.topic, uplinkTopic('sensor-1', 'timeseries'));
+      assert.ok(Buffer.from(letter.payloadBase64, 'base64').equals(poison), 'kept whole, byte for byte');
+      assert.match(await f.metrics.metrics.registry.metrics(), /^fieldstream_distributor_dead_letters_total\{?[^}\n]*\}? 1$/m);
+
+      // The connection is free: the next message is written and acknowledged.
+      const next = f.deliver(envelope(2));
+      await eventually(() => (next.done ? true : undefined), 5_000);
+      assert.deepEqual(f.written.map((p) => p.fields.t), [2]);
+    } finally {
+      f.consumer.stop();
+      await f.dead.close();
+    }
+  });
+
+  it('still retries a failing database for ever: its message is not given up', async () => {
+    let down = true;
+    const f = fixture('database-down', () => (down ? new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'InfluxDB is unreachable') : undefined));
+    try {
+      const acked = f.deliver(envelope(3));
+      await eventually(() => (f.calls.writes > LIMITS.distributorUnexpectedMaxAttempts * 2 ? true : undefined), 5_000);
+      assert.equal(acked.done, false, 'unacknowledged while the database is down');
+      assert.deepEqual(f.letters(), []);
+      down = false;
+      await eventually(() => (acked.done ? true : undefined), 5_000);
+      assert.deepEqual(f.written.map((p) => p.fields.t), [3]);
+    } finally {
+      f.consumer.stop();
+      await f.dead.close();
+    }
+  });
+});
