@@ -356,6 +356,14 @@ export const ERRORS = {
   // -- The operator's admin command (scripts/admin: devices, backup and restore) -------------------
   ADMIN_USAGE: { http: 400, transient: false, description: 'The admin command was called with missing, unknown or malformed arguments; its usage was printed.' },
   ADMIN_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'No certificate, signing key or revocation is known for this device id.' },
+  DEAD_LETTERS_NOT_FOUND: { http: 404, transient: false, description: 'There is no dead-letter folder at the path given (DEAD_LETTER_PATH, or --dead-letters).' },
+  DEAD_LETTER_UNREADABLE: { http: 400, transient: false, description: 'A line of a dead-letter file is not a dead letter (a torn last line after a crash, or a damaged file); it was skipped.' },
+  DEAD_LETTER_NOT_REPLAYABLE: {
+    http: 422,
+    transient: false,
+    description: 'A dead letter holds nothing a replay can write: an excerpt or an invalid payload, a file, a message of no data, or no message authentic under its device key as registered now.',
+  },
+  DEAD_LETTERS_REFUSED_AGAIN: { http: 400, transient: false, description: 'The store refused the data of a dead letter again on replay; it stays to be replayed once the cause is fixed.' },
   BACKUP_EXISTS: { http: 409, transient: false, description: 'The backup archive to write exists already; nothing was written (--force replaces it).' },
   BACKUP_EMPTY: { http: 404, transient: false, description: 'Nothing to back up was found at the paths given (certificates folder, distributor state, command journal).' },
   BACKUP_NOT_FOUND: { http: 404, transient: false, description: 'The backup archive to restore does not exist.' },

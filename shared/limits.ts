@@ -66,6 +66,9 @@ export const LIMITS = {
   /** bytes. Of a payload that is not a valid envelope, only its first bytes are kept (with its size
    * and SHA-256): enough to tell what sent it, and such a payload can never be replayed anyway. */
   deadLetterExcerptBytes: 4096,
+  /** lines. Most letters `fieldstream-admin dead-letters replay` lists as not replayed (those refused
+   * again first); the rest are counted. */
+  deadLetterReplayLinesShown: 50,
   /** attempts. A message whose handling fails with an error that has no code (a defect, not a
    * verdict on the message) is tried this many times, with the write backoff between (about a
    * minute at the default DISTRIBUTOR_RETRY_MAX_MS), then kept whole as a dead letter

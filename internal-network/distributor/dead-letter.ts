@@ -2,9 +2,32 @@ import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LineFile } from '../../shared/line-file.ts';
+
+/**
+ * One line of a dead-letter file, as written below and read back (dead-letter-replay.ts). A letter
+ * with data holds its payload whole (`payloadBase64`); of an invalid payload, a small one is whole
+ * too and a larger one only its head (`truncated`, `payloadHeadBase64`), with its size and SHA-256.
+ */
+export const DeadLetterSchema = z.object({
+  /** ISO 8601: when it was kept */
+  at: z.string(),
+  code: z.string(),
+  message: z.string(),
+  topic: z.string(),
+  payloadBase64: z.string().optional(),
+  payloadBytes: z.number().int().nonnegative().optional(),
+  sha256: z.string().optional(),
+  truncated: z.literal(true).optional(),
+  payloadHeadBase64: z.string().optional(),
+});
+export type DeadLetter = z.infer<typeof DeadLetterSchema>;
+
+/** The files letters are written to: DIR/YYYY-MM-DD.jsonl, DIR/YYYY-MM-DD.slot-N.jsonl. */
+export const LETTER_FILE = /^\d{4}-\d{2}-\d{2}(\.slot-\d+)?\.jsonl$/;
 
 /** What became of a letter: kept whole, kept as an excerpt, or not kept (why). */
 export type DeadLetterOutcome = 'whole' | 'excerpt' | 'over-bound' | 'write-failed';
@@ -26,7 +49,7 @@ export interface DeadLetterBounds {
  * (the database refused valid data for good, DISTRIBUTOR_WRITE_REJECTED; a refused file) hold data
  * whose device may have been told it is durable: they are kept whole or not acknowledged at all.
  */
-export function isUnparsable(err: FieldStreamError): boolean {
+export function isUnparsable(err: { code: string }): boolean {
   return err.code.startsWith('CONTRACT_');
 }
 
@@ -87,7 +110,8 @@ export class DeadLetters {
    */
   async put(topic: string, payload: Buffer, err: FieldStreamError): Promise<DeadLetterOutcome> {
     const unparsable = isUnparsable(err);
-    const line = `${JSON.stringify({ at: new Date().toISOString(), code: err.code, message: err.message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: payload.toString('base64') }) })}\n`;
+    const letter: DeadLetter = { at: new Date().toISOString(), code: err.code, message: err.message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: payload.toString('base64') }) };
+    const line = `${JSON.stringify(letter)}\n`;
     const size = Buffer.byteLength(line);
     const room = unparsable ? this.bounds.maxBytes * this.bounds.unparsableShare : this.bounds.maxBytes;
     if (!(await this.fits(size, room))) {
@@ -119,7 +143,7 @@ export class DeadLetters {
   }
 
   /** An invalid payload's letter: whole if small, else its first bytes; its size and SHA-256 always. */
-  private excerpt(payload: Buffer): Record<string, unknown> {
+  private excerpt(payload: Buffer): Pick<DeadLetter, 'payloadBytes' | 'sha256' | 'truncated' | 'payloadBase64' | 'payloadHeadBase64'> {
     const sha256 = createHash('sha256').update(payload).digest('hex');
     if (payload.length <= this.bounds.excerptBytes) return { payloadBytes: payload.length, sha256, payloadBase64: payload.toString('base64') };
     return { payloadBytes: payload.length, sha256, truncated: true, payloadHeadBase64: payload.subarray(0, this.bounds.excerptBytes).toString('base64') };

@@ -13,7 +13,7 @@ import { parseTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
-import { eventPoints, filePoint, healthPoints, MEASUREMENTS, POINT_KEY, readingPoints, responsePoints, type StoredPoint } from './points.ts';
+import { dataPoints, filePoint, MEASUREMENTS, POINT_KEY, readingPoints, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
 import { LIMITS } from '../../shared/limits.ts';
@@ -231,26 +231,15 @@ export class MessageHandler {
 
   /** `keys`: each message's key, in its order (Verdict.keys). */
   private async pointsOf(env: UplinkEnvelope, keys: readonly string[]): Promise<StoredPoint[]> {
-    switch (env.dataType) {
-      case 'timeseries':
-        return readingPoints(env, keys);
-      case 'event':
-        return eventPoints(env, keys);
-      case 'response':
-        return responsePoints(env, keys);
-      case 'health':
-        return healthPoints(env, keys);
-      case 'file': {
-        // Files first, then their records: a record never points at a file that is not there.
-        const points: StoredPoint[] = [];
-        for (const [i, m] of env.messages.entries()) {
-          const { transfer } = m.payload;
-          const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }) : await this.files.store(env.deviceId, m.payload);
-          if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored, keys[i]));
-        }
-        return points;
-      }
+    if (env.dataType !== 'file') return dataPoints(env, keys);
+    // Files first, then their records: a record never points at a file that is not there.
+    const points: StoredPoint[] = [];
+    for (const [i, m] of env.messages.entries()) {
+      const { transfer } = m.payload;
+      const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }) : await this.files.store(env.deviceId, m.payload);
+      if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored, keys[i]));
     }
+    return points;
   }
 }
 

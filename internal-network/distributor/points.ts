@@ -1,4 +1,4 @@
-import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
+import type { EnvelopeOf, UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { z } from 'zod';
 import { TimestampSchema, timestampToMs, type Scalar, type Timestamp } from '../../shared/contract/primitives.ts';
 
@@ -160,4 +160,21 @@ export function filePoint(deviceId: string, receivedAt: number, file: StoredFile
     },
     time: timeOf(file.timestamp, receivedAt),
   }, key);
+}
+
+/**
+ * The points of an envelope of data other than files (a file is stored before its point: the
+ * message handler's concern). `keys`: each message's key, in its order.
+ */
+export function dataPoints(env: Exclude<UplinkEnvelope, EnvelopeOf<'file'>>, keys?: readonly string[]): StoredPoint[] {
+  switch (env.dataType) {
+    case 'timeseries':
+      return readingPoints(env, keys);
+    case 'event':
+      return eventPoints(env, keys);
+    case 'response':
+      return responsePoints(env, keys);
+    case 'health':
+      return healthPoints(env, keys);
+  }
 }

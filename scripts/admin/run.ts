@@ -8,12 +8,13 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shar
 import { DAY_MS, LIMITS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
 import { findDevice, listDevices, type DeviceSummary } from './devices.ts';
-import { REPO_ROOT, resolveAdminPaths, type AdminPaths } from './paths.ts';
+import { listDeadLetters, replayDeadLetters } from './dead-letters.ts';
+import { REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
 import { restoreBackup } from './restore.ts';
 
 /**
  * fieldstream-admin: the operator's command, on the trusted machine that keeps the CA (devices)
- * and on the internal server (backup, restore). Issuing and revoking run the very functions
+ * and on the internal server (backup, restore, dead letters). Issuing and revoking run the very functions
  * scripts/generate-client-cert.sh and scripts/revoke-device.sh run (pki/), so both stay in step.
  */
 export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
@@ -31,10 +32,15 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
                                               revocations, replay windows and command journal
   restore FILE [--force] [--expect-sha256 HEX]
                                               put a backup back; refuses to overwrite other state without --force
+  dead-letters list [--json]                  the distributor's dead letters, per file: codes, whole letters, replayed
+  dead-letters replay [--dry-run] [--code CODE]
+                                              write the data of the dead letters not replayed yet into the distributor's
+                                              stores (its settings: INFLUXDB_*, POSTGRES_*, DISTRIBUTOR_REQUIRE_SIGNATURES)
 options for every command:
   --certs-dir DIR        certificates folder (CERTS_DIR; default certs/ of the repository)
   --state-dir DIR        the distributor's state (DISTRIBUTOR_STATE_DIR; default data/distributor-state)
   --command-state FILE   the command journal (COMMAND_STATE_PATH; default data/commands.jsonl)
+  --dead-letters DIR     the dead-letter folder (DEAD_LETTER_PATH; default data/dead-letter)
 exit codes: 0 done, 1 failed, 2 usage, 3 not found, 4 in the way (exists, revoked, other state)
 `;
 
@@ -47,6 +53,7 @@ export function exitCodeFor(code: ErrorCode): number {
     case 'PKI_INVALID_NAME':
       return EXIT.usage;
     case 'ADMIN_UNKNOWN_DEVICE':
+    case 'DEAD_LETTERS_NOT_FOUND':
     case 'BACKUP_NOT_FOUND':
     case 'BACKUP_EMPTY':
     case 'PKI_CA_MISSING':
@@ -70,12 +77,15 @@ const OPTIONS = {
   force: { type: 'boolean' },
   json: { type: 'boolean' },
   'expect-sha256': { type: 'string' },
+  'dead-letters': { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  code: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
 
-const PATH_OPTIONS: OptionName[] = ['certs-dir', 'state-dir', 'command-state'];
+const PATH_OPTIONS: OptionName[] = ['certs-dir', 'state-dir', 'command-state', 'dead-letters'];
 /** Per command: how many arguments it takes, and the options it takes besides the paths. */
 const COMMANDS: Record<string, { args: number; options: OptionName[] }> = {
   'devices list': { args: 0, options: ['json'] },
@@ -85,6 +95,8 @@ const COMMANDS: Record<string, { args: number; options: OptionName[] }> = {
   'devices revoke': { args: 1, options: [] },
   backup: { args: 1, options: ['force'] },
   restore: { args: 1, options: ['force', 'expect-sha256'] },
+  'dead-letters list': { args: 0, options: ['json'] },
+  'dead-letters replay': { args: 0, options: ['dry-run', 'code'] },
 };
 
 export interface Io {
@@ -106,10 +118,12 @@ function parse(argv: readonly string[]): { command: string; args: string[]; valu
   const values = parsed.values as Values;
   const [first, second, ...rest] = parsed.positionals;
   if (values.help) return 'help';
-  const command = first === 'devices' && second !== undefined ? `devices ${second}` : first;
-  const args = first === 'devices' ? rest : [second, ...rest].filter((a): a is string => a !== undefined);
+  const grouped = first === 'devices' || first === 'dead-letters';
+  const command = grouped && second !== undefined ? `${first} ${second}` : first;
+  const args = grouped ? rest : [second, ...rest].filter((a): a is string => a !== undefined);
   const spec = command === undefined ? undefined : COMMANDS[command];
   if (first === 'devices' && second === undefined) throw usageError('devices takes list, show, add, renew or revoke');
+  if (first === 'dead-letters' && second === undefined) throw usageError('dead-letters takes list or replay');
   if (!command || !spec) throw usageError(command ? `unknown command "${command}"` : 'no command given');
   if (args.length !== spec.args) throw usageError(`${command} takes ${spec.args === 0 ? 'no argument' : `${spec.args} argument`}, not ${args.length}`);
   for (const name of Object.keys(values) as OptionName[]) {
@@ -278,6 +292,12 @@ async function execute(command: string, args: string[], values: Values, io: Io):
 The archive holds private keys${r.manifest.contents.ca ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
 apart from it, to restore with --expect-sha256 ${r.sha256}.
 `);
+    }
+    case 'dead-letters list':
+      return io.out(listDeadLetters(resolveDeadLetterPaths(values, paths.certsDir, io.env, io.cwd), values.json === true));
+    case 'dead-letters replay': {
+      if (values.code !== undefined && !/^[A-Z][A-Z0-9_]*$/.test(values.code)) throw usageError('--code takes an error code, e.g. DISTRIBUTOR_WRITE_REJECTED');
+      return replayDeadLetters(resolveDeadLetterPaths(values, paths.certsDir, io.env, io.cwd), io.env, { dryRun: values['dry-run'] === true, code: values.code }, io.out);
     }
     case 'restore': {
       const expect = values['expect-sha256'];

@@ -1,0 +1,195 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { IPublishPacket, MqttClient } from 'mqtt';
+import { Consumer } from '../../internal-network/distributor/consumer.ts';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { EXIT } from '../../scripts/admin/run.ts';
+import { REPO_ROOT } from '../../scripts/admin/paths.ts';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { signGroup } from '../../shared/security/message-auth.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+/**
+ * `fieldstream-admin dead-letters list|replay` on letters the distributor's own consumer kept: a
+ * device's reading refused by a real InfluxDB (a field that changed type), an invalid payload, and
+ * a letter altered in the folder. The replay writes only what the device provably sent, only once
+ * the cause is fixed, records what it wrote, and writing a letter twice leaves one point.
+ */
+const DB = 'replay';
+const DEVICE = 'sensor-1';
+const T0 = 1_700_000_000_000;
+
+describe('replaying dead letters into the database (real InfluxDB, the distributor consumer, bin/fieldstream-admin)', () => {
+  const work = tempDir('dead-letter-replay');
+  const letters = join(work.dir, 'letters');
+  const keysDir = join(work.dir, 'keys');
+  const key = randomBytes(32);
+  let influx: InfluxV1;
+
+  before(async () => {
+    mkdirSync(keysDir, { recursive: true });
+    writeFileSync(join(keysDir, `${DEVICE}.key`), key.toString('hex'), { mode: 0o600 });
+    influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
+  });
+  after(async () => {
+    await influx?.process.stop();
+    work.cleanup();
+  });
+
+  const admin = (...args: string[]) =>
+    new Promise<{ code: number; out: string; err: string }>((resolve) => {
+      execFile(
+        join(REPO_ROOT, 'bin', 'fieldstream-admin'),
+        ['dead-letters', ...args],
+        {
+          cwd: work.dir,
+          env: {
+            PATH: process.env.PATH,
+            FIELDSTREAM_ENV_FILE: '/dev/null',
+            DEAD_LETTER_PATH: letters,
+            DISTRIBUTOR_DEVICE_KEYS_DIR: keysDir,
+            DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
+            INFLUXDB_URL: influx.url,
+            INFLUXDB_DATABASE: DB,
+            INFLUXDB_USERNAME: influx.user,
+            INFLUXDB_PASSWORD: influx.password,
+          },
+        },
+        (err, out, errText) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out, err: errText }),
+      );
+    });
+  const readings = async () => {
+    const r = await influx.query(`SELECT * FROM readings WHERE device = '${DEVICE}'`, DB);
+    const series = r.results?.[0]?.series?.[0];
+    if (!series) return [];
+    return series.values.map((v) => Object.fromEntries(series.columns.map((c, i) => [c, v[i]])) as Record<string, unknown>);
+  };
+  /** A device's envelope of one reading, signed as the field client signs (a group of one). */
+  const envelope = (seq: number, payload: Record<string, unknown>) =>
+    Buffer.from(
+      JSON.stringify({
+        v: 1,
+        deviceId: DEVICE,
+        dataType: 'timeseries',
+        gatewayId: 'gw-1',
+        receivedAt: Date.now(),
+        messages: [{ messageId: `m${seq}`, auth: signGroup(key, { deviceId: DEVICE, dataType: 'timeseries', epoch: 'e1', ts: Date.now() }, [{ seq, payload }]), payload }],
+      }),
+    );
+
+  it('keeps the refused reading as the distributor does, replays it once the cause is fixed, and only what the device signed', async () => {
+    // The distributor's consumer, handler and dead letters, as distributor.ts wires them.
+    const log = createLogger('test', 'silent');
+    const sink = new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 });
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(keysDir), new ReplayWindows(join(work.dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const metrics = new DistributorMetrics();
+    const dead = new DeadLetters(letters);
+    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, new MessageHandler(sink, new FileStore(join(work.dir, 'files')), verifier, metrics), dead, { initialMs: 10, maxMs: 50 }, undefined, log, metrics.deadLetters);
+    const deliver = async (payload: Buffer) => {
+      const acked = { done: false };
+      mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic(DEVICE, 'timeseries'), payload, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
+      await eventually(() => (acked.done ? true : undefined), 10_000, 'acknowledged');
+    };
+    const refused = envelope(2, { temperature: 'hot', humidity: 40, timestamp: T0 + 1 });
+    try {
+      await deliver(envelope(1, { temperature: 21.5, timestamp: T0 }));
+      await deliver(refused); // temperature was a float: InfluxDB refuses a string (field type conflict)
+      await deliver(Buffer.from('not an envelope'));
+    } finally {
+      consumer.stop();
+      await dead.close();
+    }
+    assert.equal((await readings()).length, 1, 'the first reading is written, the refused one is not');
+    // A letter altered in the folder: its reading no longer matches the device's signature.
+    const [file] = readdirSync(letters);
+    const forged = JSON.parse(refused.toString()) as { messages: Array<{ payload: Record<string, unknown> }> };
+    forged.messages[0]!.payload.humidity = 99;
+    appendFileSync(join(letters, file!), `${JSON.stringify({ at: new Date().toISOString(), code: 'DISTRIBUTOR_WRITE_REJECTED', message: 'forged', topic: uplinkTopic(DEVICE, 'timeseries'), payloadBase64: Buffer.from(JSON.stringify(forged)).toString('base64') })}\n`);
+
+    const listed = await admin('list');
+    assert.equal(listed.code, EXIT.ok, listed.err);
+    assert.match(listed.out, /\n\d{4}-\d\d-\d\d\.jsonl +\d+ +3 +2 +0 +0 +DISTRIBUTOR_WRITE_REJECTED 2, CONTRACT_INVALID_ENVELOPE 1\n/);
+    const json = JSON.parse((await admin('list', '--json')).out) as Array<{ letters: number; withData: number; replayed: number }>;
+    assert.deepEqual(json.map((f) => [f.letters, f.withData, f.replayed]), [[3, 2, 0]]);
+
+    // Not fixed yet: refused again, reported, exit 1; the forged letter and the junk are never written.
+    const early = await admin('replay');
+    assert.equal(early.code, EXIT.failed);
+    assert.match(early.out, /:1 {2}DEAD_LETTERS_REFUSED_AGAIN {2}InfluxDB 1\.x .* refused it again: .*field type conflict/);
+    assert.match(early.out, /:2 {2}DEAD_LETTER_NOT_REPLAYABLE {2}its payload is not a valid message \(CONTRACT_INVALID_ENVELOPE\)/);
+    assert.match(early.out, /:3 {2}DEAD_LETTER_NOT_REPLAYABLE {2}none of its 1 messages is authentic/);
+    assert.match(early.err, /^error DEAD_LETTERS_REFUSED_AGAIN: 1 letter was refused again/);
+    assert.equal((await readings()).length, 1);
+
+    // A dry run checks and writes nothing.
+    await influx.query('DROP MEASUREMENT readings', DB); // the operator's fix: the measurement starts again
+    const dry = await admin('replay', '--dry-run');
+    assert.equal(dry.code, EXIT.ok, dry.out + dry.err);
+    assert.match(dry.out, /^Would replay 1 letter \(1 point\)/);
+    assert.deepEqual(await readings(), []);
+
+    const fixed = await admin('replay');
+    assert.equal(fixed.code, EXIT.ok, fixed.out + fixed.err);
+    assert.match(fixed.out, /^Replayed 1 letter \(1 point\) from .* into InfluxDB 1\.x/);
+    const rows = await readings();
+    assert.deepEqual(rows.map((r) => [r.time, r.temperature, r.humidity]), [[T0 + 1, 'hot', 40]], 'the reading as the device signed it, not the forged one');
+
+    // Run again: skipped. Its record lost (a crash between the write and the record): written again, still one point.
+    const again = await admin('replay');
+    assert.match(again.out, /^Replayed 0 letters .*\n1 replayed before/);
+    rmSync(join(letters, 'replayed.jsonl'));
+    assert.match((await admin('replay')).out, /^Replayed 1 letter/);
+    assert.equal((await readings()).length, 1);
+    assert.deepEqual((JSON.parse((await admin('list', '--json')).out) as Array<{ replayed: number }>).map((f) => f.replayed), [1]);
+  });
+
+  it("replays a gateway's envelope set aside by a defect (DISTRIBUTOR_MESSAGE_FAILED): each device's section as that device's, its signed messages only", async () => {
+    const dir = join(work.dir, 'letters-gateway');
+    const dead = new DeadLetters(dir);
+    const reading = { pressure: 1013.25, timestamp: T0 + 10 }; // temperature is a string now, since the first replay
+    const own = JSON.parse(envelope(10, reading).toString()) as { messages: unknown[] };
+    const gatewayEnvelope = {
+      v: 1,
+      gatewayId: 'gw-1',
+      receivedAt: Date.now(),
+      dataType: 'timeseries',
+      devices: [
+        { deviceId: DEVICE, messages: own.messages },
+        { deviceId: 'ghost-9', messages: [{ messageId: 'g1', payload: { pressure: 1, timestamp: T0 + 11 } }] }, // no key, unsigned
+      ],
+    };
+    await dead.put(gatewayUplinkTopic('gw-1'), Buffer.from(JSON.stringify(gatewayEnvelope)), new FieldStreamError('DISTRIBUTOR_MESSAGE_FAILED', 'a defect'));
+    await dead.close();
+    const r = await admin('replay', '--dead-letters', dir);
+    assert.equal(r.code, EXIT.ok, r.out + r.err);
+    assert.match(r.out, /^Replayed 1 letter \(1 point\) .*; 1 of their messages left out/);
+    assert.deepEqual((await readings()).filter((p) => p.time === T0 + 10).map((p) => p.pressure), [1013.25]);
+    const ghost = await influx.query(`SELECT * FROM readings WHERE device = 'ghost-9'`, DB);
+    assert.equal(ghost.results?.[0]?.series, undefined, 'nothing of the device the registry does not know');
+  });
+
+  it('says where the folder is missing, and what the command takes', async () => {
+    const missing = await admin('list', '--dead-letters', join(work.dir, 'nowhere'));
+    assert.equal(missing.code, EXIT.notFound);
+    assert.match(missing.err, /^error DEAD_LETTERS_NOT_FOUND: /);
+    assert.equal((await admin()).code, EXIT.usage);
+    assert.equal((await admin('replay', '--code', 'no such')).code, EXIT.usage);
+    assert.equal((await admin('list', '--dry-run')).code, EXIT.usage);
+  });
+});
