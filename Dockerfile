@@ -11,6 +11,10 @@ COPY dmz ./dmz
 COPY internal-network ./internal-network
 COPY field-client ./field-client
 COPY bin ./bin
+# The operator's command, run in a service's container (docs/operations.md: dead letters are
+# replayed from the distributor's, with its settings and mounts).
+COPY pki ./pki
+COPY scripts/admin ./scripts/admin
 RUN ln -s /app/bin/fieldstream /usr/local/bin/fieldstream
 USER node
 CMD ["node", "--import", "tsx", "field-client/src/main.ts"]

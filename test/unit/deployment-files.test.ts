@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { ROLE_POLICIES } from '../../shared/acl.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
@@ -38,7 +38,34 @@ function internalConfig(env: Record<string, string | undefined>, profiles: strin
   };
 }
 
+/** Local modules a TypeScript file loads, its own and theirs (import and export ... from, import()), as paths from the repository root. */
+function localModules(entry: string): Set<string> {
+  const specifier = /(?:^|\n)\s*(?:import|export)\b[^'"`;]*?\bfrom\s*['"](\.{1,2}\/[^'"]+)['"]|(?:^|\n)\s*import\s*['"](\.{1,2}\/[^'"]+)['"]|\bimport\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g;
+  const seen = new Set<string>();
+  const pending = [entry];
+  for (let file = pending.pop(); file !== undefined; file = pending.pop()) {
+    if (seen.has(file)) continue;
+    seen.add(file);
+    if (!file.endsWith('.ts')) continue;
+    for (const m of readFileSync(join(repoRoot, file), 'utf8').matchAll(specifier)) pending.push(relative(repoRoot, resolve(repoRoot, dirname(file), (m[1] ?? m[2] ?? m[3])!)));
+  }
+  return seen;
+}
+
 describe('deployment files', () => {
+  it('the image holds every module its entry points load: each service of the compose files and bin/fieldstream-admin', () => {
+    const copied = [...readFileSync(join(repoRoot, 'Dockerfile'), 'utf8').matchAll(/^COPY\s+(?:--\S+\s+)?(.+)\s+\S+$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/));
+    const composeFiles = ['docker-compose.dmz.yml', 'docker-compose.internal.yml', 'field-client/docker-compose.yml'];
+    const entries = composeFiles.flatMap((f) => [...readFileSync(join(repoRoot, f), 'utf8').matchAll(/command: \["node", "--import", "tsx", "([^"]+)"/g)].map((m) => m[1]!));
+    assert.ok(entries.length >= 6, `the services' entry points: ${entries.join(', ')}`);
+    // bin/fieldstream-admin runs it: the operator's command inside a container (`docker-compose exec distributor bin/fieldstream-admin ...`)
+    entries.push('scripts/admin/cli.ts');
+    for (const entry of entries) {
+      const missing = [...localModules(entry)].filter((f) => !copied.some((c) => f === c || f.startsWith(`${c.replace(/\/$/, '')}/`)));
+      assert.deepEqual(missing, [], `${entry} loads modules the image does not hold`);
+    }
+  });
+
   for (const [broker, file, roles] of [
     ['DMZ', 'dmz/mosquitto/acl', ['bridge', 'gateway', 'monitor']],
     ['internal', 'internal-network/mosquitto/acl', ['command-api', 'console', 'consumer', 'distributor', 'monitor']],
