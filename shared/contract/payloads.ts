@@ -23,6 +23,12 @@ const CONTRACT_ISSUES_MAX = 10;
 /** Issue params that select a more specific error code than CONTRACT_INVALID_MESSAGE. */
 export const ISSUE_CODE_PARAM = 'fieldstreamCode';
 
+/** Adds an issue at a reading's field; returns 1, the problems it adds. */
+function fieldIssue(ctx: z.RefinementCtx, name: string, message: string): 1 {
+  ctx.addIssue({ code: 'custom', path: [name], message });
+  return 1;
+}
+
 /**
  * `{"temperature": 23.5, "humidity": 65.2, "timestamp": "2024-01-01T12:00:00Z"}`: flat fields of
  * numbers, strings or booleans, plus an optional device timestamp.
@@ -33,23 +39,21 @@ export const TimeseriesPayloadSchema = predicate<Record<string, Scalar>>(isPlain
   // (measured). The rules, messages and paths are the same.
   // Past the field limit, or past a few problems, nothing more is looked at: a frame of 8 MiB can
   // hold 750,000 keys, and one issue each made its refusal cost seconds.
+  // No closure here (an `issue` helper made per reading): tsx compiles with esbuild's keepNames,
+  // and naming each one cost a tenth of the gateway's CPU under load (docs/performance-history.md).
   let count = 0;
   let problems = 0;
-  const issue = (path: PropertyKey[], message: string) => {
-    problems++;
-    ctx.addIssue({ code: 'custom', path, message });
-  };
   for (const name in fields) {
     if (++count > LIMITS.readingMaxFields) break;
     if (problems >= CONTRACT_ISSUES_MAX) continue;
-    if (!FIELD_NAME_PATTERN.test(name)) issue([name], `field name ${FIELD_NAME_RULE}`);
+    if (!FIELD_NAME_PATTERN.test(name)) problems += fieldIssue(ctx, name, `field name ${FIELD_NAME_RULE}`);
     const value = fields[name];
     if (name === 'timestamp') {
-      if (!isTimestamp(value)) issue(['timestamp'], 'must be an ISO 8601 date-time with a zone, or epoch milliseconds');
+      if (!isTimestamp(value)) problems += fieldIssue(ctx, 'timestamp', 'must be an ISO 8601 date-time with a zone, or epoch milliseconds');
       continue;
     }
     const problem = scalarProblem(value);
-    if (problem) issue([name], problem);
+    if (problem) problems += fieldIssue(ctx, name, problem);
   }
   if (count > LIMITS.readingMaxFields) ctx.addIssue({ code: 'custom', message: `holds more than ${LIMITS.readingMaxFields} fields` });
   if (count - ('timestamp' in fields ? 1 : 0) === 0) ctx.addIssue({ code: 'custom', message: 'holds no field besides "timestamp"' });
