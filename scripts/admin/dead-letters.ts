@@ -6,6 +6,7 @@ import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts'
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { columns } from './columns.ts';
 import type { DeadLetterPaths } from './paths.ts';
 
 /**
@@ -26,9 +27,7 @@ export function listDeadLetters(paths: DeadLetterPaths, json: boolean): string {
       .join(', ');
     rows.push([f.file, String(f.bytes), String(f.letters), String(f.withData), String(f.replayed), String(f.unreadable), codes]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const table = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
-  return `${table}\n(WITH DATA: whole letters a replay can write, \`fieldstream-admin dead-letters replay\`; the others keep an invalid payload, or its excerpt, to look at)\n`;
+  return `${columns(rows)}(WITH DATA: whole letters a replay can write, \`fieldstream-admin dead-letters replay\`; the others keep an invalid payload, or its excerpt, to look at)\n`;
 }
 
 /**

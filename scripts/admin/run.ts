@@ -7,6 +7,7 @@ import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { DAY_MS, LIMITS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
+import { columns } from './columns.ts';
 import { findDevice, listDevices, type DeviceSummary } from './devices.ts';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.ts';
 import { REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
@@ -171,8 +172,7 @@ function table(devices: DeviceSummary[]): string {
       d.signingKeyRegistered ? 'registered' : 'not registered',
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+  return columns(rows);
 }
 
 function details(d: DeviceSummary): string {
