@@ -7,7 +7,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { columns } from './columns.ts';
-import type { DeadLetterPaths } from './paths.ts';
+import { REPO_ROOT, type DeadLetterPaths } from './paths.ts';
 
 /**
  * `fieldstream-admin dead-letters list|replay`, on the internal server (docs/operations.md, "Dead
@@ -37,7 +37,8 @@ export function listDeadLetters(paths: DeadLetterPaths, json: boolean): string {
  * DEAD_LETTERS_REFUSED_AGAIN when it refused a letter again, after printing what was done.
  */
 export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<string, string | undefined>, opts: { dryRun: boolean; code: string | undefined }, out: (text: string) => void): Promise<void> {
-  const config = loadDistributorConfig(env);
+  // The local store's default, as the other defaults here, is the repository's (where `npm start` keeps it), not the working directory's.
+  const config = loadDistributorConfig({ ...env, TIMESERIES_LOCAL_PATH: env.TIMESERIES_LOCAL_PATH ?? join(REPO_ROOT, 'data', 'timeseries') });
   const sink = selectDistributorSink(config, createLogger('fieldstream-admin', 'error', process.stderr));
   let report: ReplayReport;
   try {
