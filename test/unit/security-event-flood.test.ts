@@ -9,7 +9,9 @@ import { DistributorMetrics } from '../../internal-network/distributor/metrics.t
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -93,9 +95,9 @@ describe('security events under a flood of forged messages', () => {
 
   it('keeps apart the events of two distributors refusing in the same millisecond, and their counts of the same second', async () => {
     mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_500 });
+    const written: StoredPoint[] = [];
     try {
       const dir = registered(join(tmp.dir, 'replicas'), 'real-3');
-      const written: StoredPoint[] = [];
       // Two replicas (a shared subscription hands each a share of one flood), as distributor.ts makes them.
       const handlers = ['distributor-a', 'distributor-b'].map((instance) => memoryDistributor(dir, written, instance));
       for (const handler of handlers) {
@@ -111,6 +113,23 @@ describe('security events under a flood of forged messages', () => {
       assertDistinct(events);
     } finally {
       mock.timers.reset();
+    }
+    // Written into a real InfluxDB, as the two replicas' sinks would: four points it keeps apart.
+    const influx = await InfluxV1.start(join(tmp.dir, 'influx'), 'replicas');
+    try {
+      const sink = new InfluxV1Sink({ url: influx.url, database: 'replicas', username: influx.user, password: influx.password, timeoutMs: 5_000 });
+      await sink.write(written.filter((p) => p.measurement === 'security_events'));
+      await sink.close();
+      const r = await influx.query('SELECT count("count") FROM security_events GROUP BY "distributor"', 'replicas');
+      assert.deepEqual(
+        (r.results?.[0]?.series ?? []).map((s) => [s.tags?.distributor, s.values[0]?.[1]]),
+        [
+          ['distributor-a', 2],
+          ['distributor-b', 2],
+        ],
+      );
+    } finally {
+      await influx.process.stop();
     }
   });
 });
