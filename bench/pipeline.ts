@@ -159,6 +159,7 @@ async function main(): Promise<void> {
       // The benchmark measures the pipeline, not the per-device rate limits.
       GATEWAY_RATE_MESSAGES_PER_S: '1000000',
       GATEWAY_RATE_BYTES_PER_S: String(1024 ** 3),
+      GATEWAY_RATE_CPU_MS_PER_S: '1000000',
       ...settings,
     },
   });

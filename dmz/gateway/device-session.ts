@@ -162,8 +162,9 @@ export class DeviceSession {
     // Rate limits before parsing, binary frames included: a flooding device costs the gateway as
     // little as possible. Every frame counts as a message at least (the rest of its messages once
     // they are counted): a frame of two bytes costs a parse and an answer as much as a reading does.
-    if (this.rate && !(this.rate.allowBytes(this.deviceId, data.length) && this.rate.allowMessages(this.deviceId, 1))) {
-      this.rateLimited();
+    const over = !this.rate ? undefined : !this.rate.allowBytes(this.deviceId, data.length) ? 'bytes' : !this.rate.allowMessages(this.deviceId, 1) ? 'messages' : !this.rate.allowCpu(this.deviceId) ? 'cpu' : undefined;
+    if (over) {
+      this.rateLimited(over);
       return;
     }
     if (isBinary) {
@@ -171,12 +172,17 @@ export class DeviceSession {
       return;
     }
     let messages;
+    // The parse is what a frame can make expensive (rate-limit.ts allowCpu): charged to the device,
+    // refused frames too.
+    const parseStarted = performance.now();
     try {
       messages = parseUplinkFrame(data, this.limits);
     } catch (err) {
       if (!isFieldStreamError(err)) throw err;
       this.reject(err);
       return;
+    } finally {
+      this.rate?.chargeCpu(this.deviceId, performance.now() - parseStarted);
     }
     // Identity comes from the certificate: one message claiming another device refuses the whole
     // frame, so a frame is accepted or refused as a unit.
@@ -194,7 +200,7 @@ export class DeviceSession {
       return;
     }
     if (this.rate && messages.length > 1 && !this.rate.allowMessages(this.deviceId, messages.length - 1)) {
-      this.rateLimited(messages.flatMap((m) => (m.messageId ? [m.messageId] : [])));
+      this.rateLimited('messages', messages.flatMap((m) => (m.messageId ? [m.messageId] : [])));
       return;
     }
     // The parsed messages are this frame's own objects: completed in place, not copied.
@@ -292,13 +298,14 @@ export class DeviceSession {
     }
   }
 
-  private rateLimited(messageIds?: string[]): void {
+  /** `budget`: which of the device's budgets it is past (GATEWAY_RATE_MESSAGES_PER_S, _BYTES_PER_S, _CPU_MS_PER_S). */
+  private rateLimited(budget: 'messages' | 'bytes' | 'cpu', messageIds?: string[]): void {
     const n = this.rate?.limitedCount(this.deviceId) ?? 0;
     this.metrics.rateLimited.inc();
     this.metrics.refusal('GATEWAY_RATE_LIMITED');
     this.securityReports?.note(this.deviceId, 'GATEWAY_RATE_LIMITED');
     // Logged on the first and then every 1000th refusal: a flood must not flood the log too.
-    if (n === 1 || n % 1000 === 0) this.log.warn({ code: 'GATEWAY_RATE_LIMITED', refusedFrames: n }, 'device over its rate limit');
+    if (n === 1 || n % 1000 === 0) this.log.warn({ code: 'GATEWAY_RATE_LIMITED', budget, refusedFrames: n }, `device over its rate limit (${budget})`);
     this.sendError(errorFrame(new FieldStreamError('GATEWAY_RATE_LIMITED'), messageIds));
     // Not read for a moment: what the device sends meanwhile waits in its TCP connection, instead
     // of each frame being parsed and refused in turn (a device past its budget made the gateway

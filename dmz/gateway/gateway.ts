@@ -103,6 +103,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     rateLimits: {
       messagesPerS: config.GATEWAY_RATE_MESSAGES_PER_S,
       bytesPerS: config.GATEWAY_RATE_BYTES_PER_S,
+      cpuMsPerS: config.GATEWAY_RATE_CPU_MS_PER_S,
       burstS: config.GATEWAY_RATE_BURST_S,
       frameMaxMessages: config.GATEWAY_MAX_BATCH,
       frameMaxBytes: config.GATEWAY_MAX_FRAME_BYTES,

@@ -17,12 +17,28 @@ export class TokenBucket {
 
   /** Takes n tokens if there are; false (and nothing taken) otherwise. */
   take(n: number): boolean {
-    const now = Date.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.ratePerS);
-    this.last = now;
+    this.refill();
     if (this.tokens < n) return false;
     this.tokens -= n;
     return true;
+  }
+
+  /** Takes n tokens whatever is left: for a cost known only once it was paid, the bucket may owe. */
+  charge(n: number): void {
+    this.refill();
+    this.tokens -= n;
+  }
+
+  /** Whether the bucket owes nothing. */
+  inCredit(): boolean {
+    this.refill();
+    return this.tokens >= 0;
+  }
+
+  private refill(): void {
+    const now = Date.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.ratePerS);
+    this.last = now;
   }
 }
 
@@ -31,6 +47,8 @@ export interface RateLimits {
   messagesPerS: number;
   /** bytes per second per device */
   bytesPerS: number;
+  /** milliseconds of the gateway's CPU per second per device, spent parsing and checking its frames */
+  cpuMsPerS: number;
   /** seconds of traffic a device may send at once after being quiet */
   burstS: number;
   /** the largest frame (messages, bytes) must always fit in a full bucket, or it could never pass */
@@ -40,17 +58,18 @@ export interface RateLimits {
 
 /** The buckets of every device seen recently. */
 export class DeviceRateLimiter {
-  private readonly devices = new Map<string, { messages: TokenBucket; bytes: TokenBucket; limited: number; seen: number }>();
+  private readonly devices = new Map<string, { messages: TokenBucket; bytes: TokenBucket; cpu: TokenBucket; limited: number; seen: number }>();
 
   constructor(private readonly limits: RateLimits) {}
 
   private of(deviceId: string) {
     let d = this.devices.get(deviceId);
     if (!d) {
-      const { messagesPerS: m, bytesPerS: b, burstS, frameMaxMessages, frameMaxBytes } = this.limits;
+      const { messagesPerS: m, bytesPerS: b, cpuMsPerS: c, burstS, frameMaxMessages, frameMaxBytes } = this.limits;
       d = {
         messages: new TokenBucket(m, Math.max(m * burstS, frameMaxMessages)),
         bytes: new TokenBucket(b, Math.max(b * burstS, frameMaxBytes)),
+        cpu: new TokenBucket(c, c * burstS),
         limited: 0,
         seen: 0,
       };
@@ -74,6 +93,25 @@ export class DeviceRateLimiter {
     if (d.messages.take(count)) return true;
     d.limited++;
     return false;
+  }
+
+  /**
+   * Checked before a frame is parsed: whether the device owes no CPU time. What a frame costs to
+   * parse is known only after (JSON made of tiny values costs a hundred times a flat file chunk of
+   * its size, and a parse cannot be cut short), so it is charged then (chargeCpu) and may leave the
+   * device owing: its frames are refused until the bucket has refilled. A device within its byte
+   * budget thus holds at most GATEWAY_RATE_CPU_MS_PER_S of a core over time, whatever it sends.
+   */
+  allowCpu(deviceId: string): boolean {
+    const d = this.of(deviceId);
+    if (d.cpu.inCredit()) return true;
+    d.limited++;
+    return false;
+  }
+
+  /** milliseconds the gateway spent on the device's frame */
+  chargeCpu(deviceId: string, ms: number): void {
+    this.of(deviceId).cpu.charge(ms);
   }
 
   limitedCount(deviceId: string): number {

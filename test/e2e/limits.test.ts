@@ -100,3 +100,49 @@ describe('limits at the gateway', () => {
     }
   });
 });
+
+describe("the gateway's CPU budget per device", () => {
+  let fx: EmbeddedFixture;
+  before(async () => {
+    // 100 ms of parsing a second, a second's burst: what the frame below costs is several times that.
+    fx = await startEmbeddedFixture(['heavy-1', 'calm-2'], { GATEWAY_RATE_CPU_MS_PER_S: '100', GATEWAY_RATE_BURST_S: '1' });
+  });
+  after(() => fx.stop());
+  const device = (id: string) => RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, id));
+  const reading = (id: string, messageId: string) => JSON.stringify({ deviceId: id, dataType: 'timeseries', messageId, payload: { v: 1, timestamp: 1760000000000 + Number(messageId.slice(1)) } });
+
+  it("charges a frame's parse to its device: after 7 MiB of tiny JSON its frames are refused until it has paid, and a calm device sees none of it", async () => {
+    const heavy = await device('heavy-1');
+    const calm = await device('calm-2');
+    try {
+      // Within the byte budget (8 MiB a second), and a refused frame: still hundreds of ms to parse.
+      heavy.send(`{"deviceId":"heavy-1","batch":[${Array(2_400_000).fill('[]').join(',')}]}`);
+      const refused = await heavy.next(30_000);
+      assert.ok(refused.type === 'error' && refused.code.startsWith('CONTRACT_'), JSON.stringify(refused));
+      heavy.send(reading('heavy-1', 'h1'));
+      const owing = await heavy.next(5_000);
+      assert.deepEqual(owing.type === 'error' ? [owing.code, owing.messageIds] : owing, ['GATEWAY_RATE_LIMITED', undefined]);
+      assert.ok(
+        fx.logs.lines.some((l) => l.code === 'GATEWAY_RATE_LIMITED' && l.budget === 'cpu' && l.deviceId === 'heavy-1'),
+        'logged with the budget it is past',
+      );
+      calm.send(reading('calm-2', 'c1'));
+      assert.deepEqual(await calm.next(5_000), { type: 'ack', messageIds: ['c1'] });
+      // Paid back at 100 ms a second: accepted again within seconds.
+      let k = 2;
+      await eventually(
+        async () => {
+          const id = `h${k++}`;
+          heavy.send(reading('heavy-1', id));
+          const f = await heavy.next(1_000).catch(() => undefined);
+          return f?.type === 'ack' && f.messageIds.includes(id) ? true : undefined;
+        },
+        30_000,
+        'a frame of the device accepted again',
+      );
+    } finally {
+      heavy.close();
+      calm.close();
+    }
+  });
+});
