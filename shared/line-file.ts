@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
 
@@ -17,6 +17,8 @@ import { syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
  * - makes a new file's name durable: a new directory entry survives a power cut only once its
  *   directory is synced (durable-fs.ts). Once per file and process, as an earlier process may have
  *   crashed before its sync.
+ * - goes to the file that has the name: one removed or renamed since the last append (an operator
+ *   moving letters away) is let go, and the name made again.
  */
 export class LineFile {
   /** the appends so far, in order: one at a time, as Node writes a large line in pieces that concurrent appends would interleave */
@@ -34,6 +36,12 @@ export class LineFile {
   }
 
   private async write(path: string, lines: string): Promise<void> {
+    // A file removed (or renamed away) while held open would take every later append with it
+    // unseen: an operator clearing the day's dead letters would lose those acknowledged after.
+    if (this.handle?.path === path && !(await holdsName(this.handle.fh, path))) {
+      await this.close();
+      this.named.delete(path);
+    }
     if (this.handle?.path !== path) {
       await this.close();
       this.handle = { path, fh: await open(path, 'a+', this.mode), whole: false };
@@ -65,6 +73,12 @@ export class LineFile {
     await this.chain;
     await this.close();
   }
+}
+
+/** Whether the open file is still the one named `path` (not removed, nor renamed away and replaced). */
+async function holdsName(fh: FileHandle, path: string): Promise<boolean> {
+  const [held, named] = await Promise.all([fh.stat(), stat(path).catch(() => undefined)]);
+  return named !== undefined && named.ino === held.ino && named.dev === held.dev;
 }
 
 /** LineFile's append in one synchronous call: opens, appends `lines` whole on a line of their own, syncs (the file and, once per process, its name) and closes. */

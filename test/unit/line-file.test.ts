@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { RejectedMessages } from '../../field-client/src/rejected.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { LineFile } from '../../shared/line-file.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -47,5 +48,27 @@ describe('files of lines holding acknowledged data', () => {
     assert.equal(lines.length, 3);
     assert.deepEqual((JSON.parse(lines[1] as string) as { messageIds: string[] }).messageIds, ['e.7']);
     assert.equal(lines[2], '');
+  });
+
+  it('appends to a new file of that name after the held one was removed (an operator clearing letters): the later lines are not lost with it', async () => {
+    const path = join(tmp.dir, 'removed.jsonl');
+    const file = new LineFile(0o640);
+    await file.append(path, '{"n":1}\n');
+    rmSync(path);
+    await file.append(path, '{"n":2}\n');
+    await file.end();
+    assert.equal(readFileSync(path, 'utf8'), '{"n":2}\n');
+  });
+
+  it('appends to a new file of that name after the held one was renamed away, the renamed one left as it was', async () => {
+    const path = join(tmp.dir, 'renamed.jsonl');
+    const file = new LineFile(0o640);
+    await file.append(path, '{"n":1}\n');
+    renameSync(path, `${path}.moved`);
+    await file.append(path, '{"n":2}\n');
+    await file.append(path, '{"n":3}\n');
+    await file.end();
+    assert.equal(readFileSync(`${path}.moved`, 'utf8'), '{"n":1}\n');
+    assert.equal(readFileSync(path, 'utf8'), '{"n":2}\n{"n":3}\n');
   });
 });
