@@ -17,6 +17,11 @@ export interface RetryPolicy {
 
 class Stopped extends Error {}
 
+/** Node's errors of a system call carry its errno (a number) and its name as `code` (a string). */
+function isSystemError(err: unknown): boolean {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).errno === 'number' && typeof (err as NodeJS.ErrnoException).code === 'string';
+}
+
 /**
  * Takes messages from the broker and acknowledges each (PUBACK) only after it was written.
  *
@@ -109,7 +114,11 @@ export class Consumer {
         // it would stall this connection, which is handed its next message only after this one; so
         // would a retry for ever (and the broker hands it to the next consumer after a restart): past
         // LIMITS.distributorUnexpectedMaxAttempts it is kept whole as a dead letter and acknowledged.
-        if (!isFieldStreamError(err) && ++unexpected >= LIMITS.distributorUnexpectedMaxAttempts) {
+        // A failure of the system (ENOSPC, EIO, EMFILE: an error with an errno, e.g. the replay
+        // windows' journal on a full disk) is no defect: retried like a failed write, for ever.
+        const defect = !isFieldStreamError(err) && !isSystemError(err);
+        unexpected = defect ? unexpected + 1 : 0;
+        if (defect && unexpected >= LIMITS.distributorUnexpectedMaxAttempts) {
           const failed = new FieldStreamError(
             'DISTRIBUTOR_MESSAGE_FAILED',
             `Handling the message failed ${unexpected} times without an error code (${err instanceof Error ? err.message : String(err)}); kept whole as a dead letter`,
@@ -124,7 +133,7 @@ export class Consumer {
           this.stats.retries++;
           const delay = this.backoff(attempt);
           if (isFieldStreamError(err)) this.log.warn({ code: err.code, attempt: attempt + 1, retryInMs: delay }, err.message);
-          else this.log.error({ err, topic, attempt: attempt + 1, retryInMs: delay }, 'unexpected failure (no error code); retrying, the message stays unacknowledged meanwhile');
+          else this.log.error({ err, topic, attempt: attempt + 1, retryInMs: delay }, isSystemError(err) ? 'a system call failed; retrying, the message stays unacknowledged meanwhile' : 'unexpected failure (no error code); retrying, the message stays unacknowledged meanwhile');
           await this.sleep(delay);
           continue;
         }

@@ -94,6 +94,28 @@ describe('the distributor consumer and a message that keeps failing without an e
     }
   });
 
+  it('retries a failing system call for ever (a full disk is no defect), and counts only failures in a row', async () => {
+    let failures = 0;
+    const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { errno: -28, code: 'ENOSPC', syscall: 'write' });
+    const f = fixture('system-error', () => {
+      failures++;
+      if (failures <= LIMITS.distributorUnexpectedMaxAttempts * 2) return enospc();
+      // then defects, each after a failed write: never as many as the limit in a row
+      if (failures <= LIMITS.distributorUnexpectedMaxAttempts * 4) return failures % 2 === 0 ? new TypeError('a defect') : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'InfluxDB is unreachable');
+      return undefined;
+    });
+    try {
+      const acked = f.deliver(envelope(4));
+      await eventually(() => (acked.done ? true : undefined), 10_000);
+      assert.equal(f.calls.writes, LIMITS.distributorUnexpectedMaxAttempts * 4 + 1, 'tried until it was written');
+      assert.deepEqual(f.letters(), [], 'not given up');
+      assert.deepEqual(f.written.map((p) => p.fields.t), [4]);
+    } finally {
+      f.consumer.stop();
+      await f.dead.close();
+    }
+  });
+
   it('still retries a failing database for ever: its message is not given up', async () => {
     let down = true;
     const f = fixture('database-down', () => (down ? new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'InfluxDB is unreachable') : undefined));
