@@ -1,16 +1,11 @@
-import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { z } from 'zod';
 import { GatewayEnvelopeSchema, parseEnvelope, sectionEnvelope, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { parseTopic } from '../../shared/contract/topics.ts';
-import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
-import { readLinesSync } from '../../shared/line-file.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { sortBySignature, type Message } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
-import { DeadLetterSchema, isUnparsable, LETTER_FILE, type DeadLetter } from './dead-letter.ts';
+import { holdsData, readLetters, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
+import type { DeadLetter } from './dead-letter.ts';
 import { dataPoints, uplinkKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 
@@ -21,124 +16,25 @@ import type { PointSink } from './sinks/sink.ts';
  *
  * Written straight into the stores, not published again: a letter is days old by then, so the
  * distributor would refuse it as stale (DISTRIBUTOR_MAX_DELAY_S), and its sequence numbers as
- * below the device's replay window. What a replay still checks is what the letter cannot vouch
- * for: each message's signature under the device's key as the registry holds it now (a revoked
- * device's none), unsigned messages only where the distributor takes them
- * (DISTRIBUTOR_REQUIRE_SIGNATURES). Each point keeps the key the distributor would have given it,
- * so that a point written twice (a replay run again after a crash) is one point in every store.
- *
- * The letter files are never changed: the distributor may be appending to them. Which letters were
- * written is recorded in DIR/replayed.jsonl (the file's name and the SHA-256 of the letter's line),
- * appended and fsynced after each letter's write, so a replay run again skips them; the operator
- * removes a file once it holds nothing more to replay.
+ * below the device's replay window. What does not depend on the time of the replay is checked as
+ * the verifier checks it (security/verifier.ts), since a letter keeps its whole payload, messages
+ * the distributor refused included, and a compromised DMZ wrote the arrival times:
+ * - each message's signature under the device's key as the registry holds it now (a revoked
+ *   device's none); unsigned messages only where signatures are not required;
+ * - its arrival within LIMITS' spread of its envelope's, and, signed, within the freshness
+ *   (DISTRIBUTOR_FRESHNESS_S) of its signing: a reading without a timestamp of its own is stored at
+ *   its arrival, which no signature covers;
+ * - one copy of each message per letter.
+ * Each point keeps the key and time the distributor would have given it, so a letter written again
+ * (a replay run again after a kill, a letter kept twice after a redelivery) is one point in every
+ * store. A letter with a message left out is written in part and not recorded as replayed: a key
+ * missing now (a wrong folder, a Secret not yet updated) must not make it look done.
  */
 
-export const REPLAYED_FILE = 'replayed.jsonl';
+/** Why a message of a letter was not written. */
+export type LeftOut = 'not authentic' | 'unsigned' | 'arrival' | 'repeated';
 
-/** One line of DIR/replayed.jsonl. */
-const ReplayedSchema = z.object({ at: z.string(), file: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
-type Replayed = z.infer<typeof ReplayedSchema>;
-
-/** The longest line of a letter: a payload of the largest MQTT packet in base64, and its fields. */
-const LETTER_LINE_MAX_BYTES = Math.ceil(LIMITS.brokerPacketMaxBytes / 3) * 4 + 64 * 1024;
-
-/** A letter as read from its file: where it is, and what it is (undefined: the line is not a letter). */
-export interface ReadLetter {
-  file: string;
-  /** 1-based */
-  line: number;
-  sha256: string;
-  letter: DeadLetter | undefined;
-}
-
-/** The letters of the folder, file by file (by name: by day), line by line. */
-export function* readLetters(dir: string): Generator<ReadLetter> {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FieldStreamError('DEAD_LETTERS_NOT_FOUND', `No dead-letter folder at ${dir} (DEAD_LETTER_PATH, or --dead-letters).`);
-  for (const file of readdirSync(dir).filter((f) => LETTER_FILE.test(f)).sort()) {
-    let line = 0;
-    for (const text of readLinesSync(join(dir, file), LETTER_LINE_MAX_BYTES)) {
-      line++;
-      if (text === '') continue;
-      const sha256 = text === undefined ? '' : createHash('sha256').update(text).digest('hex');
-      yield { file, line, sha256, letter: text === undefined ? undefined : parseLetter(text) };
-    }
-  }
-}
-
-function parseLetter(text: string): DeadLetter | undefined {
-  try {
-    const parsed = DeadLetterSchema.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Per file: its letters by code, how many hold their payload whole, how many were replayed. */
-export interface LetterFileSummary {
-  file: string;
-  bytes: number;
-  letters: number;
-  byCode: Record<string, number>;
-  /** letters whose payload is whole and holds data (what a replay can write) */
-  withData: number;
-  replayed: number;
-  /** lines that are not letters (a torn last line after a crash, a damaged file) */
-  unreadable: number;
-}
-
-export function summarizeLetters(dir: string): LetterFileSummary[] {
-  const replayed = readReplayed(dir);
-  const files = new Map<string, LetterFileSummary>();
-  for (const r of readLetters(dir)) {
-    let s = files.get(r.file);
-    if (!s) files.set(r.file, (s = { file: r.file, bytes: statSync(join(dir, r.file)).size, letters: 0, byCode: {}, withData: 0, replayed: 0, unreadable: 0 }));
-    if (!r.letter) {
-      s.unreadable++;
-      continue;
-    }
-    s.letters++;
-    s.byCode[r.letter.code] = (s.byCode[r.letter.code] ?? 0) + 1;
-    if (holdsData(r.letter)) s.withData++;
-    if (replayed.has(ledgerKey(r.file, r.sha256))) s.replayed++;
-  }
-  return [...files.values()];
-}
-
-const holdsData = (l: DeadLetter) => l.payloadBase64 !== undefined && !isUnparsable(l);
-const ledgerKey = (file: string, sha256: string) => `${file}\u0000${sha256}`;
-
-/** The letters replayed before; a torn last line (a crash while appending) is no record. */
-function readReplayed(dir: string): Set<string> {
-  const path = join(dir, REPLAYED_FILE);
-  const done = new Set<string>();
-  if (!existsSync(path)) return done;
-  for (const text of readLinesSync(path, 4096)) {
-    if (!text) continue;
-    try {
-      const r = ReplayedSchema.safeParse(JSON.parse(text));
-      if (r.success) done.add(ledgerKey(r.data.file, r.data.sha256));
-    } catch {
-      // not a record: skipped (its letter, if any, is replayed again, which writes the same points)
-    }
-  }
-  return done;
-}
-
-function recordReplayed(dir: string, r: Replayed): void {
-  const path = join(dir, REPLAYED_FILE);
-  const created = !existsSync(path);
-  const fd = openSync(path, 'a', 0o640);
-  try {
-    writeWholeSync(fd, Buffer.from(`${JSON.stringify(r)}\n`), path);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  if (created) syncDirSync(dir);
-}
-
-/** A letter a replay did not write, and why (a stable code and a sentence). */
+/** A letter a replay did not write whole, and why (a stable code and a sentence). */
 export interface LetterProblem {
   file: string;
   line: number;
@@ -147,13 +43,18 @@ export interface LetterProblem {
 }
 
 export interface ReplayReport {
-  /** letters written (or, with dryRun, that would be) */
+  /** letters written whole (or, with dryRun, that would be), recorded as replayed */
   replayed: number;
+  /** letters written in part (messages left out), not recorded */
+  partly: number;
   points: number;
-  /** messages of replayed letters left out: their signature does not verify under the device's key, or unsigned where signatures are required */
-  messagesLeftOut: number;
+  /** messages left out of the letters written, by why */
+  leftOut: Record<LeftOut, number>;
   alreadyReplayed: number;
-  /** letters the store refused again (DEAD_LETTERS_REFUSED_AGAIN), not replayable, or not letters */
+  /** problems by code, all of them */
+  problemCounts: Partial<Record<ErrorCode, number>>;
+  /** the first LIMITS.deadLetterReplayLinesShown problems, those refused again first (a folder of a
+   * flood's junk holds a million letters: they are counted, not kept) */
   problems: LetterProblem[];
   /** the store could not be reached (DISTRIBUTOR_WRITE_FAILED): the run stopped there */
   stoppedBy?: FieldStreamError;
@@ -163,8 +64,10 @@ export interface ReplayOptions {
   dir: string;
   sink: PointSink;
   keys: DeviceKeyRegistry;
-  /** DISTRIBUTOR_REQUIRE_SIGNATURES: unsigned messages are written only without it */
+  /** unsigned messages are written only without it (DISTRIBUTOR_REQUIRE_SIGNATURES) */
   requireSignatures: boolean;
+  /** milliseconds a signed message's arrival may lie from its signing (DISTRIBUTOR_FRESHNESS_S) */
+  freshnessMs: number;
   /** check and count, write nothing */
   dryRun?: boolean;
   /** only letters of this code */
@@ -177,88 +80,142 @@ export interface ReplayOptions {
  * (`stoppedBy`), what was replayed so far recorded.
  */
 export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
-  const done = readReplayed(o.dir);
-  const report: ReplayReport = { replayed: 0, points: 0, messagesLeftOut: 0, alreadyReplayed: 0, problems: [] };
-  const problem = (r: ReadLetter, code: ErrorCode, message: string) => report.problems.push({ file: r.file, line: r.line, code, message });
-  for (const r of readLetters(o.dir)) {
-    if (!r.letter) {
-      problem(r, 'DEAD_LETTER_UNREADABLE', 'not a dead letter (a torn line after a crash, or a damaged file)');
-      continue;
-    }
-    if (o.code !== undefined && r.letter.code !== o.code) continue;
-    if (done.has(ledgerKey(r.file, r.sha256))) {
-      report.alreadyReplayed++;
-      continue;
-    }
-    let points: StoredPoint[];
-    let leftOut: number;
-    try {
-      ({ points, leftOut } = pointsOfLetter(r.letter, o));
-    } catch (err) {
-      if (!isFieldStreamError(err, 'DEAD_LETTER_NOT_REPLAYABLE')) throw err;
-      problem(r, err.code, err.message);
-      continue;
-    }
-    if (points.length === 0) {
-      problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `none of its ${leftOut} messages is authentic under the device's key as registered now (or unsigned where signatures are required)`);
-      continue;
-    }
-    if (!o.dryRun) {
-      try {
-        await o.sink.write(points);
-      } catch (err) {
-        if (isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) {
-          problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `${o.sink.description} refused it again: ${err.message}`);
-          continue;
-        }
-        report.stoppedBy = isFieldStreamError(err) ? err : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', String(err), {}, { cause: err });
-        return report;
+  const ledger = new ReplayLedger(o.dir);
+  const report: ReplayReport = { replayed: 0, partly: 0, points: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 }, alreadyReplayed: 0, problemCounts: {}, problems: [] };
+  const refusedAgain: LetterProblem[] = [];
+  const other: LetterProblem[] = [];
+  const problem = (r: ReadLetter, code: ErrorCode, message: string) => {
+    report.problemCounts[code] = (report.problemCounts[code] ?? 0) + 1;
+    const list = code === 'DEAD_LETTERS_REFUSED_AGAIN' ? refusedAgain : other;
+    if (list.length < LIMITS.deadLetterReplayLinesShown) list.push({ file: r.file, line: r.line, code, message });
+  };
+  try {
+    for (const r of readLetters(o.dir)) {
+      if (!r.letter) {
+        problem(r, 'DEAD_LETTER_UNREADABLE', 'not a dead letter (a torn line after a crash, a line being appended at that moment, or a damaged file)');
+        continue;
       }
-      recordReplayed(o.dir, { at: new Date().toISOString(), file: r.file, sha256: r.sha256 });
+      if (o.code !== undefined && r.letter.code !== o.code) continue;
+      if (ledger.has(r)) {
+        report.alreadyReplayed++;
+        continue;
+      }
+      let data: LetterData;
+      try {
+        data = pointsOfLetter(r.letter, o);
+      } catch (err) {
+        if (!isFieldStreamError(err, 'DEAD_LETTER_NOT_REPLAYABLE')) throw err;
+        problem(r, err.code, err.message);
+        continue;
+      }
+      const leftOut = Object.values(data.leftOut).reduce((n, k) => n + k, 0);
+      if (data.points.length === 0) {
+        problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `none of its ${data.messages} messages can be written: ${leftOutText(data.leftOut)}`);
+        continue;
+      }
+      if (!o.dryRun) {
+        try {
+          await o.sink.write(data.points);
+        } catch (err) {
+          if (isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) {
+            problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `${o.sink.description} refused it again: ${err.message}`);
+            continue;
+          }
+          report.stoppedBy = isFieldStreamError(err) ? err : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', String(err), {}, { cause: err });
+          return report;
+        }
+      }
+      report.points += data.points.length;
+      for (const [why, n] of Object.entries(data.leftOut) as Array<[LeftOut, number]>) report.leftOut[why] += n;
+      if (leftOut > 0) {
+        report.partly++;
+        problem(r, 'DEAD_LETTER_PARTLY_REPLAYED', `${data.messages - leftOut} of its ${data.messages} messages ${o.dryRun ? 'would be' : 'were'} written; left out: ${leftOutText(data.leftOut)}. Not recorded as replayed: a run again writes it again`);
+        continue;
+      }
+      if (!o.dryRun) ledger.record(r);
+      report.replayed++;
     }
-    report.replayed++;
-    report.points += points.length;
-    report.messagesLeftOut += leftOut;
+    return report;
+  } finally {
+    report.problems = [...refusedAgain, ...other].slice(0, LIMITS.deadLetterReplayLinesShown);
   }
-  return report;
+}
+
+const LEFT_OUT_TEXT: Record<LeftOut, string> = {
+  'not authentic': 'not authentic under its device key as registered now (or no key, or revoked)',
+  unsigned: 'unsigned where signatures are required (DISTRIBUTOR_REQUIRE_SIGNATURES)',
+  arrival: "an arrival time that does not agree with its envelope's or with its signing",
+  repeated: 'a copy of another message of the letter',
+};
+
+export function leftOutText(leftOut: Record<LeftOut, number>): string {
+  return (Object.entries(leftOut) as Array<[LeftOut, number]>)
+    .filter(([, n]) => n > 0)
+    .map(([why, n]) => `${n} ${LEFT_OUT_TEXT[why]}`)
+    .join(', ');
 }
 
 const notReplayable = (why: string) => new FieldStreamError('DEAD_LETTER_NOT_REPLAYABLE', why);
 
+interface LetterData {
+  points: StoredPoint[];
+  /** the messages of its envelopes */
+  messages: number;
+  leftOut: Record<LeftOut, number>;
+}
+
 /** The points of a letter's data, as the distributor would have written them; throws DEAD_LETTER_NOT_REPLAYABLE. */
-function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures'>): { points: StoredPoint[]; leftOut: number } {
+function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures' | 'freshnessMs'>): LetterData {
   if (!holdsData(letter)) {
     throw notReplayable(letter.payloadBase64 === undefined ? 'only an excerpt of an invalid payload is kept' : `its payload is not a valid message (${letter.code}): nothing in it can be written`);
   }
+  const data: LetterData = { points: [], messages: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 } };
+  for (const env of envelopesOf(letter)) {
+    if (env.dataType === 'file') throw notReplayable('a file is not replayed: its chunks, where kept, are in FILE_STORAGE_PATH/.failed/');
+    data.messages += env.messages.length;
+    const revoked = o.keys.isRevoked(env.deviceId);
+    const sorted = sortBySignature<Message>(revoked ? undefined : o.keys.get(env.deviceId), env);
+    data.leftOut['not authentic'] += sorted.unverified.length;
+    const seen = new Set<string>();
+    const kept: Array<{ message: Message; key: string }> = [];
+    const keep = (message: Message, key: string, signedAt: number | undefined) => {
+      const arrived = message.receivedAt ?? env.receivedAt;
+      if (Math.abs(arrived - env.receivedAt) > TIMINGS.envelopeItemArrivalSpreadMs || (signedAt !== undefined && Math.abs(arrived - signedAt) > o.freshnessMs)) data.leftOut.arrival++;
+      else if (seen.has(key)) data.leftOut.repeated++;
+      else {
+        seen.add(key);
+        kept.push({ message, key });
+      }
+    };
+    for (const a of sorted.authentic) keep(a.message, uplinkKey(a.message.messageId, a), a.signedAt);
+    // As the verifier: a revoked device's messages are refused, signed or not.
+    if (o.requireSignatures || revoked) data.leftOut.unsigned += sorted.unsigned.length;
+    else for (const m of sorted.unsigned) keep(m, uplinkKey(m.messageId), undefined);
+    if (kept.length === 0) continue;
+    const accepted = { ...env, messages: kept.map((k) => k.message) } as typeof env;
+    data.points.push(...dataPoints(accepted, kept.map((k) => k.key)));
+  }
+  return data;
+}
+
+/** The device envelopes a letter holds: its own, or each device's section of a gateway's. */
+function envelopesOf(letter: DeadLetter): UplinkEnvelope[] {
   const payload = Buffer.from(letter.payloadBase64 as string, 'base64');
-  let envelopes: UplinkEnvelope[];
   try {
     const where = parseTopic(letter.topic);
     if (where.kind === 'gatewayUplink') {
       const env = parseEnvelope(GatewayEnvelopeSchema, payload);
-      envelopes = env.devices.map((section) => sectionEnvelope(env, section));
-    } else if (where.kind === 'uplink') {
+      if (env.gatewayId !== where.gatewayId) throw notReplayable(`its envelope (gateway ${env.gatewayId}) disagrees with its topic`);
+      return env.devices.map((section) => sectionEnvelope(env, section));
+    }
+    if (where.kind === 'uplink') {
       const env = parseEnvelope(UplinkEnvelopeSchema, payload);
       if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) throw notReplayable(`its envelope (${env.deviceId}/${env.dataType}) disagrees with its topic`);
-      envelopes = [env];
-    } else throw notReplayable(`a ${where.kind} message holds no data to replay`);
+      return [env];
+    }
+    throw notReplayable(`a ${where.kind} message holds no data to replay`);
   } catch (err) {
     if (isFieldStreamError(err, 'DEAD_LETTER_NOT_REPLAYABLE')) throw err;
     throw notReplayable(`its payload is not a valid envelope for ${letter.topic}: ${(err as Error).message}`);
   }
-  const points: StoredPoint[] = [];
-  let leftOut = 0;
-  for (const env of envelopes) {
-    if (env.dataType === 'file') throw notReplayable('a file is not replayed: its chunks, where kept, are in FILE_STORAGE_PATH/.failed/');
-    const key = o.keys.isRevoked(env.deviceId) ? undefined : o.keys.get(env.deviceId);
-    const sorted = sortBySignature<Message>(key, env);
-    const accepted = sorted.authentic.map((a) => ({ message: a.message, key: uplinkKey(a.message.messageId, a) }));
-    // As the verifier: a revoked device's messages are refused, signed or not.
-    if (!o.requireSignatures && !o.keys.isRevoked(env.deviceId)) accepted.push(...sorted.unsigned.map((m) => ({ message: m, key: uplinkKey(m.messageId) })));
-    leftOut += env.messages.length - accepted.length;
-    if (accepted.length === 0) continue;
-    const kept = { ...env, messages: accepted.map((a) => a.message) } as typeof env;
-    points.push(...dataPoints(kept, accepted.map((a) => a.key)));
-  }
-  return { points, leftOut };
 }

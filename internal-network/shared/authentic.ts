@@ -21,6 +21,8 @@ export interface AuthenticMessage<M extends Message = Message> {
   message: M;
   epoch: string;
   seq: number;
+  /** epoch ms: when the device signed it (its signature's `ts`) */
+  signedAt: number;
   /** the signature's version: 1 signed alone, 2 in a signed group */
   version: MessageAuth['v'];
 }
@@ -66,7 +68,7 @@ export function sortBySignature<M extends Message>(key: Buffer | undefined, env:
     const group = auth.v === 1 ? [head] : messages.slice(i, i + auth.count);
     i += group.length;
     const members = group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq }));
-    if (key && isIntact(key, env, auth, members)) for (const m of members) sorted.authentic.push({ message: m.message, epoch: auth.epoch, seq: m.seq as number, version: auth.v });
+    if (key && isIntact(key, env, auth, members)) for (const m of members) sorted.authentic.push({ message: m.message, epoch: auth.epoch, seq: m.seq as number, signedAt: auth.ts, version: auth.v });
     else sorted.unverified.push(...group);
   }
   return sorted;

@@ -4,7 +4,7 @@ import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, VALIDITY_DAYS }
 import { revokeDevice } from '../../pki/revocation.ts';
 import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { DAY_MS, LIMITS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
 import { columns } from './columns.ts';
@@ -55,6 +55,7 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT.usage;
     case 'ADMIN_UNKNOWN_DEVICE':
     case 'DEAD_LETTERS_NOT_FOUND':
+    case 'DEAD_LETTERS_NO_KEYS':
     case 'BACKUP_NOT_FOUND':
     case 'BACKUP_EMPTY':
     case 'PKI_CA_MISSING':
@@ -296,7 +297,7 @@ apart from it, to restore with --expect-sha256 ${r.sha256}.
     case 'dead-letters list':
       return io.out(listDeadLetters(resolveDeadLetterPaths(values, paths.certsDir, io.env, io.cwd), values.json === true));
     case 'dead-letters replay': {
-      if (values.code !== undefined && !/^[A-Z][A-Z0-9_]*$/.test(values.code)) throw usageError('--code takes an error code, e.g. DISTRIBUTOR_WRITE_REJECTED');
+      if (values.code !== undefined && !Object.hasOwn(ERRORS, values.code)) throw usageError(`--code takes an error code of docs/errors.md, e.g. DISTRIBUTOR_WRITE_REJECTED; not ${JSON.stringify(values.code)}`);
       return replayDeadLetters(resolveDeadLetterPaths(values, paths.certsDir, io.env, io.cwd), io.env, { dryRun: values['dry-run'] === true, code: values.code }, io.out);
     }
     case 'restore': {

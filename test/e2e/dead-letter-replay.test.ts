@@ -124,7 +124,8 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
 
     const listed = await admin('list');
     assert.equal(listed.code, EXIT.ok, listed.err);
-    assert.match(listed.out, /\n\d{4}-\d\d-\d\d\.jsonl +\d+ +3 +2 +0 +0 +DISTRIBUTOR_WRITE_REJECTED 2, CONTRACT_INVALID_ENVELOPE 1\n/);
+    assert.match(listed.out, /\n\d{4}-\d\d-\d\d\.jsonl \(today\) +\d+ +3 +2 +0 +0 +DISTRIBUTOR_WRITE_REJECTED 2, CONTRACT_INVALID_ENVELOPE 1\n/);
+    assert.match(listed.out, /unless it is today's: the distributor is still appending to it/);
     const json = JSON.parse((await admin('list', '--json')).out) as Array<{ letters: number; withData: number; replayed: number }>;
     assert.deepEqual(json.map((f) => [f.letters, f.withData, f.replayed]), [[3, 2, 0]]);
 
@@ -133,7 +134,7 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     assert.equal(early.code, EXIT.failed);
     assert.match(early.out, /:1 {2}DEAD_LETTERS_REFUSED_AGAIN {2}InfluxDB 1\.x .* refused it again: .*field type conflict/);
     assert.match(early.out, /:2 {2}DEAD_LETTER_NOT_REPLAYABLE {2}its payload is not a valid message \(CONTRACT_INVALID_ENVELOPE\)/);
-    assert.match(early.out, /:3 {2}DEAD_LETTER_NOT_REPLAYABLE {2}none of its 1 messages is authentic/);
+    assert.match(early.out, /:3 {2}DEAD_LETTER_NOT_REPLAYABLE {2}none of its 1 messages can be written: 1 not authentic under its device key/);
     assert.match(early.err, /^error DEAD_LETTERS_REFUSED_AGAIN: 1 letter was refused again/);
     assert.equal((await readings()).length, 1);
 
@@ -178,10 +179,37 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     await dead.close();
     const r = await admin('replay', '--dead-letters', dir);
     assert.equal(r.code, EXIT.ok, r.out + r.err);
-    assert.match(r.out, /^Replayed 1 letter \(1 point\) .*; 1 of their messages left out/);
+    assert.match(r.out, /^Replayed 0 letters and 1 in part \(1 point\) .*; messages left out: 1 unsigned where signatures are required/);
+    assert.match(r.out, /:1 {2}DEAD_LETTER_PARTLY_REPLAYED {2}1 of its 2 messages were written/);
     assert.deepEqual((await readings()).filter((p) => p.time === T0 + 10).map((p) => p.pressure), [1013.25]);
     const ghost = await influx.query(`SELECT * FROM readings WHERE device = 'ghost-9'`, DB);
     assert.equal(ghost.results?.[0]?.series, undefined, 'nothing of the device the registry does not know');
+    // Not recorded as replayed: written in part again (the same point) until all of it can be.
+    assert.match((await admin('replay', '--dead-letters', dir)).out, /^Replayed 0 letters and 1 in part \(1 point\)/);
+    assert.equal((await readings()).filter((p) => p.time === T0 + 10).length, 1);
+  });
+
+  it('writes one point of a message a letter holds in copies stamped with other arrival times (a compromised DMZ writes them)', async () => {
+    const dir = join(work.dir, 'letters-copies');
+    const dead = new DeadLetters(dir);
+    const arrived = Date.now();
+    const env = JSON.parse(envelope(20, { wind: 7 }).toString()) as { receivedAt: number; messages: Array<Record<string, unknown>> };
+    env.receivedAt = arrived;
+    const signed = env.messages[0]!;
+    const year = 365 * 86_400_000;
+    env.messages = [
+      { ...signed, receivedAt: arrived },
+      { ...signed, receivedAt: arrived - year }, // no timestamp of its own: it would be stored at its arrival
+      { ...signed, receivedAt: arrived + year },
+      { ...signed, receivedAt: arrived + 1_000 }, // within the spread and the freshness: a copy all the same
+    ];
+    await dead.put(uplinkTopic(DEVICE, 'timeseries'), Buffer.from(JSON.stringify(env)), new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'refused'));
+    await dead.close();
+    const r = await admin('replay', '--dead-letters', dir);
+    assert.equal(r.code, EXIT.ok, r.out + r.err);
+    assert.match(r.out, /messages left out: 2 an arrival time that does not agree with its envelope's or with its signing, 1 a copy of another message of the letter/);
+    const wind = await influx.query(`SELECT wind FROM readings WHERE device = '${DEVICE}' AND wind = 7`, DB);
+    assert.deepEqual(wind.results?.[0]?.series?.[0]?.values.map((v) => v[0]), [arrived], 'one point, at the arrival the device signed for');
   });
 
   it('says where the folder is missing, and what the command takes', async () => {
@@ -190,6 +218,16 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     assert.match(missing.err, /^error DEAD_LETTERS_NOT_FOUND: /);
     assert.equal((await admin()).code, EXIT.usage);
     assert.equal((await admin('replay', '--code', 'no such')).code, EXIT.usage);
+    assert.equal((await admin('replay', '--code', 'NO_SUCH_CODE')).code, EXIT.usage);
+    const noKeys = await admin('replay', '--dead-letters', letters, '--certs-dir', join(work.dir, 'no-certs'));
+    assert.equal(noKeys.code, EXIT.ok, 'DISTRIBUTOR_DEVICE_KEYS_DIR is set: the certificates folder is not where the keys are looked for');
+    const missingKeys = await new Promise<{ code: number; err: string }>((resolve) =>
+      execFile(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['dead-letters', 'replay', '--dead-letters', letters, '--certs-dir', join(work.dir, 'no-certs')], { cwd: work.dir, env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' } }, (err, _out, errText) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, err: errText }),
+      ),
+    );
+    assert.equal(missingKeys.code, EXIT.notFound);
+    assert.match(missingKeys.err, /^error DEAD_LETTERS_NO_KEYS: No folder of device signing keys at .*no-certs\/internal\/device-keys/);
     assert.equal((await admin('list', '--dry-run')).code, EXIT.usage);
   });
 });

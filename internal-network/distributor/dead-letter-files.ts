@@ -1,0 +1,139 @@
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { readLinesSync } from '../../shared/line-file.ts';
+import { DeadLetterSchema, isUnparsable, LETTER_FILE, type DeadLetter } from './dead-letter.ts';
+
+/**
+ * The dead-letter folder as `fieldstream-admin dead-letters` reads it: its files of letters, line
+ * by line, and its record of the letters replayed (dead-letter-replay.ts).
+ *
+ * The letter files are never changed here: the distributor may be appending to them. Which letters
+ * were written is recorded in DIR/replayed.jsonl (the file's name and the SHA-256 of the letter's
+ * line), appended and fsynced after each letter's write.
+ */
+
+export const REPLAYED_FILE = 'replayed.jsonl';
+
+/** One line of DIR/replayed.jsonl. */
+const ReplayedSchema = z.object({ at: z.string(), file: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+
+/** The longest line of a letter: a payload of the largest MQTT packet in base64, and its fields. */
+const LETTER_LINE_MAX_BYTES = Math.ceil(LIMITS.brokerPacketMaxBytes / 3) * 4 + 64 * 1024;
+
+/** A letter as read from its file: where it is, and what it is (undefined: the line is not a letter). */
+export interface ReadLetter {
+  file: string;
+  /** 1-based */
+  line: number;
+  sha256: string;
+  letter: DeadLetter | undefined;
+}
+
+/** The letters of the folder, file by file (by name: by day), line by line. */
+export function* readLetters(dir: string): Generator<ReadLetter> {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FieldStreamError('DEAD_LETTERS_NOT_FOUND', `No dead-letter folder at ${dir} (DEAD_LETTER_PATH, or --dead-letters).`);
+  for (const file of readdirSync(dir).filter((f) => LETTER_FILE.test(f)).sort()) {
+    let line = 0;
+    for (const text of readLinesSync(join(dir, file), LETTER_LINE_MAX_BYTES)) {
+      line++;
+      if (text === '') continue;
+      const sha256 = text === undefined ? '' : createHash('sha256').update(text).digest('hex');
+      yield { file, line, sha256, letter: text === undefined ? undefined : parseLetter(text) };
+    }
+  }
+}
+
+function parseLetter(text: string): DeadLetter | undefined {
+  try {
+    const parsed = DeadLetterSchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a letter keeps a payload a replay can write from: whole, and not one that failed the contract. */
+export const holdsData = (l: DeadLetter) => l.payloadBase64 !== undefined && !isUnparsable(l);
+
+/** The file the distributor appends today's letters to (its name begins with the UTC date). */
+export const isTodays = (file: string, now = new Date()) => file.startsWith(now.toISOString().slice(0, 10));
+
+/** DIR/replayed.jsonl: the letters replayed before, and a letter's record once it is written. */
+export class ReplayLedger {
+  private readonly path: string;
+  private readonly done = new Set<string>();
+
+  /** A torn last line (a kill while appending) is no record: its letter is replayed again, the same points. */
+  constructor(private readonly dir: string) {
+    this.path = join(dir, REPLAYED_FILE);
+    if (!existsSync(this.path)) return;
+    for (const text of readLinesSync(this.path, 4096)) {
+      if (!text) continue;
+      try {
+        const r = ReplayedSchema.safeParse(JSON.parse(text));
+        if (r.success) this.done.add(key(r.data.file, r.data.sha256));
+      } catch {
+        // not a record: skipped
+      }
+    }
+  }
+
+  has(r: Pick<ReadLetter, 'file' | 'sha256'>): boolean {
+    return this.done.has(key(r.file, r.sha256));
+  }
+
+  /** Appends the letter's record and fsyncs it (and, for a new file, its name). */
+  record(r: Pick<ReadLetter, 'file' | 'sha256'>): void {
+    const created = !existsSync(this.path);
+    const fd = openSync(this.path, 'a', 0o640);
+    try {
+      writeWholeSync(fd, Buffer.from(`${JSON.stringify({ at: new Date().toISOString(), file: r.file, sha256: r.sha256 } satisfies z.infer<typeof ReplayedSchema>)}\n`), this.path);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    if (created) syncDirSync(this.dir);
+    this.done.add(key(r.file, r.sha256));
+  }
+}
+
+const key = (file: string, sha256: string) => `${file}\u0000${sha256}`;
+
+/** Per file: its letters by code, how many hold their payload whole, how many were replayed. */
+export interface LetterFileSummary {
+  file: string;
+  bytes: number;
+  /** the file the distributor appends today's letters to: never to be removed (dead-letter-replay.ts) */
+  today: boolean;
+  letters: number;
+  byCode: Record<string, number>;
+  /** letters whose payload is whole and holds data (what a replay can write) */
+  withData: number;
+  /** letters written whole by a replay */
+  replayed: number;
+  /** lines that are not letters (a torn last line after a crash, a damaged file, a line being appended) */
+  unreadable: number;
+}
+
+export function summarizeLetters(dir: string): LetterFileSummary[] {
+  const ledger = new ReplayLedger(dir);
+  const files = new Map<string, LetterFileSummary>();
+  for (const r of readLetters(dir)) {
+    let s = files.get(r.file);
+    if (!s) files.set(r.file, (s = { file: r.file, bytes: statSync(join(dir, r.file)).size, today: isTodays(r.file), letters: 0, byCode: {}, withData: 0, replayed: 0, unreadable: 0 }));
+    if (!r.letter) {
+      s.unreadable++;
+      continue;
+    }
+    s.letters++;
+    s.byCode[r.letter.code] = (s.byCode[r.letter.code] ?? 0) + 1;
+    if (holdsData(r.letter)) s.withData++;
+    if (ledger.has(r)) s.replayed++;
+  }
+  return [...files.values()];
+}
