@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
+import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
 import { ROLE_POLICIES } from '../../shared/acl.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
@@ -38,18 +39,29 @@ function internalConfig(env: Record<string, string | undefined>, profiles: strin
   };
 }
 
-/** Local modules a TypeScript file loads, its own and theirs (import and export ... from, import()), as paths from the repository root. */
-function localModules(entry: string): Set<string> {
-  const specifier = /(?:^|\n)\s*(?:import|export)\b[^'"`;]*?\bfrom\s*['"](\.{1,2}\/[^'"]+)['"]|(?:^|\n)\s*import\s*['"](\.{1,2}\/[^'"]+)['"]|\bimport\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g;
-  const seen = new Set<string>();
+/**
+ * What a TypeScript file loads at run time, its own modules' loads too: the local modules (paths from
+ * the repository root) and the packages (import and export ... from, import(); `import type` and
+ * `export type` are erased by the compiler and load nothing). An import's clause holds no `=` or
+ * parenthesis: `export const x = {` … `from "y"` in a comment lines later is no import.
+ */
+function loads(entry: string): { modules: Set<string>; packages: Set<string> } {
+  const specifier = /(?:^|\n)\s*(?:import|export)(\s+type\b)?[^'"`;=()]*?\bfrom\s*['"]([^'"]+)['"]|(?:^|\n)\s*import\s*['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/g;
+  const modules = new Set<string>();
+  const packages = new Set<string>();
   const pending = [entry];
   for (let file = pending.pop(); file !== undefined; file = pending.pop()) {
-    if (seen.has(file)) continue;
-    seen.add(file);
+    if (modules.has(file)) continue;
+    modules.add(file);
     if (!file.endsWith('.ts')) continue;
-    for (const m of readFileSync(join(repoRoot, file), 'utf8').matchAll(specifier)) pending.push(relative(repoRoot, resolve(repoRoot, dirname(file), (m[1] ?? m[2] ?? m[3])!)));
+    for (const m of readFileSync(join(repoRoot, file), 'utf8').matchAll(specifier)) {
+      if (m[1]) continue; // a type-only import
+      const spec = (m[2] ?? m[3] ?? m[4])!;
+      if (spec.startsWith('.')) pending.push(relative(repoRoot, resolve(repoRoot, dirname(file), spec)));
+      else if (!isBuiltin(spec)) packages.add(spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/'));
+    }
   }
-  return seen;
+  return { modules, packages };
 }
 
 describe('deployment files', () => {
@@ -60,9 +72,14 @@ describe('deployment files', () => {
     assert.ok(entries.length >= 6, `the services' entry points: ${entries.join(', ')}`);
     // bin/fieldstream-admin runs it: the operator's command inside a container (`docker-compose exec distributor bin/fieldstream-admin ...`)
     entries.push('scripts/admin/cli.ts');
+    // The image installs the runtime dependencies only (npm ci --omit=dev).
+    const runtime = Object.keys((JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies);
     for (const entry of entries) {
-      const missing = [...localModules(entry)].filter((f) => !copied.some((c) => f === c || f.startsWith(`${c.replace(/\/$/, '')}/`)));
+      const { modules, packages } = loads(entry);
+      assert.ok(modules.size > 5 && packages.size > 0, `${entry}: ${modules.size} modules, ${packages.size} packages`);
+      const missing = [...modules].filter((f) => !copied.some((c) => f === c || f.startsWith(`${c.replace(/\/$/, '')}/`)));
       assert.deepEqual(missing, [], `${entry} loads modules the image does not hold`);
+      assert.deepEqual([...packages].filter((p) => !runtime.includes(p)), [], `${entry} loads packages that are not runtime dependencies`);
     }
   });
 
