@@ -20,10 +20,20 @@ import { syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
  * - goes to the file that has the name: one removed or renamed since the last append (an operator
  *   moving letters away) is let go, and the name made again.
  */
+/** The file a LineFile holds open, and its identity when opened. */
+interface Held {
+  path: string;
+  fh: FileHandle;
+  /** the file ends with a whole line (known after an append of ours) */
+  whole: boolean;
+  ino: number;
+  dev: number;
+}
+
 export class LineFile {
   /** the appends so far, in order: one at a time, as Node writes a large line in pieces that concurrent appends would interleave */
   private chain: Promise<void> = Promise.resolve();
-  private handle: { path: string; fh: FileHandle; whole: boolean } | undefined;
+  private handle: Held | undefined;
   private readonly named = new Set<string>();
 
   constructor(private readonly mode: number) {}
@@ -35,16 +45,29 @@ export class LineFile {
     return done;
   }
 
+  /**
+   * Appends to the file that has the name, checked before the append and after its sync: one
+   * removed or renamed away (an operator clearing the day's dead letters) while held open would
+   * take the lines with it unseen, and every later append too. Lines that went to a file that lost
+   * its name meanwhile are appended again to the name: a line twice is the same letter or points
+   * twice, which the replay and the stores take once.
+   */
   private async write(path: string, lines: string): Promise<void> {
-    // A file removed (or renamed away) while held open would take every later append with it
-    // unseen: an operator clearing the day's dead letters would lose those acknowledged after.
-    if (this.handle?.path === path && !(await holdsName(this.handle.fh, path))) {
-      await this.close();
-      this.named.delete(path);
+    for (let attempt = 1; ; attempt++) {
+      if (this.handle?.path === path && !(await this.holdsName(this.handle))) await this.letGo(path);
+      await this.appendOnce(path, lines);
+      if (await this.holdsName(this.handle as Held)) return;
+      await this.letGo(path);
+      if (attempt >= 3) throw new Error(`${path} lost its name at every append (removed or renamed ${attempt} times while written)`);
     }
+  }
+
+  private async appendOnce(path: string, lines: string): Promise<void> {
     if (this.handle?.path !== path) {
       await this.close();
-      this.handle = { path, fh: await open(path, 'a+', this.mode), whole: false };
+      const fh = await open(path, 'a+', this.mode);
+      const { ino, dev } = await fh.stat();
+      this.handle = { path, fh, whole: false, ino, dev };
     }
     const h = this.handle;
     const text = Buffer.from(h.whole || (await endsWithNewline(h.fh)) ? lines : `\n${lines}`, 'utf8');
@@ -62,6 +85,21 @@ export class LineFile {
     }
   }
 
+  /** Whether the held file is still the one named by its path; an error other than its absence is thrown. */
+  private async holdsName(h: Held): Promise<boolean> {
+    const named = await stat(h.path).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    return named !== undefined && named.ino === h.ino && named.dev === h.dev;
+  }
+
+  /** Closes a file that lost its name; the next append makes the name again (and syncs its folder). */
+  private async letGo(path: string): Promise<void> {
+    await this.close();
+    this.named.delete(path);
+  }
+
   private async close(): Promise<void> {
     const h = this.handle;
     this.handle = undefined;
@@ -73,12 +111,6 @@ export class LineFile {
     await this.chain;
     await this.close();
   }
-}
-
-/** Whether the open file is still the one named `path` (not removed, nor renamed away and replaced). */
-async function holdsName(fh: FileHandle, path: string): Promise<boolean> {
-  const [held, named] = await Promise.all([fh.stat(), stat(path).catch(() => undefined)]);
-  return named !== undefined && named.ino === held.ino && named.dev === held.dev;
 }
 
 /** LineFile's append in one synchronous call: opens, appends `lines` whole on a line of their own, syncs (the file and, once per process, its name) and closes. */

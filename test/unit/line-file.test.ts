@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -70,5 +71,32 @@ describe('files of lines holding acknowledged data', () => {
     await file.end();
     assert.equal(readFileSync(`${path}.moved`, 'utf8'), '{"n":1}\n');
     assert.equal(readFileSync(path, 'utf8'), '{"n":2}\n{"n":3}\n');
+  });
+
+  it('appends the lines again to the name when the file lost it while they were written (removed between the write and its sync)', async () => {
+    const path = join(tmp.dir, 'raced.jsonl');
+    const file = new LineFile(0o640);
+    await file.append(path, '{"n":1}\n');
+    // The removal lands while the next append is being synced: the moment the check before it cannot see.
+    const probe = await open(path, 'r');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = proto.datasync;
+    let raced = false;
+    proto.datasync = async function (this: unknown) {
+      if (!raced) {
+        raced = true;
+        rmSync(path);
+      }
+      return datasync.call(this);
+    };
+    try {
+      await file.append(path, '{"n":2}\n');
+    } finally {
+      proto.datasync = datasync;
+    }
+    await file.end();
+    assert.ok(raced);
+    assert.equal(readFileSync(path, 'utf8'), '{"n":2}\n', 'the line is in the file that has the name');
   });
 });
