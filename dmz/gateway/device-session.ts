@@ -162,7 +162,8 @@ export class DeviceSession {
     // Rate limits before parsing, binary frames included: a flooding device costs the gateway as
     // little as possible. Every frame counts as a message at least (the rest of its messages once
     // they are counted): a frame of two bytes costs a parse and an answer as much as a reading does.
-    const over = !this.rate ? undefined : !this.rate.allowBytes(this.deviceId, data.length) ? 'bytes' : !this.rate.allowMessages(this.deviceId, 1) ? 'messages' : !this.rate.allowCpu(this.deviceId) ? 'cpu' : undefined;
+    // The CPU budget first: its check takes nothing, so a frame it refuses spends no bytes or messages.
+    const over = !this.rate ? undefined : !this.rate.allowCpu(this.deviceId) ? 'cpu' : !this.rate.allowBytes(this.deviceId, data.length) ? 'bytes' : !this.rate.allowMessages(this.deviceId, 1) ? 'messages' : undefined;
     if (over) {
       this.rateLimited(over);
       return;

@@ -6,7 +6,8 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
  */
 export class TokenBucket {
   private tokens: number;
-  private last = Date.now();
+  /** performance.now(): a clock that does not step back when the system's is set */
+  private last = performance.now();
 
   constructor(
     private readonly ratePerS: number,
@@ -36,7 +37,7 @@ export class TokenBucket {
   }
 
   private refill(): void {
-    const now = Date.now();
+    const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.ratePerS);
     this.last = now;
   }
@@ -99,8 +100,10 @@ export class DeviceRateLimiter {
    * Checked before a frame is parsed: whether the device owes no CPU time. What a frame costs to
    * parse is known only after (JSON made of tiny values costs a hundred times a flat file chunk of
    * its size, and a parse cannot be cut short), so it is charged then (chargeCpu) and may leave the
-   * device owing: its frames are refused until the bucket has refilled. A device within its byte
-   * budget thus holds at most GATEWAY_RATE_CPU_MS_PER_S of a core over time, whatever it sends.
+   * device owing: its frames are refused until the bucket has refilled. A device's parsing thus
+   * holds at most GATEWAY_RATE_CPU_MS_PER_S of the gateway over time, whatever it sends. The time is
+   * the clock's (performance.now() around the parse: a CPU clock would cost a system call a frame), so
+   * a garbage collection during a device's parse is charged to it; the burst absorbs those.
    */
   allowCpu(deviceId: string): boolean {
     const d = this.of(deviceId);
