@@ -69,6 +69,9 @@ export const LIMITS = {
   /** lines. Most letters `fieldstream-admin dead-letters replay` lists as not replayed (those refused
    * again first); the rest are counted. */
   deadLetterReplayLinesShown: 50,
+  /** messages. Most signed messages a replay remembers to leave their copies in later letters out
+   * (about 100 MiB of memory; internal-network/distributor/dead-letter-replay.ts). */
+  deadLetterReplayKeysMax: 1_000_000,
   /** attempts. A message whose handling fails with an error that has no code (a defect, not a
    * verdict on the message) is tried this many times, with the write backoff between (about a
    * minute at the default DISTRIBUTOR_RETRY_MAX_MS), then kept whole as a dead letter

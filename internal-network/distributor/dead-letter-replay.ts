@@ -24,11 +24,14 @@ import type { PointSink } from './sinks/sink.ts';
  * - its arrival within LIMITS' spread of its envelope's, and, signed, within the freshness
  *   (DISTRIBUTOR_FRESHNESS_S) of its signing: a reading without a timestamp of its own is stored at
  *   its arrival, which no signature covers;
- * - one copy of each message per letter.
+ * - one copy of each message in a run: the first met (letters are read oldest first), across
+ *   letters up to LIMITS.deadLetterReplayKeysMax signed messages remembered. A message of a device
+ *   that stamps its readings (the field client stamps every one) is one point wherever it is copied;
+ *   one without a timestamp of its own is stored at its arrival, which copies may give differently.
  * Each point keeps the key and time the distributor would have given it, so a letter written again
  * (a replay run again after a kill, a letter kept twice after a redelivery) is one point in every
- * store. A letter with a message left out is written in part and not recorded as replayed: a key
- * missing now (a wrong folder, a Secret not yet updated) must not make it look done.
+ * store. A letter with a message left out (but for copies) is written in part and not recorded as
+ * replayed: a key missing now (a wrong folder, a Secret not yet updated) must not make it look done.
  */
 
 /** Why a message of a letter was not written. */
@@ -81,6 +84,8 @@ export interface ReplayOptions {
  */
 export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
   const ledger = new ReplayLedger(o.dir);
+  /** the signed messages met in this run, by device: copies in later letters are left out */
+  const met = new Set<string>();
   const report: ReplayReport = { replayed: 0, partly: 0, points: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 }, alreadyReplayed: 0, problemCounts: {}, problems: [] };
   const refusedAgain: LetterProblem[] = [];
   const other: LetterProblem[] = [];
@@ -102,18 +107,21 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
       }
       let data: LetterData;
       try {
-        data = pointsOfLetter(r.letter, o);
+        data = pointsOfLetter(r.letter, o, met);
       } catch (err) {
         if (!isFieldStreamError(err, 'DEAD_LETTER_NOT_REPLAYABLE')) throw err;
         problem(r, err.code, err.message);
         continue;
       }
       const leftOut = Object.values(data.leftOut).reduce((n, k) => n + k, 0);
-      if (data.points.length === 0) {
+      // A copy left out is written with the message it copies (in this letter, or an earlier one,
+      // which stays to be replayed until it is written): it does not make the letter partly written.
+      const missing = leftOut - data.leftOut.repeated;
+      if (data.points.length === 0 && missing > 0) {
         problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `none of its ${data.messages} messages can be written: ${leftOutText(data.leftOut)}`);
         continue;
       }
-      if (!o.dryRun) {
+      if (data.points.length > 0 && !o.dryRun) {
         try {
           await o.sink.write(data.points);
         } catch (err) {
@@ -127,7 +135,7 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
       }
       report.points += data.points.length;
       for (const [why, n] of Object.entries(data.leftOut) as Array<[LeftOut, number]>) report.leftOut[why] += n;
-      if (leftOut > 0) {
+      if (missing > 0) {
         report.partly++;
         problem(r, 'DEAD_LETTER_PARTLY_REPLAYED', `${data.messages - leftOut} of its ${data.messages} messages ${o.dryRun ? 'would be' : 'were'} written; left out: ${leftOutText(data.leftOut)}. Not recorded as replayed: a run again writes it again`);
         continue;
@@ -145,7 +153,7 @@ const LEFT_OUT_TEXT: Record<LeftOut, string> = {
   'not authentic': 'not authentic under its device key as registered now (or no key, or revoked)',
   unsigned: 'unsigned where signatures are required (DISTRIBUTOR_REQUIRE_SIGNATURES)',
   arrival: "an arrival time that does not agree with its envelope's or with its signing",
-  repeated: 'a copy of another message of the letter',
+  repeated: 'a copy of a message met before (in this letter or an earlier one)',
 };
 
 export function leftOutText(leftOut: Record<LeftOut, number>): string {
@@ -165,7 +173,7 @@ interface LetterData {
 }
 
 /** The points of a letter's data, as the distributor would have written them; throws DEAD_LETTER_NOT_REPLAYABLE. */
-function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures' | 'freshnessMs'>): LetterData {
+function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures' | 'freshnessMs'>, met: Set<string>): LetterData {
   if (!holdsData(letter)) {
     throw notReplayable(letter.payloadBase64 === undefined ? 'only an excerpt of an invalid payload is kept' : `its payload is not a valid message (${letter.code}): nothing in it can be written`);
   }
@@ -180,10 +188,12 @@ function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'req
     const kept: Array<{ message: Message; key: string }> = [];
     const keep = (message: Message, key: string, signedAt: number | undefined) => {
       const arrived = message.receivedAt ?? env.receivedAt;
+      const runKey = signedAt === undefined ? undefined : `${env.deviceId}\u0000${key}`;
       if (Math.abs(arrived - env.receivedAt) > TIMINGS.envelopeItemArrivalSpreadMs || (signedAt !== undefined && Math.abs(arrived - signedAt) > o.freshnessMs)) data.leftOut.arrival++;
-      else if (seen.has(key)) data.leftOut.repeated++;
+      else if (seen.has(key) || (runKey !== undefined && met.has(runKey))) data.leftOut.repeated++;
       else {
         seen.add(key);
+        if (runKey !== undefined && met.size < LIMITS.deadLetterReplayKeysMax) met.add(runKey);
         kept.push({ message, key });
       }
     };

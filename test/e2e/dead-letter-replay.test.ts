@@ -204,10 +204,13 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
       { ...signed, receivedAt: arrived + 1_000 }, // within the spread and the freshness: a copy all the same
     ];
     await dead.put(uplinkTopic(DEVICE, 'timeseries'), Buffer.from(JSON.stringify(env)), new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'refused'));
+    // A second letter holding only a copy, arrived two seconds later (a resend): written with the first.
+    await dead.put(uplinkTopic(DEVICE, 'timeseries'), Buffer.from(JSON.stringify({ ...env, receivedAt: arrived + 2_000, messages: [{ ...signed, receivedAt: arrived + 2_000 }] })), new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'refused'));
     await dead.close();
     const r = await admin('replay', '--dead-letters', dir);
     assert.equal(r.code, EXIT.ok, r.out + r.err);
-    assert.match(r.out, /messages left out: 2 an arrival time that does not agree with its envelope's or with its signing, 1 a copy of another message of the letter/);
+    assert.match(r.out, /^Replayed 1 letter and 1 in part \(1 point\) .*messages left out: 2 an arrival time that does not agree with its envelope's or with its signing, 2 a copy of a message met before/);
+    assert.match(r.out, /:1 {2}DEAD_LETTER_PARTLY_REPLAYED {2}1 of its 4 messages were written/);
     const wind = await influx.query(`SELECT wind FROM readings WHERE device = '${DEVICE}' AND wind = 7`, DB);
     assert.deepEqual(wind.results?.[0]?.series?.[0]?.values.map((v) => v[0]), [arrived], 'one point, at the arrival the device signed for');
   });
