@@ -17,9 +17,18 @@ export interface RetryPolicy {
 
 class Stopped extends Error {}
 
+/**
+ * Failures of the machine, not of a message: a full or read-only disk, I/O, too many open files,
+ * memory, a folder or permission an operator changed, the network. They pass when the machine is
+ * put right, so a message meeting one is retried for ever. Any other errno (EINVAL, ENAMETOOLONG,
+ * EISDIR, EBADF, ...) can come of what a message holds or of a defect, and counts as one.
+ */
+const MACHINE_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN', 'EBUSY', 'EACCES', 'EPERM', 'ENOENT', 'ESTALE', 'ETIMEDOUT', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 /** Node's errors of a system call carry its errno (a number) and its name as `code` (a string). */
 function isSystemError(err: unknown): boolean {
-  return err instanceof Error && typeof (err as NodeJS.ErrnoException).errno === 'number' && typeof (err as NodeJS.ErrnoException).code === 'string';
+  const e = err as NodeJS.ErrnoException;
+  return err instanceof Error && typeof e.errno === 'number' && typeof e.code === 'string' && MACHINE_ERRNOS.has(e.code);
 }
 
 /**
@@ -114,8 +123,8 @@ export class Consumer {
         // it would stall this connection, which is handed its next message only after this one; so
         // would a retry for ever (and the broker hands it to the next consumer after a restart): past
         // LIMITS.distributorUnexpectedMaxAttempts it is kept whole as a dead letter and acknowledged.
-        // A failure of the system (ENOSPC, EIO, EMFILE: an error with an errno, e.g. the replay
-        // windows' journal on a full disk) is no defect: retried like a failed write, for ever.
+        // A failure of the machine (ENOSPC, EIO, EMFILE: MACHINE_ERRNOS; e.g. the replay windows'
+        // journal on a full disk) is no defect: retried like a failed write, for ever.
         const defect = !isFieldStreamError(err) && !isSystemError(err);
         unexpected = defect ? unexpected + 1 : 0;
         if (defect && unexpected >= LIMITS.distributorUnexpectedMaxAttempts) {

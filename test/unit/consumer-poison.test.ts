@@ -116,6 +116,19 @@ describe('the distributor consumer and a message that keeps failing without an e
     }
   });
 
+  it('counts an errno that a message can cause (EISDIR, EINVAL: not the machine) as a defect', async () => {
+    const f = fixture('errno-defect', () => Object.assign(new Error('EISDIR: illegal operation on a directory, open'), { errno: -21, code: 'EISDIR', syscall: 'open' }));
+    try {
+      const acked = f.deliver(envelope(5));
+      await eventually(() => (acked.done ? true : undefined), 5_000);
+      assert.equal(f.calls.writes, LIMITS.distributorUnexpectedMaxAttempts);
+      assert.deepEqual(f.letters().map((l) => l.code), ['DISTRIBUTOR_MESSAGE_FAILED']);
+    } finally {
+      f.consumer.stop();
+      await f.dead.close();
+    }
+  });
+
   it('still retries a failing database for ever: its message is not given up', async () => {
     let down = true;
     const f = fixture('database-down', () => (down ? new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'InfluxDB is unreachable') : undefined));
