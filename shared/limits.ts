@@ -72,6 +72,9 @@ export const LIMITS = {
   /** messages. Most signed messages a replay remembers to leave their copies in later letters out
    * (about 100 MiB of memory; internal-network/distributor/dead-letter-replay.ts). */
   deadLetterReplayKeysMax: 1_000_000,
+  /** milliseconds. A dead-letter file changed this recently is shown in use, as today's is: the
+   * distributor may still be appending to it (its day by its own clock, a letter of 23:59). */
+  deadLetterFileInUseMs: 15 * 60_000,
   /** attempts. A message whose handling fails with an error that has no code (a defect, not a
    * verdict on the message) is tried this many times, with the write backoff between (about a
    * minute at the default DISTRIBUTOR_RETRY_MAX_MS), then kept whole as a dead letter

@@ -60,8 +60,14 @@ function parseLetter(text: string): DeadLetter | undefined {
 /** Whether a letter keeps a payload a replay can write from: whole, and not one that failed the contract. */
 export const holdsData = (l: DeadLetter) => l.payloadBase64 !== undefined && !isUnparsable(l);
 
-/** The file the distributor appends today's letters to (its name begins with the UTC date). */
-export const isTodays = (file: string, now = new Date()) => file.startsWith(now.toISOString().slice(0, 10));
+/**
+ * Whether the distributor may still be appending to the file: today's (its name begins with the
+ * UTC date, by this machine's clock) or changed within LIMITS.deadLetterFileInUseMs (around
+ * midnight, or with the distributor's clock apart from this one's).
+ */
+export function inUse(file: string, modifiedMs: number, now = Date.now()): boolean {
+  return file.startsWith(new Date(now).toISOString().slice(0, 10)) || now - modifiedMs < LIMITS.deadLetterFileInUseMs;
+}
 
 /** DIR/replayed.jsonl: the letters replayed before, and a letter's record once it is written. */
 export class ReplayLedger {
@@ -108,8 +114,8 @@ const key = (file: string, sha256: string) => `${file}\u0000${sha256}`;
 export interface LetterFileSummary {
   file: string;
   bytes: number;
-  /** the file the distributor appends today's letters to: never to be removed (dead-letter-replay.ts) */
-  today: boolean;
+  /** the distributor may still be appending to it (inUse): never to be removed */
+  inUse: boolean;
   letters: number;
   byCode: Record<string, number>;
   /** letters whose payload is whole and holds data (what a replay can write) */
@@ -125,7 +131,10 @@ export function summarizeLetters(dir: string): LetterFileSummary[] {
   const files = new Map<string, LetterFileSummary>();
   for (const r of readLetters(dir)) {
     let s = files.get(r.file);
-    if (!s) files.set(r.file, (s = { file: r.file, bytes: statSync(join(dir, r.file)).size, today: isTodays(r.file), letters: 0, byCode: {}, withData: 0, replayed: 0, unreadable: 0 }));
+    if (!s) {
+      const st = statSync(join(dir, r.file));
+      files.set(r.file, (s = { file: r.file, bytes: st.size, inUse: inUse(r.file, st.mtimeMs), letters: 0, byCode: {}, withData: 0, replayed: 0, unreadable: 0 }));
+    }
     if (!r.letter) {
       s.unreadable++;
       continue;

@@ -26,10 +26,10 @@ export function listDeadLetters(paths: DeadLetterPaths, json: boolean): string {
       .sort(([, a], [, b]) => b - a)
       .map(([code, n]) => `${code} ${n}`)
       .join(', ');
-    rows.push([f.today ? `${f.file} (today)` : f.file, String(f.bytes), String(f.letters), String(f.withData), String(f.replayed), String(f.unreadable), codes]);
+    rows.push([f.inUse ? `${f.file} (in use)` : f.file, String(f.bytes), String(f.letters), String(f.withData), String(f.replayed), String(f.unreadable), codes]);
   }
   return `${columns(rows)}WITH DATA: whole letters a replay can write (\`fieldstream-admin dead-letters replay\`); the others keep an invalid payload, or its excerpt, to look at.
-A file may be removed once its letters with data are all replayed, unless it is today's: the distributor is still appending to it.\n`;
+A file may be removed once its letters with data are all replayed, unless it is in use: the distributor may still be appending to it.\n`;
 }
 
 /**
