@@ -9,7 +9,7 @@ import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
-import type { DeviceRateLimiter } from './rate-limit.ts';
+import type { Budget, DeviceBudget, DeviceRateLimiter } from './rate-limit.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 
@@ -160,12 +160,12 @@ export class DeviceSession {
       return;
     }
     // Rate limits before parsing, binary frames included: a flooding device costs the gateway as
-    // little as possible. Every frame counts as a message at least (the rest of its messages once
-    // they are counted): a frame of two bytes costs a parse and an answer as much as a reading does.
-    // The CPU budget first: its check takes nothing, so a frame it refuses spends no bytes or messages.
-    const over = !this.rate ? undefined : !this.rate.allowCpu(this.deviceId) ? 'cpu' : !this.rate.allowBytes(this.deviceId, data.length) ? 'bytes' : !this.rate.allowMessages(this.deviceId, 1) ? 'messages' : undefined;
-    if (over) {
-      this.rateLimited(over);
+    // little as possible (rate-limit.ts DeviceBudget.admit).
+    const started = performance.now();
+    const budget = this.rate?.of(this.deviceId, started, receivedAt);
+    const over = budget?.admit(data.length, started);
+    if (budget && over) {
+      this.rateLimited(over, budget);
       return;
     }
     if (isBinary) {
@@ -173,9 +173,8 @@ export class DeviceSession {
       return;
     }
     let messages;
-    // The parse is what a frame can make expensive (rate-limit.ts allowCpu): charged to the device,
-    // refused frames too.
-    const parseStarted = performance.now();
+    // The parse is what a frame can make expensive: charged to the device, refused frames too.
+    let parsed = started;
     try {
       messages = parseUplinkFrame(data, this.limits);
     } catch (err) {
@@ -183,7 +182,10 @@ export class DeviceSession {
       this.reject(err);
       return;
     } finally {
-      this.rate?.chargeCpu(this.deviceId, performance.now() - parseStarted);
+      if (budget) {
+        parsed = performance.now();
+        budget.chargeCpu(parsed - started, parsed);
+      }
     }
     // Identity comes from the certificate: one message claiming another device refuses the whole
     // frame, so a frame is accepted or refused as a unit.
@@ -200,8 +202,8 @@ export class DeviceSession {
       );
       return;
     }
-    if (this.rate && messages.length > 1 && !this.rate.allowMessages(this.deviceId, messages.length - 1)) {
-      this.rateLimited('messages', messages.flatMap((m) => (m.messageId ? [m.messageId] : [])));
+    if (budget && !budget.more(messages.length - 1, parsed)) {
+      this.rateLimited('messages', budget, messages.flatMap((m) => (m.messageId ? [m.messageId] : [])));
       return;
     }
     // The parsed messages are this frame's own objects: completed in place, not copied.
@@ -300,8 +302,8 @@ export class DeviceSession {
   }
 
   /** `budget`: which of the device's budgets it is past (GATEWAY_RATE_MESSAGES_PER_S, _BYTES_PER_S, _CPU_MS_PER_S). */
-  private rateLimited(budget: 'messages' | 'bytes' | 'cpu', messageIds?: string[]): void {
-    const n = this.rate?.limitedCount(this.deviceId) ?? 0;
+  private rateLimited(budget: Budget, of: DeviceBudget, messageIds?: string[]): void {
+    const n = of.limited;
     this.metrics.rateLimited.inc();
     this.metrics.refusal('GATEWAY_RATE_LIMITED');
     this.securityReports?.note(this.deviceId, 'GATEWAY_RATE_LIMITED');

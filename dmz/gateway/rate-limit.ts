@@ -2,42 +2,44 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 
 /**
  * A token bucket: `ratePerS` tokens a second, at most `burst` saved up. Used per device (not per
- * connection, so reconnecting does not refill it) for messages and for bytes.
+ * connection, so reconnecting does not refill it) for messages, bytes and CPU time. `now` is
+ * performance.now() (milliseconds; a clock that does not step back when the system's is set),
+ * read once by the caller for all of a device's buckets.
  */
 export class TokenBucket {
   private tokens: number;
-  /** performance.now(): a clock that does not step back when the system's is set */
-  private last = performance.now();
+  private last: number;
 
   constructor(
     private readonly ratePerS: number,
     private readonly burst: number,
+    now: number,
   ) {
     this.tokens = burst;
+    this.last = now;
   }
 
   /** Takes n tokens if there are; false (and nothing taken) otherwise. */
-  take(n: number): boolean {
-    this.refill();
+  take(n: number, now: number): boolean {
+    this.refill(now);
     if (this.tokens < n) return false;
     this.tokens -= n;
     return true;
   }
 
   /** Takes n tokens whatever is left: for a cost known only once it was paid, the bucket may owe. */
-  charge(n: number): void {
-    this.refill();
+  charge(n: number, now: number): void {
+    this.refill(now);
     this.tokens -= n;
   }
 
   /** Whether the bucket owes nothing. */
-  inCredit(): boolean {
-    this.refill();
+  inCredit(now: number): boolean {
+    this.refill(now);
     return this.tokens >= 0;
   }
 
-  private refill(): void {
-    const now = performance.now();
+  private refill(now: number): void {
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.ratePerS);
     this.last = now;
   }
@@ -57,72 +59,97 @@ export interface RateLimits {
   frameMaxBytes: number;
 }
 
-/** The buckets of every device seen recently. */
-export class DeviceRateLimiter {
-  private readonly devices = new Map<string, { messages: TokenBucket; bytes: TokenBucket; cpu: TokenBucket; limited: number; seen: number }>();
+export type Budget = 'messages' | 'bytes' | 'cpu';
 
-  constructor(private readonly limits: RateLimits) {}
+/**
+ * One device's buckets. A session looks its device's up once per frame (DeviceRateLimiter.of) and
+ * asks it everything about that frame: the gateway's per-frame work is about 13 µs for a device
+ * sending a reading per frame, and four lookups and clock reads were a few tenths of that.
+ */
+export class DeviceBudget {
+  private readonly messages: TokenBucket;
+  private readonly bytes: TokenBucket;
+  private readonly cpu: TokenBucket;
+  /** frames refused so far */
+  limited = 0;
+  /** Date.now() of its last frame (idle devices are forgotten) */
+  seen = 0;
 
-  private of(deviceId: string) {
-    let d = this.devices.get(deviceId);
-    if (!d) {
-      const { messagesPerS: m, bytesPerS: b, cpuMsPerS: c, burstS, frameMaxMessages, frameMaxBytes } = this.limits;
-      d = {
-        messages: new TokenBucket(m, Math.max(m * burstS, frameMaxMessages)),
-        bytes: new TokenBucket(b, Math.max(b * burstS, frameMaxBytes)),
-        cpu: new TokenBucket(c, c * burstS),
-        limited: 0,
-        seen: 0,
-      };
-      this.devices.set(deviceId, d);
-      if (this.devices.size > LIMITS.rateLimitTrackedDevices) this.forgetIdle();
-    }
-    d.seen = Date.now();
-    return d;
-  }
-
-  /** Checked before a frame is parsed: its size. */
-  allowBytes(deviceId: string, bytes: number): boolean {
-    const d = this.of(deviceId);
-    if (d.bytes.take(bytes)) return true;
-    d.limited++;
-    return false;
-  }
-
-  allowMessages(deviceId: string, count: number): boolean {
-    const d = this.of(deviceId);
-    if (d.messages.take(count)) return true;
-    d.limited++;
-    return false;
+  constructor(limits: RateLimits, now: number) {
+    const { messagesPerS: m, bytesPerS: b, cpuMsPerS: c, burstS, frameMaxMessages, frameMaxBytes } = limits;
+    this.messages = new TokenBucket(m, Math.max(m * burstS, frameMaxMessages), now);
+    this.bytes = new TokenBucket(b, Math.max(b * burstS, frameMaxBytes), now);
+    this.cpu = new TokenBucket(c, c * burstS, now);
   }
 
   /**
-   * Checked before a frame is parsed: whether the device owes no CPU time. What a frame costs to
-   * parse is known only after (JSON made of tiny values costs a hundred times a flat file chunk of
-   * its size, and a parse cannot be cut short), so it is charged then (chargeCpu) and may leave the
-   * device owing: its frames are refused until the bucket has refilled. A device's parsing thus
-   * holds at most GATEWAY_RATE_CPU_MS_PER_S of the gateway over time, whatever it sends. The time is
-   * the clock's (performance.now() around the parse: a CPU clock would cost a system call a frame), so
-   * a garbage collection during a device's parse is charged to it; the burst absorbs those.
+   * Checked before a frame is parsed: which budget refuses it, if one does. Every frame counts as
+   * one message (the rest of its messages once they are counted: `more`). The CPU budget first:
+   * its check takes nothing, so a frame it refuses spends no bytes or messages.
+   *
+   * A frame's parse cost is known only after (JSON made of tiny values costs a hundred times a
+   * flat file chunk of its size, and a parse cannot be cut short), so it is charged then
+   * (chargeCpu) and may leave the device owing: its frames are refused until the bucket has
+   * refilled. A device's parsing thus holds at most GATEWAY_RATE_CPU_MS_PER_S of the gateway over
+   * time, whatever it sends. The time is the clock's (performance.now() around the parse: a CPU
+   * clock would cost a system call a frame), so a garbage collection during a device's parse is
+   * charged to it; the burst absorbs those.
    */
-  allowCpu(deviceId: string): boolean {
-    const d = this.of(deviceId);
-    if (d.cpu.inCredit()) return true;
-    d.limited++;
+  admit(frameBytes: number, now: number): Budget | undefined {
+    const over = !this.cpu.inCredit(now) ? 'cpu' : !this.bytes.take(frameBytes, now) ? 'bytes' : !this.messages.take(1, now) ? 'messages' : undefined;
+    if (over) this.limited++;
+    return over;
+  }
+
+  /** The frame's messages after its first (admit counted that one). */
+  more(count: number, now: number): boolean {
+    if (count <= 0 || this.messages.take(count, now)) return true;
+    this.limited++;
     return false;
   }
 
   /** milliseconds the gateway spent on the device's frame */
-  chargeCpu(deviceId: string, ms: number): void {
-    this.of(deviceId).cpu.charge(ms);
+  chargeCpu(ms: number, now: number): void {
+    this.cpu.charge(ms, now);
+  }
+}
+
+/** The buckets of every device seen recently. */
+export class DeviceRateLimiter {
+  private readonly devices = new Map<string, DeviceBudget>();
+  /** past this many tracked devices, the idle are looked for (see of()) */
+  private scanAt: number;
+
+  constructor(
+    private readonly limits: RateLimits,
+    /** devices tracked before the idle are forgotten (LIMITS.rateLimitTrackedDevices) */
+    private readonly trackedMax: number = LIMITS.rateLimitTrackedDevices,
+  ) {
+    this.scanAt = trackedMax;
   }
 
-  limitedCount(deviceId: string): number {
-    return this.devices.get(deviceId)?.limited ?? 0;
+  /** The device's budget, kept across its connections. `now`: performance.now(); `wallNow`: Date.now(). */
+  of(deviceId: string, now: number, wallNow: number): DeviceBudget {
+    let d = this.devices.get(deviceId);
+    if (!d) {
+      d = new DeviceBudget(this.limits, now);
+      // Seen before the idle are looked for, or the new device would be the first forgotten: a
+      // fresh, full budget at each of its frames, i.e. none.
+      d.seen = wallNow;
+      this.devices.set(deviceId, d);
+      if (this.devices.size > this.scanAt) {
+        this.forgetIdle(wallNow);
+        // When most are busy, the next look waits until there are twice as many: a look goes
+        // through every device, and one at each new device would cost each connection that much.
+        this.scanAt = Math.max(this.trackedMax, this.devices.size * 2);
+      }
+    }
+    d.seen = wallNow;
+    return d;
   }
 
-  private forgetIdle(): void {
-    const cutoff = Date.now() - TIMINGS.rateLimitIdleMs;
+  private forgetIdle(wallNow: number): void {
+    const cutoff = wallNow - TIMINGS.rateLimitIdleMs;
     for (const [id, d] of this.devices) if (d.seen < cutoff) this.devices.delete(id);
   }
 }
