@@ -36,7 +36,8 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
   dead-letters list [--json]                  the distributor's dead letters, per file: codes, whole letters, replayed
   dead-letters replay [--dry-run] [--code CODE]
                                               write the data of the dead letters not replayed yet into the distributor's
-                                              stores (its settings: INFLUXDB_*, POSTGRES_*, DISTRIBUTOR_REQUIRE_SIGNATURES)
+                                              stores (its settings: INFLUXDB_*, POSTGRES_*); unsigned messages only
+                                              with DISTRIBUTOR_REQUIRE_SIGNATURES=false set explicitly
 options for every command:
   --certs-dir DIR        certificates folder (CERTS_DIR; default certs/ of the repository)
   --state-dir DIR        the distributor's state (DISTRIBUTOR_STATE_DIR; default data/distributor-state)

@@ -187,6 +187,23 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     // Not recorded as replayed: written in part again (the same point) until all of it can be.
     assert.match((await admin('replay', '--dead-letters', dir)).out, /^Replayed 0 letters and 1 in part \(1 point\)/);
     assert.equal((await readings()).filter((p) => p.time === T0 + 10).length, 1);
+
+    // A letter read while the distributor is appending it (or torn by a crash): reported, not
+    // recorded, the letters around it replayed; once whole, the next run writes it.
+    const [file] = readdirSync(dir).filter((f) => f.endsWith('.jsonl'));
+    const letter = `${JSON.stringify({ at: new Date().toISOString(), code: 'DISTRIBUTOR_WRITE_REJECTED', message: 'm', topic: uplinkTopic(DEVICE, 'timeseries'), payloadBase64: envelope(12, { pressure: 990, timestamp: T0 + 12 }).toString('base64') })}\n`;
+    const half = Math.floor(letter.length / 2);
+    appendFileSync(join(dir, file!), letter.slice(0, half));
+    const torn = await admin('replay', '--dead-letters', dir);
+    assert.equal(torn.code, EXIT.ok, torn.out + torn.err);
+    assert.match(torn.out, /^Replayed 0 letters and 1 in part/);
+    assert.match(torn.out, /:2 {2}DEAD_LETTER_UNREADABLE {2}not a dead letter \(a torn line after a crash, a line being appended/);
+    assert.equal((await readings()).filter((p) => p.time === T0 + 12).length, 0);
+    appendFileSync(join(dir, file!), letter.slice(half));
+    const whole = await admin('replay', '--dead-letters', dir);
+    assert.match(whole.out, /^Replayed 1 letter and 1 in part \(2 points\)/);
+    assert.doesNotMatch(whole.out, /DEAD_LETTER_UNREADABLE/);
+    assert.deepEqual((await readings()).filter((p) => p.time === T0 + 12).map((p) => p.pressure), [990]);
   });
 
   it('writes one point of a message a letter holds in copies stamped with other arrival times (a compromised DMZ writes them)', async () => {
