@@ -74,7 +74,7 @@ export class DeviceSession {
       } catch (err) {
         this.log.error({ code: 'GATEWAY_INTERNAL', err }, 'handling a frame failed; closing the connection');
         this.metrics.refusal('GATEWAY_INTERNAL');
-        ws.close(1011, 'internal error');
+        this.close(1011, 'internal error');
       }
     });
     ws.on('close', () => {
@@ -150,6 +150,10 @@ export class DeviceSession {
   }
 
   private onFrame(data: Buffer, isBinary: boolean): void {
+    // ws still hands over frames that arrive after a close began (the device's revoked certificate
+    // or token, a newer connection of the device, a failure): none of them is taken. Unanswered, as
+    // no answer could reach the device now; it sends them again on its next connection.
+    if (this.ws.readyState !== this.ws.OPEN) return;
     const receivedAt = Date.now();
     // Past its rate limit the device was answered once (GATEWAY_RATE_LIMITED) and its socket paused:
     // frames already read with that data are dropped unanswered, uncounted against its budget (the

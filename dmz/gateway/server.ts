@@ -121,31 +121,35 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   );
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   server.on('request', (_req, res) => {
-    res.writeHead(426, { 'content-type': 'application/json', upgrade: 'websocket' });
-    res.end(JSON.stringify({ code: 'GATEWAY_WRONG_PATH', message: `Open a WebSocket at ${options.path}.` }));
+    const err = new FieldStreamError('GATEWAY_WRONG_PATH', `Open a WebSocket at ${options.path}.`);
+    res.writeHead(err.httpStatus, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ code: err.code, message: err.message }));
   });
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
-  const live = new Map<WebSocket, DeviceIdentity>();
+  const live = new Map<WebSocket, { identity: DeviceIdentity; session: DeviceSession }>();
   /** upgrades whose identity is being checked (a token's scrypt runs meanwhile) */
   let identifying = 0;
   metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
-    for (const [ws, { serial }] of live) {
-      if (serials.has(serial.toUpperCase())) {
-        log.warn({ code: 'GATEWAY_CERTIFICATE_REVOKED', serial }, 'closing the connection of a revoked certificate');
-        ws.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_REVOKED');
+    for (const { identity, session } of live.values()) {
+      if (serials.has(identity.serial.toUpperCase())) {
+        log.warn({ code: 'GATEWAY_CERTIFICATE_REVOKED', serial: identity.serial }, 'closing the connection of a revoked certificate');
+        // Through the session: it takes no more frames from now on, and the socket ends within
+        // TIMINGS.gatewayClosingGraceMs whether the device answers the close or not.
+        session.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_REVOKED');
       }
     }
   });
   // Called by the tokens file's reload and when a token expires: a token revoked, rotated or expired meanwhile loses its connection.
   const recheckTokens = () => {
-    for (const [ws, { deviceId, token }] of live) {
+    for (const { identity, session } of live.values()) {
+      const { deviceId, token } = identity;
       const code = token && options.deviceTokens ? options.deviceTokens.refusal(token) : undefined;
       if (code) {
         log.warn({ code, deviceId }, code === 'GATEWAY_TOKEN_EXPIRED' ? 'closing the connection of an expired device token' : 'closing the connection of a revoked or replaced device token');
-        ws.close(CLOSE.policyViolation, code);
+        session.close(CLOSE.policyViolation, code);
       }
     }
   };
@@ -158,9 +162,24 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   });
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    // Node's HTTP server stops listening for the socket's errors once it hands it to 'upgrade', and
+    // ws listens only once it takes the socket: an error meanwhile (the device, or Caddy for it,
+    // hanging up while its token is checked, then the refusal written to a closed socket: EPIPE)
+    // had no listener and ended the process, every device's connection with it. A TLS socket has a
+    // listener of its own; the Unix socket of EDGE_HOP=unix has not.
+    const onSocketError = (err: Error) => {
+      log.debug({ err: err.message, remote: req.socket.remoteAddress }, 'socket error before the WebSocket was open');
+      socket.destroy();
+    };
+    socket.on('error', onSocketError);
     let identity: DeviceIdentity;
     try {
-      const path = new URL(req.url ?? '/', 'https://gateway').pathname;
+      let path: string;
+      try {
+        path = new URL(req.url ?? '/', 'https://gateway').pathname;
+      } catch {
+        throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
+      }
       if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
       // Upgrades still being identified count too: many at once must not overshoot the limit.
       if (options.maxConnections !== undefined && live.size + identifying >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
@@ -173,7 +192,10 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       }
       if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
     } catch (err) {
-      const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE');
+      // Identities are refused with a code (identity.ts); an error without one is a fault of the
+      // gateway (a token's hash failing), not the device's missing certificate.
+      if (!isFieldStreamError(err)) log.error({ code: 'GATEWAY_INTERNAL', err }, 'checking the identity of an upgrade failed');
+      const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_INTERNAL', 'The gateway could not check this connection\'s identity; try again later.');
       const deviceId = coded.details?.deviceId;
       // Never the token itself: only its code, the device it names and where it came from.
       log.warn({ code: coded.code, remote: req.socket.remoteAddress, ...(typeof deviceId === 'string' ? { deviceId } : {}) }, coded.message);
@@ -186,8 +208,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     if (socket.destroyed) return;
     wss.handleUpgrade(req, socket, head, (ws) => {
       // Accepted: from now on the WebSocket heartbeat watches the connection (ws clears the timeout
-      // too; said here so the gateway does not depend on that).
+      // too; said here so the gateway does not depend on that), and ws its socket's errors.
       req.socket.setTimeout(0);
+      socket.off('error', onSocketError);
       onConnection(ws, socket, identity);
     });
   }
@@ -224,7 +247,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     }, options.heartbeatMs ?? TIMINGS.heartbeatMs);
     heartbeat.unref();
     ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
-    live.set(ws, identity);
+    live.set(ws, { identity, session });
     ws.on('close', (code) => {
       live.delete(ws);
       clearInterval(heartbeat);

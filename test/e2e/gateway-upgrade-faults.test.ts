@@ -1,0 +1,226 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { identifyByProxy, identifyByTls } from '../../dmz/gateway/identity.ts';
+import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
+import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
+import { createCertificateAuthority, issueCertificate, newKeyPair } from '../../pki/certificates.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { startMosquitto } from '../helpers/sparkplug.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function captureLogs() {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, logger: createLogger('gateway', 'info', destination) };
+}
+
+/**
+ * The gateway's upgrades and closes when a client misbehaves (server.ts), on a real Mosquitto and
+ * real TLS: a socket error before the WebSocket is open must not end the process (every device's
+ * connection with it), and a connection the gateway closed takes nothing more.
+ */
+describe('a gateway terminating TLS: refused upgrades and closed connections', () => {
+  const work = tempDir('gateway-upgrade-faults');
+  const logs = captureLogs();
+  const revokedFile = join(work.dir, 'revoked-serials.txt');
+  let broker: { url: string; process: ManagedProcess };
+  let mqtt: MqttClient;
+  let watcher: MqttClient;
+  let gateway: GatewayServer;
+  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
+  let port: number;
+  const published: string[] = [];
+  /** uncaught exceptions of this process (the gateway's), instead of the process ending */
+  const uncaught: Error[] = [];
+  const onUncaught = (err: Error) => uncaught.push(err);
+
+  before(async () => {
+    process.on('uncaughtException', onUncaught);
+    writeFileSync(revokedFile, '');
+    const ca = createCertificateAuthority('FieldStream Test CA', 1);
+    const keyPair = newKeyPair();
+    const server = issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost', '127.0.0.1'], validityDays: 1, keyPair });
+    tlsOf = (deviceId) => {
+      const d = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair });
+      return { ca: ca.certPem, cert: d.certPem, key: d.keyPem };
+    };
+    broker = await startMosquitto(work.dir);
+    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults', reconnectPeriod: 200 });
+    watcher = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults-watcher' });
+    await watcher.subscribeAsync('#', { qos: 1 });
+    watcher.on('message', (_t, payload) => published.push(payload.toString()));
+    gateway = await startGatewayServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: '/ws',
+      gatewayId: 'gw-upgrade-faults',
+      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
+      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
+      identify: identifyByTls(),
+      revokedSerialsFile: revokedFile,
+      mqtt,
+      logger: logs.logger,
+    });
+    port = gateway.port;
+  });
+  after(async () => {
+    await gateway?.close();
+    await mqtt?.endAsync(true);
+    await watcher?.endAsync(true);
+    await broker?.process.stop();
+    process.off('uncaughtException', onUncaught);
+    work.cleanup();
+  });
+
+  it('survives a client that resets its connection after a refused upgrade', async () => {
+    const tls = tlsOf('resetter');
+    const raw = netConnect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+    const t = tlsConnect({ socket: raw, ca: tls.ca, cert: tls.cert, key: tls.key, servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => {
+      t.once('secureConnect', () => resolve());
+      t.once('error', reject);
+    });
+    t.on('error', () => undefined);
+    // Any holder of a certificate from the CA (a revoked one too): an upgrade the gateway refuses.
+    t.write('GET /wrong HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    await new Promise<void>((resolve) => t.once('data', () => resolve()));
+    // Then a TCP reset while the gateway lingers before destroying the refused socket (1 s).
+    raw.resetAndDestroy();
+    await sleep(500);
+    assert.deepEqual(
+      uncaught.map((e) => `${(e as NodeJS.ErrnoException).code}: ${e.message}`),
+      [],
+      'an error of a refused socket escaped: the gateway process would have ended, and every device with it',
+    );
+  });
+
+  /** What the gateway answers a request with a client certificate: status line and body. */
+  async function answerTo(request: string): Promise<string> {
+    const tls = tlsOf('asker');
+    const t = tlsConnect({ host: '127.0.0.1', port, ca: tls.ca, cert: tls.cert, key: tls.key, servername: 'localhost' });
+    t.on('error', () => undefined);
+    await new Promise<void>((resolve) => t.once('secureConnect', () => resolve()));
+    t.write(request);
+    let text = '';
+    t.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    await new Promise((resolve) => t.once('close', resolve));
+    return text;
+  }
+
+  it('answers a plain request, and an upgrade whose target is no URL, 404 GATEWAY_WRONG_PATH as docs/errors.md says', async () => {
+    const plain = await answerTo('GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+    assert.match(plain, /^HTTP\/1\.1 404 /);
+    assert.match(plain, /"code":"GATEWAY_WRONG_PATH"/);
+    const garbled = await answerTo('GET //[ HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    assert.match(garbled, /^HTTP\/1\.1 404 GATEWAY_WRONG_PATH\r\n/, 'not GATEWAY_NO_CLIENT_CERTIFICATE: the device has one');
+  });
+
+  it('takes no more frames from a device once its certificate is revoked, though the device ignores the close', async () => {
+    const id = 'revokee';
+    const tls = tlsOf(id);
+    const serial = new X509Certificate(tls.cert).serialNumber;
+    const d = await RawDevice.connect(`wss://127.0.0.1:${port}/ws`, tls);
+    await eventually(() => d.welcome, 5_000, 'welcome');
+    // A hostile device: it does not answer the gateway's close frame, and sends on.
+    (d.ws as unknown as { close: () => void }).close = () => undefined;
+    writeFileSync(revokedFile, `${serial}\n`);
+    await eventually(() => (logs.lines.some((l) => l.code === 'GATEWAY_CERTIFICATE_REVOKED' && l.serial === serial) ? true : undefined), 10_000, 'the gateway closing the revoked connection');
+    await sleep(200);
+    for (let i = 0; i < 5; i++) {
+      d.ws.send(JSON.stringify({ deviceId: id, batch: [{ dataType: 'timeseries', messageId: `after-revocation-${i}`, payload: { v: i } }] }));
+      await sleep(100);
+    }
+    await sleep(1500);
+    const leaked = published.filter((p) => p.includes('after-revocation-'));
+    d.ws.terminate();
+    assert.equal(leaked.length, 0, `published for a revoked certificate after its connection was closed: ${leaked.length} envelope(s)`);
+  });
+});
+
+/**
+ * EDGE_HOP=unix with the token route: a plain HTTP server on a Unix socket. After 'upgrade' Node's
+ * HTTP server leaves the socket with no 'error' listener (TLS sockets keep one of their own); while a
+ * token is checked (scrypt, ~100 ms) Caddy may close its side (the device went away: Caddy cancels
+ * the upstream request), and the refusal then written to it fails with EPIPE, uncaught.
+ */
+describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves during its token check', () => {
+  const work = tempDir('gateway-upgrade-faults-unix');
+  const uncaught: Error[] = [];
+  const onUncaught = (err: Error) => uncaught.push(err);
+  let broker: { url: string; process: ManagedProcess };
+  let mqtt: MqttClient;
+  let gateway: GatewayServer;
+  let tokens: DeviceTokens;
+  const sockDir = join(work.dir, 'run');
+  const socketPath = join(sockDir, 'gw.sock');
+
+  before(async () => {
+    process.on('uncaughtException', onUncaught);
+    mkdirSync(sockDir);
+    chmodSync(sockDir, 0o700);
+    const ca = createCertificateAuthority('FieldStream Test CA', 1);
+    const tokensFile = join(work.dir, 'device-tokens.json');
+    writeFileSync(tokensFile, JSON.stringify({ version: 1, devices: {} }));
+    const logger = captureLogs().logger;
+    tokens = new DeviceTokens({ path: tokensFile, maxFailures: 10, failureWindowMs: 300_000, log: logger });
+    broker = await startMosquitto(work.dir);
+    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults-unix', reconnectPeriod: 200 });
+    gateway = await startGatewayServer({
+      host: '127.0.0.1',
+      port: 0,
+      socketPath,
+      path: '/ws',
+      gatewayId: 'gw-upgrade-faults-unix',
+      tls: { cert: '', key: '', ca: ca.certPem },
+      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
+      identify: identifyByProxy(ca.certPem, ['edge'], tokens, 'socket'),
+      deviceTokens: tokens,
+      mqtt,
+      logger,
+    });
+  });
+  after(async () => {
+    tokens?.close();
+    await gateway?.close();
+    await mqtt?.endAsync(true);
+    await broker?.process.stop();
+    process.off('uncaughtException', onUncaught);
+    work.cleanup();
+  });
+
+  it('survives Caddy closing the upstream socket while a wrong token is being checked', async () => {
+    const c = netConnect(socketPath);
+    await new Promise<void>((resolve) => c.once('connect', () => resolve()));
+    c.write(
+      'GET /ws HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-FieldStream-Route: token\r\nX-FieldStream-Client-Addr: 203.0.113.9\r\n' +
+        `Authorization: Bearer fst1.pump-1.${'A'.repeat(43)}\r\n\r\n`,
+    );
+    await sleep(20);
+    c.destroy(); // the device hung up; Caddy closes its upstream connection
+    await sleep(1500);
+    assert.deepEqual(
+      uncaught.map((e) => `${(e as NodeJS.ErrnoException).code}: ${e.message}`),
+      [],
+      'an error of the refused socket escaped: the gateway process would have ended, and every device with it',
+    );
+  });
+});
