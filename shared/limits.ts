@@ -485,6 +485,11 @@ export const TIMINGS = {
   securityLogIntervalMs: 1_000,
   /** milliseconds between the command API's sweeps that mark overdue commands expired */
   commandExpirySweepMs: 5_000,
+  /** milliseconds. A device's answer the command API's journal could not take is written again after
+   * this long, doubling up to commandJournalRetryMaxMs; the broker's PUBACK waits for it. */
+  commandJournalRetryInitialMs: 250,
+  /** milliseconds. See commandJournalRetryInitialMs. */
+  commandJournalRetryMaxMs: 10_000,
   /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and
    * subscribed; the compose healthcheck accepts a file touched within the last 30 s (3 intervals). */
   healthFileIntervalMs: 10_000,

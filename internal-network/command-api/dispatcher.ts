@@ -38,6 +38,7 @@ export class CommandDispatcher {
   /** responses ignored because they are not provably the device's, by code */
   readonly refusedResponses: Partial<Record<ErrorCode, number>> = {};
   private readonly sweep: NodeJS.Timeout;
+  private closed = false;
 
   constructor(
     private readonly mqtt: MqttClient,
@@ -46,6 +47,12 @@ export class CommandDispatcher {
     private readonly signing: CommandSigning,
   ) {
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
+    // mqtt.js emits 'message' (the answer recorded in memory), then calls handleMessage, and sends
+    // the PUBACK at its callback (MQTT 3.1.1 §4.3.2 lets the receiver choose when). Acknowledged
+    // before the journal held the answer, a kill in between lost it for good: the broker forgets an
+    // acknowledged message, the device deletes its copy at the distributor's receipt, and the
+    // command, still `sent` here, ended `expired` although it ran.
+    mqtt.handleMessage = (_packet, callback) => this.whenDurable(callback, TIMINGS.commandJournalRetryInitialMs);
     mqtt.on('connect', () => {
       for (const r of this.store.all()) if (r.state === 'queued' && r.expiresAt > Date.now()) this.publish(r);
     });
@@ -84,7 +91,25 @@ export class CommandDispatcher {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.sweep);
+  }
+
+  /**
+   * Calls back (the PUBACK) once every change recorded so far is synced. A journal the disk refuses
+   * is tried again with backoff, the PUBACK held meanwhile: mqtt.js hands this connection nothing
+   * more until then, and the broker keeps the rest (the session is persistent).
+   */
+  private whenDurable(callback: (err?: Error) => void, retryMs: number): void {
+    if (this.closed) return; // unacknowledged: the broker delivers it again to the next session
+    try {
+      this.store.flush();
+    } catch (err) {
+      this.log.error({ code: 'API_STATE_WRITE_FAILED', err: (err as Error).message, retryInMs: retryMs }, "a device's message is not acknowledged to the broker until the command journal takes what it changed");
+      setTimeout(() => this.whenDurable(callback, Math.min(retryMs * 2, TIMINGS.commandJournalRetryMaxMs)), retryMs);
+      return;
+    }
+    callback();
   }
 
   private publish(record: CommandRecord): void {
@@ -185,10 +210,12 @@ export class CommandDispatcher {
     return env.messages.filter((m) => believed.has(m)); // in the device's order
   }
 
+  /** The device's waiting commands only: a status for each device of a gateway that reconnects (ten
+   * thousand at once) went through every command kept (up to 100,000) each. */
   private redeliver(deviceId: string): void {
     const now = Date.now();
-    for (const r of this.store.all()) {
-      if (r.deviceId === deviceId && (r.state === 'queued' || r.state === 'sent') && r.expiresAt > now) this.publish(r);
+    for (const r of this.store.waitingFor(deviceId)) {
+      if ((r.state === 'queued' || r.state === 'sent') && r.expiresAt > now) this.publish(r);
     }
   }
 

@@ -42,6 +42,8 @@ interface Entry {
 export class CommandStore {
   private readonly entries = new Map<string, Entry>();
   private readonly named = new Set<string>();
+  /** the commands not in a final state, by device (what a device's presence turning online looks up) */
+  private readonly waiting = new Map<string, Set<string>>();
   private pending = '';
   private flushScheduled = false;
   /** lines and bytes in the journal, for compaction */
@@ -67,6 +69,15 @@ export class CommandStore {
 
   *all(): IterableIterator<CommandRecord> {
     for (const e of this.entries.values()) yield e.record;
+  }
+
+  /** The device's commands still to be answered (not in a final state). */
+  *waitingFor(deviceId: string): IterableIterator<CommandRecord> {
+    // A copy: publishing one may change the set (a state written back) while it is walked.
+    for (const id of [...(this.waiting.get(deviceId) ?? [])]) {
+      const r = this.entries.get(id)?.record;
+      if (r) yield r;
+    }
   }
 
   /** commands that are still to be answered (not in a final state) */
@@ -172,6 +183,9 @@ export class CommandStore {
     if (!isFinal(record.state)) {
       this.liveCount++;
       this.liveBytesSum += bytes;
+      const ids = this.waiting.get(record.deviceId);
+      if (ids) ids.add(record.commandId);
+      else this.waiting.set(record.deviceId, new Set([record.commandId]));
     }
     while (this.entries.size > LIMITS.commandStoreMaxRecords || this.storeBytes > LIMITS.commandStoreMaxBytes) {
       if (!this.forgetOldestFinished()) break;
@@ -186,6 +200,9 @@ export class CommandStore {
     if (!isFinal(e.record.state)) {
       this.liveCount--;
       this.liveBytesSum -= e.bytes;
+      const ids = this.waiting.get(e.record.deviceId);
+      ids?.delete(commandId);
+      if (ids?.size === 0) this.waiting.delete(e.record.deviceId);
     }
   }
 

@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, closeSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
-import mqtt from 'mqtt';
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
 import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -230,6 +232,90 @@ describe('the dispatcher', () => {
       assert.equal(s.room(), 0);
     } finally {
       d.close();
+    }
+  });
+  it('lists the commands a device still waits for, and only those, as their states change', () => {
+    const s = new CommandStore(join(tmp, 'waiting.jsonl'), log);
+    const a1 = record('sent', { deviceId: 'valve-a' });
+    const a2 = record('queued', { deviceId: 'valve-a' });
+    const b = record('sent', { deviceId: 'valve-b' });
+    s.add([a1, a2, b, record('completed', { deviceId: 'valve-a' })]);
+    const ids = (deviceId: string) => [...s.waitingFor(deviceId)].map((r) => r.commandId).sort();
+    assert.deepEqual(ids('valve-a'), [a1.commandId, a2.commandId].sort());
+    s.put({ ...a1, state: 'completed' });
+    assert.deepEqual(ids('valve-a'), [a2.commandId]);
+    assert.deepEqual(ids('valve-b'), [b.commandId]);
+    assert.deepEqual(ids('valve-c'), []);
+    // Read back from the journal: the same.
+    s.flush();
+    assert.deepEqual([...new CommandStore(join(tmp, 'waiting.jsonl'), log).waitingFor('valve-a')].map((r) => r.commandId), [a2.commandId]);
+  });
+
+  /** mqtt.js's own handling of an incoming PUBLISH: 'message', then handleMessage, whose callback sends the PUBACK. */
+  const handlePublish = (() => {
+    const require = createRequire(import.meta.url);
+    const file = join(require.resolve('mqtt').split('/build/')[0] as string, 'build/lib/handlers/publish.js');
+    return (require(file) as { default: (client: MqttClient, packet: IPublishPacket) => void }).default;
+  })();
+
+  it("acknowledges a device's answer to the broker only once the journal holds it, and holds the PUBACK while the disk refuses it", async () => {
+    const path = join(tmp, 'puback.jsonl');
+    const s = new CommandStore(path, log);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(keys), allowUnsigned: true });
+    const journalAtPuback: string[] = [];
+    (broker as unknown as { _sendPacket: (p: { cmd: string }, cb?: () => void) => void })._sendPacket = (p, cb) => {
+      if (p.cmd === 'puback') journalAtPuback.push(readFileSync(path, 'utf8'));
+      cb?.();
+    };
+    const answer = (commandId: string, messageId: number) => {
+      const env = { v: 1, deviceId: 'pump-1', dataType: 'response', gatewayId: 'gw-1', receivedAt: Date.now(), messages: [{ messageId: `r-${messageId}`, payload: { commandId, status: 'completed', result: 'done' } }] };
+      handlePublish(broker, { cmd: 'publish', topic: uplinkTopic('pump-1', 'response'), payload: Buffer.from(JSON.stringify(env)), qos: 1, messageId, dup: false, retain: false } as IPublishPacket);
+    };
+    const stateOnDisk = (journal: string, commandId: string) =>
+      journal.trim().split('\n').map((l) => JSON.parse(l) as { commandId: string; state: string }).filter((l) => l.commandId === commandId).at(-1)?.state;
+    try {
+      const [first, second] = d.issue(['pump-1', 'pump-1'], 'reboot', undefined, 60) as [CommandRecord, CommandRecord];
+      answer(first.commandId, 7);
+      assert.equal(journalAtPuback.length, 1, 'acknowledged at once');
+      assert.equal(stateOnDisk(journalAtPuback[0] as string, first.commandId), 'completed', 'a kill after the PUBACK finds the answer on disk');
+
+      // The journal cannot be written (its path taken by a folder): the answer is not acknowledged...
+      rmSync(path);
+      mkdirSync(path);
+      answer(second.commandId, 8);
+      await new Promise((r) => setTimeout(r, 3 * TIMINGS.commandJournalRetryInitialMs));
+      assert.equal(journalAtPuback.length, 1, 'no PUBACK while the journal refuses the answer');
+      assert.ok(lines.some((l) => l.code === 'API_STATE_WRITE_FAILED' && String(l.msg).includes('not acknowledged to the broker')));
+      // ...until it can be.
+      rmSync(path, { recursive: true });
+      const until = Date.now() + 10_000;
+      while (journalAtPuback.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(journalAtPuback.length, 2, 'acknowledged once the journal took it');
+      assert.equal(stateOnDisk(journalAtPuback[1] as string, second.commandId), 'completed');
+    } finally {
+      d.close();
+      broker.end(true);
+    }
+  });
+
+  it("sends a device's waiting commands again when its presence turns online, and no other device's", () => {
+    const s = new CommandStore(join(tmp, 'presence.jsonl'), log);
+    const mine = record('sent', { deviceId: 'meter-1' });
+    s.add([mine, record('sent', { deviceId: 'meter-2' }), record('completed', { deviceId: 'meter-1' })]);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(keys), allowUnsigned: true });
+    const published: string[] = [];
+    Object.defineProperty(broker, 'connected', { value: true });
+    (broker as unknown as { publish: (topic: string, payload: string) => void }).publish = (_topic, payload) => void published.push((JSON.parse(payload) as { commandId: string }).commandId);
+    try {
+      broker.emit('message', statusTopic('meter-1'), Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() })), {} as IPublishPacket);
+      assert.deepEqual(published, [mine.commandId]);
+    } finally {
+      d.close();
+      broker.end(true);
     }
   });
 });
