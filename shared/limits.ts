@@ -183,6 +183,11 @@ export const LIMITS = {
   /** devices. Past this many devices with rate-limit buckets, the gateway forgets those idle for
    * TIMINGS.rateLimitIdleMs, so its memory does not grow with every device ever seen. */
   rateLimitTrackedDevices: 100_000,
+  /** tokens. Most device tokens a gateway checks at once. A check is a slow hash (scrypt, ~100 ms on
+   * one of libuv's 4 threads: ~40 a second); wrong tokens from many addresses could otherwise queue
+   * thousands of checks (each also delaying the pool's other work). Past this, the upgrade is refused
+   * GATEWAY_TOO_MANY_CONNECTIONS (503, try again later). Certificates are not checked this way. */
+  deviceTokenChecksMax: 64,
   /** entries (source addresses and device ids). Most failed-token records the gateway keeps; past
    * this, the oldest are forgotten, so a flood of addresses or made-up ids cannot grow its memory. */
   tokenFailureTrackedKeys: 50_000,

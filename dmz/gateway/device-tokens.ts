@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { hashTokenSecret, isTokenExpired, parseToken, tokenEntry, TokensFileSchema, tokenExpiryMs, verifyTokenSecret, type TokenHash, type TokensFile } from '../../shared/security/device-token.ts';
 import { TokenThrottle } from './token-throttle.ts';
@@ -19,6 +19,8 @@ export interface DeviceTokensOptions {
   log: Logger;
   /** called after a reload, and when a token expired, so the gateway can close connections whose token is no longer current */
   onChange?: () => void;
+  /** tokens checked at once, at most (LIMITS.deviceTokenChecksMax) */
+  checksMax?: number;
 }
 
 /**
@@ -39,6 +41,8 @@ export class DeviceTokens {
   private readonly throttle: TokenThrottle;
   /** a hash nobody's token matches: an unknown device costs a guesser as long as a known one */
   private decoy: Promise<TokenHash> | undefined;
+  /** tokens being checked now */
+  private checking = 0;
 
   constructor(private readonly o: DeviceTokensOptions) {
     this.throttle = new TokenThrottle(o.maxFailures, o.failureWindowMs);
@@ -71,6 +75,19 @@ export class DeviceTokens {
    * the edge proxy). Every failure counts against the address and the device the token names.
    */
   async verify(token: string | undefined, source: string): Promise<TokenIdentity> {
+    // Before anything is charged: a device refused for room tries again later, its budget whole.
+    if (this.checking >= (this.o.checksMax ?? LIMITS.deviceTokenChecksMax)) {
+      throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS', 'The gateway is checking as many device tokens as it does at once; try again later.');
+    }
+    this.checking++;
+    try {
+      return await this.check(token, source);
+    } finally {
+      this.checking--;
+    }
+  }
+
+  private async check(token: string | undefined, source: string): Promise<TokenIdentity> {
     const parsed = token === undefined ? undefined : parseToken(token);
     const keys = [`addr:${source}`, ...(parsed ? [`device:${parsed.deviceId}`] : [])];
     if (this.throttle.blocked(keys)) throw new FieldStreamError('GATEWAY_TOKEN_THROTTLED', undefined, parsed ? { deviceId: parsed.deviceId } : undefined);

@@ -128,8 +128,6 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
   const live = new Map<WebSocket, { identity: DeviceIdentity; session: DeviceSession }>();
-  /** upgrades whose identity is being checked (a token's scrypt runs meanwhile) */
-  let identifying = 0;
   metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
@@ -181,16 +179,14 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
         throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
       }
       if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
-      // Upgrades still being identified count too: many at once must not overshoot the limit.
-      if (options.maxConnections !== undefined && live.size + identifying >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
+      // Checked again once identified (below). Upgrades waiting for a token's hash hold no place
+      // meanwhile (they are bounded on their own: DeviceTokens' checksMax), or wrong tokens from
+      // many addresses could keep every device out.
+      if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
       // A device token is checked with scrypt on the libuv pool: the event loop goes on meanwhile.
-      identifying++;
-      try {
-        identity = await options.identify(req);
-      } finally {
-        identifying--;
-      }
+      identity = await options.identify(req);
       if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
+      if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
     } catch (err) {
       // Identities are refused with a code (identity.ts); an error without one is a fault of the
       // gateway (a token's hash failing), not the device's missing certificate.

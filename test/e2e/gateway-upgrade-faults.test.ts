@@ -169,6 +169,8 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
   let mqtt: MqttClient;
   let gateway: GatewayServer;
   let tokens: DeviceTokens;
+  /** a device certificate as Caddy forwards it (base64 DER) */
+  let forwardedCert: string;
   const sockDir = join(work.dir, 'run');
   const socketPath = join(sockDir, 'gw.sock');
 
@@ -177,10 +179,12 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
     mkdirSync(sockDir);
     chmodSync(sockDir, 0o700);
     const ca = createCertificateAuthority('FieldStream Test CA', 1);
+    const device = issueCertificate(ca, { commonName: 'meter-7', organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair: newKeyPair() });
+    forwardedCert = new X509Certificate(device.certPem).raw.toString('base64');
     const tokensFile = join(work.dir, 'device-tokens.json');
     writeFileSync(tokensFile, JSON.stringify({ version: 1, devices: {} }));
     const logger = captureLogs().logger;
-    tokens = new DeviceTokens({ path: tokensFile, maxFailures: 10, failureWindowMs: 300_000, log: logger });
+    tokens = new DeviceTokens({ path: tokensFile, maxFailures: 10, failureWindowMs: 300_000, log: logger, checksMax: 2 });
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults-unix', reconnectPeriod: 200 });
     gateway = await startGatewayServer({
@@ -193,6 +197,7 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
       limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
       identify: identifyByProxy(ca.certPem, ['edge'], tokens, 'socket'),
       deviceTokens: tokens,
+      maxConnections: 3,
       mqtt,
       logger,
     });
@@ -222,5 +227,29 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
       [],
       'an error of the refused socket escaped: the gateway process would have ended, and every device with it',
     );
+  });
+  /** An upgrade through the socket as Caddy sends it; resolves with the gateway's status line. */
+  function upgradeBySocket(headers: string): { status: Promise<string>; socket: ReturnType<typeof netConnect> } {
+    const c = netConnect(socketPath);
+    c.on('error', () => undefined);
+    c.write(`GET /ws HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${headers}\r\n`);
+    return { socket: c, status: new Promise((resolve) => c.once('data', (d: Buffer) => resolve(d.toString().split('\r\n')[0] as string))) };
+  }
+
+  it("lets a certificate's device in while wrong tokens from many addresses wait for their hash", async () => {
+    // Six guesses, each from an address of its own (no address reaches its throttle).
+    const guesses = Array.from({ length: 6 }, (_, i) =>
+      upgradeBySocket(`X-FieldStream-Route: token\r\nX-FieldStream-Client-Addr: 203.0.113.${i + 20}\r\nAuthorization: Bearer fst1.pump-${i}.${'B'.repeat(43)}\r\n`),
+    );
+    const device = upgradeBySocket(`X-FieldStream-Route: certificate\r\nX-FieldStream-Client-Cert: ${forwardedCert}\r\n`);
+    try {
+      assert.equal(await device.status, 'HTTP/1.1 101 Switching Protocols', 'the checks in progress hold no place of GATEWAY_MAX_CONNECTIONS (3 here)');
+      const answers = await Promise.all(guesses.map((g) => g.status));
+      assert.deepEqual(answers.filter((a) => !/^HTTP\/1\.1 (401|503) /.test(a)), [], 'every guess refused');
+      assert.equal(answers.filter((a) => a.startsWith('HTTP/1.1 503 GATEWAY_TOO_MANY_CONNECTIONS')).length, 4, 'past two checks at once (checksMax here), refused at once');
+    } finally {
+      device.socket.destroy();
+      for (const g of guesses) g.socket.destroy();
+    }
   });
 });
