@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type { DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { LIMITS } from '../../shared/limits.ts';
-import { createLogger } from '../../shared/logger.ts';
 import { identifyByTls } from '../../dmz/gateway/identity.ts';
 import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
-import { createCertificateAuthority, issueCertificate, newKeyPair } from '../../pki/certificates.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
@@ -23,18 +21,6 @@ const HALF_OPEN = 'no pong since the last ping; closing a half-open connection';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The gateway's log lines, parsed (helpers/embedded.ts has the same LogCapture, but importing it
- * loads the whole embedded pipeline, seconds of this file's budget). */
-function captureLogs() {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { lines, logger: createLogger('gateway', 'info', destination) };
-}
 
 /**
  * The gateway's heartbeat (server.ts onConnection) and its backpressure (device-session.ts
@@ -54,15 +40,8 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
   const devices: RawDevice[] = [];
 
   before(async () => {
-    // Certificates made now: a CA, the gateway's server certificate and the devices', all leaves on
-    // one key pair (an RSA key costs a few hundred ms; what is tested here is not the keys).
-    const ca = createCertificateAuthority('FieldStream Test CA', 1);
-    const keyPair = newKeyPair();
-    const server = issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost', '127.0.0.1'], validityDays: 1, keyPair });
-    tlsOf = (deviceId) => {
-      const d = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair });
-      return { ca: ca.certPem, cert: d.certPem, key: d.keyPem };
-    };
+    const { ca, server, tlsOf: issue } = edgeCertificates();
+    tlsOf = issue;
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-heartbeat', reconnectPeriod: 200 });
     gateway = await startGatewayServer({

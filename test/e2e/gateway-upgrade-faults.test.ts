@@ -3,33 +3,22 @@ import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { LIMITS } from '../../shared/limits.ts';
-import { createLogger } from '../../shared/logger.ts';
 import { identifyByProxy, identifyByTls } from '../../dmz/gateway/identity.ts';
 import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
 import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
 import { createCertificateAuthority, issueCertificate, newKeyPair } from '../../pki/certificates.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function captureLogs() {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { lines, logger: createLogger('gateway', 'info', destination) };
-}
 
 /**
  * The gateway's upgrades and closes when a client misbehaves (server.ts), on a real Mosquitto and
@@ -54,13 +43,8 @@ describe('a gateway terminating TLS: refused upgrades and closed connections', (
   before(async () => {
     process.on('uncaughtException', onUncaught);
     writeFileSync(revokedFile, '');
-    const ca = createCertificateAuthority('FieldStream Test CA', 1);
-    const keyPair = newKeyPair();
-    const server = issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost', '127.0.0.1'], validityDays: 1, keyPair });
-    tlsOf = (deviceId) => {
-      const d = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair });
-      return { ca: ca.certPem, cert: d.certPem, key: d.keyPem };
-    };
+    const { ca, server, tlsOf: issue } = edgeCertificates();
+    tlsOf = issue;
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults', reconnectPeriod: 200 });
     watcher = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults-watcher' });
