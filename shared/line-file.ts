@@ -124,6 +124,12 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
     try {
       writeWholeSync(fd, text, path);
       fsyncSync(fd);
+      // The name too, before the caller is told: a failure here as well takes the lines back (the
+      // caller, told they were not appended, must not find them at its next start).
+      if (!named.has(path)) {
+        syncDirSync(dirname(path));
+        named.add(path);
+      }
     } catch (err) {
       // All or none: the lines written before the disk refused the rest would otherwise be read
       // back as appended, though the caller was told they were not.
@@ -136,10 +142,6 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
     }
   } finally {
     closeSync(fd);
-  }
-  if (!named.has(path)) {
-    syncDirSync(dirname(path));
-    named.add(path);
   }
 }
 

@@ -98,4 +98,26 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     }
     assert.ok(synced.has(device), `the device's folder synced (synced: ${[...synced].join(', ')})`);
   });
+  it("takes back the lines of a new file whose folder the disk fails to sync: the caller, told they were not appended, never finds them", async () => {
+    // The command API's journal (store.ts add()): commands refused with API_STATE_WRITE_FAILED
+    // ("nothing was sent") were read back as queued at its next start, and sent.
+    const file = join(tmp.dir, 'journal.jsonl');
+    const script = `
+      import { statSync } from 'node:fs';
+      import { appendLinesSync } from ${url('../../shared/line-file.ts')};
+      try {
+        appendLinesSync(process.env.FILE, 'a command\\n', 0o600, new Set());
+        console.log('appended');
+      } catch (err) {
+        console.log('refused ' + err.code + ', ' + statSync(process.env.FILE).size + ' bytes');
+      }
+    `;
+    // The second fsync of the process is the folder's (the first, the file's): it fails.
+    const child = spawnSync('strace', ['-f', '-o', '/dev/null', '-e', 'trace=fsync', '-e', 'inject=fsync:error=EIO:when=2', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+      env: { ...process.env, FILE: file },
+      encoding: 'utf8',
+    });
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), 'refused EIO, 0 bytes');
+  });
 });
