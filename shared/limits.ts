@@ -337,6 +337,19 @@ export const LIMITS = {
    * DMZ can send them without end) the field client logs per TIMINGS.fieldCommandLogWindowMs; the
    * rest are counted, and their number logged in the next window. */
   fieldCommandLogMaxPerWindow: 20,
+  /** answers. Most command answers the field client keeps in its command journal while the durable
+   * queue refuses them (full, FIELD_QUEUE_FULL_POLICY=reject): each is queued again when its command
+   * is delivered again. Past it, a new command is not run (not journaled: its next delivery runs
+   * it), so that the journal and the memory hold at most this many answers of ~192 KiB
+   * (stringMaxChars of JSON, in UTF-8). */
+  fieldCommandAnswersHeldMax: 100,
+  /** bytes. The field client's command journal is rewritten when it holds more than twice the bytes
+   * of its last rewrite plus these (besides more than twice the ids it remembers in lines): the lines
+   * of answers queued since are dropped. */
+  fieldCommandJournalSlackBytes: 1024 * 1024,
+  /** bytes. Longest line of the field client's command journal read back: an answer kept there is at
+   * most stringMaxChars of JSON (~192 KiB in UTF-8). A longer line is no line of ours. */
+  fieldCommandJournalLineMaxBytes: 256 * 1024,
   /** log lines. Most refusals of a device's frames (malformed, invalid, another device's id) one
    * connection logs per TIMINGS.gatewayRefusalLogWindowMs; the rest are counted in the metrics, and
    * their number logged in the next window. A device decides how many frames it sends. */

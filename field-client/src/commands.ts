@@ -1,17 +1,15 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
-import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
-import { appendLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
+import { CommandJournal, KeptAnswerSchema, type KeptAnswer } from './command-journal.ts';
 
 export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
 export type CommandHandler = (params: unknown, frame: CommandFrame) => Promise<CommandOutcome> | CommandOutcome;
@@ -43,8 +41,10 @@ const MAX_OUTPUT_BYTES = 16 * 1024;
 const REMEMBERED = 10_000;
 
 /** What to answer; `code` says why a command was refused without being run; `unanswered`: refused,
- * and no answer goes through the queue (see CommandHandlers). */
-export type CommandAnswer = CommandOutcome & { code?: ErrorCode; unanswered?: true };
+ * and no answer goes through the queue (see CommandHandlers); `deferred`: not run and not answered
+ * now, for the reason in `code` and `result`: its next delivery is; `timestamp`: when the answer was
+ * decided (kept with it, so that an answer queued again says the same). */
+export type CommandAnswer = CommandOutcome & { code?: ErrorCode; unanswered?: true; deferred?: true; timestamp?: KeptAnswer['timestamp'] };
 
 /** Refusals that get no answer: the command is not the command API's (its authentication fails), or
  * its id was answered already (a replay). Answering those would let whoever can send frames (a
@@ -53,13 +53,14 @@ const UNANSWERED: ReadonlySet<ErrorCode> = new Set(['FIELD_COMMAND_UNSIGNED', 'F
 /** command ids refused as stale or future-dated and answered so, remembered (in memory) so that the
  * same authentic command sent again is not answered again */
 const REFUSALS_REMEMBERED = 1000;
-
-type Seen = { state: 'started' | 'answered'; issuedAt: number };
+const INTERRUPTED = 'interrupted by a restart of the field client; not run again';
 
 /**
  * Runs commands and guarantees one answer per command id, across reconnects and restarts: each id
- * is journaled (with its issuedAt) as "started" before its handler runs and "answered" after. A
- * command delivered again is not run again; one that was running when the client died is answered
+ * is journaled (command-journal.ts, with its issuedAt) as "started" before its handler runs, "done"
+ * with its answer once it ran, and "answered" once that answer is in the durable queue. A command
+ * delivered again is not run again: a "done" one has its kept answer queued again (the queue may
+ * have refused it, FIELD_QUEUE_FULL), and one that was running when the client died is answered
  * "failed" rather than run a second time. A command without a handler is answered "rejected".
  *
  * Commands are checked first (command-guard.ts: authentication and freshness); a refused one runs
@@ -68,17 +69,14 @@ type Seen = { state: 'started' | 'answered'; issuedAt: number };
  * the device's key: stale or future-dated), once per command id: each answer takes room in the
  * durable queue, so what anyone could send without bound — a command failing authentication, an id
  * answered already — gets no answer, only a count (stats, metrics) and a rate-limited log line. The journal is the replay defence: an authenticated command whose
- * id was seen before is refused with FIELD_COMMAND_REPLAYED. It is bounded: the newest REMEMBERED
+ * id was answered before is refused with FIELD_COMMAND_REPLAYED. It is bounded: the newest REMEMBERED
  * ids are kept, and the `floor`, the latest issuedAt among the ids forgotten, refuses every unknown
  * command issued at or before it — one of those could be a forgotten id sent again.
  */
 export class CommandHandlers {
   private readonly handlers = new Map<string, CommandHandler>();
-  private readonly seen = new Map<string, Seen>();
+  private readonly journal: CommandJournal;
   private readonly running = new Set<string>();
-  /** epoch ms: the latest issuedAt among forgotten ids */
-  private floor = 0;
-  private journalLines = 0;
   /** for status(): commands run, and commands refused by code */
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
   /** ids refused as stale or future-dated and answered (the newest REFUSALS_REMEMBERED) */
@@ -86,27 +84,16 @@ export class CommandHandlers {
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
   private refusalLog: LimitedLog | undefined;
 
-  private readonly named = new Set<string>();
-
   constructor(
     private readonly guard: CommandGuardOptions,
-    private readonly journal?: string,
+    journal?: string,
     /** command ids remembered (REMEMBERED; smaller in tests) */
-    private readonly remembered = REMEMBERED,
+    remembered = REMEMBERED,
   ) {
+    this.journal = new CommandJournal(journal, remembered);
     // Every device answers the management API's test event by itself (it changes nothing here);
     // like any command it runs only once authenticated and fresh (checkCommand, below).
     this.register(TEST_COMMAND, (params, frame) => answerTestCommand(params, frame.issuedAt));
-    if (journal && existsSync(journal)) {
-      for (const line of readFileSync(journal, 'utf8').split('\n')) {
-        // "ID STATE [ISSUED_AT]" (journals written before the issuedAt was kept have none), "#floor MS"
-        const m = /^([A-Za-z0-9._:-]+) (started|answered)(?: (\d+))?$/.exec(line);
-        if (m) this.remember(m[1] as string, { state: m[2] as Seen['state'], issuedAt: Number(m[3] ?? 0) });
-        const f = /^#floor (\d+)$/.exec(line);
-        if (f) this.floor = Math.max(this.floor, Number(f[1]));
-        if (line) this.journalLines++;
-      }
-    }
   }
 
   register(name: string, handler: CommandHandler): this {
@@ -129,7 +116,18 @@ export class CommandHandlers {
     return this;
   }
 
-  /** The answer to send, or undefined when this command is running now (its answer follows). */
+  /**
+   * The answer to send, or undefined when this command is running now (its answer follows).
+   *
+   * A SIGKILL (or a power cut) at each instant, and what the command's next delivery then gets:
+   * - before "started" is synced: nothing ran; it runs.
+   * - while the handler runs, or after it returned but before "done" is synced: the journal says
+   *   "started"; answered "failed" (interrupted, not run again): its outcome is unknown.
+   * - after "done" is synced, before its answer is in the queue: the kept answer, queued now.
+   * - after the answer is in the queue, before "answered" is synced: the kept answer again, the same
+   *   (status, result, timestamp): the command API records a command's response once.
+   * - after "answered" is synced: FIELD_COMMAND_REPLAYED, no answer (one is in the queue).
+   */
   async run(frame: CommandFrame, now = Date.now()): Promise<CommandAnswer | undefined> {
     if (this.running.has(frame.commandId)) return undefined;
     const refused = checkCommand(frame, this.guard, now) ?? this.replayed(frame);
@@ -138,7 +136,7 @@ export class CommandHandlers {
       this.stats.refusedByCode[refused] = (this.stats.refusedByCode[refused] ?? 0) + 1;
       const answer = { status: 'rejected' as const, result: { code: refused, message: ERRORS[refused].description }, code: refused };
       // Stale and future-dated commands are authenticated only when the device holds a key.
-      if (UNANSWERED.has(refused) || !this.guard.key || this.seen.has(frame.commandId) || this.refusalsAnswered.has(frame.commandId)) {
+      if (UNANSWERED.has(refused) || !this.guard.key || this.journal.get(frame.commandId) || this.refusalsAnswered.has(frame.commandId)) {
         this.stats.unanswered++;
         return { ...answer, unanswered: true };
       }
@@ -146,28 +144,44 @@ export class CommandHandlers {
       if (this.refusalsAnswered.size > REFUSALS_REMEMBERED) this.refusalsAnswered.delete(this.refusalsAnswered.values().next().value as string);
       return answer;
     }
-    if (this.seen.get(frame.commandId)?.state === 'started') {
-      // Seen before but never answered: the client died while it ran. Never run a command twice.
-      this.mark(frame.commandId, { state: 'answered', issuedAt: frame.issuedAt });
-      return { status: 'failed', result: 'interrupted by a restart of the field client; not run again' };
+    const seen = this.journal.get(frame.commandId);
+    // Answered before but not known to be in the queue: the same answer again.
+    if (seen?.state === 'done') return seen.answer;
+    // Seen before but never answered: the client died while it ran. Never run a command twice.
+    if (seen?.state === 'started') return this.done(frame, { status: 'failed', result: INTERRUPTED });
+    if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) {
+      // The queue refuses answers (FIELD_QUEUE_FULL): one more would be held too, and they would
+      // grow the journal without bound. Not journaled: its next delivery runs it.
+      return { status: 'failed', result: `${this.journal.held} answers wait for room in the queue; not run, left for its next delivery`, code: 'FIELD_QUEUE_FULL', deferred: true };
     }
-    this.mark(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
+    this.journal.write(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
     this.stats.run++;
     const handler = this.handlers.get(frame.command);
-    if (!handler) return { status: 'rejected', result: `unknown command "${frame.command}"` };
+    if (!handler) return this.done(frame, { status: 'rejected', result: `unknown command "${frame.command}"` });
     this.running.add(frame.commandId);
+    let outcome: CommandOutcome;
     try {
-      return await handler(frame.params, frame);
+      outcome = await handler(frame.params, frame);
     } catch (err) {
-      return { status: 'failed', result: (err as Error).message };
+      outcome = { status: 'failed', result: (err as Error).message };
     } finally {
       this.running.delete(frame.commandId);
     }
+    return this.done(frame, outcome);
+  }
+
+  /** Journals `outcome` as the command's answer (synced before it is queued), and returns it. */
+  private done(frame: CommandFrame, outcome: CommandOutcome): CommandAnswer {
+    const answer = keepable(outcome, new Date().toISOString());
+    this.journal.write(frame.commandId, { state: 'done', issuedAt: frame.issuedAt, answer });
+    return answer;
   }
 
   /**
    * Runs a command and hands its answer to `queueResponse` (which resolves once the answer is in
-   * the durable queue); journals it as answered only then. Logs what happened; never rejects.
+   * the durable queue); journals it as answered only then. An answer the queue refuses stays in the
+   * journal ("done"), and is queued again when the command is delivered again. Logs what happened;
+   * never rejects.
    */
   async answer(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
     const outcome = await this.run(frame);
@@ -180,6 +194,10 @@ export class CommandHandlers {
       this.refusalLog.write({ code: outcome.code, commandId: frame.commandId.slice(0, 128), command: frame.command.slice(0, 128) }, 'command refused; not run, not answered');
       return;
     }
+    if (outcome.deferred) {
+      log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, `command not answered now: ${String(outcome.result)}`);
+      return;
+    }
     if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
     else log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
     try {
@@ -187,54 +205,49 @@ export class CommandHandlers {
         commandId: frame.commandId,
         status: outcome.status,
         ...(outcome.result !== undefined ? { result: outcome.result } : {}),
-        timestamp: new Date().toISOString(),
+        timestamp: outcome.timestamp ?? new Date().toISOString(),
       });
-      this.answered(frame.commandId);
     } catch (err) {
-      log.error({ err: (err as Error).message, commandId: frame.commandId }, 'cannot queue the command response');
+      // A refusal's answer is not journaled: forgotten as answered, its next delivery answers it.
+      if (outcome.code) this.refusalsAnswered.delete(frame.commandId);
+      log.error({ err: (err as Error).message, ...(err instanceof FieldStreamError ? { code: err.code } : {}), commandId: frame.commandId }, 'cannot queue the command response; it is queued again when the command is delivered again');
+      return;
     }
+    this.answered(frame.commandId);
+    this.logCompactionFailure(log);
   }
 
   /** Called once the answer is in the durable queue. */
   answered(commandId: string): void {
-    const seen = this.seen.get(commandId);
-    if (seen) this.mark(commandId, { state: 'answered', issuedAt: seen.issuedAt });
+    const seen = this.journal.get(commandId);
+    if (seen) this.journal.write(commandId, { state: 'answered', issuedAt: seen.issuedAt });
+  }
+
+  private logCompactionFailure(log: Logger): void {
+    const err = this.journal.compactionFailure;
+    if (err) log.warn({ err: err.message }, 'cannot rewrite the command journal; it is tried again at the next change');
   }
 
   private replayed(frame: CommandFrame): ErrorCode | undefined {
-    const seen = this.seen.get(frame.commandId);
+    const seen = this.journal.get(frame.commandId);
     if (seen?.state === 'answered') return 'FIELD_COMMAND_REPLAYED';
-    if (!seen && frame.issuedAt <= this.floor) return 'FIELD_COMMAND_REPLAYED';
+    if (!seen && frame.issuedAt <= this.journal.floor) return 'FIELD_COMMAND_REPLAYED';
     return undefined;
   }
+}
 
-  private mark(id: string, entry: Seen): void {
-    this.remember(id, entry);
-    if (!this.journal) return;
-    // Synced before the handler runs: a field device loses power, and a "started" the disk never
-    // got would have the command run a second time when it is delivered again. Whole and on a line
-    // of its own (line-file.ts): glued to a line a power cut left torn, it would be unreadable, and
-    // the id as good as never seen.
-    appendLinesSync(this.journal, `${id} ${entry.state} ${entry.issuedAt}\n`, 0o600, this.named);
-    if (++this.journalLines > 2 * this.remembered) this.compact(this.journal);
-  }
-
-  /** Rewrites the journal from what is remembered (written aside, synced, renamed: after a crash or a power cut, one or the other). */
-  private compact(journal: string): void {
-    const lines = [`#floor ${this.floor}`, ...[...this.seen].map(([id, e]) => `${id} ${e.state} ${e.issuedAt}`)];
-    replaceFileDurablySync(journal, lines.join('\n') + '\n');
-    this.journalLines = lines.length;
-  }
-
-  private remember(id: string, entry: Seen): void {
-    this.seen.delete(id);
-    this.seen.set(id, entry);
-    if (this.seen.size > this.remembered) {
-      const [oldId, old] = this.seen.entries().next().value as [string, Seen];
-      this.seen.delete(oldId);
-      this.floor = Math.max(this.floor, old.issuedAt);
-    }
-  }
+/**
+ * The answer as it will be queued: only its status and result, checked with the response's own
+ * schema (a result the queue would refuse, larger than LIMITS.stringMaxChars as JSON or not JSON,
+ * is answered "failed" instead: kept, it would be refused at every delivery), and as JSON gives it
+ * back (so the answer kept and read back from the journal is the one queued).
+ */
+function keepable(outcome: CommandOutcome, timestamp: string): KeptAnswer {
+  const answer = { status: outcome.status, ...(outcome.result !== undefined ? { result: outcome.result } : {}), timestamp };
+  const checked = KeptAnswerSchema.safeParse(answer);
+  if (checked.success) return JSON.parse(JSON.stringify(checked.data)) as KeptAnswer;
+  const problem = checked.error.issues[0];
+  return { status: 'failed', result: `the command's result cannot be answered: ${problem ? `${problem.path.join('.')} ${problem.message}` : 'invalid'}`.slice(0, 1024), timestamp };
 }
 
 function runProgram(program: string, args: string[], timeoutMs: number, params: unknown, frame: CommandFrame): Promise<CommandOutcome> {

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
+import type { JsonValue, ResponsePayload } from '../../shared/contract/payloads.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { signCommand, verifyCommand, type SignedCommand } from '../../shared/security/command-auth.ts';
 import { checkCommand, type CommandGuardOptions } from '../../field-client/src/command-guard.ts';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
@@ -144,6 +148,107 @@ describe('the replay journal (commands.ts)', () => {
       release();
       await running;
       assert.equal(runs, 2, 'cmd-1 and cmd-3 each ran once');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+});
+
+describe('command answers (commands.ts): one per command id', () => {
+  const opts = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
+  const log = createLogger('field-client', 'silent');
+  const f = (id: string): CommandFrame => ({ type: 'command', commandId: id, command: 'open_valve', issuedAt: Date.now() });
+  const queueFull = () => Promise.reject(new FieldStreamError('FIELD_QUEUE_FULL', 'full'));
+  const into = (sent: ResponsePayload[]) => async (r: ResponsePayload) => void sent.push(r);
+
+  it('queues the same answer again when the queue refused it (FIELD_QUEUE_FULL) and the command is delivered again', async () => {
+    const tmp = tempDir('answer-refused');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const h = new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed', result: 'opened' }));
+      const refused: ResponsePayload[] = [];
+      await h.answer(f('cmd-full'), (r) => (refused.push(r), queueFull()), log);
+      assert.equal(runs, 1);
+      // The command API sends it again when the device's presence turns online (no restart here).
+      const sent: ResponsePayload[] = [];
+      await h.answer(f('cmd-full'), into(sent), log);
+      assert.equal(runs, 1, 'not run twice');
+      assert.deepEqual(sent, refused, 'the answer the queue refused, the same (status, result, timestamp)');
+      assert.equal(sent[0]?.status, 'completed');
+      // In the queue now: a further copy is a replay, not answered.
+      await h.answer(f('cmd-full'), into(sent), log);
+      assert.equal(sent.length, 1);
+      assert.equal(h.stats.refusedByCode.FIELD_COMMAND_REPLAYED, 1);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('keeps an answer not yet queued across a restart and the journal\'s rewrites, and never forgets its id', async () => {
+    const tmp = tempDir('answer-kept');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      const REMEMBERED = 5;
+      let runs = 0;
+      const make = () => new CommandHandlers(opts, journal, REMEMBERED).register('open_valve', (params) => (runs++, { status: 'completed', result: { params: (params ?? null) as JsonValue, out: 'x'.repeat(1000) } }));
+      let h = make();
+      const refused: ResponsePayload[] = [];
+      await h.answer({ ...f('cmd-held'), params: { percent: 40 } }, (r) => (refused.push(r), queueFull()), log);
+      // More commands than the journal remembers, answered: it is rewritten, cmd-held kept.
+      for (let i = 0; i < 4 * REMEMBERED; i++) await h.answer(f(`cmd-${i}`), async () => undefined, log);
+      const lines = readFileSync(journal, 'utf8').trim().split('\n');
+      assert.ok(lines.length <= 2 * REMEMBERED + 1, `the journal holds ${lines.length} lines`);
+      assert.ok(lines.some((l) => l.startsWith('cmd-held done ')), 'the kept answer survives the rewrite');
+      h = make(); // restart
+      const sent: ResponsePayload[] = [];
+      await h.answer({ ...f('cmd-held'), params: { percent: 40 } }, into(sent), log);
+      assert.deepEqual(sent, refused);
+      assert.equal(runs, 1 + 4 * REMEMBERED, 'each command ran once');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('a SIGKILL after the answer is journaled: the same answer after the restart; a journaled answer torn by a power cut: "failed", not run again', async () => {
+    const tmp = tempDir('answer-sigkill');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const make = () => new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed', result: 'opened' }));
+      // Killed after run() journaled the answer: before it was queued, or before "answered" was.
+      const first = await make().run(f('cmd-1'));
+      const again = await make().run(f('cmd-1'));
+      assert.deepEqual(again, first);
+      // Killed while the answer's line was written: half of it on disk.
+      await make().run(f('cmd-2'));
+      const text = readFileSync(journal, 'utf8');
+      assert.match(text, /\ncmd-2 done \d+ \{.*\}\n$/);
+      writeFileSync(journal, text.slice(0, -10));
+      const torn = await make().run(f('cmd-2'));
+      assert.equal(torn?.status, 'failed');
+      assert.match(String(torn?.result), /interrupted/);
+      assert.equal(runs, 2, 'cmd-1 and cmd-2 each ran once');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it(`runs no new command while ${LIMITS.fieldCommandAnswersHeldMax} answers wait for room in the queue (the journal stays bounded); its next delivery runs it`, async () => {
+    const tmp = tempDir('answers-held');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const h = new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed' }));
+      for (let i = 0; i < LIMITS.fieldCommandAnswersHeldMax; i++) await h.answer(f(`cmd-${i}`), queueFull, log);
+      assert.equal(runs, LIMITS.fieldCommandAnswersHeldMax);
+      const sent: ResponsePayload[] = [];
+      await h.answer(f('cmd-next'), into(sent), log);
+      assert.equal(runs, LIMITS.fieldCommandAnswersHeldMax, 'not run');
+      assert.equal(sent.length, 0, 'not answered');
+      await h.answer(f('cmd-0'), into(sent), log); // the queue has room again
+      await h.answer(f('cmd-next'), into(sent), log);
+      assert.deepEqual(sent.map((r) => [r.commandId, r.status]), [['cmd-0', 'completed'], ['cmd-next', 'completed']]);
     } finally {
       tmp.cleanup();
     }

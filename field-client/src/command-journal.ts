@@ -1,0 +1,165 @@
+import { existsSync } from 'node:fs';
+import { z } from 'zod';
+import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
+import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
+
+/**
+ * A command's answer as kept until it is in the durable queue: what the response will say, with the
+ * time it was decided, so that every copy queued says the same. Checked with the response's own
+ * schema before it is journaled (a result the queue would refuse is never kept) and when it is read
+ * back from the journal.
+ */
+export const KeptAnswerSchema = ResponsePayloadSchema.pick({ status: true, result: true, timestamp: true });
+export type KeptAnswer = z.infer<typeof KeptAnswerSchema>;
+
+/**
+ * What the journal says of a command id:
+ * - started: journaled before its handler ran; it may have run, or be running.
+ * - done: it ran (or was found interrupted), and its answer is kept here until the answer is in the
+ *   durable queue.
+ * - answered: its answer is in the durable queue.
+ */
+export type JournalEntry =
+  | { state: 'started' | 'answered'; issuedAt: number }
+  | { state: 'done'; issuedAt: number; answer: KeptAnswer };
+
+/** "ID STATE ISSUED_AT" (journals written before the issuedAt was kept have none) */
+const STATE_LINE = /^([A-Za-z0-9._:-]+) (started|answered)(?: (\d+))?$/;
+/** "ID done ISSUED_AT ANSWER_JSON" */
+const DONE_LINE = /^([A-Za-z0-9._:-]+) done (\d+)(?: (.*))?$/;
+const FLOOR_LINE = /^#floor (\d+)$/;
+
+/**
+ * The field client's command journal (FIELD_DATA_DIR/commands.journal), and what it says in memory.
+ * One line per change, appended whole and synced before `write` returns (line-file.ts); rewritten
+ * from memory (compacted) when it holds more than twice `remembered` lines, or more than twice the
+ * bytes it held at the last rewrite plus LIMITS.fieldCommandJournalSlackBytes (a `done` line carries
+ * an answer of up to ~192 KiB, so a count of lines alone would not bound it).
+ *
+ * The newest `remembered` ids are kept; the `floor` is the latest issuedAt among the ids forgotten.
+ * An id whose answer is kept (`done`) is never forgotten: its answer would be lost. There are at most
+ * LIMITS.fieldCommandAnswersHeldMax of those (commands.ts runs no new command past that).
+ */
+export class CommandJournal {
+  private readonly seen = new Map<string, JournalEntry>();
+  /** epoch ms: the latest issuedAt among forgotten ids */
+  floor = 0;
+  /** ids whose answer is kept (state `done`) */
+  held = 0;
+  /** the last compaction's failure, for the caller to log (the line before it was synced: nothing is lost) */
+  compactionFailure: Error | undefined;
+  private lines = 0;
+  private bytes = 0;
+  /** bytes at the last rewrite (or, at a start, what a rewrite would hold) */
+  private compactedBytes = 0;
+  private readonly named = new Set<string>();
+
+  constructor(
+    private readonly path: string | undefined,
+    private readonly remembered: number,
+  ) {
+    if (!path || !existsSync(path)) return;
+    // Line by line, each at most fieldCommandJournalLineMaxBytes: a longer one is no line of ours.
+    for (const line of readLinesSync(path, LIMITS.fieldCommandJournalLineMaxBytes)) {
+      this.lines++;
+      if (line === undefined) continue;
+      this.bytes += Buffer.byteLength(line) + 1;
+      this.readLine(line);
+    }
+    this.compactedBytes = this.render().reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+  }
+
+  get(id: string): JournalEntry | undefined {
+    return this.seen.get(id);
+  }
+
+  /**
+   * Appends `entry` for `id` and syncs it, then remembers it. Throws when the disk refuses the line
+   * (ENOSPC, EROFS, EFBIG, EIO): then nothing was written (appendLinesSync writes all or none) and
+   * nothing is remembered. A failed compaction after it is kept in `compactionFailure`, not thrown:
+   * the line is on disk, and the next write tries the compaction again.
+   */
+  write(id: string, entry: JournalEntry): void {
+    if (this.path) {
+      const line = `${format(id, entry)}\n`;
+      appendLinesSync(this.path, line, 0o600, this.named);
+      this.lines++;
+      this.bytes += Buffer.byteLength(line);
+    }
+    this.remember(id, entry);
+    if (this.path && (this.lines > 2 * this.remembered || this.bytes > 2 * this.compactedBytes + LIMITS.fieldCommandJournalSlackBytes)) {
+      try {
+        this.compact(this.path);
+        this.compactionFailure = undefined;
+      } catch (err) {
+        this.compactionFailure = err as Error;
+      }
+    }
+  }
+
+  private remember(id: string, entry: JournalEntry): void {
+    const old = this.seen.get(id);
+    if (old?.state === 'done') this.held--;
+    if (entry.state === 'done') this.held++;
+    this.seen.delete(id);
+    this.seen.set(id, entry);
+    if (this.seen.size <= this.remembered) return;
+    // The oldest id whose answer is not kept; at most `held` are passed over.
+    for (const [oldId, e] of this.seen) {
+      if (e.state === 'done') continue;
+      this.seen.delete(oldId);
+      this.floor = Math.max(this.floor, e.issuedAt);
+      return;
+    }
+  }
+
+  private readLine(line: string): void {
+    const f = FLOOR_LINE.exec(line);
+    if (f) {
+      this.floor = Math.max(this.floor, Number(f[1]));
+      return;
+    }
+    const s = STATE_LINE.exec(line);
+    const d = s ? null : DONE_LINE.exec(line);
+    const m = s ?? d;
+    if (!m) return; // a line a power cut tore before its state: that change never returned
+    const id = m[1] as string;
+    // A line torn within its issuedAt reads as an earlier one: the id's earlier line has it whole.
+    const issuedAt = Math.max(Number(s ? (s[3] ?? 0) : m[2]), this.seen.get(id)?.issuedAt ?? 0);
+    if (s) return this.remember(id, { state: s[2] as 'started' | 'answered', issuedAt });
+    const answer = KeptAnswerSchema.safeParse(parseJson(d?.[3]));
+    // A `done` whose answer cannot be read (torn by a power cut) is what the line before it said:
+    // started. The command ran, or may have: it is answered "interrupted", never run again.
+    this.remember(id, answer.success ? { state: 'done', issuedAt, answer: answer.data } : { state: 'started', issuedAt });
+  }
+
+  /** The lines a rewrite holds: the floor, then each id kept, oldest first (the order they are forgotten in). */
+  private render(): string[] {
+    return [`#floor ${this.floor}`, ...[...this.seen].map(([id, e]) => format(id, e))];
+  }
+
+  /** Rewrites the journal from memory (written aside, synced, renamed: after a crash or a power cut, one or the other). */
+  private compact(path: string): void {
+    const lines = this.render();
+    const text = lines.join('\n') + '\n';
+    replaceFileDurablySync(path, text);
+    this.lines = lines.length;
+    this.bytes = this.compactedBytes = Buffer.byteLength(text);
+  }
+}
+
+/** One line of the journal. */
+function format(id: string, e: JournalEntry): string {
+  return e.state === 'done' ? `${id} done ${e.issuedAt} ${JSON.stringify(e.answer)}` : `${id} ${e.state} ${e.issuedAt}`;
+}
+
+function parseJson(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
