@@ -234,6 +234,12 @@ export const ERRORS = {
     description: 'The gateway sent a second welcome on one connection (a welcome is the first frame of a connection, and only that one counts); it was ignored.',
   },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
+  FIELD_COMMAND_JOURNAL_FAILED: {
+    http: 507,
+    transient: true,
+    description:
+      'The field client could not write its command journal (FIELD_DATA_DIR/commands.journal: a full, read-only or failing disk, a file size limit). A command it could not record as started was not run; one that ran keeps its answer in memory; either is answered when the command is delivered again and the journal takes the write.',
+  },
 
   // -- Command API ----------------------------------------------------------------------------------
   API_UNAUTHORIZED: { http: 401, transient: false, description: 'A valid bearer token is required.' },

@@ -18,12 +18,13 @@ export type KeptAnswer = z.infer<typeof KeptAnswerSchema>;
  * What the journal says of a command id:
  * - started: journaled before its handler ran; it may have run, or be running.
  * - done: it ran (or was found interrupted), and its answer is kept here until the answer is in the
- *   durable queue.
+ *   durable queue. `unsynced`: known in this process only, the journal having refused the line (a
+ *   full disk): on disk the id is still `started`.
  * - answered: its answer is in the durable queue.
  */
 export type JournalEntry =
   | { state: 'started' | 'answered'; issuedAt: number }
-  | { state: 'done'; issuedAt: number; answer: KeptAnswer };
+  | { state: 'done'; issuedAt: number; answer: KeptAnswer; unsynced?: true };
 
 /** "ID STATE ISSUED_AT" (journals written before the issuedAt was kept have none) */
 const STATE_LINE = /^([A-Za-z0-9._:-]+) (started|answered)(?: (\d+))?$/;
@@ -48,8 +49,8 @@ export class CommandJournal {
   floor = 0;
   /** ids whose answer is kept (state `done`) */
   held = 0;
-  /** the last compaction's failure, for the caller to log (the line before it was synced: nothing is lost) */
-  compactionFailure: Error | undefined;
+  /** a compaction's failure not yet taken (and logged) by the caller: the line before it was synced, nothing is lost */
+  private compactionFailure: Error | undefined;
   private lines = 0;
   private bytes = 0;
   /** bytes at the last rewrite (or, at a start, what a rewrite would hold) */
@@ -69,6 +70,13 @@ export class CommandJournal {
       this.readLine(line);
     }
     this.compactedBytes = this.render().reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+  }
+
+  /** The last compaction's failure, once (the next write tries again). */
+  takeCompactionFailure(): Error | undefined {
+    const err = this.compactionFailure;
+    this.compactionFailure = undefined;
+    return err;
   }
 
   get(id: string): JournalEntry | undefined {
@@ -92,14 +100,14 @@ export class CommandJournal {
     if (this.path && (this.lines > 2 * this.remembered || this.bytes > 2 * this.compactedBytes + LIMITS.fieldCommandJournalSlackBytes)) {
       try {
         this.compact(this.path);
-        this.compactionFailure = undefined;
       } catch (err) {
         this.compactionFailure = err as Error;
       }
     }
   }
 
-  private remember(id: string, entry: JournalEntry): void {
+  /** Remembers `entry` without writing it (in this process only: the journal refused it). */
+  remember(id: string, entry: JournalEntry): void {
     const old = this.seen.get(id);
     if (old?.state === 'done') this.held--;
     if (entry.state === 'done') this.held++;
@@ -145,12 +153,13 @@ export class CommandJournal {
     const lines = this.render();
     const text = lines.join('\n') + '\n';
     replaceFileDurablySync(path, text);
+    for (const e of this.seen.values()) if (e.state === 'done') delete e.unsynced; // written now
     this.lines = lines.length;
     this.bytes = this.compactedBytes = Buffer.byteLength(text);
   }
 }
 
-/** One line of the journal. */
+/** One line of the journal. An answer known in this process only (`unsynced`) is written as what it is: a rewrite is as durable as an append. */
 function format(id: string, e: JournalEntry): string {
   return e.state === 'done' ? `${id} done ${e.issuedAt} ${JSON.stringify(e.answer)}` : `${id} ${e.state} ${e.issuedAt}`;
 }

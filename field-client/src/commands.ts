@@ -146,7 +146,7 @@ export class CommandHandlers {
     }
     const seen = this.journal.get(frame.commandId);
     // Answered before but not known to be in the queue: the same answer again.
-    if (seen?.state === 'done') return seen.answer;
+    if (seen?.state === 'done') return seen.unsynced ? this.record(frame.commandId, seen.issuedAt, seen.answer) : seen.answer;
     // Seen before but never answered: the client died while it ran. Never run a command twice.
     if (seen?.state === 'started') return this.done(frame, { status: 'failed', result: INTERRUPTED });
     if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) {
@@ -154,7 +154,12 @@ export class CommandHandlers {
       // grow the journal without bound. Not journaled: its next delivery runs it.
       return { status: 'failed', result: `${this.journal.held} answers wait for room in the queue; not run, left for its next delivery`, code: 'FIELD_QUEUE_FULL', deferred: true };
     }
-    this.journal.write(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
+    try {
+      this.journal.write(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
+    } catch (err) {
+      // Never run without "started" on disk: delivered again after a restart, it would run twice.
+      return journalFailed(err, 'not run: the journal cannot record that it started; its next delivery runs it');
+    }
     this.stats.run++;
     const handler = this.handlers.get(frame.command);
     if (!handler) return this.done(frame, { status: 'rejected', result: `unknown command "${frame.command}"` });
@@ -172,9 +177,23 @@ export class CommandHandlers {
 
   /** Journals `outcome` as the command's answer (synced before it is queued), and returns it. */
   private done(frame: CommandFrame, outcome: CommandOutcome): CommandAnswer {
-    const answer = keepable(outcome, new Date().toISOString());
-    this.journal.write(frame.commandId, { state: 'done', issuedAt: frame.issuedAt, answer });
-    return answer;
+    return this.record(frame.commandId, frame.issuedAt, keepable(outcome, new Date().toISOString()));
+  }
+
+  /**
+   * Journals `answer` and returns it. When the journal refuses the line (a full or read-only disk),
+   * the answer is kept in memory and not queued: on disk the command is still "started", and a
+   * restart would answer it "failed", contradicting an answer already queued. Its next delivery
+   * tries the journal again, and answers it once the line is written.
+   */
+  private record(commandId: string, issuedAt: number, answer: KeptAnswer): CommandAnswer {
+    try {
+      this.journal.write(commandId, { state: 'done', issuedAt, answer });
+      return answer;
+    } catch (err) {
+      this.journal.remember(commandId, { state: 'done', issuedAt, answer, unsynced: true });
+      return journalFailed(err, 'not answered now: the journal cannot record its answer (kept in memory); its next delivery answers it');
+    }
   }
 
   /**
@@ -184,6 +203,18 @@ export class CommandHandlers {
    * never rejects.
    */
   async answer(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+    try {
+      await this.answerOnce(frame, queueResponse, log);
+    } catch (err) {
+      // Not expected (run() and answered() catch the journal's failures); field-client.ts does not
+      // wait for this promise, and a rejection would end the process.
+      log.error({ err, commandId: frame.commandId }, 'command handling failed');
+    }
+    const err = this.journal.takeCompactionFailure();
+    if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
+  }
+
+  private async answerOnce(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
     const outcome = await this.run(frame);
     if (!outcome) {
       log.info({ commandId: frame.commandId }, 'command delivered again while it runs; its answer follows');
@@ -195,7 +226,9 @@ export class CommandHandlers {
       return;
     }
     if (outcome.deferred) {
-      log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, `command not answered now: ${String(outcome.result)}`);
+      const fields = { code: outcome.code, commandId: frame.commandId, command: frame.command };
+      if (outcome.code === 'FIELD_COMMAND_JOURNAL_FAILED') log.error(fields, `command ${String(outcome.result)}`);
+      else log.warn(fields, `command ${String(outcome.result)}`);
       return;
     }
     if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
@@ -213,19 +246,31 @@ export class CommandHandlers {
       log.error({ err: (err as Error).message, ...(err instanceof FieldStreamError ? { code: err.code } : {}), commandId: frame.commandId }, 'cannot queue the command response; it is queued again when the command is delivered again');
       return;
     }
-    this.answered(frame.commandId);
-    this.logCompactionFailure(log);
+    try {
+      this.answered(frame.commandId);
+    } catch (err) {
+      log.warn(
+        { code: 'FIELD_COMMAND_JOURNAL_FAILED', err: (err as Error).message, commandId: frame.commandId },
+        'command answer queued, but the journal cannot record it: after a restart, the same answer may be queued again (the command API records it once)',
+      );
+    }
   }
 
-  /** Called once the answer is in the durable queue. */
+  /**
+   * Called once the answer is in the durable queue. Throws when the journal refuses the line; the
+   * command is then known as answered in this process only (a delivery again is a replay), and
+   * after a restart its kept answer is queued again, the same.
+   */
   answered(commandId: string): void {
     const seen = this.journal.get(commandId);
-    if (seen) this.journal.write(commandId, { state: 'answered', issuedAt: seen.issuedAt });
-  }
-
-  private logCompactionFailure(log: Logger): void {
-    const err = this.journal.compactionFailure;
-    if (err) log.warn({ err: err.message }, 'cannot rewrite the command journal; it is tried again at the next change');
+    if (!seen) return;
+    const entry = { state: 'answered' as const, issuedAt: seen.issuedAt };
+    try {
+      this.journal.write(commandId, entry);
+    } catch (err) {
+      this.journal.remember(commandId, entry);
+      throw err;
+    }
   }
 
   private replayed(frame: CommandFrame): ErrorCode | undefined {
@@ -242,6 +287,11 @@ export class CommandHandlers {
  * is answered "failed" instead: kept, it would be refused at every delivery), and as JSON gives it
  * back (so the answer kept and read back from the journal is the one queued).
  */
+/** A command not answered now, as the journal refused a line: answered at its next delivery. */
+function journalFailed(err: unknown, what: string): CommandAnswer {
+  return { status: 'failed', result: `${what} (${(err as Error).message})`, code: 'FIELD_COMMAND_JOURNAL_FAILED', deferred: true };
+}
+
 function keepable(outcome: CommandOutcome, timestamp: string): KeptAnswer {
   const answer = { status: outcome.status, ...(outcome.result !== undefined ? { result: outcome.result } : {}), timestamp };
   const checked = KeptAnswerSchema.safeParse(answer);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
@@ -11,6 +11,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { signCommand, verifyCommand, type SignedCommand } from '../../shared/security/command-auth.ts';
 import { checkCommand, type CommandGuardOptions } from '../../field-client/src/command-guard.ts';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const key = randomBytes(32);
@@ -249,6 +250,102 @@ describe('command answers (commands.ts): one per command id', () => {
       await h.answer(f('cmd-0'), into(sent), log); // the queue has room again
       await h.answer(f('cmd-next'), into(sent), log);
       assert.deepEqual(sent.map((r) => [r.commandId, r.status]), [['cmd-0', 'completed'], ['cmd-next', 'completed']]);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+});
+
+describe('a command journal the disk refuses (commands.ts)', () => {
+  // field-client.ts calls answer() with `void`: a rejection would be an unhandled one, and end the
+  // client (and its data upload) at every delivery of the command.
+  const opts = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
+  const log = createLogger('field-client', 'silent');
+  const f = (id: string): CommandFrame => ({ type: 'command', commandId: id, command: 'open_valve', issuedAt: Date.now() });
+  const into = (sent: ResponsePayload[]) => async (r: ResponsePayload) => void sent.push(r);
+  /** The journal's name taken by a folder: every append to it fails (EISDIR), as on a read-only disk. */
+  const refuse = (journal: string) => {
+    const text = readFileSync(journal, 'utf8');
+    rmSync(journal);
+    mkdirSync(journal);
+    return () => {
+      rmSync(journal, { recursive: true });
+      writeFileSync(journal, text);
+    };
+  };
+
+  it('runs no command it cannot journal as started, does not reject, and runs it at its next delivery', async () => {
+    const tmp = tempDir('journal-full');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      writeFileSync(journal, 'cmd-old answered 1\n');
+      let runs = 0;
+      const h = new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed' }));
+      const sent: ResponsePayload[] = [];
+      await withFileSizeLimit(statSync(journal).size, async () => {
+        await assert.doesNotReject(h.answer(f('cmd-disk'), into(sent), log));
+      });
+      assert.equal(runs, 0, 'not run without its "started" on disk');
+      assert.equal(sent.length, 0);
+      await h.answer(f('cmd-disk'), into(sent), log); // the disk has room again
+      assert.equal(runs, 1);
+      assert.deepEqual(sent.map((r) => r.status), ['completed']);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('queues no answer the journal cannot record: kept in memory, answered at the next delivery; after a restart "failed", never both', async () => {
+    const tmp = tempDir('journal-done-refused');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      let restore = () => {};
+      let onDisk = '';
+      const h = new CommandHandlers(opts, journal).register('open_valve', () => {
+        runs++;
+        onDisk = readFileSync(journal, 'utf8'); // "started"
+        restore = refuse(journal); // the disk turns read-only while it runs
+        return { status: 'completed', result: 'opened' };
+      });
+      const sent: ResponsePayload[] = [];
+      await assert.doesNotReject(h.answer(f('cmd-1'), into(sent), log));
+      assert.equal(sent.length, 0, 'not answered: on disk it is "started", which a restart answers "failed"');
+      await assert.doesNotReject(h.answer(f('cmd-1'), into(sent), log));
+      assert.equal(sent.length, 0);
+      // Killed now: the restart answers what the disk says, and does not run it again.
+      const copy = join(tmp.dir, 'copy.journal');
+      writeFileSync(copy, onDisk);
+      const rebooted = await new CommandHandlers(opts, copy).register('open_valve', () => (runs++, { status: 'completed' })).run(f('cmd-1'));
+      assert.equal(rebooted?.status, 'failed');
+      // Not killed: the disk takes writes again, and the next delivery answers what it did.
+      restore();
+      await h.answer(f('cmd-1'), into(sent), log);
+      assert.deepEqual(sent.map((r) => [r.status, r.result]), [['completed', 'opened']]);
+      assert.match(readFileSync(journal, 'utf8'), /^cmd-1 answered /m);
+      assert.equal(runs, 1);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('an answer queued that the journal cannot record as answered: not rejected, not answered again; after a restart the same answer', async () => {
+    const tmp = tempDir('journal-answered-refused');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const make = () => new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed', result: 'opened' }));
+      const h = make();
+      const sent: ResponsePayload[] = [];
+      let restore = () => {};
+      await assert.doesNotReject(h.answer(f('cmd-1'), async (r) => void (sent.push(r), (restore = refuse(journal))), log));
+      assert.equal(sent.length, 1);
+      await h.answer(f('cmd-1'), into(sent), log);
+      assert.equal(sent.length, 1, 'a delivery again is a replay: the answer is in the queue');
+      restore();
+      await make().answer(f('cmd-1'), into(sent), log); // killed, restarted: the journal says "done"
+      assert.deepEqual(sent[1], sent[0], 'the same answer (the command API records it once)');
+      assert.equal(runs, 1);
     } finally {
       tmp.cleanup();
     }
