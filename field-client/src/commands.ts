@@ -77,12 +77,16 @@ export class CommandHandlers {
   private readonly handlers = new Map<string, CommandHandler>();
   private readonly journal: CommandJournal;
   private readonly running = new Set<string>();
+  /** ids answer() handles now, from the checks until the answer is in the queue (or refused by it) */
+  private readonly answering = new Set<string>();
   /** for status(): commands run, and commands refused by code */
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
   /** ids refused as stale or future-dated and answered (the newest REFUSALS_REMEMBERED) */
   private readonly refusalsAnswered = new Set<string>();
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
   private refusalLog: LimitedLog | undefined;
+  /** copies of a command delivered while it is answered, logged (a gateway can send them without end) */
+  private copyLog: LimitedLog | undefined;
 
   constructor(
     private readonly guard: CommandGuardOptions,
@@ -203,12 +207,25 @@ export class CommandHandlers {
    * never rejects.
    */
   async answer(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+    // A copy delivered while the command runs or its answer is being queued gets nothing: the
+    // first's answer is the one. Past run(), until the queue took it, the journal says "done" (or
+    // still "started" while its line is written), and a copy would queue it a second time (or
+    // answer "failed: interrupted", contradicting it). If the queue refuses it, the answer is kept
+    // and the next delivery queues it.
+    if (this.answering.has(frame.commandId)) {
+      this.copyLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'command copies delivered while answered' });
+      this.copyLog.write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
+      return;
+    }
+    this.answering.add(frame.commandId);
     try {
       await this.answerOnce(frame, queueResponse, log);
     } catch (err) {
       // Not expected (run() and answered() catch the journal's failures); field-client.ts does not
       // wait for this promise, and a rejection would end the process.
       log.error({ err, commandId: frame.commandId }, 'command handling failed');
+    } finally {
+      this.answering.delete(frame.commandId);
     }
     const err = this.journal.takeCompactionFailure();
     if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');

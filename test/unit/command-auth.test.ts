@@ -186,6 +186,28 @@ describe('command answers (commands.ts): one per command id', () => {
     }
   });
 
+  it('gets no second answer for a copy delivered while the first answer is being queued', async () => {
+    const tmp = tempDir('answer-copy');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const h = new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed' }));
+      const sent: ResponsePayload[] = [];
+      let release!: () => void;
+      const slowQueue = (r: ResponsePayload) => new Promise<void>((res) => (release = () => (sent.push(r), res())));
+      const first = h.answer(f('cmd-dup'), slowQueue, log);
+      await new Promise((r) => setImmediate(r)); // the handler is done; the answer waits for the queue's fsync
+      await h.answer(f('cmd-dup'), into(sent), log); // a delivery again (presence republished)
+      release();
+      await first;
+      await h.answer(f('cmd-dup'), into(sent), log); // and once it is in the queue: a replay
+      assert.deepEqual(sent.map((r) => [r.status, r.result]), [['completed', undefined]]);
+      assert.equal(runs, 1);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
   it('keeps an answer not yet queued across a restart and the journal\'s rewrites, and never forgets its id', async () => {
     const tmp = tempDir('answer-kept');
     try {
