@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startConsole, type OperatorConsole } from '../../internal-network/console/console.ts';
@@ -185,6 +187,53 @@ describe('the operator console against hostile clients', () => {
       fleet.close();
       device.close();
       other.close();
+    }
+  });
+
+  it('a request still running at the logout, or at a new login, does not bring the ended session back; the logout clears the cookie', async () => {
+    // A command API that takes its time: a device page (which reads the device's commands as the
+    // user) is still running when the same browser logs out, or logs in again.
+    const slow = createServer((req, res) => {
+      req.resume();
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"commands":[]}'), 600);
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    try {
+      const c = await anotherConsole({ CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${(slow.address() as AddressInfo).port}` });
+      const s = new ConsoleSession(c.url);
+      await s.login(ROLE_TOKENS.operator);
+      const atLogin = s.cookie;
+      const running = s.request('/api/devices/meter-1');
+      await new Promise((r) => setTimeout(r, 150));
+      const out = await fetch(new URL('/api/logout', c.url), { method: 'POST', headers: { cookie: s.cookies(), 'x-csrf-token': s.csrf } });
+      assert.equal(out.status, 200);
+      const cleared = out.headers.getSetCookie().find((k) => k.startsWith('fieldstream_console='));
+      assert.ok(cleared && /^fieldstream_console=;/.test(cleared) && /Expires=Thu, 01 Jan 1970/i.test(cleared), `the logout clears the cookie: ${cleared}`);
+      assert.equal((await running).status, 200, 'the request begun before the logout is answered');
+      // A copy of the cookie from before the logout (a stolen one, or a page that kept it) is worth nothing.
+      s.cookie = atLogin;
+      assert.equal((await s.request('/api/session')).body.authenticated, false, 'the session came back after its logout');
+      assert.equal((await s.request('/api/devices/meter-1')).status, 401);
+
+      // Logging in again while a request of the previous login runs: that login stays replaced, and
+      // the running request's answer does not hand the browser its old cookie back.
+      await s.login(ROLE_TOKENS.operator);
+      const first = s.cookie;
+      const stillRunning = fetch(new URL('/api/devices/meter-1', c.url), { headers: { cookie: s.cookies() } });
+      await new Promise((r) => setTimeout(r, 150));
+      await s.login(ROLE_TOKENS.operator);
+      const second = s.cookie;
+      assert.notEqual(second, first);
+      const answer = await stillRunning;
+      await answer.arrayBuffer();
+      assert.deepEqual(answer.headers.getSetCookie().filter((k) => k.startsWith('fieldstream_console=')), [], 'no session cookie set by a request that did not change the session');
+      s.cookie = first;
+      assert.equal((await s.request('/api/session')).body.authenticated, false, 'the login that a new one replaced came back');
+      s.cookie = second;
+      assert.equal((await s.request('/api/session')).body.authenticated, true, 'the new login holds');
+    } finally {
+      slow.closeAllConnections();
+      await new Promise((r) => slow.close(r));
     }
   });
 

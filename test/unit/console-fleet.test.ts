@@ -246,6 +246,11 @@ describe('console sessions', () => {
     assert.equal(store.size, CONSOLE.maxSessions);
     assert.equal(get('s0'), null, 'the oldest went first');
     assert.equal(get(`s${CONSOLE.maxSessions + 9}`), session);
+    // A session read by a request is in use (sessions are saved at login only): it goes after the others.
+    assert.equal(get('s10'), session);
+    store.set('next', session, () => undefined);
+    assert.equal(get('s11'), null, 'the least recently used went');
+    assert.equal(get('s10'), session, 'the one just read stayed');
   });
   it('drops sessions that are not logged in first: a flood of them never pushes out a login; a login ends its TTL after it, however often saved', () => {
     let now = 0;
@@ -256,6 +261,8 @@ describe('console sessions', () => {
       return out;
     };
     const op = { cookie: { originalMaxAge: 1_000 }, principal: { name: 'op', role: 'operator' }, commandToken: 't', loggedInAt: 0 } as never;
+    // As a login does it: regenerate() stores an empty session under the new id, then the login fills it in.
+    store.set('op', { cookie: { originalMaxAge: 1_000 } } as never, () => undefined);
     store.set('op', op, () => undefined);
     for (let i = 0; i < CONSOLE.maxSessions * 2; i++) store.set(`anon${i}`, { cookie: { originalMaxAge: 1_000 } } as never, () => undefined);
     assert.equal(store.size, CONSOLE.maxSessions);
@@ -266,6 +273,32 @@ describe('console sessions', () => {
     now = 1_001;
     assert.equal(get('op'), null, 'gone at loggedInAt + TTL, though saved at 900');
     assert.equal(store.has('op'), false);
+  });
+  it('never stores again a login that ended (logged out, replaced, expired): a save from a request that ran meanwhile is refused', () => {
+    let now = 0;
+    const store = new BoundedSessionStore(1_000, () => now);
+    const login = (id: string) => {
+      const s = { cookie: { originalMaxAge: 1_000 }, principal: { name: 'op', role: 'operator' }, commandToken: 't', loggedInAt: now } as never;
+      store.set(id, { cookie: { originalMaxAge: 1_000 } } as never, () => undefined);
+      store.set(id, s, () => undefined);
+      return s;
+    };
+    const save = (id: string, s: never) => {
+      let err: unknown;
+      store.set(id, s, (e) => (err = e));
+      return err;
+    };
+    const out = login('a');
+    assert.equal(save('a', out), undefined, 'a live login is saved again');
+    store.destroy('a', () => undefined);
+    assert.equal((save('a', out) as { code?: string })?.code, 'CONSOLE_UNAUTHORIZED');
+    assert.equal(store.has('a'), false, 'the logout holds');
+    const expiring = login('b');
+    now = 1_001;
+    assert.ok(save('b', expiring), 'an expired login is not stored again');
+    assert.equal(store.has('b'), false);
+    // A session that is not logged in carries nothing worth refusing: a new login's id is stored.
+    assert.equal(save('c', { cookie: { originalMaxAge: 1_000 } } as never), undefined);
   });
 });
 

@@ -12,7 +12,7 @@ import type { CommandClient } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import type { LimitedHistory } from '../history/history.ts';
 import type { DeviceDetail, LiveHub } from './live.ts';
-import { csrfUser } from './server.ts';
+import { COOKIE_NAME, csrfUser } from './server.ts';
 
 export interface RouteDeps {
   credentials: Pick<Credentials, 'verify'>;
@@ -102,10 +102,13 @@ export function consoleRoutes(d: RouteDeps) {
       return { user: who.name, role: who.role, csrfToken: reply.generateCsrf({ userInfo: csrfUser(req) }) };
     });
 
-    app.post('/api/logout', csrf, async (req) => {
+    app.post('/api/logout', csrf, async (req, reply) => {
       const name = req.session.principal?.name;
       const id = req.session.sessionId;
       await req.session.destroy();
+      // The browser forgets the id too: the store no longer has it, and a copy of the cookie (a
+      // stolen one) is worth nothing, but the page keeps no dead credential either.
+      void reply.clearCookie(COOKIE_NAME, { path: '/', httpOnly: true, sameSite: 'strict', secure: d.secureCookie });
       // Its live streams read as this user: they end now, not at their next look at the session.
       d.hub.endSession(id);
       if (name !== undefined) d.log.info({ user: name }, 'console logout');

@@ -88,6 +88,11 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     store: o.sessions,
     // Only a login stores a session: nothing a visitor who is not logged in does takes room on the server.
     saveUninitialized: false,
+    // Only a login (and a logout) changes a session, so only they write it. Rolling saves (the
+    // default) wrote it back at the end of every request: one still running at the logout stored
+    // the logged-in session again under its id. A login lasts CONSOLE_SESSION_TTL_S from loggedInAt
+    // whatever the traffic (routes.ts, session-store.ts), as does the cookie's Max-Age set at login.
+    rolling: false,
     cookie: { httpOnly: true, sameSite: 'strict', secure: o.secure, path: '/', maxAge: o.sessionTtlMs },
   });
   // The CSRF secret lives in a cookie of its own, not in the session, so the login form needs no

@@ -1,4 +1,5 @@
 import type { Session } from 'fastify';
+import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE } from '../../../shared/limits.ts';
 import type { Principal } from '../../shared/credentials.ts';
 
@@ -24,6 +25,12 @@ type Entry = { session: Session; expires: number };
  * visits cost nothing here. Should a session that is not logged in be stored all the same (the
  * empty one a login's regenerate() stores a moment before it is filled in), it is kept apart and
  * dropped first past the cap: a flood of visits can never push out an operator's session.
+ *
+ * A logged-in session is stored only over an entry the store holds: the empty one its login's
+ * regenerate() created, or itself. One that is gone (logged out, replaced by a new login, expired,
+ * dropped past the cap) is never created again, whoever saves it: a request that was running when
+ * the session ended must not bring it back. The entry is the proof, so nothing needs remembering
+ * of the sessions that ended (a memory of them would be bounded, and forget).
  */
 export class BoundedSessionStore {
   /** each in the order of use (a Map keeps insertion order; an entry used is re-inserted last) */
@@ -36,6 +43,10 @@ export class BoundedSessionStore {
   ) {}
 
   set(id: string, session: Session, cb: Callback): void {
+    if (session.principal && this.live(id) === undefined) {
+      cb(new FieldStreamError('CONSOLE_UNAUTHORIZED', 'This session ended (logged out, expired or dropped) while the request ran: log in again.'));
+      return;
+    }
     this.anonymous.delete(id);
     this.loggedIn.delete(id);
     // A login lasts ttlMs from the login, however busy (the routes refuse it past that, and a live
@@ -52,7 +63,9 @@ export class BoundedSessionStore {
   }
 
   get(id: string, cb: (err: unknown, result?: Session | null) => void): void {
-    cb(null, this.live(id)?.session ?? null);
+    const found = this.live(id);
+    if (found) this.markUsed(id, found);
+    cb(null, found?.session ?? null);
   }
 
   destroy(id: string, cb: Callback): void {
@@ -73,6 +86,14 @@ export class BoundedSessionStore {
 
   get size(): number {
     return this.anonymous.size + this.loggedIn.size;
+  }
+
+  /** Last in its pool's order: the least recently used is dropped first past the cap (sessions are
+   * saved at login only, so a request reading one is what says it is in use). */
+  private markUsed(id: string, entry: Entry): void {
+    const pool = this.loggedIn.has(id) ? this.loggedIn : this.anonymous;
+    pool.delete(id);
+    pool.set(id, entry);
   }
 
   private live(id: string): Entry | undefined {
