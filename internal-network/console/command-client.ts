@@ -29,6 +29,11 @@ const ListSchema = z.object({ commands: z.array(CommandViewSchema) });
 const ErrorSchema = z.object({ code: z.string().max(100), message: z.string().max(2000) });
 export type ConsoleCommand = z.infer<typeof CommandViewSchema>;
 
+/** Every code the client throws, so that its callers can map each to their own (the management
+ * API answers MANAGE_* codes only): a new one fails their type check until it is mapped. */
+export type CommandClientCode = 'CONSOLE_UNAUTHORIZED' | 'CONSOLE_FORBIDDEN' | 'CONSOLE_INVALID_REQUEST' | 'CONSOLE_COMMAND_API_FAILED';
+const fail = (code: CommandClientCode, message: string, details?: Record<string, unknown>) => new FieldStreamError(code, message, details);
+
 /**
  * The console's way to the command API: every request carries the logged-in user's own token, so
  * the command API applies that user's role again (a viewer's command is refused there too) and its
@@ -61,7 +66,7 @@ export class CommandClient {
       ListSchema,
     );
     const first = answer.commands[0];
-    if (!first) throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', 'The command API answered without the command.');
+    if (!first) throw fail('CONSOLE_COMMAND_API_FAILED', 'The command API answered without the command.');
     return first;
   }
 
@@ -70,7 +75,7 @@ export class CommandClient {
     try {
       res = await fetch(url, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(TIMINGS.commandApiRequestTimeoutMs) });
     } catch (err) {
-      throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', `The command API did not answer: ${(err as Error).message}`);
+      throw fail('CONSOLE_COMMAND_API_FAILED', `The command API did not answer: ${(err as Error).message}`);
     }
     const body: unknown = await res.json().catch(() => undefined);
     if (!res.ok) {
@@ -78,14 +83,14 @@ export class CommandClient {
       // The command API's own refusals keep their meaning: its credential check, its role check and its validation.
       if (res.status === 401) {
         this.onRefused(token);
-        throw new FieldStreamError('CONSOLE_UNAUTHORIZED', 'The command API no longer accepts the token of this login (revoked?): log in again.');
+        throw fail('CONSOLE_UNAUTHORIZED', 'The command API no longer accepts the token of this login (revoked?): log in again.');
       }
-      if (res.status === 403) throw new FieldStreamError('CONSOLE_FORBIDDEN', e.success ? e.data.message : 'The command API refused this credential.');
-      if (res.status === 400 && e.success) throw new FieldStreamError('CONSOLE_INVALID_REQUEST', e.data.message, { commandApiCode: e.data.code });
-      throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', `The command API answered ${res.status}${e.success ? ` ${e.data.code}: ${e.data.message}` : ''}`, e.success ? { commandApiCode: e.data.code } : undefined);
+      if (res.status === 403) throw fail('CONSOLE_FORBIDDEN', e.success ? e.data.message : 'The command API refused this credential.');
+      if (res.status === 400 && e.success) throw fail('CONSOLE_INVALID_REQUEST', e.data.message, { commandApiCode: e.data.code });
+      throw fail('CONSOLE_COMMAND_API_FAILED', `The command API answered ${res.status}${e.success ? ` ${e.data.code}: ${e.data.message}` : ''}`, e.success ? { commandApiCode: e.data.code } : undefined);
     }
     const parsed = schema.safeParse(body);
-    if (!parsed.success) throw new FieldStreamError('CONSOLE_COMMAND_API_FAILED', 'The command API answered something the console does not understand.');
+    if (!parsed.success) throw fail('CONSOLE_COMMAND_API_FAILED', 'The command API answered something the console does not understand.');
     return parsed.data;
   }
 }

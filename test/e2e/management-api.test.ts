@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, rmSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startConsole } from '../../internal-network/console/console.ts';
+import { loadConsoleConfig } from '../../internal-network/console/config.ts';
+import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { MANAGE } from '../../shared/limits.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { issueDeviceToken } from '../../pki/device-tokens.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
-import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { brokerSettings, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { requestFrom } from '../helpers/http-from.ts';
@@ -287,6 +290,42 @@ describe('the management API', () => {
     assert.equal(r.status, 502);
     assert.equal(r.body.error.code, 'MANAGE_COMMAND_API_FAILED');
     assert.equal(r.body.error.details.commandApiCode, 'API_DEVICE_KEY_MISSING');
+  });
+
+  it('answers with its own codes only: a bearer token the command API refused is MANAGE_UNAUTHORIZED, and refused from then on', async () => {
+    // A console that knows a token the command API does not (revoked there, the console not restarted).
+    const stale = 'stale-admin-token-0123456789abcdef';
+    const tokens = join(tmp.dir, 'console-tokens.json');
+    writeFileSync(tokens, JSON.stringify([...JSON.parse(readFileSync(writeRoleTokens(tmp.dir), 'utf8')), { name: 'stale-user', role: 'admin', sha256: sha256Hex(stale) }]));
+    const c = await startConsole(
+      loadConsoleConfig({
+        ...fx.env,
+        ...brokerSettings(fx, 'internal/console'),
+        CONSOLE_CLIENT_ID: 'console-manage-stale',
+        CONSOLE_HOST: '127.0.0.1',
+        CONSOLE_PORT: '0',
+        CONSOLE_METRICS_PORT: 'off',
+        CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
+        CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+        CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
+        COMMAND_API_TOKENS_FILE: tokens,
+      }),
+      fx.logs.logger,
+      { processMetrics: false },
+    );
+    try {
+      const send = async () => {
+        const res = await fetch(new URL('/api/v1/manage/devices/meter-1/test-event', c.url), { method: 'POST', headers: { authorization: `Bearer ${stale}`, 'content-type': 'application/json' }, body: '{}' });
+        return { status: res.status, body: (await res.json()) as any };
+      };
+      const refused = await send(); // reaches the command API, which refuses the token
+      assert.deepEqual([refused.status, refused.body.error?.code], [401, 'MANAGE_UNAUTHORIZED'], JSON.stringify(refused.body));
+      assert.ok(!/log in/i.test(refused.body.error.message), `a bearer caller is not told to log in: ${refused.body.error.message}`);
+      const again = await send(); // refused by the console itself now
+      assert.deepEqual([again.status, again.body.error?.code], [401, 'MANAGE_UNAUTHORIZED']);
+    } finally {
+      await c.close();
+    }
   });
 
   it('serves test events only: another command id is not found here', async () => {

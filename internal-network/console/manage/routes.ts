@@ -7,7 +7,7 @@ import { CONSOLE, LIMITS, MANAGE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { TokenThrottle } from '../../../shared/security/throttle.ts';
 import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
-import type { CommandClient, ConsoleCommand } from '../command-client.ts';
+import type { CommandClient, CommandClientCode, ConsoleCommand } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import type { DeviceRow } from '../fleet/types.ts';
 import { noManageAuthFailures, type ManageAuthFailures } from '../metrics.ts';
@@ -88,10 +88,12 @@ function testEventView(c: ConsoleCommand) {
 }
 
 /** The console's own codes from the command client, as the management API's. */
-const FROM_CONSOLE: Partial<Record<ErrorCode, ErrorCode>> = {
-  CONSOLE_FORBIDDEN: 'MANAGE_FORBIDDEN',
-  CONSOLE_INVALID_REQUEST: 'MANAGE_INVALID_REQUEST',
-  CONSOLE_COMMAND_API_FAILED: 'MANAGE_COMMAND_API_FAILED',
+const FROM_CONSOLE: Record<CommandClientCode, { code: ErrorCode; message?: string }> = {
+  // The console's message says "log in again", which a bearer caller cannot do.
+  CONSOLE_UNAUTHORIZED: { code: 'MANAGE_UNAUTHORIZED', message: 'The command API no longer accepts this bearer token (revoked there since the console started): the console refuses it too until it restarts.' },
+  CONSOLE_FORBIDDEN: { code: 'MANAGE_FORBIDDEN' },
+  CONSOLE_INVALID_REQUEST: { code: 'MANAGE_INVALID_REQUEST' },
+  CONSOLE_COMMAND_API_FAILED: { code: 'MANAGE_COMMAND_API_FAILED' },
 };
 
 /**
@@ -246,8 +248,10 @@ export function manageRoutes(d: ManageDeps) {
 /** Any error as one of the management API's codes. */
 function managementError(err: unknown): FieldStreamError {
   if (isFieldStreamError(err)) {
-    const mapped = FROM_CONSOLE[err.code];
-    return mapped ? new FieldStreamError(mapped, err.message, err.details) : err;
+    const mapped = (FROM_CONSOLE as Partial<Record<ErrorCode, { code: ErrorCode; message?: string }>>)[err.code];
+    if (mapped) return new FieldStreamError(mapped.code, mapped.message ?? err.message, err.details);
+    // Any other console code reaching here is a fault of this API's (it answers MANAGE_* codes only).
+    return err.code.startsWith('MANAGE_') ? err : new FieldStreamError('MANAGE_INTERNAL', undefined, undefined, { cause: err });
   }
   const e = err as { code?: string; statusCode?: number; message?: string };
   // fastify's own refusals of a request: a body that is not JSON, too large, of another media type.
