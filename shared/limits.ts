@@ -616,8 +616,12 @@ export const CONSOLE = {
   /** bytes. A browser that has not read this much of its stream is too slow: it is disconnected
    * (and reconnects to a fresh snapshot) instead of letting the console's memory grow. */
   liveMaxBufferedBytes: 8 * 1024 * 1024,
-  /** sessions kept at once (logged in or not); past it the oldest are dropped */
+  /** sessions kept at once (logged in or not); past it the least recently used are dropped */
   maxSessions: 10_000,
+  /** logged-in sessions (logins) one user (one credential) holds at once, whatever the browsers and
+   * addresses; a login past it ends that user's own oldest, so one user logging in over and over
+   * cannot push the others out of maxSessions. Room for a person's browsers and machines. */
+  maxSessionsPerUser: 20,
   /** tokens the command API refused though the console knew them (revoked there), refused by the
    * console too until it restarts; past it the oldest are forgotten */
   refusedTokensMax: 1024,

@@ -300,6 +300,26 @@ describe('console sessions', () => {
     // A session that is not logged in carries nothing worth refusing: a new login's id is stored.
     assert.equal(save('c', { cookie: { originalMaxAge: 1_000 } } as never), undefined);
   });
+  it(`holds at most ${CONSOLE.maxSessionsPerUser} logins of one user, ending that user's oldest: one user logging in over and over pushes no one else out`, () => {
+    const store = new BoundedSessionStore(3_600_000, () => 0);
+    const login = (id: string, name: string) => {
+      store.set(id, { cookie: { originalMaxAge: 1_000 } } as never, () => undefined);
+      store.set(id, { cookie: { originalMaxAge: 1_000 }, principal: { name, role: 'viewer' }, commandToken: 't', loggedInAt: 0 } as never, () => undefined);
+    };
+    login('op', 'operator-user');
+    // More logins of one viewer than the store holds in all (from many addresses, or over hours).
+    for (let i = 0; i < CONSOLE.maxSessions + 5; i++) login(`v${i}`, 'viewer-user');
+    assert.ok(store.has('op'), "the operator's login is kept");
+    assert.equal(store.size, 1 + CONSOLE.maxSessionsPerUser);
+    const last = CONSOLE.maxSessions + 4;
+    assert.ok(store.has(`v${last}`) && store.has(`v${last - CONSOLE.maxSessionsPerUser + 1}`), "the viewer's newest logins are kept");
+    assert.equal(store.has(`v${last - CONSOLE.maxSessionsPerUser}`), false, "and the viewer's older ones ended");
+    // A logout frees a place: the next login ends none of the others.
+    store.destroy(`v${last}`, () => undefined);
+    login('again', 'viewer-user');
+    assert.ok(store.has(`v${last - CONSOLE.maxSessionsPerUser + 1}`));
+    assert.equal(store.size, 1 + CONSOLE.maxSessionsPerUser);
+  });
 });
 
 describe('console history helpers', () => {

@@ -31,11 +31,17 @@ type Entry = { session: Session; expires: number };
  * dropped past the cap) is never created again, whoever saves it: a request that was running when
  * the session ended must not bring it back. The entry is the proof, so nothing needs remembering
  * of the sessions that ended (a memory of them would be bounded, and forget).
+ *
+ * One user (one credential, principal.name) holds at most CONSOLE.maxSessionsPerUser logins; a
+ * login past it ends that user's own oldest. The cap over everyone is reached only by many users,
+ * so one user logging in over and over cannot push the others out.
  */
 export class BoundedSessionStore {
   /** each in the order of use (a Map keeps insertion order; an entry used is re-inserted last) */
   private readonly anonymous = new Map<string, Entry>();
   private readonly loggedIn = new Map<string, Entry>();
+  /** each user's logged-in session ids, the oldest login first */
+  private readonly byUser = new Map<string, Set<string>>();
 
   constructor(
     private readonly ttlMs: number,
@@ -47,17 +53,26 @@ export class BoundedSessionStore {
       cb(new FieldStreamError('CONSOLE_UNAUTHORIZED', 'This session ended (logged out, expired or dropped) while the request ran: log in again.'));
       return;
     }
-    this.anonymous.delete(id);
-    this.loggedIn.delete(id);
+    this.drop(id);
     // A login lasts ttlMs from the login, however busy (the routes refuse it past that, and a live
     // stream ends with it): it leaves the store then too, however often it is saved again.
     const expires = (session.loggedInAt ?? this.now()) + this.ttlMs;
-    (session.principal ? this.loggedIn : this.anonymous).set(id, { session, expires });
+    const user = session.principal?.name;
+    if (user === undefined) this.anonymous.set(id, { session, expires });
+    else {
+      this.loggedIn.set(id, { session, expires });
+      const ids = this.byUser.get(user) ?? new Set<string>();
+      this.byUser.set(user, ids.add(id));
+      for (const oldest of ids) {
+        if (ids.size <= CONSOLE.maxSessionsPerUser) break;
+        this.drop(oldest);
+      }
+    }
     while (this.size > CONSOLE.maxSessions) {
       const pool = this.anonymous.size > 0 ? this.anonymous : this.loggedIn;
       const oldest = pool.keys().next().value;
       if (oldest === undefined) break;
-      pool.delete(oldest);
+      this.drop(oldest);
     }
     cb();
   }
@@ -69,8 +84,7 @@ export class BoundedSessionStore {
   }
 
   destroy(id: string, cb: Callback): void {
-    this.anonymous.delete(id);
-    this.loggedIn.delete(id);
+    this.drop(id);
     cb();
   }
 
@@ -88,6 +102,19 @@ export class BoundedSessionStore {
     return this.anonymous.size + this.loggedIn.size;
   }
 
+  /** Forgets a session wherever it is kept. */
+  private drop(id: string): void {
+    this.anonymous.delete(id);
+    const entry = this.loggedIn.get(id);
+    if (!entry) return;
+    this.loggedIn.delete(id);
+    const user = entry.session.principal?.name;
+    const ids = user === undefined ? undefined : this.byUser.get(user);
+    if (!ids) return;
+    ids.delete(id);
+    if (ids.size === 0) this.byUser.delete(user as string);
+  }
+
   /** Last in its pool's order: the least recently used is dropped first past the cap (sessions are
    * saved at login only, so a request reading one is what says it is in use). */
   private markUsed(id: string, entry: Entry): void {
@@ -100,7 +127,7 @@ export class BoundedSessionStore {
     const pool = this.loggedIn.has(id) ? this.loggedIn : this.anonymous;
     const found = pool.get(id);
     if (found && found.expires <= this.now()) {
-      pool.delete(id);
+      this.drop(id);
       return undefined;
     }
     return found;
