@@ -616,6 +616,10 @@ export const CONSOLE = {
   /** bytes. A browser that has not read this much of its stream is too slow: it is disconnected
    * (and reconnects to a fresh snapshot) instead of letting the console's memory grow. */
   liveMaxBufferedBytes: 8 * 1024 * 1024,
+  /** device rows of a live stream's snapshot written at once (some 200 KB), the next once the socket
+   * has taken them: a snapshot larger than liveMaxBufferedBytes reaches a slow browser, holding one
+   * piece in memory and the event loop for milliseconds, not the whole fleet's half a second */
+  liveSnapshotRowsPerWrite: 1_000,
   /** sessions kept at once (logged in or not); past it the least recently used are dropped */
   maxSessions: 10_000,
   /** logged-in sessions (logins) one user (one credential) holds at once, whatever the browsers and

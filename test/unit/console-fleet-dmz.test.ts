@@ -177,8 +177,11 @@ class FakeResponse extends EventEmitter {
   destroy(): void {
     this.destroyed = true;
   }
+  /** The events of that name, whatever pieces they were written in (a snapshot is written in several). */
   events(name: string): any[] {
     return this.chunks
+      .join('')
+      .split('\n\n')
       .filter((c) => c.startsWith(`event: ${name}\n`))
       .map((c) => JSON.parse(c.slice(c.indexOf('data: ') + 'data: '.length)));
   }

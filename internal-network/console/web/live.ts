@@ -36,6 +36,21 @@ interface Stream {
   anomalySeq: number;
   device: { id: string; token: string; sent: string } | undefined;
   busy: boolean;
+  /** its snapshot is still being written: nothing else may be written into the middle of that event */
+  inSnapshot: boolean;
+}
+
+/** Resolves when the response has handed its buffer to the socket (drain), or is gone (close). */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 /**
@@ -44,6 +59,14 @@ interface Stream {
  * 10,000 devices cost a browser one coalesced update a second, not one per reading. A browser that
  * does not keep up (CONSOLE.liveMaxBufferedBytes unread) is disconnected; its EventSource reconnects
  * to a fresh snapshot.
+ *
+ * The snapshot is written in pieces of CONSOLE.liveSnapshotRowsPerWrite rows, each once the socket
+ * has taken the one before: 100,000 devices are some 20 MB, more than the bound, which a browser on a
+ * slow link took longer to read than a flush: written in one piece, it was disconnected as too slow,
+ * reconnected to a new snapshot, and so on for ever (each one also holding the event loop for half a
+ * second while it was made). Meanwhile the stream gets nothing else (its cursors stay where the
+ * snapshot was taken, so what changed meanwhile follows it, coalesced), and holds one piece in memory;
+ * the bound applies from then on.
  *
  * Each stream belongs to the login that opened it and ends with it (logout, expiry, the session
  * dropped): it reads the device page with that user's token, which must not outlive the login.
@@ -86,19 +109,37 @@ export class LiveHub {
       // A buffering proxy would hold the updates back.
       'x-accel-buffering': 'no',
     });
-    const stream: Stream = { res, owner, version: fleet.currentVersion, security: fleet.security.cursor(), anomalySeq: fleet.anomalies.seq, device: undefined, busy: false };
-    this.send(stream, 'snapshot', {
-      devices: fleet.rows(),
-      security: fleet.securitySummary(),
-      pipeline: this.s.pipeline(),
-      anomalies: fleet.anomalies.newest(CONSOLE.snapshotRecent),
-    });
+    const stream: Stream = { res, owner, version: fleet.currentVersion, security: fleet.security.cursor(), anomalySeq: fleet.anomalies.seq, device: undefined, busy: false, inSnapshot: true };
+    const rows = fleet.rows();
+    const rest = { security: fleet.securitySummary(), pipeline: this.s.pipeline(), anomalies: fleet.anomalies.newest(CONSOLE.snapshotRecent) };
+    // Counted from now (the limits above), and ended by a logout while its snapshot is written.
     this.streams.add(stream);
     res.once('close', () => this.streams.delete(stream));
+    if (!(await this.writeSnapshot(stream, rows, rest))) return;
+    stream.inSnapshot = false;
     if (device) {
       stream.device = { ...device, sent: '' };
       await this.sendDevice(stream);
     }
+  }
+
+  /** The snapshot event, `{devices, security, pipeline, anomalies}` as one data line written in
+   * pieces, each once the socket has drained. False: the stream ended meanwhile. */
+  private async writeSnapshot(stream: Stream, rows: readonly unknown[], rest: Record<string, unknown>): Promise<boolean> {
+    const { res } = stream;
+    const gone = () => res.destroyed || res.writableEnded || !this.streams.has(stream);
+    const put = async (text: string): Promise<boolean> => {
+      if (gone()) return false;
+      if (!res.write(text)) await drained(res);
+      return !gone();
+    };
+    // JSON.stringify leaves no raw newline, so the pieces make one data line (one event).
+    if (!(await put('event: snapshot\ndata: {"devices":['))) return false;
+    for (let i = 0; i < rows.length; i += CONSOLE.liveSnapshotRowsPerWrite) {
+      const piece = rows.slice(i, i + CONSOLE.liveSnapshotRowsPerWrite).map((r) => JSON.stringify(r));
+      if (!(await put(`${i > 0 ? ',' : ''}${piece.join(',')}`))) return false;
+    }
+    return put(`],${JSON.stringify(rest).slice(1)}\n\n`);
   }
 
   /** Ends the streams of a login (at its logout), at once rather than at the next flush. */
@@ -127,6 +168,7 @@ export class LiveHub {
         this.end(stream);
         continue;
       }
+      if (stream.inSnapshot) continue;
       const changed = fleet.changedSince(stream.version);
       stream.version = changed.version;
       if (changed.rows.length > 0) this.send(stream, 'devices', { rows: changed.rows });
@@ -169,7 +211,7 @@ export class LiveHub {
   }
 
   private keepalive(): void {
-    for (const s of this.streams) if (!s.res.destroyed && !s.res.writableEnded) s.res.write(': keepalive\n\n');
+    for (const s of this.streams) if (!s.inSnapshot && !s.res.destroyed && !s.res.writableEnded) s.res.write(': keepalive\n\n');
   }
 
   private send(stream: Stream, event: string, data: unknown): void {
@@ -178,7 +220,8 @@ export class LiveHub {
 
   private write(stream: Stream, event: string, text: string): void {
     const { res } = stream;
-    if (res.destroyed || res.writableEnded) return;
+    // A pipeline view due while the snapshot is written is skipped: the next one follows.
+    if (res.destroyed || res.writableEnded || stream.inSnapshot) return;
     if (res.writableLength > CONSOLE.liveMaxBufferedBytes) {
       this.log.warn({ buffered: res.writableLength }, 'live stream not read: disconnected (the browser reconnects to a fresh snapshot)');
       res.destroy();
