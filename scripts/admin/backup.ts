@@ -74,6 +74,9 @@ interface Source {
   file: string;
 }
 
+const linked = (path: string) =>
+  new FieldStreamError('BACKUP_UNREADABLE', `${path} is a symbolic link: a backup follows none (point the setting at the real path, or copy what it holds there); nothing was written.`);
+
 const unreadable = (what: string, err: unknown) =>
   new FieldStreamError('BACKUP_UNREADABLE', `Cannot read ${what} (${errnoOf(err) ?? (err as Error).message}): the backup would miss what it holds; nothing was written.`, undefined, { cause: err });
 
@@ -96,6 +99,9 @@ function walk(dir: string, prefix = ''): string[] {
     const rel = prefix ? `${prefix}/${e.name}` : e.name;
     if (e.isDirectory()) out.push(...walk(join(dir, e.name), rel));
     else if (e.isFile()) out.push(rel);
+    // Not followed, not skipped: a folder of keys moved elsewhere and linked back would be left out
+    // of the archive without a word, and a restore would miss it.
+    else if (e.isSymbolicLink()) throw linked(join(dir, e.name));
   }
   return out;
 }
@@ -115,6 +121,7 @@ export function collectSources(paths: AdminPaths): Source[] {
   } catch (err) {
     if (errnoOf(err) !== 'ENOENT') throw unreadable(`the command journal ${paths.commandState}`, err);
   }
+  if (journal?.isSymbolicLink()) throw linked(paths.commandState);
   if (journal?.isFile()) sources.push({ root: 'command-state', path: COMMAND_JOURNAL_NAME, kind: 'command-journal', file: paths.commandState });
   return sources;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
@@ -86,6 +86,9 @@ describe('backup and restore', () => {
 
   before(async () => {
     revokeDevice(pki.dir, 'dev-b');
+    // a device with a token instead of a certificate
+    const added = await runAdmin(['devices', 'add', 'tok-1', '--token'], { out: () => undefined, err: () => undefined, env: { CERTS_DIR: pki.dir }, cwd: REPO_ROOT });
+    assert.equal(added, EXIT.ok);
     // things a backup leaves out
     mkdirSync(join(pki.dir, 'bundles'), { recursive: true });
     writeFileSync(join(pki.dir, 'bundles', 'dev-a.tar.gz'), 'a bundle');
@@ -111,7 +114,7 @@ describe('backup and restore', () => {
     assert.deepEqual(m, manifest);
     assert.equal(m.version, 1);
     assert.ok(Math.abs(Date.parse(m.created) - Date.now()) < 60_000);
-    assert.deepEqual(m.contents, { ca: 6, revocations: 3, 'device-keys': 1, devices: 6, 'service-certificates': 20, 'replay-windows': 2, 'command-journal': 1 });
+    assert.deepEqual(m.contents, { ca: 6, revocations: 3, 'device-keys': 2, 'device-tokens': 1, devices: 8, 'service-certificates': 20, 'replay-windows': 2, 'command-journal': 1 });
     for (const f of m.files) {
       const src = f.root === 'command-state' ? source.commandState : join(f.root === 'certs' ? source.certsDir : source.stateDir, f.path);
       const bytes = readFileSync(src);
@@ -123,7 +126,7 @@ describe('backup and restore', () => {
       assert.ok(entry.data.equals(bytes), f.path);
     }
     const paths = m.files.map((f) => `${f.root}/${f.path}`);
-    for (const p of ['certs/ca/ca.key', 'certs/ca/issued.jsonl', 'certs/ca/revoked.jsonl', 'certs/ca.crl', 'certs/dmz/revocation/revoked-serials.txt', 'certs/internal/revoked-devices.txt', 'certs/internal/device-keys/dev-a.key', 'certs/devices/dev-b/signing.key', 'certs/internal/distributor.key', 'command-state/commands.jsonl']) {
+    for (const p of ['certs/ca/ca.key', 'certs/ca/issued.jsonl', 'certs/ca/revoked.jsonl', 'certs/ca.crl', 'certs/dmz/revocation/revoked-serials.txt', 'certs/internal/revoked-devices.txt', 'certs/internal/device-keys/dev-a.key', 'certs/devices/dev-b/signing.key', 'certs/internal/distributor.key', 'certs/dmz/tokens/device-tokens.json', 'certs/devices/tok-1/device.token', 'command-state/commands.jsonl']) {
       assert.ok(paths.includes(p), p);
     }
     assert.ok(paths.includes('distributor-state/replay/windows-1.snap') && paths.includes('distributor-state/replay/windows-1.log'), 'the snapshot and its journal');
@@ -151,8 +154,10 @@ describe('backup and restore', () => {
     assert.equal(windows.check('dev-a', 'epoch-1', 1), 'seen');
     assert.equal(windows.check('dev-a', 'epoch-2', 7), 'seen');
     assert.equal(windows.check('dev-a', 'epoch-1', 41), 'new');
-    // the restored CA issues, and remembers what it revoked
+    // the restored CA issues, remembers what it revoked, and can revoke a token device (its
+    // token's hash is in the archive: without it, "unknown device")
     assert.equal(isRevoked(target.certsDir, 'dev-b'), true);
+    assert.deepEqual(revokeDevice(target.certsDir, 'tok-1'), { serials: [], token: true });
     issueDeviceCertificate(target.certsDir, 'dev-c');
     assert.ok(existsSync(join(target.certsDir, 'internal', 'device-keys', 'dev-c.key')));
   });
@@ -210,6 +215,25 @@ describe('backup and restore', () => {
       } else assert.equal(mode & 0o133, 0, `${path}: ${mode.toString(8)}`);
     }
     assert.ok(keys > 2, 'the CA key and device keys among them');
+  });
+
+  it('fails on a symbolic link in the state rather than leave out what it points to', async () => {
+    // A folder of keys moved to another volume and linked back: not followed, not skipped.
+    const linked = makeTestPki(['dev-l']);
+    try {
+      const keys = join(linked.dir, 'internal', 'device-keys');
+      renameSync(keys, join(work.dir, 'keys-elsewhere'));
+      symlinkSync(join(work.dir, 'keys-elsewhere'), keys);
+      const none = join(work.dir, 'no-state');
+      await refusedWith('BACKUP_UNREADABLE', createBackup({ certsDir: linked.dir, stateDir: none, commandState: join(none, 'commands.jsonl') }, join(work.dir, 'linked.tar.gz')));
+      // The command journal's path a link: the same.
+      mkdirSync(none, { recursive: true });
+      symlinkSync(source.commandState, join(none, 'commands.jsonl'));
+      await refusedWith('BACKUP_UNREADABLE', createBackup({ certsDir: pki.dir, stateDir: source.stateDir, commandState: join(none, 'commands.jsonl') }, join(work.dir, 'linked-journal.tar.gz')));
+      assert.ok(!existsSync(join(work.dir, 'linked.tar.gz')) && !existsSync(join(work.dir, 'linked-journal.tar.gz')));
+    } finally {
+      linked.cleanup();
+    }
   });
 
   it('refuses path traversal, absolute paths and links, before writing anything', async () => {
