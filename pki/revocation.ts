@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { FieldStreamError } from '../shared/errors.ts';
+import { withDirLock } from '../shared/dir-lock.ts';
+import { TIMINGS } from '../shared/limits.ts';
 import { appendLinesSync } from '../shared/line-file.ts';
 import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken } from './device-tokens.ts';
@@ -62,7 +65,27 @@ function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
     });
 }
 
+/**
+ * One revocation, or one publication of the lists, at a time, under CERTS/.revocations.lock
+ * (shared/dir-lock.ts): two at once each read the log, made their CRL from it, and the slower one
+ * renamed its older CRL over the other's, which then lacked a revocation both had reported.
+ */
+function underRevocationLock<T>(root: string, fn: () => T): T {
+  mkdirSync(root, { recursive: true });
+  const lock = join(root, '.revocations.lock');
+  const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device or publishing the revocations.`);
+  return withDirLock(lock, TIMINGS.adminLockWaitMs, busy, fn);
+}
+
 export function revokeDevice(root: string, deviceId: string): { serials: string[]; token: boolean } {
+  return underRevocationLock(root, () => revokeDeviceLocked(root, deviceId));
+}
+
+function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]; token: boolean } {
+  // Checked here, whoever calls: "dev-c/" (a shell's completion of certs/devices/dev-c/) found the
+  // certificate through join() and revoked its serial, but removed no key "dev-c/.key" and listed
+  // "dev-c/" as revoked: the internal side went on believing dev-c.
+  if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('PKI_INVALID_NAME', `"${deviceId}" is not a device id: it must start with a letter or digit and hold only letters, digits, ".", "_" and "-".`);
   const p = pkiPaths(root);
   if (!existsSync(p.caKey)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
   const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => r.name === `devices/${deviceId}`);
@@ -72,7 +95,7 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
     if (!issued.some((r) => r.serial === serial)) issued.push({ name: `devices/${deviceId}`, serial, notAfter: '', subject: '' });
   }
   const token = revokeDeviceToken(root, deviceId);
-  if (issued.length === 0 && !token) throw new FieldStreamError('PKI_INVALID_NAME', `No certificate or token was issued to device ${deviceId}.`);
+  if (issued.length === 0 && !token) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate or token was issued to device ${deviceId}.`);
   const revokedPath = join(p.caDir, 'revoked.jsonl');
   const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
   const now = new Date().toISOString();
@@ -87,7 +110,7 @@ export function revokeDevice(root: string, deviceId: string): { serials: string[
   const known = existsSync(revokedDevices) ? readFileSync(revokedDevices, 'utf8').split('\n') : [];
   if (!known.includes(deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());
 
-  publishRevocations(root);
+  writeRevocations(root);
   return { serials: issued.map((r) => r.serial), token };
 }
 
@@ -96,6 +119,10 @@ export const revokedSerialsPath = (root: string) => join(root, 'dmz', 'revocatio
 
 /** Writes ca.crl and dmz/revocation/revoked-serials.txt from the revocation log (also with nothing revoked). */
 export function publishRevocations(root: string): void {
+  underRevocationLock(root, () => writeRevocations(root));
+}
+
+function writeRevocations(root: string): void {
   const p = pkiPaths(root);
   const revoked = readLines(join(p.caDir, 'revoked.jsonl'), RevokedRecordSchema);
   const serialsPath = revokedSerialsPath(root);

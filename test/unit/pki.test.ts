@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -295,6 +295,40 @@ describe('the onboarding scripts', () => {
         }
       })();
       assert.match(dup, /PKI_CERT_EXISTS/);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  it('revoke-device.sh refuses what is not a device id, and waits for another revocation to finish', async () => {
+    const scratch = tempDir('revoke-script');
+    const certs = join(scratch.dir, 'certs');
+    const env = { ...process.env, CERTS_DIR: certs };
+    const script = join(repoRoot, 'scripts', 'revoke-device.sh');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      issueDeviceCertificate(certs, 'pump-8');
+      const serial = new X509Certificate(readFileSync(pkiPaths(certs).device('pump-8').cert)).serialNumber.toUpperCase();
+      const listed = () => readFileSync(revokedSerialsPath(certs), 'utf8').includes(serial);
+      // "pump-8/" (a shell's completion of certs/devices/pump-8/) found the certificate and revoked its
+      // serial, but not the signing key "pump-8/.key": the internal side went on believing pump-8.
+      const slash = spawnSync(script, ['pump-8/'], { env, encoding: 'utf8' });
+      assert.equal(slash.status, 65);
+      assert.match(slash.stderr, /PKI_INVALID_NAME/);
+      assert.equal(listed(), false, 'nothing revoked');
+      assert.ok(existsSync(pkiPaths(certs).deviceKeyRegistry('pump-8')));
+      // Another revocation holds the lock: this one waits for it (its CRL would otherwise be
+      // renamed over by the other's, made from an older log).
+      const lock = join(certs, '.revocations.lock');
+      mkdirSync(lock);
+      const child = spawn(script, ['pump-8'], { env, stdio: 'ignore' });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal(listed(), false, 'not while the lock is held');
+      rmSync(lock, { recursive: true });
+      assert.equal(await exited, 0);
+      assert.equal(listed(), true);
+      assert.ok(!existsSync(pkiPaths(certs).deviceKeyRegistry('pump-8')));
     } finally {
       scratch.cleanup();
     }
