@@ -136,8 +136,7 @@ export class CommandHandlers {
     if (this.running.has(frame.commandId)) return undefined;
     const refused = checkCommand(frame, this.guard, now) ?? this.replayed(frame);
     if (refused) {
-      this.stats.refused++;
-      this.stats.refusedByCode[refused] = (this.stats.refusedByCode[refused] ?? 0) + 1;
+      this.countRefused(refused);
       const answer = { status: 'rejected' as const, result: { code: refused, message: ERRORS[refused].description }, code: refused };
       // Stale and future-dated commands are authenticated only when the device holds a key.
       if (UNANSWERED.has(refused) || !this.guard.key || this.journal.get(frame.commandId) || this.refusalsAnswered.has(frame.commandId)) {
@@ -213,6 +212,9 @@ export class CommandHandlers {
     // answer "failed: interrupted", contradicting it). If the queue refuses it, the answer is kept
     // and the next delivery queues it.
     if (this.answering.has(frame.commandId)) {
+      // Counted as the replay it is (the id was taken), unanswered, as once its answer is queued.
+      this.countRefused('FIELD_COMMAND_REPLAYED');
+      this.stats.unanswered++;
       this.copyLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'command copies delivered while answered' });
       this.copyLog.write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
       return;
@@ -288,6 +290,11 @@ export class CommandHandlers {
       this.journal.remember(commandId, entry);
       throw err;
     }
+  }
+
+  private countRefused(code: ErrorCode): void {
+    this.stats.refused++;
+    this.stats.refusedByCode[code] = (this.stats.refusedByCode[code] ?? 0) + 1;
   }
 
   private replayed(frame: CommandFrame): ErrorCode | undefined {
