@@ -13,7 +13,7 @@ import { parseTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
-import { dataPoints, filePoint, MEASUREMENTS, POINT_KEY, readingPoints, type StoredPoint } from './points.ts';
+import { dataPoints, filePoint, MEASUREMENTS, POINT_KEY, readingPoints, transferKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
 import { LIMITS } from '../../shared/limits.ts';
@@ -237,7 +237,11 @@ export class MessageHandler {
     for (const [i, m] of env.messages.entries()) {
       const { transfer } = m.payload;
       const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }) : await this.files.store(env.deviceId, m.payload);
-      if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored, keys[i]));
+      // A chunked file's record is written again by any chunk that comes after the file was whole
+      // (a resend after a lost receipt: its record may not have been written before a crash; or a
+      // replay once the transfer's epoch left the replay windows): keyed by the transfer, so every
+      // copy is the one record, not one per chunk.
+      if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored, transfer ? transferKey(transfer.id) : keys[i]));
     }
     return points;
   }

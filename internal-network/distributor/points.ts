@@ -33,6 +33,11 @@ export function uplinkKey(messageId: string, signed?: { epoch: string; seq: numb
   return signed ? `s:${signed.epoch}:${signed.seq}` : `m:${messageId}`;
 }
 
+/** The key of a chunked file's record: one per transfer, whichever chunk completed or repeats it. */
+export function transferKey(transferId: string): string {
+  return `t:${transferId}`;
+}
+
 /** The point with its message key, when there is one. */
 function keyed<P extends StoredPoint>(point: P, key: string | undefined): P {
   if (key !== undefined) point[POINT_KEY] = key;

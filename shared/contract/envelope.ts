@@ -43,7 +43,7 @@ function itemsOf<P extends z.ZodType>(payload: P) {
         seq: SeqSchema.optional(),
         auth: MessageAuthSchema.optional(),
         /** epoch ms at which the gateway received this message's frame (messages of several frames can share an envelope) */
-        receivedAt: z.number().int().min(0).optional(),
+        receivedAt: EpochMsSchema.optional(),
         payload,
       }),
     )

@@ -99,8 +99,10 @@ class CheckedVerdict implements Verdict {
       const now = Date.now();
       for (const r of this.tallied) this.tally.add(r, now);
     }
-    if (this.toRecord.length === 0) return;
     for (const r of this.toRecord) this.replay.record(this.deviceId, r.epoch, r.seq);
+    // Even with nothing recorded now: a retry after the journal refused what an earlier attempt
+    // recorded (ENOSPC) finds its numbers "seen" in memory, and would otherwise be acknowledged,
+    // and its device sent a receipt, with the window on disk still without them.
     if (o.persist) this.replay.persist();
   }
 }
