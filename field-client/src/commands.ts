@@ -212,8 +212,9 @@ export class CommandHandlers {
     // answer "failed: interrupted", contradicting it). If the queue refuses it, the answer is kept
     // and the next delivery queues it.
     if (this.answering.has(frame.commandId)) {
-      // Counted as the replay it is (the id was taken), unanswered, as once its answer is queued.
-      this.countRefused('FIELD_COMMAND_REPLAYED');
+      // Counted as what it is, unanswered: as once the answer is queued, a replay of the id (a copy
+      // of a refused one counts as its refusal, a forgery as its own).
+      this.countRefused(checkCommand(frame, this.guard, Date.now()) ?? 'FIELD_COMMAND_REPLAYED');
       this.stats.unanswered++;
       this.copyLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'command copies delivered while answered' });
       this.copyLog.write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
