@@ -130,6 +130,9 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     try {
       list = await commands.list(id, token);
     } catch (err) {
+      // The login's token refused by the command API: the request is refused (and the login ends),
+      // not answered as a device without commands. Any other failure leaves the page without them.
+      if (isFieldStreamError(err, 'CONSOLE_UNAUTHORIZED')) throw err;
       log.warn({ err: (err as Error).message, deviceId: id }, 'commands of a device not read');
     }
     return { ...detail, commands: list };

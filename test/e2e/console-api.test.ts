@@ -133,6 +133,10 @@ describe('the operator console API', () => {
     const bad = await s.request(`/api/devices/meter-1/history?field=${encodeURIComponent('x" OR 1=1')}&from=0&to=1`);
     assert.equal(bad.status, 400);
     assert.equal(bad.body.error.code, 'CONSOLE_INVALID_REQUEST');
+    for (const from of ['', '%20', '0x10', '1e3', '-1']) {
+      const odd = await s.request(`/api/devices/meter-1/history?field=level&from=${from}&to=5000`);
+      assert.equal(odd.body.error?.code, 'CONSOLE_INVALID_REQUEST', `from=${from}: not read as a number`);
+    }
     assert.equal((await s.request('/api/devices/no-such-device')).body.error.code, 'CONSOLE_UNKNOWN_DEVICE');
   });
 

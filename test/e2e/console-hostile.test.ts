@@ -291,14 +291,29 @@ describe('the operator console against hostile clients', () => {
   it('a login whose token the command API refused ends, and is refused from then on: the command API never throttles the console for it', async () => {
     // This console knows a token the command API does not (revoked there, the console not restarted).
     const stale = 'stale-operator-token-0123456789abcd';
+    const staleViewer = 'stale-viewer-token-0123456789abcdef';
     const tokens = join(tmp.dir, 'console-tokens.json');
-    writeFileSync(tokens, JSON.stringify([...JSON.parse(readFileSync(writeRoleTokens(tmp.dir), 'utf8')), { name: 'stale-user', role: 'operator', sha256: sha256Hex(stale) }]));
+    writeFileSync(
+      tokens,
+      JSON.stringify([
+        ...JSON.parse(readFileSync(writeRoleTokens(tmp.dir), 'utf8')),
+        { name: 'stale-user', role: 'operator', sha256: sha256Hex(stale) },
+        { name: 'stale-viewer', role: 'viewer', sha256: sha256Hex(staleViewer) },
+      ]),
+    );
     const c = await anotherConsole({ COMMAND_API_TOKENS_FILE: tokens });
     const user = new RawClient(c.port, '127.0.0.1');
     assert.equal((await user.login(stale)).status, 200, 'the console still knows the token');
     const refused = await user.req('/api/devices/meter-1/commands', 'POST', { command: 'ping' }); // to the command API as this user
     assert.equal(refused.body.error?.code, 'CONSOLE_UNAUTHORIZED', JSON.stringify(refused.body));
     assert.equal((await user.req('/api/session')).body.authenticated, false, 'the login ended at the refusal');
+    // A device page reads the device's commands from the command API as its user: refused, not
+    // shown as a device without commands.
+    const viewer = new RawClient(c.port, '127.0.0.1');
+    assert.equal((await viewer.login(staleViewer)).status, 200);
+    const page = await viewer.req('/api/devices/meter-1');
+    assert.equal(page.body.error?.code, 'CONSOLE_UNAUTHORIZED', JSON.stringify(page.body));
+    assert.equal((await viewer.req('/api/session')).body.authenticated, false, 'the login ended at the refusal');
     // More tries than the command API's budget of wrong tokens per address (20): none reaches it.
     for (let i = 0; i < 25; i++) {
       const again = new RawClient(c.port, '127.0.0.1');

@@ -31,11 +31,17 @@ export interface RouteDeps {
 const LoginSchema = z.strictObject({ token: z.string().min(1).max(512) });
 const DeviceParamsSchema = z.object({ id: DeviceIdSchema });
 const LiveQuerySchema = z.object({ device: DeviceIdSchema.optional() });
+/** Epoch milliseconds in decimal digits: not coerced (an empty `from=` read as 0, `0x10` as 16). */
+const QueryMsSchema = z
+  .string()
+  .regex(/^\d{1,16}$/, 'must be epoch milliseconds in decimal digits')
+  .transform(Number)
+  .pipe(z.number().int().min(0).max(CONSOLE.historyMaxTimeMs));
 const HistoryQuerySchema = z
   .object({
     field: z.string().regex(FIELD_NAME_PATTERN),
-    from: z.coerce.number().int().min(0).max(CONSOLE.historyMaxTimeMs),
-    to: z.coerce.number().int().min(0).max(CONSOLE.historyMaxTimeMs),
+    from: QueryMsSchema,
+    to: QueryMsSchema,
   })
   .refine((q) => q.to > q.from, { message: 'to must be after from' })
   .refine((q) => q.to - q.from <= CONSOLE.historyMaxWindowMs, { message: `the window may span at most ${CONSOLE.historyMaxWindowMs / 86_400_000} days` });
