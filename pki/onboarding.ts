@@ -290,8 +290,11 @@ export function packDeviceBundle(
     const out = p.bundle(deviceId);
     mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
     // tar keeps the 0600 mode of the secrets; --owner/--group make the archive independent of who built it.
-    execFileSync('tar', ['-czf', out, '--owner=0', '--group=0', '-C', staging, deviceId]);
-    chmodSync(out, 0o600);
+    // Written aside at 0600 and renamed into place (replaceFileDurablySync): tar writing the bundle
+    // itself left it readable at the umask's mode until a chmod, and a renew killed midway left a
+    // truncated bundle in place of the one before. A bundle is a few KiB.
+    const archive = execFileSync('tar', ['-czf', '-', '--owner=0', '--group=0', '-C', staging, deviceId], { maxBuffer: 64 * 1024 * 1024 });
+    replaceFileDurablySync(out, archive, 0o600);
     return out;
   } finally {
     rmSync(staging, { recursive: true, force: true });

@@ -85,15 +85,18 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
   it("syncs the certificates, keys and signing keys onboarding writes, and their folders", async () => {
     const root = join(tmp.dir, 'pki');
     const script = `
-      import { issueDeviceCertificate, setupPki } from ${url('../../pki/onboarding.ts')};
+      import { buildDeviceBundle, issueDeviceCertificate, setupPki } from ${url('../../pki/onboarding.ts')};
       setupPki(process.env.ROOT, { domain: 'fieldstream.test' });
       issueDeviceCertificate(process.env.ROOT, 'sensor-1');
+      buildDeviceBundle(process.env.ROOT, 'sensor-1', process.env.COMPOSE);
     `;
-    const synced = await syncedBy(script, { ROOT: root }, join(tmp.dir, 'pki.strace'));
-    // Each file is synced under its name aside (NAME.tmp-PID), before it is renamed into place.
+    const compose = new URL('../../field-client/docker-compose.yml', import.meta.url).pathname;
+    const synced = await syncedBy(script, { ROOT: root, COMPOSE: compose }, join(tmp.dir, 'pki.strace'));
+    // Each file is synced under its name aside (NAME.tmp-PID), before it is renamed into place: a
+    // device's bundle too (it holds its keys: never readable by others, never left half written).
     const fileSynced = (path: string) => [...synced].some((p) => p.startsWith(`${path}.tmp-`));
     const device = join(root, 'devices', 'sensor-1');
-    for (const f of [join(root, 'ca.crt'), join(device, 'client.crt'), join(device, 'client.key'), join(device, 'signing.key')]) {
+    for (const f of [join(root, 'ca.crt'), join(device, 'client.crt'), join(device, 'client.key'), join(device, 'signing.key'), join(root, 'bundles', 'sensor-1.tar.gz')]) {
       assert.ok(fileSynced(f), `${f} synced (synced: ${[...synced].join(', ')})`);
     }
     assert.ok(synced.has(device), `the device's folder synced (synced: ${[...synced].join(', ')})`);
