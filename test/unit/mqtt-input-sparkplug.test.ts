@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import mqtt from 'mqtt';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { DATA_TYPES, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
+import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
 import type { FieldClient } from '../../field-client/src/field-client.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -56,6 +57,23 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     await again.publishAsync('spBv1.0/Q/NBIRTH/E', Buffer.from(birth('Q')), { qos: 1 });
     await again.endAsync();
     assert.ok(appends.flat().some((s) => (s.payload as Record<string, unknown>)['Q.E.Temp'] === 20), 'stored once the queue takes it');
+  });
+
+  it('stores the resend of a QoS 1 NDATA the queue refused: the refused message left the session as it was', async () => {
+    appends.length = 0;
+    const session = new SparkplugSession(client, () => undefined, createLogger('test', 'silent'));
+    await session.onMessage('spBv1.0/G/NBIRTH/E', birth('G'), T0);
+    refusing = true;
+    // What the local MQTT input answers with no PUBACK and a closed connection.
+    await assert.rejects(session.onMessage('spBv1.0/G/NDATA/E', data(1), T0 + 1));
+    refusing = false;
+    // The edge node's resend (same bytes, same seq): resolving is the PUBACK, so it must be stored.
+    await session.onMessage('spBv1.0/G/NDATA/E', data(1), T0 + 2);
+    assert.deepEqual(session.stats.refusedByCode, {});
+    assert.deepEqual(temps(), [20, 21]);
+    // And the session goes on from there.
+    await session.onMessage('spBv1.0/G/NDATA/E', data(2), T0 + 3);
+    assert.deepEqual(temps(), [20, 21, 22]);
   });
 
   it('keeps nothing a sensor publishes as retained, under spBv1.0/ or its own topics', async () => {

@@ -75,6 +75,21 @@ export interface HostOutcome {
   dropped?: { code: ErrorCode; count: number; message: string } | undefined;
   /** held messages this one let through, in seq order, each with its own outcome */
   released: Array<{ topic: SparkplugTopic; out: HostOutcome }>;
+  /**
+   * Puts the edge node's session back as it was before this message (and the held ones it let
+   * through): set by handle(), called by the session when the queue did not take what they carried.
+   */
+  undo?: (() => void) | undefined;
+}
+
+/** An edge node's session as it was before a message (see SparkplugHost.handle). */
+interface Before {
+  s: NodeSession | undefined;
+  fields?: Pick<NodeSession, 'bdSeq' | 'seq' | 'defs' | 'stale'>;
+  /** every device's definitions, when held messages (of any device) may be let through */
+  devices?: Map<string, Definitions>;
+  /** the definitions of the device the message is about (undefined: not born) */
+  device?: [string, Definitions | undefined];
 }
 
 export interface HostOptions {
@@ -120,9 +135,44 @@ export class SparkplugHost {
 
   /** One message; with it, the held messages it lets through (`released`). */
   handle(t: SparkplugTopic, p: SparkplugPayload, now: number): HostOutcome {
+    const k = key(t.group, t.edge);
+    const before = this.before(k, t);
     const out = this.process(t, p, now);
-    if (!out.held && t.type !== 'NDEATH') this.reorder.release(key(t.group, t.edge), now, out);
+    if (!out.held && t.type !== 'NDEATH') this.reorder.release(k, now, out);
+    out.undo = () => this.restore(k, before);
     return out;
+  }
+
+  /**
+   * What a message may change of its edge node's session, kept so that it can be undone: the session
+   * object (an NBIRTH replaces it, an NDEATH removes it), its seq, stale flag and definitions, and the
+   * definitions of the device it is about (all devices' when held messages may be let through).
+   * O(1) per message but for that last case (a reorder timeout, on the plant's broker only).
+   */
+  private before(k: string, t: SparkplugTopic): Before {
+    const s = this.sessions.get(k);
+    if (!s) return { s };
+    return {
+      s,
+      fields: { bdSeq: s.bdSeq, seq: s.seq, defs: s.defs, stale: s.stale },
+      ...(s.held.size > 0 ? { devices: new Map(s.devices) } : {}),
+      ...(t.device !== undefined ? { device: [t.device, s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
+    };
+  }
+
+  private restore(k: string, b: Before): void {
+    if (!b.s) {
+      this.sessions.delete(k);
+      return;
+    }
+    this.sessions.set(k, b.s);
+    Object.assign(b.s, b.fields);
+    if (b.devices) b.s.devices = b.devices;
+    if (b.device) {
+      const [device, defs] = b.device;
+      if (defs) b.s.devices.set(device, defs);
+      else b.s.devices.delete(device);
+    }
   }
 
   /** The held messages whose reorder timeout is over at `now`: discarded, a rebirth asked for (§5.9). */

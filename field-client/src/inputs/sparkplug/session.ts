@@ -5,7 +5,7 @@ import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { Submission } from '../../client-options.ts';
 import type { FieldClient } from '../../field-client.ts';
-import { SparkplugHost, type HostOutcome } from './host.ts';
+import { key, SparkplugHost, type HostOutcome } from './host.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
 import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
@@ -62,7 +62,9 @@ export class SparkplugSession {
   private stopped = false;
   private chain: Promise<void> = Promise.resolve();
   /** the batch the next append takes (see submit) */
-  private next: { items: Submission[]; topic: string; done: Promise<void> } | undefined;
+  private next: Batch | undefined;
+  /** how to undo each message whose items are not appended yet, in the order taken (see submit) */
+  private undos: Array<{ edge: string; undo: () => void; batch: Batch }> = [];
   /** readings and events taken and not yet appended or refused */
   private pendingItems = 0;
   /** refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs */
@@ -114,7 +116,7 @@ export class SparkplugSession {
     const items: Submission[] = [];
     this.apply(t, topic, outcome, now, items);
     this.arm();
-    return this.submit(items, topic);
+    return this.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo });
   }
 
   /**
@@ -179,12 +181,27 @@ export class SparkplugSession {
    *
    * Resolves once the items are on disk; rejects (counted and logged here) when the queue refused
    * them, so that the local MQTT input does not acknowledge a QoS 1 publish whose data is not stored.
+   *
+   * A message whose items the queue refused is undone (`undo`): its edge node's session goes back to
+   * what it was before it, so that the edge node's resend of it (the local MQTT input closed its
+   * connection without a PUBACK) is taken as the next seq and stored, rather than refused as a seq
+   * gap, or as not born after the NBIRTH or DBIRTH it carried, and acknowledged unstored. As the
+   * connection closed, nothing that edge node sent after it is acknowledged either: every message of
+   * it not yet appended is undone too, latest first, and its resends are taken again (those appended
+   * meanwhile are stored twice: at least once, never lost). On the plant's broker (QoS 0, nothing
+   * resent) the next message is then a gap, and the rebirth it asks for sends the current values.
    */
-  private submit(items: Submission[], topic: string): Promise<void> {
+  private submit(items: Submission[], topic: string, undo?: { edge: string; undo: () => void }): Promise<void> {
     if (items.length === 0) return Promise.resolve();
     if (this.pendingItems + items.length > LIMITS.sparkplugPendingMaxItems) {
       const err = new FieldStreamError('FIELD_QUEUE_FULL', `${this.pendingItems} Sparkplug readings and events wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
       this.notQueued(items.length, topic, err);
+      const edges = new Set<string>();
+      if (undo) {
+        edges.add(undo.edge);
+        undo.undo();
+      }
+      this.rollBack(edges);
       return Promise.reject(err);
     }
     let batch = this.next;
@@ -199,11 +216,13 @@ export class SparkplugSession {
         return this.client.submitMany(b.items).then(
           () => {
             this.pendingItems -= b.items.length;
+            this.undos = this.undos.filter((u) => u.batch !== b);
             resolve();
           },
           (err: unknown) => {
             this.pendingItems -= b.items.length;
             this.notQueued(b.items.length, b.topic, err);
+            this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
             reject(err);
           },
         );
@@ -211,7 +230,15 @@ export class SparkplugSession {
     }
     batch.items.push(...items);
     this.pendingItems += items.length;
+    if (undo) this.undos.push({ ...undo, batch });
     return batch.done;
+  }
+
+  /** Undoes, latest first, every message of `edges` not yet appended (see submit). */
+  private rollBack(edges: ReadonlySet<string>): void {
+    if (edges.size === 0) return;
+    for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undos[i]!.undo();
+    this.undos = this.undos.filter((u) => !edges.has(u.edge));
   }
 
   private notQueued(count: number, topic: string, err: unknown): void {
@@ -283,6 +310,12 @@ export class SparkplugSession {
     this.refusalLog.write({ code: err.code, topic: topic.slice(0, 200) }, err.message);
   }
 
+}
+
+interface Batch {
+  items: Submission[];
+  topic: string;
+  done: Promise<void>;
 }
 
 function checked<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: Array<{ message: string }> } } }, value: unknown): T {
