@@ -143,6 +143,12 @@ export const ERRORS = {
       'The gateway refused queued messages permanently, and there is no room to set them aside: what is set aside (rejected.jsonl, rejected/) counts against FIELD_QUEUE_MAX_BYTES. They stay in the queue, unsent, until there is.',
   },
   FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event, file or health value.' },
+  FIELD_STORAGE_FAILED: {
+    http: 503,
+    transient: true,
+    description:
+      "A local input could not take what was sent because the device's own storage failed under it (writing or syncing a file in incoming/ or the outbox, reading it back to hash it: ENOSPC, EIO, a folder gone); nothing was accepted.",
+  },
   SPARKPLUG_PAYLOAD_INVALID: {
     http: 400,
     transient: false,

@@ -145,6 +145,52 @@ describe('files taken within the bound', () => {
     }
   });
 
+  /** One POST /v1/files of `body`; its status, answer and the code in it. */
+  function post(port: number, path: string, body: string): Promise<{ status: number; code: unknown }> {
+    return new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, method: 'POST', path, headers: { 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, code: (JSON.parse(text) as { code?: unknown }).code }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  it('refuses a contentType the contract refuses (the gateway would refuse every chunk of a file answered 202)', async () => {
+    const d = await device('http-content-type', 4 * MiB);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      const port = input.port as number;
+      assert.deepEqual(await post(port, '/v1/files?filename=report.txt&contentType=text', 'hello'), { status: 400, code: 'FIELD_INPUT_INVALID' });
+      assert.deepEqual(await post(port, `/v1/files?filename=report.txt&contentType=text/${'x'.repeat(260)}`, 'hello'), { status: 400, code: 'FIELD_INPUT_INVALID' });
+      assert.equal(d.queued().length, 0);
+      assert.equal((await post(port, '/v1/files?filename=report.txt&contentType=text/plain;%20charset=utf-8', 'hello')).status, 202);
+      assert.equal(d.queued()[0]?.contentType, 'text/plain; charset=utf-8');
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it("answers the device's storage failing under an upload as transient (503 FIELD_STORAGE_FAILED, logged), not 400 final", async () => {
+    const d = await device('http-storage', 4 * MiB);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      // incoming/ gone (ENOSPC or EIO alike): not the producer's fault, who must send it again.
+      rmSync(join(d.dir, 'incoming'), { recursive: true, force: true });
+      assert.deepEqual(await post(input.port as number, '/v1/files?filename=scan.tif', 'hello'), { status: 503, code: 'FIELD_STORAGE_FAILED' });
+      assert.ok(d.logs.lines.some((l) => l.code === 'FIELD_STORAGE_FAILED'), 'logged');
+      assert.equal(d.queued().length, 0);
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('empties incoming/ of uploads a stop cut off when the HTTP input starts', async () => {
     const d = await device('http-restart', 4 * MiB);
     mkdirSync(join(d.dir, 'incoming'), { recursive: true });

@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
+import { FilePayloadSchema } from '../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { readJsonBody } from '../../../shared/http-body.ts';
 import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
@@ -28,8 +29,11 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   const incoming = join(dataDir, 'incoming');
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
-      const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', (err as Error).message);
-      if (!isFieldStreamError(err)) log.error({ err }, 'local HTTP input failed');
+      // An error without a code is the machine's, not the producer's (the device's storage failing
+      // under an upload: ENOENT, ENOSPC, EIO writing incoming/, syncing, hashing): transient, so the
+      // producer sends it again rather than drop it as it would on a 400 (final, docs/errors.md).
+      const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_STORAGE_FAILED', `The device could not store it: ${(err as Error).message}`, {}, { cause: err });
+      if (!isFieldStreamError(err)) log.error({ code: coded.code, err }, 'local HTTP input failed');
       send(res, coded.httpStatus, { code: coded.code, message: coded.message });
     });
   });
@@ -49,6 +53,11 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       const filename = url.searchParams.get('filename') ?? '';
       const reason = unsafeFilenameReason(filename);
       if (reason) throw new FieldStreamError('FIELD_INPUT_INVALID', `filename ${reason}`);
+      // Checked as the gateway checks every chunk of it: a type it refuses would be a file accepted
+      // here (202) and never delivered.
+      const contentType = url.searchParams.get('contentType') ?? req.headers['content-type'] ?? 'application/octet-stream';
+      const typeCheck = FilePayloadSchema.shape.contentType.safeParse(contentType);
+      if (!typeCheck.success) throw new FieldStreamError('FIELD_INPUT_INVALID', `contentType ${typeCheck.error.issues[0]?.message ?? 'is not a media type'}`);
       // Room is held from the start, as the body arrives: refused at once by its announced length,
       // and cut off once it outgrows the room left, rather than written whole (up to
       // fileTransferMaxBytes, each upload at once) before the bound is looked at.
@@ -63,7 +72,6 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
           const more = n + LIMITS.fileRecordRoomBytes - reservation.bytes;
           if (more > 0) client.reserveFileRoom(more, reservation);
         });
-        const contentType = url.searchParams.get('contentType') ?? req.headers['content-type'] ?? 'application/octet-stream';
         const m = await client.submitFile(tmp, { filename, contentType, move: true, reservation });
         return send(res, 202, { accepted: 1, messageIds: [m.messageId], bytes: size });
       } finally {
@@ -147,8 +155,9 @@ function receiveBody(req: IncomingMessage, path: string, check: (bytes: number) 
       done = true;
       resolve(size);
     });
+    // The disk's error stays uncoded (FIELD_STORAGE_FAILED, 503); the producer's is its upload cut off.
     out.once('error', fail);
-    req.once('error', fail);
+    req.once('error', (err) => fail(new FieldStreamError('FIELD_INPUT_INVALID', `The upload was cut off: ${err.message}`)));
     req.once('close', () => {
       if (!req.complete) fail(new FieldStreamError('FIELD_INPUT_INVALID', 'The upload was cut off.'));
     });
