@@ -45,3 +45,39 @@ describe('Sparkplug devices per edge node', () => {
     assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/one-more'), dbirths[next()] as SparkplugPayload, T0).refused, undefined);
   });
 });
+
+describe('Sparkplug births refused for what they hold', () => {
+  const nb = (seq: number, metrics: unknown[] = []) => msg({ timestamp: String(T0), seq: String(seq), metrics: [{ name: 'bdSeq', datatype: T.UInt64, longValue: '0' }, ...metrics] });
+  const dbirth = (seq: number, metrics: unknown[]) => msg({ timestamp: String(T0), seq: String(seq), metrics });
+
+  it('a refused DBIRTH drops the old one: its DDATA is not stored under the old names, and a rebirth is asked for', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: 5_000 });
+    host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0), T0);
+    const first = dbirth(1, [{ name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 20 }, { name: 'Pressure', alias: '2', datatype: T.Double, doubleValue: 1 }]);
+    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/D'), first, T0).refused, undefined);
+    // Born again with its aliases swapped, one metric without its data type: refused.
+    const bad = host.handle(topic('spBv1.0/G/DBIRTH/E/D'), dbirth(2, [{ name: 'Pressure', alias: '1', datatype: T.Double, doubleValue: 2 }, { name: 'Temp', alias: '2', doubleValue: 21 }]), T0 + 1);
+    assert.equal(bad.refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+    assert.equal(bad.rebirth, true, 'the edge node is asked to rebirth (NCMD Node Control/Rebirth)');
+    // Alias 1 is Pressure now: refused, not stored as Temp.
+    const ddata = host.handle(topic('spBv1.0/G/DDATA/E/D'), msg({ timestamp: String(T0 + 2), seq: '3', metrics: [{ alias: '1', doubleValue: 5 }] }), T0 + 2);
+    assert.equal(ddata.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.deepEqual(ddata.readings, []);
+    // The edge node's own data and its other devices go on; a valid DBIRTH brings the device back.
+    assert.equal(host.session('G', 'E')?.stale, false);
+    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/D'), dbirth(4, [{ name: 'Pressure', alias: '1', datatype: T.Double, doubleValue: 2 }]), T0 + 3).refused, undefined);
+    assert.deepEqual(host.handle(topic('spBv1.0/G/DDATA/E/D'), msg({ timestamp: String(T0 + 4), seq: '5', metrics: [{ alias: '1', doubleValue: 5 }] }), T0 + 4).readings, [{ 'G.E.D.Pressure': 5, timestamp: T0 + 4 }]);
+  });
+
+  it('a refused NBIRTH ends the old session: its data is refused until a valid NBIRTH, and a rebirth is asked for', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: 5_000 });
+    host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0, [{ name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 20 }]), T0);
+    const bad = host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0, [{ name: 'Pressure', alias: '1', doubleValue: 2 }]), T0 + 1);
+    assert.equal(bad.refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+    assert.equal(bad.rebirth, true);
+    const ndata = host.handle(topic('spBv1.0/G/NDATA/E'), msg({ timestamp: String(T0 + 2), seq: '1', metrics: [{ alias: '1', doubleValue: 5 }] }), T0 + 2);
+    assert.equal(ndata.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.deepEqual(ndata.readings, []);
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0, [{ name: 'Pressure', alias: '1', datatype: T.Double, doubleValue: 2 }]), T0 + 3).refused, undefined);
+  });
+});

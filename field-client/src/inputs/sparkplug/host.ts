@@ -185,7 +185,12 @@ export class SparkplugHost {
     try {
       switch (t.type) {
         case 'NBIRTH':
-          this.nodeBirth(t, p, now, out);
+          try {
+            this.nodeBirth(t, p, now, out);
+          } catch (err) {
+            this.nodeBirthRefused(t, out);
+            throw err;
+          }
           break;
         case 'NDEATH':
           this.nodeDeath(t, p, now, out);
@@ -200,12 +205,26 @@ export class SparkplugHost {
       if (!(err instanceof FieldStreamError)) throw err;
       out.readings = [];
       out.refused = err;
-      // Whatever the birth declared no longer describes what the edge node sends: ask again.
-      if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP') {
+      // Whatever the birth declared no longer describes what the edge node sends: ask again (§5.12,
+      // NCMD Node Control/Rebirth). A birth refused for what it holds (birthRefused) asks too: the
+      // old definitions were dropped with it. A birth past a bound does not: it would come back the same.
+      if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP' || birthRefused(t, err)) {
         if (t.type !== 'DDEATH') this.askRebirth(t.group, t.edge, now, err.message, out);
       }
     }
     return out;
+  }
+
+  /**
+   * An NBIRTH refused: the edge node has started a new session (§5.7) whose definitions could not be
+   * read, so the old ones no longer name what it sends. Its session is ended: its data is refused
+   * (SPARKPLUG_NOT_BORN) until a valid NBIRTH, rather than stored under the old birth's names.
+   */
+  private nodeBirthRefused(t: SparkplugTopic, out: HostOutcome): void {
+    const k = key(t.group, t.edge);
+    if (!this.sessions.has(k)) return;
+    this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its new NBIRTH was refused`, out);
+    this.sessions.delete(k);
   }
 
   private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
@@ -264,8 +283,16 @@ export class SparkplugHost {
       if (!s.devices.has(device) && s.devices.size >= maxDevices) {
         throw new FieldStreamError('SPARKPLUG_TOO_MANY_DEVICES', `DBIRTH of ${t.group}/${t.edge}/${device} refused: the edge node has ${maxDevices} devices born already`);
       }
-      const defs = definitions(p.metrics);
-      this.fields(t, p, defs, now, out);
+      let defs: Definitions;
+      try {
+        defs = definitions(p.metrics);
+        this.fields(t, p, defs, now, out);
+      } catch (err) {
+        // The device was born again with definitions that could not be read: the old ones no longer
+        // name what it sends. Dropped, its DDATA is refused (not born) until a valid DBIRTH.
+        s.devices.delete(device);
+        throw err;
+      }
       s.devices.set(device, defs);
       out.events.push(lifecycleEvent('dbirth', t, at, { metrics: defs.byName.size }));
       return;
@@ -312,6 +339,12 @@ export class SparkplugHost {
     out.rebirth = true;
     out.events.push(lifecycleEvent('rebirth_requested', { group, edge }, now, { reason }));
   }
+}
+
+/** A birth refused for what it holds (not for a bound, nor out of its session's order). */
+function birthRefused(t: SparkplugTopic, err: FieldStreamError): boolean {
+  if (t.type !== 'NBIRTH' && t.type !== 'DBIRTH') return false;
+  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES'].includes(err.code);
 }
 
 /** An edge node's key: MQTT topics hold no U+0000 (MQTT 3.1.1 §1.5.3), so it splits back exactly. */
