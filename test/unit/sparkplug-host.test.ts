@@ -123,6 +123,17 @@ describe('Sparkplug host state machine', () => {
     assert.equal(unknown.rebirth, true);
   });
 
+  it('after an alias the birth did not declare, refuses data until the NBIRTH', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    host.handle(NB, nbirth(0, 0), T0);
+    assert.equal(host.handle(ND, ndata(1, [{ alias: '7', doubleValue: 1 }]), T0 + 1).refused?.code, 'SPARKPLUG_UNKNOWN_METRIC');
+    const after = host.handle(ND, ndata(2, [{ alias: '1', doubleValue: 99 }]), T0 + 2);
+    assert.equal(after.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.deepEqual(after.readings, []);
+    assert.equal(host.handle(NB, nbirth(0, 1), T0 + 3).refused, undefined);
+    assert.equal(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 99 }]), T0 + 4).refused, undefined);
+  });
+
   it('ignores an NDEATH whose bdSeq is not the current birth\'s, and applies the one that is', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(0, 4), T0);

@@ -205,6 +205,10 @@ export class SparkplugHost {
       if (!(err instanceof FieldStreamError)) throw err;
       out.readings = [];
       out.refused = err;
+      // A metric its birth did not declare: that birth no longer describes what the edge node sends
+      // (one was missed, or its aliases changed), so its data is refused until the NBIRTH the
+      // rebirth request brings, as after a gap, rather than resolved against it.
+      if (err.code === 'SPARKPLUG_UNKNOWN_METRIC') this.markStale(t, out);
       // Whatever the birth declared no longer describes what the edge node sends: ask again (§5.12,
       // NCMD Node Control/Rebirth). A birth refused for what it holds (birthRefused) asks too: the
       // old definitions were dropped with it. A birth past a bound does not: it would come back the same.
@@ -213,6 +217,14 @@ export class SparkplugHost {
       }
     }
     return out;
+  }
+
+  private markStale(t: SparkplugTopic, out: HostOutcome): void {
+    const k = key(t.group, t.edge);
+    const s = this.sessions.get(k);
+    if (!s) return;
+    s.stale = true;
+    this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: it named a metric its birth did not declare`, out);
   }
 
   /**
