@@ -64,3 +64,35 @@ describe('local MQTT input: packet size', () => {
     assert.equal(submitted.length, 1);
   });
 });
+
+describe('local MQTT input: nothing kept for a subscriber that is away', () => {
+  before(() => input.start());
+  after(() => input.close());
+  const url = () => `mqtt://127.0.0.1:${input.port}`;
+
+  it('refuses a persistent session (clean session 0), which would have the broker hold every reading for it while it is away', async () => {
+    const persistent = await mqtt.connectAsync(url(), { clientId: 'listener', clean: false, reconnectPeriod: 0, protocolVersion: 4 }).then(
+      (c) => (void c.end(true), 'connected'),
+      (err: Error) => err.message,
+    );
+    assert.match(persistent, /not authorized/i);
+    assert.ok(lines.some((l) => l.code === 'FIELD_INPUT_INVALID' && /persistent/.test(String(l.msg))), 'logged');
+    // Readings published meanwhile are stored, and none waits in the broker for the listener.
+    const from = submitted.length;
+    const sensor = await mqtt.connectAsync(url(), { clientId: 'sensor', reconnectPeriod: 0, protocolVersion: 4 });
+    for (let i = 0; i < 200; i++) await sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ t: i }), { qos: 1 });
+    await sensor.endAsync();
+    assert.equal(submitted.length - from, 200);
+  });
+
+  it('still delivers to a clean session what is published while it is connected (a command handler of type mqtt)', async () => {
+    const listener = await mqtt.connectAsync(url(), { clientId: 'amplifier', reconnectPeriod: 0, protocolVersion: 4 });
+    const got: string[] = [];
+    listener.on('message', (_topic, payload) => got.push(payload.toString()));
+    await listener.subscribeAsync('local/amplifier/gain', { qos: 1 });
+    await input.publish('local/amplifier/gain', '{"gain":3}');
+    await new Promise((r) => setTimeout(r, 200));
+    await listener.endAsync();
+    assert.deepEqual(got, ['{"gain":3}']);
+  });
+});

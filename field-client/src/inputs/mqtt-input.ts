@@ -26,7 +26,8 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  * does not close the connection (an edge node that gapped must stay to answer the rebirth request,
  * which is published here on spBv1.0/<group>/NCMD/<edge>).
  *
- * It listens on loopback by default and asks for no credentials: it is for the device itself.
+ * It listens on loopback by default and asks for no credentials: it is for the device itself. It
+ * takes clean sessions only (see authenticate): nothing is kept for a subscriber while it is away.
  * A packet longer than LIMITS.localMqttMaxPacketBytes is refused as its length arrives, before it
  * is buffered (limitPacketSize): FIELD_INPUT_INVALID is logged and the connection closed.
  */
@@ -52,6 +53,18 @@ export function mqttInput(
       )
     : undefined;
   const broker = () => Aedes.createBroker({
+    authenticate(c, _username, _password, done) {
+      // No persistent sessions (clean session 0, MQTT 3.1.1 §3.1.2.4): for one, the broker would
+      // keep every QoS 1 message its subscriptions match while it is away, in memory and without
+      // bound (sensors publish readings at their own pace). Refused at CONNECT ("not authorized",
+      // §3.2.2.3) rather than taken and not kept, which the specification does not allow. Local
+      // programs connect with a clean session, as Sparkplug edge nodes must (Sparkplug B 3.0,
+      // "Edge Node Session Establishment"), and hear what is published while they are connected.
+      if (c.clean) return done(null, true);
+      const err = new FieldStreamError('FIELD_INPUT_INVALID', 'persistent MQTT sessions (clean session 0) are not taken: connect with a clean session');
+      log.warn({ code: err.code, clientId: c.id }, err.message);
+      done(Object.assign(err, { returnCode: 5 }), false);
+    },
     authorizePublish(c, packet, done) {
       if (c === null) return done(null);
       // Second line behind limitPacketSize: no input takes a larger payload.
@@ -106,7 +119,8 @@ export function mqttInput(
       );
     },
     authorizeSubscribe(_c, sub, done) {
-      // Local programs may listen to what command handlers publish; nothing else is here to read.
+      // Local programs may listen to what command handlers publish, edge nodes to their NCMD; with
+      // clean sessions only (authenticate), nothing is kept for a subscriber that is away.
       done(null, sub.topic.startsWith('$') ? null : sub);
     },
   });
