@@ -5,6 +5,7 @@ import { fieldName, lifecycleEvent, toReadings, type FieldAt } from './mapping.t
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import { DATA_TYPES } from './proto.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
+import { definitions, resolve, type Definitions } from './definitions.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { metricValue } from './values.ts';
 
@@ -31,16 +32,6 @@ import { metricValue } from './values.ts';
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
  * keeps gapping is not flooded with commands. Pure: no I/O, the time passed in.
  */
-export interface MetricDef {
-  name: string;
-  datatype: number;
-}
-
-interface Definitions {
-  byAlias: Map<number, MetricDef>;
-  byName: Map<string, MetricDef>;
-}
-
 export interface NodeSession {
   bdSeq: number;
   /** the last seq received */
@@ -361,33 +352,6 @@ function birthRefused(t: SparkplugTopic, err: FieldStreamError): boolean {
 
 /** An edge node's key: MQTT topics hold no U+0000 (MQTT 3.1.1 §1.5.3), so it splits back exactly. */
 export const key = (group: string, edge: string) => `${group}\u0000${edge}`;
-
-/** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
-function definitions(metrics: readonly SparkplugMetric[]): Definitions {
-  const defs: Definitions = { byAlias: new Map(), byName: new Map() };
-  for (const m of metrics) {
-    if (m.name === undefined || m.datatype === undefined) {
-      throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `a birth metric without ${m.name === undefined ? 'a name' : `a data type (${m.name})`}`);
-    }
-    const def = { name: m.name, datatype: m.datatype };
-    if (m.alias !== undefined) {
-      const other = defs.byAlias.get(m.alias);
-      if (other && other.name !== m.name) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `alias ${m.alias} given to both ${other.name} and ${m.name}`);
-      defs.byAlias.set(m.alias, def);
-    }
-    defs.byName.set(m.name, def);
-  }
-  return defs;
-}
-
-function resolve(m: SparkplugMetric, defs: Definitions, t: SparkplugTopic): MetricDef {
-  const def = m.alias !== undefined ? defs.byAlias.get(m.alias) : defs.byName.get(m.name as string);
-  if (!def) {
-    const what = m.alias !== undefined ? `alias ${m.alias}` : `metric ${m.name}`;
-    throw new FieldStreamError('SPARKPLUG_UNKNOWN_METRIC', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} names ${what}, which its birth did not declare`);
-  }
-  return def;
-}
 
 /** §6.4.7 / §5.7–5.8: the `bdSeq` metric of an NBIRTH or NDEATH, an Int64 or UInt64 (0–255 in use). */
 function bdSeqOf(p: SparkplugPayload, type: string): number {

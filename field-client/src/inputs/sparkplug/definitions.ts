@@ -1,0 +1,41 @@
+import { FieldStreamError } from '../../../../shared/errors.ts';
+import type { SparkplugMetric } from './payload.ts';
+import type { SparkplugTopic } from './topic.ts';
+
+/** What a birth declares (Sparkplug 3.0.0 §6.4.7): each metric's name and data type, by alias and by name. */
+export interface MetricDef {
+  name: string;
+  datatype: number;
+}
+
+export interface Definitions {
+  byAlias: Map<number, MetricDef>;
+  byName: Map<string, MetricDef>;
+}
+
+/** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
+export function definitions(metrics: readonly SparkplugMetric[]): Definitions {
+  const defs: Definitions = { byAlias: new Map(), byName: new Map() };
+  for (const m of metrics) {
+    if (m.name === undefined || m.datatype === undefined) {
+      throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `a birth metric without ${m.name === undefined ? 'a name' : `a data type (${m.name})`}`);
+    }
+    const def = { name: m.name, datatype: m.datatype };
+    if (m.alias !== undefined) {
+      const other = defs.byAlias.get(m.alias);
+      if (other && other.name !== m.name) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `alias ${m.alias} given to both ${other.name} and ${m.name}`);
+      defs.byAlias.set(m.alias, def);
+    }
+    defs.byName.set(m.name, def);
+  }
+  return defs;
+}
+
+export function resolve(m: SparkplugMetric, defs: Definitions, t: SparkplugTopic): MetricDef {
+  const def = m.alias !== undefined ? defs.byAlias.get(m.alias) : defs.byName.get(m.name as string);
+  if (!def) {
+    const what = m.alias !== undefined ? `alias ${m.alias}` : `metric ${m.name}`;
+    throw new FieldStreamError('SPARKPLUG_UNKNOWN_METRIC', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} names ${what}, which its birth did not declare`);
+  }
+  return def;
+}
