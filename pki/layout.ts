@@ -56,6 +56,13 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
   { file: 'internal/monitor', commonName: 'monitor', role: 'client' },
 ];
 
+/**
+ * Names no device may have: the services' certificate names. Both brokers take a client's user
+ * name from its certificate's CN (use_identity_as_username) and trust the CA that signs devices,
+ * so a device certificate named "bridge" would be the bridge to the DMZ broker's ACL.
+ */
+export const RESERVED_DEVICE_IDS: ReadonlySet<string> = new Set(SERVICE_CERTS.map((s) => s.commonName));
+
 export function pkiPaths(root: string) {
   return {
     root,

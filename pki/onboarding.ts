@@ -9,7 +9,7 @@ import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
-import { pkiPaths, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
+import { pkiPaths, RESERVED_DEVICE_IDS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
 import { publishRevocations, recordIssued, revokedSerialsPath } from './revocation.ts';
 
 /** days */
@@ -186,6 +186,9 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
       `DEVICE_ID ${JSON.stringify(deviceId)} is not valid: 1–64 letters, digits, ".", "_" or "-", starting with a letter or digit.`,
     );
   }
+  if (RESERVED_DEVICE_IDS.has(deviceId)) {
+    throw new FieldStreamError('PKI_INVALID_NAME', `DEVICE_ID ${JSON.stringify(deviceId)} is the name of a service's certificate: the brokers would take the device for that service. Choose another id.`);
+  }
   const ca = loadCa(root);
   const paths = pkiPaths(root).device(deviceId);
   if (isRevoked(root, deviceId)) {
@@ -270,6 +273,9 @@ export function buildDeviceBundle(root: string, deviceId: string, composeFile: s
  * under certs/ (secrets 0600), its .env (0600) and the compose file, packed from a private staging
  * folder. One way for every kind of device (certificate or token).
  */
+/** The user (and group) the field client's container runs as unless FIELDSTREAM_UID says otherwise (field-client/docker-compose.yml). */
+const FIELD_CLIENT_UID = 1000;
+
 export function packDeviceBundle(
   root: string,
   deviceId: string,
@@ -287,13 +293,19 @@ export function packDeviceBundle(
     }
     writeFileSync(join(dir, '.env'), o.env, { mode: 0o600 });
     copyFileSync(o.composeFile, join(dir, 'docker-compose.yml'));
+    // The folders its compose file mounts writable: shipped, so that Docker does not make them
+    // (as root's: the field client, not root, could not write its queue there).
+    mkdirSync(join(dir, 'data'), { mode: 0o700 });
+    mkdirSync(join(dir, 'outbox'), { mode: 0o755 });
     const out = p.bundle(deviceId);
     mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
-    // tar keeps the 0600 mode of the secrets; --owner/--group make the archive independent of who built it.
+    // tar keeps the 0600 mode of the secrets; --owner/--group make the archive independent of who
+    // built it: its files are the user the field client runs as (FIELDSTREAM_UID, 1000 unless set),
+    // so unpacked by root (as docs/deployment.md does) the keys are readable by the field client.
     // Written aside at 0600 and renamed into place (replaceFileDurablySync): tar writing the bundle
     // itself left it readable at the umask's mode until a chmod, and a renew killed midway left a
     // truncated bundle in place of the one before. A bundle is a few KiB.
-    const archive = execFileSync('tar', ['-czf', '-', '--owner=0', '--group=0', '-C', staging, deviceId], { maxBuffer: 64 * 1024 * 1024 });
+    const archive = execFileSync('tar', ['-czf', '-', `--owner=${FIELD_CLIENT_UID}`, `--group=${FIELD_CLIENT_UID}`, '--numeric-owner', '-C', staging, deviceId], { maxBuffer: 64 * 1024 * 1024 });
     replaceFileDurablySync(out, archive, 0o600);
     return out;
   } finally {

@@ -254,6 +254,39 @@ describe('deployment files', () => {
     assert.doesNotMatch(both.stderr, /INFLUXDB_/);
   });
 
+  /** A compose file as `docker-compose config` resolves it with what .env must set, parsed. */
+  const resolved = (file: string) => {
+    const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+    const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
+    type Service = { user?: string; read_only?: boolean; tmpfs?: string[]; command?: string[]; volumes?: string[] };
+    return (JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> }).services;
+  };
+
+  for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+    it(`${file}: each read-only service running TypeScript has a writable /tmp, and each folder of state a service writes is made by docs/deployment.md's set-up`, () => {
+      const services = resolved(file);
+      // tsx makes its cache of compiled modules in /tmp/tsx-UID at the first module: on a read-only
+      // root file system without /tmp mounted it throws, and the service never starts.
+      const noTmp = Object.entries(services)
+        .filter(([, svc]) => svc.read_only && (svc.command ?? []).join(' ').includes('--import tsx') && !(svc.tmpfs ?? []).includes('/tmp'))
+        .map(([name]) => name);
+      assert.deepEqual(noTmp, [], 'services whose tsx cannot make its cache');
+      // A bind mount's missing source is made by Docker, as root's: a service running as
+      // FIELDSTREAM_UID with no capabilities cannot write it.
+      const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
+      const missing: string[] = [];
+      for (const [name, svc] of Object.entries(services)) {
+        if (!svc.user) continue;
+        for (const v of svc.volumes ?? []) {
+          const [src, , mode] = v.split(':');
+          const rel = src ? relative(repoRoot, src) : '';
+          if (mode !== 'ro' && rel.startsWith('data/') && !made.includes(rel)) missing.push(`${name}: ${rel}`);
+        }
+      }
+      assert.deepEqual(missing, [], 'folders of state the set-up does not make');
+    });
+  }
+
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
     const tmp = tempDir('bundle');
     try {

@@ -145,6 +145,21 @@ describe('certificate onboarding', () => {
     assert.equal(key, readFileSync(p.device('sensor-001').key, 'utf8'));
     assert.notEqual(key, readFileSync(p.device('sensor-002').key, 'utf8'));
     assert.ok(!listing.includes('ca.key'));
+    // The folders its compose file mounts writable (a folder Docker made would be root's), and every
+    // entry the field client's user (FIELDSTREAM_UID, 1000 unless set): unpacked by root, as
+    // docs/deployment.md does, its keys are readable by the field client.
+    assert.match(listing, /^drwx------ 1000\/1000 .* sensor-001\/data\/$/m);
+    assert.match(listing, /^drwxr-xr-x 1000\/1000 .* sensor-001\/outbox\/$/m);
+    assert.deepEqual(listing.trim().split('\n').filter((l) => !/ 1000\/1000 /.test(l)), [], 'every entry 1000/1000');
+  });
+
+  it("refuses a device id that is a service's certificate name, which the brokers would take for that service", () => {
+    // Both brokers take the user name from the certificate's CN and trust the CA that signs devices.
+    const aclUsers = ['dmz/mosquitto/acl', 'internal-network/mosquitto/acl'].flatMap((f) => [...readFileSync(join(repoRoot, f), 'utf8').matchAll(/^user (\S+)$/gm)].map((m) => m[1] as string));
+    assert.ok(aclUsers.length >= 5);
+    for (const name of new Set([...aclUsers, ...SERVICE_CERTS.map((c) => c.commonName)])) {
+      assert.throws(() => issueDeviceCertificate(root, name), (e: unknown) => e instanceof FieldStreamError && e.code === 'PKI_INVALID_NAME', name);
+    }
   });
 
   it('replaces the CA only when asked, keeping the old one aside', () => {
