@@ -224,6 +224,7 @@ rules_dmz() {
   token=$(setting CADDY_TOKEN_ROUTE off); tport=$(port_setting CADDY_TOKEN_PORT 8444)
   case $tls in acme|files) ;; *) die 2 "CADDY_TLS: '$tls' is not acme or files" ;; esac
   case $token in on|off) ;; *) die 2 "CADDY_TOKEN_ROUTE: '$token' is not on or off" ;; esac
+  POL_OUT=drop POL_FWD=drop
   inbound_head
   NOTE='devices: 443 from anywhere'; note in fwd; allow_in tcp 443 any ''
   if [ "$tls" = acme ]; then NOTE="Let's Encrypt HTTP challenge (CADDY_TLS=acme)"; note in fwd; allow_in tcp 80 any ''; fi
@@ -231,6 +232,15 @@ rules_dmz() {
   NOTE="the bridge (8883) and the DMZ Prometheus ($prom) from the corporate egress only"; note in fwd
   allow_in tcp "8883,$prom" "$corp4" "$corp6"
   NOTE='every other port published by Docker: dropped, as on the host'; note fwd; dnat_drop
+  # A DMZ server taken (the gateway's container, Caddy) opens no connection into the corporate
+  # network: the DMZ needs nothing inside (the internal side dials it).
+  NOTE="outbound (the host and its containers): HTTP(S) (Let's Encrypt, packages), DNS, NTP, DHCP(v6); nothing else"
+  note out fwd; established out; basics out out; to_containers out; to_containers fwd
+  local c; for c in out fwd; do
+    allow "$c" tcp 80,443 any ''
+    allow "$c" udp 53 any ''; allow "$c" tcp 53 any ''; allow "$c" udp 123 any ''
+  done
+  allow out udp 67,547 any ''   # DHCP, DHCPv6
 }
 
 rules_internal() {

@@ -57,8 +57,17 @@ describe('setup-firewall.sh --dry-run', () => {
     assert.match(r.err, /SSH \(22\/tcp\) is open to every address; --ssh-from/);
     const fwd = chain(r.out, 'forward');
     assert.ok(fwd.includes('ip saddr 203.0.113.7 ct status dnat meta l4proto tcp ct original proto-dst 9091 accept'));
-    assert.equal(fwd.at(-1), 'ct status dnat drop');
-    assert.doesNotMatch(r.out, /chain output/, 'the DMZ server\'s outbound is left alone');
+    assert.ok(fwd.indexOf('ct status dnat drop') < fwd.indexOf('tcp dport { 80, 443 } accept'), 'what Docker publishes is dropped before anything outbound is accepted');
+    // Outbound, the host and its containers: HTTP(S) (Let's Encrypt, packages), DNS, NTP; nothing
+    // else, so a DMZ server taken opens no connection into the corporate network.
+    const out = chain(r.out, 'output');
+    assert.equal(out[0], 'type filter hook output priority filter; policy drop;');
+    for (const rule of ['ct state established,related accept', 'oif "lo" accept', 'tcp dport { 80, 443 } accept', 'udp dport 53 accept', 'tcp dport 53 accept', 'udp dport 123 accept']) {
+      assert.ok(out.includes(rule), `${rule} in\n${out.join('\n')}`);
+    }
+    assert.ok(!out.some((l) => /8086|5432|8883/.test(l)), 'no database or broker port out');
+    assert.equal(fwd[0], 'type filter hook forward priority filter; policy drop;');
+    assert.ok(fwd.includes('tcp dport { 80, 443 } accept') && fwd.includes('udp dport 53 accept'), 'the containers the same');
   });
 
   it('dmz: CADDY_TLS=files closes 80, CADDY_TOKEN_ROUTE=on opens CADDY_TOKEN_PORT, from .env or options', () => {
@@ -258,7 +267,8 @@ describe('setup-firewall.sh applied, in a throwaway network namespace', () => {
     assert.equal(rules.match(/^-A INPUT -j FIELDSTREAM-IN$/gm)?.length, 2, 'one jump per family');
     assert.match(rules, /^-A FIELDSTREAM-IN -s 203\.0\.113\.7\/32 -p tcp -m multiport --dports 8883,9091 -j RETURN$/m);
     assert.match(rules, /^-A FIELDSTREAM-IN -s 2001:db8::7\/128 -p tcp -m multiport --dports 8883,9091 -j RETURN$/m);
-    assert.doesNotMatch(rules, /^-A FIELDSTREAM-OUT/m, 'the field run\'s outbound rules went when dmz replaced them');
+    assert.doesNotMatch(rules, /^-A FIELDSTREAM-OUT -d 198\.51\.100/m, 'the field run\'s outbound rules went when dmz replaced them');
+    assert.match(rules, /^-A FIELDSTREAM-OUT -p tcp -m multiport --dports 80,443 -j RETURN$/m, "the dmz run's own");
     assert.equal(fw(['--remove'], { netns: ns, env }).code, 0);
     assert.doesNotMatch(save(), /FIELDSTREAM/);
   });
