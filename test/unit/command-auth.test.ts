@@ -155,12 +155,18 @@ describe('the replay journal (commands.ts)', () => {
   });
 });
 
+/** What the tests of answers share: a device without a key taking unsigned commands, a frame, a queue that takes all. */
+const unsigned = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
+const quiet = createLogger('field-client', 'silent');
+const frameOf = (id: string): CommandFrame => ({ type: 'command', commandId: id, command: 'open_valve', issuedAt: Date.now() });
+const queueInto = (sent: ResponsePayload[]) => async (r: ResponsePayload) => void sent.push(r);
+
 describe('command answers (commands.ts): one per command id', () => {
-  const opts = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
-  const log = createLogger('field-client', 'silent');
-  const f = (id: string): CommandFrame => ({ type: 'command', commandId: id, command: 'open_valve', issuedAt: Date.now() });
+  const opts = unsigned;
+  const log = quiet;
+  const f = frameOf;
   const queueFull = () => Promise.reject(new FieldStreamError('FIELD_QUEUE_FULL', 'full'));
-  const into = (sent: ResponsePayload[]) => async (r: ResponsePayload) => void sent.push(r);
+  const into = queueInto;
 
   it('queues the same answer again when the queue refused it (FIELD_QUEUE_FULL) and the command is delivered again', async () => {
     const tmp = tempDir('answer-refused');
@@ -281,10 +287,10 @@ describe('command answers (commands.ts): one per command id', () => {
 describe('a command journal the disk refuses (commands.ts)', () => {
   // field-client.ts calls answer() with `void`: a rejection would be an unhandled one, and end the
   // client (and its data upload) at every delivery of the command.
-  const opts = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
-  const log = createLogger('field-client', 'silent');
-  const f = (id: string): CommandFrame => ({ type: 'command', commandId: id, command: 'open_valve', issuedAt: Date.now() });
-  const into = (sent: ResponsePayload[]) => async (r: ResponsePayload) => void sent.push(r);
+  const opts = unsigned;
+  const log = quiet;
+  const f = frameOf;
+  const into = queueInto;
   /** The journal's name taken by a folder: every append to it fails (EISDIR), as on a read-only disk. */
   const refuse = (journal: string) => {
     const text = readFileSync(journal, 'utf8');
