@@ -85,7 +85,11 @@ export const ScalarSchema = z.custom<Scalar>().superRefine((value, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
-/** A field name: what InfluxDB accepts as a field or tag key, without the surprises. */
-export const FIELD_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
-export const FIELD_NAME_RULE = 'must be at most 128 characters, start with a letter or "_" and hold only letters, digits, "_", "." and "-"';
+/**
+ * A field name: what InfluxDB accepts as a field or tag key, without the surprises. Not `time`:
+ * InfluxDB 1.x answers 204 to a point with a field of that name beside others and drops the field
+ * (a reading acknowledged, its device told it is stored, one of its values gone).
+ */
+export const FIELD_NAME_PATTERN = /^(?!time$)[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
+export const FIELD_NAME_RULE = 'must be at most 128 characters, start with a letter or "_", hold only letters, digits, "_", "." and "-", and not be "time"';
 export const FieldNameSchema = z.string().regex(FIELD_NAME_PATTERN, FIELD_NAME_RULE);

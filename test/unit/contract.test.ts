@@ -101,6 +101,11 @@ describe('device → gateway contract', () => {
     for (const text of cases) assert.equal(codeOf(() => parseUplinkFrame(text)), 'CONTRACT_INVALID_MESSAGE', text);
   });
 
+  it('refuses a field named "time", which InfluxDB 1.x drops from a point it answers 204 to', () => {
+    assert.equal(codeOf(() => parseUplinkFrame(reading({ time: 5, v: 1 }))), 'CONTRACT_INVALID_MESSAGE');
+    for (const name of ['Time', 'time_s', 'times', '_time']) assert.equal(parseUplinkFrame(reading({ [name]: 5 })).length, 1, name);
+  });
+
   it('takes an event of as many keys as a reading may have fields', () => {
     const { eventType, ...rest } = { eventType: 'door', ...fieldsOf(LIMITS.readingMaxFields - 1) };
     const frame = parseUplinkFrame(JSON.stringify({ deviceId: 'd', dataType: 'event', payload: { eventType, ...rest } }));

@@ -62,7 +62,12 @@ export class InfluxV1Sink implements PointSink {
     } catch (err) {
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `InfluxDB is unreachable: ${(err as Error).message}`, {}, { cause: err });
     }
-    if (answer.status >= 200 && answer.status < 300) return;
+    if (answer.status === 204) return;
+    // Any other 2xx: not InfluxDB's answer to a write taken whole (InfluxDB 3 answers 201 to a
+    // partial write, some lines refused): refused, so that the write batcher finds the message at fault.
+    if (answer.status >= 200 && answer.status < 300) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `InfluxDB answered ${answer.status}, not 204: a partial write (some points refused): ${answer.text.slice(0, 500)}`, { status: answer.status });
+    }
     throw new FieldStreamError(
       isRetryableStatus(answer.status) ? 'DISTRIBUTOR_WRITE_FAILED' : 'DISTRIBUTOR_WRITE_REJECTED',
       `InfluxDB answered ${answer.status}: ${answer.text.slice(0, 500)}`,

@@ -1,4 +1,4 @@
-import { HttpError, InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
+import { HttpError, InfluxDB, type Transport } from '@influxdata/influxdb-client';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { toLines } from './line-protocol.ts';
@@ -17,25 +17,23 @@ export interface InfluxV2Options {
 }
 
 /**
- * InfluxDB 2.x (and anything speaking its `/api/v2/write`) through @influxdata/influxdb-client.
- * The client's own retry buffer lives in memory and drops data when full, so it is switched off
- * (maxRetries 0): the distributor retries itself and acknowledges the broker only after a 2xx.
+ * InfluxDB 2.x (and anything speaking its `/api/v2/write`), posted through the transport of
+ * @influxdata/influxdb-client (its authentication, TLS, timeout and gzip), one request per chunk of
+ * BATCH points, never through its WriteApi: that one flushes by itself when its buffer passes
+ * `maxBatchBytes` (a batch of large strings: part of a chunk), reports that flush's failure to a log
+ * and not to us, and resolves on any 2xx. The distributor retries itself and acknowledges the broker
+ * only after a 204: a 201 is InfluxDB 3's "partial write" (some lines stored, the others refused),
+ * taken as refused so that the write batcher finds the message at fault (write-batcher.ts).
  */
 export class InfluxV2Sink implements PointSink {
   readonly description: string;
-  private readonly api: WriteApi;
+  private readonly transport: Transport;
+  private readonly path: string;
 
   constructor(options: InfluxV2Options) {
     this.description = `InfluxDB 2.x API ${options.url} org ${options.org} bucket ${options.bucket}`;
-    this.api = new InfluxDB({ url: options.url, token: options.token, timeout: options.timeoutMs }).getWriteApi(options.org, options.bucket, 'ms', {
-      maxRetries: 0,
-      // We flush explicitly after each write of ours, never more than BATCH points at a time, so
-      // the client never flushes on its own (its own flush would report failures to a log, not to us).
-      batchSize: BATCH + 1,
-      maxBufferLines: 2 * BATCH,
-      flushInterval: 0,
-      gzipThreshold: 1000,
-    });
+    this.transport = new InfluxDB({ url: options.url, token: options.token, timeout: options.timeoutMs }).transport;
+    this.path = `/api/v2/write?${new URLSearchParams({ org: options.org, bucket: options.bucket, precision: 'ms' }).toString()}`;
   }
 
   async write(points: readonly StoredPoint[]): Promise<void> {
@@ -44,21 +42,26 @@ export class InfluxV2Sink implements PointSink {
 
   private async writeChunk(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    this.api.writeRecords(toLines(points));
+    let status: number | undefined;
     try {
-      await this.api.flush();
+      await this.transport.request(this.path, toLines(points).join('\n'), { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000 }, (_headers, code) => {
+        status = code;
+      });
     } catch (err) {
-      const status = err instanceof HttpError ? err.statusCode : undefined;
+      const code = err instanceof HttpError ? err.statusCode : undefined;
       throw new FieldStreamError(
-        status !== undefined && !isRetryableStatus(status) ? 'DISTRIBUTOR_WRITE_REJECTED' : 'DISTRIBUTOR_WRITE_FAILED',
+        code !== undefined && !isRetryableStatus(code) ? 'DISTRIBUTOR_WRITE_REJECTED' : 'DISTRIBUTOR_WRITE_FAILED',
         `InfluxDB write failed: ${(err as Error).message}`,
-        status !== undefined ? { status } : {},
+        code !== undefined ? { status: code } : {},
         { cause: err },
       );
+    }
+    if (status !== 204) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `InfluxDB answered ${status ?? 'no status'}, not 204: a partial write (some points refused)`, status !== undefined ? { status } : {});
     }
   }
 
   async close(): Promise<void> {
-    await this.api.close().catch(() => undefined);
+    // Nothing held: each write was a request of its own, answered before it returned.
   }
 }

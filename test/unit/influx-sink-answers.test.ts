@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { gunzipSync } from 'node:zlib';
+import { after, describe, it } from 'node:test';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
+import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+
+/**
+ * A sink's write resolves only when InfluxDB holds every point of it (a 204): what the distributor
+ * acknowledges, and its device deletes, after. A stand-in InfluxDB (an HTTP server of the test's,
+ * as no InfluxDB here answers 201) answers each request with the status `answer` picks.
+ */
+async function fakeInflux(answer: (n: number, body: Buffer) => number): Promise<{ url: string; server: Server; bodies: Buffer[] }> {
+  const bodies: Buffer[] = [];
+  const server = createServer((req: IncomingMessage, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let body = Buffer.concat(chunks);
+      if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
+      bodies.push(body);
+      const status = answer(bodies.length, body);
+      if (status === 204) res.writeHead(204).end();
+      else res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'invalid', message: 'partial write: field type conflict dropped=1' }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, bodies };
+}
+
+const outcome = (p: Promise<void>) => p.then(() => 'ok', (e: unknown) => (e instanceof FieldStreamError ? e.code : `uncoded: ${String(e)}`));
+const point = (i: number, fields: StoredPoint['fields'] = { v: i }): StoredPoint => ({ measurement: 'readings', tags: { device: `d${i}` }, fields, time: 1_700_000_000_000 + i });
+
+const servers: Server[] = [];
+after(() => {
+  for (const s of servers) s.close();
+});
+
+describe('InfluxDB answers that are not "every point written"', () => {
+  // InfluxDB 3 (Cloud Serverless, Dedicated/Clustered with partial writes on) answers 201 when it
+  // wrote some lines and rejected others (influxdata/docs-v2#5169, influxdb-client-js#1044).
+  it('v2: a 201 (a partial write) is refused, not taken as durable', async () => {
+    const f = await fakeInflux(() => 201);
+    servers.push(f.server);
+    const sink = new InfluxV2Sink({ url: f.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 5000 });
+    try {
+      assert.equal(await outcome(sink.write([point(1)])), 'DISTRIBUTOR_WRITE_REJECTED');
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('v1: a 201 (a partial write) is refused, not taken as durable', async () => {
+    const f = await fakeInflux(() => 201);
+    servers.push(f.server);
+    const sink = new InfluxV1Sink({ url: f.url, database: 'db', timeoutMs: 5000 });
+    try {
+      assert.equal(await outcome(sink.write([point(1)])), 'DISTRIBUTOR_WRITE_REJECTED');
+    } finally {
+      await sink.close();
+    }
+  });
+
+  // The client library's WriteApi flushed on its own, its error swallowed, once its buffer reached
+  // maxBatchBytes (50 MB): a chunk of long strings went in two requests, and the failure of the first
+  // never reached write(). A chunk is one request now, answered before write() returns.
+  it("v2: a chunk over the client library's 50 MB is one request, and its refusal is the write's", async () => {
+    // A request of most of the chunk is refused (a type conflict in it, a body limit on the way), a small one taken.
+    const f = await fakeInflux((_n, body) => (body.length > 20_000_000 ? 422 : 204));
+    servers.push(f.server);
+    const sink = new InfluxV2Sink({ url: f.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 30_000 });
+    const long = 'x'.repeat(64 * 1024); // LIMITS.stringMaxChars
+    // 4 string fields of 64 KiB each: ~256 KiB a line; 210 points ~ 55 MB, far below 5,000 points.
+    const points = Array.from({ length: 210 }, (_, i) => point(i, { a: long, b: long, c: long, d: long }));
+    try {
+      assert.equal(await outcome(sink.write(points)), 'DISTRIBUTOR_WRITE_REJECTED');
+      assert.equal(f.bodies.length, 1, 'one request');
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('v1 and v2: a 204 is every point written', async () => {
+    const f = await fakeInflux(() => 204);
+    servers.push(f.server);
+    const v1 = new InfluxV1Sink({ url: f.url, database: 'db', timeoutMs: 5000 });
+    const v2 = new InfluxV2Sink({ url: f.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 5000 });
+    assert.equal(await outcome(v1.write([point(1)])), 'ok');
+    assert.equal(await outcome(v2.write([point(2)])), 'ok');
+    assert.equal(f.bodies.length, 2);
+    await v1.close();
+    await v2.close();
+  });
+});
