@@ -172,13 +172,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     socket.on('error', onSocketError);
     let identity: DeviceIdentity;
     try {
-      let path: string;
-      try {
-        path = new URL(req.url ?? '/', 'https://gateway').pathname;
-      } catch {
-        throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
-      }
-      if (path !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
+      if (pathOf(req.url) !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
       // Checked again once identified (below). Upgrades waiting for a token's hash hold no place
       // meanwhile (they are bounded on their own: DeviceTokens' checksMax), or wrong tokens from
       // many addresses could keep every device out.
@@ -289,6 +283,15 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** The path of a request's target; undefined for one no URL parser takes (`//[`). */
+function pathOf(target: string | undefined): string | undefined {
+  try {
+    return new URL(target ?? '/', 'https://gateway').pathname;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
