@@ -170,6 +170,12 @@ export const ERRORS = {
     transient: false,
     description: 'A Sparkplug DBIRTH of a new device was refused: its edge node has LIMITS.sparkplugMaxDevicesPerNode devices born already.',
   },
+  SPARKPLUG_DEFINITIONS_FULL: {
+    http: 507,
+    transient: false,
+    description:
+      'A Sparkplug NBIRTH or DBIRTH was refused: the metric definitions it declares would take those the field client holds past LIMITS.sparkplugDefinitionsMaxBytes; the edge node (or device) has no current birth until a birth fits.',
+  },
   SPARKPLUG_REORDER_TIMEOUT: {
     http: 409,
     transient: false,

@@ -298,10 +298,20 @@ export const LIMITS = {
    * ample, and with sparkplugMaxEdgeNodes it bounds the birth definitions held (a publisher inventing
    * device ids cannot grow memory without bound); a DDEATH or the node's next NBIRTH frees places. */
   sparkplugMaxDevicesPerNode: 1_000,
+  /** bytes. Most memory the birth definitions held (each metric's name, alias and data type, over
+   * every edge node and device) may take, estimated (definitions.ts): the count bounds above allow
+   * 10,000 × 1,000 births of up to LIMITS.sparkplugMaxMetrics metrics with 1,024-character names, far
+   * past a field device's memory. 64 MiB holds some 230,000 metrics with 50-character names and
+   * aliases: a large plant. A birth past it is refused (SPARKPLUG_DEFINITIONS_FULL); deaths and smaller births free room. */
+  sparkplugDefinitionsMaxBytes: 64 * 1024 * 1024,
   /** messages. Most Sparkplug messages held per edge node while waiting for a missing seq (the
    * reorder buffer, TIMINGS.sparkplugReorderTimeoutMs): a message further ahead, or one more, is a
    * gap at once. Bounds memory to this many payloads per edge node. */
   sparkplugReorderMaxHeld: 64,
+  /** bytes. Most memory the messages held for a missing seq may take over every edge node,
+   * estimated (reorder.ts): without it 10,000 edge nodes could each hold 64 payloads of up to 4 MiB.
+   * A message that would take them past it is a gap at once (its edge node is asked to rebirth). */
+  sparkplugReorderMaxHeldBytes: 32 * 1024 * 1024,
   /** host applications. Most other Sparkplug host applications whose STATE the input keeps (a
    * publisher inventing host ids cannot grow its memory without bound; more are counted, not kept). */
   sparkplugMaxPeerHosts: 1_000,

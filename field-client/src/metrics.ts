@@ -91,6 +91,12 @@ export function fieldClientMetrics(
     m.gauge('field_sparkplug_reorder_held_messages', 'Sparkplug messages held now for a missing seq (FIELD_SPARKPLUG_REORDER_TIMEOUT_MS).', [], function () {
       this.set(sum((s) => s.host.reorder.held));
     });
+    m.gauge('field_sparkplug_reorder_held_bytes', 'Memory the Sparkplug messages held for a missing seq take, estimated (bounded by LIMITS.sparkplugReorderMaxHeldBytes).', [], function () {
+      this.set(sum((s) => s.host.reorder.heldBytes));
+    });
+    m.gauge('field_sparkplug_definitions_bytes', "Memory the Sparkplug births' metric definitions take, estimated (bounded by LIMITS.sparkplugDefinitionsMaxBytes).", [], function () {
+      this.set(sum((s) => s.host.definitionsBytes));
+    });
     m.gauge('field_sparkplug_peer_hosts', 'Other Sparkplug host applications by their last STATE (state = online or offline).', ['state'], function () {
       this.set({ state: 'online' }, sum((s) => s.peers.count(true)));
       this.set({ state: 'offline' }, sum((s) => s.peers.count(false)));

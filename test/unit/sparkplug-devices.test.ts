@@ -81,3 +81,61 @@ describe('Sparkplug births refused for what they hold', () => {
     assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0, [{ name: 'Pressure', alias: '1', datatype: T.Double, doubleValue: 2 }]), T0 + 3).refused, undefined);
   });
 });
+
+describe('Sparkplug birth definitions bounded in bytes', () => {
+  // 10 metrics of 200-character names: a few KiB of definitions per device.
+  const names = (tag: string) => Array.from({ length: 10 }, (_, i) => ({ name: `${tag}-${i}-`.padEnd(200, 'x'), alias: String(i), datatype: T.Double, doubleValue: 1 }));
+  const nb = (seq: number) => msg({ timestamp: String(T0), seq: String(seq), metrics: [{ name: 'bdSeq', datatype: T.UInt64, longValue: '0' }] });
+  const db = (seq: number, tag: string) => msg({ timestamp: String(T0), seq: String(seq), metrics: names(tag) });
+
+  it('refuses a birth that would hold more than the bound (SPARKPLUG_DEFINITIONS_FULL, no rebirth asked), and frees what deaths and new births replace', () => {
+    const max = 20_000;
+    const host = new SparkplugHost({ rebirthMinIntervalMs: 5_000, maxDefinitionsBytes: max });
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0), T0).refused, undefined);
+    let seq = 0;
+    let born = 0;
+    let over;
+    for (;;) {
+      over = host.handle(topic(`spBv1.0/G/DBIRTH/E/d${born}`), db(++seq, `d${born}`), T0);
+      if (over.refused) break;
+      born++;
+      assert.ok(born < 100, 'the bound never refused a birth');
+    }
+    assert.ok(born >= 2, `only ${born} devices born under ${max} bytes`);
+    assert.equal(over.refused.code, 'SPARKPLUG_DEFINITIONS_FULL');
+    assert.equal(over.rebirth, false, 'a birth past a bound would come back the same');
+    assert.deepEqual(over.readings, []);
+    assert.ok(host.definitionsBytes <= max, `${host.definitionsBytes} bytes held`);
+    const full = host.definitionsBytes;
+    // A device already born is born again in its own place; a death frees one for a new device.
+    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/d0'), db(++seq, 'd0'), T0).refused, undefined);
+    assert.equal(host.definitionsBytes, full);
+    assert.equal(host.handle(topic('spBv1.0/G/DDEATH/E/d1'), ddeaths[++seq] as SparkplugPayload, T0).refused, undefined);
+    assert.ok(host.definitionsBytes < full);
+    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/new'), db(++seq, 'dX'), T0).refused, undefined);
+    assert.equal(host.definitionsBytes, full);
+    // The edge node's next NBIRTH ends its devices' births: everything they held is freed.
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0), T0).refused, undefined);
+    assert.ok(host.definitionsBytes < 1_000, `${host.definitionsBytes} bytes held after the NBIRTH`);
+  });
+
+  it('bounds births over every edge node, and a birth undone gives its bytes back', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: 5_000, maxDefinitionsBytes: 20_000 });
+    let refused;
+    for (let e = 0; e < 100 && !refused; e++) {
+      host.handle(topic(`spBv1.0/G/NBIRTH/E${e}`), nb(0), T0);
+      refused = host.handle(topic(`spBv1.0/G/DBIRTH/E${e}/d`), db(1, `e${e}`), T0).refused;
+    }
+    assert.equal(refused?.code, 'SPARKPLUG_DEFINITIONS_FULL');
+    host.handle(topic('spBv1.0/G/NDEATH/E0'), msg({ metrics: [{ name: 'bdSeq', datatype: T.UInt64, longValue: '0' }] }), T0);
+    const before = host.definitionsBytes;
+    const birth = host.handle(topic('spBv1.0/G/NBIRTH/E0'), nb(0), T0);
+    const d = host.handle(topic('spBv1.0/G/DBIRTH/E0/d'), db(1, 'again'), T0);
+    assert.equal(d.refused, undefined);
+    assert.ok(host.definitionsBytes > before);
+    // The queue refused what they carried: both undone, latest first, and their bytes with them.
+    d.undo?.();
+    birth.undo?.();
+    assert.equal(host.definitionsBytes, before);
+  });
+});

@@ -299,6 +299,31 @@ describe('Sparkplug host reorder buffer (§5.9, Reorder Timeout)', () => {
     assert.equal(gap.refused?.code, 'SPARKPLUG_SEQ_GAP');
     assert.equal(gap.rebirth, true);
   });
+  it('bounds the bytes held over every edge node: a message past the bound is a gap at once, and what is let through or discarded gives its bytes back', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, reorderTimeoutMs: REORDER, reorderMaxHeldBytes: 8_000 });
+    const big = (seq: number) => ndata(seq, [{ name: 'Mode', datatype: T.String, stringValue: 'x'.repeat(2_000) }]);
+    const nb2 = topic('spBv1.0/Plant1/NBIRTH/Line5');
+    const nd2 = topic('spBv1.0/Plant1/NDATA/Line5');
+    host.handle(NB, nbirth(0, 0), T0);
+    host.handle(nb2, nbirth(0, 0), T0);
+    assert.equal(host.handle(ND, big(2), T0 + 10).held, true, 'one message of ~4 KB held');
+    assert.ok(host.reorder.heldBytes > 4_000 && host.reorder.heldBytes <= 8_000, `${host.reorder.heldBytes} bytes held`);
+    // Another edge node's message would take the held bytes past the bound: a gap at once.
+    const over = host.handle(nd2, big(2), T0 + 10);
+    assert.equal(over.held, false);
+    assert.equal(over.refused?.code, 'SPARKPLUG_SEQ_GAP');
+    assert.equal(over.rebirth, true);
+    assert.equal(host.reorder.held, 1);
+    // The missing one lets the held one through: its bytes are free again.
+    const filled = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }]), T0 + 20);
+    assert.equal(filled.released.length, 1);
+    assert.equal(host.reorder.heldBytes, 0);
+    // Held, then discarded by the timeout: freed too.
+    assert.equal(host.handle(ND, big(4), T0 + 30).held, true);
+    assert.ok(host.reorder.heldBytes > 0);
+    host.expire(T0 + 30 + REORDER);
+    assert.equal(host.reorder.heldBytes, 0);
+  });
 });
 
 const state = (o: unknown) => new TextEncoder().encode(typeof o === 'string' ? o : JSON.stringify(o));

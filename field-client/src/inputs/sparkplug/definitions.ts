@@ -11,11 +11,22 @@ export interface MetricDef {
 export interface Definitions {
   byAlias: Map<number, MetricDef>;
   byName: Map<string, MetricDef>;
+  /** what they take in memory, estimated (see DEF_BYTES): the host bounds the sum of all it holds */
+  bytes: number;
 }
+
+/**
+ * bytes. What one definition takes in memory beside its name, and what an alias adds: a Map entry
+ * and the small object it points to. A name is counted at two bytes per character (V8 keeps one,
+ * or two when it holds characters past Latin-1). An upper bound: Node 20's heap grew by 60–80 % of
+ * this estimate for 100,000 definitions of 10- to 200-character names.
+ */
+const DEF_BYTES = 128;
+const ALIAS_BYTES = 64;
 
 /** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
 export function definitions(metrics: readonly SparkplugMetric[]): Definitions {
-  const defs: Definitions = { byAlias: new Map(), byName: new Map() };
+  const defs: Definitions = { byAlias: new Map(), byName: new Map(), bytes: 0 };
   for (const m of metrics) {
     if (m.name === undefined || m.datatype === undefined) {
       throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `a birth metric without ${m.name === undefined ? 'a name' : `a data type (${m.name})`}`);
@@ -28,6 +39,8 @@ export function definitions(metrics: readonly SparkplugMetric[]): Definitions {
     }
     defs.byName.set(m.name, def);
   }
+  for (const def of defs.byName.values()) defs.bytes += DEF_BYTES + 2 * def.name.length;
+  defs.bytes += ALIAS_BYTES * defs.byAlias.size;
   return defs;
 }
 

@@ -49,6 +49,8 @@ export interface NodeSession {
 export interface HeldMessage {
   t: SparkplugTopic;
   p: SparkplugPayload;
+  /** what it takes in memory, estimated (reorder.ts) */
+  bytes: number;
 }
 
 export interface HostOutcome {
@@ -92,6 +94,10 @@ export interface HostOptions {
   reorderTimeoutMs?: number;
   /** messages held per edge node at most (default LIMITS.sparkplugReorderMaxHeld) */
   reorderMaxHeld?: number;
+  /** bytes of messages held over every edge node at most, estimated (default LIMITS.sparkplugReorderMaxHeldBytes) */
+  reorderMaxHeldBytes?: number;
+  /** bytes of birth definitions held over every edge node and device, estimated (default LIMITS.sparkplugDefinitionsMaxBytes) */
+  maxDefinitionsBytes?: number;
 }
 
 const BD_SEQ = 'bdSeq';
@@ -99,11 +105,18 @@ const BD_SEQ = 'bdSeq';
 export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
   private readonly rebirthAt = new Map<string, number>();
+  /** the estimated bytes of each edge node's definitions (its own and its devices'), and their sum: see recount */
+  private readonly defBytes = new Map<string, number>();
+  private defTotal = 0;
   readonly reorder: ReorderBuffers;
 
   constructor(private readonly options: HostOptions) {
     this.reorder = new ReorderBuffers(
-      { timeoutMs: options.reorderTimeoutMs ?? 0, maxHeld: options.reorderMaxHeld ?? LIMITS.sparkplugReorderMaxHeld },
+      {
+        timeoutMs: options.reorderTimeoutMs ?? 0,
+        maxHeld: options.reorderMaxHeld ?? LIMITS.sparkplugReorderMaxHeld,
+        maxHeldBytes: options.reorderMaxHeldBytes ?? LIMITS.sparkplugReorderMaxHeldBytes,
+      },
       (k) => this.sessions.get(k),
       (group, edge, now, reason, out) => this.askRebirth(group, edge, now, reason, out),
       (t, p, now) => this.process(t, p, now),
@@ -122,6 +135,11 @@ export class SparkplugHost {
 
   get edgeNodes(): number {
     return this.sessions.size;
+  }
+
+  /** Bytes of birth definitions held now over every edge node and device (estimated: Definitions.bytes). */
+  get definitionsBytes(): number {
+    return this.defTotal;
   }
 
   /** One message; with it, the held messages it lets through (`released`). */
@@ -152,6 +170,14 @@ export class SparkplugHost {
   }
 
   private restore(k: string, b: Before): void {
+    try {
+      this.putBack(k, b);
+    } finally {
+      this.recount(k);
+    }
+  }
+
+  private putBack(k: string, b: Before): void {
     if (!b.s) {
       this.sessions.delete(k);
       return;
@@ -206,8 +232,48 @@ export class SparkplugHost {
       if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP' || birthRefused(t, err)) {
         if (t.type !== 'DDEATH') this.askRebirth(t.group, t.edge, now, err.message, out);
       }
+    } finally {
+      this.recountAfter(t);
     }
     return out;
+  }
+
+  /** Births and deaths change what an edge node's definitions hold: counted again after each (data never does). */
+  private recountAfter(t: SparkplugTopic): void {
+    if (t.type === 'NBIRTH' || t.type === 'NDEATH' || t.type === 'DBIRTH' || t.type === 'DDEATH') this.recount(key(t.group, t.edge));
+  }
+
+  /**
+   * The bytes of one edge node's definitions counted again, and their sum with them: O(its devices),
+   * after a birth or a death only. Counted from what the session holds rather than kept up step by
+   * step, so that every way it changes (a birth replacing another, a refusal dropping one, an undo
+   * putting an older session back) leaves the sum right.
+   */
+  private recount(k: string): void {
+    const s = this.sessions.get(k);
+    const was = this.defBytes.get(k) ?? 0;
+    let n = 0;
+    if (s) {
+      n = s.defs.bytes;
+      for (const d of s.devices.values()) n += d.bytes;
+      this.defBytes.set(k, n);
+    } else this.defBytes.delete(k);
+    this.defTotal += n - was;
+  }
+
+  /**
+   * A birth whose definitions would take those held past the bound is refused, so that a publisher
+   * declaring ever more (or ever longer) metric names cannot grow the client's memory without bound
+   * (the count bounds alone allow edge nodes × devices × metrics × 1,024-character names). `freed`:
+   * the bytes of the definitions it would replace.
+   */
+  private room(what: string, defs: Definitions, freed: number): void {
+    const max = this.options.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
+    if (this.defTotal - freed + defs.bytes <= max) return;
+    throw new FieldStreamError(
+      'SPARKPLUG_DEFINITIONS_FULL',
+      `${what} refused: its definitions (about ${defs.bytes} bytes) would take those held past ${max} bytes (${this.defTotal} held now)`,
+    );
   }
 
   private markStale(t: SparkplugTopic, out: HostOutcome): void {
@@ -238,6 +304,8 @@ export class SparkplugHost {
     if (!this.sessions.has(key(t.group, t.edge)) && this.sessions.size >= this.maxEdgeNodes) {
       throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `NBIRTH of ${t.group}/${t.edge} refused: ${this.maxEdgeNodes} edge nodes are followed already`);
     }
+    // It replaces the edge node's session, its devices' births with it.
+    this.room(`NBIRTH of ${t.group}/${t.edge}`, defs, this.defBytes.get(key(t.group, t.edge)) ?? 0);
     this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
     // A new session: what was held for the old one is of no use any more.
     this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
@@ -289,6 +357,7 @@ export class SparkplugHost {
       let defs: Definitions;
       try {
         defs = definitions(p.metrics);
+        this.room(`DBIRTH of ${t.group}/${t.edge}/${device}`, defs, s.devices.get(device)?.bytes ?? 0);
         this.fields(t, p, defs, now, out);
       } catch (err) {
         // The device was born again with definitions that could not be read: the old ones no longer
@@ -347,7 +416,7 @@ export class SparkplugHost {
 /** A birth refused for what it holds (not for a bound, nor out of its session's order). */
 function birthRefused(t: SparkplugTopic, err: FieldStreamError): boolean {
   if (t.type !== 'NBIRTH' && t.type !== 'DBIRTH') return false;
-  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES'].includes(err.code);
+  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES', 'SPARKPLUG_DEFINITIONS_FULL'].includes(err.code);
 }
 
 /** An edge node's key: MQTT topics hold no U+0000 (MQTT 3.1.1 §1.5.3), so it splits back exactly. */

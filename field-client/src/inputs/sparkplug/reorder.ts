@@ -6,6 +6,19 @@ import type { SparkplugTopic } from './topic.ts';
 export const emptyOutcome = (): HostOutcome => ({ readings: [], events: [], rebirth: false, skipped: 0, held: false, released: [] });
 
 /**
+ * bytes. What a decoded message held takes in memory, estimated from above: its object and each
+ * metric's (~200 bytes measured on Node 20, rounded up), their names and string values at two bytes
+ * per character (bytes, datasets and templates are not kept once decoded: payload.ts).
+ */
+const MESSAGE_BYTES = 256;
+const METRIC_BYTES = 256;
+function heldBytes(p: SparkplugPayload): number {
+  let n = MESSAGE_BYTES;
+  for (const m of p.metrics) n += METRIC_BYTES + 2 * ((m.name?.length ?? 0) + (m.raw.kind === 'string' ? m.raw.v.length : 0));
+  return n;
+}
+
+/**
  * The host application's reorder buffers, one per edge node: Sparkplug 3.0.0 §5.9 "Sparkplug Host
  * Application Message Ordering". Messages of one edge node travel on several topics, and a
  * clustered MQTT server may deliver them out of order; so a message whose `seq` is ahead of the
@@ -22,8 +35,10 @@ export const emptyOutcome = (): HostOutcome => ({ readings: [], events: [], rebi
  * names. The edge node's rebirth sends its current values again. Nothing discarded was
  * acknowledged: Sparkplug data is published at QoS 0 (§5.2), and the input that takes QoS 1
  * publishes (the local MQTT input, one connection per edge node, in order) holds nothing
- * (timeout 0). Held messages are bounded per edge node (maxHeld), and a new NBIRTH or an NDEATH
- * ends the session they belonged to, so they are discarded then too.
+ * (timeout 0). Held messages are bounded per edge node (maxHeld) and in bytes over all of them
+ * (maxHeldBytes, estimated: a publisher of many edge nodes cannot hold maxHeld payloads of 4 MiB
+ * for each), and a new NBIRTH or an NDEATH ends the session they belonged to, so they are
+ * discarded then too.
  *
  * `timeoutMs` 0: nothing is held, a gap asks for a rebirth at once (§5.9: "In these cases this
  * timeout could be zero"). Pure: no timers, the time passed in; the session arms one timer for
@@ -32,9 +47,11 @@ export const emptyOutcome = (): HostOutcome => ({ readings: [], events: [], rebi
 export class ReorderBuffers {
   /** keys of the edge nodes holding messages */
   private readonly holding = new Set<string>();
+  /** the estimated bytes of every message held (heldBytes) */
+  private bytes = 0;
 
   constructor(
-    private readonly o: { timeoutMs: number; maxHeld: number },
+    private readonly o: { timeoutMs: number; maxHeld: number; maxHeldBytes: number },
     private readonly session: (k: string) => NodeSession | undefined,
     private readonly askRebirth: (group: string, edge: string, now: number, reason: string, out: HostOutcome) => void,
     private readonly process: (t: SparkplugTopic, p: SparkplugPayload, now: number) => HostOutcome,
@@ -47,16 +64,26 @@ export class ReorderBuffers {
     return n;
   }
 
+  /** Estimated bytes of the messages held now, over all edge nodes. */
+  get heldBytes(): number {
+    return this.bytes;
+  }
+
   /**
    * Holds a message whose seq is ahead of `expected` by at most maxHeld; false when it cannot be
-   * (no timeout, or too far ahead: then it is a gap at once). A seq held already keeps its first
-   * message (a duplicate delivery).
+   * (no timeout, too far ahead, or no room left in maxHeldBytes: then it is a gap at once). A seq
+   * held already keeps its first message (a duplicate delivery).
    */
-  hold(k: string, s: NodeSession, m: HeldMessage, expected: number, now: number): boolean {
+  hold(k: string, s: NodeSession, m: Omit<HeldMessage, 'bytes'>, expected: number, now: number): boolean {
     if (this.o.timeoutMs <= 0 || m.p.seq === undefined) return false;
     const ahead = (m.p.seq - expected + 256) % 256;
     if (ahead < 1 || ahead > this.o.maxHeld) return false;
-    if (!s.held.has(m.p.seq)) s.held.set(m.p.seq, m);
+    if (!s.held.has(m.p.seq)) {
+      const bytes = heldBytes(m.p);
+      if (this.bytes + bytes > this.o.maxHeldBytes) return false;
+      this.bytes += bytes;
+      s.held.set(m.p.seq, { ...m, bytes });
+    }
     s.heldSince ??= now;
     this.holding.add(k);
     return true;
@@ -72,6 +99,7 @@ export class ReorderBuffers {
       const m = s.held.get(next);
       if (!m) break;
       s.held.delete(next);
+      this.bytes -= m.bytes;
       released++;
       const o = this.process(m.t, m.p, now);
       out.released.push({ topic: m.t, out: o });
@@ -90,6 +118,7 @@ export class ReorderBuffers {
     this.holding.delete(k);
     if (!s) return;
     const count = s.held.size;
+    for (const m of s.held.values()) this.bytes -= m.bytes;
     s.held.clear();
     s.heldSince = undefined;
     if (count > 0) out.dropped = { code, count, message: `${message} (${count})` };
