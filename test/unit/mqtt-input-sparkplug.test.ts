@@ -23,11 +23,17 @@ const data = (seq: number) => encodeWire({ timestamp: String(T0 + seq), seq: Str
 /** The queue's side: records what it takes, refuses while `refusing`, each append taking `delayMs`. */
 const appends: Submission[][] = [];
 let refusing = false;
+/** appends to refuse before taking again (a queue that recovers at once) */
+let refuseNext = 0;
 let delayMs = 0;
 const client = {
   submitMany: async (items: Submission[]) => {
     if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
     if (refusing) throw new FieldStreamError('FIELD_QUEUE_FULL', 'the queue is full');
+    if (refuseNext > 0) {
+      refuseNext--;
+      throw new FieldStreamError('FIELD_QUEUE_FULL', 'the queue is full');
+    }
     appends.push([...items]);
   },
 } as unknown as FieldClient;
@@ -74,6 +80,28 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     // And the session goes on from there.
     await session.onMessage('spBv1.0/G/NDATA/E', data(2), T0 + 3);
     assert.deepEqual(temps(), [20, 21, 22]);
+  });
+
+  it("does not publish the will of an edge node it hung up on: its NDEATH would end the session its resend belongs to", async () => {
+    appends.length = 0;
+    const will = { topic: 'spBv1.0/W/NDEATH/E', payload: Buffer.from(encodeWire({ metrics: [bdSeq] })), qos: 1 as const, retain: false };
+    const edge = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'edge-will', protocolVersion: 4, will });
+    edge.on('error', () => undefined);
+    await edge.publishAsync('spBv1.0/W/NBIRTH/E', Buffer.from(birth('W')), { qos: 1 });
+    // The queue refuses this one append and takes again by the time the broker would publish the will.
+    refuseNext = 1;
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    edge.publish('spBv1.0/W/NDATA/E', Buffer.from(data(1)), { qos: 1 }, () => undefined);
+    await closed;
+    await edge.endAsync(true);
+    await new Promise((r) => setTimeout(r, 300));
+    const again = await connectLocal('edge-will-again');
+    await again.publishAsync('spBv1.0/W/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    await again.endAsync();
+    const events = appends.flat().filter((s) => s.dataType === 'event').map((s) => (s.payload as { eventType?: string }).eventType);
+    assert.ok(events.includes('sparkplug.nbirth') && !events.includes('sparkplug.ndeath'), `no death recorded: ${events.join(', ')}`);
+    assert.equal(input.sparkplug?.stats.refusedByCode.SPARKPLUG_NOT_BORN, undefined, 'the resend was not refused as not born');
+    assert.ok(appends.flat().some((s) => (s.payload as Record<string, unknown>)['W.E.Temp'] === 21), 'the resend stored');
   });
 
   it('keeps nothing a sensor publishes as retained, under spBv1.0/ or its own topics', async () => {

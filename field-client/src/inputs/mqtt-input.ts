@@ -44,6 +44,13 @@ export function mqttInput(
   const healthTopic = `${prefix}/health`;
   const topics = [...Object.keys(kinds), ...(health ? [healthTopic] : []), ...(sparkplug ? [`${NAMESPACE}/#`] : [])];
   let aedes: Aedes | undefined;
+  /**
+   * Connections closed here because the queue did not take what they published, with the refusal.
+   * Such a client did not go away: it was hung up on so that it sends again. Its will (a Sparkplug
+   * edge node's NDEATH) is not published: taken, it would end the edge node's session, and the
+   * resend arriving before its next NBIRTH would be refused (not born) and acknowledged unstored.
+   */
+  const hungUp = new WeakMap<object, Error>();
   const session = sparkplug
     ? new SparkplugSession(
         client,
@@ -67,6 +74,12 @@ export function mqttInput(
     },
     authorizePublish(c, packet, done) {
       if (c === null) return done(null);
+      // aedes publishes a will through here, as the client object's own `will` (lib/client.js, close).
+      const refusal = hungUp.get(c);
+      if (refusal && packet === (c as { will?: unknown }).will) {
+        log.info({ clientId: c.id, topic: packet.topic }, 'will not published: the connection was closed here, after the queue refused what it sent');
+        return done(refusal);
+      }
       // Second line behind limitPacketSize: no input takes a larger payload.
       if (packet.payload.length > MAX_PAYLOAD_BYTES) {
         const err = new FieldStreamError('FIELD_INPUT_INVALID', `payload of ${packet.payload.length} bytes is larger than ${MAX_PAYLOAD_BYTES}`);
@@ -82,7 +95,10 @@ export function mqttInput(
         // Data the queue did not take is not: the connection closes and the edge node sends it again.
         session.onMessage(packet.topic, Buffer.from(packet.payload)).then(
           () => done(null),
-          (err: unknown) => done(err as Error),
+          (err: unknown) => {
+            hungUp.set(c, err as Error);
+            done(err as Error);
+          },
         );
         return;
       }
@@ -114,6 +130,7 @@ export function mqttInput(
         () => done(null),
         (err: unknown) => {
           log.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_INPUT_INVALID', clientId: c.id }, (err as Error).message);
+          hungUp.set(c, err as Error);
           done(err as Error);
         },
       );
