@@ -40,6 +40,7 @@ export function clientStatus(s: StatusSources) {
       dropped: queue.stats.dropped,
       refused: queue.stats.refused,
       corruptTails: queue.stats.corruptTails,
+      corruptRecords: queue.stats.corruptRecords,
     },
     commit: commitStatus(s.receipts, queue),
     lastAckAt: iso(s.stats.lastAckAt),

@@ -54,12 +54,12 @@ export class DurableQueue {
   /** told of the records drop-oldest drops (see onDrop) */
   private dropListener: ((dropped: QueuedMessage[]) => void) | undefined;
   /** acked: the gateway's acks; committed: records gone for good (by an ack without receipts, else by a receipt) */
-  readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, lastAckAt: 0 };
+  readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, corruptRecords: 0, lastAckAt: 0 };
 
   private constructor(private readonly o: QueueOptions) {
     mkdirSync(o.dir, { recursive: true });
     this.book = new AckBook(readWatermark(o.dir, o.log), o.receipts ?? false);
-    this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log);
+    this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log, (from, to) => this.forget([[from, to]]));
     this.writer = new SegmentWriter(
       o,
       this.segments,
@@ -133,14 +133,30 @@ export class DurableQueue {
   }
 
   private recover(): void {
-    const { segments, corruptTails } = recoverSegments(this.o.dir, this.o.log);
+    const { segments, corruptTails, lost } = recoverSegments(this.o.dir, this.o.log);
     this.segments.push(...segments);
     this.stats.corruptTails += corruptTails;
     const last = segments[segments.length - 1];
     this.nextSeq = Math.max(this.book.watermark + 1, last ? last.lastSeq + 1 : 1);
     const first = segments[0];
     if (first) this.book.raiseWatermark(first.firstSeq - 1);
+    this.forget(lost);
     this.deleteCommittedSegments();
+  }
+
+  /**
+   * Numbers whose records are damaged beyond reading (recovery.ts, or the send cursor at run time):
+   * nothing can send or commit them, so they are forgotten as if committed (counted in
+   * `corruptRecords`, logged where found), or the committed watermark would stay below them for good.
+   */
+  private forget(ranges: SeqRanges): void {
+    const n = this.book.commitRanges(ranges, this.nextSeq);
+    if (n === 0) return;
+    this.stats.corruptRecords += n;
+    // Not now: the send cursor may be in the middle of a read (segments are deleted after it).
+    queueMicrotask(() => {
+      if (!this.closed) this.deleteCommittedSegments();
+    });
   }
 
   /** true while the record `seq` is held: numbered, not committed, not dropped */
@@ -314,9 +330,16 @@ export class DurableQueue {
       if (!look(seg)) continue;
       const reader = new SegmentReader(seg.path, 0, seg.bytes);
       try {
-        for (let r = reader.next(); r && !('corrupt' in r); r = reader.next()) {
+        for (let r = reader.next(); r; r = reader.next()) {
+          // A damaged record is stepped over where the ones after it can be found, as the sender
+          // does (it logs them, and the queue forgets their numbers).
+          if ('corrupt' in r) {
+            if (r.end === undefined) break;
+            reader.skip(r.end);
+            continue;
+          }
           const m = parseQueuedRecord(r.body);
-          if ('corrupt' in m) break; // as for a record whose CRC failed; the sender logs it
+          if ('corrupt' in m) continue;
           if (this.book.isOpen(m.seq)) yield m;
         }
       } finally {

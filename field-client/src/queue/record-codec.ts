@@ -31,7 +31,8 @@ export function encodeRecord(body: string): Buffer {
 export type DecodeResult =
   | { kind: 'record'; body: Buffer; next: number }
   | { kind: 'incomplete' } // more bytes needed (or a torn tail at the end of the file)
-  | { kind: 'corrupt'; reason: string };
+  /** `next`: where the following record starts, when this one's length is plausible and all its bytes are there (only its checksum failed) */
+  | { kind: 'corrupt'; reason: string; next?: number };
 
 /** Decodes the record starting at `offset` of `buf`. */
 export function decodeRecord(buf: Buffer, offset: number): DecodeResult {
@@ -41,6 +42,6 @@ export function decodeRecord(buf: Buffer, offset: number): DecodeResult {
   const end = offset + HEADER_BYTES + length;
   if (buf.length < end) return { kind: 'incomplete' };
   const body = buf.subarray(offset + HEADER_BYTES, end);
-  if (crc32(body) !== buf.readUInt32BE(offset + 4)) return { kind: 'corrupt', reason: 'checksum mismatch' };
+  if (crc32(body) !== buf.readUInt32BE(offset + 4)) return { kind: 'corrupt', reason: 'checksum mismatch', next: end };
   return { kind: 'record', body, next: end };
 }

@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
+import type { SeqRanges } from './ack-book.ts';
 import { SEGMENT_RE } from './queue-files.ts';
 import type { Segment } from './queue-types.ts';
 import { SegmentReader } from './segment-reader.ts';
 
-/** Only the sequence number of a segment's last record is needed at recovery. */
+/** Only the sequence number of a record is needed at recovery, and only of a few. */
 const RecordSeq = z.object({ seq: z.number().int().positive() });
 
 export interface Recovered {
@@ -15,55 +16,104 @@ export interface Recovered {
   segments: Segment[];
   /** segments whose damaged tail was cut */
   corruptTails: number;
+  /**
+   * Numbers no record on disk holds any more, below the last one kept: damaged records stepped over
+   * inside a segment, and what a damaged tail cut from a segment that is not the last. Nothing can
+   * send or commit them, so the queue forgets them (AckBook: as committed), or its committed
+   * watermark would stay below them for good: no segment after them ever deleted, the queue only
+   * filling, and the receipt window closing once it is that far behind.
+   */
+  lost: SeqRanges;
 }
 
 /**
- * Scans every segment: finds the last sequence number of each and cuts a torn or corrupt tail
- * where the last good record ends (after a power cut the last record may be half written).
+ * Scans every segment: finds the last sequence number of each, steps over a record whose checksum
+ * failed when the records after it can still be read (a bit flipped on the medium), and cuts a torn
+ * or corrupt tail where the last good record ends (after a power cut the last record may be half
+ * written). Records are numbered one after another within a segment, and a segment's file is named
+ * after its first number, so what is missing is known without reading every record: only the
+ * records on both sides of a damaged one are parsed.
  */
 export function recoverSegments(dir: string, log: Logger): Recovered {
   const files = readdirSync(dir)
     .filter((f) => SEGMENT_RE.test(f))
     .sort();
   const segments: Segment[] = [];
+  const lost: Array<[number, number]> = [];
   let corruptTails = 0;
   for (const file of files) {
     const path = join(dir, file);
     const firstSeq = Number(SEGMENT_RE.exec(file)?.[1]);
     const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, bytes: statSync(path).size };
     const reader = new SegmentReader(path, 0, seg.bytes);
+    const seqOf = (body: Buffer) => recordSeq(body, path);
+    /** end of the last record whose checksum held */
     let good = 0;
     let lastBody: Buffer | undefined;
+    /** records stepped over since the last good one, and where the first of them starts */
+    let skipped = 0;
+    let skippedAt = 0;
     for (;;) {
       const r = reader.next();
       if (r === undefined) break;
       if ('corrupt' in r) {
-        corruptTails++;
-        log.warn(
-          { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: r.start, lostBytes: seg.bytes - r.start, reason: r.corrupt },
-          'damaged queue record (torn write?); the segment is cut where its last good record ends',
+        if (r.end === undefined) break; // no way past it: a tail, cut below
+        if (skipped++ === 0) skippedAt = r.start;
+        reader.skip(r.end);
+        continue;
+      }
+      if (skipped > 0) {
+        // A damaged record with good ones after it: it alone is lost, not what follows it.
+        const from = lastBody ? seqOf(lastBody) + 1 : firstSeq;
+        const to = seqOf(r.body) - 1;
+        if (to >= from) lost.push([from, to]);
+        log.error(
+          { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: skippedAt, records: skipped, lostSeqs: to >= from ? [from, to] : [] },
+          'damaged queue record(s) in the middle of a segment (checksum mismatch): stepped over, the records after them kept',
         );
-        break;
+        skipped = 0;
       }
       lastBody = r.body; // only the last record's sequence number is needed: parse just that one
       good = reader.position;
     }
     reader.close();
-    if (lastBody) {
-      // its checksum held, so a record of another shape was written so: nothing to cut, a defect to report
-      const last = RecordSeq.safeParse(JSON.parse(lastBody.toString('utf8')));
-      if (!last.success) throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `The last record of ${path} has no sequence number: ${last.error.message}`);
-      seg.lastSeq = last.data.seq;
+    if (good < seg.bytes) {
+      corruptTails++;
+      log.warn(
+        { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: good, lostBytes: seg.bytes - good },
+        'damaged queue record (torn write?); the segment is cut where its last good record ends',
+      );
     }
+    // its checksum held, so a record of another shape was written so: nothing to cut, a defect to report
+    if (lastBody) seg.lastSeq = seqOf(lastBody);
     if (good < seg.bytes) {
       truncateSync(path, good);
       seg.bytes = good;
     }
-    if (seg.lastSeq < seg.firstSeq && file !== files[files.length - 1]) {
+    // What a cut tail (or a segment left empty) held, up to the next segment's first number: lost.
+    // The last segment's are not: they are numbered again (after an unclean stop, in a new epoch).
+    const following = files[files.indexOf(file) + 1];
+    if (following !== undefined) {
+      const nextFirst = Number(SEGMENT_RE.exec(following)?.[1]);
+      if (nextFirst - 1 > seg.lastSeq) lost.push([seg.lastSeq + 1, nextFirst - 1]);
+    }
+    if (seg.lastSeq < seg.firstSeq && following !== undefined) {
       unlinkSync(path); // an empty segment in the middle holds nothing
       continue;
     }
     segments.push(seg);
   }
-  return { segments, corruptTails };
+  return { segments, corruptTails, lost };
+}
+
+function recordSeq(body: Buffer, path: string): number {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `A record of ${path} is not JSON: ${(err as Error).message}`);
+  }
+  const r = RecordSeq.safeParse(json);
+  if (!r.success) throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `A record of ${path} has no sequence number: ${r.error.message}`);
+  return r.data.seq;
 }

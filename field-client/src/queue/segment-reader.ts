@@ -27,8 +27,11 @@ export class SegmentReader {
     return this.offset;
   }
 
-  /** The next record, undefined at the limit; `corrupt` describes a record that cannot be read. */
-  next(): { body: Buffer; start: number } | undefined | { corrupt: string; start: number } {
+  /**
+   * The next record, undefined at the limit; `corrupt` describes a record that cannot be read, and
+   * `end` is where the record after it starts when only its checksum failed (see skip).
+   */
+  next(): { body: Buffer; start: number } | undefined | { corrupt: string; start: number; end?: number } {
     if (this.offset >= this.limit) return undefined;
     for (;;) {
       const rel = this.offset - this.bufStart;
@@ -38,7 +41,7 @@ export class SegmentReader {
         this.offset = this.bufStart + r.next;
         return { body: r.body, start };
       }
-      if (r.kind === 'corrupt') return { corrupt: r.reason, start: this.offset };
+      if (r.kind === 'corrupt') return { corrupt: r.reason, start: this.offset, ...(r.next === undefined ? {} : { end: this.bufStart + r.next }) };
       // incomplete: read more, keeping the unread tail
       const want = Math.max(CHUNK_BYTES, this.buf.length - rel >= HEADER_BYTES ? this.buf.readUInt32BE(rel) + HEADER_BYTES : 0);
       const readFrom = this.bufStart + this.buf.length;
@@ -50,6 +53,15 @@ export class SegmentReader {
       this.buf = Buffer.concat([this.buf.subarray(rel), chunk.subarray(0, n)]);
       this.bufStart = this.offset;
     }
+  }
+
+  /**
+   * Steps over a record whose checksum failed (`end` of next()'s answer): its length was plausible
+   * and its bytes all there, so the records after it can still be found and checked, each by its
+   * own checksum. A bit flipped on the medium then costs that record, not the rest of the segment.
+   */
+  skip(end: number): void {
+    this.offset = end;
   }
 
   close(): void {

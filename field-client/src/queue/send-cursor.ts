@@ -19,7 +19,8 @@ export interface SendFilter {
  * records until they are let go would cost the garbage collector, for nothing.
  */
 export class SendCursor {
-  private cursor: { seg: Segment; pos: number; reader?: SegmentReader } | undefined;
+  /** `expect`: the number of the record at `pos` (records are numbered one after another in a segment) */
+  private cursor: { seg: Segment; pos: number; expect: number; reader?: SegmentReader } | undefined;
   /** while there is no cursor: the next one starts in the first segment holding this sequence number or later ones */
   private from = 0;
   /** the sequence number of the last record the cursor passed */
@@ -32,6 +33,8 @@ export class SendCursor {
     private readonly filter: SendFilter,
     tailCacheBytes: number,
     private readonly log: Logger,
+    /** numbers whose records cannot be read (damaged on disk), inclusive: the queue forgets them */
+    private readonly lost: (from: number, to: number) => void = () => undefined,
   ) {
     this.tail = new TailCache(tailCacheBytes);
   }
@@ -57,7 +60,7 @@ export class SendCursor {
         const from = Math.max(this.filter.watermark + 1, this.from);
         const seg = this.segments.find((s) => s.lastSeq >= from);
         if (!seg) break;
-        this.cursor = { seg, pos: 0 };
+        this.cursor = { seg, pos: 0, expect: seg.firstSeq };
         this.from = 0;
       }
       const cur = this.cursor;
@@ -75,27 +78,51 @@ export class SendCursor {
           const following = this.segments[this.segments.indexOf(cur.seg) + 1];
           if (!following) break; // caught up with the writer
           this.close();
-          this.cursor = { seg: following, pos: 0 };
+          this.cursor = { seg: following, pos: 0, expect: following.firstSeq };
+          continue;
+        }
+        if ('corrupt' in r && r.end !== undefined) {
+          // Only its checksum failed: the records after it can still be read, each checked by its own.
+          this.steppedOver(cur, r.corrupt);
+          cur.reader?.skip(r.end);
+          cur.pos = r.end;
           continue;
         }
         size = 'corrupt' in r ? 0 : r.body.length;
         const stored = 'corrupt' in r ? r : parseQueuedRecord(r.body);
+        if ('corrupt' in stored && !('corrupt' in r)) {
+          // Its checksum held but it is not a queue record (a defect): the cursor is past it already.
+          this.steppedOver(cur, stored.corrupt);
+          continue;
+        }
         if ('corrupt' in stored) {
-          this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, reason: stored.corrupt }, 'unreadable queue record; skipping the rest of the segment');
+          this.log.error(
+            { code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, seqs: [cur.expect, cur.seg.lastSeq], reason: stored.corrupt },
+            'unreadable queue record, and nothing after it can be found: the rest of the segment is lost',
+          );
+          if (cur.seg.lastSeq >= cur.expect) this.lost(cur.expect, cur.seg.lastSeq);
           const following = this.segments[this.segments.indexOf(cur.seg) + 1];
           this.close();
           if (!following) break;
-          this.cursor = { seg: following, pos: 0 };
+          this.cursor = { seg: following, pos: 0, expect: following.firstSeq };
           continue;
         }
         m = { seq: stored.seq, messageId: stored.messageId, dataType: stored.dataType, payloadJson: JSON.stringify(stored.payload), acceptedAt: stored.acceptedAt };
       }
       this.passed = m.seq;
+      cur.expect = m.seq + 1;
       if (!this.filter.take(m.seq, size)) continue;
       out.push(m);
       bytes += size;
     }
     return out;
+  }
+
+  /** A record that cannot be read, stepped over: its number (the one expected there) is lost. */
+  private steppedOver(cur: { seg: Segment; pos: number; expect: number }, reason: string): void {
+    this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, seq: cur.expect, reason }, 'unreadable queue record: stepped over, lost; the records after it are read');
+    this.lost(cur.expect, cur.expect);
+    cur.expect++;
   }
 
   /**
@@ -104,7 +131,7 @@ export class SendCursor {
    * past what the reader was made for.
    */
   private readAtCursor(): ReturnType<SegmentReader['next']> {
-    const cur = this.cursor as { seg: Segment; pos: number; reader?: SegmentReader };
+    const cur = this.cursor as { seg: Segment; pos: number; expect: number; reader?: SegmentReader };
     const durable = cur.seg.bytes;
     if (cur.pos >= durable) return undefined;
     if (cur.reader && cur.reader.position !== cur.pos) {
