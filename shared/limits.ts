@@ -630,6 +630,13 @@ export const CONSOLE = {
    * has taken them: a snapshot larger than liveMaxBufferedBytes reaches a slow browser, holding one
    * piece in memory and the event loop for milliseconds, not the whole fleet's half a second */
   liveSnapshotRowsPerWrite: 1_000,
+  /** milliseconds a live stream waits for its socket to take what it was given: one piece of its
+   * snapshot (liveSnapshotRowsPerWrite rows, some 200 KB: a browser reading less than 7 KB/s is
+   * let go), or the end of a stream whose login ended. Past it the connection is destroyed (a
+   * browser that is there reconnects to a fresh snapshot): a browser that stopped reading mid-
+   * snapshot otherwise held its place, its socket and the snapshot's rows until its login expired
+   * (8 h), the bound of liveMaxBufferedBytes being looked at only after the snapshot. */
+  liveDrainTimeoutMs: 30_000,
   /** sessions kept at once (logged in or not); past it the least recently used are dropped */
   maxSessions: 10_000,
   /** logged-in sessions (logins) one user (one credential) holds at once, whatever the browsers and

@@ -133,3 +133,113 @@ describe('the console live stream to a slow browser', () => {
     }
   });
 });
+
+/**
+ * A browser that stops reading its stream (a hostile one keeps its TCP window closed) must not leave
+ * the console holding anything once the stream no longer counts against the limits: at the end of
+ * its login, or when its snapshot stalls for CONSOLE.liveDrainTimeoutMs.
+ */
+describe('a live stream whose browser stopped reading', () => {
+  const timings = CONSOLE as { liveDrainTimeoutMs: number };
+  const drainTimeout = timings.liveDrainTimeoutMs;
+  /** A snapshot (some 10 MB) far larger than what the loopback sockets hold: it stalls mid-way. */
+  const fleet = new Fleet({ staleAfterMs: 180_000 });
+  for (let i = 0; i < 100_000; i++) fleet.register(`meter-${String(i).padStart(6, '0')}`);
+
+  /** A hub and a server for one stream; `opened` settles once `open()` let go of its snapshot. */
+  async function streamTo(read: (res: IncomingMessage) => void) {
+    let alive = true;
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => alive }, createLogger('test', 'silent'));
+    let served: { res: ServerResponse; opened: Promise<'opened'> } | undefined;
+    const server = createServer((_req, res) => {
+      served = { res, opened: hub.open(res, { sessionId: 's', user: 'viewer', expiresAt: Date.now() + 600_000 }, undefined).then(() => 'opened' as const) };
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const req = get({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, path: '/' }, read);
+    req.on('error', () => {});
+    await waitFor(() => served !== undefined);
+    return {
+      hub,
+      served: served!,
+      logout: () => {
+        hub.endSession('s');
+        alive = false;
+      },
+      async close() {
+        hub.close();
+        req.destroy();
+        server.closeAllConnections();
+        await new Promise((r) => server.close(r));
+      },
+    };
+  }
+
+  const waitFor = async (ok: () => boolean, ms = 10_000) => {
+    for (const end = Date.now() + ms; !ok(); await new Promise((r) => setTimeout(r, 20))) assert.ok(Date.now() < end, 'in time');
+  };
+  const settled = (p: Promise<unknown>, ms: number) => Promise.race([p, new Promise((r) => setTimeout(() => r('still waiting'), ms))]);
+
+  after(() => {
+    timings.liveDrainTimeoutMs = drainTimeout;
+  });
+
+  it('is let go at its logout: its socket destroyed, nothing unsent held, its snapshot given up', async () => {
+    const s = await streamTo((res) => res.pause());
+    try {
+      // Stalled mid-snapshot: bytes waiting for a socket that takes none.
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(s.hub.size, 1);
+      assert.ok(s.served.res.writableLength > 0, 'the snapshot stalled');
+      s.logout();
+      assert.equal(await settled(s.served.opened, 2_000), 'opened', 'the snapshot waits no longer (its rows let go)');
+      const { res } = s.served;
+      assert.deepEqual({ streams: s.hub.size, destroyed: res.destroyed && (res.socket?.destroyed ?? true), unsent: res.writableLength }, { streams: 0, destroyed: true, unsent: 0 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it(`is let go when its snapshot stalls for CONSOLE.liveDrainTimeoutMs (${drainTimeout} ms), its login still on`, async () => {
+    timings.liveDrainTimeoutMs = 1_000;
+    const s = await streamTo((res) => res.pause());
+    try {
+      await waitFor(() => s.served.res.writableLength > 0);
+      assert.equal(s.hub.size, 1, 'counted while it waits');
+      assert.equal(await settled(s.served.opened, 4_000), 'opened', 'given up past the deadline');
+      const { res } = s.served;
+      // The socket lets go of its buffer as it closes, a moment after it is destroyed.
+      await waitFor(() => res.writableLength === 0, 1_000).catch(() => {});
+      assert.deepEqual({ streams: s.hub.size, destroyed: res.destroyed, unsent: res.writableLength }, { streams: 0, destroyed: true, unsent: 0 });
+    } finally {
+      timings.liveDrainTimeoutMs = drainTimeout;
+      await s.close();
+    }
+  });
+
+  it('a browser that reads gets a clean end at its logout, its snapshot whole, with a deadline far shorter than the snapshot takes', async () => {
+    // One piece at a time is taken well within the deadline, though the whole snapshot is not.
+    timings.liveDrainTimeoutMs = 1_000;
+    let text = '';
+    let how: Promise<string> = Promise.resolve('not connected');
+    const s = await streamTo((res) => {
+      const reader = readSlowly(res, 4 * 1024 * 1024);
+      how = new Promise((resolve) => {
+        res.on('end', () => resolve('end'));
+        res.on('aborted', () => resolve('aborted'));
+        res.on('error', () => resolve('error'));
+      });
+      const poll = setInterval(() => (text = reader.text()), 50);
+      res.on('close', () => clearInterval(poll));
+    });
+    try {
+      await waitFor(() => eventsIn(text).some((e) => e.event === 'snapshot'), 30_000);
+      assert.equal(s.hub.size, 1, 'not taken for a browser that stopped reading');
+      s.logout();
+      assert.equal(await settled(how, 5_000), 'end', 'a clean end of the response');
+      assert.equal(s.hub.size, 0);
+    } finally {
+      timings.liveDrainTimeoutMs = drainTimeout;
+      await s.close();
+    }
+  });
+});

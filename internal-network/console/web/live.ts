@@ -40,16 +40,21 @@ interface Stream {
   inSnapshot: boolean;
 }
 
-/** Resolves when the response has handed its buffer to the socket (drain), or is gone (close). */
-function drained(res: ServerResponse): Promise<void> {
+/** True once the response has handed its buffer to the socket (drain); false when it is gone
+ * (close) or has not within `timeoutMs` (its reader stopped reading). */
+function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      resolve(ok);
     };
-    res.on('drain', done);
-    res.on('close', done);
+    const onDrain = () => done(true);
+    const onClose = () => done(false);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    res.on('drain', onDrain);
+    res.on('close', onClose);
   });
 }
 
@@ -66,10 +71,14 @@ function drained(res: ServerResponse): Promise<void> {
  * reconnected to a new snapshot, and so on for ever (each one also holding the event loop for half a
  * second while it was made). Meanwhile the stream gets nothing else (its cursors stay where the
  * snapshot was taken, so what changed meanwhile follows it, coalesced), and holds one piece in memory;
- * the bound applies from then on.
+ * the bound applies from then on. A piece the socket has not taken within CONSOLE.liveDrainTimeoutMs
+ * ends the stream (its connection destroyed): a browser that stopped reading mid-snapshot would
+ * otherwise hold its place, its socket and the snapshot's rows until its login expired.
  *
  * Each stream belongs to the login that opened it and ends with it (logout, expiry, the session
- * dropped): it reads the device page with that user's token, which must not outlive the login.
+ * dropped): it reads the device page with that user's token, which must not outlive the login. An
+ * ended stream no longer counts against the limits below, so it must hold nothing either: one whose
+ * browser stopped reading has its connection destroyed rather than ended (see end()).
  * One user (one credential, all its logins together) holds at most CONSOLE.maxLiveStreamsPerUser
  * streams: counted per login, a user would only have to log in again for ten more.
  */
@@ -130,7 +139,13 @@ export class LiveHub {
     const gone = () => res.destroyed || res.writableEnded || !this.streams.has(stream);
     const put = async (text: string): Promise<boolean> => {
       if (gone()) return false;
-      if (!res.write(text)) await drained(res);
+      if (!res.write(text) && !(await drained(res, CONSOLE.liveDrainTimeoutMs))) {
+        if (this.streams.has(stream)) {
+          this.log.warn({ buffered: res.writableLength }, 'live stream took no piece of its snapshot in time: disconnected (a browser still there reconnects to a fresh snapshot)');
+          this.end(stream);
+        }
+        return false;
+      }
       return !gone();
     };
     // JSON.stringify leaves no raw newline, so the pieces make one data line (one event).
@@ -149,14 +164,30 @@ export class LiveHub {
 
   close(): void {
     for (const t of this.timers) clearInterval(t);
-    for (const s of this.streams) s.res.end();
-    this.streams.clear();
+    for (const s of this.streams) this.end(s);
   }
 
-  /** A clean end of the response: the browser's EventSource reconnects, and is refused (401) without a login. */
+  /**
+   * Ends a stream. A browser reading it gets a clean end of the response: its EventSource
+   * reconnects, and is refused (401) without a login. One that stopped reading (bytes unsent, or
+   * its snapshot half-written) would never take that end: its connection is destroyed at once, as
+   * the console sets no timeout on a stream, and the socket, its unsent bytes and a snapshot
+   * waiting to go on (its rows) stayed for ever, no longer counted against the stream limits (a
+   * viewer could log in, open ten streams, stop reading, log out, and again).
+   */
   private end(stream: Stream): void {
     this.streams.delete(stream);
-    if (!stream.res.writableEnded) stream.res.end();
+    const { res } = stream;
+    if (res.destroyed || res.writableFinished) return;
+    if (stream.inSnapshot || res.writableLength > 0) {
+      res.destroy();
+      return;
+    }
+    if (!res.writableEnded) res.end();
+    // The end's own few bytes may still meet a socket that stopped taking any: as long as a piece
+    // of a snapshot, then let go all the same.
+    const timer = setTimeout(() => res.destroy(), CONSOLE.liveDrainTimeoutMs).unref();
+    res.once('close', () => clearTimeout(timer));
   }
 
   private flush(): void {
