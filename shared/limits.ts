@@ -637,6 +637,14 @@ export const CONSOLE = {
    * snapshot otherwise held its place, its socket and the snapshot's rows until its login expired
    * (8 h), the bound of liveMaxBufferedBytes being looked at only after the snapshot. */
   liveDrainTimeoutMs: 30_000,
+  /** milliseconds. Most a device's own time may run ahead of the console's clock and still order
+   * what the device sends: its last reading and health are replaced only by newer ones (a reading
+   * drained late from a backlog must not hide the current one), but a stored one dated further
+   * ahead than this is replaced by the next whatever its date. Device clocks are the devices' word
+   * (the contract allows dates up to 8.64e15): one reading from a clock that jumped to 2100 would
+   * otherwise outrank every correct one after it until the console restarted. 5 minutes, the slack
+   * a field client allows between its clock and the command API's (FIELD_COMMAND_CLOCK_SKEW_S). */
+  deviceClockMaxLeadMs: 5 * 60_000,
   /** sessions kept at once (logged in or not); past it the least recently used are dropped */
   maxSessions: 10_000,
   /** logged-in sessions (logins) one user (one credential) holds at once, whatever the browsers and

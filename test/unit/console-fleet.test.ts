@@ -160,6 +160,32 @@ describe('the console fleet: online, stale, offline', () => {
     assert.equal(d?.health?.fields.version, '0.1.0');
   });
 
+  it(`a device clock that jumped ahead once: its reading and health are replaced by the next, correct ones; a lead within CONSOLE.deviceClockMaxLeadMs still orders`, () => {
+    const { fleet, advance, now } = fleetAt(Date.UTC(2026, 0, 5));
+    const health = (time: number, queue: number): StoredPoint => ({ measurement: 'device_health', tags: { device: 'pump-1' }, fields: { queue_messages: queue }, time });
+    const shown = () => ({ flow: fleet.detail('pump-1')?.row.lastReading?.fields.flow, backlog: fleet.detail('pump-1')?.row.backlog });
+    // One reading and one health message dated 2100 (a clock glitch; the contract allows up to
+    // 8.64e15): the device's latest word, shown as such.
+    fleet.apply(reading('pump-1', Date.UTC(2100, 0, 1), { flow: 999 }));
+    fleet.apply(health(Date.UTC(2100, 0, 1), 5000));
+    assert.deepEqual(shown(), { flow: 999, backlog: 5000 });
+    // The clock is right again: the next messages replace them, and a day of them keeps doing so.
+    for (let m = 1; m <= 1440; m++) {
+      advance(60_000);
+      fleet.apply(reading('pump-1', now(), { flow: 11 }));
+      fleet.apply(health(now(), 0));
+      if (m === 1) assert.deepEqual(shown(), { flow: 11, backlog: 0 }, 'replaced by the first correct message');
+    }
+    assert.deepEqual(shown(), { flow: 11, backlog: 0 });
+    // A clock a little ahead, within the lead, still orders: a late, older message does not hide it.
+    const ahead = now() + CONSOLE.deviceClockMaxLeadMs - 1_000;
+    fleet.apply(reading('pump-1', ahead, { flow: 12 }));
+    fleet.apply(health(ahead, 1));
+    fleet.apply(reading('pump-1', now() - 60_000, { flow: 10 }));
+    fleet.apply(health(now() - 60_000, 7));
+    assert.deepEqual(shown(), { flow: 12, backlog: 1 });
+  });
+
   it('a security event is counted per reason and device, and is no sign of life', () => {
     const { fleet } = fleetAt();
     fleet.register('pump-1');

@@ -218,12 +218,12 @@ export class Fleet {
     if (!e) return;
     // As many as a reading may hold: each is a chart and a history read on the device's page.
     for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number' && (e.numericFields.size < LIMITS.readingMaxFields || e.numericFields.has(k))) e.numericFields.add(k);
-    if (e.row.lastReading === null || p.time >= e.row.lastReading.time) this.change(e, () => (e.row.lastReading = { time: p.time, fields: p.fields }));
+    if (e.row.lastReading === null || this.supersedes(p.time, e.row.lastReading.time)) this.change(e, () => (e.row.lastReading = { time: p.time, fields: p.fields }));
   }
 
   private health(device: string, p: StoredPoint): void {
     const e = this.heard(device);
-    if (!e || (e.health !== null && p.time < e.health.time)) return;
+    if (!e || (e.health !== null && !this.supersedes(p.time, e.health.time))) return;
     const num = (v: Scalar | undefined) => (typeof v === 'number' ? v : null);
     this.change(e, () => {
       e.health = { time: p.time, fields: p.fields };
@@ -258,6 +258,17 @@ export class Fleet {
     this.change(e, () => (e.row.lastSeen = now));
     if (e.row.state === 'stale' || e.row.state === 'unknown') this.setState(e, 'online', now);
     return e;
+  }
+
+  /**
+   * Whether a device's reading or health dated `time` replaces the one stored, dated `stored`: a
+   * newer one does, an older one (late, from a backlog) does not, unless the stored one is dated
+   * past the console's clock by more than CONSOLE.deviceClockMaxLeadMs. The dates are the device's
+   * clock, which may be wrong: one glitch dated years ahead would otherwise outrank every correct
+   * message after it, the row showing it until the console restarted.
+   */
+  private supersedes(time: number, stored: number): boolean {
+    return time >= stored || stored > this.now() + CONSOLE.deviceClockMaxLeadMs;
   }
 
   private setState(e: Entry, state: DeviceState, time: number): void {
