@@ -267,6 +267,29 @@ describe('the operator console in a real browser', () => {
     allClean();
   });
 
+  it('a reading dated in 2100 (a device clock that jumped) is the latest until the next, correct one replaces it, and the chart goes on drawing', async () => {
+    assert.ok(field);
+    const w = pages.operator;
+    await w.page.waitForSelector(sel('page-device'));
+    const cell = sel('latest-value', { field: 'level' });
+    await field.client.submit('timeseries', { level: 999, timestamp: Date.UTC(2100, 0, 1) });
+    await w.page.waitForFunction((cell) => document.querySelector(cell)?.textContent === '999', cell);
+    await field.client.submit('timeseries', { level: 61.5, timestamp: Date.now() });
+    await w.page.waitForFunction((cell) => document.querySelector(cell)?.textContent === '61.5', cell);
+    // The chart's newest point, at the right edge of its window (the legend shows the point under
+    // the cursor), is the correct reading: the one of 2100 did not move the window years ahead.
+    const chart = sel('chart', { field: 'level' });
+    const box = await w.page.locator(`${chart} .u-over`).boundingBox();
+    assert.ok(box, 'the chart is drawn');
+    await w.page.mouse.move(box.x + box.width - 1, box.y + box.height / 2);
+    try {
+      await w.page.waitForFunction((chart) => document.querySelector(`${chart} .u-legend .u-series:nth-child(2) .u-value`)?.textContent === '61.5', chart, { timeout: 5_000 });
+    } finally {
+      await w.page.mouse.move(0, 0);
+    }
+    allClean();
+  });
+
   it('shows a security event on the security page as it happens', async () => {
     const w = pages.admin;
     await w.page.click(sel('nav-security'));

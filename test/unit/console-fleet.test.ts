@@ -160,7 +160,7 @@ describe('the console fleet: online, stale, offline', () => {
     assert.equal(d?.health?.fields.version, '0.1.0');
   });
 
-  it(`a device clock that jumped ahead once: its reading and health are replaced by the next, correct ones; a lead within CONSOLE.deviceClockMaxLeadMs still orders`, () => {
+  it(`a device clock that jumped ahead once: its reading and health are replaced by the next, correct ones; a lead within CONSOLE.deviceClockMaxLeadMs still orders`, async () => {
     const { fleet, advance, now } = fleetAt(Date.UTC(2026, 0, 5));
     const health = (time: number, queue: number): StoredPoint => ({ measurement: 'device_health', tags: { device: 'pump-1' }, fields: { queue_messages: queue }, time });
     const shown = () => ({ flow: fleet.detail('pump-1')?.row.lastReading?.fields.flow, backlog: fleet.detail('pump-1')?.row.backlog });
@@ -184,6 +184,9 @@ describe('the console fleet: online, stale, offline', () => {
     fleet.apply(reading('pump-1', now() - 60_000, { flow: 10 }));
     fleet.apply(health(now() - 60_000, 7));
     assert.deepEqual(shown(), { flow: 12, backlog: 1 });
+    // The device page's charts hold a reading to the same lead (test/e2e/console-browser.test.ts).
+    const { CLOCK_MAX_LEAD_MS } = await import(new URL('../../internal-network/console/public/charts.js', import.meta.url).href);
+    assert.equal(CLOCK_MAX_LEAD_MS, CONSOLE.deviceClockMaxLeadMs);
   });
 
   it('a security event is counted per reason and device, and is no sign of life', () => {

@@ -29,6 +29,14 @@ const LOADS_AT_ONCE = 2;
 const BUSY_TRIES = 5;
 const BUSY_WAIT_MS = 1000;
 
+/**
+ * Milliseconds a live reading may be dated past this browser's clock and still be charted: the
+ * console's CONSOLE.deviceClockMaxLeadMs (shared/limits.ts; test/unit/console-fleet.test.ts checks
+ * they agree). A chart's windows end at this clock (its history is read up to it); a reading dated
+ * further ahead (a device clock that jumped) lies past every one of them.
+ */
+export const CLOCK_MAX_LEAD_MS = 5 * 60_000;
+
 const isPoint = (p) => Array.isArray(p) && p.length >= 2 && Number.isFinite(p[0]) && Number.isFinite(p[1]);
 
 const STROKE = '#1f5fbf';
@@ -177,7 +185,9 @@ export class DeviceCharts {
 
   /** Appends a live reading (a `device` event's latest values) to the charts of its numeric fields. */
   addReading(time, fields) {
-    if (!Number.isFinite(time) || time <= this.lastTime || !fields || typeof fields !== 'object') return;
+    // Not charted when dated past the clock's lead: as the newest point it moved every chart's
+    // window years ahead, and held out each correct reading after it (all older) until the page was left.
+    if (!Number.isFinite(time) || time > Date.now() + CLOCK_MAX_LEAD_MS || time <= this.lastTime || !fields || typeof fields !== 'object') return;
     this.lastTime = time;
     for (const [field, v] of Object.entries(fields)) {
       const chart = this.charts.get(field);
