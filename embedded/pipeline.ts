@@ -155,7 +155,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
           }),
           o.logger,
           // One process: the gateway's registry carries the process metrics.
-          { scorer: new AnomalyScorer({}, Date.now), processMetrics: false },
+          { scorer: new AnomalyScorer(), processMetrics: false },
         );
 
   const gatewayUrl = `wss://${o.host === '127.0.0.1' ? 'localhost' : o.host}:${gateway.port}/ws`;

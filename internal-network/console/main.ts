@@ -7,4 +7,4 @@ import { AnomalyScorer } from './anomaly/scorer.ts';
 import { startConsole } from './console.ts';
 
 loadDotenv();
-runService('console', loadConsoleConfig, (config) => startConsole(config, createLogger('console', config.LOG_LEVEL), { scorer: new AnomalyScorer({}, Date.now) }));
+runService('console', loadConsoleConfig, (config) => startConsole(config, createLogger('console', config.LOG_LEVEL), { scorer: new AnomalyScorer() }));

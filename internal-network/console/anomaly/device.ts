@@ -34,7 +34,6 @@ export class DeviceModel {
   readonly fields = new Map<string, FieldState>();
   /** fields in the order first seen; the first forestMaxFields are the forest's */
   readonly list: FieldState[] = [];
-  /** epoch ms: the latest time of its readings (held to the console's clock, when the scorer has one): how idle it is */
   lastSeen = -Infinity;
   private readings = 0;
   private buffer: Float32Array | null = null;

@@ -1,4 +1,3 @@
-import { CONSOLE } from '../../../shared/limits.ts';
 import { DeviceModel, type DeviceCounters } from './device.ts';
 import { anomalyParams, type AnomalyParams } from './params.ts';
 import type { Anomaly, ScoredReading } from './types.ts';
@@ -17,8 +16,7 @@ export interface AnomalyScorerStats extends DeviceCounters {
 /**
  * The one entry point: `score` takes a device's reading and returns what is anomalous in it (often
  * nothing). Pure computation over the state it keeps: no I/O, no clock (time is the readings'
- * own; the console's clock, when given, only bounds how recently a device counts as seen), no
- * randomness but its seed; memory bounded by its parameters (params.ts).
+ * own), no randomness but its seed; memory bounded by its parameters (params.ts).
  *
  * Detectors (docs/anomaly-detection.md): 'mad', a spike in one field against its rolling median
  * and MAD; 'stuck', a lively field repeating one value; 'iforest', the device's fields together
@@ -38,33 +36,22 @@ export class AnomalyScorer {
     forestsTrained: 0,
   };
 
-  /** @param now the console's clock (epoch ms): a device's reading dated past it by more than
-   * CONSOLE.deviceClockMaxLeadMs counts as seen at that bound. Without it, readings' times are taken
-   * as they are (a reading's own time is still the one scored and reported either way). */
-  constructor(
-    params: Partial<AnomalyParams> = {},
-    private readonly now?: () => number,
-  ) {
+  constructor(params: Partial<AnomalyParams> = {}) {
     this.params = anomalyParams(params);
   }
 
   score(reading: ScoredReading): Anomaly[] {
     const out: Anomaly[] = [];
-    // Device clocks are the devices' word: one reading dated years ahead kept its device "seen"
-    // for ever (the latest time wins), never idle, so that once first in line it refused every new
-    // device until a restart; and a new device's reading dated far ahead took the place of one
-    // sending a minute ago. Bounded by the console's clock, neither outlives the lead.
-    const seen = this.now === undefined ? reading.time : Math.min(reading.time, this.now() + CONSOLE.deviceClockMaxLeadMs);
     let d = this.devices.get(reading.device);
     if (d === undefined) {
-      d = this.admit(reading.device, seen);
+      d = this.admit(reading.device, reading.time);
       if (d === undefined) return out;
     } else {
       // Move to the end: the map's order is the order of last reading.
       this.devices.delete(reading.device);
       this.devices.set(reading.device, d);
     }
-    if (seen > d.lastSeen) d.lastSeen = seen;
+    if (reading.time > d.lastSeen) d.lastSeen = reading.time;
     this.counters.readings++;
     d.score(reading.time, reading.fields, out, this.counters);
     return out;
