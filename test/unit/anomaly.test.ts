@@ -218,9 +218,14 @@ describe('the Isolation Forest of a device', () => {
 });
 
 describe('bounded memory', () => {
-  it('tracks at most maxDevices: a new device is refused unless the least recently seen one is idle', () => {
-    const scorer = new AnomalyScorer({ maxDevices: 3, deviceIdleMs: 3_600_000 });
-    const read = (device: string, minute: number) => scorer.score({ device, time: T0 + minute * MINUTE, fields: { x: 1 } });
+  it('tracks at most maxDevices: a new device is refused unless the least recently heard from one is idle', () => {
+    // Readings arrive as they are dated here: the scorer's clock and the readings' times agree.
+    let now = 0;
+    const scorer = new AnomalyScorer({ maxDevices: 3, deviceIdleMs: 3_600_000 }, { clock: () => now });
+    const read = (device: string, minute: number) => {
+      now = minute * MINUTE;
+      return scorer.score({ device, time: T0 + minute * MINUTE, fields: { x: 1 } });
+    };
     read('a', 0);
     read('b', 1);
     read('c', 2);
@@ -234,6 +239,55 @@ describe('bounded memory', () => {
     assert.equal(scorer.stats().devices, 3);
     assert.equal(scorer.stats().devicesEvicted, 1);
     assert.equal(scorer.forestReady('a'), undefined);
+    assert.equal(scorer.forestReady('b'), false);
+  });
+
+  it("judges idleness by when readings arrive, not by their times: a new device's clock ahead evicts no device that is sending", () => {
+    // docs: a burst of new ids cannot wipe the baselines of the devices that are sending.
+    let now = 0;
+    const scorer = new AnomalyScorer({ maxDevices: 2, deviceIdleMs: 3_600_000 }, { clock: () => now });
+    for (let m = 0; m < 60; m++) {
+      now = m * MINUTE;
+      scorer.score({ device: 'a', time: T0 + m * MINUTE, fields: { x: m % 7 } });
+      scorer.score({ device: 'b', time: T0 + m * MINUTE, fields: { x: m % 5 } });
+    }
+    // A new id whose readings are dated three hours ahead, arriving a minute after a's and b's last.
+    now = 60 * MINUTE;
+    scorer.score({ device: 'intruder', time: T0 + 3 * 3_600_000, fields: { x: 1 } });
+    assert.deepEqual([scorer.stats().devicesEvicted, scorer.stats().devicesRefused], [0, 1]);
+    assert.equal(scorer.forestReady('a'), false, "a's baselines are kept");
+    assert.equal(scorer.forestReady('intruder'), undefined);
+  });
+
+  it('lets a device that once sent a time far in the future go idle like any other', () => {
+    let now = 0;
+    const scorer = new AnomalyScorer({ maxDevices: 2, deviceIdleMs: 3_600_000 }, { clock: () => now });
+    // One reading dated in 2100 (a real-time clock's glitch), then silence.
+    scorer.score({ device: 'glitch', time: Date.UTC(2100, 0, 1), fields: { x: 1 } });
+    for (let m = 0; m < 3 * 1440; m += 10) {
+      now = m * MINUTE;
+      scorer.score({ device: 'b', time: T0 + m * MINUTE, fields: { x: m % 5 } });
+    }
+    // Three days of arrivals later, 'glitch' has been silent for days: a new device takes its place.
+    now = 3 * 1440 * MINUTE;
+    scorer.score({ device: 'c', time: T0 + 3 * 1440 * MINUTE, fields: { x: 1 } });
+    assert.deepEqual([scorer.stats().devicesRefused, scorer.stats().devicesEvicted], [0, 1]);
+    assert.equal(scorer.forestReady('glitch'), undefined);
+    assert.equal(scorer.forestReady('c'), false);
+  });
+
+  it('holds its clock from going back: a device just heard from is not idle after a clock stepped back', () => {
+    let now = 10 * 3_600_000;
+    const scorer = new AnomalyScorer({ maxDevices: 2, deviceIdleMs: 3_600_000 }, { clock: () => now });
+    scorer.score({ device: 'a', time: T0, fields: { x: 1 } });
+    now = 0; // a clock (not the default, monotonic one) stepped back ten hours
+    scorer.score({ device: 'b', time: T0, fields: { x: 1 } });
+    now = 0.1 * 3_600_000;
+    scorer.score({ device: 'a', time: T0 + MINUTE, fields: { x: 2 } });
+    now = 1.2 * 3_600_000;
+    // b arrived three readings ago: taken at the stepped-back time it would look 1.2 hours silent.
+    scorer.score({ device: 'c', time: T0 + MINUTE, fields: { x: 1 } });
+    assert.deepEqual([scorer.stats().devicesRefused, scorer.stats().devicesEvicted], [1, 0]);
     assert.equal(scorer.forestReady('b'), false);
   });
 

@@ -34,7 +34,8 @@ export class DeviceModel {
   readonly fields = new Map<string, FieldState>();
   /** fields in the order first seen; the first forestMaxFields are the forest's */
   readonly list: FieldState[] = [];
-  lastSeen = -Infinity;
+  /** when its last reading arrived, on the scorer's clock (never the reading's own time: scorer.ts) */
+  lastArrival = -Infinity;
   private readings = 0;
   private buffer: Float32Array | null = null;
   private bufferFields = 0;

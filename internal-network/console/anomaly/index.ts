@@ -1,7 +1,7 @@
 /**
  * Anomaly detection for the console: a pure library (no I/O). See docs/anomaly-detection.md.
  */
-export { AnomalyScorer, type AnomalyScorerStats } from './scorer.ts';
+export { AnomalyScorer, type AnomalyScorerOptions, type AnomalyScorerStats } from './scorer.ts';
 export { AnomalyParamsSchema, DEFAULT_ANOMALY_PARAMS, anomalyParams, worstCaseBytesPerDevice, type AnomalyParams } from './params.ts';
 export type { Anomaly, AnomalyDetector, AnomalyKind, ScoredReading } from './types.ts';
 export { IsolationForest, averagePathLength, type IsolationForestOptions } from './iforest.ts';

@@ -15,11 +15,13 @@ export const AnomalyParamsSchema = z
   .object({
     // -- Bounds ---------------------------------------------------------------------------------
     /** devices. Most devices tracked at once: the fleet the console is sized for. Past it a new
-     * device takes the place of the least recently seen one only if that one has been silent for
+     * device takes the place of the least recently heard from one only if that one has been silent for
      * `deviceIdleMs`; otherwise the new device is refused (counted), so a burst of new ids cannot
      * wipe the baselines of the devices that are sending. */
     maxDevices: z.number().int().min(1).max(1_000_000),
-    /** milliseconds (reading time). A device silent this long may give its place to a new one. */
+    /** milliseconds, of arrival (the scorer's clock, AnomalyScorerOptions.clock), never of the
+     * readings' own times: those are the devices' clocks. A device none of whose readings has
+     * arrived for this long may give its place to a new one. */
     deviceIdleMs: z.number().int().min(0),
     /** fields. Most numeric fields scored per device; further fields are refused (counted). The
      * contract allows LIMITS.readingMaxFields (256) per reading; 32 covers every real sensor set

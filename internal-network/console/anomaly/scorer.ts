@@ -13,10 +13,28 @@ export interface AnomalyScorerStats extends DeviceCounters {
   devicesEvicted: number;
 }
 
+export interface AnomalyScorerOptions {
+  /**
+   * milliseconds on a clock that does not go back: when a reading reaches the scorer. Only whether
+   * a device is idle (deviceIdleMs) is judged on it; everything else goes by the readings' own
+   * times. Default: the process's monotonic clock (performance.now()). Tests pass their own.
+   */
+  clock?: () => number;
+}
+
+/** The process's monotonic clock: a wall clock stepped back by NTP would make every device look
+ * freshly heard from, or (stepped forward) idle. */
+const monotonicMs = (): number => performance.now();
+
 /**
  * The one entry point: `score` takes a device's reading and returns what is anomalous in it (often
- * nothing). Pure computation over the state it keeps: no I/O, no clock (time is the readings'
- * own), no randomness but its seed; memory bounded by its parameters (params.ts).
+ * nothing). Pure computation over the state it keeps: no I/O, no randomness but its seed, memory
+ * bounded by its parameters (params.ts). Time is the readings' own, except for one question: whether
+ * a device is idle and may give its place to a new one, which is judged by when its readings
+ * arrived, on the scorer's clock (AnomalyScorerOptions.clock). A reading's time is the device's
+ * clock, anything the contract allows: judged by it, a new device whose clock runs ahead would
+ * take the place of a device that is sending, and a device that once sent a time in the future
+ * would never be idle, and refuse every new device for good.
  *
  * Detectors (docs/anomaly-detection.md): 'mad', a spike in one field against its rolling median
  * and MAD; 'stuck', a lively field repeating one value; 'iforest', the device's fields together
@@ -24,8 +42,12 @@ export interface AnomalyScorerStats extends DeviceCounters {
  */
 export class AnomalyScorer {
   readonly params: Readonly<AnomalyParams>;
-  /** In order of last reading: the first entry is the least recently seen. */
+  /** In order of last reading's arrival: the first entry is the least recently heard from, and its
+   * lastArrival the smallest (the clock never goes back, see now()). */
   private readonly devices = new Map<string, DeviceModel>();
+  private readonly clock: () => number;
+  /** the latest time the clock gave */
+  private clockMs = -Infinity;
   private readonly counters: AnomalyScorerStats = {
     devices: 0,
     readings: 0,
@@ -36,22 +58,24 @@ export class AnomalyScorer {
     forestsTrained: 0,
   };
 
-  constructor(params: Partial<AnomalyParams> = {}) {
+  constructor(params: Partial<AnomalyParams> = {}, options: AnomalyScorerOptions = {}) {
     this.params = anomalyParams(params);
+    this.clock = options.clock ?? monotonicMs;
   }
 
   score(reading: ScoredReading): Anomaly[] {
     const out: Anomaly[] = [];
+    const now = this.now();
     let d = this.devices.get(reading.device);
     if (d === undefined) {
-      d = this.admit(reading.device, reading.time);
+      d = this.admit(reading.device, now);
       if (d === undefined) return out;
     } else {
-      // Move to the end: the map's order is the order of last reading.
+      // Move to the end: the map's order is the order of arrival of each device's last reading.
       this.devices.delete(reading.device);
       this.devices.set(reading.device, d);
     }
-    if (reading.time > d.lastSeen) d.lastSeen = reading.time;
+    d.lastArrival = now;
     this.counters.readings++;
     d.score(reading.time, reading.fields, out, this.counters);
     return out;
@@ -78,14 +102,21 @@ export class AnomalyScorer {
     return this.devices.get(device)?.forestReady;
   }
 
-  private admit(id: string, time: number): DeviceModel | undefined {
+  /** The scorer's clock, held from going back: the map's order stays the order of lastArrival. */
+  private now(): number {
+    const t = this.clock();
+    if (t > this.clockMs) this.clockMs = t;
+    return this.clockMs;
+  }
+
+  private admit(id: string, now: number): DeviceModel | undefined {
     if (this.devices.size >= this.params.maxDevices) {
-      // The least recently seen device gives its place only if it has been idle long enough; a
-      // fleet larger than maxDevices keeps the devices it has rather than thrash.
+      // The least recently heard from device gives its place only if it has been idle long enough;
+      // a fleet larger than maxDevices keeps the devices it has rather than thrash.
       const first = this.devices.entries().next();
       if (first.done) return undefined;
       const [oldId, old] = first.value;
-      if (!(time - old.lastSeen >= this.params.deviceIdleMs)) {
+      if (!(now - old.lastArrival >= this.params.deviceIdleMs)) {
         this.counters.devicesRefused++;
         return undefined;
       }
