@@ -63,5 +63,6 @@ export function consoleMetrics(
   collectedCounter(m, 'console_anomalies_total', 'Anomalies found.', [], () => fleet.anomalies.seq);
   collectedCounter(m, 'console_points_written_total', "Points of the console's own (device states, anomalies) written to the time-series store.", [], () => own.written);
   collectedCounter(m, 'console_points_dropped_total', "Points of the console's own dropped while the store was down too long (CONSOLE.ownPointsMaxQueued).", [], () => own.dropped);
+  collectedCounter(m, 'console_points_refused_total', "Points of the console's own the store refused for good (DISTRIBUTOR_WRITE_REJECTED), found by halving the refused batch, logged and dropped.", [], () => own.refused);
   return m;
 }

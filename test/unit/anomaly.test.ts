@@ -9,6 +9,8 @@ import { anomalyParams, DEFAULT_ANOMALY_PARAMS, worstCaseBytesPerDevice } from '
 import { Mulberry32 } from '../../internal-network/console/anomaly/prng.ts';
 import { MAD_SCALE, RollingWindow } from '../../internal-network/console/anomaly/rolling.ts';
 import { AnomalyScorer } from '../../internal-network/console/anomaly/scorer.ts';
+import { MAX_SPIKE_SCORE } from '../../internal-network/console/anomaly/field.ts';
+import { toLine } from '../../internal-network/distributor/sinks/line-protocol.ts';
 import type { Anomaly } from '../../internal-network/console/anomaly/types.ts';
 
 const MINUTE = 60_000;
@@ -158,6 +160,22 @@ describe('spike and stuck detectors', () => {
     assert.equal(spikes.length, 1, JSON.stringify(spikes));
     assert.deepEqual({ ...spikes[0], score: undefined }, { device: 'd1', field: 'x', detector: 'mad', kind: 'spike', value: 30, time: T0 + 300 * MINUTE, score: undefined });
     assert.ok((spikes[0]?.score as number) > 15 && (spikes[0]?.score as number) < 25, `z ${spikes[0]?.score}`);
+  });
+
+  it('give a finite score however far out a finite value lies (capped at MAX_SPIKE_SCORE), which line protocol can carry', () => {
+    const rng = new Mulberry32(3);
+    const values = Array.from({ length: 100 }, () => 20 + 0.1 * rng.normal());
+    // The largest finite doubles, as the contract allows (a firmware's DBL_MAX "no reading"), of
+    // both signs: the second's distance from a median pulled up by the first overflows too.
+    values.push(Number.MAX_VALUE, -Number.MAX_VALUE, ...Array.from({ length: 40 }, (_, i) => (i % 2 ? 1 : -1) * Number.MAX_VALUE));
+    const found = feed(new AnomalyScorer(), values).flat();
+    assert.ok(found.length >= 2, JSON.stringify(found));
+    for (const a of found) assert.ok(Number.isFinite(a.score) && a.score <= MAX_SPIKE_SCORE, `score ${a.score}`);
+    const first = found[0] as Anomaly;
+    assert.deepEqual([first.detector, first.value, first.score], ['mad', Number.MAX_VALUE, MAX_SPIKE_SCORE]);
+    // What the console writes for it (own-points: measurement anomalies) is a line InfluxDB takes.
+    const line = toLine({ measurement: 'anomalies', tags: { device: first.device, field_name: first.field, detector: first.detector }, fields: { score: first.score, value: first.value as number }, time: first.time });
+    assert.match(String(line), / score=1000000000,value=1\.7976931348623157e\+308 /);
   });
 
   it('with MAD = 0, take the field’s resolution as the least scale; leave a never-changing field’s first change unjudged', () => {

@@ -75,4 +75,20 @@ describe('line protocol', () => {
     const empty: StoredPoint = { measurement: 'readings', tags: { device: 'x' }, fields: {}, time: 1 };
     assert.equal(toLineProtocol([reading, empty, reading]), ['readings,device=sensor\\ 1 note="say \\"hi\\"",ok=T,t=23 1704110400000', 'readings,device=sensor\\ 1 note="say \\"hi\\"",ok=T,t=23 1704110400000'].join('\n'));
   });
+
+  it('refuses a number that is not finite (coded), in any field, never writing Infinity or NaN', () => {
+    // Line protocol has no form for them: InfluxDB answers a batch holding `score=Infinity` 400.
+    for (const bad of [Infinity, -Infinity, NaN]) {
+      const p: StoredPoint = { measurement: 'anomalies', tags: { device: 'd', field_name: 'temp', detector: 'mad' }, fields: { score: bad, value: 1 }, time: 1 };
+      assert.equal(refusal(p), 'refused: DISTRIBUTOR_WRITE_REJECTED', String(bad));
+      assert.throws(() => toLineProtocol([{ ...p, fields: { score: 1 } }, p]), (err) => err instanceof FieldStreamError && err.code === 'DISTRIBUTOR_WRITE_REJECTED' && err.message.includes('"score"'));
+    }
+    // Whatever else the point holds, and wherever the field sorts among the others.
+    fc.assert(
+      fc.property(point, text.filter((k) => k !== '' && !hostile(k)), fc.constantFrom(Infinity, -Infinity, NaN), (p, key, bad) => {
+        assert.equal(refusal({ ...p, fields: { ...p.fields, [key]: bad } }), 'refused: DISTRIBUTOR_WRITE_REJECTED');
+      }),
+      { numRuns: 1000 },
+    );
+  });
 });

@@ -2,6 +2,15 @@ import type { AnomalyParams } from './params.ts';
 import { MAD_SCALE, MEAN_AD_SCALE, RollingWindow } from './rolling.ts';
 
 /**
+ * robust z. The highest spike score reported. A value the contract allows can lie anywhere up to
+ * 1.8e308 (a firmware's DBL_MAX "no reading", a hostile device), and its distance over a field's
+ * resolution is then Infinity, which line protocol cannot carry: InfluxDB refused the whole batch
+ * of the console's points with it. Past 10^9 scales a score says nothing more; how far out the
+ * value lies is in the anomaly's `value`.
+ */
+export const MAX_SPIKE_SCORE = 1e9;
+
+/**
  * One field of one device: its robust baseline (spikes) and its run of repeated values (stuck).
  *
  * Spike: the value is compared with the window as it was before the value arrived (a value never
@@ -81,7 +90,7 @@ export class FieldState {
    * The robust z of x against the window: |x - median| / scale. Most values are nowhere near a
    * spike, and for them it is enough to know that z <= threshold, which the window tells in two
    * binary searches (RollingWindow.madAtLeast); 0 stands for "at most the threshold" then. The
-   * exact z is computed for the rest.
+   * exact z is computed for the rest, at most MAX_SPIKE_SCORE.
    */
   spikeScore(x: number, threshold: number): number {
     const w = this.window;
@@ -94,7 +103,10 @@ export class FieldState {
     let scale = MAD_SCALE * w.mad(med);
     if (!(scale > 0)) scale = MEAN_AD_SCALE * w.meanAbsDev(med);
     if (scale < floor) scale = floor;
-    return d / scale;
+    const z = d / scale;
+    // Not below the cap: beyond it, or NaN (a distance and a spread that both overflowed to
+    // Infinity, values near 1.8e308 of both signs: a spike all the same).
+    return z < MAX_SPIKE_SCORE ? z : MAX_SPIKE_SCORE;
   }
 }
 

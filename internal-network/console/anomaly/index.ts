@@ -6,4 +6,5 @@ export { AnomalyParamsSchema, DEFAULT_ANOMALY_PARAMS, anomalyParams, worstCaseBy
 export type { Anomaly, AnomalyDetector, AnomalyKind, ScoredReading } from './types.ts';
 export { IsolationForest, averagePathLength, type IsolationForestOptions } from './iforest.ts';
 export { RollingWindow, MAD_SCALE } from './rolling.ts';
+export { MAX_SPIKE_SCORE } from './field.ts';
 export { Mulberry32, hash32 } from './prng.ts';

@@ -42,9 +42,12 @@ export class InfluxV2Sink implements PointSink {
 
   private async writeChunk(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
+    // Encoded before the request, outside its catch: a point line protocol cannot carry is the
+    // encoder's DISTRIBUTOR_WRITE_REJECTED (final), which the catch would make a failure to retry.
+    const body = toLines(points).join('\n');
     let status: number | undefined;
     try {
-      await this.transport.request(this.path, toLines(points).join('\n'), { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000 }, (_headers, code) => {
+      await this.transport.request(this.path, body, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000 }, (_headers, code) => {
         status = code;
       });
     } catch (err) {

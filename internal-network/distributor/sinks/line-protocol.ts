@@ -12,10 +12,17 @@ import type { StoredPoint } from '../points.ts';
  *
  * Every number is written as a float: InfluxDB fixes a field's type at its first write, and a
  * reading that is 23 today and 23.5 tomorrow must not be refused as a type conflict.
- * Times are epoch milliseconds: every write uses precision=ms.
+ * Times are epoch milliseconds: every write uses precision=ms. A number that is not finite is
+ * refused (DISTRIBUTOR_WRITE_REJECTED), never written as `Infinity` or `NaN`.
  */
-function fieldValue(value: Scalar): string {
-  if (typeof value === 'number') return String(value);
+function fieldValue(value: Scalar, key: string): string {
+  if (typeof value === 'number') {
+    if (Number.isFinite(value)) return String(value);
+    // String() would write Infinity or NaN, which line protocol has no form for: InfluxDB answers
+    // the whole batch 400. The contract keeps them out of device data; a point built elsewhere (the
+    // console's own anomalies) is refused here, alone, like a name that cannot be carried.
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `field ${JSON.stringify(key.slice(0, 200))} is ${value}: line protocol has only finite numbers`);
+  }
   if (typeof value === 'boolean') return value ? 'T' : 'F';
   return escape.quoted(value);
 }
@@ -102,7 +109,7 @@ function fieldsIn(p: StoredPoint, shape: FieldShape, exact: boolean): string | u
       if (exact) return undefined;
       continue;
     }
-    if (key !== '') fields += `${fields === '' ? '' : ','}${escaped}=${fieldValue(value)}`;
+    if (key !== '') fields += `${fields === '' ? '' : ','}${escaped}=${fieldValue(value, key)}`;
   }
   return fields;
 }
