@@ -190,7 +190,7 @@ describe('spike and stuck detectors', () => {
     assert.deepEqual(tail.map((as) => as.filter((a) => a.detector === 'mad').length), [0, 0, 1]);
   });
 
-  it('flag a lively field that repeats one value from the stuckMinRun-th repeat on, and only then', () => {
+  it('report a lively field that repeats one value once, at the stuckMinRun-th repeat', () => {
     const rng = new Mulberry32(6);
     const values = Array.from({ length: 200 }, () => Math.round((20 + rng.normal()) * 100) / 100);
     const frozen = values[199] as number;
@@ -198,13 +198,61 @@ describe('spike and stuck detectors', () => {
     values.push(20.3, 19.8);
     const found = feed(new AnomalyScorer(), values);
     const stuckAt = found.flatMap((as, i) => (as.some((a) => a.detector === 'stuck') ? [i] : []));
-    // The run counts the first of the identical values: the 30th is reading 199 + 29.
-    assert.deepEqual(stuckAt, Array.from({ length: 12 }, (_, k) => 228 + k));
+    // The run counts the first of the identical values: the 30th is reading 199 + 29. Once a run:
+    // the repeats after it are the same episode (a consumer knows it lasts until the value moves).
+    assert.deepEqual(stuckAt, [228]);
     const first = found[228]?.find((a) => a.detector === 'stuck');
     assert.equal(first?.score, 30);
     assert.equal(first?.value, frozen);
+    assert.deepEqual(found.slice(229, 240).flat(), []);
     // When it moves again nothing is flagged: the repeats stayed out of the baseline.
     assert.deepEqual(found.slice(240).flat(), []);
+  });
+
+  it('flag a device switching between regimes at each switch, for at most half a window, and not in between', () => {
+    // A pump: flow noisy while it runs (06:00-18:00), exactly 0 while it is off, a reading a minute.
+    // docs/anomaly-detection.md, "Steps and regimes". Reported on every repeat, and scored against a
+    // window the repeats were kept out of, this was 3,216 flags for these 8 switches.
+    const rng = new Mulberry32(5);
+    const { windowSize, stuckMinRun } = DEFAULT_ANOMALY_PARAMS;
+    const values: number[] = [];
+    const switches: number[] = [];
+    for (let m = 0; m < 4 * 1440; m++) {
+      const on = (m / 60) % 24 >= 6 && (m / 60) % 24 < 18;
+      if (m > 0 && on !== (values[m - 1] as number) > 0) switches.push(m);
+      values.push(on ? Math.round((12 + 0.4 * rng.normal()) * 100) / 100 : 0);
+    }
+    const found = feed(new AnomalyScorer(), values, 'flow');
+    const flagged = found.flatMap((as, m) => as.map((a) => ({ m, a })));
+    assert.equal(switches.length, 8);
+    for (const { m, a } of flagged) {
+      const since = m - Math.max(...switches.filter((s) => s <= m));
+      assert.ok(since < windowSize / 2, `${a.detector} flag ${since} readings after a switch`);
+    }
+    // The pump switched off is stuck (it was lively): reported once a night, the first night aside
+    // (a field that never changed is not stuck).
+    // Every switch is flagged: switched on after a night, the window holds the night's level (the
+    // median accepted it), not the day before's.
+    for (const s of switches) assert.ok(flagged.some((f) => f.m >= s && f.m < s + windowSize / 2), `switch at ${s} not flagged`);
+    const stuck = flagged.filter((f) => f.a.detector === 'stuck');
+    assert.deepEqual(stuck.map((f) => f.m - Math.max(...switches.filter((s) => s <= f.m))), [stuckMinRun - 1, stuckMinRun - 1, stuckMinRun - 1, stuckMinRun - 1]);
+    assert.ok(flagged.length <= switches.length * (windowSize / 2), `${flagged.length} flags`);
+  });
+
+  it('take a constant that lasts past stuckLevelAfter as the new level: a value near it is no spike', () => {
+    // A lively field, then switched off: 0 for 400 readings (past requiredRun + stuckLevelAfter,
+    // 30 + 256), then a value a resolution step off 0 (a sensor's noise at rest), then 0 again.
+    // With the repeats kept out for good, the window stayed as the step left it (29 zeros, 35 values
+    // near 12, the median near 12) and all three were spikes (z 27, 21, 18).
+    const rng = new Mulberry32(8);
+    const values = Array.from({ length: 200 }, () => Math.round((12 + 0.1 * rng.normal()) * 100) / 100);
+    for (let i = 0; i < 400; i++) values.push(0);
+    values.push(0.01, 0, 0);
+    const found = feed(new AnomalyScorer(), values, 'flow');
+    assert.deepEqual(found.slice(600).flat(), [], 'the median took the new level');
+    assert.deepEqual(found.flatMap((as, i) => as.filter((a) => a.detector === 'stuck').map(() => i)), [229]);
+    // The step itself: flagged while it was less than half the window, never after.
+    assert.ok(found.slice(232).every((as) => as.length === 0));
   });
 
   it('leave a field that changes rarely alone (a battery gauge moving one percent at a time)', () => {

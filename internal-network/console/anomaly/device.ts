@@ -86,10 +86,10 @@ export class DeviceModel {
         out.push({ device: this.id, field: name, detector: 'mad', score: f.z, value: x, time, kind: 'spike' });
         anomalous = true;
       }
-      if (f.stuck) {
-        out.push({ device: this.id, field: name, detector: 'stuck', score: f.run, value: x, time, kind: 'stuck' });
-        anomalous = true;
-      }
+      // Reported once a run; every reading of it stays anomalous for the forest's rows, so a stuck
+      // field does not teach the forest and its baselines that it is normal (forestAdaptAfter aside).
+      if (f.stuckStart) out.push({ device: this.id, field: name, detector: 'stuck', score: f.run, value: x, time, kind: 'stuck' });
+      if (f.stuck) anomalous = true;
     }
 
     if (this.forest !== null && this.model !== null) {

@@ -5,10 +5,13 @@ import type { AnomalyDetector } from './types.ts';
 /**
  * Runs a scorer over a labelled data set and measures each detector, counting readings: a
  * reading is flagged by a detector when that detector reports at least one anomaly in it (any
- * field). Precision: of the flagged readings, the share labelled with an injected kind. Recall per
- * kind: of the readings labelled with that kind, the share flagged. Event recall: of the events of
- * a kind, the share with at least one flagged reading while they lasted. Readings labelled
- * 'aftermath' count neither way (dataset.ts). 'any' is the union of the detectors.
+ * field). A stuck run is reported once, at the reading it becomes stuck, and lasts until the value
+ * changes: the readings after the report that repeat the field's value are the reported run's, and
+ * count as flagged by `stuck` (the grouping a consumer makes of the report). Precision: of the
+ * flagged readings, the share labelled with an injected kind. Recall per kind: of the readings
+ * labelled with that kind, the share flagged. Event recall: of the events of a kind, the share
+ * with at least one flagged reading while they lasted. Readings labelled 'aftermath' count
+ * neither way (dataset.ts). 'any' is the union of the detectors.
  */
 export const DETECTORS: readonly AnomalyDetector[] = ['mad', 'stuck', 'iforest'];
 export type DetectorName = AnomalyDetector | 'any';
@@ -45,8 +48,25 @@ const BIT: Record<AnomalyDetector, number> = { mad: 1, stuck: 2, iforest: 4 };
 
 export function evaluate(scorer: AnomalyScorer, readings: readonly LabelledReading[], events: readonly InjectedEvent[]): Evaluation {
   const flags = new Uint8Array(readings.length);
+  // Per device, the fields in a run reported stuck, and the value repeated.
+  const stuckRuns = new Map<string, Map<string, number>>();
   for (let i = 0; i < readings.length; i++) {
-    for (const a of scorer.score(readings[i] as LabelledReading)) flags[i] = (flags[i] as number) | BIT[a.detector];
+    const r = readings[i] as LabelledReading;
+    const runs = stuckRuns.get(r.device);
+    if (runs !== undefined) {
+      for (const [field, value] of runs) {
+        if (r.fields[field] === value) flags[i] = (flags[i] as number) | BIT.stuck;
+        else runs.delete(field);
+      }
+    }
+    for (const a of scorer.score(r)) {
+      flags[i] = (flags[i] as number) | BIT[a.detector];
+      if (a.detector === 'stuck' && a.value !== undefined) {
+        let m = stuckRuns.get(r.device);
+        if (m === undefined) stuckRuns.set(r.device, (m = new Map()));
+        m.set(a.field, a.value);
+      }
+    }
   }
   const devices = new Set(readings.map((r) => r.device)).size;
   const first = readings[0]?.time ?? 0;

@@ -27,16 +27,27 @@ export const MAX_SPIKE_SCORE = 1e9;
  * (1 - p)^r, and the field is stuck once that falls below stuckProbability, and the run is at
  * least stuckMinRun long. A lively float sensor (p = 1) is stuck after stuckMinRun repeats; one that
  * changes every other reading after 20; a battery gauge that changes once an hour never is, within
- * the hour. While stuck, its repeats stay out of the window, so the baseline keeps the field's real
- * spread and the first real value afterwards is not taken for a spike.
+ * the hour. A run is reported once, at the reading it becomes stuck (`stuckStart`): reported on every
+ * reading, a pump switched off for the night was thousands of flags.
+ *
+ * While stuck, the repeats are not scored for spikes (one value, reported once as stuck), and they
+ * stay out of the window until the run is stuckLevelAfter readings longer than requiredRun, so that
+ * a sensor stuck for a while keeps its baseline's real spread and its first real value afterwards
+ * is not taken for a spike. A run that lasts longer than that is a new level (a pump switched off,
+ * a setpoint changed): its repeats then enter the window and the median accepts them, as it
+ * accepts any lasting step. Kept out for good, they froze the window with the step half in it: the
+ * spike detector fired on every repeat all night, or not, by how many had entered before, and on
+ * every value near the new level that was not an exact repeat.
  */
 export class FieldState {
   readonly window: RollingWindow;
   /** the last spike score: the robust z when above madThreshold, 0 when at most that (not
-   * computed: see spikeScore), NaN while the window is warming up */
+   * computed: see spikeScore), NaN when not scored (the window warming up, a repeat of a stuck run) */
   z = NaN;
   /** whether the field is stuck after the last value */
   stuck = false;
+  /** whether the last value made the run stuck: true once per run, when it is reported */
+  stuckStart = false;
   /** readings of the current run of identical values (1 after a change) */
   run = 0;
   /** the first value seen: the origin of the training buffer's Float32 rows */
@@ -58,10 +69,11 @@ export class FieldState {
     this.window = new RollingWindow(windowSize);
   }
 
-  /** Scores x, then takes it into the baseline. Sets z, stuck and run. */
+  /** Scores x, then takes it into the baseline. Sets z, stuck, stuckStart and run. */
   observe(x: number, p: AnomalyParams): void {
     const w = this.window;
-    this.z = w.count >= p.madMinSamples ? this.spikeScore(x, p.madThreshold) : NaN;
+    // Before the run and the resolution learn from x: a value never vouches for itself.
+    const z = w.count >= p.madMinSamples ? this.spikeScore(x, p.madThreshold) : NaN;
 
     if (this.seen === 0) {
       this.run = 1;
@@ -83,7 +95,9 @@ export class FieldState {
     this.seen++;
     this.last = x;
     this.stuck = this.run >= this.requiredRun;
-    if (!this.stuck) w.push(x);
+    this.stuckStart = this.run === this.requiredRun;
+    this.z = this.stuck ? NaN : z;
+    if (!this.stuck || this.run >= this.requiredRun + p.stuckLevelAfter) w.push(x);
   }
 
   /**
