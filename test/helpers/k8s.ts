@@ -26,6 +26,7 @@ const Quantities = z.record(z.string(), Port);
 export const Container = z.object({
   name: z.string(),
   image: z.string(),
+  command: z.array(z.string()).optional(),
   env: z.array(z.object({ name: z.string(), value: z.string().optional(), valueFrom: z.object({ secretKeyRef: KeyRef.optional(), configMapKeyRef: KeyRef.optional() }).optional() })).optional(),
   resources: z.object({ requests: Quantities.optional(), limits: Quantities.optional() }).optional(),
   livenessProbe: Probe.optional(),
@@ -85,6 +86,23 @@ export const KubeObject = z.object({
     .default({}),
 });
 export type KubeObject = z.infer<typeof KubeObject>;
+
+/**
+ * A container's environment as its pod gets it: literal values, and ConfigMap keys looked up in the
+ * rendered ConfigMaps (a Secret's key is left out: nothing here reads one).
+ */
+export function containerEnv(objects: KubeObject[], c: Container): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of c.env ?? []) {
+    const ref = e.valueFrom?.configMapKeyRef;
+    if (e.value !== undefined) out[e.name] = e.value;
+    else if (ref) {
+      const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === ref.name) ?? assert.fail(`${c.name}: no ConfigMap ${ref.name}`);
+      out[e.name] = cm.data?.[ref.key] ?? assert.fail(`${c.name}: ${ref.name} has no ${ref.key}`);
+    }
+  }
+  return out;
+}
 
 export const podSpecOf = (w: KubeObject): PodSpec => w.spec.template?.spec ?? assert.fail(`${w.metadata.name}: no pod template`);
 export const containersOf = (w: KubeObject): Container[] => [...(podSpecOf(w).initContainers ?? []), ...podSpecOf(w).containers];

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
@@ -252,6 +252,40 @@ describe('deployment files', () => {
     assert.equal(both.status, 127);
     assert.match(both.stderr, /\/entrypoint\.sh/);
     assert.doesNotMatch(both.stderr, /INFLUXDB_/);
+  });
+
+  it("docker-compose.internal.yml's Prometheus pulls /federate from DMZ_PROMETHEUS_HOST, and from DMZ_BROKER_HOST (the one DMZ server) when that is empty", () => {
+    const tmp = tempDir('prom-entry');
+    try {
+      // What the container runs, on this machine: its mounts (monitoring/prometheus at
+      // /etc/prometheus, the renderer on PATH, /tmp) in folders of the test, and a `prometheus`
+      // that only notes its arguments.
+      const bin = join(tmp.dir, 'bin');
+      mkdirSync(bin);
+      symlinkSync(join(repoRoot, 'scripts', 'render-config.sh'), join(bin, 'render-config.sh'));
+      writeFileSync(join(bin, 'prometheus'), '#!/bin/sh\necho "$@" > "$RAN"\n', { mode: 0o755 });
+      const federateTarget = (set: Record<string, string>): string => {
+        const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', ...set };
+        const prom = internalConfig(env, []).services.prometheus as { entrypoint?: string[]; environment?: Record<string, string> };
+        const [sh, flag, script] = prom.entrypoint ?? [];
+        assert.deepEqual([sh, flag], ['/bin/sh', '-c']);
+        const run = join(tmp.dir, 'run');
+        rmSync(run, { recursive: true, force: true });
+        mkdirSync(run);
+        const command = (script as string)
+          .replaceAll('$$', '$')
+          .replace(/(?<![\w/])\/(etc\/prometheus|tmp)\//g, (_, dir: string) => `${dir === 'tmp' ? run : join(repoRoot, 'monitoring', 'prometheus')}/`);
+        const r = spawnSync('/bin/sh', ['-c', command], { env: { ...prom.environment, PATH: `${bin}:${process.env.PATH}`, RAN: join(run, 'ran') }, encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(readFileSync(join(run, 'ran'), 'utf8'), new RegExp(`--config\\.file=${run}/prometheus\\.yml`));
+        const job = /- job_name: dmz-federate\n[\s\S]*?targets: \["([^"]+)"\]/.exec(readFileSync(join(run, 'prometheus.yml'), 'utf8'));
+        return job?.[1] ?? assert.fail('no dmz-federate target');
+      };
+      assert.equal(federateTarget({}), 'fs.example.org:9091', 'one DMZ server: the broker\'s host');
+      assert.equal(federateTarget({ DMZ_PROMETHEUS_HOST: 'metrics.dmz.example.org', DMZ_PROMETHEUS_PORT: '19091' }), 'metrics.dmz.example.org:19091');
+    } finally {
+      tmp.cleanup();
+    }
   });
 
   /** A compose file as `docker-compose config` resolves it with what .env must set, parsed. */

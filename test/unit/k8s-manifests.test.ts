@@ -7,11 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { allowedPeers, containersOf, KubeObject, podSpecOf, workloadLabels, type Peer } from '../helpers/k8s.ts';
+import { allowedPeers, containerEnv, containersOf, KubeObject, podSpecOf, workloadLabels, type Container, type Peer } from '../helpers/k8s.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -321,6 +321,32 @@ describe('Kubernetes manifests', () => {
           }
           assert.deepEqual(allowedPeers(policies, pods('internal-mosquitto'), 'ingress', 8883).filter(outside), [], 'nothing dials in');
         });
+
+        it("the internal Prometheus pulls /federate from DMZ_PROMETHEUS_HOST, the DMZ Prometheus's own Service address, and may go out to it on 9091", () => {
+          // The DMZ tier publishes its broker and its Prometheus as two LoadBalancer Services, each
+          // with an address of its own: the broker's name (DMZ_BROKER_HOST) does not reach the second.
+          const prom = named('StatefulSet', 'prometheus');
+          const c = containersOf(prom).find((x) => x.name === 'prometheus') ?? assert.fail('no prometheus container');
+          const env = containerEnv(objects(), c);
+          const host = env.DMZ_PROMETHEUS_HOST ?? assert.fail('the Prometheus container has no DMZ_PROMETHEUS_HOST');
+          assert.ok(host, 'the overlay sets DMZ_PROMETHEUS_HOST');
+          assert.notEqual(host, env.DMZ_BROKER_HOST, "the overlay's example is another address than the broker's");
+          // The container's own command, run here on its mounts: what it renders is what it scrapes.
+          const rendered = runPodCommand(objects(), prom, c);
+          const Config = z.object({ scrape_configs: z.array(z.object({ job_name: z.string(), metrics_path: z.string().optional(), static_configs: z.array(z.object({ targets: z.array(z.string()) })).optional() })) });
+          const [config] = z.array(Config).parse(toJson(rendered['/tmp/prometheus.yml'] ?? assert.fail('nothing rendered')));
+          const federate = config?.scrape_configs.find((j) => j.job_name === 'dmz-federate') ?? assert.fail('no dmz-federate job');
+          assert.equal(federate.metrics_path, '/federate');
+          assert.deepEqual(federate.static_configs?.flatMap((s) => s.targets), [`${host}:${env.DMZ_PROMETHEUS_PORT}`]);
+          // site-access.yaml: out to that address, an ipBlock of its own, not the broker's.
+          const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
+          const outside = (p: Peer): boolean => p === 'any' || p.startsWith('ipBlock:');
+          const toPrometheus = allowedPeers(policies, workloadLabels(prom), 'egress', 9091).filter(outside);
+          assertCorporateOnly(toPrometheus, 'prometheus → 9091');
+          if (/^[0-9.]+$/.test(host)) assert.deepEqual(toPrometheus, [`ipBlock:${host}/32`], 'the ipBlock is DMZ_PROMETHEUS_HOST');
+          const toBroker = allowedPeers(policies, workloadLabels(named('StatefulSet', 'internal-mosquitto')), 'egress', 8883).filter(outside);
+          assert.deepEqual(toPrometheus.filter((p) => toBroker.includes(p)), [], 'the DMZ Prometheus and the DMZ broker are separate addresses');
+        });
       }
     });
   }
@@ -334,4 +360,49 @@ function assertPeers(actual: Peer[], expected: Peer[]): void {
 function assertCorporateOnly(peers: Peer[], what: string): void {
   assert.ok(peers.length > 0, `${what}: some address is allowed`);
   for (const p of peers) assert.match(p, /^ipBlock:(?!0\.0\.0\.0\/0)[0-9a-f.:]+\/\d+$/, `${what}: ${p}`);
+}
+
+/**
+ * Runs a container's `sh -c` command on this machine as its pod would: each ConfigMap volume's files
+ * and each emptyDir in folders of a temporary directory standing for their mount paths (the command's
+ * paths rewritten to them), its environment from the rendered ConfigMaps, and a stub that notes its
+ * arguments for the program it finally execs. Returns the files the command left in its emptyDirs,
+ * by their path in the pod.
+ */
+function runPodCommand(objects: KubeObject[], w: KubeObject, c: Container): Record<string, string> {
+  const [sh, flag, script] = c.command ?? [];
+  assert.deepEqual([sh, flag], ['/bin/sh', '-c'], `${c.name}: a shell command`);
+  assert.ok(script, c.name);
+  const tmp = tempDir('pod');
+  try {
+    const volumes = new Map(podSpecOf(w).volumes?.map((v) => [v.name, v]));
+    const folders = new Map<string, string>();
+    const scratch: string[] = [];
+    for (const m of c.volumeMounts ?? []) {
+      const dir = join(tmp.dir, 'fs', m.mountPath);
+      mkdirSync(dir, { recursive: true });
+      folders.set(m.mountPath, dir);
+      const v = volumes.get(m.name);
+      if (v?.configMap) {
+        const name = v.configMap.name;
+        const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === name) ?? assert.fail(`no ConfigMap ${name}`);
+        for (const [file, text] of Object.entries(cm.data ?? {})) writeFileSync(join(dir, file), text, { mode: 0o755 });
+      } else if (v?.emptyDir) scratch.push(m.mountPath);
+    }
+    const program = /\bexec (\S+)/.exec(script)?.[1] ?? assert.fail(`${c.name}: execs no program`);
+    const bin = join(tmp.dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, program), '#!/bin/sh\necho "$@" > "$RAN_WITH"\n', { mode: 0o755 });
+    const mounts = [...folders.keys()].sort((a, b) => b.length - a.length).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+    const command = script.replace(new RegExp(`(?<![\\w/])(${mounts.join('|')})(?=/)`, 'g'), (p) => folders.get(p) ?? p);
+    const ran = join(tmp.dir, 'ran');
+    const r = spawnSync('/bin/sh', ['-c', command], { env: { ...containerEnv(objects, c), PATH: `${bin}:${process.env.PATH}`, RAN_WITH: ran }, encoding: 'utf8' });
+    assert.equal(r.status, 0, `${c.name}: ${r.stderr}`);
+    assert.ok(existsSync(ran), `${c.name}: ${program} was started`);
+    const out: Record<string, string> = {};
+    for (const p of scratch) for (const f of readdirSync(folders.get(p) ?? p)) out[`${p}/${f}`] = readFileSync(join(folders.get(p) ?? p, f), 'utf8');
+    return out;
+  } finally {
+    tmp.cleanup();
+  }
 }

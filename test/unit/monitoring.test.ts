@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -161,8 +161,13 @@ describe('monitoring: Prometheus configuration and alert rules', () => {
     const tmp = tempDir('promcfg');
     try {
       const rendered = join(tmp.dir, 'prometheus.yml');
-      execFileSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(mon, 'prometheus', 'prometheus.yml'), rendered], { env: { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org' } });
-      assert.match(readFileSync(rendered, 'utf8'), /targets: \["fs\.example\.org:9091"\]/);
+      // The federation's host is a setting of its own (compose passes DMZ_BROKER_HOST when it is
+      // empty; Kubernetes sets the DMZ Prometheus's own Service address): never the broker's as such.
+      const refused = spawnSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(mon, 'prometheus', 'prometheus.yml'), rendered], { env: { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org' }, encoding: 'utf8' });
+      assert.equal(refused.status, 78);
+      assert.match(refused.stderr, /DMZ_PROMETHEUS_HOST is not set/);
+      execFileSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(mon, 'prometheus', 'prometheus.yml'), rendered], { env: { PATH: process.env.PATH, DMZ_PROMETHEUS_HOST: '203.0.113.21' } });
+      assert.match(readFileSync(rendered, 'utf8'), /targets: \["203\.0\.113\.21:9091"\]/);
       copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(tmp.dir, 'alerts.yml'));
       const out = execFileSync('promtool', ['check', 'config', rendered], { encoding: 'utf8' });
       assert.match(out, /SUCCESS: 1 rule files found/);
