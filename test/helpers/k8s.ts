@@ -87,6 +87,43 @@ export const KubeObject = z.object({
 });
 export type KubeObject = z.infer<typeof KubeObject>;
 
+/** A Service as DNS answers for it: headless or not, pods not ready listed or not, whom it selects. */
+export const KubeService = z.object({
+  kind: z.literal('Service'),
+  metadata: z.object({ name: z.string() }),
+  spec: z.object({
+    clusterIP: z.string().optional(),
+    publishNotReadyAddresses: z.boolean().optional(),
+    selector: Labels.optional(),
+    ports: z.array(z.object({ name: z.string().optional(), port: z.number(), targetPort: Port.optional() })).default([]),
+  }),
+});
+export type KubeService = z.infer<typeof KubeService>;
+
+/** The scrape jobs of a Prometheus configuration, and the names each finds its targets by. */
+export const PrometheusConfig = z.object({
+  scrape_configs: z.array(
+    z.object({
+      job_name: z.string(),
+      metrics_path: z.string().optional(),
+      static_configs: z.array(z.object({ targets: z.array(z.string()) })).optional(),
+      dns_sd_configs: z.array(z.object({ names: z.array(z.string()), type: z.string().optional(), port: z.number().optional() })).optional(),
+    }),
+  ),
+});
+/** Each scrape target's host name and port: static ones, and names DNS discovery resolves to every address of (`all`). */
+export function scrapeTargets(config: z.infer<typeof PrometheusConfig>): Array<{ job: string; host: string; port: number; all: boolean }> {
+  return config.scrape_configs.flatMap((j) => [
+    ...(j.static_configs ?? []).flatMap((s) =>
+      s.targets.map((t) => {
+        const m = /^(.+):([^:]+)$/.exec(t) ?? assert.fail(`${j.job_name}: ${t} has no port`);
+        return { job: j.job_name, host: m[1] as string, port: Number(m[2]), all: false };
+      }),
+    ),
+    ...(j.dns_sd_configs ?? []).flatMap((d) => d.names.map((host) => ({ job: j.job_name, host, port: d.port ?? assert.fail(`${j.job_name}: no port`), all: true }))),
+  ]);
+}
+
 /**
  * A container's environment as its pod gets it: literal values, and ConfigMap keys looked up in the
  * rendered ConfigMaps (a Secret's key is left out: nothing here reads one).

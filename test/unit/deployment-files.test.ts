@@ -288,6 +288,36 @@ describe('deployment files', () => {
     }
   });
 
+  for (const [file, promService, config] of [
+    ['docker-compose.dmz.yml', 'dmz-prometheus', 'dmz-prometheus.yml'],
+    ['docker-compose.internal.yml', 'prometheus', 'prometheus.yml'],
+  ] as const) {
+    it(`${file}: every name ${config} scrapes is a service's name or alias on a network its Prometheus is on, serving /metrics on that port`, () => {
+      // The configuration is shared with Kubernetes (k8s/base/*/config/), where the names are the
+      // `*-metrics` Services that list pods failing readiness too; compose answers them as aliases.
+      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+      const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
+      type Service = { environment?: Record<string, string>; networks?: Record<string, { aliases?: string[] } | null> };
+      const { services } = JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> };
+      const promNets = Object.keys(services[promService]?.networks ?? {});
+      assert.ok(promNets.length > 0, `${promService}'s networks`);
+      const text = readFileSync(join(repoRoot, 'monitoring', 'prometheus', config), 'utf8');
+      const targets = [
+        ...[...text.matchAll(/targets: \["([^"$]+):(\d+)"\]/g)].map((m) => [m[1] as string, Number(m[2])] as const),
+        ...[...text.matchAll(/names: \["([^"]+)"\]\n\s+type: A\n\s+port: (\d+)/g)].map((m) => [m[1] as string, Number(m[2])] as const),
+      ].filter(([host]) => host !== 'localhost');
+      assert.ok(targets.length >= (promService === 'prometheus' ? 4 : 1), `${config}: ${JSON.stringify(targets)}`);
+      for (const [host, port] of targets) {
+        const found = Object.entries(services).filter(([name, svc]) =>
+          promNets.some((net) => svc.networks && net in svc.networks && (name === host || (svc.networks[net]?.aliases ?? []).includes(host))),
+        );
+        assert.equal(found.length, 1, `${config}: ${host} answers on ${promService}'s networks (${promNets.join(', ')})`);
+        const [name, svc] = found[0] as [string, Service];
+        assert.ok(Object.entries(svc.environment ?? {}).some(([k, v]) => k.endsWith('_METRICS_PORT') && String(v) === String(port)), `${config}: ${name} serves /metrics on ${port}`);
+      }
+    });
+  }
+
   /** A compose file as `docker-compose config` resolves it with what .env must set, parsed. */
   const resolved = (file: string) => {
     const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };

@@ -11,7 +11,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { allowedPeers, containerEnv, containersOf, KubeObject, podSpecOf, workloadLabels, type Container, type Peer } from '../helpers/k8s.ts';
+import { allowedPeers, containerEnv, containersOf, KubeObject, KubeService, podSpecOf, PrometheusConfig, scrapeTargets, workloadLabels, type Container, type Peer } from '../helpers/k8s.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -91,6 +91,7 @@ describe('Kubernetes manifests', () => {
   });
 
   const rendered = new Map<string, KubeObject[]>();
+  const renderedServices = new Map<string, KubeService[]>();
   let work: { dir: string; cleanup(): void } | undefined;
   let pki: { dir: string; cleanup(): void } | undefined;
 
@@ -116,7 +117,9 @@ describe('Kubernetes manifests', () => {
     writeFileSync(join(internal, 'secrets', 'grafana-admin-password'), 'b'.repeat(32));
     for (const tier of TIERS) {
       const out = execFileSync(kubectl, ['kustomize', join(work.dir, 'k8s', 'overlays', tier.overlay)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-      rendered.set(tier.overlay, z.array(KubeObject).parse(toJson(out)));
+      const docs = z.array(z.unknown()).parse(toJson(out));
+      rendered.set(tier.overlay, z.array(KubeObject).parse(docs));
+      renderedServices.set(tier.overlay, z.array(KubeService).parse(docs.filter((d) => KubeObject.parse(d).kind === 'Service')));
     }
   });
   after(() => {
@@ -254,6 +257,52 @@ describe('Kubernetes manifests', () => {
         for (const f of files) assert.equal(conf?.data?.[f], readFileSync(join(repoRoot, confDir, f), 'utf8'), f);
         const renderer = objects().find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('render-config'));
         assert.equal(renderer?.data?.['render-config.sh'], readFileSync(join(repoRoot, 'scripts', 'render-config.sh'), 'utf8'));
+      });
+
+      it('Prometheus finds each service it scrapes through a headless Service that lists pods failing readiness too; the Services for traffic list ready pods only', () => {
+        // A pod failing its readiness probe (database down, broker lost) leaves a Service's DNS
+        // unless publishNotReadyAddresses: scraped through such a name, it vanishes from Prometheus,
+        // and the alerts about it (database writes failing, broker connection lost, target down) never fire.
+        const [cmName, file] = tier.overlay === 'dmz' ? ['dmz-prometheus-config', 'dmz-prometheus.yml'] : ['prometheus-config', 'prometheus.yml'];
+        const cm = objects().find((o) => o.kind === 'ConfigMap' && new RegExp(`^${cmName}(-[a-z0-9]+)?$`).test(o.metadata.name)) ?? assert.fail(`no ConfigMap ${cmName}`);
+        const [config] = z.array(PrometheusConfig).parse(toJson(cm.data?.[file] ?? assert.fail(`${cmName} has no ${file}`)));
+        const services = renderedServices.get(tier.overlay) ?? assert.fail('not rendered');
+        const hpaTargets = new Set(objects().filter((o) => o.kind === 'HorizontalPodAutoscaler').map((h) => h.spec.scaleTargetRef?.name));
+        const scrapedBy = new Set<string>();
+        const reached = new Set<string>();
+        for (const t of scrapeTargets(config ?? assert.fail(file))) {
+          // Itself, and the DMZ Prometheus outside this cluster (a setting: tested above).
+          if (t.host === 'localhost' || t.host.includes('${')) continue;
+          const where = `${file}, job ${t.job}: ${t.host}:${t.port}`;
+          const svc = services.find((x) => x.metadata.name === t.host) ?? assert.fail(`${where}: no Service of that name`);
+          assert.ok(svc.spec.ports.some((p) => p.port === t.port), `${where}: the Service has that port`);
+          const selected = workloads().filter((w) => Object.entries(svc.spec.selector ?? {}).every(([k, v]) => workloadLabels(w)[k] === v));
+          assert.equal(selected.length, 1, `${where}: selects one workload`);
+          const w = selected[0] as KubeObject;
+          assert.equal(METRICS_PORTS[w.metadata.name], t.port, `${where}: ${w.metadata.name}'s metrics port`);
+          if (containersOf(w).some((c) => c.readinessProbe)) {
+            assert.equal(svc.spec.clusterIP, 'None', `${where}: headless, every pod's own address`);
+            assert.equal(svc.spec.publishNotReadyAddresses, true, `${where}: lists ${w.metadata.name}'s pods that fail readiness too (publishNotReadyAddresses), or their alerts never fire`);
+          }
+          // A static target reaches one pod: only a workload that never runs more than one.
+          if (!t.all) assert.ok(w.spec.replicas === 1 && !hpaTargets.has(w.metadata.name), `${where}: ${w.metadata.name} may run several pods; discover them by DNS`);
+          scrapedBy.add(svc.metadata.name);
+          reached.add(w.metadata.name);
+        }
+        assert.deepEqual([...reached].sort(), workloads().map((w) => w.metadata.name).filter((n) => METRICS_PORTS[n] !== undefined).sort(), 'every service with /metrics is scraped');
+        // The console's pipeline page reads the same /readyz and /metrics: a service that is not
+        // ready is what it must show, not lose.
+        if (tier.overlay === 'internal') {
+          const pipeline = containersOf(named('Deployment', 'console'))[0]?.env?.find((e) => e.name === 'CONSOLE_PIPELINE_TARGETS')?.value ?? assert.fail('CONSOLE_PIPELINE_TARGETS');
+          for (const entry of pipeline.split(',')) {
+            const host = new URL(entry.slice(entry.indexOf('=') + 1)).hostname;
+            assert.ok(scrapedBy.has(host), `CONSOLE_PIPELINE_TARGETS: ${entry} goes through a Service Prometheus scrapes by, which lists pods that are not ready`);
+          }
+        }
+        for (const svc of services.filter((x) => !scrapedBy.has(x.metadata.name))) {
+          assert.notEqual(svc.spec.publishNotReadyAddresses, true, `${svc.metadata.name} carries traffic: to ready pods only`);
+        }
+        if (tier.overlay === 'dmz') assert.ok(services.some((x) => x.metadata.name === 'gateway' && x.spec.clusterIP === 'None'), "Caddy's gateway Service stays");
       });
 
       it('denies by default, in and out, and lets DNS through', () => {
