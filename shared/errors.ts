@@ -135,6 +135,12 @@ export const ERRORS = {
     description:
       'The local queue was not closed cleanly and the machine has restarted since (a power cut, a kernel panic); the messages it numbers from now on have a new epoch, so a number sent before the cut but lost from the disk is never reused.',
   },
+  FIELD_STATE_WRITE_FAILED: {
+    http: 507,
+    transient: true,
+    description:
+      "The field client could not save a note that only spares work after a restart (the queue's committed watermark, ack.json; its clean-stop mark): a full, read-only or failing disk. Nothing is lost and the client goes on sending; a restart meanwhile may send again what the note would have skipped (recognised as copies), or take a new epoch it could have spared. Written again later.",
+  },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
   FIELD_REJECTED_FULL: {
     http: 507,

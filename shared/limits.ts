@@ -439,6 +439,9 @@ export const TIMINGS = {
   /** milliseconds. The queue writes its ack watermark (ack.json) at most this often: a crash forgets
    * the commits since, which only sends those messages again (they are recognised as copies). */
   ackPersistDelayMs: 200,
+  /** milliseconds. After the disk refused ack.json (full, failing: FIELD_STATE_WRITE_FAILED), the
+   * queue writes it again this often until it takes it: a failed try is a few system calls. */
+  ackPersistRetryMs: 1_000,
   /** milliseconds between the field client's looks at the size of what it set aside (rejected.jsonl
    * and rejected/, counted against FIELD_QUEUE_MAX_BYTES): an operator who moves them off the device
    * frees that room within this, without a restart, and refused messages held in the queue for

@@ -1,4 +1,4 @@
-import { unlinkSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FullPolicy, Segment } from './queue-types.ts';
 
@@ -9,7 +9,7 @@ export interface CapacityHost {
   bytesOnDisk(): number;
   /** forgets the records of a dropped segment; returns how many of them were not yet safe (lost) */
   dropRecords(seg: Segment): number;
-  /** called once after drops, so the new watermark is persisted */
+  /** called once after drops, so the new watermark is persisted; never throws (the write is advisory: DurableQueue.persistWatermark) */
   dropped(): void;
 }
 
@@ -22,17 +22,24 @@ export function makeRoom(host: CapacityHost, o: { maxBytes: number; fullPolicy: 
   if (host.bytesOnDisk() + size <= o.maxBytes) return true;
   if (o.fullPolicy === 'reject') return false;
   let droppedNow = 0;
-  while (host.bytesOnDisk() + size > o.maxBytes) {
-    const oldest = host.segments[0];
-    if (!oldest || oldest === host.activeSegment()) break;
-    droppedNow += host.dropRecords(oldest);
-    host.segments.shift();
-    unlinkSync(oldest.path);
-  }
-  if (droppedNow > 0) {
-    stats.dropped += droppedNow;
-    o.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', droppedNow, droppedTotal: stats.dropped }, 'queue full: dropped the oldest messages not yet committed');
-    host.dropped();
+  try {
+    while (host.bytesOnDisk() + size > o.maxBytes) {
+      const oldest = host.segments[0];
+      if (!oldest || oldest === host.activeSegment()) break;
+      droppedNow += host.dropRecords(oldest);
+      // Deleted before it leaves the list: a segment the disk would not delete stays counted, and
+      // is tried again (its records dropped already; one gone meanwhile is no failure).
+      rmSync(oldest.path, { force: true });
+      host.segments.shift();
+    }
+  } finally {
+    // Also when a deletion failed (thrown on): the records dropped are gone from the queue's
+    // bookkeeping, so they are counted and logged.
+    if (droppedNow > 0) {
+      stats.dropped += droppedNow;
+      o.log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', droppedNow, droppedTotal: stats.dropped }, 'queue full: dropped the oldest messages not yet committed');
+      host.dropped();
+    }
   }
   return host.bytesOnDisk() + size <= o.maxBytes;
 }

@@ -47,6 +47,8 @@ export class DurableQueue {
   private readonly cursor: SendCursor;
   private readonly capacity: CapacityHost;
   private ackTimer: NodeJS.Timeout | undefined;
+  /** the disk's refusal of ack.json since it was last written (undefined: written, or nothing to write) */
+  private watermarkFailure: Error | undefined;
   private closed = false;
   private epochs!: QueueEpochs;
   /** bytes held elsewhere that count against maxBytes too (see shareCapacity) */
@@ -81,7 +83,7 @@ export class DurableQueue {
         this.cursor.leave(seg);
         return lost;
       },
-      dropped: () => writeWatermark(this.o.dir, this.book.watermark),
+      dropped: () => this.persistWatermark(),
     };
   }
 
@@ -200,7 +202,14 @@ export class DurableQueue {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (!makeRoom(this.capacity, this.o, batch.block.length, this.stats)) {
+    let room: boolean;
+    try {
+      room = makeRoom(this.capacity, this.o, batch.block.length, this.stats);
+    } catch (err) {
+      // Deleting the oldest segment failed (drop-oldest): nothing of this batch was numbered nor written.
+      return Promise.reject(new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not delete its oldest segment to make room: ${(err as Error).message}`, {}, { cause: err }));
+    }
+    if (!room) {
       this.stats.refused += items.length;
       const shared = this.sharedBytes();
       const besides = shared > 0 ? ` (and ${shared} bytes of files waiting to be sent or being taken, and of refused messages set aside)` : '';
@@ -271,9 +280,41 @@ export class DurableQueue {
     // ack.json is written at most every TIMINGS.ackPersistDelayMs: a crash forgets the commits since, which only resends
     this.ackTimer ??= setTimeout(() => {
       this.ackTimer = undefined;
-      writeWatermark(this.o.dir, this.book.watermark);
+      this.persistWatermark();
     }, TIMINGS.ackPersistDelayMs);
     return n;
+  }
+
+  /**
+   * Writes ack.json. Nothing waits for it: segments are deleted by the watermark in memory (recovery
+   * finds it again from the oldest segment left), and epochs are forgotten only at open, once
+   * writeWatermarkDurably took it. So when the disk refuses it (full: the queue still drains, and
+   * draining is what frees it), a restart meanwhile only sends again what was committed since it
+   * was last written. Logged once, and tried again every TIMINGS.ackPersistRetryMs until written.
+   */
+  private persistWatermark(): void {
+    try {
+      writeWatermark(this.o.dir, this.book.watermark);
+    } catch (err) {
+      if (!this.watermarkFailure) {
+        this.o.log.warn(
+          { code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message, watermark: this.book.watermark },
+          `cannot write the committed watermark (ack.json): nothing is lost, a restart meanwhile sends again what was committed since it was last written; tried again every ${TIMINGS.ackPersistRetryMs} ms`,
+        );
+      }
+      this.watermarkFailure = err as Error;
+      if (!this.closed && !this.ackTimer) {
+        this.ackTimer = setTimeout(() => {
+          this.ackTimer = undefined;
+          this.persistWatermark();
+        }, TIMINGS.ackPersistRetryMs);
+        // A retry keeps no process alive that is otherwise done: close() writes it last anyway.
+        this.ackTimer.unref();
+      }
+      return;
+    }
+    if (this.watermarkFailure) this.o.log.info({ watermark: this.book.watermark }, 'the committed watermark (ack.json) is written again');
+    this.watermarkFailure = undefined;
   }
 
   /**
@@ -353,9 +394,17 @@ export class DurableQueue {
     while (!this.writer.idle) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
     clearTimeout(this.ackTimer);
-    writeWatermark(this.o.dir, this.book.watermark);
+    this.ackTimer = undefined;
+    this.persistWatermark();
     this.cursor.close();
     await this.writer.close();
-    this.epochs.markClean();
+    try {
+      this.epochs.markClean();
+    } catch (err) {
+      this.o.log.warn(
+        { code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message },
+        'cannot write the clean-stop mark: the next start takes this stop for one that was not clean (a new epoch if the machine restarted meanwhile); nothing is lost',
+      );
+    }
   }
 }
