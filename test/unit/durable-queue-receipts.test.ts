@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, it } from 'node:test';
+import { after, afterEach, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
 import type { FieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
+import { fullDiskSkip, moduleUrl, runOnSmallDisk } from '../helpers/full-disk.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -382,5 +383,113 @@ describe('the durable queue with commit receipts', () => {
     q.rewind();
     assert.deepEqual(seqs(q.next(10)), [4, 5, 6, 7, 8]);
     await q.close();
+  });
+});
+
+/**
+ * The epochs when the disk is really full (a tmpfs of 256 KiB in a private mount namespace, filled):
+ * what meta.json and ack.json would say cannot be saved, and the queue must still send what it holds.
+ */
+describe("the durable queue's epochs on a full disk", { skip: fullDiskSkip }, () => {
+  const tmp = tempDir('queue-epochs-full');
+  after(() => tmp.cleanup());
+  /** A script's first lines: the queue, a log whose codes it reads, fillDisk, and the queue's options in `opts`. */
+  const head = (over: string) => `
+    import assert from 'node:assert/strict';
+    import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+    import { DurableQueue } from ${moduleUrl('field-client/src/queue/durable-queue.ts')};
+    import { createLogger } from ${moduleUrl('shared/logger.ts')};
+    import { fillDisk } from ${moduleUrl('test/helpers/full-disk.ts')};
+    const lines = [];
+    const log = createLogger('child', 'info', { write: (l) => lines.push(JSON.parse(l)) });
+    const codes = () => lines.map((l) => l.code).filter(Boolean);
+    const reading = (v) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
+    const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    const dir = process.env.MNT + '/queue';
+    const bootNow = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const opts = { dir, maxBytes: 1 << 30, segmentBytes: 64 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log, ${over} };
+  `;
+  const run = (name: string, body: string, over = '') => {
+    const mnt = join(tmp.dir, name);
+    mkdirSync(mnt);
+    const r = runOnSmallDisk(mnt, `${head(over)}\n${body}\nconsole.log('done');`);
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /done/);
+  };
+
+  it('opens drain-only after a power cut when its new epoch cannot be saved: sends what it holds, refuses new data until the epoch is saved', () => {
+    run(
+      'power-cut',
+      `
+      let q = await DurableQueue.open(opts);
+      await q.append(range(0, 9).map(reading));
+      const old = q.epoch;
+      await q.close();
+      // A power cut: no clean-stop mark, and the machine restarted since the queue was opened.
+      rmSync(dir + '/clean');
+      const meta = { ...JSON.parse(readFileSync(dir + '/meta.json', 'utf8')), boot: 'a-boot-before-the-cut' };
+      writeFileSync(dir + '/meta.json', JSON.stringify(meta));
+      const disk = fillDisk(process.env.MNT);
+      assert.equal(disk.code, 'ENOSPC');
+
+      q = await DurableQueue.open(opts);
+      assert.ok(codes().includes('FIELD_QUEUE_WRITE_FAILED'), 'the drain-only mode is logged');
+      // What it holds goes out under the epoch it was numbered by, and its receipt commits it.
+      const held = q.next(100);
+      assert.deepEqual(held.map((m) => m.messageId), range(1, 10).map((s) => old + '.' + s));
+      q.ack(held.map((m) => m.seq));
+      assert.equal(q.commitReceipt(old, [[1, 10]]), 10);
+      assert.equal(q.depth, 0);
+      // New data is refused with the queue's code, until the epoch can be saved.
+      await assert.rejects(q.append([reading(100)]), (e) => e.code === 'FIELD_QUEUE_WRITE_FAILED' && /epoch/.test(e.message));
+      assert.deepEqual(JSON.parse(readFileSync(dir + '/meta.json', 'utf8')), meta, 'meta.json as the cut left it');
+      // A stop meanwhile leaves no clean-stop mark: the next start must not keep the old epoch for new numbers.
+      await q.close();
+      assert.equal(existsSync(dir + '/clean'), false);
+
+      q = await DurableQueue.open(opts);
+      await assert.rejects(q.append([reading(100)]), (e) => e.code === 'FIELD_QUEUE_WRITE_FAILED');
+      // Room again: the next append saves the new epoch, then takes the data under it.
+      disk.free();
+      const [m] = await q.append([reading(100)]);
+      assert.notEqual(q.epoch, old);
+      assert.equal(m.messageId, q.epoch + '.11');
+      const saved = JSON.parse(readFileSync(dir + '/meta.json', 'utf8'));
+      assert.deepEqual(saved.epochs.at(-1), { epoch: q.epoch, from: 11 });
+      assert.equal(saved.boot, bootNow);
+      await q.close();
+      assert.ok(existsSync(dir + '/clean'), 'a clean stop once the epoch is saved');
+      `,
+    );
+  });
+
+  it('opens when the watermark that would let an epoch go cannot be written durably, and keeps the epoch', () => {
+    run(
+      'forget',
+      `
+      let q = await DurableQueue.open(opts);
+      await q.append(range(0, 99).map(reading));
+      q.ack(q.next(1000).map((m) => m.seq));
+      assert.equal(q.commitRanges([[1, 100]]), 100);
+      await q.close();
+      const epoch = q.epoch;
+      // As in 'forgets an epoch only once the watermark that let it go is on disk', on a full disk.
+      writeFileSync(dir + '/meta.json', JSON.stringify({ epochs: [{ epoch, from: 1 }, { epoch: 'second', from: 51 }], boot: bootNow }));
+      rmSync(dir + '/ack.json');
+      const disk = fillDisk(process.env.MNT);
+      q = await DurableQueue.open(opts);
+      assert.ok(q.committedThrough > 50, 'the watermark from the segments left: ' + q.committedThrough);
+      assert.deepEqual(q.epochRange(epoch), [1, 50], 'kept: the watermark that would let it go is not on disk');
+      assert.equal(existsSync(dir + '/ack.json'), false);
+      assert.ok(codes().includes('FIELD_STATE_WRITE_FAILED'));
+      await q.close();
+      disk.free();
+      q = await DurableQueue.open(opts);
+      assert.equal(q.epochRange(epoch), undefined, 'forgotten at a start that could write the watermark');
+      assert.deepEqual(JSON.parse(readFileSync(dir + '/ack.json', 'utf8')), { watermark: q.committedThrough });
+      await q.close();
+      `,
+      'segmentBytes: 4096',
+    );
   });
 });

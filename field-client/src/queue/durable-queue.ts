@@ -33,7 +33,9 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   is deleted.
  * - queue-epochs.ts: the epochs that name the messages (`EPOCH.SEQ`); after a power cut (a stop
  *   that was not clean, then a restart of the machine), what is numbered next gets a new epoch, so a
- *   number sent before the cut and lost from the disk never names another message.
+ *   number sent before the cut and lost from the disk never names another message. When the disk
+ *   refuses to save it (full), the queue opens drain-only: it sends what it holds and refuses new
+ *   data (FIELD_QUEUE_WRITE_FAILED) until the epoch is saved, tried again at each append.
  * - capacity.ts: the size on disk is bounded (maxBytes), together with what shares that bound
  *   (shareCapacity: the refused messages the field client set aside). When full, the queue either
  *   refuses new data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted
@@ -196,6 +198,20 @@ export class DurableQueue {
    */
   append(items: readonly QueueItem[]): Promise<QueuedMessage[]> {
     if (this.closed) return Promise.reject(new Error('queue closed'));
+    if (this.epochs.drainOnly) {
+      const unsaved = this.epochs.retryUnsaved();
+      if (unsaved) {
+        return Promise.reject(
+          new FieldStreamError(
+            'FIELD_QUEUE_WRITE_FAILED',
+            `The queue is drain-only: it cannot save its epochs, which the ids of new messages depend on (${unsaved.message}); it sends what it holds and takes nothing new until it can; refused ${items.length} message(s).`,
+            {},
+            { cause: unsaved },
+          ),
+        );
+      }
+      this.o.log.info({ epoch: this.epoch }, 'the queue saved its epochs: it takes new data again');
+    }
     let batch: EncodedBatch;
     try {
       batch = encodeBatch(items, this.nextSeq, this.epoch, Date.now());

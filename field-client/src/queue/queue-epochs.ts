@@ -27,8 +27,16 @@ import { writeWatermarkDurably } from './queue-files.ts';
  * meta.json lists each epoch with the first sequence number it names (an epoch names the numbers up
  * to the next one's first) and the boot the queue was last opened in. An epoch is forgotten once
  * every number it names is committed. A file `clean`, written by close() after the last fsync,
- * marks a clean stop; open() removes it (for good, before anything is sent), so a stop without
- * close() leaves none.
+ * marks a clean stop; open() removes it (for good, before anything new is numbered), so a stop
+ * without close() leaves none.
+ *
+ * A disk that refuses these writes at open (full, failing) does not stop the queue from sending
+ * what it holds: that was on disk before, and goes out under the epochs it was numbered by. Only
+ * new numbers must wait when the new epoch is not in meta.json, or the clean-stop mark still is
+ * (either way, a power cut could have a number given now, sent, and lost from the disk, name
+ * another message after it): the queue is then drain-only (`drainOnly`) until `retryUnsaved`
+ * gets the writes through. What else open could not write (epochs forgotten, the boot) only
+ * spares work at the next start, which tries again.
  */
 const EpochName = z.string().min(1).max(64);
 const BootId = z.string().min(1).max(64);
@@ -56,6 +64,9 @@ export class QueueEpochs {
   /** the boot of the machine this queue was last opened in */
   private boot: string | undefined;
 
+  /** what open() could not write and new numbers wait for (see the class comment): the disk's refusal of each */
+  private readonly unsaved: { epoch?: Error; clean?: Error } = {};
+
   /**
    * Reads meta.json (made on first use) and takes the clean-stop mark. `nextSeq` is the number the
    * queue gives next; `watermark` the committed one (at or below it, every number is committed);
@@ -68,13 +79,27 @@ export class QueueEpochs {
     const clean = existsSync(cleanPath);
     const meta = existsSync(metaPath) ? readMeta(metaPath) : undefined;
     const q = new QueueEpochs(dir, meta?.epochs ?? []);
-    const forgot = q.forgetCommitted(o.watermark);
+    const before = [...q.epochs];
+    let forgot = q.forgetCommitted(o.watermark);
     // The watermark must outlive a power cut before epochs are forgotten on its word: ack.json is
     // written without fsync (and segments are deleted without a directory fsync), so records above
     // an older watermark could come back named by a forgotten epoch, to be neither sent under their
-    // own epoch nor acknowledged.
-    if (forgot) writeWatermarkDurably(dir, o.watermark);
+    // own epoch nor acknowledged. When the disk refuses it, they are kept: an epoch remembered
+    // longer names nothing new.
+    if (forgot) {
+      try {
+        writeWatermarkDurably(dir, o.watermark);
+      } catch (err) {
+        q.epochs = before;
+        forgot = false;
+        o.log.warn(
+          { code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message, watermark: o.watermark },
+          'cannot write the committed watermark durably (ack.json): the epochs it would let go of are kept, until a start that can',
+        );
+      }
+    }
     let changed = forgot || meta?.boot !== o.boot;
+    let newEpoch = false;
     // Without a clean stop, what the disk kept may be less than what was sent, unless the machine
     // did not restart since (a killed process leaves its writes in the page cache: the disk gets
     // them). Without a boot id to compare, every unclean stop counts as a power cut.
@@ -86,6 +111,7 @@ export class QueueEpochs {
       // The first epoch names every number: records left without a meta.json keep being numbered by it.
       q.epochs.push({ epoch: newEpochName(), from: q.epochs.length === 0 ? 1 : o.nextSeq });
       changed = true;
+      newEpoch = true;
       if (meta) {
         o.log.info(
           { code: 'FIELD_QUEUE_NEW_EPOCH', epoch: q.current, from: o.nextSeq },
@@ -94,10 +120,65 @@ export class QueueEpochs {
       }
     }
     q.boot = o.boot;
-    if (changed) q.save();
-    // Before anything is sent: a stop from here on, clean or not, must not find the mark.
-    if (clean) removeFileDurablySync(cleanPath);
+    if (changed) {
+      try {
+        q.save();
+      } catch (err) {
+        if (newEpoch) {
+          q.unsaved.epoch = err as Error;
+          o.log.error(
+            { code: 'FIELD_QUEUE_WRITE_FAILED', err: (err as Error).message, epoch: q.current, from: o.nextSeq },
+            'cannot save the new epoch (meta.json): the queue is drain-only, it sends what it holds (under the epochs it was numbered by) and refuses new data with FIELD_QUEUE_WRITE_FAILED until the epoch is saved, tried again at each append',
+          );
+        } else {
+          // Epochs let go of, or the boot: kept on disk, they only cost the next start a new epoch it could have spared.
+          o.log.warn({ code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message }, 'cannot save meta.json (epochs all committed, the boot of the machine); tried again at the next start');
+        }
+      }
+    }
+    // Before anything new is numbered: a stop from here on, clean or not, must not find the mark.
+    if (clean) {
+      try {
+        removeFileDurablySync(cleanPath);
+      } catch (err) {
+        q.unsaved.clean = err as Error;
+        o.log.error(
+          { code: 'FIELD_QUEUE_WRITE_FAILED', err: (err as Error).message },
+          'cannot remove the clean-stop mark: the queue is drain-only, it sends what it holds and refuses new data with FIELD_QUEUE_WRITE_FAILED until the mark is gone, tried again at each append',
+        );
+      }
+    }
     return q;
+  }
+
+  /** true while new numbers may not be given (open could not write the new epoch, or remove the clean-stop mark) */
+  get drainOnly(): boolean {
+    return this.unsaved.epoch !== undefined || this.unsaved.clean !== undefined;
+  }
+
+  /**
+   * Tries again what open() could not write and new numbers wait for; returns the disk's refusal
+   * that still stands in the way (undefined: new numbers may be given). A few small writes, made
+   * only while the queue is drain-only.
+   */
+  retryUnsaved(): Error | undefined {
+    if (this.unsaved.epoch) {
+      try {
+        this.save();
+        delete this.unsaved.epoch;
+      } catch (err) {
+        this.unsaved.epoch = err as Error;
+      }
+    }
+    if (this.unsaved.clean) {
+      try {
+        removeFileDurablySync(join(this.dir, CLEAN));
+        delete this.unsaved.clean;
+      } catch (err) {
+        this.unsaved.clean = err as Error;
+      }
+    }
+    return this.unsaved.epoch ?? this.unsaved.clean;
   }
 
   /** the epoch of the numbers given from now on */
@@ -143,8 +224,14 @@ export class QueueEpochs {
     return this.epochOf(seq) === messageId.slice(0, dot) ? seq : undefined;
   }
 
-  /** Marks a clean stop: call after the last record's fsync. */
+  /**
+   * Marks a clean stop: call after the last record's fsync. Not while the new epoch of a power cut
+   * is unsaved: the next start would keep the epoch on disk, and number on under it what the cut
+   * may have taken back after it was sent; without the mark, it takes a new one. Throws when the
+   * disk refuses the file (then the next start takes the stop for an unclean one: safe too).
+   */
   markClean(): void {
+    if (this.unsaved.epoch) return;
     // Not synced on purpose: if a power cut loses the mark, the next start takes a new epoch, which is safe.
     writeFileSync(join(this.dir, CLEAN), '');
   }
