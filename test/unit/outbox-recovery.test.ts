@@ -59,6 +59,28 @@ describe('files taken into the outbox when the client stopped', () => {
     await again.queue.close();
   });
 
+  it('starts when the queue refuses the record of a file to finish (full, or a full disk): the note stays, and the next start queues it', async () => {
+    const d = await device('refused');
+    const rec = await d.first.outbox.accept(d.source, { move: true, filename: 'photo.jpg', contentType: 'image/jpeg' });
+    await d.first.queue.close();
+    // A queue that takes nothing now: refused as full, as a drain-only queue on a full disk refuses too.
+    const full = await DurableQueue.open({ dir: join(d.dir, 'queue'), maxBytes: 16, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+    const outbox = new FileOutbox(d.dir, 1024);
+    const logs = new LogCapture();
+    await recoverOutbox(outbox, full, logs.logger);
+    assert.deepEqual(queuedFiles(full), []);
+    assert.deepEqual(logs.codes(), ['FIELD_QUEUE_FULL'], 'logged with the queue\'s code');
+    assert.deepEqual([...outbox.unfinished().keys()], [rec.transferId], 'the note stays, for the next start');
+    assert.ok(outbox.has(rec.transferId), 'the file stays in the outbox');
+    await full.close();
+
+    const again = await d.open();
+    await recoverOutbox(again.outbox, again.queue, new LogCapture().logger);
+    assert.deepEqual(queuedFiles(again.queue).map((r) => r.transferId), [rec.transferId]);
+    assert.deepEqual(again.outbox.unfinished(), new Map());
+    await again.queue.close();
+  });
+
   it('finishes a move a crash cut before the file had its name, and queues nothing twice once the record is there', async () => {
     const d = await device('mid-move');
     const rec = await d.first.outbox.accept(d.source, { move: true });

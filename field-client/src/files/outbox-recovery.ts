@@ -1,3 +1,4 @@
+import { isFieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { DurableQueue } from '../queue/durable-queue.ts';
 import { FileTransferRecordSchema, type FileOutbox } from './file-outbox.ts';
@@ -14,7 +15,9 @@ import { FILE_TRANSFER } from './transfers.ts';
  * - it was not moved yet (or was being copied): it is still where it was, and its producer was
  *   never answered; only the note goes.
  *
- * The queue is read back only when a note is found, i.e. after such a crash.
+ * The queue is read back only when a note is found, i.e. after such a crash. A file that cannot be
+ * queued now (the queue refuses it) keeps its note, for the next start: it does not keep the client
+ * from starting.
  */
 export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log: Logger): Promise<void> {
   const unfinished = outbox.unfinished();
@@ -25,13 +28,23 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
     if (rec.success && unfinished.has(rec.data.transferId)) queued.add(rec.data.transferId);
   }
   for (const [transferId, note] of unfinished) {
-    if (!queued.has(transferId)) {
-      const rec = await outbox.resume(transferId, note);
-      if (rec) {
-        await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
-        log.warn({ code: 'FIELD_FILE_RECOVERED', transferId, filename: rec.filename, size: rec.size }, 'a file taken into the outbox when the client stopped is queued now');
+    try {
+      if (!queued.has(transferId)) {
+        const rec = await outbox.resume(transferId, note);
+        if (rec) {
+          await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+          log.warn({ code: 'FIELD_FILE_RECOVERED', transferId, filename: rec.filename, size: rec.size }, 'a file taken into the outbox when the client stopped is queued now');
+        }
       }
+      outbox.accepted(transferId);
+    } catch (err) {
+      // The queue refused its record (full; a full disk; drain-only after a power cut) or the disk
+      // failed under it: the client starts all the same, to send what it holds. The note stays,
+      // so the next start takes the file up again.
+      log.error(
+        { code: isFieldStreamError(err) ? err.code : 'FIELD_QUEUE_WRITE_FAILED', transferId, filename: note.filename, err: (err as Error).message },
+        'a file taken into the outbox when the client stopped cannot be queued now; it stays in the outbox, and the next start queues it',
+      );
     }
-    outbox.accepted(transferId);
   }
 }
