@@ -14,6 +14,8 @@ import type { UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const log = createLogger('test', 'silent');
@@ -102,6 +104,35 @@ describe('the device side of commit receipts', () => {
       // The file's record is the oldest open one, and will be for as long as its chunks take.
       assert.equal(queue.committedThrough, 0);
       assert.equal(receipts.room(highest), 10, 'the window is measured from the oldest open reading');
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+});
+
+describe("a file transfer's progress on a disk that refuses it", () => {
+  it('goes on sending and committing: logged once, saved again at the next chunk done', async () => {
+    const work = tempDir('commit-progress');
+    const logs = new LogCapture();
+    const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+    const outbox = new FileOutbox(work.dir, 64 * 1024);
+    const transfers = new FileTransfers(outbox, { window: 4, receipts: true }, () => {}, logs.logger);
+    try {
+      const src = join(work.dir, 'big.bin');
+      writeFileSync(src, randomBytes(256 * 1024));
+      const rec = await outbox.accept(src, {});
+      const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+      assert.ok(transfers.start((file as { seq: number }).seq, rec));
+      // The kernel refuses every byte written (this process's file size limit at 0: EFBIG, as a full
+      // disk answers ENOSPC); the receipt arrives in the gateway connection's frame handler.
+      const committed = await withFileSizeLimit(0, async () => transfers.onReceipt(rec.transferId, [[0, 0]]));
+      assert.equal(committed, 1, 'the chunk is committed all the same');
+      assert.equal(outbox.progress(rec.transferId), 0, 'its progress is not on disk: a restart sends chunk 0 again');
+      assert.equal(await withFileSizeLimit(0, async () => transfers.onReceipt(rec.transferId, [[1, 1]])), 1);
+      assert.deepEqual(logs.codes(), ['FIELD_STATE_WRITE_FAILED'], 'logged once');
+      assert.equal(transfers.onReceipt(rec.transferId, [[2, 2]]), 1);
+      assert.equal(outbox.progress(rec.transferId), 3, 'saved at the next chunk done');
     } finally {
       await queue.close();
       work.cleanup();

@@ -43,6 +43,8 @@ export class FileTransfers {
   private readonly byId = new Map<string, Transfer>();
   /** message id of a chunk on this connection → its transfer and index */
   private readonly chunkIds = new Map<string, { transferId: string; index: number }>();
+  /** the disk refused a progress file since one was last written (logged once until one is) */
+  private progressUnsaved = false;
 
   constructor(
     private readonly outbox: FileOutbox,
@@ -175,7 +177,7 @@ export class FileTransfers {
     if (n === 0) return 0;
     const before = t.done;
     while (t.committed.delete(t.done)) t.done++;
-    if (t.done !== before) this.outbox.saveProgress(t.rec.transferId, t.done);
+    if (t.done !== before) this.saveProgress(t);
     if (t.done >= t.rec.count) {
       this.byId.delete(t.rec.transferId);
       this.outbox.remove(t.rec.transferId);
@@ -183,5 +185,29 @@ export class FileTransfers {
       this.finished(t.seq);
     }
     return n;
+  }
+
+  /**
+   * Saves the chunks done in order beside the file. Only a restart reads it, to resume from there,
+   * and nothing is deleted on its word: when the disk refuses it (full: the client still sends, and
+   * sending is what frees it), a restart meanwhile sends those chunks again (copies, recognised).
+   * Logged once; the next chunk done writes it again. Thrown on, it would end the client from the
+   * gateway connection's frame handler.
+   */
+  private saveProgress(t: Transfer): void {
+    try {
+      this.outbox.saveProgress(t.rec.transferId, t.done);
+    } catch (err) {
+      if (!this.progressUnsaved) {
+        this.log.warn(
+          { code: 'FIELD_STATE_WRITE_FAILED', transferId: t.rec.transferId, done: t.done, err: (err as Error).message },
+          "cannot save a file transfer's progress: nothing is lost, a restart meanwhile sends its chunks since the last saved again; tried again at its next chunk",
+        );
+      }
+      this.progressUnsaved = true;
+      return;
+    }
+    if (this.progressUnsaved) this.log.info({ transferId: t.rec.transferId, done: t.done }, "a file transfer's progress is saved again");
+    this.progressUnsaved = false;
   }
 }
