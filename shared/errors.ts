@@ -133,7 +133,7 @@ export const ERRORS = {
     http: 200,
     transient: false,
     description:
-      'The local queue was not closed cleanly and the machine has restarted since (a power cut, a kernel panic); the messages it numbers from now on have a new epoch, so a number sent before the cut but lost from the disk is never reused.',
+      'The local queue was not closed cleanly and the machine has restarted since (a power cut, a kernel panic), or an fsync of the queue failed in its last run; the messages it numbers from now on have a new epoch, so a number sent before but lost from the disk is never reused.',
   },
   FIELD_STATE_WRITE_FAILED: {
     http: 507,

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
@@ -16,8 +17,47 @@ import { tempDir } from '../helpers/pki.ts';
  * up does. What must hold: a write that did not reach the disk whole is refused whole, its bytes
  * are cut off the segment, and its sequence numbers are given again, so that nothing written after
  * it is lost at the next start and the committed watermark can pass.
+ *
+ * The disk failing an fsync (EIO) cannot be had without a failing device: FileHandle's fsyncs are
+ * replaced in this process instead (as durable-queue.test.ts slows them down). After a real EIO,
+ * Linux marks the pages it failed to write clean: they may read back as zeros once evicted or
+ * after a power cut, which the tests play by writing zeros there before the next start.
  */
 const reading = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
+const segments = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('seg-')).sort();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const isWriteFailed = (e: unknown) => isFieldStreamError(e, 'FIELD_QUEUE_WRITE_FAILED');
+const values = (ms: readonly { payloadJson: string }[]) => ms.map((m) => (JSON.parse(m.payloadJson) as { v: number }).v);
+
+/**
+ * Makes FileHandle's `method` ('datasync': a segment's fsync; 'sync': the folder's, durable-fs.ts)
+ * answer EIO for its next `fail` calls, each `failDelayMs` late (a slow disk); the other calls run
+ * the real one. `calls` counts every call.
+ */
+async function fsyncFaults(dir: string, method: 'datasync' | 'sync') {
+  const probePath = join(dir, `probe-${method}`);
+  const probe = await open(probePath, 'w');
+  const proto = Object.getPrototypeOf(probe) as Record<typeof method, (this: unknown) => Promise<void>>;
+  await probe.close();
+  unlinkSync(probePath);
+  const real = proto[method];
+  const fault = { fail: 0, failDelayMs: 0, calls: 0, restore: () => void (proto[method] = real) };
+  proto[method] = async function (this: unknown) {
+    fault.calls++;
+    if (fault.fail === 0) return real.call(this);
+    fault.fail--;
+    await sleep(fault.failDelayMs);
+    throw Object.assign(new Error(`EIO: i/o error, ${method === 'sync' ? 'fsync' : 'fdatasync'}`), { code: 'EIO', errno: -5 });
+  };
+  return fault;
+}
+
+/** Writes `bytes` zeros at `at` in `path`: pages whose fsync failed, read back from the disk. */
+function zeros(path: string, at: number, bytes: number): void {
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.alloc(bytes), 0, bytes, at);
+  closeSync(fd);
+}
 
 describe('the durable queue when the disk refuses a write', () => {
   const tmp = tempDir('queue-fail');
@@ -189,5 +229,154 @@ describe('the durable queue on a full disk', () => {
     assert.equal((await q.append([reading(103)])).length, 1, 'taken once the segment is gone');
     assert.equal(existsSync(oldest), false);
     await q.close();
+  });
+});
+
+describe('the durable queue when an fsync fails', () => {
+  const tmp = tempDir('queue-fsync-fail');
+  after(() => tmp.cleanup());
+  let n = 0;
+  const setup = (over: Partial<QueueOptions> = {}) => {
+    const dir = join(tmp.dir, `q${++n}`);
+    const opts: QueueOptions = { dir, maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger, ...over };
+    return { dir, opts, open: () => DurableQueue.open(opts) };
+  };
+
+  it('refuses the records it covered and those written behind it, sends none of them, gives their numbers to none, and answers later ones from a new segment', async () => {
+    const { dir, open } = setup();
+    const fault = await fsyncFaults(tmp.dir, 'datasync');
+    try {
+      const q = await open();
+      assert.deepEqual((await q.append([reading(0), reading(1)])).map((m) => m.seq), [1, 2]);
+      const first = join(dir, segments(dir)[0] as string);
+      const good = statSync(first).size;
+
+      // The fsync of reading 2 fails, late: reading 3 is written behind it meanwhile, and its own
+      // fsync, the next, succeeds. Both sit in the range the disk may not hold: both are refused.
+      fault.fail = 1;
+      fault.failDelayMs = 200;
+      const calls = fault.calls;
+      const a = q.append([reading(2)]);
+      while (fault.calls === calls) await sleep(2);
+      const b = q.append([reading(3)]);
+      const [ra, rb] = await Promise.allSettled([a, b]);
+      assert.ok(ra.status === 'rejected' && isWriteFailed(ra.reason), String(ra.status === 'rejected' ? ra.reason : 'answered'));
+      assert.ok(rb.status === 'rejected' && isWriteFailed(rb.reason), `reading 3, written behind the failed range, was ${rb.status === 'rejected' ? `refused otherwise: ${rb.reason}` : 'answered'}`);
+
+      // Their numbers (3, 4) were perhaps sent: never given again. What comes next goes to a new segment.
+      assert.deepEqual((await q.append([reading(4), reading(5)])).map((m) => m.seq), [5, 6]);
+      assert.deepEqual(segments(dir), ['seg-0000000000000001.log', 'seg-0000000000000005.log']);
+      assert.equal(statSync(first).size, good, 'the refused records are cut off the sealed segment');
+      q.rewind();
+      assert.deepEqual(values(q.next(100)), [0, 1, 4, 5], 'the refused records are not sent');
+      assert.equal(q.depth, 4);
+      await q.close();
+
+      // The pages whose fsync failed read back as zeros (the cut did not reach the disk, say).
+      zeros(first, good, 512);
+      const again = await open();
+      assert.notEqual(again.epoch, q.epoch, 'an fsync failed: a new epoch, though the machine did not restart');
+      const sent = again.next(100);
+      assert.deepEqual(
+        sent.map((m) => [m.seq, (JSON.parse(m.payloadJson) as { v: number }).v]),
+        [
+          [1, 0],
+          [2, 1],
+          [5, 4],
+          [6, 5],
+        ],
+        'every record answered is there',
+      );
+      const [next] = await again.append([reading(6)]);
+      assert.equal(next?.messageId, `${again.epoch}.7`);
+      again.ack([...sent.map((m) => m.seq), 7]);
+      assert.equal(again.committedThrough, 7, 'the watermark passes the refused numbers');
+      assert.equal(again.depth, 0);
+      await again.close();
+    } finally {
+      fault.restore();
+    }
+  });
+
+  it("refuses whole a batch written across the segment's end as that segment's fsync fails", async () => {
+    const { dir, open } = setup({ segmentBytes: 1024 });
+    const fault = await fsyncFaults(tmp.dir, 'datasync');
+    try {
+      const q = await open();
+      await q.append([0, 1, 2, 3].map(reading));
+      const first = join(dir, segments(dir)[0] as string);
+      const good = statSync(first).size;
+      fault.fail = 1;
+      fault.failDelayMs = 200;
+      const calls = fault.calls;
+      const a = q.append([reading(4)]);
+      while (fault.calls === calls) await sleep(2);
+      // Its first records go behind reading 4 in the segment, the rest to the next one.
+      const b = q.append([5, 6, 7, 8, 9, 10, 11, 12].map(reading));
+      const [ra, rb] = await Promise.allSettled([a, b]);
+      assert.ok(ra.status === 'rejected' && isWriteFailed(ra.reason));
+      assert.ok(rb.status === 'rejected' && isWriteFailed(rb.reason), `the batch was ${rb.status === 'rejected' ? `refused otherwise: ${rb.reason}` : 'answered, its first records refused and cut off'}`);
+      const [c] = await q.append([reading(13)]);
+      q.rewind();
+      assert.deepEqual(values(q.next(100)), [0, 1, 2, 3, 13]);
+      await q.close();
+
+      zeros(first, good, 2048);
+      const again = await open();
+      const sent = again.next(100);
+      assert.deepEqual(values(sent), [0, 1, 2, 3, 13]);
+      again.ack(sent.map((m) => m.seq));
+      assert.equal(again.committedThrough, c?.seq);
+      assert.equal(again.depth, 0);
+      await again.close();
+    } finally {
+      fault.restore();
+    }
+  });
+
+  it('lets the next start name nothing as a refused record was, though the client stopped right after the failure', async () => {
+    const { dir, open } = setup();
+    const fault = await fsyncFaults(tmp.dir, 'datasync');
+    try {
+      const q = await open();
+      await q.append([reading(0)]);
+      const first = join(dir, segments(dir)[0] as string);
+      const good = statSync(first).size;
+      fault.fail = 1;
+      await assert.rejects(q.append([reading(1)]), isWriteFailed);
+      const refusedId = `${q.epoch}.2`; // perhaps sent, and stored by the distributor
+      await q.close();
+      // What the failed fsync covered reads back as zeros: recovery cuts the segment there.
+      zeros(first, good, 512);
+
+      const again = await open();
+      assert.notEqual(again.epoch, q.epoch, 'a new epoch after a failed fsync, without a restart of the machine');
+      const [m] = await again.append([reading(2)]);
+      assert.notEqual(m?.messageId, refusedId, 'a new reading must not carry the id of a refused one: its receipt would delete it');
+      assert.deepEqual(values(again.next(10)), [0, 2]);
+      await again.close();
+    } finally {
+      fault.restore();
+    }
+  });
+
+  it('with a sync interval, seals the segment too: what comes after goes to a new one', async () => {
+    const { dir, open } = setup({ sync: { mode: 'interval', ms: 20 } });
+    const fault = await fsyncFaults(tmp.dir, 'datasync');
+    try {
+      const q = await open();
+      fault.fail = 1;
+      await q.append([reading(0)]); // answered before its fsync, which fails
+      for (let i = 0; i < 200 && segments(dir).length < 2; i++) await sleep(10);
+      await q.append([reading(1)]);
+      assert.deepEqual(segments(dir), ['seg-0000000000000001.log', 'seg-0000000000000002.log']);
+      await q.close();
+      const again = await open();
+      assert.notEqual(again.epoch, q.epoch);
+      assert.deepEqual(values(again.next(10)), [0, 1]);
+      await again.close();
+    } finally {
+      fault.restore();
+    }
   });
 });

@@ -32,10 +32,11 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   receipt", and one that waits too long is sent again). A segment whose records are all committed
  *   is deleted.
  * - queue-epochs.ts: the epochs that name the messages (`EPOCH.SEQ`); after a power cut (a stop
- *   that was not clean, then a restart of the machine), what is numbered next gets a new epoch, so a
- *   number sent before the cut and lost from the disk never names another message. When the disk
- *   refuses to save it (full), the queue opens drain-only: it sends what it holds and refuses new
- *   data (FIELD_QUEUE_WRITE_FAILED) until the epoch is saved, tried again at each append.
+ *   that was not clean, then a restart of the machine) or a run in which an fsync failed, what is
+ *   numbered next gets a new epoch, so a number sent before and lost from the disk never names
+ *   another message. When the disk refuses to save it (full), the queue opens drain-only: it sends
+ *   what it holds and refuses new data (FIELD_QUEUE_WRITE_FAILED) until the epoch is saved, tried
+ *   again at each append.
  * - capacity.ts: the size on disk is bounded (maxBytes), together with what shares that bound
  *   (shareCapacity: the refused messages the field client set aside). When full, the queue either
  *   refuses new data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted
@@ -71,6 +72,9 @@ export class DurableQueue {
       (seg, start, sizes, messages) => this.cursor.written(seg, start, sizes, messages),
       // A failed write's numbers were never on disk nor sent: they are given again (segment-writer.ts).
       (next) => (this.nextSeq = Math.max(next, this.book.watermark + 1)),
+      // Records refused after a failed fsync: gone as if committed (not counted so), never sent from now on.
+      (first, last) => this.book.commitRanges([[first, last]], last + 1),
+      () => this.newEpochAtNextStart(),
     );
     this.capacity = {
       segments: this.segments,
@@ -137,7 +141,7 @@ export class DurableQueue {
   }
 
   private recover(): void {
-    const { segments, corruptTails, lost } = recoverSegments(this.o.dir, this.o.log);
+    const { segments, corruptTails, lost, gaps } = recoverSegments(this.o.dir, this.o.log);
     this.segments.push(...segments);
     this.stats.corruptTails += corruptTails;
     const last = segments[segments.length - 1];
@@ -145,6 +149,7 @@ export class DurableQueue {
     const first = segments[0];
     if (first) this.book.raiseWatermark(first.firstSeq - 1);
     this.forget(lost);
+    this.book.commitRanges(gaps, this.nextSeq);
     this.deleteCommittedSegments();
   }
 
@@ -405,6 +410,22 @@ export class DurableQueue {
     }
   }
 
+  /**
+   * An fsync failed: the next start must take a new epoch (queue-epochs.ts). A disk that refuses
+   * meta.json too leaves the boot on it: logged, and no clean mark is written either (close), so
+   * only a start in this same boot of the machine could keep the epoch.
+   */
+  private newEpochAtNextStart(): void {
+    try {
+      this.epochs.newEpochAtNextStart();
+    } catch (err) {
+      this.o.log.error(
+        { code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message },
+        'an fsync failed and meta.json cannot be saved either: a start before the machine restarts keeps the epoch',
+      );
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     while (!this.writer.idle) await new Promise((r) => setTimeout(r, 5));
@@ -413,7 +434,14 @@ export class DurableQueue {
     this.ackTimer = undefined;
     this.persistWatermark();
     this.cursor.close();
-    await this.writer.close();
+    try {
+      await this.writer.close();
+    } finally {
+      // After a failed fsync (segment-writer.ts, seal): said here too, should the writer not have managed since.
+      if (this.writer.lossPossible) this.newEpochAtNextStart();
+    }
+    // Not after a failed fsync: records sent may be missing from the disk (segment-writer.ts, seal).
+    if (this.writer.lossPossible) return;
     try {
       this.epochs.markClean();
     } catch (err) {

@@ -23,6 +23,8 @@ import { writeWatermarkDurably } from './queue-files.ts';
  * disk keep the epoch they were sent under. A killed process (SIGKILL, a crash) without a restart
  * of the machine loses nothing written: the page cache still holds it, so the epoch stays (a new
  * one at every crash of a crash-looping client would cost the distributor a replay window each).
+ * After an fsync of the queue failed, the next start takes a new epoch too, restart or not: Linux
+ * drops the pages it failed to write, so what was sent may be missing (newEpochAtNextStart).
  *
  * meta.json lists each epoch with the first sequence number it names (an epoch names the numbers up
  * to the next one's first) and the boot the queue was last opened in. An epoch is forgotten once
@@ -115,7 +117,7 @@ export class QueueEpochs {
       if (meta) {
         o.log.info(
           { code: 'FIELD_QUEUE_NEW_EPOCH', epoch: q.current, from: o.nextSeq },
-          'the queue was not closed cleanly before the machine restarted: what it numbers from now on has a new epoch (a number sent before the stop but lost from the disk is not reused)',
+          'the queue was not closed cleanly before the machine restarted, or an fsync of it failed: what it numbers from now on has a new epoch (a number sent before but lost from the disk is not reused)',
         );
       }
     }
@@ -222,6 +224,17 @@ export class QueueEpochs {
     const seq = Number(messageId.slice(dot + 1));
     if (dot < 0 || !Number.isSafeInteger(seq) || seq <= 0) return undefined;
     return this.epochOf(seq) === messageId.slice(0, dot) ? seq : undefined;
+  }
+
+  /**
+   * An fsync failed (segment-writer.ts): records sent may be missing from the disk though the
+   * machine does not restart (Linux drops the pages it failed to write), so the next start takes a
+   * new epoch, as after a power cut: the boot is forgotten. The queue then writes no clean mark.
+   * Throws when the disk refuses meta.json.
+   */
+  newEpochAtNextStart(): void {
+    this.boot = undefined;
+    this.save();
   }
 
   /**

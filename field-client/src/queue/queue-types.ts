@@ -80,7 +80,11 @@ export interface QueueOptions {
 /** One segment file: records firstSeq..lastSeq, one after another. */
 export interface Segment {
   firstSeq: number;
-  /** firstSeq - 1 while empty */
+  /**
+   * firstSeq - 1 while empty. The last number given in it: records refused after a failed fsync
+   * and cut off its end keep their numbers here (segment-writer.ts), so the next segment starts
+   * after them.
+   */
   lastSeq: number;
   path: string;
   /** bytes written (and, for the active segment, handed to the kernel) */

@@ -24,6 +24,12 @@ export interface Recovered {
    * filling, and the receipt window closing once it is that far behind.
    */
   lost: SeqRanges;
+  /**
+   * Numbers between two segments that no damage explains: records refused after a failed fsync and
+   * cut off (segment-writer.ts, seal). Never answered to their producers, so nothing is lost; left
+   * open they too would hold the watermark below them.
+   */
+  gaps: SeqRanges;
 }
 
 /**
@@ -40,6 +46,7 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
     .sort();
   const segments: Segment[] = [];
   const lost: Array<[number, number]> = [];
+  const gaps: Array<[number, number]> = [];
   let corruptTails = 0;
   for (const file of files) {
     const path = join(dir, file);
@@ -77,7 +84,8 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
       good = reader.position;
     }
     reader.close();
-    if (good < seg.bytes) {
+    const cut = good < seg.bytes;
+    if (cut) {
       corruptTails++;
       log.warn(
         { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: good, lostBytes: seg.bytes - good },
@@ -86,16 +94,16 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
     }
     // its checksum held, so a record of another shape was written so: nothing to cut, a defect to report
     if (lastBody) seg.lastSeq = seqOf(lastBody);
-    if (good < seg.bytes) {
+    if (cut) {
       truncateSync(path, good);
       seg.bytes = good;
     }
-    // What a cut tail (or a segment left empty) held, up to the next segment's first number: lost.
-    // The last segment's are not: they are numbered again (after an unclean stop, in a new epoch).
+    // What a cut tail held, up to the next segment's first number: lost. The last segment's are
+    // not: they are numbered again (after an unclean stop, in a new epoch).
     const following = files[files.indexOf(file) + 1];
     if (following !== undefined) {
       const nextFirst = Number(SEGMENT_RE.exec(following)?.[1]);
-      if (nextFirst - 1 > seg.lastSeq) lost.push([seg.lastSeq + 1, nextFirst - 1]);
+      if (nextFirst - 1 > seg.lastSeq) (cut ? lost : gaps).push([seg.lastSeq + 1, nextFirst - 1]);
     }
     if (seg.lastSeq < seg.firstSeq && following !== undefined) {
       unlinkSync(path); // an empty segment in the middle holds nothing
@@ -103,7 +111,7 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
     }
     segments.push(seg);
   }
-  return { segments, corruptTails, lost };
+  return { segments, corruptTails, lost, gaps };
 }
 
 function recordSeq(body: Buffer, path: string): number {

@@ -28,6 +28,11 @@ interface Pending {
 export type OnWritten = (seg: Segment, start: number, sizes: readonly number[], messages: readonly OutgoingMessage[]) => void;
 /** Told that a write failed: no record from `nextSeq` on reached the disk, so numbering goes on from there. */
 export type OnUnwritten = (nextSeq: number) => void;
+/**
+ * Told that the records firstSeq..lastSeq, written, were refused to their producers (an fsync
+ * failed, see SegmentWriter.seal): they are not to be sent, and their numbers are not given again.
+ */
+export type OnRefused = (firstSeq: number, lastSeq: number) => void;
 
 /** The data types as JSON: escaped once here, not once per record. */
 const DATA_TYPE_JSON = new Map<string, string>(DATA_TYPES.map((t) => [t, JSON.stringify(t)]));
@@ -89,6 +94,9 @@ export function encodeBatch(items: readonly QueueItem[], firstSeq: number, epoch
  * (onWritten), and an fsync can take hundreds of milliseconds on a busy or slow disk (an SD card,
  * or a disk shared with a database), which would otherwise hold every later reading back from the
  * gateway for as long. Only the producer's answer waits for it.
+ *
+ * A segment an fsync failed on takes no more records (seal): what is answered never sits behind
+ * a range the kernel's dropping of pages it failed to write can take away.
  */
 export class SegmentWriter {
   private active!: { seg: Segment; fh: FileHandle };
@@ -105,6 +113,17 @@ export class SegmentWriter {
   private unanswered = 0;
   /** a failed write left bytes after the last good record that could not be cut off yet: nothing is written until they are */
   private tornTail = false;
+  /** what the last fsync of the active segment that succeeded covers: its records through `seq`, its first `bytes` */
+  private synced = { seq: 0, bytes: 0 };
+  /** segments an fsync failed on: they take no more records (see seal) */
+  private readonly sealed = new WeakSet<Segment>();
+  /** the records of the active segment refused after a failed fsync, through this number (see refuseUnsynced) */
+  private refusedThrough = 0;
+  /** an fsync of a segment failed in this run (see lossPossible) */
+  private fsyncFailed = false;
+  /** ... and the next start is not yet told to take a new epoch (onLossPossible) */
+  private lossUnmarked = false;
+  private closing = false;
 
   constructor(
     private readonly o: { dir: string; segmentBytes: number; sync: SyncPolicy; log: Logger },
@@ -114,6 +133,9 @@ export class SegmentWriter {
     private readonly counts: { appended: number },
     private readonly onWritten: OnWritten,
     private readonly onUnwritten: OnUnwritten,
+    private readonly onRefused: OnRefused,
+    /** makes the next start take a new epoch, even without a restart of the machine (queue-epochs.ts); may throw */
+    private readonly onLossPossible: () => void,
   ) {}
 
   /** Opens the newest segment for appending, or a new one numbered from nextSeq when there is none or it is full. */
@@ -125,6 +147,7 @@ export class SegmentWriter {
       this.segments.push(seg);
     }
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
+    this.synced = { seq: seg.lastSeq, bytes: seg.bytes };
     if (fresh) await syncDir(this.o.dir);
   }
 
@@ -148,6 +171,14 @@ export class SegmentWriter {
     return !this.flushing && this.pending.length === 0 && this.unanswered === 0;
   }
 
+  /**
+   * true once an fsync of a segment failed in this run: records sent may be missing from the disk,
+   * and their numbers given again at the next start, so that stop must not count as clean (see seal).
+   */
+  get lossPossible(): boolean {
+    return this.fsyncFailed;
+  }
+
   /** Resolves with the batch's messages once they are written (and synced, per the policy). */
   enqueue(batch: EncodedBatch): Promise<QueuedMessage[]> {
     this.pendingBytes += batch.block.length;
@@ -159,14 +190,22 @@ export class SegmentWriter {
 
   private async flush(): Promise<void> {
     this.flushing = true;
-    while (this.pending.length > 0) {
+    // What a failed fsync left to mend is mended at once, not at the next append: a stop before it
+    // must find the next start told to take a new epoch, and the sealed segment replaced.
+    let mendFailed = false;
+    while (this.pending.length > 0 || (this.mendDue && !mendFailed)) {
       const batch = this.pending;
       this.pending = [];
       try {
-        if (this.tornTail) {
-          await this.active.fh.truncate(this.active.seg.bytes);
-          this.tornTail = false;
-        }
+        await this.mend();
+      } catch (err) {
+        mendFailed = true;
+        if (batch.length > 0) await this.failed(batch, err);
+        else this.o.log.warn({ code: 'FIELD_QUEUE_WRITE_FAILED', segment: this.active.seg.path, err: (err as Error).message }, 'the queue cannot recover from a failed write yet; nothing is written until it does');
+        continue;
+      }
+      if (batch.length === 0) continue;
+      try {
         // One write per segment touched: the appends' blocks are gathered, not written one
         // syscall each; a block is cut where a segment ends.
         let parts: Buffer[] = [];
@@ -196,7 +235,11 @@ export class SegmentWriter {
               if (to > from) parts.push(p.block.subarray(from, to));
               from = to;
               await writeOut();
+              const full = this.active.seg;
               await this.rotate();
+              // Sealed while this batch was written to it: the batch's records there are refused
+              // (seal), so the batch is, before any of it goes where it could be answered.
+              if (this.sealed.has(full)) throw new Error(`an fsync of ${full.path} failed`);
             }
             partMessages.push(p.outgoing[i] as OutgoingMessage);
             partSizes.push(size);
@@ -215,12 +258,16 @@ export class SegmentWriter {
         };
         if (this.o.sync.mode === 'always') {
           this.unanswered++;
-          // A failed fsync refuses its batches; their records were written (and may be sent), so
-          // their numbers are not given again.
-          const segPath = this.active.seg.path;
+          // A failed fsync refuses its batches, and so does a later one that succeeds on a segment
+          // sealed meanwhile: these records sit behind a range the disk may not hold (seal).
+          const seg = this.active.seg;
           this.syncWritten()
-            .then(answer, (err: unknown) => {
-              const coded = new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not sync ${segPath}: ${(err as Error).message}`, {}, { cause: err });
+            .then(() => {
+              if (this.sealed.has(seg)) throw new Error('an fsync of records written before these failed');
+              answer();
+            })
+            .catch((err: unknown) => {
+              const coded = new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not sync ${seg.path}: ${(err as Error).message}`, {}, { cause: err });
               batch.forEach((p) => p.reject(coded));
             })
             .finally(() => this.unanswered--);
@@ -236,14 +283,15 @@ export class SegmentWriter {
   }
 
   /**
-   * A write (or the fsync that answers it) failed. The batch and every one queued behind it are
+   * A write (or what must precede it: see mend) failed. The batch and every one queued behind it are
    * refused, before anything else is numbered: their sequence numbers were never on disk nor sent,
    * so they are given again. A gap would hold the committed watermark below it for good (the
    * queue's segments never deleted, its backlog sent again at every start).
    *
    * The records written before the failure stay (the sender may already have sent them); a batch
    * cut by a segment's end may thus be refused with its first records kept, and sent twice if its
-   * producer sends it again: a copy, never a loss.
+   * producer sends it again: a copy, never a loss. (When the failure is the fsync that closes that
+   * segment, the records are refused as seal says: their numbers are not given again either.)
    */
   private async failed(batch: Pending[], err: unknown): Promise<void> {
     const refused = [...batch, ...this.pending];
@@ -255,6 +303,98 @@ export class SegmentWriter {
       : new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not write to ${this.active.seg.path}: ${(err as Error).message}`, {}, { cause: err });
     for (const p of refused) p.reject(coded);
     await this.cutTornTail();
+  }
+
+  /** something a failure left must be put right before the next write (see mend) */
+  private get mendDue(): boolean {
+    return this.lossUnmarked || this.tornTail || this.sealed.has(this.active.seg);
+  }
+
+  /**
+   * Puts right what a failure left, before anything more is written: the next start told to take a
+   * new epoch (seal), a failed write's torn tail cut off (cutTornTail), a sealed segment replaced by
+   * a new one (rotate). Throws while one of them fails: the batch at hand is then refused, and what
+   * is left is tried again before the next one.
+   */
+  private async mend(): Promise<void> {
+    if (this.lossUnmarked) {
+      this.onLossPossible();
+      this.lossUnmarked = false;
+    }
+    if (this.tornTail) {
+      await this.active.fh.truncate(this.active.seg.bytes);
+      this.tornTail = false;
+    }
+    if (this.sealed.has(this.active.seg)) await this.rotate();
+  }
+
+  /** Mends (see mend) as soon as no flush runs, rather than at the next append. */
+  private mendSoon(): void {
+    if (!this.flushing && !this.closing) void this.flush();
+  }
+
+  /**
+   * An fsync of `seg` failed (EIO: the kernel could not write some of its pages back). Linux marks
+   * those pages clean all the same: once evicted, or after a power cut, they may read back as
+   * zeros, and recovery cuts a segment at its first bad record, with every record after it. So the
+   * segment takes no more records: the next go to a new one (mend), never behind a range that may
+   * be lost. With the sync policy "always", every record of it no fsync covered is refused to its
+   * producer, even one whose own, later fsync succeeded (refuseUnsynced). And the next start takes
+   * a new epoch (onLossPossible; nor is the stop marked clean: lossPossible), since recovery may cut
+   * those records off and number on from them: their numbers, sent already perhaps, must never name
+   * other readings under the same epoch.
+   */
+  private seal(seg: Segment, err: unknown): void {
+    if (!this.sealed.has(seg)) {
+      this.o.log.error(
+        { code: 'FIELD_QUEUE_WRITE_FAILED', segment: seg.path, err: (err as Error).message },
+        'queue fsync failed: the segment takes no more records, those it holds that no fsync covered are refused, and the next start takes a new epoch',
+      );
+    }
+    this.sealed.add(seg);
+    if (!this.fsyncFailed) {
+      this.fsyncFailed = true;
+      this.lossUnmarked = true;
+    }
+    if (this.o.sync.mode === 'always' && seg === this.active.seg) this.refuseUnsynced();
+  }
+
+  /**
+   * Tells the queue that the records of the active (sealed) segment no fsync covered are refused:
+   * their producers are told so (or will be, as their fsync settles), so they are not sent as if
+   * accepted. Their numbers are not given again: the sender may have sent some already.
+   */
+  private refuseUnsynced(): void {
+    const seg = this.active.seg;
+    const from = Math.max(this.synced.seq, this.refusedThrough) + 1;
+    if (from <= seg.lastSeq) this.onRefused(from, seg.lastSeq);
+    this.refusedThrough = seg.lastSeq;
+  }
+
+  /**
+   * Cuts the refused records off a sealed segment, as a failed write's bytes are (cutTornTail):
+   * read back at the next start, they would be sent as accepted ones. The segment keeps their
+   * numbers (its lastSeq), so the next segment starts after them; recovery finds no record for
+   * them, and the queue passes over them. A cut that fails is only logged: in this run none of them
+   * is sent anyway, and at the next start they are sent at worst (a copy of what their producers
+   * may have sent again, never a loss).
+   */
+  private async cutRefused(): Promise<void> {
+    const { seg, fh } = this.active;
+    if (this.o.sync.mode === 'always') {
+      this.refuseUnsynced(); // those written after the failure too
+      if (seg.bytes > this.synced.bytes) {
+        try {
+          await fh.truncate(this.synced.bytes);
+          seg.bytes = this.synced.bytes;
+        } catch (err) {
+          this.o.log.warn({ code: 'FIELD_QUEUE_WRITE_FAILED', segment: seg.path, err: (err as Error).message }, 'cannot cut refused records off the sealed queue segment');
+        }
+      }
+    }
+    // What the disk can still take of it (the cut; with a sync interval, the records answered):
+    // it failed once, so a failure now is no news.
+    await fh.datasync().catch(() => undefined);
   }
 
   /**
@@ -305,12 +445,22 @@ export class SegmentWriter {
   }
 
   private startSync(): Promise<void> {
+    const seg = this.active.seg;
+    const covers = { seq: seg.lastSeq, bytes: seg.bytes };
     const running = this.active.fh.datasync();
     this.syncing = running;
-    const done = () => {
-      if (this.syncing === running) this.syncing = undefined;
-    };
-    running.then(done, done);
+    running.then(
+      () => {
+        if (this.syncing === running) this.syncing = undefined;
+        // A later fsync that succeeds makes nothing after a failed one safe: the pages are gone.
+        if (seg === this.active.seg && !this.sealed.has(seg)) this.synced = covers;
+      },
+      (err: unknown) => {
+        if (this.syncing === running) this.syncing = undefined;
+        this.seal(seg, err);
+        this.mendSoon();
+      },
+    );
     return running;
   }
 
@@ -323,20 +473,37 @@ export class SegmentWriter {
     if (this.syncTimer || this.o.sync.mode !== 'interval') return;
     this.syncTimer = setTimeout(() => {
       this.syncTimer = undefined;
-      this.active.fh.datasync().catch((err: Error) => this.o.log.error({ err: err.message }, 'queue fsync failed'));
+      const seg = this.active.seg;
+      this.active.fh.datasync().catch((err: unknown) => {
+        this.seal(seg, err);
+        this.mendSoon();
+      });
     }, this.o.sync.ms);
   }
 
+  /**
+   * Opens the next segment, numbered on from the active one's last number, when the active one is
+   * full or sealed. Throws, the active segment unchanged, while the old one cannot be synced (it is
+   * then sealed: the next try replaces it) or the new one cannot be opened.
+   */
   private async rotate(): Promise<void> {
     const old = this.active;
     // An fsync due for batches written to this segment must run on it before it is closed.
     await this.syncsSettled();
-    await old.fh.datasync();
+    if (this.sealed.has(old.seg)) {
+      await this.cutRefused();
+    } else {
+      await old.fh.datasync().catch((err: unknown) => {
+        this.seal(old.seg, err);
+        throw err;
+      });
+    }
     const seg: Segment = { firstSeq: old.seg.lastSeq + 1, lastSeq: old.seg.lastSeq, path: join(this.o.dir, segName(old.seg.lastSeq + 1)), bytes: 0 };
     // The new segment is the active one before the old one is closed: a sync timer that fires in
     // between syncs an open file, not a closed one.
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
     this.segments.push(seg);
+    this.synced = { seq: seg.lastSeq, bytes: 0 };
     // The new file's name reaches the disk only with its folder (durable-fs.ts): records fsync'ed
     // into it and answered must not vanish with it after a power cut. Once per segment.
     await syncDir(this.o.dir);
@@ -345,9 +512,16 @@ export class SegmentWriter {
 
   /** Syncs and closes the active segment; call once nothing is pending. */
   async close(): Promise<void> {
+    this.closing = true;
     clearTimeout(this.syncTimer);
     await this.syncsSettled();
-    await this.active.fh.datasync();
-    await this.active.fh.close();
+    try {
+      await this.active.fh.datasync();
+    } catch (err) {
+      this.seal(this.active.seg, err);
+      throw err;
+    } finally {
+      await this.active.fh.close();
+    }
   }
 }
