@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -58,6 +58,16 @@ function zeros(path: string, at: number, bytes: number): void {
   writeSync(fd, Buffer.alloc(bytes), 0, bytes, at);
   closeSync(fd);
 }
+
+/** The files this process holds open. */
+const openFiles = () =>
+  readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return ''; // the fd of the listing itself, closed meanwhile
+    }
+  });
 
 describe('the durable queue when the disk refuses a write', () => {
   const tmp = tempDir('queue-fail');
@@ -374,6 +384,48 @@ describe('the durable queue when an fsync fails', () => {
       const again = await open();
       assert.notEqual(again.epoch, q.epoch);
       assert.deepEqual(values(again.next(10)), [0, 1]);
+      await again.close();
+    } finally {
+      fault.restore();
+    }
+  });
+
+  it("writes nothing into a new segment before its name is synced into the folder, and closes the full one's file", async () => {
+    const { dir, open } = setup({ segmentBytes: 4096 });
+    const padded = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v, pad: 'x'.repeat(200) } });
+    const fault = await fsyncFaults(tmp.dir, 'sync'); // the queue fsyncs only its folder this way
+    try {
+      const q = await open();
+      // The folder fsync of the next new segment fails, and so does the first try again.
+      fault.fail = 2;
+      const answered: number[] = [];
+      let refused: unknown;
+      for (let v = 0; v < 100 && refused === undefined; v++) {
+        await q.append([padded(v)]).then(
+          () => answered.push(v),
+          (e: unknown) => (refused = e),
+        );
+      }
+      assert.ok(isWriteFailed(refused), String(refused));
+      const [full, fresh] = segments(dir).map((f) => join(dir, f));
+      assert.ok(fresh !== undefined, 'a new segment was made');
+      assert.ok(!openFiles().includes(full as string), 'the full segment is closed');
+
+      await assert.rejects(q.append([padded(100)]), isWriteFailed, 'its name is still not synced: nothing goes into it');
+      assert.equal(statSync(fresh).size, 0);
+      const calls = fault.calls;
+      const [m] = await q.append([padded(101)]);
+      assert.ok(fault.calls > calls, 'the folder was synced before the record was answered');
+      assert.equal(m?.seq, answered.length + 1, "the refused records' numbers were given again");
+      assert.equal(statSync(fresh).size > 0, true);
+      await q.close();
+
+      const again = await open();
+      const sent = again.next(1000);
+      assert.deepEqual(values(sent), [...answered, 101]);
+      again.ack(sent.map((x) => x.seq));
+      assert.equal(again.depth, 0);
+      assert.equal(again.committedThrough, answered.length + 1);
       await again.close();
     } finally {
       fault.restore();

@@ -95,8 +95,9 @@ export function encodeBatch(items: readonly QueueItem[], firstSeq: number, epoch
  * or a disk shared with a database), which would otherwise hold every later reading back from the
  * gateway for as long. Only the producer's answer waits for it.
  *
- * A segment an fsync failed on takes no more records (seal): what is answered never sits behind
- * a range the kernel's dropping of pages it failed to write can take away.
+ * A segment an fsync failed on takes no more records (seal), and a new segment takes none before
+ * its name is synced into the folder (rotate): what is answered never sits where a power cut, or
+ * the kernel's dropping of pages it failed to write, can take it away.
  */
 export class SegmentWriter {
   private active!: { seg: Segment; fh: FileHandle };
@@ -119,6 +120,8 @@ export class SegmentWriter {
   private readonly sealed = new WeakSet<Segment>();
   /** the records of the active segment refused after a failed fsync, through this number (see refuseUnsynced) */
   private refusedThrough = 0;
+  /** the active segment's name may not be on disk yet: nothing is written into it until it is (see rotate) */
+  private nameUnsynced = false;
   /** an fsync of a segment failed in this run (see lossPossible) */
   private fsyncFailed = false;
   /** ... and the next start is not yet told to take a new epoch (onLossPossible) */
@@ -307,14 +310,14 @@ export class SegmentWriter {
 
   /** something a failure left must be put right before the next write (see mend) */
   private get mendDue(): boolean {
-    return this.lossUnmarked || this.tornTail || this.sealed.has(this.active.seg);
+    return this.lossUnmarked || this.tornTail || this.nameUnsynced || this.sealed.has(this.active.seg);
   }
 
   /**
    * Puts right what a failure left, before anything more is written: the next start told to take a
    * new epoch (seal), a failed write's torn tail cut off (cutTornTail), a sealed segment replaced by
-   * a new one (rotate). Throws while one of them fails: the batch at hand is then refused, and what
-   * is left is tried again before the next one.
+   * a new one, a new segment's name synced (rotate). Throws while one of them fails: the batch at
+   * hand is then refused, and what is left is tried again before the next one.
    */
   private async mend(): Promise<void> {
     if (this.lossUnmarked) {
@@ -326,6 +329,7 @@ export class SegmentWriter {
       this.tornTail = false;
     }
     if (this.sealed.has(this.active.seg)) await this.rotate();
+    if (this.nameUnsynced) await this.syncName();
   }
 
   /** Mends (see mend) as soon as no flush runs, rather than at the next append. */
@@ -504,10 +508,21 @@ export class SegmentWriter {
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
     this.segments.push(seg);
     this.synced = { seq: seg.lastSeq, bytes: 0 };
-    // The new file's name reaches the disk only with its folder (durable-fs.ts): records fsync'ed
-    // into it and answered must not vanish with it after a power cut. Once per segment.
+    this.nameUnsynced = true;
+    // Closed before the folder sync, which may fail: the old handle is not needed either way.
+    await old.fh.close().catch((err: unknown) => this.o.log.warn({ segment: old.seg.path, err: (err as Error).message }, 'closing the previous queue segment failed'));
+    await this.syncName();
+  }
+
+  /**
+   * The active segment's name reaches the disk only with its folder (durable-fs.ts): records
+   * fsync'ed into it and answered must not vanish with it after a power cut. Once per segment; while
+   * it fails, nothing is written into the segment (mend tries again before every batch), so nothing
+   * in it is answered.
+   */
+  private async syncName(): Promise<void> {
     await syncDir(this.o.dir);
-    await old.fh.close();
+    this.nameUnsynced = false;
   }
 
   /** Syncs and closes the active segment; call once nothing is pending. */
