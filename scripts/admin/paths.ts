@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseConfig } from '../../shared/config.ts';
@@ -5,8 +6,11 @@ import { parseConfig } from '../../shared/config.ts';
 /**
  * Where the admin command finds the state it manages. Each path is, in order: the command-line
  * option, the setting (the environment or `.env`: the same names the services read), the
- * repository's default. The defaults are those of a checkout run with `npm start` or the compose
- * files, which mount ./certs, ./data/distributor-state and ./data/commands.jsonl.
+ * repository's default. The defaults are the folders of a checkout run with `npm start`, which the
+ * compose files mount too (./certs, ./data/distributor-state, ./data/dead-letter); the command
+ * journal is the exception: `npm start` keeps it in data/commands.jsonl, docker-compose.internal.yml
+ * in data/command-api/commands.jsonl (its ./data/command-api mounted at /data), so the default is
+ * the first unless it does not exist and the compose file's folder does.
  */
 export const AdminSettingsSchema = z.object({
   /** the certificates folder of scripts/generate-certificates.sh (the CA, issued certificates, device keys, revocations) */
@@ -32,10 +36,18 @@ export const DEFAULT_PATHS = {
   deadLetters: 'data/dead-letter',
 } as const;
 
+/** Where docker-compose.internal.yml keeps the command journal on the host (./data/command-api is the command API's /data). */
+export const COMPOSE_COMMAND_STATE = 'data/command-api/commands.jsonl';
+
+/** Where the command journal's path came from: --command-state, COMMAND_STATE_PATH, or a default (npm start's, the compose file's). */
+export type CommandStateSource = 'option' | 'setting' | 'default' | 'compose';
+
 export interface AdminPaths {
   certsDir: string;
   stateDir: string;
   commandState: string;
+  /** how commandState was chosen (resolveAdminPaths); unset: given by the caller */
+  commandStateFrom?: CommandStateSource;
 }
 
 /** What `dead-letters` reads: the letters, and the registry their signatures are checked against. */
@@ -58,13 +70,32 @@ function picker(cwd: string) {
     option !== undefined ? resolve(cwd, option) : setting !== undefined ? resolve(cwd, setting) : isAbsolute(fallback) ? fallback : resolve(REPO_ROOT, fallback);
 }
 
-export function resolveAdminPaths(options: PathOptions, env: Record<string, string | undefined> = process.env, cwd = process.cwd()): AdminPaths {
+const isDir = (path: string) => statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+const exists = (path: string) => statSync(path, { throwIfNoEntry: false }) !== undefined;
+
+/**
+ * `root`: the repository, which the defaults are relative to. Without an option or setting, the
+ * command journal is `npm start`'s data/commands.jsonl, unless that does not exist and
+ * docker-compose.internal.yml's folder data/command-api/ does: then the compose file's
+ * data/command-api/commands.jsonl (a compose host whose command API has run).
+ */
+export function resolveAdminPaths(options: PathOptions, env: Record<string, string | undefined> = process.env, cwd = process.cwd(), root = REPO_ROOT): AdminPaths {
   const settings = parseConfig(AdminSettingsSchema, env);
-  const pick = picker(cwd);
+  const pick = (option: string | undefined, setting: string | undefined, fallback: string) =>
+    option !== undefined ? resolve(cwd, option) : setting !== undefined ? resolve(cwd, setting) : resolve(root, fallback);
+  const journal = options['command-state'] ?? settings.COMMAND_STATE_PATH;
+  const npmStart = resolve(root, DEFAULT_PATHS.commandState);
+  const compose = resolve(root, COMPOSE_COMMAND_STATE);
+  const commandStateFrom: CommandStateSource =
+    options['command-state'] !== undefined ? 'option'
+    : settings.COMMAND_STATE_PATH !== undefined ? 'setting'
+    : !exists(npmStart) && isDir(resolve(compose, '..')) ? 'compose'
+    : 'default';
   return {
     certsDir: pick(options['certs-dir'], settings.CERTS_DIR, DEFAULT_PATHS.certsDir),
     stateDir: pick(options['state-dir'], settings.DISTRIBUTOR_STATE_DIR, DEFAULT_PATHS.stateDir),
-    commandState: pick(options['command-state'], settings.COMMAND_STATE_PATH, DEFAULT_PATHS.commandState),
+    commandState: journal !== undefined ? resolve(cwd, journal) : commandStateFrom === 'compose' ? compose : npmStart,
+    commandStateFrom,
   };
 }
 

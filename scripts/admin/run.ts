@@ -10,7 +10,7 @@ import { createBackup } from './backup.ts';
 import { columns } from './columns.ts';
 import { findDevice, listDevices, type DeviceSummary } from './devices.ts';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.ts';
-import { REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
+import { COMPOSE_COMMAND_STATE, REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
 import { restoreBackup } from './restore.ts';
 
 /**
@@ -41,7 +41,8 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
 options for every command:
   --certs-dir DIR        certificates folder (CERTS_DIR; default certs/ of the repository)
   --state-dir DIR        the distributor's state (DISTRIBUTOR_STATE_DIR; default data/distributor-state)
-  --command-state FILE   the command journal (COMMAND_STATE_PATH; default data/commands.jsonl)
+  --command-state FILE   the command journal (COMMAND_STATE_PATH; default data/commands.jsonl, or
+                         data/command-api/commands.jsonl of docker-compose.internal.yml when only its folder is there)
   --dead-letters DIR     the dead-letter folder (DEAD_LETTER_PATH; default data/dead-letter)
 exit codes: 0 done, 1 failed, 2 usage, 3 not found, 4 in the way (exists, revoked, other state)
 `;
@@ -107,6 +108,8 @@ export interface Io {
   err(text: string): void;
   env: Record<string, string | undefined>;
   cwd: string;
+  /** the checkout the default paths are relative to (default: this repository) */
+  repoRoot?: string;
 }
 
 const usageError = (message: string) => new FieldStreamError('ADMIN_USAGE', message);
@@ -252,7 +255,7 @@ ${renew ? 'On the device: put certs/device.token from the new bundle in place; t
 }
 
 async function execute(command: string, args: string[], values: Values, io: Io): Promise<void> {
-  const paths = resolveAdminPaths(values, io.env, io.cwd);
+  const paths = resolveAdminPaths(values, io.env, io.cwd, io.repoRoot);
   switch (command) {
     case 'devices list': {
       const devices = listDevices(paths.certsDir);
@@ -288,10 +291,12 @@ async function execute(command: string, args: string[], values: Values, io: Io):
     case 'backup': {
       const r = await createBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true });
       const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
+      const journal = r.manifest.contents['command-journal'] !== undefined;
       return io.out(`Backed up ${r.manifest.files.length} files to ${r.file} (mode 0600): ${kinds}
-  from     ${paths.certsDir}, ${paths.stateDir}, ${paths.commandState}
+  from     ${paths.certsDir}, ${paths.stateDir}
+  journal  ${journal ? paths.commandState : `none: no command journal at ${paths.commandState}`}
   sha256   ${r.sha256}
-The archive holds private keys${r.manifest.contents.ca ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
+${journal ? '' : noJournal(paths)}The archive holds private keys${r.manifest.contents.ca ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
 apart from it, to restore with --expect-sha256 ${r.sha256}.
 `);
     }
@@ -306,13 +311,38 @@ apart from it, to restore with --expect-sha256 ${r.sha256}.
       if (expect !== undefined && !/^[0-9a-fA-F]{64}$/.test(expect)) throw usageError('--expect-sha256 takes the 64 hexadecimal digits of a sha256');
       const r = await restoreBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true, ...(expect ? { expectSha256: expect } : {}) });
       const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
+      const journal = r.manifest.contents['command-journal'] !== undefined;
       return io.out(`Restored ${args[0]} (made ${r.manifest.created}): ${kinds}
   written    ${r.written.length} files; ${r.unchanged.length} were in place already
-  into       ${paths.certsDir}, ${paths.stateDir}, ${paths.commandState}
-Start (or restart) the distributor and the command API now: they read their state at start.
+  into       ${paths.certsDir}, ${paths.stateDir}
+  journal    ${journal ? paths.commandState : 'none in the archive'}
+${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : ''}Start (or restart) the distributor and the command API now: they read their state at start.
 `);
     }
   }
+}
+
+const COMPOSE_HINT = `docker-compose.internal.yml keeps it in ${COMPOSE_COMMAND_STATE}`;
+
+/** What a backup without a command journal says: where it looked, and how to point it elsewhere. */
+function noJournal(paths: AdminPaths): string {
+  const how =
+    paths.commandStateFrom === 'option' ? 'given by --command-state'
+    : paths.commandStateFrom === 'setting' ? 'COMMAND_STATE_PATH'
+    : paths.commandStateFrom === 'compose' ? `the default of docker-compose.internal.yml`
+    : 'the default, as npm start keeps it';
+  return `No command journal at ${paths.commandState} (${how}), so the archive holds none:
+no command history, no commands waiting for their device. If the command API keeps its journal
+elsewhere (${COMPOSE_HINT}), back up again with --command-state FILE or COMMAND_STATE_PATH=FILE.
+`;
+}
+
+/** What a restore into the default journal path says: a compose host reads another one. */
+function journalDefaultNote(paths: AdminPaths): string {
+  return `The command journal went to ${paths.commandState}, where npm start's command API reads it. ${COMPOSE_HINT}:
+on such a host, restore again with --command-state ${COMPOSE_COMMAND_STATE} (the other files are in place now)
+before starting the command API.
+`;
 }
 
 /** Runs one command line; returns its exit code. */

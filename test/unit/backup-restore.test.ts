@@ -400,13 +400,77 @@ describe('backup and restore', () => {
   });
 
   it('takes its paths from the options, else the settings, else the repository defaults', () => {
-    assert.deepEqual(resolveAdminPaths({}, {}, '/somewhere'), {
-      certsDir: join(REPO_ROOT, 'certs'),
-      stateDir: join(REPO_ROOT, 'data', 'distributor-state'),
-      commandState: join(REPO_ROOT, 'data', 'commands.jsonl'),
+    const checkout = join(work.dir, 'checkout-defaults');
+    mkdirSync(checkout);
+    assert.deepEqual(resolveAdminPaths({}, {}, '/somewhere', checkout), {
+      certsDir: join(checkout, 'certs'),
+      stateDir: join(checkout, 'data', 'distributor-state'),
+      commandState: join(checkout, 'data', 'commands.jsonl'),
+      commandStateFrom: 'default',
     });
+    assert.equal(resolveAdminPaths({}, {}, '/somewhere').certsDir, join(REPO_ROOT, 'certs'), 'relative to this repository by default');
     const env = { CERTS_DIR: 'c', DISTRIBUTOR_STATE_DIR: '/srv/state', COMMAND_STATE_PATH: 'j.jsonl' };
-    assert.deepEqual(resolveAdminPaths({}, env, '/somewhere'), { certsDir: '/somewhere/c', stateDir: '/srv/state', commandState: '/somewhere/j.jsonl' });
-    assert.deepEqual(resolveAdminPaths({ 'certs-dir': 'x', 'state-dir': '/y', 'command-state': 'z' }, env, '/w'), { certsDir: '/w/x', stateDir: '/y', commandState: '/w/z' });
+    assert.deepEqual(resolveAdminPaths({}, env, '/somewhere', checkout), { certsDir: '/somewhere/c', stateDir: '/srv/state', commandState: '/somewhere/j.jsonl', commandStateFrom: 'setting' });
+    assert.deepEqual(resolveAdminPaths({ 'certs-dir': 'x', 'state-dir': '/y', 'command-state': 'z' }, env, '/w', checkout), { certsDir: '/w/x', stateDir: '/y', commandState: '/w/z', commandStateFrom: 'option' });
+  });
+
+  it('the command journal by default: npm start\'s data/commands.jsonl, or docker-compose.internal.yml\'s data/command-api/commands.jsonl when only its folder is there', () => {
+    const checkout = join(work.dir, 'checkout-journal');
+    const npmStart = join(checkout, 'data', 'commands.jsonl');
+    const compose = join(checkout, 'data', 'command-api', 'commands.jsonl');
+    const journal = () => { const p = resolveAdminPaths({}, {}, '/w', checkout); return [p.commandState, p.commandStateFrom]; };
+    mkdirSync(join(checkout, 'data'), { recursive: true });
+    assert.deepEqual(journal(), [npmStart, 'default']);
+    // the compose file mounts ./data/command-api at the command API's /data (COMMAND_STATE_PATH=/data/commands.jsonl)
+    mkdirSync(dirname(compose));
+    assert.deepEqual(journal(), [compose, 'compose']);
+    writeFileSync(npmStart, '{}\n');
+    assert.deepEqual(journal(), [npmStart, 'default'], 'a journal npm start keeps comes first');
+    // an option or setting always wins
+    assert.deepEqual(resolveAdminPaths({}, { COMMAND_STATE_PATH: 'j' }, '/w', checkout).commandState, '/w/j');
+  });
+
+  it('backup on a compose host with the defaults takes the compose file\'s journal; without a journal it says so, naming where it looked and how to point it', async () => {
+    const checkout = join(work.dir, 'compose-host');
+    const certs = join(checkout, 'certs');
+    mkdirSync(join(certs, 'ca'), { recursive: true });
+    copyFileSync(join(pki.dir, 'ca.crt'), join(certs, 'ca.crt'));
+    const compose = join(checkout, 'data', 'command-api', 'commands.jsonl');
+    mkdirSync(dirname(compose), { recursive: true });
+    writeFileSync(compose, '{"commandId":"c-compose"}\n');
+    const admin = async (...argv: string[]) => {
+      let out = '';
+      let err = '';
+      const code = await runAdmin(argv, { out: (t) => void (out += t), err: (t) => void (err += t), env: {}, cwd: checkout, repoRoot: checkout });
+      return { code, out, err };
+    };
+    const made = await admin('backup', 'compose.tar.gz');
+    assert.equal(made.code, EXIT.ok, made.err);
+    assert.match(made.out, /: ca 1, command-journal 1\n/);
+    assert.ok(made.out.includes(`  journal  ${compose}\n`), made.out);
+    assert.ok(!made.out.includes('No command journal'), made.out);
+    const inArchive = await entriesOf(join(checkout, 'compose.tar.gz'));
+    assert.equal(inArchive.find((e) => e.path === 'files/command-state/commands.jsonl')?.data.toString(), '{"commandId":"c-compose"}\n');
+
+    // No journal where it looks: still a backup (a command API that never took a command has none), said plainly.
+    rmSync(compose);
+    const none = await admin('backup', 'none.tar.gz');
+    assert.equal(none.code, EXIT.ok, none.err);
+    assert.match(none.out, /: ca 1\n/);
+    assert.ok(none.out.includes(`  journal  none: no command journal at ${compose}\n`), none.out);
+    assert.ok(none.out.includes(`No command journal at ${compose} (the default of docker-compose.internal.yml), so the archive holds none:`), none.out);
+    assert.match(none.out, /--command-state FILE or COMMAND_STATE_PATH=FILE/);
+    const given = await admin('backup', 'given.tar.gz', '--command-state', 'elsewhere.jsonl');
+    assert.ok(given.out.includes(`No command journal at ${join(checkout, 'elsewhere.jsonl')} (given by --command-state)`), given.out);
+
+    // A restore into npm start's default path says where a compose host reads its journal.
+    const restored = await admin('restore', 'compose.tar.gz', '--certs-dir', join(checkout, 'restored-certs'));
+    assert.equal(restored.code, EXIT.ok, restored.err);
+    assert.ok(restored.out.includes(`  journal    ${compose}\n`), restored.out);
+    rmSync(dirname(compose), { recursive: true });
+    const elsewhere = await admin('restore', 'compose.tar.gz', '--certs-dir', join(checkout, 'restored-certs-2'));
+    assert.equal(elsewhere.code, EXIT.ok, elsewhere.err);
+    assert.ok(elsewhere.out.includes(`  journal    ${join(checkout, 'data', 'commands.jsonl')}\n`), elsewhere.out);
+    assert.match(elsewhere.out, /restore again with --command-state data\/command-api\/commands.jsonl/);
   });
 });
