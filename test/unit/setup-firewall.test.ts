@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -68,6 +68,16 @@ describe('setup-firewall.sh --dry-run', () => {
     assert.ok(!out.some((l) => /8086|5432|8883/.test(l)), 'no database or broker port out');
     assert.equal(fwd[0], 'type filter hook forward priority filter; policy drop;');
     assert.ok(fwd.includes('tcp dport { 80, 443 } accept') && fwd.includes('udp dport 53 accept'), 'the containers the same');
+  });
+
+  it('docs/deployment.md prints what --dry-run prints for the DMZ server, as it says', () => {
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'deployment.md'), 'utf8');
+    const m = /for the\nDMZ server with `CORP_EGRESS_IP=203\.0\.113\.7`, `CADDY_TLS=acme` and `--ssh-from 192\.0\.2\.0\/24`:\n\n```\n([\s\S]*?)```\n/.exec(doc);
+    assert.ok(m, 'the dry-run example in docs/deployment.md');
+    // the nft script: FIREWALL_BACKEND=auto prints it where nft is installed
+    const r = fw(['dmz', '--dry-run', '--ssh-from', '192.0.2.0/24', '--backend', 'nft'], { env: { CORP_EGRESS_IP: '203.0.113.7', CADDY_TLS: 'acme' } });
+    assert.equal(r.code, 0, r.err);
+    assert.equal(m[1], r.out);
   });
 
   it('dmz: CADDY_TLS=files closes 80, CADDY_TOKEN_ROUTE=on opens CADDY_TOKEN_PORT, from .env or options', () => {
