@@ -79,11 +79,12 @@ export function fieldClientMetrics(
   if (sparkplug.length > 0) {
     // Summed over the Sparkplug sessions (the plant broker's and the local MQTT input's).
     const sum = (f: (s: SparkplugSession) => number) => sparkplug.reduce((n, s) => n + f(s), 0);
-    collectedCounter(m, 'field_sparkplug_messages_total', 'Sparkplug B messages taken (outcome=accepted), or refused or ignored (outcome = the code).', ['outcome'], () => {
+    // accepted is counted as such (stats.accepted), not as messages less refusals: a message held
+    // for a missing seq and discarded at its reorder timeout would take that back.
+    collectedCounter(m, 'field_sparkplug_messages_total', 'Sparkplug B messages taken (outcome=accepted), or refused or ignored (outcome = the code); one held for a missing seq counts once let through or discarded.', ['outcome'], () => {
       const byCode = new Map<string, number>();
       for (const s of sparkplug) for (const [code, n] of Object.entries(s.stats.refusedByCode)) byCode.set(code, (byCode.get(code) ?? 0) + (n ?? 0));
-      const refused = [...byCode.values()].reduce((a, b) => a + b, 0);
-      return [[{ outcome: 'accepted' }, sum((s) => s.stats.messages) - refused] as const, ...[...byCode].map(([code, n]) => [{ outcome: code }, n] as const)];
+      return [[{ outcome: 'accepted' }, sum((s) => s.stats.accepted)] as const, ...[...byCode].map(([code, n]) => [{ outcome: code }, n] as const)];
     });
     collectedCounter(m, 'field_sparkplug_metrics_skipped_total', 'Sparkplug metrics left out of readings (null, not a scalar type, transient, name too long).', [], () => sum((s) => s.stats.metricsSkipped));
     collectedCounter(m, 'field_sparkplug_rebirths_requested_total', 'Rebirth requests (NCMD Node Control/Rebirth) sent to Sparkplug edge nodes.', [], () => sum((s) => s.stats.rebirthsRequested));

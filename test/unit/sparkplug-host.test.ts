@@ -8,7 +8,9 @@ import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/sessio
 import { PeerHosts } from '../../field-client/src/inputs/sparkplug/state.ts';
 import { parseTopic, stateHostId, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
+import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 
 /**
  * The host application's state machine: births record names, aliases and types; data is resolved
@@ -414,6 +416,51 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
       assert.equal(session.stats.refusedByCode.SPARKPLUG_REORDER_TIMEOUT, 1);
       assert.equal(session.stats.rebirthsRequested, 1);
       assert.ok(queued.some((q) => q.dataType === 'event' && (q.payload as Record<string, unknown>).eventType === 'sparkplug.rebirth_requested'));
+    } finally {
+      session.stop();
+    }
+  });
+
+  it("counts accepted messages as taken: /metrics' accepted never goes down when held messages are discarded by the reorder timeout", async () => {
+    const { client } = sink();
+    const session = new SparkplugSession(client, () => undefined, silent, [], { reorderTimeoutMs: 60_000 });
+    // Only what fieldClientMetrics reads at a scrape; the Sparkplug counters come from the session.
+    const stub = {
+      client: {
+        queue: { depth: 0, bytesOnDisk: 0, awaiting: { count: 0, bytes: 0 }, oldestUnacked: () => undefined, stats: { dropped: 0, refused: 0 } },
+        rejectedBytes: 0,
+        heldRefusals: 0,
+        stats: { refusedByGateway: 0, sent: 0 },
+        receiptStats: { receipts: 0, receiptsInvalid: 0, receiptsReplayed: 0, resentForReceipt: 0 },
+      },
+      connection: { isOpen: true },
+      commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } },
+      outbox: { bytes: () => 0 },
+      certFile: '/nonexistent',
+      sparkplug: [session],
+    };
+    const metrics = fieldClientMetrics(stub as unknown as Parameters<typeof fieldClientMetrics>[0], { processMetrics: false });
+    const scrape = async (outcome: string) => sumOf(parseExposition(await metrics.registry.metrics()), 'fieldstream_field_sparkplug_messages_total', { outcome });
+    try {
+      const now = Date.now();
+      await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(1, 10), now);
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(3, 30), now); // ahead of seq 2: held
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(4, 40), now); // held
+      // Held messages are neither accepted nor refused yet.
+      assert.deepEqual([await scrape('accepted'), session.stats.messages], [2, 4]);
+      await session.expire(now + 60_000); // seq 2 never came: both discarded
+      assert.deepEqual([await scrape('accepted'), await scrape('SPARKPLUG_REORDER_TIMEOUT')], [2, 2]);
+      // Let through once the missing one comes: then accepted, each one.
+      await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(2, 20), now); // held
+      assert.equal(await scrape('accepted'), 3);
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(1, 10), now); // lets seq 2 through
+      assert.deepEqual([await scrape('accepted'), session.stats.reordered], [5, 1]);
+      // And a STATE message taken is accepted too; a refused one is not.
+      await session.onMessage('spBv1.0/STATE/scada', state({ online: true, timestamp: 7 }));
+      await session.onMessage('spBv1.0/STATE/scada', state('OFFLINE'));
+      assert.deepEqual([await scrape('accepted'), await scrape('SPARKPLUG_STATE_INVALID')], [6, 1]);
     } finally {
       session.stop();
     }

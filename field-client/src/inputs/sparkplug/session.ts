@@ -14,6 +14,13 @@ import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } 
 export interface SparkplugStats {
   /** messages of the followed groups and STATE messages taken in, refused ones included (commands not counted) */
   messages: number;
+  /**
+   * messages taken: neither refused nor (yet) held for a missing seq. Counted when taken, so a
+   * message held for reorder counts here only once let through, and one discarded by the reorder
+   * timeout only as refused: a counter derived as messages less refusals would count a held message
+   * as taken on arrival and take it back at its timeout, and a Prometheus counter must never go down.
+   */
+  accepted: number;
   readings: number;
   events: number;
   /** metrics left out of the readings: null, not a scalar type, transient, name too long */
@@ -56,7 +63,7 @@ export class SparkplugSession {
   readonly host: SparkplugHost;
   /** the other host applications, by their STATE */
   readonly peers: PeerHosts;
-  readonly stats: SparkplugStats = { messages: 0, readings: 0, events: 0, metricsSkipped: 0, rebirthsRequested: 0, refusedByCode: {}, submitFailed: 0, reordered: 0, peerHostsNotKept: 0 };
+  readonly stats: SparkplugStats = { messages: 0, accepted: 0, readings: 0, events: 0, metricsSkipped: 0, rebirthsRequested: 0, refusedByCode: {}, submitFailed: 0, reordered: 0, peerHostsNotKept: 0 };
   private timer: NodeJS.Timeout | undefined;
   private timerAt: number | undefined;
   private stopped = false;
@@ -114,7 +121,7 @@ export class SparkplugSession {
       return Promise.resolve();
     }
     const items: Submission[] = [];
-    this.apply(t, topic, outcome, now, items);
+    this.apply(t, topic, outcome, now, items, true);
     this.arm();
     return this.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo });
   }
@@ -126,7 +133,8 @@ export class SparkplugSession {
   expire(now = Date.now()): Promise<void> {
     const items: Submission[] = [];
     for (const { group, edge, out } of this.host.expire(now)) {
-      this.apply({ group, edge }, `spBv1.0/${group}/+/${edge}`, out, now, items);
+      // Not a message of its own: what the timeout discarded is counted in `out.dropped`.
+      this.apply({ group, edge }, `spBv1.0/${group}/+/${edge}`, out, now, items, false);
     }
     this.arm();
     return this.submit(items, 'spBv1.0/+/+/+');
@@ -140,8 +148,12 @@ export class SparkplugSession {
     this.timerAt = undefined;
   }
 
-  /** One outcome of the host state machine (and those of the held messages it let through): counted, logged, rebirth sent, its items added. */
-  private apply(t: Pick<SparkplugTopic, 'group' | 'edge'>, topic: string, outcome: HostOutcome, now: number, items: Submission[]): void {
+  /**
+   * One outcome of the host state machine (and those of the held messages it let through): counted,
+   * logged, rebirth sent, its items added. `ofMessage`: the outcome is a message's (counted accepted
+   * unless refused or held), not a reorder timeout's.
+   */
+  private apply(t: Pick<SparkplugTopic, 'group' | 'edge'>, topic: string, outcome: HostOutcome, now: number, items: Submission[], ofMessage: boolean): void {
     this.stats.metricsSkipped += outcome.skipped;
     if (outcome.rebirth) {
       this.stats.rebirthsRequested++;
@@ -163,12 +175,13 @@ export class SparkplugSession {
       items.push(...mine);
       this.stats.readings += outcome.readings.length;
       this.stats.events += outcome.events.length;
+      if (ofMessage && !outcome.held && !outcome.refused) this.stats.accepted++;
     } catch (err) {
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
     }
     for (const r of outcome.released) {
       this.stats.reordered++;
-      this.apply(r.topic, formatTopic(r.topic), r.out, now, items);
+      this.apply(r.topic, formatTopic(r.topic), r.out, now, items, true);
     }
   }
 
@@ -273,6 +286,7 @@ export class SparkplugSession {
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_STATE_INVALID', (err as Error).message), topic);
       return;
     }
+    this.stats.accepted++;
     switch (r.kind) {
       case 'own':
         // tck-id-message-flow-hid-sparkplug-state-message-delivered: our own STATE delivered as
