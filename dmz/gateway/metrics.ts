@@ -4,6 +4,30 @@ import type { ErrorCode } from '../../shared/errors.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 
 /**
+ * Every code a WebSocket upgrade is refused with (server.ts `upgrade`, identity.ts,
+ * device-tokens.ts). gateway_connections_refused_total exposes each at 0 from the start: a series
+ * that appears only at its first refusal, already at 1, shows Prometheus no increase, so an alert on
+ * it (FieldStreamRevokedDeviceAttempts) missed the first attempt. A code missing here is still
+ * counted, from its first refusal on; test/unit/monitoring.test.ts keeps the list whole.
+ */
+export const CONNECTION_REFUSAL_CODES = [
+  'GATEWAY_WRONG_PATH',
+  'GATEWAY_TOO_MANY_CONNECTIONS',
+  'GATEWAY_NO_CLIENT_CERTIFICATE',
+  'GATEWAY_NOT_A_DEVICE_CERTIFICATE',
+  'GATEWAY_UNTRUSTED_PROXY',
+  'GATEWAY_CERTIFICATE_REVOKED',
+  'GATEWAY_TOKEN_AUTH_DISABLED',
+  'GATEWAY_TOKEN_MISSING',
+  'GATEWAY_TOKEN_UNKNOWN_DEVICE',
+  'GATEWAY_TOKEN_INVALID',
+  'GATEWAY_TOKEN_REVOKED',
+  'GATEWAY_TOKEN_EXPIRED',
+  'GATEWAY_TOKEN_THROTTLED',
+  'GATEWAY_INTERNAL',
+] as const satisfies readonly ErrorCode[];
+
+/**
  * The gateway's metrics (docs/monitoring.md): what it accepted, what it refused and why, and how long
  * the broker took. No series is per device: the fleet's size must not grow them.
  */
@@ -34,6 +58,7 @@ export class GatewayMetrics {
     this.messagesBy = Object.fromEntries(DATA_TYPES.map((t) => [t, messages.labels(t)])) as Record<DataType, Counter.Internal>;
     this.refused = metrics.counter('gateway_refused_total', 'Error frames sent to devices, by error code: a refused frame, or the messages of a frame the broker did not take (GATEWAY_RATE_LIMITED included).', ['code']);
     this.connectionsRefused = metrics.counter('gateway_connections_refused_total', 'WebSocket upgrades refused, by error code (revoked certificate, too many connections, wrong path, ...).', ['code']);
+    for (const code of CONNECTION_REFUSAL_CODES) this.connectionsRefused.labels(code).inc(0);
     this.rateLimited = metrics.counter('gateway_rate_limited_total', 'Frames refused because their device was over its rate limit.');
     this.publishSeconds = metrics.histogram('gateway_publish_seconds', 'Seconds from publishing an envelope to the broker to its PUBACK (successful publishes only).');
     this.receipts = metrics.counter('gateway_receipts_total', 'Commit receipts forwarded to connected devices.');

@@ -1,6 +1,8 @@
 import type { Counter, Histogram } from 'prom-client';
+import { GATEWAY_SECURITY_CODES } from '../../shared/contract/envelope.ts';
 import { DATA_TYPES, type DataType } from '../../shared/contract/payloads.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { SECURITY_REFUSAL_CODES } from './security/verifier.ts';
 
 /** Points per database request: from a lone status point to DISTRIBUTOR_BATCH_MAX_POINTS' ceiling. */
 export const BATCH_POINTS_BUCKETS = [1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000];
@@ -63,6 +65,10 @@ export class DistributorMetrics {
       if (held !== undefined) this.set(held);
     });
     this.securityEvents = metrics.counter('distributor_security_events_total', 'Device messages refused by the security checks, by error code (duplicates are counted apart).', ['reason']);
+    // Every reason at 0 from the start, as write_failures above: a revoked device's first refusal
+    // would otherwise make its series appear at 1, and increase() (FieldStreamRevokedDeviceAttempts)
+    // see nothing. The verifier's codes (duplicates have their own counter) and the gateways' reports'.
+    for (const reason of [...SECURITY_REFUSAL_CODES.filter((c) => c !== 'SECURITY_DUPLICATE'), ...GATEWAY_SECURITY_CODES]) this.securityEvents.labels(reason).inc(0);
     this.gatewayUnlisted = metrics.counter(
       'distributor_gateway_unlisted_refusals_total',
       "Refusals a gateway reported without the device and code (its report's `dropped`: more devices than a report lists), not stored as security events.",

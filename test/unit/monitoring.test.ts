@@ -14,8 +14,12 @@ import { DistributorMetrics } from '../../internal-network/distributor/metrics.t
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/security/verifier.ts';
+import { CONNECTION_REFUSAL_CODES, GatewayMetrics } from '../../dmz/gateway/metrics.ts';
+import { GATEWAY_SECURITY_CODES } from '../../shared/contract/envelope.ts';
 import { gatewaySecurityTopic, gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { parseExposition as parseSamples } from '../helpers/exposition.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
 
@@ -201,6 +205,95 @@ describe('monitoring: Prometheus configuration and alert rules', () => {
       'deriv(fieldstream_field_queue_messages[15m]) > 0',
     ])
       assert.ok(text.includes(expr), expr);
+  });
+});
+
+/**
+ * `promtool test rules` (Prometheus's unit tests of rules: input series, then the alerts expected at
+ * given times) of the shipped alerts.yml. Fails with promtool's own account of the difference.
+ */
+function promtoolTestRules(tests: string): void {
+  const tmp = tempDir('promtest');
+  try {
+    copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(tmp.dir, 'alerts.yml'));
+    writeFileSync(join(tmp.dir, 'tests.yml'), `rule_files: [alerts.yml]\nevaluation_interval: 15s\ntests:\n${tests}`);
+    try {
+      execFileSync('promtool', ['test', 'rules', join(tmp.dir, 'tests.yml')], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string };
+      assert.fail(`promtool test rules failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+    }
+  } finally {
+    tmp.cleanup();
+  }
+}
+
+/**
+ * promtool's input series of the metrics named, as a service exposes them over successive scrapes
+ * (each exposition repeated `times`, one scrape every 15 s): a series missing from a scrape is `_`,
+ * as Prometheus has no sample of it then.
+ */
+function scrapedSeries(scrapes: ReadonlyArray<{ text: string; times: number }>, names: readonly string[]): string {
+  const parsed = scrapes.map(({ text, times }) => ({ samples: parseSamples(text), times }));
+  const keys = new Set(parsed.flatMap(({ samples }) => [...samples.keys()].filter((k) => names.some((n) => k.startsWith(`${n}{`) || k === n))));
+  assert.ok(keys.size > 0, `no series of ${names.join(', ')}`);
+  return [...keys]
+    .map((k) => {
+      const values = parsed.flatMap(({ samples, times }) => Array<string>(times).fill(samples.has(k) ? String(samples.get(k)) : '_'));
+      return `      - series: '${k}'\n        values: '${values.join(' ')}'\n`;
+    })
+    .join('');
+}
+
+const REVOKED_ALERT = `        alertname: FieldStreamRevokedDeviceAttempts
+        exp_alerts:
+          - exp_labels: {severity: warning}
+            exp_annotations:
+              summary: "A revoked device tried to connect or send"
+              description: "A revoked certificate or device was refused in the last 10 minutes. The Security dashboard names the device."
+`;
+
+describe('monitoring: alert rules on the series as the services expose them (promtool test rules)', () => {
+  // A counter whose series appears only at its first increment, already at 1, shows increase() and
+  // rate() nothing: the alerts counting refusals by code would miss the first (or only) one.
+  it('FieldStreamRevokedDeviceAttempts fires on the first refused upgrade of a revoked certificate after the gateway started', async () => {
+    const gateway = new GatewayMetrics();
+    const started = await gateway.metrics.registry.metrics();
+    gateway.connectionsRefused.inc({ code: 'GATEWAY_CERTIFICATE_REVOKED' }); // what server.ts counts at the refusal
+    const refused = await gateway.metrics.registry.metrics();
+    const series = scrapedSeries([{ text: started, times: 20 }, { text: refused, times: 40 }], ['fieldstream_gateway_connections_refused_total']);
+    promtoolTestRules(`  - interval: 15s\n    input_series:\n${series}    alert_rule_test:\n      - eval_time: 4m\n        alertname: FieldStreamRevokedDeviceAttempts\n        exp_alerts: []\n      - eval_time: 6m\n${REVOKED_ALERT}`);
+  });
+
+  it('FieldStreamRevokedDeviceAttempts fires on the first message of a revoked device the distributor refuses after it started', async () => {
+    const tmp = tempDir('revoked-alert');
+    try {
+      const distributor = new DistributorMetrics();
+      const started = await distributor.metrics.registry.metrics();
+      await securityEvents(tmp.dir, distributor); // pump-9's one message refused SECURITY_REVOKED, among others
+      const refused = await distributor.metrics.registry.metrics();
+      assert.equal(parseSamples(refused).get('fieldstream_distributor_security_events_total{reason="SECURITY_REVOKED",service="distributor"}'), 1);
+      const series = scrapedSeries([{ text: started, times: 20 }, { text: refused, times: 40 }], ['fieldstream_distributor_security_events_total']);
+      promtoolTestRules(`  - interval: 15s\n    input_series:\n${series}    alert_rule_test:\n      - eval_time: 4m\n        alertname: FieldStreamRevokedDeviceAttempts\n        exp_alerts: []\n      - eval_time: 6m\n${REVOKED_ALERT}`);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('every code an upgrade is refused with, and every reason of a security event, is exposed at 0 from the start', async () => {
+    const gateway = parseSamples(await new GatewayMetrics().metrics.registry.metrics());
+    // The codes the upgrade's checks throw (server.ts, identity.ts, device-tokens.ts), as written there.
+    const thrown = new Set<string>();
+    for (const f of ['server.ts', 'identity.ts', 'device-tokens.ts']) {
+      for (const m of readFileSync(join(repoRoot, 'dmz', 'gateway', f), 'utf8').matchAll(/new FieldStreamError\(([^,)]+)/g)) for (const c of (m[1] as string).matchAll(/'(GATEWAY_\w+)'/g)) thrown.add(c[1] as string);
+    }
+    assert.ok(thrown.has('GATEWAY_CERTIFICATE_REVOKED') && thrown.has('GATEWAY_TOKEN_EXPIRED'), [...thrown].join(' '));
+    assert.deepEqual([...thrown].filter((c) => !(CONNECTION_REFUSAL_CODES as readonly string[]).includes(c)), [], 'codes missing from CONNECTION_REFUSAL_CODES');
+    for (const code of CONNECTION_REFUSAL_CODES) assert.equal(gateway.get(`fieldstream_gateway_connections_refused_total{code="${code}",service="gateway"}`), 0, code);
+    const distributor = parseSamples(await new DistributorMetrics().metrics.registry.metrics());
+    for (const reason of [...SECURITY_REFUSAL_CODES.filter((c) => c !== 'SECURITY_DUPLICATE'), ...GATEWAY_SECURITY_CODES]) {
+      assert.equal(distributor.get(`fieldstream_distributor_security_events_total{reason="${reason}",service="distributor"}`), 0, reason);
+    }
   });
 });
 
@@ -408,7 +501,7 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
  * device's refusal and a registered device's (one point each), five refusals of invented ids in one
  * gateway envelope (one point counting them), and a gateway's report of three refusals of a device.
  */
-async function securityEvents(dir: string): Promise<StoredPoint[]> {
+async function securityEvents(dir: string, metrics = new DistributorMetrics()): Promise<StoredPoint[]> {
   const keys = join(dir, 'keys');
   mkdirSync(keys);
   writeFileSync(join(keys, 'pump-7.key'), `${randomBytes(32).toString('hex')}\n`);
@@ -418,7 +511,7 @@ async function securityEvents(dir: string): Promise<StoredPoint[]> {
   const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };
   const log = createLogger('test', 'silent');
   const verifier = new MessageVerifier(new DeviceKeyRegistry(keys, join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
-  const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
+  const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, metrics);
   const now = Date.now();
   const one = (deviceId: string) => ({ v: 1, deviceId, gatewayId: 'gw-1', receivedAt: now, dataType: 'timeseries', messages: [{ messageId: `m-${deviceId}`, payload: { t: 1 } }] });
   await handler.handle(uplinkTopic('pump-9', 'timeseries'), Buffer.from(JSON.stringify(one('pump-9'))));

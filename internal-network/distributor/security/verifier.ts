@@ -11,6 +11,18 @@ import { RefusalTally, UNREGISTERED_DEVICE, type TalliedRefusal } from './refusa
 
 type Message = UplinkEnvelope['messages'][number];
 
+/** Every code the checks refuse a message with (SECURITY_DUPLICATE: a copy, not written again). */
+export const SECURITY_REFUSAL_CODES = [
+  'SECURITY_UNSIGNED',
+  'SECURITY_REVOKED',
+  'SECURITY_UNKNOWN_DEVICE',
+  'SECURITY_BAD_SIGNATURE',
+  'SECURITY_STALE',
+  'SECURITY_REPLAY',
+  'SECURITY_DUPLICATE',
+] as const satisfies readonly ErrorCode[];
+export type SecurityRefusalCode = (typeof SECURITY_REFUSAL_CODES)[number];
+
 export interface VerifierOptions {
   /** refuse messages without a device signature */
   requireSignatures: boolean;
@@ -261,7 +273,7 @@ export class MessageVerifier {
    * closure costs its creation a defineProperty under tsx, which compiles with esbuild's keepNames;
    * docs/performance-history.md.)
    */
-  private refuse(to: { events: StoredPoint[]; tallied: TalliedRefusal[]; known: boolean }, env: UplinkEnvelope, now: number, messageId: string, index: number, code: ErrorCode, detail: string): void {
+  private refuse(to: { events: StoredPoint[]; tallied: TalliedRefusal[]; known: boolean }, env: UplinkEnvelope, now: number, messageId: string, index: number, code: SecurityRefusalCode, detail: string): void {
     this.stats.refused++;
     this.logRefusal(code, env, messageId, detail, now);
     const last = to.known ? this.lastEventTime.get(env.deviceId) : undefined;
