@@ -280,6 +280,35 @@ describe('monitoring: alert rules on the series as the services expose them (pro
     }
   });
 
+  it('FieldStreamNoDataWritten says how many device connections the gateways hold while nothing is written', async () => {
+    const gateway = new GatewayMetrics();
+    gateway.bind({ brokerConnected: () => true, connections: () => 40 });
+    // The distributor writes for 5 minutes (25 points a scrape), then nothing more.
+    const distributor = new DistributorMetrics();
+    const writing: Array<{ text: string; times: number }> = [];
+    for (let i = 0; i < 20; i++) {
+      distributor.points.inc(25);
+      writing.push({ text: await distributor.metrics.registry.metrics(), times: 1 });
+    }
+    writing.push({ text: await distributor.metrics.registry.metrics(), times: 81 });
+    const series = scrapedSeries([{ text: await gateway.metrics.registry.metrics(), times: 101 }], ['fieldstream_gateway_connections']) + scrapedSeries(writing, ['fieldstream_distributor_points_total']);
+    // Quiet until 10 minutes without a point have passed (at 15m), then `for: 1m`.
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 14m
+        alertname: FieldStreamNoDataWritten
+        exp_alerts: []
+      - eval_time: 17m
+        alertname: FieldStreamNoDataWritten
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "Devices are connected but no data has been written for 10 minutes"
+              description: "The gateways hold 40 device connections, yet no distributor has written a point for 10 minutes."
+`);
+  });
+
   it('every code an upgrade is refused with, and every reason of a security event, is exposed at 0 from the start', async () => {
     const gateway = parseSamples(await new GatewayMetrics().metrics.registry.metrics());
     // The codes the upgrade's checks throw (server.ts, identity.ts, device-tokens.ts), as written there.
