@@ -470,6 +470,16 @@ export const TIMINGS = {
 
   /** milliseconds. A gateway reports its security refusals, counted per device and code, this often. */
   gatewaySecurityReportMs: 5_000,
+  /** milliseconds. A gateway publishes the presence of each device it holds again once its last
+   * presence is this old (dmz/gateway/command-router.ts): otherwise a device connected for weeks has
+   * no presence newer than its connection, and what reads presence within a window (the Devices
+   * dashboards' "online", a retention policy that deletes old points) loses it. A day: one point a
+   * device and day, and the dashboards' online window (2 days) is well past it. */
+  presenceRefreshMs: DAY_MS,
+  /** milliseconds. How often the gateway looks for presences due again (presenceRefreshMs): each
+   * device's comes due a day after its connection, so the republications are spread as the
+   * connections were, and one is at most this late. */
+  presenceRefreshCheckMs: 15 * 60_000,
   /** milliseconds. Most a message's own arrival time (an envelope item's `receivedAt`) may lie from
    * its envelope's: the gateway gathers frames into one envelope for at most GATEWAY_LINGER_MS (at
    * most 1 s, dmz/gateway/config.ts), plus slack for a late timer. The distributor refuses a message

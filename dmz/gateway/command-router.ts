@@ -2,9 +2,20 @@ import type { MqttClient } from 'mqtt';
 import { CommandEnvelopeSchema, ENVELOPE_VERSION, parseEnvelope, type StatusEnvelope } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic, statusTopic } from '../../shared/contract/topics.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { CLOSE, type DeviceSession } from './device-session.ts';
+
+/** A device held, and what its presence says each time it is published. */
+interface Held {
+  /** certificate expiry (epoch ms), absent for a device token */
+  notAfter: number | undefined;
+  /** epoch ms the gateway let the device in (its presence's `since` when published again) */
+  since: number;
+  /** epoch ms its presence was last published (undefined: not yet, the broker being away) */
+  publishedAt: number | undefined;
+}
 
 /**
  * Knows which devices this gateway holds. For each it subscribes to that device's command topic, so
@@ -16,24 +27,58 @@ import { CLOSE, type DeviceSession } from './device-session.ts';
  * So on every connection the command topics of all devices held here are subscribed again and
  * their presence published again; otherwise commands to them would find no subscriber and be
  * dropped until each device reconnected.
+ *
+ * A connection may last for months, and its presence would then be as old: what reads presence
+ * within a window of time (the Devices dashboards' "online", a database's retention policy) would
+ * lose the device. So each device's presence is published again once it is TIMINGS.presenceRefreshMs
+ * old. Published again, a presence carries `since`, the time of the connection, which tells the
+ * stored reminder from a connection (docs/monitoring.md, "Devices").
  */
 export class CommandRouter {
   private readonly sessions = new Map<string, DeviceSession>();
-  /** certificate expiry (epoch ms) of each device held, republished with its presence */
-  private readonly notAfter = new Map<string, number | undefined>();
+  private readonly held = new Map<string, Held>();
+  private readonly refreshTimer: NodeJS.Timeout;
 
   constructor(
     private readonly mqtt: MqttClient,
     private readonly gatewayId: string,
     private readonly log: Logger,
+    private readonly o: { refreshMs: number; refreshCheckMs: number; now?: () => number } = { refreshMs: TIMINGS.presenceRefreshMs, refreshCheckMs: TIMINGS.presenceRefreshCheckMs },
   ) {
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     subscribeOnEveryConnect(mqtt, () => [...this.sessions.keys()].map(commandTopic), { qos: 1 }, log);
     mqtt.on('connect', (connack) => {
       // The first connection happens before any device is let in; only a reconnect has devices.
       if (this.sessions.size > 0) log.info({ devices: this.sessions.size, sessionPresent: connack.sessionPresent }, 'broker reconnected; presence of the devices held published again');
-      for (const deviceId of this.sessions.keys()) this.publishStatus(deviceId, 'online', this.notAfter.get(deviceId));
+      // A device let in while the broker was away has had no presence yet: its first is no reminder.
+      for (const [deviceId, h] of this.held) this.publishOnline(deviceId, h, h.publishedAt !== undefined);
     });
+    this.refreshTimer = setInterval(() => this.refresh(), o.refreshCheckMs);
+    // Reminders alone do not keep the process alive.
+    this.refreshTimer.unref();
+  }
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
+  /** Publishes again the presence of each device held whose last one is refreshMs old (the timer calls it). */
+  refresh(): void {
+    if (!this.mqtt.connected) return; // the next connection publishes every presence anyway
+    const due = this.now() - this.o.refreshMs;
+    let n = 0;
+    for (const [deviceId, h] of this.held) {
+      if (h.publishedAt !== undefined && h.publishedAt <= due) {
+        this.publishOnline(deviceId, h, true);
+        n++;
+      }
+    }
+    if (n > 0) this.log.debug({ devices: n }, 'presence of devices held for a day published again');
+  }
+
+  /** No more reminders (the gateway is stopping). */
+  close(): void {
+    clearInterval(this.refreshTimer);
   }
 
   get connectedDevices(): number {
@@ -60,29 +105,32 @@ export class CommandRouter {
       });
     }
     this.sessions.set(session.deviceId, session);
-    this.notAfter.set(session.deviceId, certNotAfter);
-    this.publishStatus(session.deviceId, 'online', certNotAfter);
+    const h: Held = { notAfter: certNotAfter, since: this.now(), publishedAt: undefined };
+    this.held.set(session.deviceId, h);
+    this.publishOnline(session.deviceId, h, false);
   }
 
   detach(session: DeviceSession): void {
     if (this.sessions.get(session.deviceId) !== session) return; // superseded: the new session owns the device
     this.sessions.delete(session.deviceId);
-    this.notAfter.delete(session.deviceId);
+    this.held.delete(session.deviceId);
     // A clean session that reconnected holds nothing to unsubscribe; mqtt.js would queue it meanwhile.
     if (this.mqtt.connected) this.mqtt.unsubscribe(commandTopic(session.deviceId));
-    this.publishStatus(session.deviceId, 'offline');
+    this.publishStatus(session.deviceId, { state: 'offline' });
   }
 
-  private publishStatus(deviceId: string, state: StatusEnvelope['state'], certNotAfter?: number): void {
-    if (!this.mqtt.connected) return;
-    const status: StatusEnvelope = {
-      v: ENVELOPE_VERSION,
-      state,
-      gatewayId: this.gatewayId,
-      at: Date.now(),
-      ...(certNotAfter !== undefined && Number.isFinite(certNotAfter) ? { certNotAfter } : {}),
-    };
+  /** The device's `online`: at its connection, or (`again`) as a reminder of it, with its `since`. */
+  private publishOnline(deviceId: string, h: Held, again: boolean): void {
+    const notAfter = h.notAfter !== undefined && Number.isFinite(h.notAfter) ? { certNotAfter: h.notAfter } : {};
+    if (this.publishStatus(deviceId, { state: 'online', ...notAfter, ...(again ? { since: h.since } : {}) })) h.publishedAt = this.now();
+  }
+
+  /** Publishes a presence now; false when the broker is away (the next connection publishes it). */
+  private publishStatus(deviceId: string, presence: Pick<StatusEnvelope, 'state' | 'certNotAfter' | 'since'>): boolean {
+    if (!this.mqtt.connected) return false;
+    const status: StatusEnvelope = { v: ENVELOPE_VERSION, gatewayId: this.gatewayId, at: this.now(), ...presence };
     this.mqtt.publish(statusTopic(deviceId), JSON.stringify(status), { qos: 1, retain: true });
+    return true;
   }
 
   private onMessage(topic: string, payload: Buffer): void {

@@ -274,6 +274,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     metrics,
     recheckTokens,
     async close() {
+      router.close();
       revoked.close();
       receipts.close();
       for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');

@@ -10,6 +10,7 @@ import {
   type UplinkEnvelope,
 } from '../../shared/contract/envelope.ts';
 import { parseTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import type { Scalar } from '../../shared/contract/primitives.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
@@ -58,16 +59,28 @@ export class MessageHandler {
     const where = parseTopic(topic);
     if (where.kind === 'status') {
       const status = parseEnvelope(StatusEnvelopeSchema, payload);
-      // cert_days_left lets a dashboard alert on certificates about to expire.
+      // cert_not_after (epoch ms) lets a dashboard count the certificates about to expire as of any
+      // time; cert_days_left is as of the presence.
       const cert: Record<string, number> =
         status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: daysUntil(status.certNotAfter, status.at) } : {};
+      // The DMZ's word for when: never later than now, or a presence forged in the future would
+      // outrank every genuine one after it (the console orders a device's presences by time).
+      const time = Math.min(status.at, Date.now());
+      // A presence published again for a connection announced before (the gateway's daily reminder,
+      // or after it reconnected to its broker) is tagged, so that what lists connects and
+      // disconnects can leave it out (InfluxQL cannot test a field for absence; a missing tag is ''),
+      // and keeps the connection's time.
+      const tags: Record<string, string> = { device: where.deviceId, gateway: status.gatewayId };
+      const fields: Record<string, Scalar> = { state: status.state, ...cert };
+      if (status.since !== undefined) {
+        tags.republished = 'true';
+        fields.since = Math.min(status.since, time);
+      }
       return this.presencePoint({
         measurement: MEASUREMENTS.status,
-        tags: { device: where.deviceId, gateway: status.gatewayId },
-        fields: { state: status.state, ...cert },
-        // The DMZ's word for when: never later than now, or a presence forged in the future would
-        // outrank every genuine one after it (the console orders a device's presences by time).
-        time: Math.min(status.at, Date.now()),
+        tags,
+        fields,
+        time,
         // Retained: delivered again on every new subscription, the same presence each time.
         [POINT_KEY]: `${status.gatewayId}:${status.at}:${status.state}`,
       });

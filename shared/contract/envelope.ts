@@ -142,6 +142,14 @@ export const StatusEnvelopeSchema = z.strictObject({
   at: EpochMsSchema,
   /** epoch ms when the device's certificate expires (so expiry can be watched as a metric) */
   certNotAfter: EpochMsSchema.optional(),
+  /**
+   * epoch ms when the gateway let the device in, on an `online` published again for a connection it
+   * announced before (at a reconnection to its broker, and once a day: TIMINGS.presenceRefreshMs);
+   * absent on the presence of a connection or a disconnection, so that what is stored tells a
+   * change from a reminder. Sent only on those republications: a distributor of an earlier version
+   * refuses a field it does not know, and only they are then lost (upgrade the internal side first).
+   */
+  since: EpochMsSchema.optional(),
 });
 export type StatusEnvelope = z.infer<typeof StatusEnvelopeSchema>;
 

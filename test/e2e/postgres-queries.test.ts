@@ -31,6 +31,7 @@ function sqlBlocks(file: string, section: string): Map<string, string[]> {
  * before it sends a query (its grafana-postgresql-datasource macros; Grafana cannot run here, so
  * this is a stand-in, kept to what the dashboard uses):
  *   $__timeFilter(c)                → c BETWEEN 'FROM' AND 'TO'   (RFC 3339, UTC)
+ *   $__timeTo()                     → 'TO'
  *   $__timeGroup(c, I[, fill])      → floor(extract(epoch from c)/S)*S   (S: I in seconds; the fill is Grafana's own, after the query)
  *   $__timeGroupAlias(c, I[, fill]) → the same AS "time"
  *   $__interval                     → the interval Grafana picks for the range (here 1h)
@@ -47,6 +48,7 @@ function expandMacros(sql: string, range: { from: Date; to: Date }): string {
   const out = sql
     .replace(/\$__interval\b/g, '1h')
     .replace(/\$__timeFilter\(([^)]+)\)/g, (_, c: string) => `${c.trim()} BETWEEN '${range.from.toISOString()}' AND '${range.to.toISOString()}'`)
+    .replace(/\$__timeTo\(\)/g, `'${range.to.toISOString()}'`)
     .replace(/\$__timeGroup(Alias)?\(([^,)]+),([^,)]+)(?:,[^)]*)?\)/g, (_, alias: string | undefined, c: string, i: string) => {
       const s = seconds(i);
       return `floor(extract(epoch from ${c.trim()})/${s})*${s}${alias ? ' AS "time"' : ''}`;
@@ -89,6 +91,13 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
     await eventually(async () => ((await s.pgCount('device_status', "device = 'meter-1'")) >= 3 ? true : undefined), 15_000, "meter-1's reconnect");
     await eventually(async () => ((await s.pgCount('device_status', "device = 'meter-2' AND state = 'offline'")) >= 1 ? true : undefined), 15_000, "meter-2's disconnect");
     await eventually(async () => ((await s.pgCount('readings')) === 22 && (await s.pgCount('events')) === 5 && (await s.pgCount('command_responses')) === 3 ? true : undefined), 15_000, 'every row');
+    // A day on, meter-1's gateway would publish its presence again (dmz/gateway/command-router.ts):
+    // the row the sink writes of that reminder, `since` the time of the connection.
+    await q(
+      `INSERT INTO fieldstream.device_status (device, time, message_key, gateway, state, cert_not_after, cert_days_left, since)
+       SELECT device, time + interval '1 second', message_key || ':again', gateway, state, cert_not_after, cert_days_left, time
+       FROM fieldstream.device_status WHERE device = 'meter-1' ORDER BY time DESC LIMIT 1`,
+    );
   });
   after(async () => {
     await s?.stop();
@@ -197,9 +206,24 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
       assert.deepEqual(await panel('Devices online'), [{ online: '1' }]);
       assert.deepEqual(await panel('Devices offline'), [{ offline: '1' }]);
       assert.deepEqual(await panel('Readings stored (range)'), [{ readings: '22' }]);
-      const expiring = await q(`SELECT count(*) AS n FROM (SELECT DISTINCT ON (device) cert_days_left FROM fieldstream.device_status WHERE cert_days_left IS NOT NULL ORDER BY device, time DESC) l WHERE cert_days_left < 30`);
+      const expiring = await q(`SELECT count(*) AS n FROM (SELECT DISTINCT ON (device) cert_not_after FROM fieldstream.device_status WHERE cert_not_after IS NOT NULL ORDER BY device, time DESC) l WHERE cert_not_after < now() + interval '30 days'`);
       assert.deepEqual(await panel('Certificates expiring within 30 days'), [{ expiring: expiring[0]?.n }]);
-      assert.deepEqual((await panel('State and certificate per device (last status, last 30 days)')).map((r) => [r.device, r.state]), [['meter-1', 'online'], ['meter-2', 'offline']]);
+      // As of the end of the range: a range that ends 10 days before the later certificate expires
+      // finds both expiring within 30 days (none does within 30 days of now).
+      assert.equal(expiring[0]?.n, '0');
+      const [last] = await q(`SELECT max(cert_not_after) AS t FROM fieldstream.device_status`);
+      const ahead = { from: new Date(BASE), to: new Date((last?.t as Date).getTime() - 10 * 86_400_000) };
+      const title = 'Certificates expiring within 30 days';
+      assert.deepEqual(await q(expandMacros(dashboard.panels.find((x) => x.title === title)?.targets[0]?.rawSql as string, ahead)), [{ expiring: '2' }]);
+      const state = await panel('State and certificate per device (last status, last 30 days)');
+      assert.deepEqual(state.map((r) => [r.device, r.state]), [['meter-1', 'online'], ['meter-2', 'offline']]);
+      // meter-1's last row is the reminder: its `since` is the connection's, not the reminder's.
+      const connected = await q(`SELECT time FROM fieldstream.device_status WHERE device = 'meter-1' AND since IS NULL ORDER BY time DESC LIMIT 1`);
+      assert.equal((state[0]?.since as Date).getTime(), (connected[0]?.time as Date).getTime());
+      // meter-2's last row is its disconnection, which names no certificate.
+      assert.deepEqual(state.map((r) => r['certificate not after'] === null), [false, true]);
+      const days = Math.floor(((state[0]?.['certificate not after'] as Date).getTime() - Date.now()) / 86_400_000);
+      assert.ok(Math.abs(Number(state[0]?.['certificate days left']) - days) <= 1, `meter-1: ${state[0]?.['certificate days left']} days left, ${days} by its not-after`);
       // The readings are dated 2026-01-01: older than the panel's 30 days, so none is "last seen".
       const lastSeen = await panel('Last seen: the last reading of each device (last 30 days)');
       const recent = BASE > Date.now() - 30 * 86_400_000;
@@ -222,7 +246,9 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
       );
       const counts = await panel('Readings per device (count per interval, per field)');
       assert.equal(counts.reduce((n, r) => n + Number(r.value), 0), 22);
-      assert.ok((await panel('Connects and disconnects')).length >= 5);
+      const changes = await panel('Connects and disconnects');
+      assert.ok(changes.length >= 5);
+      assert.equal(changes.length, Number((await q(`SELECT count(*) AS n FROM fieldstream.device_status WHERE since IS NULL`))[0]?.n), 'the reminder left out');
     });
   });
 });

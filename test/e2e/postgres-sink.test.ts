@@ -11,6 +11,7 @@ import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
+import { MIGRATIONS } from '../../internal-network/distributor/sinks/postgres/schema.ts';
 import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
 import { postgresConnection, type PostgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
@@ -75,7 +76,7 @@ describe('the PostgreSQL sink', () => {
   it('makes its schema once, even with two distributors starting at once, as plain tables without TimescaleDB', async () => {
     const [a, b] = [sink(), sink()];
     assert.deepEqual(await Promise.all([code(a.write([reading('m1', 's:e:1', { v: 1 }, 1)])), code(b.write([reading('m1', 's:e:2', { v: 2 }, 2)]))]), ['ok', 'ok']);
-    assert.deepEqual(await rows('SELECT version FROM fieldstream.schema_migrations'), [{ version: 1 }]);
+    assert.deepEqual(await rows('SELECT version FROM fieldstream.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }]);
     const tables = await rows("SELECT relname, relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE nspname = 'fieldstream' AND relkind IN ('r', 'p') ORDER BY relname");
     assert.deepEqual(
       tables.map((t) => t.relname),
@@ -84,6 +85,30 @@ describe('the PostgreSQL sink', () => {
     // A third start finds nothing to do.
     await sink().write([reading('m1', 's:e:3', { v: 3 }, 3)]);
     assert.equal(await count('readings', "device = 'm1'"), 3);
+  });
+
+  it('brings a schema of version 1 to version 2: device_status gains since, the rows it held kept', async () => {
+    const v1 = MIGRATIONS[0];
+    assert.ok(v1);
+    // As a distributor of the version before left it: made by its role, which owns the tables.
+    await admin.query(`SET ROLE ${USER}`);
+    try {
+      await admin.query('CREATE SCHEMA v1only');
+      for (const sql of v1.statements({ schema: 'v1only', timescale: false })) await admin.query(sql);
+      await admin.query(`CREATE TABLE v1only.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      await admin.query(`INSERT INTO v1only.schema_migrations (version, name) VALUES (1, $1)`, [v1.name]);
+      await admin.query(`INSERT INTO v1only.device_status (device, time, message_key, gateway, state) VALUES ('old', now(), 'k', 'gw-1', 'online')`);
+    } finally {
+      await admin.query('RESET ROLE');
+    }
+    const s = sink({ POSTGRES_SCHEMA: 'v1only' });
+    const reminder: StoredPoint = { measurement: 'device_status', tags: { device: 'old', gateway: 'gw-1', republished: 'true' }, fields: { state: 'online', since: 1_000 }, time: 2_000, [POINT_KEY]: 'gw-1:2000:online' };
+    assert.equal(await code(s.write([reminder])), 'ok');
+    assert.deepEqual(await rows('SELECT version FROM v1only.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(await rows("SELECT message_key, (extract(epoch FROM since) * 1000)::bigint AS since FROM v1only.device_status WHERE device = 'old' ORDER BY time"), [
+      { message_key: 'gw-1:2000:online', since: '1000' },
+      { message_key: 'k', since: null },
+    ]);
   });
 
   it('keeps numbers, strings and booleans as they came, and timestamps to the millisecond', async () => {

@@ -16,8 +16,9 @@ import { MessageVerifier } from '../../internal-network/distributor/security/ver
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/security/verifier.ts';
 import { CONNECTION_REFUSAL_CODES, GatewayMetrics } from '../../dmz/gateway/metrics.ts';
-import { GATEWAY_SECURITY_CODES } from '../../shared/contract/envelope.ts';
-import { gatewaySecurityTopic, gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { GATEWAY_SECURITY_CODES, type StatusEnvelope } from '../../shared/contract/envelope.ts';
+import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { DAY_MS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition as parseSamples } from '../helpers/exposition.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -145,7 +146,7 @@ const alertRules = alerting.flatMap(({ file, a }) => a.groups.flatMap((g) => g.r
  * Grafana's macros and our template variables, replaced by the plain values Grafana would put in
  * their place, so that the engines themselves can judge the text:
  *   PromQL:   $__rate_interval → 1m, $__interval → 15s, $__range → 1h
- *   InfluxQL: $timeFilter → time > now() - 1h, $__interval → 10s,
+ *   InfluxQL: $timeFilter → time > now() - 1h, $__interval → 10s, $__to → now (epoch ms, as Grafana gives it),
  *             $device → (pump-7|pump-8) (a multi-value selection, as Grafana renders it in a regex),
  *             $field → temperature
  * Anything left that starts with `$` (another macro, a variable nobody defined) fails the test.
@@ -154,7 +155,7 @@ function substituteMacros(text: string, kind: 'promql' | 'influxql'): string {
   const values: Record<string, string> =
     kind === 'promql'
       ? { __rate_interval: '1m', __interval: '15s', __range: '1h' }
-      : { timeFilter: 'time > now() - 1h', __interval: '10s', device: '(pump-7|pump-8)', field: 'temperature' };
+      : { timeFilter: 'time > now() - 1h', __interval: '10s', __to: String(Date.now()), device: '(pump-7|pump-8)', field: 'temperature' };
   const out = text.replace(/\$(\w+)/g, (whole, name: string) => values[name] ?? whole);
   assert.doesNotMatch(out, /\$\w/, `a macro or variable left unsubstituted in: ${out}`);
   return out;
@@ -393,6 +394,18 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     assert.ok(compose.includes('./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro'));
   });
 
+  it("the Devices dashboards count online over a window the gateways' daily presence reminder always falls in", () => {
+    // A gateway publishes each held device's presence again once it is TIMINGS.presenceRefreshMs
+    // old, looking every presenceRefreshCheckMs (dmz/gateway/command-router.ts).
+    const longest = TIMINGS.presenceRefreshMs + TIMINGS.presenceRefreshCheckMs;
+    const influxql = allQueries.find((q) => q.where.startsWith('devices.json') && q.where.includes('"Devices online"'));
+    const sql = allQueries.find((q) => q.where.startsWith('devices-postgres.json') && q.where.includes('"Devices online"'));
+    const days = (m: RegExpExecArray | null) => Number(m?.[1]) * DAY_MS;
+    for (const window of [days(/time > now\(\) - (\d+)d /.exec(influxql?.text ?? '')), days(/time > now\(\) - interval '(\d+) days'/.exec(sql?.text ?? ''))]) {
+      assert.ok(window > longest && window <= 7 * DAY_MS, `a window of ${window / DAY_MS} days: past the longest wait for a reminder (${longest} ms), short enough to let a device whose gateway went silent drop out`);
+    }
+  });
+
   it('the dashboards provider points at the folder the compose file mounts the dashboards on', () => {
     const provider = readFileSync(join(mon, 'grafana', 'provisioning', 'dashboards', 'fieldstream.yml'), 'utf8');
     const path = /^\s+path: (\S+)$/m.exec(provider)?.[1];
@@ -504,6 +517,59 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
       assert.deepEqual([total('SECURITY_REVOKED'), total('SECURITY_UNSIGNED'), total('GATEWAY_RATE_LIMITED')], [1, 6, 3]);
     });
 
+    // Presences as the distributor stores what the gateways publish over long connections: each
+    // held device's presence again every day (tag republished=true, the connection's `since`).
+    it('on long connections: online by the daily reminders, certificates by their not-after as of the range\'s end, reminders not listed as connects', async () => {
+      const db = 'longlived';
+      await influx.query(`CREATE DATABASE "${db}"`);
+      const now = Date.now();
+      const day = 86_400_000;
+      const ago = (days: number) => now - days * day;
+      const points = await storedPresences(join(tmp.dir, 'longlived'), [
+        // connected 45 days ago, its certificate expiring in 20.5 days: reminded 20 hours ago
+        ['meter-1', { state: 'online', at: ago(45), certNotAfter: now + 20.5 * day }],
+        ['meter-1', { state: 'online', at: now - 20 * 3_600_000, certNotAfter: now + 20.5 * day, since: ago(45) }],
+        // gone 20 days ago; its last presence before (a reminder) said 36 days left, 15 from now
+        ['meter-2', { state: 'online', at: ago(40), certNotAfter: now + 15.5 * day }],
+        ['meter-2', { state: 'online', at: ago(21), certNotAfter: now + 15.5 * day, since: ago(40) }],
+        ['meter-2', { state: 'offline', at: ago(20) }],
+        // its gateway went without a word 3 days ago: no reminder since
+        ['meter-3', { state: 'online', at: ago(10), certNotAfter: now + 300.5 * day }],
+        ['meter-3', { state: 'online', at: ago(3), certNotAfter: now + 300.5 * day, since: ago(10) }],
+        // connected 31 days ago, reminded 20 hours ago
+        ['meter-4', { state: 'online', at: ago(31), certNotAfter: now + 300.5 * day }],
+        ['meter-4', { state: 'online', at: now - 20 * 3_600_000, certNotAfter: now + 300.5 * day, since: ago(31) }],
+      ]);
+      await new InfluxV1Sink({ url: influx.url, database: db, username: influx.user, password: influx.password, timeoutMs: 5000 }).write(points);
+      const run = async (title: string) => {
+        const q = allQueries.find((x) => x.uid === 'influxdb' && x.where.startsWith('devices.json') && x.where.includes(`"${title}"`));
+        assert.ok(q, title);
+        const text = substituteMacros(q.text.replaceAll('$device', '(meter-1|meter-2|meter-3|meter-4)').replaceAll('$timeFilter', 'time > now() - 60d'), 'influxql');
+        return influx.query(text, db);
+      };
+      const count = async (title: string) => (await run(title)).results?.[0]?.series?.[0]?.values[0]?.[1];
+      assert.equal(await count('Devices online'), 2, 'meter-1 and meter-4; not meter-3, silent for 3 days');
+      assert.equal(await count('Devices offline'), 1);
+      assert.equal(await count('Certificates expiring within 30 days'), 2, 'meter-1 and meter-2');
+      const table = (await run('State and certificate per device (last status, last 30 days)')).results?.[0]?.series ?? [];
+      assert.deepEqual(
+        table.map((x) => [x.tags?.device, x.values[0]?.[x.columns.indexOf('state')], x.values[0]?.[x.columns.indexOf('certificate days left')]]),
+        [
+          ['meter-1', 'online', 20],
+          ['meter-2', 'offline', 15],
+          ['meter-3', 'online', 300],
+          ['meter-4', 'online', 300],
+        ],
+      );
+      const changes = (await run('Connects and disconnects')).results?.[0]?.series?.[0];
+      assert.ok(changes);
+      const [state, device] = [changes.columns.indexOf('state'), changes.columns.indexOf('device')];
+      assert.deepEqual(
+        changes.values.map((v) => `${v[device]} ${v[state]}`),
+        ['meter-3 online', 'meter-2 offline', 'meter-4 online', 'meter-2 online', 'meter-1 online'],
+      );
+    });
+
     it('the device-silent alert query runs and answers one series per device that sent within its look-back: 0 for the silent one', async () => {
       const queries = alertRules.flatMap(({ r }) => r.data.filter((q) => q.datasourceUid === 'influxdb').map((q) => q.model.query as string));
       assert.equal(queries.length, 1);
@@ -524,6 +590,20 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     });
   });
 });
+
+/** device_status points as the distributor's handler stores these presences (newest last). */
+async function storedPresences(dir: string, presences: ReadonlyArray<[string, Omit<StatusEnvelope, 'v' | 'gatewayId'>]>): Promise<StoredPoint[]> {
+  mkdirSync(join(dir, 'keys'), { recursive: true });
+  writeFileSync(join(dir, 'revoked.txt'), '');
+  const written: StoredPoint[] = [];
+  const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };
+  const log = createLogger('test', 'silent');
+  const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys'), join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+  const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
+  for (const [device, status] of presences) await handler.handle(statusTopic(device), Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', ...status })));
+  assert.equal(written.length, presences.length);
+  return written;
+}
 
 /**
  * security_events as the distributor writes them (its handler and verifier, into memory): a revoked

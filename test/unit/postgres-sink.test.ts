@@ -104,11 +104,19 @@ describe('PostgreSQL rows', () => {
 
   it('copies into a temporary staging table, then inserts from it with ON CONFLICT DO NOTHING, times as exact milliseconds after the epoch', () => {
     assert.deepEqual(tableStatements('fs', TABLES.readings!), {
-      stage: 'CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_readings (c0 text, c1 bigint, c2 text, c3 jsonb) ON COMMIT DELETE ROWS',
-      copy: 'COPY pg_temp.fieldstream_stage_readings FROM STDIN',
+      stage: 'CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_readings_0a970fb1 (c0 text, c1 bigint, c2 text, c3 jsonb) ON COMMIT DELETE ROWS',
+      copy: 'COPY pg_temp.fieldstream_stage_readings_0a970fb1 FROM STDIN',
       insert:
-        "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::timestamptz + r.c1 * interval '1 millisecond', r.c2, r.c3 FROM pg_temp.fieldstream_stage_readings AS r ON CONFLICT DO NOTHING",
+        "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::timestamptz + r.c1 * interval '1 millisecond', r.c2, r.c3 FROM pg_temp.fieldstream_stage_readings_0a970fb1 AS r ON CONFLICT DO NOTHING",
     });
+  });
+
+  it("names a staging table after its columns: a table given a column (device_status.since, schema version 2) does not meet a pooled connection's staging table of the version before", () => {
+    const before = { ...TABLES.device_status!, columns: TABLES.device_status!.columns.filter((c) => c.name !== 'since') };
+    const [now, then] = [tableStatements('fs', TABLES.device_status!), tableStatements('fs', before)];
+    assert.match(now.stage, /^CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_device_status_[0-9a-f]{8} \(.*, c7 bigint\) ON COMMIT DELETE ROWS$/);
+    assert.notEqual(now.stage.split(' ')[6], then.stage.split(' ')[6]);
+    assert.match(now.insert, /^INSERT INTO fs\.device_status \(device, time, message_key, gateway, state, cert_not_after, cert_days_left, since\) /);
   });
 
   it('writes a gateway presence only when it changes what the table says last of that gateway', () => {
@@ -199,6 +207,10 @@ describe('PostgreSQL COPY text', () => {
 describe('PostgreSQL schema', () => {
   it('is versioned, each migration numbered in order', () => {
     assert.deepEqual(MIGRATIONS.map((m) => m.version), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1));
+  });
+
+  it('version 2 gives device_status the column since, safe to run again', () => {
+    assert.deepEqual(MIGRATIONS[1]?.statements({ schema: 'fs', timescale: true }), ['ALTER TABLE fs.device_status ADD COLUMN IF NOT EXISTS since timestamptz']);
   });
 
   it('makes idempotent statements, and hypertables only where TimescaleDB is installed', () => {

@@ -8,9 +8,11 @@ import { copyRows } from './copy.ts';
  * a staging table of the same columns as the rows (a temporary table, one per connection) and the
  * statements that move a batch through it, in one transaction (sink.ts):
  *
- *   CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_t (c0 text, c1 bigint, …) ON COMMIT DELETE ROWS
- *   COPY pg_temp.fieldstream_stage_t FROM STDIN          -- the batch's rows, text format (copy.ts)
- *   INSERT INTO s.t (cols) SELECT … FROM pg_temp.fieldstream_stage_t AS r ON CONFLICT DO NOTHING
+ *   CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_t_H (c0 text, c1 bigint, …) ON COMMIT DELETE ROWS
+ *   COPY pg_temp.fieldstream_stage_t_H FROM STDIN          -- the batch's rows, text format (copy.ts)
+ *   INSERT INTO s.t (cols) SELECT … FROM pg_temp.fieldstream_stage_t_H AS r ON CONFLICT DO NOTHING
+ *
+ * (H: a hash of the staging table's columns, see tableStatements.)
  *
  * COPY cannot say ON CONFLICT, so it fills the staging table and the INSERT keeps exactly-once as
  * before: a message delivered again writes nothing. COPY measured fastest of the four methods
@@ -79,8 +81,9 @@ export const TABLES: Record<string, TableSpec> = {
   },
   [MEASUREMENTS.status]: {
     table: 'device_status',
-    columns: [...COMMON, text('gateway'), text('state'), time('cert_not_after'), { name: 'cert_days_left', type: 'double precision' }],
-    row: (p, k) => [p.tags.device, p.time, k, p.tags.gateway ?? '', str(p.fields.state), num(p.fields.cert_not_after), num(p.fields.cert_days_left)],
+    // since: only on a presence published again (InfluxDB's tag republished=true says the same).
+    columns: [...COMMON, text('gateway'), text('state'), time('cert_not_after'), { name: 'cert_days_left', type: 'double precision' }, time('since')],
+    row: (p, k) => [p.tags.device, p.time, k, p.tags.gateway ?? '', str(p.fields.state), num(p.fields.cert_not_after), num(p.fields.cert_days_left), num(p.fields.since)],
   },
   /**
    * A gateway's presence carries nothing that tells one publication from the next: the gateway
@@ -145,12 +148,16 @@ export interface TableStatements {
 
 export function tableStatements(schema: string, spec: TableSpec): TableStatements {
   const cols = spec.columns;
-  // Named after the table only: a connection belongs to one sink, so to one schema.
-  const staging = `fieldstream_stage_${spec.table}`;
+  const shape = cols.map((c, i) => `c${i} ${c.type}`).join(', ');
+  // Named after the table and its columns' shape, not the schema: a connection belongs to one sink,
+  // so to one schema. The shape: behind a pooler a server connection, and the staging tables made
+  // on it, outlive the distributor; one of a later version whose table has other columns (a
+  // migration added one) must not find the earlier one's staging table under the same name.
+  const staging = `fieldstream_stage_${spec.table}_${createHash('sha256').update(shape).digest('hex').slice(0, 8)}`;
   const select = cols.map((c, i) => (c.time ? ts(`r.c${i}`) : `r.c${i}`)).join(', ');
   const where = spec.onlyIf ? ` WHERE ${spec.onlyIf(schema)}` : '';
   return {
-    stage: `CREATE TEMP TABLE IF NOT EXISTS ${staging} (${cols.map((c, i) => `c${i} ${c.type}`).join(', ')}) ON COMMIT DELETE ROWS`,
+    stage: `CREATE TEMP TABLE IF NOT EXISTS ${staging} (${shape}) ON COMMIT DELETE ROWS`,
     // pg_temp named: a table of that name elsewhere on the search_path is never the one written.
     copy: `COPY pg_temp.${staging} FROM STDIN`,
     insert: `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM pg_temp.${staging} AS r${where} ON CONFLICT DO NOTHING`,

@@ -80,8 +80,21 @@ const V1: Migration = {
   },
 };
 
+/**
+ * Version 2: a device's presence published again for a connection announced before (the gateway's
+ * daily reminder, or after it reconnected to its broker) keeps the time of that connection in
+ * `since`; null on a connect or a disconnect, so that the history of changes leaves reminders out.
+ */
+const V2: Migration = {
+  version: 2,
+  name: 'device_status.since: the connection a presence published again is of',
+  statements({ schema: s }) {
+    return [`ALTER TABLE ${s}.device_status ADD COLUMN IF NOT EXISTS since timestamptz`];
+  },
+};
+
 /** Every migration, in version order. A new one is appended here, never an old one changed. */
-export const MIGRATIONS: readonly Migration[] = [V1];
+export const MIGRATIONS: readonly Migration[] = [V1, V2];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 const VersionRowSchema = z.object({ version: z.number().int() });

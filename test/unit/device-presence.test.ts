@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { MqttClient } from 'mqtt';
+import { CommandRouter } from '../../dmz/gateway/command-router.ts';
+import type { DeviceSession } from '../../dmz/gateway/device-session.ts';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { TABLES } from '../../internal-network/distributor/sinks/postgres/rows.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { StatusEnvelopeSchema, type StatusEnvelope } from '../../shared/contract/envelope.ts';
+import { statusTopic } from '../../shared/contract/topics.ts';
+import { DAY_MS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * A device's presence over a long connection: the gateway publishes it again every day (and after
+ * reconnecting to its broker) with the connection's `since`, so what reads presence within a window
+ * of time still finds the device; the distributor stores such a reminder tagged apart from a
+ * connection or a disconnection.
+ */
+const log = createLogger('test', 'silent');
+const T0 = Date.UTC(2026, 0, 1);
+const NOT_AFTER = T0 + 400 * DAY_MS;
+
+/** The broker side of mqtt.js as the router uses it: what was published, a connection to toggle. */
+class FakeMqtt extends EventEmitter {
+  connected = true;
+  readonly published: Array<{ topic: string; status: StatusEnvelope; retain: boolean }> = [];
+  publish(topic: string, payload: string, opts: { retain?: boolean }): void {
+    this.published.push({ topic, status: StatusEnvelopeSchema.parse(JSON.parse(payload)), retain: opts.retain === true });
+  }
+  subscribe(_filters: unknown, _opts: unknown, cb?: (err: Error | null, grants: unknown[]) => void): void {
+    cb?.(null, []);
+  }
+  unsubscribe(): void {}
+  /** what was published since the last call, as [device, state, at, since] */
+  take(): Array<[string, string, number, number | undefined]> {
+    const out = this.published.map((p): [string, string, number, number | undefined] => [p.topic.split('/')[3] as string, p.status.state, p.status.at, p.status.since]);
+    this.published.length = 0;
+    return out;
+  }
+}
+
+const session = (deviceId: string) => ({ deviceId, isClosed: false, close: () => undefined }) as unknown as DeviceSession;
+
+describe('the gateway publishes the presence of each device it holds again', () => {
+  it('a day after its last, with the time of the connection; a connection or a disconnection without it', () => {
+    const mqtt = new FakeMqtt();
+    let now = T0;
+    const router = new CommandRouter(mqtt as unknown as MqttClient, 'gw-1', log, { refreshMs: DAY_MS, refreshCheckMs: 3_600_000, now: () => now });
+    try {
+      const a = session('meter-1');
+      router.attach(a, NOT_AFTER);
+      assert.deepEqual(mqtt.take(), [['meter-1', 'online', T0, undefined]]);
+      now = T0 + DAY_MS - 1;
+      router.refresh();
+      assert.deepEqual(mqtt.take(), [], 'not due yet');
+      now = T0 + DAY_MS;
+      router.refresh();
+      const [reminder] = mqtt.published;
+      assert.deepEqual(mqtt.take(), [['meter-1', 'online', T0 + DAY_MS, T0]]);
+      assert.equal(reminder?.status.certNotAfter, NOT_AFTER);
+      assert.equal(reminder?.retain, true);
+      assert.equal(reminder?.topic, statusTopic('meter-1'));
+      now += 3_600_000;
+      router.refresh();
+      assert.deepEqual(mqtt.take(), [], 'the next one a day after this one');
+
+      // Broker away: a device let in meanwhile has no presence yet; at the reconnection it gets its
+      // first (no `since`), the one held before a reminder. The day counts from then.
+      mqtt.connected = false;
+      now += 3_600_000;
+      router.attach(session('meter-2'), NOT_AFTER);
+      now += 60_000;
+      router.refresh();
+      assert.deepEqual(mqtt.take(), []);
+      mqtt.connected = true;
+      mqtt.emit('connect', { sessionPresent: false });
+      const reconnected = now;
+      assert.deepEqual(mqtt.take(), [
+        ['meter-1', 'online', reconnected, T0],
+        ['meter-2', 'online', reconnected, undefined],
+      ]);
+
+      router.detach(a);
+      assert.deepEqual(mqtt.take(), [['meter-1', 'offline', reconnected, undefined]]);
+      now = reconnected + DAY_MS;
+      router.refresh();
+      assert.deepEqual(mqtt.take(), [['meter-2', 'online', reconnected + DAY_MS, reconnected - 60_000]]);
+    } finally {
+      router.close();
+    }
+  });
+
+  it('on its own timer, until closed', async () => {
+    const mqtt = new FakeMqtt();
+    let now = T0;
+    const router = new CommandRouter(mqtt as unknown as MqttClient, 'gw-1', log, { refreshMs: DAY_MS, refreshCheckMs: 10, now: () => now });
+    try {
+      router.attach(session('meter-1'));
+      mqtt.take();
+      now = T0 + DAY_MS;
+      const deadline = Date.now() + 5_000;
+      while (mqtt.published.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(mqtt.take(), [['meter-1', 'online', T0 + DAY_MS, T0]]);
+      assert.equal(mqtt.published.at(0)?.status.certNotAfter, undefined, 'a device token: no certificate');
+      router.close();
+      now += 2 * DAY_MS;
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(mqtt.take(), []);
+    } finally {
+      router.close();
+    }
+  });
+});
+
+describe('the distributor stores a reminder apart from a connection', () => {
+  let tmp: { dir: string; cleanup(): void };
+  let handler: MessageHandler;
+  const written: StoredPoint[] = [];
+  before(() => {
+    tmp = tempDir('presence');
+    mkdirSync(join(tmp.dir, 'keys'));
+    writeFileSync(join(tmp.dir, 'revoked.txt'), '');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(tmp.dir, 'keys'), join(tmp.dir, 'revoked.txt')), new ReplayWindows(join(tmp.dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+    const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };
+    handler = new MessageHandler(sink, new FileStore(join(tmp.dir, 'files')), verifier);
+  });
+  after(() => tmp?.cleanup());
+
+  it('tagged republished=true with the connection time in `since` (never later than the presence); PostgreSQL keeps `since`, null for a connection', async () => {
+    const now = Date.now();
+    const publish = (status: Omit<StatusEnvelope, 'v' | 'gatewayId'>) => handler.handle(statusTopic('meter-1'), Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', ...status })));
+    await publish({ state: 'online', at: now - 2 * DAY_MS, certNotAfter: now + 40 * DAY_MS });
+    await publish({ state: 'online', at: now - DAY_MS, certNotAfter: now + 40 * DAY_MS, since: now - 2 * DAY_MS });
+    await publish({ state: 'online', at: now - 1000, since: now }); // a `since` after its presence: taken as the presence's time
+    await publish({ state: 'offline', at: now - 500 });
+    assert.deepEqual(
+      written.map((p) => [p.time - now, p.tags, p.fields.state, p.fields.since === undefined ? undefined : (p.fields.since as number) - now, p.fields.cert_days_left]),
+      [
+        [-2 * DAY_MS, { device: 'meter-1', gateway: 'gw-1' }, 'online', undefined, 42],
+        [-DAY_MS, { device: 'meter-1', gateway: 'gw-1', republished: 'true' }, 'online', -2 * DAY_MS, 41],
+        [-1000, { device: 'meter-1', gateway: 'gw-1', republished: 'true' }, 'online', -1000, undefined],
+        [-500, { device: 'meter-1', gateway: 'gw-1' }, 'offline', undefined, undefined],
+      ],
+    );
+    const spec = TABLES.device_status;
+    assert.ok(spec);
+    const since = spec.columns.findIndex((c) => c.name === 'since');
+    assert.ok(since > 0 && spec.columns[since]?.time === true);
+    assert.deepEqual(written.map((p) => spec.row(p, 'k')[since]), [null, now - 2 * DAY_MS, now - 1000, null]);
+  });
+});
