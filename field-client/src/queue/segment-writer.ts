@@ -340,7 +340,8 @@ export class SegmentWriter {
   /**
    * An fsync of `seg` failed (EIO: the kernel could not write some of its pages back). Linux marks
    * those pages clean all the same: once evicted, or after a power cut, they may read back as
-   * zeros, and recovery cuts a segment at its first bad record, with every record after it. So the
+   * zeros, which give no record length to go on from: recovery cuts the segment there, with every
+   * record after it. So the
    * segment takes no more records: the next go to a new one (mend), never behind a range that may
    * be lost. With the sync policy "always", every record of it no fsync covered is refused to its
    * producer, even one whose own, later fsync succeeded (refuseUnsynced). And the next start takes
