@@ -64,7 +64,7 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
 Talk to it as device sensor-001 (type one of the example messages of docs/message-contract.md):
   npx wscat -c ${pipeline.gatewayUrl} --ca ${rel(p.publicCa)} --cert ${rel(dev.cert)} --key ${rel(dev.key)}
 
-Send the simulated device a command, then read its state:
+${simulated ? 'Send the simulated device a command, then read its state:' : 'Send sensor-001 a command (it waits, sent, until sensor-001 connects: with wscat above, say), then read its state:'}
   curl -s -X POST ${apiUrl}/v1/commands -H "Authorization: Bearer ${token}" -H 'Content-Type: application/json' \\
     -d '{"deviceId": "${simulated ?? 'sensor-001'}", "command": "ping"}'
   curl -s '${apiUrl}/v1/commands?deviceId=${simulated ?? 'sensor-001'}' -H "Authorization: Bearer ${token}"
