@@ -90,8 +90,8 @@ export class MessageHandler {
       if (presence.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Presence of ${presence.gatewayId} arrived on ${topic}`);
       // Stamped when it arrived: a will carries the time the gateway started, not when it was lost.
       // Nothing in it tells one publication from the next (the same online at each connection, the
-      // same will at each loss): keyed by its arrival, a delivery again is left out by the store
-      // (postgres/rows.ts writes a presence only when it changes the gateway's last one).
+      // same will at each loss): keyed by its arrival, each is a row of its own (postgres/rows.ts),
+      // and the gateway's state is its latest by time.
       const arrived = Date.now();
       return this.presencePoint({
         measurement: MEASUREMENTS.gatewayStatus,

@@ -154,26 +154,71 @@ describe('the PostgreSQL sink', () => {
     await s.write(batch);
     const before = { r: await count('readings', "device = 'r1'"), e: await count('events'), c: await count('command_responses'), d: await count('device_status'), g: await count('gateway_status'), x: await count('security_events') };
     assert.deepEqual(before, { r: 2, e: 1, c: 1, d: 1, g: 1, x: 1 });
-    // The gateway's presence arrives again, later: it changes nothing, so it is not written.
-    await s.write(batch.map((p) => (p.measurement === 'gateway_status' ? { ...p, time: 7000, [POINT_KEY]: '900:online:7000' } : p)));
+    // A retry: the same batch, the gateway's presence with the same arrival (its key) included.
+    await s.write(batch);
     await s.write(batch.slice(0, 2));
     assert.deepEqual({ r: await count('readings', "device = 'r1'"), e: await count('events'), c: await count('command_responses'), d: await count('device_status'), g: await count('gateway_status'), x: await count('security_events') }, before);
-    // The same process loses its broker connection (its will) and connects again: both are written,
-    // though the second online is the very same message as the first.
-    const presence = (state: string, at: number): StoredPoint => ({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state, since: 900 }, time: at, [POINT_KEY]: `900:${state}:${at}` });
-    await s.write([presence('offline', 8000)]);
-    await s.write([presence('online', 9000)]);
-    await s.write([presence('online', 9500)]);
-    assert.deepEqual(
-      (await rows("SELECT state, (extract(epoch FROM time) * 1000)::bigint AS ms FROM fieldstream.gateway_status WHERE gateway = 'gw-1' ORDER BY time")).map((r) => `${r.state}@${r.ms}`),
-      ['online@2000', 'offline@8000', 'online@9000'],
-    );
     const [e] = await rows('SELECT event_type, severity, message, extra FROM fieldstream.events');
     assert.deepEqual(e, { event_type: 'door_open', severity: 'warning', message: 'open', extra: { floor: 3 } });
     const [st] = await rows("SELECT (extract(epoch FROM cert_not_after) * 1000)::bigint AS ms, cert_days_left FROM fieldstream.device_status");
     assert.deepEqual(st, { ms: '1800000000000', cert_days_left: 12.5 });
     const [sec] = await rows('SELECT reason, source, gateway, count, (extract(epoch FROM from_time) * 1000)::bigint AS from_ms FROM fieldstream.security_events');
     assert.deepEqual(sec, { reason: 'GATEWAY_RATE_LIMITED', source: 'gateway', gateway: 'gw-1', count: 7, from_ms: '500' });
+  });
+
+  it("keeps every gateway presence, so that its latest row is the gateway's state whatever the batches and their order", async () => {
+    const s = sink();
+    /** A gateway presence as the distributor makes it (message-handler.ts): `since` the process's start, keyed by its arrival. */
+    const presence = (gateway: string, state: 'online' | 'offline', since: number, arrived: number): StoredPoint => ({
+      measurement: 'gateway_status',
+      tags: { gateway },
+      fields: { state, since },
+      time: arrived,
+      [POINT_KEY]: `${since}:${state}:${arrived}`,
+    });
+    const history = async (gateway: string) =>
+      (await rows('SELECT state, (extract(epoch FROM time) * 1000)::bigint AS ms FROM fieldstream.gateway_status WHERE gateway = $1 ORDER BY time', [gateway])).map((r) => `${r.state}@${r.ms}`);
+    const now = async (gateway: string) => (await rows('SELECT state FROM fieldstream.gateway_status WHERE gateway = $1 ORDER BY time DESC LIMIT 1', [gateway]))[0]?.state;
+    const S = 1_700_000_000_000;
+
+    // Its connection lost, then a flap (connected and lost again) joined into one batch by the
+    // batcher: the last `offline` is kept, though the table's latest row already said `offline`.
+    await s.write([presence('gw-flap', 'online', S, S + 1000)]);
+    await s.write([presence('gw-flap', 'offline', S, S + 2000)]);
+    await s.write([presence('gw-flap', 'online', S, S + 3000), presence('gw-flap', 'offline', S, S + 3005)]);
+    assert.equal(await now('gw-flap'), 'offline');
+    assert.deepEqual(await history('gw-flap'), [`online@${S + 1000}`, `offline@${S + 2000}`, `online@${S + 3000}`, `offline@${S + 3005}`]);
+
+    // The same flap written out of order (two consumers, or the first write retried after the second):
+    // the `offline` is kept, and the older `online` written after it does not become the state.
+    await s.write([presence('gw-order', 'online', S, S + 1000)]);
+    await s.write([presence('gw-order', 'offline', S, S + 2000)]);
+    await s.write([presence('gw-order', 'offline', S, S + 3005)]);
+    await s.write([presence('gw-order', 'online', S, S + 3000)]);
+    assert.equal(await now('gw-order'), 'offline');
+    assert.deepEqual(await history('gw-order'), [`online@${S + 1000}`, `offline@${S + 2000}`, `online@${S + 3000}`, `offline@${S + 3005}`]);
+
+    // The same process connects again: its second `online` is the very same message as its first,
+    // and is a row of its own (its arrival in the key); a retry of it writes nothing more.
+    await s.write([presence('gw-order', 'online', S, S + 9000)]);
+    await s.write([presence('gw-order', 'online', S, S + 9000)]);
+    assert.equal(await now('gw-order'), 'online');
+    assert.equal(await count('gateway_status', "gateway = 'gw-order'"), 5);
+
+    // A device's presence has no such condition (each is a row, keyed by its gateway's time): the
+    // same flap, in one batch and out of order, leaves it offline too.
+    const device = (d: string, state: 'online' | 'offline', at: number): StoredPoint => ({ measurement: 'device_status', tags: { device: d, gateway: 'gw-1' }, fields: { state }, time: at, [POINT_KEY]: `gw-1:${at}:${state}` });
+    const deviceNow = async (d: string) => (await rows('SELECT state FROM fieldstream.device_status WHERE device = $1 ORDER BY time DESC LIMIT 1', [d]))[0]?.state;
+    await s.write([device('dev-flap', 'online', S + 1000)]);
+    await s.write([device('dev-flap', 'offline', S + 2000)]);
+    await s.write([device('dev-flap', 'online', S + 3000), device('dev-flap', 'offline', S + 3005)]);
+    await s.write([device('dev-order', 'online', S + 1000)]);
+    await s.write([device('dev-order', 'offline', S + 2000)]);
+    await s.write([device('dev-order', 'offline', S + 3005)]);
+    await s.write([device('dev-order', 'online', S + 3000)]);
+    assert.deepEqual([await deviceNow('dev-flap'), await deviceNow('dev-order')], ['offline', 'offline']);
+    assert.deepEqual([await count('device_status', "device = 'dev-flap'"), await count('device_status', "device = 'dev-order'")], [4, 4]);
+    await admin.query("DELETE FROM fieldstream.device_status WHERE device LIKE 'dev-%'"); // later tests read device_status
   });
 
   it('refuses data PostgreSQL cannot hold (DISTRIBUTOR_WRITE_REJECTED), and retries when it is down or the password is wrong', async () => {

@@ -35,8 +35,6 @@ interface TableSpec {
   table: string;
   columns: readonly Column[];
   row(p: StoredPoint, key: string): unknown[];
-  /** a condition on the record `r` (with `T(expr)` for a time) for the row to be written at all */
-  onlyIf?: (schema: string) => string;
 }
 
 const text = (name: string): Column => ({ name, type: 'text' });
@@ -89,16 +87,17 @@ export const TABLES: Record<string, TableSpec> = {
    * A gateway's presence carries nothing that tells one publication from the next: the gateway
    * publishes the same `online` at each connection to its broker, and the broker the same `offline`
    * (its will) at each loss, all with the one `since` of the gateway process. So its key holds the
-   * arrival time (points.ts), and a row is written only when it changes what the table says last
-   * of that gateway: a delivery again of the presence in force writes nothing, and no change of
-   * state is ever lost (a key without the arrival time would drop the second `online` of a process).
+   * arrival time (points.ts), and every presence is a row: a batch written again (a retry) writes
+   * nothing, and the gateway's state is its latest row by time, as InfluxDB's last point is.
+   * Writing a row only when it differs from the latest one would lose changes: that comparison sees
+   * the table as it was before the statement (a flap within one batch: the `offline` is compared
+   * with the `offline` before the `online`, and dropped) and cannot take back a row dropped before
+   * an older one arrives (batches written out of order, by two consumers or after a retry).
    */
   [MEASUREMENTS.gatewayStatus]: {
     table: 'gateway_status',
     columns: [text('gateway'), time('time'), text('message_key'), text('state'), time('since')],
     row: (p, k) => [p.tags.gateway, p.time, k, str(p.fields.state), num(p.fields.since)],
-    onlyIf: (schema) =>
-      `NOT EXISTS (SELECT 1 FROM (SELECT g.state, g.since FROM ${schema}.gateway_status g WHERE g.gateway = r.c0 ORDER BY g.time DESC LIMIT 1) AS last WHERE last.state = r.c3 AND last.since = ${ts('r.c4')})`,
   },
   [MEASUREMENTS.securityEvents]: {
     table: 'security_events',
@@ -155,12 +154,11 @@ export function tableStatements(schema: string, spec: TableSpec): TableStatement
   // migration added one) must not find the earlier one's staging table under the same name.
   const staging = `fieldstream_stage_${spec.table}_${createHash('sha256').update(shape).digest('hex').slice(0, 8)}`;
   const select = cols.map((c, i) => (c.time ? ts(`r.c${i}`) : `r.c${i}`)).join(', ');
-  const where = spec.onlyIf ? ` WHERE ${spec.onlyIf(schema)}` : '';
   return {
     stage: `CREATE TEMP TABLE IF NOT EXISTS ${staging} (${shape}) ON COMMIT DELETE ROWS`,
     // pg_temp named: a table of that name elsewhere on the search_path is never the one written.
     copy: `COPY pg_temp.${staging} FROM STDIN`,
-    insert: `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM pg_temp.${staging} AS r${where} ON CONFLICT DO NOTHING`,
+    insert: `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM pg_temp.${staging} AS r ON CONFLICT DO NOTHING`,
   };
 }
 
