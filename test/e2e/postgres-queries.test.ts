@@ -98,6 +98,27 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
        SELECT device, time + interval '1 second', message_key || ':again', gateway, state, cert_not_after, cert_days_left, time
        FROM fieldstream.device_status WHERE device = 'meter-1' ORDER BY time DESC LIMIT 1`,
     );
+    // Gateway presence, the rows as the sink writes them (every arrival a row, keyed
+    // `<since>:<state>:<arrival>`): gw-1 online, the same online delivered again, its connection
+    // lost and back, lost, then started twice with no will between (a DMZ server killed); gw-2
+    // online, then offline 5 ms later.
+    const gatewayRows: Array<[string, string, number, number]> = [
+      ['gw-1', 'online', BASE + 59 * 60_000, BASE + HOUR],
+      ['gw-1', 'online', BASE + 59 * 60_000, BASE + HOUR + 30_000],
+      ['gw-1', 'offline', BASE + 59 * 60_000, BASE + 2 * HOUR],
+      ['gw-1', 'online', BASE + 59 * 60_000, BASE + 2 * HOUR + 10_000],
+      ['gw-1', 'offline', BASE + 59 * 60_000, BASE + 3 * HOUR],
+      ['gw-1', 'online', BASE + 4 * HOUR, BASE + 4 * HOUR + 1000],
+      ['gw-1', 'online', BASE + 5 * HOUR, BASE + 5 * HOUR + 1000],
+      ['gw-2', 'online', BASE, BASE + HOUR],
+      ['gw-2', 'offline', BASE, BASE + HOUR + 5],
+    ];
+    for (const [gateway, state, since, at] of gatewayRows) {
+      await s.admin.query(
+        `INSERT INTO fieldstream.gateway_status (gateway, time, message_key, state, since) VALUES ($1, 'epoch'::timestamptz + $2 * interval '1 millisecond', $3, $4, 'epoch'::timestamptz + $5 * interval '1 millisecond')`,
+        [gateway, at, `${since}:${state}:${at}`, state, since],
+      );
+    }
   });
   after(async () => {
     await s?.stop();
@@ -111,8 +132,8 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
       return b as string[];
     };
 
-    it('has the five questions, and every block runs', async () => {
-      assert.deepEqual([...blocks.keys()], ['The last value of each device', "A field's hourly average", 'Events of a type in a time range', "A command's response", "A device's presence history"]);
+    it('has the six questions, and every block runs', async () => {
+      assert.deepEqual([...blocks.keys()], ['The last value of each device', "A field's hourly average", 'Events of a type in a time range', "A command's response", "A device's presence history", "A gateway's state"]);
       // A stand-in for TimescaleDB's time_bucket (not packaged here): date_bin from its default
       // origin, 2000-01-03 00:00 UTC, the same buckets for widths of a day or less.
       await q(`CREATE OR REPLACE FUNCTION public.time_bucket(bucket_width interval, ts timestamptz) RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$ SELECT date_bin(bucket_width, ts, timestamptz '2000-01-03 00:00:00+00') $$`);
@@ -169,6 +190,31 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
       assert.deepEqual(rows.map((r) => r.lasted === null), [false, false, true], 'each state lasted until the next; the last still holds');
       assert.ok(rows.every((r) => typeof r.gateway === 'string' && r.gateway !== ''));
       assert.deepEqual((await q(now as string)).map((r) => [r.device, r.state]), [['meter-1', 'online'], ['meter-2', 'offline']]);
+    });
+
+    it("a gateway's state now, and its changes without the presence delivered again", async () => {
+      const [now, changes] = of("A gateway's state", 2);
+      const ms = (v: unknown) => (v as Date).getTime();
+      // Only the gateways of the rows above: the pipeline's own gateway may have rows of its own.
+      const states = (await q(now as string)).filter((r) => r.gateway === 'gw-1' || r.gateway === 'gw-2');
+      assert.deepEqual(
+        states.map((r) => [r.gateway, r.state, ms(r.since), ms(r.time)]),
+        [
+          ['gw-1', 'online', BASE + 5 * HOUR, BASE + 5 * HOUR + 1000],
+          ['gw-2', 'offline', BASE, BASE + HOUR + 5],
+        ],
+      );
+      assert.deepEqual(
+        (await q(changes as string)).map((r) => [r.state, ms(r.time), ms(r.since)]),
+        [
+          ['online', BASE + HOUR, BASE + 59 * 60_000],
+          ['offline', BASE + 2 * HOUR, BASE + 59 * 60_000],
+          ['online', BASE + 2 * HOUR + 10_000, BASE + 59 * 60_000],
+          ['offline', BASE + 3 * HOUR, BASE + 59 * 60_000],
+          ['online', BASE + 4 * HOUR + 1000, BASE + 4 * HOUR],
+          ['online', BASE + 5 * HOUR + 1000, BASE + 5 * HOUR],
+        ],
+      );
     });
   });
 
