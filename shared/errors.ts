@@ -283,7 +283,7 @@ export const ERRORS = {
   },
 
   // -- Operator console ------------------------------------------------------------------------------
-  CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired (or its token was refused by the command API since the login: revoked there): log in again.' },
+  CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired (or its token was taken out of COMMAND_API_TOKENS_FILE, or refused by the command API, since the login): log in again.' },
   CONSOLE_LOGIN_FAILED: { http: 401, transient: false, description: 'The token is not a known credential (COMMAND_API_TOKEN or COMMAND_API_TOKENS_FILE).' },
   CONSOLE_LOGIN_RATE_LIMITED: { http: 429, transient: true, description: 'Too many login attempts from this address; wait a minute.' },
   CONSOLE_FORBIDDEN: { http: 403, transient: false, description: "The logged-in user's role does not allow this (sending a command needs operator or admin; the test event fieldstream.test needs admin)." },
@@ -337,6 +337,11 @@ export const ERRORS = {
   // -- Configuration, certificates, start-up ------------------------------------------------------
   CONFIG_INVALID: { http: 500, transient: false, description: 'A setting is missing or wrong.' },
   CONFIG_FILE_UNREADABLE: { http: 500, transient: false, description: 'A file named by a setting cannot be read.' },
+  ROLE_TOKENS_INVALID: {
+    http: 500,
+    transient: false,
+    description: 'COMMAND_API_TOKENS_FILE changed while the console ran, to a file that cannot be read (removed?) or is not a valid tokens file; the last valid set of role tokens stays in force.',
+  },
   PKI_CA_MISSING: { http: 404, transient: false, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
   PKI_INVALID_NAME: { http: 400, transient: false, description: 'The name is not valid for a certificate.' },
   PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists.' },

@@ -499,6 +499,10 @@ export const TIMINGS = {
   revokedSerialsReloadMs: 2_000,
   /** milliseconds between looks at the gateway's device tokens file (GATEWAY_DEVICE_TOKENS_FILE) */
   deviceTokensReloadMs: 2_000,
+  /** milliseconds between looks at the console's role tokens file (COMMAND_API_TOKENS_FILE): a token
+   * taken out of it is refused, and its logins end, at most this long after the change. One stat
+   * per this at most, however many requests and live streams check their token meanwhile. */
+  roleTokensReloadMs: 1_000,
   /** milliseconds a looked-up device key (and the revoked list) is trusted before the registry's folder (and the list) is looked at again */
   deviceKeyRecheckMs: 1_000,
   /** milliseconds before a device key's own file is looked at again while the registry's folder is unchanged (a file overwritten in place) */

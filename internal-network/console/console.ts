@@ -5,7 +5,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { selectSink } from '../distributor/sinks/select.ts';
-import { Credentials } from '../shared/credentials.ts';
+import { ReloadingCredentials } from '../shared/credentials.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { parseStoredFeed, STORED_FEED_TOPIC } from '../shared/stored-feed.ts';
 import { AnomalyRunner, type ReadingScorer } from './anomaly-runner.ts';
@@ -50,7 +50,8 @@ export const CONSOLE_MEASUREMENTS = { state: 'device_state', anomalies: 'anomali
  */
 export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logger, opts: { scorer?: ReadingScorer | undefined; processMetrics?: boolean } = {}): Promise<OperatorConsole> {
   const log = logger.child({ component: 'console' });
-  const credentials = Credentials.fromSettings({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE });
+  // Read again when the file changes: the pages and the management API never ask the command API.
+  const credentials = new ReloadingCredentials({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }, log.child({ subsystem: 'role-tokens' }));
   const own = new OwnPointsWriter(selectSink(config), log.child({ subsystem: 'store' }));
   const fleet = new Fleet({
     staleAfterMs: config.CONSOLE_STALE_AFTER_S * 1000,
@@ -143,6 +144,11 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     return token !== undefined && verifier.verify(token) !== undefined;
   };
   const hub = new LiveHub({ fleet, pipeline: () => pipeline.current(), deviceDetail, sessionAlive: loginAlive }, log.child({ subsystem: 'live' }));
+  // A token taken out of the tokens file (or now another user's) ends its logins and their streams
+  // as soon as the change is seen: gone from the store, a later file giving the token back revives none.
+  credentials.onChange(() => {
+    for (const id of sessions.endWhere((s) => s.commandToken === undefined || verifier.verify(s.commandToken)?.name !== s.principal?.name)) hub.endSession(id);
+  });
   const history = new LimitedHistory(selectHistory(config, () => new LocalHistory(config.TIMESERIES_LOCAL_PATH)));
   const timers = [setInterval(() => fleet.sweep(), CONSOLE.staleSweepMs), setInterval(lookAtRegistry, CONSOLE.staleSweepMs)];
 

@@ -3,7 +3,8 @@ import { sha256Hex, type Credentials } from '../shared/credentials.ts';
 
 /**
  * Tokens the command API refused (401) though the console's own credentials know them: revoked
- * there (its tokens file changed and it restarted) while the console still runs with the old file.
+ * there (its tokens file changed and it restarted) while the console's file still holds them (a
+ * copy not updated; a change to the console's own file is seen without this, ReloadingCredentials).
  * The console refuses them too from then on, until it restarts. Without that, every request of such
  * a login would reach the command API and be refused, and 20 refusals within its window throttle the
  * console's address there (API_THROTTLED): every operator of the console locked out by one stale

@@ -1,5 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readJsonSetting } from '../../shared/config.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { ReloadedFile } from '../../shared/reloaded-file.ts';
 import { ROLES, TokensFileSchema, type Role } from '../command-api/schemas.ts';
 
 /** Who a credential belongs to, and what it may do. */
@@ -21,13 +25,9 @@ export class Credentials {
     this.known = [...entries].map(([hex, who]) => ({ digest: Buffer.from(hex, 'hex'), who }));
   }
 
-  /** COMMAND_API_TOKEN (operator) and the tokens file, as the command API and the console read them. */
-  static fromSettings(s: { token?: string | undefined; tokensFile?: string | undefined }): Credentials {
-    const entries: Array<[string, Principal]> = [];
-    if (s.token !== undefined) entries.push([sha256Hex(s.token), { name: 'COMMAND_API_TOKEN', role: 'operator' }]);
-    const file = s.tokensFile ? readJsonSetting('COMMAND_API_TOKENS_FILE', s.tokensFile, TokensFileSchema) : [];
-    for (const t of file) entries.push([t.sha256, { name: t.name, role: t.role }]);
-    return new Credentials(entries);
+  /** COMMAND_API_TOKEN (operator) and the tokens file, as the command API reads them (at start). */
+  static fromSettings(s: CredentialSettings): Credentials {
+    return new Credentials([...tokenEntry(s.token), ...(s.tokensFile ? fileEntries(s.tokensFile) : [])]);
   }
 
   get size(): number {
@@ -40,6 +40,78 @@ export class Credentials {
     let found: Principal | undefined;
     for (const k of this.known) if (timingSafeEqual(k.digest, digest)) found = k.who;
     return found;
+  }
+}
+
+export interface CredentialSettings {
+  token?: string | undefined;
+  tokensFile?: string | undefined;
+}
+
+function tokenEntry(token: string | undefined): Array<[string, Principal]> {
+  return token === undefined ? [] : [[sha256Hex(token), { name: 'COMMAND_API_TOKEN', role: 'operator' }]];
+}
+
+/** The tokens file's entries, checked against its schema (zod): throws CONFIG_FILE_UNREADABLE or CONFIG_INVALID. */
+function fileEntries(path: string): Array<[string, Principal]> {
+  return readJsonSetting('COMMAND_API_TOKENS_FILE', path, TokensFileSchema).map((t) => [t.sha256, { name: t.name, role: t.role }]);
+}
+
+/**
+ * The role credentials as the console holds them while it runs: COMMAND_API_TOKEN, and the tokens
+ * file read again when it changes (ReloadedFile, as the console's device tokens), so that a token
+ * taken out of the file is refused, and one whose role changed has the new role, within
+ * TIMINGS.roleTokensReloadMs, without a restart: the console's pages and management API read
+ * without ever asking the command API, which would otherwise be the only one to learn of it.
+ * Each verify() costs what Credentials.verify costs, and a clock read; the file is looked at (one
+ * stat) at most once per TIMINGS.roleTokensReloadMs. At start the file must be valid, as before (the
+ * console stops with CONFIG_INVALID or CONFIG_FILE_UNREADABLE); a version written later that is not
+ * valid or cannot be read (removed) leaves the last valid set in force, logged as
+ * ROLE_TOKENS_INVALID: an edit gone wrong locks no one out and stops nothing.
+ */
+export class ReloadingCredentials {
+  /** without a file, the credentials; with one, those it held at start (current() has them from then on) */
+  private readonly fixed: Credentials;
+  private readonly file: ReloadedFile<Credentials> | undefined;
+  private readonly listeners: Array<() => void> = [];
+
+  constructor(s: CredentialSettings, log: Logger) {
+    const token = tokenEntry(s.token);
+    const path = s.tokensFile;
+    if (path === undefined) {
+      this.fixed = new Credentials(token);
+      this.file = undefined;
+      return;
+    }
+    this.file = new ReloadedFile({
+      path,
+      recheckMs: TIMINGS.roleTokensReloadMs,
+      read: (p) => new Credentials([...token, ...fileEntries(p)]),
+      // Removed, it is not taken to mean "no one": a deploy or an editor replacing it may remove it
+      // for a moment, and the console would not start without it either.
+      whenMissing: 'keep',
+      // An error without a code is the look at the file failing (removed, or its folder unreadable).
+      onInvalid: (err) =>
+        log.error(
+          { code: 'ROLE_TOKENS_INVALID', cause: isFieldStreamError(err) ? err.code : 'CONFIG_FILE_UNREADABLE', path, err: err.message },
+          'the role tokens file changed to one that cannot be read or is not valid: the last valid set stays in force',
+        ),
+      onChange: (c) => {
+        log.info({ path, tokens: c.size }, 'role tokens file read again');
+        for (const l of this.listeners) l();
+      },
+    });
+    this.fixed = this.file.load();
+  }
+
+  /** The principal a token belongs to now, or undefined. */
+  verify(token: string, now = Date.now()): Principal | undefined {
+    return (this.file?.current(now) ?? this.fixed).verify(token);
+  }
+
+  /** Called once the file's new version is in force (from inside the verify() that saw it). */
+  onChange(listener: () => void): void {
+    this.listeners.push(listener);
   }
 }
 

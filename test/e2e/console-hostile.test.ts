@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startConsole, type OperatorConsole } from '../../internal-network/console/console.ts';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
-import { CONSOLE } from '../../shared/limits.ts';
+import { CONSOLE, TIMINGS } from '../../shared/limits.ts';
 import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { brokerSettings, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
@@ -326,6 +326,89 @@ describe('the operator console against hostile clients', () => {
     assert.equal((await op.login(ROLE_TOKENS.operator)).status, 200);
     const sent = await op.req('/api/devices/meter-1/commands', 'POST', { command: 'ping' });
     assert.ok(sent.status < 300, `the command API still serves the console: ${JSON.stringify(sent.body)}`);
+  });
+
+  it('a token taken out of COMMAND_API_TOKENS_FILE is refused within a second, no restart: its logins, streams, history and bearer calls end; a changed role applies to open logins; an invalid or removed file keeps the last valid set', async () => {
+    const dir = join(tmp.dir, 'reloaded-tokens');
+    mkdirSync(dir, { recursive: true });
+    const tokens = writeRoleTokens(dir);
+    type Entry = { name: string; role: string; sha256: string };
+    const all = JSON.parse(readFileSync(tokens, 'utf8')) as Entry[];
+    // As an operator should: a new file renamed over the old, never seen half-written.
+    const replace = (content: string) => {
+      writeFileSync(`${tokens}.new`, content);
+      renameSync(`${tokens}.new`, tokens);
+    };
+    const within = <T>(check: () => Promise<T | undefined>, what: string) => eventually(check, TIMINGS.roleTokensReloadMs + 3_000, what);
+    // The command API of the fixture knows every token still: the console alone must notice.
+    const c = await anotherConsole({ COMMAND_API_TOKENS_FILE: tokens, CONSOLE_MANAGE_API: 'on' });
+    const manage = async (token: string) => {
+      const r = await fetch(new URL('/api/v1/manage/devices', c.url), { headers: { authorization: `Bearer ${token}` } });
+      return { status: r.status, code: ((await r.json()) as { error?: { code?: string } }).error?.code };
+    };
+    const now = Date.now();
+    const historyPath = `/api/devices/meter-1/history?field=temp&from=${now - 60_000}&to=${now}`;
+
+    const viewer = new ConsoleSession(c.url);
+    await viewer.login(ROLE_TOKENS.viewer);
+    const operator = new ConsoleSession(c.url);
+    await operator.login(ROLE_TOKENS.operator);
+    const live = await viewer.live('?device=meter-1');
+    try {
+      await live.until((e) => (e.event === 'snapshot' ? true : undefined));
+      assert.equal((await viewer.request(historyPath)).status, 200);
+      assert.equal((await manage(ROLE_TOKENS.viewer)).status, 200);
+
+      // The viewer's token taken out, the operator made a viewer.
+      replace(JSON.stringify(all.filter((e) => e.role !== 'viewer').map((e) => (e.role === 'operator' ? { ...e, role: 'viewer' } : e))));
+      await within(async () => ((await viewer.request('/api/session')).body.authenticated === false ? true : undefined), 'the viewer logged out');
+      const timeout = new Promise<string>((r) => setTimeout(() => r('still open'), 3_000));
+      assert.equal(await Promise.race([live.ended.then(() => 'ended'), timeout]), 'ended', 'its live stream ended');
+      const history = await viewer.request(historyPath);
+      assert.deepEqual([history.status, history.body.error?.code], [401, 'CONSOLE_UNAUTHORIZED']);
+      const again = await fetch(new URL('/api/live', c.url), { headers: { cookie: viewer.cookies() } });
+      assert.equal(again.status, 401, 'no new stream');
+      await again.arrayBuffer();
+      assert.deepEqual(await manage(ROLE_TOKENS.viewer), { status: 401, code: 'MANAGE_UNAUTHORIZED' }, 'its bearer refused');
+      const relogin = new ConsoleSession(c.url);
+      await relogin.request('/api/session');
+      const login = await relogin.request('/api/login', { method: 'POST', body: { token: ROLE_TOKENS.viewer } });
+      assert.deepEqual([login.status, login.body.error?.code], [401, 'CONSOLE_LOGIN_FAILED'], 'no new login');
+      // The operator's login goes on, as the viewer it now is.
+      const role = await operator.request('/api/session');
+      assert.deepEqual([role.body.authenticated, role.body.role], [true, 'viewer']);
+      const command = await operator.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'ping' } });
+      assert.deepEqual([command.status, command.body.error?.code], [403, 'CONSOLE_FORBIDDEN']);
+      assert.ok(fx.logs.lines.some((l) => l.msg === 'role tokens file read again' && l.path === tokens));
+
+      // The token given back: the login it ended stays ended, a new one works.
+      replace(JSON.stringify(all));
+      await within(async () => ((await manage(ROLE_TOKENS.viewer)).status === 200 ? true : undefined), 'the viewer known again');
+      assert.equal((await viewer.request('/api/session')).body.authenticated, false, 'the ended login did not come back');
+      await viewer.login(ROLE_TOKENS.viewer);
+      assert.equal((await viewer.request(historyPath)).status, 200);
+
+      // Files that are no tokens file, then none: each logged, the last valid set in force, the console up.
+      const invalid = () => fx.logs.lines.filter((l) => l.code === 'ROLE_TOKENS_INVALID' && l.path === tokens);
+      for (const [what, change, cause] of [
+        ['not JSON', () => replace('[{"name": "admin-user", '), 'CONFIG_FILE_UNREADABLE'],
+        ['an unknown role', () => replace(JSON.stringify([{ ...all[0], role: 'root' }])), 'CONFIG_INVALID'],
+        ['removed', () => rmSync(tokens), 'CONFIG_FILE_UNREADABLE'],
+      ] as const) {
+        const seen = invalid().length;
+        change();
+        // Looked at when a token is next checked (here: the admin's bearer).
+        const line = await within(async () => (await manage(ROLE_TOKENS.admin)).status === 200 ? invalid()[seen] : undefined, `ROLE_TOKENS_INVALID for ${what}`);
+        assert.equal(line.level, 50, `${what}: logged as an error`);
+        assert.equal(line.cause, cause, what);
+        assert.equal((await viewer.request('/api/session')).body.role, 'viewer', `${what}: the viewer's login holds`);
+        assert.equal((await manage(ROLE_TOKENS.admin)).status, 200, `${what}: the admin's token still works`);
+        const admin = new ConsoleSession(c.url);
+        assert.equal((await admin.login(ROLE_TOKENS.admin)).status, 200, `${what}: a new login works`);
+      }
+    } finally {
+      live.close();
+    }
   });
 
   describe('behind a TLS proxy', () => {

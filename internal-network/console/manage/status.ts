@@ -1,6 +1,6 @@
-import { statSync } from 'node:fs';
 import { DAY_MS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
+import { ReloadedFile } from '../../../shared/reloaded-file.ts';
 import { deviceAuth, readTokensFileAt, tokenEntry, tokenStanding, type TokensFile } from '../../../shared/security/device-token.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
 
@@ -98,37 +98,24 @@ export function deviceCredential(certDaysLeft: number | null, tokens: TokensFile
 
 /**
  * The device tokens file as the console reads it (readTokensFileAt, the tooling's reader), looked
- * at again at most every TIMINGS.deviceTokensReloadMs and only when it changed. A damaged file is
- * logged once and the last good one kept; a missing one means the console does not know (undefined).
+ * at again at most every TIMINGS.deviceTokensReloadMs and read only when it changed (ReloadedFile,
+ * as the role tokens). A damaged file is logged once and the last good one kept; a missing one
+ * means the console does not know (undefined).
  */
 export class DeviceTokensView {
-  private devices: TokensFile['devices'] | undefined;
-  private mtimeMs = -1;
-  private lookedAt = Number.NEGATIVE_INFINITY;
+  private readonly file: ReloadedFile<TokensFile['devices'] | undefined>;
 
-  constructor(
-    private readonly path: string,
-    private readonly log: Logger,
-  ) {}
+  constructor(path: string, log: Logger) {
+    this.file = new ReloadedFile({
+      path,
+      recheckMs: TIMINGS.deviceTokensReloadMs,
+      read: (p) => readTokensFileAt(p)?.devices,
+      whenMissing: 'forget',
+      onInvalid: (err) => log.error({ code: 'TOKENS_FILE_INVALID', path, err: err.message }, 'device tokens file not valid: the last good one stays in force'),
+    });
+  }
 
   current(now = Date.now()): TokensFile['devices'] | undefined {
-    if (now - this.lookedAt < TIMINGS.deviceTokensReloadMs) return this.devices;
-    this.lookedAt = now;
-    let mtimeMs: number;
-    try {
-      mtimeMs = statSync(this.path).mtimeMs;
-    } catch {
-      this.mtimeMs = -1;
-      this.devices = undefined;
-      return undefined;
-    }
-    if (mtimeMs === this.mtimeMs) return this.devices;
-    this.mtimeMs = mtimeMs;
-    try {
-      this.devices = readTokensFileAt(this.path)?.devices;
-    } catch (err) {
-      this.log.error({ code: 'TOKENS_FILE_INVALID', path: this.path, err: (err as Error).message }, 'device tokens file not valid: the last good one stays in force');
-    }
-    return this.devices;
+    return this.file.current(now);
   }
 }

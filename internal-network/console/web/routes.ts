@@ -65,11 +65,14 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.
  */
 export function consoleRoutes(d: RouteDeps) {
   return (app: FastifyInstance): void => {
-    // A login's token is checked again each time: one the command API has since refused is refused here.
-    const loggedIn = (s: FastifyRequest['session']) =>
-      s.principal && s.commandToken && s.loggedInAt !== undefined && Date.now() - s.loggedInAt <= d.sessionTtlMs && d.credentials.verify(s.commandToken) !== undefined
-        ? { who: s.principal, token: s.commandToken, loggedInAt: s.loggedInAt }
-        : undefined;
+    // A login's token is checked again each time, against the credentials as they are now: one
+    // taken out of the tokens file, or refused by the command API since, is refused here; one
+    // whose role changed has its new role. The same token under another name is another user's.
+    const loggedIn = (s: FastifyRequest['session']) => {
+      if (!s.principal || !s.commandToken || s.loggedInAt === undefined || Date.now() - s.loggedInAt > d.sessionTtlMs) return undefined;
+      const who = d.credentials.verify(s.commandToken);
+      return who && who.name === s.principal.name ? { who, token: s.commandToken, loggedInAt: s.loggedInAt } : undefined;
+    };
     const user = (req: FastifyRequest): { who: Principal; token: string; loggedInAt: number } => {
       const u = loggedIn(req.session);
       if (!u) throw new FieldStreamError('CONSOLE_UNAUTHORIZED');

@@ -93,6 +93,13 @@ export class BoundedSessionStore {
     return this.live(id)?.session.commandToken;
   }
 
+  /** Ends every logged-in session `ended` says has ended (its token no longer a credential); their ids. */
+  endWhere(ended: (session: Session) => boolean): string[] {
+    const ids = [...this.loggedIn].filter(([, e]) => ended(e.session)).map(([id]) => id);
+    for (const id of ids) this.drop(id);
+    return ids;
+  }
+
   /** Whether the session is still there (not logged out, expired or dropped): a live stream ends with it. */
   has(id: string): boolean {
     return this.live(id) !== undefined;
