@@ -285,7 +285,7 @@ export const ERRORS = {
   // -- Operator console ------------------------------------------------------------------------------
   CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired (or its token was taken out of COMMAND_API_TOKENS_FILE, or refused by the command API, since the login): log in again.' },
   CONSOLE_LOGIN_FAILED: { http: 401, transient: false, description: 'The token is not a known credential (COMMAND_API_TOKEN or COMMAND_API_TOKENS_FILE).' },
-  CONSOLE_LOGIN_RATE_LIMITED: { http: 429, transient: true, description: 'Too many login attempts from this address; wait a minute.' },
+  CONSOLE_LOGIN_RATE_LIMITED: { http: 429, transient: true, description: 'Too many login attempts from this address, or through this connection address (a trusted proxy, every client of it together); wait a minute.' },
   CONSOLE_FORBIDDEN: { http: 403, transient: false, description: "The logged-in user's role does not allow this (sending a command needs operator or admin; the test event fieldstream.test needs admin)." },
   CONSOLE_CSRF_INVALID: { http: 403, transient: false, description: 'The request carries no valid CSRF token (x-csrf-token) for this session: reload the page.' },
   CONSOLE_INVALID_REQUEST: { http: 400, transient: false, description: 'The request (body, query or path) is not valid.' },

@@ -671,6 +671,13 @@ export const CONSOLE = {
   /** tokens the command API refused though the console knew them (revoked there), refused by the
    * console too until it restarts; past it the oldest are forgotten */
   refusedTokensMax: 1024,
+  /** login attempts per minute from one connection's own address, as a multiple of
+   * CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE. Behind CONSOLE_TRUSTED_PROXY the login limit counts the
+   * forwarded address, which whoever reaches the proxy's address may choose (Docker's gateway
+   * address is every client of the published port): this bounds the attempts through that address
+   * whatever X-Forwarded-For says, with room for the operators behind the proxy, who share it.
+   * Without a trusted proxy both are the same address, and the smaller limit applies. */
+  loginAttemptsPerConnectionFactor: 10,
   /** bytes. Largest request body the console reads. */
   bodyMaxBytes: 16 * 1024,
   /** points a history request returns at most (downsampled by mean to fit) */

@@ -460,6 +460,22 @@ describe('the operator console against hostile clients', () => {
       const login = await b.login(ROLE_TOKENS.operator);
       assert.equal(login.status, 200, `another operator behind the same proxy: ${JSON.stringify(login.body)}`);
     });
+
+    it(`through the proxy's address, ${CONSOLE.loginAttemptsPerConnectionFactor} times the login limit at most, whatever X-Forwarded-For says: a client at that address cannot guess without end`, async () => {
+      const c = await anotherConsole({ CONSOLE_TRUSTED_PROXY: '127.0.0.1', CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '2' });
+      const budget = 2 * CONSOLE.loginAttemptsPerConnectionFactor;
+      const attempt = async (from: string, forwarded: string, token: string) => {
+        const client = new RawClient(c.port, from, { 'x-forwarded-for': forwarded });
+        return (await client.login(token)).body.error?.code;
+      };
+      for (let i = 0; i < budget; i++) {
+        assert.equal(await attempt('127.0.0.1', `198.51.100.${i + 1}`, `wrong-${i}-0123456789abcdef0123`), 'CONSOLE_LOGIN_FAILED', `attempt ${i + 1}, each with an address of its own`);
+      }
+      assert.equal(await attempt('127.0.0.1', '198.51.100.250', ROLE_TOKENS.operator), 'CONSOLE_LOGIN_RATE_LIMITED', 'the proxy address spent its budget, a valid token too');
+      assert.ok(fx.logs.lines.some((l) => l.code === 'CONSOLE_LOGIN_RATE_LIMITED' && l.connection === '127.0.0.1'), 'the spent budget is logged with the connection address');
+      // Another connection address has its own.
+      assert.equal(await attempt('127.0.0.2', '198.51.100.1', ROLE_TOKENS.operator), undefined);
+    });
   });
 
   describe('history over the local store', () => {

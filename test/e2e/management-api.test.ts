@@ -43,6 +43,25 @@ describe('the management API', () => {
   const viewer = (path: string, init: Omit<Parameters<typeof call>[1], 'token'> = {}) => call(path, { ...init, token: ROLE_TOKENS.viewer });
   const admin = (path: string, init: Omit<Parameters<typeof call>[1], 'token'> = {}) => call(path, { ...init, token: ROLE_TOKENS.admin });
 
+  /** Another console on the fixture's broker, command API and registry, with settings of its own. */
+  const anotherConsole = (clientId: string, env: Record<string, string>) =>
+    startConsole(
+      loadConsoleConfig({
+        ...fx.env,
+        ...brokerSettings(fx, 'internal/console'),
+        CONSOLE_CLIENT_ID: clientId,
+        CONSOLE_HOST: '127.0.0.1',
+        CONSOLE_PORT: '0',
+        CONSOLE_METRICS_PORT: 'off',
+        CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
+        CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+        CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
+        ...env,
+      }),
+      fx.logs.logger,
+      { processMetrics: false },
+    );
+
   before(async () => {
     fx = await startEmbeddedFixture(['meter-1', 'quiet-1', 'nokey-1'], { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), DISTRIBUTOR_REQUIRE_SIGNATURES: 'true' }, { console: true });
     assert.ok(fx.pipeline.console, 'the fixture runs the console');
@@ -297,22 +316,7 @@ describe('the management API', () => {
     const stale = 'stale-admin-token-0123456789abcdef';
     const tokens = join(tmp.dir, 'console-tokens.json');
     writeFileSync(tokens, JSON.stringify([...JSON.parse(readFileSync(writeRoleTokens(tmp.dir), 'utf8')), { name: 'stale-user', role: 'admin', sha256: sha256Hex(stale) }]));
-    const c = await startConsole(
-      loadConsoleConfig({
-        ...fx.env,
-        ...brokerSettings(fx, 'internal/console'),
-        CONSOLE_CLIENT_ID: 'console-manage-stale',
-        CONSOLE_HOST: '127.0.0.1',
-        CONSOLE_PORT: '0',
-        CONSOLE_METRICS_PORT: 'off',
-        CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
-        CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
-        CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
-        COMMAND_API_TOKENS_FILE: tokens,
-      }),
-      fx.logs.logger,
-      { processMetrics: false },
-    );
+    const c = await anotherConsole('console-manage-stale', { COMMAND_API_TOKENS_FILE: tokens });
     try {
       const send = async () => {
         const res = await fetch(new URL('/api/v1/manage/devices/meter-1/test-event', c.url), { method: 'POST', headers: { authorization: `Bearer ${stale}`, 'content-type': 'application/json' }, body: '{}' });
@@ -377,5 +381,28 @@ describe('the management API', () => {
       fx.logs.lines.some((l) => l.code === 'MANAGE_THROTTLED' && l.ip === GUESSER),
       'the address blocked is logged',
     );
+  });
+
+  it("behind CONSOLE_TRUSTED_PROXY too, throttles by the connection's own address: an X-Forwarded-For of the caller's choosing buys no more guesses", async () => {
+    // The proxy setting makes req.ip the forwarded address for the pages' logins; whoever connects
+    // from the proxy's address writes that header, so a new value each time was a new budget.
+    const c = await anotherConsole('console-manage-proxy', { CONSOLE_TRUSTED_PROXY: '127.0.0.1' });
+    try {
+      const from = (address: string, token: string, forwarded: string) =>
+        requestFrom(new URL('/api/v1/manage/status', c.url), { from: address, headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwarded } });
+      for (let i = 0; i < MANAGE.authMaxFailures; i++) {
+        const r = await from('127.0.0.1', `wrong-token-${i}-0123456789abcdef`, `198.51.100.${i + 1}`);
+        assert.deepEqual([r.status, r.body.error.code], [401, 'MANAGE_UNAUTHORIZED'], `guess ${i + 1}`);
+      }
+      const r = await from('127.0.0.1', ROLE_TOKENS.viewer, '198.51.100.200');
+      assert.deepEqual([r.status, r.body.error?.code], [429, 'MANAGE_THROTTLED'], 'the connection address spent its budget, whatever it forwards');
+      assert.match(r.body.error?.message, /from 127\.0\.0\.1;/);
+      assert.ok(fx.logs.lines.some((l) => l.code === 'MANAGE_THROTTLED' && l.ip === '127.0.0.1'), 'logged with the connection address');
+      assert.ok(!fx.logs.lines.some((l) => l.code === 'MANAGE_UNAUTHORIZED' && typeof l.ip === 'string' && l.ip.startsWith('198.51.100.')), 'no forwarded address logged as the source');
+      // Another connection address has its own budget.
+      assert.equal((await from('127.0.0.3', ROLE_TOKENS.viewer, '198.51.100.1')).status, 200);
+    } finally {
+      await c.close();
+    }
   });
 });

@@ -121,15 +121,18 @@ export function manageRoutes(d: ManageDeps) {
 
         api.addHook('onRequest', async (req, reply) => {
           void reply.header('cache-control', 'no-store');
-          // Per source address (the socket's: the console trusts no forwarded header). An address
-          // past its budget is refused before its token is looked at, a valid one too, so a guesser
-          // learns nothing more until its window ends; below it, a valid token gets through but
-          // clears nothing, so slipping one between guesses buys no more guesses.
-          const source = [`addr:${req.ip}`];
+          // Per source address: the socket's, not req.ip, which behind CONSOLE_TRUSTED_PROXY (set for
+          // the pages' logins) is the X-Forwarded-For a client at the proxy's address writes itself,
+          // a new budget with every new value. An address past its budget is refused before its
+          // token is looked at, a valid one too, so a guesser learns nothing more until its window
+          // ends; below it, a valid token gets through but clears nothing, so slipping one between
+          // guesses buys no more guesses.
+          const ip = req.socket.remoteAddress ?? 'unknown';
+          const source = [`addr:${ip}`];
           if (throttle.blocked(source)) {
             failures.throttled++;
             const retryAfterS = Math.max(1, Math.ceil(throttle.retryAfterMs(source) / 1000));
-            throw new FieldStreamError('MANAGE_THROTTLED', `Too many wrong bearer tokens from ${req.ip}; try again in ${retryAfterS} s.`, { retryAfterS });
+            throw new FieldStreamError('MANAGE_THROTTLED', `Too many wrong bearer tokens from ${ip}; try again in ${retryAfterS} s.`, { retryAfterS });
           }
           const header = req.headers.authorization;
           const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
@@ -140,8 +143,8 @@ export function manageRoutes(d: ManageDeps) {
             else {
               failures.invalid++;
               throttle.fail(source);
-              d.log.warn({ code: 'MANAGE_UNAUTHORIZED', ip: req.ip, path: req.url.split('?')[0] }, 'management API request with a bearer token that is no credential');
-              if (throttle.blocked(source)) d.log.warn({ code: 'MANAGE_THROTTLED', ip: req.ip, maxFailures: MANAGE.authMaxFailures, windowMs: MANAGE.authFailureWindowMs }, 'too many wrong bearer tokens from one address: its management API requests are refused unchecked for a while');
+              d.log.warn({ code: 'MANAGE_UNAUTHORIZED', ip, path: req.url.split('?')[0] }, 'management API request with a bearer token that is no credential');
+              if (throttle.blocked(source)) d.log.warn({ code: 'MANAGE_THROTTLED', ip, maxFailures: MANAGE.authMaxFailures, windowMs: MANAGE.authFailureWindowMs }, 'too many wrong bearer tokens from one address: its management API requests are refused unchecked for a while');
             }
             throw new FieldStreamError('MANAGE_UNAUTHORIZED', header === undefined && req.headers.cookie !== undefined ? 'The management API takes a bearer token (Authorization: Bearer ...), not the console session cookie.' : undefined);
           }

@@ -95,7 +95,22 @@ export function consoleRoutes(d: RouteDeps) {
       return { authenticated: true, user: u.who.name, role: u.who.role, csrfToken };
     });
 
-    app.post('/api/login', { onRequest: [https, app.csrfProtection], config: { rateLimit: { max: d.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
+    // The route's limit counts req.ip: behind CONSOLE_TRUSTED_PROXY the address the proxy forwards,
+    // one budget per operator. Whoever reaches the proxy's address writes that header themselves,
+    // a fresh budget with every value (Docker's gateway address is every client of the published
+    // port), so the connection's own address has a budget too, larger as the proxy's operators share it.
+    const connectionMax = d.loginAttemptsPerMinute * CONSOLE.loginAttemptsPerConnectionFactor;
+    const connectionBudget = app.createRateLimit({ max: connectionMax, timeWindow: 60_000, keyGenerator: (req) => req.socket.remoteAddress ?? 'unknown' });
+    const perConnection = async (req: FastifyRequest): Promise<void> => {
+      const r = await connectionBudget(req);
+      if (r.isAllowed) return;
+      const connection = req.socket.remoteAddress;
+      // Logged once a window, as the last attempt it allows goes through.
+      if (r.remaining === 0 && !r.isExceeded) d.log.warn({ code: 'CONSOLE_LOGIN_RATE_LIMITED', connection, max: connectionMax, windowMs: 60_000 }, "login attempts through one connection's address reached its limit: further ones refused until the minute ends, whatever X-Forwarded-For says");
+      if (r.isExceeded) throw new FieldStreamError('CONSOLE_LOGIN_RATE_LIMITED', `Too many login attempts through ${connection} (every client of that address together); wait a minute.`);
+    };
+
+    app.post('/api/login', { onRequest: [https, app.csrfProtection, perConnection], config: { rateLimit: { max: d.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
       const { token } = parse(LoginSchema, req.body, 'login');
       const who = d.credentials.verify(token);
       if (!who) {
