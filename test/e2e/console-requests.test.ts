@@ -9,7 +9,7 @@ import { tempDir } from '../helpers/pki.ts';
 /**
  * The operator console's answers to requests that are odd rather than hostile, on the embedded
  * pipeline (real HTTP, MQTT, disk, the local store): each gets a coded 4xx, never a 500 with an
- * error-level log line. docs/console.md.
+ * error-level log line; and what every answer of the pages' API says to caches. docs/console.md.
  */
 describe('the operator console answering odd requests', () => {
   const tmp = tempDir('console-requests');
@@ -67,5 +67,47 @@ describe('the operator console answering odd requests', () => {
     const page = await fetch(new URL('/index.html', base));
     assert.equal(page.status, 200);
     await page.arrayBuffer();
+  });
+
+  it('answers every request of the pages\' API with Cache-Control: no-store: CSRF tokens, logins and device data are kept by no cache', async () => {
+    const seen: Array<[string, number, string | null]> = [];
+    const call = async (path: string, init: { method?: string; body?: unknown; cookie?: string; csrf?: string } = {}) => {
+      const headers: Record<string, string> = {};
+      if (init.cookie) headers.cookie = init.cookie;
+      if (init.csrf) headers['x-csrf-token'] = init.csrf;
+      if (init.body !== undefined) headers['content-type'] = 'application/json';
+      const res = await fetch(new URL(path, base), { method: init.method ?? 'GET', headers, ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}) });
+      const text = await res.text();
+      seen.push([`${init.method ?? 'GET'} ${path}`, res.status, res.headers.get('cache-control')]);
+      return text;
+    };
+    // A visitor's session and CSRF token, a login that fails, then one that succeeds.
+    const s = new ConsoleSession(base);
+    await s.request('/api/session');
+    await call('/api/session', { cookie: s.cookies() });
+    await call('/api/login', { method: 'POST', body: { token: 'not-a-token-of-ours-0123456789abcdef' }, cookie: s.cookies(), csrf: s.csrf });
+    await s.login(ROLE_TOKENS.operator);
+    const now = Date.now();
+    for (const path of ['/api/session', '/api/devices/meter-1', `/api/devices/meter-1/history?field=v&from=${now - 60_000}&to=${now}`]) await call(path, { cookie: s.cookies() });
+    await call('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'ping' }, cookie: s.cookies(), csrf: s.csrf });
+    const login = await fetch(new URL('/api/login', base), { method: 'POST', headers: { cookie: s.cookies(), 'x-csrf-token': s.csrf, 'content-type': 'application/json' }, body: JSON.stringify({ token: ROLE_TOKENS.viewer }) });
+    seen.push(['POST /api/login (succeeding)', login.status, login.headers.get('cache-control')]);
+    const viewerCookie = login.headers.getSetCookie().find((c) => c.startsWith('fieldstream_console='))?.split(';')[0];
+    const { csrfToken } = (await login.json()) as { csrfToken: string };
+    const live = await fetch(new URL('/api/live', base), { headers: { cookie: [viewerCookie, s.csrfCookie].join('; ') } });
+    seen.push(['GET /api/live', live.status, live.headers.get('cache-control')]);
+    await live.body?.cancel();
+    await call('/api/logout', { method: 'POST', cookie: [viewerCookie, s.csrfCookie].join('; '), csrf: csrfToken });
+    const statuses = seen.map(([what, status]) => `${what} ${status}`);
+    assert.ok(seen.every(([, status]) => status < 300 || status === 401), `answered as meant: ${statuses.join(', ')}`);
+    assert.deepEqual(
+      seen.filter(([, , cache]) => cache !== 'no-store'),
+      [],
+      'every answer no-store',
+    );
+    // The pages themselves stay cacheable with revalidation (server.ts), as before.
+    const page = await fetch(new URL('/index.html', base));
+    await page.arrayBuffer();
+    assert.equal(page.headers.get('cache-control'), 'no-cache');
   });
 });

@@ -64,116 +64,126 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.
  * command needs operator or admin; every POST carries the session's CSRF token (x-csrf-token).
  */
 export function consoleRoutes(d: RouteDeps) {
-  return (app: FastifyInstance): void => {
-    // A login's token is checked again each time, against the credentials as they are now: one
-    // taken out of the tokens file, or refused by the command API since, is refused here; one
-    // whose role changed has its new role. The same token under another name is another user's.
-    const loggedIn = (s: FastifyRequest['session']) => {
-      if (!s.principal || !s.commandToken || s.loggedInAt === undefined || Date.now() - s.loggedInAt > d.sessionTtlMs) return undefined;
-      const who = d.credentials.verify(s.commandToken);
-      return who && who.name === s.principal.name ? { who, token: s.commandToken, loggedInAt: s.loggedInAt } : undefined;
-    };
-    const user = (req: FastifyRequest): { who: Principal; token: string; loggedInAt: number } => {
-      const u = loggedIn(req.session);
-      if (!u) throw new FieldStreamError('CONSOLE_UNAUTHORIZED');
-      return u;
-    };
-    const csrf = { onRequest: app.csrfProtection };
-    // With a Secure cookie, a login over plain HTTP would "succeed" without any cookie being set
-    // (and a browser drops the Secure CSRF cookie): refused with a code that says why, before the CSRF check.
-    const https = (req: FastifyRequest, _reply: unknown, done: (err?: Error) => void): void => {
-      if (!d.secureCookie || req.protocol === 'https') return done();
-      d.log.warn({ code: 'CONSOLE_HTTPS_REQUIRED', ip: req.ip }, 'console login over plain HTTP refused (CONSOLE_COOKIE_SECURE=true; behind a TLS proxy, set CONSOLE_TRUSTED_PROXY)');
-      done(new FieldStreamError('CONSOLE_HTTPS_REQUIRED'));
-    };
+  return (root: FastifyInstance): void => {
+    // In a context of their own, so that the hook below is theirs alone (the pages' files and the
+    // management API have their own headers).
+    void root.register(async (app) => {
+      // Every answer here is one user's (a CSRF token, a login, a device's data and commands): no
+      // cache, the browser's or a proxy's, may keep it, as no cache may keep an error (server.ts).
+      app.addHook('onRequest', async (_req, reply) => {
+        void reply.header('cache-control', 'no-store');
+      });
 
-    app.get('/api/session', async (req, reply) => {
-      const csrfToken = reply.generateCsrf({ userInfo: csrfUser(req) });
-      // Expired is not logged in, here as everywhere else (the page would show a login that every request refuses).
-      const u = loggedIn(req.session);
-      if (!u) return { authenticated: false, csrfToken };
-      return { authenticated: true, user: u.who.name, role: u.who.role, csrfToken };
-    });
+      // A login's token is checked again each time, against the credentials as they are now: one
+      // taken out of the tokens file, or refused by the command API since, is refused here; one
+      // whose role changed has its new role. The same token under another name is another user's.
+      const loggedIn = (s: FastifyRequest['session']) => {
+        if (!s.principal || !s.commandToken || s.loggedInAt === undefined || Date.now() - s.loggedInAt > d.sessionTtlMs) return undefined;
+        const who = d.credentials.verify(s.commandToken);
+        return who && who.name === s.principal.name ? { who, token: s.commandToken, loggedInAt: s.loggedInAt } : undefined;
+      };
+      const user = (req: FastifyRequest): { who: Principal; token: string; loggedInAt: number } => {
+        const u = loggedIn(req.session);
+        if (!u) throw new FieldStreamError('CONSOLE_UNAUTHORIZED');
+        return u;
+      };
+      const csrf = { onRequest: app.csrfProtection };
+      // With a Secure cookie, a login over plain HTTP would "succeed" without any cookie being set
+      // (and a browser drops the Secure CSRF cookie): refused with a code that says why, before the CSRF check.
+      const https = (req: FastifyRequest, _reply: unknown, done: (err?: Error) => void): void => {
+        if (!d.secureCookie || req.protocol === 'https') return done();
+        d.log.warn({ code: 'CONSOLE_HTTPS_REQUIRED', ip: req.ip }, 'console login over plain HTTP refused (CONSOLE_COOKIE_SECURE=true; behind a TLS proxy, set CONSOLE_TRUSTED_PROXY)');
+        done(new FieldStreamError('CONSOLE_HTTPS_REQUIRED'));
+      };
 
-    // The route's limit counts req.ip: behind CONSOLE_TRUSTED_PROXY the address the proxy forwards,
-    // one budget per operator. Whoever reaches the proxy's address writes that header themselves,
-    // a fresh budget with every value (Docker's gateway address is every client of the published
-    // port), so the connection's own address has a budget too, larger as the proxy's operators share it.
-    const connectionMax = d.loginAttemptsPerMinute * CONSOLE.loginAttemptsPerConnectionFactor;
-    const connectionBudget = app.createRateLimit({ max: connectionMax, timeWindow: 60_000, keyGenerator: (req) => req.socket.remoteAddress ?? 'unknown' });
-    const perConnection = async (req: FastifyRequest): Promise<void> => {
-      const r = await connectionBudget(req);
-      if (r.isAllowed) return;
-      const connection = req.socket.remoteAddress;
-      // Logged once a window, as the last attempt it allows goes through.
-      if (r.remaining === 0 && !r.isExceeded) d.log.warn({ code: 'CONSOLE_LOGIN_RATE_LIMITED', connection, max: connectionMax, windowMs: 60_000 }, "login attempts through one connection's address reached its limit: further ones refused until the minute ends, whatever X-Forwarded-For says");
-      if (r.isExceeded) throw new FieldStreamError('CONSOLE_LOGIN_RATE_LIMITED', `Too many login attempts through ${connection} (every client of that address together); wait a minute.`);
-    };
+      app.get('/api/session', async (req, reply) => {
+        const csrfToken = reply.generateCsrf({ userInfo: csrfUser(req) });
+        // Expired is not logged in, here as everywhere else (the page would show a login that every request refuses).
+        const u = loggedIn(req.session);
+        if (!u) return { authenticated: false, csrfToken };
+        return { authenticated: true, user: u.who.name, role: u.who.role, csrfToken };
+      });
 
-    app.post('/api/login', { onRequest: [https, app.csrfProtection, perConnection], config: { rateLimit: { max: d.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
-      const { token } = parse(LoginSchema, req.body, 'login');
-      const who = d.credentials.verify(token);
-      if (!who) {
-        d.log.warn({ code: 'CONSOLE_LOGIN_FAILED', ip: req.ip }, 'console login refused');
-        throw new FieldStreamError('CONSOLE_LOGIN_FAILED');
-      }
-      // A new session id at login: one planted before it (session fixation) is worth nothing.
-      await req.session.regenerate();
-      req.session.principal = who;
-      req.session.commandToken = token;
-      req.session.loggedInAt = Date.now();
-      d.log.info({ user: who.name, role: who.role, ip: req.ip }, 'console login');
-      return { user: who.name, role: who.role, csrfToken: reply.generateCsrf({ userInfo: csrfUser(req) }) };
-    });
+      // The route's limit counts req.ip: behind CONSOLE_TRUSTED_PROXY the address the proxy forwards,
+      // one budget per operator. Whoever reaches the proxy's address writes that header themselves,
+      // a fresh budget with every value (Docker's gateway address is every client of the published
+      // port), so the connection's own address has a budget too, larger as the proxy's operators share it.
+      const connectionMax = d.loginAttemptsPerMinute * CONSOLE.loginAttemptsPerConnectionFactor;
+      const connectionBudget = app.createRateLimit({ max: connectionMax, timeWindow: 60_000, keyGenerator: (req) => req.socket.remoteAddress ?? 'unknown' });
+      const perConnection = async (req: FastifyRequest): Promise<void> => {
+        const r = await connectionBudget(req);
+        if (r.isAllowed) return;
+        const connection = req.socket.remoteAddress;
+        // Logged once a window, as the last attempt it allows goes through.
+        if (r.remaining === 0 && !r.isExceeded) d.log.warn({ code: 'CONSOLE_LOGIN_RATE_LIMITED', connection, max: connectionMax, windowMs: 60_000 }, "login attempts through one connection's address reached its limit: further ones refused until the minute ends, whatever X-Forwarded-For says");
+        if (r.isExceeded) throw new FieldStreamError('CONSOLE_LOGIN_RATE_LIMITED', `Too many login attempts through ${connection} (every client of that address together); wait a minute.`);
+      };
 
-    app.post('/api/logout', csrf, async (req, reply) => {
-      const name = req.session.principal?.name;
-      const id = req.session.sessionId;
-      await req.session.destroy();
-      // The browser forgets the id too: the store no longer has it, and a copy of the cookie (a
-      // stolen one) is worth nothing, but the page keeps no dead credential either.
-      void reply.clearCookie(COOKIE_NAME, { path: '/', httpOnly: true, sameSite: 'strict', secure: d.secureCookie });
-      // Its live streams read as this user: they end now, not at their next look at the session.
-      d.hub.endSession(id);
-      if (name !== undefined) d.log.info({ user: name }, 'console logout');
-      return { ok: true };
-    });
+      app.post('/api/login', { onRequest: [https, app.csrfProtection, perConnection], config: { rateLimit: { max: d.loginAttemptsPerMinute, timeWindow: 60_000 } } }, async (req, reply) => {
+        const { token } = parse(LoginSchema, req.body, 'login');
+        const who = d.credentials.verify(token);
+        if (!who) {
+          d.log.warn({ code: 'CONSOLE_LOGIN_FAILED', ip: req.ip }, 'console login refused');
+          throw new FieldStreamError('CONSOLE_LOGIN_FAILED');
+        }
+        // A new session id at login: one planted before it (session fixation) is worth nothing.
+        await req.session.regenerate();
+        req.session.principal = who;
+        req.session.commandToken = token;
+        req.session.loggedInAt = Date.now();
+        d.log.info({ user: who.name, role: who.role, ip: req.ip }, 'console login');
+        return { user: who.name, role: who.role, csrfToken: reply.generateCsrf({ userInfo: csrfUser(req) }) };
+      });
 
-    app.get('/api/live', async (req, reply) => {
-      const { who, token, loggedInAt } = user(req);
-      const q = parse(LiveQuerySchema, req.query, 'query');
-      const sessionId = req.session.sessionId;
-      if (d.hub.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
-      if (d.hub.countFor(who.name) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
-      reply.hijack();
-      await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined);
-    });
+      app.post('/api/logout', csrf, async (req, reply) => {
+        const name = req.session.principal?.name;
+        const id = req.session.sessionId;
+        await req.session.destroy();
+        // The browser forgets the id too: the store no longer has it, and a copy of the cookie (a
+        // stolen one) is worth nothing, but the page keeps no dead credential either.
+        void reply.clearCookie(COOKIE_NAME, { path: '/', httpOnly: true, sameSite: 'strict', secure: d.secureCookie });
+        // Its live streams read as this user: they end now, not at their next look at the session.
+        d.hub.endSession(id);
+        if (name !== undefined) d.log.info({ user: name }, 'console logout');
+        return { ok: true };
+      });
 
-    app.get('/api/devices/:id', async (req) => {
-      const { token } = user(req);
-      const { id } = parse(DeviceParamsSchema, req.params, 'device id');
-      const detail = await d.deviceDetail(id, token);
-      if (!detail) throw new FieldStreamError('CONSOLE_UNKNOWN_DEVICE', `No device ${id}.`);
-      return detail;
-    });
+      app.get('/api/live', async (req, reply) => {
+        const { who, token, loggedInAt } = user(req);
+        const q = parse(LiveQuerySchema, req.query, 'query');
+        const sessionId = req.session.sessionId;
+        if (d.hub.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
+        if (d.hub.countFor(who.name) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
+        reply.hijack();
+        await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined);
+      });
 
-    app.get('/api/devices/:id/history', async (req) => {
-      const { who } = user(req);
-      const { id } = parse(DeviceParamsSchema, req.params, 'device id');
-      const q = parse(HistoryQuerySchema, req.query, 'query');
-      return { field: q.field, points: await d.history.series(who.name, id, q.field, q.from, q.to) };
-    });
+      app.get('/api/devices/:id', async (req) => {
+        const { token } = user(req);
+        const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+        const detail = await d.deviceDetail(id, token);
+        if (!detail) throw new FieldStreamError('CONSOLE_UNKNOWN_DEVICE', `No device ${id}.`);
+        return detail;
+      });
 
-    app.post('/api/devices/:id/commands', csrf, async (req, reply) => {
-      const { who, token } = user(req);
-      if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
-      const { id } = parse(DeviceParamsSchema, req.params, 'device id');
-      const body = parse(CommandBodySchema, req.body, 'command');
-      // The command API refuses it too; refused here with the console's own code, before any call.
-      if (body.command === TEST_COMMAND && !roleAllows(who.role, 'admin')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send ${TEST_COMMAND}; that needs the admin role.`);
-      const record = await d.commands.send(id, body, token);
-      d.log.info({ user: who.name, deviceId: id, command: body.command, commandId: record.commandId }, 'command sent from the console');
-      return reply.status(202).send(record);
+      app.get('/api/devices/:id/history', async (req) => {
+        const { who } = user(req);
+        const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+        const q = parse(HistoryQuerySchema, req.query, 'query');
+        return { field: q.field, points: await d.history.series(who.name, id, q.field, q.from, q.to) };
+      });
+
+      app.post('/api/devices/:id/commands', csrf, async (req, reply) => {
+        const { who, token } = user(req);
+        if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
+        const { id } = parse(DeviceParamsSchema, req.params, 'device id');
+        const body = parse(CommandBodySchema, req.body, 'command');
+        // The command API refuses it too; refused here with the console's own code, before any call.
+        if (body.command === TEST_COMMAND && !roleAllows(who.role, 'admin')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send ${TEST_COMMAND}; that needs the admin role.`);
+        const record = await d.commands.send(id, body, token);
+        d.log.info({ user: who.name, deviceId: id, command: body.command, commandId: record.commandId }, 'command sent from the console');
+        return reply.status(202).send(record);
+      });
     });
   };
 }
