@@ -340,7 +340,7 @@ export const ERRORS = {
   ROLE_TOKENS_INVALID: {
     http: 500,
     transient: false,
-    description: 'COMMAND_API_TOKENS_FILE changed while the console ran, to a file that cannot be read (removed?) or is not a valid tokens file; the last valid set of role tokens stays in force.',
+    description: 'COMMAND_API_TOKENS_FILE changed while the console or the command API ran, to a file that cannot be read (removed?) or is not a valid tokens file; the last valid set of role tokens stays in force.',
   },
   PKI_CA_MISSING: { http: 404, transient: false, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
   PKI_INVALID_NAME: { http: 400, transient: false, description: 'The name is not valid for a certificate.' },

@@ -9,7 +9,7 @@ import type { CommandApiConfig } from './config.ts';
 import { CommandDispatcher } from './dispatcher.ts';
 import { startCommandHttp } from './http.ts';
 import { GroupsFileSchema } from './schemas.ts';
-import { Credentials } from '../shared/credentials.ts';
+import { ReloadingCredentials } from '../shared/credentials.ts';
 import { CommandStore } from './store.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { CommandApiMetrics } from './metrics.ts';
@@ -55,7 +55,9 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
   const http = await startCommandHttp({
     host: config.COMMAND_API_HOST,
     port: config.COMMAND_API_PORT,
-    credentials: Credentials.fromSettings({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }),
+    // Read again when it changes (as the console does): a token taken out of it is refused within a
+    // second, with no restart of the API that sends commands.
+    credentials: new ReloadingCredentials({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }, log),
     groups,
     defaultTtlSeconds: config.COMMAND_DEFAULT_TTL_S,
     dispatcher,

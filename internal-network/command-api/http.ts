@@ -17,7 +17,7 @@ export interface CommandHttpOptions {
   host: string;
   port: number;
   /** who each bearer token is, and with which role */
-  credentials: Credentials;
+  credentials: Pick<Credentials, 'verify'>;
   groups: Readonly<Record<string, readonly string[]>>;
   defaultTtlSeconds: number;
   dispatcher: CommandDispatcher;

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { commandTopic, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 
 describe('roles', () => {
   let fx: EmbeddedFixture;
@@ -42,6 +43,25 @@ describe('roles', () => {
     assert.equal((await call(fx.pipeline.commandApiToken, 'POST', { deviceId: 'role-dev', command: 'ping' })).status, 202, 'COMMAND_API_TOKEN is an operator');
     assert.equal((await call(tokens.admin, 'POST', { deviceId: 'role-dev', command: 'ping' })).status, 202);
     assert.equal((await call('nobody-0123456789abcdefghij', 'GET')).status, 401);
+  });
+
+  it('the command API reads COMMAND_API_TOKENS_FILE again when it changes: a token taken out is refused within a second, no restart', async () => {
+    const file = join(tmp.dir, 'tokens.json');
+    const before = readFileSync(file, 'utf8');
+    const entries = JSON.parse(before) as Array<{ name: string; role: string; sha256: string }>;
+    try {
+      assert.equal((await call(tokens.admin, 'GET')).status, 200);
+      writeFileSync(`${file}.new`, JSON.stringify(entries.filter((e) => e.role !== 'admin')));
+      renameSync(`${file}.new`, file);
+      const deadline = Date.now() + TIMINGS.roleTokensReloadMs + 3_000;
+      let status = 0;
+      while (Date.now() < deadline && (status = (await call(tokens.admin, 'GET')).status) !== 401) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(status, 401, 'the admin token taken out is refused');
+      assert.equal((await call(tokens.viewer, 'GET')).status, 200, 'the others still work');
+      assert.equal((await call(fx.pipeline.commandApiToken, 'GET')).status, 200, 'COMMAND_API_TOKEN too');
+    } finally {
+      writeFileSync(file, before);
+    }
   });
 
   it('the broker: a read-only consumer sees the data and can change nothing', async () => {
