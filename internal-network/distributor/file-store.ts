@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
@@ -32,7 +32,7 @@ export class FileStore {
     const dir = await this.deviceDir(deviceId, payload.filename);
     const data = Buffer.from(payload.data, 'base64');
     const sha256 = createHash('sha256').update(data).digest('hex');
-    const tmp = await this.writeTemp(dir, [data]);
+    const tmp = await this.writeTemp(dir, data);
     return this.place(dir, tmp, sha256, data.length, payload);
   }
 
@@ -72,7 +72,7 @@ export class FileStore {
     await this.makeDir(partial);
     const data = Buffer.from(payload.data, 'base64');
     if (data.length > t.size) throw new FieldStreamError('DISTRIBUTOR_FILE_CHECKSUM', `Chunk ${t.index} of ${t.id} is larger than the whole file.`);
-    const chunkTmp = await this.writeTemp(partial, [data]);
+    const chunkTmp = await this.writeTemp(partial, data);
     const chunkPath = join(partial, `${t.index}.chunk`);
     await io(chunkPath, () => rename(chunkTmp, chunkPath));
     await io(partial, () => syncDir(partial)); // the rename is what makes the receipted chunk findable
@@ -143,9 +143,12 @@ export class FileStore {
           }
           hash.update(chunk);
           size += chunk.length;
-          await fh.writeFile(chunk);
+          await fh.writeFile(chunk); // writes on after a short write(2), until all of it is in or the disk errs
         }
-        if (complete) await fh.sync();
+        if (complete) {
+          await fh.sync();
+          await checkSize(fh, size);
+        }
       } finally {
         await fh.close();
       }
@@ -192,21 +195,33 @@ export class FileStore {
     return dir;
   }
 
-  /** Writes data to a new temporary file in `dir`, fsync'ed. */
-  private async writeTemp(dir: string, parts: Buffer[]): Promise<string> {
+  /**
+   * Writes data to a new temporary file in `dir`, fsync'ed, and checks that it holds every byte. One
+   * write(2) may take only part of what it is given and report no error (a disk filling up, the
+   * file size limit): the rest is written on until the disk answers with the error itself. A short
+   * file that got this far anyway is refused too: its name would be receipted with the size and
+   * SHA-256 of data it does not hold, and the device would delete the only whole copy.
+   * Every failure is DISTRIBUTOR_WRITE_FAILED: transient, the message is retried, never receipted.
+   */
+  private async writeTemp(dir: string, data: Buffer): Promise<string> {
     const tmp = join(dir, `.incoming-${randomUUID()}`);
     try {
       const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
       try {
-        for (const p of parts) await fh.write(p);
+        for (let at = 0; at < data.length; ) {
+          const { bytesWritten } = await fh.write(data, at, data.length - at, at);
+          if (bytesWritten <= 0) throw new Error(`the disk took none of the ${data.length - at} bytes left`);
+          at += bytesWritten;
+        }
         await fh.sync();
+        await checkSize(fh, data.length);
       } finally {
         await fh.close();
       }
       return tmp;
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
-      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write in ${dir}: ${(err as Error).message}`, {}, { cause: err });
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write in ${dir}: ${(err as Error).message}`, { path: dir }, { cause: err });
     }
   }
 
@@ -330,6 +345,16 @@ async function io<T>(path: string, step: () => Promise<T>): Promise<T> {
     if (err instanceof FieldStreamError) throw err;
     throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `File storage failed at ${path}: ${(err as Error).message}`, { path }, { cause: err });
   }
+}
+
+/**
+ * Defence in depth, after the fsync: the file holds exactly `expected` bytes. The SHA-256 and size
+ * recorded (and receipted) are those of the data given, never read back from the file: a file cut
+ * short by a write that reported success would otherwise be stored under them.
+ */
+async function checkSize(fh: FileHandle, expected: number): Promise<void> {
+  const { size } = await fh.stat();
+  if (size !== expected) throw new Error(`the file holds ${size} bytes of ${expected} after its fsync (a short write)`);
 }
 
 /** SHA-256 of a file, read in a stream (files can be large); undefined when it does not exist. */

@@ -1,11 +1,25 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import type { IPublishPacket, MqttClient } from 'mqtt';
+import { Consumer } from '../../internal-network/distributor/consumer.ts';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import type { ReceiptPublisher, ReceiptRequest } from '../../internal-network/distributor/receipts.ts';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
+import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { signGroup } from '../../shared/security/message-auth.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
+import { fullDiskSkip, moduleUrl, runOnSmallDisk } from '../helpers/full-disk.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
@@ -72,5 +86,101 @@ describe('file storage', () => {
     await store.store('cam-2', { filename: 'img.jpg', data: b64('other device') });
     assert.equal(readFileSync(join(root, 'cam-1', 'img.jpg'), 'utf8'), 'first');
     for (const dev of ['cam-1', 'cam-2']) assert.ok(readdirSync(join(root, dev)).every((f) => !f.startsWith('.incoming-')));
+  });
+});
+
+/**
+ * One write(2) may take only part of what it is given and report success: a disk filling up, the
+ * file size limit (RLIMIT_FSIZE, lowered with prlimit: the kernel writes up to it, then answers
+ * EFBIG). A file or chunk cut short must never be stored under its name with the size and SHA-256
+ * of the whole: its message would be receipted and the device would delete the only whole copy.
+ */
+describe('file storage on a disk that takes only part of a write', () => {
+  const tmp = tempDir('files-short-write');
+  after(() => tmp.cleanup());
+  const writeFailed = (e: unknown) => e instanceof FieldStreamError && e.code === 'DISTRIBUTOR_WRITE_FAILED';
+  const incoming = (dir: string) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith('.incoming-')) : []);
+
+  it('refuses a file cut short as a transient failure (retried), stores nothing, and stores it whole once the disk takes it', async () => {
+    const root = join(tmp.dir, 'inline');
+    const store = new FileStore(root);
+    const data = randomBytes(200_000);
+    const message = { filename: 'img.bin', data: data.toString('base64') };
+    await withFileSizeLimit(64 * 1024, () => assert.rejects(store.store('cam-1', message), writeFailed));
+    assert.ok(!existsSync(join(root, 'cam-1', 'img.bin')), 'nothing under its name');
+    assert.deepEqual(incoming(join(root, 'cam-1')), [], 'no temporary file left');
+    const info = await store.store('cam-1', message); // the message again
+    assert.equal(info.path, join('cam-1', 'img.bin'));
+    assert.ok(readFileSync(join(root, info.path)).equals(data));
+  });
+
+  it('refuses a chunk cut short (not receipted), and the transfer completes whole when it comes again', async () => {
+    const root = join(tmp.dir, 'chunks');
+    const store = new FileStore(root);
+    const file = randomBytes(300_000);
+    const sha256 = createHash('sha256').update(file).digest('hex');
+    const chunk = (i: number) => ({ filename: 'big.bin', data: file.subarray(i * 150_000, (i + 1) * 150_000).toString('base64'), transfer: { id: 't1', index: i, count: 2, size: file.length, sha256 } });
+    await withFileSizeLimit(64 * 1024, () => assert.rejects(store.storeChunk('cam-2', chunk(0)), writeFailed));
+    const partial = join(root, '.partial', 'cam-2', 't1');
+    assert.deepEqual(readdirSync(partial), [], 'no chunk kept, not even a short one');
+    assert.equal(await store.storeChunk('cam-2', chunk(0)), undefined);
+    const info = await store.storeChunk('cam-2', chunk(1));
+    assert.equal(info?.sha256, sha256);
+    assert.ok(readFileSync(join(root, 'cam-2', 'big.bin')).equals(file));
+  });
+
+  it('refuses a file on a real full disk (a small tmpfs), and leaves nothing under its name', { skip: fullDiskSkip }, () => {
+    const mnt = join(tmp.dir, 'mnt');
+    mkdirSync(mnt);
+    const script = `
+      import { existsSync, readdirSync } from 'node:fs';
+      import { join } from 'node:path';
+      import { FileStore } from ${moduleUrl('internal-network/distributor/file-store.ts')};
+      const root = join(process.env.MNT, 'files');
+      const data = Buffer.alloc(400_000, 7);
+      const outcome = await new FileStore(root).store('cam-1', { filename: 'img.bin', data: data.toString('base64') }).then((info) => 'stored ' + info.size, (e) => e.code);
+      console.log(JSON.stringify({ outcome, named: existsSync(join(root, 'cam-1', 'img.bin')), left: readdirSync(join(root, 'cam-1')) }));
+    `;
+    const r = runOnSmallDisk(mnt, script, 256);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1)!), { outcome: 'DISTRIBUTOR_WRITE_FAILED', named: false, left: [] });
+  });
+
+  it('a signed file the disk cuts short is retried by the consumer, not receipted, not a dead letter; once the disk takes it, stored whole and receipted', async () => {
+    const dir = join(tmp.dir, 'consumer');
+    const key = randomBytes(32);
+    mkdirSync(join(dir, 'keys'), { recursive: true });
+    writeFileSync(join(dir, 'keys', 'd1.key'), key.toString('hex'));
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys'), join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const sink = { description: 'memory', write: async () => {}, close: async () => {} };
+    const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier);
+    const dead = new DeadLetters(join(dir, 'letters'));
+    const receipts: ReceiptRequest[] = [];
+    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, { add: (r: ReceiptRequest) => receipts.push(r) } as unknown as ReceiptPublisher, log);
+    const now = Date.now();
+    const data = randomBytes(300_000);
+    const payload = { filename: 'photo.jpg', contentType: 'image/jpeg', data: data.toString('base64'), metadata: { size: data.length, timestamp: now } };
+    const auth = signGroup(key, { deviceId: 'd1', dataType: 'file', epoch: 'e1', ts: now }, [{ seq: 1, payload }]);
+    const envelope = { v: 1, deviceId: 'd1', dataType: 'file', gatewayId: 'gw', receivedAt: now, messages: [{ messageId: 'e1.1', seq: 1, payload, auth }] };
+    const acked = { done: false };
+    try {
+      await withFileSizeLimit(128 * 1024, async () => {
+        mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic('d1', 'file'), payload: Buffer.from(JSON.stringify(envelope)), qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
+        await eventually(() => (consumer.stats.retries >= 3 ? true : undefined), 5_000, 'retries');
+        assert.equal(acked.done, false, 'not acknowledged');
+        assert.deepEqual(receipts, [], 'no receipt: the device keeps its copy');
+        assert.equal(consumer.stats.deadLetters, 0, 'not a dead letter: good data, a failing disk');
+        assert.ok(!existsSync(join(dir, 'files', 'd1', 'photo.jpg')));
+      });
+      await eventually(() => (acked.done ? true : undefined), 5_000, 'acknowledged once the disk takes it');
+      assert.ok(readFileSync(join(dir, 'files', 'd1', 'photo.jpg')).equals(data));
+      assert.deepEqual(receipts.flatMap((r) => r.ids.map((i) => i.seq)), [1]);
+      assert.equal(consumer.stats.deadLetters, 0);
+    } finally {
+      consumer.stop();
+      await dead.close();
+    }
   });
 });
