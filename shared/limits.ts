@@ -28,6 +28,10 @@ export const LIMITS = {
   fileMaxChunks: 65_536,
   /** bytes. Largest file sent in chunks (10 GiB). */
   fileTransferMaxBytes: 10 * 1024 * 1024 * 1024,
+  /** folders. Most folders the distributor's file storage remembers having synced the parents of
+   * (one per device and per transfer in progress); past it they are forgotten, and the next file of
+   * each syncs its parents again: a few fsyncs, against memory growing with every transfer. */
+  fileStoreSyncedDirsMax: 10_000,
   /** messages. Largest batch in one frame. */
   batchMaxMessages: 1000,
   /** fields. Most fields in one time-series reading, and in one event (its own keys included). */

@@ -7,6 +7,7 @@ import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { replaceFileDurablySync, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
 /**
@@ -23,6 +24,8 @@ import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
  */
 export class FileStore {
   private readonly root: string;
+  /** folders whose chain of parents this process has synced (makeDir) */
+  private readonly dirsSynced = new Set<string>();
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -174,14 +177,24 @@ export class FileStore {
     return aside;
   }
 
-  /** mkdir -p whose new folders survive a power cut: each new entry's parent is synced. */
+  /**
+   * mkdir -p whose folders survive a power cut: each new entry's parent is synced. A folder found
+   * already there may have been made by a process killed before it synced its parent, so a level
+   * this process has not synced the entry of yet, up to the storage root (and the root's own), has
+   * its parent synced too, made now or not; a level it has synced (remembered) ends the walk.
+   */
   private async makeDir(dir: string): Promise<void> {
     const first = await io(dir, () => mkdir(dir, { recursive: true }));
-    if (first === undefined) return;
+    if (first === undefined && this.dirsSynced.has(dir)) return;
     for (let d = dir; ; d = dirname(d)) {
+      const madeNow = first !== undefined && d.length >= first.length; // `first` and what is under it
+      if (!madeNow && (this.dirsSynced.has(d) || d.length < this.root.length)) return;
       const parent = dirname(d);
       await io(parent, () => syncDir(parent));
-      if (d === first || parent === d) return;
+      // Bounded: one entry per transfer otherwise; forgetting them costs a few syncs again, nothing more.
+      if (this.dirsSynced.size >= LIMITS.fileStoreSyncedDirsMax) this.dirsSynced.clear();
+      this.dirsSynced.add(d);
+      if (parent === d) return;
     }
   }
 
@@ -266,18 +279,27 @@ export class FileStore {
     return target;
   }
 
-  /** true: the name now holds our content (it did already, or we linked it); false: other content. */
+  /**
+   * true: the name now holds our content (it did already, or we linked it); false: other content.
+   * The folder is synced whenever the answer is true, also when the name was there already: it may
+   * have been linked by a process killed before its sync (whose message was never acknowledged, so
+   * this is its redelivery), and this answer is what gets the message receipted.
+   */
   private async link(dir: string, tmp: string, target: string, sha256: string): Promise<boolean> {
+    let ours: boolean;
     const existing = await hashOf(target);
-    if (existing !== undefined) return existing === sha256;
-    try {
-      await link(tmp, target); // atomic, and refuses to replace an existing name
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return (await hashOf(target)) === sha256;
-      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot store ${target}: ${(err as Error).message}`, {}, { cause: err });
+    if (existing !== undefined) ours = existing === sha256;
+    else {
+      try {
+        await link(tmp, target); // atomic, and refuses to replace an existing name
+        ours = true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot store ${target}: ${(err as Error).message}`, {}, { cause: err });
+        ours = (await hashOf(target)) === sha256;
+      }
     }
-    await io(dir, () => syncDir(dir));
-    return true;
+    if (ours) await io(dir, () => syncDir(dir));
+    return ours;
   }
 }
 

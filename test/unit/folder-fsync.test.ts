@@ -27,9 +27,46 @@ async function syncedBy(script: string, env: Record<string, string>, log: string
   return new Set([...readFileSync(log, 'utf8').matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].map((m) => m[1]!));
 }
 
+/** Runs `script` and SIGKILLs it at its first fsync of the folder `path` (strace -P injects the signal there). */
+async function killedAtSyncOf(path: string, script: string, env: Record<string, string>): Promise<void> {
+  const child = spawn('strace', ['-f', '-o', '/dev/null', '-P', path, '-e', 'trace=fsync,fdatasync', '-e', 'inject=fsync,fdatasync:signal=SIGKILL', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  // strace ends the way its tracee did: by the same signal.
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+  assert.ok(signal === 'SIGKILL' || code === 128 + 9, `killed at the sync of ${path} (exit ${code}, signal ${signal}, output ${out})`);
+}
+
 describe('the folders of what is acknowledged are synced', { skip: !strace && 'strace is not available' }, () => {
   const tmp = tempDir('folder-fsync');
   after(() => tmp.cleanup());
+
+  it('a redelivery after a kill before a folder sync syncs the folders its answer relies on: the name linked, the folders made', async () => {
+    const root = join(tmp.dir, 'files-redelivered');
+    const script = `
+      import { FileStore } from ${url('../../internal-network/distributor/file-store.ts')};
+      const store = new FileStore(process.env.ROOT);
+      if (process.env.WHAT === 'file') await store.store('cam-1', { filename: 'a.bin', data: Buffer.from('a file').toString('base64') });
+      else await store.storeChunk('cam-2', { filename: 'b.bin', data: Buffer.from('one').toString('base64'), transfer: { id: 't1', index: 0, count: 2, size: 6, sha256: 'a'.repeat(64) } });
+      console.log('done');
+    `;
+    // Killed right after the link, at the sync of its folder: the name is there, its entry maybe not on disk.
+    await killedAtSyncOf(join(root, 'cam-1'), script, { ROOT: root, WHAT: 'file' });
+    assert.equal(readFileSync(join(root, 'cam-1', 'a.bin'), 'utf8'), 'a file');
+    // Killed at the sync of the new transfer folder's parent: the folder is there, its entry maybe not on disk.
+    await killedAtSyncOf(join(root, '.partial', 'cam-2'), script, { ROOT: root, WHAT: 'chunk' });
+    // The broker delivers both again, to a new process: it answers "stored" (receipted) only once
+    // those entries are synced.
+    const file = await syncedBy(script, { ROOT: root, WHAT: 'file' }, join(tmp.dir, 'redelivered-file.strace'));
+    for (const dir of [join(root, 'cam-1'), root]) assert.ok(file.has(dir), `${dir} synced (synced: ${[...file].join(', ')})`);
+    const chunk = await syncedBy(script, { ROOT: root, WHAT: 'chunk' }, join(tmp.dir, 'redelivered-chunk.strace'));
+    for (const dir of [join(root, '.partial', 'cam-2', 't1'), join(root, '.partial', 'cam-2'), join(root, '.partial'), root]) {
+      assert.ok(chunk.has(dir), `${dir} synced (synced: ${[...chunk].join(', ')})`);
+    }
+  });
 
   it('syncs chunk folders, their new parents, the done marker, the set-aside chunks and a new dead-letter file', async () => {
     const root = join(tmp.dir, 'files');
