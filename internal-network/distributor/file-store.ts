@@ -1,7 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
+import { z } from 'zod';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
@@ -49,6 +50,12 @@ export class FileStore {
    * Every chunk returned from here is receipted, and its device deletes it: so every step that makes
    * it durable syncs its folder too, and a file whose checksum fails keeps its chunks, moved aside to
    * ROOT/.failed/DEVICE/ID-TIME/ (the last chunk's envelope alone becomes the dead letter).
+   *
+   * That verdict is final, and kept before the chunks move: ROOT/.failed/DEVICE/ID.json (the failed
+   * marker) holds the error. A chunk of the transfer arriving after it (the last one delivered again
+   * because the distributor was killed before its dead letter was written, or one the device sent
+   * again) fails with that same error and becomes a dead letter too: without the marker it would
+   * start a new folder of chunks and be receipted, the verdict lost with its letter.
    */
   async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }): Promise<StoredFileInfo | undefined> {
     const dir = await this.deviceDir(deviceId, payload.filename);
@@ -57,6 +64,8 @@ export class FileStore {
     const doneMarker = `${partial}.done.json`;
     const done = await readDone(doneMarker);
     if (done) return done;
+    const failed = await readFailed(this.failedMarker(deviceId, t.id));
+    if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
     try {
       return await this.addChunk(dir, deviceId, partial, doneMarker, payload);
     } catch (err) {
@@ -79,6 +88,11 @@ export class FileStore {
     const chunkPath = join(partial, `${t.index}.chunk`);
     await io(chunkPath, () => rename(chunkTmp, chunkPath));
     await io(partial, () => syncDir(partial)); // the rename is what makes the receipted chunk findable
+    // Another consumer may have failed the transfer meanwhile, and moved the folder this chunk went
+    // to, or made it again after the move: looked at after the chunk is in, so this chunk is either
+    // in the folder set aside or answered with the transfer's verdict (and set aside with it).
+    const failed = await readFailed(this.failedMarker(deviceId, t.id));
+    if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
     // Complete when every index below `count` is there: not when enough files are (chunks of one id
     // that disagree on `count` would be counted, and the join would miss one on every redelivery).
     const present = new Set(await io(partial, () => readdir(partial)));
@@ -89,18 +103,20 @@ export class FileStore {
     const { tmp, sha256, size } = joined;
     if (sha256 !== t.sha256 || size !== t.size) {
       await unlink(tmp).catch(() => undefined);
-      const aside = await this.setAside(deviceId, t.id, partial);
-      throw new FieldStreamError(
-        'DISTRIBUTOR_FILE_CHECKSUM',
-        `File ${t.id} (${payload.filename}) from ${deviceId} is ${size} bytes with SHA-256 ${sha256}; the device declared ${t.size} bytes and ${t.sha256}. Not stored; its chunks, as received, are kept in ${aside}.`,
-        { transferId: t.id, chunksKeptIn: aside },
-      );
+      throw await this.setAside(deviceId, t.id, partial, (aside) => ({
+        code: 'DISTRIBUTOR_FILE_CHECKSUM',
+        message: `File ${t.id} (${payload.filename}) from ${deviceId} is ${size} bytes with SHA-256 ${sha256}; the device declared ${t.size} bytes and ${t.sha256}. Not stored; its chunks, as received, are kept in ${aside}.`,
+        details: { transferId: t.id, chunksKeptIn: aside },
+      }));
     }
     const info = await this.place(dir, tmp, sha256, size, payload).catch(async (err: unknown) => {
       if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN')) throw err;
       // Receipted chunks, deleted by the device: kept as they came, as for a failed checksum.
-      const aside = await this.setAside(deviceId, t.id, partial);
-      throw new FieldStreamError('DISTRIBUTOR_FILE_NAME_TAKEN', `${err.message} Its chunks, as received, are kept in ${aside}.`, { ...err.details, transferId: t.id, chunksKeptIn: aside });
+      throw await this.setAside(deviceId, t.id, partial, (aside) => ({
+        code: 'DISTRIBUTOR_FILE_NAME_TAKEN',
+        message: `${err.message} Its chunks, as received, are kept in ${aside}.`,
+        details: { ...err.details, transferId: t.id, chunksKeptIn: aside },
+      }));
     });
     // Durable before the folder goes: chunks receipted from now on rely on this record alone. (The
     // helper is synchronous: a few milliseconds of the event loop, once per file.)
@@ -166,15 +182,48 @@ export class FileStore {
     return { tmp, sha256: hash.digest('hex'), size };
   }
 
-  /** Moves a transfer's chunks, as they came, to ROOT/.failed/DEVICE/ID-TIME/, durably; returns that path. */
-  private async setAside(deviceId: string, id: string, partial: string): Promise<string> {
-    const failed = join(this.root, '.failed', deviceId);
-    await this.makeDir(failed);
-    const aside = join(failed, `${id}-${new Date().toISOString().replace(/[-:]/g, '')}`);
-    await io(aside, () => rename(partial, aside));
-    await io(failed, () => syncDir(failed));
-    await io(dirname(partial), () => syncDir(dirname(partial)));
-    return aside;
+  /**
+   * Fails a transfer for good: its failed marker written (durably, and only if there is none yet:
+   * consumers failing it at once agree on the first verdict), then its chunks, as they came, moved
+   * to ROOT/.failed/DEVICE/ID-TIME/. Returns the error to throw, the marker's. A kill between the
+   * two leaves the chunks in their folder with the marker: the next chunk of the transfer (the
+   * unacknowledged one, delivered again) moves them (failedAgain).
+   */
+  private async setAside(deviceId: string, id: string, partial: string, verdict: (aside: string) => FailedTransfer): Promise<FieldStreamError> {
+    const failedDir = join(this.root, '.failed', deviceId);
+    await this.makeDir(failedDir);
+    const marker = this.failedMarker(deviceId, id);
+    const recorded = await createFailedMarker(marker, verdict(this.asideName(deviceId, id)));
+    return this.failedAgain(deviceId, id, partial, recorded);
+  }
+
+  /**
+   * The error of a transfer failed for good (its marker), after moving what is left of its chunks
+   * folder, if anything, to the folder the marker names (a move a kill cut off) or, when that is
+   * taken, to one of its own (chunks that came after the move).
+   */
+  private async failedAgain(deviceId: string, id: string, partial: string, failed: FailedTransfer): Promise<FieldStreamError> {
+    const named = typeof failed.details?.chunksKeptIn === 'string' ? failed.details.chunksKeptIn : undefined;
+    let later = '';
+    if (await exists(partial)) {
+      const taken = named === undefined || (await exists(named));
+      const aside = taken ? this.asideName(deviceId, id) : named;
+      await io(aside, () => rename(partial, aside));
+      await io(dirname(aside), () => syncDir(dirname(aside)));
+      await io(dirname(partial), () => syncDir(dirname(partial)));
+      if (taken) later = ` Chunks that came after that are kept in ${aside}.`;
+    }
+    return new FieldStreamError(failed.code, `${failed.message}${later}`, failed.details);
+  }
+
+  /** ROOT/.failed/DEVICE/ID.json: the verdict on a transfer failed for good (no folder set aside ends in ".json"). */
+  private failedMarker(deviceId: string, id: string): string {
+    return join(this.root, '.failed', deviceId, `${id}.json`);
+  }
+
+  /** ROOT/.failed/DEVICE/ID-TIME: where a transfer's chunks are set aside. */
+  private asideName(deviceId: string, id: string): string {
+    return join(this.root, '.failed', deviceId, `${id}-${new Date().toISOString().replace(/[-:]/g, '')}`);
   }
 
   /**
@@ -355,6 +404,59 @@ async function readDone(marker: string): Promise<StoredFileInfo | undefined> {
   }
 }
 
+/** A transfer failed for good, as its failed marker keeps it: the error its chunks get from then on. */
+const FailedTransferSchema = z.object({
+  code: z.enum(['DISTRIBUTOR_FILE_CHECKSUM', 'DISTRIBUTOR_FILE_NAME_TAKEN']),
+  message: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+type FailedTransfer = z.infer<typeof FailedTransferSchema>;
+
+/** A transfer's failed marker, or undefined when it has none. */
+async function readFailed(marker: string): Promise<FailedTransfer | undefined> {
+  let text: string;
+  try {
+    text = await readFile(marker, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${marker}: ${(err as Error).message}`, { path: marker }, { cause: err });
+  }
+  try {
+    return FailedTransferSchema.parse(JSON.parse(text));
+  } catch (err) {
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} is not a failed transfer's record: ${(err as Error).message}`, { path: marker });
+  }
+}
+
+/**
+ * Writes a failed marker unless the transfer has one already, and returns the one that stands.
+ * Written aside, fsync'ed and linked to its name (which refuses an existing one), then its folder
+ * synced: it is whole whenever it is there, and the first verdict is never replaced.
+ */
+async function createFailedMarker(marker: string, verdict: FailedTransfer): Promise<FailedTransfer> {
+  // A temporary name the sweep knows (a kill can leave it): .incoming-*.
+  const tmp = join(dirname(marker), `.incoming-${randomUUID()}`);
+  try {
+    await io(tmp, async () => replaceFileDurablySync(tmp, JSON.stringify(verdict), 0o640));
+    const linked = await link(tmp, marker).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EEXIST') return false;
+        throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write ${marker}: ${err.message}`, { path: marker }, { cause: err });
+      },
+    );
+    if (!linked) {
+      const standing = await readFailed(marker);
+      if (standing) return standing;
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} went while it was read; retried.`, { path: marker });
+    }
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  await io(dirname(marker), () => syncDir(dirname(marker)));
+  return verdict;
+}
+
 /**
  * One file-system step. Its failure (a full disk, a folder removed meanwhile, EIO) is
  * DISTRIBUTOR_WRITE_FAILED naming the path: transient, so the consumer retries the message rather
@@ -377,6 +479,17 @@ async function io<T>(path: string, step: () => Promise<T>): Promise<T> {
 async function checkSize(fh: FileHandle, expected: number): Promise<void> {
   const { size } = await fh.stat();
   if (size !== expected) throw new Error(`the file holds ${size} bytes of ${expected} after its fsync (a short write)`);
+}
+
+/** Whether `path` exists; any failure to tell but its absence is DISTRIBUTOR_WRITE_FAILED (retried). */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot look at ${path}: ${(err as Error).message}`, { path }, { cause: err });
+  }
 }
 
 /** SHA-256 of a file, read in a stream (files can be large); undefined when it does not exist. */

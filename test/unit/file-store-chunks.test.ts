@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
@@ -15,6 +16,7 @@ import { tempDir } from '../helpers/pki.ts';
  * a second consumer must not turn into an uncoded error.
  */
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const strace = spawnSync('strace', ['-o', '/dev/null', 'true']).status === 0;
 const coded = (code: ErrorCode) => (e: unknown) => e instanceof FieldStreamError && e.code === code;
 
 /** The chunks of `file`, `size` bytes each, as a device sends them. */
@@ -107,6 +109,52 @@ describe('file storage: chunked files', () => {
     assert.ok(Buffer.concat([0, 1, 2].map((i) => readFileSync(join(kept, `${i}.chunk`)))).equals(file));
     assert.ok(!existsSync(join(root, '.partial', 'cam-5', 'bad')));
     assert.deepEqual(readdirSync(join(root, 'cam-5')), [], 'no file stored');
+  });
+
+  it('a chunk of a transfer whose checksum failed, coming again, fails the same way (a dead letter), never starts a new transfer', async () => {
+    // The consumer writes the dead letter after storeChunk threw: a distributor killed in between
+    // leaves the last chunk unacknowledged, and the broker delivers it again.
+    const file = Buffer.from('two chunks, and a checksum that does not match');
+    const chunks = chunksOf(file, 30, 'failed-once', { sha256: 'b'.repeat(64) });
+    assert.equal(await store.storeChunk('cam-7', chunks[0]!), undefined);
+    const first = await store.storeChunk('cam-7', chunks[1]!).then(() => assert.fail('stored'), (e: unknown) => e as FieldStreamError);
+    assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(first), String(first));
+    for (const again of [chunks[1]!, chunks[0]!]) {
+      const err = await store.storeChunk('cam-7', again).then(() => assert.fail(`chunk ${again.transfer.index} receipted as a chunk of a new transfer`), (e: unknown) => e as FieldStreamError);
+      assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(err), String(err));
+      assert.equal(err.message, first.message);
+      assert.deepEqual(err.details, first.details);
+    }
+    assert.deepEqual(readdirSync(join(root, '.partial', 'cam-7')), [], 'no new folder of chunks');
+    const kept = first.details?.chunksKeptIn as string;
+    assert.deepEqual(readdirSync(kept).sort(), ['0.chunk', '1.chunk']);
+    assert.deepEqual(readdirSync(join(root, '.failed', 'cam-7')).sort(), [basename(kept), 'failed-once.json'].sort(), 'the verdict kept beside the chunks');
+  });
+
+  it('a distributor SIGKILLed between the verdict and the move of the chunks: the chunk delivered again moves them, with the same error', { skip: !strace && 'strace is not available' }, async () => {
+    const file = Buffer.from('two chunks, killed while they are set aside');
+    const chunks = chunksOf(file, 30, 'killed', { sha256: 'c'.repeat(64) });
+    assert.equal(await store.storeChunk('cam-8', chunks[0]!), undefined);
+    const partial = join(root, '.partial', 'cam-8', 'killed');
+    // The last chunk in a process killed at the rename of the chunks' folder (strace injects the signal there).
+    const script = `
+      import { FileStore } from ${JSON.stringify(new URL('../../internal-network/distributor/file-store.ts', import.meta.url).href)};
+      await new FileStore(process.env.ROOT).storeChunk('cam-8', JSON.parse(process.env.CHUNK)).catch((e) => console.log(e.code));
+      console.log('not killed');
+    `;
+    const r = spawnSync('strace', ['-f', '-o', '/dev/null', '-P', partial, '-e', 'trace=rename,renameat,renameat2', '-e', 'inject=rename,renameat,renameat2:signal=SIGKILL', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+      env: { ...process.env, ROOT: root, CHUNK: JSON.stringify(chunks[1]) },
+      encoding: 'utf8',
+    });
+    assert.ok(r.signal === 'SIGKILL' || r.status === 128 + 9, `killed (${r.status} ${r.signal} ${r.stdout} ${r.stderr})`);
+    assert.deepEqual(readdirSync(partial).sort(), ['0.chunk', '1.chunk'], 'the chunks still in their folder');
+    assert.ok(existsSync(join(root, '.failed', 'cam-8', 'killed.json')), 'the verdict written first');
+    const err = await store.storeChunk('cam-8', chunks[1]!).then(() => assert.fail('stored'), (e: unknown) => e as FieldStreamError);
+    assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(err), String(err));
+    const kept = err.details?.chunksKeptIn as string;
+    assert.ok(err.message.includes(kept));
+    assert.ok(Buffer.concat([0, 1].map((i) => readFileSync(join(kept, `${i}.chunk`)))).equals(file));
+    assert.ok(!existsSync(partial));
   });
 
   it('a failing file system is DISTRIBUTOR_WRITE_FAILED naming the path (retried), not an uncoded error', async () => {

@@ -105,5 +105,14 @@ describe('file storage: names when the name is taken', () => {
     assert.ok(coded('DISTRIBUTOR_FILE_NAME_TAKEN')(err), String(err));
     const kept = String((err as FieldStreamError).details?.chunksKeptIn);
     assert.equal(Buffer.concat([readFileSync(join(kept, '0.chunk')), readFileSync(join(kept, '1.chunk'))]).toString(), content);
+    // The last chunk delivered again (the distributor killed before its dead letter was written):
+    // the same verdict, so it becomes the dead letter, not the first chunk of a new transfer.
+    const again = await store.storeChunk('cam-chunks', chunk(1)).then(
+      () => assert.fail('receipted as a chunk of a new transfer'),
+      (e: unknown) => e as FieldStreamError,
+    );
+    assert.ok(coded('DISTRIBUTOR_FILE_NAME_TAKEN')(again), String(again));
+    assert.equal(again.message, (err as FieldStreamError).message);
+    assert.deepEqual(readdirSync(join(root, '.partial', 'cam-chunks')), [], 'no new folder of chunks');
   });
 });
