@@ -542,6 +542,18 @@ export const TIMINGS = {
   /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and
    * subscribed; the compose healthcheck accepts a file touched within the last 30 s (3 intervals). */
   healthFileIntervalMs: 10_000,
+  /** milliseconds. A temporary file of the distributor's file storage (`.incoming-*`: a file, a chunk
+   * or a join of chunks being written, a verdict being written) not modified for this long is left
+   * by a process that was killed, and the sweep removes it (file-store.ts, sweep). Distributors on
+   * several machines share the storage, so whether its writer lives cannot be asked: only its age
+   * tells. A live writer changes its file as it writes; what it does after its last write (an
+   * fsync, hashing up to 7 names of a 10 GiB file already there) takes minutes, and the clocks of
+   * the machines (an NFS server's sets the time) may disagree by some. Removing a live one loses
+   * nothing anyway: it is never the only copy of anything receipted, and its writer fails its
+   * rename or link and the message is retried. */
+  fileTempStaleMs: 6 * 60 * 60_000,
+  /** milliseconds. The distributor sweeps its file storage at start and this often after (file-store.ts, sweep). */
+  fileStorageSweepMs: 60 * 60_000,
   /** milliseconds. A distributor renews its lease on its slot of DISTRIBUTOR_STATE_DIR this often;
    * a lease not renewed for stateLeaseExpiryMs (three renewals) was left by a process that is gone. */
   stateLeaseRenewMs: 5_000,

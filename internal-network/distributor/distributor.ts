@@ -84,7 +84,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     },
     log.child({ subsystem: 'security' }),
   );
-  const handler = new MessageHandler(sink, new FileStore(config.FILE_STORAGE_PATH), verifier, metrics);
+  const files = new FileStore(config.FILE_STORAGE_PATH);
+  const handler = new MessageHandler(sink, files, verifier, metrics);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot, { maxBytes: config.DEAD_LETTER_MAX_BYTES });
   metrics.bindDeadLetters(() => deadLetters.heldBytes);
   const tls = readMqttTls(config);
@@ -164,6 +165,26 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   const tallyTimer = setInterval(() => void flushTally(), TIMINGS.securityTallyFlushMs);
   tallyTimer.unref();
 
+  // What killed distributors (this one before its restart, or another sharing the storage) left in
+  // file storage: temporary files, up to a whole file's size each, and folders of chunks of files
+  // already stored (file-store.ts, sweep). At start, and every TIMINGS.fileStorageSweepMs.
+  const fileLog = log.child({ subsystem: 'files' });
+  let sweeping: Promise<void> | undefined;
+  const sweepFiles = () => {
+    sweeping ??= files
+      .sweep({ signal: stopping.signal })
+      .then(
+        (swept) => {
+          if (swept.tempFiles > 0 || swept.doneFolders > 0) fileLog.info({ ...swept, path: config.FILE_STORAGE_PATH }, 'removed what stopped distributors left in file storage');
+        },
+        (err: unknown) => fileLog.warn({ err }, 'sweeping file storage failed; tried again at the next sweep'),
+      )
+      .finally(() => (sweeping = undefined));
+  };
+  sweepFiles();
+  const sweepTimer = setInterval(sweepFiles, TIMINGS.fileStorageSweepMs);
+  sweepTimer.unref();
+
   let healthTimer: NodeJS.Timeout | undefined;
   if (config.DISTRIBUTOR_HEALTH_FILE) {
     const file = config.DISTRIBUTOR_HEALTH_FILE;
@@ -196,7 +217,9 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     close() {
       closing ??= (async () => {
         clearInterval(healthTimer);
+        clearInterval(sweepTimer);
         stopping.abort();
+        await sweeping;
         await retirement.catch(() => undefined);
         await (await metricsServer.catch(() => undefined))?.close();
         for (const c of consumers) c.stop();

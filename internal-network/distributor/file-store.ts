@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { constants } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, type Dirent } from 'node:fs';
+import { link, lstat, mkdir, open, opendir, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
@@ -8,7 +8,7 @@ import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { replaceFileDurablySync, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
 /**
@@ -22,6 +22,8 @@ import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
  *   name is stored as NAME.SHA8.EXT, then NAME.SHA256.EXT, NAME.SHA256-2.EXT … (candidateNames),
  *   each within the file system's 255-byte limit; when all hold other content, the file is a dead
  *   letter (DISTRIBUTOR_FILE_NAME_TAKEN).
+ * - What a killed process leaves (temporary `.incoming-*` files, the chunks of a file stored just
+ *   before the kill) is removed by `sweep`, which the distributor runs at start and hourly.
  */
 export class FileStore {
   private readonly root: string;
@@ -98,7 +100,7 @@ export class FileStore {
     const present = new Set(await io(partial, () => readdir(partial)));
     for (let i = 0; i < t.count; i++) if (!present.has(`${i}.chunk`)) return undefined;
 
-    const joined = await this.joinChunks(dir, partial, t.count);
+    const joined = await this.joinChunks(partial, t.count);
     if (!joined) throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `A chunk of ${t.id} from ${deviceId} left ${partial} while it was joined; retried.`, { path: partial });
     const { tmp, sha256, size } = joined;
     if (sha256 !== t.sha256 || size !== t.size) {
@@ -126,6 +128,64 @@ export class FileStore {
   }
 
   /**
+   * Removes what killed processes leave in the storage and nothing else would ever remove:
+   * - temporary files not modified for `staleMs` (TIMINGS.fileTempStaleMs): `.incoming-*` in a
+   *   device's folder (a file sent whole), in a folder of chunks (a chunk, or their join, as large
+   *   as the whole file, up to 10 GiB: removed with the folder when the transfer ends, but a
+   *   transfer may never end), in .failed/DEVICE/ (a verdict), and a done marker's
+   *   `ID.done.json.tmp-PID`. Only their age tells that their writer is gone: distributors on other
+   *   machines share the storage. None is ever the only copy of anything receipted (a file or chunk
+   *   counts once it has its name), so removing one a live writer still holds costs a retry.
+   * - the folder of chunks of a transfer whose done marker is there, whatever its age (a kill
+   *   between the marker and the folder's removal, or a chunk that made the folder again after it):
+   *   the file is stored, and the marker answers any chunk that comes again.
+   * Never touched: stored files, a folder of chunks without a done marker (receipted chunks of a
+   * file not stored yet), the chunks and verdicts in .failed/. Symbolic links are not followed.
+   */
+  async sweep(o: { staleMs?: number; now?: number; signal?: AbortSignal } = {}): Promise<FileStoreSweep> {
+    const swept: FileStoreSweep = { tempFiles: 0, tempBytes: 0, doneFolders: 0 };
+    const before = (o.now ?? Date.now()) - (o.staleMs ?? TIMINGS.fileTempStaleMs);
+    const removeIfStale = async (path: string) => {
+      const s = await lstat(path).catch(ifGone);
+      if (!s?.isFile() || s.mtimeMs > before) return;
+      if ((await unlink(path).then(() => true, ifGone)) === undefined) return;
+      swept.tempFiles++;
+      swept.tempBytes += s.size;
+    };
+    const aborted = () => o.signal?.aborted === true;
+    for await (const top of entries(this.root)) {
+      if (aborted()) break;
+      if (!top.isDirectory()) continue;
+      const topDir = join(this.root, top.name);
+      if (top.name === '.partial' || top.name === '.failed') {
+        for await (const device of entries(topDir)) {
+          if (!device.isDirectory()) continue;
+          const deviceDir = join(topDir, device.name);
+          for await (const e of entries(deviceDir)) {
+            if (aborted()) break;
+            const path = join(deviceDir, e.name);
+            if (e.isFile() && (e.name.startsWith('.incoming-') || (top.name === '.partial' && e.name.includes('.done.json.tmp-')))) await removeIfStale(path);
+            else if (e.isDirectory() && top.name === '.partial') {
+              if (await exists(`${path}.done.json`)) {
+                await rm(path, { recursive: true, force: true });
+                swept.doneFolders++;
+              } else {
+                for await (const f of entries(path)) if (f.isFile() && f.name.startsWith('.incoming-')) await removeIfStale(join(path, f.name));
+              }
+            }
+          }
+        }
+      } else if (!top.name.startsWith('.')) {
+        for await (const e of entries(topDir)) {
+          if (aborted()) break;
+          if (e.isFile() && e.name.startsWith('.incoming-')) await removeIfStale(join(topDir, e.name));
+        }
+      }
+    }
+    return swept;
+  }
+
+  /**
    * ROOT/.partial/DEVICE/ID, refused unless it is a folder of its own right inside the device's:
    * the contract refuses ids that are path tricks ("..", a done marker's name), and this holds
    * whatever crossed the DMZ.
@@ -140,13 +200,18 @@ export class FileStore {
   }
 
   /**
-   * Joins the chunks in order into one temporary file in `dir`, hashing as it goes: one chunk in
-   * memory at a time. undefined when a chunk is missing (another consumer completed the transfer).
+   * Joins the chunks in order into one temporary file, hashing as it goes: one chunk in memory at a
+   * time. undefined when a chunk is missing (another consumer completed the transfer).
+   *
+   * The join is made in the chunks' own folder (linked from there to its name, on the same file
+   * system): a distributor killed while joining leaves its copy, as large as the whole file, where
+   * the transfer's end removes it, the folder going once the file is stored or set aside with its
+   * verdict, rather than in the device's folder until a sweep finds it stale.
    */
-  private async joinChunks(dir: string, partial: string, count: number): Promise<{ tmp: string; sha256: string; size: number } | undefined> {
+  private async joinChunks(partial: string, count: number): Promise<{ tmp: string; sha256: string; size: number } | undefined> {
     const hash = createHash('sha256');
     let size = 0;
-    const tmp = join(dir, `.incoming-${randomUUID()}`);
+    const tmp = join(partial, `.incoming-${randomUUID()}`);
     let complete = true;
     try {
       const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
@@ -206,6 +271,11 @@ export class FileStore {
     const named = typeof failed.details?.chunksKeptIn === 'string' ? failed.details.chunksKeptIn : undefined;
     let later = '';
     if (await exists(partial)) {
+      // Joins of the chunks (a killed joiner's, or a live one's that would fail anyway) are of no use
+      // to the verdict: only the chunks, as they came, are kept.
+      await io(partial, async () => {
+        for await (const e of entries(partial)) if (e.name.startsWith('.incoming-')) await unlink(join(partial, e.name)).catch(ifGone);
+      });
       const taken = named === undefined || (await exists(named));
       const aside = taken ? this.asideName(deviceId, id) : named;
       await io(aside, () => rename(partial, aside));
@@ -479,6 +549,27 @@ async function io<T>(path: string, step: () => Promise<T>): Promise<T> {
 async function checkSize(fh: FileHandle, expected: number): Promise<void> {
   const { size } = await fh.stat();
   if (size !== expected) throw new Error(`the file holds ${size} bytes of ${expected} after its fsync (a short write)`);
+}
+
+/** What a sweep removed. */
+export interface FileStoreSweep {
+  /** temporary files left by killed processes, and their bytes */
+  tempFiles: number;
+  tempBytes: number;
+  /** folders of chunks of files already stored (their done markers stay) */
+  doneFolders: number;
+}
+
+/** For a `.catch`: a path that went meanwhile is undefined; any other failure is thrown on. */
+function ifGone(err: NodeJS.ErrnoException): undefined {
+  if (err.code === 'ENOENT') return undefined;
+  throw err;
+}
+
+/** A folder's entries one at a time (a device's folder may hold very many files); none when it is gone. */
+async function* entries(dir: string): AsyncGenerator<Dirent> {
+  const d = await opendir(dir).catch(ifGone);
+  if (d) yield* d;
 }
 
 /** Whether `path` exists; any failure to tell but its absence is DISTRIBUTOR_WRITE_FAILED (retried). */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
@@ -9,6 +9,7 @@ import type { Distributor } from '../../internal-network/distributor/distributor
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { commandTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 
 describe('the distributor acknowledges only what it has written', () => {
   let fx: EmbeddedFixture;
@@ -43,9 +44,26 @@ describe('the distributor acknowledges only what it has written', () => {
     // The distributor dies mid-retry; it never acknowledged the message.
     await within(failing.close(), 15_000, 'the failing distributor closing');
     rmSync(blocked, { recursive: true });
+    // What a distributor killed in file storage leaves: a join of chunks cut off hours ago, the
+    // chunks of a file stored just before the kill. And a temporary file a live writer holds.
+    const files = fx.data.files;
+    const stale = join(files, 'sensor-001', '.incoming-killed-join');
+    const live = join(files, 'sensor-001', '.incoming-live');
+    const stored = join(files, '.partial', 'sensor-001', 'f-stored');
+    mkdirSync(stored, { recursive: true });
+    mkdirSync(join(files, 'sensor-001'), { recursive: true });
+    writeFileSync(join(stored, '0.chunk'), 'a chunk of a file stored');
+    writeFileSync(`${stored}.done.json`, '{}');
+    writeFileSync(stale, Buffer.alloc(64 * 1024));
+    const longAgo = new Date(Date.now() - TIMINGS.fileTempStaleMs - 60_000);
+    utimesSync(stale, longAgo, longAgo);
+    writeFileSync(live, 'being written');
     const healthy = distributorWith(store.dir);
     try {
       await within(healthy.ready, 15_000, 'the healthy distributor subscribing');
+      // Swept at its start.
+      await eventually(() => (!existsSync(stale) && !existsSync(stored) ? true : undefined), 10_000, 'file storage swept');
+      assert.ok(existsSync(live) && existsSync(`${stored}.done.json`), 'a fresh temporary file and the done marker kept');
       const points = await eventually(() => {
         const pts = readLocalStore(store.dir).filter((p) => p.fields.v === 42);
         return pts.length > 0 ? pts : undefined;

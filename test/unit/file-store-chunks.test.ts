@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -168,5 +169,156 @@ describe('file storage: chunked files', () => {
     mkdirSync(broken);
     writeFileSync(join(broken, '.partial'), 'not a folder');
     await assert.rejects(new FileStore(broken).storeChunk('cam-6', chunksOf(Buffer.from('x'), 10, 't')[0]!), failed(join(broken, '.partial')));
+  });
+});
+
+/**
+ * What a distributor SIGKILLed at the wrong instant leaves in file storage, which nothing else
+ * would ever remove: the join of a transfer's chunks (as large as the file, up to 10 GiB), the
+ * folder of chunks of a file already stored. The sweep (at start, then hourly) removes them; never
+ * what a live writer may still hold, nor a receipted chunk of a file not stored yet. The kills are
+ * real: the child process SIGKILLs itself at the instant named, from inside the call it is in.
+ */
+describe('file storage: the sweep of what killed distributors leave', () => {
+  const tmp = tempDir('file-sweep');
+  after(() => tmp.cleanup());
+  const storeUrl = JSON.stringify(new URL('../../internal-network/distributor/file-store.ts', import.meta.url).href);
+
+  /** Stores `chunk` in a child process that SIGKILLs itself at `killAt` (a snippet that patches node:fs/promises). */
+  function storeKilled(root: string, chunk: unknown, killAt: string): void {
+    const script = `
+      import fsp from 'node:fs/promises';
+      import { syncBuiltinESMExports } from 'node:module';
+      const kill = () => process.kill(process.pid, 'SIGKILL');
+      ${killAt}
+      syncBuiltinESMExports();
+      const { FileStore } = await import(${storeUrl});
+      await new FileStore(process.env.ROOT).storeChunk('cam-1', JSON.parse(process.env.CHUNK));
+      console.log('not killed');
+    `;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, ROOT: root, CHUNK: JSON.stringify(chunk) }, encoding: 'utf8' });
+    assert.equal(r.signal, 'SIGKILL', `killed (${r.status} ${r.stdout} ${r.stderr})`);
+  }
+  const hoursAgo = (path: string, hours: number) => {
+    const t = new Date(Date.now() - hours * 3_600_000);
+    utimesSync(path, t, t);
+  };
+  const incoming = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('.incoming-'));
+
+  /** The FileHandle prototype patched: `method` SIGKILLs the process once it has run `times` times. */
+  const killAfter = (method: 'write' | 'writeFile', times: number) => `
+    const fh = await fsp.open(process.execPath, 'r');
+    const proto = Object.getPrototypeOf(fh);
+    await fh.close();
+    const original = proto.${method};
+    let n = 0;
+    proto.${method} = async function (...args) { const r = await original.apply(this, args); if (++n === ${times}) kill(); return r; };`;
+
+  it('a kill while the chunks are joined: the chunk delivered again stores the file, and nothing of the cut-off join is left', async () => {
+    const root = join(tmp.dir, 'join');
+    const store = new FileStore(root);
+    const file = Buffer.from(Array.from({ length: 4 * 64 * 1024 }, (_, i) => (i * 13) % 256));
+    const chunks = chunksOf(file, 64 * 1024, 'joined');
+    for (const c of chunks.slice(0, -1)) assert.equal(await store.storeChunk('cam-1', c), undefined);
+    // Killed once two chunks are written into the join (FileHandle.writeFile is the join's alone).
+    storeKilled(root, chunks.at(-1), killAfter('writeFile', 2));
+    const partial = join(root, '.partial', 'cam-1', 'joined');
+    const [left] = incoming(partial);
+    assert.ok(left && statSync(join(partial, left)).size === 2 * 64 * 1024, `the join cut off, left behind (${readdirSync(partial)})`);
+    const info = await store.storeChunk('cam-1', chunks.at(-1)!); // the broker delivers it again
+    assert.ok(readFileSync(join(root, info!.path)).equals(file));
+    assert.ok(!existsSync(partial), 'the folder of chunks gone, with the join left in it');
+    assert.deepEqual(incoming(join(root, 'cam-1')), []);
+
+    // The same kill in a transfer whose checksum then fails: its chunks are set aside, not the join.
+    const bad = chunksOf(file, 64 * 1024, 'joined-bad', { sha256: 'e'.repeat(64) });
+    for (const c of bad.slice(0, -1)) assert.equal(await store.storeChunk('cam-1', c), undefined);
+    storeKilled(root, bad.at(-1), killAfter('writeFile', 2));
+    assert.equal(incoming(join(root, '.partial', 'cam-1', 'joined-bad')).length, 1);
+    const err = await store.storeChunk('cam-1', bad.at(-1)!).then(() => assert.fail('stored'), (e: unknown) => e as FieldStreamError);
+    assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(err), String(err));
+    assert.deepEqual(readdirSync(err.details?.chunksKeptIn as string).sort(), ['0.chunk', '1.chunk', '2.chunk', '3.chunk']);
+  });
+
+  it('a kill while a file is written: the sweep removes the copy left behind once it is stale, never a fresh one', async () => {
+    const root = join(tmp.dir, 'whole');
+    const store = new FileStore(root);
+    const file = randomBytes(256 * 1024);
+    const message = { filename: 'photo.jpg', data: file.toString('base64') };
+    const messageFile = join(tmp.dir, 'message.json'); // too large for the environment
+    writeFileSync(messageFile, JSON.stringify(message));
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `
+      import fsp from 'node:fs/promises';
+      const kill = () => process.kill(process.pid, 'SIGKILL');
+      ${killAfter('write', 1)}
+      const { FileStore } = await import(${storeUrl});
+      await new FileStore(process.env.ROOT).store('cam-1', JSON.parse(await fsp.readFile(process.env.MESSAGE, 'utf8')));
+      console.log('not killed');
+    `], { env: { ...process.env, ROOT: root, MESSAGE: messageFile }, encoding: 'utf8' });
+    assert.equal(r.signal, 'SIGKILL', `killed (${r.status} ${r.stdout} ${r.stderr} ${r.error})`);
+    const dev = join(root, 'cam-1');
+    const [left] = incoming(dev);
+    assert.ok(left, `the copy left behind (${readdirSync(dev)})`);
+    const info = await store.store('cam-1', message); // the broker delivers it again
+    assert.ok(readFileSync(join(root, info.path)).equals(file));
+    // Fresh, it may be a live writer's (on this machine or another sharing the storage): kept.
+    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 0 });
+    assert.deepEqual(incoming(dev), [left]);
+    hoursAgo(join(dev, left), TIMINGS.fileTempStaleMs / 3_600_000 + 1);
+    writeFileSync(join(dev, '.incoming-live'), 'a live writer'); // fresh: stays
+    // A chunk's copy in a folder of chunks, and a verdict's, stale too.
+    const [first] = chunksOf(file, 100_000, 'waiting');
+    await store.storeChunk('cam-1', first!);
+    const partial = join(root, '.partial', 'cam-1', 'waiting');
+    writeFileSync(join(partial, '.incoming-killed-chunk'), 'x'.repeat(10));
+    hoursAgo(join(partial, '.incoming-killed-chunk'), 100);
+    mkdirSync(join(root, '.failed', 'cam-1'), { recursive: true });
+    writeFileSync(join(root, '.failed', 'cam-1', '.incoming-killed-verdict'), 'x'.repeat(5));
+    hoursAgo(join(root, '.failed', 'cam-1', '.incoming-killed-verdict'), 100);
+    assert.deepEqual(await store.sweep(), { tempFiles: 3, tempBytes: file.length + 15, doneFolders: 0 });
+    assert.deepEqual(incoming(dev), ['.incoming-live']);
+    assert.deepEqual(readdirSync(partial), ['0.chunk'], 'the receipted chunk kept');
+    assert.deepEqual(readdirSync(join(root, '.failed', 'cam-1')), []);
+    assert.ok(readFileSync(join(root, info.path)).equals(file), 'the stored file untouched');
+  });
+
+  it('a kill after the done marker, before the chunks are removed: the sweep removes them, the marker still answers', async () => {
+    const root = join(tmp.dir, 'done');
+    const store = new FileStore(root);
+    const file = Buffer.from('a file of three chunks, stored just before the kill');
+    const chunks = chunksOf(file, 20, 'stored');
+    for (const c of chunks.slice(0, -1)) assert.equal(await store.storeChunk('cam-1', c), undefined);
+    storeKilled(root, chunks.at(-1), `const rm = fsp.rm; fsp.rm = async (path, ...rest) => { if (String(path).includes('.partial')) kill(); return rm(path, ...rest); };`);
+    const partial = join(root, '.partial', 'cam-1', 'stored');
+    assert.deepEqual(readdirSync(partial).sort(), ['0.chunk', '1.chunk', '2.chunk'], 'the chunks left behind');
+    assert.ok(existsSync(`${partial}.done.json`));
+    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 1 });
+    assert.ok(!existsSync(partial));
+    const info = await store.storeChunk('cam-1', chunks[0]!); // a chunk again: answered by the marker
+    assert.ok(readFileSync(join(root, info!.path)).equals(file));
+    assert.ok(!existsSync(partial), 'no folder made again');
+  });
+
+  it("never removes receipted chunks of a file not stored yet, stored files, what is set aside, or what a link points at, however old", async () => {
+    const root = join(tmp.dir, 'kept');
+    const store = new FileStore(root);
+    const file = Buffer.from('two chunks, only the first one here');
+    const [first] = chunksOf(file, 20, 'waiting');
+    assert.equal(await store.storeChunk('cam-2', first!), undefined);
+    await store.store('cam-2', { filename: 'img.jpg', data: Buffer.from('stored').toString('base64') });
+    const bad = chunksOf(Buffer.from('x'), 10, 'bad', { sha256: 'd'.repeat(64) });
+    await assert.rejects(store.storeChunk('cam-2', bad[0]!), coded('DISTRIBUTOR_FILE_CHECKSUM'));
+    const outside = join(tmp.dir, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, '.incoming-not-ours'), 'not in the storage');
+    hoursAgo(join(outside, '.incoming-not-ours'), 100);
+    symlinkSync(outside, join(root, 'cam-link'));
+    const everything = (dir: string): string[] => readdirSync(dir, { recursive: true }).map(String).sort();
+    const before = everything(root);
+    for (const f of before) hoursAgo(join(root, f), 100);
+    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 0 });
+    assert.deepEqual(everything(root), before);
+    assert.ok(existsSync(join(outside, '.incoming-not-ours')));
+    assert.equal(await store.storeChunk('cam-2', chunksOf(file, 20, 'waiting')[1]!).then((i) => i?.sha256), sha(file));
   });
 });
