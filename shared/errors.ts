@@ -107,6 +107,12 @@ export const ERRORS = {
     description:
       'The dead-letter folder holds DEAD_LETTER_MAX_BYTES: a message that can never be written but carries data is not acknowledged until there is room (it stays in the broker, its device keeps its copy); an invalid payload is counted and dropped.',
   },
+  DISTRIBUTOR_DEAD_LETTER_TOO_LARGE: {
+    http: 507,
+    transient: false,
+    description:
+      'A message that can never be written but carries data makes a dead letter larger than DEAD_LETTER_MAX_BYTES as a whole: no room made can hold it, so it is not acknowledged (it stays in the broker, its device keeps its copy) until the bound is raised.',
+  },
   DISTRIBUTOR_MESSAGE_FAILED: {
     http: 500,
     transient: false,

@@ -3,6 +3,19 @@ export const DAY_S = 86_400;
 /** milliseconds in a day */
 export const DAY_MS = DAY_S * 1000;
 
+/** bytes. See LIMITS.brokerPacketMaxBytes (named here: LIMITS.deadLetterLetterMaxBytes is derived from it). */
+const BROKER_PACKET_MAX_BYTES = 16 * 1024 * 1024;
+/** messages. See LIMITS.batchMaxMessages. */
+const BATCH_MAX_MESSAGES = 1000;
+/** fields. See LIMITS.readingMaxFields. */
+const READING_MAX_FIELDS = 256;
+/** characters. See LIMITS.deadLetterMessageMaxChars. */
+const DEAD_LETTER_MESSAGE_MAX_CHARS = 16 * 1024;
+/** bytes. See LIMITS.deadLetterSectionSlackBytes. */
+const DEAD_LETTER_SECTION_SLACK_BYTES = BATCH_MAX_MESSAGES * ((READING_MAX_FIELDS + 16) * 18 + 512);
+/** bytes. See LIMITS.deadLetterLineOverheadBytes. */
+const DEAD_LETTER_LINE_OVERHEAD_BYTES = 1024 * 1024;
+
 /**
  * Protective limits, each with its unit and the reason for its value. Services may lower them
  * through their configuration; nothing raises them silently.
@@ -33,9 +46,9 @@ export const LIMITS = {
    * each syncs its parents again: a few fsyncs, against memory growing with every transfer. */
   fileStoreSyncedDirsMax: 10_000,
   /** messages. Largest batch in one frame. */
-  batchMaxMessages: 1000,
+  batchMaxMessages: BATCH_MAX_MESSAGES,
   /** fields. Most fields in one time-series reading, and in one event (its own keys included). */
-  readingMaxFields: 256,
+  readingMaxFields: READING_MAX_FIELDS,
   /** characters. Longest string value stored in a field. */
   stringMaxChars: 64 * 1024,
   /** levels. Deepest nesting of arrays and objects in a JSON value of free form (command
@@ -70,6 +83,24 @@ export const LIMITS = {
   /** bytes. Of a payload that is not a valid envelope, only its first bytes are kept (with its size
    * and SHA-256): enough to tell what sent it, and such a payload can never be replayed anyway. */
   deadLetterExcerptBytes: 4096,
+  /** characters. A dead letter keeps at most this much of its error's message (a database's answer
+   * may be long): what it holds of its payload is what matters, and the letter's size stays bounded. */
+  deadLetterMessageMaxChars: DEAD_LETTER_MESSAGE_MAX_CHARS,
+  /** bytes. How much larger than it came a payload a dead letter holds may be. A gateway's envelope
+   * is kept one device section at a time, each written out again as an envelope of its own: its
+   * header (versions, ids, times: under 512 bytes) and each number in full ("1e20" comes out as 21
+   * digits: at most 18 bytes more), for up to batchMaxMessages messages of up to readingMaxFields
+   * fields and a few numbers of their own (16). */
+  deadLetterSectionSlackBytes: DEAD_LETTER_SECTION_SLACK_BYTES,
+  /** bytes. What a dead letter's line holds besides its payload: its time, code, message (at most
+   * deadLetterMessageMaxChars, 6 bytes each escaped at worst) and topic (at most 65,535 bytes, the
+   * MQTT limit, likewise), with their keys: under 0.5 MiB, counted as 1 MiB. */
+  deadLetterLineOverheadBytes: DEAD_LETTER_LINE_OVERHEAD_BYTES,
+  /** bytes. The largest dead letter: a payload of up to brokerPacketMaxBytes (plus
+   * deadLetterSectionSlackBytes) in base64, 4/3 of it, and the rest of its line; about 29 MiB. The
+   * least DEAD_LETTER_MAX_BYTES may be: a bound that cannot hold one letter would leave its message
+   * unacknowledged for good, whatever room an operator made. */
+  deadLetterLetterMaxBytes: 4 * Math.ceil((BROKER_PACKET_MAX_BYTES + DEAD_LETTER_SECTION_SLACK_BYTES) / 3) + DEAD_LETTER_LINE_OVERHEAD_BYTES,
   /** lines. Most letters `fieldstream-admin dead-letters replay` lists as not replayed (those refused
    * again first); the rest are counted. */
   deadLetterReplayLinesShown: 50,
@@ -99,7 +130,7 @@ export const LIMITS = {
    * which must say the same: test/unit/limits.test.ts). A larger one is not refused alone: the
    * broker drops the connection, and the MQTT client sends the stored packet again at every
    * reconnect, so one such publish would cut the gateway off its broker for good. */
-  brokerPacketMaxBytes: 16 * 1024 * 1024,
+  brokerPacketMaxBytes: BROKER_PACKET_MAX_BYTES,
   /** bytes. The gateway adds the messages of another frame to an envelope only while the envelope
    * and the frame together stay under this (frame sizes are the estimate); a frame alone may be
    * larger, up to frameMaxBytes, so two large frames of two devices never share an envelope past

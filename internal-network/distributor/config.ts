@@ -32,8 +32,10 @@ export const DistributorConfigSchema = z
     FILE_STORAGE_TYPE: z.enum(['local'], { message: 'only "local" is supported (mount object storage as a folder for s3, azure or gcs)' }).default('local'),
     DEAD_LETTER_PATH: z.string().default('./data/dead-letter'),
     /** bytes the dead-letter folder may hold on disk (all its files); invalid payloads get half of it.
-     * Past it a message holding data is not acknowledged until there is room (dead-letter.ts). */
-    DEAD_LETTER_MAX_BYTES: z.coerce.number().int().min(1024 * 1024).default(LIMITS.deadLetterMaxBytes),
+     * Past it a message holding data is not acknowledged until there is room (dead-letter.ts). At
+     * least the largest letter (LIMITS.deadLetterLetterMaxBytes): a smaller bound could never hold
+     * one, and its message would stay unacknowledged whatever room was made. */
+    DEAD_LETTER_MAX_BYTES: z.coerce.number().int().min(LIMITS.deadLetterLetterMaxBytes, `must be at least ${LIMITS.deadLetterLetterMaxBytes} bytes: the largest dead letter (a payload of the broker's largest packet, in base64)`).default(LIMITS.deadLetterMaxBytes),
     /** The registry of device signing keys (DEVICE_ID.key), written by scripts/generate-client-cert.sh. */
     DISTRIBUTOR_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
     /** Devices revoked by scripts/revoke-device.sh, one id per line: their messages are refused. */

@@ -52,6 +52,7 @@ export class Consumer {
   /** invalid payloads not kept (past their share of the dead-letter bound), and letters waiting for room: logged now and then */
   private readonly notKeptLog: LimitedLog;
   private readonly fullLog: LimitedLog;
+  private readonly tooLargeLog: LimitedLog;
   private readonly invalidLog: LimitedLog;
   /** epoch ms at which the message in progress was taken from the broker (undefined: none) */
   inProgressSince: number | undefined;
@@ -72,6 +73,7 @@ export class Consumer {
     const flood = (level: 'warn' | 'error', what: string) => new LimitedLog(log, { level, maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what });
     this.notKeptLog = flood('warn', 'invalid payloads not kept as dead letters');
     this.fullLog = flood('error', 'messages left unacknowledged while the dead-letter folder is full');
+    this.tooLargeLog = flood('error', 'messages left unacknowledged whose dead letter is larger than the folder may hold');
     this.invalidLog = flood('error', 'invalid payloads kept as dead-letter excerpts');
     mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
       // A message from the broker shows the connection alive as well as a PINGRESP would. mqtt.js
@@ -154,8 +156,9 @@ export class Consumer {
 
   /**
    * Keeps what can never be written, then lets the caller acknowledge it. A letter with data that
-   * finds no room (DISTRIBUTOR_DEAD_LETTERS_FULL) or cannot be written is retried, unacknowledged,
-   * until it is kept or the consumer stops (dead-letter.ts: what is chosen at the bound, and why).
+   * finds no room (DISTRIBUTOR_DEAD_LETTERS_FULL), is larger than the whole folder may hold
+   * (DISTRIBUTOR_DEAD_LETTER_TOO_LARGE) or cannot be written is retried, unacknowledged, until it
+   * is kept or the consumer stops (dead-letter.ts: what is chosen at the bound, and why).
    * An invalid payload (a flood from a compromised DMZ) is logged at most now and then.
    */
   private async deadLetter(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
@@ -182,6 +185,8 @@ export class Consumer {
         return;
       } catch (ioErr) {
         if (isFieldStreamError(ioErr, 'DISTRIBUTOR_DEAD_LETTERS_FULL')) this.fullLog.write({ code: ioErr.code, reason: err.code, topic, ...ioErr.details }, `${ioErr.message}; the message stays unacknowledged`);
+        // Retried all the same (it holds data: never dropped), though only a new bound ends it.
+        else if (isFieldStreamError(ioErr, 'DISTRIBUTOR_DEAD_LETTER_TOO_LARGE')) this.tooLargeLog.write({ code: ioErr.code, reason: err.code, topic, ...ioErr.details }, `${ioErr.message}; the message stays unacknowledged, in the broker, until then`);
         else this.log.error({ err: (ioErr as Error).message }, 'cannot write the dead-letter file; retrying');
         await this.sleep(this.backoff(attempt));
       }

@@ -68,7 +68,9 @@ export function isUnparsable(err: { code: string }): boolean {
  * - a letter with data is kept whole anywhere within the bound; past it, put throws
  *   DISTRIBUTOR_DEAD_LETTERS_FULL and the caller does not acknowledge the message: it stays in the
  *   broker, the device keeps its copy, and that connection waits until an operator makes room.
- *   Availability of one consumer connection is given up rather than acknowledged data.
+ *   Availability of one consumer connection is given up rather than acknowledged data. A letter
+ *   larger than the whole bound is DISTRIBUTOR_DEAD_LETTER_TOO_LARGE, handled the same way but
+ *   until the bound is raised (the configuration refuses a bound that small).
  *
  * Replicas sharing the folder (`--scale distributor=N`) write files of their own, named after their
  * slot of the state folder (state-lease.ts): DIR/YYYY-MM-DD.slot-N.jsonl for slot N > 1. In one
@@ -104,15 +106,27 @@ export class DeadLetters {
 
   /**
    * Keeps a letter. Resolves with what became of it; throws DISTRIBUTOR_DEAD_LETTERS_FULL for a
-   * letter with data past the bound, and an I/O error for a letter with data that could not be
-   * written (both: do not acknowledge). An invalid payload that could not be written resolves
+   * letter with data past the bound, DISTRIBUTOR_DEAD_LETTER_TOO_LARGE for one larger than the
+   * whole bound, and an I/O error for a letter with data that could not be written (all three: do
+   * not acknowledge). An invalid payload that could not be written resolves
    * 'write-failed': it holds nothing to lose, and a full disk must not stop ingestion.
    */
   async put(topic: string, payload: Buffer, err: FieldStreamError): Promise<DeadLetterOutcome> {
     const unparsable = isUnparsable(err);
-    const letter: DeadLetter = { at: new Date().toISOString(), code: err.code, message: err.message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: payload.toString('base64') }) };
+    const message = err.message.slice(0, LIMITS.deadLetterMessageMaxChars);
+    const letter: DeadLetter = { at: new Date().toISOString(), code: err.code, message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: payload.toString('base64') }) };
     const line = `${JSON.stringify(letter)}\n`;
     const size = Buffer.byteLength(line);
+    if (!unparsable && size > this.bounds.maxBytes) {
+      // No room an operator makes can ever hold it: not "full", which would have them free room in
+      // vain. It holds data, so it is never dropped either: its message stays unacknowledged, in
+      // the broker, until the bound is raised (the configuration takes no bound under
+      // LIMITS.deadLetterLetterMaxBytes, the largest letter, so this is a defence in depth).
+      throw new FieldStreamError('DISTRIBUTOR_DEAD_LETTER_TOO_LARGE', `A dead letter of ${size} bytes can never fit the dead-letter folder's bound of ${this.bounds.maxBytes} bytes (DEAD_LETTER_MAX_BYTES); raise it to at least ${Math.max(size, LIMITS.deadLetterLetterMaxBytes)}`, {
+        maxBytes: this.bounds.maxBytes,
+        letterBytes: size,
+      });
+    }
     const room = unparsable ? this.bounds.maxBytes * this.bounds.unparsableShare : this.bounds.maxBytes;
     if (!(await this.fits(size, room))) {
       if (unparsable) return 'over-bound';

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { IPublishPacket, MqttClient } from 'mqtt';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
 import { Consumer } from '../../internal-network/distributor/consumer.ts';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
@@ -12,8 +14,9 @@ import { DistributorMetrics } from '../../internal-network/distributor/metrics.t
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
-import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -113,6 +116,77 @@ describe('the dead-letter folder under a flood', () => {
     } finally {
       consumer.stop();
       await dead.close();
+    }
+  });
+
+  it('the smallest bound the configuration takes holds the largest letter whole: a whole packet, and a section written out larger than it came', async () => {
+    const min = LIMITS.deadLetterLetterMaxBytes;
+    assert.throws(() => loadDistributorConfig({ DEAD_LETTER_MAX_BYTES: String(min - 1) }), (e: unknown) => e instanceof FieldStreamError && e.code === 'CONFIG_INVALID' && e.message.includes('DEAD_LETTER_MAX_BYTES'));
+    assert.equal(loadDistributorConfig({ DEAD_LETTER_MAX_BYTES: String(min) }).DEAD_LETTER_MAX_BYTES, min);
+
+    // A payload as large as the broker takes (with its topic), an error message of any length.
+    const dir = join(tmp.dir, 'largest');
+    const dead = new DeadLetters(dir, 1, { maxBytes: min });
+    const topic = uplinkTopic('sensor-1', 'file');
+    const packet = Buffer.alloc(LIMITS.brokerPacketMaxBytes - Buffer.byteLength(topic), 0x7b);
+    const failed = new FieldStreamError('DISTRIBUTOR_MESSAGE_FAILED', '\u0001'.repeat(1024 * 1024));
+    assert.equal(await dead.put(topic, packet, failed), 'whole');
+    const line = JSON.parse(readFileSync(join(dir, readdirSync(dir)[0]!), 'utf8')) as { payloadBase64: string; message: string };
+    assert.ok(Buffer.from(line.payloadBase64, 'base64').equals(packet), 'the payload kept whole');
+    assert.equal(line.message.length, LIMITS.deadLetterMessageMaxChars, 'the message cut to its bound');
+    await dead.close();
+
+    // A gateway's envelope the database refuses is kept one section at a time, each written out
+    // again: numbers come out in full ("1e20": 21 digits). One section of every message, every field
+    // such a number, the rest of the packet a padding string.
+    const fields = Object.fromEntries(Array.from({ length: LIMITS.readingMaxFields - 2 }, (_, i) => [`f${i}`, 1e20]));
+    const message = (i: number, pad: string) => `{"messageId":"m${String(i).padStart(4, "0")}","seq":1e0,"receivedAt":1.75e12,"payload":{"timestamp":1.75e12,${Object.keys(fields).map((k) => `"${k}":1e20`).join(',')},"pad":"${pad}"}}`;
+    const bare = message(0, '').length;
+    const head = '{"v":1,"gatewayId":"gw-1","receivedAt":1.75e12,"dataType":"timeseries","devices":[{"deviceId":"sensor-1","messages":[';
+    const pad = 'x'.repeat(Math.floor((LIMITS.brokerPacketMaxBytes - head.length - 4) / LIMITS.batchMaxMessages) - bare - 1);
+    const envelope = Buffer.from(`${head}${Array.from({ length: LIMITS.batchMaxMessages }, (_, i) => message(i, pad)).join(',')}]}]}`);
+    assert.ok(envelope.length <= LIMITS.brokerPacketMaxBytes && envelope.length > LIMITS.brokerPacketMaxBytes - 64 * 1024, `${envelope.length} bytes`);
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(tmp.dir, 'largest-keys')), new ReplayWindows(join(tmp.dir, 'largest-replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 * 1000 }, log);
+    const refusing = { description: 'refusing', write: async () => Promise.reject(new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'field type conflict')), close: async () => {} };
+    const handled = await new MessageHandler(refusing, new FileStore(join(tmp.dir, 'largest-files')), verifier).handle(gatewayUplinkTopic('gw-1'), envelope);
+    const [section] = handled.deadLetters ?? [];
+    assert.ok(section && section.payload.length > envelope.length + 4 * 1024 * 1024, `written out larger than it came: ${section?.payload.length} bytes for ${envelope.length}`);
+    const sections = new DeadLetters(join(tmp.dir, 'largest-section'), 1, { maxBytes: min });
+    assert.equal(await sections.put(section.topic, section.payload, section.error), 'whole');
+    await sections.close();
+  });
+
+  it('a letter larger than the whole bound is its own final error, never "full": its message stays unacknowledged, nothing is dropped', async () => {
+    const dir = join(tmp.dir, 'too-large');
+    const dead = new DeadLetters(join(dir, 'letters'), 1, { maxBytes: 1024 * 1024 });
+    const file = Buffer.alloc(LIMITS.fileMaxBytes, 0x41);
+    await assert.rejects(dead.put(uplinkTopic('cam-1', 'file'), file, rejected), (e: unknown) => e instanceof FieldStreamError && e.code === 'DISTRIBUTOR_DEAD_LETTER_TOO_LARGE' && e.details?.maxBytes === 1024 * 1024);
+    assert.deepEqual(readdirSync(join(dir, 'letters')), [], 'an empty folder: no room an operator makes would hold it');
+    assert.equal(await dead.put('t/junk', file, invalid), 'excerpt', 'an invalid payload is kept as its excerpt as before');
+
+    await dead.close();
+
+    // Through the consumer: not acknowledged, logged with its code, retried.
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger('test', 'info', new Writable({ write: (chunk: Buffer, _e, cb) => (lines.push(...chunk.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)), cb()) }));
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const refusing = { description: 'refusing', write: async () => Promise.reject(new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'field type conflict')), close: async () => {} };
+    const small = new DeadLetters(join(dir, 'letters'), 1, { maxBytes: 32 * 1024 });
+    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, new MessageHandler(refusing, new FileStore(join(dir, 'files')), verifier), small, { initialMs: 10, maxMs: 50 }, undefined, log);
+    const acked = { done: false };
+    try {
+      const big = Buffer.from(JSON.stringify({ v: 1, deviceId: 'sensor-1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: Date.now(), messages: [{ messageId: 'm1', payload: { t: 1, pad: 'x'.repeat(60_000) } }] }));
+      mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic('sensor-1', 'timeseries'), payload: big, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
+      await eventually(() => (lines.some((l) => l.code === 'DISTRIBUTOR_DEAD_LETTER_TOO_LARGE') ? true : undefined), 5_000);
+      await sleep(300);
+      assert.equal(acked.done, false, 'not acknowledged: it stays in the broker');
+      assert.ok(!lines.some((l) => l.code === 'DISTRIBUTOR_DEAD_LETTERS_FULL'), 'never said to wait for room');
+      assert.ok(readdirSync(join(dir, 'letters')).every((f) => !readFileSync(join(dir, 'letters', f), 'utf8').includes('"pad"')), 'no letter of it');
+    } finally {
+      consumer.stop();
+      await small.close();
     }
   });
 });
