@@ -53,6 +53,9 @@ export function extraDistributor(name: string, paths: PkiPaths, internalMqttUrl:
       FILE_STORAGE_PATH: join(workDir, name, 'files'),
       TIMESERIES_LOCAL_PATH: join(workDir, name, 'timeseries'),
       DEAD_LETTER_PATH: join(workDir, name, 'dead-letter'),
+      // No metrics server: its default port (9465) is fixed, and anything else holding it (npm start,
+      // another test's distributor) would stop this one from starting.
+      DISTRIBUTOR_METRICS_PORT: 'off',
       ...env,
     },
     cwd: REPO_ROOT,
