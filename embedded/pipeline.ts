@@ -83,6 +83,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       DISTRIBUTOR_SHARE_GROUP: 'none',
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
       DISTRIBUTOR_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
+      DISTRIBUTOR_STORED_FEED_KEY_FILE: p.storedFeedKey,
       DISTRIBUTOR_CLIENT_ID: o.env.DISTRIBUTOR_CLIENT_ID ?? 'distributor-embedded',
       DISTRIBUTOR_METRICS_HOST: o.host,
       DISTRIBUTOR_METRICS_PORT: metricsPort(o.metricsPorts?.distributor),
@@ -143,6 +144,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
             CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
             CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
             CONSOLE_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
+            CONSOLE_STORED_FEED_KEY_FILE: p.storedFeedKey,
             // One process: the console sees every service's health, the gateway's too.
             CONSOLE_PIPELINE_TARGETS: [
               ['gateway', gateway.metricsServer?.url],

@@ -11,6 +11,8 @@ import { join } from 'node:path';
  *                             console)
  *   devices/ID/...            one device's certificate and key, and its message-signing key
  *   internal/device-keys/     the internal network's registry of device signing keys
+ *   internal/stored-feed.key  the key the distributors seal the stored feed with and the console
+ *                             checks it with (internal-network/shared/stored-feed-auth.ts)
  *   bundles/ID.tar.gz         what is copied to that device, and nothing else
  */
 export interface ServiceCertSpec {
@@ -78,6 +80,8 @@ export function pkiPaths(root: string) {
       key: join(root, 'devices', deviceId, 'client.key'),
       signingKey: join(root, 'devices', deviceId, 'signing.key'),
     }),
+    /** the stored feed's key: the distributors' and the console's only, never the DMZ's */
+    storedFeedKey: join(root, 'internal', 'stored-feed.key'),
     /** the internal network's copy of a device's message-signing key */
     deviceKeyRegistry: (deviceId: string) => join(root, 'internal', 'device-keys', `${deviceId}.key`),
     bundle: (deviceId: string) => join(root, 'bundles', `${deviceId}.tar.gz`),

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, writeFileSync, chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -166,11 +166,40 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     );
     report.created.push(spec.file);
   }
+  ensureStoredFeedKey(root, renew, report);
   // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
   // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
   // so an upgrade never leaves the gateways without the certificates revoked so far.
   if (!existsSync(join(root, 'ca.crl')) || !existsSync(revokedSerialsPath(root)) || report.ca !== 'reused') publishRevocations(root);
   return report;
+}
+
+/**
+ * The stored feed's key (internal-network/shared/stored-feed-auth.ts): 32 random bytes as 64 hex
+ * digits, 0600, written durably as every key here is. Made when missing (a set made before the key
+ * existed gets it on the next run) and made anew with the service keys (`renew`: --renew, a new
+ * CA), which are copied to the internal server together; kept otherwise, as a distributor and a
+ * console holding different keys refuse each other's messages.
+ */
+function ensureStoredFeedKey(root: string, renew: boolean, report: SetupReport): void {
+  const path = pkiPaths(root).storedFeedKey;
+  const name = 'internal/stored-feed.key';
+  const st = statSync(path, { throwIfNoEntry: false });
+  if (st?.isDirectory()) {
+    // Docker makes a folder where a file it is to bind-mount is missing (docker-compose.internal.yml
+    // mounts this one): an empty one is what an `up` before this run left, and is replaced.
+    try {
+      rmdirSync(path);
+    } catch (err) {
+      throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path} is a folder, not the stored-feed key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); move it away and run again.`, { path });
+    }
+  } else if (st && !renew) {
+    report.kept.push(name);
+    return;
+  }
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  replaceFileDurablySync(path, randomBytes(32).toString('hex') + '\n', 0o600);
+  report.created.push(name);
 }
 
 export interface DeviceOptions {

@@ -4,6 +4,13 @@ import { STORED_FEED_TOPIC, TOPIC_FILTERS, TOPIC_ROOT } from './contract/topics.
  * Who may do what on the brokers, by certificate CN (the broker's username, taken from the
  * verified client certificate). Anything not listed is denied. The Mosquitto ACL files
  * (dmz/mosquitto/acl, internal-network/mosquitto/acl) express the same table; a test compares them.
+ *
+ * What it does not hold: the bridges the internal broker runs. Mosquitto applies no ACL to a
+ * bridge configured in the broker (mosquitto_acl_check succeeds for a bridge's context, 2.0.x), and
+ * a bridge's `topic ... in` lines only choose what it subscribes to on the DMZ broker, not what it
+ * takes from it: whatever the DMZ broker sends, on any topic (retained, $SYS), arrives on the
+ * internal broker. So no internal reader trusts a topic for who published on it: device data is
+ * checked by its devices' signatures, the stored feed by its MAC (SECURITY.md).
  */
 export interface RolePolicy {
   /** filters the role may publish to */
@@ -28,9 +35,12 @@ export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze
   // Read-only consumers (analytics, dashboards): uplink data and presence, nothing to write.
   consumer: { publish: [], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status] },
   // The operator console (internal): the stored feed only, never raw device topics (they hold what
-  // crossed the DMZ before the distributor checked it); nothing to write.
+  // crossed the DMZ before the distributor checked it); nothing to write. It takes a feed message
+  // for its MAC, not for this table: a bridge can deliver one too (see above).
   console: { publish: [], subscribe: [STORED_FEED_TOPIC] },
-  // The bridge carries uplink and status inward, commands and commit receipts outward, nothing else.
+  // The bridge, as a client of the DMZ broker, whose ACL holds it: it reads uplink and status there,
+  // and writes commands and commit receipts there, nothing else. Into the internal broker it brings
+  // whatever the DMZ broker sends it, held by no ACL (see above).
   bridge: { publish: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity] },
   // The broker exporter, on both brokers: their own state ($SYS), no data, nothing to write.
   monitor: { publish: [], subscribe: [SYS_FILTER] },

@@ -336,9 +336,20 @@ export const ERRORS = {
   STORED_FEED_INVALID: {
     http: 400,
     transient: false,
-    description: 'A message on the stored feed topic is not JSON, or not a stored-feed message (version, source, points, dropped); it was ignored.',
+    description: 'An authenticated stored-feed message is not JSON, or not a stored-feed message (source, run, sequence, time, points, dropped); it was ignored.',
   },
   STORED_FEED_TOO_LARGE: { http: 413, transient: false, description: 'A message on the stored feed topic is larger than a stored-feed message can be; it was ignored unread.' },
+  STORED_FEED_UNAUTHENTICATED: {
+    http: 401,
+    transient: false,
+    description: 'A message on the stored feed topic carries no MAC that verifies under the stored-feed key (none, malformed, or not matching its body): not published by a distributor holding the key; it was ignored unread.',
+  },
+  STORED_FEED_STALE: {
+    http: 401,
+    transient: false,
+    description: "An authentic stored-feed message was sent longer ago (or further ahead) than the console's clock allows: a replay, or clocks of distributor and console apart; it was ignored.",
+  },
+  STORED_FEED_REPLAYED: { http: 409, transient: false, description: 'An authentic stored-feed message was taken already, or is older than the replay window of its distributor run; it was ignored.' },
 
   // -- Configuration, certificates, start-up ------------------------------------------------------
   CONFIG_INVALID: { http: 500, transient: false, description: 'A setting is missing or wrong.' },

@@ -215,6 +215,23 @@ export const LIMITS = {
   feedPointMaxFields: 512,
   /** characters. Longest measurement, tag key, tag value, field key and source in the stored feed. */
   feedNameMaxChars: 256,
+  /** messages. The console's replay window per distributor run (internal-network/shared/stored-feed.ts):
+   * a message whose sequence number is this far or more below the highest taken from that run, or
+   * taken already, is refused (STORED_FEED_REPLAYED). A sliding window, not "higher than the last",
+   * as IPsec's anti-replay window (RFC 4303 §3.4.3): the feed changes connection when the one it
+   * used backs up, and a message or two of the old one may then arrive after the new one's first. */
+  feedReplayWindowMessages: 64,
+  /** runs. Distributor runs (a `boot` each) the console remembers per source: a restart starts a
+   * new run, and messages of the previous one still in flight are taken, but not twice. */
+  feedRunsPerSource: 4,
+  /** sources. Distributors (DISTRIBUTOR_CLIENT_ID) the console remembers replay windows of; past it
+   * the one heard from longest ago is forgotten. Its messages are then older than
+   * TIMINGS.feedMaxAgeMs, refused as stale: forgetting it reopens nothing. Client ids named after
+   * the host (distributor-HOSTNAME) change with every pod, so sources come and go. */
+  feedSourcesMax: 1024,
+  /** log lines of refused stored-feed messages per TIMINGS.feedRefusalLogWindowMs; the rest are
+   * counted (console_feed_refused_total) and summed up in the next window's first line. */
+  feedRefusalLogMaxPerWindow: 10,
   /** devices. Past this many devices with rate-limit buckets, the gateway forgets those idle for
    * TIMINGS.rateLimitIdleMs, so its memory does not grow with every device ever seen. */
   rateLimitTrackedDevices: 100_000,
@@ -502,6 +519,15 @@ export const TIMINGS = {
   /** milliseconds. The stored feed gathers what was written for this long and publishes it in a few
    * messages: four updates a second for the console, not one MQTT message per database write. */
   feedCoalesceMs: 250,
+  /** milliseconds. The console refuses a stored-feed message sent longer ago than this by its own
+   * clock (STORED_FEED_STALE): a genuine one arrives within milliseconds (QoS 0 on the internal
+   * broker), so only a replay, or clocks of distributor and console this far apart, is refused. A
+   * minute leaves room for a console busy for seconds and hosts whose NTP has not yet converged. */
+  feedMaxAgeMs: 60_000,
+  /** milliseconds. The same, for a message sent (by the distributor's clock) ahead of the console's. */
+  feedMaxLeadMs: 60_000,
+  /** milliseconds. The window of LIMITS.feedRefusalLogMaxPerWindow. */
+  feedRefusalLogWindowMs: 60_000,
 
   /** milliseconds. A gateway reports its security refusals, counted per device and code, this often. */
   gatewaySecurityReportMs: 5_000,

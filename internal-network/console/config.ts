@@ -84,6 +84,9 @@ export const ConsoleConfigSchema = z
     /** The device tokens file the gateways read (GATEWAY_DEVICE_TOKENS_FILE, a copy of it): how each device
      * authenticates and when its token expires, for the management API. Missing: auth is unknown (null). */
     CONSOLE_DEVICE_TOKENS_FILE: z.string().default('certs/dmz/tokens/device-tokens.json'),
+    /** The key the distributors seal the stored feed with (their DISTRIBUTOR_STORED_FEED_KEY_FILE): a
+     * message whose MAC does not verify under it is refused, whatever topic it came on. */
+    CONSOLE_STORED_FEED_KEY_FILE: z.string().default('certs/internal/stored-feed.key'),
     ...influxSettings(),
     /** History from PostgreSQL when POSTGRES_URL or PGHOST is set: the distributor's settings (docs/postgres.md). */
     ...postgresSettings(),

@@ -1,13 +1,15 @@
 import type { MqttClient } from 'mqtt';
 import { isFieldStreamError } from '../../shared/errors.ts';
-import { CONSOLE } from '../../shared/limits.ts';
+import { CONSOLE, LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { selectSink } from '../distributor/sinks/select.ts';
 import { ReloadingCredentials } from '../shared/credentials.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
-import { parseStoredFeed, STORED_FEED_TOPIC } from '../shared/stored-feed.ts';
+import { STORED_FEED_REFUSALS, STORED_FEED_TOPIC, StoredFeedReader, type StoredFeedRefusal } from '../shared/stored-feed.ts';
+import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
 import { AnomalyRunner, type ReadingScorer } from './anomaly-runner.ts';
 import { CommandClient } from './command-client.ts';
 import type { ConsoleConfig } from './config.ts';
@@ -16,7 +18,7 @@ import type { Anomaly } from './fleet/types.ts';
 import { selectHistory } from './history/influxql.ts';
 import { LimitedHistory } from './history/history.ts';
 import { LocalHistory } from './history/local.ts';
-import { consoleMetrics, noManageAuthFailures, type ConsoleStats } from './metrics.ts';
+import { consoleMetrics, noFeedRefusals, noManageAuthFailures, type ConsoleStats } from './metrics.ts';
 import { OwnPointsWriter } from './own-points.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { PipelinePoller } from './pipeline/pipeline-view.ts';
@@ -50,6 +52,8 @@ export const CONSOLE_MEASUREMENTS = { state: 'device_state', anomalies: 'anomali
  */
 export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logger, opts: { scorer?: ReadingScorer | undefined; processMetrics?: boolean } = {}): Promise<OperatorConsole> {
   const log = logger.child({ component: 'console' });
+  // Read before anything is started: without the key no message of the feed could be taken (CONFIG_*).
+  const feed = new StoredFeedReader(readStoredFeedKey('CONSOLE_STORED_FEED_KEY_FILE', config.CONSOLE_STORED_FEED_KEY_FILE));
   // Read again when the file changes: the pages and the management API never ask the command API.
   const credentials = new ReloadingCredentials({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }, log.child({ subsystem: 'role-tokens' }));
   const own = new OwnPointsWriter(selectSink(config), log.child({ subsystem: 'store' }));
@@ -90,14 +94,20 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     { resubscribe: false },
   );
   subscribeOnEveryConnect(mqtt, [STORED_FEED_TOPIC], { qos: 0 }, mqttLog);
-  const stats: ConsoleStats = { feedMessages: 0, feedRefused: 0, feedDropped: 0, manageAuthFailures: noManageAuthFailures() };
-  mqtt.on('message', (_topic, payload) => {
+  const stats: ConsoleStats = { feedMessages: 0, feedRefused: noFeedRefusals(), feedDropped: 0, manageAuthFailures: noManageAuthFailures() };
+  // How often a refusal is logged is up to whoever publishes on the topic (a compromised DMZ can,
+  // through the bridge): at most LIMITS.feedRefusalLogMaxPerWindow lines a minute, every one counted.
+  const refusalLog = new LimitedLog(mqttLog, { level: 'warn', maxPerWindow: LIMITS.feedRefusalLogMaxPerWindow, windowMs: TIMINGS.feedRefusalLogWindowMs, what: 'refused stored-feed messages' });
+  mqtt.on('message', (topic, payload, packet) => {
     let msg;
     try {
-      msg = parseStoredFeed(payload);
+      msg = feed.read(payload);
     } catch (err) {
-      // Nothing on the internal broker is taken on trust: a bad message is refused and counted.
-      if (stats.feedRefused++ % 1000 === 0) mqttLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message, refused: stats.feedRefused }, 'stored-feed message refused');
+      // Nothing on the internal broker is taken on trust: a message that is not a new one sealed
+      // by a distributor is refused, counted by code and logged (limited); the console goes on.
+      const code: StoredFeedRefusal = isFieldStreamError(err) && (STORED_FEED_REFUSALS as readonly string[]).includes(err.code) ? (err.code as StoredFeedRefusal) : 'STORED_FEED_INVALID';
+      stats.feedRefused[code]++;
+      refusalLog.write({ code, err: (err as Error).message, topic, retained: packet.retain, bytes: payload.length }, 'stored-feed message refused');
       return;
     }
     stats.feedMessages++;

@@ -1,5 +1,6 @@
 import { collectedCounter } from '../../shared/metrics/collected.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { STORED_FEED_REFUSALS, type StoredFeedRefusal } from '../shared/stored-feed.ts';
 import type { AnomalyRunner } from './anomaly-runner.ts';
 import type { Fleet } from './fleet/fleet.ts';
 import type { DeviceState } from './fleet/types.ts';
@@ -13,11 +14,15 @@ export const MANAGE_AUTH_FAILURE_REASONS = ['missing', 'invalid', 'throttled'] a
 export type ManageAuthFailures = Record<(typeof MANAGE_AUTH_FAILURE_REASONS)[number], number>;
 export const noManageAuthFailures = (): ManageAuthFailures => ({ missing: 0, invalid: 0, throttled: 0 });
 
+/** Stored-feed messages refused, by the code of the refusal (every one from 0, so alerts see the first). */
+export type FeedRefusals = Record<StoredFeedRefusal, number>;
+export const noFeedRefusals = (): FeedRefusals => Object.fromEntries(STORED_FEED_REFUSALS.map((code) => [code, 0])) as FeedRefusals;
+
 /** What the console counts as it goes (the rest is read from its parts at scrape time). */
 export interface ConsoleStats {
-  /** stored-feed messages taken, and refused as invalid */
+  /** stored-feed messages taken, and refused by code */
   feedMessages: number;
-  feedRefused: number;
+  feedRefused: FeedRefusals;
   /** points the distributors said they left out of the feed */
   feedDropped: number;
   /** management API requests refused before any route, by reason */
@@ -51,7 +56,13 @@ export function consoleMetrics(
     this.set(runner?.pending ?? 0);
   });
   collectedCounter(m, 'console_feed_messages_total', 'Stored-feed messages taken from the internal broker.', [], () => stats.feedMessages);
-  collectedCounter(m, 'console_feed_refused_total', 'Stored-feed messages refused as invalid (STORED_FEED_INVALID, STORED_FEED_TOO_LARGE).', [], () => stats.feedRefused);
+  collectedCounter(
+    m,
+    'console_feed_refused_total',
+    'Stored-feed messages refused, by error code: STORED_FEED_UNAUTHENTICATED (no valid MAC: forged, e.g. through the bridge, or another key), STORED_FEED_STALE, STORED_FEED_REPLAYED, STORED_FEED_INVALID, STORED_FEED_TOO_LARGE.',
+    ['reason'],
+    () => STORED_FEED_REFUSALS.map((reason) => [{ reason }, stats.feedRefused[reason]] as const),
+  );
   collectedCounter(m, 'console_feed_dropped_points_total', 'Points the distributors reported leaving out of the stored feed.', [], () => stats.feedDropped);
   collectedCounter(m, 'console_manage_auth_failures_total', 'Management API requests refused for their bearer token, by reason: missing, invalid, throttled (MANAGE_THROTTLED: refused unchecked).', ['reason'], () =>
     MANAGE_AUTH_FAILURE_REASONS.map((reason) => [{ reason }, stats.manageAuthFailures[reason]] as const),

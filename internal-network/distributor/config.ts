@@ -52,6 +52,8 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_HEALTH_FILE: z.string().optional(),
     /** "on": publish what was written on the stored feed (fieldstream/v1/internal/stored) for the operator console. */
     DISTRIBUTOR_FEED: z.enum(['on', 'off']).default('on'),
+    /** The key the stored feed is sealed with (64 hex digits, made by scripts/generate-certificates.sh); the console's CONSOLE_STORED_FEED_KEY_FILE holds the same. Read only with DISTRIBUTOR_FEED=on. */
+    DISTRIBUTOR_STORED_FEED_KEY_FILE: z.string().default('certs/internal/stored-feed.key'),
     /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
     DISTRIBUTOR_METRICS_HOST: setting.host('127.0.0.1'),
     DISTRIBUTOR_METRICS_PORT: setting.portOrOff(9465),

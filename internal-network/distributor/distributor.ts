@@ -25,6 +25,7 @@ import { DistributorMetrics } from './metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { StoredFeedPublisher } from './stored-feed-publisher.ts';
+import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
 
 export interface Distributor {
   readonly clients: readonly MqttClient[];
@@ -56,6 +57,8 @@ export interface Distributor {
  */
 export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger, opts: { processMetrics?: boolean; onStateLost?: (err: FieldStreamError) => void } = {}): Distributor {
   const log = logger.child({ component: 'distributor' });
+  // Read before anything is claimed or opened: a missing or wrong key stops the start (CONFIG_*).
+  const feedKey = config.DISTRIBUTOR_FEED === 'on' ? readStoredFeedKey('DISTRIBUTOR_STORED_FEED_KEY_FILE', config.DISTRIBUTOR_STORED_FEED_KEY_FILE) : undefined;
   const lease = claimStateSlot(config.DISTRIBUTOR_STATE_DIR, config.DISTRIBUTOR_CLIENT_ID, (err) => {
     log.error({ code: err.code, err: err.message }, 'lost the state folder to another distributor; stopping');
     void distributor.close().finally(() => opts.onStateLost?.(err));
@@ -66,8 +69,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   // Filled below, one per consumer; the stored feed and the receipts publish on these connections.
   const clients: MqttClient[] = [];
   const feed =
-    config.DISTRIBUTOR_FEED === 'on'
-      ? new StoredFeedPublisher(clients, { source: config.DISTRIBUTOR_CLIENT_ID }, log.child({ subsystem: 'feed' }), { published: metrics.feedPoints, dropped: metrics.feedDropped })
+    feedKey !== undefined
+      ? new StoredFeedPublisher(clients, { source: config.DISTRIBUTOR_CLIENT_ID, key: feedKey }, log.child({ subsystem: 'feed' }), { published: metrics.feedPoints, dropped: metrics.feedDropped })
       : undefined;
   const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');

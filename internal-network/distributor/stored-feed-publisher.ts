@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { STORED_FEED_TOPIC, STORED_FEED_VERSION, storedPointProblem } from '../shared/stored-feed.ts';
+import { STORED_FEED_TOPIC, storedPointProblem } from '../shared/stored-feed.ts';
+import { sealStoredFeed, STORED_FEED_ENVELOPE_BYTES, type StoredFeedKey } from '../shared/stored-feed-auth.ts';
 import { MEASUREMENTS, type StoredPoint } from './points.ts';
 
 /** Where the write path hands over what it wrote (the WriteBatcher, after the database answered). */
@@ -13,6 +15,8 @@ export interface StoredListener {
 export interface StoredFeedOptions {
   /** the `source` of every message: the distributor's DISTRIBUTOR_CLIENT_ID */
   source: string;
+  /** the stored-feed key every message is sealed with (DISTRIBUTOR_STORED_FEED_KEY_FILE) */
+  key: StoredFeedKey;
   /** milliseconds between the first point offered and its message (TIMINGS.feedCoalesceMs) */
   coalesceMs?: number;
   /** points per message (LIMITS.feedPointsPerMessage) */
@@ -44,6 +48,10 @@ export interface FeedCounters {
  * or more points wait than LIMITS.feedPendingMaxPoints, points are left out and counted: in the
  * next message's `dropped` and in fieldstream_distributor_feed_dropped_points_total. Nothing is
  * queued while disconnected (mqtt.js would otherwise keep QoS 0 messages for the next connection).
+ *
+ * Each message is sealed (stored-feed-auth.ts): one HMAC over the message's bytes, whatever the
+ * number of points in it, with this run's `boot`, the message's `seq` (1, 2, 3 ...) and the time
+ * it was sealed, so that the console can refuse a forged or replayed one.
  */
 export class StoredFeedPublisher implements StoredListener {
   private pending: (readonly StoredPoint[])[] = [];
@@ -55,7 +63,10 @@ export class StoredFeedPublisher implements StoredListener {
   /** whether the last attempt to publish found no usable connection (logged once per episode) */
   private blocked = false;
   private readonly o: Required<StoredFeedOptions>;
+  /** the body up to its `seq`, the same for every message of this run */
   private readonly head: string;
+  /** the number of the last message sealed in this run */
+  private seq = 0;
   readonly stats = { messages: 0, points: 0, dropped: 0 };
 
   constructor(
@@ -73,7 +84,9 @@ export class StoredFeedPublisher implements StoredListener {
       maxSocketBufferBytes: LIMITS.feedSocketBufferMaxBytes,
       ...options,
     };
-    this.head = `{"v":${STORED_FEED_VERSION},"source":${JSON.stringify(this.o.source)},"dropped":`;
+    // A run's name: random, so that a restart (its `seq` from 1 again) is a run the console has
+    // not seen; 16 bytes, so that two runs never share one.
+    this.head = `{"source":${JSON.stringify(this.o.source)},"boot":"${randomBytes(16).toString('base64url')}","seq":`;
   }
 
   offer(points: readonly StoredPoint[]): void {
@@ -135,8 +148,9 @@ export class StoredFeedPublisher implements StoredListener {
       this.drop(total);
       return;
     }
-    // Room for the head, the largest `dropped` a message can carry and the closing brackets.
-    const budget = this.o.maxMessageBytes - Buffer.byteLength(this.head) - 32;
+    // Room for the seal, the head, the largest `seq`, `sent` and `dropped` a message can carry and
+    // the closing brackets.
+    const budget = this.o.maxMessageBytes - STORED_FEED_ENVELOPE_BYTES - Buffer.byteLength(this.head) - 96;
     let parts: string[] = [];
     let bytes = 0;
     for (const batch of batches) {
@@ -172,7 +186,8 @@ export class StoredFeedPublisher implements StoredListener {
     this.dropped = 0;
     const n = parts.length;
     this.stats.messages++;
-    client.publish(STORED_FEED_TOPIC, `${this.head}${dropped},"points":[${parts.join(',')}]}`, { qos: 0 }, (err) => {
+    const body = Buffer.from(`${this.head}${++this.seq},"sent":${Date.now()},"dropped":${dropped},"points":[${parts.join(',')}]}`, 'utf8');
+    client.publish(STORED_FEED_TOPIC, sealStoredFeed(this.o.key, body), { qos: 0 }, (err) => {
       if (err) {
         // Not written to the socket: its points, and the count it carried, go in the next message.
         this.drop(n);

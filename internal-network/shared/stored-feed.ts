@@ -1,29 +1,35 @@
 import { z } from 'zod';
 import { STORED_FEED_TOPIC } from '../../shared/contract/topics.ts';
 import { scalarProblem } from '../../shared/contract/primitives.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { StoredPoint } from '../distributor/points.ts';
+import { openStoredFeed, StoredFeedReplayGuard, STORED_FEED_VERSION, type ReplayGuardOptions, type StoredFeedKey } from './stored-feed-auth.ts';
 
 /**
  * The stored feed: what the distributor wrote to the database, published on the internal broker
  * after each successful write, for the operator console (internal-network/console/). The console
  * subscribes to it instead of the device topics, so it shows only what the distributor checked
- * (signature, freshness, replay) and stored: a compromised DMZ can put anything on the device
- * topics, and nothing on this one (the bridge does not carry it; only the `distributor` identity
- * may publish to it, only the `console` identity reads it).
+ * (signature, freshness, replay) and stored.
  *
- *   { "v": 1, "source": "distributor-1", "dropped": 0,
- *     "points": [{ "measurement": "readings", "tags": { "device": "pump-7" },
- *                  "fields": { "flow": 3.5 }, "time": 1740787200000 }] }
+ * The topic is not what makes it trustworthy: the internal broker's ACL lets only the `distributor`
+ * identity publish there, but Mosquitto applies no ACL to what its bridges bring in, so a
+ * compromised DMZ server can publish on this topic too (SECURITY.md). Each message is therefore
+ * sealed with an HMAC under the stored-feed key, which only the distributors and the console hold
+ * (stored-feed-auth.ts), and the console takes one only once its MAC verified, and only once:
  *
- * `source` is the publishing distributor's DISTRIBUTOR_CLIENT_ID; `dropped` counts the stored
- * points that distributor left out of its feed since its previous message (QoS 0, bounded: see
+ *   {"v":2,"mac":"…","body":{"source":"distributor-1","boot":"Xc1…","seq":17,"sent":1740787200250,"dropped":0,
+ *                            "points":[{"measurement":"readings","tags":{"device":"pump-7"},
+ *                                       "fields":{"flow":3.5},"time":1740787200000}]}}
+ *
+ * `source` is the publishing distributor's DISTRIBUTOR_CLIENT_ID; `boot` names its run (random,
+ * new at each start) and `seq` counts the run's messages from 1; `sent` is when it was sealed
+ * (epoch milliseconds, the distributor's clock). `dropped` counts the stored points that
+ * distributor left out of its feed since its previous message (QoS 0, bounded: see
  * stored-feed-publisher.ts), so a console can tell a quiet fleet from a gap. A point is the
  * database point exactly (internal-network/distributor/points.ts): `time` in epoch milliseconds.
  */
-export { STORED_FEED_TOPIC };
-export const STORED_FEED_VERSION = 1;
+export { STORED_FEED_TOPIC, STORED_FEED_VERSION };
 
 /** The range of a JavaScript Date, in epoch milliseconds. */
 const MAX_DATE_MS = 8.64e15;
@@ -67,34 +73,48 @@ export const StoredPointSchema = z.custom<StoredPoint>().superRefine((value, ctx
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
-/** Compiled (zod's `z.compile`, strict), as the uplink envelopes are: the console checks every stored point. */
+/** A run's name: 16 random bytes in base64url (stored-feed-publisher.ts). */
+export const FEED_BOOT_PATTERN = /^[A-Za-z0-9_-]{22}$/;
+
+/**
+ * The body of a message, once its MAC verified. Compiled (zod's `z.compile`, strict), as the uplink
+ * envelopes are: the console checks every stored point.
+ */
 export const StoredFeedMessageSchema = z.compile(
   z.object({
-    v: z.literal(STORED_FEED_VERSION),
     source: z.string().min(1).max(LIMITS.feedNameMaxChars),
-    points: z.array(StoredPointSchema).max(LIMITS.feedPointsPerMessage),
+    /** the publishing distributor's run (FEED_BOOT_PATTERN) */
+    boot: z.string().regex(FEED_BOOT_PATTERN),
+    /** the message's number within its run, from 1 */
+    seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+    /** epoch milliseconds, the distributor's clock, when it was sealed */
+    sent: z.number().int().min(0).max(MAX_DATE_MS),
     /** stored points the source left out of its feed since its previous message */
     dropped: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    points: z.array(StoredPointSchema).max(LIMITS.feedPointsPerMessage),
   }),
   { strict: true },
 );
 export type StoredFeedMessage = z.infer<typeof StoredFeedMessageSchema>;
 
 /**
- * A message of the stored feed, checked: for the console, which takes nothing on trust even from
- * the internal broker. Throws STORED_FEED_TOO_LARGE (before reading it) or STORED_FEED_INVALID (not
- * JSON, or not a stored-feed message: the message names the first problem and where).
+ * A message of the stored feed, authenticated and checked, without the replay check (which needs
+ * state: StoredFeedReader). In this order: its size (STORED_FEED_TOO_LARGE, before reading
+ * anything), its MAC under `key` in constant time (STORED_FEED_UNAUTHENTICATED, before its body is
+ * parsed), then the body (STORED_FEED_INVALID: not JSON, or not a stored-feed message; the message
+ * names the first problem and where).
  */
-export function parseStoredFeed(payload: Buffer | Uint8Array | string): StoredFeedMessage {
+export function parseStoredFeed(payload: Buffer | Uint8Array | string, key: StoredFeedKey): StoredFeedMessage {
   const bytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
   if (bytes > LIMITS.feedMessageMaxBytes) {
     throw new FieldStreamError('STORED_FEED_TOO_LARGE', `Stored-feed message of ${bytes} bytes; at most ${LIMITS.feedMessageMaxBytes} are accepted`, { bytes });
   }
+  const body = openStoredFeed(key, typeof payload === 'string' ? Buffer.from(payload, 'utf8') : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
   let raw: unknown;
   try {
-    raw = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+    raw = JSON.parse(body.toString('utf8'));
   } catch {
-    throw new FieldStreamError('STORED_FEED_INVALID', 'Stored-feed message is not JSON');
+    throw new FieldStreamError('STORED_FEED_INVALID', 'Stored-feed message body is not JSON');
   }
   const parsed = StoredFeedMessageSchema.safeParse(raw);
   if (!parsed.success) {
@@ -103,4 +123,30 @@ export function parseStoredFeed(payload: Buffer | Uint8Array | string): StoredFe
     throw new FieldStreamError('STORED_FEED_INVALID', `Not a stored-feed message: ${where}: ${issue?.message ?? 'invalid'}`, { path: where });
   }
   return parsed.data;
+}
+
+/** Why the console refused a stored-feed message: the codes it counts them by (console_feed_refused_total{reason}). */
+export const STORED_FEED_REFUSALS = ['STORED_FEED_TOO_LARGE', 'STORED_FEED_UNAUTHENTICATED', 'STORED_FEED_INVALID', 'STORED_FEED_STALE', 'STORED_FEED_REPLAYED'] as const satisfies readonly ErrorCode[];
+export type StoredFeedRefusal = (typeof STORED_FEED_REFUSALS)[number];
+
+/**
+ * What the console reads the feed with: each message authenticated and checked (parseStoredFeed),
+ * then taken only if it is new (StoredFeedReplayGuard: sent within the time window, not taken
+ * before from its run). Throws the refusal's coded error; a refused message changes nothing.
+ */
+export class StoredFeedReader {
+  private readonly guard: StoredFeedReplayGuard;
+
+  constructor(
+    private readonly key: StoredFeedKey,
+    options: ReplayGuardOptions = {},
+  ) {
+    this.guard = new StoredFeedReplayGuard(options);
+  }
+
+  read(payload: Buffer | Uint8Array | string, now: number = Date.now()): StoredFeedMessage {
+    const message = parseStoredFeed(payload, this.key);
+    this.guard.check(message, now);
+    return message;
+  }
 }

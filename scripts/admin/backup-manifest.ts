@@ -28,7 +28,7 @@ export type Root = (typeof ROOTS)[number];
 /** The one name the command journal has in an archive (the file itself may be called anything). */
 export const COMMAND_JOURNAL_NAME = 'commands.jsonl';
 
-export const KINDS = ['ca', 'revocations', 'device-keys', 'device-tokens', 'devices', 'service-certificates', 'replay-windows', 'command-journal'] as const;
+export const KINDS = ['ca', 'revocations', 'device-keys', 'device-tokens', 'stored-feed-key', 'devices', 'service-certificates', 'replay-windows', 'command-journal'] as const;
 export type Kind = (typeof KINDS)[number];
 
 export const ManifestFileSchema = z.object({
@@ -80,6 +80,7 @@ const SERVICE_FILE = /^(dmz|internal)\/[A-Za-z0-9][A-Za-z0-9._-]*\.(crt|key)$/;
 const CA_FILES = new Set(['ca/ca.key', 'ca/ca.crt', 'ca/issued.jsonl', 'ca/revoked.jsonl', 'ca.crt', 'fieldstream-pki.json']);
 const REVOCATION_FILES = new Set(['ca.crl', 'dmz/revocation/revoked-serials.txt', 'internal/revoked-devices.txt']);
 const TOKENS_FILE = 'dmz/tokens/device-tokens.json';
+const STORED_FEED_KEY_FILE = 'internal/stored-feed.key';
 
 /**
  * What a file below a root is, or undefined when a backup leaves it out. The same rule decides
@@ -87,7 +88,7 @@ const TOKENS_FILE = 'dmz/tokens/device-tokens.json';
  * would not have taken (a key into bundles/, a file beside the CA). Below the certificates folder
  * (pki/layout.ts): the CA and its logs of issued and revoked certificates; the revocations
  * (CRL, revoked serials, revoked devices); the registry of device signing keys; the device tokens'
- * hashes; each device's certificate, key, signing key and token; the services' certificates and keys. Left out: bundles/
+ * hashes; the stored feed's key; each device's certificate, key, signing key and token; the services' certificates and keys. Left out: bundles/
  * (made again from the rest by `devices renew`), CAs set aside by --new-ca, temporary files.
  */
 export function classify(root: Root, path: string): Kind | undefined {
@@ -102,6 +103,10 @@ export function classify(root: Root, path: string): Kind | undefined {
   // The device tokens' hashes and marks of revocation (pki/device-tokens.ts): without them a token
   // device cannot be revoked, and the next token issued writes a file of that one device only.
   if (path === TOKENS_FILE) return 'device-tokens';
+  // The stored feed's key (internal-network/shared/stored-feed-auth.ts): a kind of its own, not a
+  // service certificate's key, though it lies beside them. Restored, the distributors and the
+  // console of the rebuilt server share it again; a new one would do too, on both at once.
+  if (path === STORED_FEED_KEY_FILE) return 'stored-feed-key';
   const key = /^internal\/device-keys\/([^/]+)\.key$/.exec(path);
   if (key) return DeviceIdSchema.safeParse(key[1]).success ? 'device-keys' : undefined;
   const device = /^devices\/([^/]+)\/(client\.crt|client\.key|signing\.key|device\.token)$/.exec(path);

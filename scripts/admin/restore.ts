@@ -45,7 +45,7 @@ export function targetOf(paths: AdminPaths, f: Pick<ManifestFile, 'root' | 'path
  * and others at most read.
  */
 export function restoredMode(f: ManifestFile): number {
-  const secret = f.path.endsWith('.key') || f.path.endsWith('.token') || f.kind === 'device-keys' || f.kind === 'device-tokens';
+  const secret = f.path.endsWith('.key') || f.path.endsWith('.token') || f.kind === 'device-keys' || f.kind === 'device-tokens' || f.kind === 'stored-feed-key';
   return secret ? 0o600 : (f.mode & 0o644) | 0o600;
 }
 

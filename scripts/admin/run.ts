@@ -29,8 +29,8 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
   devices renew ID --token [--days N]         a new token replacing the old one, and a new bundle
                                               (--days: validity, 1 to 3650; default ${VALIDITY_DAYS.device}, for tokens ${LIMITS.deviceTokenValidityDays})
   devices revoke ID                           revoke every certificate and the token of the device, and its signing key
-  backup FILE [--force]                       one archive (mode 0600) of the CA, certificates, device keys,
-                                              revocations, replay windows and command journal
+  backup FILE [--force]                       one archive (mode 0600) of the CA, certificates, device keys, the
+                                              stored-feed key, revocations, replay windows and command journal
   restore FILE [--force] [--expect-sha256 HEX]
                                               put a backup back; refuses to overwrite other state without --force
   dead-letters list [--json]                  the distributor's dead letters, per file: codes, whole letters, replayed

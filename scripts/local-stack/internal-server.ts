@@ -93,6 +93,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     DISTRIBUTOR_CLIENT_ID: 'distributor-1',
     DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
     DISTRIBUTOR_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
+    DISTRIBUTOR_STORED_FEED_KEY_FILE: p.storedFeedKey,
     DISTRIBUTOR_STATE_DIR: w('distributor-state'),
     FILE_STORAGE_PATH: dataDir.files,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,
@@ -134,6 +135,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
     // one machine here: the console reads the gateways' tokens file itself (a copy on a real internal server)
     CONSOLE_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
+    CONSOLE_STORED_FEED_KEY_FILE: p.storedFeedKey,
     CONSOLE_PIPELINE_TARGETS: `distributor=${metrics.distributor},command-api=${metrics.commandApi},broker-exporter=${metrics.brokerExporter}`,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,
   }, { port: ports.console, host: local.connect });

@@ -21,7 +21,7 @@ import { DeviceIdSchema } from './primitives.ts';
  *                                                     counted per device, carried inward
  *   fieldstream/v1/internal/stored                    the stored feed: what the distributor wrote, for the
  *                                                     operator console (internal-network/shared/stored-feed.ts);
- *                                                     internal broker only, never bridged
+ *                                                     never bridged out; each message sealed with a MAC
  *
  * The device id is one topic level: the contract forbids "/", "+" and "#" in it (MQTT 3.1.1 §4.7.1).
  */
@@ -40,9 +40,12 @@ export const TOPIC_FILTERS = {
 } as const;
 
 /**
- * The stored feed. Outside the device and gateway trees on purpose: the bridge carries only those
- * (internal-network/mosquitto/mosquitto.conf), so the feed never reaches the DMZ and nothing from
- * the DMZ arrives on it; parseTopic refuses it like any topic that is not a device's or a gateway's.
+ * The stored feed. Outside the device and gateway trees on purpose: the bridge subscribes to and
+ * sends out only those (internal-network/mosquitto/bridge.conf), so the feed never reaches the DMZ;
+ * parseTopic refuses it like any topic that is not a device's or a gateway's. That does not keep
+ * the DMZ off it: a bridge delivers whatever the DMZ broker sends, on any topic, and no ACL applies
+ * to it (shared/acl.ts). The console takes a message of the feed only for its MAC under the
+ * stored-feed key (internal-network/shared/stored-feed-auth.ts).
  */
 export const STORED_FEED_TOPIC = 'fieldstream/v1/internal/stored';
 

@@ -14,6 +14,7 @@ import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { capturedReadings, READING_FILTERS } from '../helpers/captured-envelopes.ts';
+import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 
 const run = promisify(execFile);
 
@@ -89,11 +90,14 @@ describe('backup, wipe and restore of the internal state on the real stack', () 
 
       // A backup while everything runs, then the loss of the internal state.
       const made = await admin('backup', archive);
-      assert.match(made.stdout, /^Backed up \d+ files to .*\(mode 0600\).*device-keys 1.*replay-windows \d.*command-journal 1/);
+      assert.match(made.stdout, /^Backed up \d+ files to .*\(mode 0600\).*device-keys 1.*stored-feed-key 1.*replay-windows \d.*command-journal 1/s);
       assert.equal(statSync(archive).mode & 0o777, 0o600);
+      await stack.console.stop();
       await stack.distributor.stop();
       await stack.commandApi.stop();
       const keyFile = pki.paths.deviceKeyRegistry('keeper-1');
+      const feedKey = readFileSync(pki.paths.storedFeedKey);
+      rmSync(pki.paths.storedFeedKey);
       rmSync(join(pki.dir, 'internal', 'device-keys'), { recursive: true, force: true });
       rmSync(stateDir, { recursive: true, force: true });
       rmSync(journal, { force: true });
@@ -101,13 +105,20 @@ describe('backup, wipe and restore of the internal state on the real stack', () 
       const restored = await admin('restore', archive);
       assert.match(restored.stdout, /^Restored /);
       assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+      assert.ok(readFileSync(pki.paths.storedFeedKey).equals(feedKey), 'the stored-feed key, as it was');
+      assert.equal(statSync(pki.paths.storedFeedKey).mode & 0o777, 0o600);
       assert.ok(existsSync(join(stateDir, 'replay')));
       await stack.distributor.start();
       await stack.commandApi.start();
+      await stack.console.start();
 
       // Readings arrive again, from the same device and its same queue.
       await stream(20, 20);
       await eventually(() => (readings().length === 40 ? true : undefined), 60_000, 'the readings after the restore');
+      // The console takes the restored distributor's feed: the same key on both sides again.
+      const consoleSamples = async () => parseExposition(await (await fetch(`${stack.metrics.console}/metrics`)).text());
+      await eventually(async () => ((sumOf(await consoleSamples(), 'fieldstream_console_feed_messages_total') ?? 0) > 0 ? true : undefined), 30_000, 'the console taking the feed');
+      assert.equal(sumOf(await consoleSamples(), 'fieldstream_console_feed_refused_total'), 0);
 
       // A frame captured before the backup, replayed as it was: the restored window refuses it.
       await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 30_000, 'every message committed');

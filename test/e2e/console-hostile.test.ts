@@ -84,6 +84,7 @@ describe('the operator console against hostile clients', () => {
         CONSOLE_MANAGE_API: 'off',
         CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
         CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+        CONSOLE_STORED_FEED_KEY_FILE: fx.pki.paths.storedFeedKey,
         CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
         ...env,
       }),

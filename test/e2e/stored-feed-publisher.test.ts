@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createSecretKey, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,7 +10,7 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
-import { parseStoredFeed, STORED_FEED_TOPIC, type StoredFeedMessage } from '../../internal-network/shared/stored-feed.ts';
+import { FEED_BOOT_PATTERN, parseStoredFeed, STORED_FEED_TOPIC, StoredFeedReader, type StoredFeedMessage } from '../../internal-network/shared/stored-feed.ts';
 import { StoredFeedPublisher, type StoredListener } from '../../internal-network/distributor/stored-feed-publisher.ts';
 import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
 import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -17,6 +18,7 @@ import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { feedKeyOf } from '../helpers/stored-feed.ts';
 
 const log = createLogger('test', 'silent');
 const reading = (i: number, device = 'pub-dev'): StoredPoint => ({ measurement: 'readings', tags: { device }, fields: { i, ok: true }, time: 1_740_787_200_000 + i });
@@ -26,10 +28,16 @@ const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * The stored-feed publisher and its place in the write path, on the embedded broker (aedes, mTLS,
  * the access policy of shared/acl.ts): a distributor connection publishes, a console connection
- * reads and parses every message as the console does.
+ * reads every message as the console does (StoredFeedReader: its MAC under the PKI's stored-feed
+ * key, its time, its sequence number).
  */
 describe('the stored-feed publisher', () => {
   const pki = makeTestPki([]);
+  const key = feedKeyOf(pki.paths);
+  const reader = new StoredFeedReader(key);
+  /** the bytes each message had on the wire */
+  const bytesOf = new WeakMap<StoredFeedMessage, number>();
+  const raw: Buffer[] = [];
   let broker: EmbeddedBroker;
   let url: string;
   let publisherClient: MqttClient;
@@ -56,7 +64,12 @@ describe('the stored-feed publisher', () => {
     url = `mqtts://127.0.0.1:${broker.port}`;
     publisherClient = await as('internal/distributor', 'feed-publisher');
     consoleClient = await as('internal/console', 'feed-console');
-    consoleClient.on('message', (_t, payload) => received.push(parseStoredFeed(payload)));
+    consoleClient.on('message', (_t, payload) => {
+      raw.push(payload);
+      const m = reader.read(payload);
+      bytesOf.set(m, payload.length);
+      received.push(m);
+    });
     await consoleClient.subscribeAsync(STORED_FEED_TOPIC, { qos: 0 });
   });
   after(async () => {
@@ -67,7 +80,7 @@ describe('the stored-feed publisher', () => {
   });
 
   it('gathers what is offered for one tick and sends it in messages of at most feedPointsPerMessage points', async () => {
-    const feed = new StoredFeedPublisher([publisherClient], { source: 'coalesce' }, log);
+    const feed = new StoredFeedPublisher([publisherClient], { source: 'coalesce', key }, log);
     const started = Date.now();
     const n = LIMITS.feedPointsPerMessage * 2 + 7;
     for (let i = 0; i < n; i += 100) feed.offer(Array.from({ length: Math.min(100, n - i) }, (_, k) => reading(i + k)));
@@ -80,15 +93,39 @@ describe('the stored-feed publisher', () => {
     feed.close();
   });
 
+  it('seals every message: one run, numbered from 1, sent now, its MAC under the stored-feed key, which another key does not verify', async () => {
+    const feed = new StoredFeedPublisher([publisherClient], { source: 'sealed', key }, log);
+    const started = Date.now();
+    feed.offer([reading(1)]);
+    await receivedFrom('sealed', 1);
+    feed.offer([reading(2)]);
+    const got = await receivedFrom('sealed', 2);
+    assert.deepEqual(got.map((m) => m.seq), [1, 2]);
+    assert.equal(new Set(got.map((m) => m.boot)).size, 1);
+    assert.match(got[0]?.boot ?? '', FEED_BOOT_PATTERN);
+    assert.ok(got.every((m) => m.sent >= started && m.sent <= Date.now()));
+    const wire = raw.find((b) => b.includes('"source":"sealed"')) ?? assert.fail('not seen');
+    assert.match(wire.toString('utf8'), /^\{"v":2,"mac":"[A-Za-z0-9_-]{43}","body":\{"source":"sealed","boot":"/);
+    assert.throws(() => parseStoredFeed(wire, createSecretKey(randomBytes(32))), (e: unknown) => isFieldStreamError(e, 'STORED_FEED_UNAUTHENTICATED'));
+    // Another publisher (a restart) is another run, numbered from 1 again.
+    const again = new StoredFeedPublisher([publisherClient], { source: 'sealed', key }, log);
+    again.offer([reading(3)]);
+    const after = await receivedFrom('sealed', 3);
+    assert.equal(after[2]?.seq, 1);
+    assert.notEqual(after[2]?.boot, after[0]?.boot);
+    feed.close();
+    again.close();
+  });
+
   it('splits by size too: no message over its byte limit; a point too large for any is left out and counted', async () => {
     const maxMessageBytes = 200_000;
-    const feed = new StoredFeedPublisher([publisherClient], { source: 'sized', maxMessageBytes }, log);
+    const feed = new StoredFeedPublisher([publisherClient], { source: 'sized', key, maxMessageBytes }, log);
     const wide = (i: number): StoredPoint => ({ measurement: 'events', tags: { device: 'pub-dev', event_type: 'note' }, fields: { message: 'x'.repeat(60_000) }, time: i });
     const huge: StoredPoint = { measurement: 'events', tags: { device: 'pub-dev' }, fields: Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`f${i}`, 'y'.repeat(60_000)])), time: 99 };
     feed.offer([wide(1), huge, ...Array.from({ length: 11 }, (_, i) => wide(10 + i))]);
     const got = await receivedFrom('sized', 12);
     assert.deepEqual(got.map((m) => m.points.length), [3, 3, 3, 3], 'three 60 kB points fit in 200 kB, four do not');
-    for (const m of got) assert.ok(Buffer.byteLength(JSON.stringify(m)) <= maxMessageBytes);
+    for (const m of got) assert.ok((bytesOf.get(m) ?? Infinity) <= maxMessageBytes, 'sealed, on the wire');
     assert.ok(!got.some((m) => m.points.some((p) => p.time === 99)), 'the 240 kB point is not in the feed');
     assert.equal(got[0]?.dropped, 1, 'and the first message says one was left out');
     assert.equal(feed.stats.dropped, 1);
@@ -96,7 +133,7 @@ describe('the stored-feed publisher', () => {
   });
 
   it('leaves out (and counts) a point the console would refuse, so it cannot spoil its message', async () => {
-    const feed = new StoredFeedPublisher([publisherClient], { source: 'checked' }, log);
+    const feed = new StoredFeedPublisher([publisherClient], { source: 'checked', key }, log);
     feed.offer([reading(1), { ...reading(2), fields: { bad: Number.NaN } }, reading(3)]);
     const [m] = await receivedFrom('checked', 2);
     assert.deepEqual(m?.points, [reading(1), reading(3)]);
@@ -108,7 +145,7 @@ describe('the stored-feed publisher', () => {
     const clients: MqttClient[] = [];
     const dropped: number[] = [];
     const published: number[] = [];
-    const feed = new StoredFeedPublisher(clients, { source: 'offline' }, log, { dropped: { inc: (n) => dropped.push(n) }, published: { inc: (n) => published.push(n) } });
+    const feed = new StoredFeedPublisher(clients, { source: 'offline', key }, log, { dropped: { inc: (n) => dropped.push(n) }, published: { inc: (n) => published.push(n) } });
     // A connection that is not up: to a port where nothing listens.
     const down = await import('mqtt').then(({ connect }) => connect(`mqtts://127.0.0.1:1`, { reconnectPeriod: 0, connectTimeout: 1000 }));
     down.on('error', () => undefined);
@@ -132,7 +169,7 @@ describe('the stored-feed publisher', () => {
   it('adds nothing to a connection whose socket is backed up', async () => {
     const busy = await as('internal/distributor', 'feed-busy');
     try {
-      const feed = new StoredFeedPublisher([busy], { source: 'busy' }, log);
+      const feed = new StoredFeedPublisher([busy], { source: 'busy', key }, log);
       feed.offer([reading(1)]);
       // 4 MiB in the socket, written in this very turn: nothing of it can have drained before
       // close() publishes what waits, synchronously.
@@ -148,7 +185,7 @@ describe('the stored-feed publisher', () => {
   });
 
   it('over its pending cap leaves readings out first, and keeps the rarer kinds while the extra room lasts', async () => {
-    const feed = new StoredFeedPublisher([publisherClient], { source: 'capped', maxPendingPoints: 10, extraPendingPoints: 3 }, log);
+    const feed = new StoredFeedPublisher([publisherClient], { source: 'capped', key, maxPendingPoints: 10, extraPendingPoints: 3 }, log);
     feed.offer(Array.from({ length: 8 }, (_, i) => reading(i)));
     feed.offer([reading(8), reading(9), reading(10), status(1), reading(11), status(2), status(3), status(4)]);
     const got = await receivedFrom('capped', 13);

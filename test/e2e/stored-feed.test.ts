@@ -15,7 +15,8 @@ import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
-import { parseStoredFeed, STORED_FEED_TOPIC, type StoredFeedMessage } from '../../internal-network/shared/stored-feed.ts';
+import { STORED_FEED_TOPIC, StoredFeedReader, type StoredFeedMessage } from '../../internal-network/shared/stored-feed.ts';
+import { feedKeyOf, newBoot, sealedFeed } from '../helpers/stored-feed.ts';
 import { commandTopic, receiptTopic, statusTopic, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
 
 const DB = 'sensor_data';
@@ -26,7 +27,9 @@ const NOT_AUTHORIZED = 135; // MQTT 5 reason code
 /**
  * The stored feed on the real deployment (Caddy, both Mosquittos with their ACL files and the
  * bridge, InfluxDB 1.x): a subscriber with the `console` certificate receives what the distributor
- * stored, only that, can do nothing else, and the feed stays on the internal broker.
+ * stored, sealed under the stored-feed key (read as the console reads it), only that, can do
+ * nothing else, and the feed stays on the internal broker. What a compromised DMZ can put on the
+ * topic through the bridge, and the console's refusal of it: stored-feed-bridge.test.ts.
  */
 describe('the stored feed on the real stack', () => {
   const work = tempDir('feed-stack');
@@ -39,6 +42,10 @@ describe('the stored feed on the real stack', () => {
   let console_: MqttClient;
   /** every feed message, and whether the database held each of its points when it arrived */
   const feed: { message: StoredFeedMessage; inDatabase: Promise<boolean> }[] = [];
+  /** the codes of messages the reader refused (none is expected here) */
+  const refused: string[] = [];
+  const key = feedKeyOf(pki.paths);
+  const reader = new StoredFeedReader(key);
   const points = (f: (p: StoredPoint, m: StoredFeedMessage) => boolean) => feed.flatMap(({ message }) => message.points.filter((p) => f(p, message)));
   const ca = () => readFileSync(pki.paths.publicCa);
   const as = (service: string, url: string, clientId: string) => {
@@ -62,7 +69,13 @@ describe('the stored feed on the real stack', () => {
     console_ = await as('internal/console', stack.urls.internalMqtt, 'feed-test-console');
     console_.on('message', (topic, payload) => {
       assert.equal(topic, STORED_FEED_TOPIC);
-      const message = parseStoredFeed(payload);
+      let message: StoredFeedMessage;
+      try {
+        message = reader.read(payload);
+      } catch (err) {
+        refused.push((err as { code?: string }).code ?? String(err));
+        return;
+      }
       const readings = message.points.filter((p) => p.measurement === 'readings' && p.tags.device === FIELD);
       feed.push({ message, inDatabase: Promise.all(readings.map(readingInDatabase)).then((all) => all.every(Boolean)) });
     });
@@ -97,6 +110,7 @@ describe('the stored feed on the real stack', () => {
     assert.equal(online[0]?.fields.state, 'online');
     assert.equal(online[0]?.tags.gateway, 'gateway-1');
     assert.ok(feed.every(({ message }) => message.source === 'distributor-1'), 'only the stack distributor publishes');
+    assert.deepEqual(refused, [], 'every message sealed under the stored-feed key, each new');
   });
 
   it('carries every kind the distributor writes: events, file records, command responses and health too', async () => {
@@ -163,7 +177,9 @@ describe('the stored feed on the real stack', () => {
   });
 
   it('nobody but the distributor publishes on the feed: not the DMZ, not the other internal identities', async () => {
-    const forged = JSON.stringify({ v: 1, source: 'forger', dropped: 0, points: [{ measurement: 'readings', tags: { device: FIELD }, fields: { flow: -1 }, time: BASE }] });
+    // Sealed with the right key even: the broker's ACL alone refuses these publishers (what arrives
+    // over the bridge, which no ACL holds, is stored-feed-bridge.test.ts's).
+    const forged = sealedFeed(key, { source: 'forger', points: [{ measurement: 'readings', tags: { device: FIELD }, fields: { flow: -1 }, time: BASE }] });
     const attempts: [string, string][] = [
       ['dmz/gateway', stack.urls.dmzMqtt],
       ['internal/consumer', stack.urls.internalMqtt],
@@ -196,7 +212,8 @@ describe('the stored feed on the real stack', () => {
       const start = await eventually(() => received, 15_000, 'the DMZ broker $SYS counter');
       const FEED = 300;
       const CONTROL = 100;
-      for (let i = 0; i < FEED; i++) distributor.publish(STORED_FEED_TOPIC, JSON.stringify({ v: 1, source: 'bridge-probe', dropped: 0, points: [] }), { qos: 0 });
+      const boot = newBoot();
+      for (let i = 0; i < FEED; i++) distributor.publish(STORED_FEED_TOPIC, sealedFeed(key, { source: 'bridge-probe', boot, seq: i + 1 }), { qos: 0 });
       for (let i = 0; i < CONTROL; i++) await distributor.publishAsync(receiptTopic('bridge-probe'), 'x', { qos: 1 });
       // The control crossed (after the feed messages, on the same bridge connection)...
       await eventually(() => ((received ?? 0) - start >= CONTROL ? true : undefined), 20_000, 'the control messages to reach the DMZ broker');

@@ -114,6 +114,7 @@ export function distributorLike(fx: EmbeddedFixture, overrides: Record<string, s
       DISTRIBUTOR_SHARE_GROUP: 'none',
       DISTRIBUTOR_CLIENT_ID: 'distributor-embedded',
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+      DISTRIBUTOR_STORED_FEED_KEY_FILE: fx.pki.paths.storedFeedKey,
       DISTRIBUTOR_METRICS_PORT: 'off',
       ...overrides,
     }),

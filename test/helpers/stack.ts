@@ -49,6 +49,7 @@ export function extraDistributor(name: string, paths: PkiPaths, internalMqttUrl:
       DISTRIBUTOR_SHARE_GROUP: name,
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(paths.root, 'internal', 'device-keys'),
       DISTRIBUTOR_REVOKED_DEVICES_FILE: join(paths.root, 'internal', 'revoked-devices.txt'),
+      DISTRIBUTOR_STORED_FEED_KEY_FILE: paths.storedFeedKey,
       DISTRIBUTOR_STATE_DIR: join(workDir, name, 'state'),
       FILE_STORAGE_PATH: join(workDir, name, 'files'),
       TIMESERIES_LOCAL_PATH: join(workDir, name, 'timeseries'),

@@ -114,7 +114,7 @@ describe('backup and restore', () => {
     assert.deepEqual(m, manifest);
     assert.equal(m.version, 1);
     assert.ok(Math.abs(Date.parse(m.created) - Date.now()) < 60_000);
-    assert.deepEqual(m.contents, { ca: 6, revocations: 3, 'device-keys': 2, 'device-tokens': 1, devices: 8, 'service-certificates': 20, 'replay-windows': 2, 'command-journal': 1 });
+    assert.deepEqual(m.contents, { ca: 6, revocations: 3, 'device-keys': 2, 'device-tokens': 1, 'stored-feed-key': 1, devices: 8, 'service-certificates': 20, 'replay-windows': 2, 'command-journal': 1 });
     for (const f of m.files) {
       const src = f.root === 'command-state' ? source.commandState : join(f.root === 'certs' ? source.certsDir : source.stateDir, f.path);
       const bytes = readFileSync(src);
@@ -132,6 +132,8 @@ describe('backup and restore', () => {
     assert.ok(paths.includes('distributor-state/replay/windows-1.snap') && paths.includes('distributor-state/replay/windows-1.log'), 'the snapshot and its journal');
     assert.ok(!paths.some((p) => p.includes('bundles') || p.includes('notes.txt')));
     assert.equal(m.files.find((f) => f.path === 'ca/ca.key')?.mode, 0o600);
+    // The stored feed's key, a kind of its own: a rebuilt internal server's console must take its distributors' feed.
+    assert.deepEqual(m.files.filter((f) => f.kind === 'stored-feed-key').map((f) => [f.path, f.mode]), [['internal/stored-feed.key', 0o600]]);
   });
 
   it('restores onto a clean installation: the same bytes and modes, private folders, working CA, replay windows that still refuse', async () => {
@@ -146,6 +148,7 @@ describe('backup and restore', () => {
     }
     assert.equal(statSync(join(target.certsDir, 'ca', 'ca.key')).mode & 0o777, 0o600);
     assert.equal(statSync(join(target.certsDir, 'internal', 'device-keys', 'dev-a.key')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(target.certsDir, 'internal', 'stored-feed.key')).mode & 0o777, 0o600);
     assert.equal(statSync(join(target.certsDir, 'ca')).mode & 0o777, 0o700);
     assert.equal(statSync(join(target.certsDir, 'internal', 'device-keys')).mode & 0o777, 0o700);
     assert.equal(statSync(target.commandState).mode & 0o777, 0o640);

@@ -11,6 +11,9 @@ import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
+import { consoleMetrics, noFeedRefusals, noManageAuthFailures, type ConsoleStats } from '../../internal-network/console/metrics.ts';
+import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
+import type { OwnPointsWriter } from '../../internal-network/console/own-points.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
@@ -279,6 +282,33 @@ describe('monitoring: alert rules on the series as the services expose them (pro
     } finally {
       tmp.cleanup();
     }
+  });
+
+  it('FieldStreamStoredFeedForged fires on the first stored-feed message the console refuses as unauthenticated after it started', async () => {
+    const stats: ConsoleStats = { feedMessages: 0, feedRefused: noFeedRefusals(), feedDropped: 0, manageAuthFailures: noManageAuthFailures() };
+    const own = { written: 0, dropped: 0, refused: 0 } as unknown as OwnPointsWriter;
+    const m = consoleMetrics({ fleet: new Fleet({ staleAfterMs: 180_000 }), stats, runner: undefined, own, streams: () => 0, brokerConnected: () => true }, { processMetrics: false });
+    const started = await m.registry.metrics();
+    stats.feedRefused.STORED_FEED_INVALID++; // not what the alert is about
+    const invalid = await m.registry.metrics();
+    stats.feedRefused.STORED_FEED_UNAUTHENTICATED++; // what console.ts counts at the refusal
+    const forged = await m.registry.metrics();
+    assert.equal(parseSamples(forged).get('fieldstream_console_feed_refused_total{reason="STORED_FEED_UNAUTHENTICATED",service="console"}'), 1);
+    const series = scrapedSeries([{ text: started, times: 10 }, { text: invalid, times: 10 }, { text: forged, times: 40 }], ['fieldstream_console_feed_refused_total']);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 4m
+        alertname: FieldStreamStoredFeedForged
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: FieldStreamStoredFeedForged
+        exp_alerts:
+          - exp_labels: {severity: warning, reason: STORED_FEED_UNAUTHENTICATED}
+            exp_annotations:
+              summary: "The console refused stored-feed messages (STORED_FEED_UNAUTHENTICATED)"
+              description: "The operator console refused messages on the internal stored feed with STORED_FEED_UNAUTHENTICATED (1 in 10 minutes): not sealed under the stored-feed key, or sent again. Distributors holding the key publish neither: a compromised DMZ server publishing through the bridge, or a distributor with another key or of an earlier version. The console's log names each (docs/security-mechanisms.md)."
+`);
   });
 
   it('FieldStreamNoDataWritten says how many device connections the gateways hold while nothing is written', async () => {

@@ -46,7 +46,15 @@ const DESCRIBED: ReadonlyArray<Omit<TopicPattern, 'publishers' | 'subscribers'>>
   { kind: 'receipts', pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/receipts`, direction: 'internal→gateway', retained: false, description: 'Commit receipts from the distributor for the messages that gateway received.' },
   { kind: 'gatewayPresence', pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/presence`, direction: 'gateway→internal', retained: false, description: "A gateway's own presence: online from the gateway, offline as its will from the DMZ broker." },
   { kind: 'gatewaySecurity', pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/security`, direction: 'gateway→internal', retained: false, description: 'What a gateway refused for security reasons, counted per device.' },
-  { kind: 'storedFeed', pattern: STORED_FEED_TOPIC, direction: 'internal only', retained: false, description: 'What the distributor stored, for the console; on the internal broker only, never bridged.' },
+  {
+    kind: 'storedFeed',
+    pattern: STORED_FEED_TOPIC,
+    direction: 'internal only',
+    retained: false,
+    // "publishers" is what the broker's ACL allows its clients; a bridge is held by no ACL, so the
+    // DMZ can put messages here too: the MAC, not the topic, is what the console trusts.
+    description: "What the distributor stored, for the console; never bridged out. Each message is sealed with the stored-feed key (HMAC-SHA256), which only the distributors and the console hold: the console takes none without a valid MAC, nor one twice, whatever reaches the topic (the bridge brings in any topic the DMZ broker sends).",
+  },
 ];
 
 /** The filter of each kind, as the ACL table is written against them. */
