@@ -1,4 +1,5 @@
 import type { MqttClient } from 'mqtt';
+import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { collectedCounter } from '../../shared/metrics/collected.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
@@ -36,8 +37,11 @@ export const SYS = {
  */
 export const BRIDGE_STATE = /^\$SYS\/broker\/connection\/([^/]+)\/state$/;
 
+/** The $SYS topics kept (SYS); any other is not looked at. */
+const READ: ReadonlySet<string> = new Set(Object.values(SYS));
+
 /** One broker: its connection, and the latest $SYS values while it stands. */
-class BrokerWatch {
+export class BrokerWatch {
   readonly values = new Map<string, number>();
   /** bridge name → 1/0 */
   readonly bridges = new Map<string, number>();
@@ -48,13 +52,18 @@ class BrokerWatch {
     readonly client: MqttClient,
     private readonly staleMs: number,
   ) {
+    // What arrives under $SYS is not only the broker's own: a bridge the broker runs brings in any
+    // topic the DMZ broker sends, $SYS ones too, and no ACL applies to it (SECURITY.md). So only
+    // the topics read are kept, and bridge states up to LIMITS.exporterBridgesMax names: the
+    // values may still be lies, but cannot grow this process's memory without bound.
     client.on('message', (topic, payload) => {
       this.lastSysAt = Date.now();
       const bridge = BRIDGE_STATE.exec(topic);
       if (bridge?.[1]) {
-        this.bridges.set(bridge[1], payload.toString() === '1' ? 1 : 0);
+        if (this.bridges.has(bridge[1]) || this.bridges.size < LIMITS.exporterBridgesMax) this.bridges.set(bridge[1], payload.toString() === '1' ? 1 : 0);
         return;
       }
+      if (!READ.has(topic)) return;
       const v = Number(payload.toString());
       if (Number.isFinite(v)) this.values.set(topic, v);
     });
