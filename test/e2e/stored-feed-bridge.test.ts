@@ -10,7 +10,7 @@ import mqttPacket from 'mqtt-packet';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { STORED_FEED_TOPIC } from '../../shared/contract/topics.ts';
+import { commandTopic, receiptTopic, STORED_FEED_TOPIC } from '../../shared/contract/topics.ts';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { startConsole, type OperatorConsole } from '../../internal-network/console/console.ts';
 import { StoredFeedPublisher } from '../../internal-network/distributor/stored-feed-publisher.ts';
@@ -34,6 +34,8 @@ class RogueDmzBroker {
   private messageId = 0;
   /** resolved once the bridge has subscribed (its `topic ... in` lines) */
   readonly subscribed: Promise<string[]>;
+  /** the topics the bridge published here (its `topic ... out` lines) */
+  readonly received: string[] = [];
   port = 0;
 
   constructor(cert: { key: string; cert: string }) {
@@ -45,7 +47,10 @@ class RogueDmzBroker {
       parser.on('packet', (p) => {
         if (p.cmd === 'connect') this.send({ cmd: 'connack', returnCode: 0, sessionPresent: false });
         else if (p.cmd === 'pingreq') this.send({ cmd: 'pingresp' });
-        else if (p.cmd === 'publish' && p.qos === 1) this.send({ cmd: 'puback', messageId: p.messageId });
+        else if (p.cmd === 'publish') {
+          this.received.push(p.topic);
+          if (p.qos === 1) this.send({ cmd: 'puback', messageId: p.messageId });
+        }
         else if (p.cmd === 'subscribe') {
           this.send({ cmd: 'suback', messageId: p.messageId, granted: p.subscriptions.map(() => 1) });
           subscribed(p.subscriptions.map((s) => s.topic));
@@ -83,7 +88,8 @@ class RogueDmzBroker {
  * Mosquitto with its own configuration (mosquitto.conf, acl, bridge.conf rendered by
  * render-bridges.sh) and the real console: what arrives without a valid MAC under the stored-feed
  * key, or not new, is refused, counted and logged, and the console goes on showing what the
- * distributor (its feed publisher, with the distributor's certificate) sealed.
+ * distributor (its feed publisher, with the distributor's certificate) sealed. A second DMZ
+ * server's broker is bridged to as well, to show what else such a broker can send (SECURITY.md).
  */
 describe('the stored feed through a bridge to a compromised DMZ', () => {
   const pki = makeTestPki([DEVICE]);
@@ -92,6 +98,8 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
   const logs = new LogCapture();
   const key = feedKeyOf(pki.paths);
   const rogue = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
+  /** a second DMZ server's broker, bridged to as well (DMZ_BROKER_HOSTS), which the first attacks through the internal broker */
+  const other = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
   let broker: ChildProcess;
   let internalUrl = '';
   let operatorConsole: OperatorConsole;
@@ -118,6 +126,7 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
 
   before(async () => {
     await rogue.listen();
+    await other.listen();
     const internalPort = await freePort();
     internalUrl = `mqtts://localhost:${internalPort}`;
     const p = pki.paths;
@@ -134,7 +143,7 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
       MOSQUITTO_USER: process.env.USER ?? 'root',
       MOSQUITTO_LOG_DEST: `file ${join(tmp.dir, 'mosquitto.log')}`,
       MOSQUITTO_BRIDGES_DIR: join(tmp.dir, 'bridges'),
-      DMZ_BROKER_HOSTS: `localhost:${rogue.port}`,
+      DMZ_BROKER_HOSTS: `localhost:${rogue.port},localhost:${other.port}`,
       BRIDGE_CA_FILE: p.publicCa,
       BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
       BRIDGE_KEY_FILE: p.service('internal/bridge').key,
@@ -180,6 +189,7 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
     );
     // The bridge dialled the rogue broker and subscribed: from now on it delivers what that one sends.
     const filters = await Promise.race([rogue.subscribed, new Promise<never>((_, no) => setTimeout(() => no(new Error('the bridge never subscribed')), 30_000))]);
+    await Promise.race([other.subscribed, new Promise<never>((_, no) => setTimeout(() => no(new Error('the second bridge never subscribed')), 30_000))]);
     assert.ok(!filters.some((f) => f.includes('internal')), 'the bridge does not even subscribe to the feed');
   });
   after(async () => {
@@ -190,6 +200,7 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
     // Mosquitto saves its persistence file as it stops: gone before its folder is removed.
     if (broker && broker.exitCode === null) await new Promise((r) => broker.once('exit', r).kill());
     await rogue.close();
+    await other.close();
     tmp.cleanup();
     pki.cleanup();
   });
@@ -245,6 +256,13 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
     } finally {
       await monitor.endAsync(true);
     }
+  });
+
+  it('carries commands and commit receipts one DMZ broker sends out to the other DMZ servers\' brokers: what their devices\' keys must hold (SECURITY.md)', async () => {
+    rogue.inject(commandTopic(DEVICE), '{"forged":true}');
+    rogue.inject(receiptTopic('gateway-of-the-other-server'), '{"forged":true}');
+    await eventually(() => (other.received.includes(commandTopic(DEVICE)) && other.received.includes(receiptTopic('gateway-of-the-other-server')) ? true : undefined), 10_000, 'the forged command and receipt at the other DMZ broker');
+    assert.ok(!rogue.received.includes(commandTopic(DEVICE)), 'not sent back where they came from');
   });
 
   it('exposes every refusal reason from 0, so an alert sees the first', async () => {
