@@ -459,7 +459,12 @@ function truncateUtf8(s: string, max: number): string {
 }
 
 /** A transfer's done marker: the stored file's record, or undefined when there is none (yet). */
-async function readDone(marker: string): Promise<StoredFileInfo | undefined> {
+function readDone(marker: string): Promise<StoredFileInfo | undefined> {
+  return readMarker(marker, StoredFileInfoSchema, "a stored file's record");
+}
+
+/** A marker file read back and checked (`what` it should be), or undefined when there is none. */
+async function readMarker<T>(marker: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
   let text: string;
   try {
     text = await readFile(marker, 'utf8');
@@ -468,9 +473,9 @@ async function readDone(marker: string): Promise<StoredFileInfo | undefined> {
     throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${marker}: ${(err as Error).message}`, { path: marker }, { cause: err });
   }
   try {
-    return StoredFileInfoSchema.parse(JSON.parse(text));
+    return schema.parse(JSON.parse(text));
   } catch (err) {
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} is not a stored file's record: ${(err as Error).message}`, { path: marker });
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} is not ${what}: ${(err as Error).message}`, { path: marker });
   }
 }
 
@@ -483,19 +488,8 @@ const FailedTransferSchema = z.object({
 type FailedTransfer = z.infer<typeof FailedTransferSchema>;
 
 /** A transfer's failed marker, or undefined when it has none. */
-async function readFailed(marker: string): Promise<FailedTransfer | undefined> {
-  let text: string;
-  try {
-    text = await readFile(marker, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${marker}: ${(err as Error).message}`, { path: marker }, { cause: err });
-  }
-  try {
-    return FailedTransferSchema.parse(JSON.parse(text));
-  } catch (err) {
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} is not a failed transfer's record: ${(err as Error).message}`, { path: marker });
-  }
+function readFailed(marker: string): Promise<FailedTransfer | undefined> {
+  return readMarker(marker, FailedTransferSchema, "a failed transfer's record");
 }
 
 /**

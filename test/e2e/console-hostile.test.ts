@@ -4,12 +4,11 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startConsole, type OperatorConsole } from '../../internal-network/console/console.ts';
-import { loadConsoleConfig } from '../../internal-network/console/config.ts';
+import type { OperatorConsole } from '../../internal-network/console/console.ts';
 import { CONSOLE, TIMINGS } from '../../shared/limits.ts';
 import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
-import { brokerSettings, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { extraConsole, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { rawRequest, requestFrom, type Answer as HttpAnswer } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -73,24 +72,7 @@ describe('the operator console against hostile clients', () => {
 
   /** Another console on the fixture's broker and store, with settings of its own. */
   async function anotherConsole(env: Record<string, string>): Promise<OperatorConsole> {
-    const c = await startConsole(
-      loadConsoleConfig({
-        ...fx.env,
-        ...brokerSettings(fx, 'internal/console'),
-        CONSOLE_CLIENT_ID: `console-hostile-${extra.length}`,
-        CONSOLE_HOST: '127.0.0.1',
-        CONSOLE_PORT: '0',
-        CONSOLE_METRICS_PORT: 'off',
-        CONSOLE_MANAGE_API: 'off',
-        CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
-        CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
-        CONSOLE_STORED_FEED_KEY_FILE: fx.pki.paths.storedFeedKey,
-        CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
-        ...env,
-      }),
-      fx.logs.logger,
-      { processMetrics: false },
-    );
+    const c = await extraConsole(fx, `console-hostile-${extra.length}`, { CONSOLE_MANAGE_API: 'off', ...env });
     extra.push(c);
     return c;
   }

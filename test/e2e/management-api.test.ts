@@ -2,14 +2,12 @@ import assert from 'node:assert/strict';
 import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startConsole } from '../../internal-network/console/console.ts';
-import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { MANAGE } from '../../shared/limits.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { issueDeviceToken } from '../../pki/device-tokens.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
-import { brokerSettings, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { extraConsole, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { requestFrom } from '../helpers/http-from.ts';
@@ -44,24 +42,7 @@ describe('the management API', () => {
   const admin = (path: string, init: Omit<Parameters<typeof call>[1], 'token'> = {}) => call(path, { ...init, token: ROLE_TOKENS.admin });
 
   /** Another console on the fixture's broker, command API and registry, with settings of its own. */
-  const anotherConsole = (clientId: string, env: Record<string, string>) =>
-    startConsole(
-      loadConsoleConfig({
-        ...fx.env,
-        ...brokerSettings(fx, 'internal/console'),
-        CONSOLE_CLIENT_ID: clientId,
-        CONSOLE_HOST: '127.0.0.1',
-        CONSOLE_PORT: '0',
-        CONSOLE_METRICS_PORT: 'off',
-        CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
-        CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
-        CONSOLE_STORED_FEED_KEY_FILE: fx.pki.paths.storedFeedKey,
-        CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
-        ...env,
-      }),
-      fx.logs.logger,
-      { processMetrics: false },
-    );
+  const anotherConsole = (clientId: string, env: Record<string, string>) => extraConsole(fx, clientId, env);
 
   before(async () => {
     fx = await startEmbeddedFixture(['meter-1', 'quiet-1', 'nokey-1'], { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir), DISTRIBUTOR_REQUIRE_SIGNATURES: 'true' }, { console: true });

@@ -5,6 +5,8 @@ import { startEmbeddedPipeline, type EmbeddedPipeline } from '../../embedded/pip
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
 import { startDistributor, type Distributor } from '../../internal-network/distributor/distributor.ts';
+import { startConsole, type OperatorConsole } from '../../internal-network/console/console.ts';
+import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { makeTestPki, tempDir } from './pki.ts';
 import { eventually } from './ws-device.ts';
@@ -100,6 +102,27 @@ export function brokerSettings(fx: EmbeddedFixture, service: string): Record<str
     MQTT_CERT_FILE: svc.cert,
     MQTT_KEY_FILE: svc.key,
   };
+}
+
+/** Another console on the fixture's broker and command API, with `env` over its settings (no metrics server). */
+export function extraConsole(fx: EmbeddedFixture, clientId: string, env: Record<string, string>): Promise<OperatorConsole> {
+  return startConsole(
+    loadConsoleConfig({
+      ...fx.env,
+      ...brokerSettings(fx, 'internal/console'),
+      CONSOLE_CLIENT_ID: clientId,
+      CONSOLE_HOST: '127.0.0.1',
+      CONSOLE_PORT: '0',
+      CONSOLE_METRICS_PORT: 'off',
+      CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${fx.pipeline.commandApi.port}`,
+      CONSOLE_DEVICE_KEYS_DIR: join(fx.pki.dir, 'internal', 'device-keys'),
+      CONSOLE_STORED_FEED_KEY_FILE: fx.pki.paths.storedFeedKey,
+      CONSOLE_REVOKED_DEVICES_FILE: join(fx.pki.dir, 'internal', 'revoked-devices.txt'),
+      ...env,
+    }),
+    fx.logs.logger,
+    { processMetrics: false },
+  );
 }
 
 /**
