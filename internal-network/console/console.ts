@@ -123,7 +123,9 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     }
   });
 
-  const pipeline = new PipelinePoller(config.CONSOLE_PIPELINE_TARGETS, log.child({ subsystem: 'pipeline' }));
+  const pipeline = new PipelinePoller(config.CONSOLE_PIPELINE_TARGETS, log.child({ subsystem: 'pipeline' }), () => ({
+    feedRefused: Object.values(stats.feedRefused).reduce((a, b) => a + b, 0),
+  }));
   pipeline.start();
   const sessions = new BoundedSessionStore(config.CONSOLE_SESSION_TTL_S * 1000);
   const refused = new RefusedTokens();

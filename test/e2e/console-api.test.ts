@@ -239,6 +239,7 @@ describe('the operator console API', () => {
       assert.equal(view.writeFailures, 0, 'a figure the distributor gives is 0, not unknown');
       assert.equal(view.deadLetters, 0);
       assert.equal(view.feedDropped, 0);
+      assert.equal(view.feedRefused, 0, "the console's own count of refused feed messages");
     } finally {
       live.close();
     }

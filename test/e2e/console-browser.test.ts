@@ -457,6 +457,9 @@ describe('the operator console in a real browser', () => {
     await w.page.waitForSelector(sel('page-pipeline'));
     await w.page.waitForSelector(sel('pipeline-metric', { metric: 'readingsPerSecond' }));
     await w.page.waitForSelector(sel('pipeline-service-row'));
+    // The console's own count of refused stored-feed messages: none here, known (not "unknown").
+    const refused = w.page.locator(sel('pipeline-metric', { metric: 'feedRefused' }));
+    assert.equal(await refused.locator('.metric-value').textContent(), '0');
     await w.screenshot('pipeline', { fullPage: true });
 
     await w.page.click(sel('nav-anomalies'));

@@ -8,7 +8,7 @@ import { after, describe, it, mock } from 'node:test';
 import { ChangeCounts } from '../../internal-network/console/fleet/counts.ts';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import type { SecurityEvent } from '../../internal-network/console/fleet/types.ts';
-import type { PipelineView } from '../../internal-network/console/pipeline/pipeline-view.ts';
+import { PipelinePoller, type PipelineView } from '../../internal-network/console/pipeline/pipeline-view.ts';
 import { LiveHub } from '../../internal-network/console/web/live.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
@@ -195,7 +195,7 @@ describe("the console's live security updates", () => {
     const devices = ids('dev', 5000);
     const fleet = fleetOf(devices);
     for (const [i, id] of devices.entries()) fleet.apply(finding(id, i + 1));
-    const view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null };
+    const view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null };
     const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
     const res = new FakeResponse();
     try {
@@ -260,5 +260,16 @@ describe("the console's live security updates", () => {
       ['__proto__', 2],
       ['constructor', 3],
     ]);
+  });
+});
+
+describe("the pipeline page's count of refused feed messages", () => {
+  it("shows the console's own count of stored-feed messages it refused (forged, replayed, stale), unknown without one", async () => {
+    let refused = 0;
+    const poller = new PipelinePoller([], createLogger('test', 'silent'), () => ({ feedRefused: refused }));
+    assert.equal((await poller.poll()).feedRefused, 0);
+    refused = 3;
+    assert.equal((await poller.poll()).feedRefused, 3);
+    assert.equal((await new PipelinePoller([], createLogger('test', 'silent')).poll()).feedRefused, null);
   });
 });

@@ -25,6 +25,7 @@ const view = (over: Partial<PipelineView> = {}): PipelineView => ({
   writeFailures: null,
   deadLetters: null,
   feedDropped: null,
+  feedRefused: null,
   ...over,
 });
 

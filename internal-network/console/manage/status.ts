@@ -19,7 +19,7 @@ export interface ManageStatus {
   distributors: Array<{ name: string; ready: boolean | null; detail: string; broker: boolean | null; database: boolean | null }>;
   database: { ok: boolean | null; detail: string };
   services: PipelineView['services'];
-  figures: { readingsPerSecond: number | null; writeFailures: number | null; deadLetters: number | null; feedDropped: number | null };
+  figures: { readingsPerSecond: number | null; writeFailures: number | null; deadLetters: number | null; feedDropped: number | null; feedRefused: number | null };
 }
 
 const EXPORTER = 'broker-exporter';
@@ -62,7 +62,7 @@ export function manageStatus(view: PipelineView, consoleBrokerConnected: boolean
     distributors,
     database,
     services: view.services,
-    figures: { readingsPerSecond: view.readingsPerSecond, writeFailures: view.writeFailures, deadLetters: view.deadLetters, feedDropped: view.feedDropped },
+    figures: { readingsPerSecond: view.readingsPerSecond, writeFailures: view.writeFailures, deadLetters: view.deadLetters, feedDropped: view.feedDropped, feedRefused: view.feedRefused },
   };
 }
 

@@ -13,6 +13,8 @@ export interface PipelineView {
   writeFailures: number | null;
   deadLetters: number | null;
   feedDropped: number | null;
+  /** stored-feed messages this console refused (no valid MAC, replayed, stale): forged ones come from the DMZ */
+  feedRefused: number | null;
 }
 
 /** What a service's /readyz answers (shared/metrics/server.ts). */
@@ -24,7 +26,7 @@ const ReadyzSchema = z.object({ status: z.string(), service: z.string().max(100)
  * answer shows as not ready, with why; a figure no service gives is null, not 0.
  */
 export class PipelinePoller {
-  private view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null };
+  private view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null };
   private last: { at: number; written: number } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
@@ -32,6 +34,8 @@ export class PipelinePoller {
   constructor(
     private readonly targets: ReadonlyArray<{ name: string; url: string }>,
     private readonly log: Logger,
+    /** the console's own figures: known here, not read from a service's /metrics */
+    private readonly own: () => { feedRefused: number } | undefined = () => undefined,
   ) {}
 
   start(): void {
@@ -77,6 +81,7 @@ export class PipelinePoller {
       writeFailures: num('fieldstream_distributor_write_failures_total'),
       deadLetters: num('fieldstream_distributor_dead_letters_total'),
       feedDropped: num('fieldstream_distributor_feed_dropped_points_total'),
+      feedRefused: this.own()?.feedRefused ?? null,
     };
     return this.view;
   }

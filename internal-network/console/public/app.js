@@ -25,7 +25,7 @@
 //   security-events (the distributor's findings), security-reports (the gateways' reports);
 //   security-row (data-device, data-reason, data-source) in both; security-by-reason /
 //   security-reason-row (data-reason); security-by-device / security-device-row; security-total
-//   pipeline-metric (data-metric = readingsPerSecond|writeFailures|deadLetters|feedDropped),
+//   pipeline-metric (data-metric = readingsPerSecond|writeFailures|deadLetters|feedDropped|feedRefused),
 //   pipeline-services / pipeline-service-row (data-name), pipeline-brokers / pipeline-broker-row
 //   (data-name), pipeline-bridge, pipeline-at
 //   anomalies-table; anomaly-row (data-device, data-field, data-detector); anomaly-device-link;

@@ -10,6 +10,9 @@ const METRICS = [
   ['writeFailures', 'Write failures', true],
   ['deadLetters', 'Dead letters', true],
   ['feedDropped', 'Feed points dropped', true],
+  // Refused by this console: no valid MAC, replayed or stale. Only the DMZ (through the bridge) or
+  // someone inside can publish those: a security matter, not a fault.
+  ['feedRefused', 'Feed messages refused (forged?)', true],
 ];
 
 export function mountPipeline(root, { store }) {
