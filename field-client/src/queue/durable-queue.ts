@@ -74,7 +74,8 @@ export class DurableQueue {
       (next) => (this.nextSeq = Math.max(next, this.book.watermark + 1)),
       // Records refused after a failed fsync: gone as if committed (not counted so), never sent from now on.
       (first, last) => this.book.commitRanges([[first, last]], last + 1),
-      () => this.newEpochAtNextStart(),
+      // May throw: the writer then refuses what comes until the next start is told (segment-writer.ts, mend).
+      () => this.epochs.newEpochAtNextStart(),
     );
     this.capacity = {
       segments: this.segments,
