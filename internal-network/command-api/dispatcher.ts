@@ -163,11 +163,18 @@ export class CommandDispatcher {
           this.log.warn({ deviceId: env.deviceId, commandId: response.commandId }, 'response to an unknown command, or another device’s');
           continue;
         }
-        if (isFinal(record.state)) continue;
+        // `expired` is this API's word, not the device's: the device runs a command until its signed
+        // expiry plus its clock skew (field-client/src/command-guard.ts), and a handler may take
+        // minutes, so its answer can come after the sweep. It says what happened, and replaces
+        // `expired` (left, it told the operator a command that ran did not, and it was sent again);
+        // an acceptance is kept in `response`, the command staying final. Any other final state is
+        // the device's own answer, which never changes.
+        const late = record.state === 'expired';
+        if (isFinal(record.state) && !late) continue;
         // The device answered this id before (that answer stands); this one says a copy was refused.
         if (response.status === 'rejected' && (response.result as { code?: unknown } | undefined)?.code === 'FIELD_COMMAND_REPLAYED') continue;
         this.update(record, {
-          state: response.status,
+          state: late && !isFinal(response.status) ? 'expired' : response.status,
           response: { status: response.status, ...(response.result !== undefined ? { result: response.result } : {}), at: Date.now() },
         });
         this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: response.status }, 'command answered');

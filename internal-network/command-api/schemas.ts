@@ -47,7 +47,7 @@ export const CommandRecordSchema = z.object({
 });
 export type CommandRecord = z.infer<typeof CommandRecordSchema>;
 
-/** A state after which nothing changes. */
+/** A state after which the command waits for nothing more (only a late device answer replaces `expired`: dispatcher.ts). */
 export function isFinal(state: CommandRecord['state']): boolean {
   return state === 'completed' || state === 'failed' || state === 'rejected' || state === 'expired';
 }

@@ -216,6 +216,41 @@ describe('the dispatcher', () => {
     }
   });
 
+  it("records a device's answer that comes after the TTL expired its command: it ran, and `expired` would say it did not", () => {
+    // The device runs a command until its signed expiry plus its clock skew (command-guard.ts), and
+    // a handler may take minutes: its answer can reach the API after the sweep marked it expired.
+    // Left `expired`, the operator is told it never ran, and sends it again: it runs twice.
+    const s = new CommandStore(join(tmp, 'late.jsonl'), log);
+    const late = record('sent', { deviceId: 'pump-9', expiresAt: Date.now() - 1 });
+    const lateAccepted = record('sent', { deviceId: 'pump-9', expiresAt: Date.now() - 1 });
+    s.add([late, lateAccepted]);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(keys), allowUnsigned: true });
+    const answer = (commandId: string, status: string) => {
+      const env = { v: 1, deviceId: 'pump-9', dataType: 'response', gatewayId: 'gw-1', receivedAt: Date.now(), messages: [{ messageId: `r-${commandId}`, payload: { commandId, status, result: 'done' } }] };
+      broker.emit('message', uplinkTopic('pump-9', 'response'), Buffer.from(JSON.stringify(env)), {} as IPublishPacket);
+    };
+    try {
+      (d as unknown as { expire(): void }).expire();
+      assert.equal(s.get(late.commandId)?.state, 'expired');
+      answer(late.commandId, 'completed');
+      assert.equal(s.get(late.commandId)?.state, 'completed', 'the device ran it: its answer stands');
+      assert.equal(s.get(late.commandId)?.response?.status, 'completed');
+      // A late acceptance is recorded, but the command stays final (expired): nothing more is awaited.
+      answer(lateAccepted.commandId, 'accepted');
+      assert.equal(s.get(lateAccepted.commandId)?.state, 'expired');
+      assert.equal(s.get(lateAccepted.commandId)?.response?.status, 'accepted');
+      assert.equal(s.live, 0);
+      // A final answer of the device's own never changes.
+      answer(late.commandId, 'failed');
+      assert.equal(s.get(late.commandId)?.state, 'completed');
+    } finally {
+      d.close();
+      broker.end(true);
+    }
+  });
+
   it(`takes no more than ${LIMITS.commandMaxLive.toLocaleString('en')} commands waiting, refused with API_COMMANDS_FULL and nothing kept`, async () => {
     const path = join(tmp, 'live.jsonl');
     const s = new CommandStore(path, log);
