@@ -409,6 +409,11 @@ export const LIMITS = {
    * it), so that the journal and the memory hold at most this many answers of ~192 KiB
    * (stringMaxChars of JSON, in UTF-8). */
   fieldCommandAnswersHeldMax: 100,
+  /** bytes. Longest environment string ("NAME=value" and its NUL) Linux passes to a program
+   * (MAX_ARG_STRLEN, 32 pages: include/uapi/linux/binfmts.h); execve(2) fails with E2BIG past it.
+   * An exec command's params (up to stringMaxChars of JSON, ~192 KiB in UTF-8) go in
+   * FIELDSTREAM_PARAMS only when they fit, and always on stdin. */
+  fieldCommandEnvStringMaxBytes: 128 * 1024,
   /** bytes. The field client's command journal is rewritten when it holds more than twice the bytes
    * of its last rewrite plus these (besides more than twice the ids it remembers in lines): the lines
    * of answers queued since are dropped. */

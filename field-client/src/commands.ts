@@ -19,7 +19,7 @@ export const CommandsFileSchema = z.record(
   CommandNameSchema,
   z.discriminatedUnion('type', [
     z.strictObject({
-      /** run a program (no shell): params as JSON on stdin and in FIELDSTREAM_PARAMS; stdout is the result */
+      /** run a program (no shell): params as JSON on stdin, and in FIELDSTREAM_PARAMS when they fit there (128 KiB); stdout is the result */
       type: z.literal('exec'),
       program: z.string().min(1),
       args: z.array(z.string()).default([]),
@@ -328,9 +328,12 @@ function keepable(outcome: CommandOutcome, timestamp: string): KeptAnswer {
 function runProgram(program: string, args: string[], timeoutMs: number, params: unknown, frame: CommandFrame): Promise<CommandOutcome> {
   return new Promise((resolve) => {
     const json = JSON.stringify(params ?? null);
+    // In the environment only when Linux takes it there: past LIMITS.fieldCommandEnvStringMaxBytes
+    // spawn throws E2BIG, and the program would never run. stdin always has the params.
+    const inEnv = Buffer.byteLength(`FIELDSTREAM_PARAMS=${json}`) + 1 <= LIMITS.fieldCommandEnvStringMaxBytes;
     const child = spawn(program, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH, FIELDSTREAM_COMMAND: frame.command, FIELDSTREAM_COMMAND_ID: frame.commandId, FIELDSTREAM_PARAMS: json },
+      env: { PATH: process.env.PATH, FIELDSTREAM_COMMAND: frame.command, FIELDSTREAM_COMMAND_ID: frame.commandId, ...(inEnv ? { FIELDSTREAM_PARAMS: json } : {}) },
     });
     let out = '';
     let err = '';

@@ -379,3 +379,21 @@ describe('a command journal the disk refuses (commands.ts)', () => {
     }
   });
 });
+
+describe('an exec command (commands.ts)', () => {
+  it('runs with params of any size the command API takes: on stdin always, in FIELDSTREAM_PARAMS when they fit in one', async () => {
+    // 60,002 characters of JSON, within LIMITS.stringMaxChars; 150,002 bytes in UTF-8, past what
+    // Linux takes in one environment string (MAX_ARG_STRLEN, 128 KiB): spawn threw E2BIG, and a
+    // command the API signed and sent was answered "failed" without its program ever running.
+    const big = 'é€'.repeat(30_000);
+    assert.ok(JSON.stringify(big).length <= LIMITS.stringMaxChars);
+    const script = "let s='';process.stdin.setEncoding('utf8').on('data',(c)=>s+=c).on('end',()=>console.log(JSON.stringify({stdin:JSON.parse(s).length,env:process.env.FIELDSTREAM_PARAMS===undefined?null:JSON.parse(process.env.FIELDSTREAM_PARAMS).length})))";
+    const h = new CommandHandlers(unsigned).configure({ echo: { type: 'exec', program: process.execPath, args: ['-e', script], timeoutMs: 30_000 } }, undefined);
+    const run = (id: string, params: JsonValue) => h.run({ type: 'command', commandId: id, command: 'echo', params, issuedAt: Date.now() });
+    const large = await run('cmd-exec-large', big);
+    assert.equal(large?.status, 'completed', JSON.stringify(large?.result));
+    assert.deepEqual(large?.result, { stdin: big.length, env: null });
+    const small = await run('cmd-exec-small', 'é€');
+    assert.deepEqual(small?.result, { stdin: 2, env: 2 });
+  });
+});
