@@ -337,8 +337,12 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
     });
     let out = '';
     let err = '';
-    child.stdout.on('data', (c: Buffer) => (out = (out + c.toString()).slice(0, MAX_OUTPUT_BYTES)));
-    child.stderr.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-MAX_OUTPUT_BYTES)));
+    // Decoded as a stream: a character split between two writes (two chunks) is kept whole, where
+    // decoding each chunk alone made it two U+FFFD in the result.
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (c: string) => (out = (out + c).slice(0, MAX_OUTPUT_BYTES)));
+    child.stderr.on('data', (c: string) => (err = (err + c).slice(-MAX_OUTPUT_BYTES)));
     child.stdin.on('error', () => undefined);
     child.stdin.end(json);
     let timedOut = false;

@@ -396,4 +396,13 @@ describe('an exec command (commands.ts)', () => {
     const small = await run('cmd-exec-small', 'é€');
     assert.deepEqual(small?.result, { stdin: 2, env: 2 });
   });
+
+  it("reports a program's output as it wrote it, a character split between two writes too", async () => {
+    // Each chunk was decoded alone: the two halves of "é" written apart became two U+FFFD.
+    const script = "const b=Buffer.from('\"café\"');process.stdout.write(b.subarray(0,5));setTimeout(()=>process.stdout.write(b.subarray(5)),100)";
+    const h = new CommandHandlers(unsigned).configure({ say: { type: 'exec', program: process.execPath, args: ['-e', script], timeoutMs: 30_000 } }, undefined);
+    const answer = await h.run({ type: 'command', commandId: 'cmd-exec-split', command: 'say', issuedAt: Date.now() });
+    assert.equal(answer?.status, 'completed');
+    assert.equal(answer?.result, 'café');
+  });
 });
