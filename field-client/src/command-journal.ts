@@ -106,6 +106,14 @@ export class CommandJournal {
     }
   }
 
+  /** The ids whose answer is kept (state `done`), oldest first: a copy, as queueing them changes the journal. */
+  heldAnswers(): Array<[string, Extract<JournalEntry, { state: 'done' }>]> {
+    const held: Array<[string, Extract<JournalEntry, { state: 'done' }>]> = [];
+    if (this.held === 0) return held;
+    for (const [id, e] of this.seen) if (e.state === 'done') held.push([id, e]);
+    return held;
+  }
+
   /** Remembers `entry` without writing it (in this process only: the journal refused it). */
   remember(id: string, entry: JournalEntry): void {
     const old = this.seen.get(id);

@@ -60,7 +60,7 @@ const INTERRUPTED = 'interrupted by a restart of the field client; not run again
  * is journaled (command-journal.ts, with its issuedAt) as "started" before its handler runs, "done"
  * with its answer once it ran, and "answered" once that answer is in the durable queue. A command
  * delivered again is not run again: a "done" one has its kept answer queued again (the queue may
- * have refused it, FIELD_QUEUE_FULL), and one that was running when the client died is answered
+ * have refused it, FIELD_QUEUE_FULL; any command's arrival tries those again: drainHeld), and one that was running when the client died is answered
  * "failed" rather than run a second time. A command without a handler is answered "rejected".
  *
  * Commands are checked first (command-guard.ts: authentication and freshness); a refused one runs
@@ -83,6 +83,8 @@ export class CommandHandlers {
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
   /** ids refused as stale or future-dated and answered (the newest REFUSALS_REMEMBERED) */
   private readonly refusalsAnswered = new Set<string>();
+  /** drainHeld() is queueing kept answers (one drain at a time) */
+  private draining = false;
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
   private refusalLog: LimitedLog | undefined;
   /** copies of a command delivered while it is answered, logged (a gateway can send them without end) */
@@ -210,16 +212,11 @@ export class CommandHandlers {
     // first's answer is the one. Past run(), until the queue took it, the journal says "done" (or
     // still "started" while its line is written), and a copy would queue it a second time (or
     // answer "failed: interrupted", contradicting it). If the queue refuses it, the answer is kept
-    // and the next delivery queues it.
-    if (this.answering.has(frame.commandId)) {
-      // Counted as what it is, unanswered: as once the answer is queued, a replay of the id (a copy
-      // of a refused one counts as its refusal, a forgery as its own).
-      this.countRefused(checkCommand(frame, this.guard, Date.now()) ?? 'FIELD_COMMAND_REPLAYED');
-      this.stats.unanswered++;
-      this.copyLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'command copies delivered while answered' });
-      this.copyLog.write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
-      return;
-    }
+    // and queued when a command next arrives (drainHeld).
+    if (this.isCopy(frame, log)) return;
+    // This command's own kept answer among them: queued, and that is its answer.
+    if ((await this.drainHeld(queueResponse, log)).has(frame.commandId)) return;
+    if (this.isCopy(frame, log)) return; // delivered again meanwhile
     this.answering.add(frame.commandId);
     try {
       await this.answerOnce(frame, queueResponse, log);
@@ -232,6 +229,64 @@ export class CommandHandlers {
     }
     const err = this.journal.takeCompactionFailure();
     if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
+  }
+
+  /** Whether `frame` is a copy of a command being answered now; if so, it is counted and logged, and gets nothing. */
+  private isCopy(frame: CommandFrame, log: Logger): boolean {
+    if (!this.answering.has(frame.commandId)) return false;
+    // Counted as what it is, unanswered: as once the answer is queued, a replay of the id (a copy
+    // of a refused one counts as its refusal, a forgery as its own).
+    this.countRefused(checkCommand(frame, this.guard, Date.now()) ?? 'FIELD_COMMAND_REPLAYED');
+    this.stats.unanswered++;
+    this.copyLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'command copies delivered while answered' });
+    this.copyLog.write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
+    return true;
+  }
+
+  /**
+   * Queues the answers the queue refused before (kept in the journal, "done"), oldest first, until
+   * the queue refuses one again. Waiting for each command's own next delivery was not enough: the
+   * command API sends a command again only until its TTL, and a delivery that finds it stale
+   * (FIELD_COMMAND_MAX_AGE_S) is refused before the journal is looked at, so such answers were
+   * kept for ever, and LIMITS.fieldCommandAnswersHeldMax of them left the device running no command
+   * again. Called as each command arrives (any command: the gateway delivers nothing else that
+   * says the uplink may have room). The command API records an answer after its command expired
+   * (internal-network/command-api/dispatcher.ts). Never rejects.
+   */
+  private async drainHeld(queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<ReadonlySet<string>> {
+    const queued = new Set<string>();
+    if (this.journal.held === 0 || this.draining) return queued;
+    this.draining = true;
+    try {
+      for (const [id, kept] of this.journal.heldAnswers()) {
+        if (this.answering.has(id)) continue; // its own delivery answers it now
+        this.answering.add(id);
+        try {
+          // Known in this process only (the journal refused the line): written first, as run() does.
+          const answer: CommandAnswer = kept.unsynced ? this.record(id, kept.issuedAt, kept.answer) : kept.answer;
+          if (answer.deferred) continue;
+          try {
+            await queueResponse({ commandId: id, status: answer.status, ...(answer.result !== undefined ? { result: answer.result } : {}), timestamp: answer.timestamp ?? new Date().toISOString() });
+          } catch {
+            return queued; // still no room: kept, tried again at the next command
+          }
+          queued.add(id);
+          log.info({ commandId: id, status: answer.status }, 'command answer kept while the queue was full now queued');
+          try {
+            this.answered(id);
+          } catch (err) {
+            log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: (err as Error).message, commandId: id }, 'command answer queued, but the journal cannot record it: after a restart, the same answer may be queued again (the command API records it once)');
+          }
+        } finally {
+          this.answering.delete(id);
+        }
+      }
+    } catch (err) {
+      log.error({ err, code: 'FIELD_COMMAND_JOURNAL_FAILED' }, 'cannot queue the command answers kept');
+    } finally {
+      this.draining = false;
+    }
+    return queued;
   }
 
   private async answerOnce(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {

@@ -225,7 +225,8 @@ describe('command answers (commands.ts): one per command id', () => {
       const refused: ResponsePayload[] = [];
       await h.answer({ ...f('cmd-held'), params: { percent: 40 } }, (r) => (refused.push(r), queueFull()), log);
       // More commands than the journal remembers, answered: it is rewritten, cmd-held kept.
-      for (let i = 0; i < 4 * REMEMBERED; i++) await h.answer(f(`cmd-${i}`), async () => undefined, log);
+      // (The queue keeps refusing cmd-held's answer: each command tries it again first.)
+      for (let i = 0; i < 4 * REMEMBERED; i++) await h.answer(f(`cmd-${i}`), (r) => (r.commandId === 'cmd-held' ? queueFull() : Promise.resolve()), log);
       const lines = readFileSync(journal, 'utf8').trim().split('\n');
       assert.ok(lines.length <= 2 * REMEMBERED + 1, `the journal holds ${lines.length} lines`);
       assert.ok(lines.some((l) => l.startsWith('cmd-held done ')), 'the kept answer survives the rewrite');
@@ -272,12 +273,51 @@ describe('command answers (commands.ts): one per command id', () => {
       for (let i = 0; i < LIMITS.fieldCommandAnswersHeldMax; i++) await h.answer(f(`cmd-${i}`), queueFull, log);
       assert.equal(runs, LIMITS.fieldCommandAnswersHeldMax);
       const sent: ResponsePayload[] = [];
-      await h.answer(f('cmd-next'), into(sent), log);
+      const refused: ResponsePayload[] = [];
+      await h.answer(f('cmd-next'), (r) => (refused.push(r), queueFull()), log);
       assert.equal(runs, LIMITS.fieldCommandAnswersHeldMax, 'not run');
-      assert.equal(sent.length, 0, 'not answered');
-      await h.answer(f('cmd-0'), into(sent), log); // the queue has room again
+      assert.ok(refused.every((r) => r.commandId !== 'cmd-next'), 'not answered');
+      // The queue has room again: the next command to arrive, whichever it is, first queues the
+      // answers kept, then runs.
       await h.answer(f('cmd-next'), into(sent), log);
-      assert.deepEqual(sent.map((r) => [r.commandId, r.status]), [['cmd-0', 'completed'], ['cmd-next', 'completed']]);
+      assert.equal(runs, LIMITS.fieldCommandAnswersHeldMax + 1, 'run now');
+      assert.deepEqual(sent.at(-1) && [sent.at(-1)?.commandId, sent.at(-1)?.status], ['cmd-next', 'completed']);
+      assert.deepEqual(sent.slice(0, -1).map((r) => r.commandId).sort(), Array.from({ length: LIMITS.fieldCommandAnswersHeldMax }, (_, i) => `cmd-${i}`).sort());
+      await h.answer(f('cmd-0'), into(sent), log);
+      assert.equal(sent.length, LIMITS.fieldCommandAnswersHeldMax + 1, 'answered once: a copy now is a replay');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('answers kept for commands never delivered again (past their TTL, or stale now) are queued at the next command: the device is not left refusing every command for ever', async () => {
+    // The command API sends a command again only until its TTL: an answer the full queue refused,
+    // kept for that delivery, was kept for ever, and 100 of them (a distributor down for a while,
+    // a few test events of 300 s) left the device running no command again, across restarts.
+    // A delivery that came when the command was stale (FIELD_COMMAND_MAX_AGE_S) got no answer either.
+    const tmp = tempDir('answers-expired');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const register = (x: CommandHandlers) => x.register('open_valve', () => (runs++, { status: 'completed', result: 'opened' }));
+      const h = register(new CommandHandlers(opts, journal));
+      for (let i = 0; i < LIMITS.fieldCommandAnswersHeldMax; i++) await h.answer(f(`old-${i}`), queueFull, log);
+      // A restart: the kept answers are in the journal; none of those commands comes again.
+      const again = register(new CommandHandlers(opts, journal));
+      const sent: ResponsePayload[] = [];
+      await again.answer(f('fresh'), into(sent), log);
+      assert.equal(runs, LIMITS.fieldCommandAnswersHeldMax + 1, 'the new command ran');
+      assert.equal(sent.length, LIMITS.fieldCommandAnswersHeldMax + 1, 'every kept answer queued, and the new one');
+      assert.ok(sent.slice(0, -1).every((r) => r.status === 'completed' && r.result === 'opened'));
+      // A stale delivery of a command whose answer is kept: the answer, not silence.
+      const stale = new CommandHandlers({ ...opts, maxAgeMs: 300, skewMs: 0 }, join(tmp.dir, 'stale.journal')).register('open_valve', () => ({ status: 'completed', result: 'opened' }));
+      const old = f('old-stale');
+      await stale.answer(old, queueFull, log);
+      await new Promise((r) => setTimeout(r, 400));
+      const late: ResponsePayload[] = [];
+      await stale.answer(old, into(late), log);
+      assert.equal(checkCommand(old, { ...opts, maxAgeMs: 300, skewMs: 0 }), 'FIELD_COMMAND_STALE', 'stale now');
+      assert.deepEqual(late.map((r) => [r.commandId, r.status]), [['old-stale', 'completed']]);
     } finally {
       tmp.cleanup();
     }
