@@ -119,6 +119,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       COMMAND_API_TOKEN: o.commandApiToken,
       COMMAND_API_CLIENT_ID: 'command-api-embedded',
       COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
+      COMMAND_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
       COMMAND_API_METRICS_HOST: o.host,
       COMMAND_API_METRICS_PORT: metricsPort(o.metricsPorts?.commandApi),
     }),

@@ -287,6 +287,11 @@ export const ERRORS = {
     transient: false,
     description: 'No signing key is registered for a target device, so its command cannot be authenticated; nothing was sent (COMMAND_ALLOW_UNSIGNED=true allows unsigned commands).',
   },
+  API_DEVICE_REVOKED: {
+    http: 409,
+    transient: false,
+    description: 'A target device is revoked (COMMAND_REVOKED_DEVICES_FILE): it gets no command, whatever key files are around; nothing was sent.',
+  },
 
   // -- Operator console ------------------------------------------------------------------------------
   CONSOLE_UNAUTHORIZED: { http: 401, transient: false, description: 'Not logged in, or the session expired (or its token was taken out of COMMAND_API_TOKENS_FILE, or refused by the command API, since the login): log in again.' },

@@ -41,7 +41,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     { resubscribe: false }, // subscribed on every connect, below
   );
   const dispatcher = new CommandDispatcher(mqtt, store, log, {
-    keys: new DeviceKeyRegistry(config.COMMAND_DEVICE_KEYS_DIR),
+    keys: new DeviceKeyRegistry(config.COMMAND_DEVICE_KEYS_DIR, config.COMMAND_REVOKED_DEVICES_FILE),
     allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
   });
   const served = config.COMMAND_API_METRICS_PORT !== undefined;

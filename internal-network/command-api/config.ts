@@ -20,6 +20,9 @@ export const CommandApiConfigSchema = z.object({
   /** The internal registry of device signing keys (DIR/DEVICE_ID.key; the distributor's DISTRIBUTOR_DEVICE_KEYS_DIR):
    * every command is authenticated with its device's key, so the DMZ cannot forge one. */
   COMMAND_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),
+  /** Revoked devices, one id per line (the distributor's DISTRIBUTOR_REVOKED_DEVICES_FILE): they get
+   * no command and their responses are not recorded, even with a key file of theirs still around. */
+  COMMAND_REVOKED_DEVICES_FILE: z.string().default('certs/internal/revoked-devices.txt'),
   /** Send commands unsigned to devices without a registered key (instead of refusing them with
    * API_DEVICE_KEY_MISSING), and record such a device's unsigned responses. Such a device runs them
    * only if its own FIELD_ALLOW_UNSIGNED_COMMANDS is on. */

@@ -61,7 +61,18 @@ export class CommandDispatcher {
   }
 
   issue(deviceIds: readonly string[], command: string, params: CommandRecord['params'], ttlSeconds: number): CommandRecord[] {
-    // All or nothing: a fleet command with a device that cannot be authenticated sends nothing.
+    // All or nothing: a fleet command with a revoked device, or one that cannot be authenticated,
+    // sends nothing. Revoked first, as the distributor checks it: the key registry and the revoked
+    // list are two files (two Kubernetes objects), and a key file left behind, or brought back by a
+    // restore, must not get a revoked device commands (nor, with COMMAND_ALLOW_UNSIGNED, unsigned ones).
+    const revoked = deviceIds.filter((d) => this.signing.keys.isRevoked(d));
+    if (revoked.length > 0) {
+      throw new FieldStreamError(
+        'API_DEVICE_REVOKED',
+        `${revoked.length === 1 ? `Device ${revoked[0]} is` : `${revoked.length} of the devices are`} revoked; nothing was sent.`,
+        { deviceIds: revoked.slice(0, 100) },
+      );
+    }
     const keyless = this.signing.allowUnsigned ? [] : deviceIds.filter((d) => !this.signing.keys.get(d));
     if (keyless.length > 0) {
       throw new FieldStreamError(
@@ -114,6 +125,10 @@ export class CommandDispatcher {
 
   private publish(record: CommandRecord): void {
     if (!this.mqtt.connected) return; // sent on (re)connect
+    if (this.signing.keys.isRevoked(record.deviceId)) {
+      this.log.warn({ commandId: record.commandId, deviceId: record.deviceId, code: 'API_DEVICE_REVOKED' }, 'the device was revoked; command not sent');
+      return;
+    }
     const key = this.signing.keys.get(record.deviceId);
     if (!key && !this.signing.allowUnsigned) {
       this.log.warn({ commandId: record.commandId, deviceId: record.deviceId, code: 'API_DEVICE_KEY_MISSING' }, 'the device has no signing key (revoked?); command not sent');

@@ -111,6 +111,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     ...mqttEnv('internal/command-api'),
     COMMAND_API_CLIENT_ID: 'command-api-1',
     COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
+    COMMAND_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
   }, { port: ports.commandApi, host: local.connect });
   // Dials out to a DMZ broker as the bridge does, with the monitor certificate.
   const monitored = o.monitorDmzBroker ?? o.dmzBrokers[0];

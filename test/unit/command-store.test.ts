@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -245,6 +246,56 @@ describe('the dispatcher', () => {
       // A final answer of the device's own never changes.
       answer(late.commandId, 'failed');
       assert.equal(s.get(late.commandId)?.state, 'completed');
+    } finally {
+      d.close();
+      broker.end(true);
+    }
+  });
+
+  it('sends a revoked device nothing, its key file still there or not, and records none of its answers (the revoked list, as the distributor reads it)', () => {
+    // The registry and the revoked list are two files (two Kubernetes objects); the distributor and
+    // the console refuse a revoked device "even if a key of theirs is still around". The command API
+    // read no revoked list: a revoked device whose key file was still there (or came back with a
+    // restored backup) got signed commands, and with COMMAND_ALLOW_UNSIGNED one without it unsigned
+    // commands, and its unsigned answers, anyone's in the DMZ, were recorded.
+    const dir = join(tmp, 'revocation');
+    const keyDir = join(dir, 'device-keys');
+    mkdirSync(keyDir, { recursive: true });
+    writeFileSync(join(keyDir, 'pump-kept.key'), randomBytes(32).toString('hex'));
+    const revokedFile = join(dir, 'revoked-devices.txt');
+    writeFileSync(revokedFile, 'pump-kept\npump-gone\n');
+    const s = new CommandStore(join(dir, 'commands.jsonl'), log);
+    for (const allowUnsigned of [false, true]) {
+      const d = new CommandDispatcher(client, s, log, { keys: new DeviceKeyRegistry(keyDir, revokedFile), allowUnsigned });
+      try {
+        for (const target of ['pump-kept', 'pump-gone']) {
+          assert.throws(
+            () => d.issue([target, 'pump-1'], 'reboot', undefined, 60),
+            (e) => isFieldStreamError(e) && e.code === 'API_DEVICE_REVOKED' && e.httpStatus === 409 && JSON.stringify(e.details?.deviceIds) === JSON.stringify([target]),
+            `${target}, COMMAND_ALLOW_UNSIGNED=${allowUnsigned}`,
+          );
+        }
+        assert.equal(s.live, 0, 'nothing kept: all or nothing');
+      } finally {
+        d.close();
+      }
+    }
+    // A command of before the revocation: not sent again, and an unsigned answer is not believed.
+    const before = record('sent', { deviceId: 'pump-gone' });
+    s.put(before);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const published: string[] = [];
+    Object.defineProperty(broker, 'connected', { value: true });
+    (broker as unknown as { publish: (topic: string) => void }).publish = (topic) => void published.push(topic);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(keyDir, revokedFile), allowUnsigned: true });
+    try {
+      broker.emit('message', statusTopic('pump-gone'), Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() })), {} as IPublishPacket);
+      assert.deepEqual(published, []);
+      const env = { v: 1, deviceId: 'pump-gone', dataType: 'response', gatewayId: 'gw-1', receivedAt: Date.now(), messages: [{ messageId: 'r-gone', payload: { commandId: before.commandId, status: 'completed' } }] };
+      broker.emit('message', uplinkTopic('pump-gone', 'response'), Buffer.from(JSON.stringify(env)), {} as IPublishPacket);
+      assert.equal(s.get(before.commandId)?.state, 'sent');
+      assert.equal(d.refusedResponses.SECURITY_REVOKED, 1);
     } finally {
       d.close();
       broker.end(true);
