@@ -82,6 +82,8 @@ export function pkiPaths(root: string) {
     }),
     /** the stored feed's key: the distributors' and the console's only, never the DMZ's */
     storedFeedKey: join(root, 'internal', 'stored-feed.key'),
+    /** the revoked devices, one id per line: what the distributor, the console and the command API refuse */
+    revokedDevices: join(root, 'internal', 'revoked-devices.txt'),
     /** the internal network's copy of a device's message-signing key */
     deviceKeyRegistry: (deviceId: string) => join(root, 'internal', 'device-keys', `${deviceId}.key`),
     bundle: (deviceId: string) => join(root, 'bundles', `${deviceId}.tar.gz`),

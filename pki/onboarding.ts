@@ -53,8 +53,8 @@ function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAndCert, r
 
 
 export function isRevoked(root: string, deviceId: string): boolean {
-  const path = join(root, 'internal', 'revoked-devices.txt');
-  return existsSync(path) && readFileSync(path, 'utf8').split('\n').includes(deviceId);
+  const path = pkiPaths(root).revokedDevices;
+  return statSync(path, { throwIfNoEntry: false })?.isFile() === true && readFileSync(path, 'utf8').split('\n').includes(deviceId);
 }
 
 export function loadCa(root: string): KeyAndCert {
@@ -167,6 +167,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     report.created.push(spec.file);
   }
   ensureStoredFeedKey(root, renew, report);
+  ensureRevokedDevicesList(root, report);
   // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
   // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
   // so an upgrade never leaves the gateways without the certificates revoked so far.
@@ -184,22 +185,49 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
 function ensureStoredFeedKey(root: string, renew: boolean, report: SetupReport): void {
   const path = pkiPaths(root).storedFeedKey;
   const name = 'internal/stored-feed.key';
-  const st = statSync(path, { throwIfNoEntry: false });
-  if (st?.isDirectory()) {
-    // Docker makes a folder where a file it is to bind-mount is missing (docker-compose.internal.yml
-    // mounts this one): an empty one is what an `up` before this run left, and is replaced.
-    try {
-      rmdirSync(path);
-    } catch (err) {
-      throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path} is a folder, not the stored-feed key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); move it away and run again.`, { path });
-    }
-  } else if (st && !renew) {
+  const st = replaceDockersFolder(path, 'the stored-feed key');
+  if (st && !renew) {
     report.kept.push(name);
     return;
   }
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   replaceFileDurablySync(path, randomBytes(32).toString('hex') + '\n', 0o600);
   report.created.push(name);
+}
+
+/**
+ * The revoked devices' list exists from the start, empty, as the CRL does: docker-compose.internal.yml
+ * mounts it into the distributor, the console and the command API, and a first `up` before any
+ * revocation would otherwise leave a folder there, which the services read as "nothing revoked"
+ * and into which a later revocation could not write. Kept whenever it is there (`renew` too:
+ * a new CA does not un-revoke a device).
+ */
+function ensureRevokedDevicesList(root: string, report: SetupReport): void {
+  const path = pkiPaths(root).revokedDevices;
+  const name = 'internal/revoked-devices.txt';
+  if (replaceDockersFolder(path, 'the revoked devices\' list')) {
+    report.kept.push(name);
+    return;
+  }
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  replaceFileDurablySync(path, '', 0o644);
+  report.created.push(name);
+}
+
+/**
+ * Docker makes a folder where a file it is to bind-mount is missing: an empty one is what an `up`
+ * before this run left, and is taken away so that the file can be made. Returns the file's stat
+ * when a file is there, undefined when none (any more).
+ */
+function replaceDockersFolder(path: string, what: string): ReturnType<typeof statSync> | undefined {
+  const st = statSync(path, { throwIfNoEntry: false });
+  if (!st?.isDirectory()) return st;
+  try {
+    rmdirSync(path);
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path} is a folder, not ${what} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); move it away and run again.`, { path });
+  }
+  return undefined;
 }
 
 export interface DeviceOptions {

@@ -105,7 +105,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
 
   // The internal side forgets the device's signing key and remembers that it was revoked.
   rmSync(p.deviceKeyRegistry(deviceId), { force: true });
-  const revokedDevices = join(root, 'internal', 'revoked-devices.txt');
+  const revokedDevices = p.revokedDevices;
   mkdirSync(dirname(revokedDevices), { recursive: true });
   const known = existsSync(revokedDevices) ? readFileSync(revokedDevices, 'utf8').split('\n') : [];
   if (!known.includes(deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());

@@ -108,6 +108,35 @@ describe('certificate onboarding', () => {
     assert.ok(readFileSync(revokedSerialsPath(root), 'utf8').toUpperCase().includes(serial), 'the revoked serial is listed again');
   });
 
+  it('makes the revoked devices\' list from the start, where Docker would otherwise mount a folder, and never empties it', () => {
+    const scratch = tempDir('pki-revoked-list');
+    try {
+      const r = join(scratch.dir, 'certs');
+      const list = pkiPaths(r).revokedDevices;
+      assert.ok(setupPki(r, { domain: 'localhost' }).created.includes('internal/revoked-devices.txt'));
+      assert.ok(statSync(list).isFile());
+      assert.equal(readFileSync(list, 'utf8'), '');
+      assert.equal(mode(list), 0o644);
+      // What a first `docker-compose up` before this set-up leaves: an empty folder, replaced.
+      rmSync(list);
+      mkdirSync(list);
+      setupPki(r, { domain: 'localhost' });
+      assert.ok(statSync(list).isFile());
+      issueDeviceCertificate(r, 'pump-1');
+      revokeDevice(r, 'pump-1');
+      assert.equal(readFileSync(list, 'utf8'), 'pump-1\n');
+      assert.ok(setupPki(r, { domain: 'localhost', renew: true }).kept.includes('internal/revoked-devices.txt'));
+      assert.equal(readFileSync(list, 'utf8'), 'pump-1\n', 'a renewal un-revokes nothing');
+      // A folder with something in it is not taken away: refused with the path named.
+      rmSync(list);
+      mkdirSync(list);
+      writeFileSync(join(list, 'x'), '');
+      assert.throws(() => setupPki(r, { domain: 'localhost' }), (e: unknown) => e instanceof FieldStreamError && e.code === 'CONFIG_FILE_UNREADABLE' && e.message.includes(list));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('refuses a second certificate for a device unless renewing, and bad device ids', () => {
     assert.throws(() => issueDeviceCertificate(root, 'sensor-001'), (e: unknown) => e instanceof FieldStreamError && e.code === 'PKI_CERT_EXISTS');
     for (const bad of ['../x', 'a/b', '', 'sensor 1', '-x']) {
