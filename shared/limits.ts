@@ -605,6 +605,11 @@ export const TIMINGS = {
   commandJournalRetryInitialMs: 250,
   /** milliseconds. See commandJournalRetryInitialMs. */
   commandJournalRetryMaxMs: 10_000,
+  /** milliseconds. Shortest time between two resends of one device's waiting commands at its
+   * "online" presence: a presence within it is served once it has passed. The DMZ publishes the
+   * presence (a compromised one, as often as it likes), and each resend signs, publishes and
+   * journals every waiting command of the device again. */
+  commandRedeliverMinIntervalMs: 5_000,
   /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and
    * subscribed; the compose healthcheck accepts a file touched within the last 30 s (3 intervals). */
   healthFileIntervalMs: 10_000,

@@ -39,6 +39,8 @@ export class CommandDispatcher {
   readonly refusedResponses: Partial<Record<ErrorCode, number>> = {};
   private readonly sweep: NodeJS.Timeout;
   private closed = false;
+  /** devices whose waiting commands were resent lately: when, and the resend put off till later */
+  private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout }>();
 
   constructor(
     private readonly mqtt: MqttClient,
@@ -104,6 +106,8 @@ export class CommandDispatcher {
   close(): void {
     this.closed = true;
     clearInterval(this.sweep);
+    for (const r of this.resent.values()) clearTimeout(r.later);
+    this.resent.clear();
   }
 
   /**
@@ -235,13 +239,39 @@ export class CommandDispatcher {
   /** The device's waiting commands only: a status for each device of a gateway that reconnects (ten
    * thousand at once) went through every command kept (up to 100,000) each. */
   private redeliver(deviceId: string): void {
-    const now = Date.now();
-    for (const r of this.store.waitingFor(deviceId)) {
-      if ((r.state === 'queued' || r.state === 'sent') && r.expiresAt > now) this.publish(r);
+    const now = performance.now();
+    const last = this.resent.get(deviceId);
+    if (last && now - last.at < TIMINGS.commandRedeliverMinIntervalMs) {
+      // Once per interval at most (a presence flood from the DMZ resends nothing more), and never
+      // dropped: a device that really came back within it gets its commands when it has passed.
+      last.later ??= setTimeout(() => {
+        last.later = undefined;
+        if (!this.closed) this.redeliver(deviceId);
+      }, TIMINGS.commandRedeliverMinIntervalMs - (now - last.at));
+      return;
     }
+    const wall = Date.now();
+    let sent = 0;
+    for (const r of this.store.waitingFor(deviceId)) {
+      if ((r.state === 'queued' || r.state === 'sent') && r.expiresAt > wall) {
+        this.publish(r);
+        sent++;
+      }
+    }
+    // Remembered only for a device something was resent to: presences of devices with nothing
+    // waiting (any id the DMZ makes up) cost no memory.
+    if (sent > 0) this.resent.set(deviceId, { at: now });
+    else this.resent.delete(deviceId);
+  }
+
+  /** Drops the devices whose interval has passed and that have no resend put off (at each sweep). */
+  private forgetResends(): void {
+    const now = performance.now();
+    for (const [id, r] of this.resent) if (!r.later && now - r.at >= TIMINGS.commandRedeliverMinIntervalMs) this.resent.delete(id);
   }
 
   private expire(): void {
+    this.forgetResends();
     const now = Date.now();
     for (const r of [...this.store.all()]) {
       // An accepted command too: a device that accepted it and never finished (crashed, or lost

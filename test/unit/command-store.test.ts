@@ -404,4 +404,28 @@ describe('the dispatcher', () => {
       broker.end(true);
     }
   });
+
+  it('resends them once per interval however many presences the DMZ sends, and the one put off when it has passed', async () => {
+    const s = new CommandStore(join(tmp, 'presence-flood.jsonl'), log);
+    const mine = record('sent', { deviceId: 'meter-9' });
+    s.add([mine]);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(keys), allowUnsigned: true });
+    const published: string[] = [];
+    Object.defineProperty(broker, 'connected', { get: () => true, set: () => undefined }); // the unreachable broker's close sets it: kept
+    (broker as unknown as { publish: (topic: string, payload: string) => void }).publish = (_topic, payload) => void published.push((JSON.parse(payload) as { commandId: string }).commandId);
+    const online = (deviceId: string) =>
+      broker.emit('message', statusTopic(deviceId), Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() })), {} as IPublishPacket);
+    try {
+      for (let i = 0; i < 1000; i++) online('meter-9');
+      for (let i = 0; i < 1000; i++) online(`made-up-${i}`); // nothing waits for them: nothing sent
+      assert.deepEqual(published, [mine.commandId], 'a flood of presences resends once');
+      await new Promise((r) => setTimeout(r, TIMINGS.commandRedeliverMinIntervalMs + 300));
+      assert.deepEqual(published, [mine.commandId, mine.commandId], 'the presence put off is served once the interval has passed, once');
+    } finally {
+      d.close();
+      broker.end(true);
+    }
+  });
 });
