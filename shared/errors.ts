@@ -287,6 +287,12 @@ export const ERRORS = {
     transient: false,
     description: 'No signing key is registered for a target device, so its command cannot be authenticated; nothing was sent (COMMAND_ALLOW_UNSIGNED=true allows unsigned commands).',
   },
+  API_IDEMPOTENCY_KEY_INVALID: { http: 400, transient: false, description: 'The Idempotency-Key header is not 1–255 printable ASCII characters (a quoted string, or a bare token).' },
+  API_IDEMPOTENCY_KEY_REUSED: {
+    http: 422,
+    transient: false,
+    description: 'This caller sent another request with the same Idempotency-Key before: a key names one request; nothing was sent.',
+  },
   API_DEVICE_REVOKED: {
     http: 409,
     transient: false,

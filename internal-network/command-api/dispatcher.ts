@@ -62,7 +62,7 @@ export class CommandDispatcher {
     this.sweep.unref();
   }
 
-  issue(deviceIds: readonly string[], command: string, params: CommandRecord['params'], ttlSeconds: number): CommandRecord[] {
+  issue(deviceIds: readonly string[], command: string, params: CommandRecord['params'], ttlSeconds: number, request?: CommandRecord['request']): CommandRecord[] {
     // All or nothing: a fleet command with a revoked device, or one that cannot be authenticated,
     // sends nothing. Revoked first, as the distributor checks it: the key registry and the revoked
     // list are two files (two Kubernetes objects), and a key file left behind, or brought back by a
@@ -94,6 +94,7 @@ export class CommandDispatcher {
       state: 'queued',
       attempts: 0,
       updatedAt: now,
+      ...(request ? { request } : {}),
     }));
     // On disk before anything is sent or answered: a command the API took survives a crash. The
     // store refuses the request whole (API_COMMANDS_FULL) when too many commands, or too many bytes

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
@@ -7,7 +8,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { TokenThrottle } from '../../shared/security/throttle.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
-import { CommandRequestSchema, type CommandRecord } from './schemas.ts';
+import { CommandRequestSchema, IdempotencyKeySchema, type CommandRecord } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
 import { answerClientError } from '../../shared/http-client-error.ts';
@@ -98,7 +99,24 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     if (url.pathname === '/v1/commands') {
       if (req.method === 'POST') {
         if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
-        const records = create(await readJson(req), who);
+        const key = idempotencyKey(req);
+        const body = await readJson(req);
+        let request: CommandRecord['request'];
+        if (key !== undefined) {
+          // A client that did not get its answer (a timeout, a dropped connection) sends the request
+          // again with the same key, and gets the commands the first one made, never new ones
+          // (draft-ietf-httpapi-idempotency-key-header). Keys are the caller's own: scoped by its name.
+          request = { by: who.name, key, sha256: createHash('sha256').update(JSON.stringify(body)).digest('hex') };
+          const earlier = o.store.byRequest(who.name, key);
+          if (earlier.length > 0) {
+            if (earlier[0]?.request?.sha256 !== request.sha256) {
+              throw new FieldStreamError('API_IDEMPOTENCY_KEY_REUSED', 'Another request was sent with this Idempotency-Key before; nothing was sent. Use a new key for a new request.');
+            }
+            o.logger.info({ by: who.name, commands: earlier.map((r) => r.commandId) }, 'a request sent again with its Idempotency-Key: answered with the commands it made');
+            return send(res, 202, { commands: earlier.map(view) });
+          }
+        }
+        const records = create(body, who, request);
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
         return send(res, 202, { commands: records.map(view) });
       }
@@ -115,7 +133,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     throw new FieldStreamError('API_NOT_FOUND');
   }
 
-  function create(body: unknown, who: Principal): CommandRecord[] {
+  function create(body: unknown, who: Principal, request: CommandRecord['request']): CommandRecord[] {
     const parsed = CommandRequestSchema.safeParse(body);
     if (!parsed.success) {
       const first = parsed.error.issues[0];
@@ -134,7 +152,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     } else {
       targets = r.deviceIds ?? [r.deviceId as string];
     }
-    const records = o.dispatcher.issue([...new Set(targets)], r.command, params, r.ttlSeconds ?? o.defaultTtlSeconds);
+    const records = o.dispatcher.issue([...new Set(targets)], r.command, params, r.ttlSeconds ?? o.defaultTtlSeconds, request);
     o.logger.info({ command: r.command, devices: records.length }, 'command issued');
     return records;
   }
@@ -172,6 +190,23 @@ function requestUrl(req: IncomingMessage): URL {
   } catch {
     throw new FieldStreamError('API_INVALID_REQUEST', 'The request target is not a valid path.');
   }
+}
+
+/**
+ * The request's Idempotency-Key, if it has one: a Structured Fields String (RFC 8941 §3.3.3,
+ * `"..."` with `\\"` and `\\\\` escaped), or, as many clients send it, the bare key without quotes
+ * (no space, comma or quote then: two header lines, which Node joins with ", ", are refused).
+ */
+function idempotencyKey(req: IncomingMessage): string | undefined {
+  const raw = req.headers['idempotency-key'];
+  if (raw === undefined) return undefined;
+  const value = (Array.isArray(raw) ? raw.join(', ') : raw).trim();
+  const quoted = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"$/.exec(value);
+  const key = quoted ? (quoted[1] ?? '').replace(/\\(["\\])/g, '$1') : /^[\x21\x23-\x2b\x2d-\x7e]+$/.test(value) ? value : undefined;
+  if (key === undefined || !IdempotencyKeySchema.safeParse(key).success) {
+    throw new FieldStreamError('API_IDEMPOTENCY_KEY_INVALID', 'The Idempotency-Key header must be 1–255 printable ASCII characters: a quoted string ("…"), or a key without spaces, commas or quotes.');
+  }
+  return key;
 }
 
 /**

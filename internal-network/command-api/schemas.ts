@@ -25,6 +25,12 @@ export type CommandRequest = z.infer<typeof CommandRequestSchema>;
 
 export const GroupsFileSchema = z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), z.array(DeviceIdSchema).min(1).max(MAX_TARGETS));
 
+/**
+ * An Idempotency-Key (draft-ietf-httpapi-idempotency-key-header: a Structured Fields String, RFC 8941
+ * §3.3.3): printable ASCII, at most 255 characters here, without its quotes and escapes.
+ */
+export const IdempotencyKeySchema = z.string().regex(/^[\x20-\x7e]{1,255}$/);
+
 export const COMMAND_STATES = ['queued', 'sent', ...COMMAND_RESPONSE_STATUSES, 'expired'] as const;
 
 /** What the API reports for one command, and what the journal holds. */
@@ -44,6 +50,9 @@ export const CommandRecordSchema = z.object({
   sentAt: z.number().int().optional(),
   response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: z.number().int() }).optional(),
   updatedAt: z.number().int(),
+  /** the request that made it, when it came with an Idempotency-Key: who sent it, the key, and the
+   * SHA-256 of its body (a retry of the request is answered with its commands, never new ones) */
+  request: z.object({ by: z.string().min(1).max(64), key: IdempotencyKeySchema, sha256: z.string().regex(/^[0-9a-f]{64}$/) }).optional(),
 });
 export type CommandRecord = z.infer<typeof CommandRecordSchema>;
 

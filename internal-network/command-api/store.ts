@@ -44,6 +44,8 @@ export class CommandStore {
   private readonly named = new Set<string>();
   /** the commands not in a final state, by device (what a device's presence turning online looks up) */
   private readonly waiting = new Map<string, Set<string>>();
+  /** the commands each request with an Idempotency-Key made, by `by \n key` */
+  private readonly requests = new Map<string, Set<string>>();
   private pending = '';
   private flushScheduled = false;
   /** lines and bytes in the journal, for compaction */
@@ -78,6 +80,15 @@ export class CommandStore {
       const r = this.entries.get(id)?.record;
       if (r) yield r;
     }
+  }
+
+  /**
+   * The commands a request of this caller with this Idempotency-Key made, as many as are kept (a
+   * finished one may be forgotten as any other: the key with it).
+   */
+  byRequest(by: string, key: string): CommandRecord[] {
+    const ids = this.requests.get(`${by}\n${key}`);
+    return ids ? [...ids].flatMap((id) => this.entries.get(id)?.record ?? []) : [];
   }
 
   /** commands that are still to be answered (not in a final state) */
@@ -180,6 +191,12 @@ export class CommandStore {
     this.forget(record.commandId); // re-inserted: Map order is recency of change
     this.entries.set(record.commandId, { record, bytes });
     this.storeBytes += bytes;
+    if (record.request) {
+      const k = `${record.request.by}\n${record.request.key}`;
+      const ids = this.requests.get(k);
+      if (ids) ids.add(record.commandId);
+      else this.requests.set(k, new Set([record.commandId]));
+    }
     if (!isFinal(record.state)) {
       this.liveCount++;
       this.liveBytesSum += bytes;
@@ -197,6 +214,12 @@ export class CommandStore {
     if (!e) return;
     this.entries.delete(commandId);
     this.storeBytes -= e.bytes;
+    if (e.record.request) {
+      const k = `${e.record.request.by}\n${e.record.request.key}`;
+      const ids = this.requests.get(k);
+      ids?.delete(commandId);
+      if (ids?.size === 0) this.requests.delete(k);
+    }
     if (!isFinal(e.record.state)) {
       this.liveCount--;
       this.liveBytesSum -= e.bytes;

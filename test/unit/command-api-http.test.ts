@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import type { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
 import { startCommandHttp } from '../../internal-network/command-api/http.ts';
-import type { CommandStore } from '../../internal-network/command-api/store.ts';
+import { CommandStore } from '../../internal-network/command-api/store.ts';
+import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { tempDir } from '../helpers/pki.ts';
 import { Credentials, sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ERRORS } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -190,5 +194,85 @@ test('a group named after an Object.prototype member is an unknown group (400 AP
     assert.equal(lines.filter((l) => l.code === 'API_INTERNAL').length, 0, 'no internal error logged');
   } finally {
     await api.close();
+  }
+});
+
+test('a request sent again with its Idempotency-Key gets the commands it made, also after a restart; another body under the key is 422; keys are per caller', async () => {
+  const tmp = tempDir('command-idempotency');
+  const journal = join(tmp.dir, 'commands.jsonl');
+  const log = createLogger('command-api', 'silent');
+  const start = async () => {
+    const store = new CommandStore(journal, log);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const dispatcher = new CommandDispatcher(broker, store, log, { keys: new DeviceKeyRegistry(join(tmp.dir, 'keys')), allowUnsigned: true });
+    const api = await startCommandHttp({
+      host: '127.0.0.1',
+      port: 0,
+      credentials: new Credentials([
+        [sha256Hex(TOKEN), { name: 'ops', role: 'operator' }],
+        [sha256Hex('other-token'), { name: 'ops-2', role: 'operator' }],
+      ]),
+      groups: {},
+      defaultTtlSeconds: 60,
+      dispatcher,
+      store,
+      brokerConnected: () => true,
+      logger: log,
+    });
+    return {
+      store,
+      port: api.port,
+      close: async () => {
+        await api.close();
+        dispatcher.close();
+        broker.end(true);
+      },
+    };
+  };
+  const send = (port: number, key: string | string[] | undefined, body: unknown, token = TOKEN) =>
+    requestFrom(`http://127.0.0.1:${port}/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key as string }) },
+      body,
+    });
+  const ids = (a: { body: any }) => (a.body.commands as { commandId: string }[]).map((c) => c.commandId);
+  const body = { deviceIds: ['pump-1', 'pump-2'], command: 'reboot' };
+  let api = await start();
+  try {
+    const first = await send(api.port, '"retry-1"', body);
+    assert.equal(first.status, 202);
+    assert.equal(ids(first).length, 2);
+    const again = await send(api.port, '"retry-1"', body);
+    assert.equal(again.status, 202);
+    assert.deepEqual(ids(again), ids(first), 'the same commands, none new');
+    assert.equal([...api.store.all()].length, 2);
+    const bare = await send(api.port, 'retry-1', body);
+    assert.deepEqual(ids(bare), ids(first), 'the bare key is the same key');
+    const changed = await send(api.port, '"retry-1"', { ...body, command: 'restart' });
+    assert.equal(changed.status, 422);
+    assert.equal(changed.body.code, 'API_IDEMPOTENCY_KEY_REUSED');
+    const someoneElse = await send(api.port, '"retry-1"', body, 'other-token');
+    assert.equal(someoneElse.status, 202);
+    assert.equal(ids(someoneElse).filter((id) => ids(first).includes(id)).length, 0, "another caller's key is its own");
+    const escaped = await send(api.port, '"a\\"b\\\\c"', { deviceId: 'pump-3', command: 'reboot' });
+    assert.equal(escaped.status, 202);
+    assert.equal([...api.store.all()].length, 5);
+    for (const bad of ['"unterminated', '""', 'two, keys', `"${'k'.repeat(256)}"`, 'é']) {
+      const r = await send(api.port, bad, body);
+      assert.equal(r.status, 400, bad);
+      assert.equal(r.body.code, 'API_IDEMPOTENCY_KEY_INVALID', bad);
+    }
+    assert.equal([...api.store.all()].length, 5, 'nothing sent for a refused key');
+    await api.close();
+    api = await start();
+    const afterRestart = await send(api.port, '"retry-1"', body);
+    assert.equal(afterRestart.status, 202);
+    assert.deepEqual(ids(afterRestart), ids(first), 'the journal keeps the key with its commands');
+    assert.equal((await send(api.port, '"a\\"b\\\\c"', { deviceId: 'pump-3', command: 'reboot' })).status, 202);
+    assert.equal([...api.store.all()].length, 5);
+  } finally {
+    await api.close();
+    tmp.cleanup();
   }
 });
