@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, writeFileSync, chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, chmodSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import * as tar from 'tar';
 import { z } from 'zod';
 import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
@@ -325,47 +325,62 @@ export function buildDeviceBundle(root: string, deviceId: string, composeFile: s
   });
 }
 
-/**
- * Writes a device's bundle (certs/bundles/ID.tar.gz, 0600): the public CA, the device's own files
- * under certs/ (secrets 0600), its .env (0600) and the compose file, packed from a private staging
- * folder. One way for every kind of device (certificate or token).
- */
 /** The user (and group) the field client's container runs as unless FIELDSTREAM_UID says otherwise (field-client/docker-compose.yml). */
 const FIELD_CLIENT_UID = 1000;
 
+/**
+ * One tar entry (ustar, a pax header first should a name not fit), owned by the field client's
+ * user: --owner/--group/--numeric-owner of GNU tar, so the archive does not depend on who built it
+ * and, unpacked by root (as docs/deployment.md does), its keys are readable by the field client.
+ */
+function bundleEntry(path: string, mode: number, mtime: Date, data?: Buffer): Buffer {
+  const type = data === undefined ? 'Directory' : 'File';
+  const size = data?.length ?? 0;
+  const ids = { uid: FIELD_CLIENT_UID, gid: FIELD_CLIENT_UID };
+  const header = new tar.Header({ path, mode, size, mtime, type, ...ids });
+  const block = Buffer.alloc(512);
+  header.encode(block, 0);
+  const pax = header.needPax ? [new tar.Pax({ path, size, mtime, ...ids }).encode()] : [];
+  return Buffer.concat([...pax, block, ...(data ? [data, Buffer.alloc((512 - (size % 512)) % 512)] : [])]);
+}
+
+/**
+ * Writes a device's bundle (certs/bundles/ID.tar.gz, 0600): the public CA, the device's own files
+ * under certs/ (secrets 0600), its .env (0600), the compose file, and the empty data/ (0700) and
+ * outbox/ folders its compose file mounts writable (shipped, so that Docker does not make them as
+ * root's: the field client could not write its queue there). One way for every kind of device
+ * (certificate or token).
+ *
+ * Packed in memory and written aside at 0600, synced and renamed into place
+ * (replaceFileDurablySync): no copy of a key is written anywhere but the bundle. A staging folder
+ * in os.tmpdir() packed by tar left the device's keys there for good when the command was killed
+ * (SIGKILL, a power cut) while tar ran. A bundle is a few KiB.
+ */
 export function packDeviceBundle(
   root: string,
   deviceId: string,
   o: { files: ReadonlyArray<{ from: string; name: string; secret?: boolean }>; env: string; composeFile: string },
 ): string {
   const p = pkiPaths(root);
-  const staging = mkdtempSync(join(tmpdir(), 'fieldstream-bundle-'));
-  try {
-    const dir = join(staging, deviceId);
-    mkdirSync(join(dir, 'certs'), { recursive: true });
-    copyFileSync(p.publicCa, join(dir, 'certs', 'ca.crt'));
-    for (const f of o.files) {
-      copyFileSync(f.from, join(dir, 'certs', f.name));
-      if (f.secret) chmodSync(join(dir, 'certs', f.name), 0o600);
-    }
-    writeFileSync(join(dir, '.env'), o.env, { mode: 0o600 });
-    copyFileSync(o.composeFile, join(dir, 'docker-compose.yml'));
-    // The folders its compose file mounts writable: shipped, so that Docker does not make them
-    // (as root's: the field client, not root, could not write its queue there).
-    mkdirSync(join(dir, 'data'), { mode: 0o700 });
-    mkdirSync(join(dir, 'outbox'), { mode: 0o755 });
-    const out = p.bundle(deviceId);
-    mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
-    // tar keeps the 0600 mode of the secrets; --owner/--group make the archive independent of who
-    // built it: its files are the user the field client runs as (FIELDSTREAM_UID, 1000 unless set),
-    // so unpacked by root (as docs/deployment.md does) the keys are readable by the field client.
-    // Written aside at 0600 and renamed into place (replaceFileDurablySync): tar writing the bundle
-    // itself left it readable at the umask's mode until a chmod, and a renew killed midway left a
-    // truncated bundle in place of the one before. A bundle is a few KiB.
-    const archive = execFileSync('tar', ['-czf', '-', `--owner=${FIELD_CLIENT_UID}`, `--group=${FIELD_CLIENT_UID}`, '--numeric-owner', '-C', staging, deviceId], { maxBuffer: 64 * 1024 * 1024 });
-    replaceFileDurablySync(out, archive, 0o600);
-    return out;
-  } finally {
-    rmSync(staging, { recursive: true, force: true });
-  }
+  const now = new Date();
+  const dir = (name: string, mode: number) => bundleEntry(`${deviceId}/${name}`, mode, now);
+  const file = (name: string, mode: number, data: Buffer) => bundleEntry(`${deviceId}/${name}`, mode, now, data);
+  const archive = gzipSync(
+    Buffer.concat([
+      dir('', 0o755),
+      dir('certs/', 0o755),
+      file('certs/ca.crt', 0o644, readFileSync(p.publicCa)),
+      ...o.files.map((f) => file(`certs/${f.name}`, f.secret ? 0o600 : 0o644, readFileSync(f.from))),
+      file('.env', 0o600, Buffer.from(o.env, 'utf8')),
+      file('docker-compose.yml', 0o644, readFileSync(o.composeFile)),
+      dir('data/', 0o700),
+      dir('outbox/', 0o755),
+      // the end of a tar archive: two empty blocks
+      Buffer.alloc(1024),
+    ]),
+  );
+  const out = p.bundle(deviceId);
+  mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
+  replaceFileDurablySync(out, archive, 0o600);
+  return out;
 }

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { SERVICE_CERTS, pkiPaths } from '../../pki/layout.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
 import { describeCertificate } from '../../pki/certificates.ts';
@@ -373,6 +374,39 @@ describe('the onboarding scripts', () => {
       assert.equal(await exited, 0);
       assert.equal(listed(), true);
       assert.ok(!existsSync(pkiPaths(certs).deviceKeyRegistry('pump-8')));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  it('packs a device bundle in memory: killed at any instant, onboarding leaves no copy of a key outside the certificates folder', async () => {
+    const scratch = tempDir('bundle-kill');
+    const certs = join(scratch.dir, 'certs');
+    const tmp = join(scratch.dir, 'tmp');
+    const bin = join(scratch.dir, 'bin');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      mkdirSync(tmp);
+      mkdirSync(bin);
+      // A tar that takes its time: it holds open the moment a bundle is packed (the bundle was
+      // packed by tar from a staging folder in os.tmpdir(), holding copies of the device's keys).
+      writeFileSync(join(bin, 'tar'), '#!/bin/sh\nsleep 30\nexit 1\n', { mode: 0o755 });
+      const files = (dir: string): string[] =>
+        readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : [join(dir, e.name)]));
+      const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'scripts', 'pki.ts'), 'client', 'pump-9'], {
+        cwd: repoRoot,
+        env: { ...process.env, CERTS_DIR: certs, TMPDIR: tmp, TSX_DISABLE_CACHE: '1', PATH: `${bin}:${process.env.PATH ?? ''}` },
+        stdio: 'ignore',
+      });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      const deadline = Date.now() + 30_000;
+      while (child.exitCode === null && child.signalCode === null && files(tmp).length === 0 && Date.now() < deadline) await sleep(20);
+      child.kill('SIGKILL'); // a power cut, whenever the keys were copied (if they were)
+      const code = await exited;
+      assert.deepEqual(files(tmp), [], 'nothing written to the temporary folder, no copy of a key left there');
+      assert.equal(code, 0, 'done without a tar, before the kill');
+      const listing = execFileSync('/usr/bin/env', ['tar', '-tzvf', pkiPaths(certs).bundle('pump-9')], { encoding: 'utf8' });
+      assert.match(listing, /^-rw------- 1000\/1000 .* pump-9\/certs\/client\.key$/m);
     } finally {
       scratch.cleanup();
     }
