@@ -59,8 +59,16 @@ export function isRevoked(root: string, deviceId: string): boolean {
 
 export function loadCa(root: string): KeyAndCert {
   const p = pkiPaths(root);
-  if (!existsSync(p.caKey) || !existsSync(p.caCert)) {
+  if (!existsSync(p.caKey)) {
     throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}; run scripts/generate-certificates.sh DOMAIN first.`);
+  }
+  if (!existsSync(p.caCert)) {
+    // Made by a version that wrote the key first and was killed before the certificate (see
+    // setupPki), or the certificate was removed: generate-certificates.sh cannot mend it alone.
+    throw new FieldStreamError(
+      'PKI_CA_MISSING',
+      `${p.caKey} is there without its certificate ${p.caCert}. If ${p.publicCa} is that CA's certificate, copy it there; otherwise (a set-up killed while it wrote the CA, which signed nothing yet) run scripts/generate-certificates.sh DOMAIN --new-ca.`,
+    );
   }
   return { keyPem: readFileSync(p.caKey, 'utf8'), certPem: readFileSync(p.caCert, 'utf8') };
 }
@@ -135,7 +143,12 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     ca = createCertificateAuthority(`FieldStream CA (${domain.data})`, VALIDITY_DAYS.ca);
     mkdirSync(p.caDir, { recursive: true, mode: 0o700 });
     chmodSync(p.caDir, 0o700);
-    writeKeyAndCert({ key: p.caKey, cert: p.caCert }, ca);
+    // The certificate before the key: the key is what says a CA exists (caExists above), so a run
+    // killed between the two leaves no CA, and the next run makes one. Key first, a kill between
+    // them left a key without its certificate, which every later run (npm start's too) refused
+    // with PKI_CA_MISSING. Nothing is signed before both are in place.
+    replaceFileDurablySync(p.caCert, ca.certPem, 0o644);
+    replaceFileDurablySync(p.caKey, ca.keyPem, 0o600);
     if (report.ca !== 'replaced') report.ca = 'created';
   } else {
     ca = loadCa(root);
