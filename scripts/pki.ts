@@ -5,13 +5,19 @@
 import { parseArgs } from 'node:util';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
 import { pkiPaths } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
-const certsDir = resolve(process.env.CERTS_DIR ?? resolve(repoRoot, 'certs'));
+// CERTS_DIR from the environment or .env, as npm start and fieldstream-admin take it (relative to
+// the working directory; empty means the default): the scripts and fieldstream-admin work on one
+// folder. Without .env, revoke-device.sh looked for the device in ./certs while npm start and
+// fieldstream-admin used the folder .env names.
+loadDotenv();
+const certsDir = resolve(process.env.CERTS_DIR?.trim() || resolve(repoRoot, 'certs'));
 const fieldCompose = resolve(repoRoot, 'field-client', 'docker-compose.yml');
 
 function usage(): never {

@@ -412,6 +412,30 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it('the scripts take CERTS_DIR from .env, as npm start and fieldstream-admin do', () => {
+    // .env.example sets CERTS_DIR; npm start and fieldstream-admin read it, the scripts did not:
+    // revoke-device.sh answered ADMIN_UNKNOWN_DEVICE for a device of that folder (or revoked one
+    // of the same id in ./certs), and generate-client-cert.sh issued under another CA.
+    const scratch = tempDir('scripts-dotenv');
+    const certs = join(scratch.dir, 'elsewhere', 'certs');
+    const { CERTS_DIR: _ignored, FIELDSTREAM_ENV_FILE: _none, ...env } = process.env;
+    try {
+      writeFileSync(join(scratch.dir, '.env'), 'CERTS_DIR=./elsewhere/certs\n');
+      const script = (name: string, ...args: string[]) => spawnSync(join(repoRoot, 'scripts', name), args, { cwd: scratch.dir, env, encoding: 'utf8' });
+      const setup = script('generate-certificates.sh', 'example.org');
+      assert.equal(setup.status, 0, setup.stderr);
+      assert.ok(existsSync(pkiPaths(certs).caKey), 'the CA in the folder .env names');
+      const client = script('generate-client-cert.sh', 'pump-10');
+      assert.equal(client.status, 0, client.stderr);
+      assert.ok(existsSync(pkiPaths(certs).bundle('pump-10')));
+      const revoke = script('revoke-device.sh', 'pump-10');
+      assert.equal(revoke.status, 0, revoke.stderr);
+      assert.equal(existsSync(pkiPaths(certs).deviceKeyRegistry('pump-10')), false, 'revoked in that folder');
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   const strace = spawnSync('strace', ['-f', '-qq', '-e', 'trace=none', 'true']).status === 0;
   it('generate-certificates.sh killed while it writes the CA: the next run finishes the set-up', { skip: strace ? false : 'strace is not installed or may not trace' }, () => {
     // The CA's files are the first renamed into place (each written aside, then renamed); a SIGKILL
