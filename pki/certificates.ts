@@ -147,3 +147,57 @@ export function describeCertificate(certPem: string): CertificateSummary {
     serialNumber: cert.serialNumber,
   };
 }
+
+export interface CrlEntry {
+  /** the certificate's serial number, hexadecimal */
+  serial: string;
+  revokedAt: Date;
+}
+
+/** A positive DER INTEGER's content from a hexadecimal serial: even length, no redundant leading zero, a zero before a high bit. */
+function serialBytes(hex: string): string {
+  let h = hex.toLowerCase().replace(/^0+/, '');
+  if (h.length % 2) h = '0' + h;
+  if (h === '') h = '00';
+  if (parseInt(h.slice(0, 2), 16) >= 0x80) h = '00' + h;
+  return forge.util.hexToBytes(h);
+}
+
+/**
+ * A CRL (RFC 5280 §5) of the CA, built with forge's ASN.1 and signed natively, as certificates are
+ * here: version 2, sha256WithRSAEncryption, the CA's subject as issuer, each revoked serial with its
+ * date, and the extensions authorityKeyIdentifier (§5.2.1) and cRLNumber (§5.2.3). Made in the
+ * process: `npm start`, which makes its certificates (and an empty CRL) at its first start, needs
+ * nothing but Node.js, where `openssl ca -gencrl` needed an openssl binary on the PATH.
+ */
+export function createCrl(ca: KeyAndCert, o: { entries: readonly CrlEntry[]; crlNumber: number; thisUpdate: Date; nextUpdate: Date }): string {
+  const { asn1 } = forge;
+  const U = asn1.Class.UNIVERSAL;
+  const seq = (value: forge.asn1.Asn1[]) => asn1.create(U, asn1.Type.SEQUENCE, true, value);
+  const oid = (id: string) => asn1.create(U, asn1.Type.OID, false, asn1.oidToDer(id).getBytes());
+  const integer = (bytes: string) => asn1.create(U, asn1.Type.INTEGER, false, bytes);
+  const octets = (inner: forge.asn1.Asn1) => asn1.create(U, asn1.Type.OCTETSTRING, false, asn1.toDer(inner).getBytes());
+  // §5.1.2.4: UTCTime through 2049, GeneralizedTime from 2050
+  const time = (d: Date) =>
+    d.getUTCFullYear() < 2050 ? asn1.create(U, asn1.Type.UTCTIME, false, asn1.dateToUtcTime(d)) : asn1.create(U, asn1.Type.GENERALIZEDTIME, false, asn1.dateToGeneralizedTime(d));
+  const caCert = forge.pki.certificateFromPem(ca.certPem);
+  const algorithm = () => seq([oid(forge.pki.oids.sha256WithRSAEncryption as string), asn1.create(U, asn1.Type.NULL, false, '')]);
+  const tbs = seq([
+    integer('\x01'), // v2: extensions follow
+    algorithm(),
+    forge.pki.distinguishedNameToAsn1(caCert.subject),
+    time(o.thisUpdate),
+    time(o.nextUpdate),
+    ...(o.entries.length > 0 ? [seq(o.entries.map((e) => seq([integer(serialBytes(e.serial)), time(e.revokedAt)])))] : []),
+    asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, true, [
+      seq([
+        seq([oid('2.5.29.35'), octets(seq([asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, false, caCert.generateSubjectKeyIdentifier().getBytes())]))]),
+        seq([oid('2.5.29.20'), octets(integer(serialBytes(o.crlNumber.toString(16))))]),
+      ]),
+    ]),
+  ]);
+  const signature = sign('sha256', Buffer.from(asn1.toDer(tbs).getBytes(), 'binary'), ca.keyPem);
+  const crl = seq([tbs, algorithm(), asn1.create(U, asn1.Type.BITSTRING, false, '\x00' + signature.toString('binary'))]);
+  const der = Buffer.from(asn1.toDer(crl).getBytes(), 'binary').toString('base64');
+  return `-----BEGIN X509 CRL-----\n${der.match(/.{1,64}/g)?.join('\n') ?? ''}\n-----END X509 CRL-----\n`;
+}

@@ -1,7 +1,5 @@
-import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { replaceFileDurablySync } from '../shared/durable-fs.ts';
@@ -10,6 +8,7 @@ import { FieldStreamError } from '../shared/errors.ts';
 import { withDirLock } from '../shared/dir-lock.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { appendLinesSync } from '../shared/line-file.ts';
+import { createCrl } from './certificates.ts';
 import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken } from './device-tokens.ts';
 
@@ -18,7 +17,7 @@ import { revokeDeviceToken } from './device-tokens.ts';
  * revoked (ca/revoked.jsonl). Revoking a device revokes every certificate ever issued to it and
  * produces, from that log:
  *
- * - ca.crl: a CRL signed by the CA (made with `openssl ca -gencrl`), for the Mosquitto brokers'
+ * - ca.crl: a CRL signed by the CA (certificates.ts, createCrl), for the Mosquitto brokers'
  *   `crlfile` (Mosquitto reads it at start only: restart the brokers after a revocation);
  * - dmz/revocation/revoked-serials.txt: the revoked serial numbers, which the gateway re-reads within
  *   seconds (in a folder of its own: the file is replaced by renaming, which a container sees only
@@ -129,24 +128,18 @@ function writeRevocations(root: string): void {
   mkdirSync(dirname(serialsPath), { recursive: true });
   replaceFileDurablySync(serialsPath, revoked.map((r) => `${r.serial}\n`).join(''), 0o644);
 
-  const work = mkdtempSync(join(tmpdir(), 'fieldstream-crl-'));
-  try {
-    const asn1Time = (iso: string) => {
-      const d = iso ? new Date(iso) : new Date(Date.now() + 3650 * 86_400_000);
-      return d.toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
-    };
-    const index = revoked
-      .map((r) => `R\t${asn1Time(r.notAfter)}\t${asn1Time(r.revokedAt)}\t${r.serial.length % 2 ? '0' + r.serial : r.serial}\tunknown\t/CN=${r.name.replace(/^devices\//, '')}\n`)
-      .join('');
-    writeFileSync(join(work, 'index.txt'), index);
-    writeFileSync(join(work, 'crlnumber'), `${(revoked.length + 1).toString(16).padStart(4, '0')}\n`);
-    writeFileSync(
-      join(work, 'ca.cnf'),
-      `[ ca ]\ndefault_ca = fs\n[ fs ]\ndatabase = ${join(work, 'index.txt')}\ncrlnumber = ${join(work, 'crlnumber')}\ndefault_md = sha256\n# A private CA's CRL: valid ten years, re-made at every revocation.\ndefault_crl_days = 3650\n`,
-    );
-    execFileSync('openssl', ['ca', '-gencrl', '-batch', '-config', join(work, 'ca.cnf'), '-keyfile', p.caKey, '-cert', p.caCert, '-out', join(work, 'ca.crl')], { stdio: 'pipe' });
-    replaceFileDurablySync(join(root, 'ca.crl'), readFileSync(join(work, 'ca.crl')), 0o644);
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+  // A private CA's CRL: valid ten years, made again at every revocation. An entry whose
+  // certificate's expiry is unknown (a certificate the log lacked) is listed all the same.
+  const now = new Date();
+  const crl = createCrl(loadCaFiles(p), {
+    entries: revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revokedAt) })),
+    crlNumber: revoked.length + 1,
+    thisUpdate: now,
+    nextUpdate: new Date(now.getTime() + 3650 * 86_400_000),
+  });
+  replaceFileDurablySync(join(root, 'ca.crl'), crl, 0o644);
+}
+
+function loadCaFiles(p: ReturnType<typeof pkiPaths>): { keyPem: string; certPem: string } {
+  return { keyPem: readFileSync(p.caKey, 'utf8'), certPem: readFileSync(p.caCert, 'utf8') };
 }

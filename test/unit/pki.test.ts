@@ -412,6 +412,38 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it('npm start\'s certificates, issuing and revoking need no openssl (npm start needs only Node.js); the CRL is one OpenSSL takes', () => {
+    const scratch = tempDir('no-openssl');
+    const certs = join(scratch.dir, 'certs');
+    const q = pkiPaths(certs);
+    const bin = join(scratch.dir, 'bin');
+    try {
+      mkdirSync(bin);
+      // a PATH with node and nothing else
+      execFileSync('ln', ['-s', process.execPath, join(bin, 'node')]);
+      const code = `
+        const { ensureDevelopmentPki } = await import(${JSON.stringify(join(repoRoot, 'embedded', 'dev-pki.ts'))});
+        const { revokeDevice } = await import(${JSON.stringify(join(repoRoot, 'pki', 'revocation.ts'))});
+        ensureDevelopmentPki(${JSON.stringify(certs)}, ['field-sim-001', 'sensor-001', 'sensor-002']);
+        revokeDevice(${JSON.stringify(certs)}, 'sensor-002');`;
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: repoRoot, env: { ...process.env, PATH: bin, TSX_DISABLE_CACHE: '1' }, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      // The CRL, checked by OpenSSL: signed by the CA, and naming the revoked device's certificate only.
+      assert.doesNotThrow(() => openssl('crl', '-in', join(certs, 'ca.crl'), '-CAfile', q.publicCa, '-noout', '-verify'));
+      const verify = (id: string) => spawnSync('openssl', ['verify', '-crl_check', '-CRLfile', join(certs, 'ca.crl'), '-CAfile', q.publicCa, q.device(id).cert], { encoding: 'utf8' });
+      assert.equal(verify('sensor-001').status, 0, verify('sensor-001').stderr);
+      const revoked = verify('sensor-002');
+      assert.notEqual(revoked.status, 0);
+      assert.match(revoked.stdout + revoked.stderr, /certificate revoked/);
+      const text = openssl('crl', '-in', join(certs, 'ca.crl'), '-noout', '-text');
+      assert.match(text, /Version 2/);
+      assert.match(text, /X509v3 CRL Number:\s+2\b/);
+      assert.match(text, new RegExp(`Serial Number: ${new X509Certificate(readFileSync(q.device('sensor-002').cert)).serialNumber}`, 'i'));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('the scripts take CERTS_DIR from .env, as npm start and fieldstream-admin do', () => {
     // .env.example sets CERTS_DIR; npm start and fieldstream-admin read it, the scripts did not:
     // revoke-device.sh answered ADMIN_UNKNOWN_DEVICE for a device of that folder (or revoked one
