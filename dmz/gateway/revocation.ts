@@ -6,10 +6,18 @@ import type { Logger } from '../../shared/logger.ts';
  * The revoked certificate serials (GATEWAY_REVOKED_SERIALS_FILE, written by
  * scripts/revoke-device.sh). Re-read when it changes, within two seconds and without a restart;
  * `onChange` then lets the gateway close connections of certificates revoked meanwhile.
+ *
+ * Revocation only ever adds to the list (a new CA starts a new one, with a restart of the
+ * gateways that trust it), so what was read stays in force when the file cannot be read, is gone
+ * or reads empty: a folder or a permission mistake, a copy caught half-way (`cp` truncates first),
+ * or a file renamed away for a moment would otherwise let every revoked device back in for as long,
+ * and an error thrown from the timer would have ended the gateway.
  */
 export class RevokedSerials {
   private serials = new Set<string>();
   private mtimeMs = -1;
+  /** the last problem logged, so that one that lasts is logged once */
+  private problem: string | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -34,23 +42,39 @@ export class RevokedSerials {
   private reload(): void {
     if (!this.path) return;
     let mtimeMs: number;
+    let text: string;
     try {
       mtimeMs = statSync(this.path).mtimeMs;
-    } catch {
-      if (this.mtimeMs !== 0) this.log.warn({ path: this.path }, 'revoked-serials file missing: no certificate is treated as revoked');
-      this.mtimeMs = 0;
-      this.serials = new Set();
+      if (mtimeMs === this.mtimeMs) return;
+      text = readFileSync(this.path, 'utf8');
+    } catch (err) {
+      // Read again at the next look (mtimeMs not taken): the list read last stays in force.
+      this.report(`unreadable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, this.serials.size === 0 ? 'revoked-serials file cannot be read: no certificate is treated as revoked until it can' : 'revoked-serials file cannot be read: the serials read last stay revoked');
       return;
     }
-    if (mtimeMs === this.mtimeMs) return;
-    this.mtimeMs = mtimeMs;
-    this.serials = new Set(
-      readFileSync(this.path, 'utf8')
+    const serials = new Set(
+      text
         .split('\n')
         .map((l) => l.trim().toUpperCase())
         .filter((l) => /^[0-9A-F]+$/.test(l)),
     );
+    const dropped = [...this.serials].filter((s) => !serials.has(s)).length;
+    if (dropped > 0) {
+      // Half-written, or replaced by an older copy: taken again once it holds them all.
+      this.report(`dropped ${dropped}`, 'revoked-serials file lacks serials read before (being written? an older copy?): they stay revoked');
+      return;
+    }
+    this.mtimeMs = mtimeMs;
+    this.problem = undefined;
+    if (serials.size === this.serials.size && this.serials.size > 0) return;
+    this.serials = serials;
     this.log.info({ revoked: this.serials.size }, 'revoked certificate serials loaded');
     this.onChange(this.serials);
+  }
+
+  private report(problem: string, message: string): void {
+    if (this.problem === problem) return;
+    this.problem = problem;
+    this.log.warn({ code: 'CONFIG_FILE_UNREADABLE', path: this.path, problem, revoked: this.serials.size }, message);
   }
 }

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, renameSync, rmSync, rmdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { RevokedSerials } from '../../dmz/gateway/revocation.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const tick = () => new Promise((r) => setTimeout(r, TIMINGS.revokedSerialsReloadMs + 300));
+
+describe("the gateway's revoked serials", () => {
+  it('keep what was read when the file is gone, a folder, unreadable, empty or shorter, and never end the process; take a longer list', async () => {
+    const tmp = tempDir('revoked-serials');
+    const path = join(tmp.dir, 'revoked-serials.txt');
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _e, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+        done();
+      },
+    });
+    const changes: number[] = [];
+    writeFileSync(path, 'AA01\nbb02\n');
+    const list = new RevokedSerials(path, createLogger('gateway', 'info', sink), (s) => changes.push(s.size));
+    const touched = (at: number) => utimesSync(path, at, at);
+    try {
+      assert.ok(list.has('aa01') && list.has('BB02'));
+      // cp truncates before it writes: an empty read must not un-revoke anything
+      writeFileSync(path, '');
+      touched(1_000);
+      await tick();
+      assert.ok(list.has('AA01') && list.has('BB02'), 'an empty read keeps both');
+      // an older copy put back
+      writeFileSync(path, 'AA01\n');
+      touched(2_000);
+      await tick();
+      assert.ok(list.has('BB02'), 'a shorter list keeps what it lacks');
+      // renamed away for a moment, then a folder where Docker found no file
+      renameSync(path, `${path}.moved`);
+      await tick();
+      mkdirSync(path);
+      await tick();
+      assert.ok(list.has('AA01') && list.has('BB02'), 'gone, or a folder: both stay revoked');
+      rmdirSync(path);
+      writeFileSync(path, 'AA01\nBB02\nCC03\n');
+      touched(3_000);
+      await tick();
+      assert.ok(list.has('CC03') && list.has('AA01') && list.has('BB02'), 'a longer list is taken');
+      assert.deepEqual(changes, [2, 3], 'told at the first read and of the one real change');
+      const warned = lines.filter((l) => l.code === 'CONFIG_FILE_UNREADABLE');
+      assert.ok(warned.length >= 2 && warned.length <= 4, `each problem logged once (${warned.length})`);
+    } finally {
+      list.close();
+      rmSync(`${path}.moved`, { force: true });
+      tmp.cleanup();
+    }
+  });
+});
