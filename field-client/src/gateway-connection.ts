@@ -183,6 +183,11 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     ws.on('ping', () => this.touch());
     ws.on('unexpected-response', (_req, res) => {
       this.log.warn({ url, status: res.statusCode, reason: res.statusMessage }, 'gateway refused the WebSocket upgrade');
+      // With a listener for this event ws leaves the attempt to it (lib/websocket.js: it aborts only
+      // when nobody listens): without this the socket stayed CONNECTING for ever, no close, no next
+      // URL, after a single 502 from a Caddy whose gateways were down. Ended here: 'close' follows.
+      res.destroy();
+      ws.terminate();
     });
     ws.on('error', (err) => {
       if ((err as Error & { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {

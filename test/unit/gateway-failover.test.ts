@@ -77,3 +77,56 @@ describe('the gateway connection over several URLs', () => {
     assert.equal(c.accepted, 1);
   });
 });
+
+/**
+ * A server that answers the WebSocket upgrade with an HTTP error (Caddy's 502 when every gateway
+ * behind it is down, a gateway's 503, a 401 for a token): the client must close that attempt and
+ * go on to the next URL, not wait on it for ever.
+ */
+describe('the gateway connection after a refused upgrade', () => {
+  const ca = createCertificateAuthority('Refused Upgrade Test CA', 1);
+  let good: Awaited<ReturnType<typeof wssServer>>;
+  let refusing: Server;
+  let refusingUrl: string;
+  let refusals = 0;
+  let conn: GatewayConnection | undefined;
+  before(async () => {
+    good = await wssServer(ca);
+    const cert = issueCertificate(ca, { commonName: 'caddy', organizationalUnit: 'services', role: 'server', validityDays: 1, subjectAltNames: ['localhost'] });
+    refusing = createServer({ cert: cert.certPem, key: cert.keyPem }, (_req, res) => {
+      refusals++;
+      res.writeHead(502, { 'content-type': 'text/plain' }).end('bad gateway');
+    });
+    // Node's HTTPS server passes an upgrade request to the handler above only without an 'upgrade' listener.
+    refusing.on('upgrade', (_req, socket) => {
+      refusals++;
+      socket.end('HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 11\r\n\r\nbad gateway');
+    });
+    const port = await freePort();
+    await new Promise<void>((r) => refusing.listen(port, '127.0.0.1', r));
+    refusingUrl = `wss://localhost:${port}/ws`;
+  });
+  after(async () => {
+    await conn?.stop();
+    await good.close();
+    refusing.closeAllConnections();
+    await new Promise<void>((r) => refusing.close(() => r()));
+  });
+
+  it('moves on to the next URL at once, and keeps retrying a single URL that refuses', async () => {
+    conn = new GatewayConnection({ url: `${refusingUrl},${good.url}`, tls: { ca: ca.certPem, token: 'unused' }, reconnectInitialMs: 50, reconnectMaxMs: 200, idleTimeoutMs: 60_000 }, log);
+    const opened: string[] = [];
+    conn.on('open', () => opened.push(conn!.url));
+    conn.start();
+    // Well under TIMINGS.handshakeTimeoutMs: the refusal itself ends the attempt.
+    await eventually(() => (opened.length === 1 ? true : undefined), 3_000, 'the second URL after the first refused the upgrade');
+    assert.deepEqual(opened, [good.url]);
+    assert.equal(refusals, 1);
+    await conn.stop();
+    // Only the refusing URL: it is tried again and again, not once and then never.
+    refusals = 0;
+    conn = new GatewayConnection({ url: refusingUrl, tls: { ca: ca.certPem, token: 'unused' }, reconnectInitialMs: 50, reconnectMaxMs: 100, idleTimeoutMs: 60_000 }, log);
+    conn.start();
+    await eventually(() => (refusals >= 3 ? true : undefined), 3_000, 'three attempts on the refusing URL');
+  });
+});
