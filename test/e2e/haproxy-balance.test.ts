@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import { startDmzServer, type DmzServer } from '../../scripts/local-stack/dmz-server.ts';
+import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { REPO_ROOT } from '../helpers/stack.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const HAPROXY_CFG = join(REPO_ROOT, 'haproxy', 'haproxy.cfg');
+const DEVICES = ['hp-1', 'hp-2', 'hp-3', 'hp-4'];
+const log = createLogger('test', 'silent');
+
+/**
+ * haproxy/haproxy.cfg in front of two real DMZ servers (Caddy, gateway, DMZ Mosquitto each), one of
+ * which has lost its gateway while its Caddy still answers (a crashed or crash-looping gateway:
+ * Caddy answers every upgrade 502). HAProxy's health check reaches Caddy only (docs/deployment.md,
+ * "More than one DMZ server"), so that server stays in the rotation; every device that connects
+ * through HAProxy must still reach the other server after a few attempts, not be sent back to the
+ * broken one again and again.
+ */
+describe('HAProxy with one DMZ server whose gateways are down', () => {
+  const work = tempDir('haproxy-balance');
+  const pki = makeTestPki(DEVICES);
+  let s1: DmzServer;
+  let s2: DmzServer;
+  let haproxy: ManagedProcess;
+  let url: string;
+  const conns: GatewayConnection[] = [];
+  before(async () => {
+    const common = { repoRoot: REPO_ROOT, certsDir: pki.dir, env: { LOG_LEVEL: 'warn' }, logger: log, gateways: 1 };
+    s1 = await startDmzServer({ ...common, workDir: join(work.dir, 'dmz1'), id: 'dmz1' });
+    s2 = await startDmzServer({ ...common, workDir: join(work.dir, 'dmz2'), id: 'dmz2' });
+    const hp = await freePort();
+    haproxy = new ManagedProcess({
+      name: 'haproxy',
+      command: 'haproxy',
+      args: ['-db', '-f', HAPROXY_CFG],
+      env: { PATH: process.env.PATH, HAPROXY_BIND: `127.0.0.1:${hp}`, HAPROXY_DMZ1: `127.0.0.1:${s1.ports.https}`, HAPROXY_DMZ2: `127.0.0.1:${s2.ports.https}`, HAPROXY_CHECK_INTER: '1s', HAPROXY_MAXCONN: '1000' },
+      cwd: work.dir,
+      logFile: join(work.dir, 'haproxy.log'),
+      ready: { port: hp },
+    });
+    await haproxy.start();
+    url = `wss://localhost:${hp}/ws`;
+    // Server 1's gateway dies and stays dead (kill() also ends its supervision); its Caddy lives on.
+    await Promise.all(s1.gateways.map((g) => g.kill()));
+  });
+  after(async () => {
+    await Promise.all(conns.map((c) => c.stop()));
+    await haproxy?.stop();
+    await s1?.close();
+    await s2?.close();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  it('sends every device to the server that can take it within a few attempts', async () => {
+    for (const id of DEVICES) {
+      const d = pki.paths.device(id);
+      const conn = new GatewayConnection(
+        { url, tls: { ca: readFileSync(pki.paths.publicCa, 'utf8'), cert: readFileSync(d.cert, 'utf8'), key: readFileSync(d.key, 'utf8') }, reconnectInitialMs: 100, reconnectMaxMs: 400, idleTimeoutMs: 60_000 },
+        log,
+      );
+      conns.push(conn);
+      let opened = false;
+      conn.on('open', () => (opened = true));
+      conn.start();
+      // Each attempt that lands on server 1 fails at once (502) and the next comes within 400 ms.
+      await eventually(() => (opened ? true : undefined), 15_000, `${id} connected through HAProxy (after ${conn.consecutiveFailures} refused attempts)`);
+    }
+  });
+});
