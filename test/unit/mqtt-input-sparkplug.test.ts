@@ -82,6 +82,27 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     assert.deepEqual(temps(), [20, 21, 22]);
   });
 
+  it('does not acknowledge a message without data ahead of the earlier ones of its edge node still waiting for the queue', async () => {
+    appends.length = 0;
+    const session = new SparkplugSession(client, () => undefined, createLogger('test', 'silent'));
+    await session.onMessage('spBv1.0/N/NBIRTH/E', birth('N'), T0);
+    const nullData = (seq: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', isNull: true }] });
+    // The edge node publishes seq 1 (a reading), seq 2 (a null value: nothing to store) and seq 3
+    // (a reading) at QoS 1, while the queue refuses the append of seq 1.
+    delayMs = 30;
+    refuseNext = 1;
+    const acked = new Map<number, boolean>();
+    const publish = (seq: number, bytes: Uint8Array) => session.onMessage('spBv1.0/N/NDATA/E', bytes, T0 + seq).then(() => acked.set(seq, true), () => acked.set(seq, false));
+    await Promise.all([publish(1, data(1)), publish(2, nullData(2)), publish(3, data(3))]);
+    delayMs = 0;
+    // The local MQTT input closed the connection at the first refusal; the edge node sends again,
+    // in order, every publish it got no PUBACK for.
+    for (const seq of [1, 2, 3]) if (!acked.get(seq)) await session.onMessage('spBv1.0/N/NDATA/E', seq === 2 ? nullData(2) : data(seq), T0 + 10 + seq);
+    const stored = appends.flat().filter((x) => x.dataType === 'timeseries').map((x) => (x.payload as Record<string, unknown>)['N.E.Temp']);
+    assert.ok(stored.includes(21) && stored.includes(23), `seq 1 and seq 3 stored (acknowledged: ${JSON.stringify([...acked])}; stored ${JSON.stringify(stored)}; refused ${JSON.stringify(session.stats.refusedByCode)})`);
+    assert.deepEqual(session.stats.refusedByCode, {});
+  });
+
   it("does not publish the will of an edge node it hung up on: its NDEATH would end the session its resend belongs to", async () => {
     appends.length = 0;
     const will = { topic: 'spBv1.0/W/NDEATH/E', payload: Buffer.from(encodeWire({ metrics: [bdSeq] })), qos: 1 as const, retain: false };

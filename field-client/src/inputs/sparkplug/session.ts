@@ -205,7 +205,18 @@ export class SparkplugSession {
    * resent) the next message is then a gap, and the rebirth it asks for sends the current values.
    */
   private submit(items: Submission[], topic: string, undo?: { edge: string; undo: () => void }): Promise<void> {
-    if (items.length === 0) return Promise.resolve();
+    if (items.length === 0) {
+      // Nothing to store (null values only, a refusal), but its seq was taken: while earlier messages
+      // of its edge node still wait for the queue it must not be acknowledged before them. Acknowledged
+      // at once, it was not sent again after their append failed and they were undone, so the resend
+      // of the next one was a seq gap, refused and acknowledged unstored. It waits on the batch of
+      // the latest of them, and is undone with them.
+      let last: (typeof this.undos)[number] | undefined;
+      for (let i = this.undos.length - 1; i >= 0 && undo && !last; i--) if (this.undos[i]!.edge === undo.edge) last = this.undos[i];
+      if (!undo || !last) return Promise.resolve();
+      this.undos.push({ ...undo, batch: last.batch });
+      return last.batch.done;
+    }
     if (this.pendingItems + items.length > LIMITS.sparkplugPendingMaxItems) {
       const err = new FieldStreamError('FIELD_QUEUE_FULL', `${this.pendingItems} Sparkplug readings and events wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
       this.notQueued(items.length, topic, err);
