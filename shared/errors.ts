@@ -237,6 +237,11 @@ export const ERRORS = {
     transient: false,
     description: "The command is dated later than the device's clock plus FIELD_COMMAND_CLOCK_SKEW_S: a forgery, or a wrong clock; it was not run.",
   },
+  FIELD_GATEWAY_BROKER_DOWN: {
+    http: 503,
+    transient: true,
+    description: 'The gateway answered GATEWAY_BROKER_UNAVAILABLE for TIMINGS.fieldBrokerUnavailableMoveMs without taking anything (four times as long with one GATEWAY_URL): the field client closes the connection and connects again, to the next URL when there are several.',
+  },
   FIELD_GATEWAY_SILENT: {
     http: 504,
     transient: true,

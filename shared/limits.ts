@@ -675,6 +675,12 @@ export const TIMINGS = {
    * over. Reset at the open itself, a gateway that welcomes and closes at once would keep the delay
    * at its first step: an mTLS handshake and a resend of the window every fraction of a second. */
   gatewayHealthyAfterMs: 30_000,
+  /** milliseconds. With several GATEWAY_URLs, the field client leaves a gateway that has answered
+   * GATEWAY_BROKER_UNAVAILABLE for this long without taking anything (its DMZ server's broker
+   * down, its gateway and Caddy up) for the next URL: no health check in front of the servers sees
+   * that, and the device would otherwise wait there for the broker while another server is fine.
+   * With one URL, four times this, then it connects again (behind HAProxy: to the next server). */
+  fieldBrokerUnavailableMoveMs: 30_000,
 } as const;
 
 export type Timings = typeof TIMINGS;

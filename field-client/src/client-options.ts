@@ -30,4 +30,6 @@ export interface FieldClientOptions {
   signingKey?: Buffer | undefined;
   /** milliseconds: the first pause after a transient error frame (TIMINGS.transientRewindMs; see rewind-backoff.ts) */
   transientRewindMs?: number | undefined;
+  /** milliseconds of GATEWAY_BROKER_UNAVAILABLE without progress before leaving for the next URL (TIMINGS.fieldBrokerUnavailableMoveMs) */
+  brokerUnavailableMoveMs?: number | undefined;
 }

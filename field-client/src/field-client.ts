@@ -48,6 +48,8 @@ export class FieldClient {
   private pumpScheduled = false;
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
   private readonly transientRewind: TransientRewind;
+  /** epoch ms of the first GATEWAY_BROKER_UNAVAILABLE since the gateway last took something on this connection */
+  private brokerDownSince: number | undefined;
   /** error frames and out-of-place welcomes: logged within a bound (gateway-log.ts) */
   private readonly gatewayLog: LimitedLog;
   private readonly commitTimer: NodeJS.Timeout | undefined;
@@ -159,6 +161,7 @@ export class FieldClient {
   }
 
   private onOpen(): void {
+    this.brokerDownSince = undefined;
     this.stats.connectedSince = Date.now();
     this.welcome = undefined;
     // Sending starts with the gateway's welcome, which says its limits (or after a moment without one).
@@ -313,14 +316,20 @@ export class FieldClient {
     }
     // With receipts, this only moves them to "awaiting their receipt".
     this.queue.ack(seqs);
-    if (seqs.length > 0) this.transientRewind.progress();
+    if (seqs.length > 0) this.progress();
     this.schedulePump();
+  }
+
+  /** The gateway took something (an ack of ours, a receipt): the transient pauses start over. */
+  private progress(): void {
+    this.transientRewind.progress();
+    this.brokerDownSince = undefined;
   }
 
   /** A commit receipt: what it names, once verified, is no longer held, nor in flight (it can overtake its ack). */
   private onCommit(frame: CommitFrame): void {
     if (!this.receipts || this.receipts.receive(frame) === 0) return; // without a key, receipts cannot be told from forgeries
-    this.transientRewind.progress();
+    this.progress();
     const own = this.queue.epochRange(frame.epoch);
     if (own) {
       for (const [a, b] of frame.ranges) {
@@ -335,6 +344,22 @@ export class FieldClient {
     this.schedulePump();
   }
 
+  /**
+   * Whether the gateway's broker has been unavailable long enough to leave for the next URL (and
+   * left): its DMZ server's Mosquitto down behind a gateway and a Caddy that are up, which a
+   * health check in front of the servers does not see (HAProxy's reaches Caddy only). With one
+   * URL, four times as long: behind a load balancer the next connection may reach another server,
+   * and a lone server whose broker is down gets a handshake from each device every few minutes only.
+   */
+  private brokerGone(): boolean {
+    const now = Date.now();
+    this.brokerDownSince ??= now;
+    const forMs = now - this.brokerDownSince;
+    const moveMs = this.options.brokerUnavailableMoveMs ?? TIMINGS.fieldBrokerUnavailableMoveMs;
+    if (forMs < (this.connection.urlCount > 1 ? moveMs : 4 * moveMs)) return false;
+    return this.connection.moveOn({ code: 'FIELD_GATEWAY_BROKER_DOWN', forMs }, "the gateway's broker has been unavailable too long; connecting again (the next gateway URL, if several)");
+  }
+
   /** Messages and chunks whose receipt is overdue go out again. */
   private expireOverdue(): void {
     if (this.receipts && this.receipts.expire(Date.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending();
@@ -345,6 +370,7 @@ export class FieldClient {
     this.gatewayLog.write({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, gatewayText(frame.message));
     const ids = frame.messageIds ?? [];
     if (isTransient(frame.code)) {
+      if (frame.code === 'GATEWAY_BROKER_UNAVAILABLE' && this.brokerGone()) return;
       // Sent again from the first unacknowledged message once the gateway had a moment, longer
       // after each rewind without progress.
       this.transientRewind.schedule();

@@ -126,6 +126,23 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     });
   }
 
+  /** how many URLs GATEWAY_URL lists */
+  get urlCount(): number {
+    return this.urls.length;
+  }
+
+  /**
+   * Leaves the open connection for the next URL (the same one when there is one only: behind a
+   * load balancer, another server); the usual close, backoff and rotation follow. False when no
+   * connection was open.
+   */
+  moveOn(reason: Record<string, unknown>, message: string): boolean {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.log.warn({ url: this.url, ...reason }, message);
+    this.ws.terminate();
+    return true;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);

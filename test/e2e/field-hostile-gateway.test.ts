@@ -81,7 +81,7 @@ const ack = (ws: WebSocket, batch: Item[]) => ws.send(JSON.stringify({ type: 'ac
 async function device(
   url: string,
   logs: LogCapture,
-  o: { messages: number; payloadBytes?: number; window?: number; commit?: CommitOptions; transientRewindMs?: number; connection?: Partial<ConnectionOptions> },
+  o: { messages: number; payloadBytes?: number; window?: number; commit?: CommitOptions; transientRewindMs?: number; brokerUnavailableMoveMs?: number; connection?: Partial<ConnectionOptions> },
 ) {
   const work = tempDir('hostile-gateway');
   const log = logs.logger;
@@ -90,7 +90,7 @@ async function device(
   const connection = new GatewayConnection({ url, tls: { ca: ca.certPem, token: `fst1.${DEVICE}.x` }, reconnectInitialMs: 20, reconnectMaxMs: 100, idleTimeoutMs: 60_000, ...o.connection }, log);
   const commands = new CommandHandlers({ deviceId: DEVICE, key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
   const client = new FieldClient(
-    { deviceId: DEVICE, batchMax: 500, window: o.window ?? 2000, fileWindow: 1, maxBytes: 256 * 1024 * 1024, dataDir: work.dir, signingKey: randomBytes(32), commit: o.commit, transientRewindMs: o.transientRewindMs },
+    { deviceId: DEVICE, batchMax: 500, window: o.window ?? 2000, fileWindow: 1, maxBytes: 256 * 1024 * 1024, dataDir: work.dir, signingKey: randomBytes(32), commit: o.commit, transientRewindMs: o.transientRewindMs, brokerUnavailableMoveMs: o.brokerUnavailableMoveMs },
     queue,
     outbox,
     connection,
@@ -228,6 +228,30 @@ describe('a field client against a hostile gateway', () => {
       const gap = (firstRound[k] as number) - (firstRound[k - 1] as number);
       assert.ok(gap >= (base * 2 ** (k - 1)) / 2 - 2, `pause ${k}: ${gap} ms`);
     }
+  });
+
+  it('leaves a gateway whose broker stays unavailable for the next URL; with a single URL, connects again after four times as long', async () => {
+    const logs = new LogCapture();
+    const brokerDown = (ws: WebSocket, batch: Item[]) =>
+      ws.send(JSON.stringify({ type: 'error', code: 'GATEWAY_BROKER_UNAVAILABLE', message: 'broker down', messageIds: batch.map((m) => m.messageId) }));
+    const down = await hostileGateway((ws) => ws.send(welcome()), brokerDown);
+    const fine = await hostileGateway((ws) => ws.send(welcome()), ack);
+    const alone = await hostileGateway((ws) => ws.send(welcome()), brokerDown);
+    cleanups.push(() => down.close(), () => fine.close(), () => alone.close());
+    const d = await device(`${down.url},${fine.url}`, logs, { messages: 50, transientRewindMs: 50, brokerUnavailableMoveMs: 1_000 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (fine.distinct() === 50 ? true : undefined), 15_000, 'every message taken by the other DMZ server');
+    assert.equal(down.connections, 1);
+    assert.ok(logs.lines.some((l) => l.code === 'FIELD_GATEWAY_BROKER_DOWN'));
+    // With one URL it waits four times as long, then connects again (behind a load balancer, to
+    // another server perhaps).
+    const single = await device(alone.url, new LogCapture(), { messages: 5, transientRewindMs: 50, brokerUnavailableMoveMs: 500 });
+    cleanups.push(() => single.close());
+    single.connection.start();
+    await new Promise((r) => setTimeout(r, 1_200));
+    assert.equal(alone.connections, 1, 'not dropped before four times the interval');
+    await eventually(() => (alone.connections === 2 ? true : undefined), 10_000, 'connected again');
   });
 
   it('starts the transient pause over once the gateway makes progress (unit)', () => {
