@@ -1,13 +1,14 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { pkiPaths } from '../pki/layout.ts';
-import { ensureSigningKey, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { ensureSigningKey, isRevoked, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
 
 /**
  * Development certificates for `npm start`: reuses whatever is in the certificates folder (a CA
  * made by scripts/generate-certificates.sh included) and creates only what is missing: a CA for
  * localhost, the service certificates, and one certificate per listed device. A listed device's
- * certificate that the CA did not sign (left from a CA that `--new-ca` replaced) is issued again.
+ * certificate that the CA did not sign (left from a CA that `--new-ca` replaced) is issued again;
+ * a revoked one is left alone.
  */
 export function ensureDevelopmentPki(certsDir: string, deviceIds: readonly string[]): { created: string[] } {
   const created: string[] = [];
@@ -18,6 +19,10 @@ export function ensureDevelopmentPki(certsDir: string, deviceIds: readonly strin
   const p = pkiPaths(certsDir);
   const ca = new X509Certificate(readFileSync(p.caCert));
   for (const id of deviceIds) {
+    // A listed device revoked since (revoke-device.sh) stays revoked: nothing is issued to it again,
+    // nor its signing key put back, and npm start goes on without it (a new CA keeps the revoked
+    // devices' list: such a device's old certificate would otherwise stop every start).
+    if (isRevoked(certsDir, id)) continue;
     const cert = p.device(id).cert;
     const stale = existsSync(cert) && !new X509Certificate(readFileSync(cert)).verify(ca.publicKey);
     if (!existsSync(cert) || stale) {

@@ -509,6 +509,8 @@ describe('the onboarding scripts', () => {
       assert.equal(readFileSync(q.service('dmz/edge').cert, 'utf8'), edgeBefore);
       assert.equal(JSON.parse(readFileSync(q.meta, 'utf8')).domain, 'localhost', 'fieldstream-pki.json unchanged: new bundles would still match the certificates');
 
+      ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001', 'sensor-002']);
+      revokeDevice(certs, 'sensor-002'); // revoked under the CA about to be replaced
       const out = execFileSync(script, ['fieldstream.example.org', '--new-ca'], { env, encoding: 'utf8' });
       assert.match(out, /replaced the CA/);
       const edge = new X509Certificate(readFileSync(q.service('dmz/edge').cert));
@@ -517,8 +519,9 @@ describe('the onboarding scripts', () => {
       assert.throws(() => openssl('verify', '-CAfile', q.publicCa, q.device('sensor-001').cert), 'the development devices are not trusted by the new CA');
 
       // npm start in the same folder afterwards issues its devices again, under the CA now in place.
-      const again = ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001']);
-      assert.deepEqual(again.created, ['devices/field-sim-001', 'devices/sensor-001']);
+      const again = ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001', 'sensor-002']);
+      assert.deepEqual(again.created, ['devices/field-sim-001', 'devices/sensor-001'], 'the revoked device is left alone, and npm start goes on');
+      assert.ok(!existsSync(q.deviceKeyRegistry('sensor-002')), 'nor is its signing key put back');
       assert.doesNotThrow(() => openssl('verify', '-CAfile', q.publicCa, q.device('sensor-001').cert, q.device('field-sim-001').cert));
       assert.deepEqual(ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001']).created, [], 'then kept');
     } finally {
