@@ -10,7 +10,7 @@ import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { pkiPaths, RESERVED_DEVICE_IDS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
-import { publishRevocations, recordIssued, revokedSerialsPath } from './revocation.ts';
+import { publishRevocations, recordIssued, revokedSerialsPath, underRevocationLock } from './revocation.ts';
 
 /** days */
 export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
@@ -261,22 +261,30 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
   }
   const ca = loadCa(root);
   const paths = pkiPaths(root).device(deviceId);
-  if (isRevoked(root, deviceId)) {
-    throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
-  }
-  if (existsSync(paths.cert) && !options.renew) {
-    throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a certificate (${paths.cert}); pass --renew to issue a new one.`);
-  }
-  writeKeyAndCert(
-    paths,
-    issueCertificate(ca, {
-      commonName: deviceId,
-      organizationalUnit: 'devices',
-      role: 'client',
-      validityDays: options.validityDays ?? VALIDITY_DAYS.device,
-    }),
-    { root, name: `devices/${deviceId}` },
-  );
+  const refuse = () => {
+    if (isRevoked(root, deviceId)) {
+      throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
+    }
+    if (existsSync(paths.cert) && !options.renew) {
+      throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a certificate (${paths.cert}); pass --renew to issue a new one.`);
+    }
+  };
+  refuse();
+  // The key made outside the lock (an RSA key takes a while); checked again, recorded and written
+  // under it: a revocation running meanwhile either sees this certificate in the CA's log and
+  // revokes it too, or has listed the device as revoked before it is checked here. Without the
+  // lock a renewal could record its certificate just after a revocation read the log: valid, and
+  // never revoked.
+  const issued = issueCertificate(ca, {
+    commonName: deviceId,
+    organizationalUnit: 'devices',
+    role: 'client',
+    validityDays: options.validityDays ?? VALIDITY_DAYS.device,
+  });
+  underRevocationLock(root, () => {
+    refuse();
+    writeKeyAndCert(paths, issued, { root, name: `devices/${deviceId}` });
+  });
   ensureSigningKey(root, deviceId);
   return { cert: paths.cert, key: paths.key };
 }

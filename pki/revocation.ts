@@ -65,11 +65,12 @@ function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
 }
 
 /**
- * One revocation, or one publication of the lists, at a time, under CERTS/.revocations.lock
- * (shared/dir-lock.ts): two at once each read the log, made their CRL from it, and the slower one
- * renamed its older CRL over the other's, which then lacked a revocation both had reported.
+ * One revocation, one publication of the lists, or one device certificate's issue, at a time, under
+ * CERTS/.revocations.lock (shared/dir-lock.ts): two revocations at once each read the log, made
+ * their CRL from it, and the slower one renamed its older CRL over the other's, which then lacked a
+ * revocation both had reported; a certificate issued while a revocation of its device ran escaped it.
  */
-function underRevocationLock<T>(root: string, fn: () => T): T {
+export function underRevocationLock<T>(root: string, fn: () => T): T {
   mkdirSync(root, { recursive: true });
   const lock = join(root, '.revocations.lock');
   const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device or publishing the revocations.`);

@@ -379,6 +379,37 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it('issues a device certificate under the revocation lock, and not to a device revoked while it waited', async () => {
+    const scratch = tempDir('issue-lock');
+    const certs = join(scratch.dir, 'certs');
+    const env = { ...process.env, CERTS_DIR: certs };
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      issueDeviceCertificate(certs, 'pump-6');
+      const before = readFileSync(pkiPaths(certs).device('pump-6').cert, 'utf8');
+      const issuedLines = () => readFileSync(join(pkiPaths(certs).caDir, 'issued.jsonl'), 'utf8').split('\n').filter(Boolean).length;
+      const issued = issuedLines();
+      // A revocation of pump-6 holds the lock while a renewal starts: the renewal waits, and once the
+      // revocation is done (here: the device listed as revoked, the lock let go) issues nothing.
+      const lock = join(certs, '.revocations.lock');
+      mkdirSync(lock);
+      const child = spawn(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['pump-6', '--renew'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      await new Promise((r) => setTimeout(r, 2_500));
+      assert.equal(issuedLines(), issued, 'nothing recorded while the lock is held');
+      writeFileSync(pkiPaths(certs).revokedDevices, 'pump-6\n');
+      rmSync(lock, { recursive: true });
+      assert.notEqual(await exited, 0);
+      assert.match(stderr, /PKI_DEVICE_REVOKED/);
+      assert.equal(issuedLines(), issued, 'no certificate that the revocation did not see');
+      assert.equal(readFileSync(pkiPaths(certs).device('pump-6').cert, 'utf8'), before);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('packs a device bundle in memory: killed at any instant, onboarding leaves no copy of a key outside the certificates folder', async () => {
     const scratch = tempDir('bundle-kill');
     const certs = join(scratch.dir, 'certs');
