@@ -94,7 +94,16 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
     const serial = new X509Certificate(readFileSync(current)).serialNumber.toUpperCase();
     if (!issued.some((r) => r.serial === serial)) issued.push({ name: `devices/${deviceId}`, serial, notAfter: '', subject: '' });
   }
-  const token = revokeDeviceToken(root, deviceId);
+  // A tokens file that cannot be read or changed must not keep a device's certificates valid: they
+  // are revoked all the same, and the token's failure is reported after (revoke again once fixed).
+  let token = false;
+  let tokenFailure: FieldStreamError | undefined;
+  try {
+    token = revokeDeviceToken(root, deviceId);
+  } catch (err) {
+    if (issued.length === 0 || !(err instanceof FieldStreamError)) throw err;
+    tokenFailure = err;
+  }
   if (issued.length === 0 && !token) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate or token was issued to device ${deviceId}.`);
   const revokedPath = join(p.caDir, 'revoked.jsonl');
   const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
@@ -111,6 +120,14 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   if (!known.includes(deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());
 
   writeRevocations(root);
+  if (tokenFailure) {
+    throw new FieldStreamError(
+      tokenFailure.code,
+      `Device ${deviceId}'s certificates are revoked (${issued.length}), but a device token of it could not be: ${tokenFailure.message} Fix the tokens file and revoke the device again.`,
+      tokenFailure.details,
+      { cause: tokenFailure },
+    );
+  }
   return { serials: issued.map((r) => r.serial), token };
 }
 

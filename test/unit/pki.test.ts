@@ -379,6 +379,28 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it("revokes a device's certificates even when the tokens file is damaged, and says the token could not be", () => {
+    const scratch = tempDir('revoke-bad-tokens');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      issueDeviceCertificate(certs, 'pump-5');
+      const serial = new X509Certificate(readFileSync(pkiPaths(certs).device('pump-5').cert)).serialNumber.toUpperCase();
+      const tokens = join(certs, 'dmz', 'tokens', 'device-tokens.json');
+      mkdirSync(join(certs, 'dmz', 'tokens'), { recursive: true });
+      writeFileSync(tokens, '{"devices": {"pump-5": ');
+      assert.throws(
+        () => revokeDevice(certs, 'pump-5'),
+        (e: unknown) => e instanceof FieldStreamError && e.code === 'TOKENS_FILE_INVALID' && /certificates are revoked/.test(e.message),
+      );
+      assert.ok(readFileSync(revokedSerialsPath(certs), 'utf8').includes(serial), 'the certificate is revoked for the gateways');
+      assert.ok(readFileSync(pkiPaths(certs).revokedDevices, 'utf8').includes('pump-5'), 'and for the internal side');
+      assert.ok(!existsSync(pkiPaths(certs).deviceKeyRegistry('pump-5')));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('issues a device certificate under the revocation lock, and not to a device revoked while it waited', async () => {
     const scratch = tempDir('issue-lock');
     const certs = join(scratch.dir, 'certs');
