@@ -4,14 +4,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { startDmzServer, type DmzServer } from '../../scripts/local-stack/dmz-server.ts';
-import { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { REPO_ROOT } from '../helpers/stack.ts';
+import { REPO_ROOT, startHaproxy } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
-const HAPROXY_CFG = join(REPO_ROOT, 'haproxy', 'haproxy.cfg');
 const DEVICES = ['hp-1', 'hp-2', 'hp-3', 'hp-4'];
 const log = createLogger('test', 'silent');
 
@@ -35,17 +33,8 @@ describe('HAProxy with one DMZ server whose gateways are down', () => {
     const common = { repoRoot: REPO_ROOT, certsDir: pki.dir, env: { LOG_LEVEL: 'warn' }, logger: log, gateways: 1 };
     s1 = await startDmzServer({ ...common, workDir: join(work.dir, 'dmz1'), id: 'dmz1' });
     s2 = await startDmzServer({ ...common, workDir: join(work.dir, 'dmz2'), id: 'dmz2' });
-    const hp = await freePort();
-    haproxy = new ManagedProcess({
-      name: 'haproxy',
-      command: 'haproxy',
-      args: ['-db', '-f', HAPROXY_CFG],
-      env: { PATH: process.env.PATH, HAPROXY_BIND: `127.0.0.1:${hp}`, HAPROXY_DMZ1: `127.0.0.1:${s1.ports.https}`, HAPROXY_DMZ2: `127.0.0.1:${s2.ports.https}`, HAPROXY_CHECK_INTER: '1s', HAPROXY_MAXCONN: '1000' },
-      cwd: work.dir,
-      logFile: join(work.dir, 'haproxy.log'),
-      ready: { port: hp },
-    });
-    await haproxy.start();
+    let hp: number;
+    ({ process: haproxy, port: hp } = await startHaproxy([s1, s2], work.dir, join(work.dir, 'haproxy.log')));
     url = `wss://localhost:${hp}/ws`;
     // Server 1's gateway dies and stays dead (kill() also ends its supervision); its Caddy lives on.
     await Promise.all(s1.gateways.map((g) => g.kill()));

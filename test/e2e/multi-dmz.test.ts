@@ -6,7 +6,7 @@ import { connectAsync } from 'mqtt';
 import { after, before, describe, it } from 'node:test';
 import { runDoctor } from '../../field-client/src/doctor.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import type { DmzServer } from '../../scripts/local-stack/dmz-server.ts';
@@ -14,7 +14,7 @@ import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { api, REPO_ROOT, startTestStack, influxSettings } from '../helpers/stack.ts';
+import { api, HAPROXY_CFG, startHaproxy, startTestStack, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { statusTopic } from '../../shared/contract/topics.ts';
 
@@ -25,7 +25,6 @@ const DEVICE = 'rover-1';
 const BALANCED = 'rover-2';
 /** what `fieldstream doctor` checks, with both URLs */
 const DOCTOR = 'rover-3';
-const HAPROXY_CFG = join(REPO_ROOT, 'haproxy', 'haproxy.cfg');
 
 type Field = Awaited<ReturnType<typeof startTestFieldClient>>;
 
@@ -86,17 +85,8 @@ describe('two DMZ servers: a device moves when its server dies', () => {
       COMMAND_API_TOKENS_FILE: writeRoleTokens(work.dir),
     }, { dmzServers: 2 }));
     [s1, s2] = stack.dmzServers as [DmzServer, DmzServer];
-    const hp = await freePort();
-    haproxy = new ManagedProcess({
-      name: 'haproxy',
-      command: 'haproxy',
-      args: ['-db', '-f', HAPROXY_CFG],
-      env: { PATH: process.env.PATH, HAPROXY_BIND: `127.0.0.1:${hp}`, HAPROXY_DMZ1: `127.0.0.1:${s1.ports.https}`, HAPROXY_DMZ2: `127.0.0.1:${s2.ports.https}`, HAPROXY_CHECK_INTER: '1s', HAPROXY_MAXCONN: '1000' },
-      cwd: work.dir,
-      logFile: join(work.dir, 'logs', 'haproxy.log'),
-      ready: { port: hp },
-    });
-    await haproxy.start();
+    let hp: number;
+    ({ process: haproxy, port: hp } = await startHaproxy([s1, s2], work.dir, join(work.dir, 'logs', 'haproxy.log')));
     field = await startTestFieldClient(pki.paths, DEVICE, `${s1.urls.wss},${s2.urls.wss}`, logs.logger);
     field.commands.register('ping', () => {
       ran.push('ping');

@@ -6,6 +6,8 @@ import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import type { PkiPaths } from '../../pki/layout.ts';
 import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import type { DmzServer } from '../../scripts/local-stack/dmz-server.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
 
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
 
@@ -85,3 +87,21 @@ export const subscriptions = (stack: LocalStack) => {
  * reach the restarted broker before that find no subscriber: covered end to end only by commit receipts). */
 export const untilResubscribed = (stack: LocalStack, before: number) =>
   eventually(() => (subscriptions(stack).again >= before + subscriptions(stack).first ? true : undefined), 30_000, 'the distributor subscribed again');
+
+export const HAPROXY_CFG = join(REPO_ROOT, 'haproxy', 'haproxy.cfg');
+
+/** The real HAProxy with the repository's haproxy.cfg in front of two DMZ servers' Caddies, on a free port; started. */
+export async function startHaproxy(servers: readonly [DmzServer, DmzServer], workDir: string, logFile: string): Promise<{ process: ManagedProcess; port: number }> {
+  const port = await freePort();
+  const process_ = new ManagedProcess({
+    name: 'haproxy',
+    command: 'haproxy',
+    args: ['-db', '-f', HAPROXY_CFG],
+    env: { PATH: process.env.PATH, HAPROXY_BIND: `127.0.0.1:${port}`, HAPROXY_DMZ1: `127.0.0.1:${servers[0].ports.https}`, HAPROXY_DMZ2: `127.0.0.1:${servers[1].ports.https}`, HAPROXY_CHECK_INTER: '1s', HAPROXY_MAXCONN: '1000' },
+    cwd: workDir,
+    logFile,
+    ready: { port },
+  });
+  await process_.start();
+  return { process: process_, port };
+}
