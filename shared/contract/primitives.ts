@@ -88,8 +88,13 @@ export const ScalarSchema = z.custom<Scalar>().superRefine((value, ctx) => {
 /**
  * A field name: what InfluxDB accepts as a field or tag key, without the surprises. Not `time`:
  * InfluxDB 1.x answers 204 to a point with a field of that name beside others and drops the field
- * (a reading acknowledged, its device told it is stored, one of its values gone).
+ * (a reading acknowledged, its device told it is stored, one of its values gone). Not `device` or
+ * `event_type`, the tags readings and events are stored with (points.ts): InfluxQL reads an
+ * unqualified name as the field once the measurement has a field of that name, so one reading with
+ * the field device="victim" was listed as the victim's by `WHERE "device" = 'victim'` (the
+ * console's history query), and the victim's own readings no longer were
+ * (test/e2e/line-protocol-influx.test.ts).
  */
-export const FIELD_NAME_PATTERN = /^(?!time$)[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
-export const FIELD_NAME_RULE = 'must be at most 128 characters, start with a letter or "_", hold only letters, digits, "_", "." and "-", and not be "time"';
+export const FIELD_NAME_PATTERN = /^(?!(?:time|device|event_type)$)[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
+export const FIELD_NAME_RULE = 'must be at most 128 characters, start with a letter or "_", hold only letters, digits, "_", "." and "-", and not be "time", "device" or "event_type"';
 export const FieldNameSchema = z.string().regex(FIELD_NAME_PATTERN, FIELD_NAME_RULE);

@@ -76,6 +76,14 @@ describe('line protocol injection, against a real InfluxDB 1.x', () => {
     assert.deepEqual(await influx.rows(DB, `SELECT * FROM readings WHERE device = 'victim'`), []);
   });
 
+  it('a field named as a tag (device) is refused: InfluxQL would read it for the tag, listing the point under another device and hiding that device\'s own', async () => {
+    await sink().write([{ measurement: 'readings', tags: { device: 'owner' }, fields: { t: 20 }, time: 1_700_000_400_000 }]);
+    const forged: StoredPoint = { measurement: 'readings', tags: { device: 'mallory' }, fields: { device: 'owner', t: 1000 }, time: 1_700_000_400_001 };
+    assert.equal(await code(sink().write([forged])), 'DISTRIBUTOR_WRITE_REJECTED');
+    // What the console's history asks (internal-network/console/history/influxql.ts).
+    assert.deepEqual(await influx.rows(DB, `SELECT "t" FROM "readings" WHERE "device" = 'owner'`), [{ time: 1_700_000_400_000, t: 20 }]);
+  });
+
   it('InfluxDB 1.x keeps an escaped backslash in a name as two backslashes: escaping them would store another name, hence the refusal', async () => {
     assert.equal(await rawWrite('esc,t=a\\\\b k\\\\x=1 1700000300000'), 204);
     assert.deepEqual(await influx.rows(DB, `SELECT * FROM esc`), [{ time: 1_700_000_300_000, t: 'a\\\\b', 'k\\\\x': 1 }]);

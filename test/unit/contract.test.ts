@@ -106,6 +106,16 @@ describe('device → gateway contract', () => {
     for (const name of ['Time', 'time_s', 'times', '_time']) assert.equal(parseUplinkFrame(reading({ [name]: 5 })).length, 1, name);
   });
 
+  it('refuses a field named as a tag its point is stored with (device, event_type): InfluxQL would read the field for the tag', () => {
+    // WHERE "device" = 'victim' compares the field once one exists in the measurement: a reading with
+    // device="victim" showed as the victim's, and the victim's own readings no longer matched.
+    for (const name of ['device', 'event_type']) {
+      assert.equal(codeOf(() => parseUplinkFrame(reading({ [name]: 'victim', v: 1 }))), 'CONTRACT_INVALID_MESSAGE', name);
+      assert.equal(codeOf(() => parseUplinkFrame(JSON.stringify({ deviceId: 'd', dataType: 'event', payload: { eventType: 'door', [name]: 'victim' } }))), 'CONTRACT_INVALID_MESSAGE', name);
+    }
+    for (const name of ['Device', 'device_id', 'devices', 'eventType_x', 'event_types']) assert.equal(parseUplinkFrame(reading({ [name]: 5 })).length, 1, name);
+  });
+
   it('takes an event of as many keys as a reading may have fields', () => {
     const { eventType, ...rest } = { eventType: 'door', ...fieldsOf(LIMITS.readingMaxFields - 1) };
     const frame = parseUplinkFrame(JSON.stringify({ deviceId: 'd', dataType: 'event', payload: { eventType, ...rest } }));

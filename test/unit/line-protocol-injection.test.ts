@@ -133,6 +133,10 @@ describe('line protocol injection', () => {
       assert.equal(codeOf(() => toLine({ measurement: 'm', tags: { device: bad }, fields: { f: 1 }, time: 1 })), 'DISTRIBUTOR_WRITE_REJECTED', `tag value ${JSON.stringify(bad)}`);
       assert.equal(codeOf(() => toLine({ measurement: bad, tags: {}, fields: { f: 1 }, time: 1 })), 'DISTRIBUTOR_WRITE_REJECTED', `measurement ${JSON.stringify(bad)}`);
     }
+    // A field named as a tag of its point: InfluxQL's WHERE "device" = '…' then reads the field, so
+    // a point of mallory with the field device="victim" would be listed as the victim's.
+    assert.equal(codeOf(() => toLine({ measurement: 'readings', tags: { device: 'mallory' }, fields: { device: 'victim', t: 1 }, time: 1 })), 'DISTRIBUTOR_WRITE_REJECTED');
+    assert.equal(codeOf(() => toLineProtocol(eventPoints(eventEnvelope({ eventType: 'x', event_type: 'y' }) as unknown as EnvelopeOf<'event'>))), 'DISTRIBUTOR_WRITE_REJECTED');
     // The same value under an ordinary key is one line: a quoted string may hold a newline.
     const line = toLine({ measurement: 'events', tags: { device: 'mallory' }, fields: { zz: FORGED_VALUE }, time: 1 }) as string;
     assert.deepEqual(influxRead(line), [{ tags: 1, fields: 1 }]);

@@ -35,8 +35,10 @@ const point = fc.record({
  * line break or tab (the library rewrites them).
  */
 const hostile = (name: string) => /[\n\r\t]/.test(name) || /\\([ ,=]|$)/.test(name);
+/** A field named as a tag the point is written with: InfluxQL would read the field for the tag. */
+const tagAsField = (p: StoredPoint) => Object.entries(p.tags).some(([k, v]) => k !== '' && v !== '' && Object.hasOwn(p.fields, k));
 const hostilePoint = (p: StoredPoint) =>
-  hostile(p.measurement) || Object.entries(p.tags).some(([k, v]) => k !== '' && v !== '' && (hostile(k) || hostile(v))) || Object.keys(p.fields).some(hostile);
+  hostile(p.measurement) || Object.entries(p.tags).some(([k, v]) => k !== '' && v !== '' && (hostile(k) || hostile(v))) || Object.keys(p.fields).some(hostile) || tagAsField(p);
 const refusal = (p: StoredPoint) => {
   try {
     return toLine(p);

@@ -123,8 +123,27 @@ function fieldsOf(p: StoredPoint): string {
   return fieldsIn(p, shapeOf(Object.keys(p.fields)), true) ?? fieldsIn(p, sortedShape(Object.keys(p.fields)), false) ?? '';
 }
 
+/**
+ * DISTRIBUTOR_WRITE_REJECTED for a field named as one of its point's tags. InfluxDB keeps the two
+ * apart, but InfluxQL reads an unqualified name as the field once the measurement has one (InfluxDB
+ * 1.x docs, "Tag key and field key with the same name": `::tag` is needed): `WHERE "device" =
+ * 'victim'`, the console's history query, then matched a point of another device holding the field
+ * device="victim" and none of the victim's own (checked against InfluxDB 1.x:
+ * test/e2e/line-protocol-influx.test.ts). The contract keeps such names out of device data
+ * (FIELD_NAME_PATTERN); this holds for any point, whatever let it through.
+ */
+function checkFieldsApartFromTags(p: StoredPoint): void {
+  for (const key in p.tags) {
+    // As written: an empty tag value is no tag, a field without a value or with an empty key is left out.
+    if (key !== '' && p.tags[key] && Object.hasOwn(p.fields, key) && p.fields[key] !== undefined) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `field ${JSON.stringify(key.slice(0, 200))} is also a tag of measurement ${JSON.stringify(p.measurement.slice(0, 200))}: InfluxQL would read the field for the tag`);
+    }
+  }
+}
+
 /** One line, or undefined for a point without fields. */
 export function toLine(p: StoredPoint, series = seriesOf(p)): string | undefined {
+  checkFieldsApartFromTags(p);
   const fields = fieldsOf(p);
   return fields === '' ? undefined : `${series} ${fields} ${Math.floor(p.time)}`;
 }
