@@ -22,8 +22,13 @@ export const REPLAYED_FILE = 'replayed.jsonl';
 /** One line of DIR/replayed.jsonl. */
 const ReplayedSchema = z.object({ at: z.string(), file: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
 
-/** The longest line of a letter: a payload of the largest MQTT packet in base64, and its fields. */
-const LETTER_LINE_MAX_BYTES = Math.ceil(LIMITS.brokerPacketMaxBytes / 3) * 4 + 64 * 1024;
+/**
+ * The longest line of a letter: the largest the distributor writes (LIMITS.deadLetterLetterMaxBytes:
+ * a payload of the largest MQTT packet, or a gateway's section written out larger than it came, in
+ * base64, and the rest of its line). A bound of the packet alone read such a letter, kept and
+ * receipted, as a damaged line that no replay would ever write.
+ */
+const LETTER_LINE_MAX_BYTES = LIMITS.deadLetterLetterMaxBytes;
 
 /** A letter as read from its file: where it is, and what it is (undefined: the line is not a letter). */
 export interface ReadLetter {

@@ -3,6 +3,8 @@ import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:f
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import { readLetters, summarizeLetters } from '../../internal-network/distributor/dead-letter-files.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -52,6 +54,20 @@ describe('dead letters', () => {
     assert.equal(next.topic, 't/1');
     assert.equal(Buffer.from(next.payloadBase64, 'base64').toString(), 'after the crash');
     assert.deepEqual(readdirSync(dir), [today()]);
+  });
+
+  it('reads back every letter it writes, up to the largest (a gateway section written out larger than it came)', async () => {
+    const dir = join(tmp.dir, 'largest');
+    const dead = new DeadLetters(dir, 1, { maxBytes: LIMITS.deadLetterLetterMaxBytes * 2 });
+    // A section of a gateway's envelope is kept as an envelope of its own, written out again: up to
+    // LIMITS.deadLetterSectionSlackBytes larger than the broker's largest packet (limits.ts).
+    const payload = Buffer.alloc(LIMITS.brokerPacketMaxBytes + Math.floor(LIMITS.deadLetterSectionSlackBytes / 2), 0x61);
+    assert.equal(await dead.put('fieldstream/v1/devices/d-1/up/timeseries', payload, new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'refused')), 'whole');
+    const read = [...readLetters(dir)];
+    assert.equal(read.length, 1);
+    assert.ok(read[0]!.letter, 'a letter the distributor kept (and receipted) is read as one, not as a torn line');
+    assert.ok(Buffer.from(read[0]!.letter.payloadBase64 ?? '', 'base64').equals(payload));
+    assert.deepEqual(summarizeLetters(dir).map((f) => [f.withData, f.unreadable]), [[1, 0]]);
   });
 
   it('gives replicas sharing the folder files of their own, by their state slot', async () => {
