@@ -95,6 +95,24 @@ describe('InfluxDB answers that are not "every point written"', () => {
     await v2.close();
   });
 
+  it('v1 and v2: credentials in INFLUXDB_URL are used but never put in the description (logged, and in the messages of dead letters a fan-out refuses)', async () => {
+    const auths: Array<string | undefined> = [];
+    const f = await fakeInflux(() => 204);
+    servers.push(f.server);
+    f.server.prependListener('request', (req: IncomingMessage) => auths.push(req.headers.authorization));
+    const withCredentials = f.url.replace('http://', 'http://fieldstream:s3cret-pw@');
+    const v1 = new InfluxV1Sink({ url: withCredentials, database: 'db', timeoutMs: 5000 });
+    const v2 = new InfluxV2Sink({ url: withCredentials, token: 't', org: 'o', bucket: 'b', timeoutMs: 5000 });
+    for (const sink of [v1, v2]) {
+      assert.ok(!sink.description.includes('s3cret-pw'), sink.description);
+      assert.ok(sink.description.includes(f.url), sink.description);
+    }
+    assert.equal(await outcome(v1.write([point(1)])), 'ok');
+    assert.equal(auths[0], `Basic ${Buffer.from('fieldstream:s3cret-pw').toString('base64')}`, 'v1 still authenticates with them');
+    await v1.close();
+    await v2.close();
+  });
+
   it('v1 and v2: a point line protocol cannot carry (a number not finite, a hostile name) is refused for good, unsent', async () => {
     const f = await fakeInflux(() => 204);
     servers.push(f.server);

@@ -4,7 +4,7 @@ import { constants, gzipSync } from 'node:zlib';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { toLineProtocol } from './line-protocol.ts';
-import { isRetryableStatus, type PointSink } from './sink.ts';
+import { isRetryableStatus, shownUrl, type PointSink } from './sink.ts';
 
 export interface InfluxV1Options {
   url: string;
@@ -39,7 +39,7 @@ export class InfluxV1Sink implements PointSink {
     url.searchParams.set('db', options.database);
     url.searchParams.set('precision', 'ms');
     this.endpoint = url;
-    this.description = `InfluxDB 1.x ${options.url} database ${options.database}`;
+    this.description = `InfluxDB 1.x ${shownUrl(options.url)} database ${options.database}`;
     this.headers = { 'content-type': 'text/plain; charset=utf-8' };
     if (options.username) {
       this.headers.authorization = `Basic ${Buffer.from(`${options.username}:${options.password ?? ''}`).toString('base64')}`;

@@ -2,7 +2,7 @@ import { HttpError, InfluxDB, type Transport } from '@influxdata/influxdb-client
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { toLines } from './line-protocol.ts';
-import { isRetryableStatus, type PointSink } from './sink.ts';
+import { isRetryableStatus, shownUrl, type PointSink } from './sink.ts';
 
 /** points per write request (InfluxData suggests about 5,000 lines) */
 const BATCH = 5000;
@@ -31,7 +31,7 @@ export class InfluxV2Sink implements PointSink {
   private readonly path: string;
 
   constructor(options: InfluxV2Options) {
-    this.description = `InfluxDB 2.x API ${options.url} org ${options.org} bucket ${options.bucket}`;
+    this.description = `InfluxDB 2.x API ${shownUrl(options.url)} org ${options.org} bucket ${options.bucket}`;
     this.transport = new InfluxDB({ url: options.url, token: options.token, timeout: options.timeoutMs }).transport;
     this.path = `/api/v2/write?${new URLSearchParams({ org: options.org, bucket: options.bucket, precision: 'ms' }).toString()}`;
   }
