@@ -254,7 +254,10 @@ export class MessageHandler {
       // (a resend after a lost receipt: its record may not have been written before a crash; or a
       // replay once the transfer's epoch left the replay windows): keyed by the transfer, so every
       // copy is the one record, not one per chunk.
-      if (stored) points.push(filePoint(env.deviceId, env.receivedAt, stored, transfer ? transferKey(transfer.id) : keys[i]));
+      // Its own arrival, as every other kind's point (points.ts): a message of a later frame the
+      // gateway joined into the envelope carries one, and at the envelope's time two records of a
+      // device without timestamps were one point in InfluxDB, the second overwriting the first.
+      if (stored) points.push(filePoint(env.deviceId, m.receivedAt ?? env.receivedAt, stored, transfer ? transferKey(transfer.id) : keys[i]));
     }
     return points;
   }

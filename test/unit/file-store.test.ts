@@ -8,6 +8,7 @@ import { Consumer } from '../../internal-network/distributor/consumer.ts';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import type { ReceiptPublisher, ReceiptRequest } from '../../internal-network/distributor/receipts.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
@@ -80,6 +81,33 @@ describe('file storage', () => {
       await assert.rejects(store.storeChunk('cam-4', chunk(2, wrong)), (e: unknown) => e instanceof FieldStreamError && e.code === 'DISTRIBUTOR_FILE_CHECKSUM');
       assert.deepEqual(readdirSync(join(root, 'cam-4')), []);
     });
+  });
+
+  it("gives each file's record its own message's arrival time, so two files joined into one envelope are two points in InfluxDB", async () => {
+    // InfluxDB keeps one point per (measurement, tags, time): two records of a device at one time
+    // are one, the later overwriting the earlier's filename, path and SHA-256.
+    const dir = join(tmp.dir, 'two-files');
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys'), join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const written: StoredPoint[] = [];
+    const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+    const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier);
+    const now = Date.now();
+    // As the gateway joins a later frame's messages into an envelope: each with its own arrival (uplink-publisher.ts).
+    const envelope = {
+      v: 1,
+      deviceId: 'cam-2',
+      dataType: 'file',
+      gatewayId: 'gw',
+      receivedAt: now,
+      messages: [
+        { messageId: 'f.1', payload: { filename: 'a.jpg', data: b64('first') } },
+        { messageId: 'f.2', receivedAt: now + 40, payload: { filename: 'b.jpg', data: b64('second') } },
+      ],
+    };
+    await handler.handle(uplinkTopic('cam-2', 'file'), Buffer.from(JSON.stringify(envelope)));
+    const files = written.filter((p) => p.measurement === 'files');
+    assert.deepEqual(files.map((p) => [p.fields.filename, p.time]), [['a.jpg', now], ['b.jpg', now + 40]]);
   });
 
   it('keeps devices apart and leaves no temporary files behind', async () => {
