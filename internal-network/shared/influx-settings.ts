@@ -52,3 +52,18 @@ export function checkInfluxSettings(c: InfluxSettings, ctx: z.RefinementCtx): vo
     }
   }
 }
+
+/**
+ * The URL as a description may show it: without the user and password it may carry
+ * (`http://user:password@host:8086`, which the distributor's v1 sink and the console's history
+ * authenticate with). A description is logged at the start, printed by `fieldstream-admin
+ * dead-letters replay`, and put in the message of every refusal of a fan-out, which dead letters
+ * keep, and of the console's CONSOLE_HISTORY_FAILED.
+ */
+export function shownUrl(url: string): string {
+  const u = new URL(url);
+  if (u.username === '' && u.password === '') return url;
+  u.username = '';
+  u.password = '';
+  return u.toString();
+}

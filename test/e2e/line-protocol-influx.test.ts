@@ -8,6 +8,7 @@ import { WriteBatcher } from '../../internal-network/distributor/write-batcher.t
 import { eventPoints, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { InfluxQlHistory } from '../../internal-network/console/history/influxql.ts';
 
 const DB = 'lp';
 const FORGED = '=1\nreadings,device=victim temperature=99 1700000000000\n#';
@@ -87,5 +88,36 @@ describe('line protocol injection, against a real InfluxDB 1.x', () => {
   it('InfluxDB 1.x keeps an escaped backslash in a name as two backslashes: escaping them would store another name, hence the refusal', async () => {
     assert.equal(await rawWrite('esc,t=a\\\\b k\\\\x=1 1700000300000'), 204);
     assert.deepEqual(await influx.rows(DB, `SELECT * FROM esc`), [{ time: 1_700_000_300_000, t: 'a\\\\b', 'k\\\\x': 1 }]);
+  });
+});
+
+describe('a user and password in INFLUXDB_URL, against a real InfluxDB 1.x', () => {
+  const work = tempDir('influx-url-credentials');
+  let influx: InfluxV1;
+  before(async () => {
+    influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
+  });
+  after(async () => {
+    await influx.process.stop();
+    work.cleanup();
+  });
+
+  it("the distributor writes with them and the console's history reads with them; neither shows the password in a description or an error", async () => {
+    const u = new URL(influx.url);
+    u.username = influx.user;
+    u.password = influx.password;
+    const withCredentials = u.toString();
+    const sink = new InfluxV1Sink({ url: withCredentials, database: DB, timeoutMs: 5000 });
+    assert.ok(!sink.description.includes(influx.password));
+    await sink.write([{ measurement: 'readings', tags: { device: 'pump-1' }, fields: { t: 21 }, time: Date.now() - 60_000 }]);
+    const history = new InfluxQlHistory({ INFLUXDB_URL: withCredentials, INFLUXDB_DATABASE: DB, INFLUXDB_TIMEOUT_MS: 5000, TIMESERIES_LOCAL_PATH: '' });
+    assert.ok(!history.description.includes(influx.password));
+    const series = await history.series('pump-1', 't', Date.now() - 3_600_000, Date.now());
+    assert.equal(series.length, 1, 'read with the credentials of the URL');
+    assert.equal(series[0]?.[1], 21);
+    // A wrong password: refused by InfluxDB, and the message names the server without either.
+    u.password = 'not-the-password';
+    const wrong = new InfluxQlHistory({ INFLUXDB_URL: u.toString(), INFLUXDB_DATABASE: DB, INFLUXDB_TIMEOUT_MS: 5000, TIMESERIES_LOCAL_PATH: '' });
+    await assert.rejects(wrong.series('pump-1', 't', Date.now() - 3_600_000, Date.now()), (e: unknown) => e instanceof FieldStreamError && e.code === 'CONSOLE_HISTORY_FAILED' && !e.message.includes('not-the-password') && / 401/.test(e.message));
   });
 });

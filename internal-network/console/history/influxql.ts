@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
-import type { InfluxSettings } from '../../shared/influx-settings.ts';
+import { shownUrl, type InfluxSettings } from '../../shared/influx-settings.ts';
 import { postgresConnection, postgresEnabled, type PostgresSettings } from '../../shared/postgres-settings.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
 import { PostgresHistory } from './postgres.ts';
@@ -34,14 +34,23 @@ export class InfluxQlHistory implements HistoryReader {
   private readonly headers: Record<string, string>;
   private readonly database: string;
 
+  /** INFLUXDB_URL without a user and password (fetch refuses a URL that carries them) */
+  private readonly base: string;
+
   constructor(private readonly s: InfluxSettings & { INFLUXDB_URL: string }) {
     this.database = s.INFLUXDB_TOKEN !== undefined ? (s.INFLUXDB_BUCKET ?? '') : (s.INFLUXDB_DATABASE ?? '');
-    this.description = `InfluxDB ${s.INFLUXDB_URL} (${this.database})`;
+    this.base = shownUrl(s.INFLUXDB_URL);
+    this.description = `InfluxDB ${this.base} (${this.database})`;
+    // A user and password in the URL, as the distributor takes them (http://user:password@host),
+    // unless INFLUXDB_USERNAME says otherwise: sent in the header, never in the URL or a message.
+    const inUrl = new URL(s.INFLUXDB_URL);
+    const username = s.INFLUXDB_USERNAME ?? (inUrl.username !== '' ? decodeURIComponent(inUrl.username) : undefined);
+    const password = s.INFLUXDB_USERNAME !== undefined ? s.INFLUXDB_PASSWORD : decodeURIComponent(inUrl.password);
     this.headers =
       s.INFLUXDB_TOKEN !== undefined
         ? { authorization: `Token ${s.INFLUXDB_TOKEN}` }
-        : s.INFLUXDB_USERNAME !== undefined
-          ? { authorization: `Basic ${Buffer.from(`${s.INFLUXDB_USERNAME}:${s.INFLUXDB_PASSWORD ?? ''}`).toString('base64')}` }
+        : username !== undefined
+          ? { authorization: `Basic ${Buffer.from(`${username}:${password ?? ''}`).toString('base64')}` }
           : {};
   }
 
@@ -57,7 +66,7 @@ export class InfluxQlHistory implements HistoryReader {
   }
 
   private async query(q: string): Promise<z.infer<typeof QueryAnswerSchema>> {
-    const url = new URL('/query', this.s.INFLUXDB_URL);
+    const url = new URL('/query', this.base);
     url.searchParams.set('db', this.database);
     url.searchParams.set('epoch', 'ms');
     url.searchParams.set('q', q);

@@ -4,7 +4,8 @@ import { constants, gzipSync } from 'node:zlib';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { toLineProtocol } from './line-protocol.ts';
-import { isRetryableStatus, shownUrl, type PointSink } from './sink.ts';
+import { shownUrl } from '../../shared/influx-settings.ts';
+import { isRetryableStatus, type PointSink } from './sink.ts';
 
 export interface InfluxV1Options {
   url: string;

@@ -2,7 +2,8 @@ import { HttpError, InfluxDB, type Transport } from '@influxdata/influxdb-client
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { toLines } from './line-protocol.ts';
-import { isRetryableStatus, shownUrl, type PointSink } from './sink.ts';
+import { shownUrl } from '../../shared/influx-settings.ts';
+import { isRetryableStatus, type PointSink } from './sink.ts';
 
 /** points per write request (InfluxData suggests about 5,000 lines) */
 const BATCH = 5000;

@@ -19,17 +19,3 @@ export interface PointSink {
 export function isRetryableStatus(status: number): boolean {
   return status !== 400 && status !== 422;
 }
-
-/**
- * The URL as a description may show it: without the user and password it may carry
- * (`http://user:password@host:8086`, which the v1 sink authenticates with). A description is
- * logged at the start, printed by `fieldstream-admin dead-letters replay`, and put in the message
- * of every refusal of a fan-out, which dead letters keep.
- */
-export function shownUrl(url: string): string {
-  const u = new URL(url);
-  if (u.username === '' && u.password === '') return url;
-  u.username = '';
-  u.password = '';
-  return u.toString();
-}
