@@ -101,6 +101,12 @@ export const LIMITS = {
    * least DEAD_LETTER_MAX_BYTES may be: a bound that cannot hold one letter would leave its message
    * unacknowledged for good, whatever room an operator made. */
   deadLetterLetterMaxBytes: 4 * Math.ceil((BROKER_PACKET_MAX_BYTES + DEAD_LETTER_SECTION_SLACK_BYTES) / 3) + DEAD_LETTER_LINE_OVERHEAD_BYTES,
+  /** milliseconds. Furthest a point's time (a device's own timestamp) may run ahead of the
+   * distributor's clock: past it the message is refused (DISTRIBUTOR_WRITE_REJECTED) and kept as a
+   * dead letter, replayable once its time has come. InfluxDB makes a shard for every week a point
+   * falls in (a TimescaleDB hypertable a chunk), and a device whose clock, or whose author, dated its
+   * readings across the next centuries would have the database make thousands. */
+  pointMaxAheadMs: 7 * DAY_MS,
   /** lines. Most letters `fieldstream-admin dead-letters replay` lists as not replayed (those refused
    * again first); the rest are counted. */
   deadLetterReplayLinesShown: 50,

@@ -1,4 +1,5 @@
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { DistributorMetrics } from './metrics.ts';
@@ -89,6 +90,7 @@ export class WriteBatcher implements PointSink {
       this.stats.requests++;
       this.metrics.batchPoints.observe(size);
       const points = batch.length === 1 ? (batch[0] as Waiter).points : batch.flatMap((w) => w.points);
+      refuseFarAhead(points);
       await this.sink.write(points);
       this.metrics.writeSeconds.observe((performance.now() - started) / 1000);
       this.lastWriteFailed = false;
@@ -121,5 +123,22 @@ export class WriteBatcher implements PointSink {
 
   close(): Promise<void> {
     return this.sink.close();
+  }
+}
+
+/**
+ * DISTRIBUTOR_WRITE_REJECTED for a point dated more than LIMITS.pointMaxAheadMs ahead of this
+ * clock: refused like a point the database refuses (the batch is written again message by message,
+ * and only the message holding it becomes a dead letter), before the database makes a shard for it.
+ */
+function refuseFarAhead(points: readonly StoredPoint[]): void {
+  const latest = Date.now() + LIMITS.pointMaxAheadMs;
+  for (const p of points) {
+    if (p.time > latest) {
+      throw new FieldStreamError(
+        'DISTRIBUTOR_WRITE_REJECTED',
+        `a point of measurement ${JSON.stringify(p.measurement.slice(0, 200))} is dated ${Number.isNaN(new Date(p.time).getTime()) ? `${p.time} ms` : new Date(p.time).toISOString()}, more than ${LIMITS.pointMaxAheadMs / 86_400_000} days ahead of this clock (the device's clock?)`,
+      );
+    }
   }
 }

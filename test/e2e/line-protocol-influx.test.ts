@@ -85,6 +85,19 @@ describe('line protocol injection, against a real InfluxDB 1.x', () => {
     assert.deepEqual(await influx.rows(DB, `SELECT "t" FROM "readings" WHERE "device" = 'owner'`), [{ time: 1_700_000_400_000, t: 20 }]);
   });
 
+  it("a message dated more than LIMITS.pointMaxAheadMs ahead is refused alone, before InfluxDB makes a shard for it; the batch's others are written", async () => {
+    const shards = async () => (await influx.query('SHOW SHARDS')).results?.[0]?.series?.find((x) => x.name === DB)?.values.length ?? 0;
+    const now = Date.now();
+    const batcher = new WriteBatcher(sink(), 5000);
+    const ahead = (days: number): StoredPoint[] => [{ measurement: 'readings', tags: { device: 'far-ahead' }, fields: { t: days }, time: now + days * 86_400_000 }];
+    assert.deepEqual(await Promise.all([code(batcher.write(ahead(6))), code(batcher.write(ahead(0)))]), ['ok', 'ok']);
+    const shardsBefore = await shards();
+    const results = await Promise.all([code(batcher.write(ahead(365 * 200))), code(batcher.write(ahead(0.001))), code(batcher.write(ahead(8)))]);
+    assert.deepEqual(results, ['DISTRIBUTOR_WRITE_REJECTED', 'ok', 'DISTRIBUTOR_WRITE_REJECTED']);
+    assert.deepEqual((await influx.rows(DB, `SELECT "t" FROM "readings" WHERE "device" = 'far-ahead'`)).map((r) => r.t), [0, 0.001, 6]);
+    assert.equal(await shards(), shardsBefore, 'no shard made for the weeks of the refused points');
+  });
+
   it('InfluxDB 1.x keeps an escaped backslash in a name as two backslashes: escaping them would store another name, hence the refusal', async () => {
     assert.equal(await rawWrite('esc,t=a\\\\b k\\\\x=1 1700000300000'), 204);
     assert.deepEqual(await influx.rows(DB, `SELECT * FROM esc`), [{ time: 1_700_000_300_000, t: 'a\\\\b', 'k\\\\x': 1 }]);
