@@ -643,9 +643,19 @@ export const TIMINGS = {
   commandApiRequestTimeoutMs: 10_000,
   /** milliseconds. The window of LIMITS.apiAuthMaxFailures (5 minutes, as MANAGE.authFailureWindowMs). */
   apiAuthFailureWindowMs: 5 * 60_000,
-  /** milliseconds. The field client's local HTTP input requestTimeout: long enough for a large file
-   * on a slow local link. */
+  /** milliseconds. The field client's local HTTP input: the time a JSON body (a reading, an event,
+   * health values: at most LIMITS.localInputJsonMaxBytes) has to arrive in all. A file's body has no
+   * such bound (10 GiB written to an SD card takes minutes): it is cut off only when it stalls
+   * (localInputIdleTimeoutMs). */
   localInputRequestTimeoutMs: 120_000,
+  /** milliseconds. The field client's local HTTP input: the longest a request's body may pause (no
+   * byte arriving) before it is cut off, its upload's room within FIELD_QUEUE_MAX_BYTES given back: a
+   * producer that froze, or lost its power or link mid-upload (no FIN), would otherwise hold it. */
+  localInputIdleTimeoutMs: 60_000,
+  /** milliseconds. The field client's local HTTP input headersTimeout, and how often Node looks for
+   * requests past it (its default, 30 s, lets them linger). */
+  localInputHeadersTimeoutMs: 30_000,
+  localInputConnectionsCheckMs: 2_000,
   /** days before a certificate's expiry from which services warn: at start for their own, the
    * gateway at each connection of a device, the field client's doctor. */
   certWarnDays: 30,

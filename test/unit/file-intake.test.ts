@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
@@ -11,6 +12,7 @@ import { GatewayConnection } from '../../field-client/src/gateway-connection.ts'
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -85,7 +87,7 @@ describe('files taken within the bound', () => {
   });
 
   /** POST /v1/files: its status, and how many bytes the client had written when the answer came. */
-  function upload(port: number, body: { length?: number; total: number; pieceBytes: number; wait?: Promise<unknown> }) {
+  function upload(port: number, body: { length?: number; total: number; pieceBytes: number; wait?: Promise<unknown>; pace?: () => Promise<unknown> }) {
     return new Promise<{ status: number; code: string; sentWhenAnswered: number }>((resolve, reject) => {
       let sent = 0;
       let answered = false;
@@ -104,7 +106,7 @@ describe('files taken within the bound', () => {
           if (sent >= body.total / 2 && body.wait) await body.wait;
           sent += piece.length;
           if (!req.write(piece)) await new Promise((r) => req.once('drain', r));
-          await new Promise((r) => setImmediate(r));
+          await (body.pace ? body.pace() : new Promise((r) => setImmediate(r)));
         }
         if (!answered) req.end();
         else req.destroy();
@@ -186,6 +188,52 @@ describe('files taken within the bound', () => {
       assert.ok(d.logs.lines.some((l) => l.code === 'FIELD_STORAGE_FAILED'), 'logged');
       assert.equal(d.queued().length, 0);
     } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it('takes an upload for as long as its bytes keep coming, and cuts off one that stalls, giving its room back', async () => {
+    // Scaled down: a JSON body's deadline 1 s, a body's pause 700 ms (TIMINGS, read as the input is made).
+    const timings = TIMINGS as unknown as Record<string, number>;
+    const saved = { ...timings };
+    Object.assign(timings, { localInputRequestTimeoutMs: 1000, localInputIdleTimeoutMs: 700, localInputConnectionsCheckMs: 100 });
+    const d = await device('http-slow', 16 * MiB);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      const port = input.port as number;
+      // A large file on a slow card arrives for minutes, steadily: taken, whatever the JSON deadline.
+      let pieces = 0;
+      const steady = upload(port, { length: 15 * 64 * 1024, total: 15 * 64 * 1024, pieceBytes: 64 * 1024, wait: undefined, pace: () => new Promise((r) => setTimeout(r, 200, ++pieces)) });
+      const answer = await steady;
+      assert.equal(answer.status, 202, `taken after ${pieces} pieces over ~${pieces * 200} ms`);
+      // A producer gone mid-upload (frozen, or its power or link lost: no FIN): cut off, its room given back.
+      const stalled = await Promise.race([
+        upload(port, { length: 8 * MiB, total: 8 * MiB, pieceBytes: 64 * 1024, wait: new Promise(() => {}) }),
+        new Promise((r) => setTimeout(() => r('no answer'), 5000)),
+      ]);
+      assert.deepEqual(stalled !== 'no answer' && { status: (stalled as { status: number }).status, code: (stalled as { code: string }).code }, { status: 408, code: 'HTTP_REQUEST_TIMEOUT' });
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(d.outbox.room.bytes, 0, 'no room left held');
+      assert.deepEqual(readdirSync(join(d.dir, 'incoming')), [], 'the partial upload is gone');
+      assert.equal(d.queued().length, 1, 'only the whole file queued');
+      assert.ok(d.logs.lines.some((l) => l.code === 'HTTP_REQUEST_TIMEOUT'), 'logged');
+      // A reading's body trickling in, never pausing long: cut off at its deadline all the same.
+      const trickled = await new Promise<string>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{'));
+        const drip = setInterval(() => socket.write(' '), 200);
+        let text = '';
+        socket.on('data', (c) => (text += c));
+        socket.on('close', () => {
+          clearInterval(drip);
+          resolve(text.split('\r\n')[0] ?? '');
+        });
+        socket.on('error', () => undefined);
+      });
+      assert.equal(trickled, 'HTTP/1.1 408 Request Timeout');
+    } finally {
+      Object.assign(timings, saved);
       await input.close();
       await d.close();
     }

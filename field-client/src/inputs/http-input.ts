@@ -27,7 +27,16 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  */
 export function httpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger, health?: HealthReporter): LocalInput {
   const incoming = join(dataDir, 'incoming');
-  const server = createServer((req, res) => {
+  // No requestTimeout: it bounds a whole request, its body included, and cut off (408) every upload
+  // that took longer to arrive (a file of a few GiB written to an SD card takes minutes), so it was
+  // never taken, however often sent. A body is bounded by guardBody instead: by its pauses, and a
+  // JSON body by a deadline. Set here, at construction, as Node documents them.
+  const server = createServer({
+    requestTimeout: 0,
+    headersTimeout: TIMINGS.localInputHeadersTimeoutMs,
+    connectionsCheckingInterval: TIMINGS.localInputConnectionsCheckMs,
+  }, (req, res) => {
+    guardBody(req, res, req.url?.startsWith('/v1/files') ? undefined : TIMINGS.localInputRequestTimeoutMs, log);
     route(req, res).catch((err: unknown) => {
       // An error without a code is the machine's, not the producer's (the device's storage failing
       // under an upload: ENOENT, ENOSPC, EIO writing incoming/, syncing, hashing): transient, so the
@@ -37,7 +46,6 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       send(res, coded.httpStatus, { code: coded.code, message: coded.message });
     });
   });
-  server.requestTimeout = TIMINGS.localInputRequestTimeoutMs;
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://local');
@@ -164,7 +172,42 @@ function receiveBody(req: IncomingMessage, path: string, check: (bytes: number) 
   });
 }
 
+/**
+ * Bounds how a request's body arrives: cut off once no byte came for TIMINGS.localInputIdleTimeoutMs,
+ * and (`totalMs`) once it took that long in all. A producer that froze, or lost its power or link
+ * mid-upload (no FIN: nothing tells the server), would otherwise hold its connection, its partial
+ * upload in incoming/, and the room the upload holds within FIELD_QUEUE_MAX_BYTES (which readings are
+ * then refused, or dropped oldest, for) until a restart. Answered 408 HTTP_REQUEST_TIMEOUT when it can
+ * be, then the connection is closed: the upload fails as cut off, its room given back. Once the body
+ * is in, nothing here runs: taking a large file (hashing, syncing) may take minutes, and the producer
+ * waits for its answer.
+ */
+function guardBody(req: IncomingMessage, res: ServerResponse, totalMs: number | undefined, log: Logger): void {
+  const cut = (why: string) => {
+    if (req.complete || req.destroyed) return;
+    log.warn({ code: 'HTTP_REQUEST_TIMEOUT', method: req.method, path: req.url?.split('?')[0] }, why);
+    if (!res.headersSent) {
+      res.shouldKeepAlive = false;
+      send(res, 408, { code: 'HTTP_REQUEST_TIMEOUT', message: why });
+    }
+    // Once a request is answered, Node no longer destroys it when its socket closes: destroyed here,
+    // so that its reader (receiveBody, readJsonBody) fails, and the upload's room is given back.
+    req.socket.once('close', () => req.destroy());
+    req.socket.destroySoon();
+  };
+  req.setTimeout(TIMINGS.localInputIdleTimeoutMs, () => cut(`No byte of the body came for ${TIMINGS.localInputIdleTimeoutMs} ms: cut off.`));
+  const deadline = totalMs === undefined ? undefined : setTimeout(() => cut(`The body was not in within ${totalMs} ms: cut off.`), totalMs);
+  // Only at the body's end is the socket's timeout cleared: after the answer Node sets its own
+  // (keep-alive), which a later clear would undo.
+  req.once('end', () => {
+    if (!res.headersSent) req.setTimeout(0);
+  });
+  req.once('close', () => clearTimeout(deadline));
+}
+
 function send(res: ServerResponse, status: number, body: unknown): void {
+  // A request cut off (guardBody) was answered already: the route's own failure then has nobody to tell.
+  if (res.headersSent) return;
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
