@@ -140,6 +140,35 @@ describe("a file transfer's progress on a disk that refuses it", () => {
   });
 });
 
+describe('a file transfer whose progress says every chunk is done', () => {
+  it('finishes after a restart (a kill between the progress and the removal): its last chunk again, not stuck for ever', async () => {
+    const work = tempDir('commit-progress-whole');
+    const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+    const outbox = new FileOutbox(work.dir, 64 * 1024);
+    try {
+      const src = join(work.dir, 'big.bin');
+      writeFileSync(src, randomBytes(256 * 1024));
+      const rec = await outbox.accept(src, {});
+      const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+      const seq = (file as { seq: number }).seq;
+      // FileTransfers.commit saves the progress (all 4 chunks) and then removes the file: killed between.
+      outbox.saveProgress(rec.transferId, rec.count);
+      const finished: number[] = [];
+      const transfers = new FileTransfers(outbox, { window: 4, receipts: true }, (s) => finished.push(s), log);
+      assert.ok(transfers.start(seq, rec));
+      const sent = [...transfers.chunks()].map((c) => c.item.seq);
+      assert.deepEqual(sent, [rec.count - 1], 'the last chunk goes again (the distributor answers it from its done marker)');
+      transfers.onAck(`${rec.transferId}.${rec.count - 1}`, Date.now());
+      transfers.onReceipt(rec.transferId, [[rec.count - 1, rec.count - 1]]);
+      assert.deepEqual(finished, [seq], 'the file is done, its record let go');
+      assert.equal(outbox.has(rec.transferId), false, 'and it leaves the outbox');
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+});
+
 describe('the distributor side: a copy far behind the replay window', () => {
   it('is refused as a replay, and still answered with a receipt when its signature is intact', () => {
     const work = tempDir('too-old');

@@ -68,7 +68,12 @@ export class FileTransfers {
   start(seq: number, rec: FileTransferRecord): boolean {
     if (this.byId.has(rec.transferId)) return true;
     if (!this.outbox.has(rec.transferId)) return false;
-    const done = this.outbox.progress(rec.transferId);
+    // Never past the last chunk: commit() saves the progress of the file's last chunk before it
+    // removes the file, and a kill between left it saying every chunk is done. Taken as said, nothing
+    // would be sent and nothing committed: the file and its record held for ever. The last chunk goes
+    // again instead; the distributor answers it from the transfer's done marker (file-store.ts
+    // storeChunk), and its receipt finishes the transfer.
+    const done = Math.min(this.outbox.progress(rec.transferId), rec.count - 1);
     this.byId.set(rec.transferId, { seq, rec, done, next: done, committed: new Set(), sent: new Set(), awaiting: new Map(), resend: [] });
     return true;
   }
