@@ -64,6 +64,31 @@ describe('files taken within the bound', () => {
     await d.close();
   });
 
+  it('logs a file in the watched folder it cannot take once, not at every look, and takes it once it can', async () => {
+    const d = await device('folder-once', 1 * MiB);
+    const watched = join(d.dir, 'watched');
+    mkdirSync(watched);
+    writeFileSync(join(watched, 'bad\nname.csv'), 'a,b'); // a name the contract refuses: left in place
+    writeFileSync(join(watched, 'huge.bin'), Buffer.alloc(2 * MiB)); // more than the whole bound: no room, ever
+    const input = folderInput(d.client, watched, 20, d.logs.logger);
+    await input.start();
+    try {
+      await new Promise((r) => setTimeout(r, 1000)); // some 50 looks
+      const about = (file: string) => d.logs.lines.filter((l) => l.file === file).length;
+      assert.equal(about('bad\nname.csv'), 1, 'the refused name, logged once');
+      assert.equal(about('huge.bin'), 1, 'the file there is no room for, logged once');
+      assert.deepEqual(readdirSync(watched).sort(), ['bad\nname.csv', 'huge.bin'], 'both left in place');
+      // Still tried: once there is room (here, the file made smaller), it is taken.
+      writeFileSync(join(watched, 'huge.bin'), Buffer.alloc(64 * 1024));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(readdirSync(watched), ['bad\nname.csv']);
+      assert.equal(d.queued().length, 1);
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('puts a file back where it was when its queue record cannot be written, on this file system or another', async () => {
     const d = await device('give-back', 64 * MiB);
     const folders = [join(d.dir, 'watched')];

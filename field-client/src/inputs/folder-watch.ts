@@ -1,6 +1,7 @@
 import { lstatSync, mkdirSync, readdirSync, type Stats } from 'node:fs';
 import { extname, join } from 'node:path';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
+import { isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
@@ -34,13 +35,26 @@ const TYPES: Record<string, string> = {
  *
  * At most LIMITS.folderInputMaxFilesAtOnce files are taken at a time, each within the room left in
  * FIELD_QUEUE_MAX_BYTES (held for it until it is queued); a file there is no room for stays in the
- * folder and is tried again, as is one whose queue record could not be written (put back).
+ * folder and is tried again, as is one whose queue record could not be written (put back). A file
+ * not taken (that, or a name the contract refuses) is logged once, until it or the reason changes.
  */
 export function folderInput(client: FieldClient, dir: string, intervalMs: number, log: Logger): LocalInput {
   const seen = new Map<string, string>();
   const busy = new Set<string>();
   /** entries refused as not regular files, with what they were when refused (logged once each) */
   const refused = new Map<string, string>();
+  /**
+   * files not taken (a name the contract refuses; no room, too large, unreadable), with what they
+   * were and why: logged once each until either changes. Looked at every interval, a file the
+   * folder cannot take would otherwise be logged at every look, for as long as it lies there: a
+   * warning a second per file, for ever, on a device's SD card.
+   */
+  const notTaken = new Map<string, string>();
+  const warnOnce = (name: string, sig: string, why: string, log: () => void) => {
+    if (notTaken.get(name) === `${sig}|${why}`) return;
+    notTaken.set(name, `${sig}|${why}`);
+    log();
+  };
   const tick = () => {
     let names: string[];
     try {
@@ -76,17 +90,24 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
       }
       const reason = unsafeFilenameReason(name);
       if (reason) {
-        log.warn({ code: 'FIELD_INPUT_INVALID', file: name }, `file name ${reason}; left in place`);
+        warnOnce(name, sig, reason, () => log.warn({ code: 'FIELD_INPUT_INVALID', file: name }, `file name ${reason}; left in place`));
         continue;
       }
       // The rest wait for a later look, still `seen` (taken at once then): at most a few are taken at a time.
       if (busy.size >= LIMITS.folderInputMaxFilesAtOnce) continue;
       busy.add(name);
+      const taking = sig;
       client
         .submitFile(path, { filename: name, contentType: TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream', move: true })
         .then(
-          (m) => log.info({ file: name, messageId: m.messageId }, 'file from the watched folder queued'),
-          (err: Error) => log.warn({ file: name, err: err.message }, 'cannot take the file; will try again'),
+          (m) => {
+            notTaken.delete(name);
+            log.info({ file: name, messageId: m.messageId }, 'file from the watched folder queued');
+          },
+          (err: Error) =>
+            warnOnce(name, taking, isFieldStreamError(err) ? err.code : err.message, () =>
+              log.warn({ code: isFieldStreamError(err) ? err.code : undefined, file: name, err: err.message }, 'cannot take the file; tried again at every look, logged again if it or the reason changes'),
+            ),
         )
         .finally(() => {
           busy.delete(name);
@@ -96,6 +117,7 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
     const present = new Set(names);
     for (const name of seen.keys()) if (!present.has(name)) seen.delete(name);
     for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
+    for (const name of notTaken.keys()) if (!present.has(name)) notTaken.delete(name);
   };
   let timer: NodeJS.Timeout | undefined;
   return {
