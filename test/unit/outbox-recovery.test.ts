@@ -197,3 +197,39 @@ describe('the outbox takes regular files only', () => {
     assert.ok(lstatSync(fifo).isFIFO(), 'left in place');
   });
 });
+
+describe('the outbox moves only what it can read', () => {
+  it("leaves another user's file it cannot read where it was, rather than moving it out and never sending it", async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root, to run the outbox as another user');
+    // A folder others may write (a producer's drop folder): the outbox runs as `nobody`, a producer
+    // (root here) leaves a 0600 file of its own. A rename needs only the folder's write access.
+    const root = mkdtempSync('/tmp/fieldstream-outbox-unreadable-');
+    try {
+      execFileSync('chmod', ['0755', root]);
+      const watched = join(root, 'watched');
+      const data = join(root, 'data');
+      mkdirSync(watched, { mode: 0o777 });
+      mkdirSync(data, { mode: 0o777 });
+      execFileSync('chmod', ['0777', watched, data]);
+      const file = join(watched, 'reading.bin');
+      writeFileSync(file, 'private bytes', { mode: 0o600 });
+      const code = `
+        const { FileOutbox } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'field-client', 'src', 'files', 'file-outbox.ts'))});
+        const outbox = new FileOutbox(${JSON.stringify(data)}, 1024);
+        try { await outbox.accept(${JSON.stringify(file)}, { move: true }); console.log('accepted'); }
+        catch (err) { console.log(err.code); }`;
+      const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+        uid: 65534,
+        gid: 65534,
+        cwd: join(import.meta.dirname, '..', '..'),
+        env: { ...process.env, TSX_DISABLE_CACHE: '1', HOME: root },
+        encoding: 'utf8',
+      });
+      assert.equal(out.trim(), 'FIELD_FILE_UNREADABLE');
+      assert.equal(statSync(file).size, 'private bytes'.length, 'still where its producer left it');
+      assert.deepEqual(readdirSync(join(data, 'outgoing')), [], 'nothing in the outbox, no note');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

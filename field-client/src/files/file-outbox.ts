@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
+import { open, rename, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
@@ -110,6 +110,11 @@ export class FileOutbox {
     replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
     try {
       if (options.move) {
+        // Readable by this process before it leaves: a rename needs only write access to the
+        // folder, so another user's 0600 file in a shared folder was moved out, failed to hash, and
+        // lay in the outbox unsent and never given back. O_NONBLOCK: a FIFO swapped in is not waited on.
+        const probe = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+        await probe.close();
         let moved = true;
         await rename(source, tmp).catch(() => (moved = false)); // another file system: copied, then removed
         if (moved && !lstatSync(tmp).isFile()) {
@@ -133,17 +138,47 @@ export class FileOutbox {
       this.accepted(transferId);
       throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}`);
     }
-    return this.place(transferId, note, tmp, options.reservation);
+    try {
+      return await this.place(transferId, note, tmp, options.reservation);
+    } catch (err) {
+      // Not placed (it could not be read, hashed or synced): a moved file goes back where it was,
+      // under its own name if that is still free, rather than lying here unsent until a start that
+      // would fail on it again; a copy is dropped.
+      let back = !note.move;
+      if (note.move) {
+        try {
+          linkSync(tmp, source); // never over a file that took its name meanwhile
+          syncDirSync(dirname(source));
+          back = true;
+        } catch {
+          /* another file system, or its name taken: left here with its note, taken up at the next start */
+        }
+      }
+      if (back) {
+        rmSync(tmp, { force: true });
+        this.accepted(transferId);
+      }
+      throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}${back ? '' : ' (kept in the outbox, taken up again at the next start)'}`);
+    }
   }
 
   /** Syncs the taken file, gives it its transfer id as its name, and describes its transfer (hashed from the outbox's copy). */
   private async place(transferId: string, note: AcceptingNote, tmp: string, reservation?: Reservation): Promise<FileTransferRecord> {
     const target = join(this.dir, transferId);
-    const sha256 = await hashFile(tmp);
+    // The size first, then exactly that many bytes hashed, from one open file: a producer still
+    // appending to the file it handed over (a move keeps the inode) gave a record whose size and
+    // checksum disagreed, refused by the distributor (DISTRIBUTOR_FILE_CHECKSUM). Its chunks are
+    // read within that size too.
     const fh = await open(tmp, 'r');
-    await fh.sync();
-    const { size } = await fh.stat();
-    await fh.close();
+    let size: number;
+    let sha256: string;
+    try {
+      await fh.sync();
+      size = (await fh.stat()).size;
+      sha256 = await hashPrefix(fh, size);
+    } finally {
+      await fh.close();
+    }
     renameSync(tmp, target);
     this.measured = undefined;
     reservation?.shrink(size); // counted as placed now, not twice
@@ -296,12 +331,15 @@ export class FileOutbox {
   }
 }
 
-function hashFile(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(path)
-      .on('data', (c) => h.update(c))
-      .on('end', () => resolve(h.digest('hex')))
-      .on('error', reject);
-  });
+/** SHA-256 of the first `size` bytes of an open file (hex). */
+async function hashPrefix(fh: FileHandle, size: number): Promise<string> {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(Math.min(Math.max(size, 1), 1024 * 1024));
+  for (let at = 0; at < size; ) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - at), at);
+    if (bytesRead === 0) throw new Error(`the file is shorter than its ${size} bytes (cut while it was taken?)`);
+    h.update(buf.subarray(0, bytesRead));
+    at += bytesRead;
+  }
+  return h.digest('hex');
 }
