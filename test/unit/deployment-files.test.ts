@@ -351,6 +351,45 @@ describe('deployment files', () => {
     });
   }
 
+  it("docker-compose.internal.yml: the command API and the console take COMMAND_API_TOKENS_FILE from .env, the role tokens' file, and see its folder read-only", () => {
+    // docs/console.md: under compose, operators log in with COMMAND_API_TOKEN "or a token of
+    // COMMAND_API_TOKENS_FILE"; a setting compose does not pass, or a path no mount holds, is none.
+    const file = '/certs/api-tokens/api-tokens.json';
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', COMMAND_API_TOKENS_FILE: file };
+    const c = internalConfig(env, []);
+    for (const name of ['command-api', 'console']) {
+      const svc = c.services[name];
+      assert.equal(svc?.environment?.COMMAND_API_TOKENS_FILE, file, `${name} gets COMMAND_API_TOKENS_FILE`);
+      // A folder, not the file: the file is replaced by renaming (both re-read it within a second), which a file mount would not show.
+      assert.ok(svc?.volumes?.includes(`${join(repoRoot, 'certs', 'internal', 'api-tokens')}:/certs/api-tokens:ro`), `${name}: ${svc?.volumes?.join(', ')}`);
+    }
+    // Unset: none (an empty value is the default, no file), and docker-compose still starts.
+    const none = internalConfig({ ...env, COMMAND_API_TOKENS_FILE: undefined }, []);
+    assert.equal(none.services['command-api']?.environment?.COMMAND_API_TOKENS_FILE, '');
+    // The set-up makes that folder as the owner of certs/: one Docker makes is root's, and the file could not be put there.
+    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
+    assert.ok(made.includes('certs/internal/api-tokens'), 'docs/deployment.md makes certs/internal/api-tokens');
+  });
+
+  for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+    it(`${file}: every absolute path a Node service is given lies in one of its mounts or its tmpfs`, () => {
+      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', COMMAND_API_TOKENS_FILE: '/certs/api-tokens/api-tokens.json', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
+      const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
+      type Service = { command?: string[]; environment?: Record<string, string>; volumes?: string[]; tmpfs?: string[] };
+      const { services } = JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> };
+      const outside: string[] = [];
+      for (const [name, svc] of Object.entries(services)) {
+        if (!(svc.command ?? []).join(' ').includes('--import tsx')) continue;
+        const targets = [...(svc.volumes ?? []).map((v) => v.split(':')[1] as string), ...(svc.tmpfs ?? [])];
+        for (const [k, v] of Object.entries(svc.environment ?? {})) {
+          if (typeof v !== 'string' || !v.startsWith('/')) continue;
+          if (!targets.some((t) => v === t || v.startsWith(`${t}/`))) outside.push(`${name}: ${k}=${v}`);
+        }
+      }
+      assert.deepEqual(outside, [], 'paths no mount holds');
+    });
+  }
+
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
     const tmp = tempDir('bundle');
     try {
