@@ -5,6 +5,11 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
 import { ROLE_POLICIES } from '../../shared/acl.ts';
+import { GatewayConfigSchema } from '../../dmz/gateway/config.ts';
+import { DistributorConfigSchema } from '../../internal-network/distributor/config.ts';
+import { ConsoleConfigSchema } from '../../internal-network/console/config.ts';
+import { CommandApiConfigSchema } from '../../internal-network/command-api/config.ts';
+import { BrokerExporterConfigSchema } from '../../internal-network/broker-exporter/config.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -322,7 +327,7 @@ describe('deployment files', () => {
   const resolved = (file: string) => {
     const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
     const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
-    type Service = { user?: string; read_only?: boolean; tmpfs?: string[]; command?: string[]; volumes?: string[] };
+    type Service = { user?: string; read_only?: boolean; tmpfs?: string[]; command?: string[]; volumes?: string[]; environment?: Record<string, string> };
     return (JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> }).services;
   };
 
@@ -389,6 +394,31 @@ describe('deployment files', () => {
       assert.deepEqual(outside, [], 'paths no mount holds');
     });
   }
+
+  it('every setting of a service that docs/deployment.md names reaches that service in the compose files, from .env', () => {
+    // A setting the deployment guide tells an operator to set (GATEWAY_UPLINK_ENVELOPES=device while
+    // the distributors are older, DISTRIBUTOR_CONSUMERS, ...) does nothing when compose does not pass it.
+    const schemas: Record<string, { shape: Record<string, unknown> }> = {
+      'dmz/gateway/main.ts': GatewayConfigSchema,
+      'internal-network/distributor/main.ts': DistributorConfigSchema,
+      'internal-network/console/main.ts': ConsoleConfigSchema,
+      'internal-network/command-api/main.ts': CommandApiConfigSchema,
+      'internal-network/broker-exporter/main.ts': BrokerExporterConfigSchema,
+    };
+    // Named by the guide, deliberately not passed: one value would be every --scale replica's (the default differs per container).
+    const notPassed = new Set(['GATEWAY_ID']);
+    const named = new Set(readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').match(/\b[A-Z][A-Z0-9_]*[A-Z0-9]\b/g));
+    const missing: string[] = [];
+    for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+      for (const [name, svc] of Object.entries(resolved(file))) {
+        const entry = (svc.command ?? []).find((a) => a.endsWith('.ts'));
+        if (!entry) continue;
+        const schema = schemas[entry] ?? assert.fail(`${file} ${name}: no schema known for ${entry}`);
+        for (const k of Object.keys(schema.shape)) if (named.has(k) && !notPassed.has(k) && !(k in (svc.environment ?? {}))) missing.push(`${file} ${name}: ${k}`);
+      }
+    }
+    assert.deepEqual(missing, [], 'settings docs/deployment.md names that compose does not pass');
+  });
 
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
     const tmp = tempDir('bundle');
