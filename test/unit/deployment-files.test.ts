@@ -88,6 +88,29 @@ describe('deployment files', () => {
     }
   });
 
+  it("the image's build context holds no key, token or password: .dockerignore leaves out certs/ and secrets/ wherever they are, .env and data/", () => {
+    // docker build sends the whole context to the daemon (docker-compose 1.29 packs it with docker-py,
+    // whose exclude_paths reads .dockerignore as here). docs/kubernetes.md copies certificates, keys
+    // and tokens into k8s/overlays/*/certs and */secrets of this very folder, the one the image is built from.
+    const tmp = tempDir('context');
+    try {
+      const put = (rel: string) => {
+        mkdirSync(dirname(join(tmp.dir, rel)), { recursive: true });
+        writeFileSync(join(tmp.dir, rel), 'x');
+      };
+      const secret = ['certs/ca/ca.key', 'certs/internal/stored-feed.key', 'k8s/overlays/dmz/certs/dmz/edge.key', 'k8s/overlays/internal/certs/internal/stored-feed.key', 'k8s/overlays/internal/secrets/command-api-token', 'secrets/postgres-password', '.env', 'data/distributor-state/windows.json', 'data/stack/certs/x.key'];
+      const kept = ['shared/limits.ts', 'dmz/gateway/main.ts', 'k8s/overlays/dmz/kustomization.yaml', 'package.json'];
+      for (const rel of [...secret, ...kept]) put(rel);
+      writeFileSync(join(tmp.dir, '.dockerignore'), readFileSync(join(repoRoot, '.dockerignore')));
+      const script = 'import json, sys, docker.utils.build as b\nroot = sys.argv[1]\nprint(json.dumps(sorted(b.exclude_paths(root, [l.strip() for l in open(root + "/.dockerignore") if l.strip() and not l.startswith("#")]))))';
+      const sent = JSON.parse(execFileSync('python3', ['-c', script, tmp.dir], { encoding: 'utf8' })) as string[];
+      assert.deepEqual(secret.filter((f) => sent.includes(f)), [], 'secrets sent to the daemon with the build context');
+      for (const f of kept) assert.ok(sent.includes(f), `${f} stays in the context`);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
   for (const [broker, file, roles] of [
     ['DMZ', 'dmz/mosquitto/acl', ['bridge', 'gateway', 'monitor']],
     ['internal', 'internal-network/mosquitto/acl', ['command-api', 'console', 'consumer', 'distributor', 'monitor']],
