@@ -181,6 +181,12 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   }
   ensureStoredFeedKey(root, renew, report);
   ensureRevokedDevicesList(root, report);
+  // The folders the compose files mount, which fill later (a device's signing key, the device tokens
+  // file): made now, so that they are copied to the servers with the rest. One missing at the first
+  // `up` is made by Docker, as root's: the owner of certs/ could not put a key there, and a key root
+  // put there (0600) the services could not read, refusing that device's messages as unknown.
+  mkdirSync(dirname(p.deviceKeyRegistry('x')), { recursive: true, mode: 0o700 });
+  mkdirSync(join(root, 'dmz', 'tokens'), { recursive: true, mode: 0o755 }); // device-tokens.ts tokenPaths' folder
   // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
   // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
   // so an upgrade never leaves the gateways without the certificates revoked so far.

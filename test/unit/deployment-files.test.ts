@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
@@ -441,6 +441,31 @@ describe('deployment files', () => {
       }
     }
     assert.deepEqual(missing, [], 'settings docs/deployment.md names that compose does not pass');
+  });
+
+  it('every certificate path a compose file mounts is made by generate-certificates.sh or by the set-up in docs/deployment.md, never left for Docker to make', () => {
+    // A bind mount's missing source becomes a folder of root's: a key copied there later (a device
+    // onboarded after the first `up`) cannot be written by the owner of certs/, nor read by the
+    // services when root puts it there (0600), and the device's messages are refused as unknown.
+    const tmp = tempDir('mount-sources');
+    try {
+      const certs = join(tmp.dir, 'certs');
+      setupPki(certs, { domain: 'fs.example.org' });
+      const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
+      const missing: string[] = [];
+      for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+        for (const [name, svc] of Object.entries(resolved(file))) {
+          for (const v of svc.volumes ?? []) {
+            const rel = relative(repoRoot, v.split(':')[0] as string);
+            if (!rel.startsWith('certs/')) continue;
+            if (!existsSync(join(tmp.dir, rel)) && !made.includes(rel)) missing.push(`${file} ${name}: ${rel}`);
+          }
+        }
+      }
+      assert.deepEqual(missing, [], 'mounted certificate paths that nothing makes');
+    } finally {
+      tmp.cleanup();
+    }
   });
 
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
