@@ -468,6 +468,27 @@ describe('deployment files', () => {
     }
   });
 
+  it("docs/deployment.md copies to each server every certificate path its compose file mounts", () => {
+    // "Copy the repository with `certs/...` and ... to the DMZ server, with ... to the internal server":
+    // a mounted file left out is made by Docker as an empty folder (Mosquitto's crlfile then
+    // stops the broker, and with it the tier).
+    const text = readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').replace(/\s+/g, ' ');
+    const m = /Copy the repository with (.*?) to the DMZ server, with (.*?) to the internal server/.exec(text);
+    assert.ok(m, 'the copy sentence of "1. Certificates"');
+    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((l) => l[0].split(/\s+/));
+    for (const [file, named] of [['docker-compose.dmz.yml', m[1]], ['docker-compose.internal.yml', m[2]]] as const) {
+      const copied = [...(named as string).matchAll(/`([^`]+)`/g)].map((c) => (c[1] as string).replace(/\/$/, ''));
+      const left: string[] = [];
+      for (const [name, svc] of Object.entries(resolved(file))) {
+        for (const v of svc.volumes ?? []) {
+          const rel = relative(repoRoot, v.split(':')[0] as string);
+          if (rel.startsWith('certs/') && !made.includes(rel) && !copied.some((c) => rel === c || rel.startsWith(`${c}/`))) left.push(`${name}: ${rel}`);
+        }
+      }
+      assert.deepEqual(left, [], `${file}: mounted, and not copied to its server (${copied.join(', ')})`);
+    }
+  });
+
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
     const tmp = tempDir('bundle');
     try {
