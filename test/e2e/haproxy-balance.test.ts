@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import WebSocket from 'ws';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { startDmzServer, type DmzServer } from '../../scripts/local-stack/dmz-server.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
@@ -61,6 +62,42 @@ describe('HAProxy with one DMZ server whose gateways are down', () => {
       conn.start();
       // Each attempt that lands on server 1 fails at once (502) and the next comes within 400 ms.
       await eventually(() => (opened ? true : undefined), 15_000, `${id} connected through HAProxy (after ${conn.consecutiveFailures} refused attempts)`);
+    }
+  });
+
+  it("lets a device that connects while its server's only gateway restarts through once it is back, not a 502 for Caddy's whole fail_duration", async () => {
+    const gateway = s2.gateways[0] as ManagedProcess;
+    const restartsBefore = gateway.restarts;
+    process.kill(gateway.pid as number, 'SIGKILL'); // supervised: restarted as compose's restart policy would
+    const d = pki.paths.device('hp-1');
+    const tls = { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(d.cert), key: readFileSync(d.key) };
+    // Straight to server 2's Caddy (EDGE_HOP=mtls, one upstream: what a name for every replica is to Caddy).
+    const attempt = () =>
+      new Promise<string>((resolve) => {
+        const ws = new WebSocket(s2.urls.wss, { ...tls, handshakeTimeout: 10_000 });
+        ws.on('open', () => {
+          ws.close();
+          resolve('open');
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          res.destroy();
+          ws.terminate();
+          resolve(String(res.statusCode));
+        });
+        ws.on('error', (err) => resolve(err.message));
+      });
+    const first = await attempt(); // while it is down: refused (502) or held until it is back
+    await eventually(() => (gateway.restarts > restartsBefore ? true : undefined), 15_000, 'the gateway restarted');
+    const back = Date.now();
+    const answers: string[] = [first];
+    for (;;) {
+      const a = await attempt();
+      answers.push(a);
+      if (a === 'open') break;
+      // Caddy marked its one upstream down at the failure: for 10 s (fail_duration before) every
+      // attempt was a 502; now at most 2 s, and an attempt meanwhile waits for it (lb_try_duration).
+      assert.ok(Date.now() - back < 6_000, `still refused ${Date.now() - back} ms after the gateway came back: ${answers.join(', ')}`);
+      await new Promise((r) => setTimeout(r, 200));
     }
   });
 });
