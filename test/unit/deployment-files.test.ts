@@ -200,6 +200,12 @@ describe('deployment files', () => {
     assert.equal(influx.ports, undefined, 'never published: the internal network only');
     assert.deepEqual(Object.keys(influx.networks ?? {}), ['internal']);
     assert.equal(influx.environment?.INFLUXD_PPROF_DISABLED, 'true');
+    // Grafana reads with credentials of its own, never the distributor's (which may write, and
+    // here are the server's admin's): an editor's query in Explore goes to InfluxDB as written.
+    const grafana = c.services.grafana?.environment ?? {};
+    for (const secret of ['p', 't']) assert.ok(!Object.values(grafana).includes(secret), `the distributor's ${secret === 'p' ? 'password' : 'token'} is not Grafana's`);
+    const own = internalConfig({ ...env, GRAFANA_INFLUXDB_USERNAME: 'grafana', GRAFANA_INFLUXDB_PASSWORD: 'gp', GRAFANA_INFLUXDB_TOKEN: 'gt' }, ['with-influxdb']).services.grafana?.environment ?? {};
+    assert.deepEqual([own.INFLUXDB_USERNAME, own.INFLUXDB_PASSWORD, own.INFLUXDB_TOKEN], ['grafana', 'gp', 'gt']);
   });
 
   it('docker-compose.internal.yml passes docker-compose config with what docs/deployment.md says to set: an InfluxDB 2.x or 1.x of your own, or none, no profile', () => {

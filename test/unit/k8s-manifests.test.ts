@@ -49,7 +49,7 @@ interface Tier {
 const TIERS: Tier[] = [
   { overlay: 'dmz', namespace: 'fieldstream-dmz', compose: 'docker-compose.dmz.yml', operatorSecrets: ['gateway-device-tokens'] },
   // postgres, grafana-postgres: the PostgreSQL passwords, only where the site uses PostgreSQL.
-  { overlay: 'internal', namespace: 'fieldstream-internal', compose: 'docker-compose.internal.yml', operatorSecrets: ['device-keys', 'postgres', 'grafana-postgres', 'console-device-tokens', 'command-api-tokens'] },
+  { overlay: 'internal', namespace: 'fieldstream-internal', compose: 'docker-compose.internal.yml', operatorSecrets: ['device-keys', 'postgres', 'grafana-postgres', 'grafana-influxdb', 'console-device-tokens', 'command-api-tokens'] },
 ];
 
 /** docs/configuration.md: each service's /metrics, /healthz and /readyz port. */
