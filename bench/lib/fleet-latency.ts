@@ -1,5 +1,7 @@
 // The fleet's latency figures (bench/scenarios/fleet.ts): percentiles of the watched readings, whole and by window of due time.
 
+import { nearestRankIndex } from './percentile.ts';
+
 /** seconds of due time in each window of FleetResult.latencyByWindow */
 export const LATENCY_WINDOW_S = 10;
 
@@ -16,14 +18,14 @@ export interface LatencyWindow {
 /**
  * p50, p95, p99 and max of the watched readings, `late` of them not seen in time: a percentile that
  * falls among the late ones is null. (Leaving them out made a run where nearly all were late report
- * the few seen early as its p99.)
+ * the few seen early as its p99.) Nearest rank (percentile.ts), the late ones ranked last.
  */
 export function watchedPercentiles(seen: readonly number[], late: number): { p50Ms: number | null; p95Ms: number | null; p99Ms: number | null; maxMs: number | null } {
   const sorted = [...seen].sort((a, b) => a - b);
   const total = sorted.length + late;
   const at = (f: number): number | null => {
     if (total === 0) return 0;
-    const i = Math.min(total - 1, Math.floor(f * total));
+    const i = nearestRankIndex(total, f);
     return i < sorted.length ? (sorted[i] as number) : null;
   };
   return { p50Ms: at(0.5), p95Ms: at(0.95), p99Ms: at(0.99), maxMs: late > 0 ? null : (sorted[sorted.length - 1] ?? 0) };

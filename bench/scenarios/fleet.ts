@@ -6,6 +6,7 @@ import { sleep } from '../lib/context.ts';
 import { connect, frame, groupFrame } from '../lib/fleet-device.ts';
 import { latencyWindows, watchedPercentiles, type LatencyWindow } from '../lib/fleet-latency.ts';
 import { issueFleet, type FleetDevice } from '../lib/fleet-pki.ts';
+import { percentile } from '../lib/percentile.ts';
 import { residentBytes, type CpuMeter, type CpuShare } from '../lib/proc-stats.ts';
 import type { ThroughputResult } from '../lib/results.ts';
 
@@ -263,7 +264,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     const measured = latencies.filter((_, i) => (dueOfSeen[i] as number) >= measuredFrom);
     const measuredLate = dueOfLate.filter((due) => due >= measuredFrom).length;
     lags.sort((a, b) => a - b);
-    const q = (xs: number[], f: number) => xs[Math.min(xs.length - 1, Math.floor(f * xs.length))] ?? 0;
+    const q = (xs: number[], f: number) => percentile(xs, f) ?? 0;
     return {
       scenario: `fleet: ${o.devices.toLocaleString('en')} devices through Caddy, one reading per second each${per === 1 ? '' : `, sent ${per} at a time`}`,
       devices: o.devices,

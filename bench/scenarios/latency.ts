@@ -2,6 +2,7 @@ import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
 import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
 import type { LatencyResult } from '../lib/results.ts';
+import { percentile } from '../lib/percentile.ts';
 
 /** milliseconds between the paced clients' submissions */
 const TICK_MS = 100;
@@ -42,7 +43,7 @@ export async function latencyAtLoad(ctx: BenchContext, o: { readingsPerSecond: n
   for (const c of paced) await c.close();
   const lat = sentAt.filter((t) => seenAt.has(t)).map((t) => (seenAt.get(t) as number) - t).sort((a, b) => a - b);
   if (lat.length !== sentAt.length) throw new Error(`latency: ${sentAt.length - lat.length} probes never arrived`);
-  const q = (f: number) => lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] as number;
+  const q = (f: number) => percentile(lat, f) as number;
   return {
     scenario: `latency at half load (${o.readingsPerSecond.toLocaleString('en')} readings/s)`,
     clients: ctx.clients + 1,

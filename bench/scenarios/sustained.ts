@@ -5,6 +5,7 @@ import type { BenchContext } from '../lib/context.ts';
 import { sleep } from '../lib/context.ts';
 import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
 import { serverWrites, SLOW_WRITE_MS, slowestWrite } from '../lib/influx-access-log.ts';
+import { percentile } from '../lib/percentile.ts';
 import { heapOf, memoryOf, type ServiceHeap, type ServiceMemory } from '../lib/memory-figures.ts';
 import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentMemory, type ResidentMemory } from '../lib/proc-stats.ts';
 import { EVENT_LOOP_DELAY_BUCKETS_S, probeEventLoop } from '../../shared/metrics/event-loop.ts';
@@ -305,7 +306,7 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
       .map((t) => (seen.has(t) ? (seen.get(t) as number) - t : Infinity))
       .sort((a, b) => a - b);
     w.probes = lat.length;
-    const p99 = lat[Math.min(lat.length - 1, Math.floor(0.99 * lat.length))] ?? 0;
+    const p99 = percentile(lat, 0.99) ?? 0;
     w.p99Ms = Number.isFinite(p99) ? p99 : -1;
   }
   // The database's own time per write request (its access log, on in --long): whether a slow window's

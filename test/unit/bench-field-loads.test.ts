@@ -11,6 +11,7 @@ import { hostCpuShare, hostCpuTicks, residentMemory } from '../../bench/lib/proc
 import type { FleetResult } from '../../bench/scenarios/fleet.ts';
 import { groupFrame } from '../../bench/lib/fleet-device.ts';
 import { latencyWindows, watchedPercentiles } from '../../bench/lib/fleet-latency.ts';
+import { nearestRankIndex, percentile } from '../../bench/lib/percentile.ts';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { verifyGroup } from '../../shared/security/message-auth.ts';
 import { memoryOf } from '../../bench/lib/memory-figures.ts';
@@ -130,10 +131,30 @@ describe('the field loads against their targets', () => {
     assert.match(late?.measured ?? '', /^> 10,000 ms \(600 readings watched, 599 not seen within 10,000 ms\)$/);
   });
 
+  it('percentiles by nearest rank: the smallest value with at least that share of the values at or below it', () => {
+    const hundred = Array.from({ length: 100 }, (_, i) => i + 1);
+    // The p99 of 100 values is the 99th, not the largest; the p50 of two is the smaller.
+    assert.equal(percentile(hundred, 0.99), 99);
+    assert.equal(percentile(hundred, 0.5), 50);
+    assert.equal(percentile(hundred, 1), 100);
+    assert.equal(percentile([3, 8], 0.5), 3);
+    assert.equal(percentile([7], 0.99), 7);
+    assert.equal(percentile([], 0.99), undefined);
+    // Not a rank too high when f·n is whole in floating point only roughly (0.07 × 100 = 7.000000000000001).
+    assert.equal(percentile(hundred, 0.07), 7);
+    assert.equal(percentile(hundred, 0.57), 57);
+    // 600 watched readings (the fleet's minute): the p99 is the 594th.
+    assert.equal(nearestRankIndex(600, 0.99), 593);
+    assert.equal(nearestRankIndex(0, 0.5), -1);
+  });
+
   it('fleet latency: percentiles over every watched reading, the late ones included', () => {
     const seen = Array.from({ length: 990 }, (_, i) => i + 1);
-    assert.deepEqual(watchedPercentiles(seen, 0), { p50Ms: 496, p95Ms: 941, p99Ms: 981, maxMs: 990 });
-    assert.deepEqual(watchedPercentiles(seen, 10), { p50Ms: 501, p95Ms: 951, p99Ms: null, maxMs: null });
+    assert.deepEqual(watchedPercentiles(seen, 0), { p50Ms: 495, p95Ms: 941, p99Ms: 981, maxMs: 990 });
+    assert.deepEqual(watchedPercentiles(seen, 10), { p50Ms: 500, p95Ms: 950, p99Ms: 990, maxMs: null });
+    // One in a hundred late is within the p99 (the 99th value is one seen); two are not.
+    assert.deepEqual(watchedPercentiles(seen.slice(0, 99), 1), { p50Ms: 50, p95Ms: 95, p99Ms: 99, maxMs: null });
+    assert.deepEqual(watchedPercentiles(seen.slice(0, 98), 2), { p50Ms: 50, p95Ms: 95, p99Ms: null, maxMs: null });
     assert.deepEqual(watchedPercentiles([5], 0), { p50Ms: 5, p95Ms: 5, p99Ms: 5, maxMs: 5 });
     assert.deepEqual(watchedPercentiles([], 0), { p50Ms: 0, p95Ms: 0, p99Ms: 0, maxMs: 0 });
   });
@@ -146,8 +167,8 @@ describe('the field loads against their targets', () => {
       ...Array.from({ length: 50 }, (_, i) => ({ dueS: 20 + i / 10, ms: 30 })),
     ];
     assert.deepEqual(latencyWindows(seen, [19.95], 25), [
-      { fromS: 0, toS: 10, watched: 100, p50Ms: 1_050, p99Ms: 1_099, late: 0 },
-      { fromS: 10, toS: 20, watched: 100, p50Ms: 25, p99Ms: null, late: 1 },
+      { fromS: 0, toS: 10, watched: 100, p50Ms: 1_049, p99Ms: 1_098, late: 0 },
+      { fromS: 10, toS: 20, watched: 100, p50Ms: 24, p99Ms: 29, late: 1 },
       { fromS: 20, toS: 25, watched: 50, p50Ms: 30, p99Ms: 30, late: 0 },
     ]);
     assert.deepEqual(latencyWindows([], [], 5), [{ fromS: 0, toS: 5, watched: 0, p50Ms: 0, p99Ms: 0, late: 0 }]);
