@@ -10,6 +10,13 @@ const send = (m: DeviceMessage) => new Promise<void>((resolve) => (process.send 
 
 let stop = false;
 
+/**
+ * milliseconds a stopped device waits for the commit receipts of what its queue still holds: closed
+ * at once, the readings it had not yet sent would never reach the database, and the benchmark would
+ * count them lost
+ */
+const DRAIN_MS = 60_000;
+
 async function main(): Promise<void> {
   const o = DeviceInputSchema.parse(JSON.parse(process.env.DEVICE_INPUT ?? ''));
   const running = await startFieldClient(loadFieldClientConfig(o.settings), createLogger('device', 'warn'), { receipts: true });
@@ -19,7 +26,8 @@ async function main(): Promise<void> {
   await sleep(500);
   await send({ type: 'ready' });
   const result = o.mode.kind === 'probe' ? await probe(o, o.mode, running) : { submitted: await paced(o.mode, running), sentAt: [], seen: [] };
-  await send({ type: 'result', ...result });
+  for (const until = Date.now() + DRAIN_MS; running.client.unacknowledged > 0 && Date.now() < until; ) await sleep(50);
+  await send({ type: 'result', ...result, held: running.client.unacknowledged });
   await running.close();
   process.off('disconnect', orphaned);
   process.disconnect();

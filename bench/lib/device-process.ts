@@ -39,7 +39,14 @@ export type DeviceInput = z.infer<typeof DeviceInputSchema>;
 export const DeviceMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('ready') }),
   z.strictObject({ type: z.literal('progress'), submitted: z.number().int().nonnegative() }),
-  z.strictObject({ type: z.literal('result'), submitted: z.number().int().nonnegative(), sentAt: z.array(z.number()), seen: z.array(z.tuple([z.number(), z.number()])) }),
+  z.strictObject({
+    type: z.literal('result'),
+    submitted: z.number().int().nonnegative(),
+    /** readings still in the device's queue when it stopped, not let go of at a receipt within DRAIN_MS */
+    held: z.number().int().nonnegative(),
+    sentAt: z.array(z.number()),
+    seen: z.array(z.tuple([z.number(), z.number()])),
+  }),
   z.strictObject({ type: z.literal('failed'), error: z.string() }),
 ]);
 export type DeviceMessage = z.infer<typeof DeviceMessageSchema>;
@@ -47,6 +54,12 @@ export type DeviceMessage = z.infer<typeof DeviceMessageSchema>;
 export interface DeviceResult {
   /** readings submitted (paced), or probes sent */
   submitted: number;
+  /**
+   * readings still in its durable queue when it closed: it waits, once stopped, for every reading's
+   * commit receipt (DRAIN_MS at most in device-process-main.ts); what it still held was never sent
+   * or never receipted, and is not in the database for a reason that is not the pipeline's loss
+   */
+  held: number;
   /** each probe's sending time, epoch ms (also its timestamp in the database) */
   sentAt: number[];
   /** sending time → when a look into the database first found it */
@@ -128,7 +141,7 @@ export async function startDeviceProcess(input: DeviceInput, o: { nice?: number 
       await gone;
       clearTimeout(hung);
       submitted = result.submitted;
-      return { submitted: result.submitted, sentAt: result.sentAt, seenAt: new Map(result.seen) };
+      return { submitted: result.submitted, held: result.held, sentAt: result.sentAt, seenAt: new Map(result.seen) };
     },
   };
 }

@@ -43,7 +43,7 @@ export function renderFleet(f: FleetResult): string[] {
 export function renderSustained(s: SustainedResult): string[] {
   const minutes = Array.from({ length: Math.max(0, ...s.memory.map((m) => m.anonByMinute.length)) }, (_, i) => i + 1);
   return [
-    `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings, ${n(s.lost)} lost, ${s.duplicated} duplicated; InfluxDB shards written: ${s.shards} (the devices' timestamps start at the wall clock, as a fleet's do).`,
+    `${s.scenario} (80 % of the batched maximum, ${n(s.maximumPerSecond)} readings/s): ${n(s.readings)} readings (the probe's ${n(s.probes)} among them), counted device by device: ${n(s.lost)} lost, ${s.duplicated} duplicated${s.heldByDevices > 0 ? ` (${n(s.heldByDevices)} still in the devices' queues when they stopped, not receipted within a minute)` : ''}; InfluxDB shards written: ${s.shards} (the devices' timestamps start at the wall clock, as a fleet's do).`,
     '',
     `| window (s) | offered readings/s | stored readings/s | probes | p99 | InfluxDB: cache snapshots, compactions (their time) | InfluxDB: GC pauses | InfluxDB: slowest write request (its log), writes over ${SLOW_WRITE_MS} ms | machine: CPU busy, stolen, waiting for the disk |`,
     '|---|---|---|---|---|---|---|---|---|',

@@ -48,9 +48,11 @@ export function renderMarkdown(report: BenchReport): string {
       .filter(isThroughput)
       .map((x) => `| ${x.scenario} | ${x.clients} | ${x.readings.toLocaleString('en')} | ${x.seconds.toFixed(1)} | ${x.readingsPerSecond.toLocaleString('en')} | ${x.lost} | ${x.duplicated} | ${x.redelivered ?? '—'} |`),
     '',
-    '| device → database latency | probes | p50 | p95 | p99 | max |',
-    '|---|---|---|---|---|---|',
-    ...results.filter(isLatency).map((x) => `| ${x.scenario} | ${x.readings} | ${x.p50Ms} ms | ${x.p95Ms} ms | ${x.p99Ms} ms | ${x.maxMs} ms |`),
+    '| device → database latency | probes | p50 | p95 | p99 | max | readings of the load | lost | duplicated |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...results
+      .filter(isLatency)
+      .map((x) => `| ${x.scenario} | ${x.readings} | ${x.p50Ms} ms | ${x.p95Ms} ms | ${x.p99Ms} ms | ${x.maxMs} ms | ${x.loadReadings?.toLocaleString('en') ?? '—'} | ${x.lost} | ${x.duplicated} |`),
     '',
     ...results.filter(isFiles).map((x) => `Files: ${x.readings} × 10 MB in ${x.seconds.toFixed(1)} s, ${x.mbPerSecond} MB/s, each stored byte for byte.`),
     '',

@@ -24,7 +24,10 @@ export interface ThroughputResult extends CountedResult {
   cpu?: CpuShare[];
 }
 
+/** `readings`: the probes timed; `lost` and `duplicated`: the load's readings, counted device by device */
 export interface LatencyResult extends CountedResult {
+  /** readings of the load sent beside the probes (absent in reports before they were counted) */
+  loadReadings?: number;
   p50Ms: number;
   p95Ms: number;
   p99Ms: number;

@@ -6,6 +6,7 @@ import { sleep } from '../lib/context.ts';
 import { deviceInput, startDeviceProcess } from '../lib/device-process.ts';
 import { serverWrites, SLOW_WRITE_MS, slowestWrite } from '../lib/influx-access-log.ts';
 import { percentile } from '../lib/percentile.ts';
+import { tally } from '../lib/tally.ts';
 import { heapOf, memoryOf, type ServiceHeap, type ServiceMemory } from '../lib/memory-figures.ts';
 import { hostCpuShare, hostCpuTicks, processCpuSeconds, residentMemory, type ResidentMemory } from '../lib/proc-stats.ts';
 import { EVENT_LOOP_DELAY_BUCKETS_S, probeEventLoop } from '../../shared/metrics/event-loop.ts';
@@ -92,9 +93,14 @@ export interface SustainedResult {
   /** when the load's first window began (ISO 8601): window N spans N × 10 s from it, for setting other traces beside them */
   startedAt: string;
   warmUpSeconds: number;
+  /** readings the devices submitted, the probe's included (`probes` of them) */
   readings: number;
+  probes: number;
+  /** readings a device submitted that the database does not hold, counted device by device */
   lost: number;
   duplicated: number;
+  /** readings still in the devices' queues when they stopped (lib/device-process.ts DeviceResult.held): part of `lost` if never stored */
+  heldByDevices: number;
   /** the database's shards the readings went into: one, unless the load crossed a shard group's end */
   shards: number;
   windows: SustainedWindow[];
@@ -296,7 +302,8 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
   }
   stopBenchProbe();
   gcObserver.disconnect();
-  const [{ sentAt, seenAt: seen }, ...loads] = await Promise.all([probe.stop(), ...paced.map((d) => d.stop())]);
+  const [probeResult, ...loads] = await Promise.all([probe.stop(), ...paced.map((d) => d.stop())]);
+  const { sentAt, seenAt: seen } = probeResult;
   removeApart();
   process.off('exit', removeApart);
   // Each window's probes: those sent in it; one never seen counts as slower than any bound.
@@ -319,13 +326,19 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
       w.influx.slowWrites = over;
     }
   }
-  const total = sum(loads.map((l) => l.submitted));
+  // Every device's readings counted device by device, the probe's included: a probe never stored
+  // was a reading lost, whether or not it fell in a window's p99.
+  const sent = Object.fromEntries([...loads, probeResult].map((r, i) => [ids[i] as string, r.submitted]));
+  const heldByDevices = sum([...loads, probeResult].map((r) => r.held));
+  const storedByDevice = async () => ({ ...(await ctx.influxStore.countByDevice('long')), ...(await ctx.influxStore.countByDevice('longprobe')) });
   const deadline = Date.now() + 600_000;
-  let stored = await ctx.influxStore.count('long');
-  while (stored < total && Date.now() < deadline) {
+  let counted = tally(sent, await storedByDevice());
+  // What the devices still held when they closed may never come: not waited for.
+  while (counted.stored < counted.readings - heldByDevices && Date.now() < deadline) {
     await sleep(1_000);
-    stored = await ctx.influxStore.count('long');
+    counted = tally(sent, await storedByDevice());
   }
+  if (counted.off) process.stderr.write(`sustained: readings stored, device by device, where not as sent: ${counted.off}\n`);
   // The shards whose span holds the load's readings, from the first to the last the database has.
   const timeOf = async (selector: 'first' | 'last') => Number((await ctx.influx.rows(ctx.database, `SELECT ${selector}(v) FROM readings WHERE device =~ /^long-/`))[0]?.time);
   const [firstMs, lastMs] = [await timeOf('first'), await timeOf('last')];
@@ -340,9 +353,11 @@ export async function sustained(ctx: BenchContext, o: SustainedOptions): Promise
     minutes: o.minutes,
     startedAt: new Date(start).toISOString(),
     warmUpSeconds: warmUpMs / 1000,
-    readings: total,
-    lost: Math.max(0, total - stored),
-    duplicated: Math.max(0, stored - total),
+    readings: counted.readings,
+    probes: probeResult.submitted,
+    lost: counted.lost,
+    duplicated: counted.duplicated,
+    heldByDevices,
     shards,
     windows,
     memory,

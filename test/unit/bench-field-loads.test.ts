@@ -102,8 +102,10 @@ const sustained = (over: Partial<SustainedResult> = {}): SustainedResult => ({
   minutes: 10,
   warmUpSeconds: 60,
   readings: 33_600_000,
+  probes: 12_000,
   lost: 0,
   duplicated: 0,
+  heldByDevices: 0,
   shards: 1,
   windows: [
     { endS: 60, storedPerSecond: 40_000, offeredPerSecond: 56_000, probes: 200, p99Ms: 300, influx: quiet, host, processes },
@@ -319,5 +321,8 @@ describe('the field loads against their targets', () => {
   it('sustained: the report says how many of the database’s shards the load wrote into', () => {
     assert.match(renderSustained(sustained())[0] ?? '', /0 lost, 0 duplicated; InfluxDB shards written: 1 \(/);
     assert.match(renderSustained(sustained({ shards: 9 }))[0] ?? '', /InfluxDB shards written: 9 /);
+    // The probe's readings are counted with the rest; what the devices still held at the end is said.
+    assert.match(renderSustained(sustained({ lost: 1, heldByDevices: 1 }))[0] ?? '', /33,600,000 readings \(the probe's 12,000 among them\), counted device by device: 1 lost, 0 duplicated \(1 still in the devices' queues when they stopped/);
+    assert.equal(sustainedTargets(sustained({ duplicated: 2 }))[0]?.verdict, 'missed: 0 lost, 2 duplicated');
   });
 });

@@ -5,6 +5,8 @@ import { evaluateTargets } from '../../bench/lib/targets.ts';
 import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
 import { shortfalls } from '../../bench/scenarios/throughput.ts';
+import { tally } from '../../bench/lib/tally.ts';
+import { renderMarkdown } from '../../bench/lib/report.ts';
 
 const report = (over: { batched?: number; p99?: number; rss?: number; held?: number; database?: number; peer?: number; single?: number; quick?: boolean } = {}): Omit<BenchReport, 'targets'> => ({
   when: '2026-11-22T00:00:00Z',
@@ -43,5 +45,22 @@ describe('a throughput round whose readings were receipted but are not stored', 
     const devices = ['b-0', 'b-1', 'b-2', 'b-3'];
     assert.equal(shortfalls({ 'b-0': 49_500, 'b-1': 50_000, 'b-3': 50_000 }, devices, 50_000), 'b-0 49,500 of 50,000; b-2 0 of 50,000');
     assert.equal(shortfalls({ 'b-0': 2, 'b-1': 2 }, ['b-0', 'b-1'], 2), '');
+  });
+});
+
+describe('readings counted device by device (the latency and sustained loads)', () => {
+  it('adds up each device\'s shortfall and excess: one device short and another over do not cancel out', () => {
+    assert.deepEqual(tally({ 'p-0': 100, 'p-1': 100 }, { 'p-0': 100, 'p-1': 100 }), { readings: 200, stored: 200, lost: 0, duplicated: 0, off: '' });
+    // 200 stored of 200 sent, yet 3 lost and 3 too many.
+    assert.deepEqual(tally({ 'p-0': 100, 'p-1': 100 }, { 'p-0': 97, 'p-1': 103 }), { readings: 200, stored: 200, lost: 3, duplicated: 3, off: 'p-0 97 of 100; p-1 103 of 100' });
+    // A device with nothing stored is all lost; points of a device that sent nothing are all extra.
+    assert.deepEqual(tally({ 'p-0': 5, probe: 2 }, { 'p-0': 5, stray: 1 }), { readings: 7, stored: 6, lost: 2, duplicated: 1, off: 'probe 0 of 2; stray 1 of 0' });
+  });
+
+  it('the latency row reports what its load lost, beside the probes it timed', () => {
+    const r = report();
+    const latency = { scenario: 'latency at half load', clients: 9, readings: 300, p50Ms: 40, p95Ms: 80, p99Ms: 200, maxMs: 210, loadReadings: 1_000_000, lost: 3, duplicated: 0 };
+    const md = renderMarkdown({ ...r, results: [latency], connections: undefined, fleet: undefined, targets: [] });
+    assert.match(md, /\| latency at half load \| 300 \| 40 ms \| 80 ms \| 200 ms \| 210 ms \| 1,000,000 \| 3 \| 0 \|/);
   });
 });
