@@ -62,7 +62,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient } from '../field-client/src/start.ts';
@@ -74,7 +74,7 @@ import { issueDeviceCertificate, loadCa, setupPki } from '../pki/onboarding.ts';
 import type { BenchContext } from './lib/context.ts';
 import { CpuMeter, withChildren } from './lib/proc-stats.ts';
 import { writeProfileReport } from './lib/profile-report.ts';
-import { writeReport } from './lib/report.ts';
+import { benchCommand, runLine, thisMachine, writeReport } from './lib/report.ts';
 import type { ThroughputResult } from './lib/results.ts';
 import { SelfProfiler } from './lib/self-profile.ts';
 import { GoProfiler, type GoProfiles } from './lib/go-profiler.ts';
@@ -109,6 +109,8 @@ const FLEET_DEVICES = FLEET.devices;
 /** the sustained load's share of the batched maximum */
 const SUSTAINED_SHARE = 0.8;
 const DATABASE = 'bench';
+/** Every report's first line and its JSON name the machine and the command that reproduces it. */
+const run = { machine: thisMachine(), command: benchCommand(process.argv.slice(2)) };
 const repoRoot = join(import.meta.dirname, '..');
 const resultsDir = join(import.meta.dirname, 'results');
 const work = mkdtempSync(join(tmpdir(), 'fieldstream-bench-'));
@@ -243,7 +245,7 @@ async function main(): Promise<void> {
     const [ref, pg] = results;
     const md = writeSinkReport(resultsDir, {
       when: new Date().toISOString(),
-      machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
+      ...run,
       quick,
       settings,
       sink: 'postgres',
@@ -289,8 +291,9 @@ async function main(): Promise<void> {
     } finally {
       await shutdown();
     }
-    const lines = [`${new Date().toISOString()}: ${cpus().length} cores, Node ${process.version}.`, '', ...renderCompare(c)];
-    process.stdout.write(writeLoadReport(resultsDir, 'pipeline-compare', { when: new Date().toISOString(), quick, settings, compare: c }, lines) + '\n');
+    const when = new Date().toISOString();
+    const lines = [runLine({ when, ...run }), '', ...renderCompare(c)];
+    process.stdout.write(writeLoadReport(resultsDir, 'pipeline-compare', { when, ...run, quick, settings, compare: c }, lines) + '\n');
     return;
   }
 
@@ -301,7 +304,8 @@ async function main(): Promise<void> {
     } finally {
       await shutdown();
     }
-    process.stdout.write(writeLoadReport(resultsDir, 'pipeline-connections', { when: new Date().toISOString(), quick, settings, connections: c }, renderConnections(c), [connectionMemoryTarget(c)]) + '\n');
+    const when = new Date().toISOString();
+    process.stdout.write(writeLoadReport(resultsDir, 'pipeline-connections', { when, ...run, quick, settings, connections: c }, [runLine({ when, ...run }), '', ...renderConnections(c)], [connectionMemoryTarget(c)]) + '\n');
     return;
   }
 
@@ -309,7 +313,8 @@ async function main(): Promise<void> {
     try {
       if (values.fleet) {
         const f = await runFleet(stack, influx, { certsDir: certs, database: DATABASE, ...FLEET });
-        process.stdout.write(writeLoadReport(resultsDir, 'pipeline-fleet', { when: new Date().toISOString(), quick, settings, fleet: f }, renderFleet(f), fleetTargets(f)) + '\n');
+        const when = new Date().toISOString();
+        process.stdout.write(writeLoadReport(resultsDir, 'pipeline-fleet', { when, ...run, quick, settings, fleet: f }, [runLine({ when, ...run }), '', ...renderFleet(f)], fleetTargets(f)) + '\n');
       } else {
         const measureMaximum = async () => {
           await throughput(ctx, meter, WARM_UP);
@@ -320,7 +325,8 @@ async function main(): Promise<void> {
         const m = stack.metrics;
         const metricsOf = () => ({ 'gateway-1': m.gateways[0], distributor: m.distributor, 'command-api': m.commandApi, 'broker-exporter': m.brokerExporter, console: m.console });
         const s = await sustained(ctx, { readingsPerSecond: Math.round(maximum * SUSTAINED_SHARE), maximumPerSecond: maximum, minutes: Number(values['long-minutes']), services, metricsOf, devices: longDevices });
-        process.stdout.write(writeLoadReport(resultsDir, 'pipeline-sustained', { when: new Date().toISOString(), settings, sustained: s }, renderSustained(s), sustainedTargets(s)) + '\n');
+        const when = new Date().toISOString();
+        process.stdout.write(writeLoadReport(resultsDir, 'pipeline-sustained', { when, ...run, settings, sustained: s }, [runLine({ when, ...run }), '', ...renderSustained(s)], sustainedTargets(s)) + '\n');
       }
     } finally {
       await shutdown();
@@ -336,7 +342,7 @@ async function main(): Promise<void> {
   }
   const measured = {
     when: new Date().toISOString(),
-    machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version },
+    ...run,
     quick,
     settings,
     ...full,

@@ -1,4 +1,5 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { BenchReport, FilesResult, LatencyResult, ScenarioResult, ThroughputResult } from './results.ts';
 import { targetsTable } from './targets.ts';
@@ -8,6 +9,28 @@ import { renderConnections } from '../scenarios/connections.ts';
 const isThroughput = (r: ScenarioResult): r is ThroughputResult => 'readingsPerSecond' in r;
 const isLatency = (r: ScenarioResult): r is LatencyResult => 'p50Ms' in r;
 const isFiles = (r: ScenarioResult): r is FilesResult => 'mbPerSecond' in r;
+
+export type Machine = BenchReport['machine'];
+
+/** The machine the benchmark runs on, as every report gives it. */
+export function thisMachine(): Machine {
+  return { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 1024 ** 3), node: process.version };
+}
+
+/** The command that runs the benchmark with `args` (each quoted for a POSIX shell where it needs it). */
+export function benchCommand(args: readonly string[]): string {
+  const quoted = args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`));
+  return `npm run bench${quoted.length > 0 ? ` -- ${quoted.join(' ')}` : ''}`;
+}
+
+/**
+ * A report's first line: when it ran, on what machine, and the command that runs it again, so that
+ * every figure under it can be reproduced (and told apart from another machine's).
+ */
+export function runLine(r: { when: string; machine: Machine; command?: string | undefined }): string {
+  const m = r.machine;
+  return `Run ${r.when} on ${m.cpus} cores (${m.cpu ?? 'CPU unknown'}), ${m.memoryGiB} GiB, Node ${m.node}${r.command ? `, by \`${r.command}\`` : ''}.`;
+}
 
 /** Where the CPU went: the CPU time per reading of each process, one column per scenario. */
 export function cpuTable(measured: readonly ThroughputResult[]): string[] {
@@ -42,6 +65,8 @@ function referencesLines(report: BenchReport): string[] {
 export function renderMarkdown(report: BenchReport): string {
   const { results, connections } = report;
   return [
+    runLine(report),
+    '',
     '| scenario | clients | readings | seconds | readings/s | lost | duplicated | redelivered, refused |',
     '|---|---|---|---|---|---|---|---|',
     ...results

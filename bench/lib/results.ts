@@ -46,6 +46,8 @@ export interface BenchReport {
   /** 10,000 devices through Caddy, one reading a second each (a small fleet in a quick run) */
   fleet?: FleetResult | undefined;
   machine: { cpus: number; cpu: string | undefined; memoryGiB: number; node: string };
+  /** the command line that ran it (absent in reports before it was recorded) */
+  command?: string;
   quick: boolean;
   /** service settings given with --set */
   settings: Record<string, string>;

@@ -4,7 +4,7 @@ import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { throughput, type ThroughputOptions } from '../scenarios/throughput.ts';
 import { type BenchContext, sleep } from './context.ts';
 import type { CpuMeter } from './proc-stats.ts';
-import { cpuTable } from './report.ts';
+import { cpuTable, runLine } from './report.ts';
 import { compareOrder } from './compare.ts';
 import { combineRuns, type BenchReport, type ThroughputResult } from './results.ts';
 import type { ReadingStore } from './stores.ts';
@@ -49,11 +49,13 @@ export async function sinkRounds(ctx: BenchContext, meter: CpuMeter, stack: Loca
   return [of('influxdb'), of('postgres')];
 }
 
-export type SinkReport = Pick<BenchReport, 'when' | 'machine' | 'quick' | 'settings'> & { sink: 'postgres'; results: ThroughputResult[]; postgresVsInfluxdb: number };
+export type SinkReport = Pick<BenchReport, 'when' | 'machine' | 'command' | 'quick' | 'settings'> & { sink: 'postgres'; results: ThroughputResult[]; postgresVsInfluxdb: number };
 
 /** Writes DIR/pipeline-postgres.json and .md (the full benchmark's pipeline.json is left alone); returns the Markdown. */
 export function writeSinkReport(dir: string, report: SinkReport): string {
   const md = [
+    runLine(report),
+    '',
     '| scenario | clients | readings | seconds | readings/s | lost | duplicated | redelivered, refused |',
     '|---|---|---|---|---|---|---|---|',
     ...report.results.map((x) => `| ${x.scenario} | ${x.clients} | ${x.readings.toLocaleString('en')} | ${x.seconds.toFixed(1)} | ${x.readingsPerSecond.toLocaleString('en')} | ${x.lost} | ${x.duplicated} | ${x.redelivered ?? '—'} |`),

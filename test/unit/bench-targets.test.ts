@@ -6,7 +6,7 @@ import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
 import { shortfalls } from '../../bench/scenarios/throughput.ts';
 import { tally } from '../../bench/lib/tally.ts';
-import { renderMarkdown } from '../../bench/lib/report.ts';
+import { benchCommand, renderMarkdown, runLine } from '../../bench/lib/report.ts';
 
 const report = (over: { batched?: number; p99?: number; rss?: number; held?: number; database?: number; peer?: number; single?: number; quick?: boolean } = {}): Omit<BenchReport, 'targets'> => ({
   when: '2026-11-22T00:00:00Z',
@@ -62,5 +62,20 @@ describe('readings counted device by device (the latency and sustained loads)', 
     const latency = { scenario: 'latency at half load', clients: 9, readings: 300, p50Ms: 40, p95Ms: 80, p99Ms: 200, maxMs: 210, loadReadings: 1_000_000, lost: 3, duplicated: 0 };
     const md = renderMarkdown({ ...r, results: [latency], connections: undefined, fleet: undefined, targets: [] });
     assert.match(md, /\| latency at half load \| 300 \| 40 ms \| 80 ms \| 200 ms \| 210 ms \| 1,000,000 \| 3 \| 0 \|/);
+  });
+});
+
+describe('every report says where and how it was run', () => {
+  it('opens with the machine and the command that reproduces it', () => {
+    const md = renderMarkdown({ ...report(), command: 'npm run bench -- --set EDGE_HOP=unix', connections: undefined, targets: [] });
+    assert.equal(md.split('\n')[0], 'Run 2026-11-22T00:00:00Z on 2 cores (test), 24 GiB, Node v20, by `npm run bench -- --set EDGE_HOP=unix`.');
+    assert.equal(runLine({ when: 'w', machine: { cpus: 4, cpu: undefined, memoryGiB: 8, node: 'v20.1' } }), 'Run w on 4 cores (CPU unknown), 8 GiB, Node v20.1.');
+  });
+
+  it('gives the command as a shell takes it', () => {
+    assert.equal(benchCommand([]), 'npm run bench');
+    assert.equal(benchCommand(['--long', '--long-minutes', '4', '--set', 'EDGE_HOP=unix']), 'npm run bench -- --long --long-minutes 4 --set EDGE_HOP=unix');
+    assert.equal(benchCommand(['--compare', 'NODE_OPTIONS=--max-semi-space-size=32 --trace-gc']), "npm run bench -- --compare 'NODE_OPTIONS=--max-semi-space-size=32 --trace-gc'");
+    assert.equal(benchCommand(["--set", "X=it's"]), "npm run bench -- --set 'X=it'\\''s'");
   });
 });
