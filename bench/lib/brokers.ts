@@ -85,15 +85,19 @@ export function connectClients(broker: BenchBroker, count: number, prefix: strin
 /** publishes each client keeps in flight, as our gateway keeps a window per connection */
 export const PUBLISH_WINDOW = 500;
 
-/** Publishes `count` messages at QoS 1, at most PUBLISH_WINDOW unacknowledged at a time. */
-export async function publishWindowed(client: MqttClient, count: number, message: (k: number) => [topic: string, payload: string | Buffer]): Promise<void> {
-  for (let k = 0; k < count; k += PUBLISH_WINDOW) {
-    const n = Math.min(PUBLISH_WINDOW, count - k);
-    await Promise.all(
-      Array.from({ length: n }, (_, j) => {
-        const [topic, payload] = message(k + j);
-        return client.publishAsync(topic, payload, { qos: 1 });
-      }),
-    );
-  }
+/**
+ * Publishes `count` messages at QoS 1, PUBLISH_WINDOW unacknowledged at a time: a rolling window,
+ * each PUBACK letting the next message go, as a device's field client and the gateway keep theirs
+ * (rounds of 500 that each waited for their slowest PUBACK held every publisher idle a round trip
+ * per round).
+ */
+export async function publishWindowed(client: Pick<MqttClient, 'publishAsync'>, count: number, message: (k: number) => [topic: string, payload: string | Buffer]): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      const [topic, payload] = message(next++);
+      await client.publishAsync(topic, payload, { qos: 1 });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PUBLISH_WINDOW, count) }, lane));
 }

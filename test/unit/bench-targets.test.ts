@@ -6,6 +6,7 @@ import { DATABASE_CEILING } from '../../bench/scenarios/database-ceiling.ts';
 import { NODE_RED_PEER } from '../../bench/scenarios/node-red-peer.ts';
 import { shortfalls } from '../../bench/scenarios/throughput.ts';
 import { tally } from '../../bench/lib/tally.ts';
+import { PUBLISH_WINDOW, publishWindowed } from '../../bench/lib/brokers.ts';
 import { benchCommand, renderMarkdown, runLine } from '../../bench/lib/report.ts';
 
 const report = (over: { batched?: number; p99?: number; rss?: number; held?: number; database?: number; peer?: number; single?: number; quick?: boolean } = {}): Omit<BenchReport, 'targets'> => ({
@@ -77,5 +78,30 @@ describe('every report says where and how it was run', () => {
     assert.equal(benchCommand(['--long', '--long-minutes', '4', '--set', 'EDGE_HOP=unix']), 'npm run bench -- --long --long-minutes 4 --set EDGE_HOP=unix');
     assert.equal(benchCommand(['--compare', 'NODE_OPTIONS=--max-semi-space-size=32 --trace-gc']), "npm run bench -- --compare 'NODE_OPTIONS=--max-semi-space-size=32 --trace-gc'");
     assert.equal(benchCommand(["--set", "X=it's"]), "npm run bench -- --set 'X=it'\\''s'");
+  });
+});
+
+describe("the references' publishers (broker ceiling, Node-RED peer)", () => {
+  it('keep PUBLISH_WINDOW messages in flight as a rolling window: each PUBACK lets the next go, none waits for a whole round', async () => {
+    const pending: Array<() => void> = [];
+    const sent: number[] = [];
+    const client = {
+      publishAsync: (topic: string) => {
+        sent.push(Number(topic));
+        return new Promise<undefined>((resolve) => pending.push(() => resolve(undefined)));
+      },
+    } as unknown as Parameters<typeof publishWindowed>[0];
+    const done = publishWindowed(client, PUBLISH_WINDOW + 10, (k) => [String(k), 'x']);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sent.length, PUBLISH_WINDOW, 'a full window at first');
+    pending.shift()?.(); // one PUBACK
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sent.length, PUBLISH_WINDOW + 1, 'the next goes at once, not after the rest of the round');
+    while (pending.length > 0) {
+      pending.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    await done;
+    assert.deepEqual(sent, Array.from({ length: PUBLISH_WINDOW + 10 }, (_, k) => k), 'each message once, in order');
   });
 });
