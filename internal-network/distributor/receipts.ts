@@ -1,7 +1,8 @@
 import type { MqttClient } from 'mqtt';
 import { RECEIPTS_VERSION, type Receipt, type ReceiptsEnvelope } from '../../shared/contract/receipt.ts';
 import { GATEWAY_ID_PATTERN, receiptTopic } from '../../shared/contract/topics.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signReceipt, toRanges } from '../../shared/security/receipt-auth.ts';
 import type { SignedId } from './security/verifier.ts';
@@ -35,7 +36,13 @@ export class ReceiptPublisher {
   private pending = new Map<string, Map<string, number[]>>();
   private scheduled = false;
   private next = 0;
-  readonly stats = { messages: 0, receipts: 0, unsent: 0, noKey: 0 };
+  readonly stats = { messages: 0, receipts: 0, unsent: 0, noKey: 0, noRoute: 0 };
+  /**
+   * Receipts with no way back, logged now and then: the envelope's gateway id is the DMZ's word,
+   * and a compromised DMZ replaying one genuine message under an id that cannot be a topic level
+   * would otherwise have a line written per copy (each is a duplicate, answered with a receipt).
+   */
+  private readonly noRouteLog: LimitedLog;
 
   constructor(
     private readonly clients: readonly MqttClient[],
@@ -43,13 +50,16 @@ export class ReceiptPublisher {
     private readonly log: Logger,
     /** counts the receipts published */
     private readonly published?: { inc(n: number): void },
-  ) {}
+  ) {
+    this.noRouteLog = new LimitedLog(log, { level: 'warn', maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what: 'receipts without a gateway to go back through' });
+  }
 
   add(r: ReceiptRequest): void {
     if (r.ids.length === 0) return;
     if (!GATEWAY_ID_PATTERN.test(r.gatewayId)) {
       // The envelope's gateway id is the DMZ's word; one that cannot be a topic level has no way back.
-      this.log.warn({ gatewayId: r.gatewayId.slice(0, 100), deviceId: r.deviceId }, 'no receipt: the gateway id cannot be a topic level');
+      this.stats.noRoute++;
+      this.noRouteLog.write({ gatewayId: r.gatewayId.slice(0, 100), deviceId: r.deviceId }, 'no receipt: the gateway id cannot be a topic level');
       return;
     }
     let byDevice = this.pending.get(r.gatewayId);

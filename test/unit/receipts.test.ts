@@ -8,6 +8,8 @@ import { parseTopic, receiptTopic } from '../../shared/contract/topics.ts';
 import { rangesSize, SeqRangesSchema, signReceipt, toRanges, verifyReceipt } from '../../shared/security/receipt-auth.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { MacSchema } from '../../shared/security/mac.ts';
+import { ReceiptPublisher } from '../../internal-network/distributor/receipts.ts';
+import type { Logger } from '../../shared/logger.ts';
 
 describe('commit receipt ranges', () => {
   it('are the canonical form of any set of sequence numbers', () => {
@@ -84,5 +86,19 @@ describe('receipts on the wire', () => {
     assert.ok(DownlinkFrameSchema.safeParse({ type: 'commit', epoch: 'e1', ranges: [[1, 2]], mac }).success);
     assert.ok(!DownlinkFrameSchema.safeParse({ type: 'commit', epoch: 'e1', ranges: [[1, 2]], mac, extra: 1 }).success);
     assert.ok(!DownlinkFrameSchema.safeParse({ type: 'commit', epoch: 'e1', ranges: [[2, 1]], mac }).success);
+  });
+});
+
+describe('the receipt publisher', () => {
+  it('logs receipts it has no way back for now and then, not once per copy the DMZ sends', () => {
+    // A compromised DMZ replays one genuine message, each copy under a gateway id that cannot be a
+    // topic level: each copy is a duplicate, answered with a receipt that has nowhere to go.
+    let lines = 0;
+    const count = () => void lines++;
+    const log = { warn: count, error: count, info: count, debug: () => {} } as unknown as Logger;
+    const publisher = new ReceiptPublisher([], { get: () => randomBytes(32) }, log);
+    for (let i = 0; i < 10_000; i++) publisher.add({ gatewayId: 'gw/#', deviceId: 'd1', ids: [{ epoch: 'e1', seq: 1 }] });
+    assert.ok(lines <= 2, `${lines} log lines for 10,000 receipts`);
+    assert.equal(publisher.stats.noRoute, 10_000, 'every one counted');
   });
 });
