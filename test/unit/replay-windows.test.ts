@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -240,6 +240,30 @@ describe('replay windows', () => {
       assert.deepEqual([7, 8, 9].map((s) => again.check('a', 'e', s)), ['seen', 'new', 'seen'], 'the newer slot');
       assert.deepEqual([95, 96, 100, 101].map((s) => again.check('b', 'e', s)), ['seen', 'new', 'seen', 'new']);
       again.close();
+    });
+  });
+
+  it('keeps what was journalled after a compaction that wrote its snapshot and failed to begin the new journal', () => {
+    inTempDir('replay-compact-failed', (dir) => {
+      const w = new ReplayWindows(dir, { journalMaxBytes: 1 }); // every persist compacts
+      const generation = Math.max(...files(dir).map((f) => Number(/^windows-(\d+)\./.exec(f)?.[1] ?? 0)));
+      const next = generation + 1;
+      // The next journal cannot be opened (a directory stands for EMFILE, ENOSPC, EDQUOT)...
+      mkdirSync(join(dir, `windows-${next}.log`));
+      w.record('d', 'e', 1);
+      assert.throws(() => w.persist(), 'appended to the journal in use; the compaction fails after its snapshot');
+      assert.ok(files(dir).includes(`windows-${next}.snap`));
+      // ...then the next compaction cannot write its snapshot either (the disk filled meanwhile).
+      mkdirSync(join(dir, `windows-${next}.snap.tmp-${process.pid}`));
+      w.record('d', 'e', 2);
+      assert.throws(() => w.persist(), 'appended to the journal in use; the compaction fails again');
+      // SIGKILL (no close), and the disk is put right.
+      rmdirSync(join(dir, `windows-${next}.log`));
+      rmdirSync(join(dir, `windows-${next}.snap.tmp-${process.pid}`));
+      const after = new ReplayWindows(dir);
+      assert.equal(after.check('d', 'e', 1), 'seen');
+      assert.equal(after.check('d', 'e', 2), 'seen', 'journalled (the message acknowledged), so never accepted again');
+      after.close();
     });
   });
 

@@ -16,7 +16,8 @@ import { LIMITS } from '../../../shared/limits.ts';
  * A commit appends its lines with one write to the open journal (no open, no close, a few dozen
  * bytes) where the layout before wrote the device's whole window (8 KiB of bits as base64) into a
  * file of its own: that cost a fifth of the distributor's CPU with one reading per message.
- * Loading takes the newest intact snapshot and replays every journal of its generation or later;
+ * Loading takes the newest intact snapshot and replays every journal of its generation or later,
+ * and the one of the generation before (a compaction that failed after its snapshot appends there);
  * a line that does not match its CRC (a write torn by a power cut, or a copy taken mid-write) is
  * skipped, and the lines after it are read: each is whole on its own, as an append is written whole
  * or cut back to where it began. Recording a sequence number twice changes nothing, so a snapshot
@@ -166,7 +167,11 @@ export class ReplayStore {
       if (!g.snap) continue;
       const snapshot = readSnapshot(join(this.dir, `windows-${g.n}.snap`));
       if (!snapshot) continue; // damaged: the one before it, with more of the journals
-      return { snapshot, entries: gens.filter((j) => j.n >= g.n && j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
+      // The journal of the generation before too: a compaction whose snapshot was written but whose
+      // journal could not be opened (EMFILE, ENOSPC) goes on appending to that one, acknowledging
+      // what it journals there, until a compaction succeeds. Its lines the snapshot holds already
+      // change nothing replayed over it (see above).
+      return { snapshot, entries: gens.filter((j) => j.n >= g.n - 1 && j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
     }
     return { snapshot: undefined, entries: gens.filter((j) => j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
   }
