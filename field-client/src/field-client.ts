@@ -45,6 +45,14 @@ export class FieldClient {
   private highestSent = 0;
   /** milliseconds the gateway's clock was ahead of this one at its last welcome (undefined: no welcome yet) */
   private clockOffsetMs: number | undefined;
+  /**
+   * The gateway's clock at its last welcome, and this process's monotonic clock (performance.now())
+   * then: signing times are the one carried on by the other. Not this clock plus the offset: a
+   * device's clock set while connected (NTP stepping a device that booted days behind, after it
+   * reached the gateway) moved every signing time by the step, and had everything it sent refused
+   * as stale (SECURITY_STALE, never receipted) until its connection happened to drop.
+   */
+  private gatewayClock: { serverTime: number; at: number } | undefined;
   private pumpScheduled = false;
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
   private readonly transientRewind: TransientRewind;
@@ -264,14 +272,16 @@ export class FieldClient {
    * Sends messages in one frame, signed at sending time (`ts` is this copy's, so a resend after an
    * outage is fresh): see signedBatchFrame. `seq` with `epoch` is each message's identity for the
    * replay window: queue sequence numbers, or a transfer's chunk indexes.
-   * `ts` is on the gateway's clock (this one's, corrected by the offset its welcome showed): the
-   * distributor holds it to the gateway's time of receipt, and a device whose own clock is off by
-   * more than the freshness window would otherwise have every message refused as stale.
+   * `ts` is on the gateway's clock (its welcome's, carried on by this process's monotonic clock,
+   * which setting the device's clock does not move): the distributor holds it to the gateway's time
+   * of receipt, and a device whose own clock is off by more than the freshness window would
+   * otherwise have every message refused as stale.
    */
   private sendFrame(epoch: string, items: FrameItem[]): void {
     const { deviceId, signingKey } = this.options;
     this.stats.sent += items.length;
-    const ts = Date.now() + (this.clockOffsetMs ?? 0);
+    const g = this.gatewayClock;
+    const ts = g ? Math.round(g.serverTime + (performance.now() - g.at)) : Date.now();
     this.connection.send(signingKey ? signedBatchFrame(signingKey, { deviceId, epoch, ts }, items) : batchFrame(deviceId, items));
   }
 
@@ -299,6 +309,7 @@ export class FieldClient {
         }
         this.welcome = frame;
         this.clockOffsetMs = frame.serverTime - Date.now();
+        this.gatewayClock = { serverTime: frame.serverTime, at: performance.now() };
         this.receipts?.welcomed(Date.now());
         this.resetSending();
         return;

@@ -3,7 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { CommitReceipts } from '../../field-client/src/commit-receipts.ts';
+import { FieldClient } from '../../field-client/src/field-client.ts';
+import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { FILE_TRANSFER, FileTransfers } from '../../field-client/src/files/transfers.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
@@ -195,6 +198,61 @@ describe('the distributor side: a copy far behind the replay window', () => {
       const forged = verifier.check(envelope(6, randomBytes(32)));
       assert.deepEqual(forged.receipts, [], 'no receipt for what the device did not sign');
     } finally {
+      work.cleanup();
+    }
+  });
+});
+
+describe("the distributor side: a device whose clock is set while it is connected", () => {
+  it("has what it sends after the step accepted, not refused as stale until it reconnects", async () => {
+    // A device without a real-time clock boots days behind (fake-hwclock), reaches the gateway
+    // (welcome: the offset is days), and NTP then steps its clock right. The connection stays up.
+    const work = tempDir('clock-step');
+    const realNow = Date.now;
+    const behind = 3 * 86_400_000;
+    try {
+      writeFileSync(join(work.dir, 'd1.key'), key.toString('hex'));
+      const verifier = new MessageVerifier(
+        new DeviceKeyRegistry(work.dir, join(work.dir, 'revoked.txt')),
+        new ReplayWindows(join(work.dir, 'replay')),
+        { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 },
+        log,
+      );
+      const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+      const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
+      const frames: string[] = [];
+      connection.canSend = () => true;
+      connection.send = (text: string) => void frames.push(text);
+      const commands = new CommandHandlers({ deviceId: 'd1', key, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+      const client = new FieldClient(
+        { deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: work.dir, signingKey: key, commit: { timeoutMs: 60_000, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } },
+        queue,
+        new FileOutbox(work.dir, 64 * 1024),
+        connection,
+        commands,
+        log,
+      );
+      try {
+        Date.now = () => realNow() - behind;
+        connection.emit('open');
+        connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: realNow(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+        Date.now = realNow; // NTP steps the clock right
+        await client.submitMany([{ dataType: 'timeseries', payload: { v: 1 } }]);
+        for (let i = 0; i < 100 && frames.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+        const frame = JSON.parse(frames[0] as string) as { batch: Array<{ dataType: 'timeseries'; messageId: string; seq: number; payload: { v: number }; auth: ReturnType<typeof signGroup> }> };
+        const [m] = frame.batch;
+        assert.ok(m, 'sent');
+        const receivedAt = realNow(); // the gateway's clock
+        const verdict = verifier.check({ v: 1, deviceId: 'd1', dataType: 'timeseries', gatewayId: 'gw', receivedAt, messages: [m] });
+        assert.deepEqual(verdict.events.map((e) => e.tags.reason), [], `signed ${m.auth.ts - receivedAt} ms off the gateway's clock`);
+        assert.equal(verdict.accepted?.messages.length, 1);
+      } finally {
+        Date.now = realNow;
+        client.stop();
+        await queue.close();
+      }
+    } finally {
+      Date.now = realNow;
       work.cleanup();
     }
   });
