@@ -561,6 +561,13 @@ export const TIMINGS = {
    * most 1 s, dmz/gateway/config.ts), plus slack for a late timer. The distributor refuses a message
    * past it (SECURITY_STALE): the times are the DMZ's word, and one must not vouch for another. */
   envelopeItemArrivalSpreadMs: 5_000,
+  /** milliseconds. Default of DISTRIBUTOR_TRANSIT_MAX_S: how long after its signing a frame may reach
+   * the gateway. The field client signs a frame as it hands it to its socket, and a frame of a
+   * file chunk (1.4 MB) behind others (up to LIMITS.fieldSendBufferMaxBytes) takes minutes to cross
+   * a slow cellular link: within 30 s, every chunk of a file on a link under about 370 kbit/s was
+   * refused as stale, the file resent for ever. Against a compromised DMZ, which writes the arrival
+   * times, the signing time's bound by this side's clock (DISTRIBUTOR_MAX_DELAY_S plus this) holds. */
+  deviceTransitMaxMs: 15 * 60_000,
 
   // -- Housekeeping -----------------------------------------------------------------------------
   /** milliseconds. Each service with process metrics sets a timer this often and records how late

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
-import { DAY_S, LIMITS } from '../../shared/limits.ts';
+import { DAY_S, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
 import { checkPostgresSettings, postgresSettings } from './sinks/postgres/settings.ts';
@@ -42,8 +42,10 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_REVOKED_DEVICES_FILE: z.string().default('certs/internal/revoked-devices.txt'),
     /** Refuse messages without a device signature (the production compose file sets true). */
     DISTRIBUTOR_REQUIRE_SIGNATURES: setting.bool(false),
-    /** seconds a message's signing time may lie from its arrival at the gateway */
+    /** seconds a message's signing time may lie after its arrival at the gateway (the clocks' disagreement) */
     DISTRIBUTOR_FRESHNESS_S: setting.positiveInt(30),
+    /** seconds after its signing a message may reach the gateway (a slow link: TIMINGS.deviceTransitMaxMs) */
+    DISTRIBUTOR_TRANSIT_MAX_S: setting.positiveInt(TIMINGS.deviceTransitMaxMs / 1000),
     /** seconds a message may wait between the gateway and the distributor (default 7 days) */
     DISTRIBUTOR_MAX_DELAY_S: setting.positiveInt(7 * DAY_S),
     /** the replay windows live here; keep it on persistent storage */

@@ -8,6 +8,7 @@ import { holdsData, readLetters, ReplayLedger, type ReadLetter } from './dead-le
 import type { DeadLetter } from './dead-letter.ts';
 import { dataPoints, uplinkKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
+import { arrivedInTime } from './security/verifier.ts';
 
 /**
  * Puts dead letters back: once the cause is fixed (a field that changed type given a measurement of
@@ -69,8 +70,10 @@ export interface ReplayOptions {
   keys: DeviceKeyRegistry;
   /** unsigned messages are written only without it (DISTRIBUTOR_REQUIRE_SIGNATURES) */
   requireSignatures: boolean;
-  /** milliseconds a signed message's arrival may lie from its signing (DISTRIBUTOR_FRESHNESS_S) */
+  /** milliseconds a signed message's signing may lie after its arrival (DISTRIBUTOR_FRESHNESS_S) */
   freshnessMs: number;
+  /** milliseconds after its signing a signed message may arrive (DISTRIBUTOR_TRANSIT_MAX_S); TIMINGS.deviceTransitMaxMs when not given */
+  transitMs?: number;
   /** check and count, write nothing */
   dryRun?: boolean;
   /** only letters of this code */
@@ -173,7 +176,7 @@ interface LetterData {
 }
 
 /** The points of a letter's data, as the distributor would have written them; throws DEAD_LETTER_NOT_REPLAYABLE. */
-function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures' | 'freshnessMs'>, met: Set<string>): LetterData {
+function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures' | 'freshnessMs' | 'transitMs'>, met: Set<string>): LetterData {
   if (!holdsData(letter)) {
     throw notReplayable(letter.payloadBase64 === undefined ? 'only an excerpt of an invalid payload is kept' : `its payload is not a valid message (${letter.code}): nothing in it can be written`);
   }
@@ -189,7 +192,7 @@ function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'req
     const keep = (message: Message, key: string, signedAt: number | undefined) => {
       const arrived = message.receivedAt ?? env.receivedAt;
       const runKey = signedAt === undefined ? undefined : `${env.deviceId}\u0000${key}`;
-      if (Math.abs(arrived - env.receivedAt) > TIMINGS.envelopeItemArrivalSpreadMs || (signedAt !== undefined && Math.abs(arrived - signedAt) > o.freshnessMs)) data.leftOut.arrival++;
+      if (Math.abs(arrived - env.receivedAt) > TIMINGS.envelopeItemArrivalSpreadMs || (signedAt !== undefined && !arrivedInTime(arrived, signedAt, o.freshnessMs, o.transitMs ?? TIMINGS.deviceTransitMaxMs))) data.leftOut.arrival++;
       else if (seen.has(key) || (runKey !== undefined && met.has(runKey))) data.leftOut.repeated++;
       else {
         seen.add(key);

@@ -82,6 +82,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     {
       requireSignatures: config.DISTRIBUTOR_REQUIRE_SIGNATURES,
       freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
+      transitMs: config.DISTRIBUTOR_TRANSIT_MAX_S * 1000,
       maxDelayMs: config.DISTRIBUTOR_MAX_DELAY_S * 1000,
       instance: config.DISTRIBUTOR_CLIENT_ID,
     },

@@ -56,6 +56,7 @@ export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<stri
       keys: new DeviceKeyRegistry(paths.deviceKeysDir, paths.revokedDevicesFile),
       requireSignatures: env.DISTRIBUTOR_REQUIRE_SIGNATURES === undefined || config.DISTRIBUTOR_REQUIRE_SIGNATURES,
       freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
+      transitMs: config.DISTRIBUTOR_TRANSIT_MAX_S * 1000,
       dryRun: opts.dryRun,
       ...(opts.code !== undefined ? { code: opts.code } : {}),
     });

@@ -99,4 +99,34 @@ describe('signed groups (version 2)', () => {
       assert.equal(new Set(times).size, times.length, 'no two security events share a time');
     });
   });
+
+  it('takes a message that crossed a slow link for minutes after its signing (DISTRIBUTOR_TRANSIT_MAX_S), not one past it, nor one signed after it arrived', () => {
+    inTempDir('transit', (dir) => {
+      writeFileSync(join(dir, 'd1.key'), key.toString('hex'));
+      const verifier = new MessageVerifier(
+        new DeviceKeyRegistry(dir, join(dir, 'revoked.txt')),
+        new ReplayWindows(join(dir, 'replay')),
+        { requireSignatures: true, freshnessMs: 30_000, transitMs: 15 * 60_000, maxDelayMs: 86_400_000 },
+        createLogger('test', 'silent'),
+      );
+      const now = Date.now();
+      let seq = 0;
+      // Signed at `signedAgo` ms before now, received by the gateway now.
+      const reason = (signedAgo: number): string => {
+        seq++;
+        const payload = { t: seq };
+        const auth = signMessage(key, { deviceId: 'd1', dataType: 'timeseries', epoch: 'slow', seq, ts: now - signedAgo, payload });
+        const env = { v: 1, deviceId: 'd1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: now, messages: [{ messageId: `slow.${seq}`, payload, auth }] } as unknown as UplinkEnvelope;
+        const r = verifier.check(env);
+        r.commit?.();
+        return r.accepted ? 'accepted' : String(r.events[0]?.tags.reason);
+      };
+      // A file chunk behind others on a 370 kbit/s link: ten minutes from its signing to the gateway.
+      assert.equal(reason(10 * 60_000), 'accepted');
+      assert.equal(reason(14 * 60_000), 'accepted');
+      assert.equal(reason(16 * 60_000), 'SECURITY_STALE', 'past the transit bound');
+      assert.equal(reason(-20_000), 'accepted', 'clocks 20 s apart');
+      assert.equal(reason(-31_000), 'SECURITY_STALE', 'signed 31 s after it arrived: a clock, or a copy, out of place');
+    });
+  });
 });

@@ -26,8 +26,10 @@ export type SecurityRefusalCode = (typeof SECURITY_REFUSAL_CODES)[number];
 export interface VerifierOptions {
   /** refuse messages without a device signature */
   requireSignatures: boolean;
-  /** ms: how far a message's signing time may lie from the moment the gateway received it */
+  /** ms: how far a message's signing time may lie after the moment the gateway received it (the clocks' disagreement) */
   freshnessMs: number;
+  /** ms: how long after its signing a message may reach the gateway (a slow link); TIMINGS.deviceTransitMaxMs when not given */
+  transitMs?: number;
   /**
    * ms: how long a message may have waited between the gateway and here (broker queues, outages).
    * Measured from the signing time too, by this side's clock: a message signed more than
@@ -213,14 +215,15 @@ export class MessageVerifier {
       // within freshnessMs, and may then wait up to maxDelayMs (docs/security-mechanisms.md:
       // freshness is of the sending, so a device's backlog after an outage, signed afresh, passes).
       const signedAgo = now - auth.ts;
-      const signedTooLongAgo = signedAgo > this.o.maxDelayMs + this.o.freshnessMs || signedAgo < -this.o.freshnessMs;
+      const transitMs = this.o.transitMs ?? TIMINGS.deviceTransitMaxMs;
+      const signedTooLongAgo = signedAgo > this.o.maxDelayMs + transitMs + this.o.freshnessMs || signedAgo < -this.o.freshnessMs;
       for (const { message, seq, index } of members as Array<{ message: Message; seq: number; index: number }>) {
         const arrived = message.receivedAt ?? env.receivedAt;
         if (
           signedTooLongAgo ||
           // A message's own arrival lies within the gateway's linger of its envelope's.
           Math.abs(arrived - env.receivedAt) > TIMINGS.envelopeItemArrivalSpreadMs ||
-          Math.abs(arrived - auth.ts) > this.o.freshnessMs ||
+          !arrivedInTime(arrived, auth.ts, this.o.freshnessMs, transitMs) ||
           delayed > this.o.maxDelayMs ||
           delayed < -this.o.freshnessMs
         ) {
@@ -327,4 +330,15 @@ export class MessageVerifier {
     const key = this.keys.isRevoked(env.deviceId) ? undefined : this.keys.get(env.deviceId);
     return key ? authenticMessages<Message>(key, env).flatMap(({ epoch, seq, version }) => (version === 2 ? [{ epoch, seq }] : [])) : [];
   }
+}
+
+/**
+ * Whether a message signed at `signedAt` reached the gateway at `arrived` in time: within `transitMs`
+ * after its signing (the frame crossed the device's link: minutes on a slow one), and no more than
+ * `freshnessMs` before it (the device signs on the gateway's clock: more is a clock, or a copy, out
+ * of place). The distributor's check and the dead letters' replay share it.
+ */
+export function arrivedInTime(arrived: number, signedAt: number, freshnessMs: number, transitMs: number): boolean {
+  const after = arrived - signedAt;
+  return after <= transitMs && after >= -freshnessMs;
 }
