@@ -86,6 +86,19 @@ describe('console history from PostgreSQL', () => {
     assert.deepEqual(await fromPostgres.series('meter-1', 'temperature', from, to), expected);
   });
 
+  it('averages values near the largest double without failing: a device cannot break its history with them', async () => {
+    // Two readings of 1e308 in one bucket: their float8 sum overflows, which avg(float8) refuses
+    // (SQLSTATE 22003); JSON and the contract allow any finite number.
+    const two = await s.connect('meter-2');
+    const at = BASE + 7 * 86_400_000;
+    await s.send(two, 'meter-2', 'timeseries', { huge: 1e308, timestamp: at });
+    await s.send(two, 'meter-2', 'timeseries', { huge: 1.7e308, timestamp: at + 1000 });
+    await eventually(async () => ((await s.pgCount('readings', "device = 'meter-2' AND fields ? 'huge'")) === 2 ? true : undefined), 20_000, 'both huge readings in PostgreSQL');
+    const series = await fromPostgres.series('meter-2', 'huge', at - 86_400_000, at + 86_400_000);
+    assert.equal(series.length, 1, JSON.stringify(series));
+    assert.equal(series[0]?.[1], 1.35e308);
+  });
+
   it('answers nothing before the distributor has made its tables, and a coded error without the password when it cannot log in', async () => {
     const empty = selectHistory(loadConsoleConfig({ COMMAND_API_TOKEN: TOKEN, ...s.postgresEnv, POSTGRES_SCHEMA: 'not_made_yet' }), notLocal) as PostgresHistory;
     try {

@@ -296,5 +296,24 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
       assert.ok(changes.length >= 5);
       assert.equal(changes.length, Number((await q(`SELECT count(*) AS n FROM fieldstream.device_status WHERE since IS NULL`))[0]?.n), 'the reminder left out');
     });
+
+    // Last: it adds readings the counts above do not expect.
+    it("'$field per device' stands values near the largest double: one device cannot break the panel for all", async () => {
+      // avg(float8) fails (SQLSTATE 22003) once its running sum passes the largest double, and the
+      // panel's one query answers for every device.
+      const two = await s.connect('meter-2');
+      await s.send(two, 'meter-2', 'timeseries', { temperature: 1e308, timestamp: BASE + 5 * HOUR });
+      await s.send(two, 'meter-2', 'timeseries', { temperature: 1.7e308, timestamp: BASE + 5 * HOUR + 1000 });
+      await eventually(async () => ((await s.pgCount('readings', "device = 'meter-2'")) === 5 ? true : undefined), 15_000, "meter-2's huge readings");
+      const perField = await panel('$field per device');
+      assert.deepEqual(
+        perField.filter((r) => r.metric === 'meter-2').map((r) => [Number(r.time) * 1000, r.value]),
+        [
+          [BASE, 11],
+          [BASE + 5 * HOUR, 1.35e308],
+        ],
+      );
+      assert.equal(perField.filter((r) => r.metric === 'meter-1').length, 3);
+    });
   });
 });

@@ -17,6 +17,10 @@ const NOT_YET_WRITTEN = new Set(['42P01', '3F000']);
  * GROUP BY time() intervals (InfluxQL spec, "GROUP BY time intervals"), so the first one may start
  * before the window; only numbers are averaged (a field's JSON type is kept in the JSONB column).
  * Times are whole milliseconds both ways ('epoch' + ms, extract(epoch) × 1000: exact).
+ * The mean is taken in numeric, as JSONB holds the numbers, then given as float8: avg(float8) fails
+ * with SQLSTATE 22003 once its running sum passes the largest double (two readings of 1e308, which
+ * JSON and the contract allow), so one device's values could make its history unreadable; the
+ * mean of doubles always fits one.
  */
 export class PostgresHistory implements HistoryReader {
   readonly description: string;
@@ -27,7 +31,7 @@ export class PostgresHistory implements HistoryReader {
     this.description = c.description;
     // The schema name is a checked lower-case identifier (postgres-settings.ts): safe unquoted.
     this.sql =
-      `SELECT (floor(extract(epoch FROM time) * 1000 / $5) * $5)::bigint AS t, avg((fields->>$2)::float8) AS v ` +
+      `SELECT (floor(extract(epoch FROM time) * 1000 / $5) * $5)::bigint AS t, avg((fields->$2)::numeric)::float8 AS v ` +
       `FROM ${c.schema}.readings ` +
       `WHERE device = $1 AND time >= 'epoch'::timestamptz + $3 * interval '1 millisecond' AND time <= 'epoch'::timestamptz + $4 * interval '1 millisecond' ` +
       `AND jsonb_typeof(fields->$2) = 'number' GROUP BY 1 ORDER BY 1`;
