@@ -71,9 +71,23 @@ export function checkPostgresSettings(c: PostgresSettings, ctx: z.RefinementCtx)
     for (const name of url.searchParams.keys()) {
       if (name !== 'host') ctx.addIssue({ code: 'custom', path: ['POSTGRES_URL'], message: `parameter "${name}" is not supported (TLS: POSTGRES_SSL and its files)` });
     }
+    // Decoded by postgresConnection: a lone `%` (a password such as "50%off" written as it is) made
+    // decodeURIComponent throw a bare URIError there, at start-up. Named here, never shown.
+    for (const [part, value] of [['user', url.username], ['password', url.password], ['database', url.pathname.slice(1)]] as const) {
+      if (!decodable(value)) ctx.addIssue({ code: 'custom', path: ['POSTGRES_URL'], message: `its ${part} is not valid percent-encoding (RFC 3986 §2.1): write "%" as "%25"` });
+    }
   }
   if ((c.POSTGRES_SSL_CERT_FILE === undefined) !== (c.POSTGRES_SSL_KEY_FILE === undefined)) {
     ctx.addIssue({ code: 'custom', path: ['POSTGRES_SSL_KEY_FILE'], message: 'POSTGRES_SSL_CERT_FILE and POSTGRES_SSL_KEY_FILE go together' });
+  }
+}
+
+function decodable(v: string): boolean {
+  try {
+    decodeURIComponent(v);
+    return true;
+  } catch {
+    return false;
   }
 }
 

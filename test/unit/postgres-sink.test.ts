@@ -68,6 +68,17 @@ describe('PostgreSQL settings', () => {
     assert.deepEqual(problems({ POSTGRES_SCHEMA: 'Field"Stream' }), ['POSTGRES_SCHEMA']);
     assert.deepEqual(problems({ POSTGRES_URL: 'mysql://h/db' }), ['POSTGRES_URL']);
   });
+
+  it('refuses a URL whose user, password or database is not valid percent-encoding, without showing it', () => {
+    for (const url of ['postgres://fs:50%off@db/fs', 'postgres://f%zz:pw@db/fs', 'postgres://fs:pw@db/f%']) {
+      assert.throws(
+        () => settings({ POSTGRES_URL: url }),
+        (e: unknown) => e instanceof FieldStreamError && e.code === 'CONFIG_INVALID' && /percent-encoding/.test(e.message) && !e.message.includes('50%off') && !e.message.includes('f%zz'),
+        url,
+      );
+    }
+    assert.equal(postgresConnection(settings({ POSTGRES_URL: 'postgres://fs:50%25off@db/fs' })).password, '50%off');
+  });
 });
 
 describe('PostgreSQL rows', () => {
