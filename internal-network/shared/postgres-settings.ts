@@ -10,6 +10,25 @@ import { FieldStreamError } from '../../shared/errors.ts';
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /**
+ * The key words PostgreSQL does not take as a schema name unquoted (its docs, Appendix C, "SQL Key
+ * Words": reserved, and reserved but allowed as a function or type name; `pg_get_keywords()` with
+ * catcode R or T, PostgreSQL 15, and SYSTEM_USER, reserved since 16). Such a name made every statement
+ * a syntax error (SQLSTATE 42601), retried for ever. And `pg_`, which PostgreSQL keeps for its own
+ * schemas (SQLSTATE 42939). The docs' and dashboards' SQL names the schema unquoted, so it is refused
+ * rather than quoted.
+ */
+const RESERVED_SCHEMA_NAMES = new Set(
+  (
+    'all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate collation column concurrently ' +
+    'constraint create cross current_catalog current_date current_role current_schema current_time current_timestamp current_user default ' +
+    'deferrable desc distinct do else end except false fetch for foreign freeze from full grant group having ilike in initially inner ' +
+    'intersect into is isnull join lateral leading left like limit localtime localtimestamp natural not notnull null offset on only or order ' +
+    'outer overlaps placing primary references returning right select session_user similar some symmetric system_user table tablesample then to ' +
+    'trailing true union unique user using variadic verbose when where window with'
+  ).split(' '),
+);
+
+/**
  * PostgreSQL (or TimescaleDB) as a home for the data (docs/postgres.md): on when POSTGRES_URL or
  * PGHOST is set, beside or instead of InfluxDB. The distributor writes there; the console reads
  * history from there (the same settings, so one .env serves both). The usual PG* variables of libpq are read too, and
@@ -31,7 +50,11 @@ export function postgresSettings() {
     POSTGRES_SSL_CERT_FILE: z.string().optional(),
     POSTGRES_SSL_KEY_FILE: z.string().optional(),
     /** the schema that holds FieldStream's tables; created and migrated by the distributor */
-    POSTGRES_SCHEMA: z.string().regex(SCHEMA_NAME, 'must be a lower-case identifier (letters, digits, "_"; at most 63)').default('fieldstream'),
+    POSTGRES_SCHEMA: z
+      .string()
+      .regex(SCHEMA_NAME, 'must be a lower-case identifier (letters, digits, "_"; at most 63)')
+      .refine((name) => !RESERVED_SCHEMA_NAMES.has(name) && !name.startsWith('pg_'), 'must be neither an SQL key word PostgreSQL reserves (such as "user" or "order") nor start with "pg_"')
+      .default('fieldstream'),
     /** connections per distributor */
     POSTGRES_POOL_SIZE: z.coerce.number().int().min(1).max(64).default(4),
     /** milliseconds to connect, and for each statement */

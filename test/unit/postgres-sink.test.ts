@@ -66,6 +66,10 @@ describe('PostgreSQL settings', () => {
     assert.deepEqual(problems({ PGPASSWORD: 'a', PGPASSWORD_FILE: '/x' }), ['PGPASSWORD_FILE']);
     assert.deepEqual(problems({ POSTGRES_SSL_CERT_FILE: '/c' }), ['POSTGRES_SSL_KEY_FILE']);
     assert.deepEqual(problems({ POSTGRES_SCHEMA: 'Field"Stream' }), ['POSTGRES_SCHEMA']);
+    // Names PostgreSQL refuses unquoted (SQLSTATE 42601) or keeps for itself (42939): every statement
+    // would fail, retried for ever. Key words it allows as names stay allowed.
+    for (const name of ['user', 'order', 'table', 'default', 'system_user', 'pg_data']) assert.deepEqual(problems({ POSTGRES_SCHEMA: name }), ['POSTGRES_SCHEMA'], name);
+    for (const name of ['int', 'between', 'data', 'fieldstream_2']) assert.deepEqual(problems({ POSTGRES_SCHEMA: name }), [], name);
     assert.deepEqual(problems({ POSTGRES_URL: 'mysql://h/db' }), ['POSTGRES_URL']);
   });
 
