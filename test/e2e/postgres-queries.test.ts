@@ -248,6 +248,40 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
       assert.deepEqual((await q(expandMacros(dashboard.templating.list[1]?.query as string, range()))).map((r) => r.jsonb_object_keys), ['humidity', 'temperature']);
     });
 
+    it('reads readings through the primary key, by device, never the whole table', async () => {
+      // The primary key (device, time, message_key) is readings' only index: a query that selects
+      // by time alone reads every row ever stored (a year of a fleet, at each load of the dashboard).
+      // Seq scans off, so that the plan shows what an index can serve on these few rows.
+      const texts = [...dashboard.panels.flatMap((p) => p.targets.map((t) => [p.title, t.rawSql] as const)), ...dashboard.templating.list.map((v) => [`$${v.name}`, v.query] as const)];
+      const client = await s.admin.connect();
+      try {
+        await client.query('BEGIN');
+        await client.query('SET LOCAL enable_seqscan = off');
+        for (const [where, sql] of texts.filter(([, x]) => x.includes('fieldstream.readings'))) {
+          const plan = (await client.query(`EXPLAIN (FORMAT JSON) ${expandMacros(sql, range())}`)).rows[0]?.['QUERY PLAN'] as unknown;
+          const scans: Array<Record<string, unknown>> = [];
+          const walk = (n: unknown): void => {
+            if (Array.isArray(n)) n.forEach(walk);
+            else if (n && typeof n === 'object') {
+              const node = n as Record<string, unknown>;
+              if (node['Relation Name'] === 'readings' || String(node['Index Name'] ?? '').startsWith('readings_')) scans.push(node);
+              Object.values(node).forEach(walk);
+            }
+          };
+          walk(plan);
+          assert.ok(scans.length > 0, where);
+          for (const n of scans) {
+            if (n['Node Type'] === 'Bitmap Heap Scan') continue; // its Bitmap Index Scan below is checked
+            assert.notEqual(n['Node Type'], 'Seq Scan', `${where}: ${JSON.stringify(n)}`);
+            assert.match(String(n['Index Cond'] ?? ''), /\bdevice\b/, `${where}: reads the index by device: ${JSON.stringify(n)}`);
+          }
+        }
+      } finally {
+        await client.query('ROLLBACK');
+        client.release();
+      }
+    });
+
     it('and answers what the devices did: one online, one offline, every reading, the last of each, the events per interval', async () => {
       assert.deepEqual(await panel('Devices online'), [{ online: '1' }]);
       assert.deepEqual(await panel('Devices offline'), [{ offline: '1' }]);
