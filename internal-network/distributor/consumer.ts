@@ -83,8 +83,9 @@ export class Consumer {
       // every ~46 s in the fleet benchmark, its in-flight messages delivered again.
       mqtt.reschedulePing(true);
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      this.inProgressSince = Date.now();
-      this.process(packet.topic, payload).then(
+      const taken = Date.now();
+      this.inProgressSince = taken;
+      this.process(packet.topic, payload, taken).then(
         () => {
           this.inProgressSince = undefined;
           callback();
@@ -104,12 +105,13 @@ export class Consumer {
     this.wake?.();
   }
 
-  private async process(topic: string, payload: Buffer): Promise<void> {
+  /** `taken`: when the broker handed the message over, the same for every attempt (MessageHandler.handle). */
+  private async process(topic: string, payload: Buffer, taken: number): Promise<void> {
     let unexpected = 0;
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new Stopped();
       try {
-        const done = await this.handler.handle(topic, payload);
+        const done = await this.handler.handle(topic, payload, taken);
         for (const r of done.receipts ?? []) this.receipts?.add(r);
         // Sections of a gateway's envelope the database refused: kept before the envelope is acknowledged.
         for (const d of done.deadLetters ?? []) await this.deadLetter(d.topic, d.payload, d.error);

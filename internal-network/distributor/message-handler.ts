@@ -55,7 +55,14 @@ export class MessageHandler {
     private readonly metrics: DistributorMetrics = new DistributorMetrics(),
   ) {}
 
-  async handle(topic: string, payload: Buffer): Promise<Handled> {
+  /**
+   * `arrived`: when the broker handed the message over (epoch ms), given by the consumer once for
+   * all the attempts at it, so that what is stamped with it (a gateway's presence: its key and its
+   * time) is the same at each retry: a write that reached a store before failing elsewhere is not
+   * a second row, and presences retried after an outage keep the order they came in, not that of
+   * their backoffs.
+   */
+  async handle(topic: string, payload: Buffer, arrived: number = Date.now()): Promise<Handled> {
     const where = parseTopic(topic);
     if (where.kind === 'status') {
       const status = parseEnvelope(StatusEnvelopeSchema, payload);
@@ -65,7 +72,7 @@ export class MessageHandler {
         status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: daysUntil(status.certNotAfter, status.at) } : {};
       // The DMZ's word for when: never later than now, or a presence forged in the future would
       // outrank every genuine one after it (the console orders a device's presences by time).
-      const time = Math.min(status.at, Date.now());
+      const time = Math.min(status.at, arrived);
       // A presence published again for a connection announced before (the gateway's daily reminder,
       // or after it reconnected to its broker) is tagged, so that what lists connects and
       // disconnects can leave it out (InfluxQL cannot test a field for absence; a missing tag is ''),
@@ -92,7 +99,6 @@ export class MessageHandler {
       // Nothing in it tells one publication from the next (the same online at each connection, the
       // same will at each loss): keyed by its arrival, each is a row of its own (postgres/rows.ts),
       // and the gateway's state is its latest by time.
-      const arrived = Date.now();
       return this.presencePoint({
         measurement: MEASUREMENTS.gatewayStatus,
         tags: { gateway: where.gatewayId },

@@ -8,11 +8,11 @@ import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
-import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
-import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { gatewayPresenceTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -37,11 +37,13 @@ describe('the distributor consumer and a message that keeps failing without an e
     const log = createLogger('test', 'silent');
     const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
     const written: StoredPoint[] = [];
+    const attempted: StoredPoint[] = [];
     const calls = { writes: 0 };
     const sink = {
       description: 'defective',
       write: async (points: StoredPoint[]) => {
         calls.writes++;
+        attempted.push(...points);
         const err = failing(points);
         if (err) throw err;
         written.push(...points);
@@ -52,9 +54,9 @@ describe('the distributor consumer and a message that keeps failing without an e
     const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, metrics);
     const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
     const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, undefined, log, metrics.deadLetters, metrics.deadLettersNotKept);
-    const deliver = (payload: Buffer) => {
+    const deliver = (payload: Buffer, topic = uplinkTopic('sensor-1', 'timeseries')) => {
       const acked = { done: false };
-      mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic('sensor-1', 'timeseries'), payload, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
+      mqtt.handleMessage({ cmd: 'publish', topic, payload, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
       return acked;
     };
     const letters = () =>
@@ -65,7 +67,7 @@ describe('the distributor consumer and a message that keeps failing without an e
           .filter(Boolean)
           .map((l) => JSON.parse(l) as { code: string; topic: string; payloadBase64: string }),
       );
-    return { dead, consumer, deliver, letters, written, calls, metrics };
+    return { dead, consumer, deliver, letters, written, attempted, calls, metrics };
   }
   const envelope = (i: number, poison = false) =>
     Buffer.from(JSON.stringify({ v: 1, deviceId: 'sensor-1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: Date.now(), messages: [{ messageId: `m${i}`, payload: { t: i, ...(poison ? { poison: 1 } : {}) } }] }));
@@ -140,6 +142,31 @@ describe('the distributor consumer and a message that keeps failing without an e
       down = false;
       await eventually(() => (acked.done ? true : undefined), 5_000);
       assert.deepEqual(f.written.map((p) => p.fields.t), [3]);
+    } finally {
+      f.consumer.stop();
+      await f.dead.close();
+    }
+  });
+
+  it("keeps a gateway presence's arrival time across its retries: the same row, and the order it came in", async () => {
+    // A gateway's presence is stamped when it arrives (its key and its time, postgres/rows.ts).
+    // Stamped again at each retry, a write that had reached one store (the other failing, or a
+    // COMMIT whose answer was lost) made a second row; and two presences retried by two consumers
+    // while the database was down took the order of their random backoffs: `online` written after
+    // `offline`, the gateway's state wrong.
+    let failures = 3;
+    const f = fixture('presence-retried', () => (failures-- > 0 ? new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'PostgreSQL is unreachable') : undefined));
+    try {
+      const taken = Date.now();
+      const acked = f.deliver(Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', since: taken - 60_000 })), gatewayPresenceTopic('gw-1'));
+      await eventually(() => (acked.done ? true : undefined), 5_000);
+      assert.equal(f.attempted.length, 4, 'written at the fourth attempt');
+      const [first] = f.attempted;
+      assert.ok(first && first.time >= taken && first.time <= taken + 5);
+      for (const p of f.attempted) {
+        assert.equal(p.time, first.time, 'the time it was taken from the broker');
+        assert.equal(p[POINT_KEY], first[POINT_KEY]);
+      }
     } finally {
       f.consumer.stop();
       await f.dead.close();
