@@ -12,6 +12,7 @@ import { CommandApiConfigSchema } from '../../internal-network/command-api/confi
 import { BrokerExporterConfigSchema } from '../../internal-network/broker-exporter/config.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { postgresSettings } from '../../internal-network/shared/postgres-settings.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 
@@ -188,6 +189,17 @@ describe('deployment files', () => {
       assert.ok(c.services[name]?.volumes?.includes(`${join(repoRoot, 'secrets')}:/run/fieldstream-secrets:ro`), `${name}: the secrets folder read-only`);
     }
     assert.equal(c.services.grafana?.environment?.GRAFANA_POSTGRES_HOST, 'postgres:5432');
+    // Every PostgreSQL setting of .env reaches both (an unlisted one, such as the CA file of
+    // POSTGRES_SSL=verify-full, was silently not there: the server checked against the public roots).
+    const site: Record<string, string> = {};
+    // Not passed: PGPASSWORD (the password is the secret file's, or the URL's) and a client
+    // certificate (docs/postgres.md says so).
+    const notPassed = new Set(['POSTGRES_URL', 'PGPASSWORD', 'POSTGRES_SSL_CERT_FILE', 'POSTGRES_SSL_KEY_FILE']);
+    for (const name of Object.keys(postgresSettings())) site[name] = notPassed.has(name) ? '' : `${name.toLowerCase()}-from-env`;
+    const all = internalConfig({ ...env, ...site }, ['with-postgres']);
+    for (const name of ['distributor', 'console']) {
+      for (const [k, v] of Object.entries(site)) if (v !== '') assert.equal(all.services[name]?.environment?.[k], v, `${name}: ${k} from .env`);
+    }
     // Only the two databases are optional (docker-compose config lists profiled services too; up starts them only with their profile).
     assert.deepEqual(Object.entries(c.services).filter(([, v]) => v.profiles !== undefined).map(([k, v]) => [k, v.profiles]), [['influxdb', ['with-influxdb']], ['postgres', ['with-postgres']]]);
   });
