@@ -102,20 +102,8 @@ describe('line protocol injection, against a real InfluxDB 1.x', () => {
     assert.equal(await rawWrite('esc,t=a\\\\b k\\\\x=1 1700000300000'), 204);
     assert.deepEqual(await influx.rows(DB, `SELECT * FROM esc`), [{ time: 1_700_000_300_000, t: 'a\\\\b', 'k\\\\x': 1 }]);
   });
-});
 
-describe('a user and password in INFLUXDB_URL, against a real InfluxDB 1.x', () => {
-  const work = tempDir('influx-url-credentials');
-  let influx: InfluxV1;
-  before(async () => {
-    influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
-  });
-  after(async () => {
-    await influx.process.stop();
-    work.cleanup();
-  });
-
-  it("the distributor writes with them and the console's history reads with them; neither shows the password in a description or an error", async () => {
+  it("a user and password in INFLUXDB_URL: the distributor writes with them and the console's history reads with them; neither shows the password in a description or an error", async () => {
     const u = new URL(influx.url);
     u.username = influx.user;
     u.password = influx.password;
