@@ -172,17 +172,17 @@ describe('a file transfer whose progress says every chunk is done', () => {
   });
 });
 
+/** A distributor's verifier requiring signatures, with device d1's key (`key`) registered in `dir`. */
+function signedVerifier(dir: string): MessageVerifier {
+  writeFileSync(join(dir, 'd1.key'), key.toString('hex'));
+  return new MessageVerifier(new DeviceKeyRegistry(dir, join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+}
+
 describe('the distributor side: a copy far behind the replay window', () => {
   it('is refused as a replay, and still answered with a receipt when its signature is intact', () => {
     const work = tempDir('too-old');
     try {
-      writeFileSync(join(work.dir, 'd1.key'), key.toString('hex'));
-      const verifier = new MessageVerifier(
-        new DeviceKeyRegistry(work.dir, join(work.dir, 'revoked.txt')),
-        new ReplayWindows(join(work.dir, 'replay')),
-        { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 },
-        log,
-      );
+      const verifier = signedVerifier(work.dir);
       const now = Date.now();
       const envelope = (seq: number, k = key): UplinkEnvelope => {
         const payload = { v: seq, timestamp: seq };
@@ -211,13 +211,7 @@ describe("the distributor side: a device whose clock is set while it is connecte
     const realNow = Date.now;
     const behind = 3 * 86_400_000;
     try {
-      writeFileSync(join(work.dir, 'd1.key'), key.toString('hex'));
-      const verifier = new MessageVerifier(
-        new DeviceKeyRegistry(work.dir, join(work.dir, 'revoked.txt')),
-        new ReplayWindows(join(work.dir, 'replay')),
-        { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 },
-        log,
-      );
+      const verifier = signedVerifier(work.dir);
       const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
       const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
       const frames: string[] = [];
