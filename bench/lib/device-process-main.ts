@@ -56,7 +56,8 @@ async function probe(o: DeviceInput, m: Extract<DeviceInput['mode'], { kind: 'pr
     for (let n = 0; !stop; n++) {
       const now = Date.now();
       sentAt.push(now);
-      await running.client.submit('timeseries', { probe: n, timestamp: now });
+      // `v` as every load reading has it: the stores count a device's readings by it (count(v)).
+      await running.client.submit('timeseries', { probe: n, v: n, timestamp: now });
       await sleep(m.everyMs);
     }
   })();

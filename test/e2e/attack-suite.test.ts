@@ -35,6 +35,9 @@ describe('attack suite on the real stack', () => {
     ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
       DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
       DISTRIBUTOR_FRESHNESS_S: '3',
+      // A frame's way from its signing to the gateway: 15 minutes by default (a slow link); 3 s here,
+      // so that a captured message replayed 4 s later is refused as stale by its signing time.
+      DISTRIBUTOR_TRANSIT_MAX_S: '3',
       GATEWAY_RATE_MESSAGES_PER_S: '2000',
       GATEWAY_RATE_BURST_S: '1',
     }));
@@ -138,7 +141,7 @@ describe('attack suite on the real stack', () => {
       const payload = { v: 888_888, timestamp: base - 1 };
       const auth = signMessage(malloryKey, { deviceId: 'legit-1', dataType: 'timeseries', epoch: 'evil', seq: 1, ts: Date.now(), payload });
       await replay(Buffer.from(JSON.stringify({ v: 1, deviceId: 'legit-1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: Date.now(), messages: [{ messageId: 'evil.1', auth, payload }] })));
-      await new Promise((r) => setTimeout(r, 4000)); // past the 3 s freshness window of this stack
+      await new Promise((r) => setTimeout(r, 4000)); // past the 3 s transit window of this stack
       for (const m of [...captured.slice(0, 3)].reverse()) {
         // stamped "received now", as a gateway stamps a frame replayed to it
         const stale = JSON.parse(m.toString());

@@ -65,7 +65,7 @@ describe('device signatures, checked on the internal side', () => {
     await forge('sig-b', [{ ...good, payload: { level: 999, timestamp: 1760000100000 } }]); // tampered
     await forge('sig-b', [signed('sig-b', a, 2, { level: 2, timestamp: 1760000100001 })]); // another device's key
     await forge('sig-b', [signed('sig-b', Buffer.alloc(32, 7), 3, { level: 3, timestamp: 1760000100002 })]); // forged
-    await forge('sig-b', [signed('sig-b', key('sig-b'), 4, { level: 4, timestamp: 1760000100003 }, Date.now() - 10 * 60_000)]); // signed 10 min ago
+    await forge('sig-b', [signed('sig-b', key('sig-b'), 4, { level: 4, timestamp: 1760000100003 }, Date.now() - 20 * 60_000)]); // signed 20 min ago: past DISTRIBUTOR_TRANSIT_MAX_S (15 min)
     await forge('ghost-1', [signed('ghost-1', a, 1, { level: 5 })]); // no key registered
     await eventually(() =>
       events('SECURITY_BAD_SIGNATURE').length >= 3 && events('SECURITY_STALE').length >= 1 && events('SECURITY_UNKNOWN_DEVICE').length >= 1 ? true : undefined,
