@@ -28,7 +28,8 @@ if (values.measurement) points = points.filter((p) => p.measurement === values.m
 if (values.device) points = points.filter((p) => p.tags.device === values.device);
 if (last > 0) points = points.slice(-last);
 if (values['line-protocol']) {
-  if (points.length > 0) console.log(toLineProtocol(points));
+  // Always nanoseconds, the precision docs/operations.md gives for the import, whatever the points.
+  if (points.length > 0) console.log(toLineProtocol(points, 'ns'));
 } else {
   for (const p of points) console.log(JSON.stringify({ time: new Date(p.time).toISOString(), measurement: p.measurement, ...p.tags, ...p.fields }));
 }

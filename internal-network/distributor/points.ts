@@ -5,7 +5,9 @@ import { TimestampSchema, timestampToMs, type Scalar, type Timestamp } from '../
 /**
  * A database point independent of any client library: what every time-series sink writes.
  * (measurement, tags, time) identifies it, as in InfluxDB, so writing the same point again after a
- * redelivery changes nothing.
+ * redelivery changes nothing. In InfluxDB a point of a measurement kept one per message
+ * ({@link ONE_POINT_PER_MESSAGE}) lies at `time` plus {@link subMillisecondNs} nanoseconds, so that
+ * two messages of one series in one millisecond stay two points.
  */
 export interface StoredPoint {
   measurement: string;
@@ -54,6 +56,49 @@ export const MEASUREMENTS = {
   securityEvents: 'security_events',
   health: 'device_health',
 } as const;
+
+/**
+ * The measurements whose points are one per message, never merged with another message's point of
+ * the same series and millisecond: InfluxDB keeps one point per (measurement, tags, time), and
+ * device timestamps are often whole seconds (the contract's ISO form), so two alarms of one device in
+ * one second were one point, the other message acknowledged, receipted and lost. Each is written
+ * {@link subMillisecondNs} nanoseconds into its millisecond (line-protocol.ts), as PostgreSQL keeps
+ * a row per message key.
+ * Not here:
+ * - `readings`: a reading is identified by device and time, and two messages of one device at one
+ *   time merge their fields (the time-series semantics the console and the benchmark count by).
+ * - `device_status`, `gateway_status`: states, whose order within a millisecond matters and which a
+ *   hash would scramble (the later write of the same millisecond wins, as before).
+ * - the console's own `device_state` and `anomalies`: one per (series, time) by design, without keys.
+ */
+export const ONE_POINT_PER_MESSAGE: ReadonlySet<string> = new Set<string>([
+  MEASUREMENTS.events,
+  MEASUREMENTS.responses,
+  MEASUREMENTS.files,
+  MEASUREMENTS.health,
+  MEASUREMENTS.securityEvents,
+]);
+
+/**
+ * Nanoseconds (0 to 999,999) into its millisecond at which a point of {@link ONE_POINT_PER_MESSAGE}
+ * is written: a hash (32-bit FNV-1a) of its message key ({@link POINT_KEY}), so a
+ * redelivered or replayed copy (the same key) is the same point, and two messages of one series and
+ * millisecond differ but once in a million pairs. 0 for every other point and for a point without a
+ * key. Not a secret, nor meant to be: a series holds one device's messages, and a device choosing
+ * its keys to collide loses only its own. (Gateways' reports share a series per device and reason: a
+ * compromised gateway could aim one at another's report of the same millisecond, which without the
+ * offset it overwrote by merely sharing that millisecond.)
+ */
+export function subMillisecondNs(p: StoredPoint): number {
+  const key = p[POINT_KEY];
+  if (key === undefined || !ONE_POINT_PER_MESSAGE.has(p.measurement)) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % 1_000_000;
+}
 
 /** The device's own timestamp when it gave one, else the moment the gateway accepted the message. */
 function timeOf(ts: Timestamp | undefined, receivedAt: number): number {

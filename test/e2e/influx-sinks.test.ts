@@ -12,7 +12,7 @@ import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1
 import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
 import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
 import type { PointSink } from '../../internal-network/distributor/sinks/sink.ts';
-import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { dataPoints, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
@@ -142,6 +142,54 @@ describe('time-series sinks against real databases', () => {
       assert.deepEqual([kept.deviceId, kept.gatewayId, kept.messages.map((m) => m.payload)], ['sect-b', 'gw-s', [{ tone: 2, timestamp: 22 }]], "the device's own envelope, as it would have come");
       const rows = await influx.rows(DB, `SELECT level, device FROM readings WHERE time >= 21ms AND time <= 23ms`);
       assert.deepEqual(rows.map((r) => [r.device, r.level]), [['sect-a', 1], ['sect-c', 3]]);
+    } finally {
+      keys.cleanup();
+    }
+  });
+
+  it('distinct messages of one series at the same millisecond are a point each (events, files, responses, health), a copy is the same point, readings of one time merge', async () => {
+    // InfluxDB keeps one point per (measurement, tags, time): two alarms of one device in the same
+    // second (the contract's ISO timestamps are often to the second) were one point, the other
+    // acknowledged and receipted, and lost.
+    const keys = tempDir('collide');
+    try {
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(keys.dir), new ReplayWindows(join(keys.dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, createLogger('test', 'silent'));
+      const handler = new MessageHandler(new WriteBatcher(v1(), 5000), new FileStore(join(keys.dir, 'files')), verifier);
+      const timestamp = '2024-01-01T12:00:00Z';
+      const envOf = (dataType: string, payloads: object[]) => ({
+        v: 1, gatewayId: 'gw-c', deviceId: 'collide-1', dataType, receivedAt: Date.now(),
+        messages: payloads.map((payload, i) => ({ messageId: `${dataType}-${i}`, payload })),
+      });
+      const health = (queueMessages: number) => ({ uptimeSeconds: 10, queueMessages, queueBytes: 0, awaitingReceipt: 0, version: '1.0.0', intervalSeconds: 60, timestamp });
+      const envelopes = [
+        envOf('event', [{ eventType: 'alarm', severity: 'high', message: 'door open', timestamp }, { eventType: 'alarm', severity: 'high', message: 'window open', timestamp }]),
+        envOf('file', [{ filename: 'a.txt', data: Buffer.from('first').toString('base64'), metadata: { timestamp } }, { filename: 'b.txt', data: Buffer.from('second').toString('base64'), metadata: { timestamp } }]),
+        envOf('response', [{ commandId: 'cmd-1', status: 'failed', result: 'first try', timestamp }, { commandId: 'cmd-1', status: 'failed', result: 'second try', timestamp }]),
+        envOf('health', [health(1), health(2)]),
+        envOf('timeseries', [{ t: 1, timestamp }, { h: 2, timestamp }]),
+      ];
+      for (const env of envelopes) await handler.handle(uplinkTopic('collide-1', env.dataType as never), Buffer.from(JSON.stringify(env)));
+      // Each delivered again (a lost PUBACK), and replayed from the dead letters: the same points.
+      for (const env of envelopes) await handler.handle(uplinkTopic('collide-1', env.dataType as never), Buffer.from(JSON.stringify(env)));
+      for (const env of envelopes.filter((e) => e.dataType !== 'file')) {
+        const parsed = parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify(env)));
+        await v1().write(dataPoints(parsed as never, parsed.messages.map((m) => uplinkKey(m.messageId))));
+      }
+      const rows = async (measurement: string, field: string) =>
+        (await influx.rows(DB, `SELECT "${field}" FROM "${measurement}" WHERE "device" = 'collide-1'`)).map((r) => [r.time, r[field]]);
+      const at = Date.parse(timestamp);
+      const sorted = (r: unknown[][]) => r.map((x) => String(x[1])).sort();
+      assert.deepEqual(sorted(await rows('events', 'message')), ['door open', 'window open']);
+      assert.deepEqual(sorted(await rows('files', 'filename')), ['a.txt', 'b.txt']);
+      assert.deepEqual(sorted(await rows('command_responses', 'result')), ['first try', 'second try']);
+      assert.deepEqual(sorted(await rows('device_health', 'queue_messages')), ['1', '2']);
+      // Queried at millisecond precision, each is still at its message's millisecond.
+      for (const [m, field] of [['events', 'message'], ['files', 'filename'], ['command_responses', 'result'], ['device_health', 'queue_messages']] as const) {
+        assert.deepEqual((await rows(m, field)).map((r) => r[0]), [at, at], m);
+        const window = await influx.rows(DB, `SELECT count("${field}") FROM "${m}" WHERE "device" = 'collide-1' AND time >= ${at}ms AND time < ${at + 1}ms`);
+        assert.equal(window[0]?.count, 2, `${m}: both found in their millisecond`);
+      }
+      assert.deepEqual(await influx.rows(DB, `SELECT t, h FROM readings WHERE "device" = 'collide-1'`), [{ time: at, t: 1, h: 2 }], 'readings of one device and time are one point, as before');
     } finally {
       keys.cleanup();
     }

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Point } from '@influxdata/influxdb-client';
 import fc from 'fast-check';
-import { toLine, toLineProtocol } from '../../internal-network/distributor/sinks/line-protocol.ts';
-import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { nanosecondTime, precisionOf, toLine, toLineProtocol } from '../../internal-network/distributor/sinks/line-protocol.ts';
+import { MEASUREMENTS, ONE_POINT_PER_MESSAGE, POINT_KEY, subMillisecondNs, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 
-/** The client library's own Point, built as the sinks once did: the oracle for our encoder. */
+/** The client library's own Point, built as the sinks once did (at the request's precision, precisionOf): the oracle for our encoder. */
 function libraryLine(p: StoredPoint): string | undefined {
   const point = new Point(p.measurement);
   for (const [key, value] of Object.entries(p.tags)) point.tag(key, value);
@@ -16,7 +16,7 @@ function libraryLine(p: StoredPoint): string | undefined {
     else if (typeof value === 'boolean') point.booleanField(key, value);
     else point.stringField(key, value);
   }
-  return point.timestamp(p.time).toLineProtocol();
+  return point.timestamp(precisionOf([p]) === 'ms' ? p.time : (BigInt(p.time) * 1_000_000n + BigInt(subMillisecondNs(p))).toString()).toLineProtocol();
 }
 
 // Text with every character line protocol escapes (space, comma, equals, quote, backslash, newline).
@@ -76,6 +76,41 @@ describe('line protocol', () => {
     const reading: StoredPoint = { measurement: 'readings', tags: { device: 'sensor 1' }, fields: { t: 23, ok: true, note: 'say "hi"' }, time: 1704110400000 };
     const empty: StoredPoint = { measurement: 'readings', tags: { device: 'x' }, fields: {}, time: 1 };
     assert.equal(toLineProtocol([reading, empty, reading]), ['readings,device=sensor\\ 1 note="say \\"hi\\"",ok=T,t=23 1704110400000', 'readings,device=sensor\\ 1 note="say \\"hi\\"",ok=T,t=23 1704110400000'].join('\n'));
+  });
+
+  it('writes a request off the millisecond in nanoseconds: a point of a measurement kept per message at an offset its key fixes; readings alone in milliseconds', () => {
+    // Any millisecond a Date holds, before the epoch too, with any offset: the integer it names.
+    fc.assert(
+      fc.property(fc.integer({ min: -8.64e15, max: 8.64e15 }), fc.integer({ min: 0, max: 999_999 }), (ms, ns) => {
+        assert.equal(nanosecondTime(ms, ns), (BigInt(ms) * 1_000_000n + BigInt(ns)).toString());
+      }),
+      { numRuns: 5000 },
+    );
+    for (const [ms, ns] of [[0, 0], [0, 7], [-1, 0], [-1, 1], [-1, 999_999], [1, 0], [1, 1]] as const) assert.equal(nanosecondTime(ms, ns), (BigInt(ms) * 1_000_000n + BigInt(ns)).toString(), `${ms} ${ns}`);
+    const at = Date.parse('2024-01-01T12:00:00Z');
+    const keyed = (measurement: string, key: string): StoredPoint => ({ measurement, tags: { device: 'd' }, fields: { message: 'm' }, time: at, [POINT_KEY]: key });
+    const timeOf = (p: StoredPoint, precision = precisionOf([p])) => BigInt((toLine(p, undefined, precision) as string).split(' ').at(-1) as string);
+    for (const m of ONE_POINT_PER_MESSAGE) {
+      assert.equal(precisionOf([keyed(m, 'k')]), 'ns', m);
+      // The same message (a redelivery, a replay) is the same point; 2,000 others each a point of their own, all in the millisecond.
+      assert.equal(toLine(keyed(m, 's:e1:1')), toLine(keyed(m, 's:e1:1')));
+      const times = new Set(Array.from({ length: 2000 }, (_, i) => timeOf(keyed(m, `s:e1:${i}`))));
+      assert.equal(times.size, 2000, m);
+      for (const t of times) assert.ok(t >= BigInt(at) * 1_000_000n && t < BigInt(at + 1) * 1_000_000n, m);
+    }
+    // Readings merge by device and time, whatever their message: on the millisecond, and a request
+    // of them alone (the hot path) is written in milliseconds as it always was. So are points without a key.
+    const reading = keyed(MEASUREMENTS.readings, 's:e1:1');
+    const unkeyed: StoredPoint = { measurement: MEASUREMENTS.events, tags: { device: 'd' }, fields: { message: 'm' }, time: at };
+    assert.equal(precisionOf([reading, reading, unkeyed]), 'ms');
+    assert.equal(timeOf(reading), BigInt(at));
+    assert.equal(timeOf(unkeyed), BigInt(at));
+    assert.equal(timeOf(reading, 'ns'), BigInt(at) * 1_000_000n);
+    // In a request with an event, every line is in nanoseconds, the reading's on its millisecond.
+    const run = [reading, keyed(MEASUREMENTS.events, 'm:a'), keyed(MEASUREMENTS.events, 'm:b'), reading];
+    assert.equal(precisionOf(run), 'ns');
+    assert.equal(toLineProtocol(run), run.map((p) => toLine(p, undefined, 'ns')).join('\n'));
+    assert.ok(toLineProtocol(run).startsWith(`readings,device=d message="m" ${at}000000\n`));
   });
 
   it('refuses a number that is not finite (coded), in any field, never writing Infinity or NaN', () => {

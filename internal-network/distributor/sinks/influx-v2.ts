@@ -1,7 +1,7 @@
 import { HttpError, InfluxDB, type Transport } from '@influxdata/influxdb-client';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
-import { toLines } from './line-protocol.ts';
+import { precisionOf, toLines, type Precision } from './line-protocol.ts';
 import { shownUrl } from '../../shared/influx-settings.ts';
 import { isRetryableStatus, type PointSink } from './sink.ts';
 
@@ -29,12 +29,14 @@ export interface InfluxV2Options {
 export class InfluxV2Sink implements PointSink {
   readonly description: string;
   private readonly transport: Transport;
-  private readonly path: string;
+  /** the write path at each precision (line-protocol.ts: `ns` for a request holding a point off its millisecond) */
+  private readonly paths: Record<Precision, string>;
 
   constructor(options: InfluxV2Options) {
     this.description = `InfluxDB 2.x API ${shownUrl(options.url)} org ${options.org} bucket ${options.bucket}`;
     this.transport = new InfluxDB({ url: options.url, token: options.token, timeout: options.timeoutMs }).transport;
-    this.path = `/api/v2/write?${new URLSearchParams({ org: options.org, bucket: options.bucket, precision: 'ms' }).toString()}`;
+    const path = (precision: Precision) => `/api/v2/write?${new URLSearchParams({ org: options.org, bucket: options.bucket, precision }).toString()}`;
+    this.paths = { ms: path('ms'), ns: path('ns') };
   }
 
   async write(points: readonly StoredPoint[]): Promise<void> {
@@ -45,10 +47,11 @@ export class InfluxV2Sink implements PointSink {
     if (points.length === 0) return;
     // Encoded before the request, outside its catch: a point line protocol cannot carry is the
     // encoder's DISTRIBUTOR_WRITE_REJECTED (final), which the catch would make a failure to retry.
-    const body = toLines(points).join('\n');
+    const precision = precisionOf(points);
+    const body = toLines(points, precision).join('\n');
     let status: number | undefined;
     try {
-      await this.transport.request(this.path, body, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000 }, (_headers, code) => {
+      await this.transport.request(this.paths[precision], body, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000 }, (_headers, code) => {
         status = code;
       });
     } catch (err) {

@@ -2,7 +2,7 @@ import { escape } from '@influxdata/influxdb-client';
 import type { Scalar } from '../../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
-import type { StoredPoint } from '../points.ts';
+import { ONE_POINT_PER_MESSAGE, POINT_KEY, subMillisecondNs, type StoredPoint } from '../points.ts';
 
 /**
  * InfluxDB line protocol (https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/),
@@ -12,8 +12,13 @@ import type { StoredPoint } from '../points.ts';
  *
  * Every number is written as a float: InfluxDB fixes a field's type at its first write, and a
  * reading that is 23 today and 23.5 tomorrow must not be refused as a type conflict.
- * Times are epoch milliseconds: every write uses precision=ms. A number that is not finite is
- * refused (DISTRIBUTOR_WRITE_REJECTED), never written as `Infinity` or `NaN`.
+ * Times are epoch milliseconds, or in a request holding a point of a measurement kept one point
+ * per message (points.ts ONE_POINT_PER_MESSAGE), epoch nanoseconds: each such point's millisecond
+ * and its sub-millisecond offset (points.ts subMillisecondNs), so that two messages of one series in
+ * one millisecond are not one point; every other point on its millisecond exactly. The request says
+ * which ({@link precisionOf}): a request of readings alone, the hot path, is written as it was,
+ * without six more digits a reading (0.1 µs a reading more in the encoder, measured).
+ * A number that is not finite is refused (DISTRIBUTOR_WRITE_REJECTED), never written as `Infinity` or `NaN`.
  */
 function fieldValue(value: Scalar, key: string): string {
   if (typeof value === 'number') {
@@ -141,31 +146,73 @@ function checkFieldsApartFromTags(p: StoredPoint): void {
   }
 }
 
-/** One line, or undefined for a point without fields. */
-export function toLine(p: StoredPoint, series = seriesOf(p)): string | undefined {
-  checkFieldsApartFromTags(p);
-  const fields = fieldsOf(p);
-  return fields === '' ? undefined : `${series} ${fields} ${Math.floor(p.time)}`;
+/** The `precision` of a write request (InfluxDB 1.x and 2.x name them so). */
+export type Precision = 'ms' | 'ns';
+
+/**
+ * 'ns' when a point of `points` lies off its millisecond (a point of ONE_POINT_PER_MESSAGE with a
+ * message key), else 'ms'. One look at the measurement per run of points of one measurement.
+ */
+export function precisionOf(points: readonly StoredPoint[]): Precision {
+  let last = '';
+  let perMessage = false;
+  for (const p of points) {
+    if (p.measurement !== last) {
+      last = p.measurement;
+      perMessage = ONE_POINT_PER_MESSAGE.has(last);
+    }
+    if (perMessage && p[POINT_KEY] !== undefined) return 'ns';
+  }
+  return 'ms';
 }
 
-export function toLines(points: readonly StoredPoint[]): string[] {
+/**
+ * Epoch milliseconds `ms` (an integer) and `ns` nanoseconds more (0 to 999,999) as line protocol's
+ * integer nanoseconds. Built as text: nanoseconds since the epoch pass 2^53 within 1970, where a
+ * number would lose the offset.
+ */
+export function nanosecondTime(ms: number, ns: number): string {
+  if (ns === 0) return ms === 0 ? '0' : `${ms}000000`;
+  if (ms >= 0) return ms === 0 ? String(ns) : `${ms}${String(ns).padStart(6, '0')}`;
+  // Before the epoch: ms × 10^6 + ns = −((−ms − 1) × 10^6 + (10^6 − ns)).
+  const whole = -ms - 1;
+  const rest = 1_000_000 - ns;
+  return whole === 0 ? `-${rest}` : `-${whole}${String(rest).padStart(6, '0')}`;
+}
+
+/**
+ * One line at `precision`, or undefined for a point without fields. `perMessage`: whether the
+ * point's measurement is kept one point per message (toLines knows it once per run of one series).
+ */
+export function toLine(p: StoredPoint, series = seriesOf(p), precision: Precision = precisionOf([p]), perMessage = ONE_POINT_PER_MESSAGE.has(p.measurement)): string | undefined {
+  checkFieldsApartFromTags(p);
+  const fields = fieldsOf(p);
+  if (fields === '') return undefined;
+  const ms = Math.floor(p.time);
+  return `${series} ${fields} ${precision === 'ms' ? ms : nanosecondTime(ms, perMessage ? subMillisecondNs(p) : 0)}`;
+}
+
+/** The lines of `points`, at `precision` (the request's: {@link precisionOf} unless told). */
+export function toLines(points: readonly StoredPoint[], precision: Precision = precisionOf(points)): string[] {
   const lines: string[] = [];
   // The points of one envelope share their tags object (see points.ts): its series is escaped once.
   let lastTags: StoredPoint['tags'] | undefined;
   let lastMeasurement = '';
   let series = '';
+  let perMessage = false;
   for (const p of points) {
     if (p.tags !== lastTags || p.measurement !== lastMeasurement) {
       lastTags = p.tags;
       lastMeasurement = p.measurement;
       series = seriesOf(p);
+      perMessage = ONE_POINT_PER_MESSAGE.has(p.measurement);
     }
-    const line = toLine(p, series);
+    const line = toLine(p, series, precision, perMessage);
     if (line !== undefined) lines.push(line);
   }
   return lines;
 }
 
-export function toLineProtocol(points: readonly StoredPoint[]): string {
-  return toLines(points).join('\n');
+export function toLineProtocol(points: readonly StoredPoint[], precision: Precision = precisionOf(points)): string {
+  return toLines(points, precision).join('\n');
 }
