@@ -130,6 +130,12 @@ export const LIMITS = {
   /** devices. Most devices whose last security-event time the distributor keeps (a point per
    * refusal of a known device needs a time of its own); past it, those of earlier seconds are forgotten. */
   securityEventClockMaxDevices: 100_000,
+  /** security events. Most refusals whose time the distributor remembers, so that the same refusal
+   * checked again (its write retried after a failure that may have reached the database, its message
+   * delivered again) is the same point, not a second at a later time (verifier.ts); the oldest are
+   * forgotten first. Ten envelopes of batchMaxMessages refused messages: more than the consumers hold
+   * unacknowledged at once. */
+  securityEventTimesRemembered: 10 * BATCH_MAX_MESSAGES,
   /** milliseconds. How long the gateway waits for a PUBACK before reporting the message failed. */
   publishTimeoutMs: 30_000,
   /** bytes. The largest MQTT packet both Mosquittos take (`max_packet_size` in their mosquitto.conf,

@@ -132,6 +132,35 @@ describe('security events under a flood of forged messages', () => {
       await influx.process.stop();
     }
   });
+
+  it('stores a refusal checked again (its write retried, its message delivered again) as the same point, not a second at a later time', async () => {
+    // A write can reach InfluxDB and still fail (its answer lost at the deadline; with PostgreSQL
+    // too, the other store down): the message is retried, and a PUBACK lost sends it again. Each
+    // time its refusal was a new event at the clock's new millisecond: counted twice on the dashboards.
+    const dir = registered(join(tmp.dir, 'again'), 'real-4');
+    const influx = await InfluxV1.start(join(tmp.dir, 'influx-again'), 'again');
+    mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_000 });
+    try {
+      const sink = new InfluxV1Sink({ url: influx.url, database: 'again', username: influx.user, password: influx.password, timeoutMs: 5_000 });
+      const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+      const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
+      const unsigned = (id: string) => Buffer.from(JSON.stringify({ v: 1, deviceId: 'real-4', gatewayId: 'gw-1', receivedAt: Date.now(), dataType: 'event', messages: [{ messageId: id, payload: { eventType: 'alarm' } }] }));
+      const first = unsigned('u-1');
+      await handler.handle(uplinkTopic('real-4', 'event'), first);
+      mock.timers.tick(3);
+      await handler.handle(uplinkTopic('real-4', 'event'), first); // the retry
+      mock.timers.tick(2_000);
+      await handler.handle(uplinkTopic('real-4', 'event'), first); // delivered again later
+      await handler.handle(uplinkTopic('real-4', 'event'), unsigned('u-2')); // another message: an event of its own
+      await sink.close();
+      const rows = await influx.rows('again', `SELECT "count", message_id FROM security_events WHERE "device" = 'real-4'`);
+      assert.deepEqual(rows.map((r) => [r.message_id, r.count]).sort(), [['u-1', 1], ['u-2', 1]]);
+    } finally {
+      mock.timers.reset();
+      await influx.process.stop();
+    }
+  });
 });
 
 /** A distributor's handler over the keys in DIR/keys, writing into `written`, its own state in DIR[/instance]. */

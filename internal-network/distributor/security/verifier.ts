@@ -138,6 +138,16 @@ export class MessageVerifier {
    * Only devices the operator knows (registered or revoked) are kept: a bounded set.
    */
   private readonly lastEventTime = new Map<string, number>();
+  /**
+   * The time each recent event was given, by its key (which names the refusal however often the
+   * broker delivers its envelope): a refusal checked again is the same point in InfluxDB, not a
+   * second one at the clock's new millisecond, counted twice by the dashboards. It is checked again
+   * when its write is retried after a failure that may have reached the database (the answer lost at
+   * the deadline; the other store down, docs/postgres.md), and when its message is delivered again
+   * (a PUBACK lost). At most LIMITS.securityEventTimesRemembered, the oldest forgotten first; a
+   * restart forgets them all (PostgreSQL keeps one row all the same: its key leaves the time out).
+   */
+  private readonly eventTimes = new Map<string, number>();
   /** refusals counted per second (unknown device ids, and known ones past their lead) */
   readonly tally: RefusalTally;
   /** the tags every event of this distributor carries (VerifierOptions.instance) */
@@ -279,6 +289,12 @@ export class MessageVerifier {
   private refuse(to: { events: StoredPoint[]; tallied: TalliedRefusal[]; known: boolean }, env: UplinkEnvelope, now: number, messageId: string, index: number, code: SecurityRefusalCode, detail: string): void {
     this.stats.refused++;
     this.logRefusal(code, env, messageId, detail, now);
+    const key = `d:${env.gatewayId}:${env.dataType}:${env.receivedAt}:${index}:${messageId}:${code}`;
+    const before = to.known ? this.eventTimes.get(key) : undefined;
+    if (before !== undefined) {
+      to.events.push(this.eventPoint(env, messageId, code, detail, before, key));
+      return;
+    }
     const last = to.known ? this.lastEventTime.get(env.deviceId) : undefined;
     const time = last === undefined || last < now ? now : last + 1;
     if (!to.known || time > now + TIMINGS.securityEventMaxLeadMs) {
@@ -290,14 +306,21 @@ export class MessageVerifier {
       for (const [d, t] of this.lastEventTime) if (t < now - 1000) this.lastEventTime.delete(d);
     }
     this.lastEventTime.set(env.deviceId, time);
-    to.events.push({
+    if (this.eventTimes.size >= LIMITS.securityEventTimesRemembered) this.eventTimes.delete(this.eventTimes.keys().next().value as string);
+    this.eventTimes.set(key, time);
+    to.events.push(this.eventPoint(env, messageId, code, detail, time, key));
+  }
+
+  /** A known device's refusal as its security_events point. `key`: names the refusal (see eventTimes). */
+  private eventPoint(env: UplinkEnvelope, messageId: string, code: SecurityRefusalCode, detail: string, time: number, key: string): StoredPoint {
+    return {
       measurement: MEASUREMENTS.securityEvents,
       tags: { device: env.deviceId, reason: code, ...this.ownTags },
       // count: the dashboards add it up, over these, the counts per second and the gateways' reports
       fields: { count: 1, message_id: messageId, gateway: env.gatewayId, data_type: env.dataType, detail },
       time,
-      [POINT_KEY]: `d:${env.gatewayId}:${env.dataType}:${env.receivedAt}:${index}:${messageId}:${code}`,
-    });
+      [POINT_KEY]: key,
+    };
   }
 
   /** A refusal's log line, at most one per code and TIMINGS.securityLogIntervalMs (with how many were left out). */
