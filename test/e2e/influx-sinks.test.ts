@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InfluxV1, VictoriaMetrics } from '../../scripts/local-stack/databases.ts';
@@ -12,7 +13,8 @@ import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1
 import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
 import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
 import type { PointSink } from '../../internal-network/distributor/sinks/sink.ts';
-import { dataPoints, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
+import { dataPoints, POINT_KEY, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
+import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
@@ -192,6 +194,30 @@ describe('time-series sinks against real databases', () => {
       assert.deepEqual(await influx.rows(DB, `SELECT t, h FROM readings WHERE "device" = 'collide-1'`), [{ time: at, t: 1, h: 2 }], 'readings of one device and time are one point, as before');
     } finally {
       keys.cleanup();
+    }
+  });
+
+  it("the local store: `npm run readings` shows two events of one time apart, a copy once, and its export imports as printed (precision=ns) a point each", async () => {
+    const store = tempDir('local-export');
+    try {
+      const at = Date.parse('2024-01-01T12:00:00Z');
+      const event = (key: string, message: string): StoredPoint => ({ measurement: 'events', tags: { device: 'local-1', event_type: 'alarm', severity: 'high' }, fields: { message }, time: at, [POINT_KEY]: key });
+      const local = new LocalPointStore(store.dir);
+      await local.write([event('m:e1', 'door open'), event('m:e2', 'window open')]);
+      await local.write([event('m:e1', 'door open')]); // a redelivered message appends its point again
+      await local.write([point('local-1', { t: 1 }, at), point('local-1', { h: 2 }, at)]);
+      await local.close();
+      assert.deepEqual(readLocalStore(store.dir).filter((p) => p.measurement === 'events').map((p) => p.fields.message).sort(), ['door open', 'window open']);
+      assert.deepEqual(readLocalStore(store.dir).filter((p) => p.measurement === 'readings').map((p) => p.fields), [{ t: 1, h: 2 }]);
+      // docs/operations.md: `npm run --silent readings -- --last 0 --line-protocol > export.lp`, then the 1.x import.
+      const lp = execFileSync('npm', ['run', '--silent', 'readings', '--', '--last', '0', '--line-protocol', '--dir', store.dir], { encoding: 'utf8' });
+      await influx.query('CREATE DATABASE "sensor_data"');
+      const res = await fetch(`${influx.url}/write?db=sensor_data&precision=ns`, { method: 'POST', body: lp, headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` } });
+      assert.equal(res.status, 204, await res.text());
+      assert.deepEqual((await influx.rows('sensor_data', 'SELECT message FROM events')).map((r) => [r.time, r.message]).sort(), [[at, 'door open'], [at, 'window open']]);
+      assert.deepEqual(await influx.rows('sensor_data', 'SELECT t, h FROM readings'), [{ time: at, t: 1, h: 2 }]);
+    } finally {
+      store.cleanup();
     }
   });
 

@@ -6,7 +6,7 @@ import { ScalarSchema } from '../../../shared/contract/primitives.ts';
 import { DAY_MS } from '../../../shared/limits.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LineFile } from '../../../shared/line-file.ts';
-import type { StoredPoint } from '../points.ts';
+import { ONE_POINT_PER_MESSAGE, POINT_KEY, subMillisecondNs, type StoredPoint } from '../points.ts';
 import type { PointSink } from './sink.ts';
 
 /**
@@ -15,8 +15,11 @@ import type { PointSink } from './sink.ts';
  * Read it back with `npm run readings`, or export it as line protocol for `influx write`.
  *
  * A redelivered message appends its points again; readers resolve that as InfluxDB does, by
- * (measurement, tags, time), so what they show is exactly-once. Batches are appended one at a
- * time, each whole and on lines of its own (line-file.ts).
+ * (measurement, tags, time), the time of a point kept one per message (points.ts
+ * ONE_POINT_PER_MESSAGE) with the offset its message key gives it (subMillisecondNs), so what they
+ * show is exactly-once, and two messages of one series and millisecond stay two points there as in
+ * InfluxDB. Such a point's line keeps its key (`key`) for that, and for the line-protocol export.
+ * Batches are appended one at a time, each whole and on lines of its own (line-file.ts).
  */
 export class LocalPointStore implements PointSink {
   readonly description: string;
@@ -29,7 +32,7 @@ export class LocalPointStore implements PointSink {
 
   async write(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    const text = points.map((p) => JSON.stringify({ ...p, time: new Date(p.time).toISOString() })).join('\n') + '\n';
+    const text = points.map(storedLine).join('\n') + '\n';
     try {
       await this.file.append(join(this.dir, `${new Date().toISOString().slice(0, 10)}.jsonl`), text);
     } catch (err) {
@@ -42,6 +45,9 @@ export class LocalPointStore implements PointSink {
   }
 }
 
+/** characters: the longest message key a line may carry (a security event's, the longest, is a few hundred) */
+const KEY_MAX_CHARS = 1024;
+
 /**
  * A line of a local store, read back from disk (a trust boundary: the file may have been edited,
  * or torn by a crash): checked with zod, and skipped when it does not parse.
@@ -51,7 +57,16 @@ const StoredLineSchema = z.strictObject({
   tags: z.record(z.string(), z.string()),
   fields: z.record(z.string(), ScalarSchema),
   time: z.iso.datetime(),
+  /** the message key of a point kept one per message (points.ts POINT_KEY); absent on other points and older lines */
+  key: z.string().min(1).max(KEY_MAX_CHARS).optional(),
 });
+
+/** A point as its line. */
+function storedLine(p: StoredPoint): string {
+  const key = p[POINT_KEY];
+  const line = { measurement: p.measurement, tags: p.tags, fields: p.fields, time: new Date(p.time).toISOString() };
+  return JSON.stringify(key !== undefined && ONE_POINT_PER_MESSAGE.has(p.measurement) ? { ...line, key } : line);
+}
 
 /** One line as a point, or undefined for a line that is not one (a torn last line after a crash: it was never acknowledged). */
 export function parseStoredLine(line: string): StoredPoint | undefined {
@@ -64,8 +79,10 @@ export function parseStoredLine(line: string): StoredPoint | undefined {
   }
   const parsed = StoredLineSchema.safeParse(raw);
   if (!parsed.success) return undefined;
-  const { time, ...rest } = parsed.data;
-  return { ...rest, time: Date.parse(time) };
+  const { time, key, ...rest } = parsed.data;
+  const point: StoredPoint = { ...rest, time: Date.parse(time) };
+  if (key !== undefined) point[POINT_KEY] = key;
+  return point;
 }
 
 /** The store's day files, oldest first (YYYY-MM-DD.jsonl, the UTC day of the write). */
@@ -95,14 +112,14 @@ export async function* scanLocalStore(dir: string, fromMs: number): AsyncGenerat
   }
 }
 
-/** Every point in a local store, de-duplicated by (measurement, tags, time), fields merged, in time order. */
+/** Every point in a local store, de-duplicated as InfluxDB keeps them (by measurement, tags, time and its offset), fields merged, in time order. */
 export function readLocalStore(dir: string): StoredPoint[] {
   const byKey = new Map<string, StoredPoint>();
   for (const file of dayFiles(dir)) {
     for (const line of readFileSync(join(dir, file), 'utf8').split('\n')) {
       const point = parseStoredLine(line);
       if (!point) continue;
-      const key = JSON.stringify([point.measurement, Object.entries(point.tags).sort(), point.time]);
+      const key = JSON.stringify([point.measurement, Object.entries(point.tags).sort(), point.time, subMillisecondNs(point)]);
       const existing = byKey.get(key);
       byKey.set(key, existing ? { ...existing, fields: { ...existing.fields, ...point.fields } } : point);
     }
