@@ -14,6 +14,7 @@ import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/fi
 import type { Reservation } from './files/file-room.ts';
 import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
 import { SetAside } from './set-aside.ts';
+import type { Refusal } from './rejected.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
 import { TransientRewind } from './rewind-backoff.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
@@ -54,6 +55,8 @@ export class FieldClient {
    */
   private gatewayClock: { serverTime: number; at: number } | undefined;
   private pumpScheduled = false;
+  /** messages the pump found too large for any frame of the gateway's, refused once it is done (see oversized) */
+  private oversizedRefusals: Refusal[] = [];
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
   private readonly transientRewind: TransientRewind;
   /** epoch ms of the first GATEWAY_BROKER_UNAVAILABLE since the gateway last took something on this connection */
@@ -205,6 +208,10 @@ export class FieldClient {
         this.pump();
       } catch (err) {
         this.log.error({ err }, 'sending failed; retrying after a reconnect');
+      } finally {
+        const refusals = this.oversizedRefusals;
+        this.oversizedRefusals = [];
+        for (const r of refusals) this.refuseForGood(r.messageIds, r);
       }
     });
   }
@@ -279,10 +286,47 @@ export class FieldClient {
    */
   private sendFrame(epoch: string, items: FrameItem[]): void {
     const { deviceId, signingKey } = this.options;
-    this.stats.sent += items.length;
     const g = this.gatewayClock;
     const ts = g ? Math.round(g.serverTime + (performance.now() - g.at)) : Date.now();
-    this.connection.send(signingKey ? signedBatchFrame(signingKey, { deviceId, epoch, ts }, items) : batchFrame(deviceId, items));
+    const text = signingKey ? signedBatchFrame(signingKey, { deviceId, epoch, ts }, items) : batchFrame(deviceId, items);
+    // The gateway reads no frame past its limit (ws maxPayload, the welcome's frameMaxBytes): it
+    // closes the connection (1009) unanswered, and the same frame went again after every reconnect,
+    // for ever, with everything queued behind it. A UTF-8 byte count only where it may be past it
+    // (at most 3 bytes per UTF-16 unit): most frames are far below.
+    const limit = this.welcome?.limits.frameMaxBytes ?? LIMITS.frameMaxBytes;
+    if (text.length * 3 > limit) {
+      const bytes = Buffer.byteLength(text, 'utf8');
+      if (bytes > limit) {
+        this.oversized(epoch, items, bytes, limit);
+        return;
+      }
+    }
+    this.stats.sent += items.length;
+    this.connection.send(text);
+  }
+
+  /**
+   * A frame past the gateway's limit: several messages go in smaller frames; a message alone past it
+   * can never be sent, so it is refused here as the gateway would refuse it (CONTRACT_FRAME_TOO_LARGE),
+   * set aside whole, never deleted unwritten (a file with its chunks: into rejected/). A message the
+   * field client's own inputs take can be one: a JSON body of 8 MiB is a frame of 8 MiB and
+   * its envelope, and bytes that are not UTF-8 become U+FFFD, three bytes each; and a gateway may
+   * announce less than LIMITS.frameMaxBytes (GATEWAY_MAX_FRAME_BYTES).
+   */
+  private oversized(epoch: string, items: FrameItem[], bytes: number, limit: number): void {
+    if (items.length > 1) {
+      const half = Math.ceil(items.length / 2);
+      for (const item of items) delete item.auth; // signed again, per frame
+      this.sendFrame(epoch, items.slice(0, half));
+      this.sendFrame(epoch, items.slice(half));
+      return;
+    }
+    const item = items[0] as FrameItem;
+    const message = `The message is ${bytes} bytes as a frame; the gateway takes frames of at most ${limit} bytes. Set aside by the field client, not sent.`;
+    this.log.error({ code: 'CONTRACT_FRAME_TOO_LARGE', messageId: item.messageId, bytes, limit }, 'a message larger than any frame the gateway takes: set aside, not sent');
+    // Once the pump is done: setting a file aside moves it out of the outbox while the pump may still
+    // be reading chunks of it.
+    this.oversizedRefusals.push({ code: 'CONTRACT_FRAME_TOO_LARGE', message, messageIds: [item.messageId] });
   }
 
   private onFrame(frame: DownlinkFrame): void {
@@ -388,11 +432,17 @@ export class FieldClient {
       return;
     }
     if (ids.length === 0) return;
-    // Refused for good (it breaks the contract): set aside whole on the device's disk, then let go,
-    // so one bad message never blocks the queue. Only what is in flight on this connection can be
-    // refused, and nothing is deleted on the gateway's word alone: a refusal forged by a
-    // compromised DMZ moves messages aside (logged, counted), it loses none, and within
-    // FIELD_QUEUE_MAX_BYTES: what finds no room there stays in the queue (set-aside.ts).
+    this.refuseForGood(ids, { code: frame.code, message: frame.message, messageIds: ids });
+  }
+
+  /**
+   * Refused for good (it breaks the contract): set aside whole on the device's disk, then let go,
+   * so one bad message never blocks the queue. Only what is in flight on this connection can be
+   * refused, and nothing is deleted on the gateway's word alone: a refusal forged by a
+   * compromised DMZ moves messages aside (logged, counted), it loses none, and within
+   * FIELD_QUEUE_MAX_BYTES: what finds no room there stays in the queue (set-aside.ts).
+   */
+  private refuseForGood(ids: readonly string[], refusal: Refusal): void {
     const seqs = new Set<number>();
     let files = false;
     for (const id of ids) {
@@ -407,7 +457,7 @@ export class FieldClient {
       const seq = this.queue.seqOf(id);
       if (seq !== undefined && this.inFlight.delete(seq)) seqs.add(seq);
     }
-    if (seqs.size > 0) this.rejected.refuse(this.queue.read(seqs), { code: frame.code, message: frame.message, messageIds: ids });
+    if (seqs.size > 0) this.rejected.refuse(this.queue.read(seqs), refusal);
     else if (files) this.rejected.measure(); // a file set aside counts now
     this.schedulePump();
   }

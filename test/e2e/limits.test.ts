@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
@@ -143,6 +145,32 @@ describe("the gateway's CPU budget per device", () => {
     } finally {
       heavy.close();
       calm.close();
+    }
+  });
+});
+
+describe('a message no frame of the gateway holds (GATEWAY_MAX_FRAME_BYTES)', () => {
+  let fx: EmbeddedFixture;
+  before(async () => {
+    fx = await startEmbeddedFixture(['big-1'], { GATEWAY_MAX_FRAME_BYTES: '65536' });
+  });
+  after(() => fx.stop());
+
+  it('is set aside by the field client with CONTRACT_FRAME_TOO_LARGE, and what was queued behind it arrives', async () => {
+    // The gateway closes a connection on a frame past its limit (1009), unanswered: the field client
+    // sent the same frame again after every reconnect, and nothing queued behind it ever arrived.
+    const field = await startTestFieldClient(fx.pki.paths, 'big-1', fx.pipeline.gatewayUrl, fx.logs.logger);
+    try {
+      // Within the contract (two strings of 40,000 characters), but no frame of 64 KiB holds it.
+      const big = await field.client.submit('event', { eventType: 'dump', message: 'x'.repeat(40_000), detail: 'y'.repeat(40_000), timestamp: 1760000100000 });
+      await field.client.submitMany(Array.from({ length: 20 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { w: i, timestamp: 1760000100001 + i } })));
+      await eventually(() => (fx.points({ measurement: 'readings', device: 'big-1' }).length === 20 ? true : undefined), 20_000, 'the readings behind the large event');
+      await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 10_000, 'nothing left in the queue');
+      const lines = readFileSync(join(field.dataDir, 'rejected.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { code: string; message: { messageId: string; payload: { message: string } } });
+      assert.deepEqual(lines.map((l) => [l.code, l.message.messageId, l.message.payload.message.length]), [['CONTRACT_FRAME_TOO_LARGE', big.messageId, 40_000]], 'set aside whole, with its code');
+      assert.ok(fx.logs.lines.some((l) => l.code === 'CONTRACT_FRAME_TOO_LARGE' && l.messageId === big.messageId), 'logged with its code');
+    } finally {
+      await field.close();
     }
   });
 });
