@@ -161,11 +161,19 @@ describe('a message no frame of the gateway holds (GATEWAY_MAX_FRAME_BYTES)', ()
     // sent the same frame again after every reconnect, and nothing queued behind it ever arrived.
     const field = await startTestFieldClient(fx.pki.paths, 'big-1', fx.pipeline.gatewayUrl, fx.logs.logger);
     try {
+      // Two events a 64 KiB frame holds one at a time, not together (the client gathers messages up
+      // to half the gateway's limit, and the last one may pass it).
+      await field.client.submitMany([
+        { dataType: 'event', payload: { eventType: 'half', message: 'h'.repeat(31_000), timestamp: 1760000099998 } },
+        { dataType: 'event', payload: { eventType: 'most', message: 'm'.repeat(45_000), timestamp: 1760000099999 } },
+      ]);
       // Within the contract (two strings of 40,000 characters), but no frame of 64 KiB holds it.
       const big = await field.client.submit('event', { eventType: 'dump', message: 'x'.repeat(40_000), detail: 'y'.repeat(40_000), timestamp: 1760000100000 });
       await field.client.submitMany(Array.from({ length: 20 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { w: i, timestamp: 1760000100001 + i } })));
       await eventually(() => (fx.points({ measurement: 'readings', device: 'big-1' }).length === 20 ? true : undefined), 20_000, 'the readings behind the large event');
       await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 10_000, 'nothing left in the queue');
+      const events = fx.points({ measurement: 'events', device: 'big-1' });
+      assert.deepEqual(events.map((p) => p.tags.event_type).sort(), ['half', 'most'], 'the two events, each in a frame of its own');
       const lines = readFileSync(join(field.dataDir, 'rejected.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { code: string; message: { messageId: string; payload: { message: string } } });
       assert.deepEqual(lines.map((l) => [l.code, l.message.messageId, l.message.payload.message.length]), [['CONTRACT_FRAME_TOO_LARGE', big.messageId, 40_000]], 'set aside whole, with its code');
       assert.ok(fx.logs.lines.some((l) => l.code === 'CONTRACT_FRAME_TOO_LARGE' && l.messageId === big.messageId), 'logged with its code');
