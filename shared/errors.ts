@@ -128,7 +128,7 @@ export const ERRORS = {
   DISTRIBUTOR_FILE_NAME_TAKEN: { http: 409, transient: false, description: "Every name the distributor tries for a device's file holds other content already; it was not stored." },
   // -- Field client ---------------------------------------------------------------------------------
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
-  FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; the oldest unsent data was dropped to make room (policy drop-oldest).' },
+  FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; its oldest segment was dropped to make room (policy drop-oldest), with what it held that was not yet committed.' },
   FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
   FIELD_QUEUE_WRITE_FAILED: {
     http: 507,
