@@ -24,6 +24,11 @@ export const LIMITS = {
   /** bytes. Largest WebSocket frame the gateway reads (ws `maxPayload`; ws defaults to 100 MiB,
    * far more than any message we accept). Sized for an inline base64 file of FILE_MAX_BYTES. */
   frameMaxBytes: 8 * 1024 * 1024,
+  /** bytes. Largest payload (as JSON, in UTF-8) the field client queues: a frame of frameMaxBytes
+   * less room for the message's envelope in its frame (ids, its signature: a few hundred bytes).
+   * A larger one could never be sent (the gateway closes on a frame past its limit), so its
+   * producer is told at once (FIELD_INPUT_INVALID) rather than after it was accepted. */
+  queuedPayloadMaxBytes: 8 * 1024 * 1024 - 16 * 1024,
   /** bytes. Largest frame the field client reads from the gateway (its ws `maxPayload`; a larger one
    * closes the connection, FIELD_GATEWAY_FRAME_TOO_LARGE, and the client reconnects). The largest
    * legitimate downlink frames (shared/contract/downlink.ts): a commit of receiptMaxRanges ranges of

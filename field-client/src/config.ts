@@ -31,7 +31,7 @@ export const FieldClientConfigSchema = z.object({
   FIELD_QUEUE_MAX_BYTES: z.coerce.number().int().min(1024 * 1024).default(1024 * 1024 * 1024),
   /** bytes per queue segment file */
   FIELD_QUEUE_SEGMENT_BYTES: z.coerce.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
-  /** when the queue is full: refuse new data (reject), or drop the oldest unsent data (drop-oldest) */
+  /** when the queue is full: refuse new data (reject), or drop the oldest segment, whatever its records' state (drop-oldest: docs/field-client.md) */
   FIELD_QUEUE_FULL_POLICY: z.enum(['reject', 'drop-oldest']).default('reject'),
   /**
    * "always": fsync before a reading is acknowledged to its producer (readings arriving together

@@ -8,6 +8,7 @@ import { TailCache } from '../../field-client/src/queue/tail-cache.ts';
 import { encodeBatch } from '../../field-client/src/queue/segment-writer.ts';
 import { decodeRecord } from '../../field-client/src/queue/record-codec.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -96,6 +97,21 @@ describe('the durable queue', () => {
     assert.equal(q.depth, 1, 'nothing of a refused call was queued');
     assert.deepEqual(q.next(10).map((m) => m.seq), [1]);
     assert.deepEqual((await q.append([reading(3)])).map((m) => m.seq), [2], 'sequence numbers go on without a gap');
+    await q.close();
+  });
+
+  it('refuses a payload no frame of the gateway could carry with FIELD_INPUT_INVALID: its producer is told, nothing is queued', async () => {
+    const { open } = setup();
+    const q = await open();
+    // Fewer characters than the limit, but three UTF-8 bytes each (as an HTTP body's bytes that are
+    // not UTF-8 become, U+FFFD): past the limit only in bytes.
+    const text = '\u20ac'.repeat(Math.ceil(LIMITS.queuedPayloadMaxBytes / 3) + 1);
+    assert.ok(text.length < LIMITS.queuedPayloadMaxBytes);
+    await assert.rejects(
+      q.append([reading(1), { dataType: 'event', payload: { eventType: 'log', message: text } }]),
+      (e: unknown) => e instanceof FieldStreamError && e.code === 'FIELD_INPUT_INVALID' && /fit in a frame/.test(e.message),
+    );
+    assert.equal(q.depth, 0, 'nothing of the refused call was queued');
     await q.close();
   });
 

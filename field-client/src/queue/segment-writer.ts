@@ -1,6 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { segName } from './queue-files.ts';
 import { syncDir } from '../../../shared/durable-fs.ts';
@@ -69,6 +70,13 @@ export function encodeBatch(items: readonly QueueItem[], firstSeq: number, epoch
       throw new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message cannot be JSON: ${(err as Error).message}`);
     }
     if (payloadJson === undefined) throw new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message is not JSON.`);
+    // A byte count only where it may be past the limit (at most 3 UTF-8 bytes per UTF-16 unit).
+    if (payloadJson.length * 3 > LIMITS.queuedPayloadMaxBytes) {
+      const bytes = Buffer.byteLength(payloadJson, 'utf8');
+      if (bytes > LIMITS.queuedPayloadMaxBytes) {
+        throw new FieldStreamError('FIELD_INPUT_INVALID', `The payload of a ${item.dataType} message is ${bytes} bytes as JSON; at most ${LIMITS.queuedPayloadMaxBytes} fit in a frame the gateway takes.`);
+      }
+    }
     const out: OutgoingMessage = { seq, messageId: `${epoch}.${seq}`, dataType: item.dataType, payloadJson, acceptedAt: now };
     const body = recordBody(out, idHead);
     const bytes = recordBytes(body);
