@@ -11,6 +11,7 @@ import {
   TimeseriesPayloadSchema,
 } from './payloads.ts';
 import { DeviceIdSchema, EpochMsSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
+import { GATEWAY_ID_PATTERN } from './topics.ts';
 import { MessageAuthSchema } from '../security/message-auth.ts';
 import { CommandAuthSchema } from '../security/command-auth.ts';
 
@@ -26,11 +27,22 @@ import { CommandAuthSchema } from '../security/command-auth.ts';
  */
 export const ENVELOPE_VERSION = 1;
 
+/**
+ * A gateway's id as every envelope names it: the gateway's own rule (GATEWAY_ID, one topic level).
+ * Nothing in an envelope is believed for it, but it is written (a presence's `gateway` tag, a
+ * security event's `gateway` field) and it names receipt topics: a free string let a compromised DMZ
+ * send ids that line protocol cannot carry (a line break, a trailing backslash) or PostgreSQL
+ * refuses (U+0000), so that the database refused the write and each such message was kept whole as
+ * a dead letter with data, until the folder was full and the consumer that met the next one stalled
+ * (docs/security-mechanisms.md). Refused here instead, as an invalid envelope.
+ */
+export const GatewayIdSchema = z.string().regex(GATEWAY_ID_PATTERN, 'must be 1 to 100 letters, digits, ".", "_" and "-" (a gateway id)');
+
 const envelopeHeader = {
   v: z.literal(ENVELOPE_VERSION),
   deviceId: DeviceIdSchema,
   /** which gateway instance accepted it (for tracing) */
-  gatewayId: z.string().min(1).max(128),
+  gatewayId: GatewayIdSchema,
   /** epoch ms at which the gateway accepted the frame; the timestamp of readings without their own */
   receivedAt: EpochMsSchema,
 };
@@ -138,7 +150,7 @@ export type CommandEnvelope = z.infer<typeof CommandEnvelopeSchema>;
 export const StatusEnvelopeSchema = z.strictObject({
   v: z.literal(ENVELOPE_VERSION),
   state: z.enum(['online', 'offline']),
-  gatewayId: z.string().min(1).max(128),
+  gatewayId: GatewayIdSchema,
   at: EpochMsSchema,
   /** epoch ms when the device's certificate expires (so expiry can be watched as a metric) */
   certNotAfter: EpochMsSchema.optional(),
@@ -162,7 +174,7 @@ export type StatusEnvelope = z.infer<typeof StatusEnvelopeSchema>;
 export const GatewayPresenceSchema = z.strictObject({
   v: z.literal(ENVELOPE_VERSION),
   state: z.enum(['online', 'offline']),
-  gatewayId: z.string().min(1).max(128),
+  gatewayId: GatewayIdSchema,
   since: EpochMsSchema,
 });
 export type GatewayPresence = z.infer<typeof GatewayPresenceSchema>;
@@ -184,7 +196,7 @@ export function isGatewaySecurityCode(code: string): code is (typeof GATEWAY_SEC
  */
 export const GatewaySecurityReportSchema = z.strictObject({
   v: z.literal(ENVELOPE_VERSION),
-  gatewayId: z.string().min(1).max(128),
+  gatewayId: GatewayIdSchema,
   from: EpochMsSchema,
   to: EpochMsSchema,
   events: z

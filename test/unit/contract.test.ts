@@ -195,6 +195,17 @@ describe('broker envelopes', () => {
     for (const [schema, value] of cases) assert.equal(codeOf(() => parseEnvelope(schema, Buffer.from(JSON.stringify(value)))), 'CONTRACT_INVALID_ENVELOPE', JSON.stringify(value));
     assert.equal(parseEnvelope(StatusEnvelopeSchema, Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: 8.64e15 }))).at, 8.64e15);
   });
+  it("refuses a gateway id that is not the gateway's own rule (a topic level): line protocol and PostgreSQL could not store it", () => {
+    for (const gatewayId of ['gw\n1', 'gw\\', 'gw\u00001', 'gw 1', 'gw/#', 'x'.repeat(101), '']) {
+      const cases: Array<[z.ZodType, unknown]> = [
+        [UplinkEnvelopeSchema, { ...envelope, gatewayId }],
+        [StatusEnvelopeSchema, { v: 1, state: 'online', gatewayId, at: 1 }],
+        [GatewayPresenceSchema, { v: 1, state: 'online', gatewayId, since: 1 }],
+        [GatewaySecurityReportSchema, { v: 1, gatewayId, from: 0, to: 1, events: [], dropped: 0 }],
+      ];
+      for (const [schema, value] of cases) assert.equal(codeOf(() => parseEnvelope(schema, Buffer.from(JSON.stringify(value)))), 'CONTRACT_INVALID_ENVELOPE', JSON.stringify(value));
+    }
+  });
   it('re-validates payloads: what crossed the DMZ is not trusted', () => {
     const hostile = { ...envelope, dataType: 'file', messages: [{ messageId: 'm', payload: { filename: '../../x', data: '' } }] };
     for (const bad of [Buffer.from('not json'), Buffer.from(JSON.stringify(hostile)), Buffer.from(JSON.stringify({ ...envelope, v: 2 }))]) {

@@ -11,10 +11,12 @@ import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
-import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { toLines } from '../../internal-network/distributor/sinks/line-protocol.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -118,6 +120,53 @@ describe('the dead-letter folder under a flood', () => {
       await dead.close();
     }
   });
+
+  // Presences are the DMZ's word (unsigned, no receipt names them): a compromised DMZ publishes as
+  // many as it likes. One the database refuses was kept whole, as a letter with data: a flood of them
+  // filled DEAD_LETTER_MAX_BYTES, then the next stayed unacknowledged and its consumer connection
+  // (mqtt.js hands it one message at a time) took nothing more, from any gateway, until an operator
+  // made room.
+  for (const [what, forged, sink] of [
+    [
+      'a gateway id that line protocol cannot carry (a line break)',
+      (i: number) => ({ v: 1, state: 'online', gatewayId: `gw\n${'x'.repeat(100)}${i}`, at: Date.now() }),
+      // The real encoder, as the InfluxDB sinks run it before sending.
+      async (points: readonly StoredPoint[]) => void toLines(points),
+    ],
+  ] as const) {
+    it(`forged presences with ${what} fill no room meant for data, and never stall the consumer`, async () => {
+      const dir = join(tmp.dir, `presence-${what.length}`);
+      const maxBytes = 16 * 1024;
+      const dead = new DeadLetters(join(dir, 'letters'), 1, { maxBytes });
+      const log = createLogger('test', 'silent');
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+      const written: StoredPoint[] = [];
+      const store = { description: 'encoding', write: async (points: StoredPoint[]) => (await sink(points), void written.push(...points)), close: async () => {} };
+      const handler = new MessageHandler(store, new FileStore(join(dir, 'files')), verifier);
+      const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+      const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 50 }, undefined, log);
+      const deliver = (topic: string, payload: Buffer) => {
+        const acked = { done: false };
+        mqtt.handleMessage({ cmd: 'publish', topic, payload, qos: 1, dup: false, retain: true } as IPublishPacket, () => (acked.done = true));
+        return acked;
+      };
+      try {
+        // Each is handled before the next is handed over, as mqtt.js does on one connection.
+        for (let i = 0; i < 200; i++) {
+          const acked = deliver(statusTopic(`ghost-${i}`), Buffer.from(JSON.stringify(forged(i))));
+          await eventually(() => (acked.done ? true : undefined), 2_000, `forged presence ${i} acknowledged`);
+        }
+        assert.ok(held(join(dir, 'letters')) <= maxBytes * LIMITS.deadLetterUnparsableShare + 8 * 1024, `${held(join(dir, 'letters'))} bytes held`);
+        // A genuine presence after the flood is written.
+        const genuine = deliver(statusTopic('pump-1'), Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() })));
+        await eventually(() => (genuine.done ? true : undefined), 2_000, 'the genuine presence acknowledged');
+        assert.ok(written.some((p) => p.tags.device === 'pump-1'));
+      } finally {
+        consumer.stop();
+        await dead.close();
+      }
+    });
+  }
 
   it('the smallest bound the configuration takes holds the largest letter whole: a whole packet, and a section written out larger than it came', async () => {
     const min = LIMITS.deadLetterLetterMaxBytes;
