@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LineFile } from '../../shared/line-file.ts';
+import { parseTopic } from '../../shared/contract/topics.ts';
 
 /**
  * One line of a dead-letter file, as written below and read back (dead-letter-replay.ts). A letter
@@ -54,6 +55,23 @@ export function isUnparsable(err: { code: string }): boolean {
 }
 
 /**
+ * Whether a message on `topic` carries only the DMZ's word: a device's or a gateway's presence, a
+ * gateway's security report. None is signed by a device, none is named by a commit receipt, so
+ * nothing a device holds depends on it being kept, and a compromised DMZ can publish them without
+ * end. One the database refuses (a date older than its retention policy, its series limit reached)
+ * is kept as an invalid payload is, within that share of the bound: kept as data, a flood of them
+ * filled the folder and the consumer that met the next one stalled, for every gateway.
+ */
+export function carriesOnlyTheDmzWord(topic: string): boolean {
+  try {
+    const kind = parseTopic(topic).kind;
+    return kind === 'status' || kind === 'gatewayPresence' || kind === 'gatewaySecurity';
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Messages that can never be written (an invalid envelope, a refused file name, data the database
  * rejects permanently) are kept here before the broker is acknowledged: nothing that was
  * acknowledged with data in it is thrown away, and a retry loop cannot block the pipeline forever.
@@ -62,7 +80,8 @@ export function isUnparsable(err: { code: string }): boolean {
  *
  * The folder is bounded (`maxBytes`, all its files on disk). The choice made at the bound, so that
  * a flood cannot fill the disk and nothing acknowledged is lost:
- * - an invalid payload (isUnparsable) is kept as its first `excerptBytes`, its size and SHA-256,
+ * - an invalid payload (isUnparsable), or one that carries only the DMZ's word whatever became of
+ *   it (carriesOnlyTheDmzWord), is kept as its first `excerptBytes`, its size and SHA-256,
  *   and only while the folder holds less than `unparsableShare` of the bound; past that it is not
  *   kept (the caller counts it, logs it now and then, and acknowledges it: see isUnparsable).
  * - a letter with data is kept whole anywhere within the bound; past it, put throws
@@ -112,7 +131,7 @@ export class DeadLetters {
    * 'write-failed': it holds nothing to lose, and a full disk must not stop ingestion.
    */
   async put(topic: string, payload: Buffer, err: FieldStreamError): Promise<DeadLetterOutcome> {
-    const unparsable = isUnparsable(err);
+    const unparsable = isUnparsable(err) || carriesOnlyTheDmzWord(topic);
     const message = err.message.slice(0, LIMITS.deadLetterMessageMaxChars);
     const letter: DeadLetter = { at: new Date().toISOString(), code: err.code, message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: payload.toString('base64') }) };
     const line = `${JSON.stringify(letter)}\n`;

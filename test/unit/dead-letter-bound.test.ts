@@ -133,6 +133,14 @@ describe('the dead-letter folder under a flood', () => {
       // The real encoder, as the InfluxDB sinks run it before sending.
       async (points: readonly StoredPoint[]) => void toLines(points),
     ],
+    [
+      'a date older than the retention policy (at: 0)',
+      (i: number) => ({ v: 1, state: 'online', gatewayId: 'gw-1', at: i }),
+      // InfluxDB 1.x under a retention policy of 30 days: test/e2e/influx-sinks.test.ts shows its answer.
+      async (points: readonly StoredPoint[]) => {
+        if (points.some((p) => p.time < Date.now() - 30 * 86_400_000)) throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'InfluxDB answered 400: partial write: points beyond retention policy dropped=1');
+      },
+    ],
   ] as const) {
     it(`forged presences with ${what} fill no room meant for data, and never stall the consumer`, async () => {
       const dir = join(tmp.dir, `presence-${what.length}`);
