@@ -17,6 +17,7 @@ import type { FileStore } from './file-store.ts';
 import { dataPoints, filePoint, MEASUREMENTS, POINT_KEY, readingPoints, transferKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
+import { UNREGISTERED_DEVICE } from './security/refusal-tally.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
@@ -66,6 +67,11 @@ export class MessageHandler {
     const where = parseTopic(topic);
     if (where.kind === 'status') {
       const status = parseEnvelope(StatusEnvelopeSchema, payload);
+      if (!this.verifier.mayStoreUnder(where.deviceId)) {
+        this.verifier.countUnregisteredPresence(where.deviceId, status.gatewayId, arrived);
+        this.countRefusal('SECURITY_UNKNOWN_DEVICE');
+        return { points: 0, files: 0 };
+      }
       // cert_not_after (epoch ms) lets a dashboard count the certificates about to expire as of any
       // time; cert_days_left is as of the presence.
       const cert: Record<string, number> =
@@ -112,14 +118,29 @@ export class MessageHandler {
     if (where.kind === 'gatewaySecurity') {
       const report = parseEnvelope(GatewaySecurityReportSchema, payload);
       if (report.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Report of ${report.gatewayId} arrived on ${topic}`);
-      // The gateway's word, stored as such (source=gateway): counts of refusals, one point per device and code.
-      const points = report.events.map((e) => ({
+      // The gateway's word, stored as such (source=gateway): counts of refusals, one point per device
+      // and code. Of ids neither registered nor revoked (mayStoreUnder), one point per code under
+      // UNREGISTERED_DEVICE with their sum: a report of 1,000 invented ids adds no series.
+      const time = Math.min(report.to, Date.now());
+      const point = (deviceId: string, code: string, count: number, detail: string): StoredPoint => ({
         measurement: MEASUREMENTS.securityEvents,
-        tags: { device: e.deviceId, reason: e.code, source: 'gateway' },
-        fields: { count: e.count, gateway: report.gatewayId, from: report.from, detail: `${e.count} refused by gateway ${report.gatewayId}` },
-        time: Math.min(report.to, Date.now()),
-        [POINT_KEY]: `g:${report.gatewayId}:${report.from}:${report.to}:${e.code}`,
-      }));
+        tags: { device: deviceId, reason: code, source: 'gateway' },
+        fields: { count, gateway: report.gatewayId, from: report.from, detail },
+        time,
+        [POINT_KEY]: `g:${report.gatewayId}:${report.from}:${report.to}:${code}`,
+      });
+      const points: StoredPoint[] = [];
+      const unregistered = new Map<string, { count: number; ids: number }>();
+      for (const e of report.events) {
+        if (this.verifier.mayStoreUnder(e.deviceId)) points.push(point(e.deviceId, e.code, e.count, `${e.count} refused by gateway ${report.gatewayId}`));
+        else {
+          const sum = unregistered.get(e.code) ?? { count: 0, ids: 0 };
+          sum.count += e.count;
+          sum.ids++;
+          unregistered.set(e.code, sum);
+        }
+      }
+      for (const [code, sum] of unregistered) points.push(point(UNREGISTERED_DEVICE, code, sum.count, `${sum.count} refused by gateway ${report.gatewayId}, naming ${sum.ids} devices neither registered nor revoked`));
       await this.sink.write(points);
       for (const e of report.events) this.metrics.securityEvents.inc({ reason: e.code }, e.count);
       // Refusals beyond what a report lists (a flood from more devices than it holds) have no

@@ -128,6 +128,8 @@ describe('the distributor stores a reminder apart from a connection', () => {
   before(() => {
     tmp = tempDir('presence');
     mkdirSync(join(tmp.dir, 'keys'));
+    // A registered device: a presence of an id neither registered nor revoked is counted, not stored.
+    writeFileSync(join(tmp.dir, 'keys', 'meter-1.key'), `${'ab'.repeat(32)}\n`);
     writeFileSync(join(tmp.dir, 'revoked.txt'), '');
     const verifier = new MessageVerifier(new DeviceKeyRegistry(join(tmp.dir, 'keys'), join(tmp.dir, 'revoked.txt')), new ReplayWindows(join(tmp.dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
     const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };

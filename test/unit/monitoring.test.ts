@@ -624,6 +624,8 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
 /** device_status points as the distributor's handler stores these presences (newest last). */
 async function storedPresences(dir: string, presences: ReadonlyArray<[string, Omit<StatusEnvelope, 'v' | 'gatewayId'>]>): Promise<StoredPoint[]> {
   mkdirSync(join(dir, 'keys'), { recursive: true });
+  // Registered devices: a presence of an id neither registered nor revoked is counted, not stored.
+  for (const [device] of presences) writeFileSync(join(dir, 'keys', `${device}.key`), `${'ab'.repeat(32)}\n`);
   writeFileSync(join(dir, 'revoked.txt'), '');
   const written: StoredPoint[] = [];
   const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };

@@ -12,7 +12,7 @@ import { ReplayWindows } from '../../internal-network/distributor/security/repla
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -65,6 +65,37 @@ describe('security events under a flood of forged messages', () => {
     assert.ok(lines <= 20, `${lines} log lines`);
     const text = await metrics.metrics.registry.metrics();
     assert.match(text, /^fieldstream_distributor_security_events_total\{[^}]*reason="SECURITY_UNSIGNED"[^}]*\} 43000$/m);
+  });
+
+  // Presences and gateways' security reports are the DMZ's word and need no signature: stored for
+  // any id, a flood of invented ids added a device_status (or security_events) series per id to
+  // InfluxDB, up to its max-series-per-database, past which new devices' readings are refused too.
+  it('stores no presence nor gateway report of ids neither registered nor revoked when signatures are required: counted under one tag', async () => {
+    const dir = join(tmp.dir, 'presences');
+    mkdirSync(join(dir, 'keys'), { recursive: true });
+    writeFileSync(join(dir, 'keys', 'real-1.key'), `${randomBytes(32).toString('hex')}\n`);
+    const written: StoredPoint[] = [];
+    const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+    let lines = 0;
+    const log = { warn: () => lines++, info: () => lines++, error: () => lines++, debug: () => undefined, child: () => log } as unknown as Logger;
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+    const metrics = new DistributorMetrics();
+    const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, metrics);
+    for (let i = 0; i < 2000; i++) {
+      await handler.handle(statusTopic(`ghost-${i}`), Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() })));
+    }
+    const report = { v: 1, gatewayId: 'gw-1', from: Date.now() - 5000, to: Date.now(), dropped: 0, events: [...Array.from({ length: 999 }, (_, i) => ({ deviceId: `phantom-${i}`, code: 'GATEWAY_RATE_LIMITED', count: 3 })), { deviceId: 'real-1', code: 'GATEWAY_RATE_LIMITED', count: 2 }] };
+    await handler.handle(gatewaySecurityTopic('gw-1'), Buffer.from(JSON.stringify(report)));
+    await handler.handle(statusTopic('real-1'), Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() })));
+    await handler.flushSecurityTally(true);
+
+    const devices = new Set(written.map((p) => p.tags.device));
+    assert.deepEqual([...devices].sort(), ['_unregistered', 'real-1'], 'no point under an invented id');
+    assert.equal(written.filter((p) => p.measurement === 'device_status').length, 1, "the registered device's presence alone is stored");
+    const counted = written.filter((p) => p.tags.device === '_unregistered').reduce((s, p) => s + (p.fields.count as number), 0);
+    assert.equal(counted, 2000 + 999 * 3, 'every presence and reported refusal of an invented id counted');
+    assert.ok(written.length <= 20, `${written.length} points`);
+    assert.ok(lines <= 20, `${lines} log lines`);
   });
 
   it("never stores a registered device's own event and a count of its refusals at one time, across a second's turn", async () => {

@@ -324,7 +324,31 @@ export class MessageVerifier {
   }
 
   /** A refusal's log line, at most one per code and TIMINGS.securityLogIntervalMs (with how many were left out). */
-  private logRefusal(code: ErrorCode, env: UplinkEnvelope, messageId: string, detail: string, now: number): void {
+  /**
+   * Whether what only the DMZ says of `deviceId` (its presence, a gateway's count of its refusals)
+   * may be stored under its id: a device the operator knows (its key listed, or revoked), or any
+   * when signatures are not required (devices without keys are then real). Any other id is the
+   * DMZ's invention when signatures are required (no message of it can be written): stored, each
+   * added a series to InfluxDB, without bound (its max-series-per-database, once reached, refuses
+   * new devices' readings too). Such ids are counted instead (countUnregistered).
+   */
+  mayStoreUnder(deviceId: string): boolean {
+    return !this.o.requireSignatures || this.keys.has(deviceId) || this.keys.isRevoked(deviceId);
+  }
+
+  /**
+   * Counts a presence naming an id {@link mayStoreUnder} refuses, under UNREGISTERED_DEVICE, as the
+   * refusals of such ids' messages are (one point per second, reason and gateway); logged at most
+   * once per TIMINGS.securityLogIntervalMs.
+   */
+  countUnregisteredPresence(deviceId: string, gatewayId: string, now = Date.now()): void {
+    this.stats.refused++;
+    const what = `presence of ${deviceId}`;
+    this.logRefusal('SECURITY_UNKNOWN_DEVICE', { deviceId, gatewayId }, what, 'a presence of a device neither registered nor revoked; counted, not stored', now);
+    this.tally.add({ device: UNREGISTERED_DEVICE, reason: 'SECURITY_UNKNOWN_DEVICE', gateway: gatewayId, messageId: what }, now);
+  }
+
+  private logRefusal(code: ErrorCode, env: Pick<UplinkEnvelope, 'deviceId' | 'gatewayId'>, messageId: string, detail: string, now: number): void {
     let log = this.floodLogs.get(code);
     // A duplicate is most often a device resending after a lost ack: recorded, but not alarming.
     if (!log) {
