@@ -442,6 +442,11 @@ export const LIMITS = {
    * connection logs per TIMINGS.gatewayRefusalLogWindowMs; the rest are counted in the metrics, and
    * their number logged in the next window. A device decides how many frames it sends. */
   gatewayRefusalLogMaxPerWindow: 20,
+  /** log lines. Most the command API writes per error code and TIMINGS.floodLogIntervalMs of what the
+   * broker hands it and it refuses or ignores (forged responses, invalid payloads): a compromised DMZ
+   * publishes them through the bridge without end. The rest are counted, and their number logged in
+   * the next window; command_api_responses_refused_total counts every refused response. */
+  commandApiRefusalLogMaxPerWindow: 5,
 } as const;
 
 export type Limits = typeof LIMITS;

@@ -3,7 +3,8 @@ import type { MqttClient } from 'mqtt';
 import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope, type EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
 import { sortBySignature } from '../shared/authentic.ts';
@@ -41,6 +42,14 @@ export class CommandDispatcher {
   private closed = false;
   /** devices whose waiting commands were resent lately: when, and the resend put off till later */
   private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout }>();
+  /**
+   * What the broker hands over that is refused or ignored (forged responses, invalid payloads,
+   * answers to unknown commands): the DMZ decides how many, tens of thousands a second through the
+   * bridge, and a line each filled this service's log. Per code, a few lines per
+   * TIMINGS.floodLogIntervalMs, the rest counted in the next; refusedResponses (the metrics) counts
+   * every refused response.
+   */
+  private readonly floodLogs = new Map<string, LimitedLog>();
 
   constructor(
     private readonly mqtt: MqttClient,
@@ -180,7 +189,7 @@ export class CommandDispatcher {
         const record = this.store.get(response.commandId);
         // A device answers only its own commands; anything else is noise, or an attack.
         if (!record || record.deviceId !== env.deviceId) {
-          this.log.warn({ deviceId: env.deviceId, commandId: response.commandId }, 'response to an unknown command, or another device’s');
+          this.floodLog({ deviceId: env.deviceId, commandId: response.commandId }, 'response to an unknown command, or another device’s');
           continue;
         }
         // `expired` is this API's word, not the device's: the device runs a command until its signed
@@ -201,7 +210,7 @@ export class CommandDispatcher {
       }
     } catch (err) {
       if (!isFieldStreamError(err)) throw err;
-      this.log.warn({ code: err.code, topic }, err.message);
+      this.floodLog({ code: err.code, topic: topic.slice(0, 200) }, err.message);
     }
   }
 
@@ -217,7 +226,7 @@ export class CommandDispatcher {
     const refuse = (code: ErrorCode, messages: readonly Response[], detail: string) => {
       if (messages.length === 0) return;
       this.refusedResponses[code] = (this.refusedResponses[code] ?? 0) + messages.length;
-      this.log.warn(
+      this.floodLog(
         { code, deviceId, gatewayId, commandIds: messages.slice(0, 20).map((m) => m.payload.commandId), refused: this.refusedResponses[code] },
         `security: ${detail}; response ignored`,
       );
@@ -235,6 +244,17 @@ export class CommandDispatcher {
     const believed = new Set<Response>(sorted.authentic.map((a) => a.message));
     if (unsignedOk) for (const m of sorted.unsigned) believed.add(m);
     return env.messages.filter((m) => believed.has(m)); // in the device's order
+  }
+
+  /** A line of what the broker handed over and was refused or ignored, within its code's budget (floodLogs). */
+  private floodLog(fields: { code?: ErrorCode } & Record<string, unknown>, message: string): void {
+    const key = fields.code ?? 'none';
+    let log = this.floodLogs.get(key);
+    if (!log) {
+      log = new LimitedLog(this.log, { level: 'warn', maxPerWindow: LIMITS.commandApiRefusalLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: `refused or ignored messages from the broker (${key})` });
+      this.floodLogs.set(key, log);
+    }
+    log.write(fields, message);
   }
 
   /** The device's waiting commands only: a status for each device of a gateway that reconnects (ten

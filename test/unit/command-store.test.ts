@@ -405,6 +405,32 @@ describe('the dispatcher', () => {
     }
   });
 
+  it('logs a flood of forged responses and invalid payloads from the DMZ a few lines a minute, and counts every refusal', () => {
+    // Each forged response (or invalid payload) on the bridged topics was a warn line of its own: a
+    // compromised DMZ publishing tens of thousands a second filled the command API's log (its disk).
+    const s = new CommandStore(join(tmp, 'response-flood.jsonl'), log);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    mkdirSync(join(tmp, 'flood-keys'), { recursive: true });
+    writeFileSync(join(tmp, 'flood-keys', 'pump-5.key'), `${randomBytes(32).toString('hex')}\n`);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(join(tmp, 'flood-keys')), allowUnsigned: false });
+    const before = lines.length;
+    try {
+      for (let i = 0; i < 5000; i++) {
+        const env = { v: 1, deviceId: 'pump-5', dataType: 'response', gatewayId: 'gw-1', receivedAt: Date.now(), messages: [{ messageId: `f${i}`, payload: { commandId: `c${i}`, status: 'completed' } }] };
+        broker.emit('message', uplinkTopic('pump-5', 'response'), Buffer.from(JSON.stringify(env)), {} as IPublishPacket);
+        broker.emit('message', uplinkTopic(`ghost-${i}`, 'response'), Buffer.from(JSON.stringify({ ...env, deviceId: `ghost-${i}` })), {} as IPublishPacket);
+        broker.emit('message', statusTopic('pump-5'), Buffer.from('not json'), {} as IPublishPacket);
+      }
+      assert.equal(d.refusedResponses.SECURITY_UNSIGNED, 10_000, 'every forged response counted');
+      const logged = lines.length - before;
+      assert.ok(logged <= 20, `${logged} log lines for 15,000 hostile messages`);
+    } finally {
+      d.close();
+      broker.end(true);
+    }
+  });
+
   it('resends them once per interval however many presences the DMZ sends, and the one put off when it has passed', async () => {
     const s = new CommandStore(join(tmp, 'presence-flood.jsonl'), log);
     const mine = record('sent', { deviceId: 'meter-9' });
