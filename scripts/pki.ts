@@ -68,7 +68,8 @@ The domain was ${before}: the device bundles made before (${bundles.join(', ')})
 Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew), or set GATEWAY_URL in each device's .env.
 ` : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
-Copy certs/ca.crt + certs/dmz/ to the DMZ server, certs/ca.crt + certs/internal/ to the internal server.
+Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
+(both Mosquittos read certs/ca.crl: where it is missing, Docker mounts an empty folder and the broker stops).
 Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`);
 }
 

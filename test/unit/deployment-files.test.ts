@@ -486,6 +486,20 @@ describe('deployment files', () => {
     }
   });
 
+  /** The certificate paths `file` mounts that neither `copied` nor docs/deployment.md's set-up provides. */
+  const uncopied = (file: string, copied: string[]): string[] => {
+    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((l) => l[0].split(/\s+/));
+    const left: string[] = [];
+    for (const [name, svc] of Object.entries(resolved(file))) {
+      for (const v of svc.volumes ?? []) {
+        const rel = relative(repoRoot, v.split(':')[0] as string);
+        if (rel.startsWith('certs/') && !made.includes(rel) && !copied.some((c) => rel === c || rel.startsWith(`${c}/`))) left.push(`${name}: ${rel}`);
+      }
+    }
+    return left;
+  };
+  const quoted = (text: string) => [...text.matchAll(/`([^`]+)`/g)].map((c) => (c[1] as string).replace(/\/$/, ''));
+
   it("docs/deployment.md copies to each server every certificate path its compose file mounts", () => {
     // "Copy the repository with `certs/...` and ... to the DMZ server, with ... to the internal server":
     // a mounted file left out is made by Docker as an empty folder (Mosquitto's crlfile then
@@ -493,17 +507,35 @@ describe('deployment files', () => {
     const text = readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').replace(/\s+/g, ' ');
     const m = /Copy the repository with (.*?) to the DMZ server, with (.*?) to the internal server/.exec(text);
     assert.ok(m, 'the copy sentence of "1. Certificates"');
-    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((l) => l[0].split(/\s+/));
     for (const [file, named] of [['docker-compose.dmz.yml', m[1]], ['docker-compose.internal.yml', m[2]]] as const) {
-      const copied = [...(named as string).matchAll(/`([^`]+)`/g)].map((c) => (c[1] as string).replace(/\/$/, ''));
-      const left: string[] = [];
-      for (const [name, svc] of Object.entries(resolved(file))) {
-        for (const v of svc.volumes ?? []) {
-          const rel = relative(repoRoot, v.split(':')[0] as string);
-          if (rel.startsWith('certs/') && !made.includes(rel) && !copied.some((c) => rel === c || rel.startsWith(`${c}/`))) left.push(`${name}: ${rel}`);
-        }
-      }
-      assert.deepEqual(left, [], `${file}: mounted, and not copied to its server (${copied.join(', ')})`);
+      const copied = quoted(named as string);
+      assert.deepEqual(uncopied(file, copied), [], `${file}: mounted, and not copied to its server (${copied.join(', ')})`);
+    }
+  });
+
+  it('the README\'s three machines and what generate-certificates.sh prints copy every certificate path the compose files mount', () => {
+    // The README's steps 2 and 3 and the script's closing lines are what a new operator follows;
+    // without certs/ca.crl on a server Docker mounts an empty folder there and Mosquitto stops.
+    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8').replace(/\s+/g, ' ');
+    const dmz = /\*\*DMZ server\*\*: (.*?), a `\.env`/.exec(readme);
+    const internal = /\*\*Internal server\*\*: (.*?), its `\.env`/.exec(readme);
+    assert.ok(dmz && internal, 'the README\'s steps 2 and 3');
+    assert.deepEqual(uncopied('docker-compose.dmz.yml', quoted(dmz[1] as string)), [], 'README step 2');
+    assert.deepEqual(uncopied('docker-compose.internal.yml', quoted(internal[1] as string)), [], 'README step 3');
+
+    const tmp = tempDir('setup-output');
+    try {
+      const out = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fs.example.org'], {
+        env: { ...process.env, CERTS_DIR: join(tmp.dir, 'certs'), FIELDSTREAM_ENV_FILE: '/dev/null' },
+        encoding: 'utf8',
+      });
+      const m = /Copy (.*?) to the DMZ server, (.*?) to the internal server/.exec(out.replace(/\s+/g, ' '));
+      assert.ok(m, `the copy line of generate-certificates.sh:\n${out}`);
+      const listed = (s: string) => s.split(/\s*\+\s*|\s+and\s+/).map((x) => x.trim().replace(/\/$/, ''));
+      assert.deepEqual(uncopied('docker-compose.dmz.yml', listed(m[1] as string)), [], 'generate-certificates.sh, DMZ server');
+      assert.deepEqual(uncopied('docker-compose.internal.yml', listed(m[2] as string)), [], 'generate-certificates.sh, internal server');
+    } finally {
+      tmp.cleanup();
     }
   });
 
