@@ -84,7 +84,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       DISTRIBUTOR_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
       DISTRIBUTOR_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
       DISTRIBUTOR_STORED_FEED_KEY_FILE: p.storedFeedKey,
-      DISTRIBUTOR_CLIENT_ID: o.env.DISTRIBUTOR_CLIENT_ID ?? 'distributor-embedded',
+      DISTRIBUTOR_CLIENT_ID: orDefault(o.env.DISTRIBUTOR_CLIENT_ID, 'distributor-embedded'),
       DISTRIBUTOR_METRICS_HOST: o.host,
       DISTRIBUTOR_METRICS_PORT: metricsPort(o.metricsPorts?.distributor),
     }),
@@ -165,25 +165,8 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
 
   let field: RunningFieldClient | undefined;
   if (o.simulatedDeviceId) {
-    const device = p.device(o.simulatedDeviceId);
     field = await startFieldClient(
-      loadFieldClientConfig({
-        ...o.env,
-        DEVICE_ID: o.simulatedDeviceId,
-        GATEWAY_URL: gatewayUrl,
-        FIELD_CA_FILE: p.publicCa,
-        FIELD_CERT_FILE: device.cert,
-        FIELD_KEY_FILE: device.key,
-        FIELD_SIGNING_KEY_FILE: device.signingKey,
-        FIELD_DATA_DIR: o.env.FIELD_DATA_DIR ?? './data/field',
-        FIELD_SIMULATE: o.env.FIELD_SIMULATE ?? 'true',
-        // 1884, not 1883: a Mosquitto of the machine's own often holds 1883.
-        FIELD_MQTT_PORT: o.env.FIELD_MQTT_PORT ?? '1884',
-        FIELD_WATCH_DIR: o.env.FIELD_WATCH_DIR ?? './data/outbox',
-        // On `host`, a free port unless FIELD_METRICS_PORT says one (or off): printed by npm start.
-        FIELD_METRICS_HOST: o.host,
-        FIELD_METRICS_PORT: o.env.FIELD_METRICS_PORT || '0',
-      }),
+      loadFieldClientConfig(simulatedDeviceSettings(o.env, { certsDir: o.certsDir, deviceId: o.simulatedDeviceId, gatewayUrl, host: o.host })),
       o.logger,
       // One process: the gateway's registry carries the process metrics.
       { processMetrics: false },
@@ -213,8 +196,40 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
 
 export function resolveDataPaths(env: Env): { files: string; timeseries: string; deadLetters: string } {
   return {
-    files: resolve(env.FILE_STORAGE_PATH ?? './data/files'),
-    timeseries: resolve(env.TIMESERIES_LOCAL_PATH ?? './data/timeseries'),
-    deadLetters: resolve(env.DEAD_LETTER_PATH ?? join('data', 'dead-letter')),
+    files: resolve(orDefault(env.FILE_STORAGE_PATH, './data/files')),
+    timeseries: resolve(orDefault(env.TIMESERIES_LOCAL_PATH, './data/timeseries')),
+    deadLetters: resolve(orDefault(env.DEAD_LETTER_PATH, join('data', 'dead-letter'))),
+  };
+}
+
+/**
+ * A setting of `env`, or npm start's own default where it is unset or empty: `FOO=` in a .env (as
+ * .env.example has many) means "the default" to every service (shared/config.ts, parseConfig), so
+ * it must mean npm start's default here too, not the service's (`??` kept the empty string, which
+ * the service then read as its own default: no watched folder, while npm start printed one).
+ */
+function orDefault(value: string | undefined, fallback: string): string {
+  return value === undefined || value.trim() === '' ? fallback : value;
+}
+
+/** The settings of `npm start`'s simulated device: its own certificate and the embedded gateway, npm start's defaults under what `env` sets. */
+export function simulatedDeviceSettings(env: Env, o: { certsDir: string; deviceId: string; gatewayUrl: string; host: string }): Env {
+  const device = pkiPaths(o.certsDir).device(o.deviceId);
+  return {
+    ...env,
+    DEVICE_ID: o.deviceId,
+    GATEWAY_URL: o.gatewayUrl,
+    FIELD_CA_FILE: pkiPaths(o.certsDir).publicCa,
+    FIELD_CERT_FILE: device.cert,
+    FIELD_KEY_FILE: device.key,
+    FIELD_SIGNING_KEY_FILE: device.signingKey,
+    FIELD_DATA_DIR: orDefault(env.FIELD_DATA_DIR, './data/field'),
+    FIELD_SIMULATE: orDefault(env.FIELD_SIMULATE, 'true'),
+    // 1884, not 1883: a Mosquitto of the machine's own often holds 1883.
+    FIELD_MQTT_PORT: orDefault(env.FIELD_MQTT_PORT, '1884'),
+    FIELD_WATCH_DIR: orDefault(env.FIELD_WATCH_DIR, './data/outbox'),
+    // On `host`, a free port unless FIELD_METRICS_PORT says one (or off): printed by npm start.
+    FIELD_METRICS_HOST: o.host,
+    FIELD_METRICS_PORT: orDefault(env.FIELD_METRICS_PORT, '0'),
   };
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import type { z } from 'zod';
 import { GatewayConfigSchema, loadGatewayConfig } from '../../dmz/gateway/config.ts';
@@ -8,6 +9,8 @@ import { DistributorConfigSchema, loadDistributorConfig } from '../../internal-n
 import { CommandApiConfigSchema } from '../../internal-network/command-api/config.ts';
 import { FieldClientConfigSchema, loadFieldClientConfig } from '../../field-client/src/config.ts';
 import { EmbeddedConfigSchema } from '../../embedded/config.ts';
+import { resolveDataPaths, simulatedDeviceSettings } from '../../embedded/pipeline.ts';
+import { parse as parseDotenv } from 'dotenv';
 import { parseConfig } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 
@@ -107,4 +110,27 @@ describe('configuration', () => {
       if (variable !== 'MQTT_CA_FILE') assert.equal(r.status, 78);
     });
   }
+
+  it("npm start with a .env copied from .env.example keeps its own defaults: the simulated device samples, watches data/outbox, queues in data/field, takes MQTT on 1884", () => {
+    // The README's way to InfluxDB is `cp .env.example .env` and INFLUXDB_URL; npm start then read
+    // .env.example's FIELD_SIMULATE=false, /var/lib/fieldstream and 1883, and took its empty
+    // FIELD_WATCH_DIR for "no folder" while printing data/outbox/: no reading ever came.
+    const env = parseDotenv(readFileSync(join(repoRoot, '.env.example')));
+    const c = loadFieldClientConfig(simulatedDeviceSettings(env, { certsDir: 'certs', deviceId: 'field-sim-001', gatewayUrl: 'wss://localhost:8443/ws', host: '127.0.0.1' }));
+    assert.equal(c.FIELD_SIMULATE, true);
+    assert.equal(c.FIELD_WATCH_DIR, './data/outbox');
+    assert.equal(c.FIELD_DATA_DIR, './data/field');
+    assert.equal(c.FIELD_MQTT_PORT, 1884);
+    assert.equal(c.FIELD_METRICS_PORT, 0);
+    // What a .env sets is taken, and an empty setting means npm start's default, as everywhere.
+    const set = loadFieldClientConfig(simulatedDeviceSettings({ ...env, FIELD_SIMULATE: 'false', FIELD_WATCH_DIR: 'in', FIELD_MQTT_PORT: 'off' }, { certsDir: 'certs', deviceId: 'd', gatewayUrl: 'wss://localhost:8443/ws', host: '127.0.0.1' }));
+    assert.equal(set.FIELD_SIMULATE, false);
+    assert.equal(set.FIELD_WATCH_DIR, 'in');
+    assert.equal(set.FIELD_MQTT_PORT, undefined);
+    assert.deepEqual(resolveDataPaths({ FILE_STORAGE_PATH: '', TIMESERIES_LOCAL_PATH: ' ', DEAD_LETTER_PATH: '' }), {
+      files: resolve('data/files'),
+      timeseries: resolve('data/timeseries'),
+      deadLetters: resolve('data/dead-letter'),
+    });
+  });
 });
