@@ -34,16 +34,24 @@ export interface InfluxSettings {
   readonly TIMESERIES_LOCAL_PATH: string;
 }
 
-/** With INFLUXDB_URL, exactly one of the two versions' settings (a superRefine of the schema). */
+/**
+ * With INFLUXDB_URL, one version's settings: INFLUXDB_TOKEN (with _ORG and _BUCKET) selects 2.x,
+ * else INFLUXDB_DATABASE 1.x. With 2.x, INFLUXDB_DATABASE may be set too: the database name a DBRP
+ * mapping gives the bucket for InfluxQL (`influx v1 dbrp create --db NAME`), which Grafana's
+ * InfluxQL data source and the console's history read through (docs/monitoring.md). The compose
+ * files and the Kubernetes overlay hand the distributor, the console and Grafana the same
+ * INFLUXDB_DATABASE, so refusing it beside a token stopped the distributor and the console of
+ * every 2.x site that followed monitoring.md.
+ */
 export function checkInfluxSettings(c: InfluxSettings, ctx: z.RefinementCtx): void {
   if (!c.INFLUXDB_URL) return;
   const v2 = c.INFLUXDB_TOKEN !== undefined;
   const v1 = c.INFLUXDB_DATABASE !== undefined;
-  if (v1 === v2) {
+  if (!v1 && !v2) {
     ctx.addIssue({
       code: 'custom',
-      path: [v1 ? 'INFLUXDB_DATABASE' : 'INFLUXDB_TOKEN'],
-      message: 'with INFLUXDB_URL, set either INFLUXDB_TOKEN/INFLUXDB_ORG/INFLUXDB_BUCKET (InfluxDB 2.x) or INFLUXDB_DATABASE (InfluxDB 1.x), not both',
+      path: ['INFLUXDB_TOKEN'],
+      message: 'with INFLUXDB_URL, set either INFLUXDB_TOKEN/INFLUXDB_ORG/INFLUXDB_BUCKET (InfluxDB 2.x) or INFLUXDB_DATABASE (InfluxDB 1.x)',
     });
   }
   if (v2) {

@@ -9,6 +9,10 @@ import { DistributorConfigSchema, loadDistributorConfig } from '../../internal-n
 import { CommandApiConfigSchema } from '../../internal-network/command-api/config.ts';
 import { FieldClientConfigSchema, loadFieldClientConfig } from '../../field-client/src/config.ts';
 import { EmbeddedConfigSchema } from '../../embedded/config.ts';
+import { loadConsoleConfig } from '../../internal-network/console/config.ts';
+import { selectHistory } from '../../internal-network/console/history/influxql.ts';
+import { selectSink } from '../../internal-network/distributor/sinks/select.ts';
+import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
 import { resolveDataPaths, simulatedDeviceSettings } from '../../embedded/pipeline.ts';
 import { parse as parseDotenv } from 'dotenv';
 import { parseConfig } from '../../shared/config.ts';
@@ -52,6 +56,21 @@ describe('configuration', () => {
     assert.match(e.message, /INFLUXDB_BUCKET/);
     assert.doesNotThrow(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086', INFLUXDB_DATABASE: 'sensor_data' }));
     assert.doesNotThrow(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_ORG: 'o', INFLUXDB_BUCKET: 'b' }));
+  });
+
+  it("takes InfluxDB 2.x with INFLUXDB_DATABASE beside it, the bucket's InfluxQL name that docs/monitoring.md has a 2.x site set for Grafana", () => {
+    // compose and the Kubernetes overlay give the distributor, the console and Grafana one
+    // INFLUXDB_DATABASE: refused beside a token, following monitoring.md stopped both services.
+    const v2 = { INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_ORG: 'o', INFLUXDB_BUCKET: 'sensor-data', INFLUXDB_DATABASE: 'sensor_data' };
+    const d = loadDistributorConfig(v2);
+    assert.ok(selectSink(d) instanceof InfluxV2Sink, 'the token still selects 2.x for writing');
+    const c = loadConsoleConfig({ ...v2, COMMAND_API_TOKEN: 'x'.repeat(32) });
+    const history = selectHistory(c, () => assert.fail('not the local store'));
+    assert.match(history.description, /\(sensor_data\)$/, 'the console reads through the DBRP name, as Grafana does');
+    // Without it, the bucket's own name (its automatic mapping); a token without org and bucket is still refused.
+    const { INFLUXDB_DATABASE: _, ...bucketOnly } = v2;
+    assert.match(selectHistory(loadConsoleConfig({ ...bucketOnly, COMMAND_API_TOKEN: 'x'.repeat(32) }), () => assert.fail('local')).description, /\(sensor-data\)$/);
+    assert.match(configError(() => loadDistributorConfig({ INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_DATABASE: 'sensor_data' })).message, /INFLUXDB_ORG/);
   });
 
   it('answers garbage in any setting of any service with one line of CONFIG_INVALID naming it, never a TypeError', () => {

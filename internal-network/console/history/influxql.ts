@@ -25,8 +25,9 @@ export const quoteString = (value: string) => `'${value.replace(/\\/g, '\\\\').r
 
 /**
  * History through InfluxQL's /query: InfluxDB 1.x (INFLUXDB_DATABASE, with a user and password if
- * set), or 2.x through its 1.x compatibility API (INFLUXDB_TOKEN; the bucket is the database name,
- * which needs a DBRP mapping, automatic for buckets since 2.1). The device id and field name are
+ * set), or 2.x through its 1.x compatibility API (INFLUXDB_TOKEN; the database is INFLUXDB_DATABASE,
+ * the name a DBRP mapping gives the bucket, as Grafana's InfluxQL data source reads it, else the
+ * bucket's own name, whose mapping is automatic since 2.1). The device id and field name are
  * checked by the caller and quoted here; the window is numbers only.
  */
 export class InfluxQlHistory implements HistoryReader {
@@ -38,7 +39,7 @@ export class InfluxQlHistory implements HistoryReader {
   private readonly base: string;
 
   constructor(private readonly s: InfluxSettings & { INFLUXDB_URL: string }) {
-    this.database = s.INFLUXDB_TOKEN !== undefined ? (s.INFLUXDB_BUCKET ?? '') : (s.INFLUXDB_DATABASE ?? '');
+    this.database = s.INFLUXDB_TOKEN !== undefined ? (s.INFLUXDB_DATABASE ?? s.INFLUXDB_BUCKET ?? '') : (s.INFLUXDB_DATABASE ?? '');
     this.base = shownUrl(s.INFLUXDB_URL);
     this.description = `InfluxDB ${this.base} (${this.database})`;
     // A user and password in the URL, as the distributor takes them (http://user:password@host),
