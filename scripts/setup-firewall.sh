@@ -10,7 +10,7 @@
 #   --operator-net LIST    OPERATOR_NET: operators' network, for 8080/8090/3000/9090 (internal; unset: closed)
 #   --caddy-tls acme|files CADDY_TLS (dmz; acme opens 80 for the Let's Encrypt challenge)
 #   --token-route on|off   CADDY_TOKEN_ROUTE (dmz; on opens CADDY_TOKEN_PORT, default 8444)
-#   --gateway-port N       field: the DMZ port devices dial (default: GATEWAY_URL's port, else 443)
+#   --gateway-port N       field: the DMZ port devices dial (default: the port of each URL of GATEWAY_URL, else 443)
 #   --ssh-port N           default 22;  --ssh-from LIST: SSH only from there (default: from anywhere)
 #   --no-ssh               no new SSH connections (an established one is never cut)
 #   --env-file FILE        default ./.env (read as KEY=VALUE lines, never executed)
@@ -265,9 +265,17 @@ rules_internal() {
 rules_field() {
   local dmz4 dmz6 gw url
   required_addrs DMZ_SERVER_IP dmz-server-ip; dmz4=$V4 dmz6=$V6
-  url=$(setting GATEWAY_URL); gw=443
-  [[ $url =~ ^wss?://(\[[^]]*\]|[^/:]*):([0-9]+) ]] && gw=${BASH_REMATCH[2]}
-  gw=$(option_port GATEWAY_PORT "$gw")
+  url=$(setting GATEWAY_URL); gw=''
+  # Every URL of GATEWAY_URL (several DMZ servers, tried in turn: docs/deployment.md) has its port
+  # opened, 443 where it names none; only the first's cut the device off the servers it fails over to.
+  local u p; local -a urls; IFS=',' read -ra urls <<< "$url"
+  for u in "${urls[@]}"; do
+    u=${u//[[:space:]]/}; [ -n "$u" ] || continue
+    p=443; [[ $u =~ ^wss?://(\[[^]]*\]|[^/:]*):([0-9]+) ]] && p=${BASH_REMATCH[2]}
+    is_port "$p" || die 2 "GATEWAY_URL: '$u' has a bad port"
+    p=$((10#$p)); [[ ,$gw, == *,$p,* ]] || gw=${gw:+$gw,}$p
+  done
+  if [ -n "${opt[GATEWAY_PORT]+x}" ] || [ -z "$gw" ]; then gw=$(option_port GATEWAY_PORT 443); fi
   POL_OUT=drop POL_FWD=drop
   inbound_head
   NOTE='nothing published by Docker takes connections from outside'; note fwd; dnat_drop

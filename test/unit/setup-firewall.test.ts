@@ -132,6 +132,22 @@ describe('setup-firewall.sh --dry-run', () => {
     assert.ok(chain(plain.out, 'output').includes('ip daddr 198.51.100.10 tcp dport 443 accept'));
   });
 
+  it('field: with several GATEWAY_URLs, out to the port of each (443 where one names none), so the device can fail over', () => {
+    // docs/deployment.md: several URLs are tried in turn. Only the first URL's port was opened, so
+    // a device whose servers listen on different ports (a token route on 8444, a server on 443)
+    // could reach none but the first: the failover the URLs are for never got through.
+    writeFileSync(join(work, 'field-multi.env'), 'GATEWAY_URL=wss://dmz1.example.org:8444/ws, wss://dmz2.example.org/ws,wss://[2001:db8::10]:8445/ws\n');
+    const r = fw(['field', '--dry-run', DMZS, '--env-file', 'field-multi.env', '--no-ssh']);
+    assert.equal(r.code, 0, r.err);
+    const out = chain(r.out, 'output');
+    assert.ok(out.includes('ip daddr { 198.51.100.10, 198.51.100.11 } tcp dport { 8444, 443, 8445 } accept'), out.join('\n'));
+    const ipt = fw(['field', '--dry-run', DMZS, '--env-file', 'field-multi.env', '--no-ssh'], { env: { FIREWALL_BACKEND: 'iptables' } });
+    assert.ok(ipt.out.split('\n').includes('iptables -w -A FIELDSTREAM-OUT -p tcp -d 198.51.100.10,198.51.100.11 -m multiport --dports 8444,443,8445 -j RETURN'), ipt.out);
+    // --gateway-port still says the one port.
+    const one = fw(['field', '--dry-run', DMZS, '--env-file', 'field-multi.env', '--no-ssh', '--gateway-port', '9443']);
+    assert.ok(chain(one.out, 'output').includes('ip daddr { 198.51.100.10, 198.51.100.11 } tcp dport 9443 accept'), one.out);
+  });
+
   it('iptables: our own chains, flushed and refilled, jumped to once, dropping the rest last', () => {
     const r = fw(['internal', '--dry-run', DMZS, '--operator-net=10.20.0.0/16'], { env: { FIREWALL_BACKEND: 'iptables' } });
     assert.equal(r.code, 0, r.err);
