@@ -331,6 +331,22 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
 }
 
 /**
+ * What to run on the device once its bundle is there, as the onboarding commands print it. The
+ * image comes first: the bundle's compose file names `fieldstream/node:0.1.0` (FIELDSTREAM_IMAGE
+ * unset), which docker-compose pulls from Docker Hub when the device does not hold it, running
+ * whatever someone published under that name with the device's keys.
+ */
+export function deviceStartSteps(deviceId: string, domain: string, composeFile: string): string {
+  const image = /\$\{FIELDSTREAM_IMAGE:-([^}]+)\}/.exec(readFileSync(composeFile, 'utf8'))?.[1] ?? 'fieldstream/node:0.1.0';
+  return `On the device (${domain} must resolve to the DMZ server), the image first: build it here
+(docker build -t ${image} .) and load it there (docker save ${image} | ssh DEVICE docker load),
+or set FIELDSTREAM_IMAGE in the bundle's .env to your registry's; else docker-compose pulls
+${image} from Docker Hub (docs/deployment.md, "4. Field devices"). Then:
+  mkdir -p /opt/fieldstream && tar -xzf ${deviceId}.tar.gz -C /opt/fieldstream
+  cd /opt/fieldstream/${deviceId} && docker-compose up -d`;
+}
+
+/**
  * One archive per device with exactly: ca.crt, client.crt, client.key, signing.key, .env, docker-compose.yml.
  * Nothing of another device, never the CA key.
  */

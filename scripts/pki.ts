@@ -7,7 +7,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
-import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
 import { pkiPaths } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
 
@@ -94,9 +94,7 @@ function client(argv: string[]): void {
   key:         ${paths.key} (mode 0600)
   bundle:      ${bundle}
 
-On the device (${meta?.domain ?? 'DOMAIN'} must resolve to the DMZ server):
-  mkdir -p /opt/fieldstream && tar -xzf ${deviceId}.tar.gz -C /opt/fieldstream
-  cd /opt/fieldstream/${deviceId} && docker-compose up -d`);
+${deviceStartSteps(deviceId, meta?.domain ?? 'DOMAIN', fieldCompose)}`);
 }
 
 function revoke(argv: string[]): void {

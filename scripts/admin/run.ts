@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildDeviceBundle, issueDeviceCertificate, readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
@@ -225,9 +225,7 @@ function issue(paths: AdminPaths, id: string, validityDays: number | undefined, 
 ${
   renew
     ? `On the device: put the new certs/client.crt and certs/client.key from the bundle in place and restart its client.`
-    : `On the device (${domain} must resolve to the DMZ server):
-  mkdir -p /opt/fieldstream && tar -xzf ${id}.tar.gz -C /opt/fieldstream
-  cd /opt/fieldstream/${id} && docker-compose up -d
+    : `${deviceStartSteps(id, domain, join(REPO_ROOT, 'field-client', 'docker-compose.yml'))}
 Copy certs/internal/device-keys/${id}.key to the internal server (the distributor and command API read it within seconds).`
 }
 `;

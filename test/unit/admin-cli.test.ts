@@ -97,6 +97,7 @@ describe('fieldstream-admin devices', () => {
     const r = await admin('devices', 'add', 'dev-c', '--days', '30');
     assert.equal(r.code, EXIT.ok, r.err);
     assert.match(r.out, /^Added device dev-c\n/);
+    assert.match(r.out, /docker load[\s\S]*FIELDSTREAM_IMAGE[\s\S]*docker-compose up -d/, 'the image is put on the device before docker-compose would pull it from Docker Hub');
     const d = pki.paths.device('dev-c');
     assert.equal(statSync(d.key).mode & 0o777, 0o600);
     assert.equal(statSync(pki.paths.deviceKeyRegistry('dev-c')).mode & 0o777, 0o600);
