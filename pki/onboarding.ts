@@ -332,16 +332,17 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
 
 /**
  * What to run on the device once its bundle is there, as the onboarding commands print it. The
- * image comes first: the bundle's compose file names `fieldstream/node:0.1.0` (FIELDSTREAM_IMAGE
- * unset), which docker-compose pulls from Docker Hub when the device does not hold it, running
- * whatever someone published under that name with the device's keys.
+ * image comes first: the bundle's compose file names `localhost/fieldstream/node:0.1.0` (FIELDSTREAM_IMAGE
+ * unset), which docker-compose cannot pull when the device does not hold it: a registry on the
+ * device itself, deliberately, as a bare name would be pulled from Docker Hub, whatever someone
+ * published under it, and run with the device's keys.
  */
 export function deviceStartSteps(deviceId: string, domain: string, composeFile: string): string {
-  const image = /\$\{FIELDSTREAM_IMAGE:-([^}]+)\}/.exec(readFileSync(composeFile, 'utf8'))?.[1] ?? 'fieldstream/node:0.1.0';
+  const image = /\$\{FIELDSTREAM_IMAGE:-([^}]+)\}/.exec(readFileSync(composeFile, 'utf8'))?.[1] ?? 'localhost/fieldstream/node:0.1.0';
   return `On the device (${domain} must resolve to the DMZ server), the image first: build it here
 (docker build -t ${image} .) and load it there (docker save ${image} | ssh DEVICE docker load),
-or set FIELDSTREAM_IMAGE in the bundle's .env to your registry's; else docker-compose pulls
-${image} from Docker Hub (docs/deployment.md, "4. Field devices"). Then:
+or set FIELDSTREAM_IMAGE in the bundle's .env to your registry's; docker-compose pulls
+${image} from no public registry (docs/deployment.md, "4. Field devices"). Then:
   mkdir -p /opt/fieldstream && tar -xzf ${deviceId}.tar.gz -C /opt/fieldstream
   cd /opt/fieldstream/${deviceId} && docker-compose up -d`;
 }

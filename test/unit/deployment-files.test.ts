@@ -89,6 +89,20 @@ describe('deployment files', () => {
     }
   });
 
+  it('our image is named on the localhost registry everywhere, so that a host without it never pulls a namesake from Docker Hub', () => {
+    const files = ['docker-compose.dmz.yml', 'docker-compose.internal.yml', 'field-client/docker-compose.yml', 'k8s/base/dmz/gateway.yaml', 'k8s/base/internal/distributor.yaml', 'k8s/base/internal/command-api.yaml', 'k8s/base/internal/console.yaml', 'k8s/base/internal/broker-exporter.yaml'];
+    let ours = 0;
+    for (const file of files) {
+      for (const m of readFileSync(join(repoRoot, file), 'utf8').matchAll(/image: (\S+)/g)) {
+        const image = m[1]!.replace(/^\$\{FIELDSTREAM_IMAGE:-([^}]+)\}$/, '$1');
+        if (!/fieldstream/.test(image)) continue;
+        ours++;
+        assert.match(image, /^localhost\/fieldstream\/node:/, `${file}: ${m[1]}`);
+      }
+    }
+    assert.ok(ours >= 10, `${ours} services run our image`);
+  });
+
   it("the image's build context holds no key, token or password: .dockerignore leaves out certs/ and secrets/ wherever they are, .env and data/", () => {
     // docker build sends the whole context to the daemon (docker-compose 1.29 packs it with docker-py,
     // whose exclude_paths reads .dockerignore as here). docs/kubernetes.md copies certificates, keys
@@ -552,7 +566,7 @@ describe('deployment files', () => {
       const out = execFileSync('docker-compose', ['config'], { cwd: join(site, 'pump-7'), env: { PATH: process.env.PATH }, encoding: 'utf8' });
       assert.match(out, /DEVICE_ID: pump-7/);
       assert.match(out, /GATEWAY_URL: wss:\/\/fs\.example\.org\/ws/);
-      assert.match(out, /image: fieldstream\/node:0\.1\.0/);
+      assert.match(out, /image: localhost\/fieldstream\/node:0\.1\.0/);
     } finally {
       tmp.cleanup();
     }

@@ -330,8 +330,8 @@ describe('the onboarding scripts', () => {
       assert.match(again, /kept the existing CA/);
       const client = execFileSync(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['pump-7'], { env, encoding: 'utf8' });
       assert.match(client, /bundles\/pump-7\.tar\.gz/);
-      // The device needs the image before docker-compose up: without it, docker-compose pulls
-      // fieldstream/node:0.1.0 from Docker Hub, whatever someone published under that name.
+      // The device needs the image before docker-compose up: its name is on the `localhost/` registry,
+      // so that docker-compose never pulls it from Docker Hub, whatever someone published there.
       assert.match(client, /docker load[\s\S]*FIELDSTREAM_IMAGE[\s\S]*docker-compose up -d/, client);
       assert.ok(existsSync(join(scratch.dir, 'certs', 'bundles', 'pump-7.tar.gz')));
       const dup = (() => {
