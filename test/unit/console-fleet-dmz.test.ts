@@ -9,6 +9,8 @@ import { ChangeCounts } from '../../internal-network/console/fleet/counts.ts';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import type { SecurityEvent } from '../../internal-network/console/fleet/types.ts';
 import { PipelinePoller, type PipelineView } from '../../internal-network/console/pipeline/pipeline-view.ts';
+import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
+import { startMetricsServer } from '../../shared/metrics/server.ts';
 import { LiveHub } from '../../internal-network/console/web/live.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
@@ -271,5 +273,57 @@ describe("the pipeline page's count of refused feed messages", () => {
     refused = 3;
     assert.equal((await poller.poll()).feedRefused, 3);
     assert.equal((await new PipelinePoller([], createLogger('test', 'silent')).poll()).feedRefused, null);
+  });
+});
+
+describe("the pipeline page's readings per second", () => {
+  /** A distributor's own metrics server (its counters, its /readyz), on a port of its own, which may be stopped and started again. */
+  const distributor = async (log = createLogger('test', 'silent')) => {
+    const metrics = new DistributorMetrics();
+    let server = await startMetricsServer({ metrics: metrics.metrics, host: '127.0.0.1', port: 0, log });
+    const port = server.port;
+    return {
+      metrics,
+      url: `http://127.0.0.1:${port}`,
+      stop: () => server.close(),
+      start: async () => void (server = await startMetricsServer({ metrics: metrics.metrics, host: '127.0.0.1', port, log })),
+      close: () => server.close(),
+    };
+  };
+
+  it('is the sum of each distributor\'s own rate: one that did not answer a look, or restarted, makes no spike and hides no other', async () => {
+    const a = await distributor();
+    const b = await distributor();
+    try {
+      const poller = new PipelinePoller(
+        [
+          { name: 'distributor-a', url: a.url },
+          { name: 'distributor-b', url: b.url },
+        ],
+        createLogger('test', 'silent'),
+      );
+      a.metrics.messages('timeseries', 100);
+      b.metrics.messages('timeseries', 1_000_000);
+      await b.stop();
+      const first = await poller.poll();
+      assert.equal(first.readingsPerSecond, null, 'no rate from a single look');
+      await b.start();
+      // a wrote 10 more; b, back (a look it missed: a network hiccup, a slow answer), wrote none since.
+      a.metrics.messages('timeseries', 10);
+      const second = await poller.poll();
+      const rate = (n: number, from: PipelineView, to: PipelineView) => (n * 1000) / (to.at - from.at);
+      assert.ok(second.readingsPerSecond !== null && Math.abs(second.readingsPerSecond - rate(10, first, second)) < 1e-6, `10 readings in ${second.at - first.at} ms, not b's whole count: ${second.readingsPerSecond}`);
+      // a restarts (its counter starts again at 0, then 5) while b writes 1,000: b's 1,000 are counted, whatever a's counter did.
+      await a.stop();
+      a.metrics.metrics.registry.resetMetrics();
+      a.metrics.messages('timeseries', 5);
+      await a.start();
+      b.metrics.messages('timeseries', 1000);
+      const third = await poller.poll();
+      assert.ok(third.readingsPerSecond !== null && Math.abs(third.readingsPerSecond - rate(1000, second, third)) < 1e-6, `b's 1,000 in ${third.at - second.at} ms: ${third.readingsPerSecond}`);
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 });

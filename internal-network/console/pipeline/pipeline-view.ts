@@ -27,7 +27,8 @@ const ReadyzSchema = z.object({ status: z.string(), service: z.string().max(100)
  */
 export class PipelinePoller {
   private view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null };
-  private last: { at: number; written: number } | undefined;
+  /** each target's counter of readings written at the last look that gave it, by the target's index */
+  private readonly last = new Map<number, { at: number; written: number }>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
 
@@ -62,13 +63,22 @@ export class PipelinePoller {
     const looks = await Promise.all(this.targets.map(async (t) => ({ target: t, ...(await look(t.url)) })));
     const samples = looks.flatMap((l) => l.samples);
     const at = Date.now();
-    const written = sumOf(samples, 'fieldstream_distributor_messages_total', { data_type: 'timeseries' });
+    // Each distributor's own rate, summed: a rate of the sum of their counters jumped by a whole
+    // counter when a distributor that missed a look (no answer, a timeout) answered again (millions
+    // of readings a second shown), and one distributor's restart (its counter back near 0) hid the
+    // others' readings. A counter that went down is a restarted service: no rate from that pair of
+    // its looks; one that gave none this time starts a new pair at its next.
     let readingsPerSecond: number | null = null;
-    if (written !== undefined) {
-      // A counter that went down is a restarted service: no rate from that pair of looks.
-      if (this.last && written >= this.last.written && at > this.last.at) readingsPerSecond = ((written - this.last.written) * 1000) / (at - this.last.at);
-      this.last = { at, written };
-    }
+    looks.forEach((l, i) => {
+      const written = sumOf(l.samples, 'fieldstream_distributor_messages_total', { data_type: 'timeseries' });
+      const last = this.last.get(i);
+      if (written === undefined) {
+        this.last.delete(i);
+        return;
+      }
+      if (last && written >= last.written && at > last.at) readingsPerSecond = (readingsPerSecond ?? 0) + ((written - last.written) * 1000) / (at - last.at);
+      this.last.set(i, { at, written });
+    });
     const brokers = samples.filter((s) => s.name === 'fieldstream_mosquitto_up').map((s) => ({ name: s.labels.broker ?? 'broker', up: s.value === 1 }));
     const bridge = sumOf(samples, 'fieldstream_bridge_connected');
     const num = (name: string) => sumOf(samples, name) ?? null;
