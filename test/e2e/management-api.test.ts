@@ -156,6 +156,9 @@ describe('the management API', () => {
       ['/devices?limit=0', 'MANAGE_INVALID_REQUEST', 400],
       ['/devices?colour=red', 'MANAGE_INVALID_REQUEST', 400],
       ['/no-such-endpoint', 'MANAGE_NOT_FOUND', 404],
+      // A URL that cannot be decoded is refused before any route: with this API's code all the same.
+      ['/devices/%', 'MANAGE_INVALID_REQUEST', 400],
+      ['/devices/%E0%A4%A', 'MANAGE_INVALID_REQUEST', 400],
     ] as const) {
       const r = await viewer(path);
       assert.equal(r.status, status, path);

@@ -12,6 +12,7 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../s
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { answerClientError } from '../../../shared/http-client-error.ts';
+import { MANAGE_PREFIX } from '../manage/routes.ts';
 import type { BoundedSessionStore } from './session-store.ts';
 
 export interface WebOptions {
@@ -55,7 +56,9 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     trustProxy: o.trustedProxies ? [...o.trustedProxies] : false,
     // A URL fastify cannot decode (`/%`) never reaches a route or the error handler: answered here,
     // in the registry's shape like every other error.
-    frameworkErrors: (err, req, reply) => sendError(err, req, reply, o.logger),
+    // The management API answers MANAGE_* codes only (docs/management-api.md): a script gets its
+    // API's code for a URL under its prefix too, not the pages' CONSOLE_INVALID_REQUEST.
+    frameworkErrors: (err, req, reply) => sendError(err, req, reply, o.logger, isManagePath(req.url) ? 'MANAGE_INVALID_REQUEST' : undefined),
     // Nor does a request Node's HTTP parser refuses.
     clientErrorHandler: (err, socket) => answerClientError(err, socket, (code, message) => ({ error: { code, message } })),
   });
@@ -142,9 +145,14 @@ export function csrfUser(req: FastifyRequest): string {
   return req.session?.principal ? req.session.sessionId : 'anonymous';
 }
 
-/** Every error answer: `{ "error": { "code", "message" } }` with the registry's code and status. */
-function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, logger: Logger): void {
-  const coded = codedError(err);
+/** Whether a request's target is the management API's. */
+const isManagePath = (url: string): boolean => url === MANAGE_PREFIX || url.startsWith(`${MANAGE_PREFIX}/`) || url.startsWith(`${MANAGE_PREFIX}?`);
+
+/** Every error answer: `{ "error": { "code", "message" } }` with the registry's code and status;
+ * `invalidAs`: the code a client's invalid request gets instead of CONSOLE_INVALID_REQUEST. */
+function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, logger: Logger, invalidAs?: ErrorCode): void {
+  let coded = codedError(err);
+  if (invalidAs !== undefined && coded.code === 'CONSOLE_INVALID_REQUEST') coded = new FieldStreamError(invalidAs, coded.message);
   const path = req.url.split('?')[0];
   if (coded.code === 'CONSOLE_INTERNAL') logger.error({ code: coded.code, err, method: req.method, path }, 'unexpected error answering a request');
   else if (coded.httpStatus >= 500) logger.warn({ code: coded.code, path, err: coded.message }, 'request failed');
