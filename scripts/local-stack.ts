@@ -12,6 +12,7 @@ import { runService } from '../shared/service.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
 import { SEED_DEVICE_IDS } from '../embedded/config.ts';
 import { startLocalStack, type DmzServer } from './local-stack/stack.ts';
+import { shownUrl } from '../internal-network/shared/influx-settings.ts';
 
 const StackConfigSchema = z
   .object({
@@ -70,7 +71,7 @@ ${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss} 
   broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)
   metrics              gateways ${stack.metrics.gateways.map((u) => `${u}/metrics`).join(' ')}
                        distributor ${stack.metrics.distributor}/metrics   command API ${stack.metrics.commandApi}/metrics  (and /healthz, /readyz)
-  time series          ${process.env.INFLUXDB_URL ?? rel(stack.dataDir.timeseries)}
+  time series          ${process.env.INFLUXDB_URL?.trim() ? shownUrl(process.env.INFLUXDB_URL.trim()) : rel(stack.dataDir.timeseries)}
   files                ${rel(stack.dataDir.files)}
   logs                 ${rel(resolve(c.STACK_DIR, 'logs'))}/
   certificates         ${rel(certsDir)}/
