@@ -362,6 +362,11 @@ describe('console history helpers', () => {
     assert.ok(out.length <= CONSOLE.historyMaxPoints);
     assert.ok(out.every(([, v]) => v >= 0 && v <= 1));
     assert.deepEqual(downsample([[10, 1], [11, 3], [5_000_000, 9]], 0, 4_000_000), [[0, 2]], 'one bucket averaged; outside the window: dropped');
+    // On the epoch's grid, as InfluxQL's GROUP BY time() and the PostgreSQL reader put them: the
+    // same window read from any store gives the same bucket times.
+    const step = bucketMs(1_000, 1_000 + 3_600_000);
+    const grid = downsample([[1_000, 1], [1_000 + step, 2]], 1_000, 1_000 + 3_600_000);
+    assert.deepEqual(grid.map(([t]) => t), [0, step], 'bucket starts are multiples of the bucket size');
   });
 
   it('quotes InfluxQL identifiers and strings so nothing escapes them', () => {

@@ -20,14 +20,16 @@ export function bucketMs(fromMs: number, toMs: number): number {
 
 /**
  * Points averaged per bucket (bucket start as their time), as InfluxQL's
- * `mean() GROUP BY time(bucket)` does, so both stores give the same shape.
+ * `mean() GROUP BY time(bucket)` does, so every store gives the same answer: buckets lie on the
+ * epoch's grid, not the window's (InfluxQL spec, "GROUP BY time intervals"; postgres.ts likewise),
+ * so the first may start before `fromMs`.
  */
 export function downsample(points: ReadonlyArray<readonly [number, number]>, fromMs: number, toMs: number): Series {
   const size = bucketMs(fromMs, toMs);
   const sums = new Map<number, { sum: number; n: number }>();
   for (const [t, v] of points) {
     if (t < fromMs || t > toMs) continue;
-    const b = fromMs + Math.floor((t - fromMs) / size) * size;
+    const b = Math.floor(t / size) * size;
     const s = sums.get(b);
     if (s) {
       s.sum += v;
