@@ -246,10 +246,6 @@ export const LIMITS = {
    * TIMINGS.feedMaxAgeMs, refused as stale: forgetting it reopens nothing. Client ids named after
    * the host (distributor-HOSTNAME) change with every pod, so sources come and go. */
   feedSourcesMax: 1024,
-  /** bridges. Most bridge states ($SYS/broker/connection/ID/state) the broker exporter keeps per
-   * broker: one per DMZ server is a handful, and a compromised DMZ can publish such topics through
-   * its bridge under any name (SECURITY.md); names past this are ignored. */
-  exporterBridgesMax: 256,
   /** log lines of refused stored-feed messages per TIMINGS.feedRefusalLogWindowMs; the rest are
    * counted (console_feed_refused_total) and summed up in the next window's first line. */
   feedRefusalLogMaxPerWindow: 10,

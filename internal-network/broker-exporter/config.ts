@@ -18,9 +18,36 @@ export const BrokerExporterConfigSchema = z.object({
    */
   BROKER_EXPORTER_STALE_S: z.coerce.number().int().min(2).max(3600).default(30),
   BROKER_EXPORTER_CLIENT_ID: clientIdSetting('broker-exporter'),
+  /**
+   * The internal broker's bridges, from the settings render-bridges.sh renders them from: one per
+   * entry of DMZ_BROKER_HOSTS (split as that script splits it, on commas and blanks; empty: the one
+   * DMZ_BROKER_HOST), with client ids BRIDGE_CLIENT_ID, BRIDGE_CLIENT_ID-2, -3 … in that order. Only
+   * their states ($SYS/broker/connection/<client id>/state) are read: any other name is the DMZ's
+   * invention (a bridge brings in whatever the DMZ broker sends, SECURITY.md).
+   */
+  DMZ_BROKER_HOSTS: z
+    .string()
+    .default('')
+    .transform((v) => v.split(/[\s,]+/).filter((e) => e !== ''))
+    .superRefine((entries, ctx) => {
+      // render-bridges.sh's own checks, so that a list the broker is not started with is refused here too.
+      for (const entry of entries) {
+        const colon = entry.lastIndexOf(':');
+        const [host, port] = colon >= 0 ? [entry.slice(0, colon), entry.slice(colon + 1)] : [entry, '8883'];
+        if (host === '' || !/^[0-9]+$/.test(port)) ctx.addIssue({ code: 'custom', message: `"${entry}" is no host[:port] (e.g. dmz1.example.org:8883,dmz2.example.org)` });
+      }
+    }),
+  /** The first bridge's client id (render-bridges.sh's default); a topic level, so no "/", "+" or "#". */
+  BRIDGE_CLIENT_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, 'must be 1 to 100 letters, digits, ".", "_" or "-"').default('fieldstream-bridge'),
   LOG_LEVEL: setting.logLevel(),
 });
 export type BrokerExporterConfig = z.infer<typeof BrokerExporterConfigSchema>;
+
+/** The client ids of the internal broker's bridges, as render-bridges.sh names them. */
+export function expectedBridges(config: Pick<BrokerExporterConfig, 'DMZ_BROKER_HOSTS' | 'BRIDGE_CLIENT_ID'>): string[] {
+  const n = Math.max(1, config.DMZ_BROKER_HOSTS.length);
+  return Array.from({ length: n }, (_, i) => (i === 0 ? config.BRIDGE_CLIENT_ID : `${config.BRIDGE_CLIENT_ID}-${i + 1}`));
+}
 
 export function loadBrokerExporterConfig(env: Record<string, string | undefined> = process.env): Readonly<BrokerExporterConfig> {
   return parseConfig(BrokerExporterConfigSchema, env);

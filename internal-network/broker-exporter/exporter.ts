@@ -1,5 +1,4 @@
 import type { MqttClient } from 'mqtt';
-import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { collectedCounter } from '../../shared/metrics/collected.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
@@ -7,7 +6,7 @@ import { startMetricsServer, type MetricsServer } from '../../shared/metrics/ser
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { SYS_FILTER } from '../../shared/acl.ts';
-import type { BrokerExporterConfig } from './config.ts';
+import { expectedBridges, type BrokerExporterConfig } from './config.ts';
 
 /**
  * What Mosquitto 2.0.11 publishes under $SYS that we read (seen with `mosquitto_sub -t '$SYS/#' -v`
@@ -43,24 +42,33 @@ const READ: ReadonlySet<string> = new Set(Object.values(SYS));
 /** One broker: its connection, and the latest $SYS values while it stands. */
 export class BrokerWatch {
   readonly values = new Map<string, number>();
-  /** bridge name → 1/0 */
+  /** expected bridge's client id → 1/0, for those whose state arrived */
   readonly bridges = new Map<string, number>();
+  /** bridge states that arrived under a name not expected (what a compromised DMZ invents), since start */
+  ignoredBridgeStates = 0;
   lastSysAt = 0;
+  private readonly expected: ReadonlySet<string>;
 
+  /** `expectedBridges`: the client ids of the bridges this broker runs (none for the DMZ broker). */
   constructor(
     readonly name: 'internal' | 'dmz',
     readonly client: MqttClient,
     private readonly staleMs: number,
+    expectedBridges: readonly string[] = [],
   ) {
+    this.expected = new Set(expectedBridges);
     // What arrives under $SYS is not only the broker's own: a bridge the broker runs brings in any
-    // topic the DMZ broker sends, $SYS ones too, and no ACL applies to it (SECURITY.md). So only
-    // the topics read are kept, and bridge states up to LIMITS.exporterBridgesMax names: the
-    // values may still be lies, but cannot grow this process's memory without bound.
+    // topic the DMZ broker sends, $SYS ones too, and no ACL applies to it (SECURITY.md). So only the
+    // topics read are kept, and the states of the bridges expected (render-bridges.sh's names): a
+    // state under any other name is counted, never kept, so invented names neither grow this
+    // process's memory nor crowd out (or stand in for) the real bridges. An expected name's value
+    // may still be a lie.
     client.on('message', (topic, payload) => {
       this.lastSysAt = Date.now();
       const bridge = BRIDGE_STATE.exec(topic);
-      if (bridge?.[1]) {
-        if (this.bridges.has(bridge[1]) || this.bridges.size < LIMITS.exporterBridgesMax) this.bridges.set(bridge[1], payload.toString() === '1' ? 1 : 0);
+      if (bridge?.[1] !== undefined) {
+        if (this.expected.has(bridge[1])) this.bridges.set(bridge[1], payload.toString() === '1' ? 1 : 0);
+        else this.ignoredBridgeStates++;
         return;
       }
       if (!READ.has(topic)) return;
@@ -79,6 +87,11 @@ export class BrokerWatch {
   get up(): boolean {
     return this.client.connected && this.lastSysAt > 0 && Date.now() - this.lastSysAt <= this.staleMs;
   }
+
+  /** 1 while this broker can be read and the expected bridge's last state is "1"; no state yet is 0. */
+  bridgeUp(id: string): 0 | 1 {
+    return this.up && this.bridges.get(id) === 1 ? 1 : 0;
+  }
 }
 
 export interface BrokerExporter {
@@ -96,16 +109,17 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   const log = logger.child({ component: 'broker-exporter' });
   const tls = readMqttTls(config);
   const staleMs = config.BROKER_EXPORTER_STALE_S * 1000;
-  const watch = (name: 'internal' | 'dmz', url: string) => {
+  const bridges = expectedBridges(config);
+  const watch = (name: 'internal' | 'dmz', url: string, expected: readonly string[] = []) => {
     const client = connectMqtt(
       { url, ...tls, clientId: `${config.BROKER_EXPORTER_CLIENT_ID}-${name}`, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: true },
       log.child({ broker: name }),
       { resubscribe: false },
     );
     subscribeOnEveryConnect(client, [SYS_FILTER], { qos: 0 }, log.child({ broker: name }));
-    return new BrokerWatch(name, client, staleMs);
+    return new BrokerWatch(name, client, staleMs, expected);
   };
-  const brokers = [watch('internal', config.MQTT_URL), ...(config.DMZ_MQTT_URL === 'off' ? [] : [watch('dmz', config.DMZ_MQTT_URL)])];
+  const brokers = [watch('internal', config.MQTT_URL, bridges), ...(config.DMZ_MQTT_URL === 'off' ? [] : [watch('dmz', config.DMZ_MQTT_URL)])];
   const internal = brokers[0] as BrokerWatch;
 
   const m = new ServiceMetrics('broker-exporter');
@@ -128,10 +142,18 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   collectedCounter(m, 'mosquitto_publish_received_total', 'PUBLISH messages received by the broker ($SYS/broker/publish/messages/received).', ['broker'], perBroker(SYS.publishReceived));
   collectedCounter(m, 'mosquitto_publish_sent_total', 'PUBLISH messages sent by the broker ($SYS/broker/publish/messages/sent).', ['broker'], perBroker(SYS.publishSent));
   collectedCounter(m, 'mosquitto_dropped_total', 'PUBLISH messages the broker dropped: queues full, limits reached ($SYS/broker/publish/messages/dropped).', ['broker'], perBroker(SYS.publishDropped));
-  m.gauge('bridge_connected', "1 while the internal broker's bridge to the DMZ broker is connected ($SYS/broker/connection/<remote_clientid>/state), else 0 (also when the internal broker cannot be read).", [], function () {
-    const states = [...internal.bridges.values()];
-    this.set(internal.up && states.length > 0 && states.every((s) => s === 1) ? 1 : 0);
+  // The bridges render-bridges.sh renders from the same settings (config.ts): each one expected is
+  // reported, one that has published no state counting as down, so a bridge that never came up
+  // (or whose state an invented name would once have crowded out) fires FieldStreamBridgeDown.
+  m.gauge('bridge_connected', "1 while every bridge of the internal broker to a DMZ broker is connected ($SYS/broker/connection/<remote_clientid>/state of each expected, bridge_up), else 0 (also when the internal broker cannot be read).", [], function () {
+    this.set(bridges.every((id) => internal.bridgeUp(id) === 1) ? 1 : 0);
   });
+  m.gauge('bridge_up', "1 while this bridge of the internal broker (its client id: BRIDGE_CLIENT_ID, then -2, -3 ... per DMZ_BROKER_HOSTS entry) is connected, else 0: its state says 0, none arrived, or the internal broker cannot be read.", ['bridge'], function () {
+    for (const id of bridges) this.set({ bridge: id }, internal.bridgeUp(id));
+  });
+  collectedCounter(m, 'bridge_states_ignored_total', 'Bridge states ($SYS/broker/connection/<id>/state) under a name no bridge of ours has, ignored: none is published by our brokers, so a compromised DMZ broker publishing through the bridge (SECURITY.md).', ['broker'], () =>
+    brokers.map((b) => [{ broker: b.name }, b.ignoredBridgeStates] as const),
+  );
 
   let server: MetricsServer;
   try {
@@ -148,7 +170,7 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
     await Promise.all(brokers.map((b) => endMqtt(b.client, true)));
     throw err;
   }
-  log.info({ brokers: brokers.map((b) => b.name) }, 'broker exporter watching $SYS');
+  log.info({ brokers: brokers.map((b) => b.name), bridges }, 'broker exporter watching $SYS');
   return {
     metrics: m,
     metricsUrl: server.url,

@@ -68,13 +68,15 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
 
   // The bridges: the same script and template the compose file's entrypoint runs, one file per DMZ broker.
   const bridgesDir = w('internal-mosquitto', 'bridges');
+  // What render-bridges.sh renders the bridges from, and the broker exporter the bridges it expects.
+  const bridges = { DMZ_BROKER_HOSTS: o.dmzBrokers.map((b) => `${b.host}:${b.port}`).join(','), BRIDGE_CLIENT_ID: 'fieldstream-bridge' };
   const mosquitto = mosquittoProcess(m, 'internal-mosquitto', 'internal', ports.mqtt, {
     MOSQUITTO_BRIDGES_DIR: bridgesDir,
-    DMZ_BROKER_HOSTS: o.dmzBrokers.map((b) => `${b.host}:${b.port}`).join(','),
+    DMZ_BROKER_HOSTS: bridges.DMZ_BROKER_HOSTS,
     BRIDGE_CA_FILE: p.publicCa,
     BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
-    BRIDGE_CLIENT_ID: 'fieldstream-bridge',
+    BRIDGE_CLIENT_ID: bridges.BRIDGE_CLIENT_ID,
     RENDER_CONFIG: join(o.repoRoot, 'scripts', 'render-config.sh'),
   }, (env) => {
     execFileSync(join(o.repoRoot, 'internal-network', 'mosquitto', 'render-bridges.sh'), [join(o.repoRoot, 'internal-network', 'mosquitto', 'bridge.conf'), bridgesDir], { env });
@@ -118,6 +120,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
   const brokerExporter = nodeProcess(m, 'broker-exporter', 'internal-network/broker-exporter/main.ts', {
     ...mqttEnv('internal/monitor'),
     DMZ_MQTT_URL: monitored === 'off' || !monitored ? 'off' : `mqtts://${monitored.host}:${monitored.port}`,
+    ...bridges,
     BROKER_EXPORTER_CLIENT_ID: 'broker-exporter-1',
     BROKER_EXPORTER_METRICS_HOST: bind,
     BROKER_EXPORTER_METRICS_PORT: String(ports.brokerExporter),

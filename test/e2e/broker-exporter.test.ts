@@ -6,6 +6,10 @@ import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startTestStack } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { parseExposition } from '../helpers/exposition.ts';
+import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
+import { loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
+import { startBrokerExporter, type BrokerExporter } from '../../internal-network/broker-exporter/exporter.ts';
+import { createLogger } from '../../shared/logger.ts';
 
 /**
  * The broker exporter on the real stack: the real Mosquittos (2.0) publish $SYS, the exporter reads
@@ -90,5 +94,99 @@ describe('the broker exporter reports both Mosquittos and the bridge from $SYS',
     assert.equal((await fetch(`${stack.metrics.brokerExporter}/readyz`)).status, 503);
     await stack.internalMosquitto.start();
     await until({ 'mosquitto_up@internal': 1, bridge_connected: 1 }, 60_000, 'the internal broker and the bridge back');
+  });
+});
+
+/**
+ * The bridge states the exporter reads come through the bridge too: a compromised DMZ server can
+ * publish `$SYS/broker/connection/<name>/state` on the internal broker, retained, under any name
+ * (SECURITY.md). The real internal Mosquitto, bridged to two brokers standing in for DMZ servers
+ * (DMZ_BROKER_HOSTS), one of which does that; the real exporter, told the same DMZ_BROKER_HOSTS,
+ * reports the two real bridges and counts the rest, before and after its own restart.
+ */
+describe('the broker exporter reads only the bridges render-bridges.sh renders', () => {
+  const work = tempDir('exporter-bridges');
+  const pki = makeTestPki([]);
+  const repo = join(import.meta.dirname, '..', '..');
+  const rogue = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
+  const other = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
+  let internal: Awaited<ReturnType<typeof startBridgedInternalMosquitto>>;
+  let exporter: BrokerExporter | undefined;
+  let hosts = '';
+
+  const start = async () => {
+    const m = pki.paths.service('internal/monitor');
+    exporter = await startBrokerExporter(
+      loadBrokerExporterConfig({
+        MQTT_URL: internal.url,
+        MQTT_CA_FILE: pki.paths.publicCa,
+        MQTT_CERT_FILE: m.cert,
+        MQTT_KEY_FILE: m.key,
+        DMZ_MQTT_URL: 'off',
+        DMZ_BROKER_HOSTS: hosts,
+        BROKER_EXPORTER_CLIENT_ID: 'exporter-bridges-test',
+        BROKER_EXPORTER_METRICS_PORT: '0',
+      }),
+      createLogger('broker-exporter', 'silent'),
+    );
+  };
+  const scrape = async () => {
+    const res = await fetch(`${exporter?.metricsUrl}/metrics`);
+    assert.equal(res.status, 200);
+    return parseExposition(await res.text());
+  };
+  const S = 'service="broker-exporter"';
+  /** Waits for these samples (exposition key without the service label → value). */
+  const until = (want: Record<string, number | ((v: number | undefined) => boolean)>, what: string) =>
+    eventually(async () => {
+      const m = await scrape();
+      for (const [key, expected] of Object.entries(want)) {
+        const v = m.get(key.endsWith('}') ? key.replace(/\}$/, `,${S}}`) : `${key}{${S}}`);
+        if (typeof expected === 'number' ? v !== expected : !expected(v)) return undefined;
+      }
+      return m;
+    }, 30_000, what);
+  const connected = { fieldstream_bridge_connected: 1, 'fieldstream_bridge_up{bridge="fieldstream-bridge"}': 1, 'fieldstream_bridge_up{bridge="fieldstream-bridge-2"}': 1 };
+
+  before(async () => {
+    await rogue.listen();
+    await other.listen();
+    hosts = `localhost:${rogue.port},localhost:${other.port}`;
+    internal = await startBridgedInternalMosquitto(repo, pki, work.dir, hosts);
+    await Promise.all([rogue.subscribed, other.subscribed]);
+    await eventually(() => start().then(() => true, () => undefined), 10_000, 'the exporter started');
+  });
+  after(async () => {
+    await exporter?.close();
+    await internal?.stop();
+    await rogue.close();
+    await other.close();
+    work.cleanup();
+    pki.cleanup();
+  });
+
+  it('both bridges expected and reported; no state ignored', async () => {
+    await until({ ...connected, 'fieldstream_bridge_states_ignored_total{broker="internal"}': 0 }, 'both bridges connected');
+  });
+
+  it('invented bridges, down, published through one bridge, retained: counted, and neither a false alarm nor crowding out the real ones after a restart', async () => {
+    for (let i = 0; i < 300; i++) rogue.inject(`$SYS/broker/connection/invented-${i}/state`, '0', true);
+    const m = await until({ 'fieldstream_bridge_states_ignored_total{broker="internal"}': (v) => (v ?? 0) >= 300 }, 'the invented states counted');
+    assert.equal(m.get(`fieldstream_bridge_connected{${S}}`), 1, 'no false FieldStreamBridgeDown');
+    assert.equal([...m.keys()].filter((k) => k.includes('invented')).length, 0, 'no series of an invented name');
+    // Restarted, the exporter is handed every retained state at once, the invented ones included.
+    await exporter?.close();
+    exporter = undefined;
+    await start();
+    await until({ ...connected, 'fieldstream_bridge_states_ignored_total{broker="internal"}': (v) => (v ?? 0) >= 300 }, 'both real bridges read after the restart');
+  });
+
+  it('a real bridge down reads down, named, whatever the invented ones say', async () => {
+    rogue.inject('$SYS/broker/connection/invented-0/state', '1', true);
+    await other.close();
+    await until(
+      { fieldstream_bridge_connected: 0, 'fieldstream_bridge_up{bridge="fieldstream-bridge"}': 1, 'fieldstream_bridge_up{bridge="fieldstream-bridge-2"}': 0 },
+      'the second bridge down',
+    );
   });
 });

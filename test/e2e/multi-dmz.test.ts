@@ -16,6 +16,7 @@ import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { api, HAPROXY_CFG, startHaproxy, startTestStack, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { parseExposition } from '../helpers/exposition.ts';
 import { statusTopic } from '../../shared/contract/topics.ts';
 
 const DB = 'sensor_data';
@@ -122,6 +123,15 @@ describe('two DMZ servers: a device moves when its server dies', () => {
     assert.match(text[1] as string, new RegExp(`^connection dmz2\\naddress localhost:${s2.ports.mqtt}$`, 'm'));
     assert.match(text[0] as string, /^local_clientid fieldstream-bridge-local$/m);
     assert.match(text[1] as string, /^local_clientid fieldstream-bridge-2-local$/m);
+  });
+
+  it('the broker exporter expects and reports both bridges, by client id', async () => {
+    const S = 'service="broker-exporter"';
+    await eventually(async () => {
+      const m = parseExposition(await (await fetch(`${stack.metrics.brokerExporter}/metrics`)).text());
+      const ok = m.get(`fieldstream_bridge_connected{${S}}`) === 1 && m.get(`fieldstream_bridge_up{bridge="fieldstream-bridge",${S}}`) === 1 && m.get(`fieldstream_bridge_up{bridge="fieldstream-bridge-2",${S}}`) === 1;
+      return ok && m.get(`fieldstream_bridge_states_ignored_total{broker="internal",${S}}`) === 0 ? true : undefined;
+    }, 30_000, 'both bridges reported connected, no state ignored');
   });
 
   it('fieldstream doctor checks every URL of GATEWAY_URL', async () => {

@@ -1,13 +1,9 @@
 import assert from 'node:assert/strict';
 import { createSecretKey, randomBytes } from 'node:crypto';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
-import mqttPacket from 'mqtt-packet';
-import { freePort } from '../../scripts/local-stack/ports.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { commandTopic, receiptTopic, STORED_FEED_TOPIC } from '../../shared/contract/topics.ts';
@@ -17,69 +13,12 @@ import { StoredFeedPublisher } from '../../internal-network/distributor/stored-f
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
 import { feedKeyOf, newBoot, sealedFeed } from '../helpers/stored-feed.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const DEVICE = 'pump-7';
 const reading = (pressure: number, time: number): StoredPoint => ({ measurement: 'readings', tags: { device: DEVICE }, fields: { pressure_bar: pressure }, time });
-
-/**
- * A broker standing in for the DMZ broker, as whoever holds the DMZ server can run one with the DMZ
- * broker's certificate and key: it takes the internal bridge's connection and publishes what the
- * test says, on any topic. Enough of MQTT 3.1.1 (the bridge's version, bridge.conf) for that.
- */
-class RogueDmzBroker {
-  private server: tls.Server;
-  private socket: tls.TLSSocket | undefined;
-  private messageId = 0;
-  /** resolved once the bridge has subscribed (its `topic ... in` lines) */
-  readonly subscribed: Promise<string[]>;
-  /** the topics the bridge published here (its `topic ... out` lines) */
-  readonly received: string[] = [];
-  port = 0;
-
-  constructor(cert: { key: string; cert: string }) {
-    let subscribed!: (filters: string[]) => void;
-    this.subscribed = new Promise((r) => (subscribed = r));
-    this.server = tls.createServer({ key: readFileSync(cert.key), cert: readFileSync(cert.cert) }, (sock) => {
-      this.socket = sock;
-      const parser = mqttPacket.parser({ protocolVersion: 4 });
-      parser.on('packet', (p) => {
-        if (p.cmd === 'connect') this.send({ cmd: 'connack', returnCode: 0, sessionPresent: false });
-        else if (p.cmd === 'pingreq') this.send({ cmd: 'pingresp' });
-        else if (p.cmd === 'publish') {
-          this.received.push(p.topic);
-          if (p.qos === 1) this.send({ cmd: 'puback', messageId: p.messageId });
-        }
-        else if (p.cmd === 'subscribe') {
-          this.send({ cmd: 'suback', messageId: p.messageId, granted: p.subscriptions.map(() => 1) });
-          subscribed(p.subscriptions.map((s) => s.topic));
-        }
-      });
-      sock.on('data', (d) => parser.parse(d));
-      sock.on('error', () => undefined);
-    });
-  }
-
-  async listen(): Promise<void> {
-    this.port = await freePort();
-    await new Promise<void>((r) => this.server.listen(this.port, '127.0.0.1', () => r()));
-  }
-
-  private send(p: object): void {
-    this.socket?.write(mqttPacket.generate(p as mqttPacket.Packet, { protocolVersion: 4 }));
-  }
-
-  /** Publishes to the bridge, as the DMZ broker would forward a message (QoS 1). */
-  inject(topic: string, payload: Buffer | string, retain = false): void {
-    this.send({ cmd: 'publish', topic, payload, qos: 1, messageId: ++this.messageId, retain });
-  }
-
-  close(): Promise<void> {
-    this.socket?.destroy();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
 
 /**
  * Mosquitto applies no ACL to what arrives over a bridge configured in the broker, and the bridge's
@@ -100,7 +39,7 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
   const rogue = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
   /** a second DMZ server's broker, bridged to as well (DMZ_BROKER_HOSTS), which the first attacks through the internal broker */
   const other = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
-  let broker: ChildProcess;
+  let stopBroker: (() => Promise<void>) | undefined;
   let internalUrl = '';
   let operatorConsole: OperatorConsole;
   let distributor: MqttClient;
@@ -127,33 +66,9 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
   before(async () => {
     await rogue.listen();
     await other.listen();
-    const internalPort = await freePort();
-    internalUrl = `mqtts://localhost:${internalPort}`;
-    const p = pki.paths;
-    const env = {
-      PATH: process.env.PATH ?? '',
-      MOSQUITTO_PORT: String(internalPort),
-      MOSQUITTO_BIND: '127.0.0.1',
-      MOSQUITTO_CA_FILE: p.publicCa,
-      MOSQUITTO_CERT_FILE: p.service('internal/mosquitto').cert,
-      MOSQUITTO_KEY_FILE: p.service('internal/mosquitto').key,
-      MOSQUITTO_CRL_FILE: join(pki.dir, 'ca.crl'),
-      MOSQUITTO_CONFIG_DIR: join(repo, 'internal-network', 'mosquitto'),
-      MOSQUITTO_DATA_DIR: tmp.dir,
-      MOSQUITTO_USER: process.env.USER ?? 'root',
-      MOSQUITTO_LOG_DEST: `file ${join(tmp.dir, 'mosquitto.log')}`,
-      MOSQUITTO_BRIDGES_DIR: join(tmp.dir, 'bridges'),
-      DMZ_BROKER_HOSTS: `localhost:${rogue.port},localhost:${other.port}`,
-      BRIDGE_CA_FILE: p.publicCa,
-      BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
-      BRIDGE_KEY_FILE: p.service('internal/bridge').key,
-      RENDER_CONFIG: join(repo, 'scripts', 'render-config.sh'),
-    };
-    mkdirSync(env.MOSQUITTO_BRIDGES_DIR, { recursive: true });
-    const conf = join(tmp.dir, 'mosquitto.conf');
-    execFileSync(join(repo, 'scripts', 'render-config.sh'), [join(repo, 'internal-network', 'mosquitto', 'mosquitto.conf'), conf], { env });
-    execFileSync(join(repo, 'internal-network', 'mosquitto', 'render-bridges.sh'), [join(repo, 'internal-network', 'mosquitto', 'bridge.conf'), env.MOSQUITTO_BRIDGES_DIR], { env });
-    broker = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+    const internal = await startBridgedInternalMosquitto(repo, pki, tmp.dir, `localhost:${rogue.port},localhost:${other.port}`);
+    internalUrl = internal.url;
+    stopBroker = internal.stop;
 
     const as = (service: string, clientId: string) => {
       const s = pki.paths.service(service);
@@ -197,8 +112,7 @@ describe('the stored feed through a bridge to a compromised DMZ', () => {
     await operatorConsole?.close();
     await capture?.endAsync(true);
     await distributor?.endAsync(true);
-    // Mosquitto saves its persistence file as it stops: gone before its folder is removed.
-    if (broker && broker.exitCode === null) await new Promise((r) => broker.once('exit', r).kill());
+    await stopBroker?.();
     await rogue.close();
     await other.close();
     tmp.cleanup();

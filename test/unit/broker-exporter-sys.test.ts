@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { BrokerWatch, SYS } from '../../internal-network/broker-exporter/exporter.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { expectedBridges, loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
 
 /**
  * The broker exporter's reading of $SYS: a bridge the internal broker runs brings in any topic the
@@ -23,12 +28,70 @@ describe('the broker exporter keeps only the $SYS it reads', () => {
     assert.deepEqual([...w.values], [[SYS.clientsConnected, 3]]);
   });
 
-  it(`keeps at most ${LIMITS.exporterBridgesMax} bridge states, and goes on updating those it has`, () => {
-    const { client, w } = watch();
+  it('keeps the states of the expected bridges only: invented names are counted, crowd none out, and raise no alarm', () => {
+    const client = Object.assign(new EventEmitter(), { connected: true });
+    const w = new BrokerWatch('internal', client as unknown as MqttClient, 60_000, ['fieldstream-bridge', 'fieldstream-bridge-2']);
+    // What a compromised DMZ sends first (or what a restarted exporter is handed first, retained):
+    // a thousand invented bridges, all down, and a "-3" no DMZ_BROKER_HOSTS entry makes.
+    for (let i = 0; i < 1000; i++) client.emit('message', `$SYS/broker/connection/invented-${i}/state`, Buffer.from('0'));
+    client.emit('message', '$SYS/broker/connection/fieldstream-bridge-3/state', Buffer.from('0'));
+    assert.equal(w.ignoredBridgeStates, 1001);
+    assert.equal(w.bridges.size, 0);
+    // An expected bridge that has said nothing is down.
+    assert.equal(w.bridgeUp('fieldstream-bridge'), 0);
     client.emit('message', '$SYS/broker/connection/fieldstream-bridge/state', Buffer.from('1'));
-    for (let i = 0; i < LIMITS.exporterBridgesMax * 4; i++) client.emit('message', `$SYS/broker/connection/invented-${i}/state`, Buffer.from('1'));
-    assert.equal(w.bridges.size, LIMITS.exporterBridgesMax);
-    client.emit('message', '$SYS/broker/connection/fieldstream-bridge/state', Buffer.from('0'));
-    assert.equal(w.bridges.get('fieldstream-bridge'), 0);
+    client.emit('message', '$SYS/broker/connection/fieldstream-bridge-2/state', Buffer.from('1'));
+    assert.deepEqual([...w.bridges], [['fieldstream-bridge', 1], ['fieldstream-bridge-2', 1]]);
+    assert.equal(w.bridgeUp('fieldstream-bridge'), 1);
+    client.emit('message', '$SYS/broker/connection/fieldstream-bridge-2/state', Buffer.from('0'));
+    assert.equal(w.bridgeUp('fieldstream-bridge-2'), 0);
+    assert.equal(w.ignoredBridgeStates, 1001);
+  });
+
+  it('the DMZ broker runs no bridge: every bridge state read there is ignored and counted', () => {
+    const client = Object.assign(new EventEmitter(), { connected: true });
+    const w = new BrokerWatch('dmz', client as unknown as MqttClient, 60_000);
+    client.emit('message', '$SYS/broker/connection/fieldstream-bridge/state', Buffer.from('1'));
+    assert.equal(w.bridges.size, 0);
+    assert.equal(w.ignoredBridgeStates, 1);
+  });
+});
+
+/**
+ * The bridges the exporter expects are those render-bridges.sh renders from the same settings: run
+ * the script on the real template and compare the remote_clientid lines.
+ */
+describe('the broker exporter expects the bridges render-bridges.sh renders', () => {
+  const repo = join(import.meta.dirname, '..', '..');
+  const rendered = (env: Record<string, string>) => {
+    const dir = mkdtempSync(join(tmpdir(), 'bridges-'));
+    try {
+      execFileSync(join(repo, 'internal-network', 'mosquitto', 'render-bridges.sh'), [join(repo, 'internal-network', 'mosquitto', 'bridge.conf'), dir], {
+        env: { PATH: process.env.PATH ?? '', RENDER_CONFIG: join(repo, 'scripts', 'render-config.sh'), ...env },
+      });
+      return readdirSync(dir)
+        .sort((a, b) => Number(/\d+/.exec(a)?.[0]) - Number(/\d+/.exec(b)?.[0]))
+        .map((f) => /^remote_clientid (.+)$/m.exec(readFileSync(join(dir, f), 'utf8'))?.[1]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const base = { MQTT_CERT_FILE: 'x', DMZ_BROKER_HOST: 'dmz.example.org' };
+  for (const env of [
+    {},
+    { DMZ_BROKER_HOSTS: 'dmz1.example.org:8883' },
+    { DMZ_BROKER_HOSTS: 'dmz1.example.org:8883,dmz2.example.org,dmz3.example.org:8884' },
+    { DMZ_BROKER_HOSTS: ' dmz1.example.org:8883, ,dmz2.example.org ', BRIDGE_CLIENT_ID: 'site-7-bridge' },
+  ] as Array<Record<string, string>>) {
+    it(JSON.stringify(env), () => {
+      assert.deepEqual(expectedBridges(loadBrokerExporterConfig({ ...base, ...env })), rendered({ ...base, ...env }));
+    });
+  }
+
+  it('refuses a DMZ_BROKER_HOSTS entry render-bridges.sh refuses, naming the setting (CONFIG_INVALID)', () => {
+    for (const bad of ['dmz1.example.org:88a3', ':8883', 'dmz1.example.org:']) {
+      assert.throws(() => rendered({ DMZ_BROKER_HOSTS: bad }), /Command failed/, bad);
+      assert.throws(() => loadBrokerExporterConfig({ ...base, DMZ_BROKER_HOSTS: bad }), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONFIG_INVALID' && /DMZ_BROKER_HOSTS/.test(err.message), bad);
+    }
   });
 });

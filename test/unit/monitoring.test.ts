@@ -311,6 +311,34 @@ ${series}    alert_rule_test:
 `);
   });
 
+  it('FieldStreamBridgeStateForged fires on the first bridge states of names no bridge has, while FieldStreamBridgeDown stays silent', () => {
+    // As the broker exporter exposes them (test/e2e/broker-exporter.test.ts): the count at 0 from
+    // its start, then a forging DMZ's 300 invented states ignored, every expected bridge still up.
+    const at = (ignored: number) => `fieldstream_bridge_connected{service="broker-exporter"} 1
+fieldstream_bridge_up{bridge="fieldstream-bridge",service="broker-exporter"} 1
+fieldstream_bridge_states_ignored_total{broker="internal",service="broker-exporter"} ${ignored}
+fieldstream_bridge_states_ignored_total{broker="dmz",service="broker-exporter"} 0
+`;
+    const series = scrapedSeries([{ text: at(0), times: 20 }, { text: at(300), times: 40 }], ['fieldstream_bridge_connected', 'fieldstream_bridge_states_ignored_total']);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 4m
+        alertname: FieldStreamBridgeStateForged
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: FieldStreamBridgeDown
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: FieldStreamBridgeStateForged
+        exp_alerts:
+          - exp_labels: {severity: warning, broker: internal}
+            exp_annotations:
+              summary: "Bridge states of bridges we do not run (internal broker)"
+              description: "The broker-exporter ignored 300 bridge states in 10 minutes on the internal broker under names none of the internal broker's bridges has. Mosquitto publishes none such: a compromised DMZ server publishing them through the bridge (docs/monitoring.md), or the broker-exporter given another DMZ_BROKER_HOSTS than the internal broker (a bridge it then does not watch)."
+`);
+  });
+
   it('FieldStreamNoDataWritten says how many device connections the gateways hold while nothing is written', async () => {
     const gateway = new GatewayMetrics();
     gateway.bind({ brokerConnected: () => true, connections: () => 40 });
