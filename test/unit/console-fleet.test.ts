@@ -237,6 +237,39 @@ describe('the console fleet: online, stale, offline', () => {
     assert.deepEqual(fleet.changedSince(changed.version).rows, []);
   });
 
+  it('changedSince looks only at what changed, not at every device, and keeps its log bounded', () => {
+    // A live stream asks every second: 200 streams over 100,000 devices scanning them all was 20
+    // million checks a second (web/live.ts).
+    const ids = Array.from({ length: 20_000 }, (_, i) => `d${i}`);
+    const { fleet } = fleetAt(1_000_000, ids);
+    const devices = (fleet as unknown as { devices: Map<string, unknown> }).devices;
+    let scans = 0;
+    const values = devices.values.bind(devices);
+    devices.values = () => {
+      scans++;
+      return values();
+    };
+    const behind = fleet.currentVersion;
+    for (let i = 0; i < 60_000; i++) fleet.apply(reading(`d${i % 3}`, i, { x: i }));
+    fleet.apply(reading('d19999', 1, { x: 1 }));
+    const v = fleet.currentVersion;
+    for (let i = 0; i < 200; i++) assert.deepEqual(fleet.changedSince(v).rows, []);
+    fleet.apply(reading('d7', 2, { x: 2 }));
+    const changed = fleet.changedSince(v);
+    assert.deepEqual(
+      changed.rows.map((r) => r.id),
+      ['d7'],
+    );
+    assert.equal(changed.version, fleet.currentVersion);
+    assert.equal(fleet.versionOf('d7'), fleet.currentVersion);
+    // A stream far behind still gets every row changed since, once each.
+    assert.deepEqual(fleet.changedSince(behind).rows.map((r) => r.id).sort(), ['d0', 'd1', 'd19999', 'd2', 'd7']);
+    assert.equal(fleet.changedSince(0).rows.length, ids.length);
+    assert.equal(scans, 0, 'the devices were scanned');
+    const log = (fleet as unknown as { log: { length: number } }).log;
+    assert.ok(log.length <= Math.max(CONSOLE.securityCountLogMin, 2 * fleet.size) + 1, `log of ${log.length}`);
+  });
+
   it('keeps each ring bounded whatever arrives', () => {
     const { fleet } = fleetAt();
     for (let i = 0; i < CONSOLE.fleetRing + 500; i++) fleet.apply({ measurement: 'security_events', tags: { device: 'pump-1', reason: 'SECURITY_STALE' }, fields: {}, time: i });

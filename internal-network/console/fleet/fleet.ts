@@ -1,6 +1,7 @@
 import type { Scalar } from '../../../shared/contract/primitives.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
+import { ChangeLog } from './counts.ts';
 import { GatewayIndex } from './gateway-index.ts';
 import { Ring } from './ring.ts';
 import { newestFirst, SecurityLog } from './security-log.ts';
@@ -49,7 +50,10 @@ export class Fleet {
   private readonly devices = new Map<string, Entry>();
   /** rows of devices not (yet) in the registry, bounded on their own (CONSOLE.maxUnregisteredDevices) */
   private unregisteredRows = 0;
-  private version = 0;
+  /** which rows changed, in order (the version is its sequence number): a live stream asks it every
+   * second which rows changed since its last look, and a scan of every row instead was, for 200
+   * streams and 100,000 devices, 20 million checks a second */
+  private readonly log = new ChangeLog(() => this.devices.size);
   /** security events: the distributor's findings and the gateways' reports apart, counted */
   readonly security = new SecurityLog();
   readonly anomalies = new Ring<Anomaly>(CONSOLE.fleetRing);
@@ -130,18 +134,22 @@ export class Fleet {
   }
 
   get currentVersion(): number {
-    return this.version;
+    return this.log.seq;
   }
 
   rows(): DeviceRow[] {
     return [...this.devices.values()].map((e) => e.row);
   }
 
-  /** Rows changed after `version`, and the version to ask from next time. */
+  /** Rows changed after `version`, and the version to ask from next time: from the change log,
+   * so the cost is that of the rows changed, not of the fleet. */
   changedSince(version: number): { rows: DeviceRow[]; version: number } {
     const rows: DeviceRow[] = [];
-    if (version < this.version) for (const e of this.devices.values()) if (e.version > version) rows.push(e.row);
-    return { rows, version: this.version };
+    for (const id of this.log.changedSince(version)) {
+      const e = this.devices.get(id);
+      if (e) rows.push(e.row);
+    }
+    return { rows, version: this.log.seq };
   }
 
   /** The version of one device's row (0: unknown device), to tell whether its page needs an update. */
@@ -290,7 +298,7 @@ export class Fleet {
 
   private change(e: Entry, apply: () => void): void {
     apply();
-    e.version = ++this.version;
+    e.version = this.log.add(e.row.id);
   }
 
   /** The row of a device that has one; a point naming any other is counted, and makes none. */
@@ -323,7 +331,7 @@ export class Fleet {
     if (!registered) this.unregisteredRows++;
     const e: Entry = {
       row: { id, state: 'unknown', since: null, lastSeen: null, lastReading: null, backlog: null, certDaysLeft: null, revoked: false, gateway: null },
-      version: ++this.version,
+      version: 0,
       heardAt: 0,
       presenceAt: 0,
       health: null,
@@ -335,6 +343,7 @@ export class Fleet {
       registered,
     };
     this.devices.set(id, e);
+    e.version = this.log.add(id);
     return e;
   }
 }
