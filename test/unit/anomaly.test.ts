@@ -281,6 +281,30 @@ describe('the Isolation Forest of a device', () => {
     assert.deepEqual({ detector: first.a.detector, field: first.a.field, kind: first.a.kind, fields: first.a.fields }, { detector: 'iforest', field: '*', kind: 'drift', fields: ['a'] });
     assert.ok(first.a.score > 0.6 && first.a.score < 1);
   });
+
+  it('takes no stray date (a restart before the clock is set: 1970) for a day of baselines', () => {
+    // A weather station without events, 5 days: the same flags, and its forest no sooner, whether
+    // or not one reading on its first day (or its very first, or a later one) is dated 1970 or far ahead.
+    const { readings } = generateDataset({ seed: 7, devices: 1, days: 5, rates: { spike: 0, drift: 0, stuck: 0, correlation: 0 } });
+    const run = (stray: { at: number; time: number } | undefined) => {
+      let clock = 0;
+      const scorer = new AnomalyScorer({}, { clock: () => clock++ });
+      let forest = 0;
+      let readyAt = -1;
+      readings.forEach((r, i) => {
+        if (i === stray?.at) scorer.score({ ...r, time: stray.time });
+        forest += scorer.score(r).filter((a) => a.detector === 'iforest').length;
+        if (readyAt < 0 && scorer.forestReady(r.device)) readyAt = i;
+      });
+      return { forest, readyAt };
+    };
+    const plain = run(undefined);
+    assert.ok(plain.readyAt >= 2 * 1440, `forest at reading ${plain.readyAt}`);
+    assert.equal(plain.forest, 0);
+    for (const stray of [{ at: 10, time: 0 }, { at: 3 * 1440, time: 0 }, { at: 10, time: 8.64e15 }]) assert.deepEqual(run(stray), plain, JSON.stringify(stray));
+    const first = run({ at: 0, time: 0 });
+    assert.ok(first.readyAt >= 2 * 1440 && first.forest <= 2, JSON.stringify(first));
+  });
 });
 
 describe('bounded memory', () => {
