@@ -11,6 +11,9 @@ export interface Reading {
 /** What scores readings (internal-network/console/anomaly/). */
 export interface ReadingScorer {
   score(reading: Reading): Anomaly[];
+  /** devices it scores now, and readings it refused to score because it held as many devices as
+   * it may (AnomalyScorer: maxDevices, none idle) */
+  stats?(): { devices: number; devicesRefused: number };
 }
 
 /** readings scored per turn of the event loop before it yields to the console's other work */
@@ -27,7 +30,11 @@ export class AnomalyRunner {
   private head = 0;
   private scheduled = false;
   skipped = 0;
+  /** readings scored (not those of devices the scorer refused: `unscored`) */
   scored = 0;
+  /** readings of devices the scorer had no room for: counted as scored, they hid that most of a
+   * fleet larger than its maxDevices had no anomaly detection */
+  unscored = 0;
 
   constructor(
     private readonly scorer: ReadingScorer,
@@ -47,6 +54,11 @@ export class AnomalyRunner {
     }
   }
 
+  /** devices the scorer scores now (undefined: it does not say) */
+  get devices(): number | undefined {
+    return this.scorer.stats?.().devices;
+  }
+
   get pending(): number {
     return this.queue.length - this.head;
   }
@@ -62,6 +74,7 @@ export class AnomalyRunner {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
+    const refusedBefore = this.scorer.stats?.().devicesRefused ?? 0;
     for (const r of chunk) {
       try {
         for (const a of this.scorer.score(r)) this.found(a);
@@ -69,7 +82,9 @@ export class AnomalyRunner {
         this.log.error({ err, deviceId: r.device }, 'anomaly scoring failed for a reading');
       }
     }
-    this.scored += chunk.length;
+    const refused = (this.scorer.stats?.().devicesRefused ?? 0) - refusedBefore;
+    this.unscored += refused;
+    this.scored += chunk.length - refused;
     if (this.pending > 0) setImmediate(() => this.run());
     else this.scheduled = false;
   }

@@ -55,6 +55,9 @@ export function consoleMetrics(
   m.gauge('console_anomaly_queue_readings', 'Readings waiting to be scored for anomalies.', [], function () {
     this.set(runner?.pending ?? 0);
   });
+  m.gauge('console_anomaly_devices', "Devices scored for anomalies (at most the scorer's maxDevices, 10,000 by default).", [], function () {
+    this.set(runner?.devices ?? 0);
+  });
   collectedCounter(m, 'console_feed_messages_total', 'Stored-feed messages taken from the internal broker.', [], () => stats.feedMessages);
   collectedCounter(
     m,
@@ -70,6 +73,7 @@ export function consoleMetrics(
   collectedCounter(m, 'console_untracked_devices_total', 'Devices not tracked because the console tracks as many as it may (CONSOLE.maxDevices registered, CONSOLE.maxUnregisteredDevices others).', [], () => fleet.untracked);
   collectedCounter(m, 'console_unregistered_points_total', 'Presences and security events naming a device neither registered nor seen in verified data: no fleet row made for it.', [], () => fleet.unregistered);
   collectedCounter(m, 'console_readings_scored_total', 'Readings scored for anomalies.', [], () => runner?.scored ?? 0);
+  collectedCounter(m, 'console_readings_unscored_total', 'Readings not scored because the scorer holds as many devices as it may (maxDevices, 10,000 by default) and none has been idle for an hour: their devices have no anomaly detection.', [], () => runner?.unscored ?? 0);
   collectedCounter(m, 'console_readings_skipped_total', 'Readings not scored because scoring was behind (CONSOLE.anomalyQueueMax).', [], () => runner?.skipped ?? 0);
   collectedCounter(m, 'console_anomalies_total', 'Anomalies found.', [], () => fleet.anomalies.seq);
   collectedCounter(m, 'console_points_written_total', "Points of the console's own (device states, anomalies) written to the time-series store.", [], () => own.written);

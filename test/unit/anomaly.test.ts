@@ -12,6 +12,12 @@ import { AnomalyScorer } from '../../internal-network/console/anomaly/scorer.ts'
 import { MAX_SPIKE_SCORE } from '../../internal-network/console/anomaly/field.ts';
 import { toLine } from '../../internal-network/distributor/sinks/line-protocol.ts';
 import type { Anomaly } from '../../internal-network/console/anomaly/types.ts';
+import { AnomalyRunner } from '../../internal-network/console/anomaly-runner.ts';
+import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
+import { consoleMetrics, noFeedRefusals, noManageAuthFailures } from '../../internal-network/console/metrics.ts';
+import type { OwnPointsWriter } from '../../internal-network/console/own-points.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { parseExposition } from '../helpers/exposition.ts';
 
 const MINUTE = 60_000;
 const T0 = Date.UTC(2026, 0, 5);
@@ -379,6 +385,23 @@ describe('bounded memory', () => {
     scorer.score({ device: 'c', time: T0 + MINUTE, fields: { x: 1 } });
     assert.deepEqual([scorer.stats().devicesRefused, scorer.stats().devicesEvicted], [1, 0]);
     assert.equal(scorer.forestReady('b'), false);
+  });
+
+  it("the console's metrics tell the readings of devices past maxDevices (not scored) from those scored", async () => {
+    // 10,000 devices by default, while the console tracks 100,000: the readings of the others were
+    // counted as scored, and nothing said that most of the fleet had no anomaly detection.
+    const scorer = new AnomalyScorer({ maxDevices: 2 });
+    const runner = new AnomalyRunner(scorer, () => {}, createLogger('test', 'silent'));
+    const own = { written: 0, dropped: 0, refused: 0 } as unknown as OwnPointsWriter;
+    const stats = { feedMessages: 0, feedRefused: noFeedRefusals(), feedDropped: 0, manageAuthFailures: noManageAuthFailures() };
+    const m = consoleMetrics({ fleet: new Fleet({ staleAfterMs: 180_000 }), stats, runner, own, streams: () => 0, brokerConnected: () => true }, { processMetrics: false });
+    for (let i = 0; i < 10; i++) for (const d of ['a', 'b', 'c', 'd', 'e']) runner.offer({ device: d, time: T0 + i * MINUTE, fields: { x: i } });
+    while (runner.pending > 0) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    const samples = parseExposition(await m.registry.metrics());
+    assert.equal(samples.get('fieldstream_console_readings_scored_total{service="console"}'), 20);
+    assert.equal(samples.get('fieldstream_console_readings_unscored_total{service="console"}'), 30);
+    assert.equal(samples.get('fieldstream_console_anomaly_devices{service="console"}'), 2);
   });
 
   it('scores at most maxFieldsPerDevice fields of a device and ignores values that are not finite', () => {
