@@ -751,6 +751,9 @@ export const CONSOLE = {
   perDeviceRing: 50,
   /** security events and anomalies kept fleet-wide (newest); a browser gets the newest 200 */
   fleetRing: 1000,
+  /** anomalies of one device let into the fleet-wide list per minute (its page keeps them all):
+   * one device flagged on every field of every reading cannot push the others' off it */
+  fleetAnomaliesPerDevicePerMinute: 10,
   /** items of a ring sent in a snapshot */
   snapshotRecent: 200,
   /** milliseconds between two updates sent to one browser: changes in between are coalesced */

@@ -384,6 +384,22 @@ describe('console sessions', () => {
   });
 });
 
+describe('the fleet-wide anomaly list', () => {
+  it("takes at most fleetAnomaliesPerDevicePerMinute of one device a minute: a device flagged on every field cannot push the others' off; its page keeps them all", () => {
+    const { fleet, advance } = fleetAt();
+    const anomaly = (device: string, time: number, field: string) => ({ time, device, field, detector: 'mad', score: 9, kind: 'spike' });
+    fleet.addAnomaly(anomaly('pump-2', 1, 'flow'));
+    for (let i = 0; i < 32 * 60; i++) fleet.addAnomaly(anomaly('pump-1', 2 + i, `f${i % 32}`)); // 32 fields, a reading a second, a minute
+    const listed = fleet.anomalies.newest(CONSOLE.fleetRing);
+    assert.equal(listed.filter((a) => a.device === 'pump-1').length, CONSOLE.fleetAnomaliesPerDevicePerMinute);
+    assert.ok(listed.some((a) => a.device === 'pump-2'), "the other device's anomaly is still listed");
+    assert.equal(fleet.detail('pump-1')?.anomalies.length, CONSOLE.perDeviceRing, 'its page keeps its newest');
+    advance(60_000);
+    fleet.addAnomaly(anomaly('pump-1', 5_000, 'f0'));
+    assert.equal(fleet.anomalies.newest(1)[0]?.time, 5_000, 'the next minute lets it in again');
+  });
+});
+
 describe('console history helpers', () => {
   it('buckets a window into at most historyMaxPoints means', () => {
     const from = 0;

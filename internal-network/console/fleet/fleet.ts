@@ -22,6 +22,8 @@ interface Entry {
   /** the gateways' reports about it (the DMZ's word), apart, so they cannot push out `security` */
   reports: Ring<SecurityEvent>;
   anomalies: Ring<Anomaly>;
+  /** its anomalies let into the fleet-wide list in the current minute, and the minute's start (see addAnomaly) */
+  fleetAnomalies: { count: number; minuteAt: number };
   numericFields: Set<string>;
   /** in the device registry (or the revoked list); false: known only from data the distributor verified */
   registered: boolean;
@@ -115,10 +117,30 @@ export class Fleet {
     }
   }
 
+  /**
+   * An anomaly goes on its device's page, and into the fleet-wide list at most
+   * CONSOLE.fleetAnomaliesPerDevicePerMinute times a minute per device: a faulty or compromised
+   * device flagged on each of its fields at every reading (up to 32 a reading) would otherwise push
+   * every other device's anomalies off the dashboard within seconds. Its page keeps them all (its own
+   * ring), and every anomaly is stored as before.
+   */
   addAnomaly(a: Anomaly): void {
-    this.anomalies.push(a);
     const e = this.devices.get(a.device);
-    if (e) this.change(e, () => e.anomalies.push(a));
+    if (!e) {
+      this.anomalies.push(a);
+      return;
+    }
+    const now = this.now();
+    const quota = e.fleetAnomalies;
+    if (now - quota.minuteAt >= 60_000) {
+      quota.minuteAt = now;
+      quota.count = 0;
+    }
+    if (quota.count < CONSOLE.fleetAnomaliesPerDevicePerMinute) {
+      quota.count++;
+      this.anomalies.push(a);
+    }
+    this.change(e, () => e.anomalies.push(a));
   }
 
   /** Connected devices silent for longer than staleAfterMs become stale. */
@@ -339,6 +361,7 @@ export class Fleet {
       security: new Ring(CONSOLE.perDeviceRing),
       reports: new Ring(CONSOLE.perDeviceGatewayReports),
       anomalies: new Ring(CONSOLE.perDeviceRing),
+      fleetAnomalies: { count: 0, minuteAt: 0 },
       numericFields: new Set(),
       registered,
     };
