@@ -397,6 +397,15 @@ export const LIMITS = {
    * the largest frames the field client makes (fieldFrameMaxBytes): one can go out while the next
    * waits, so a fast link is never idle for it; the kernel's own send buffer does the rest. */
   fieldSendBufferMaxBytes: 8 * 1024 * 1024,
+  /** bytes. The least the field client may keep handed to its connection and not yet answered by
+   * the gateway (field-client/src/send-pacing.ts), and all it may before it measured its link: a
+   * batch of small readings; a larger frame still goes, alone. 16 KiB cross a 10 kbit/s link in 13 s. */
+  fieldSendAheadMinBytes: 16 * 1024,
+  /** bytes. The most the field client keeps handed to its connection and not yet answered, however
+   * fast it measured its link: above what a link of 1 Gbit/s with a round trip of 100 ms needs
+   * (12.5 MB), and about what ws's buffer (fieldSendBufferMaxBytes) and the kernel's held before the
+   * client paced itself, so a fast link is no slower for it. */
+  fieldSendAheadMaxBytes: 16 * 1024 * 1024,
   /** bytes. Most message bytes the field client puts in one frame (less when the gateway's welcome
    * announces a smaller frame limit: half of it, leaving room for the frame's envelope). */
   fieldFrameMaxBytes: 4 * 1024 * 1024,
@@ -491,6 +500,19 @@ export const TIMINGS = {
   /** milliseconds. At start, how long the gateway waits to learn whether a socket file left at
    * GATEWAY_SOCKET still has a listener (EDGE_HOP=unix); no answer counts as one. */
   socketProbeTimeoutMs: 1_000,
+  /** milliseconds. What the field client keeps handed to its connection and not yet answered by the
+   * gateway: as much as its link, at the rate measured from the gateway's answers, carries in this
+   * long (field-client/src/send-pacing.ts; within LIMITS.fieldSendAheadMinBytes and
+   * fieldSendAheadMaxBytes). Each frame is signed when it is handed over, so this is about how long a
+   * frame waits behind others before it reaches the gateway: far below DISTRIBUTOR_TRANSIT_MAX_S
+   * (deviceTransitMaxMs, 15 minutes), and a reading queued behind a file waits about this, plus the
+   * one chunk in front of it. Well above a round trip with the gateway's ack hold (GATEWAY_ACK_HOLD_MS,
+   * 1 s; a satellite's 600 ms), so the measured rate can grow to the link's. */
+  fieldSendAheadMs: 5_000,
+  /** milliseconds. Least time over which the field client measures its link's rate from the
+   * gateway's answers while frames are outstanding (send-pacing.ts): acks held up to
+   * GATEWAY_ACK_HOLD_MS make shorter samples jump. */
+  fieldSendRateSampleMs: 1_000,
   /** milliseconds. After connecting, the field client waits this long for the gateway's welcome
    * (which says its limits) before it starts sending without one. */
   welcomeWaitMs: 2_000,
@@ -577,7 +599,9 @@ export const TIMINGS = {
    * the gateway. The field client signs a frame as it hands it to its socket, and a frame of a
    * file chunk (1.4 MB) behind others (up to LIMITS.fieldSendBufferMaxBytes) takes minutes to cross
    * a slow cellular link: within 30 s, every chunk of a file on a link under about 370 kbit/s was
-   * refused as stale, the file resent for ever. Against a compromised DMZ, which writes the arrival
+   * refused as stale, the file resent for ever. The client now paces itself (TIMINGS.fieldSendAheadMs),
+   * so a frame waits behind a few seconds of others; the largest, a 1 MiB chunk framed (1.4 MB), still
+   * takes 15 minutes at about 12.5 kbit/s. Against a compromised DMZ, which writes the arrival
    * times, the signing time's bound by this side's clock (DISTRIBUTOR_MAX_DELAY_S plus this) holds. */
   deviceTransitMaxMs: 15 * 60_000,
 

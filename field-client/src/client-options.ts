@@ -32,4 +32,6 @@ export interface FieldClientOptions {
   transientRewindMs?: number | undefined;
   /** milliseconds of GATEWAY_BROKER_UNAVAILABLE without progress before leaving for the next URL (TIMINGS.fieldBrokerUnavailableMoveMs) */
   brokerUnavailableMoveMs?: number | undefined;
+  /** milliseconds of the link's measured rate kept handed out and not yet answered (TIMINGS.fieldSendAheadMs; see send-pacing.ts) */
+  sendAheadMs?: number | undefined;
 }

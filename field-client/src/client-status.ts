@@ -3,6 +3,7 @@ import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox } from './files/file-outbox.ts';
 import type { FileTransfers } from './files/transfers.ts';
 import type { DurableQueue } from './queue/durable-queue.ts';
+import type { SendPacing } from './send-pacing.ts';
 import type { SetAside } from './set-aside.ts';
 
 /** What the field client's status is made of (its parts, read when asked; nothing is kept). */
@@ -18,6 +19,7 @@ export interface StatusSources {
   rejected: SetAside;
   transfers: FileTransfers;
   commands: CommandHandlers;
+  pacing: SendPacing;
 }
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
@@ -31,6 +33,11 @@ export function clientStatus(s: StatusSources) {
       state: s.connected ? ('connected' as const) : ('disconnected' as const),
       since: iso(s.stats.connectedSince),
       gatewayId: s.gatewayId ?? null,
+      /** bytes per second the link carried, measured from the gateway's answers (null: not yet) */
+      linkBytesPerSecond: s.pacing.bytesPerSecond ?? null,
+      /** bytes handed to the connection and not yet answered, and the most that may be (send-pacing.ts) */
+      unansweredBytes: s.pacing.outstanding,
+      sendAheadBytes: Math.round(s.pacing.budget),
     },
     queue: {
       depth: queue.depth,

@@ -17,6 +17,7 @@ import { SetAside } from './set-aside.ts';
 import type { Refusal } from './rejected.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
 import { TransientRewind } from './rewind-backoff.ts';
+import { SendPacing } from './send-pacing.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
@@ -32,6 +33,9 @@ import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contr
  *
  * Messages go out in order, in batches, with a window of unacknowledged ones and a bound on what
  * awaits receipts; after a reconnect the client starts again from the first unacknowledged message.
+ * Whatever the windows allow, no more is handed to the connection, unanswered, than the link carries
+ * in a few seconds (send-pacing.ts): a frame is signed when handed over, and must reach the gateway
+ * within DISTRIBUTOR_TRANSIT_MAX_S.
  * Each message keeps the identity it was given when accepted (queue epoch, sequence number) and its
  * device timestamp, so one sent twice becomes the same database point.
  *
@@ -61,6 +65,8 @@ export class FieldClient {
   private readonly transientRewind: TransientRewind;
   /** epoch ms of the first GATEWAY_BROKER_UNAVAILABLE since the gateway last took something on this connection */
   private brokerDownSince: number | undefined;
+  /** what is handed to the connection and not yet answered, within what the link carries in a few seconds (send-pacing.ts) */
+  private readonly pacing: SendPacing;
   /** error frames and out-of-place welcomes: logged within a bound (gateway-log.ts) */
   private readonly gatewayLog: LimitedLog;
   private readonly commitTimer: NodeJS.Timeout | undefined;
@@ -97,6 +103,7 @@ export class FieldClient {
     // The socket's buffer went back under its bound (the pump stopped at it): go on.
     connection.on('drain', () => this.schedulePump());
     this.transientRewind = new TransientRewind(() => this.resetSending(), options.transientRewindMs);
+    this.pacing = new SendPacing(options.sendAheadMs);
     this.gatewayLog = gatewayLog(log);
     if (commit && signingKey) {
       this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);
@@ -187,13 +194,20 @@ export class FieldClient {
     this.transientRewind.cancel();
     this.inFlight.clear();
     this.transfers.reset();
+    this.pacing.reset();
     this.queue.rewind(); // offline: nothing is read until the gateway's welcome
   }
 
-  /** Start again from the first unacknowledged message and chunk (what awaits a receipt waits on). */
-  private resetSending(): void {
+  /**
+   * Start again from the first unacknowledged message and chunk (what awaits a receipt waits on).
+   * `answered`: false when what was handed over is still on its way and will be answered (receipts
+   * overdue): it still counts against the pacing's budget. Otherwise (a new connection, a transient
+   * error, after which the gateway may have dropped frames unanswered) it is counted afresh.
+   */
+  private resetSending(answered = true): void {
     this.inFlight.clear();
     this.transfers.reset();
+    if (answered) this.pacing.reset();
     this.queue.rewind();
     this.schedulePump();
   }
@@ -223,8 +237,10 @@ export class FieldClient {
     const frameBytes = Math.min(LIMITS.fieldFrameMaxBytes, (this.welcome?.limits.frameMaxBytes ?? Infinity) / 2);
     for (;;) {
       // While the socket holds more than LIMITS.fieldSendBufferMaxBytes unsent, nothing more is
-      // taken from the queue: the connection's 'drain' (or an ack) brings the pump back.
-      if (!this.connection.canSend()) return;
+      // taken from the queue: the connection's 'drain' (or an ack) brings the pump back. Nor while
+      // what is not yet answered is more than the link carries in TIMINGS.fieldSendAheadMs (an
+      // answer brings the pump back): a frame is signed now, and must not wait minutes behind others.
+      if (!this.connection.canSend() || !this.pacing.room()) return;
       const room = Math.min(this.options.window - this.inFlight.size, this.receipts?.room(this.highestSent) ?? Infinity);
       if (room <= 0) break;
       const items = this.queue.next(Math.min(room, batchMax), frameBytes);
@@ -251,10 +267,12 @@ export class FieldClient {
       if (batch.length > 0) this.sendFrame(epoch, batch);
     }
     // A chunk is taken only when asked for (a generator): stopping leaves the rest for the next pump.
-    if (!this.connection.canSend()) return;
+    // Messages went first: a reading waits behind at most the pacing's budget and one chunk, not a
+    // file's whole window.
+    if (!this.connection.canSend() || !this.pacing.room()) return;
     for (const chunk of this.transfers.chunks()) {
       this.sendFrame(chunk.epoch, [chunk.item]);
-      if (!this.connection.canSend()) return;
+      if (!this.connection.canSend() || !this.pacing.room()) return;
     }
   }
 
@@ -287,7 +305,8 @@ export class FieldClient {
   private sendFrame(epoch: string, items: FrameItem[]): void {
     const { deviceId, signingKey } = this.options;
     const g = this.gatewayClock;
-    const ts = g ? Math.round(g.serverTime + (performance.now() - g.at)) : Date.now();
+    const now = performance.now();
+    const ts = g ? Math.round(g.serverTime + (now - g.at)) : Date.now();
     const text = signingKey ? signedBatchFrame(signingKey, { deviceId, epoch, ts }, items) : batchFrame(deviceId, items);
     // The gateway reads no frame past its limit (ws maxPayload, the welcome's frameMaxBytes): it
     // closes the connection (1009) unanswered, and the same frame went again after every reconnect,
@@ -303,6 +322,8 @@ export class FieldClient {
     }
     this.stats.sent += items.length;
     this.connection.send(text);
+    // Its length in UTF-16 units: its bytes, but for the few characters outside ASCII a payload may hold.
+    this.pacing.handed((items[items.length - 1] as FrameItem).messageId, text.length, now);
   }
 
   /**
@@ -361,6 +382,7 @@ export class FieldClient {
   }
 
   private onAck(ids: readonly string[]): void {
+    this.pacing.acked(ids, performance.now());
     const now = Date.now();
     this.stats.lastAckAt = now;
     const seqs: number[] = [];
@@ -417,13 +439,14 @@ export class FieldClient {
 
   /** Messages and chunks whose receipt is overdue go out again. */
   private expireOverdue(): void {
-    if (this.receipts && this.receipts.expire(Date.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending();
+    if (this.receipts && this.receipts.expire(Date.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending(false);
   }
 
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
     // The message is the gateway's text (up to a whole downlink frame): cut, and lines bounded.
     this.gatewayLog.write({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, gatewayText(frame.message));
     const ids = frame.messageIds ?? [];
+    this.pacing.refused(ids, performance.now());
     if (isTransient(frame.code)) {
       if (frame.code === 'GATEWAY_BROKER_UNAVAILABLE' && this.brokerGone()) return;
       // Sent again from the first unacknowledged message once the gateway had a moment, longer
@@ -490,6 +513,7 @@ export class FieldClient {
       rejected: this.rejected,
       transfers: this.transfers,
       commands: this.commands,
+      pacing: this.pacing,
     });
   }
 }

@@ -50,6 +50,11 @@ export interface StartOptions {
   receipts?: boolean;
   /** false: no process metrics (CPU, memory) in this client's /metrics, when another service in the same process has them (npm start) */
   processMetrics?: boolean;
+  /**
+   * milliseconds: TIMINGS.fieldSendAheadMs, scaled down by a test that scales DISTRIBUTOR_TRANSIT_MAX_S
+   * down to run in seconds (test/e2e/field-slow-link.test.ts); no setting reaches it.
+   */
+  sendAheadMs?: number;
 }
 
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
@@ -105,6 +110,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       maxBytes: config.FIELD_QUEUE_MAX_BYTES,
       dataDir: config.FIELD_DATA_DIR,
       signingKey,
+      sendAheadMs: options.sendAheadMs,
       commit:
         signingKey !== undefined && options.receipts !== false
           ? { timeoutMs: config.FIELD_COMMIT_TIMEOUT_MS, windowMessages: config.FIELD_COMMIT_WINDOW_MESSAGES, windowBytes: config.FIELD_COMMIT_WINDOW_BYTES }

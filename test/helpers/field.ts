@@ -1,7 +1,7 @@
 import type { PkiPaths } from '../../pki/layout.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { loadFieldClientConfig } from '../../field-client/src/config.ts';
-import { startFieldClient, type RunningFieldClient } from '../../field-client/src/start.ts';
+import { startFieldClient, type RunningFieldClient, type StartOptions } from '../../field-client/src/start.ts';
 import { join } from 'node:path';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
@@ -15,6 +15,7 @@ export async function startTestFieldClient(
   gatewayUrl: string,
   logger: Logger,
   env: Record<string, string> = {},
+  options: StartOptions = {},
 ): Promise<RunningFieldClient & { dataDir: string }> {
   const data = tempDir(`field-${deviceId}`);
   const d = paths.device(deviceId);
@@ -36,6 +37,7 @@ export async function startTestFieldClient(
       ...env,
     }),
     logger,
+    options,
   );
   return {
     ...running,

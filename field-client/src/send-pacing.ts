@@ -1,0 +1,148 @@
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+
+/** One frame handed to the socket: its last message id, and `sent` (bytes) once it was. */
+interface FrameEnd {
+  id: string;
+  end: number;
+}
+
+/**
+ * How much the field client keeps handed to its connection and not yet answered by the gateway: as
+ * much as the link, by its measured rate, carries in TIMINGS.fieldSendAheadMs, and at least one
+ * frame. A frame is signed when it is handed over (the distributor holds its arrival at the gateway
+ * to that: DISTRIBUTOR_TRANSIT_MAX_S), and waits behind everything handed over before it, in ws's
+ * buffer, the kernel's and the network's. On a link of tens of kbit/s a window of file chunks (or
+ * ws's buffer bound, LIMITS.fieldSendBufferMaxBytes) is many minutes of it: frames arrived past the
+ * transit bound, were refused as stale and sent again for ever, and a reading queued behind
+ * megabytes of file. Bounded by what the link carries in a few seconds, a frame reaches the gateway
+ * a few seconds after its signing whatever the link, and a reading waits behind at most that and
+ * the one frame in front of it (the pump sends messages before file chunks).
+ *
+ * The rate is measured from the gateway's answers (acks, error frames: it answers every frame, in
+ * order), not from ws's buffer, which hides what the kernel holds: bytes answered over the time they
+ * took, sampled at least TIMINGS.fieldSendRateSampleMs apart while something is outstanding, and
+ * whenever everything is answered. Every such sample is a lower bound of what the link carries: one
+ * above the estimate raises it at once (a fast link reaches its speed within a round trip or two),
+ * one below lowers it only when the budget held frames back meanwhile (a link that got slower, not a
+ * client with little to send), halfway each time (answers come in clumps: GATEWAY_ACK_HOLD_MS). The
+ * estimate outlives connections: the link is the device's.
+ *
+ * Per frame this costs one map entry; per ack frame one lookup (its last id: the gateway's acks end
+ * at a frame's end), so the batched path stays as cheap as it was.
+ */
+export class SendPacing {
+  /** bytes handed over on this connection (the count goes on across `reset`) */
+  private sent = 0;
+  /** bytes of those answered (or given up on: `reset`) */
+  private answered = 0;
+  /** frames outstanding, oldest first (from `head`): their last message id and where they end */
+  private frames: FrameEnd[] = [];
+  private head = 0;
+  /** last message id of an outstanding frame → its end (the latest frame, for an id sent again) */
+  private readonly ends = new Map<string, number>();
+  /** bytes per millisecond the link carried (undefined: not measured yet) */
+  private rate: number | undefined;
+  /** the current sample: since when (performance.now()), and `answered` then */
+  private sampleAt = 0;
+  private sampleFrom = 0;
+  /** the budget held frames back during the current sample */
+  private held = false;
+
+  constructor(private readonly aheadMs: number = TIMINGS.fieldSendAheadMs) {}
+
+  /** bytes handed over and not answered */
+  get outstanding(): number {
+    return this.sent - this.answered;
+  }
+
+  /** bytes that may be outstanding: the measured rate × TIMINGS.fieldSendAheadMs (within its bounds) */
+  get budget(): number {
+    if (this.rate === undefined) return LIMITS.fieldSendAheadMinBytes;
+    return Math.min(LIMITS.fieldSendAheadMaxBytes, Math.max(LIMITS.fieldSendAheadMinBytes, this.rate * this.aheadMs));
+  }
+
+  /** bytes per second measured (undefined: not yet) */
+  get bytesPerSecond(): number | undefined {
+    return this.rate === undefined ? undefined : Math.round(this.rate * 1000);
+  }
+
+  /** Whether another frame may be handed over now: nothing outstanding (one frame always goes), or less than the budget. */
+  room(): boolean {
+    const out = this.sent - this.answered;
+    if (out === 0 || out < this.budget) return true;
+    this.held = true;
+    return false;
+  }
+
+  /** A frame of `bytes` whose last message is `lastId` was handed over. */
+  handed(lastId: string, bytes: number, now: number): void {
+    if (this.sent === this.answered) {
+      // Idle until now: the sample starts with this frame.
+      this.sampleAt = now;
+      this.sampleFrom = this.answered;
+      this.held = false;
+    }
+    this.sent += bytes;
+    this.frames.push({ id: lastId, end: this.sent });
+    this.ends.set(lastId, this.sent);
+  }
+
+  /** The gateway acknowledged messages: the frame ending with the last of them, and every one before it, are answered. */
+  acked(ids: readonly string[], now: number): void {
+    const last = ids[ids.length - 1];
+    const end = last === undefined ? undefined : this.ends.get(last);
+    if (end !== undefined) this.answer(end, now);
+  }
+
+  /**
+   * The gateway refused messages: as `acked`, any of them may end a frame (a refusal names the
+   * messages refused, not always the frame's last). One that names none of ours (a frame refused
+   * whole, unparsed) answers the oldest outstanding frame: the gateway answers each frame once, in order.
+   */
+  refused(ids: readonly string[], now: number): void {
+    let end: number | undefined;
+    for (const id of ids) {
+      const e = this.ends.get(id);
+      if (e !== undefined && (end === undefined || e > end)) end = e;
+    }
+    end ??= this.frames[this.head]?.end;
+    if (end !== undefined) this.answer(end, now);
+  }
+
+  /**
+   * Nothing outstanding any more: a new connection, or everything is sent again (what was handed
+   * over is answered, or never will be on this connection). The rate is kept.
+   */
+  reset(): void {
+    this.answered = this.sent;
+    this.frames = [];
+    this.head = 0;
+    this.ends.clear();
+  }
+
+  private answer(end: number, now: number): void {
+    if (end <= this.answered) return;
+    this.answered = end;
+    const frames = this.frames;
+    while (this.head < frames.length && (frames[this.head] as FrameEnd).end <= end) {
+      const f = frames[this.head++] as FrameEnd;
+      if (this.ends.get(f.id) === f.end) this.ends.delete(f.id);
+    }
+    if (this.head > 1024 && this.head * 2 > frames.length) {
+      this.frames = frames.slice(this.head);
+      this.head = 0;
+    }
+    const idle = this.sent === this.answered;
+    const elapsed = now - this.sampleAt;
+    if (!idle && elapsed < TIMINGS.fieldSendRateSampleMs) return;
+    if (elapsed > 0) this.measured((this.answered - this.sampleFrom) / elapsed);
+    this.sampleAt = now;
+    this.sampleFrom = this.answered;
+    this.held = false;
+  }
+
+  private measured(sample: number): void {
+    if (this.rate === undefined || sample > this.rate) this.rate = sample;
+    else if (this.held) this.rate = (this.rate + sample) / 2;
+  }
+}
