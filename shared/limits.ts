@@ -406,6 +406,10 @@ export const LIMITS = {
    * (12.5 MB), and about what ws's buffer (fieldSendBufferMaxBytes) and the kernel's held before the
    * client paced itself, so a fast link is no slower for it. */
   fieldSendAheadMaxBytes: 16 * 1024 * 1024,
+  /** bytes. The smallest file chunk (FIELD_FILE_CHUNK_BYTES' least, and the least the field client
+   * cuts a file in on a slow link it measured: send-pacing.ts chunkBytes). A chunk's frame carries
+   * some 500 bytes besides its data (names, hash, signature): 3 % of this. */
+  fieldFileChunkMinBytes: 16 * 1024,
   /** bytes. Most message bytes the field client puts in one frame (less when the gateway's welcome
    * announces a smaller frame limit: half of it, leaving room for the frame's envelope). */
   fieldFrameMaxBytes: 4 * 1024 * 1024,

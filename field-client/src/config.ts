@@ -47,7 +47,7 @@ export const FieldClientConfigSchema = z.object({
   /** messages sent and not yet acknowledged */
   FIELD_WINDOW: setting.positiveInt(2000),
   /** bytes per file chunk */
-  FIELD_FILE_CHUNK_BYTES: z.coerce.number().int().min(16 * 1024).max(4 * 1024 * 1024).default(1024 * 1024),
+  FIELD_FILE_CHUNK_BYTES: z.coerce.number().int().min(LIMITS.fieldFileChunkMinBytes).max(4 * 1024 * 1024).default(1024 * 1024),
   /**
    * milliseconds after the gateway's ack within which a message's commit receipt must come, or it
    * is sent again (the copy is recognised on the internal side and answered with a receipt)

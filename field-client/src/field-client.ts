@@ -104,6 +104,8 @@ export class FieldClient {
     connection.on('drain', () => this.schedulePump());
     this.transientRewind = new TransientRewind(() => this.resetSending(), options.transientRewindMs);
     this.pacing = new SendPacing(options.sendAheadMs);
+    // A file taken once the link is measured is cut in chunks that cross it in a few seconds.
+    outbox.sizeChunksBy(() => this.pacing.chunkBytes());
     this.gatewayLog = gatewayLog(log);
     if (commit && signingKey) {
       this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);

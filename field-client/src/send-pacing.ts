@@ -21,11 +21,9 @@ interface FrameEnd {
  * The rate is measured from the gateway's answers (acks, error frames: it answers every frame, in
  * order), not from ws's buffer, which hides what the kernel holds: bytes answered over the time they
  * took, sampled at least TIMINGS.fieldSendRateSampleMs apart while something is outstanding, and
- * whenever everything is answered. Every such sample is a lower bound of what the link carries: one
- * above the estimate raises it at once (a fast link reaches its speed within a round trip or two),
- * one below lowers it only when the budget held frames back meanwhile (a link that got slower, not a
- * client with little to send), halfway each time (answers come in clumps: GATEWAY_ACK_HOLD_MS). The
- * estimate outlives connections: the link is the device's.
+ * whenever everything is answered (see `measured`). The estimate outlives connections: the link is
+ * the device's. Once a sample confirmed it as the link's, files taken are cut in chunks that cross
+ * the link in TIMINGS.fieldSendAheadMs (chunkBytes).
  *
  * Per frame this costs one map entry; per ack frame one lookup (its last id: the gateway's acks end
  * at a frame's end), so the batched path stays as cheap as it was.
@@ -45,8 +43,12 @@ export class SendPacing {
   /** the current sample: since when (performance.now()), and `answered` then */
   private sampleAt = 0;
   private sampleFrom = 0;
-  /** the budget held frames back during the current sample */
-  private held = false;
+  /**
+   * The estimate was confirmed by a full sample that did not outrun it (see `measured`): it is the
+   * link's rate, not a lower bound set by a client with little to send, nor by a budget still
+   * growing towards a fast link's.
+   */
+  private linkBound = false;
 
   constructor(private readonly aheadMs: number = TIMINGS.fieldSendAheadMs) {}
 
@@ -66,12 +68,21 @@ export class SendPacing {
     return this.rate === undefined ? undefined : Math.round(this.rate * 1000);
   }
 
+  /**
+   * bytes: the file chunk whose frame (base64: 4/3 of it) crosses the link in TIMINGS.fieldSendAheadMs
+   * at the rate measured, at least LIMITS.fieldFileChunkMinBytes; undefined while the link's rate is
+   * not known (a client that never had more to send than its link carries knows only a lower bound of
+   * it, and chunks too small for a fast link would cost it a receipt, and a write, per few KiB).
+   */
+  chunkBytes(): number | undefined {
+    if (!this.linkBound || this.rate === undefined) return undefined;
+    return Math.max(LIMITS.fieldFileChunkMinBytes, Math.floor((this.rate * this.aheadMs * 3) / 4));
+  }
+
   /** Whether another frame may be handed over now: nothing outstanding (one frame always goes), or less than the budget. */
   room(): boolean {
     const out = this.sent - this.answered;
-    if (out === 0 || out < this.budget) return true;
-    this.held = true;
-    return false;
+    return out === 0 || out < this.budget;
   }
 
   /** A frame of `bytes` whose last message is `lastId` was handed over. */
@@ -80,7 +91,6 @@ export class SendPacing {
       // Idle until now: the sample starts with this frame.
       this.sampleAt = now;
       this.sampleFrom = this.answered;
-      this.held = false;
     }
     this.sent += bytes;
     this.frames.push({ id: lastId, end: this.sent });
@@ -122,6 +132,10 @@ export class SendPacing {
 
   private answer(end: number, now: number): void {
     if (end <= this.answered) return;
+    // Half the budget or more was outstanding until this answer: a client with little to send keeps
+    // far less than seconds of its link outstanding (a round trip's worth), so the link (or the
+    // gateway) is what held it to the rate it got.
+    const full = this.sent - this.answered >= this.budget / 2;
     this.answered = end;
     const frames = this.frames;
     while (this.head < frames.length && (frames[this.head] as FrameEnd).end <= end) {
@@ -135,14 +149,21 @@ export class SendPacing {
     const idle = this.sent === this.answered;
     const elapsed = now - this.sampleAt;
     if (!idle && elapsed < TIMINGS.fieldSendRateSampleMs) return;
-    if (elapsed > 0) this.measured((this.answered - this.sampleFrom) / elapsed);
+    if (elapsed > 0) this.measured((this.answered - this.sampleFrom) / elapsed, full);
     this.sampleAt = now;
     this.sampleFrom = this.answered;
-    this.held = false;
   }
 
-  private measured(sample: number): void {
+  /**
+   * Every sample is a lower bound of what the link carries: one above the estimate raises it. One
+   * below lowers it only when it was `full` (a link that got slower, not a client with little to
+   * send), halfway (answers come in clumps: GATEWAY_ACK_HOLD_MS). A full sample not far above the
+   * estimate confirms it as the link's; one far above is a budget growing towards a fast link's
+   * (it grows by its seconds over a round trip at each sample).
+   */
+  private measured(sample: number, full: boolean): void {
+    if (full && this.rate !== undefined && sample <= this.rate * 1.5) this.linkBound = true;
     if (this.rate === undefined || sample > this.rate) this.rate = sample;
-    else if (this.held) this.rate = (this.rate + sample) / 2;
+    else if (full) this.rate = (this.rate + sample) / 2;
   }
 }

@@ -19,6 +19,7 @@ import { TcpRelay } from '../helpers/tcp-relay.ts';
  * reading queued behind them waited as long, and was refused too.
  */
 const DEVICE = 'dev-slow';
+const DEVICE2 = 'dev-slow-2';
 const LINK_BYTES_PER_S = 8_000;
 
 describe('the field client on a slow link', () => {
@@ -26,7 +27,7 @@ describe('the field client on a slow link', () => {
   let relay: TcpRelay;
   const tmp = tempDir('slow-link');
   before(async () => {
-    fx = await startEmbeddedFixture([DEVICE], { DISTRIBUTOR_TRANSIT_MAX_S: '6' });
+    fx = await startEmbeddedFixture([DEVICE, DEVICE2], { DISTRIBUTOR_TRANSIT_MAX_S: '6' });
     relay = new TcpRelay({ host: '127.0.0.1', port: Number(new URL(fx.pipeline.gatewayUrl).port) }, { upBytesPerSecond: LINK_BYTES_PER_S });
     await relay.start();
   });
@@ -62,6 +63,35 @@ describe('the field client on a slow link', () => {
       // The rate it paced itself by is the link's, as measured from the gateway's answers.
       const measured = field.client.status().connection.linkBytesPerSecond as number;
       assert.ok(measured > LINK_BYTES_PER_S / 2 && measured < LINK_BYTES_PER_S * 3, `measured ${measured} B/s on a link of ${LINK_BYTES_PER_S}`);
+    } finally {
+      await field.close();
+    }
+  });
+
+  it('cuts a file taken once the link is measured in chunks that cross it in seconds, from FIELD_FILE_CHUNK_BYTES as by default', async () => {
+    const field = await startTestFieldClient(fx.pki.paths, DEVICE2, `wss://localhost:${relay.port}/ws`, fx.logs.logger, { FIELD_BATCH_MAX: '20' }, { sendAheadMs: 1_000 });
+    try {
+      await eventually(() => field.client.welcome, 15_000, 'welcomed');
+      // More readings than the link carries in a few seconds, in frames of 20: it is measured on them.
+      await field.client.submitMany(Array.from({ length: 250 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { n: i, note: 'x'.repeat(60), timestamp: 1760000000000 + i } })));
+      await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 20_000, 'the readings delivered');
+      // One 1 MiB chunk (as configured) would be one frame of 66 KB: 8 s of this link, past the
+      // transit bound, refused for ever; and a reading queued behind it waited as long.
+      const src = join(tmp.dir, 'photo.jpg');
+      const content = randomBytes(48 * 1024);
+      writeFileSync(src, content);
+      await field.client.submitFile(src, { contentType: 'image/jpeg' });
+      await new Promise((r) => setTimeout(r, 500));
+      const submitted = Date.now();
+      await field.client.submit('timeseries', { level: 43, timestamp: 1760000000500 });
+      await eventually(() => (fx.points({ measurement: 'readings', device: DEVICE2 }).some((p) => p.fields.level === 43) ? true : undefined), 20_000, 'the reading stored');
+      const waited = Date.now() - submitted;
+      assert.ok(waited < 5_000, `the reading waited ${waited} ms behind the file`);
+      const stored = join(fx.data.files, DEVICE2, 'photo.jpg');
+      await eventually(() => (existsSync(stored) ? true : undefined), 30_000, 'the file stored');
+      assert.ok(readFileSync(stored).equals(content));
+      const stale = fx.points({ measurement: 'security_events', device: DEVICE2 }).filter((p) => p.tags.reason === 'SECURITY_STALE');
+      assert.deepEqual(stale, [], 'no frame reached the gateway past DISTRIBUTOR_TRANSIT_MAX_S');
     } finally {
       await field.close();
     }

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { SendPacing } from '../../field-client/src/send-pacing.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { tempDir } from '../helpers/pki.ts';
 
 /** The field client's pacing (field-client/src/send-pacing.ts), on a clock of its own. */
 describe('send pacing', () => {
@@ -54,7 +58,7 @@ describe('send pacing', () => {
     assert.equal(p.outstanding, 0, 'nothing outstanding: nothing to answer');
   });
 
-  it('a slower link lowers the rate only while the budget held frames back; a reset forgets what is outstanding, not the rate', () => {
+  it('a slower link lowers the rate only by samples with half the budget or more outstanding; a reset forgets what is outstanding, not the rate', () => {
     const p = new SendPacing(1_000);
     p.handed('a', 100_000, 0);
     p.acked(['a'], 1_000); // 100 KB/s
@@ -75,5 +79,59 @@ describe('send pacing', () => {
     p.reset();
     assert.equal(p.outstanding, 0);
     assert.ok((p.bytesPerSecond as number) < 15_000);
+  });
+
+  it('sizes file chunks by the link only once a full sample confirmed its rate: never by a trickle, nor by a budget still growing', () => {
+    const p = new SendPacing(5_000);
+    // A trickle of small frames on a fast link: each answered alone, far under the budget.
+    for (let i = 0; i < 20; i++) {
+      p.handed(`r${i}`, 300, i * 1_000);
+      p.acked([`r${i}`], i * 1_000 + 100);
+    }
+    assert.equal(p.chunkBytes(), undefined, 'a lower bound only: the configured chunk size stays');
+    // A backlog: frames outstanding beyond half the budget, answered at 8 KB/s, twice.
+    let t = 100_000;
+    for (let i = 0; i < 10; i++) p.handed(`c${i}`, 8_000, t);
+    for (let i = 0; i < 4; i++) {
+      t += 1_000;
+      p.acked([`c${i}`], t);
+    }
+    assert.ok(Math.abs((p.bytesPerSecond as number) - 8_000) < 1_500, `${p.bytesPerSecond} B/s`);
+    // 8 KB/s × 5 s is 40 KB framed: 30 KB of file data, base64 making it 40.
+    assert.ok(Math.abs((p.chunkBytes() as number) - 30_000) < 6_000, `${p.chunkBytes()} bytes a chunk`);
+    // A slower link still: chunks never under the least.
+    const slow = new SendPacing(5_000);
+    for (let i = 0; i < 10; i++) slow.handed(`s${i}`, 1_000, 0);
+    for (let i = 1; i <= 4; i++) slow.acked([`s${i - 1}`], i * 1_000);
+    assert.equal(slow.chunkBytes(), LIMITS.fieldFileChunkMinBytes);
+    // A budget growing on a fast link: each full sample far above the last confirms nothing.
+    const fast = new SendPacing(5_000);
+    let out = 16 * 1024;
+    for (let i = 0, at = 0; i < 5; i++, at += 1_000) {
+      fast.handed(`f${i}`, out, at);
+      fast.acked([`f${i}`], at + 50);
+      out = fast.budget;
+      // Growing, it confirms nothing; at its ceiling, a rate no configured chunk size comes near.
+      if (i < 3) assert.equal(fast.chunkBytes(), undefined, `sample ${i}`);
+      else assert.ok((fast.chunkBytes() ?? Infinity) >= 4 * 1024 * 1024, `sample ${i}`);
+    }
+  });
+
+  it('the outbox cuts a file taken after the link was measured in chunks of that size, never above FIELD_FILE_CHUNK_BYTES', async () => {
+    const work = tempDir('pacing-outbox');
+    try {
+      writeFileSync(join(work.dir, 'f.bin'), Buffer.alloc(100_000, 7));
+      const outbox = new FileOutbox(work.dir, 64 * 1024);
+      let link: number | undefined;
+      outbox.sizeChunksBy(() => link);
+      assert.equal((await outbox.accept(join(work.dir, 'f.bin'), {})).chunkBytes, 64 * 1024, 'not measured: as configured');
+      link = 20_000;
+      const rec = await outbox.accept(join(work.dir, 'f.bin'), {});
+      assert.deepEqual([rec.chunkBytes, rec.count], [20_000, 5]);
+      link = 1024 * 1024;
+      assert.equal((await outbox.accept(join(work.dir, 'f.bin'), {})).chunkBytes, 64 * 1024, 'a fast link: as configured');
+    } finally {
+      work.cleanup();
+    }
   });
 });

@@ -57,10 +57,23 @@ export function chunkBytesFor(size: number, configured: number): number {
  */
 export class FileOutbox {
   private readonly dir: string;
+  /** bytes: the chunk size the link calls for now, when it was measured (see sizeChunksBy) */
+  private linkChunkBytes: () => number | undefined = () => undefined;
 
   constructor(dataDir: string, private readonly chunkBytes: number) {
     this.dir = join(dataDir, 'outgoing');
     mkdirSync(this.dir, { recursive: true });
+  }
+
+  /**
+   * A file taken from now on is cut in chunks of at most what `link` says (bytes; undefined: the
+   * link is not measured yet), never larger than FIELD_FILE_CHUNK_BYTES. A chunk is one frame, and
+   * a frame goes whole: on a slow link a reading queued behind a 1 MiB chunk waited minutes for it
+   * (and one that took longer than DISTRIBUTOR_TRANSIT_MAX_S to cross was refused as stale for
+   * ever). The size is fixed in the transfer's record, so it holds for the whole file.
+   */
+  sizeChunksBy(link: () => number | undefined): void {
+    this.linkChunkBytes = link;
   }
 
   /** bytes(), until a file comes or goes: the queue asks at every append (the outbox shares its bound) */
@@ -183,7 +196,7 @@ export class FileOutbox {
     this.measured = undefined;
     reservation?.shrink(size); // counted as placed now, not twice
     syncDirSync(this.dir);
-    const chunkBytes = chunkBytesFor(size, this.chunkBytes);
+    const chunkBytes = chunkBytesFor(size, Math.min(this.chunkBytes, this.linkChunkBytes() ?? Infinity));
     return {
       transferId,
       filename: note.filename,
