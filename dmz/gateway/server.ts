@@ -223,6 +223,15 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     // or within LIMITS.publishTimeoutMs, and a dead peer sends nothing that could pause it again
     // beyond what already waits in the socket. A live device could prolong it only by keeping the
     // gateway busy with frames (rate-limited, answered, and it could as well answer the pings).
+    // Bytes read count as a pong: on a slow link (cellular, satellite) a device's pong follows the
+    // frame already in its socket, and a file chunk of 1.4 MB takes minutes to cross a link of
+    // 100 kbit/s. Judged by pongs alone, every such device was closed as half-open after a heartbeat,
+    // mid-frame, and sent the frame again on its next connection, for ever. A dead peer sends no
+    // bytes. (A listener beside ws's own, per read of the socket: the TLS socket's bytesRead stays
+    // at the upgrade's once ws reads it.)
+    socket.on('data', () => {
+      alive = true;
+    });
     let pausesSeen = session.readPauses;
     const heartbeat = setInterval(() => {
       const readAllAlong = !session.readingPaused && session.readPauses === pausesSeen;

@@ -9,6 +9,7 @@ import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
+import { TcpRelay } from '../helpers/tcp-relay.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 
 /** milliseconds between the gateway's pings: short, so several pass in a second or two */
@@ -140,5 +141,32 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
     const afterMs = performance.now() - since;
     // The next ping goes unanswered and is judged at the tick after it: two heartbeats at most (and a margin for a loaded machine).
     assert.ok(afterMs < 2 * HEARTBEAT_MS + 500, `closed after ${Math.round(afterMs)} ms`);
+  });
+
+  it('keeps a device on a slow link whose pong waits behind a frame that takes several heartbeats to cross, and acks the frame', async () => {
+    // 100 KB/s, and a frame of about 600 KB: 6 s on the way, twenty heartbeats (scaled down with the
+    // heartbeat: a TLS record of 16 KiB takes 0.16 s of this link, as it takes 13 s of 10 kbit/s
+    // against the real 30 s). The device's ws answers each ping as it comes, but its pong can only
+    // follow the frame already in its socket: the gateway, reading the frame's bytes as they came,
+    // closed the connection as half-open after a heartbeat, and the device sent the frame again on
+    // its next connection, and again.
+    const relay = new TcpRelay({ host: '127.0.0.1', port: gateway.port }, { upBytesPerSecond: 100_000 });
+    await relay.start();
+    try {
+      const d = await RawDevice.connect(`wss://127.0.0.1:${relay.port}/ws`, tlsOf('slow'));
+      devices.push(d);
+      await eventually(() => d.welcome, 5_000, "slow's welcome");
+      const batch = Array.from({ length: PER_FRAME }, (_, i) => ({ dataType: 'event', messageId: `slow.${i}`, payload: { eventType: 'photo_note', severity: 'info', message: 'x'.repeat(60_000) } }));
+      d.send(JSON.stringify({ deviceId: 'slow', batch }));
+      const frame: DownlinkFrame = await d.next(15_000);
+      assert.equal(frame.type, 'ack', JSON.stringify(frame).slice(0, 300));
+      assert.equal(d.closeCode, undefined, 'the connection stayed open');
+      assert.ok(!closedAsHalfOpen('slow'), 'not taken for a half-open connection');
+      // Idle again, it answers its pings at once: a peer that goes silent is still closed.
+      silence(d);
+      await eventually(() => (closedAsHalfOpen('slow') ? true : undefined), 5_000, 'the silent peer closed as half-open');
+    } finally {
+      await relay.close();
+    }
   });
 });
