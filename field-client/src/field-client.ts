@@ -242,10 +242,13 @@ export class FieldClient {
       // taken from the queue: the connection's 'drain' (or an ack) brings the pump back. Nor while
       // what is not yet answered is more than the link carries in TIMINGS.fieldSendAheadMs (an
       // answer brings the pump back): a frame is signed now, and must not wait minutes behind others.
-      if (!this.connection.canSend() || !this.pacing.room()) return;
+      if (!this.connection.canSend() || this.pacing.room() === 0) return;
       const room = Math.min(this.options.window - this.inFlight.size, this.receipts?.room(this.highestSent) ?? Infinity);
       if (room <= 0) break;
-      const items = this.queue.next(Math.min(room, batchMax), frameBytes);
+      // And no more than the pacing has room for (at least one message): a frame goes whole, and a
+      // backlog of large messages in one frame of 4 MiB took longer than DISTRIBUTOR_TRANSIT_MAX_S
+      // to cross a slow link, refused as stale, the same frame sent again for ever.
+      const items = this.queue.next(Math.min(room, batchMax), Math.min(frameBytes, this.pacing.room()));
       if (items.length === 0) break;
       let batch: FrameItem[] = [];
       // A frame names one epoch: after an unclean stop the queue holds messages of the old one too.
@@ -271,10 +274,10 @@ export class FieldClient {
     // A chunk is taken only when asked for (a generator): stopping leaves the rest for the next pump.
     // Messages went first: a reading waits behind at most the pacing's budget and one chunk, not a
     // file's whole window.
-    if (!this.connection.canSend() || !this.pacing.room()) return;
+    if (!this.connection.canSend() || this.pacing.room() === 0) return;
     for (const chunk of this.transfers.chunks()) {
       this.sendFrame(chunk.epoch, [chunk.item]);
-      if (!this.connection.canSend() || !this.pacing.room()) return;
+      if (!this.connection.canSend() || this.pacing.room() === 0) return;
     }
   }
 

@@ -79,10 +79,15 @@ export class SendPacing {
     return Math.max(LIMITS.fieldFileChunkMinBytes, Math.floor((this.rate * this.aheadMs * 3) / 4));
   }
 
-  /** Whether another frame may be handed over now: nothing outstanding (one frame always goes), or less than the budget. */
-  room(): boolean {
+  /**
+   * bytes another frame may take now (0: none may go): what the budget leaves, or the whole budget
+   * with nothing outstanding. A frame takes at least one message (or chunk), so one always goes
+   * when nothing is outstanding, whatever its size.
+   */
+  room(): number {
+    const budget = this.budget;
     const out = this.sent - this.answered;
-    return out === 0 || out < this.budget;
+    return out === 0 ? budget : Math.max(0, budget - out);
   }
 
   /** A frame of `bytes` whose last message is `lastId` was handed over. */

@@ -20,6 +20,7 @@ import { TcpRelay } from '../helpers/tcp-relay.ts';
  */
 const DEVICE = 'dev-slow';
 const DEVICE2 = 'dev-slow-2';
+const DEVICE3 = 'dev-slow-3';
 const LINK_BYTES_PER_S = 8_000;
 
 describe('the field client on a slow link', () => {
@@ -27,7 +28,7 @@ describe('the field client on a slow link', () => {
   let relay: TcpRelay;
   const tmp = tempDir('slow-link');
   before(async () => {
-    fx = await startEmbeddedFixture([DEVICE, DEVICE2], { DISTRIBUTOR_TRANSIT_MAX_S: '6' });
+    fx = await startEmbeddedFixture([DEVICE, DEVICE2, DEVICE3], { DISTRIBUTOR_TRANSIT_MAX_S: '6' });
     relay = new TcpRelay({ host: '127.0.0.1', port: Number(new URL(fx.pipeline.gatewayUrl).port) }, { upBytesPerSecond: LINK_BYTES_PER_S });
     await relay.start();
   });
@@ -92,6 +93,23 @@ describe('the field client on a slow link', () => {
       assert.ok(readFileSync(stored).equals(content));
       const stale = fx.points({ measurement: 'security_events', device: DEVICE2 }).filter((p) => p.tags.reason === 'SECURITY_STALE');
       assert.deepEqual(stale, [], 'no frame reached the gateway past DISTRIBUTOR_TRANSIT_MAX_S');
+    } finally {
+      await field.close();
+    }
+  });
+
+  it('fits a frame of queued messages to what the link carries: a backlog of large events is not one frame refused for ever', async () => {
+    const field = await startTestFieldClient(fx.pki.paths, DEVICE3, `wss://localhost:${relay.port}/ws`, fx.logs.logger, {}, { sendAheadMs: 1_000 });
+    try {
+      // Queued while offline: ten events of 6 KB. In one frame (FIELD_BATCH_MAX, 4 MiB of messages
+      // a frame) that is 60 KB, 7.5 s of this link: past the transit bound, the same frame sent
+      // again after every commit timeout, for ever.
+      await field.client.submitMany(Array.from({ length: 10 }, (_, i) => ({ dataType: 'event' as const, payload: { eventType: 'log_dump', severity: 'info' as const, message: `${i}:${'x'.repeat(6_000)}` } })));
+      const started = Date.now();
+      await eventually(() => (fx.points({ measurement: 'events', device: DEVICE3 }).length === 10 ? true : undefined), 25_000, 'the ten events stored');
+      const stale = fx.points({ measurement: 'security_events', device: DEVICE3 }).filter((p) => p.tags.reason === 'SECURITY_STALE');
+      assert.deepEqual(stale, [], 'no frame reached the gateway past DISTRIBUTOR_TRANSIT_MAX_S');
+      assert.ok(Date.now() - started < 20_000);
     } finally {
       await field.close();
     }

@@ -12,11 +12,14 @@ describe('send pacing', () => {
   it('before any measurement: the least budget, and one frame always goes whatever its size', () => {
     const p = new SendPacing(5_000);
     assert.equal(p.budget, LIMITS.fieldSendAheadMinBytes);
-    assert.ok(p.room());
+    assert.equal(p.room(), LIMITS.fieldSendAheadMinBytes);
     p.handed('a', 1_400_000, 0); // a file chunk far larger than the budget
-    assert.equal(p.room(), false, 'nothing more while it is outstanding');
+    assert.equal(p.room(), 0, 'nothing more while it is outstanding');
     p.acked(['a'], 100_000);
-    assert.ok(p.room());
+    assert.ok(p.room() > 0);
+    // A frame takes what the budget leaves: a small one leaves room for the next, smaller.
+    p.handed('b', 10_000, 200_000);
+    assert.equal(p.room(), p.budget - 10_000);
   });
 
   it('measures the link from the answers: the budget is its rate × the time ahead, within its bounds', () => {
@@ -71,7 +74,7 @@ describe('send pacing', () => {
     let t = 20_000;
     for (let i = 0; i < 30; i++) p.handed(`c${i}`, 10_000, t);
     for (let i = 0; i < 8; i++) {
-      assert.equal(p.room(), false, 'held back');
+      assert.equal(p.room(), 0, 'held back');
       t += 1_000;
       p.acked([`c${i}`], t);
     }
