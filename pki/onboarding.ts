@@ -52,9 +52,20 @@ function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAndCert, r
 
 
 
-export function isRevoked(root: string, deviceId: string): boolean {
+/**
+ * The ids in internal/revoked-devices.txt, read as the distributor, the command API and the console
+ * read it (internal-network/shared/device-keys.ts): a line's blanks around the id and a CR are not
+ * part of it. A list edited by hand (an editor's CRLF, an indented id) is what they refuse; read
+ * here line for line, the device was renewed and its signing key registered again.
+ */
+export function readRevokedDevices(root: string): Set<string> {
   const path = pkiPaths(root).revokedDevices;
-  return statSync(path, { throwIfNoEntry: false })?.isFile() === true && readFileSync(path, 'utf8').split('\n').includes(deviceId);
+  if (statSync(path, { throwIfNoEntry: false })?.isFile() !== true) return new Set();
+  return new Set(readFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
+}
+
+export function isRevoked(root: string, deviceId: string): boolean {
+  return readRevokedDevices(root).has(deviceId);
 }
 
 export function loadCa(root: string): KeyAndCert {

@@ -11,6 +11,7 @@ import { appendLinesSync } from '../shared/line-file.ts';
 import { createCrl } from './certificates.ts';
 import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken } from './device-tokens.ts';
+import { isRevoked } from './onboarding.ts';
 
 /**
  * Revocation. The CA keeps a log of every certificate it issued (ca/issued.jsonl) and of what it
@@ -116,8 +117,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   rmSync(p.deviceKeyRegistry(deviceId), { force: true });
   const revokedDevices = p.revokedDevices;
   mkdirSync(dirname(revokedDevices), { recursive: true });
-  const known = existsSync(revokedDevices) ? readFileSync(revokedDevices, 'utf8').split('\n') : [];
-  if (!known.includes(deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());
+  if (!isRevoked(root, deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());
 
   writeRevocations(root);
   if (tokenFailure) {

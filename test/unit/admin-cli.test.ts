@@ -143,6 +143,23 @@ describe('fieldstream-admin devices', () => {
     assert.match((await admin('devices', 'list')).out, /\ndev-b\s.*\syes \(/);
   });
 
+  it('a revoked list edited by hand (CRLF, blanks around an id) still refuses to renew, add or re-register the revoked device', async () => {
+    const list_ = join(pki.dir, 'internal', 'revoked-devices.txt');
+    // What an editor on Windows, or a hand that indents, leaves: the distributor and `devices list` read it as revoked.
+    writeFileSync(list_, readFileSync(list_, 'utf8').replace(/^dev-b$/m, '  dev-b \r'));
+    assert.equal((await list()).find((x) => x.id === 'dev-b')?.revoked, true);
+    const serials = readFileSync(join(pki.dir, 'dmz', 'revocation', 'revoked-serials.txt'), 'utf8');
+    const renew = await admin('devices', 'renew', 'dev-b');
+    assert.equal(renew.code, EXIT.conflict, renew.out);
+    assert.match(renew.err, /^error PKI_DEVICE_REVOKED: /);
+    assert.equal((await admin('devices', 'add', 'dev-b', '--token')).code, EXIT.conflict);
+    assert.equal(existsSync(pki.paths.deviceKeyRegistry('dev-b')), false, 'its signing key is not registered again');
+    assert.equal((await list()).find((x) => x.id === 'dev-b')?.issued.every((i) => serials.includes(i.serial)), true, 'no certificate issued outside the revoked serials');
+    const again = await admin('devices', 'revoke', 'dev-b');
+    assert.equal(again.code, EXIT.ok, again.err);
+    assert.equal(readFileSync(list_, 'utf8').split('\n').filter((l) => l.trim() === 'dev-b').length, 1, 'listed once');
+  });
+
   it('runs as bin/fieldstream-admin and as bin/fieldstream admin, with its exit codes; the old scripts keep working beside it', async () => {
     const env = { PATH: process.env.PATH, CERTS_DIR: pki.dir, FIELDSTREAM_ENV_FILE: '/dev/null' };
     const bin = (file: string, args: string[]) =>
