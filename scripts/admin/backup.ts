@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, type Dirent, existsSync, fchmodSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { accessSync, closeSync, constants, type Dirent, existsSync, fchmodSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { createGzip, gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { withDirLock } from '../../shared/dir-lock.ts';
 import type { AdminPaths } from './paths.ts';
 import {
   archiveName,
@@ -154,6 +155,28 @@ function readSource(file: string): { data: Buffer; mode: number; mtime: Date } |
   }
 }
 
+/**
+ * Runs `fn` holding the locks a revocation holds (CERTS/.revocations.lock, then the tokens file's
+ * CERTS/.tokens.lock, in that order, as revokeDevice takes them), so that no revocation, device
+ * certificate's issue or token change runs while the certificates folder is read. Read file by file
+ * beside a revocation, an archive held ca.crl from before it (read first) and ca/revoked.jsonl,
+ * the revoked serials and the revoked devices from after: restored, the brokers' CRL let the
+ * revoked certificate through. A folder that does not exist, or that this user cannot write (a
+ * read-only copy, which no admin command of this user changes either), is read without them.
+ */
+function underPkiLocks<T>(certsDir: string, fn: () => T): T {
+  try {
+    if (!statSync(certsDir).isDirectory()) return fn();
+    accessSync(certsDir, constants.W_OK);
+  } catch {
+    return fn();
+  }
+  const busy = (lock: string) => () => new FieldStreamError('PKI_BUSY', `${join(certsDir, lock)} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate or changing the tokens file; back up again once it is done.`);
+  return withDirLock(join(certsDir, '.revocations.lock'), TIMINGS.adminLockWaitMs, busy('.revocations.lock'), () =>
+    withDirLock(join(certsDir, '.tokens.lock'), TIMINGS.adminLockWaitMs, busy('.tokens.lock'), fn),
+  );
+}
+
 /** One tar entry of a regular file: a pax header first when its name does not fit ustar's fields. */
 export function tarEntry(path: string, mode: number, mtime: Date, data: Buffer): Buffer {
   // No owner (as tar's `portable`): no user or group name or id of this machine in the archive.
@@ -193,7 +216,12 @@ export interface BackupResult {
  */
 export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date } = {}): Promise<BackupResult> {
   if (existsSync(out) && !o.force) throw new FieldStreamError('BACKUP_EXISTS', `${out} exists already; pass --force to replace it.`);
-  const sources = collectSources(paths);
+  // The certificates folder is listed and read whole between two changes of the admin commands'
+  // (see underPkiLocks); the other roots are read file by file below, as the services change them.
+  const { sources, certs } = underPkiLocks(paths.certsDir, () => {
+    const listed = collectSources(paths);
+    return { sources: listed, certs: new Map(listed.filter((s) => s.root === 'certs').map((s) => [s, readSource(s.file)])) };
+  });
   if (sources.length === 0) {
     throw new FieldStreamError('BACKUP_EMPTY', `Nothing to back up in ${paths.certsDir}, ${paths.stateDir} or ${paths.commandState}.`);
   }
@@ -217,7 +245,7 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
   let total = 0;
   try {
     for (const s of sources) {
-      const read = readSource(s.file);
+      const read = s.root === 'certs' ? certs.get(s) : readSource(s.file);
       if (!read) continue;
       total += read.data.length;
       if (total > LIMITS.backupMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The files to back up hold more than ${LIMITS.backupMaxBytes} bytes, more than a restore unpacks.`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,6 +12,7 @@ import { REPO_ROOT } from '../helpers/stack.ts';
 import { createBackup, tarEntry } from '../../scripts/admin/backup.ts';
 import { EXIT, runAdmin, USAGE } from '../../scripts/admin/run.ts';
 import type { DeviceSummary } from '../../scripts/admin/devices.ts';
+import { revokeDevice } from '../../pki/revocation.ts';
 
 /**
  * fieldstream-admin's device commands on a PKI made at test time: arguments, messages and exit
@@ -260,6 +261,33 @@ describe('fieldstream-admin backup and restore: unreadable state, hostile archiv
     assert.deepEqual([...seen].sort(), ['out/b.tar.gz', `out/b.tar.gz.tmp-${process.pid}`, `out/${dead}`].sort());
     assert.deepEqual(readdirSync(outDir).sort(), ['b.tar.gz', 'b.tar.gz.tmp-1']);
     assert.equal(statSync(out).mode & 0o777, 0o600);
+  });
+
+  it('backup reads the certificates folder between two revocations, never across one: the CRL it keeps is the one of its revocation log', async () => {
+    const pki = makeTestPki(['dev-a']);
+    try {
+      const lock = join(pki.dir, '.revocations.lock');
+      const out = join(work.dir, 'during-revocation.tar.gz');
+      mkdirSync(lock); // a revocation under way (revokeDevice holds this while it writes the log, the lists and the CRL)
+      const backup = run(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['backup', out, '--certs-dir', pki.dir, '--state-dir', join(work.dir, 'no-state'), '--command-state', join(work.dir, 'no-journal')], {
+        cwd: REPO_ROOT,
+        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
+      });
+      await sleep(2000);
+      assert.equal(existsSync(out), false, 'the backup waits for the revocation to finish');
+      rmSync(lock, { recursive: true });
+      const { serials } = revokeDevice(pki.dir, 'dev-a'); // the revocation, now, as it would have finished
+      const r = await backup;
+      assert.match(r.stdout, /^Backed up /);
+      const restored = target('after-revocation');
+      assert.equal((await admin('restore', out, ...pathArgs(restored))).code, EXIT.ok);
+      for (const file of ['ca.crl', 'ca/revoked.jsonl', 'dmz/revocation/revoked-serials.txt', 'internal/revoked-devices.txt']) {
+        assert.equal(readFileSync(join(restored.certsDir, file), 'utf8'), readFileSync(join(pki.dir, file), 'utf8'), file);
+      }
+      assert.ok(serials.every((s) => readFileSync(join(restored.certsDir, 'dmz/revocation/revoked-serials.txt'), 'utf8').includes(s)));
+    } finally {
+      pki.cleanup();
+    }
   });
 
   it('restore checks an entry\'s declared size before reading it: a hostile 32 MiB entry, a full disk, a coded error, nothing staged', () => {
