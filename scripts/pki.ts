@@ -2,7 +2,7 @@
  * Certificate onboarding CLI, behind scripts/generate-certificates.sh and
  * scripts/generate-client-cert.sh. Run those; this file is their implementation.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
@@ -28,8 +28,21 @@ function usage(): never {
   process.exit(64);
 }
 
+/**
+ * parseArgs, its errors (an unknown option, one without its value) answered as a wrong argument
+ * is: ADMIN_USAGE and the usage, exit 64, where they escaped as a TypeError's stack trace, exit 1.
+ */
+function parseOptions<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    console.error(`error ADMIN_USAGE: ${(err as Error).message}`);
+    return usage();
+  }
+}
+
 function setup(argv: string[]): void {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseOptions({
     args: argv,
     allowPositionals: true,
     options: {
@@ -74,7 +87,7 @@ Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`);
 }
 
 function client(argv: string[]): void {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseOptions({
     args: argv,
     allowPositionals: true,
     options: { days: { type: 'string' }, renew: { type: 'boolean', default: false } },

@@ -343,6 +343,18 @@ describe('the onboarding scripts', () => {
         }
       })();
       assert.match(dup, /PKI_CERT_EXISTS/);
+      // A mistyped or incomplete option is a usage error (exit 64, its usage printed), not a stack trace.
+      for (const [script, args] of [
+        ['generate-certificates.sh', ['example.org', '--new-cA']],
+        ['generate-client-cert.sh', ['pump-8', '--days']],
+        ['generate-client-cert.sh', ['pump-8', '--renw']],
+      ] as const) {
+        const r = spawnSync(join(repoRoot, 'scripts', script), args, { env, encoding: 'utf8' });
+        assert.equal(r.status, 64, `${script} ${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /^error ADMIN_USAGE: .*\nusage:\n/, r.stderr);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      }
+      assert.equal(existsSync(join(scratch.dir, 'certs', 'devices', 'pump-8')), false);
     } finally {
       scratch.cleanup();
     }
