@@ -419,6 +419,7 @@ export const ERRORS = {
   ADMIN_USAGE: { http: 400, transient: false, description: 'The admin command was called with missing, unknown or malformed arguments; its usage was printed.' },
   ADMIN_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'No certificate, signing key or revocation is known for this device id.' },
   DEAD_LETTERS_NOT_FOUND: { http: 404, transient: false, description: 'There is no dead-letter folder at the path given (DEAD_LETTER_PATH, or --dead-letters).' },
+  DEAD_LETTERS_UNREADABLE: { http: 500, transient: false, description: 'A file of the dead-letter folder cannot be read (a folder, a FIFO or a symbolic link in the place of a letter file or of replayed.jsonl, an I/O error); list and replay stop, naming it.' },
   DEAD_LETTER_UNREADABLE: { http: 400, transient: false, description: 'A line of a dead-letter file is not a dead letter (a torn last line after a crash, or a damaged file); it was skipped.' },
   DEAD_LETTER_NOT_REPLAYABLE: {
     http: 422,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, openSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
@@ -39,12 +39,46 @@ export interface ReadLetter {
   letter: DeadLetter | undefined;
 }
 
+const cannotRead = (path: string, why: string, cause?: unknown) =>
+  new FieldStreamError('DEAD_LETTERS_UNREADABLE', `Cannot read ${path} (${why}): the distributor writes only regular files there; move it away and run again.`, undefined, cause === undefined ? undefined : { cause });
+
+/**
+ * The lines of a file of the folder, or DEAD_LETTERS_UNREADABLE naming it: a folder, a FIFO or a
+ * link in the place of a letter file (or of replayed.jsonl) crashed the command with a bare EISDIR,
+ * or blocked it for good in open(2), and an I/O error while reading came out without a code.
+ * Opened without following a link and without blocking, and checked to be a regular file first.
+ */
+function* linesOf(path: string, maxLineBytes: number): Generator<string | undefined> {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    throw cannotRead(path, (err as NodeJS.ErrnoException).code === 'ELOOP' ? 'a symbolic link' : ((err as NodeJS.ErrnoException).code ?? (err as Error).message), err);
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw cannotRead(path, 'not a regular file');
+  } finally {
+    closeSync(fd);
+  }
+  const lines = readLinesSync(path, maxLineBytes);
+  for (;;) {
+    let next: IteratorResult<string | undefined>;
+    try {
+      next = lines.next();
+    } catch (err) {
+      throw cannotRead(path, (err as NodeJS.ErrnoException).code ?? (err as Error).message, err);
+    }
+    if (next.done) return;
+    yield next.value;
+  }
+}
+
 /** The letters of the folder, file by file (by name: by day), line by line. */
 export function* readLetters(dir: string): Generator<ReadLetter> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new FieldStreamError('DEAD_LETTERS_NOT_FOUND', `No dead-letter folder at ${dir} (DEAD_LETTER_PATH, or --dead-letters).`);
   for (const file of readdirSync(dir).filter((f) => LETTER_FILE.test(f)).sort()) {
     let line = 0;
-    for (const text of readLinesSync(join(dir, file), LETTER_LINE_MAX_BYTES)) {
+    for (const text of linesOf(join(dir, file), LETTER_LINE_MAX_BYTES)) {
       line++;
       if (text === '') continue;
       const sha256 = text === undefined ? '' : createHash('sha256').update(text).digest('hex');
@@ -83,7 +117,7 @@ export class ReplayLedger {
   constructor(private readonly dir: string) {
     this.path = join(dir, REPLAYED_FILE);
     if (!existsSync(this.path)) return;
-    for (const text of readLinesSync(this.path, 4096)) {
+    for (const text of linesOf(this.path, 4096)) {
       if (!text) continue;
       try {
         const r = ReplayedSchema.safeParse(JSON.parse(text));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
@@ -7,6 +8,7 @@ import { readLetters, summarizeLetters } from '../../internal-network/distributo
 import { LIMITS } from '../../shared/limits.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { REPO_ROOT } from '../helpers/stack.ts';
 
 /**
  * The dead-letter file holds messages whose receipts let their devices delete them: each must be
@@ -84,4 +86,29 @@ describe('dead letters', () => {
     await first.put('t/b', Buffer.from('two'), err);
     assert.deepEqual(letters(dir).map((l) => (JSON.parse(l) as { topic: string }).topic), ['t/a', 't/b']);
   });
+
+  it('list and replay name a letter file or record they cannot read (a folder, a FIFO, a link in its place) with a code, never hang or crash on it', async () => {
+    for (const [name, make] of [
+      ['2026-01-02.jsonl', (p: string) => mkdirSync(p)],
+      ['2026-01-03.jsonl', (p: string) => execFileSync('mkfifo', [p])],
+      ['2026-01-04.jsonl', (p: string) => symlinkSync('/etc/hostname', p)],
+      ['replayed.jsonl', (p: string) => mkdirSync(p)],
+    ] as const) {
+      const dir = join(tmp.dir, `hostile-${name}`);
+      mkdirSync(dir);
+      writeFileSync(join(dir, '2026-01-01.jsonl'), '{"not":"a letter"}\n');
+      make(join(dir, name));
+      // In a child process: a FIFO opened for reading would block this one for good.
+      const r = spawnSync(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['dead-letters', 'list', '--dead-letters', dir], {
+        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.signal, null, `${name}: the list hung`);
+      assert.equal(r.status, 1, `${name}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^error DEAD_LETTERS_UNREADABLE: Cannot read ${join(dir, name).replace(/[.]/g, '\\.')} \\(`), name);
+      assert.throws(() => [...readLetters(dir)].length + summarizeLetters(dir).length, (e: unknown) => e instanceof FieldStreamError && e.code === 'DEAD_LETTERS_UNREADABLE', name);
+    }
+  });
 });
+
