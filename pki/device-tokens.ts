@@ -9,6 +9,7 @@ import { withDirLock } from '../shared/dir-lock.ts';
 import { generateToken, hashTokenSecret, parseToken, readTokensFileAt, tokenEntry, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
 import { pkiPaths } from './layout.ts';
 import { ensureSigningKey, isRevoked, packDeviceBundle, readPkiMeta } from './onboarding.ts';
+import { underRevocationLock } from './revocation.ts';
 
 /**
  * Device tokens on the operator's machine (shared/security/device-token.ts has the format).
@@ -61,9 +62,15 @@ export async function issueDeviceToken(root: string, deviceId: string, options: 
   const tokenId = randomBytes(8).toString('hex');
   const issuedAt = new Date();
   const expiresAt = new Date(issuedAt.getTime() + (options.validityDays ?? LIMITS.deviceTokenValidityDays) * DAY_MS).toISOString();
-  // Hashed first (scrypt takes a while): the file is read, changed and written at once, under its lock.
+  // Hashed first (scrypt takes a while): the file is read, changed and written at once, under its
+  // lock, itself taken under the revocation lock (in the order revokeDevice takes them), as a
+  // device certificate is issued: a revocation running meanwhile either has listed the device as
+  // revoked before the check below, or finds the token in the file and revokes it. With the tokens
+  // lock alone, a token issued between a revocation's token step and its listing of the device
+  // stayed active, and the revoked device got in again through the token route.
   const scrypt = await hashTokenSecret(secret);
-  return changeTokens(root, (tokens) => {
+  return underRevocationLock(root, () => changeTokens(root, (tokens) => {
+    if (isRevoked(root, deviceId)) throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
     const current = tokenEntry(tokens.devices, deviceId);
     if (current?.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
     if (current && !options.renew) throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a token; pass --renew (devices renew ID --token) to replace it.`);
@@ -73,7 +80,7 @@ export async function issueDeviceToken(root: string, deviceId: string, options: 
     writeAtomic(tokenFile, `${token}\n`, 0o600);
     ensureSigningKey(root, deviceId);
     return { changed: true, result: { tokenFile, tokenId, expiresAt } };
-  });
+  }));
 }
 
 /**

@@ -11,6 +11,7 @@ import { SERVICE_CERTS, pkiPaths } from '../../pki/layout.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
 import { describeCertificate } from '../../pki/certificates.ts';
 import { revokeDevice, revokedSerialsPath } from '../../pki/revocation.ts';
+import { tokenPaths } from '../../pki/device-tokens.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
 import { foreignDeviceCert, tempDir } from '../helpers/pki.ts';
@@ -442,6 +443,39 @@ describe('the onboarding scripts', () => {
       assert.match(stderr, /PKI_DEVICE_REVOKED/);
       assert.equal(issuedLines(), issued, 'no certificate that the revocation did not see');
       assert.equal(readFileSync(pkiPaths(certs).device('pump-6').cert, 'utf8'), before);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  it('issues a device token under the revocation lock, and none to a device revoked while it waited', async () => {
+    const scratch = tempDir('token-lock');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      issueDeviceCertificate(certs, 'pump-5');
+      // A revocation of pump-5 (a certificate device) holds the lock while a second admin adds it a
+      // token: the token's issue waits, and once the revocation is done (the device listed as
+      // revoked, the lock let go) issues nothing. Issued meanwhile, the token stayed active in the
+      // DMZ's file: the revoked device got in again through the token route.
+      const lock = join(certs, '.revocations.lock');
+      mkdirSync(lock);
+      const child = spawn(join(repoRoot, 'bin', 'fieldstream-admin'), ['devices', 'add', 'pump-5', '--token'], {
+        env: { PATH: process.env.PATH, CERTS_DIR: certs, FIELDSTREAM_ENV_FILE: '/dev/null' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      await new Promise((r) => setTimeout(r, 3_000));
+      const tokens = () => (existsSync(tokenPaths(certs).file) ? readFileSync(tokenPaths(certs).file, 'utf8') : '');
+      assert.doesNotMatch(tokens(), /pump-5/, 'no token issued while the lock is held');
+      writeFileSync(pkiPaths(certs).revokedDevices, 'pump-5\n');
+      rmSync(lock, { recursive: true });
+      assert.equal(await exited, 4, stderr);
+      assert.match(stderr, /PKI_DEVICE_REVOKED/);
+      assert.doesNotMatch(tokens(), /pump-5/, 'no token that the revocation did not see');
+      assert.equal(existsSync(tokenPaths(certs, 'pump-5').token), false);
     } finally {
       scratch.cleanup();
     }
