@@ -59,6 +59,47 @@ describe('the distributor state lease (replicas sharing one DISTRIBUTOR_STATE_DI
     });
   });
 
+  it('a lock left by a killed process is taken over by one of those waiting at once, never by two (shared/dir-lock.ts)', async () => {
+    // Six processes meet a lock a killed one left (claims, revocations and the tokens file share
+    // withDirLock) at the same moment. Each saw it stale, and one removed the lock another had just
+    // made in its place: two held it at once (two claims of one slot, two revocations of which the
+    // slower one's CRL lacked the other's).
+    const tmp = tempDir('lock-takeover');
+    try {
+      const script = `
+        import { appendFileSync } from 'node:fs';
+        import { withDirLock } from ${JSON.stringify(new URL('../../shared/dir-lock.ts', import.meta.url).href)};
+        import { FieldStreamError } from ${JSON.stringify(new URL('../../shared/errors.ts', import.meta.url).href)};
+        while (Date.now() < Number(process.env.AT)) {}
+        withDirLock(process.env.LOCK, 1000, () => new FieldStreamError('PKI_BUSY', 'busy'), () => {
+          appendFileSync(process.env.LOG, 'in\\n');
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+          appendFileSync(process.env.LOG, 'out\\n');
+        });`;
+      for (let round = 0; round < 5; round++) {
+        const lock = join(tmp.dir, `lock-${round}`);
+        const log = join(tmp.dir, `log-${round}`);
+        mkdirSync(lock);
+        age(lock, 60_000);
+        writeFileSync(log, '');
+        const at = String(Date.now() + 3_000);
+        const run = () =>
+          new Promise<void>((resolve, reject) => {
+            const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, LOCK: lock, LOG: log, AT: at }, stdio: ['ignore', 'ignore', 'inherit'] });
+            child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`exit ${code}`))));
+          });
+        await Promise.all([1, 2, 3, 4, 5, 6].map(run));
+        let holders = 0;
+        let most = 0;
+        for (const line of readFileSync(log, 'utf8').split('\n').filter(Boolean)) most = Math.max(most, (holders += line === 'in' ? 1 : -1));
+        assert.equal(most, 1, `round ${round}: ${most} processes held the lock at once`);
+        assert.equal(readFileSync(log, 'utf8').split('\n').filter((l) => l === 'in').length, 6);
+      }
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
   it('gives distinct slots to distributors started at the same moment in separate processes', async () => {
     const tmp = tempDir('lease-race');
     try {
