@@ -1,4 +1,4 @@
-import { chmodSync, linkSync, lstatSync, mkdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { chmodSync, linkSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { replaceFileDurablySync, syncDirSync } from '../../shared/durable-fs.ts';
 import { errnoOf } from './backup.ts';
@@ -30,7 +30,8 @@ export const PREVIOUS_MARKER = '.tmp-restore-';
  * (NAME.restore-PID). */
 export const RESTORE_LEFTOVERS = [PREVIOUS_MARKER, '.tmp-', '.restore-'] as const;
 
-type Undo = { target: string; previous?: string; mode?: number };
+/** `emptyDir`: the target was an empty folder (Docker's, see restore.ts inPlace), put back on rollback. */
+type Undo = { target: string; previous?: string; mode?: number; emptyDir?: true };
 
 export class RestoreWriter {
   private readonly undo: Undo[] = [];
@@ -64,7 +65,14 @@ export class RestoreWriter {
   replace(target: string, data: Buffer, mode: number): void {
     let existed = true;
     try {
-      lstatSync(target);
+      const st = lstatSync(target);
+      if (st.isDirectory() && readdirSync(target).length === 0) {
+        // Docker's folder in the file's place: removed (a folder not empty fails here, ENOTEMPTY)
+        rmdirSync(target);
+        this.undo.push({ target, emptyDir: true });
+        replaceFileDurablySync(target, data, mode);
+        return;
+      }
     } catch (err) {
       if (errnoOf(err) !== 'ENOENT') throw err;
       existed = false;
@@ -114,7 +122,10 @@ export class RestoreWriter {
     for (const u of [...this.undo].reverse()) {
       try {
         if (u.mode !== undefined) chmodSync(u.target, u.mode);
-        else if (u.previous) renameSync(u.previous, u.target);
+        else if (u.emptyDir) {
+          rmSync(u.target, { force: true });
+          mkdirSync(u.target);
+        } else if (u.previous) renameSync(u.previous, u.target);
         else rmSync(u.target, { force: true });
         dirs.add(dirname(u.target));
       } catch (err) {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lstatSync, readFileSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { AdminPaths } from './paths.ts';
@@ -63,10 +63,16 @@ interface Step {
   mode: number;
 }
 
-/** Whether `target` holds the file of the manifest already; absent is no; unreadable is an error. */
+/**
+ * Whether `target` holds the file of the manifest already; absent is no; unreadable is an error.
+ * An empty folder is absent: what Docker makes where a file it bind-mounts is missing (ca.crt,
+ * ca.crl, revoked-devices.txt on a compose host started before its restore). Taken for state in
+ * the way, it stopped the restore (BACKUP_STATE_EXISTS), and --force then failed on it (EPERM).
+ */
 function inPlace(s: Step): boolean | 'absent' {
   try {
     const st = lstatSync(s.target);
+    if (st.isDirectory() && readdirSync(s.target).length === 0) return 'absent';
     return st.isFile() && st.size === s.f.size && createHash('sha256').update(readFileSync(s.target)).digest('hex') === s.f.sha256;
   } catch (err) {
     // ENOTDIR: a file where a folder above it should be; the write finds it (and the restore is undone)

@@ -340,6 +340,25 @@ describe('backup and restore', () => {
     assert.deepEqual(filesBelow(top).filter((f) => f.includes('.tmp-')), []);
   });
 
+  it("restores over the empty folders Docker makes where a mounted file is missing (a compose host started before its restore); a failure puts them back", async () => {
+    const docker = ['ca.crt', 'ca.crl', 'internal/revoked-devices.txt', 'internal/stored-feed.key'];
+    const target = cleanTarget();
+    for (const f of docker) mkdirSync(join(target.certsDir, f), { recursive: true });
+    // A failure after them (a file where the device keys' folder goes): each folder is back as it was.
+    writeFileSync(join(target.certsDir, 'internal', 'device-keys'), 'in the way');
+    await refusedWith('BACKUP_WRITE_FAILED', restoreBackup(target, archive, { force: true }));
+    for (const f of docker) assert.deepEqual([statSync(join(target.certsDir, f)).isDirectory(), readdirSync(join(target.certsDir, f))], [true, []], f);
+    rmSync(join(target.certsDir, 'internal', 'device-keys'));
+    // No --force needed: an empty folder holds no state to lose.
+    const r = await restoreBackup(target, archive);
+    assert.equal(r.written.length, manifest.files.length);
+    for (const f of docker) assert.ok(readFileSync(join(target.certsDir, f)).equals(readFileSync(join(pki.dir, f))), f);
+    // A folder that holds something is state in the way, as before.
+    const other = cleanTarget();
+    mkdirSync(join(other.certsDir, 'ca.crl', 'x'), { recursive: true });
+    await refusedWith('BACKUP_STATE_EXISTS', restoreBackup(other, archive));
+  });
+
   it('a restore killed midway is finished by running it again, which removes what the dead one left', async () => {
     const target = cleanTarget();
     await restoreBackup(target, archive);
