@@ -91,10 +91,12 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   if (!existsSync(p.caKey)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
   const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => r.name === `devices/${deviceId}`);
   const current = p.device(deviceId).cert;
-  if (existsSync(current)) {
-    const serial = new X509Certificate(readFileSync(current)).serialNumber.toUpperCase();
-    if (!issued.some((r) => r.serial === serial)) issued.push({ name: `devices/${deviceId}`, serial, notAfter: '', subject: '' });
-  }
+  // The current certificate adds its serial should the log lack it (a set older than the log). One
+  // that cannot be read (truncated, not PEM) is passed over: the log holds every serial issued, each
+  // recorded before its certificate is written, and a damaged file must not keep the device valid,
+  // as its parse error stopped the revocation before anything was revoked.
+  const serial = existsSync(current) ? serialOf(readFileSync(current)) : undefined;
+  if (serial !== undefined && !issued.some((r) => r.serial === serial)) issued.push({ name: `devices/${deviceId}`, serial, notAfter: '', subject: '' });
   // A tokens file that cannot be read or changed must not keep a device's certificates valid: they
   // are revoked all the same, and the token's failure is reported after (revoke again once fixed).
   let token = false;
@@ -129,6 +131,15 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
     );
   }
   return { serials: issued.map((r) => r.serial), token };
+}
+
+/** A certificate's serial (upper-case hex), or undefined when the bytes are not a certificate. */
+function serialOf(pem: Buffer): string | undefined {
+  try {
+    return new X509Certificate(pem).serialNumber.toUpperCase();
+  } catch {
+    return undefined;
+  }
 }
 
 /** Where the gateways' list of revoked serials is written. */

@@ -417,6 +417,27 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it("revokes a device whose certificate file on this machine is damaged (truncated, not PEM): its serials are in the CA's log", () => {
+    const scratch = tempDir('revoke-bad-cert');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      issueDeviceCertificate(certs, 'pump-4');
+      const cert = pkiPaths(certs).device('pump-4').cert;
+      const serial = new X509Certificate(readFileSync(cert)).serialNumber.toUpperCase();
+      for (const damaged of [readFileSync(cert).subarray(0, 100), Buffer.from('not a certificate\n')]) {
+        writeFileSync(cert, damaged);
+        const { serials } = revokeDevice(certs, 'pump-4');
+        assert.deepEqual(serials, [serial]);
+      }
+      assert.ok(readFileSync(revokedSerialsPath(certs), 'utf8').includes(serial), 'the certificate is revoked for the gateways');
+      assert.match(readFileSync(pkiPaths(certs).revokedDevices, 'utf8'), /^pump-4$/m, 'and for the internal side');
+      assert.ok(!existsSync(pkiPaths(certs).deviceKeyRegistry('pump-4')));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('issues a device certificate under the revocation lock, and not to a device revoked while it waited', async () => {
     const scratch = tempDir('issue-lock');
     const certs = join(scratch.dir, 'certs');
