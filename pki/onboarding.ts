@@ -301,8 +301,10 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
   underRevocationLock(root, () => {
     refuse();
     writeKeyAndCert(paths, issued, { root, name: `devices/${deviceId}` });
+    // Under the lock too: a revocation between the two would otherwise find no key to remove, and
+    // this would then register the revoked device's key.
+    ensureSigningKey(root, deviceId);
   });
-  ensureSigningKey(root, deviceId);
   return { cert: paths.cert, key: paths.key };
 }
 

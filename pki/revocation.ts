@@ -160,13 +160,36 @@ function writeRevocations(root: string): void {
   // A private CA's CRL: valid ten years, made again at every revocation. An entry whose
   // certificate's expiry is unknown (a certificate the log lacked) is listed all the same.
   const now = new Date();
+  const crlNumber = nextCrlNumber(join(p.caDir, 'crl-number'), revoked.length);
   const crl = createCrl(loadCaFiles(p), {
     entries: revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revokedAt) })),
-    crlNumber: revoked.length + 1,
+    crlNumber,
     thisUpdate: now,
     nextUpdate: new Date(now.getTime() + 3650 * 86_400_000),
   });
   replaceFileDurablySync(join(root, 'ca.crl'), crl, 0o644);
+}
+
+/** A CRL number as kept in ca/crl-number: a positive integer, one line. */
+const CrlNumberSchema = z.string().trim().regex(/^[1-9][0-9]{0,15}$/).transform(Number);
+
+/**
+ * The number of the next CRL, kept in `path` (written before the CRL, so a process killed between
+ * the two skips a number rather than repeating one). RFC 5280 §5.2.3: a CA's CRL numbers increase
+ * with each CRL it issues; they were the count of revocations plus one, which a revocation that
+ * added no serial (a token-only device, a revocation run again) repeated. Past the highest that
+ * count could have given (revocations + 1), for sets made before this file.
+ */
+function nextCrlNumber(path: string, revocations: number): number {
+  let last = 0;
+  if (existsSync(path)) {
+    const parsed = CrlNumberSchema.safeParse(readFileSync(path, 'utf8'));
+    if (!parsed.success) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path} does not hold a CRL number (a positive integer): put the number of the CRL last issued there, or remove it.`);
+    last = parsed.data;
+  }
+  const next = Math.max(last, revocations + 1) + 1;
+  replaceFileDurablySync(path, `${next}\n`, 0o644);
+  return next;
 }
 
 function loadCaFiles(p: ReturnType<typeof pkiPaths>): { keyPem: string; certPem: string } {

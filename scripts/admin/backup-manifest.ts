@@ -77,7 +77,7 @@ export function archiveName(f: { root: Root; path: string }): string {
 }
 
 const SERVICE_FILE = /^(dmz|internal)\/[A-Za-z0-9][A-Za-z0-9._-]*\.(crt|key)$/;
-const CA_FILES = new Set(['ca/ca.key', 'ca/ca.crt', 'ca/issued.jsonl', 'ca/revoked.jsonl', 'ca.crt', 'fieldstream-pki.json']);
+const CA_FILES = new Set(['ca/ca.key', 'ca/ca.crt', 'ca/issued.jsonl', 'ca/revoked.jsonl', 'ca/crl-number', 'ca.crt', 'fieldstream-pki.json']);
 const REVOCATION_FILES = new Set(['ca.crl', 'dmz/revocation/revoked-serials.txt', 'internal/revoked-devices.txt']);
 const TOKENS_FILE = 'dmz/tokens/device-tokens.json';
 const STORED_FEED_KEY_FILE = 'internal/stored-feed.key';
@@ -86,7 +86,7 @@ const STORED_FEED_KEY_FILE = 'internal/stored-feed.key';
  * What a file below a root is, or undefined when a backup leaves it out. The same rule decides
  * what a backup takes and what a restore accepts, so a restore never writes a file that a backup
  * would not have taken (a key into bundles/, a file beside the CA). Below the certificates folder
- * (pki/layout.ts): the CA and its logs of issued and revoked certificates; the revocations
+ * (pki/layout.ts): the CA, its logs of issued and revoked certificates and the number of its last CRL; the revocations
  * (CRL, revoked serials, revoked devices); the registry of device signing keys; the device tokens'
  * hashes; the stored feed's key; each device's certificate, key, signing key and token; the services' certificates and keys. Left out: bundles/
  * (made again from the rest by `devices renew`), CAs set aside by --new-ca, temporary files.

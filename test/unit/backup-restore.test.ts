@@ -114,7 +114,7 @@ describe('backup and restore', () => {
     assert.deepEqual(m, manifest);
     assert.equal(m.version, 1);
     assert.ok(Math.abs(Date.parse(m.created) - Date.now()) < 60_000);
-    assert.deepEqual(m.contents, { ca: 6, revocations: 3, 'device-keys': 2, 'device-tokens': 1, 'stored-feed-key': 1, devices: 8, 'service-certificates': 20, 'replay-windows': 2, 'command-journal': 1 });
+    assert.deepEqual(m.contents, { ca: 7, revocations: 3, 'device-keys': 2, 'device-tokens': 1, 'stored-feed-key': 1, devices: 8, 'service-certificates': 20, 'replay-windows': 2, 'command-journal': 1 });
     for (const f of m.files) {
       const src = f.root === 'command-state' ? source.commandState : join(f.root === 'certs' ? source.certsDir : source.stateDir, f.path);
       const bytes = readFileSync(src);
@@ -397,7 +397,7 @@ describe('backup and restore', () => {
     const made = await admin('backup', 'cli.tar.gz', ...paths);
     assert.equal(made.code, EXIT.ok, made.err);
     const digest = sha(readFileSync(join(work.dir, 'cli.tar.gz')));
-    assert.match(made.out, new RegExp(`^Backed up ${manifest.files.length} files to .*cli\\.tar\\.gz \\(mode 0600\\): ca 6, revocations 3, `));
+    assert.match(made.out, new RegExp(`^Backed up ${manifest.files.length} files to .*cli\\.tar\\.gz \\(mode 0600\\): ca 7, revocations 3, `));
     assert.ok(made.out.includes(`sha256   ${digest}`));
     assert.equal((await admin('backup', 'cli.tar.gz', ...paths)).code, EXIT.conflict);
     assert.equal((await admin('backup', 'cli.tar.gz', ...paths, '--force')).code, EXIT.ok);

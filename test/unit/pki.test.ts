@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { SERVICE_CERTS, pkiPaths } from '../../pki/layout.ts';
 import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
 import { describeCertificate } from '../../pki/certificates.ts';
-import { revokeDevice, revokedSerialsPath } from '../../pki/revocation.ts';
+import { publishRevocations, revokeDevice, revokedSerialsPath } from '../../pki/revocation.ts';
 import { tokenPaths } from '../../pki/device-tokens.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
@@ -560,8 +560,15 @@ describe('the onboarding scripts', () => {
       assert.match(revoked.stdout + revoked.stderr, /certificate revoked/);
       const text = openssl('crl', '-in', join(certs, 'ca.crl'), '-noout', '-text');
       assert.match(text, /Version 2/);
-      assert.match(text, /X509v3 CRL Number:\s+2\b/);
       assert.match(text, new RegExp(`Serial Number: ${new X509Certificate(readFileSync(q.device('sensor-002').cert)).serialNumber}`, 'i'));
+      // RFC 5280 §5.2.3: each CRL the CA issues has a higher number than the one before, also when no
+      // serial was added (it was the count of revocations + 1, repeated then).
+      // `openssl crl -crlnumber` prints it in hexadecimal: crlNumber=0x2
+      const crlNumber = () => parseInt(/crlNumber=0x([0-9A-F]+)/i.exec(openssl('crl', '-in', join(certs, 'ca.crl'), '-noout', '-crlnumber'))?.[1] ?? 'NaN', 16);
+      const first = crlNumber();
+      assert.ok(first >= 2, `CRL number ${first}`);
+      publishRevocations(certs);
+      assert.ok(crlNumber() > first, `CRL number ${crlNumber()} after ${first}`);
     } finally {
       scratch.cleanup();
     }
