@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { replaceFileDurablySync } from '../shared/durable-fs.ts';
@@ -40,29 +40,64 @@ export interface IssuedRecord {
 export function recordIssued(root: string, name: string, certPem: string): void {
   const cert = new X509Certificate(certPem);
   const line: IssuedRecord = { name, serial: cert.serialNumber.toUpperCase(), notAfter: cert.validTo, subject: cert.subject };
-  appendLinesSync(join(pkiPaths(root).caDir, 'issued.jsonl'), JSON.stringify(line) + '\n', 0o600, new Set());
+  appendRecords(join(pkiPaths(root).caDir, 'issued.jsonl'), JSON.stringify(line) + '\n', IssuedRecordSchema);
 }
 
 const IssuedRecordSchema = z.object({ name: z.string(), serial: z.string(), notAfter: z.string(), subject: z.string() });
 const RevokedRecordSchema = IssuedRecordSchema.extend({ revokedAt: z.string() });
 
+/**
+ * Appends to one of the CA's logs, the torn end of an append that never finished (see readLines)
+ * cut off first: appended after, it would be a damaged line in the middle, which stops every
+ * reading of the log. A whole record without its newline is kept (appendLinesSync starts a line).
+ */
+function appendRecords(path: string, lines: string, schema: z.ZodType): void {
+  if (existsSync(path)) {
+    const text = readFileSync(path, 'utf8');
+    const end = text.lastIndexOf('\n') + 1;
+    if (end < text.length && !parseRecord(text.slice(end), schema).success) {
+      const fd = openSync(path, 'r+');
+      try {
+        ftruncateSync(fd, Buffer.byteLength(text.slice(0, end), 'utf8'));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+  }
+  appendLinesSync(path, lines, 0o600, new Set());
+}
+
+function parseRecord<S extends z.ZodType>(line: string, schema: S) {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    value = undefined;
+  }
+  return schema.safeParse(value);
+}
+
 /** The records of a JSON-lines file of the CA's, each checked; a damaged line stops with its place. */
 function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
   if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l, i) => {
-      let value: unknown;
-      try {
-        value = JSON.parse(l);
-      } catch {
-        value = undefined;
-      }
-      const r = schema.safeParse(value);
-      if (!r.success) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path}, line ${i + 1}: not a record of the CA's (damaged?)`);
-      return r.data;
-    });
+  const parse = (l: string) => parseRecord(l, schema);
+  const lines = readFileSync(path, 'utf8').split('\n');
+  // What follows the last newline ('' when the file ends with one) is an append that never finished
+  // (a full disk, a kill: appendLinesSync writes a record and its newline at once, and the next
+  // append cuts such an end off first: appendRecords). Its operation reported no success, so it is
+  // no record; unreadable, it is passed over rather than blocking every later revocation until
+  // someone edits the file. Whole, it is taken. A damaged line before it still stops everything: a
+  // record of the CA lost in the middle could be a revocation.
+  const tail = lines.pop() as string;
+  const records = lines.filter(Boolean).map((l, i) => {
+    const r = parse(l);
+    if (!r.success) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path}, line ${i + 1}: not a record of the CA's (damaged?)`);
+    return r.data as z.infer<S>;
+  });
+  const last = tail === '' ? undefined : parse(tail);
+  if (last?.success) records.push(last.data as z.infer<S>);
+  return records;
 }
 
 /**
@@ -113,7 +148,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   const now = new Date().toISOString();
   // Whole, synced, on lines of their own (line-file.ts): "Revoked" is said once they survive a power cut.
   const lines = issued.filter((r) => !already.has(r.serial)).map((r) => JSON.stringify({ ...r, revokedAt: now }) + '\n');
-  if (lines.length > 0) appendLinesSync(revokedPath, lines.join(''), 0o600, new Set());
+  if (lines.length > 0) appendRecords(revokedPath, lines.join(''), RevokedRecordSchema);
 
   // The internal side forgets the device's signing key and remembers that it was revoked.
   rmSync(p.deviceKeyRegistry(deviceId), { force: true });

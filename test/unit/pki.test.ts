@@ -417,6 +417,30 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it("issues and revokes after an append to the CA's logs that never finished (a full disk, a kill): its torn end is passed over, then cut off", () => {
+    const scratch = tempDir('revoke-torn-log');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      issueDeviceCertificate(certs, 'pump-3');
+      const caDir = join(certs, 'ca');
+      const torn = '{"name":"devices/pump-9","serial":"0A1B';
+      writeFileSync(join(caDir, 'issued.jsonl'), readFileSync(join(caDir, 'issued.jsonl'), 'utf8') + torn);
+      writeFileSync(join(caDir, 'revoked.jsonl'), torn);
+      issueDeviceCertificate(certs, 'pump-6');
+      const { serials } = revokeDevice(certs, 'pump-3');
+      assert.equal(serials.length, 1);
+      revokeDevice(certs, 'pump-6');
+      for (const log of ['issued.jsonl', 'revoked.jsonl']) {
+        const lines = readFileSync(join(caDir, log), 'utf8').split('\n').filter(Boolean);
+        assert.ok(lines.every((l) => !l.includes('0A1B')), `${log}: the torn end is cut off, not left in the middle`);
+      }
+      assert.match(readFileSync(pkiPaths(certs).revokedDevices, 'utf8'), /^pump-6$/m, 'a later revocation reads the logs whole');
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it("revokes a device whose certificate file on this machine is damaged (truncated, not PEM): its serials are in the CA's log", () => {
     const scratch = tempDir('revoke-bad-cert');
     const certs = join(scratch.dir, 'certs');
