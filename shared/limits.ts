@@ -517,6 +517,12 @@ export const TIMINGS = {
    * gateway's answers while frames are outstanding (send-pacing.ts): acks held up to
    * GATEWAY_ACK_HOLD_MS make shorter samples jump. */
   fieldSendRateSampleMs: 1_000,
+  /** milliseconds. The link's rate the field client kept (FIELD_DATA_DIR/link-rate.json) is gone by
+   * after a restart if it was measured at most this long ago (a week: a device may move to another
+   * link); older, the link is measured again (field-client/src/link-rate.ts). */
+  fieldLinkRateMaxAgeMs: 7 * 24 * 3600 * 1000,
+  /** milliseconds. Least time between two writes of the link's measured rate (link-rate.ts). */
+  fieldLinkRateSaveIntervalMs: 60_000,
   /** milliseconds. After connecting, the field client waits this long for the gateway's welcome
    * (which says its limits) before it starts sending without one. */
   welcomeWaitMs: 2_000,

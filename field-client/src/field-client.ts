@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import { canonicalPayload, type DataType } from '../../shared/contract/payloads.ts';
 import type { FieldClientOptions, PayloadOf, Submission } from './client-options.ts';
@@ -18,6 +19,7 @@ import type { Refusal } from './rejected.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
 import { TransientRewind } from './rewind-backoff.ts';
 import { SendPacing } from './send-pacing.ts';
+import { LinkRateNote } from './link-rate.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
 import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
@@ -67,6 +69,8 @@ export class FieldClient {
   private brokerDownSince: number | undefined;
   /** what is handed to the connection and not yet answered, within what the link carries in a few seconds (send-pacing.ts) */
   private readonly pacing: SendPacing;
+  /** the link's measured rate, kept across restarts (link-rate.ts) */
+  private readonly linkRate: LinkRateNote;
   /** error frames and out-of-place welcomes: logged within a bound (gateway-log.ts) */
   private readonly gatewayLog: LimitedLog;
   private readonly commitTimer: NodeJS.Timeout | undefined;
@@ -103,7 +107,8 @@ export class FieldClient {
     // The socket's buffer went back under its bound (the pump stopped at it): go on.
     connection.on('drain', () => this.schedulePump());
     this.transientRewind = new TransientRewind(() => this.resetSending(), options.transientRewindMs);
-    this.pacing = new SendPacing(options.sendAheadMs);
+    this.linkRate = new LinkRateNote(join(options.dataDir, 'link-rate.json'), log);
+    this.pacing = new SendPacing(options.sendAheadMs, this.linkRate.load(Date.now()));
     // A file taken once the link is measured is cut in chunks that cross it in a few seconds.
     outbox.sizeChunksBy(() => this.pacing.chunkBytes());
     this.gatewayLog = gatewayLog(log);
@@ -388,6 +393,7 @@ export class FieldClient {
 
   private onAck(ids: readonly string[]): void {
     this.pacing.acked(ids, performance.now());
+    this.linkRate.note(this.pacing.linkBytesPerSecond, Date.now());
     const now = Date.now();
     this.stats.lastAckAt = now;
     const seqs: number[] = [];

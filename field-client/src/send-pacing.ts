@@ -50,7 +50,21 @@ export class SendPacing {
    */
   private linkBound = false;
 
-  constructor(private readonly aheadMs: number = TIMINGS.fieldSendAheadMs) {}
+  /** `knownBytesPerSecond`: the link's rate measured before a restart (link-rate.ts), gone by until measured again. */
+  constructor(
+    private readonly aheadMs: number = TIMINGS.fieldSendAheadMs,
+    knownBytesPerSecond?: number,
+  ) {
+    if (knownBytesPerSecond !== undefined && knownBytesPerSecond > 0) {
+      this.rate = knownBytesPerSecond / 1000;
+      this.linkBound = true;
+    }
+  }
+
+  /** bytes per second of the link, once a sample confirmed the estimate as the link's (undefined: not yet) */
+  get linkBytesPerSecond(): number | undefined {
+    return this.linkBound && this.rate !== undefined ? Math.round(this.rate * 1000) : undefined;
+  }
 
   /** bytes handed over and not answered */
   get outstanding(): number {

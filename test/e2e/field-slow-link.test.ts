@@ -93,6 +93,10 @@ describe('the field client on a slow link', () => {
       assert.ok(readFileSync(stored).equals(content));
       const stale = fx.points({ measurement: 'security_events', device: DEVICE2 }).filter((p) => p.tags.reason === 'SECURITY_STALE');
       assert.deepEqual(stale, [], 'no frame reached the gateway past DISTRIBUTOR_TRANSIT_MAX_S');
+      // The rate it cut the file by is kept for its next start (link-rate.ts), where a file taken
+      // before any answer would otherwise be cut at FIELD_FILE_CHUNK_BYTES.
+      const kept = JSON.parse(readFileSync(join(field.dataDir, 'link-rate.json'), 'utf8')) as { bytesPerSecond: number };
+      assert.ok(kept.bytesPerSecond > LINK_BYTES_PER_S / 2 && kept.bytesPerSecond < LINK_BYTES_PER_S * 3, `kept ${kept.bytesPerSecond} B/s on a link of ${LINK_BYTES_PER_S}`);
     } finally {
       await field.close();
     }

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { SendPacing } from '../../field-client/src/send-pacing.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LinkRateNote } from '../../field-client/src/link-rate.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /** The field client's pacing (field-client/src/send-pacing.ts), on a clock of its own. */
@@ -135,6 +137,62 @@ describe('send pacing', () => {
       assert.equal((await outbox.accept(join(work.dir, 'f.bin'), {})).chunkBytes, 64 * 1024, 'a fast link: as configured');
     } finally {
       work.cleanup();
+    }
+  });
+});
+
+/** The link's measured rate kept across restarts (field-client/src/link-rate.ts). */
+describe("the link's rate kept across restarts", () => {
+  it('a rate kept is gone by at the next start: files are cut for the link at once, not at FIELD_FILE_CHUNK_BYTES', () => {
+    const scratch = tempDir('link-rate');
+    try {
+      const path = join(scratch.dir, 'link-rate.json');
+      const logs = new LogCapture();
+      const first = new LinkRateNote(path, logs.logger);
+      assert.equal(first.load(1_000_000), undefined, 'nothing kept yet');
+      first.note(undefined, 1_000_000);
+      assert.ok(!existsSync(path), 'nothing measured: nothing written');
+      first.note(8_000, 1_000_000); // 8 KB/s, as the slow-link test's relay
+      // The next start: the pacing knows the link, and a file is cut for it before any answer.
+      const kept = new LinkRateNote(path, logs.logger).load(2_000_000);
+      assert.equal(kept, 8_000);
+      const p = new SendPacing(5_000, kept);
+      assert.equal(p.linkBytesPerSecond, 8_000);
+      assert.equal(p.budget, Math.max(LIMITS.fieldSendAheadMinBytes, 8 * 5_000));
+      assert.equal(p.chunkBytes(), Math.max(LIMITS.fieldFileChunkMinBytes, Math.floor((8 * 5_000 * 3) / 4)));
+      assert.equal(new SendPacing(5_000).chunkBytes(), undefined, 'without it, unknown until measured');
+      // Written again only when it moved by a quarter, at most once a minute.
+      first.note(8_500, 1_000_000 + TIMINGS.fieldLinkRateSaveIntervalMs);
+      assert.equal(new LinkRateNote(path, logs.logger).load(2_000_000), 8_000);
+      first.note(20_000, 1_000_000 + 10_000);
+      assert.equal(new LinkRateNote(path, logs.logger).load(2_000_000), 8_000, 'within the minute: not written');
+      first.note(20_000, 1_000_000 + TIMINGS.fieldLinkRateSaveIntervalMs);
+      assert.equal(new LinkRateNote(path, logs.logger).load(2_000_000), 20_000);
+      // Too old (the device may have moved to another link), or from the future: measured again.
+      const last = 1_000_000 + TIMINGS.fieldLinkRateSaveIntervalMs;
+      assert.equal(new LinkRateNote(path, logs.logger).load(last + TIMINGS.fieldLinkRateMaxAgeMs + 1), undefined);
+      assert.equal(new LinkRateNote(path, logs.logger).load(last - 1), undefined);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  it('a damaged note is FIELD_STATE_INVALID, ignored, and made again', () => {
+    const scratch = tempDir('link-rate-bad');
+    try {
+      const path = join(scratch.dir, 'link-rate.json');
+      const logs = new LogCapture();
+      for (const bad of ['{"v":1,"bytesPerSecond":', '{"v":1,"bytesPerSecond":-5,"measuredAt":1}', '{"v":2,"bytesPerSecond":5,"measuredAt":1}', '[]']) {
+        writeFileSync(path, bad);
+        assert.equal(new LinkRateNote(path, logs.logger).load(1_000), undefined, bad);
+      }
+      assert.equal(logs.codes().filter((c) => c === 'FIELD_STATE_INVALID').length, 4);
+      const note = new LinkRateNote(path, logs.logger);
+      note.load(1_000);
+      note.note(12_345, 1_000);
+      assert.equal(new LinkRateNote(path, logs.logger).load(2_000), 12_345);
+    } finally {
+      scratch.cleanup();
     }
   });
 });
