@@ -412,6 +412,51 @@ describe('bounded memory', () => {
     assert.equal(scorer.stats().valuesIgnored, 2);
   });
 
+  it('forgets a field the device stopped sending (a firmware renamed it): its slot and the forest go to the fields it sends now', () => {
+    // Two slots: a, b for four days, then a is renamed c. Kept for good, a held its slot (c was
+    // refused for ever, never scored) and its forest column (NaN in every row from then on).
+    const scorer = new AnomalyScorer({ maxFieldsPerDevice: 2 });
+    const p = scorer.params;
+    const day = 24 * 60 * MINUTE;
+    const rng = new Mulberry32(5);
+    const found: Anomaly[] = [];
+    const read = (t: number, first: 'a' | 'c', value?: number) => {
+      const level = 20 + 3 * Math.sin((2 * Math.PI * t) / day) + 0.1 * rng.normal();
+      found.push(...scorer.score({ device: 'd', time: T0 + t, fields: { [first]: value ?? level, b: 50 + 0.2 * rng.normal() } }));
+    };
+    let t = 0;
+    for (; t < 4 * day; t += 10 * MINUTE) read(t, 'a');
+    assert.equal(scorer.forestReady('d'), true);
+    const lastOfA = t - 10 * MINUTE;
+    for (; t < lastOfA + p.fieldForgetMs; t += 10 * MINUTE) read(t, 'c');
+    assert.equal(scorer.stats().fieldsForgotten, 0, 'not before fieldForgetMs');
+    assert.ok(scorer.stats().fieldsRefused > 0, 'c had no slot meanwhile');
+    const refused = scorer.stats().fieldsRefused;
+    read(t, 'c');
+    t += 10 * MINUTE;
+    assert.equal(scorer.stats().fieldsForgotten, 1);
+    assert.equal(scorer.forestReady('d'), false, "the forest's fields changed: it starts again");
+    const forgottenAt = t;
+    for (; t < forgottenAt + 3 * day; t += 10 * MINUTE) read(t, 'c');
+    assert.equal(scorer.stats().fieldsRefused, refused + 1, 'c has a slot from then on (its reading at the forgetting aside)');
+    assert.equal(scorer.forestReady('d'), true, 'a forest of b and c');
+    const before = found.length;
+    read(t, 'c', 1e4);
+    assert.ok(found.slice(before).some((a) => a.field === 'c' && a.detector === 'mad'), JSON.stringify(found.slice(before)));
+  });
+
+  it('keeps a field that is only sent now and then (hourly among readings of every minute), and when the clock jumps ahead', () => {
+    const scorer = new AnomalyScorer();
+    for (let m = 0; m < 10 * 24 * 60; m++) {
+      const fields: Record<string, number> = { x: (m * 7) % 13 };
+      if (m % 60 === 0) fields.battery = 90 - m / 1000;
+      scorer.score({ device: 'd', time: T0 + m * MINUTE, fields });
+      // Once, its clock jumps ten days ahead in a reading without the battery: nothing is forgotten.
+      if (m === 5 * 24 * 60 + 30) scorer.score({ device: 'd', time: T0 + m * MINUTE + 10 * 24 * 60 * MINUTE, fields: { x: 3 } });
+    }
+    assert.equal(scorer.stats().fieldsForgotten, 0);
+  });
+
   it('makes the training buffer of a device only when its first row can enter it (from its second day), not at its first reading', () => {
     const p = DEFAULT_ANOMALY_PARAMS;
     const scorer = new AnomalyScorer();

@@ -8,6 +8,8 @@ import type { Anomaly, AnomalyKind } from './types.ts';
 /** What a device reports back to the scorer's counters. */
 export interface DeviceCounters {
   fieldsRefused: number;
+  /** fields forgotten: not sent for fieldForgetMs and windowSize readings (AnomalyParams) */
+  fieldsForgotten: number;
   valuesIgnored: number;
   forestsTrained: number;
 }
@@ -82,6 +84,7 @@ export class DeviceModel {
       }
       f.observe(x, p);
       f.lastReading = reading;
+      f.lastTime = time;
       if (f.z > p.madThreshold) {
         out.push({ device: this.id, field: name, detector: 'mad', score: f.z, value: x, time, kind: 'spike' });
         anomalous = true;
@@ -105,8 +108,36 @@ export class DeviceModel {
 
     if (time - this.lastSampleTime >= p.forestSampleIntervalMs || time < this.lastSampleTime) {
       this.lastSampleTime = time;
+      // Looked at here, once per row at most: not a walk over every field on every reading.
+      this.forgetIdleFields(reading, time, counters);
       this.sample(reading, time, anomalous, counters);
     }
+  }
+
+  /** Forgets the fields the device stopped sending (AnomalyParams.fieldForgetMs). The forest's
+   * columns are the first forestMaxFields fields in order: if one of them goes, the order shifts,
+   * and the buffer, the features and the forest start again from the fields sent now. */
+  private forgetIdleFields(reading: number, time: number, counters: DeviceCounters): void {
+    const p = this.p;
+    let restartForest = false;
+    for (let k = this.list.length - 1; k >= 0; k--) {
+      const f = this.list[k] as FieldState;
+      if (!(time - f.lastTime >= p.fieldForgetMs && reading - f.lastReading >= p.windowSize)) continue;
+      this.list.splice(k, 1);
+      this.fields.delete(f.name);
+      counters.fieldsForgotten++;
+      if (k < p.forestMaxFields) restartForest = true;
+    }
+    if (!restartForest) return;
+    this.buffer = null;
+    this.bufferFields = 0;
+    this.bufferHead = 0;
+    this.bufferCount = 0;
+    this.rowsSinceTrain = 0;
+    this.keptOut = 0;
+    this.forest = null;
+    this.model = null;
+    this.threshold = 1;
   }
 
   /** Levels (x - ref; NaN when absent from this reading) and drifts (NaN while there is no

@@ -57,6 +57,8 @@ export class FieldState {
   /** the last value seen, and the reading (device-local counter) that carried it */
   last = NaN;
   lastReading = -1;
+  /** the time of the last reading that carried it (its device's clock: see AnomalyParams.fieldForgetMs) */
+  lastTime = -Infinity;
   private seen = 0;
   private rate = 0;
   private requiredRun = Infinity;

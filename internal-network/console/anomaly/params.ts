@@ -27,6 +27,14 @@ export const AnomalyParamsSchema = z
      * contract allows LIMITS.readingMaxFields (256) per reading; 32 covers every real sensor set
      * we know of at an eighth of the memory. */
     maxFieldsPerDevice: z.number().int().min(1).max(LIMITS.readingMaxFields),
+    /** milliseconds (reading time). A field a device has not sent for this long, and in none of
+     * its last windowSize readings, is forgotten: its slot (maxFieldsPerDevice) goes to the fields
+     * it sends now, and if it was one of the forest's, the forest starts again from the fields it
+     * sends now. A firmware that renames a field otherwise left the old name holding its slot and
+     * its forest column for good. The buffer's span (3.6 days by default): by then no row of the
+     * buffer holds the field. Both conditions, so that neither a field sent once an hour among
+     * readings of every minute nor a device's clock jumping ahead forgets a field it still sends. */
+    fieldForgetMs: z.number().int().min(0),
 
     // -- Per-field robust baseline (rolling median and MAD) --------------------------------------
     /** readings. Values per field in the rolling window. On 64 values the MAD's standard error is
@@ -133,6 +141,7 @@ export const DEFAULT_ANOMALY_PARAMS: Readonly<AnomalyParams> = Object.freeze({
   maxDevices: 10_000,
   deviceIdleMs: 3_600_000,
   maxFieldsPerDevice: 32,
+  fieldForgetMs: 512 * 600_000,
   windowSize: 64,
   madMinSamples: 32,
   madThreshold: 7,

@@ -54,6 +54,7 @@ export class AnomalyScorer {
     devicesRefused: 0,
     devicesEvicted: 0,
     fieldsRefused: 0,
+    fieldsForgotten: 0,
     valuesIgnored: 0,
     forestsTrained: 0,
   };
