@@ -1,5 +1,5 @@
 import { closeSync, constants, fchmodSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /**
@@ -67,6 +67,35 @@ export function replaceFileDurablySync(path: string, data: string | Buffer | Ite
   closeSync(fd);
   renameSync(tmp, path);
   syncDirSync(dirname(path));
+}
+
+/**
+ * replaceFileDurablySync without holding the event loop: the pieces are written as they come (an
+ * async iterable may compute each when asked), each write awaited. `tmp` names the file aside: a
+ * name of the writer's own where several processes, one pid each in its container, share a folder.
+ */
+export async function replaceFileDurably(path: string, pieces: Iterable<string | Buffer> | AsyncIterable<string | Buffer>, tmp: string, mode = 0o600): Promise<void> {
+  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode & 0o600);
+  try {
+    await fh.chmod(mode);
+    for await (const piece of pieces) {
+      const bytes = typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece;
+      // A write may take fewer bytes than asked without an error (writeWholeSync): written on.
+      for (let at = 0; at < bytes.length; ) {
+        const { bytesWritten } = await fh.write(bytes, at, bytes.length - at);
+        if (bytesWritten <= 0) throw new Error(`the disk took none of the bytes of ${tmp}`);
+        at += bytesWritten;
+      }
+    }
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
+  await rename(tmp, path);
+  await syncDir(dirname(path));
 }
 
 /** Removes `path` (if there) for good: the removal itself survives a power cut. */

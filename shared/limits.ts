@@ -867,6 +867,17 @@ export const CONSOLE = {
   /** readings waiting to be scored for anomalies; past it readings are skipped and counted, never
    * slowing what feeds them */
   anomalyQueueMax: 200_000,
+  /** milliseconds between saves of the anomaly detectors' state (CONSOLE_STATE_DIR; also saved when
+   * the console stops): what a kill loses is at most this much learning. The forest takes a row per
+   * 10 minutes of a device's readings (forestSampleIntervalMs), so a save per row's worth. */
+  anomalyStateSaveMs: 10 * 60_000,
+  /** bytes. Longest line of the saved anomaly state read back: a device's line at the parameters'
+   * maxima (256 fields of 4,096 values, a buffer of 65,536 rows of 64 fields) is about 59 MB in
+   * base64; a damaged file without line breaks is not held whole. */
+  anomalyStateLineMaxBytes: 64 * 1024 * 1024,
+  /** bytes. The saved anomaly state is written about this much at a time (some 50 devices of 3 or 4
+   * fields), the console serving between the writes. */
+  anomalyStateWriteBytes: 1024 * 1024,
   /** devices tracked that are not in the registry but sent data the distributor verified and stored
    * (its registry saw the key before the console's did, or it stores unsigned data): their own
    * bound, so that they can never take the room of registered devices (maxDevices) */

@@ -69,6 +69,9 @@ export const ConsoleConfigSchema = z
     CONSOLE_PIPELINE_TARGETS: PipelineTargetsSchema,
     /** Score every numeric field for anomalies (docs/anomaly-detection.md). */
     CONSOLE_ANOMALY: z.enum(['on', 'off']).default('on'),
+    /** Where the anomaly detectors' state is saved, to be restored at the next start ("off": not saved,
+     * every restart starts every device afresh). */
+    CONSOLE_STATE_DIR: z.string().min(1).default('./data/console-state'),
     /** The management API under /api/v1/manage (bearer tokens; docs/management-api.md). */
     CONSOLE_MANAGE_API: z.enum(['on', 'off']).default('on'),
     /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */

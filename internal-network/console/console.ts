@@ -10,7 +10,9 @@ import { ReloadingCredentials } from '../shared/credentials.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { STORED_FEED_REFUSALS, STORED_FEED_TOPIC, StoredFeedReader, type StoredFeedRefusal } from '../shared/stored-feed.ts';
 import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
+import { AnomalyScorer } from './anomaly/scorer.ts';
 import { AnomalyRunner, type ReadingScorer } from './anomaly-runner.ts';
+import { AnomalyStateSaver, loadAnomalyState } from './anomaly-state-file.ts';
 import { CommandClient } from './command-client.ts';
 import type { ConsoleConfig } from './config.ts';
 import { Fleet } from './fleet/fleet.ts';
@@ -76,6 +78,11 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
   const deviceTokens = new DeviceTokensView(config.CONSOLE_DEVICE_TOKENS_FILE, log.child({ subsystem: 'device-tokens' }));
 
   const runner = opts.scorer && config.CONSOLE_ANOMALY === 'on' ? new AnomalyRunner(opts.scorer, (a) => found(a), log.child({ subsystem: 'anomaly' })) : undefined;
+  // What the detectors learnt before a restart, back before the first reading is scored.
+  const anomalyLog = log.child({ subsystem: 'anomaly-state' });
+  const kept = runner && opts.scorer instanceof AnomalyScorer && config.CONSOLE_STATE_DIR !== 'off' ? opts.scorer : undefined;
+  if (kept) loadAnomalyState(config.CONSOLE_STATE_DIR, kept, anomalyLog);
+  const saver = kept ? new AnomalyStateSaver(config.CONSOLE_STATE_DIR, kept, anomalyLog) : undefined;
   const found = (a: Anomaly) => {
     fleet.addAnomaly(a);
     own.add({
@@ -163,6 +170,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
   });
   const history = new LimitedHistory(selectHistory(config, () => new LocalHistory(config.TIMESERIES_LOCAL_PATH)));
   const timers = [setInterval(() => fleet.sweep(), CONSOLE.staleSweepMs), setInterval(lookAtRegistry, CONSOLE.staleSweepMs)];
+  if (saver) timers.push(setInterval(() => void saver.save(), CONSOLE.anomalyStateSaveMs));
 
   let web: Awaited<ReturnType<typeof startWebServer>>;
   let metricsServer: MetricsServer | undefined;
@@ -215,6 +223,8 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       await metricsServer?.close();
       await pipeline.stop();
       await endMqtt(mqtt);
+      // No reading comes any more: what was learnt up to now is what the next start restores.
+      await saver?.save();
       await own.close();
     },
   };

@@ -142,6 +142,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     CONSOLE_STORED_FEED_KEY_FILE: p.storedFeedKey,
     CONSOLE_PIPELINE_TARGETS: `distributor=${metrics.distributor},command-api=${metrics.commandApi},broker-exporter=${metrics.brokerExporter}`,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,
+    CONSOLE_STATE_DIR: w('console-state'),
   }, { port: ports.console, host: local.connect });
 
   const all = [mosquitto, distributor, commandApi, brokerExporter, operatorConsole];

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Anomaly, DeviceRow } from '../../internal-network/console/fleet/types.ts';
@@ -104,5 +105,26 @@ describe('the console on the real stack, with InfluxDB', () => {
     const values = (h.body.points as Array<[number, number]>).map((p) => p[1]);
     assert.ok(values.length >= 20, `history points: ${values.length}`);
     assert.ok(Math.max(...values) > 60, 'the spike is in the window (averaged into its bucket)');
+  });
+
+  it('keeps what the anomaly detectors learnt across a restart: the first reading after it is scored against the device\'s baseline', async () => {
+    // The device's 120 readings above made its baseline. Restarted afresh, the console would score
+    // nothing of it before madMinSamples (32) new readings; restored, a spike is flagged at once.
+    await stack.component('console').restart();
+    const saved = readFileSync(join(work.dir, 'stack', 'console-state', 'anomaly-state.jsonl'), 'utf8').split('\n');
+    assert.ok(saved.some((l) => l.startsWith(`{"id":"${DEVICE}"`)), 'the device is in the saved state');
+    const restored = await eventually(() => (stack.component('console').tail(400).includes('anomaly state restored') ? true : undefined), 10_000, 'the restored state in the log');
+    assert.ok(restored);
+    const session = new ConsoleSession(stack.urls.console);
+    await session.login(ROLE_TOKENS.viewer);
+    const live = await session.live();
+    try {
+      const at = Date.now() - 60_000;
+      await field.client.submit('timeseries', { temperature: -120, timestamp: at });
+      const spike = await live.until((e) => (e.event === 'anomalies' || e.event === 'snapshot' ? (e.data as { anomalies: Anomaly[] }).anomalies.find((a) => a.device === DEVICE && a.time === at) : undefined), 30_000);
+      assert.deepEqual([spike.detector, spike.field, spike.value], ['mad', 'temperature', -120]);
+    } finally {
+      live.close();
+    }
   });
 });

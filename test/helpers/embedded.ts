@@ -54,6 +54,7 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     DEAD_LETTER_PATH: data.deadLetters,
     COMMAND_STATE_PATH: join(tmp.dir, 'commands.jsonl'),
     DISTRIBUTOR_STATE_DIR: join(tmp.dir, 'distributor-state'),
+    CONSOLE_STATE_DIR: join(tmp.dir, 'console-state'),
     ...extraEnv,
   };
   const logs = new LogCapture();

@@ -3,6 +3,7 @@ import { DailyProfile, FieldState } from './field.ts';
 import { IsolationForest } from './iforest.ts';
 import type { AnomalyParams } from './params.ts';
 import { hash32 } from './prng.ts';
+import { decodeArray, encodeArray, finiteOrNull, type DeviceState } from './state.ts';
 import type { Anomaly, AnomalyKind } from './types.ts';
 
 /** What a device reports back to the scorer's counters. */
@@ -59,6 +60,48 @@ export class DeviceModel {
     private readonly p: AnomalyParams,
   ) {
     this.seed = hash32(id, p.seed);
+  }
+
+  /** What is kept of the device across a restart (state.ts): all it learnt, but its forest. */
+  toState(): DeviceState {
+    return {
+      id: this.id,
+      readings: this.readings,
+      lastSampleTime: finiteOrNull(this.lastSampleTime),
+      rowsSinceTrain: this.rowsSinceTrain,
+      keptOut: this.keptOut,
+      trainings: this.trainings,
+      forest: this.forest !== null,
+      buffer: this.buffer === null ? null : { fields: this.bufferFields, head: this.bufferHead, count: this.bufferCount, rows: encodeArray(this.buffer) },
+      fields: this.list.map((f) => f.toState()),
+    };
+  }
+
+  /**
+   * A device as saved, checked beforehand (deviceStateProblem). A device that had a forest grows it
+   * again from the buffer at its next row, as a retraining (the forest is not saved: it is most of
+   * a device's memory, and the buffer it was grown from is kept): until then its readings are
+   * scored by the spike and stuck detectors only, for at most forestSampleIntervalMs of its time.
+   */
+  static fromState(s: DeviceState, p: AnomalyParams): DeviceModel {
+    const d = new DeviceModel(s.id, p);
+    for (const fs of s.fields) {
+      const f = FieldState.fromState(fs, p);
+      d.fields.set(f.name, f);
+      d.list.push(f);
+    }
+    d.readings = s.readings;
+    d.lastSampleTime = s.lastSampleTime ?? -Infinity;
+    d.rowsSinceTrain = s.forest ? Math.max(s.rowsSinceTrain, p.forestRetrainEvery) : s.rowsSinceTrain;
+    d.keptOut = s.keptOut;
+    d.trainings = s.trainings;
+    if (s.buffer !== null) {
+      d.buffer = decodeArray(Float32Array, s.buffer.rows) as Float32Array;
+      d.bufferFields = s.buffer.fields;
+      d.bufferHead = s.buffer.head;
+      d.bufferCount = s.buffer.count;
+    }
+    return d;
   }
 
   /** Scores one reading, appending what it finds to `out`. */

@@ -1,5 +1,6 @@
 import type { AnomalyParams } from './params.ts';
 import { MAD_SCALE, MEAN_AD_SCALE, RollingWindow } from './rolling.ts';
+import { decodeArray, encodeArray, finiteOrNull, type DailyProfileState, type FieldStateData } from './state.ts';
 
 /**
  * robust z. The highest spike score reported. A value the contract allows can lie anywhere up to
@@ -67,8 +68,45 @@ export class FieldState {
   constructor(
     readonly name: string,
     windowSize: number,
+    window?: RollingWindow,
   ) {
-    this.window = new RollingWindow(windowSize);
+    this.window = window ?? new RollingWindow(windowSize);
+  }
+
+  /** What is kept of it across a restart (state.ts); the last spike score is not: it is the last reading's. */
+  toState(): FieldStateData {
+    return {
+      name: this.name,
+      window: encodeArray(this.window.values()),
+      ref: this.ref,
+      last: this.last,
+      lastReading: this.lastReading,
+      lastTime: this.lastTime,
+      seen: this.seen,
+      rate: this.rate,
+      run: this.run,
+      requiredRun: finiteOrNull(this.requiredRun),
+      minStep: finiteOrNull(this.minStep),
+      stuck: this.stuck,
+      profile: this.profile?.toState() ?? null,
+    };
+  }
+
+  /** A field as saved; its sizes checked beforehand (deviceStateProblem). */
+  static fromState(s: FieldStateData, p: AnomalyParams): FieldState {
+    const f = new FieldState(s.name, p.windowSize, RollingWindow.of(p.windowSize, decodeArray(Float64Array, s.window) as Float64Array));
+    f.ref = s.ref;
+    f.last = s.last;
+    f.lastReading = s.lastReading;
+    f.lastTime = s.lastTime;
+    f.seen = s.seen;
+    f.rate = s.rate;
+    f.run = s.run;
+    f.requiredRun = s.requiredRun ?? Infinity;
+    f.minStep = s.minStep ?? Infinity;
+    f.stuck = s.stuck;
+    f.profile = s.profile === null ? null : DailyProfile.fromState(s.profile, p);
+    return f;
   }
 
   /** Scores x, then takes it into the baseline. Sets z, stuck, stuckStart and run. */
@@ -179,6 +217,20 @@ export class DailyProfile {
 
   get bytes(): number {
     return this.value.byteLength + this.count.byteLength;
+  }
+
+  toState(): DailyProfileState {
+    return { value: encodeArray(this.value), count: encodeArray(this.count), since: finiteOrNull(this.since), latest: finiteOrNull(this.latest) };
+  }
+
+  /** A profile as saved; its sizes checked beforehand (deviceStateProblem). */
+  static fromState(s: DailyProfileState, p: AnomalyParams): DailyProfile {
+    const d = new DailyProfile(p.driftBins, p.driftHorizon);
+    d.value.set(decodeArray(Float32Array, s.value) as Float32Array);
+    d.count.set(decodeArray(Uint8Array, s.count) as Uint8Array);
+    d.since = s.since ?? NaN;
+    d.latest = s.latest ?? NaN;
+    return d;
   }
 
   private bin(t: number): number {

@@ -40,6 +40,21 @@ export class RollingWindow {
     this.head = this.head + 1 === this.capacity ? 0 : this.head + 1;
   }
 
+  /** The values in arrival order, oldest first (a copy: what is saved of the window). */
+  values(): Float64Array {
+    const out = new Float64Array(this.n);
+    const first = this.n === this.capacity ? this.head : 0;
+    for (let i = 0; i < this.n; i++) out[i] = this.ring[(first + i) % this.capacity] as number;
+    return out;
+  }
+
+  /** A window of `capacity` holding `values` (oldest first; at most the last `capacity` kept). */
+  static of(capacity: number, values: ArrayLike<number>): RollingWindow {
+    const w = new RollingWindow(capacity);
+    for (let i = 0; i < values.length; i++) w.push(values[i] as number);
+    return w;
+  }
+
   /** The median (NaN when empty). */
   median(): number {
     return sortedMedian(this.sorted, this.n);

@@ -1,5 +1,6 @@
 import { DeviceModel, type DeviceCounters } from './device.ts';
 import { anomalyParams, type AnomalyParams } from './params.ts';
+import { deviceStateProblem, type DeviceState } from './state.ts';
 import type { Anomaly, ScoredReading } from './types.ts';
 
 export interface AnomalyScorerStats extends DeviceCounters {
@@ -85,6 +86,32 @@ export class AnomalyScorer {
   /** Forgets a device (e.g. one removed from the fleet); true if it was tracked. */
   forget(device: string): boolean {
     return this.devices.delete(device);
+  }
+
+  /**
+   * The devices, the least recently heard from first, each made into its state (state.ts) when a
+   * save reaches it: what a restart keeps. A copy of the list: a save that takes its time sees each
+   * device once, however many are heard from (moved to the end of the map) meanwhile.
+   */
+  devicesState(): ReadonlyArray<{ toState(): DeviceState }> {
+    return [...this.devices.values()];
+  }
+
+  /**
+   * Takes back a device as saved, as the most recently heard from (restore them in the order
+   * devicesState gave). Its arrival is now: whether it is idle is judged on this process's clock.
+   * The reason it was not taken (it does not fit the parameters, it is tracked already, or
+   * maxDevices are), else undefined.
+   */
+  restoreDevice(state: DeviceState): string | undefined {
+    const problem = deviceStateProblem(state, this.params);
+    if (problem !== undefined) return problem;
+    if (this.devices.has(state.id)) return 'the device is tracked already';
+    if (this.devices.size >= this.params.maxDevices) return 'maxDevices are tracked';
+    const d = DeviceModel.fromState(state, this.params);
+    d.lastArrival = this.now();
+    this.devices.set(state.id, d);
+    return undefined;
   }
 
   stats(): AnomalyScorerStats {

@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { generateDataset } from '../../internal-network/console/anomaly/dataset.ts';
+import { AnomalyScorer } from '../../internal-network/console/anomaly/scorer.ts';
+import type { Anomaly, ScoredReading } from '../../internal-network/console/anomaly/types.ts';
+import { ANOMALY_STATE_FILE, AnomalyStateSaver, loadAnomalyState } from '../../internal-network/console/anomaly-state-file.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
+
+const quiet = createLogger('console', 'silent');
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'fieldstream-anomaly-state-'));
+  dirs.push(d);
+  return d;
+};
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const DAY = 86_400_000;
+/** Three weather stations, a reading a minute for six days, with every kind of anomaly injected. */
+const set = generateDataset({ seed: 4, devices: 3, days: 6 });
+const start = set.readings[0]?.time as number;
+const firstPart = set.readings.filter((r) => r.time < start + 4 * DAY);
+const rest = set.readings.filter((r) => r.time >= start + 4 * DAY);
+const ids = [...new Set(set.readings.map((r) => r.device))];
+
+function scoreAll(scorer: AnomalyScorer, readings: readonly ScoredReading[]): Anomaly[] {
+  const out: Anomaly[] = [];
+  for (const r of readings) out.push(...scorer.score(r));
+  return out;
+}
+
+describe("the anomaly detectors' state across a restart", () => {
+  it('restores what every device learnt: the spike and stuck detectors go on exactly as without the restart, the forests grow again at the next row', async () => {
+    const before = new AnomalyScorer();
+    scoreAll(before, firstPart);
+    for (const d of ids) assert.equal(before.forestReady(d), true, `${d} has a forest after four days`);
+    const dir = tmp();
+    await new AnomalyStateSaver(dir, before, quiet).save();
+    assert.equal(statSync(join(dir, ANOMALY_STATE_FILE)).mode & 0o777, 0o600);
+
+    const after = new AnomalyScorer();
+    assert.deepEqual(loadAnomalyState(dir, after, quiet), { restored: 3, refused: 0 });
+    assert.equal(after.forestReady(ids[0] as string), false, 'the forest is not saved');
+
+    const go = scoreAll(before, rest);
+    const restarted = scoreAll(after, rest);
+    const notForest = (a: Anomaly[]) => a.filter((x) => x.detector !== 'iforest');
+    assert.ok(notForest(go).length > 0, 'the test set has spikes and stuck runs after the restart');
+    assert.deepEqual(notForest(restarted), notForest(go));
+    for (const d of ids) assert.equal(after.forestReady(d), true, `${d}: its forest grown again`);
+    // A forest grown again from the same buffer finds what the forest before the restart finds.
+    const forest = (a: Anomaly[]) => a.filter((x) => x.detector === 'iforest').length;
+    assert.ok(Math.abs(forest(restarted) - forest(go)) <= Math.max(3, 0.3 * forest(go)), `${forest(restarted)} forest flags against ${forest(go)}`);
+
+    // Without the state, the same devices' forests are silent for the two days of the rest.
+    const fresh = new AnomalyScorer();
+    assert.equal(forest(scoreAll(fresh, rest)), 0);
+  });
+
+  it("takes back a damaged file's whole lines only, and nothing learnt under other parameters", async () => {
+    const scorer = new AnomalyScorer();
+    scoreAll(scorer, firstPart.slice(0, 3000));
+    const dir = tmp();
+    await new AnomalyStateSaver(dir, scorer, quiet).save();
+    const path = join(dir, ANOMALY_STATE_FILE);
+    const lines = readFileSync(path, 'utf8').split('\n');
+    assert.equal(lines.length, 5, 'a header, three devices and the last newline');
+
+    // One device's window one byte short, another's line cut: those two start afresh.
+    const windowCut = lines[1]?.replace(/"window":"([A-Za-z0-9+/]{8})/, '"window":"$1AAAA') as string;
+    writeFileSync(path, [lines[0], windowCut, lines[2]?.slice(0, 100), lines[3], ''].join('\n'));
+    const logs = captureLogs();
+    const damaged = new AnomalyScorer();
+    assert.deepEqual(loadAnomalyState(dir, damaged, logs.logger), { restored: 1, refused: 2 });
+    assert.ok(logs.lines.some((l) => l.code === 'CONSOLE_STATE_INVALID' && l.refused === 2), JSON.stringify(logs.lines));
+    assert.equal(damaged.stats().devices, 1);
+
+    // A header that is not ours: nothing is read.
+    writeFileSync(path, ['{"format":"something-else"}', ...lines.slice(1)].join('\n'));
+    const other = captureLogs();
+    assert.deepEqual(loadAnomalyState(dir, new AnomalyScorer(), other.logger), { restored: 0, refused: 0 });
+    assert.ok(other.lines.some((l) => l.code === 'CONSOLE_STATE_INVALID'));
+
+    // Learnt with windows of 64 values; a console that now keeps 32 starts every device afresh.
+    writeFileSync(path, lines.join('\n'));
+    const changed = captureLogs();
+    assert.deepEqual(loadAnomalyState(dir, new AnomalyScorer({ windowSize: 32 }), changed.logger), { restored: 0, refused: 0 });
+    assert.ok(changed.lines.some((l) => String(l.msg).includes('other parameters')));
+    // Lines of a file aside that a killed save left are removed, never read.
+    writeFileSync(`${path}.tmp-host-1234`, 'half a line');
+    assert.deepEqual(loadAnomalyState(dir, new AnomalyScorer(), quiet), { restored: 3, refused: 0 });
+    assert.equal(existsSync(`${path}.tmp-host-1234`), false);
+  });
+
+  it('holds the last whole save when the console is killed (SIGKILL) at any instant of a save', async () => {
+    const dir = tmp();
+    // A console saving over and over while its fleet grows, killed at a moment of the test's choosing.
+    const child = `
+      import { AnomalyScorer } from './internal-network/console/anomaly/scorer.ts';
+      import { AnomalyStateSaver } from './internal-network/console/anomaly-state-file.ts';
+      import { createLogger } from './shared/logger.ts';
+      const scorer = new AnomalyScorer();
+      const saver = new AnomalyStateSaver(${JSON.stringify(dir)}, scorer, createLogger('console', 'silent'));
+      for (let round = 0; ; round++) {
+        for (let i = 0; i < 300; i++) for (let k = 0; k < 40; k++) scorer.score({ device: 'd' + round + '-' + i, time: 1.7e12 + k * 60000, fields: { a: k % 7, b: Math.sin(k) } });
+        await saver.save();
+        if (round === 0) process.stdout.write('saved\\n');
+      }`;
+    for (const killAfterMs of [40, 170, 390]) {
+      const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve) => p.stdout.once('data', () => resolve()));
+      await new Promise((r) => setTimeout(r, killAfterMs));
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGKILL');
+      await exited;
+      const logs = captureLogs();
+      const back = loadAnomalyState(dir, new AnomalyScorer({ maxDevices: 1_000_000 }), logs.logger);
+      assert.equal(back.refused, 0, JSON.stringify(logs.lines));
+      assert.ok(back.restored >= 300 && back.restored % 300 === 0, `${back.restored} devices: whole saves only`);
+      assert.ok(!logs.lines.some((l) => l.code !== undefined), JSON.stringify(logs.lines));
+    }
+  });
+});
