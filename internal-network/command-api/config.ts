@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
-import { DAY_S } from '../../shared/limits.ts';
+import { DAY_S, LIMITS } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 
 /** The command API's settings (see .env.example and docs/configuration.md). */
@@ -15,8 +15,11 @@ export const CommandApiConfigSchema = z.object({
   COMMAND_GROUPS_FILE: z.string().optional(),
   /** Where command state is journaled, so a restart keeps it. */
   COMMAND_STATE_PATH: z.string().default('./data/commands.jsonl'),
-  /** seconds a command stays deliverable when the request does not say */
-  COMMAND_DEFAULT_TTL_S: setting.positiveInt(DAY_S),
+  /** seconds a command stays deliverable when the request does not say; at most what a request may
+   * ask for (LIMITS.commandMaxTtlS, the field client's default FIELD_COMMAND_MAX_AGE_S): longer, a
+   * command was signed with an expiry the device refuses as stale, and one past a Date's range was
+   * journaled and sent, then answered 500 (and listed by no GET again). */
+  COMMAND_DEFAULT_TTL_S: z.coerce.number().int().min(1).max(LIMITS.commandMaxTtlS).default(DAY_S),
   /** The internal registry of device signing keys (DIR/DEVICE_ID.key; the distributor's DISTRIBUTOR_DEVICE_KEYS_DIR):
    * every command is authenticated with its device's key, so the DMZ cannot forge one. */
   COMMAND_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import type { z } from 'zod';
 import { GatewayConfigSchema, loadGatewayConfig } from '../../dmz/gateway/config.ts';
 import { DistributorConfigSchema, loadDistributorConfig } from '../../internal-network/distributor/config.ts';
-import { CommandApiConfigSchema } from '../../internal-network/command-api/config.ts';
+import { CommandApiConfigSchema, loadCommandApiConfig } from '../../internal-network/command-api/config.ts';
 import { FieldClientConfigSchema, loadFieldClientConfig } from '../../field-client/src/config.ts';
 import { EmbeddedConfigSchema } from '../../embedded/config.ts';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
@@ -17,6 +17,7 @@ import { resolveDataPaths, simulatedDeviceSettings } from '../../embedded/pipeli
 import { parse as parseDotenv } from 'dotenv';
 import { parseConfig } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 
@@ -97,6 +98,18 @@ describe('configuration', () => {
           }
         }
       }
+    }
+  });
+
+  it("refuses a COMMAND_DEFAULT_TTL_S longer than a request's ttlSeconds may be (LIMITS.commandMaxTtlS)", () => {
+    // Past it, a command without ttlSeconds was signed with an expiry the field client refuses as
+    // stale (its FIELD_COMMAND_MAX_AGE_S defaults to the same 30 days), and a large one made an
+    // expiresAt no Date holds: the command was journaled and sent, then answered 500, and every
+    // GET of the commands failed with it.
+    const token = { COMMAND_API_TOKEN: 'x'.repeat(32) };
+    assert.equal(loadCommandApiConfig({ ...token, COMMAND_DEFAULT_TTL_S: String(LIMITS.commandMaxTtlS) }).COMMAND_DEFAULT_TTL_S, LIMITS.commandMaxTtlS);
+    for (const value of [String(LIMITS.commandMaxTtlS + 1), '10000000000000']) {
+      assert.match(configError(() => loadCommandApiConfig({ ...token, COMMAND_DEFAULT_TTL_S: value })).message, /COMMAND_DEFAULT_TTL_S/, value);
     }
   });
 
