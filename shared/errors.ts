@@ -280,7 +280,7 @@ export const ERRORS = {
   API_FORBIDDEN: { http: 403, transient: false, description: 'The credential does not allow this (sending a command needs operator; the test event fieldstream.test needs admin).' },
   API_NOT_FOUND: { http: 404, transient: false, description: 'No such resource.' },
   API_METHOD_NOT_ALLOWED: { http: 405, transient: false, description: 'This method is not allowed here.' },
-  API_INVALID_BODY: { http: 400, transient: false, description: 'The request body is not valid.' },
+  API_INVALID_BODY: { http: 400, transient: false, description: 'The request body, or a query parameter of GET /v1/commands, is not valid.' },
   API_INVALID_REQUEST: { http: 400, transient: false, description: 'The request target (its path and query) is not a valid URL.' },
   API_BODY_TOO_LARGE: { http: 413, transient: false, description: 'The request body is larger than accepted.' },
   API_INTERNAL: {

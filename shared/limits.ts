@@ -279,6 +279,9 @@ export const LIMITS = {
    * more are refused with API_COMMANDS_FULL until some finish or expire. Half the record cap, so
    * the finished ones always leave room and a waiting command is never forgotten. */
   commandMaxLive: 50_000,
+  /** commands. Most one GET /v1/commands lists (its `limit`, default commandListDefault). */
+  commandListMax: 1000,
+  commandListDefault: 100,
   /** lines. The command journal is compacted when it holds more than twice as many lines as
    * commands plus these: a small journal is not rewritten at every change. */
   commandJournalSlackLines: 10_000,

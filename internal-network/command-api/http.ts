@@ -160,7 +160,13 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   function list(q: URLSearchParams): CommandRecord[] {
     const deviceId = q.get('deviceId');
     if (deviceId !== null && !DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('API_INVALID_BODY', 'deviceId is not a device id.');
-    const limit = Math.min(1000, Math.max(1, Number(q.get('limit') ?? 100) || 100));
+    // A limit that is no whole number in range is refused: put in its place (limit=0 listed 100), it
+    // answered another question than the one asked.
+    const asked = q.get('limit');
+    const limit = asked === null ? LIMITS.commandListDefault : /^[1-9][0-9]{0,3}$/.test(asked) ? Number(asked) : NaN;
+    if (!(limit >= 1 && limit <= LIMITS.commandListMax)) {
+      throw new FieldStreamError('API_INVALID_BODY', `limit must be a whole number from 1 to ${LIMITS.commandListMax} (default ${LIMITS.commandListDefault}).`);
+    }
     return [...o.store.all()].filter((r) => deviceId === null || r.deviceId === deviceId).slice(-limit).reverse();
   }
 

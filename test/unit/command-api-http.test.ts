@@ -197,6 +197,24 @@ test('a group named after an Object.prototype member is an unknown group (400 AP
   }
 });
 
+test('a list limit that is no whole number from 1 to 1000 is 400 API_INVALID_BODY, not another limit put in its place', async () => {
+  const { api, lines } = await failingApi();
+  const list = (query: string) => fetch(`http://127.0.0.1:${api.port}/v1/commands?${query}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  try {
+    // limit=0 listed 100 commands, limit=-5 one, limit=abc 100: what was asked for, silently changed.
+    for (const limit of ['0', '-5', 'abc', '1.5', '1001', '', '1e3x', '0x10']) {
+      const res = await list(`limit=${limit}`);
+      const body = (await res.json()) as { code: string; message: string };
+      assert.deepEqual([res.status, body.code], [400, 'API_INVALID_BODY'], `limit=${limit}`);
+      assert.match(body.message, /limit/, `limit=${limit}`);
+    }
+    for (const query of ['limit=1', 'limit=1000', 'limit=10&deviceId=pump-1', 'deviceId=pump-1']) assert.equal((await list(query)).status, 200, query);
+    assert.equal(lines.filter((l) => l.code === 'API_INTERNAL').length, 0, 'no internal error logged');
+  } finally {
+    await api.close();
+  }
+});
+
 test('a request sent again with its Idempotency-Key gets the commands it made, also after a restart; another body under the key is 422; keys are per caller', async () => {
   const tmp = tempDir('command-idempotency');
   const journal = join(tmp.dir, 'commands.jsonl');
