@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +21,7 @@ import { MessageVerifier } from '../../internal-network/distributor/security/ver
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/security/verifier.ts';
 import { CONNECTION_REFUSAL_CODES, GatewayMetrics } from '../../dmz/gateway/metrics.ts';
+import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { GATEWAY_SECURITY_CODES, type StatusEnvelope } from '../../shared/contract/envelope.ts';
 import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { DAY_MS, TIMINGS } from '../../shared/limits.ts';
@@ -209,6 +212,91 @@ describe('monitoring: Prometheus configuration and alert rules', () => {
       'deriv(fieldstream_field_queue_messages[15m]) > 0',
     ])
       assert.ok(text.includes(expr), expr);
+  });
+});
+
+/**
+ * What the internal Prometheus takes from the DMZ's /federate. The DMZ is assumed compromised
+ * (SECURITY.md): whoever holds the DMZ server answers /federate with what they like. The internal
+ * Prometheus takes that answer with `honor_labels: true` (the gateways' own job and instance), so it
+ * must keep only the gateways' own series, and no more of them than a DMZ holds.
+ */
+describe('monitoring: the internal Prometheus takes only the gateways\' series from the DMZ\'s /federate', () => {
+  let tmp: { dir: string; cleanup(): void };
+  let prom: TestPrometheus;
+  let server: Server;
+  /** what the fake DMZ Prometheus answers at /federate */
+  let answer = '';
+  before(async () => {
+    tmp = tempDir('federate');
+    server = createServer((req, res) => {
+      res.writeHead(req.url?.startsWith('/federate') ? 200 : 404, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(answer);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const rendered = join(tmp.dir, 'rendered.yml');
+    execFileSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(mon, 'prometheus', 'prometheus.yml'), rendered], { env: { PATH: process.env.PATH, DMZ_PROMETHEUS_HOST: '127.0.0.1', DMZ_PROMETHEUS_PORT: String(port) } });
+    copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(tmp.dir, 'alerts.yml'));
+    // The shipped configuration, its federation pulled every second instead of every 30 s.
+    const text = readFileSync(rendered, 'utf8');
+    const fast = text.replace(/(job_name: dmz-federate[\s\S]*?)scrape_interval: 30s\n(\s+)scrape_timeout: 20s/, '$1scrape_interval: 1s\n$2scrape_timeout: 1s');
+    assert.notEqual(fast, text);
+    prom = await TestPrometheus.start(tmp.dir, fast);
+  });
+  after(async () => {
+    await prom?.stop();
+    server?.close();
+    tmp?.cleanup();
+  });
+
+  /** Waits for the next federation scrape's outcome: up{job="dmz-federate"} once it is `up`. */
+  async function scraped(up: 0 | 1): Promise<void> {
+    const t0 = Date.now();
+    for (;;) {
+      const v = await prom.scalar('up{job="dmz-federate"}');
+      const last = await prom.scalar('timestamp(up{job="dmz-federate"})');
+      if (v === up && last !== undefined && last * 1000 > t0 + 1000) return;
+      assert.ok(Date.now() - t0 < 20_000, `up{job="dmz-federate"} is not ${up}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  it("keeps the gateways' series and drops what a compromised DMZ forges of the internal services' (distributor, console, up)", async () => {
+    const gw = 'job="gateway",instance="10.0.0.5:9464",fieldstream="dmz"';
+    // A gateway's whole exposition (process metrics too), as the DMZ Prometheus federates it.
+    const gateway = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: true }));
+    gateway.bind({ brokerConnected: () => true, connections: () => 3 });
+    gateway.refusal('GATEWAY_FRAME_INVALID');
+    const own = (await gateway.metrics.registry.metrics())
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'))
+      .map((l) => (l.includes('{') ? l.replace('{', `{${gw},`) : l.replace(' ', `{${gw}} `)));
+    answer = [
+      ...own,
+      `up{${gw}} 1`,
+      // Forged: the internal services' series, under their own jobs or under the gateway's.
+      'fieldstream_distributor_points_total{job="distributor",instance="distributor-metrics:9465",service="distributor"} 123456',
+      `fieldstream_distributor_points_total{${gw},service="gateway"} 654321`,
+      'fieldstream_console_feed_refused_total{job="console",instance="console-metrics:9469",service="console",reason="STORED_FEED_UNAUTHENTICATED"} 0',
+      'fieldstream_broker_connected{job="distributor",instance="forged:9465",service="distributor"} 1',
+      `fieldstream_broker_connected{${gw},service="distributor"} 0`,
+      'up{job="distributor",instance="forged:9465"} 1',
+      '',
+    ].join('\n');
+    await scraped(1);
+    assert.equal(await prom.scalar('fieldstream_gateway_connections{job="gateway"}'), 3);
+    assert.equal(await prom.scalar('count({job="gateway",__name__=~"fieldstream_.*"})'), own.length, 'every series of the gateway is kept');
+    assert.equal(await prom.scalar('up{job="gateway"}'), 1);
+    const forged = await prom.query('{__name__=~"fieldstream_distributor_.*|fieldstream_console_.*"} or up{instance="forged:9465"} or fieldstream_broker_connected{service!="gateway"}');
+    assert.deepEqual(forged.data?.result, [], JSON.stringify(forged.data?.result));
+  });
+
+  it('refuses a /federate answer with more series than a DMZ holds: the scrape fails (FieldStreamTargetDown), none of them is stored', async () => {
+    const gw = 'job="gateway",instance="10.0.0.5:9464",fieldstream="dmz",service="gateway"';
+    answer = Array.from({ length: 50_000 }, (_, i) => `fieldstream_gateway_refused_total{${gw},code="INVENTED_${i}"} 1`).join('\n') + '\n';
+    await scraped(0);
+    assert.equal(await prom.scalar('count(fieldstream_gateway_refused_total)'), undefined);
   });
 });
 
