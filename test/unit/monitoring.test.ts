@@ -357,6 +357,15 @@ describe('monitoring: alert rules on the series as the services expose them (pro
     promtoolTestRules(`  - interval: 15s\n    input_series:\n${series}    alert_rule_test:\n      - eval_time: 4m\n        alertname: FieldStreamRevokedDeviceAttempts\n        exp_alerts: []\n      - eval_time: 6m\n${REVOKED_ALERT}`);
   });
 
+  it('FieldStreamRevokedDeviceAttempts fires on the first refused upgrade of a revoked device token after the gateway started', async () => {
+    const gateway = new GatewayMetrics();
+    const started = await gateway.metrics.registry.metrics();
+    gateway.connectionsRefused.inc({ code: 'GATEWAY_TOKEN_REVOKED' }); // what server.ts counts at the refusal
+    const refused = await gateway.metrics.registry.metrics();
+    const series = scrapedSeries([{ text: started, times: 20 }, { text: refused, times: 40 }], ['fieldstream_gateway_connections_refused_total']);
+    promtoolTestRules(`  - interval: 15s\n    input_series:\n${series}    alert_rule_test:\n      - eval_time: 4m\n        alertname: FieldStreamRevokedDeviceAttempts\n        exp_alerts: []\n      - eval_time: 6m\n${REVOKED_ALERT}`);
+  });
+
   it('FieldStreamRevokedDeviceAttempts fires on the first message of a revoked device the distributor refuses after it started', async () => {
     const tmp = tempDir('revoked-alert');
     try {
@@ -639,10 +648,27 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
       assert.equal((await first('Devices online'))?.count, 1);
       assert.equal((await first('Devices offline'))?.count, 1);
       assert.equal((await first('Certificates expiring within 30 days'))?.count, 1);
-      const revoked = await influx.query(byTitle('Revoked devices still trying (security_events, SECURITY_REVOKED)'), DB);
+      const revoked = await influx.query(byTitle('Revoked devices still trying (security_events: SECURITY_REVOKED, GATEWAY_CERTIFICATE_REVOKED, GATEWAY_TOKEN_REVOKED)'), DB);
       assert.deepEqual(revoked.results?.[0]?.series?.map((s) => s.values[0]?.[1]), [1]);
       const lastSeen = await influx.query(byTitle('Last seen: the last reading of each device (last 30 days)'), DB);
       assert.equal(lastSeen.results?.[0]?.series?.length, 2, 'one row per device');
+    });
+
+    it('the revoked-devices panel lists the revoked devices the gateways refuse (certificate or token), beside those the distributor refuses', async () => {
+      const db = 'revoked';
+      await influx.query(`CREATE DATABASE "${db}"`);
+      // pump-9's message refused by the distributor (SECURITY_REVOKED); meter-3's certificate and
+      // token-4's token refused at the gateways' door, as their reports carry them.
+      const points = await securityEvents(join(tmp.dir, 'revoked'), new DistributorMetrics(), [
+        { deviceId: 'meter-3', code: 'GATEWAY_CERTIFICATE_REVOKED', count: 4 },
+        { deviceId: 'token-4', code: 'GATEWAY_TOKEN_REVOKED', count: 2 },
+      ]);
+      await new InfluxV1Sink({ url: influx.url, database: db, username: influx.user, password: influx.password, timeoutMs: 5000 }).write(points);
+      const q = allQueries.find((x) => x.uid === 'influxdb' && x.where.includes('"Revoked devices still trying'));
+      assert.ok(q);
+      const answer = await influx.query(substituteMacros(q.text, 'influxql'), db);
+      const attempts = Object.fromEntries((answer.results?.[0]?.series ?? []).map((x) => [x.tags?.device, x.values[0]?.[1]]));
+      assert.deepEqual(attempts, { 'pump-9': 1, 'meter-3': 4, 'token-4': 2 });
     });
 
     it('the security panels add up refusals: one point each, counted per second, and the gateways\' reports', async () => {
@@ -758,12 +784,12 @@ async function storedPresences(dir: string, presences: ReadonlyArray<[string, Om
  * device's refusal and a registered device's (one point each), five refusals of invented ids in one
  * gateway envelope (one point counting them), and a gateway's report of three refusals of a device.
  */
-async function securityEvents(dir: string, metrics = new DistributorMetrics()): Promise<StoredPoint[]> {
+async function securityEvents(dir: string, metrics = new DistributorMetrics(), revokedAtGateway: ReadonlyArray<{ deviceId: string; code: string; count: number }> = []): Promise<StoredPoint[]> {
   const keys = join(dir, 'keys');
-  mkdirSync(keys);
+  mkdirSync(keys, { recursive: true });
   writeFileSync(join(keys, 'pump-7.key'), `${randomBytes(32).toString('hex')}\n`);
   writeFileSync(join(keys, 'pump-9.key'), `${randomBytes(32).toString('hex')}\n`);
-  writeFileSync(join(dir, 'revoked.txt'), 'pump-9\n');
+  writeFileSync(join(dir, 'revoked.txt'), ['pump-9', ...revokedAtGateway.map((e) => e.deviceId)].map((d) => `${d}\n`).join(''));
   const written: StoredPoint[] = [];
   const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };
   const log = createLogger('test', 'silent');
@@ -775,9 +801,9 @@ async function securityEvents(dir: string, metrics = new DistributorMetrics()): 
   await handler.handle(uplinkTopic('pump-7', 'timeseries'), Buffer.from(JSON.stringify(one('pump-7'))));
   const invented = { v: 1, gatewayId: 'gw-1', receivedAt: now, dataType: 'timeseries', devices: Array.from({ length: 5 }, (_, i) => ({ deviceId: `x-${i}`, messages: [{ messageId: 'm', payload: { t: 1 } }] })) };
   await handler.handle(gatewayUplinkTopic('gw-1'), Buffer.from(JSON.stringify(invented)));
-  const report = { v: 1, gatewayId: 'gw-1', from: now - 10_000, to: now, events: [{ deviceId: 'pump-7', code: 'GATEWAY_RATE_LIMITED', count: 3 }], dropped: 0 };
+  const report = { v: 1, gatewayId: 'gw-1', from: now - 10_000, to: now, events: [{ deviceId: 'pump-7', code: 'GATEWAY_RATE_LIMITED', count: 3 }, ...revokedAtGateway], dropped: 0 };
   await handler.handle(gatewaySecurityTopic('gw-1'), Buffer.from(JSON.stringify(report)));
   await handler.flushSecurityTally(true);
-  assert.equal(written.filter((p) => p.measurement === 'security_events').length, 4, JSON.stringify(written));
+  assert.equal(written.filter((p) => p.measurement === 'security_events').length, 4 + revokedAtGateway.length, JSON.stringify(written));
   return written;
 }
