@@ -454,6 +454,12 @@ export const LIMITS = {
    * connection logs per TIMINGS.gatewayRefusalLogWindowMs; the rest are counted in the metrics, and
    * their number logged in the next window. A device decides how many frames it sends. */
   gatewayRefusalLogMaxPerWindow: 20,
+  /** log lines. Most refused WebSocket upgrades (every code: no or a wrong token, throttled, revoked,
+   * wrong path, too many connections) the gateway logs per TIMINGS.gatewayRefusalLogWindowMs, all
+   * devices and addresses together; the rest are counted in gateway_connections_refused_total, and
+   * their number per code logged in the next window. Whoever reaches the token route decides how
+   * many upgrades they send, and a line each filled the DMZ server's disk. */
+  gatewayUpgradeRefusalLogMaxPerWindow: 100,
   /** log lines. Most the command API writes per error code and TIMINGS.floodLogIntervalMs of what the
    * broker hands it and it refuses or ignores (forged responses, invalid payloads): a compromised DMZ
    * publishes them through the bridge without end. The rest are counted, and their number logged in
@@ -731,7 +737,7 @@ export const TIMINGS = {
   fieldGatewayLogWindowMs: 60_000,
   /** milliseconds. The window of LIMITS.fieldCommandLogMaxPerWindow. */
   fieldCommandLogWindowMs: 60_000,
-  /** milliseconds. The window of LIMITS.gatewayRefusalLogMaxPerWindow. */
+  /** milliseconds. The window of LIMITS.gatewayRefusalLogMaxPerWindow and LIMITS.gatewayUpgradeRefusalLogMaxPerWindow. */
   gatewayRefusalLogWindowMs: 60_000,
   /** milliseconds the gateway stops reading a device that went past its rate limit (after the one
    * GATEWAY_RATE_LIMITED answer): its frames wait in its TCP connection meanwhile, rather than each

@@ -8,6 +8,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import { CommandRouter } from './command-router.ts';
 import { ReceiptRouter } from './receipt-router.ts';
@@ -152,6 +153,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     }
   };
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
+  const upgradeRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused upgrades' });
 
   // The pre-upgrade idle timeout (above) stays on until the upgrade is accepted: a request refused,
   // or waiting for its identity check, must not hold its socket for ever.
@@ -187,8 +189,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       if (!isFieldStreamError(err)) log.error({ code: 'GATEWAY_INTERNAL', err }, 'checking the identity of an upgrade failed');
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_INTERNAL', 'The gateway could not check this connection\'s identity; try again later.');
       const deviceId = coded.details?.deviceId;
-      // Never the token itself: only its code, the device it names and where it came from.
-      log.warn({ code: coded.code, remote: req.socket.remoteAddress, ...(typeof deviceId === 'string' ? { deviceId } : {}) }, coded.message);
+      // Never the token itself: only its code, the device it names and where it came from. Limited:
+      // anyone reaching the token route decides how many upgrades are refused (the metric counts each).
+      upgradeRefusalLog.write({ code: coded.code, remote: req.socket.remoteAddress, ...(typeof deviceId === 'string' ? { deviceId } : {}) }, coded.message);
       metrics.connectionsRefused.inc({ code: coded.code });
       if (isGatewaySecurityCode(coded.code) && typeof deviceId === 'string') options.securityReports?.note(deviceId, coded.code);
       if (!socket.destroyed) refuseUpgrade(socket, coded);

@@ -157,6 +157,7 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
   let forwardedCert: string;
   const sockDir = join(work.dir, 'run');
   const socketPath = join(sockDir, 'gw.sock');
+  const logs = captureLogs();
 
   before(async () => {
     process.on('uncaughtException', onUncaught);
@@ -167,7 +168,7 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
     forwardedCert = new X509Certificate(device.certPem).raw.toString('base64');
     const tokensFile = join(work.dir, 'device-tokens.json');
     writeFileSync(tokensFile, JSON.stringify({ version: 1, devices: {} }));
-    const logger = captureLogs().logger;
+    const logger = logs.logger;
     tokens = new DeviceTokens({ path: tokensFile, maxFailures: 10, failureWindowMs: 300_000, log: logger, checksMax: 2 });
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults-unix', reconnectPeriod: 200 });
@@ -219,6 +220,23 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
     c.write(`GET /ws HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${headers}\r\n`);
     return { socket: c, status: new Promise((resolve) => c.once('data', (d: Buffer) => resolve(d.toString().split('\r\n')[0] as string))) };
   }
+
+  it('logs a flood of refused upgrades on the token route (anyone may send them) within its limit, counting every one', async () => {
+    const counted = async () => (await gateway.metrics.connectionsRefused.get()).values.reduce((n, v) => n + v.value, 0);
+    const start = await counted();
+    const lines = () => logs.lines.filter((l) => l.code === 'GATEWAY_TOKEN_MISSING' || l.code === 'GATEWAY_TOKEN_THROTTLED').length;
+    const logged = lines();
+    const flood = LIMITS.gatewayUpgradeRefusalLogMaxPerWindow * 3;
+    for (let i = 0; i < flood; i++) {
+      // No token at all: refused without a hash, then throttled; a line of the log each, unbounded.
+      const u = upgradeBySocket('X-FieldStream-Route: token\r\nX-FieldStream-Client-Addr: 198.51.100.77\r\n');
+      assert.match(await u.status, /^HTTP\/1\.1 (401|429) /);
+      u.socket.destroy();
+    }
+    assert.equal((await counted()) - start, flood, 'every refusal counted in gateway_connections_refused_total');
+    assert.ok(lines() - logged <= LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, `${lines() - logged} log lines for ${flood} refused upgrades`);
+    assert.ok(lines() - logged > 0, 'the refusals are still logged');
+  });
 
   it("lets a certificate's device in while wrong tokens from many addresses wait for their hash", async () => {
     // Six guesses, each from an address of its own (no address reaches its throttle).
