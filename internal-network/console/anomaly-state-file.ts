@@ -153,12 +153,18 @@ export class AnomalyStateSaver {
     this.tmp = `${this.path}.tmp-${hostname()}-${process.pid}`;
   }
 
-  /** Saves now, or waits for the save that runs. Never rejects: a failure is logged (CONSOLE_STATE_WRITE_FAILED). */
+  /** Saves now, or joins the save that runs. Never rejects: a failure is logged (CONSOLE_STATE_WRITE_FAILED). */
   save(): Promise<void> {
     this.running ??= this.write().finally(() => {
       this.running = undefined;
     });
     return this.running;
+  }
+
+  /** The last save, when the console stops: after the one that runs (begun before the last readings), one more. */
+  async saveLast(): Promise<void> {
+    await this.running;
+    await this.save();
   }
 
   private async write(): Promise<void> {

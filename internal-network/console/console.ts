@@ -224,7 +224,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       await pipeline.stop();
       await endMqtt(mqtt);
       // No reading comes any more: what was learnt up to now is what the next start restores.
-      await saver?.save();
+      await saver?.saveLast();
       await own.close();
     },
   };
