@@ -7,6 +7,7 @@ import mqttPacket from 'mqtt-packet';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
 import type { FieldClient } from '../../field-client/src/field-client.ts';
+import type { HealthReporter } from '../../field-client/src/health.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 
@@ -22,6 +23,7 @@ const log = createLogger('test', 'info', { write: (s: string) => void lines.push
 const submitted: Submission[] = [];
 const client = { submitMany: async (items: Submission[]) => void submitted.push(...items) } as unknown as FieldClient;
 const input = mqttInput(client, '127.0.0.1', 0, PREFIX, log);
+const refused = () => lines.filter((l) => l.code === 'FIELD_INPUT_INVALID' && l.topic === `${PREFIX}/health`);
 const refusals = () => lines.filter((l) => l.code === 'FIELD_INPUT_INVALID' && /larger than/.test(String(l.msg)));
 
 describe('local MQTT input: packet size', () => {
@@ -94,5 +96,44 @@ describe('local MQTT input: nothing kept for a subscriber that is away', () => {
     await new Promise((r) => setTimeout(r, 200));
     await listener.endAsync();
     assert.deepEqual(got, ['{"gain":3}']);
+  });
+});
+
+describe('local MQTT input: health values bounded as over HTTP', () => {
+  const taken: unknown[] = [];
+  const health = { setLocal: (u: unknown) => (taken.push(u), {}), status: () => ({}) } as unknown as HealthReporter;
+  const withHealth = mqttInput(client, '127.0.0.1', 0, PREFIX, log, health);
+  before(() => withHealth.start());
+  after(() => withHealth.close());
+
+  it('refuses a health payload larger than LIMITS.healthLocalBodyMaxBytes before parsing it, as PUT /v1/health does', async () => {
+    const sensor = await mqtt.connectAsync(`mqtt://127.0.0.1:${withHealth.port}`, { reconnectPeriod: 0, clientId: 'battery' });
+    await sensor.publishAsync(`${PREFIX}/health`, JSON.stringify({ battery: 87 }), { qos: 1 });
+    await sensor.endAsync();
+    assert.deepEqual(taken, [{ battery: 87 }]);
+    // Valid, but past the documented 32 KiB (padding): refused, as the HTTP input refuses it.
+    const padded = `{"battery": 86${' '.repeat(LIMITS.healthLocalBodyMaxBytes)}}`;
+    // 7 MiB of values of the wrong type: parsed and checked, it held the event loop for seconds.
+    const hostile = `{${Array.from({ length: 600_000 }, (_, i) => `"k${i}":[1]`).join(',')}}`;
+    for (const payload of [padded, hostile]) {
+      const before = refused().length;
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${withHealth.port}`, { reconnectPeriod: 0, clientId: 'battery-bad' });
+      c.on('error', () => undefined);
+      const closed = new Promise<void>((r) => c.once('close', () => r()));
+      let lag = 0;
+      let last = Date.now();
+      const tick = setInterval(() => {
+        lag = Math.max(lag, Date.now() - last);
+        last = Date.now();
+      }, 20);
+      c.publish(`${PREFIX}/health`, payload, { qos: 1 }, () => undefined);
+      const wasClosed = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())]);
+      clearInterval(tick);
+      await c.endAsync(true);
+      assert.equal(wasClosed, true, `the connection closed (${payload.length} bytes)`);
+      assert.equal(refused().length, before + 1, 'FIELD_INPUT_INVALID logged');
+      assert.ok(lag < 1_000, `the event loop was held ${lag} ms`);
+    }
+    assert.deepEqual(taken, [{ battery: 87 }], 'nothing of them taken');
   });
 });

@@ -14,7 +14,8 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 /**
  * A local MQTT broker (aedes) for sensors that speak MQTT: publish a reading (the payload object, or
  * an array) to PREFIX/timeseries, an event to PREFIX/event, values for the health message
- * (`{"battery": 87}`, kept until replaced, null removes one) to PREFIX/health. At QoS 1 the PUBACK
+ * (`{"battery": 87}`, kept until replaced, null removes one; at most LIMITS.healthLocalBodyMaxBytes,
+ * as over HTTP) to PREFIX/health. At QoS 1 the PUBACK
  * is sent only once the message is on disk in the queue (health values: once taken). Something
  * that is not valid makes the broker close the sensor's connection (MQTT 3.1.1 has no negative
  * PUBACK, §3.3.5) and is logged with FIELD_INPUT_INVALID. Command handlers of type "mqtt" publish
@@ -104,6 +105,12 @@ export function mqttInput(
       }
       if (health && packet.topic === healthTopic) {
         try {
+          // The bound of PUT /v1/health (docs/field-client.md, "Local values"), checked before the
+          // payload is parsed: up to the packet limit (8 MiB) of values of the wrong type held the
+          // event loop for seconds in JSON.parse and the record check, every input and the link waiting.
+          if (packet.payload.length > LIMITS.healthLocalBodyMaxBytes) {
+            throw new FieldStreamError('FIELD_INPUT_INVALID', `health values of ${packet.payload.length} bytes, more than ${LIMITS.healthLocalBodyMaxBytes}`);
+          }
           health.setLocal(toLocalValuesUpdate(JSON.parse(packet.payload.toString())));
           return done(null);
         } catch (err) {
