@@ -136,4 +136,27 @@ describe('local MQTT input: health values bounded as over HTTP', () => {
     }
     assert.deepEqual(taken, [{ battery: 87 }], 'nothing of them taken');
   });
+
+  it('refuses an event of more keys than a reading may have fields at once, not after checking each (HTTP /v1/events takes the same path)', async () => {
+    // 8 MiB of keys whose values are not scalars: each checked, it held the event loop for 4 s.
+    const hostile = `{"eventType":"door",${Array.from({ length: 600_000 }, (_, i) => `"k${i}":[1]`).join(',')}}`;
+    const from = submitted.length;
+    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${withHealth.port}`, { reconnectPeriod: 0, clientId: 'door' });
+    c.on('error', () => undefined);
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    let lag = 0;
+    let last = Date.now();
+    const tick = setInterval(() => {
+      lag = Math.max(lag, Date.now() - last);
+      last = Date.now();
+    }, 20);
+    c.publish(`${PREFIX}/event`, hostile, { qos: 1 }, () => undefined);
+    await closed;
+    clearInterval(tick);
+    await c.endAsync(true);
+    assert.ok(lines.some((l) => l.code === 'FIELD_INPUT_INVALID' && /more than 256 fields/.test(String(l.msg))), 'refused with FIELD_INPUT_INVALID, saying why');
+    assert.equal(submitted.length, from);
+    // JSON.parse of 8 MiB remains (some 300 ms on a busy runner): the checks after it are what is bounded.
+    assert.ok(lag < 1_500, `the event loop was held ${lag} ms`);
+  });
 });
