@@ -82,6 +82,20 @@ describe('Sparkplug host state machine', () => {
     assert.equal(out.rebirth, false);
   });
 
+  it("reads a data message's values by the data types its birth declared, whatever type the data message names (§6.4.7)", () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    host.handle(NB, nbirth(0, 0), T0);
+    // Count is an Int32 by its birth: -5, not the UInt32 the data message says.
+    const retyped = host.handle(ND, ndata(1, [{ alias: '3', datatype: T.UInt32, intValue: 0xffff_fffb }]), T0 + 1);
+    assert.equal(retyped.refused, undefined);
+    assert.deepEqual(retyped.readings, [{ 'Plant1.Line4.Count': -5, timestamp: T0 + 1000 }]);
+    // A string for the Double its birth declared would be a string in a number's field (the
+    // database refuses the whole reading, every metric of the message with it): refused.
+    const contradicting = host.handle(ND, ndata(2, [{ alias: '1', datatype: T.String, stringValue: 'hot' }, { alias: '2', booleanValue: true }]), T0 + 2);
+    assert.equal(contradicting.refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+    assert.deepEqual(contradicting.readings, []);
+  });
+
   it('accepts seq wrapping from 255 to 0', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(254, 0), T0);

@@ -387,7 +387,12 @@ export class SparkplugHost {
         out.skipped++;
         continue;
       }
-      const v = metricValue(m.datatype ?? def.datatype, m.raw, m.isNull);
+      // The birth's data type, not the one a data message may repeat (§6.4.7: it MUST be in the
+      // birth, tck-id-payloads-metric-datatype-req, and SHOULD NOT be in NDATA/DDATA,
+      // -datatype-not-req): read by a type of its own, a Double's metric carried a string into
+      // a number's field, and the database refused the reading with every metric of the message.
+      // A value whose member contradicts the birth's type is refused (values.ts).
+      const v = metricValue(def.datatype, m.raw, m.isNull);
       const field = fieldName(t.group, t.edge, t.device, def.name);
       if ('skip' in v || field === undefined) {
         out.skipped++;

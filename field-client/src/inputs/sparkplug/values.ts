@@ -4,9 +4,9 @@ import { DATA_TYPES as T, DATA_TYPE_NAMES } from './proto.ts';
 import type { RawValue } from './payload.ts';
 
 /**
- * A metric's value as a reading's field, from its data type (the data message's, or the birth
- * certificate's when the data message leaves it out, §6.4.7 "datatype") and the protobuf member it
- * came in (§6.4.16):
+ * A metric's value as a reading's field, from its data type (the one its birth certificate
+ * declared, §6.4.7 "datatype", whatever a data message may repeat: host.ts) and the protobuf member
+ * it came in (§6.4.16):
  * - Int8/16/32 are carried in the unsigned 32-bit `int_value`; a negative value may come as its
  *   32-bit two's complement (the specification's encoding) or, from some publishers, as the
  *   8- or 16-bit one. Both read back to the same signed number.
