@@ -264,6 +264,44 @@ describe('files taken within the bound', () => {
     }
   });
 
+  it('does not leave a keep-alive connection silent after refusing a JSON body as too large while it arrived', async () => {
+    const d = await device('http-json-too-large', 4 * MiB);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      // A batch of readings too large, chunked (no length to refuse it by), then, on the same
+      // connection, the smaller batch a producer sends instead: a keep-alive client reuses it.
+      const socket = connect(input.port as number, '127.0.0.1');
+      socket.on('error', () => undefined);
+      let text = '';
+      socket.on('data', (c) => (text += c));
+      const closed = new Promise<void>((r) => socket.once('close', () => r()));
+      await new Promise((r) => socket.once('connect', r));
+      socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const piece = Buffer.alloc(256 * 1024, 0x20);
+      for (let sent = 0; sent <= 9 * MiB && !socket.destroyed && text === ''; sent += piece.length) {
+        socket.write(`${piece.length.toString(16)}\r\n`);
+        socket.write(piece);
+        if (!socket.write('\r\n')) await new Promise((r) => socket.once('drain', r));
+      }
+      if (!socket.destroyed) socket.write('0\r\n\r\n');
+      await new Promise((r) => setTimeout(r, 300));
+      const first = text;
+      assert.match(first, /^HTTP\/1\.1 400 /);
+      assert.match(first, /FIELD_INPUT_INVALID/);
+      text = '';
+      if (!socket.destroyed) socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\n{"temperature": 21}');
+      const outcome = await Promise.race([closed.then(() => 'closed'), new Promise<string>((r) => setTimeout(() => r('open'), 3000))]);
+      socket.destroy();
+      // Either answered, or closed and said so (Connection: close), so that the client opens another.
+      const answered = /^HTTP\/1\.1 202 /.test(text);
+      assert.ok(answered || (outcome === 'closed' && /connection: close/i.test(first)), `the next request was ${answered ? 'answered' : `left unanswered on a connection ${outcome}`}; the refusal said: ${first.split('\r\n\r\n')[0]}`);
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('empties incoming/ of uploads a stop cut off when the HTTP input starts', async () => {
     const d = await device('http-restart', 4 * MiB);
     mkdirSync(join(d.dir, 'incoming'), { recursive: true });

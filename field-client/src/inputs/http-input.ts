@@ -43,6 +43,11 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       // producer sends it again rather than drop it as it would on a 400 (final, docs/errors.md).
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_STORAGE_FAILED', `The device could not store it: ${(err as Error).message}`, {}, { cause: err });
       if (!isFieldStreamError(err)) log.error({ code: coded.code, err }, 'local HTTP input failed');
+      // A JSON body refused as it arrived (too large) was given up by its reader (readJsonBody
+      // destroys the request): Node then reads nothing more on that connection, and a keep-alive
+      // client's next request on it went unanswered. The answer says Connection: close instead, and
+      // the connection is closed after it (RFC 9112 §9.6), so the client opens another.
+      if (req.destroyed && !req.complete) res.shouldKeepAlive = false;
       send(res, coded.httpStatus, { code: coded.code, message: coded.message });
     });
   });
