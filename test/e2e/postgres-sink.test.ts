@@ -247,6 +247,18 @@ describe('the PostgreSQL sink', () => {
     assert.equal(await count('readings', "device = 'n1'"), 2);
   });
 
+  it('makes its schema again when the database lost it under a running distributor, rather than retrying a missing table until a restart', async () => {
+    const s = sink({ POSTGRES_SCHEMA: 'remade' });
+    assert.equal(await code(s.write([reading('g1', 's:e:1', { v: 1 }, 1)])), 'ok');
+    // As a database made again (a new data folder, a restore from before the first start) leaves it.
+    await admin.query('DROP SCHEMA remade CASCADE');
+    // The write that finds it gone fails (retried by its consumer); the next one makes it again.
+    assert.equal(await code(s.write([reading('g1', 's:e:2', { v: 2 }, 2)])), 'DISTRIBUTOR_WRITE_FAILED');
+    assert.equal(await code(s.write([reading('g1', 's:e:2', { v: 2 }, 2)])), 'ok');
+    assert.deepEqual(await rows('SELECT version FROM remade.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(await rows("SELECT message_key FROM remade.readings WHERE device = 'g1'"), [{ message_key: 's:e:2' }]);
+  });
+
   it('connects over TLS as POSTGRES_SSL says: verify-full checks the server against the CA file and its name', async () => {
     const url = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@localhost:${db.port}/${USER}`;
     const tlsSessions = async () => Number((await rows("SELECT count(*) AS n FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = $1 AND a.application_name = 'fieldstream-distributor'", [USER]))[0]?.n);

@@ -21,6 +21,14 @@ import { poolConfig, type PostgresConnection } from './settings.ts';
  */
 const REJECTING_CLASSES = new Set(['22', '23', '54']);
 
+/**
+ * SQLSTATEs that say the schema is gone (PostgreSQL docs, Appendix A): 42P01 undefined table,
+ * 3F000 invalid schema name. The database was made again under a running distributor (a new data
+ * folder, a restore from before its first start, the schema dropped): the next attempt migrates
+ * again, rather than retrying a table that nothing would ever make until a restart.
+ */
+const SCHEMA_GONE = new Set(['42P01', '3F000']);
+
 export function isRejection(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && REJECTING_CLASSES.has(code.slice(0, 2));
@@ -30,8 +38,9 @@ export function isRejection(err: unknown): boolean {
  * The PostgreSQL sink (docs/postgres.md). Each write is one transaction: per table, the batch's
  * rows COPYed into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING`
  * from it (rows.ts), so a message delivered again writes nothing and a batch is all or nothing.
- * The schema is made or migrated before the first write (and again after a failed attempt), so the
- * distributor starts while the database is still down, and the first write waits for it like any other.
+ * The schema is made or migrated before the first write (and again after a failed attempt, or after
+ * a write that found it gone), so the distributor starts while the database is still down, and the
+ * first write waits for it like any other.
  */
 export class PostgresSink implements PointSink {
   readonly description: string;
@@ -81,6 +90,11 @@ export class PostgresSink implements PointSink {
     } catch (err) {
       // The connection is not reused after a failure: it may be half-way through a transaction or dead.
       broken = err instanceof Error ? err : new Error(String(err));
+      const sqlstate = (err as { code?: unknown } | null)?.code;
+      if (typeof sqlstate === 'string' && SCHEMA_GONE.has(sqlstate)) {
+        this.ready = undefined;
+        this.log.warn({ schema: this.connection.schema, sqlstate }, 'PostgreSQL: the schema or a table of it is gone; made again at the next attempt');
+      }
       throw this.failure(err);
     } finally {
       client.release(broken);
