@@ -89,6 +89,28 @@ describe('files taken within the bound', () => {
     }
   });
 
+  it('refuses a name in the watched folder that is not UTF-8 with a warning, once, and leaves it in place, not silently for ever', async () => {
+    const d = await device('folder-latin1', 1 * MiB);
+    const watched = join(d.dir, 'watched');
+    mkdirSync(watched);
+    // "café.jpg" as a camera writing Latin-1 names it: the byte 0xE9 alone is not UTF-8.
+    const latin1 = Buffer.concat([Buffer.from(`${watched}/caf`), Buffer.from([0xe9]), Buffer.from('.jpg')]);
+    writeFileSync(latin1, 'jpeg');
+    writeFileSync(join(watched, 'fine.jpg'), 'jpeg');
+    const input = folderInput(d.client, watched, 20, d.logs.logger);
+    await input.start();
+    try {
+      await new Promise((r) => setTimeout(r, 1000)); // some 50 looks
+      const about = d.logs.lines.filter((l) => l.code === 'FIELD_INPUT_INVALID' && l.nameBytesHex === '636166e92e6a7067');
+      assert.equal(about.length, 1, 'logged once, naming its bytes');
+      assert.ok(existsSync(latin1), 'left in place');
+      assert.deepEqual(d.queued().map((r) => r.filename), ['fine.jpg'], 'the other file is taken');
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('puts a file back where it was when its queue record cannot be written, on this file system or another', async () => {
     const d = await device('give-back', 64 * MiB);
     const folders = [join(d.dir, 'watched')];

@@ -47,7 +47,7 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
    * files not taken (a name the contract refuses; no room, too large, unreadable), with what they
    * were and why: logged once each until either changes. Looked at every interval, a file the
    * folder cannot take would otherwise be logged at every look, for as long as it lies there: a
-   * warning a second per file, for ever, on a device's SD card.
+   * warning a second per file, for ever, on a device's SD card. So is a name that is not UTF-8.
    */
   const notTaken = new Map<string, string>();
   const warnOnce = (name: string, sig: string, why: string, log: () => void) => {
@@ -55,14 +55,35 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
     notTaken.set(name, `${sig}|${why}`);
     log();
   };
+  /** names that are not UTF-8 (their bytes in hex), logged once each while they lie there */
+  const undecodable = new Set<string>();
   const tick = () => {
-    let names: string[];
+    let raw: Buffer[];
     try {
-      names = readdirSync(dir);
+      raw = readdirSync(dir, { encoding: 'buffer' });
     } catch (err) {
       log.warn({ dir, err: (err as Error).message }, 'cannot read the watched folder');
       return;
     }
+    const names: string[] = [];
+    const rawPresent = new Set<string>();
+    for (const bytes of raw) {
+      const name = bytes.toString('utf8');
+      if (Buffer.from(name, 'utf8').equals(bytes)) {
+        names.push(name);
+        continue;
+      }
+      // A Linux name is bytes; one that is not UTF-8 (a camera writing Latin-1, say) is read as a
+      // string with U+FFFD in place of each bad byte, which names no file: every look at it failed
+      // (ENOENT) and it lay there unsent without a word. A file name is text in the contract, so it
+      // is refused as a name the contract refuses is: logged once, left in place.
+      const hex = bytes.toString('hex');
+      rawPresent.add(hex);
+      if (name.startsWith('.') || undecodable.has(hex)) continue;
+      undecodable.add(hex);
+      log.warn({ code: 'FIELD_INPUT_INVALID', file: name, nameBytesHex: hex }, 'file name is not valid UTF-8; left in place (rename it to be sent)');
+    }
+    for (const hex of undecodable) if (!rawPresent.has(hex)) undecodable.delete(hex);
     for (const name of names) {
       if (name.startsWith('.') || busy.has(name)) continue;
       const path = join(dir, name);
