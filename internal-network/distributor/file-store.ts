@@ -58,8 +58,14 @@ export class FileStore {
    * because the distributor was killed before its dead letter was written, or one the device sent
    * again) fails with that same error and becomes a dead letter too: without the marker it would
    * start a new folder of chunks and be receipted, the verdict lost with its letter.
+   *
+   * `receivedAt`: the arrival of this chunk's message (epoch ms). A file whose chunks carry no
+   * `metadata.timestamp` is recorded at the arrival of the chunk that completed it, kept in the
+   * done marker: every chunk answered from the marker later (a resend, a replay) then gives the
+   * record the same time, so it is the one row (PostgreSQL's key holds the time) and the one point,
+   * not one more at each chunk's own arrival.
    */
-  async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }): Promise<StoredFileInfo | undefined> {
+  async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt?: number): Promise<StoredFileInfo | undefined> {
     const dir = await this.deviceDir(deviceId, payload.filename);
     const t = payload.transfer;
     const partial = this.partialDir(deviceId, t.id);
@@ -69,7 +75,7 @@ export class FileStore {
     const failed = await readFailed(this.failedMarker(deviceId, t.id));
     if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
     try {
-      return await this.addChunk(dir, deviceId, partial, doneMarker, payload);
+      return await this.addChunk(dir, deviceId, partial, doneMarker, payload, receivedAt);
     } catch (err) {
       // Another consumer may have completed this transfer meanwhile (the last chunks arrive together,
       // or a chunk again): it removes the folder once the file and its marker are stored, and a step
@@ -81,7 +87,7 @@ export class FileStore {
     }
   }
 
-  private async addChunk(dir: string, deviceId: string, partial: string, doneMarker: string, payload: FilePayload & { transfer: FileTransfer }): Promise<StoredFileInfo | undefined> {
+  private async addChunk(dir: string, deviceId: string, partial: string, doneMarker: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined): Promise<StoredFileInfo | undefined> {
     const t = payload.transfer;
     await this.makeDir(partial);
     const data = Buffer.from(payload.data, 'base64');
@@ -111,7 +117,7 @@ export class FileStore {
         details: { transferId: t.id, chunksKeptIn: aside },
       }));
     }
-    const info = await this.place(dir, tmp, sha256, size, payload).catch(async (err: unknown) => {
+    const placed = await this.place(dir, tmp, sha256, size, payload).catch(async (err: unknown) => {
       if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN')) throw err;
       // Receipted chunks, deleted by the device: kept as they came, as for a failed checksum.
       throw await this.setAside(deviceId, t.id, partial, (aside) => ({
@@ -120,6 +126,7 @@ export class FileStore {
         details: { ...err.details, transferId: t.id, chunksKeptIn: aside },
       }));
     });
+    const info = placed.timestamp === undefined && receivedAt !== undefined ? { ...placed, timestamp: receivedAt } : placed;
     // Durable before the folder goes: chunks receipted from now on rely on this record alone. (The
     // helper is synchronous: a few milliseconds of the event loop, once per file.)
     await io(doneMarker, async () => replaceFileDurablySync(doneMarker, JSON.stringify(info)));

@@ -276,7 +276,8 @@ export class MessageHandler {
     const points: StoredPoint[] = [];
     for (const [i, m] of env.messages.entries()) {
       const { transfer } = m.payload;
-      const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }) : await this.files.store(env.deviceId, m.payload);
+      const receivedAt = m.receivedAt ?? env.receivedAt;
+      const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }, receivedAt) : await this.files.store(env.deviceId, m.payload);
       // A chunked file's record is written again by any chunk that comes after the file was whole
       // (a resend after a lost receipt: its record may not have been written before a crash; or a
       // replay once the transfer's epoch left the replay windows): keyed by the transfer, so every
@@ -284,7 +285,9 @@ export class MessageHandler {
       // Its own arrival, as every other kind's point (points.ts): a message of a later frame the
       // gateway joined into the envelope carries one, and at the envelope's time two records of a
       // device without timestamps were one point in InfluxDB, the second overwriting the first.
-      if (stored) points.push(filePoint(env.deviceId, m.receivedAt ?? env.receivedAt, stored, transfer ? transferKey(transfer.id) : keys[i]));
+      // A chunked file's time is its record's (storeChunk keeps the completing chunk's arrival there
+      // when the device gave none), so a later chunk does not make a second row at its own arrival.
+      if (stored) points.push(filePoint(env.deviceId, receivedAt, stored, transfer ? transferKey(transfer.id) : keys[i]));
     }
     return points;
   }

@@ -110,6 +110,29 @@ describe('file storage', () => {
     assert.deepEqual(files.map((p) => [p.fields.filename, p.time]), [['a.jpg', now], ['b.jpg', now + 40]]);
   });
 
+  it("records a chunked file without a timestamp at its completing chunk's arrival, also for a chunk that comes again later: one row, not one per arrival", async () => {
+    // PostgreSQL's files key is (device, time, t:<transfer id>), InfluxDB's point (tags, time): a
+    // chunk the device sent again after the file was whole (its receipt overdue), answered from the
+    // done marker, made a second record at its own arrival.
+    const dir = join(tmp.dir, 'chunk-again');
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys'), join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const written: StoredPoint[] = [];
+    const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+    const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier);
+    const data = Buffer.from('0123456789');
+    const transfer = (index: number) => ({ id: 'tx1', index, count: 2, size: 10, sha256: createHash('sha256').update(data).digest('hex') });
+    const chunk = (index: number) => ({ messageId: `tx1.${index}`, payload: { filename: 'c.bin', data: data.subarray(index * 5, index * 5 + 5).toString('base64'), transfer: transfer(index) } });
+    const send = (receivedAt: number, ...indexes: number[]) =>
+      handler.handle(uplinkTopic('cam-5', 'file'), Buffer.from(JSON.stringify({ v: 1, deviceId: 'cam-5', dataType: 'file', gatewayId: 'gw', receivedAt, messages: indexes.map(chunk) })));
+    const now = Date.now();
+    await send(now - 2000, 0);
+    await send(now - 1000, 1); // completes the file
+    await send(now, 1); // sent again by the device
+    const files = written.filter((p) => p.measurement === 'files');
+    assert.deepEqual(files.map((p) => p.time), [now - 1000, now - 1000]);
+  });
+
   it('keeps devices apart and leaves no temporary files behind', async () => {
     await store.store('cam-2', { filename: 'img.jpg', data: b64('other device') });
     assert.equal(readFileSync(join(root, 'cam-1', 'img.jpg'), 'utf8'), 'first');
