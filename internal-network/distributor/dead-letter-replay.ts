@@ -9,6 +9,7 @@ import type { DeadLetter } from './dead-letter.ts';
 import { dataPoints, uplinkKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { arrivedInTime } from './security/verifier.ts';
+import { refuseFarAhead } from './write-batcher.ts';
 
 /**
  * Puts dead letters back: once the cause is fixed (a field that changed type given a measurement of
@@ -122,6 +123,16 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
       const missing = leftOut - data.leftOut.repeated;
       if (data.points.length === 0 && missing > 0) {
         problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `none of its ${data.messages} messages can be written: ${leftOutText(data.leftOut)}`);
+        continue;
+      }
+      try {
+        // As the distributor refuses it (write-batcher.ts): the letter of a reading dated further
+        // ahead than LIMITS.pointMaxAheadMs is replayable once its time has come, not before; written
+        // now, the database made a shard for its week, what that refusal is there to prevent.
+        refuseFarAhead(data.points);
+      } catch (err) {
+        if (!isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) throw err;
+        problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `refused again, as the distributor refuses it: ${err.message}`);
         continue;
       }
       if (data.points.length > 0 && !o.dryRun) {

@@ -130,8 +130,10 @@ export class WriteBatcher implements PointSink {
  * DISTRIBUTOR_WRITE_REJECTED for a point dated more than LIMITS.pointMaxAheadMs ahead of this
  * clock: refused like a point the database refuses (the batch is written again message by message,
  * and only the message holding it becomes a dead letter), before the database makes a shard for it.
+ * A replay of dead letters refuses it likewise (dead-letter-replay.ts): it writes into the sink
+ * itself, not through this batcher.
  */
-function refuseFarAhead(points: readonly StoredPoint[]): void {
+export function refuseFarAhead(points: readonly StoredPoint[]): void {
   const latest = Date.now() + LIMITS.pointMaxAheadMs;
   for (const p of points) {
     if (p.time > latest) {

@@ -186,7 +186,8 @@ const ShowShardsSchema = z.object({
       series: z
         .array(
           z
-            .object({ name: z.string(), columns: z.array(z.string()), values: z.array(z.array(z.unknown())) })
+            // A database without shards is listed without `values`.
+            .object({ name: z.string(), columns: z.array(z.string()), values: z.array(z.array(z.unknown())).default([]) })
             .refine((s) => ['start_time', 'end_time'].every((c) => s.columns.includes(c)), 'SHOW SHARDS without start_time or end_time'),
         )
         .optional(),

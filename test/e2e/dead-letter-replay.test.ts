@@ -19,6 +19,7 @@ import { REPO_ROOT } from '../../scripts/admin/paths.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -230,6 +231,24 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     assert.match(r.out, /:1 {2}DEAD_LETTER_PARTLY_REPLAYED {2}1 of its 4 messages were written/);
     const wind = await influx.query(`SELECT wind FROM readings WHERE device = '${DEVICE}' AND wind = 7`, DB);
     assert.deepEqual(wind.results?.[0]?.series?.[0]?.values.map((v) => v[0]), [arrived], 'one point, at the arrival the device signed for');
+  });
+
+  it('refuses again a reading dated further ahead than the distributor takes (LIMITS.pointMaxAheadMs): replayable once its time has come, not before, so InfluxDB makes no shard for its week', async () => {
+    const dir = join(work.dir, 'letters-ahead');
+    const dead = new DeadLetters(dir);
+    const ahead = Date.now() + LIMITS.pointMaxAheadMs + 30 * 86_400_000;
+    await dead.put(uplinkTopic(DEVICE, 'timeseries'), envelope(30, { wind: 30, timestamp: ahead }), new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'a point of measurement "readings" is dated too far ahead'));
+    await dead.close();
+    const shardsBefore = (await influx.shards(DB)).length;
+    const r = await admin('replay', '--dead-letters', dir);
+    assert.equal(r.code, EXIT.failed, r.out + r.err);
+    assert.match(r.out, /:1 {2}DEAD_LETTERS_REFUSED_AGAIN {2}.*days ahead of this clock/);
+    assert.match(r.err, /^error DEAD_LETTERS_REFUSED_AGAIN: /);
+    const dry = await admin('replay', '--dry-run', '--dead-letters', dir);
+    assert.match(dry.out, /^Would replay 0 letters/, 'a dry run says so too');
+    assert.equal((await readings()).filter((p) => p.time === ahead).length, 0, 'not written');
+    assert.equal((await influx.shards(DB)).length, shardsBefore, 'no shard made for a week months ahead');
+    assert.deepEqual((JSON.parse((await admin('list', '--json', '--dead-letters', dir)).out) as Array<{ replayed: number }>).map((f) => f.replayed), [0], 'left to replay once its time has come');
   });
 
   it('says where the folder is missing, and what the command takes', async () => {
