@@ -6,7 +6,8 @@ import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { readLinesSync } from '../../shared/line-file.ts';
-import { DeadLetterSchema, isUnparsable, LETTER_FILE, type DeadLetter } from './dead-letter.ts';
+import { parseTopic } from '../../shared/contract/topics.ts';
+import { carriesOnlyTheDmzWord, DeadLetterSchema, isUnparsable, LETTER_FILE, type DeadLetter } from './dead-letter.ts';
 
 /**
  * The dead-letter folder as `fieldstream-admin dead-letters` reads it: its files of letters, line
@@ -96,8 +97,35 @@ function parseLetter(text: string): DeadLetter | undefined {
   }
 }
 
-/** Whether a letter keeps a payload a replay can write from: whole, and not one that failed the contract. */
-export const holdsData = (l: DeadLetter) => l.payloadBase64 !== undefined && !isUnparsable(l);
+/**
+ * Why a replay cannot write from a letter, or undefined when it holds data a replay writes (a
+ * device's data other than a file, whole, that passed the contract; its signatures are checked
+ * then). A presence or a gateway's security report of up to 4 KiB is kept whole but is the DMZ's
+ * unsigned word, not replayed; counted as data, `list` showed letters no replay would ever write,
+ * and a file whose letters with data must all be replayed before it may be removed never could be.
+ */
+export function notReplayableWhy(l: DeadLetter): string | undefined {
+  if (l.payloadBase64 === undefined) return 'only an excerpt of an invalid payload is kept';
+  if (isUnparsable(l)) return `its payload is not a valid message (${l.code}): nothing in it can be written`;
+  if (carriesOnlyTheDmzWord(l.topic)) return "a presence or a gateway's security report, the DMZ's unsigned word: kept whole to look at, not replayed";
+  if (isFileTopic(l.topic)) return FILE_NOT_REPLAYED;
+  return undefined;
+}
+
+export const FILE_NOT_REPLAYED =
+  "a file is not replayed: one refused (its checksum, its name) keeps its chunks, where kept, in FILE_STORAGE_PATH/.failed/; one whose record the database refused is stored in FILE_STORAGE_PATH, its record not written";
+
+function isFileTopic(topic: string): boolean {
+  try {
+    const where = parseTopic(topic);
+    return where.kind === 'uplink' && where.dataType === 'file';
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a letter keeps data a replay writes (see {@link notReplayableWhy}). */
+export const holdsData = (l: DeadLetter) => notReplayableWhy(l) === undefined;
 
 /**
  * Whether the distributor may still be appending to the file: today's (its name begins with the

@@ -4,7 +4,7 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shar
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { sortBySignature, type Message } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
-import { holdsData, readLetters, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
+import { FILE_NOT_REPLAYED, notReplayableWhy, readLetters, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
 import type { DeadLetter } from './dead-letter.ts';
 import { dataPoints, uplinkKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
@@ -188,12 +188,11 @@ interface LetterData {
 
 /** The points of a letter's data, as the distributor would have written them; throws DEAD_LETTER_NOT_REPLAYABLE. */
 function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures' | 'freshnessMs' | 'transitMs'>, met: Set<string>): LetterData {
-  if (!holdsData(letter)) {
-    throw notReplayable(letter.payloadBase64 === undefined ? 'only an excerpt of an invalid payload is kept' : `its payload is not a valid message (${letter.code}): nothing in it can be written`);
-  }
+  const why = notReplayableWhy(letter);
+  if (why !== undefined) throw notReplayable(why);
   const data: LetterData = { points: [], messages: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 } };
   for (const env of envelopesOf(letter)) {
-    if (env.dataType === 'file') throw notReplayable('a file is not replayed: its chunks, where kept, are in FILE_STORAGE_PATH/.failed/');
+    if (env.dataType === 'file') throw notReplayable(FILE_NOT_REPLAYED);
     data.messages += env.messages.length;
     const revoked = o.keys.isRevoked(env.deviceId);
     const sorted = sortBySignature<Message>(revoked ? undefined : o.keys.get(env.deviceId), env);
