@@ -246,6 +246,33 @@ describe('time-series sinks against real databases', () => {
     }
   });
 
+  it('a request larger than the server takes (413) is halved until each part fits, and written; a point alone too large is refused (a dead letter), not retried for ever', async () => {
+    // InfluxDB 1.x's max-body-size, as nginx's client_max_body_size, InfluxDB 3's
+    // max-http-request-size or InfluxDB Cloud's limit: answered 413. (InfluxDB 1.6 measures the body
+    // as sent, so a limit under the sink's gzip threshold shows it.)
+    const small = await InfluxV1.start(join(work.dir, 'influx-small'), DB, { maxBodySize: 700 });
+    try {
+      const sink = new InfluxV1Sink({ url: small.url, database: DB, username: small.user, password: small.password, timeoutMs: 5000 });
+      const note = 'n'.repeat(250);
+      const batch = new WriteBatcher(sink, 5000);
+      // Three messages of three devices gathered into one request of about 870 bytes.
+      const written = await Promise.all(['a', 'b', 'c'].map((d, i) => code(batch.write([point(`big-${d}`, { v: i, note }, 1700000400000 + i)]))));
+      assert.deepEqual(written, ['ok', 'ok', 'ok']);
+      const rows = await small.rows(DB, `SELECT v FROM readings WHERE device =~ /^big-/`);
+      assert.deepEqual(rows.map((r) => r.v), [0, 1, 2]);
+      // A point larger than the limit by itself: nothing a retry can change until the limit is raised.
+      const alone = await batch.write([point('big-d', { v: 3, note: 'n'.repeat(800) }, 1700000400003)]).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(alone instanceof FieldStreamError && alone.code === 'DISTRIBUTOR_WRITE_REJECTED', String(alone));
+      assert.match(alone.message, /413/);
+      await sink.close();
+    } finally {
+      await small.process.stop();
+    }
+  });
+
   it('the batcher keeps at most its concurrency of requests in flight, and every message learns its own outcome', async () => {
     const real = v1();
     let inFlight = 0;

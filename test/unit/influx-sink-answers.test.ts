@@ -53,6 +53,22 @@ describe('InfluxDB answers that are not "every point written"', () => {
     }
   });
 
+  // InfluxDB 3's max-http-request-size or a proxy's limit (v1's is shown on a real InfluxDB 1.x:
+  // test/e2e/influx-sinks.test.ts): the v2 client library's HttpError 413 is halved as well.
+  it('v2: a request answered 413 (too large) is halved until each part fits; a point alone too large is refused', async () => {
+    const f = await fakeInflux((_n, body) => (body.toString().split('\n').length > 2 || body.length > 4096 ? 413 : 204));
+    servers.push(f.server);
+    const sink = new InfluxV2Sink({ url: f.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 5000 });
+    try {
+      assert.equal(await outcome(sink.write([1, 2, 3, 4, 5].map((i) => point(i)))), 'ok');
+      const written = f.bodies.filter((b) => b.toString().split('\n').length <= 2).flatMap((b) => b.toString().split('\n'));
+      assert.deepEqual(written.map((l) => l.split(',')[1]?.split(' ')[0]).sort(), ['device=d1', 'device=d2', 'device=d3', 'device=d4', 'device=d5']);
+      assert.equal(await outcome(sink.write([point(6, { note: 'x'.repeat(5000) })])), 'DISTRIBUTOR_WRITE_REJECTED');
+    } finally {
+      await sink.close();
+    }
+  });
+
   it('v1: a 201 (a partial write) is refused, not taken as durable', async () => {
     const f = await fakeInflux(() => 201);
     servers.push(f.server);

@@ -5,7 +5,7 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { precisionOf, toLineProtocol, type Precision } from './line-protocol.ts';
 import { shownUrl } from '../../shared/influx-settings.ts';
-import { isRetryableStatus, type PointSink } from './sink.ts';
+import { isRetryableStatus, writeWithinLimit, type PointSink } from './sink.ts';
 
 export interface InfluxV1Options {
   url: string;
@@ -55,8 +55,13 @@ export class InfluxV1Sink implements PointSink {
     this.send = https ? httpsRequest : httpRequest;
   }
 
-  async write(points: readonly StoredPoint[]): Promise<void> {
-    if (points.length === 0) return;
+  /** One request, halved while answered 413 (sink.ts writeWithinLimit). */
+  write(points: readonly StoredPoint[]): Promise<void> {
+    if (points.length === 0) return Promise.resolve();
+    return writeWithinLimit(points, (part) => this.request(part));
+  }
+
+  private async request(points: readonly StoredPoint[]): Promise<void> {
     const precision = precisionOf(points);
     const text = Buffer.from(toLineProtocol(points, precision), 'utf8');
     // The fastest level: line protocol still shrinks several times, for a fraction of the CPU

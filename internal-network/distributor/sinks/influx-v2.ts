@@ -3,7 +3,7 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { precisionOf, toLines, type Precision } from './line-protocol.ts';
 import { shownUrl } from '../../shared/influx-settings.ts';
-import { isRetryableStatus, type PointSink } from './sink.ts';
+import { isRetryableStatus, writeWithinLimit, type PointSink } from './sink.ts';
 
 /** points per write request (InfluxData suggests about 5,000 lines) */
 const BATCH = 5000;
@@ -40,7 +40,8 @@ export class InfluxV2Sink implements PointSink {
   }
 
   async write(points: readonly StoredPoint[]): Promise<void> {
-    for (let i = 0; i < points.length; i += BATCH) await this.writeChunk(points.slice(i, i + BATCH));
+    // Each chunk one request, halved while answered 413 (sink.ts writeWithinLimit).
+    for (let i = 0; i < points.length; i += BATCH) await writeWithinLimit(points.slice(i, i + BATCH), (part) => this.writeChunk(part));
   }
 
   private async writeChunk(points: readonly StoredPoint[]): Promise<void> {

@@ -1,3 +1,4 @@
+import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 
 /**
@@ -15,7 +16,35 @@ export interface PointSink {
  * Only 400 and 422 blame the data itself (a field type conflict, a malformed point): those are kept
  * as dead letters. Every other failure is retried, 401/403/404 included: wrong credentials or a
  * missing database are the operator's to fix, and the data must wait for that, not be set aside.
+ * 413 blames the request's size: see {@link writeWithinLimit}.
  */
 export function isRetryableStatus(status: number): boolean {
   return status !== 400 && status !== 422;
+}
+
+/** HTTP 413: the request is larger than the server, or a proxy in front of it, takes. */
+const TOO_LARGE = 413;
+
+/**
+ * `request(points)` (one request), and on a 413 (`details.status`) the points again in halves, each
+ * halved again while it is answered 413: InfluxDB 1.x's `max-body-size`, InfluxDB 3's
+ * `max-http-request-size`, InfluxDB Cloud's limit or a proxy's (nginx's `client_max_body_size`, 1 MiB
+ * by default) answer it for a request, whatever its points. Retried whole, a batch over the limit
+ * failed for ever: its consumer connections stalled, and the messages of other devices gathered into
+ * it with them. Points are independent, so parts go as well as the whole. A point answered 413 alone
+ * is DISTRIBUTOR_WRITE_REJECTED: no retry changes its size, so its message is kept as a dead letter
+ * (the write batcher finds it), replayable once the limit is raised.
+ */
+export async function writeWithinLimit(points: readonly StoredPoint[], request: (points: readonly StoredPoint[]) => Promise<void>): Promise<void> {
+  try {
+    await request(points);
+  } catch (err) {
+    if (!isFieldStreamError(err) || err.details?.status !== TOO_LARGE) throw err;
+    if (points.length <= 1) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `a point larger than the database takes in one request (raise its limit on a request's size, then replay the dead letter): ${err.message}`, { status: TOO_LARGE }, { cause: err });
+    }
+    const half = Math.ceil(points.length / 2);
+    await writeWithinLimit(points.slice(0, half), request);
+    await writeWithinLimit(points.slice(half), request);
+  }
 }
