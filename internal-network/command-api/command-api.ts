@@ -28,6 +28,8 @@ export interface CommandApi {
 export async function startCommandApi(config: Readonly<CommandApiConfig>, logger: Logger, opts: { processMetrics?: boolean } = {}): Promise<CommandApi> {
   const log = logger.child({ component: 'command-api' });
   const groups = config.COMMAND_GROUPS_FILE ? readJsonSetting('COMMAND_GROUPS_FILE', config.COMMAND_GROUPS_FILE, GroupsFileSchema) : {};
+  // Before the state and the broker are opened: an unreadable revoked list stops the start (CONFIG_FILE_UNREADABLE).
+  const keys = new DeviceKeyRegistry(config.COMMAND_DEVICE_KEYS_DIR, config.COMMAND_REVOKED_DEVICES_FILE, undefined, log.child({ subsystem: 'device-keys' }));
   const store = new CommandStore(config.COMMAND_STATE_PATH, log.child({ subsystem: 'state' }));
   const mqtt = connectMqtt(
     {
@@ -41,7 +43,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     { resubscribe: false }, // subscribed on every connect, below
   );
   const dispatcher = new CommandDispatcher(mqtt, store, log, {
-    keys: new DeviceKeyRegistry(config.COMMAND_DEVICE_KEYS_DIR, config.COMMAND_REVOKED_DEVICES_FILE),
+    keys,
     allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
   });
   const served = config.COMMAND_API_METRICS_PORT !== undefined;

@@ -56,6 +56,9 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
   const log = logger.child({ component: 'console' });
   // Read before anything is started: without the key no message of the feed could be taken (CONFIG_*).
   const feed = new StoredFeedReader(readStoredFeedKey('CONSOLE_STORED_FEED_KEY_FILE', config.CONSOLE_STORED_FEED_KEY_FILE));
+  // The registry: every device with a key is listed, and the revoked ones flagged, as they change
+  // (an unreadable revoked list stops the start too: CONFIG_FILE_UNREADABLE).
+  const registry = new DeviceKeyRegistry(config.CONSOLE_DEVICE_KEYS_DIR, config.CONSOLE_REVOKED_DEVICES_FILE, undefined, log.child({ subsystem: 'device-keys' }));
   // Read again when the file changes: the pages and the management API never ask the command API.
   const credentials = new ReloadingCredentials({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }, log.child({ subsystem: 'role-tokens' }));
   const own = new OwnPointsWriter(selectSink(config), log.child({ subsystem: 'store' }));
@@ -67,8 +70,6 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     },
   });
 
-  // The registry: every device with a key is listed, and the revoked ones flagged, as they change.
-  const registry = new DeviceKeyRegistry(config.CONSOLE_DEVICE_KEYS_DIR, config.CONSOLE_REVOKED_DEVICES_FILE);
   const lookAtRegistry = () => {
     for (const id of registry.registered()) fleet.register(id);
     fleet.setRevoked(registry.revokedIds());

@@ -57,8 +57,10 @@ export interface Distributor {
  */
 export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger, opts: { processMetrics?: boolean; onStateLost?: (err: FieldStreamError) => void } = {}): Distributor {
   const log = logger.child({ component: 'distributor' });
-  // Read before anything is claimed or opened: a missing or wrong key stops the start (CONFIG_*).
+  // Read before anything is claimed or opened: a missing or wrong key, or a revoked devices' list
+  // that is there but cannot be read, stops the start (CONFIG_*).
   const feedKey = config.DISTRIBUTOR_FEED === 'on' ? readStoredFeedKey('DISTRIBUTOR_STORED_FEED_KEY_FILE', config.DISTRIBUTOR_STORED_FEED_KEY_FILE) : undefined;
+  const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE, undefined, log.child({ subsystem: 'security' }));
   const lease = claimStateSlot(config.DISTRIBUTOR_STATE_DIR, config.DISTRIBUTOR_CLIENT_ID, (err) => {
     log.error({ code: err.code, err: err.message }, 'lost the state folder to another distributor; stopping');
     void distributor.close().finally(() => opts.onStateLost?.(err));
@@ -74,7 +76,6 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       : undefined;
   const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
-  const keys = new DeviceKeyRegistry(config.DISTRIBUTOR_DEVICE_KEYS_DIR, config.DISTRIBUTOR_REVOKED_DEVICES_FILE);
   const replay = new ReplayWindows(join(lease.dir, 'replay'));
   const verifier = new MessageVerifier(
     keys,

@@ -1,7 +1,9 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import type { Logger } from '../../shared/logger.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
 
 /**
@@ -42,14 +44,24 @@ interface CachedKey {
 export class DeviceKeyRegistry {
   private readonly cache = new Map<string, CachedKey>();
   private revoked = { ids: new Set<string>(), checkedAt: 0 };
+  /** the problem with the revoked list last logged, so that one that lasts is logged once */
+  private revokedProblem: string | undefined;
   /** the folder's listing: its ids, its mtime then (-1: no folder), when looked at and when listed */
   private folder = { ids: new Set<string>(), mtimeMs: -1, checkedAt: -Infinity, listedAt: -Infinity };
 
+  /**
+   * Reads the revoked list now: one that is there but cannot be read (a folder Docker mounted in
+   * its place, no permission, an I/O error) throws CONFIG_FILE_UNREADABLE, so the service does not
+   * start not knowing which devices are revoked; a missing one is an empty list (nothing revoked yet).
+   */
   constructor(
     private readonly dir: string,
     private readonly revokedFile?: string,
     private readonly timing: KeyRecheck = { recheckMs: TIMINGS.deviceKeyRecheckMs, fileRecheckMs: TIMINGS.deviceKeyFileRecheckMs, missRecheckMs: TIMINGS.deviceKeyMissRecheckMs },
-  ) {}
+    private readonly log?: Logger,
+  ) {
+    if (revokedFile) this.readRevoked(Date.now(), true);
+  }
 
   /** Revoked devices are refused even if a key of theirs is still around. */
   isRevoked(deviceId: string): boolean {
@@ -59,16 +71,41 @@ export class DeviceKeyRegistry {
   /** The revoked list (re-read at most every TIMINGS.deviceKeyRecheckMs). */
   revokedIds(): ReadonlySet<string> {
     const now = Date.now();
-    if (this.revokedFile && now - this.revoked.checkedAt >= this.timing.recheckMs) {
-      let ids = new Set<string>();
-      try {
-        ids = new Set(readFileSync(this.revokedFile, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
-      } catch {
-        /* nothing revoked yet */
-      }
-      this.revoked = { ids, checkedAt: now };
-    }
+    if (this.revokedFile && now - this.revoked.checkedAt >= this.timing.recheckMs) this.readRevoked(now);
     return this.revoked.ids;
+  }
+
+  /**
+   * A list that cannot be read while the service runs (EACCES, EMFILE, EISDIR, EIO: anything but
+   * its absence) leaves the list read last in force, logged once (CONFIG_FILE_UNREADABLE), and is
+   * read again at the next look: taken as empty, every revoked device whose key file is still
+   * around had its messages and responses accepted and was sent commands until then.
+   */
+  private readRevoked(now: number, atStart = false): void {
+    const path = this.revokedFile as string;
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        text = ''; // nothing revoked yet
+      } else {
+        const problem = `unreadable: ${code ?? (err as Error).message}`;
+        if (atStart) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `The revoked devices' list ${path} cannot be read (${problem}); fix the path or its permissions.`, { path });
+        this.revoked.checkedAt = now;
+        this.reportRevoked(problem, "revoked devices' list cannot be read: the devices read last stay revoked");
+        return;
+      }
+    }
+    this.revokedProblem = undefined;
+    this.revoked = { ids: new Set(text.split('\n').map((l) => l.trim()).filter(Boolean)), checkedAt: now };
+  }
+
+  private reportRevoked(problem: string, message: string): void {
+    if (this.revokedProblem === problem) return;
+    this.revokedProblem = problem;
+    this.log?.warn({ code: 'CONFIG_FILE_UNREADABLE', path: this.revokedFile, problem, revoked: this.revoked.ids.size }, message);
   }
 
   /** Every device with a registered key (DIR/DEVICE_ID.key), whatever else is in the folder: listed afresh. */

@@ -47,13 +47,16 @@ export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<stri
   }
   // The local store's default, as the other defaults here, is the repository's (where `npm start` keeps it), not the working directory's.
   const config = loadDistributorConfig({ ...env, TIMESERIES_LOCAL_PATH: env.TIMESERIES_LOCAL_PATH ?? join(REPO_ROOT, 'data', 'timeseries') });
-  const sink = selectDistributorSink(config, createLogger('fieldstream-admin', 'error', process.stderr));
+  const log = createLogger('fieldstream-admin', 'error', process.stderr);
+  // Before the store is opened: an unreadable revoked list stops the replay (CONFIG_FILE_UNREADABLE).
+  const keys = new DeviceKeyRegistry(paths.deviceKeysDir, paths.revokedDevicesFile, undefined, log);
+  const sink = selectDistributorSink(config, log);
   let report: ReplayReport;
   try {
     report = await replayLetters({
       dir: paths.deadLetters,
       sink,
-      keys: new DeviceKeyRegistry(paths.deviceKeysDir, paths.revokedDevicesFile),
+      keys,
       requireSignatures: env.DISTRIBUTOR_REQUIRE_SIGNATURES === undefined || config.DISTRIBUTOR_REQUIRE_SIGNATURES,
       freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
       transitMs: config.DISTRIBUTOR_TRANSIT_MAX_S * 1000,

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -116,6 +118,54 @@ describe('the device key registry under invented ids, between its looks', () => 
       // Listed now, but the folder was looked at under a minute ago: not looked at again.
       assert.equal(registry.get('next-3'), undefined);
       assert.equal(registry.has('next-3'), false);
+    } finally {
+      work.cleanup();
+    }
+  });
+});
+
+/**
+ * The revoked list is what keeps a revoked device out inside whatever key file of it is still
+ * around (the distributor, the command API, the console read it so). A read that failed for any
+ * reason (a folder in its place, no permission, too many open files, an I/O error) emptied it until
+ * the next look: a second in which the device's messages and responses were accepted and commands
+ * sent to it.
+ */
+describe("the device key registry's revoked list", () => {
+  it('keeps the ids read last when the list cannot be read, logged once; reads it again when it can', async () => {
+    const work = tempDir('device-keys-revoked');
+    try {
+      const { lines, logger } = captureLogs();
+      const revokedFile = join(work.dir, 'revoked-devices.txt');
+      writeFileSync(revokedFile, 'gone-1\n');
+      writeFileSync(join(work.dir, 'gone-1.key'), hex());
+      const registry = new DeviceKeyRegistry(work.dir, revokedFile, { recheckMs: 20, fileRecheckMs: 400 }, logger);
+      assert.equal(registry.isRevoked('gone-1'), true);
+      rmSync(revokedFile);
+      mkdirSync(revokedFile); // EISDIR on read, as EACCES, EMFILE or EIO would fail it
+      for (let i = 0; i < 3; i++) {
+        await sleep(40);
+        assert.equal(registry.isRevoked('gone-1'), true, 'unreadable: the device stays revoked');
+      }
+      const warned = lines.filter((l) => l.code === 'CONFIG_FILE_UNREADABLE');
+      assert.equal(warned.length, 1, 'logged once while it lasts');
+      assert.equal(warned[0]?.path, revokedFile);
+      rmSync(revokedFile, { recursive: true });
+      writeFileSync(revokedFile, 'gone-1\ngone-2\n');
+      await sleep(40);
+      assert.deepEqual([...registry.revokedIds()].sort(), ['gone-1', 'gone-2'], 'read again once it can be');
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it('does not start on a list it cannot read (fail closed); a missing one is nothing revoked yet', () => {
+    const work = tempDir('device-keys-revoked-start');
+    try {
+      const revokedFile = join(work.dir, 'revoked-devices.txt');
+      assert.equal(new DeviceKeyRegistry(work.dir, revokedFile).revokedIds().size, 0, 'missing: nothing revoked');
+      mkdirSync(revokedFile); // what Docker mounts where the file is missing
+      assert.throws(() => new DeviceKeyRegistry(work.dir, revokedFile), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONFIG_FILE_UNREADABLE');
     } finally {
       work.cleanup();
     }
