@@ -80,6 +80,13 @@ export class DeviceKeyRegistry {
    * its absence) leaves the list read last in force, logged once (CONFIG_FILE_UNREADABLE), and is
    * read again at the next look: taken as empty, every revoked device whose key file is still
    * around had its messages and responses accepted and was sent commands until then.
+   *
+   * Revocation only ever adds to the list (a revoked id is never issued a certificate again), so
+   * while the service runs a list that reads shorter keeps every id read before, logged once: one
+   * read empty (docs/operations.md has it copied in place with cp or scp, which truncate the file
+   * before they write it), an older copy restored over it, or one gone for a moment would otherwise
+   * let those devices back in. Ids it adds are taken at once. Taking an id off the list (by hand)
+   * takes a restart.
    */
   private readRevoked(now: number, atStart = false): void {
     const path = this.revokedFile as string;
@@ -98,8 +105,16 @@ export class DeviceKeyRegistry {
         return;
       }
     }
-    this.revokedProblem = undefined;
-    this.revoked = { ids: new Set(text.split('\n').map((l) => l.trim()).filter(Boolean)), checkedAt: now };
+    const ids = new Set(text.split('\n').map((l) => l.trim()).filter(Boolean));
+    let dropped = 0;
+    for (const id of this.revoked.ids) {
+      if (ids.has(id)) continue;
+      ids.add(id);
+      dropped++;
+    }
+    if (dropped > 0) this.reportRevoked(`dropped ${dropped}`, "revoked devices' list lacks devices read before (being copied? an older copy? gone?): they stay revoked");
+    else this.revokedProblem = undefined;
+    this.revoked = { ids, checkedAt: now };
   }
 
   private reportRevoked(problem: string, message: string): void {

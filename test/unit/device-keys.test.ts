@@ -159,6 +159,28 @@ describe("the device key registry's revoked list", () => {
     }
   });
 
+  it('never un-revokes while it runs: a list that reads empty (a cp caught half-way), shorter or not at all keeps every id read before', async () => {
+    const work = tempDir('device-keys-revoked-shorter');
+    try {
+      const { lines, logger } = captureLogs();
+      const revokedFile = join(work.dir, 'revoked-devices.txt');
+      writeFileSync(revokedFile, 'gone-1\ngone-2\n');
+      const registry = new DeviceKeyRegistry(work.dir, revokedFile, { recheckMs: 20, fileRecheckMs: 400 }, logger);
+      writeFileSync(revokedFile, ''); // cp and scp truncate the file before they write it
+      await sleep(40);
+      assert.deepEqual([...registry.revokedIds()].sort(), ['gone-1', 'gone-2'], 'read empty');
+      writeFileSync(revokedFile, 'gone-2\ngone-3\n'); // an older copy, with a revocation of its own
+      await sleep(40);
+      assert.deepEqual([...registry.revokedIds()].sort(), ['gone-1', 'gone-2', 'gone-3'], 'shorter: the new id taken, none dropped');
+      rmSync(revokedFile); // renamed away for a moment
+      await sleep(40);
+      assert.deepEqual([...registry.revokedIds()].sort(), ['gone-1', 'gone-2', 'gone-3'], 'gone');
+      assert.ok(lines.some((l) => l.code === 'CONFIG_FILE_UNREADABLE' && l.path === revokedFile), 'logged');
+    } finally {
+      work.cleanup();
+    }
+  });
+
   it('does not start on a list it cannot read (fail closed); a missing one is nothing revoked yet', () => {
     const work = tempDir('device-keys-revoked-start');
     try {
