@@ -19,8 +19,11 @@ export interface ReloadedFileOptions<T> {
 const MISSING = 'missing';
 
 /** What tells one version of a file from another without reading it: written in place (mtime,
- * size) or replaced by a rename (inode). */
-function stampOf(path: string): string {
+ * size) or replaced by a rename (inode). The mtime alone misses a copy that keeps the old one
+ * (cp -p, rsync -t, a restore) and a second write within one tick of a coarse clock. Throws what
+ * stat throws. Every file a service reloads is looked at with it (ReloadedFile, the gateway's
+ * device tokens). */
+export function stampOf(path: string): string {
   const s = statSync(path);
   return `${s.ino}:${s.size}:${s.mtimeMs}`;
 }

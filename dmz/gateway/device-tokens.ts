@@ -1,9 +1,12 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { stampOf } from '../../shared/reloaded-file.ts';
 import { hashTokenSecret, isTokenExpired, parseToken, tokenEntry, TokensFileSchema, tokenExpiryMs, verifyTokenSecret, type TokenHash, type TokensFile } from '../../shared/security/device-token.ts';
 import { TokenThrottle } from './token-throttle.ts';
+
+const MISSING = 'missing';
 
 export interface TokenIdentity {
   deviceId: string;
@@ -34,7 +37,8 @@ export interface DeviceTokensOptions {
  */
 export class DeviceTokens {
   private file: TokensFile = { version: 1, devices: {} };
-  private mtimeMs = -1;
+  /** the version of the file last looked at (shared/reloaded-file.ts stampOf; MISSING: not there) */
+  private stamp: string | undefined;
   /** the earliest expiry still ahead among the active tokens (ms since the epoch; Infinity: none) */
   private nextExpiryMs = Number.POSITIVE_INFINITY;
   private readonly timer: NodeJS.Timeout;
@@ -143,20 +147,20 @@ export class DeviceTokens {
   }
 
   private reload(): void {
-    let mtimeMs: number;
+    let stamp: string;
     try {
-      mtimeMs = statSync(this.o.path).mtimeMs;
+      stamp = stampOf(this.o.path);
     } catch {
-      if (this.mtimeMs === 0) return;
+      if (this.stamp === MISSING) return;
       this.o.log.warn({ path: this.o.path }, 'device tokens file missing: no device token is accepted');
-      this.mtimeMs = 0;
+      this.stamp = MISSING;
       this.file = { version: 1, devices: {} };
       this.nextExpiryMs = Number.POSITIVE_INFINITY;
       this.o.onChange?.();
       return;
     }
-    if (mtimeMs === this.mtimeMs) return;
-    this.mtimeMs = mtimeMs;
+    if (stamp === this.stamp) return;
+    this.stamp = stamp;
     let parsed: TokensFile;
     try {
       parsed = TokensFileSchema.parse(JSON.parse(readFileSync(this.o.path, 'utf8')));

@@ -12,6 +12,7 @@ import { revokeDevice } from '../../pki/revocation.ts';
 import { runAdmin, EXIT } from '../../scripts/admin/run.ts';
 import { readDeviceToken } from '../../field-client/src/gateway-connection.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -120,6 +121,43 @@ describe('the gateway side: DeviceTokens', () => {
         assert.equal(changes, changed);
         assert.equal(tokens.isCurrent(renewed), true);
         assert.equal(await codeOf(tokens.verify(token('tok-b'), '10.0.0.9')), 'GATEWAY_TOKEN_REVOKED');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
+/**
+ * A revocation reaches the DMZ as a copy of the tokens file. One that keeps the old file's
+ * modification time (cp -p, rsync -t, a restore, or two writes within one tick of a coarse clock)
+ * went unnoticed: the gateway looked at the mtime only, and the revoked token stayed good.
+ */
+describe('the gateway side: a tokens file changed under the same mtime', () => {
+  it('takes the revocation all the same (its size or inode changed)', async () => {
+    const pki = makeTestPki([]);
+    try {
+      await issueDeviceToken(pki.dir, 'tok-a');
+      const file = tokenPaths(pki.dir).file;
+      const token = readFileSync(tokenPaths(pki.dir, 'tok-a').token, 'utf8').trim();
+      const tokens = new DeviceTokens({ path: file, maxFailures: 100, failureWindowMs: 60_000, log: silent });
+      try {
+        const ok = await tokens.verify(token, '10.0.0.1');
+        const before = statSync(file);
+        const current = readFileSync(file, 'utf8');
+        revokeDevice(pki.dir, 'tok-a');
+        const revoked = readFileSync(file, 'utf8');
+        assert.notEqual(revoked, current);
+        // The revoked version, copied over the old file in place with the old file's times.
+        writeFileSync(file, current);
+        utimesSync(file, before.atime, before.mtime);
+        await new Promise((r) => setTimeout(r, TIMINGS.deviceTokensReloadMs + 500));
+        writeFileSync(file, revoked);
+        utimesSync(file, before.atime, before.mtime);
+        await eventually(() => (tokens.isCurrent(ok) ? undefined : true), TIMINGS.deviceTokensReloadMs * 3, 'the revocation taken');
+        assert.equal(await codeOf(tokens.verify(token, '10.0.0.2')), 'GATEWAY_TOKEN_REVOKED');
       } finally {
         tokens.close();
       }
