@@ -436,6 +436,34 @@ ${series}    alert_rule_test:
 `);
   });
 
+  // DISTRIBUTOR_WRITE_REJECTED is final: its messages go to the dead-letter folder and are not
+  // retried. The alert said of every reason that the messages were retried, the backlog growing.
+  it('FieldStreamDatabaseWritesFailing says what becomes of the messages of each reason: retried (DISTRIBUTOR_WRITE_FAILED), dead-lettered (DISTRIBUTOR_WRITE_REJECTED)', async () => {
+    const distributor = new DistributorMetrics();
+    const scrapes: Array<{ text: string; times: number }> = [{ text: await distributor.metrics.registry.metrics(), times: 4 }];
+    for (let i = 0; i < 40; i++) {
+      distributor.writeFailures.inc({ reason: 'DISTRIBUTOR_WRITE_FAILED' });
+      distributor.writeFailures.inc({ reason: 'DISTRIBUTOR_WRITE_REJECTED' });
+      scrapes.push({ text: await distributor.metrics.registry.metrics(), times: 1 });
+    }
+    const series = scrapedSeries(scrapes, ['fieldstream_distributor_write_failures_total']);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 10m
+        alertname: FieldStreamDatabaseWritesFailing
+        exp_alerts:
+          - exp_labels: {severity: critical, reason: DISTRIBUTOR_WRITE_FAILED}
+            exp_annotations:
+              summary: "Database writes are failing (DISTRIBUTOR_WRITE_FAILED)"
+              description: "The distributor  has been failing to write to the time-series database for 5 minutes (DISTRIBUTOR_WRITE_FAILED: the database cannot be reached or answers with an error). Those messages stay unacknowledged on the broker and are retried; the backlog grows."
+          - exp_labels: {severity: critical, reason: DISTRIBUTOR_WRITE_REJECTED}
+            exp_annotations:
+              summary: "Database writes are failing (DISTRIBUTOR_WRITE_REJECTED)"
+              description: "The time-series database has been refusing data of the distributor  as bad for 5 minutes (DISTRIBUTOR_WRITE_REJECTED). Those messages are not retried: they are kept in the dead-letter folder (the other messages of a refused batch are written). Look at the dead letters and the logged reason, fix the cause, then put them back with fieldstream-admin dead-letters replay (docs/errors.md)."
+`);
+  });
+
   it('FieldStreamNoDataWritten says how many device connections the gateways hold while nothing is written', async () => {
     const gateway = new GatewayMetrics();
     gateway.bind({ brokerConnected: () => true, connections: () => 40 });
