@@ -22,7 +22,7 @@ const MISSING = 'missing';
  * size) or replaced by a rename (inode). The mtime alone misses a copy that keeps the old one
  * (cp -p, rsync -t, a restore) and a second write within one tick of a coarse clock. Throws what
  * stat throws. Every file a service reloads is looked at with it (ReloadedFile, the gateway's
- * device tokens). */
+ * device tokens and revoked serials). */
 export function stampOf(path: string): string {
   const s = statSync(path);
   return `${s.ino}:${s.size}:${s.mtimeMs}`;

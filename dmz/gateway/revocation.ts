@@ -1,6 +1,7 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { stampOf } from '../../shared/reloaded-file.ts';
 
 /**
  * The revoked certificate serials (GATEWAY_REVOKED_SERIALS_FILE, written by
@@ -15,7 +16,8 @@ import type { Logger } from '../../shared/logger.ts';
  */
 export class RevokedSerials {
   private serials = new Set<string>();
-  private mtimeMs = -1;
+  /** the version of the file last taken (shared/reloaded-file.ts stampOf: inode, size, mtime) */
+  private stamp: string | undefined;
   /** the last problem logged, so that one that lasts is logged once */
   private problem: string | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
@@ -41,14 +43,16 @@ export class RevokedSerials {
 
   private reload(): void {
     if (!this.path) return;
-    let mtimeMs: number;
+    let stamp: string;
     let text: string;
     try {
-      mtimeMs = statSync(this.path).mtimeMs;
-      if (mtimeMs === this.mtimeMs) return;
+      // Not the mtime alone: a copy that keeps the old one (cp -p, rsync -t, a restore) or an
+      // append within one tick of a coarse clock went unnoticed, its serials never revoked.
+      stamp = stampOf(this.path);
+      if (stamp === this.stamp) return;
       text = readFileSync(this.path, 'utf8');
     } catch (err) {
-      // Read again at the next look (mtimeMs not taken): the list read last stays in force.
+      // Read again at the next look (the stamp not taken): the list read last stays in force.
       this.report(`unreadable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, this.serials.size === 0 ? 'revoked-serials file cannot be read: no certificate is treated as revoked until it can' : 'revoked-serials file cannot be read: the serials read last stay revoked');
       return;
     }
@@ -64,7 +68,7 @@ export class RevokedSerials {
       this.report(`dropped ${dropped}`, 'revoked-serials file lacks serials read before (being written? an older copy?): they stay revoked');
       return;
     }
-    this.mtimeMs = mtimeMs;
+    this.stamp = stamp;
     this.problem = undefined;
     if (serials.size === this.serials.size && this.serials.size > 0) return;
     this.serials = serials;

@@ -58,3 +58,28 @@ describe("the gateway's revoked serials", () => {
     }
   });
 });
+
+/**
+ * A serial added under the file's old mtime (cp -p or rsync -t of a list, a restore, or an append
+ * within one tick of a coarse clock after the gateway's last read) went unnoticed: the gateway
+ * looked at the mtime only, and the revoked certificate kept connecting.
+ */
+describe("the gateway's revoked serials under an unchanged mtime", () => {
+  it('takes a serial added to the file whatever its mtime says (its size or inode changed)', async () => {
+    const tmp = tempDir('revoked-serials-stamp');
+    const path = join(tmp.dir, 'revoked-serials.txt');
+    writeFileSync(path, 'AA01\n');
+    utimesSync(path, 1_000, 1_000);
+    const list = new RevokedSerials(path, createLogger('gateway', 'silent'));
+    try {
+      assert.ok(list.has('AA01'));
+      writeFileSync(path, 'AA01\nBB02\n');
+      utimesSync(path, 1_000, 1_000);
+      await tick();
+      assert.ok(list.has('BB02'), 'the serial added is revoked');
+    } finally {
+      list.close();
+      tmp.cleanup();
+    }
+  });
+});
