@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { stampOf } from '../../shared/reloaded-file.ts';
@@ -13,6 +14,10 @@ import { stampOf } from '../../shared/reloaded-file.ts';
  * or reads empty: a folder or a permission mistake, a copy caught half-way (`cp` truncates first),
  * or a file renamed away for a moment would otherwise let every revoked device back in for as long,
  * and an error thrown from the timer would have ended the gateway.
+ *
+ * At start there is nothing read yet to keep: a file that is there but cannot be read (a folder, no
+ * permission, an I/O error) throws CONFIG_FILE_UNREADABLE and the gateway does not start, rather
+ * than let every revoked certificate in until it can be read. A missing one is an empty list.
  */
 export class RevokedSerials {
   private serials = new Set<string>();
@@ -28,7 +33,7 @@ export class RevokedSerials {
     private readonly onChange: (revoked: ReadonlySet<string>) => void = () => undefined,
   ) {
     if (!path) return;
-    this.reload();
+    this.reload(true);
     this.timer = setInterval(() => this.reload(), TIMINGS.revokedSerialsReloadMs);
     this.timer.unref();
   }
@@ -41,7 +46,8 @@ export class RevokedSerials {
     clearInterval(this.timer);
   }
 
-  private reload(): void {
+  /** `atStart`: a file that is there but cannot be read throws CONFIG_FILE_UNREADABLE (see the class). */
+  private reload(atStart = false): void {
     if (!this.path) return;
     let stamp: string;
     let text: string;
@@ -52,6 +58,10 @@ export class RevokedSerials {
       if (stamp === this.stamp) return;
       text = readFileSync(this.path, 'utf8');
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (atStart && code !== 'ENOENT') {
+        throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `GATEWAY_REVOKED_SERIALS_FILE ${this.path} cannot be read (${code ?? (err as Error).message}); fix the path or its permissions.`, { path: this.path });
+      }
       // Read again at the next look (the stamp not taken): the list read last stays in force.
       this.report(`unreadable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, this.serials.size === 0 ? 'revoked-serials file cannot be read: no certificate is treated as revoked until it can' : 'revoked-serials file cannot be read: the serials read last stay revoked');
       return;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { RevokedSerials } from '../../dmz/gateway/revocation.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -79,6 +80,27 @@ describe("the gateway's revoked serials under an unchanged mtime", () => {
       assert.ok(list.has('BB02'), 'the serial added is revoked');
     } finally {
       list.close();
+      tmp.cleanup();
+    }
+  });
+});
+
+/**
+ * A gateway started on a revoked-serials file it could not read (a folder, no permission) let every
+ * revoked certificate in until the file could be read, only a warning saying so.
+ */
+describe("the gateway's revoked serials at start", () => {
+  it('does not start on a file it cannot read (fail closed); a missing one is nothing revoked yet', () => {
+    const tmp = tempDir('revoked-serials-start');
+    const path = join(tmp.dir, 'revoked-serials.txt');
+    const log = createLogger('gateway', 'silent');
+    try {
+      const missing = new RevokedSerials(path, log);
+      missing.close();
+      assert.equal(missing.has('AA01'), false);
+      mkdirSync(path); // EISDIR, as EACCES or EIO would fail it
+      assert.throws(() => new RevokedSerials(path, log).close(), (err: unknown) => isFieldStreamError(err, 'CONFIG_FILE_UNREADABLE'));
+    } finally {
       tmp.cleanup();
     }
   });
