@@ -314,7 +314,7 @@ describe('deployment files', () => {
     assert.doesNotMatch(both.stderr, /INFLUXDB_/);
   });
 
-  it("docker-compose.internal.yml's Prometheus pulls /federate from DMZ_PROMETHEUS_HOST, and from DMZ_BROKER_HOST (the one DMZ server) when that is empty", () => {
+  it("docker-compose.internal.yml's Prometheus pulls /federate from each of DMZ_PROMETHEUS_HOSTS, or DMZ_PROMETHEUS_HOST, and when both are empty from each DMZ server it bridges to (DMZ_BROKER_HOSTS, else DMZ_BROKER_HOST)", () => {
     const tmp = tempDir('prom-entry');
     try {
       // What the container runs, on this machine: its mounts (monitoring/prometheus at
@@ -324,7 +324,7 @@ describe('deployment files', () => {
       mkdirSync(bin);
       symlinkSync(join(repoRoot, 'scripts', 'render-config.sh'), join(bin, 'render-config.sh'));
       writeFileSync(join(bin, 'prometheus'), '#!/bin/sh\necho "$@" > "$RAN"\n', { mode: 0o755 });
-      const federateTarget = (set: Record<string, string>): string => {
+      const federateTargets = (set: Record<string, string>): string[] => {
         const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', ...set };
         const prom = internalConfig(env, []).services.prometheus as { entrypoint?: string[]; environment?: Record<string, string> };
         const [sh, flag, script] = prom.entrypoint ?? [];
@@ -338,11 +338,16 @@ describe('deployment files', () => {
         const r = spawnSync('/bin/sh', ['-c', command], { env: { ...prom.environment, PATH: `${bin}:${process.env.PATH}`, RAN: join(run, 'ran') }, encoding: 'utf8' });
         assert.equal(r.status, 0, r.stderr);
         assert.match(readFileSync(join(run, 'ran'), 'utf8'), new RegExp(`--config\\.file=${run}/prometheus\\.yml`));
-        const job = /- job_name: dmz-federate\n[\s\S]*?targets: \["([^"]+)"\]/.exec(readFileSync(join(run, 'prometheus.yml'), 'utf8'));
-        return job?.[1] ?? assert.fail('no dmz-federate target');
+        const jobs = [...readFileSync(join(run, 'prometheus.yml'), 'utf8').matchAll(/- job_name: (dmz-federate[-\d]*)\n[\s\S]*?targets: \["([^"]+)"\]/g)];
+        assert.deepEqual(jobs.map((j) => j[1]), jobs.map((_, i) => (i === 0 ? 'dmz-federate' : `dmz-federate-${i + 1}`)));
+        return jobs.map((j) => j[2] as string);
       };
-      assert.equal(federateTarget({}), 'fs.example.org:9091', 'one DMZ server: the broker\'s host');
-      assert.equal(federateTarget({ DMZ_PROMETHEUS_HOST: 'metrics.dmz.example.org', DMZ_PROMETHEUS_PORT: '19091' }), 'metrics.dmz.example.org:19091');
+      assert.deepEqual(federateTargets({}), ['fs.example.org:9091'], 'one DMZ server: the broker\'s host');
+      assert.deepEqual(federateTargets({ DMZ_PROMETHEUS_HOST: 'metrics.dmz.example.org', DMZ_PROMETHEUS_PORT: '19091' }), ['metrics.dmz.example.org:19091']);
+      // Several DMZ servers (docs/deployment.md): each runs its DMZ Prometheus, so each is pulled.
+      const several = { DMZ_BROKER_HOSTS: 'dmz1.example.org:8883,dmz2.example.org' };
+      assert.deepEqual(federateTargets(several), ['dmz1.example.org:9091', 'dmz2.example.org:9091']);
+      assert.deepEqual(federateTargets({ ...several, DMZ_PROMETHEUS_HOSTS: 'm1.example.org,m2.example.org:19091' }), ['m1.example.org:9091', 'm2.example.org:19091']);
     } finally {
       tmp.cleanup();
     }

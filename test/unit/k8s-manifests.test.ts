@@ -28,6 +28,8 @@ const COPIES: ReadonlyArray<readonly [string, string]> = [
   ['Caddyfile', 'k8s/base/dmz/config/Caddyfile'],
   ['monitoring/prometheus/dmz-prometheus.yml', 'k8s/base/dmz/config/dmz-prometheus.yml'],
   ['monitoring/prometheus/prometheus.yml', 'k8s/base/internal/config/prometheus.yml'],
+  ['monitoring/prometheus/dmz-federate.yml', 'k8s/base/internal/config/dmz-federate.yml'],
+  ['monitoring/prometheus/render-prometheus.sh', 'k8s/base/internal/config/render-prometheus.sh'],
   ['monitoring/prometheus/alerts.yml', 'k8s/base/internal/config/alerts.yml'],
   ['monitoring/grafana/provisioning/datasources/fieldstream.yml', 'k8s/base/internal/config/grafana/datasources.yml'],
   ['monitoring/grafana/provisioning/dashboards/fieldstream.yml', 'k8s/base/internal/config/grafana/dashboards.yml'],
@@ -380,30 +382,52 @@ describe('Kubernetes manifests', () => {
           assert.deepEqual(allowedPeers(policies, pods('internal-mosquitto'), 'ingress', 8883).filter(outside), [], 'nothing dials in');
         });
 
-        it("the internal Prometheus pulls /federate from DMZ_PROMETHEUS_HOST, the DMZ Prometheus's own Service address, and may go out to it on 9091", () => {
+        it("the internal Prometheus pulls /federate from each DMZ Prometheus the overlay names (DMZ_PROMETHEUS_HOSTS, else DMZ_PROMETHEUS_HOST), their own Service addresses, and may go out to each", () => {
           // The DMZ tier publishes its broker and its Prometheus as two LoadBalancer Services, each
           // with an address of its own: the broker's name (DMZ_BROKER_HOST) does not reach the second.
           const prom = named('StatefulSet', 'prometheus');
           const c = containersOf(prom).find((x) => x.name === 'prometheus') ?? assert.fail('no prometheus container');
           const env = containerEnv(objects(), c);
+          assert.equal(env.DMZ_PROMETHEUS_HOSTS, '', 'the overlay has the setting, empty for one DMZ server');
           const host = env.DMZ_PROMETHEUS_HOST ?? assert.fail('the Prometheus container has no DMZ_PROMETHEUS_HOST');
           assert.ok(host, 'the overlay sets DMZ_PROMETHEUS_HOST');
           assert.notEqual(host, env.DMZ_BROKER_HOST, "the overlay's example is another address than the broker's");
           // The container's own command, run here on its mounts: what it renders is what it scrapes.
-          const rendered = runPodCommand(objects(), prom, c);
           const Config = z.object({ scrape_configs: z.array(z.object({ job_name: z.string(), metrics_path: z.string().optional(), static_configs: z.array(z.object({ targets: z.array(z.string()) })).optional() })) });
-          const [config] = z.array(Config).parse(toJson(rendered['/tmp/prometheus.yml'] ?? assert.fail('nothing rendered')));
-          const federate = config?.scrape_configs.find((j) => j.job_name === 'dmz-federate') ?? assert.fail('no dmz-federate job');
-          assert.equal(federate.metrics_path, '/federate');
-          assert.deepEqual(federate.static_configs?.flatMap((s) => s.targets), [`${host}:${env.DMZ_PROMETHEUS_PORT}`]);
-          // site-access.yaml: out to that address, an ipBlock of its own, not the broker's.
+          const federated = (settings: Record<string, string>): string[] => {
+            const rendered = runPodCommand(objects(), prom, c, settings);
+            const [config] = z.array(Config).parse(toJson(rendered['/tmp/prometheus.yml'] ?? assert.fail('nothing rendered')));
+            const jobs = config?.scrape_configs.filter((j) => j.metrics_path === '/federate') ?? [];
+            assert.deepEqual(jobs.map((j) => j.job_name), jobs.map((_, i) => (i === 0 ? 'dmz-federate' : `dmz-federate-${i + 1}`)));
+            return jobs.flatMap((j) => j.static_configs?.flatMap((s) => s.targets) ?? []);
+          };
+          const targets = federated({});
+          assert.deepEqual(targets, [`${host}:${env.DMZ_PROMETHEUS_PORT}`]);
+          // site-access.yaml: out to each address, an ipBlock of its own, not the broker's.
           const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
           const outside = (p: Peer): boolean => p === 'any' || p.startsWith('ipBlock:');
-          const toPrometheus = allowedPeers(policies, workloadLabels(prom), 'egress', 9091).filter(outside);
-          assertCorporateOnly(toPrometheus, 'prometheus → 9091');
-          if (/^[0-9.]+$/.test(host)) assert.deepEqual(toPrometheus, [`ipBlock:${host}/32`], 'the ipBlock is DMZ_PROMETHEUS_HOST');
-          const toBroker = allowedPeers(policies, workloadLabels(named('StatefulSet', 'internal-mosquitto')), 'egress', 8883).filter(outside);
-          assert.deepEqual(toPrometheus.filter((p) => toBroker.includes(p)), [], 'the DMZ Prometheus and the DMZ broker are separate addresses');
+          for (const t of targets) {
+            const [, addr, port] = /^(.+):(\d+)$/.exec(t) ?? assert.fail(t);
+            const toPrometheus = allowedPeers(policies, workloadLabels(prom), 'egress', Number(port)).filter(outside);
+            assertCorporateOnly(toPrometheus, `prometheus → ${port}`);
+            if (/^[0-9.]+$/.test(addr as string)) assert.ok(toPrometheus.includes(`ipBlock:${addr}/32`), `the egress to ${t}: an ipBlock of that address`);
+            const toBroker = allowedPeers(policies, workloadLabels(named('StatefulSet', 'internal-mosquitto')), 'egress', 8883).filter(outside);
+            assert.deepEqual(toPrometheus.filter((p) => toBroker.includes(p)), [], 'the DMZ Prometheus and the DMZ broker are separate addresses');
+          }
+          // Several DMZ servers: one job each from DMZ_PROMETHEUS_HOSTS; never a guess from the brokers'
+          // names (each DMZ Prometheus has its own address), and one DMZ Prometheus for several DMZ
+          // brokers is refused rather than half the gateways left unwatched.
+          const several = { DMZ_BROKER_HOSTS: 'dmz1.example.org:8883,dmz2.example.org:8883' };
+          assert.deepEqual(federated({ ...several, DMZ_PROMETHEUS_HOSTS: '203.0.113.21:9091,203.0.113.31' }), ['203.0.113.21:9091', `203.0.113.31:${env.DMZ_PROMETHEUS_PORT}`]);
+          for (const [settings, message] of [
+            [several, /DMZ_BROKER_HOSTS lists 2 DMZ brokers but DMZ_PROMETHEUS_HOST names one/],
+            [{ ...several, DMZ_PROMETHEUS_HOST: '' }, /set DMZ_PROMETHEUS_HOSTS/],
+          ] as const) {
+            const r = runPod(objects(), prom, c, settings);
+            assert.equal(r.status, 78, r.stderr);
+            assert.match(r.stderr, message);
+            assert.equal(r.started, false, 'Prometheus does not start');
+          }
         });
       }
     });
@@ -427,7 +451,15 @@ function assertCorporateOnly(peers: Peer[], what: string): void {
  * arguments for the program it finally execs. Returns the files the command left in its emptyDirs,
  * by their path in the pod.
  */
-function runPodCommand(objects: KubeObject[], w: KubeObject, c: Container): Record<string, string> {
+function runPodCommand(objects: KubeObject[], w: KubeObject, c: Container, env: Record<string, string> = {}): Record<string, string> {
+  const r = runPod(objects, w, c, env);
+  assert.equal(r.status, 0, `${c.name}: ${r.stderr}`);
+  assert.ok(r.started, `${c.name}: its program was started`);
+  return r.files;
+}
+
+/** runPodCommand's run, with the settings given over the overlay's, whatever its outcome. */
+function runPod(objects: KubeObject[], w: KubeObject, c: Container, env: Record<string, string>): { status: number | null; stderr: string; started: boolean; files: Record<string, string> } {
   const [sh, flag, script] = c.command ?? [];
   assert.deepEqual([sh, flag], ['/bin/sh', '-c'], `${c.name}: a shell command`);
   assert.ok(script, c.name);
@@ -454,12 +486,10 @@ function runPodCommand(objects: KubeObject[], w: KubeObject, c: Container): Reco
     const mounts = [...folders.keys()].sort((a, b) => b.length - a.length).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
     const command = script.replace(new RegExp(`(?<![\\w/])(${mounts.join('|')})(?=/)`, 'g'), (p) => folders.get(p) ?? p);
     const ran = join(tmp.dir, 'ran');
-    const r = spawnSync('/bin/sh', ['-c', command], { env: { ...containerEnv(objects, c), PATH: `${bin}:${process.env.PATH}`, RAN_WITH: ran }, encoding: 'utf8' });
-    assert.equal(r.status, 0, `${c.name}: ${r.stderr}`);
-    assert.ok(existsSync(ran), `${c.name}: ${program} was started`);
-    const out: Record<string, string> = {};
-    for (const p of scratch) for (const f of readdirSync(folders.get(p) ?? p)) out[`${p}/${f}`] = readFileSync(join(folders.get(p) ?? p, f), 'utf8');
-    return out;
+    const r = spawnSync('/bin/sh', ['-c', command], { env: { ...containerEnv(objects, c), ...env, PATH: `${bin}:${process.env.PATH}`, RAN_WITH: ran }, encoding: 'utf8' });
+    const files: Record<string, string> = {};
+    for (const p of scratch) for (const f of readdirSync(folders.get(p) ?? p)) files[`${p}/${f}`] = readFileSync(join(folders.get(p) ?? p, f), 'utf8');
+    return { status: r.status, stderr: r.stderr, started: existsSync(ran), files };
   } finally {
     tmp.cleanup();
   }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -29,6 +29,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { parseExposition as parseSamples } from '../helpers/exposition.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * The monitoring files of monitoring/ (docs/monitoring.md), proved as far as can be without Grafana:
@@ -39,6 +40,8 @@ import { TestPrometheus } from '../helpers/prometheus.ts';
  */
 const repoRoot = join(import.meta.dirname, '..', '..');
 const mon = join(repoRoot, 'monitoring');
+
+const VectorSchema = z.array(z.object({ metric: z.record(z.string(), z.string()), value: z.tuple([z.number(), z.string()]) }));
 
 const TargetSchema = z.looseObject({
   refId: z.string(),
@@ -167,22 +170,110 @@ function substituteMacros(text: string, kind: 'promql' | 'influxql'): string {
   return out;
 }
 
+/**
+ * Renders the internal Prometheus's configuration as its container does (render-prometheus.sh with
+ * the renderer on the PATH), with only the settings given; `onBrokers`: compose's
+ * --dmz-prometheus-on-broker-hosts.
+ */
+function renderPrometheus(env: Record<string, string>, output: string, onBrokers = false): SpawnSyncReturns<string> {
+  const p = join(mon, 'prometheus');
+  const args = [...(onBrokers ? ['--dmz-prometheus-on-broker-hosts'] : []), join(p, 'prometheus.yml'), join(p, 'dmz-federate.yml'), output];
+  return spawnSync(join(p, 'render-prometheus.sh'), args, { env: { PATH: `${join(repoRoot, 'scripts')}:${process.env.PATH}`, ...env }, encoding: 'utf8' });
+}
+
+const FederationJob = z.object({
+  job_name: z.string(),
+  honor_labels: z.boolean().optional(),
+  metrics_path: z.string().optional(),
+  sample_limit: z.number().optional(),
+  label_limit: z.number().optional(),
+  label_name_length_limit: z.number().optional(),
+  label_value_length_limit: z.number().optional(),
+  static_configs: z.array(z.object({ targets: z.array(z.string()) })).optional(),
+  relabel_configs: z.array(z.record(z.string(), z.unknown())).optional(),
+  metric_relabel_configs: z.array(z.looseObject({ action: z.string().optional() })),
+});
+/** The federation jobs of a rendered configuration (those with metrics_path /federate), parsed by PyYAML. */
+function federationJobs(yamlText: string): Array<z.infer<typeof FederationJob>> {
+  const json = execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yamlText, encoding: 'utf8' });
+  const { scrape_configs } = z.object({ scrape_configs: z.array(z.looseObject({ metrics_path: z.string().optional() })) }).parse(JSON.parse(json));
+  return scrape_configs.filter((j) => j.metrics_path === '/federate').map((j) => FederationJob.parse(j));
+}
+
 describe('monitoring: Prometheus configuration and alert rules', () => {
-  it('promtool check config passes on the internal (rendered as in its container) and the DMZ Prometheus configurations', () => {
+  it('promtool check config passes on the internal (rendered as in its container, for one DMZ server and for two) and the DMZ Prometheus configurations', () => {
     const tmp = tempDir('promcfg');
     try {
       const rendered = join(tmp.dir, 'prometheus.yml');
+      copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(tmp.dir, 'alerts.yml'));
       // The federation's host is a setting of its own (compose passes DMZ_BROKER_HOST when it is
       // empty; Kubernetes sets the DMZ Prometheus's own Service address): never the broker's as such.
-      const refused = spawnSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(mon, 'prometheus', 'prometheus.yml'), rendered], { env: { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org' }, encoding: 'utf8' });
+      const refused = renderPrometheus({ DMZ_BROKER_HOST: 'fs.example.org' }, rendered);
       assert.equal(refused.status, 78);
-      assert.match(refused.stderr, /DMZ_PROMETHEUS_HOST is not set/);
-      execFileSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(mon, 'prometheus', 'prometheus.yml'), rendered], { env: { PATH: process.env.PATH, DMZ_PROMETHEUS_HOST: '203.0.113.21' } });
-      assert.match(readFileSync(rendered, 'utf8'), /targets: \["203\.0\.113\.21:9091"\]/);
-      copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(tmp.dir, 'alerts.yml'));
-      const out = execFileSync('promtool', ['check', 'config', rendered], { encoding: 'utf8' });
-      assert.match(out, /SUCCESS: 1 rule files found/);
+      assert.match(refused.stderr, /set DMZ_PROMETHEUS_HOSTS \(host:port,\.\.\.\) or DMZ_PROMETHEUS_HOST/);
+      for (const [env, targets] of [
+        [{ DMZ_PROMETHEUS_HOST: '203.0.113.21' }, ['203.0.113.21:9091']],
+        [{ DMZ_PROMETHEUS_HOSTS: '203.0.113.21,dmz2.example.org:19091' }, ['203.0.113.21:9091', 'dmz2.example.org:19091']],
+      ] as const) {
+        const r = renderPrometheus(env, rendered);
+        assert.equal(r.status, 0, r.stderr);
+        const jobs = federationJobs(readFileSync(rendered, 'utf8'));
+        assert.deepEqual(jobs.map((j) => j.static_configs?.flatMap((c) => c.targets)), targets.map((t) => [t]));
+        // Every DMZ server's job has every protection of the one before: the filters, the limits,
+        // and last its own server's name over whatever a series claims.
+        for (const [i, j] of jobs.entries()) {
+          const server = targets[i] as string;
+          assert.equal(j.job_name, i === 0 ? 'dmz-federate' : `dmz-federate-${i + 1}`);
+          assert.deepEqual(
+            { honor: j.honor_labels, path: j.metrics_path, sample: j.sample_limit, labels: j.label_limit, name: j.label_name_length_limit, value: j.label_value_length_limit },
+            { honor: true, path: '/federate', sample: 10_000, labels: 16, name: 64, value: 256 },
+            j.job_name,
+          );
+          assert.deepEqual(j.relabel_configs, [{ target_label: 'job', replacement: 'dmz-federate' }, { target_label: 'dmz_server', replacement: server }]);
+          assert.deepEqual(j.metric_relabel_configs.map((r) => r.action ?? 'replace'), ['keep', 'keep', 'replace']);
+          assert.deepEqual(j.metric_relabel_configs.at(-1), { target_label: 'dmz_server', replacement: server }, `${j.job_name}: dmz_server set last, to ${server}`);
+          assert.deepEqual(j.metric_relabel_configs.slice(0, 2), jobs[0]?.metric_relabel_configs.slice(0, 2));
+        }
+        const out = execFileSync('promtool', ['check', 'config', rendered], { encoding: 'utf8' });
+        assert.match(out, /SUCCESS: 1 rule files found/);
+      }
       execFileSync('promtool', ['check', 'config', join(mon, 'prometheus', 'dmz-prometheus.yml')], { encoding: 'utf8' });
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('render-prometheus.sh: one job per DMZ server from DMZ_PROMETHEUS_HOSTS, DMZ_PROMETHEUS_HOST, or (compose) each DMZ_BROKER_HOSTS host; refuses one DMZ Prometheus for several DMZ brokers, and a malformed or repeated entry', () => {
+    const tmp = tempDir('promcfg');
+    try {
+      const rendered = join(tmp.dir, 'prometheus.yml');
+      const targets = (env: Record<string, string>, onBrokers = false): string[] => {
+        const r = renderPrometheus(env, rendered, onBrokers);
+        assert.equal(r.status, 0, r.stderr);
+        return federationJobs(readFileSync(rendered, 'utf8')).flatMap((j) => j.static_configs?.flatMap((c) => c.targets) ?? []);
+      };
+      const brokers = { DMZ_BROKER_HOST: 'dmz1.example.org', DMZ_BROKER_HOSTS: 'dmz1.example.org:8883, dmz2.example.org' };
+      assert.deepEqual(targets({ DMZ_PROMETHEUS_HOSTS: ' a.example.org, b.example.org:19091 ,', DMZ_PROMETHEUS_PORT: '9191' }), ['a.example.org:9191', 'b.example.org:19091']);
+      assert.deepEqual(targets({ ...brokers, DMZ_PROMETHEUS_HOSTS: 'm1:9091,m2:9091', DMZ_PROMETHEUS_HOST: 'ignored' }), ['m1:9091', 'm2:9091']);
+      assert.deepEqual(targets({ DMZ_BROKER_HOST: 'dmz1.example.org', DMZ_PROMETHEUS_HOST: 'm.example.org', DMZ_PROMETHEUS_PORT: '19091' }), ['m.example.org:19091']);
+      assert.deepEqual(targets({ DMZ_BROKER_HOST: 'dmz1.example.org', DMZ_BROKER_HOSTS: 'dmz1.example.org:8883', DMZ_PROMETHEUS_HOST: 'm.example.org' }), ['m.example.org:9091']);
+      // Compose: each DMZ server runs its own DMZ Prometheus, on DMZ_PROMETHEUS_PORT.
+      assert.deepEqual(targets(brokers, true), ['dmz1.example.org:9091', 'dmz2.example.org:9091']);
+      assert.deepEqual(targets({ ...brokers, DMZ_PROMETHEUS_PORT: '19091' }, true), ['dmz1.example.org:19091', 'dmz2.example.org:19091']);
+      assert.deepEqual(targets({ DMZ_BROKER_HOST: 'fs.example.org' }, true), ['fs.example.org:9091']);
+      const refusals: Array<[Record<string, string>, boolean, RegExp]> = [
+        [brokers, false, /set DMZ_PROMETHEUS_HOSTS/],
+        [{ ...brokers, DMZ_PROMETHEUS_HOST: 'm.example.org' }, true, /DMZ_BROKER_HOSTS lists 2 DMZ brokers but DMZ_PROMETHEUS_HOST names one DMZ Prometheus/],
+        [{ DMZ_PROMETHEUS_HOSTS: 'a:9091,b,a' }, false, /"a:9091" is listed twice/],
+        [{ DMZ_PROMETHEUS_HOSTS: ' , ' }, false, /DMZ_PROMETHEUS_HOSTS lists no DMZ Prometheus/],
+        [{ DMZ_PROMETHEUS_HOST: 'm:9091' }, false, /bad host in "m:9091:9091" \(DMZ_PROMETHEUS_HOST\)/],
+      ];
+      for (const bad of ['a:', ':9091', 'a:0', 'a:09091', 'a:65536', 'a:9x', 'a"b:9091', 'a b]:9091', '*', 'a/b']) refusals.push([{ DMZ_PROMETHEUS_HOSTS: bad }, false, /^render-prometheus: bad (host|port) in /]);
+      for (const [env, onBrokers, message] of refusals) {
+        const r = renderPrometheus(env, rendered, onBrokers);
+        assert.equal(r.status, 78, `${JSON.stringify(env)}: ${r.stderr}`);
+        assert.match(r.stderr, message, JSON.stringify(env));
+      }
     } finally {
       tmp.cleanup();
     }
@@ -216,62 +307,122 @@ describe('monitoring: Prometheus configuration and alert rules', () => {
 });
 
 /**
- * What the internal Prometheus takes from the DMZ's /federate. The DMZ is assumed compromised
- * (SECURITY.md): whoever holds the DMZ server answers /federate with what they like. The internal
+ * What the internal Prometheus takes from the DMZ servers' /federate. A DMZ server is assumed
+ * compromised (SECURITY.md): whoever holds one answers /federate with what they like. The internal
  * Prometheus takes that answer with `honor_labels: true` (the gateways' own job and instance), so it
- * must keep only the gateways' own series, and no more of them than a DMZ holds.
+ * must keep only the gateways' own series, no more of them than a DMZ holds, and each under the name
+ * of the server it pulled them from (dmz_server), which no answer can change.
+ *
+ * Two DMZ servers, as DMZ_PROMETHEUS_HOSTS lists them: the first a compromised one (an HTTP server
+ * answering /federate what each test sets), the second an honest one, a real Prometheus running the
+ * shipped dmz-prometheus.yml that scrapes a gateway's real /metrics (its target, found by Docker's
+ * DNS in a deployment, given here as an address). Both answer from the same gateway address, as two
+ * servers' gateways do on their own networks.
  */
-describe('monitoring: the internal Prometheus takes only the gateways\' series from the DMZ\'s /federate', () => {
+describe("monitoring: the internal Prometheus pulls every DMZ server's /federate, keeps each one's gateways apart, and takes only the gateways' series", () => {
   let tmp: { dir: string; cleanup(): void };
   let prom: TestPrometheus;
-  let server: Server;
-  /** what the fake DMZ Prometheus answers at /federate */
+  let dmzProm: TestPrometheus;
+  let rogueServer: Server;
+  let gatewayServer: Server;
+  /** what the compromised DMZ server answers at /federate, and with which status */
   let answer = '';
+  let status = 200;
+  /** the dmz_server of each: the host:port DMZ_PROMETHEUS_HOSTS lists */
+  let rogue = '';
+  let honest = '';
+  /** the honest server's gateway, as its DMZ Prometheus names it (instance) */
+  let gatewayInstance = '';
   before(async () => {
     tmp = tempDir('federate');
-    server = createServer((req, res) => {
-      res.writeHead(req.url?.startsWith('/federate') ? 200 : 404, { 'content-type': 'text/plain; version=0.0.4' });
+    const gateway = new GatewayMetrics();
+    gateway.bind({ brokerConnected: () => true, connections: () => 5 });
+    gatewayServer = createServer((_req, res) => {
+      void gateway.metrics.registry.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': gateway.metrics.registry.contentType });
+        res.end(text);
+      });
+    });
+    rogueServer = createServer((req, res) => {
+      res.writeHead(req.url?.startsWith('/federate') ? status : 404, { 'content-type': 'text/plain; version=0.0.4' });
       res.end(answer);
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
-    const rendered = join(tmp.dir, 'rendered.yml');
-    execFileSync(join(repoRoot, 'scripts', 'render-config.sh'), [join(mon, 'prometheus', 'prometheus.yml'), rendered], { env: { PATH: process.env.PATH, DMZ_PROMETHEUS_HOST: '127.0.0.1', DMZ_PROMETHEUS_PORT: String(port) } });
-    copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(tmp.dir, 'alerts.yml'));
-    // The shipped configuration, its federation pulled every second instead of every 30 s.
+    for (const server of [gatewayServer, rogueServer]) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    gatewayInstance = `127.0.0.1:${(gatewayServer.address() as AddressInfo).port}`;
+    // The shipped DMZ configuration, its gateways at the test's address, scraped every second.
+    const dmzText = readFileSync(join(mon, 'prometheus', 'dmz-prometheus.yml'), 'utf8');
+    const dmzConfig = dmzText
+      .replace(/dns_sd_configs:\n\s+- names: \["gateway-metrics"\]\n\s+type: A\n\s+port: 9464/, `static_configs:\n      - targets: ["${gatewayInstance}"]`)
+      .replace('scrape_interval: 15s', 'scrape_interval: 1s');
+    assert.equal(dmzConfig.split('\n').length, dmzText.split('\n').length - 2, 'only the gateways\' address and the interval differ');
+    dmzProm = await TestPrometheus.start(join(tmp.dir, 'dmz'), dmzConfig);
+    rogue = `127.0.0.1:${(rogueServer.address() as AddressInfo).port}`;
+    honest = new URL(dmzProm.url).host;
+    const dir = join(tmp.dir, 'internal');
+    mkdirSync(dir);
+    const rendered = join(dir, 'rendered.yml');
+    const r = renderPrometheus({ DMZ_PROMETHEUS_HOSTS: `${rogue},${honest}` }, rendered);
+    assert.equal(r.status, 0, r.stderr);
+    copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(dir, 'alerts.yml'));
+    // The shipped configuration, each DMZ server's federation pulled every second instead of every 30 s.
     const text = readFileSync(rendered, 'utf8');
-    const fast = text.replace(/(job_name: dmz-federate[\s\S]*?)scrape_interval: 30s\n(\s+)scrape_timeout: 20s/, '$1scrape_interval: 1s\n$2scrape_timeout: 1s');
-    assert.notEqual(fast, text);
-    prom = await TestPrometheus.start(tmp.dir, fast);
+    const fast = text.replaceAll(/scrape_interval: 30s\n(\s+)scrape_timeout: 20s/g, 'scrape_interval: 1s\n$1scrape_timeout: 1s');
+    assert.equal(fast.split('scrape_interval: 1s').length, 3, 'both federation jobs sped up');
+    prom = await TestPrometheus.start(dir, fast);
   });
   after(async () => {
     await prom?.stop();
-    server?.close();
+    await dmzProm?.stop();
+    rogueServer?.close();
+    gatewayServer?.close();
     tmp?.cleanup();
   });
 
-  /** Waits for the next federation scrape's outcome: up{job="dmz-federate"} once it is `up`. */
-  async function scraped(up: 0 | 1): Promise<void> {
+  /** Waits for the next federation scrape's outcome of one DMZ server: its up{job="dmz-federate"} once it is `up`. */
+  async function scraped(server: string, up: 0 | 1): Promise<void> {
     const t0 = Date.now();
+    const sel = `up{job="dmz-federate",dmz_server="${server}"}`;
     for (;;) {
-      const v = await prom.scalar('up{job="dmz-federate"}');
-      const last = await prom.scalar('timestamp(up{job="dmz-federate"})');
+      const v = await prom.scalar(sel);
+      const last = await prom.scalar(`timestamp(${sel})`);
       if (v === up && last !== undefined && last * 1000 > t0 + 1000) return;
-      assert.ok(Date.now() - t0 < 20_000, `up{job="dmz-federate"} is not ${up}`);
+      assert.ok(Date.now() - t0 < 20_000, `${sel} is not ${up}`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }
 
-  it("keeps the gateways' series and drops what a compromised DMZ forges of the internal services' (distributor, console, up)", async () => {
-    const gw = 'job="gateway",instance="10.0.0.5:9464",fieldstream="dmz"';
-    // A gateway's whole exposition (process metrics too), as the DMZ Prometheus federates it.
+  /** A gateway's whole exposition (process metrics too), as a DMZ Prometheus federates it, with the labels given. */
+  async function gatewaySeries(labels: string, connections: number): Promise<string[]> {
     const gateway = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: true }));
-    gateway.bind({ brokerConnected: () => true, connections: () => 3 });
+    gateway.bind({ brokerConnected: () => true, connections: () => connections });
     gateway.refusal('GATEWAY_FRAME_INVALID');
-    const own = (await gateway.metrics.registry.metrics())
+    return (await gateway.metrics.registry.metrics())
       .split('\n')
       .filter((l) => l && !l.startsWith('#'))
-      .map((l) => (l.includes('{') ? l.replace('{', `{${gw},`) : l.replace(' ', `{${gw}} `)));
+      .map((l) => (l.includes('{') ? l.replace('{', `{${labels},`) : l.replace(' ', `{${labels}} `)));
+  }
+
+  it("pulls each DMZ server's gateways under its own dmz_server, the same gateway address on both two gateways", async () => {
+    const own = await gatewaySeries(`job="gateway",instance="${gatewayInstance}",fieldstream="dmz"`, 3);
+    answer = [...own, `up{job="gateway",instance="${gatewayInstance}",fieldstream="dmz"} 1`, ''].join('\n');
+    await scraped(rogue, 1);
+    await scraped(honest, 1);
+    await eventually(async () => ((await prom.scalar(`fieldstream_gateway_connections{dmz_server="${honest}"}`)) === 5 ? true : undefined), 20_000, "the honest server's gateway federated");
+    const connections = await prom.query('fieldstream_gateway_connections');
+    const byServer = Object.fromEntries(VectorSchema.parse(connections.data?.result).map((v) => [v.metric.dmz_server, { instance: v.metric.instance, value: v.value[1] }]));
+    assert.deepEqual(byServer, { [rogue]: { instance: gatewayInstance, value: '3' }, [honest]: { instance: gatewayInstance, value: '5' } });
+    assert.equal(await prom.scalar('sum(fieldstream_gateway_connections)'), 8, "FieldStreamNoDataWritten's sum: every DMZ server's gateways");
+    assert.equal(await prom.scalar(`count({job="gateway",__name__=~"fieldstream_.*",dmz_server="${rogue}"})`), own.length, 'every series of the gateway is kept');
+    for (const server of [rogue, honest]) {
+      assert.equal(await prom.scalar(`up{job="gateway",dmz_server="${server}"}`), 1, `${server}: its DMZ Prometheus's own up of the gateway`);
+      assert.equal(await prom.scalar(`up{job="dmz-federate",dmz_server="${server}",instance="${server}"}`), 1, `${server}: the federation's up`);
+    }
+    assert.equal(await prom.scalar('count({job=~"gateway|dmz-federate",dmz_server=""})'), undefined, 'no series of the DMZ without its server');
+  });
+
+  it("keeps the gateways' series and drops what a compromised DMZ server forges of the internal services' (distributor, console, up)", async () => {
+    const gw = `job="gateway",instance="10.0.0.5:9464",fieldstream="dmz"`;
+    const own = await gatewaySeries(gw, 3);
     answer = [
       ...own,
       `up{${gw}} 1`,
@@ -284,19 +435,55 @@ describe('monitoring: the internal Prometheus takes only the gateways\' series f
       'up{job="distributor",instance="forged:9465"} 1',
       '',
     ].join('\n');
-    await scraped(1);
-    assert.equal(await prom.scalar('fieldstream_gateway_connections{job="gateway"}'), 3);
-    assert.equal(await prom.scalar('count({job="gateway",__name__=~"fieldstream_.*"})'), own.length, 'every series of the gateway is kept');
-    assert.equal(await prom.scalar('up{job="gateway"}'), 1);
+    await scraped(rogue, 1);
+    assert.equal(await prom.scalar('fieldstream_gateway_connections{job="gateway",instance="10.0.0.5:9464"}'), 3);
+    assert.equal(await prom.scalar('count({job="gateway",instance="10.0.0.5:9464",__name__=~"fieldstream_.*"})'), own.length, 'every series of the gateway is kept');
+    assert.equal(await prom.scalar('up{job="gateway",instance="10.0.0.5:9464"}'), 1);
     const forged = await prom.query('{__name__=~"fieldstream_distributor_.*|fieldstream_console_.*"} or up{instance="forged:9465"} or fieldstream_broker_connected{service!="gateway"}');
     assert.deepEqual(forged.data?.result, [], JSON.stringify(forged.data?.result));
   });
 
-  it('refuses a /federate answer with more series than a DMZ holds: the scrape fails (FieldStreamTargetDown), none of them is stored', async () => {
+  it("a compromised DMZ server cannot write, overwrite or hide another DMZ server's series: whatever dmz_server it claims, its series are its own", async () => {
+    const claimed = `job="gateway",instance="${gatewayInstance}",fieldstream="dmz",dmz_server="${honest}"`;
+    answer = [
+      // The honest server's gateway, claimed: another value, a broker lost, its scrape failed.
+      `fieldstream_gateway_connections{${claimed},service="gateway"} 999`,
+      `fieldstream_broker_connected{${claimed},service="gateway"} 0`,
+      `up{${claimed}} 0`,
+      // The honest server's federation said down, and a DMZ server nobody listed.
+      `up{job="dmz-federate",instance="${honest}",dmz_server="${honest}"} 0`,
+      `fieldstream_gateway_connections{job="gateway",instance="10.9.9.9:9464",fieldstream="dmz",dmz_server="dmz9.example.org:9091",service="gateway"} 7`,
+      '',
+    ].join('\n');
+    await scraped(rogue, 1);
+    await scraped(honest, 1);
+    const honestOnes = VectorSchema.parse((await prom.query(`{dmz_server="${honest}",__name__=~"fieldstream_gateway_connections|fieldstream_broker_connected|up"}`)).data?.result);
+    assert.deepEqual(
+      honestOnes.map((v) => `${v.metric.__name__}{${v.metric.job}} ${v.value[1]}`).sort(),
+      ['fieldstream_broker_connected{gateway} 1', 'fieldstream_gateway_connections{gateway} 5', 'up{dmz-federate} 1', 'up{gateway} 1'],
+      "the honest server's series are its own only",
+    );
+    assert.equal(await prom.scalar(`fieldstream_gateway_connections{dmz_server="${rogue}",instance="${gatewayInstance}"}`), 999, "the claim is stored as the compromised server's word");
+    assert.equal(await prom.scalar(`up{job="gateway",dmz_server="${rogue}",instance="${gatewayInstance}"}`), 0);
+    assert.equal(await prom.scalar(`fieldstream_gateway_connections{dmz_server="${rogue}",instance="10.9.9.9:9464"}`), 7);
+    assert.equal(await prom.scalar(`count({dmz_server!~"${rogue}|${honest}|"})`), undefined, 'no other dmz_server');
+  });
+
+  it("refuses a /federate answer with more series than a DMZ server holds: that server's scrape fails (FieldStreamTargetDown names it), none of them is stored, the other server's goes on", async () => {
     const gw = 'job="gateway",instance="10.0.0.5:9464",fieldstream="dmz",service="gateway"';
     answer = Array.from({ length: 50_000 }, (_, i) => `fieldstream_gateway_refused_total{${gw},code="INVENTED_${i}"} 1`).join('\n') + '\n';
-    await scraped(0);
-    assert.equal(await prom.scalar('count(fieldstream_gateway_refused_total)'), undefined);
+    await scraped(rogue, 0);
+    await scraped(honest, 1);
+    assert.equal(await prom.scalar('count(fieldstream_gateway_refused_total{code=~"INVENTED_.*"})'), undefined);
+    // FieldStreamTargetDown's expression (the internal services' targets, absent here, aside).
+    const down = VectorSchema.parse((await prom.query('up == 0')).data?.result).filter((v) => v.metric.job === 'dmz-federate' || v.metric.dmz_server !== undefined);
+    assert.deepEqual(down.map((v) => v.metric), [{ __name__: 'up', job: 'dmz-federate', instance: rogue, dmz_server: rogue }], "that server's federation, named");
+    // The same for a DMZ Prometheus that cannot be reached, or errs.
+    answer = '';
+    status = 503;
+    await scraped(rogue, 0);
+    await scraped(honest, 1);
+    assert.equal(await prom.scalar(`fieldstream_gateway_connections{dmz_server="${honest}"}`), 5);
   });
 });
 
