@@ -532,6 +532,9 @@ const REVOKED_ALERT = `        alertname: FieldStreamRevokedDeviceAttempts
               description: "A revoked certificate or device was refused in the last 10 minutes. The Security dashboard names the device."
 `;
 
+const TARGET_DOWN =
+  "The target's /metrics has not answered for 2 minutes: the service is down; for job dmz-federate, that DMZ server's Prometheus cannot be reached from the internal server, or its /federate answer was refused (more series than sample_limit), and none of that server's gateways is watched meanwhile; for job gateway, that DMZ server's Prometheus cannot scrape the gateway replica.";
+
 describe('monitoring: alert rules on the series as the services expose them (promtool test rules)', () => {
   // A counter whose series appears only at its first increment, already at 1, shows increase() and
   // rate() nothing: the alerts counting refusals by code would miss the first (or only) one.
@@ -648,6 +651,52 @@ ${series}    alert_rule_test:
             exp_annotations:
               summary: "Database writes are failing (DISTRIBUTOR_WRITE_REJECTED)"
               description: "The time-series database has been refusing data of the distributor  as bad for 5 minutes (DISTRIBUTOR_WRITE_REJECTED). Those messages are not retried: they are kept in the dead-letter folder (the other messages of a refused batch are written). Look at the dead letters and the logged reason, fix the cause, then put them back with fieldstream-admin dead-letters replay (docs/errors.md)."
+`);
+  });
+
+  it('FieldStreamTargetDown and FieldStreamBrokerConnectionLost fire per DMZ server and name it: its federation down, one of its gateways unscraped or without its broker', () => {
+    // As the internal Prometheus stores them (render-prometheus.sh's jobs): the federation's own up
+    // per DMZ server, and each server's gateway series, the same gateway address on both.
+    const d1 = 'dmz1.example.org:9091';
+    const d2 = 'dmz2.example.org:9091';
+    const gw = (server: string) => `job="gateway",instance="172.18.0.5:9464",fieldstream="dmz",dmz_server="${server}"`;
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+      - series: 'up{job="dmz-federate",instance="${d1}",dmz_server="${d1}"}'
+        values: '1x20'
+      - series: 'up{job="dmz-federate",instance="${d2}",dmz_server="${d2}"}'
+        values: '0x20'
+      - series: 'up{${gw(d1)}}'
+        values: '0x20'
+      - series: 'fieldstream_broker_connected{${gw(d1)},service="gateway"}'
+        values: '1x20'
+      - series: 'fieldstream_broker_connected{${gw(d2)},service="gateway"}'
+        values: '0x20'
+      - series: 'up{job="command-api",instance="command-api-metrics:9466"}'
+        values: '0x20'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: FieldStreamTargetDown
+        exp_alerts:
+          - exp_labels: {severity: warning, job: dmz-federate, instance: "${d2}", dmz_server: "${d2}"}
+            exp_annotations:
+              summary: "Prometheus cannot scrape dmz-federate (${d2}) of DMZ server ${d2}"
+              description: "${TARGET_DOWN}"
+          - exp_labels: {severity: warning, job: gateway, instance: "172.18.0.5:9464", fieldstream: dmz, dmz_server: "${d1}"}
+            exp_annotations:
+              summary: "Prometheus cannot scrape gateway (172.18.0.5:9464) of DMZ server ${d1}"
+              description: "${TARGET_DOWN}"
+          - exp_labels: {severity: warning, job: command-api, instance: "command-api-metrics:9466"}
+            exp_annotations:
+              summary: "Prometheus cannot scrape command-api (command-api-metrics:9466)"
+              description: "${TARGET_DOWN}"
+      - eval_time: 3m
+        alertname: FieldStreamBrokerConnectionLost
+        exp_alerts:
+          - exp_labels: {severity: warning, job: gateway, instance: "172.18.0.5:9464", fieldstream: dmz, dmz_server: "${d2}", service: gateway}
+            exp_annotations:
+              summary: "gateway (172.18.0.5:9464 on DMZ server ${d2}) is not connected to its broker"
+              description: "gateway has had no MQTT connection for 2 minutes; it keeps retrying. A gateway of DMZ server ${d2} (dmz_server: the DMZ Prometheus its series were pulled from): that server's DMZ Mosquitto is down or unreachable from its gateways."
 `);
   });
 
