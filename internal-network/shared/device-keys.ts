@@ -46,6 +46,8 @@ export class DeviceKeyRegistry {
   private revoked = { ids: new Set<string>(), checkedAt: 0 };
   /** the problem with the revoked list last logged, so that one that lasts is logged once */
   private revokedProblem: string | undefined;
+  /** the error the folder's last listing failed with (logged once while it lasts) */
+  private folderProblem: string | undefined;
   /** the folder's listing: its ids, its mtime then (-1: no folder), when looked at and when listed */
   private folder = { ids: new Set<string>(), mtimeMs: -1, checkedAt: -Infinity, listedAt: -Infinity };
 
@@ -161,8 +163,13 @@ export class DeviceKeyRegistry {
     try {
       mtimeMs = statSync(path).mtimeMs;
       key = hit && hit.mtimeMs === mtimeMs ? hit.key : parseSigningKey(readFileSync(path, 'utf8'));
-    } catch {
-      key = undefined;
+    } catch (err) {
+      // A key removed (ENOENT) is gone; one that cannot be looked at for a moment (EMFILE, EIO) is
+      // the key it was: dropped, every message of the device would be refused as an unknown
+      // device's, a false security event each.
+      const transient = hit !== undefined && isTransient(err);
+      key = transient ? hit.key : undefined;
+      if (transient) mtimeMs = hit.mtimeMs;
     }
     this.cache.set(deviceId, { key, statAt: now, mtimeMs, folderMtimeMs });
     return key;
@@ -212,8 +219,19 @@ export class DeviceKeyRegistry {
           .map((f) => f.slice(0, -'.key'.length))
           .filter((id) => DeviceIdSchema.safeParse(id).success),
       );
-    } catch {
-      /* no keys yet */
+      this.folderProblem = undefined;
+    } catch (err) {
+      if (isTransient(err)) {
+        // Not listed for a moment (EMFILE, EIO, EACCES): the devices listed last are still
+        // registered. Taken as none, every device's messages were refused as unknown for a
+        // second, a false security event each. Listed again at the next look.
+        const problem = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        if (problem !== this.folderProblem) this.log?.warn({ code: 'CONFIG_FILE_UNREADABLE', path: this.dir, problem, registered: this.folder.ids.size }, "device keys' folder cannot be listed: the devices listed last stay registered");
+        this.folderProblem = problem;
+        this.folder = { ...this.folder, checkedAt: now, listedAt: now };
+        return;
+      }
+      /* no folder: no keys yet, or every key removed */
     }
     for (const id of this.cache.keys()) if (!ids.has(id)) this.cache.delete(id);
     this.folder = { ids, mtimeMs, checkedAt: now, listedAt: now };
@@ -226,4 +244,11 @@ export class DeviceKeyRegistry {
       return -1;
     }
   }
+}
+
+/** A system call's error that says nothing of whether the file or folder is there: anything but
+ * ENOENT (gone). Not a key that does not parse: that one is refused. */
+function isTransient(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException;
+  return e.syscall !== undefined && e.code !== 'ENOENT';
 }

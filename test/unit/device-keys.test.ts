@@ -52,6 +52,38 @@ describe('the device key registry', () => {
   });
 });
 
+describe('the device key registry when its folder cannot be looked at for a moment', () => {
+  it('keeps the devices listed last and their keys (EMFILE, EIO, ENOTDIR), logged once; a key removed is gone', async () => {
+    const work = tempDir('device-keys-unlisted');
+    try {
+      const { lines, logger } = captureLogs();
+      const dir = join(work.dir, 'keys');
+      mkdirSync(dir);
+      const key = hex();
+      writeFileSync(join(dir, 'd1.key'), key);
+      const registry = new DeviceKeyRegistry(dir, undefined, { recheckMs: 20, fileRecheckMs: 40 }, logger);
+      assert.equal(registry.get('d1')?.toString('hex'), key);
+      // The folder cannot be listed nor its files looked at (a file in its place: ENOTDIR, as
+      // EMFILE or EIO would fail them): taken as empty, every message of d1 was refused as unknown.
+      renameSync(dir, `${dir}.away`);
+      writeFileSync(dir, 'not a folder');
+      for (let i = 0; i < 3; i++) {
+        await sleep(60);
+        assert.equal(registry.has('d1'), true, 'still registered');
+        assert.equal(registry.get('d1')?.toString('hex'), key, 'its key kept');
+      }
+      assert.equal(lines.filter((l) => l.code === 'CONFIG_FILE_UNREADABLE').length, 1, 'logged once while it lasts');
+      rmSync(dir);
+      renameSync(`${dir}.away`, dir);
+      rmSync(join(dir, 'd1.key'));
+      await sleep(60);
+      assert.equal(registry.get('d1'), undefined, 'a key removed is gone');
+    } finally {
+      work.cleanup();
+    }
+  });
+});
+
 /**
  * A compromised DMZ names any device ids it likes (a gateway's envelope up to 1,000): an id with no
  * key file must cost nothing that stays. The registry cached an entry per id asked for, for ever.
