@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
@@ -415,6 +415,37 @@ describe('deployment files', () => {
       assert.deepEqual(missing, [], 'folders of state the set-up does not make');
     });
   }
+
+  it("docs/deployment.md's mends for a folder Docker made as root's give it to the owner of certs/, run as printed from an operator's shell", { skip: process.getuid?.() === 0 ? false : 'needs root (chown)' }, () => {
+    // An operator's shell has no FIELDSTREAM_UID: it is a setting of .env, read by docker-compose.
+    // `chown ":"` changes nothing and succeeds, so a mend built on it left the folder root's.
+    const text = readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').replace(/\s*\n\s*/g, ' ');
+    const mends = [...text.matchAll(/`(sudo chown [^`]+)`/g)].map((m) => m[1] as string);
+    assert.ok(mends.some((c) => c.includes('-R') && c.endsWith(' data/')), `the mend of data/: ${mends.join(' | ')}`);
+    assert.ok(mends.some((c) => c.includes('data/edge-hop')), `the mend of data/edge-hop: ${mends.join(' | ')}`);
+    const tmp = tempDir('mend');
+    try {
+      const owner = { uid: 4321, gid: 4322 };
+      // sudo as the operator would run it: the command line is expanded by the operator's shell first.
+      mkdirSync(join(tmp.dir, 'bin'));
+      writeFileSync(join(tmp.dir, 'bin', 'sudo'), '#!/bin/sh\nexec "$@"\n', { mode: 0o755 });
+      for (const mend of mends) {
+        const site = join(tmp.dir, `site-${mends.indexOf(mend)}`);
+        for (const d of ['certs', 'data/caddy/data', 'data/edge-hop']) mkdirSync(join(site, d), { recursive: true });
+        execFileSync('chown', ['-R', `${owner.uid}:${owner.gid}`, join(site, 'certs')]);
+        execFileSync('chmod', ['0755', join(site, 'data', 'edge-hop')]); // as Docker makes it: root's, 0755
+        execFileSync('bash', ['-c', mend], { cwd: site, env: { PATH: `${join(tmp.dir, 'bin')}:${process.env.PATH}`, HOME: tmp.dir } });
+        const made = mend.includes('-R') ? ['data', 'data/caddy/data', 'data/edge-hop'] : ['data/edge-hop'];
+        for (const d of made) {
+          const st = statSync(join(site, d));
+          assert.deepEqual([st.uid, st.gid], [owner.uid, owner.gid], `${mend}: ${d} belongs to the owner of certs/`);
+        }
+        if (mend.includes('edge-hop')) assert.equal(statSync(join(site, 'data', 'edge-hop')).mode & 0o777, 0o700, `${mend}: data/edge-hop 0700`);
+      }
+    } finally {
+      tmp.cleanup();
+    }
+  });
 
   it("docker-compose.internal.yml: the command API and the console take COMMAND_API_TOKENS_FILE from .env, the role tokens' file, and see its folder read-only", () => {
     // docs/console.md: under compose, operators log in with COMMAND_API_TOKEN "or a token of
