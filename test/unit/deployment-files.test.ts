@@ -536,6 +536,27 @@ describe('deployment files', () => {
     }
   });
 
+  it('every other host folder a compose file mounts is in the repository or made by the set-up in docs/deployment.md, never left for Docker to make', () => {
+    // A missing mount source becomes a folder of root's. ./secrets, mounted into the distributor and
+    // the console whether PostgreSQL is used or not, was one: docs/postgres.md's later
+    // `openssl rand ... > secrets/postgres-password`, run as the owner of certs/, was then refused.
+    const tracked = execFileSync('git', ['ls-files'], { cwd: repoRoot, encoding: 'utf8' }).split('\n').filter(Boolean);
+    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
+    const missing: string[] = [];
+    for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+      for (const [name, svc] of Object.entries(resolved(file))) {
+        for (const v of svc.volumes ?? []) {
+          const rel = relative(repoRoot, v.split(':')[0] as string);
+          // data/ and certs/: the tests above; a path outside the checkout is the operator's own.
+          if (rel.startsWith('..') || rel.startsWith('data/') || rel.startsWith('certs/')) continue;
+          if (tracked.some((t) => t === rel || t.startsWith(`${rel}/`)) || made.includes(rel)) continue;
+          missing.push(`${file} ${name}: ${rel}`);
+        }
+      }
+    }
+    assert.deepEqual(missing, [], 'mounted folders that nothing makes');
+  });
+
   /** The certificate paths `file` mounts that neither `copied` nor docs/deployment.md's set-up provides. */
   const uncopied = (file: string, copied: string[]): string[] => {
     const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((l) => l[0].split(/\s+/));
