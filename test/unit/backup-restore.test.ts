@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { parse as parseDotenv } from 'dotenv';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import * as tar from 'tar';
@@ -450,6 +451,22 @@ describe('backup and restore', () => {
     assert.deepEqual(journal(), [npmStart, 'default'], 'a journal npm start keeps comes first');
     // an option or setting always wins
     assert.deepEqual(resolveAdminPaths({}, { COMMAND_STATE_PATH: 'j' }, '/w', checkout).commandState, '/w/j');
+  });
+
+  it("a compose host whose .env is docs/deployment.md's copy of .env.example: backup takes the compose file's journal", () => {
+    // `cp .env.example .env` is the set-up of both servers, and the admin command reads .env as the
+    // services do: a COMMAND_STATE_PATH there is a setting, which wins over finding the compose
+    // file's journal, and a backup of the internal server held no command journal.
+    const checkout = join(work.dir, 'compose-host-dotenv');
+    const compose = join(checkout, 'data', 'command-api', 'commands.jsonl');
+    mkdirSync(dirname(compose), { recursive: true });
+    writeFileSync(compose, '{}\n');
+    const env = parseDotenv(readFileSync(join(REPO_ROOT, '.env.example')));
+    const p = resolveAdminPaths({}, env, checkout, checkout);
+    assert.deepEqual([p.commandState, p.commandStateFrom], [compose, 'compose']);
+    // The other paths .env.example gives are the host folders the compose files mount.
+    assert.equal(p.certsDir, join(checkout, 'certs'));
+    assert.equal(p.stateDir, join(checkout, 'data', 'distributor-state'));
   });
 
   it('backup on a compose host with the defaults takes the compose file\'s journal; without a journal it says so, naming where it looked and how to point it', async () => {
