@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -130,6 +130,23 @@ describe('setup-firewall.sh --dry-run', () => {
     assert.equal(chain(r.out, 'forward')[0], 'type filter hook forward priority filter; policy drop;');
     const plain = fw(['field', '--dry-run', '--dmz-server-ip', '198.51.100.10', '--gateway-port', '443']);
     assert.ok(chain(plain.out, 'output').includes('ip daddr 198.51.100.10 tcp dport 443 accept'));
+  });
+
+  it("docs/deployment.md's command for a field device opens the port its bundle's GATEWAY_URL names (a token device's 8444)", () => {
+    // A device holds no checkout with a .env: its settings are the bundle's .env (docs/deployment.md,
+    // "4. Field devices"). The command as printed read the .env of the folder it ran in, found no
+    // GATEWAY_URL there and opened 443 only: a token device, on 8444, could then reach no gateway.
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'deployment.md'), 'utf8');
+    const line = /^sudo \.\/scripts\/setup-firewall\.sh (field .*?)\s*(?:#.*)?$/m.exec(doc);
+    assert.ok(line, 'the field line of the firewall commands');
+    const bundle = join(work, 'opt-fieldstream', 'plc-3');
+    mkdirSync(bundle, { recursive: true });
+    writeFileSync(join(bundle, '.env'), 'DEVICE_ID=plc-3\nGATEWAY_URL=wss://fieldstream.example.org:8444/ws\nFIELD_TOKEN_FILE=/certs/device.token\n');
+    // The device of docs/deployment.md's steps: its bundle unpacked in /opt/fieldstream/DEVICE.
+    const args = line[1]!.replaceAll('/opt/fieldstream/pump-station-7', bundle).split(/\s+/);
+    const r = fw([...args, '--dry-run']);
+    assert.equal(r.code, 0, r.err);
+    assert.ok(chain(r.out, 'output').includes('ip daddr { 198.51.100.10, 198.51.100.11 } tcp dport 8444 accept'), `${line[0]}\n${r.out}`);
   });
 
   it('field: with several GATEWAY_URLs, out to the port of each (443 where one names none), so the device can fail over', () => {
