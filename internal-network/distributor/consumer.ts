@@ -142,7 +142,11 @@ export class Consumer {
           await this.deadLetter(topic, payload, failed);
           return;
         }
-        if (!isFieldStreamError(err) || err.code === 'DISTRIBUTOR_WRITE_FAILED') {
+        // DISTRIBUTOR_STATE_LEASE: another distributor took this one's state slot (state-lease.ts),
+        // so the message's sequence numbers are in no window it loaded. Kept as a dead letter it would
+        // be acknowledged, its device sent a receipt, and a copy of it let through there: retried
+        // unacknowledged instead, until the distributor, stopping meanwhile, stops this consumer.
+        if (!isFieldStreamError(err) || err.code === 'DISTRIBUTOR_WRITE_FAILED' || err.code === 'DISTRIBUTOR_STATE_LEASE') {
           this.stats.retries++;
           const delay = this.backoff(attempt);
           if (isFieldStreamError(err)) this.log.warn({ code: err.code, attempt: attempt + 1, retryInMs: delay }, err.message);

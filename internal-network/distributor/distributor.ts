@@ -76,7 +76,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
       : undefined;
   const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
-  const replay = new ReplayWindows(join(lease.dir, 'replay'));
+  // Fenced (state-lease.ts): once another distributor took the slot, no append is acknowledged.
+  const replay = new ReplayWindows(join(lease.dir, 'replay'), { fence: () => lease.assertHeld() });
   const verifier = new MessageVerifier(
     keys,
     replay,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -22,6 +22,21 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
  * stop, or expired), with what it holds: a recreated container carries on with its predecessor's
  * replay windows and retires its sessions. Claims are serialised by creating DIR/.claiming (mkdir
  * is atomic on every local file system and on NFS).
+ *
+ * Fencing. A lease that expires does not stop its holder: one paused past the expiry (SIGSTOP, a
+ * long GC, a frozen VM) or whose slot a wall-clock jump made look expired goes on where it was once
+ * it runs again, and its renewal sees the loss only up to TIMINGS.stateLeaseRenewMs later. Meanwhile
+ * it would journal and acknowledge messages the new holder, which loaded the slot's windows when it
+ * took it, never learns of: a copy of each then passes the replay check. So the holder keeps its
+ * lease file open, and assertHeld() (called after each journal append, before the message is
+ * acknowledged, and around each snapshot's rename: replay-store.ts) asks the kernel whether that
+ * file still has its name: a claim renames a new lease.json over it, a release removes it, either
+ * leaves ours with no link (fstat's st_nlink 0), and an inode held open is never reused, so no later
+ * lease can pass for ours. One fstat, no path lookup: a microsecond on the hot path. It is sound on
+ * a local file system: an append the check found still under our lease happened before the taker's
+ * rename, so before the taker read the journal, and the taker has it; an append after it fails the
+ * check and is not acknowledged. Across hosts on NFS the attribute cache may answer for a while
+ * with the old link count, and only the renewal's check of the owner remains.
  */
 const LeaseSchema = z.object({ owner: z.string(), clientId: z.string(), host: z.string(), pid: z.number(), claimedAt: z.string() });
 type Lease = z.infer<typeof LeaseSchema>;
@@ -30,6 +45,12 @@ export interface StateLease {
   /** the folder this distributor keeps its state in */
   readonly dir: string;
   readonly slot: number;
+  /**
+   * Throws DISTRIBUTOR_STATE_LEASE once another distributor has taken the slot over (see Fencing
+   * above): call after writing the slot's state and before acting on it. The first such finding
+   * also calls `onLost`.
+   */
+  assertHeld(): void;
   /** Stops renewing and frees the slot for the next distributor. */
   release(): void;
 }
@@ -69,6 +90,7 @@ function withClaimLock<T>(root: string, fn: () => T): T {
 export function claimStateSlot(root: string, clientId: string, onLost: (err: FieldStreamError) => void): StateLease {
   mkdirSync(root, { recursive: true });
   const owner = randomUUID();
+  let held: number | undefined; // our lease file, open: see Fencing above
   const slot = withClaimLock(root, () => {
     const leases = Array.from({ length: LIMITS.distributorMaxInstances }, (_, i) => ({ slot: i + 1, held: readLease(join(slotDir(root, i + 1), 'lease.json')) }));
     const mine = leases.find((l) => l.held?.lease?.clientId === clientId);
@@ -81,13 +103,31 @@ export function claimStateSlot(root: string, clientId: string, onLost: (err: Fie
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const lease: Lease = { owner, clientId, host: hostname(), pid: process.pid, claimedAt: new Date().toISOString() };
     const tmp = join(dir, `lease.json.tmp-${process.pid}`);
-    writeFileSync(tmp, `${JSON.stringify(lease)}\n`, { mode: 0o600 });
-    renameSync(tmp, join(dir, 'lease.json'));
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, `${JSON.stringify(lease)}\n`);
+      renameSync(tmp, join(dir, 'lease.json'));
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    held = fd;
     return chosen.slot;
   });
+  const fd = held as number;
   const dir = slotDir(root, slot);
   const path = join(dir, 'lease.json');
   const ours = () => readLease(path)?.lease?.owner === owner;
+  let lost: FieldStreamError | undefined;
+  const lose = () => {
+    if (lost) return lost;
+    lost = new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `Slot ${slot} of ${root} was taken over by another distributor while this one did not renew it; this one stops.`);
+    clearInterval(timer);
+    const err = lost;
+    // Not from within the caller's write: onLost stops the distributor.
+    setImmediate(() => onLost(err));
+    return lost;
+  };
   const timer = setInterval(() => {
     try {
       if (ours()) {
@@ -98,16 +138,24 @@ export function claimStateSlot(root: string, clientId: string, onLost: (err: Fie
     } catch {
       /* removed between the look and the touch: not ours any more */
     }
-    clearInterval(timer);
-    onLost(new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `Slot ${slot} of ${root} was taken over by another distributor while this one did not renew it; this one stops.`));
+    lose();
   }, TIMINGS.stateLeaseRenewMs);
   timer.unref();
+  let released = false;
   return {
     dir,
     slot,
+    assertHeld() {
+      if (lost) throw lost;
+      if (released) throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `Slot ${slot} of ${root} was released; its state is not written any more.`);
+      if (fstatSync(fd).nlink === 0) throw lose();
+    },
     release() {
+      if (released) return;
+      released = true;
       clearInterval(timer);
       if (ours()) rmSync(path, { force: true });
+      closeSync(fd);
     },
   };
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { IPublishPacket, MqttClient } from 'mqtt';
@@ -16,6 +17,7 @@ import { gatewayPresenceTopic, uplinkTopic } from '../../shared/contract/topics.
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { signGroup } from '../../shared/security/message-auth.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -31,11 +33,14 @@ describe('the distributor consumer and a message that keeps failing without an e
   after(() => tmp.cleanup());
 
   /** `failing` stands in for a defect (or a database that is down): what the sink throws for a write. */
-  function fixture(name: string, failing: (points: readonly StoredPoint[]) => Error | undefined) {
+  /** `o.key`: sensor-1's key, registered; `o.fence`: the replay windows' (the state lease's assertHeld). */
+  function fixture(name: string, failing: (points: readonly StoredPoint[]) => Error | undefined, o: { key?: Buffer; fence?: () => void } = {}) {
     const dir = join(tmp.dir, name);
     const dead = new DeadLetters(join(dir, 'letters'));
     const log = createLogger('test', 'silent');
-    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    mkdirSync(join(dir, 'keys'), { recursive: true });
+    if (o.key) writeFileSync(join(dir, 'keys', 'sensor-1.key'), o.key.toString('hex'));
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay'), { fence: o.fence }), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
     const written: StoredPoint[] = [];
     const attempted: StoredPoint[] = [];
     const calls = { writes: 0 };
@@ -142,6 +147,40 @@ describe('the distributor consumer and a message that keeps failing without an e
       down = false;
       await eventually(() => (acked.done ? true : undefined), 5_000);
       assert.deepEqual(f.written.map((p) => p.fields.t), [3]);
+    } finally {
+      f.consumer.stop();
+      await f.dead.close();
+    }
+  });
+
+  it('never acknowledges a message whose replay window could not be journalled because another distributor took the state slot over', async () => {
+    // A distributor paused past its lease's expiry finds its slot taken at its next append
+    // (state-lease.ts, fencing): DISTRIBUTOR_STATE_LEASE. Coded, it went to the dead-letter folder
+    // like a message that can never be written, and was acknowledged, its device sent a receipt,
+    // with its sequence number in no window the slot's new holder loaded: a copy of it then passed.
+    // It is retried, unacknowledged, until the distributor (stopping meanwhile) stops the consumer.
+    const key = randomBytes(32);
+    let taken = false;
+    const f = fixture('state-lost', () => undefined, {
+      key,
+      fence: () => {
+        if (taken) throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', 'Slot 1 was taken over by another distributor');
+      },
+    });
+    const signed = (seq: number) => {
+      const now = Date.now();
+      const payload = { t: seq };
+      const auth = signGroup(key, { deviceId: 'sensor-1', dataType: 'timeseries', epoch: 'e1', ts: now }, [{ seq, payload }]);
+      return Buffer.from(JSON.stringify({ v: 1, deviceId: 'sensor-1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: now, messages: [{ messageId: `e1.${seq}`, seq, payload, auth }] }));
+    };
+    try {
+      const first = f.deliver(signed(1));
+      await eventually(() => (first.done ? true : undefined), 5_000);
+      taken = true;
+      const second = f.deliver(signed(2));
+      await eventually(() => (f.calls.writes >= 4 || second.done ? true : undefined), 5_000);
+      assert.equal(second.done, false, 'not acknowledged');
+      assert.deepEqual(f.letters(), [], 'not a dead letter');
     } finally {
       f.consumer.stop();
       await f.dead.close();

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { claimStateSlot } from '../../internal-network/distributor/state-lease.ts';
 import { classify } from '../../scripts/admin/backup-manifest.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -117,6 +118,66 @@ describe('the distributor state lease (replicas sharing one DISTRIBUTOR_STATE_DI
         });
       const slots = await Promise.all(['r1', 'r2', 'r3', 'r4'].map(run));
       assert.deepEqual(slots.map(Number).sort(), [1, 2, 3, 4]);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('fences a holder that was paused past the expiry (SIGSTOP): once its slot is taken over, it acknowledges nothing the taker did not load', async () => {
+    // The holder journals and "acknowledges" a sequence number every few milliseconds, as the
+    // distributor does per message. Paused (SIGSTOP: a long GC, a frozen VM), its lease expires and
+    // another distributor takes the slot and loads its windows. Resumed, it went on appending to a
+    // journal the taker had already read (and deletes at its next compaction) and acknowledging, for
+    // up to TIMINGS.stateLeaseRenewMs until its renewal saw the loss: every one of those messages
+    // was then "new" to the taker, a copy of it accepted (the replay defence bypassed).
+    const tmp = tempDir('lease-fence');
+    try {
+      const script = `
+        import { join } from 'node:path';
+        import { ReplayWindows } from ${JSON.stringify(new URL('../../internal-network/distributor/security/replay-window.ts', import.meta.url).href)};
+        import { claimStateSlot } from ${JSON.stringify(new URL('../../internal-network/distributor/state-lease.ts', import.meta.url).href)};
+        const lease = claimStateSlot(process.env.ROOT, 'distributor-paused', (err) => process.stdout.write('lost ' + err.code + '\\n'));
+        const windows = new ReplayWindows(join(lease.dir, 'replay'), { fence: () => lease.assertHeld() });
+        let seq = 0;
+        setInterval(() => {
+          seq++;
+          windows.record('d', 'e', seq);
+          try {
+            windows.persist();
+            process.stdout.write('acked ' + seq + '\\n');
+          } catch (err) {
+            process.stdout.write('refused ' + seq + ' ' + err.code + '\\n');
+          }
+        }, 2);`;
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, ROOT: tmp.dir }, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise((resolve) => child.on('exit', resolve));
+      const waitFor = async (what: () => boolean, ms: number) => {
+        for (const end = Date.now() + ms; !what(); await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) assert.fail(`timed out; the holder wrote: ${out.slice(-500)}`);
+      };
+      try {
+        await waitFor(() => (out.match(/^acked /gm) ?? []).length >= 20, 20_000);
+        child.kill('SIGSTOP');
+        await new Promise((r) => setTimeout(r, 200)); // stopped, whatever it was writing finished
+        age(join(tmp.dir, 'lease.json'), TIMINGS.stateLeaseExpiryMs + 1000);
+        const taker = claimStateSlot(tmp.dir, 'distributor-taker', never);
+        assert.equal(taker.slot, 1);
+        const loaded = new ReplayWindows(join(taker.dir, 'replay'));
+        const before = (out.match(/^acked /gm) ?? []).length;
+        child.kill('SIGCONT');
+        await waitFor(() => /^refused /m.test(out) || (out.match(/^acked /gm) ?? []).length > before + 50, 10_000);
+        child.kill('SIGKILL');
+        await exited;
+        const acked = [...out.matchAll(/^acked (\d+)$/gm)].map((m) => Number(m[1]));
+        const unknown = acked.filter((seq) => loaded.check('d', 'e', seq) !== 'seen');
+        assert.deepEqual(unknown, [], 'acknowledged by the paused holder after the takeover, unknown to the taker');
+        assert.match(out, /^refused \d+ DISTRIBUTOR_STATE_LEASE$/m, 'its next append after the takeover was refused');
+        loaded.close();
+        taker.release();
+      } finally {
+        child.kill('SIGKILL');
+      }
     } finally {
       tmp.cleanup();
     }

@@ -27,7 +27,15 @@ import { LIMITS } from '../../../shared/limits.ts';
  * G+1 is written beside, synced and renamed into place, then the journal of G+1 opened; only then
  * are the files of G-1 and earlier removed. Generation G stays, so a backup reading the folder
  * while a compaction runs still finds the files it listed, and a damaged newest snapshot falls back
- * to the one before it and both journals.
+ * to the one before it and both journals. *
+ * `fence` (the state lease's assertHeld, state-lease.ts) throws once another distributor took the
+ * folder over. It is asked after each append, before the caller acknowledges anything: a line
+ * appended while the folder was still ours was there when the taker loaded it; one appended after
+ * fails the check and is never acknowledged (left in the journal, it only records a number more).
+ * A compaction asks before its snapshot is written and again after the rename, before it removes
+ * anything. In the moment between a stale holder's check and its rename, its snapshot may replace
+ * the taker's of that generation: it holds every window the taker loaded (a holder's memory holds
+ * all it journalled), and the taker's own lines are in journals loading replays over any snapshot.
  */
 const SNAPSHOT_MAGIC = 'fieldstream-replay-snapshot-v1';
 const FILE = /^windows-(\d{1,15})\.(snap|log)$/;
@@ -154,6 +162,7 @@ export class ReplayStore {
   constructor(
     private readonly dir: string,
     private readonly maxJournalBytes = LIMITS.replayJournalMaxBytes,
+    private readonly fence: () => void = () => undefined,
   ) {}
 
   /**
@@ -198,17 +207,25 @@ export class ReplayStore {
       throw err;
     }
     this.journalBytes += bytes.length;
+    this.fence();
     return this.journalBytes >= this.maxJournalBytes;
   }
 
   /** Begins the next generation from `snapshot` (every window as it is now); see the file's comment. */
   compact(snapshot: Snapshot): void {
+    this.fence();
     const next = this.generation + 1;
     const body = Buffer.from(JSON.stringify(snapshot), 'utf8');
     const header = Buffer.from(`${SNAPSHOT_MAGIC} ${next} ${body.length} ${crc32(body)}\n`, 'latin1');
     const path = join(this.dir, `windows-${next}.snap`);
     replaceFileDurablySync(path, Buffer.concat([header, body]));
     const log = openSync(join(this.dir, `windows-${next}.log`), constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
+    try {
+      this.fence();
+    } catch (err) {
+      closeSync(log);
+      throw err;
+    }
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = log;
     this.journalBytes = 0;

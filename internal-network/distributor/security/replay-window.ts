@@ -129,13 +129,17 @@ export class ReplayWindows {
   private pending: JournalEntry[] = [];
   private readonly store: ReplayStore;
 
-  /** `journalMaxBytes`: see LIMITS.replayJournalMaxBytes (lower only in tests, to see compactions). */
+  /**
+   * `journalMaxBytes`: see LIMITS.replayJournalMaxBytes (lower only in tests, to see compactions).
+   * `fence`: throws once the folder is another distributor's (the state lease's assertHeld): then
+   * persist() throws, after its append, and what it journalled must not be acknowledged.
+   */
   constructor(
     private readonly dir: string,
-    o: { journalMaxBytes?: number } = {},
+    o: { journalMaxBytes?: number; fence?: () => void } = {},
   ) {
     mkdirSync(dir, { recursive: true });
-    this.store = new ReplayStore(dir, o.journalMaxBytes);
+    this.store = new ReplayStore(dir, o.journalMaxBytes, o.fence);
     const { snapshot, entries } = this.store.load();
     const legacy = snapshot || entries.length > 0 ? [] : this.legacyDevices();
     for (const [deviceId, epochs] of Object.entries(snapshot?.devices ?? {})) {
