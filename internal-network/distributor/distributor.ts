@@ -135,6 +135,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
               connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
             consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept),
             signal: stopping.signal,
+            liveElsewhere: () => lease.othersLive(),
             log: log.child({ subsystem: 'sessions' }),
           }),
         )

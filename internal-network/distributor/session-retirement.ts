@@ -21,7 +21,12 @@ import { TIMINGS } from '../../shared/limits.ts';
  *
  * Which sessions: those named in the state file (`consumer-sessions.json`: the ids of earlier runs)
  * that this run does not use, and this run's base id numbered past its consumer count up to
- * `maxConsumers` (found without a state file too).
+ * `maxConsumers` (found without a state file too). Never those of a distributor running now
+ * (`liveElsewhere`: replicas sharing the state folder, state-lease.ts): replicas stopped cleanly
+ * free their slots, and started again they take them in whichever order they come, each finding in
+ * its slot's list the ids of another one, live. Taken over, that one's consumers were kicked off,
+ * its sessions unsubscribed and removed, and the two took the ids from each other at every
+ * reconnect. Its ids are left out of this slot's list too: its own slot lists them.
  */
 export const ConsumerSessionsSchema = z.strictObject({ clientIds: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,128}$/)).max(10_000) });
 
@@ -40,6 +45,8 @@ export interface RetirementOptions {
   consume(client: MqttClient): { stop(): void; readonly inProgressSince: number | undefined };
   /** aborted when the distributor stops: a session being retired is left for the next start */
   signal: AbortSignal;
+  /** base client ids of the distributors running now with state slots of their own (StateLease.othersLive) */
+  liveElsewhere?: () => readonly string[];
   log: Logger;
 }
 
@@ -60,6 +67,10 @@ export async function retireConsumerSessions(o: RetirementOptions): Promise<Reti
   for (let i = o.current.length + 1; i <= o.maxConsumers; i++) candidates.add(`${o.base}-${i}`);
   candidates.delete(o.base);
   for (const id of current) candidates.delete(id);
+  const live = o.liveElsewhere?.() ?? [];
+  // A consumer's id is its distributor's base id, or the base id, a dash and its number.
+  const isLive = (id: string) => live.some((base) => id === base || (id.startsWith(`${base}-`) && /^\d+$/.test(id.slice(base.length + 1))));
+  for (const id of candidates) if (isLive(id)) candidates.delete(id);
   // Recorded first: a crash while retiring leaves these to be tried again, never forgotten.
   writeState(o.stateFile, [...new Set([...o.current, ...candidates])]);
   const result: RetirementResult = { retired: [], empty: 0, failed: [] };

@@ -51,6 +51,12 @@ export interface StateLease {
    * also calls `onLost`.
    */
   assertHeld(): void;
+  /**
+   * The client ids of the distributors holding the folder's other slots now (leases renewed within
+   * TIMINGS.stateLeaseExpiryMs): their broker sessions are live, whatever this slot's list of
+   * earlier sessions names (session-retirement.ts).
+   */
+  othersLive(): string[];
   /** Stops renewing and frees the slot for the next distributor. */
   release(): void;
 }
@@ -149,6 +155,15 @@ export function claimStateSlot(root: string, clientId: string, onLost: (err: Fie
       if (lost) throw lost;
       if (released) throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `Slot ${slot} of ${root} was released; its state is not written any more.`);
       if (fstatSync(fd).nlink === 0) throw lose();
+    },
+    othersLive() {
+      const ids: string[] = [];
+      for (let i = 1; i <= LIMITS.distributorMaxInstances; i++) {
+        if (i === slot) continue;
+        const held = readLease(join(slotDir(root, i), 'lease.json'));
+        if (held?.lease && held.ageMs <= TIMINGS.stateLeaseExpiryMs) ids.push(held.lease.clientId);
+      }
+      return ids;
     },
     release() {
       if (released) return;

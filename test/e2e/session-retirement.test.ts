@@ -137,6 +137,54 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
     assert.ok(!existsSync(join(stateDir, 'lease.json')) && !existsSync(join(stateDir, 'instances', '2', 'lease.json')), 'both slots released at a clean stop');
   });
 
+  it('replicas restarted in the other order (they swap slots) retire neither the live sessions of the other', async () => {
+    // A clean stop frees both slots, so replicas started again take them in whichever order they
+    // come: the second finds in its slot's list the first one's ids, and took over its live
+    // sessions (kicked its consumers off, unsubscribed and removed their sessions), the two then
+    // taking the client ids from each other at every reconnect.
+    const svc = pki.paths.service('internal/distributor');
+    const stateDir = join(work.dir, 'swapped-state');
+    const start = (id: string) =>
+      startDistributor(
+        loadDistributorConfig({
+          MQTT_URL: broker.tlsUrl,
+          MQTT_PROTOCOL_VERSION: '5',
+          MQTT_CA_FILE: pki.paths.publicCa,
+          MQTT_CERT_FILE: svc.cert,
+          MQTT_KEY_FILE: svc.key,
+          DISTRIBUTOR_CLIENT_ID: id,
+          DISTRIBUTOR_CONSUMERS: '2',
+          DISTRIBUTOR_STATE_DIR: stateDir,
+          DISTRIBUTOR_DEVICE_KEYS_DIR: join(work.dir, 'keys'),
+          DISTRIBUTOR_METRICS_PORT: 'off',
+          DISTRIBUTOR_FEED: 'off',
+          TIMESERIES_LOCAL_PATH: join(work.dir, `swap-ts-${id}`),
+          FILE_STORAGE_PATH: join(work.dir, `swap-files-${id}`),
+          DEAD_LETTER_PATH: join(work.dir, `swap-dead-${id}`),
+        }),
+        log,
+      );
+    const first = [start('swap-a')];
+    await first[0]?.retirement;
+    first.push(start('swap-b'));
+    await first[1]?.retirement;
+    for (const d of first.reverse()) await d?.close();
+    // again, the other way round: b takes slot 1 (a's list), a slot 2 (b's list)
+    const b = start('swap-b');
+    await b.retirement;
+    const a = start('swap-a');
+    try {
+      const retired = await a.retirement;
+      assert.deepEqual(retired?.retired.filter((id) => id.startsWith('swap-b')), [], "the live replica's sessions are not taken over");
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok([...a.clients, ...b.clients].every((c) => c.connected), 'every consumer of both still connected');
+      assert.deepEqual(JSON.parse(readFileSync(join(stateDir, 'instances', '2', 'consumer-sessions.json'), 'utf8')), { clientIds: ['swap-a-1', 'swap-a-2'] }, "the live replica's ids are its own slot's to list");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('takes a damaged record of earlier sessions as none, says so, and writes a good one', async () => {
     const stateFile = join(work.dir, 'damaged', 'consumer-sessions.json');
     mkdirSync(dirname(stateFile), { recursive: true });
