@@ -37,6 +37,27 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
     },
     deadLetterReceipts: () => [],
   } as unknown as MessageHandler;
+  /** A distributor replica named `id` on a state folder shared with others, its stores its own (`prefix` tells tests apart). */
+  const startReplica = (id: string, stateDir: string, prefix: string) =>
+    startDistributor(
+      loadDistributorConfig({
+        MQTT_URL: broker.tlsUrl,
+        MQTT_PROTOCOL_VERSION: '5',
+        MQTT_CA_FILE: pki.paths.publicCa,
+        MQTT_CERT_FILE: pki.paths.service('internal/distributor').cert,
+        MQTT_KEY_FILE: pki.paths.service('internal/distributor').key,
+        DISTRIBUTOR_CLIENT_ID: id,
+        DISTRIBUTOR_CONSUMERS: '2',
+        DISTRIBUTOR_STATE_DIR: stateDir,
+        DISTRIBUTOR_DEVICE_KEYS_DIR: join(work.dir, 'keys'),
+        DISTRIBUTOR_METRICS_PORT: 'off',
+        DISTRIBUTOR_FEED: 'off',
+        TIMESERIES_LOCAL_PATH: join(work.dir, `${prefix}ts-${id}`),
+        FILE_STORAGE_PATH: join(work.dir, `${prefix}files-${id}`),
+        DEAD_LETTER_PATH: join(work.dir, `${prefix}dead-${id}`),
+      }),
+      log,
+    );
   const connect = (clientId: string) => {
     const svc = pki.paths.service('internal/distributor');
     return connectMqtt({ url: broker.tlsUrl as string, ca: readFileSync(pki.paths.publicCa, 'utf8'), cert: readFileSync(svc.cert, 'utf8'), key: readFileSync(svc.key, 'utf8'), clientId, protocolVersion: 5, clean: false }, log, { resubscribe: false });
@@ -97,28 +118,8 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
   });
 
   it('two distributors sharing one state folder (compose --scale) keep apart: neither retires the live sessions of the other', async () => {
-    const svc = pki.paths.service('internal/distributor');
     const stateDir = join(work.dir, 'shared-state');
-    const start = (id: string) =>
-      startDistributor(
-        loadDistributorConfig({
-          MQTT_URL: broker.tlsUrl,
-          MQTT_PROTOCOL_VERSION: '5',
-          MQTT_CA_FILE: pki.paths.publicCa,
-          MQTT_CERT_FILE: svc.cert,
-          MQTT_KEY_FILE: svc.key,
-          DISTRIBUTOR_CLIENT_ID: id,
-          DISTRIBUTOR_CONSUMERS: '2',
-          DISTRIBUTOR_STATE_DIR: stateDir,
-          DISTRIBUTOR_DEVICE_KEYS_DIR: join(work.dir, 'keys'),
-          DISTRIBUTOR_METRICS_PORT: 'off',
-          DISTRIBUTOR_FEED: 'off',
-          TIMESERIES_LOCAL_PATH: join(work.dir, `ts-${id}`),
-          FILE_STORAGE_PATH: join(work.dir, `files-${id}`),
-          DEAD_LETTER_PATH: join(work.dir, `dead-${id}`),
-        }),
-        log,
-      );
+    const start = (id: string) => startReplica(id, stateDir, '');
     const a = start('replica-a');
     await a.retirement;
     const b = start('replica-b');
@@ -142,28 +143,8 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
     // come: the second finds in its slot's list the first one's ids, and took over its live
     // sessions (kicked its consumers off, unsubscribed and removed their sessions), the two then
     // taking the client ids from each other at every reconnect.
-    const svc = pki.paths.service('internal/distributor');
     const stateDir = join(work.dir, 'swapped-state');
-    const start = (id: string) =>
-      startDistributor(
-        loadDistributorConfig({
-          MQTT_URL: broker.tlsUrl,
-          MQTT_PROTOCOL_VERSION: '5',
-          MQTT_CA_FILE: pki.paths.publicCa,
-          MQTT_CERT_FILE: svc.cert,
-          MQTT_KEY_FILE: svc.key,
-          DISTRIBUTOR_CLIENT_ID: id,
-          DISTRIBUTOR_CONSUMERS: '2',
-          DISTRIBUTOR_STATE_DIR: stateDir,
-          DISTRIBUTOR_DEVICE_KEYS_DIR: join(work.dir, 'keys'),
-          DISTRIBUTOR_METRICS_PORT: 'off',
-          DISTRIBUTOR_FEED: 'off',
-          TIMESERIES_LOCAL_PATH: join(work.dir, `swap-ts-${id}`),
-          FILE_STORAGE_PATH: join(work.dir, `swap-files-${id}`),
-          DEAD_LETTER_PATH: join(work.dir, `swap-dead-${id}`),
-        }),
-        log,
-      );
+    const start = (id: string) => startReplica(id, stateDir, 'swap-');
     const first = [start('swap-a')];
     await first[0]?.retirement;
     first.push(start('swap-b'));
