@@ -243,10 +243,28 @@ rules_dmz() {
   allow out udp 67,547 any ''   # DHCP, DHCPv6
 }
 
+# add_list_ports VAR SETTING: adds to VAR (a port list) the port of each entry of a host[:port],...
+# list (DMZ_BROKER_HOSTS, DMZ_PROMETHEUS_HOSTS: one entry per DMZ server) that names one; an entry
+# without a port uses VAR's first. Hosts are names or IPv4 addresses there (render-bridges.sh,
+# render-prometheus.sh). Not in a $(...): a bad port stops the script, not a subshell.
+add_list_ports() {
+  local -n ports=$1; local list e p; local -a entries; list=$(setting "$2")
+  IFS=', ' read -ra entries <<< "$list"
+  for e in "${entries[@]}"; do
+    [[ -n $e && $e == *:* ]] || continue
+    p=${e##*:}
+    is_port "$p" || die 2 "$2: '$e' has a bad port"
+    p=$((10#$p)); [[ ,$ports, == *,$p,* ]] || ports=$ports,$p
+  done
+}
+
 rules_internal() {
   local dmz4 dmz6 broker prom net
   required_addrs DMZ_SERVER_IP dmz-server-ip; dmz4=$V4 dmz6=$V6
   broker=$(port_setting DMZ_BROKER_PORT 8883); prom=$(port_setting DMZ_PROMETHEUS_PORT 9091)
+  # Several DMZ servers: each entry of DMZ_BROKER_HOSTS and DMZ_PROMETHEUS_HOSTS may name a port of
+  # its own, which is narrowed to the DMZ servers as the settings' ports are.
+  add_list_ports broker DMZ_BROKER_HOSTS; add_list_ports prom DMZ_PROMETHEUS_HOSTS
   inbound_head
   net=$(setting OPERATOR_NET)
   if [ -n "$net" ]; then split_addrs OPERATOR_NET "$net"

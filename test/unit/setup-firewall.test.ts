@@ -115,6 +115,22 @@ describe('setup-firewall.sh --dry-run', () => {
     assert.ok(!chain(closed.out, 'input').some((l) => /8080/.test(l)));
   });
 
+  it('internal: a port that an entry of DMZ_BROKER_HOSTS or DMZ_PROMETHEUS_HOSTS names is narrowed to the DMZ servers too', () => {
+    // One DMZ server per entry, each may name its own port; only the settings' ports were narrowed,
+    // the others left open to any address.
+    writeFileSync(join(work, 'internal-multi.env'), 'DMZ_BROKER_HOSTS=dmz1.example.org:8883, dmz2.example.org:8884\nDMZ_PROMETHEUS_HOSTS=dmz1.example.org,dmz2.example.org:9092\n');
+    const r = fw(['internal', '--dry-run', DMZS, '--env-file', 'internal-multi.env']);
+    assert.equal(r.code, 0, r.err);
+    const out = chain(r.out, 'output');
+    const allowed = out.indexOf('ip daddr { 198.51.100.10, 198.51.100.11 } tcp dport { 8883, 8884, 9091, 9092 } accept');
+    assert.ok(allowed > 0, out.join('\n'));
+    assert.ok(out.indexOf('tcp dport { 8883, 8884, 9091, 9092 } drop') > allowed, out.join('\n'));
+    writeFileSync(join(work, 'internal-bad.env'), 'DMZ_BROKER_HOSTS=dmz1.example.org:88830\n');
+    const bad = fw(['internal', '--dry-run', DMZS, '--env-file', 'internal-bad.env']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /DMZ_BROKER_HOSTS: 'dmz1.example.org:88830' has a bad port/);
+  });
+
   it('field: nothing in; out only the gateway port to the DMZ servers, DNS and NTP', () => {
     writeFileSync(join(work, 'field.env'), 'GATEWAY_URL=wss://fieldstream.example.org:8444/ws\nGATEWAY_PORT=8443\n');
     const r = fw(['field', '--dry-run', DMZS, '--env-file', 'field.env', '--no-ssh']);
