@@ -198,6 +198,12 @@ export const ERRORS = {
     transient: false,
     description: "Sparkplug messages held for a missing seq were discarded: it did not arrive within FIELD_SPARKPLUG_REORDER_TIMEOUT_MS; a rebirth was requested.",
   },
+  SPARKPLUG_FIELD_NAME_COLLISION: {
+    http: 409,
+    transient: false,
+    description:
+      'Metrics of Sparkplug births the field client follows come out with one field name (group A.B, edge node C and group A, edge node B.C; metrics x/y and x.y): one keeps it, the others get a suffix of their own (docs/field-client.md, "Mapping"); their values are all kept.',
+  },
   SPARKPLUG_STATE_INVALID: { http: 400, transient: false, description: 'A Sparkplug STATE message (spBv1.0/STATE/<host_id>) is not the JSON {"online":boolean,"timestamp":number} of Sparkplug 3.0; it was ignored.' },
   SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },

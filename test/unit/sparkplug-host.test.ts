@@ -221,6 +221,94 @@ describe('Sparkplug host state machine', () => {
   });
 });
 
+describe('Sparkplug field names: no two metrics share one', () => {
+  const birthOf = (metrics: Record<string, unknown>[]) => msg({ timestamp: String(T0), seq: '0', metrics: [bdSeq(0), ...metrics] });
+  const dbl = (name: string, alias: number, v: number) => ({ name, alias: String(alias), datatype: T.Double, doubleValue: v });
+  /** every field of an outcome's readings, with its value */
+  const fields = (out: { readings: Array<Record<string, unknown>> }): Record<string, unknown> =>
+    Object.fromEntries(out.readings.flatMap((r) => Object.entries(r).filter(([k]) => k !== 'timestamp')));
+  const SUFFIXED = (plain: string) => new RegExp(`^${plain.replace(/\./g, '\\.')}-[0-9a-f]{8}$`);
+
+  it('gives the metrics x/y and x.y of one birth fields of their own, x/y keeping its name, the same at each rebirth and after a restart', () => {
+    const names = (host: SparkplugHost, order: Array<[string, number, number]>) => {
+      const out = host.handle(NB, birthOf(order.map(([n, a, v]) => dbl(n, a, v))), T0);
+      assert.equal(out.refused, undefined);
+      const f = fields(out);
+      const byValue = Object.fromEntries(Object.entries(f).map(([k, v]) => [String(v), k]));
+      assert.equal(Object.keys(f).length, 2, `both values kept: ${JSON.stringify(f)}`);
+      return { xy: byValue['1'], xDotY: byValue['2'], out };
+    };
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    const first = names(host, [['x/y', 1, 1], ['x.y', 2, 2]]);
+    assert.equal(first.xy, 'Plant1.Line4.x.y', 'the name the documented mapping gives x/y');
+    assert.match(first.xDotY ?? '', SUFFIXED('Plant1.Line4.x.y'));
+    assert.equal(first.out.collisions?.length, 1, 'the collision is reported');
+    // Data by alias: the same fields.
+    const data = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 10 }, { alias: '2', doubleValue: 20 }]), T0);
+    assert.deepEqual(fields(data), { [first.xy as string]: 10, [first.xDotY as string]: 20 });
+    // A rebirth declaring them the other way round, and a new host (a restart): the same fields.
+    const rebirth = names(host, [['x.y', 2, 2], ['x/y', 1, 1]]);
+    assert.deepEqual([rebirth.xy, rebirth.xDotY], [first.xy, first.xDotY]);
+    const again = names(new SparkplugHost({ rebirthMinIntervalMs: INTERVAL }), [['x.y', 2, 2], ['x/y', 1, 1]]);
+    assert.deepEqual([again.xy, again.xDotY], [first.xy, first.xDotY]);
+  });
+
+  it('gives group A.B, edge node C and group A, edge node B.C fields of their own, the same whichever is born first', () => {
+    const X = topic('spBv1.0/A.B/NBIRTH/C');
+    const Y = topic('spBv1.0/A/NBIRTH/B.C');
+    const seen: string[][] = [];
+    for (const order of [[X, Y], [Y, X]]) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+      const got = new Map<SparkplugTopic, string[]>();
+      for (const t of order) got.set(t, Object.keys(fields(host.handle(t, birthOf([dbl('Temp', 1, t === X ? 1 : 2)]), T0))));
+      // The first born's field is renamed when the second comes: its data from then on.
+      const data = (t: SparkplugTopic) => Object.keys(fields(host.handle({ ...t, type: 'NDATA' }, ndata(1, [{ alias: '1', doubleValue: 5 }]), T0)));
+      const names = [data(X), data(Y)].map((n) => n[0] as string);
+      assert.equal(names.length, 2);
+      assert.notEqual(names[0], names[1], 'two fields, not one');
+      seen.push(names);
+    }
+    assert.deepEqual(seen[0], seen[1], 'whichever was born first');
+    // A/B.C comes first in code-unit order ("A" < "A.B"): it keeps the name; A.B/C gets the suffix.
+    assert.equal(seen[0]?.[1], 'A.B.C.Temp');
+    assert.match(seen[0]?.[0] ?? '', SUFFIXED('A.B.C.Temp'));
+  });
+
+  it("gives an edge node's metric D/M and its device D's metric M fields of their own: the node's keeps the name", () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    assert.deepEqual(Object.keys(fields(host.handle(NB, birthOf([dbl('Press/Pressure', 1, 1)]), T0))), ['Plant1.Line4.Press.Pressure']);
+    const dbirth = host.handle(topic('spBv1.0/Plant1/DBIRTH/Line4/Press'), ndata(1, [dbl('Pressure', 1, 2)]), T0);
+    assert.equal(dbirth.refused, undefined);
+    const [name] = Object.keys(fields(dbirth));
+    assert.match(name ?? '', SUFFIXED('Plant1.Line4.Press.Pressure'));
+    assert.equal(dbirth.collisions?.length, 1);
+    assert.deepEqual(Object.keys(fields(host.handle(ND, ndata(2, [{ alias: '1', doubleValue: 3 }]), T0))), ['Plant1.Line4.Press.Pressure']);
+    // Once the device is dead, its name is no longer taken: nothing collides any more.
+    host.handle(topic('spBv1.0/Plant1/DDEATH/Line4/Press'), ndata(3, []), T0);
+    assert.equal(host.handle(topic('spBv1.0/Plant1/DBIRTH/Line4/Other'), ndata(4, [dbl('Pressure', 1, 2)]), T0).collisions, undefined);
+  });
+
+  it('counts and logs each collision with SPARKPLUG_FIELD_NAME_COLLISION, naming every metric and its field; every value is queued', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const queued: Submission[] = [];
+    const session = new SparkplugSession({ submitMany: async (items: readonly Submission[]) => (queued.push(...items), []) }, () => undefined, log);
+    const birth = (metrics: Record<string, unknown>[]) => encodeWire({ timestamp: String(T0), seq: '0', metrics: [bdSeq(0), ...metrics] });
+    await session.onMessage('spBv1.0/A/NBIRTH/B.C', birth([dbl('Temp', 1, 2)]));
+    assert.equal(session.stats.fieldNameCollisions, 0);
+    await session.onMessage('spBv1.0/A.B/NBIRTH/C', birth([dbl('Temp', 1, 1)]));
+    assert.equal(session.stats.fieldNameCollisions, 1);
+    const line = lines.find((l) => l.code === 'SPARKPLUG_FIELD_NAME_COLLISION');
+    assert.ok(line, 'logged with its code');
+    assert.equal(line.field, 'A.B.C.Temp');
+    assert.match(String(line.msg), /A\.B\/C metric Temp → A\.B\.C\.Temp-[0-9a-f]{8}/);
+    assert.match(String(line.msg), /A\/B\.C metric Temp → A\.B\.C\.Temp(;|$)/);
+    const values = queued.filter((q) => q.dataType === 'timeseries').flatMap((q) => Object.entries(q.payload).filter(([k]) => k !== 'timestamp'));
+    assert.deepEqual(values.map(([, v]) => v).sort(), [1, 2], 'both values queued');
+    assert.equal(new Set(values.map(([k]) => k)).size, 2, 'under two fields');
+  });
+});
+
 const REORDER = 2_000;
 const temp = (out: { readings: Array<Record<string, unknown>> }) => out.readings.map((r) => r['Plant1.Line4.Inputs.Temp']);
 

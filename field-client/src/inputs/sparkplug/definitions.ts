@@ -1,4 +1,5 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
+import type { Naming } from './names.ts';
 import type { SparkplugMetric } from './payload.ts';
 import type { SparkplugTopic } from './topic.ts';
 
@@ -6,6 +7,8 @@ import type { SparkplugTopic } from './topic.ts';
 export interface MetricDef {
   name: string;
   datatype: number;
+  /** its field name, set by the host at the birth (names.ts) */
+  naming?: Naming | undefined;
 }
 
 export interface Definitions {

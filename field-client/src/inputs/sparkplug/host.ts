@@ -1,7 +1,8 @@
 import type { EventPayload, TimeseriesPayload } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
-import { fieldName, lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
+import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
+import { FieldNames, nameDefinitions, type Collision } from './names.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import { DATA_TYPES } from './proto.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
@@ -66,6 +67,8 @@ export interface HostOutcome {
   held: boolean;
   /** held messages discarded (each one counted under `code`), and why */
   dropped?: { code: ErrorCode; count: number; message: string } | undefined;
+  /** field names this birth's metrics share with other metrics: they were given suffixed names (names.ts) */
+  collisions?: Collision[] | undefined;
   /** held messages this one let through, in seq order, each with its own outcome */
   released: Array<{ topic: SparkplugTopic; out: HostOutcome }>;
   /**
@@ -108,6 +111,9 @@ export class SparkplugHost {
   /** the estimated bytes of each edge node's definitions (its own and its devices'), and their sum: see recount */
   private readonly defBytes = new Map<string, number>();
   private defTotal = 0;
+  /** the field names every current birth declares (names.ts), and the births registered there, by edge node (device, or null) */
+  private readonly names = new FieldNames();
+  private readonly named = new Map<string, Map<string | null, Definitions>>();
   readonly reorder: ReorderBuffers;
 
   constructor(private readonly options: HostOptions) {
@@ -233,14 +239,14 @@ export class SparkplugHost {
         if (t.type !== 'DDEATH') this.askRebirth(t.group, t.edge, now, err.message, out);
       }
     } finally {
-      this.recountAfter(t);
+      this.recountAfter(t, out);
     }
     return out;
   }
 
   /** Births and deaths change what an edge node's definitions hold: counted again after each (data never does). */
-  private recountAfter(t: SparkplugTopic): void {
-    if (t.type === 'NBIRTH' || t.type === 'NDEATH' || t.type === 'DBIRTH' || t.type === 'DDEATH') this.recount(key(t.group, t.edge));
+  private recountAfter(t: SparkplugTopic, out: HostOutcome): void {
+    if (t.type === 'NBIRTH' || t.type === 'NDEATH' || t.type === 'DBIRTH' || t.type === 'DDEATH') this.recount(key(t.group, t.edge), out);
   }
 
   /**
@@ -249,7 +255,7 @@ export class SparkplugHost {
    * step, so that every way it changes (a birth replacing another, a refusal dropping one, an undo
    * putting an older session back) leaves the sum right.
    */
-  private recount(k: string): void {
+  private recount(k: string, out?: HostOutcome): void {
     const s = this.sessions.get(k);
     const was = this.defBytes.get(k) ?? 0;
     let n = 0;
@@ -259,6 +265,29 @@ export class SparkplugHost {
       this.defBytes.set(k, n);
     } else this.defBytes.delete(k);
     this.defTotal += n - was;
+    this.rename(k, s, out);
+  }
+
+  /**
+   * The field names of one edge node's births brought in line with what its session holds now: those
+   * of a birth no longer in force forgotten, those of a new one taken (names.ts), each birth compared
+   * by identity, so O(its devices). The names a new birth shares with other metrics go into `out`.
+   */
+  private rename(k: string, s: NodeSession | undefined, out: HostOutcome | undefined): void {
+    const was = this.named.get(k);
+    const now = new Map<string | null, Definitions>();
+    if (s) {
+      now.set(null, s.defs);
+      for (const [device, defs] of s.devices) now.set(device, defs);
+    }
+    if (was) for (const [unit, defs] of was) if (now.get(unit) !== defs) this.names.remove(defs);
+    for (const [unit, defs] of now) {
+      if (was?.get(unit) === defs) continue;
+      const shared = this.names.add(defs);
+      if (shared.length > 0 && out) (out.collisions ??= []).push(...shared);
+    }
+    if (now.size > 0) this.named.set(k, now);
+    else this.named.delete(k);
   }
 
   /**
@@ -300,16 +329,21 @@ export class SparkplugHost {
     if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
     const bdSeq = bdSeqOf(p, 'NBIRTH');
     const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
+    nameDefinitions(defs, { group: t.group, edge: t.edge, device: undefined });
     const at = p.timestamp ?? now;
-    if (!this.sessions.has(key(t.group, t.edge)) && this.sessions.size >= this.maxEdgeNodes) {
+    const k = key(t.group, t.edge);
+    if (!this.sessions.has(k) && this.sessions.size >= this.maxEdgeNodes) {
       throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `NBIRTH of ${t.group}/${t.edge} refused: ${this.maxEdgeNodes} edge nodes are followed already`);
     }
     // It replaces the edge node's session, its devices' births with it.
-    this.room(`NBIRTH of ${t.group}/${t.edge}`, defs, this.defBytes.get(key(t.group, t.edge)) ?? 0);
-    this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
+    this.room(`NBIRTH of ${t.group}/${t.edge}`, defs, this.defBytes.get(k) ?? 0);
     // A new session: what was held for the old one is of no use any more.
-    this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
-    this.sessions.set(key(t.group, t.edge), { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined });
+    this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
+    // In force before its values are read, so that they go to the fields its names get beside every
+    // other metric followed (names.ts); a value that is refused ends it again (nodeBirthRefused).
+    this.sessions.set(k, { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined });
+    this.recount(k, out);
+    this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 
@@ -357,7 +391,11 @@ export class SparkplugHost {
       let defs: Definitions;
       try {
         defs = definitions(p.metrics);
+        nameDefinitions(defs, { group: t.group, edge: t.edge, device });
         this.room(`DBIRTH of ${t.group}/${t.edge}/${device}`, defs, s.devices.get(device)?.bytes ?? 0);
+        // In force before its values are read, as for an NBIRTH (nodeBirth).
+        s.devices.set(device, defs);
+        this.recount(key(t.group, t.edge), out);
         this.fields(t, p, defs, now, out);
       } catch (err) {
         // The device was born again with definitions that could not be read: the old ones no longer
@@ -365,7 +403,6 @@ export class SparkplugHost {
         s.devices.delete(device);
         throw err;
       }
-      s.devices.set(device, defs);
       out.events.push(lifecycleEvent('dbirth', t, at, { metrics: defs.byName.size }));
       return;
     }
@@ -393,7 +430,7 @@ export class SparkplugHost {
       // a number's field, and the database refused the reading with every metric of the message.
       // A value whose member contradicts the birth's type is refused (values.ts).
       const v = metricValue(def.datatype, m.raw, m.isNull);
-      const field = fieldName(t.group, t.edge, t.device, def.name);
+      const field = this.names.field(def);
       if ('skip' in v || field === undefined) {
         out.skipped++;
         continue;

@@ -11,7 +11,9 @@ import { LIMITS } from '../../../../shared/limits.ts';
  * other character a field name cannot hold (FIELD_NAME_PATTERN) becoming `_`. So
  * `Plant1/Line4/NDATA/PLC7` metric `Inputs/Temp` is the field `Plant1.Line4.Inputs.Temp`, and the
  * same metric of device `Press` under it `Plant1.Line4.Press.Inputs.Temp`. A name longer than a
- * field name may be is skipped and counted rather than cut (two cut names could collide).
+ * field name may be is skipped and counted rather than cut (two cut names could collide). This
+ * name is not one to one (`A.B`/`C` and `A`/`B.C`, metrics `x/y` and `x.y`): the host gives a
+ * name two metrics share to one of them and a suffixed one to the others (names.ts).
  *
  * Metrics of one message become one reading per distinct timestamp (the metric's own, else the
  * payload's, else the moment it arrived), at most LIMITS.readingMaxFields fields each.

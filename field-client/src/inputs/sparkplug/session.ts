@@ -34,6 +34,8 @@ export interface SparkplugStats {
   reordered: number;
   /** STATE messages of host applications not kept: LIMITS.sparkplugMaxPeerHosts were known already */
   peerHostsNotKept: number;
+  /** field names a birth's metrics share with other metrics followed, counted at each such birth (names.ts) */
+  fieldNameCollisions: number;
 }
 
 export interface SparkplugSessionOptions {
@@ -63,7 +65,7 @@ export class SparkplugSession {
   readonly host: SparkplugHost;
   /** the other host applications, by their STATE */
   readonly peers: PeerHosts;
-  readonly stats: SparkplugStats = { messages: 0, accepted: 0, readings: 0, events: 0, metricsSkipped: 0, rebirthsRequested: 0, refusedByCode: {}, submitFailed: 0, reordered: 0, peerHostsNotKept: 0 };
+  readonly stats: SparkplugStats = { messages: 0, accepted: 0, readings: 0, events: 0, metricsSkipped: 0, rebirthsRequested: 0, refusedByCode: {}, submitFailed: 0, reordered: 0, peerHostsNotKept: 0, fieldNameCollisions: 0 };
   private timer: NodeJS.Timeout | undefined;
   private timerAt: number | undefined;
   private stopped = false;
@@ -161,6 +163,12 @@ export class SparkplugSession {
       this.log.info({ group: t.group, edgeNode: t.edge }, 'Sparkplug rebirth requested');
     }
     if (outcome.refused) this.refuse(outcome.refused, topic);
+    for (const c of outcome.collisions ?? []) {
+      // Not a refusal: every value is kept, under the names the log line gives (names.ts).
+      this.stats.fieldNameCollisions++;
+      const named = c.metrics.map((m) => `${[m.group, m.edge, ...(m.device === undefined ? [] : [m.device])].join('/')} metric ${m.metric} → ${m.field ?? '(skipped)'}`);
+      this.refusalLog.write({ code: 'SPARKPLUG_FIELD_NAME_COLLISION', topic: topic.slice(0, 200), field: c.field, metrics: c.metrics.slice(0, 20) }, `Sparkplug metrics share the field name ${c.field}: ${named.slice(0, 5).join('; ').slice(0, 1000)}`);
+    }
     if (outcome.dropped) {
       const { code, count, message } = outcome.dropped;
       this.stats.refusedByCode[code] = (this.stats.refusedByCode[code] ?? 0) + count;

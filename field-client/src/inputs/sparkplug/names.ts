@@ -1,0 +1,169 @@
+import { createHash } from 'node:crypto';
+import { FIELD_NAME_PATTERN } from '../../../../shared/contract/primitives.ts';
+import type { Definitions, MetricDef } from './definitions.ts';
+import { fieldName } from './mapping.ts';
+
+/** The edge node (and device) a birth is of: shared by all its definitions. */
+export interface Unit {
+  group: string;
+  edge: string;
+  device: string | undefined;
+}
+
+/** How a declared metric is named (set by nameDefinitions at its birth). */
+export interface Naming {
+  unit: Unit;
+  /** the field name of the documented mapping (mapping.ts fieldName); undefined: too long, skipped */
+  plain: string | undefined;
+  /**
+   * The mapping lost nothing: the group, edge node and device ids and each folder of the metric name
+   * hold only letters, digits, `_` and `-` (no `.`, nothing replaced by `_`), and the group starts
+   * with a letter or `_` (no `_` put in front). Two such metrics can come out with the same field
+   * name only as an edge node's metric `D/M` and its device `D`'s metric `M`.
+   */
+  exact: boolean;
+  /** the plain name with the suffix of this metric (suffixOf), computed when first needed */
+  suffixed?: string | undefined;
+}
+
+/**
+ * bytes. What naming a definition adds in memory beside its field name (two bytes a character): the
+ * Naming object and its entry in FieldNames (a Map entry and an array), from above. Counted into
+ * Definitions.bytes, so LIMITS.sparkplugDefinitionsMaxBytes bounds it with the definitions.
+ */
+const NAMING_BYTES = 160;
+
+const EXACT_GROUP = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+const EXACT_ID = /^[A-Za-z0-9_-]+$/;
+const EXACT_FOLDER = /^[A-Za-z0-9_-]*$/;
+
+/** Names every definition of a birth (its field name, whether exact) and counts what that takes into `defs.bytes`. */
+export function nameDefinitions(defs: Definitions, unit: Unit): void {
+  const prefixExact = EXACT_GROUP.test(unit.group) && EXACT_ID.test(unit.edge) && (unit.device === undefined || EXACT_ID.test(unit.device));
+  const byName = new Map<string, Naming>();
+  for (const def of defs.byName.values()) {
+    const plain = fieldName(unit.group, unit.edge, unit.device, def.name);
+    const naming: Naming = { unit, plain, exact: prefixExact && def.name.split('/').every((f) => EXACT_FOLDER.test(f)) };
+    byName.set(def.name, naming);
+    def.naming = naming;
+    defs.bytes += NAMING_BYTES + 2 * (plain?.length ?? 0);
+  }
+  // A name declared twice (two aliases): the same metric, named once.
+  for (const def of defs.byAlias.values()) def.naming ??= byName.get(def.name);
+}
+
+/**
+ * The suffix a metric's field name gets when another metric has the same one: `-` and the first 8
+ * hex digits of the SHA-256 of the JSON `[group, edge node, device or null, metric name]`. A
+ * function of the metric alone, so the same at every birth, after every restart, on every client.
+ */
+export function suffixOf(group: string, edge: string, device: string | undefined, metric: string): string {
+  return `-${createHash('sha256').update(JSON.stringify([group, edge, device ?? null, metric])).digest('hex').slice(0, 8)}`;
+}
+
+/** A field name that more than one declared metric comes out with, at a birth declaring one of them. */
+export interface Collision {
+  /** the field name of the documented mapping they share */
+  field: string;
+  /** each metric, and the field its values go to now (undefined: skipped, see FieldNames.field) */
+  metrics: Array<{ group: string; edge: string; device?: string; metric: string; field: string | undefined }>;
+}
+
+/**
+ * Which field each metric followed goes to. The field name of the documented mapping (mapping.ts)
+ * is not one to one: group `A.B`, edge node `C` and group `A`, edge node `B.C` come out the same,
+ * as do metrics `x/y` and `x.y`, `a b` and `a_b`, or an edge node's `D/M` and its device `D`'s
+ * `M`. Every series of a device is one (tag `device`), so two metrics of one name would write into
+ * one field, the last value of a time kept. So the names every current birth declares are kept
+ * here, and a name declared by more than one metric goes to one of them: the one the mapping gives
+ * it exactly (Naming.exact; an edge node's before its device's), else the first in code-unit
+ * order of group, edge node, device and metric name. Every other gets the name with its suffix
+ * (suffixOf). Which one keeps the name depends on which metrics are declared, never on the order
+ * their births came in; a name no other metric has is never changed. A suffixed name that is some
+ * metric's plain name, or too long for a field, is skipped (counted like any skipped metric).
+ */
+export class FieldNames {
+  /** plain field name → the definitions (one per edge node or device and metric name) declaring it now */
+  private readonly holders = new Map<string, MetricDef[]>();
+
+  /** Takes a birth's definitions (named by nameDefinitions); the names they now share with another metric. */
+  add(defs: Definitions): Collision[] {
+    const shared = new Set<string>();
+    for (const def of defs.byName.values()) {
+      const plain = def.naming?.plain;
+      if (plain === undefined) continue;
+      const list = this.holders.get(plain);
+      if (list) {
+        list.push(def);
+        shared.add(plain);
+      } else this.holders.set(plain, [def]);
+    }
+    return [...shared].map((field) => ({
+      field,
+      metrics: (this.holders.get(field) ?? []).map((d) => {
+        const u = (d.naming as Naming).unit;
+        return { group: u.group, edge: u.edge, ...(u.device === undefined ? {} : { device: u.device }), metric: d.name, field: this.field(d) };
+      }),
+    }));
+  }
+
+  /** Forgets a birth's definitions (replaced, dead, undone). */
+  remove(defs: Definitions): void {
+    for (const def of defs.byName.values()) {
+      const plain = def.naming?.plain;
+      if (plain === undefined) continue;
+      const list = this.holders.get(plain);
+      if (!list) continue;
+      const i = list.indexOf(def);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.holders.delete(plain);
+    }
+  }
+
+  /** The field a declared metric's values go to now; undefined: none (too long, or see the class). */
+  field(def: MetricDef): string | undefined {
+    const n = def.naming;
+    if (!n || n.plain === undefined) return undefined;
+    const list = this.holders.get(n.plain);
+    if (!list || list.length <= 1) return n.plain;
+    let owner: MetricDef | undefined;
+    for (const h of list) if (!owner || before(h, owner)) owner = h;
+    if (owner && same(owner, def)) return n.plain;
+    const suffixed = suffixedOf(def);
+    if (suffixed === undefined || this.holders.has(suffixed)) return undefined;
+    // Two suffixes alike (a 1 in 2^32 chance): neither is taken, rather than one field for both.
+    for (const h of list) if (!same(h, def) && suffixedOf(h) === suffixed) return undefined;
+    return suffixed;
+  }
+}
+
+function suffixedOf(def: MetricDef): string | undefined {
+  const n = def.naming as Naming;
+  if (!('suffixed' in n)) {
+    const s = `${n.plain}${suffixOf(n.unit.group, n.unit.edge, n.unit.device, def.name)}`;
+    n.suffixed = FIELD_NAME_PATTERN.test(s) ? s : undefined;
+  }
+  return n.suffixed;
+}
+
+/** The same metric: of one edge node or device, of one name (a rebirth's definition or the old one). */
+function same(a: MetricDef, b: MetricDef): boolean {
+  const x = a.naming as Naming;
+  const y = b.naming as Naming;
+  return a.name === b.name && x.unit.group === y.unit.group && x.unit.edge === y.unit.edge && x.unit.device === y.unit.device;
+}
+
+/** Whether `a` keeps a shared name rather than `b`: exact first, an edge node's before a device's, then code-unit order. */
+function before(a: MetricDef, b: MetricDef): boolean {
+  const rank = (d: MetricDef) => ((d.naming as Naming).exact ? ((d.naming as Naming).unit.device === undefined ? 0 : 1) : 2);
+  if (rank(a) !== rank(b)) return rank(a) < rank(b);
+  const key = (d: MetricDef) => {
+    const u = (d.naming as Naming).unit;
+    return [u.group, u.edge, u.device ?? '', d.name];
+  };
+  const ka = key(a);
+  const kb = key(b);
+  for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return (ka[i] as string) < (kb[i] as string);
+  // the same metric (never in one list) or a node's and a device's metric of equal keys: the node's
+  return (a.naming as Naming).unit.device === undefined;
+}
