@@ -727,6 +727,11 @@ export const TIMINGS = {
   /** milliseconds. Least time between two rebirth requests (NCMD) to one Sparkplug edge node: a
    * node that keeps gapping is asked again, but not once per message. */
   sparkplugRebirthMinIntervalMs: 5_000,
+  /** milliseconds. How long the local MQTT input keeps a Sparkplug message whose data the queue
+   * refused (its connection closed without a PUBACK), to store it when the edge node sends it again
+   * after the NBIRTH of its next connection (Eclipse Paho's order). A client reconnects within
+   * seconds; one that comes back later has its message read against the session as it is then. */
+  sparkplugResendWindowMs: 10 * 60_000,
   /** milliseconds. Default of FIELD_SPARKPLUG_REORDER_TIMEOUT_MS: how long a Sparkplug message that
    * arrived ahead of its seq is held for the missing ones before a rebirth is requested (Sparkplug
    * 3.0.0 §5.9 "Reorder Timeout": "as little as a couple of seconds" in typical environments). */

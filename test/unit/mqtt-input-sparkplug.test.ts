@@ -125,6 +125,57 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     assert.ok(appends.flat().some((s) => (s.payload as Record<string, unknown>)['W.E.Temp'] === 21), 'the resend stored');
   });
 
+  // What Eclipse Paho (Python 2.1, clean session) does after the connection closed without a PUBACK:
+  // on the new connection, on_connect publishes the NBIRTH of a new session (bdSeq one more), and
+  // only then does the client send again, with DUP set, every QoS 1 publish it got no PUBACK for
+  // (client.py, _handle_connack: on_connect, then _out_messages). mqtt.js sends them before its
+  // 'connect' event (the test above), so they meet the old session; these meet the new one.
+  const birthBd = (group: string, bd: number) =>
+    encodeWire({ timestamp: String(T0 + bd), seq: '0', metrics: [{ ...bdSeq, longValue: String(bd) }, { name: 'Temp', alias: '1', datatype: DATA_TYPES.Double, doubleValue: 20 + bd / 10 }] });
+  const valuesOf = (group: string) => appends.flat().filter((s) => s.dataType === 'timeseries').map((s) => (s.payload as Record<string, unknown>)[`${group}.E.Temp`]);
+
+  it('stores what it acknowledges when the edge node sends again after the NBIRTH of its new session (Paho order): NDATA the queue refused', async () => {
+    appends.length = 0;
+    const refusedBefore = { ...input.sparkplug?.stats.refusedByCode };
+    const edge = await connectLocal('edge-paho');
+    edge.on('error', () => undefined);
+    await edge.publishAsync('spBv1.0/P/NBIRTH/E', Buffer.from(birthBd('P', 0)), { qos: 1 });
+    await edge.publishAsync('spBv1.0/P/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    refuseNext = 1;
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    let acked = false;
+    edge.publish('spBv1.0/P/NDATA/E', Buffer.from(data(2)), { qos: 1 }, (err) => void (acked = !err));
+    await closed;
+    await edge.endAsync(true);
+    assert.equal(acked, false);
+    const again = await connectLocal('edge-paho');
+    await again.publishAsync('spBv1.0/P/NBIRTH/E', Buffer.from(birthBd('P', 1)), { qos: 1 });
+    // Acknowledged: so it must be stored.
+    await again.publishAsync('spBv1.0/P/NDATA/E', Buffer.from(data(2)), { qos: 1, dup: true });
+    // The new session goes on undisturbed.
+    await again.publishAsync('spBv1.0/P/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    await again.endAsync();
+    assert.deepEqual(valuesOf('P'), [20, 21, 20.1, 22, 21], 'the resent NDATA stored, and the new session after it');
+    assert.deepEqual(input.sparkplug?.stats.refusedByCode, refusedBefore, 'nothing refused: no seq gap, nothing not born');
+  });
+
+  it('stores a resent NBIRTH the queue refused as its own session\'s, without replacing the newer one', async () => {
+    appends.length = 0;
+    const edge = await connectLocal('edge-paho-birth');
+    edge.on('error', () => undefined);
+    refuseNext = 1;
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    edge.publish('spBv1.0/B/NBIRTH/E', Buffer.from(birthBd('B', 0)), { qos: 1 }, () => undefined);
+    await closed;
+    await edge.endAsync(true);
+    const again = await connectLocal('edge-paho-birth');
+    await again.publishAsync('spBv1.0/B/NBIRTH/E', Buffer.from(birthBd('B', 1)), { qos: 1 });
+    await again.publishAsync('spBv1.0/B/NBIRTH/E', Buffer.from(birthBd('B', 0)), { qos: 1, dup: true });
+    await again.endAsync();
+    assert.deepEqual(valuesOf('B').sort(), [20, 20.1], 'both births stored');
+    assert.equal(input.sparkplug?.host.session('B', 'E')?.bdSeq, 1, 'the newer session stays in force');
+  });
+
   it('keeps nothing a sensor publishes as retained, under spBv1.0/ or its own topics', async () => {
     const sensor = await connectLocal('retainer');
     await sensor.publishAsync('spBv1.0/junk/x/1', Buffer.alloc(64 * 1024, 1), { qos: 1, retain: true });

@@ -58,6 +58,8 @@ export function mqttInput(
         (topic, payload) => aedes?.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, () => undefined),
         log.child({ input: 'mqtt-sparkplug' }),
         sparkplug.groups,
+        // A QoS 1 publish hung up on unacknowledged may come again, after a new NBIRTH (session.ts, owe).
+        { resends: true },
       )
     : undefined;
   const broker = () => Aedes.createBroker({

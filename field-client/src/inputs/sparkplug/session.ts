@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { EventPayloadSchema, TimeseriesPayloadSchema } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
 import { LimitedLog } from '../../../../shared/limited-log.ts';
@@ -45,6 +46,31 @@ export interface SparkplugSessionOptions {
   reorderTimeoutMs?: number | undefined;
   /** our own STATE was delivered with online=false (an old will, or someone else's publish) */
   onOwnOffline?: ((state: StatePayload) => void) | undefined;
+  /**
+   * Publishers send again what was not acknowledged (the local MQTT input, QoS 1): what the queue
+   * refused is kept for TIMINGS.sparkplugResendWindowMs to be stored when it comes again (see owe).
+   */
+  resends?: boolean | undefined;
+}
+
+/**
+ * A message whose data the queue refused, unacknowledged: what it carried, as read then, and the
+ * state of its edge node's session it was read in (stateOf), to store when it is sent again.
+ */
+interface Owed {
+  items: Submission[];
+  state: string;
+  at: number;
+}
+
+/** A message by its topic and the SHA-256 of its payload: a resend is the same bytes (MQTT 3.1.1 §4.3.2). */
+function owedId(topic: string, bytes: Uint8Array): string {
+  return `${topic}\u0000${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/** An edge node's session, as far as whether a message would be read again as it was (bdSeq, seq, stale). */
+function stateOf(s: { bdSeq: number; seq: number; stale: boolean } | undefined): string {
+  return s ? `${s.bdSeq}/${s.seq}/${s.stale}` : 'none';
 }
 
 /**
@@ -73,7 +99,10 @@ export class SparkplugSession {
   /** the batch the next append takes (see submit) */
   private next: Batch | undefined;
   /** how to undo each message whose items are not appended yet, in the order taken (see submit) */
-  private undos: Array<{ edge: string; undo: () => void; batch: Batch }> = [];
+  private undos: Array<Undo & { batch: Batch }> = [];
+  /** messages the queue refused, by topic and payload digest, oldest first (see owe) */
+  private readonly owed = new Map<string, Owed>();
+  private owedItems = 0;
   /** readings and events taken and not yet appended or refused */
   private pendingItems = 0;
   /** refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs */
@@ -114,6 +143,19 @@ export class SparkplugSession {
     if (t.type === 'NCMD' || t.type === 'DCMD') return Promise.resolve();
     if (this.groups.length > 0 && !this.groups.includes(t.group)) return Promise.resolve();
     this.stats.messages++;
+    const resent = this.options.resends ? { topic, bytes } : undefined;
+    const state = stateOf(this.host.session(t.group, t.edge));
+    // Hashed only while something is owed: the common case costs nothing.
+    const owed = resent && this.owed.size > 0 ? this.takeOwed(owedId(topic, bytes), now) : undefined;
+    if (owed && owed.state !== state) {
+      // Sent again after its edge node's session moved on (a client that sends the NBIRTH of its
+      // new connection first, then what it got no PUBACK for: Eclipse Paho): read now, it would be
+      // a seq gap, or an old NBIRTH replacing the current one, and acknowledged unstored. What it
+      // carried is stored as read the first time; the session is left as it is.
+      this.stats.accepted++;
+      this.log.info({ topic: topic.slice(0, 200) }, 'Sparkplug message sent again after its session moved on: stored as first read');
+      return this.submit([...owed.items], topic, { edge: key(t.group, t.edge), undo: () => undefined, resent, state: owed.state, items: owed.items });
+    }
     let outcome: HostOutcome;
     try {
       outcome = this.host.handle(t, decodePayload(bytes), now);
@@ -125,7 +167,48 @@ export class SparkplugSession {
     const items: Submission[] = [];
     this.apply(t, topic, outcome, now, items, true);
     this.arm();
-    return this.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo });
+    return this.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo, resent, state, items: [...items] });
+  }
+
+  /** The message `id` refused by the queue, if kept (and no longer kept: it is being sent again). */
+  private takeOwed(id: string, now: number): Owed | undefined {
+    this.expireOwed(now);
+    const o = this.owed.get(id);
+    if (!o) return undefined;
+    this.owed.delete(id);
+    this.owedItems -= o.items.length;
+    return o;
+  }
+
+  /**
+   * Keeps a message whose data the queue refused (its connection closed unacknowledged) until it is
+   * sent again: a client with a clean session may (MQTT 3.1.1 §4.4 requires it only of a session
+   * resumed), mqtt.js before its new connection's NBIRTH, where undoing the message is enough,
+   * Eclipse Paho after it, where it is not (onMessage). At most LIMITS.sparkplugPendingMaxItems
+   * readings and events, for TIMINGS.sparkplugResendWindowMs: a message sent again later, or past
+   * the bound, is read against the session as it is then.
+   */
+  private owe(u: Undo, now = Date.now()): void {
+    if (u.resent === undefined || u.state === undefined || u.items === undefined) return;
+    const id = owedId(u.resent.topic, u.resent.bytes);
+    const had = this.owed.get(id);
+    if (had) this.owedItems -= had.items.length;
+    this.owed.delete(id);
+    this.owed.set(id, { items: u.items, state: u.state, at: now });
+    this.owedItems += u.items.length;
+    for (const [id, o] of this.owed) {
+      if (this.owedItems <= LIMITS.sparkplugPendingMaxItems) break;
+      this.owed.delete(id);
+      this.owedItems -= o.items.length;
+    }
+  }
+
+  private expireOwed(now: number): void {
+    for (const [id, o] of this.owed) {
+      if (now - o.at < TIMINGS.sparkplugResendWindowMs) break;
+      this.owed.delete(id);
+      this.owedItems -= o.items.length;
+    }
   }
 
   /**
@@ -212,7 +295,7 @@ export class SparkplugSession {
    * meanwhile are stored twice: at least once, never lost). On the plant's broker (QoS 0, nothing
    * resent) the next message is then a gap, and the rebirth it asks for sends the current values.
    */
-  private submit(items: Submission[], topic: string, undo?: { edge: string; undo: () => void }): Promise<void> {
+  private submit(items: Submission[], topic: string, undo?: Undo): Promise<void> {
     if (items.length === 0) {
       // Nothing to store (null values only, a refusal), but its seq was taken: while earlier messages
       // of its edge node still wait for the queue it must not be acknowledged before them. Acknowledged
@@ -234,6 +317,7 @@ export class SparkplugSession {
         undo.undo();
       }
       this.rollBack(edges);
+      if (undo) this.owe(undo);
       return Promise.reject(err);
     }
     let batch = this.next;
@@ -270,6 +354,7 @@ export class SparkplugSession {
   private rollBack(edges: ReadonlySet<string>): void {
     if (edges.size === 0) return;
     for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undos[i]!.undo();
+    for (const u of this.undos) if (edges.has(u.edge)) this.owe(u);
     this.undos = this.undos.filter((u) => !edges.has(u.edge));
   }
 
@@ -343,6 +428,18 @@ export class SparkplugSession {
     this.refusalLog.write({ code: err.code, topic: topic.slice(0, 200) }, err.message);
   }
 
+}
+
+/** How to undo a message whose items are not appended yet, and what to keep of it should the queue refuse them (owe). */
+interface Undo {
+  edge: string;
+  undo: () => void;
+  /** the message, with a session that keeps what the queue refused (resends) */
+  resent?: { topic: string; bytes: Uint8Array } | undefined;
+  /** stateOf its edge node's session before it */
+  state?: string | undefined;
+  /** what it carried */
+  items?: Submission[] | undefined;
 }
 
 interface Batch {
