@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from './errors.ts';
 
 /**
@@ -7,16 +7,29 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from './errors.t
  * is not JSON with `invalid`. Each endpoint names its own codes and limit (see LIMITS). A client
  * that goes before its body is in (closed, reset, timed out) is HTTP_REQUEST_ABORTED for every
  * endpoint: the client's doing, not the server's fault, and there is nobody left to answer.
+ *
+ * A body refused as it arrives is not read to its end: a keep-alive client's next request on that
+ * connection would wait behind it (before, the request was destroyed, Node read nothing more from
+ * the connection, and that next request was never answered). So `res`, the request's answer, says
+ * Connection: close, and the connection closes once it is sent (RFC 9112 §9.6): the client opens
+ * another. Until then what still arrives is read and dropped, not left unread: a connection closed
+ * with bytes unread is reset (RST), and a client's kernel may drop the answer with it. Here, once,
+ * rather than in each server's error handler: every server reading a body with this gets it.
  */
-export async function readJsonBody(req: IncomingMessage, o: { maxBytes: number; tooLarge: ErrorCode; invalid: ErrorCode }): Promise<unknown> {
+export async function readJsonBody(req: IncomingMessage, res: ServerResponse, o: { maxBytes: number; tooLarge: ErrorCode; invalid: ErrorCode }): Promise<unknown> {
   const tooLarge = () => new FieldStreamError(o.tooLarge, `The body is larger than ${o.maxBytes} bytes.`);
   if (Number(req.headers['content-length'] ?? 0) > o.maxBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   try {
-    for await (const chunk of req) {
+    // Not destroyed when the loop is left (too large): see above.
+    for await (const chunk of req.iterator({ destroyOnReturn: false })) {
       size += (chunk as Buffer).length;
-      if (size > o.maxBytes) throw tooLarge();
+      if (size > o.maxBytes) {
+        res.shouldKeepAlive = false;
+        req.resume();
+        throw tooLarge();
+      }
       chunks.push(chunk as Buffer);
     }
   } catch (err) {

@@ -66,12 +66,17 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
 
   const server: Server = createServer((req, res) => {
     if (o.requests) res.once('finish', () => o.requests?.inc({ status: String(res.statusCode) }));
+    // The connection, kept here: a request once destroyed has no req.socket any more (null). A body
+    // refused as too large while it arrived was (readJsonBody destroyed it), and reading
+    // req.socket.destroyed below then threw in this handler: a rejection nobody handled, which
+    // ended the whole command API.
+    const socket = req.socket;
     handle(req, res).catch((err: unknown) => {
       const path = req.url?.split('?')[0];
       if (isFieldStreamError(err, 'HTTP_REQUEST_ABORTED')) {
         // The client went mid-body: its doing, not the API's fault, and nobody is left to answer.
-        o.logger.info({ code: err.code, method: req.method, path, remote: req.socket.remoteAddress, err: err.message }, 'request dropped by its client before its body was in');
-        req.socket.destroy();
+        o.logger.info({ code: err.code, method: req.method, path, remote: socket.remoteAddress, err: err.message }, 'request dropped by its client before its body was in');
+        socket.destroy();
         return;
       }
       // An unexpected failure is the API's own fault, not the caller's: a 500 with its own code, the
@@ -79,7 +84,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('API_INTERNAL', undefined, undefined, { cause: err });
       if (!isFieldStreamError(err)) o.logger.error({ code: 'API_INTERNAL', err, method: req.method, path }, 'unexpected error answering a request');
       // A connection gone meanwhile gets no answer (writing to it would only fail).
-      if (req.socket.destroyed) return;
+      if (socket.destroyed) return;
       const retryAfterS = coded.details?.retryAfterS;
       send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) }, typeof retryAfterS === 'number' ? { 'retry-after': String(retryAfterS) } : {});
     });
@@ -100,7 +105,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       if (req.method === 'POST') {
         if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
         const key = idempotencyKey(req);
-        const body = await readJson(req);
+        const body = await readJson(req, res);
         let request: CommandRecord['request'];
         if (key !== undefined) {
           // A client that did not get its answer (a timeout, a dropped connection) sends the request
@@ -252,9 +257,9 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(text);
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
   if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) {
     throw new FieldStreamError('API_INVALID_BODY', 'Send the body as application/json.');
   }
-  return readJsonBody(req, { maxBytes: LIMITS.apiBodyMaxBytes, tooLarge: 'API_BODY_TOO_LARGE', invalid: 'API_INVALID_BODY' });
+  return readJsonBody(req, res, { maxBytes: LIMITS.apiBodyMaxBytes, tooLarge: 'API_BODY_TOO_LARGE', invalid: 'API_INVALID_BODY' });
 }

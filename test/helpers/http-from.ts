@@ -61,3 +61,39 @@ export function rawRequest(port: number, text: string): Promise<{ status: number
     socket.write(text);
   });
 }
+
+/**
+ * A JSON body too large for `maxBytes`, sent whole and chunked (no Content-Length to refuse it by)
+ * on a raw connection, then, once answered, on that same connection the `next` request a keep-alive
+ * client sends after a refusal. Resolves with the refusal's text, the text that came after `next`,
+ * and whether the server closed the connection (within `waitMs` after `next`). A server that gave
+ * up reading the body must say Connection: close and close it (RFC 9112 §9.6), not keep a
+ * connection open that it no longer reads.
+ */
+export async function oversizedChunkedThenNext(port: number, head: string, maxBytes: number, next: string, waitMs = 3000): Promise<{ first: string; answered: string; closed: boolean }> {
+  // 1 MiB past the bound: more than the server has read (its socket reads are 64 KiB) when it
+  // refuses the body, so a server that then stops reading leaves the rest unread.
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  let text = '';
+  socket.on('data', (c) => (text += c));
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  await new Promise((r) => socket.once('connect', r));
+  socket.write(`${head}Transfer-Encoding: chunked\r\n\r\n`);
+  const piece = Buffer.alloc(64 * 1024, 0x20);
+  for (let sent = 0; sent <= maxBytes + 1024 * 1024 && !socket.destroyed; sent += piece.length) {
+    socket.write(`${piece.length.toString(16)}\r\n`);
+    socket.write(piece);
+    // Until it drains, or the server closed the connection (then it never drains).
+    if (!socket.write('\r\n')) await Promise.race([new Promise((r) => socket.once('drain', r)), closed]);
+  }
+  if (!socket.destroyed) socket.write('0\r\n\r\n');
+  for (let waited = 0; waited < waitMs && !/\r\n\r\n/.test(text) && !socket.destroyed; waited += 20) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 100));
+  const first = text;
+  text = '';
+  if (!socket.destroyed) socket.write(next);
+  const outcome = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), waitMs))]);
+  socket.destroy();
+  return { first, answered: text, closed: outcome };
+}

@@ -13,7 +13,7 @@ import { Credentials, sha256Hex } from '../../internal-network/shared/credential
 import { ERRORS } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { rawRequest, requestFrom } from '../helpers/http-from.ts';
+import { oversizedChunkedThenNext, rawRequest, requestFrom } from '../helpers/http-from.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const TOKEN = 'operator-token';
@@ -160,6 +160,25 @@ test('a client dropping its upload mid-body is HTTP_REQUEST_ABORTED at info, no 
     assert.equal(logged.path, '/v1/commands');
     // Still up: the next request is answered (the dispatcher's failure is this fixture's, as in the first test).
     assert.equal((await post(api.port, '{"deviceId": ')).status, 400);
+    assert.equal((await fetch(`http://127.0.0.1:${api.port}/healthz`)).status, 200);
+    assert.deepEqual(lines.filter((l) => (l.level as number) >= 50), [], 'no error-level entry');
+  } finally {
+    await api.close();
+  }
+});
+
+test('a body refused as too large while it arrived (chunked) closes its keep-alive connection, saying so, rather than leave it open and silent; the API stays up', async () => {
+  const { api, lines } = await failingApi();
+  try {
+    const head = `POST /v1/commands HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\n`;
+    const next = `GET /v1/commands HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`;
+    const { first, answered, closed } = await oversizedChunkedThenNext(api.port, head, LIMITS.apiBodyMaxBytes, next);
+    assert.match(first, /^HTTP\/1\.1 413 /, `the refusal: ${first.slice(0, 200)}`);
+    assert.match(first, /API_BODY_TOO_LARGE/);
+    // Either the next request is answered, or the connection closed and the refusal said so, so
+    // that the client sends it on another.
+    const ok = /^HTTP\/1\.1 200 /.test(answered) || (closed && /\r\nconnection: close\r\n/i.test(first));
+    assert.ok(ok, `the next request was ${answered ? 'answered' : `left unanswered on a connection ${closed ? 'closed' : 'open'}`}; the refusal said: ${first.split('\r\n\r\n')[0]}`);
     assert.equal((await fetch(`http://127.0.0.1:${api.port}/healthz`)).status, 200);
     assert.deepEqual(lines.filter((l) => (l.level as number) >= 50), [], 'no error-level entry');
   } finally {

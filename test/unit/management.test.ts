@@ -10,8 +10,12 @@ import { answerTestCommand } from '../../shared/contract/test-command.ts';
 import { readFileSync, writeFileSync } from 'node:fs';
 import pino from 'pino';
 import { issueDeviceToken, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
-import { DAY_MS } from '../../shared/limits.ts';
+import { CONSOLE, DAY_MS } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
+import { oversizedChunkedThenNext } from '../helpers/http-from.ts';
+import { startWebServer } from '../../internal-network/console/web/server.ts';
+import { BoundedSessionStore } from '../../internal-network/console/web/session-store.ts';
+import { MANAGE_PREFIX } from '../../internal-network/console/manage/routes.ts';
 import { commandTopic, gatewayPresenceTopic, gatewayUplinkTopic, gatewaySecurityTopic, parseTopic, receiptTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 
 /** The management API's parts that need no network: topics, the pipeline's state, the test event's answer. */
@@ -176,5 +180,36 @@ describe('management API: how a device authenticates', () => {
     const env = { COMMAND_API_TOKEN: 'x'.repeat(32) };
     assert.equal(loadConsoleConfig(env).CONSOLE_DEVICE_TOKENS_FILE, 'certs/dmz/tokens/device-tokens.json');
     assert.equal(loadConsoleConfig({ ...env, CONSOLE_DEVICE_TOKENS_FILE: '/x/t.json' }).CONSOLE_DEVICE_TOKENS_FILE, '/x/t.json');
+  });
+});
+
+describe("the console's HTTP server (the management API's routes are on it)", () => {
+  it('closes a keep-alive connection, saying so, after refusing a body as too large while it arrived (chunked)', async () => {
+    const sessions = new BoundedSessionStore(60_000);
+    const web = await startWebServer({
+      host: '127.0.0.1',
+      port: 0,
+      secure: false,
+      sessionTtlMs: 60_000,
+      sessions,
+      trustedProxies: undefined,
+      logger: pino({ level: 'silent' }),
+      routes: (app) => {
+        app.post(`${MANAGE_PREFIX}/echo`, async (req) => ({ got: req.body }));
+        app.get(`${MANAGE_PREFIX}/echo`, async () => ({ ok: true }));
+      },
+    });
+    try {
+      const head = `POST ${MANAGE_PREFIX}/echo HTTP/1.1\r\nHost: console\r\nContent-Type: application/json\r\n`;
+      const { first, answered, closed } = await oversizedChunkedThenNext(web.port, head, CONSOLE.bodyMaxBytes, `GET ${MANAGE_PREFIX}/echo HTTP/1.1\r\nHost: console\r\n\r\n`);
+      // fastify's FST_ERR_CTP_BODY_TOO_LARGE, in the registry's code (the management API's routes,
+      // not registered here, answer it as MANAGE_INVALID_REQUEST).
+      assert.match(first, /^HTTP\/1\.1 400 /, `the refusal: ${first.slice(0, 200)}`);
+      assert.match(first, /CONSOLE_INVALID_REQUEST/);
+      const ok = /^HTTP\/1\.1 200 /.test(answered) || (closed && /\r\nconnection: close\r\n/i.test(first));
+      assert.ok(ok, `the next request was ${answered ? 'answered' : `left unanswered on a connection ${closed ? 'closed' : 'open'}`}; the refusal said: ${first.split('\r\n\r\n')[0]}`);
+    } finally {
+      await web.close();
+    }
   });
 });

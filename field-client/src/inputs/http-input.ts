@@ -43,11 +43,6 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       // producer sends it again rather than drop it as it would on a 400 (final, docs/errors.md).
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_STORAGE_FAILED', `The device could not store it: ${(err as Error).message}`, {}, { cause: err });
       if (!isFieldStreamError(err)) log.error({ code: coded.code, err }, 'local HTTP input failed');
-      // A JSON body refused as it arrived (too large) was given up by its reader (readJsonBody
-      // destroys the request): Node then reads nothing more on that connection, and a keep-alive
-      // client's next request on it went unanswered. The answer says Connection: close instead, and
-      // the connection is closed after it (RFC 9112 §9.6), so the client opens another.
-      if (req.destroyed && !req.complete) res.shouldKeepAlive = false;
       send(res, coded.httpStatus, { code: coded.code, message: coded.message });
     });
   });
@@ -58,7 +53,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
     if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
-      const body = await readJsonBody(req, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+      const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
       const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
       return send(res, 202, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
     }
@@ -100,7 +95,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (!health) throw new FieldStreamError('FIELD_INPUT_INVALID', 'Health messages are off (FIELD_HEALTH_INTERVAL_S=off): no health values are taken.');
     if (req.method === 'GET') return send(res, 200, health.status());
     if (req.method !== 'PUT') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use PUT /v1/health with {"name": value, ...} or GET /v1/health.');
-    const body = await readJsonBody(req, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+    const body = await readJsonBody(req, res, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
     return send(res, 200, { local: health.setLocal(toLocalValuesUpdate(body)) });
   }
 
