@@ -98,3 +98,32 @@ export const ScalarSchema = z.custom<Scalar>().superRefine((value, ctx) => {
 export const FIELD_NAME_PATTERN = /^(?!(?:time|device|event_type)$)[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
 export const FIELD_NAME_RULE = 'must be at most 128 characters, start with a letter or "_", hold only letters, digits, "_", "." and "-", and not be "time", "device" or "event_type"';
 export const FieldNameSchema = z.string().regex(FIELD_NAME_PATTERN, FIELD_NAME_RULE);
+
+/**
+ * Whether `v` is an object of more than `max` own keys, counting no further than `max + 1`.
+ * JSON.parse makes only plain objects, whose enumerable keys are all their own.
+ */
+export function hasMoreKeysThan(v: unknown, max: number): boolean {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  let n = 0;
+  for (const _ in v) if (++n > max) return true;
+  return false;
+}
+
+/**
+ * `schema`, looked at only once the value holds at most `max` keys; more are refused with
+ * `message` alone. For record-shaped schemas (an object's catchall, a record): zod checks each of
+ * their keys and values before a refinement counts them, so a frame of 8 MiB, hundreds of
+ * thousands of keys, held the event loop for seconds (one issue each when their values were
+ * wrong), at the gateway every device of it waiting. Counted first, nothing past the bound is
+ * checked. (Enumerating an object's keys is itself as long as they are, but it costs a fraction of
+ * the JSON.parse that made them.)
+ */
+export function keysAtMost<S extends z.ZodType>(max: number, message: string, schema: S) {
+  return z
+    .custom<unknown>()
+    .superRefine((value, ctx) => {
+      if (hasMoreKeysThan(value, max)) ctx.addIssue({ code: 'custom', message });
+    })
+    .pipe(schema);
+}

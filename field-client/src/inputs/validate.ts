@@ -6,6 +6,7 @@ import {
   LocalValueSchema,
   TimeseriesPayloadSchema,
 } from '../../../shared/contract/payloads.ts';
+import { keysAtMost } from '../../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import type { Submission } from '../client-options.ts';
@@ -20,10 +21,8 @@ export function toSubmissions(kind: 'timeseries' | 'event', body: unknown): Subm
   if (items.length === 0 || items.length > 10_000) throw new FieldStreamError('FIELD_INPUT_INVALID', 'Send 1 to 10000 items.');
   const schema = kind === 'timeseries' ? TimeseriesPayloadSchema : EventPayloadSchema;
   return items.map((item, i) => {
-    // Counted before the schema: an event's further keys are checked one by one (catchall) before
-    // their number is, and 8 MiB of them (600,000) held the event loop for seconds, every input and
-    // the link waiting. The schemas refuse more than LIMITS.readingMaxFields anyway, and so here.
-    if (tooManyKeys(item)) throw new FieldStreamError('FIELD_INPUT_INVALID', `item ${i}: (payload): holds more than ${LIMITS.readingMaxFields} fields`);
+    // More than LIMITS.readingMaxFields keys are refused by the schemas before any is checked
+    // (shared/contract keysAtMost): 8 MiB of an event's keys held the event loop for seconds.
     const r = schema.safeParse(item);
     if (!r.success) {
       const first = r.error.issues[0];
@@ -33,24 +32,16 @@ export function toSubmissions(kind: 'timeseries' | 'event', body: unknown): Subm
   });
 }
 
-/** Whether `v` is an object of more than LIMITS.readingMaxFields keys, counting no further. */
-function tooManyKeys(v: unknown): boolean {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
-  let n = 0;
-  for (const _ in v) if (++n > LIMITS.readingMaxFields) return true;
-  return false;
-}
-
 /**
  * What a local program reports for the health message: `{"battery": 87, "signal_dbm": -71}`, each
  * value replacing the one of that name, `null` removing it. Names follow the health message's rule
  * (shared/contract/payloads.ts), so what is taken here is what the gateway will accept.
  */
-export const LocalValuesUpdateSchema = z
-  .record(z.string().regex(LOCAL_VALUE_NAME_PATTERN, `name ${LOCAL_VALUE_NAME_RULE}`), LocalValueSchema.nullable())
-  .refine((values) => Object.keys(values).length <= LIMITS.healthLocalMaxValues, {
-    message: `holds more than ${LIMITS.healthLocalMaxValues} values`,
-  });
+export const LocalValuesUpdateSchema = keysAtMost(
+  LIMITS.healthLocalMaxValues,
+  `holds more than ${LIMITS.healthLocalMaxValues} values`,
+  z.record(z.string().regex(LOCAL_VALUE_NAME_PATTERN, `name ${LOCAL_VALUE_NAME_RULE}`), LocalValueSchema.nullable()),
+);
 export type LocalValuesUpdate = z.infer<typeof LocalValuesUpdateSchema>;
 
 export function toLocalValuesUpdate(body: unknown): LocalValuesUpdate {
