@@ -207,6 +207,12 @@ export const ERRORS = {
   SPARKPLUG_STATE_INVALID: { http: 400, transient: false, description: 'A Sparkplug STATE message (spBv1.0/STATE/<host_id>) is not the JSON {"online":boolean,"timestamp":number} of Sparkplug 3.0; it was ignored.' },
   SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
+  FIELD_FILE_SOURCE_KEPT: {
+    http: 200,
+    transient: false,
+    description:
+      "A file of the watched folder was sent as a copy and left there: its folder does not let it be removed (read-only, another user's with the sticky bit, append-only). It is not taken again until it changes.",
+  },
   FIELD_FILE_RECOVERED: {
     http: 200,
     transient: false,

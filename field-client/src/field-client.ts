@@ -175,7 +175,7 @@ export class FieldClient {
    * Queues a file of any size to be sent in chunks; resolves once it is in the outbox and queued.
    * `reservation`: room the caller already holds for it (the HTTP input, while the file arrived).
    */
-  async submitFile(path: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation } = {}): Promise<QueuedMessage> {
+  async submitFile(path: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation; sourceKept?: (code: string) => void } = {}): Promise<QueuedMessage> {
     const m = await takeFile(this.intake, path, options);
     this.schedulePump();
     return m;

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
@@ -17,6 +19,20 @@ import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const MiB = 1024 * 1024;
+
+/** Why a folder cannot be made append-only here (chattr +a needs root and ext4, XFS, Btrfs or tmpfs), or false. */
+function chattrReason(): string | false {
+  const probe = mkdtempSync(join(tmpdir(), 'fieldstream-chattr-'));
+  try {
+    execFileSync('chattr', ['+a', probe], { stdio: 'ignore' });
+    execFileSync('chattr', ['-a', probe], { stdio: 'ignore' });
+    return false;
+  } catch (err) {
+    return `chattr +a is not available: ${(err as Error).message.split('\n')[0]}`;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+}
 
 /**
  * Files taken by the field client's local inputs (the watched folder, HTTP /v1/files) stay within
@@ -107,6 +123,43 @@ describe('files taken within the bound', () => {
       assert.deepEqual(d.queued().map((r) => r.filename), ['fine.jpg'], 'the other file is taken');
     } finally {
       await input.close();
+      await d.close();
+    }
+  });
+
+  it('takes a file its folder does not let go (append-only: no file removed or renamed) once, leaves it there, and logs it once with a code; on this file system or another', { skip: chattrReason() }, async () => {
+    // chattr +a on the folder: a file can be made in it, none removed or renamed out, root too
+    // (EPERM), as in a folder of another user with the sticky bit, or on a read-only mount (EROFS).
+    const d = await device('kept', 64 * MiB);
+    const folders = [join(d.dir, 'watched')];
+    const other = '/dev/shm';
+    if (existsSync(other) && statSync(other).dev !== statSync(tmp.dir).dev) folders.push(mkdtempSync(join(other, 'fieldstream-kept-')));
+    const inputs = folders.map((f) => folderInput(d.client, f, 20, d.logs.logger));
+    try {
+      folders.forEach((f, i) => {
+        mkdirSync(f, { recursive: true });
+        writeFileSync(join(f, `scan${i}.tif`), `the scan ${i}`);
+        execFileSync('chattr', ['+a', f]);
+      });
+      for (const input of inputs) await input.start();
+      await new Promise((r) => setTimeout(r, 1500)); // some 75 looks
+      const queued = d.queued();
+      assert.deepEqual(queued.map((r) => r.filename).sort(), folders.map((_, i) => `scan${i}.tif`), `each taken once: ${JSON.stringify(d.logs.lines.filter((l) => l.file !== undefined).slice(0, 4))}`);
+      folders.forEach((f, i) => assert.equal(readFileSync(join(f, `scan${i}.tif`), 'utf8'), `the scan ${i}`, `left in ${f}`));
+      for (const r of queued) assert.equal(readFileSync(join(d.dir, 'outgoing', r.transferId), 'utf8'), `the scan ${r.filename.slice(4, 5)}`, 'the outbox holds its copy');
+      const kept = d.logs.lines.filter((l) => l.code === 'FIELD_FILE_SOURCE_KEPT');
+      assert.equal(kept.length, folders.length, `logged once each: ${JSON.stringify(d.logs.lines.filter((l) => l.file !== undefined).slice(0, 5))}`);
+      assert.deepEqual(d.outgoing().filter((f) => f.endsWith('.accepting') || f.endsWith('.tmp')), [], 'nothing half taken');
+      // Changed, it is another file: taken again, once.
+      execFileSync('chattr', ['-a', folders[0]!]);
+      writeFileSync(join(folders[0]!, 'scan0.tif'), 'the scan 0, again');
+      execFileSync('chattr', ['+a', folders[0]!]);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(d.queued().length, folders.length + 1, 'the changed file taken once more');
+    } finally {
+      for (const input of inputs) await input.close();
+      for (const f of folders) execFileSync('chattr', ['-a', f]);
+      for (const f of folders.slice(1)) rmSync(f, { recursive: true, force: true });
       await d.close();
     }
   });

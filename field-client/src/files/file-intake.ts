@@ -49,8 +49,10 @@ export function reserveFileRoom(h: IntakeHost, bytes: number, held?: Reservation
 /**
  * Takes a file into the outbox and queues its record, within the room it is given first.
  * `reservation`: room the caller already holds for it (the HTTP input, while the file arrived).
+ * `sourceKept`: told, once the file is queued, that it was to be moved but was copied, as its
+ * folder does not let it go (the error's code: EACCES, EPERM, EROFS): it is still where it was.
  */
-export async function takeFile(h: IntakeHost, path: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation }): Promise<QueuedMessage> {
+export async function takeFile(h: IntakeHost, path: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation; sourceKept?: (code: string) => void }): Promise<QueuedMessage> {
   let size: number;
   try {
     size = statSync(path).size;
@@ -60,7 +62,8 @@ export async function takeFile(h: IntakeHost, path: string, options: { filename?
   const held = options.reservation?.bytes ?? 0;
   const reservation = reserveFileRoom(h, Math.max(0, size + LIMITS.fileRecordRoomBytes - held), options.reservation);
   try {
-    const rec = await h.outbox.accept(path, { ...options, reservation });
+    let kept: string | undefined;
+    const rec = await h.outbox.accept(path, { ...options, reservation, sourceKept: (code) => (kept = code) });
     // The file is counted in the outbox now; what is left held is its record's room, which the append takes.
     reservation.release();
     let m: QueuedMessage | undefined;
@@ -68,12 +71,14 @@ export async function takeFile(h: IntakeHost, path: string, options: { filename?
       [m] = await h.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
     } catch (err) {
       // Never stranded in the outbox, counted and unsent: back where it came from, to be taken again.
-      if (!(await h.outbox.giveBack(rec.transferId, path, options.move === true).catch(() => false))) {
+      // A copy whose source stayed (kept) is dropped, as any copy: the source is still there.
+      if (!(await h.outbox.giveBack(rec.transferId, path, options.move === true && kept === undefined).catch(() => false))) {
         h.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId, file: path }, 'a file whose queue record failed cannot be put back; kept in the outbox, queued at the next start');
       }
       throw err;
     }
     h.outbox.accepted(rec.transferId);
+    if (kept !== undefined) options.sourceKept?.(kept);
     return m as QueuedMessage;
   } finally {
     reservation.release();

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
 import { constants } from 'node:fs';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -105,7 +105,7 @@ export class FileOutbox {
    * has left where it was, and a crash before its record would otherwise strand it here, never sent
    * (recoverOutbox takes it up at the next start).
    */
-  async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation }): Promise<FileTransferRecord> {
+  async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation; sourceKept?: (code: string) => void }): Promise<FileTransferRecord> {
     let size: number;
     try {
       // lstat: a link is not followed, to a secret or anywhere else (the watched folder is writable by others).
@@ -129,7 +129,14 @@ export class FileOutbox {
         const probe = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
         await probe.close();
         let moved = true;
-        await rename(source, tmp).catch(() => (moved = false)); // another file system: copied, then removed
+        // Copied instead only when it is on another file system (EXDEV), or its folder does not let
+        // it go (cannotLeave); any other failure (it vanished, an I/O error) is the file's failure.
+        let kept: string | undefined;
+        await rename(source, tmp).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EXDEV' && !cannotLeave(err)) throw err;
+          moved = false;
+          if (err.code !== 'EXDEV') kept = err.code;
+        });
         if (moved && !lstatSync(tmp).isFile()) {
           // Swapped for a link (or another kind of file) since it was looked at: put back, not followed.
           await rename(tmp, source);
@@ -139,9 +146,29 @@ export class FileOutbox {
           // Another file system: until the copy is whole and synced, the source is the file.
           replaceFileDurablySync(this.notePath(transferId), JSON.stringify({ ...note, move: false }));
           await copyNoFollow(source, tmp);
-          // Whole and synced: from now on the outbox's copy is the file, and the source goes.
-          replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
-          removeFileDurablySync(source);
+          if (kept === undefined) {
+            // Whole and synced: from now on the outbox's copy is the file, and the source goes.
+            replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
+            try {
+              // unlink, not rmSync: that takes a file it may not remove (EPERM) for a folder, and
+              // fails reading it as one (ENOTDIR), the reason lost.
+              removeSourceSync(source);
+            } catch (err) {
+              if (!cannotLeave(err as NodeJS.ErrnoException)) throw err;
+              // Back to a copy: the source stays (a crash before the record drops the copy, and
+              // the source is taken again).
+              replaceFileDurablySync(this.notePath(transferId), JSON.stringify({ ...note, move: false }));
+              kept = (err as NodeJS.ErrnoException).code;
+            }
+          }
+        }
+        if (kept !== undefined) {
+          // The source cannot leave its folder (read-only, another user's with the sticky bit,
+          // append-only): the copy is sent, as a copy, and the caller told, so that it does not
+          // take the same file again. Before, the copy was dropped and the whole file copied and
+          // synced again at every other look of the watched folder, for ever (an SD card worn).
+          note.move = false;
+          options.sourceKept?.(kept);
         }
       } else {
         await copyNoFollow(source, tmp);
@@ -342,6 +369,25 @@ export class FileOutbox {
     rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
     return target;
   }
+}
+
+/** Removes a file (gone already: nothing to do) and syncs its folder. */
+function removeSourceSync(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  syncDirSync(dirname(path));
+}
+
+/**
+ * Whether a file's rename or removal failed because its folder does not let it go: no write
+ * permission there (EACCES), the sticky bit and another user's file, or an append-only or
+ * immutable flag (EPERM), a read-only mount (EROFS). The file can still be copied.
+ */
+function cannotLeave(err: NodeJS.ErrnoException): boolean {
+  return err.code === 'EACCES' || err.code === 'EPERM' || err.code === 'EROFS';
 }
 
 /** SHA-256 of the first `size` bytes of an open file (hex). */

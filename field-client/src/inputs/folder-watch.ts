@@ -23,7 +23,8 @@ const TYPES: Record<string, string> = {
 /**
  * Sends every new file that appears in a folder. A file is taken once its size and modification
  * time held still for one interval (a camera may still be writing it), then moved into the outbox;
- * the folder is left empty of what was accepted. Polling, not inotify: it works the same on every
+ * the folder is left empty of what was accepted (but for files it does not let go: copied, sent
+ * once and left there, FIELD_FILE_SOURCE_KEPT). Polling, not inotify: it works the same on every
  * file system, network mounts and SD cards included. The folder is created on start if missing.
  *
  * Only regular files are taken. Anything else found there — a symbolic link above all (a program
@@ -50,6 +51,14 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
    * warning a second per file, for ever, on a device's SD card. So is a name that is not UTF-8.
    */
   const notTaken = new Map<string, string>();
+  /**
+   * files sent as copies since their folder does not let them go (FIELD_FILE_SOURCE_KEPT), with what
+   * they were (device, inode, size, modification time): not taken again until that changes, nor
+   * logged again. Forgotten once gone from the folder; at most LIMITS.folderInputKeptMaxFiles, the
+   * oldest forgotten first. Before, such a file was copied, the copy dropped as its source could
+   * not be removed, and the whole file copied and synced again every other look, for ever.
+   */
+  const kept = new Map<string, string>();
   const warnOnce = (name: string, sig: string, why: string, log: () => void) => {
     if (notTaken.get(name) === `${sig}|${why}`) return;
     notTaken.set(name, `${sig}|${why}`);
@@ -105,6 +114,10 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
       } catch {
         continue;
       }
+      if (kept.has(name)) {
+        if (kept.get(name) === sig) continue; // sent already, and unchanged
+        kept.delete(name); // changed: another file, taken as any
+      }
       if (seen.get(name) !== sig) {
         seen.set(name, sig);
         continue;
@@ -119,7 +132,16 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
       busy.add(name);
       const taking = sig;
       client
-        .submitFile(path, { filename: name, contentType: TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream', move: true })
+        .submitFile(path, {
+          filename: name,
+          contentType: TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream',
+          move: true,
+          sourceKept: (code) => {
+            kept.set(name, taking);
+            if (kept.size > LIMITS.folderInputKeptMaxFiles) kept.delete(kept.keys().next().value as string);
+            log.warn({ code: 'FIELD_FILE_SOURCE_KEPT', file: name, reason: code }, 'file from the watched folder sent as a copy: its folder does not let it be removed; left there, not taken again until it changes');
+          },
+        })
         .then(
           (m) => {
             notTaken.delete(name);
@@ -139,6 +161,7 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
     for (const name of seen.keys()) if (!present.has(name)) seen.delete(name);
     for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
     for (const name of notTaken.keys()) if (!present.has(name)) notTaken.delete(name);
+    for (const name of kept.keys()) if (!present.has(name)) kept.delete(name);
   };
   let timer: NodeJS.Timeout | undefined;
   return {
