@@ -179,6 +179,9 @@ export const LIMITS = {
    * lineProtocolFieldShapes this bounds the encoder's memory to a few MiB whatever devices send
    * (a reading of readingMaxFields fields of 128 characters would be 33,000). */
   lineProtocolShapeMaxChars: 1024,
+  /** characters. Longest text of one contract issue in a refusal (the error frame a device gets,
+   * the gateway's and the distributor's logs): see shared/contract/primitives.ts issueText. */
+  contractIssueMaxChars: 256,
   /** milliseconds. The longest a field client waits for a commit receipt before it sends a message
    * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
    * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */

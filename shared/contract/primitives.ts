@@ -127,3 +127,12 @@ export function keysAtMost<S extends z.ZodType>(max: number, message: string, sc
     })
     .pipe(schema);
 }
+
+/**
+ * A contract issue's text for a refusal (an error frame, a log line), cut at
+ * LIMITS.contractIssueMaxChars: zod names every unknown key of a strict object in one issue, and a
+ * frame of 100,000 of them was refused with an error frame of 2.4 MB.
+ */
+export function issueText(text: string): string {
+  return text.length > LIMITS.contractIssueMaxChars ? `${text.slice(0, LIMITS.contractIssueMaxChars)}…` : text;
+}

@@ -11,7 +11,7 @@ import {
   TimeseriesPayloadSchema,
   type DataType,
 } from './payloads.ts';
-import { DeviceIdSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
+import { DeviceIdSchema, issueText, MessageIdSchema, SeqSchema } from './primitives.ts';
 import { MessageAuthSchema } from '../security/message-auth.ts';
 
 /**
@@ -155,7 +155,8 @@ function validate<S extends z.ZodType>(schema: S, value: Record<string, unknown>
 
 /** Maps zod issues to one coded error: the most specific code any issue carries wins. */
 export function contractError(error: z.ZodError, value: unknown): FieldStreamError {
-  const issues = error.issues.slice(0, 10).map((i) => ({ path: pathText(i.path), message: i.message }));
+  // Each issue's text cut: one naming the unknown keys of a strict object names them all.
+  const issues = error.issues.slice(0, 10).map((i) => ({ path: pathText(i.path), message: issueText(i.message) }));
   let code: ErrorCode = 'CONTRACT_INVALID_MESSAGE';
   for (const issue of error.issues) {
     const params = (issue as { params?: Record<string, unknown> }).params;

@@ -186,6 +186,30 @@ describe('device → gateway contract', () => {
     }
   });
 
+  it("names a few of a frame's unknown keys in its refusal, not all of them: the error frame and the log line stay small", () => {
+    const unknown = Object.fromEntries(Array.from({ length: 100_000 }, (_, i) => [`k${i}`, 1]));
+    const health = { uptimeSeconds: 1, queueMessages: 0, queueBytes: 0, awaitingReceipt: 0, version: '1.0.0', intervalSeconds: 60 };
+    for (const frame of [
+      { deviceId: 'd', dataType: 'timeseries', payload: { t: 1 }, ...unknown },
+      { deviceId: 'd', dataType: 'health', payload: { ...health, ...unknown } },
+      { deviceId: 'd', batch: [{ dataType: 'timeseries', payload: { t: 1 } }], ...unknown },
+    ]) {
+      let err: unknown;
+      try {
+        parseUplinkFrame(JSON.stringify(frame));
+      } catch (e) {
+        err = e;
+      }
+      assert.ok(err instanceof FieldStreamError && err.code === 'CONTRACT_INVALID_MESSAGE');
+      assert.match(err.message, /Unrecognized keys: "k0", "k1"/);
+      const sent = JSON.stringify(errorFrame(err));
+      assert.ok(sent.length < 4096, `the error frame is ${sent.length} characters`);
+    }
+    // And a broker envelope's, at the distributor.
+    const envelope = Buffer.from(JSON.stringify({ dataType: 'timeseries', ...unknown }));
+    assert.throws(() => parseEnvelope(UplinkEnvelopeSchema, envelope), (e: FieldStreamError) => e.code === 'CONTRACT_INVALID_ENVELOPE' && JSON.stringify({ m: e.message, d: e.details }).length < 4096);
+  });
+
   it('reports where the message is wrong', () => {
     try {
       parseUplinkFrame(reading({ t: 1 }, { seq: 'one' }));
