@@ -6,7 +6,7 @@ import { readJsonBody } from '../../shared/http-body.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TokenThrottle } from '../../shared/security/throttle.ts';
-import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { describeIssues, DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
 import { CommandRequestSchema, IdempotencyKeySchema, type CommandRecord } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
@@ -141,10 +141,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   function create(body: unknown, who: Principal, request: CommandRecord['request']): CommandRecord[] {
     const parsed = CommandRequestSchema.safeParse(body);
     if (!parsed.success) {
-      const first = parsed.error.issues[0];
-      throw new FieldStreamError('API_INVALID_BODY', `Invalid command — ${first ? `${first.path.join('.') || '(body)'}: ${first.message}` : 'invalid'}`, {
-        issues: parsed.error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })),
-      });
+      const { first, issues } = describeIssues(parsed.error, '(body)');
+      throw new FieldStreamError('API_INVALID_BODY', `Invalid command — ${first}`, { issues });
     }
     const r = parsed.data;
     const params = r.command === TEST_COMMAND ? testEventParams(r.params, who) : r.params;
@@ -229,10 +227,7 @@ function idempotencyKey(req: IncomingMessage): string | undefined {
 function testEventParams(params: unknown, who: Principal): TestCommandParams {
   if (!roleAllows(who.role, 'admin')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send ${TEST_COMMAND}; that needs the admin role.`);
   const p = TestCommandParamsSchema.safeParse(params ?? {});
-  if (!p.success) {
-    const first = p.error.issues[0];
-    throw new FieldStreamError('API_INVALID_BODY', `Invalid ${TEST_COMMAND} params — ${first ? `${first.path.join('.') || '(params)'}: ${first.message}` : 'invalid'}`);
-  }
+  if (!p.success) throw new FieldStreamError('API_INVALID_BODY', `Invalid ${TEST_COMMAND} params — ${describeIssues(p.error, '(params)').first}`);
   return { ...p.data, requestedBy: who.name };
 }
 

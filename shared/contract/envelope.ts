@@ -10,7 +10,7 @@ import {
   ResponsePayloadSchema,
   TimeseriesPayloadSchema,
 } from './payloads.ts';
-import { DeviceIdSchema, EpochMsSchema, issueText, MessageIdSchema, SeqSchema } from './primitives.ts';
+import { describeIssues, DeviceIdSchema, EpochMsSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
 import { GATEWAY_ID_PATTERN } from './topics.ts';
 import { MessageAuthSchema } from '../security/message-auth.ts';
 import { CommandAuthSchema } from '../security/command-auth.ts';
@@ -217,12 +217,8 @@ export function parseEnvelope<S extends z.ZodType>(schema: S, payload: Buffer): 
   }
   const result = schema.safeParse(value);
   if (!result.success) {
-    const first = result.error.issues[0];
-    throw new FieldStreamError(
-      'CONTRACT_INVALID_ENVELOPE',
-      `The MQTT payload is not a valid envelope — ${first ? `${issueText(first.path.join('.'))}: ${issueText(first.message)}` : 'invalid'}`,
-      { issues: result.error.issues.slice(0, 10).map((i) => ({ path: issueText(i.path.join('.')), message: issueText(i.message) })) },
-    );
+    const { first, issues } = describeIssues(result.error, '');
+    throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `The MQTT payload is not a valid envelope — ${first}`, { issues });
   }
   return result.data;
 }

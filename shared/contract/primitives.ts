@@ -136,3 +136,14 @@ export function keysAtMost<S extends z.ZodType>(max: number, message: string, sc
 export function issueText(text: string): string {
   return text.length > LIMITS.contractIssueMaxChars ? `${text.slice(0, LIMITS.contractIssueMaxChars)}…` : text;
 }
+
+/**
+ * A zod error as a coded error carries it, whatever the boundary (a device's frame, an HTTP body or
+ * query): its first problem as "path: message" (`whole` naming an issue of the value itself), and
+ * at most 10 issues for the details, every text cut (issueText).
+ */
+export function describeIssues(error: z.ZodError, whole = '(value)'): { first: string; issues: Array<{ path: string; message: string }> } {
+  const issues = error.issues.slice(0, 10).map((i) => ({ path: issueText(i.path.join('.')), message: issueText(i.message) }));
+  const f = issues[0];
+  return { first: f ? `${f.path || whole}: ${f.message}` : 'invalid', issues };
+}

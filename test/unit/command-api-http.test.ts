@@ -216,6 +216,25 @@ test('a group named after an Object.prototype member is an unknown group (400 AP
   }
 });
 
+test('a body of thousands of unknown keys is refused naming a few, not each of them (every issue text cut at LIMITS.contractIssueMaxChars)', async () => {
+  const { api } = await failingApi();
+  try {
+    // zod names every unknown key of a strict object in one issue: the answer (and its log line)
+    // carried all of them, some 40 KB for a body the API takes.
+    const body: Record<string, unknown> = { deviceId: 'pump-1', command: 'ping' };
+    for (let i = 0; i < 4000; i++) body[`unknown${i}`] = 1;
+    const res = await post(api.port, body);
+    const text = await res.text();
+    assert.equal(res.status, 400, text.slice(0, 200));
+    const answer = JSON.parse(text) as { code: string; message: string; details: { issues: Array<{ message: string }> } };
+    assert.equal(answer.code, 'API_INVALID_BODY');
+    assert.match(answer.message, /unknown0/);
+    assert.ok(text.length < 4096, `${text.length} bytes of answer`);
+  } finally {
+    await api.close();
+  }
+});
+
 test('a list limit that is no whole number from 1 to 1000 is 400 API_INVALID_BODY, not another limit put in its place', async () => {
   const { api, lines } = await failingApi();
   const list = (query: string) => fetch(`http://127.0.0.1:${api.port}/v1/commands?${query}`, { headers: { authorization: `Bearer ${TOKEN}` } });

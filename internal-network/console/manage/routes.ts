@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { MessageIdSchema, DeviceIdSchema } from '../../../shared/contract/primitives.ts';
+import { describeIssues, MessageIdSchema, DeviceIdSchema } from '../../../shared/contract/primitives.ts';
 import { TEST_COMMAND, type TestCommandParams } from '../../../shared/contract/test-command.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
 import { CONSOLE, LIMITS, MANAGE } from '../../../shared/limits.ts';
@@ -52,10 +52,8 @@ const TestEventSchema = z.strictObject({
 function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
   const r = schema.safeParse(value ?? {});
   if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  throw new FieldStreamError('MANAGE_INVALID_REQUEST', `Invalid ${what}: ${issue ? `${issue.path.join('.') || '(value)'} ${issue.message}` : 'invalid'}`, {
-    issues: r.error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })),
-  });
+  const { first, issues } = describeIssues(r.error);
+  throw new FieldStreamError('MANAGE_INVALID_REQUEST', `Invalid ${what}: ${first}`, { issues });
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { CommandNameSchema } from '../../../shared/contract/downlink.ts';
 import { JsonValueSchema } from '../../../shared/contract/payloads.ts';
 import { TEST_COMMAND } from '../../../shared/contract/test-command.ts';
-import { DeviceIdSchema, FIELD_NAME_PATTERN } from '../../../shared/contract/primitives.ts';
+import { describeIssues, DeviceIdSchema, FIELD_NAME_PATTERN } from '../../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
@@ -55,8 +55,7 @@ const CommandBodySchema = z.strictObject({
 function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  throw new FieldStreamError('CONSOLE_INVALID_REQUEST', `Invalid ${what}: ${issue ? `${issue.path.join('.') || '(value)'} ${issue.message}` : 'invalid'}`);
+  throw new FieldStreamError('CONSOLE_INVALID_REQUEST', `Invalid ${what}: ${describeIssues(r.error).first}`);
 }
 
 /**
