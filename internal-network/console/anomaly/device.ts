@@ -49,6 +49,8 @@ export class DeviceModel {
   private keptOut = 0;
   private trainings = 0;
   private forest: IsolationForest | null = null;
+  /** restored with a forest (fromState): grown again from the buffer at the next row */
+  private regrow = false;
   private threshold = 1;
   private model: FeatureModel | null = null;
   private raw = new Float64Array(0);
@@ -71,7 +73,7 @@ export class DeviceModel {
       rowsSinceTrain: this.rowsSinceTrain,
       keptOut: this.keptOut,
       trainings: this.trainings,
-      forest: this.forest !== null,
+      forest: this.forest !== null || this.regrow,
       buffer: this.buffer === null ? null : { fields: this.bufferFields, head: this.bufferHead, count: this.bufferCount, rows: encodeArray(this.buffer) },
       fields: this.list.map((f) => f.toState()),
     };
@@ -82,6 +84,9 @@ export class DeviceModel {
    * again from the buffer at its next row, as a retraining (the forest is not saved: it is most of
    * a device's memory, and the buffer it was grown from is kept): until then its readings are
    * scored by the spike and stuck detectors only, for at most forestSampleIntervalMs of its time.
+   * At that row whether or not the row enters the buffer: one kept out (the device anomalous at the
+   * restart, a sensor stuck) or incomplete left it without a forest for up to forestAdaptAfter rows
+   * (12 hours), where the forest before the restart went on scoring.
    */
   static fromState(s: DeviceState, p: AnomalyParams): DeviceModel {
     const d = new DeviceModel(s.id, p);
@@ -92,7 +97,8 @@ export class DeviceModel {
     }
     d.readings = s.readings;
     d.lastSampleTime = s.lastSampleTime ?? -Infinity;
-    d.rowsSinceTrain = s.forest ? Math.max(s.rowsSinceTrain, p.forestRetrainEvery) : s.rowsSinceTrain;
+    d.rowsSinceTrain = s.rowsSinceTrain;
+    d.regrow = s.forest;
     d.keptOut = s.keptOut;
     d.trainings = s.trainings;
     if (s.buffer !== null) {
@@ -154,6 +160,8 @@ export class DeviceModel {
       // Looked at here, once per row at most: not a walk over every field on every reading.
       this.forgetIdleFields(reading, time, counters);
       this.sample(reading, time, anomalous, counters);
+      if (this.regrow && this.bufferCount >= p.forestMinTrain && this.train()) counters.forestsTrained++;
+      this.regrow = false;
     }
   }
 
@@ -261,6 +269,7 @@ export class DeviceModel {
   private train(): boolean {
     const p = this.p;
     this.trainings++;
+    this.regrow = false;
     const fields = this.bufferFields;
     const rows = this.bufferCount;
     const width = 2 * fields;
