@@ -121,6 +121,26 @@ describe("the anomaly detectors' state across a restart", () => {
     assert.equal(existsSync(`${path}.tmp-host-1234`), false);
   });
 
+  it('refuses a field whose saved stuck run would be stuck at every value (a run of 1: live it is at least stuckMinRun)', async () => {
+    const scorer = new AnomalyScorer();
+    // A lively field: every reading a new value.
+    for (let k = 0; k < 100; k++) scorer.score({ device: 'd', time: 1.7e12 + k * 60_000, fields: { a: k % 7 } });
+    const dir = tmp();
+    await new AnomalyStateSaver(dir, scorer, quiet).save();
+    const path = join(dir, ANOMALY_STATE_FILE);
+    const [header, line] = readFileSync(path, 'utf8').split('\n');
+    const edited = (line as string).replace(/"requiredRun":(null|\d+)/, '"requiredRun":1');
+    assert.notEqual(edited, line);
+    writeFileSync(path, `${header}\n${edited}\n`);
+    const back = new AnomalyScorer();
+    const restored = loadAnomalyState(dir, back, quiet);
+    // Taken, the field was stuck at each of its values, every one reported as a stuck run, its
+    // spikes never scored and its window frozen: its stuck run is only worked out again after a repeat.
+    const found = scoreAll(back, Array.from({ length: 50 }, (_, k) => ({ device: 'd', time: 1.7e12 + (100 + k) * 60_000, fields: { a: k % 7 } })));
+    assert.deepEqual(found, []);
+    assert.deepEqual(restored, { restored: 0, refused: 1 });
+  });
+
   it('holds the last whole save when the console is killed (SIGKILL) at any instant of a save', async () => {
     const dir = tmp();
     // A console saving over and over while its fleet grows, killed at a moment of the test's choosing.

@@ -45,8 +45,9 @@ export const FieldStateSchema = z
     seen: Count.min(1),
     rate: z.number().min(0).max(1),
     run: Count.min(1),
-    /** null: Infinity (no run can be stuck yet) */
-    requiredRun: Count.min(1).nullable(),
+    /** null: Infinity (no run can be stuck yet). At least 2, as live (stuckMinRun): a run of 1 is
+     * stuck at every value, each reported as a stuck run, its spikes never scored, until a repeat. */
+    requiredRun: Count.min(2).nullable(),
     /** null: Infinity (the field never changed) */
     minStep: z.number().positive().nullable(),
     stuck: z.boolean(),
