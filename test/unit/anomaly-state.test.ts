@@ -141,6 +141,42 @@ describe("the anomaly detectors' state across a restart", () => {
     assert.deepEqual(restored, { restored: 0, refused: 1 });
   });
 
+  it("has room in Kubernetes's volume for the largest file the defaults allow, and the one that replaces it", () => {
+    // maxDevices devices of maxFieldsPerDevice fields, every window full, a full buffer, names of
+    // 128 characters. The saved file and the one written aside are on the volume together: on a
+    // volume holding one only, every save after the first failed (ENOSPC), and each restart took
+    // back the first save, however old.
+    const scorer = new AnomalyScorer();
+    const p = scorer.params;
+    const forestFields = Math.min(p.forestMaxFields, p.maxFieldsPerDevice);
+    const b64 = (bytes: number) => Buffer.alloc(bytes, 0xa5).toString('base64');
+    const profile = { value: b64(4 * p.driftBins), count: b64(p.driftBins), since: 1.7e12, latest: 1.7e12 + DAY };
+    const fields = Array.from({ length: p.maxFieldsPerDevice }, (_, k) => ({
+      name: `f${String(k).padStart(127, '0')}`,
+      window: b64(8 * p.windowSize),
+      ref: -1.2345678901234567e-100,
+      last: -1.2345678901234567e-100,
+      lastReading: 2 ** 40,
+      lastTime: 1.7e12 + DAY,
+      seen: 2 ** 40,
+      rate: 0.12345678901234567,
+      run: 2 ** 40,
+      requiredRun: 2 ** 40,
+      minStep: 1.2345678901234567e-100,
+      stuck: false,
+      profile: k < forestFields ? profile : null,
+    }));
+    const id = 'd'.repeat(64);
+    const problem = scorer.restoreDevice({ id, readings: 2 ** 41, lastSampleTime: 1.7e12, rowsSinceTrain: 2 ** 40, keptOut: 2 ** 40, trainings: 2 ** 40, forest: true, buffer: { fields: forestFields, head: 1, count: p.forestBufferSize, rows: b64(4 * 2 * forestFields * p.forestBufferSize) }, fields });
+    assert.equal(problem, undefined);
+    const line = JSON.stringify(scorer.devicesState()[0]?.toState()).length + 1;
+    const file = p.maxDevices * line;
+    const manifest = readFileSync(join(import.meta.dirname, '..', '..', 'k8s', 'base', 'internal', 'console.yaml'), 'utf8');
+    const claim = /kind: PersistentVolumeClaim\n(?:.*\n)*?  name: console-state\n(?:.*\n)*?\s+storage: (\d+)Gi\n/.exec(manifest);
+    assert.ok(claim, 'the PVC console-state');
+    assert.ok(2 * file <= Number(claim[1]) * 2 ** 30, `${(file / 2 ** 20).toFixed(0)} MiB a file, two of them on a volume of ${claim[1]} GiB`);
+  });
+
   it('holds the last whole save when the console is killed (SIGKILL) at any instant of a save', async () => {
     const dir = tmp();
     // A console saving over and over while its fleet grows, killed at a moment of the test's choosing.
