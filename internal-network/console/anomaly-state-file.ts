@@ -64,8 +64,15 @@ export interface RestoredState {
 export function loadAnomalyState(dir: string, scorer: AnomalyScorer, log: Logger): RestoredState {
   const path = join(dir, ANOMALY_STATE_FILE);
   const result: RestoredState = { restored: 0, refused: 0 };
-  // What a killed save left aside: never read, never renamed over the file any more.
-  if (existsSync(dir)) for (const name of readdirSync(dir)) if (name.startsWith(`${ANOMALY_STATE_FILE}.tmp-`)) rmSync(join(dir, name), { force: true });
+  try {
+    // What a killed save left aside: never read, never renamed over the file any more.
+    if (existsSync(dir)) for (const name of readdirSync(dir)) if (name.startsWith(`${ANOMALY_STATE_FILE}.tmp-`)) rmSync(join(dir, name), { force: true });
+  } catch (err) {
+    // A folder that cannot be looked at (a file in its place, no permission, a read-only volume):
+    // the console runs on, every device afresh; its saves will say what fails (CONSOLE_STATE_WRITE_FAILED).
+    log.error({ code: 'CONSOLE_STATE_INVALID', path: dir, err }, 'the anomaly state folder cannot be looked at: every device starts afresh');
+    return result;
+  }
   if (!existsSync(path)) {
     log.info({ path }, 'no saved anomaly state: every device starts afresh');
     return result;

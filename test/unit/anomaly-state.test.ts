@@ -177,6 +177,18 @@ describe("the anomaly detectors' state across a restart", () => {
     assert.ok(2 * file <= Number(claim[1]) * 2 ** 30, `${(file / 2 ** 20).toFixed(0)} MiB a file, two of them on a volume of ${claim[1]} GiB`);
   });
 
+  it('starts afresh, logged, on a state folder it cannot look at (a file in its place), and its saves say they fail', async () => {
+    const dir = join(tmp(), 'not-a-folder');
+    writeFileSync(dir, 'a file where the folder should be');
+    const logs = captureLogs();
+    const scorer = new AnomalyScorer();
+    assert.deepEqual(loadAnomalyState(dir, scorer, logs.logger), { restored: 0, refused: 0 });
+    assert.ok(logs.lines.some((l) => l.code === 'CONSOLE_STATE_INVALID'), JSON.stringify(logs.lines));
+    scoreAll(scorer, firstPart.slice(0, 100));
+    await new AnomalyStateSaver(dir, scorer, logs.logger).save();
+    assert.ok(logs.lines.some((l) => l.code === 'CONSOLE_STATE_WRITE_FAILED'), JSON.stringify(logs.lines));
+  });
+
   it('holds the last whole save when the console is killed (SIGKILL) at any instant of a save', async () => {
     const dir = tmp();
     // A console saving over and over while its fleet grows, killed at a moment of the test's choosing.
