@@ -177,6 +177,12 @@ export const ERRORS = {
   SPARKPLUG_SEQ_GAP: { http: 409, transient: false, description: "A Sparkplug message's seq is not the next one of its edge node: a message was lost; a rebirth was requested." },
   SPARKPLUG_UNKNOWN_METRIC: { http: 409, transient: false, description: 'A Sparkplug data message names a metric (alias or name) its birth certificate did not declare; a rebirth was requested.' },
   SPARKPLUG_DEATH_STALE: { http: 409, transient: false, description: "A Sparkplug NDEATH whose bdSeq is not the current birth's (the will of an older connection); it was ignored." },
+  SPARKPLUG_DUPLICATE: {
+    http: 409,
+    transient: false,
+    description:
+      'A Sparkplug message sent again (MQTT DUP flag) that its session had read already (its seq at or behind the last one read, or a birth of a bdSeq born already): its PUBACK was lost; acknowledged and not stored again.',
+  },
   SPARKPLUG_TOO_MANY_EDGE_NODES: {
     http: 507,
     transient: false,

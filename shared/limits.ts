@@ -735,10 +735,12 @@ export const TIMINGS = {
   /** milliseconds. Least time between two rebirth requests (NCMD) to one Sparkplug edge node: a
    * node that keeps gapping is asked again, but not once per message. */
   sparkplugRebirthMinIntervalMs: 5_000,
-  /** milliseconds. How long the local MQTT input keeps a Sparkplug message whose data the queue
-   * refused (its connection closed without a PUBACK), to store it when the edge node sends it again
-   * after the NBIRTH of its next connection (Eclipse Paho's order). A client reconnects within
-   * seconds; one that comes back later has its message read against the session as it is then. */
+  /** milliseconds. How long the local MQTT input keeps an edge node's previous Sparkplug session
+   * (the one a new NBIRTH or its NDEATH ended), to read in it what the edge node sends again (DUP)
+   * after the NBIRTH of its next connection (Eclipse Paho's order): a publish the queue refused, one
+   * never read behind it, a duplicate whose PUBACK was lost (host.ts, resent). A client reconnects
+   * within seconds; what comes later is read against the sessions as they are then. Its definitions
+   * count against sparkplugDefinitionsMaxBytes. */
   sparkplugResendWindowMs: 10 * 60_000,
   /** milliseconds. Default of FIELD_SPARKPLUG_REORDER_TIMEOUT_MS: how long a Sparkplug message that
    * arrived ahead of its seq is held for the missing ones before a rebirth is requested (Sparkplug

@@ -176,6 +176,135 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     assert.equal(input.sparkplug?.host.session('B', 'E')?.bdSeq, 1, 'the newer session stays in force');
   });
 
+  // What 12f9f5e left open. The input hangs up on the refused publish; a publish the edge node sent
+  // behind it is never read (still in the socket), and Paho sends it again, flagged DUP (MQTT 3.1.1
+  // §3.3.1.1), after the new NBIRTH with the rest. Here the one never read is simply not sent on the
+  // first connection: the input sees exactly that.
+  it('stores a publish it never read, sent again (DUP) after the NBIRTH of the next connection, against the session it was sent in', async () => {
+    appends.length = 0;
+    const refusedBefore = { ...input.sparkplug?.stats.refusedByCode };
+    const edge = await connectLocal('edge-unread');
+    edge.on('error', () => undefined);
+    await edge.publishAsync('spBv1.0/U/NBIRTH/E', Buffer.from(birthBd('U', 0)), { qos: 1 });
+    refuseNext = 1;
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    edge.publish('spBv1.0/U/NDATA/E', Buffer.from(data(1)), { qos: 1 }, () => undefined);
+    await closed;
+    await edge.endAsync(true);
+    const again = await connectLocal('edge-unread');
+    await again.publishAsync('spBv1.0/U/NBIRTH/E', Buffer.from(birthBd('U', 1)), { qos: 1 });
+    await again.publishAsync('spBv1.0/U/NDATA/E', Buffer.from(data(1)), { qos: 1, dup: true });
+    // Never read on the first connection: acknowledged, so it must be stored.
+    await again.publishAsync('spBv1.0/U/NDATA/E', Buffer.from(data(2)), { qos: 1, dup: true });
+    await again.publishAsync('spBv1.0/U/NDATA/E', Buffer.from(data(3)), { qos: 1, dup: true });
+    // The new session's own data, undisturbed.
+    await again.publishAsync('spBv1.0/U/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    await again.endAsync();
+    assert.deepEqual(valuesOf('U'), [20, 20.1, 21, 22, 23, 21], 'the resends stored, and the new session after them');
+    assert.deepEqual(input.sparkplug?.stats.refusedByCode, refusedBefore, 'no seq gap, nothing not born');
+    assert.equal(input.sparkplug?.host.session('U', 'E')?.bdSeq, 1);
+    assert.equal(input.sparkplug?.host.session('U', 'E')?.stale, false);
+  });
+
+  it('recognises a duplicate (DUP) of a message stored whose PUBACK was lost, after the new NBIRTH, without ending the new session', async () => {
+    appends.length = 0;
+    const refusedBefore = { ...input.sparkplug?.stats.refusedByCode };
+    // The connection breaks (its will, the NDEATH, published) after NDATA 2 was stored, before its PUBACK arrived.
+    const will = { topic: 'spBv1.0/L/NDEATH/E', payload: Buffer.from(encodeWire({ metrics: [bdSeq] })), qos: 1 as const, retain: false };
+    const edge = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'edge-lost-puback', protocolVersion: 4, will });
+    edge.on('error', () => undefined);
+    await edge.publishAsync('spBv1.0/L/NBIRTH/E', Buffer.from(birthBd('L', 0)), { qos: 1 });
+    await edge.publishAsync('spBv1.0/L/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    await edge.publishAsync('spBv1.0/L/NDATA/E', Buffer.from(data(2)), { qos: 1 });
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    edge.stream.destroy();
+    await closed;
+    await edge.endAsync(true);
+    await new Promise((r) => setTimeout(r, 200));
+    const again = await connectLocal('edge-lost-puback');
+    await again.publishAsync('spBv1.0/L/NBIRTH/E', Buffer.from(birthBd('L', 1)), { qos: 1 });
+    await again.publishAsync('spBv1.0/L/NDATA/E', Buffer.from(data(2)), { qos: 1, dup: true });
+    await again.publishAsync('spBv1.0/L/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    await again.publishAsync('spBv1.0/L/NDATA/E', Buffer.from(data(2)), { qos: 1 });
+    await again.endAsync();
+    assert.deepEqual(valuesOf('L'), [20, 21, 22, 20.1, 21, 22], 'the new session\'s data stored; the duplicate not again');
+    const refused = input.sparkplug?.stats.refusedByCode ?? {};
+    assert.equal(refused.SPARKPLUG_NOT_BORN, refusedBefore.SPARKPLUG_NOT_BORN, 'nothing refused as not born');
+    assert.equal(refused.SPARKPLUG_SEQ_GAP, refusedBefore.SPARKPLUG_SEQ_GAP, 'no seq gap');
+    assert.equal(refused.SPARKPLUG_DUPLICATE, (refusedBefore.SPARKPLUG_DUPLICATE ?? 0) + 1, 'the duplicate counted');
+  });
+
+  // A client that sends again before its new NBIRTH, setting DUP as MQTT 3.1.1 §3.3.1.1 requires
+  // (mqtt.js sends them first too, but without DUP): the resends meet the session they were sent in.
+  it('recognises a duplicate (DUP) sent before the new NBIRTH and stores the unread publish behind it', async () => {
+    appends.length = 0;
+    const refusedBefore = { ...input.sparkplug?.stats.refusedByCode };
+    const edge = await connectLocal('edge-dup-first');
+    edge.on('error', () => undefined);
+    await edge.publishAsync('spBv1.0/F/NBIRTH/E', Buffer.from(birthBd('F', 0)), { qos: 1 });
+    await edge.publishAsync('spBv1.0/F/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    edge.stream.destroy();
+    await closed;
+    await edge.endAsync(true);
+    const again = await connectLocal('edge-dup-first');
+    await again.publishAsync('spBv1.0/F/NDATA/E', Buffer.from(data(1)), { qos: 1, dup: true });
+    await again.publishAsync('spBv1.0/F/NDATA/E', Buffer.from(data(2)), { qos: 1, dup: true });
+    await again.publishAsync('spBv1.0/F/NBIRTH/E', Buffer.from(birthBd('F', 1)), { qos: 1 });
+    await again.publishAsync('spBv1.0/F/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    await again.endAsync();
+    assert.deepEqual(valuesOf('F'), [20, 21, 22, 20.1, 21]);
+    const refused = input.sparkplug?.stats.refusedByCode ?? {};
+    assert.equal(refused.SPARKPLUG_NOT_BORN, refusedBefore.SPARKPLUG_NOT_BORN, 'nothing refused as not born');
+    assert.equal(refused.SPARKPLUG_SEQ_GAP, refusedBefore.SPARKPLUG_SEQ_GAP, 'no seq gap');
+    assert.equal(refused.SPARKPLUG_DUPLICATE, (refusedBefore.SPARKPLUG_DUPLICATE ?? 0) + 1, 'the duplicate counted');
+  });
+
+  it('reads a DBIRTH sent again (DUP) after the new NBIRTH into the session it was sent in, and that device\'s data after it', async () => {
+    appends.length = 0;
+    const refusedBefore = { ...input.sparkplug?.stats.refusedByCode };
+    const dbirth = (seq: number) => encodeWire({ timestamp: String(T0), seq: String(seq), metrics: [{ name: 'Flow', alias: '7', datatype: DATA_TYPES.Double, doubleValue: 5 }] });
+    const ddata = (seq: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '7', doubleValue: 5 + seq }] });
+    const edge = await connectLocal('edge-dbirth');
+    edge.on('error', () => undefined);
+    await edge.publishAsync('spBv1.0/D/NBIRTH/E', Buffer.from(birthBd('D', 0)), { qos: 1 });
+    refuseNext = 1;
+    const closed = new Promise<void>((r) => edge.once('close', () => r()));
+    edge.publish('spBv1.0/D/DBIRTH/E/Pump', Buffer.from(dbirth(1)), { qos: 1 }, () => undefined);
+    await closed;
+    await edge.endAsync(true);
+    const again = await connectLocal('edge-dbirth');
+    await again.publishAsync('spBv1.0/D/NBIRTH/E', Buffer.from(birthBd('D', 1)), { qos: 1 });
+    await again.publishAsync('spBv1.0/D/DBIRTH/E/Pump', Buffer.from(dbirth(1)), { qos: 1, dup: true });
+    await again.publishAsync('spBv1.0/D/DDATA/E/Pump', Buffer.from(ddata(2)), { qos: 1, dup: true });
+    await again.publishAsync('spBv1.0/D/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    await again.endAsync();
+    const flows = appends.flat().filter((s) => s.dataType === 'timeseries').map((s) => (s.payload as Record<string, unknown>)['D.E.Pump.Flow']).filter((v) => v !== undefined);
+    assert.deepEqual(flows, [5, 7], 'the device\'s birth and data of the old session stored');
+    assert.deepEqual(input.sparkplug?.stats.refusedByCode, refusedBefore, 'nothing refused');
+    assert.equal(input.sparkplug?.host.session('D', 'E')?.devices.has('Pump'), false, 'the device is not born in the new session');
+  });
+
+  it('does not acknowledge a duplicate (DUP) of a message whose append then fails, though a later append of its edge node succeeds', async () => {
+    appends.length = 0;
+    const session = new SparkplugSession(client, () => undefined, createLogger('test', 'silent'), [], { resends: true });
+    const [A, B] = [{}, {}];
+    await session.onMessage('spBv1.0/R/NBIRTH/E', birthBd('R', 0), T0, { connection: A, dup: false });
+    // NDATA 1 read on the first connection, its append on its way (and about to fail); the connection
+    // breaks, the edge node comes back: its new NBIRTH, then NDATA 1 again, flagged DUP.
+    delayMs = 30;
+    refuseNext = 1;
+    const first = session.onMessage('spBv1.0/R/NDATA/E', data(1), T0 + 1, { connection: A, dup: false });
+    await new Promise((r) => setImmediate(r));
+    const birth = session.onMessage('spBv1.0/R/NBIRTH/E', birthBd('R', 1), T0 + 2, { connection: B, dup: false });
+    const again = session.onMessage('spBv1.0/R/NDATA/E', data(1), T0 + 3, { connection: B, dup: true });
+    const outcome = (p: Promise<void>) => p.then(() => 'acknowledged', () => 'not acknowledged');
+    const results = await Promise.all([outcome(first), outcome(birth), outcome(again)]);
+    delayMs = 0;
+    assert.equal(results[0], 'not acknowledged');
+    assert.equal(results[2], 'not acknowledged', 'the DUP repeated data that is not stored: it must be sent again');
+  });
+
   it('keeps nothing a sensor publishes as retained, under spBv1.0/ or its own topics', async () => {
     const sensor = await connectLocal('retainer');
     await sensor.publishAsync('spBv1.0/junk/x/1', Buffer.alloc(64 * 1024, 1), { qos: 1, retain: true });

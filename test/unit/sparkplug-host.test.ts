@@ -9,6 +9,7 @@ import { PeerHosts } from '../../field-client/src/inputs/sparkplug/state.ts';
 import { parseTopic, stateHostId, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
 import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 
@@ -566,5 +567,96 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
     } finally {
       session.stop();
     }
+  });
+});
+
+/**
+ * Messages an edge node sends again (MQTT 3.1.1 §3.3.1.1, DUP) on the local MQTT input: read in the
+ * session they were sent in. The previous session is kept for TIMINGS.sparkplugResendWindowMs, its
+ * definitions counted with the current ones under one bound.
+ */
+describe('Sparkplug host: messages sent again (DUP) and the previous session', () => {
+  const A = {}; // the first connection
+  const B = {}; // the next one
+  const dup = (connection: object) => ({ connection, dup: true });
+  const first = (connection: object) => ({ connection, dup: false });
+  const temp = (out: { readings: Array<Record<string, unknown>> }) => out.readings.map((r) => r['Plant1.Line4.Inputs.Temp']);
+
+  it('reads a resend after the new NBIRTH by its previous session\'s seq, wrapping 255 → 0, and a seq read already is a duplicate', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    host.handle(NB, nbirth(253, 0), T0, first(A));
+    assert.equal(host.handle(ND, ndata(254, [{ alias: '1', doubleValue: 1 }]), T0, first(A)).refused, undefined);
+    assert.equal(host.handle(ND, ndata(255, [{ alias: '1', doubleValue: 2 }]), T0, first(A)).refused, undefined);
+    host.handle(NB, nbirth(0, 1), T0, first(B));
+    assert.equal(host.previousSession('Plant1', 'Line4')?.bdSeq, 0);
+    assert.equal(host.handle(ND, ndata(255, [{ alias: '1', doubleValue: 2 }]), T0, dup(B)).refused?.code, 'SPARKPLUG_DUPLICATE');
+    const next = host.handle(ND, ndata(0, [{ alias: '1', doubleValue: 3 }]), T0, dup(B));
+    assert.equal(next.refused, undefined);
+    assert.deepEqual(temp(next), [3]);
+    assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 0);
+    // The current session is untouched: its own seq 1 is next.
+    assert.equal(host.session('Plant1', 'Line4')?.seq, 0);
+    assert.deepEqual(temp(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 4 }]), T0, first(B))), [4]);
+    // A gap in the previous session is refused there alone: no rebirth, the current session in force.
+    const gap = host.handle(ND, ndata(5, [{ alias: '1', doubleValue: 5 }]), T0, dup(B));
+    assert.equal(gap.refused?.code, 'SPARKPLUG_SEQ_GAP');
+    assert.equal(gap.rebirth, false);
+    assert.equal(host.session('Plant1', 'Line4')?.stale, false);
+  });
+
+  it('takes an NBIRTH sent again for a duplicate only with the bdSeq and timestamp of a birth read: a rebirth keeps its bdSeq', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    const birthAt = (bd: number, at: number) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: 'Inputs/Temp', alias: '1', datatype: T.Double, doubleValue: at - T0 }] });
+    host.handle(NB, birthAt(0, T0), T0, first(A));
+    // The rebirth an NCMD asked for, same connection, same bdSeq (§5.12): the queue refused it, undone.
+    host.handle(NB, birthAt(0, T0 + 5), T0, first(A)).undo?.();
+    // Sent again before the new connection's NBIRTH: read, not a duplicate.
+    const again = host.handle(NB, birthAt(0, T0 + 5), T0, dup(B));
+    assert.equal(again.refused, undefined);
+    assert.deepEqual(temp(again), [5]);
+    // The very birth read, sent again: a duplicate.
+    assert.equal(host.handle(NB, birthAt(0, T0 + 5), T0, dup(B)).refused?.code, 'SPARKPLUG_DUPLICATE');
+  });
+
+  it('undoes a resend read in the previous session, and an NBIRTH puts the previous session back', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    host.handle(NB, nbirth(0, 0), T0, first(A));
+    const birth = host.handle(NB, nbirth(0, 1), T0, first(B));
+    const resend = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }]), T0, dup(B));
+    assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 1);
+    resend.undo?.();
+    assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 0, 'its seq not taken: it is read again when sent again');
+    birth.undo?.();
+    assert.equal(host.session('Plant1', 'Line4')?.bdSeq, 0);
+    assert.equal(host.previousSession('Plant1', 'Line4'), undefined);
+  });
+
+  it('counts the previous session\'s definitions, drops them after the resend window, and first when a current birth needs the room', () => {
+    const big = (bd: number) =>
+      msg({ timestamp: String(T0), seq: '0', metrics: [bdSeq(bd), ...Array.from({ length: 20 }, (_, i) => ({ name: `m${i}`.padEnd(200, 'x'), alias: String(i), datatype: T.Double, doubleValue: i }))] });
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    host.handle(NB, big(0), T0, first(A));
+    const single = host.definitionsBytes;
+    host.handle(NB, big(1), T0, first(B));
+    assert.equal(host.definitionsBytes, 2 * single, 'the previous session counted');
+    // Past the window it is dropped, and its bytes with it.
+    host.handle(topic('spBv1.0/Plant1/NDATA/Other'), ndata(1, []), T0 + TIMINGS.sparkplugResendWindowMs);
+    assert.equal(host.previousSession('Plant1', 'Line4'), undefined);
+    assert.equal(host.definitionsBytes, single);
+    // Under a bound that holds two sessions' definitions, a third edge node's birth drops a previous session, not itself.
+    const bounded = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true, maxDefinitionsBytes: 2 * single + 100 });
+    bounded.handle(NB, big(0), T0, first(A));
+    bounded.handle(NB, big(1), T0, first(B));
+    assert.ok(bounded.previousSession('Plant1', 'Line4'));
+    assert.equal(bounded.handle(topic('spBv1.0/Plant1/NBIRTH/Line5'), big(0), T0).refused, undefined);
+    assert.equal(bounded.previousSession('Plant1', 'Line4'), undefined, 'dropped for the current birth');
+    assert.ok(bounded.definitionsBytes <= 2 * single + 100);
+  });
+
+  it('keeps no previous session where nothing is sent again (a plant\'s broker)', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    host.handle(NB, nbirth(0, 0), T0);
+    host.handle(NB, nbirth(0, 1), T0);
+    assert.equal(host.previousSession('Plant1', 'Line4'), undefined);
   });
 });

@@ -58,7 +58,7 @@ export function mqttInput(
         (topic, payload) => aedes?.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, () => undefined),
         log.child({ input: 'mqtt-sparkplug' }),
         sparkplug.groups,
-        // A QoS 1 publish hung up on unacknowledged may come again, after a new NBIRTH (session.ts, owe).
+        // A QoS 1 publish hung up on, or whose PUBACK was lost, comes again: previous sessions are kept for it.
         { resends: true },
       )
     : undefined;
@@ -96,7 +96,9 @@ export function mqttInput(
         // A message the session refuses (bad topic or payload, a seq gap) is acknowledged: it is
         // counted and logged, and the edge node must stay connected to answer the rebirth request.
         // Data the queue did not take is not: the connection closes and the edge node sends it again.
-        session.onMessage(packet.topic, Buffer.from(packet.payload)).then(
+        // With the connection and the DUP flag: a publish sent again (MQTT 3.1.1 §3.3.1.1), after the
+        // edge node's new NBIRTH or before it, is read in the session it was sent in (host.ts, resent).
+        session.onMessage(packet.topic, Buffer.from(packet.payload), Date.now(), { connection: c, dup: packet.dup === true }).then(
           () => done(null),
           (err: unknown) => {
             hungUp.set(c, err as Error);

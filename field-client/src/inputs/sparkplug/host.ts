@@ -1,6 +1,6 @@
 import type { EventPayload, TimeseriesPayload } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
-import { LIMITS } from '../../../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
 import { FieldNames, nameDefinitions, type Collision } from './names.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
@@ -45,6 +45,22 @@ export interface NodeSession {
   held: Map<number, HeldMessage>;
   /** when the reorder timeout of the held messages started (§5.9), undefined when none are held */
   heldSince: number | undefined;
+  /** the connection its NBIRTH came on, not sent again (see Via); undefined: unknown, or sent again */
+  born?: object | undefined;
+  /** its NBIRTH's timestamp: with bdSeq, what tells that NBIRTH sent again from a rebirth (see resent) */
+  bornAt?: number | undefined;
+}
+
+/**
+ * Where a message came from, on an input whose publishers send again what they got no PUBACK for
+ * (the local MQTT input, QoS 1). MQTT 3.1.1 §4.4 and §3.3.1.1: a client sends a PUBLISH again only
+ * on a later connection than the one it first sent it on, with DUP set.
+ */
+export interface Via {
+  /** the MQTT connection (compared by identity) */
+  connection: object;
+  /** the PUBLISH's DUP flag (MQTT 3.1.1 §3.3.1.1): sent before, on an earlier connection */
+  dup: boolean;
 }
 
 export interface HeldMessage {
@@ -86,7 +102,25 @@ interface Before {
   devices?: Map<string, Definitions>;
   /** the definitions of the device the message is about (undefined: not born) */
   device?: [string, Definitions | undefined];
+  /** its previous session (SparkplugHost.previous), as it was too: a message sent again may be read in it */
+  previous?: { p: Previous; fields: Pick<NodeSession, 'seq' | 'stale'>; device?: [string, Definitions | undefined] } | undefined;
 }
+
+/** An edge node's session a newer NBIRTH (or its NDEATH) ended, kept for what it sent being sent again. */
+interface Previous {
+  s: NodeSession;
+  /** when it ended */
+  at: number;
+}
+
+/**
+ * How far behind the last seq read a seq sent again is taken for one read already (a duplicate):
+ * half of seq's 256 values (Sparkplug B 3.0.0, payload `seq`: 0-255, one more each message, 255
+ * wrapping to 0; tck-id-payloads-sequence-num-incrementing). A seq 1 to 128 ahead is one not read
+ * yet. So at most 128 messages an edge node sent may be on their way unacknowledged at once: Eclipse
+ * Paho's default is 20 (max_inflight_messages).
+ */
+const SEQ_BEHIND = 128;
 
 export interface HostOptions {
   rebirthMinIntervalMs: number;
@@ -101,6 +135,12 @@ export interface HostOptions {
   reorderMaxHeldBytes?: number;
   /** bytes of birth definitions held over every edge node and device, estimated (default LIMITS.sparkplugDefinitionsMaxBytes) */
   maxDefinitionsBytes?: number;
+  /**
+   * Publishers send again what they got no PUBACK for (the local MQTT input): each edge node's
+   * previous session is kept for it (see resent). Without (a plant's broker, QoS 0, nothing sent
+   * again), a session ended is dropped at once.
+   */
+  resends?: boolean;
 }
 
 const BD_SEQ = 'bdSeq';
@@ -114,6 +154,15 @@ export class SparkplugHost {
   /** the field names every current birth declares (names.ts), and the births registered there, by edge node (device, or null) */
   private readonly names = new FieldNames();
   private readonly named = new Map<string, Map<string | null, Definitions>>();
+  /**
+   * Each edge node's previous session, for TIMINGS.sparkplugResendWindowMs after it ended, oldest
+   * first: what the edge node sends again after its new NBIRTH (Eclipse Paho's order) belongs to it
+   * (see resent). Its definitions count against LIMITS.sparkplugDefinitionsMaxBytes with the
+   * current ones (prevBytes, prevTotal); a current birth that needs the room drops the oldest.
+   */
+  private readonly previous = new Map<string, Previous>();
+  private readonly prevBytes = new Map<string, number>();
+  private prevTotal = 0;
   readonly reorder: ReorderBuffers;
 
   constructor(private readonly options: HostOptions) {
@@ -143,19 +192,174 @@ export class SparkplugHost {
     return this.sessions.size;
   }
 
-  /** Bytes of birth definitions held now over every edge node and device (estimated: Definitions.bytes). */
-  get definitionsBytes(): number {
-    return this.defTotal;
+  /** The previous session of an edge node (kept for what it sends again: see resent), for tests. */
+  previousSession(group: string, edge: string): Readonly<NodeSession> | undefined {
+    return this.previous.get(key(group, edge))?.s;
   }
 
-  /** One message; with it, the held messages it lets through (`released`). */
-  handle(t: SparkplugTopic, p: SparkplugPayload, now: number): HostOutcome {
+  /** Bytes of birth definitions held now over every edge node and device (estimated: Definitions.bytes), previous sessions' included. */
+  get definitionsBytes(): number {
+    return this.defTotal + this.prevTotal;
+  }
+
+  /**
+   * One message; with it, the held messages it lets through (`released`). `via`: where it came from,
+   * on an input whose publishers send again what was not acknowledged (see resent).
+   */
+  handle(t: SparkplugTopic, p: SparkplugPayload, now: number, via?: Via): HostOutcome {
     const k = key(t.group, t.edge);
+    this.expirePrevious(now);
     const before = this.before(k, t);
-    const out = this.process(t, p, now);
-    if (!out.held && t.type !== 'NDEATH') this.reorder.release(k, now, out);
+    const r = via?.dup && t.type !== 'NDEATH' ? this.resent(t, p, now, via.connection) : undefined;
+    const out = r ? r.out : this.process(t, p, now, via?.connection);
+    if (!out.held && t.type !== 'NDEATH' && !r?.previous) this.reorder.release(k, now, out);
     out.undo = () => this.restore(k, before);
     return out;
+  }
+
+  /**
+   * A message sent again (DUP, MQTT 3.1.1 §3.3.1.1), so first sent on an earlier connection. Read in
+   * the session it was sent in, by its seq, so that nothing acknowledged goes unstored:
+   *
+   * - The current session, unless its NBIRTH came on this very connection (not sent again): then it
+   *   began after the message was first sent, and the message is its previous session's (Eclipse
+   *   Paho publishes the NBIRTH of its new connection, then sends again what it got no PUBACK for).
+   * - A seq at most SEQ_BEHIND behind the last one that session read (or equal to it) was read
+   *   already: a duplicate of a message stored (or refused and counted) whose PUBACK was lost. It is
+   *   counted and logged (SPARKPLUG_DUPLICATE) and changes nothing: read as a gap, it made the
+   *   session stale, and what followed was refused, acknowledged and lost until the rebirth.
+   * - The next seq of the previous session: read against that session's births (its aliases), its
+   *   seq taken, the current session left as it is. Read against the current one it was a seq gap,
+   *   acknowledged unstored (or, by chance the next seq, read against the wrong births).
+   * - An NBIRTH is a duplicate only with the bdSeq and the timestamp of a birth read (a rebirth asked
+   *   by NCMD keeps its connection's bdSeq, §5.12, but not its timestamp; one without a timestamp,
+   *   which §6.4 does not allow, is never taken for one: storing twice loses nothing). Another sent
+   *   after the current one is an older session's birth, now the previous one, its values stored.
+   *
+   * What is neither is refused as any message would be (a gap in the previous session makes only it
+   * stale; no rebirth is asked, the current session being what a rebirth would renew).
+   */
+  private resent(t: SparkplugTopic, p: SparkplugPayload, now: number, connection: object): { out: HostOutcome; previous: boolean } {
+    const k = key(t.group, t.edge);
+    const s = this.sessions.get(k);
+    const current = s !== undefined && s.born !== connection;
+    const out = emptyOutcome();
+    // Whether the previous session may change (a birth or a message read in it): counted again then.
+    let inPrevious = false;
+    try {
+      if (t.type === 'NBIRTH') {
+        const bdSeq = bdSeqOf(p, 'NBIRTH');
+        const read = (x: NodeSession | undefined) => x !== undefined && x.bdSeq === bdSeq && p.timestamp !== undefined && x.bornAt === p.timestamp;
+        if (read(s) || (!current && read(this.previous.get(k)?.s))) throw duplicate(t, `the birth of bdSeq ${bdSeq} at ${p.timestamp} was read already`);
+        // No newer birth (none, or one of an earlier connection): it starts the current session.
+        if (!s || current) return { out: this.process(t, p, now, undefined), previous: false };
+        inPrevious = true;
+        this.olderBirth(t, p, now, out);
+        return { out, previous: true };
+      }
+      if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
+      const into = current ? s : this.previous.get(k)?.s;
+      if (into && (into.seq - p.seq + 256) % 256 < SEQ_BEHIND) throw duplicate(t, `seq ${p.seq} was read already (its session's last is ${into.seq})`);
+      if (current) return { out: this.process(t, p, now, undefined), previous: false };
+      if (!into) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a session no longer known`);
+      if (into.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a previous session with a gap`);
+      inPrevious = true;
+      const expected = (into.seq + 1) % 256;
+      if (p.seq !== expected) {
+        into.stale = true;
+        throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH has seq ${p.seq}, its previous session's next is ${expected}`);
+      }
+      try {
+        this.take(into, t, p, p.seq, now, out, false);
+      } catch (err) {
+        if (err instanceof FieldStreamError && err.code === 'SPARKPLUG_UNKNOWN_METRIC') into.stale = true;
+        throw err;
+      }
+    } catch (err) {
+      if (!(err instanceof FieldStreamError)) throw err;
+      out.readings = [];
+      out.events = [];
+      out.refused = err;
+    } finally {
+      if (inPrevious) this.recount(k, out);
+    }
+    return { out, previous: true };
+  }
+
+  /**
+   * An NBIRTH sent again after a newer one (see resent): the birth of a session older than the
+   * current, which becomes the previous session, so that what it sent after it is read in it. Its
+   * values and its nbirth event are stored; the current session is left as it is. Refused, it leaves
+   * no previous session: what follows it cannot be told from that session's messages.
+   */
+  private olderBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
+    const k = key(t.group, t.edge);
+    try {
+      if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
+      const bdSeq = bdSeqOf(p, 'NBIRTH');
+      const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
+      nameDefinitions(defs, { group: t.group, edge: t.edge, device: undefined });
+      this.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs, k, this.prevBytes.get(k) ?? 0);
+      const s: NodeSession = { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, bornAt: p.timestamp };
+      this.keepPrevious(k, s, now);
+      this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
+      out.events.push(lifecycleEvent('nbirth', t, p.timestamp ?? now, { bdSeq, metrics: defs.byName.size }));
+    } catch (err) {
+      this.previous.delete(k);
+      throw err;
+    }
+  }
+
+  /** Keeps `s` as the previous session of `k` (the newest: last in the map), within LIMITS.sparkplugMaxEdgeNodes. */
+  private keepPrevious(k: string, s: NodeSession, now: number): void {
+    this.previous.delete(k);
+    if (!this.options.resends) return;
+    for (const [other] of this.previous) {
+      if (this.previous.size < this.maxEdgeNodes) break;
+      this.previous.delete(other);
+      this.recount(other);
+    }
+    this.previous.set(k, { s, at: now });
+  }
+
+  /** Previous sessions ended TIMINGS.sparkplugResendWindowMs ago: nothing of theirs is sent again so late. */
+  private expirePrevious(now: number): void {
+    for (const [k, e] of this.previous) {
+      if (now - e.at < TIMINGS.sparkplugResendWindowMs) break;
+      this.previous.delete(k);
+      this.recount(k);
+    }
+  }
+
+  /**
+   * Current births come first: previous sessions are dropped, oldest first (`keep`'s last), until
+   * every definition held fits LIMITS.sparkplugDefinitionsMaxBytes again.
+   */
+  private fitPrevious(keep?: string): void {
+    const max = this.options.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
+    const keys = [...this.previous.keys()].filter((x) => x !== keep);
+    if (keep !== undefined && this.previous.has(keep)) keys.push(keep);
+    for (const k of keys) {
+      if (this.defTotal + this.prevTotal <= max) return;
+      this.previous.delete(k);
+      this.recount(k);
+    }
+  }
+
+  /** A birth read into a previous session: room made by dropping other previous sessions, else refused. `freed`: the bytes it replaces. */
+  private roomPrevious(what: string, defs: Definitions, k: string, freed: number): void {
+    const max = this.options.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
+    for (const other of [...this.previous.keys()]) {
+      if (this.defTotal + this.prevTotal - freed + defs.bytes <= max) return;
+      if (other === k) continue;
+      this.previous.delete(other);
+      this.recount(other);
+    }
+    if (this.defTotal + this.prevTotal - freed + defs.bytes <= max) return;
+    throw new FieldStreamError(
+      'SPARKPLUG_DEFINITIONS_FULL',
+      `${what} refused: its definitions (about ${defs.bytes} bytes) would take those held past ${max} bytes (${this.defTotal + this.prevTotal} held now)`,
+    );
   }
 
   /**
@@ -166,9 +370,16 @@ export class SparkplugHost {
    */
   private before(k: string, t: SparkplugTopic): Before {
     const s = this.sessions.get(k);
-    if (!s) return { s };
+    const p = this.previous.get(k);
+    const previous = p && {
+      p,
+      fields: { seq: p.s.seq, stale: p.s.stale },
+      ...(t.device !== undefined ? { device: [t.device, p.s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
+    };
+    if (!s) return { s, previous };
     return {
       s,
+      previous,
       fields: { bdSeq: s.bdSeq, seq: s.seq, defs: s.defs, stale: s.stale },
       ...(s.held.size > 0 ? { devices: new Map(s.devices) } : {}),
       ...(t.device !== undefined ? { device: [t.device, s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
@@ -184,6 +395,15 @@ export class SparkplugHost {
   }
 
   private putBack(k: string, b: Before): void {
+    if (b.previous) {
+      const { p, fields, device } = b.previous;
+      if (this.previous.get(k) !== p) this.previous.set(k, p);
+      Object.assign(p.s, fields);
+      if (device) {
+        if (device[1]) p.s.devices.set(device[0], device[1]);
+        else p.s.devices.delete(device[0]);
+      }
+    } else this.previous.delete(k);
     if (!b.s) {
       this.sessions.delete(k);
       return;
@@ -203,15 +423,15 @@ export class SparkplugHost {
     return this.reorder.expire(now);
   }
 
-  private process(t: SparkplugTopic, p: SparkplugPayload, now: number): HostOutcome {
+  private process(t: SparkplugTopic, p: SparkplugPayload, now: number, connection?: object): HostOutcome {
     const out = emptyOutcome();
     try {
       switch (t.type) {
         case 'NBIRTH':
           try {
-            this.nodeBirth(t, p, now, out);
+            this.nodeBirth(t, p, now, out, connection);
           } catch (err) {
-            this.nodeBirthRefused(t, out);
+            this.nodeBirthRefused(t, now, out);
             throw err;
           }
           break;
@@ -258,13 +478,18 @@ export class SparkplugHost {
   private recount(k: string, out?: HostOutcome): void {
     const s = this.sessions.get(k);
     const was = this.defBytes.get(k) ?? 0;
-    let n = 0;
-    if (s) {
-      n = s.defs.bytes;
-      for (const d of s.devices.values()) n += d.bytes;
-      this.defBytes.set(k, n);
-    } else this.defBytes.delete(k);
+    const n = s ? bytesOf(s) : 0;
+    if (s) this.defBytes.set(k, n);
+    else this.defBytes.delete(k);
     this.defTotal += n - was;
+    // The previous session's are counted apart: a current birth may drop them for room (fitPrevious).
+    const p = this.previous.get(k)?.s;
+    const pWas = this.prevBytes.get(k) ?? 0;
+    const pn = p ? bytesOf(p) : 0;
+    if (p) this.prevBytes.set(k, pn);
+    else this.prevBytes.delete(k);
+    this.prevTotal += pn - pWas;
+    // Only current births name fields: a previous session's metrics go to the names they had (names.ts, field).
     this.rename(k, s, out);
   }
 
@@ -318,14 +543,17 @@ export class SparkplugHost {
    * read, so the old ones no longer name what it sends. Its session is ended: its data is refused
    * (SPARKPLUG_NOT_BORN) until a valid NBIRTH, rather than stored under the old birth's names.
    */
-  private nodeBirthRefused(t: SparkplugTopic, out: HostOutcome): void {
+  private nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome): void {
     const k = key(t.group, t.edge);
-    if (!this.sessions.has(k)) return;
+    const s = this.sessions.get(k);
+    if (!s) return;
     this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its new NBIRTH was refused`, out);
+    // Kept a while, as when a birth replaces it: what the edge node sends again after this one was sent in it.
+    this.keepPrevious(k, s, now);
     this.sessions.delete(k);
   }
 
-  private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
+  private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, connection: object | undefined): void {
     if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
     const bdSeq = bdSeqOf(p, 'NBIRTH');
     const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
@@ -339,11 +567,21 @@ export class SparkplugHost {
     this.room(`NBIRTH of ${t.group}/${t.edge}`, defs, this.defBytes.get(k) ?? 0);
     // A new session: what was held for the old one is of no use any more.
     this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
+    // The old one is kept a while: what the edge node sends again after this birth was sent in it (resent).
+    const old = this.sessions.get(k);
+    if (old) this.keepPrevious(k, old, now);
     // In force before its values are read, so that they go to the fields its names get beside every
-    // other metric followed (names.ts); a value that is refused ends it again (nodeBirthRefused).
-    this.sessions.set(k, { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined });
+    // other metric followed (names.ts); a value that is refused ends it again.
+    this.sessions.set(k, { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, born: connection, bornAt: p.timestamp });
     this.recount(k, out);
-    this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
+    this.fitPrevious(k);
+    try {
+      this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
+    } catch (err) {
+      // Ended again; the session it replaced stays the previous one (nodeBirthRefused finds none to keep).
+      this.sessions.delete(k);
+      throw err;
+    }
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 
@@ -357,6 +595,8 @@ export class SparkplugHost {
       );
     }
     this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its NDEATH ended its session`, out);
+    // Kept a while: a connection lost (its will) leaves unacknowledged messages its edge node sends again.
+    this.keepPrevious(key(t.group, t.edge), s, now);
     this.sessions.delete(key(t.group, t.edge));
     out.events.push(lifecycleEvent('ndeath', t, p.timestamp ?? now, { bdSeq }));
   }
@@ -377,7 +617,16 @@ export class SparkplugHost {
       this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: seq ${p.seq} is a gap`, out);
       throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} has seq ${p.seq}, expected ${expected}`);
     }
-    s.seq = p.seq;
+    this.take(s, t, p, p.seq, now, out, true);
+  }
+
+  /**
+   * An NDATA, DBIRTH, DDATA or DDEATH carrying the next seq of session `s`: the current one
+   * (`current`), or its previous one for a message sent again (resent), whose births' room is made
+   * among the previous sessions only.
+   */
+  private take(s: NodeSession, t: SparkplugTopic, p: SparkplugPayload, seq: number, now: number, out: HostOutcome, current: boolean): void {
+    s.seq = seq;
     const at = p.timestamp ?? now;
     if (t.type === 'NDATA') return this.fields(t, p, s.defs, now, out);
     const device = t.device as string;
@@ -392,10 +641,13 @@ export class SparkplugHost {
       try {
         defs = definitions(p.metrics);
         nameDefinitions(defs, { group: t.group, edge: t.edge, device });
-        this.room(`DBIRTH of ${t.group}/${t.edge}/${device}`, defs, s.devices.get(device)?.bytes ?? 0);
+        const what = `DBIRTH of ${t.group}/${t.edge}/${device}`;
+        if (current) this.room(what, defs, s.devices.get(device)?.bytes ?? 0);
+        else this.roomPrevious(`${what} sent again`, defs, key(t.group, t.edge), s.devices.get(device)?.bytes ?? 0);
         // In force before its values are read, as for an NBIRTH (nodeBirth).
         s.devices.set(device, defs);
         this.recount(key(t.group, t.edge), out);
+        if (current) this.fitPrevious(key(t.group, t.edge));
         this.fields(t, p, defs, now, out);
       } catch (err) {
         // The device was born again with definitions that could not be read: the old ones no longer
@@ -473,4 +725,16 @@ function bdSeqOf(p: SparkplugPayload, type: string): number {
   const v = metricValue(datatype, m.raw, m.isNull);
   if ('skip' in v || typeof v.value !== 'number') throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${type} bdSeq has no value`);
   return v.value;
+}
+
+/** What a session's definitions take, its devices' with them (Definitions.bytes). */
+function bytesOf(s: NodeSession): number {
+  let n = s.defs.bytes;
+  for (const d of s.devices.values()) n += d.bytes;
+  return n;
+}
+
+/** A message sent again that its session read already (see SparkplugHost.resent). */
+function duplicate(t: SparkplugTopic, why: string): FieldStreamError {
+  return new FieldStreamError('SPARKPLUG_DUPLICATE', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} sent again (DUP): ${why}; not stored again`);
 }

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { EventPayloadSchema, TimeseriesPayloadSchema } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
 import { LimitedLog } from '../../../../shared/limited-log.ts';
@@ -6,7 +5,7 @@ import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { Submission } from '../../client-options.ts';
 import type { FieldClient } from '../../field-client.ts';
-import { key, SparkplugHost, type HostOutcome } from './host.ts';
+import { key, SparkplugHost, type HostOutcome, type Via } from './host.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
 import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
@@ -47,30 +46,10 @@ export interface SparkplugSessionOptions {
   /** our own STATE was delivered with online=false (an old will, or someone else's publish) */
   onOwnOffline?: ((state: StatePayload) => void) | undefined;
   /**
-   * Publishers send again what was not acknowledged (the local MQTT input, QoS 1): what the queue
-   * refused is kept for TIMINGS.sparkplugResendWindowMs to be stored when it comes again (see owe).
+   * Publishers send again what they got no PUBACK for (the local MQTT input, QoS 1): each edge node's
+   * previous session is kept for what it sends again (HostOptions.resends).
    */
   resends?: boolean | undefined;
-}
-
-/**
- * A message whose data the queue refused, unacknowledged: what it carried, as read then, and the
- * state of its edge node's session it was read in (stateOf), to store when it is sent again.
- */
-interface Owed {
-  items: Submission[];
-  state: string;
-  at: number;
-}
-
-/** A message by its topic and the SHA-256 of its payload: a resend is the same bytes (MQTT 3.1.1 §4.3.2). */
-function owedId(topic: string, bytes: Uint8Array): string {
-  return `${topic}\u0000${createHash('sha256').update(bytes).digest('hex')}`;
-}
-
-/** An edge node's session, as far as whether a message would be read again as it was (bdSeq, seq, stale). */
-function stateOf(s: { bdSeq: number; seq: number; stale: boolean } | undefined): string {
-  return s ? `${s.bdSeq}/${s.seq}/${s.stale}` : 'none';
 }
 
 /**
@@ -100,9 +79,6 @@ export class SparkplugSession {
   private next: Batch | undefined;
   /** how to undo each message whose items are not appended yet, in the order taken (see submit) */
   private undos: Array<Undo & { batch: Batch }> = [];
-  /** messages the queue refused, by topic and payload digest, oldest first (see owe) */
-  private readonly owed = new Map<string, Owed>();
-  private owedItems = 0;
   /** readings and events taken and not yet appended or refused */
   private pendingItems = 0;
   /** refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs */
@@ -117,7 +93,7 @@ export class SparkplugSession {
     private readonly groups: readonly string[] = [],
     private readonly options: SparkplugSessionOptions = {},
   ) {
-    this.host = new SparkplugHost({ rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs, reorderTimeoutMs: options.reorderTimeoutMs ?? 0 });
+    this.host = new SparkplugHost({ rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs, reorderTimeoutMs: options.reorderTimeoutMs ?? 0, resends: options.resends ?? false });
     this.peers = new PeerHosts(options.hostId);
     this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
   }
@@ -126,9 +102,11 @@ export class SparkplugSession {
    * Takes one message; never throws. Resolves once what it carried is in the durable queue, or the
    * message was refused (counted, logged: a bad topic or payload, a seq gap); rejects only when the
    * queue did not take its data (full, its disk failing). The local MQTT input acknowledges a QoS 1
-   * publish only when it resolves.
+   * publish only when it resolves. `via`: the connection it came on and its DUP flag, from an input
+   * whose publishers send again what was not acknowledged (the local MQTT input): a message sent again
+   * is read in the session it was sent in (SparkplugHost.resent).
    */
-  onMessage(topic: string, bytes: Uint8Array, now = Date.now()): Promise<void> {
+  onMessage(topic: string, bytes: Uint8Array, now = Date.now(), via?: Via): Promise<void> {
     const t = parseTopic(topic);
     if (t === 'state') {
       this.stats.messages++;
@@ -143,22 +121,9 @@ export class SparkplugSession {
     if (t.type === 'NCMD' || t.type === 'DCMD') return Promise.resolve();
     if (this.groups.length > 0 && !this.groups.includes(t.group)) return Promise.resolve();
     this.stats.messages++;
-    const resent = this.options.resends ? { topic, bytes } : undefined;
-    const state = stateOf(this.host.session(t.group, t.edge));
-    // Hashed only while something is owed: the common case costs nothing.
-    const owed = resent && this.owed.size > 0 ? this.takeOwed(owedId(topic, bytes), now) : undefined;
-    if (owed && owed.state !== state) {
-      // Sent again after its edge node's session moved on (a client that sends the NBIRTH of its
-      // new connection first, then what it got no PUBACK for: Eclipse Paho): read now, it would be
-      // a seq gap, or an old NBIRTH replacing the current one, and acknowledged unstored. What it
-      // carried is stored as read the first time; the session is left as it is.
-      this.stats.accepted++;
-      this.log.info({ topic: topic.slice(0, 200) }, 'Sparkplug message sent again after its session moved on: stored as first read');
-      return this.submit([...owed.items], topic, { edge: key(t.group, t.edge), undo: () => undefined, resent, state: owed.state, items: owed.items });
-    }
     let outcome: HostOutcome;
     try {
-      outcome = this.host.handle(t, decodePayload(bytes), now);
+      outcome = this.host.handle(t, decodePayload(bytes), now, via);
     } catch (err) {
       // Whatever went wrong with one message, the next is taken: the input never stops on input.
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
@@ -167,48 +132,9 @@ export class SparkplugSession {
     const items: Submission[] = [];
     this.apply(t, topic, outcome, now, items, true);
     this.arm();
-    return this.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo, resent, state, items: [...items] });
-  }
-
-  /** The message `id` refused by the queue, if kept (and no longer kept: it is being sent again). */
-  private takeOwed(id: string, now: number): Owed | undefined {
-    this.expireOwed(now);
-    const o = this.owed.get(id);
-    if (!o) return undefined;
-    this.owed.delete(id);
-    this.owedItems -= o.items.length;
-    return o;
-  }
-
-  /**
-   * Keeps a message whose data the queue refused (its connection closed unacknowledged) until it is
-   * sent again: a client with a clean session may (MQTT 3.1.1 §4.4 requires it only of a session
-   * resumed), mqtt.js before its new connection's NBIRTH, where undoing the message is enough,
-   * Eclipse Paho after it, where it is not (onMessage). At most LIMITS.sparkplugPendingMaxItems
-   * readings and events, for TIMINGS.sparkplugResendWindowMs: a message sent again later, or past
-   * the bound, is read against the session as it is then.
-   */
-  private owe(u: Undo, now = Date.now()): void {
-    if (u.resent === undefined || u.state === undefined || u.items === undefined) return;
-    const id = owedId(u.resent.topic, u.resent.bytes);
-    const had = this.owed.get(id);
-    if (had) this.owedItems -= had.items.length;
-    this.owed.delete(id);
-    this.owed.set(id, { items: u.items, state: u.state, at: now });
-    this.owedItems += u.items.length;
-    for (const [id, o] of this.owed) {
-      if (this.owedItems <= LIMITS.sparkplugPendingMaxItems) break;
-      this.owed.delete(id);
-      this.owedItems -= o.items.length;
-    }
-  }
-
-  private expireOwed(now: number): void {
-    for (const [id, o] of this.owed) {
-      if (now - o.at < TIMINGS.sparkplugResendWindowMs) break;
-      this.owed.delete(id);
-      this.owedItems -= o.items.length;
-    }
+    // A duplicate (SPARKPLUG_DUPLICATE) carries nothing: it is acknowledged only with, and undone
+    // with, the messages of its edge node still waiting for the queue (submit), one of which it may be.
+    return this.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo });
   }
 
   /**
@@ -300,13 +226,17 @@ export class SparkplugSession {
       // Nothing to store (null values only, a refusal), but its seq was taken: while earlier messages
       // of its edge node still wait for the queue it must not be acknowledged before them. Acknowledged
       // at once, it was not sent again after their append failed and they were undone, so the resend
-      // of the next one was a seq gap, refused and acknowledged unstored. It waits on the batch of
-      // the latest of them, and is undone with them.
-      let last: (typeof this.undos)[number] | undefined;
-      for (let i = this.undos.length - 1; i >= 0 && undo && !last; i--) if (this.undos[i]!.edge === undo.edge) last = this.undos[i];
-      if (!undo || !last) return Promise.resolve();
-      this.undos.push({ ...undo, batch: last.batch });
-      return last.batch.done;
+      // of the next one was a seq gap, refused and acknowledged unstored. It is undone with them, and
+      // acknowledged only once every batch holding one of them is appended: a duplicate
+      // (SPARKPLUG_DUPLICATE) of one in an earlier batch that failed, acknowledged with a later
+      // batch, was not sent again, and the data it repeated, undone, was lost.
+      if (!undo) return Promise.resolve();
+      const batches = new Set<Batch>();
+      for (const u of this.undos) if (u.edge === undo.edge) batches.add(u.batch);
+      const last = [...batches].at(-1);
+      if (!last) return Promise.resolve();
+      this.undos.push({ ...undo, batch: last });
+      return batches.size === 1 ? last.done : Promise.all([...batches].map((b) => b.done)).then(() => undefined);
     }
     if (this.pendingItems + items.length > LIMITS.sparkplugPendingMaxItems) {
       const err = new FieldStreamError('FIELD_QUEUE_FULL', `${this.pendingItems} Sparkplug readings and events wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
@@ -317,7 +247,6 @@ export class SparkplugSession {
         undo.undo();
       }
       this.rollBack(edges);
-      if (undo) this.owe(undo);
       return Promise.reject(err);
     }
     let batch = this.next;
@@ -354,7 +283,6 @@ export class SparkplugSession {
   private rollBack(edges: ReadonlySet<string>): void {
     if (edges.size === 0) return;
     for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undos[i]!.undo();
-    for (const u of this.undos) if (edges.has(u.edge)) this.owe(u);
     this.undos = this.undos.filter((u) => !edges.has(u.edge));
   }
 
@@ -430,16 +358,10 @@ export class SparkplugSession {
 
 }
 
-/** How to undo a message whose items are not appended yet, and what to keep of it should the queue refuse them (owe). */
+/** How to undo a message whose items are not appended yet (see submit). */
 interface Undo {
   edge: string;
   undo: () => void;
-  /** the message, with a session that keeps what the queue refused (resends) */
-  resent?: { topic: string; bytes: Uint8Array } | undefined;
-  /** stateOf its edge node's session before it */
-  state?: string | undefined;
-  /** what it carried */
-  items?: Submission[] | undefined;
 }
 
 interface Batch {
