@@ -891,6 +891,10 @@ export const CONSOLE = {
   /** readings waiting to be scored for anomalies; past it readings are skipped and counted, never
    * slowing what feeds them */
   anomalyQueueMax: 200_000,
+  /** milliseconds. Most one turn of anomaly scoring holds the event loop (also at most 500
+   * readings a turn): a forest grown costs some 3.5 ms, and after a restart each restored device
+   * grows its own at its first row, 500 of them a turn held the console's pages for 1.75 s. */
+  anomalyTurnMaxMs: 20,
   /** milliseconds between saves of the anomaly detectors' state (CONSOLE_STATE_DIR; also saved when
    * the console stops): what a kill loses is at most this much learning. The forest takes a row per
    * 10 minutes of a device's readings (forestSampleIntervalMs), so a save per row's worth. */

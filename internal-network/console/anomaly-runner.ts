@@ -16,7 +16,9 @@ export interface ReadingScorer {
   stats?(): { devices: number; devicesRefused: number };
 }
 
-/** readings scored per turn of the event loop before it yields to the console's other work */
+/** readings scored per turn of the event loop before it yields to the console's other work, at
+ * most (a turn also ends after CONSOLE.anomalyTurnMaxMs: a reading that grows a forest costs
+ * milliseconds, and after a restart every restored device grows its own at its first row) */
 const CHUNK = 500;
 
 /**
@@ -64,9 +66,20 @@ export class AnomalyRunner {
   }
 
   private run(): void {
-    const end = Math.min(this.queue.length, this.head + CHUNK);
-    const chunk = this.queue.slice(this.head, end);
-    this.head = end;
+    const started = performance.now();
+    const last = Math.min(this.queue.length, this.head + CHUNK);
+    const refusedBefore = this.scorer.stats?.().devicesRefused ?? 0;
+    let n = 0;
+    while (this.head < last) {
+      const r = this.queue[this.head++] as Reading;
+      n++;
+      try {
+        for (const a of this.scorer.score(r)) this.found(a);
+      } catch (err) {
+        this.log.error({ err, deviceId: r.device }, 'anomaly scoring failed for a reading');
+      }
+      if (performance.now() - started >= CONSOLE.anomalyTurnMaxMs) break;
+    }
     if (this.head === this.queue.length) {
       this.queue = [];
       this.head = 0;
@@ -74,17 +87,9 @@ export class AnomalyRunner {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
-    const refusedBefore = this.scorer.stats?.().devicesRefused ?? 0;
-    for (const r of chunk) {
-      try {
-        for (const a of this.scorer.score(r)) this.found(a);
-      } catch (err) {
-        this.log.error({ err, deviceId: r.device }, 'anomaly scoring failed for a reading');
-      }
-    }
     const refused = (this.scorer.stats?.().devicesRefused ?? 0) - refusedBefore;
     this.unscored += refused;
-    this.scored += chunk.length - refused;
+    this.scored += n - refused;
     if (this.pending > 0) setImmediate(() => this.run());
     else this.scheduled = false;
   }
