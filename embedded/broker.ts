@@ -50,7 +50,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     authorizePublish(client, packet, done) {
       if (client === null) return done(null); // the broker itself (will messages)
       const role = roles.get(client) ?? '';
-      if (mayPublish(role, packet.topic)) return done(null);
+      if (mayPublish(role, packet.topic, packet)) return done(null);
       log.warn({ code: 'BROKER_NOT_AUTHORIZED', role, topic: packet.topic }, 'refused a publish outside the role');
       done(new Error(`${role} may not publish to ${packet.topic}`));
     },

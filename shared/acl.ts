@@ -17,6 +17,12 @@ export interface RolePolicy {
   publish: readonly string[];
   /** filters the role may subscribe to (a narrower filter is allowed too) */
   subscribe: readonly string[];
+  /**
+   * filters the role may publish to only to clear a retained message: an empty payload with the
+   * RETAIN flag (MQTT 5 §3.3.1.3). The embedded broker holds a role to that; a Mosquitto ACL grants
+   * a topic, not a payload, and writes these as plain `topic write` lines.
+   */
+  clear?: readonly string[];
 }
 
 export const RESPONSE_FILTER = `${TOPIC_ROOT}/+/up/response`;
@@ -28,8 +34,13 @@ export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze
   // receipts for the messages it received (it cannot forge one: each is under its device's key).
   gateway: { publish: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity], subscribe: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts] },
   // Internal: reads all uplink data and presence; writes commit receipts, and the stored feed of
-  // what it wrote (internal-network/shared/stored-feed.ts).
-  distributor: { publish: [TOPIC_FILTERS.receipts, STORED_FEED_TOPIC], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity] },
+  // what it wrote (internal-network/shared/stored-feed.ts); clears the retained presences of device
+  // ids the DMZ invented (internal-network/distributor/presence-clearer.ts).
+  distributor: {
+    publish: [TOPIC_FILTERS.receipts, STORED_FEED_TOPIC],
+    subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity],
+    clear: [TOPIC_FILTERS.status],
+  },
   // Internal: sends commands, reads their responses and device presence.
   'command-api': { publish: [TOPIC_FILTERS.downlink], subscribe: [RESPONSE_FILTER, TOPIC_FILTERS.status] },
   // Read-only consumers (analytics, dashboards): uplink data and presence, nothing to write.
@@ -66,10 +77,21 @@ export function filterCovers(allowed: string, requested: string): boolean {
   return a.length === r.length;
 }
 
-export function mayPublish(role: string, topic: string): boolean {
+/**
+ * Whether `role` may publish `message` (its payload and RETAIN flag; without it, only what the role
+ * may publish whatever it holds) to `topic`.
+ */
+export function mayPublish(role: string, topic: string, message?: { payload: Buffer | string; retain: boolean }): boolean {
   const policy = ROLE_POLICIES[role];
   if (!policy || topic.includes('+') || topic.includes('#')) return false;
-  return policy.publish.some((f) => filterCovers(f, topic));
+  if (policy.publish.some((f) => filterCovers(f, topic))) return true;
+  return message !== undefined && message.retain && message.payload.length === 0 && (policy.clear ?? []).some((f) => filterCovers(f, topic));
+}
+
+/** What `role` may write on a broker whose ACL grants topics only (Mosquitto): its publish and clear filters. */
+export function writeFilters(role: string): string[] {
+  const policy = ROLE_POLICIES[role];
+  return policy ? [...policy.publish, ...(policy.clear ?? [])] : [];
 }
 
 export function maySubscribe(role: string, filter: string): boolean {

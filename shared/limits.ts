@@ -135,6 +135,15 @@ export const LIMITS = {
   /** devices. Most devices whose last security-event time the distributor keeps (a point per
    * refusal of a known device needs a time of its own); past it, those of earlier seconds are forgotten. */
   securityEventClockMaxDevices: 100_000,
+  /** clears a second. Most empty retained publishes one distributor sends to clear the retained
+   * presence of a device id it judges invented (internal-network/distributor/presence-clearer.ts):
+   * each is a message to every subscriber of the presence topic (the command API, consumers, the
+   * distributors), so a flood of invented ids doubles what they are sent at most up to this rate. */
+  presenceClearsPerSecond: 1000,
+  /** topics. Most presence topics one distributor holds waiting to be cleared (presenceClearsPerSecond);
+   * a burst past it is counted (distributor_presence_clears_skipped_total) and its presences stay
+   * retained until their ids are presented again. About 200 bytes each. */
+  presenceClearsPendingMax: 50_000,
   /** security events. Most refusals whose time the distributor remembers, so that the same refusal
    * checked again (its write retried after a failure that may have reached the database, its message
    * delivered again) is the same point, not a second at a later time (verifier.ts); the oldest are
@@ -592,6 +601,9 @@ export const TIMINGS = {
   /** milliseconds. The distributor's first pause before writing again while the database is down
    * (full jitter, doubling up to DISTRIBUTOR_RETRY_MAX_MS). */
   distributorRetryInitialMs: 250,
+  /** milliseconds. The distributor sends its waiting presence clears this often, a tick's share of
+   * LIMITS.presenceClearsPerSecond each time (internal-network/distributor/presence-clearer.ts). */
+  presenceClearTickMs: 100,
   /** milliseconds. The stored feed gathers what was written for this long and publishes it in a few
    * messages: four updates a second for the console, not one MQTT message per database write. */
   feedCoalesceMs: 250,

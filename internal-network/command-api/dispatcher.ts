@@ -178,6 +178,9 @@ export class CommandDispatcher {
     try {
       const where = parseTopic(topic);
       if (where.kind === 'status') {
+        // An empty presence clears the retained one (MQTT 5 §3.3.1.3): the distributor clears those
+        // of ids the DMZ invented (internal-network/distributor/presence-clearer.ts). Not a fault.
+        if (payload.length === 0) return;
         const status = parseEnvelope(StatusEnvelopeSchema, payload);
         if (status.state === 'online') this.redeliver(where.deviceId);
         return;

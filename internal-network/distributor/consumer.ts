@@ -85,7 +85,7 @@ export class Consumer {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
       const taken = Date.now();
       this.inProgressSince = taken;
-      this.process(packet.topic, payload, taken).then(
+      this.process(packet.topic, payload, taken, packet.retain).then(
         () => {
           this.inProgressSince = undefined;
           callback();
@@ -105,13 +105,13 @@ export class Consumer {
     this.wake?.();
   }
 
-  /** `taken`: when the broker handed the message over, the same for every attempt (MessageHandler.handle). */
-  private async process(topic: string, payload: Buffer, taken: number): Promise<void> {
+  /** `taken`: when the broker handed the message over, the same for every attempt; `retained`: its RETAIN flag (MessageHandler.handle). */
+  private async process(topic: string, payload: Buffer, taken: number, retained = false): Promise<void> {
     let unexpected = 0;
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new Stopped();
       try {
-        const done = await this.handler.handle(topic, payload, taken);
+        const done = await this.handler.handle(topic, payload, taken, retained);
         for (const r of done.receipts ?? []) this.receipts?.add(r);
         // Sections of a gateway's envelope the database refused: kept before the envelope is acknowledged.
         for (const d of done.deadLetters ?? []) await this.deadLetter(d.topic, d.payload, d.error);

@@ -25,6 +25,7 @@ import { DistributorMetrics } from './metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { StoredFeedPublisher } from './stored-feed-publisher.ts';
+import { PresenceClearer } from './presence-clearer.ts';
 import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
 
 export interface Distributor {
@@ -91,7 +92,11 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     log.child({ subsystem: 'security' }),
   );
   const files = new FileStore(config.FILE_STORAGE_PATH);
-  const handler = new MessageHandler(sink, files, verifier, metrics);
+  // Retained presences of ids the DMZ invented, cleared on the internal broker (presence-clearer.ts),
+  // on the consumers' connections. Only a subscription that keeps the RETAIN flag as published (MQTT
+  // 5 §3.8.3.1) tells which presences are retained: with MQTT 3.1.1 none is cleared.
+  const presences = config.MQTT_PROTOCOL_VERSION === 5 ? new PresenceClearer(clients, log.child({ subsystem: 'presences' }), { cleared: metrics.presencesCleared, skipped: metrics.presenceClearsSkipped }) : undefined;
+  const handler = new MessageHandler(sink, files, verifier, metrics, presences);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot, { maxBytes: config.DEAD_LETTER_MAX_BYTES });
   metrics.bindDeadLetters(() => deadLetters.heldBytes);
   const tls = readMqttTls(config);
@@ -115,7 +120,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
     );
     clients.push(mqtt);
     consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept));
-    subscribed.push(subscribeOnEveryConnect(mqtt, filters, { qos: 1 }, clog).ready);
+    subscribed.push(subscribeOnEveryConnect(mqtt, filters, config.MQTT_PROTOCOL_VERSION === 5 ? { qos: 1, rap: true } : { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
   // Sessions of consumers that no longer run still collect their share of the shared subscription:
@@ -231,6 +236,7 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
         await (await metricsServer.catch(() => undefined))?.close();
         for (const c of consumers) c.stop();
         feed?.close();
+        presences?.close();
         // Forced: an unfinished message must not be acknowledged on the way out.
         await Promise.all(clients.map((c) => endMqtt(c, true)));
         clearInterval(tallyTimer);

@@ -9,7 +9,7 @@ import {
   type GatewayEnvelope,
   type UplinkEnvelope,
 } from '../../shared/contract/envelope.ts';
-import { parseTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { parseTopic, TOPIC_ROOT, uplinkTopic } from '../../shared/contract/topics.ts';
 import type { Scalar } from '../../shared/contract/primitives.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
@@ -21,6 +21,17 @@ import { UNREGISTERED_DEVICE } from './security/refusal-tally.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
+import type { PresenceClearer } from './presence-clearer.ts';
+
+const PRESENCE_PREFIX = `${TOPIC_ROOT}/`;
+const PRESENCE_SUFFIX = '/status';
+
+/** The device-id level of a topic the presence filter (`fieldstream/v1/devices/+/status`) matches, valid id or not; undefined for any other. */
+function presenceTopicId(topic: string): string | undefined {
+  if (topic.length < PRESENCE_PREFIX.length + PRESENCE_SUFFIX.length || !topic.startsWith(PRESENCE_PREFIX) || !topic.endsWith(PRESENCE_SUFFIX)) return undefined;
+  const id = topic.slice(PRESENCE_PREFIX.length, -PRESENCE_SUFFIX.length);
+  return id.includes('/') ? undefined : id;
+}
 
 export interface DeadLetterRequest {
   topic: string;
@@ -54,6 +65,8 @@ export class MessageHandler {
     private readonly files: FileStore,
     private readonly verifier: MessageVerifier,
     private readonly metrics: DistributorMetrics = new DistributorMetrics(),
+    /** clears the retained presences of invented ids on the internal broker (none: left there) */
+    private readonly presences?: Pick<PresenceClearer, 'clear'>,
   ) {}
 
   /**
@@ -62,8 +75,24 @@ export class MessageHandler {
    * time) is the same at each retry: a write that reached a store before failing elsewhere is not
    * a second row, and presences retried after an outage keep the order they came in, not that of
    * their backoffs.
+   *
+   * `retained`: the broker handed the message over with its RETAIN flag set (the subscription asks
+   * for the flag as published, MQTT 5 §3.8.3.1 Retain As Published): it is kept on the broker.
    */
-  async handle(topic: string, payload: Buffer, arrived: number = Date.now()): Promise<Handled> {
+  async handle(topic: string, payload: Buffer, arrived: number = Date.now(), retained = false): Promise<Handled> {
+    const presenceOf = presenceTopicId(topic);
+    if (presenceOf !== undefined) {
+      // An empty presence clears the topic's retained one (MQTT 5 §3.3.1.3): a distributor's own
+      // clear (presence-clearer.ts) coming back through the shared subscription, or the DMZ's. It
+      // says nothing of the device; not a refusal, not a dead letter.
+      if (payload.length === 0) return { points: 0, files: 0 };
+      // Kept on the internal broker, a presence of an invented id stays there for ever (one per id,
+      // without bound) and is handed to every new subscriber: cleared, whatever it holds (one that
+      // is no presence, or names no valid id, is a dead letter below, and was retained as well).
+      // Never one of a device registered or revoked, nor when the keys' folder lists no device
+      // (isInvented).
+      if (retained && this.verifier.isInvented(presenceOf)) this.presences?.clear(topic);
+    }
     const where = parseTopic(topic);
     if (where.kind === 'status') {
       const status = parseEnvelope(StatusEnvelopeSchema, payload);

@@ -32,6 +32,8 @@ export class DistributorMetrics {
   readonly batchPoints;
   readonly oldestInProgress;
   readonly receipts;
+  readonly presencesCleared;
+  readonly presenceClearsSkipped;
   readonly feedPoints;
   readonly feedDropped;
   readonly endToEnd;
@@ -80,6 +82,14 @@ export class DistributorMetrics {
       this.set(since === undefined ? 0 : Math.max(0, (Date.now() - since) / 1000));
     });
     this.receipts = metrics.counter('distributor_receipts_total', 'Commit receipts published to the gateways.');
+    this.presencesCleared = metrics.counter(
+      'distributor_presences_cleared_total',
+      'Retained presences of device ids neither registered nor revoked (the DMZ\'s inventions) cleared on the internal broker (an empty retained publish the broker acknowledged).',
+    );
+    this.presenceClearsSkipped = metrics.counter(
+      'distributor_presence_clears_skipped_total',
+      'Retained presences of invented device ids left on the internal broker: more waiting than LIMITS.presenceClearsPendingMax, or the clear refused (an ACL without the distributor\'s write of presence topics) or lost with its connection.',
+    );
     this.feedPoints = metrics.counter('distributor_feed_points_total', 'Stored points published on the stored feed (fieldstream/v1/internal/stored) for the operator console.');
     this.feedDropped = metrics.counter(
       'distributor_feed_dropped_points_total',

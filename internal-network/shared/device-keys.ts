@@ -136,6 +136,11 @@ export class DeviceKeyRegistry {
     return this.cache.size;
   }
 
+  /** How many devices the folder listed at the last look (no look of its own). */
+  get listedCount(): number {
+    return this.folder.ids.size;
+  }
+
   /** Whether the folder lists a key file for this id (as of the last look, at most recheckMs ago). */
   has(deviceId: string): boolean {
     return this.listed(deviceId, Date.now());

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { after, describe, it, mock } from 'node:test';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { PresenceClearer } from '../../internal-network/distributor/presence-clearer.ts';
+import type { MqttClient } from 'mqtt';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
@@ -96,6 +98,63 @@ describe('security events under a flood of forged messages', () => {
     assert.equal(counted, 2000 + 999 * 3, 'every presence and reported refusal of an invented id counted');
     assert.ok(written.length <= 20, `${written.length} points`);
     assert.ok(lines <= 20, `${lines} log lines`);
+  });
+
+  // Presences are retained: the internal broker keeps one per id for ever, and a compromised DMZ
+  // invents ids without end (test/e2e/retained-presence.test.ts shows it on a real Mosquitto).
+  it('asks to clear the retained presences of invented ids only: never a registered or revoked device\'s, nor any while the keys\' folder lists none', async () => {
+    const dir = registered(join(tmp.dir, 'clears'), 'real-1');
+    writeFileSync(join(dir, 'revoked.txt'), 'gone-1\n');
+    const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
+    const handlerOver = (keys: string, clears: string[]) => {
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(keys, join(dir, 'revoked.txt')), new ReplayWindows(join(dir, `replay-${clears.length}-${keys.length}`)), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+      const sink = { description: 'memory', write: async () => undefined, close: async () => {} };
+      return new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics(), { clear: (topic: string) => void clears.push(topic) });
+    };
+    const presence = Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() }));
+    const clears: string[] = [];
+    const handler = handlerOver(join(dir, 'keys'), clears);
+    for (const id of ['real-1', 'gone-1', 'ghost-1']) await handler.handle(statusTopic(id), presence, Date.now(), true);
+    await handler.handle(statusTopic('ghost-2'), presence, Date.now(), false); // not retained: nothing to clear
+    // Retained and no presence at all, or of no valid id: a dead letter, and cleared all the same.
+    await assert.rejects(handler.handle(statusTopic('ghost-3'), Buffer.from('not json'), Date.now(), true), { code: 'CONTRACT_INVALID_ENVELOPE' });
+    await assert.rejects(handler.handle('fieldstream/v1/devices/$bad/status', presence, Date.now(), true), { code: 'CONTRACT_INVALID_TOPIC' });
+    // A clear coming back (empty): neither refused nor cleared again.
+    assert.deepEqual(await handler.handle(statusTopic('ghost-1'), Buffer.alloc(0), Date.now(), true), { points: 0, files: 0 });
+    assert.deepEqual(clears, [statusTopic('ghost-1'), statusTopic('ghost-3'), 'fieldstream/v1/devices/$bad/status']);
+
+    // A keys' folder listing no device (not mounted, a wrong path): every id unknown, none cleared.
+    const none: string[] = [];
+    const blind = handlerOver(join(dir, 'no-such-folder'), none);
+    for (const id of ['real-1', 'ghost-1']) await blind.handle(statusTopic(id), presence, Date.now(), true);
+    assert.deepEqual(none, []);
+  });
+
+  it('clears at most its rate, each topic once while it waits, and counts what finds no room', async () => {
+    const published: Array<{ topic: string; payload: Buffer; retain: boolean | undefined }> = [];
+    const client = {
+      connected: true,
+      publish: (topic: string, payload: Buffer, opts: { retain?: boolean }, cb: (err?: Error) => void) => {
+        const n = published.push({ topic, payload, retain: opts.retain });
+        setImmediate(() => cb(n % 50 === 0 ? new Error('Not authorized') : undefined));
+      },
+    } as unknown as MqttClient;
+    const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
+    const counted = { cleared: 0, skipped: 0 };
+    const clearer = new PresenceClearer([client], log, { cleared: { inc: () => counted.cleared++ }, skipped: { inc: () => counted.skipped++ } }, { perSecond: 1000, maxPending: 300, tickMs: 100 });
+    const started = Date.now();
+    for (let i = 0; i < 400; i++) clearer.clear(statusTopic(`ghost-${i % 350}`));
+    assert.equal(clearer.waiting, 300, 'each topic once; past the bound, none');
+    assert.equal(counted.skipped, 50);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(published.length, 100, "the first tick's share");
+    while (clearer.waiting > 0) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(Date.now() - started >= 200, 'three ticks at least');
+    assert.equal(published.length, 300);
+    assert.ok(published.every((p) => p.payload.length === 0 && p.retain === true), 'empty and retained: clears (MQTT 5 §3.3.1.3)');
+    assert.deepEqual(counted, { cleared: 294, skipped: 56 }, 'each acknowledged clear counted; the refused ones as skipped');
+    clearer.close();
   });
 
   it("never stores a registered device's own event and a count of its refusals at one time, across a second's turn", async () => {

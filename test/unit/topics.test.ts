@@ -67,10 +67,15 @@ describe('broker access policy', () => {
     assert.ok(!maySubscribe('gateway', '#'));
   });
 
-  it('lets the distributor read (also through a shared subscription) and write nothing', () => {
+  it('lets the distributor read (also through a shared subscription), and write no device topic but to clear a retained presence', () => {
     assert.ok(maySubscribe('distributor', sharedFilter('g', TOPIC_FILTERS.uplink)));
     assert.ok(maySubscribe('distributor', TOPIC_FILTERS.status));
     assert.ok(!mayPublish('distributor', uplinkTopic('d', 'event')));
+    assert.ok(mayPublish('distributor', statusTopic('d'), { payload: Buffer.alloc(0), retain: true }), 'an empty retained presence: a clear');
+    assert.ok(!mayPublish('distributor', statusTopic('d')), 'no presence of its own making');
+    assert.ok(!mayPublish('distributor', statusTopic('d'), { payload: '{"v":1}', retain: true }));
+    assert.ok(!mayPublish('distributor', statusTopic('d'), { payload: Buffer.alloc(0), retain: false }), 'an empty message not retained clears nothing');
+    assert.ok(!mayPublish('command-api', statusTopic('d'), { payload: Buffer.alloc(0), retain: true }), 'a role without clears clears nothing');
     assert.ok(!maySubscribe('distributor', TOPIC_FILTERS.downlink));
   });
 

@@ -42,7 +42,7 @@ const DESCRIBED: ReadonlyArray<Omit<TopicPattern, 'publishers' | 'subscribers'>>
     description: 'The readings of many devices in one envelope, one section per device, each signed by its device; published by the gateway that received them.',
   },
   { kind: 'downlink', pattern: `${TOPIC_ROOT}/{deviceId}/down/command`, direction: 'internal→device', retained: false, description: "Commands for a device, each authenticated with the device's key by the command API." },
-  { kind: 'status', pattern: `${TOPIC_ROOT}/{deviceId}/status`, direction: 'device→internal', retained: true, description: "A device's presence (online/offline), published by its gateway." },
+  { kind: 'status', pattern: `${TOPIC_ROOT}/{deviceId}/status`, direction: 'device→internal', retained: true, description: "A device's presence (online/offline), published by its gateway. The distributor clears (an empty retained message) the retained presence of an id neither registered nor revoked: the DMZ's invention." },
   { kind: 'receipts', pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/receipts`, direction: 'internal→gateway', retained: false, description: 'Commit receipts from the distributor for the messages that gateway received.' },
   { kind: 'gatewayPresence', pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/presence`, direction: 'gateway→internal', retained: false, description: "A gateway's own presence: online from the gateway, offline as its will from the DMZ broker." },
   { kind: 'gatewaySecurity', pattern: `${GATEWAY_TOPIC_ROOT}/{gatewayId}/security`, direction: 'gateway→internal', retained: false, description: 'What a gateway refused for security reasons, counted per device.' },

@@ -337,6 +337,18 @@ export class MessageVerifier {
   }
 
   /**
+   * Whether `deviceId` is the DMZ's invention as far as this distributor can tell: an id
+   * {@link mayStoreUnder} refuses (signatures required, neither listed nor revoked, the folder looked
+   * at again for it: DeviceKeyRegistry.listed), while the folder lists some device. A folder that
+   * lists none (a keys folder not mounted, or a path mistaken) says nothing of any id: what is
+   * decided on this (presence-clearer.ts clears the id's retained presence on the internal broker)
+   * must not then be done to every device of the fleet.
+   */
+  isInvented(deviceId: string): boolean {
+    return !this.mayStoreUnder(deviceId) && this.keys.listedCount > 0;
+  }
+
+  /**
    * Counts a presence naming an id {@link mayStoreUnder} refuses, under UNREGISTERED_DEVICE, as the
    * refusals of such ids' messages are (one point per second, reason and gateway); logged at most
    * once per TIMINGS.securityLogIntervalMs.

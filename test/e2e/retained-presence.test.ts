@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync } from 'mqtt';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { startDistributor, type Distributor } from '../../internal-network/distributor/distributor.ts';
+import { statusTopic, TOPIC_FILTERS } from '../../shared/contract/topics.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const REGISTERED = 'pump-7';
+const REVOKED = 'valve-3';
+const INVENTED = 300;
+const presence = (state: 'online' | 'offline') => JSON.stringify({ v: 1, state, gatewayId: 'gw-1', at: Date.now() });
+
+/**
+ * Device presences are published retained (the gateway, on the DMZ broker) and the bridge carries
+ * them in: the internal broker keeps the last of each device id for ever, in memory and in its
+ * persistence file, and hands all of them to every new plain subscriber (the command API at each of
+ * its reconnections). A compromised DMZ invents ids without end (SECURITY.md). The real internal
+ * Mosquitto with its own configuration and ACL, bridged to a broker standing in for the DMZ one, and
+ * the real distributor: what the internal broker holds retained, as a new subscriber (the command
+ * API's identity) is handed it.
+ */
+describe('retained presences of invented device ids through a bridge to a compromised DMZ', () => {
+  const pki = makeTestPki([REGISTERED, REVOKED]);
+  const work = tempDir('retained-presence');
+  const repo = join(import.meta.dirname, '..', '..');
+  const rogue = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
+  let internal: Awaited<ReturnType<typeof startBridgedInternalMosquitto>>;
+  let distributor: Distributor;
+  const revokedFile = join(work.dir, 'revoked-devices.txt');
+  const deadLetters = join(work.dir, 'dead-letter');
+
+  /** The retained presences a new plain subscriber is handed (topic → payload), as the command API is at its connect. */
+  const retained = async (): Promise<Map<string, string>> => {
+    const s = pki.paths.service('internal/command-api');
+    const c = await connectAsync(internal.url, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(s.cert), key: readFileSync(s.key), clientId: `retained-${Date.now()}`, protocolVersion: 5, reconnectPeriod: 0 });
+    const got = new Map<string, string>();
+    let last = Date.now();
+    c.on('message', (topic, payload, packet) => {
+      if (!packet.retain) return;
+      got.set(topic, payload.toString());
+      last = Date.now();
+    });
+    await c.subscribeAsync(TOPIC_FILTERS.status, { qos: 1 });
+    while (Date.now() - last < 500) await new Promise((r) => setTimeout(r, 100));
+    await c.endAsync(true);
+    return got;
+  };
+  const metric = async (name: string, labels: Record<string, string> = {}) => {
+    const server = await distributor.metricsServer;
+    return sumOf(parseExposition(await (await fetch(`${server?.url}/metrics`)).text()), name, labels) ?? 0;
+  };
+
+  before(async () => {
+    writeFileSync(revokedFile, `${REVOKED}\n`);
+    await rogue.listen();
+    internal = await startBridgedInternalMosquitto(repo, pki, work.dir, `localhost:${rogue.port}`);
+    await Promise.race([rogue.subscribed, new Promise<never>((_, no) => setTimeout(() => no(new Error('the bridge never subscribed')), 30_000))]);
+    const d = pki.paths.service('internal/distributor');
+    distributor = startDistributor(
+      loadDistributorConfig({
+        MQTT_URL: internal.url,
+        MQTT_CA_FILE: pki.paths.publicCa,
+        MQTT_CERT_FILE: d.cert,
+        MQTT_KEY_FILE: d.key,
+        DISTRIBUTOR_CLIENT_ID: 'distributor-retained',
+        DISTRIBUTOR_CONSUMERS: '2',
+        DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
+        DISTRIBUTOR_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
+        DISTRIBUTOR_REVOKED_DEVICES_FILE: revokedFile,
+        DISTRIBUTOR_STATE_DIR: join(work.dir, 'state'),
+        DISTRIBUTOR_METRICS_HOST: '127.0.0.1',
+        DISTRIBUTOR_METRICS_PORT: '0',
+        DISTRIBUTOR_FEED: 'off',
+        TIMESERIES_LOCAL_PATH: join(work.dir, 'timeseries'),
+        FILE_STORAGE_PATH: join(work.dir, 'files'),
+        DEAD_LETTER_PATH: deadLetters,
+      }),
+      createLogger('distributor', 'silent'),
+      { processMetrics: false },
+    );
+    await distributor.ready;
+  });
+  after(async () => {
+    await distributor?.close();
+    await internal?.stop();
+    await rogue.close();
+    work.cleanup();
+    pki.cleanup();
+  });
+
+  it("keeps the presences of registered and revoked devices, and none of invented ids'", async () => {
+    rogue.inject(statusTopic(REGISTERED), presence('online'), true);
+    rogue.inject(statusTopic(REVOKED), presence('offline'), true);
+    for (let i = 0; i < INVENTED; i++) rogue.inject(statusTopic(`ghost-${i}`), presence('online'), true);
+    const held = await eventually(
+      async () => {
+        const r = await retained();
+        return r.size === 2 ? r : undefined;
+      },
+      30_000,
+      'the invented presences cleared from the internal broker',
+    ).catch(async () => (await retained()).size);
+    assert.ok(held instanceof Map, `the internal broker holds ${String(held)} retained presences, ${INVENTED} of them of invented ids`);
+    assert.deepEqual([...held.keys()].sort(), [statusTopic(REGISTERED), statusTopic(REVOKED)].sort());
+    assert.equal(JSON.parse(held.get(statusTopic(REGISTERED)) ?? '{}').state, 'online', "the registered device's own presence, untouched");
+    assert.equal(await metric('fieldstream_distributor_presences_cleared_total'), INVENTED, 'each clear counted');
+    // Its own clears (empty presences) come back to the distributor: neither refused nor dead letters.
+    assert.deepEqual(existsSync(deadLetters) ? readdirSync(deadLetters) : [], []);
+  });
+});
