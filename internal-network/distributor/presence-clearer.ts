@@ -2,6 +2,7 @@ import type { MqttClient } from 'mqtt';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { ConnectedRoundRobin } from './connected-clients.ts';
 
 export interface PresenceClearerOptions {
   /** clears a second (LIMITS.presenceClearsPerSecond) */
@@ -33,17 +34,18 @@ export interface PresenceClearerOptions {
 export class PresenceClearer {
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
-  private next = 0;
+  private readonly roundRobin: ConnectedRoundRobin;
   private closed = false;
   private readonly refusedLog: LimitedLog;
   readonly stats = { cleared: 0, skipped: 0, refused: 0 };
 
   constructor(
-    private readonly clients: readonly MqttClient[],
+    clients: readonly MqttClient[],
     private readonly log: Logger,
     private readonly counters: { cleared?: { inc(): void }; skipped?: { inc(): void } } = {},
     private readonly o: PresenceClearerOptions = { perSecond: LIMITS.presenceClearsPerSecond, maxPending: LIMITS.presenceClearsPendingMax, tickMs: TIMINGS.presenceClearTickMs },
   ) {
+    this.roundRobin = new ConnectedRoundRobin(clients);
     this.refusedLog = new LimitedLog(log, { level: 'error', maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what: 'presence clears the broker refused' });
   }
 
@@ -76,7 +78,7 @@ export class PresenceClearer {
     let budget = Math.max(1, Math.floor((this.o.perSecond * this.o.tickMs) / 1000));
     for (const topic of this.pending) {
       if (budget-- <= 0) break;
-      const client = this.connectedClient();
+      const client = this.roundRobin.pick();
       if (!client) break; // kept: sent once a connection is back
       this.pending.delete(topic);
       client.publish(topic, Buffer.alloc(0), { qos: 1, retain: true }, (err) => {
@@ -97,17 +99,5 @@ export class PresenceClearer {
       this.timer = setTimeout(() => this.send(), this.o.tickMs);
       this.timer.unref();
     }
-  }
-
-  /** Round robin over the connections that are up (as the receipts do). */
-  private connectedClient(): MqttClient | undefined {
-    for (let i = 0; i < this.clients.length; i++) {
-      const c = this.clients[(this.next + i) % this.clients.length] as MqttClient;
-      if (c.connected) {
-        this.next = (this.next + i + 1) % this.clients.length;
-        return c;
-      }
-    }
-    return undefined;
   }
 }

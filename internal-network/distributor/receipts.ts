@@ -6,6 +6,7 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signReceipt, toRanges } from '../../shared/security/receipt-auth.ts';
 import type { SignedId } from './security/verifier.ts';
+import { ConnectedRoundRobin } from './connected-clients.ts';
 
 /** What one handled MQTT message lets the distributor tell its device. */
 export interface ReceiptRequest {
@@ -35,7 +36,7 @@ export class ReceiptPublisher {
   /** gateway → "device \0 epoch" → sequence numbers */
   private pending = new Map<string, Map<string, number[]>>();
   private scheduled = false;
-  private next = 0;
+  private readonly roundRobin: ConnectedRoundRobin;
   readonly stats = { messages: 0, receipts: 0, unsent: 0, noKey: 0, noRoute: 0 };
   /**
    * Receipts with no way back, logged now and then: the envelope's gateway id is the DMZ's word,
@@ -45,12 +46,13 @@ export class ReceiptPublisher {
   private readonly noRouteLog: LimitedLog;
 
   constructor(
-    private readonly clients: readonly MqttClient[],
+    clients: readonly MqttClient[],
     private readonly keys: ReceiptKeys,
     private readonly log: Logger,
     /** counts the receipts published */
     private readonly published?: { inc(n: number): void },
   ) {
+    this.roundRobin = new ConnectedRoundRobin(clients);
     this.noRouteLog = new LimitedLog(log, { level: 'warn', maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what: 'receipts without a gateway to go back through' });
   }
 
@@ -103,7 +105,7 @@ export class ReceiptPublisher {
   }
 
   private publish(gatewayId: string, envelope: ReceiptsEnvelope): void {
-    const client = this.connectedClient();
+    const client = this.roundRobin.pick();
     if (!client) {
       this.stats.unsent += envelope.receipts.length;
       this.log.debug({ gatewayId, receipts: envelope.receipts.length }, 'receipts not sent: no broker connection; the device will send again');
@@ -118,17 +120,5 @@ export class ReceiptPublisher {
         this.log.warn({ gatewayId, receipts: envelope.receipts.length, err: err.message }, 'receipts not accepted by the broker; the device will send again');
       }
     });
-  }
-
-  /** Round robin over the connections that are up, so receipts do not all wait behind one. */
-  private connectedClient(): MqttClient | undefined {
-    for (let i = 0; i < this.clients.length; i++) {
-      const c = this.clients[(this.next + i) % this.clients.length] as MqttClient;
-      if (c.connected) {
-        this.next = (this.next + i + 1) % this.clients.length;
-        return c;
-      }
-    }
-    return undefined;
   }
 }
