@@ -391,6 +391,22 @@ describe('deployment files', () => {
     return (JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> }).services;
   };
 
+  /** What docs/deployment.md's set-up makes: every word of its `install -d` lines. */
+  const madeBySetUp = (): string[] => {
+    return [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
+  }
+
+  /** Every host path the DMZ and internal compose files mount, relative to the checkout, with the service mounting it. */
+  const mountSources = (): Array<{ where: string; rel: string }> => {
+    const out: Array<{ where: string; rel: string }> = [];
+    for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
+      for (const [name, svc] of Object.entries(resolved(file))) {
+        for (const v of svc.volumes ?? []) out.push({ where: `${file} ${name}`, rel: relative(repoRoot, v.split(':')[0] as string) });
+      }
+    }
+    return out;
+  }
+
   for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
     it(`${file}: each read-only service running TypeScript has a writable /tmp, and each folder of state a service writes is made by docs/deployment.md's set-up`, () => {
       const services = resolved(file);
@@ -402,7 +418,7 @@ describe('deployment files', () => {
       assert.deepEqual(noTmp, [], 'services whose tsx cannot make its cache');
       // A bind mount's missing source is made by Docker, as root's: a service running as
       // FIELDSTREAM_UID with no capabilities cannot write it.
-      const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
+      const made = madeBySetUp();
       const missing: string[] = [];
       for (const [name, svc] of Object.entries(services)) {
         if (!svc.user) continue;
@@ -463,7 +479,7 @@ describe('deployment files', () => {
     const none = internalConfig({ ...env, COMMAND_API_TOKENS_FILE: undefined }, []);
     assert.equal(none.services['command-api']?.environment?.COMMAND_API_TOKENS_FILE, '');
     // The set-up makes that folder as the owner of certs/: one Docker makes is root's, and the file could not be put there.
-    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
+    const made = madeBySetUp();
     assert.ok(made.includes('certs/internal/api-tokens'), 'docs/deployment.md makes certs/internal/api-tokens');
   });
 
@@ -519,17 +535,10 @@ describe('deployment files', () => {
     try {
       const certs = join(tmp.dir, 'certs');
       setupPki(certs, { domain: 'fs.example.org' });
-      const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
-      const missing: string[] = [];
-      for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
-        for (const [name, svc] of Object.entries(resolved(file))) {
-          for (const v of svc.volumes ?? []) {
-            const rel = relative(repoRoot, v.split(':')[0] as string);
-            if (!rel.startsWith('certs/')) continue;
-            if (!existsSync(join(tmp.dir, rel)) && !made.includes(rel)) missing.push(`${file} ${name}: ${rel}`);
-          }
-        }
-      }
+      const made = madeBySetUp();
+      const missing = mountSources()
+        .filter(({ rel }) => rel.startsWith('certs/') && !existsSync(join(tmp.dir, rel)) && !made.includes(rel))
+        .map(({ where, rel }) => `${where}: ${rel}`);
       assert.deepEqual(missing, [], 'mounted certificate paths that nothing makes');
     } finally {
       tmp.cleanup();
@@ -541,25 +550,18 @@ describe('deployment files', () => {
     // the console whether PostgreSQL is used or not, was one: docs/postgres.md's later
     // `openssl rand ... > secrets/postgres-password`, run as the owner of certs/, was then refused.
     const tracked = execFileSync('git', ['ls-files'], { cwd: repoRoot, encoding: 'utf8' }).split('\n').filter(Boolean);
-    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((m) => m[0].split(/\s+/));
-    const missing: string[] = [];
-    for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
-      for (const [name, svc] of Object.entries(resolved(file))) {
-        for (const v of svc.volumes ?? []) {
-          const rel = relative(repoRoot, v.split(':')[0] as string);
-          // data/ and certs/: the tests above; a path outside the checkout is the operator's own.
-          if (rel.startsWith('..') || rel.startsWith('data/') || rel.startsWith('certs/')) continue;
-          if (tracked.some((t) => t === rel || t.startsWith(`${rel}/`)) || made.includes(rel)) continue;
-          missing.push(`${file} ${name}: ${rel}`);
-        }
-      }
-    }
+    const made = madeBySetUp();
+    const missing = mountSources()
+      // data/ and certs/: the tests above; a path outside the checkout is the operator's own.
+      .filter(({ rel }) => !(rel.startsWith('..') || rel.startsWith('data/') || rel.startsWith('certs/')))
+      .filter(({ rel }) => !(tracked.some((t) => t === rel || t.startsWith(`${rel}/`)) || made.includes(rel)))
+      .map(({ where, rel }) => `${where}: ${rel}`);
     assert.deepEqual(missing, [], 'mounted folders that nothing makes');
   });
 
   /** The certificate paths `file` mounts that neither `copied` nor docs/deployment.md's set-up provides. */
   const uncopied = (file: string, copied: string[]): string[] => {
-    const made = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^install -d\b[^\n]*$/gm)].flatMap((l) => l[0].split(/\s+/));
+    const made = madeBySetUp();
     const left: string[] = [];
     for (const [name, svc] of Object.entries(resolved(file))) {
       for (const v of svc.volumes ?? []) {
@@ -629,3 +631,4 @@ describe('deployment files', () => {
     }
   });
 });
+
