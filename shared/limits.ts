@@ -188,6 +188,14 @@ export const LIMITS = {
    * lineProtocolFieldShapes this bounds the encoder's memory to a few MiB whatever devices send
    * (a reading of readingMaxFields fields of 128 characters would be 33,000). */
   lineProtocolShapeMaxChars: 1024,
+  /** fields. Most fields (measurement and field name) whose type the distributor, and the
+   * console's writer, keep to (internal-network/distributor/sinks/field-types.ts): about 100 bytes
+   * each. Devices choose their field names; past it, the types of further fields are not kept to. */
+  fieldTypesMaxEntries: 100_000,
+  /** bytes. Longest answer to `SHOW FIELD KEYS` read: a few dozen bytes a field, so
+   * fieldTypesMaxEntries fit several times over; a longer one is not read (the types are then
+   * learnt from writes alone, logged). */
+  fieldTypesAnswerMaxBytes: 32 * 1024 * 1024,
   /** characters. Longest text of one contract issue in a refusal (the error frame a device gets,
    * the gateway's and the distributor's logs): see shared/contract/primitives.ts issueText. */
   contractIssueMaxChars: 256,

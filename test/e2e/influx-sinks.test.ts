@@ -13,6 +13,7 @@ import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1
 import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
 import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
 import type { PointSink } from '../../internal-network/distributor/sinks/sink.ts';
+import { FieldTypeGuard } from '../../internal-network/distributor/sinks/field-types.ts';
 import { dataPoints, POINT_KEY, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -94,6 +95,83 @@ describe('time-series sinks against real databases', () => {
     } finally {
       await influx.restart();
     }
+  });
+
+  describe("the field-type guard: one device's value of another type cannot fix a field's type in a new shard for every device", () => {
+    const TDB = 'types';
+    const WEEK = 7 * 86_400_000;
+    // Each a week apart, so each in a shard of its own (the default policy's shard groups are 7 days).
+    const now = Date.now();
+    const week = (n: number) => now - (10 - n) * WEEK;
+    const silent = createLogger('test', 'silent');
+    const sinkOf = (database = TDB, user = influx.user, password = influx.password) => new InfluxV1Sink({ url: influx.url, database, username: user, password, timeoutMs: 5000 });
+    const guarded = (o: { database?: string; user?: string; password?: string; learnOnly?: boolean; maxEntries?: number } = {}) => {
+      const inner = sinkOf(o.database, o.user, o.password);
+      return new FieldTypeGuard(inner, silent, o.learnOnly ? undefined : () => inner.fieldTypes(), o.maxEntries);
+    };
+    const message = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof FieldStreamError ? `${e.code}: ${e.message}` : String(e)));
+    before(async () => {
+      await influx.query(`CREATE DATABASE "${TDB}"`);
+    });
+
+    it('without it (the bare sink), the first value in a new shard wins: every honest device is refused there', async () => {
+      await influx.query('CREATE DATABASE "types_bare"');
+      const bare = sinkOf('types_bare');
+      await bare.write([point('pump-1', { t: 21.5 }, week(0))]);
+      await bare.write([point('bad-1', { t: 'hot' }, week(1))]);
+      assert.equal(await code(bare.write([point('pump-2', { t: 22 }, week(1) + 1)])), 'DISTRIBUTOR_WRITE_REJECTED');
+    });
+
+    it('with it, read from the database at start: the value of another type is refused, the honest values of the new shard are written', async () => {
+      await guarded().write([point('pump-1', { t: 21.5, mode: 'auto', ok: true }, week(0))]);
+      // A restart: a new guard, which reads the types the database holds.
+      const g = guarded();
+      assert.match(await message(g.write([point('bad-1', { t: 'hot' }, week(1))])), /^DISTRIBUTOR_WRITE_REJECTED: field type conflict: field "t" of measurement "readings" is a string here, and the database holds it as a float/);
+      assert.equal(g.size, 3, 'read from the database: t, mode, ok');
+      assert.match(await message(g.write([point('bad-1', { ok: 1 }, week(1))])), /is a float here, and the database holds it as a boolean/);
+      assert.match(await message(g.write([point('bad-1', { mode: false }, week(1))])), /is a boolean here, and the database holds it as a string/);
+      assert.equal(await code(g.write([point('pump-2', { t: 22, mode: 'manual', ok: false, fresh: 'new field' }, week(1) + 1)])), 'ok');
+      assert.deepEqual(await influx.rows(TDB, `SELECT t, mode, ok, fresh FROM readings WHERE time >= ${week(1)}ms AND time < ${week(2)}ms`), [
+        { time: week(1) + 1, t: 22, mode: 'manual', ok: false, fresh: 'new field' },
+      ]);
+      // A field first written through the guard is kept to as well.
+      assert.match(await message(g.write([point('bad-1', { fresh: 3 }, week(2))])), /field "fresh" of measurement "readings" is a float here/);
+    });
+
+    it('through the write batcher, only the message holding the value of another type is refused (a dead letter); the others of its request are written', async () => {
+      const batcher = new WriteBatcher(guarded(), 5000);
+      const results = await Promise.all([
+        code(batcher.write([point('pump-3', { t: 20 }, week(3))])),
+        code(batcher.write([point('bad-2', { t: 'cold' }, week(3) + 1)])),
+        code(batcher.write([point('pump-4', { t: 19 }, week(3) + 2)])),
+      ]);
+      assert.deepEqual(results, ['ok', 'DISTRIBUTOR_WRITE_REJECTED', 'ok']);
+      assert.deepEqual((await influx.rows(TDB, `SELECT t FROM readings WHERE time >= ${week(3)}ms AND time < ${week(4)}ms`)).map((r) => r.t), [20, 19]);
+    });
+
+    it('a user without READ on the database: the guard learns from its writes and from the refusals, which name the type the shard holds', async () => {
+      await influx.query(`CREATE USER "writer" WITH PASSWORD 'writer-password'`);
+      await influx.query(`GRANT WRITE ON "${TDB}" TO "writer"`);
+      const g = guarded({ user: 'writer', password: 'writer-password' });
+      assert.equal(await code(g.write([point('pump-5', { level: 3.5 }, week(4))])), 'ok');
+      assert.equal(g.size, 1, 'SHOW FIELD KEYS refused (403): nothing read, the write learnt from');
+      assert.match(await message(g.write([point('bad-3', { level: 'full' }, week(5))])), /field "level" of measurement "readings" is a string here, and the database holds it as a float/);
+      // A guard that has not seen `t` written: the database refuses it in its shard, naming the type.
+      const learner = guarded({ learnOnly: true });
+      assert.match(await message(learner.write([point('bad-3', { t: 'warm' }, week(0) + 5)])), /^DISTRIBUTOR_WRITE_REJECTED: InfluxDB answered 400/);
+      assert.match(await message(learner.write([point('bad-3', { t: 'warm' }, week(6))])), /field "t" of measurement "readings" is a string here, and the database holds it as a float/);
+    });
+
+    it('a field the database already holds with two types (in two shards) is not refused either way; past its bound the guard remembers no more fields', async () => {
+      await sinkOf().write([point('old-1', { both: 1 }, week(0))]);
+      await sinkOf().write([point('old-1', { both: 'one' }, week(1))]);
+      const g = guarded();
+      assert.equal(await code(g.write([point('old-2', { both: 2 }, week(6))])), 'ok');
+      assert.equal(await code(g.write([point('old-2', { both: 'two' }, week(7))])), 'ok');
+      const bounded = guarded({ maxEntries: 2 });
+      await bounded.write([point('pump-6', { t: 1 }, week(7) + 1)]);
+      assert.equal(bounded.size, 2, 'read from the database up to its bound');
+    });
   });
 
   it('InfluxDB 1.x: a database that accepts the connection and never answers is DISTRIBUTOR_WRITE_FAILED at the deadline', async () => {

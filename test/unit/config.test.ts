@@ -12,6 +12,8 @@ import { EmbeddedConfigSchema } from '../../embedded/config.ts';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { selectHistory } from '../../internal-network/console/history/influxql.ts';
 import { selectSink } from '../../internal-network/distributor/sinks/select.ts';
+import { FieldTypeGuard } from '../../internal-network/distributor/sinks/field-types.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
 import { resolveDataPaths, simulatedDeviceSettings } from '../../embedded/pipeline.ts';
 import { parse as parseDotenv } from 'dotenv';
@@ -64,7 +66,8 @@ describe('configuration', () => {
     // INFLUXDB_DATABASE: refused beside a token, following monitoring.md stopped both services.
     const v2 = { INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_ORG: 'o', INFLUXDB_BUCKET: 'sensor-data', INFLUXDB_DATABASE: 'sensor_data' };
     const d = loadDistributorConfig(v2);
-    assert.ok(selectSink(d) instanceof InfluxV2Sink, 'the token still selects 2.x for writing');
+    const sink = selectSink(d, createLogger('test', 'silent'));
+    assert.ok(sink instanceof FieldTypeGuard && sink.inner instanceof InfluxV2Sink, 'the token still selects 2.x for writing (behind the field-type guard)');
     const c = loadConsoleConfig({ ...v2, COMMAND_API_TOKEN: 'x'.repeat(32) });
     const history = selectHistory(c, () => assert.fail('not the local store'));
     assert.match(history.description, /\(sensor_data\)$/, 'the console reads through the DBRP name, as Grafana does');

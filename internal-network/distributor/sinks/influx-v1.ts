@@ -2,10 +2,12 @@ import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type In
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { constants, gzipSync } from 'node:zlib';
 import { FieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../points.ts';
 import { precisionOf, toLineProtocol, type Precision } from './line-protocol.ts';
 import { shownUrl } from '../../shared/influx-settings.ts';
 import { isRetryableStatus, writeWithinLimit, type PointSink } from './sink.ts';
+import { fieldTypeRows, ShowFieldKeysSchema, type FieldTypeRow } from './field-types.ts';
 
 export interface InfluxV1Options {
   url: string;
@@ -32,6 +34,8 @@ export class InfluxV1Sink implements PointSink {
   readonly description: string;
   /** the write URL at each precision */
   private readonly endpoints: Record<Precision, URL>;
+  /** `SHOW FIELD KEYS` of the database */
+  private readonly fieldKeysUrl: URL;
   private readonly headers: Record<string, string>;
   private readonly agent: HttpAgent;
   private readonly send: (url: URL, options: RequestOptions, onResponse: (res: IncomingMessage) => void) => ClientRequest;
@@ -45,6 +49,9 @@ export class InfluxV1Sink implements PointSink {
       return u;
     };
     this.endpoints = { ms: at('ms'), ns: at('ns') };
+    this.fieldKeysUrl = new URL('query', url);
+    this.fieldKeysUrl.searchParams.set('db', options.database);
+    this.fieldKeysUrl.searchParams.set('q', 'SHOW FIELD KEYS');
     this.description = `InfluxDB 1.x ${shownUrl(options.url)} database ${options.database}`;
     this.headers = { 'content-type': 'text/plain; charset=utf-8' };
     if (options.username) {
@@ -68,7 +75,7 @@ export class InfluxV1Sink implements PointSink {
     // of the default level 6 (which showed in the distributor's profile).
     const gzip = text.length >= GZIP_MIN_BYTES;
     const body = gzip ? gzipSync(text, { level: constants.Z_BEST_SPEED }) : text;
-    let answer: { status: number; text: string };
+    let answer: { status: number; text: string; cut: boolean };
     try {
       answer = await this.post(this.endpoints[precision], body, gzip);
     } catch (err) {
@@ -87,22 +94,55 @@ export class InfluxV1Sink implements PointSink {
     );
   }
 
-  /** One POST, answered within timeoutMs or abandoned. */
-  private post(endpoint: URL, body: Buffer, gzip: boolean): Promise<{ status: number; text: string }> {
+  /**
+   * The type of every field of the database, as `SHOW FIELD KEYS` gives them (all shards: a field of
+   * two types in two shards is two rows). Unreachable, or answered 401 or 5xx: DISTRIBUTOR_WRITE_FAILED
+   * (as a write would be, retried). Refused (403: a user without READ on the database) or an answer
+   * that is not the query's: an Error, and the field-type guard learns from writes alone.
+   */
+  async fieldTypes(): Promise<FieldTypeRow[]> {
+    let answer: { status: number; text: string; cut: boolean };
+    try {
+      answer = await this.post(this.fieldKeysUrl, Buffer.alloc(0), false, LIMITS.fieldTypesAnswerMaxBytes);
+    } catch (err) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `InfluxDB is unreachable: ${(err as Error).message}`, {}, { cause: err });
+    }
+    if (answer.status === 401 || answer.status >= 500) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `InfluxDB answered ${answer.status} to SHOW FIELD KEYS: ${answer.text.slice(0, 500)}`, { status: answer.status });
+    }
+    if (answer.status !== 200) throw new Error(`InfluxDB answered ${answer.status} to SHOW FIELD KEYS: ${answer.text.slice(0, 500)}`);
+    if (answer.cut) throw new Error(`InfluxDB's answer to SHOW FIELD KEYS is longer than LIMITS.fieldTypesAnswerMaxBytes (${LIMITS.fieldTypesAnswerMaxBytes} bytes)`);
+    let parsed;
+    try {
+      parsed = ShowFieldKeysSchema.parse(JSON.parse(answer.text));
+    } catch (err) {
+      throw new Error(`InfluxDB's answer to SHOW FIELD KEYS is not one: ${(err as Error).message.slice(0, 500)}`, { cause: err });
+    }
+    const failed = parsed.results.find((r) => r.error !== undefined);
+    if (failed) throw new Error(`InfluxDB refused SHOW FIELD KEYS: ${failed.error?.slice(0, 500)}`);
+    return fieldTypeRows(parsed);
+  }
+
+  /** One POST, answered within timeoutMs or abandoned; of its answer the first `keepBytes` are kept. */
+  private post(endpoint: URL, body: Buffer, gzip: boolean, keepBytes = ERROR_BODY_MAX_BYTES): Promise<{ status: number; text: string; cut: boolean }> {
     const headers: Record<string, string> = { ...this.headers, 'content-length': String(body.length) };
     if (gzip) headers['content-encoding'] = 'gzip';
     return new Promise((resolve, reject) => {
       const req = this.send(endpoint, { method: 'POST', agent: this.agent, headers }, (res) => {
         const chunks: Buffer[] = [];
         let kept = 0;
+        let cut = false;
         res.on('data', (chunk: Buffer) => {
-          if (kept >= ERROR_BODY_MAX_BYTES) return;
+          if (kept >= keepBytes) {
+            cut = true;
+            return;
+          }
           chunks.push(chunk);
           kept += chunk.length;
         });
         res.on('end', () => {
           clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), cut });
         });
         res.on('error', fail);
         // An answer cut off (the connection dropped, or the deadline passed mid-answer) is no answer.

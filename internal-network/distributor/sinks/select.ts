@@ -7,26 +7,34 @@ import { InfluxV1Sink } from './influx-v1.ts';
 import { InfluxV2Sink } from './influx-v2.ts';
 import { LocalPointStore } from './local-store.ts';
 import type { PointSink } from './sink.ts';
+import { FieldTypeGuard } from './field-types.ts';
 
-/** INFLUXDB_TOKEN selects InfluxDB 2.x, INFLUXDB_DATABASE 1.x; without INFLUXDB_URL the local store. */
-export function selectSink(c: InfluxSettings): PointSink {
+/**
+ * INFLUXDB_TOKEN selects InfluxDB 2.x, INFLUXDB_DATABASE 1.x; without INFLUXDB_URL the local store.
+ * InfluxDB behind the field-type guard (field-types.ts): one device's value of another type must
+ * not fix a field's type in a new shard for every device.
+ */
+export function selectSink(c: InfluxSettings, log: Logger): PointSink {
   if (!c.INFLUXDB_URL) return new LocalPointStore(c.TIMESERIES_LOCAL_PATH);
+  const guarded = log.child({ subsystem: 'field-types' });
   if (c.INFLUXDB_TOKEN !== undefined) {
-    return new InfluxV2Sink({
+    // The 2.x API answers no InfluxQL without a DBRP mapping: its guard learns from writes alone.
+    return new FieldTypeGuard(new InfluxV2Sink({
       url: c.INFLUXDB_URL,
       token: c.INFLUXDB_TOKEN,
       org: c.INFLUXDB_ORG ?? '',
       bucket: c.INFLUXDB_BUCKET ?? '',
       timeoutMs: c.INFLUXDB_TIMEOUT_MS,
-    });
+    }), guarded);
   }
-  return new InfluxV1Sink({
+  const v1 = new InfluxV1Sink({
     url: c.INFLUXDB_URL,
     database: c.INFLUXDB_DATABASE ?? '',
     username: c.INFLUXDB_USERNAME,
     password: c.INFLUXDB_PASSWORD,
     timeoutMs: c.INFLUXDB_TIMEOUT_MS,
   });
+  return new FieldTypeGuard(v1, guarded, () => v1.fieldTypes());
 }
 
 /**
@@ -35,7 +43,7 @@ export function selectSink(c: InfluxSettings): PointSink {
  * the local store, as before.
  */
 export function selectDistributorSink(c: InfluxSettings & PostgresSettings, log: Logger): PointSink {
-  if (!postgresEnabled(c)) return selectSink(c);
+  if (!postgresEnabled(c)) return selectSink(c, log);
   const postgres = new PostgresSink(postgresConnection(c), log.child({ subsystem: 'postgres' }));
-  return c.INFLUXDB_URL ? new FanoutSink([selectSink(c), postgres]) : postgres;
+  return c.INFLUXDB_URL ? new FanoutSink([selectSink(c, log), postgres]) : postgres;
 }
