@@ -50,6 +50,11 @@ export const LIMITS = {
    * (one per device and per transfer in progress); past it they are forgotten, and the next file of
    * each syncs its parents again: a few fsyncs, against memory growing with every transfer. */
   fileStoreSyncedDirsMax: 10_000,
+  /** transfers. Most chunked transfers in progress whose chunks present the distributor's file storage
+   * keeps in memory (a bitmap of at most fileMaxChunks bits, 8 KiB, each: 8 MiB in all), so that a
+   * chunk's arrival does not list its folder (internal-network/distributor/chunks-present.ts). Past
+   * it the least recently used is forgotten: its next chunk lists its folder once again. */
+  fileStoreChunkIndexTransfersMax: 1_000,
   /** messages. Largest batch in one frame. */
   batchMaxMessages: BATCH_MAX_MESSAGES,
   /** fields. Most fields in one time-series reading, and in one event (its own keys included). */

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { link, lstat, mkdir, open, opendir, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, opendir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
@@ -9,6 +9,7 @@ import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { replaceFileDurablySync, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { ChunksPresent } from './chunks-present.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
 /**
@@ -29,6 +30,8 @@ export class FileStore {
   private readonly root: string;
   /** folders whose chain of parents this process has synced (makeDir) */
   private readonly dirsSynced = new Set<string>();
+  /** the chunks of transfers in progress this process knows are there */
+  private readonly present = new ChunksPresent();
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -103,11 +106,17 @@ export class FileStore {
     if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
     // Complete when every index below `count` is there: not when enough files are (chunks of one id
     // that disagree on `count` would be counted, and the join would miss one on every redelivery).
-    const present = new Set(await io(partial, () => readdir(partial)));
-    for (let i = 0; i < t.count; i++) if (!present.has(`${i}.chunk`)) return undefined;
+    // Known from what this process saw (chunks-present.ts): a listing of the folder at each arrival
+    // was quadratic, some two billion entries read for a file of 65,536 chunks.
+    if (!(await io(partial, () => this.present.add(partial, t.index, t.count)))) return undefined;
 
     const joined = await this.joinChunks(partial, t.count);
-    if (!joined) throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `A chunk of ${t.id} from ${deviceId} left ${partial} while it was joined; retried.`, { path: partial });
+    if (!joined) {
+      // A chunk known present is gone: the transfer completed or set aside elsewhere meanwhile (the
+      // markers answer), or its folder moved away by hand: listed again at the retry.
+      this.present.forget(partial);
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `A chunk of ${t.id} from ${deviceId} left ${partial} while it was joined; retried.`, { path: partial });
+    }
     const { tmp, sha256, size } = joined;
     if (sha256 !== t.sha256 || size !== t.size) {
       await unlink(tmp).catch(() => undefined);
@@ -131,6 +140,7 @@ export class FileStore {
     // helper is synchronous: a few milliseconds of the event loop, once per file.)
     await io(doneMarker, async () => replaceFileDurablySync(doneMarker, JSON.stringify(info)));
     await io(partial, () => rm(partial, { recursive: true, force: true }));
+    this.present.forget(partial);
     return info;
   }
 
@@ -285,6 +295,7 @@ export class FileStore {
       });
       const taken = named === undefined || (await exists(named));
       const aside = taken ? this.asideName(deviceId, id) : named;
+      this.present.forget(partial);
       await io(aside, () => rename(partial, aside));
       await io(dirname(aside), () => syncDir(dirname(aside)));
       await io(dirname(partial), () => syncDir(dirname(partial)));

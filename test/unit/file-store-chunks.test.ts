@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { basename, join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
@@ -77,6 +78,66 @@ describe('file storage: chunked files', () => {
     const info = await store.storeChunk('cam-3', two[1]!);
     assert.equal(info?.sha256, sha(file));
     assert.ok(readFileSync(join(root, info!.path)).equals(file));
+  });
+
+  it('tells whether a transfer is complete without listing its folder at each chunk: linear in its chunks, across distributors, a restart and redeliveries', async () => {
+    // Every look at the folder counted: each entry a listing reads, each chunk looked at on its own.
+    // A listing at each arrival read n²/2 entries: 500,000 for these 1,000 chunks, some two billion
+    // for the 65,536 a transfer may have.
+    let looks = 0;
+    const fsp = fs.promises as unknown as Record<'readdir' | 'lstat' | 'stat' | 'access', (...a: unknown[]) => Promise<unknown>>;
+    const originals = { readdir: fsp.readdir, lstat: fsp.lstat, stat: fsp.stat, access: fsp.access };
+    fsp.readdir = async (...a) => {
+      const r = (await originals.readdir(...a)) as unknown[];
+      if (String(a[0]).includes(`${join('.partial', 'cam-9')}`)) looks += r.length;
+      return r;
+    };
+    for (const m of ['lstat', 'stat', 'access'] as const) {
+      fsp[m] = (...a) => {
+        if (String(a[0]).endsWith('.chunk')) looks++;
+        return originals[m](...a);
+      };
+    }
+    syncBuiltinESMExports();
+    try {
+      const n = 1000;
+      const file = randomBytes(n);
+      const chunks = chunksOf(file, 1, 'many');
+      // Shuffled, a tenth delivered twice; two distributors sharing the storage take turns, and
+      // the first is restarted (a new process, knowing nothing) halfway.
+      const order = [...chunks.keys()].sort(() => Math.random() - 0.5);
+      const last = order.pop()!;
+      order.push(...order.slice(0, n / 10));
+      order.sort(() => Math.random() - 0.5);
+      const distributors = [new FileStore(root), new FileStore(root)];
+      for (const [k, i] of order.entries()) {
+        if (k === Math.floor(order.length / 2)) distributors[0] = new FileStore(root);
+        assert.equal(await distributors[k % 2]!.storeChunk('cam-9', chunks[i]!), undefined, `chunk ${i}: not complete yet`);
+      }
+      const info = await distributors[1]!.storeChunk('cam-9', chunks[last]!);
+      assert.ok(readFileSync(join(root, info!.path)).equals(file), 'stored whole');
+      assert.ok(looks <= 10 * n, `${looks} entries and chunks looked at for ${n} chunks`);
+      assert.equal((await distributors[0]!.storeChunk('cam-9', chunks[0]!))?.path, info!.path, 'a chunk again: the record');
+    } finally {
+      Object.assign(fsp, originals);
+      syncBuiltinESMExports();
+    }
+  });
+
+  it('a chunk known present that is gone when the chunks are joined (its folder moved away by hand) is no endless retry: the folder is listed again', async () => {
+    const file = Buffer.from('abcdef');
+    const chunks = chunksOf(file, 2, 'moved');
+    assert.equal(await store.storeChunk('cam-10', chunks[0]!), undefined);
+    assert.equal(await store.storeChunk('cam-10', chunks[1]!), undefined);
+    // An operator moves the folder of a transfer given up on; the device sends it again, later.
+    renameSync(join(root, '.partial', 'cam-10', 'moved'), join(tmp.dir, 'moved-away'));
+    // The join may miss what was moved (DISTRIBUTOR_WRITE_FAILED: the consumer retries); the retry
+    // finds the transfer not complete, and the chunk is receipted.
+    const first = await store.storeChunk('cam-10', chunks[2]!).catch((e: unknown) => (coded('DISTRIBUTOR_WRITE_FAILED')(e) ? 'retried' : Promise.reject(e)));
+    if (first === 'retried') assert.equal(await store.storeChunk('cam-10', chunks[2]!), undefined, 'the retry lists the folder: not complete');
+    else assert.equal(first, undefined);
+    assert.equal(await store.storeChunk('cam-10', chunks[0]!), undefined);
+    assert.equal((await store.storeChunk('cam-10', chunks[1]!))?.sha256, sha(file));
   });
 
   it('consumers completing the same transfer at once all get the stored file', async () => {
