@@ -6,7 +6,6 @@ import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { readLinesSync } from '../../shared/line-file.ts';
-import { parseTopic } from '../../shared/contract/topics.ts';
 import { carriesOnlyTheDmzWord, DeadLetterSchema, isUnparsable, LETTER_FILE, type DeadLetter } from './dead-letter.ts';
 
 /**
@@ -99,8 +98,8 @@ function parseLetter(text: string): DeadLetter | undefined {
 
 /**
  * Why a replay cannot write from a letter, or undefined when it holds data a replay writes (a
- * device's data other than a file, whole, that passed the contract; its signatures are checked
- * then). A presence or a gateway's security report of up to 4 KiB is kept whole but is the DMZ's
+ * device's data, a file included, whole, that passed the contract; its signatures are checked
+ * then, and a file's storage answers for it). A presence or a gateway's security report of up to 4 KiB is kept whole but is the DMZ's
  * unsigned word, not replayed; counted as data, `list` showed letters no replay would ever write,
  * and a file whose letters with data must all be replayed before it may be removed never could be.
  */
@@ -108,20 +107,7 @@ export function notReplayableWhy(l: DeadLetter): string | undefined {
   if (l.payloadBase64 === undefined) return 'only an excerpt of an invalid payload is kept';
   if (isUnparsable(l)) return `its payload is not a valid message (${l.code}): nothing in it can be written`;
   if (carriesOnlyTheDmzWord(l.topic)) return "a presence or a gateway's security report, the DMZ's unsigned word: kept whole to look at, not replayed";
-  if (isFileTopic(l.topic)) return FILE_NOT_REPLAYED;
   return undefined;
-}
-
-export const FILE_NOT_REPLAYED =
-  "a file is not replayed: one refused (its checksum, its name) keeps its chunks, where kept, in FILE_STORAGE_PATH/.failed/; one whose record the database refused is stored in FILE_STORAGE_PATH, its record not written";
-
-function isFileTopic(topic: string): boolean {
-  try {
-    const where = parseTopic(topic);
-    return where.kind === 'uplink' && where.dataType === 'file';
-  } catch {
-    return false;
-  }
 }
 
 /** Whether a letter keeps data a replay writes (see {@link notReplayableWhy}). */

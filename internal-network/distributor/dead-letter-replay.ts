@@ -4,9 +4,11 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shar
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { sortBySignature, type Message } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
-import { FILE_NOT_REPLAYED, notReplayableWhy, readLetters, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
+import { notReplayableWhy, readLetters, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
 import type { DeadLetter } from './dead-letter.ts';
-import { dataPoints, uplinkKey, type StoredPoint } from './points.ts';
+import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
+import type { FileStore } from './file-store.ts';
+import { dataPoints, filePoint, transferKey, uplinkKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { arrivedInTime } from './security/verifier.ts';
 import { refuseFarAhead } from './write-batcher.ts';
@@ -34,6 +36,15 @@ import { refuseFarAhead } from './write-batcher.ts';
  * (a replay run again after a kill, a letter kept twice after a redelivery) is one point in every
  * store. A letter with a message left out (but for copies) is written in part and not recorded as
  * replayed: a key missing now (a wrong folder, a Secret not yet updated) must not make it look done.
+ *
+ * A file's letter (its record refused by the database, or a defect while it was stored) is stored
+ * as the distributor stores it, through the same FileStore (FILE_STORAGE_PATH), then its record
+ * written: a whole file is found again by its SHA-256 under the name it was stored under (or
+ * stored, should it be gone); a chunk finds its transfer's record in the done marker, with the
+ * time the distributor gave it, or is stored with the transfer's other chunks, completing it if it
+ * was the last. Each record keeps the distributor's key (a whole file's message key, a transfer's
+ * `t:ID`), so it is the one point and row however often it is written. Before, a file's letter was
+ * refused outright: its record could never be written, though its bytes were on disk.
  */
 
 /** Why a message of a letter was not written. */
@@ -79,6 +90,8 @@ export interface ReplayOptions {
   dryRun?: boolean;
   /** only letters of this code */
   code?: string;
+  /** the distributor's file storage (FILE_STORAGE_PATH): files' letters are not replayed without it */
+  files?: FileStore;
 }
 
 /**
@@ -121,9 +134,29 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
       // A copy left out is written with the message it copies (in this letter, or an earlier one,
       // which stays to be replayed until it is written): it does not make the letter partly written.
       const missing = leftOut - data.leftOut.repeated;
-      if (data.points.length === 0 && missing > 0) {
+      if (data.points.length === 0 && data.files.length === 0 && missing > 0) {
         problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `none of its ${data.messages} messages can be written: ${leftOutText(data.leftOut)}`);
         continue;
+      }
+      if (data.files.length > 0) {
+        // Files first, then their records, as the distributor: a record never names a file not there.
+        let records: StoredPoint[];
+        try {
+          records = await fileRecords(data.files, o);
+        } catch (err) {
+          if (isFieldStreamError(err, 'DEAD_LETTER_NOT_REPLAYABLE')) {
+            problem(r, err.code, err.message);
+            continue;
+          }
+          // A verdict on the file itself, final as it was when the distributor gave it.
+          if (isFieldStreamError(err, 'DISTRIBUTOR_FILE_CHECKSUM') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN') || isFieldStreamError(err, 'DISTRIBUTOR_UNSAFE_FILENAME')) {
+            problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `the file storage refuses it (${err.code}): ${err.message}`);
+            continue;
+          }
+          report.stoppedBy = isFieldStreamError(err) ? err : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', String(err), {}, { cause: err });
+          return report;
+        }
+        data.points.push(...records);
       }
       try {
         // As the distributor refuses it (write-batcher.ts): the letter of a reading dated further
@@ -179,8 +212,45 @@ export function leftOutText(leftOut: Record<LeftOut, number>): string {
 
 const notReplayable = (why: string) => new FieldStreamError('DEAD_LETTER_NOT_REPLAYABLE', why);
 
+/** A file message of a letter that passed the checks: stored, then its record written (fileRecords). */
+interface FileToStore {
+  deviceId: string;
+  message: EnvelopeOf<'file'>['messages'][number];
+  /** its arrival (epoch ms), as the distributor took it */
+  receivedAt: number;
+  /** its message key (a whole file's record) */
+  key: string;
+}
+
+/**
+ * Stores each file (a dry run only looks) and returns the records to write: what the distributor's
+ * message handler does (message-handler.ts pointsOf). A chunk that leaves its transfer incomplete
+ * is stored and has no record, as there: the chunk that completes it writes it.
+ */
+async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' | 'dryRun'>): Promise<StoredPoint[]> {
+  const store = o.files;
+  if (!store) throw notReplayable('a file, and no file storage given (FILE_STORAGE_PATH): its record names where it is stored');
+  const points: StoredPoint[] = [];
+  for (const f of files) {
+    const { transfer } = f.message.payload;
+    if (o.dryRun) {
+      // Nothing written: a chunk's record is counted when its transfer's is there (its done
+      // marker), a whole file's always, at the time each would be written.
+      const { filename, metadata } = f.message.payload;
+      const record = transfer ? await store.recordOf(f.deviceId, transfer.id) : { filename, path: '', size: 0, sha256: '', contentType: '', timestamp: metadata?.timestamp };
+      if (record) points.push(filePoint(f.deviceId, f.receivedAt, record, transfer ? transferKey(transfer.id) : f.key));
+      continue;
+    }
+    const stored = transfer ? await store.storeChunk(f.deviceId, { ...f.message.payload, transfer }, f.receivedAt) : await store.store(f.deviceId, f.message.payload);
+    if (stored) points.push(filePoint(f.deviceId, f.receivedAt, stored, transfer ? transferKey(transfer.id) : f.key));
+  }
+  return points;
+}
+
 interface LetterData {
   points: StoredPoint[];
+  /** file messages to store before their records are written */
+  files: FileToStore[];
   /** the messages of its envelopes */
   messages: number;
   leftOut: Record<LeftOut, number>;
@@ -190,9 +260,8 @@ interface LetterData {
 function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'requireSignatures' | 'freshnessMs' | 'transitMs'>, met: Set<string>): LetterData {
   const why = notReplayableWhy(letter);
   if (why !== undefined) throw notReplayable(why);
-  const data: LetterData = { points: [], messages: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 } };
+  const data: LetterData = { points: [], files: [], messages: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 } };
   for (const env of envelopesOf(letter)) {
-    if (env.dataType === 'file') throw notReplayable(FILE_NOT_REPLAYED);
     data.messages += env.messages.length;
     const revoked = o.keys.isRevoked(env.deviceId);
     const sorted = sortBySignature<Message>(revoked ? undefined : o.keys.get(env.deviceId), env);
@@ -215,6 +284,13 @@ function pointsOfLetter(letter: DeadLetter, o: Pick<ReplayOptions, 'keys' | 'req
     if (o.requireSignatures || revoked) data.leftOut.unsigned += sorted.unsigned.length;
     else for (const m of sorted.unsigned) keep(m, uplinkKey(m.messageId), undefined);
     if (kept.length === 0) continue;
+    if (env.dataType === 'file') {
+      for (const k of kept) {
+        const message = k.message as EnvelopeOf<'file'>['messages'][number];
+        data.files.push({ deviceId: env.deviceId, message, receivedAt: message.receivedAt ?? env.receivedAt, key: k.key });
+      }
+      continue;
+    }
     const accepted = { ...env, messages: kept.map((k) => k.message) } as typeof env;
     data.points.push(...dataPoints(accepted, kept.map((k) => k.key)));
   }

@@ -90,6 +90,15 @@ export class FileStore {
     }
   }
 
+  /**
+   * The record of a chunked transfer's file once stored (its done marker), or undefined; nothing is
+   * written. For a dry run of the dead-letter replay.
+   */
+  async recordOf(deviceId: string, transferId: string): Promise<StoredFileInfo | undefined> {
+    if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('DISTRIBUTOR_UNSAFE_FILENAME', `Refused device id ${JSON.stringify(deviceId.slice(0, 100))}`);
+    return readDone(`${this.partialDir(deviceId, transferId)}.done.json`);
+  }
+
   private async addChunk(dir: string, deviceId: string, partial: string, doneMarker: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined): Promise<StoredFileInfo | undefined> {
     const t = payload.transfer;
     await this.makeDir(partial);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { REPLAYED_FILE, summarizeLetters } from '../../internal-network/distributor/dead-letter-files.ts';
 import { leftOutText, replayLetters, type ReplayReport } from '../../internal-network/distributor/dead-letter-replay.ts';
 import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { selectDistributorSink } from '../../internal-network/distributor/sinks/select.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -28,13 +29,13 @@ export function listDeadLetters(paths: DeadLetterPaths, json: boolean): string {
       .join(', ');
     rows.push([f.inUse ? `${f.file} (in use)` : f.file, String(f.bytes), String(f.letters), String(f.withData), String(f.replayed), String(f.unreadable), codes]);
   }
-  return `${columns(rows)}WITH DATA: whole letters a replay can write (\`fieldstream-admin dead-letters replay\`); the others (an invalid payload or its excerpt, a presence or a gateway's security report, a file) are kept to look at.
+  return `${columns(rows)}WITH DATA: whole letters a replay can write (\`fieldstream-admin dead-letters replay\`); the others (an invalid payload or its excerpt, a presence or a gateway's security report) are kept to look at.
 A file may be removed once its letters with data are all replayed, unless it is in use: the distributor may still be appending to it.\n`;
 }
 
 /**
  * Replays with the distributor's settings (the environment and `.env`, as the distributor reads
- * them): its stores (INFLUXDB_*, POSTGRES_*, or the local store) and DISTRIBUTOR_FRESHNESS_S.
+ * them): its stores (INFLUXDB_*, POSTGRES_*, or the local store; FILE_STORAGE_PATH) and DISTRIBUTOR_FRESHNESS_S.
  * Unsigned messages are written only where DISTRIBUTOR_REQUIRE_SIGNATURES=false is set: its
  * default (false, for `npm start`) is not taken here, as a replay on the host of a deployment whose
  * distributor requires signatures would otherwise write what that distributor refused.
@@ -46,7 +47,11 @@ export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<stri
     throw new FieldStreamError('DEAD_LETTERS_NO_KEYS', `No folder of device signing keys at ${paths.deviceKeysDir} (DISTRIBUTOR_DEVICE_KEYS_DIR, or internal/device-keys of --certs-dir): no message could be checked.`);
   }
   // The local store's default, as the other defaults here, is the repository's (where `npm start` keeps it), not the working directory's.
-  const config = loadDistributorConfig({ ...env, TIMESERIES_LOCAL_PATH: env.TIMESERIES_LOCAL_PATH ?? join(REPO_ROOT, 'data', 'timeseries') });
+  const config = loadDistributorConfig({
+    ...env,
+    TIMESERIES_LOCAL_PATH: env.TIMESERIES_LOCAL_PATH ?? join(REPO_ROOT, 'data', 'timeseries'),
+    FILE_STORAGE_PATH: env.FILE_STORAGE_PATH ?? join(REPO_ROOT, 'data', 'files'),
+  });
   const log = createLogger('fieldstream-admin', 'error', process.stderr);
   // Before the store is opened: an unreadable revoked list stops the replay (CONFIG_FILE_UNREADABLE).
   const keys = new DeviceKeyRegistry(paths.deviceKeysDir, paths.revokedDevicesFile, undefined, log);
@@ -60,6 +65,8 @@ export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<stri
       requireSignatures: env.DISTRIBUTOR_REQUIRE_SIGNATURES === undefined || config.DISTRIBUTOR_REQUIRE_SIGNATURES,
       freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
       transitMs: config.DISTRIBUTOR_TRANSIT_MAX_S * 1000,
+      // A file's letter is stored again where the distributor stores files, then its record written.
+      files: new FileStore(config.FILE_STORAGE_PATH),
       dryRun: opts.dryRun,
       ...(opts.code !== undefined ? { code: opts.code } : {}),
     });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -69,6 +69,7 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
             INFLUXDB_DATABASE: DB,
             INFLUXDB_USERNAME: influx.user,
             INFLUXDB_PASSWORD: influx.password,
+            FILE_STORAGE_PATH: join(work.dir, 'files'),
           },
         },
         (err, out, errText) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out, err: errText }),
@@ -231,6 +232,83 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     assert.match(r.out, /:1 {2}DEAD_LETTER_PARTLY_REPLAYED {2}1 of its 4 messages were written/);
     const wind = await influx.query(`SELECT wind FROM readings WHERE device = '${DEVICE}' AND wind = 7`, DB);
     assert.deepEqual(wind.results?.[0]?.series?.[0]?.values.map((v) => v[0]), [arrived], 'one point, at the arrival the device signed for');
+  });
+
+  it("stores a file whose record the database refused, whole or in chunks, and writes its record once the cause is fixed: one record each, however often replayed", async () => {
+    const dir = join(work.dir, 'letters-files');
+    const log = createLogger('test', 'silent');
+    const sink = new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 });
+    // The cause: `size` of measurement files is a string here (another program's points, in the
+    // shards of both records' times), and every record's is a number.
+    const completedAt = Date.now();
+    await sink.write([T0, completedAt - 60_000].map((time) => ({ measurement: 'files', tags: { device: 'other' }, fields: { size: 'large' }, time })));
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(keysDir), new ReplayWindows(join(work.dir, 'replay-files')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const metrics = new DistributorMetrics();
+    const dead = new DeadLetters(dir);
+    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, new MessageHandler(sink, new FileStore(join(work.dir, 'files')), verifier, metrics), dead, { initialMs: 10, maxMs: 50 }, undefined, log, metrics.deadLetters);
+    const deliver = async (payload: Buffer) => {
+      const acked = { done: false };
+      mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic(DEVICE, 'file'), payload, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
+      await eventually(() => (acked.done ? true : undefined), 10_000, 'acknowledged');
+    };
+    /** A device's envelope of one file message, signed as the field client signs it (a chunk: its transfer the epoch, its index the seq). */
+    const fileEnvelope = (epoch: string, seq: number, payload: Record<string, unknown>, receivedAt: number) =>
+      Buffer.from(
+        JSON.stringify({
+          v: 1,
+          deviceId: DEVICE,
+          dataType: 'file',
+          gatewayId: 'gw-1',
+          receivedAt,
+          messages: [{ messageId: `${epoch}-${seq}`, auth: signGroup(key, { deviceId: DEVICE, dataType: 'file', epoch, ts: Date.now() }, [{ seq, payload }]), payload }],
+        }),
+      );
+    const whole = Buffer.from('a scan, sent whole');
+    const chunked = Buffer.from('a longer scan, sent in two chunks');
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    // In the contract's order: what is signed is the payload's JSON as the distributor parses it.
+    const transfer = (index: number) => ({ id: 'fscan2', index, count: 2, size: chunked.length, sha256: sha(chunked) });
+    try {
+      await deliver(fileEnvelope('files-e1', 1, { filename: 'scan1.txt', contentType: 'text/plain', data: whole.toString('base64'), metadata: { timestamp: T0 + 40 } }, Date.now()));
+      await deliver(fileEnvelope('fscan2', 0, { filename: 'scan2.txt', data: chunked.subarray(0, 10).toString('base64'), transfer: transfer(0) }, completedAt - 1000));
+      await deliver(fileEnvelope('fscan2', 1, { filename: 'scan2.txt', data: chunked.subarray(10).toString('base64'), transfer: transfer(1) }, completedAt));
+    } finally {
+      consumer.stop();
+      await dead.close();
+    }
+    const records = async () => {
+      const r = await influx.query(`SELECT * FROM files WHERE device = '${DEVICE}'`, DB);
+      const series = r.results?.[0]?.series?.[0];
+      return (series?.values ?? []).map((v) => Object.fromEntries(series!.columns.map((c, i) => [c, v[i]])) as Record<string, unknown>);
+    };
+    assert.deepEqual(await records(), [], 'both records refused');
+    assert.deepEqual(readdirSync(join(work.dir, 'files', DEVICE)).sort(), ['scan1.txt', 'scan2.txt'], 'both files stored before their records');
+    assert.deepEqual((JSON.parse((await admin('list', '--json', '--dead-letters', dir)).out) as Array<{ letters: number; withData: number }>).map((f) => [f.letters, f.withData]), [[2, 2]], 'the two letters hold data a replay writes');
+
+    const early = await admin('replay', '--dead-letters', dir);
+    assert.equal(early.code, EXIT.failed, early.out + early.err);
+    assert.match(early.out, /:1 {2}DEAD_LETTERS_REFUSED_AGAIN {2}.*field type conflict/);
+    assert.match(early.out, /:2 {2}DEAD_LETTERS_REFUSED_AGAIN {2}.*field type conflict/);
+
+    await influx.query('DROP MEASUREMENT files', DB); // the operator's fix
+    const dry = await admin('replay', '--dry-run', '--dead-letters', dir);
+    assert.match(dry.out, /^Would replay 2 letters \(2 points\)/, dry.out + dry.err);
+    assert.deepEqual(await records(), []);
+    const fixed = await admin('replay', '--dead-letters', dir);
+    assert.equal(fixed.code, EXIT.ok, fixed.out + fixed.err);
+    assert.match(fixed.out, /^Replayed 2 letters \(2 points\)/);
+    const expected = [
+      [T0 + 40, 'scan1.txt', `${DEVICE}/scan1.txt`, whole.length, sha(whole)],
+      [completedAt, 'scan2.txt', `${DEVICE}/scan2.txt`, chunked.length, sha(chunked)], // at the arrival of the chunk that completed it, as the distributor recorded it
+    ];
+    const rows = () => records().then((rs) => rs.map((r) => [r.time, r.filename, r.path, r.size, r.sha256]).sort((a, b) => Number(a[0]) - Number(b[0])));
+    assert.deepEqual(await rows(), expected);
+    assert.deepEqual(readdirSync(join(work.dir, 'files', DEVICE)).sort(), ['scan1.txt', 'scan2.txt'], 'no second copy of either file');
+    // Its record lost (a kill between the write and the record): written again, still one record each.
+    rmSync(join(dir, 'replayed.jsonl'));
+    assert.match((await admin('replay', '--dead-letters', dir)).out, /^Replayed 2 letters/);
+    assert.deepEqual(await rows(), expected);
   });
 
   it('refuses again a reading dated further ahead than the distributor takes (LIMITS.pointMaxAheadMs): replayable once its time has come, not before, so InfluxDB makes no shard for its week', async () => {

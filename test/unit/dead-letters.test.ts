@@ -91,21 +91,22 @@ describe('dead letters', () => {
     assert.deepEqual(letters(dir).map((l) => (JSON.parse(l) as { topic: string }).topic), ['t/a', 't/b']);
   });
 
-  it("list counts as letters with data only what a replay writes: not a refused presence or security report kept whole (the DMZ's word), nor a file", async () => {
+  it("list counts as letters with data only what a replay writes: not a refused presence or security report kept whole (the DMZ's word); a file's is", async () => {
     const dir = join(tmp.dir, 'with-data');
     const dead = new DeadLetters(dir);
     const refused = new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'InfluxDB answered 400: partial write: points beyond retention policy dropped=1');
     const reading = { v: 1, deviceId: 'dev-1', dataType: 'timeseries', gatewayId: 'gw-1', receivedAt: 1_700_000_000_000, messages: [{ messageId: 'm1', payload: { t: 1 } }] };
     assert.equal(await dead.put(uplinkTopic('dev-1', 'timeseries'), Buffer.from(JSON.stringify(reading)), refused), 'whole');
-    // A presence of up to 4 KiB is kept whole, a file's envelope too: neither can a replay write.
+    // A presence of up to 4 KiB is kept whole: no replay writes it. A file's envelope is kept whole
+    // too, and a replay stores the file and writes its record (dead-letter-replay.test.ts).
     assert.equal(await dead.put(statusTopic('dev-1'), Buffer.from(JSON.stringify({ v: 1, deviceId: 'dev-1', gatewayId: 'gw-1', state: 'online', at: 0 })), refused), 'excerpt');
     assert.equal(await dead.put(gatewayPresenceTopic('gw-1'), Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', state: 'online', since: 0 })), refused), 'excerpt');
-    const file = { ...reading, dataType: 'file', messages: [{ messageId: 'f1', payload: { filename: 'a.txt', contentBase64: 'aGk=', sha256: '0'.repeat(64) } }] };
+    const file = { ...reading, dataType: 'file', messages: [{ messageId: 'f1', payload: { filename: 'a.txt', data: 'aGk=' } }] };
     assert.equal(await dead.put(uplinkTopic('dev-1', 'file'), Buffer.from(JSON.stringify(file)), refused), 'whole');
     await dead.close();
     const [summary] = summarizeLetters(dir);
-    assert.deepEqual([summary?.letters, summary?.withData], [4, 1]);
-    // What the replay says of each, with no store and no key: the reading alone is looked at for its signature.
+    assert.deepEqual([summary?.letters, summary?.withData], [4, 2]);
+    // What the replay says of each, with no store and no key: the reading and the file are looked at for their signatures.
     const report = await replayLetters({ dir, sink: new LocalPointStore(join(tmp.dir, 'with-data-store')), keys: new DeviceKeyRegistry(join(tmp.dir, 'no-keys')), requireSignatures: true, freshnessMs: 30_000, dryRun: true });
     assert.deepEqual(
       report.problems.map((p) => [p.line, p.code, p.message.replace(/:.*/, '')]),
@@ -113,7 +114,7 @@ describe('dead letters', () => {
         [1, 'DEAD_LETTER_NOT_REPLAYABLE', 'none of its 1 messages can be written'],
         [2, 'DEAD_LETTER_NOT_REPLAYABLE', "a presence or a gateway's security report, the DMZ's unsigned word"],
         [3, 'DEAD_LETTER_NOT_REPLAYABLE', "a presence or a gateway's security report, the DMZ's unsigned word"],
-        [4, 'DEAD_LETTER_NOT_REPLAYABLE', 'a file is not replayed'],
+        [4, 'DEAD_LETTER_NOT_REPLAYABLE', 'none of its 1 messages can be written'],
       ],
     );
   });
