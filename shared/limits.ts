@@ -220,8 +220,9 @@ export const LIMITS = {
   folderInputMaxFilesAtOnce: 2,
   /** files. Most files of the watched folder remembered as sent though they could not be removed
    * from it (a read-only mount, another user's folder with the sticky bit: FIELD_FILE_SOURCE_KEPT),
-   * each by its device, inode, size and modification time, and forgotten once gone from the folder:
-   * not taken again until they change. Past it the oldest is forgotten (and sent once more). */
+   * each by its device, inode, size and modification time (in FIELD_DATA_DIR/watched-kept.jsonl, across
+   * restarts), and forgotten once gone from the folder: not taken again until they change. Past it
+   * the oldest is forgotten (and sent once more). */
   folderInputKeptMaxFiles: 10_000,
   /** percent. Share of FIELD_QUEUE_MAX_BYTES the field client keeps for setting refused messages
    * aside (FIELD_DATA_DIR/rejected.jsonl and rejected/, which count against the same cap): new data

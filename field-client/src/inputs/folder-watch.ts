@@ -6,6 +6,7 @@ import { LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { LocalInput } from './input.ts';
+import { KeptFiles } from './kept-files.ts';
 
 const TYPES: Record<string, string> = {
   '.jpg': 'image/jpeg',
@@ -24,7 +25,8 @@ const TYPES: Record<string, string> = {
  * Sends every new file that appears in a folder. A file is taken once its size and modification
  * time held still for one interval (a camera may still be writing it), then moved into the outbox;
  * the folder is left empty of what was accepted (but for files it does not let go: copied, sent
- * once and left there, FIELD_FILE_SOURCE_KEPT). Polling, not inotify: it works the same on every
+ * once and left there, FIELD_FILE_SOURCE_KEPT; remembered in `keptFile`, FIELD_DATA_DIR/watched-kept.jsonl,
+ * across restarts). Polling, not inotify: it works the same on every
  * file system, network mounts and SD cards included. The folder is created on start if missing.
  *
  * Only regular files are taken. Anything else found there — a symbolic link above all (a program
@@ -39,7 +41,7 @@ const TYPES: Record<string, string> = {
  * folder and is tried again, as is one whose queue record could not be written (put back). A file
  * not taken (that, or a name the contract refuses) is logged once, until it or the reason changes.
  */
-export function folderInput(client: FieldClient, dir: string, intervalMs: number, log: Logger): LocalInput {
+export function folderInput(client: FieldClient, dir: string, intervalMs: number, log: Logger, options: { keptFile?: string } = {}): LocalInput {
   const seen = new Map<string, string>();
   const busy = new Set<string>();
   /** entries refused as not regular files, with what they were when refused (logged once each) */
@@ -54,11 +56,13 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
   /**
    * files sent as copies since their folder does not let them go (FIELD_FILE_SOURCE_KEPT), with what
    * they were (device, inode, size, modification time): not taken again until that changes, nor
-   * logged again. Forgotten once gone from the folder; at most LIMITS.folderInputKeptMaxFiles, the
-   * oldest forgotten first. Before, such a file was copied, the copy dropped as its source could
-   * not be removed, and the whole file copied and synced again every other look, for ever.
+   * logged again, also after a restart (`keptFile`, kept-files.ts). Forgotten once gone from the
+   * folder; at most LIMITS.folderInputKeptMaxFiles, the oldest forgotten first. Before, such a file
+   * was copied, the copy dropped as its source could not be removed, and the whole file copied and
+   * synced again every other look, for ever; and then, remembered in memory alone, sent again at
+   * every start of the client.
    */
-  const kept = new Map<string, string>();
+  let kept = new KeptFiles(undefined, dir, log);
   const warnOnce = (name: string, sig: string, why: string, log: () => void) => {
     if (notTaken.get(name) === `${sig}|${why}`) return;
     notTaken.set(name, `${sig}|${why}`);
@@ -114,10 +118,7 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
       } catch {
         continue;
       }
-      if (kept.has(name)) {
-        if (kept.get(name) === sig) continue; // sent already, and unchanged
-        kept.delete(name); // changed: another file, taken as any
-      }
+      if (kept.has(name, sig)) continue; // sent already, and unchanged (one that changed is another file, taken as any)
       if (seen.get(name) !== sig) {
         seen.set(name, sig);
         continue;
@@ -136,9 +137,10 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
           filename: name,
           contentType: TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream',
           move: true,
+          // Told once the file's queue record is written (takeFile): remembered only then, so a file
+          // whose taking failed, or was cut off by a kill, is taken again, never skipped.
           sourceKept: (code) => {
-            kept.set(name, taking);
-            if (kept.size > LIMITS.folderInputKeptMaxFiles) kept.delete(kept.keys().next().value as string);
+            kept.remember(name, taking);
             log.warn({ code: 'FIELD_FILE_SOURCE_KEPT', file: name, reason: code }, 'file from the watched folder sent as a copy: its folder does not let it be removed; left there, not taken again until it changes');
           },
         })
@@ -161,13 +163,14 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
     for (const name of seen.keys()) if (!present.has(name)) seen.delete(name);
     for (const name of refused.keys()) if (!present.has(name)) refused.delete(name);
     for (const name of notTaken.keys()) if (!present.has(name)) notTaken.delete(name);
-    for (const name of kept.keys()) if (!present.has(name)) kept.delete(name);
+    kept.keepOnly(present);
   };
   let timer: NodeJS.Timeout | undefined;
   return {
     name: 'folder',
     async start() {
       mkdirSync(dir, { recursive: true });
+      kept = new KeptFiles(options.keptFile, dir, log);
       timer = setInterval(tick, intervalMs);
     },
     async close() {
