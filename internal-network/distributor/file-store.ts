@@ -1,16 +1,22 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { constants, type Dirent } from 'node:fs';
-import { link, lstat, mkdir, open, opendir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
-import { z } from 'zod';
+import { constants } from 'node:fs';
+import { link, mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { replaceFileDurablySync, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
-import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
+import { checkSize, entries, exists, hashOf, ifGone, io } from './file-io.ts';
+import { createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
+import { candidateNames } from './file-names.ts';
+import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
+import type { StoredFileInfo } from './points.ts';
+
+export { candidateNames } from './file-names.ts';
+export type { FileStoreSweep } from './file-sweep.ts';
 
 /**
  * Files from devices, stored as ROOT/DEVICE_ID/FILENAME.
@@ -153,62 +159,9 @@ export class FileStore {
     return info;
   }
 
-  /**
-   * Removes what killed processes leave in the storage and nothing else would ever remove:
-   * - temporary files not modified for `staleMs` (TIMINGS.fileTempStaleMs): `.incoming-*` in a
-   *   device's folder (a file sent whole), in a folder of chunks (a chunk, or their join, as large
-   *   as the whole file, up to 10 GiB: removed with the folder when the transfer ends, but a
-   *   transfer may never end), in .failed/DEVICE/ (a verdict), and a done marker's
-   *   `ID.done.json.tmp-PID`. Only their age tells that their writer is gone: distributors on other
-   *   machines share the storage. None is ever the only copy of anything receipted (a file or chunk
-   *   counts once it has its name), so removing one a live writer still holds costs a retry.
-   * - the folder of chunks of a transfer whose done marker is there, whatever its age (a kill
-   *   between the marker and the folder's removal, or a chunk that made the folder again after it):
-   *   the file is stored, and the marker answers any chunk that comes again.
-   * Never touched: stored files, a folder of chunks without a done marker (receipted chunks of a
-   * file not stored yet), the chunks and verdicts in .failed/. Symbolic links are not followed.
-   */
-  async sweep(o: { staleMs?: number; now?: number; signal?: AbortSignal } = {}): Promise<FileStoreSweep> {
-    const swept: FileStoreSweep = { tempFiles: 0, tempBytes: 0, doneFolders: 0 };
-    const before = (o.now ?? Date.now()) - (o.staleMs ?? TIMINGS.fileTempStaleMs);
-    const removeIfStale = async (path: string) => {
-      const s = await lstat(path).catch(ifGone);
-      if (!s?.isFile() || s.mtimeMs > before) return;
-      if ((await unlink(path).then(() => true, ifGone)) === undefined) return;
-      swept.tempFiles++;
-      swept.tempBytes += s.size;
-    };
-    const aborted = () => o.signal?.aborted === true;
-    for await (const top of entries(this.root)) {
-      if (aborted()) break;
-      if (!top.isDirectory()) continue;
-      const topDir = join(this.root, top.name);
-      if (top.name === '.partial' || top.name === '.failed') {
-        for await (const device of entries(topDir)) {
-          if (!device.isDirectory()) continue;
-          const deviceDir = join(topDir, device.name);
-          for await (const e of entries(deviceDir)) {
-            if (aborted()) break;
-            const path = join(deviceDir, e.name);
-            if (e.isFile() && (e.name.startsWith('.incoming-') || (top.name === '.partial' && e.name.includes('.done.json.tmp-')))) await removeIfStale(path);
-            else if (e.isDirectory() && top.name === '.partial') {
-              if (await exists(`${path}.done.json`)) {
-                await rm(path, { recursive: true, force: true });
-                swept.doneFolders++;
-              } else {
-                for await (const f of entries(path)) if (f.isFile() && f.name.startsWith('.incoming-')) await removeIfStale(join(path, f.name));
-              }
-            }
-          }
-        }
-      } else if (!top.name.startsWith('.')) {
-        for await (const e of entries(topDir)) {
-          if (aborted()) break;
-          if (e.isFile() && e.name.startsWith('.incoming-')) await removeIfStale(join(topDir, e.name));
-        }
-      }
-    }
-    return swept;
+  /** Removes what killed processes leave in the storage and nothing else would ever remove (file-sweep.ts). */
+  sweep(o: { staleMs?: number; now?: number; signal?: AbortSignal } = {}): Promise<FileStoreSweep> {
+    return sweepFiles(this.root, o);
   }
 
   /**
@@ -447,176 +400,4 @@ export class FileStore {
     if (ours) await io(dir, () => syncDir(dir));
     return ours;
   }
-}
-
-/** bytes. Longest name of one folder entry on the file systems we store to (ext4, XFS, btrfs: NAME_MAX). */
-const FS_NAME_MAX_BYTES = 255;
-/** bytes. A longer "extension" (`a.` + 190 characters) is kept as part of the stem, which may be shortened. */
-const EXT_MAX_BYTES = 32;
-/** Names tried after NAME.SHA256.EXT, with a counter, before a file is refused as DISTRIBUTOR_FILE_NAME_TAKEN. */
-const COUNTED_NAMES = 4;
-
-/**
- * The names a file may be stored under, in order: NAME, NAME.SHA8.EXT, NAME.SHA256.EXT, then
- * NAME.SHA256-2.EXT … NAME.SHA256-5.EXT. Each is at most FS_NAME_MAX_BYTES bytes of UTF-8: NAME is
- * at most LIMITS.filenameMaxBytes (200, the contract's), and a fallback shortens the stem, by whole
- * characters, as far as its suffix needs. Deterministic, so the same content arriving again is found.
- */
-export function candidateNames(filename: string, sha256: string): string[] {
-  let ext = extname(filename);
-  if (Buffer.byteLength(ext, 'utf8') > EXT_MAX_BYTES) ext = '';
-  const stem = filename.slice(0, filename.length - ext.length);
-  const suffixes = [`.${sha256.slice(0, 8)}`, `.${sha256}`];
-  for (let n = 2; n < 2 + COUNTED_NAMES; n++) suffixes.push(`.${sha256}-${n}`);
-  return [filename, ...suffixes.map((suffix) => `${truncateUtf8(stem, FS_NAME_MAX_BYTES - Buffer.byteLength(suffix + ext, 'utf8'))}${suffix}${ext}`)];
-}
-
-/** The longest start of `s`, in whole characters (code points), of at most `max` bytes of UTF-8. */
-function truncateUtf8(s: string, max: number): string {
-  if (Buffer.byteLength(s, 'utf8') <= max) return s;
-  let out = '';
-  let used = 0;
-  for (const ch of s) {
-    const n = Buffer.byteLength(ch, 'utf8');
-    if (used + n > max) break;
-    out += ch;
-    used += n;
-  }
-  return out;
-}
-
-/** A transfer's done marker: the stored file's record, or undefined when there is none (yet). */
-function readDone(marker: string): Promise<StoredFileInfo | undefined> {
-  return readMarker(marker, StoredFileInfoSchema, "a stored file's record");
-}
-
-/** A marker file read back and checked (`what` it should be), or undefined when there is none. */
-async function readMarker<T>(marker: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
-  let text: string;
-  try {
-    text = await readFile(marker, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${marker}: ${(err as Error).message}`, { path: marker }, { cause: err });
-  }
-  try {
-    return schema.parse(JSON.parse(text));
-  } catch (err) {
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} is not ${what}: ${(err as Error).message}`, { path: marker });
-  }
-}
-
-/** A transfer failed for good, as its failed marker keeps it: the error its chunks get from then on. */
-const FailedTransferSchema = z.object({
-  code: z.enum(['DISTRIBUTOR_FILE_CHECKSUM', 'DISTRIBUTOR_FILE_NAME_TAKEN']),
-  message: z.string(),
-  details: z.record(z.string(), z.unknown()).optional(),
-});
-type FailedTransfer = z.infer<typeof FailedTransferSchema>;
-
-/** A transfer's failed marker, or undefined when it has none. */
-function readFailed(marker: string): Promise<FailedTransfer | undefined> {
-  return readMarker(marker, FailedTransferSchema, "a failed transfer's record");
-}
-
-/**
- * Writes a failed marker unless the transfer has one already, and returns the one that stands.
- * Written aside, fsync'ed and linked to its name (which refuses an existing one), then its folder
- * synced: it is whole whenever it is there, and the first verdict is never replaced.
- */
-async function createFailedMarker(marker: string, verdict: FailedTransfer): Promise<FailedTransfer> {
-  // A temporary name the sweep knows (a kill can leave it): .incoming-*.
-  const tmp = join(dirname(marker), `.incoming-${randomUUID()}`);
-  try {
-    await io(tmp, async () => replaceFileDurablySync(tmp, JSON.stringify(verdict), 0o640));
-    const linked = await link(tmp, marker).then(
-      () => true,
-      (err: NodeJS.ErrnoException) => {
-        if (err.code === 'EEXIST') return false;
-        throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write ${marker}: ${err.message}`, { path: marker }, { cause: err });
-      },
-    );
-    if (!linked) {
-      const standing = await readFailed(marker);
-      if (standing) return standing;
-      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} went while it was read; retried.`, { path: marker });
-    }
-  } finally {
-    await unlink(tmp).catch(() => undefined);
-  }
-  await io(dirname(marker), () => syncDir(dirname(marker)));
-  return verdict;
-}
-
-/**
- * One file-system step. Its failure (a full disk, a folder removed meanwhile, EIO) is
- * DISTRIBUTOR_WRITE_FAILED naming the path: transient, so the consumer retries the message rather
- * than leave it unacknowledged without a word.
- */
-async function io<T>(path: string, step: () => Promise<T>): Promise<T> {
-  try {
-    return await step();
-  } catch (err) {
-    if (err instanceof FieldStreamError) throw err;
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `File storage failed at ${path}: ${(err as Error).message}`, { path }, { cause: err });
-  }
-}
-
-/**
- * Defence in depth, after the fsync: the file holds exactly `expected` bytes. The SHA-256 and size
- * recorded (and receipted) are those of the data given, never read back from the file: a file cut
- * short by a write that reported success would otherwise be stored under them.
- */
-async function checkSize(fh: FileHandle, expected: number): Promise<void> {
-  const { size } = await fh.stat();
-  if (size !== expected) throw new Error(`the file holds ${size} bytes of ${expected} after its fsync (a short write)`);
-}
-
-/** What a sweep removed. */
-export interface FileStoreSweep {
-  /** temporary files left by killed processes, and their bytes */
-  tempFiles: number;
-  tempBytes: number;
-  /** folders of chunks of files already stored (their done markers stay) */
-  doneFolders: number;
-}
-
-/** For a `.catch`: a path that went meanwhile is undefined; any other failure is thrown on. */
-function ifGone(err: NodeJS.ErrnoException): undefined {
-  if (err.code === 'ENOENT') return undefined;
-  throw err;
-}
-
-/** A folder's entries one at a time (a device's folder may hold very many files); none when it is gone. */
-async function* entries(dir: string): AsyncGenerator<Dirent> {
-  const d = await opendir(dir).catch(ifGone);
-  if (d) yield* d;
-}
-
-/** Whether `path` exists; any failure to tell but its absence is DISTRIBUTOR_WRITE_FAILED (retried). */
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot look at ${path}: ${(err as Error).message}`, { path }, { cause: err });
-  }
-}
-
-/** SHA-256 of a file, read in a stream (files can be large); undefined when it does not exist. */
-async function hashOf(path: string): Promise<string | undefined> {
-  const h = createHash('sha256');
-  try {
-    const fh = await open(path, 'r');
-    try {
-      for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
-    } finally {
-      await fh.close().catch(() => undefined);
-    }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${path}: ${(err as Error).message}`);
-  }
-  return h.digest('hex');
 }

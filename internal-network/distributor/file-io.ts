@@ -1,0 +1,70 @@
+import { createHash } from 'node:crypto';
+import type { Dirent } from 'node:fs';
+import { lstat, open, opendir, type FileHandle } from 'node:fs/promises';
+import { FieldStreamError } from '../../shared/errors.ts';
+
+/** File-system steps of the file storage, each failure a coded error (DISTRIBUTOR_WRITE_FAILED: retried). */
+
+/**
+ * One file-system step. Its failure (a full disk, a folder removed meanwhile, EIO) is
+ * DISTRIBUTOR_WRITE_FAILED naming the path: transient, so the consumer retries the message rather
+ * than leave it unacknowledged without a word.
+ */
+export async function io<T>(path: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (err instanceof FieldStreamError) throw err;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `File storage failed at ${path}: ${(err as Error).message}`, { path }, { cause: err });
+  }
+}
+
+/**
+ * Defence in depth, after the fsync: the file holds exactly `expected` bytes. The SHA-256 and size
+ * recorded (and receipted) are those of the data given, never read back from the file: a file cut
+ * short by a write that reported success would otherwise be stored under them.
+ */
+export async function checkSize(fh: FileHandle, expected: number): Promise<void> {
+  const { size } = await fh.stat();
+  if (size !== expected) throw new Error(`the file holds ${size} bytes of ${expected} after its fsync (a short write)`);
+}
+
+/** For a `.catch`: a path that went meanwhile is undefined; any other failure is thrown on. */
+export function ifGone(err: NodeJS.ErrnoException): undefined {
+  if (err.code === 'ENOENT') return undefined;
+  throw err;
+}
+
+/** A folder's entries one at a time (a device's folder may hold very many files); none when it is gone. */
+export async function* entries(dir: string): AsyncGenerator<Dirent> {
+  const d = await opendir(dir).catch(ifGone);
+  if (d) yield* d;
+}
+
+/** Whether `path` exists; any failure to tell but its absence is DISTRIBUTOR_WRITE_FAILED (retried). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot look at ${path}: ${(err as Error).message}`, { path }, { cause: err });
+  }
+}
+
+/** SHA-256 of a file, read in a stream (files can be large); undefined when it does not exist. */
+export async function hashOf(path: string): Promise<string | undefined> {
+  const h = createHash('sha256');
+  try {
+    const fh = await open(path, 'r');
+    try {
+      for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${path}: ${(err as Error).message}`);
+  }
+  return h.digest('hex');
+}
