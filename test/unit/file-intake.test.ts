@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { connect } from 'node:net';
@@ -13,7 +14,7 @@ import { FILE_TRANSFER } from '../../field-client/src/files/transfers.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
-import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { DurableQueue, type SyncPolicy } from '../../field-client/src/queue/durable-queue.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -43,10 +44,10 @@ describe('files taken within the bound', () => {
   const tmp = tempDir('file-intake');
   after(() => tmp.cleanup());
 
-  async function device(name: string, maxBytes: number) {
+  async function device(name: string, maxBytes: number, sync: SyncPolicy = { mode: 'always' }) {
     const dir = join(tmp.dir, name);
     const logs = new LogCapture();
-    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger });
+    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync, log: logs.logger });
     const outbox = new FileOutbox(dir, 64 * 1024);
     const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, logs.logger);
     const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
@@ -215,6 +216,42 @@ describe('files taken within the bound', () => {
       assert.deepEqual((await run(800)).queued, ['late.tif', 'other.tif', 'scan.tif', 'scan.tif']);
     } finally {
       execFileSync('chattr', ['-a', watched]);
+    }
+  });
+
+  it('with FIELD_QUEUE_SYNC at an interval, a file leaves its outbox note only once its queue record is synced (a power cut cannot lose both)', async () => {
+    const d = await device('interval-sync', 64 * MiB, { mode: 'interval', ms: 3_600_000 });
+    const queueDir = realpathSync(join(d.dir, 'queue'));
+    // Which file each fsync was of, and when it ended, beside when the outbox let the note go.
+    const events: string[] = [];
+    const probe = await open(join(d.dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = proto.datasync;
+    proto.datasync = async function (this: { fd: number }) {
+      let path = '?';
+      try {
+        path = readlinkSync(`/proc/self/fd/${this.fd}`);
+      } catch {
+        // not Linux: the order below cannot be told, the assertion says so
+      }
+      await datasync.call(this);
+      events.push(path.startsWith(queueDir) ? 'queue synced' : `synced ${path}`);
+    };
+    const accepted = d.outbox.accepted.bind(d.outbox);
+    d.outbox.accepted = (id: string) => {
+      events.push('outbox note gone');
+      accepted(id);
+    };
+    try {
+      mkdirSync(join(d.dir, 'watched'), { recursive: true });
+      writeFileSync(join(d.dir, 'watched', 'scan.tif'), 'the scan');
+      await d.client.submitFile(join(d.dir, 'watched', 'scan.tif'), { move: true });
+      const gone = events.indexOf('outbox note gone');
+      assert.ok(gone > 0 && events.slice(0, gone).includes('queue synced'), `the queue's record synced before the note went: ${events.join(', ')}`);
+    } finally {
+      proto.datasync = datasync;
+      await d.close();
     }
   });
 

@@ -69,6 +69,10 @@ export async function takeFile(h: IntakeHost, path: string, options: { filename?
     let m: QueuedMessage | undefined;
     try {
       [m] = await h.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+      // On disk before the outbox forgets the file's note and a kept source is remembered as sent:
+      // with FIELD_QUEUE_SYNC at an interval the append answers before its fsync, and a power cut
+      // then would lose the record while the file stayed out of the outbox's recovery, or skipped.
+      await h.queue.durable();
     } catch (err) {
       // Never stranded in the outbox, counted and unsent: back where it came from, to be taken again.
       // A copy whose source stayed (kept) is dropped, as any copy: the source is still there.

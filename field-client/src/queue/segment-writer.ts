@@ -190,6 +190,17 @@ export class SegmentWriter {
     return this.fsyncFailed;
   }
 
+  /**
+   * Resolves once every record written so far is synced, whatever the policy: an fsync that starts
+   * after this call (the active segment's; segments before it were synced when it was opened).
+   * Rejects when that fsync, or one before it of this segment, failed.
+   */
+  async syncedNow(): Promise<void> {
+    const seg = this.active.seg;
+    await this.syncWritten();
+    if (this.sealed.has(seg)) throw new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `an fsync of ${seg.path} failed: records written to it may not be on disk`);
+  }
+
   /** Resolves with the batch's messages once they are written (and synced, per the policy). */
   enqueue(batch: EncodedBatch): Promise<QueuedMessage[]> {
     this.pendingBytes += batch.block.length;
