@@ -10,6 +10,7 @@ import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { edgeNode, startMosquitto, T0, tahu } from '../helpers/sparkplug.ts';
+import { lossyProxy } from '../helpers/lossy-proxy.ts';
 
 /**
  * The field client as a Sparkplug B host, end to end: a real, independent edge node (the npm
@@ -154,6 +155,49 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     assert.match(metrics, /^fieldstream_field_sparkplug_rebirths_requested_total\{service="field-client"\} 1$/m);
     // The field client's queue is empty: everything was committed end to end.
     await eventually(() => (field.client.queue.depth === 0 ? true : undefined), 15_000, 'queue drained by receipts');
+  });
+
+  // An edge node on mqtt.js publishing at QoS 1 to the plant's Mosquitto, the link lost after the
+  // broker took NDATA 2 and before its PUBACK came back: on its next connection mqtt.js sends it again
+  // without DUP (and NDATA 3, which never arrived), and Mosquitto delivers it to the host a second
+  // time. No will here: the session is still in force when the copy arrives. Read as a seq gap, it
+  // made the session stale and NDATA 3 was refused until the rebirth.
+  it('recognises an NDATA mqtt.js sends again through Mosquitto after a lost PUBACK as a duplicate, not a gap, and takes what follows', async () => {
+    const sp = field.sparkplug;
+    assert.ok(sp);
+    const stats = sp.session.stats;
+    const refusedBefore = { ...stats.refusedByCode };
+    const proxy = await lossyProxy(Number(new URL(broker.url).port));
+    const edge = (await import('mqtt')).default.connect(proxy.url, { clientId: 'edge-mqttjs', protocolVersion: 4, reconnectPeriod: 100 });
+    edge.on('error', () => undefined);
+    const bd = { name: 'bdSeq', type: 'UInt64' as const, value: 0 };
+    const enc = (seq: number, metrics: object[]) => Buffer.from(tahu.encodePayload({ timestamp: T0 + 5000 + seq, seq, metrics } as never));
+    try {
+      await new Promise<void>((r) => edge.once('connect', () => r()));
+      await edge.publishAsync('spBv1.0/Plant1/NBIRTH/MqttJs', enc(0, [bd, { name: 'Temp', alias: 1, type: 'Double', value: 20 }]), { qos: 1 });
+      await edge.publishAsync('spBv1.0/Plant1/NDATA/MqttJs', enc(1, [{ alias: 1, type: 'Double', value: 21 }]), { qos: 1 });
+      proxy.loseReplies();
+      const second = edge.publishAsync('spBv1.0/Plant1/NDATA/MqttJs', enc(2, [{ alias: 1, type: 'Double', value: 22 }]), { qos: 1 });
+      await eventually(() => (sp.session.host.session('Plant1', 'MqttJs')?.seq === 2 ? true : undefined), 15_000, 'NDATA 2 taken');
+      proxy.loseRequests();
+      const third = edge.publishAsync('spBv1.0/Plant1/NDATA/MqttJs', enc(3, [{ alias: 1, type: 'Double', value: 23 }]), { qos: 1 });
+      await new Promise((r) => setTimeout(r, 50));
+      proxy.cut();
+      await Promise.all([second, third]);
+      await eventually(() => (sp.session.host.session('Plant1', 'MqttJs')?.seq === 3 ? true : undefined), 15_000, `NDATA 3 taken (refused: ${JSON.stringify(stats.refusedByCode)})`);
+      assert.equal(stats.refusedByCode.SPARKPLUG_DUPLICATE, (refusedBefore.SPARKPLUG_DUPLICATE ?? 0) + 1, 'the copy counted as a duplicate');
+      assert.equal(stats.refusedByCode.SPARKPLUG_SEQ_GAP, refusedBefore.SPARKPLUG_SEQ_GAP, 'no seq gap');
+      assert.equal(stats.refusedByCode.SPARKPLUG_NOT_BORN, refusedBefore.SPARKPLUG_NOT_BORN, 'nothing refused as not born');
+      assert.equal(sp.session.host.session('Plant1', 'MqttJs')?.stale, false);
+      const points = await eventually(() => {
+        const pts = fieldOf(fx.points({ measurement: 'readings', device: REMOTE }), 'Plant1.MqttJs.Temp');
+        return pts.length >= 4 ? pts : undefined;
+      }, 30_000, 'stored');
+      assert.deepEqual(points.map((r) => r[1]), [20, 21, 22, 23], 'each value stored once');
+    } finally {
+      await edge.endAsync(true);
+      await proxy.close();
+    }
   });
 });
 

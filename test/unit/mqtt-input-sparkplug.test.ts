@@ -8,6 +8,7 @@ import type { Submission } from '../../field-client/src/client-options.ts';
 import type { FieldClient } from '../../field-client/src/field-client.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { lossyProxy } from '../helpers/lossy-proxy.ts';
 
 /**
  * Sparkplug B edge nodes on the local MQTT input (FIELD_MQTT_SPARKPLUG): a QoS 1 publish is
@@ -284,6 +285,52 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     assert.deepEqual(input.sparkplug?.stats.refusedByCode, refusedBefore, 'nothing refused');
     assert.equal(input.sparkplug?.host.session('D', 'E')?.devices.has('Pump'), false, 'the device is not born in the new session');
   });
+
+  // What mqtt.js itself does (no publish forged here): a PUBACK lost with the link, the client sends
+  // again every QoS 1 publish it got no PUBACK for on its next connection, before its 'connect' event
+  // (so before the edge node's new NBIRTH), from its outgoing store as first sent: DUP clear. The
+  // link's loss has the broker publish the edge node's will, its NDEATH, first.
+  for (const will of [true, false]) {
+    it(`recognises a duplicate mqtt.js sends again without DUP after a lost PUBACK and stores the unread publish behind it (${will ? 'its will ended the session' : 'no will'})`, async () => {
+      appends.length = 0;
+      const group = will ? 'MW' : 'MN';
+      const refusedBefore = { ...input.sparkplug?.stats.refusedByCode };
+      const proxy = await lossyProxy(input.port as number);
+      const edge = mqtt.connect(proxy.url, {
+        clientId: `edge-mqttjs-${group}`,
+        protocolVersion: 4,
+        reconnectPeriod: 100,
+        ...(will ? { will: { topic: `spBv1.0/${group}/NDEATH/E`, payload: Buffer.from(encodeWire({ metrics: [bdSeq] })), qos: 1 as const, retain: false } } : {}),
+      });
+      edge.on('error', () => undefined);
+      try {
+        await new Promise<void>((r) => edge.once('connect', () => r()));
+        await edge.publishAsync(`spBv1.0/${group}/NBIRTH/E`, Buffer.from(birthBd(group, 0)), { qos: 1 });
+        await edge.publishAsync(`spBv1.0/${group}/NDATA/E`, Buffer.from(data(1)), { qos: 1 });
+        proxy.loseReplies();
+        // Taken and stored; its PUBACK lost.
+        const second = edge.publishAsync(`spBv1.0/${group}/NDATA/E`, Buffer.from(data(2)), { qos: 1 });
+        for (let i = 0; i < 100 && !valuesOf(group).includes(22); i++) await new Promise((r) => setTimeout(r, 20));
+        assert.deepEqual(valuesOf(group), [20, 21, 22]);
+        // Never arrives: the link is gone.
+        proxy.loseRequests();
+        const third = edge.publishAsync(`spBv1.0/${group}/NDATA/E`, Buffer.from(data(3)), { qos: 1 });
+        await new Promise((r) => setTimeout(r, 50));
+        // The edge node's new session, once mqtt.js has sent again what it had not had acknowledged.
+        const reborn = new Promise<void>((r) => edge.once('connect', () => void edge.publishAsync(`spBv1.0/${group}/NBIRTH/E`, Buffer.from(birthBd(group, 1)), { qos: 1 }).then(() => r())));
+        proxy.cut();
+        await Promise.all([second, third, reborn]);
+        assert.deepEqual(valuesOf(group), [20, 21, 22, 23, 20.1], 'the duplicate not stored again, the unread publish stored, then the new session');
+        const refused = input.sparkplug?.stats.refusedByCode ?? {};
+        assert.equal(refused.SPARKPLUG_DUPLICATE, (refusedBefore.SPARKPLUG_DUPLICATE ?? 0) + 1, 'the duplicate counted');
+        assert.equal(refused.SPARKPLUG_SEQ_GAP, refusedBefore.SPARKPLUG_SEQ_GAP, 'no seq gap');
+        assert.equal(refused.SPARKPLUG_NOT_BORN, refusedBefore.SPARKPLUG_NOT_BORN, 'nothing refused as not born');
+      } finally {
+        await edge.endAsync(true);
+        await proxy.close();
+      }
+    });
+  }
 
   it('does not acknowledge a duplicate (DUP) of a message whose append then fails, though a later append of its edge node succeeds', async () => {
     appends.length = 0;

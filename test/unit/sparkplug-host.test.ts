@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { fieldName } from '../../field-client/src/inputs/sparkplug/mapping.ts';
 import { SparkplugHost } from '../../field-client/src/inputs/sparkplug/host.ts';
 import { decodePayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
+import { digestOf } from '../../field-client/src/inputs/sparkplug/duplicates.ts';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import { PeerHosts } from '../../field-client/src/inputs/sparkplug/state.ts';
@@ -651,6 +652,52 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     assert.equal(bounded.handle(topic('spBv1.0/Plant1/NBIRTH/Line5'), big(0), T0).refused, undefined);
     assert.equal(bounded.previousSession('Plant1', 'Line4'), undefined, 'dropped for the current birth');
     assert.ok(bounded.definitionsBytes <= 2 * single + 100);
+  });
+
+  it('takes a message sent again without DUP for a duplicate only with the bytes read at its seq (mqtt.js after a lost PUBACK)', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    const wire = (o: Record<string, unknown>) => encodeWire(o);
+    const at = (bytes: Uint8Array) => [decodePayload(bytes), digestOf(bytes)] as const;
+    const birth = wire({ timestamp: String(T0), seq: '0', metrics: [bdSeq(0), { name: 'Inputs/Temp', alias: '1', datatype: T.Double, doubleValue: 1 }] });
+    const d = (seq: number, v: number) => wire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });
+    const run = (tp: SparkplugTopic, bytes: Uint8Array) => {
+      const [p, digest] = at(bytes);
+      return host.handle(tp, p, T0, undefined, digest);
+    };
+    run(NB, birth);
+    run(ND, d(1, 1));
+    run(ND, d(2, 2));
+    // The same bytes at a seq read: a duplicate, the session going on.
+    const copy = run(ND, d(1, 1));
+    assert.equal(copy.refused?.code, 'SPARKPLUG_DUPLICATE');
+    assert.deepEqual([copy.rebirth, copy.readings], [false, []]);
+    assert.equal(run(NB, birth).refused?.code, 'SPARKPLUG_DUPLICATE', 'the NBIRTH read, sent again: its session not started again');
+    assert.deepEqual([host.session('Plant1', 'Line4')?.seq, host.session('Plant1', 'Line4')?.stale], [2, false]);
+    assert.deepEqual(temp(run(ND, d(3, 3))), [3]);
+    // Other bytes at a seq read: a gap, as ever.
+    const other = run(ND, d(2, 99));
+    assert.equal(other.refused?.code, 'SPARKPLUG_SEQ_GAP');
+    assert.equal(other.rebirth, true);
+    // A session awaiting its rebirth takes any NBIRTH, the same bytes too (a birth an edge node keeps).
+    assert.equal(run(NB, birth).refused, undefined);
+    assert.equal(host.session('Plant1', 'Line4')?.stale, false);
+  });
+
+  it('reads what mqtt.js sends again without DUP on a new connection, after the will ended the session, in that session', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    const d = (seq: number, v: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });
+    const run = (tp: SparkplugTopic, bytes: Uint8Array, connection: object) => host.handle(tp, decodePayload(bytes), T0, first(connection), digestOf(bytes));
+    host.handle(NB, nbirth(0, 0), T0, first(A));
+    run(ND, d(1, 1), A);
+    host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0, first(A));
+    assert.equal(run(ND, d(1, 1), B).refused?.code, 'SPARKPLUG_DUPLICATE');
+    const unread = run(ND, d(2, 2), B);
+    assert.equal(unread.refused, undefined);
+    assert.deepEqual(temp(unread), [2]);
+    assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 2);
+    // Other bytes at a seq read, or data on the connection the session was born on: not born, as ever.
+    assert.equal(run(ND, d(2, 99), B).refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.equal(run(ND, d(3, 3), A).refused?.code, 'SPARKPLUG_NOT_BORN');
   });
 
   it('keeps no previous session where nothing is sent again (a plant\'s broker)', () => {

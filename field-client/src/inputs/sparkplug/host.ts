@@ -6,6 +6,7 @@ import { FieldNames, nameDefinitions, type Collision } from './names.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import { DATA_TYPES } from './proto.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
+import { behind, SEQ_DIGESTS_BYTES, SeqDigests, type Digest } from './duplicates.ts';
 import { definitions, resolve, type Definitions } from './definitions.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { metricValue } from './values.ts';
@@ -49,6 +50,10 @@ export interface NodeSession {
   born?: object | undefined;
   /** its NBIRTH's timestamp: with bdSeq, what tells that NBIRTH sent again from a rebirth (see resent) */
   bornAt?: number | undefined;
+  /** the digests of the messages it read, by seq: what tells one sent again without DUP (duplicates.ts) */
+  digests: SeqDigests;
+  /** the digest of its NBIRTH's payload (duplicates.ts); undefined: unknown, or without a timestamp */
+  birthDigest?: Digest | undefined;
 }
 
 /**
@@ -68,6 +73,8 @@ export interface HeldMessage {
   p: SparkplugPayload;
   /** what it takes in memory, estimated (reorder.ts) */
   bytes: number;
+  /** the digest of its payload (duplicates.ts) */
+  digest?: Digest | undefined;
 }
 
 export interface HostOutcome {
@@ -174,7 +181,7 @@ export class SparkplugHost {
       },
       (k) => this.sessions.get(k),
       (group, edge, now, reason, out) => this.askRebirth(group, edge, now, reason, out),
-      (t, p, now) => this.process(t, p, now),
+      (t, p, now, digest) => this.process(t, p, now, undefined, digest),
     );
   }
 
@@ -204,17 +211,33 @@ export class SparkplugHost {
 
   /**
    * One message; with it, the held messages it lets through (`released`). `via`: where it came from,
-   * on an input whose publishers send again what was not acknowledged (see resent).
+   * on an input whose publishers send again what was not acknowledged (see resent). `digest`: of its
+   * payload's bytes, what tells a message sent again without DUP from a new one (duplicates.ts).
    */
-  handle(t: SparkplugTopic, p: SparkplugPayload, now: number, via?: Via): HostOutcome {
+  handle(t: SparkplugTopic, p: SparkplugPayload, now: number, via?: Via, digest?: Digest): HostOutcome {
     const k = key(t.group, t.edge);
     this.expirePrevious(now);
     const before = this.before(k, t);
-    const r = via?.dup && t.type !== 'NDEATH' ? this.resent(t, p, now, via.connection) : undefined;
-    const out = r ? r.out : this.process(t, p, now, via?.connection);
+    const r = via && this.sentAgain(k, t, via) ? this.resent(t, p, now, via.connection, !via.dup, digest) : undefined;
+    const out = r ? r.out : this.process(t, p, now, via?.connection, digest);
     if (!out.held && t.type !== 'NDEATH' && !r?.previous) this.reorder.release(k, now, out);
     out.undo = () => this.restore(k, before);
     return out;
+  }
+
+  /**
+   * Whether a message is read as sent again on a new connection (see resent): flagged DUP, or (mqtt.js
+   * sends again without DUP, duplicates.ts) a data message while its edge node has no current session
+   * and its previous one was born on another connection. Sparkplug B 3.0.0 ("Edge Node Session
+   * Establishment") has an edge node publish its NBIRTH first on every connection: a data message on a
+   * connection before its NBIRTH was sent on an earlier one, whose session the will (NDEATH) ended.
+   */
+  private sentAgain(k: string, t: SparkplugTopic, via: Via): boolean {
+    if (t.type === 'NDEATH') return false;
+    if (via.dup) return true;
+    if (t.type === 'NBIRTH' || this.sessions.has(k)) return false;
+    const prev = this.previous.get(k);
+    return prev !== undefined && prev.s.born !== via.connection;
   }
 
   /**
@@ -238,8 +261,12 @@ export class SparkplugHost {
    *
    * What is neither is refused as any message would be (a gap in the previous session makes only it
    * stale; no rebirth is asked, the current session being what a rebirth would renew).
+   *
+   * `strict`: not flagged DUP (mqtt.js, see sentAgain; no current session then): a seq behind is a
+   * duplicate only with the bytes read at that seq (duplicates.ts); what is neither a duplicate nor the
+   * previous session's next seq is read as any message is (process: not born, a rebirth asked).
    */
-  private resent(t: SparkplugTopic, p: SparkplugPayload, now: number, connection: object): { out: HostOutcome; previous: boolean } {
+  private resent(t: SparkplugTopic, p: SparkplugPayload, now: number, connection: object, strict = false, digest?: Digest): { out: HostOutcome; previous: boolean } {
     const k = key(t.group, t.edge);
     const s = this.sessions.get(k);
     const current = s !== undefined && s.born !== connection;
@@ -252,15 +279,28 @@ export class SparkplugHost {
         const read = (x: NodeSession | undefined) => x !== undefined && x.bdSeq === bdSeq && p.timestamp !== undefined && x.bornAt === p.timestamp;
         if (read(s) || (!current && read(this.previous.get(k)?.s))) throw duplicate(t, `the birth of bdSeq ${bdSeq} at ${p.timestamp} was read already`);
         // No newer birth (none, or one of an earlier connection): it starts the current session.
-        if (!s || current) return { out: this.process(t, p, now, undefined), previous: false };
+        if (!s || current) return { out: this.process(t, p, now, undefined, digest), previous: false };
         inPrevious = true;
-        this.olderBirth(t, p, now, out);
+        this.olderBirth(t, p, now, out, digest);
         return { out, previous: true };
       }
       if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
       const into = current ? s : this.previous.get(k)?.s;
+      if (strict) {
+        // Neither a duplicate nor the next seq of the session it was sent in: read as any message is.
+        if (!into || into.stale) return { out: this.process(t, p, now, connection, digest), previous: false };
+        if (behind(into.seq, p.seq)) {
+          if (into.digests.read(p.seq, digest)) throw duplicate(t, `seq ${p.seq} with the bytes read at it was read already (its session's last is ${into.seq})`);
+          return { out: this.process(t, p, now, connection, digest), previous: false };
+        }
+        if (p.seq !== (into.seq + 1) % 256) {
+          inPrevious = true;
+          into.stale = true;
+          return { out: this.process(t, p, now, connection, digest), previous: false };
+        }
+      }
       if (into && (into.seq - p.seq + 256) % 256 < SEQ_BEHIND) throw duplicate(t, `seq ${p.seq} was read already (its session's last is ${into.seq})`);
-      if (current) return { out: this.process(t, p, now, undefined), previous: false };
+      if (current) return { out: this.process(t, p, now, undefined, digest), previous: false };
       if (!into) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a session no longer known`);
       if (into.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a previous session with a gap`);
       inPrevious = true;
@@ -270,7 +310,7 @@ export class SparkplugHost {
         throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH has seq ${p.seq}, its previous session's next is ${expected}`);
       }
       try {
-        this.take(into, t, p, p.seq, now, out, false);
+        this.take(into, t, p, p.seq, now, out, false, digest);
       } catch (err) {
         if (err instanceof FieldStreamError && err.code === 'SPARKPLUG_UNKNOWN_METRIC') into.stale = true;
         throw err;
@@ -292,15 +332,15 @@ export class SparkplugHost {
    * values and its nbirth event are stored; the current session is left as it is. Refused, it leaves
    * no previous session: what follows it cannot be told from that session's messages.
    */
-  private olderBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
+  private olderBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, digest: Digest | undefined): void {
     const k = key(t.group, t.edge);
     try {
       if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
       const bdSeq = bdSeqOf(p, 'NBIRTH');
       const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
       nameDefinitions(defs, { group: t.group, edge: t.edge, device: undefined });
-      this.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs, k, this.prevBytes.get(k) ?? 0);
-      const s: NodeSession = { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, bornAt: p.timestamp };
+      this.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs.bytes + SEQ_DIGESTS_BYTES, k, this.prevBytes.get(k) ?? 0);
+      const s: NodeSession = { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, bornAt: p.timestamp, ...births(p, digest) };
       this.keepPrevious(k, s, now);
       this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
       out.events.push(lifecycleEvent('nbirth', t, p.timestamp ?? now, { bdSeq, metrics: defs.byName.size }));
@@ -347,18 +387,18 @@ export class SparkplugHost {
   }
 
   /** A birth read into a previous session: room made by dropping other previous sessions, else refused. `freed`: the bytes it replaces. */
-  private roomPrevious(what: string, defs: Definitions, k: string, freed: number): void {
+  private roomPrevious(what: string, bytes: number, k: string, freed: number): void {
     const max = this.options.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
     for (const other of [...this.previous.keys()]) {
-      if (this.defTotal + this.prevTotal - freed + defs.bytes <= max) return;
+      if (this.defTotal + this.prevTotal - freed + bytes <= max) return;
       if (other === k) continue;
       this.previous.delete(other);
       this.recount(other);
     }
-    if (this.defTotal + this.prevTotal - freed + defs.bytes <= max) return;
+    if (this.defTotal + this.prevTotal - freed + bytes <= max) return;
     throw new FieldStreamError(
       'SPARKPLUG_DEFINITIONS_FULL',
-      `${what} refused: its definitions (about ${defs.bytes} bytes) would take those held past ${max} bytes (${this.defTotal + this.prevTotal} held now)`,
+      `${what} refused: its definitions (about ${bytes} bytes) would take those held past ${max} bytes (${this.defTotal + this.prevTotal} held now)`,
     );
   }
 
@@ -423,13 +463,16 @@ export class SparkplugHost {
     return this.reorder.expire(now);
   }
 
-  private process(t: SparkplugTopic, p: SparkplugPayload, now: number, connection?: object): HostOutcome {
+  private process(t: SparkplugTopic, p: SparkplugPayload, now: number, connection?: object, digest?: Digest): HostOutcome {
     const out = emptyOutcome();
     try {
       switch (t.type) {
         case 'NBIRTH':
+          // The very NBIRTH read (its bytes, so its bdSeq and timestamp), sent again without DUP: a
+          // duplicate, which must not start its session again (duplicates.ts).
+          if (this.birthRead(key(t.group, t.edge), digest)) throw duplicate(t, `the birth of these bytes was read already`);
           try {
-            this.nodeBirth(t, p, now, out, connection);
+            this.nodeBirth(t, p, now, out, connection, digest);
           } catch (err) {
             this.nodeBirthRefused(t, now, out);
             throw err;
@@ -442,7 +485,7 @@ export class SparkplugHost {
         case 'DCMD':
           break; // commands are for edge nodes (ours among them); a host reads none
         default:
-          this.sessionMessage(t, p, now, out);
+          this.sessionMessage(t, p, now, out, digest);
       }
     } catch (err) {
       if (!(err instanceof FieldStreamError)) throw err;
@@ -521,12 +564,12 @@ export class SparkplugHost {
    * (the count bounds alone allow edge nodes × devices × metrics × 1,024-character names). `freed`:
    * the bytes of the definitions it would replace.
    */
-  private room(what: string, defs: Definitions, freed: number): void {
+  private room(what: string, bytes: number, freed: number): void {
     const max = this.options.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
-    if (this.defTotal - freed + defs.bytes <= max) return;
+    if (this.defTotal - freed + bytes <= max) return;
     throw new FieldStreamError(
       'SPARKPLUG_DEFINITIONS_FULL',
-      `${what} refused: its definitions (about ${defs.bytes} bytes) would take those held past ${max} bytes (${this.defTotal} held now)`,
+      `${what} refused: its definitions (about ${bytes} bytes) would take those held past ${max} bytes (${this.defTotal} held now)`,
     );
   }
 
@@ -553,7 +596,7 @@ export class SparkplugHost {
     this.sessions.delete(k);
   }
 
-  private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, connection: object | undefined): void {
+  private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, connection: object | undefined, digest: Digest | undefined): void {
     if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
     const bdSeq = bdSeqOf(p, 'NBIRTH');
     const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
@@ -564,7 +607,7 @@ export class SparkplugHost {
       throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `NBIRTH of ${t.group}/${t.edge} refused: ${this.maxEdgeNodes} edge nodes are followed already`);
     }
     // It replaces the edge node's session, its devices' births with it.
-    this.room(`NBIRTH of ${t.group}/${t.edge}`, defs, this.defBytes.get(k) ?? 0);
+    this.room(`NBIRTH of ${t.group}/${t.edge}`, defs.bytes + SEQ_DIGESTS_BYTES, this.defBytes.get(k) ?? 0);
     // A new session: what was held for the old one is of no use any more.
     this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
     // The old one is kept a while: what the edge node sends again after this birth was sent in it (resent).
@@ -572,7 +615,7 @@ export class SparkplugHost {
     if (old) this.keepPrevious(k, old, now);
     // In force before its values are read, so that they go to the fields its names get beside every
     // other metric followed (names.ts); a value that is refused ends it again.
-    this.sessions.set(k, { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, born: connection, bornAt: p.timestamp });
+    this.sessions.set(k, { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, born: connection, bornAt: p.timestamp, ...births(p, digest) });
     this.recount(k, out);
     this.fitPrevious(k);
     try {
@@ -602,14 +645,17 @@ export class SparkplugHost {
   }
 
   /** NDATA, DBIRTH, DDATA, DDEATH: within the session of a born edge node, in seq order. */
-  private sessionMessage(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
+  private sessionMessage(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, digest: Digest | undefined): void {
     const s = this.sessions.get(key(t.group, t.edge));
     if (!s) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, which has no current birth`);
     if (s.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, whose rebirth is awaited after a gap`);
     if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
     const expected = (s.seq + 1) % 256;
     if (p.seq !== expected) {
-      if (this.reorder.hold(key(t.group, t.edge), s, { t, p }, expected, now)) {
+      // The bytes of a message read at that seq: sent again without DUP (mqtt.js after a lost PUBACK,
+      // duplicates.ts), not a gap. Its session goes on; it is not stored again.
+      if (behind(s.seq, p.seq) && s.digests.read(p.seq, digest)) throw duplicate(t, `seq ${p.seq} with the bytes read at it was read already (the last is ${s.seq})`);
+      if (this.reorder.hold(key(t.group, t.edge), s, { t, p, digest }, expected, now)) {
         out.held = true;
         return;
       }
@@ -617,7 +663,7 @@ export class SparkplugHost {
       this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: seq ${p.seq} is a gap`, out);
       throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} has seq ${p.seq}, expected ${expected}`);
     }
-    this.take(s, t, p, p.seq, now, out, true);
+    this.take(s, t, p, p.seq, now, out, true, digest);
   }
 
   /**
@@ -625,8 +671,9 @@ export class SparkplugHost {
    * (`current`), or its previous one for a message sent again (resent), whose births' room is made
    * among the previous sessions only.
    */
-  private take(s: NodeSession, t: SparkplugTopic, p: SparkplugPayload, seq: number, now: number, out: HostOutcome, current: boolean): void {
+  private take(s: NodeSession, t: SparkplugTopic, p: SparkplugPayload, seq: number, now: number, out: HostOutcome, current: boolean, digest: Digest | undefined): void {
     s.seq = seq;
+    s.digests.set(seq, digest);
     const at = p.timestamp ?? now;
     if (t.type === 'NDATA') return this.fields(t, p, s.defs, now, out);
     const device = t.device as string;
@@ -642,8 +689,8 @@ export class SparkplugHost {
         defs = definitions(p.metrics);
         nameDefinitions(defs, { group: t.group, edge: t.edge, device });
         const what = `DBIRTH of ${t.group}/${t.edge}/${device}`;
-        if (current) this.room(what, defs, s.devices.get(device)?.bytes ?? 0);
-        else this.roomPrevious(`${what} sent again`, defs, key(t.group, t.edge), s.devices.get(device)?.bytes ?? 0);
+        if (current) this.room(what, defs.bytes, s.devices.get(device)?.bytes ?? 0);
+        else this.roomPrevious(`${what} sent again`, defs.bytes, key(t.group, t.edge), s.devices.get(device)?.bytes ?? 0);
         // In force before its values are read, as for an NBIRTH (nodeBirth).
         s.devices.set(device, defs);
         this.recount(key(t.group, t.edge), out);
@@ -692,6 +739,18 @@ export class SparkplugHost {
     out.readings.push(...toReadings(fields));
   }
 
+  /**
+   * Whether an NBIRTH of these bytes started the current session of `k` (duplicates.ts), one that
+   * awaits no rebirth: a session that does (stale) takes any NBIRTH, so that an edge node answering
+   * each request with the same bytes (a birth payload it keeps, timestamp and all) is born again rather
+   * than asked without end. A previous session's NBIRTH sent again starts its session again: its values
+   * stored twice, nothing lost.
+   */
+  private birthRead(k: string, digest: Digest | undefined): boolean {
+    const s = this.sessions.get(k);
+    return digest !== undefined && s !== undefined && !s.stale && s.birthDigest === digest;
+  }
+
   private askRebirth(group: string, edge: string, now: number, reason: string, out: HostOutcome): void {
     const k = key(group, edge);
     const last = this.rebirthAt.get(k);
@@ -707,10 +766,10 @@ export class SparkplugHost {
   }
 }
 
-/** A birth refused for what it holds (not for a bound, nor out of its session's order). */
+/** A birth refused for what it holds (not for a bound, nor out of its session's order, nor read already). */
 function birthRefused(t: SparkplugTopic, err: FieldStreamError): boolean {
   if (t.type !== 'NBIRTH' && t.type !== 'DBIRTH') return false;
-  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES', 'SPARKPLUG_DEFINITIONS_FULL'].includes(err.code);
+  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES', 'SPARKPLUG_DEFINITIONS_FULL', 'SPARKPLUG_DUPLICATE'].includes(err.code);
 }
 
 /** An edge node's key: MQTT topics hold no U+0000 (MQTT 3.1.1 §1.5.3), so it splits back exactly. */
@@ -727,14 +786,23 @@ function bdSeqOf(p: SparkplugPayload, type: string): number {
   return v.value;
 }
 
-/** What a session's definitions take, its devices' with them (Definitions.bytes). */
+/** What a session's definitions take, its devices' with them (Definitions.bytes), and its digests (duplicates.ts). */
 function bytesOf(s: NodeSession): number {
-  let n = s.defs.bytes;
+  let n = s.defs.bytes + SEQ_DIGESTS_BYTES;
   for (const d of s.devices.values()) n += d.bytes;
   return n;
 }
 
-/** A message sent again that its session read already (see SparkplugHost.resent). */
+/** A message sent again that its session read already (see SparkplugHost.resent, duplicates.ts). */
 function duplicate(t: SparkplugTopic, why: string): FieldStreamError {
-  return new FieldStreamError('SPARKPLUG_DUPLICATE', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} sent again (DUP): ${why}; not stored again`);
+  return new FieldStreamError('SPARKPLUG_DUPLICATE', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} sent again: ${why}; not stored again`);
+}
+
+/**
+ * What a new session keeps to tell what is sent again: its digests, and its NBIRTH's digest when that
+ * has a timestamp (§6.4.5: every NBIRTH has one; without, two births may be alike, and a rebirth is
+ * never taken for a duplicate).
+ */
+function births(p: SparkplugPayload, digest: Digest | undefined): Pick<NodeSession, 'digests' | 'birthDigest'> {
+  return { digests: new SeqDigests(), birthDigest: p.timestamp !== undefined ? digest : undefined };
 }

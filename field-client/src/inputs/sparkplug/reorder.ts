@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../../../../shared/errors.ts';
+import type { Digest } from './duplicates.ts';
 import type { HeldMessage, HostOutcome, NodeSession } from './host.ts';
 import type { SparkplugPayload } from './payload.ts';
 import type { SparkplugTopic } from './topic.ts';
@@ -54,7 +55,7 @@ export class ReorderBuffers {
     private readonly o: { timeoutMs: number; maxHeld: number; maxHeldBytes: number },
     private readonly session: (k: string) => NodeSession | undefined,
     private readonly askRebirth: (group: string, edge: string, now: number, reason: string, out: HostOutcome) => void,
-    private readonly process: (t: SparkplugTopic, p: SparkplugPayload, now: number) => HostOutcome,
+    private readonly process: (t: SparkplugTopic, p: SparkplugPayload, now: number, digest: Digest | undefined) => HostOutcome,
   ) {}
 
   /** Messages held now, over all edge nodes. */
@@ -101,7 +102,7 @@ export class ReorderBuffers {
       s.held.delete(next);
       this.bytes -= m.bytes;
       released++;
-      const o = this.process(m.t, m.p, now);
+      const o = this.process(m.t, m.p, now, m.digest);
       out.released.push({ topic: m.t, out: o });
       // A refused message may not have moved the seq on: stop rather than loop on it.
       if (s.seq !== next) break;

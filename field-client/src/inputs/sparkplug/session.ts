@@ -6,6 +6,7 @@ import type { Logger } from '../../../../shared/logger.ts';
 import type { Submission } from '../../client-options.ts';
 import type { FieldClient } from '../../field-client.ts';
 import { key, SparkplugHost, type HostOutcome, type Via } from './host.ts';
+import { digestOf } from './duplicates.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
 import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
@@ -123,7 +124,7 @@ export class SparkplugSession {
     this.stats.messages++;
     let outcome: HostOutcome;
     try {
-      outcome = this.host.handle(t, decodePayload(bytes), now, via);
+      outcome = this.host.handle(t, decodePayload(bytes), now, via, digestOf(bytes));
     } catch (err) {
       // Whatever went wrong with one message, the next is taken: the input never stops on input.
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
