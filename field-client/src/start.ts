@@ -18,6 +18,7 @@ import { httpInput } from './inputs/http-input.ts';
 import type { LocalInput } from './inputs/input.ts';
 import { mqttInput } from './inputs/mqtt-input.ts';
 import { sparkplugInput, type SparkplugInput, type SparkplugInputOptions } from './inputs/sparkplug/sparkplug-input.ts';
+import { FieldNames } from './inputs/sparkplug/names.ts';
 import type { SparkplugSession } from './inputs/sparkplug/session.ts';
 import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
@@ -134,11 +135,14 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
         );
   // The local inputs, each one the setting asks for, started in this order (and closed in reverse).
   const http = config.FIELD_HTTP_PORT === undefined ? undefined : httpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log, health);
+  // Both Sparkplug inputs write into this device's readings: their births' field names are checked
+  // together (names.ts), so that metrics of the two never share a field.
+  const sparkplugNames = new FieldNames();
   const mqtt =
     config.FIELD_MQTT_PORT === undefined
       ? undefined
-      : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log, health, config.FIELD_MQTT_SPARKPLUG ? { groups: config.FIELD_SPARKPLUG_GROUPS } : undefined);
-  const sparkplug = config.FIELD_SPARKPLUG_URL ? sparkplugInput(client, sparkplugOptions(config, config.FIELD_SPARKPLUG_URL), log) : undefined;
+      : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log, health, config.FIELD_MQTT_SPARKPLUG ? { groups: config.FIELD_SPARKPLUG_GROUPS, names: sparkplugNames } : undefined);
+  const sparkplug = config.FIELD_SPARKPLUG_URL ? sparkplugInput(client, { ...sparkplugOptions(config, config.FIELD_SPARKPLUG_URL), names: sparkplugNames }, log) : undefined;
   const folder = config.FIELD_WATCH_DIR ? folderInput(client, config.FIELD_WATCH_DIR, config.FIELD_WATCH_INTERVAL_MS, log, { keptFile: join(config.FIELD_DATA_DIR, 'watched-kept.jsonl') }) : undefined;
   const inputs = [http, mqtt, folder, sparkplug].filter((i): i is LocalInput => i !== undefined);
   const closers: Array<() => Promise<void> | void> = [];

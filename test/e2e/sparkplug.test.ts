@@ -11,6 +11,7 @@ import { eventually } from '../helpers/ws-device.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { edgeNode, startMosquitto, T0, tahu } from '../helpers/sparkplug.ts';
 import { lossyProxy } from '../helpers/lossy-proxy.ts';
+import { suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
 
 /**
  * The field client as a Sparkplug B host, end to end: a real, independent edge node (the npm
@@ -197,6 +198,44 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     } finally {
       await edge.endAsync(true);
       await proxy.close();
+    }
+  });
+
+  // A field client with both Sparkplug inputs (FIELD_SPARKPLUG_URL and FIELD_MQTT_SPARKPLUG) writes
+  // both into its one device's readings: a metric born on the plant's broker and another born on the
+  // local MQTT input that come out with one field name must not share it. Checked apart, each input
+  // found its own names unique and both wrote into Names.E.x.y, one value a time kept.
+  it('checks the field names of both Sparkplug inputs of one field client together: one metric keeps a shared name, the other gets its suffix', async () => {
+    const both = await startTestFieldClient(fx.pki.paths, LOCAL, fx.pipeline.gatewayUrl, fx.logs.logger, {
+      FIELD_SPARKPLUG_URL: broker.url,
+      FIELD_SPARKPLUG_GROUPS: 'Names',
+      FIELD_SPARKPLUG_CLIENT_ID: 'fieldstream-names',
+      FIELD_MQTT_PORT: '0',
+      FIELD_MQTT_SPARKPLUG: 'true',
+    });
+    try {
+      await both.sparkplug?.ready;
+      const bd = { name: 'bdSeq', type: 'UInt64' as const, value: 0 };
+      const birthOf = (metric: string, value: number) => Buffer.from(tahu.encodePayload({ timestamp: T0 + value, seq: 0, metrics: [bd, { name: metric, alias: 1, type: 'Double', value }] } as never));
+      // The plant's edge node declares `x.y` (inexact: its `.` is a folder's in the field name), the
+      // local one `x/y` (exact): `x/y` keeps Names.E.x.y, whichever is born first.
+      await raw.publishAsync('spBv1.0/Names/NBIRTH/E', birthOf('x.y', 1), { qos: 0 });
+      await eventually(() => (both.sparkplug?.session.stats.readings === 1 ? true : undefined), 15_000, 'the plant birth taken');
+      const local = await connectAsync(`mqtt://127.0.0.1:${both.mqttPort}`, { clientId: 'edge-names' });
+      await local.publishAsync('spBv1.0/Names/NBIRTH/E', birthOf('x/y', 2), { qos: 1 });
+      await local.endAsync();
+      const suffixed = `Names.E.x.y${suffixOf('Names', 'E', undefined, 'x.y')}`;
+      await raw.publishAsync('spBv1.0/Names/NDATA/E', Buffer.from(tahu.encodePayload({ timestamp: T0 + 1, seq: 1, metrics: [{ alias: 1, type: 'Double', value: 3 }] } as never)), { qos: 0 });
+      const points = await eventually(() => {
+        const pts = fx.points({ measurement: 'readings', device: LOCAL });
+        return fieldOf(pts, suffixed).length >= 1 ? pts : undefined;
+      }, 30_000, `the plant metric under ${suffixed}`);
+      // The plant's birth value went to the plain name while its metric had it alone (docs/field-client.md, Mapping).
+      assert.deepEqual(fieldOf(points, 'Names.E.x.y').map((r) => r[1]), [1, 2], 'from the local birth on, the local x/y alone under the plain name');
+      assert.deepEqual(fieldOf(points, suffixed).map((r) => r[1]), [3]);
+      assert.equal(both.localSparkplug?.stats.fieldNameCollisions, 1, 'the collision logged at the local birth');
+    } finally {
+      await both.close();
     }
   });
 });

@@ -7,6 +7,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
 import type { LocalInput } from './input.ts';
+import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
 import { NAMESPACE } from './sparkplug/topic.ts';
 import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
@@ -39,7 +40,7 @@ export function mqttInput(
   prefix: string,
   log: Logger,
   health?: HealthReporter,
-  sparkplug?: { groups: readonly string[] },
+  sparkplug?: { groups: readonly string[]; names?: FieldNames | undefined },
 ): LocalInput & { publish(topic: string, payload: string): Promise<void>; readonly sparkplug: SparkplugSession | undefined } {
   const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
   const healthTopic = `${prefix}/health`;
@@ -59,7 +60,8 @@ export function mqttInput(
         log.child({ input: 'mqtt-sparkplug' }),
         sparkplug.groups,
         // A QoS 1 publish hung up on, or whose PUBACK was lost, comes again: previous sessions are kept for it.
-        { resends: true },
+        // The field names are checked with those of the plant broker's input (start.ts): one device's readings.
+        { resends: true, names: sparkplug.names },
       )
     : undefined;
   const broker = () => Aedes.createBroker({

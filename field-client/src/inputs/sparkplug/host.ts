@@ -143,6 +143,11 @@ export interface HostOptions {
   /** bytes of birth definitions held over every edge node and device, estimated (default LIMITS.sparkplugDefinitionsMaxBytes) */
   maxDefinitionsBytes?: number;
   /**
+   * The field names every current birth declares, shared by the Sparkplug inputs of one field client
+   * (names.ts): both write into its one device's readings. Default: this host's own.
+   */
+  names?: FieldNames | undefined;
+  /**
    * Publishers send again what they got no PUBACK for (the local MQTT input): each edge node's
    * previous session is kept for it (see resent). Without (a plant's broker, QoS 0, nothing sent
    * again), a session ended is dropped at once.
@@ -158,8 +163,8 @@ export class SparkplugHost {
   /** the estimated bytes of each edge node's definitions (its own and its devices'), and their sum: see recount */
   private readonly defBytes = new Map<string, number>();
   private defTotal = 0;
-  /** the field names every current birth declares (names.ts), and the births registered there, by edge node (device, or null) */
-  private readonly names = new FieldNames();
+  /** the field names every current birth declares (names.ts; HostOptions.names), and the births this host registered there, by edge node (device, or null) */
+  private readonly names: FieldNames;
   private readonly named = new Map<string, Map<string | null, Definitions>>();
   /**
    * Each edge node's previous session, for TIMINGS.sparkplugResendWindowMs after it ended, oldest
@@ -173,6 +178,7 @@ export class SparkplugHost {
   readonly reorder: ReorderBuffers;
 
   constructor(private readonly options: HostOptions) {
+    this.names = options.names ?? new FieldNames();
     this.reorder = new ReorderBuffers(
       {
         timeoutMs: options.reorderTimeoutMs ?? 0,

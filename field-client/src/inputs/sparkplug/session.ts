@@ -7,6 +7,7 @@ import type { Submission } from '../../client-options.ts';
 import type { FieldClient } from '../../field-client.ts';
 import { key, SparkplugHost, type HostOutcome, type Via } from './host.ts';
 import { digestOf } from './duplicates.ts';
+import type { FieldNames } from './names.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
 import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
@@ -51,6 +52,8 @@ export interface SparkplugSessionOptions {
    * previous session is kept for what it sends again (HostOptions.resends).
    */
   resends?: boolean | undefined;
+  /** the field names of the field client's other Sparkplug input too (HostOptions.names) */
+  names?: FieldNames | undefined;
 }
 
 /**
@@ -94,7 +97,12 @@ export class SparkplugSession {
     private readonly groups: readonly string[] = [],
     private readonly options: SparkplugSessionOptions = {},
   ) {
-    this.host = new SparkplugHost({ rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs, reorderTimeoutMs: options.reorderTimeoutMs ?? 0, resends: options.resends ?? false });
+    this.host = new SparkplugHost({
+      rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs,
+      reorderTimeoutMs: options.reorderTimeoutMs ?? 0,
+      resends: options.resends ?? false,
+      names: options.names,
+    });
     this.peers = new PeerHosts(options.hostId);
     this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
   }

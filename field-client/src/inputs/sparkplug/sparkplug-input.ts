@@ -4,6 +4,7 @@ import type { Logger } from '../../../../shared/logger.ts';
 import { endMqtt, subscribeOnEveryConnect } from '../../../../shared/mqtt/connect.ts';
 import type { FieldClient } from '../../field-client.ts';
 import type { LocalInput } from '../input.ts';
+import type { FieldNames } from './names.ts';
 import { SparkplugSession } from './session.ts';
 import { STATE_FILTER, stateTopic, subscriptions } from './topic.ts';
 
@@ -24,6 +25,8 @@ export interface SparkplugInputOptions {
   hostId?: string | undefined;
   /** milliseconds a message ahead of its seq waits for the missing ones (§5.9; default TIMINGS.sparkplugReorderTimeoutMs; 0: none) */
   reorderTimeoutMs?: number | undefined;
+  /** the field names the local MQTT input's Sparkplug births declare too: both write into one device's readings (names.ts) */
+  names?: FieldNames | undefined;
 }
 
 export type SparkplugInput = LocalInput & {
@@ -77,6 +80,7 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
     {
       hostId: o.hostId,
       reorderTimeoutMs: o.reorderTimeoutMs ?? TIMINGS.sparkplugReorderTimeoutMs,
+      names: o.names,
       onOwnOffline: (st) => {
         // Our own death at a clean stop comes back to us too: not answered then.
         if (closing || !mqtt?.connected) return;
