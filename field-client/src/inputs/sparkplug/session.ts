@@ -113,7 +113,7 @@ export class SparkplugSession {
    * queue did not take its data (full, its disk failing). The local MQTT input acknowledges a QoS 1
    * publish only when it resolves. `via`: the connection it came on and its DUP flag, from an input
    * whose publishers send again what was not acknowledged (the local MQTT input): a message sent again
-   * is read in the session it was sent in (SparkplugHost.resent).
+   * is read in the session it was sent in (resend.ts).
    */
   onMessage(topic: string, bytes: Uint8Array, now = Date.now(), via?: Via): Promise<void> {
     const t = parseTopic(topic);

@@ -1,0 +1,175 @@
+import { FieldStreamError } from '../../../../shared/errors.ts';
+import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
+import type { Definitions } from './definitions.ts';
+import { bytesOf, type HostOutcome, type NodeSession } from './host-types.ts';
+import { FieldNames } from './names.ts';
+
+/** An edge node's session a newer NBIRTH (or its NDEATH) ended, kept for what it sent being sent again. */
+export interface Previous {
+  s: NodeSession;
+  /** when it ended */
+  at: number;
+}
+
+/**
+ * What the Sparkplug host (host.ts) holds in memory beside its state machine, and its bounds: the
+ * estimated bytes of every edge node's birth definitions (LIMITS.sparkplugDefinitionsMaxBytes, over
+ * every edge node and device), the field names those births declare (names.ts), and each edge node's
+ * previous session, kept for what it sends again (see resend.ts).
+ */
+export class HeldDefinitions {
+  /** the estimated bytes of each edge node's definitions (its own and its devices'), and their sum: see recount */
+  private readonly defBytes = new Map<string, number>();
+  private defTotal = 0;
+  /** the field names every current birth declares (names.ts; HostOptions.names), and the births this host registered there, by edge node (device, or null) */
+  readonly names: FieldNames;
+  private readonly named = new Map<string, Map<string | null, Definitions>>();
+  /**
+   * Each edge node's previous session, for TIMINGS.sparkplugResendWindowMs after it ended, oldest
+   * first: what the edge node sends again after its new NBIRTH (Eclipse Paho's order) belongs to it
+   * (resend.ts). Its definitions count against LIMITS.sparkplugDefinitionsMaxBytes with the
+   * current ones (prevBytes, prevTotal); a current birth that needs the room drops the oldest.
+   */
+  readonly previous = new Map<string, Previous>();
+  private readonly prevBytes = new Map<string, number>();
+  private prevTotal = 0;
+  private readonly maxDefinitionsBytes: number;
+
+  constructor(
+    /** the host's current sessions, by edge node key */
+    private readonly sessions: ReadonlyMap<string, NodeSession>,
+    private readonly o: { maxEdgeNodes: number; maxDefinitionsBytes?: number | undefined; resends?: boolean | undefined; names?: FieldNames | undefined },
+  ) {
+    this.names = o.names ?? new FieldNames();
+    this.maxDefinitionsBytes = o.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
+  }
+
+  /** Bytes of birth definitions held now over every edge node and device (estimated), previous sessions' included. */
+  get bytes(): number {
+    return this.defTotal + this.prevTotal;
+  }
+
+  /** The bytes counted for the current session of `k`. */
+  currentBytes(k: string): number {
+    return this.defBytes.get(k) ?? 0;
+  }
+
+  /** The bytes counted for the previous session of `k`. */
+  previousBytes(k: string): number {
+    return this.prevBytes.get(k) ?? 0;
+  }
+
+  /**
+   * The bytes of one edge node's definitions counted again, and their sum with them: O(its devices),
+   * after a birth or a death only. Counted from what the session holds rather than kept up step by
+   * step, so that every way it changes (a birth replacing another, a refusal dropping one, an undo
+   * putting an older session back) leaves the sum right.
+   */
+  recount(k: string, out?: HostOutcome): void {
+    const s = this.sessions.get(k);
+    const was = this.defBytes.get(k) ?? 0;
+    const n = s ? bytesOf(s) : 0;
+    if (s) this.defBytes.set(k, n);
+    else this.defBytes.delete(k);
+    this.defTotal += n - was;
+    // The previous session's are counted apart: a current birth may drop them for room (fitPrevious).
+    const p = this.previous.get(k)?.s;
+    const pWas = this.prevBytes.get(k) ?? 0;
+    const pn = p ? bytesOf(p) : 0;
+    if (p) this.prevBytes.set(k, pn);
+    else this.prevBytes.delete(k);
+    this.prevTotal += pn - pWas;
+    // Only current births name fields: a previous session's metrics go to the names they had (names.ts, field).
+    this.rename(k, s, out);
+  }
+
+  /**
+   * The field names of one edge node's births brought in line with what its session holds now: those
+   * of a birth no longer in force forgotten, those of a new one taken (names.ts), each birth compared
+   * by identity, so O(its devices). The names a new birth shares with other metrics go into `out`.
+   */
+  private rename(k: string, s: NodeSession | undefined, out: HostOutcome | undefined): void {
+    const was = this.named.get(k);
+    const now = new Map<string | null, Definitions>();
+    if (s) {
+      now.set(null, s.defs);
+      for (const [device, defs] of s.devices) now.set(device, defs);
+    }
+    if (was) for (const [unit, defs] of was) if (now.get(unit) !== defs) this.names.remove(defs);
+    for (const [unit, defs] of now) {
+      if (was?.get(unit) === defs) continue;
+      const shared = this.names.add(defs);
+      if (shared.length > 0 && out) (out.collisions ??= []).push(...shared);
+    }
+    if (now.size > 0) this.named.set(k, now);
+    else this.named.delete(k);
+  }
+
+  /**
+   * A birth whose definitions would take those held past the bound is refused, so that a publisher
+   * declaring ever more (or ever longer) metric names cannot grow the client's memory without bound
+   * (the count bounds alone allow edge nodes × devices × metrics × 1,024-character names). `freed`:
+   * the bytes of the definitions it would replace.
+   */
+  room(what: string, bytes: number, freed: number): void {
+    const max = this.maxDefinitionsBytes;
+    if (this.defTotal - freed + bytes <= max) return;
+    throw new FieldStreamError(
+      'SPARKPLUG_DEFINITIONS_FULL',
+      `${what} refused: its definitions (about ${bytes} bytes) would take those held past ${max} bytes (${this.defTotal} held now)`,
+    );
+  }
+
+
+  /** Keeps `s` as the previous session of `k` (the newest: last in the map), within LIMITS.sparkplugMaxEdgeNodes. */
+  keepPrevious(k: string, s: NodeSession, now: number): void {
+    this.previous.delete(k);
+    if (!this.o.resends) return;
+    for (const [other] of this.previous) {
+      if (this.previous.size < this.o.maxEdgeNodes) break;
+      this.previous.delete(other);
+      this.recount(other);
+    }
+    this.previous.set(k, { s, at: now });
+  }
+
+  /** Previous sessions ended TIMINGS.sparkplugResendWindowMs ago: nothing of theirs is sent again so late. */
+  expirePrevious(now: number): void {
+    for (const [k, e] of this.previous) {
+      if (now - e.at < TIMINGS.sparkplugResendWindowMs) break;
+      this.previous.delete(k);
+      this.recount(k);
+    }
+  }
+
+  /**
+   * Current births come first: previous sessions are dropped, oldest first (`keep`'s last), until
+   * every definition held fits LIMITS.sparkplugDefinitionsMaxBytes again.
+   */
+  fitPrevious(keep?: string): void {
+    const max = this.maxDefinitionsBytes;
+    const keys = [...this.previous.keys()].filter((x) => x !== keep);
+    if (keep !== undefined && this.previous.has(keep)) keys.push(keep);
+    for (const k of keys) {
+      if (this.defTotal + this.prevTotal <= max) return;
+      this.previous.delete(k);
+      this.recount(k);
+    }
+  }
+
+  /** A birth read into a previous session: room made by dropping other previous sessions, else refused. `freed`: the bytes it replaces. */
+  roomPrevious(what: string, bytes: number, k: string, freed: number): void {
+    const max = this.maxDefinitionsBytes;
+    for (const other of [...this.previous.keys()]) {
+      if (this.defTotal + this.prevTotal - freed + bytes <= max) return;
+      if (other === k) continue;
+      this.previous.delete(other);
+      this.recount(other);
+    }
+    if (this.defTotal + this.prevTotal - freed + bytes <= max) return;
+    throw new FieldStreamError(
+      'SPARKPLUG_DEFINITIONS_FULL',
+      `${what} refused: its definitions (about ${bytes} bytes) would take those held past ${max} bytes (${this.defTotal + this.prevTotal} held now)`,
+    );
+  }
+}

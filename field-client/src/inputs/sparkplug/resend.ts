@@ -1,0 +1,153 @@
+import { FieldStreamError } from '../../../../shared/errors.ts';
+import { definitions, type Definitions } from './definitions.ts';
+import { behind, SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
+import type { HeldDefinitions } from './held.ts';
+import { bdSeqOf, BD_SEQ, births, duplicate, key, SEQ_BEHIND, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
+import { lifecycleEvent } from './mapping.ts';
+import { nameDefinitions } from './names.ts';
+import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
+import { emptyOutcome } from './reorder.ts';
+import type { SparkplugTopic } from './topic.ts';
+
+/** What of the Sparkplug host (host.ts) reading a message sent again uses. */
+export interface HostParts {
+  readonly sessions: ReadonlyMap<string, NodeSession>;
+  readonly held: HeldDefinitions;
+  process(t: SparkplugTopic, p: SparkplugPayload, now: number, connection: object | undefined, digest: Digest | undefined): HostOutcome;
+  take(s: NodeSession, t: SparkplugTopic, p: SparkplugPayload, seq: number, now: number, out: HostOutcome, current: boolean, digest: Digest | undefined): void;
+  fields(t: SparkplugTopic, p: SparkplugPayload, defs: Definitions, now: number, out: HostOutcome, keep?: (m: SparkplugMetric) => boolean): void;
+}
+
+/**
+ * Messages an edge node sends again on a new connection, on an input whose publishers send again what
+ * they got no PUBACK for (the local MQTT input, QoS 1): which ones are (sentAgain), and reading each in
+ * the session it was sent in (read), the current one or the previous one kept for it (held.ts).
+ */
+export class Resends {
+  constructor(private readonly host: HostParts) {}
+
+  /**
+   * Whether a message is read as sent again on a new connection (see read): flagged DUP, or (mqtt.js
+   * sends again without DUP, duplicates.ts) a data message while its edge node has no current session
+   * and its previous one was born on another connection. Sparkplug B 3.0.0 ("Edge Node Session
+   * Establishment") has an edge node publish its NBIRTH first on every connection: a data message on a
+   * connection before its NBIRTH was sent on an earlier one, whose session the will (NDEATH) ended.
+   */
+  sentAgain(k: string, t: SparkplugTopic, via: Via): boolean {
+    if (t.type === 'NDEATH') return false;
+    if (via.dup) return true;
+    if (t.type === 'NBIRTH' || this.host.sessions.has(k)) return false;
+    const prev = this.host.held.previous.get(k);
+    return prev !== undefined && prev.s.born !== via.connection;
+  }
+
+  /**
+   * A message sent again (DUP, MQTT 3.1.1 §3.3.1.1), so first sent on an earlier connection. Read in
+   * the session it was sent in, by its seq, so that nothing acknowledged goes unstored:
+   *
+   * - The current session, unless its NBIRTH came on this very connection (not sent again): then it
+   *   began after the message was first sent, and the message is its previous session's (Eclipse
+   *   Paho publishes the NBIRTH of its new connection, then sends again what it got no PUBACK for).
+   * - A seq at most SEQ_BEHIND behind the last one that session read (or equal to it) was read
+   *   already: a duplicate of a message stored (or refused and counted) whose PUBACK was lost. It is
+   *   counted and logged (SPARKPLUG_DUPLICATE) and changes nothing: read as a gap, it made the
+   *   session stale, and what followed was refused, acknowledged and lost until the rebirth.
+   * - The next seq of the previous session: read against that session's births (its aliases), its
+   *   seq taken, the current session left as it is. Read against the current one it was a seq gap,
+   *   acknowledged unstored (or, by chance the next seq, read against the wrong births).
+   * - An NBIRTH is a duplicate only with the bdSeq and the timestamp of a birth read (a rebirth asked
+   *   by NCMD keeps its connection's bdSeq, §5.12, but not its timestamp; one without a timestamp,
+   *   which §6.4 does not allow, is never taken for one: storing twice loses nothing). Another sent
+   *   after the current one is an older session's birth, now the previous one, its values stored.
+   *
+   * What is neither is refused as any message would be (a gap in the previous session makes only it
+   * stale; no rebirth is asked, the current session being what a rebirth would renew).
+   *
+   * `strict`: not flagged DUP (mqtt.js, see sentAgain; no current session then): a seq behind is a
+   * duplicate only with the bytes read at that seq (duplicates.ts); what is neither a duplicate nor the
+   * previous session's next seq is read as any message is (process: not born, a rebirth asked).
+   */
+  read(t: SparkplugTopic, p: SparkplugPayload, now: number, connection: object, strict = false, digest?: Digest): { out: HostOutcome; previous: boolean } {
+    const k = key(t.group, t.edge);
+    const s = this.host.sessions.get(k);
+    const current = s !== undefined && s.born !== connection;
+    const out = emptyOutcome();
+    // Whether the previous session may change (a birth or a message read in it): counted again then.
+    let inPrevious = false;
+    try {
+      if (t.type === 'NBIRTH') {
+        const bdSeq = bdSeqOf(p, 'NBIRTH');
+        const read = (x: NodeSession | undefined) => x !== undefined && x.bdSeq === bdSeq && p.timestamp !== undefined && x.bornAt === p.timestamp;
+        if (read(s) || (!current && read(this.host.held.previous.get(k)?.s))) throw duplicate(t, `the birth of bdSeq ${bdSeq} at ${p.timestamp} was read already`);
+        // No newer birth (none, or one of an earlier connection): it starts the current session.
+        if (!s || current) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
+        inPrevious = true;
+        this.olderBirth(t, p, now, out, digest);
+        return { out, previous: true };
+      }
+      if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
+      const into = current ? s : this.host.held.previous.get(k)?.s;
+      if (strict) {
+        // Neither a duplicate nor the next seq of the session it was sent in: read as any message is.
+        if (!into || into.stale) return { out: this.host.process(t, p, now, connection, digest), previous: false };
+        if (behind(into.seq, p.seq)) {
+          if (into.digests.read(p.seq, digest)) throw duplicate(t, `seq ${p.seq} with the bytes read at it was read already (its session's last is ${into.seq})`);
+          return { out: this.host.process(t, p, now, connection, digest), previous: false };
+        }
+        if (p.seq !== (into.seq + 1) % 256) {
+          inPrevious = true;
+          into.stale = true;
+          return { out: this.host.process(t, p, now, connection, digest), previous: false };
+        }
+      }
+      if (into && (into.seq - p.seq + 256) % 256 < SEQ_BEHIND) throw duplicate(t, `seq ${p.seq} was read already (its session's last is ${into.seq})`);
+      if (current) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
+      if (!into) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a session no longer known`);
+      if (into.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a previous session with a gap`);
+      inPrevious = true;
+      const expected = (into.seq + 1) % 256;
+      if (p.seq !== expected) {
+        into.stale = true;
+        throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH has seq ${p.seq}, its previous session's next is ${expected}`);
+      }
+      try {
+        this.host.take(into, t, p, p.seq, now, out, false, digest);
+      } catch (err) {
+        if (err instanceof FieldStreamError && err.code === 'SPARKPLUG_UNKNOWN_METRIC') into.stale = true;
+        throw err;
+      }
+    } catch (err) {
+      if (!(err instanceof FieldStreamError)) throw err;
+      out.readings = [];
+      out.events = [];
+      out.refused = err;
+    } finally {
+      if (inPrevious) this.host.held.recount(k, out);
+    }
+    return { out, previous: true };
+  }
+
+  /**
+   * An NBIRTH sent again after a newer one (see read): the birth of a session older than the
+   * current, which becomes the previous session, so that what it sent after it is read in it. Its
+   * values and its nbirth event are stored; the current session is left as it is. Refused, it leaves
+   * no previous session: what follows it cannot be told from that session's messages.
+   */
+  private olderBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, digest: Digest | undefined): void {
+    const k = key(t.group, t.edge);
+    try {
+      if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
+      const bdSeq = bdSeqOf(p, 'NBIRTH');
+      const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
+      nameDefinitions(defs, { group: t.group, edge: t.edge, device: undefined });
+      this.host.held.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs.bytes + SEQ_DIGESTS_BYTES, k, this.host.held.previousBytes(k));
+      const s: NodeSession = { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, bornAt: p.timestamp, ...births(p, digest) };
+      this.host.held.keepPrevious(k, s, now);
+      this.host.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
+      out.events.push(lifecycleEvent('nbirth', t, p.timestamp ?? now, { bdSeq, metrics: defs.byName.size }));
+    } catch (err) {
+      this.host.held.previous.delete(k);
+      throw err;
+    }
+  }
+}

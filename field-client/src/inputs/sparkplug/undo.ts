@@ -1,0 +1,70 @@
+import type { Definitions } from './definitions.ts';
+import type { Previous } from './held.ts';
+import type { NodeSession } from './host-types.ts';
+import type { SparkplugTopic } from './topic.ts';
+
+/**
+ * Undoing a message of the Sparkplug host (host.ts) whose data the queue did not take: its edge
+ * node's session as it was before it, and putting it back (HostOutcome.undo).
+ */
+
+/** An edge node's session as it was before a message (see SparkplugHost.handle). */
+export interface Before {
+  s: NodeSession | undefined;
+  fields?: Pick<NodeSession, 'bdSeq' | 'seq' | 'defs' | 'stale'>;
+  /** every device's definitions, when held messages (of any device) may be let through */
+  devices?: Map<string, Definitions>;
+  /** the definitions of the device the message is about (undefined: not born) */
+  device?: [string, Definitions | undefined];
+  /** its previous session (SparkplugHost.previous), as it was too: a message sent again may be read in it */
+  previous?: { p: Previous; fields: Pick<NodeSession, 'seq' | 'stale'>; device?: [string, Definitions | undefined] } | undefined;
+}
+
+/**
+ * What a message may change of its edge node's session, kept so that it can be undone: the session
+ * object (an NBIRTH replaces it, an NDEATH removes it), its seq, stale flag and definitions, and the
+ * definitions of the device it is about (all devices' when held messages may be let through).
+ * O(1) per message but for that last case (a reorder timeout, on the plant's broker only).
+ */
+export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSessions: ReadonlyMap<string, Previous>, k: string, t: SparkplugTopic): Before {
+  const s = sessions.get(k);
+  const p = previousSessions.get(k);
+  const previous = p && {
+    p,
+    fields: { seq: p.s.seq, stale: p.s.stale },
+    ...(t.device !== undefined ? { device: [t.device, p.s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
+  };
+  if (!s) return { s, previous };
+  return {
+    s,
+    previous,
+    fields: { bdSeq: s.bdSeq, seq: s.seq, defs: s.defs, stale: s.stale },
+    ...(s.held.size > 0 ? { devices: new Map(s.devices) } : {}),
+    ...(t.device !== undefined ? { device: [t.device, s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
+  };
+}
+
+/** Puts the session of `k` (and its previous one) back as `b` found them. */
+export function putBack(sessions: Map<string, NodeSession>, previous: Map<string, Previous>, k: string, b: Before): void {
+  if (b.previous) {
+    const { p, fields, device } = b.previous;
+    if (previous.get(k) !== p) previous.set(k, p);
+    Object.assign(p.s, fields);
+    if (device) {
+      if (device[1]) p.s.devices.set(device[0], device[1]);
+      else p.s.devices.delete(device[0]);
+    }
+  } else previous.delete(k);
+  if (!b.s) {
+    sessions.delete(k);
+    return;
+  }
+  sessions.set(k, b.s);
+  Object.assign(b.s, b.fields);
+  if (b.devices) b.s.devices = b.devices;
+  if (b.device) {
+    const [device, defs] = b.device;
+    if (defs) b.s.devices.set(device, defs);
+    else b.s.devices.delete(device);
+  }
+}
