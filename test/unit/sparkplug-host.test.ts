@@ -700,6 +700,26 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     assert.equal(run(ND, d(3, 3), A).refused?.code, 'SPARKPLUG_NOT_BORN');
   });
 
+  it('does not read a message sent again across two reconnections against the births of a session born after it was published', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    const C = {};
+    const birthAt = (bd: number, at: number, metric: string) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: metric, alias: '1', datatype: T.Double, doubleValue: 0 }] });
+    host.handle(NB, birthAt(0, T0, 'Inputs/Temp'), T0, first(A));
+    // NDATA 1 of the first session, published at T0 + 1000, is not acknowledged. Paho's order: the
+    // next connection's NBIRTH, whose alias 1 is another metric, then the resend, again unacknowledged;
+    // then the third connection's NBIRTH and the resend once more.
+    host.handle(NB, birthAt(1, T0 + 2000, 'Other'), T0, first(B));
+    host.handle(NB, birthAt(2, T0 + 3000, 'Other'), T0, first(C));
+    const again = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 7 }], T0 + 1000), T0, dup(C));
+    assert.equal(again.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.deepEqual(again.readings, [], 'not stored under the metric alias 1 names in a later session');
+    // What the previous session itself sent again is still read in it.
+    const own = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 8 }], T0 + 2500), T0, dup(C));
+    assert.equal(own.refused, undefined);
+    assert.deepEqual(own.readings.map((r) => r['Plant1.Line4.Other']), [8]);
+    assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 1);
+  });
+
   it('keeps no previous session where nothing is sent again (a plant\'s broker)', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(0, 0), T0);

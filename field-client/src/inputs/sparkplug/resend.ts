@@ -87,6 +87,14 @@ export class Resends {
       }
       if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
       const into = current ? s : this.host.held.previous.get(k)?.s;
+      // Published before the NBIRTH of the session it would be read in (the payload timestamp is the
+      // time of publishing, Sparkplug B 3.0.0 §6.4.5, on the edge node's one clock): sent in an older
+      // session still, whose births are no longer kept (one previous session is: a message sent again
+      // across two reconnections, after two new NBIRTHs). Refused rather than read against births, and
+      // aliases, that did not exist when it was sent.
+      if (into?.bornAt !== undefined && p.timestamp !== undefined && p.timestamp < into.bornAt) {
+        throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again, published at ${p.timestamp}, before the birth of the session it would be read in (${into.bornAt}): of an older session, no longer known`);
+      }
       if (strict) {
         // Neither a duplicate nor the next seq of the session it was sent in: read as any message is.
         if (!into || into.stale) return { out: this.host.process(t, p, now, connection, digest), previous: false };
