@@ -762,12 +762,14 @@ export const TIMINGS = {
    * node that keeps gapping is asked again, but not once per message. */
   sparkplugRebirthMinIntervalMs: 5_000,
   /** milliseconds. How long the local MQTT input keeps an edge node's previous Sparkplug session
-   * (the one a new NBIRTH or its NDEATH ended), to read in it what the edge node sends again (DUP)
-   * after the NBIRTH of its next connection (Eclipse Paho's order): a publish the queue refused, one
-   * never read behind it, a duplicate whose PUBACK was lost (host.ts, resent). A client reconnects
-   * within seconds; what comes later is read against the sessions as they are then. Its definitions
-   * count against sparkplugDefinitionsMaxBytes. */
-  sparkplugResendWindowMs: 10 * 60_000,
+   * (the one a new NBIRTH or its NDEATH ended), to read in it what the edge node sends again when
+   * it is back: a publish the queue refused, one never read behind it, a duplicate whose PUBACK was
+   * lost (sparkplug/resend.ts). Its MQTT client keeps what was not acknowledged for as long as it
+   * runs and sends it on its next connection, however late: after a link down for hours, a window
+   * of minutes refused it (not born) and acknowledged it unstored. A day covers a field device's
+   * outage of a night; what comes later is refused. Nothing to bound here: its definitions count
+   * against sparkplugDefinitionsMaxBytes, and a current birth that needs their room drops the oldest. */
+  sparkplugResendWindowMs: 24 * 3_600_000,
   /** milliseconds. Default of FIELD_SPARKPLUG_REORDER_TIMEOUT_MS: how long a Sparkplug message that
    * arrived ahead of its seq is held for the missing ones before a rebirth is requested (Sparkplug
    * 3.0.0 §5.9 "Reorder Timeout": "as little as a couple of seconds" in typical environments). */

@@ -720,6 +720,21 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 1);
   });
 
+  it('reads what is sent again after an outage of hours in the session it was sent in: the client keeps it as long', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    const d = (seq: number, v: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });
+    host.handle(NB, nbirth(0, 0), T0, first(A));
+    host.handle(ND, decodePayload(d(1, 1)), T0, first(A), digestOf(d(1, 1)));
+    // The link is lost (the will published); the edge node is back three hours later, and mqtt.js sends
+    // again what it had no PUBACK for: NDATA 1 (stored already) and NDATA 2 (never arrived).
+    host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0, first(A));
+    const later = T0 + 3 * 3_600_000;
+    assert.equal(host.handle(ND, decodePayload(d(1, 1)), later, first(B), digestOf(d(1, 1))).refused?.code, 'SPARKPLUG_DUPLICATE');
+    const unread = host.handle(ND, decodePayload(d(2, 2)), later, first(B), digestOf(d(2, 2)));
+    assert.equal(unread.refused, undefined);
+    assert.deepEqual(temp(unread), [2]);
+  });
+
   it('keeps no previous session where nothing is sent again (a plant\'s broker)', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(0, 0), T0);
