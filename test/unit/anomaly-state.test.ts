@@ -121,6 +121,53 @@ describe("the anomaly detectors' state across a restart", () => {
     assert.equal(existsSync(`${path}.tmp-host-1234`), false);
   });
 
+  it('keeps when each device was last heard from: one silent since before the restart is idle deviceIdleMs after its last reading, not after the restart', async () => {
+    const HOUR = 3_600_000;
+    const idle = { maxDevices: 2, deviceIdleMs: HOUR };
+    // The first process: 'quiet' heard from at 10:00, 'busy' at 10:50; saved at 10:55.
+    let wall = Date.UTC(2026, 0, 1, 10);
+    let mono = 5_000;
+    const before = new AnomalyScorer(idle, { clock: () => mono, wallClock: () => wall });
+    const at = (minutes: number) => {
+      wall = Date.UTC(2026, 0, 1, 10) + minutes * 60_000;
+      mono = 5_000 + minutes * 60_000;
+    };
+    before.score({ device: 'quiet', time: wall, fields: { x: 1 } });
+    at(50);
+    before.score({ device: 'busy', time: wall, fields: { x: 1 } });
+    at(55);
+    const dir = tmp();
+    await new AnomalyStateSaver(dir, before, quiet).save();
+    const path = join(dir, ANOMALY_STATE_FILE);
+    const saved = readFileSync(path, 'utf8');
+    assert.match(saved, /"id":"quiet","heardAt":1767261600000/);
+
+    // Restarted at 10:58 (its monotonic clock from 0 again); a new device arrives at 11:05: 'quiet'
+    // has been silent for 65 minutes and gives its place, 'busy' (15 minutes) keeps its own.
+    const restart = (file: string) => {
+      let wall2 = Date.UTC(2026, 0, 1, 10, 58);
+      let mono2 = 0;
+      const after = new AnomalyScorer(idle, { clock: () => mono2, wallClock: () => wall2 });
+      writeFileSync(path, file);
+      assert.deepEqual(loadAnomalyState(dir, after, quiet), { restored: 2, refused: 0 });
+      wall2 += 7 * 60_000;
+      mono2 += 7 * 60_000;
+      after.score({ device: 'new', time: wall2, fields: { x: 1 } });
+      return after;
+    };
+    const after = restart(saved);
+    assert.deepEqual([after.stats().devicesEvicted, after.stats().devicesRefused], [1, 0]);
+    assert.equal(after.forestReady('quiet'), undefined, "'quiet' gave its place");
+    assert.equal(after.forestReady('busy'), false, "'busy' is kept");
+
+    // A file saved before heardAt was kept: its devices count as heard from at the restart.
+    const old = restart(saved.replace(/"heardAt":\d+,/g, ''));
+    assert.deepEqual([old.stats().devicesEvicted, old.stats().devicesRefused], [0, 1]);
+    // A wall clock stepped back across the restart (heardAt in the future): heard from now, not later.
+    const future = restart(saved.replace(/"heardAt":\d+/g, `"heardAt":${Date.UTC(2027, 0, 1)}`));
+    assert.deepEqual([future.stats().devicesEvicted, future.stats().devicesRefused], [0, 1]);
+  });
+
   it('refuses a field whose saved stuck run would be stuck at every value (a run of 1: live it is at least stuckMinRun)', async () => {
     const scorer = new AnomalyScorer();
     // A lively field: every reading a new value.

@@ -21,6 +21,11 @@ export interface AnomalyScorerOptions {
    * times. Default: the process's monotonic clock (performance.now()). Tests pass their own.
    */
   clock?: () => number;
+  /**
+   * epoch milliseconds, the wall clock: only to carry when each device was last heard from across
+   * a restart (the monotonic clock starts again at each process). Default Date.now. Tests pass their own.
+   */
+  wallClock?: () => number;
 }
 
 /** The process's monotonic clock: a wall clock stepped back by NTP would make every device look
@@ -47,8 +52,11 @@ export class AnomalyScorer {
    * lastArrival the smallest (the clock never goes back, see now()). */
   private readonly devices = new Map<string, DeviceModel>();
   private readonly clock: () => number;
+  private readonly wallClock: () => number;
   /** the latest time the clock gave */
   private clockMs = -Infinity;
+  /** the lastArrival of the map's last device (the latest arrival) */
+  private latestArrival = -Infinity;
   private readonly counters: AnomalyScorerStats = {
     devices: 0,
     readings: 0,
@@ -63,6 +71,7 @@ export class AnomalyScorer {
   constructor(params: Partial<AnomalyParams> = {}, options: AnomalyScorerOptions = {}) {
     this.params = anomalyParams(params);
     this.clock = options.clock ?? monotonicMs;
+    this.wallClock = options.wallClock ?? Date.now;
   }
 
   score(reading: ScoredReading): Anomaly[] {
@@ -78,6 +87,7 @@ export class AnomalyScorer {
       this.devices.set(reading.device, d);
     }
     d.lastArrival = now;
+    this.latestArrival = now;
     this.counters.readings++;
     d.score(reading.time, reading.fields, out, this.counters);
     return out;
@@ -94,12 +104,27 @@ export class AnomalyScorer {
    * device once, however many are heard from (moved to the end of the map) meanwhile.
    */
   devicesState(): ReadonlyArray<{ toState(): DeviceState }> {
-    return [...this.devices.values()];
+    // When each was last heard from, carried as a wall-clock time (heardAt): the monotonic clock's
+    // readings mean nothing to the next process. Both clocks read once, so the devices' times keep
+    // the order of their arrivals. A device heard from while the save runs is saved with its new
+    // arrival (it is read when its line is made): later, never earlier, than the truth.
+    const wall = this.wallClock();
+    const mono = this.now();
+    return [...this.devices.values()].map((d) => ({
+      toState: (): DeviceState => {
+        const { id, ...rest } = d.toState();
+        return Number.isFinite(d.lastArrival) ? { id, heardAt: Math.round(wall - (mono - d.lastArrival)), ...rest } : { id, ...rest };
+      },
+    }));
   }
 
   /**
    * Takes back a device as saved, as the most recently heard from (restore them in the order
-   * devicesState gave). Its arrival is now: whether it is idle is judged on this process's clock.
+   * devicesState gave). Its arrival is when it was last heard from (`heardAt`, on the wall clock),
+   * put on this process's clock: a device silent since long before the restart is idle as soon as
+   * its deviceIdleMs have passed, not deviceIdleMs after the restart. Never in the future (a wall
+   * clock stepped back across the restart: heard from now), never before the device restored
+   * before it (the map's order stays the order of arrival), and now for a state saved without it.
    * The reason it was not taken (it does not fit the parameters, it is tracked already, or
    * maxDevices are), else undefined.
    */
@@ -109,7 +134,13 @@ export class AnomalyScorer {
     if (this.devices.has(state.id)) return 'the device is tracked already';
     if (this.devices.size >= this.params.maxDevices) return 'maxDevices are tracked';
     const d = DeviceModel.fromState(state, this.params);
-    d.lastArrival = this.now();
+    const now = this.now();
+    if (state.heardAt === undefined) d.lastArrival = now;
+    else {
+      const silentFor = Math.max(0, this.wallClock() - state.heardAt);
+      d.lastArrival = Math.max(now - silentFor, this.latestArrival);
+    }
+    this.latestArrival = d.lastArrival;
     this.devices.set(state.id, d);
     return undefined;
   }

@@ -58,6 +58,12 @@ export const FieldStateSchema = z
 export const DeviceStateSchema = z
   .object({
     id: DeviceIdSchema,
+    /**
+     * epoch ms, wall clock: when its last reading arrived (the scorer's monotonic clock does not
+     * outlive the process). Absent in files saved before it was kept: the device then counts as
+     * heard from at the restart.
+     */
+    heardAt: Finite.optional(),
     readings: Count,
     /** the reading time of the last row taken; null: none yet */
     lastSampleTime: Finite.nullable(),
