@@ -289,6 +289,26 @@ describe('the Isolation Forest of a device', () => {
     assert.ok(first.a.score > 0.6 && first.a.score < 1);
   });
 
+  it('trains no more often for readings whose times jump back and forth: a row per forestSampleIntervalMs of the device\'s time, not per step back', () => {
+    // Four days of a reading a minute; the same readings with every second one dated half an hour
+    // back (a device with two clocks, or a hostile one). A row at every step back made a row of
+    // every reading, and a training every forestRetrainEvery readings.
+    const { readings } = generateDataset({ seed: 3, devices: 1, days: 4, rates: { spike: 0, drift: 0, stuck: 0, correlation: 0 } });
+    const trainings = (shift: (i: number) => number) => {
+      let clock = 0;
+      const scorer = new AnomalyScorer({}, { clock: () => clock++ });
+      readings.forEach((r, i) => scorer.score({ ...r, time: r.time - shift(i) }));
+      return scorer.stats().forestsTrained;
+    };
+    const inOrder = trainings(() => 0);
+    assert.ok(inOrder > 0, 'the forest is trained in four days');
+    const jumping = trainings((i) => (i % 2 === 1 ? 30 * MINUTE : 0));
+    assert.ok(jumping <= inOrder + 1, `${jumping} trainings against ${inOrder} for the readings in order`);
+    // A clock stepped back for good (set again a day back) is followed: rows, and trainings, go on.
+    const stepped = trainings((i) => (i >= 3 * 1440 ? 86_400_000 : 0));
+    assert.ok(stepped >= inOrder, `${stepped} trainings against ${inOrder}`);
+  });
+
   it('takes no stray date (a restart before the clock is set: 1970) for a day of baselines', () => {
     // A weather station without events, 5 days: the same flags, and its forest no sooner, whether
     // or not one reading on its first day (or its very first, or a later one) is dated 1970 or far ahead.

@@ -45,6 +45,16 @@ export class DeviceModel {
   private bufferHead = 0;
   private bufferCount = 0;
   private lastSampleTime = -Infinity;
+  /**
+   * The reading time that began the present run of readings dated before lastSampleTime (the
+   * device's clock stepped back), NaN when the last reading was not: see score(). Not saved: after
+   * a restart such a run starts again (a row an interval later at most).
+   */
+  private backSince = NaN;
+  /** the reading time of the row before the last (-Infinity: none); not saved, as backSince */
+  private prevSampleTime = -Infinity;
+  /** whether a reading dated at or after the last row came since it (a step back is no stray's end then) */
+  private onSinceRow = false;
   private rowsSinceTrain = 0;
   private keptOut = 0;
   private trainings = 0;
@@ -155,7 +165,28 @@ export class DeviceModel {
       }
     }
 
-    if (time - this.lastSampleTime >= p.forestSampleIntervalMs || time < this.lastSampleTime) {
+    // A row every forestSampleIntervalMs of the device's time. A reading dated before the last row
+    // (the device's clock stepped back) takes one only when no reading since that row was dated
+    // after it and it lies an interval past the row before (the last row's date was a stray ahead
+    // of the device's clock: it is passed over), or once the readings have stayed back for an
+    // interval of their own time (the clock set again, followed from then). A row at every step
+    // back (as it was) gave a device whose readings' times jump back and forth, a reading in two,
+    // a row at every reading and a training every forestRetrainEvery readings instead of every
+    // forestRetrainEvery rows (tested: ten times the trainings of the same readings in order).
+    let take: boolean;
+    if (time >= this.lastSampleTime) {
+      this.backSince = NaN;
+      take = time - this.lastSampleTime >= p.forestSampleIntervalMs;
+      if (!take) this.onSinceRow = true;
+    } else if (!this.onSinceRow && time - this.prevSampleTime >= p.forestSampleIntervalMs) take = true;
+    else {
+      if (Number.isNaN(this.backSince)) this.backSince = time;
+      take = time - this.backSince >= p.forestSampleIntervalMs;
+    }
+    if (take) {
+      this.backSince = NaN;
+      this.onSinceRow = false;
+      this.prevSampleTime = this.lastSampleTime;
       this.lastSampleTime = time;
       // Looked at here, once per row at most: not a walk over every field on every reading.
       this.forgetIdleFields(reading, time, counters);
