@@ -137,8 +137,9 @@ export const LIMITS = {
    * second (internal-network/distributor/security/refusal-tally.ts): each takes a millisecond of its
    * second as its time, so fewer than 1000; past it, further keys are counted under gateway "_other". */
   securityTallyMaxKeys: 500,
-  /** devices. Most devices whose last security-event time the distributor keeps (a point per
-   * refusal of a known device needs a time of its own); past it, those of earlier seconds are forgotten. */
+  /** devices. Most devices whose budget of security events stored one point each the distributor
+   * keeps (verifier.ts lastEventTime: one a millisecond, securityEventMaxLeadMs ahead); past it,
+   * those of earlier seconds are forgotten. */
   securityEventClockMaxDevices: 100_000,
   /** clears a second. Most empty retained publishes one distributor sends to clear the retained
    * presence of a device id it judges invented (internal-network/distributor/presence-clearer.ts):
@@ -690,10 +691,11 @@ export const TIMINGS = {
   /** milliseconds. A log line that repeats per message under a flood (a dead letter not kept, a
    * security refusal) is written at most once in this long, with the count of those left out. */
   floodLogIntervalMs: 10_000,
-  /** milliseconds. Most a security event's time may run ahead of the clock: a known device's
-   * refusals take a millisecond each (their own time), and those past this lead are counted per
-   * second instead (refusal-tally.ts), so a flood of forged messages naming one device cannot push
-   * its events into the future (one process-wide counter drifted 286 s ahead in 13.5 s at 22,000/s). */
+  /** milliseconds. Most a known device's budget of security events stored one point each may run
+   * ahead of the clock: each refusal takes a millisecond of it, and those past this lead are counted
+   * per second instead (refusal-tally.ts), so a flood of forged messages naming one device adds a
+   * few points a second, not one per message. (The events' own times come from their envelopes:
+   * verifier.ts eventTime.) */
   securityEventMaxLeadMs: 1_000,
   /** milliseconds. The distributor writes its counts of refusals (refusal-tally.ts) this often. */
   securityTallyFlushMs: 1_000,

@@ -92,12 +92,28 @@ export const ONE_POINT_PER_MESSAGE: ReadonlySet<string> = new Set<string>([
 export function subMillisecondNs(p: StoredPoint): number {
   const key = p[POINT_KEY];
   if (key === undefined || !ONE_POINT_PER_MESSAGE.has(p.measurement)) return 0;
+  return keyHash(key) % 1_000_000;
+}
+
+/**
+ * Milliseconds (0 to 999) before its envelope's arrival at which a refusal's security event lies: the hash's
+ * bits above those {@link subMillisecondNs} takes, so that events of one device stamped with the
+ * same millisecond (refused messages of one envelope, or of envelopes of one arrival time) lie
+ * apart within the second before it, and two of them share a point about once in 10^9 pairs. A function of the
+ * key alone: the same refusal checked again, by this process or the next, is the same point.
+ */
+export function keyMillisecond(key: string): number {
+  return Math.floor(keyHash(key) / 1_000_000) % 1000;
+}
+
+/** 32-bit FNV-1a of the key's UTF-16 code units. */
+function keyHash(key: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) {
     h ^= key.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  return (h >>> 0) % 1_000_000;
+  return h >>> 0;
 }
 
 /** The device's own timestamp when it gave one, else the moment the gateway accepted the message. */

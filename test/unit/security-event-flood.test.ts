@@ -8,7 +8,7 @@ import { MessageHandler } from '../../internal-network/distributor/message-handl
 import { PresenceClearer } from '../../internal-network/distributor/presence-clearer.ts';
 import type { MqttClient } from 'mqtt';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
-import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { subMillisecondNs, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
@@ -61,9 +61,7 @@ describe('security events under a flood of forged messages', () => {
     const real = events.filter((p) => p.tags.device === 'real-1');
     assert.equal(real.reduce((s, p) => s + count(p), 0), 3000, "every refusal of the registered device, under its id");
     assert.ok(Math.max(...events.map((p) => p.time)) <= end + 1000, `newest event ${Math.max(...events.map((p) => p.time)) - end} ms ahead of the clock`);
-    // What InfluxDB tells points apart by: the measurement (one here), every tag, and the time.
-    const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
-    assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
+    assertDistinct(events);
     assert.ok(lines <= 20, `${lines} log lines`);
     const text = await metrics.metrics.registry.metrics();
     assert.match(text, /^fieldstream_distributor_security_events_total\{[^}]*reason="SECURITY_UNSIGNED"[^}]*\} 43000$/m);
@@ -243,9 +241,19 @@ describe('security events under a flood of forged messages', () => {
       mock.timers.tick(2_000);
       await handler.handle(uplinkTopic('real-4', 'event'), first); // delivered again later
       await handler.handle(uplinkTopic('real-4', 'event'), unsigned('u-2')); // another message: an event of its own
+      // The distributor killed after a write, before the PUBACK (SIGKILL: nothing it remembered is
+      // left), started again a minute later: the broker delivers the envelope again (QoS 1). Its
+      // refusal is the same point, its time taken from the envelope, not from the new clock.
+      mock.timers.tick(60_000);
+      const restarted = new MessageHandler(sink, new FileStore(join(dir, 'files')), new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log), new DistributorMetrics());
+      await restarted.handle(uplinkTopic('real-4', 'event'), first);
+      // Ten refusals of one envelope, stamped alike by the gateway: ten points, apart.
+      const ten = JSON.parse(unsigned('x').toString()) as { messages: unknown[] };
+      ten.messages = Array.from({ length: 10 }, (_, k) => ({ messageId: `b-${k}`, payload: { eventType: 'alarm' } }));
+      await restarted.handle(uplinkTopic('real-4', 'event'), Buffer.from(JSON.stringify(ten)));
       await sink.close();
       const rows = await influx.rows('again', `SELECT "count", message_id FROM security_events WHERE "device" = 'real-4'`);
-      assert.deepEqual(rows.map((r) => [r.message_id, r.count]).sort(), [['u-1', 1], ['u-2', 1]]);
+      assert.deepEqual(rows.map((r) => [r.message_id, r.count]).sort(), [['u-1', 1], ['u-2', 1], ...Array.from({ length: 10 }, (_, k) => [`b-${k}`, 1])].sort());
     } finally {
       mock.timers.reset();
       await influx.process.stop();
@@ -269,8 +277,8 @@ function registered(dir: string, device: string): string {
   return dir;
 }
 
-/** What InfluxDB tells points apart by: the measurement (one here), every tag, and the time. */
+/** What InfluxDB tells points apart by: the measurement (one here), every tag, and the time (to the nanosecond its key gives it: line-protocol.ts). */
 function assertDistinct(events: readonly StoredPoint[]): void {
-  const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}`));
+  const identities = new Set(events.map((p) => `${JSON.stringify(Object.entries(p.tags).sort())}|${p.time}|${subMillisecondNs(p)}`));
   assert.equal(identities.size, events.length, 'no two points share (tags, time): InfluxDB would keep one');
 }

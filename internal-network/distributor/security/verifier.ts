@@ -2,7 +2,7 @@ import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 import type { ErrorCode } from '../../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { MEASUREMENTS, POINT_KEY, uplinkKey, type StoredPoint } from '../points.ts';
+import { keyMillisecond, MEASUREMENTS, POINT_KEY, uplinkKey, type StoredPoint } from '../points.ts';
 import { authenticMessages, isIntact } from '../../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
@@ -131,11 +131,12 @@ class CheckedVerdict implements Verdict {
 export class MessageVerifier {
   readonly stats = { verified: 0, unsigned: 0, refused: 0, duplicates: 0 };
   /**
-   * The time of each known device's last security event, in epoch ms. A point is identified by
-   * (measurement, tags, time), so two events of one device and reason in the same millisecond would
-   * overwrite each other in the database: a device's event takes a time after its previous one, at
-   * most TIMINGS.securityEventMaxLeadMs ahead of the clock (past it, its refusals are counted).
-   * Only devices the operator knows (registered or revoked) are kept: a bounded set.
+   * Each known device's budget of events stored one point each, as a clock in epoch ms: each event
+   * takes a millisecond after the previous one, at most TIMINGS.securityEventMaxLeadMs ahead of the
+   * clock (past it, its refusals are counted per second: a flood naming one device adds a few
+   * points a second, not one per message). The point's own time is not this (eventTime: from the
+   * envelope, the same after a restart). Only devices the operator knows (registered or revoked)
+   * are kept: a bounded set.
    */
   private readonly lastEventTime = new Map<string, number>();
   /**
@@ -145,7 +146,8 @@ export class MessageVerifier {
    * when its write is retried after a failure that may have reached the database (the answer lost at
    * the deadline; the other store down, docs/postgres.md), and when its message is delivered again
    * (a PUBACK lost). At most LIMITS.securityEventTimesRemembered, the oldest forgotten first; a
-   * restart forgets them all (PostgreSQL keeps one row all the same: its key leaves the time out).
+   * restart forgets them all, and the refusal is given the same time again from its envelope
+   * (eventTime); PostgreSQL keeps one row by its key whatever the time.
    */
   private readonly eventTimes = new Map<string, number>();
   /** refusals counted per second (unknown device ids, and known ones past their lead) */
@@ -296,19 +298,39 @@ export class MessageVerifier {
       return;
     }
     const last = to.known ? this.lastEventTime.get(env.deviceId) : undefined;
-    const time = last === undefined || last < now ? now : last + 1;
-    if (!to.known || time > now + TIMINGS.securityEventMaxLeadMs) {
+    const slot = last === undefined || last < now ? now : last + 1;
+    if (!to.known || slot > now + TIMINGS.securityEventMaxLeadMs) {
       to.tallied.push({ device: to.known ? env.deviceId : UNREGISTERED_DEVICE, reason: code, gateway: env.gatewayId, messageId });
       return;
     }
     if (this.lastEventTime.size >= LIMITS.securityEventClockMaxDevices && last === undefined) {
-      // Times of earlier seconds hold nothing back: forgotten (a bound, should the fleet be larger).
+      // Budgets of earlier seconds hold nothing back: forgotten (a bound, should the fleet be larger).
       for (const [d, t] of this.lastEventTime) if (t < now - 1000) this.lastEventTime.delete(d);
     }
-    this.lastEventTime.set(env.deviceId, time);
+    this.lastEventTime.set(env.deviceId, slot);
+    const time = this.eventTime(env, now, key);
     if (this.eventTimes.size >= LIMITS.securityEventTimesRemembered) this.eventTimes.delete(this.eventTimes.keys().next().value as string);
     this.eventTimes.set(key, time);
     to.events.push(this.eventPoint(env, messageId, code, detail, time, key));
+  }
+
+  /**
+   * A refusal's time, from its envelope alone, so that the same refusal checked again after a
+   * restart (its envelope delivered again: the distributor killed after the write, before the
+   * PUBACK) is the same InfluxDB point, not a second one at the new process's clock: when the
+   * gateway received the envelope (its `receivedAt`), less up to 999 ms its key gives it (points.ts
+   * keyMillisecond; the key's nanoseconds lie under it, line-protocol.ts), so that refusals of one
+   * arrival lie apart and none is later than its arrival (a dashboard's range ending now shows it
+   * at once). An arrival
+   * time this side could not take for one (older than maxDelayMs: a message so old is stale; or
+   * later than the clocks' disagreement, freshnessMs, allows) is the DMZ's invention: the event is
+   * stamped with this side's clock instead, and such a refusal checked again after a restart is
+   * stored again (PostgreSQL keeps one row by its key).
+   */
+  private eventTime(env: UplinkEnvelope, now: number, key: string): number {
+    const arrived = env.receivedAt;
+    const base = arrived >= now - this.o.maxDelayMs && arrived <= now + this.o.freshnessMs ? arrived : now;
+    return base - keyMillisecond(key);
   }
 
   /** A known device's refusal as its security_events point. `key`: names the refusal (see eventTimes). */
