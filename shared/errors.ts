@@ -308,6 +308,12 @@ export const ERRORS = {
   },
   API_COMMANDS_FULL: { http: 503, transient: true, description: 'As many commands as LIMITS.commandMaxLive, or as many bytes of them as LIMITS.commandMaxLiveBytes, wait for their devices\' answers: none more is taken until some finish or expire (Retry-After).' },
   API_STATE_WRITE_FAILED: { http: 500, transient: true, description: 'The command API could not write a command\'s state to its journal (COMMAND_STATE_PATH); the write is retried at the next change.' },
+  API_RESPONSES_UNREADABLE: {
+    http: 503,
+    transient: true,
+    description:
+      'The command API could not read the responses the distributor stored in PostgreSQL (POSTGRES_URL or PGHOST set for it); the commands due to expire wait for it, up to TIMINGS.commandReconcileGraceMs past their expiry.',
+  },
   API_UNKNOWN_GROUP: { http: 400, transient: false, description: 'No device group of that name is configured.' },
   API_THROTTLED: { http: 429, transient: true, description: 'Too many wrong bearer tokens from this address (LIMITS.apiAuthMaxFailures within TIMINGS.apiAuthFailureWindowMs): its requests are refused unchecked until Retry-After.' },
   API_DEVICE_KEY_MISSING: {

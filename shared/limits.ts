@@ -311,6 +311,9 @@ export const LIMITS = {
    * more are refused with API_COMMANDS_FULL until some finish or expire. Half the record cap, so
    * the finished ones always leave room and a waiting command is never forgotten. */
   commandMaxLive: 50_000,
+  /** commands. Most the command API looks up in one statement among the responses the distributor
+   * stored (command-api/stored-responses.ts): a row each, without its result, which is read alone. */
+  commandReconcileBatch: 1000,
   /** commands. Most one GET /v1/commands lists (its `limit`, default commandListDefault). */
   commandListMax: 1000,
   commandListDefault: 100,
@@ -704,6 +707,10 @@ export const TIMINGS = {
   securityLogIntervalMs: 1_000,
   /** milliseconds between the command API's sweeps that mark overdue commands expired */
   commandExpirySweepMs: 5_000,
+  /** milliseconds. How long past its expiry a command waits to be expired while the database of
+   * stored responses cannot be read (API_RESPONSES_UNREADABLE): its response may be there. Past it,
+   * it is expired (a late answer still replaces `expired`). */
+  commandReconcileGraceMs: 15 * 60_000,
   /** milliseconds. A device's answer the command API's journal could not take is written again after
    * this long, doubling up to commandJournalRetryMaxMs; the broker's PUBACK waits for it. */
   commandJournalRetryInitialMs: 250,

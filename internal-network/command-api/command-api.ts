@@ -15,6 +15,8 @@ import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { CommandApiMetrics } from './metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
+import { postgresConnection, postgresEnabled } from '../shared/postgres-settings.ts';
+import { PostgresResponses } from './stored-responses.ts';
 
 export interface CommandApi {
   readonly port: number;
@@ -42,10 +44,19 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     log.child({ subsystem: 'mqtt' }),
     { resubscribe: false }, // subscribed on every connect, below
   );
-  const dispatcher = new CommandDispatcher(mqtt, store, log, {
-    keys,
-    allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
-  });
+  // The responses the distributor stored, when it writes to PostgreSQL: read only (stored-responses.ts).
+  const ledger = postgresEnabled(config) ? new PostgresResponses(postgresConnection(config)) : undefined;
+  if (ledger) log.info({ store: ledger.description }, 'commands due to expire are looked up among the responses the distributor stored');
+  const dispatcher = new CommandDispatcher(
+    mqtt,
+    store,
+    log,
+    {
+      keys,
+      allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
+    },
+    ledger,
+  );
   const served = config.COMMAND_API_METRICS_PORT !== undefined;
   const metrics = new CommandApiMetrics(
     { store, brokerConnected: () => mqtt.connected, refusedResponses: () => dispatcher.refusedResponses },
@@ -79,6 +90,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
         await http.close();
         dispatcher.close();
         await endMqtt(mqtt, true);
+        await ledger?.close();
         throw err;
       })
     : undefined;
@@ -92,6 +104,8 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
       await metricsServer?.close();
       dispatcher.close();
       await endMqtt(mqtt);
+      await dispatcher.settled();
+      await ledger?.close();
     },
   };
 }

@@ -2,9 +2,10 @@ import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { DAY_S, LIMITS } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
+import { checkPostgresSettings, postgresSettings } from '../shared/postgres-settings.ts';
 
 /** The command API's settings (see .env.example and docs/configuration.md). */
-export const CommandApiConfigSchema = z.object({
+const CommandApiSettings = z.object({
   COMMAND_API_HOST: setting.host('0.0.0.0'),
   COMMAND_API_PORT: setting.port(8080),
   /** A bearer token with the operator role: long and random (e.g. `openssl rand -hex 32`). */
@@ -36,7 +37,11 @@ export const CommandApiConfigSchema = z.object({
   ...mqttSettings('internal/command-api'),
   COMMAND_API_CLIENT_ID: clientIdSetting('command-api'),
   LOG_LEVEL: setting.logLevel(),
+  /** The distributor's PostgreSQL (read only): the responses it stored, looked up for commands whose
+   * response the broker may have lost (dispatcher.ts). Off while POSTGRES_URL and PGHOST are unset. */
+  ...postgresSettings(),
 });
+export const CommandApiConfigSchema = CommandApiSettings.superRefine(checkPostgresSettings);
 export type CommandApiConfig = z.infer<typeof CommandApiConfigSchema>;
 
 export function loadCommandApiConfig(env: Record<string, string | undefined> = process.env): Readonly<CommandApiConfig> {

@@ -11,6 +11,7 @@ import { sortBySignature } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { isFinal, type CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
+import type { ResponseLedger, StoredResponse } from './stored-responses.ts';
 
 /**
  * Sends commands through the internal broker (the bridge carries them to the DMZ broker, the
@@ -40,6 +41,10 @@ export class CommandDispatcher {
   readonly refusedResponses: Partial<Record<ErrorCode, number>> = {};
   private readonly sweep: NodeJS.Timeout;
   private closed = false;
+  /** the look-up of every waiting command's stored response that is queued and has not started */
+  private waitingLookUp: Promise<void> | undefined;
+  /** whether a sweep's look-up of stored responses runs */
+  private sweeping = false;
   /** devices whose waiting commands were resent lately: when, and the resend put off till later */
   private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout }>();
   /**
@@ -51,11 +56,22 @@ export class CommandDispatcher {
    */
   private readonly floodLogs = new Map<string, LimitedLog>();
 
+  /** the look-up of stored responses that runs (one at a time), if one does */
+  private reconciling: Promise<void> | undefined;
+
   constructor(
     private readonly mqtt: MqttClient,
     private readonly store: CommandStore,
     private readonly log: Logger,
     private readonly signing: CommandSigning,
+    /**
+     * The responses the distributor stored (PostgreSQL), looked up for the commands still waiting
+     * at the start and at each connection to the broker, and for each command before it is
+     * expired: the broker's copy of a response for this API can be lost (a broker killed between
+     * its autosaves while this API was away) when the distributor's was written and the device,
+     * receipted, let its own go. Without it, such a command ended `expired` although it ran.
+     */
+    private readonly ledger?: ResponseLedger,
   ) {
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     // mqtt.js emits 'message' (the answer recorded in memory), then calls handleMessage, and sends
@@ -66,9 +82,12 @@ export class CommandDispatcher {
     mqtt.handleMessage = (_packet, callback) => this.whenDurable(callback, TIMINGS.commandJournalRetryInitialMs);
     mqtt.on('connect', () => {
       for (const r of this.store.all()) if (r.state === 'queued' && r.expiresAt > Date.now()) this.publish(r);
+      // What the broker held for this session may not have outlived it (a broker restarted).
+      if (this.ledger) void this.reconcileWaiting();
     });
     this.sweep = setInterval(() => this.expire(), TIMINGS.commandExpirySweepMs);
     this.sweep.unref();
+    if (this.ledger) void this.reconcileWaiting();
   }
 
   issue(deviceIds: readonly string[], command: string, params: CommandRecord['params'], ttlSeconds: number, request?: CommandRecord['request']): CommandRecord[] {
@@ -111,6 +130,11 @@ export class CommandDispatcher {
     this.store.add(records);
     for (const r of records) this.publish(r);
     return records;
+  }
+
+  /** Resolves once the look-up of stored responses that runs, if any, is over (for a clean stop, and tests). */
+  async settled(): Promise<void> {
+    while (this.reconciling) await this.reconciling;
   }
 
   close(): void {
@@ -195,26 +219,97 @@ export class CommandDispatcher {
           this.floodLog({ deviceId: env.deviceId, commandId: response.commandId }, 'response to an unknown command, or another device’s');
           continue;
         }
-        // `expired` is this API's word, not the device's: the device runs a command until its signed
-        // expiry plus its clock skew (field-client/src/command-guard.ts), and a handler may take
-        // minutes, so its answer can come after the sweep. It says what happened, and replaces
-        // `expired` (left, it told the operator a command that ran did not, and it was sent again);
-        // an acceptance is kept in `response`, the command staying final. Any other final state is
-        // the device's own answer, which never changes.
-        const late = record.state === 'expired';
-        if (isFinal(record.state) && !late) continue;
-        // The device answered this id before (that answer stands); this one says a copy was refused.
-        if (response.status === 'rejected' && (response.result as { code?: unknown } | undefined)?.code === 'FIELD_COMMAND_REPLAYED') continue;
-        this.update(record, {
-          state: late && !isFinal(response.status) ? 'expired' : response.status,
-          response: { status: response.status, ...(response.result !== undefined ? { result: response.result } : {}), at: Date.now() },
-        });
-        this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: response.status }, 'command answered');
+        if (this.answer(record, response)) this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: response.status }, 'command answered');
       }
     } catch (err) {
       if (!isFieldStreamError(err)) throw err;
       this.floodLog({ code: err.code, topic: topic.slice(0, 200) }, err.message);
     }
+  }
+
+  /**
+   * Records the device's answer to its command; false when it changes nothing.
+   * `expired` is this API's word, not the device's: the device runs a command until its signed
+   * expiry plus its clock skew (field-client/src/command-guard.ts), and a handler may take
+   * minutes, so its answer can come after the sweep. It says what happened, and replaces
+   * `expired` (left, it told the operator a command that ran did not, and it was sent again);
+   * an acceptance is kept in `response`, the command staying final. Any other final state is
+   * the device's own answer, which never changes.
+   */
+  private answer(record: CommandRecord, response: Pick<Response['payload'], 'status' | 'result'>): boolean {
+    const late = record.state === 'expired';
+    if (isFinal(record.state) && !late) return false;
+    // The device answered this id before (that answer stands); this one says a copy was refused.
+    if (response.status === 'rejected' && (response.result as { code?: unknown } | undefined)?.code === 'FIELD_COMMAND_REPLAYED') return false;
+    this.update(record, {
+      state: late && !isFinal(response.status) ? 'expired' : response.status,
+      response: { status: response.status, ...(response.result !== undefined ? { result: response.result as CommandRecord['params'] } : {}), at: Date.now() },
+    });
+    return true;
+  }
+
+  /** Looks up the stored responses of every command still waiting (at the start, at each connection). */
+  private reconcileWaiting(): Promise<void> {
+    // One waiting to run is enough: it takes what waits when it starts (a broker that flaps
+    // queues no look-up per connection).
+    if (this.waitingLookUp) return this.waitingLookUp;
+    const lookUp = this.reconcile(() => {
+      this.waitingLookUp = undefined;
+      return [...this.store.all()].filter((r) => !isFinal(r.state));
+    }).then(
+      () => undefined,
+      (err: unknown) => this.log.warn({ code: isFieldStreamError(err) ? err.code : 'API_RESPONSES_UNREADABLE', err: (err as Error).message }, 'the responses the distributor stored could not be read; looked up again before each command expires'),
+    );
+    this.waitingLookUp = lookUp;
+    return lookUp;
+  }
+
+  /**
+   * Looks up the stored responses (the ledger) of `records()`, one look-up at a time (a second one
+   * asked for meanwhile runs after it, for what is waiting then), and records each genuine one as
+   * if it had come through the broker. Genuine as {@link genuine} has it, by what the distributor
+   * checked: of a device with a registered key, only a response it signed (the distributor
+   * verified that signature under the same registry's key before it wrote it); of a device without
+   * one, with COMMAND_ALLOW_UNSIGNED only; of a revoked device, none. Rejects when the database
+   * cannot be read (API_RESPONSES_UNREADABLE).
+   */
+  private reconcile(records: () => CommandRecord[]): Promise<void> {
+    const ledger = this.ledger;
+    if (!ledger) return Promise.resolve();
+    const run = async (): Promise<void> => {
+      const wanted = [];
+      for (const r of records()) {
+        if (this.signing.keys.isRevoked(r.deviceId)) continue;
+        const keyed = this.signing.keys.get(r.deviceId) !== undefined;
+        if (!keyed && !this.signing.allowUnsigned) continue;
+        wanted.push({ commandId: r.commandId, deviceId: r.deviceId, signedOnly: keyed });
+      }
+      if (wanted.length === 0) return;
+      const found: StoredResponse[] = await ledger.find(wanted);
+      if (this.closed) return;
+      let answered = 0;
+      for (const f of found) {
+        const record = this.store.get(f.commandId);
+        // Known already (an acceptance found again at each look-up while the command runs): unchanged.
+        if (!record || record.deviceId !== f.deviceId || record.response?.status === f.status) continue;
+        if (this.answer(record, { status: f.status, ...(f.result !== undefined ? { result: f.result as CommandRecord['params'] } : {}) })) {
+          answered++;
+          this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: f.status }, 'command answered: its response found among those the distributor stored');
+        }
+      }
+      // Journaled as every change is (store.put), synced by the end of this turn.
+      if (answered > 0) this.log.info({ answered, lookedUp: wanted.length }, 'commands answered from the responses the distributor stored');
+    };
+    const next = (this.reconciling ?? Promise.resolve()).then(run);
+    const settled = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.reconciling = settled;
+    void settled.then(() => {
+      if (this.reconciling === settled) this.reconciling = undefined;
+    });
+    return next;
   }
 
   /**
@@ -297,11 +392,42 @@ export class CommandDispatcher {
   private expire(): void {
     this.forgetResends();
     const now = Date.now();
-    for (const r of [...this.store.all()]) {
-      // An accepted command too: a device that accepted it and never finished (crashed, or lost
-      // its answer) would otherwise keep it waiting, and counted against commandMaxLive, for ever.
-      // Its acceptance stays in `response`.
-      if (!isFinal(r.state) && r.expiresAt <= now) this.update(r, { state: 'expired' });
+    // An accepted command too: a device that accepted it and never finished (crashed, or lost
+    // its answer) would otherwise keep it waiting, and counted against commandMaxLive, for ever.
+    // Its acceptance stays in `response`.
+    const due = (r: CommandRecord | undefined, at: number): r is CommandRecord => r !== undefined && !isFinal(r.state) && r.expiresAt <= at;
+    const overdue = [...this.store.all()].filter((r) => due(r, now));
+    if (overdue.length === 0) return;
+    if (!this.ledger) {
+      for (const r of overdue) this.update(r, { state: 'expired' });
+      return;
+    }
+    // Looked up first: a command whose response the distributor stored ends with that response.
+    // One sweep's look-up at a time; the next sweep takes what is overdue then.
+    if (this.sweeping) return;
+    this.sweeping = true;
+    this.reconcile(() => overdue.flatMap((r) => this.store.get(r.commandId) ?? [])).then(
+      () => this.expireNow(overdue, (r) => due(r, Date.now())),
+      (err: unknown) => {
+        const at = Date.now();
+        const past = overdue.filter((r) => r.expiresAt + TIMINGS.commandReconcileGraceMs <= at);
+        this.log.error(
+          { code: 'API_RESPONSES_UNREADABLE', err: (err as Error).message, overdue: overdue.length, expiredAnyway: past.length },
+          'commands due to expire could not be looked up among the responses the distributor stored: they wait, up to TIMINGS.commandReconcileGraceMs past their expiry',
+        );
+        this.expireNow(past, (r) => due(r, at));
+      },
+    ).finally(() => {
+      this.sweeping = false;
+    });
+  }
+
+  /** Expires those of `records` that, as they are now, `still` holds for. */
+  private expireNow(records: readonly CommandRecord[], still: (r: CommandRecord | undefined) => boolean): void {
+    if (this.closed) return;
+    for (const r of records) {
+      const current = this.store.get(r.commandId);
+      if (still(current)) this.update(current as CommandRecord, { state: 'expired' });
     }
   }
 

@@ -12,6 +12,9 @@ import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { api, startTestStack } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { Postgres } from '../../scripts/local-stack/databases.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import type { RunningFieldClient } from '../../field-client/src/start.ts';
 
 const DEVICE = 'valve-1';
 const OTHER = 'valve-2';
@@ -102,5 +105,97 @@ describe('command responses authenticated end to end against a compromised DMZ',
     } finally {
       await field.close();
     }
+  });
+});
+
+/**
+ * The internal Mosquitto keeps a device's response for the command API's persistent session, but
+ * only in memory until its next autosave (5 s): killed meanwhile (SIGKILL), the command API away,
+ * it lost that copy, while the distributor had written its own to the database and its receipt had
+ * let the device delete the answer. The command then ended `expired`, though it ran. The command
+ * API now looks the command up among the responses the distributor stored (PostgreSQL, read only):
+ * at its start, and before it expires a command.
+ */
+describe('a response the internal broker lost while the command API was away: the one the distributor stored', () => {
+  const PUMP = 'pump-9';
+  /** registered (a signing key), never connected */
+  const AWAY = 'pump-10';
+  const pki = makeTestPki([PUMP, AWAY]);
+  const work = tempDir('command-lost-response');
+  const logs = new LogCapture();
+  const password = 'lost-response-pw';
+  let db: Postgres;
+  let stack: LocalStack;
+  let token: string;
+  let field: RunningFieldClient;
+  let release: () => void = () => undefined;
+  let ran = false;
+
+  before(async () => {
+    db = await Postgres.start(join(work.dir, 'pg'));
+    await db.createUser('fieldstream', password);
+    const postgresEnv = { POSTGRES_URL: `postgres://fieldstream:${password}@127.0.0.1:${db.port}/fieldstream`, POSTGRES_TIMEOUT_MS: '5000' };
+    // Every service takes these: the distributor writes there, the command API reads.
+    ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), { ...postgresEnv, DISTRIBUTOR_RETRY_MAX_MS: '1000' }));
+    field = await startTestFieldClient(pki.paths, PUMP, stack.urls.wss, logs.logger);
+    // Runs until the test lets it finish: its answer comes while the command API is away.
+    field.commands.register('drain', async () => {
+      ran = true;
+      await new Promise<void>((resolve) => (release = resolve));
+      return { status: 'completed', result: { drained: 42 } };
+    });
+  });
+  after(async () => {
+    release();
+    await field?.close();
+    await stack?.close();
+    await db?.process.stop();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  it('ends the command with the response the distributor stored, not expired', async () => {
+    const ttlSeconds = 40;
+    const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: PUMP, command: 'drain', ttlSeconds });
+    assert.equal(issued.status, 202, JSON.stringify(issued.body));
+    const id = issued.body.commands[0].commandId as string;
+    const expiresAt = Date.parse(issued.body.commands[0].expiresAt as string);
+    const away = await api(stack, token, 'POST', '/v1/commands', { deviceId: AWAY, command: 'drain', ttlSeconds: 3600 });
+    assert.equal(away.status, 202, JSON.stringify(away.body));
+    const awayId = away.body.commands[0].commandId as string;
+    await eventually(async () => (ran && ['sent', 'accepted'].includes((await api(stack, token, 'GET', `/v1/commands/${id}`)).body.state) ? true : undefined), 30_000, 'the command running on the device');
+
+    // The command API goes away; the device answers; the distributor writes the answer.
+    await stack.commandApi.stop();
+    release();
+    // 0 until the distributor has made its tables (at its first write).
+    const stored = async () => Number(await db.psql(`SELECT count(*) FROM fieldstream.command_responses WHERE command_id = '${id}' AND status = 'completed'`, 'fieldstream').catch(() => '0'));
+    await eventually(async () => ((await stored()) > 0 ? true : undefined), 30_000, 'the response in PostgreSQL');
+    // An unsigned `completed` for the command of the device that is away, as a distributor that
+    // does not require signatures stores what a compromised DMZ makes up.
+    await db.psql(
+      `INSERT INTO fieldstream.command_responses (device, time, message_key, command_id, status, result) VALUES ('${AWAY}', now(), 'm:forged-1', '${awayId}', 'completed', '{"forged":true}')`,
+      'fieldstream',
+    );
+    // At once, within the broker's autosave interval: its copy for the command API goes with it.
+    await stack.internalMosquitto.kill();
+    await stack.internalMosquitto.start();
+    await stack.commandApi.start();
+
+    const state = async () => (await api(stack, token, 'GET', `/v1/commands/${id}`)).body;
+    const done = await eventually(async () => {
+      const s = await state();
+      return s.state === 'completed' ? s : undefined;
+    }, 60_000, 'the command answered').catch(async (err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(await state())}\n--- command API ---\n${stack.commandApi.tail(20)}`);
+    });
+    assert.deepEqual(done.response.result, { drained: 42 });
+    const notAnswered = (await api(stack, token, 'GET', `/v1/commands/${awayId}`)).body;
+    assert.ok(['queued', 'sent'].includes(notAnswered.state) && notAnswered.response === undefined, `an unsigned stored response of a device with a key is not taken: ${JSON.stringify(notAnswered)}`);
+    // Past its expiry and the sweeps after it: still the device's answer.
+    const wait = expiresAt + 3 * TIMINGS.commandExpirySweepMs - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    assert.equal((await state()).state, 'completed');
+    assert.equal(await stored(), 1, 'the distributor stored the answer once');
   });
 });

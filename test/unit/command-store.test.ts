@@ -9,6 +9,7 @@ import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
 import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
+import { PostgresResponses, storedResult } from '../../internal-network/command-api/stored-responses.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
@@ -45,6 +46,9 @@ function record(state: CommandRecord['state'], over: Partial<CommandRecord> = {}
   return { commandId: `cmd-${n}`, deviceId: 'pump-1', command: 'reboot', issuedAt: now, expiresAt: now + 60_000, state, attempts: 0, updatedAt: now, ...over };
 }
 const settle = () => new Promise((r) => setImmediate(r));
+const eventuallyTrue = async (check: () => boolean, ms = 5_000) => {
+  for (const end = Date.now() + ms; !check(); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) assert.fail('timed out');
+};
 
 describe('the command journal', () => {
   it('starts each change on a line of its own after a torn last line, so no later change is lost', async () => {
@@ -199,6 +203,31 @@ describe('the dispatcher', () => {
   client.on('error', () => undefined);
   after(() => client.end(true));
   const keys = join(tmp, 'keys');
+
+  it('keeps a command due to expire waiting while the database of stored responses does not answer, up to the grace past its expiry', async () => {
+    // PostgreSQL down (nothing listens): its response may be there, so the command is not expired
+    // on the command API's word alone; one past the grace is.
+    const s = new CommandStore(join(tmp, 'ledger-down.jsonl'), log);
+    const due = record('sent', { deviceId: 'pump-1', expiresAt: Date.now() - 1 });
+    const long = record('sent', { deviceId: 'pump-1', expiresAt: Date.now() - TIMINGS.commandReconcileGraceMs - 1 });
+    s.add([due, long]);
+    const down = new PostgresResponses({ host: '127.0.0.1', port: 1, database: 'x', user: 'x', password: 'x', ssl: false, schema: 'fieldstream', poolSize: 1, timeoutMs: 2_000, description: 'PostgreSQL 127.0.0.1:1' });
+    const lines: string[] = [];
+    const logged = createLogger('test', 'warn', new Writable({ write: (chunk, _e, cb) => (lines.push(String(chunk)), cb()) }));
+    const d = new CommandDispatcher(client, s, logged, { keys: new DeviceKeyRegistry(join(tmp, 'keys')), allowUnsigned: true }, down);
+    try {
+      (d as unknown as { expire(): void }).expire();
+      await d.settled();
+      await eventuallyTrue(() => s.get(long.commandId)?.state === 'expired');
+      assert.equal(s.get(due.commandId)?.state, 'sent', 'waits for the database');
+      assert.ok(lines.some((l) => l.includes('"code":"API_RESPONSES_UNREADABLE"')), lines.join(''));
+    } finally {
+      d.close();
+      await down.close();
+    }
+    // What the column holds, back as the device gave it as far as it can tell.
+    assert.deepEqual([storedResult(''), storedResult('{"a":1}'), storedResult('[1]'), storedResult('42'), storedResult('{not json')], [undefined, { a: 1 }, [1], '42', '{not json']);
+  });
 
   it('expires an accepted command its device never finished, keeping the acceptance', () => {
     const path = join(tmp, 'accepted.jsonl');
