@@ -150,6 +150,10 @@ export const LIMITS = {
    * a burst past it is counted (distributor_presence_clears_skipped_total) and its presences stay
    * retained until their ids are presented again. About 200 bytes each. */
   presenceClearsPendingMax: 50_000,
+  /** gateway ids. Most distinct gateway ids a distributor stores presences under when
+   * DISTRIBUTOR_GATEWAYS lists none (the default of DISTRIBUTOR_MAX_GATEWAYS): each is a series of
+   * gateway_status and a tag value of device_status (security/gateway-admission.ts). */
+  distributorMaxGateways: 1000,
   /** security events. Most refusals whose time the distributor remembers, so that the same refusal
    * checked again (its write retried after a failure that may have reached the database, its message
    * delivered again) is the same point, not a second at a later time (verifier.ts); the oldest are

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { DAY_S, LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { GatewayIdSchema } from '../../shared/contract/envelope.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
 import { checkPostgresSettings, postgresSettings } from './sinks/postgres/settings.ts';
@@ -48,6 +49,14 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_TRANSIT_MAX_S: setting.positiveInt(TIMINGS.deviceTransitMaxMs / 1000),
     /** seconds a message may wait between the gateway and the distributor (default 7 days) */
     DISTRIBUTOR_MAX_DELAY_S: setting.positiveInt(7 * DAY_S),
+    /** The gateway ids presences are stored under (comma- or blank-separated); empty: the first DISTRIBUTOR_MAX_GATEWAYS seen (security/gateway-admission.ts). */
+    DISTRIBUTOR_GATEWAYS: z
+      .string()
+      .default('')
+      .transform((v) => v.split(/[\s,]+/).filter((e) => e !== ''))
+      .pipe(z.array(GatewayIdSchema)),
+    /** Without DISTRIBUTOR_GATEWAYS: the most distinct gateway ids admitted, remembered in DISTRIBUTOR_STATE_DIR. */
+    DISTRIBUTOR_MAX_GATEWAYS: z.coerce.number().int().min(1).max(1_000_000).default(LIMITS.distributorMaxGateways),
     /** the replay windows live here; keep it on persistent storage */
     DISTRIBUTOR_STATE_DIR: z.string().default('./data/distributor-state'),
     /** A file touched every 10 s (TIMINGS.healthFileIntervalMs) while connected and subscribed, for container health checks. */

@@ -26,6 +26,7 @@ import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { StoredFeedPublisher } from './stored-feed-publisher.ts';
 import { PresenceClearer } from './presence-clearer.ts';
+import { GatewayAdmission } from './security/gateway-admission.ts';
 import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
 
 export interface Distributor {
@@ -96,7 +97,8 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   // on the consumers' connections. Only a subscription that keeps the RETAIN flag as published (MQTT
   // 5 §3.8.3.1) tells which presences are retained: with MQTT 3.1.1 none is cleared.
   const presences = config.MQTT_PROTOCOL_VERSION === 5 ? new PresenceClearer(clients, log.child({ subsystem: 'presences' }), { cleared: metrics.presencesCleared, skipped: metrics.presenceClearsSkipped }) : undefined;
-  const handler = new MessageHandler(sink, files, verifier, metrics, presences);
+  const gateways = new GatewayAdmission({ listed: config.DISTRIBUTOR_GATEWAYS, max: config.DISTRIBUTOR_MAX_GATEWAYS, file: join(lease.dir, 'gateways.txt') }, log.child({ subsystem: 'security' }));
+  const handler = new MessageHandler(sink, files, verifier, metrics, presences, gateways);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot, { maxBytes: config.DEAD_LETTER_MAX_BYTES });
   metrics.bindDeadLetters(() => deadLetters.heldBytes);
   const tls = readMqttTls(config);

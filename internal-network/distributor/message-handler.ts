@@ -22,6 +22,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
 import type { PresenceClearer } from './presence-clearer.ts';
+import type { GatewayAdmission } from './security/gateway-admission.ts';
 
 const PRESENCE_PREFIX = `${TOPIC_ROOT}/`;
 const PRESENCE_SUFFIX = '/status';
@@ -67,7 +68,16 @@ export class MessageHandler {
     private readonly metrics: DistributorMetrics = new DistributorMetrics(),
     /** clears the retained presences of invented ids on the internal broker (none: left there) */
     private readonly presences?: Pick<PresenceClearer, 'clear'>,
+    /** the gateway ids presences are stored under (none: any, as before DISTRIBUTOR_GATEWAYS) */
+    private readonly gateways?: Pick<GatewayAdmission, 'admits'>,
   ) {}
+
+  /** False, and the refusal counted, for a gateway id nothing may be stored under (security/gateway-admission.ts). */
+  private admitted(gatewayId: string): boolean {
+    if (this.gateways === undefined || this.gateways.admits(gatewayId)) return true;
+    this.countRefusal('SECURITY_UNKNOWN_GATEWAY');
+    return false;
+  }
 
   /**
    * `arrived`: when the broker handed the message over (epoch ms), given by the consumer once for
@@ -101,6 +111,8 @@ export class MessageHandler {
         this.countRefusal('SECURITY_UNKNOWN_DEVICE');
         return { points: 0, files: 0 };
       }
+      // Its gateway is a tag of the point: an invented one would be a series of its own.
+      if (!this.admitted(status.gatewayId)) return { points: 0, files: 0 };
       // cert_not_after (epoch ms) lets a dashboard count the certificates about to expire as of any
       // time; cert_days_left is as of the presence.
       const cert: Record<string, number> =
@@ -130,6 +142,7 @@ export class MessageHandler {
     if (where.kind === 'gatewayPresence') {
       const presence = parseEnvelope(GatewayPresenceSchema, payload);
       if (presence.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Presence of ${presence.gatewayId} arrived on ${topic}`);
+      if (!this.admitted(where.gatewayId)) return { points: 0, files: 0 };
       // Stamped when it arrived: a will carries the time the gateway started, not when it was lost.
       // Nothing in it tells one publication from the next (the same online at each connection, the
       // same will at each loss): keyed by its arrival, each is a row of its own (postgres/rows.ts),
@@ -147,6 +160,8 @@ export class MessageHandler {
     if (where.kind === 'gatewaySecurity') {
       const report = parseEnvelope(GatewaySecurityReportSchema, payload);
       if (report.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Report of ${report.gatewayId} arrived on ${topic}`);
+      // The gateway's word only: of a gateway not admitted, not stored (its counts, each a point).
+      if (!this.admitted(where.gatewayId)) return { points: 0, files: 0 };
       // The gateway's word, stored as such (source=gateway): counts of refusals, one point per device
       // and code. Of ids neither registered nor revoked (mayStoreUnder), one point per code under
       // UNREGISTERED_DEVICE with their sum: a report of 1,000 invented ids adds no series.

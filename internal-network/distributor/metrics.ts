@@ -70,7 +70,7 @@ export class DistributorMetrics {
     // Every reason at 0 from the start, as write_failures above: a revoked device's first refusal
     // would otherwise make its series appear at 1, and increase() (FieldStreamRevokedDeviceAttempts)
     // see nothing. The verifier's codes (duplicates have their own counter) and the gateways' reports'.
-    for (const reason of [...SECURITY_REFUSAL_CODES.filter((c) => c !== 'SECURITY_DUPLICATE'), ...GATEWAY_SECURITY_CODES]) this.securityEvents.labels(reason).inc(0);
+    for (const reason of [...SECURITY_REFUSAL_CODES.filter((c) => c !== 'SECURITY_DUPLICATE'), ...GATEWAY_SECURITY_CODES, 'SECURITY_UNKNOWN_GATEWAY']) this.securityEvents.labels(reason).inc(0);
     this.gatewayUnlisted = metrics.counter(
       'distributor_gateway_unlisted_refusals_total',
       "Refusals a gateway reported without the device and code (its report's `dropped`: more devices than a report lists), not stored as security events.",
