@@ -23,6 +23,11 @@ export interface RolePolicy {
    * a topic, not a payload, and writes these as plain `topic write` lines.
    */
   clear?: readonly string[];
+  /**
+   * filters the role subscribes to only to find what is retained there, and clear it (Mosquitto only:
+   * internal-network/distributor/retained-sweeper.ts): not a reader of these topics' messages.
+   */
+  sweep?: readonly string[];
 }
 
 export const RESPONSE_FILTER = `${TOPIC_ROOT}/+/up/response`;
@@ -35,11 +40,15 @@ export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze
   gateway: { publish: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity], subscribe: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts] },
   // Internal: reads all uplink data and presence; writes commit receipts, and the stored feed of
   // what it wrote (internal-network/shared/stored-feed.ts); clears the retained presences of device
-  // ids the DMZ invented (internal-network/distributor/presence-clearer.ts).
+  // ids the DMZ invented (internal-network/distributor/presence-clearer.ts), and any other retained
+  // message the DMZ left through the bridge, found by reading what is retained on every topic
+  // (internal-network/distributor/retained-sweeper.ts): the bridge can already write every topic
+  // but "$" ones, so this lets the distributor say nothing the DMZ cannot.
   distributor: {
     publish: [TOPIC_FILTERS.receipts, STORED_FEED_TOPIC],
     subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity],
-    clear: [TOPIC_FILTERS.status],
+    clear: [TOPIC_FILTERS.status, '#'],
+    sweep: ['#'],
   },
   // Internal: sends commands, reads their responses and device presence.
   'command-api': { publish: [TOPIC_FILTERS.downlink], subscribe: [RESPONSE_FILTER, TOPIC_FILTERS.status] },
@@ -65,6 +74,8 @@ export function unshare(filter: string): string {
 
 /** True when every topic `requested` matches is also matched by `allowed`. */
 export function filterCovers(allowed: string, requested: string): boolean {
+  // MQTT 5 §4.7.2: a wildcard at the first level matches no topic beginning with "$" (Mosquitto's ACL alike).
+  if (requested.startsWith('$') && (allowed.startsWith('#') || allowed.startsWith('+'))) return false;
   const a = allowed.split('/');
   const r = requested.split('/');
   for (let i = 0; i < a.length; i++) {
@@ -92,6 +103,12 @@ export function mayPublish(role: string, topic: string, message?: { payload: Buf
 export function writeFilters(role: string): string[] {
   const policy = ROLE_POLICIES[role];
   return policy ? [...policy.publish, ...(policy.clear ?? [])] : [];
+}
+
+/** What `role` may read on a broker whose ACL grants topics only (Mosquitto): its subscribe and sweep filters. */
+export function readFilters(role: string): string[] {
+  const policy = ROLE_POLICIES[role];
+  return policy ? [...policy.subscribe, ...(policy.sweep ?? [])] : [];
 }
 
 export function maySubscribe(role: string, filter: string): boolean {

@@ -626,6 +626,16 @@ export const TIMINGS = {
   /** milliseconds. The distributor sends its waiting presence clears this often, a tick's share of
    * LIMITS.presenceClearsPerSecond each time (internal-network/distributor/presence-clearer.ts). */
   presenceClearTickMs: 100,
+  /** milliseconds. From the distributor's start to its first sweep of what is retained on the internal
+   * broker (internal-network/distributor/retained-sweeper.ts), then between sweeps: each is handed
+   * every retained message (a fleet's presences), so not often; what the DMZ retains on the topics
+   * the distributor reads is cleared as it arrives, the sweep finds the rest. */
+  retainedSweepFirstMs: 10_000,
+  retainedSweepIntervalMs: 5 * 60_000,
+  /** milliseconds. A sweep has every retained message once none came for this long (the broker sends
+   * them all at once after the SUBACK), or after retainedSweepMaxMs. */
+  retainedSweepIdleMs: 1_000,
+  retainedSweepMaxMs: 30_000,
   /** milliseconds. The stored feed gathers what was written for this long and publishes it in a few
    * messages: four updates a second for the console, not one MQTT message per database write. */
   feedCoalesceMs: 250,

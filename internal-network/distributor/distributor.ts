@@ -26,6 +26,7 @@ import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { StoredFeedPublisher } from './stored-feed-publisher.ts';
 import { PresenceClearer } from './presence-clearer.ts';
+import { RetainedSweeper, type RetainedSweepOptions } from './retained-sweeper.ts';
 import { GatewayAdmission } from './security/gateway-admission.ts';
 import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
 
@@ -57,7 +58,11 @@ export interface Distributor {
  * `onStateLost`: the distributor lost its slot of DISTRIBUTOR_STATE_DIR to another (state-lease.ts)
  * and has stopped; as a process it exits (main.ts), so its supervisor starts it again.
  */
-export function startDistributor(config: Readonly<DistributorConfig>, logger: Logger, opts: { processMetrics?: boolean; onStateLost?: (err: FieldStreamError) => void } = {}): Distributor {
+export function startDistributor(
+  config: Readonly<DistributorConfig>,
+  logger: Logger,
+  opts: { processMetrics?: boolean; onStateLost?: (err: FieldStreamError) => void; /** tests: sooner sweeps (TIMINGS.retainedSweep*) */ retainedSweep?: Partial<RetainedSweepOptions> } = {},
+): Distributor {
   const log = logger.child({ component: 'distributor' });
   // Read before anything is claimed or opened: a missing or wrong key, or a revoked devices' list
   // that is there but cannot be read, stops the start (CONFIG_*).
@@ -98,7 +103,12 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
   // 5 §3.8.3.1) tells which presences are retained: with MQTT 3.1.1 none is cleared.
   const presences = config.MQTT_PROTOCOL_VERSION === 5 ? new PresenceClearer(clients, log.child({ subsystem: 'presences' }), { cleared: metrics.presencesCleared, skipped: metrics.presenceClearsSkipped }) : undefined;
   const gateways = new GatewayAdmission({ listed: config.DISTRIBUTOR_GATEWAYS, max: config.DISTRIBUTOR_MAX_GATEWAYS, file: join(lease.dir, 'gateways.txt') }, log.child({ subsystem: 'security' }));
-  const handler = new MessageHandler(sink, files, verifier, metrics, presences, gateways);
+  // Retained messages on the other topics, all the DMZ's (retained-sweeper.ts): cleared likewise.
+  const retainedClears =
+    config.MQTT_PROTOCOL_VERSION === 5
+      ? new PresenceClearer(clients, log.child({ subsystem: 'retained' }), { cleared: metrics.retainedCleared, skipped: metrics.retainedClearsSkipped }, undefined, 'a retained message left by the DMZ')
+      : undefined;
+  const handler = new MessageHandler(sink, files, verifier, metrics, presences, gateways, retainedClears);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot, { maxBytes: config.DEAD_LETTER_MAX_BYTES });
   metrics.bindDeadLetters(() => deadLetters.heldBytes);
   const tls = readMqttTls(config);
@@ -148,6 +158,25 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
         )
       : Promise.resolve(undefined);
   retirement.catch((err: unknown) => log.error({ err }, 'retiring earlier consumer sessions failed; tried again at the next start'));
+  // What is retained on the internal broker, swept on a connection of its own (a clean session, so
+  // no session is left behind), with MQTT 5 only: our clears come back to the consumers with their
+  // RETAIN flag (Retain As Published), which tells them from an empty message.
+  const sweepClient =
+    config.MQTT_PROTOCOL_VERSION === 5
+      ? connectMqtt({ url: config.MQTT_URL, ...tls, clientId: `${config.DISTRIBUTOR_CLIENT_ID}-sweep`, protocolVersion: 5, clean: true }, log.child({ subsystem: 'retained' }, { level: 'warn' }), { resubscribe: false })
+      : undefined;
+  const sweeper =
+    sweepClient !== undefined
+      ? new RetainedSweeper(sweepClient, (topic) => handler.retainedMayStay(topic), (topic) => handler.clearRetained(topic), log.child({ subsystem: 'retained' }), {
+          firstMs: TIMINGS.retainedSweepFirstMs,
+          intervalMs: TIMINGS.retainedSweepIntervalMs,
+          idleMs: TIMINGS.retainedSweepIdleMs,
+          maxMs: TIMINGS.retainedSweepMaxMs,
+          maxTopics: LIMITS.presenceClearsPendingMax,
+          ...opts.retainedSweep,
+        })
+      : undefined;
+  sweeper?.start();
   metrics.bind({
     connected: () => clients.map((c) => c.connected),
     oldestStartedAt: () => {
@@ -238,7 +267,10 @@ export function startDistributor(config: Readonly<DistributorConfig>, logger: Lo
         await (await metricsServer.catch(() => undefined))?.close();
         for (const c of consumers) c.stop();
         feed?.close();
+        await sweeper?.close();
+        if (sweepClient) await endMqtt(sweepClient, true);
         presences?.close();
+        retainedClears?.close();
         // Forced: an unfinished message must not be acknowledged on the way out.
         await Promise.all(clients.map((c) => endMqtt(c, true)));
         clearInterval(tallyTimer);

@@ -70,7 +70,25 @@ export class MessageHandler {
     private readonly presences?: Pick<PresenceClearer, 'clear'>,
     /** the gateway ids presences are stored under (none: any, as before DISTRIBUTOR_GATEWAYS) */
     private readonly gateways?: Pick<GatewayAdmission, 'admits'>,
+    /** clears, on the internal broker, retained messages on the topics where none belongs (none: left there) */
+    private readonly retainedClears?: Pick<PresenceClearer, 'clear'>,
   ) {}
+
+  /**
+   * Whether a retained message on `topic` may stay on the internal broker: only a device's presence
+   * (the gateways retain them), and not of an id the DMZ invented (isInvented). Nothing else our
+   * services publish is retained; the broker's own `$SYS` is not asked about (retained-sweeper.ts).
+   */
+  retainedMayStay(topic: string): boolean {
+    const presenceOf = presenceTopicId(topic);
+    return presenceOf !== undefined && !this.verifier.isInvented(presenceOf);
+  }
+
+  /** Has the retained message of `topic` cleared, by the presence clears or the others', as retainedMayStay judged it may not stay. */
+  clearRetained(topic: string): void {
+    if (presenceTopicId(topic) !== undefined) this.presences?.clear(topic);
+    else this.retainedClears?.clear(topic);
+  }
 
   /** False, and the refusal counted, for a gateway id nothing may be stored under (security/gateway-admission.ts). */
   private admitted(gatewayId: string): boolean {
@@ -102,6 +120,13 @@ export class MessageHandler {
       // Never one of a device registered or revoked, nor when the keys' folder lists no device
       // (isInvented).
       if (retained && this.verifier.isInvented(presenceOf)) this.presences?.clear(topic);
+    } else if (retained) {
+      // Nothing is retained on the other topics the distributor reads (uplink, a gateway's presence
+      // and security report: the gateways publish none so): what is, the DMZ left through the bridge,
+      // and the broker would keep it for ever, one per topic, without bound. An empty one is a clear
+      // (ours coming back, MQTT 5 §3.3.1.3), nothing else; any other is handled as it would be, and cleared.
+      if (payload.length === 0) return { points: 0, files: 0 };
+      this.retainedClears?.clear(topic);
     }
     const where = parseTopic(topic);
     if (where.kind === 'status') {

@@ -34,6 +34,8 @@ export class DistributorMetrics {
   readonly receipts;
   readonly presencesCleared;
   readonly presenceClearsSkipped;
+  readonly retainedCleared;
+  readonly retainedClearsSkipped;
   readonly feedPoints;
   readonly feedDropped;
   readonly endToEnd;
@@ -89,6 +91,14 @@ export class DistributorMetrics {
     this.presenceClearsSkipped = metrics.counter(
       'distributor_presence_clears_skipped_total',
       'Retained presences of invented device ids left on the internal broker: more waiting than LIMITS.presenceClearsPendingMax, or the clear refused (an ACL without the distributor\'s write of presence topics) or lost with its connection.',
+    );
+    this.retainedCleared = metrics.counter(
+      'distributor_retained_cleared_total',
+      'Retained messages on topics where nothing is retained (any but the device presences\' and $SYS), left by the DMZ through the bridge, cleared on the internal broker (an empty retained publish the broker acknowledged).',
+    );
+    this.retainedClearsSkipped = metrics.counter(
+      'distributor_retained_clears_skipped_total',
+      'Such retained messages left on the internal broker for now: more waiting than LIMITS.presenceClearsPendingMax (the next sweep finds them again), or the clear refused (an ACL without the distributor\'s `topic readwrite #`) or lost with its connection.',
     );
     this.feedPoints = metrics.counter('distributor_feed_points_total', 'Stored points published on the stored feed (fieldstream/v1/internal/stored) for the operator console.');
     this.feedDropped = metrics.counter(

@@ -29,7 +29,9 @@ export interface PresenceClearerOptions {
  * and that presence stays retained until its id's presence comes again. Several distributors need
  * nothing between them: a shared subscription hands each presence to one of them, and a clear is
  * the same whoever sends it, any number of times. Nothing is kept across a restart: the clears still
- * waiting then are not sent (the presences were acknowledged), and stay retained likewise.
+ * waiting then are not sent (the presences were acknowledged); the next sweep of what is retained
+ * finds them again (retained-sweeper.ts). The same clearing, a second instance, clears the other
+ * retained messages the DMZ leaves.
  */
 export class PresenceClearer {
   private readonly pending = new Set<string>();
@@ -44,6 +46,8 @@ export class PresenceClearer {
     private readonly log: Logger,
     private readonly counters: { cleared?: { inc(): void }; skipped?: { inc(): void } } = {},
     private readonly o: PresenceClearerOptions = { perSecond: LIMITS.presenceClearsPerSecond, maxPending: LIMITS.presenceClearsPendingMax, tickMs: TIMINGS.presenceClearTickMs },
+    /** what is cleared, for the log: the same clearing serves the other retained messages the DMZ leaves (retained-sweeper.ts) */
+    private readonly what = 'the retained presence of an invented device id',
   ) {
     this.roundRobin = new ConnectedRoundRobin(clients);
     this.refusedLog = new LimitedLog(log, { level: 'error', maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what: 'presence clears the broker refused' });
@@ -54,7 +58,7 @@ export class PresenceClearer {
     return this.pending.size;
   }
 
-  /** Asks for the retained message of `topic` (a device's presence topic) to be cleared. */
+  /** Asks for the retained message of `topic` (a device's presence topic, or any other: retained-sweeper.ts) to be cleared. */
   clear(topic: string): void {
     if (this.closed || this.pending.has(topic)) return;
     if (this.pending.size >= this.o.maxPending) {
@@ -92,7 +96,7 @@ export class PresenceClearer {
         this.stats.refused++;
         this.stats.skipped++;
         this.counters.skipped?.inc();
-        this.refusedLog.write({ topic, err: err.message }, 'the retained presence of an invented device id was not cleared; it stays on the broker');
+        this.refusedLog.write({ topic, err: err.message }, `${this.what} was not cleared; it stays on the broker`);
       });
     }
     if (this.pending.size > 0 && !this.closed) {

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, wri
 import { dirname, join, relative, resolve } from 'node:path';
 import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
-import { ROLE_POLICIES, writeFilters } from '../../shared/acl.ts';
+import { readFilters, writeFilters } from '../../shared/acl.ts';
 import { GatewayConfigSchema } from '../../dmz/gateway/config.ts';
 import { DistributorConfigSchema } from '../../internal-network/distributor/config.ts';
 import { ConsoleConfigSchema } from '../../internal-network/console/config.ts';
@@ -135,7 +135,7 @@ describe('deployment files', () => {
       assert.deepEqual(Object.keys(acl).sort(), [...roles]);
       for (const role of roles) {
         assert.deepEqual(acl[role]?.write.sort(), writeFilters(role).sort(), role);
-        assert.deepEqual(acl[role]?.read.sort(), [...(ROLE_POLICIES[role]?.subscribe ?? [])].sort(), role);
+        assert.deepEqual(acl[role]?.read.sort(), readFilters(role).sort(), role);
       }
     });
   }

@@ -67,7 +67,7 @@ describe('broker access policy', () => {
     assert.ok(!maySubscribe('gateway', '#'));
   });
 
-  it('lets the distributor read (also through a shared subscription), and write no device topic but to clear a retained presence', () => {
+  it('lets the distributor read (also through a shared subscription), and write no device topic but to clear a retained message', () => {
     assert.ok(maySubscribe('distributor', sharedFilter('g', TOPIC_FILTERS.uplink)));
     assert.ok(maySubscribe('distributor', TOPIC_FILTERS.status));
     assert.ok(!mayPublish('distributor', uplinkTopic('d', 'event')));
@@ -77,6 +77,11 @@ describe('broker access policy', () => {
     assert.ok(!mayPublish('distributor', statusTopic('d'), { payload: Buffer.alloc(0), retain: false }), 'an empty message not retained clears nothing');
     assert.ok(!mayPublish('command-api', statusTopic('d'), { payload: Buffer.alloc(0), retain: true }), 'a role without clears clears nothing');
     assert.ok(!maySubscribe('distributor', TOPIC_FILTERS.downlink));
+    // It clears any retained message the DMZ left (retained-sweeper.ts), "$" ones aside.
+    assert.ok(filterCovers('#', 'a/b') && !filterCovers('#', '$SYS/broker/uptime') && !filterCovers('+/#', '$SYS/x'), '# matches no "$" topic (MQTT 5 §4.7.2)');
+    assert.ok(mayPublish('distributor', commandTopic('d'), { payload: Buffer.alloc(0), retain: true }), 'a clear of a retained command the DMZ left');
+    assert.ok(!mayPublish('distributor', commandTopic('d'), { payload: '{"v":1}', retain: true }), 'no command of its own making');
+    assert.ok(!mayPublish('distributor', '$SYS/broker/connection/x/state', { payload: Buffer.alloc(0), retain: true }));
   });
 
   it('denies unknown identities, such as a device certificate, everything', () => {
