@@ -39,6 +39,12 @@ export const BrokerExporterConfigSchema = z.object({
     }),
   /** The first bridge's client id (render-bridges.sh's default); a topic level, so no "/", "+" or "#". */
   BRIDGE_CLIENT_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, 'must be 1 to 100 letters, digits, ".", "_" or "-"').default('fieldstream-bridge'),
+  /**
+   * render-bridges.sh's BRIDGE_STATE_TOKEN: each bridge's state is read under its client id, "-"
+   * and this (a name the DMZ cannot know), and a state under the client id alone is counted as
+   * forged. Unset: the client id alone, which a compromised DMZ can forge (logged at start).
+   */
+  BRIDGE_STATE_TOKEN: z.string().regex(/^[A-Za-z0-9_-]{16,128}$/, 'must be 16 to 128 letters, digits, "_" or "-" (the same as the internal broker\'s)').optional(),
   LOG_LEVEL: setting.logLevel(),
 });
 export type BrokerExporterConfig = z.infer<typeof BrokerExporterConfigSchema>;
@@ -47,6 +53,16 @@ export type BrokerExporterConfig = z.infer<typeof BrokerExporterConfigSchema>;
 export function expectedBridges(config: Pick<BrokerExporterConfig, 'DMZ_BROKER_HOSTS' | 'BRIDGE_CLIENT_ID'>): string[] {
   const n = Math.max(1, config.DMZ_BROKER_HOSTS.length);
   return Array.from({ length: n }, (_, i) => (i === 0 ? config.BRIDGE_CLIENT_ID : `${config.BRIDGE_CLIENT_ID}-${i + 1}`));
+}
+
+/**
+ * The names the internal broker publishes its bridges' states under ($SYS/broker/connection/<name>/state),
+ * as render-bridges.sh renders them, each mapped to its bridge's client id (what is reported: the
+ * token is never shown).
+ */
+export function bridgeStateNames(config: Pick<BrokerExporterConfig, 'DMZ_BROKER_HOSTS' | 'BRIDGE_CLIENT_ID' | 'BRIDGE_STATE_TOKEN'>): Map<string, string> {
+  const token = config.BRIDGE_STATE_TOKEN;
+  return new Map(expectedBridges(config).map((id) => [token === undefined ? id : `${id}-${token}`, id]));
 }
 
 export function loadBrokerExporterConfig(env: Record<string, string | undefined> = process.env): Readonly<BrokerExporterConfig> {

@@ -6,7 +6,7 @@ import { startMetricsServer, type MetricsServer } from '../../shared/metrics/ser
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { SYS_FILTER } from '../../shared/acl.ts';
-import { expectedBridges, type BrokerExporterConfig } from './config.ts';
+import { bridgeStateNames, expectedBridges, type BrokerExporterConfig } from './config.ts';
 
 /**
  * What Mosquitto 2.0.11 publishes under $SYS that we read (seen with `mosquitto_sub -t '$SYS/#' -v`
@@ -29,10 +29,11 @@ export const SYS = {
 } as const;
 
 /**
- * A bridge's state, "1" or "0", retained, on the broker that runs the bridge. The topic is named
- * after the bridge's remote_clientid, not its `connection` name: for our internal broker,
- * `$SYS/broker/connection/fieldstream-bridge/state`. With `notifications_local_only true` it is
- * published on the internal broker only (the DMZ broker never sees it).
+ * A bridge's state, "1" or "0", retained, on the broker that runs the bridge. Mosquitto names the
+ * topic after the bridge's remote_clientid unless `notification_topic` says otherwise; our bridge.conf
+ * names it after the client id and BRIDGE_STATE_TOKEN (`$SYS/broker/connection/fieldstream-bridge-<token>/state`),
+ * a name the DMZ cannot know. With `notifications_local_only true` it is published on the internal
+ * broker only (the DMZ broker never sees it).
  */
 export const BRIDGE_STATE = /^\$SYS\/broker\/connection\/([^/]+)\/state$/;
 
@@ -44,30 +45,36 @@ export class BrokerWatch {
   readonly values = new Map<string, number>();
   /** expected bridge's client id → 1/0, for those whose state arrived */
   readonly bridges = new Map<string, number>();
-  /** bridge states that arrived under a name not expected (what a compromised DMZ invents), since start */
+  /** bridge states that arrived under a name not expected (what a compromised DMZ invents or forges), since start */
   ignoredBridgeStates = 0;
   lastSysAt = 0;
-  private readonly expected: ReadonlySet<string>;
+  private readonly expected: ReadonlyMap<string, string>;
 
-  /** `expectedBridges`: the client ids of the bridges this broker runs (none for the DMZ broker). */
+  /**
+   * `expectedBridges`: the bridges this broker runs (none for the DMZ broker), by the name their
+   * state is published under (bridgeStateNames: the client id, with BRIDGE_STATE_TOKEN) → client id;
+   * or their client ids, when that is the name.
+   */
   constructor(
     readonly name: 'internal' | 'dmz',
     readonly client: MqttClient,
     private readonly staleMs: number,
-    expectedBridges: readonly string[] = [],
+    expectedBridges: readonly string[] | ReadonlyMap<string, string> = [],
   ) {
-    this.expected = new Set(expectedBridges);
+    this.expected = Array.isArray(expectedBridges) ? new Map(expectedBridges.map((id) => [id, id])) : (expectedBridges as ReadonlyMap<string, string>);
     // What arrives under $SYS is not only the broker's own: a bridge the broker runs brings in any
     // topic the DMZ broker sends, $SYS ones too, and no ACL applies to it (SECURITY.md). So only the
     // topics read are kept, and the states of the bridges expected (render-bridges.sh's names): a
     // state under any other name is counted, never kept, so invented names neither grow this
-    // process's memory nor crowd out (or stand in for) the real bridges. An expected name's value
-    // may still be a lie.
+    // process's memory nor crowd out (or stand in for) the real bridges. With BRIDGE_STATE_TOKEN the
+    // names expected are ones the DMZ cannot know, so one under a real bridge's client id alone is
+    // a forgery, counted likewise; without it, an expected name's value may still be a lie.
     client.on('message', (topic, payload) => {
       this.lastSysAt = Date.now();
       const bridge = BRIDGE_STATE.exec(topic);
       if (bridge?.[1] !== undefined) {
-        if (this.expected.has(bridge[1])) this.bridges.set(bridge[1], payload.toString() === '1' ? 1 : 0);
+        const id = this.expected.get(bridge[1]);
+        if (id !== undefined) this.bridges.set(id, payload.toString() === '1' ? 1 : 0);
         else this.ignoredBridgeStates++;
         return;
       }
@@ -110,7 +117,13 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   const tls = readMqttTls(config);
   const staleMs = config.BROKER_EXPORTER_STALE_S * 1000;
   const bridges = expectedBridges(config);
-  const watch = (name: 'internal' | 'dmz', url: string, expected: readonly string[] = []) => {
+  if (config.BRIDGE_STATE_TOKEN === undefined) {
+    log.warn(
+      { bridges },
+      'BRIDGE_STATE_TOKEN is not set: the bridges\' states are read under their client ids, which a compromised DMZ can forge through the bridge (a false FieldStreamBridgeDown, or a bridge down hidden); set the same token for the internal broker and this exporter (docs/monitoring.md)',
+    );
+  }
+  const watch = (name: 'internal' | 'dmz', url: string, expected: readonly string[] | ReadonlyMap<string, string> = []) => {
     const client = connectMqtt(
       { url, ...tls, clientId: `${config.BROKER_EXPORTER_CLIENT_ID}-${name}`, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: true },
       log.child({ broker: name }),
@@ -119,7 +132,7 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
     subscribeOnEveryConnect(client, [SYS_FILTER], { qos: 0 }, log.child({ broker: name }));
     return new BrokerWatch(name, client, staleMs, expected);
   };
-  const brokers = [watch('internal', config.MQTT_URL, bridges), ...(config.DMZ_MQTT_URL === 'off' ? [] : [watch('dmz', config.DMZ_MQTT_URL)])];
+  const brokers = [watch('internal', config.MQTT_URL, bridgeStateNames(config)), ...(config.DMZ_MQTT_URL === 'off' ? [] : [watch('dmz', config.DMZ_MQTT_URL)])];
   const internal = brokers[0] as BrokerWatch;
 
   const m = new ServiceMetrics('broker-exporter');

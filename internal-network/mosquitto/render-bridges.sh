@@ -5,6 +5,9 @@
 #   DMZ_BROKER_HOSTS  "host1:8883,host2:8883" (port 8883 when left out), or, for one DMZ server,
 #   DMZ_BROKER_HOST and DMZ_BROKER_PORT (default 8883) as before
 #   BRIDGE_CLIENT_ID  the first bridge's client id (default fieldstream-bridge); the n-th gets "-n" appended
+#   BRIDGE_STATE_TOKEN  16 to 128 letters, digits, "_" or "-", known on the internal side only: each
+#                     bridge's state is published as $SYS/broker/connection/<client id>-<token>/state
+#                     (unset: .../<client id>/state, which a compromised DMZ can forge)
 #   RENDER_CONFIG     the template renderer (default: render-config.sh on the PATH)
 # Neither DMZ_BROKER_HOSTS nor DMZ_BROKER_HOST set, or a malformed entry: exit 78 (EX_CONFIG).
 set -eu
@@ -17,6 +20,11 @@ elif [ -n "${DMZ_BROKER_HOST:-}" ]; then
 else
   echo "render-bridges: set DMZ_BROKER_HOSTS (host:port,...) or DMZ_BROKER_HOST" >&2
   exit 78
+fi
+token=${BRIDGE_STATE_TOKEN:-}
+if [ -n "$token" ]; then
+  case $token in *[!A-Za-z0-9_-]*) echo "render-bridges: BRIDGE_STATE_TOKEN must be 16 to 128 letters, digits, \"_\" or \"-\"" >&2; exit 78 ;; esac
+  [ ${#token} -ge 16 ] && [ ${#token} -le 128 ] || { echo "render-bridges: BRIDGE_STATE_TOKEN must be 16 to 128 letters, digits, \"_\" or \"-\"" >&2; exit 78; }
 fi
 mkdir -p "$2"
 rm -f "$2"/bridge-*.conf
@@ -33,6 +41,8 @@ for entry in $(printf '%s' "$list" | tr ',' ' '); do
   # The first bridge keeps the single-server names (connection "dmz", client id $base), so an
   # upgrade keeps its persistent sessions on both brokers.
   if [ $n -eq 1 ]; then name=dmz id=$base; else name=dmz$n id=$base-$n; fi
-  DMZ_BROKER_HOST=$host DMZ_BROKER_PORT=$port BRIDGE_NAME=$name BRIDGE_CLIENT_ID=$id "$render" "$1" "$2/bridge-$n.conf"
+  state=$id
+  [ -z "$token" ] || state=$id-$token
+  DMZ_BROKER_HOST=$host DMZ_BROKER_PORT=$port BRIDGE_NAME=$name BRIDGE_CLIENT_ID=$id BRIDGE_STATE_NAME=$state "$render" "$1" "$2/bridge-$n.conf"
 done
 [ $n -gt 0 ] || { echo "render-bridges: DMZ_BROKER_HOSTS lists no broker" >&2; exit 78; }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -69,7 +70,8 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
   // The bridges: the same script and template the compose file's entrypoint runs, one file per DMZ broker.
   const bridgesDir = w('internal-mosquitto', 'bridges');
   // What render-bridges.sh renders the bridges from, and the broker exporter the bridges it expects.
-  const bridges = { DMZ_BROKER_HOSTS: o.dmzBrokers.map((b) => `${b.host}:${b.port}`).join(','), BRIDGE_CLIENT_ID: 'fieldstream-bridge' };
+  // BRIDGE_STATE_TOKEN: the bridges' states under names the DMZ cannot forge (bridge.conf), new at each start.
+  const bridges = { DMZ_BROKER_HOSTS: o.dmzBrokers.map((b) => `${b.host}:${b.port}`).join(','), BRIDGE_CLIENT_ID: 'fieldstream-bridge', BRIDGE_STATE_TOKEN: randomBytes(16).toString('hex') };
   const mosquitto = mosquittoProcess(m, 'internal-mosquitto', 'internal', ports.mqtt, {
     MOSQUITTO_BRIDGES_DIR: bridgesDir,
     DMZ_BROKER_HOSTS: bridges.DMZ_BROKER_HOSTS,
@@ -77,6 +79,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
     BRIDGE_CLIENT_ID: bridges.BRIDGE_CLIENT_ID,
+    BRIDGE_STATE_TOKEN: bridges.BRIDGE_STATE_TOKEN,
     RENDER_CONFIG: join(o.repoRoot, 'scripts', 'render-config.sh'),
   }, (env) => {
     execFileSync(join(o.repoRoot, 'internal-network', 'mosquitto', 'render-bridges.sh'), [join(o.repoRoot, 'internal-network', 'mosquitto', 'bridge.conf'), bridgesDir], { env });

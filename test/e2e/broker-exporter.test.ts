@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -102,7 +103,9 @@ describe('the broker exporter reports both Mosquittos and the bridge from $SYS',
  * publish `$SYS/broker/connection/<name>/state` on the internal broker, retained, under any name
  * (SECURITY.md). The real internal Mosquitto, bridged to two brokers standing in for DMZ servers
  * (DMZ_BROKER_HOSTS), one of which does that; the real exporter, told the same DMZ_BROKER_HOSTS,
- * reports the two real bridges and counts the rest, before and after its own restart.
+ * reports the two real bridges and counts the rest, before and after its own restart. Both are given
+ * the same BRIDGE_STATE_TOKEN, so the real states are published under names the DMZ cannot know, and
+ * a state under a real bridge's client id alone is a forgery.
  */
 describe('the broker exporter reads only the bridges render-bridges.sh renders', () => {
   const work = tempDir('exporter-bridges');
@@ -113,6 +116,7 @@ describe('the broker exporter reads only the bridges render-bridges.sh renders',
   let internal: Awaited<ReturnType<typeof startBridgedInternalMosquitto>>;
   let exporter: BrokerExporter | undefined;
   let hosts = '';
+  const token = randomBytes(16).toString('hex');
 
   const start = async () => {
     const m = pki.paths.service('internal/monitor');
@@ -124,6 +128,7 @@ describe('the broker exporter reads only the bridges render-bridges.sh renders',
         MQTT_KEY_FILE: m.key,
         DMZ_MQTT_URL: 'off',
         DMZ_BROKER_HOSTS: hosts,
+        BRIDGE_STATE_TOKEN: token,
         BROKER_EXPORTER_CLIENT_ID: 'exporter-bridges-test',
         BROKER_EXPORTER_METRICS_PORT: '0',
       }),
@@ -152,7 +157,7 @@ describe('the broker exporter reads only the bridges render-bridges.sh renders',
     await rogue.listen();
     await other.listen();
     hosts = `localhost:${rogue.port},localhost:${other.port}`;
-    internal = await startBridgedInternalMosquitto(repo, pki, work.dir, hosts);
+    internal = await startBridgedInternalMosquitto(repo, pki, work.dir, hosts, token);
     await Promise.all([rogue.subscribed, other.subscribed]);
     await eventually(() => start().then(() => true, () => undefined), 10_000, 'the exporter started');
   });
@@ -181,12 +186,32 @@ describe('the broker exporter reads only the bridges render-bridges.sh renders',
     await until({ ...connected, 'fieldstream_bridge_states_ignored_total{broker="internal"}': (v) => (v ?? 0) >= 300 }, 'both real bridges read after the restart');
   });
 
-  it('a real bridge down reads down, named, whatever the invented ones say', async () => {
+  it("states forged under the real bridges' client ids, retained: counted as forged, neither a false alarm nor believed", async () => {
+    const before = (await scrape()).get(`fieldstream_bridge_states_ignored_total{broker="internal",${S}}`) ?? 0;
+    rogue.inject('$SYS/broker/connection/fieldstream-bridge/state', '0', true);
+    rogue.inject('$SYS/broker/connection/fieldstream-bridge-2/state', '0', true);
+    const m = await until({ 'fieldstream_bridge_states_ignored_total{broker="internal"}': (v) => (v ?? 0) >= before + 2 }, 'the forged states counted');
+    assert.equal(m.get(`fieldstream_bridge_connected{${S}}`), 1, 'no false FieldStreamBridgeDown');
+    assert.equal([...m.keys()].filter((k) => k.includes(token)).length, 0, 'the token is in no series');
+    // Restarted, the exporter is handed the forged states again, retained: still not believed.
+    await exporter?.close();
+    exporter = undefined;
+    await start();
+    await until(connected, 'both real bridges read after the restart');
+  });
+
+  it('a real bridge down reads down, named, whatever the invented ones say, and whatever is forged under its name', async () => {
     rogue.inject('$SYS/broker/connection/invented-0/state', '1', true);
     await other.close();
     await until(
       { fieldstream_bridge_connected: 0, 'fieldstream_bridge_up{bridge="fieldstream-bridge"}': 1, 'fieldstream_bridge_up{bridge="fieldstream-bridge-2"}': 0 },
       'the second bridge down',
     );
+    // The DMZ server still connected says the other one is up: not believed.
+    rogue.inject('$SYS/broker/connection/fieldstream-bridge-2/state', '1', true);
+    await new Promise((r) => setTimeout(r, 1000));
+    const m = await scrape();
+    assert.equal(m.get(`fieldstream_bridge_up{bridge="fieldstream-bridge-2",${S}}`), 0);
+    assert.equal(m.get(`fieldstream_bridge_connected{${S}}`), 0);
   });
 });

@@ -74,6 +74,8 @@ export async function startBridgedInternalMosquitto(
   pki: { dir: string; paths: PkiPaths },
   dataDir: string,
   dmzBrokerHosts: string,
+  /** render-bridges.sh's BRIDGE_STATE_TOKEN (none: the bridges' states under their client ids) */
+  bridgeStateToken?: string,
 ): Promise<{ url: string; process: ChildProcess; stop(): Promise<void> }> {
   const internalPort = await freePort();
   const p = pki.paths;
@@ -95,6 +97,7 @@ export async function startBridgedInternalMosquitto(
     BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
     RENDER_CONFIG: join(repo, 'scripts', 'render-config.sh'),
+    ...(bridgeStateToken !== undefined ? { BRIDGE_STATE_TOKEN: bridgeStateToken } : {}),
   };
   mkdirSync(env.MOSQUITTO_BRIDGES_DIR, { recursive: true });
   const conf = join(dataDir, 'mosquitto.conf');

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { BrokerWatch, SYS } from '../../internal-network/broker-exporter/exporter.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { expectedBridges, loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
+import { bridgeStateNames, expectedBridges, loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
 
 /**
  * The broker exporter's reading of $SYS: a bridge the internal broker runs brings in any topic the
@@ -71,7 +71,10 @@ describe('the broker exporter expects the bridges render-bridges.sh renders', ()
       });
       return readdirSync(dir)
         .sort((a, b) => Number(/\d+/.exec(a)?.[0]) - Number(/\d+/.exec(b)?.[0]))
-        .map((f) => /^remote_clientid (.+)$/m.exec(readFileSync(join(dir, f), 'utf8'))?.[1]);
+        .map((f) => {
+          const text = readFileSync(join(dir, f), 'utf8');
+          return { id: /^remote_clientid (.+)$/m.exec(text)?.[1], state: /^notification_topic \$SYS\/broker\/connection\/(.+)\/state$/m.exec(text)?.[1] };
+        });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -82,11 +85,24 @@ describe('the broker exporter expects the bridges render-bridges.sh renders', ()
     { DMZ_BROKER_HOSTS: 'dmz1.example.org:8883' },
     { DMZ_BROKER_HOSTS: 'dmz1.example.org:8883,dmz2.example.org,dmz3.example.org:8884' },
     { DMZ_BROKER_HOSTS: ' dmz1.example.org:8883, ,dmz2.example.org ', BRIDGE_CLIENT_ID: 'site-7-bridge' },
+    { DMZ_BROKER_HOSTS: 'dmz1.example.org:8883,dmz2.example.org', BRIDGE_STATE_TOKEN: '0123456789abcdef_-XY' },
   ] as Array<Record<string, string>>) {
     it(JSON.stringify(env), () => {
-      assert.deepEqual(expectedBridges(loadBrokerExporterConfig({ ...base, ...env })), rendered({ ...base, ...env }));
+      const config = loadBrokerExporterConfig({ ...base, ...env });
+      const bridges = rendered({ ...base, ...env });
+      assert.deepEqual(expectedBridges(config), bridges.map((b) => b.id));
+      // Each state read under the name the broker publishes it with (notification_topic), reported under the client id.
+      assert.deepEqual([...bridgeStateNames(config)], bridges.map((b) => [b.state, b.id]));
+      if (env.BRIDGE_STATE_TOKEN) for (const b of bridges) assert.equal(b.state, `${b.id}-${env.BRIDGE_STATE_TOKEN}`);
     });
   }
+
+  it('refuses a BRIDGE_STATE_TOKEN that is no topic level, or too short to be unguessable, as render-bridges.sh does', () => {
+    for (const bad of ['short', 'has/a/slash-0123456789', 'plus+0123456789abcdef', 'x'.repeat(129)]) {
+      assert.throws(() => rendered({ ...base, BRIDGE_STATE_TOKEN: bad }), /Command failed/, bad);
+      assert.throws(() => loadBrokerExporterConfig({ ...base, BRIDGE_STATE_TOKEN: bad }), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONFIG_INVALID' && /BRIDGE_STATE_TOKEN/.test(err.message), bad);
+    }
+  });
 
   it('refuses a DMZ_BROKER_HOSTS entry render-bridges.sh refuses, naming the setting (CONFIG_INVALID)', () => {
     for (const bad of ['dmz1.example.org:88a3', ':8883', 'dmz1.example.org:']) {

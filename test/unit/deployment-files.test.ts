@@ -166,7 +166,7 @@ describe('deployment files', () => {
 
   for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
     it(`${file} passes docker-compose config, and pins every image`, () => {
-      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't', GRAFANA_ADMIN_PASSWORD: 'g' };
+      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't', GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32) };
       const out = execFileSync('docker-compose', ['-f', join(repoRoot, file), '--profile', 'with-influxdb', '--profile', 'with-postgres', 'config'], { env, encoding: 'utf8', cwd: repoRoot });
       const images = [...out.matchAll(/^\s+image: (\S+)$/gm)].map((m) => m[1] as string);
       assert.ok(images.length > 0);
@@ -182,7 +182,7 @@ describe('deployment files', () => {
   }
 
   it('docker-compose.internal.yml offers PostgreSQL under the with-postgres profile: pinned, a volume, a health check, the password from a secret file, the distributor and the console wired to it', () => {
-    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', PGHOST: 'postgres', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32), PGHOST: 'postgres', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
     const c = internalConfig(env, ['with-postgres']);
     const pg = c.services.postgres;
     assert.ok(pg, 'a postgres service');
@@ -219,7 +219,7 @@ describe('deployment files', () => {
   });
 
   it('docker-compose.internal.yml runs its InfluxDB on the internal network only, with the profiling endpoint off', () => {
-    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't' };
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32), INFLUXDB_PASSWORD: 'p', INFLUXDB_TOKEN: 't' };
     const c = internalConfig(env, ['with-influxdb']);
     const influx = c.services.influxdb;
     assert.ok(influx, 'an influxdb service');
@@ -247,7 +247,7 @@ describe('deployment files', () => {
     assert.ok(required.length >= 3);
     for (const v of required) assert.ok(named.has(v), `docs/deployment.md's set-up comment names ${v}, which docker-compose requires`);
     // A .env as the doc says (copied from .env.example, so the rest are empty), no profile.
-    const base = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', FIELDSTREAM_UID: '1001', FIELDSTREAM_GID: '1001' };
+    const base = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32), FIELDSTREAM_UID: '1001', FIELDSTREAM_GID: '1001' };
     for (const n of Object.keys(base)) if (n !== 'PATH') assert.ok(named.has(n) || n.startsWith('FIELDSTREAM_'), n);
     const dbs: Record<string, Record<string, string>> = {
       'InfluxDB 2.x of your own': { INFLUXDB_URL: 'https://influx.corp.example:8086', INFLUXDB_TOKEN: 't0ken', INFLUXDB_ORG: 'plant', INFLUXDB_BUCKET: 'readings' },
@@ -272,7 +272,7 @@ describe('deployment files', () => {
     // docker-compose reads `KEY=   # comment` as the value "# comment" (an empty value is not
     // recognised before an inline comment): a copied .env gave the command API a public token.
     const envFile = ['--env-file', join(repoRoot, '.env.example')];
-    const set = { DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+    const set = { DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32) };
     for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
       const r = spawnSync('docker-compose', [...envFile, '-f', join(repoRoot, file), '--profile', 'with-influxdb', '--profile', 'with-postgres', 'config'], { env: { PATH: process.env.PATH, ...set }, encoding: 'utf8', cwd: repoRoot });
       assert.equal(r.status, 0, `${file}: ${r.stderr}`);
@@ -284,11 +284,11 @@ describe('deployment files', () => {
     // A fresh copy, nothing set: refused, naming what the doc says to set.
     const fresh = spawnSync('docker-compose', [...envFile, '-f', join(repoRoot, 'docker-compose.internal.yml'), 'config', '-q'], { env: { PATH: process.env.PATH }, encoding: 'utf8', cwd: repoRoot });
     assert.notEqual(fresh.status, 0);
-    assert.match(fresh.stderr, /set (DMZ_BROKER_HOST|COMMAND_API_TOKEN|GRAFANA_ADMIN_PASSWORD)/);
+    assert.match(fresh.stderr, /set (DMZ_BROKER_HOST|COMMAND_API_TOKEN|GRAFANA_ADMIN_PASSWORD|BRIDGE_STATE_TOKEN)/);
   });
 
   it("docker-compose.internal.yml's InfluxDB (with-influxdb) refuses to start without its password and token, naming them, and else runs the image's entrypoint", () => {
-    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32) };
     const influx = internalConfig(env, ['with-influxdb']).services.influxdb as { entrypoint?: string[]; command?: string[]; environment?: Record<string, string> };
     assert.equal(influx.environment?.DOCKER_INFLUXDB_INIT_PASSWORD, '');
     const [sh, flag, script, argv0] = influx.entrypoint ?? [];
@@ -325,7 +325,7 @@ describe('deployment files', () => {
       symlinkSync(join(repoRoot, 'scripts', 'render-config.sh'), join(bin, 'render-config.sh'));
       writeFileSync(join(bin, 'prometheus'), '#!/bin/sh\necho "$@" > "$RAN"\n', { mode: 0o755 });
       const federateTargets = (set: Record<string, string>): string[] => {
-        const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', ...set };
+        const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32), ...set };
         const prom = internalConfig(env, []).services.prometheus as { entrypoint?: string[]; environment?: Record<string, string> };
         const [sh, flag, script] = prom.entrypoint ?? [];
         assert.deepEqual([sh, flag], ['/bin/sh', '-c']);
@@ -360,7 +360,7 @@ describe('deployment files', () => {
     it(`${file}: every name ${config} scrapes is a service's name or alias on a network its Prometheus is on, serving /metrics on that port`, () => {
       // The configuration is shared with Kubernetes (k8s/base/*/config/), where the names are the
       // `*-metrics` Services that list pods failing readiness too; compose answers them as aliases.
-      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32) };
       const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
       type Service = { environment?: Record<string, string>; networks?: Record<string, { aliases?: string[] } | null> };
       const { services } = JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> };
@@ -385,7 +385,7 @@ describe('deployment files', () => {
 
   /** A compose file as `docker-compose config` resolves it with what .env must set, parsed. */
   const resolved = (file: string) => {
-    const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g' };
+    const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32) };
     const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
     type Service = { user?: string; read_only?: boolean; tmpfs?: string[]; command?: string[]; volumes?: string[]; environment?: Record<string, string> };
     return (JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> }).services;
@@ -467,7 +467,7 @@ describe('deployment files', () => {
     // docs/console.md: under compose, operators log in with COMMAND_API_TOKEN "or a token of
     // COMMAND_API_TOKENS_FILE"; a setting compose does not pass, or a path no mount holds, is none.
     const file = '/certs/api-tokens/api-tokens.json';
-    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', COMMAND_API_TOKENS_FILE: file };
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32), COMMAND_API_TOKENS_FILE: file };
     const c = internalConfig(env, []);
     for (const name of ['command-api', 'console']) {
       const svc = c.services[name];
@@ -485,7 +485,7 @@ describe('deployment files', () => {
 
   for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml']) {
     it(`${file}: every absolute path a Node service is given lies in one of its mounts or its tmpfs`, () => {
-      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', COMMAND_API_TOKENS_FILE: '/certs/api-tokens/api-tokens.json', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
+      const env = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32), COMMAND_API_TOKENS_FILE: '/certs/api-tokens/api-tokens.json', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
       const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env, encoding: 'utf8', cwd: repoRoot });
       type Service = { command?: string[]; environment?: Record<string, string>; volumes?: string[]; tmpfs?: string[] };
       const { services } = JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, Service> };

@@ -114,6 +114,7 @@ describe('Kubernetes manifests', () => {
     writeFileSync(join(internal, 'certs', 'internal', 'revoked-devices.txt'), '');
     mkdirSync(join(internal, 'secrets'));
     writeFileSync(join(internal, 'secrets', 'command-api-token'), 'a'.repeat(64));
+    writeFileSync(join(internal, 'secrets', 'bridge-state-token'), 'c'.repeat(32));
     writeFileSync(join(internal, 'secrets', 'influxdb-token'), 'influx-token');
     writeFileSync(join(internal, 'secrets', 'influxdb-password'), '');
     writeFileSync(join(internal, 'secrets', 'grafana-admin-password'), 'b'.repeat(32));
