@@ -415,6 +415,14 @@ export const LIMITS = {
    * past a field device's memory. 64 MiB holds some 230,000 metrics with 50-character names and
    * aliases: a large plant. A birth past it is refused (SPARKPLUG_DEFINITIONS_FULL); deaths and smaller births free room. */
   sparkplugDefinitionsMaxBytes: 64 * 1024 * 1024,
+  /** sessions. Most previous Sparkplug sessions the local MQTT input keeps per edge node (the ones
+   * new NBIRTHs or NDEATHs ended, TIMINGS.sparkplugResendWindowMs each), to read in each what the
+   * edge node sends again in it (sparkplug/resend.ts): Eclipse Paho publishes its new NBIRTH, then
+   * sends again what it had no PUBACK for, so a publish that went unacknowledged across three
+   * reconnections comes after three newer NBIRTHs. A link that breaks more often than that before a
+   * resend gets through loses it (refused, not born). Their definitions count against
+   * sparkplugDefinitionsMaxBytes, and a current birth that needs their room drops the oldest. */
+  sparkplugPreviousSessionsPerNode: 4,
   /** messages. Most Sparkplug messages held per edge node while waiting for a missing seq (the
    * reorder buffer, TIMINGS.sparkplugReorderTimeoutMs): a message further ahead, or one more, is a
    * gap at once. Bounds memory to this many payloads per edge node. */
@@ -784,8 +792,8 @@ export const TIMINGS = {
   /** milliseconds. Least time between two rebirth requests (NCMD) to one Sparkplug edge node: a
    * node that keeps gapping is asked again, but not once per message. */
   sparkplugRebirthMinIntervalMs: 5_000,
-  /** milliseconds. How long the local MQTT input keeps an edge node's previous Sparkplug session
-   * (the one a new NBIRTH or its NDEATH ended), to read in it what the edge node sends again when
+  /** milliseconds. How long the local MQTT input keeps each of an edge node's previous Sparkplug
+   * sessions (LIMITS.sparkplugPreviousSessionsPerNode: the ones new NBIRTHs or NDEATHs ended), to read in it what the edge node sends again when
    * it is back: a publish the queue refused, one never read behind it, a duplicate whose PUBACK was
    * lost (sparkplug/resend.ts). Its MQTT client keeps what was not acknowledged for as long as it
    * runs and sends it on its next connection, however late: after a link down for hours, a window

@@ -277,6 +277,57 @@ describe('Sparkplug B on the local MQTT input (FIELD_MQTT_SPARKPLUG)', () => {
     assert.deepEqual(fieldOf(points, 'Plant1.Line4.Inputs.Temp').find((r) => r[0] === T0 + 1000), [T0 + 1000, 30.5]);
     edge.stop();
   });
+
+  // An edge node that sends again, flagged DUP, what it had no PUBACK for, after the NBIRTH of its new
+  // connection (Eclipse Paho's order; each connection a client of its own here, its will the NDEATH
+  // of its bdSeq): NDATA 1 of session bd0 never arrives, nor its resend after bd1's NBIRTH (the link
+  // breaks again), and gets through only after bd2's. bd1 and bd2 name another metric alias 1. With
+  // one previous session kept it was refused (not born) and acknowledged: lost.
+  it('stores what an edge node sends again across two reconnections, after two new NBIRTHs, in the session it was published in', async () => {
+    const session = field.localSparkplug;
+    assert.ok(session);
+    const stats = session.stats;
+    const notBornBefore = stats.refusedByCode.SPARKPLUG_NOT_BORN ?? 0;
+    const proxy = await lossyProxy(field.mqttPort as number);
+    const mqtt = (await import('mqtt')).default;
+    const at = T0 + 20_000;
+    const enc = (o: object) => Buffer.from(tahu.encodePayload(o as never));
+    const bdSeqOf = (bd: number) => ({ name: 'bdSeq', type: 'UInt64' as const, value: bd });
+    const connection = async (bd: number) => {
+      const c = mqtt.connect(proxy.url, { clientId: `paho-${bd}`, protocolVersion: 4, reconnectPeriod: 0, will: { topic: 'spBv1.0/Plant1/NDEATH/Paho', payload: enc({ timestamp: at + bd * 1000, metrics: [bdSeqOf(bd)] }), qos: 1, retain: false } });
+      c.on('error', () => undefined);
+      await new Promise<void>((r) => c.once('connect', () => r()));
+      const metric = bd === 0 ? 'Temp' : 'Other';
+      await c.publishAsync('spBv1.0/Plant1/NBIRTH/Paho', enc({ timestamp: at + bd * 1000, seq: 0, metrics: [bdSeqOf(bd), { name: metric, alias: 1, type: 'Double', value: bd }] }), { qos: 1 });
+      await eventually(() => (session.host.session('Plant1', 'Paho')?.bdSeq === bd ? true : undefined), 15_000, `NBIRTH bd${bd} taken`);
+      return c;
+    };
+    const ndata1 = enc({ timestamp: at + 500, seq: 1, metrics: [{ alias: 1, type: 'Double', value: 7 }] });
+    const lost = async (c: ReturnType<typeof mqtt.connect>, dup: boolean) => {
+      proxy.loseRequests();
+      void c.publishAsync('spBv1.0/Plant1/NDATA/Paho', ndata1, { qos: 1, dup }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 100));
+      proxy.cut();
+      await eventually(() => (session.host.session('Plant1', 'Paho') === undefined ? true : undefined), 15_000, 'the will ended the session');
+      c.end(true);
+    };
+    try {
+      await lost(await connection(0), false);
+      await lost(await connection(1), true);
+      const third = await connection(2);
+      await third.publishAsync('spBv1.0/Plant1/NDATA/Paho', ndata1, { qos: 1, dup: true });
+      await third.endAsync();
+      assert.equal(stats.refusedByCode.SPARKPLUG_NOT_BORN ?? 0, notBornBefore, `nothing refused as not born (${JSON.stringify(stats.refusedByCode)})`);
+      const points = await eventually(() => {
+        const pts = fieldOf(fx.points({ measurement: 'readings', device: LOCAL }), 'Plant1.Paho.Temp');
+        return pts.some((r) => r[1] === 7) ? pts : undefined;
+      }, 30_000, 'stored');
+      assert.deepEqual(points, [[at, 0], [at + 500, 7]], 'under the metric of the session it was published in');
+      assert.deepEqual(fieldOf(fx.points({ measurement: 'readings', device: LOCAL }), 'Plant1.Paho.Other').map((r) => r[1]), [1, 2], 'not under the later sessions\' alias 1');
+    } finally {
+      await proxy.close();
+    }
+  });
 });
 
 describe('Sparkplug B over mqtts with a client certificate (FIELD_SPARKPLUG_CA_FILE, _CERT_FILE, _KEY_FILE)', () => {

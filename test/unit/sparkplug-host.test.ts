@@ -10,7 +10,7 @@ import { PeerHosts } from '../../field-client/src/inputs/sparkplug/state.ts';
 import { parseTopic, stateHostId, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
 import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 
@@ -700,24 +700,63 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     assert.equal(run(ND, d(3, 3), A).refused?.code, 'SPARKPLUG_NOT_BORN');
   });
 
-  it('does not read a message sent again across two reconnections against the births of a session born after it was published', () => {
+  it('reads a message sent again across several reconnections, after several new NBIRTHs (Paho), in the session it was sent in, by its timestamp', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
     const C = {};
+    const D = {};
     const birthAt = (bd: number, at: number, metric: string) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: metric, alias: '1', datatype: T.Double, doubleValue: 0 }] });
     host.handle(NB, birthAt(0, T0, 'Inputs/Temp'), T0, first(A));
     // NDATA 1 of the first session, published at T0 + 1000, is not acknowledged. Paho's order: the
-    // next connection's NBIRTH, whose alias 1 is another metric, then the resend, again unacknowledged;
-    // then the third connection's NBIRTH and the resend once more.
+    // next connection's NBIRTH, whose alias 1 is another metric, then the resend, which never gets
+    // through (the link breaks again); then the third connection's NBIRTH and the resend once more.
     host.handle(NB, birthAt(1, T0 + 2000, 'Other'), T0, first(B));
     host.handle(NB, birthAt(2, T0 + 3000, 'Other'), T0, first(C));
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.bdSeq), [0, 1]);
     const again = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 7 }], T0 + 1000), T0, dup(C));
-    assert.equal(again.refused?.code, 'SPARKPLUG_NOT_BORN');
-    assert.deepEqual(again.readings, [], 'not stored under the metric alias 1 names in a later session');
-    // What the previous session itself sent again is still read in it.
+    assert.equal(again.refused, undefined, 'acknowledged data is stored, not refused as not born');
+    assert.deepEqual(temp(again), [7], 'read against the births of the session it was published in');
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.seq), [1, 0]);
+    // Undone (the queue did not take it), it leaves the session it was read in as it was; sent again, read again.
+    again.undo?.();
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.seq), [0, 0]);
+    assert.deepEqual(temp(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 7 }], T0 + 1000), T0, dup(D))), [7]);
+    // What the second session sent, sent again on the third connection, is read in the second.
     const own = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 8 }], T0 + 2500), T0, dup(C));
     assert.equal(own.refused, undefined);
     assert.deepEqual(own.readings.map((r) => r['Plant1.Line4.Other']), [8]);
-    assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 1);
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.seq), [1, 1]);
+    // Each session's seq read already: a duplicate, in its own session.
+    assert.equal(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 7 }], T0 + 1000), T0, dup(D)).refused?.code, 'SPARKPLUG_DUPLICATE');
+    // The current session is untouched.
+    assert.deepEqual([host.session('Plant1', 'Line4')?.bdSeq, host.session('Plant1', 'Line4')?.seq], [2, 0]);
+  });
+
+  it(`keeps ${LIMITS.sparkplugPreviousSessionsPerNode} previous sessions per edge node: a message of an older one is refused, never read against a later session's births`, () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    const n = LIMITS.sparkplugPreviousSessionsPerNode;
+    const birthAt = (bd: number, at: number) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: 'Inputs/Temp', alias: '1', datatype: T.Double, doubleValue: 0 }] });
+    const single = (() => {
+      const h = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+      h.handle(NB, birthAt(0, T0), T0, first(A));
+      return h.definitionsBytes;
+    })();
+    for (let bd = 0; bd <= n + 1; bd++) host.handle(NB, birthAt(bd, T0 + bd * 1000), T0, first({}));
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.bdSeq), Array.from({ length: n }, (_, i) => i + 1), 'the oldest dropped');
+    assert.equal(host.definitionsBytes, (n + 1) * single, 'every one kept counted with the current one');
+    // Published in session 0, no longer kept: refused (acknowledged, counted), not read in session 1.
+    const lost = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }], T0 + 500), T0, dup({}));
+    assert.equal(lost.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.deepEqual(lost.readings, []);
+    assert.deepEqual(temp(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 2 }], T0 + 1500), T0, dup({}))), [2]);
+    // An older NBIRTH sent again is kept in its place among them, the current session left in force.
+    const older = host.handle(NB, birthAt(9, T0 + 1700), T0, dup({}));
+    assert.equal(older.refused, undefined);
+    assert.equal(host.session('Plant1', 'Line4')?.bdSeq, n + 1);
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.bdSeq), [9, ...Array.from({ length: n - 1 }, (_, i) => i + 2)]);
+    // Past the resend window each is dropped.
+    host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 3 }], T0 + 1), T0 + TIMINGS.sparkplugResendWindowMs);
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4'), []);
+    assert.equal(host.definitionsBytes, single);
   });
 
   it('reads what is sent again after an outage of hours in the session it was sent in: the client keeps it as long', () => {

@@ -4,7 +4,7 @@ import type { Definitions } from './definitions.ts';
 import { bytesOf, type HostOutcome, type NodeSession } from './host-types.ts';
 import { FieldNames } from './names.ts';
 
-/** An edge node's session a newer NBIRTH (or its NDEATH) ended, kept for what it sent being sent again. */
+/** An edge node's session a newer NBIRTH (or its NDEATH) ended, kept for what it sent being sent again (resend.ts). */
 export interface Previous {
   s: NodeSession;
   /** when it ended */
@@ -15,7 +15,7 @@ export interface Previous {
  * What the Sparkplug host (host.ts) holds in memory beside its state machine, and its bounds: the
  * estimated bytes of every edge node's birth definitions (LIMITS.sparkplugDefinitionsMaxBytes, over
  * every edge node and device), the field names those births declare (names.ts), and each edge node's
- * previous session, kept for what it sends again (see resend.ts).
+ * previous sessions, kept for what it sends again (see resend.ts).
  */
 export class HeldDefinitions {
   /** the estimated bytes of each edge node's definitions (its own and its devices'), and their sum: see recount */
@@ -25,15 +25,19 @@ export class HeldDefinitions {
   readonly names: FieldNames;
   private readonly named = new Map<string, Map<string | null, Definitions>>();
   /**
-   * Each edge node's previous session, for TIMINGS.sparkplugResendWindowMs after it ended, oldest
-   * first: what the edge node sends again after its new NBIRTH (Eclipse Paho's order) belongs to it
-   * (resend.ts). Its definitions count against LIMITS.sparkplugDefinitionsMaxBytes with the
+   * Each edge node's previous sessions, each for TIMINGS.sparkplugResendWindowMs after it ended: what
+   * the edge node sends again after a new NBIRTH (Eclipse Paho's order) belongs to one of them
+   * (resend.ts). Per edge node at most LIMITS.sparkplugPreviousSessionsPerNode, oldest born first
+   * (their NBIRTH timestamps), so that a publish sent again across several reconnections, after
+   * several new NBIRTHs, is still read in the session it was sent in. Edge nodes in the order their
+   * last session ended. Their definitions count against LIMITS.sparkplugDefinitionsMaxBytes with the
    * current ones (prevBytes, prevTotal); a current birth that needs the room drops the oldest.
    */
-  readonly previous = new Map<string, Previous>();
+  readonly previous = new Map<string, Previous[]>();
   private readonly prevBytes = new Map<string, number>();
   private prevTotal = 0;
   private readonly maxDefinitionsBytes: number;
+  private readonly maxPerNode: number;
 
   constructor(
     /** the host's current sessions, by edge node key */
@@ -42,6 +46,7 @@ export class HeldDefinitions {
   ) {
     this.names = o.names ?? new FieldNames();
     this.maxDefinitionsBytes = o.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
+    this.maxPerNode = LIMITS.sparkplugPreviousSessionsPerNode;
   }
 
   /** Bytes of birth definitions held now over every edge node and device (estimated), previous sessions' included. */
@@ -54,7 +59,17 @@ export class HeldDefinitions {
     return this.defBytes.get(k) ?? 0;
   }
 
-  /** The bytes counted for the previous session of `k`. */
+  /** The previous sessions of `k`, oldest born first (none: empty). */
+  previousOf(k: string): readonly Previous[] {
+    return this.previous.get(k) ?? [];
+  }
+
+  /** The previous session of `k` born last, undefined when none is kept. */
+  newestPrevious(k: string): Previous | undefined {
+    return this.previous.get(k)?.at(-1);
+  }
+
+  /** The bytes counted for the previous sessions of `k`. */
   previousBytes(k: string): number {
     return this.prevBytes.get(k) ?? 0;
   }
@@ -73,10 +88,11 @@ export class HeldDefinitions {
     else this.defBytes.delete(k);
     this.defTotal += n - was;
     // The previous session's are counted apart: a current birth may drop them for room (fitPrevious).
-    const p = this.previous.get(k)?.s;
+    const list = this.previous.get(k);
     const pWas = this.prevBytes.get(k) ?? 0;
-    const pn = p ? bytesOf(p) : 0;
-    if (p) this.prevBytes.set(k, pn);
+    let pn = 0;
+    for (const p of list ?? []) pn += bytesOf(p.s);
+    if (list) this.prevBytes.set(k, pn);
     else this.prevBytes.delete(k);
     this.prevTotal += pn - pWas;
     // Only current births name fields: a previous session's metrics go to the names they had (names.ts, field).
@@ -121,29 +137,61 @@ export class HeldDefinitions {
   }
 
 
-  /** Keeps `s` as the previous session of `k` (the newest: last in the map), within LIMITS.sparkplugMaxEdgeNodes. */
+  /**
+   * Keeps `s` among the previous sessions of `k`, placed by its NBIRTH timestamp (one without, last),
+   * the oldest born dropped past LIMITS.sparkplugPreviousSessionsPerNode; the edge nodes with
+   * previous sessions kept within LIMITS.sparkplugMaxEdgeNodes, those whose last one ended first
+   * dropped. Counted again by the caller (recount).
+   */
   keepPrevious(k: string, s: NodeSession, now: number): void {
+    if (!this.o.resends) {
+      this.previous.delete(k);
+      return;
+    }
+    const list = this.previous.get(k) ?? [];
+    // Last in the map: the edge node whose session ended last (expirePrevious relies on that order).
     this.previous.delete(k);
-    if (!this.o.resends) return;
     for (const [other] of this.previous) {
       if (this.previous.size < this.o.maxEdgeNodes) break;
       this.previous.delete(other);
       this.recount(other);
     }
-    this.previous.set(k, { s, at: now });
+    let i = list.length;
+    if (s.bornAt !== undefined) while (i > 0 && (list[i - 1]!.s.bornAt ?? -Infinity) > s.bornAt) i--;
+    list.splice(i, 0, { s, at: now });
+    while (list.length > this.maxPerNode) list.shift();
+    this.previous.set(k, list);
   }
 
-  /** Previous sessions ended TIMINGS.sparkplugResendWindowMs ago: nothing of theirs is sent again so late. */
-  expirePrevious(now: number): void {
-    for (const [k, e] of this.previous) {
-      if (now - e.at < TIMINGS.sparkplugResendWindowMs) break;
-      this.previous.delete(k);
-      this.recount(k);
-    }
+  /** Drops every previous session of `k` (counted again by the caller). */
+  dropPrevious(k: string): void {
+    this.previous.delete(k);
   }
 
   /**
-   * Current births come first: previous sessions are dropped, oldest first (`keep`'s last), until
+   * Previous sessions ended TIMINGS.sparkplugResendWindowMs ago: nothing of theirs is sent again so
+   * late. The edge nodes whose last one ended so long ago (first in the map), and those of `k` (the
+   * edge node of the message now read: an older one of an edge node still in the window is dropped
+   * when the edge node next sends, it counts against the bounds until then).
+   */
+  expirePrevious(now: number, k?: string): void {
+    for (const [other, list] of this.previous) {
+      if (list.length > 0 && now - Math.max(...list.map((e) => e.at)) < TIMINGS.sparkplugResendWindowMs) break;
+      this.previous.delete(other);
+      this.recount(other);
+    }
+    const list = k === undefined ? undefined : this.previous.get(k);
+    if (!list || k === undefined) return;
+    const kept = list.filter((e) => now - e.at < TIMINGS.sparkplugResendWindowMs);
+    if (kept.length === list.length) return;
+    if (kept.length > 0) this.previous.set(k, kept);
+    else this.previous.delete(k);
+    this.recount(k);
+  }
+
+  /**
+   * Current births come first: previous sessions are dropped, oldest first (the edge node whose last
+   * one ended first, its oldest born first; `keep`'s last), until
    * every definition held fits LIMITS.sparkplugDefinitionsMaxBytes again.
    */
   fitPrevious(keep?: string): void {
@@ -151,13 +199,17 @@ export class HeldDefinitions {
     const keys = [...this.previous.keys()].filter((x) => x !== keep);
     if (keep !== undefined && this.previous.has(keep)) keys.push(keep);
     for (const k of keys) {
-      if (this.defTotal + this.prevTotal <= max) return;
-      this.previous.delete(k);
-      this.recount(k);
+      const list = this.previous.get(k) ?? [];
+      while (list.length > 0) {
+        if (this.defTotal + this.prevTotal <= max) return;
+        list.shift();
+        if (list.length === 0) this.previous.delete(k);
+        this.recount(k);
+      }
     }
   }
 
-  /** A birth read into a previous session: room made by dropping other previous sessions, else refused. `freed`: the bytes it replaces. */
+  /** A birth read into a previous session: room made by dropping other edge nodes' previous sessions, else refused. `freed`: the bytes it replaces. */
   roomPrevious(what: string, bytes: number, k: string, freed: number): void {
     const max = this.maxDefinitionsBytes;
     for (const other of [...this.previous.keys()]) {

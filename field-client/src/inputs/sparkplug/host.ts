@@ -48,7 +48,7 @@ export class SparkplugHost {
   private readonly rebirthAt = new Map<string, number>();
   /** the definitions' bytes, the field names and the previous sessions (held.ts) */
   private readonly held: HeldDefinitions;
-  /** each edge node's previous session (held.ts) */
+  /** each edge node's previous sessions (held.ts) */
   private readonly previous: HeldDefinitions['previous'];
   readonly reorder: ReorderBuffers;
   /** messages sent again on a new connection (resend.ts) */
@@ -95,9 +95,14 @@ export class SparkplugHost {
     return this.sessions.size;
   }
 
-  /** The previous session of an edge node (kept for what it sends again: see resend.ts), for tests. */
+  /** The previous session of an edge node born last (kept for what it sends again: see resend.ts), for tests. */
   previousSession(group: string, edge: string): Readonly<NodeSession> | undefined {
-    return this.previous.get(key(group, edge))?.s;
+    return this.held.newestPrevious(key(group, edge))?.s;
+  }
+
+  /** The previous sessions of an edge node, oldest born first, for tests. */
+  previousSessions(group: string, edge: string): ReadonlyArray<Readonly<NodeSession>> {
+    return this.held.previousOf(key(group, edge)).map((e) => e.s);
   }
 
   /** Bytes of birth definitions held now over every edge node and device (estimated: Definitions.bytes), previous sessions' included. */
@@ -112,7 +117,7 @@ export class SparkplugHost {
    */
   handle(t: SparkplugTopic, p: SparkplugPayload, now: number, via?: Via, digest?: Digest): HostOutcome {
     const k = key(t.group, t.edge);
-    this.held.expirePrevious(now);
+    this.held.expirePrevious(now, k);
     const before = snapshot(this.sessions, this.previous, k, t);
     const r = via && this.resends.sentAgain(k, t, via) ? this.resends.read(t, p, now, via.connection, !via.dup, digest) : undefined;
     const out = r ? r.out : this.process(t, p, now, via?.connection, digest);

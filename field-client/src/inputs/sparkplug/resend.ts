@@ -21,7 +21,7 @@ export interface HostParts {
 /**
  * Messages an edge node sends again on a new connection, on an input whose publishers send again what
  * they got no PUBACK for (the local MQTT input, QoS 1): which ones are (sentAgain), and reading each in
- * the session it was sent in (read), the current one or the previous one kept for it (held.ts).
+ * the session it was sent in (read), the current one or one of the previous ones kept (held.ts).
  */
 export class Resends {
   constructor(private readonly host: HostParts) {}
@@ -37,7 +37,7 @@ export class Resends {
     if (t.type === 'NDEATH') return false;
     if (via.dup) return true;
     if (t.type === 'NBIRTH' || this.host.sessions.has(k)) return false;
-    const prev = this.host.held.previous.get(k);
+    const prev = this.host.held.newestPrevious(k);
     return prev !== undefined && prev.s.born !== via.connection;
   }
 
@@ -45,20 +45,22 @@ export class Resends {
    * A message sent again (DUP, MQTT 3.1.1 §3.3.1.1), so first sent on an earlier connection. Read in
    * the session it was sent in, by its seq, so that nothing acknowledged goes unstored:
    *
-   * - The current session, unless its NBIRTH came on this very connection (not sent again): then it
-   *   began after the message was first sent, and the message is its previous session's (Eclipse
-   *   Paho publishes the NBIRTH of its new connection, then sends again what it got no PUBACK for).
+   * - The session it was sent in (sessionOf): among the current session, unless its NBIRTH came on
+   *   this very connection (not sent again: then it began after the message was first sent; Eclipse
+   *   Paho publishes the NBIRTH of its new connection, then sends again what it got no PUBACK for),
+   *   and the previous ones kept (held.ts), the one born last at or before the message's timestamp.
    * - A seq at most SEQ_BEHIND behind the last one that session read (or equal to it) was read
    *   already: a duplicate of a message stored (or refused and counted) whose PUBACK was lost. It is
    *   counted and logged (SPARKPLUG_DUPLICATE) and changes nothing: read as a gap, it made the
    *   session stale, and what followed was refused, acknowledged and lost until the rebirth.
-   * - The next seq of the previous session: read against that session's births (its aliases), its
+   * - The next seq of a previous session: read against that session's births (its aliases), its
    *   seq taken, the current session left as it is. Read against the current one it was a seq gap,
    *   acknowledged unstored (or, by chance the next seq, read against the wrong births).
    * - An NBIRTH is a duplicate only with the bdSeq and the timestamp of a birth read (a rebirth asked
    *   by NCMD keeps its connection's bdSeq, §5.12, but not its timestamp; one without a timestamp,
    *   which §6.4 does not allow, is never taken for one: storing twice loses nothing). Another sent
-   *   after the current one is an older session's birth, now the previous one, its values stored.
+   *   after the current one, or published before it, is an older session's birth, kept among the
+   *   previous ones, its values stored.
    *
    * What is neither is refused as any message would be (a gap in the previous session makes only it
    * stale; no rebirth is asked, the current session being what a rebirth would renew).
@@ -72,29 +74,35 @@ export class Resends {
     const s = this.host.sessions.get(k);
     const current = s !== undefined && s.born !== connection;
     const out = emptyOutcome();
-    // Whether the previous session may change (a birth or a message read in it): counted again then.
+    // Whether a previous session may change (a birth or a message read in it): counted again then.
     let inPrevious = false;
     try {
       if (t.type === 'NBIRTH') {
         const bdSeq = bdSeqOf(p, 'NBIRTH');
+        // tck-id-payloads-nbirth-bdseq / -nbirth-timestamp: every NBIRTH carries its connection's bdSeq
+        // and the time it was published; both the same: the very birth, read already.
         const read = (x: NodeSession | undefined) => x !== undefined && x.bdSeq === bdSeq && p.timestamp !== undefined && x.bornAt === p.timestamp;
-        if (read(s) || (!current && read(this.host.held.previous.get(k)?.s))) throw duplicate(t, `the birth of bdSeq ${bdSeq} at ${p.timestamp} was read already`);
+        if (read(s) || this.host.held.previousOf(k).some((x) => read(x.s))) throw duplicate(t, `the birth of bdSeq ${bdSeq} at ${p.timestamp} was read already`);
+        // Published before the current session's NBIRTH: an older session's birth, kept among the
+        // previous ones, the current one left in force.
+        const older = s !== undefined && p.timestamp !== undefined && s.bornAt !== undefined && p.timestamp < s.bornAt;
         // No newer birth (none, or one of an earlier connection): it starts the current session.
-        if (!s || current) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
+        if (!s || (current && !older)) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
         inPrevious = true;
         this.olderBirth(t, p, now, out, digest);
         return { out, previous: true };
       }
       if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
-      const into = current ? s : this.host.held.previous.get(k)?.s;
-      // Published before the NBIRTH of the session it would be read in (the payload timestamp is the
-      // time of publishing, Sparkplug B 3.0.0 §6.4.5, on the edge node's one clock): sent in an older
-      // session still, whose births are no longer kept (one previous session is: a message sent again
-      // across two reconnections, after two new NBIRTHs). Refused rather than read against births, and
-      // aliases, that did not exist when it was sent.
-      if (into?.bornAt !== undefined && p.timestamp !== undefined && p.timestamp < into.bornAt) {
-        throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again, published at ${p.timestamp}, before the birth of the session it would be read in (${into.bornAt}): of an older session, no longer known`);
+      const into = this.sessionOf(k, p, current ? s : undefined);
+      // Published before the NBIRTH of every session it could be read in (the payload timestamp is
+      // the time of publishing, §6.4.5, on the edge node's one clock): sent in an older session still,
+      // whose births are no longer kept (more reconnections than LIMITS.sparkplugPreviousSessionsPerNode,
+      // or ended past the window). Refused rather than read against births, and aliases, that did not
+      // exist when it was sent.
+      if (into === 'older') {
+        throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again, published at ${p.timestamp}, before the birth of every session kept: of an older session, no longer known`);
       }
+      const inCurrent = into !== undefined && into === s;
       if (strict) {
         // Neither a duplicate nor the next seq of the session it was sent in: read as any message is.
         if (!into || into.stale) return { out: this.host.process(t, p, now, connection, digest), previous: false };
@@ -109,14 +117,14 @@ export class Resends {
         }
       }
       if (into && (into.seq - p.seq + 256) % 256 < SEQ_BEHIND) throw duplicate(t, `seq ${p.seq} was read already (its session's last is ${into.seq})`);
-      if (current) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
+      if (inCurrent) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
       if (!into) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a session no longer known`);
       if (into.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH, of a previous session with a gap`);
       inPrevious = true;
       const expected = (into.seq + 1) % 256;
       if (p.seq !== expected) {
         into.stale = true;
-        throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH has seq ${p.seq}, its previous session's next is ${expected}`);
+        throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH has seq ${p.seq}, the next of the previous session it was sent in is ${expected}`);
       }
       try {
         this.host.take(into, t, p, p.seq, now, out, false, digest);
@@ -136,10 +144,38 @@ export class Resends {
   }
 
   /**
+   * The session a message sent again was sent in: of `current` (the current session, unless its NBIRTH
+   * came on the connection the message comes on) and the previous sessions kept, the one born last at
+   * or before the message's payload timestamp. Sparkplug B 3.0.0 §6.4.5: a payload's timestamp is the
+   * time it was published (tck-id-payloads-nbirth-timestamp, -ndata-timestamp, -dbirth-timestamp,
+   * -ddata-timestamp), on the edge node's clock, the one its births' timestamps come from; each new
+   * MQTT connection starts a session with an NBIRTH, its bdSeq that of the connection's will
+   * (tck-id-payloads-nbirth-bdseq-repeat, -ndeath-bdseq), its seq starting again; data messages carry
+   * neither the bdSeq nor anything else naming their session, and their seq (0–255, wrapping;
+   * tck-id-payloads-sequence-num-incrementing) starts again in every session. So the timestamp is
+   * what places a message sent again across several reconnections in its session: after the birth it
+   * was sent under, before the next. A session born later than the message was published is never
+   * its own; when every one kept was: 'older' (its own no longer kept). Without a timestamp (which
+   * §6.4.5 does not allow), or when no session kept has a birth timestamp at or before it but one has
+   * none: the current session, else the previous one born last.
+   */
+  private sessionOf(k: string, p: SparkplugPayload, current: NodeSession | undefined): NodeSession | 'older' | undefined {
+    const candidates = this.host.held.previousOf(k).map((e) => e.s);
+    if (current) candidates.push(current);
+    const fallback = candidates.at(-1);
+    if (p.timestamp === undefined) return fallback;
+    let best: NodeSession | undefined;
+    for (const c of candidates) if (c.bornAt !== undefined && c.bornAt <= p.timestamp && (best?.bornAt === undefined || c.bornAt >= best.bornAt)) best = c;
+    if (best) return best;
+    if (fallback === undefined) return undefined;
+    return candidates.some((c) => c.bornAt === undefined) ? fallback : 'older';
+  }
+
+  /**
    * An NBIRTH sent again after a newer one (see read): the birth of a session older than the
-   * current, which becomes the previous session, so that what it sent after it is read in it. Its
-   * values and its nbirth event are stored; the current session is left as it is. Refused, it leaves
-   * no previous session: what follows it cannot be told from that session's messages.
+   * current, kept among the previous sessions (by its timestamp), so that what it sent after it is
+   * read in it. Its values and its nbirth event are stored; the current session is left as it is.
+   * Refused, it leaves no previous session: what follows it cannot be told from that session's messages.
    */
   private olderBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, digest: Digest | undefined): void {
     const k = key(t.group, t.edge);
@@ -148,13 +184,13 @@ export class Resends {
       const bdSeq = bdSeqOf(p, 'NBIRTH');
       const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
       nameDefinitions(defs, { group: t.group, edge: t.edge, device: undefined });
-      this.host.held.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs.bytes + SEQ_DIGESTS_BYTES, k, this.host.held.previousBytes(k));
+      this.host.held.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs.bytes + SEQ_DIGESTS_BYTES, k, 0);
       const s: NodeSession = { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, bornAt: p.timestamp, ...births(p, digest) };
       this.host.held.keepPrevious(k, s, now);
       this.host.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
       out.events.push(lifecycleEvent('nbirth', t, p.timestamp ?? now, { bdSeq, metrics: defs.byName.size }));
     } catch (err) {
-      this.host.held.previous.delete(k);
+      this.host.held.dropPrevious(k);
       throw err;
     }
   }

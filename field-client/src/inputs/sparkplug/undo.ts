@@ -16,8 +16,11 @@ export interface Before {
   devices?: Map<string, Definitions>;
   /** the definitions of the device the message is about (undefined: not born) */
   device?: [string, Definitions | undefined];
-  /** its previous session (SparkplugHost.previous), as it was too: a message sent again may be read in it */
-  previous?: { p: Previous; fields: Pick<NodeSession, 'seq' | 'stale'>; device?: [string, Definitions | undefined] } | undefined;
+  /**
+   * its previous sessions (held.ts), as they were too: a message sent again may be read in one (its
+   * seq, stale flag and the definitions of the device it is about), or keep another (an NBIRTH)
+   */
+  previous?: { list: Previous[]; fields: Array<Pick<NodeSession, 'seq' | 'stale'>>; device?: [string, Array<Definitions | undefined>] } | undefined;
 }
 
 /**
@@ -26,13 +29,15 @@ export interface Before {
  * definitions of the device it is about (all devices' when held messages may be let through).
  * O(1) per message but for that last case (a reorder timeout, on the plant's broker only).
  */
-export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSessions: ReadonlyMap<string, Previous>, k: string, t: SparkplugTopic): Before {
+export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSessions: ReadonlyMap<string, Previous[]>, k: string, t: SparkplugTopic): Before {
   const s = sessions.get(k);
-  const p = previousSessions.get(k);
-  const previous = p && {
-    p,
-    fields: { seq: p.s.seq, stale: p.s.stale },
-    ...(t.device !== undefined ? { device: [t.device, p.s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
+  // A copy: keeping or dropping a previous session changes the list in place (held.ts). At most
+  // LIMITS.sparkplugPreviousSessionsPerNode: O(1) per message still.
+  const list = previousSessions.get(k)?.slice();
+  const previous = list && {
+    list,
+    fields: list.map((p) => ({ seq: p.s.seq, stale: p.s.stale })),
+    ...(t.device !== undefined ? { device: [t.device, list.map((p) => p.s.devices.get(t.device as string))] as [string, Array<Definitions | undefined>] } : {}),
   };
   if (!s) return { s, previous };
   return {
@@ -44,16 +49,17 @@ export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSes
   };
 }
 
-/** Puts the session of `k` (and its previous one) back as `b` found them. */
-export function putBack(sessions: Map<string, NodeSession>, previous: Map<string, Previous>, k: string, b: Before): void {
+/** Puts the session of `k` (and its previous ones) back as `b` found them. */
+export function putBack(sessions: Map<string, NodeSession>, previous: Map<string, Previous[]>, k: string, b: Before): void {
   if (b.previous) {
-    const { p, fields, device } = b.previous;
-    if (previous.get(k) !== p) previous.set(k, p);
-    Object.assign(p.s, fields);
-    if (device) {
-      if (device[1]) p.s.devices.set(device[0], device[1]);
-      else p.s.devices.delete(device[0]);
-    }
+    const { list, fields, device } = b.previous;
+    previous.set(k, list.slice());
+    list.forEach((p, i) => {
+      Object.assign(p.s, fields[i]);
+      const defs = device?.[1][i];
+      if (device && defs) p.s.devices.set(device[0], defs);
+      else if (device) p.s.devices.delete(device[0]);
+    });
   } else previous.delete(k);
   if (!b.s) {
     sessions.delete(k);
