@@ -206,6 +206,13 @@ export const LIMITS = {
    * fieldTypesMaxEntries fit several times over; a longer one is not read (the types are then
    * learnt from writes alone, logged). */
   fieldTypesAnswerMaxBytes: 32 * 1024 * 1024,
+  /** milliseconds. The field-type guard learns a field's type from a write (or a refusal) only of
+   * points dated within this of the distributor's clock, either side: the shard they are in is the
+   * one being written now (or the next). A point dated long ago goes into an old shard, whose type
+   * says nothing of the shards every device writes: learnt, one back-dated string of a field no
+   * one wrote there had every device's value of it refused in every shard. An hour: what an
+   * honest device sends as it reads comes within seconds; a shard group is an hour at the least. */
+  fieldTypesLearnWindowMs: 60 * 60 * 1000,
   /** characters. Longest text of one contract issue in a refusal (the error frame a device gets,
    * the gateway's and the distributor's logs): see shared/contract/primitives.ts issueText. */
   contractIssueMaxChars: 256,

@@ -134,8 +134,11 @@ describe('time-series sinks against real databases', () => {
       assert.deepEqual(await influx.rows(TDB, `SELECT t, mode, ok, fresh FROM readings WHERE time >= ${week(1)}ms AND time < ${week(2)}ms`), [
         { time: week(1) + 1, t: 22, mode: 'manual', ok: false, fresh: 'new field' },
       ]);
-      // A field first written through the guard is kept to as well.
-      assert.match(await message(g.write([point('bad-1', { fresh: 3 }, week(2))])), /field "fresh" of measurement "readings" is a float here/);
+      // A field first written through the guard is kept to as well, learnt from a point of now (the
+      // shard being written: one dated weeks ago, as above, teaches nothing).
+      assert.equal(await code(g.write([point('bad-1', { fresh: 3 }, week(2))])), 'ok');
+      assert.equal(await code(g.write([point('pump-2', { fresh: 'new field' }, now)])), 'ok');
+      assert.match(await message(g.write([point('bad-1', { fresh: 4 }, week(2) + 1)])), /field "fresh" of measurement "readings" is a float here/);
     });
 
     it('through the write batcher, only the message holding the value of another type is refused (a dead letter); the others of its request are written', async () => {
@@ -153,12 +156,13 @@ describe('time-series sinks against real databases', () => {
       await influx.query(`CREATE USER "writer" WITH PASSWORD 'writer-password'`);
       await influx.query(`GRANT WRITE ON "${TDB}" TO "writer"`);
       const g = guarded({ user: 'writer', password: 'writer-password' });
-      assert.equal(await code(g.write([point('pump-5', { level: 3.5 }, week(4))])), 'ok');
+      assert.equal(await code(g.write([point('pump-5', { level: 3.5 }, now + 3)])), 'ok');
       assert.equal(g.size, 1, 'SHOW FIELD KEYS refused (403): nothing read, the write learnt from');
       assert.match(await message(g.write([point('bad-3', { level: 'full' }, week(5))])), /field "level" of measurement "readings" is a string here, and the database holds it as a float/);
-      // A guard that has not seen `t` written: the database refuses it in its shard, naming the type.
+      // A guard that has not seen `t` written: the database refuses it in the shard of now, naming the type.
+      await sinkOf().write([point('pump-5', { t: 20 }, now + 4)]);
       const learner = guarded({ learnOnly: true });
-      assert.match(await message(learner.write([point('bad-3', { t: 'warm' }, week(0) + 5)])), /^DISTRIBUTOR_WRITE_REJECTED: InfluxDB answered 400/);
+      assert.match(await message(learner.write([point('bad-3', { t: 'warm' }, now + 5)])), /^DISTRIBUTOR_WRITE_REJECTED: InfluxDB answered 400/);
       assert.match(await message(learner.write([point('bad-3', { t: 'warm' }, week(6))])), /field "t" of measurement "readings" is a string here, and the database holds it as a float/);
     });
 
@@ -172,6 +176,21 @@ describe('time-series sinks against real databases', () => {
       await bounded.write([point('pump-6', { t: 1 }, week(7) + 1)]);
       assert.equal(bounded.size, 2, 'read from the database up to its bound');
     });
+
+    it("a value dated long ago teaches the guard nothing: written into an old shard (or refused there), it cannot have the fleet's values refused in every other", async () => {
+      // Learning from writes alone (a user without READ; InfluxDB 2.x): after a restart it knows nothing.
+      const g = guarded({ learnOnly: true });
+      // A device back-dates a string of a field no one wrote in that old shard: the database takes it there.
+      assert.equal(await code(g.write([point('bad-4', { gauge: 'broken' }, week(0) + 7)])), 'ok');
+      assert.equal(await code(g.write([point('pump-7', { gauge: 1.5 }, Date.now())])), 'ok', "the fleet's value of now is written");
+      // What was learnt from a write of now is kept to.
+      assert.match(await message(g.write([point('bad-4', { gauge: 'x' }, Date.now() + 1)])), /field "gauge" of measurement "readings" is a string here, and the database holds it as a float/);
+      // A refusal in an old shard (which holds the string) names a type no newer shard holds.
+      const r = guarded({ learnOnly: true });
+      assert.equal(await code(r.write([point('bad-4', { gauge: 2 }, week(0) + 8)])), 'DISTRIBUTOR_WRITE_REJECTED');
+      assert.equal(await code(r.write([point('pump-8', { gauge: 2.5 }, Date.now() + 2)])), 'ok', "the fleet's value of now is written after the old shard's refusal");
+    });
+
   });
 
   it('InfluxDB 1.x: a database that accepts the connection and never answers is DISTRIBUTOR_WRITE_FAILED at the deadline', async () => {

@@ -21,10 +21,15 @@ import type { PointSink } from './sink.ts';
  * batcher writes its batch again message by message, and only that device's message becomes a dead
  * letter), whichever shard it would open. The types are read from the database at the first write
  * (`SHOW FIELD KEYS`, InfluxDB 1.x, which answers for all shards) and learnt from each write the
- * database took, and from its refusals (which name the type the shard holds).
+ * database took, and from its refusals (which name the type the shard holds), of points dated now
+ * (within LIMITS.fieldTypesLearnWindowMs): the shard being written. A point dated long ago is in an
+ * old shard, which a device can open by back-dating a value of a field no one wrote there: learnt
+ * from, its type would have every device's values refused in every shard.
  *
  * What is not guarded:
- * - a field the database does not hold yet: its first write still decides, as before;
+ * - a field the database does not hold yet: its first write still decides, as before (one written
+ *   back-dated into an old shard before any other is, at the next start, the type SHOW FIELD KEYS
+ *   reads: it cannot say which shard holds a type);
  * - a field the database already holds with more than one type (in different shards), or as an
  *   integer or unsigned (written by something else: every number FieldStream writes is a float):
  *   nothing is refused for it;
@@ -53,6 +58,8 @@ export interface FieldTypeRow {
 export type FieldTypeSource = () => Promise<FieldTypeRow[]>;
 
 const kindOf = (v: unknown): FieldKind => (typeof v === 'number' ? 'float' : typeof v === 'boolean' ? 'boolean' : 'string');
+/** Dated within LIMITS.fieldTypesLearnWindowMs of `now`: in the shard being written (or the next). */
+const isRecent = (p: StoredPoint, now: number): boolean => Math.abs(p.time - now) <= LIMITS.fieldTypesLearnWindowMs;
 const asKnown = (type: string): Known => (type === 'float' || type === 'string' || type === 'boolean' ? type : 'mixed');
 
 /**
@@ -134,16 +141,24 @@ export class FieldTypeGuard implements PointSink {
   }
 
   private learn(points: readonly StoredPoint[]): void {
+    const now = Date.now();
     for (const p of points) {
+      if (!isRecent(p, now)) continue;
       for (const key in p.fields) this.remember(p.measurement, key, kindOf(p.fields[key]), false);
     }
   }
 
-  /** The type a refusal names for a field of these points (and only of them: the text is the database's). */
+  /**
+   * The type a refusal names for a field of these points (and only of them: the text is the
+   * database's), when each point that could be the refused one (its value of the type refused) is
+   * dated now: a refusal in an old shard names that shard's type alone.
+   */
   private learnRefusal(message: string, points: readonly StoredPoint[]): void {
+    const now = Date.now();
     for (const m of message.matchAll(CONFLICT)) {
-      const [, field, measurement, , existing] = m as unknown as [string, string, string, string, string];
-      if (points.some((p) => p.measurement === measurement && Object.hasOwn(p.fields, field))) this.remember(measurement, field, asKnown(existing), false);
+      const [, field, measurement, refused, existing] = m as unknown as [string, string, string, string, string];
+      const candidates = points.filter((p) => p.measurement === measurement && Object.hasOwn(p.fields, field) && kindOf(p.fields[field]) === refused);
+      if (candidates.length > 0 && candidates.every((p) => isRecent(p, now))) this.remember(measurement, field, asKnown(existing), false);
     }
   }
 
