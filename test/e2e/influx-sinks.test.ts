@@ -191,6 +191,15 @@ describe('time-series sinks against real databases', () => {
       assert.equal(await code(r.write([point('pump-8', { gauge: 2.5 }, Date.now() + 2)])), 'ok', "the fleet's value of now is written after the old shard's refusal");
     });
 
+    it('a database that does not exist yet at the first write: its types are read once it does, not learnt from writes alone', async () => {
+      const later = 'types_later';
+      const g = guarded({ database: later });
+      assert.equal(await code(g.write([point('pump-9', { t: 20 }, week(0))])), 'DISTRIBUTOR_WRITE_FAILED');
+      await influx.query(`CREATE DATABASE "${later}"`);
+      // Written meanwhile by something else (restored from a backup, another distributor of the same database).
+      await sinkOf(later).write([point('pump-9', { t: 20 }, week(0))]);
+      assert.match(await message(g.write([point('bad-5', { t: 'hot' }, week(1))])), /field type conflict: field "t" of measurement "readings" is a string here, and the database holds it as a float/);
+    });
   });
 
   it('InfluxDB 1.x: a database that accepts the connection and never answers is DISTRIBUTOR_WRITE_FAILED at the deadline', async () => {

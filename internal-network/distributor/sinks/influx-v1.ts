@@ -96,9 +96,9 @@ export class InfluxV1Sink implements PointSink {
 
   /**
    * The type of every field of the database, as `SHOW FIELD KEYS` gives them (all shards: a field of
-   * two types in two shards is two rows). Unreachable, or answered 401 or 5xx: DISTRIBUTOR_WRITE_FAILED
-   * (as a write would be, retried). Refused (403: a user without READ on the database) or an answer
-   * that is not the query's: an Error, and the field-type guard learns from writes alone.
+   * two types in two shards is two rows). Unreachable, answered 401 or 5xx, or no such database yet:
+   * DISTRIBUTOR_WRITE_FAILED (as a write would be, retried). Refused (403: a user without READ on
+   * the database) or an answer that is not the query's: an Error, and the field-type guard learns from writes alone.
    */
   async fieldTypes(): Promise<FieldTypeRow[]> {
     let answer: { status: number; text: string; cut: boolean };
@@ -119,6 +119,13 @@ export class InfluxV1Sink implements PointSink {
       throw new Error(`InfluxDB's answer to SHOW FIELD KEYS is not one: ${(err as Error).message.slice(0, 500)}`, { cause: err });
     }
     const failed = parsed.results.find((r) => r.error !== undefined);
+    // No database yet (created after the distributor started; restored from a backup): a write
+    // would be answered 404 and retried, so this is retried with it, and the types are read once
+    // it exists. Taken for a refusal, the guard learnt from writes alone for good, blind to every
+    // type the database was given meanwhile (and the log said to grant READ).
+    if (failed?.error?.startsWith('database not found')) {
+      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `InfluxDB has no such database yet: ${failed.error.slice(0, 500)}`);
+    }
     if (failed) throw new Error(`InfluxDB refused SHOW FIELD KEYS: ${failed.error?.slice(0, 500)}`);
     return fieldTypeRows(parsed);
   }
