@@ -255,6 +255,42 @@ describe('files taken within the bound', () => {
     }
   });
 
+  it('with FIELD_QUEUE_SYNC at an interval, a file whose record was written but whose sync failed stays in the outbox with its note, for that record (and for the next start)', async () => {
+    const d = await device('interval-sync-fails', 64 * MiB, { mode: 'interval', ms: 3_600_000 });
+    const queueDir = realpathSync(join(d.dir, 'queue'));
+    const probe = await open(join(d.dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = proto.datasync;
+    // The disk fails the queue's fsync (EIO) after the record's write went through.
+    proto.datasync = async function (this: { fd: number }) {
+      let path = '';
+      try {
+        path = readlinkSync(`/proc/self/fd/${this.fd}`);
+      } catch {
+        // not Linux: every fsync fails, which the test does not need
+      }
+      if (path.startsWith(queueDir)) throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+      return datasync.call(this);
+    };
+    try {
+      const watched = join(d.dir, 'watched');
+      mkdirSync(watched, { recursive: true });
+      writeFileSync(join(watched, 'scan.tif'), 'the scan');
+      const m = await d.client.submitFile(join(watched, 'scan.tif'), { move: true }).catch((err: unknown) => err as Error);
+      const queued = d.queued();
+      assert.equal(queued.length, 1, 'its record is queued, and sendable in this run');
+      const id = (queued[0] as { transferId: string }).transferId;
+      assert.ok(d.outbox.has(id), `the record's file is in the outbox, not given back from under it (${m instanceof Error ? m.message : 'queued'})`);
+      assert.ok(!existsSync(join(watched, 'scan.tif')), 'not put back as well, to be queued a second time');
+      assert.ok(d.outbox.unfinished().has(id), 'its note stays: the next start queues it again should the unsynced record be lost');
+    } finally {
+      proto.datasync = datasync;
+      d.client.stop();
+      await d.queue.close().catch(() => undefined);
+    }
+  });
+
   it('puts a file back where it was when its queue record cannot be written, on this file system or another', async () => {
     const d = await device('give-back', 64 * MiB);
     const folders = [join(d.dir, 'watched')];

@@ -69,10 +69,6 @@ export async function takeFile(h: IntakeHost, path: string, options: { filename?
     let m: QueuedMessage | undefined;
     try {
       [m] = await h.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
-      // On disk before the outbox forgets the file's note and a kept source is remembered as sent:
-      // with FIELD_QUEUE_SYNC at an interval the append answers before its fsync, and a power cut
-      // then would lose the record while the file stayed out of the outbox's recovery, or skipped.
-      await h.queue.durable();
     } catch (err) {
       // Never stranded in the outbox, counted and unsent: back where it came from, to be taken again.
       // A copy whose source stayed (kept) is dropped, as any copy: the source is still there.
@@ -80,6 +76,23 @@ export async function takeFile(h: IntakeHost, path: string, options: { filename?
         h.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId, file: path }, 'a file whose queue record failed cannot be put back; kept in the outbox, queued at the next start');
       }
       throw err;
+    }
+    // On disk before the outbox forgets the file's note and a kept source is remembered as sent:
+    // with FIELD_QUEUE_SYNC at an interval the append answers before its fsync, and a power cut
+    // then would lose the record while the file stayed out of the outbox's recovery, or skipped.
+    try {
+      await h.queue.durable();
+    } catch (err) {
+      // Written, its record is queued and sendable in this run all the same (the sender may have
+      // begun on it): given back, its file was gone from under it, and queued again as another.
+      // So it stays, and so does its note: the next start queues it again should the record be
+      // lost (outbox-recovery.ts). A kept source is not remembered as sent: taken again, a copy at
+      // worst, never a loss. The queue itself logs the failed fsync and takes a new epoch.
+      h.log.error(
+        { code: 'FIELD_QUEUE_WRITE_FAILED', transferId: rec.transferId, file: path, err: (err as Error).message },
+        'a file is queued, but its queue record could not be synced: its outbox note stays, and the next start queues it again should the record be lost',
+      );
+      return m as QueuedMessage;
     }
     h.outbox.accepted(rec.transferId);
     if (kept !== undefined) options.sourceKept?.(kept);
