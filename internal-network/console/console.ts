@@ -61,7 +61,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
   const registry = new DeviceKeyRegistry(config.CONSOLE_DEVICE_KEYS_DIR, config.CONSOLE_REVOKED_DEVICES_FILE, undefined, log.child({ subsystem: 'device-keys' }));
   // Read again when the file changes: the pages and the management API never ask the command API.
   const credentials = new ReloadingCredentials({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }, log.child({ subsystem: 'role-tokens' }));
-  const own = new OwnPointsWriter(selectSink(config, log.child({ subsystem: 'store' })), log.child({ subsystem: 'store' }));
+  const own = new OwnPointsWriter(selectSink(config, log.child({ subsystem: 'store' }), Object.values(CONSOLE_MEASUREMENTS)), log.child({ subsystem: 'store' }));
   const fleet = new Fleet({
     staleAfterMs: config.CONSOLE_STALE_AFTER_S * 1000,
     onStateChange: (c) => {

@@ -105,9 +105,9 @@ describe('time-series sinks against real databases', () => {
     const week = (n: number) => now - (10 - n) * WEEK;
     const silent = createLogger('test', 'silent');
     const sinkOf = (database = TDB, user = influx.user, password = influx.password) => new InfluxV1Sink({ url: influx.url, database, username: user, password, timeoutMs: 5000 });
-    const guarded = (o: { database?: string; user?: string; password?: string; learnOnly?: boolean; maxEntries?: number } = {}) => {
+    const guarded = (o: { database?: string; user?: string; password?: string; learnOnly?: boolean; maxEntries?: number; measurements?: string[] } = {}) => {
       const inner = sinkOf(o.database, o.user, o.password);
-      return new FieldTypeGuard(inner, silent, o.learnOnly ? undefined : () => inner.fieldTypes(), o.maxEntries);
+      return new FieldTypeGuard(inner, silent, o.learnOnly ? undefined : () => inner.fieldTypes(o.measurements ?? ['readings']), o.maxEntries);
     };
     const message = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof FieldStreamError ? `${e.code}: ${e.message}` : String(e)));
     before(async () => {
@@ -175,6 +175,17 @@ describe('time-series sinks against real databases', () => {
       const bounded = guarded({ maxEntries: 2 });
       await bounded.write([point('pump-6', { t: 1 }, week(7) + 1)]);
       assert.equal(bounded.size, 2, 'read from the database up to its bound');
+    });
+
+    it("reads the types of its own measurements only: another writer's fields in the same database count against none of its bounds; a name with regular-expression characters matches itself alone", async () => {
+      const other = (measurement: string, fields: StoredPoint['fields'], time = now): StoredPoint => ({ measurement, tags: { host: 'h1' }, fields, time });
+      await sinkOf().write([other('cpu', { usage: 0.5, note: 'x' }), other('mem', { free: 1 }), other('a.b', { n: 'text' }), other('aXb', { n: 1 }), other('x/y', { s: true })]);
+      const g = guarded({ measurements: ['readings', 'a.b', 'x/y'] });
+      await g.write([point('pump-8', { t: 1 }, now)]);
+      assert.match(await message(g.write([other('a.b', { n: 2 })])), /field "n" of measurement "a.b" is a float here, and the database holds it as a string/);
+      assert.match(await message(g.write([other('x/y', { s: 'yes' })])), /field "s" of measurement "x\/y" is a string here/);
+      // In another shard (the database itself refuses another type in the same one).
+      assert.equal(await code(g.write([other('aXb', { n: 'three' }, week(8)), other('cpu', { usage: 'busy' }, week(8))])), 'ok', 'aXb and cpu are not its measurements: not read, not refused');
     });
 
     it("a value dated long ago teaches the guard nothing: written into an old shard (or refused there), it cannot have the fleet's values refused in every other", async () => {

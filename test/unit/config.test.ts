@@ -66,7 +66,7 @@ describe('configuration', () => {
     // INFLUXDB_DATABASE: refused beside a token, following monitoring.md stopped both services.
     const v2 = { INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_ORG: 'o', INFLUXDB_BUCKET: 'sensor-data', INFLUXDB_DATABASE: 'sensor_data' };
     const d = loadDistributorConfig(v2);
-    const sink = selectSink(d, createLogger('test', 'silent'));
+    const sink = selectSink(d, createLogger('test', 'silent'), ['readings']);
     assert.ok(sink instanceof FieldTypeGuard && sink.inner instanceof InfluxV2Sink, 'the token still selects 2.x for writing (behind the field-type guard)');
     const c = loadConsoleConfig({ ...v2, COMMAND_API_TOKEN: 'x'.repeat(32) });
     const history = selectHistory(c, () => assert.fail('not the local store'));

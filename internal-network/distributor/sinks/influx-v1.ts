@@ -34,8 +34,8 @@ export class InfluxV1Sink implements PointSink {
   readonly description: string;
   /** the write URL at each precision */
   private readonly endpoints: Record<Precision, URL>;
-  /** `SHOW FIELD KEYS` of the database */
-  private readonly fieldKeysUrl: URL;
+  /** the database's `/query` */
+  private readonly queryUrl: URL;
   private readonly headers: Record<string, string>;
   private readonly agent: HttpAgent;
   private readonly send: (url: URL, options: RequestOptions, onResponse: (res: IncomingMessage) => void) => ClientRequest;
@@ -49,9 +49,8 @@ export class InfluxV1Sink implements PointSink {
       return u;
     };
     this.endpoints = { ms: at('ms'), ns: at('ns') };
-    this.fieldKeysUrl = new URL('query', url);
-    this.fieldKeysUrl.searchParams.set('db', options.database);
-    this.fieldKeysUrl.searchParams.set('q', 'SHOW FIELD KEYS');
+    this.queryUrl = new URL('query', url);
+    this.queryUrl.searchParams.set('db', options.database);
     this.description = `InfluxDB 1.x ${shownUrl(options.url)} database ${options.database}`;
     this.headers = { 'content-type': 'text/plain; charset=utf-8' };
     if (options.username) {
@@ -95,15 +94,17 @@ export class InfluxV1Sink implements PointSink {
   }
 
   /**
-   * The type of every field of the database, as `SHOW FIELD KEYS` gives them (all shards: a field of
-   * two types in two shards is two rows). Unreachable, answered 401 or 5xx, or no such database yet:
+   * The type of every field of `measurements` (the writer's own: a database shared with other writers
+   * holds theirs too, which would count against the guard's bounds), as `SHOW FIELD KEYS` gives them
+   * (all shards: a field of two types in two shards is two rows). Unreachable, answered 401 or 5xx, or no such database yet:
    * DISTRIBUTOR_WRITE_FAILED (as a write would be, retried). Refused (403: a user without READ on
    * the database) or an answer that is not the query's: an Error, and the field-type guard learns from writes alone.
    */
-  async fieldTypes(): Promise<FieldTypeRow[]> {
+  async fieldTypes(measurements: readonly string[]): Promise<FieldTypeRow[]> {
+    if (measurements.length === 0) return [];
     let answer: { status: number; text: string; cut: boolean };
     try {
-      answer = await this.post(this.fieldKeysUrl, Buffer.alloc(0), false, LIMITS.fieldTypesAnswerMaxBytes);
+      answer = await this.post(fieldKeysUrl(this.queryUrl, measurements), Buffer.alloc(0), false, LIMITS.fieldTypesAnswerMaxBytes);
     } catch (err) {
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `InfluxDB is unreachable: ${(err as Error).message}`, {}, { cause: err });
     }
@@ -170,4 +171,17 @@ export class InfluxV1Sink implements PointSink {
   async close(): Promise<void> {
     this.agent.destroy();
   }
+}
+
+/**
+ * `SHOW FIELD KEYS FROM /^(a|b)$/`: the fields of those measurements only. InfluxQL takes a
+ * regular expression after FROM (InfluxQL spec, "SHOW FIELD KEYS", "Regular Expressions": Go's
+ * syntax); each name's metacharacters are escaped so that it matches itself alone, and `/`, which
+ * would end the literal, is written `\/`.
+ */
+export function fieldKeysUrl(query: URL, measurements: readonly string[]): URL {
+  const alternatives = measurements.map((m) => m.replace(/[\\^$.|?*+()[\]{}]/g, '\\$&').replace(/\//g, '\\/')).join('|');
+  const url = new URL(query);
+  url.searchParams.set('q', `SHOW FIELD KEYS FROM /^(${alternatives})$/`);
+  return url;
 }

@@ -8,13 +8,14 @@ import { InfluxV2Sink } from './influx-v2.ts';
 import { LocalPointStore } from './local-store.ts';
 import type { PointSink } from './sink.ts';
 import { FieldTypeGuard } from './field-types.ts';
+import { MEASUREMENTS } from '../points.ts';
 
 /**
  * INFLUXDB_TOKEN selects InfluxDB 2.x, INFLUXDB_DATABASE 1.x; without INFLUXDB_URL the local store.
  * InfluxDB behind the field-type guard (field-types.ts): one device's value of another type must
  * not fix a field's type in a new shard for every device.
  */
-export function selectSink(c: InfluxSettings, log: Logger): PointSink {
+export function selectSink(c: InfluxSettings, log: Logger, measurements: readonly string[]): PointSink {
   if (!c.INFLUXDB_URL) return new LocalPointStore(c.TIMESERIES_LOCAL_PATH);
   const guarded = log.child({ subsystem: 'field-types' });
   if (c.INFLUXDB_TOKEN !== undefined) {
@@ -34,7 +35,8 @@ export function selectSink(c: InfluxSettings, log: Logger): PointSink {
     password: c.INFLUXDB_PASSWORD,
     timeoutMs: c.INFLUXDB_TIMEOUT_MS,
   });
-  return new FieldTypeGuard(v1, guarded, () => v1.fieldTypes());
+  // Only the writer's own measurements: other writers' fields of a shared database are not ours to guard.
+  return new FieldTypeGuard(v1, guarded, () => v1.fieldTypes(measurements));
 }
 
 /**
@@ -43,7 +45,7 @@ export function selectSink(c: InfluxSettings, log: Logger): PointSink {
  * the local store, as before.
  */
 export function selectDistributorSink(c: InfluxSettings & PostgresSettings, log: Logger): PointSink {
-  if (!postgresEnabled(c)) return selectSink(c, log);
+  if (!postgresEnabled(c)) return selectSink(c, log, Object.values(MEASUREMENTS));
   const postgres = new PostgresSink(postgresConnection(c), log.child({ subsystem: 'postgres' }));
-  return c.INFLUXDB_URL ? new FanoutSink([selectSink(c, log), postgres]) : postgres;
+  return c.INFLUXDB_URL ? new FanoutSink([selectSink(c, log, Object.values(MEASUREMENTS)), postgres]) : postgres;
 }
