@@ -70,8 +70,10 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     logger: o.logger.child({ component: 'broker' }),
   });
   const mqttUrl = `mqtts://${o.host}:${broker.port}`;
-  // The embedded broker speaks MQTT 3.1.1 and has no shared subscriptions.
-  const common = { MQTT_URL: mqttUrl, MQTT_PROTOCOL_VERSION: '4', MQTT_CA_FILE: p.publicCa };
+  // The embedded broker speaks MQTT 3.1.1 and has no shared subscriptions. It presents the DMZ
+  // broker's certificate, which its clients verify as the DMZ broker's clients do: with that
+  // broker's anchor (pki/dmz-anchor.ts), the CA itself until a --renew-dmz.
+  const common = { MQTT_URL: mqttUrl, MQTT_PROTOCOL_VERSION: '4', MQTT_CA_FILE: p.dmzBrokerCa.internal };
   // A service's broker connection: the embedded broker, with the service's own certificate.
   const mqttAs = (service: Parameters<typeof p.service>[0]) => ({ ...common, MQTT_CERT_FILE: p.service(service).cert, MQTT_KEY_FILE: p.service(service).key });
   const metricsPort = (port: number | undefined) => (port === undefined ? 'off' : String(port));

@@ -7,6 +7,9 @@ import { join } from 'node:path';
  *                             service, never put into a device bundle.
  *   ca.crt                    the public trust anchor every service and device receives
  *   dmz/...                   what the DMZ server mounts (edge TLS, DMZ broker, gateway client)
+ *   dmz/dmz-broker-ca.crt,    the one certificate the DMZ broker's clients (the gateways; the bridge
+ *   internal/dmz-broker-ca.crt and the broker exporter inside) trust for that broker: the issuer of
+ *                             dmz/mosquitto.crt (pki/dmz-anchor.ts)
  *   internal/...              what the internal server mounts (internal broker, bridge, distributor, command API,
  *                             console)
  *   devices/ID/...            one device's certificate and key, and its message-signing key
@@ -63,6 +66,12 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
  * name from its certificate's CN (use_identity_as_username) and trust the CA that signs devices,
  * so a device certificate named "bridge" would be the bridge to the DMZ broker's ACL.
  */
+/**
+ * The certificates whose keys lie on the DMZ server: what `--renew-dmz` issues again and revokes
+ * after a compromise of that server (pki/dmz-anchor.ts).
+ */
+export const DMZ_SERVICE_FILES: readonly string[] = SERVICE_CERTS.filter((s) => s.file.startsWith('dmz/')).map((s) => s.file);
+
 export const RESERVED_DEVICE_IDS: ReadonlySet<string> = new Set(SERVICE_CERTS.map((s) => s.commonName));
 
 export function pkiPaths(root: string) {
@@ -87,6 +96,8 @@ export function pkiPaths(root: string) {
     /** the internal network's copy of a device's message-signing key */
     deviceKeyRegistry: (deviceId: string) => join(root, 'internal', 'device-keys', `${deviceId}.key`),
     bundle: (deviceId: string) => join(root, 'bundles', `${deviceId}.tar.gz`),
+    /** the DMZ broker's trust anchor, one copy for each server (pki/dmz-anchor.ts) */
+    dmzBrokerCa: { dmz: join(root, 'dmz', 'dmz-broker-ca.crt'), internal: join(root, 'internal', 'dmz-broker-ca.crt') },
   };
 }
 export type PkiPaths = ReturnType<typeof pkiPaths>;

@@ -9,8 +9,9 @@ import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
-import { pkiPaths, RESERVED_DEVICE_IDS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
-import { publishRevocations, recordIssued, revokedSerialsPath, underRevocationLock } from './revocation.ts';
+import { dmzBrokerAnchorOf, hasOwnDmzBrokerAnchor, oneShotBrokerCa, pemBlocks, sameCertificate, withNamesOf } from './dmz-anchor.ts';
+import { DMZ_SERVICE_FILES, pkiPaths, RESERVED_DEVICE_IDS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
+import { publishRevocations, recordIssued, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
 
 /** days */
 export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
@@ -29,6 +30,13 @@ export interface SetupOptions {
   newCa?: boolean;
   /** Re-issue service certificates that already exist. */
   renew?: boolean;
+  /**
+   * Recover from a compromise of the DMZ server: issue the DMZ's service certificates (edge,
+   * gateway, DMZ broker) again, the broker's from a new anchor of its own (dmz-anchor.ts), and
+   * revoke every earlier one. Devices keep their certificates. Ignored with a new CA, which makes
+   * every earlier certificate useless already.
+   */
+  renewDmz?: boolean;
   /** more names for the public edge certificate: each DMZ server's own name when there are several */
   edgeHosts?: readonly string[];
   dmzBrokerHosts?: readonly string[];
@@ -40,6 +48,8 @@ export interface SetupReport {
   created: string[];
   kept: string[];
   replacedCaDir?: string;
+  /** --renew-dmz: the serials of the DMZ's service certificates revoked now */
+  revoked?: string[];
 }
 
 /** Writes a private key readable by its owner only, and a certificate readable by all. */
@@ -117,8 +127,10 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // asked for now: kept beside a new domain, it would fail the devices' and the bridge's hostname
   // checks while fieldstream-pki.json and new device bundles point at the new name. Refused before
   // anything is written; --renew re-issues them (under the same CA), --new-ca with a new CA.
+  // With --renew-dmz the DMZ's are issued again (with the names they had), so only the others are checked.
+  const renewDmz = options.renewDmz === true && caExists && options.newCa !== true;
   if (caExists && !options.renew && !options.newCa) {
-    const lacking = SERVICE_CERTS.flatMap((spec) => {
+    const lacking = SERVICE_CERTS.filter((spec) => !(renewDmz && DMZ_SERVICE_FILES.includes(spec.file))).flatMap((spec) => {
       const paths = p.service(spec.file);
       const sans = sansOf(spec);
       if (!sans || !existsSync(paths.cert) || !existsSync(paths.key)) return [];
@@ -170,26 +182,57 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // A new CA invalidates every certificate the old one signed (and none found beside a CA made now
   // can be of it): re-issue them all.
   const renew = options.renew === true || report.ca !== 'reused';
+  // The DMZ broker's certificate comes from an anchor of its own at a --renew-dmz, and ever after
+  // (dmz-anchor.ts); from the main CA in a set that never had one, and with a new CA.
+  const ownAnchor = renewDmz || (report.ca === 'reused' && hasOwnDmzBrokerAnchor(root, ca.certPem));
+  const issued: Array<{ spec: ServiceCertSpec; kc: KeyAndCert }> = [];
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
-    if (existsSync(paths.cert) && existsSync(paths.key) && !renew) {
+    const dmz = renewDmz && DMZ_SERVICE_FILES.includes(spec.file);
+    if (existsSync(paths.cert) && existsSync(paths.key) && !renew && !dmz) {
       report.kept.push(spec.file);
       continue;
     }
-    const sans = sansOf(spec);
-    writeKeyAndCert(
-      paths,
-      issueCertificate(ca, {
-        commonName: spec.commonName,
-        organizationalUnit: 'services',
-        role: spec.role,
-        subjectAltNames: sans ? [...new Set(sans)] : [],
-        validityDays: VALIDITY_DAYS.service,
-      }),
-      { root, name: spec.file },
-    );
-    report.created.push(spec.file);
+    const computed = sansOf(spec);
+    const sans = computed && dmz ? withNamesOf(paths.cert, computed) : computed;
+    const options = {
+      commonName: spec.commonName,
+      organizationalUnit: 'services',
+      role: spec.role,
+      subjectAltNames: sans ? [...new Set(sans)] : [],
+      validityDays: VALIDITY_DAYS.service,
+    } as const;
+    if (spec.file === 'dmz/mosquitto' && ownAnchor) {
+      // The anchor's key signs this one certificate and is dropped with this scope.
+      const anchor = oneShotBrokerCa(domain.data, VALIDITY_DAYS.service + 1);
+      const kc = issueCertificate(anchor, options);
+      issued.push({ spec, kc: { keyPem: kc.keyPem, certPem: kc.certPem + anchor.certPem } });
+    } else {
+      issued.push({ spec, kc: issueCertificate(ca, options) });
+    }
   }
+  const writeIssued = () => {
+    for (const { spec, kc } of issued) {
+      writeKeyAndCert(p.service(spec.file), kc, { root, name: spec.file });
+      report.created.push(spec.file);
+    }
+  };
+  if (renewDmz) {
+    // Under the revocation lock, as a device's renewal: the new certificates recorded and in place,
+    // then everything of those names issued before them revoked, CRL and gateways' list written.
+    const current = DMZ_SERVICE_FILES.flatMap((name) => {
+      const cert = p.service(name).cert;
+      return statSync(cert, { throwIfNoEntry: false })?.isFile() ? [{ name, pem: readFileSync(cert, 'utf8') }] : [];
+    });
+    const keep = new Set(issued.map(({ kc }) => new X509Certificate(kc.certPem).serialNumber.toUpperCase()));
+    report.revoked = underRevocationLock(root, () => {
+      writeIssued();
+      return revokeServiceCertificatesLocked(root, new Set(DMZ_SERVICE_FILES), current, keep);
+    });
+  } else {
+    writeIssued();
+  }
+  ensureDmzBrokerAnchor(root, ca.certPem, report);
   ensureStoredFeedKey(root, renew, report);
   ensureRevokedDevicesList(root, report);
   // The folders the compose files mount, which fill later (a device's signing key, the device tokens
@@ -203,6 +246,35 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // so an upgrade never leaves the gateways without the certificates revoked so far.
   if (!existsSync(join(root, 'ca.crl')) || !existsSync(revokedSerialsPath(root)) || report.ca !== 'reused') publishRevocations(root);
   return report;
+}
+
+/**
+ * The DMZ broker's anchor (dmz-anchor.ts), one copy in dmz/ for the gateways and one in internal/
+ * for the bridge and the broker exporter, made again from dmz/mosquitto.crt whenever it differs:
+ * a set made before these files gets them (the main CA, which issued its broker certificate), and
+ * a run killed between a new broker certificate and its anchor files is mended by the next.
+ */
+function ensureDmzBrokerAnchor(root: string, caPem: string, report: SetupReport): void {
+  const anchor = dmzBrokerAnchorOf(root, caPem);
+  if (anchor === undefined) {
+    throw new FieldStreamError(
+      'PKI_DMZ_ANCHOR_MISSING',
+      `${pkiPaths(root).service('dmz/mosquitto').cert} is not a certificate of this CA nor of an anchor of its own: run scripts/generate-certificates.sh DOMAIN --renew-dmz to issue the DMZ's certificates again.`,
+    );
+  }
+  const files = pkiPaths(root).dmzBrokerCa;
+  for (const [where, path] of Object.entries(files)) {
+    const name = `${where}/dmz-broker-ca.crt`;
+    const st = replaceDockersFolder(path, "the DMZ broker's anchor");
+    const held = st ? pemBlocks(readFileSync(path, 'utf8')) : [];
+    if (held.length === 1 && sameCertificate(held[0] as string, anchor)) {
+      report.kept.push(name);
+      continue;
+    }
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    replaceFileDurablySync(path, anchor, 0o644);
+    report.created.push(name);
+  }
 }
 
 /**

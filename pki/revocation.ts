@@ -168,6 +168,32 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   return { serials: issued.map((r) => r.serial), token };
 }
 
+/**
+ * Revokes every certificate the CA's log records under one of `names` (service certificate files,
+ * "dmz/gateway"), and the serials of `current` (the certificates in place before, should the log
+ * lack one: a set older than the log), but those in `keep` (the ones just issued in their place),
+ * and writes the CRL and the gateways' list. The caller holds the revocation lock
+ * (underRevocationLock) across the issue of the new certificates and this, as a device's renewal
+ * does. Returns the serials revoked now.
+ */
+export function revokeServiceCertificatesLocked(root: string, names: ReadonlySet<string>, current: ReadonlyArray<{ name: string; pem: string }>, keep: ReadonlySet<string>): string[] {
+  const p = pkiPaths(root);
+  const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => names.has(r.name));
+  for (const c of current) {
+    const serial = serialOf(Buffer.from(c.pem));
+    if (serial !== undefined && !issued.some((r) => r.serial === serial)) issued.push({ name: c.name, serial, notAfter: '', subject: '' });
+  }
+  const revokedPath = join(p.caDir, 'revoked.jsonl');
+  const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
+  const now = new Date().toISOString();
+  const fresh = issued.filter((r) => !keep.has(r.serial) && !already.has(r.serial));
+  const unique = [...new Map(fresh.map((r) => [r.serial, r])).values()];
+  // Whole and synced before the lists are written from them, as a device's revocation.
+  if (unique.length > 0) appendRecords(revokedPath, unique.map((r) => JSON.stringify({ ...r, revokedAt: now }) + '\n').join(''), RevokedRecordSchema);
+  writeRevocations(root);
+  return unique.map((r) => r.serial);
+}
+
 /** A certificate's serial (upper-case hex), or undefined when the bytes are not a certificate. */
 function serialOf(pem: Buffer): string | undefined {
   try {

@@ -22,7 +22,7 @@ const fieldCompose = resolve(repoRoot, 'field-client', 'docker-compose.yml');
 
 function usage(): never {
   console.error(`usage:
-  scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
+  scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--renew-dmz] [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
   scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]
   scripts/revoke-device.sh DEVICE_ID`);
   process.exit(64);
@@ -48,6 +48,7 @@ function setup(argv: string[]): void {
     options: {
       'new-ca': { type: 'boolean', default: false },
       renew: { type: 'boolean', default: false },
+      'renew-dmz': { type: 'boolean', default: false },
       'edge-host': { type: 'string', multiple: true, default: [] },
       'dmz-broker-host': { type: 'string', multiple: true, default: [] },
       'internal-broker-host': { type: 'string', multiple: true, default: [] },
@@ -55,11 +56,21 @@ function setup(argv: string[]): void {
   });
   const domain = positionals[0];
   if (!domain || positionals.length > 1) usage();
+  if (values['renew-dmz'] && values['new-ca']) {
+    // A new CA already makes every earlier certificate useless, the DMZ's too: one or the other.
+    console.error('error ADMIN_USAGE: --renew-dmz and --new-ca do not go together (a new CA re-issues every certificate, the DMZ\'s included)');
+    usage();
+  }
+  if (values['renew-dmz'] && !existsSync(pkiPaths(certsDir).caKey)) {
+    console.error(`error PKI_CA_MISSING: --renew-dmz issues the DMZ's certificates again under the CA in ${pkiPaths(certsDir).caDir}, and there is none: run scripts/generate-certificates.sh ${domain} first.`);
+    process.exit(65);
+  }
   const before = readPkiMeta(certsDir)?.domain;
   const report = setupPki(certsDir, {
     domain,
     newCa: values['new-ca'],
     renew: values.renew,
+    renewDmz: values['renew-dmz'],
     edgeHosts: values['edge-host'],
     dmzBrokerHosts: values['dmz-broker-host'],
     internalBrokerHosts: values['internal-broker-host'],
@@ -81,9 +92,22 @@ The domain was ${before}: the device bundles made before (${bundles.join(', ')})
 Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew), or set GATEWAY_URL in each device's .env.
 ` : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
-Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
+${report.revoked !== undefined ? dmzRenewalSteps(report.revoked) : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
 (both Mosquittos read certs/ca.crl: where it is missing, Docker mounts an empty folder and the broker stops).
-Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`);
+Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`}`);
+}
+
+/** What --renew-dmz leaves to do on the servers (docs/operations.md, "Recovering from a DMZ compromise"). */
+function dmzRenewalSteps(revoked: readonly string[]): string {
+  return `The DMZ's certificates are new; ${revoked.length} earlier one(s) revoked${revoked.length > 0 ? ` (serials ${revoked.join(', ')})` : ''}.
+The old keys are refused once these are in place (devices keep their certificates and bundles):
+  DMZ server:      certs/ca.crl and certs/dmz/ (new keys, the DMZ broker's new anchor dmz-broker-ca.crt,
+                   revocation/revoked-serials.txt), then recreate every service so each reads them:
+                   docker-compose -f docker-compose.dmz.yml up -d --force-recreate
+  internal server: certs/ca.crl and certs/internal/dmz-broker-ca.crt (the only anchor the bridge and the
+                   broker exporter trust for the DMZ broker), then
+                   docker-compose -f docker-compose.internal.yml up -d --force-recreate internal-mosquitto broker-exporter
+  Kubernetes:      copy the same files into each overlay's certs/ and apply both overlays again.`;
 }
 
 function client(argv: string[]): void {

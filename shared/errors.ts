@@ -412,6 +412,11 @@ export const ERRORS = {
   PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists.' },
   PKI_NAMES_MISSING: { http: 409, transient: false, description: 'The existing service certificates do not name the domain or hosts asked for; nothing was changed.' },
   PKI_BUSY: { http: 503, transient: true, description: 'Another fieldstream-admin command is changing the device tokens file or the revocations; try again.' },
+  PKI_DMZ_ANCHOR_MISSING: {
+    http: 409,
+    transient: false,
+    description: "The DMZ broker's certificate (certs/dmz/mosquitto.crt) is neither of the CA nor of an anchor of its own, so its clients' trust anchor cannot be written; issue the DMZ's certificates again with --renew-dmz.",
+  },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
   GATEWAY_TOKEN_AUTH_DISABLED: { http: 403, transient: false, description: 'This gateway takes no device tokens (GATEWAY_TOKEN_AUTH is off).' },

@@ -9,6 +9,11 @@ export const BrokerExporterConfigSchema = z.object({
   ...mqttSettings('internal/monitor'),
   /** The DMZ broker, dialled out from the internal side as the bridge does ("off": watch the internal broker only). */
   DMZ_MQTT_URL: z.union([z.literal('off'), setting.url(['mqtts'])]).default('mqtts://dmz-mosquitto:8883'),
+  /**
+   * What the DMZ broker's certificate is verified with: its own anchor (certs/internal/dmz-broker-ca.crt,
+   * pki/dmz-anchor.ts), as the bridge does; empty: MQTT_CA_FILE, the CA (a set before --renew-dmz).
+   */
+  DMZ_MQTT_CA_FILE: z.string().default(''),
   /** Where Prometheus scrapes /metrics (and /healthz, /readyz are answered). */
   BROKER_EXPORTER_METRICS_HOST: setting.host('127.0.0.1'),
   BROKER_EXPORTER_METRICS_PORT: setting.port(9468),

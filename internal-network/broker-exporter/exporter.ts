@@ -5,6 +5,7 @@ import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
+import { readPemSetting } from '../../shared/tls-files.ts';
 import { SYS_FILTER } from '../../shared/acl.ts';
 import { bridgeStateNames, expectedBridges, type BrokerExporterConfig } from './config.ts';
 
@@ -115,6 +116,8 @@ export interface BrokerExporter {
 export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>, logger: Logger): Promise<BrokerExporter> {
   const log = logger.child({ component: 'broker-exporter' });
   const tls = readMqttTls(config);
+  // The DMZ broker's certificate is of its own anchor (pki/dmz-anchor.ts), the internal broker's of the CA.
+  const dmzTls = config.DMZ_MQTT_CA_FILE === '' ? tls : { ...tls, ca: readPemSetting('DMZ_MQTT_CA_FILE', config.DMZ_MQTT_CA_FILE) };
   const staleMs = config.BROKER_EXPORTER_STALE_S * 1000;
   const bridges = expectedBridges(config);
   if (config.BRIDGE_STATE_TOKEN === undefined) {
@@ -125,7 +128,7 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   }
   const watch = (name: 'internal' | 'dmz', url: string, expected: readonly string[] | ReadonlyMap<string, string> = []) => {
     const client = connectMqtt(
-      { url, ...tls, clientId: `${config.BROKER_EXPORTER_CLIENT_ID}-${name}`, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: true },
+      { url, ...(name === 'dmz' ? dmzTls : tls), clientId: `${config.BROKER_EXPORTER_CLIENT_ID}-${name}`, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: true },
       log.child({ broker: name }),
       { resubscribe: false },
     );

@@ -114,7 +114,8 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       GATEWAY_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
       ...(o.tokenRoute && identity === 'proxy' ? { GATEWAY_TOKEN_AUTH: 'on' } : {}),
       MQTT_URL: `mqtts://${local.name}:${ports.mqtt}`,
-      MQTT_CA_FILE: p.publicCa,
+      // The DMZ broker's own anchor, not the CA (pki/dmz-anchor.ts), as in the compose file.
+      MQTT_CA_FILE: p.dmzBrokerCa.dmz,
       MQTT_CERT_FILE: p.service('dmz/gateway').cert,
       MQTT_KEY_FILE: p.service('dmz/gateway').key,
       // Ready by its log line, not by the file: a socket a killed gateway left stays for its restart to deal with.

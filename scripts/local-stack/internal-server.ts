@@ -75,7 +75,8 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
   const mosquitto = mosquittoProcess(m, 'internal-mosquitto', 'internal', ports.mqtt, {
     MOSQUITTO_BRIDGES_DIR: bridgesDir,
     DMZ_BROKER_HOSTS: bridges.DMZ_BROKER_HOSTS,
-    BRIDGE_CA_FILE: p.publicCa,
+    // The DMZ broker's own anchor, not the CA (pki/dmz-anchor.ts), as in the compose file.
+    BRIDGE_CA_FILE: p.dmzBrokerCa.internal,
     BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
     BRIDGE_CLIENT_ID: bridges.BRIDGE_CLIENT_ID,
@@ -123,6 +124,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
   const brokerExporter = nodeProcess(m, 'broker-exporter', 'internal-network/broker-exporter/main.ts', {
     ...mqttEnv('internal/monitor'),
     DMZ_MQTT_URL: monitored === 'off' || !monitored ? 'off' : `mqtts://${monitored.host}:${monitored.port}`,
+    DMZ_MQTT_CA_FILE: p.dmzBrokerCa.internal,
     ...bridges,
     BROKER_EXPORTER_CLIENT_ID: 'broker-exporter-1',
     BROKER_EXPORTER_METRICS_HOST: bind,

@@ -93,7 +93,7 @@ export async function startBridgedInternalMosquitto(
     MOSQUITTO_LOG_DEST: `file ${join(dataDir, 'mosquitto.log')}`,
     MOSQUITTO_BRIDGES_DIR: join(dataDir, 'bridges'),
     DMZ_BROKER_HOSTS: dmzBrokerHosts,
-    BRIDGE_CA_FILE: p.publicCa,
+    BRIDGE_CA_FILE: p.dmzBrokerCa.internal,
     BRIDGE_CERT_FILE: p.service('internal/bridge').cert,
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
     RENDER_CONFIG: join(repo, 'scripts', 'render-config.sh'),

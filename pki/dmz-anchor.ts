@@ -1,0 +1,106 @@
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { createCertificateAuthority, type KeyAndCert } from './certificates.ts';
+import { pkiPaths } from './layout.ts';
+
+/**
+ * The DMZ broker's trust anchor: what its clients (the gateways; inside, the bridge and the broker
+ * exporter) trust for that broker, and nothing else does.
+ *
+ * Why not the CA: Mosquitto checks no CRL for a bridge's remote side (`crlfile` is for the clients
+ * of a listener; a bridge has only bridge_cafile/bridge_capath), so a bridge trusting the CA takes
+ * any unexpired certificate of it that names the DMZ broker's host, revoked or not: the DMZ broker's
+ * own, and the edge certificate, which names the same domain. Both keys lie on the DMZ server; a
+ * copy taken in a compromise of it stayed good for 825 days.
+ *
+ * So `--renew-dmz` (onboarding.ts) issues the DMZ broker's certificate from a CA of its own, made
+ * for that one certificate and whose key is never written (it signs nothing else, ever: a one-shot
+ * CA, pathLen 0), and the broker's clients trust that CA's certificate alone
+ * (dmz/dmz-broker-ca.crt, internal/dmz-broker-ca.crt). Each renewal makes a new one: every older
+ * broker certificate, and every certificate of the main CA, stops verifying for them, which is the
+ * revocation a bridge can do.
+ *
+ * The anchor's certificate travels in dmz/mosquitto.crt after the broker's own (a chain the broker
+ * sends, which verifies as well), so the two files are written as one and the anchor files are
+ * made again from it on every run of the set-up: a run killed between them cannot leave a broker
+ * certificate its clients refuse. A certificate file of one certificate (every set made before
+ * this, and a new set until its first --renew-dmz) is the main CA's: its anchor is the CA itself,
+ * as the clients trusted before.
+ */
+
+/** The certificates of a PEM file, in order, each as its own PEM block. */
+export function pemBlocks(pem: string): string[] {
+  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => `${m[0]}\n`);
+}
+
+export function sameCertificate(a: string, b: string): boolean {
+  return new X509Certificate(a).raw.equals(new X509Certificate(b).raw);
+}
+
+/**
+ * A CA of its own for one DMZ broker certificate (see above): its key is returned to sign that
+ * certificate and is then dropped by the caller. Its name carries the time of issue, so that no two
+ * generations share a subject (OpenSSL looks issuers up by name).
+ */
+export function oneShotBrokerCa(domain: string, validityDays: number): KeyAndCert {
+  return createCertificateAuthority(`FieldStream DMZ broker CA (${domain}, ${new Date().toISOString()})`, validityDays);
+}
+
+/**
+ * The anchor of the DMZ broker's certificate as it is in `root`: the one-shot CA that follows the
+ * broker's certificate in dmz/mosquitto.crt and issued it, or the main CA when that issued it.
+ * Undefined when there is no broker certificate, or it is neither's.
+ */
+export function dmzBrokerAnchorOf(root: string, caPem: string): string | undefined {
+  const cert = pkiPaths(root).service('dmz/mosquitto').cert;
+  if (statSync(cert, { throwIfNoEntry: false })?.isFile() !== true) return undefined;
+  const [leafPem, ...rest] = pemBlocks(readFileSync(cert, 'utf8'));
+  if (leafPem === undefined) return undefined;
+  const leaf = new X509Certificate(leafPem);
+  const last = rest.at(-1);
+  if (last !== undefined && leaf.checkIssued(new X509Certificate(last)) && leaf.verify(new X509Certificate(last).publicKey)) return last;
+  const ca = new X509Certificate(caPem);
+  return leaf.checkIssued(ca) && leaf.verify(ca.publicKey) ? pemBlocks(caPem)[0] : undefined;
+}
+
+/**
+ * Whether the DMZ broker's clients are given an anchor of its own already (a --renew-dmz ran):
+ * from the broker's certificate, or, where that is gone, from the anchor file. Once they are,
+ * the broker's certificate is never issued by the main CA again, or an older broker certificate
+ * of that CA (one stolen before the renewal) would be trusted again.
+ */
+export function hasOwnDmzBrokerAnchor(root: string, caPem: string): boolean {
+  const anchor = dmzBrokerAnchorOf(root, caPem);
+  if (anchor !== undefined) return !sameCertificate(anchor, caPem);
+  const file = pkiPaths(root).dmzBrokerCa.dmz;
+  if (statSync(file, { throwIfNoEntry: false })?.isFile() !== true) return false;
+  const [pem] = pemBlocks(readFileSync(file, 'utf8'));
+  return pem !== undefined && !sameCertificate(pem, caPem);
+}
+
+/** The text form of an IP address, so that "::1" and "0:0:0:0:0:0:0:1" are one name. */
+function canonicalIp(ip: string): string {
+  return isIP(ip) === 6 ? new URL(`http://[${ip}]/`).hostname.slice(1, -1) : ip;
+}
+
+/**
+ * `names`, with the DNS names and IP addresses of the certificate at `certPath` that they lack:
+ * a DMZ certificate issued again after a compromise answers to everything the old one did (the
+ * --edge-host and --dmz-broker-host names given at the set-up, which the recovery's command need
+ * not repeat), or devices and the bridge would fail their host name checks.
+ */
+export function withNamesOf(certPath: string, names: readonly string[]): string[] {
+  if (!existsSync(certPath)) return [...names];
+  const [pem] = pemBlocks(readFileSync(certPath, 'utf8'));
+  if (pem === undefined) return [...names];
+  const old = (new X509Certificate(pem).subjectAltName ?? '')
+    .split(', ')
+    .flatMap((entry) => {
+      if (entry.startsWith('DNS:')) return [entry.slice(4)];
+      if (entry.startsWith('IP Address:')) return [canonicalIp(entry.slice(11))];
+      return [];
+    });
+  const have = new Set(names.map((n) => (isIP(n) ? canonicalIp(n) : n.toLowerCase())));
+  return [...names, ...old.filter((n) => !have.has(isIP(n) ? n : n.toLowerCase()))];
+}

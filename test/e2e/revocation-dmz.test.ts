@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { setupPki } from '../../pki/onboarding.ts';
+import { freePort, waitForPort } from '../../scripts/local-stack/ports.ts';
+import { eventually } from '../helpers/ws-device.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
+
+const repo = join(import.meta.dirname, '..', '..');
+
+/** The real DMZ Mosquitto with its own configuration (dmz/mosquitto), as the compose file renders it. */
+async function startDmzMosquitto(dataDir: string, files: { ca: string; cert: string; key: string; crl: string }): Promise<{ port: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  mkdirSync(dataDir, { recursive: true });
+  const env = {
+    PATH: process.env.PATH ?? '',
+    MOSQUITTO_PORT: String(port),
+    MOSQUITTO_BIND: '127.0.0.1',
+    MOSQUITTO_CA_FILE: files.ca,
+    MOSQUITTO_CERT_FILE: files.cert,
+    MOSQUITTO_KEY_FILE: files.key,
+    MOSQUITTO_CRL_FILE: files.crl,
+    MOSQUITTO_CONFIG_DIR: join(repo, 'dmz', 'mosquitto'),
+    MOSQUITTO_DATA_DIR: dataDir,
+    MOSQUITTO_USER: process.env.USER ?? 'root',
+    MOSQUITTO_LOG_DEST: `file ${join(dataDir, 'mosquitto.log')}`,
+  };
+  const conf = join(dataDir, 'mosquitto.conf');
+  execFileSync(join(repo, 'scripts', 'render-config.sh'), [join(repo, 'dmz', 'mosquitto', 'mosquitto.conf'), conf], { env });
+  const broker: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+  await waitForPort(port, '127.0.0.1', 15_000, () => broker.exitCode === null);
+  return {
+    port,
+    stop: async () => {
+      if (broker.exitCode === null && broker.signalCode === null) await new Promise((r) => broker.once('exit', r).kill());
+    },
+  };
+}
+
+/**
+ * A compromise of the DMZ server leaves its keys with the attacker. After
+ * `generate-certificates.sh --renew-dmz`, the old gateway key is refused by the DMZ broker (CRL),
+ * and the old DMZ broker key (and the edge key, which names the same host) by the internal
+ * broker's bridge, which checks no CRL: it trusts the DMZ broker's new anchor alone. Devices keep
+ * their certificates.
+ */
+describe('recovering from a DMZ compromise with real Mosquittos', () => {
+  const work = tempDir('dmz-renewal');
+  const pki = makeTestPki(['dev-1']);
+  const p = pki.paths;
+  const stolen = join(work.dir, 'stolen');
+  const steal = (file: string) => ({ cert: join(stolen, `${file.replace('/', '-')}.crt`), key: join(stolen, `${file.replace('/', '-')}.key`) });
+  const stops: Array<() => Promise<void>> = [];
+  const clients: MqttClient[] = [];
+  before(() => {
+    mkdirSync(stolen);
+    for (const file of ['dmz/gateway', 'dmz/mosquitto', 'dmz/edge']) {
+      copyFileSync(p.service(file).cert, steal(file).cert);
+      copyFileSync(p.service(file).key, steal(file).key);
+    }
+  });
+  after(async () => {
+    for (const c of clients) c.end(true);
+    for (const stop of stops.reverse()) await stop();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  const connect = (url: string, ca: string, who: { cert: string; key: string }) =>
+    connectAsync(url, { ca: readFileSync(ca), cert: readFileSync(who.cert), key: readFileSync(who.key), protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000, clientId: `t-${Math.random().toString(16).slice(2)}` }).then((c) => {
+      clients.push(c);
+      return c;
+    });
+
+  it('before the renewal, the bridge takes a broker with the stolen DMZ broker key (the defect the renewal mends)', async () => {
+    const rogue = new RogueDmzBroker(steal('dmz/mosquitto'));
+    await rogue.listen();
+    stops.push(() => rogue.close());
+    const internal = await startBridgedInternalMosquitto(repo, pki, join(work.dir, 'internal-before'), `localhost:${rogue.port}`);
+    stops.push(() => internal.stop());
+    const filters = await Promise.race([rogue.subscribed, sleep(15_000).then(() => undefined)]);
+    assert.ok(filters, 'the bridge connected to the broker of the stolen key');
+    await internal.stop();
+  });
+
+  it('after --renew-dmz: the stolen gateway key is refused by the DMZ broker, the new one is taken, devices keep theirs', async () => {
+    const deviceCert = readFileSync(p.device('dev-1').cert, 'utf8');
+    const report = setupPki(pki.dir, { domain: 'localhost', renewDmz: true });
+    assert.equal(report.revoked?.length, 3);
+    assert.equal(readFileSync(p.device('dev-1').cert, 'utf8'), deviceCert);
+
+    const dmz = await startDmzMosquitto(join(work.dir, 'dmz-broker'), { ca: p.publicCa, cert: p.service('dmz/mosquitto').cert, key: p.service('dmz/mosquitto').key, crl: join(pki.dir, 'ca.crl') });
+    stops.push(() => dmz.stop());
+    const url = `mqtts://localhost:${dmz.port}`;
+    await assert.rejects(connect(url, p.dmzBrokerCa.dmz, steal('dmz/gateway')), 'the stolen gateway certificate is refused');
+    const gateway = await connect(url, p.dmzBrokerCa.dmz, p.service('dmz/gateway'));
+    assert.equal(gateway.connected, true);
+    // The DMZ broker's new certificate is not one the CA alone verifies: its clients take its anchor.
+    await assert.rejects(connect(url, p.publicCa, p.service('dmz/gateway')));
+    // The gateway's new certificate is of the CA, and the devices' are untouched: the device is refused only by the broker's ACL, not its TLS.
+    const device = await connect(url, p.dmzBrokerCa.dmz, p.device('dev-1')).catch((e: Error) => e);
+    assert.ok(!(device instanceof Error) || !/revoked|certificate/i.test(device.message), String(device));
+  });
+
+  it('after --renew-dmz: the bridge refuses brokers with the stolen DMZ broker or edge key, and bridges to the renewed broker', async () => {
+    const dmz = await startDmzMosquitto(join(work.dir, 'dmz-broker-2'), { ca: p.publicCa, cert: p.service('dmz/mosquitto').cert, key: p.service('dmz/mosquitto').key, crl: join(pki.dir, 'ca.crl') });
+    stops.push(() => dmz.stop());
+    const rogueBroker = new RogueDmzBroker(steal('dmz/mosquitto'));
+    const rogueEdge = new RogueDmzBroker(steal('dmz/edge'));
+    await rogueBroker.listen();
+    await rogueEdge.listen();
+    stops.push(() => rogueBroker.close(), () => rogueEdge.close());
+    // What openssl says of each, with the anchor the bridge is given.
+    const verify = (port: number) =>
+      spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-verify_hostname', 'localhost', '-verify_return_error', '-CAfile', p.dmzBrokerCa.internal, '-cert', p.service('internal/bridge').cert, '-key', p.service('internal/bridge').key], { input: '', encoding: 'utf8', timeout: 10_000 });
+    assert.notEqual(verify(rogueBroker.port).status, 0, 'openssl refuses the stolen broker certificate');
+    assert.notEqual(verify(rogueEdge.port).status, 0, 'openssl refuses the stolen edge certificate');
+    const good = verify(dmz.port);
+    assert.equal(good.status, 0, good.stderr);
+    assert.match(good.stdout, /Verify return code: 0 \(ok\)/);
+
+    const internal = await startBridgedInternalMosquitto(repo, pki, join(work.dir, 'internal-after'), `localhost:${dmz.port},localhost:${rogueBroker.port},localhost:${rogueEdge.port}`);
+    stops.push(() => internal.stop());
+    const monitor = await connect(internal.url, p.publicCa, p.service('internal/monitor'));
+    const states = new Map<string, string>();
+    monitor.on('message', (topic, payload) => states.set(topic, payload.toString()));
+    await monitor.subscribeAsync('$SYS/broker/connection/+/state', { qos: 0 });
+    await eventually(() => (states.get('$SYS/broker/connection/fieldstream-bridge/state') === '1' ? true : undefined), 20_000, 'the bridge to the renewed DMZ broker up');
+    // The bridges retry every few seconds (restart_timeout 2 30): long enough for several attempts.
+    const reached = await Promise.race([Promise.any([rogueBroker.subscribed, rogueEdge.subscribed]).then(() => true), sleep(8_000).then(() => false)]);
+    assert.equal(reached, false, 'a bridge connected to a broker of a stolen key');
+    assert.notEqual(states.get('$SYS/broker/connection/fieldstream-bridge-2/state'), '1');
+    assert.notEqual(states.get('$SYS/broker/connection/fieldstream-bridge-3/state'), '1');
+  });
+});

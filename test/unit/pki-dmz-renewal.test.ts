@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pkiPaths } from '../../pki/layout.ts';
+import { issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
+import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
+import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const repoRoot = join(import.meta.dirname, '..', '..');
+const openssl = (...args: string[]) => spawnSync('openssl', args, { encoding: 'utf8' });
+const serial = (path: string) => new X509Certificate(readFileSync(path)).serialNumber.toUpperCase();
+const DMZ = ['dmz/edge', 'dmz/gateway', 'dmz/mosquitto'];
+const INTERNAL = ['internal/mosquitto', 'internal/bridge', 'internal/distributor', 'internal/monitor'];
+
+/**
+ * `generate-certificates.sh DOMAIN --renew-dmz`: a compromise of the DMZ server is recovered from
+ * without a new CA, so without new bundles for the devices. The DMZ's service certificates are
+ * issued again and every earlier one revoked (CRL, gateways' list); the DMZ broker's comes from an
+ * anchor of its own that its clients trust alone, so the bridge, which checks no CRL, refuses the
+ * old one. (test/e2e/revocation-dmz.test.ts: the same with real Mosquittos.)
+ */
+describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () => {
+  const tmp = tempDir('pki-dmz');
+  const root = join(tmp.dir, 'certs');
+  const p = pkiPaths(root);
+  const old = new Map<string, { serial: string; pem: string }>();
+  const kept = new Map<string, string>();
+  let output = '';
+  before(() => {
+    setupPki(root, { domain: 'fieldstream.example.org', edgeHosts: ['dmz2.example.org'], dmzBrokerHosts: ['dmz.internal.example'] });
+    issueDeviceCertificate(root, 'pump-1');
+    for (const f of DMZ) old.set(f, { serial: serial(p.service(f).cert), pem: readFileSync(p.service(f).cert, 'utf8') });
+    for (const f of [...INTERNAL.map((i) => p.service(i).cert), p.device('pump-1').cert, p.caCert, p.storedFeedKey]) kept.set(f, readFileSync(f, 'utf8'));
+  });
+  after(() => tmp.cleanup());
+
+  it('a set gives the DMZ broker\'s clients its anchor from the start: the CA, which issued the broker\'s certificate', () => {
+    for (const anchor of Object.values(p.dmzBrokerCa)) {
+      assert.ok(new X509Certificate(readFileSync(anchor)).raw.equals(new X509Certificate(readFileSync(p.publicCa)).raw), anchor);
+      assert.equal(openssl('verify', '-CAfile', anchor, p.service('dmz/mosquitto').cert).status, 0);
+    }
+  });
+
+  it('the script issues the DMZ certificates again without the names given at the set-up, and revokes the old ones', () => {
+    output = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', '--renew-dmz'], { env: { ...process.env, CERTS_DIR: root }, encoding: 'utf8' });
+    for (const f of DMZ) assert.notEqual(serial(p.service(f).cert), old.get(f)?.serial, f);
+    const crl = openssl('crl', '-in', join(root, 'ca.crl'), '-noout', '-text').stdout;
+    const listed = readFileSync(join(root, 'dmz', 'revocation', 'revoked-serials.txt'), 'utf8');
+    for (const f of DMZ) {
+      const s = old.get(f)?.serial as string;
+      assert.match(crl, new RegExp(`Serial Number: ${s}`), `${f} in the CRL`);
+      assert.ok(listed.includes(s), `${f} in the gateways' list`);
+      assert.ok(output.includes(s), `${f} reported`);
+    }
+    for (const f of DMZ) assert.ok(!crl.includes(serial(p.service(f).cert)), `the new ${f} is not revoked`);
+    // The names the old certificates answered to (--edge-host, --dmz-broker-host), not given now.
+    assert.match(openssl('x509', '-in', p.service('dmz/edge').cert, '-noout', '-ext', 'subjectAltName').stdout, /DNS:dmz2\.example\.org/);
+    assert.match(openssl('x509', '-in', p.service('dmz/mosquitto').cert, '-noout', '-ext', 'subjectAltName').stdout, /DNS:dmz\.internal\.example/);
+    assert.match(output, /docker-compose -f docker-compose\.dmz\.yml up -d --force-recreate/);
+  });
+
+  it('leaves the CA, the internal certificates, the stored-feed key and the devices as they were', () => {
+    for (const [f, text] of kept) assert.equal(readFileSync(f, 'utf8'), text, f);
+    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.device('pump-1').cert).status, 0);
+    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.service('dmz/gateway').cert, p.service('dmz/edge').cert).status, 0);
+  });
+
+  it('the DMZ broker\'s new certificate verifies with its new anchor only; the old one, and the edge certificate (same host), do not', () => {
+    const anchor = readFileSync(p.dmzBrokerCa.internal, 'utf8');
+    assert.equal(readFileSync(p.dmzBrokerCa.dmz, 'utf8'), anchor);
+    assert.match(openssl('x509', '-in', p.dmzBrokerCa.internal, '-noout', '-subject').stdout, /DMZ broker CA/);
+    const oldBroker = join(tmp.dir, 'old-broker.crt');
+    writeFileSync(oldBroker, old.get('dmz/mosquitto')?.pem as string);
+    assert.equal(openssl('verify', '-CAfile', p.dmzBrokerCa.internal, '-verify_hostname', 'dmz.internal.example', p.service('dmz/mosquitto').cert).status, 0);
+    assert.notEqual(openssl('verify', '-CAfile', p.dmzBrokerCa.internal, oldBroker).status, 0);
+    assert.notEqual(openssl('verify', '-CAfile', p.dmzBrokerCa.internal, p.service('dmz/edge').cert).status, 0);
+    assert.notEqual(openssl('verify', '-CAfile', p.publicCa, p.service('dmz/mosquitto').cert).status, 0);
+  });
+
+  it('a later --renew keeps the DMZ broker on an anchor of its own (a new one), never the CA again; a plain run changes nothing', () => {
+    const before = readFileSync(p.dmzBrokerCa.internal, 'utf8');
+    const report = setupPki(root, { domain: 'fieldstream.example.org' });
+    assert.deepEqual(report.created, []);
+    assert.equal(readFileSync(p.dmzBrokerCa.internal, 'utf8'), before);
+    setupPki(root, { domain: 'fieldstream.example.org', renew: true, dmzBrokerHosts: ['dmz.internal.example'], edgeHosts: ['dmz2.example.org'] });
+    const after = readFileSync(p.dmzBrokerCa.internal, 'utf8');
+    assert.notEqual(after, before);
+    assert.notEqual(openssl('verify', '-CAfile', p.publicCa, p.service('dmz/mosquitto').cert).status, 0);
+    assert.equal(openssl('verify', '-CAfile', p.dmzBrokerCa.dmz, p.service('dmz/mosquitto').cert).status, 0);
+  });
+
+  it('mends the anchor files from the broker\'s certificate: a run killed between them, Docker\'s folder, a set made before them', () => {
+    writeFileSync(p.dmzBrokerCa.internal, readFileSync(p.publicCa));
+    rmSync(p.dmzBrokerCa.dmz);
+    mkdirSync(p.dmzBrokerCa.dmz);
+    const report = setupPki(root, { domain: 'fieldstream.example.org' });
+    assert.deepEqual(report.created.sort(), ['dmz/dmz-broker-ca.crt', 'internal/dmz-broker-ca.crt']);
+    for (const anchor of Object.values(p.dmzBrokerCa)) assert.equal(openssl('verify', '-CAfile', anchor, p.service('dmz/mosquitto').cert).status, 0);
+  });
+
+  it('npm start runs on a set renewed so (its clients verify the broker with the anchor)', () => {
+    assert.doesNotThrow(() => ensureDevelopmentPki(root, ['pump-1']));
+  });
+
+  it('refuses --renew-dmz with --new-ca, and without a CA', () => {
+    const both = spawnSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', '--renew-dmz', '--new-ca'], { env: { ...process.env, CERTS_DIR: root }, encoding: 'utf8' });
+    assert.equal(both.status, 64);
+    assert.match(both.stderr, /ADMIN_USAGE/);
+    const none = spawnSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', '--renew-dmz'], { env: { ...process.env, CERTS_DIR: join(tmp.dir, 'empty') }, encoding: 'utf8' });
+    assert.equal(none.status, 65);
+    assert.match(none.stderr, /PKI_CA_MISSING/);
+  });
+
+  it('a DMZ broker certificate of neither the CA nor an anchor of its own: PKI_DMZ_ANCHOR_MISSING, mended by --renew-dmz', () => {
+    const other = createCertificateAuthority('Not ours', 1);
+    const kc = issueCertificate(other, { commonName: 'dmz-mosquitto', organizationalUnit: 'services', role: 'server', subjectAltNames: ['dmz-mosquitto', 'fieldstream.example.org', 'dmz.internal.example', 'localhost', '127.0.0.1', '::1'], validityDays: 1 });
+    writeFileSync(p.service('dmz/mosquitto').cert, kc.certPem);
+    writeFileSync(p.service('dmz/mosquitto').key, kc.keyPem);
+    assert.throws(() => setupPki(root, { domain: 'fieldstream.example.org' }), (e) => e instanceof FieldStreamError && e.code === 'PKI_DMZ_ANCHOR_MISSING');
+    setupPki(root, { domain: 'fieldstream.example.org', renewDmz: true });
+    assert.equal(openssl('verify', '-CAfile', p.dmzBrokerCa.internal, p.service('dmz/mosquitto').cert).status, 0);
+  });
+});
