@@ -34,6 +34,11 @@ export interface DeviceIdentity {
   notAfter: number;
   /** set when the device proved itself with a device token instead of a certificate */
   token?: TokenIdentity;
+  /**
+   * The serial of the proxy's own certificate that forwarded the device (EDGE_HOP=mtls): a proxy
+   * certificate revoked (`--renew-dmz`, after a DMZ compromise) forwards no one, and its connections close.
+   */
+  proxySerial?: string;
 }
 
 export type IdentifyDevice = (req: IncomingMessage) => DeviceIdentity | Promise<DeviceIdentity>;
@@ -98,30 +103,40 @@ export type ProxyProof = 'certificate' | 'socket';
 export function identifyByProxy(caPem: string, trustedProxies: readonly string[], tokens?: DeviceTokens, proof: ProxyProof = 'certificate'): IdentifyDevice {
   const ca = new X509Certificate(caPem);
   return (req) => {
+    let proxySerial: string | undefined;
     if (proof === 'certificate') {
       const proxy = verifiedPeer(req.socket as TLSSocket);
       if (proxy.subject?.OU !== 'services' || !trustedProxies.includes(String(proxy.subject?.CN))) {
         throw new FieldStreamError('GATEWAY_UNTRUSTED_PROXY', `Connection from "${String(proxy.subject?.CN)}", which is not a trusted proxy.`);
       }
+      proxySerial = proxy.serialNumber;
     }
-    // Anything but Caddy's "token" is the certificate route (a Caddyfile from before the token route sets no marker).
-    if (req.headers[ROUTE_HEADER] === 'token') return identifyByToken(req, tokens);
-    const header = req.headers[CLIENT_CERT_HEADER];
-    if (typeof header !== 'string' || header.length === 0) {
-      throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The proxy forwarded no client certificate.');
-    }
-    let cert: X509Certificate;
-    try {
-      cert = new X509Certificate(Buffer.from(header, 'base64'));
-    } catch {
-      throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The forwarded client certificate cannot be parsed.');
-    }
-    // Defence in depth: the proxy verified it already; a certificate we did not issue, or one out of
-    // its validity period, is refused here too.
-    const now = Date.now();
-    if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey) || Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) {
-      throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The forwarded client certificate is not valid under our CA.');
-    }
-    return deviceFrom(subjectField(cert.subject, 'CN'), subjectField(cert.subject, 'OU'), cert.serialNumber, cert.validTo);
+    const device = forwardedDevice(req, ca, tokens);
+    if (proxySerial === undefined) return device;
+    const serial = proxySerial;
+    return device instanceof Promise ? device.then((d) => ({ ...d, proxySerial: serial })) : { ...device, proxySerial: serial };
   };
+}
+
+/** The device Caddy forwards: by its token on the token route, else by the certificate in its header. */
+function forwardedDevice(req: IncomingMessage, ca: X509Certificate, tokens: DeviceTokens | undefined): DeviceIdentity | Promise<DeviceIdentity> {
+  // Anything but Caddy's "token" is the certificate route (a Caddyfile from before the token route sets no marker).
+  if (req.headers[ROUTE_HEADER] === 'token') return identifyByToken(req, tokens);
+  const header = req.headers[CLIENT_CERT_HEADER];
+  if (typeof header !== 'string' || header.length === 0) {
+    throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The proxy forwarded no client certificate.');
+  }
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(Buffer.from(header, 'base64'));
+  } catch {
+    throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The forwarded client certificate cannot be parsed.');
+  }
+  // Defence in depth: the proxy verified it already; a certificate we did not issue, or one out of
+  // its validity period, is refused here too.
+  const now = Date.now();
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey) || Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) {
+    throw new FieldStreamError('GATEWAY_NO_CLIENT_CERTIFICATE', 'The forwarded client certificate is not valid under our CA.');
+  }
+  return deviceFrom(subjectField(cert.subject, 'CN'), subjectField(cert.subject, 'OU'), cert.serialNumber, cert.validTo);
 }

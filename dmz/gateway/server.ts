@@ -138,6 +138,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
         // Through the session: it takes no more frames from now on, and the socket ends within
         // TIMINGS.gatewayClosingGraceMs whether the device answers the close or not.
         session.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_REVOKED');
+      } else if (identity.proxySerial !== undefined && serials.has(identity.proxySerial.toUpperCase())) {
+        log.warn({ code: 'GATEWAY_UNTRUSTED_PROXY', serial: identity.proxySerial, deviceId: identity.deviceId }, 'closing a connection forwarded by a revoked proxy certificate');
+        session.close(CLOSE.policyViolation, 'GATEWAY_UNTRUSTED_PROXY');
       }
     }
   });
@@ -181,6 +184,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
       // A device token is checked with scrypt on the libuv pool: the event loop goes on meanwhile.
       identity = await options.identify(req);
+      if (identity.proxySerial !== undefined && revoked.has(identity.proxySerial)) throw new FieldStreamError('GATEWAY_UNTRUSTED_PROXY', "The proxy's certificate is revoked.");
       if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
       if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
     } catch (err) {

@@ -16,6 +16,7 @@ import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import WebSocket from 'ws';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -253,5 +254,88 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
       device.socket.destroy();
       for (const g of guesses) g.socket.destroy();
     }
+  });
+});
+
+/**
+ * A gateway behind Caddy on mutual TLS (EDGE_HOP=mtls) believes the device certificate Caddy
+ * forwards because Caddy's own certificate says "edge". After a DMZ compromise that certificate is
+ * revoked (`generate-certificates.sh --renew-dmz` puts its serial in the gateways' list): whoever
+ * holds the stolen key must not forward devices any more, on new connections or open ones.
+ */
+describe('a gateway behind Caddy on mutual TLS: a revoked proxy certificate forwards no one', () => {
+  const work = tempDir('gateway-proxy-revoked');
+  const logs = captureLogs();
+  const revokedFile = join(work.dir, 'revoked-serials.txt');
+  const ca = createCertificateAuthority('FieldStream Test CA', 1);
+  const keyPair = newKeyPair();
+  const server = issueCertificate(ca, { commonName: 'gateway', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost', '127.0.0.1'], validityDays: 1, keyPair });
+  const edge = () => issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'client', validityDays: 1, keyPair });
+  const device = issueCertificate(ca, { commonName: 'pump-1', organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair });
+  let broker: { url: string; process: ManagedProcess };
+  let mqtt: MqttClient;
+  let gateway: GatewayServer;
+
+  before(async () => {
+    writeFileSync(revokedFile, '');
+    broker = await startMosquitto(work.dir);
+    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-proxy-revoked', reconnectPeriod: 200 });
+    gateway = await startGatewayServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: '/ws',
+      gatewayId: 'gw-proxy-revoked',
+      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
+      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
+      identify: identifyByProxy(ca.certPem, ['edge'], undefined, 'certificate'),
+      revokedSerialsFile: revokedFile,
+      mqtt,
+      logger: logs.logger,
+    });
+  });
+  after(async () => {
+    await gateway?.close();
+    await mqtt?.endAsync(true);
+    await broker?.process.stop();
+    work.cleanup();
+  });
+
+  /** A WebSocket as Caddy opens it for pump-1 with `proxy`'s certificate: open, or the refusal's status and code. */
+  const forward = (proxy: { certPem: string; keyPem: string }) =>
+    new Promise<{ ws?: WebSocket; refused?: string }>((resolve) => {
+      const ws = new WebSocket(`wss://127.0.0.1:${gateway.port}/ws`, {
+        ca: ca.certPem,
+        cert: proxy.certPem,
+        key: proxy.keyPem,
+        servername: 'localhost',
+        headers: { 'x-fieldstream-client-cert': new X509Certificate(device.certPem).raw.toString('base64') },
+      } as WebSocket.ClientOptions);
+      ws.once('open', () => resolve({ ws }));
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ refused: `${res.statusCode} ${(JSON.parse(body) as { code?: string }).code ?? body}` }));
+      });
+      ws.once('error', (err) => resolve({ refused: err.message }));
+    });
+
+  it('closes the connections it forwarded and refuses its new ones (GATEWAY_UNTRUSTED_PROXY); another edge certificate forwards as before', async () => {
+    const stolen = edge();
+    const open = await forward(stolen);
+    assert.ok(open.ws, `forwarded before the revocation: ${open.refused}`);
+    // Within the list's reload (2 s), or not at all.
+    const closed = new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve('still open after 10 s'), 10_000);
+      open.ws?.once('close', (_code, reason) => {
+        clearTimeout(timer);
+        resolve(reason.toString());
+      });
+    });
+    writeFileSync(revokedFile, `${new X509Certificate(stolen.certPem).serialNumber}\n`);
+    assert.equal(await closed, 'GATEWAY_UNTRUSTED_PROXY', 'the open connection is closed');
+    assert.deepEqual(await forward(stolen), { refused: '403 GATEWAY_UNTRUSTED_PROXY' });
+    const renewed = await forward(edge());
+    assert.ok(renewed.ws, `a renewed edge certificate forwards: ${renewed.refused}`);
+    renewed.ws?.close();
   });
 });
