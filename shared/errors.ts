@@ -312,7 +312,7 @@ export const ERRORS = {
     http: 503,
     transient: true,
     description:
-      'The command API could not read the responses the distributor stored in PostgreSQL (POSTGRES_URL or PGHOST set for it); the commands due to expire wait for it, up to TIMINGS.commandReconcileGraceMs past their expiry.',
+      'The command API could not read the responses the distributor stored in PostgreSQL (POSTGRES_URL or PGHOST set for it) or, without PostgreSQL, in InfluxDB (INFLUXDB_URL set for it); the commands due to expire wait for it, up to TIMINGS.commandReconcileGraceMs past their expiry.',
   },
   API_UNKNOWN_GROUP: { http: 400, transient: false, description: 'No device group of that name is configured.' },
   API_THROTTLED: { http: 429, transient: true, description: 'Too many wrong bearer tokens from this address (LIMITS.apiAuthMaxFailures within TIMINGS.apiAuthFailureWindowMs): its requests are refused unchecked until Retry-After.' },

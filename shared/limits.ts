@@ -325,6 +325,10 @@ export const LIMITS = {
   /** commands. Most the command API looks up in one statement among the responses the distributor
    * stored (command-api/stored-responses.ts): a row each, without its result, which is read alone. */
   commandReconcileBatch: 1000,
+  /** commands. Most the command API looks up in one InfluxQL statement (command-api/influx-responses.ts):
+   * the statement goes in the URL of a GET (read-only), a clause of at most a few hundred characters
+   * each, well inside the 1 MiB of a request's header that InfluxDB's HTTP server (Go's) takes. */
+  commandReconcileInfluxBatch: 100,
   /** commands. Most one GET /v1/commands lists (its `limit`, default commandListDefault). */
   commandListMax: 1000,
   commandListDefault: 100,

@@ -16,7 +16,8 @@ import { CommandApiMetrics } from './metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { postgresConnection, postgresEnabled } from '../shared/postgres-settings.ts';
-import { PostgresResponses } from './stored-responses.ts';
+import { PostgresResponses, type ResponseLedger } from './stored-responses.ts';
+import { InfluxResponses } from './influx-responses.ts';
 
 export interface CommandApi {
   readonly port: number;
@@ -44,8 +45,8 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
     log.child({ subsystem: 'mqtt' }),
     { resubscribe: false }, // subscribed on every connect, below
   );
-  // The responses the distributor stored, when it writes to PostgreSQL: read only (stored-responses.ts).
-  const ledger = postgresEnabled(config) ? new PostgresResponses(postgresConnection(config)) : undefined;
+  // The responses the distributor stored: read only (stored-responses.ts, influx-responses.ts).
+  const ledger = responseLedger(config);
   if (ledger) log.info({ store: ledger.description }, 'commands due to expire are looked up among the responses the distributor stored');
   const dispatcher = new CommandDispatcher(
     mqtt,
@@ -108,4 +109,15 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
       await ledger?.close();
     },
   };
+}
+
+/**
+ * Where the distributor's responses are read: PostgreSQL when POSTGRES_URL or PGHOST is set, else
+ * InfluxDB when INFLUXDB_URL is, else nowhere (the local store of `npm start` is not looked up).
+ * With both databases set the distributor writes each response to both; PostgreSQL, configured on
+ * purpose, is read (as the console's history does).
+ */
+function responseLedger(config: Readonly<CommandApiConfig>): ResponseLedger | undefined {
+  if (postgresEnabled(config)) return new PostgresResponses(postgresConnection(config));
+  return config.INFLUXDB_URL ? new InfluxResponses({ ...config, INFLUXDB_URL: config.INFLUXDB_URL }) : undefined;
 }

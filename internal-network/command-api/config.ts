@@ -3,6 +3,13 @@ import { parseConfig, setting } from '../../shared/config.ts';
 import { DAY_S, LIMITS } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkPostgresSettings, postgresSettings } from '../shared/postgres-settings.ts';
+import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
+
+/** The InfluxDB settings without TIMESERIES_LOCAL_PATH (the local store the command API never reads). */
+function influxOnly() {
+  const { TIMESERIES_LOCAL_PATH: _local, ...rest } = influxSettings();
+  return rest;
+}
 
 /** The command API's settings (see .env.example and docs/configuration.md). */
 const CommandApiSettings = z.object({
@@ -40,8 +47,15 @@ const CommandApiSettings = z.object({
   /** The distributor's PostgreSQL (read only): the responses it stored, looked up for commands whose
    * response the broker may have lost (dispatcher.ts). Off while POSTGRES_URL and PGHOST are unset. */
   ...postgresSettings(),
+  /** The distributor's InfluxDB (read only, InfluxQL): looked up as PostgreSQL is, when PostgreSQL is
+   * not set. Off while INFLUXDB_URL is unset. The local store's path is the distributor's alone. */
+  ...influxOnly(),
 });
-export const CommandApiConfigSchema = CommandApiSettings.superRefine(checkPostgresSettings);
+export const CommandApiConfigSchema = CommandApiSettings.superRefine((c, ctx) => {
+  checkPostgresSettings(c, ctx);
+  // The check reads the connection settings only; the local path is not one of the command API's.
+  checkInfluxSettings({ ...c, TIMESERIES_LOCAL_PATH: '' }, ctx);
+});
 export type CommandApiConfig = z.infer<typeof CommandApiConfigSchema>;
 
 export function loadCommandApiConfig(env: Record<string, string | undefined> = process.env): Readonly<CommandApiConfig> {

@@ -65,7 +65,7 @@ export class CommandDispatcher {
     private readonly log: Logger,
     private readonly signing: CommandSigning,
     /**
-     * The responses the distributor stored (PostgreSQL), looked up for the commands still waiting
+     * The responses the distributor stored (PostgreSQL or InfluxDB), looked up for the commands still waiting
      * at the start and at each connection to the broker, and for each command before it is
      * expired: the broker's copy of a response for this API can be lost (a broker killed between
      * its autosaves while this API was away) when the distributor's was written and the device,

@@ -35,6 +35,11 @@ export function uplinkKey(messageId: string, signed?: { epoch: string; seq: numb
   return signed ? `s:${signed.epoch}:${signed.seq}` : `m:${messageId}`;
 }
 
+/** Whether a message key ({@link uplinkKey}) is of a message whose signature the distributor verified. */
+export function isSignedKey(key: string | undefined): boolean {
+  return key?.startsWith('s:') === true;
+}
+
 /** The key of a chunked file's record: one per transfer, whichever chunk completed or repeats it. */
 export function transferKey(transferId: string): string {
   return `t:${transferId}`;
@@ -157,6 +162,13 @@ export function eventPoints(env: EnvelopeOf<'event'>, keys?: readonly string[]):
   });
 }
 
+/**
+ * One point per command response. `signed`: whether the distributor verified the device's signature
+ * over it (its key is `s:…`). InfluxDB keeps no message key, and the command API takes from it,
+ * for a device with a registered key, only a response stored as signed: with
+ * DISTRIBUTOR_REQUIRE_SIGNATURES=false an unsigned response is stored too, and may be the DMZ's
+ * forgery (docs/commands.md). Points written before this field existed have none: read as unsigned.
+ */
 export function responsePoints(env: EnvelopeOf<'response'>, keys?: readonly string[]): StoredPoint[] {
   return env.messages.map(({ payload, receivedAt }, i) =>
     keyed(
@@ -165,6 +177,7 @@ export function responsePoints(env: EnvelopeOf<'response'>, keys?: readonly stri
         tags: { device: env.deviceId, command_id: payload.commandId, status: payload.status },
         fields: {
           result: payload.result === undefined ? '' : typeof payload.result === 'string' ? payload.result : JSON.stringify(payload.result),
+          signed: isSignedKey(keys?.[i]),
         },
         time: timeOf(payload.timestamp, receivedAt ?? env.receivedAt),
       },

@@ -10,11 +10,14 @@ import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { api, startTestStack } from '../helpers/stack.ts';
+import { api, influxSettings, startTestStack } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
-import { Postgres } from '../../scripts/local-stack/databases.ts';
+import { InfluxV1, Postgres } from '../../scripts/local-stack/databases.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
+import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
+import { responsePoints, uplinkKey } from '../../internal-network/distributor/points.ts';
+import { InfluxResponses } from '../../internal-network/command-api/influx-responses.ts';
 
 const DEVICE = 'valve-1';
 const OTHER = 'valve-2';
@@ -197,5 +200,201 @@ describe('a response the internal broker lost while the command API was away: th
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     assert.equal((await state()).state, 'completed');
     assert.equal(await stored(), 1, 'the distributor stored the answer once');
+  });
+});
+
+/**
+ * The same loss with InfluxDB alone (the default of the internal compose file). InfluxDB keeps no
+ * message key: the distributor records in each response's point whether it verified the device's
+ * signature (`signed`), and the command API takes, for a device with a key, only a response stored
+ * as signed. A compromised DMZ's unsigned `completed` for a command of a device that is away, which
+ * a distributor that does not require signatures stores, is not taken; nor one written before the
+ * field existed (no `signed`: InfluxDB cannot say whether the device signed it).
+ */
+describe('a response the internal broker lost while the command API was away: the one the distributor stored in InfluxDB', () => {
+  const PUMP = 'pump-19';
+  /** registered (a signing key), never connected */
+  const AWAY = 'pump-20';
+  const DB = 'fieldstream';
+  const pki = makeTestPki([PUMP, AWAY]);
+  const work = tempDir('command-lost-response-influx');
+  const logs = new LogCapture();
+  let influx: InfluxV1;
+  let stack: LocalStack;
+  let token: string;
+  let field: RunningFieldClient;
+  let dmz: MqttClient;
+  let release: () => void = () => undefined;
+  let ran = false;
+
+  before(async () => {
+    influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
+    // Every service takes these: the distributor writes there, the command API reads.
+    ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), { ...influxSettings(influx, DB), DISTRIBUTOR_RETRY_MAX_MS: '1000' }));
+    const gw = pki.paths.service('dmz/gateway');
+    dmz = await connectAsync(stack.urls.dmzMqtt, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(gw.cert), key: readFileSync(gw.key), protocolVersion: 5 });
+    field = await startTestFieldClient(pki.paths, PUMP, stack.urls.wss, logs.logger);
+    field.commands.register('drain', async () => {
+      ran = true;
+      await new Promise<void>((resolve) => (release = resolve));
+      return { status: 'completed', result: { drained: 42 } };
+    });
+  });
+  after(async () => {
+    release();
+    await dmz?.endAsync();
+    await field?.close();
+    await stack?.close();
+    await influx?.process.stop();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  it('ends the command with the signed response InfluxDB holds, and takes no unsigned one', async () => {
+    const ttlSeconds = 40;
+    const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: PUMP, command: 'drain', ttlSeconds });
+    assert.equal(issued.status, 202, JSON.stringify(issued.body));
+    const id = issued.body.commands[0].commandId as string;
+    const expiresAt = Date.parse(issued.body.commands[0].expiresAt as string);
+    const away = await api(stack, token, 'POST', '/v1/commands', { deviceId: AWAY, command: 'drain', ttlSeconds: 3600 });
+    assert.equal(away.status, 202, JSON.stringify(away.body));
+    const awayId = away.body.commands[0].commandId as string;
+    await eventually(async () => (ran && ['sent', 'accepted'].includes((await api(stack, token, 'GET', `/v1/commands/${id}`)).body.state) ? true : undefined), 30_000, 'the command running on the device');
+
+    await stack.commandApi.stop();
+    release();
+    const rows = async (commandId: string) => influx.rows(DB, `SELECT * FROM command_responses WHERE command_id = '${commandId}'`).catch(() => []);
+    const stored = await eventually(async () => {
+      const r = (await rows(id)).filter((x) => x.status === 'completed');
+      return r.length > 0 ? r : undefined;
+    }, 30_000, 'the response in InfluxDB');
+    assert.equal(stored[0]?.signed, true, 'the distributor recorded that it verified the signature');
+    // The compromised DMZ answers for the device that is away, unsigned, through the bridge; the
+    // distributor (signatures not required) stores it, as unsigned.
+    const forged: EnvelopeOf<'response'> = {
+      v: ENVELOPE_VERSION,
+      deviceId: AWAY,
+      gatewayId: 'gateway-1',
+      receivedAt: Date.now(),
+      dataType: 'response',
+      messages: [{ messageId: 'forged-influx-1', payload: { commandId: awayId, status: 'completed', result: { forged: true } } }],
+    };
+    await dmz.publishAsync(uplinkTopic(AWAY, 'response'), JSON.stringify(forged), { qos: 1 });
+    const forgedRows = await eventually(async () => {
+      const r = await rows(awayId);
+      return r.length > 0 ? r : undefined;
+    }, 30_000, 'the forged response stored');
+    assert.equal(forgedRows[0]?.signed, false, 'stored as unsigned');
+    // And one as a distributor wrote it before `signed` existed.
+    const written = await fetch(`${influx.url}/write?db=${DB}`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` },
+      body: `command_responses,command_id=${awayId},device=${AWAY},status=failed result="{\\"forged\\":2}"`,
+    });
+    assert.equal(written.status, 204, await written.text());
+    // At once, within the broker's autosave interval: its copy for the command API goes with it.
+    await stack.internalMosquitto.kill();
+    await stack.internalMosquitto.start();
+    await stack.commandApi.start();
+
+    const state = async () => (await api(stack, token, 'GET', `/v1/commands/${id}`)).body;
+    const done = await eventually(async () => {
+      const s = await state();
+      return s.state === 'completed' ? s : undefined;
+    }, 60_000, 'the command answered').catch(async (err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(await state())}\n--- command API ---\n${stack.commandApi.tail(20)}`);
+    });
+    assert.deepEqual(done.response.result, { drained: 42 });
+    assert.equal((await rows(awayId)).length, 2, 'both forgeries are in InfluxDB');
+    const notAnswered = (await api(stack, token, 'GET', `/v1/commands/${awayId}`)).body;
+    assert.ok(['queued', 'sent'].includes(notAnswered.state) && notAnswered.response === undefined, `no unsigned stored response of a device with a key is taken: ${JSON.stringify(notAnswered)}`);
+    const wait = expiresAt + 3 * TIMINGS.commandExpirySweepMs - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    assert.equal((await state()).state, 'completed');
+  });
+});
+
+/**
+ * What the command API takes from InfluxDB, against a real InfluxDB 1.x holding the points the
+ * distributor's own code writes: a final answer before an acceptance, a rejection of a replayed copy
+ * as no answer, for a device with a key only what is stored as signed, and a point written before
+ * the `signed` field (none) only for a device without a key.
+ */
+describe('the stored responses the command API reads from InfluxDB 1.x', () => {
+  const DB = 'fieldstream';
+  const work = tempDir('influx-responses');
+  let influx: InfluxV1;
+  let ledger: InfluxResponses;
+
+  before(async () => {
+    influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
+    ledger = new InfluxResponses({ ...influxSettings(influx, DB), INFLUXDB_URL: influx.url, INFLUXDB_TIMEOUT_MS: 5000 });
+  });
+  after(async () => {
+    await ledger?.close();
+    await influx?.process.stop();
+    work.cleanup();
+  });
+
+  type Payload = EnvelopeOf<'response'>['messages'][number]['payload'];
+  const write = async (deviceId: string, answers: { payload: Payload; signed: boolean; at: number }[]) => {
+    const env: EnvelopeOf<'response'> = {
+      v: ENVELOPE_VERSION,
+      deviceId,
+      gatewayId: 'gateway-1',
+      receivedAt: Date.now(),
+      dataType: 'response',
+      messages: answers.map((a, i) => ({ messageId: `m-${a.payload.commandId}-${i}`, payload: { ...a.payload, timestamp: new Date(a.at).toISOString() } })),
+    };
+    const keys = answers.map((a, i) => (a.signed ? uplinkKey('', { epoch: `e-${a.payload.commandId}`, seq: i }) : uplinkKey(`m-${a.payload.commandId}-${i}`)));
+    await new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 }).write(responsePoints(env, keys));
+  };
+
+  it('takes what the device provably answered, the answer that says most', async () => {
+    assert.deepEqual(await ledger.find([{ commandId: 'cmd-a', deviceId: 'd-1', signedOnly: true }]), [], 'nothing written yet: no measurement, no error');
+    const t = Date.parse('2026-01-01T00:00:00Z');
+    await write('d-1', [
+      { payload: { commandId: 'cmd-a', status: 'accepted' }, signed: true, at: t },
+      { payload: { commandId: 'cmd-a', status: 'completed', result: { ok: 1 } }, signed: true, at: t + 1000 },
+      { payload: { commandId: 'cmd-b', status: 'completed', result: 'forged' }, signed: false, at: t },
+      { payload: { commandId: 'cmd-c', status: 'accepted' }, signed: true, at: t },
+      { payload: { commandId: 'cmd-c', status: 'rejected', result: { code: 'FIELD_COMMAND_REPLAYED' } }, signed: true, at: t + 1000 },
+      { payload: { commandId: 'cmd-f', status: 'failed', result: 'first' }, signed: true, at: t },
+      { payload: { commandId: 'cmd-f', status: 'completed', result: 'second' }, signed: true, at: t + 1000 },
+    ]);
+    // As a distributor wrote it before the `signed` field.
+    const written = await fetch(`${influx.url}/write?db=${DB}`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` },
+      body: `command_responses,command_id=cmd-d,device=d-2,status=failed result="{\\"old\\":true}" ${t}000000\ncommand_responses,command_id=cmd-g,device=d-1,status=completed result="old" ${t}000000`,
+    });
+    assert.equal(written.status, 204, await written.text());
+    const found = await ledger.find([
+      { commandId: 'cmd-a', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-a', deviceId: 'd-2', signedOnly: true },
+      { commandId: 'cmd-b', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-c', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-d', deviceId: 'd-2', signedOnly: false },
+      { commandId: 'cmd-e', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-f', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-g', deviceId: 'd-1', signedOnly: true },
+    ]);
+    assert.deepEqual(
+      found.sort((a, b) => a.commandId.localeCompare(b.commandId)),
+      [
+        { commandId: 'cmd-a', deviceId: 'd-1', status: 'completed', result: { ok: 1 } },
+        { commandId: 'cmd-c', deviceId: 'd-1', status: 'accepted', result: undefined },
+        { commandId: 'cmd-d', deviceId: 'd-2', status: 'failed', result: { old: true } },
+        { commandId: 'cmd-f', deviceId: 'd-1', status: 'failed', result: 'first' },
+      ],
+    );
+    // More commands than one statement holds: each batch is looked up.
+    const many = Array.from({ length: 250 }, (_, i) => ({ commandId: `cmd-x${i}`, deviceId: 'd-1', signedOnly: true }));
+    assert.deepEqual(await ledger.find([...many, { commandId: 'cmd-a', deviceId: 'd-1', signedOnly: true }]), [{ commandId: 'cmd-a', deviceId: 'd-1', status: 'completed', result: { ok: 1 } }]);
+  });
+
+  it('refuses to read from a database it may not read, with API_RESPONSES_UNREADABLE', async () => {
+    const wrong = new InfluxResponses({ ...influxSettings(influx, DB), INFLUXDB_PASSWORD: 'wrong', INFLUXDB_URL: influx.url, INFLUXDB_TIMEOUT_MS: 5000 });
+    await assert.rejects(wrong.find([{ commandId: 'cmd-a', deviceId: 'd-1', signedOnly: true }]), (err: Error & { code?: string }) => err.code === 'API_RESPONSES_UNREADABLE' && !err.message.includes('wrong'));
   });
 });

@@ -375,7 +375,7 @@ describe('Kubernetes manifests', () => {
           for (const w of workloads()) {
             for (const port of [8883, 9091, 8086, 443]) {
               const out = allowedPeers(policies, workloadLabels(w), 'egress', port).filter(outside);
-              const may: Record<number, string[]> = { 8883: ['internal-mosquitto', 'broker-exporter'], 9091: ['prometheus'], 8086: ['distributor', 'console', 'grafana'], 443: [] };
+              const may: Record<number, string[]> = { 8883: ['internal-mosquitto', 'broker-exporter'], 9091: ['prometheus'], 8086: ['distributor', 'command-api', 'console', 'grafana'], 443: [] };
               if (may[port]?.includes(w.metadata.name)) assertCorporateOnly(out, `${w.metadata.name} → ${port}`);
               else assert.deepEqual(out, [], `${w.metadata.name} may not leave the cluster on ${port}`);
             }

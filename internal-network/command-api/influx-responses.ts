@@ -1,0 +1,166 @@
+import { z } from 'zod';
+import { COMMAND_RESPONSE_STATUSES } from '../../shared/contract/payloads.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { quoteString } from '../console/history/influxql.ts';
+import { shownUrl, type InfluxSettings } from '../shared/influx-settings.ts';
+import { storedResult, type ResponseLedger, type StoredResponse, type Wanted } from './stored-responses.ts';
+
+type Status = (typeof COMMAND_RESPONSE_STATUSES)[number];
+/** The statuses that end a command, in no order: the earliest stored one is taken. */
+const FINAL: readonly Status[] = ['completed', 'failed', 'rejected'];
+
+/** InfluxDB's answer to /query (1.x, and 2.x's 1.x compatibility API), as far as this reads it. */
+const AnswerSchema = z.object({
+  results: z.array(
+    z.object({
+      error: z.string().optional(),
+      series: z
+        .array(z.object({ tags: z.record(z.string(), z.string()).optional(), columns: z.array(z.string()), values: z.array(z.array(z.unknown())).optional() }))
+        .optional(),
+    }),
+  ),
+  error: z.string().optional(),
+});
+type Series = NonNullable<z.infer<typeof AnswerSchema>['results'][number]['series']>;
+
+/**
+ * A rejection that only says a copy of the command was refused (FIELD_COMMAND_REPLAYED: the device
+ * answered the id before) is no answer. An RE2 regular expression on the JSON text of the result.
+ */
+const NOT_A_REPLAY = `"result" !~ /"code"\\s*:\\s*"FIELD_COMMAND_REPLAYED"/`;
+
+/** The connection settings the command API reads InfluxDB with: the distributor's. */
+export type InfluxConnection = Omit<InfluxSettings, 'TIMESERIES_LOCAL_PATH'> & { INFLUXDB_URL: string };
+
+/**
+ * The responses in InfluxDB's `command_responses` (docs/operations.md), through InfluxQL's /query,
+ * read only (a GET, which InfluxDB takes for SELECT and SHOW only): InfluxDB 1.x (INFLUXDB_DATABASE,
+ * with a user and password if set), or 2.x through its 1.x compatibility API (INFLUXDB_TOKEN; the
+ * database is INFLUXDB_DATABASE, the name a DBRP mapping gives the bucket, else the bucket's own,
+ * mapped automatically since 2.1), as the console's history reads it.
+ *
+ * Whether the device signed a response is the point's field `signed`, which the distributor writes
+ * (points.ts responsePoints): for a command of a device with a key only a point with `signed = true`
+ * counts. A point written before that field existed has none, and counts only for a device without
+ * a key (COMMAND_ALLOW_UNSIGNED): InfluxDB cannot say whether the device signed it.
+ *
+ * Two steps, so that memory stays small whatever the devices answered (a result may be 64 KiB):
+ * which (command, status) have a response, counted, LIMITS.commandReconcileInfluxBatch commands a
+ * statement; then the earliest response of each status that says most, one at a time. Every id is
+ * a quoted string literal, never part of the statement's structure.
+ */
+export class InfluxResponses implements ResponseLedger {
+  readonly description: string;
+  private readonly headers: Record<string, string>;
+  private readonly database: string;
+  /** INFLUXDB_URL without a user and password (fetch refuses a URL that carries them) */
+  private readonly base: string;
+
+  constructor(private readonly s: InfluxConnection) {
+    this.database = s.INFLUXDB_TOKEN !== undefined ? (s.INFLUXDB_DATABASE ?? s.INFLUXDB_BUCKET ?? '') : (s.INFLUXDB_DATABASE ?? '');
+    this.base = shownUrl(s.INFLUXDB_URL);
+    this.description = `InfluxDB ${this.base} (${this.database})`;
+    // A user and password in the URL, as the distributor takes them (http://user:password@host),
+    // unless INFLUXDB_USERNAME says otherwise: sent in the header, never in the URL or a message.
+    const inUrl = new URL(s.INFLUXDB_URL);
+    const username = s.INFLUXDB_USERNAME ?? (inUrl.username !== '' ? decodeURIComponent(inUrl.username) : undefined);
+    const password = s.INFLUXDB_USERNAME !== undefined ? s.INFLUXDB_PASSWORD : decodeURIComponent(inUrl.password);
+    this.headers =
+      s.INFLUXDB_TOKEN !== undefined
+        ? { authorization: `Token ${s.INFLUXDB_TOKEN}` }
+        : username !== undefined
+          ? { authorization: `Basic ${Buffer.from(`${username}:${password ?? ''}`).toString('base64')}` }
+          : {};
+  }
+
+  async find(commands: readonly Wanted[]): Promise<StoredResponse[]> {
+    const out: StoredResponse[] = [];
+    for (let i = 0; i < commands.length; i += LIMITS.commandReconcileInfluxBatch) {
+      const batch = commands.slice(i, i + LIMITS.commandReconcileInfluxBatch);
+      const present = new Map<string, Set<Status>>();
+      for (const signedOnly of [true, false]) {
+        const group = batch.filter((c) => c.signedOnly === signedOnly);
+        if (group.length === 0) continue;
+        const which = group.map((c) => `("command_id" = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)})`).join(' OR ');
+        const q = `SELECT count("result") FROM "command_responses" WHERE (${which})${signedOnly ? ' AND "signed" = true' : ''} GROUP BY "command_id", "device", "status"`;
+        for (const s of await this.query(q)) {
+          const status = s.tags?.status;
+          // A status this version does not know (added later): not taken.
+          if (s.tags?.command_id === undefined || s.tags.device === undefined || !isStatus(status)) continue;
+          const key = `${s.tags.command_id}\u0000${s.tags.device}`;
+          let statuses = present.get(key);
+          if (!statuses) present.set(key, (statuses = new Set()));
+          statuses.add(status);
+        }
+      }
+      for (const c of batch) {
+        const statuses = present.get(`${c.commandId}\u0000${c.deviceId}`);
+        if (!statuses) continue;
+        // A final answer before an acceptance; of two final ones (a device answers once: a copy
+        // refused as a replay is not one), the earliest.
+        let best: { time: number; status: Status; result: unknown } | undefined;
+        for (const status of FINAL) {
+          if (!statuses.has(status)) continue;
+          const found = await this.earliest(c, status);
+          if (found && (!best || found.time < best.time)) best = { ...found, status };
+        }
+        if (!best && statuses.has('accepted')) {
+          const found = await this.earliest(c, 'accepted');
+          if (found) best = { ...found, status: 'accepted' };
+        }
+        if (best) out.push({ commandId: c.commandId, deviceId: c.deviceId, status: best.status, result: best.result });
+      }
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    // Nothing held open: each look-up is a request of its own.
+  }
+
+  /** The earliest response of `c` with `status` that counts (signed where it must be), with its result. */
+  private async earliest(c: Wanted, status: Status): Promise<{ time: number; result: unknown } | undefined> {
+    const q =
+      `SELECT "result" FROM "command_responses" WHERE "command_id" = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)} ` +
+      `AND "status" = ${quoteString(status)}${c.signedOnly ? ' AND "signed" = true' : ''}${status === 'rejected' ? ` AND ${NOT_A_REPLAY}` : ''} LIMIT 1`;
+    const [s] = await this.query(q);
+    const row = s?.values?.[0];
+    if (!s || !row) return undefined;
+    const time = row[s.columns.indexOf('time')];
+    const result = row[s.columns.indexOf('result')];
+    if (typeof time !== 'number' || typeof result !== 'string') return undefined;
+    return { time, result: storedResult(result) };
+  }
+
+  /** The series of the statement's answer (none while the distributor has written no response); API_RESPONSES_UNREADABLE on any failure. */
+  private async query(q: string): Promise<Series> {
+    const url = new URL('/query', this.base);
+    url.searchParams.set('db', this.database);
+    url.searchParams.set('epoch', 'ms');
+    url.searchParams.set('q', q);
+    let res: Response;
+    let text: string;
+    try {
+      // The credential goes in a header, never in the URL (which servers and proxies log).
+      res = await fetch(url, { headers: this.headers, signal: AbortSignal.timeout(this.s.INFLUXDB_TIMEOUT_MS) });
+      text = await res.text();
+    } catch (err) {
+      throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description} did not answer: ${(err as Error).message.slice(0, 200)}`);
+    }
+    if (!res.ok) throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description} answered ${res.status}: ${text.slice(0, 200)}`);
+    let answer: z.infer<typeof AnswerSchema>;
+    try {
+      answer = AnswerSchema.parse(JSON.parse(text));
+    } catch {
+      throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description} answered something that is not an InfluxQL result`);
+    }
+    const error = answer.error ?? answer.results[0]?.error;
+    if (error !== undefined) throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description}: ${error.slice(0, 200)}`);
+    return answer.results[0]?.series ?? [];
+  }
+}
+
+function isStatus(s: string | undefined): s is Status {
+  return (COMMAND_RESPONSE_STATUSES as readonly string[]).includes(s ?? '');
+}
