@@ -122,15 +122,17 @@ export class InfluxResponses implements ResponseLedger {
   /** The earliest response of `c` with `status` that counts (signed where it must be), with its result. */
   private async earliest(c: Wanted, status: Status): Promise<{ time: number; result: unknown } | undefined> {
     const q =
-      `SELECT "result" FROM "command_responses" WHERE "command_id" = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)} ` +
+      `SELECT "result", "result_type" FROM "command_responses" WHERE "command_id" = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)} ` +
       `AND "status" = ${quoteString(status)}${c.signedOnly ? ' AND "signed" = true' : ''}${status === 'rejected' ? ` AND ${NOT_A_REPLAY}` : ''} LIMIT 1`;
     const [s] = await this.query(q);
     const row = s?.values?.[0];
     if (!s || !row) return undefined;
     const time = row[s.columns.indexOf('time')];
     const result = row[s.columns.indexOf('result')];
+    // null, or no column at all, on points written before the distributor wrote it.
+    const type = s.columns.includes('result_type') ? row[s.columns.indexOf('result_type')] : undefined;
     if (typeof time !== 'number' || typeof result !== 'string') return undefined;
-    return { time, result: storedResult(result) };
+    return { time, result: storedResult(result, typeof type === 'string' ? type : undefined) };
   }
 
   /** The series of the statement's answer (none while the distributor has written no response); API_RESPONSES_UNREADABLE on any failure. */

@@ -10,7 +10,7 @@ export interface StoredResponse {
   commandId: string;
   deviceId: string;
   status: (typeof COMMAND_RESPONSE_STATUSES)[number];
-  /** as the database holds it: see {@link storedResult} */
+  /** as the device gave it (as far as a row written before `result_type` tells: {@link storedResult}) */
   result: unknown;
 }
 
@@ -52,7 +52,7 @@ export interface ResponseLedger {
 const NOT_YET_WRITTEN = new Set(['42P01', '3F000']);
 
 const FoundSchema = z.object({ command_id: z.string(), device: z.string(), status: z.enum(COMMAND_RESPONSE_STATUSES), message_key: z.string() });
-const ResultSchema = z.object({ result: z.string() });
+const ResultSchema = z.object({ result: z.string(), result_type: z.string().nullable() });
 
 /**
  * The responses in PostgreSQL's `command_responses` (docs/postgres.md). Two steps, so that memory
@@ -77,7 +77,9 @@ export class PostgresResponses implements ResponseLedger {
       `WHERE (NOT w.signed_only OR left(r.message_key, 2) = 's:') ` +
       `AND NOT (r.status = 'rejected' AND r.result ~ '"code"\\s*:\\s*"FIELD_COMMAND_REPLAYED"') ` +
       `ORDER BY r.command_id, r.device, r.status = 'accepted', r.time`;
-    this.resultSql = `SELECT r.result FROM ${t} r WHERE r.command_id = $1 AND r.device = $2 AND r.message_key = $3 AND r.status = $4 LIMIT 1`;
+    // result_type read through the row's JSON: null where the column is not there yet (a database a
+    // distributor older than schema version 3 writes), rather than an error that stops every look-up.
+    this.resultSql = `SELECT r.result, to_jsonb(r) ->> 'result_type' AS result_type FROM ${t} r WHERE r.command_id = $1 AND r.device = $2 AND r.message_key = $3 AND r.status = $4 LIMIT 1`;
     this.pool = new pg.Pool({
       ...poolConfig(c),
       // One look-up at a time (dispatcher.ts): one connection, let go when idle.
@@ -103,7 +105,7 @@ export class PostgresResponses implements ResponseLedger {
         const [r] = (await this.query(this.resultSql, [f.data.command_id, f.data.device, f.data.message_key, f.data.status])) ?? [];
         const result = ResultSchema.safeParse(r);
         if (!result.success) continue;
-        out.push({ commandId: f.data.command_id, deviceId: f.data.device, status: f.data.status, result: storedResult(result.data.result) });
+        out.push({ commandId: f.data.command_id, deviceId: f.data.device, status: f.data.status, result: storedResult(result.data.result, result.data.result_type) });
       }
     }
     return out;
@@ -126,20 +128,24 @@ export class PostgresResponses implements ResponseLedger {
 }
 
 /**
- * A result as the database holds it back as the device gave it, as far as it can tell: the
- * distributor writes a string as it is, any other value as its JSON, and no result as ''
- * (points.ts responsePoints). So '' is none, the JSON of an object or an array is that value, and
- * anything else is the string (a number or a boolean the device gave comes back as its text: the
- * column cannot tell 42 from "42").
+ * A result as the database holds it back as the device gave it. The distributor writes a string as
+ * it is, any other value as its JSON, and no result as '' (points.ts resultFields), and says which
+ * in `result_type` (`string`, `json`, `none`). Rows written before `result_type` existed have none:
+ * then '' is none, the JSON of an object or an array is that value, and anything else is the string
+ * (a number or a boolean the device gave comes back as its text: `result` alone cannot tell 42 from
+ * "42").
  */
-export function storedResult(text: string): unknown {
-  if (text === '') return undefined;
-  if (text.startsWith('{') || text.startsWith('[')) {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      return text;
-    }
+export function storedResult(text: string, type?: string | null): unknown {
+  if (type === 'string') return text;
+  if (type === 'none') return undefined;
+  if (type !== 'json') {
+    // Written before result_type (or with a type this version does not know).
+    if (text === '') return undefined;
+    if (!text.startsWith('{') && !text.startsWith('[')) return text;
   }
-  return text;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
 }

@@ -163,11 +163,26 @@ export function eventPoints(env: EnvelopeOf<'event'>, keys?: readonly string[]):
 }
 
 /**
+ * How a command response's `result` field holds the device's result: `string`, the string itself;
+ * `json`, the JSON text of any other value (a number, a boolean, null, an object, an array); `none`,
+ * no result (''). `result` stays as it always was (a string as it is, for dashboards and queries
+ * that read it); the type tells 42 from "42" and "" from none, which `result` alone cannot.
+ */
+export type ResultType = 'string' | 'json' | 'none';
+
+export function resultFields(result: unknown): { result: string; result_type: ResultType } {
+  if (result === undefined) return { result: '', result_type: 'none' };
+  if (typeof result === 'string') return { result, result_type: 'string' };
+  return { result: JSON.stringify(result), result_type: 'json' };
+}
+
+/**
  * One point per command response. `signed`: whether the distributor verified the device's signature
  * over it (its key is `s:…`). InfluxDB keeps no message key, and the command API takes from it,
  * for a device with a registered key, only a response stored as signed: with
  * DISTRIBUTOR_REQUIRE_SIGNATURES=false an unsigned response is stored too, and may be the DMZ's
  * forgery (docs/commands.md). Points written before this field existed have none: read as unsigned.
+ * `result` and `result_type`: {@link resultFields}.
  */
 export function responsePoints(env: EnvelopeOf<'response'>, keys?: readonly string[]): StoredPoint[] {
   return env.messages.map(({ payload, receivedAt }, i) =>
@@ -175,10 +190,7 @@ export function responsePoints(env: EnvelopeOf<'response'>, keys?: readonly stri
       {
         measurement: MEASUREMENTS.responses,
         tags: { device: env.deviceId, command_id: payload.commandId, status: payload.status },
-        fields: {
-          result: payload.result === undefined ? '' : typeof payload.result === 'string' ? payload.result : JSON.stringify(payload.result),
-          signed: isSignedKey(keys?.[i]),
-        },
+        fields: { ...resultFields(payload.result), signed: isSignedKey(keys?.[i]) },
         time: timeOf(payload.timestamp, receivedAt ?? env.receivedAt),
       },
       keys?.[i],

@@ -18,6 +18,10 @@ import type { RunningFieldClient } from '../../field-client/src/start.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import { responsePoints, uplinkKey } from '../../internal-network/distributor/points.ts';
 import { InfluxResponses } from '../../internal-network/command-api/influx-responses.ts';
+import { PostgresResponses } from '../../internal-network/command-api/stored-responses.ts';
+import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
+import { postgresConnection } from '../../internal-network/shared/postgres-settings.ts';
+import { createLogger } from '../../shared/logger.ts';
 
 const DEVICE = 'valve-1';
 const OTHER = 'valve-2';
@@ -393,8 +397,64 @@ describe('the stored responses the command API reads from InfluxDB 1.x', () => {
     assert.deepEqual(await ledger.find([...many, { commandId: 'cmd-a', deviceId: 'd-1', signedOnly: true }]), [{ commandId: 'cmd-a', deviceId: 'd-1', status: 'completed', result: { ok: 1 } }]);
   });
 
+  it('gives back each result as the device gave it: 42 a number, "42" a string, none none', async () => {
+    const results: unknown[] = [42, '42', true, 'true', null, 'null', '', '{"a":1}', { a: 1 }, [1, '2'], undefined];
+    const t = Date.parse('2026-01-02T00:00:00Z');
+    await write('d-3', results.map((result, i) => ({ payload: { commandId: `cmd-r${i}`, status: 'completed', ...(result !== undefined ? { result: result as never } : {}) }, signed: true, at: t })));
+    const found = await ledger.find(results.map((_, i) => ({ commandId: `cmd-r${i}`, deviceId: 'd-3', signedOnly: true })));
+    assert.deepEqual(results.map((_, i) => found.find((f) => f.commandId === `cmd-r${i}`)?.result), results);
+  });
+
   it('refuses to read from a database it may not read, with API_RESPONSES_UNREADABLE', async () => {
     const wrong = new InfluxResponses({ ...influxSettings(influx, DB), INFLUXDB_PASSWORD: 'wrong', INFLUXDB_URL: influx.url, INFLUXDB_TIMEOUT_MS: 5000 });
     await assert.rejects(wrong.find([{ commandId: 'cmd-a', deviceId: 'd-1', signedOnly: true }]), (err: Error & { code?: string }) => err.code === 'API_RESPONSES_UNREADABLE' && !err.message.includes('wrong'));
+  });
+});
+
+/**
+ * The same in PostgreSQL, written by the distributor's own sink: the column `result` holds a string
+ * as it is and another value as its JSON, so 42 came back "42"; `result_type` (schema version 3)
+ * says which.
+ */
+describe('the stored responses the command API reads from PostgreSQL', () => {
+  const work = tempDir('pg-responses');
+  const password = 'pg-responses-pw';
+  let db: Postgres;
+  let sink: PostgresSink;
+  let ledger: PostgresResponses;
+
+  before(async () => {
+    db = await Postgres.start(join(work.dir, 'pg'));
+    await db.createUser('fieldstream', password);
+    const connection = postgresConnection({ POSTGRES_URL: `postgres://fieldstream:${password}@127.0.0.1:${db.port}/fieldstream`, POSTGRES_SSL: 'disable', POSTGRES_SCHEMA: 'fieldstream', POSTGRES_POOL_SIZE: 1, POSTGRES_TIMEOUT_MS: 5000 });
+    sink = new PostgresSink(connection, createLogger('test', 'silent'));
+    ledger = new PostgresResponses(connection);
+  });
+  after(async () => {
+    await ledger?.close();
+    await sink?.close();
+    await db?.process.stop();
+    work.cleanup();
+  });
+
+  it('gives back each result as the device gave it, and reads rows written before result_type', async () => {
+    const results: unknown[] = [42, '42', true, 'true', null, 'null', '', '{"a":1}', { a: 1 }, [1, '2'], undefined];
+    const env: EnvelopeOf<'response'> = {
+      v: ENVELOPE_VERSION,
+      deviceId: 'd-3',
+      gatewayId: 'gateway-1',
+      receivedAt: Date.now(),
+      dataType: 'response',
+      messages: results.map((result, i) => ({ messageId: `m-${i}`, payload: { commandId: `cmd-r${i}`, status: 'completed', ...(result !== undefined ? { result: result as never } : {}) } })),
+    };
+    await sink.write(responsePoints(env, results.map((_, i) => uplinkKey('', { epoch: 'e', seq: i }))));
+    const found = await ledger.find(results.map((_, i) => ({ commandId: `cmd-r${i}`, deviceId: 'd-3', signedOnly: true })));
+    assert.deepEqual(results.map((_, i) => found.find((f) => f.commandId === `cmd-r${i}`)?.result), results);
+    // A row as a distributor before schema version 3 wrote it: read as before.
+    await db.psql(`INSERT INTO fieldstream.command_responses (device, time, message_key, command_id, status, result) VALUES ('d-3', now(), 's:e:99', 'cmd-old', 'completed', '42')`, 'fieldstream');
+    assert.deepEqual(await ledger.find([{ commandId: 'cmd-old', deviceId: 'd-3', signedOnly: true }]), [{ commandId: 'cmd-old', deviceId: 'd-3', status: 'completed', result: '42' }]);
+    // A database still at schema version 2 (the command API upgraded before the distributor): read as before, no error.
+    await db.psql('ALTER TABLE fieldstream.command_responses DROP COLUMN result_type', 'fieldstream');
+    assert.deepEqual(await ledger.find([{ commandId: 'cmd-r0', deviceId: 'd-3', signedOnly: true }]), [{ commandId: 'cmd-r0', deviceId: 'd-3', status: 'completed', result: '42' }]);
   });
 });

@@ -181,6 +181,7 @@ describe('PostgreSQL queries of the docs and the Grafana dashboard', () => {
       assert.deepEqual(rows.map((r) => [r.device, r.status]), [['meter-1', 'accepted'], ['meter-1', 'completed']]);
       assert.equal(rows[0]?.result, '');
       assert.deepEqual(JSON.parse(rows[1]?.result as string), { position: 42 });
+      assert.deepEqual(rows.map((r) => [r.result_type, r.value]), [['none', null], ['json', { position: 42 }]]);
     });
 
     it("a device's presence history, and every device's state now", async () => {

@@ -76,7 +76,7 @@ describe('the PostgreSQL sink', () => {
   it('makes its schema once, even with two distributors starting at once, as plain tables without TimescaleDB', async () => {
     const [a, b] = [sink(), sink()];
     assert.deepEqual(await Promise.all([code(a.write([reading('m1', 's:e:1', { v: 1 }, 1)])), code(b.write([reading('m1', 's:e:2', { v: 2 }, 2)]))]), ['ok', 'ok']);
-    assert.deepEqual(await rows('SELECT version FROM fieldstream.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(await rows('SELECT version FROM fieldstream.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }, { version: 3 }]);
     const tables = await rows("SELECT relname, relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE nspname = 'fieldstream' AND relkind IN ('r', 'p') ORDER BY relname");
     assert.deepEqual(
       tables.map((t) => t.relname),
@@ -104,7 +104,7 @@ describe('the PostgreSQL sink', () => {
     const s = sink({ POSTGRES_SCHEMA: 'v1only' });
     const reminder: StoredPoint = { measurement: 'device_status', tags: { device: 'old', gateway: 'gw-1', republished: 'true' }, fields: { state: 'online', since: 1_000 }, time: 2_000, [POINT_KEY]: 'gw-1:2000:online' };
     assert.equal(await code(s.write([reminder])), 'ok');
-    assert.deepEqual(await rows('SELECT version FROM v1only.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(await rows('SELECT version FROM v1only.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }, { version: 3 }]);
     assert.deepEqual(await rows("SELECT message_key, (extract(epoch FROM since) * 1000)::bigint AS since FROM v1only.device_status WHERE device = 'old' ORDER BY time"), [
       { message_key: 'gw-1:2000:online', since: '1000' },
       { message_key: 'k', since: null },
@@ -255,7 +255,7 @@ describe('the PostgreSQL sink', () => {
     // The write that finds it gone fails (retried by its consumer); the next one makes it again.
     assert.equal(await code(s.write([reading('g1', 's:e:2', { v: 2 }, 2)])), 'DISTRIBUTOR_WRITE_FAILED');
     assert.equal(await code(s.write([reading('g1', 's:e:2', { v: 2 }, 2)])), 'ok');
-    assert.deepEqual(await rows('SELECT version FROM remade.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(await rows('SELECT version FROM remade.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }, { version: 3 }]);
     assert.deepEqual(await rows("SELECT message_key FROM remade.readings WHERE device = 'g1'"), [{ message_key: 's:e:2' }]);
   });
 

@@ -10,6 +10,7 @@ import { CommandDispatcher } from '../../internal-network/command-api/dispatcher
 import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { PostgresResponses, storedResult } from '../../internal-network/command-api/stored-responses.ts';
+import { resultFields } from '../../internal-network/distributor/points.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
@@ -227,6 +228,11 @@ describe('the dispatcher', () => {
     }
     // What the column holds, back as the device gave it as far as it can tell.
     assert.deepEqual([storedResult(''), storedResult('{"a":1}'), storedResult('[1]'), storedResult('42'), storedResult('{not json')], [undefined, { a: 1 }, [1], '42', '{not json']);
+    // What a row with result_type holds (points.ts resultFields), back exactly as the device gave it.
+    for (const result of [42, '42', true, 'true', null, 'null', '', '{"a":1}', { a: 1 }, [1, '2'], undefined]) {
+      const f = resultFields(result);
+      assert.deepEqual(storedResult(f.result, f.result_type), result, JSON.stringify(result));
+    }
   });
 
   it('expires an accepted command its device never finished, keeping the acceptance', () => {

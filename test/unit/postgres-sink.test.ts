@@ -235,6 +235,10 @@ describe('PostgreSQL schema', () => {
     assert.deepEqual(MIGRATIONS[1]?.statements({ schema: 'fs', timescale: true }), ['ALTER TABLE fs.device_status ADD COLUMN IF NOT EXISTS since timestamptz']);
   });
 
+  it('version 3 gives command_responses the column result_type, safe to run again', () => {
+    assert.deepEqual(MIGRATIONS[2]?.statements({ schema: 'fs', timescale: false }), ['ALTER TABLE fs.command_responses ADD COLUMN IF NOT EXISTS result_type text']);
+  });
+
   it('makes idempotent statements, and hypertables only where TimescaleDB is installed', () => {
     const plain = MIGRATIONS[0]!.statements({ schema: 'fs', timescale: false });
     const ts = MIGRATIONS[0]!.statements({ schema: 'fs', timescale: true });

@@ -66,8 +66,9 @@ export const TABLES: Record<string, TableSpec> = {
   },
   [MEASUREMENTS.responses]: {
     table: 'command_responses',
-    columns: [...COMMON, text('command_id'), text('status'), text('result')],
-    row: (p, k) => [p.tags.device, p.time, k, p.tags.command_id, p.tags.status, str(p.fields.result)],
+    // result_type: schema version 3 (points.ts resultFields); null where a point has none.
+    columns: [...COMMON, text('command_id'), text('status'), text('result'), text('result_type')],
+    row: (p, k) => [p.tags.device, p.time, k, p.tags.command_id, p.tags.status, str(p.fields.result), p.fields.result_type ?? null],
   },
   [MEASUREMENTS.files]: {
     table: 'files',

@@ -93,8 +93,22 @@ const V2: Migration = {
   },
 };
 
+/**
+ * Version 3: how a command response's `result` holds the device's result (points.ts resultFields):
+ * `string` (the string itself), `json` (the JSON text of any other value), `none`. `result` is
+ * unchanged, so queries and dashboards that read it read the same; null on the rows before, where
+ * 42 and "42" are the same text.
+ */
+const V3: Migration = {
+  version: 3,
+  name: 'command_responses.result_type: whether result is a string or the JSON text of another value',
+  statements({ schema: s }) {
+    return [`ALTER TABLE ${s}.command_responses ADD COLUMN IF NOT EXISTS result_type text`];
+  },
+};
+
 /** Every migration, in version order. A new one is appended here, never an old one changed. */
-export const MIGRATIONS: readonly Migration[] = [V1, V2];
+export const MIGRATIONS: readonly Migration[] = [V1, V2, V3];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 const VersionRowSchema = z.object({ version: z.number().int() });
