@@ -45,7 +45,7 @@ const CommandApiSettings = z.object({
   COMMAND_API_CLIENT_ID: clientIdSetting('command-api'),
   LOG_LEVEL: setting.logLevel(),
   /** The distributor's PostgreSQL (read only): the responses it stored, looked up for commands whose
-   * response the broker may have lost (dispatcher.ts). Off while POSTGRES_URL and PGHOST are unset. */
+   * response the broker may have lost (reconciler.ts). Off while POSTGRES_URL and PGHOST are unset. */
   ...postgresSettings(),
   /** The distributor's InfluxDB (read only, InfluxQL): looked up as PostgreSQL is, when PostgreSQL is
    * not set. Off while INFLUXDB_URL is unset. The local store's path is the distributor's alone. */

@@ -1,17 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
-import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope, type EnvelopeOf } from '../../shared/contract/envelope.ts';
+import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { LimitedLog } from '../../shared/limited-log.ts';
-import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
-import { sortBySignature } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
+import { BelievedResponses, type Response } from './believed-responses.ts';
+import { Reconciler } from './reconciler.ts';
 import { isFinal, type CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
-import type { ResponseLedger, StoredResponse } from './stored-responses.ts';
+import type { ResponseLedger } from './stored-responses.ts';
 
 /**
  * Sends commands through the internal broker (the bridge carries them to the DMZ broker, the
@@ -23,9 +23,9 @@ import type { ResponseLedger, StoredResponse } from './stored-responses.ts';
  * registry (security/command-auth.ts), so a compromised DMZ can neither forge nor alter one. It is
  * signed at each publish, not stored signed: a key rotated or revoked since takes effect at once.
  *
- * Each response is believed only if the device signed it (shared/security/message-auth.ts) under
- * the same registered key: the DMZ publishes uplink envelopes with the gateway's identity, and could
- * otherwise hold a command back and report it `completed`, or make it final with a `rejected`.
+ * Each response is believed only if the device provably sent it (believed-responses.ts); the
+ * responses the distributor stored are looked up for commands whose answer the broker may have lost
+ * (reconciler.ts).
  */
 export interface CommandSigning {
   keys: DeviceKeyRegistry;
@@ -34,30 +34,16 @@ export interface CommandSigning {
   allowUnsigned: boolean;
 }
 
-type Response = EnvelopeOf<'response'>['messages'][number];
-
 export class CommandDispatcher {
-  /** responses ignored because they are not provably the device's, by code */
-  readonly refusedResponses: Partial<Record<ErrorCode, number>> = {};
   private readonly sweep: NodeJS.Timeout;
   private closed = false;
-  /** the look-up of every waiting command's stored response that is queued and has not started */
-  private waitingLookUp: Promise<void> | undefined;
   /** whether a sweep's look-up of stored responses runs */
   private sweeping = false;
   /** devices whose waiting commands were resent lately: when, and the resend put off till later */
   private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout }>();
-  /**
-   * What the broker hands over that is refused or ignored (forged responses, invalid payloads,
-   * answers to unknown commands): the DMZ decides how many, tens of thousands a second through the
-   * bridge, and a line each filled this service's log. Per code, a few lines per
-   * TIMINGS.floodLogIntervalMs, the rest counted in the next; refusedResponses (the metrics) counts
-   * every refused response.
-   */
-  private readonly floodLogs = new Map<string, LimitedLog>();
-
-  /** the look-up of stored responses that runs (one at a time), if one does */
-  private reconciling: Promise<void> | undefined;
+  private readonly believed: BelievedResponses;
+  /** the look-ups of the responses the distributor stored (with a ledger) */
+  private readonly reconciler: Reconciler | undefined;
 
   constructor(
     private readonly mqtt: MqttClient,
@@ -71,8 +57,12 @@ export class CommandDispatcher {
      * its autosaves while this API was away) when the distributor's was written and the device,
      * receipted, let its own go. Without it, such a command ended `expired` although it ran.
      */
-    private readonly ledger?: ResponseLedger,
+    ledger?: ResponseLedger,
   ) {
+    this.believed = new BelievedResponses(signing.keys, signing.allowUnsigned, log);
+    this.reconciler = ledger
+      ? new Reconciler(ledger, store, signing.keys, signing.allowUnsigned, log, (record, response) => this.answer(record, response), () => this.closed)
+      : undefined;
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     // mqtt.js emits 'message' (the answer recorded in memory), then calls handleMessage, and sends
     // the PUBACK at its callback (MQTT 3.1.1 §4.3.2 lets the receiver choose when). Acknowledged
@@ -83,11 +73,16 @@ export class CommandDispatcher {
     mqtt.on('connect', () => {
       for (const r of this.store.all()) if (r.state === 'queued' && r.expiresAt > Date.now()) this.publish(r);
       // What the broker held for this session may not have outlived it (a broker restarted).
-      if (this.ledger) void this.reconcileWaiting();
+      void this.reconciler?.waiting();
     });
     this.sweep = setInterval(() => this.expire(), TIMINGS.commandExpirySweepMs);
     this.sweep.unref();
-    if (this.ledger) void this.reconcileWaiting();
+    void this.reconciler?.waiting();
+  }
+
+  /** responses ignored because they are not provably the device's, by code */
+  get refusedResponses(): Partial<Record<ErrorCode, number>> {
+    return this.believed.refused;
   }
 
   issue(deviceIds: readonly string[], command: string, params: CommandRecord['params'], ttlSeconds: number, request?: CommandRecord['request']): CommandRecord[] {
@@ -134,7 +129,7 @@ export class CommandDispatcher {
 
   /** Resolves once the look-up of stored responses that runs, if any, is over (for a clean stop, and tests). */
   async settled(): Promise<void> {
-    while (this.reconciling) await this.reconciling;
+    await this.reconciler?.settled();
   }
 
   close(): void {
@@ -212,18 +207,18 @@ export class CommandDispatcher {
       if (where.kind !== 'uplink' || where.dataType !== 'response') return;
       const env = parseEnvelope(UplinkEnvelopeSchema, payload);
       if (env.dataType !== 'response' || env.deviceId !== where.deviceId) return;
-      for (const { payload: response } of this.genuine(env)) {
+      for (const { payload: response } of this.believed.genuine(env)) {
         const record = this.store.get(response.commandId);
         // A device answers only its own commands; anything else is noise, or an attack.
         if (!record || record.deviceId !== env.deviceId) {
-          this.floodLog({ deviceId: env.deviceId, commandId: response.commandId }, 'response to an unknown command, or another device’s');
+          this.believed.floodLog({ deviceId: env.deviceId, commandId: response.commandId }, 'response to an unknown command, or another device’s');
           continue;
         }
         if (this.answer(record, response)) this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: response.status }, 'command answered');
       }
     } catch (err) {
       if (!isFieldStreamError(err)) throw err;
-      this.floodLog({ code: err.code, topic: topic.slice(0, 200) }, err.message);
+      this.believed.floodLog({ code: err.code, topic: topic.slice(0, 200) }, err.message);
     }
   }
 
@@ -246,113 +241,6 @@ export class CommandDispatcher {
       response: { status: response.status, ...(response.result !== undefined ? { result: response.result as CommandRecord['params'] } : {}), at: Date.now() },
     });
     return true;
-  }
-
-  /** Looks up the stored responses of every command still waiting (at the start, at each connection). */
-  private reconcileWaiting(): Promise<void> {
-    // One waiting to run is enough: it takes what waits when it starts (a broker that flaps
-    // queues no look-up per connection).
-    if (this.waitingLookUp) return this.waitingLookUp;
-    const lookUp = this.reconcile(() => {
-      this.waitingLookUp = undefined;
-      return [...this.store.all()].filter((r) => !isFinal(r.state));
-    }).then(
-      () => undefined,
-      (err: unknown) => this.log.warn({ code: isFieldStreamError(err) ? err.code : 'API_RESPONSES_UNREADABLE', err: (err as Error).message }, 'the responses the distributor stored could not be read; looked up again before each command expires'),
-    );
-    this.waitingLookUp = lookUp;
-    return lookUp;
-  }
-
-  /**
-   * Looks up the stored responses (the ledger) of `records()`, one look-up at a time (a second one
-   * asked for meanwhile runs after it, for what is waiting then), and records each genuine one as
-   * if it had come through the broker. Genuine as {@link genuine} has it, by what the distributor
-   * checked: of a device with a registered key, only a response it signed (the distributor
-   * verified that signature under the same registry's key before it wrote it); of a device without
-   * one, with COMMAND_ALLOW_UNSIGNED only; of a revoked device, none. Rejects when the database
-   * cannot be read (API_RESPONSES_UNREADABLE).
-   */
-  private reconcile(records: () => CommandRecord[]): Promise<void> {
-    const ledger = this.ledger;
-    if (!ledger) return Promise.resolve();
-    const run = async (): Promise<void> => {
-      const wanted = [];
-      for (const r of records()) {
-        if (this.signing.keys.isRevoked(r.deviceId)) continue;
-        const keyed = this.signing.keys.get(r.deviceId) !== undefined;
-        if (!keyed && !this.signing.allowUnsigned) continue;
-        wanted.push({ commandId: r.commandId, deviceId: r.deviceId, signedOnly: keyed });
-      }
-      if (wanted.length === 0) return;
-      const found: StoredResponse[] = await ledger.find(wanted);
-      if (this.closed) return;
-      let answered = 0;
-      for (const f of found) {
-        const record = this.store.get(f.commandId);
-        // Known already (an acceptance found again at each look-up while the command runs): unchanged.
-        if (!record || record.deviceId !== f.deviceId || record.response?.status === f.status) continue;
-        if (this.answer(record, { status: f.status, ...(f.result !== undefined ? { result: f.result as CommandRecord['params'] } : {}) })) {
-          answered++;
-          this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: f.status }, 'command answered: its response found among those the distributor stored');
-        }
-      }
-      // Journaled as every change is (store.put), synced by the end of this turn.
-      if (answered > 0) this.log.info({ answered, lookedUp: wanted.length }, 'commands answered from the responses the distributor stored');
-    };
-    const next = (this.reconciling ?? Promise.resolve()).then(run);
-    const settled = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.reconciling = settled;
-    void settled.then(() => {
-      if (this.reconciling === settled) this.reconciling = undefined;
-    });
-    return next;
-  }
-
-  /**
-   * The responses of `env` the device provably sent: signed under its registered key (a signed group
-   * counts whole or not at all), or, for a device without a key and only with COMMAND_ALLOW_UNSIGNED,
-   * unsigned. A device with a key must sign. The rest is ignored, counted and logged with its code.
-   * Freshness and replay are not checked: a genuine response replayed by the DMZ says what the device
-   * said, for the same command id — recorded once, since a final state never changes.
-   */
-  private genuine(env: EnvelopeOf<'response'>): Response[] {
-    const { deviceId, gatewayId } = env;
-    const refuse = (code: ErrorCode, messages: readonly Response[], detail: string) => {
-      if (messages.length === 0) return;
-      this.refusedResponses[code] = (this.refusedResponses[code] ?? 0) + messages.length;
-      this.floodLog(
-        { code, deviceId, gatewayId, commandIds: messages.slice(0, 20).map((m) => m.payload.commandId), refused: this.refusedResponses[code] },
-        `security: ${detail}; response ignored`,
-      );
-    };
-    if (this.signing.keys.isRevoked(deviceId)) {
-      refuse('SECURITY_REVOKED', env.messages, 'the device was revoked');
-      return [];
-    }
-    const key = this.signing.keys.get(deviceId);
-    const sorted = sortBySignature(key, env);
-    const unsignedOk = !key && this.signing.allowUnsigned;
-    if (key) refuse('SECURITY_BAD_SIGNATURE', sorted.unverified, 'signature does not match the content and the device key (or the signed group is incomplete)');
-    else refuse('SECURITY_UNKNOWN_DEVICE', sorted.unverified, 'no signing key registered for this device (unknown or revoked)');
-    if (!unsignedOk) refuse('SECURITY_UNSIGNED', sorted.unsigned, key ? 'unsigned response from a device with a registered key' : 'unsigned response (COMMAND_ALLOW_UNSIGNED is off)');
-    const believed = new Set<Response>(sorted.authentic.map((a) => a.message));
-    if (unsignedOk) for (const m of sorted.unsigned) believed.add(m);
-    return env.messages.filter((m) => believed.has(m)); // in the device's order
-  }
-
-  /** A line of what the broker handed over and was refused or ignored, within its code's budget (floodLogs). */
-  private floodLog(fields: { code?: ErrorCode } & Record<string, unknown>, message: string): void {
-    const key = fields.code ?? 'none';
-    let log = this.floodLogs.get(key);
-    if (!log) {
-      log = new LimitedLog(this.log, { level: 'warn', maxPerWindow: LIMITS.commandApiRefusalLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: `refused or ignored messages from the broker (${key})` });
-      this.floodLogs.set(key, log);
-    }
-    log.write(fields, message);
   }
 
   /** The device's waiting commands only: a status for each device of a gateway that reconnects (ten
@@ -398,7 +286,7 @@ export class CommandDispatcher {
     const due = (r: CommandRecord | undefined, at: number): r is CommandRecord => r !== undefined && !isFinal(r.state) && r.expiresAt <= at;
     const overdue = [...this.store.all()].filter((r) => due(r, now));
     if (overdue.length === 0) return;
-    if (!this.ledger) {
+    if (!this.reconciler) {
       for (const r of overdue) this.update(r, { state: 'expired' });
       return;
     }
@@ -406,7 +294,7 @@ export class CommandDispatcher {
     // One sweep's look-up at a time; the next sweep takes what is overdue then.
     if (this.sweeping) return;
     this.sweeping = true;
-    this.reconcile(() => overdue.flatMap((r) => this.store.get(r.commandId) ?? [])).then(
+    this.reconciler.lookUp(() => overdue.flatMap((r) => this.store.get(r.commandId) ?? [])).then(
       () => this.expireNow(overdue, (r) => due(r, Date.now())),
       (err: unknown) => {
         const at = Date.now();

@@ -23,7 +23,7 @@ export class CommandApiMetrics {
       for (const [state, n] of counts) this.set({ state }, n);
     });
     this.requests = metrics.counter('command_api_requests_total', 'HTTP requests answered, by status code.', ['status']);
-    // The dispatcher keeps its own tally (dispatcher.ts refusedResponses); read when scraped.
+    // The dispatcher keeps its own tally (believed-responses.ts, dispatcher.ts refusedResponses); read when scraped.
     new Counter({
       name: `${METRIC_PREFIX}command_api_responses_refused_total`,
       help: 'Command responses ignored because they are not provably the device’s, by error code.',

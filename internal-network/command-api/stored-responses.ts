@@ -82,7 +82,7 @@ export class PostgresResponses implements ResponseLedger {
     this.resultSql = `SELECT r.result, to_jsonb(r) ->> 'result_type' AS result_type FROM ${t} r WHERE r.command_id = $1 AND r.device = $2 AND r.message_key = $3 AND r.status = $4 LIMIT 1`;
     this.pool = new pg.Pool({
       ...poolConfig(c),
-      // One look-up at a time (dispatcher.ts): one connection, let go when idle.
+      // One look-up at a time (reconciler.ts): one connection, let go when idle.
       max: 1,
       idleTimeoutMillis: 10_000,
       allowExitOnIdle: true,

@@ -1,0 +1,98 @@
+import { isFieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
+import type { Response } from './believed-responses.ts';
+import { isFinal, type CommandRecord } from './schemas.ts';
+import type { CommandStore } from './store.ts';
+import type { ResponseLedger, StoredResponse, Wanted } from './stored-responses.ts';
+
+/**
+ * Looks up the responses the distributor stored (the ledger: PostgreSQL or InfluxDB) for commands
+ * still waiting, and records each genuine one as if it had come through the broker: the broker's
+ * copy of a response for the command API can be lost (a broker killed between its autosaves while
+ * the API was away) when the distributor's was written and the device, receipted, let its own go.
+ * One look-up at a time; a second one asked for meanwhile runs after it, for what is waiting then.
+ */
+export class Reconciler {
+  /** the look-up of every waiting command's stored response that is queued and has not started */
+  private waitingLookUp: Promise<void> | undefined;
+  /** the look-up of stored responses that runs (one at a time), if one does */
+  private reconciling: Promise<void> | undefined;
+
+  constructor(
+    private readonly ledger: ResponseLedger,
+    private readonly store: CommandStore,
+    private readonly keys: DeviceKeyRegistry,
+    /** COMMAND_ALLOW_UNSIGNED: a device without a key may have its unsigned responses taken */
+    private readonly allowUnsigned: boolean,
+    private readonly log: Logger,
+    /** records a device's answer (the dispatcher's), false when it changes nothing */
+    private readonly answer: (record: CommandRecord, response: Pick<Response['payload'], 'status' | 'result'>) => boolean,
+    private readonly closed: () => boolean,
+  ) {}
+
+  /** Looks up the stored responses of every command still waiting (at the start, at each connection). */
+  waiting(): Promise<void> {
+    // One waiting to run is enough: it takes what waits when it starts (a broker that flaps
+    // queues no look-up per connection).
+    if (this.waitingLookUp) return this.waitingLookUp;
+    const lookUp = this.lookUp(() => {
+      this.waitingLookUp = undefined;
+      return [...this.store.all()].filter((r) => !isFinal(r.state));
+    }).then(
+      () => undefined,
+      (err: unknown) => this.log.warn({ code: isFieldStreamError(err) ? err.code : 'API_RESPONSES_UNREADABLE', err: (err as Error).message }, 'the responses the distributor stored could not be read; looked up again before each command expires'),
+    );
+    this.waitingLookUp = lookUp;
+    return lookUp;
+  }
+
+  /**
+   * Looks up the stored responses of `records()` and records each genuine one. Genuine by what the
+   * distributor checked: of a device with a registered key, only a response it signed (the
+   * distributor verified that signature under the same registry's key before it wrote it); of a
+   * device without one, with COMMAND_ALLOW_UNSIGNED only; of a revoked device, none. Rejects when
+   * the database cannot be read (API_RESPONSES_UNREADABLE).
+   */
+  lookUp(records: () => CommandRecord[]): Promise<void> {
+    const run = async (): Promise<void> => {
+      const wanted: Wanted[] = [];
+      for (const r of records()) {
+        if (this.keys.isRevoked(r.deviceId)) continue;
+        const keyed = this.keys.get(r.deviceId) !== undefined;
+        if (!keyed && !this.allowUnsigned) continue;
+        wanted.push({ commandId: r.commandId, deviceId: r.deviceId, signedOnly: keyed });
+      }
+      if (wanted.length === 0) return;
+      const found: StoredResponse[] = await this.ledger.find(wanted);
+      if (this.closed()) return;
+      let answered = 0;
+      for (const f of found) {
+        const record = this.store.get(f.commandId);
+        // Known already (an acceptance found again at each look-up while the command runs): unchanged.
+        if (!record || record.deviceId !== f.deviceId || record.response?.status === f.status) continue;
+        if (this.answer(record, { status: f.status, ...(f.result !== undefined ? { result: f.result as CommandRecord['params'] } : {}) })) {
+          answered++;
+          this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: f.status }, 'command answered: its response found among those the distributor stored');
+        }
+      }
+      // Journaled as every change is (store.put), synced by the end of this turn.
+      if (answered > 0) this.log.info({ answered, lookedUp: wanted.length }, 'commands answered from the responses the distributor stored');
+    };
+    const next = (this.reconciling ?? Promise.resolve()).then(run);
+    const settled = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.reconciling = settled;
+    void settled.then(() => {
+      if (this.reconciling === settled) this.reconciling = undefined;
+    });
+    return next;
+  }
+
+  /** Resolves once the look-up that runs, if any, is over (for a clean stop, and tests). */
+  async settled(): Promise<void> {
+    while (this.reconciling) await this.reconciling;
+  }
+}
