@@ -210,6 +210,18 @@ export const ERRORS = {
     description:
       'Metrics of Sparkplug births the field client follows come out with one field name (group A.B, edge node C and group A, edge node B.C; metrics x/y and x.y): one keeps it, the others get a suffix of their own (docs/field-client.md, "Mapping"); their values are all kept.',
   },
+  SPARKPLUG_STORE_INVALID: {
+    http: 500,
+    transient: false,
+    description:
+      'A file of the Sparkplug sessions the field client saved (FIELD_DATA_DIR/sparkplug-sessions/) could not be read back at start (damaged, or past the bounds of what is held): it was dropped; what its edge nodes send again after the restart is refused as not born.',
+  },
+  SPARKPLUG_STORE_FAILED: {
+    http: 507,
+    transient: true,
+    description:
+      'The Sparkplug sessions of the local MQTT input could not be saved (FIELD_DATA_DIR/sparkplug-sessions/ refused the write): the messages of that batch were not acknowledged, and their edge nodes send them again.',
+  },
   SPARKPLUG_STATE_INVALID: { http: 400, transient: false, description: 'A Sparkplug STATE message (spBv1.0/STATE/<host_id>) is not the JSON {"online":boolean,"timestamp":number} of Sparkplug 3.0; it was ignored.' },
   SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },

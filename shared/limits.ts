@@ -451,6 +451,10 @@ export const LIMITS = {
    * for the append on its way, then go in one): past it, a message's data is refused
    * (FIELD_QUEUE_FULL; a QoS 1 publish on the local broker is not acknowledged). */
   sparkplugPendingMaxItems: 50_000,
+  /** bytes. The journal of the Sparkplug sessions the local MQTT input saves (sparkplug/store.ts: one
+   * line per edge node and batch, a few KiB each) is rewritten with one line per edge node past this,
+   * or past twice that compacted size: the disk it takes stays bounded by the edge nodes followed. */
+  sparkplugStoreJournalMaxBytes: 8 * 1024 * 1024,
   /** bytes. The field client stops handing frames to its WebSocket while more than this waits
    * unsent in it (ws `bufferedAmount`: what the kernel did not take yet), and goes on as it drains.
    * ws buffers without bound, so a gateway that stops reading (or a link that stalls) would

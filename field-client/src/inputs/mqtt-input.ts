@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Aedes } from 'aedes';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
@@ -9,6 +10,7 @@ import type { HealthReporter } from '../health.ts';
 import type { LocalInput } from './input.ts';
 import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
+import { SessionStore, STORE_DIR } from './sparkplug/store.ts';
 import { NAMESPACE } from './sparkplug/topic.ts';
 import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
@@ -40,7 +42,8 @@ export function mqttInput(
   prefix: string,
   log: Logger,
   health?: HealthReporter,
-  sparkplug?: { groups: readonly string[]; names?: FieldNames | undefined },
+  /** `dataDir`: where the edge nodes' sessions are saved (sparkplug/store.ts), for what they send again after a restart */
+  sparkplug?: { groups: readonly string[]; names?: FieldNames | undefined; dataDir?: string | undefined },
 ): LocalInput & { publish(topic: string, payload: string): Promise<void>; readonly sparkplug: SparkplugSession | undefined } {
   const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
   const healthTopic = `${prefix}/health`;
@@ -53,15 +56,18 @@ export function mqttInput(
    * resend arriving before its next NBIRTH would be refused (not born) and acknowledged unstored.
    */
   const hungUp = new WeakMap<object, Error>();
+  const slog = log.child({ input: 'mqtt-sparkplug' });
+  const store = sparkplug?.dataDir === undefined ? undefined : new SessionStore(join(sparkplug.dataDir, STORE_DIR), slog);
   const session = sparkplug
     ? new SparkplugSession(
         client,
         (topic, payload) => aedes?.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, () => undefined),
-        log.child({ input: 'mqtt-sparkplug' }),
+        slog,
         sparkplug.groups,
-        // A QoS 1 publish hung up on, or whose PUBACK was lost, comes again: previous sessions are kept for it.
+        // A QoS 1 publish hung up on, or whose PUBACK was lost, comes again: previous sessions are kept for it,
+        // saved (store), for what is sent again after a restart too.
         // The field names are checked with those of the plant broker's input (start.ts): one device's readings.
-        { resends: true, names: sparkplug.names },
+        { resends: true, names: sparkplug.names, store },
       )
     : undefined;
   const broker = () => Aedes.createBroker({
@@ -189,6 +195,8 @@ export function mqttInput(
       const s = server;
       if (a) await new Promise<void>((resolve) => a.close(() => resolve()));
       if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+      if (session) await session.drained();
+      await store?.close();
     },
   };
 }

@@ -28,7 +28,7 @@ const DEF_BYTES = 128;
 const ALIAS_BYTES = 64;
 
 /** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
-export function definitions(metrics: readonly SparkplugMetric[]): Definitions {
+export function definitions(metrics: ReadonlyArray<Pick<SparkplugMetric, 'name' | 'alias' | 'datatype'>>): Definitions {
   const defs: Definitions = { byAlias: new Map(), byName: new Map(), bytes: 0 };
   for (const m of metrics) {
     if (m.name === undefined || m.datatype === undefined) {

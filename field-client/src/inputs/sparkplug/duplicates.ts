@@ -65,6 +65,18 @@ export class SeqDigests {
     this.slots[seq % SEQ_WINDOW] = digest ?? 0;
   }
 
+  /** A copy of the digests, as bytes: what the session store saves (store.ts). */
+  toBytes(): Uint8Array {
+    return new Uint8Array(this.slots.slice().buffer);
+  }
+
+  /** Digests saved by toBytes (SEQ_WINDOW × 4 bytes, else none kept). */
+  static fromBytes(bytes: Uint8Array): SeqDigests {
+    const d = new SeqDigests();
+    if (bytes.length === SEQ_WINDOW * 4) d.slots.set(new Uint32Array(new Uint8Array(bytes).buffer)); // a copy: a Buffer may be a view of a larger pool
+    return d;
+  }
+
   /** Whether the message read at `seq` had this digest (`seq` within the window: see behind). */
   read(seq: number, digest: Digest | undefined): boolean {
     return digest !== undefined && digest !== 0 && this.slots[seq % SEQ_WINDOW] === digest;

@@ -163,6 +163,28 @@ export class HeldDefinitions {
     this.previous.set(k, list);
   }
 
+  /**
+   * Sessions saved before a restart (store.ts), kept as the previous sessions of `k`, each ended at
+   * its `at`: within the bounds of every other session (LIMITS.sparkplugMaxEdgeNodes,
+   * LIMITS.sparkplugPreviousSessionsPerNode, the oldest born dropped, and
+   * LIMITS.sparkplugDefinitionsMaxBytes: refused whole past it). Called in the order their edge
+   * nodes' last sessions ended (expirePrevious relies on that order).
+   */
+  restore(k: string, entries: readonly Previous[]): void {
+    if (!this.o.resends || entries.length === 0) return;
+    if (!this.previous.has(k) && this.previous.size >= this.o.maxEdgeNodes) {
+      throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `${this.o.maxEdgeNodes} edge nodes have sessions kept already`);
+    }
+    const list = [...entries].sort((a, b) => (a.s.bornAt ?? Infinity) - (b.s.bornAt ?? Infinity)).slice(-this.maxPerNode);
+    let bytes = 0;
+    for (const e of list) bytes += bytesOf(e.s);
+    if (this.defTotal + this.prevTotal - this.previousBytes(k) + bytes > this.maxDefinitionsBytes) {
+      throw new FieldStreamError('SPARKPLUG_DEFINITIONS_FULL', `their definitions (about ${bytes} bytes) would take those held past ${this.maxDefinitionsBytes} bytes`);
+    }
+    this.previous.set(k, list);
+    this.recount(k);
+  }
+
   /** Drops every previous session of `k` (counted again by the caller). */
   dropPrevious(k: string): void {
     this.previous.delete(k);

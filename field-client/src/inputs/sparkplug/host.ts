@@ -1,8 +1,8 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
-import { definitions, resolve, type Definitions } from './definitions.ts';
+import { definitions, resolve, type Definitions, type MetricDef } from './definitions.ts';
 import { behind, SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
-import { HeldDefinitions } from './held.ts';
+import { HeldDefinitions, type Previous } from './held.ts';
 import { bdSeqOf, BD_SEQ, births, duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
 import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
 import { nameDefinitions } from './names.ts';
@@ -103,6 +103,39 @@ export class SparkplugHost {
   /** The previous sessions of an edge node, oldest born first, for tests. */
   previousSessions(group: string, edge: string): ReadonlyArray<Readonly<NodeSession>> {
     return this.held.previousOf(key(group, edge)).map((e) => e.s);
+  }
+
+  /**
+   * What the session store saves of edge node `k` (store.ts): its previous sessions, oldest born
+   * first, and its current one.
+   */
+  sessionsOf(k: string): { current: NodeSession | undefined; previous: readonly Previous[] } {
+    return { current: this.sessions.get(k), previous: this.held.previousOf(k) };
+  }
+
+  /** Whether anything of edge node `k` is held (its current session or a previous one). */
+  follows(k: string): boolean {
+    return this.sessions.has(k) || this.held.previousOf(k).length > 0;
+  }
+
+  /** Edge nodes with a current or a previous session held, counted from above (both maps' sizes). */
+  get edgeNodesHeldAtMost(): number {
+    return this.sessions.size + this.previous.size;
+  }
+
+  /** The field a declared metric's values go to now (names.ts), for the session store. */
+  fieldOf(def: MetricDef): string | undefined {
+    return this.held.names.field(def);
+  }
+
+  /**
+   * Sessions of an edge node saved before the field client restarted (store.ts), kept as its previous
+   * sessions, born on no connection: what it sends again after the restart is read in the session it
+   * was sent in (resend.ts), as after a reconnection. Throws (SPARKPLUG_TOO_MANY_EDGE_NODES,
+   * SPARKPLUG_DEFINITIONS_FULL) past the bounds of what is held.
+   */
+  restorePrevious(group: string, edge: string, entries: readonly Previous[]): void {
+    this.held.restore(key(group, edge), entries);
   }
 
   /** Bytes of birth definitions held now over every edge node and device (estimated: Definitions.bytes), previous sessions' included. */

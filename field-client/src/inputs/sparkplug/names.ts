@@ -24,6 +24,11 @@ export interface Naming {
   exact: boolean;
   /** the plain name with the suffix of this metric (suffixOf), computed when first needed */
   suffixed?: string | undefined;
+  /**
+   * The field its values went to when its session was saved before a restart (store.ts; null:
+   * skipped): a message of that session sent again after the restart goes to the same field.
+   */
+  saved?: string | null | undefined;
 }
 
 /**
@@ -123,6 +128,7 @@ export class FieldNames {
   /** The field a declared metric's values go to now; undefined: none (too long, or see the class). */
   field(def: MetricDef): string | undefined {
     const n = def.naming;
+    if (n?.saved !== undefined) return n.saved ?? undefined;
     if (!n || n.plain === undefined) return undefined;
     const list = this.holders.get(n.plain);
     if (!list || list.length <= 1) return n.plain;

@@ -10,6 +10,7 @@ import { digestOf } from './duplicates.ts';
 import type { FieldNames } from './names.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
+import type { NodeSnap, SessionStore } from './store.ts';
 import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
 
 /** What the Sparkplug input did since the client started (the field client's /metrics shows it). */
@@ -54,6 +55,12 @@ export interface SparkplugSessionOptions {
   resends?: boolean | undefined;
   /** the field names of the field client's other Sparkplug input too (HostOptions.names) */
   names?: FieldNames | undefined;
+  /**
+   * Where the sessions are saved (store.ts; with `resends`): loaded now, saved after each batch's
+   * queue write, before its messages are acknowledged, so that what edge nodes send again after a
+   * restart is read in the session it was sent in.
+   */
+  store?: SessionStore | undefined;
 }
 
 /**
@@ -104,6 +111,7 @@ export class SparkplugSession {
       names: options.names,
     });
     this.peers = new PeerHosts(options.hostId);
+    options.store?.load(this.host, Date.now());
     this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
   }
 
@@ -182,6 +190,8 @@ export class SparkplugSession {
     }
     if (outcome.refused) this.refuse(outcome.refused, topic);
     for (const c of outcome.collisions ?? []) {
+      // The field names of the metrics sharing one may have changed: saved again (store.ts).
+      for (const m of c.metrics) this.options.store?.markRenamed(key(m.group, m.edge));
       // Not a refusal: every value is kept, under the names the log line gives (names.ts).
       this.stats.fieldNameCollisions++;
       const named = c.metrics.map((m) => `${[m.group, m.edge, ...(m.device === undefined ? [] : [m.device])].join('/')} metric ${m.metric} → ${m.field ?? '(skipped)'}`);
@@ -242,6 +252,15 @@ export class SparkplugSession {
       if (!undo) return Promise.resolve();
       const batches = new Set<Batch>();
       for (const u of this.undos) if (u.edge === undo.edge) batches.add(u.batch);
+      if (this.options.store) {
+        // Its seq taken must be saved before it is acknowledged (store.ts): it goes with the next
+        // batch, whose save covers it, and is acknowledged once that batch and every earlier one of
+        // its edge node are appended (or, failing, undone with them).
+        const next = this.batch(topic);
+        this.undos.push({ ...undo, batch: next });
+        batches.add(next);
+        return batches.size === 1 ? next.done : Promise.all([...batches].map((b) => b.done)).then(() => undefined);
+      }
       const last = [...batches].at(-1);
       if (!last) return Promise.resolve();
       this.undos.push({ ...undo, batch: last });
@@ -258,34 +277,59 @@ export class SparkplugSession {
       this.rollBack(edges);
       return Promise.reject(err);
     }
-    let batch = this.next;
-    if (!batch) {
-      let resolve!: () => void;
-      let reject!: (err: unknown) => void;
-      const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-      const b = (batch = this.next = { items: [] as Submission[], topic, done });
-      // The chain itself never rejects: each batch's outcome goes to its own promise.
-      this.chain = this.chain.then(() => {
-        if (this.next === b) this.next = undefined; // what comes from now on waits for the next one
-        return this.client.submitMany(b.items).then(
-          () => {
-            this.pendingItems -= b.items.length;
-            this.undos = this.undos.filter((u) => u.batch !== b);
-            resolve();
-          },
-          (err: unknown) => {
-            this.pendingItems -= b.items.length;
-            this.notQueued(b.items.length, b.topic, err);
-            this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
-            reject(err);
-          },
-        );
-      });
-    }
+    const batch = this.batch(topic);
     batch.items.push(...items);
     this.pendingItems += items.length;
     if (undo) this.undos.push({ ...undo, batch });
     return batch.done;
+  }
+
+  /**
+   * The batch the next append takes (see submit), opened when none is. With a session store, its
+   * edge nodes' sessions are taken as its append starts: then they are as its last message left them,
+   * as no later message has been taken into a batch yet (what comes from then on waits for the next
+   * one). Saved once the append is on disk, before the batch resolves.
+   */
+  private batch(topic: string): Batch {
+    if (this.next) return this.next;
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+    const b: Batch = (this.next = { items: [], topic, done });
+    // The chain itself never rejects: each batch's outcome goes to its own promise.
+    this.chain = this.chain.then(() => {
+      if (this.next === b) this.next = undefined; // what comes from now on waits for the next one
+      const store = this.options.store;
+      const snaps = store && new Map<string, NodeSnap>();
+      if (store && snaps) for (const u of this.undos) if (u.batch === b && !snaps.has(u.edge)) snaps.set(u.edge, store.snapshot(this.host, u.edge));
+      return (b.items.length > 0 ? this.client.submitMany(b.items) : Promise.resolve()).then(
+        async () => {
+          this.pendingItems -= b.items.length;
+          if (store && snaps && snaps.size > 0) {
+            try {
+              await store.save(snaps, this.host);
+            } catch (err) {
+              // Its data is in the queue, but what a restart would need to read its edge nodes'
+              // resends is not on disk: not acknowledged, its messages are undone and sent again
+              // (stored twice, never lost).
+              this.refusalLog.write({ code: isFieldStreamError(err) ? err.code : 'SPARKPLUG_STORE_FAILED', topic: b.topic }, (err as Error).message);
+              this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
+              reject(err);
+              return;
+            }
+          }
+          this.undos = this.undos.filter((u) => u.batch !== b);
+          resolve();
+        },
+        (err: unknown) => {
+          this.pendingItems -= b.items.length;
+          this.notQueued(b.items.length, b.topic, err);
+          this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
+          reject(err);
+        },
+      );
+    });
+    return b;
   }
 
   /** Undoes, latest first, every message of `edges` not yet appended (see submit). */

@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { decodePayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
+import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
+import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
+import { SessionStore } from '../../field-client/src/inputs/sparkplug/store.ts';
+import { suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
+import type { Submission } from '../../field-client/src/client-options.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The Sparkplug sessions of the local MQTT input saved on disk (store.ts): what an edge node sends
+ * again after the field client restarted (SIGKILL: the old session object abandoned, its pending
+ * appends never done) is read in the session it was sent in. Before, the new process knew no session:
+ * every such message was refused as not born and acknowledged, and one taken but not yet in the
+ * queue when the process died was lost.
+ */
+const T0 = 1_700_000_000_000;
+const bd = (n: number) => ({ name: 'bdSeq', datatype: T.UInt64, longValue: String(n) });
+const enc = (o: Record<string, unknown>) => encodeWire(o);
+const birth = (seq: number, b: number, at: number, metric = 'Temp') => enc({ timestamp: String(at), seq: String(seq), metrics: [bd(b), { name: metric, alias: '1', datatype: T.Double, doubleValue: b }] });
+const data = (seq: number, value: number, at: number) => enc({ timestamp: String(at), seq: String(seq), metrics: [{ alias: '1', datatype: T.Double, doubleValue: value }] });
+const NB = 'spBv1.0/Plant1/NBIRTH/Paho';
+const ND = 'spBv1.0/Plant1/NDATA/Paho';
+
+/** A queue whose appends can be held (the process is killed before they are written). */
+function queue() {
+  const stored: Submission[] = [];
+  let hold = false;
+  const held: Array<() => void> = [];
+  return {
+    stored,
+    hold(on: boolean) {
+      hold = on;
+      if (!on) for (const h of held.splice(0)) h();
+    },
+    client: {
+      submitMany: (items: readonly Submission[]) =>
+        new Promise<never[]>((resolve) => {
+          const write = () => (stored.push(...items), resolve([]));
+          if (hold) held.push(write);
+          else write();
+        }),
+    },
+  };
+}
+const logs = () => {
+  const lines: Array<Record<string, unknown>> = [];
+  return { lines, log: createLogger('test', 'info', { write: (l: string) => lines.push(JSON.parse(l) as Record<string, unknown>) }) };
+};
+const session = (dir: string, q: ReturnType<typeof queue>, log = createLogger('test', 'silent')) =>
+  new SparkplugSession(q.client, () => undefined, log, [], { resends: true, store: new SessionStore(dir, log) });
+const values = (stored: Submission[], field: string) => stored.flatMap((s) => (field in s.payload ? [(s.payload as Record<string, unknown>)[field]] : []));
+
+describe('Sparkplug sessions saved across a restart', () => {
+  it('stores once each what mqtt.js sends again before its new NBIRTH after a SIGKILL: taken but not written then, or written and not acknowledged', async () => {
+    const work = tempDir('sp-store');
+    try {
+      const q1 = queue();
+      const a = session(work.dir, q1);
+      const connA = {};
+      const via = (connection: object, dup = false) => ({ connection, dup });
+      await a.onMessage(NB, birth(0, 0, T0), T0, via(connA));
+      await a.onMessage(ND, data(1, 1, T0 + 1), T0, via(connA));
+      // NDATA 2's append is under way while NDATA 3 arrives (it waits for the next append, which never
+      // ends: the process dies). NDATA 2's save must not cover NDATA 3, which the host has read already.
+      q1.hold(true);
+      const second = a.onMessage(ND, data(2, 2, T0 + 2), T0, via(connA));
+      await new Promise((r) => setImmediate(r)); // its append started
+      void a.onMessage(ND, data(3, 3, T0 + 3), T0, via(connA)).catch(() => undefined);
+      q1.hold(false);
+      q1.hold(true);
+      await second;
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(values(q1.stored, 'Plant1.Paho.Temp'), [0, 1, 2], 'NDATA 3 never written');
+
+      // Restarted: mqtt.js sends again, without DUP, before its new NBIRTH, what it had no PUBACK for
+      // (NDATA 2 written, its PUBACK lost with the process; NDATA 3 not written).
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      const connB = {};
+      await b.onMessage(ND, data(2, 2, T0 + 2), T0 + 10, via(connB));
+      await b.onMessage(ND, data(3, 3, T0 + 3), T0 + 10, via(connB));
+      assert.deepEqual(values(q2.stored, 'Plant1.Paho.Temp'), [3], 'NDATA 2 read already (a duplicate), NDATA 3 stored');
+      assert.equal(b.stats.refusedByCode.SPARKPLUG_NOT_BORN, undefined, JSON.stringify(b.stats.refusedByCode));
+      assert.equal(b.stats.refusedByCode.SPARKPLUG_DUPLICATE, 1);
+      // Its new connection's NBIRTH and data: a session of their own.
+      await b.onMessage(NB, birth(0, 1, T0 + 20, 'Other'), T0 + 20, via(connB));
+      await b.onMessage(ND, data(1, 5, T0 + 21), T0 + 21, via(connB));
+      assert.deepEqual(values(q2.stored, 'Plant1.Paho.Other'), [1, 5]);
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it("reads what Paho sends again flagged DUP after its new NBIRTH in the saved session: its aliases, its fields", async () => {
+    const work = tempDir('sp-store');
+    try {
+      const q1 = queue();
+      const a = session(work.dir, q1);
+      const connA = {};
+      await a.onMessage(NB, birth(0, 0, T0), T0, { connection: connA, dup: false });
+      q1.hold(true);
+      void a.onMessage(ND, data(1, 7, T0 + 1), T0, { connection: connA, dup: false }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 20));
+
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      const connB = {};
+      // bd1 names another metric alias 1: NDATA 1 of bd0 must not go there.
+      await b.onMessage(NB, birth(0, 1, T0 + 20, 'Other'), T0 + 20, { connection: connB, dup: false });
+      await b.onMessage(ND, data(1, 7, T0 + 1), T0 + 20, { connection: connB, dup: true });
+      assert.deepEqual(values(q2.stored, 'Plant1.Paho.Temp'), [7]);
+      assert.deepEqual(values(q2.stored, 'Plant1.Paho.Other'), [1]);
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it('keeps the field name a metric had, its collision suffix included, for what is sent again after a restart', async () => {
+    const work = tempDir('sp-store');
+    try {
+      const q1 = queue();
+      const a = session(work.dir, q1);
+      const conn = {};
+      // An edge node's metric `x/y` and its device x's metric `y` share Plant1.E.x.y: the edge node's keeps
+      // it, the device's gets its suffix (names.ts).
+      await a.onMessage('spBv1.0/Plant1/NBIRTH/E', enc({ timestamp: String(T0), seq: '0', metrics: [bd(0), { name: 'x/y', alias: '1', datatype: T.Double, doubleValue: 1 }] }), T0, { connection: conn, dup: false });
+      await a.onMessage('spBv1.0/Plant1/DBIRTH/E/x', enc({ timestamp: String(T0), seq: '1', metrics: [{ name: 'y', alias: '2', datatype: T.Double, doubleValue: 2 }] }), T0, { connection: conn, dup: false });
+      const suffixed = `Plant1.E.x.y${suffixOf('Plant1', 'E', 'x', 'y')}`;
+      assert.deepEqual(values(q1.stored, suffixed), [2]);
+      q1.hold(true);
+      const ddata = enc({ timestamp: String(T0 + 1), seq: '2', metrics: [{ alias: '2', datatype: T.Double, doubleValue: 9 }] });
+      void a.onMessage('spBv1.0/Plant1/DDATA/E/x', ddata, T0, { connection: conn, dup: false }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 20));
+
+      // After the restart nothing is born yet: named again from scratch, y of device x would have the
+      // plain name alone, and its value would land in the edge node's metric's field.
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/Plant1/DDATA/E/x', ddata, T0 + 10, { connection: {}, dup: false });
+      assert.deepEqual(values(q2.stored, suffixed), [9], JSON.stringify(q2.stored));
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it('drops a damaged file with SPARKPLUG_STORE_INVALID at start, and goes on', async () => {
+    const work = tempDir('sp-store');
+    try {
+      const q1 = queue();
+      const a = session(work.dir, q1);
+      await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
+      a.stop();
+      const births = readdirSync(work.dir).filter((f) => f.endsWith('.births.json'));
+      assert.equal(births.length, 1);
+      writeFileSync(join(work.dir, births[0] as string), '{"v":1,"gen":1,"group":"Plant1","edge":"Paho","record":[],"sessions":[{"id":1,"bdSeq":0,"bornAt":null,"birthDigest":null,"node":[["Temp",99,null,1]],"devices":[]}]}');
+      writeFileSync(join(work.dir, 'other.births.json'), 'not json');
+      const { lines, log } = logs();
+      const q2 = queue();
+      const b = session(work.dir, q2, log);
+      assert.equal(lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID').length, 2, JSON.stringify(lines));
+      assert.deepEqual(readdirSync(work.dir).filter((f) => f.endsWith('.births.json')), []);
+      // Sent again with no session known: refused as before, the input going on.
+      await b.onMessage(ND, data(1, 1, T0 + 1), T0 + 10, { connection: {}, dup: false });
+      assert.equal(b.stats.refusedByCode.SPARKPLUG_NOT_BORN, 1);
+      await b.onMessage(NB, birth(0, 1, T0 + 20), T0 + 20, { connection: {}, dup: false });
+      assert.deepEqual(values(q2.stored, 'Plant1.Paho.Temp'), [1], 'a new birth taken');
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+  it('does not acknowledge a message whose session could not be saved (SPARKPLUG_STORE_FAILED): undone, its resend is taken', async () => {
+    const work = tempDir('sp-store');
+    const dir = join(work.dir, 'sessions');
+    try {
+      const q = queue();
+      const a = session(dir, q);
+      const conn = {};
+      await a.onMessage(NB, birth(0, 0, T0), T0, { connection: conn, dup: false });
+      // The folder gone, a file in its place: the DBIRTH's births file cannot be written.
+      rmSync(dir, { recursive: true });
+      writeFileSync(dir, 'not a folder');
+      const dbirth = enc({ timestamp: String(T0 + 1), seq: '1', metrics: [{ name: 'P', alias: '5', datatype: T.Double, doubleValue: 1 }] });
+      await assert.rejects(a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', dbirth, T0, { connection: conn, dup: false }), (err) => isFieldStreamError(err) && err.code === 'SPARKPLUG_STORE_FAILED');
+      assert.equal(a.host.session('Plant1', 'Paho')?.seq, 0, 'undone: its resend is the next seq');
+      assert.equal(a.host.session('Plant1', 'Paho')?.devices.has('Press'), false);
+      rmSync(dir);
+      mkdirSync(dir);
+      await a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', dbirth, T0, { connection: conn, dup: false });
+      assert.equal(a.host.session('Plant1', 'Paho')?.devices.has('Press'), true);
+      a.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+});
