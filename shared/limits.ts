@@ -737,6 +737,13 @@ export const TIMINGS = {
    * few points a second, not one per message. (The events' own times come from their envelopes:
    * verifier.ts eventTime.) */
   securityEventMaxLeadMs: 1_000,
+  /** milliseconds. Furthest back a refusal's security event may be placed by its envelope's arrival
+   * time (verifier.ts eventTime), which is the DMZ's word: older, it is stamped with the
+   * distributor's clock. Long enough for an envelope delivered again after a distributor restart to
+   * keep its point; short enough that a compromised DMZ cannot put its forgeries' refusals outside
+   * the range the Security dashboard (last 6 h) and the console show (DISTRIBUTOR_MAX_DELAY_S, the
+   * bound before, is 7 days). */
+  securityEventArrivalMaxAgeMs: 5 * 60_000,
   /** milliseconds. The distributor writes its counts of refusals (refusal-tally.ts) this often. */
   securityTallyFlushMs: 1_000,
   /** milliseconds. A refusal's log line is written at most once in this long per error code, with

@@ -17,6 +17,7 @@ import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 
 /**
  * A compromised DMZ publishes well-formed envelopes naming invented devices, tens of thousands a
@@ -218,6 +219,27 @@ describe('security events under a flood of forged messages', () => {
       );
     } finally {
       await influx.process.stop();
+    }
+  });
+
+  it('does not let the arrival time the DMZ writes place a refusal far back, out of the range an operator looks at', async () => {
+    // The gateway's receivedAt is the DMZ's word. Taken for the event's time anywhere within
+    // DISTRIBUTOR_MAX_DELAY_S (7 days by default), a compromised DMZ stamped its forgeries' refusals
+    // days back: the alert (a Prometheus counter) fired, and the Security dashboard (last 6 h) and
+    // the console showed nothing new for the device it named.
+    mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_000 });
+    const written: StoredPoint[] = [];
+    try {
+      const handler = memoryDistributor(registered(join(tmp.dir, 'backdated'), 'real-5'), written);
+      const now = Date.now();
+      const forged = { v: 1, deviceId: 'real-5', gatewayId: 'gw-1', receivedAt: now - 50 * 60_000, dataType: 'event', messages: [{ messageId: 'f-1', payload: { eventType: 'alarm' } }] };
+      await handler.handle(uplinkTopic('real-5', 'event'), Buffer.from(JSON.stringify(forged)));
+      const events = written.filter((p) => p.measurement === 'security_events' && p.tags.device === 'real-5');
+      assert.equal(events.length, 1);
+      const behind = now - (events[0] as StoredPoint).time;
+      assert.ok(behind <= TIMINGS.securityEventArrivalMaxAgeMs + 1000, `the refusal stored ${behind} ms before it was checked`);
+    } finally {
+      mock.timers.reset();
     }
   });
 

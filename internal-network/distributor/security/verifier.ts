@@ -322,14 +322,17 @@ export class MessageVerifier {
    * keyMillisecond; the key's nanoseconds lie under it, line-protocol.ts), so that refusals of one
    * arrival lie apart and none is later than its arrival (a dashboard's range ending now shows it
    * at once). An arrival
-   * time this side could not take for one (older than maxDelayMs: a message so old is stale; or
-   * later than the clocks' disagreement, freshnessMs, allows) is the DMZ's invention: the event is
-   * stamped with this side's clock instead, and such a refusal checked again after a restart is
-   * stored again (PostgreSQL keeps one row by its key).
+   * time older than TIMINGS.securityEventArrivalMaxAgeMs (or maxDelayMs, if shorter), or later than
+   * the clocks' disagreement, freshnessMs, allows, is not taken: the event is stamped with this
+   * side's clock instead, and such a refusal checked again after a restart is stored again
+   * (PostgreSQL keeps one row by its key). The arrival time is the DMZ's word: taken as far back as
+   * maxDelayMs (7 days), it let a compromised DMZ place its forgeries' refusals days back, outside
+   * every range an operator looks at while the alert on their count fires.
    */
   private eventTime(env: UplinkEnvelope, now: number, key: string): number {
     const arrived = env.receivedAt;
-    const base = arrived >= now - this.o.maxDelayMs && arrived <= now + this.o.freshnessMs ? arrived : now;
+    const oldest = now - Math.min(this.o.maxDelayMs, TIMINGS.securityEventArrivalMaxAgeMs);
+    const base = arrived >= oldest && arrived <= now + this.o.freshnessMs ? arrived : now;
     return base - keyMillisecond(key);
   }
 
