@@ -735,7 +735,7 @@ export const TIMINGS = {
    * ahead of the clock: each refusal takes a millisecond of it, and those past this lead are counted
    * per second instead (refusal-tally.ts), so a flood of forged messages naming one device adds a
    * few points a second, not one per message. (The events' own times come from their envelopes:
-   * verifier.ts eventTime.) */
+   * verifier.ts eventTime, which takes an arrival no further ahead of the clock than this.) */
   securityEventMaxLeadMs: 1_000,
   /** milliseconds. Furthest back a refusal's security event may be placed by its envelope's arrival
    * time (verifier.ts eventTime), which is the DMZ's word: older, it is stamped with the

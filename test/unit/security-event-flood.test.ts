@@ -243,6 +243,26 @@ describe('security events under a flood of forged messages', () => {
     }
   });
 
+  it('does not let the arrival time the DMZ writes place a refusal in the future, after the range ending now', async () => {
+    // DISTRIBUTOR_FRESHNESS_S (30 s here) is how far the clocks may disagree for a message's
+    // freshness; taken for the event's time, an arrival dated 25 s ahead put the refusal 25 s after
+    // every dashboard range ending now.
+    mock.timers.enable({ apis: ['Date'], now: 1_700_000_000_000 });
+    const written: StoredPoint[] = [];
+    try {
+      const handler = memoryDistributor(registered(join(tmp.dir, 'ahead'), 'real-6'), written);
+      const now = Date.now();
+      const forged = { v: 1, deviceId: 'real-6', gatewayId: 'gw-1', receivedAt: now + 25_000, dataType: 'event', messages: [{ messageId: 'f-1', payload: { eventType: 'alarm' } }] };
+      await handler.handle(uplinkTopic('real-6', 'event'), Buffer.from(JSON.stringify(forged)));
+      const events = written.filter((p) => p.measurement === 'security_events' && p.tags.device === 'real-6');
+      assert.equal(events.length, 1);
+      const ahead = (events[0] as StoredPoint).time - now;
+      assert.ok(ahead <= TIMINGS.securityEventMaxLeadMs, `the refusal stored ${ahead} ms after it was checked`);
+    } finally {
+      mock.timers.reset();
+    }
+  });
+
   it('stores a refusal checked again (its write retried, its message delivered again) as the same point, not a second at a later time', async () => {
     // A write can reach InfluxDB and still fail (its answer lost at the deadline; with PostgreSQL
     // too, the other store down): the message is retried, and a PUBACK lost sends it again. Each

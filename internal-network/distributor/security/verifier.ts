@@ -323,8 +323,9 @@ export class MessageVerifier {
    * arrival lie apart and none is later than its arrival (a dashboard's range ending now shows it
    * at once). An arrival
    * time older than TIMINGS.securityEventArrivalMaxAgeMs (or maxDelayMs, if shorter), or later than
-   * the clocks' disagreement, freshnessMs, allows, is not taken: the event is stamped with this
-   * side's clock instead, and such a refusal checked again after a restart is stored again
+   * TIMINGS.securityEventMaxLeadMs ahead of this side's clock (not freshnessMs, the clocks'
+   * disagreement a message's freshness allows, 30 s: a refusal dated that far ahead lay after every
+   * dashboard range ending now), is not taken: the event is stamped with this side's clock instead, and such a refusal checked again after a restart is stored again
    * (PostgreSQL keeps one row by its key). The arrival time is the DMZ's word: taken as far back as
    * maxDelayMs (7 days), it let a compromised DMZ place its forgeries' refusals days back, outside
    * every range an operator looks at while the alert on their count fires.
@@ -332,7 +333,7 @@ export class MessageVerifier {
   private eventTime(env: UplinkEnvelope, now: number, key: string): number {
     const arrived = env.receivedAt;
     const oldest = now - Math.min(this.o.maxDelayMs, TIMINGS.securityEventArrivalMaxAgeMs);
-    const base = arrived >= oldest && arrived <= now + this.o.freshnessMs ? arrived : now;
+    const base = arrived >= oldest && arrived <= now + Math.min(this.o.freshnessMs, TIMINGS.securityEventMaxLeadMs) ? arrived : now;
     return base - keyMillisecond(key);
   }
 
