@@ -28,6 +28,11 @@ export interface RolePolicy {
    * internal-network/distributor/retained-sweeper.ts): not a reader of these topics' messages.
    */
   sweep?: readonly string[];
+  /**
+   * filters the role may neither publish nor subscribe to, whatever its other filters cover (a
+   * Mosquitto `topic deny` line, which is checked before the grants, reads and writes alike).
+   */
+  deny?: readonly string[];
 }
 
 export const RESPONSE_FILTER = `${TOPIC_ROOT}/+/up/response`;
@@ -43,12 +48,15 @@ export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze
   // ids the DMZ invented (internal-network/distributor/presence-clearer.ts), and any other retained
   // message the DMZ left through the bridge, found by reading what is retained on every topic
   // (internal-network/distributor/retained-sweeper.ts): the bridge can already write every topic
-  // but "$" ones, so this lets the distributor say nothing the DMZ cannot.
+  // but "$" ones, so this lets the distributor say nothing the DMZ cannot. Except the commands': the
+  // distributor holds the device keys commands are authenticated with (command-auth.ts), the DMZ
+  // does not, and the bridges carry commands out to the devices; so none of its certificate's.
   distributor: {
     publish: [TOPIC_FILTERS.receipts, STORED_FEED_TOPIC],
     subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity],
     clear: [TOPIC_FILTERS.status, '#'],
     sweep: ['#'],
+    deny: [TOPIC_FILTERS.downlink],
   },
   // Internal: sends commands, reads their responses and device presence.
   'command-api': { publish: [TOPIC_FILTERS.downlink], subscribe: [RESPONSE_FILTER, TOPIC_FILTERS.status] },
@@ -95,6 +103,7 @@ export function filterCovers(allowed: string, requested: string): boolean {
 export function mayPublish(role: string, topic: string, message?: { payload: Buffer | string; retain: boolean }): boolean {
   const policy = ROLE_POLICIES[role];
   if (!policy || topic.includes('+') || topic.includes('#')) return false;
+  if ((policy.deny ?? []).some((f) => filterCovers(f, topic))) return false;
   if (policy.publish.some((f) => filterCovers(f, topic))) return true;
   return message !== undefined && message.retain && message.payload.length === 0 && (policy.clear ?? []).some((f) => filterCovers(f, topic));
 }
@@ -115,5 +124,23 @@ export function maySubscribe(role: string, filter: string): boolean {
   const policy = ROLE_POLICIES[role];
   if (!policy) return false;
   const plain = unshare(filter);
+  if ((policy.deny ?? []).some((f) => filtersOverlap(f, plain))) return false;
   return policy.subscribe.some((f) => filterCovers(f, plain));
+}
+
+/** What `role` may neither read nor write on a broker whose ACL grants topics only (Mosquitto `topic deny`). */
+export function denyFilters(role: string): string[] {
+  return [...(ROLE_POLICIES[role]?.deny ?? [])];
+}
+
+/** True when some topic matches both filters. */
+function filtersOverlap(a: string, b: string): boolean {
+  if (a.startsWith('$') !== b.startsWith('$') && (/^[+#]/.test(a) || /^[+#]/.test(b))) return false;
+  const x = a.split('/');
+  const y = b.split('/');
+  for (let i = 0; ; i++) {
+    if (x[i] === '#' || y[i] === '#') return true;
+    if (i >= x.length || i >= y.length) return x.length === y.length;
+    if (x[i] !== '+' && y[i] !== '+' && x[i] !== y[i]) return false;
+  }
 }

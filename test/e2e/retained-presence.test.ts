@@ -121,11 +121,12 @@ describe('retained presences of invented device ids through a bridge to a compro
    * Nothing else is retained on the internal broker (the gateways retain device presences only), but
    * the bridge brings in any topic the DMZ broker sends, retained too, held by no ACL, and Mosquitto
    * 2.0 keeps one per topic for ever: on the topics the distributor reads, on those other services
-   * read, on topics no one reads. Every one of them cleared, the presences kept.
+   * read, on topics no one reads. Every one of them cleared, the presences kept. Not the command
+   * topics', which the distributor may not touch (the next test; SECURITY.md).
    */
   it('clears what the DMZ retained on any other topic, and keeps the presences', async () => {
     const read = [uplinkTopic(REGISTERED, 'timeseries'), uplinkTopic(REGISTERED, 'response'), gatewayUplinkTopic('gw-1'), gatewayPresenceTopic('gw-1'), gatewaySecurityTopic('gw-1')];
-    const others = [commandTopic(REGISTERED), receiptTopic('gw-1'), STORED_FEED_TOPIC, ...Array.from({ length: 200 }, (_, i) => `anything/${i}/at/all`)];
+    const others = [receiptTopic('gw-1'), STORED_FEED_TOPIC, ...Array.from({ length: 200 }, (_, i) => `anything/${i}/at/all`)];
     const deadBefore = await metric('fieldstream_distributor_dead_letters_total');
     for (const topic of [...read, ...others]) rogue.inject(topic, `{"junk":"${'x'.repeat(200)}"}`, true);
     const held = await eventually(
@@ -142,5 +143,35 @@ describe('retained presences of invented device ids through a bridge to a compro
     // The junk on the topics it reads is handled as such (a dead letter each); its own clears coming back are nothing.
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal((await metric('fieldstream_distributor_dead_letters_total')) - deadBefore, read.length);
+  });
+
+  /**
+   * The distributor holds the device keys the command API authenticates commands with (the same
+   * registry: command-auth.ts), so its certificate must not reach the command topics, which the
+   * bridges carry out to every DMZ server and so to the devices: a stolen distributor certificate and
+   * keys would send commands that the devices run. Its clears and sweeps need no command topic. The
+   * command API's identity, which does send commands, shows the bridge carrying them out.
+   */
+  it('lets no distributor certificate publish a command: nothing it sends on a command topic crosses the bridge', async () => {
+    const as = async (service: string) => {
+      const s = pki.paths.service(service);
+      return connectAsync(internal.url, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(s.cert), key: readFileSync(s.key), clientId: `cmd-${service.replace('/', '-')}`, protocolVersion: 5, reconnectPeriod: 0 });
+    };
+    const dist = await as('internal/distributor');
+    const api = await as('internal/command-api');
+    try {
+      const command = '{"v":1,"commandId":"c-1","command":"close_valve"}';
+      // Refused by the broker (PUBACK "not authorized") or dropped: either way not carried out.
+      for (const [topic, retain] of [[commandTopic('by-distributor'), false], [commandTopic('by-distributor-retained'), true], [commandTopic('by-distributor-empty'), true]] as const) {
+        await dist.publishAsync(topic, topic.endsWith('empty/down/command') ? '' : command, { qos: 1, retain }).catch(() => undefined);
+      }
+      await api.publishAsync(commandTopic('by-command-api'), command, { qos: 1 });
+      await eventually(async () => rogue.received.includes(commandTopic('by-command-api')) || undefined, 10_000, "the command API's command carried out by the bridge");
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(rogue.received.filter((t) => t.includes('by-distributor')), [], 'commands published with the distributor certificate reached the DMZ');
+    } finally {
+      await dist.endAsync(true);
+      await api.endAsync(true);
+    }
   });
 });

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, wri
 import { dirname, join, relative, resolve } from 'node:path';
 import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
-import { readFilters, writeFilters } from '../../shared/acl.ts';
+import { denyFilters, readFilters, writeFilters } from '../../shared/acl.ts';
 import { GatewayConfigSchema } from '../../dmz/gateway/config.ts';
 import { DistributorConfigSchema } from '../../internal-network/distributor/config.ts';
 import { ConsoleConfigSchema } from '../../internal-network/console/config.ts';
@@ -17,8 +17,8 @@ import { postgresSettings } from '../../internal-network/shared/postgres-setting
 const repoRoot = join(import.meta.dirname, '..', '..');
 
 /** Parses a Mosquitto acl_file into {user: {read: [...], write: [...]}}. */
-function parseAcl(text: string): Record<string, { read: string[]; write: string[] }> {
-  const out: Record<string, { read: string[]; write: string[] }> = {};
+function parseAcl(text: string): Record<string, { read: string[]; write: string[]; deny: string[] }> {
+  const out: Record<string, { read: string[]; write: string[]; deny: string[] }> = {};
   let user = '';
   for (const raw of text.split('\n')) {
     const line = raw.trim();
@@ -26,8 +26,8 @@ function parseAcl(text: string): Record<string, { read: string[]; write: string[
     const [kw, a, b] = line.split(/\s+/);
     if (kw === 'user' && a) {
       user = a;
-      out[user] = { read: [], write: [] };
-    } else if (kw === 'topic' && (a === 'read' || a === 'write') && b) {
+      out[user] = { read: [], write: [], deny: [] };
+    } else if (kw === 'topic' && (a === 'read' || a === 'write' || a === 'deny') && b) {
       out[user]?.[a].push(b);
     } else {
       assert.fail(`unexpected ACL line: ${line}`);
@@ -136,6 +136,7 @@ describe('deployment files', () => {
       for (const role of roles) {
         assert.deepEqual(acl[role]?.write.sort(), writeFilters(role).sort(), role);
         assert.deepEqual(acl[role]?.read.sort(), readFilters(role).sort(), role);
+        assert.deepEqual(acl[role]?.deny.sort(), denyFilters(role).sort(), role);
       }
     });
   }

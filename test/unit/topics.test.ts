@@ -79,8 +79,11 @@ describe('broker access policy', () => {
     assert.ok(!maySubscribe('distributor', TOPIC_FILTERS.downlink));
     // It clears any retained message the DMZ left (retained-sweeper.ts), "$" ones aside.
     assert.ok(filterCovers('#', 'a/b') && !filterCovers('#', '$SYS/broker/uptime') && !filterCovers('+/#', '$SYS/x'), '# matches no "$" topic (MQTT 5 §4.7.2)');
-    assert.ok(mayPublish('distributor', commandTopic('d'), { payload: Buffer.alloc(0), retain: true }), 'a clear of a retained command the DMZ left');
+    // Never a command topic, not even to clear: it holds the device keys commands are authenticated
+    // with, and a Mosquitto ACL grants a topic, not a payload (internal-network/mosquitto/acl).
+    assert.ok(!mayPublish('distributor', commandTopic('d'), { payload: Buffer.alloc(0), retain: true }), 'no write on a command topic');
     assert.ok(!mayPublish('distributor', commandTopic('d'), { payload: '{"v":1}', retain: true }), 'no command of its own making');
+    assert.ok(!maySubscribe('distributor', '#') && !maySubscribe('distributor', 'fieldstream/v1/devices/+/down/+'), 'no subscription reaching the commands');
     assert.ok(!mayPublish('distributor', '$SYS/broker/connection/x/state', { payload: Buffer.alloc(0), retain: true }));
   });
 
