@@ -379,7 +379,7 @@ export const ERRORS = {
   SECURITY_UNSIGNED: { http: 401, transient: false, description: 'The message carries no device signature, and signatures are required.' },
   SECURITY_REVOKED: { http: 403, transient: false, description: 'The device was revoked (scripts/revoke-device.sh); its messages are refused.' },
   SECURITY_UNKNOWN_DEVICE: { http: 401, transient: false, description: 'No signing key is registered on the internal network for this device (unknown or revoked).' },
-  SECURITY_UNKNOWN_GATEWAY: { http: 403, transient: false, description: 'The gateway id is not admitted (DISTRIBUTOR_GATEWAYS, or past DISTRIBUTOR_MAX_GATEWAYS ids): a presence naming it is not stored.' },
+  SECURITY_UNKNOWN_GATEWAY: { http: 403, transient: false, description: 'The gateway id is not admitted (DISTRIBUTOR_GATEWAYS, or past DISTRIBUTOR_MAX_GATEWAYS ids heard from in the last 7 days): a presence naming it is not stored.' },
   SECURITY_BAD_SIGNATURE: { http: 401, transient: false, description: "The message's signature does not match its content and the device's key: forged or tampered with." },
   SECURITY_STALE: { http: 401, transient: false, description: 'The message was signed too long before (or after) the gateway received it: a replay, or a wrong device clock.' },
   SECURITY_REPLAY: { http: 409, transient: false, description: 'The message reuses a sequence number older than the replay window of its device and epoch.' },

@@ -649,6 +649,12 @@ export const TIMINGS = {
   /** milliseconds. The distributor sends its waiting presence clears this often, a tick's share of
    * LIMITS.presenceClearsPerSecond each time (internal-network/distributor/presence-clearer.ts). */
   presenceClearTickMs: 100,
+  /** milliseconds. A gateway id the distributor has not heard from for this long is forgotten by its
+   * admission (security/gateway-admission.ts), making room under DISTRIBUTOR_MAX_GATEWAYS: a gateway's
+   * id is new at each of its starts unless GATEWAY_ID is set, so ids kept for ever filled the bound
+   * with restarts. Longer than a gateway is silent while it runs (it is heard at each presence of its
+   * own or of its devices); invented ids add at most DISTRIBUTOR_MAX_GATEWAYS series per this. */
+  gatewayAdmissionTtlMs: 7 * 24 * 3_600_000,
   /** milliseconds. From the distributor's start to its first sweep of what is retained on the internal
    * broker (internal-network/distributor/retained-sweeper.ts), then between sweeps: each is handed
    * every retained message (a fleet's presences), so not often; what the DMZ retains on the topics

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { gatewayPresenceTopic, gatewaySecurityTopic, statusTopic } from '../../shared/contract/topics.ts';
@@ -54,13 +54,54 @@ describe('gateway ids the distributor stores presences under', () => {
     assert.deepEqual([...gatewaysOf(first.written)].sort(), ['invented-0', 'other-0']);
     assert.deepEqual(first.written.filter((p) => p.measurement === 'security_events').map((p) => p.fields.gateway), ['report-0'], 'no report of a gateway not admitted stored');
     assert.match(await first.metrics.metrics.registry.metrics(), /^fieldstream_distributor_security_events_total\{[^}]*reason="SECURITY_UNKNOWN_GATEWAY"[^}]*\} 597$/m);
-    assert.equal(readFileSync(file, 'utf8'), 'invented-0\nother-0\nreport-0\n');
+    assert.deepEqual(readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => l.split(' ')[0]), ['invented-0', 'other-0', 'report-0']);
 
     // A restart does not open the bound again: the ids admitted are those remembered.
     const again = setup(new GatewayAdmission({ listed: [], max: 3, file }, log));
     await again.handler.handle(gatewayPresenceTopic('report-0'), gatewayPresence('report-0'));
     await again.handler.handle(gatewayPresenceTopic('new-after-restart'), gatewayPresence('new-after-restart'));
     assert.deepEqual([...gatewaysOf(again.written)], ['report-0']);
+  });
+
+  /**
+   * A gateway's id is new at each of its starts unless GATEWAY_ID is set (the default is the host
+   * name and a random suffix, and neither compose file nor Kubernetes, whose gateways an autoscaler
+   * adds and removes, sets it): ids remembered for ever filled DISTRIBUTOR_MAX_GATEWAYS with the
+   * gateways' own restarts, after which every gateway started since was refused, its presence and
+   * its devices' no longer stored. An id not heard from for TIMINGS.gatewayAdmissionTtlMs is
+   * forgotten, across a restart of the distributor too; the bound holds at every instant.
+   */
+  it('forgets a gateway id not heard from for a while, so restarted gateways (a new id each) are never refused', () => {
+    const file = join(tmp.dir, 'restarts.txt');
+    let now = 1_000_000;
+    const o = { listed: [], max: 3, file, ttlMs: 10_000, now: () => now };
+    const a = new GatewayAdmission(o, log);
+    assert.ok(a.admits('gw-run-1') && a.admits('gw-run-2') && a.admits('gw-run-3'));
+    assert.ok(!a.admits('invented'), 'the bound holds');
+    now += 6_000;
+    assert.ok(a.admits('gw-run-3'), 'heard from again');
+    now += 6_000;
+    // gw-run-1 and -2, silent for 12 s, forgotten; gw-run-3, heard 6 s ago, kept.
+    assert.ok(a.admits('gw-run-4') && a.admits('gw-run-5'), 'the ids of gateways gone make room for those started since');
+    assert.ok(!a.admits('gw-run-6'), 'three live at most');
+    assert.ok(a.admits('gw-run-3'));
+    // A restart of the distributor: the times come from the file.
+    now += 1_000;
+    const b = new GatewayAdmission(o, log);
+    assert.equal(b.size, 3);
+    assert.ok(b.admits('gw-run-3') && b.admits('gw-run-4') && !b.admits('gw-run-6'));
+    // 1,000 restarts of one gateway, 20 s apart: never refused, the file kept short.
+    for (let i = 0; i < 1000; i++) {
+      now += 20_000;
+      assert.ok(b.admits(`gw-restart-${i}`), `restart ${i}`);
+    }
+    assert.ok(readFileSync(file, 'utf8').split('\n').length < 100, 'the file is compacted');
+    // Ids of an earlier version's file (no time) count as heard at the start.
+    const old = join(tmp.dir, 'old.txt');
+    writeFileSync(old, 'gw-old-1\ngw-old-2\n');
+    const c = new GatewayAdmission({ ...o, file: old }, log);
+    assert.equal(c.size, 2);
+    assert.ok(c.admits('gw-old-1') && c.admits('gw-new') && !c.admits('gw-newer'));
   });
 
   it('with DISTRIBUTOR_GATEWAYS admits those listed only', async () => {
