@@ -25,8 +25,13 @@ interface FrameEnd {
  * the device's. Once a sample confirmed it as the link's, files taken are cut in chunks that cross
  * the link in TIMINGS.fieldSendAheadMs (chunkBytes).
  *
- * Per frame this costs one map entry; per ack frame one lookup (its last id: the gateway's acks end
- * at a frame's end), so the batched path stays as cheap as it was.
+ * Per frame this costs one map entry; per acknowledged message one lookup. Not only the ack's last
+ * id: the gateway publishes a frame's messages in a group per data type and acks each group at its
+ * own PUBACK (dmz/gateway/device-session.ts), so a frame of readings and an event can be acked
+ * event last, and an ack of several frames end with an id that ends none of them. Read by its last
+ * id, such an ack answered nothing: the frames stayed outstanding for ever, and once they were more
+ * than the budget (after a restart, while the rate is unknown: LIMITS.fieldSendAheadMinBytes) the
+ * client sent nothing more on that connection.
  */
 export class SendPacing {
   /** bytes handed over on this connection (the count goes on across `reset`) */
@@ -116,10 +121,12 @@ export class SendPacing {
     this.ends.set(lastId, this.sent);
   }
 
-  /** The gateway acknowledged messages: the frame ending with the last of them, and every one before it, are answered. */
+  /**
+   * The gateway acknowledged messages: the latest frame any of them ends, and every one before it,
+   * are answered (whatever their order: see the class comment).
+   */
   acked(ids: readonly string[], now: number): void {
-    const last = ids[ids.length - 1];
-    const end = last === undefined ? undefined : this.ends.get(last);
+    const end = this.latestEnd(ids);
     if (end !== undefined) this.answer(end, now);
   }
 
@@ -129,13 +136,18 @@ export class SendPacing {
    * whole, unparsed) answers the oldest outstanding frame: the gateway answers each frame once, in order.
    */
   refused(ids: readonly string[], now: number): void {
+    const end = this.latestEnd(ids) ?? this.frames[this.head]?.end;
+    if (end !== undefined) this.answer(end, now);
+  }
+
+  /** The end of the latest outstanding frame one of `ids` ends (undefined: none). */
+  private latestEnd(ids: readonly string[]): number | undefined {
     let end: number | undefined;
     for (const id of ids) {
       const e = this.ends.get(id);
       if (e !== undefined && (end === undefined || e > end)) end = e;
     }
-    end ??= this.frames[this.head]?.end;
-    if (end !== undefined) this.answer(end, now);
+    return end;
   }
 
   /**

@@ -51,6 +51,27 @@ describe('send pacing', () => {
     assert.equal(p.outstanding, 0);
   });
 
+  it("an ack answers the latest frame any of its ids ends, in whatever order: the gateway acks a frame's data types at their own PUBACKs", () => {
+    // After a restart, the rate unknown (what a field client's Sparkplug input hit): a frame of two
+    // events and readings (e1, e2, r3…r106), one of readings (r107…r122) and one of an event (e123).
+    // The gateway publishes each data type as a group: the readings' PUBACK came first, then the
+    // events', and all went in one ack ending with e2, which ends no frame.
+    const p = new SendPacing(5_000);
+    p.handed('r106', 13_978, 0);
+    p.handed('r122', 2_261, 0);
+    p.handed('e123', 295, 0);
+    assert.equal(p.room(), 0, 'more than the budget outstanding');
+    const readings = Array.from({ length: 120 }, (_, i) => `r${i + 3}`);
+    p.acked([...readings, 'e123', 'e1', 'e2'], 100);
+    assert.equal(p.outstanding, 0, 'every frame answered: nothing left to stall the client');
+    assert.ok(p.room() > 0);
+    // The same with the frame's last id in the middle of the ack and an id of no frame last.
+    p.handed('a', 10_000, 200);
+    p.handed('b', 10_000, 200);
+    p.acked(['b', 'x', 'a', 'y'], 300);
+    assert.equal(p.outstanding, 0);
+  });
+
   it('a refusal answers the frame of any message it names, or the oldest when it names none of ours', () => {
     const p = new SendPacing(5_000);
     p.handed('a', 10_000, 0);
