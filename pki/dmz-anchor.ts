@@ -66,17 +66,22 @@ export function dmzBrokerAnchorOf(root: string, caPem: string): string | undefin
 
 /**
  * Whether the DMZ broker's clients are given an anchor of its own already (a --renew-dmz ran):
- * from the broker's certificate, or, where that is gone, from the anchor file. Once they are,
- * the broker's certificate is never issued by the main CA again, or an older broker certificate
- * of that CA (one stolen before the renewal) would be trusted again.
+ * `dmzRevoked` (the CA's revocation log holds DMZ certificates: revocation.ts revokedAnyOf), or
+ * the broker's certificate, or either anchor file, is of an anchor other than the CA. Once they
+ * are, the broker's certificate is never issued by the main CA again, or an older broker
+ * certificate of that CA (one stolen before the renewal), or the edge's, would be trusted again.
+ * Not the broker's certificate alone: the DMZ's files need not stay on the machine that keeps the
+ * CA (certs/dmz/ moved to the DMZ server), and the log goes with the CA wherever they go.
  */
-export function hasOwnDmzBrokerAnchor(root: string, caPem: string): boolean {
+export function hasOwnDmzBrokerAnchor(root: string, caPem: string, dmzRevoked: boolean): boolean {
+  if (dmzRevoked) return true;
   const anchor = dmzBrokerAnchorOf(root, caPem);
-  if (anchor !== undefined) return !sameCertificate(anchor, caPem);
-  const file = pkiPaths(root).dmzBrokerCa.dmz;
-  if (statSync(file, { throwIfNoEntry: false })?.isFile() !== true) return false;
-  const [pem] = pemBlocks(readFileSync(file, 'utf8'));
-  return pem !== undefined && !sameCertificate(pem, caPem);
+  if (anchor !== undefined && !sameCertificate(anchor, caPem)) return true;
+  return Object.values(pkiPaths(root).dmzBrokerCa).some((file) => {
+    if (statSync(file, { throwIfNoEntry: false })?.isFile() !== true) return false;
+    const [pem] = pemBlocks(readFileSync(file, 'utf8'));
+    return pem !== undefined && !sameCertificate(pem, caPem);
+  });
 }
 
 /** The text form of an IP address, so that "::1" and "0:0:0:0:0:0:0:1" are one name. */

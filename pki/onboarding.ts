@@ -11,7 +11,7 @@ import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { dmzBrokerAnchorOf, hasOwnDmzBrokerAnchor, oneShotBrokerCa, pemBlocks, sameCertificate, withNamesOf } from './dmz-anchor.ts';
 import { DMZ_SERVICE_FILES, pkiPaths, RESERVED_DEVICE_IDS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
-import { publishRevocations, recordIssued, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
+import { publishRevocations, recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
 
 /** days */
 export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
@@ -183,8 +183,9 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // can be of it): re-issue them all.
   const renew = options.renew === true || report.ca !== 'reused';
   // The DMZ broker's certificate comes from an anchor of its own at a --renew-dmz, and ever after
-  // (dmz-anchor.ts); from the main CA in a set that never had one, and with a new CA.
-  const ownAnchor = renewDmz || (report.ca === 'reused' && hasOwnDmzBrokerAnchor(root, ca.certPem));
+  // (dmz-anchor.ts), whether the DMZ's files are still here or not; from the main CA in a set that
+  // never had one, and with a new CA.
+  const ownAnchor = renewDmz || (report.ca === 'reused' && hasOwnDmzBrokerAnchor(root, ca.certPem, revokedAnyOf(root, DMZ_SERVICE_FILES)));
   const issued: Array<{ spec: ServiceCertSpec; kc: KeyAndCert }> = [];
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
@@ -256,10 +257,17 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
  */
 function ensureDmzBrokerAnchor(root: string, caPem: string, report: SetupReport): void {
   const anchor = dmzBrokerAnchorOf(root, caPem);
+  const cert = pkiPaths(root).service('dmz/mosquitto').cert;
   if (anchor === undefined) {
+    throw new FieldStreamError('PKI_DMZ_ANCHOR_MISSING', `${cert} is not a certificate of this CA nor of an anchor of its own: run scripts/generate-certificates.sh DOMAIN --renew-dmz to issue the DMZ's certificates again.`);
+  }
+  // A broker certificate of the CA after DMZ certificates of it were revoked (one put back by hand,
+  // the stolen one, say): the CA as the anchor would let the bridge, which checks no CRL, take every
+  // such certificate again. Nothing is written.
+  if (sameCertificate(anchor, caPem) && revokedAnyOf(root, DMZ_SERVICE_FILES)) {
     throw new FieldStreamError(
       'PKI_DMZ_ANCHOR_MISSING',
-      `${pkiPaths(root).service('dmz/mosquitto').cert} is not a certificate of this CA nor of an anchor of its own: run scripts/generate-certificates.sh DOMAIN --renew-dmz to issue the DMZ's certificates again.`,
+      `${cert} is a certificate of the CA, whose DMZ certificates were revoked (--renew-dmz): its clients must not trust the CA for that broker again. Run scripts/generate-certificates.sh DOMAIN --renew-dmz to issue the DMZ's certificates again.`,
     );
   }
   const files = pkiPaths(root).dmzBrokerCa;

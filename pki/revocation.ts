@@ -194,6 +194,16 @@ export function revokeServiceCertificatesLocked(root: string, names: ReadonlySet
   return unique.map((r) => r.serial);
 }
 
+/**
+ * Whether the CA's revocation log holds a certificate of one of `names` (service certificate files):
+ * for the DMZ's, a --renew-dmz ran under this CA, whose earlier DMZ broker and edge certificates
+ * (stolen, maybe) the bridge could take again if the CA were ever its anchor once more
+ * (pki/dmz-anchor.ts). The log stays with the CA (and in its backups) wherever the DMZ's files go.
+ */
+export function revokedAnyOf(root: string, names: readonly string[]): boolean {
+  return readLines(join(pkiPaths(root).caDir, 'revoked.jsonl'), RevokedRecordSchema).some((r) => names.includes(r.name));
+}
+
 /** A certificate's serial (upper-case hex), or undefined when the bytes are not a certificate. */
 function serialOf(pem: Buffer): string | undefined {
   try {

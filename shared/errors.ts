@@ -427,7 +427,8 @@ export const ERRORS = {
   PKI_DMZ_ANCHOR_MISSING: {
     http: 409,
     transient: false,
-    description: "The DMZ broker's certificate (certs/dmz/mosquitto.crt) is neither of the CA nor of an anchor of its own, so its clients' trust anchor cannot be written; issue the DMZ's certificates again with --renew-dmz.",
+    description:
+      "The DMZ broker's certificate (certs/dmz/mosquitto.crt) is neither of the CA nor of an anchor of its own, or is of the CA after DMZ certificates of it were revoked, so its clients' trust anchor cannot be written; issue the DMZ's certificates again with --renew-dmz.",
   },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },

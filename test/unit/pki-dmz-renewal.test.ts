@@ -103,6 +103,32 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     for (const anchor of Object.values(p.dmzBrokerCa)) assert.equal(openssl('verify', '-CAfile', anchor, p.service('dmz/mosquitto').cert).status, 0);
   });
 
+  it('never goes back to the CA as the anchor once DMZ certificates of it were revoked: not with certs/dmz/ moved off this machine, nor with a broker certificate of the CA put back', () => {
+    // The DMZ's keys need not stay on the machine that keeps the CA: an operator who moved
+    // certs/dmz/ to the DMZ server, then ran the set-up again (a new --internal-broker-host, the
+    // upgrade step), had the broker's certificate issued by the CA again and the CA written as the
+    // anchor: the bridge (no CRL) took the stolen, revoked broker certificate, and the edge's, again.
+    const copy = join(tmp.dir, 'moved');
+    execFileSync('cp', ['-a', root, copy]);
+    const q = pkiPaths(copy);
+    const stolenBroker = join(tmp.dir, 'stolen-broker.crt');
+    writeFileSync(stolenBroker, old.get('dmz/mosquitto')?.pem as string);
+    const stolenEdge = join(tmp.dir, 'stolen-edge.crt');
+    writeFileSync(stolenEdge, old.get('dmz/edge')?.pem as string);
+    rmSync(join(copy, 'dmz'), { recursive: true });
+    setupPki(copy, { domain: 'fieldstream.example.org', dmzBrokerHosts: ['dmz.internal.example'] });
+    for (const anchor of Object.values(q.dmzBrokerCa)) {
+      assert.notEqual(openssl('verify', '-CAfile', anchor, '-verify_hostname', 'dmz.internal.example', stolenBroker).status, 0, `${anchor}: the stolen broker certificate`);
+      assert.notEqual(openssl('verify', '-CAfile', anchor, '-verify_hostname', 'fieldstream.example.org', stolenEdge).status, 0, `${anchor}: the stolen edge certificate`);
+      assert.equal(openssl('verify', '-CAfile', anchor, '-verify_hostname', 'dmz.internal.example', q.service('dmz/mosquitto').cert).status, 0, `${anchor}: the broker's own`);
+    }
+    // The stolen (revoked) certificate of the CA put back as the broker's: refused, not made the anchor.
+    writeFileSync(q.service('dmz/mosquitto').cert, old.get('dmz/mosquitto')?.pem as string);
+    const before = readFileSync(q.dmzBrokerCa.internal, 'utf8');
+    assert.throws(() => setupPki(copy, { domain: 'fieldstream.example.org' }), (e) => e instanceof FieldStreamError && e.code === 'PKI_DMZ_ANCHOR_MISSING');
+    assert.equal(readFileSync(q.dmzBrokerCa.internal, 'utf8'), before);
+  });
+
   it('npm start runs on a set renewed so (its clients verify the broker with the anchor)', () => {
     assert.doesNotThrow(() => ensureDevelopmentPki(root, ['pump-1']));
   });
