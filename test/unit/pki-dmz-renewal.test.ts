@@ -82,6 +82,16 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     assert.notEqual(openssl('verify', '-CAfile', p.publicCa, p.service('dmz/mosquitto').cert).status, 0);
   });
 
+  it("docs/operations.md's openssl verify commands pass as printed on a renewed set (the anchor in certs/internal/ is no certificate of the CA)", () => {
+    const docs = readFileSync(join(repoRoot, 'docs', 'operations.md'), 'utf8');
+    const commands = docs.split('\n').filter((l) => l.startsWith('openssl verify '));
+    assert.ok(commands.length >= 2, 'the commands are printed');
+    for (const command of commands) {
+      const run = spawnSync('bash', ['-c', command], { cwd: tmp.dir, encoding: 'utf8' });
+      assert.equal(run.status, 0, `${command}\n${run.stdout}${run.stderr}`);
+    }
+  });
+
   it('a later --renew keeps the DMZ broker on an anchor of its own (a new one), never the CA again; a plain run changes nothing', () => {
     const before = readFileSync(p.dmzBrokerCa.internal, 'utf8');
     const report = setupPki(root, { domain: 'fieldstream.example.org' });
