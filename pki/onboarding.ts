@@ -50,6 +50,11 @@ export interface SetupReport {
   replacedCaDir?: string;
   /** --renew-dmz: the serials of the DMZ's service certificates revoked now */
   revoked?: string[];
+  /**
+   * --renew-dmz: the DMZ certificates that were not on this machine (certs/dmz/ moved to the DMZ
+   * server), so the names they had could not be kept: each new one names what was asked for now.
+   */
+  namesNotKept?: Array<{ file: string; names: string[] }>;
 }
 
 /** Writes a private key readable by its owner only, and a certificate readable by all. */
@@ -196,6 +201,11 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     }
     const computed = sansOf(spec);
     const sans = computed && dmz ? withNamesOf(paths.cert, computed) : computed;
+    // Only a certificate that takes the hosts of the set-up (the edge's, the DMZ broker's) can lack some.
+    const takesHosts = spec.sans?.({ domain: domain.data, edgeHosts: ['host.invalid'], dmzBrokerHosts: ['host.invalid'], internalBrokerHosts: [] }).includes('host.invalid') === true;
+    if (computed && dmz && takesHosts && statSync(paths.cert, { throwIfNoEntry: false })?.isFile() !== true) {
+      (report.namesNotKept ??= []).push({ file: spec.file, names: [...new Set(computed)] });
+    }
     const options = {
       commonName: spec.commonName,
       organizationalUnit: 'services',

@@ -92,14 +92,23 @@ The domain was ${before}: the device bundles made before (${bundles.join(', ')})
 Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew), or set GATEWAY_URL in each device's .env.
 ` : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
-${report.revoked !== undefined ? dmzRenewalSteps(report.revoked) : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
+${report.revoked !== undefined ? dmzRenewalSteps(report.revoked, report.namesNotKept ?? []) : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
 (both Mosquittos read certs/ca.crl: where it is missing, Docker mounts an empty folder and the broker stops).
 Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`}`);
 }
 
 /** What --renew-dmz leaves to do on the servers (docs/operations.md, "Recovering from a DMZ compromise"). */
-function dmzRenewalSteps(revoked: readonly string[]): string {
-  return `The DMZ's certificates are new; ${revoked.length} earlier one(s) revoked${revoked.length > 0 ? ` (serials ${revoked.join(', ')})` : ''}.
+function dmzRenewalSteps(revoked: readonly string[], namesNotKept: ReadonlyArray<{ file: string; names: readonly string[] }>): string {
+  // Their names are read from the old certificates: one not on this machine leaves only what was
+  // given now, which a device (--edge-host) or the bridge (--dmz-broker-host) may not dial.
+  const notKept = namesNotKept
+    .map(
+      ({ file, names }) =>
+        `Warning: certs/${file}.crt was not there, so the names it had could not be kept; the new one names ${names.join(', ')} only.\n` +
+        `  If it answered to more (the --edge-host and --dmz-broker-host given at the set-up), run this again with them.\n`,
+    )
+    .join('');
+  return `${notKept}The DMZ's certificates are new; ${revoked.length} earlier one(s) revoked${revoked.length > 0 ? ` (serials ${revoked.join(', ')})` : ''}.
 The old keys are refused once these are in place (devices keep their certificates and bundles):
   DMZ server:      certs/ca.crl and certs/dmz/ (new keys, the DMZ broker's new anchor dmz-broker-ca.crt,
                    revocation/revoked-serials.txt), then recreate every service so each reads them:

@@ -143,6 +143,20 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     assert.doesNotThrow(() => ensureDevelopmentPki(root, ['pump-1']));
   });
 
+  it('says so when a DMZ certificate is not on this machine, so its names (--edge-host, --dmz-broker-host of the set-up) cannot be kept', () => {
+    const copy = join(tmp.dir, 'without-dmz');
+    execFileSync('cp', ['-a', root, copy]);
+    rmSync(join(copy, 'dmz'), { recursive: true });
+    const out = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', '--renew-dmz'], { env: { ...process.env, CERTS_DIR: copy }, encoding: 'utf8' });
+    // The new broker certificate names the domain only: a bridge dialling dmz.internal.example fails its host name check.
+    assert.doesNotMatch(openssl('x509', '-in', pkiPaths(copy).service('dmz/mosquitto').cert, '-noout', '-ext', 'subjectAltName').stdout, /dmz\.internal\.example/);
+    assert.match(out, /dmz\/mosquitto\.crt was not there/);
+    assert.match(out, /--dmz-broker-host/);
+    // Given again, they are there, and nothing is said.
+    const again = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', '--renew-dmz'], { env: { ...process.env, CERTS_DIR: root }, encoding: 'utf8' });
+    assert.doesNotMatch(again, /was not there/);
+  });
+
   it('refuses --renew-dmz with --new-ca, and without a CA', () => {
     const both = spawnSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', '--renew-dmz', '--new-ca'], { env: { ...process.env, CERTS_DIR: root }, encoding: 'utf8' });
     assert.equal(both.status, 64);
