@@ -238,12 +238,18 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     const keep = new Set(issued.map(({ kc }) => new X509Certificate(kc.certPem).serialNumber.toUpperCase()));
     report.revoked = underRevocationLock(root, () => {
       writeIssued();
-      return revokeServiceCertificatesLocked(root, new Set(DMZ_SERVICE_FILES), current, keep);
+      const revoked = revokeServiceCertificatesLocked(root, new Set(DMZ_SERVICE_FILES), current, keep);
+      ensureDmzBrokerAnchor(root, ca.certPem, report);
+      return revoked;
     });
   } else {
-    writeIssued();
+    // The broker's certificate and its anchor files under the lock too, as one: a concurrent
+    // --renew-dmz's pair is never overwritten half, nor a backup (which reads under it) given them apart.
+    underRevocationLock(root, () => {
+      writeIssued();
+      ensureDmzBrokerAnchor(root, ca.certPem, report);
+    });
   }
-  ensureDmzBrokerAnchor(root, ca.certPem, report);
   ensureStoredFeedKey(root, renew, report);
   ensureRevokedDevicesList(root, report);
   // The folders the compose files mount, which fill later (a device's signing key, the device tokens

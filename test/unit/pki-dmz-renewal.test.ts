@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { pkiPaths } from '../../pki/layout.ts';
 import { issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
@@ -137,6 +138,41 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     const before = readFileSync(q.dmzBrokerCa.internal, 'utf8');
     assert.throws(() => setupPki(copy, { domain: 'fieldstream.example.org' }), (e) => e instanceof FieldStreamError && e.code === 'PKI_DMZ_ANCHOR_MISSING');
     assert.equal(readFileSync(q.dmzBrokerCa.internal, 'utf8'), before);
+  });
+
+  it('writes the anchor files holding the revocation lock: a backup (which reads under it) or a --renew-dmz never sees them apart from the broker\'s certificate', async () => {
+    // A run that wrote them after letting the lock go could put an older anchor over the one a
+    // concurrent --renew-dmz had just written with its broker certificate (the bridge then refused
+    // the broker), and a backup taken meanwhile held a broker certificate and an anchor apart.
+    const copy = join(tmp.dir, 'locked');
+    execFileSync('cp', ['-a', root, copy]);
+    const anchor = pkiPaths(copy).dmzBrokerCa.internal;
+    writeFileSync(anchor, readFileSync(p.publicCa)); // to be mended by the run below
+    const holderCode = `
+      import { readFileSync } from 'node:fs';
+      import { underRevocationLock } from ${JSON.stringify(join(repoRoot, 'pki', 'revocation.ts'))};
+      underRevocationLock(${JSON.stringify(copy)}, () => {
+        const before = readFileSync(${JSON.stringify(anchor)}, 'utf8');
+        process.stdout.write('held\\n');
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 6000);
+        process.stdout.write(readFileSync(${JSON.stringify(anchor)}, 'utf8') === before ? 'unchanged\\n' : 'changed\\n');
+      });`;
+    const holder = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', holderCode], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+    let said = '';
+    holder.stdout.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout.on('data', (d: string) => {
+        said += d;
+        if (said.includes('held')) resolve();
+      });
+      holder.on('exit', () => reject(new Error(`the lock holder ended: ${said}`)));
+    });
+    const run = spawn(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org'], { env: { ...process.env, CERTS_DIR: copy }, stdio: 'ignore' });
+    const [[holderCode_], [runCode]] = await Promise.all([once(holder, 'exit'), once(run, 'exit')]);
+    assert.equal(holderCode_, 0);
+    assert.equal(runCode, 0);
+    assert.match(said, /unchanged/, 'the anchor file was not written while another command held the lock');
+    assert.equal(openssl('verify', '-CAfile', anchor, pkiPaths(copy).service('dmz/mosquitto').cert).status, 0, 'mended once the lock was free');
   });
 
   it('npm start runs on a set renewed so (its clients verify the broker with the anchor)', () => {
