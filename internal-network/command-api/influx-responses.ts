@@ -1,28 +1,12 @@
-import { z } from 'zod';
 import { COMMAND_RESPONSE_STATUSES } from '../../shared/contract/payloads.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
-import { quoteString } from '../console/history/influxql.ts';
-import { shownUrl, type InfluxSettings } from '../shared/influx-settings.ts';
+import type { InfluxSettings } from '../shared/influx-settings.ts';
+import { InfluxQlReader, quoteString, type InfluxQlSeries } from '../shared/influxql.ts';
 import { storedResult, type ResponseLedger, type StoredResponse, type Wanted } from './stored-responses.ts';
 
 type Status = (typeof COMMAND_RESPONSE_STATUSES)[number];
 /** The statuses that end a command, in no order: the earliest stored one is taken. */
 const FINAL: readonly Status[] = ['completed', 'failed', 'rejected'];
-
-/** InfluxDB's answer to /query (1.x, and 2.x's 1.x compatibility API), as far as this reads it. */
-const AnswerSchema = z.object({
-  results: z.array(
-    z.object({
-      error: z.string().optional(),
-      series: z
-        .array(z.object({ tags: z.record(z.string(), z.string()).optional(), columns: z.array(z.string()), values: z.array(z.array(z.unknown())).optional() }))
-        .optional(),
-    }),
-  ),
-  error: z.string().optional(),
-});
-type Series = NonNullable<z.infer<typeof AnswerSchema>['results'][number]['series']>;
 
 /**
  * A rejection that only says a copy of the command was refused (FIELD_COMMAND_REPLAYED: the device
@@ -51,27 +35,14 @@ export type InfluxConnection = Omit<InfluxSettings, 'TIMESERIES_LOCAL_PATH'> & {
  * a quoted string literal, never part of the statement's structure.
  */
 export class InfluxResponses implements ResponseLedger {
-  readonly description: string;
-  private readonly headers: Record<string, string>;
-  private readonly database: string;
-  /** INFLUXDB_URL without a user and password (fetch refuses a URL that carries them) */
-  private readonly base: string;
+  private readonly reader: InfluxQlReader;
 
-  constructor(private readonly s: InfluxConnection) {
-    this.database = s.INFLUXDB_TOKEN !== undefined ? (s.INFLUXDB_DATABASE ?? s.INFLUXDB_BUCKET ?? '') : (s.INFLUXDB_DATABASE ?? '');
-    this.base = shownUrl(s.INFLUXDB_URL);
-    this.description = `InfluxDB ${this.base} (${this.database})`;
-    // A user and password in the URL, as the distributor takes them (http://user:password@host),
-    // unless INFLUXDB_USERNAME says otherwise: sent in the header, never in the URL or a message.
-    const inUrl = new URL(s.INFLUXDB_URL);
-    const username = s.INFLUXDB_USERNAME ?? (inUrl.username !== '' ? decodeURIComponent(inUrl.username) : undefined);
-    const password = s.INFLUXDB_USERNAME !== undefined ? s.INFLUXDB_PASSWORD : decodeURIComponent(inUrl.password);
-    this.headers =
-      s.INFLUXDB_TOKEN !== undefined
-        ? { authorization: `Token ${s.INFLUXDB_TOKEN}` }
-        : username !== undefined
-          ? { authorization: `Basic ${Buffer.from(`${username}:${password ?? ''}`).toString('base64')}` }
-          : {};
+  constructor(s: InfluxConnection) {
+    this.reader = new InfluxQlReader(s, 'API_RESPONSES_UNREADABLE');
+  }
+
+  get description(): string {
+    return this.reader.description;
   }
 
   async find(commands: readonly Wanted[]): Promise<StoredResponse[]> {
@@ -136,30 +107,8 @@ export class InfluxResponses implements ResponseLedger {
   }
 
   /** The series of the statement's answer (none while the distributor has written no response); API_RESPONSES_UNREADABLE on any failure. */
-  private async query(q: string): Promise<Series> {
-    const url = new URL('/query', this.base);
-    url.searchParams.set('db', this.database);
-    url.searchParams.set('epoch', 'ms');
-    url.searchParams.set('q', q);
-    let res: Response;
-    let text: string;
-    try {
-      // The credential goes in a header, never in the URL (which servers and proxies log).
-      res = await fetch(url, { headers: this.headers, signal: AbortSignal.timeout(this.s.INFLUXDB_TIMEOUT_MS) });
-      text = await res.text();
-    } catch (err) {
-      throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description} did not answer: ${(err as Error).message.slice(0, 200)}`);
-    }
-    if (!res.ok) throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description} answered ${res.status}: ${text.slice(0, 200)}`);
-    let answer: z.infer<typeof AnswerSchema>;
-    try {
-      answer = AnswerSchema.parse(JSON.parse(text));
-    } catch {
-      throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description} answered something that is not an InfluxQL result`);
-    }
-    const error = answer.error ?? answer.results[0]?.error;
-    if (error !== undefined) throw new FieldStreamError('API_RESPONSES_UNREADABLE', `${this.description}: ${error.slice(0, 200)}`);
-    return answer.results[0]?.series ?? [];
+  private query(q: string): Promise<InfluxQlSeries> {
+    return this.reader.query(q);
   }
 }
 
