@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { decodePayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
@@ -9,6 +9,7 @@ import { SessionStore } from '../../field-client/src/inputs/sparkplug/store.ts';
 import { suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -202,6 +203,44 @@ describe('Sparkplug sessions saved across a restart', () => {
       assert.equal(a.host.session('Plant1', 'Paho')?.devices.has('Press'), true);
       a.stop();
     } finally {
+      work.cleanup();
+    }
+  });
+});
+
+describe('Sparkplug session store after a failed save', () => {
+  it('compacts its journal after a save failed once: the edge nodes not saved since keep their record, and the input goes on acknowledging', async () => {
+    const work = tempDir('sp-store');
+    const dir = join(work.dir, 'sessions');
+    const limits = LIMITS as { sparkplugStoreJournalMaxBytes: number };
+    const was = limits.sparkplugStoreJournalMaxBytes;
+    try {
+      const q = queue();
+      const a = session(dir, q);
+      const conn = {};
+      await a.onMessage('spBv1.0/Plant1/NBIRTH/Idle', birth(0, 0, T0), T0, { connection: {}, dup: false });
+      await a.onMessage(NB, birth(0, 0, T0), T0, { connection: conn, dup: false });
+      // One save refused by the disk (its folder a file for a moment).
+      renameSync(dir, `${dir}.away`);
+      writeFileSync(dir, 'not a folder');
+      const dbirth = enc({ timestamp: String(T0 + 1), seq: '1', metrics: [{ name: 'P', alias: '5', datatype: T.Double, doubleValue: 1 }] });
+      await assert.rejects(a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', dbirth, T0, { connection: conn, dup: false }), (err) => isFieldStreamError(err) && err.code === 'SPARKPLUG_STORE_FAILED');
+      rmSync(dir);
+      renameSync(`${dir}.away`, dir);
+      // The disk back, and the journal due for compaction: the edge node Idle, silent since, is in it.
+      limits.sparkplugStoreJournalMaxBytes = 1;
+      await a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', dbirth, T0, { connection: conn, dup: false });
+      await a.onMessage(ND, data(2, 2, T0 + 2), T0, { connection: conn, dup: false });
+      assert.deepEqual(values(q.stored, 'Plant1.Paho.Temp'), [0, 2]);
+      a.stop();
+      limits.sparkplugStoreJournalMaxBytes = was;
+      // Both edge nodes' sessions are read back after a restart.
+      const b = session(dir, queue());
+      assert.ok(b.host.sessionsOf('Plant1\u0000Idle').previous.length === 1, 'Idle restored');
+      assert.equal(b.host.sessionsOf('Plant1\u0000Paho').previous.at(-1)?.s.seq, 2, 'Paho restored at seq 2');
+      b.stop();
+    } finally {
+      limits.sparkplugStoreJournalMaxBytes = was;
       work.cleanup();
     }
   });

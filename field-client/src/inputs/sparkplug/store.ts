@@ -322,11 +322,10 @@ export class SessionStore {
       if (this.journalBytes > Math.max(LIMITS.sparkplugStoreJournalMaxBytes, 2 * this.compactedBytes)) await this.compact();
     } catch (err) {
       // What is on disk is no longer known for sure (a births file written, its journal line not):
-      // each edge node's births and record are written again at its next save.
-      for (const kn of this.known.values()) {
-        kn.births = [];
-        kn.record = '';
-      }
+      // each edge node's births, and with them its record, are written again at its next save. Its
+      // record is kept: a compaction before that save writes it (the journal then holds no other
+      // line of that edge node), and the batch it is from is in the queue already (session.ts).
+      for (const kn of this.known.values()) kn.births = [];
       // Opened again at the next append: the journal may be another file by then (its folder restored).
       await this.journal?.close().catch(() => undefined);
       this.journal = undefined;
