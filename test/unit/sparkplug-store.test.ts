@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { decodePayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
@@ -241,6 +241,35 @@ describe('Sparkplug session store after a failed save', () => {
       b.stop();
     } finally {
       limits.sparkplugStoreJournalMaxBytes = was;
+      work.cleanup();
+    }
+  });
+});
+
+describe('Sparkplug session store: what is no file of its own', () => {
+  it('starts when a folder stands where a births file or the journal would be: logged (SPARKPLUG_STORE_INVALID), removed, the input going on', async () => {
+    const work = tempDir('sp-store');
+    try {
+      const a = session(work.dir, queue());
+      await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
+      a.stop();
+      mkdirSync(join(work.dir, 'f00.births.json', 'inside'), { recursive: true });
+      rmSync(join(work.dir, 'sessions.journal'));
+      mkdirSync(join(work.dir, 'sessions.journal', 'inside'), { recursive: true });
+      const { lines, log } = logs();
+      const q = queue();
+      const b = session(work.dir, q, log);
+      assert.ok(lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID').length >= 2, JSON.stringify(lines));
+      assert.deepEqual(readdirSync(work.dir).filter((f) => f.startsWith('f00')), []);
+      assert.ok(lstatSync(join(work.dir, 'sessions.journal')).isFile(), 'the journal written again');
+      // Paho's births file read (its record from the births file, the journal dropped) and saved on.
+      await b.onMessage(ND, data(1, 1, T0 + 1), T0 + 10, { connection: {}, dup: false });
+      assert.deepEqual(values(q.stored, 'Plant1.Paho.Temp'), [1]);
+      b.stop();
+      const c = session(work.dir, queue());
+      assert.equal(c.host.sessionsOf('Plant1\u0000Paho').previous.at(-1)?.s.seq, 1);
+      c.stop();
+    } finally {
       work.cleanup();
     }
   });

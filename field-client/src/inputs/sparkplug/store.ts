@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { replaceFileDurably, replaceFileDurablySync, syncDir, syncDirSync } from '../../../../shared/durable-fs.ts';
@@ -129,12 +129,13 @@ export class SessionStore {
       const file = join(this.dir, name);
       // A births file aside, left by a writer killed before its rename: never read.
       if (name.includes(`${BIRTHS}.tmp-`)) {
-        rmSync(file, { force: true });
+        removeEntry(file);
         continue;
       }
       if (!name.endsWith(BIRTHS)) continue;
       try {
-        const size = statSync(file).size;
+        const size = regularFileSize(file);
+        if (size === undefined) continue; // gone since it was listed
         bytesRead += size;
         // What the definitions held may take in memory bounds what their files may take on disk.
         if (size > LIMITS.sparkplugDefinitionsMaxBytes || bytesRead > 2 * LIMITS.sparkplugDefinitionsMaxBytes) throw new Error(`${size} bytes, past what the definitions held may take`);
@@ -180,7 +181,7 @@ export class SessionStore {
         found.push({ k, group: b.group, edge: b.edge, entries, births, file });
       } catch (err) {
         this.invalid(file, (err as Error).message);
-        rmSync(file, { force: true });
+        removeEntry(file);
       }
     }
     // In the order their edge nodes' last sessions ended (held.ts expirePrevious relies on it).
@@ -209,16 +210,22 @@ export class SessionStore {
 
   private readJournal(): Map<string, { gen: number; sessions: RecordSession[] }> {
     const out = new Map<string, { gen: number; sessions: RecordSession[] }>();
-    if (!existsSync(this.journalPath)) return out;
-    const size = statSync(this.journalPath).size;
-    // Compacted past LIMITS.sparkplugStoreJournalMaxBytes, or twice its compacted size: the latter
-    // bounded by the edge nodes held, each with at most a few KiB of seqs and digests.
-    if (size > 4 * LIMITS.sparkplugStoreJournalMaxBytes + 2 * LIMITS.sparkplugMaxEdgeNodes * 8 * 1024) {
-      this.invalid(this.journalPath, `${size} bytes, more than it ever holds`);
+    let text: string;
+    try {
+      const size = regularFileSize(this.journalPath);
+      if (size === undefined) return out;
+      // Compacted past LIMITS.sparkplugStoreJournalMaxBytes, or twice its compacted size: the latter
+      // bounded by the edge nodes held, each with at most a few KiB of seqs and digests.
+      if (size > 4 * LIMITS.sparkplugStoreJournalMaxBytes + 2 * LIMITS.sparkplugMaxEdgeNodes * 8 * 1024) throw new Error(`${size} bytes, more than it ever holds`);
+      text = readFileSync(this.journalPath, 'utf8');
+    } catch (err) {
+      // Dropped: load writes the journal again from the births files' records.
+      this.invalid(this.journalPath, (err as Error).message);
+      removeEntry(this.journalPath);
       return out;
     }
     let bad = 0;
-    for (const line of readFileSync(this.journalPath, 'utf8').split('\n')) {
+    for (const line of text.split('\n')) {
       if (line === '') continue;
       try {
         const r = JournalLineSchema.safeParse(JSON.parse(line));
@@ -364,6 +371,23 @@ export class SessionStore {
     await this.journal?.close();
     this.journal = undefined;
   }
+}
+
+/**
+ * The size of `file`, a regular file (undefined: there is none), read without following a link:
+ * throws for anything else in its place (a folder, a link, a FIFO, a device), which readFileSync
+ * would fail on, wait on for ever or read without end (a link to /dev/zero).
+ */
+function regularFileSize(file: string): number | undefined {
+  const st = lstatSync(file, { throwIfNoEntry: false });
+  if (st === undefined) return undefined;
+  if (!st.isFile()) throw new Error('not a regular file');
+  return st.size;
+}
+
+/** Removes what stands at `file` in the store's folder, whatever it is (a folder too; a link, not what it points to). */
+function removeEntry(file: string): void {
+  rmSync(file, { force: true, recursive: true });
 }
 
 /** A session's identity and its definitions' (by identity): what its births file holds. */
