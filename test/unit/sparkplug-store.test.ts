@@ -274,3 +274,21 @@ describe('Sparkplug session store: what is no file of its own', () => {
     }
   });
 });
+
+describe('Sparkplug session store: files aside', () => {
+  it('removes at start a journal aside left by a compaction killed before its rename', async () => {
+    const work = tempDir('sp-store');
+    try {
+      const a = session(work.dir, queue());
+      await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
+      a.stop();
+      // Another process's (another pid): each SIGKILL mid-compaction left one, up to the journal's size.
+      writeFileSync(join(work.dir, 'sessions.journal.tmp-99999999'), 'x'.repeat(1024));
+      const b = session(work.dir, queue());
+      assert.deepEqual(readdirSync(work.dir).filter((f) => f.includes('.tmp-')), []);
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+});

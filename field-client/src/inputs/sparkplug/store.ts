@@ -127,8 +127,9 @@ export class SessionStore {
     let bytesRead = 0;
     for (const name of readdirSync(this.dir)) {
       const file = join(this.dir, name);
-      // A births file aside, left by a writer killed before its rename: never read.
-      if (name.includes(`${BIRTHS}.tmp-`)) {
+      // A births file or journal aside, left by a writer killed before its rename (another pid's,
+      // so never written over by this one): never read.
+      if (name.includes(`${BIRTHS}.tmp-`) || name.startsWith(`${JOURNAL}.tmp-`)) {
         removeEntry(file);
         continue;
       }
