@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -288,6 +289,41 @@ describe('Sparkplug session store: files aside', () => {
       assert.deepEqual(readdirSync(work.dir).filter((f) => f.includes('.tmp-')), []);
       b.stop();
     } finally {
+      work.cleanup();
+    }
+  });
+});
+
+describe('Sparkplug session store: a births file of more metrics than are ever held', () => {
+  it('is dropped (SPARKPLUG_STORE_INVALID) before its definitions are built, the other edge nodes restored', async () => {
+    const work = tempDir('sp-store');
+    const limits = LIMITS as { sparkplugDefinitionsMaxBytes: number };
+    const was = limits.sparkplugDefinitionsMaxBytes;
+    try {
+      const a = session(work.dir, queue());
+      await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
+      a.stop();
+      // Short names: the file's bytes within the bound, but the definitions it declares far past it
+      // (full size: a 60 MiB file made 1.1 GB of definitions, the start 1.7 GB, before any bound).
+      limits.sparkplugDefinitionsMaxBytes = 1024 * 1024;
+      const metrics = Array.from({ length: 20_000 }, (_, i) => `["m${i}",9,null,${i}]`).join(',');
+      const devices = Array.from({ length: 2 }, (_, d) => `["D${d}",[${metrics}]]`).join(',');
+      const name = `${createHash('sha256').update('Plant1\u0000Big').digest('hex').slice(0, 32)}.births.json`;
+      writeFileSync(
+        join(work.dir, name),
+        `{"v":1,"gen":1,"group":"Plant1","edge":"Big","record":[{"id":1,"seq":0,"stale":false,"digests":"","endedAt":null}],"sessions":[{"id":1,"bdSeq":0,"bornAt":null,"birthDigest":null,"node":[],"devices":[${devices}]}]}`,
+      );
+      const { lines, log } = logs();
+      const b = session(work.dir, queue(), log);
+      const bad = lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID');
+      assert.equal(bad.length, 1, JSON.stringify(lines));
+      assert.match(String(bad[0]?.msg), /40000 metrics/);
+      assert.equal(b.host.sessionsOf('Plant1\u0000Big').previous.length, 0);
+      assert.equal(b.host.sessionsOf('Plant1\u0000Paho').previous.length, 1, 'Paho restored');
+      assert.deepEqual(readdirSync(work.dir).filter((f) => f === name), []);
+      b.stop();
+    } finally {
+      limits.sparkplugDefinitionsMaxBytes = was;
       work.cleanup();
     }
   });

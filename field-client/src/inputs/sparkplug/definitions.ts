@@ -26,6 +26,12 @@ export interface Definitions {
  */
 const DEF_BYTES = 128;
 const ALIAS_BYTES = 64;
+/**
+ * bytes. The least one metric of a birth adds to Definitions.bytes (a second alias of a name
+ * declared already): N metrics of a birth held take N times this at least (store.ts bounds what it
+ * reads back with it).
+ */
+export const MIN_METRIC_BYTES = ALIAS_BYTES;
 
 /** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
 export function definitions(metrics: ReadonlyArray<Pick<SparkplugMetric, 'name' | 'alias' | 'datatype'>>): Definitions {

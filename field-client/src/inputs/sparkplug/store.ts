@@ -6,7 +6,7 @@ import { replaceFileDurably, replaceFileDurablySync, syncDir, syncDirSync } from
 import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
-import type { Definitions } from './definitions.ts';
+import { MIN_METRIC_BYTES, type Definitions } from './definitions.ts';
 import type { Previous } from './held.ts';
 import { key, type NodeSession, type SparkplugHost } from './host.ts';
 import { BirthsFileSchema, JournalLineSchema, rebuild, type MetricEntry, type RecordSession } from './store-format.ts';
@@ -125,6 +125,8 @@ export class SessionStore {
     const records = this.readJournal();
     const found: Array<{ k: string; group: string; edge: string; entries: Previous[]; births: unknown[]; file: string }> = [];
     let bytesRead = 0;
+    /** bytes: the definitions rebuilt so far, estimated (Definitions.bytes) */
+    let defBytes = 0;
     for (const name of readdirSync(this.dir)) {
       const file = join(this.dir, name);
       // A births file or journal aside, left by a writer killed before its rename (another pid's,
@@ -140,7 +142,14 @@ export class SessionStore {
         bytesRead += size;
         // What the definitions held may take in memory bounds what their files may take on disk.
         if (size > LIMITS.sparkplugDefinitionsMaxBytes || bytesRead > 2 * LIMITS.sparkplugDefinitionsMaxBytes) throw new Error(`${size} bytes, past what the definitions held may take`);
-        const parsed = BirthsFileSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+        const raw: unknown = JSON.parse(readFileSync(file, 'utf8'));
+        // Its metrics counted before zod copies them: a birth held takes MIN_METRIC_BYTES a metric at
+        // least, so a file the field client wrote holds no more than the definitions held may take.
+        const metrics = metricsIn(raw);
+        if (metrics * MIN_METRIC_BYTES > LIMITS.sparkplugDefinitionsMaxBytes || defBytes + metrics * MIN_METRIC_BYTES > 2 * LIMITS.sparkplugDefinitionsMaxBytes) {
+          throw new Error(`${metrics} metrics, more than the definitions held may have`);
+        }
+        const parsed = BirthsFileSchema.safeParse(raw);
         if (!parsed.success) throw new Error(`not a births file: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);
         const b = parsed.data;
         const k = key(b.group, b.edge);
@@ -150,14 +159,26 @@ export class SessionStore {
         const record = journal && journal.gen >= b.gen ? journal.sessions : b.record;
         const entries: Previous[] = [];
         const births: unknown[] = [];
+        // Bounded as they are rebuilt, one birth's at a time: the bytes of a file bound its entries,
+        // not what they take rebuilt (a 60 MiB file of short names made 1.1 GB of definitions, 1.7 GB
+        // held at start, before restorePrevious refused them: two such files took the process down at
+        // each start). What the host may hold, and at most twice that over every file, as the bytes.
+        let fileDefBytes = 0;
+        const counted = (d: Definitions): Definitions => {
+          fileDefBytes += d.bytes;
+          if (fileDefBytes > LIMITS.sparkplugDefinitionsMaxBytes || defBytes + fileDefBytes > 2 * LIMITS.sparkplugDefinitionsMaxBytes) {
+            throw new Error(`definitions past what those held may take (${LIMITS.sparkplugDefinitionsMaxBytes} bytes)`);
+          }
+          return d;
+        };
         for (const r of record) {
           const saved = b.sessions.find((x) => x.id === r.id);
           if (!saved) continue;
           const at = r.endedAt ?? now; // the current one ended with the field client
           if (now - at >= TIMINGS.sparkplugResendWindowMs) continue;
-          const defs = rebuild(saved.node, { group: b.group, edge: b.edge, device: undefined });
+          const defs = counted(rebuild(saved.node, { group: b.group, edge: b.edge, device: undefined }));
           const devices = new Map<string, Definitions>();
-          for (const [device, metrics] of saved.devices) devices.set(device, rebuild(metrics, { group: b.group, edge: b.edge, device }));
+          for (const [device, metrics] of saved.devices) devices.set(device, counted(rebuild(metrics, { group: b.group, edge: b.edge, device })));
           const s: NodeSession = {
             bdSeq: saved.bdSeq,
             seq: r.seq,
@@ -179,6 +200,7 @@ export class SessionStore {
           rmSync(file, { force: true });
           continue;
         }
+        defBytes += fileDefBytes;
         found.push({ k, group: b.group, edge: b.edge, entries, births, file });
       } catch (err) {
         this.invalid(file, (err as Error).message);
@@ -384,6 +406,19 @@ function regularFileSize(file: string): number | undefined {
   if (st === undefined) return undefined;
   if (!st.isFile()) throw new Error('not a regular file');
   return st.size;
+}
+
+/** The metrics a births file as JSON.parse read it declares (its node's and devices' in every session), whatever else it holds. */
+function metricsIn(raw: unknown): number {
+  const sessions = (raw as { sessions?: unknown } | null)?.sessions;
+  if (!Array.isArray(sessions)) return 0;
+  let n = 0;
+  for (const s of sessions as unknown[]) {
+    const { node, devices } = (s ?? {}) as { node?: unknown; devices?: unknown };
+    if (Array.isArray(node)) n += node.length;
+    if (Array.isArray(devices)) for (const d of devices as unknown[]) if (Array.isArray(d) && Array.isArray(d[1])) n += (d[1] as unknown[]).length;
+  }
+  return n;
 }
 
 /** Removes what stands at `file` in the store's folder, whatever it is (a folder too; a link, not what it points to). */
