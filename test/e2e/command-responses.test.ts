@@ -162,7 +162,7 @@ describe('a response the internal broker lost while the command API was away: th
   });
 
   it('ends the command with the response the distributor stored, not expired', async () => {
-    const ttlSeconds = 40;
+    const ttlSeconds = 10;
     const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: PUMP, command: 'drain', ttlSeconds });
     assert.equal(issued.status, 202, JSON.stringify(issued.body));
     const id = issued.body.commands[0].commandId as string;
@@ -200,7 +200,7 @@ describe('a response the internal broker lost while the command API was away: th
     const notAnswered = (await api(stack, token, 'GET', `/v1/commands/${awayId}`)).body;
     assert.ok(['queued', 'sent'].includes(notAnswered.state) && notAnswered.response === undefined, `an unsigned stored response of a device with a key is not taken: ${JSON.stringify(notAnswered)}`);
     // Past its expiry and the sweeps after it: still the device's answer.
-    const wait = expiresAt + 3 * TIMINGS.commandExpirySweepMs - Date.now();
+    const wait = expiresAt + 2 * TIMINGS.commandExpirySweepMs - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     assert.equal((await state()).state, 'completed');
     assert.equal(await stored(), 1, 'the distributor stored the answer once');
@@ -255,7 +255,7 @@ describe('a response the internal broker lost while the command API was away: th
   });
 
   it('ends the command with the signed response InfluxDB holds, and takes no unsigned one', async () => {
-    const ttlSeconds = 40;
+    const ttlSeconds = 10;
     const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: PUMP, command: 'drain', ttlSeconds });
     assert.equal(issued.status, 202, JSON.stringify(issued.body));
     const id = issued.body.commands[0].commandId as string;
@@ -312,7 +312,7 @@ describe('a response the internal broker lost while the command API was away: th
     assert.equal((await rows(awayId)).length, 2, 'both forgeries are in InfluxDB');
     const notAnswered = (await api(stack, token, 'GET', `/v1/commands/${awayId}`)).body;
     assert.ok(['queued', 'sent'].includes(notAnswered.state) && notAnswered.response === undefined, `no unsigned stored response of a device with a key is taken: ${JSON.stringify(notAnswered)}`);
-    const wait = expiresAt + 3 * TIMINGS.commandExpirySweepMs - Date.now();
+    const wait = expiresAt + 2 * TIMINGS.commandExpirySweepMs - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     assert.equal((await state()).state, 'completed');
   });

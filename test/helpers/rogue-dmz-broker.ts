@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import mqttPacket from 'mqtt-packet';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import { freePort, waitForPort } from '../../scripts/local-stack/ports.ts';
 import type { PkiPaths } from '../../pki/layout.ts';
 
 /**
@@ -104,6 +104,9 @@ export async function startBridgedInternalMosquitto(
   execFileSync(join(repo, 'scripts', 'render-config.sh'), [join(repo, 'internal-network', 'mosquitto', 'mosquitto.conf'), conf], { env });
   execFileSync(join(repo, 'internal-network', 'mosquitto', 'render-bridges.sh'), [join(repo, 'internal-network', 'mosquitto', 'bridge.conf'), env.MOSQUITTO_BRIDGES_DIR], { env });
   const broker = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+  // Listening before it is handed over: a client connecting at once (reconnectPeriod 0) was refused
+  // while Mosquitto still loaded its bridges' certificates, on a busy machine.
+  await waitForPort(internalPort, '127.0.0.1', 15_000, () => broker.exitCode === null);
   return {
     url: `mqtts://localhost:${internalPort}`,
     process: broker,

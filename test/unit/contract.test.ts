@@ -161,28 +161,11 @@ describe('device → gateway contract', () => {
       assert.equal(err.message, `Invalid message — ${refusal}`, name);
       assert.equal(looked, 0, `${name}: ${looked} of the 20,000 keys' values were looked at`);
 
-      // And in a frame of 4 MiB (300,000 keys): the parse is bounded by a few times the JSON.parse
-      // that makes its keys (counting them walks them once), far below what checking each cost
-      // (11 to 13 times it, seconds).
+      // And a frame of 4 MiB (300,000 keys) is refused the same way, as a whole. (How long it takes is
+      // the benchmark's to measure, not a test's: the count above is what shows no key is checked.)
       const text = JSON.stringify(frameOf(many(Math.floor(LIMITS.frameMaxBytes / 28))));
       assert.ok(Buffer.byteLength(text) <= LIMITS.frameMaxBytes, `${name}: the frame fits`);
-      const fastest = (fn: () => unknown) => {
-        let best = Infinity;
-        for (let i = 0; i < 3; i++) {
-          const t0 = performance.now();
-          try {
-            fn();
-          } catch {
-            /* refused, as asserted above */
-          }
-          best = Math.min(best, performance.now() - t0);
-        }
-        return best;
-      };
-      const jsonMs = fastest(() => parse(text));
-      const frameMs = fastest(() => parseUplinkFrame(text));
       assert.equal(codeOf(() => parseUplinkFrame(text)), 'CONTRACT_INVALID_MESSAGE', name);
-      assert.ok(frameMs < 6 * jsonMs + 50, `${name}: parsing the frame took ${frameMs.toFixed(0)} ms, its JSON.parse ${jsonMs.toFixed(0)} ms`);
     }
   });
 
