@@ -25,6 +25,52 @@ import { createLogger } from '../../shared/logger.ts';
 
 const DEVICE = 'valve-1';
 const OTHER = 'valve-2';
+/** the device of the scenario with PostgreSQL, and one registered (a signing key) that never connects */
+const PUMP_PG = 'pump-9';
+const AWAY_PG = 'pump-10';
+/** the same for the scenario with InfluxDB */
+const PUMP_INFLUX = 'pump-19';
+const AWAY_INFLUX = 'pump-20';
+/** the InfluxDB database the distributor writes to */
+const DB = 'fieldstream';
+
+// One stack, one PostgreSQL and one InfluxDB for the whole file: each start costs seconds, and no
+// scenario needs them fresh. The distributor writes to both databases (as deployed with both set);
+// each lost-response scenario restarts the command API with the ledger it is about (it reads
+// PostgreSQL when that is set, else InfluxDB), and checks which one it read.
+const pki = makeTestPki([DEVICE, OTHER, PUMP_PG, AWAY_PG, PUMP_INFLUX, AWAY_INFLUX]);
+const work = tempDir('command-responses');
+const logs = new LogCapture();
+const pgPassword = 'lost-response-pw';
+let db: Postgres;
+let influx: InfluxV1;
+let postgresUrl: string;
+let stack: LocalStack;
+let token: string;
+let dmz: MqttClient;
+
+before(async () => {
+  [db, influx] = await Promise.all([Postgres.start(join(work.dir, 'pg')), InfluxV1.start(join(work.dir, 'influxdb'), DB)]);
+  await db.createUser('fieldstream', pgPassword);
+  postgresUrl = `postgres://fieldstream:${pgPassword}@127.0.0.1:${db.port}/fieldstream`;
+  // Every service takes these: the distributor writes to both, the command API reads one.
+  ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), {
+    POSTGRES_URL: postgresUrl,
+    POSTGRES_TIMEOUT_MS: '5000',
+    ...influxSettings(influx, DB),
+    DISTRIBUTOR_RETRY_MAX_MS: '1000',
+  }));
+  const gw = pki.paths.service('dmz/gateway');
+  dmz = await connectAsync(stack.urls.dmzMqtt, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(gw.cert), key: readFileSync(gw.key), protocolVersion: 5 });
+});
+after(async () => {
+  await dmz?.endAsync();
+  await stack?.close();
+  await influx?.process.stop();
+  await db?.stop();
+  pki.cleanup();
+  work.cleanup();
+});
 
 /**
  * A compromised DMZ publishes uplink envelopes with the gateway's identity. It holds back a command
@@ -34,30 +80,12 @@ const OTHER = 'valve-2';
  * pending, runs when the device connects, and the device's own answer is what is recorded.
  */
 describe('command responses authenticated end to end against a compromised DMZ', () => {
-  const pki = makeTestPki([DEVICE, OTHER]);
-  const work = tempDir('command-responses');
-  const logs = new LogCapture();
   const marker = join(work.dir, 'valve-closed');
   const commandsFile = join(work.dir, 'commands.json');
   writeFileSync(commandsFile, JSON.stringify({ close_valve: { type: 'exec', program: 'sh', args: ['-c', `echo "$FIELDSTREAM_COMMAND_ID" >> '${marker}'`] } }));
   const key = parseSigningKey(readFileSync(pki.paths.device(DEVICE).signingKey, 'utf8')) as Buffer;
   const otherKey = parseSigningKey(readFileSync(pki.paths.device(OTHER).signingKey, 'utf8')) as Buffer;
   const runs = () => (existsSync(marker) ? readFileSync(marker, 'utf8').trim().split('\n') : []);
-  let stack: LocalStack;
-  let token: string;
-  let dmz: MqttClient;
-
-  before(async () => {
-    ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), {}));
-    const gw = pki.paths.service('dmz/gateway');
-    dmz = await connectAsync(stack.urls.dmzMqtt, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(gw.cert), key: readFileSync(gw.key), protocolVersion: 5 });
-  });
-  after(async () => {
-    await dmz?.endAsync();
-    await stack?.close();
-    pki.cleanup();
-    work.cleanup();
-  });
 
   it('records no forged answer; the device’s own answer once it connects', async () => {
     const r = await api(stack, token, 'POST', '/v1/commands', { deviceId: DEVICE, command: 'close_valve' });
@@ -115,36 +143,37 @@ describe('command responses authenticated end to end against a compromised DMZ',
   });
 });
 
+/** One of the scenarios below: the store the distributor wrote to and the command API reads. */
+interface LostResponseCase {
+  title: string;
+  /** the device that answers, and one registered (a signing key) that never connects */
+  pump: string;
+  away: string;
+  /** the command API's settings that make it read this store */
+  ledger: () => Record<string, string>;
+  /** how the command API's start-up line names that store */
+  store: RegExp;
+  /** with the command API away and the device's answer released: the distributor's copy is awaited, answers for `awayId` are forged */
+  whileAway: (id: string, awayId: string) => Promise<void>;
+  /** once the command is answered, before the forged answers are checked to be ignored */
+  answered?: (id: string, awayId: string) => Promise<void>;
+  /** once the command is past its expiry */
+  expired?: (id: string, awayId: string) => Promise<void>;
+}
+
 /**
- * The internal Mosquitto keeps a device's response for the command API's persistent session, but
- * only in memory until its next autosave (5 s): killed meanwhile (SIGKILL), the command API away,
- * it lost that copy, while the distributor had written its own to the database and its receipt had
- * let the device delete the answer. The command then ended `expired`, though it ran. The command
- * API now looks the command up among the responses the distributor stored (PostgreSQL, read only):
- * at its start, and before it expires a command.
+ * The loss itself, the same for either store: a command runs on the device while the command API is
+ * away, the distributor writes the device's answer, the internal broker is killed before it saved
+ * its copy for the command API. The command ends with the stored answer, not `expired`; the forged
+ * answers for the command of the device that is away are not taken.
  */
-describe('a response the internal broker lost while the command API was away: the one the distributor stored', () => {
-  const PUMP = 'pump-9';
-  /** registered (a signing key), never connected */
-  const AWAY = 'pump-10';
-  const pki = makeTestPki([PUMP, AWAY]);
-  const work = tempDir('command-lost-response');
-  const logs = new LogCapture();
-  const password = 'lost-response-pw';
-  let db: Postgres;
-  let stack: LocalStack;
-  let token: string;
+function lostResponse(c: LostResponseCase): void {
   let field: RunningFieldClient;
   let release: () => void = () => undefined;
   let ran = false;
 
   before(async () => {
-    db = await Postgres.start(join(work.dir, 'pg'));
-    await db.createUser('fieldstream', password);
-    const postgresEnv = { POSTGRES_URL: `postgres://fieldstream:${password}@127.0.0.1:${db.port}/fieldstream`, POSTGRES_TIMEOUT_MS: '5000' };
-    // Every service takes these: the distributor writes there, the command API reads.
-    ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), { ...postgresEnv, DISTRIBUTOR_RETRY_MAX_MS: '1000' }));
-    field = await startTestFieldClient(pki.paths, PUMP, stack.urls.wss, logs.logger);
+    field = await startTestFieldClient(pki.paths, c.pump, stack.urls.wss, logs.logger);
     // Runs until the test lets it finish: its answer comes while the command API is away.
     field.commands.register('drain', async () => {
       ran = true;
@@ -155,19 +184,15 @@ describe('a response the internal broker lost while the command API was away: th
   after(async () => {
     release();
     await field?.close();
-    await stack?.close();
-    await db?.process.stop();
-    pki.cleanup();
-    work.cleanup();
   });
 
-  it('ends the command with the response the distributor stored, not expired', async () => {
+  it(c.title, async () => {
     const ttlSeconds = 10;
-    const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: PUMP, command: 'drain', ttlSeconds });
+    const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: c.pump, command: 'drain', ttlSeconds });
     assert.equal(issued.status, 202, JSON.stringify(issued.body));
     const id = issued.body.commands[0].commandId as string;
     const expiresAt = Date.parse(issued.body.commands[0].expiresAt as string);
-    const away = await api(stack, token, 'POST', '/v1/commands', { deviceId: AWAY, command: 'drain', ttlSeconds: 3600 });
+    const away = await api(stack, token, 'POST', '/v1/commands', { deviceId: c.away, command: 'drain', ttlSeconds: 3600 });
     assert.equal(away.status, 202, JSON.stringify(away.body));
     const awayId = away.body.commands[0].commandId as string;
     await eventually(async () => (ran && ['sent', 'accepted'].includes((await api(stack, token, 'GET', `/v1/commands/${id}`)).body.state) ? true : undefined), 30_000, 'the command running on the device');
@@ -175,19 +200,14 @@ describe('a response the internal broker lost while the command API was away: th
     // The command API goes away; the device answers; the distributor writes the answer.
     await stack.commandApi.stop();
     release();
-    // 0 until the distributor has made its tables (at its first write).
-    const stored = async () => Number(await db.psql(`SELECT count(*) FROM fieldstream.command_responses WHERE command_id = '${id}' AND status = 'completed'`, 'fieldstream').catch(() => '0'));
-    await eventually(async () => ((await stored()) > 0 ? true : undefined), 30_000, 'the response in PostgreSQL');
-    // An unsigned `completed` for the command of the device that is away, as a distributor that
-    // does not require signatures stores what a compromised DMZ makes up.
-    await db.psql(
-      `INSERT INTO fieldstream.command_responses (device, time, message_key, command_id, status, result) VALUES ('${AWAY}', now(), 'm:forged-1', '${awayId}', 'completed', '{"forged":true}')`,
-      'fieldstream',
-    );
+    await c.whileAway(id, awayId);
     // At once, within the broker's autosave interval: its copy for the command API goes with it.
     await stack.internalMosquitto.kill();
     await stack.internalMosquitto.start();
-    await stack.commandApi.start();
+    // Back, reading the store of this scenario (the stack's command API reads PostgreSQL).
+    await stack.commandApi.restartWith(c.ledger());
+    const ledgerLine = await eventually(() => stack.commandApi.logSinceStart().split('\n').find((l) => l.includes('looked up among the responses the distributor stored')), 10_000, 'the command API naming the store it reads');
+    assert.match(ledgerLine, c.store);
 
     const state = async () => (await api(stack, token, 'GET', `/v1/commands/${id}`)).body;
     const done = await eventually(async () => {
@@ -197,13 +217,44 @@ describe('a response the internal broker lost while the command API was away: th
       throw new Error(`${err.message}: ${JSON.stringify(await state())}\n--- command API ---\n${stack.commandApi.tail(20)}`);
     });
     assert.deepEqual(done.response.result, { drained: 42 });
+    await c.answered?.(id, awayId);
     const notAnswered = (await api(stack, token, 'GET', `/v1/commands/${awayId}`)).body;
-    assert.ok(['queued', 'sent'].includes(notAnswered.state) && notAnswered.response === undefined, `an unsigned stored response of a device with a key is not taken: ${JSON.stringify(notAnswered)}`);
+    assert.ok(['queued', 'sent'].includes(notAnswered.state) && notAnswered.response === undefined, `no unsigned stored response of a device with a key is taken: ${JSON.stringify(notAnswered)}`);
     // Past its expiry and the sweeps after it: still the device's answer.
     const wait = expiresAt + 2 * TIMINGS.commandExpirySweepMs - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     assert.equal((await state()).state, 'completed');
-    assert.equal(await stored(), 1, 'the distributor stored the answer once');
+    await c.expired?.(id, awayId);
+  });
+}
+
+/**
+ * The internal Mosquitto keeps a device's response for the command API's persistent session, but
+ * only in memory until its next autosave (5 s): killed meanwhile (SIGKILL), the command API away,
+ * it lost that copy, while the distributor had written its own to the database and its receipt had
+ * let the device delete the answer. The command then ended `expired`, though it ran. The command
+ * API now looks the command up among the responses the distributor stored (PostgreSQL, read only):
+ * at its start, and before it expires a command.
+ */
+describe('a response the internal broker lost while the command API was away: the one the distributor stored', () => {
+  // 0 until the distributor has made its tables (at its first write).
+  const stored = async (id: string) => Number(await db.psql(`SELECT count(*) FROM fieldstream.command_responses WHERE command_id = '${id}' AND status = 'completed'`, 'fieldstream').catch(() => '0'));
+  lostResponse({
+    title: 'ends the command with the response the distributor stored, not expired',
+    pump: PUMP_PG,
+    away: AWAY_PG,
+    ledger: () => ({ POSTGRES_URL: postgresUrl }),
+    store: /"store":"PostgreSQL /,
+    whileAway: async (id, awayId) => {
+      await eventually(async () => ((await stored(id)) > 0 ? true : undefined), 30_000, 'the response in PostgreSQL');
+      // An unsigned `completed` for the command of the device that is away, as a distributor that
+      // does not require signatures stores what a compromised DMZ makes up.
+      await db.psql(
+        `INSERT INTO fieldstream.command_responses (device, time, message_key, command_id, status, result) VALUES ('${AWAY_PG}', now(), 'm:forged-1', '${awayId}', 'completed', '{"forged":true}')`,
+        'fieldstream',
+      );
+    },
+    expired: async (id) => assert.equal(await stored(id), 1, 'the distributor stored the answer once'),
   });
 });
 
@@ -216,105 +267,45 @@ describe('a response the internal broker lost while the command API was away: th
  * field existed (no `signed`: InfluxDB cannot say whether the device signed it).
  */
 describe('a response the internal broker lost while the command API was away: the one the distributor stored in InfluxDB', () => {
-  const PUMP = 'pump-19';
-  /** registered (a signing key), never connected */
-  const AWAY = 'pump-20';
-  const DB = 'fieldstream';
-  const pki = makeTestPki([PUMP, AWAY]);
-  const work = tempDir('command-lost-response-influx');
-  const logs = new LogCapture();
-  let influx: InfluxV1;
-  let stack: LocalStack;
-  let token: string;
-  let field: RunningFieldClient;
-  let dmz: MqttClient;
-  let release: () => void = () => undefined;
-  let ran = false;
-
-  before(async () => {
-    influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
-    // Every service takes these: the distributor writes there, the command API reads.
-    ({ stack, token } = await startTestStack(pki.dir, join(work.dir, 'stack'), { ...influxSettings(influx, DB), DISTRIBUTOR_RETRY_MAX_MS: '1000' }));
-    const gw = pki.paths.service('dmz/gateway');
-    dmz = await connectAsync(stack.urls.dmzMqtt, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(gw.cert), key: readFileSync(gw.key), protocolVersion: 5 });
-    field = await startTestFieldClient(pki.paths, PUMP, stack.urls.wss, logs.logger);
-    field.commands.register('drain', async () => {
-      ran = true;
-      await new Promise<void>((resolve) => (release = resolve));
-      return { status: 'completed', result: { drained: 42 } };
-    });
-  });
-  after(async () => {
-    release();
-    await dmz?.endAsync();
-    await field?.close();
-    await stack?.close();
-    await influx?.process.stop();
-    pki.cleanup();
-    work.cleanup();
-  });
-
-  it('ends the command with the signed response InfluxDB holds, and takes no unsigned one', async () => {
-    const ttlSeconds = 10;
-    const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: PUMP, command: 'drain', ttlSeconds });
-    assert.equal(issued.status, 202, JSON.stringify(issued.body));
-    const id = issued.body.commands[0].commandId as string;
-    const expiresAt = Date.parse(issued.body.commands[0].expiresAt as string);
-    const away = await api(stack, token, 'POST', '/v1/commands', { deviceId: AWAY, command: 'drain', ttlSeconds: 3600 });
-    assert.equal(away.status, 202, JSON.stringify(away.body));
-    const awayId = away.body.commands[0].commandId as string;
-    await eventually(async () => (ran && ['sent', 'accepted'].includes((await api(stack, token, 'GET', `/v1/commands/${id}`)).body.state) ? true : undefined), 30_000, 'the command running on the device');
-
-    await stack.commandApi.stop();
-    release();
-    const rows = async (commandId: string) => influx.rows(DB, `SELECT * FROM command_responses WHERE command_id = '${commandId}'`).catch(() => []);
-    const stored = await eventually(async () => {
-      const r = (await rows(id)).filter((x) => x.status === 'completed');
-      return r.length > 0 ? r : undefined;
-    }, 30_000, 'the response in InfluxDB');
-    assert.equal(stored[0]?.signed, true, 'the distributor recorded that it verified the signature');
-    // The compromised DMZ answers for the device that is away, unsigned, through the bridge; the
-    // distributor (signatures not required) stores it, as unsigned.
-    const forged: EnvelopeOf<'response'> = {
-      v: ENVELOPE_VERSION,
-      deviceId: AWAY,
-      gatewayId: 'gateway-1',
-      receivedAt: Date.now(),
-      dataType: 'response',
-      messages: [{ messageId: 'forged-influx-1', payload: { commandId: awayId, status: 'completed', result: { forged: true } } }],
-    };
-    await dmz.publishAsync(uplinkTopic(AWAY, 'response'), JSON.stringify(forged), { qos: 1 });
-    const forgedRows = await eventually(async () => {
-      const r = await rows(awayId);
-      return r.length > 0 ? r : undefined;
-    }, 30_000, 'the forged response stored');
-    assert.equal(forgedRows[0]?.signed, false, 'stored as unsigned');
-    // And one as a distributor wrote it before `signed` existed.
-    const written = await fetch(`${influx.url}/write?db=${DB}`, {
-      method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` },
-      body: `command_responses,command_id=${awayId},device=${AWAY},status=failed result="{\\"forged\\":2}"`,
-    });
-    assert.equal(written.status, 204, await written.text());
-    // At once, within the broker's autosave interval: its copy for the command API goes with it.
-    await stack.internalMosquitto.kill();
-    await stack.internalMosquitto.start();
-    await stack.commandApi.start();
-
-    const state = async () => (await api(stack, token, 'GET', `/v1/commands/${id}`)).body;
-    const done = await eventually(async () => {
-      const s = await state();
-      return s.state === 'completed' ? s : undefined;
-    }, 60_000, 'the command answered').catch(async (err: Error) => {
-      throw new Error(`${err.message}: ${JSON.stringify(await state())}\n--- command API ---\n${stack.commandApi.tail(20)}`);
-    });
-    assert.deepEqual(done.response.result, { drained: 42 });
-    assert.equal((await rows(awayId)).length, 2, 'both forgeries are in InfluxDB');
-    const notAnswered = (await api(stack, token, 'GET', `/v1/commands/${awayId}`)).body;
-    assert.ok(['queued', 'sent'].includes(notAnswered.state) && notAnswered.response === undefined, `no unsigned stored response of a device with a key is taken: ${JSON.stringify(notAnswered)}`);
-    const wait = expiresAt + 2 * TIMINGS.commandExpirySweepMs - Date.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    assert.equal((await state()).state, 'completed');
+  const rows = async (commandId: string) => influx.rows(DB, `SELECT * FROM command_responses WHERE command_id = '${commandId}'`).catch(() => []);
+  lostResponse({
+    title: 'ends the command with the signed response InfluxDB holds, and takes no unsigned one',
+    pump: PUMP_INFLUX,
+    away: AWAY_INFLUX,
+    // PostgreSQL unset (empty is unset): the command API reads InfluxDB, as with InfluxDB alone.
+    ledger: () => ({ POSTGRES_URL: '' }),
+    store: /"store":"InfluxDB /,
+    whileAway: async (id, awayId) => {
+      const stored = await eventually(async () => {
+        const r = (await rows(id)).filter((x) => x.status === 'completed');
+        return r.length > 0 ? r : undefined;
+      }, 30_000, 'the response in InfluxDB');
+      assert.equal(stored[0]?.signed, true, 'the distributor recorded that it verified the signature');
+      // The compromised DMZ answers for the device that is away, unsigned, through the bridge; the
+      // distributor (signatures not required) stores it, as unsigned.
+      const forged: EnvelopeOf<'response'> = {
+        v: ENVELOPE_VERSION,
+        deviceId: AWAY_INFLUX,
+        gatewayId: 'gateway-1',
+        receivedAt: Date.now(),
+        dataType: 'response',
+        messages: [{ messageId: 'forged-influx-1', payload: { commandId: awayId, status: 'completed', result: { forged: true } } }],
+      };
+      await dmz.publishAsync(uplinkTopic(AWAY_INFLUX, 'response'), JSON.stringify(forged), { qos: 1 });
+      const forgedRows = await eventually(async () => {
+        const r = await rows(awayId);
+        return r.length > 0 ? r : undefined;
+      }, 30_000, 'the forged response stored');
+      assert.equal(forgedRows[0]?.signed, false, 'stored as unsigned');
+      // And one as a distributor wrote it before `signed` existed.
+      const written = await fetch(`${influx.url}/write?db=${DB}`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` },
+        body: `command_responses,command_id=${awayId},device=${AWAY_INFLUX},status=failed result="{\\"forged\\":2}"`,
+      });
+      assert.equal(written.status, 204, await written.text());
+    },
+    answered: async (_id, awayId) => assert.equal((await rows(awayId)).length, 2, 'both forgeries are in InfluxDB'),
   });
 });
 
@@ -325,19 +316,16 @@ describe('a response the internal broker lost while the command API was away: th
  * the `signed` field (none) only for a device without a key.
  */
 describe('the stored responses the command API reads from InfluxDB 1.x', () => {
-  const DB = 'fieldstream';
-  const work = tempDir('influx-responses');
-  let influx: InfluxV1;
+  // The file's InfluxDB, a database of its own: nothing of the stack's in it.
+  const DB = 'responses';
   let ledger: InfluxResponses;
 
   before(async () => {
-    influx = await InfluxV1.start(join(work.dir, 'influxdb'), DB);
+    await influx.query(`CREATE DATABASE "${DB}"`);
     ledger = new InfluxResponses({ ...influxSettings(influx, DB), INFLUXDB_URL: influx.url, INFLUXDB_TIMEOUT_MS: 5000 });
   });
   after(async () => {
     await ledger?.close();
-    await influx?.process.stop();
-    work.cleanup();
   });
 
   type Payload = EnvelopeOf<'response'>['messages'][number]['payload'];
@@ -417,24 +405,21 @@ describe('the stored responses the command API reads from InfluxDB 1.x', () => {
  * says which.
  */
 describe('the stored responses the command API reads from PostgreSQL', () => {
-  const work = tempDir('pg-responses');
+  // The file's PostgreSQL, a database (and role) of its own: nothing of the stack's in it.
+  const DATABASE = 'responses';
   const password = 'pg-responses-pw';
-  let db: Postgres;
   let sink: PostgresSink;
   let ledger: PostgresResponses;
 
   before(async () => {
-    db = await Postgres.start(join(work.dir, 'pg'));
-    await db.createUser('fieldstream', password);
-    const connection = postgresConnection({ POSTGRES_URL: `postgres://fieldstream:${password}@127.0.0.1:${db.port}/fieldstream`, POSTGRES_SSL: 'disable', POSTGRES_SCHEMA: 'fieldstream', POSTGRES_POOL_SIZE: 1, POSTGRES_TIMEOUT_MS: 5000 });
+    await db.createUser(DATABASE, password);
+    const connection = postgresConnection({ POSTGRES_URL: `postgres://${DATABASE}:${password}@127.0.0.1:${db.port}/${DATABASE}`, POSTGRES_SSL: 'disable', POSTGRES_SCHEMA: 'fieldstream', POSTGRES_POOL_SIZE: 1, POSTGRES_TIMEOUT_MS: 5000 });
     sink = new PostgresSink(connection, createLogger('test', 'silent'));
     ledger = new PostgresResponses(connection);
   });
   after(async () => {
     await ledger?.close();
     await sink?.close();
-    await db?.process.stop();
-    work.cleanup();
   });
 
   it('gives back each result as the device gave it, and reads rows written before result_type', async () => {
@@ -451,10 +436,10 @@ describe('the stored responses the command API reads from PostgreSQL', () => {
     const found = await ledger.find(results.map((_, i) => ({ commandId: `cmd-r${i}`, deviceId: 'd-3', signedOnly: true })));
     assert.deepEqual(results.map((_, i) => found.find((f) => f.commandId === `cmd-r${i}`)?.result), results);
     // A row as a distributor before schema version 3 wrote it: read as before.
-    await db.psql(`INSERT INTO fieldstream.command_responses (device, time, message_key, command_id, status, result) VALUES ('d-3', now(), 's:e:99', 'cmd-old', 'completed', '42')`, 'fieldstream');
+    await db.psql(`INSERT INTO fieldstream.command_responses (device, time, message_key, command_id, status, result) VALUES ('d-3', now(), 's:e:99', 'cmd-old', 'completed', '42')`, DATABASE);
     assert.deepEqual(await ledger.find([{ commandId: 'cmd-old', deviceId: 'd-3', signedOnly: true }]), [{ commandId: 'cmd-old', deviceId: 'd-3', status: 'completed', result: '42' }]);
     // A database still at schema version 2 (the command API upgraded before the distributor): read as before, no error.
-    await db.psql('ALTER TABLE fieldstream.command_responses DROP COLUMN result_type', 'fieldstream');
+    await db.psql('ALTER TABLE fieldstream.command_responses DROP COLUMN result_type', DATABASE);
     assert.deepEqual(await ledger.find([{ commandId: 'cmd-r0', deviceId: 'd-3', signedOnly: true }]), [{ commandId: 'cmd-r0', deviceId: 'd-3', status: 'completed', result: '42' }]);
   });
 });
