@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../helpers/ws-device.ts';
@@ -12,9 +13,9 @@ import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** ms: longer than the brokers' autosave_interval (5 s), so the persistence file holds our sessions,
- * as it does for a broker that ran for a while before it crashed */
-const PAST_AUTOSAVE_MS = 6_500;
+/** ms allowed for the broker's next save: its autosave_interval is 5 s (Mosquitto saves once more
+ * than that has passed, counted in whole seconds) */
+const AUTOSAVE_DEADLINE_MS = 15_000;
 /** ms: how long the crashed broker stays down, as in the report (a restart policy's delay) */
 const DOWN_MS = 3_000;
 
@@ -49,8 +50,19 @@ describe('a broker crash: every subscriber is subscribed again once its broker i
       throw new Error(`${err.message}\n--- distributor ---\n${stack.distributor.tail(15)}`);
     });
   };
-  const crash = async (broker: ManagedProcess) => {
-    await sleep(PAST_AUTOSAVE_MS);
+  /**
+   * Resolves once the broker has saved its persistence file after this call, so that the file holds
+   * our sessions, as it does for a broker that ran for a while before it crashed. Mosquitto writes
+   * the file whole and renames it into place at each autosave: a newer mtime is a newer save. (A
+   * fixed wait past the autosave interval, 6.5 s, did the same at every crash.)
+   */
+  const untilSaved = async (tier: 'dmz' | 'internal') => {
+    const file = join(work.dir, 'stack', `${tier}-mosquitto`, 'mosquitto.db');
+    const since = Date.now();
+    await eventually(() => (existsSync(file) && statSync(file).mtimeMs > since ? true : undefined), AUTOSAVE_DEADLINE_MS, `the ${tier} broker saving its persistence file`);
+  };
+  const crash = async (broker: ManagedProcess, tier: 'dmz' | 'internal') => {
+    await untilSaved(tier);
     await broker.kill(); // SIGKILL: no clean shutdown, no last save
     await sleep(DOWN_MS);
     await broker.start(); // the same configuration and persistence folder
@@ -71,7 +83,7 @@ describe('a broker crash: every subscriber is subscribed again once its broker i
   it('the distributor writes what arrives after the internal Mosquitto crashed and restarted', async () => {
     await stream(20, 'before the crash');
     const before = subscriptions(stack).again;
-    await crash(stack.internalMosquitto);
+    await crash(stack.internalMosquitto, 'internal');
     await untilResubscribed(stack, before);
     await stream(200, 'published after the restart');
     // The broker did restore the session (so a subscribe-when-new client would have waited forever).
@@ -79,7 +91,7 @@ describe('a broker crash: every subscriber is subscribed again once its broker i
   });
 
   it('the gateway still forwards commands (and readings) after the DMZ Mosquitto crashed and restarted', async () => {
-    await crash(stack.dmzMosquitto);
+    await crash(stack.dmzMosquitto, 'dmz');
     const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: 'field-r', command: 'ping' });
     assert.equal(issued.status, 202, JSON.stringify(issued.body));
     const id = issued.body.commands[0].commandId as string;
