@@ -62,16 +62,27 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
 ];
 
 /**
- * Names no device may have: the services' certificate names. Both brokers take a client's user
- * name from its certificate's CN (use_identity_as_username) and trust the CA that signs devices,
- * so a device certificate named "bridge" would be the bridge to the DMZ broker's ACL.
- */
-/**
  * The certificates whose keys lie on the DMZ server: what `--renew-dmz` issues again and revokes
  * after a compromise of that server (pki/dmz-anchor.ts).
  */
 export const DMZ_SERVICE_FILES: readonly string[] = SERVICE_CERTS.filter((s) => s.file.startsWith('dmz/')).map((s) => s.file);
 
+/**
+ * The certificates `--renew-service NAME` issues again and revokes one at a time, by their CN: the
+ * internal services' client certificates. Each broker that checks them reads the CA's CRL
+ * (`crlfile`), so a copy of the old key is refused there once it is revoked. Not the server
+ * certificates (their clients check no CRL: revoking one would not stop a copy of its key from
+ * serving) nor the DMZ's (`--renew-dmz`, which renews them together).
+ */
+export const REVOCABLE_SERVICE_CERTS: ReadonlyMap<string, string> = new Map(
+  SERVICE_CERTS.filter((s) => s.role === 'client' && s.file.startsWith('internal/')).map((s) => [s.commonName, s.file]),
+);
+
+/**
+ * Names no device may have: the services' certificate names. Both brokers take a client's user
+ * name from its certificate's CN (use_identity_as_username) and trust the CA that signs devices,
+ * so a device certificate named "bridge" would be the bridge to the DMZ broker's ACL.
+ */
 export const RESERVED_DEVICE_IDS: ReadonlySet<string> = new Set(SERVICE_CERTS.map((s) => s.commonName));
 
 export function pkiPaths(root: string) {

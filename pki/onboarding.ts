@@ -10,7 +10,7 @@ import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { dmzBrokerAnchorOf, hasOwnDmzBrokerAnchor, oneShotBrokerCa, pemBlocks, sameCertificate, withNamesOf } from './dmz-anchor.ts';
-import { DMZ_SERVICE_FILES, pkiPaths, RESERVED_DEVICE_IDS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
+import { DMZ_SERVICE_FILES, pkiPaths, RESERVED_DEVICE_IDS, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
 import { publishRevocations, recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
 
 /** days */
@@ -37,6 +37,12 @@ export interface SetupOptions {
    * every earlier certificate useless already.
    */
   renewDmz?: boolean;
+  /**
+   * A leaked internal client certificate (the `consumer`'s given to another tool, say): issue these
+   * (by CN, REVOCABLE_SERVICE_CERTS) again and revoke every earlier certificate of each, leaving
+   * every other certificate as it is. Ignored with a new CA, as renewDmz is.
+   */
+  renewServices?: readonly string[];
   /** more names for the public edge certificate: each DMZ server's own name when there are several */
   edgeHosts?: readonly string[];
   dmzBrokerHosts?: readonly string[];
@@ -55,6 +61,8 @@ export interface SetupReport {
    * server), so the names they had could not be kept: each new one names what was asked for now.
    */
   namesNotKept?: Array<{ file: string; names: string[] }>;
+  /** renewServices: each certificate issued again, with the serials of its earlier ones revoked now */
+  revokedServices?: Array<{ file: string; serials: string[] }>;
 }
 
 /** Writes a private key readable by its owner only, and a certificate readable by all. */
@@ -119,6 +127,11 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       throw new FieldStreamError('PKI_INVALID_NAME', `Host ${JSON.stringify(h)} is not a DNS name or IP address.`);
     }
   }
+  const serviceFiles = [...new Set(options.renewServices ?? [])].map((name) => {
+    const file = REVOCABLE_SERVICE_CERTS.get(name);
+    if (file === undefined) throw new FieldStreamError('PKI_INVALID_NAME', `${JSON.stringify(name)} is not an internal service's client certificate (${[...REVOCABLE_SERVICE_CERTS.keys()].join(', ')}).`);
+    return file;
+  });
   const p = pkiPaths(root);
   const caExists = existsSync(p.caKey);
   const sansOf = (spec: ServiceCertSpec) =>
@@ -134,6 +147,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // anything is written; --renew re-issues them (under the same CA), --new-ca with a new CA.
   // With --renew-dmz the DMZ's are issued again (with the names they had), so only the others are checked.
   const renewDmz = options.renewDmz === true && caExists && options.newCa !== true;
+  const renewServices = caExists && options.newCa !== true ? serviceFiles : [];
   if (caExists && !options.renew && !options.newCa) {
     const lacking = SERVICE_CERTS.filter((spec) => !(renewDmz && DMZ_SERVICE_FILES.includes(spec.file))).flatMap((spec) => {
       const paths = p.service(spec.file);
@@ -195,7 +209,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
     const dmz = renewDmz && DMZ_SERVICE_FILES.includes(spec.file);
-    if (existsSync(paths.cert) && existsSync(paths.key) && !renew && !dmz) {
+    if (existsSync(paths.cert) && existsSync(paths.key) && !renew && !dmz && !renewServices.includes(spec.file)) {
       report.kept.push(spec.file);
       continue;
     }
@@ -228,20 +242,24 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       report.created.push(spec.file);
     }
   };
-  if (renewDmz) {
+  const revoking = [...(renewDmz ? DMZ_SERVICE_FILES : []), ...renewServices];
+  if (revoking.length > 0) {
     // Under the revocation lock, as a device's renewal: the new certificates recorded and in place,
     // then everything of those names issued before them revoked, CRL and gateways' list written.
-    const current = DMZ_SERVICE_FILES.flatMap((name) => {
+    const current = revoking.flatMap((name) => {
       const cert = p.service(name).cert;
       return statSync(cert, { throwIfNoEntry: false })?.isFile() ? [{ name, pem: readFileSync(cert, 'utf8') }] : [];
     });
     const keep = new Set(issued.map(({ kc }) => new X509Certificate(kc.certPem).serialNumber.toUpperCase()));
-    report.revoked = underRevocationLock(root, () => {
+    const revoked = underRevocationLock(root, () => {
       writeIssued();
-      const revoked = revokeServiceCertificatesLocked(root, new Set(DMZ_SERVICE_FILES), current, keep);
+      const done = revokeServiceCertificatesLocked(root, new Set(revoking), current, keep);
       ensureDmzBrokerAnchor(root, ca.certPem, report);
-      return revoked;
+      return done;
     });
+    const serialsOf = (files: readonly string[]) => revoked.filter((r) => files.includes(r.name)).map((r) => r.serial);
+    if (renewDmz) report.revoked = serialsOf(DMZ_SERVICE_FILES);
+    if (renewServices.length > 0) report.revokedServices = renewServices.map((file) => ({ file, serials: serialsOf([file]) }));
   } else {
     // The broker's certificate and its anchor files under the lock too, as one: a concurrent
     // --renew-dmz's pair is never overwritten half, nor a backup (which reads under it) given them apart.

@@ -174,9 +174,14 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
  * lack one: a set older than the log), but those in `keep` (the ones just issued in their place),
  * and writes the CRL and the gateways' list. The caller holds the revocation lock
  * (underRevocationLock) across the issue of the new certificates and this, as a device's renewal
- * does. Returns the serials revoked now.
+ * does. Returns what it revoked now: each serial with the name it was issued under.
  */
-export function revokeServiceCertificatesLocked(root: string, names: ReadonlySet<string>, current: ReadonlyArray<{ name: string; pem: string }>, keep: ReadonlySet<string>): string[] {
+export function revokeServiceCertificatesLocked(
+  root: string,
+  names: ReadonlySet<string>,
+  current: ReadonlyArray<{ name: string; pem: string }>,
+  keep: ReadonlySet<string>,
+): Array<{ name: string; serial: string }> {
   const p = pkiPaths(root);
   const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => names.has(r.name));
   for (const c of current) {
@@ -191,7 +196,7 @@ export function revokeServiceCertificatesLocked(root: string, names: ReadonlySet
   // Whole and synced before the lists are written from them, as a device's revocation.
   if (unique.length > 0) appendRecords(revokedPath, unique.map((r) => JSON.stringify({ ...r, revokedAt: now }) + '\n').join(''), RevokedRecordSchema);
   writeRevocations(root);
-  return unique.map((r) => r.serial);
+  return unique.map((r) => ({ name: r.name, serial: r.serial }));
 }
 
 /**

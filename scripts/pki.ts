@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
-import { pkiPaths } from '../pki/layout.ts';
+import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
@@ -22,7 +22,8 @@ const fieldCompose = resolve(repoRoot, 'field-client', 'docker-compose.yml');
 
 function usage(): never {
   console.error(`usage:
-  scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--renew-dmz] [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
+  scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--renew-dmz] [--renew-service NAME]... [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
+      --renew-service NAME: one of ${[...REVOCABLE_SERVICE_CERTS.keys()].join(', ')}
   scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]
   scripts/revoke-device.sh DEVICE_ID`);
   process.exit(64);
@@ -49,6 +50,7 @@ function setup(argv: string[]): void {
       'new-ca': { type: 'boolean', default: false },
       renew: { type: 'boolean', default: false },
       'renew-dmz': { type: 'boolean', default: false },
+      'renew-service': { type: 'string', multiple: true, default: [] },
       'edge-host': { type: 'string', multiple: true, default: [] },
       'dmz-broker-host': { type: 'string', multiple: true, default: [] },
       'internal-broker-host': { type: 'string', multiple: true, default: [] },
@@ -65,12 +67,25 @@ function setup(argv: string[]): void {
     console.error(`error PKI_CA_MISSING: --renew-dmz issues the DMZ's certificates again under the CA in ${pkiPaths(certsDir).caDir}, and there is none: run scripts/generate-certificates.sh ${domain} first.`);
     process.exit(65);
   }
+  const renewServices = values['renew-service'];
+  if (renewServices.length > 0) {
+    if (values['new-ca']) {
+      console.error('error ADMIN_USAGE: --renew-service and --new-ca do not go together (a new CA re-issues every certificate, the devices\' included; --renew-service revokes one service\'s under the CA kept)');
+      usage();
+    }
+    for (const name of renewServices) checkRenewableService(name);
+    if (!existsSync(pkiPaths(certsDir).caKey)) {
+      console.error(`error PKI_CA_MISSING: --renew-service issues a service's certificate again under the CA in ${pkiPaths(certsDir).caDir}, and there is none: run scripts/generate-certificates.sh ${domain} first.`);
+      process.exit(65);
+    }
+  }
   const before = readPkiMeta(certsDir)?.domain;
   const report = setupPki(certsDir, {
     domain,
     newCa: values['new-ca'],
     renew: values.renew,
     renewDmz: values['renew-dmz'],
+    renewServices,
     edgeHosts: values['edge-host'],
     dmzBrokerHosts: values['dmz-broker-host'],
     internalBrokerHosts: values['internal-broker-host'],
@@ -78,6 +93,11 @@ function setup(argv: string[]): void {
   const p = pkiPaths(certsDir);
   const bundleDir = dirname(p.bundle('x'));
   const bundles = existsSync(bundleDir) ? readdirSync(bundleDir).filter((f) => f.endsWith('.tar.gz')) : [];
+  // What a renewal that revoked certificates leaves to do, in place of the first set-up's copying.
+  const renewalSteps = [
+    ...(report.revoked !== undefined ? [dmzRenewalSteps(report.revoked, report.namesNotKept ?? [])] : []),
+    ...(report.revokedServices !== undefined ? [serviceRenewalSteps(report.revokedServices)] : []),
+  ];
   const caLine = {
     created: `created a new CA in ${p.caDir}/`,
     reused: `kept the existing CA in ${p.caDir}/ (pass --new-ca to replace it)`,
@@ -92,9 +112,71 @@ The domain was ${before}: the device bundles made before (${bundles.join(', ')})
 Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew), or set GATEWAY_URL in each device's .env.
 ` : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
-${report.revoked !== undefined ? dmzRenewalSteps(report.revoked, report.namesNotKept ?? []) : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
+${renewalSteps.length > 0 ? renewalSteps.join('\n\n') : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
 (both Mosquittos read certs/ca.crl: where it is missing, Docker mounts an empty folder and the broker stops).
 Next, for each device: scripts/generate-client-cert.sh DEVICE_ID`}`);
+}
+
+/**
+ * One --renew-service NAME checked before anything is done: an internal client certificate's CN
+ * (REVOCABLE_SERVICE_CERTS), or ADMIN_USAGE, which says what to use for a server or DMZ certificate.
+ */
+function checkRenewableService(name: string): void {
+  if (REVOCABLE_SERVICE_CERTS.has(name)) return;
+  const known = [...REVOCABLE_SERVICE_CERTS.keys()].join(', ');
+  // "mosquitto" is the basename of both brokers' certificates: each is answered for.
+  const matches = SERVICE_CERTS.filter((s) => s.commonName === name || s.file === name || s.file.split('/')[1] === name);
+  const why = matches.map((spec) =>
+    spec.file.startsWith('dmz/')
+      ? `${spec.file} is one of the DMZ's certificates, which --renew-dmz issues again and revokes together (docs/operations.md, "Recovering from a DMZ compromise")`
+      : spec.role !== 'client'
+        ? `${spec.file} is a server certificate, which no client checks against a CRL, so revoking it would not stop a copy of its key from serving (a leaked server key takes --new-ca)`
+        : `${spec.file} is named by its certificate's CN, ${spec.commonName}`,
+  );
+  console.error(
+    why.length > 0
+      ? `error ADMIN_USAGE: --renew-service ${name}: ${why.join('; ')}. --renew-service takes ${known}.`
+      : `error ADMIN_USAGE: --renew-service ${JSON.stringify(name)} is not an internal service's certificate: give one of ${known} (the option once for each).`,
+  );
+  usage();
+}
+
+/** The service of docker-compose.internal.yml that holds each certificate; none for consumer, handed to tools outside it. */
+const COMPOSE_SERVICE: Readonly<Record<string, string>> = {
+  bridge: 'internal-mosquitto', // its bridges dial the DMZ brokers with it
+  distributor: 'distributor',
+  'command-api': 'command-api',
+  console: 'console',
+  monitor: 'broker-exporter',
+};
+
+/** What --renew-service leaves to do (docs/operations.md, "Revoking an internal service's certificate"). */
+function serviceRenewalSteps(renewed: ReadonlyArray<{ file: string; serials: readonly string[] }>): string {
+  const lines: string[] = [];
+  const recreate = new Set(['internal-mosquitto']);
+  for (const { file, serials } of renewed) {
+    const name = file.split('/')[1] as string;
+    const compose = COMPOSE_SERVICE[name];
+    lines.push(
+      serials.length > 0
+        ? `certs/${file}.crt is new; ${serials.length} earlier one(s) revoked in certs/ca.crl (serials ${serials.join(', ')}).`
+        : `certs/${file}.crt is new; no earlier certificate of it was found to revoke (neither in the CA's log nor in place).`,
+      compose === undefined
+        ? `  ${name}: give certs/${file}.crt and certs/${file}.key (its private key, mode 0600) to each tool that used the old one, and restart it.`
+        : `  ${name}: certs/${file}.crt and certs/${file}.key (mode 0600) go to the internal server, over the old ones.`,
+    );
+    if (compose !== undefined) recreate.add(compose);
+  }
+  // Both brokers take every certificate of the CA in their TLS handshake (their ACLs decide what it
+  // may do then, and neither binds a client id to an identity): both must read the new CRL.
+  return `${lines.join('\n')}
+The old certificate is refused only by a broker restarted since: Mosquitto reads certs/ca.crl only when it starts,
+and both brokers take any certificate of the CA until their CRL lists it.
+  internal server: certs/ca.crl and the files above, then restart the broker and the service(s):
+                   docker-compose -f docker-compose.internal.yml up -d --force-recreate ${[...recreate].join(' ')}
+  DMZ server(s):   certs/ca.crl, then
+                   docker-compose -f docker-compose.dmz.yml up -d --force-recreate dmz-mosquitto
+  Kubernetes:      copy the same files into each overlay's certs/ and apply both overlays again.`;
 }
 
 /** What --renew-dmz leaves to do on the servers (docs/operations.md, "Recovering from a DMZ compromise"). */

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { copyFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -146,5 +148,118 @@ describe('recovering from a DMZ compromise with real Mosquittos', () => {
     assert.equal(reached, false, 'a bridge connected to a broker of a stolen key');
     assert.notEqual(states.get('$SYS/broker/connection/fieldstream-bridge-2/state'), '1');
     assert.notEqual(states.get('$SYS/broker/connection/fieldstream-bridge-3/state'), '1');
+  });
+});
+
+/**
+ * The TLS handshake of a client certificate with a broker: true when it completes, else its error.
+ * TLS 1.2 (as both brokers' tls_version): the client's handshake completes only after the server
+ * verified its certificate, where in TLS 1.3 it completes before, and a refusal comes after.
+ */
+function handshake(port: number, ca: string, who: { cert: string; key: string }): Promise<true | Error> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: readFileSync(ca), cert: readFileSync(who.cert), key: readFileSync(who.key), maxVersion: 'TLSv1.2' });
+    socket.setTimeout(5000, () => socket.destroy(new Error('handshake timed out')));
+    socket.once('secureConnect', () => {
+      socket.end();
+      resolve(true);
+    });
+    socket.once('error', (err) => resolve(err));
+  });
+}
+
+/**
+ * `generate-certificates.sh DOMAIN --renew-service consumer`: a leaked internal client certificate
+ * (the read-only consumer's, given to another tool) is revoked alone, without a new CA: a new one
+ * is issued as the set-up issues it, the old serial goes into the CRL both brokers read, and every
+ * other certificate stays as it was. Mosquitto reads the CRL only at start: the old certificate
+ * is refused once the broker is restarted.
+ */
+describe('revoking one internal service certificate (--renew-service) with real Mosquittos', () => {
+  const work = tempDir('service-renewal');
+  const pki = makeTestPki(['dev-1']);
+  const p = pki.paths;
+  const OTHERS = ['internal/bridge', 'internal/distributor', 'internal/command-api', 'internal/console', 'internal/monitor', 'internal/mosquitto', 'dmz/gateway', 'dmz/edge', 'dmz/mosquitto'];
+  const old = { cert: join(work.dir, 'old-consumer.crt'), key: join(work.dir, 'old-consumer.key') };
+  const untouched = new Map<string, Buffer>();
+  const stops: Array<() => Promise<void>> = [];
+  const clients: MqttClient[] = [];
+  // No DMZ broker listens there: the bridges retry in the background, which these checks ignore.
+  const noDmz = 'localhost:9';
+  before(() => {
+    copyFileSync(p.service('internal/consumer').cert, old.cert);
+    copyFileSync(p.service('internal/consumer').key, old.key);
+    for (const f of OTHERS) for (const path of Object.values(p.service(f))) untouched.set(path, readFileSync(path));
+    for (const path of [p.device('dev-1').cert, p.device('dev-1').key, p.caCert, p.caKey, p.publicCa, p.storedFeedKey]) untouched.set(path, readFileSync(path));
+  });
+  after(async () => {
+    for (const c of clients) c.end(true);
+    for (const stop of stops.reverse()) await stop();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  const mqttConnect = (url: string, who: { cert: string; key: string }) =>
+    connectAsync(url, { ca: readFileSync(p.publicCa), cert: readFileSync(who.cert), key: readFileSync(who.key), protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000, clientId: `t-${Math.random().toString(16).slice(2)}` }).then((c) => {
+      clients.push(c);
+      return c;
+    });
+  const portOf = (url: string) => Number(new URL(url).port);
+
+  let output = '';
+  let running: Awaited<ReturnType<typeof startBridgedInternalMosquitto>>;
+  it('renews the consumer certificate as the set-up issued it, revokes the old one only, and says what is left to do', async () => {
+    running = await startBridgedInternalMosquitto(repo, pki, join(work.dir, 'internal'), noDmz);
+    stops.push(() => running.stop());
+    assert.equal(await handshake(portOf(running.url), p.publicCa, old), true, 'the consumer certificate is taken before');
+
+    output = execFileSync(join(repo, 'scripts', 'generate-certificates.sh'), ['localhost', '--renew-service', 'consumer'], { env: { ...process.env, CERTS_DIR: pki.dir }, encoding: 'utf8' });
+    const before = new X509Certificate(readFileSync(old.cert));
+    const renewed = new X509Certificate(readFileSync(p.service('internal/consumer').cert));
+    assert.notEqual(renewed.serialNumber, before.serialNumber);
+    assert.equal(renewed.subject, before.subject, 'CN consumer, O FieldStream, OU services');
+    assert.deepEqual(renewed.keyUsage, ['1.3.6.1.5.5.7.3.2'], 'clientAuth only');
+    assert.equal(renewed.subjectAltName, undefined);
+    assert.ok(renewed.verify(new X509Certificate(readFileSync(p.publicCa)).publicKey), 'issued by the CA kept');
+    assert.ok(renewed.checkPrivateKey(createPrivateKey(readFileSync(p.service('internal/consumer').key))), 'a key of its own');
+    assert.notDeepEqual(readFileSync(p.service('internal/consumer').key), readFileSync(old.key));
+    assert.equal(statSync(p.service('internal/consumer').key).mode & 0o777, 0o600);
+
+    const crl = spawnSync('openssl', ['crl', '-in', join(pki.dir, 'ca.crl'), '-noout', '-text'], { encoding: 'utf8' }).stdout;
+    assert.match(crl, new RegExp(`Serial Number: ${before.serialNumber.toUpperCase()}`));
+    assert.equal((crl.match(/Serial Number:/g) ?? []).length, 1, 'nothing else revoked');
+    for (const [path, bytes] of untouched) assert.ok(readFileSync(path).equals(bytes), `${path} untouched`);
+
+    assert.ok(output.includes(before.serialNumber.toUpperCase()), output);
+    assert.match(output, /Mosquitto reads certs\/ca\.crl only when it starts/);
+    assert.match(output, /docker-compose -f docker-compose\.internal\.yml up -d --force-recreate internal-mosquitto\n/);
+    assert.match(output, /docker-compose -f docker-compose\.dmz\.yml up -d --force-recreate dmz-mosquitto/);
+    assert.match(output, /certs\/internal\/consumer\.key/);
+  });
+
+  it('the internal broker takes the old certificate until it restarts (it reads the CRL at start), then refuses it in the TLS handshake and takes the new one', async () => {
+    assert.equal(await handshake(portOf(running.url), p.publicCa, old), true, 'not restarted yet: the old CRL');
+    await running.stop();
+    running = await startBridgedInternalMosquitto(repo, pki, join(work.dir, 'internal'), noDmz);
+    const refused = await handshake(portOf(running.url), p.publicCa, old);
+    assert.ok(refused instanceof Error, 'the old consumer certificate is refused');
+    assert.match(refused.message, /certificate revoked/);
+    await assert.rejects(mqttConnect(running.url, old));
+    const consumer = await mqttConnect(running.url, p.service('internal/consumer'));
+    await consumer.subscribeAsync('fieldstream/v1/devices/+/up/+', { qos: 1 });
+    for (const f of ['internal/distributor', 'internal/command-api', 'internal/console', 'internal/monitor']) {
+      const c = await mqttConnect(running.url, p.service(f));
+      assert.equal(c.connected, true, f);
+    }
+    // The bridge's certificate is the DMZ brokers' to check; the device's passes TLS here as before.
+    for (const who of [p.service('internal/bridge'), p.device('dev-1')]) assert.equal(await handshake(portOf(running.url), p.publicCa, who), true, who.cert);
+  });
+
+  it('the DMZ broker, started with the CRL, refuses the old consumer certificate too; the gateway and the bridge are taken', async () => {
+    const dmz = await startDmzMosquitto(join(work.dir, 'dmz-broker'), { ca: p.publicCa, cert: p.service('dmz/mosquitto').cert, key: p.service('dmz/mosquitto').key, crl: join(pki.dir, 'ca.crl') });
+    stops.push(() => dmz.stop());
+    const refused = await handshake(dmz.port, p.dmzBrokerCa.dmz, old);
+    assert.ok(refused instanceof Error && /certificate revoked/.test(refused.message), String(refused));
+    for (const f of ['dmz/gateway', 'internal/bridge', 'internal/monitor']) assert.equal(await handshake(dmz.port, p.dmzBrokerCa.dmz, p.service(f)), true, f);
   });
 });

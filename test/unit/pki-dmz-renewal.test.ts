@@ -202,6 +202,44 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     assert.match(none.stderr, /PKI_CA_MISSING/);
   });
 
+  it('refuses --renew-service for a name that is no internal client certificate, a server or DMZ certificate, with --new-ca, and without a CA: nothing changed', () => {
+    const run = (args: string[], dir = root) => spawnSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', ...args], { env: { ...process.env, CERTS_DIR: dir }, encoding: 'utf8' });
+    const crl = readFileSync(join(root, 'ca.crl'), 'utf8');
+    const cases: Array<[string[], number, RegExp]> = [
+      [['--renew-service', 'nope'], 64, /ADMIN_USAGE: --renew-service "nope" is not an internal service's certificate: give one of bridge, distributor, command-api, consumer, console, monitor/],
+      [['--renew-service', 'internal-mosquitto'], 64, /ADMIN_USAGE: .*internal\/mosquitto is a server certificate, which no client checks against a CRL/],
+      [['--renew-service', 'gateway'], 64, /ADMIN_USAGE: .*dmz\/gateway is one of the DMZ's certificates, which --renew-dmz issues again/],
+      [['--renew-service', 'consumer', '--new-ca'], 64, /ADMIN_USAGE: --renew-service and --new-ca do not go together/],
+    ];
+    for (const [args, status, message] of cases) {
+      const r = run(args);
+      assert.equal(r.status, status, args.join(' '));
+      assert.match(r.stderr, message);
+      assert.match(r.stderr, /usage:[\s\S]*--renew-service NAME/);
+    }
+    const none = run(['--renew-service', 'consumer'], join(tmp.dir, 'empty'));
+    assert.equal(none.status, 65);
+    assert.match(none.stderr, /PKI_CA_MISSING: --renew-service/);
+    assert.equal(readFileSync(join(root, 'ca.crl'), 'utf8'), crl);
+    assert.throws(() => setupPki(root, { domain: 'fieldstream.example.org', renewServices: ['mosquitto'] }), (e) => e instanceof FieldStreamError && e.code === 'PKI_INVALID_NAME');
+  });
+
+  it('--renew-dmz and --renew-service in one run: each set issued again and revoked, reported apart, under one CRL', () => {
+    const was = new Map([...DMZ, 'internal/console'].map((f) => [f, serial(p.service(f).cert)]));
+    const distributor = readFileSync(p.service('internal/distributor').cert, 'utf8');
+    const report = setupPki(root, { domain: 'fieldstream.example.org', renewDmz: true, renewServices: ['console'], dmzBrokerHosts: ['dmz.internal.example'] });
+    // Every earlier console certificate: the one in place, and the one the --renew above replaced without revoking it.
+    const earlier = readFileSync(join(p.caDir, 'issued.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { name: string; serial: string })
+      .filter((r) => r.name === 'internal/console' && r.serial !== serial(p.service('internal/console').cert)).map((r) => r.serial);
+    assert.ok(earlier.length >= 2 && earlier.includes(was.get('internal/console') as string));
+    assert.deepEqual(report.revokedServices?.map((r) => ({ ...r, serials: [...r.serials].sort() })), [{ file: 'internal/console', serials: earlier.sort() }]);
+    assert.deepEqual([...(report.revoked ?? [])].sort(), DMZ.map((f) => was.get(f)).sort());
+    const crl = openssl('crl', '-in', join(root, 'ca.crl'), '-noout', '-text').stdout;
+    for (const s of was.values()) assert.match(crl, new RegExp(`Serial Number: ${s}`));
+    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.service('internal/console').cert, p.service('dmz/gateway').cert).status, 0);
+    assert.equal(readFileSync(p.service('internal/distributor').cert, 'utf8'), distributor);
+  });
+
   it('a DMZ broker certificate of neither the CA nor an anchor of its own: PKI_DMZ_ANCHOR_MISSING, mended by --renew-dmz', () => {
     const other = createCertificateAuthority('Not ours', 1);
     const kc = issueCertificate(other, { commonName: 'dmz-mosquitto', organizationalUnit: 'services', role: 'server', subjectAltNames: ['dmz-mosquitto', 'fieldstream.example.org', 'dmz.internal.example', 'localhost', '127.0.0.1', '::1'], validityDays: 1 });
