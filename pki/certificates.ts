@@ -36,8 +36,8 @@ export interface KeyPair {
 }
 
 const ORGANIZATION = 'FieldStream';
-/** minutes. Backdating absorbs small clock differences between the issuer and the verifier. */
-const BACKDATE_MINUTES = 5;
+/** minutes. Backdating absorbs small clock differences between the issuer and the verifier (a CRL's thisUpdate too: revocation.ts). */
+export const BACKDATE_MINUTES = 5;
 
 export function newKeyPair(): KeyPair {
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });

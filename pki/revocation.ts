@@ -8,7 +8,7 @@ import { FieldStreamError } from '../shared/errors.ts';
 import { withDirLock } from '../shared/dir-lock.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { appendLinesSync } from '../shared/line-file.ts';
-import { createCrl } from './certificates.ts';
+import { BACKDATE_MINUTES, createCrl } from './certificates.ts';
 import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken } from './device-tokens.ts';
 import { isRevoked } from './onboarding.ts';
@@ -235,12 +235,15 @@ function writeRevocations(root: string): void {
 
   // A private CA's CRL: valid ten years, made again at every revocation. An entry whose
   // certificate's expiry is unknown (a certificate the log lacked) is listed all the same.
+  // thisUpdate backdated as certificates are: OpenSSL refuses a CRL dated after its own clock
+  // (CRL_NOT_YET_VALID), and with it every certificate it checks, so a broker or a device whose
+  // clock was a little behind this machine's refused every peer for that while.
   const now = new Date();
   const crlNumber = nextCrlNumber(join(p.caDir, 'crl-number'), revoked.length);
   const crl = createCrl(loadCaFiles(p), {
     entries: revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revokedAt) })),
     crlNumber,
-    thisUpdate: now,
+    thisUpdate: new Date(now.getTime() - BACKDATE_MINUTES * 60_000),
     nextUpdate: new Date(now.getTime() + 3650 * 86_400_000),
   });
   replaceFileDurablySync(join(root, 'ca.crl'), crl, 0o644);

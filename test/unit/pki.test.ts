@@ -593,6 +593,10 @@ describe('the onboarding scripts', () => {
       assert.ok(first >= 2, `CRL number ${first}`);
       publishRevocations(certs);
       assert.ok(crlNumber() > first, `CRL number ${crlNumber()} after ${first}`);
+      // Dated a few minutes back, as certificates are: OpenSSL refuses a CRL dated after its clock
+      // (CRL_NOT_YET_VALID), and every peer with it, on a machine whose clock is a little behind.
+      const lastUpdate = Date.parse(/lastUpdate=(.+)/.exec(openssl('crl', '-in', join(certs, 'ca.crl'), '-noout', '-lastupdate'))?.[1] ?? '');
+      assert.ok(Date.now() - lastUpdate >= 4 * 60_000, `thisUpdate ${new Date(lastUpdate).toISOString()}`);
     } finally {
       scratch.cleanup();
     }
