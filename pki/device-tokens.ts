@@ -125,12 +125,14 @@ export function tokenDeviceEnvFile(deviceId: string, domain: string, tokenPort: 
     'FIELD_CA_FILE=/certs/ca.crt',
     'FIELD_TOKEN_FILE=/certs/device.token',
     'FIELD_SIGNING_KEY_FILE=/certs/signing.key',
+    "# FIELD_CRL_FILE unset: the server's certificate is checked against /certs/ca.crl (the CA's CRL;",
+    '# after a --renew-dmz, copy the CA\'s current certs/ca.crl over it and restart the client)',
     'FIELD_SIMULATE=false',
     '',
   ].join('\n');
 }
 
-/** One archive: ca.crt, device.token, signing.key, .env, docker-compose.yml (no certificate, never the CA key). */
+/** One archive: ca.crt, ca.crl, device.token, signing.key, .env, docker-compose.yml (no certificate, never the CA key). */
 export function buildTokenBundle(root: string, deviceId: string, composeFile: string, tokenPort: number): string {
   const p = pkiPaths(root);
   const { token } = tokenPaths(root, deviceId);

@@ -6,6 +6,8 @@ import { join } from 'node:path';
  *   ca/ca.key, ca/ca.crt      the CA. ca/ is for the operator's machine only: never mounted into a
  *                             service, never put into a device bundle.
  *   ca.crt                    the public trust anchor every service and device receives
+ *   ca.crl                    the CA's CRL (pki/revocation.ts): for the brokers, and in every device
+ *                             bundle, which checks the server's certificate against it
  *   dmz/...                   what the DMZ server mounts (edge TLS, DMZ broker, gateway client)
  *   dmz/dmz-broker-ca.crt,    the one certificate the DMZ broker's clients (the gateways; the bridge
  *   internal/dmz-broker-ca.crt and the broker exporter inside) trust for that broker: the issuer of
@@ -92,6 +94,7 @@ export function pkiPaths(root: string) {
     caKey: join(root, 'ca', 'ca.key'),
     caCert: join(root, 'ca', 'ca.crt'),
     publicCa: join(root, 'ca.crt'),
+    crl: join(root, 'ca.crl'),
     meta: join(root, 'fieldstream-pki.json'),
     service: (file: string) => ({ cert: join(root, `${file}.crt`), key: join(root, `${file}.key`) }),
     device: (deviceId: string) => ({

@@ -450,6 +450,8 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
     'FIELD_CERT_FILE=/certs/client.crt',
     'FIELD_KEY_FILE=/certs/client.key',
     'FIELD_SIGNING_KEY_FILE=/certs/signing.key',
+    "# FIELD_CRL_FILE unset: the server's certificate is checked against /certs/ca.crl (the CA's CRL;",
+    '# after a --renew-dmz, copy the CA\'s current certs/ca.crl over it and restart the client)',
     '# Readings come from local inputs (HTTP 127.0.0.1:8081, MQTT 127.0.0.1:1883, the outbox/ folder,',
     '# `fieldstream send`). To try the deployment without sensors, simulate one:',
     'FIELD_SIMULATE=false',
@@ -475,8 +477,8 @@ ${image} from no public registry (docs/deployment.md, "4. Field devices"). Then:
 }
 
 /**
- * One archive per device with exactly: ca.crt, client.crt, client.key, signing.key, .env, docker-compose.yml.
- * Nothing of another device, never the CA key.
+ * One archive per device with exactly: ca.crt, ca.crl, client.crt, client.key, signing.key, .env,
+ * docker-compose.yml. Nothing of another device, never the CA key.
  */
 export function buildDeviceBundle(root: string, deviceId: string, composeFile: string): string {
   const p = pkiPaths(root);
@@ -516,7 +518,7 @@ function bundleEntry(path: string, mode: number, mtime: Date, data?: Buffer): Bu
 }
 
 /**
- * Writes a device's bundle (certs/bundles/ID.tar.gz, 0600): the public CA, the device's own files
+ * Writes a device's bundle (certs/bundles/ID.tar.gz, 0600): the public CA and its CRL, the device's own files
  * under certs/ (secrets 0600), its .env (0600), the compose file, and the empty data/ (0700) and
  * outbox/ folders its compose file mounts writable (shipped, so that Docker does not make them as
  * root's: the field client could not write its queue there). One way for every kind of device
@@ -541,6 +543,10 @@ export function packDeviceBundle(
       dir('', 0o755),
       dir('certs/', 0o755),
       file('certs/ca.crt', 0o644, readFileSync(p.publicCa)),
+      // The CA's CRL as it is now, which the field client checks the server's certificate against
+      // (field-client/src/server-crl.ts): a device onboarded after a --renew-dmz refuses the old
+      // edge certificate from the start. Every set has one (setupPki); one made before has not.
+      ...(existsSync(p.crl) ? [file('certs/ca.crl', 0o644, readFileSync(p.crl))] : []),
       ...o.files.map((f) => file(`certs/${f.name}`, f.secret ? 0o600 : 0o644, readFileSync(f.from))),
       file('.env', 0o600, Buffer.from(o.env, 'utf8')),
       file('docker-compose.yml', 0o644, readFileSync(o.composeFile)),

@@ -297,6 +297,18 @@ export const ERRORS = {
     transient: false,
     description: 'The gateway sent a second welcome on one connection (a welcome is the first frame of a connection, and only that one counts); it was ignored.',
   },
+  FIELD_GATEWAY_CERT_REVOKED: {
+    http: 502,
+    transient: true,
+    description:
+      "The server's TLS certificate is listed in the field client's CRL (FIELD_CRL_FILE): the key of a revoked certificate (the old edge certificate after a --renew-dmz) is in someone else's hands. Not connected, nothing sent; the next gateway URL is tried.",
+  },
+  FIELD_CRL_UNUSABLE: {
+    http: 502,
+    transient: false,
+    description:
+      "The field client's CRL (FIELD_CRL_FILE) cannot be used to check the server's certificate: past its nextUpdate, dated after the device's clock, or not of the CA that issued the server's certificate. Every server is refused until the CA's current certs/ca.crl is copied there (or the device clock is set right) and the client restarted.",
+  },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
   FIELD_COMMAND_JOURNAL_FAILED: {
     http: 507,

@@ -18,6 +18,12 @@ export const FieldClientConfigSchema = z.object({
   FIELD_CERT_FILE: z.string().default('/certs/client.crt'),
   FIELD_KEY_FILE: z.string().default('/certs/client.key'),
   /**
+   * The CA's CRL (PEM or DER): a server certificate it lists is refused (the old edge certificate
+   * after a --renew-dmz). Unset: the ca.crl beside FIELD_CA_FILE when there is one (the device
+   * bundle's certs/ca.crl), none otherwise. See field-client/src/server-crl.ts.
+   */
+  FIELD_CRL_FILE: z.string().min(1).optional(),
+  /**
    * A device without a certificate: the file holding its device token (device.token from its
    * bundle). Set, the client sends "Authorization: Bearer <token>" on the WebSocket upgrade to
    * Caddy's token route (GATEWAY_URL with its port) and reads no FIELD_CERT_FILE / FIELD_KEY_FILE.

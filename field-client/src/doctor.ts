@@ -9,10 +9,12 @@ import { z } from 'zod';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { readDeviceToken } from './gateway-connection.ts';
+import { readServerCrl, type ServerCrl } from './server-crl.ts';
 import { rejectedBytes } from './rejected.ts';
 
 /** A check's verdict: ok, a warning (works, but act soon), or a failure with what to do. */
@@ -27,7 +29,7 @@ type Check = (ctx: Context) => Promise<CheckResult | CheckResult[]>;
 interface Context {
   env: Record<string, string | undefined>;
   config?: Readonly<FieldClientConfig>;
-  tls?: { ca: string; cert?: string; key?: string };
+  tls?: { ca: string; cert?: string; key?: string; crl?: string };
   /** the device token (FIELD_TOKEN_FILE), sent as the gateway's token route expects it */
   token?: string;
   url?: URL;
@@ -48,7 +50,7 @@ const CLOSE_SUPERSEDED = 4009;
 export async function runDoctor(env: Record<string, string | undefined>): Promise<CheckResult[]> {
   const ctx: Context = { env };
   const results: CheckResult[] = [];
-  const local: Check[] = [configuration, commandSafety, certificates];
+  const local: Check[] = [configuration, commandSafety, certificates, serverCrl];
   const network: Check[] = [dns, tcp, tlsHandshake, websocket, roundTrip, clockSkew];
   const run = async (step: Check) => {
     const r = await step(ctx).catch((err: unknown): CheckResult => ({ name: step.name, level: 'fail', detail: (err as Error).message }));
@@ -158,6 +160,23 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   return [{ name: 'certificates', level: 'ok', detail: `CN ${cn}, key matches, issued by our CA, valid ${days} more days` }];
 }
 
+/** The CRL the server's certificate is checked against (server-crl.ts), read as the client reads it. */
+async function serverCrl(ctx: Context): Promise<CheckResult> {
+  const c = ctx.config as FieldClientConfig;
+  const tls = ctx.tls as NonNullable<Context['tls']>;
+  const hint = "Copy the CA's current certs/ca.crl there (docs/field-client.md, \"The server's certificate and the CA's CRL\").";
+  let crl: ServerCrl | undefined;
+  try {
+    crl = readServerCrl(c.FIELD_CRL_FILE, c.FIELD_CA_FILE, tls.ca, createLogger('doctor', 'silent'));
+  } catch (err) {
+    return { name: 'crl', level: 'fail', detail: (err as Error).message, hint };
+  }
+  if (!crl) return { name: 'crl', level: 'ok', detail: "no CRL (FIELD_CRL_FILE unset, no ca.crl beside FIELD_CA_FILE): a revoked server certificate is taken" };
+  if (crl.unusable !== undefined) return { name: 'crl', level: 'fail', detail: `${crl.path}: ${crl.unusable}`, hint };
+  tls.crl = crl.pem;
+  return { name: 'crl', level: 'ok', detail: `${crl.path}: ${crl.revoked} certificates revoked, valid until ${crl.nextUpdate?.toISOString() ?? 'no date'}` };
+}
+
 async function dns(ctx: Context): Promise<CheckResult> {
   const host = (ctx.url as URL).hostname;
   if (isIP(host)) return { name: 'dns', level: 'ok', detail: `${host} is an address` };
@@ -222,7 +241,9 @@ async function tlsHandshake(ctx: Context): Promise<CheckResult> {
       resolve(
         ok
           ? { name: 'tls', level: 'ok', detail: `${proto}, the server's certificate is valid for ${host}` }
-          : { name: 'tls', level: 'fail', detail: `the server's certificate is not trusted: ${String(s.authorizationError)}`, hint: 'FIELD_CA_FILE must be the FieldStream CA, and the gateway certificate must name this host.' },
+          : String(s.authorizationError) === 'CERT_REVOKED' // (Node gives the code, not an Error)
+            ? { name: 'tls', level: 'fail', detail: "the server's certificate is revoked (FIELD_GATEWAY_CERT_REVOKED): the key of a DMZ certificate renewed after a compromise", hint: 'If this is your DMZ server, give it the renewed certs/dmz/ (docs/operations.md, "Recovering from a DMZ compromise"); else someone diverts this device\'s traffic.' }
+            : { name: 'tls', level: 'fail', detail: `the server's certificate is not trusted: ${String(s.authorizationError)}`, hint: 'FIELD_CA_FILE must be the FieldStream CA, and the gateway certificate must name this host.' },
       );
     });
     s.once('timeout', () => {

@@ -13,8 +13,11 @@ import { gatewayLog, gatewayText } from './gateway-log.ts';
 export interface ConnectionOptions {
   /** one wss:// URL, or several separated by commas (GATEWAY_URL): tried in turn */
   url: string;
-  /** a certificate device: its certificate and key; a token device: its device token instead */
-  tls: { ca: string; cert: string; key: string } | { ca: string; token: string };
+  /**
+   * a certificate device: its certificate and key; a token device: its device token instead. `crl`:
+   * the CRL the server's certificate is checked against (server-crl.ts), none when undefined.
+   */
+  tls: ({ ca: string; cert: string; key: string } | { ca: string; token: string }) & { crl?: string | undefined };
   /** milliseconds */
   reconnectInitialMs: number;
   /** milliseconds */
@@ -27,6 +30,14 @@ export interface ConnectionOptions {
   /** milliseconds a connection must stay open before the backoff starts over (TIMINGS.gatewayHealthyAfterMs) */
   healthyAfterMs?: number;
 }
+
+/**
+ * OpenSSL's verification errors (Node's err.code) that come of the CRL rather than of the server: it
+ * is past its nextUpdate, dated after the device's clock, not of the server certificate's issuer,
+ * or damaged (the names Node gives OpenSSL's X509_V_ERR_*). Every server is refused until the
+ * CRL is replaced.
+ */
+const CRL_FAILURES: ReadonlySet<string> = new Set(['CRL_HAS_EXPIRED', 'CRL_NOT_YET_VALID', 'UNABLE_TO_GET_CRL', 'CRL_SIGNATURE_FAILURE', 'UNABLE_TO_DECRYPT_CRL_SIGNATURE', 'ERROR_IN_CRL_LAST_UPDATE_FIELD', 'ERROR_IN_CRL_NEXT_UPDATE_FIELD']);
 
 /**
  * The WSS connection to the gateway, kept up for as long as the client runs: reconnect with
@@ -165,6 +176,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     const url = this.url;
     const ws = new WebSocket(url, {
       ca: auth.ca,
+      ...(auth.crl !== undefined ? { crl: auth.crl } : {}),
       // The token goes in the upgrade's Authorization header (RFC 6750 §2.1), never in the URL,
       // which proxies and servers write to their logs.
       ...('token' in auth ? { headers: { authorization: `Bearer ${auth.token}` } } : { cert: auth.cert, key: auth.key }),
@@ -210,6 +222,17 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       if ((err as Error & { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
         // ws closes the connection itself (1009); the close below reconnects.
         this.log.warn({ url, code: 'FIELD_GATEWAY_FRAME_TOO_LARGE', maxBytes: LIMITS.downlinkFrameMaxBytes }, 'the gateway sent a frame larger than any legitimate one; connection closed');
+        return;
+      }
+      const tlsCode = (err as Error & { code?: string }).code;
+      if (tlsCode === 'CERT_REVOKED') {
+        // The certificate of a server whose key was given away (the old edge certificate after a
+        // --renew-dmz): whoever answers there is not to be sent anything. The next URL, as any failure.
+        this.log.warn({ url, code: 'FIELD_GATEWAY_CERT_REVOKED', err: err.message }, "the server's certificate is revoked (FIELD_CRL_FILE): not connected, nothing sent");
+        return;
+      }
+      if (tlsCode !== undefined && CRL_FAILURES.has(tlsCode)) {
+        this.log.error({ url, code: 'FIELD_CRL_UNUSABLE', err: err.message }, "the server's certificate cannot be checked against the CRL: not connected; copy the CA's current certs/ca.crl to FIELD_CRL_FILE (or set the device clock right)");
         return;
       }
       this.log.warn({ url, err: err.message }, 'gateway connection error');

@@ -13,6 +13,7 @@ import { FileOutbox } from './files/file-outbox.ts';
 import { recoverOutbox } from './files/outbox-recovery.ts';
 import { GatewayConnection, readDeviceToken } from './gateway-connection.ts';
 import { HealthReporter, softwareVersion } from './health.ts';
+import { readServerCrl } from './server-crl.ts';
 import { folderInput } from './inputs/folder-watch.ts';
 import { httpInput } from './inputs/http-input.ts';
 import type { LocalInput } from './inputs/input.ts';
@@ -61,10 +62,11 @@ export interface StartOptions {
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
   const log = logger.child({ component: 'field-client', deviceId: config.DEVICE_ID });
   const ca = readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE);
+  const crl = readServerCrl(config.FIELD_CRL_FILE, config.FIELD_CA_FILE, ca, log)?.pem;
   // A token device presents no certificate: its identity is the token (docs/security-mechanisms.md, "Device tokens").
   const tls = config.FIELD_TOKEN_FILE
-    ? { ca, token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }
-    : { ca, cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE), key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE) };
+    ? { ca, crl, token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }
+    : { ca, crl, cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE), key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE) };
   let signingKey: Buffer | undefined;
   if (config.FIELD_SIGNING_KEY_FILE) {
     signingKey = parseSigningKey(readPemSetting('FIELD_SIGNING_KEY_FILE', config.FIELD_SIGNING_KEY_FILE));

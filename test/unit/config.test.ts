@@ -124,6 +124,7 @@ describe('configuration', () => {
     ['gateway', 'dmz/gateway/main.ts', { GATEWAY_PORT: '99999' }, 'GATEWAY_PORT'],
     ['distributor', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http://db:8086' }, 'INFLUXDB_TOKEN'],
     ['field-client', 'field-client/src/main.ts', {}, 'DEVICE_ID'],
+    ['field-client (missing CRL file)', 'field-client/src/main.ts', { DEVICE_ID: 'dev-1', GATEWAY_URL: 'wss://localhost:1/ws', FIELD_CA_FILE: '/dev/null', FIELD_CRL_FILE: '/nonexistent/ca.crl' }, 'FIELD_CRL_FILE'],
     ['gateway (missing certificate file)', 'dmz/gateway/main.ts', { MQTT_CA_FILE: '/nonexistent/ca.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'MQTT_CA_FILE'],
     ['distributor (not a URL)', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http//x' }, 'INFLUXDB_URL'],
     ['command API (not a URL)', 'internal-network/command-api/main.ts', { COMMAND_API_TOKEN: 'x'.repeat(32), MQTT_URL: 'mqtts//broker' }, 'MQTT_URL'],

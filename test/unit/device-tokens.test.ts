@@ -289,6 +289,7 @@ describe('issuing, rotating and revoking tokens (pki/, fieldstream-admin)', () =
 
       const listing = execFileSync('tar', ['-tzvf', join(pki.dir, 'bundles', 'tok-c.tar.gz')], { encoding: 'utf8' });
       assert.match(listing, /tok-c\/certs\/device\.token/);
+      assert.match(listing, /tok-c\/certs\/ca\.crl/, "the CA's CRL, which the client checks the server's certificate against");
       assert.match(listing, /tok-c\/certs\/signing\.key/);
       assert.doesNotMatch(listing, /client\.(crt|key)/);
       const env = execFileSync('tar', ['-xzOf', join(pki.dir, 'bundles', 'tok-c.tar.gz'), 'tok-c/.env'], { encoding: 'utf8' });

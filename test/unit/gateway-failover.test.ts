@@ -1,18 +1,29 @@
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { loadFieldClientConfig } from '../../field-client/src/config.ts';
+import { runDoctor } from '../../field-client/src/doctor.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import { startFieldClient, type RunningFieldClient } from '../../field-client/src/start.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
-import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
+import { createCertificateAuthority, createCrl, issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
+import { pkiPaths, SERVICE_CERTS } from '../../pki/layout.ts';
+import { recordIssued, revokeServiceCertificatesLocked, underRevocationLock } from '../../pki/revocation.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
+import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const log = createLogger('test', 'silent');
 
-/** A WSS server that accepts any WebSocket and remembers its connections. */
-async function wssServer(ca: ReturnType<typeof createCertificateAuthority>): Promise<{ url: string; port: number; sockets: WebSocket[]; accepted: number; close(): Promise<void> }> {
-  const cert = issueCertificate(ca, { commonName: 'gw', organizationalUnit: 'services', role: 'server', validityDays: 1, subjectAltNames: ['localhost'] });
+/** A WSS server that accepts any WebSocket and remembers its connections; its certificate `given`, or one of `ca`'s. */
+async function wssServer(ca: KeyAndCert, given?: KeyAndCert): Promise<{ url: string; port: number; sockets: WebSocket[]; accepted: number; close(): Promise<void> }> {
+  const cert = given ?? issueCertificate(ca, { commonName: 'gw', organizationalUnit: 'services', role: 'server', validityDays: 1, subjectAltNames: ['localhost'] });
   const https: Server = createServer({ cert: cert.certPem, key: cert.keyPem });
   const wss = new WebSocketServer({ server: https });
   const port = await freePort();
@@ -128,5 +139,141 @@ describe('the gateway connection after a refused upgrade', () => {
     conn = new GatewayConnection({ url: refusingUrl, tls: { ca: ca.certPem, token: 'unused' }, reconnectInitialMs: 50, reconnectMaxMs: 100, idleTimeoutMs: 60_000 }, log);
     conn.start();
     await eventually(() => (refusals >= 3 ? true : undefined), 3_000, 'three attempts on the refusing URL');
+  });
+});
+
+/**
+ * After `generate-certificates.sh DOMAIN --renew-dmz` the old edge certificate (its key was on the
+ * compromised DMZ server) is in the CA's CRL; the field client checks the server's certificate
+ * against that CRL: the ca.crl beside FIELD_CA_FILE (a device bundle's certs/ca.crl), so copying the
+ * CA's current one to a device is enough. Real TLS; the CRL is the one the renewal writes
+ * (revokeServiceCertificatesLocked, as setupPki calls it), made from a CA and certificates issued
+ * now, the leaves sharing one key pair (RSA keys are what a whole setupPki spends seconds on;
+ * the revocation is by serial).
+ */
+describe("the server's certificate checked against the CA's CRL", () => {
+  const tmp = tempDir('field-crl');
+  const root = join(tmp.dir, 'certs');
+  const p = pkiPaths(root);
+  const d = p.device('crl-dev');
+  let ca: KeyAndCert;
+  let revoked: Awaited<ReturnType<typeof wssServer>>;
+  let current: Awaited<ReturnType<typeof wssServer>>;
+  let running: RunningFieldClient | undefined;
+  let dataDirs = 0;
+  const config = (env: Record<string, string>) =>
+    loadFieldClientConfig({
+      DEVICE_ID: 'crl-dev',
+      GATEWAY_URL: current.url,
+      FIELD_CA_FILE: p.publicCa,
+      FIELD_CERT_FILE: d.cert,
+      FIELD_KEY_FILE: d.key,
+      FIELD_DATA_DIR: join(tmp.dir, `data-${++dataDirs}`),
+      FIELD_HTTP_PORT: 'off',
+      FIELD_MQTT_PORT: 'off',
+      FIELD_METRICS_PORT: 'off',
+      FIELD_HEALTH_INTERVAL_S: 'off',
+      ...env,
+    });
+  const codes = (lines: Record<string, unknown>[], code: string) => lines.filter((l) => l.code === code);
+
+  before(async () => {
+    ca = createCertificateAuthority('FieldStream CA (localhost)', 1);
+    mkdirSync(p.caDir, { recursive: true });
+    writeFileSync(p.caKey, ca.keyPem);
+    writeFileSync(p.caCert, ca.certPem);
+    writeFileSync(p.publicCa, ca.certPem);
+    const keyPair = newKeyPair();
+    const edge = SERVICE_CERTS.find((s) => s.file === 'dmz/edge');
+    const issueEdge = () => {
+      const kc = issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: edge?.role ?? 'both', subjectAltNames: edge?.sans?.({ domain: 'localhost', edgeHosts: [], dmzBrokerHosts: [], internalBrokerHosts: [] }), validityDays: 1, keyPair });
+      recordIssued(root, 'dmz/edge', kc.certPem);
+      return kc;
+    };
+    const old = issueEdge();
+    const renewed = issueEdge();
+    const keep = new Set([new X509Certificate(renewed.certPem).serialNumber.toUpperCase()]);
+    assert.equal(underRevocationLock(root, () => revokeServiceCertificatesLocked(root, new Set(['dmz/edge']), [], keep)).length, 1);
+    const device = issueCertificate(ca, { commonName: 'crl-dev', organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair });
+    mkdirSync(d.dir, { recursive: true });
+    writeFileSync(d.cert, device.certPem);
+    writeFileSync(d.key, device.keyPem);
+    revoked = await wssServer(ca, old);
+    current = await wssServer(ca, renewed);
+  });
+  after(async () => {
+    await running?.close();
+    await revoked?.close();
+    await current?.close();
+    tmp.cleanup();
+  });
+
+  it('without the CRL, the old edge certificate still passes (what --renew-dmz alone leaves open)', async () => {
+    const conn = new GatewayConnection({ url: revoked.url, tls: { ca: ca.certPem, token: 'unused' }, reconnectInitialMs: 50, reconnectMaxMs: 200, idleTimeoutMs: 60_000 }, log);
+    conn.start();
+    try {
+      await eventually(() => (conn.isOpen ? true : undefined), 5_000, 'a connection to the server with the old edge certificate');
+    } finally {
+      await conn.stop();
+    }
+  });
+
+  it('with the ca.crl beside FIELD_CA_FILE (no setting), the revoked edge certificate is refused (FIELD_GATEWAY_CERT_REVOKED) and the current one taken', async () => {
+    const before = revoked.accepted;
+    const { lines, logger } = captureLogs();
+    running = await startFieldClient(config({ GATEWAY_URL: `${revoked.url},${current.url}` }), logger);
+    const conn = running.connection;
+    await eventually(() => (conn.isOpen && conn.url === current.url ? true : undefined), 5_000, 'the connection to the server with the current edge certificate');
+    const refused = codes(lines, 'FIELD_GATEWAY_CERT_REVOKED');
+    assert.equal(refused.length, 1, JSON.stringify(lines));
+    assert.equal(refused[0]?.url, revoked.url);
+    assert.equal(revoked.accepted, before, 'no WebSocket reached the server with the revoked certificate');
+    assert.ok(lines.some((l) => l.crl === p.crl && l.revoked === 1), 'the CRL named at start');
+    await running.close();
+    running = undefined;
+    // `fieldstream doctor` checks as the client does, and says why.
+    const env = { DEVICE_ID: 'crl-dev', GATEWAY_URL: revoked.url, FIELD_CA_FILE: p.publicCa, FIELD_CERT_FILE: d.cert, FIELD_KEY_FILE: d.key, FIELD_DATA_DIR: join(tmp.dir, 'data-doctor') };
+    const results = await runDoctor(env);
+    assert.equal(results.find((r) => r.name === 'crl')?.level, 'ok', JSON.stringify(results));
+    assert.match(results.find((r) => r.name === 'tls')?.detail ?? '', /revoked \(FIELD_GATEWAY_CERT_REVOKED\)/, JSON.stringify(results));
+  });
+
+  it('a CRL past its nextUpdate: the client runs and says FIELD_CRL_UNUSABLE, at start and at each refused connection', async () => {
+    const expired = join(tmp.dir, 'expired.crl');
+    const now = Date.now();
+    writeFileSync(expired, createCrl(ca, { entries: [], crlNumber: 99, thisUpdate: new Date(now - 2 * 86_400_000), nextUpdate: new Date(now - 86_400_000) }));
+    const before = current.accepted;
+    const { lines, logger } = captureLogs();
+    running = await startFieldClient(config({ FIELD_CRL_FILE: expired }), logger);
+    await eventually(() => (codes(lines, 'FIELD_CRL_UNUSABLE').length >= 3 ? true : undefined), 5_000, 'FIELD_CRL_UNUSABLE at start and at two connections');
+    const unusable = codes(lines, 'FIELD_CRL_UNUSABLE');
+    assert.equal(unusable[0]?.url, undefined, 'the first at start');
+    assert.ok(unusable.slice(1).every((l) => l.url === current.url && /CRL has expired/.test(String(l.err))), JSON.stringify(unusable));
+    assert.equal(running.connection.isOpen, false);
+    assert.equal(current.accepted, before);
+    await running.close();
+    running = undefined;
+  });
+
+  it('a CRL file missing, unreadable, not a CRL, or of another CA stops the start with a coded error naming FIELD_CRL_FILE', async () => {
+    const garbage = join(tmp.dir, 'garbage.crl');
+    writeFileSync(garbage, 'not a CRL\n');
+    const foreign = join(tmp.dir, 'foreign.crl');
+    const other = createCertificateAuthority('Another CA', 1);
+    writeFileSync(foreign, createCrl(other, { entries: [], crlNumber: 2, thisUpdate: new Date(), nextUpdate: new Date(Date.now() + 86_400_000) }));
+    // A device's own folder: its ca.crt, and a damaged ca.crl beside it (no setting).
+    const device = join(tmp.dir, 'device-certs');
+    mkdirSync(device);
+    copyFileSync(p.publicCa, join(device, 'ca.crt'));
+    writeFileSync(join(device, 'ca.crl'), readFileSync(p.crl).subarray(0, 200));
+    for (const [env, code] of [
+      [{ FIELD_CRL_FILE: join(tmp.dir, 'none.crl') }, 'CONFIG_FILE_UNREADABLE'],
+      [{ FIELD_CRL_FILE: tmp.dir }, 'CONFIG_FILE_UNREADABLE'],
+      [{ FIELD_CRL_FILE: garbage }, 'CONFIG_INVALID'],
+      [{ FIELD_CRL_FILE: foreign }, 'CONFIG_INVALID'],
+      [{ FIELD_CA_FILE: join(device, 'ca.crt') }, 'CONFIG_INVALID'],
+    ] as const) {
+      await assert.rejects(startFieldClient(config(env), log), (e: unknown) => isFieldStreamError(e) && e.code === code && /FIELD_CRL_FILE/.test(e.message), `${JSON.stringify(env)}: ${code}`);
+    }
   });
 });

@@ -158,6 +158,7 @@ describe('certificate onboarding', () => {
       .sort();
     assert.deepEqual(files, [
       'sensor-001/.env',
+      'sensor-001/certs/ca.crl',
       'sensor-001/certs/ca.crt',
       'sensor-001/certs/client.crt',
       'sensor-001/certs/client.key',
@@ -176,6 +177,10 @@ describe('certificate onboarding', () => {
     assert.equal(key, readFileSync(p.device('sensor-001').key, 'utf8'));
     assert.notEqual(key, readFileSync(p.device('sensor-002').key, 'utf8'));
     assert.ok(!listing.includes('ca.key'));
+    // The CA's CRL as it is now, beside ca.crt, where the field client reads it without a setting
+    // (FIELD_CRL_FILE unset): a device onboarded after a --renew-dmz refuses the old edge certificate.
+    assert.equal(execFileSync('tar', ['-xzOf', bundle, 'sensor-001/certs/ca.crl'], { encoding: 'utf8' }), readFileSync(join(root, 'ca.crl'), 'utf8'));
+    assert.doesNotMatch(env, /^FIELD_CRL_FILE=/m);
     // The folders its compose file mounts writable (a folder Docker made would be root's), and every
     // entry the field client's user (FIELDSTREAM_UID, 1000 unless set): unpacked by root, as
     // docs/deployment.md does, its keys are readable by the field client.
