@@ -198,7 +198,10 @@ The old keys are refused once these are in place (devices keep their certificate
   internal server: certs/ca.crl and certs/internal/dmz-broker-ca.crt (the only anchor the bridge and the
                    broker exporter trust for the DMZ broker), then
                    docker-compose -f docker-compose.internal.yml up -d --force-recreate internal-mosquitto broker-exporter
-  Kubernetes:      copy the same files into each overlay's certs/ and apply both overlays again.`;
+  Kubernetes:      copy the same files into each overlay's certs/ and apply both overlays again.
+  devices:         certs/ca.crl over each device's certs/ca.crl (its bundle folder), then
+                   docker-compose restart field-client: it then refuses the old edge certificate
+                   (bundles made from now on carry this CRL already).`;
 }
 
 function client(argv: string[]): void {
