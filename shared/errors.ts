@@ -216,6 +216,12 @@ export const ERRORS = {
     description:
       'A file of the Sparkplug sessions the field client saved (FIELD_DATA_DIR/sparkplug-sessions/) could not be read back at start (damaged, or past the bounds of what is held): it was dropped; what its edge nodes send again after the restart is refused as not born.',
   },
+  SPARKPLUG_STORE_DROPPED: {
+    http: 507,
+    transient: false,
+    description:
+      'Sparkplug sessions the field client saved (FIELD_DATA_DIR/sparkplug-sessions/) were more, at start, than it holds (LIMITS.sparkplugDefinitionsMaxBytes, LIMITS.sparkplugMaxEdgeNodes): the edge nodes whose last session ended last were restored, the oldest dropped; what those send again after the restart is refused as not born.',
+  },
   SPARKPLUG_STORE_FAILED: {
     http: 507,
     transient: true,

@@ -17,7 +17,7 @@ const Id = z.string().refine(isSparkplugId, 'is not a Sparkplug id');
 const Count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
 /** One declared metric: name, data type, the field its values went to (null: skipped), its alias (null: none). */
-const MetricEntrySchema = z.tuple([
+export const MetricEntrySchema = z.tuple([
   z.string().min(1).max(LIMITS.sparkplugNameMaxChars),
   z.number().int().min(0).max(DATA_TYPE_MAX),
   z.string().regex(FIELD_NAME_PATTERN).nullable(),
@@ -25,7 +25,14 @@ const MetricEntrySchema = z.tuple([
 ]);
 export type MetricEntry = z.infer<typeof MetricEntrySchema>;
 /** A birth declares at most LIMITS.sparkplugMaxMetrics metrics (payload.ts); the same name twice with two aliases is two entries. */
-const Metrics = z.array(MetricEntrySchema).max(2 * LIMITS.sparkplugMaxMetrics);
+const MAX_ENTRIES = 2 * LIMITS.sparkplugMaxMetrics;
+/**
+ * One birth's metrics: an array of at most MAX_ENTRIES, taken as it is (not copied), each entry then
+ * read with MetricEntrySchema, one at a time (store-read.ts metricsOf).
+ */
+export const MetricsShapeSchema = z.custom<unknown[]>((v) => Array.isArray(v) && v.length <= MAX_ENTRIES, { message: `must be an array of at most ${MAX_ENTRIES} metrics` });
+/** One birth's metrics as a v1 births file holds them: read later, birth by birth (MetricsShapeSchema, MetricEntrySchema). */
+const RawMetrics = MetricsShapeSchema;
 
 /** A session's seq, stale flag, digests (base64 of SEQ_WINDOW × 4 bytes) and end (null: it was current). */
 export const RecordSessionSchema = z.object({
@@ -41,6 +48,34 @@ const Record = z.array(RecordSessionSchema).max(LIMITS.sparkplugPreviousSessions
 
 export const JournalLineSchema = z.object({ gen: Count, group: Id, edge: Id, sessions: Record });
 
+/**
+ * A births file as the store writes it (v2, store.ts birthsPieces): this first line, then one line
+ * a birth, each session's node then its devices (named here, in that order), each an array of MetricEntrySchema.
+ */
+export const BirthsHeadSchema = z.object({
+  v: z.literal(2),
+  gen: Count,
+  group: Id,
+  edge: Id,
+  record: Record,
+  sessions: z
+    .array(
+      z.object({
+        id: Count,
+        bdSeq: Count,
+        bornAt: Count.nullable(),
+        birthDigest: Count.nullable(),
+        devices: z.array(Id).max(LIMITS.sparkplugMaxDevicesPerNode),
+      }),
+    )
+    .max(LIMITS.sparkplugPreviousSessionsPerNode + 1),
+});
+export type BirthsHead = z.infer<typeof BirthsHeadSchema>;
+
+/**
+ * A births file as the store wrote it before v2 (one JSON document), read back after an upgrade;
+ * each birth's metrics still to be read (see RawMetrics).
+ */
 export const BirthsFileSchema = z.object({
   v: z.literal(1),
   gen: Count,
@@ -54,8 +89,8 @@ export const BirthsFileSchema = z.object({
         bdSeq: Count,
         bornAt: Count.nullable(),
         birthDigest: Count.nullable(),
-        node: Metrics,
-        devices: z.array(z.tuple([Id, Metrics])).max(LIMITS.sparkplugMaxDevicesPerNode),
+        node: RawMetrics,
+        devices: z.array(z.tuple([Id, RawMetrics])).max(LIMITS.sparkplugMaxDevicesPerNode),
       }),
     )
     .max(LIMITS.sparkplugPreviousSessionsPerNode + 1),
@@ -70,7 +105,10 @@ export const BirthsFileSchema = z.object({
 export function rebuild(metrics: readonly MetricEntry[], unit: Unit): Definitions {
   const defs = definitions(metrics.map(([name, datatype, , alias]) => ({ name, datatype, alias: alias ?? undefined })));
   nameDefinitions(defs, unit);
-  const fields = new Map(metrics.map(([name, , field]) => [name, field]));
-  for (const def of defs.byName.values()) if (def.naming) def.naming.saved = fields.get(def.name) ?? null;
+  // The last entry of a name wins, as a Map of them would (without the garbage of one a birth).
+  for (const [name, , field] of metrics) {
+    const naming = defs.byName.get(name)?.naming;
+    if (naming) naming.saved = field;
+  }
   return defs;
 }

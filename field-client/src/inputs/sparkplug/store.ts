@@ -1,16 +1,15 @@
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { replaceFileDurably, replaceFileDurablySync, syncDir, syncDirSync } from '../../../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.ts';
-import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
+import { LIMITS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
-import { MIN_METRIC_BYTES, type Definitions } from './definitions.ts';
-import type { Previous } from './held.ts';
+import type { Definitions } from './definitions.ts';
 import { key, type NodeSession, type SparkplugHost } from './host.ts';
-import { BirthsFileSchema, JournalLineSchema, rebuild, type MetricEntry, type RecordSession } from './store-format.ts';
-import { SeqDigests } from './duplicates.ts';
+import type { MetricEntry, RecordSession } from './store-format.ts';
+import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
 
 /**
  * The Sparkplug sessions of the local MQTT input, on disk, so that what an edge node sends again
@@ -29,8 +28,8 @@ import { SeqDigests } from './duplicates.ts';
  * missing from what is loaded (a resend of the next one would be a gap).
  *
  * Two kinds of files, under FIELD_DATA_DIR/sparkplug-sessions/:
- * - one births file per edge node (`<sha256 of its key>.births.json`): each session's NBIRTH and
- *   DBIRTH definitions (names, aliases, data types, and each metric's field name, any collision
+ * - one births file per edge node (`<sha256 of its key>.births.json`, a line a birth: birthsPieces):
+ *   each session's NBIRTH and DBIRTH definitions (names, aliases, data types, and each metric's field name, any collision
  *   suffix included: names.ts) with its seq and digests then. Definitions reach 64 MiB
  *   (LIMITS.sparkplugDefinitionsMaxBytes), so it is written only when a birth or death changes them
  *   (replaced whole, fsynced: durable-fs.ts), before the journal line of that save.
@@ -38,13 +37,12 @@ import { SeqDigests } from './duplicates.ts';
  *   all of one batch appended with one fdatasync; the last line of an edge node wins. Rewritten with
  *   one line per edge node past LIMITS.sparkplugStoreJournalMaxBytes (or twice its compacted size).
  *
- * Read back at start with zod and every bound of what is held in memory (edge nodes, devices,
- * definitions bytes, TIMINGS.sparkplugResendWindowMs after a session ended, the current ones ending
- * at the restart); a damaged file is dropped and logged (SPARKPLUG_STORE_INVALID).
+ * Read back at start (store-read.ts) with zod and every bound of what is held in memory (edge nodes,
+ * devices, definitions bytes, TIMINGS.sparkplugResendWindowMs after a session ended, the current ones
+ * ending at the restart), the newest first, the oldest dropped past them (SPARKPLUG_STORE_DROPPED); a
+ * damaged file is dropped and logged (SPARKPLUG_STORE_INVALID).
  */
 export const STORE_DIR = 'sparkplug-sessions';
-const JOURNAL = 'sessions.journal';
-const BIRTHS = '.births.json';
 /** bytes. The pieces a births file is written in: one write each (each awaited). */
 const PIECE_BYTES = 64 * 1024;
 
@@ -111,104 +109,21 @@ export class SessionStore {
     return id;
   }
 
-  private invalid(what: string, message: string): void {
-    const err = new FieldStreamError('SPARKPLUG_STORE_INVALID', `${what}: ${message.slice(0, 500)}; dropped`);
-    this.log.error({ code: err.code, file: what }, err.message);
-  }
-
   /**
-   * Reads what was saved into `host` (as previous sessions, see the class), once, before any message.
-   * Never throws for what the files hold: a damaged file is logged and removed.
+   * Reads what was saved into `host` (as previous sessions, see the class), once, before any message:
+   * within what it may hold, the newest kept (store-read.ts). Never throws for what the files hold:
+   * a damaged file is logged and removed.
    */
   load(host: SparkplugHost, now: number): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const records = this.readJournal();
-    const found: Array<{ k: string; group: string; edge: string; entries: Previous[]; births: unknown[]; file: string }> = [];
-    let bytesRead = 0;
-    /** bytes: the definitions rebuilt so far, estimated (Definitions.bytes) */
-    let defBytes = 0;
-    for (const name of readdirSync(this.dir)) {
-      const file = join(this.dir, name);
-      // A births file or journal aside, left by a writer killed before its rename (another pid's,
-      // so never written over by this one): never read.
-      if (name.includes(`${BIRTHS}.tmp-`) || name.startsWith(`${JOURNAL}.tmp-`)) {
-        removeEntry(file);
-        continue;
-      }
-      if (!name.endsWith(BIRTHS)) continue;
-      try {
-        const size = regularFileSize(file);
-        if (size === undefined) continue; // gone since it was listed
-        bytesRead += size;
-        // What the definitions held may take in memory bounds what their files may take on disk.
-        if (size > LIMITS.sparkplugDefinitionsMaxBytes || bytesRead > 2 * LIMITS.sparkplugDefinitionsMaxBytes) throw new Error(`${size} bytes, past what the definitions held may take`);
-        const raw: unknown = JSON.parse(readFileSync(file, 'utf8'));
-        // Its metrics counted before zod copies them: a birth held takes MIN_METRIC_BYTES a metric at
-        // least, so a file the field client wrote holds no more than the definitions held may take.
-        const metrics = metricsIn(raw);
-        if (metrics * MIN_METRIC_BYTES > LIMITS.sparkplugDefinitionsMaxBytes || defBytes + metrics * MIN_METRIC_BYTES > 2 * LIMITS.sparkplugDefinitionsMaxBytes) {
-          throw new Error(`${metrics} metrics, more than the definitions held may have`);
-        }
-        const parsed = BirthsFileSchema.safeParse(raw);
-        if (!parsed.success) throw new Error(`not a births file: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);
-        const b = parsed.data;
-        const k = key(b.group, b.edge);
-        if (this.fileOf(k) !== file) throw new Error(`holds the edge node ${b.group}/${b.edge}, another file's`);
-        this.gen = Math.max(this.gen, b.gen);
-        const journal = records.get(k);
-        const record = journal && journal.gen >= b.gen ? journal.sessions : b.record;
-        const entries: Previous[] = [];
-        const births: unknown[] = [];
-        // Bounded as they are rebuilt, one birth's at a time: the bytes of a file bound its entries,
-        // not what they take rebuilt (a 60 MiB file of short names made 1.1 GB of definitions, 1.7 GB
-        // held at start, before restorePrevious refused them: two such files took the process down at
-        // each start). What the host may hold, and at most twice that over every file, as the bytes.
-        let fileDefBytes = 0;
-        const counted = (d: Definitions): Definitions => {
-          fileDefBytes += d.bytes;
-          if (fileDefBytes > LIMITS.sparkplugDefinitionsMaxBytes || defBytes + fileDefBytes > 2 * LIMITS.sparkplugDefinitionsMaxBytes) {
-            throw new Error(`definitions past what those held may take (${LIMITS.sparkplugDefinitionsMaxBytes} bytes)`);
-          }
-          return d;
-        };
-        for (const r of record) {
-          const saved = b.sessions.find((x) => x.id === r.id);
-          if (!saved) continue;
-          const at = r.endedAt ?? now; // the current one ended with the field client
-          if (now - at >= TIMINGS.sparkplugResendWindowMs) continue;
-          const defs = counted(rebuild(saved.node, { group: b.group, edge: b.edge, device: undefined }));
-          const devices = new Map<string, Definitions>();
-          for (const [device, metrics] of saved.devices) devices.set(device, counted(rebuild(metrics, { group: b.group, edge: b.edge, device })));
-          const s: NodeSession = {
-            bdSeq: saved.bdSeq,
-            seq: r.seq,
-            defs,
-            devices,
-            stale: r.stale,
-            held: new Map(),
-            heldSince: undefined,
-            bornAt: saved.bornAt ?? undefined,
-            digests: SeqDigests.fromBytes(Buffer.from(r.digests, 'base64')),
-            birthDigest: saved.birthDigest ?? undefined,
-          };
-          this.ids.set(s, saved.id);
-          this.nextId = Math.max(this.nextId, saved.id + 1);
-          entries.push({ s, at });
-          births.push(...signatureOf(saved.id, defs, [...devices]));
-        }
-        if (entries.length === 0) {
-          rmSync(file, { force: true });
-          continue;
-        }
-        defBytes += fileDefBytes;
-        found.push({ k, group: b.group, edge: b.edge, entries, births, file });
-      } catch (err) {
-        this.invalid(file, (err as Error).message);
-        removeEntry(file);
-      }
-    }
-    // In the order their edge nodes' last sessions ended (held.ts expirePrevious relies on it).
-    found.sort((x, y) => Math.max(...x.entries.map((e) => e.at)) - Math.max(...y.entries.map((e) => e.at)));
+    const { found, gen } = readBack({
+      dir: this.dir,
+      log: this.log,
+      now,
+      fileOf: (k) => this.fileOf(k),
+      room: { bytes: LIMITS.sparkplugDefinitionsMaxBytes - host.definitionsBytes, edgeNodes: LIMITS.sparkplugMaxEdgeNodes - host.edgeNodesHeldAtMost },
+    });
+    this.gen = Math.max(this.gen, gen);
     const lines: string[] = [];
     for (const f of found) {
       try {
@@ -219,50 +134,23 @@ export class SessionStore {
         rmSync(f.file, { force: true });
         continue;
       }
-      // Ended now, as saved from now on: another restart counts their window from this one.
-      const { record, line } = this.lineOf(f.group, f.edge, host.sessionsOf(f.k).previous.map((p) => this.snapOf(p.s, p.at)));
+      for (const [s, id] of f.ids) {
+        this.ids.set(s, id);
+        this.nextId = Math.max(this.nextId, id + 1);
+      }
+      // Ended now, as saved from now on: another restart counts their window from this one. Their
+      // births as the next save finds them (the host's order), so that it does not write them again.
+      const previous = host.sessionsOf(f.k).previous;
+      const { record, line } = this.lineOf(f.group, f.edge, previous.map((p) => this.snapOf(p.s, p.at)));
       lines.push(line);
-      this.known.set(f.k, { group: f.group, edge: f.edge, births: f.births, record });
+      const births = previous.flatMap((p) => signatureOf(this.idOf(p.s), p.s.defs, [...p.s.devices]));
+      this.known.set(f.k, { group: f.group, edge: f.edge, births, record });
     }
     syncDirSync(this.dir);
     // Compacted: one line per edge node restored, nothing damaged read again.
     replaceFileDurablySync(this.journalPath, lines.map((l) => `${l}\n`));
     this.journalBytes = this.compactedBytes = lines.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
     if (found.length > 0) this.log.info({ edgeNodes: this.known.size }, 'Sparkplug sessions saved before the restart restored: what their edge nodes send again is read in them');
-  }
-
-  private readJournal(): Map<string, { gen: number; sessions: RecordSession[] }> {
-    const out = new Map<string, { gen: number; sessions: RecordSession[] }>();
-    let text: string;
-    try {
-      const size = regularFileSize(this.journalPath);
-      if (size === undefined) return out;
-      // Compacted past LIMITS.sparkplugStoreJournalMaxBytes, or twice its compacted size: the latter
-      // bounded by the edge nodes held, each with at most a few KiB of seqs and digests.
-      if (size > 4 * LIMITS.sparkplugStoreJournalMaxBytes + 2 * LIMITS.sparkplugMaxEdgeNodes * 8 * 1024) throw new Error(`${size} bytes, more than it ever holds`);
-      text = readFileSync(this.journalPath, 'utf8');
-    } catch (err) {
-      // Dropped: load writes the journal again from the births files' records.
-      this.invalid(this.journalPath, (err as Error).message);
-      removeEntry(this.journalPath);
-      return out;
-    }
-    let bad = 0;
-    for (const line of text.split('\n')) {
-      if (line === '') continue;
-      try {
-        const r = JournalLineSchema.safeParse(JSON.parse(line));
-        if (!r.success) throw new Error('not a journal line');
-        this.gen = Math.max(this.gen, r.data.gen);
-        const k = key(r.data.group, r.data.edge);
-        const was = out.get(k);
-        if (!was || was.gen <= r.data.gen) out.set(k, { gen: r.data.gen, sessions: r.data.sessions });
-      } catch {
-        bad++; // a line torn by a power cut (its append never acknowledged: the record before it is read), or damage
-      }
-    }
-    if (bad > 0) this.invalid(this.journalPath, `${bad} lines unreadable`);
-    return out;
   }
 
   /** Edge node `k` as the host holds it now (see session.ts: taken as a batch's queue write starts). */
@@ -396,36 +284,6 @@ export class SessionStore {
   }
 }
 
-/**
- * The size of `file`, a regular file (undefined: there is none), read without following a link:
- * throws for anything else in its place (a folder, a link, a FIFO, a device), which readFileSync
- * would fail on, wait on for ever or read without end (a link to /dev/zero).
- */
-function regularFileSize(file: string): number | undefined {
-  const st = lstatSync(file, { throwIfNoEntry: false });
-  if (st === undefined) return undefined;
-  if (!st.isFile()) throw new Error('not a regular file');
-  return st.size;
-}
-
-/** The metrics a births file as JSON.parse read it declares (its node's and devices' in every session), whatever else it holds. */
-function metricsIn(raw: unknown): number {
-  const sessions = (raw as { sessions?: unknown } | null)?.sessions;
-  if (!Array.isArray(sessions)) return 0;
-  let n = 0;
-  for (const s of sessions as unknown[]) {
-    const { node, devices } = (s ?? {}) as { node?: unknown; devices?: unknown };
-    if (Array.isArray(node)) n += node.length;
-    if (Array.isArray(devices)) for (const d of devices as unknown[]) if (Array.isArray(d) && Array.isArray(d[1])) n += (d[1] as unknown[]).length;
-  }
-  return n;
-}
-
-/** Removes what stands at `file` in the store's folder, whatever it is (a folder too; a link, not what it points to). */
-function removeEntry(file: string): void {
-  rmSync(file, { force: true, recursive: true });
-}
-
 /** A session's identity and its definitions' (by identity): what its births file holds. */
 function signatureOf(id: number, defs: Definitions, devices: ReadonlyArray<[string, Definitions]>): unknown[] {
   const out: unknown[] = [id, defs];
@@ -450,6 +308,12 @@ function* metricsOf(defs: Definitions, fieldOf: (d: Definitions['byName'] extend
   }
 }
 
+/**
+ * A births file (v2): a first line with the edge node, its record and its sessions (each device's
+ * name), then one line per birth, each session's node then its devices in that order, each the
+ * JSON array of its metrics. A line a birth, so that it is read back one birth at a time
+ * (store-read.ts); v1 held it all in one JSON document.
+ */
 function* birthsPieces(
   snap: NodeSnap,
   record: RecordSession[],
@@ -457,21 +321,18 @@ function* birthsPieces(
   fieldOf: Parameters<typeof metricsOf>[1],
   idOf: (s: NodeSession) => number,
 ): Generator<string> {
-  yield `{"v":1,"gen":${gen},"group":${JSON.stringify(snap.group)},"edge":${JSON.stringify(snap.edge)},"record":${JSON.stringify(record)},"sessions":[`;
-  for (let i = 0; i < snap.sessions.length; i++) {
-    const x = snap.sessions[i] as SessionSnap;
-    yield `${i === 0 ? '' : ','}{"id":${idOf(x.s)},"bdSeq":${x.bdSeq},"bornAt":${x.bornAt ?? null},"birthDigest":${x.birthDigest ?? null},"node":[`;
+  const sessions = snap.sessions.map((x) => ({ id: idOf(x.s), bdSeq: x.bdSeq, bornAt: x.bornAt ?? null, birthDigest: x.birthDigest ?? null, devices: x.devices.map(([name]) => name) }));
+  yield `${JSON.stringify({ v: 2, gen, group: snap.group, edge: snap.edge, record, sessions })}\n`;
+  for (const x of snap.sessions) {
+    yield '[';
     yield* metricsOf(x.defs, fieldOf);
-    yield '],"devices":[';
-    for (let j = 0; j < x.devices.length; j++) {
-      const [name, defs] = x.devices[j] as [string, Definitions];
-      yield `${j === 0 ? '' : ','}[${JSON.stringify(name)},[`;
+    yield ']\n';
+    for (const [, defs] of x.devices) {
+      yield '[';
       yield* metricsOf(defs, fieldOf);
-      yield ']]';
+      yield ']\n';
     }
-    yield ']}';
   }
-  yield ']}';
 }
 
 /** Small pieces joined into pieces of about PIECE_BYTES: one awaited write each. */
