@@ -13,9 +13,9 @@ import { createLogger } from '../shared/logger.ts';
  * filled past LIMITS.sparkplugDefinitionsMaxBytes through its own write path (births taken by a
  * SparkplugSession, saved after each append; see fill), read back in a fresh process of its own,
  * its resident set measured before the read (the modules imported) and its peak (VmHWM) after.
- *   node --import tsx scripts/sparkplug-store-peak.ts            fills a store in a temporary folder, reads it back
- *   node --import tsx scripts/sparkplug-store-peak.ts fill DIR   fills DIR
- *   node --import tsx scripts/sparkplug-store-peak.ts run DIR    reads a copy of DIR back (again and again alike)
+ *   npm run bench:sparkplug-store                               fills a store in a temporary folder, reads it back
+ *   node --import tsx bench/sparkplug-store.ts fill DIR   fills DIR
+ *   node --import tsx bench/sparkplug-store.ts run DIR    reads a copy of DIR back (again and again alike)
  * SPARKPLUG_PEAK_METRICS (2,000) metrics a birth, SPARKPLUG_PEAK_NAME (40) characters a name.
  * Not a test (a memory figure depends on the machine and V8): docs/field-client.md quotes it.
  */
