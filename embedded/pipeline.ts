@@ -100,7 +100,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   const gateway = await startGateway(
     loadGatewayConfig({
       ...o.env,
-      ...mqttAs('dmz/gateway'),
+      ...mqttAs('dmz/gateway-client'),
       GATEWAY_HOST: o.host,
       GATEWAY_PORT: String(o.gatewayPort),
       GATEWAY_TLS_CERT_FILE: p.service('dmz/edge').cert,

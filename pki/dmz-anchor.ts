@@ -27,6 +27,13 @@ import { pkiPaths } from './layout.ts';
  * certificate its clients refuse. A certificate file of one certificate (every set made before
  * this, and a new set until its first --renew-dmz) is the main CA's: its anchor is the CA itself,
  * as the clients trusted before.
+ *
+ * The gateway's certificate is anchored the same way (dmz/gateway-ca.crt, which Caddy trusts alone
+ * for its hop to the gateways), for the same reason: Caddy checks no CRL there. That certificate
+ * was also the gateway's client certificate to the DMZ broker, which verifies its clients with the
+ * main CA (and its CRL: a revoked one is refused), not with an anchor of the gateway; so the
+ * gateway's client identity is a certificate of its own, dmz/gateway-client (layout.ts), always
+ * of the main CA, and dmz/gateway is its server certificate to Caddy.
  */
 
 /** The certificates of a PEM file, in order, each as its own PEM block. */
@@ -39,21 +46,50 @@ export function sameCertificate(a: string, b: string): boolean {
 }
 
 /**
- * A CA of its own for one DMZ broker certificate (see above): its key is returned to sign that
- * certificate and is then dropped by the caller. Its name carries the time of issue, so that no two
- * generations share a subject (OpenSSL looks issuers up by name).
+ * A DMZ certificate whose verifiers read no CRL, and so are given an anchor of its own (see above):
+ * the DMZ broker's (the bridge; the gateways and the broker exporter alike), and the gateway's,
+ * which Caddy checks on its hop to the gateways (`EDGE_HOP=mtls`: reverse_proxy's
+ * tls_trusted_ca_certs reads no CRL either, so a stolen gateway certificate of the CA passed as a
+ * gateway for whoever could intercept that hop inside the rebuilt DMZ). The logic is the same for
+ * both; only the files differ.
  */
-export function oneShotBrokerCa(domain: string, validityDays: number): KeyAndCert {
-  return createCertificateAuthority(`FieldStream DMZ broker CA (${domain}, ${new Date().toISOString()})`, validityDays);
+export interface AnchoredCertificate {
+  /** its SERVICE_CERTS file (layout.ts) */
+  file: string;
+  /** what the one-shot CA's name says it is for */
+  label: string;
+  /** what verifies the certificate with its anchor */
+  verifiers: string;
+  /** its anchor's files below `root`, by the server that mounts each */
+  anchorFiles(root: string): Readonly<Record<string, string>>;
+}
+
+export const ANCHORED_CERTIFICATES: readonly AnchoredCertificate[] = [
+  { file: 'dmz/mosquitto', label: 'DMZ broker', verifiers: 'the bridge, the gateways and the broker exporter', anchorFiles: (root) => pkiPaths(root).dmzBrokerCa },
+  { file: 'dmz/gateway', label: 'gateway', verifiers: 'Caddy, on its hop to the gateways', anchorFiles: (root) => ({ dmz: pkiPaths(root).gatewayCa }) },
+];
+
+/** The anchored certificate of a SERVICE_CERTS file, if it is one. */
+export function anchoredCertificate(file: string): AnchoredCertificate | undefined {
+  return ANCHORED_CERTIFICATES.find((a) => a.file === file);
 }
 
 /**
- * The anchor of the DMZ broker's certificate as it is in `root`: the one-shot CA that follows the
- * broker's certificate in dmz/mosquitto.crt and issued it, or the main CA when that issued it.
- * Undefined when there is no broker certificate, or it is neither's.
+ * A CA of its own for one DMZ certificate (see above): its key is returned to sign that
+ * certificate and is then dropped by the caller. Its name carries the time of issue, so that no two
+ * generations share a subject (OpenSSL looks issuers up by name).
  */
-export function dmzBrokerAnchorOf(root: string, caPem: string): string | undefined {
-  const cert = pkiPaths(root).service('dmz/mosquitto').cert;
+export function oneShotCa(a: AnchoredCertificate, domain: string, validityDays: number): KeyAndCert {
+  return createCertificateAuthority(`FieldStream ${a.label} CA (${domain}, ${new Date().toISOString()})`, validityDays);
+}
+
+/**
+ * The anchor of `a`'s certificate as it is in `root`: the one-shot CA that follows the certificate
+ * in its file and issued it, or the main CA when that issued it. Undefined when there is no such
+ * certificate, or it is neither's.
+ */
+export function anchorOf(root: string, a: AnchoredCertificate, caPem: string): string | undefined {
+  const cert = pkiPaths(root).service(a.file).cert;
   if (statSync(cert, { throwIfNoEntry: false })?.isFile() !== true) return undefined;
   const [leafPem, ...rest] = pemBlocks(readFileSync(cert, 'utf8'));
   if (leafPem === undefined) return undefined;
@@ -65,19 +101,19 @@ export function dmzBrokerAnchorOf(root: string, caPem: string): string | undefin
 }
 
 /**
- * Whether the DMZ broker's clients are given an anchor of its own already (a --renew-dmz ran):
+ * Whether `a`'s verifiers are given an anchor of its own already (a --renew-dmz ran):
  * `dmzRevoked` (the CA's revocation log holds DMZ certificates: revocation.ts revokedAnyOf), or
- * the broker's certificate, or either anchor file, is of an anchor other than the CA. Once they
- * are, the broker's certificate is never issued by the main CA again, or an older broker
- * certificate of that CA (one stolen before the renewal), or the edge's, would be trusted again.
- * Not the broker's certificate alone: the DMZ's files need not stay on the machine that keeps the
- * CA (certs/dmz/ moved to the DMZ server), and the log goes with the CA wherever they go.
+ * the certificate, or one of its anchor files, is of an anchor other than the CA. Once they are,
+ * the certificate is never issued by the main CA again, or an older one of that CA (one stolen
+ * before the renewal) would be trusted again, and for the DMZ broker the edge's too. Not the
+ * certificate alone: the DMZ's files need not stay on the machine that keeps the CA (certs/dmz/
+ * moved to the DMZ server), and the log goes with the CA wherever they go.
  */
-export function hasOwnDmzBrokerAnchor(root: string, caPem: string, dmzRevoked: boolean): boolean {
+export function hasOwnAnchor(root: string, a: AnchoredCertificate, caPem: string, dmzRevoked: boolean): boolean {
   if (dmzRevoked) return true;
-  const anchor = dmzBrokerAnchorOf(root, caPem);
+  const anchor = anchorOf(root, a, caPem);
   if (anchor !== undefined && !sameCertificate(anchor, caPem)) return true;
-  return Object.values(pkiPaths(root).dmzBrokerCa).some((file) => {
+  return Object.values(a.anchorFiles(root)).some((file) => {
     if (statSync(file, { throwIfNoEntry: false })?.isFile() !== true) return false;
     const [pem] = pemBlocks(readFileSync(file, 'utf8'));
     return pem !== undefined && !sameCertificate(pem, caPem);

@@ -12,6 +12,8 @@ import { join } from 'node:path';
  *   dmz/dmz-broker-ca.crt,    the one certificate the DMZ broker's clients (the gateways; the bridge
  *   internal/dmz-broker-ca.crt and the broker exporter inside) trust for that broker: the issuer of
  *                             dmz/mosquitto.crt (pki/dmz-anchor.ts)
+ *   dmz/gateway-ca.crt        the one certificate Caddy trusts for the gateways it proxies to: the
+ *                             issuer of dmz/gateway.crt (pki/dmz-anchor.ts)
  *   internal/...              what the internal server mounts (internal broker, bridge, distributor, command API,
  *                             console)
  *   devices/ID/...            one device's certificate and key, and its message-signing key
@@ -37,8 +39,14 @@ export const SERVICE_CERTS: readonly ServiceCertSpec[] = [
   // With several DMZ servers that devices reach by their own names (GATEWAY_URL listing each),
   // one certificate names them all (--edge-host), so every server's Caddy can present it.
   { file: 'dmz/edge', commonName: 'edge', role: 'both', sans: ({ domain, edgeHosts }) => [domain, ...edgeHosts, ...LOCAL] },
-  // The gateway serves Caddy over mTLS and is a client of the DMZ broker.
+  // The gateway serves Caddy over mTLS (EDGE_HOP=mtls). Issued by an anchor of its own after a
+  // --renew-dmz (dmz-anchor.ts), which Caddy trusts alone for that hop. "both": before this set's
+  // first --renew-dmz it is of the CA, and a gateway still given it as its client certificate (a
+  // compose file of an earlier version) keeps connecting to the DMZ broker.
   { file: 'dmz/gateway', commonName: 'gateway', role: 'both', sans: () => ['gateway', ...LOCAL] },
+  // The gateway's client certificate to the DMZ broker: always of the CA, which the broker verifies
+  // its clients with (and its CRL). CN "gateway" is the user of the broker's ACL.
+  { file: 'dmz/gateway-client', commonName: 'gateway', role: 'client' },
   {
     file: 'dmz/mosquitto',
     commonName: 'dmz-mosquitto',
@@ -112,6 +120,8 @@ export function pkiPaths(root: string) {
     bundle: (deviceId: string) => join(root, 'bundles', `${deviceId}.tar.gz`),
     /** the DMZ broker's trust anchor, one copy for each server (pki/dmz-anchor.ts) */
     dmzBrokerCa: { dmz: join(root, 'dmz', 'dmz-broker-ca.crt'), internal: join(root, 'internal', 'dmz-broker-ca.crt') },
+    /** the gateway's trust anchor, for Caddy (pki/dmz-anchor.ts) */
+    gatewayCa: join(root, 'dmz', 'gateway-ca.crt'),
   };
 }
 export type PkiPaths = ReturnType<typeof pkiPaths>;

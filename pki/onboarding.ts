@@ -1,7 +1,7 @@
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, chmodSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import { z } from 'zod';
@@ -9,7 +9,7 @@ import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
-import { dmzBrokerAnchorOf, hasOwnDmzBrokerAnchor, oneShotBrokerCa, pemBlocks, sameCertificate, withNamesOf } from './dmz-anchor.ts';
+import { ANCHORED_CERTIFICATES, anchoredCertificate, anchorOf, hasOwnAnchor, oneShotCa, pemBlocks, sameCertificate, withNamesOf, type AnchoredCertificate } from './dmz-anchor.ts';
 import { DMZ_SERVICE_FILES, pkiPaths, RESERVED_DEVICE_IDS, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
 import { publishRevocations, recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
 
@@ -201,10 +201,11 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // A new CA invalidates every certificate the old one signed (and none found beside a CA made now
   // can be of it): re-issue them all.
   const renew = options.renew === true || report.ca !== 'reused';
-  // The DMZ broker's certificate comes from an anchor of its own at a --renew-dmz, and ever after
-  // (dmz-anchor.ts), whether the DMZ's files are still here or not; from the main CA in a set that
-  // never had one, and with a new CA.
-  const ownAnchor = renewDmz || (report.ca === 'reused' && hasOwnDmzBrokerAnchor(root, ca.certPem, revokedAnyOf(root, DMZ_SERVICE_FILES)));
+  // The DMZ broker's and the gateway's certificates come from an anchor of their own at a
+  // --renew-dmz, and ever after (dmz-anchor.ts), whether the DMZ's files are still here or not;
+  // from the main CA in a set that never had one, and with a new CA.
+  const dmzRevoked = report.ca === 'reused' && revokedAnyOf(root, DMZ_SERVICE_FILES);
+  const ownAnchor = (a: AnchoredCertificate) => renewDmz || (report.ca === 'reused' && hasOwnAnchor(root, a, ca.certPem, dmzRevoked));
   const issued: Array<{ spec: ServiceCertSpec; kc: KeyAndCert }> = [];
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
@@ -227,9 +228,10 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       subjectAltNames: sans ? [...new Set(sans)] : [],
       validityDays: VALIDITY_DAYS.service,
     } as const;
-    if (spec.file === 'dmz/mosquitto' && ownAnchor) {
+    const anchored = anchoredCertificate(spec.file);
+    if (anchored && ownAnchor(anchored)) {
       // The anchor's key signs this one certificate and is dropped with this scope.
-      const anchor = oneShotBrokerCa(domain.data, VALIDITY_DAYS.service + 1);
+      const anchor = oneShotCa(anchored, domain.data, VALIDITY_DAYS.service + 1);
       const kc = issueCertificate(anchor, options);
       issued.push({ spec, kc: { keyPem: kc.keyPem, certPem: kc.certPem + anchor.certPem } });
     } else {
@@ -254,18 +256,18 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     const revoked = underRevocationLock(root, () => {
       writeIssued();
       const done = revokeServiceCertificatesLocked(root, new Set(revoking), current, keep);
-      ensureDmzBrokerAnchor(root, ca.certPem, report);
+      ensureDmzAnchors(root, ca.certPem, report);
       return done;
     });
     const serialsOf = (files: readonly string[]) => revoked.filter((r) => files.includes(r.name)).map((r) => r.serial);
     if (renewDmz) report.revoked = serialsOf(DMZ_SERVICE_FILES);
     if (renewServices.length > 0) report.revokedServices = renewServices.map((file) => ({ file, serials: serialsOf([file]) }));
   } else {
-    // The broker's certificate and its anchor files under the lock too, as one: a concurrent
+    // The anchored certificates and their anchor files under the lock too, as one: a concurrent
     // --renew-dmz's pair is never overwritten half, nor a backup (which reads under it) given them apart.
     underRevocationLock(root, () => {
       writeIssued();
-      ensureDmzBrokerAnchor(root, ca.certPem, report);
+      ensureDmzAnchors(root, ca.certPem, report);
     });
   }
   ensureStoredFeedKey(root, renew, report);
@@ -284,39 +286,49 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
 }
 
 /**
- * The DMZ broker's anchor (dmz-anchor.ts), one copy in dmz/ for the gateways and one in internal/
- * for the bridge and the broker exporter, made again from dmz/mosquitto.crt whenever it differs:
- * a set made before these files gets them (the main CA, which issued its broker certificate), and
- * a run killed between a new broker certificate and its anchor files is mended by the next.
+ * The anchors of the DMZ broker's and the gateway's certificates (dmz-anchor.ts): the broker's one
+ * copy in dmz/ for the gateways and one in internal/ for the bridge and the broker exporter, the
+ * gateway's in dmz/ for Caddy; each made again from its certificate's file whenever it differs: a
+ * set made before these files gets them (the main CA, which issued its certificates), and a run
+ * killed between a new certificate and its anchor files is mended by the next. All are checked
+ * before any is written.
  */
-function ensureDmzBrokerAnchor(root: string, caPem: string, report: SetupReport): void {
-  const anchor = dmzBrokerAnchorOf(root, caPem);
-  const cert = pkiPaths(root).service('dmz/mosquitto').cert;
+function ensureDmzAnchors(root: string, caPem: string, report: SetupReport): void {
+  const anchors = ANCHORED_CERTIFICATES.map((a) => ({ a, anchor: checkedAnchor(root, a, caPem) }));
+  for (const { a, anchor } of anchors) {
+    for (const [where, path] of Object.entries(a.anchorFiles(root))) {
+      const name = `${where}/${basename(path)}`;
+      const st = replaceDockersFolder(path, `the anchor of ${a.file}.crt`);
+      const held = st ? pemBlocks(readFileSync(path, 'utf8')) : [];
+      if (held.length === 1 && sameCertificate(held[0] as string, anchor)) {
+        report.kept.push(name);
+        continue;
+      }
+      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+      replaceFileDurablySync(path, anchor, 0o644);
+      report.created.push(name);
+    }
+  }
+}
+
+/** The anchor of `a`'s certificate, refused (PKI_DMZ_ANCHOR_MISSING) when it may not be one. */
+function checkedAnchor(root: string, a: AnchoredCertificate, caPem: string): string {
+  const anchor = anchorOf(root, a, caPem);
+  const cert = pkiPaths(root).service(a.file).cert;
   if (anchor === undefined) {
     throw new FieldStreamError('PKI_DMZ_ANCHOR_MISSING', `${cert} is not a certificate of this CA nor of an anchor of its own: run scripts/generate-certificates.sh DOMAIN --renew-dmz to issue the DMZ's certificates again.`);
   }
-  // A broker certificate of the CA after DMZ certificates of it were revoked (one put back by hand,
-  // the stolen one, say): the CA as the anchor would let the bridge, which checks no CRL, take every
-  // such certificate again. Nothing is written.
+  // A certificate of the CA after DMZ certificates of it were revoked (one put back by hand, the
+  // stolen one, say; or a gateway's kept from a --renew-dmz made before the gateway had an anchor):
+  // the CA as the anchor would let its verifiers, which check no CRL, take every such certificate
+  // again. Nothing is written.
   if (sameCertificate(anchor, caPem) && revokedAnyOf(root, DMZ_SERVICE_FILES)) {
     throw new FieldStreamError(
       'PKI_DMZ_ANCHOR_MISSING',
-      `${cert} is a certificate of the CA, whose DMZ certificates were revoked (--renew-dmz): its clients must not trust the CA for that broker again. Run scripts/generate-certificates.sh DOMAIN --renew-dmz to issue the DMZ's certificates again.`,
+      `${cert} is a certificate of the CA, whose DMZ certificates were revoked (--renew-dmz): what verifies it (${a.verifiers}) must not trust the CA for it again. Run scripts/generate-certificates.sh DOMAIN --renew-dmz to issue the DMZ's certificates again.`,
     );
   }
-  const files = pkiPaths(root).dmzBrokerCa;
-  for (const [where, path] of Object.entries(files)) {
-    const name = `${where}/dmz-broker-ca.crt`;
-    const st = replaceDockersFolder(path, "the DMZ broker's anchor");
-    const held = st ? pemBlocks(readFileSync(path, 'utf8')) : [];
-    if (held.length === 1 && sameCertificate(held[0] as string, anchor)) {
-      report.kept.push(name);
-      continue;
-    }
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    replaceFileDurablySync(path, anchor, 0o644);
-    report.created.push(name);
-  }
+  return anchor;
 }
 
 /**

@@ -193,7 +193,8 @@ function dmzRenewalSteps(revoked: readonly string[], namesNotKept: ReadonlyArray
   return `${notKept}The DMZ's certificates are new; ${revoked.length} earlier one(s) revoked${revoked.length > 0 ? ` (serials ${revoked.join(', ')})` : ''}.
 The old keys are refused once these are in place (devices keep their certificates and bundles):
   DMZ server:      certs/ca.crl and certs/dmz/ (new keys, the DMZ broker's new anchor dmz-broker-ca.crt,
-                   revocation/revoked-serials.txt), then recreate every service so each reads them:
+                   the gateways' new anchor gateway-ca.crt for Caddy, revocation/revoked-serials.txt),
+                   then recreate every service so each reads them:
                    docker-compose -f docker-compose.dmz.yml up -d --force-recreate
   internal server: certs/ca.crl and certs/internal/dmz-broker-ca.crt (the only anchor the bridge and the
                    broker exporter trust for the DMZ broker), then

@@ -446,7 +446,7 @@ export const ERRORS = {
     http: 409,
     transient: false,
     description:
-      "The DMZ broker's certificate (certs/dmz/mosquitto.crt) is neither of the CA nor of an anchor of its own, or is of the CA after DMZ certificates of it were revoked, so its clients' trust anchor cannot be written; issue the DMZ's certificates again with --renew-dmz.",
+      "The DMZ broker's certificate (certs/dmz/mosquitto.crt) or the gateway's (certs/dmz/gateway.crt) is neither of the CA nor of an anchor of its own, or is of the CA after DMZ certificates of it were revoked, so the trust anchor its verifiers are given cannot be written; issue the DMZ's certificates again with --renew-dmz.",
   },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },

@@ -107,8 +107,10 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       ...(socket ? { GATEWAY_SOCKET: socket } : {}),
       GATEWAY_HOST: bind,
       GATEWAY_PORT: String(gp),
-      GATEWAY_TLS_CERT_FILE: p.service('dmz/gateway').cert,
-      GATEWAY_TLS_KEY_FILE: p.service('dmz/gateway').key,
+      // Behind Caddy its own server certificate (of its anchor: Caddy trusts that alone); serving
+      // devices itself, the public endpoint's, which devices verify with the CA (as npm start's gateway).
+      GATEWAY_TLS_CERT_FILE: p.service(identity === 'proxy' ? 'dmz/gateway' : 'dmz/edge').cert,
+      GATEWAY_TLS_KEY_FILE: p.service(identity === 'proxy' ? 'dmz/gateway' : 'dmz/edge').key,
       GATEWAY_CA_FILE: p.publicCa,
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revocation', 'revoked-serials.txt'),
       GATEWAY_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
@@ -116,8 +118,9 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       MQTT_URL: `mqtts://${local.name}:${ports.mqtt}`,
       // The DMZ broker's own anchor, not the CA (pki/dmz-anchor.ts), as in the compose file.
       MQTT_CA_FILE: p.dmzBrokerCa.dmz,
-      MQTT_CERT_FILE: p.service('dmz/gateway').cert,
-      MQTT_KEY_FILE: p.service('dmz/gateway').key,
+      // Its client certificate, of the CA, as in the compose file.
+      MQTT_CERT_FILE: p.service('dmz/gateway-client').cert,
+      MQTT_KEY_FILE: p.service('dmz/gateway-client').key,
       // Ready by its log line, not by the file: a socket a killed gateway left stays for its restart to deal with.
     }, socket ? { logLine: /"msg":"gateway listening on a Unix socket/ } : { port: gp, host: local.connect });
   };
@@ -145,6 +148,8 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       CADDY_CLIENT_CA_FILE: p.publicCa,
       CADDY_UPSTREAM_CERT_FILE: p.service('dmz/edge').cert,
       CADDY_UPSTREAM_KEY_FILE: p.service('dmz/edge').key,
+      // The gateways' anchor, not the CA (pki/dmz-anchor.ts), as in the compose file.
+      CADDY_UPSTREAM_CA_FILE: p.gatewayCa,
       EDGE_HOP: hop,
       ...(hop === 'unix' ? { GATEWAY_SOCKET: sockets[0] } : { GATEWAY_UPSTREAMS: ports.gateways.map((gp) => `${local.connect}:${gp}`).join(' ') }),
       ...(ports.tokenHttps ? { CADDY_TOKEN_ROUTE: 'on', CADDY_TOKEN_PORT: String(ports.tokenHttps) } : {}),

@@ -10,8 +10,12 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import { setupPki } from '../../pki/onboarding.ts';
 import { freePort, waitForPort } from '../../scripts/local-stack/ports.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { createDmzServer, startDmzServer, type DmzServer } from '../../scripts/local-stack/dmz-server.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
+import { RogueGateway } from '../helpers/rogue-gateway.ts';
+import { RawDevice } from '../helpers/ws-device.ts';
 
 const repo = join(import.meta.dirname, '..', '..');
 
@@ -48,8 +52,9 @@ async function startDmzMosquitto(dataDir: string, files: { ca: string; cert: str
  * A compromise of the DMZ server leaves its keys with the attacker. After
  * `generate-certificates.sh --renew-dmz`, the old gateway key is refused by the DMZ broker (CRL),
  * and the old DMZ broker key (and the edge key, which names the same host) by the internal
- * broker's bridge, which checks no CRL: it trusts the DMZ broker's new anchor alone. Devices keep
- * their certificates.
+ * broker's bridge, which checks no CRL: it trusts the DMZ broker's new anchor alone; and the old
+ * gateway key by Caddy on its hop to the gateways (EDGE_HOP=mtls), which checks no CRL either: it
+ * trusts the gateway's new anchor alone. Devices keep their certificates.
  */
 describe('recovering from a DMZ compromise with real Mosquittos', () => {
   const work = tempDir('dmz-renewal');
@@ -59,6 +64,25 @@ describe('recovering from a DMZ compromise with real Mosquittos', () => {
   const steal = (file: string) => ({ cert: join(stolen, `${file.replace('/', '-')}.crt`), key: join(stolen, `${file.replace('/', '-')}.key`) });
   const stops: Array<() => Promise<void>> = [];
   const clients: MqttClient[] = [];
+  const log = createLogger('test', 'silent');
+  /** one DMZ server of the local stack (the compose file's files and settings; EDGE_HOP=mtls) */
+  const dmzServer = (name: string) => ({ repoRoot: repo, certsDir: pki.dir, workDir: join(work.dir, name), env: { LOG_LEVEL: 'warn' }, logger: log, gateways: 1 });
+  /** a device's WebSocket through `server`'s Caddy: the gateway's welcome, or the HTTP status Caddy answered */
+  const through = (server: DmzServer) =>
+    RawDevice.connect(server.urls.wss, RawDevice.tlsFor(p, 'dev-1')).then(
+      async (d) => {
+        const gatewayId = await eventually(() => d.welcome?.gatewayId, 5_000, 'the welcome');
+        d.close();
+        return gatewayId;
+      },
+      (e: Error & { status?: number }) => e.status ?? e.message,
+    );
+  /** the stolen gateway certificate, served where `server`'s Caddy dials its gateway (the hop an intruder in the DMZ can intercept) */
+  const rogueAt = async (server: DmzServer, tls: { cert: string; key: string }) => {
+    const rogue = await RogueGateway.start(p, 'dev-1', () => {}, { tls, port: server.ports.gateways[0] });
+    stops.push(() => rogue.close());
+    return rogue;
+  };
   before(() => {
     mkdirSync(stolen);
     for (const file of ['dmz/gateway', 'dmz/mosquitto', 'dmz/edge']) {
@@ -90,23 +114,56 @@ describe('recovering from a DMZ compromise with real Mosquittos', () => {
     await internal.stop();
   });
 
+  it("before the renewal, Caddy (EDGE_HOP=mtls) proxies a device to a server with the stolen gateway key (the defect the gateway's anchor mends)", async () => {
+    // Caddy alone: where it dials its gateway, a server of the stolen key answers.
+    const server = await createDmzServer(dmzServer('caddy-before'));
+    stops.push(() => server.caddy.stop());
+    const rogue = await rogueAt(server, steal('dmz/gateway'));
+    await server.caddy.start();
+    assert.equal(await through(server), 'rogue', 'Caddy took the stolen gateway certificate');
+    await server.caddy.stop();
+    await rogue.close();
+  });
+
   it('after --renew-dmz: the stolen gateway key is refused by the DMZ broker, the new one is taken, devices keep theirs', async () => {
     const deviceCert = readFileSync(p.device('dev-1').cert, 'utf8');
     const report = setupPki(pki.dir, { domain: 'localhost', renewDmz: true });
-    assert.equal(report.revoked?.length, 3);
+    assert.equal(report.revoked?.length, 4, 'edge, gateway, gateway-client, dmz-mosquitto');
     assert.equal(readFileSync(p.device('dev-1').cert, 'utf8'), deviceCert);
 
     const dmz = await startDmzMosquitto(join(work.dir, 'dmz-broker'), { ca: p.publicCa, cert: p.service('dmz/mosquitto').cert, key: p.service('dmz/mosquitto').key, crl: join(pki.dir, 'ca.crl') });
     stops.push(() => dmz.stop());
     const url = `mqtts://localhost:${dmz.port}`;
     await assert.rejects(connect(url, p.dmzBrokerCa.dmz, steal('dmz/gateway')), 'the stolen gateway certificate is refused');
-    const gateway = await connect(url, p.dmzBrokerCa.dmz, p.service('dmz/gateway'));
+    const gateway = await connect(url, p.dmzBrokerCa.dmz, p.service('dmz/gateway-client'));
     assert.equal(gateway.connected, true);
+    // The gateway's new server certificate is of its own anchor, which the broker does not trust: its client certificate is the one above.
+    await assert.rejects(connect(url, p.dmzBrokerCa.dmz, p.service('dmz/gateway')));
     // The DMZ broker's new certificate is not one the CA alone verifies: its clients take its anchor.
-    await assert.rejects(connect(url, p.publicCa, p.service('dmz/gateway')));
+    await assert.rejects(connect(url, p.publicCa, p.service('dmz/gateway-client')));
     // The gateway's new certificate is of the CA, and the devices' are untouched: the device is refused only by the broker's ACL, not its TLS.
     const device = await connect(url, p.dmzBrokerCa.dmz, p.device('dev-1')).catch((e: Error) => e);
     assert.ok(!(device instanceof Error) || !/revoked|certificate/i.test(device.message), String(device));
+  });
+
+  it("after --renew-dmz: a DMZ server as deployed carries a device through Caddy to its renewed gateway, connected to the DMZ Mosquitto; Caddy refuses a server with the stolen gateway key", async () => {
+    const server = await startDmzServer(dmzServer('dmz-after'));
+    stops.push(() => server.close());
+    // The gateway opens its port once connected to the broker, with its client certificate (gateway-client, the CA's).
+    assert.equal((await fetch(`${server.metrics.gateways[0]}/readyz`)).status, 200);
+    assert.equal(await through(server), 'gateway-1', "Caddy takes the gateway's new certificate (its anchor's)");
+
+    // The gateway gone, a server of the stolen key answers where Caddy dials it: refused in the TLS handshake.
+    await (server.gateways[0] as DmzServer['caddy']).kill();
+    const rogue = await rogueAt(server, steal('dmz/gateway'));
+    assert.equal(await through(server), 502);
+    assert.ok(rogue.connections > 0, 'Caddy dialled it');
+    assert.equal(rogue.socket, undefined, 'no request of the device reached it');
+    assert.match(server.caddy.logSinceStart(), /certificate signed by unknown authority/);
+    await rogue.close();
+    // The same server with the gateway's new certificate is taken: what Caddy refused was the certificate.
+    await rogueAt(server, p.service('dmz/gateway'));
+    assert.equal(await through(server), 'rogue');
   });
 
   it('after --renew-dmz: the bridge refuses brokers with the stolen DMZ broker or edge key, and bridges to the renewed broker', async () => {

@@ -20,18 +20,30 @@ export interface RogueBatchItem {
  */
 export class RogueGateway {
   socket: WebSocket | undefined;
+  /** TCP connections accepted, whether their TLS handshake completed or not */
+  connections = 0;
 
   private constructor(
     private readonly server: Server,
     private readonly wss: WebSocketServer,
   ) {}
 
-  /** `ack`: false to leave every message in flight (unanswered), e.g. to refuse it later */
-  static async start(paths: PkiPaths, deviceId: string, onBatch: (batch: RogueBatchItem[]) => void = () => {}, o: { ack?: boolean } = {}): Promise<RogueGateway> {
-    const edge = paths.service('dmz/edge');
-    const server = createServer({ cert: readFileSync(edge.cert), key: readFileSync(edge.key) });
+  /**
+   * `ack`: false to leave every message in flight (unanswered), e.g. to refuse it later.
+   * `tls`: the certificate and key it presents (default the edge's); `port`: where it listens on
+   * 127.0.0.1 (default one the OS picks), e.g. a gateway's, to pose as that gateway to Caddy.
+   */
+  static async start(
+    paths: PkiPaths,
+    deviceId: string,
+    onBatch: (batch: RogueBatchItem[]) => void = () => {},
+    o: { ack?: boolean; tls?: { cert: string; key: string }; port?: number } = {},
+  ): Promise<RogueGateway> {
+    const files = o.tls ?? paths.service('dmz/edge');
+    const server = createServer({ cert: readFileSync(files.cert), key: readFileSync(files.key) });
     const wss = new WebSocketServer({ server, path: '/ws' });
     const rogue = new RogueGateway(server, wss);
+    server.on('connection', () => rogue.connections++);
     wss.on('connection', (ws) => {
       rogue.socket = ws;
       ws.send(JSON.stringify({ type: 'welcome', deviceId, gatewayId: 'rogue', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } }));
@@ -42,7 +54,7 @@ export class RogueGateway {
         if (o.ack !== false) ws.send(JSON.stringify({ type: 'ack', messageIds: frame.batch.map((m) => m.messageId) }));
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(o.port ?? 0, '127.0.0.1', resolve));
     return rogue;
   }
 

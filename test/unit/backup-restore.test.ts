@@ -115,7 +115,7 @@ describe('backup and restore', () => {
     assert.deepEqual(m, manifest);
     assert.equal(m.version, 1);
     assert.ok(Math.abs(Date.parse(m.created) - Date.now()) < 60_000);
-    assert.deepEqual(m.contents, { ca: 7, revocations: 3, 'device-keys': 2, 'device-tokens': 1, 'stored-feed-key': 1, devices: 8, 'service-certificates': 22 /* 10 certificates and keys, and the DMZ broker's anchor in dmz/ and internal/ */, 'replay-windows': 2, 'command-journal': 1 });
+    assert.deepEqual(m.contents, { ca: 7, revocations: 3, 'device-keys': 2, 'device-tokens': 1, 'stored-feed-key': 1, devices: 8, 'service-certificates': 25 /* 11 certificates and keys, the DMZ broker's anchor in dmz/ and internal/, and the gateway's in dmz/ */, 'replay-windows': 2, 'command-journal': 1 });
     for (const f of m.files) {
       const src = f.root === 'command-state' ? source.commandState : join(f.root === 'certs' ? source.certsDir : source.stateDir, f.path);
       const bytes = readFileSync(src);

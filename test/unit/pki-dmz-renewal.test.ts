@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { pkiPaths } from '../../pki/layout.ts';
-import { issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
+import { issueDeviceCertificate, loadCa, setupPki } from '../../pki/onboarding.ts';
 import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
 import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -15,7 +15,7 @@ import { tempDir } from '../helpers/pki.ts';
 const repoRoot = join(import.meta.dirname, '..', '..');
 const openssl = (...args: string[]) => spawnSync('openssl', args, { encoding: 'utf8' });
 const serial = (path: string) => new X509Certificate(readFileSync(path)).serialNumber.toUpperCase();
-const DMZ = ['dmz/edge', 'dmz/gateway', 'dmz/mosquitto'];
+const DMZ = ['dmz/edge', 'dmz/gateway', 'dmz/gateway-client', 'dmz/mosquitto'];
 const INTERNAL = ['internal/mosquitto', 'internal/bridge', 'internal/distributor', 'internal/monitor'];
 
 /**
@@ -23,7 +23,8 @@ const INTERNAL = ['internal/mosquitto', 'internal/bridge', 'internal/distributor
  * without a new CA, so without new bundles for the devices. The DMZ's service certificates are
  * issued again and every earlier one revoked (CRL, gateways' list); the DMZ broker's comes from an
  * anchor of its own that its clients trust alone, so the bridge, which checks no CRL, refuses the
- * old one. (test/e2e/revocation-dmz.test.ts: the same with real Mosquittos.)
+ * old one; the gateway's likewise, which Caddy trusts alone for its hop to the gateways (no CRL
+ * there either). (test/e2e/revocation-dmz.test.ts: the same with real Mosquittos and Caddy.)
  */
 describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () => {
   const tmp = tempDir('pki-dmz');
@@ -45,6 +46,13 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
       assert.ok(new X509Certificate(readFileSync(anchor)).raw.equals(new X509Certificate(readFileSync(p.publicCa)).raw), anchor);
       assert.equal(openssl('verify', '-CAfile', anchor, p.service('dmz/mosquitto').cert).status, 0);
     }
+    // The gateway's likewise, for Caddy: what Caddy trusted before (the CA), so nothing changes until a --renew-dmz.
+    assert.ok(new X509Certificate(readFileSync(p.gatewayCa)).raw.equals(new X509Certificate(readFileSync(p.publicCa)).raw));
+    assert.equal(openssl('verify', '-CAfile', p.gatewayCa, '-verify_hostname', 'gateway', p.service('dmz/gateway').cert).status, 0);
+    // Its client certificate to the DMZ broker is the CA's, and only a client's.
+    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-purpose', 'sslclient', p.service('dmz/gateway-client').cert).status, 0);
+    assert.notEqual(openssl('verify', '-CAfile', p.publicCa, '-purpose', 'sslserver', p.service('dmz/gateway-client').cert).status, 0);
+    assert.match(openssl('x509', '-in', p.service('dmz/gateway-client').cert, '-noout', '-subject').stdout, /CN ?= ?gateway\b/);
   });
 
   it('the script issues the DMZ certificates again without the names given at the set-up, and revokes the old ones', () => {
@@ -68,7 +76,21 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
   it('leaves the CA, the internal certificates, the stored-feed key and the devices as they were', () => {
     for (const [f, text] of kept) assert.equal(readFileSync(f, 'utf8'), text, f);
     assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.device('pump-1').cert).status, 0);
-    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.service('dmz/gateway').cert, p.service('dmz/edge').cert).status, 0);
+    // The gateway's client certificate (what the DMZ broker checks, with the CA and its CRL) and the edge's are the CA's.
+    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.service('dmz/gateway-client').cert, p.service('dmz/edge').cert).status, 0);
+  });
+
+  it("the gateway's new server certificate verifies with its new anchor only, as Caddy checks it (name \"gateway\"); the old one, and every other of the CA, do not", () => {
+    assert.match(openssl('x509', '-in', p.gatewayCa, '-noout', '-subject').stdout, /gateway CA/);
+    assert.notEqual(readFileSync(p.gatewayCa, 'utf8'), readFileSync(p.dmzBrokerCa.dmz, 'utf8'), 'an anchor for each');
+    const oldGateway = join(tmp.dir, 'old-gateway.crt');
+    writeFileSync(oldGateway, old.get('dmz/gateway')?.pem as string);
+    assert.equal(openssl('verify', '-CAfile', p.gatewayCa, '-verify_hostname', 'gateway', '-purpose', 'sslserver', p.service('dmz/gateway').cert).status, 0);
+    assert.notEqual(openssl('verify', '-CAfile', p.gatewayCa, oldGateway).status, 0, 'the stolen gateway certificate');
+    for (const other of [p.service('dmz/gateway-client').cert, p.service('dmz/edge').cert, p.device('pump-1').cert]) {
+      assert.notEqual(openssl('verify', '-CAfile', p.gatewayCa, other).status, 0, other);
+    }
+    assert.notEqual(openssl('verify', '-CAfile', p.publicCa, p.service('dmz/gateway').cert).status, 0);
   });
 
   it('the DMZ broker\'s new certificate verifies with its new anchor only; the old one, and the edge certificate (same host), do not', () => {
@@ -103,6 +125,8 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     assert.notEqual(after, before);
     assert.notEqual(openssl('verify', '-CAfile', p.publicCa, p.service('dmz/mosquitto').cert).status, 0);
     assert.equal(openssl('verify', '-CAfile', p.dmzBrokerCa.dmz, p.service('dmz/mosquitto').cert).status, 0);
+    assert.notEqual(openssl('verify', '-CAfile', p.publicCa, p.service('dmz/gateway').cert).status, 0, "the gateway's too");
+    assert.equal(openssl('verify', '-CAfile', p.gatewayCa, p.service('dmz/gateway').cert).status, 0);
   });
 
   it('mends the anchor files from the broker\'s certificate: a run killed between them, Docker\'s folder, a set made before them', () => {
@@ -133,11 +157,37 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
       assert.notEqual(openssl('verify', '-CAfile', anchor, '-verify_hostname', 'fieldstream.example.org', stolenEdge).status, 0, `${anchor}: the stolen edge certificate`);
       assert.equal(openssl('verify', '-CAfile', anchor, '-verify_hostname', 'dmz.internal.example', q.service('dmz/mosquitto').cert).status, 0, `${anchor}: the broker's own`);
     }
+    const stolenGateway = join(tmp.dir, 'stolen-gateway.crt');
+    writeFileSync(stolenGateway, old.get('dmz/gateway')?.pem as string);
+    assert.notEqual(openssl('verify', '-CAfile', q.gatewayCa, stolenGateway).status, 0, 'Caddy\'s anchor: the stolen gateway certificate');
+    assert.equal(openssl('verify', '-CAfile', q.gatewayCa, '-verify_hostname', 'gateway', q.service('dmz/gateway').cert).status, 0, "Caddy's anchor: the gateway's own");
     // The stolen (revoked) certificate of the CA put back as the broker's: refused, not made the anchor.
     writeFileSync(q.service('dmz/mosquitto').cert, old.get('dmz/mosquitto')?.pem as string);
     const before = readFileSync(q.dmzBrokerCa.internal, 'utf8');
     assert.throws(() => setupPki(copy, { domain: 'fieldstream.example.org' }), (e) => e instanceof FieldStreamError && e.code === 'PKI_DMZ_ANCHOR_MISSING');
     assert.equal(readFileSync(q.dmzBrokerCa.internal, 'utf8'), before);
+  });
+
+  it("a set renewed before the gateway had an anchor (its gateway certificate of the CA, DMZ certificates revoked): the set-up refuses to make the CA Caddy's anchor, --renew-dmz mends it", () => {
+    // What an earlier version's --renew-dmz left: a new gateway certificate of the CA. Written as
+    // Caddy's anchor, the CA would let Caddy take the stolen, revoked one again: the gap itself.
+    const copy = join(tmp.dir, 'renewed-before');
+    execFileSync('cp', ['-a', root, copy]);
+    const q = pkiPaths(copy);
+    const kc = issueCertificate(loadCa(copy), { commonName: 'gateway', organizationalUnit: 'services', role: 'both', subjectAltNames: ['gateway', 'localhost', '127.0.0.1', '::1'], validityDays: 825 });
+    writeFileSync(q.service('dmz/gateway').cert, kc.certPem);
+    writeFileSync(q.service('dmz/gateway').key, kc.keyPem);
+    rmSync(q.gatewayCa);
+    assert.throws(
+      () => setupPki(copy, { domain: 'fieldstream.example.org' }),
+      (e) => e instanceof FieldStreamError && e.code === 'PKI_DMZ_ANCHOR_MISSING' && /gateway\.crt/.test(e.message) && /Caddy/.test(e.message),
+    );
+    assert.equal(existsSync(q.gatewayCa), false, 'no anchor written');
+    setupPki(copy, { domain: 'fieldstream.example.org', renewDmz: true });
+    assert.equal(openssl('verify', '-CAfile', q.gatewayCa, '-verify_hostname', 'gateway', q.service('dmz/gateway').cert).status, 0);
+    const replaced = join(tmp.dir, 'replaced-gateway.crt');
+    writeFileSync(replaced, kc.certPem);
+    assert.notEqual(openssl('verify', '-CAfile', q.gatewayCa, replaced).status, 0, 'the certificate it replaced');
   });
 
   it('writes the anchor files holding the revocation lock: a backup (which reads under it) or a --renew-dmz never sees them apart from the broker\'s certificate', async () => {
