@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { cpSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
@@ -119,4 +119,46 @@ describe('Sparkplug session store read back past what is held', () => {
       work.cleanup();
     }
   });
+
+  it('orders a births file newer than its journal line (a save killed between the two) by its own record: its current session is among the newest', async () => {
+    const work = tempDir('sp-read');
+    const dir = join(work.dir, 'saved');
+    try {
+      const each = await store(dir);
+      // Restarted; E0 (dead at T0+10) born again, the process killed once its births file is
+      // renamed in, before its journal line: the journal as it was before that save.
+      const b = session(dir);
+      const journal = readFileSync(join(dir, 'sessions.journal'));
+      await b.onMessage('spBv1.0/Plant1/NBIRTH/E0', nbirth(T0 + 30), T0 + 30, via);
+      b.stop();
+      writeFileSync(join(dir, 'sessions.journal'), journal);
+      // Room for four sessions and a half: E0's two (current at the restart, and ended at T0+10),
+      // E2's and E3's; E1, whose last session ended at T0+20, is the oldest. Ordered by the journal
+      // alone, E0 was taken for one ended at T0+10 and dropped, E1 kept.
+      const r = readBack(dir, join(work.dir, 'read'), { sparkplugDefinitionsMaxBytes: Math.floor(4.5 * each) });
+      assert.deepEqual(r.kept, ['E0', 'E2', 'E3'], JSON.stringify(r.lines));
+      assert.deepEqual(r.dropped[0]?.edgeNodes, ['Plant1/E1']);
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it('removes unread a births file whose edge node the journal says was removed (a save killed before the removal), not naming it as dropped for room', async () => {
+    const work = tempDir('sp-read');
+    const dir = join(work.dir, 'saved');
+    try {
+      const each = await store(dir);
+      appendFileSync(join(dir, 'sessions.journal'), `${JSON.stringify({ gen: 1_000_000, group: 'Plant1', edge: 'E0', sessions: [] })}\n`);
+      const r = readBack(dir, join(work.dir, 'read'), { sparkplugDefinitionsMaxBytes: Math.floor(1.5 * each) });
+      assert.deepEqual(r.kept, ['E2']);
+      assert.deepEqual(r.files, ['E2'], 'E0 removed too');
+      assert.equal(r.dropped.length, 1);
+      assert.deepEqual(r.dropped[0]?.edgeNodes, ['Plant1/E3', 'Plant1/E1'], 'E0 had nothing to restore: not dropped for room');
+      assert.equal(r.dropped[0]?.dropped, 2);
+      assert.equal(r.lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID').length, 0);
+    } finally {
+      work.cleanup();
+    }
+  });
+
 });

@@ -15,7 +15,7 @@ import { BirthsFileSchema, BirthsHeadSchema, JournalLineSchema, MetricEntrySchem
  * estimated: Definitions.bytes). The store on disk may hold more than that: an edge node's births
  * file keeps the previous sessions a newer birth dropped from memory until that edge node is saved
  * again. So the files are read newest first (their edge node's last session's end, as the journal
- * has it, then the file's mtime) and one file at a time: its text released once parsed, each birth's
+ * has it or the file's first line where newer, then the file's mtime) and one file at a time: its text released once parsed, each birth's
  * metrics read (zod) and built one at a time, its definitions counted as they are built against
  * what is left of the room, the file given up as soon as they pass it. What does not fit, the oldest,
  * is dropped and logged (SPARKPLUG_STORE_DROPPED). Before, every file was read and built first, up to
@@ -48,9 +48,15 @@ interface Journaled {
 interface Candidate {
   file: string;
   mtime: number;
-  /** when its edge node's last session ended, as the journal says (current ones: at the restart) */
+  /**
+   * when its edge node's last session ended, as the record readBirths reads it with says (the
+   * journal's line, or the file's own when newer); current ones: at the restart
+   */
   last: number;
-  record: Journaled | undefined;
+  /** its edge node (group/edge) as a record names it, for the log */
+  name: string | undefined;
+  /** its record, known exactly (a v2 head read), has no session within the resend window: nothing to restore */
+  expired: boolean;
 }
 
 /** The room left is too small for what the file holds: it is dropped, not damaged. */
@@ -92,11 +98,21 @@ export function readBack(o: ReadOptions): { found: Restored[]; gen: number } {
       if (st === undefined) continue; // gone since it was listed
       // What the definitions held may take in memory bounds what their files may take on disk.
       if (st.size > LIMITS.sparkplugDefinitionsMaxBytes) throw new Error(`${st.size} bytes, past what the definitions held may take`);
-      const record = byFile.get(file);
-      // No journal line (the journal dropped, or a first save killed before its line): its births
-      // were written at a birth, so taken for current at the restart, ordered by the file's time.
-      const last = record ? Math.max(-Infinity, ...record.sessions.map((r) => r.endedAt ?? o.now)) : o.now;
-      listed.push({ file, mtime: st.mtimeMs, last, record });
+      const journal = byFile.get(file);
+      // The file's own record where it is newer than its journal line (a save killed between the
+      // file's rename and its line's append: a birth the journal does not know yet), as readBirths
+      // reads it: ordered by the journal alone, such a file's current session was taken for one that
+      // ended long ago and dropped first.
+      const head = headOf(file, o.fileOf);
+      const record = head && (!journal || head.gen > journal.gen) ? head.record : journal?.sessions;
+      // No record (the journal dropped, or a first save killed before its line, and a v1 file): its
+      // births were written at a birth, so taken for current at the restart, ordered by the file's time.
+      const last = record ? Math.max(-Infinity, ...record.map((r) => r.endedAt ?? o.now)) : o.now;
+      const name = journal ? `${journal.group}/${journal.edge}` : head ? `${head.group}/${head.edge}` : undefined;
+      // Every session ended past the window (or the edge node removed: a save killed before its
+      // file's removal): removed unread, as readBirths would, rather than named as dropped for room.
+      const expired = head !== undefined && o.now - last >= TIMINGS.sparkplugResendWindowMs;
+      listed.push({ file, mtime: st.mtimeMs, last, name, expired });
     } catch (err) {
       invalid(o.log, file, (err as Error).message);
       removeEntry(file);
@@ -110,6 +126,10 @@ export function readBack(o: ReadOptions): { found: Restored[]; gen: number } {
   const bytes = new FileBytes();
   for (const c of listed) {
     try {
+      if (c.expired) {
+        rmSync(c.file, { force: true });
+        continue;
+      }
       // Nothing fits any more (a session takes SEQ_DIGESTS_BYTES at least): not read.
       if (nodes <= 0 || room < SEQ_DIGESTS_BYTES) throw new NoRoom();
       const r = readBirths(bytes.read(c.file), c, records, o, room, (g) => (gen = Math.max(gen, g)));
@@ -128,7 +148,7 @@ export function readBack(o: ReadOptions): { found: Restored[]; gen: number } {
   }
   if (dropped.length > 0) {
     const err = new FieldStreamError('SPARKPLUG_STORE_DROPPED', `${dropped.length} saved Sparkplug edge nodes not restored: past what is held (${o.room.edgeNodes} edge nodes, ${o.room.bytes} bytes of definitions); the newest kept`);
-    const names = dropped.slice(0, 20).map((c) => (c.record ? `${c.record.group}/${c.record.edge}` : c.file));
+    const names = dropped.slice(0, 20).map((c) => c.name ?? c.file);
     o.log.warn({ code: err.code, dropped: dropped.length, edgeNodes: names, newestDroppedEndedAt: dropped[0]?.last }, err.message);
   }
   // In the order their edge nodes' last sessions ended (held.ts expirePrevious relies on it).
@@ -299,6 +319,57 @@ function openBirths(buf: Buffer): Births {
     },
     end() {},
   };
+}
+
+/** bytes. A v2 births file's first line is read in pieces from this size, doubling. */
+const HEAD_FIRST_BYTES = 16 * 1024;
+/**
+ * bytes. The longest first line looked for: its record (a few KiB) and each session's device names
+ * (LIMITS.sparkplugMaxDevicesPerNode of at most 256 characters, JSON-escaped).
+ */
+const HEAD_MAX_BYTES = 16 * 1024 * 1024;
+const V2_START = Buffer.from('{"v":2,');
+const HeadRecordSchema = BirthsHeadSchema.pick({ v: true, gen: true, group: true, edge: true, record: true });
+
+/**
+ * The gen, edge node and record of a v2 births file, from its first line only (read in pieces, the
+ * rest of the file not read); undefined for anything else (a v1 file, damage: readBirths decides).
+ */
+function headOf(file: string, fileOf: ReadOptions['fileOf']): Pick<BirthsHead, 'gen' | 'group' | 'edge' | 'record'> | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return undefined;
+    const max = Math.min(st.size, HEAD_MAX_BYTES);
+    let buf = Buffer.allocUnsafe(Math.min(max, HEAD_FIRST_BYTES));
+    for (let n = 0; n < max; ) {
+      if (n === buf.length) {
+        const more = Buffer.allocUnsafe(Math.min(max, 2 * buf.length));
+        buf.copy(more, 0, 0, n);
+        buf = more;
+      }
+      const r = readSync(fd, buf, n, buf.length - n, n);
+      if (r <= 0) return undefined;
+      // As birthsPieces starts it (JSON.stringify keeps the keys' order): a v1 file is not read on.
+      if (n === 0 && !buf.subarray(0, Math.min(r, V2_START.length)).equals(V2_START.subarray(0, Math.min(r, V2_START.length)))) return undefined;
+      const nl = buf.subarray(0, n + r).indexOf(0x0a, n);
+      n += r;
+      if (nl < 0) continue;
+      const h = HeadRecordSchema.safeParse(JSON.parse(buf.toString('utf8', 0, nl)));
+      // Another edge node's (damage): readBirths refuses it.
+      return h.success && fileOf(key(h.data.group, h.data.edge)) === file ? h.data : undefined;
+    }
+    return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
