@@ -65,6 +65,13 @@ function readBack(from: string, to: string, set: Partial<Record<'sparkplugDefini
   }
 }
 
+/** Edge node `edge`'s births file (v2, one birth) as the store wrote it before v2: one JSON document. */
+function v1Of(dir: string, edge: string): string {
+  const head = JSON.parse(readFileSync(fileOf(dir, edge), 'utf8').split('\n')[0] as string) as { gen: number; record: unknown; sessions: Array<{ id: number; bdSeq: number; bornAt: number }> };
+  const s = head.sessions[0] as { id: number; bdSeq: number; bornAt: number };
+  return JSON.stringify({ v: 1, gen: head.gen, group: 'Plant1', edge, record: head.record, sessions: [{ id: s.id, bdSeq: s.bdSeq, bornAt: s.bornAt, birthDigest: null, node: [['Temp', T.Double, `Plant1.${edge}.Temp`, 1]], devices: [] }] });
+}
+
 describe('Sparkplug session store read back past what is held', () => {
   it('keeps the edge nodes whose last session ended last, by their file time when they end alike; drops the oldest with SPARKPLUG_STORE_DROPPED', async () => {
     const work = tempDir('sp-read');
@@ -161,4 +168,23 @@ describe('Sparkplug session store read back past what is held', () => {
     }
   });
 
+  it('refuses a file of the one-document format followed by more lines (SPARKPLUG_STORE_INVALID), as JSON.parse of the whole did', async () => {
+    const work = tempDir('sp-read');
+    const dir = join(work.dir, 'saved');
+    try {
+      await store(dir);
+      const v1 = v1Of(dir, 'E3');
+      // Whole, it is still read (a trailing line end is whitespace); with a line after it, refused.
+      writeFileSync(fileOf(dir, 'E3'), `${v1}\n`);
+      assert.deepEqual(readBack(dir, join(work.dir, 'whole'), {}).kept, ['E0', 'E1', 'E2', 'E3']);
+      writeFileSync(fileOf(dir, 'E3'), `${v1}\n[["Temp",${T.Double},null,null]]\n`);
+      const r = readBack(dir, join(work.dir, 'more'), {});
+      assert.deepEqual(r.kept, ['E0', 'E1', 'E2']);
+      const bad = r.lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID');
+      assert.equal(bad.length, 1, JSON.stringify(r.lines));
+      assert.equal(r.files.includes('E3'), false);
+    } finally {
+      work.cleanup();
+    }
+  });
 });

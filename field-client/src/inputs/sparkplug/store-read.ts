@@ -297,7 +297,9 @@ function openBirths(buf: Buffer): Births {
       },
     };
   }
-  let raw: unknown = head ?? JSON.parse(buf.toString('utf8'));
+  // The first line taken only when it is the whole file: a v1 document followed by more lines is
+  // no file the store wrote, and is refused, as JSON.parse of the whole refused it before v2.
+  let raw: unknown = head !== undefined && at < 0 ? head : JSON.parse(buf.toString('utf8'));
   // Its metrics counted before any is read: a birth held takes MIN_METRIC_BYTES a metric at least,
   // so a file the field client wrote declares no more than the definitions held may take.
   const metrics = metricsIn(raw);
