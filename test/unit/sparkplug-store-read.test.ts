@@ -168,6 +168,26 @@ describe('Sparkplug session store read back past what is held', () => {
     }
   });
 
+  it("writes a file of the one-document format again, a line a birth, at its edge node's next save, one that changes only its record too", async () => {
+    const work = tempDir('sp-read');
+    const dir = join(work.dir, 'saved');
+    try {
+      await store(dir);
+      writeFileSync(fileOf(dir, 'E3'), v1Of(dir, 'E3'));
+      const b = session(dir);
+      assert.equal(b.host.sessionsOf('Plant1\u0000E3').previous.length, 1);
+      // What E3 sent after its birth, sent again on its new connection: read in its restored session,
+      // which only moves its seq.
+      await b.onMessage('spBv1.0/Plant1/NDATA/E3', encodeWire({ timestamp: String(T0 + 5), seq: '1', metrics: [{ alias: '1', datatype: T.Double, doubleValue: 2 }] }), T0 + 5, { connection: {}, dup: false });
+      b.stop();
+      const text = readFileSync(fileOf(dir, 'E3'), 'utf8');
+      assert.equal((JSON.parse(text.split('\n')[0] as string) as { v: number }).v, 2, text.slice(0, 200));
+      assert.deepEqual(readBack(dir, join(work.dir, 'again'), {}).kept, ['E0', 'E1', 'E2', 'E3']);
+    } finally {
+      work.cleanup();
+    }
+  });
+
   it('refuses a file of the one-document format followed by more lines (SPARKPLUG_STORE_INVALID), as JSON.parse of the whole did', async () => {
     const work = tempDir('sp-read');
     const dir = join(work.dir, 'saved');

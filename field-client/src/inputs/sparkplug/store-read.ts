@@ -35,6 +35,8 @@ export interface Restored {
   entries: Previous[];
   /** each session's id in the store */
   ids: Map<NodeSession, number>;
+  /** its file is in the format written before (v1): written again (v2) at its edge node's next save */
+  v1: boolean;
 }
 
 interface Journaled {
@@ -225,7 +227,7 @@ function readBirths(buf: Buffer, c: Candidate, records: Map<string, Journaled>, 
     entries.push({ s, at });
   }
   if (entries.length === 0) return undefined;
-  return { restored: { k, group: b.group, edge: b.edge, file: c.file, entries, ids }, bytes };
+  return { restored: { k, group: b.group, edge: b.edge, file: c.file, entries, ids, v1: b.format === 1 }, bytes };
 }
 
 /**
@@ -255,6 +257,7 @@ class FileBytes {
 
 /** A births file opened: what its first line holds, and its births, read one at a time in file order. */
 interface Births extends Omit<BirthsHead, 'v'> {
+  format: 1 | 2;
   /** the next birth's metrics (zod): each session's node, then its devices */
   next(): MetricEntry[];
   /** throws if anything is left after the last birth */
@@ -281,6 +284,7 @@ function openBirths(buf: Buffer): Births {
     let metrics = 0;
     return {
       ...h.data,
+      format: 2,
       next() {
         if (at < 0 || at + 1 >= buf.length) throw new Error(`not a births file: ${births} births, fewer than its sessions declare`);
         const from = at + 1;
@@ -313,6 +317,7 @@ function openBirths(buf: Buffer): Births {
   let births = 0;
   return {
     ...rest,
+    format: 1,
     sessions: sessions.map((s) => ({ id: s.id, bdSeq: s.bdSeq, bornAt: s.bornAt, birthDigest: s.birthDigest, devices: s.devices.map((d) => d[0]) })),
     next() {
       const m = pending[births];

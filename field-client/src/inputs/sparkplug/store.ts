@@ -143,7 +143,9 @@ export class SessionStore {
       const previous = host.sessionsOf(f.k).previous;
       const { record, line } = this.lineOf(f.group, f.edge, previous.map((p) => this.snapOf(p.s, p.at)));
       lines.push(line);
-      const births = previous.flatMap((p) => signatureOf(this.idOf(p.s), p.s.defs, [...p.s.devices]));
+      // A file of the format written before (v1): none known, so that its next save writes it
+      // again (v2), even one that changes only its record.
+      const births = f.v1 ? [] : previous.flatMap((p) => signatureOf(this.idOf(p.s), p.s.defs, [...p.s.devices]));
       this.known.set(f.k, { group: f.group, edge: f.edge, births, record });
     }
     syncDirSync(this.dir);
