@@ -1,7 +1,8 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { pkiPaths } from '../pki/layout.ts';
-import { ensureSigningKey, isRevoked, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { isRevoked, readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { ensureSigningKey, issueDeviceCertificate } from '../pki/device-bundle.ts';
 
 /**
  * Development certificates for `npm start`: reuses whatever is in the certificates folder (a CA

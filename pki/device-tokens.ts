@@ -8,7 +8,8 @@ import { DAY_MS, LIMITS, TIMINGS } from '../shared/limits.ts';
 import { withDirLock } from '../shared/dir-lock.ts';
 import { generateToken, hashTokenSecret, parseToken, readTokensFileAt, tokenEntry, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
 import { pkiPaths } from './layout.ts';
-import { ensureSigningKey, isRevoked, packDeviceBundle, readPkiMeta } from './onboarding.ts';
+import { isRevoked, readPkiMeta } from './onboarding.ts';
+import { ensureSigningKey, packDeviceBundle } from './device-bundle.ts';
 import { underRevocationLock } from './revocation.ts';
 
 /**

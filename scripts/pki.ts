@@ -7,7 +7,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
-import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
 

@@ -22,7 +22,7 @@ export interface FleetDevice {
  * SubjectPublicKeyInfo replaced by the EC key's before the CA signs it natively (RFC 5280 §4.1:
  * the signature covers the DER of the TBSCertificate). keyUsage is digitalSignature alone: an ECDSA
  * key signs in TLS, it never enciphers (RFC 5480 §3). Each device's signing key is written to the
- * internal registry, as onboarding does (pki/onboarding.ts ensureSigningKey).
+ * internal registry, as onboarding does (pki/device-bundle.ts ensureSigningKey).
  */
 export function issueFleet(certsDir: string, ca: KeyAndCert, ids: readonly string[], validityDays = 1): FleetDevice[] {
   const caCert = forge.pki.certificateFromPem(ca.certPem);

@@ -12,7 +12,7 @@ import { DAY_MS } from '../../shared/limits.ts';
  * The fleet as the certificates folder knows it (pki/layout.ts): a device is any id with a
  * certificate or keys in devices/ID/, a signing key in the internal registry, a certificate in the
  * CA's log of issued certificates, or a line in the revoked list. Read only; issuing and revoking
- * are pki/onboarding.ts and pki/revocation.ts, the code scripts/ runs too.
+ * are pki/device-bundle.ts and pki/revocation.ts, the code scripts/ runs too.
  */
 
 /** A line of ca/issued.jsonl (pki/revocation.ts writes them). */

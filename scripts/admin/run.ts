@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
+import { readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';

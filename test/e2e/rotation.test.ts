@@ -5,7 +5,7 @@ import { eventually } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { tempDir } from '../helpers/pki.ts';
-import { issueDeviceCertificate } from '../../pki/onboarding.ts';
+import { issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { readFileSync } from 'node:fs';
 
 describe('certificate rotation and slow clients', () => {

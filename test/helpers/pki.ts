@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pkiPaths, type PkiPaths } from '../../pki/layout.ts';
-import { issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
+import { setupPki } from '../../pki/onboarding.ts';
+import { issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
 
 /** A fresh certificate set in a temporary folder, made at test time (no key is ever committed). */

@@ -10,7 +10,8 @@ import { DistributorConfigSchema } from '../../internal-network/distributor/conf
 import { ConsoleConfigSchema } from '../../internal-network/console/config.ts';
 import { CommandApiConfigSchema } from '../../internal-network/command-api/config.ts';
 import { BrokerExporterConfigSchema } from '../../internal-network/broker-exporter/config.ts';
-import { buildDeviceBundle, issueDeviceCertificate, setupPki } from '../../pki/onboarding.ts';
+import { setupPki } from '../../pki/onboarding.ts';
+import { buildDeviceBundle, issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { postgresSettings } from '../../internal-network/shared/postgres-settings.ts';
 

@@ -122,7 +122,8 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
   it("syncs the certificates, keys and signing keys onboarding writes, and their folders", async () => {
     const root = join(tmp.dir, 'pki');
     const script = `
-      import { buildDeviceBundle, issueDeviceCertificate, setupPki } from ${url('../../pki/onboarding.ts')};
+      import { setupPki } from ${url('../../pki/onboarding.ts')};
+      import { buildDeviceBundle, issueDeviceCertificate } from ${url('../../pki/device-bundle.ts')};
       setupPki(process.env.ROOT, { domain: 'fieldstream.test' });
       issueDeviceCertificate(process.env.ROOT, 'sensor-1');
       buildDeviceBundle(process.env.ROOT, 'sensor-1', process.env.COMPOSE);
