@@ -309,11 +309,11 @@ export const ERRORS = {
     description:
       "The server's TLS certificate is listed in the field client's CRL (FIELD_CRL_FILE): the key of a revoked certificate (the old edge certificate after a --renew-dmz) is in someone else's hands. Not connected, nothing sent; the next gateway URL is tried.",
   },
-  FIELD_CRL_UNUSABLE: {
-    http: 502,
+  FIELD_CRL_NOT_CURRENT: {
+    http: 200,
     transient: false,
     description:
-      "The field client's CRL (FIELD_CRL_FILE) cannot be used to check the server's certificate: past its nextUpdate, dated after the device's clock, or not of the CA that issued the server's certificate. Every server is refused until the CA's current certs/ca.crl is copied there (or the device clock is set right) and the client restarted.",
+      "The field client's CRL (FIELD_CRL_FILE) is not current by the device's clock: past its nextUpdate, or dated after the clock (a clock behind). Its list is used all the same: the servers it revokes are refused, the others taken. Set the device clock right (NTP), or copy the CA's current certs/ca.crl there and restart the client.",
   },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
   FIELD_COMMAND_JOURNAL_FAILED: {

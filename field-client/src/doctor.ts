@@ -14,7 +14,7 @@ import { daysUntil } from '../../shared/tls-files.ts';
 import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { readDeviceToken } from './gateway-connection.ts';
-import { readServerCrl, type ServerCrl } from './server-crl.ts';
+import { CERT_REVOKED, readServerCrl, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
 import { rejectedBytes } from './rejected.ts';
 
 /** A check's verdict: ok, a warning (works, but act soon), or a failure with what to do. */
@@ -29,7 +29,7 @@ type Check = (ctx: Context) => Promise<CheckResult | CheckResult[]>;
 interface Context {
   env: Record<string, string | undefined>;
   config?: Readonly<FieldClientConfig>;
-  tls?: { ca: string; cert?: string; key?: string; crl?: string };
+  tls?: { ca: string; cert?: string; key?: string; checkServerIdentity?: ReturnType<typeof serverIdentityCheck> };
   /** the device token (FIELD_TOKEN_FILE), sent as the gateway's token route expects it */
   token?: string;
   url?: URL;
@@ -172,8 +172,8 @@ async function serverCrl(ctx: Context): Promise<CheckResult> {
     return { name: 'crl', level: 'fail', detail: (err as Error).message, hint };
   }
   if (!crl) return { name: 'crl', level: 'ok', detail: "no CRL (FIELD_CRL_FILE unset, no ca.crl beside FIELD_CA_FILE): a revoked server certificate is taken" };
-  if (crl.unusable !== undefined) return { name: 'crl', level: 'fail', detail: `${crl.path}: ${crl.unusable}`, hint };
-  tls.crl = crl.pem;
+  tls.checkServerIdentity = serverIdentityCheck(crl);
+  if (crl.notCurrent !== undefined) return { name: 'crl', level: 'warn', detail: `${crl.path} (FIELD_CRL_NOT_CURRENT): ${crl.notCurrent}`, hint };
   return { name: 'crl', level: 'ok', detail: `${crl.path}: ${crl.revoked} certificates revoked, valid until ${crl.nextUpdate?.toISOString() ?? 'no date'}` };
 }
 
@@ -241,7 +241,7 @@ async function tlsHandshake(ctx: Context): Promise<CheckResult> {
       resolve(
         ok
           ? { name: 'tls', level: 'ok', detail: `${proto}, the server's certificate is valid for ${host}` }
-          : String(s.authorizationError) === 'CERT_REVOKED' // (Node gives the code, not an Error)
+          : String(s.authorizationError) === CERT_REVOKED // (Node gives the code, not an Error)
             ? { name: 'tls', level: 'fail', detail: "the server's certificate is revoked (FIELD_GATEWAY_CERT_REVOKED): the key of a DMZ certificate renewed after a compromise", hint: 'If this is your DMZ server, give it the renewed certs/dmz/ (docs/operations.md, "Recovering from a DMZ compromise"); else someone diverts this device\'s traffic.' }
             : { name: 'tls', level: 'fail', detail: `the server's certificate is not trusted: ${String(s.authorizationError)}`, hint: 'FIELD_CA_FILE must be the FieldStream CA, and the gateway certificate must name this host.' },
       );

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import WebSocket from 'ws';
+import WebSocket, { type ClientOptions } from 'ws';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { parseToken } from '../../shared/security/device-token.ts';
@@ -9,6 +9,7 @@ import type { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
+import { CERT_REVOKED, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
 
 export interface ConnectionOptions {
   /** one wss:// URL, or several separated by commas (GATEWAY_URL): tried in turn */
@@ -17,7 +18,7 @@ export interface ConnectionOptions {
    * a certificate device: its certificate and key; a token device: its device token instead. `crl`:
    * the CRL the server's certificate is checked against (server-crl.ts), none when undefined.
    */
-  tls: ({ ca: string; cert: string; key: string } | { ca: string; token: string }) & { crl?: string | undefined };
+  tls: ({ ca: string; cert: string; key: string } | { ca: string; token: string }) & { crl?: ServerCrl | undefined };
   /** milliseconds */
   reconnectInitialMs: number;
   /** milliseconds */
@@ -30,14 +31,6 @@ export interface ConnectionOptions {
   /** milliseconds a connection must stay open before the backoff starts over (TIMINGS.gatewayHealthyAfterMs) */
   healthyAfterMs?: number;
 }
-
-/**
- * OpenSSL's verification errors (Node's err.code) that come of the CRL rather than of the server: it
- * is past its nextUpdate, dated after the device's clock, not of the server certificate's issuer,
- * or damaged (the names Node gives OpenSSL's X509_V_ERR_*). Every server is refused until the
- * CRL is replaced.
- */
-const CRL_FAILURES: ReadonlySet<string> = new Set(['CRL_HAS_EXPIRED', 'CRL_NOT_YET_VALID', 'UNABLE_TO_GET_CRL', 'CRL_SIGNATURE_FAILURE', 'UNABLE_TO_DECRYPT_CRL_SIGNATURE', 'ERROR_IN_CRL_LAST_UPDATE_FIELD', 'ERROR_IN_CRL_NEXT_UPDATE_FIELD']);
 
 /**
  * The WSS connection to the gateway, kept up for as long as the client runs: reconnect with
@@ -176,7 +169,9 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     const url = this.url;
     const ws = new WebSocket(url, {
       ca: auth.ca,
-      ...(auth.crl !== undefined ? { crl: auth.crl } : {}),
+      // The CRL is checked by the client itself, not by OpenSSL (Node's `crl`): server-crl.ts says why.
+      // ws hands this to tls.connect as it is; @types/ws declares it (servername, CertMeta) => boolean.
+      ...(auth.crl !== undefined ? { checkServerIdentity: serverIdentityCheck(auth.crl) as unknown as ClientOptions['checkServerIdentity'] } : {}),
       // The token goes in the upgrade's Authorization header (RFC 6750 §2.1), never in the URL,
       // which proxies and servers write to their logs.
       ...('token' in auth ? { headers: { authorization: `Bearer ${auth.token}` } } : { cert: auth.cert, key: auth.key }),
@@ -225,14 +220,10 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
         return;
       }
       const tlsCode = (err as Error & { code?: string }).code;
-      if (tlsCode === 'CERT_REVOKED') {
+      if (tlsCode === CERT_REVOKED) {
         // The certificate of a server whose key was given away (the old edge certificate after a
         // --renew-dmz): whoever answers there is not to be sent anything. The next URL, as any failure.
         this.log.warn({ url, code: 'FIELD_GATEWAY_CERT_REVOKED', err: err.message }, "the server's certificate is revoked (FIELD_CRL_FILE): not connected, nothing sent");
-        return;
-      }
-      if (tlsCode !== undefined && CRL_FAILURES.has(tlsCode)) {
-        this.log.error({ url, code: 'FIELD_CRL_UNUSABLE', err: err.message }, "the server's certificate cannot be checked against the CRL: not connected; copy the CA's current certs/ca.crl to FIELD_CRL_FILE (or set the device clock right)");
         return;
       }
       this.log.warn({ url, err: err.message }, 'gateway connection error');

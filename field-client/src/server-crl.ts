@@ -1,37 +1,74 @@
 import { verify, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createSecureContext } from 'node:tls';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import forge from 'node-forge';
 import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 
 /**
  * The CRL the field client checks the server's certificate against (FIELD_CRL_FILE; unset, the
- * `ca.crl` beside FIELD_CA_FILE when there is one: the device bundle's certs/ca.crl). Given to the
- * TLS connection (Node's `crl`), OpenSSL refuses a server certificate listed in it: the old edge
- * certificate after `generate-certificates.sh DOMAIN --renew-dmz`, whose key a compromise of the DMZ
- * gave away (SECURITY.md). Copying the CA's current certs/ca.crl to a device is enough.
+ * `ca.crl` beside FIELD_CA_FILE when there is one: the device bundle's certs/ca.crl). A server
+ * certificate of the CRL's CA whose serial it lists is refused in the TLS handshake, before anything
+ * is sent: the old edge certificate after `generate-certificates.sh DOMAIN --renew-dmz`, whose key a
+ * compromise of the DMZ gave away (SECURITY.md). Copying the CA's current certs/ca.crl to a device is
+ * enough.
  *
- * With a CRL, OpenSSL (X509_V_FLAG_CRL_CHECK) also refuses every server when the CRL is not current
- * (past its nextUpdate, or dated after the device's clock) or is not of the CA that issued the
- * server's certificate. The last is checked here, at start, so a wrong file stops the client with a
- * coded error rather than leaving it refused by every server. The dates are not: a client refusing
- * to start would also stop taking its sensors' readings; it runs, queues, and logs
- * FIELD_CRL_UNUSABLE at start and at each refused connection. The CA's CRLs are valid ten years from
- * the day they are made (pki/revocation.ts), past the CA's own expiry, so only a device clock far off
- * makes one so.
+ * The check is the client's own (serverIdentityCheck, Node's checkServerIdentity), not OpenSSL's
+ * (Node's `crl` option, X509_V_FLAG_CRL_CHECK | CRL_CHECK_ALL). OpenSSL refuses every server while
+ * the CRL is not current by the device's clock, and whenever a certificate of the chain has an
+ * issuer it has no CRL of: a device whose clock is behind (no RTC, no NTP yet: the client stamps
+ * its messages on the gateway's clock for such devices) connected nowhere once a revocation had
+ * dated the CRL after it, and a device trusting another CA beside ours (a public certificate on
+ * Caddy, CADDY_TLS=acme) refused that server always. The CRL's signature is checked at start against
+ * the CA in FIELD_CA_FILE, so its list is the CA's; its dates only say how fresh it is, which a file
+ * copied to the device by hand cannot say anyway: not current, it is used all the same and
+ * FIELD_CRL_NOT_CURRENT is logged at start.
  */
 export interface ServerCrl {
-  /** the CRL as PEM (what Node's `crl` takes), a DER file converted */
-  pem: string;
   path: string;
+  /** the CA (of FIELD_CA_FILE) that signed it: only its certificates are looked up in the list */
+  issuer: X509Certificate;
+  /** the revoked serials, uppercase hexadecimal without leading zeros */
+  serials: ReadonlySet<string>;
   thisUpdate: Date;
   nextUpdate: Date | undefined;
   /** how many certificates it lists */
   revoked: number;
-  /** why OpenSSL will refuse every server with it (past nextUpdate, dated after the clock); undefined: usable */
-  unusable: string | undefined;
+  /** why its dates do not fit the device's clock (past nextUpdate, dated after the clock); undefined: current */
+  notCurrent: string | undefined;
+}
+
+/** A serial as ServerCrl.serials holds it. */
+function serialKey(hex: string): string {
+  return hex.toUpperCase().replace(/^0+(?=.)/, '');
+}
+
+/** OpenSSL's name for a revoked certificate (Node's err.code, a socket's authorizationError), which the client's own check gives too. */
+export const CERT_REVOKED = 'CERT_REVOKED';
+
+/**
+ * Node's checkServerIdentity (the host name), then the CRL: a certificate the CRL's CA issued and the
+ * CRL lists is refused with code CERT_REVOKED, as OpenSSL names it. Called once the chain is verified,
+ * in the handshake: the connection is destroyed before the WebSocket upgrade is written.
+ */
+export function serverIdentityCheck(crl: ServerCrl): (host: string, cert: PeerCertificate) => Error | undefined {
+  return (host, cert) => {
+    const named = checkServerIdentity(host, cert);
+    if (named) return named;
+    const leaf = new X509Certificate(cert.raw);
+    if (!crl.serials.has(serialKey(leaf.serialNumber)) || !signedBy(leaf, crl.issuer)) return undefined;
+    return Object.assign(new Error(`the server's certificate (serial ${leaf.serialNumber}) is revoked in ${crl.path}`), { code: CERT_REVOKED });
+  };
+}
+
+/** Whether `ca`'s key signed `cert`: a serial means something only with its issuer. */
+function signedBy(cert: X509Certificate, ca: X509Certificate): boolean {
+  try {
+    return cert.verify(ca.publicKey);
+  } catch {
+    return false;
+  }
 }
 
 const PEM = /-----BEGIN X509 CRL-----([\s\S]+?)-----END X509 CRL-----/;
@@ -52,7 +89,7 @@ const DIGESTS: Record<string, string | null> = {
  * is unset (none there: undefined, no CRL is checked). A file that cannot be read is
  * CONFIG_FILE_UNREADABLE; one that is no CRL, or no CRL of a CA in FIELD_CA_FILE, CONFIG_INVALID.
  */
-export function readServerCrl(explicit: string | undefined, caFile: string, caPem: string, log: Pick<Logger, 'info' | 'error'>, now: number = Date.now()): ServerCrl | undefined {
+export function readServerCrl(explicit: string | undefined, caFile: string, caPem: string, log: Pick<Logger, 'info' | 'warn'>, now: number = Date.now()): ServerCrl | undefined {
   const path = explicit ?? join(dirname(caFile), 'ca.crl');
   const variable = explicit === undefined ? `FIELD_CRL_FILE (unset: ${path}, beside FIELD_CA_FILE)` : `FIELD_CRL_FILE=${path}`;
   let bytes: Buffer;
@@ -97,29 +134,23 @@ export function readServerCrl(explicit: string | undefined, caFile: string, caPe
       return false;
     }
   });
-  if (!issuer) throw invalid('not signed by the CA in FIELD_CA_FILE (a CRL of another CA: every server would be refused)');
-  const pem = `-----BEGIN X509 CRL-----\n${der.toString('base64').match(/.{1,64}/g)?.join('\n') ?? ''}\n-----END X509 CRL-----\n`;
-  try {
-    // What the connection will do with it: OpenSSL's own parse.
-    createSecureContext({ ca: caPem, crl: pem });
-  } catch (err) {
-    throw invalid(`OpenSSL does not take it (${(err as Error).message})`);
-  }
-  const unusable =
+  // A CRL of another CA could revoke nothing this device checks: a wrong file, said at start.
+  if (!issuer) throw invalid('not signed by the CA in FIELD_CA_FILE (a CRL of another CA, which revokes none of its certificates)');
+  const notCurrent =
     parsed.nextUpdate !== undefined && parsed.nextUpdate.getTime() < now
-      ? "the CRL is past its nextUpdate: every server is refused until the CA's current CRL is copied here (or the device clock is set right)"
+      ? "the CRL is past its nextUpdate by the device's clock: its list is used all the same; copy the CA's current certs/ca.crl here (or set the device clock right)"
       : parsed.thisUpdate.getTime() > now
-        ? "the CRL is dated after the device's clock: every server is refused until the clock reaches its thisUpdate (set the device clock right)"
+        ? "the CRL is dated after the device's clock (the clock is behind): its list is used all the same; set the device clock right (NTP)"
         : undefined;
-  const crl: ServerCrl = { pem, path, thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate, revoked: parsed.revoked, unusable };
+  const crl: ServerCrl = { path, issuer, serials: new Set(parsed.serials.map(serialKey)), thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate, revoked: parsed.serials.length, notCurrent };
   const fields = { crl: path, revoked: crl.revoked, thisUpdate: crl.thisUpdate.toISOString(), nextUpdate: crl.nextUpdate?.toISOString() };
-  if (unusable !== undefined) log.error({ code: 'FIELD_CRL_UNUSABLE', ...fields }, unusable);
+  if (notCurrent !== undefined) log.warn({ code: 'FIELD_CRL_NOT_CURRENT', ...fields }, notCurrent);
   else log.info(fields, "the server's certificate is checked against the CRL");
   return crl;
 }
 
 /** The parts of a CRL (RFC 5280 §5.1) the client uses; throws on anything else. */
-function parseCrl(der: Buffer): { tbs: Buffer; algorithm: string; signature: Buffer; thisUpdate: Date; nextUpdate: Date | undefined; revoked: number } {
+function parseCrl(der: Buffer): { tbs: Buffer; algorithm: string; signature: Buffer; thisUpdate: Date; nextUpdate: Date | undefined; serials: string[] } {
   const { asn1 } = forge;
   // BIT STRINGs not decoded: a signature's bytes are no ASN.1, whatever they happen to look like.
   // (forge takes these options; its type declarations know only the boolean `strict`.)
@@ -145,6 +176,12 @@ function parseCrl(der: Buffer): { tbs: Buffer; algorithm: string; signature: Buf
   const nextDate = time(rest[0]);
   if (nextDate) rest.shift();
   const list = rest[0]?.type === asn1.Type.SEQUENCE && rest[0].tagClass === asn1.Class.UNIVERSAL ? (rest[0].value as forge.asn1.Asn1[]) : [];
+  // each entry: SEQUENCE { userCertificate INTEGER, revocationDate, crlEntryExtensions OPTIONAL }
+  const serials = list.map((entry) => {
+    const serial = Array.isArray(entry.value) ? entry.value[0] : undefined;
+    if (serial?.type !== asn1.Type.INTEGER || typeof serial.value !== 'string' || serial.value === '') throw new Error('an entry without a serial');
+    return forge.util.bytesToHex(serial.value);
+  });
   const bits = signature.value as string;
   return {
     tbs: firstElement(der),
@@ -153,7 +190,7 @@ function parseCrl(der: Buffer): { tbs: Buffer; algorithm: string; signature: Buf
     signature: Buffer.from(bits.slice(1), 'binary'),
     thisUpdate: thisDate,
     nextUpdate: nextDate,
-    revoked: list.length,
+    serials,
   };
 }
 
