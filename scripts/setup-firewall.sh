@@ -220,7 +220,7 @@ inbound_head() { NOTE='never cut an established connection (an SSH session among
 rules_dmz() {
   local corp4 corp6 prom tls token tport
   required_addrs CORP_EGRESS_IP corp-egress-ip; corp4=$V4 corp6=$V6
-  prom=$(port_setting DMZ_PROMETHEUS_PORT 9091); tls=$(setting CADDY_TLS acme)
+  prom=$(port_setting DMZ_PROMETHEUS_PORT 9091); tls=$(setting CADDY_TLS files)
   token=$(setting CADDY_TOKEN_ROUTE off); tport=$(port_setting CADDY_TOKEN_PORT 8444)
   case $tls in acme|files) ;; *) die 2 "CADDY_TLS: '$tls' is not acme or files" ;; esac
   case $token in on|off) ;; *) die 2 "CADDY_TOKEN_ROUTE: '$token' is not on or off" ;; esac

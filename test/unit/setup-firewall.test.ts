@@ -42,14 +42,15 @@ function chain(script: string, name: string): string[] {
 }
 
 describe('setup-firewall.sh --dry-run', () => {
-  it('dmz: 443 and 80 from anywhere, 8883 and 9091 from the corporate egress only, the rest dropped', () => {
+  it('dmz: 443 from anywhere (80 not: CADDY_TLS defaults to files), 8883 and 9091 from the corporate egress only, the rest dropped', () => {
     const r = fw(['dmz', '--dry-run', CORP]);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^table inet fieldstream\ndelete table inet fieldstream\ntable inet fieldstream \{$/m);
     const input = chain(r.out, 'input');
     assert.equal(input[0], 'type filter hook input priority filter; policy drop;');
     assert.equal(input[1], 'ct state established,related accept', 'established before anything that drops');
-    for (const rule of ['iif "lo" accept', 'tcp dport 22 accept', 'tcp dport 443 accept', 'tcp dport 80 accept',
+    assert.ok(!input.includes('tcp dport 80 accept'), 'no ACME challenge port without CADDY_TLS=acme');
+    for (const rule of ['iif "lo" accept', 'tcp dport 22 accept', 'tcp dport 443 accept',
       'ip saddr 203.0.113.7 tcp dport { 8883, 9091 } accept', 'ip6 saddr 2001:db8::7 tcp dport { 8883, 9091 } accept']) {
       assert.ok(input.includes(rule), `${rule} in\n${input.join('\n')}`);
     }
