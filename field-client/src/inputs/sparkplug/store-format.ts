@@ -48,27 +48,18 @@ const Record = z.array(RecordSessionSchema).max(LIMITS.sparkplugPreviousSessions
 
 export const JournalLineSchema = z.object({ gen: Count, group: Id, edge: Id, sessions: Record });
 
+/** What both formats of a births file say of the file and of each session in it. */
+const fileFields = { gen: Count, group: Id, edge: Id, record: Record };
+const sessionFields = { id: Count, bdSeq: Count, bornAt: Count.nullable(), birthDigest: Count.nullable() };
+
 /**
  * A births file as the store writes it (v2, store.ts birthsPieces): this first line, then one line
  * a birth, each session's node then its devices (named here, in that order), each an array of MetricEntrySchema.
  */
 export const BirthsHeadSchema = z.object({
   v: z.literal(2),
-  gen: Count,
-  group: Id,
-  edge: Id,
-  record: Record,
-  sessions: z
-    .array(
-      z.object({
-        id: Count,
-        bdSeq: Count,
-        bornAt: Count.nullable(),
-        birthDigest: Count.nullable(),
-        devices: z.array(Id).max(LIMITS.sparkplugMaxDevicesPerNode),
-      }),
-    )
-    .max(LIMITS.sparkplugPreviousSessionsPerNode + 1),
+  ...fileFields,
+  sessions: z.array(z.object({ ...sessionFields, devices: z.array(Id).max(LIMITS.sparkplugMaxDevicesPerNode) })).max(LIMITS.sparkplugPreviousSessionsPerNode + 1),
 });
 export type BirthsHead = z.infer<typeof BirthsHeadSchema>;
 
@@ -78,21 +69,9 @@ export type BirthsHead = z.infer<typeof BirthsHeadSchema>;
  */
 export const BirthsFileSchema = z.object({
   v: z.literal(1),
-  gen: Count,
-  group: Id,
-  edge: Id,
-  record: Record,
+  ...fileFields,
   sessions: z
-    .array(
-      z.object({
-        id: Count,
-        bdSeq: Count,
-        bornAt: Count.nullable(),
-        birthDigest: Count.nullable(),
-        node: RawMetrics,
-        devices: z.array(z.tuple([Id, RawMetrics])).max(LIMITS.sparkplugMaxDevicesPerNode),
-      }),
-    )
+    .array(z.object({ ...sessionFields, node: RawMetrics, devices: z.array(z.tuple([Id, RawMetrics])).max(LIMITS.sparkplugMaxDevicesPerNode) }))
     .max(LIMITS.sparkplugPreviousSessionsPerNode + 1),
 });
 
