@@ -287,7 +287,7 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     assert.deepEqual([...(report.revoked ?? [])].sort(), DMZ.map((f) => was.get(f)).sort());
     const crl = openssl('crl', '-in', join(root, 'ca.crl'), '-noout', '-text').stdout;
     for (const s of was.values()) assert.match(crl, new RegExp(`Serial Number: ${s}`));
-    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.service('internal/console').cert, p.service('dmz/gateway').cert).status, 0);
+    assert.equal(openssl('verify', '-CAfile', p.publicCa, '-crl_check', '-CRLfile', join(root, 'ca.crl'), p.service('internal/console').cert, p.service('dmz/gateway-client').cert).status, 0);
     assert.equal(readFileSync(p.service('internal/distributor').cert, 'utf8'), distributor);
   });
 
