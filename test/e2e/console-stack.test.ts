@@ -59,6 +59,10 @@ describe('the console on the real stack, with InfluxDB', () => {
       const t0 = Date.now() - 10 * 60_000;
       const normal = Array.from({ length: 120 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { temperature: 60 + Math.sin(i / 5) * 0.5 + (i % 3) * 0.05, timestamp: t0 + i * 1000 } }));
       await field.client.submitMany(normal);
+      // The spike only once the steady readings are in the database (and so in the stored feed
+      // before it): frames travel in envelopes the distributor's consumers write in parallel, so a
+      // spike sent at once could reach the detectors before the readings it stands out from.
+      await eventually(() => (field.client.unacknowledged === 0 ? true : undefined), 30_000, 'the steady readings committed');
       await field.client.submit('timeseries', { temperature: 250, timestamp: t0 + 121_000 });
       const spike = await live.until((e) => (e.event === 'anomalies' || e.event === 'snapshot' ? (e.data as { anomalies: Anomaly[] }).anomalies.find((a) => a.device === DEVICE && a.field === 'temperature') : undefined), 30_000);
       assert.equal(spike.time, t0 + 121_000, 'the reading that was out of line');
