@@ -4,7 +4,7 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
-import { localHostOf, mosquittoProcess, nodeProcess, startInOrder, type MachineOptions } from './machine.ts';
+import { localHostOf, mosquittoProcess, nodeProcess, startInStages, type MachineOptions } from './machine.ts';
 
 /**
  * One DMZ server as real processes: Caddy (public WSS, and the token route if asked), its gateways
@@ -180,7 +180,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
     directGateway: direct,
     metrics: { gateways: metrics },
     all,
-    start: () => startInOrder(all),
+    start: () => startInStages([[mosquitto], all.filter((p) => p !== mosquitto)]),
     async close() {
       for (const proc of all) proc.stopSupervising();
       // Edge first, broker last, so nothing is accepted that cannot be passed on.

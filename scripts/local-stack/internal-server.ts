@@ -6,7 +6,7 @@ import { pkiPaths } from '../../pki/layout.ts';
 import { createLogger } from '../../shared/logger.ts';
 import type { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
-import { localHostOf, mosquittoProcess, nodeProcess, startInOrder, type MachineOptions } from './machine.ts';
+import { localHostOf, mosquittoProcess, nodeProcess, startInStages, type MachineOptions } from './machine.ts';
 
 /**
  * The internal server as real processes: the internal Mosquitto, bridged by dialling out to every
@@ -162,7 +162,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     metrics,
     dataDir,
     all,
-    start: () => startInOrder(all),
+    start: () => startInStages([[mosquitto], all.filter((p) => p !== mosquitto)]),
     async close() {
       for (const proc of all) proc.stopSupervising();
       for (const proc of [operatorConsole, brokerExporter, commandApi, distributor, mosquitto]) await proc.stop();

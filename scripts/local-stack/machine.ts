@@ -101,18 +101,24 @@ export function nodeProcess(m: Machine, name: string, entry: string, env: Record
 }
 
 /**
- * Starts processes one after another, each once the one before is ready; if one fails to start,
- * those already started are stopped again (in reverse order) and the error is thrown.
+ * Starts the stages one after another, the processes of a stage all at once, a stage once every
+ * process of the one before is ready: what depends on a listener (a bridge on its broker) goes in
+ * a later stage, and what does not starts beside the rest (a stack's Node services each spend a
+ * second or two loading before they listen). If one fails to start, the others of its stage are
+ * let finish, then every process started is stopped again (in reverse order) and the first error
+ * is thrown.
  */
-export async function startInOrder(procs: readonly ManagedProcess[]): Promise<void> {
+export async function startInStages(stages: readonly (readonly ManagedProcess[])[]): Promise<void> {
   const started: ManagedProcess[] = [];
-  try {
-    for (const proc of procs) {
+  for (const stage of stages) {
+    const results = await Promise.allSettled(stage.map(async (proc) => {
       await proc.start();
       started.push(proc);
+    }));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      for (const proc of started.reverse()) await proc.stop();
+      throw failed.reason;
     }
-  } catch (err) {
-    for (const proc of started.reverse()) await proc.stop();
-    throw err;
   }
 }

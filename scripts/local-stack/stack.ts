@@ -3,7 +3,7 @@ import { createLogger, type Logger } from '../../shared/logger.ts';
 import type { ManagedProcess } from './process.ts';
 import { createDmzServer, type DmzServer, type EdgeHop } from './dmz-server.ts';
 import { createInternalServer, type InternalServer } from './internal-server.ts';
-import { startInOrder } from './machine.ts';
+import { startInStages } from './machine.ts';
 
 export { startDmzServer, type DmzServer, type DmzServerOptions } from './dmz-server.ts';
 export { startInternalServer, type InternalServer, type InternalServerOptions } from './internal-server.ts';
@@ -144,13 +144,16 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   const direct = dmz.directGateway;
   // Every DMZ broker before the internal one, so each bridge finds its broker at once: a message
   // published on a DMZ broker before the bridge's first connection there has no subscriber yet.
-  const all = [
-    dmz.mosquitto, ...rest.map((s) => s.mosquitto), internal.mosquitto,
+  // The brokers up, the rest start all at once: each is ready when it listens (the distributor,
+  // once every consumer is subscribed), which waits on no other of them.
+  const brokers = [dmz.mosquitto, ...rest.map((s) => s.mosquitto), internal.mosquitto];
+  const services = [
     ...dmz.gateways, ...(direct ? [direct] : []), dmz.caddy,
     internal.distributor, internal.commandApi, internal.brokerExporter, internal.console,
     ...rest.flatMap((s) => s.all.filter((p) => p !== s.mosquitto)),
   ];
-  await startInOrder(all);
+  const all = [...brokers, ...services];
+  await startInStages([...brokers.map((b) => [b]), services]);
   const component = (name: ComponentName) => {
     const proc = all.find((p) => p.name === name);
     if (!proc) throw new Error(`no component ${name} in this stack (${all.map((p) => p.name).join(', ')})`);

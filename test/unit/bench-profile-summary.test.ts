@@ -44,7 +44,12 @@ describe('the benchmark profile summary', () => {
 
   it('without one, counts every sample', () => {
     const totals = totalsOf(file, dir);
-    for (const fn of ['before', 'during', 'afterwards']) assert.ok((totals.get(fn) ?? 0) > 20 && (totals.get(fn) ?? 0) < 45, JSON.stringify([...totals]));
+    // Each phase is there, and together they are nearly all the busy samples. Not a third each: a
+    // phase spins for 300 ms of the wall clock, and on a busy machine (test files run side by side)
+    // one of them may get much less of the CPU than another.
+    const phases = ['before', 'during', 'afterwards'].map((fn) => totals.get(fn) ?? 0);
+    assert.ok(phases.every((p) => p > 5), JSON.stringify([...totals]));
+    assert.ok(phases.reduce((a, b) => a + b, 0) > 90, JSON.stringify([...totals]));
   });
 });
 
