@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # The test command of the README (`npm test`): type-check, then every test file with node's test runner.
-# Real components only; certificates are generated at test time. `npm test -- FILE...` runs some files.
+# Real components only; certificates are generated at test time. `npm test -- FILE...` runs some files,
+# one at a time; `npm run test:bench` the benchmark's other modes (test/bench/, not part of `npm test`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 node_modules/.bin/tsc --noEmit -p tsconfig.json
-if [ "$#" -eq 0 ]; then set -- test/unit/*.test.ts test/e2e/*.test.ts; fi
-# One file at a time: the end-to-end files start real servers, and the machine has two cores.
 # --test-force-exit: a file whose test failed before it closed its servers must not hold the run.
 # --test-timeout (ms, per test): a test that hangs fails instead of holding the run for ever.
-exec node --import tsx --test --test-concurrency=1 --test-force-exit --test-timeout=300000 "$@"
+run() { node --import tsx --test --test-force-exit --test-timeout=300000 "$@"; }
+# A certificate set made once for the run, each test file's first one a copy (test/helpers/pki.ts).
+FIELDSTREAM_TEST_PKI_CACHE="$(mktemp -d "${TMPDIR:-/tmp}/fieldstream-test-pki-XXXXXX")"
+export FIELDSTREAM_TEST_PKI_CACHE
+trap 'rm -rf "$FIELDSTREAM_TEST_PKI_CACHE"' EXIT
+if [ "$#" -gt 0 ]; then run --test-concurrency=1 "$@"; exit 0; fi
+# The unit files two at a time (the machine has two cores, and each file spends much of its time in
+# one process: key generation, a script, a single server); the end-to-end files one at a time, since
+# they start whole stacks of real servers and some weigh time. Both sets run, whatever the first gives.
+status=0
+run --test-concurrency=2 test/unit/*.test.ts || status=$?
+run --test-concurrency=1 test/e2e/*.test.ts || status=$?
+exit "$status"

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { bench, failure, REPO } from '../helpers/bench.ts';
 
-// The benchmark's --long mode in its quick form, in a file of its own: the test runner gives each
-// file 300 s, and bench-quick.test.ts with it took 212 s of them in CI.
+// The benchmark's --long mode in its quick form (`npm run test:bench`), in a file of its own: the test
+// runner gives each file 300 s, and bench-quick.test.ts with it took 212 s of them in CI.
 
 /**
  * The sustained mode's harness, held for two windows at a small rate: its windows, the database's

@@ -5,8 +5,8 @@ import { describe, it } from 'node:test';
 import { decodePprof } from '../../bench/lib/pprof.ts';
 import { bench, failure, REPO } from '../helpers/bench.ts';
 
-// The benchmark's --profile and --connections-alone modes in their quick forms (bench-modes.test.ts
-// has the others), so that neither rots unseen.
+// The benchmark's --profile and --connections-alone modes in their quick forms (`npm run test:bench`;
+// bench-modes.test.ts has the others), so that neither rots unseen.
 
 describe('npm run bench -- --profile, --connections-alone', () => {
   const results = join(REPO, 'bench', 'results');

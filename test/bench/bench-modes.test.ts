@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { bench, failure, REPO } from '../helpers/bench.ts';
 
-// The benchmark's --sink postgres and --compare modes in their quick forms (bench-quick.test.ts runs
-// its scenarios, bench-profile.test.ts --profile and --connections-alone), so that none of them rots
-// unseen (--sink postgres had). Files of their own: the test runner gives each file 300 s.
+// The benchmark's --sink postgres and --compare modes in their quick forms (test/e2e/bench-quick.test.ts
+// runs its scenarios, bench-profile.test.ts --profile and --connections-alone), so that none of them
+// rots unseen (--sink postgres had): `npm run test:bench` runs this folder before a benchmark is
+// changed or run for its figures. Files of their own: the test runner gives each file 300 s.
 
 /**
  * The side by side of the two stores: each round on a distributor restarted to write to one of them
