@@ -313,7 +313,13 @@ export const ERRORS = {
     http: 200,
     transient: false,
     description:
-      "The field client's CRL (FIELD_CRL_FILE) is not current by the device's clock: past its nextUpdate, or dated after the clock (a clock behind). Its list is used all the same: the servers it revokes are refused, the others taken. Set the device clock right (NTP), or copy the CA's current certs/ca.crl there and restart the client.",
+      "The field client's CRL (FIELD_CRL_FILE) is not current by the device's clock: past its nextUpdate, or dated after the clock (a clock behind). Its list is used all the same: the servers it revokes are refused, the others taken. Set the device clock right (NTP), or copy the CA's current certs/ca.crl there (read again when it changes, no restart).",
+  },
+  FIELD_CRL_RELOAD_REFUSED: {
+    http: 200,
+    transient: false,
+    description:
+      "The field client's CRL file (FIELD_CRL_FILE) changed while it ran and the new one was not taken: it cannot be read, is no CRL or no CRL of the CA in FIELD_CA_FILE, is older than the one held (a stale copy would take revocations back), or is gone. The list read before stays in use; copy the CA's current certs/ca.crl there.",
   },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
   FIELD_COMMAND_JOURNAL_FAILED: {

@@ -861,6 +861,11 @@ export const TIMINGS = {
    * that, and the device would otherwise wait there for the broker while another server is fine.
    * With one URL, four times this, then it connects again (behind HAProxy: to the next server). */
   fieldBrokerUnavailableMoveMs: 30_000,
+  /** milliseconds between two looks of the field client at its CRL file while connected (besides
+   * one before each connection attempt): a CRL copied to the device after a --renew-dmz drops a
+   * connection to a server it revokes within this, without a restart (server-crl-source.ts). A
+   * look is one stat() unless the file changed. */
+  fieldCrlCheckMs: 10_000,
 } as const;
 
 export type Timings = typeof TIMINGS;

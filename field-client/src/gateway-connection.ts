@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import type { TLSSocket } from 'node:tls';
 import WebSocket, { type ClientOptions } from 'ws';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -9,16 +10,18 @@ import type { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
-import { CERT_REVOKED, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
+import { CERT_REVOKED, revokedSerial, serverIdentityCheck } from './server-crl.ts';
+import type { ServerCrlSource } from './server-crl-source.ts';
 
 export interface ConnectionOptions {
   /** one wss:// URL, or several separated by commas (GATEWAY_URL): tried in turn */
   url: string;
   /**
    * a certificate device: its certificate and key; a token device: its device token instead. `crl`:
-   * the CRL the server's certificate is checked against (server-crl.ts), none when undefined.
+   * where the CRL the server's certificate is checked against comes from (server-crl-source.ts),
+   * none when undefined.
    */
-  tls: ({ ca: string; cert: string; key: string } | { ca: string; token: string }) & { crl?: ServerCrl | undefined };
+  tls: ({ ca: string; cert: string; key: string } | { ca: string; token: string }) & { crl?: ServerCrlSource | undefined };
   /** milliseconds */
   reconnectInitialMs: number;
   /** milliseconds */
@@ -30,6 +33,8 @@ export interface ConnectionOptions {
   answerTimeoutMs?: number;
   /** milliseconds a connection must stay open before the backoff starts over (TIMINGS.gatewayHealthyAfterMs) */
   healthyAfterMs?: number;
+  /** milliseconds between two looks at the CRL file while connected (TIMINGS.fieldCrlCheckMs) */
+  crlCheckMs?: number;
 }
 
 /**
@@ -65,6 +70,9 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   /** canSend() said no since the last 'drain': the next write that brings the buffer under the bound emits one */
   private full = false;
   private readonly gatewayLog: LimitedLog;
+  /** the open connection's server certificate (DER), for a CRL that changes while it is open */
+  private serverCert: Buffer | undefined;
+  private crlTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly options: ConnectionOptions,
@@ -110,6 +118,10 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
 
   start(): void {
     this.stopped = false;
+    if (this.options.tls.crl && !this.crlTimer) {
+      this.crlTimer = setInterval(() => this.recheckCrl(), this.options.crlCheckMs ?? TIMINGS.fieldCrlCheckMs);
+      this.crlTimer.unref();
+    }
     this.open();
   }
 
@@ -149,6 +161,8 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.crlTimer);
+    this.crlTimer = undefined;
     clearTimeout(this.retryTimer);
     this.disarmLife();
     clearTimeout(this.healthyTimer);
@@ -167,11 +181,14 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   private open(): void {
     const auth = this.options.tls;
     const url = this.url;
+    // The CRL as it is now: its file read again if it changed since (server-crl-source.ts).
+    const crl = auth.crl?.current();
+    this.serverCert = undefined;
     const ws = new WebSocket(url, {
       ca: auth.ca,
       // The CRL is checked by the client itself, not by OpenSSL (Node's `crl`): server-crl.ts says why.
       // ws hands this to tls.connect as it is; @types/ws declares it (servername, CertMeta) => boolean.
-      ...(auth.crl !== undefined ? { checkServerIdentity: serverIdentityCheck(auth.crl) as unknown as ClientOptions['checkServerIdentity'] } : {}),
+      ...(crl !== undefined ? { checkServerIdentity: serverIdentityCheck(crl) as unknown as ClientOptions['checkServerIdentity'] } : {}),
       // The token goes in the upgrade's Authorization header (RFC 6750 §2.1), never in the URL,
       // which proxies and servers write to their logs.
       ...('token' in auth ? { headers: { authorization: `Bearer ${auth.token}` } } : { cert: auth.cert, key: auth.key }),
@@ -182,6 +199,9 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       maxPayload: LIMITS.downlinkFrameMaxBytes,
     });
     this.ws = ws;
+    ws.on('upgrade', (res) => {
+      if (this.ws === ws) this.serverCert = (res.socket as TLSSocket).getPeerCertificate().raw;
+    });
     ws.on('open', () => {
       this.full = false;
       // Not reset here: a gateway that opens and closes at once would keep the delay at its first step.
@@ -240,6 +260,20 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       this.log.info({ url, closeCode: code, reason: reason.toString(), nextUrl: this.url, retryInMs: delay }, 'disconnected from gateway');
       this.retryTimer = setTimeout(() => this.open(), delay);
     });
+  }
+
+  /**
+   * The CRL read again if its file changed (every TIMINGS.fieldCrlCheckMs): a connection open to a
+   * server whose certificate it now revokes is dropped, and the next URL tried, as at a handshake.
+   */
+  private recheckCrl(): void {
+    const crl = this.options.tls.crl?.current();
+    const ws = this.ws;
+    if (!crl || !ws || ws.readyState !== WebSocket.OPEN || !this.serverCert) return;
+    const serial = revokedSerial(crl, this.serverCert);
+    if (serial === undefined) return;
+    this.log.warn({ url: this.url, code: 'FIELD_GATEWAY_CERT_REVOKED', serial, crl: crl.path }, "the server's certificate is revoked by the CRL as it changed: disconnected, nothing more sent");
+    ws.terminate();
   }
 
   /** A sign of life from the gateway. Called per frame: only notes the time (no timer is touched). */

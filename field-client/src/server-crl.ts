@@ -56,10 +56,16 @@ export function serverIdentityCheck(crl: ServerCrl): (host: string, cert: PeerCe
   return (host, cert) => {
     const named = checkServerIdentity(host, cert);
     if (named) return named;
-    const leaf = new X509Certificate(cert.raw);
-    if (!crl.serials.has(serialKey(leaf.serialNumber)) || !signedBy(leaf, crl.issuer)) return undefined;
-    return Object.assign(new Error(`the server's certificate (serial ${leaf.serialNumber}) is revoked in ${crl.path}`), { code: CERT_REVOKED });
+    const serial = revokedSerial(crl, cert.raw);
+    if (serial === undefined) return undefined;
+    return Object.assign(new Error(`the server's certificate (serial ${serial}) is revoked in ${crl.path}`), { code: CERT_REVOKED });
   };
+}
+
+/** The serial of the certificate (DER) when the CRL's CA issued it and the CRL lists it; else undefined. */
+export function revokedSerial(crl: ServerCrl, der: Buffer): string | undefined {
+  const leaf = new X509Certificate(der);
+  return crl.serials.has(serialKey(leaf.serialNumber)) && signedBy(leaf, crl.issuer) ? leaf.serialNumber : undefined;
 }
 
 /** Whether `ca`'s key signed `cert`: a serial means something only with its issuer. */

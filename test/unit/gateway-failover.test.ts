@@ -4,7 +4,6 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { loadFieldClientConfig } from '../../field-client/src/config.ts';
 import { runDoctor } from '../../field-client/src/doctor.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
@@ -18,36 +17,9 @@ import { createLogger } from '../../shared/logger.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { wssServer } from '../helpers/wss-server.ts';
 
 const log = createLogger('test', 'silent');
-
-/** A WSS server that accepts any WebSocket and remembers its connections; its certificate `given`, or one of `ca`'s. */
-async function wssServer(ca: KeyAndCert, given?: KeyAndCert): Promise<{ url: string; port: number; sockets: WebSocket[]; accepted: number; upgrades: number; close(): Promise<void> }> {
-  const cert = given ?? issueCertificate(ca, { commonName: 'gw', organizationalUnit: 'services', role: 'server', validityDays: 1, subjectAltNames: ['localhost'] });
-  const https: Server = createServer({ cert: cert.certPem, key: cert.keyPem });
-  const wss = new WebSocketServer({ server: https });
-  const port = await freePort();
-  const s = {
-    url: `wss://localhost:${port}/ws`,
-    port,
-    sockets: [] as WebSocket[],
-    accepted: 0,
-    /** upgrade requests that reached the server: any byte of the client's HTTP request */
-    upgrades: 0,
-    async close() {
-      for (const ws of s.sockets) ws.terminate();
-      wss.close();
-      await new Promise<void>((r) => https.close(() => r()));
-    },
-  };
-  https.on('upgrade', () => s.upgrades++);
-  wss.on('connection', (ws) => {
-    s.accepted++;
-    s.sockets.push(ws);
-  });
-  await new Promise<void>((r) => https.listen(port, '127.0.0.1', r));
-  return s;
-}
 
 /**
  * GATEWAY_URL with several URLs (one per DMZ server): a failed or lost connection moves on to the
