@@ -1,6 +1,6 @@
-import { statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../../shared/logger.ts';
+import { ReloadedFile } from '../../shared/reloaded-file.ts';
 import { readServerCrl, type ServerCrl } from './server-crl.ts';
 
 /**
@@ -18,20 +18,44 @@ import { readServerCrl, type ServerCrl } from './server-crl.ts';
  * ca.crl beside FIELD_CA_FILE) is read as a change.
  */
 export class ServerCrlSource {
+  private readonly file: ReloadedFile<ServerCrl | undefined>;
+  /** the list in use (the file's last good version) */
   private held: ServerCrl | undefined;
-  /** the version of the file last looked at (see versionOf) */
-  private seen: string;
 
   private constructor(
     readonly path: string,
-    private readonly explicit: string | undefined,
-    private readonly caFile: string,
-    private readonly caPem: string,
-    private readonly log: Pick<Logger, 'info' | 'warn'>,
+    explicit: string | undefined,
+    caFile: string,
+    caPem: string,
+    log: Pick<Logger, 'info' | 'warn'>,
   ) {
-    this.seen = versionOf(path);
+    const refused = (why: string) => log.warn({ code: 'FIELD_CRL_RELOAD_REFUSED', crl: path, revoked: this.held?.revoked ?? null }, `the CRL file changed and was not taken: ${why}`);
+    this.file = new ReloadedFile({
+      path,
+      // Looked at whenever asked: before each connection attempt and every crlCheckMs (one stat).
+      recheckMs: 0,
+      read: () => {
+        const next = readServerCrl(explicit, caFile, caPem, log);
+        // Gone between the look and the read (readServerCrl's "no CRL beside FIELD_CA_FILE"): as gone.
+        if (!next && this.held) throw Object.assign(new Error('gone'), { code: 'ENOENT' });
+        if (this.held && next && next.thisUpdate.getTime() < this.held.thisUpdate.getTime()) {
+          throw new Error(`it is older than the one held (thisUpdate ${next.thisUpdate.toISOString()}, before ${this.held.thisUpdate.toISOString()}): a stale copy would take revocations back`);
+        }
+        return next;
+      },
+      whenMissing: 'keep',
+      onInvalid: (err) => {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          if (this.held) refused('the file is gone: the list read before is kept (a restart without the file turns the check off)');
+        } else refused(err.message);
+      },
+      onChange: (next) => {
+        log.info({ crl: path, revoked: next?.revoked ?? 0, before: this.held?.revoked ?? null }, "the CRL changed: the server's certificate is checked against the new one");
+        this.held = next;
+      },
+    });
     // As at start: a file that cannot be used stops the client (readServerCrl's codes, exit 78).
-    this.held = readServerCrl(explicit, caFile, caPem, log);
+    this.held = this.file.load();
   }
 
   /**
@@ -43,49 +67,7 @@ export class ServerCrlSource {
   }
 
   /** The list to check the server's certificate against now: the file read again first if it changed. */
-  current(now: number = Date.now()): ServerCrl | undefined {
-    const version = versionOf(this.path);
-    if (version === this.seen) return this.held;
-    this.seen = version;
-    if (version === ABSENT) {
-      if (this.held) this.refused('the file is gone: the list read before is kept (a restart without the file turns the check off)');
-      return this.held;
-    }
-    let next: ServerCrl | undefined;
-    try {
-      next = readServerCrl(this.explicit, this.caFile, this.caPem, this.log, now);
-    } catch (err) {
-      this.refused((err as Error).message);
-      return this.held;
-    }
-    if (!next) return this.held;
-    if (this.held && next.thisUpdate.getTime() < this.held.thisUpdate.getTime()) {
-      this.refused(`it is older than the one held (thisUpdate ${next.thisUpdate.toISOString()}, before ${this.held.thisUpdate.toISOString()}): a stale copy would take revocations back`);
-      return this.held;
-    }
-    this.log.info({ crl: this.path, revoked: next.revoked, before: this.held?.revoked ?? null }, "the CRL changed: the server's certificate is checked against the new one");
-    this.held = next;
-    return next;
-  }
-
-  private refused(why: string): void {
-    this.log.warn({ code: 'FIELD_CRL_RELOAD_REFUSED', crl: this.path, revoked: this.held?.revoked ?? null }, `the CRL file changed and was not taken: ${why}`);
-  }
-}
-
-const ABSENT = 'absent';
-
-/**
- * Which version of the file is there: its inode, size, and modification and change times in
- * nanoseconds (a copy over it, or a rename into place, changes one of them), or ABSENT. A file that
- * cannot be looked at is a version of its own, so that the error is read and said once.
- */
-function versionOf(path: string): string {
-  try {
-    const s = statSync(path, { bigint: true });
-    return `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' ? ABSENT : `error:${code ?? 'unknown'}`;
+  current(): ServerCrl | undefined {
+    return this.file.current();
   }
 }
