@@ -107,6 +107,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       GATEWAY_TLS_KEY_FILE: p.service('dmz/edge').key,
       GATEWAY_CA_FILE: p.publicCa,
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revocation', 'revoked-serials.txt'),
+      GATEWAY_CRL_FILE: p.crl,
       GATEWAY_METRICS_HOST: o.host,
       GATEWAY_METRICS_PORT: metricsPort(o.metricsPorts?.gateway),
     }),

@@ -321,6 +321,18 @@ export const ERRORS = {
     description:
       "The field client's CRL file (FIELD_CRL_FILE) changed while it ran and the new one was not taken: it cannot be read, is no CRL or no CRL of the CA in FIELD_CA_FILE, is older than the one held (a stale copy would take revocations back), or is gone. The list read before stays in use; copy the CA's current certs/ca.crl there.",
   },
+  FIELD_GATEWAY_CRL_REFUSED: {
+    http: 502,
+    transient: false,
+    description:
+      "The gateway handed over a CRL (a `crl` frame) that is not the CA's: not a CRL, or not signed by the CA in FIELD_CA_FILE. A DMZ passes the CA's CRL on and cannot forge one: this one was ignored, and the CRL in use stays.",
+  },
+  FIELD_CRL_STORE_FAILED: {
+    http: 507,
+    transient: true,
+    description:
+      'The field client could not keep the CRL a gateway handed over on disk (FIELD_DATA_DIR/ca.crl: a full, read-only or failing disk). It is used until the client stops; the next gateway that has it hands it over again.',
+  },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
   FIELD_COMMAND_JOURNAL_FAILED: {
     http: 507,

@@ -716,6 +716,8 @@ export const TIMINGS = {
   rateLimitIdleMs: 600_000,
   /** milliseconds between looks at the gateway's list of revoked certificate serials */
   revokedSerialsReloadMs: 2_000,
+  /** milliseconds between two looks of the gateway at GATEWAY_CRL_FILE (a stat each), which it hands to devices holding an older CRL (dmz/gateway/crl-delivery.ts) */
+  gatewayCrlRecheckMs: 2_000,
   /** milliseconds between looks at the gateway's device tokens file (GATEWAY_DEVICE_TOKENS_FILE) */
   deviceTokensReloadMs: 2_000,
   /** milliseconds between looks at the console's role tokens file (COMMAND_API_TOKENS_FILE): a token

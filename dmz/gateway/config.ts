@@ -32,6 +32,8 @@ export const GatewayConfigSchema = z.object({
     .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean)),
   /** Serial numbers of revoked certificates, one per line (scripts/revoke-device.sh writes it). */
   GATEWAY_REVOKED_SERIALS_FILE: z.string().default('certs/dmz/revocation/revoked-serials.txt'),
+  /** The CA's CRL, handed to each device holding an older one (crl-delivery.ts); missing: none is. */
+  GATEWAY_CRL_FILE: z.string().default('certs/ca.crl'),
   /**
    * on: devices without a client certificate may connect by Caddy's token route (CADDY_TOKEN_ROUTE)
    * with a device token (proxy mode only; docs/security-mechanisms.md, "Device tokens"). Off by default.

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import type { CommandFrame, CommitFrame, DownlinkFrame, ErrorFrame } from '../../shared/contract/downlink.ts';
+import type { CommandFrame, CommitFrame, CrlFrame, DownlinkFrame, ErrorFrame } from '../../shared/contract/downlink.ts';
 import { errorFrame } from '../../shared/contract/downlink.ts';
 import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
@@ -119,6 +119,11 @@ export class DeviceSession {
   }
 
   sendCommand(frame: CommandFrame): boolean {
+    return this.send(frame);
+  }
+
+  /** The CA's CRL, to a device holding an older one (crl-delivery.ts). */
+  sendCrl(frame: CrlFrame): boolean {
     return this.send(frame);
   }
 

@@ -13,6 +13,7 @@ import { DeviceTokens } from './device-tokens.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { SecurityReporter } from './security-reporter.ts';
+import { CrlDelivery } from './crl-delivery.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 
@@ -80,6 +81,14 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     await metricsServer?.close();
     throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_TOKEN_AUTH=on needs GATEWAY_IDENTITY_SOURCE=proxy: device tokens come by Caddy\'s token route.');
   }
+  let crl: CrlDelivery;
+  try {
+    crl = new CrlDelivery(config.GATEWAY_CRL_FILE, caPem, log.child({ subsystem: 'crl' }));
+  } catch (err) {
+    await endMqtt(mqtt, true);
+    await metricsServer?.close();
+    throw err;
+  }
   let server: GatewayServer | undefined;
   const unixHop = config.GATEWAY_IDENTITY_SOURCE === 'proxy' && config.EDGE_HOP === 'unix';
   const deviceTokens =
@@ -99,6 +108,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
         : identifyByTls(),
     socketPath: unixHop ? config.GATEWAY_SOCKET : undefined,
     revokedSerialsFile: config.GATEWAY_REVOKED_SERIALS_FILE,
+    crl,
     deviceTokens,
     rateLimits: {
       messagesPerS: config.GATEWAY_RATE_MESSAGES_PER_S,

@@ -1,6 +1,8 @@
 import { constants as cryptoConstants } from 'node:crypto';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import { CRL_HEADER } from '../../shared/contract/downlink.ts';
+import type { CrlDelivery } from './crl-delivery.ts';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
@@ -40,6 +42,8 @@ export interface GatewayServerOptions {
   identify: IdentifyDevice;
   /** the revoked certificate serials file, re-read while running */
   revokedSerialsFile?: string | undefined;
+  /** the CA's CRL, handed to devices holding an older one (crl-delivery.ts) */
+  crl?: CrlDelivery | undefined;
   /** device tokens (GATEWAY_TOKEN_AUTH=on): the gateway closes connections of tokens revoked or rotated meanwhile */
   deviceTokens?: DeviceTokens | undefined;
   rateLimits?: RateLimits | undefined;
@@ -208,11 +212,12 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       // too; said here so the gateway does not depend on that), and ws its socket's errors.
       req.socket.setTimeout(0);
       socket.off('error', onSocketError);
-      onConnection(ws, socket, identity);
+      onConnection(ws, socket, identity, req.headers[CRL_HEADER]);
     });
   }
 
-  function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity): void {
+  /** `heldCrl`: the device's CRL_HEADER, which CRL it holds (crl-delivery.ts). */
+  function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
     const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket);
     let alive = true;
@@ -263,6 +268,8 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     // A token's expiry is checked by DeviceTokens, not published as a certificate's.
     router.attach(session, identity.token ? undefined : identity.notAfter);
     session.welcome(options.gatewayId);
+    const crl = options.crl?.frameFor(heldCrl);
+    if (crl && session.sendCrl(crl)) sessionLog.info({ heldCrl, crl: options.crl?.path }, "handed the device the CA's CRL: it held an older one");
     const daysLeft = daysUntil(identity.notAfter);
     if (!identity.token && daysLeft < TIMINGS.certWarnDays) {
       sessionLog.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);

@@ -14,7 +14,8 @@ import { daysUntil } from '../../shared/tls-files.ts';
 import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { readDeviceToken } from './gateway-connection.ts';
-import { CERT_REVOKED, readServerCrl, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
+import { CERT_REVOKED, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
+import { ServerCrlSource } from './server-crl-source.ts';
 import { rejectedBytes } from './rejected.ts';
 
 /** A check's verdict: ok, a warning (works, but act soon), or a failure with what to do. */
@@ -167,7 +168,8 @@ async function serverCrl(ctx: Context): Promise<CheckResult> {
   const hint = "Copy the CA's current certs/ca.crl there (docs/field-client.md, \"The server's certificate and the CA's CRL\").";
   let crl: ServerCrl | undefined;
   try {
-    crl = readServerCrl(c.FIELD_CRL_FILE, c.FIELD_CA_FILE, tls.ca, createLogger('doctor', 'silent'));
+    // The file's, or the newer one a gateway handed over (FIELD_DATA_DIR/ca.crl), as the client takes it.
+    crl = ServerCrlSource.open(c.FIELD_CRL_FILE, c.FIELD_CA_FILE, tls.ca, createLogger('doctor', 'silent'), c.FIELD_DATA_DIR).current();
   } catch (err) {
     return { name: 'crl', level: 'fail', detail: (err as Error).message, hint };
   }

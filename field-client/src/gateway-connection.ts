@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import WebSocket, { type ClientOptions } from 'ws';
-import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { CRL_HEADER, DownlinkFrameSchema, type CrlFrame, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { parseToken } from '../../shared/security/device-token.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -190,8 +190,13 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       // ws hands this to tls.connect as it is; @types/ws declares it (servername, CertMeta) => boolean.
       ...(crl !== undefined ? { checkServerIdentity: serverIdentityCheck(crl) as unknown as ClientOptions['checkServerIdentity'] } : {}),
       // The token goes in the upgrade's Authorization header (RFC 6750 §2.1), never in the URL,
-      // which proxies and servers write to their logs.
-      ...('token' in auth ? { headers: { authorization: `Bearer ${auth.token}` } } : { cert: auth.cert, key: auth.key }),
+      // which proxies and servers write to their logs. CRL_HEADER: which CRL the device holds, so
+      // that a gateway with a newer one hands it over (a `crl` frame; 0: none held).
+      headers: {
+        ...('token' in auth ? { authorization: `Bearer ${auth.token}` } : {}),
+        ...(auth.crl ? { [CRL_HEADER]: String(crl?.thisUpdate.getTime() ?? 0) } : {}),
+      },
+      ...('token' in auth ? {} : { cert: auth.cert, key: auth.key }),
       perMessageDeflate: false,
       handshakeTimeout: TIMINGS.handshakeTimeoutMs,
       // ws reads a frame whole before handing it over (its default limit is 100 MiB): no legitimate
@@ -220,6 +225,10 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
         frame = DownlinkFrameSchema.parse(JSON.parse(data.toString()));
       } catch (err) {
         this.gatewayLog.write({ code: 'FIELD_GATEWAY_FRAME_INVALID', url, err: gatewayText((err as Error).message) }, 'ignored an invalid frame from the gateway');
+        return;
+      }
+      if (frame.type === 'crl') {
+        this.takeCrl(frame, url);
         return;
       }
       this.emit('frame', frame);
@@ -274,6 +283,11 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     if (serial === undefined) return;
     this.log.warn({ url: this.url, code: 'FIELD_GATEWAY_CERT_REVOKED', serial, crl: crl.path }, "the server's certificate is revoked by the CRL as it changed: disconnected, nothing more sent");
     ws.terminate();
+  }
+
+  /** A CRL the gateway handed over: taken if the CA's and newer (server-crl-source.ts), then the open connection checked against it. */
+  private takeCrl(frame: CrlFrame, url: string): void {
+    if (this.options.tls.crl?.offer(Buffer.from(frame.crl, 'base64'), url)) this.recheckCrl();
   }
 
   /** A sign of life from the gateway. Called per frame: only notes the time (no timer is touched). */

@@ -1,7 +1,10 @@
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../../shared/logger.ts';
 import { ReloadedFile } from '../../shared/reloaded-file.ts';
-import { readServerCrl, type ServerCrl } from './server-crl.ts';
+import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { verifyCrl, type VerifiedCrl } from '../../shared/security/crl.ts';
+import { describedCrl, readServerCrl, type ServerCrl } from './server-crl.ts';
 
 /**
  * The CRL the client holds while it runs (server-crl.ts reads one): read at start, and read again
@@ -17,17 +20,25 @@ import { readServerCrl, type ServerCrl } from './server-crl.ts';
  * by a restart without the file, as at start. A file that appears where none was at start (the
  * ca.crl beside FIELD_CA_FILE) is read as a change.
  */
+/** The file gone between ReloadedFile's look and the read. */
+const GONE = new Error('the file is gone');
+
 export class ServerCrlSource {
   private readonly file: ReloadedFile<ServerCrl | undefined>;
   /** the list in use (the file's last good version) */
   private held: ServerCrl | undefined;
 
+  /** the newest CRL a gateway handed over (offer), kept in `deliveredPath` */
+  private delivered: ServerCrl | undefined;
+
   private constructor(
     readonly path: string,
     explicit: string | undefined,
     caFile: string,
-    caPem: string,
-    log: Pick<Logger, 'info' | 'warn'>,
+    private readonly caPem: string,
+    private readonly log: Pick<Logger, 'info' | 'warn'>,
+    /** where the CRL a gateway hands over is kept (FIELD_DATA_DIR/ca.crl) */
+    readonly deliveredPath: string,
   ) {
     const refused = (why: string) => log.warn({ code: 'FIELD_CRL_RELOAD_REFUSED', crl: path, revoked: this.held?.revoked ?? null }, `the CRL file changed and was not taken: ${why}`);
     this.file = new ReloadedFile({
@@ -37,7 +48,7 @@ export class ServerCrlSource {
       read: () => {
         const next = readServerCrl(explicit, caFile, caPem, log);
         // Gone between the look and the read (readServerCrl's "no CRL beside FIELD_CA_FILE"): as gone.
-        if (!next && this.held) throw Object.assign(new Error('gone'), { code: 'ENOENT' });
+        if (!next && this.held) throw GONE;
         if (this.held && next && next.thisUpdate.getTime() < this.held.thisUpdate.getTime()) {
           throw new Error(`it is older than the one held (thisUpdate ${next.thisUpdate.toISOString()}, before ${this.held.thisUpdate.toISOString()}): a stale copy would take revocations back`);
         }
@@ -45,7 +56,7 @@ export class ServerCrlSource {
       },
       whenMissing: 'keep',
       onInvalid: (err) => {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (err === GONE || (err as NodeJS.ErrnoException).code === 'ENOENT') {
           if (this.held) refused('the file is gone: the list read before is kept (a restart without the file turns the check off)');
         } else refused(err.message);
       },
@@ -56,18 +67,70 @@ export class ServerCrlSource {
     });
     // As at start: a file that cannot be used stops the client (readServerCrl's codes, exit 78).
     this.held = this.file.load();
+    this.delivered = this.readDelivered();
+  }
+
+  /** The copy a gateway handed over before this start; damaged (a disk's fault: it is written whole or not at all), said and not used. */
+  private readDelivered(): ServerCrl | undefined {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(this.deliveredPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ code: 'FIELD_CRL_RELOAD_REFUSED', crl: this.deliveredPath, err: (err as Error).message }, 'the CRL a gateway handed over earlier cannot be read: not used');
+      return undefined;
+    }
+    try {
+      return describedCrl(verifyCrl(bytes, this.caPem), this.deliveredPath, this.log);
+    } catch (err) {
+      this.log.warn({ code: 'FIELD_CRL_RELOAD_REFUSED', crl: this.deliveredPath, err: (err as Error).message }, 'the CRL a gateway handed over earlier cannot be used: not used');
+      return undefined;
+    }
   }
 
   /**
    * The CRL of FIELD_CRL_FILE (`explicit`), or of the ca.crl beside FIELD_CA_FILE; undefined when
    * FIELD_CRL_FILE is unset and no ca.crl was there at start nor is now.
    */
-  static open(explicit: string | undefined, caFile: string, caPem: string, log: Pick<Logger, 'info' | 'warn'>): ServerCrlSource {
-    return new ServerCrlSource(explicit ?? join(dirname(caFile), 'ca.crl'), explicit, caFile, caPem, log);
+  static open(explicit: string | undefined, caFile: string, caPem: string, log: Pick<Logger, 'info' | 'warn'>, dataDir: string): ServerCrlSource {
+    return new ServerCrlSource(explicit ?? join(dirname(caFile), 'ca.crl'), explicit, caFile, caPem, log, join(dataDir, 'ca.crl'));
   }
 
-  /** The list to check the server's certificate against now: the file read again first if it changed. */
+  /**
+   * The list to check the server's certificate against now: the newer of the file's (read again
+   * first if it changed) and the one a gateway handed over.
+   */
   current(): ServerCrl | undefined {
-    return this.file.current();
+    const file = this.file.current();
+    if (!this.delivered) return file;
+    return file && file.thisUpdate.getTime() >= this.delivered.thisUpdate.getTime() ? file : this.delivered;
+  }
+
+  /**
+   * A CRL a gateway handed over (its `crl` frame): taken when the CA signed it and it is newer than
+   * the one in use, and kept in deliveredPath (replaced whole: after a crash, the old copy or the
+   * new) for the next start. The DMZ passes it on and cannot forge it: one that is not the CA's is
+   * FIELD_GATEWAY_CRL_REFUSED; an older one, or the same, changes nothing (another server's CRL may
+   * lag behind). Returns it when taken.
+   */
+  offer(bytes: Buffer, from: string): ServerCrl | undefined {
+    let verified: VerifiedCrl;
+    try {
+      verified = verifyCrl(bytes, this.caPem);
+    } catch (err) {
+      this.log.warn({ code: 'FIELD_GATEWAY_CRL_REFUSED', url: from, err: (err as Error).message }, "the gateway handed over a CRL that is not the CA's: ignored");
+      return undefined;
+    }
+    const held = this.current();
+    if (held && verified.thisUpdate.getTime() <= held.thisUpdate.getTime()) return undefined;
+    try {
+      mkdirSync(dirname(this.deliveredPath), { recursive: true, mode: 0o700 });
+      replaceFileDurablySync(this.deliveredPath, verified.der, 0o644);
+    } catch (err) {
+      // In use all the same until the client stops; the next gateway hands it over again.
+      this.log.warn({ code: 'FIELD_CRL_STORE_FAILED', crl: this.deliveredPath, err: (err as Error).message }, 'the CRL the gateway handed over could not be kept on disk: used until the client stops');
+    }
+    this.delivered = describedCrl(verified, this.deliveredPath, this.log);
+    this.log.info({ url: from, crl: this.deliveredPath, revoked: verified.revoked, before: held?.revoked ?? null }, "a newer CRL from the gateway, the CA's: the server's certificate is checked against it");
+    return this.delivered;
   }
 }

@@ -62,7 +62,7 @@ export interface StartOptions {
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
   const log = logger.child({ component: 'field-client', deviceId: config.DEVICE_ID });
   const ca = readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE);
-  const crl = ServerCrlSource.open(config.FIELD_CRL_FILE, config.FIELD_CA_FILE, ca, log);
+  const crl = ServerCrlSource.open(config.FIELD_CRL_FILE, config.FIELD_CA_FILE, ca, log, config.FIELD_DATA_DIR);
   // A token device presents no certificate: its identity is the token (docs/security-mechanisms.md, "Device tokens").
   const tls = config.FIELD_TOKEN_FILE
     ? { ca, crl, token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }

@@ -113,6 +113,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       GATEWAY_TLS_KEY_FILE: p.service(identity === 'proxy' ? 'dmz/gateway' : 'dmz/edge').key,
       GATEWAY_CA_FILE: p.publicCa,
       GATEWAY_REVOKED_SERIALS_FILE: join(o.certsDir, 'dmz', 'revocation', 'revoked-serials.txt'),
+      GATEWAY_CRL_FILE: p.crl,
       GATEWAY_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
       ...(o.tokenRoute && identity === 'proxy' ? { GATEWAY_TOKEN_AUTH: 'on' } : {}),
       MQTT_URL: `mqtts://${local.name}:${ports.mqtt}`,

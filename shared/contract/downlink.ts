@@ -21,7 +21,16 @@ import { MacSchema } from '../security/mac.ts';
  *   names the messages it concerns (those were *not* accepted).
  * - `command`: a command for this device, to be answered with a `response` message.
  * - `welcome`: the first frame on a connection.
+ * - `crl`: the CA's CRL (DER, base64), after the welcome, to a device whose upgrade request said
+ *   (CRL_HEADER) that it holds an older one. The device takes it only when the CA signed it and it
+ *   is newer than its own: the DMZ passes it on, and can withhold it, never forge it.
  */
+
+/**
+ * The upgrade request's header by which a device says which CRL it holds: its thisUpdate in epoch
+ * milliseconds, 0 for none. A device that sends none (an older client, wscat) gets no `crl` frame.
+ */
+export const CRL_HEADER = 'x-fieldstream-crl';
 
 const ErrorCodeSchema = z.enum(Object.keys(ERRORS) as [ErrorCode, ...ErrorCode[]]);
 
@@ -87,8 +96,19 @@ export const WelcomeFrameSchema = z.strictObject({
 });
 export type WelcomeFrame = z.infer<typeof WelcomeFrameSchema>;
 
+export const CrlFrameSchema = z.strictObject({
+  type: z.literal('crl'),
+  /** the CRL as the CA signed it (DER), in base64 (RFC 4648 §4) */
+  crl: z
+    .string()
+    .min(4)
+    .max(LIMITS.downlinkFrameMaxBytes)
+    .regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/, 'must be base64'),
+});
+export type CrlFrame = z.infer<typeof CrlFrameSchema>;
+
 /** Compiled (zod's `z.compile`, strict), as the uplink frames are: a device parses one for each of its envelopes' acks and receipts. */
-export const DownlinkFrameSchema = z.compile(z.discriminatedUnion('type', [AckFrameSchema, CommitFrameSchema, ErrorFrameSchema, CommandFrameSchema, WelcomeFrameSchema]), { strict: true });
+export const DownlinkFrameSchema = z.compile(z.discriminatedUnion('type', [AckFrameSchema, CommitFrameSchema, ErrorFrameSchema, CommandFrameSchema, WelcomeFrameSchema, CrlFrameSchema]), { strict: true });
 export type DownlinkFrame = z.infer<typeof DownlinkFrameSchema>;
 
 export function errorFrame(err: FieldStreamError, messageIds?: string[]): ErrorFrame {

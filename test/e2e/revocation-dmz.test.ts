@@ -16,6 +16,10 @@ import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
 import { RogueGateway } from '../helpers/rogue-gateway.ts';
 import { RawDevice } from '../helpers/ws-device.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
+import { loadFieldClientConfig } from '../../field-client/src/config.ts';
+import { startFieldClient } from '../../field-client/src/start.ts';
+import { verifyCrl } from '../../shared/security/crl.ts';
 
 const repo = join(import.meta.dirname, '..', '..');
 
@@ -83,12 +87,16 @@ describe('recovering from a DMZ compromise with real Mosquittos', () => {
     stops.push(() => rogue.close());
     return rogue;
   };
+  /** the device's own certs folder, made before the renewal: its ca.crl is the CRL of then */
+  const deviceCerts = join(work.dir, 'device-certs');
   before(() => {
     mkdirSync(stolen);
     for (const file of ['dmz/gateway', 'dmz/mosquitto', 'dmz/edge']) {
       copyFileSync(p.service(file).cert, steal(file).cert);
       copyFileSync(p.service(file).key, steal(file).key);
     }
+    mkdirSync(deviceCerts);
+    for (const f of ['ca.crt', 'ca.crl']) copyFileSync(join(pki.dir, f), join(deviceCerts, f));
   });
   after(async () => {
     for (const c of clients) c.end(true);
@@ -164,6 +172,50 @@ describe('recovering from a DMZ compromise with real Mosquittos', () => {
     // The same server with the gateway's new certificate is taken: what Caddy refused was the certificate.
     await rogueAt(server, p.service('dmz/gateway'));
     assert.equal(await through(server), 'rogue');
+  });
+
+  it("after --renew-dmz: a device given no file learns the new CRL from the renewed DMZ server's gateway, keeps it, and then refuses a server with the stolen edge key", async () => {
+    const server = await startDmzServer(dmzServer('dmz-crl'));
+    stops.push(() => server.close());
+    // The intruder poses as the DMZ endpoint with the stolen edge certificate (their DNS, a route).
+    const rogue = await RogueGateway.start(p, 'dev-1', () => {}, { tls: steal('dmz/edge') });
+    stops.push(() => rogue.close());
+    const { lines, logger } = captureLogs();
+    const settings = (dataDir: string, url: string) =>
+      loadFieldClientConfig({
+        DEVICE_ID: 'dev-1',
+        GATEWAY_URL: url,
+        FIELD_CA_FILE: join(deviceCerts, 'ca.crt'),
+        FIELD_CERT_FILE: p.device('dev-1').cert,
+        FIELD_KEY_FILE: p.device('dev-1').key,
+        FIELD_DATA_DIR: join(work.dir, dataDir),
+        FIELD_HTTP_PORT: 'off',
+        FIELD_MQTT_PORT: 'off',
+        FIELD_METRICS_PORT: 'off',
+        FIELD_HEALTH_INTERVAL_S: 'off',
+      });
+    // What the renewal alone leaves open: the device's CRL is of before it, and the rogue is taken.
+    const before = await startFieldClient(settings('field-before', rogue.url), logger);
+    try {
+      await eventually(() => (before.connection.isOpen ? true : undefined), 10_000, 'the rogue taken by a device with the CRL of before');
+    } finally {
+      await before.close();
+    }
+    // The same device reaches the genuine server first: its gateway hands it the CA's CRL of now.
+    const device = await startFieldClient(settings('field', `${server.urls.wss},${rogue.url}`), logger);
+    stops.push(() => device.close());
+    await eventually(() => (lines.some((l) => /a newer CRL from the gateway/.test(String(l.msg))) ? true : undefined), 15_000, 'the CRL handed over');
+    // Kept in its data folder for its next start: the CA's CRL of now, as signed.
+    const caPem = readFileSync(p.publicCa, 'utf8');
+    assert.deepEqual(verifyCrl(readFileSync(join(work.dir, 'field', 'ca.crl')), caPem).der, verifyCrl(readFileSync(join(pki.dir, 'ca.crl')), caPem).der);
+    const connections = rogue.connections;
+    const accepted = rogue.socket;
+    // The genuine server goes (its Caddy): the device tries the next URL, the rogue, and refuses it in the handshake.
+    await server.caddy.kill();
+    await eventually(() => (lines.some((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED' && l.url === rogue.url) ? true : undefined), 20_000, JSON.stringify(lines.slice(-5)));
+    assert.ok(rogue.connections > connections, 'the device dialled the rogue');
+    assert.equal(rogue.socket, accepted, 'no WebSocket of the device reached the rogue again');
+    assert.equal(device.connection.isOpen, false);
   });
 
   it('after --renew-dmz: the bridge refuses brokers with the stolen DMZ broker or edge key, and bridges to the renewed broker', async () => {

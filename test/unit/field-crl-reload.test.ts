@@ -64,7 +64,7 @@ describe("the field client's CRL, changed while it runs", () => {
   it('a CRL copied over the device\'s while it is connected to the revoked server drops that connection (FIELD_GATEWAY_CERT_REVOKED), and the next URL is taken', async () => {
     writeFileSync(crlFile, crl([], 2 * 60_000, 1));
     const { lines, logger } = captureLogs();
-    const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger);
+    const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'data'));
     const c = connect(source, `${old.url},${renewed.url}`, logger);
     await eventually(() => (c.isOpen && c.url === old.url ? true : undefined), 5_000, 'connected to the server with the old certificate: the CRL lists nothing yet');
     const accepted = old.accepted;
@@ -84,7 +84,7 @@ describe("the field client's CRL, changed while it runs", () => {
   it('a new file that cannot be used is FIELD_CRL_RELOAD_REFUSED, once per version, and the held list stays: damaged, of another CA, older, gone', async () => {
     writeFileSync(crlFile, crl([oldSerial], 60_000, 5));
     const { lines, logger } = captureLogs();
-    const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger);
+    const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'data'));
     assert.equal(source.current()?.revoked, 1);
     const other = createCertificateAuthority('Another CA', 1);
     const versions: Array<[string, () => void, RegExp]> = [
@@ -113,7 +113,7 @@ describe("the field client's CRL, changed while it runs", () => {
   it('a CRL that appears beside FIELD_CA_FILE after the start is read at the next connection attempt', async () => {
     rmSync(crlFile, { force: true });
     const { lines, logger } = captureLogs();
-    const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger);
+    const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'data'));
     assert.equal(source.current(), undefined, 'no CRL at start: none checked');
     const c = connect(source, old.url, logger);
     await eventually(() => (c.isOpen ? true : undefined), 5_000, 'connected: no CRL yet');
@@ -124,6 +124,6 @@ describe("the field client's CRL, changed while it runs", () => {
 
   it('at start, a file that cannot be used still stops the client (as readServerCrl: exit 78)', () => {
     writeFileSync(crlFile, 'not a CRL\n');
-    assert.throws(() => ServerCrlSource.open(undefined, caFile, ca.certPem, captureLogs().logger), (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_INVALID');
+    assert.throws(() => ServerCrlSource.open(undefined, caFile, ca.certPem, captureLogs().logger, join(tmp.dir, 'data')), (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_INVALID');
   });
 });

@@ -1,0 +1,189 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { CrlDelivery } from '../../dmz/gateway/crl-delivery.ts';
+import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import { ServerCrlSource } from '../../field-client/src/server-crl-source.ts';
+import { createCertificateAuthority, createCrl, issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
+import { CRL_HEADER, DownlinkFrameSchema, type CrlFrame } from '../../shared/contract/downlink.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+import { wssServer, type WssServer } from '../helpers/wss-server.ts';
+
+const day = 86_400_000;
+
+/** A CRL of `ca` listing `serials`, dated `ageMs` before now. */
+const crlOf = (ca: KeyAndCert, serials: string[], ageMs: number, number: number) =>
+  createCrl(ca, { entries: serials.map((serial) => ({ serial, revokedAt: new Date(Date.now() - ageMs) })), crlNumber: number, thisUpdate: new Date(Date.now() - ageMs), nextUpdate: new Date(Date.now() + day) });
+
+/**
+ * The gateway hands the CA's CRL (GATEWAY_CRL_FILE) to a device whose upgrade request says it holds
+ * an older one (X-FieldStream-Crl); the device takes it only when the CA signed it and it is newer,
+ * keeps it in its data folder, and checks servers against it from then on. A compromised DMZ can
+ * withhold it, never forge one nor hand back an older one.
+ */
+describe("the CA's CRL handed to devices by the gateway", () => {
+  const tmp = tempDir('crl-delivery');
+  let ca: KeyAndCert;
+  before(() => {
+    ca = createCertificateAuthority('FieldStream CA (localhost)', 1);
+  });
+  after(() => tmp.cleanup());
+
+  describe('the gateway side (CrlDelivery)', () => {
+    it("hands a frame only to a device that says it holds an older CRL, or none (0); not to one that says nothing, or what is no time", () => {
+      const file = join(tmp.dir, 'gateway-ca.crl');
+      writeFileSync(file, crlOf(ca, ['0A'], 60_000, 3));
+      const delivery = new CrlDelivery(file, ca.certPem, captureLogs().logger);
+      const frame = delivery.frameFor('0');
+      assert.ok(frame, 'none held: handed over');
+      assert.deepEqual(DownlinkFrameSchema.parse(JSON.parse(JSON.stringify(frame))), frame, 'a frame of the contract');
+      const thisUpdate = Math.floor((Date.now() - 60_000) / 1000) * 1000;
+      assert.ok(delivery.frameFor(String(thisUpdate - 1000)), 'an older one held');
+      for (const held of [undefined, String(thisUpdate), String(Date.now()), '', '-1', '1e12', 'abc', '9'.repeat(16), ['0', '0']]) {
+        assert.equal(delivery.frameFor(held), undefined, JSON.stringify(held));
+      }
+    });
+
+    it('reads the file again when it changes; missing, hands nothing over; at start, a file that is no CRL of its CA stops the gateway (CONFIG_INVALID)', async () => {
+      const file = join(tmp.dir, 'later.crl');
+      const { lines, logger } = captureLogs();
+      const delivery = new CrlDelivery(file, ca.certPem, logger, 0);
+      assert.equal(delivery.frameFor('0'), undefined, 'no file: nothing');
+      writeFileSync(file, crlOf(ca, [], 60_000, 4));
+      assert.ok(delivery.frameFor('0'), 'the file that appeared');
+      // A version that is not the CA's: said once, the CRL read before handed over still.
+      const other = createCertificateAuthority('Another CA', 1);
+      writeFileSync(file, crlOf(other, [], 0, 5));
+      assert.ok(delivery.frameFor('0'));
+      assert.ok(delivery.frameFor('0'));
+      assert.equal(lines.filter((l) => l.code === 'CONFIG_INVALID').length, 1, JSON.stringify(lines));
+      for (const bytes of ['not a CRL\n', crlOf(other, [], 0, 6)]) {
+        writeFileSync(join(tmp.dir, 'bad.crl'), bytes);
+        assert.throws(() => new CrlDelivery(join(tmp.dir, 'bad.crl'), ca.certPem, logger), (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_INVALID' && /GATEWAY_CRL_FILE/.test(e.message));
+      }
+    });
+  });
+
+  describe('the device side (GatewayConnection, ServerCrlSource)', () => {
+    const caFile = join(tmp.dir, 'device', 'ca.crt');
+    const dataDir = join(tmp.dir, 'device', 'data');
+    let old: WssServer;
+    let renewed: WssServer;
+    let oldSerial: string;
+    let conn: GatewayConnection | undefined;
+    const open = (logger: Logger) => ServerCrlSource.open(undefined, caFile, ca.certPem, logger, dataDir);
+    const connect = (source: ServerCrlSource, urls: string, logger: Logger) => {
+      conn = new GatewayConnection({ url: urls, tls: { ca: ca.certPem, token: 'unused', crl: source }, reconnectInitialMs: 50, reconnectMaxMs: 100, idleTimeoutMs: 60_000 }, logger);
+      conn.start();
+      return conn;
+    };
+    /** `server` hands each device that connects the frame `crl` (a gateway with that CRL) */
+    const handing = (server: WssServer, crl: string | Buffer) => {
+      const frame: CrlFrame = { type: 'crl', crl: Buffer.isBuffer(crl) ? crl.toString('base64') : Buffer.from(crl.replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64') };
+      const timer = setInterval(() => {
+        for (const ws of server.sockets) if (ws.readyState === ws.OPEN && !(ws as { handed?: boolean }).handed) {
+          (ws as { handed?: boolean }).handed = true;
+          ws.send(JSON.stringify(frame));
+        }
+      }, 20);
+      return () => clearInterval(timer);
+    };
+
+    before(async () => {
+      mkdirSync(join(tmp.dir, 'device'));
+      writeFileSync(caFile, ca.certPem);
+      const keyPair = newKeyPair();
+      const edge = () => issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost'], validityDays: 1, keyPair });
+      const before = edge();
+      oldSerial = new X509Certificate(before.certPem).serialNumber;
+      old = await wssServer(ca, before);
+      renewed = await wssServer(ca, edge());
+    });
+    afterEach(async () => {
+      await conn?.stop();
+      conn = undefined;
+    });
+    after(async () => {
+      await old?.close();
+      await renewed?.close();
+    });
+
+    it('says which CRL it holds; takes a newer one of the CA, keeps it, and refuses the server it revokes from then on, also after a restart', async () => {
+      writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
+      const { lines, logger } = captureLogs();
+      const source = open(logger);
+      const held = source.current()?.thisUpdate.getTime();
+      const stop = handing(renewed, crlOf(ca, [oldSerial], 60_000, 2));
+      try {
+        const c = connect(source, renewed.url, logger);
+        await eventually(() => (source.current()?.revoked === 1 ? true : undefined), 5_000, JSON.stringify(lines));
+        assert.equal(renewed.headers[CRL_HEADER], String(held), 'the upgrade said which CRL the device held');
+        assert.ok(c.isOpen, 'the server that handed it over is not the revoked one: still connected');
+        assert.ok(existsSync(join(dataDir, 'ca.crl')), 'kept in the data folder');
+      } finally {
+        stop();
+      }
+      await conn?.stop();
+      // The next connection says the new one; the revoked server is refused in the handshake.
+      const c = connect(source, `${old.url},${renewed.url}`, logger);
+      await eventually(() => (c.isOpen && c.url === renewed.url ? true : undefined), 5_000, 'the renewed server taken');
+      assert.ok(lines.some((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED' && l.url === old.url));
+      assert.equal(renewed.headers[CRL_HEADER], String(source.current()?.thisUpdate.getTime()));
+      await conn?.stop();
+      // A restart: the copy in the data folder, newer than the file beside ca.crt, is the one used.
+      const again = open(captureLogs().logger);
+      assert.equal(again.current()?.revoked, 1);
+      assert.equal(again.current()?.path, join(dataDir, 'ca.crl'));
+    });
+
+    it("refuses a CRL that is not the CA's (FIELD_GATEWAY_CRL_REFUSED), and changes nothing for an older one or the same", async () => {
+      const { lines, logger } = captureLogs();
+      const source = open(logger);
+      const before = readFileSync(join(dataDir, 'ca.crl'));
+      const other = createCertificateAuthority('Another CA', 1);
+      for (const [what, crl, code] of [
+        ["another CA's, newer", crlOf(other, [], 0, 9), 'FIELD_GATEWAY_CRL_REFUSED'],
+        ['no CRL at all', Buffer.from('not a CRL'), 'FIELD_GATEWAY_CRL_REFUSED'],
+        ['older, empty (it would take the revocation back)', crlOf(ca, [], day / 2, 1), undefined],
+      ] as const) {
+        const said = lines.length;
+        const stop = handing(renewed, crl);
+        try {
+          const c = connect(source, renewed.url, logger);
+          await eventually(() => (c.isOpen && renewed.sockets.some((ws) => (ws as { handed?: boolean }).handed) ? true : undefined), 5_000, what);
+          await new Promise((r) => setTimeout(r, 200));
+        } finally {
+          stop();
+          await conn?.stop();
+          for (const ws of renewed.sockets) (ws as { handed?: boolean }).handed = true;
+        }
+        const news = lines.slice(said);
+        if (code) assert.equal(news.filter((l) => l.code === code).length, 1, `${what}: ${JSON.stringify(news)}`);
+        else assert.equal(news.filter((l) => typeof l.code === 'string').length, 0, `${what}: ${JSON.stringify(news)}`);
+        assert.equal(source.current()?.revoked, 1, `${what}: the CRL in use stays`);
+        assert.deepEqual(readFileSync(join(dataDir, 'ca.crl')), before, `${what}: the kept copy too`);
+      }
+    });
+
+    it('drops the connection at once when the CRL handed over revokes the very server that handed it', async () => {
+      const { lines, logger } = captureLogs();
+      writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
+      const fresh = join(tmp.dir, 'device', 'data-2');
+      const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, fresh);
+      const stop = handing(old, crlOf(ca, [oldSerial], 30_000, 10));
+      try {
+        const c = connect(source, `${old.url},${renewed.url}`, logger);
+        await eventually(() => (c.isOpen && c.url === renewed.url ? true : undefined), 5_000, JSON.stringify(lines));
+        assert.equal(lines.find((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED')?.serial, oldSerial);
+      } finally {
+        stop();
+      }
+    });
+  });
+});
