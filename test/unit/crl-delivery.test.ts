@@ -1,25 +1,20 @@
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { CrlDelivery } from '../../dmz/gateway/crl-delivery.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { ServerCrlSource } from '../../field-client/src/server-crl-source.ts';
-import { createCertificateAuthority, createCrl, issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
+import { createCertificateAuthority, type KeyAndCert } from '../../pki/certificates.ts';
 import { CRL_HEADER, DownlinkFrameSchema, type CrlFrame } from '../../shared/contract/downlink.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
-import { wssServer, type WssServer } from '../helpers/wss-server.ts';
+import { crlOf, edgeServers, type WssServer } from '../helpers/wss-server.ts';
 
 const day = 86_400_000;
-
-/** A CRL of `ca` listing `serials`, dated `ageMs` before now. */
-const crlOf = (ca: KeyAndCert, serials: string[], ageMs: number, number: number) =>
-  createCrl(ca, { entries: serials.map((serial) => ({ serial, revokedAt: new Date(Date.now() - ageMs) })), crlNumber: number, thisUpdate: new Date(Date.now() - ageMs), nextUpdate: new Date(Date.now() + day) });
 
 /**
  * The gateway hands the CA's CRL (GATEWAY_CRL_FILE) to a device whose upgrade request says it holds
@@ -73,15 +68,12 @@ describe("the CA's CRL handed to devices by the gateway", () => {
   describe('the device side (GatewayConnection, ServerCrlSource)', () => {
     const caFile = join(tmp.dir, 'device', 'ca.crt');
     const dataDir = join(tmp.dir, 'device', 'data');
-    let old: WssServer;
-    let renewed: WssServer;
-    let oldSerial: string;
-    let conn: GatewayConnection | undefined;
+    const servers = edgeServers(() => ca);
     const open = (logger: Logger) => ServerCrlSource.open(undefined, caFile, ca.certPem, logger, dataDir);
     const connect = (source: ServerCrlSource, urls: string, logger: Logger) => {
-      conn = new GatewayConnection({ url: urls, tls: { ca: ca.certPem, token: 'unused', crl: source }, reconnectInitialMs: 50, reconnectMaxMs: 100, idleTimeoutMs: 60_000 }, logger);
-      conn.start();
-      return conn;
+      servers.conn = new GatewayConnection({ url: urls, tls: { ca: ca.certPem, token: 'unused', crl: source }, reconnectInitialMs: 50, reconnectMaxMs: 100, idleTimeoutMs: 60_000 }, logger);
+      servers.conn.start();
+      return servers.conn;
     };
     /** `server` hands each device that connects the frame `crl` (a gateway with that CRL) */
     const handing = (server: WssServer, crl: string | Buffer) => {
@@ -95,23 +87,9 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       return () => clearInterval(timer);
     };
 
-    before(async () => {
+    before(() => {
       mkdirSync(join(tmp.dir, 'device'));
       writeFileSync(caFile, ca.certPem);
-      const keyPair = newKeyPair();
-      const edge = () => issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost'], validityDays: 1, keyPair });
-      const before = edge();
-      oldSerial = new X509Certificate(before.certPem).serialNumber;
-      old = await wssServer(ca, before);
-      renewed = await wssServer(ca, edge());
-    });
-    afterEach(async () => {
-      await conn?.stop();
-      conn = undefined;
-    });
-    after(async () => {
-      await old?.close();
-      await renewed?.close();
     });
 
     it('says which CRL it holds; takes a newer one of the CA, keeps it, and refuses the server it revokes from then on, also after a restart', async () => {
@@ -119,23 +97,23 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       const { lines, logger } = captureLogs();
       const source = open(logger);
       const held = source.current()?.thisUpdate.getTime();
-      const stop = handing(renewed, crlOf(ca, [oldSerial], 60_000, 2));
+      const stop = handing(servers.renewed, crlOf(ca, [servers.oldSerial], 60_000, 2));
       try {
-        const c = connect(source, renewed.url, logger);
+        const c = connect(source, servers.renewed.url, logger);
         await eventually(() => (source.current()?.revoked === 1 ? true : undefined), 5_000, JSON.stringify(lines));
-        assert.equal(renewed.headers[CRL_HEADER], String(held), 'the upgrade said which CRL the device held');
+        assert.equal(servers.renewed.headers[CRL_HEADER], String(held), 'the upgrade said which CRL the device held');
         assert.ok(c.isOpen, 'the server that handed it over is not the revoked one: still connected');
         assert.ok(existsSync(join(dataDir, 'ca.crl')), 'kept in the data folder');
       } finally {
         stop();
       }
-      await conn?.stop();
+      await servers.conn?.stop();
       // The next connection says the new one; the revoked server is refused in the handshake.
-      const c = connect(source, `${old.url},${renewed.url}`, logger);
-      await eventually(() => (c.isOpen && c.url === renewed.url ? true : undefined), 5_000, 'the renewed server taken');
-      assert.ok(lines.some((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED' && l.url === old.url));
-      assert.equal(renewed.headers[CRL_HEADER], String(source.current()?.thisUpdate.getTime()));
-      await conn?.stop();
+      const c = connect(source, `${servers.old.url},${servers.renewed.url}`, logger);
+      await eventually(() => (c.isOpen && c.url === servers.renewed.url ? true : undefined), 5_000, 'the renewed server taken');
+      assert.ok(lines.some((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED' && l.url === servers.old.url));
+      assert.equal(servers.renewed.headers[CRL_HEADER], String(source.current()?.thisUpdate.getTime()));
+      await servers.conn?.stop();
       // A restart: the copy in the data folder, newer than the file beside ca.crt, is the one used.
       const again = open(captureLogs().logger);
       assert.equal(again.current()?.revoked, 1);
@@ -153,15 +131,15 @@ describe("the CA's CRL handed to devices by the gateway", () => {
         ['older, empty (it would take the revocation back)', crlOf(ca, [], day / 2, 1), undefined],
       ] as const) {
         const said = lines.length;
-        const stop = handing(renewed, crl);
+        const stop = handing(servers.renewed, crl);
         try {
-          const c = connect(source, renewed.url, logger);
-          await eventually(() => (c.isOpen && renewed.sockets.some((ws) => (ws as { handed?: boolean }).handed) ? true : undefined), 5_000, what);
+          const c = connect(source, servers.renewed.url, logger);
+          await eventually(() => (c.isOpen && servers.renewed.sockets.some((ws) => (ws as { handed?: boolean }).handed) ? true : undefined), 5_000, what);
           await new Promise((r) => setTimeout(r, 200));
         } finally {
           stop();
-          await conn?.stop();
-          for (const ws of renewed.sockets) (ws as { handed?: boolean }).handed = true;
+          await servers.conn?.stop();
+          for (const ws of servers.renewed.sockets) (ws as { handed?: boolean }).handed = true;
         }
         const news = lines.slice(said);
         if (code) assert.equal(news.filter((l) => l.code === code).length, 1, `${what}: ${JSON.stringify(news)}`);
@@ -176,11 +154,11 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
       const fresh = join(tmp.dir, 'device', 'data-2');
       const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, fresh);
-      const stop = handing(old, crlOf(ca, [oldSerial], 30_000, 10));
+      const stop = handing(servers.old, crlOf(ca, [servers.oldSerial], 30_000, 10));
       try {
-        const c = connect(source, `${old.url},${renewed.url}`, logger);
-        await eventually(() => (c.isOpen && c.url === renewed.url ? true : undefined), 5_000, JSON.stringify(lines));
-        assert.equal(lines.find((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED')?.serial, oldSerial);
+        const c = connect(source, `${servers.old.url},${servers.renewed.url}`, logger);
+        await eventually(() => (c.isOpen && c.url === servers.renewed.url ? true : undefined), 5_000, JSON.stringify(lines));
+        assert.equal(lines.find((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED')?.serial, servers.oldSerial);
       } finally {
         stop();
       }

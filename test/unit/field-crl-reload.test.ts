@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { ServerCrlSource } from '../../field-client/src/server-crl-source.ts';
-import { createCertificateAuthority, createCrl, issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
+import { createCertificateAuthority, createCrl, type KeyAndCert } from '../../pki/certificates.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
-import { wssServer, type WssServer } from '../helpers/wss-server.ts';
+import { crlOf, edgeServers } from '../helpers/wss-server.ts';
 
 /**
  * The device's CRL changes while the client runs (the CA's current certs/ca.crl copied over it after
@@ -25,64 +24,46 @@ describe("the field client's CRL, changed while it runs", () => {
   /** the device's CRL, beside its ca.crt (no setting), as in a device bundle */
   const crlFile = join(tmp.dir, 'ca.crl');
   let ca: KeyAndCert;
-  let old: WssServer;
-  let renewed: WssServer;
-  let oldSerial: string;
-  let conn: GatewayConnection | undefined;
   const day = 86_400_000;
   /** A CRL of the CA listing `serials`, dated `ageMs` before now. */
-  const crl = (serials: string[], ageMs: number, number: number) =>
-    createCrl(ca, { entries: serials.map((serial) => ({ serial, revokedAt: new Date(Date.now() - ageMs) })), crlNumber: number, thisUpdate: new Date(Date.now() - ageMs), nextUpdate: new Date(Date.now() + day) });
+  const crl = (serials: string[], ageMs: number, number: number) => crlOf(ca, serials, ageMs, number);
   const connect = (source: ServerCrlSource, urls: string, logger: Logger) => {
-    conn = new GatewayConnection({ url: urls, tls: { ca: ca.certPem, token: 'unused', crl: source }, reconnectInitialMs: 50, reconnectMaxMs: 100, idleTimeoutMs: 60_000, crlCheckMs: 100 }, logger);
-    conn.start();
-    return conn;
+    servers.conn = new GatewayConnection({ url: urls, tls: { ca: ca.certPem, token: 'unused', crl: source }, reconnectInitialMs: 50, reconnectMaxMs: 100, idleTimeoutMs: 60_000, crlCheckMs: 100 }, logger);
+    servers.conn.start();
+    return servers.conn;
   };
   const codes = (lines: Record<string, unknown>[], code: string) => lines.filter((l) => l.code === code);
 
-  before(async () => {
+  before(() => {
     ca = createCertificateAuthority('FieldStream CA (localhost)', 1);
     writeFileSync(caFile, ca.certPem);
-    // The edge certificate before and after a --renew-dmz: one key pair, as the renewal's own test has.
-    const keyPair = newKeyPair();
-    const edge = () => issueCertificate(ca, { commonName: 'edge', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost'], validityDays: 1, keyPair });
-    const before = edge();
-    oldSerial = new X509Certificate(before.certPem).serialNumber;
-    old = await wssServer(ca, before);
-    renewed = await wssServer(ca, edge());
   });
-  afterEach(async () => {
-    await conn?.stop();
-    conn = undefined;
-  });
-  after(async () => {
-    await old?.close();
-    await renewed?.close();
-    tmp.cleanup();
-  });
+  // After the CA is made: its hooks run in the order they were declared.
+  const servers = edgeServers(() => ca);
+  after(() => tmp.cleanup());
 
   it('a CRL copied over the device\'s while it is connected to the revoked server drops that connection (FIELD_GATEWAY_CERT_REVOKED), and the next URL is taken', async () => {
     writeFileSync(crlFile, crl([], 2 * 60_000, 1));
     const { lines, logger } = captureLogs();
     const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'data'));
-    const c = connect(source, `${old.url},${renewed.url}`, logger);
-    await eventually(() => (c.isOpen && c.url === old.url ? true : undefined), 5_000, 'connected to the server with the old certificate: the CRL lists nothing yet');
-    const accepted = old.accepted;
+    const c = connect(source, `${servers.old.url},${servers.renewed.url}`, logger);
+    await eventually(() => (c.isOpen && c.url === servers.old.url ? true : undefined), 5_000, 'connected to the server with the old certificate: the CRL lists nothing yet');
+    const accepted = servers.old.accepted;
     // The renewal's CRL, copied as a file is copied: written aside, renamed into place.
-    writeFileSync(`${crlFile}.new`, crl([oldSerial], 60_000, 2));
+    writeFileSync(`${crlFile}.new`, crl([servers.oldSerial], 60_000, 2));
     renameSync(`${crlFile}.new`, crlFile);
-    await eventually(() => (c.isOpen && c.url === renewed.url ? true : undefined), 5_000, 'moved to the server with the renewed certificate');
+    await eventually(() => (c.isOpen && c.url === servers.renewed.url ? true : undefined), 5_000, 'moved to the server with the renewed certificate');
     const dropped = codes(lines, 'FIELD_GATEWAY_CERT_REVOKED');
-    assert.equal(dropped[0]?.serial, oldSerial, JSON.stringify(lines));
+    assert.equal(dropped[0]?.serial, servers.oldSerial, JSON.stringify(lines));
     assert.ok(lines.some((l) => l.crl === crlFile && l.revoked === 1 && l.before === 0), 'the change is said, with what it lists');
     // Not back to the revoked server when the renewed one goes: it is refused in the handshake.
-    for (const ws of renewed.sockets) ws.terminate();
+    for (const ws of servers.renewed.sockets) ws.terminate();
     await eventually(() => (codes(lines, 'FIELD_GATEWAY_CERT_REVOKED').length >= 2 ? true : undefined), 5_000, 'the revoked server refused at the next attempt');
-    assert.equal(old.accepted, accepted, 'no WebSocket reached the revoked server again');
+    assert.equal(servers.old.accepted, accepted, 'no WebSocket reached the revoked server again');
   });
 
   it('a new file that cannot be used is FIELD_CRL_RELOAD_REFUSED, once per version, and the held list stays: damaged, of another CA, older, gone', async () => {
-    writeFileSync(crlFile, crl([oldSerial], 60_000, 5));
+    writeFileSync(crlFile, crl([servers.oldSerial], 60_000, 5));
     const { lines, logger } = captureLogs();
     const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'data'));
     assert.equal(source.current()?.revoked, 1);
@@ -103,8 +84,8 @@ describe("the field client's CRL, changed while it runs", () => {
       assert.match(String(refused.at(-1)?.msg), said, what);
     }
     // The held list still refuses the revoked server; the client stays up and takes the other.
-    const c = connect(source, `${old.url},${renewed.url}`, logger);
-    await eventually(() => (c.isOpen && c.url === renewed.url ? true : undefined), 5_000, 'the renewed server taken');
+    const c = connect(source, `${servers.old.url},${servers.renewed.url}`, logger);
+    await eventually(() => (c.isOpen && c.url === servers.renewed.url ? true : undefined), 5_000, 'the renewed server taken');
     // A newer CRL than the one held is taken again.
     writeFileSync(crlFile, crl([], 0, 6));
     assert.equal(source.current()?.revoked, 0);
@@ -115,9 +96,9 @@ describe("the field client's CRL, changed while it runs", () => {
     const { lines, logger } = captureLogs();
     const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'data'));
     assert.equal(source.current(), undefined, 'no CRL at start: none checked');
-    const c = connect(source, old.url, logger);
+    const c = connect(source, servers.old.url, logger);
     await eventually(() => (c.isOpen ? true : undefined), 5_000, 'connected: no CRL yet');
-    writeFileSync(crlFile, crl([oldSerial], 60_000, 7));
+    writeFileSync(crlFile, crl([servers.oldSerial], 60_000, 7));
     await eventually(() => (codes(lines, 'FIELD_GATEWAY_CERT_REVOKED').length > 0 ? true : undefined), 5_000, 'the CRL read, the connection dropped');
     assert.equal(codes(lines, 'FIELD_CRL_RELOAD_REFUSED').length, 0);
   });
