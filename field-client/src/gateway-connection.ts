@@ -3,14 +3,14 @@ import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import WebSocket, { type ClientOptions } from 'ws';
 import { CRL_HEADER, DownlinkFrameSchema, type CrlFrame, type DownlinkFrame } from '../../shared/contract/downlink.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { parseToken } from '../../shared/security/device-token.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
-import { CERT_REVOKED, revokedSerial, serverIdentityCheck } from './server-crl.ts';
+import { CERT_REVOKED, revokedSerial, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
 import type { ServerCrlSource } from './server-crl-source.ts';
 
 export interface ConnectionOptions {
@@ -285,9 +285,22 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     ws.terminate();
   }
 
-  /** A CRL the gateway handed over: taken if the CA's and newer (server-crl-source.ts), then the open connection checked against it. */
+  /**
+   * A CRL the gateway handed over: taken if the CA's and newer (server-crl-source.ts), then the open
+   * connection checked against it. One that is not the CA's is said as the gateway's other refused
+   * frames are (gatewayLog): a hostile gateway could send one after another, each a log line, and
+   * the reason may quote what it put in the frame (an algorithm's OID of any length).
+   */
   private takeCrl(frame: CrlFrame, url: string): void {
-    if (this.options.tls.crl?.offer(Buffer.from(frame.crl, 'base64'), url)) this.recheckCrl();
+    let taken: ServerCrl | undefined;
+    try {
+      taken = this.options.tls.crl?.offer(Buffer.from(frame.crl, 'base64'), url);
+    } catch (err) {
+      if (!isFieldStreamError(err)) throw err;
+      this.gatewayLog.write({ code: err.code, url, err: gatewayText(err.message) }, "the gateway handed over a CRL that is not the CA's: ignored");
+      return;
+    }
+    if (taken) this.recheckCrl();
   }
 
   /** A sign of life from the gateway. Called per frame: only notes the time (no timer is touched). */

@@ -1,5 +1,6 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ReloadedFile } from '../../shared/reloaded-file.ts';
 import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
@@ -109,16 +110,17 @@ export class ServerCrlSource {
    * A CRL a gateway handed over (its `crl` frame): taken when the CA signed it and it is newer than
    * the one in use, and kept in deliveredPath (replaced whole: after a crash, the old copy or the
    * new) for the next start. The DMZ passes it on and cannot forge it: one that is not the CA's is
-   * FIELD_GATEWAY_CRL_REFUSED; an older one, or the same, changes nothing (another server's CRL may
-   * lag behind). Returns it when taken.
+   * thrown as FIELD_GATEWAY_CRL_REFUSED, for the caller to log as it logs what else the gateway
+   * sends (rate-limited, cut: a hostile gateway decides how often, and what the message says); an
+   * older one, or the same, changes nothing (another server's CRL may lag behind). Returns it when
+   * taken.
    */
   offer(bytes: Buffer, from: string): ServerCrl | undefined {
     let verified: VerifiedCrl;
     try {
       verified = verifyCrl(bytes, this.caPem);
     } catch (err) {
-      this.log.warn({ code: 'FIELD_GATEWAY_CRL_REFUSED', url: from, err: (err as Error).message }, "the gateway handed over a CRL that is not the CA's: ignored");
-      return undefined;
+      throw new FieldStreamError('FIELD_GATEWAY_CRL_REFUSED', (err as Error).message, { url: from });
     }
     const held = this.current();
     if (held && verified.thisUpdate.getTime() <= held.thisUpdate.getTime()) return undefined;

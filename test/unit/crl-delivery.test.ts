@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import forge from 'node-forge';
 import { after, before, describe, it } from 'node:test';
 import { CrlDelivery } from '../../dmz/gateway/crl-delivery.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
@@ -8,6 +9,7 @@ import { ServerCrlSource } from '../../field-client/src/server-crl-source.ts';
 import { createCertificateAuthority, type KeyAndCert } from '../../pki/certificates.ts';
 import { CRL_HEADER, DownlinkFrameSchema, type CrlFrame } from '../../shared/contract/downlink.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -147,6 +149,32 @@ describe("the CA's CRL handed to devices by the gateway", () => {
         assert.equal(source.current()?.revoked, 1, `${what}: the CRL in use stays`);
         assert.deepEqual(readFileSync(join(dataDir, 'ca.crl')), before, `${what}: the kept copy too`);
       }
+    });
+
+    it("says a flood of CRLs that are not the CA's as the gateway's other refused frames: rate-limited, and cut", async () => {
+      const { lines, logger } = captureLogs();
+      const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'device', 'data-flood'));
+      const other = createCertificateAuthority('Another CA', 1);
+      // A signed list's shape whose algorithm is an OID of 20 000 bytes: its refusal quotes it.
+      const { asn1 } = forge;
+      const seq = (...v: forge.asn1.Asn1[]) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, v);
+      const hugeOid = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, `\x2a${'\x01'.repeat(20_000)}`);
+      const time = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.UTCTIME, false, asn1.dateToUtcTime(new Date()));
+      const tbs = seq(seq(hugeOid), seq(), time);
+      const odd = Buffer.from(asn1.toDer(seq(tbs, seq(hugeOid), asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BITSTRING, false, '\x00\x01'))).getBytes(), 'binary');
+      const frames = [odd, ...Array.from({ length: 40 }, () => Buffer.from(crlOf(other, [], 0, 9).replace(/-----[^-]+-----|\s/g, ''), 'base64'))];
+      const held = source.current()?.thisUpdate.getTime();
+      const c = connect(source, servers.renewed.url, logger);
+      await eventually(() => (c.isOpen ? true : undefined), 5_000, 'connected');
+      const ws = servers.renewed.sockets.at(-1);
+      for (const der of frames) ws?.send(JSON.stringify({ type: 'crl', crl: der.toString('base64') } satisfies CrlFrame));
+      await eventually(() => (lines.filter((l) => l.code === 'FIELD_GATEWAY_CRL_REFUSED').length >= 1 ? true : undefined), 5_000, JSON.stringify(lines));
+      await new Promise((r) => setTimeout(r, 500));
+      const refused = lines.filter((l) => l.code === 'FIELD_GATEWAY_CRL_REFUSED');
+      assert.ok(refused.length <= LIMITS.fieldGatewayLogMaxPerWindow, `${refused.length} lines for ${frames.length} frames`);
+      for (const l of lines) assert.ok(JSON.stringify(l).length < 4 * LIMITS.fieldGatewayLogMaxChars, `a line of ${JSON.stringify(l).length} characters`);
+      assert.ok(c.isOpen, 'ignored, not closed on');
+      assert.equal(source.current()?.thisUpdate.getTime(), held, 'nothing taken');
     });
 
     it('drops the connection at once when the CRL handed over revokes the very server that handed it', async () => {
