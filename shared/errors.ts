@@ -327,6 +327,11 @@ export const ERRORS = {
     description:
       "The gateway handed over a CRL (a `crl` frame) that is not the CA's: not a CRL, or not signed by the CA in FIELD_CA_FILE. A DMZ passes the CA's CRL on and cannot forge one: this one was ignored, and the CRL in use stays.",
   },
+  FIELD_GATEWAY_CRL_REPEATED: {
+    http: 409,
+    transient: false,
+    description: 'The gateway sent a second CRL (a `crl` frame) on one connection; it was ignored, unread (a gateway hands over one at most, after the welcome).',
+  },
   FIELD_CRL_STORE_FAILED: {
     http: 507,
     transient: true,

@@ -204,6 +204,8 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       maxPayload: LIMITS.downlinkFrameMaxBytes,
     });
     this.ws = ws;
+    /** a crl frame came on this connection (a gateway sends one at most, after the welcome) */
+    let crlSeen = false;
     ws.on('upgrade', (res) => {
       if (this.ws === ws) this.serverCert = (res.socket as TLSSocket).getPeerCertificate().raw;
     });
@@ -228,6 +230,14 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
         return;
       }
       if (frame.type === 'crl') {
+        // One per connection is looked at: each costs a parse of up to downlinkFrameMaxBytes and a
+        // signature check (tens of ms), which a hostile gateway could otherwise ask for frame
+        // after frame. A genuine gateway sends one, right after the welcome.
+        if (crlSeen) {
+          this.gatewayLog.write({ code: 'FIELD_GATEWAY_CRL_REPEATED', url }, 'ignored a second CRL on one connection');
+          return;
+        }
+        crlSeen = true;
         this.takeCrl(frame, url);
         return;
       }

@@ -177,6 +177,24 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       assert.equal(source.current()?.thisUpdate.getTime(), held, 'nothing taken');
     });
 
+    it('looks at one CRL per connection: a second one is ignored unread (FIELD_GATEWAY_CRL_REPEATED), a newer one of the CA included', async () => {
+      const { lines, logger } = captureLogs();
+      writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
+      const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, join(tmp.dir, 'device', 'data-repeat'));
+      const held = source.current()?.thisUpdate.getTime();
+      const c = connect(source, servers.renewed.url, logger);
+      await eventually(() => (c.isOpen ? true : undefined), 5_000, 'connected');
+      const der = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64');
+      const ws = servers.renewed.sockets.at(-1);
+      // The first: the CA's, older than the one held (nothing to take); the second: newer, never read.
+      ws?.send(JSON.stringify({ type: 'crl', crl: der(crlOf(ca, [], day / 2, 2)) } satisfies CrlFrame));
+      ws?.send(JSON.stringify({ type: 'crl', crl: der(crlOf(ca, ['0B'], 60_000, 3)) } satisfies CrlFrame));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(source.current()?.thisUpdate.getTime(), held, 'the CRL in use stays');
+      assert.equal(lines.filter((l) => l.code === 'FIELD_GATEWAY_CRL_REPEATED').length, 1, JSON.stringify(lines));
+      assert.ok(c.isOpen);
+    });
+
     it('drops the connection at once when the CRL handed over revokes the very server that handed it', async () => {
       const { lines, logger } = captureLogs();
       writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
