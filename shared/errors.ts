@@ -325,7 +325,7 @@ export const ERRORS = {
     http: 502,
     transient: false,
     description:
-      "The gateway handed over a CRL (a `crl` frame) that is not the CA's: not a CRL, or not signed by the CA in FIELD_CA_FILE. A DMZ passes the CA's CRL on and cannot forge one: this one was ignored, and the CRL in use stays.",
+      "The gateway handed over a CRL (a `crl` frame) that is not the CA's: not a CRL, not signed by the CA in FIELD_CA_FILE, or signed by another CA of FIELD_CA_FILE (a public root beside ours) than the CRL in use. A DMZ passes the CA's CRL on and cannot forge one: this one was ignored, and the CRL in use stays.",
   },
   FIELD_GATEWAY_CRL_REPEATED: {
     http: 409,

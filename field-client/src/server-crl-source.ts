@@ -98,17 +98,22 @@ export class ServerCrlSource {
 
   /**
    * The list to check the server's certificate against now: the newer of the file's (read again
-   * first if it changed) and the one a gateway handed over.
+   * first if it changed) and the one a gateway handed over, when both are of one CA; the file's
+   * when they are not.
    */
   current(): ServerCrl | undefined {
     const file = this.file.current();
     if (!this.delivered) return file;
-    return file && file.thisUpdate.getTime() >= this.delivered.thisUpdate.getTime() ? file : this.delivered;
+    if (!file) return this.delivered;
+    // A copy of another CA's CRL is no later version of the file's (a file of another CA put there
+    // since): the file, the operator's, is used.
+    if (!sameCa(file, this.delivered)) return file;
+    return file.thisUpdate.getTime() >= this.delivered.thisUpdate.getTime() ? file : this.delivered;
   }
 
   /**
-   * A CRL a gateway handed over (its `crl` frame): taken when the CA signed it and it is newer than
-   * the one in use, and kept in deliveredPath (replaced whole: after a crash, the old copy or the
+   * A CRL a gateway handed over (its `crl` frame): taken when the CA signed it (the CA of the one
+   * in use, when there is one) and it is newer than the one in use, and kept in deliveredPath (replaced whole: after a crash, the old copy or the
    * new) for the next start. The DMZ passes it on and cannot forge it: one that is not the CA's is
    * thrown as FIELD_GATEWAY_CRL_REFUSED, for the caller to log as it logs what else the gateway
    * sends (rate-limited, cut: a hostile gateway decides how often, and what the message says); an
@@ -123,6 +128,12 @@ export class ServerCrlSource {
       throw new FieldStreamError('FIELD_GATEWAY_CRL_REFUSED', (err as Error).message, { url: from });
     }
     const held = this.current();
+    // Dates say which list is later only between two lists of one CA. FIELD_CA_FILE may hold
+    // another CA beside ours (a public root for CADDY_TLS=acme), whose CRL anyone can fetch and a
+    // hostile DMZ hand over: newer, it took the place of ours, and the revocations with it.
+    if (held && !sameCa(held, verified)) {
+      throw new FieldStreamError('FIELD_GATEWAY_CRL_REFUSED', `a CRL of another CA (${verified.issuer.subject.replace(/\n/g, ', ')}) than the one in use (${held.issuer.subject.replace(/\n/g, ', ')}): it revokes none of its certificates`, { url: from });
+    }
     if (held && verified.thisUpdate.getTime() <= held.thisUpdate.getTime()) return undefined;
     try {
       mkdirSync(dirname(this.deliveredPath), { recursive: true, mode: 0o700 });
@@ -135,4 +146,9 @@ export class ServerCrlSource {
     this.log.info({ url: from, crl: this.deliveredPath, revoked: verified.revoked, before: held?.revoked ?? null }, "a newer CRL from the gateway, the CA's: the server's certificate is checked against it");
     return this.delivered;
   }
+}
+
+/** Whether two CRLs are of one CA (the same certificate signed both): only then is one a later version of the other. */
+function sameCa(a: VerifiedCrl, b: VerifiedCrl): boolean {
+  return a.issuer.fingerprint256 === b.issuer.fingerprint256;
 }

@@ -195,6 +195,38 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       assert.ok(c.isOpen);
     });
 
+    it("refuses a newer CRL of another CA that FIELD_CA_FILE holds (a public root beside ours): it would take the place of the CA's, and its revocations", async () => {
+      const { lines, logger } = captureLogs();
+      // FIELD_CA_FILE with a second CA, whose CRL anyone may fetch (as a public root's).
+      const other = createCertificateAuthority('A public root', 1);
+      const bundle = ca.certPem + other.certPem;
+      writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [servers.oldSerial], 2 * 60_000, 20));
+      const dir = join(tmp.dir, 'device', 'data-other-ca');
+      const source = ServerCrlSource.open(undefined, caFile, bundle, logger, dir);
+      const stop = handing(servers.renewed, crlOf(other, [], 0, 1));
+      try {
+        const c = connect(source, servers.renewed.url, logger);
+        await eventually(() => (c.isOpen && servers.renewed.sockets.some((ws) => (ws as { handed?: boolean }).handed) ? true : undefined), 5_000, 'handed');
+        await new Promise((r) => setTimeout(r, 300));
+      } finally {
+        stop();
+        await servers.conn?.stop();
+        for (const ws of servers.renewed.sockets) (ws as { handed?: boolean }).handed = true;
+      }
+      assert.equal(lines.filter((l) => l.code === 'FIELD_GATEWAY_CRL_REFUSED').length, 1, JSON.stringify(lines));
+      assert.equal(source.current()?.revoked, 1, "the CA's CRL stays in use");
+      assert.equal(existsSync(join(dir, 'ca.crl')), false, 'nothing kept');
+      // The stolen edge certificate is still refused.
+      const c = connect(source, `${servers.old.url},${servers.renewed.url}`, logger);
+      await eventually(() => (c.isOpen && c.url === servers.renewed.url ? true : undefined), 5_000, 'the renewed server taken');
+      assert.ok(lines.some((l) => l.code === 'FIELD_GATEWAY_CERT_REVOKED' && l.url === servers.old.url));
+      await servers.conn?.stop();
+      // A copy of another CA's CRL in the data folder (kept before) is no later version of the file's.
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'ca.crl'), crlOf(other, [], 0, 2));
+      assert.equal(ServerCrlSource.open(undefined, caFile, bundle, captureLogs().logger, dir).current()?.revoked, 1);
+    });
+
     it('drops the connection at once when the CRL handed over revokes the very server that handed it', async () => {
       const { lines, logger } = captureLogs();
       writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
