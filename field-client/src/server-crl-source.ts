@@ -18,7 +18,7 @@ import { describedCrl, readServerCrl, type ServerCrl } from './server-crl.ts';
  * CRL or no CRL of the CA, or is older than the one held (an earlier thisUpdate: a stale copy would
  * take a revocation back), is FIELD_CRL_RELOAD_REFUSED, logged once for that version of the file,
  * and the held list stays. So does a file removed while the client runs: the check is turned off
- * by a restart without the file, as at start. A file that appears where none was at start (the
+ * by a restart without the file (and without deliveredPath's copy), as at start. A file that appears where none was at start (the
  * ca.crl beside FIELD_CA_FILE) is read as a change.
  */
 /** The file gone between ReloadedFile's look and the read. */
@@ -58,7 +58,7 @@ export class ServerCrlSource {
       whenMissing: 'keep',
       onInvalid: (err) => {
         if (err === GONE || (err as NodeJS.ErrnoException).code === 'ENOENT') {
-          if (this.held) refused('the file is gone: the list read before is kept (a restart without the file turns the check off)');
+          if (this.held) refused('the file is gone: the list read before is kept (a restart without it, and without the copy a gateway handed over, turns the check off)');
         } else refused(err.message);
       },
       onChange: (next) => {
