@@ -139,7 +139,8 @@ export class ServerCrlSource {
       mkdirSync(dirname(this.deliveredPath), { recursive: true, mode: 0o700 });
       replaceFileDurablySync(this.deliveredPath, verified.der, 0o644);
     } catch (err) {
-      // In use all the same until the client stops; the next gateway hands it over again.
+      // In use all the same until the client stops (it is the one the device says it holds, so no
+      // gateway hands it over again meanwhile); after a restart, the next gateway does.
       this.log.warn({ code: 'FIELD_CRL_STORE_FAILED', crl: this.deliveredPath, err: (err as Error).message }, 'the CRL the gateway handed over could not be kept on disk: used until the client stops');
     }
     this.delivered = describedCrl(verified, this.deliveredPath, this.log);
