@@ -9,6 +9,7 @@ import { withDirLock } from '../shared/dir-lock.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { appendLinesSync } from '../shared/line-file.ts';
 import { BACKDATE_MINUTES, createCrl } from './certificates.ts';
+import { verifyCrl } from '../shared/security/crl.ts';
 import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken } from './device-tokens.ts';
 import { isRevoked } from './onboarding.ts';
@@ -240,13 +241,41 @@ function writeRevocations(root: string): void {
   // clock was a little behind this machine's refused every peer for that while.
   const now = new Date();
   const crlNumber = nextCrlNumber(join(p.caDir, 'crl-number'), revoked.length);
-  const crl = createCrl(loadCaFiles(p), {
+  const ca = loadCaFiles(p);
+  const crl = createCrl(ca, {
     entries: revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revokedAt) })),
     crlNumber,
-    thisUpdate: new Date(now.getTime() - BACKDATE_MINUTES * 60_000),
+    thisUpdate: new Date(nextThisUpdate(now.getTime(), previousThisUpdate(join(root, 'ca.crl'), ca.certPem))),
     nextUpdate: new Date(now.getTime() + 3650 * 86_400_000),
   });
   replaceFileDurablySync(join(root, 'ca.crl'), crl, 0o644);
+}
+
+/** milliseconds: a CRL's thisUpdate lies at least this far before the clock (see nextThisUpdate) */
+const CRL_BACKDATE_MIN_MS = 60_000;
+
+/**
+ * A new CRL's thisUpdate (epoch ms): BACKDATE_MINUTES before `now`, and a second past the CRL it
+ * replaces (`previous`). Devices and gateways tell a newer CRL by a later thisUpdate (the gateway
+ * hands its CRL to a device holding an older one: dmz/gateway/crl-delivery.ts), and its time has
+ * whole seconds (UTCTime, RFC 5280 §5.1.2.4): two revocations within one second, a script's, made two
+ * CRLs of one date, and a device holding the first never got the second. Never later than
+ * CRL_BACKDATE_MIN_MS before `now` (a CRL dated after a peer's clock is refused by OpenSSL): past
+ * some 240 revocations in four minutes, two CRLs may share a second again.
+ */
+export function nextThisUpdate(now: number, previous: number | undefined): number {
+  const backdated = now - BACKDATE_MINUTES * 60_000;
+  if (previous === undefined) return backdated;
+  return Math.max(backdated, Math.min(previous + 1000, now - CRL_BACKDATE_MIN_MS));
+}
+
+/** The thisUpdate (epoch ms) of the CA's CRL at `path`; undefined when there is none or it is not the CA's. */
+function previousThisUpdate(path: string, caPem: string): number | undefined {
+  try {
+    return verifyCrl(readFileSync(path), caPem).thisUpdate.getTime();
+  } catch {
+    return undefined;
+  }
 }
 
 /** A CRL number as kept in ca/crl-number: a positive integer, one line. */

@@ -9,10 +9,12 @@ import { ServerCrlSource } from '../../field-client/src/server-crl-source.ts';
 import { createCertificateAuthority, type KeyAndCert } from '../../pki/certificates.ts';
 import { CRL_HEADER, DownlinkFrameSchema, type CrlFrame } from '../../shared/contract/downlink.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { verifyCrl } from '../../shared/security/crl.ts';
+import { nextThisUpdate, revokeDevice } from '../../pki/revocation.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { crlOf, edgeServers, type WssServer } from '../helpers/wss-server.ts';
 
@@ -243,3 +245,36 @@ describe("the CA's CRL handed to devices by the gateway", () => {
     });
   });
 });
+
+/**
+ * Devices and gateways tell a newer CRL by a later thisUpdate, which has whole seconds: two
+ * revocations within a second made two CRLs of one date, and the second never reached a device
+ * holding the first.
+ */
+describe("the CA's CRLs, each dated after the one it replaces", () => {
+  it('a second past the previous one, always backdated by a minute at least and never by more than 5', () => {
+    const now = Date.UTC(2026, 11, 5, 12, 0, 0);
+    const minute = 60_000;
+    assert.equal(nextThisUpdate(now, undefined), now - 5 * minute, 'the first: 5 minutes back');
+    assert.equal(nextThisUpdate(now, now - 5 * minute), now - 5 * minute + 1000, 'within the same second: the next one');
+    assert.equal(nextThisUpdate(now, now - 10 * minute), now - 5 * minute, 'long after: 5 minutes back');
+    assert.equal(nextThisUpdate(now, now - minute), now - minute, 'past the minute before the clock: held there');
+  });
+
+  it('two revocations one after the other give two CRLs, the second dated later', () => {
+    const pki = makeTestPki(['rev-a', 'rev-b']);
+    try {
+      const caPem = readFileSync(pki.paths.publicCa, 'utf8');
+      const dateOf = () => verifyCrl(readFileSync(pki.paths.crl), caPem).thisUpdate.getTime();
+      revokeDevice(pki.dir, 'rev-a');
+      const first = dateOf();
+      revokeDevice(pki.dir, 'rev-b');
+      const second = dateOf();
+      assert.ok(second > first, `${new Date(second).toISOString()} after ${new Date(first).toISOString()}`);
+      assert.equal(verifyCrl(readFileSync(pki.paths.crl), caPem).revoked, 2);
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
