@@ -42,6 +42,7 @@ export class GatewayMetrics {
   readonly rateLimited;
   readonly publishSeconds;
   readonly receipts;
+  readonly crlsHanded;
   private connected: () => boolean = () => false;
   private open: () => number = () => 0;
 
@@ -62,6 +63,7 @@ export class GatewayMetrics {
     this.rateLimited = metrics.counter('gateway_rate_limited_total', 'Frames refused because their device was over its rate limit.');
     this.publishSeconds = metrics.histogram('gateway_publish_seconds', 'Seconds from publishing an envelope to the broker to its PUBACK (successful publishes only).');
     this.receipts = metrics.counter('gateway_receipts_total', 'Commit receipts forwarded to connected devices.');
+    this.crlsHanded = metrics.counter('gateway_crls_handed_total', "The CA's CRL (GATEWAY_CRL_FILE) handed to devices that held an older one: after a --renew-dmz, how many have learnt the revocation.");
   }
 
   /** The live values the gauges read at scrape time. */

@@ -269,7 +269,10 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     router.attach(session, identity.token ? undefined : identity.notAfter);
     session.welcome(options.gatewayId);
     const crl = options.crl?.frameFor(heldCrl);
-    if (crl && session.sendCrl(crl)) sessionLog.info({ heldCrl, crl: options.crl?.path }, "handed the device the CA's CRL: it held an older one");
+    if (crl && session.sendCrl(crl)) {
+      options.metrics?.crlsHanded.inc();
+      sessionLog.info({ heldCrl, crl: options.crl?.path }, "handed the device the CA's CRL: it held an older one");
+    }
     const daysLeft = daysUntil(identity.notAfter);
     if (!identity.token && daysLeft < TIMINGS.certWarnDays) {
       sessionLog.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);

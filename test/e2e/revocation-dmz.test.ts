@@ -208,6 +208,9 @@ describe('recovering from a DMZ compromise with real Mosquittos', () => {
     // Kept in its data folder for its next start: the CA's CRL of now, as signed.
     const caPem = readFileSync(p.publicCa, 'utf8');
     assert.deepEqual(verifyCrl(readFileSync(join(work.dir, 'field', 'ca.crl')), caPem).der, verifyCrl(readFileSync(join(pki.dir, 'ca.crl')), caPem).der);
+    // Counted, for an operator following how many devices have it.
+    const metrics = await (await fetch(`${server.metrics.gateways[0]}/metrics`)).text();
+    assert.match(metrics, /^fieldstream_gateway_crls_handed_total(\{[^}]*\})? 1$/m);
     const connections = rogue.connections;
     const accepted = rogue.socket;
     // The genuine server goes (its Caddy): the device tries the next URL, the rogue, and refuses it in the handshake.
