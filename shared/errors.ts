@@ -336,7 +336,7 @@ export const ERRORS = {
     http: 507,
     transient: true,
     description:
-      'The field client could not keep the CRL a gateway handed over on disk (FIELD_DATA_DIR/ca.crl: a full, read-only or failing disk). It is used until the client stops; after a restart, the next gateway that has it hands it over again.',
+      'The field client could not keep the CRL a gateway handed over on disk (FIELD_DATA_DIR/ca.crl: a full, read-only or failing disk). It is used all the same, and written again at each connection attempt (and every 10 s while connected) until the disk takes it.',
   },
   FIELD_COMMAND_REPLAYED: { http: 409, transient: false, description: 'This command id was seen before (or is older than the ids the device still remembers); it was not run again.' },
   FIELD_COMMAND_JOURNAL_FAILED: {

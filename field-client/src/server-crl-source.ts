@@ -29,6 +29,8 @@ export class ServerCrlSource {
   /** the list in use (the file's last good version) */
   private held: ServerCrl | undefined;
 
+  /** a CRL handed over that could not be written to deliveredPath yet (save) */
+  private unsaved: Buffer | undefined;
   /** the newest CRL a gateway handed over (offer), kept in `deliveredPath` */
   private delivered: ServerCrl | undefined;
 
@@ -102,6 +104,7 @@ export class ServerCrlSource {
    * when they are not.
    */
   current(): ServerCrl | undefined {
+    if (this.unsaved) this.save(this.unsaved);
     const file = this.file.current();
     if (!this.delivered) return file;
     if (!file) return this.delivered;
@@ -109,6 +112,23 @@ export class ServerCrlSource {
     // since): the file, the operator's, is used.
     if (!sameCa(file, this.delivered)) return file;
     return file.thisUpdate.getTime() >= this.delivered.thisUpdate.getTime() ? file : this.delivered;
+  }
+
+  /**
+   * Keeps a CRL handed over in deliveredPath. One that cannot be written (a full or failing disk)
+   * is in use all the same, and written again at the next look (current(): each connection attempt,
+   * every crlCheckMs): it is the one the device now says it holds, so no gateway hands it over again.
+   */
+  private save(der: Buffer): void {
+    try {
+      mkdirSync(dirname(this.deliveredPath), { recursive: true, mode: 0o700 });
+      replaceFileDurablySync(this.deliveredPath, der, 0o644);
+      if (this.unsaved) this.log.info({ crl: this.deliveredPath }, 'the CRL the gateway handed over is kept on disk now');
+      this.unsaved = undefined;
+    } catch (err) {
+      if (!this.unsaved) this.log.warn({ code: 'FIELD_CRL_STORE_FAILED', crl: this.deliveredPath, err: (err as Error).message }, 'the CRL the gateway handed over could not be kept on disk: in use, written again at the next connection attempt');
+      this.unsaved = der;
+    }
   }
 
   /**
@@ -135,14 +155,8 @@ export class ServerCrlSource {
       throw new FieldStreamError('FIELD_GATEWAY_CRL_REFUSED', `a CRL of another CA (${verified.issuer.subject.replace(/\n/g, ', ')}) than the one in use (${held.issuer.subject.replace(/\n/g, ', ')}): it revokes none of its certificates`, { url: from });
     }
     if (held && verified.thisUpdate.getTime() <= held.thisUpdate.getTime()) return undefined;
-    try {
-      mkdirSync(dirname(this.deliveredPath), { recursive: true, mode: 0o700 });
-      replaceFileDurablySync(this.deliveredPath, verified.der, 0o644);
-    } catch (err) {
-      // In use all the same until the client stops (it is the one the device says it holds, so no
-      // gateway hands it over again meanwhile); after a restart, the next gateway does.
-      this.log.warn({ code: 'FIELD_CRL_STORE_FAILED', crl: this.deliveredPath, err: (err as Error).message }, 'the CRL the gateway handed over could not be kept on disk: used until the client stops');
-    }
+    this.unsaved = undefined;
+    this.save(verified.der);
     this.delivered = describedCrl(verified, this.deliveredPath, this.log);
     this.log.info({ url: from, crl: this.deliveredPath, revoked: verified.revoked, before: held?.revoked ?? null }, "a newer CRL from the gateway, the CA's: the server's certificate is checked against it");
     return this.delivered;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import { after, before, describe, it } from 'node:test';
@@ -227,6 +227,24 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       mkdirSync(dir, { recursive: true });
       writeFileSync(join(dir, 'ca.crl'), crlOf(other, [], 0, 2));
       assert.equal(ServerCrlSource.open(undefined, caFile, bundle, captureLogs().logger, dir).current()?.revoked, 1);
+    });
+
+    it('a CRL it cannot keep on disk (FIELD_CRL_STORE_FAILED, once) is used all the same, and written once the disk takes it', () => {
+      const { lines, logger } = captureLogs();
+      writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
+      // Its data folder's place taken by a file: nothing can be written under it.
+      const blocked = join(tmp.dir, 'device', 'data-blocked');
+      writeFileSync(blocked, '');
+      const source = ServerCrlSource.open(undefined, caFile, ca.certPem, logger, blocked);
+      const handed = Buffer.from(crlOf(ca, [servers.oldSerial], 60_000, 11).replace(/-----[^-]+-----|\s/g, ''), 'base64');
+      assert.equal(source.offer(handed, 'wss://gateway')?.revoked, 1, 'taken');
+      assert.equal(source.current()?.revoked, 1, 'in use');
+      assert.equal(source.current()?.revoked, 1);
+      assert.equal(lines.filter((l) => l.code === 'FIELD_CRL_STORE_FAILED').length, 1, 'said once');
+      rmSync(blocked);
+      assert.equal(source.current()?.revoked, 1);
+      assert.ok(existsSync(join(blocked, 'ca.crl')), 'written at the next look');
+      assert.equal(ServerCrlSource.open(undefined, caFile, ca.certPem, logger, blocked).current()?.revoked, 1, 'and read after a restart');
     });
 
     it('drops the connection at once when the CRL handed over revokes the very server that handed it', async () => {
