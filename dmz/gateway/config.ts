@@ -85,7 +85,9 @@ export const GatewayConfigSchema = z.object({
   /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none); never expose it to the internet. */
   GATEWAY_METRICS_HOST: setting.host('127.0.0.1'),
   GATEWAY_METRICS_PORT: setting.portOrOff(9464),
-  ...mqttSettings('dmz/gateway'),
+  // Its client certificate to the DMZ broker, always the CA's: dmz/gateway.crt serves Caddy and,
+  // after a --renew-dmz, is of the gateway's own anchor, which the DMZ broker does not take.
+  ...mqttSettings('dmz/gateway-client'),
   LOG_LEVEL: setting.logLevel(),
 }).superRefine((c, ctx) => {
   if (c.EDGE_HOP === 'unix' && c.GATEWAY_IDENTITY_SOURCE !== 'proxy') {

@@ -43,6 +43,14 @@ describe('configuration', () => {
     assert.ok(Object.isFrozen(c));
   });
 
+  it("gives the gateway its client certificate to the DMZ broker by default, not the server certificate it serves Caddy with", () => {
+    // certs/dmz/gateway.crt is of the gateway's own anchor after a --renew-dmz, which the DMZ broker
+    // refuses; gateway-client.crt stays the CA's (docs/configuration.md, docs/operations.md).
+    const c = loadGatewayConfig({});
+    assert.equal(c.MQTT_CERT_FILE, 'certs/dmz/gateway-client.crt');
+    assert.equal(c.MQTT_KEY_FILE, 'certs/dmz/gateway-client.key');
+  });
+
   it('names the variable that is wrong', () => {
     assert.match(configError(() => loadGatewayConfig({ GATEWAY_PORT: 'eighty' })).message, /GATEWAY_PORT/);
     assert.match(configError(() => loadGatewayConfig({ MQTT_URL: 'mqtt://plain-text:1883' })).message, /MQTT_URL/);
