@@ -94,7 +94,7 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
     'FIELD_KEY_FILE=/certs/client.key',
     'FIELD_SIGNING_KEY_FILE=/certs/signing.key',
     "# FIELD_CRL_FILE unset: the server's certificate is checked against /certs/ca.crl (the CA's CRL;",
-    '# after a --renew-dmz, copy the CA\'s current certs/ca.crl over it and restart the client)',
+    '# after a --renew-dmz, copy the CA\'s current certs/ca.crl over it: read again without a restart)',
     '# Readings come from local inputs (HTTP 127.0.0.1:8081, MQTT 127.0.0.1:1883, the outbox/ folder,',
     '# `fieldstream send`). To try the deployment without sensors, simulate one:',
     'FIELD_SIMULATE=false',

@@ -127,7 +127,7 @@ export function tokenDeviceEnvFile(deviceId: string, domain: string, tokenPort: 
     'FIELD_TOKEN_FILE=/certs/device.token',
     'FIELD_SIGNING_KEY_FILE=/certs/signing.key',
     "# FIELD_CRL_FILE unset: the server's certificate is checked against /certs/ca.crl (the CA's CRL;",
-    '# after a --renew-dmz, copy the CA\'s current certs/ca.crl over it and restart the client)',
+    '# after a --renew-dmz, copy the CA\'s current certs/ca.crl over it: read again without a restart)',
     'FIELD_SIMULATE=false',
     '',
   ].join('\n');

@@ -7,7 +7,8 @@ import pino from 'pino';
 import { bearerToken, generateToken, hashTokenSecret, parseToken, SCRYPT_PARAMS, TokensFileSchema, verifyTokenSecret } from '../../shared/security/device-token.ts';
 import { TokenThrottle } from '../../dmz/gateway/token-throttle.ts';
 import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
-import { issueDeviceToken, readTokensFile, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
+import { issueDeviceToken, readTokensFile, revokeDeviceToken, tokenDeviceEnvFile, tokenPaths } from '../../pki/device-tokens.ts';
+import { deviceEnvFile } from '../../pki/device-bundle.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { runAdmin, EXIT } from '../../scripts/admin/run.ts';
 import { readDeviceToken } from '../../field-client/src/gateway-connection.ts';
@@ -320,6 +321,17 @@ describe('issuing, rotating and revoking tokens (pki/, fieldstream-admin)', () =
       assert.equal(await runAdmin(['devices', 'add', 'tok-d', '--token', '--days', '0', '--certs-dir', pki.dir], io), EXIT.usage);
     } finally {
       pki.cleanup();
+    }
+  });
+});
+
+describe("a bundle's .env", () => {
+  it('tells the operator a CRL copied over the bundle\'s needs no restart of the client (it is read again when the file changes)', () => {
+    // docs/operations.md and docs/field-client.md: the client reads its CRL again whenever the file
+    // changes; a comment asking for a restart sent operators to stop every device for nothing.
+    for (const env of [deviceEnvFile('pump-7', 'fieldstream.example.org'), tokenDeviceEnvFile('plc-3', 'fieldstream.example.org', 8444)]) {
+      assert.match(env, /certs\/ca\.crl over it: read again without a restart\)/);
+      assert.doesNotMatch(env, /restart the client/);
     }
   });
 });
