@@ -201,9 +201,9 @@ The old keys are refused once these are in place (devices keep their certificate
                    broker exporter trust for the DMZ broker), then
                    docker-compose -f docker-compose.internal.yml up -d --force-recreate internal-mosquitto broker-exporter
   Kubernetes:      copy the same files into each overlay's certs/ and apply both overlays again.
-  devices:         certs/ca.crl over each device's certs/ca.crl (its bundle folder), then
-                   docker-compose restart field-client: it then refuses the old edge certificate
-                   (bundles made from now on carry this CRL already).`;
+  devices:         certs/ca.crl over each device's certs/ca.crl (its bundle folder): its client reads it
+                   again without a restart and then refuses the old edge certificate (a device that
+                   reaches a renewed DMZ server gets it from its gateway; bundles made from now on carry it).`;
 }
 
 function client(argv: string[]): void {

@@ -72,6 +72,10 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     assert.match(openssl('x509', '-in', p.service('dmz/edge').cert, '-noout', '-ext', 'subjectAltName').stdout, /DNS:dmz2\.example\.org/);
     assert.match(openssl('x509', '-in', p.service('dmz/mosquitto').cert, '-noout', '-ext', 'subjectAltName').stdout, /DNS:dmz\.internal\.example/);
     assert.match(output, /docker-compose -f docker-compose\.dmz\.yml up -d --force-recreate/);
+    // The device's client reads a CRL copied over its bundle's again (docs/operations.md): no restart
+    // of every device is asked for.
+    assert.match(output, /certs\/ca\.crl over each device's certs\/ca\.crl \(its bundle folder\): its client reads it\s+again without a restart/);
+    assert.doesNotMatch(output, /restart field-client/);
   });
 
   it('leaves the CA, the internal certificates, the stored-feed key and the devices as they were', () => {
