@@ -108,7 +108,10 @@ function setup(argv: string[]): void {
   CA:        ${caLine}
   issued:    ${report.created.join(', ') || '(nothing new)'}
   kept:      ${report.kept.join(', ') || '(none)'}
-${before !== undefined && before !== domain && bundles.length > 0 ? `
+${report.ca === 'replaced' && bundles.length > 0 ? `
+The device bundles made before (${bundles.join(', ')}) are of the replaced CA: the servers refuse their certificates,
+and their ca.crt does not verify the servers' new ones. Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew).
+` : before !== undefined && before !== domain && bundles.length > 0 ? `
 The domain was ${before}: the device bundles made before (${bundles.join(', ')}) point at wss://${before}/ws.
 Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew), or set GATEWAY_URL in each device's .env.
 ` : ''}

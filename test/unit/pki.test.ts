@@ -692,4 +692,34 @@ describe('the onboarding scripts', () => {
       scratch.cleanup();
     }
   });
+
+  it('generate-certificates.sh --new-ca after bundles were made: says they must be issued again, not that a GATEWAY_URL mends them', () => {
+    // npm start prints `generate-client-cert.sh my-device`; a bundle made so is of the development
+    // CA. After --new-ca the output offered "or set GATEWAY_URL in each device's .env", which left
+    // the device with a certificate the servers refuse and a ca.crt that verifies none of theirs.
+    const scratch = tempDir('scripts-new-ca-bundles');
+    const certs = join(scratch.dir, 'certs');
+    const q = pkiPaths(certs);
+    const env = { ...process.env, CERTS_DIR: certs };
+    try {
+      ensureDevelopmentPki(certs, ['field-sim-001']); // what npm start makes
+      execFileSync(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['my-device'], { env, encoding: 'utf8' });
+      const bundledCa = execFileSync('tar', ['-xzOf', q.bundle('my-device'), 'my-device/certs/ca.crt'], { encoding: 'utf8' });
+      const out = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['fieldstream.example.org', '--new-ca'], { env, encoding: 'utf8' });
+      assert.match(out, /replaced the CA/);
+      assert.doesNotMatch(out, /set GATEWAY_URL/, out);
+      assert.match(out, /my-device\.tar\.gz\) are of the replaced CA[\s\S]*generate-client-cert\.sh DEVICE_ID --renew/, out);
+      // what the message says: the bundle's certificate and its ca.crt are of the CA moved aside
+      assert.throws(() => openssl('verify', '-CAfile', q.publicCa, q.device('my-device').cert));
+      assert.notEqual(bundledCa, readFileSync(q.publicCa, 'utf8'));
+
+      // --renew keeps the CA: there, a new GATEWAY_URL is all an earlier bundle needs
+      execFileSync(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['my-device', '--renew'], { env, encoding: 'utf8' });
+      assert.doesNotThrow(() => openssl('verify', '-CAfile', q.publicCa, q.device('my-device').cert));
+      const renew = execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['other.example.org', '--renew'], { env, encoding: 'utf8' });
+      assert.match(renew, /The domain was fieldstream\.example\.org[\s\S]*or set GATEWAY_URL/, renew);
+    } finally {
+      scratch.cleanup();
+    }
+  });
 });
