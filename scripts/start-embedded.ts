@@ -52,7 +52,7 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
   files              ${rel(data.files)}/
   dead letters       ${rel(data.deadLetters)}/
   certificates       ${rel(certsDir)}/  (CA key in ${rel(p.caDir)}/ stays here)
-  command API        ${apiUrl}   bearer token ${token}
+  command API        ${apiUrl}   bearer token ${token}${config.COMMAND_API_TOKEN ? '   (yours, not printed: set COMMAND_API_TOKEN in the shell you run curl in when it is only in .env)' : ''}
   operator console   ${pipeline.console ? `${pipeline.console.url}   log in with the command API's token` : 'off'}
   metrics            gateway      ${metricsOf(pipeline.gateway.metricsServer)}
                      distributor  ${metricsOf(distributorMetrics)}
