@@ -379,7 +379,11 @@ export function readDeviceToken(path: string, deviceId: string): string {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new FieldStreamError('CONFIG_INVALID', `FIELD_TOKEN_FILE=${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    // As every file a setting names (shared/tls-files.ts): the file, not its content, is what to fix.
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `FIELD_TOKEN_FILE=${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      variable: 'FIELD_TOKEN_FILE',
+      path,
+    });
   }
   const token = text.trim();
   const parsed = parseToken(token);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import pino from 'pino';
@@ -333,5 +334,15 @@ describe("a bundle's .env", () => {
       assert.match(env, /certs\/ca\.crl over it: read again without a restart\)/);
       assert.doesNotMatch(env, /restart the client/);
     }
+  });
+});
+
+describe('the field client: FIELD_TOKEN_FILE', () => {
+  it('a token file that cannot be read stops it with CONFIG_FILE_UNREADABLE naming the setting, as every file a setting names (docs/errors.md)', () => {
+    const missing = join(tmpdir(), `fieldstream-no-token-${process.pid}`, 'device.token');
+    assert.throws(
+      () => readDeviceToken(missing, 'plc-3'),
+      (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_FILE_UNREADABLE' && e.message.startsWith(`FIELD_TOKEN_FILE=${missing} cannot be read: ENOENT`),
+    );
   });
 });
