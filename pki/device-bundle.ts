@@ -88,7 +88,7 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
     `DEVICE_ID=${deviceId}`,
     `DOMAIN_NAME=${domain}`,
     `GATEWAY_URL=wss://${domain}/ws`,
-    '# Paths as the field client container sees them (the bundle folder is mounted at /certs)',
+    "# Paths as the field client container sees them (the bundle's certs/ folder is mounted at /certs)",
     'FIELD_CA_FILE=/certs/ca.crt',
     'FIELD_CERT_FILE=/certs/client.crt',
     'FIELD_KEY_FILE=/certs/client.key',

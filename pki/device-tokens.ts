@@ -122,7 +122,7 @@ export function tokenDeviceEnvFile(deviceId: string, domain: string, tokenPort: 
     `DEVICE_ID=${deviceId}`,
     `DOMAIN_NAME=${domain}`,
     `GATEWAY_URL=wss://${domain}:${tokenPort}/ws`,
-    '# Paths as the field client container sees them (the bundle folder is mounted at /certs)',
+    "# Paths as the field client container sees them (the bundle's certs/ folder is mounted at /certs)",
     'FIELD_CA_FILE=/certs/ca.crt',
     'FIELD_TOKEN_FILE=/certs/device.token',
     'FIELD_SIGNING_KEY_FILE=/certs/signing.key',

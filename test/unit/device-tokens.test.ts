@@ -335,6 +335,14 @@ describe("a bundle's .env", () => {
       assert.doesNotMatch(env, /restart the client/);
     }
   });
+
+  it("says which folder the compose file mounts at /certs: the bundle's certs/, not the bundle's folder", () => {
+    const compose = readFileSync(join(import.meta.dirname, '..', '..', 'field-client', 'docker-compose.yml'), 'utf8');
+    assert.match(compose, /^\s+- \.\/certs:\/certs:ro\b/m);
+    for (const env of [deviceEnvFile('pump-7', 'fieldstream.example.org'), tokenDeviceEnvFile('plc-3', 'fieldstream.example.org', 8444)]) {
+      assert.match(env, /\(the bundle's certs\/ folder is mounted at \/certs\)/);
+    }
+  });
 });
 
 describe('the field client: FIELD_TOKEN_FILE', () => {
