@@ -71,11 +71,18 @@ export const setting = {
 
 /** Reads a JSON file named by a setting and checks it against a schema; errors name the setting. */
 export function readJsonSetting<S extends z.ZodType>(variable: string, path: string, schema: S): z.infer<S> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${variable}=${path} cannot be read: ${(err as Error).message}`, { variable, path });
+  }
+  // Read, but not JSON (a typo, a file cut short): its content is wrong, not its path or permissions.
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    raw = JSON.parse(text);
   } catch (err) {
-    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${variable}=${path} cannot be read as JSON: ${(err as Error).message}`, { variable, path });
+    throw new FieldStreamError('CONFIG_INVALID', `${variable}=${path} is not JSON: ${(err as Error).message}`, { variable, path });
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {

@@ -138,7 +138,7 @@ describe('ReloadingCredentials', () => {
       const creds = new ReloadingCredentials({ tokensFile: path }, log);
       let t = Date.now();
       for (const [content, cause] of [
-        ['[{"name": "alice"', 'CONFIG_FILE_UNREADABLE'],
+        ['[{"name": "alice"', 'CONFIG_INVALID'],
         [JSON.stringify([{ name: 'alice', role: 'root', sha256: sha256Hex(ALICE) }]), 'CONFIG_INVALID'],
         [JSON.stringify([{ name: 'alice', role: 'viewer', sha256: 'plain-text-token' }]), 'CONFIG_INVALID'],
         [undefined, 'CONFIG_FILE_UNREADABLE'],
@@ -155,7 +155,12 @@ describe('ReloadingCredentials', () => {
       writeFileSync(path, 'not json');
       assert.throws(
         () => new ReloadingCredentials({ tokensFile: path }, log),
-        (err) => isFieldStreamError(err, 'CONFIG_FILE_UNREADABLE'),
+        (err) => isFieldStreamError(err, 'CONFIG_INVALID') && /COMMAND_API_TOKENS_FILE=.* is not JSON/.test(err.message),
+      );
+      rmSync(path);
+      assert.throws(
+        () => new ReloadingCredentials({ tokensFile: path }, log),
+        (err) => isFieldStreamError(err, 'CONFIG_FILE_UNREADABLE') && /cannot be read/.test(err.message),
       );
     } finally {
       tmp.cleanup();
