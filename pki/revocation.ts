@@ -93,7 +93,9 @@ function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
   const tail = lines.pop() as string;
   const records = lines.filter(Boolean).map((l, i) => {
     const r = parse(l);
-    if (!r.success) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path}, line ${i + 1}: not a record of the CA's (damaged?)`);
+    // Read, but its content is wrong: CONFIG_INVALID (CONFIG_FILE_UNREADABLE's advice, the path and
+    // its permissions, would not fit).
+    if (!r.success) throw new FieldStreamError('CONFIG_INVALID', `${path}, line ${i + 1}: not a record of the CA's (damaged?)`);
     return r.data as z.infer<S>;
   });
   const last = tail === '' ? undefined : parse(tail);
@@ -292,7 +294,7 @@ function nextCrlNumber(path: string, revocations: number): number {
   let last = 0;
   if (existsSync(path)) {
     const parsed = CrlNumberSchema.safeParse(readFileSync(path, 'utf8'));
-    if (!parsed.success) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${path} does not hold a CRL number (a positive integer): put the number of the CRL last issued there, or remove it.`);
+    if (!parsed.success) throw new FieldStreamError('CONFIG_INVALID', `${path} does not hold a CRL number (a positive integer): put the number of the CRL last issued there, or remove it.`);
     last = parsed.data;
   }
   const next = Math.max(last, revocations + 1) + 1;

@@ -447,6 +447,27 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it("stops a revocation with CONFIG_INVALID, changing nothing, when a file of the CA's is read but damaged: a record before the log's end, a CRL number that is none", () => {
+    const scratch = tempDir('revoke-damaged-log');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      issueDeviceCertificate(certs, 'pump-7');
+      const caDir = join(certs, 'ca');
+      const issued = readFileSync(join(caDir, 'issued.jsonl'), 'utf8');
+      // Not CONFIG_FILE_UNREADABLE: the file was read, and its path and permissions are right.
+      const isInvalid = (file: string) => (e: unknown) => e instanceof FieldStreamError && e.code === 'CONFIG_INVALID' && e.message.includes(file);
+      writeFileSync(join(caDir, 'issued.jsonl'), `not a record\n${issued}`);
+      assert.throws(() => revokeDevice(certs, 'pump-7'), isInvalid(join(caDir, 'issued.jsonl')));
+      assert.equal(existsSync(pkiPaths(certs).revokedDevices) ? readFileSync(pkiPaths(certs).revokedDevices, 'utf8') : '', '', 'nothing revoked');
+      writeFileSync(join(caDir, 'issued.jsonl'), issued);
+      writeFileSync(join(caDir, 'crl-number'), 'seven\n');
+      assert.throws(() => revokeDevice(certs, 'pump-7'), isInvalid(join(caDir, 'crl-number')));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it("revokes a device whose certificate file on this machine is damaged (truncated, not PEM): its serials are in the CA's log", () => {
     const scratch = tempDir('revoke-bad-cert');
     const certs = join(scratch.dir, 'certs');
