@@ -190,7 +190,7 @@ export class LiveFeed {
       try {
         const s = await getSession();
         if (!s.authenticated) {
-          onUnauthorized(new ApiError(401, 'CONSOLE_SESSION_ENDED', 'The session ended.'));
+          onUnauthorized(new ApiError(401, 'CONSOLE_UNAUTHORIZED', 'The session ended: log in again.'));
           return;
         }
       } catch {
