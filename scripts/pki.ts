@@ -230,7 +230,12 @@ function client(argv: string[]): void {
   key:         ${paths.key} (mode 0600)
   bundle:      ${bundle}
 
-${deviceStartSteps(deviceId, meta?.domain ?? 'DOMAIN', fieldCompose)}`);
+${
+    values.renew
+      ? // A device that runs already keeps its own .env and folders; `docker-compose up -d` would not restart its container.
+        'On the device: put the new certs/client.crt and certs/client.key from the bundle in place and restart its client.'
+      : deviceStartSteps(deviceId, meta?.domain ?? 'DOMAIN', fieldCompose)
+  }`);
 }
 
 function revoke(argv: string[]): void {
