@@ -234,7 +234,8 @@ ${
     values.renew
       ? // A device that runs already keeps its own .env and folders; `docker-compose up -d` would not restart its container.
         'On the device: put the new certs/client.crt and certs/client.key from the bundle in place and restart its client.'
-      : deviceStartSteps(deviceId, meta?.domain ?? 'DOMAIN', fieldCompose)
+      : `${deviceStartSteps(deviceId, meta?.domain ?? 'DOMAIN', fieldCompose)}
+Copy certs/internal/device-keys/${deviceId}.key to the internal server (the distributor and command API read it within seconds).`
   }`);
 }
 

@@ -340,6 +340,9 @@ describe('the onboarding scripts', () => {
       // The device needs the image before docker-compose up: its name is on the `localhost/` registry,
       // so that docker-compose never pulls it from Docker Hub, whatever someone published there.
       assert.match(client, /docker load[\s\S]*FIELDSTREAM_IMAGE[\s\S]*docker-compose up -d/, client);
+      // Without its signing key in the internal registry every message of the device is refused
+      // (SECURITY_UNKNOWN_DEVICE): the internal server is another machine in the deployment.
+      assert.match(client, /Copy certs\/internal\/device-keys\/pump-7\.key to the internal server/, client);
       assert.ok(existsSync(join(scratch.dir, 'certs', 'bundles', 'pump-7.tar.gz')));
       const dup = (() => {
         try {
