@@ -291,11 +291,12 @@ async function execute(command: string, args: string[], values: Values, io: Io):
       const r = await createBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true });
       const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
       const journal = r.manifest.contents['command-journal'] !== undefined;
+      const windows = r.manifest.contents['replay-windows'] !== undefined;
       return io.out(`Backed up ${r.manifest.files.length} files to ${r.file} (mode 0600): ${kinds}
   from     ${paths.certsDir}, ${paths.stateDir}
   journal  ${journal ? paths.commandState : `none: no command journal at ${paths.commandState}`}
   sha256   ${r.sha256}
-${journal ? '' : noJournal(paths)}The archive holds private keys${r.manifest.contents.ca ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
+${windows ? '' : noReplayWindows(paths)}${journal ? '' : noJournal(paths)}The archive holds private keys${r.manifest.contents.ca ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
 apart from it, to restore with --expect-sha256 ${r.sha256}.
 `);
     }
@@ -322,6 +323,20 @@ ${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : 
 }
 
 const COMPOSE_HINT = `docker-compose.internal.yml keeps it in ${COMPOSE_COMMAND_STATE}`;
+
+/**
+ * What a backup without replay windows says. A distributor that has accepted a message has them,
+ * so their absence most often means the state folder is elsewhere (npm run stack keeps it under
+ * STACK_DIR): restored without them, the distributor would take once more any message replayed
+ * from the last DISTRIBUTOR_MAX_DELAY_S.
+ */
+function noReplayWindows(paths: AdminPaths): string {
+  return `No replay windows in ${paths.stateDir}, so the archive holds none: restored from it, the
+distributor would take once more any message a compromised DMZ replays from before the restore
+(up to DISTRIBUTOR_MAX_DELAY_S old). If the distributor keeps its state elsewhere (npm run stack:
+data/stack/distributor-state), back up again with --state-dir DIR or DISTRIBUTOR_STATE_DIR=DIR.
+`;
+}
 
 /** What a backup without a command journal says: where it looked, and how to point it elsewhere. */
 function noJournal(paths: AdminPaths): string {

@@ -401,6 +401,7 @@ describe('backup and restore', () => {
     const digest = sha(readFileSync(join(work.dir, 'cli.tar.gz')));
     assert.match(made.out, new RegExp(`^Backed up ${manifest.files.length} files to .*cli\\.tar\\.gz \\(mode 0600\\): ca 7, revocations 3, `));
     assert.ok(made.out.includes(`sha256   ${digest}`));
+    assert.ok(!made.out.includes('No replay windows'), made.out);
     assert.equal((await admin('backup', 'cli.tar.gz', ...paths)).code, EXIT.conflict);
     assert.equal((await admin('backup', 'cli.tar.gz', ...paths, '--force')).code, EXIT.ok);
     const digest2 = sha(readFileSync(join(work.dir, 'cli.tar.gz')));
@@ -499,6 +500,9 @@ describe('backup and restore', () => {
     assert.match(none.out, /: ca 1\n/);
     assert.ok(none.out.includes(`  journal  none: no command journal at ${compose}\n`), none.out);
     assert.ok(none.out.includes(`No command journal at ${compose} (the default of docker-compose.internal.yml), so the archive holds none:`), none.out);
+    // Nor any replay window where it looks (this checkout's distributor never ran): said too, with how to point it.
+    assert.ok(none.out.includes(`No replay windows in ${join(checkout, 'data', 'distributor-state')}, so the archive holds none:`), none.out);
+    assert.match(none.out, /--state-dir DIR or DISTRIBUTOR_STATE_DIR=DIR/);
     assert.match(none.out, /--command-state FILE or COMMAND_STATE_PATH=FILE/);
     const given = await admin('backup', 'given.tar.gz', '--command-state', 'elsewhere.jsonl');
     assert.ok(given.out.includes(`No command journal at ${join(checkout, 'elsewhere.jsonl')} (given by --command-state)`), given.out);
