@@ -249,7 +249,8 @@ function revoke(argv: string[]): void {
                                       (Mosquitto reads a CRL only at start)
   certs/dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds
   certs/internal/device-keys/${deviceId}.key   removed, and ${deviceId} added to certs/internal/revoked-devices.txt:
-                                      copy both to the internal server; distributors refuse its messages within seconds`);
+                                      on the internal server, copy the list over its own (in place) and remove the key
+                                      there too; distributors refuse its messages within seconds`);
 }
 
 const [command, ...rest] = process.argv.slice(2);

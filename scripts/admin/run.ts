@@ -284,7 +284,8 @@ async function execute(command: string, args: string[], values: Values, io: Io):
   ca.crl                          updated: copy it to both servers and restart their Mosquittos (Mosquitto reads a CRL only at start)
   dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds
   internal/device-keys/${id}.key  removed, and ${id} added to internal/revoked-devices.txt:
-                                  copy both to the internal server; distributors refuse its messages within seconds
+                                  on the internal server, copy the list over its own (in place) and remove the key
+                                  there too; distributors refuse its messages within seconds
 `);
     }
     case 'backup': {

@@ -130,6 +130,7 @@ describe('fieldstream-admin devices', () => {
     const r = await admin('devices', 'revoke', 'dev-b');
     assert.equal(r.code, EXIT.ok, r.err);
     assert.match(r.out, /^Revoked device dev-b \(certificate serials [0-9A-F]+, [0-9A-F]+\)/);
+    assert.match(r.out, /on the internal server, copy the list over its own \(in place\) and remove the key\n\s+there too/);
     const b = (await list()).find((x) => x.id === 'dev-b');
     assert.equal(b?.revoked, true);
     assert.ok(b?.revokedAt);
