@@ -1,7 +1,8 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
+import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 
@@ -146,9 +147,12 @@ function readState(file: string, log: Logger): string[] {
   return [];
 }
 
+/**
+ * Written aside, synced, renamed and its folder synced (durable-fs.ts): the list must outlive a power
+ * cut, not only a killed process. Lost, its sessions are never retired, and each keeps collecting
+ * its share of the messages, which nothing takes.
+ */
 function writeState(file: string, clientIds: string[]): void {
   mkdirSync(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ clientIds }) + '\n', { mode: 0o600 });
-  renameSync(tmp, file);
+  replaceFileDurablySync(file, JSON.stringify({ clientIds }) + '\n', 0o600);
 }

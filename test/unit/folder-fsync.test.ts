@@ -139,6 +139,25 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     }
     assert.ok(synced.has(device), `the device's folder synced (synced: ${[...synced].join(', ')})`);
   });
+  it("syncs the distributor's list of earlier consumer sessions before it retires them, and its folder", async () => {
+    // Recorded first so that a crash while retiring leaves them to be tried again: a list lost with
+    // the power (written without fsync) forgot sessions that keep collecting their share of messages.
+    const dir = join(tmp.dir, 'distributor-state');
+    const file = join(dir, 'consumer-sessions.json');
+    const script = `
+      import { retireConsumerSessions } from ${url('../../internal-network/distributor/session-retirement.ts')};
+      import { createLogger } from ${url('../../shared/logger.ts')};
+      await retireConsumerSessions({
+        stateFile: process.env.FILE, current: ['dist'], base: 'dist', maxConsumers: 1, filters: [],
+        connect: () => { throw new Error('no session to retire'); }, consume: () => { throw new Error('no session to retire'); },
+        signal: new AbortController().signal, log: createLogger('t', 'silent'),
+      });
+    `;
+    const synced = await syncedBy(script, { FILE: file }, join(tmp.dir, 'sessions.strace'));
+    assert.equal(readFileSync(file, 'utf8'), '{"clientIds":["dist"]}\n');
+    assert.ok([...synced].some((p) => p.startsWith(`${file}.tmp`)), `the list synced before its rename (synced: ${[...synced].join(', ')})`);
+    assert.ok(synced.has(dir), `its folder synced (synced: ${[...synced].join(', ')})`);
+  });
   it("takes back the lines of a new file whose folder the disk fails to sync: the caller, told they were not appended, never finds them", async () => {
     // The command API's journal (store.ts add()): commands refused with API_STATE_WRITE_FAILED
     // ("nothing was sent") were read back as queued at its next start, and sent.
