@@ -5,7 +5,7 @@ import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { replaceFileDurablySync, syncDir } from '../../shared/durable-fs.ts';
+import { replaceFileDurably, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
@@ -151,9 +151,11 @@ export class FileStore {
       }));
     });
     const info = placed.timestamp === undefined && receivedAt !== undefined ? { ...placed, timestamp: receivedAt } : placed;
-    // Durable before the folder goes: chunks receipted from now on rely on this record alone. (The
-    // helper is synchronous: a few milliseconds of the event loop, once per file.)
-    await io(doneMarker, async () => replaceFileDurablySync(doneMarker, JSON.stringify(info)));
+    // Durable before the folder goes: chunks receipted from now on rely on this record alone. Aside
+    // under a name of this write's own, not the pid's: replicas sharing the storage are each pid 1 in
+    // their containers, and two completing a transfer at once wrote the same file aside, the second
+    // one's open emptying the first one's marker before its rename (the sweep knows the name).
+    await io(doneMarker, () => replaceFileDurably(doneMarker, [JSON.stringify(info)], `${doneMarker}.tmp-${randomUUID()}`));
     await io(partial, () => rm(partial, { recursive: true, force: true }));
     this.present.forget(partial);
     return info;

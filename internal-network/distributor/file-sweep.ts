@@ -9,7 +9,7 @@ import { entries, exists, ifGone } from './file-io.ts';
  *   device's folder (a file sent whole), in a folder of chunks (a chunk, or their join, as large
  *   as the whole file, up to 10 GiB: removed with the folder when the transfer ends, but a
  *   transfer may never end), in .failed/DEVICE/ (a verdict), and a done marker's
- *   `ID.done.json.tmp-PID`. Only their age tells that their writer is gone: distributors on other
+ *   `ID.done.json.tmp-*`. Only their age tells that their writer is gone: distributors on other
  *   machines share the storage. None is ever the only copy of anything receipted (a file or chunk
  *   counts once it has its name), so removing one a live writer still holds costs a retry.
  * - the folder of chunks of a transfer whose done marker is there, whatever its age (a kill

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs, { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { basename, join, relative } from 'node:path';
@@ -19,6 +19,8 @@ import { tempDir } from '../helpers/pki.ts';
  */
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const strace = spawnSync('strace', ['-o', '/dev/null', 'true']).status === 0;
+/** Processes can be run as pid 1 of a namespace of their own, as each distributor's container runs it. */
+const pidNamespaces = spawnSync('unshare', ['-Urpf', '--mount-proc', 'true']).status === 0;
 const coded = (code: ErrorCode) => (e: unknown) => e instanceof FieldStreamError && e.code === code;
 
 /** The chunks of `file`, `size` bytes each, as a device sends them. */
@@ -217,6 +219,56 @@ describe('file storage: chunked files', () => {
     assert.ok(err.message.includes(kept));
     assert.ok(Buffer.concat([0, 1].map((i) => readFileSync(join(kept, `${i}.chunk`)))).equals(file));
     assert.ok(!existsSync(partial));
+  });
+
+  it('two distributors, each pid 1 in its container, completing a transfer at once: one killed while writing the done marker leaves the other\'s whole', { skip: !(strace && pidNamespaces) && 'strace or unshare is not available' }, async () => {
+    // Replicas share the file storage, and node is pid 1 in each container: a name aside made of the
+    // pid (NAME.tmp-PID) was the same file for both. The second one's open (O_TRUNC) emptied the
+    // first one's marker before its rename, and, killed before it wrote its own, left an empty
+    // marker in place for good: every chunk of the transfer delivered again failed on it, never receipted.
+    const file = Buffer.from('a file of two chunks, completed by two replicas at once');
+    const chunks = chunksOf(file, 30, 'pid1');
+    assert.equal(await store.storeChunk('cam-11', chunks[0]!), undefined);
+    const partialDir = join(root, '.partial', 'cam-11');
+    const marker = join(partialDir, 'pid1.done.json');
+    const script = `
+      import { FileStore } from ${JSON.stringify(new URL('../../internal-network/distributor/file-store.ts', import.meta.url).href)};
+      const store = new FileStore(process.env.ROOT);
+      console.log('ready');
+      if (process.env.WAIT) await new Promise((r) => process.stdin.once('data', r)).then(() => process.stdin.destroy());
+      const r = await store.storeChunk('cam-11', JSON.parse(process.env.CHUNK));
+      console.log(process.pid + ' ' + (r ? 'stored' : 'not stored'));
+    `;
+    const replica = (straceArgs: string[], wait: boolean) => {
+      const child = spawn('strace', ['-f', '-o', '/dev/null', ...straceArgs, 'unshare', '-Urpf', '--mount-proc', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+        env: { ...process.env, ROOT: root, CHUNK: JSON.stringify(chunks[1]), ...(wait ? { WAIT: '1' } : {}) },
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, sig) => resolve([c, sig])));
+      return { child, out: () => out, exited };
+    };
+    const until = async (what: string, done: () => boolean) => {
+      for (const started = Date.now(); !done(); await new Promise((r) => setTimeout(r, 20))) if (Date.now() - started > 60_000) assert.fail(`waited for ${what}`);
+    };
+    // The second replica, killed should it write to the name aside pid 1's marker had.
+    const second = replica(['-P', `${marker}.tmp-1`, '-e', 'trace=write,pwrite64', '-e', 'inject=write,pwrite64:signal=SIGKILL'], true);
+    await until('the second replica to start', () => second.out().includes('ready'));
+    // The first one held for 5 s once it has synced its marker under that name, before the rename.
+    const first = replica(['-P', `${marker}.tmp-1`, '-e', 'trace=fsync', '-e', 'inject=fsync:delay_exit=5000000'], false);
+    let firstExited = false;
+    void first.exited.then(() => (firstExited = true));
+    await until('the first replica to write its marker aside', () => firstExited || (existsSync(partialDir) && readdirSync(partialDir).some((n) => n.startsWith('pid1.done.json.tmp'))));
+    await new Promise((r) => setTimeout(r, 300));
+    second.child.stdin.end('go\n');
+    const [code] = await first.exited;
+    assert.equal(code, 0);
+    assert.match(first.out(), /^1 stored$/m, 'the first replica, pid 1, stored the file');
+    await second.exited;
+    // The chunk of the second one, delivered again, is answered from the marker.
+    assert.equal((await store.storeChunk('cam-11', chunks[1]!))?.sha256, sha(file));
+    assert.equal((await store.storeChunk('cam-11', chunks[0]!))?.sha256, sha(file));
   });
 
   it('a failing file system is DISTRIBUTOR_WRITE_FAILED naming the path (retried), not an uncoded error', async () => {
