@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
@@ -113,8 +113,14 @@ export class LineFile {
   }
 }
 
-/** LineFile's append in one synchronous call: opens, appends `lines` whole on a line of their own, syncs (the file and, once per process, its name) and closes. */
+/**
+ * LineFile's append in one synchronous call: opens, appends `lines` whole on a line of their own,
+ * syncs (the file and, once per process and whenever this append makes the file, its name) and
+ * closes. A file made again after its first append here (the operator moved the field client's
+ * rejected.jsonl off the device) needs its name synced too: its lines are let go on this return.
+ */
 export function appendLinesSync(path: string, lines: string, mode: number, named: Set<string>): void {
+  if (!existsSync(path)) named.delete(path);
   const fd = openSync(path, 'a+', mode);
   try {
     const size = fstatSync(fd).size;

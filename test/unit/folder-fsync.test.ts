@@ -158,6 +158,25 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     assert.ok([...synced].some((p) => p.startsWith(`${file}.tmp`)), `the list synced before its rename (synced: ${[...synced].join(', ')})`);
     assert.ok(synced.has(dir), `its folder synced (synced: ${[...synced].join(', ')})`);
   });
+  it("syncs the folder of a refused messages' file made again after the operator moved it away, before the messages are let go", async () => {
+    // docs/field-client.md has the operator move rejected.jsonl off the device: the next refusal makes
+    // the file again, and its name must be on disk before the queue lets the messages go.
+    const dir = join(tmp.dir, 'field-data');
+    const script = `
+      import { mkdirSync, renameSync } from 'node:fs';
+      import { RejectedMessages } from ${url('../../field-client/src/rejected.ts')};
+      mkdirSync(process.env.DIR, { recursive: true });
+      const rejected = new RejectedMessages(process.env.DIR);
+      rejected.write('{"refused":1}\\n');
+      renameSync(rejected.path, rejected.path + '.moved-off');
+      rejected.write('{"refused":2}\\n');
+    `;
+    const log = join(tmp.dir, 'rejected.strace');
+    await syncedBy(script, { DIR: dir }, log);
+    assert.equal(readFileSync(join(dir, 'rejected.jsonl'), 'utf8'), '{"refused":2}\n');
+    const folderSyncs = [...readFileSync(log, 'utf8').matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].filter((m) => m[1] === dir).length;
+    assert.equal(folderSyncs, 2, 'the folder synced for each file made');
+  });
   it("takes back the lines of a new file whose folder the disk fails to sync: the caller, told they were not appended, never finds them", async () => {
     // The command API's journal (store.ts add()): commands refused with API_STATE_WRITE_FAILED
     // ("nothing was sent") were read back as queued at its next start, and sent.
