@@ -16,9 +16,9 @@ const strace = spawnSync('strace', ['-o', '/dev/null', 'true']).status === 0;
 const url = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
 
 /** The paths whose file descriptors `script` (an ES module) fsync'ed, run under strace. */
-async function syncedBy(script: string, env: Record<string, string>, log: string): Promise<Set<string>> {
+async function syncedBy(script: string, env: Record<string, string>, log: string, alsoTraced: readonly string[] = []): Promise<Set<string>> {
   // -y: each file descriptor printed with its path; -f: libuv's threads make the calls.
-  const child = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync', '-o', log, process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+  const child = spawn('strace', ['-f', '-y', '-e', `trace=${['fsync', 'fdatasync', ...alsoTraced].join(',')}`, '-o', log, process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -176,6 +176,28 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     assert.equal(readFileSync(join(dir, 'rejected.jsonl'), 'utf8'), '{"refused":2}\n');
     const folderSyncs = [...readFileSync(log, 'utf8').matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].filter((m) => m[1] === dir).length;
     assert.equal(folderSyncs, 2, 'the folder synced for each file made');
+  });
+  it("syncs the folders of a refused file set aside (moved into rejected/) before its queue record is let go", async () => {
+    const data = join(tmp.dir, 'field-data-files');
+    const script = `
+      import { mkdirSync, writeFileSync } from 'node:fs';
+      import { join } from 'node:path';
+      import { FileOutbox } from ${url('../../field-client/src/files/file-outbox.ts')};
+      mkdirSync(process.env.DATA, { recursive: true });
+      writeFileSync(join(process.env.DATA, 'photo.jpg'), 'a photo');
+      const outbox = new FileOutbox(process.env.DATA, 1024);
+      const rec = await outbox.accept(join(process.env.DATA, 'photo.jpg'), {});
+      outbox.accepted(rec.transferId);
+      console.error('set aside: ' + outbox.setAside(rec));
+    `;
+    const log = join(tmp.dir, 'set-aside.strace');
+    await syncedBy(script, { DATA: data }, log, ['rename', 'renameat', 'renameat2']);
+    // Those after the move: the new name (and the new folder's own), the name gone from the outbox.
+    const text = readFileSync(log, 'utf8');
+    const moved = text.search(/rename(?:at2?)?\([^\n]*outgoing[^\n]*rejected/);
+    assert.ok(moved >= 0, 'moved by a rename');
+    const after = new Set([...text.slice(moved).matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].map((m) => m[1]!));
+    for (const dir of [join(data, 'rejected'), data, join(data, 'outgoing')]) assert.ok(after.has(dir), `${dir} synced after the move (synced: ${[...after].join(', ')})`);
   });
   it("takes back the lines of a new file whose folder the disk fails to sync: the caller, told they were not appended, never finds them", async () => {
     // The command API's journal (store.ts add()): commands refused with API_STATE_WRITE_FAILED

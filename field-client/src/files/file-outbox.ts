@@ -359,14 +359,19 @@ export class FileOutbox {
   /**
    * A file the gateway refused for good leaves the outbox whole, into FIELD_DATA_DIR/rejected/
    * under its transfer id and name: set aside for its operator, never deleted on the DMZ's word.
+   * Its queue record is let go on this return: so the move is made durable first, the new name
+   * (and the folder's own, made now or after the operator moved it off) and the old one's removal.
    */
   setAside(rec: FileTransferRecord): string {
     const dir = join(this.dir, '..', 'rejected');
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const made = mkdirSync(dir, { recursive: true, mode: 0o700 });
     const target = join(dir, `${rec.transferId}-${basename(rec.filename)}`);
     renameSync(join(this.dir, rec.transferId), target);
     this.measured = undefined;
+    syncDirSync(dir);
+    if (made !== undefined) syncDirSync(dirname(dir));
     rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
+    syncDirSync(this.dir);
     return target;
   }
 }
