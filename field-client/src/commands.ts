@@ -388,6 +388,10 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
     const inEnv = Buffer.byteLength(`FIELDSTREAM_PARAMS=${json}`) + 1 <= LIMITS.fieldCommandEnvStringMaxBytes;
     const child = spawn(program, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
+      // A process group of its own, killed whole at the timeout: a program is often a script whose
+      // own children hold its output open, and killing the script alone left them running, the
+      // answer waiting for them (a `sleep 3600` in a shell script answered after an hour).
+      detached: true,
       env: { PATH: process.env.PATH, FIELDSTREAM_COMMAND: frame.command, FIELDSTREAM_COMMAND_ID: frame.commandId, ...(inEnv ? { FIELDSTREAM_PARAMS: json } : {}) },
     });
     let out = '';
@@ -403,7 +407,12 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      try {
+        if (child.pid === undefined) throw new Error('no pid');
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
     }, timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);

@@ -445,4 +445,32 @@ describe('an exec command (commands.ts)', () => {
     assert.equal(answer?.status, 'completed');
     assert.equal(answer?.result, 'café');
   });
+
+  it('kills a program still running at its timeout with the children it started, and answers at once', async () => {
+    // A shell script running a long program: only the shell was killed, the program went on holding
+    // the output open, and the answer waited for it (30 s here, where the timeout is 300 ms).
+    const tmp = tempDir('exec-timeout');
+    try {
+      const pidFile = join(tmp.dir, 'child.pid');
+      const h = new CommandHandlers(unsigned).configure({ slow: { type: 'exec', program: '/bin/sh', args: ['-c', `sleep 30 & echo $! > '${pidFile}'; wait`], timeoutMs: 300 } }, undefined);
+      const started = Date.now();
+      const answer = await h.run({ type: 'command', commandId: 'cmd-exec-timeout', command: 'slow', issuedAt: Date.now() });
+      assert.ok(Date.now() - started < 10_000, `answered after ${Date.now() - started} ms`);
+      assert.equal(answer?.status, 'failed');
+      assert.match(String(answer?.result), /^FIELD_COMMAND_TIMEOUT/);
+      // Gone, or dead and not yet reaped by whoever adopted it (a zombie, state Z).
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      const gone = () => {
+        try {
+          return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').startsWith('Z');
+        } catch {
+          return true;
+        }
+      };
+      for (let i = 0; i < 50 && !gone(); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(gone(), 'the program the script started is gone too');
+    } finally {
+      tmp.cleanup();
+    }
+  });
 });
