@@ -59,7 +59,7 @@ FieldStream is running (embedded pipeline, Ctrl-C to stop)
                      command API  ${metricsOf(pipeline.commandApi.metricsServer)}
                      console      ${metricsOf(pipeline.console?.metricsServer)}
                      field client ${pipeline.field ? metricsOf(pipeline.field.metricsUrl ? { url: pipeline.field.metricsUrl } : undefined) : '(no simulated device)'}
-  simulated device   ${simulated ?? '(none)'}${simulated ? `   local inputs: http://127.0.0.1:${pipeline.field?.httpPort ?? 'off'}, mqtt://127.0.0.1:${pipeline.field?.mqttPort ?? 'off'}, folder data/outbox/` : ''}
+  simulated device   ${simulated ?? '(none)'}${simulated ? `   local inputs: http://127.0.0.1:${pipeline.field?.httpPort ?? 'off'}, mqtt://127.0.0.1:${pipeline.field?.mqttPort ?? 'off'}, folder ${pipeline.field?.watchDir ? `${rel(resolve(pipeline.field.watchDir))}/` : 'off'}` : ''}
 
 Talk to it as device sensor-001 (type one of the example messages of docs/message-contract.md):
   npx wscat -c ${pipeline.gatewayUrl} --ca ${rel(p.publicCa)} --cert ${rel(dev.cert)} --key ${rel(dev.key)}

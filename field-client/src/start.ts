@@ -34,6 +34,8 @@ export interface RunningFieldClient {
   readonly health: HealthReporter | undefined;
   readonly httpPort: number | undefined;
   readonly mqttPort: number | undefined;
+  /** the folder whose new files are sent (FIELD_WATCH_DIR; undefined: none) */
+  readonly watchDir: string | undefined;
   /** the Sparkplug host on a plant's broker (undefined without FIELD_SPARKPLUG_URL) */
   readonly sparkplug: SparkplugInput | undefined;
   /** the Sparkplug session of the local MQTT input (undefined unless FIELD_MQTT_SPARKPLUG) */
@@ -183,6 +185,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       health,
       httpPort: http?.port,
       mqttPort: mqtt?.port,
+      watchDir: config.FIELD_WATCH_DIR,
       sparkplug,
       localSparkplug: mqtt?.sparkplug,
       metricsUrl: metricsServer?.url,
