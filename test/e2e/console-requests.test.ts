@@ -105,6 +105,12 @@ describe('the operator console answering odd requests', () => {
       [],
       'every answer no-store',
     );
+    // Errors too, a path that names nothing among them (under /api/ or not).
+    for (const path of ['/api/nothing', '/api/v1/manage', '/no-such-page']) {
+      const res = await fetch(new URL(path, base));
+      const body = (await res.json()) as { error?: { code?: string } };
+      assert.deepEqual([res.status, body.error?.code, res.headers.get('cache-control')], [404, 'CONSOLE_NOT_FOUND', 'no-store'], path);
+    }
     // The pages themselves stay cacheable with revalidation (server.ts), as before.
     const page = await fetch(new URL('/index.html', base));
     await page.arrayBuffer();

@@ -128,7 +128,8 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
 
   app.setErrorHandler((err, req, reply) => sendError(err, req, reply, o.logger));
   app.setNotFoundHandler((_req, reply) => {
-    void reply.status(404).send({ error: { code: 'CONSOLE_NOT_FOUND', message: 'No such page or resource.' } });
+    // An error like any other (sendError): kept by no cache.
+    void reply.status(404).header('cache-control', 'no-store').send({ error: { code: 'CONSOLE_NOT_FOUND', message: 'No such page or resource.' } });
   });
 
   o.routes(app);
