@@ -379,7 +379,7 @@ describe('the operator console against hostile clients', () => {
       // Files that are no tokens file, then none: each logged, the last valid set in force, the console up.
       const invalid = () => fx.logs.lines.filter((l) => l.code === 'ROLE_TOKENS_INVALID' && l.path === tokens);
       for (const [what, change, cause] of [
-        ['not JSON', () => replace('[{"name": "admin-user", '), 'CONFIG_FILE_UNREADABLE'],
+        ['not JSON', () => replace('[{"name": "admin-user", '), 'CONFIG_INVALID'],
         ['an unknown role', () => replace(JSON.stringify([{ ...all[0], role: 'root' }])), 'CONFIG_INVALID'],
         ['removed', () => rmSync(tokens), 'CONFIG_FILE_UNREADABLE'],
       ] as const) {
