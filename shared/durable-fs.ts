@@ -1,6 +1,6 @@
-import { closeSync, constants, fchmodSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 
 /**
  * Writes that must survive a power cut, not only a killed process: a file's data reaches the disk
@@ -25,6 +25,31 @@ export async function syncDir(dir: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Makes `dir` (and its missing parents) so that it outlives a power cut: a folder made is an entry of
+ * its parent, on disk only once that parent is synced (as a file's name, syncDirSync). Without it a
+ * file synced in a folder just made may be lost with the folder, though its fsync returned. Each
+ * parent of a folder made now is synced, and the parent of `dir` always: a process killed between
+ * its mkdir and that sync leaves a folder the next start finds and would otherwise trust.
+ */
+export function makeDirDurablySync(dir: string, mode?: number): void {
+  const made = mkdirSync(dir, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+  if (made === undefined) {
+    // Found, not made: its parent may be one this process may not read (a home folder of mode 711),
+    // and a folder found there was made by a process that could.
+    try {
+      syncDirSync(dirname(resolve(dir)));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    }
+    return;
+  }
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    syncDirSync(dirname(d));
+    if (d === resolve(made) || dirname(d) === d) break;
   }
 }
 

@@ -1,9 +1,9 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ReloadedFile } from '../../shared/reloaded-file.ts';
-import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { verifyCrl, type VerifiedCrl } from '../../shared/security/crl.ts';
 import { describedCrl, readServerCrl, type ServerCrl } from './server-crl.ts';
 
@@ -121,7 +121,7 @@ export class ServerCrlSource {
    */
   private save(der: Buffer): void {
     try {
-      mkdirSync(dirname(this.deliveredPath), { recursive: true, mode: 0o700 });
+      makeDirDurablySync(dirname(this.deliveredPath), 0o700);
       replaceFileDurablySync(this.deliveredPath, der, 0o644);
       if (this.unsaved) this.log.info({ crl: this.deliveredPath }, 'the CRL the gateway handed over is kept on disk now');
       this.unsaved = undefined;

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+
 import { join } from 'node:path';
 import { readJsonSetting } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -25,6 +25,7 @@ import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
 import { fieldClientMetrics } from './metrics.ts';
 import { startMetricsServer } from '../../shared/metrics/server.ts';
+import { makeDirDurablySync } from '../../shared/durable-fs.ts';
 
 export interface RunningFieldClient {
   readonly client: FieldClient;
@@ -77,7 +78,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     log.warn('FIELD_SIGNING_KEY_FILE is not set: messages are sent unsigned, which a deployment that requires signatures refuses, and deleted at the gateway\'s ack (commit receipts need the key)');
   }
   const commandsFile = config.FIELD_COMMANDS_FILE ? readJsonSetting('FIELD_COMMANDS_FILE', config.FIELD_COMMANDS_FILE, CommandsFileSchema) : undefined;
-  mkdirSync(config.FIELD_DATA_DIR, { recursive: true, mode: 0o700 });
+  makeDirDurablySync(config.FIELD_DATA_DIR, 0o700);
   const queue = await DurableQueue.open({
     dir: join(config.FIELD_DATA_DIR, 'queue'),
     maxBytes: config.FIELD_QUEUE_MAX_BYTES,

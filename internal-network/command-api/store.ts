@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -61,7 +61,7 @@ export class CommandStore {
     private readonly path: string,
     private readonly log: Logger,
   ) {
-    mkdirSync(dirname(path), { recursive: true });
+    makeDirDurablySync(dirname(path));
     this.load();
   }
 

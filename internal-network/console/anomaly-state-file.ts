@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { replaceFileDurably } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurably } from '../../shared/durable-fs.ts';
 import { CONSOLE } from '../../shared/limits.ts';
 import { readLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -178,7 +178,7 @@ export class AnomalyStateSaver {
     const started = performance.now();
     const devices = this.scorer.devicesState();
     try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      makeDirDurablySync(this.dir, 0o700);
       const header = { format: FORMAT, version: 1, savedAt: new Date().toISOString(), devices: devices.length, params: this.scorer.params };
       await replaceFileDurably(this.path, pieces(`${JSON.stringify(header)}\n`, devices), this.tmp);
       this.log.debug({ path: this.path, devices: devices.length, ms: Math.round(performance.now() - started) }, 'anomaly state saved');

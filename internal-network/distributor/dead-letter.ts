@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -7,6 +7,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LineFile } from '../../shared/line-file.ts';
 import { parseTopic } from '../../shared/contract/topics.ts';
+import { makeDirDurablySync } from '../../shared/durable-fs.ts';
 
 /**
  * One line of a dead-letter file, as written below and read back (dead-letter-replay.ts). A letter
@@ -113,7 +114,7 @@ export class DeadLetters {
     slot = 1,
     bounds: DeadLetterBounds = { maxBytes: LIMITS.deadLetterMaxBytes },
   ) {
-    mkdirSync(dir, { recursive: true });
+    makeDirDurablySync(dir);
     this.suffix = slot === 1 ? '.jsonl' : `.slot-${slot}.jsonl`;
     this.bounds = { unparsableShare: LIMITS.deadLetterUnparsableShare, excerptBytes: LIMITS.deadLetterExcerptBytes, ...bounds };
   }

@@ -1,8 +1,8 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
-import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 
@@ -153,6 +153,6 @@ function readState(file: string, log: Logger): string[] {
  * its share of the messages, which nothing takes.
  */
 function writeState(file: string, clientIds: string[]): void {
-  mkdirSync(dirname(file), { recursive: true });
+  makeDirDurablySync(dirname(file));
   replaceFileDurablySync(file, JSON.stringify({ clientIds }) + '\n', 0o600);
 }

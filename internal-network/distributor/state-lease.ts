@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { withDirLock } from '../../shared/dir-lock.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { makeDirDurablySync } from '../../shared/durable-fs.ts';
 
 /**
  * Which part of DISTRIBUTOR_STATE_DIR this distributor owns.
@@ -94,7 +95,7 @@ function withClaimLock<T>(root: string, fn: () => T): T {
  * process took it over (this one stalled past the expiry): its state must not be written any more.
  */
 export function claimStateSlot(root: string, clientId: string, onLost: (err: FieldStreamError) => void): StateLease {
-  mkdirSync(root, { recursive: true });
+  makeDirDurablySync(root);
   const owner = randomUUID();
   let held: number | undefined; // our lease file, open: see Fencing above
   const slot = withClaimLock(root, () => {
@@ -106,7 +107,7 @@ export function claimStateSlot(root: string, clientId: string, onLost: (err: Fie
       throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `All ${LIMITS.distributorMaxInstances} slots of ${root} are held by running distributors.`);
     }
     const dir = slotDir(root, chosen.slot);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirDurablySync(dir, 0o700);
     const lease: Lease = { owner, clientId, host: hostname(), pid: process.pid, claimedAt: new Date().toISOString() };
     const tmp = join(dir, `lease.json.tmp-${process.pid}`);
     const fd = openSync(tmp, 'w', 0o600);

@@ -119,6 +119,29 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     assert.ok(folderSyncs >= segments, `${folderSyncs} folder syncs for ${segments} segments`);
   });
 
+  it("syncs the parent of each folder the field client's data and the distributor's replay windows make, up to the first that was there", async () => {
+    const data = join(tmp.dir, 'made', 'field', 'data');
+    const state = join(tmp.dir, 'made', 'internal', 'state');
+    const script = `
+      import { join } from 'node:path';
+      import { DurableQueue } from ${url('../../field-client/src/queue/durable-queue.ts')};
+      import { ReplayWindows } from ${url('../../internal-network/distributor/security/replay-window.ts')};
+      import { createLogger } from ${url('../../shared/logger.ts')};
+      const q = await DurableQueue.open({ dir: join(process.env.DATA, 'queue'), maxBytes: 1 << 30, segmentBytes: 512, fullPolicy: 'reject', sync: { mode: 'always' }, log: createLogger('t', 'silent') });
+      await q.append([{ dataType: 'timeseries', payload: { v: 1, timestamp: 1700000000000 } }]);
+      await q.close();
+      new ReplayWindows(join(process.env.STATE, 'replay'));
+    `;
+    const synced = await syncedBy(script, { DATA: data, STATE: state }, join(tmp.dir, 'made.strace'));
+    // A segment synced in a folder whose own entry is not on disk is lost with it at a power cut.
+    for (const dir of [data, join(tmp.dir, 'made', 'field'), join(tmp.dir, 'made'), tmp.dir, state, join(tmp.dir, 'made', 'internal')]) {
+      assert.ok(synced.has(dir), `${dir} synced (synced: ${[...synced].join(', ')})`);
+    }
+    // Found on the next start, made by a process maybe killed before it synced: the parent again.
+    const again = await syncedBy(script, { DATA: data, STATE: state }, join(tmp.dir, 'made-again.strace'));
+    for (const dir of [data, state]) assert.ok(again.has(dir), `${dir} synced again (synced: ${[...again].join(', ')})`);
+  });
+
   it("syncs the certificates, keys and signing keys onboarding writes, and their folders", async () => {
     const root = join(tmp.dir, 'pki');
     const script = `
@@ -191,13 +214,18 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
       console.error('set aside: ' + outbox.setAside(rec));
     `;
     const log = join(tmp.dir, 'set-aside.strace');
-    await syncedBy(script, { DATA: data }, log, ['rename', 'renameat', 'renameat2']);
-    // Those after the move: the new name (and the new folder's own), the name gone from the outbox.
+    await syncedBy(script, { DATA: data }, log, ['rename', 'renameat', 'renameat2', 'mkdir', 'mkdirat']);
+    // Those after the move: the new name, the name gone from the outbox; the new folder's own entry
+    // (its parent synced) from its mkdir on, before setAside returns.
     const text = readFileSync(log, 'utf8');
     const moved = text.search(/rename(?:at2?)?\([^\n]*outgoing[^\n]*rejected/);
     assert.ok(moved >= 0, 'moved by a rename');
-    const after = new Set([...text.slice(moved).matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].map((m) => m[1]!));
-    for (const dir of [join(data, 'rejected'), data, join(data, 'outgoing')]) assert.ok(after.has(dir), `${dir} synced after the move (synced: ${[...after].join(', ')})`);
+    const syncs = (from: number) => new Set([...text.slice(from).matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].map((m) => m[1]!));
+    const after = syncs(moved);
+    for (const dir of [join(data, 'rejected'), join(data, 'outgoing')]) assert.ok(after.has(dir), `${dir} synced after the move (synced: ${[...after].join(', ')})`);
+    const made = text.search(/mkdir(?:at)?\([^\n]*rejected"/);
+    assert.ok(made >= 0, 'rejected/ made');
+    assert.ok(syncs(made).has(data), `${data} synced after rejected/ was made (synced: ${[...syncs(made)].join(', ')})`);
   });
   it("takes back the lines of a new file whose folder the disk fails to sync: the caller, told they were not appended, never finds them", async () => {
     // The command API's journal (store.ts add()): commands refused with API_STATE_WRITE_FAILED

@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
 import { constants } from 'node:fs';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
-import { removeFileDurablySync, replaceFileDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
+import { makeDirDurablySync, removeFileDurablySync, replaceFileDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
 import { FileRoom, type Reservation } from './file-room.ts';
 
@@ -62,7 +62,7 @@ export class FileOutbox {
 
   constructor(dataDir: string, private readonly chunkBytes: number) {
     this.dir = join(dataDir, 'outgoing');
-    mkdirSync(this.dir, { recursive: true });
+    makeDirDurablySync(this.dir);
   }
 
   /**
@@ -364,12 +364,11 @@ export class FileOutbox {
    */
   setAside(rec: FileTransferRecord): string {
     const dir = join(this.dir, '..', 'rejected');
-    const made = mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirDurablySync(dir, 0o700);
     const target = join(dir, `${rec.transferId}-${basename(rec.filename)}`);
     renameSync(join(this.dir, rec.transferId), target);
     this.measured = undefined;
     syncDirSync(dir);
-    if (made !== undefined) syncDirSync(dirname(dir));
     rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
     syncDirSync(this.dir);
     return target;

@@ -1,4 +1,4 @@
-import { mkdirSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { TIMINGS } from '../../../shared/limits.ts';
 import { AckBook, type SeqRanges } from './ack-book.ts';
@@ -10,6 +10,7 @@ import { recoverSegments } from './recovery.ts';
 import { SegmentReader } from './segment-reader.ts';
 import { encodeBatch, SegmentWriter, type EncodedBatch } from './segment-writer.ts';
 import { SendCursor } from './send-cursor.ts';
+import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
 
 export { TAIL_CACHE_BYTES } from './queue-types.ts';
 export type { SeqRanges } from './ack-book.ts';
@@ -62,7 +63,7 @@ export class DurableQueue {
   readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, corruptRecords: 0, lastAckAt: 0 };
 
   private constructor(private readonly o: QueueOptions) {
-    mkdirSync(o.dir, { recursive: true });
+    makeDirDurablySync(o.dir);
     this.book = new AckBook(readWatermark(o.dir, o.log), o.receipts ?? false);
     this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log, (from, to) => this.forget([[from, to]]));
     this.writer = new SegmentWriter(

@@ -1,8 +1,9 @@
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { LIMITS } from '../../../shared/limits.ts';
 import { type JournalEntry, journalLine, readFramed, ReplayStore, type Snapshot, STORED_RUNS_MAX, type StoredWindow } from './replay-store.ts';
+import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
 
 /** sequence numbers remembered below the highest seen, per device and epoch */
 export const WINDOW = LIMITS.replayWindowSeqs;
@@ -138,7 +139,7 @@ export class ReplayWindows {
     private readonly dir: string,
     o: { journalMaxBytes?: number; fence?: () => void } = {},
   ) {
-    mkdirSync(dir, { recursive: true });
+    makeDirDurablySync(dir);
     this.store = new ReplayStore(dir, o.journalMaxBytes, o.fence);
     const { snapshot, entries } = this.store.load();
     const legacy = snapshot || entries.length > 0 ? [] : this.legacyDevices();

@@ -1,4 +1,4 @@
-import { createReadStream, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
@@ -8,6 +8,7 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import { LineFile } from '../../../shared/line-file.ts';
 import { ONE_POINT_PER_MESSAGE, POINT_KEY, subMillisecondNs, type StoredPoint } from '../points.ts';
 import type { PointSink } from './sink.ts';
+import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
 
 /**
  * The embedded default when no InfluxDB is configured: points appended as JSON lines to
@@ -26,7 +27,7 @@ export class LocalPointStore implements PointSink {
   private readonly file = new LineFile(0o640);
 
   constructor(private readonly dir: string) {
-    mkdirSync(dir, { recursive: true });
+    makeDirDurablySync(dir);
     this.description = `local store ${dir}`;
   }
 

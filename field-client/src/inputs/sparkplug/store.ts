@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { replaceFileDurably, replaceFileDurablySync, syncDir, syncDirSync } from '../../../../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurably, replaceFileDurablySync, syncDir, syncDirSync } from '../../../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
@@ -115,7 +115,7 @@ export class SessionStore {
    * a damaged file is logged and removed.
    */
   load(host: SparkplugHost, now: number): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    makeDirDurablySync(this.dir, 0o700);
     const { found, gen } = readBack({
       dir: this.dir,
       log: this.log,
