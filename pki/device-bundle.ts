@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
-import { replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { issueCertificate } from './certificates.ts';
@@ -75,9 +75,9 @@ export function ensureSigningKey(root: string, deviceId: string): void {
   const registry = p.deviceKeyRegistry(deviceId);
   if ((existsSync(own) && existsSync(registry)) || isRevoked(root, deviceId)) return;
   const key = existsSync(own) ? readFileSync(own, 'utf8') : randomBytes(32).toString('hex') + '\n';
-  mkdirSync(dirname(own), { recursive: true });
+  makeDirDurablySync(dirname(own));
   replaceFileDurablySync(own, key, 0o600);
-  mkdirSync(dirname(registry), { recursive: true, mode: 0o700 });
+  makeDirDurablySync(dirname(registry), 0o700);
   replaceFileDurablySync(registry, key, 0o600);
 }
 
@@ -200,7 +200,7 @@ export function packDeviceBundle(
     ]),
   );
   const out = p.bundle(deviceId);
-  mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
+  makeDirDurablySync(dirname(out), 0o700);
   replaceFileDurablySync(out, archive, 0o600);
   return out;
 }

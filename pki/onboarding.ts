@@ -1,11 +1,11 @@
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, statSync, chmodSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmdirSync, statSync, chmodSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import { z } from 'zod';
-import { replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
@@ -68,7 +68,7 @@ export interface SetupReport {
 /** Writes a private key readable by its owner only, and a certificate readable by all. */
 export function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAndCert, record?: { root: string; name: string }): void {
   if (record) recordIssued(record.root, record.name, kc.certPem);
-  mkdirSync(dirname(paths.key), { recursive: true, mode: 0o755 });
+  makeDirDurablySync(dirname(paths.key), 0o755);
   replaceFileDurablySync(paths.key, kc.keyPem, 0o600);
   replaceFileDurablySync(paths.cert, kc.certPem, 0o644);
 }
@@ -171,7 +171,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       );
     }
   }
-  mkdirSync(root, { recursive: true });
+  makeDirDurablySync(root);
   const report: SetupReport = { ca: 'reused', created: [], kept: [] };
 
   if (caExists && options.newCa) {
@@ -183,7 +183,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   let ca: KeyAndCert;
   if (!caExists || options.newCa) {
     ca = createCertificateAuthority(`FieldStream CA (${domain.data})`, VALIDITY_DAYS.ca);
-    mkdirSync(p.caDir, { recursive: true, mode: 0o700 });
+    makeDirDurablySync(p.caDir, 0o700);
     chmodSync(p.caDir, 0o700);
     // The certificate before the key: the key is what says a CA exists (caExists above), so a run
     // killed between the two leaves no CA, and the next run makes one. Key first, a kill between
@@ -276,8 +276,8 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // file): made now, so that they are copied to the servers with the rest. One missing at the first
   // `up` is made by Docker, as root's: the owner of certs/ could not put a key there, and a key root
   // put there (0600) the services could not read, refusing that device's messages as unknown.
-  mkdirSync(dirname(p.deviceKeyRegistry('x')), { recursive: true, mode: 0o700 });
-  mkdirSync(join(root, 'dmz', 'tokens'), { recursive: true, mode: 0o755 }); // device-tokens.ts tokenPaths' folder
+  makeDirDurablySync(dirname(p.deviceKeyRegistry('x')), 0o700);
+  makeDirDurablySync(join(root, 'dmz', 'tokens'), 0o755); // device-tokens.ts tokenPaths' folder
   // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
   // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
   // so an upgrade never leaves the gateways without the certificates revoked so far.
@@ -304,7 +304,7 @@ function ensureDmzAnchors(root: string, caPem: string, report: SetupReport): voi
         report.kept.push(name);
         continue;
       }
-      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+      makeDirDurablySync(dirname(path), 0o755);
       replaceFileDurablySync(path, anchor, 0o644);
       report.created.push(name);
     }
@@ -346,7 +346,7 @@ function ensureStoredFeedKey(root: string, renew: boolean, report: SetupReport):
     report.kept.push(name);
     return;
   }
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  makeDirDurablySync(dirname(path), 0o755);
   replaceFileDurablySync(path, randomBytes(32).toString('hex') + '\n', 0o600);
   report.created.push(name);
 }
@@ -365,7 +365,7 @@ function ensureRevokedDevicesList(root: string, report: SetupReport): void {
     report.kept.push(name);
     return;
   }
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  makeDirDurablySync(dirname(path), 0o755);
   replaceFileDurablySync(path, '', 0o644);
   report.created.push(name);
 }

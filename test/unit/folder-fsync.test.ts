@@ -161,6 +161,8 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
       assert.ok(fileSynced(f), `${f} synced (synced: ${[...synced].join(', ')})`);
     }
     assert.ok(synced.has(device), `the device's folder synced (synced: ${[...synced].join(', ')})`);
+    // The folders made hold them: each one's entry in its parent synced too.
+    for (const dir of [join(root, 'devices'), tmp.dir]) assert.ok(synced.has(dir), `${dir} synced (synced: ${[...synced].join(', ')})`);
   });
   it("syncs the distributor's list of earlier consumer sessions before it retires them, and its folder", async () => {
     // Recorded first so that a crash while retiring leaves them to be tried again: a list lost with
