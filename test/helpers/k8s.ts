@@ -19,7 +19,7 @@ const SecurityContext = z.object({
   readOnlyRootFilesystem: z.boolean().optional(),
   allowPrivilegeEscalation: z.boolean().optional(),
   privileged: z.boolean().optional(),
-  capabilities: z.object({ drop: z.array(z.string()).optional() }).optional(),
+  capabilities: z.object({ drop: z.array(z.string()).optional(), add: z.array(z.string()).optional() }).optional(),
 });
 const KeyRef = z.object({ name: z.string(), key: z.string(), optional: z.boolean().optional() });
 const Quantities = z.record(z.string(), Port);

@@ -177,6 +177,11 @@ describe('Kubernetes manifests', () => {
             assert.equal(c.securityContext?.readOnlyRootFilesystem, true, where);
             assert.equal(c.securityContext?.allowPrivilegeEscalation, false, where);
             assert.ok(c.securityContext?.capabilities?.drop?.includes('ALL'), `${where}: drop ALL`);
+            // Only what the restricted Pod Security Standard lets a pod add, and only where the
+            // image's program carries it as a file capability (test/unit/file-capabilities.test.ts).
+            for (const cap of c.securityContext?.capabilities?.add ?? []) {
+              assert.ok(cap === 'NET_BIND_SERVICE' && c.image.startsWith('caddy:'), `${where}: adds ${cap}`);
+            }
             assert.notEqual(c.securityContext?.privileged, true, where);
           }
         }
