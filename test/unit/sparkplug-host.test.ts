@@ -569,6 +569,33 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
       session.stop();
     }
   });
+  it("ends the edge node's session on an NBIRTH it cannot decode: the new session's data is never read against the old birth's aliases", async () => {
+    const { queued, client } = sink();
+    const session = new SparkplugSession(client, () => undefined, silent);
+    const now = Date.now();
+    await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+    // The edge node restarts with its aliases given anew, and a String value longer than a payload
+    // may hold: the whole NBIRTH is refused while decoding (payload.ts).
+    const restarted = bytes({
+      timestamp: String(T0 + 10),
+      seq: '0',
+      metrics: [
+        bdSeq(1),
+        { name: 'Inputs/Pressure', alias: '1', datatype: T.Double, doubleValue: 7 },
+        { name: 'Notes', alias: '2', datatype: T.String, stringValue: 'x'.repeat(LIMITS.stringMaxChars + 1) },
+      ],
+    });
+    await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', restarted, now);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 1);
+    assert.equal(session.host.session('Plant1', 'Line4'), undefined);
+    // Its first NDATA (seq 1, alias 1: the pressure) is the next seq of the old session too: read
+    // against it, the pressure was stored as Inputs/Temp.
+    await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(1, 8), now);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_NOT_BORN, 1);
+    const temps = queued.filter((q) => q.dataType === 'timeseries').map((q) => (q.payload as Record<string, unknown>)['Plant1.Line4.Inputs.Temp']);
+    assert.deepEqual(temps, [1]);
+  });
+
 });
 
 /**

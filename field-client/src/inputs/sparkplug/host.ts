@@ -159,6 +159,34 @@ export class SparkplugHost {
     return out;
   }
 
+  /**
+   * An NBIRTH whose payload could not be decoded (payload.ts refused it: malformed, compressed, past a
+   * bound such as a string value or a name too long): refused with `err`, and, as for any birth
+   * refused (nodeBirthRefused), the edge node's session ends. It has started a new session all the
+   * same (§5.7; tck-id-operational-behavior-edge-node-birth-sequence-num: its seq starts again at 0),
+   * whose aliases are unknown: left in force, the old birth read the new session's first NDATA (seq 1
+   * after a birth at 0) against its own aliases, and stored its values under another metric's name.
+   * Its data is refused as not born until a valid NBIRTH (and that refusal asks for it, §5.12); the
+   * birth itself asks for nothing, as it would likely come back the same.
+   * Not for a publish flagged DUP on the connection the current session was born on: sent before
+   * that birth, it started no session that is current (resend.ts).
+   */
+  unreadableBirth(t: SparkplugTopic, err: FieldStreamError, now: number, via?: Via): HostOutcome {
+    const k = key(t.group, t.edge);
+    const out = emptyOutcome();
+    out.refused = err;
+    if (t.type !== 'NBIRTH' || (via?.dup && this.sessions.get(k)?.born === via.connection)) return out;
+    this.held.expirePrevious(now, k);
+    const before = snapshot(this.sessions, this.previous, k, t);
+    try {
+      this.nodeBirthRefused(t, now, out);
+    } finally {
+      this.recountAfter(t, out);
+    }
+    out.undo = () => this.restore(k, before);
+    return out;
+  }
+
   private restore(k: string, b: Before): void {
     try {
       putBack(this.sessions, this.previous, k, b);

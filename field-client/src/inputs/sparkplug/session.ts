@@ -140,7 +140,15 @@ export class SparkplugSession {
     this.stats.messages++;
     let outcome: HostOutcome;
     try {
-      outcome = this.host.handle(t, decodePayload(bytes), now, via, digestOf(bytes));
+      let payload;
+      try {
+        payload = decodePayload(bytes);
+      } catch (err) {
+        // An NBIRTH that cannot be read still ends its edge node's session (host.ts, unreadableBirth).
+        if (t.type !== 'NBIRTH' || !isFieldStreamError(err)) throw err;
+        payload = err;
+      }
+      outcome = payload instanceof FieldStreamError ? this.host.unreadableBirth(t, payload, now, via) : this.host.handle(t, payload, now, via, digestOf(bytes));
     } catch (err) {
       // Whatever went wrong with one message, the next is taken: the input never stops on input.
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
