@@ -569,6 +569,29 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
       session.stop();
     }
   });
+  it('gives back the bytes of messages held after an NBIRTH whose data the queue refused: undone, its session takes them away', async () => {
+    let refuse!: (err: Error) => void;
+    const client = { submitMany: () => new Promise<never[]>((_resolve, reject) => (refuse = reject)) };
+    const session = new SparkplugSession(client, () => undefined, silent, [], { reorderTimeoutMs: 60_000 });
+    try {
+      const now = Date.now();
+      const born = session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+      await new Promise((resolve) => setImmediate(resolve)); // its append is on its way
+      const held = session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(2, 20), now); // ahead of seq 1: held in the new session
+      assert.equal(session.host.reorder.held, 1);
+      assert.ok(session.host.reorder.heldBytes > 0);
+      refuse(new Error('queue full'));
+      await Promise.allSettled([born, held]);
+      // The NBIRTH undone, its session is gone and what it held with it: no bytes left counted
+      // against LIMITS.sparkplugReorderMaxHeldBytes for messages no session holds.
+      assert.equal(session.host.session('Plant1', 'Line4'), undefined);
+      assert.deepEqual([session.host.reorder.held, session.host.reorder.heldBytes], [0, 0]);
+      assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, 1);
+    } finally {
+      session.stop();
+    }
+  });
+
   it("ends the edge node's session on an NBIRTH it cannot decode: the new session's data is never read against the old birth's aliases", async () => {
     const { queued, client } = sink();
     const session = new SparkplugSession(client, () => undefined, silent);

@@ -77,8 +77,9 @@ export interface HostOutcome {
   /**
    * Puts the edge node's session back as it was before this message (and the held ones it let
    * through): set by handle(), called by the session when the queue did not take what they carried.
+   * Returns the held messages it discarded with a session it took away (an NBIRTH's), to be counted.
    */
-  undo?: (() => void) | undefined;
+  undo?: (() => HostOutcome['dropped']) | undefined;
 }
 
 export interface HostOptions {

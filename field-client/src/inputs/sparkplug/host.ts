@@ -187,12 +187,22 @@ export class SparkplugHost {
     return out;
   }
 
-  private restore(k: string, b: Before): void {
+  private restore(k: string, b: Before): HostOutcome['dropped'] {
+    const out = emptyOutcome();
     try {
+      // A session the undo takes away (an undone NBIRTH's) may hold messages that arrived ahead of
+      // their seq after it: discarded with it, their bytes given back (reorder.ts). Left in it, they
+      // were counted against LIMITS.sparkplugReorderMaxHeldBytes for as long as the process ran, and
+      // once that was reached nothing was ever held again: every message out of order was a gap.
+      const current = this.sessions.get(k);
+      if (current !== undefined && current !== b.s) {
+        this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${k.replace('\u0000', '/')} discarded: the NBIRTH they followed was undone, its data not queued`, out);
+      }
       putBack(this.sessions, this.previous, k, b);
     } finally {
       this.held.recount(k);
     }
+    return out.dropped;
   }
 
   /** The held messages whose reorder timeout is over at `now`: discarded, a rebirth asked for (§5.9). */

@@ -280,7 +280,7 @@ export class SparkplugSession {
       const edges = new Set<string>();
       if (undo) {
         edges.add(undo.edge);
-        undo.undo();
+        this.undone(undo);
       }
       this.rollBack(edges);
       return Promise.reject(err);
@@ -343,8 +343,16 @@ export class SparkplugSession {
   /** Undoes, latest first, every message of `edges` not yet appended (see submit). */
   private rollBack(edges: ReadonlySet<string>): void {
     if (edges.size === 0) return;
-    for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undos[i]!.undo();
+    for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undone(this.undos[i]!);
     this.undos = this.undos.filter((u) => !edges.has(u.edge));
+  }
+
+  /** Undoes one message; held messages discarded with it (reorder.ts) are counted and logged. */
+  private undone(u: Undo): void {
+    const dropped = u.undo();
+    if (!dropped) return;
+    this.stats.refusedByCode[dropped.code] = (this.stats.refusedByCode[dropped.code] ?? 0) + dropped.count;
+    this.refusalLog.write({ code: dropped.code }, dropped.message);
   }
 
   private notQueued(count: number, topic: string, err: unknown): void {
@@ -422,7 +430,7 @@ export class SparkplugSession {
 /** How to undo a message whose items are not appended yet (see submit). */
 interface Undo {
   edge: string;
-  undo: () => void;
+  undo: () => HostOutcome['dropped'];
 }
 
 interface Batch {
