@@ -89,7 +89,15 @@ export interface Collision {
  */
 export class FieldNames {
   /** plain field name → the definitions (one per edge node or device and metric name) declaring it now */
-  private readonly holders = new Map<string, MetricDef[]>();
+  private readonly holders = new Map<string, Set<MetricDef>>();
+  /**
+   * plain field name shared by several definitions → which keeps it and the suffixes they would get
+   * (see settle): worked out once after each change of its holders, not at every value. Worked out
+   * at each value, from every holder, a birth of 10,000 metrics whose names differ only in characters
+   * a field name cannot hold (`m\u0100`, `m\u0101`, …: all `G.E.m_`) took 3 minutes, and each data
+   * message of them 1.5, the event loop held all that time.
+   */
+  private readonly settled = new Map<string, Settled>();
 
   /** Takes a birth's definitions (named by nameDefinitions); the names they now share with another metric. */
   add(defs: Definitions): Collision[] {
@@ -97,15 +105,16 @@ export class FieldNames {
     for (const def of defs.byName.values()) {
       const plain = def.naming?.plain;
       if (plain === undefined) continue;
-      const list = this.holders.get(plain);
-      if (list) {
-        list.push(def);
+      const set = this.holders.get(plain);
+      if (set) {
+        set.add(def);
         shared.add(plain);
-      } else this.holders.set(plain, [def]);
+        this.settled.delete(plain);
+      } else this.holders.set(plain, new Set([def]));
     }
     return [...shared].map((field) => ({
       field,
-      metrics: (this.holders.get(field) ?? []).map((d) => {
+      metrics: [...(this.holders.get(field) ?? [])].map((d) => {
         const u = (d.naming as Naming).unit;
         return { group: u.group, edge: u.edge, ...(u.device === undefined ? {} : { device: u.device }), metric: d.name, field: this.field(d) };
       }),
@@ -117,11 +126,10 @@ export class FieldNames {
     for (const def of defs.byName.values()) {
       const plain = def.naming?.plain;
       if (plain === undefined) continue;
-      const list = this.holders.get(plain);
-      if (!list) continue;
-      const i = list.indexOf(def);
-      if (i >= 0) list.splice(i, 1);
-      if (list.length === 0) this.holders.delete(plain);
+      const set = this.holders.get(plain);
+      if (!set?.delete(def)) continue;
+      this.settled.delete(plain);
+      if (set.size === 0) this.holders.delete(plain);
     }
   }
 
@@ -130,17 +138,50 @@ export class FieldNames {
     const n = def.naming;
     if (n?.saved !== undefined) return n.saved ?? undefined;
     if (!n || n.plain === undefined) return undefined;
-    const list = this.holders.get(n.plain);
-    if (!list || list.length <= 1) return n.plain;
-    let owner: MetricDef | undefined;
-    for (const h of list) if (!owner || before(h, owner)) owner = h;
-    if (owner && same(owner, def)) return n.plain;
+    const set = this.holders.get(n.plain);
+    if (!set || set.size <= 1) return n.plain;
+    const settled = this.settle(n.plain, set);
+    if (same(settled.owner, def)) return n.plain;
     const suffixed = suffixedOf(def);
     if (suffixed === undefined || this.holders.has(suffixed)) return undefined;
     // Two suffixes alike (a 1 in 2^32 chance): neither is taken, rather than one field for both.
-    for (const h of list) if (!same(h, def) && suffixedOf(h) === suffixed) return undefined;
+    const by = settled.suffixes.get(suffixed);
+    if (by !== undefined && (by === MANY || by !== identity(def))) return undefined;
     return suffixed;
   }
+
+  /** Which of the holders of `plain` keeps it, and their suffixes: once per change of them (see settled). */
+  private settle(plain: string, set: ReadonlySet<MetricDef>): Settled {
+    let s = this.settled.get(plain);
+    if (s) return s;
+    let owner: MetricDef | undefined;
+    const suffixes = new Map<string, string>();
+    for (const h of set) {
+      if (!owner || before(h, owner)) owner = h;
+      const suffixed = suffixedOf(h);
+      if (suffixed === undefined) continue;
+      const id = identity(h);
+      const by = suffixes.get(suffixed);
+      // The same metric twice (a previous session's definition and the current one) is one metric.
+      suffixes.set(suffixed, by === undefined || by === id ? id : MANY);
+    }
+    s = { owner: owner as MetricDef, suffixes };
+    this.settled.set(plain, s);
+    return s;
+  }
+}
+
+/** Of a plain name several definitions share: the one that keeps it, and each suffix with the metric that gets it (MANY: several). */
+interface Settled {
+  owner: MetricDef;
+  suffixes: Map<string, string>;
+}
+const MANY = '\u0000many';
+
+/** The metric a definition declares: its edge node or device and its name (see same). */
+function identity(def: MetricDef): string {
+  const u = (def.naming as Naming).unit;
+  return JSON.stringify([u.group, u.edge, u.device ?? null, def.name]);
 }
 
 function suffixedOf(def: MetricDef): string | undefined {
