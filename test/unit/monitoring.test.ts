@@ -700,6 +700,52 @@ ${series}    alert_rule_test:
 `);
   });
 
+  it('FieldStreamNoDistributor and FieldStreamNoGateway fire when DNS finds no replica to scrape, where FieldStreamTargetDown has no up == 0 to fire on', () => {
+    // Distributors found (and scraped) for 5 minutes, then none: their DNS name answers no address,
+    // and Prometheus keeps no `up` of a target it no longer has. DMZ server 1's gateways likewise;
+    // DMZ server 2 keeps its gateway; DMZ server 3's federation is down (FieldStreamTargetDown's).
+    const d1 = 'dmz1.example.org:9091';
+    const d2 = 'dmz2.example.org:9091';
+    const d3 = 'dmz3.example.org:9091';
+    const gw = (server: string) => `job="gateway",instance="172.18.0.5:9464",fieldstream="dmz",dmz_server="${server}"`;
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+      - series: 'up{job="distributor",instance="10.0.0.7:9465"}'
+        values: '1x20'
+      - series: 'up{job="dmz-federate",instance="${d1}",dmz_server="${d1}"}'
+        values: '1x60'
+      - series: 'up{job="dmz-federate",instance="${d2}",dmz_server="${d2}"}'
+        values: '1x60'
+      - series: 'up{job="dmz-federate",instance="${d3}",dmz_server="${d3}"}'
+        values: '0x60'
+      - series: 'up{${gw(d1)}}'
+        values: '1x20'
+      - series: 'up{${gw(d2)}}'
+        values: '1x60'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: FieldStreamNoDistributor
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: FieldStreamNoGateway
+        exp_alerts: []
+      - eval_time: 14m
+        alertname: FieldStreamNoDistributor
+        exp_alerts:
+          - exp_labels: {severity: critical, job: distributor}
+            exp_annotations:
+              summary: "No distributor is running"
+              description: "The internal Prometheus has found no distributor to scrape for 2 minutes (distributor-metrics answers with no address: every replica stopped, or scaled to 0). Nothing reaches the database or file storage; the devices' data waits in the internal broker's sessions and the field clients' queues, unacknowledged, and nothing is lost while they hold."
+      - eval_time: 14m
+        alertname: FieldStreamNoGateway
+        exp_alerts:
+          - exp_labels: {severity: critical, dmz_server: "${d1}"}
+            exp_annotations:
+              summary: "No gateway is running on DMZ server ${d1}"
+              description: "The Prometheus of DMZ server ${d1} answers, but has found no gateway to scrape for 2 minutes (gateway-metrics answers with no address there: every replica stopped, or scaled to 0). Caddy on that server has no gateway to hand devices to: they are refused, keep their data in their queues and, where GATEWAY_URL lists several DMZ servers, move to another."
+`);
+  });
+
   it('FieldStreamNoDataWritten says how many device connections the gateways hold while nothing is written', async () => {
     const gateway = new GatewayMetrics();
     gateway.bind({ brokerConnected: () => true, connections: () => 40 });
