@@ -103,7 +103,7 @@ export const FieldClientConfigSchema = z.object({
   FIELD_SPARKPLUG_PASSWORD_FILE: z.string().optional(),
   /** The MQTT client id on the plant's broker (default: fieldstream-<DEVICE_ID>) */
   FIELD_SPARKPLUG_CLIENT_ID: z.string().min(1).max(128).optional(),
-  /** With a host id, the Sparkplug 3.0 STATE message is published on spBv1.0/STATE/<id>; unset: none. */
+  /** With a host id, the Sparkplug 3.0 STATE message is published on spBv1.0/STATE/<id> (the plant's broker, and the local MQTT input's); unset: none. */
   FIELD_SPARKPLUG_HOST_ID: z.string().regex(/^[^+/#]{1,256}$/, 'holds no "+", "/" or "#"').optional(),
   /**
    * milliseconds a Sparkplug message that arrived ahead of its seq is held for the missing ones

@@ -378,3 +378,39 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     assert.ok(appends.length < 20, `${appends.length} appends for 41 messages: those waiting went together`);
   });
 });
+
+describe('local MQTT input: the primary host application (FIELD_SPARKPLUG_HOST_ID)', () => {
+  const hosted = mqttInput(client, '127.0.0.1', 0, PREFIX, createLogger('test', 'silent'), undefined, { groups: [], hostId: 'plant-host' });
+  const connect = (clientId: string) => mqtt.connectAsync(`mqtt://127.0.0.1:${hosted.port}`, { reconnectPeriod: 0, clientId, protocolVersion: 4 });
+  /** The STATE messages an edge node subscribed to its primary host's gets, with their retain flag. */
+  const stateOf = async (edge: mqtt.MqttClient, got: Array<{ online: boolean; timestamp: number; retain: boolean }>) => {
+    edge.on('message', (_topic, payload, packet) => got.push({ ...(JSON.parse(payload.toString()) as { online: boolean; timestamp: number }), retain: packet.retain }));
+    await edge.subscribeAsync('spBv1.0/STATE/plant-host', { qos: 1 });
+  };
+  before(() => hosted.start());
+
+  it('is online, retained, for an edge node that waits for it before its birth; a local program cannot say otherwise; offline at a clean stop, with the same timestamp', async () => {
+    const edge = await connect('edge-waits');
+    const got: Array<{ online: boolean; timestamp: number; retain: boolean }> = [];
+    await stateOf(edge, got);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(got.length, 1, JSON.stringify(got));
+    assert.equal(got[0]!.online, true);
+    assert.equal(got[0]!.retain, true, 'the retained STATE, there before the edge node came');
+    assert.ok(got[0]!.timestamp <= Date.now() && got[0]!.timestamp > Date.now() - 60_000);
+
+    // A local program publishing our STATE offline is hung up on; the edge node hears nothing of it.
+    const rogue = await connect('rogue');
+    rogue.on('error', () => undefined);
+    const closed = new Promise<void>((r) => rogue.once('close', () => r()));
+    rogue.publish('spBv1.0/STATE/plant-host', JSON.stringify({ online: false, timestamp: Date.now() }), { qos: 1, retain: true });
+    await closed;
+    await rogue.endAsync(true);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(got.length, 1, `nothing more heard: ${JSON.stringify(got)}`);
+
+    await hosted.close();
+    assert.deepEqual(got[1], { online: false, timestamp: got[0]!.timestamp, retain: false }, 'offline, with the timestamp of the birth, before the broker went');
+    await edge.endAsync(true);
+  });
+});

@@ -11,7 +11,7 @@ import type { LocalInput } from './input.ts';
 import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
 import { SessionStore, STORE_DIR } from './sparkplug/store.ts';
-import { NAMESPACE } from './sparkplug/topic.ts';
+import { NAMESPACE, stateTopic } from './sparkplug/topic.ts';
 import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
@@ -28,7 +28,9 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  * publish under `spBv1.0/` goes to a Sparkplug host session (sparkplug/session.ts) instead, and is
  * acknowledged once its readings are on disk. A refused Sparkplug message is counted and logged but
  * does not close the connection (an edge node that gapped must stay to answer the rebirth request,
- * which is published here on spBv1.0/<group>/NCMD/<edge>).
+ * which is published here on spBv1.0/<group>/NCMD/<edge>). With a host id (FIELD_SPARKPLUG_HOST_ID)
+ * the field client is the edge nodes' primary host application here too: its STATE is on this
+ * broker, retained, from before the first connection is taken until the input closes (see hostState).
  *
  * It listens on loopback by default and asks for no credentials: it is for the device itself. It
  * takes clean sessions only (see authenticate): nothing is kept for a subscriber while it is away.
@@ -43,7 +45,7 @@ export function mqttInput(
   log: Logger,
   health?: HealthReporter,
   /** `dataDir`: where the edge nodes' sessions are saved (sparkplug/store.ts), for what they send again after a restart */
-  sparkplug?: { groups: readonly string[]; names?: FieldNames | undefined; dataDir?: string | undefined },
+  sparkplug?: { groups: readonly string[]; names?: FieldNames | undefined; dataDir?: string | undefined; hostId?: string | undefined },
 ): LocalInput & { publish(topic: string, payload: string): Promise<void>; readonly sparkplug: SparkplugSession | undefined } {
   const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
   const healthTopic = `${prefix}/health`;
@@ -58,6 +60,23 @@ export function mqttInput(
   const hungUp = new WeakMap<object, Error>();
   const slog = log.child({ input: 'mqtt-sparkplug' });
   const store = sparkplug?.dataDir === undefined ? undefined : new SessionStore(join(sparkplug.dataDir, STORE_DIR), slog);
+  const hostId = sparkplug?.hostId;
+  /**
+   * Our STATE on this broker (Sparkplug 3.0.0, "Sparkplug Host Application Session Establishment":
+   * spBv1.0/STATE/<host_id>, retained, QoS 1, {"online", "timestamp"}). An edge node configured with
+   * a primary host application publishes its NBIRTH only once that host's STATE says online
+   * (tck-id-operational-behavior-edge-node-birth-sequence-wait), and goes offline when it says
+   * offline. The broker is ours, in this process: it has no will to carry, and our death dies with
+   * it; so the STATE is published by the broker itself, online at start and offline at a clean
+   * stop, both with the timestamp of the start, as a birth and its will share theirs.
+   */
+  const onlineSince = Date.now();
+  const hostState = (online: boolean) =>
+    new Promise<void>((resolve, reject) => {
+      if (!aedes || hostId === undefined) return resolve();
+      const payload = Buffer.from(JSON.stringify({ online, timestamp: onlineSince }));
+      aedes.publish({ cmd: 'publish', topic: stateTopic(hostId), payload, qos: 1, retain: true, dup: false }, (err) => (err ? reject(err) : resolve()));
+    });
   const session = sparkplug
     ? new SparkplugSession(
         client,
@@ -67,7 +86,12 @@ export function mqttInput(
         // A QoS 1 publish hung up on, or whose PUBACK was lost, comes again: previous sessions are kept for it,
         // saved (store), for what is sent again after a restart too.
         // The field names are checked with those of the plant broker's input (start.ts): one device's readings.
-        { resends: true, names: sparkplug.names, store },
+        {
+          resends: true,
+          names: sparkplug.names,
+          store,
+          hostId,
+        },
       )
     : undefined;
   const broker = () => Aedes.createBroker({
@@ -90,6 +114,13 @@ export function mqttInput(
       if (refusal && packet === (c as { will?: unknown }).will) {
         log.info({ clientId: c.id, topic: packet.topic }, 'will not published: the connection was closed here, after the queue refused what it sent');
         return done(refusal);
+      }
+      // Our STATE is the field client's to say (hostState): an edge node that heard it offline from
+      // a local program would stop publishing.
+      if (hostId !== undefined && packet.topic === stateTopic(hostId)) {
+        const err = new FieldStreamError('FIELD_INPUT_INVALID', `${packet.topic} is this host application's STATE: only the field client publishes it`);
+        log.warn({ code: err.code, topic: packet.topic, clientId: c.id }, err.message);
+        return done(err);
       }
       // Second line behind limitPacketSize: no input takes a larger payload.
       if (packet.payload.length > MAX_PAYLOAD_BYTES) {
@@ -170,6 +201,9 @@ export function mqttInput(
     },
     async start() {
       const a = (aedes = await broker());
+      // Retained before the first edge node can connect: one that waits for its primary host
+      // finds it online at its subscription.
+      await hostState(true);
       let unguarded = false;
       const s = (server = createServer((socket) => {
         const refused = (err: FieldStreamError) => log.warn({ code: err.code, remoteAddress: socket.remoteAddress, maxBytes: LIMITS.localMqttMaxPacketBytes }, err.message);
@@ -193,6 +227,9 @@ export function mqttInput(
     async close() {
       const a = aedes;
       const s = server;
+      // Delivered to the edge nodes still connected before the broker goes: they stop publishing
+      // (tck-id-operational-behavior-edge-node-termination-host-offline) rather than to no one.
+      await hostState(false).catch(() => undefined);
       if (a) await new Promise<void>((resolve) => a.close(() => resolve()));
       if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
       if (session) await session.drained();
