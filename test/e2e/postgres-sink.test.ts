@@ -259,6 +259,24 @@ describe('the PostgreSQL sink', () => {
     assert.deepEqual(await rows("SELECT message_key FROM remade.readings WHERE device = 'g1'"), [{ message_key: 's:e:2' }]);
   });
 
+  it('makes a table again when that table alone was dropped, its schema and schema_migrations kept', async () => {
+    const s = sink({ POSTGRES_SCHEMA: 'onegone' });
+    assert.equal(await code(s.write([reading('g2', 's:e:1', { v: 1 }, 1)])), 'ok');
+    // An operator's DROP TABLE (to empty it, or a restore of some tables only): schema_migrations
+    // still says version 3, so migrating as at the first write finds nothing to do.
+    await admin.query('DROP TABLE onegone.readings');
+    assert.equal(await code(s.write([reading('g2', 's:e:2', { v: 2 }, 2)])), 'DISTRIBUTOR_WRITE_FAILED');
+    assert.equal(await code(s.write([reading('g2', 's:e:2', { v: 2 }, 2)])), 'ok', 'the next attempt makes the table again');
+    assert.deepEqual(await rows("SELECT message_key FROM onegone.readings WHERE device = 'g2'"), [{ message_key: 's:e:2' }]);
+    // A table a later migration changed comes back in its latest shape.
+    await admin.query('DROP TABLE onegone.device_status');
+    const presence: StoredPoint = { measurement: 'device_status', tags: { device: 'g2', gateway: 'gw-1', republished: 'true' }, fields: { state: 'online', since: 1_000 }, time: 2_000, [POINT_KEY]: 'gw-1:2000:online' };
+    assert.equal(await code(s.write([presence])), 'DISTRIBUTOR_WRITE_FAILED');
+    assert.equal(await code(s.write([presence])), 'ok');
+    assert.deepEqual(await rows("SELECT (extract(epoch FROM since) * 1000)::bigint AS since FROM onegone.device_status WHERE device = 'g2'"), [{ since: '1000' }]);
+    assert.deepEqual(await rows('SELECT version FROM onegone.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }, { version: 3 }]);
+  });
+
   it('connects over TLS as POSTGRES_SSL says: verify-full checks the server against the CA file and its name', async () => {
     const url = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@localhost:${db.port}/${USER}`;
     const tlsSessions = async () => Number((await rows("SELECT count(*) AS n FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = $1 AND a.application_name = 'fieldstream-distributor'", [USER]))[0]?.n);

@@ -120,8 +120,15 @@ const ExistsRowSchema = z.object({ found: z.boolean() });
  * nothing left to do; each migration and its schema_migrations row commit in one transaction.
  * A database migrated by a newer distributor is refused rather than written in a shape this one
  * does not know.
+ *
+ * `repair`: a write found a table missing (SQLSTATE 42P01) though schema_migrations may list every
+ * version (a table dropped alone, or restored without the others): the migrations already applied
+ * run again too, each in order and in its transaction. Every statement is IF NOT EXISTS, so only
+ * what is missing is made, in the shape of the latest version; skipped, as on any other run, the
+ * table was never made again and the write retried for ever. Only then: run on every start, the
+ * ALTER TABLEs would take their tables' exclusive locks each time.
  */
-export async function migrate(client: PoolClient, schema: string, log: Logger): Promise<{ version: number; timescale: boolean; applied: number[] }> {
+export async function migrate(client: PoolClient, schema: string, log: Logger, repair = false): Promise<{ version: number; timescale: boolean; applied: number[] }> {
   const lock = `fieldstream.schema.${schema}`;
   await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
   try {
@@ -140,19 +147,22 @@ export async function migrate(client: PoolClient, schema: string, log: Logger): 
     const timescale = ExistsRowSchema.parse((await client.query("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS found")).rows[0]).found;
     const applied: number[] = [];
     for (const m of MIGRATIONS) {
-      if (done.has(m.version)) continue;
+      const again = done.has(m.version);
+      if (again && !repair) continue;
       await client.query('BEGIN');
       try {
         for (const sql of m.statements({ schema, timescale })) await client.query(sql);
-        await client.query(`INSERT INTO ${schema}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+        if (!again) await client.query(`INSERT INTO ${schema}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);
         throw err;
       }
+      if (again) continue;
       applied.push(m.version);
       log.info({ schema, version: m.version, timescale }, `PostgreSQL schema migrated: ${m.name}`);
     }
+    if (repair) log.warn({ schema }, 'PostgreSQL schema: every migration run again, making the tables that were missing');
     return { version: SCHEMA_VERSION, timescale, applied };
   } finally {
     await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => undefined);

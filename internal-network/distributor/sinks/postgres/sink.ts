@@ -46,6 +46,8 @@ export class PostgresSink implements PointSink {
   readonly description: string;
   private readonly pool: pg.Pool;
   private ready: Promise<void> | undefined;
+  /** a write found a table missing: the next migration makes what is missing (schema.ts migrate) */
+  private repair = false;
   private readonly statements = new Map<string, TableStatements>();
   readonly stats = { transactions: 0, rows: 0 };
 
@@ -93,6 +95,7 @@ export class PostgresSink implements PointSink {
       const sqlstate = (err as { code?: unknown } | null)?.code;
       if (typeof sqlstate === 'string' && SCHEMA_GONE.has(sqlstate)) {
         this.ready = undefined;
+        this.repair = true;
         this.log.warn({ schema: this.connection.schema, sqlstate }, 'PostgreSQL: the schema or a table of it is gone; made again at the next attempt');
       }
       throw this.failure(err);
@@ -107,7 +110,9 @@ export class PostgresSink implements PointSink {
       const client = await this.pool.connect();
       let broken: Error | undefined;
       try {
-        const r = await migrate(client, this.connection.schema, this.log);
+        const repair = this.repair;
+        const r = await migrate(client, this.connection.schema, this.log, repair);
+        if (repair) this.repair = false;
         this.log.info({ schema: this.connection.schema, version: r.version, timescale: r.timescale, applied: r.applied }, 'PostgreSQL schema ready');
       } catch (err) {
         broken = err instanceof Error ? err : new Error(String(err));
