@@ -25,6 +25,12 @@ class Stopped extends Error {}
  */
 const MACHINE_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN', 'EBUSY', 'EACCES', 'EPERM', 'ENOENT', 'ESTALE', 'ETIMEDOUT', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH']);
 
+/** milliseconds: how long the store asked to be left alone (`details.retryAfterMs` of a write that failed), else 0 */
+function askedDelayMs(err: unknown): number {
+  const ms = isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED') ? err.details?.retryAfterMs : undefined;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+
 /** Node's errors of a system call carry its errno (a number) and its name as `code` (a string). */
 function isSystemError(err: unknown): boolean {
   const e = err as NodeJS.ErrnoException;
@@ -148,7 +154,8 @@ export class Consumer {
         // unacknowledged instead, until the distributor, stopping meanwhile, stops this consumer.
         if (!isFieldStreamError(err) || err.code === 'DISTRIBUTOR_WRITE_FAILED' || err.code === 'DISTRIBUTOR_STATE_LEASE') {
           this.stats.retries++;
-          const delay = this.backoff(attempt);
+          // Never sooner than the store asked (a 429's or 503's Retry-After: sinks/sink.ts retryAfterMs), up to the longest pause.
+          const delay = Math.max(this.backoff(attempt), Math.min(askedDelayMs(err), this.retry.maxMs));
           if (isFieldStreamError(err)) this.log.warn({ code: err.code, attempt: attempt + 1, retryInMs: delay }, err.message);
           else this.log.error({ err, topic, attempt: attempt + 1, retryInMs: delay }, isSystemError(err) ? 'a system call failed; retrying, the message stays unacknowledged meanwhile' : 'unexpected failure (no error code); retrying, the message stays unacknowledged meanwhile');
           await this.sleep(delay);

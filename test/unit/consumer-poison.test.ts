@@ -34,7 +34,7 @@ describe('the distributor consumer and a message that keeps failing without an e
 
   /** `failing` stands in for a defect (or a database that is down): what the sink throws for a write. */
   /** `o.key`: sensor-1's key, registered; `o.fence`: the replay windows' (the state lease's assertHeld). */
-  function fixture(name: string, failing: (points: readonly StoredPoint[]) => Error | undefined, o: { key?: Buffer; fence?: () => void } = {}) {
+  function fixture(name: string, failing: (points: readonly StoredPoint[]) => Error | undefined, o: { key?: Buffer; fence?: () => void; retry?: { initialMs: number; maxMs: number } } = {}) {
     const dir = join(tmp.dir, name);
     const dead = new DeadLetters(join(dir, 'letters'));
     const log = createLogger('test', 'silent');
@@ -43,11 +43,12 @@ describe('the distributor consumer and a message that keeps failing without an e
     const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay'), { fence: o.fence }), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
     const written: StoredPoint[] = [];
     const attempted: StoredPoint[] = [];
-    const calls = { writes: 0 };
+    const calls = { writes: 0, at: [] as number[] };
     const sink = {
       description: 'defective',
       write: async (points: StoredPoint[]) => {
         calls.writes++;
+        calls.at.push(performance.now());
         attempted.push(...points);
         const err = failing(points);
         if (err) throw err;
@@ -58,7 +59,7 @@ describe('the distributor consumer and a message that keeps failing without an e
     const metrics = new DistributorMetrics();
     const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, metrics);
     const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
-    const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, undefined, log, metrics.deadLetters, metrics.deadLettersNotKept);
+    const consumer = new Consumer(mqtt, handler, dead, o.retry ?? { initialMs: 10, maxMs: 20 }, undefined, log, metrics.deadLetters, metrics.deadLettersNotKept);
     const deliver = (payload: Buffer, topic = uplinkTopic('sensor-1', 'timeseries')) => {
       const acked = { done: false };
       mqtt.handleMessage({ cmd: 'publish', topic, payload, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
@@ -209,6 +210,30 @@ describe('the distributor consumer and a message that keeps failing without an e
     } finally {
       f.consumer.stop();
       await f.dead.close();
+    }
+  });
+
+  it("waits at least a failed write's Retry-After (a 429 or 503 of the store), up to the longest pause", async () => {
+    // Its own backoff starts at a fraction of a second: InfluxDB Cloud, rate-limiting with a 429 and
+    // Retry-After, was asked again at once, by every consumer, several times before the time it gave.
+    for (const [maxMs, least, most] of [
+      [5_000, 600, 2_000],
+      [150, 0, 400],
+    ] as const) {
+      let failures = 2;
+      const f = fixture(`retry-after-${maxMs}`, () => (failures-- > 0 ? new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'InfluxDB answered 429', { status: 429, retryAfterMs: 600 }) : undefined), { retry: { initialMs: 10, maxMs } });
+      try {
+        const acked = f.deliver(envelope(1));
+        await eventually(() => (acked.done ? true : undefined), 5_000);
+        assert.equal(f.calls.at.length, 3);
+        for (let i = 1; i < f.calls.at.length; i++) {
+          const pause = (f.calls.at[i] as number) - (f.calls.at[i - 1] as number);
+          assert.ok(pause >= least - 5 && pause < most, `pause ${i} of ${Math.round(pause)} ms, with the longest pause ${maxMs} ms`);
+        }
+      } finally {
+        f.consumer.stop();
+        await f.dead.close();
+      }
     }
   });
 });

@@ -144,4 +144,31 @@ describe('InfluxDB answers that are not "every point written"', () => {
     await v1.close();
     await v2.close();
   });
+
+  it("v1 and v2: a 429 or 503 carries its Retry-After (seconds or an HTTP-date) for the consumer's next attempt", async () => {
+    const answers: Array<[number, string | undefined]> = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const [status, after] = answers.shift() ?? [204, undefined];
+        res.writeHead(status, { 'content-type': 'application/json', ...(after !== undefined ? { 'retry-after': after } : {}) }).end(status === 204 ? undefined : '{"code":"too many requests","message":"slow down"}');
+      });
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const v1 = new InfluxV1Sink({ url, database: 'db', timeoutMs: 5000 });
+    const v2 = new InfluxV2Sink({ url, token: 't', org: 'o', bucket: 'b', timeoutMs: 5000 });
+    const details = (p: Promise<void>) => p.then((): Record<string, unknown> | undefined => undefined, (e: unknown): Record<string, unknown> => (e instanceof FieldStreamError ? { code: e.code, ...e.details } : { code: String(e) }));
+    for (const sink of [v1, v2]) {
+      answers.push([429, '7'], [503, new Date(Date.now() + 30_000).toUTCString()], [503, undefined], [429, 'soon']);
+      assert.deepEqual(await details(sink.write([point(1)])), { code: 'DISTRIBUTOR_WRITE_FAILED', status: 429, retryAfterMs: 7000 }, sink.description);
+      const date = await details(sink.write([point(1)]));
+      assert.equal(date?.code, 'DISTRIBUTOR_WRITE_FAILED');
+      assert.ok(typeof date?.retryAfterMs === 'number' && date.retryAfterMs > 25_000 && date.retryAfterMs <= 30_000, `${sink.description}: ${JSON.stringify(date)}`);
+      assert.deepEqual(await details(sink.write([point(1)])), { code: 'DISTRIBUTOR_WRITE_FAILED', status: 503 }, 'none without the header');
+      assert.deepEqual(await details(sink.write([point(1)])), { code: 'DISTRIBUTOR_WRITE_FAILED', status: 429 }, 'none for a header that is neither form');
+      await sink.close();
+    }
+  });
 });

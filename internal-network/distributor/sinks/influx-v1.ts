@@ -6,7 +6,7 @@ import { LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../points.ts';
 import { precisionOf, toLineProtocol, type Precision } from './line-protocol.ts';
 import { shownUrl } from '../../shared/influx-settings.ts';
-import { isRetryableStatus, writeWithinLimit, type PointSink } from './sink.ts';
+import { isRetryableStatus, retryAfterMs, writeWithinLimit, type PointSink } from './sink.ts';
 import { fieldTypeRows, ShowFieldKeysSchema, type FieldTypeRow } from './field-types.ts';
 
 export interface InfluxV1Options {
@@ -16,6 +16,14 @@ export interface InfluxV1Options {
   password?: string | undefined;
   /** milliseconds */
   timeoutMs: number;
+}
+
+/** An answer to a POST: its status, the start of its body (`cut`: there was more), its Retry-After header. */
+interface Answer {
+  status: number;
+  text: string;
+  cut: boolean;
+  retryAfter: string | undefined;
 }
 
 /** bytes of an error answer kept for the error message */
@@ -74,7 +82,7 @@ export class InfluxV1Sink implements PointSink {
     // of the default level 6 (which showed in the distributor's profile).
     const gzip = text.length >= GZIP_MIN_BYTES;
     const body = gzip ? gzipSync(text, { level: constants.Z_BEST_SPEED }) : text;
-    let answer: { status: number; text: string; cut: boolean };
+    let answer: Answer;
     try {
       answer = await this.post(this.endpoints[precision], body, gzip);
     } catch (err) {
@@ -86,10 +94,12 @@ export class InfluxV1Sink implements PointSink {
     if (answer.status >= 200 && answer.status < 300) {
       throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `InfluxDB answered ${answer.status}, not 204: a partial write (some points refused): ${answer.text.slice(0, 500)}`, { status: answer.status });
     }
+    const retryable = isRetryableStatus(answer.status);
+    const after = retryable ? retryAfterMs(answer.retryAfter) : undefined;
     throw new FieldStreamError(
-      isRetryableStatus(answer.status) ? 'DISTRIBUTOR_WRITE_FAILED' : 'DISTRIBUTOR_WRITE_REJECTED',
+      retryable ? 'DISTRIBUTOR_WRITE_FAILED' : 'DISTRIBUTOR_WRITE_REJECTED',
       `InfluxDB answered ${answer.status}: ${answer.text.slice(0, 500)}`,
-      { status: answer.status },
+      after !== undefined ? { status: answer.status, retryAfterMs: after } : { status: answer.status },
     );
   }
 
@@ -102,7 +112,7 @@ export class InfluxV1Sink implements PointSink {
    */
   async fieldTypes(measurements: readonly string[]): Promise<FieldTypeRow[]> {
     if (measurements.length === 0) return [];
-    let answer: { status: number; text: string; cut: boolean };
+    let answer: Answer;
     try {
       answer = await this.post(fieldKeysUrl(this.queryUrl, measurements), Buffer.alloc(0), false, LIMITS.fieldTypesAnswerMaxBytes);
     } catch (err) {
@@ -132,7 +142,7 @@ export class InfluxV1Sink implements PointSink {
   }
 
   /** One POST, answered within timeoutMs or abandoned; of its answer the first `keepBytes` are kept. */
-  private post(endpoint: URL, body: Buffer, gzip: boolean, keepBytes = ERROR_BODY_MAX_BYTES): Promise<{ status: number; text: string; cut: boolean }> {
+  private post(endpoint: URL, body: Buffer, gzip: boolean, keepBytes = ERROR_BODY_MAX_BYTES): Promise<Answer> {
     const headers: Record<string, string> = { ...this.headers, 'content-length': String(body.length) };
     if (gzip) headers['content-encoding'] = 'gzip';
     return new Promise((resolve, reject) => {
@@ -150,7 +160,7 @@ export class InfluxV1Sink implements PointSink {
         });
         res.on('end', () => {
           clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), cut });
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), cut, retryAfter: res.headers['retry-after'] });
         });
         res.on('error', fail);
         // An answer cut off (the connection dropped, or the deadline passed mid-answer) is no answer.

@@ -3,7 +3,7 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import type { StoredPoint } from '../points.ts';
 import { precisionOf, toLines, type Precision } from './line-protocol.ts';
 import { shownUrl } from '../../shared/influx-settings.ts';
-import { isRetryableStatus, writeWithinLimit, type PointSink } from './sink.ts';
+import { isRetryableStatus, retryAfterMs, writeWithinLimit, type PointSink } from './sink.ts';
 
 /** points per write request (InfluxData suggests about 5,000 lines) */
 const BATCH = 5000;
@@ -57,10 +57,13 @@ export class InfluxV2Sink implements PointSink {
       });
     } catch (err) {
       const code = err instanceof HttpError ? err.statusCode : undefined;
+      const rejected = code !== undefined && !isRetryableStatus(code);
+      // The header itself: the library's retryAfter() reads delay-seconds only, not an HTTP-date.
+      const after = err instanceof HttpError && !rejected ? retryAfterMs(err.headers?.['retry-after']) : undefined;
       throw new FieldStreamError(
-        code !== undefined && !isRetryableStatus(code) ? 'DISTRIBUTOR_WRITE_REJECTED' : 'DISTRIBUTOR_WRITE_FAILED',
+        rejected ? 'DISTRIBUTOR_WRITE_REJECTED' : 'DISTRIBUTOR_WRITE_FAILED',
         `InfluxDB write failed: ${(err as Error).message}`,
-        code !== undefined ? { status: code } : {},
+        { ...(code !== undefined ? { status: code } : {}), ...(after !== undefined ? { retryAfterMs: after } : {}) },
         { cause: err },
       );
     }

@@ -22,6 +22,21 @@ export function isRetryableStatus(status: number): boolean {
   return status !== 400 && status !== 422;
 }
 
+/**
+ * An answer's Retry-After (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) as milliseconds from
+ * `now`; undefined without one, or with one that is neither. InfluxDB Cloud's 429 (a rate limit)
+ * and a proxy's or InfluxDB's 503 say with it when to come back: DISTRIBUTOR_WRITE_FAILED carries it
+ * (`details.retryAfterMs`), and the consumer waits at least that long, up to DISTRIBUTOR_RETRY_MAX_MS
+ * (consumer.ts), rather than its own backoff's first pauses of a fraction of a second.
+ */
+export function retryAfterMs(value: string | string[] | undefined, now = Date.now()): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
 /** HTTP 413: the request is larger than the server, or a proxy in front of it, takes. */
 const TOO_LARGE = 413;
 
