@@ -379,6 +379,62 @@ export class Postgres {
   }
 }
 
+/**
+ * A real PgBouncer (Debian's) in front of a Postgres started above, in transaction mode and
+ * otherwise its defaults (no `ignore_startup_parameters`), as a site pools its connections: each
+ * transaction gets whichever server connection is free. Run as the `postgres` user (PgBouncer
+ * refuses root), its files in the server's folder; `user` logs in with `password` (auth_type plain).
+ */
+export class PgBouncer {
+  readonly process: ManagedProcess;
+  readonly host = '127.0.0.1';
+
+  private constructor(
+    readonly port: number,
+    conf: string,
+    logFile: string,
+  ) {
+    this.process = new ManagedProcess({
+      name: 'pgbouncer',
+      command: 'setpriv',
+      args: ['--reuid=postgres', '--regid=postgres', '--init-groups', '--', 'pgbouncer', conf],
+      env: { PATH: process.env.PATH },
+      cwd: dirname(conf),
+      logFile,
+      ready: { port },
+    });
+  }
+
+  static async start(db: Postgres, database: string, user: string, password: string): Promise<PgBouncer> {
+    const port = await freePort();
+    const conf = join(db.dir, 'pgbouncer.ini');
+    const users = join(db.dir, 'pgbouncer-users.txt');
+    writeFileSync(users, `"${user}" "${password}"\n`, { mode: 0o600 });
+    writeFileSync(
+      conf,
+      `[databases]
+${database} = host=${db.host} port=${db.port} dbname=${database}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${port}
+unix_socket_dir =
+auth_type = plain
+auth_file = ${users}
+pool_mode = transaction
+default_pool_size = 4
+`,
+    );
+    await run('chown', ['postgres:postgres', conf, users]);
+    const bouncer = new PgBouncer(port, conf, join(db.dir, 'pgbouncer.log'));
+    await bouncer.process.start();
+    return bouncer;
+  }
+
+  stop(): Promise<void> {
+    return this.process.stop();
+  }
+}
+
 function run(command: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) =>
     execFile(command, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${command} failed: ${String(stderr).trim() || err.message}`)) : resolve(String(stdout)))),

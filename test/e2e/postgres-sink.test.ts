@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import pg from 'pg';
-import { InfluxV1, Postgres } from '../../scripts/local-stack/databases.ts';
+import { InfluxV1, PgBouncer, Postgres } from '../../scripts/local-stack/databases.ts';
 import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
@@ -275,6 +275,33 @@ describe('the PostgreSQL sink', () => {
     assert.equal(await code(s.write([presence])), 'ok');
     assert.deepEqual(await rows("SELECT (extract(epoch FROM since) * 1000)::bigint AS since FROM onegone.device_status WHERE device = 'g2'"), [{ since: '1000' }]);
     assert.deepEqual(await rows('SELECT version FROM onegone.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }, { version: 3 }]);
+  });
+
+  it('writes through PgBouncer in transaction mode: its statement timeout set in each transaction, no advisory lock left on a pooled connection', async () => {
+    // PgBouncer's defaults refuse a client sending statement_timeout at start-up (08P01), and give
+    // each transaction whichever server connection is free, which it keeps open after the client leaves.
+    const bouncer = await PgBouncer.start(db, USER, USER, PASSWORD);
+    try {
+      const through = (schema: string) => sink({ POSTGRES_URL: `postgres://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${bouncer.port}/${USER}`, POSTGRES_SCHEMA: schema, POSTGRES_TIMEOUT_MS: 1000 });
+      const [a, b] = [through('pooled'), through('pooled')];
+      assert.deepEqual(await Promise.all([code(a.write([reading('p1', 's:e:1', { v: 1 }, 1)])), code(b.write([reading('p1', 's:e:2', { v: 2 }, 2)]))]), ['ok', 'ok']);
+      assert.deepEqual(await rows('SELECT version FROM pooled.schema_migrations ORDER BY version'), [{ version: 1 }, { version: 2 }, { version: 3 }]);
+      assert.deepEqual(await rows("SELECT locktype, granted FROM pg_locks WHERE locktype = 'advisory'"), [], 'the migration lock went with its transaction');
+      // The timeout holds all the same: a write waiting on a table locked by another transaction ends (57014).
+      await admin.query('BEGIN');
+      await admin.query('LOCK TABLE pooled.readings IN ACCESS EXCLUSIVE MODE');
+      const started = Date.now();
+      try {
+        assert.equal(await code(a.write([reading('p1', 's:e:3', { v: 3 }, 3)])), 'DISTRIBUTOR_WRITE_FAILED');
+        assert.ok(Date.now() - started < 1900, `ended by the statement timeout (1 s), not the client's (2 s): ${Date.now() - started} ms`);
+      } finally {
+        await admin.query('ROLLBACK');
+      }
+      assert.equal(await code(a.write([reading('p1', 's:e:3', { v: 3 }, 3)])), 'ok');
+      assert.deepEqual(await rows("SELECT message_key FROM pooled.readings WHERE device = 'p1' ORDER BY message_key"), [{ message_key: 's:e:1' }, { message_key: 's:e:2' }, { message_key: 's:e:3' }]);
+    } finally {
+      await bouncer.stop();
+    }
   });
 
   it('connects over TLS as POSTGRES_SSL says: verify-full checks the server against the CA file and its name', async () => {

@@ -115,23 +115,31 @@ const VersionRowSchema = z.object({ version: z.number().int() });
 const ExistsRowSchema = z.object({ found: z.boolean() });
 
 /**
- * Brings the schema to SCHEMA_VERSION. Safe to run again and from several distributors at once:
- * an advisory lock (PostgreSQL docs §13.3.5) lets one migrate while the others wait, then find
- * nothing left to do; each migration and its schema_migrations row commit in one transaction.
- * A database migrated by a newer distributor is refused rather than written in a shape this one
- * does not know.
+ * Brings the schema to SCHEMA_VERSION, in one transaction. Safe to run again and from several
+ * distributors at once: a transaction-level advisory lock (PostgreSQL docs §13.3.5,
+ * pg_advisory_xact_lock) lets one migrate while the others wait, then find nothing left to do; the
+ * migrations and their schema_migrations rows commit together, or none of them does. A database
+ * migrated by a newer distributor is refused rather than written in a shape this one does not know.
+ *
+ * One transaction, and no session state, so that it holds behind a pooler in transaction mode
+ * (PgBouncer's `pool_mode = transaction`), which gives each transaction whichever server connection
+ * is free: a session lock (pg_advisory_lock) taken in one transaction and released in another was
+ * released on another server connection, if at all, and stayed held on the first one, which the
+ * pooler keeps open for other clients: the next migration of any distributor waited on it until its
+ * statement timeout, at every attempt. `timeoutMs` is each statement's (SET LOCAL statement_timeout,
+ * for the same reason: PgBouncer refuses the startup parameter).
  *
  * `repair`: a write found a table missing (SQLSTATE 42P01) though schema_migrations may list every
  * version (a table dropped alone, or restored without the others): the migrations already applied
- * run again too, each in order and in its transaction. Every statement is IF NOT EXISTS, so only
- * what is missing is made, in the shape of the latest version; skipped, as on any other run, the
- * table was never made again and the write retried for ever. Only then: run on every start, the
- * ALTER TABLEs would take their tables' exclusive locks each time.
+ * run again too, in order. Every statement is IF NOT EXISTS, so only what is missing is made, in
+ * the shape of the latest version; skipped, as on any other run, the table was never made again and
+ * the write retried for ever. Only then: run on every start, the ALTER TABLEs would take their
+ * tables' exclusive locks each time.
  */
-export async function migrate(client: PoolClient, schema: string, log: Logger, repair = false): Promise<{ version: number; timescale: boolean; applied: number[] }> {
-  const lock = `fieldstream.schema.${schema}`;
-  await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
+export async function migrate(client: PoolClient, schema: string, log: Logger, timeoutMs: number, repair = false): Promise<{ version: number; timescale: boolean; applied: number[] }> {
+  await client.query(`BEGIN; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`);
   try {
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`fieldstream.schema.${schema}`]);
     const exists = ExistsRowSchema.parse((await client.query('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS found', [schema])).rows[0]);
     // Created only when missing: an existing schema may belong to a role that cannot create one.
     if (!exists.found) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
@@ -149,22 +157,17 @@ export async function migrate(client: PoolClient, schema: string, log: Logger, r
     for (const m of MIGRATIONS) {
       const again = done.has(m.version);
       if (again && !repair) continue;
-      await client.query('BEGIN');
-      try {
-        for (const sql of m.statements({ schema, timescale })) await client.query(sql);
-        if (!again) await client.query(`INSERT INTO ${schema}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
-        await client.query('COMMIT');
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      }
+      for (const sql of m.statements({ schema, timescale })) await client.query(sql);
       if (again) continue;
+      await client.query(`INSERT INTO ${schema}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
       applied.push(m.version);
-      log.info({ schema, version: m.version, timescale }, `PostgreSQL schema migrated: ${m.name}`);
     }
+    await client.query('COMMIT');
+    for (const version of applied) log.info({ schema, version, timescale }, `PostgreSQL schema migrated: ${MIGRATIONS[version - 1]?.name}`);
     if (repair) log.warn({ schema }, 'PostgreSQL schema: every migration run again, making the tables that were missing');
     return { version: SCHEMA_VERSION, timescale, applied };
-  } finally {
-    await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => undefined);
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
   }
 }

@@ -56,9 +56,14 @@ export class PostgresSink implements PointSink {
     private readonly log: Logger,
   ) {
     this.description = connection.description;
-    // A statement past the timeout ends with SQLSTATE 57014, retried (poolConfig).
+    // A statement past the timeout ends with SQLSTATE 57014, retried. Set in each transaction
+    // (SET LOCAL), not as poolConfig's startup parameter: PgBouncer refuses a connection that
+    // sends it ("unsupported startup parameter: statement_timeout", 08P01), so behind it (in any
+    // pool mode) no write ever reached the database; and a session setting would outlive the
+    // transaction on a pooler's shared server connection.
     this.pool = new pg.Pool({
       ...poolConfig(connection),
+      statement_timeout: false,
       max: connection.poolSize,
       keepAlive: true,
       application_name: 'fieldstream-distributor',
@@ -84,7 +89,7 @@ export class PostgresSink implements PointSink {
       // Two round trips and one per table: the staging tables made (a no-op once they exist on
       // this connection), each table's rows copied, then every INSERT and the COMMIT in one simple
       // query (a statement that fails ends it: the COMMIT after it is never run).
-      await client.query(['BEGIN', ...batches.map((b) => b.statements.stage)].join(';\n'));
+      await client.query(['BEGIN', `SET LOCAL statement_timeout = ${Math.trunc(this.connection.timeoutMs)}`, ...batches.map((b) => b.statements.stage)].join(';\n'));
       for (const b of batches) await pipeline(Readable.from([Buffer.from(b.text)]), client.query(copyFrom(b.statements.copy)));
       await client.query([...batches.map((b) => b.statements.insert), 'COMMIT'].join(';\n'));
       this.stats.transactions++;
@@ -111,7 +116,7 @@ export class PostgresSink implements PointSink {
       let broken: Error | undefined;
       try {
         const repair = this.repair;
-        const r = await migrate(client, this.connection.schema, this.log, repair);
+        const r = await migrate(client, this.connection.schema, this.log, this.connection.timeoutMs, repair);
         if (repair) this.repair = false;
         this.log.info({ schema: this.connection.schema, version: r.version, timescale: r.timescale, applied: r.applied }, 'PostgreSQL schema ready');
       } catch (err) {
