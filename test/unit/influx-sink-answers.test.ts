@@ -171,4 +171,26 @@ describe('InfluxDB answers that are not "every point written"', () => {
       await sink.close();
     }
   });
+
+  it('v1 and v2: an answer that trickles in (a byte now and then) is DISTRIBUTOR_WRITE_FAILED at the deadline, not waited for', async () => {
+    // A stalled proxy or server: never idle for the socket's timeout, never done either.
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(400, { 'content-type': 'application/json', 'content-length': '1000' });
+        const drip = setInterval(() => (res.destroyed ? clearInterval(drip) : res.write(' ')), 100);
+        res.on('close', () => clearInterval(drip));
+      });
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    for (const sink of [new InfluxV1Sink({ url, database: 'db', timeoutMs: 500 }), new InfluxV2Sink({ url, token: 't', org: 'o', bucket: 'b', timeoutMs: 500 })]) {
+      const started = Date.now();
+      const result = await Promise.race([outcome(sink.write([point(1)])), new Promise<string>((r) => setTimeout(() => r('still waiting after 3 s'), 3000).unref())]);
+      assert.equal(result, 'DISTRIBUTOR_WRITE_FAILED', sink.description);
+      assert.ok(Date.now() - started < 1500, `${sink.description}: ${Date.now() - started} ms`);
+      await sink.close();
+    }
+  });
 });

@@ -31,8 +31,11 @@ export class InfluxV2Sink implements PointSink {
   private readonly transport: Transport;
   /** the write path at each precision (line-protocol.ts: `ns` for a request holding a point off its millisecond) */
   private readonly paths: Record<Precision, string>;
+  /** milliseconds: a request's deadline, answer included */
+  private readonly timeoutMs: number;
 
   constructor(options: InfluxV2Options) {
+    this.timeoutMs = options.timeoutMs;
     this.description = `InfluxDB 2.x API ${shownUrl(options.url)} org ${options.org} bucket ${options.bucket}`;
     this.transport = new InfluxDB({ url: options.url, token: options.token, timeout: options.timeoutMs }).transport;
     const path = (precision: Precision) => `/api/v2/write?${new URLSearchParams({ org: options.org, bucket: options.bucket, precision }).toString()}`;
@@ -52,7 +55,11 @@ export class InfluxV2Sink implements PointSink {
     const body = toLines(points, precision).join('\n');
     let status: number | undefined;
     try {
-      await this.transport.request(this.paths[precision], body, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000 }, (_headers, code) => {
+      // The library's `timeout` is the socket's idle time: an answer trickling in (a byte now and
+      // then, from a stalled proxy) never passed it, and the write, its message and its consumer
+      // waited for hours. The signal is a deadline for the whole request, as the 1.x sink's.
+      const signal = AbortSignal.timeout(this.timeoutMs);
+      await this.transport.request(this.paths[precision], body, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000, signal }, (_headers, code) => {
         status = code;
       });
     } catch (err) {
