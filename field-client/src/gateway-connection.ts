@@ -60,11 +60,16 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   private retryTimer: NodeJS.Timeout | undefined;
   /** the liveness check (see checkLife), armed for its next deadline */
   private lifeTimer: NodeJS.Timeout | undefined;
-  /** when the lifeTimer fires (epoch ms) */
+  /**
+   * when the lifeTimer fires. These three are on this process's monotonic clock (performance.now()),
+   * not the wall clock: the device's clock set back while a frame awaited its answer (NTP stepping
+   * a device that booted with its clock ahead) put the deadline off by the step, and a dead path
+   * (no FIN, no RST) was kept for that long, an hour for an hour, with everything queued behind it.
+   */
   private lifeTimerAt = Infinity;
-  /** epoch ms of the last sign of life from the gateway: the opening, a frame, a ping */
+  /** the last sign of life from the gateway: the opening, a frame, a ping (performance.now()) */
   private heardAt = 0;
-  /** epoch ms of the first frame sent since the last sign of life (undefined: none since) */
+  /** the first frame sent since the last sign of life (performance.now(); undefined: none since) */
   private sentSince: number | undefined;
   private healthyTimer: NodeJS.Timeout | undefined;
   /** canSend() said no since the last 'drain': the next write that brings the buffer under the bound emits one */
@@ -129,7 +134,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     const ws = this.ws;
     if (this.sentSince === undefined && ws) {
       // An answer is due now: the liveness check comes no later than its deadline.
-      this.sentSince = Date.now();
+      this.sentSince = performance.now();
       const due = this.sentSince + this.answerTimeoutMs;
       if (due < this.lifeTimerAt) this.armLife(due);
     }
@@ -315,7 +320,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
 
   /** A sign of life from the gateway. Called per frame: only notes the time (no timer is touched). */
   private touch(): void {
-    this.heardAt = Date.now();
+    this.heardAt = performance.now();
     this.sentSince = undefined;
     if (!this.lifeTimer) this.armLife(this.heardAt + this.options.idleTimeoutMs);
   }
@@ -334,7 +339,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
    */
   private checkLife(): void {
     this.lifeTimer = undefined;
-    const now = Date.now();
+    const now = performance.now();
     const idleAt = this.heardAt + this.options.idleTimeoutMs;
     const answerAt = this.sentSince !== undefined ? this.sentSince + this.answerTimeoutMs : Infinity;
     if (now < Math.min(idleAt, answerAt)) {
@@ -350,7 +355,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   private armLife(at: number): void {
     clearTimeout(this.lifeTimer);
     this.lifeTimerAt = at;
-    this.lifeTimer = setTimeout(() => this.checkLife(), Math.max(0, at - Date.now()));
+    this.lifeTimer = setTimeout(() => this.checkLife(), Math.max(0, at - performance.now()));
     this.lifeTimer.unref();
   }
 

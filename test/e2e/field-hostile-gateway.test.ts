@@ -200,6 +200,32 @@ describe('a field client against a hostile gateway', () => {
     assert.ok(tookMs < 10_000, `dropped ${tookMs} ms after the frame, not at the idle timeout`);
   });
 
+  it("drops a silent connection on time when the device's clock is set back meanwhile (NTP stepping it)", async () => {
+    const logs = new LogCapture();
+    // Welcomes, then reads everything and answers nothing, not even a ping (a path gone dead).
+    const gw = await hostileGateway((ws) => ws.send(welcome()));
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 0, connection: { idleTimeoutMs: 3_000, answerTimeoutMs: 1_000 } });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (d.client.welcome ? true : undefined), 10_000, 'welcomed');
+    const started = performance.now();
+    await d.client.submit('event', { eventType: 'e', message: 'unanswered', severity: 'info' });
+    await eventually(() => (gw.items.length === 1 ? true : undefined), 10_000, 'the frame read');
+    // Then, while its answer is due, the wall clock steps back an hour (a device that booted with
+    // its clock ahead, NTP correcting it): the timeouts run on a clock that setting it does not move.
+    const wallClock = Date.now;
+    Date.now = () => wallClock() - 3_600_000;
+    try {
+      await eventually(() => (gw.connections === 2 ? true : undefined), 10_000, 'a new connection, not one an hour later');
+      const tookMs = performance.now() - started;
+      assert.ok(tookMs < 5_000, `dropped ${Math.round(tookMs)} ms after the frame`);
+      assert.ok(logs.codes().includes('FIELD_GATEWAY_SILENT'), 'said why, with its code');
+    } finally {
+      Date.now = wallClock;
+    }
+  });
+
   it('keeps backing off from a gateway that welcomes and closes at once, and starts over once a connection held', async () => {
     const logs = new LogCapture();
     // The first four connections are closed as soon as they are welcomed; the fifth is kept.
