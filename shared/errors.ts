@@ -321,6 +321,12 @@ export const ERRORS = {
     description:
       "The field client's CRL file (FIELD_CRL_FILE) changed while it ran and the new one was not taken: it cannot be read, is no CRL or no CRL of the CA in FIELD_CA_FILE, is older than the one held (a stale copy would take revocations back), or is gone. The list read before stays in use; copy the CA's current certs/ca.crl there.",
   },
+  FIELD_CREDENTIALS_RELOAD_REFUSED: {
+    http: 200,
+    transient: false,
+    description:
+      "The field client's certificate and key (FIELD_CERT_FILE, FIELD_KEY_FILE) or token (FIELD_TOKEN_FILE) changed while it ran and the new ones were not taken: a file cannot be read, is no certificate or key, the key is not the certificate's (one of the two copied, the other not yet), or the certificate or token is another device's. The ones read before are still presented; copy both files of the device's new bundle.",
+  },
   FIELD_GATEWAY_CRL_REFUSED: {
     http: 502,
     transient: false,

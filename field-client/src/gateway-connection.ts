@@ -12,6 +12,7 @@ import { gatewayUrls } from './gateway-urls.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
 import { CERT_REVOKED, revokedSerial, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
 import type { ServerCrlSource } from './server-crl-source.ts';
+import type { DeviceCredentials } from './device-credentials.ts';
 
 export interface ConnectionOptions {
   /** one wss:// URL, or several separated by commas (GATEWAY_URL): tried in turn */
@@ -19,9 +20,11 @@ export interface ConnectionOptions {
   /**
    * a certificate device: its certificate and key; a token device: its device token instead. `crl`:
    * where the CRL the server's certificate is checked against comes from (server-crl-source.ts),
-   * none when undefined.
+   * none when undefined. `credentials`: where the certificate and key (or token) presented at each
+   * connection attempt come from when they may change on disk (device-credentials.ts); the ones
+   * given here when undefined.
    */
-  tls: ({ ca: string; cert: string; key: string } | { ca: string; token: string }) & { crl?: ServerCrlSource | undefined };
+  tls: ({ ca: string; cert: string; key: string } | { ca: string; token: string }) & { crl?: ServerCrlSource | undefined; credentials?: DeviceCredentials | undefined };
   /** milliseconds */
   reconnectInitialMs: number;
   /** milliseconds */
@@ -185,6 +188,8 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
 
   private open(): void {
     const auth = this.options.tls;
+    // The certificate and key (or token) as they are now: read again if their files changed.
+    const creds = auth.credentials?.current() ?? auth;
     const url = this.url;
     // The CRL as it is now: its file read again if it changed since (server-crl-source.ts).
     const crl = auth.crl?.current();
@@ -198,10 +203,10 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       // which proxies and servers write to their logs. CRL_HEADER: which CRL the device holds, so
       // that a gateway with a newer one hands it over (a `crl` frame; 0: none held).
       headers: {
-        ...('token' in auth ? { authorization: `Bearer ${auth.token}` } : {}),
+        ...('token' in creds ? { authorization: `Bearer ${creds.token}` } : {}),
         ...(auth.crl ? { [CRL_HEADER]: String(crl?.thisUpdate.getTime() ?? 0) } : {}),
       },
-      ...('token' in auth ? {} : { cert: auth.cert, key: auth.key }),
+      ...('token' in creds ? {} : { cert: creds.cert, key: creds.key }),
       perMessageDeflate: false,
       handshakeTimeout: TIMINGS.handshakeTimeoutMs,
       // ws reads a frame whole before handing it over (its default limit is 100 MiB): no legitimate

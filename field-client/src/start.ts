@@ -14,6 +14,7 @@ import { recoverOutbox } from './files/outbox-recovery.ts';
 import { GatewayConnection, readDeviceToken } from './gateway-connection.ts';
 import { HealthReporter, softwareVersion } from './health.ts';
 import { ServerCrlSource } from './server-crl-source.ts';
+import { DeviceCredentials, type DeviceAuth } from './device-credentials.ts';
 import { folderInput } from './inputs/folder-watch.ts';
 import { httpInput } from './inputs/http-input.ts';
 import type { LocalInput } from './inputs/input.ts';
@@ -67,9 +68,12 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
   const ca = readPemSetting('FIELD_CA_FILE', config.FIELD_CA_FILE);
   const crl = ServerCrlSource.open(config.FIELD_CRL_FILE, config.FIELD_CA_FILE, ca, log, config.FIELD_DATA_DIR);
   // A token device presents no certificate: its identity is the token (docs/security-mechanisms.md, "Device tokens").
-  const tls = config.FIELD_TOKEN_FILE
-    ? { ca, crl, token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }
-    : { ca, crl, cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE), key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE) };
+  const auth: DeviceAuth = config.FIELD_TOKEN_FILE
+    ? { token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }
+    : { cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE), key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE) };
+  // Read again when their files change (a renewal copied onto the device): device-credentials.ts.
+  const credentials = new DeviceCredentials(config.FIELD_TOKEN_FILE ? { tokenFile: config.FIELD_TOKEN_FILE } : { certFile: config.FIELD_CERT_FILE, keyFile: config.FIELD_KEY_FILE }, config.DEVICE_ID, auth, log);
+  const tls = { ca, crl, credentials, ...auth };
   let signingKey: Buffer | undefined;
   if (config.FIELD_SIGNING_KEY_FILE) {
     signingKey = parseSigningKey(readPemSetting('FIELD_SIGNING_KEY_FILE', config.FIELD_SIGNING_KEY_FILE));

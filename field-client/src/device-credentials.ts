@@ -1,0 +1,95 @@
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Logger } from '../../shared/logger.ts';
+import { stampOf } from '../../shared/reloaded-file.ts';
+import { readDeviceToken } from './gateway-connection.ts';
+
+/** What the device presents to the gateway: its certificate and key, or its device token. */
+export type DeviceAuth = { cert: string; key: string } | { token: string };
+
+export type DeviceAuthFiles = { certFile: string; keyFile: string } | { tokenFile: string };
+
+/**
+ * The device's certificate and key (FIELD_CERT_FILE, FIELD_KEY_FILE), or its token
+ * (FIELD_TOKEN_FILE), read at start and again, before each connection attempt, when a file changed
+ * since (one stat each): a renewed certificate or token copied onto the device is presented from
+ * the next connection on, no restart, as the health message's certDaysLeft and the
+ * certificate-expiry metric, which read the file, already said. Until then a device kept the old
+ * one, and was locked out when it expired while its dashboard showed the new date.
+ *
+ * A version that cannot be used leaves the one in use: a certificate or key that cannot be read or
+ * parsed, a key that is not the certificate's (one of the two copied, the other not yet), a
+ * certificate of another device, a token that is not this device's. It is FIELD_CREDENTIALS_RELOAD_REFUSED,
+ * logged once for that version of the files; the next change is looked at again.
+ */
+export class DeviceCredentials {
+  private held: DeviceAuth;
+  /** the version of the files the held credentials, or the last refusal, were read from */
+  private stamp: string;
+
+  constructor(
+    private readonly files: DeviceAuthFiles,
+    private readonly deviceId: string,
+    initial: DeviceAuth,
+    private readonly log: Pick<Logger, 'info' | 'warn'>,
+  ) {
+    this.held = initial;
+    this.stamp = this.stampNow();
+  }
+
+  /** The credentials to present now: the files' current version when it can be used, else the last good one. */
+  current(): DeviceAuth {
+    const stamp = this.stampNow();
+    if (stamp === this.stamp) return this.held;
+    this.stamp = stamp;
+    try {
+      this.held = this.read();
+    } catch (err) {
+      this.log.warn({ code: 'FIELD_CREDENTIALS_RELOAD_REFUSED', files: this.paths(), err: (err as Error).message }, 'the device credentials changed and were not taken: the ones read before are still presented');
+      return this.held;
+    }
+    this.log.info({ files: this.paths() }, 'the device credentials changed: presented from this connection on');
+    return this.held;
+  }
+
+  private paths(): string[] {
+    return 'tokenFile' in this.files ? [this.files.tokenFile] : [this.files.certFile, this.files.keyFile];
+  }
+
+  /** The files' version (a file gone or unreadable counts as a version of its own, refused when read). */
+  private stampNow(): string {
+    return this.paths()
+      .map((p) => {
+        try {
+          return stampOf(p);
+        } catch (err) {
+          return (err as NodeJS.ErrnoException).code ?? 'missing';
+        }
+      })
+      .join('|');
+  }
+
+  private read(): DeviceAuth {
+    const f = this.files;
+    if ('tokenFile' in f) return { token: readDeviceToken(f.tokenFile, this.deviceId) };
+    const cert = readFileSync(f.certFile, 'utf8');
+    const key = readFileSync(f.keyFile, 'utf8');
+    let x509: X509Certificate;
+    try {
+      x509 = new X509Certificate(cert);
+    } catch (err) {
+      throw new Error(`FIELD_CERT_FILE=${f.certFile} is not a certificate: ${(err as Error).message}`);
+    }
+    let matches: boolean;
+    try {
+      matches = x509.checkPrivateKey(createPrivateKey(key));
+    } catch (err) {
+      throw new Error(`FIELD_KEY_FILE=${f.keyFile} is not a private key: ${(err as Error).message}`);
+    }
+    if (!matches) throw new Error(`FIELD_KEY_FILE=${f.keyFile} is not the key of FIELD_CERT_FILE=${f.certFile}`);
+    // The gateway takes the device id from the certificate (its CN).
+    const cn = /(?:^|\n)CN=([^\n]+)/.exec(x509.subject)?.[1];
+    if (cn !== this.deviceId) throw new Error(`FIELD_CERT_FILE=${f.certFile} is the certificate of device "${cn}", not of DEVICE_ID=${this.deviceId}`);
+    return { cert, key };
+  }
+}
