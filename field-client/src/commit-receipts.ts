@@ -47,7 +47,8 @@ export function commitStatus(receipts: CommitReceipts | undefined, queue: Durabl
     receipts: receipts !== undefined,
     awaitingReceipt: awaiting.count,
     awaitingBytes: awaiting.bytes,
-    oldestAwaitingSince: awaiting.oldestAt !== undefined ? new Date(awaiting.oldestAt).toISOString() : null,
+    // oldestAt is on the queue's monotonic clock: told on the wall clock as that long ago.
+    oldestAwaitingSince: awaiting.oldestAt !== undefined ? new Date(Date.now() - (queue.now() - awaiting.oldestAt)).toISOString() : null,
     committed: queue.stats.committed,
     lastCommitAt: stats.lastCommitAt ? new Date(stats.lastCommitAt).toISOString() : null,
     receiptsInvalid: stats.receiptsInvalid,
@@ -61,12 +62,15 @@ export class CommitReceipts {
   private openFrom = 0;
   /** resends in a row that brought no receipt: each doubles the wait before the next (capped) */
   private fruitlessResends = 0;
-  /** epoch ms the connection was lost (0 while connected) */
-  private disconnectedAt = 0;
+  /** when the connection was lost, on the queue's clock (undefined while connected). The times
+   * here are all on that clock (durable-queue.ts, now()), which setting the device's clock does not move. */
+  private disconnectedAt: number | undefined;
   /** after a reconnect: records acked before `before` are sent again at `at` unless committed */
   private afterReconnect: { before: number; at: number } | undefined;
-  /** epoch ms of the last resend for lack of a receipt (0: none yet) */
-  private lastResendAt = 0;
+  /** the last resend for lack of a receipt (-Infinity: none yet) */
+  private lastResendAt = Number.NEGATIVE_INFINITY;
+  /** the last receipt that committed something (-Infinity: none yet); stats.lastCommitAt is its wall-clock time, for display */
+  private lastCommitAt = Number.NEGATIVE_INFINITY;
   readonly stats: ReceiptStats = noReceiptStats();
 
   constructor(
@@ -115,18 +119,19 @@ export class CommitReceipts {
     }
     this.stats.receipts++;
     this.stats.lastCommitAt = Date.now();
+    this.lastCommitAt = this.queue.now();
     this.fruitlessResends = 0;
     return committed;
   }
 
   disconnected(now: number): void {
-    this.disconnectedAt ||= now;
+    this.disconnectedAt ??= now;
   }
 
   /** The gateway welcomed a new connection: what awaited receipts from before gets a grace. */
   welcomed(now: number): void {
-    if (this.disconnectedAt) this.afterReconnect = { before: this.disconnectedAt, at: now + (this.options.reconnectGraceMs ?? TIMINGS.reconnectReceiptGraceMs) };
-    this.disconnectedAt = 0;
+    if (this.disconnectedAt !== undefined) this.afterReconnect = { before: this.disconnectedAt, at: now + (this.options.reconnectGraceMs ?? TIMINGS.reconnectReceiptGraceMs) };
+    this.disconnectedAt = undefined;
   }
 
   /** Hands back what waited too long for its receipt; returns how many (to be sent again). */
@@ -146,7 +151,7 @@ export class CommitReceipts {
     }
     if (n > 0) {
       this.lastResendAt = now;
-      if (Date.now() - this.stats.lastCommitAt > timeout) this.fruitlessResends++;
+      if (now - this.lastCommitAt > timeout) this.fruitlessResends++;
       this.stats.resentForReceipt += n;
       this.log.warn({ code: 'FIELD_COMMIT_TIMEOUT', messages: n, timeoutMs: timeout }, 'no commit receipt in time; sending again');
     }

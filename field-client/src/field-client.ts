@@ -197,7 +197,7 @@ export class FieldClient {
 
   private onClose(): void {
     this.stats.connectedSince = 0;
-    this.receipts?.disconnected(Date.now());
+    this.receipts?.disconnected(this.queue.now());
     this.transientRewind.cancel();
     this.inFlight.clear();
     this.transfers.reset();
@@ -385,7 +385,7 @@ export class FieldClient {
         this.welcome = frame;
         this.clockOffsetMs = frame.serverTime - Date.now();
         this.gatewayClock = { serverTime: frame.serverTime, at: performance.now() };
-        this.receipts?.welcomed(Date.now());
+        this.receipts?.welcomed(this.queue.now());
         this.resetSending();
         return;
     }
@@ -394,8 +394,9 @@ export class FieldClient {
   private onAck(ids: readonly string[]): void {
     this.pacing.acked(ids, performance.now());
     this.linkRate.note(this.pacing.linkBytesPerSecond, Date.now());
-    const now = Date.now();
-    this.stats.lastAckAt = now;
+    this.stats.lastAckAt = Date.now();
+    // On the queue's clock, as every wait for a receipt (durable-queue.ts, now()).
+    const now = this.queue.now();
     const seqs: number[] = [];
     for (const id of ids) {
       if (this.transfers.onAck(id, now)) continue;
@@ -450,7 +451,7 @@ export class FieldClient {
 
   /** Messages and chunks whose receipt is overdue go out again. */
   private expireOverdue(): void {
-    if (this.receipts && this.receipts.expire(Date.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending(false);
+    if (this.receipts && this.receipts.expire(this.queue.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending(false);
   }
 
   private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {

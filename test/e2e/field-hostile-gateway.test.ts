@@ -226,6 +226,31 @@ describe('a field client against a hostile gateway', () => {
     }
   });
 
+  it("sends again what awaits its receipt on time when the device's clock is set back meanwhile", async () => {
+    const logs = new LogCapture();
+    // Acks every frame ("in the DMZ broker") and never hands over a receipt: the internal side lost it.
+    const gw = await hostileGateway((ws) => ws.send(welcome()), ack);
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 0, commit: { timeoutMs: 1_000, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (d.client.welcome ? true : undefined), 10_000, 'welcomed');
+    await d.client.submit('event', { eventType: 'e', message: 'no receipt', severity: 'info' });
+    await eventually(() => (d.queue.awaiting.count === 1 ? true : undefined), 10_000, 'acked, awaiting its receipt');
+    // The wall clock steps back an hour (NTP correcting a device that booted with its clock ahead):
+    // the wait for the receipt runs on a clock that setting it does not move.
+    const wallClock = Date.now;
+    Date.now = () => wallClock() - 3_600_000;
+    try {
+      const started = performance.now();
+      await eventually(() => (gw.items.length >= 2 ? true : undefined), 10_000, 'sent again after the commit timeout, not an hour later');
+      assert.ok(performance.now() - started < 5_000);
+      assert.ok(logs.codes().includes('FIELD_COMMIT_TIMEOUT'), 'said why, with its code');
+    } finally {
+      Date.now = wallClock;
+    }
+  });
+
   it('keeps backing off from a gateway that welcomes and closes at once, and starts over once a connection held', async () => {
     const logs = new LogCapture();
     // The first four connections are closed as soon as they are welcomed; the fifth is kept.

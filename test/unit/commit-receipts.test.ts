@@ -44,8 +44,8 @@ describe('the device side of commit receipts', () => {
         queue.ack(out.map((m) => m.seq));
         return { out, at };
       };
-      const t0 = Date.now();
-      // The queue stamps its acks with the real clock; expire() is asked at later instants.
+      const t0 = queue.now();
+      // The queue stamps its acks with its own clock; expire() is asked at later instants of it.
       sendAndAck(t0);
       assert.equal(receipts.expire(t0 + 500, true), 0, 'not yet overdue');
       assert.equal(receipts.expire(t0 + 1500, true), 2, 'overdue after the timeout: sent again');
@@ -72,7 +72,7 @@ describe('the device side of commit receipts', () => {
         queue.rewind();
         queue.ack(queue.next(10).map((m) => m.seq));
       };
-      const t0 = Date.now();
+      const t0 = queue.now();
       sendAndAck();
       receipts.disconnected(t0 + 10);
       receipts.welcomed(t0 + 20);

@@ -72,7 +72,7 @@ describe('the durable queue with commit receipts', () => {
     const { open, dir } = setup();
     const q = await open();
     await q.append(range(0, 9).map(reading));
-    const before = Date.now();
+    const before = q.now();
     assert.deepEqual(seqs(q.next(10)), range(1, 10));
     assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined });
     q.ack(range(1, 10));
@@ -83,7 +83,7 @@ describe('the durable queue with commit receipts', () => {
     assert.equal(count, 10);
     // the bytes of the records' bodies as sent: the segment less each record's 8-byte header
     assert.equal(bytes, statSync(join(dir, segments(dir)[0] as string)).size - 10 * 8);
-    assert.ok(oldestAt !== undefined && oldestAt >= before && oldestAt <= Date.now());
+    assert.ok(oldestAt !== undefined && oldestAt >= before && oldestAt <= q.now(), 'on the queue\'s clock');
     assert.deepEqual(q.next(10), [], 'nothing to send');
     q.rewind();
     assert.deepEqual(q.next(10), [], 'a reconnect does not send what awaits its receipt');
@@ -169,7 +169,7 @@ describe('the durable queue with commit receipts', () => {
     await sleep(30);
     q.ack([5, 4]);
     assert.equal(q.awaiting.oldestAt, firstAckedAt, 'the oldest is the first acked');
-    assert.equal(q.expireAwaiting(Date.now(), 60_000), 0, 'none is late');
+    assert.equal(q.expireAwaiting(q.now(), 60_000), 0, 'none is late');
     assert.deepEqual(q.next(10), []);
     assert.equal(q.commit([1]), 1, 'committed behind 3, the oldest');
     assert.equal(q.expireAwaiting(firstAckedAt + 25, 20), 2, '2 and 3 waited longer than 20 ms; 1 is gone');
@@ -178,7 +178,7 @@ describe('the durable queue with commit receipts', () => {
     const again = q.next(10);
     assert.deepEqual(seqs(again), [2, 3], 'in order; 6-10 are still in flight, 4 and 5 await');
     assert.deepEqual(again.map((m) => JSON.parse(m.payloadJson) as unknown), [1, 2].map((v) => reading(v).payload));
-    assert.equal(q.expireAwaiting(Date.now() + 60_000, 20), 2);
+    assert.equal(q.expireAwaiting(q.now() + 60_000, 20), 2);
     assert.deepEqual(seqs(q.next(10)), [4, 5]);
     assert.deepEqual(q.awaiting, { count: 0, bytes: 0, oldestAt: undefined });
     // acked again after a resend: awaiting again, then committed
@@ -198,10 +198,10 @@ describe('the durable queue with commit receipts', () => {
     q.ack([80]);
     q.rewind(); // a reconnect: all but 80 are to be sent again, from the start
     assert.deepEqual(seqs(q.next(2)), [1, 2]);
-    assert.equal(q.expireAwaiting(Date.now() + 1, 0), 1, '80 is late, and ahead of the cursor');
+    assert.equal(q.expireAwaiting(q.now() + 1, 0), 1, '80 is late, and ahead of the cursor');
     assert.deepEqual(seqs(q.next(1000)), range(3, 100), 'in order, from where the cursor was');
     q.ack([5]);
-    assert.equal(q.expireAwaiting(Date.now() + 1, 0), 1, '5 is late, and behind the cursor');
+    assert.equal(q.expireAwaiting(q.now() + 1, 0), 1, '5 is late, and behind the cursor');
     assert.deepEqual(seqs(q.next(1000)), [5]);
     await q.close();
   });
@@ -379,7 +379,7 @@ describe('the durable queue with commit receipts', () => {
     assert.equal(q.commitRanges([[3, 3], [9, 10]]), 3);
     assert.equal(q.commitRanges([[1, 3]]), 0);
     assert.equal(q.depth, 5);
-    assert.equal(q.expireAwaiting(Date.now() + 1e9, 0), 0);
+    assert.equal(q.expireAwaiting(q.now() + 1e9, 0), 0);
     q.rewind();
     assert.deepEqual(seqs(q.next(10)), [4, 5, 6, 7, 8]);
     await q.close();

@@ -191,8 +191,20 @@ export class DurableQueue {
     return this.book.firstOpen(skip, from, this.nextSeq);
   }
 
+  /** `oldestAt`: when the oldest record awaiting its receipt was acked, on the queue's clock (now()) */
   get awaiting(): { count: number; bytes: number; oldestAt: number | undefined } {
     return this.book.awaiting;
+  }
+
+  /**
+   * The clock acks are stamped with, and expireAwaiting is asked on: milliseconds of this process's
+   * monotonic clock (performance.now()), not the wall clock. The device's clock set back (NTP
+   * stepping a device that booted with its clock ahead) held back every resend for want of a
+   * receipt by the step, an hour for an hour, and the receipt window, full, stopped sending
+   * meanwhile; set forward, it had everything awaiting sent again at once.
+   */
+  now(): number {
+    return performance.now();
   }
 
   get bytesOnDisk(): number {
@@ -278,11 +290,10 @@ export class DurableQueue {
    * receipt (and are not sent again unless it is late: see expireAwaiting).
    */
   ack(seqs: Iterable<number>): void {
-    const now = Date.now();
-    const n = this.book.ack(seqs, this.writer.firstUnwritten, now);
+    const n = this.book.ack(seqs, this.writer.firstUnwritten, this.now());
     if (n === 0) return;
     this.stats.acked += n;
-    this.stats.lastAckAt = now;
+    this.stats.lastAckAt = Date.now();
     if (!this.o.receipts) this.committed(n);
   }
 
