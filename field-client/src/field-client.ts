@@ -65,7 +65,9 @@ export class FieldClient {
   private oversizedRefusals: Refusal[] = [];
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
   private readonly transientRewind: TransientRewind;
-  /** epoch ms of the first GATEWAY_BROKER_UNAVAILABLE since the gateway last took something on this connection */
+  /** the first GATEWAY_BROKER_UNAVAILABLE since the gateway last took something on this connection
+   * (performance.now(): the device's clock set back would otherwise keep it on a server whose broker
+   * is down for as long as the step) */
   private brokerDownSince: number | undefined;
   /** what is handed to the connection and not yet answered, within what the link carries in a few seconds (send-pacing.ts) */
   private readonly pacing: SendPacing;
@@ -441,7 +443,7 @@ export class FieldClient {
    * and a lone server whose broker is down gets a handshake from each device every few minutes only.
    */
   private brokerGone(): boolean {
-    const now = Date.now();
+    const now = performance.now();
     this.brokerDownSince ??= now;
     const forMs = now - this.brokerDownSince;
     const moveMs = this.options.brokerUnavailableMoveMs ?? TIMINGS.fieldBrokerUnavailableMoveMs;

@@ -319,6 +319,29 @@ describe('a field client against a hostile gateway', () => {
     await eventually(() => (alone.connections === 2 ? true : undefined), 10_000, 'connected again');
   });
 
+  it("leaves a gateway whose broker stays unavailable on time when the device's clock is set back meanwhile", async () => {
+    const logs = new LogCapture();
+    const brokerDown = (ws: WebSocket, batch: Item[]) =>
+      ws.send(JSON.stringify({ type: 'error', code: 'GATEWAY_BROKER_UNAVAILABLE', message: 'broker down', messageIds: batch.map((m) => m.messageId) }));
+    const down = await hostileGateway((ws) => ws.send(welcome()), brokerDown);
+    const fine = await hostileGateway((ws) => ws.send(welcome()), ack);
+    cleanups.push(() => down.close(), () => fine.close());
+    const d = await device(`${down.url},${fine.url}`, logs, { messages: 5, transientRewindMs: 50, brokerUnavailableMoveMs: 1_000 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (down.items.length > 0 ? true : undefined), 10_000, 'the first refusal');
+    // The wall clock steps back an hour: how long the broker has been down runs on a clock that
+    // setting it does not move.
+    const wallClock = Date.now;
+    Date.now = () => wallClock() - 3_600_000;
+    try {
+      await eventually(() => (fine.distinct() === 5 ? true : undefined), 10_000, 'the next URL taken, not an hour later');
+      assert.ok(logs.codes().includes('FIELD_GATEWAY_BROKER_DOWN'));
+    } finally {
+      Date.now = wallClock;
+    }
+  });
+
   it('starts the transient pause over once the gateway makes progress (unit)', () => {
     let r = 1;
     const b = new RewindBackoff(100, 1000, () => r);
