@@ -53,8 +53,15 @@ type EpochEntry = MetaFile['epochs'][number];
 const META = 'meta.json';
 const CLEAN = 'clean';
 
-/** A new epoch: the time (so they sort by age when read by a person) and 16 random bits. */
-const newEpochName = () => Date.now().toString(36) + randomBytes(2).toString('hex');
+/**
+ * A new epoch: the time (so they sort by age when read by a person) and 64 random bits. The time
+ * alone does not keep names apart: a device without a battery-backed clock starts at one date at
+ * every boot (until NTP answers), and opens its queue at about the same millisecond each time, the
+ * very devices a power cut gives new epochs. With 16 random bits, 1 in 65,536 such starts named
+ * the new epoch as the one before the cut, and the distributor took the readings numbered again
+ * for copies: receipted, deleted, stored nowhere.
+ */
+const newEpochName = () => Date.now().toString(36) + randomBytes(8).toString('hex');
 
 export class QueueEpochs {
   private constructor(
