@@ -103,6 +103,14 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
 }
 
 /**
+ * What to do on a device that runs already with a renewed certificate: it keeps its own .env and
+ * folders, and its client reads the pair again when it changes (field-client/src/device-credentials.ts):
+ * one file copied without the other is refused (and the pair in use kept) until both are there.
+ */
+export const RENEWED_DEVICE_STEPS =
+  'On the device: put the new certs/client.crt and certs/client.key from the bundle in place: the running client presents them from its next connection, no restart.';
+
+/**
  * What to run on the device once its bundle is there, as the onboarding commands print it. The
  * image comes first: the bundle's compose file names `localhost/fieldstream/node:0.1.0` (FIELDSTREAM_IMAGE
  * unset), which docker-compose cannot pull when the device does not hold it: a registry on the

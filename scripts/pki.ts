@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { readPkiMeta, setupPki } from '../pki/onboarding.ts';
-import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate } from '../pki/device-bundle.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
 
@@ -232,8 +232,7 @@ function client(argv: string[]): void {
 
 ${
     values.renew
-      ? // A device that runs already keeps its own .env and folders; `docker-compose up -d` would not restart its container.
-        'On the device: put the new certs/client.crt and certs/client.key from the bundle in place and restart its client.'
+      ? RENEWED_DEVICE_STEPS
       : `${deviceStartSteps(deviceId, meta?.domain ?? 'DOMAIN', fieldCompose)}
 Copy certs/internal/device-keys/${deviceId}.key to the internal server (the distributor and command API read it within seconds).`
   }`);

@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
-import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate } from '../../pki/device-bundle.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../../pki/device-bundle.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
@@ -225,7 +225,7 @@ function issue(paths: AdminPaths, id: string, validityDays: number | undefined, 
   bundle:      ${bundle} (mode 0600)
 ${
   renew
-    ? `On the device: put the new certs/client.crt and certs/client.key from the bundle in place and restart its client.`
+    ? RENEWED_DEVICE_STEPS
     : `${deviceStartSteps(id, domain, join(REPO_ROOT, 'field-client', 'docker-compose.yml'))}
 Copy certs/internal/device-keys/${id}.key to the internal server (the distributor and command API read it within seconds).`
 }
