@@ -604,6 +604,9 @@ export const TIMINGS = {
   /** milliseconds. The field client's first reconnect delay (full jitter, doubling up to
    * FIELD_RECONNECT_MAX_MS), so thousands of devices do not reconnect in lockstep. */
   reconnectInitialMs: 500,
+  /** milliseconds. The shortest reconnect delay full jitter may draw: a gateway that hangs up at
+   * once (a refusal, a restart) is not dialled again in a tight loop. */
+  reconnectMinMs: 100,
   /** milliseconds. When stopping, the field client waits this long for the gateway to answer its
    * close before it cuts the connection. */
   closeGraceMs: 2_000,

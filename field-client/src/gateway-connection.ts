@@ -376,7 +376,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     // within reconnectInitialMs each before the delay starts to grow.
     const round = Math.floor(this.failures++ / this.urls.length);
     const cap = Math.min(this.options.reconnectMaxMs, this.options.reconnectInitialMs * 2 ** Math.min(round, 20));
-    return Math.max(100, Math.floor(Math.random() * cap));
+    return Math.max(TIMINGS.reconnectMinMs, Math.floor(Math.random() * cap));
   }
 }
 
