@@ -32,7 +32,7 @@ export const ERRORS = {
   CONTRACT_UNSAFE_FILENAME: {
     http: 400,
     transient: false,
-    description: 'The file name is not a plain file name (no paths, no "..", no control characters, well-formed Unicode in normal form C, at most 200 bytes).',
+    description: 'The file name is not a plain file name (no paths, no "..", no control characters (C0, DEL, C1), well-formed Unicode in normal form C, at most 200 bytes).',
   },
   CONTRACT_INVALID_FILE_DATA: { http: 400, transient: false, description: 'The file data is not valid base64 or is larger than accepted.' },
   CONTRACT_INVALID_TOPIC: { http: 400, transient: false, description: 'The MQTT topic is not a FieldStream topic.' },

@@ -214,7 +214,7 @@ describe('device → gateway contract', () => {
   it('refuses file names that are paths', () => {
     const file = (filename: string) =>
       JSON.stringify({ deviceId: 'camera-001', dataType: 'file', payload: { filename, data: 'aGVsbG8=' } });
-    for (const name of ['../x.jpg', '../../etc/passwd', '/etc/passwd', 'a/b.jpg', 'a\\b.jpg', '..', '.', '.hidden', 'C:evil', 'nul\u0000.jpg', 'a\nb', 'trailing.', '', 'lone\ud800.jpg', '\udc00.jpg']) {
+    for (const name of ['../x.jpg', '../../etc/passwd', '/etc/passwd', 'a/b.jpg', 'a\\b.jpg', '..', '.', '.hidden', 'C:evil', 'nul\u0000.jpg', 'a\nb', 'del\u007f.jpg', 'csi\u009b2J.jpg', 'c1\u0085.jpg', 'trailing.', '', 'lone\ud800.jpg', '\udc00.jpg']) {
       assert.equal(codeOf(() => parseUplinkFrame(file(name))), 'CONTRACT_UNSAFE_FILENAME', JSON.stringify(name));
     }
     assert.equal(parseUplinkFrame(file('photo 1 (copy).jpg')).length, 1);

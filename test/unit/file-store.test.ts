@@ -31,7 +31,7 @@ describe('file storage', () => {
   after(() => tmp.cleanup());
 
   it('refuses every name that could leave the folder, whatever the DMZ forwarded', async () => {
-    for (const filename of ['../escape.txt', '../../etc/passwd', '/abs.txt', 'sub/dir.txt', '..', '.', 'a\\b', '.bashrc', 'x\u0000y']) {
+    for (const filename of ['../escape.txt', '../../etc/passwd', '/abs.txt', 'sub/dir.txt', '..', '.', 'a\\b', '.bashrc', 'x\u0000y', 'x\u009by']) {
       await assert.rejects(store.store('cam-1', { filename, data: b64('x') }), (e: unknown) => e instanceof FieldStreamError && e.code === 'DISTRIBUTOR_UNSAFE_FILENAME');
     }
     await assert.rejects(store.store('../cam', { filename: 'a.txt', data: b64('x') }), (e: unknown) => e instanceof FieldStreamError && e.code === 'DISTRIBUTOR_UNSAFE_FILENAME');
