@@ -12,6 +12,7 @@
 import { createReadStream, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { loadDotenv } from '../../shared/config.ts';
+import { terminalText } from '../../shared/terminal-text.ts';
 import { runDoctor } from './doctor.ts';
 
 loadDotenv();
@@ -40,10 +41,11 @@ async function call(path: string, init: RequestInit & { duplex?: 'half' }): Prom
   }
   const body = (await res.json()) as { code?: string; message?: string; messageIds?: string[] };
   if (!res.ok) {
-    process.stderr.write(`error ${body.code}: ${body.message}\n`);
+    process.stderr.write(`error ${terminalText(`${body.code}: ${body.message}`)}\n`);
     process.exit(1);
   }
-  process.stdout.write(body.messageIds ? `accepted ${body.messageIds.length} message(s): ${body.messageIds.join(' ')}\n` : `${JSON.stringify(body, null, 2)}\n`);
+  // The answer holds what the gateway said (its id, its refusals): escaped, as the doctor's lines.
+  process.stdout.write(terminalText(body.messageIds ? `accepted ${body.messageIds.length} message(s): ${body.messageIds.join(' ')}\n` : `${JSON.stringify(body, null, 2)}\n`, true));
 }
 
 async function main(): Promise<void> {
@@ -75,8 +77,9 @@ async function main(): Promise<void> {
     const results = await runDoctor(process.env);
     const mark = { ok: '✔', warn: '!', fail: '✖' } as const;
     for (const r of results) {
-      process.stdout.write(`${mark[r.level]} ${r.name.padEnd(13)} ${r.detail}\n`);
-      if (r.hint && r.level !== 'ok') process.stdout.write(`  ${' '.repeat(13)} → ${r.hint}\n`);
+      // A detail may quote the gateway (its welcome, error frame, close reason, refusal): one line, escaped.
+      process.stdout.write(`${mark[r.level]} ${r.name.padEnd(13)} ${terminalText(r.detail)}\n`);
+      if (r.hint && r.level !== 'ok') process.stdout.write(`  ${' '.repeat(13)} → ${terminalText(r.hint)}\n`);
     }
     process.exit(results.some((r) => r.level === 'fail') ? 1 : 0);
   }
