@@ -6,6 +6,7 @@ import { revokeDevice } from '../../pki/revocation.ts';
 import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { terminalText } from '../../shared/terminal-text.ts';
 import { DAY_MS, LIMITS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
 import { columns } from './columns.ts';
@@ -361,7 +362,10 @@ before starting the command API.
 }
 
 /** Runs one command line; returns its exit code. */
-export async function runAdmin(argv: readonly string[], io: Io): Promise<number> {
+export async function runAdmin(argv: readonly string[], given: Io): Promise<number> {
+  // What the commands print quotes others' text (a device's file name, a database's answer, in a
+  // dead letter's problem): never written to the terminal as a control sequence (terminal-text.ts).
+  const io: Io = { ...given, out: (text) => given.out(terminalText(text, true)), err: (text) => given.err(terminalText(text, true)) };
   try {
     const parsed = parse(argv);
     if (parsed === 'help') {
