@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { loadDotenv } from '../shared/config.ts';
 import { readLocalStore } from '../internal-network/distributor/sinks/local-store.ts';
 import { toLineProtocol } from '../internal-network/distributor/sinks/line-protocol.ts';
+import { terminalText } from '../shared/terminal-text.ts';
 
 loadDotenv();
 const { values } = parseArgs({
@@ -27,9 +28,15 @@ let points = readLocalStore(resolve(values.dir));
 if (values.measurement) points = points.filter((p) => p.measurement === values.measurement);
 if (values.device) points = points.filter((p) => p.tags.device === values.device);
 if (last > 0) points = points.slice(-last);
+// Devices chose the values (and a string value may hold any character): nothing reaches a terminal
+// as a control sequence (shared/terminal-text.ts). JSON is escaped wherever it goes, its values
+// the same; line protocol only on a terminal, as a file of it is the import's data, byte for byte.
 if (values['line-protocol']) {
   // Always nanoseconds, the precision docs/operations.md gives for the import, whatever the points.
-  if (points.length > 0) console.log(toLineProtocol(points, 'ns'));
+  if (points.length > 0) {
+    const text = toLineProtocol(points, 'ns');
+    console.log(process.stdout.isTTY ? terminalText(text, true) : text);
+  }
 } else {
-  for (const p of points) console.log(JSON.stringify({ time: new Date(p.time).toISOString(), measurement: p.measurement, ...p.tags, ...p.fields }));
+  for (const p of points) console.log(terminalText(JSON.stringify({ time: new Date(p.time).toISOString(), measurement: p.measurement, ...p.tags, ...p.fields })));
 }

@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { LocalPointStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+const REPO = join(import.meta.dirname, '..', '..');
+/** Any character that drives a terminal; a line feed is the output's own. */
+// eslint-disable-next-line no-control-regex
+const DRIVES_A_TERMINAL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
+/**
+ * `npm run readings` prints the embedded store's points, whose string values devices chose: any
+ * character at all (the contract bounds only their length). JSON.stringify escapes C0 but writes
+ * DEL, C1 (U+009B is CSI to xterm) and bidi overrides as they are.
+ */
+describe('npm run readings: device strings never reach the terminal as control', () => {
+  const work = tempDir('readings-cli');
+  after(() => work.cleanup());
+  const hostile = 'a\u009b2J\u001b]0;t\u0007\u202eb\u007fc\n';
+
+  it('prints each point as JSON whose strings are escaped, the values the same', async () => {
+    const store = new LocalPointStore(work.dir);
+    await store.write([{ measurement: 'readings', tags: { device: 'd-1' }, fields: { note: hostile, level: 1 }, time: 1_700_000_000_000 }]);
+    await store.close();
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'scripts', 'readings.ts'), '--dir', work.dir], { env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' } }, (err, stdout, stderr) =>
+        err ? reject(new Error(stderr)) : resolve(stdout),
+      ),
+    );
+    assert.doesNotMatch(out, DRIVES_A_TERMINAL, JSON.stringify(out));
+    assert.deepEqual(JSON.parse(out), { time: '2023-11-14T22:13:20.000Z', measurement: 'readings', device: 'd-1', note: hostile, level: 1 });
+  });
+});
