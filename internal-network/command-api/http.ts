@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { terminalText } from '../../shared/terminal-text.ts';
 import { readJsonBody } from '../../shared/http-body.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -247,7 +248,9 @@ function view(r: CommandRecord) {
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
+  // A device's result is read with curl in a terminal (docs/commands.md): DEL, C1 and bidi controls
+  // in its strings, which JSON.stringify writes raw, are sent as \u escapes, the same JSON values.
+  const text = terminalText(JSON.stringify(body));
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
 }

@@ -332,3 +332,36 @@ test('a request sent again with its Idempotency-Key gets the commands it made, a
     tmp.cleanup();
   }
 });
+
+test("a device's result is answered with its DEL, C1 and bidi controls as JSON escapes: read with curl, it never drives the operator's terminal", async () => {
+  const tmp = tempDir('command-api-terminal');
+  const log = createLogger('command-api', 'silent');
+  const store = new CommandStore(join(tmp.dir, 'commands.jsonl'), log);
+  // As the dispatcher records a device's response: the result is the device's to choose.
+  const result = { out: 'ok\u009b2J\u001b]0;t\u0007\u202e', lines: ['\u007f', '\u2066x\u2069'] };
+  const now = Date.now();
+  store.put({ commandId: 'cmd-t1', deviceId: 'pump-1', command: 'reboot', issuedAt: now, expiresAt: now + 60_000, state: 'completed', attempts: 1, sentAt: now, response: { status: 'completed', result, at: now }, updatedAt: now });
+  const api = await startCommandHttp({
+    host: '127.0.0.1',
+    port: 0,
+    credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
+    groups: {},
+    defaultTtlSeconds: 60,
+    dispatcher: {} as unknown as CommandDispatcher,
+    store,
+    brokerConnected: () => true,
+    logger: log,
+  });
+  try {
+    const res = await fetch(`http://127.0.0.1:${api.port}/v1/commands/cmd-t1`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    // eslint-disable-next-line no-control-regex
+    assert.doesNotMatch(text, /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/, text);
+    assert.deepEqual((JSON.parse(text) as { response: { result: unknown } }).response.result, result);
+  } finally {
+    await api.close();
+    store.flush();
+    tmp.cleanup();
+  }
+});
