@@ -9,6 +9,7 @@ import fastifySession from '@fastify/session';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
+import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { answerClientError } from '../../../shared/http-client-error.ts';
@@ -83,6 +84,10 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     referrerPolicy: { policy: 'no-referrer' },
     crossOriginEmbedderPolicy: false,
   });
+  // Answers quote devices (a reading's strings, a test event's result) and the management API is
+  // read with curl in a terminal (docs/management-api.md): DEL, C1 and bidi controls, which
+  // JSON.stringify writes raw, go as \u escapes, the same JSON values (shared/terminal-text.ts).
+  app.setReplySerializer((payload) => terminalText(JSON.stringify(payload)));
   await app.register(fastifyCookie);
   await app.register(fastifySession, {
     // Sessions live in this process only, so a per-process secret is enough (a restart logs everyone out).
