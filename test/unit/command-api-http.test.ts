@@ -18,6 +18,21 @@ import { eventually } from '../helpers/ws-device.ts';
 
 const TOKEN = 'operator-token';
 
+/** The real command API HTTP server with one operator (TOKEN), the given dispatcher, store and logger. */
+function operatorApi(dispatcher: CommandDispatcher, store: CommandStore, logger: ReturnType<typeof createLogger>) {
+  return startCommandHttp({
+    host: '127.0.0.1',
+    port: 0,
+    credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
+    groups: {},
+    defaultTtlSeconds: 60,
+    dispatcher,
+    store,
+    brokerConnected: () => true,
+    logger,
+  });
+}
+
 /** The real command API HTTP server, with a dispatcher that fails as nothing should. */
 async function failingApi() {
   const lines: Record<string, unknown>[] = [];
@@ -32,17 +47,7 @@ async function failingApi() {
       throw new Error('disk full while saving the command');
     },
   } as unknown as CommandDispatcher;
-  const api = await startCommandHttp({
-    host: '127.0.0.1',
-    port: 0,
-    credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
-    groups: {},
-    defaultTtlSeconds: 60,
-    dispatcher,
-    store: { all: () => [], get: () => undefined } as unknown as CommandStore,
-    brokerConnected: () => true,
-    logger: createLogger('command-api', 'debug', sink),
-  });
+  const api = await operatorApi(dispatcher, { all: () => [], get: () => undefined } as unknown as CommandStore, createLogger('command-api', 'debug', sink));
   return { api, lines };
 }
 
@@ -341,17 +346,7 @@ test("a device's result is answered with its DEL, C1 and bidi controls as JSON e
   const result = { out: 'ok\u009b2J\u001b]0;t\u0007\u202e', lines: ['\u007f', '\u2066x\u2069'] };
   const now = Date.now();
   store.put({ commandId: 'cmd-t1', deviceId: 'pump-1', command: 'reboot', issuedAt: now, expiresAt: now + 60_000, state: 'completed', attempts: 1, sentAt: now, response: { status: 'completed', result, at: now }, updatedAt: now });
-  const api = await startCommandHttp({
-    host: '127.0.0.1',
-    port: 0,
-    credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
-    groups: {},
-    defaultTtlSeconds: 60,
-    dispatcher: {} as unknown as CommandDispatcher,
-    store,
-    brokerConnected: () => true,
-    logger: log,
-  });
+  const api = await operatorApi({} as unknown as CommandDispatcher, store, log);
   try {
     const res = await fetch(`http://127.0.0.1:${api.port}/v1/commands/cmd-t1`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(res.status, 200);

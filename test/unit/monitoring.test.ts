@@ -535,6 +535,10 @@ const REVOKED_ALERT = `        alertname: FieldStreamRevokedDeviceAttempts
 const TARGET_DOWN =
   "The target's /metrics has not answered for 2 minutes: the service is down; for job dmz-federate, that DMZ server's Prometheus cannot be reached from the internal server, or its /federate answer was refused (more series than sample_limit), and none of that server's gateways is watched meanwhile; for job gateway, that DMZ server's Prometheus cannot scrape the gateway replica.";
 
+/** A DMZ server's Prometheus as the internal one names it (dmz_server), and a gateway's labels as pulled from it. */
+const dmzServer = (n: number) => `dmz${n}.example.org:9091`;
+const gatewayOf = (server: string) => `job="gateway",instance="172.18.0.5:9464",fieldstream="dmz",dmz_server="${server}"`;
+
 describe('monitoring: alert rules on the series as the services expose them (promtool test rules)', () => {
   // A counter whose series appears only at its first increment, already at 1, shows increase() and
   // rate() nothing: the alerts counting refusals by code would miss the first (or only) one.
@@ -657,20 +661,18 @@ ${series}    alert_rule_test:
   it('FieldStreamTargetDown and FieldStreamBrokerConnectionLost fire per DMZ server and name it: its federation down, one of its gateways unscraped or without its broker', () => {
     // As the internal Prometheus stores them (render-prometheus.sh's jobs): the federation's own up
     // per DMZ server, and each server's gateway series, the same gateway address on both.
-    const d1 = 'dmz1.example.org:9091';
-    const d2 = 'dmz2.example.org:9091';
-    const gw = (server: string) => `job="gateway",instance="172.18.0.5:9464",fieldstream="dmz",dmz_server="${server}"`;
+    const [d1, d2] = [dmzServer(1), dmzServer(2)];
     promtoolTestRules(`  - interval: 15s
     input_series:
       - series: 'up{job="dmz-federate",instance="${d1}",dmz_server="${d1}"}'
         values: '1x20'
       - series: 'up{job="dmz-federate",instance="${d2}",dmz_server="${d2}"}'
         values: '0x20'
-      - series: 'up{${gw(d1)}}'
+      - series: 'up{${gatewayOf(d1)}}'
         values: '0x20'
-      - series: 'fieldstream_broker_connected{${gw(d1)},service="gateway"}'
+      - series: 'fieldstream_broker_connected{${gatewayOf(d1)},service="gateway"}'
         values: '1x20'
-      - series: 'fieldstream_broker_connected{${gw(d2)},service="gateway"}'
+      - series: 'fieldstream_broker_connected{${gatewayOf(d2)},service="gateway"}'
         values: '0x20'
       - series: 'up{job="command-api",instance="command-api-metrics:9466"}'
         values: '0x20'
@@ -704,10 +706,7 @@ ${series}    alert_rule_test:
     // Distributors found (and scraped) for 5 minutes, then none: their DNS name answers no address,
     // and Prometheus keeps no `up` of a target it no longer has. DMZ server 1's gateways likewise;
     // DMZ server 2 keeps its gateway; DMZ server 3's federation is down (FieldStreamTargetDown's).
-    const d1 = 'dmz1.example.org:9091';
-    const d2 = 'dmz2.example.org:9091';
-    const d3 = 'dmz3.example.org:9091';
-    const gw = (server: string) => `job="gateway",instance="172.18.0.5:9464",fieldstream="dmz",dmz_server="${server}"`;
+    const [d1, d2, d3] = [dmzServer(1), dmzServer(2), dmzServer(3)];
     promtoolTestRules(`  - interval: 15s
     input_series:
       - series: 'up{job="distributor",instance="10.0.0.7:9465"}'
@@ -718,9 +717,9 @@ ${series}    alert_rule_test:
         values: '1x60'
       - series: 'up{job="dmz-federate",instance="${d3}",dmz_server="${d3}"}'
         values: '0x60'
-      - series: 'up{${gw(d1)}}'
+      - series: 'up{${gatewayOf(d1)}}'
         values: '1x20'
-      - series: 'up{${gw(d2)}}'
+      - series: 'up{${gatewayOf(d2)}}'
         values: '1x60'
     alert_rule_test:
       - eval_time: 4m
