@@ -1,7 +1,8 @@
 import { COMMAND_RESPONSE_STATUSES } from '../../shared/contract/payloads.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { InfluxSettings } from '../shared/influx-settings.ts';
-import { InfluxQlReader, quoteString, type InfluxQlSeries } from '../shared/influxql.ts';
+import { InfluxQlReader, quoteIdent, quoteString, type InfluxQlSeries } from '../shared/influxql.ts';
+import { RESPONSE_COMMAND_FIELD, RESPONSE_COMMAND_TAG_BEFORE } from '../distributor/points.ts';
 import { storedResult, type ResponseLedger, type StoredResponse, type Wanted } from './stored-responses.ts';
 
 type Status = (typeof COMMAND_RESPONSE_STATUSES)[number];
@@ -13,6 +14,14 @@ const FINAL: readonly Status[] = ['completed', 'failed', 'rejected'];
  * answered the id before) is no answer. An RE2 regular expression on the JSON text of the result.
  */
 const NOT_A_REPLAY = `"result" !~ /"code"\\s*:\\s*"FIELD_COMMAND_REPLAYED"/`;
+
+/**
+ * The command's id in a point: the field the distributor writes, or the tag of points written
+ * before it (points.ts RESPONSE_COMMAND_FIELD). Named differently, so each is meant without
+ * `::field` / `::tag`, and one condition matches either; tested on a real InfluxDB 1.x.
+ */
+const ID_FIELD = quoteIdent(RESPONSE_COMMAND_FIELD);
+const ID_TAG_BEFORE = quoteIdent(RESPONSE_COMMAND_TAG_BEFORE);
 
 /** The connection settings the command API reads InfluxDB with: the distributor's. */
 export type InfluxConnection = Omit<InfluxSettings, 'TIMESERIES_LOCAL_PATH'> & { INFLUXDB_URL: string };
@@ -29,10 +38,15 @@ export type InfluxConnection = Omit<InfluxSettings, 'TIMESERIES_LOCAL_PATH'> & {
  * counts. A point written before that field existed has none, and counts only for a device without
  * a key (COMMAND_ALLOW_UNSIGNED): InfluxDB cannot say whether the device signed it.
  *
+ * The command's id is the field `cmd_id` in points this version's distributor writes, the tag
+ * `command_id` in points earlier ones wrote (a series per command: points.ts responsePoints); both
+ * are read, no migration needed.
+ *
  * Two steps, so that memory stays small whatever the devices answered (a result may be 64 KiB):
- * which (command, status) have a response, counted, LIMITS.commandReconcileInfluxBatch commands a
- * statement; then the earliest response of each status that says most, one at a time. Every id is
- * a quoted string literal, never part of the statement's structure.
+ * which (command, status) have a response, LIMITS.commandReconcileInfluxBatch commands a statement
+ * (two: the distinct ids of the field per device and status, and the old points' series counted);
+ * then the earliest response of each status that says most, one at a time, old and new points
+ * alike. Every id is a quoted string literal, never part of the statement's structure.
  */
 export class InfluxResponses implements ResponseLedger {
   private readonly reader: InfluxQlReader;
@@ -50,19 +64,29 @@ export class InfluxResponses implements ResponseLedger {
     for (let i = 0; i < commands.length; i += LIMITS.commandReconcileInfluxBatch) {
       const batch = commands.slice(i, i + LIMITS.commandReconcileInfluxBatch);
       const present = new Map<string, Set<Status>>();
+      const add = (commandId: unknown, device: string | undefined, status: string | undefined) => {
+        // A status this version does not know (added later): not taken.
+        if (typeof commandId !== 'string' || device === undefined || !isStatus(status)) return;
+        const key = `${commandId}\u0000${device}`;
+        let statuses = present.get(key);
+        if (!statuses) present.set(key, (statuses = new Set()));
+        statuses.add(status);
+      };
       for (const signedOnly of [true, false]) {
         const group = batch.filter((c) => c.signedOnly === signedOnly);
         if (group.length === 0) continue;
-        const which = group.map((c) => `("command_id" = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)})`).join(' OR ');
-        const q = `SELECT count("result") FROM "command_responses" WHERE (${which})${signedOnly ? ' AND "signed" = true' : ''} GROUP BY "command_id", "device", "status"`;
-        for (const s of await this.query(q)) {
-          const status = s.tags?.status;
-          // A status this version does not know (added later): not taken.
-          if (s.tags?.command_id === undefined || s.tags.device === undefined || !isStatus(status)) continue;
-          const key = `${s.tags.command_id}\u0000${s.tags.device}`;
-          let statuses = present.get(key);
-          if (!statuses) present.set(key, (statuses = new Set()));
-          statuses.add(status);
+        const signed = signedOnly ? ' AND "signed" = true' : '';
+        // Points of this version: the id is a field, which GROUP BY cannot take. Its distinct values
+        // in each (device, status) are at most the group's ids.
+        const byField = group.map((c) => `(${ID_FIELD} = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)})`).join(' OR ');
+        for (const s of await this.query(`SELECT distinct(${ID_FIELD}) FROM "command_responses" WHERE (${byField})${signed} GROUP BY "device", "status"`)) {
+          const column = s.columns.indexOf('distinct');
+          for (const row of s.values ?? []) add(row[column], s.tags?.device, s.tags?.status);
+        }
+        // Points written before: the id is a tag.
+        const byTag = group.map((c) => `(${ID_TAG_BEFORE} = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)})`).join(' OR ');
+        for (const s of await this.query(`SELECT count("result") FROM "command_responses" WHERE (${byTag})${signed} GROUP BY ${ID_TAG_BEFORE}, "device", "status"`)) {
+          add(s.tags?.[RESPONSE_COMMAND_TAG_BEFORE], s.tags?.device, s.tags?.status);
         }
       }
       for (const c of batch) {
@@ -93,7 +117,7 @@ export class InfluxResponses implements ResponseLedger {
   /** The earliest response of `c` with `status` that counts (signed where it must be), with its result. */
   private async earliest(c: Wanted, status: Status): Promise<{ time: number; result: unknown } | undefined> {
     const q =
-      `SELECT "result", "result_type" FROM "command_responses" WHERE "command_id" = ${quoteString(c.commandId)} AND "device" = ${quoteString(c.deviceId)} ` +
+      `SELECT "result", "result_type" FROM "command_responses" WHERE (${ID_FIELD} = ${quoteString(c.commandId)} OR ${ID_TAG_BEFORE} = ${quoteString(c.commandId)}) AND "device" = ${quoteString(c.deviceId)} ` +
       `AND "status" = ${quoteString(status)}${c.signedOnly ? ' AND "signed" = true' : ''}${status === 'rejected' ? ` AND ${NOT_A_REPLAY}` : ''} LIMIT 1`;
     const [s] = await this.query(q);
     const row = s?.values?.[0];

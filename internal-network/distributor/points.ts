@@ -177,20 +177,38 @@ export function resultFields(result: unknown): { result: string; result_type: Re
 }
 
 /**
+ * The field of a `command_responses` point that holds the command's id. Not `command_id`, the tag
+ * that held it in points written before (still in the database): InfluxQL tells a field from a tag
+ * of the same key only with `::field` / `::tag` on every mention, so under another name a reader
+ * matches either simply (`"cmd_id" = 'x' OR "command_id" = 'x'`).
+ */
+export const RESPONSE_COMMAND_FIELD = 'cmd_id';
+
+/** The tag that held a response's command id in points written before {@link RESPONSE_COMMAND_FIELD}. */
+export const RESPONSE_COMMAND_TAG_BEFORE = 'command_id';
+
+/**
  * One point per command response. `signed`: whether the distributor verified the device's signature
  * over it (its key is `s:…`). InfluxDB keeps no message key, and the command API takes from it,
  * for a device with a registered key, only a response stored as signed: with
  * DISTRIBUTOR_REQUIRE_SIGNATURES=false an unsigned response is stored too, and may be the DMZ's
  * forgery (docs/commands.md). Points written before this field existed have none: read as unsigned.
  * `result` and `result_type`: {@link resultFields}.
+ *
+ * The command's id is the field {@link RESPONSE_COMMAND_FIELD}, not a tag: it is whatever the device
+ * sends, a new value with every command, and as a tag it made a series per command, which InfluxDB
+ * 1.x refuses past `max-values-per-tag` (100,000 by default: a device sending 5,000 messages/s
+ * reaches it in seconds, ordinary traffic within a year), and then refused every device's
+ * responses. Tags are only `device` and `status`, bounded. Points written before held the id as the
+ * tag `command_id`: readers take either (command-api/influx-responses.ts).
  */
 export function responsePoints(env: EnvelopeOf<'response'>, keys?: readonly string[]): StoredPoint[] {
   return env.messages.map(({ payload, receivedAt }, i) =>
     keyed(
       {
         measurement: MEASUREMENTS.responses,
-        tags: { device: env.deviceId, command_id: payload.commandId, status: payload.status },
-        fields: { ...resultFields(payload.result), signed: isSignedKey(keys?.[i]) },
+        tags: { device: env.deviceId, status: payload.status },
+        fields: { [RESPONSE_COMMAND_FIELD]: payload.commandId, ...resultFields(payload.result), signed: isSignedKey(keys?.[i]) },
         time: timeOf(payload.timestamp, receivedAt ?? env.receivedAt),
       },
       keys?.[i],

@@ -267,7 +267,8 @@ describe('a response the internal broker lost while the command API was away: th
  * field existed (no `signed`: InfluxDB cannot say whether the device signed it).
  */
 describe('a response the internal broker lost while the command API was away: the one the distributor stored in InfluxDB', () => {
-  const rows = async (commandId: string) => influx.rows(DB, `SELECT * FROM command_responses WHERE command_id = '${commandId}'`).catch(() => []);
+  // The id is the field cmd_id; the tag command_id in points written by distributors before it.
+  const rows = async (commandId: string) => influx.rows(DB, `SELECT * FROM command_responses WHERE "cmd_id" = '${commandId}' OR "command_id" = '${commandId}'`).catch(() => []);
   lostResponse({
     title: 'ends the command with the signed response InfluxDB holds, and takes no unsigned one',
     pump: PUMP_INFLUX,
@@ -306,6 +307,31 @@ describe('a response the internal broker lost while the command API was away: th
       assert.equal(written.status, 204, await written.text());
     },
     answered: async (_id, awayId) => assert.equal((await rows(awayId)).length, 2, 'both forgeries are in InfluxDB'),
+  });
+
+  // Distributors before this version wrote the command's id as the tag `command_id` (a series per
+  // command); such a point, signed, still ends its command, with no migration run.
+  it('ends a command with a response an earlier distributor stored (the id a tag)', async () => {
+    // Reading InfluxDB (as the scenario above left it), whether or not that scenario ran.
+    if (!/"store":"InfluxDB /.test(stack.commandApi.logSinceStart())) await stack.commandApi.restartWith({ POSTGRES_URL: '' });
+    await eventually(() => (/"store":"InfluxDB /.test(stack.commandApi.logSinceStart()) ? true : undefined), 10_000, 'the command API reading InfluxDB');
+    const issued = await api(stack, token, 'POST', '/v1/commands', { deviceId: AWAY_INFLUX, command: 'drain', ttlSeconds: 3 });
+    assert.equal(issued.status, 202, JSON.stringify(issued.body));
+    const id = issued.body.commands[0].commandId as string;
+    const written = await fetch(`${influx.url}/write?db=${DB}`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` },
+      body: `command_responses,command_id=${id},device=${AWAY_INFLUX},status=completed result="{\\"before\\":1}",result_type="json",signed=true`,
+    });
+    assert.equal(written.status, 204, await written.text());
+    const state = async () => (await api(stack, token, 'GET', `/v1/commands/${id}`)).body;
+    // Looked up when it is due to expire: the device never connects.
+    const done = await eventually(async () => {
+      const s = await state();
+      return s.state !== 'queued' && s.state !== 'sent' ? s : undefined;
+    }, 30_000, 'the command looked up at its expiry');
+    assert.equal(done.state, 'completed', JSON.stringify(done));
+    assert.deepEqual(done.response.result, { before: 1 });
   });
 });
 
@@ -355,10 +381,23 @@ describe('the stored responses the command API reads from InfluxDB 1.x', () => {
       { payload: { commandId: 'cmd-f', status: 'completed', result: 'second' }, signed: true, at: t + 1000 },
     ]);
     // As a distributor wrote it before the `signed` field.
-    const written = await fetch(`${influx.url}/write?db=${DB}`, {
+    let written = await fetch(`${influx.url}/write?db=${DB}`, {
       method: 'POST',
       headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` },
       body: `command_responses,command_id=cmd-d,device=d-2,status=failed result="{\\"old\\":true}" ${t}000000\ncommand_responses,command_id=cmd-g,device=d-1,status=completed result="old" ${t}000000`,
+    });
+    assert.equal(written.status, 204, await written.text());
+    // As a distributor wrote it before the id became a field (a tag, a series per command), signed;
+    // and a command with an answer each way: the earliest final one, whichever way it is stored.
+    await write('d-1', [{ payload: { commandId: 'cmd-i', status: 'failed', result: 'new way, later' }, signed: true, at: t + 2000 }]);
+    written = await fetch(`${influx.url}/write?db=${DB}`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${influx.user}:${influx.password}`).toString('base64')}` },
+      body: [
+        `command_responses,command_id=cmd-h,device=d-1,status=completed result="{\\"tag\\":1}",result_type="json",signed=true ${t}000000`,
+        `command_responses,command_id=cmd-i,device=d-1,status=completed result="old way, earlier",result_type="string",signed=true ${t + 1000}000000`,
+        `command_responses,command_id=cmd-j,device=d-1,status=completed result="unsigned",result_type="string",signed=false ${t}000000`,
+      ].join('\n'),
     });
     assert.equal(written.status, 204, await written.text());
     const found = await ledger.find([
@@ -370,6 +409,9 @@ describe('the stored responses the command API reads from InfluxDB 1.x', () => {
       { commandId: 'cmd-e', deviceId: 'd-1', signedOnly: true },
       { commandId: 'cmd-f', deviceId: 'd-1', signedOnly: true },
       { commandId: 'cmd-g', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-h', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-i', deviceId: 'd-1', signedOnly: true },
+      { commandId: 'cmd-j', deviceId: 'd-1', signedOnly: true },
     ]);
     assert.deepEqual(
       found.sort((a, b) => a.commandId.localeCompare(b.commandId)),
@@ -378,6 +420,8 @@ describe('the stored responses the command API reads from InfluxDB 1.x', () => {
         { commandId: 'cmd-c', deviceId: 'd-1', status: 'accepted', result: undefined },
         { commandId: 'cmd-d', deviceId: 'd-2', status: 'failed', result: { old: true } },
         { commandId: 'cmd-f', deviceId: 'd-1', status: 'failed', result: 'first' },
+        { commandId: 'cmd-h', deviceId: 'd-1', status: 'completed', result: { tag: 1 } },
+        { commandId: 'cmd-i', deviceId: 'd-1', status: 'completed', result: 'old way, earlier' },
       ],
     );
     // More commands than one statement holds: each batch is looked up.
@@ -391,6 +435,26 @@ describe('the stored responses the command API reads from InfluxDB 1.x', () => {
     await write('d-3', results.map((result, i) => ({ payload: { commandId: `cmd-r${i}`, status: 'completed', ...(result !== undefined ? { result: result as never } : {}) }, signed: true, at: t })));
     const found = await ledger.find(results.map((_, i) => ({ commandId: `cmd-r${i}`, deviceId: 'd-3', signedOnly: true })));
     assert.deepEqual(results.map((_, i) => found.find((f) => f.commandId === `cmd-r${i}`)?.result), results);
+  });
+
+  // The id was a tag: a series per command, and InfluxDB 1.x refuses a tag's values past
+  // max-values-per-tag (100,000), every device's responses with them. A field: one series per device
+  // and status, however many commands.
+  it('keeps one series per device and status, however many commands are answered', async () => {
+    const t = Date.parse('2026-01-03T00:00:00Z');
+    const n = 300;
+    await write('d-4', Array.from({ length: n }, (_, i) => [
+      { payload: { commandId: `cmd-s${i}`, status: 'accepted' as const }, signed: true, at: t + i },
+      { payload: { commandId: `cmd-s${i}`, status: 'completed' as const, result: i }, signed: true, at: t + i + 1 },
+    ]).flat());
+    const series = await influx.query(`SHOW SERIES FROM command_responses WHERE "device" = 'd-4'`, DB);
+    assert.deepEqual(series.results?.[0]?.series?.[0]?.values?.map((v) => v[0]).sort(), ['command_responses,device=d-4,status=accepted', 'command_responses,device=d-4,status=completed']);
+    const values = await influx.query(`SHOW TAG VALUES FROM command_responses WITH KEY = "command_id" WHERE "device" = 'd-4'`, DB);
+    assert.equal(values.results?.[0]?.series, undefined, 'no command_id tag on these points');
+    // Every one is still found, batch by batch.
+    const found = await ledger.find(Array.from({ length: n }, (_, i) => ({ commandId: `cmd-s${i}`, deviceId: 'd-4', signedOnly: true })));
+    assert.equal(found.length, n);
+    assert.ok(found.every((f) => f.status === 'completed' && f.result === Number(f.commandId.slice('cmd-s'.length))));
   });
 
   it('refuses to read from a database it may not read, with API_RESPONSES_UNREADABLE', async () => {

@@ -82,7 +82,9 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
         const pts = fx.points({ measurement: 'command_responses', device: 'actuator-001' });
         return pts.length > 0 ? pts : undefined;
       });
-      assert.deepEqual(p!.tags, { device: 'actuator-001', command_id: 'cmd-12345', status: 'completed' });
+      // The id a field, not a tag: a tag made a series per command (points.ts responsePoints).
+      assert.deepEqual(p!.tags, { device: 'actuator-001', status: 'completed' });
+      assert.equal(p!.fields.cmd_id, 'cmd-12345');
       assert.equal(p!.fields.result, 'valve opened');
     });
   });
@@ -245,7 +247,7 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
           const pts = fx.points({ measurement: 'command_responses', device: 'field-007' });
           return pts.length >= 2 ? pts : undefined;
         });
-        const byId = Object.fromEntries(responses.map((p) => [p.tags.command_id, p]));
+        const byId = Object.fromEntries(responses.map((p) => [p.fields.cmd_id, p]));
         assert.equal(byId['cmd-open-1']?.tags.status, 'completed');
         assert.deepEqual(JSON.parse(String(byId['cmd-open-1']?.fields.result)), { opened: 40 });
         assert.equal(byId['cmd-unknown-1']?.tags.status, 'rejected');

@@ -222,7 +222,7 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
       const done = await commandState(id, ['failed']); // the API sends it again when the device is back
       assert.match(done.response.result, /interrupted by a restart/);
       await new Promise((res) => setTimeout(res, 500));
-      const answers = fx.points({ measurement: 'command_responses', device: 'dev-cmd' }).filter((p) => p.tags.command_id === id);
+      const answers = fx.points({ measurement: 'command_responses', device: 'dev-cmd' }).filter((p) => p.fields.cmd_id === id);
       assert.equal(answers.length, 1);
     });
   });

@@ -146,7 +146,7 @@ describe('the PostgreSQL sink', () => {
       reading('r1', 's:e:10', { v: 1 }, 1000),
       reading('r1', 's:e:11', { v: 2 }, 1001),
       { measurement: 'events', tags: { device: 'r1', event_type: 'door_open', severity: 'warning' }, fields: { message: 'open', floor: 3 }, time: 1002, [POINT_KEY]: 's:e:12' },
-      { measurement: 'command_responses', tags: { device: 'r1', command_id: 'c-1', status: 'ok' }, fields: { result: '{"x":1}' }, time: 1003, [POINT_KEY]: 's:e:13' },
+      { measurement: 'command_responses', tags: { device: 'r1', status: 'ok' }, fields: { cmd_id: 'c-1', result: '{"x":1}' }, time: 1003, [POINT_KEY]: 's:e:13' },
       { measurement: 'device_status', tags: { device: 'r1', gateway: 'gw-1' }, fields: { state: 'online', cert_not_after: 1800000000000, cert_days_left: 12.5 }, time: 1004, [POINT_KEY]: 'gw-1:1004:online' },
       { measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 900 }, time: 2000, [POINT_KEY]: '900:online:2000' },
       { measurement: 'security_events', tags: { device: 'r1', reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' }, fields: { count: 7, gateway: 'gw-1', from: 500, detail: '7 refused' }, time: 1005, [POINT_KEY]: 'g:gw-1:500:1005:GATEWAY_RATE_LIMITED' },
@@ -154,6 +154,8 @@ describe('the PostgreSQL sink', () => {
     await s.write(batch);
     const before = { r: await count('readings', "device = 'r1'"), e: await count('events'), c: await count('command_responses'), d: await count('device_status'), g: await count('gateway_status'), x: await count('security_events') };
     assert.deepEqual(before, { r: 2, e: 1, c: 1, d: 1, g: 1, x: 1 });
+    // The column command_id from the point's field cmd_id (no longer a tag: points.ts responsePoints).
+    assert.deepEqual(await rows("SELECT command_id, status, result FROM fieldstream.command_responses WHERE device = 'r1'"), [{ command_id: 'c-1', status: 'ok', result: '{"x":1}' }]);
     // A retry: the same batch, the gateway's presence with the same arrival (its key) included.
     await s.write(batch);
     await s.write(batch.slice(0, 2));

@@ -130,7 +130,8 @@ describe('the stored feed on the real stack', () => {
     assert.equal(file?.fields.filename, 'feed.csv');
     assert.equal(file?.fields.size, 8);
     const [response] = points((p) => p.measurement === 'command_responses' && p.tags.device === FIELD);
-    assert.deepEqual(response?.tags, { device: FIELD, command_id: 'cmd-feed-1', status: 'completed' });
+    assert.deepEqual(response?.tags, { device: FIELD, status: 'completed' });
+    assert.equal(response?.fields.cmd_id, 'cmd-feed-1');
     assert.equal(response?.fields.result, 'done');
     // A health message (the field client's heartbeat), with the field names the console reads.
     const health = points((p) => p.measurement === 'device_health' && p.tags.device === FIELD).find((p) => p.fields.local_battery === 87);

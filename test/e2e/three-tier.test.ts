@@ -86,7 +86,7 @@ describe('three tiers on real components: Caddy, two Mosquittos and the bridge, 
         const r = await influx.rows(DB, `SELECT * FROM command_responses WHERE device = 'actuator-001'`);
         return r.length > 0 ? r : undefined;
       });
-      assert.equal(resp[0]?.command_id, 'cmd-12345');
+      assert.equal(resp[0]?.cmd_id, 'cmd-12345');
       assert.equal(resp[0]?.status, 'completed');
       assert.equal(resp[0]?.result, 'valve opened');
       const files = await eventually(async () => {

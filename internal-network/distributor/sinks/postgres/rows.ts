@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Scalar } from '../../../../shared/contract/primitives.ts';
-import { MEASUREMENTS, POINT_KEY, type StoredPoint } from '../../points.ts';
+import { MEASUREMENTS, POINT_KEY, RESPONSE_COMMAND_FIELD, type StoredPoint } from '../../points.ts';
 import { copyRows } from './copy.ts';
 
 /**
@@ -68,7 +68,8 @@ export const TABLES: Record<string, TableSpec> = {
     table: 'command_responses',
     // result_type: schema version 3 (points.ts resultFields); null where a point has none.
     columns: [...COMMON, text('command_id'), text('status'), text('result'), text('result_type')],
-    row: (p, k) => [p.tags.device, p.time, k, p.tags.command_id, p.tags.status, str(p.fields.result), p.fields.result_type ?? null],
+    // command_id: from the point's field (points.ts RESPONSE_COMMAND_FIELD), a tag no longer; the column stays.
+    row: (p, k) => [p.tags.device, p.time, k, str(p.fields[RESPONSE_COMMAND_FIELD]), p.tags.status, str(p.fields.result), p.fields.result_type ?? null],
   },
   [MEASUREMENTS.files]: {
     table: 'files',
