@@ -53,6 +53,10 @@ export class DeviceSession {
   private holdTimer: NodeJS.Timeout | undefined;
   /** whether commit receipts reach this device: one came since a hold last ran out */
   private receiptsFlowing = false;
+  /** performance.now() when the socket read under way began (see chargeReads) */
+  private readStarted = 0;
+  /** milliseconds of that read already charged as its frames' parses */
+  private chargedInRead = 0;
 
   constructor(
     readonly deviceId: string,
@@ -116,6 +120,32 @@ export class DeviceSession {
     const force = setTimeout(() => this.ws.terminate(), TIMINGS.gatewayClosingGraceMs);
     force.unref();
     this.ws.once('close', () => clearTimeout(force));
+  }
+
+  /**
+   * Charges each read of the device's socket to its CPU budget (GATEWAY_RATE_CPU_MS_PER_S), and
+   * stops reading it for a while once it owes time, as for a frame (rateLimited). The budget's check
+   * before each message sees only whole data messages: pings, unasked pongs and the empty fragments
+   * of one message (up to ws's 16,384 a message, each counted by no budget) reached none, and a
+   * single device sending them (6 bytes a frame) held most of a core of the gateway, every other
+   * device's frames waiting behind. ws takes a read's frames apart synchronously in its own 'data'
+   * listener, so the time between a listener before it and one after it is what the read cost; the
+   * parses already charged in it (onFrame) are not charged twice.
+   */
+  chargeReads(socket: Pick<Duplex, 'on' | 'prependListener'>): void {
+    if (!this.rate) return;
+    socket.prependListener('data', () => {
+      this.readStarted = performance.now();
+      this.chargedInRead = 0;
+    });
+    socket.on('data', () => this.readDone());
+  }
+
+  private readDone(): void {
+    if (this.closed || !this.rate) return;
+    const now = performance.now();
+    const budget = this.rate.of(this.deviceId, now, Date.now());
+    if (!budget.chargeRead(Math.max(0, now - this.readStarted - this.chargedInRead), now) && !this.ratePaused) this.rateLimited('cpu', budget);
   }
 
   sendCommand(frame: CommandFrame): boolean {
@@ -194,6 +224,7 @@ export class DeviceSession {
       if (budget) {
         parsed = performance.now();
         budget.chargeCpu(parsed - started, parsed);
+        this.chargedInRead += parsed - started;
       }
     }
     // Identity comes from the certificate: one message claiming another device refuses the whole

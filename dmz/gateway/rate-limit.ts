@@ -50,7 +50,7 @@ export interface RateLimits {
   messagesPerS: number;
   /** bytes per second per device */
   bytesPerS: number;
-  /** milliseconds of the gateway's CPU per second per device, spent parsing and checking its frames */
+  /** milliseconds of the gateway's CPU per second per device, spent parsing and checking its frames and reading its socket (control frames, fragments) */
   cpuMsPerS: number;
   /** seconds of traffic a device may send at once after being quiet */
   burstS: number;
@@ -111,6 +111,19 @@ export class DeviceBudget {
   /** milliseconds the gateway spent on the device's frame */
   chargeCpu(ms: number, now: number): void {
     this.cpu.charge(ms, now);
+  }
+
+  /**
+   * Milliseconds the gateway spent on one read of the device's socket beyond its frames' parses
+   * (ws taking its frames apart: control frames, fragments, UTF-8 checks). False (and counted as a
+   * refusal) when the device now owes time: no frame of such a read reaches admit(), so a flood of
+   * them is stopped here.
+   */
+  chargeRead(ms: number, now: number): boolean {
+    this.cpu.charge(ms, now);
+    if (this.cpu.inCredit(now)) return true;
+    this.limited++;
+    return false;
   }
 }
 

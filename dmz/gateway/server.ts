@@ -220,6 +220,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
     const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket);
+    session.chargeReads(socket);
     let alive = true;
     ws.on('pong', () => {
       alive = true;

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { LIMITS } from '../../shared/limits.ts';
+import { identifyByTls } from '../../dmz/gateway/identity.ts';
+import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { startMosquitto } from '../helpers/sparkplug.ts';
+import { RawDevice } from '../helpers/ws-device.ts';
+
+/** A masked client frame with no payload (RFC 6455 §5.2): 6 bytes on the wire. */
+const empty = (firstByte: number) => Buffer.from([firstByte, 0x80, 0, 0, 0, 0]);
+/** A masked client frame whose mask is zero, so the payload goes as it is. */
+const frame = (firstByte: number, payload: string) => Buffer.concat([Buffer.from([firstByte, 0x80 | Buffer.byteLength(payload), 0, 0, 0, 0]), Buffer.from(payload)]);
+
+/**
+ * A device's WebSocket as raw bytes over real TLS: it writes frames no WebSocket library would send
+ * on its own (floods of control frames, of empty fragments), and looks for the gateway's answers in
+ * what comes back.
+ */
+async function rawSocket(port: number, tls: { ca: string; cert: string; key: string }): Promise<{ socket: TLSSocket; received: () => string; flood: (chunk: Buffer, ms: number) => Promise<void> }> {
+  const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ...tls });
+  await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+  let received = '';
+  socket.on('data', (b: Buffer) => (received += b.toString('latin1')));
+  socket.on('error', () => undefined);
+  socket.write(`GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  const t0 = Date.now();
+  while (!received.includes('"type":"welcome"')) {
+    if (Date.now() - t0 > 5000) throw new Error(`no welcome: ${received.slice(0, 200)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  /** Writes `chunk` again and again for `ms`, as fast as the gateway takes it. */
+  const flood = async (chunk: Buffer, ms: number) => {
+    const until = Date.now() + ms;
+    while (Date.now() < until && !socket.destroyed) {
+      if (socket.write(chunk)) await new Promise((r) => setImmediate(r));
+      else {
+        // The gateway stopped reading (or is slower than this): wait for room, briefly.
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            socket.off('drain', done);
+            resolve();
+          };
+          const timer = setTimeout(done, 50);
+          socket.once('drain', done);
+        });
+      }
+    }
+  };
+  return { socket, received: () => received, flood };
+}
+
+/**
+ * Frames that no budget counted: the gateway's rate limits (rate-limit.ts) are checked for each data
+ * message, but a WebSocket also carries control frames (unasked pongs, pings) and the fragments of
+ * one message (ws takes up to 16,384 a message). Each costs the gateway a frame's handling at 6
+ * bytes on the wire; one device sending them held most of a core, unrefused. Real TLS, a real
+ * Mosquitto, the gateway as `npm start` runs it (GATEWAY_IDENTITY_SOURCE=tls).
+ */
+describe("floods of frames that are no message: charged to the device's CPU budget", () => {
+  const work = tempDir('gateway-frame-floods');
+  const logs = captureLogs();
+  let broker: { url: string; process: ManagedProcess };
+  let mqtt: MqttClient;
+  let gateway: GatewayServer;
+  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
+
+  before(async () => {
+    const { ca, server, tlsOf: issue } = edgeCertificates();
+    tlsOf = issue;
+    broker = await startMosquitto(work.dir);
+    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-frame-floods' });
+    gateway = await startGatewayServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: '/ws',
+      gatewayId: 'gw-frame-floods',
+      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
+      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
+      // Message and byte budgets no flood here comes near; a CPU budget of 20 ms a second.
+      rateLimits: { messagesPerS: 100_000, bytesPerS: 64 * 1024 * 1024, cpuMsPerS: 20, burstS: 1, frameMaxMessages: LIMITS.batchMaxMessages, frameMaxBytes: LIMITS.frameMaxBytes },
+      identify: identifyByTls(),
+      mqtt,
+      logger: logs.logger,
+    });
+  });
+  after(async () => {
+    await gateway?.close();
+    await mqtt?.endAsync(true);
+    await broker?.process.stop();
+    work.cleanup();
+  });
+
+  const limitedWithin = async (device: { received: () => string; flood: (c: Buffer, ms: number) => Promise<void> }, chunk: Buffer) => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 8000 && !device.received().includes('"code":"GATEWAY_RATE_LIMITED"')) await device.flood(chunk, 200);
+    return device.received().includes('"code":"GATEWAY_RATE_LIMITED"');
+  };
+
+  it('refuses a flood of unasked pongs with GATEWAY_RATE_LIMITED and stops reading it; a calm device is acked meanwhile', async () => {
+    const mallory = await rawSocket(gateway.port, tlsOf('pong-flood'));
+    const calm = await RawDevice.connect(`wss://127.0.0.1:${gateway.port}/ws`, tlsOf('calm-1'));
+    try {
+      const pongs = Buffer.concat(Array.from({ length: 10_000 }, () => empty(0x8a)));
+      const flooding = limitedWithin(mallory, pongs);
+      calm.send(JSON.stringify({ deviceId: 'calm-1', dataType: 'timeseries', messageId: 'c-1', payload: { v: 1 } }));
+      assert.deepEqual(await calm.next(), { type: 'ack', messageIds: ['c-1'] });
+      assert.ok(await flooding, 'the pong flood was answered GATEWAY_RATE_LIMITED');
+      assert.ok(logs.lines.some((l) => l.code === 'GATEWAY_RATE_LIMITED' && l.deviceId === 'pong-flood' && l.budget === 'cpu'), 'logged against its CPU budget');
+    } finally {
+      mallory.socket.destroy();
+      calm.close();
+    }
+  });
+
+  it('refuses messages made of thousands of empty fragments each with GATEWAY_RATE_LIMITED', async () => {
+    const mallory = await rawSocket(gateway.port, tlsOf('fragment-flood'));
+    try {
+      // One reading in 16,001 frames: 16,000 of them empty, the last the reading itself, with FIN. The
+      // reading is cheap to parse: its parse alone is far within the budget.
+      const reading = JSON.stringify({ deviceId: 'fragment-flood', dataType: 'timeseries', payload: { v: 1 } });
+      const message = Buffer.concat([empty(0x01), ...Array.from({ length: 15_999 }, () => empty(0x00)), frame(0x80, reading)]);
+      assert.ok(await limitedWithin(mallory, message), 'the fragment flood was answered GATEWAY_RATE_LIMITED');
+    } finally {
+      mallory.socket.destroy();
+    }
+  });
+
+  it('still takes a device that keeps to its budget: its readings are acked', async () => {
+    const calm = await RawDevice.connect(`wss://127.0.0.1:${gateway.port}/ws`, tlsOf('calm-2'));
+    try {
+      for (let i = 0; i < 50; i++) {
+        calm.send(JSON.stringify({ deviceId: 'calm-2', dataType: 'timeseries', messageId: `c-${i}`, payload: { v: i } }));
+        assert.deepEqual(await calm.next(), { type: 'ack', messageIds: [`c-${i}`] });
+      }
+    } finally {
+      calm.close();
+    }
+  });
+});
