@@ -8,7 +8,10 @@ import { identifyByTls } from '../../dmz/gateway/identity.ts';
 import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { startTestStack } from '../helpers/stack.ts';
+import type { LocalStack } from '../../scripts/local-stack/stack.ts';
+import { join } from 'node:path';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { RawDevice } from '../helpers/ws-device.ts';
 
@@ -22,7 +25,7 @@ const frame = (firstByte: number, payload: string) => Buffer.concat([Buffer.from
  * on its own (floods of control frames, of empty fragments), and looks for the gateway's answers in
  * what comes back.
  */
-async function rawSocket(port: number, tls: { ca: string; cert: string; key: string }): Promise<{ socket: TLSSocket; received: () => string; flood: (chunk: Buffer, ms: number) => Promise<void> }> {
+async function rawSocket(port: number, tls: { ca: string; cert?: string; key?: string }): Promise<{ socket: TLSSocket; received: () => string; flood: (chunk: Buffer, ms: number) => Promise<void> }> {
   const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ...tls });
   await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
   let received = '';
@@ -140,6 +143,41 @@ describe("floods of frames that are no message: charged to the device's CPU budg
         assert.deepEqual(await calm.next(), { type: 'ack', messageIds: [`c-${i}`] });
       }
     } finally {
+      calm.close();
+    }
+  });
+});
+
+/** The same flood through real Caddy (GATEWAY_IDENTITY_SOURCE=proxy): Caddy passes a WebSocket's frames on as they came. */
+describe("floods of frames that are no message, through Caddy: charged to the device's CPU budget", () => {
+  const work = tempDir('gateway-frame-floods-caddy');
+  const pki = makeTestPki(['pong-flood', 'calm-1']);
+  let stack: LocalStack;
+  before(async () => {
+    ({ stack } = await startTestStack(pki.dir, join(work.dir, 'stack'), { GATEWAY_RATE_CPU_MS_PER_S: '20', GATEWAY_RATE_BURST_S: '1' }));
+  });
+  after(async () => {
+    await stack?.close();
+    pki.cleanup();
+    work.cleanup();
+  });
+
+  it('refuses a flood of unasked pongs with GATEWAY_RATE_LIMITED; a calm device is acked meanwhile, and the gateway stays up', async () => {
+    const mallory = await rawSocket(stack.ports.https, RawDevice.tlsFor(pki.paths, 'pong-flood'));
+    const calm = await RawDevice.connect(stack.urls.wss, RawDevice.tlsFor(pki.paths, 'calm-1'));
+    try {
+      const pongs = Buffer.concat(Array.from({ length: 10_000 }, () => empty(0x8a)));
+      const t0 = Date.now();
+      const flooding = (async () => {
+        while (Date.now() - t0 < 10_000 && !mallory.received().includes('"code":"GATEWAY_RATE_LIMITED"')) await mallory.flood(pongs, 200);
+        return mallory.received().includes('"code":"GATEWAY_RATE_LIMITED"');
+      })();
+      calm.send(JSON.stringify({ deviceId: 'calm-1', dataType: 'timeseries', messageId: 'c-1', payload: { v: 1 } }));
+      assert.deepEqual(await calm.next(), { type: 'ack', messageIds: ['c-1'] });
+      assert.ok(await flooding, 'the pong flood was answered GATEWAY_RATE_LIMITED');
+      for (const proc of stack.gateways) assert.ok(proc.running && proc.restarts === 0, `${proc.name} running, restarted ${proc.restarts} times`);
+    } finally {
+      mallory.socket.destroy();
       calm.close();
     }
   });
