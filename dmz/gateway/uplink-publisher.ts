@@ -97,8 +97,12 @@ export class UplinkPublisher {
     }
     const groups: PublishGroup[] = [];
     for (const [dataType, list] of byType) {
-      // A frame of several data types: each group charged its share of the frame's bytes.
-      groups.push({ dataType, messageIds: list.map((m) => m.messageId), done: this.enqueue(deviceId, dataType, list, receivedAt, Math.ceil((bytes * list.length) / messages.length)) });
+      // A frame of several data types: each group counted as the whole frame, the one bound known
+      // without measuring each. A share by message count let one reading of megabytes beside 999
+      // events of a few bytes count as kilobytes: three such frames joined one shared envelope
+      // past the broker's limit, refused whole (CONTRACT_FRAME_TOO_LARGE, final) with every other
+      // device's readings in it.
+      groups.push({ dataType, messageIds: list.map((m) => m.messageId), done: this.enqueue(deviceId, dataType, list, receivedAt, bytes) });
     }
     return groups;
   }
