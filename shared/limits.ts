@@ -303,6 +303,10 @@ export const LIMITS = {
   /** entries (source addresses and device ids). Most failed-token records the gateway keeps; past
    * this, the oldest are forgotten, so a flood of addresses or made-up ids cannot grow its memory. */
   tokenFailureTrackedKeys: 50_000,
+  /** bits. The failed-token budget of an IPv6 source is its network's, this long a prefix: a host
+   * is given a /64 (RFC 6177), and a budget per address gave one attacker 2^64 of them, each of
+   * GATEWAY_TOKEN_MAX_FAILURES slow hashes. A multiple of 16. */
+  tokenFailureIpv6PrefixBits: 64,
   /** characters. Longest Authorization header the gateway looks at; longer is not a device token. */
   deviceTokenMaxChars: 256,
   /** days. Default lifetime of a device token (fieldstream-admin devices add/renew ID --token

@@ -4,7 +4,7 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { stampOf } from '../../shared/reloaded-file.ts';
 import { hashTokenSecret, isTokenExpired, parseToken, tokenEntry, TokensFileSchema, tokenExpiryMs, verifyTokenSecret, type TokenHash, type TokensFile } from '../../shared/security/device-token.ts';
-import { TokenThrottle } from './token-throttle.ts';
+import { throttleSource, TokenThrottle } from './token-throttle.ts';
 
 const MISSING = 'missing';
 
@@ -93,7 +93,8 @@ export class DeviceTokens {
 
   private async check(token: string | undefined, source: string): Promise<TokenIdentity> {
     const parsed = token === undefined ? undefined : parseToken(token);
-    const keys = [`addr:${source}`, ...(parsed ? [`device:${parsed.deviceId}`] : [])];
+    // An IPv6 source is budgeted as its /64 (throttleSource): a host holds all of it.
+    const keys = [`addr:${throttleSource(source)}`, ...(parsed ? [`device:${parsed.deviceId}`] : [])];
     if (this.throttle.blocked(keys)) throw new FieldStreamError('GATEWAY_TOKEN_THROTTLED', undefined, parsed ? { deviceId: parsed.deviceId } : undefined);
     if (!parsed) {
       this.throttle.fail(keys);

@@ -1,1 +1,1 @@
-export { TokenThrottle } from '../../shared/security/throttle.ts';
+export { throttleSource, TokenThrottle } from '../../shared/security/throttle.ts';

@@ -1,4 +1,42 @@
+import { isIPv4, isIPv6 } from 'node:net';
 import { LIMITS } from '../limits.ts';
+
+/**
+ * The source a failure budget is kept for, from a client's address: an IPv4 address as it is (an
+ * IPv4-mapped IPv6 address, `::ffff:a.b.c.d`, as that IPv4 address), an IPv6 address as its
+ * network of `prefixBits` (`2001:db8:1:2::/64`): one host holds a whole /64, so a budget per IPv6
+ * address bounded nothing. Anything else (not an address) is kept as it came.
+ */
+export function throttleSource(address: string, prefixBits: number = LIMITS.tokenFailureIpv6PrefixBits): string {
+  const bare = address.replace(/^\[(.*)\]$/, '$1').split('%')[0] ?? '';
+  if (isIPv4(bare)) return bare;
+  if (!isIPv6(bare)) return address;
+  const words = ipv6Words(bare);
+  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
+    const [hi = 0, lo = 0] = words.slice(6);
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  return `${words.slice(0, prefixBits / 16).map((w) => w.toString(16)).join(':')}::/${prefixBits}`;
+}
+
+/** The eight 16-bit words of a valid IPv6 address (net.isIPv6), `::` and a dotted IPv4 tail expanded. */
+function ipv6Words(address: string): number[] {
+  let rest = address;
+  const tail: number[] = [];
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(rest);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    tail.push((a << 8) | b, (c << 8) | d);
+    rest = rest.slice(0, -v4[0].length);
+    if (rest.endsWith(':') && !rest.endsWith('::')) rest = rest.slice(0, -1);
+  }
+  const words = (part: string) => (part === '' ? [] : part.split(':').map((h) => parseInt(h, 16)));
+  const gap = rest.indexOf('::');
+  if (gap < 0) return [...words(rest), ...tail];
+  const head = words(rest.slice(0, gap));
+  const after = words(rest.slice(gap + 2));
+  return [...head, ...new Array<number>(8 - tail.length - head.length - after.length).fill(0), ...after, ...tail];
+}
 
 /**
  * A failure budget for bearer tokens: at most `maxFailures` failed tokens per key (a source
