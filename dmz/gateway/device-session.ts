@@ -390,7 +390,23 @@ export class DeviceSession {
     this.send(frame);
   }
 
+  /**
+   * Answers the device's ping (the server runs ws with autoPong off, server.ts): under the same bound
+   * as every other frame to it. ws's own answer ended a device that pinged without reading after 60
+   * pongs unwritten, with no code in the log, unlike every other device cut for not reading.
+   */
+  pong(data: Buffer): void {
+    if (this.writable()) this.ws.pong(data);
+  }
+
   private send(frame: DownlinkFrame): boolean {
+    if (!this.writable()) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Whether a frame may be written now; a device past the send-buffer limit is disconnected. */
+  private writable(): boolean {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
     // ws buffers without bound; a device that stops reading must not grow the gateway's memory.
     if (this.ws.bufferedAmount > this.limits.sendBufferMaxBytes) {
@@ -398,7 +414,6 @@ export class DeviceSession {
       this.ws.terminate();
       return false;
     }
-    this.ws.send(JSON.stringify(frame));
     return true;
   }
 }

@@ -159,7 +159,8 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       }
     }
   };
-  const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false });
+  // autoPong off: the session answers pings itself, under its send-buffer bound (DeviceSession.pong).
+  const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false, autoPong: false });
   const upgradeRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused upgrades' });
 
   // The pre-upgrade idle timeout (above) stays on until the upgrade is accepted: a request refused,
@@ -221,6 +222,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     const sessionLog = log.child({ deviceId: identity.deviceId });
     const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket);
     session.chargeReads(socket);
+    ws.on('ping', (data) => session.pong(data));
     let alive = true;
     ws.on('pong', () => {
       alive = true;

@@ -182,3 +182,59 @@ describe("floods of frames that are no message, through Caddy: charged to the de
     }
   });
 });
+
+/**
+ * A device that pings without reading the answers: its pongs wait in the gateway's send buffer like
+ * any other frame to it, and past the send-buffer limit (LIMITS.sendBufferMaxBytes) it is cut with GATEWAY_SLOW_CONSUMER
+ * in the log, as a device not reading its acks is. (ws's own answer cut it after 60 pongs unwritten,
+ * with no code.) Real TLS, the gateway terminating it.
+ */
+describe('a device that pings and never reads', () => {
+  const work = tempDir('gateway-ping-no-read');
+  const logs = captureLogs();
+  let broker: { url: string; process: ManagedProcess };
+  let mqtt: MqttClient;
+  let gateway: GatewayServer;
+  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
+
+  before(async () => {
+    const { ca, server, tlsOf: issue } = edgeCertificates();
+    tlsOf = issue;
+    broker = await startMosquitto(work.dir);
+    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-ping-no-read' });
+    gateway = await startGatewayServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: '/ws',
+      gatewayId: 'gw-ping-no-read',
+      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
+      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: 256 * 1024, ackHoldMs: 0 },
+      identify: identifyByTls(),
+      mqtt,
+      logger: logs.logger,
+    });
+  });
+  after(async () => {
+    await gateway?.close();
+    await mqtt?.endAsync(true);
+    await broker?.process.stop();
+    work.cleanup();
+  });
+
+  it('is cut with GATEWAY_SLOW_CONSUMER once its unread pongs pass the send-buffer limit', async () => {
+    const mallory = await rawSocket(gateway.port, tlsOf('ping-no-read'));
+    try {
+      mallory.socket.pause(); // reads nothing more
+      // Pings of 125 bytes (the most a control frame holds), each answered by a pong as long.
+      const pings = Buffer.concat(Array.from({ length: 1000 }, () => frame(0x89, 'p'.repeat(125))));
+      const t0 = Date.now();
+      while (!mallory.socket.destroyed && Date.now() - t0 < 30_000 && !logs.lines.some((l) => l.code === 'GATEWAY_SLOW_CONSUMER')) await mallory.flood(pings, 100);
+      assert.ok(
+        logs.lines.some((l) => l.code === 'GATEWAY_SLOW_CONSUMER' && l.deviceId === 'ping-no-read'),
+        `cut with its code in the log (${mallory.socket.destroyed ? 'closed' : 'still open'} after ${Date.now() - t0} ms)`,
+      );
+    } finally {
+      mallory.socket.destroy();
+    }
+  });
+});
