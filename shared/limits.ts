@@ -117,6 +117,14 @@ export const LIMITS = {
    * falls in (a TimescaleDB hypertable a chunk), and a device whose clock, or whose author, dated its
    * readings across the next centuries would have the database make thousands. */
   pointMaxAheadMs: 7 * DAY_MS,
+  /** days. Default of DISTRIBUTOR_MAX_POINT_AGE_DAYS: the oldest a point's time (a device's own
+   * timestamp) may be, past which the message is refused (DISTRIBUTOR_WRITE_REJECTED) and kept as a
+   * dead letter. The same shards as ahead (pointMaxAheadMs): a device dating its readings back across
+   * the centuries since 1677 (the earliest InfluxDB takes) had the database make a shard for every
+   * week, some 18,000; within 10 years at most about 520, and ten years hold any backlog a field
+   * client's queue keeps. A device without a clock that starts in 1970 has its readings of before
+   * its first time sync kept aside so, not written among those of 1970. */
+  pointMaxAgeDays: 3650,
   /** lines. Most letters `fieldstream-admin dead-letters replay` lists as not replayed (those refused
    * again first); the rest are counted. */
   deadLetterReplayLinesShown: 50,

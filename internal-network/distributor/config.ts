@@ -49,6 +49,8 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_TRANSIT_MAX_S: setting.positiveInt(TIMINGS.deviceTransitMaxMs / 1000),
     /** seconds a message may wait between the gateway and the distributor (default 7 days) */
     DISTRIBUTOR_MAX_DELAY_S: setting.positiveInt(7 * DAY_S),
+    /** days: the oldest a point's own time may be; older, its message is a dead letter (LIMITS.pointMaxAgeDays) */
+    DISTRIBUTOR_MAX_POINT_AGE_DAYS: setting.positiveInt(LIMITS.pointMaxAgeDays),
     /** The gateway ids presences are stored under (comma- or blank-separated); empty: the first DISTRIBUTOR_MAX_GATEWAYS seen (security/gateway-admission.ts). */
     DISTRIBUTOR_GATEWAYS: z
       .string()

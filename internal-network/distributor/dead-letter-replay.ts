@@ -11,7 +11,7 @@ import type { FileStore } from './file-store.ts';
 import { dataPoints, filePoint, transferKey, uplinkKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { arrivedInTime } from './security/verifier.ts';
-import { refuseFarAhead } from './write-batcher.ts';
+import { refuseOutOfRange } from './write-batcher.ts';
 
 /**
  * Puts dead letters back: once the cause is fixed (a field that changed type given a measurement of
@@ -92,6 +92,8 @@ export interface ReplayOptions {
   code?: string;
   /** the distributor's file storage (FILE_STORAGE_PATH): files' letters are not replayed without it */
   files?: FileStore;
+  /** days: the oldest a point's time may be (DISTRIBUTOR_MAX_POINT_AGE_DAYS); LIMITS.pointMaxAgeDays when not given */
+  maxAgeDays?: number;
 }
 
 /**
@@ -161,8 +163,9 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
       try {
         // As the distributor refuses it (write-batcher.ts): the letter of a reading dated further
         // ahead than LIMITS.pointMaxAheadMs is replayable once its time has come, not before; written
-        // now, the database made a shard for its week, what that refusal is there to prevent.
-        refuseFarAhead(data.points);
+        // now, the database made a shard for its week, what that refusal is there to prevent. One
+        // older than DISTRIBUTOR_MAX_POINT_AGE_DAYS, once the operator set that further back.
+        refuseOutOfRange(data.points, o.maxAgeDays ?? LIMITS.pointMaxAgeDays);
       } catch (err) {
         if (!isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) throw err;
         problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `refused again, as the distributor refuses it: ${err.message}`);

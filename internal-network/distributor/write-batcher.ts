@@ -1,5 +1,5 @@
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { DAY_MS, LIMITS } from '../../shared/limits.ts';
 import type { StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { DistributorMetrics } from './metrics.ts';
@@ -46,6 +46,8 @@ export class WriteBatcher implements PointSink {
     private readonly metrics: DistributorMetrics = new DistributorMetrics(),
     /** told what was written, once the database took it (the stored feed); never waited for */
     private readonly stored?: StoredListener,
+    /** days: the oldest a point's time may be (DISTRIBUTOR_MAX_POINT_AGE_DAYS) */
+    private readonly maxAgeDays: number = LIMITS.pointMaxAgeDays,
   ) {
     this.description = `${sink.description}, batched up to ${maxPoints} points per request, ${concurrency} at a time`;
   }
@@ -90,7 +92,7 @@ export class WriteBatcher implements PointSink {
       this.stats.requests++;
       this.metrics.batchPoints.observe(size);
       const points = batch.length === 1 ? (batch[0] as Waiter).points : batch.flatMap((w) => w.points);
-      refuseFarAhead(points);
+      refuseOutOfRange(points, this.maxAgeDays);
       await this.sink.write(points);
       this.metrics.writeSeconds.observe((performance.now() - started) / 1000);
       this.lastWriteFailed = false;
@@ -128,14 +130,23 @@ export class WriteBatcher implements PointSink {
 
 /**
  * DISTRIBUTOR_WRITE_REJECTED for a point dated more than LIMITS.pointMaxAheadMs ahead of this
- * clock: refused like a point the database refuses (the batch is written again message by message,
- * and only the message holding it becomes a dead letter), before the database makes a shard for it.
- * A replay of dead letters refuses it likewise (dead-letter-replay.ts): it writes into the sink
- * itself, not through this batcher.
+ * clock, or more than `maxAgeDays` (DISTRIBUTOR_MAX_POINT_AGE_DAYS) before it: refused like a point
+ * the database refuses (the batch is written again message by message, and only the message holding
+ * it becomes a dead letter), before the database makes a shard for its week. A replay of dead
+ * letters refuses it likewise (dead-letter-replay.ts): it writes into the sink itself, not through
+ * this batcher.
  */
-export function refuseFarAhead(points: readonly StoredPoint[]): void {
-  const latest = Date.now() + LIMITS.pointMaxAheadMs;
+export function refuseOutOfRange(points: readonly StoredPoint[], maxAgeDays: number): void {
+  const now = Date.now();
+  const latest = now + LIMITS.pointMaxAheadMs;
+  const earliest = now - maxAgeDays * DAY_MS;
   for (const p of points) {
+    if (p.time < earliest) {
+      throw new FieldStreamError(
+        'DISTRIBUTOR_WRITE_REJECTED',
+        `a point of measurement ${JSON.stringify(p.measurement.slice(0, 200))} is dated ${Number.isNaN(new Date(p.time).getTime()) ? `${p.time} ms` : new Date(p.time).toISOString()}, more than ${maxAgeDays} days before this clock (DISTRIBUTOR_MAX_POINT_AGE_DAYS; the device's clock?)`,
+      );
+    }
     if (p.time > latest) {
       throw new FieldStreamError(
         'DISTRIBUTOR_WRITE_REJECTED',

@@ -65,6 +65,7 @@ export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<stri
       requireSignatures: env.DISTRIBUTOR_REQUIRE_SIGNATURES === undefined || config.DISTRIBUTOR_REQUIRE_SIGNATURES,
       freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
       transitMs: config.DISTRIBUTOR_TRANSIT_MAX_S * 1000,
+      maxAgeDays: config.DISTRIBUTOR_MAX_POINT_AGE_DAYS,
       // A file's letter is stored again where the distributor stores files, then its record written.
       files: new FileStore(config.FILE_STORAGE_PATH),
       dryRun: opts.dryRun,

@@ -98,6 +98,22 @@ describe('line protocol injection, against a real InfluxDB 1.x', () => {
     assert.equal(await shards(), shardsBefore, 'no shard made for the weeks of the refused points');
   });
 
+  it('a message dated more than DISTRIBUTOR_MAX_POINT_AGE_DAYS back is refused alone, before InfluxDB makes a shard for it: centuries of weekly shards otherwise', async () => {
+    const shards = async () => (await influx.query('SHOW SHARDS')).results?.[0]?.series?.find((x) => x.name === DB)?.values.length ?? 0;
+    const now = Date.now();
+    const batcher = new WriteBatcher(sink(), 5000, 1, undefined, undefined, 365);
+    const back = (days: number): StoredPoint[] => [{ measurement: 'readings', tags: { device: 'far-back' }, fields: { t: days }, time: now - days * 86_400_000 }];
+    assert.equal(await code(batcher.write(back(0))), 'ok');
+    const shardsBefore = await shards();
+    // A device without a clock at 1970, one inventing a date of 1800, and one back from a year away.
+    const results = await Promise.all([code(batcher.write(back((now - 60_000) / 86_400_000))), code(batcher.write(back(365 * 226))), code(batcher.write(back(366))), code(batcher.write(back(0.002)))]);
+    assert.deepEqual(results, ['DISTRIBUTOR_WRITE_REJECTED', 'DISTRIBUTOR_WRITE_REJECTED', 'DISTRIBUTOR_WRITE_REJECTED', 'ok']);
+    assert.deepEqual((await influx.rows(DB, `SELECT "t" FROM "readings" WHERE "device" = 'far-back'`)).map((r) => r.t), [0.002, 0]);
+    assert.equal(await shards(), shardsBefore, 'no shard made for the weeks of the refused points');
+    // Within the default (LIMITS.pointMaxAgeDays, 10 years): the seed's example of 2024 is taken.
+    assert.equal(await code(new WriteBatcher(sink(), 5000).write([{ measurement: 'readings', tags: { device: 'far-back' }, fields: { t: -1 }, time: Date.parse('2024-01-01T12:00:00Z') }])), 'ok');
+  });
+
   it('InfluxDB 1.x keeps an escaped backslash in a name as two backslashes: escaping them would store another name, hence the refusal', async () => {
     assert.equal(await rawWrite('esc,t=a\\\\b k\\\\x=1 1700000300000'), 204);
     assert.deepEqual(await influx.rows(DB, `SELECT * FROM esc`), [{ time: 1_700_000_300_000, t: 'a\\\\b', 'k\\\\x': 1 }]);
