@@ -162,6 +162,25 @@ export const LIMITS = {
    * DISTRIBUTOR_GATEWAYS lists none (the default of DISTRIBUTOR_MAX_GATEWAYS): each is a series of
    * gateway_status and a tag value of device_status (security/gateway-admission.ts). */
   distributorMaxGateways: 1000,
+  /** values. Most distinct `event_type` tag values one device's events are stored under in the
+   * `events` measurement (security/tag-admission.ts); past it (or past eventTypesTotal) an event of a
+   * new type is stored under `~other` with its type in the field `event_type_value`. A device's
+   * types are a handful (alarms, door, power, its inputs' births and deaths); the value is chosen by
+   * the device, and InfluxDB 1.x refuses a tag's new values past max-values-per-tag (100,000 by
+   * default) for every device, so a device inventing types must not reach it. With
+   * severitiesPerDevice it bounds one device's event series to about 100 × 12. */
+  eventTypesPerDevice: 100,
+  /** values. Most distinct `event_type` tag values of the whole fleet (security/tag-admission.ts):
+   * a tenth of InfluxDB's max-values-per-tag, so that a hundred hostile devices filling their
+   * eventTypesPerDevice cannot reach it, and values written before the bound (in the index until
+   * retention drops their shards) have room. */
+  eventTypesTotal: 10_000,
+  /** values. Most distinct `severity` tag values of one device's events (as eventTypesPerDevice):
+   * severities are a scale of a few words (debug, info, warning, error, critical). */
+  severitiesPerDevice: 10,
+  /** values. Most distinct `severity` tag values of the fleet (as eventTypesTotal): scales of
+   * different vendors' devices together stay well under it. */
+  severitiesTotal: 100,
   /** security events. Most refusals whose time the distributor remembers, so that the same refusal
    * checked again (its write retried after a failure that may have reached the database, its message
    * delivered again) is the same point, not a second at a later time (verifier.ts); the oldest are
@@ -670,6 +689,19 @@ export const TIMINGS = {
    * with restarts. Longer than a gateway is silent while it runs (it is heard at each presence of its
    * own or of its devices); invented ids add at most DISTRIBUTOR_MAX_GATEWAYS series per this. */
   gatewayAdmissionTtlMs: 7 * 24 * 3_600_000,
+  /** milliseconds. An event tag value (event_type, severity) a device has not used for this long is
+   * forgotten for that device by the tag admission (security/tag-admission.ts), making room under
+   * LIMITS.eventTypesPerDevice and eventTypesTotal: a device's types change with its firmware and
+   * inputs. Longer than a rare event's interval (a monthly self-test); a device inventing types adds
+   * at most its bound of values per this, which the database's retention ends. */
+  eventTagAdmissionTtlMs: 30 * DAY_MS,
+  /** milliseconds. While a bound of the tag admission is reached, values past their TTL are looked
+   * for at most this often: the look goes through every value remembered, and a device at its bound
+   * sends thousands of new values a second. */
+  eventTagAdmissionSweepMs: 60_000,
+  /** milliseconds. An event stored under `~other` is logged at most once per device and tag per this
+   * (every one is counted: distributor_event_tags_overflow_total). */
+  eventTagOverflowLogMs: 60_000,
   /** milliseconds. From the distributor's start to its first sweep of what is retained on the internal
    * broker (internal-network/distributor/retained-sweeper.ts), then between sweeps: each is handed
    * every retained message (a fleet's presences), so not often; what the DMZ retains on the topics

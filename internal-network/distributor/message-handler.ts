@@ -14,6 +14,7 @@ import type { Scalar } from '../../shared/contract/primitives.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
+import { boundEventTags, type EventTagAdmissions } from './event-tags.ts';
 import { dataPoints, filePoint, MEASUREMENTS, POINT_KEY, readingPoints, transferKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
@@ -72,6 +73,8 @@ export class MessageHandler {
     private readonly gateways?: Pick<GatewayAdmission, 'admits'>,
     /** clears, on the internal broker, retained messages on the topics where none belongs (none: left there) */
     private readonly retainedClears?: Pick<PresenceClearer, 'clear'>,
+    /** bounds the event tag values devices choose (event-tags.ts; none: any value is a tag value, as before) */
+    private readonly eventTags?: EventTagAdmissions,
   ) {}
 
   /**
@@ -340,7 +343,11 @@ export class MessageHandler {
 
   /** `keys`: each message's key, in its order (Verdict.keys). */
   private async pointsOf(env: UplinkEnvelope, keys: readonly string[]): Promise<StoredPoint[]> {
-    if (env.dataType !== 'file') return dataPoints(env, keys);
+    if (env.dataType !== 'file') {
+      const points = dataPoints(env, keys);
+      if (env.dataType === 'event' && this.eventTags !== undefined) boundEventTags(points, this.eventTags, (tag) => this.metrics.eventTagsOverflow.labels(tag).inc());
+      return points;
+    }
     // Files first, then their records: a record never points at a file that is not there.
     const points: StoredPoint[] = [];
     for (const [i, m] of env.messages.entries()) {

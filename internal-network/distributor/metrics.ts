@@ -28,6 +28,7 @@ export class DistributorMetrics {
   readonly deadLetterBytes;
   readonly securityEvents;
   readonly gatewayUnlisted;
+  readonly eventTagsOverflow;
   readonly duplicates;
   readonly batchPoints;
   readonly oldestInProgress;
@@ -77,6 +78,13 @@ export class DistributorMetrics {
       'distributor_gateway_unlisted_refusals_total',
       "Refusals a gateway reported without the device and code (its report's `dropped`: more devices than a report lists), not stored as security events.",
     );
+    this.eventTagsOverflow = metrics.counter(
+      'distributor_event_tags_overflow_total',
+      "Events stored under the tag value `~other` (event_type or severity, by `tag`) because the device's value was past the bound of its values or of the fleet's (LIMITS.eventTypesPerDevice and the like); the value is kept in the field `<tag>_value`.",
+      ['tag'],
+    );
+    // Both at 0 from the start: increase() of a series that appears at its first overflow sees nothing.
+    for (const tag of ['event_type', 'severity']) this.eventTagsOverflow.labels(tag).inc(0);
     this.duplicates = metrics.counter('distributor_duplicates_total', 'Copies of device messages written before (a device resending after a lost ack or receipt), not written again.');
     this.batchPoints = metrics.histogram('distributor_batch_points', 'Points per database request.', [], BATCH_POINTS_BUCKETS);
     this.oldestInProgress = metrics.gauge('distributor_oldest_in_progress_seconds', 'Age of the oldest message taken from the broker and not yet written (0: none in progress).', [], function () {

@@ -110,7 +110,7 @@ export class InfluxV1 extends InfluxV1Api {
    * `netns`: run it inside that network namespace (on the namespace's loopback); its HTTP API is
    * then called from inside the namespace too (curl under `ip netns exec`), since Node cannot enter one.
    */
-  private constructor(dir: string, port: number, rpcPort: number, netns?: string, accessLog = false, maxBodySize?: number) {
+  private constructor(dir: string, port: number, rpcPort: number, netns?: string, accessLog = false, maxBodySize?: number, maxValuesPerTag?: number) {
     super(`http://127.0.0.1:${port}`, netns);
     const conf = join(dir, 'influxdb.conf');
     writeFileSync(
@@ -123,7 +123,7 @@ bind-address = "127.0.0.1:${rpcPort}"
   dir = "${join(dir, 'data')}"
   wal-dir = "${join(dir, 'wal')}"
   query-log-enabled = false
-[http]
+${maxValuesPerTag === undefined ? '' : `  max-values-per-tag = ${maxValuesPerTag}\n`}[http]
   bind-address = "127.0.0.1:${port}"
   auth-enabled = true
   log-enabled = ${accessLog}
@@ -147,10 +147,12 @@ ${maxBodySize === undefined ? '' : `  max-body-size = ${maxBodySize}\n`}`,
    * `accessLog`: a line per HTTP request in its log, with the time the server took
    * (bench/lib/influx-access-log.ts reads it). `maxBodySize`: bytes of a write request's body it
    * takes (`max-body-size`; InfluxDB 1.6 measures a body as sent, so only one sent without gzip).
+   * `maxValuesPerTag`: the values a tag key may have (`max-values-per-tag`, 100,000 by default),
+   * lowered for a test to reach it with a few hundred points.
    */
-  static async start(dir: string, database: string, o: { netns?: string; port?: number; rpcPort?: number; accessLog?: boolean; maxBodySize?: number } = {}): Promise<InfluxV1> {
+  static async start(dir: string, database: string, o: { netns?: string; port?: number; rpcPort?: number; accessLog?: boolean; maxBodySize?: number; maxValuesPerTag?: number } = {}): Promise<InfluxV1> {
     mkdirSync(dir, { recursive: true });
-    const db = new InfluxV1(dir, o.port ?? (await freePort()), o.rpcPort ?? (await freePort()), o.netns, o.accessLog, o.maxBodySize);
+    const db = new InfluxV1(dir, o.port ?? (await freePort()), o.rpcPort ?? (await freePort()), o.netns, o.accessLog, o.maxBodySize, o.maxValuesPerTag);
     await db.process.start();
     await db.waitPing();
     // With no user yet, InfluxDB lets the first admin be created without credentials.

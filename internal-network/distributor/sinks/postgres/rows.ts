@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import type { Scalar } from '../../../../shared/contract/primitives.ts';
 import { MEASUREMENTS, POINT_KEY, RESPONSE_COMMAND_FIELD, type StoredPoint } from '../../points.ts';
 import { copyRows } from './copy.ts';
+import { overflowField, type EventDeviceTag } from '../../event-tags.ts';
+import { OVERFLOW_TAG_VALUE } from '../../security/tag-admission.ts';
 
 /**
  * From points to rows, without a database: each measurement has its table (schema.ts), each table
@@ -59,9 +61,19 @@ export const TABLES: Record<string, TableSpec> = {
   [MEASUREMENTS.events]: {
     table: 'events',
     columns: [...COMMON, text('event_type'), text('severity'), text('message'), { name: 'extra', type: 'jsonb' }],
+    // The device's own event_type and severity, also of an event InfluxDB stores under `~other`
+    // (event-tags.ts): the value is then in the field <tag>_value, taken out of `extra`. PostgreSQL
+    // has no series to bound; only the tag value is.
     row: (p, k) => {
       const { message, ...extra } = p.fields;
-      return [p.tags.device, p.time, k, p.tags.event_type, p.tags.severity ?? null, str(message), extra];
+      const own = (tag: EventDeviceTag): string | undefined => {
+        if (p.tags[tag] !== OVERFLOW_TAG_VALUE) return p.tags[tag];
+        const value = extra[overflowField(tag)];
+        delete extra[overflowField(tag)];
+        return str(value);
+      };
+      const eventType = own('event_type');
+      return [p.tags.device, p.time, k, eventType, own('severity') ?? null, str(message), extra];
     },
   },
   [MEASUREMENTS.responses]: {
