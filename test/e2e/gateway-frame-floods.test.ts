@@ -2,17 +2,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
 import { LIMITS } from '../../shared/limits.ts';
-import { identifyByTls } from '../../dmz/gateway/identity.ts';
-import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
+import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startTestStack } from '../helpers/stack.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { join } from 'node:path';
-import { startMosquitto } from '../helpers/sparkplug.ts';
 import { RawDevice } from '../helpers/ws-device.ts';
 
 /** A masked client frame with no payload (RFC 6455 §5.2): 6 bytes on the wire. */
@@ -67,38 +62,9 @@ async function rawSocket(port: number, tls: { ca: string; cert?: string; key?: s
  * Mosquitto, the gateway as `npm start` runs it (GATEWAY_IDENTITY_SOURCE=tls).
  */
 describe("floods of frames that are no message: charged to the device's CPU budget", () => {
-  const work = tempDir('gateway-frame-floods');
-  const logs = captureLogs();
-  let broker: { url: string; process: ManagedProcess };
-  let mqtt: MqttClient;
-  let gateway: GatewayServer;
-  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
-
-  before(async () => {
-    const { ca, server, tlsOf: issue } = edgeCertificates();
-    tlsOf = issue;
-    broker = await startMosquitto(work.dir);
-    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-frame-floods' });
-    gateway = await startGatewayServer({
-      host: '127.0.0.1',
-      port: 0,
-      path: '/ws',
-      gatewayId: 'gw-frame-floods',
-      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
-      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
-      // Message and byte budgets no flood here comes near; a CPU budget of 20 ms a second.
-      rateLimits: { messagesPerS: 100_000, bytesPerS: 64 * 1024 * 1024, cpuMsPerS: 20, burstS: 1, frameMaxMessages: LIMITS.batchMaxMessages, frameMaxBytes: LIMITS.frameMaxBytes },
-      identify: identifyByTls(),
-      mqtt,
-      logger: logs.logger,
-    });
-  });
-  after(async () => {
-    await gateway?.close();
-    await mqtt?.endAsync(true);
-    await broker?.process.stop();
-    work.cleanup();
-  });
+  // Message and byte budgets no flood here comes near; a CPU budget of 20 ms a second.
+  const fx = tlsGatewayOnMosquitto('gateway-frame-floods', {}, { rateLimits: { messagesPerS: 100_000, bytesPerS: 64 * 1024 * 1024, cpuMsPerS: 20, burstS: 1, frameMaxMessages: LIMITS.batchMaxMessages, frameMaxBytes: LIMITS.frameMaxBytes } });
+  const { logs, tlsOf } = fx;
 
   const limitedWithin = async (device: { received: () => string; flood: (c: Buffer, ms: number) => Promise<void> }, chunk: Buffer) => {
     const t0 = Date.now();
@@ -107,8 +73,8 @@ describe("floods of frames that are no message: charged to the device's CPU budg
   };
 
   it('refuses a flood of unasked pongs with GATEWAY_RATE_LIMITED and stops reading it; a calm device is acked meanwhile', async () => {
-    const mallory = await rawSocket(gateway.port, tlsOf('pong-flood'));
-    const calm = await RawDevice.connect(`wss://127.0.0.1:${gateway.port}/ws`, tlsOf('calm-1'));
+    const mallory = await rawSocket(fx.gateway.port, tlsOf('pong-flood'));
+    const calm = await RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, tlsOf('calm-1'));
     try {
       const pongs = Buffer.concat(Array.from({ length: 10_000 }, () => empty(0x8a)));
       const flooding = limitedWithin(mallory, pongs);
@@ -123,7 +89,7 @@ describe("floods of frames that are no message: charged to the device's CPU budg
   });
 
   it('refuses messages made of thousands of empty fragments each with GATEWAY_RATE_LIMITED', async () => {
-    const mallory = await rawSocket(gateway.port, tlsOf('fragment-flood'));
+    const mallory = await rawSocket(fx.gateway.port, tlsOf('fragment-flood'));
     try {
       // One reading in 16,001 frames: 16,000 of them empty, the last the reading itself, with FIN. The
       // reading is cheap to parse: its parse alone is far within the budget.
@@ -136,7 +102,7 @@ describe("floods of frames that are no message: charged to the device's CPU budg
   });
 
   it('still takes a device that keeps to its budget: its readings are acked', async () => {
-    const calm = await RawDevice.connect(`wss://127.0.0.1:${gateway.port}/ws`, tlsOf('calm-2'));
+    const calm = await RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, tlsOf('calm-2'));
     try {
       for (let i = 0; i < 50; i++) {
         calm.send(JSON.stringify({ deviceId: 'calm-2', dataType: 'timeseries', messageId: `c-${i}`, payload: { v: i } }));
@@ -190,39 +156,11 @@ describe("floods of frames that are no message, through Caddy: charged to the de
  * with no code.) Real TLS, the gateway terminating it.
  */
 describe('a device that pings and never reads', () => {
-  const work = tempDir('gateway-ping-no-read');
-  const logs = captureLogs();
-  let broker: { url: string; process: ManagedProcess };
-  let mqtt: MqttClient;
-  let gateway: GatewayServer;
-  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
-
-  before(async () => {
-    const { ca, server, tlsOf: issue } = edgeCertificates();
-    tlsOf = issue;
-    broker = await startMosquitto(work.dir);
-    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-ping-no-read' });
-    gateway = await startGatewayServer({
-      host: '127.0.0.1',
-      port: 0,
-      path: '/ws',
-      gatewayId: 'gw-ping-no-read',
-      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
-      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: 256 * 1024, ackHoldMs: 0 },
-      identify: identifyByTls(),
-      mqtt,
-      logger: logs.logger,
-    });
-  });
-  after(async () => {
-    await gateway?.close();
-    await mqtt?.endAsync(true);
-    await broker?.process.stop();
-    work.cleanup();
-  });
+  const fx = tlsGatewayOnMosquitto('gateway-ping-no-read', { sendBufferMaxBytes: 256 * 1024 });
+  const { logs, tlsOf } = fx;
 
   it('is cut with GATEWAY_SLOW_CONSUMER once its unread pongs pass the send-buffer limit', async () => {
-    const mallory = await rawSocket(gateway.port, tlsOf('ping-no-read'));
+    const mallory = await rawSocket(fx.gateway.port, tlsOf('ping-no-read'));
     try {
       mallory.socket.pause(); // reads nothing more
       // Pings of 125 bytes (the most a control frame holds), each answered by a pong as long.

@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
+import { describe, it } from 'node:test';
 import { LIMITS } from '../../shared/limits.ts';
-import { identifyByTls } from '../../dmz/gateway/identity.ts';
-import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
-import { tempDir } from '../helpers/pki.ts';
-import { startMosquitto } from '../helpers/sparkplug.ts';
+import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
 import { RawDevice } from '../helpers/ws-device.ts';
 
 /** A frame whose one reading is `mib` MiB of string fields, batched with 999 events of a few bytes. */
@@ -29,45 +23,18 @@ function lopsidedFrame(deviceId: string, k: number, mib: number): string {
  * refused with them. Real TLS, a real Mosquitto.
  */
 describe("the gateway's shared envelopes: one device's frames cannot get another's readings refused", () => {
-  const work = tempDir('gateway-shared-envelope');
-  const logs = captureLogs();
-  let broker: { url: string; process: ManagedProcess };
-  let mqtt: MqttClient;
-  let gateway: GatewayServer;
-  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
-
-  before(async () => {
-    const { ca, server, tlsOf: issue } = edgeCertificates();
-    tlsOf = issue;
-    broker = await startMosquitto(work.dir);
-    mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-shared-envelope' });
-    gateway = await startGatewayServer({
-      host: '127.0.0.1',
-      port: 0,
-      path: '/ws',
-      gatewayId: 'gw-shared-envelope',
-      tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
-      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 5000, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
-      // The default budgets: a device may send 16 MiB at once (8 MiB/s, a burst of 2 s).
-      rateLimits: { messagesPerS: 5000, bytesPerS: 8 * 1024 * 1024, cpuMsPerS: 250, burstS: 2, frameMaxMessages: LIMITS.batchMaxMessages, frameMaxBytes: LIMITS.frameMaxBytes },
-      // A linger GATEWAY_LINGER_MS allows (0-1000): every frame here reaches one envelope.
-      lingerMs: 300,
-      identify: identifyByTls(),
-      mqtt,
-      logger: logs.logger,
-    });
+  const fx = tlsGatewayOnMosquitto('gateway-shared-envelope', { maxInFlight: 5000 }, {
+    // The default budgets: a device may send 16 MiB at once (8 MiB/s, a burst of 2 s).
+    rateLimits: { messagesPerS: 5000, bytesPerS: 8 * 1024 * 1024, cpuMsPerS: 250, burstS: 2, frameMaxMessages: LIMITS.batchMaxMessages, frameMaxBytes: LIMITS.frameMaxBytes },
+    // A linger GATEWAY_LINGER_MS allows (0-1000): every frame here reaches one envelope.
+    lingerMs: 300,
   });
-  after(async () => {
-    await gateway?.close();
-    await mqtt?.endAsync(true);
-    await broker?.process.stop();
-    work.cleanup();
-  });
+  const { tlsOf } = fx;
 
   it("acks a calm device's reading that shares an envelope with frames of one large reading and many tiny events", async () => {
     // Three devices, each well within its own budgets (one frame of 5.6 MiB).
-    const mallories = await Promise.all([1, 2, 3].map((i) => RawDevice.connect(`wss://127.0.0.1:${gateway.port}/ws`, tlsOf(`lopsided-${i}`))));
-    const calm = await RawDevice.connect(`wss://127.0.0.1:${gateway.port}/ws`, tlsOf('calm-1'));
+    const mallories = await Promise.all([1, 2, 3].map((i) => RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, tlsOf(`lopsided-${i}`))));
+    const calm = await RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, tlsOf('calm-1'));
     try {
       calm.send(JSON.stringify({ deviceId: 'calm-1', dataType: 'timeseries', messageId: 'c-1', payload: { v: 1 } }));
       mallories.forEach((m, i) => m.send(lopsidedFrame(`lopsided-${i + 1}`, i, 5.6)));
