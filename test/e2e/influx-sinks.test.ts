@@ -28,6 +28,12 @@ import { FileStore } from '../../internal-network/distributor/file-store.ts';
 
 const DB = 'sinks';
 const point = (device: string, fields: StoredPoint['fields'], time: number): StoredPoint => ({ measurement: 'readings', tags: { device }, fields, time });
+/**
+ * A batcher taking points of any age: these tests date points at the epoch's first milliseconds,
+ * each test its own; the distributor's bound on a point's age (DISTRIBUTOR_MAX_POINT_AGE_DAYS) has
+ * its own test (line-protocol-influx.test.ts).
+ */
+const anyAge = (sink: PointSink, maxPoints = 5000, concurrency = 1) => new WriteBatcher(sink, maxPoints, concurrency, undefined, undefined, Number.POSITIVE_INFINITY);
 const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof FieldStreamError ? e.code : String(e)));
 
 describe('time-series sinks against real databases', () => {
@@ -231,7 +237,7 @@ describe('time-series sinks against real databases', () => {
   });
 
   it('the batcher combines concurrent writes into one request, and isolates a bad message', async () => {
-    const batcher = new WriteBatcher(v1(), 5000);
+    const batcher = anyAge(v1());
     await batcher.write([point('s3', { mode: 'manual' }, 1)]);
     const results = await Promise.all([
       code(batcher.write([point('s3', { v: 1 }, 10)])), // the four, written in one task, go together
@@ -250,7 +256,7 @@ describe('time-series sinks against real databases', () => {
     const keys = tempDir('sections');
     try {
       const verifier = new MessageVerifier(new DeviceKeyRegistry(keys.dir), new ReplayWindows(join(keys.dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, createLogger('test', 'silent'));
-      const handler = new MessageHandler(new WriteBatcher(v1(), 5000), new FileStore(join(keys.dir, 'files')), verifier);
+      const handler = new MessageHandler(anyAge(v1()), new FileStore(join(keys.dir, 'files')), verifier);
       await v1().write([point('sect-b', { tone: 'high' }, 20)]); // "tone" is a string field from now on
       const section = (deviceId: string, payload: Record<string, unknown>) => ({ deviceId, messages: [{ messageId: `${deviceId}.1`, payload }] });
       const env = { v: 1, gatewayId: 'gw-s', dataType: 'timeseries', receivedAt: Date.now(), devices: [section('sect-a', { level: 1, timestamp: 21 }), section('sect-b', { tone: 2, timestamp: 22 }), section('sect-c', { level: 3, timestamp: 23 })] };
@@ -406,7 +412,7 @@ describe('time-series sinks against real databases', () => {
       },
       close: () => real.close(),
     };
-    const batcher = new WriteBatcher(counting, 3, 2);
+    const batcher = anyAge(counting, 3, 2);
     const results = await Promise.all(Array.from({ length: 12 }, (_, i) => code(batcher.write([point('s4', { v: i }, 100 + i)]))));
     assert.deepEqual(results, Array(12).fill('ok'));
     assert.equal(most, 2, 'two requests at once, never more');
