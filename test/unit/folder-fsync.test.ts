@@ -142,6 +142,23 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     for (const dir of [data, state]) assert.ok(again.has(dir), `${dir} synced again (synced: ${[...again].join(', ')})`);
   });
 
+  it("syncs the distributor's admitted gateway ids and event tag values, and their new files' folder, before anything is stored under them", async () => {
+    const dir = join(tmp.dir, 'admissions');
+    const script = `
+      import { mkdirSync } from 'node:fs';
+      import { join } from 'node:path';
+      import { GatewayAdmission } from ${url('../../internal-network/distributor/security/gateway-admission.ts')};
+      import { TagAdmission } from ${url('../../internal-network/distributor/security/tag-admission.ts')};
+      import { createLogger } from ${url('../../shared/logger.ts')};
+      const log = createLogger('t', 'silent');
+      mkdirSync(process.env.DIR, { recursive: true });
+      new GatewayAdmission({ listed: [], max: 10, file: join(process.env.DIR, 'gateways.txt') }, log).admits('gw-1');
+      new TagAdmission({ tag: 'event_type', perDevice: 10, total: 10, file: join(process.env.DIR, 'event-types.jsonl') }, log).admits('pump-1', 'alarm');
+    `;
+    const synced = await syncedBy(script, { DIR: dir }, join(tmp.dir, 'admissions.strace'));
+    for (const p of [join(dir, 'gateways.txt'), join(dir, 'event-types.jsonl'), dir]) assert.ok(synced.has(p), `${p} synced (synced: ${[...synced].join(', ')})`);
+  });
+
   it("syncs the certificates, keys and signing keys onboarding writes, and their folders", async () => {
     const root = join(tmp.dir, 'pki');
     const script = `

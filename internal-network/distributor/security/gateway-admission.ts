@@ -1,8 +1,8 @@
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
+import { appendLinesSync } from '../../../shared/line-file.ts';
 import { TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 
@@ -50,6 +50,8 @@ export class GatewayAdmission {
   private readonly ttlMs: number;
   private readonly now: () => number;
   private lines = 0;
+  /** the file's name synced since it was made (line-file.ts appendLinesSync) */
+  private readonly named = new Set<string>();
   private readonly refusedLog: LimitedLog;
   private fullLogged = false;
   readonly stats = { refused: 0, forgotten: 0 };
@@ -134,7 +136,7 @@ export class GatewayAdmission {
       this.compact();
       return;
     }
-    appendDurably(this.o.file, `${gatewayId} ${now}\n`);
+    appendLinesSync(this.o.file, `${gatewayId} ${now}\n`, 0o600, this.named);
     this.lines++;
   }
 
@@ -168,24 +170,4 @@ function readEntries(file: string, now: number): Map<string, number> {
     out.set(id, Math.max(out.get(id) ?? 0, Math.min(t, now)));
   }
   return out;
-}
-
-function appendDurably(file: string, text: string): void {
-  const created = !existsSync(file);
-  const fd = openSync(file, 'a');
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  // A file just made is on disk only once its folder's entry is (fsync(2)).
-  if (created) {
-    const dir = openSync(dirname(file), 'r');
-    try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
-    }
-  }
 }

@@ -1,10 +1,10 @@
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DeviceIdSchema } from '../../../shared/contract/primitives.ts';
-import { replaceFileDurablySync, syncDirSync, writeWholeSync } from '../../../shared/durable-fs.ts';
+import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
+import { appendLinesSync } from '../../../shared/line-file.ts';
 import { TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 
@@ -70,6 +70,8 @@ export class TagAdmission {
   private readonly ttlMs: number;
   private readonly now: () => number;
   private lines = 0;
+  /** the file's name synced since it was made (line-file.ts appendLinesSync) */
+  private readonly named = new Set<string>();
   private lastSweep = -Infinity;
   /** `device` → when its overflow was last logged */
   private readonly loggedAt = new Map<string, number>();
@@ -191,7 +193,7 @@ export class TagAdmission {
       this.compact();
       return;
     }
-    appendDurably(this.o.file, line(device, value, now));
+    appendLinesSync(this.o.file, line(device, value, now), 0o600, this.named);
     this.lines++;
   }
 
@@ -256,17 +258,4 @@ function decrement(map: Map<string, number>, key: string): void {
   const n = (map.get(key) ?? 0) - 1;
   if (n <= 0) map.delete(key);
   else map.set(key, n);
-}
-
-function appendDurably(file: string, text: string): void {
-  const created = !existsSync(file);
-  const fd = openSync(file, 'a', 0o600);
-  try {
-    writeWholeSync(fd, Buffer.from(text), file);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  // A file just made is on disk only once its folder's entry is (fsync(2)).
-  if (created) syncDirSync(dirname(file));
 }
