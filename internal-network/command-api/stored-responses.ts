@@ -4,6 +4,7 @@ import { COMMAND_RESPONSE_STATUSES } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { poolConfig, type PostgresConnection } from '../shared/postgres-settings.ts';
+import { readWithin } from '../shared/postgres-read.ts';
 
 /** A device's response to a command as the distributor stored it. */
 export interface StoredResponse {
@@ -63,11 +64,13 @@ const ResultSchema = z.object({ result: z.string(), result_type: z.string().null
 export class PostgresResponses implements ResponseLedger {
   readonly description: string;
   private readonly pool: pg.Pool;
+  private readonly timeoutMs: number;
   private readonly findSql: string;
   private readonly resultSql: string;
 
   constructor(c: PostgresConnection) {
     this.description = c.description;
+    this.timeoutMs = c.timeoutMs;
     // The schema name is a checked lower-case identifier (postgres-settings.ts): safe unquoted.
     const t = `${c.schema}.command_responses`;
     this.findSql =
@@ -118,7 +121,7 @@ export class PostgresResponses implements ResponseLedger {
   /** The rows, undefined while the distributor has not made its tables, API_RESPONSES_UNREADABLE on any other failure. */
   private async query(sql: string, params: unknown[]): Promise<unknown[] | undefined> {
     try {
-      return (await this.pool.query(sql, params)).rows as unknown[];
+      return await readWithin(this.pool, this.timeoutMs, sql, params);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (typeof code === 'string' && NOT_YET_WRITTEN.has(code)) return undefined;

@@ -132,8 +132,12 @@ export interface PostgresConnection {
 
 /**
  * What every pool of ours takes from the connection (node-postgres PoolConfig): where, who, TLS,
- * and the timeouts. The server ends a statement past `timeoutMs` (SQLSTATE 57014); the client
- * gives up a little later, for a server that no longer answers at all.
+ * and the timeouts. The client gives up past twice `timeoutMs`, for a server that no longer
+ * answers at all. The server's own statement timeout (SQLSTATE 57014 past `timeoutMs`) is set in
+ * each transaction (SET LOCAL: the sink's writes, postgres-read.ts's reads), never as a startup
+ * parameter: PgBouncer refuses a connection that sends one ("unsupported startup parameter:
+ * statement_timeout", 08P01), so behind it nothing ever reached the database; and a session SET
+ * would outlive its transaction on a pooler's shared server connection.
  */
 export function poolConfig(c: PostgresConnection): PoolConfig {
   return {
@@ -144,7 +148,6 @@ export function poolConfig(c: PostgresConnection): PoolConfig {
     ...(c.password !== undefined ? { password: c.password } : {}),
     ssl: c.ssl,
     connectionTimeoutMillis: c.timeoutMs,
-    statement_timeout: c.timeoutMs,
     query_timeout: c.timeoutMs * 2,
   };
 }

@@ -13,6 +13,8 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { MIGRATIONS } from '../../internal-network/distributor/sinks/postgres/schema.ts';
 import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
+import { PostgresHistory } from '../../internal-network/console/history/postgres.ts';
+import { PostgresResponses } from '../../internal-network/command-api/stored-responses.ts';
 import { postgresConnection, type PostgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { createCertificateAuthority, issueCertificate } from '../../pki/certificates.ts';
 import type { Distributor } from '../../internal-network/distributor/distributor.ts';
@@ -302,6 +304,39 @@ describe('the PostgreSQL sink', () => {
       assert.equal(await code(a.write([reading('p1', 's:e:3', { v: 3 }, 3)])), 'ok');
       assert.deepEqual(await rows("SELECT message_key FROM pooled.readings WHERE device = 'p1' ORDER BY message_key"), [{ message_key: 's:e:1' }, { message_key: 's:e:2' }, { message_key: 's:e:3' }]);
     } finally {
+      await bouncer.stop();
+    }
+  });
+
+  it("the console's history and the command API's responses read through PgBouncer too, each read under the statement timeout of its own transaction", async () => {
+    const bouncer = await PgBouncer.start(db, USER, USER, PASSWORD);
+    const url = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${bouncer.port}/${USER}`;
+    const connection = postgresConnection(settings({ POSTGRES_URL: url, POSTGRES_SCHEMA: 'pooledreads', POSTGRES_TIMEOUT_MS: 1000 }));
+    const history = new PostgresHistory(connection);
+    const responses = new PostgresResponses(connection);
+    try {
+      const t = Date.UTC(2026, 0, 1);
+      assert.equal(await code(sink({ POSTGRES_URL: url, POSTGRES_SCHEMA: 'pooledreads' }).write([reading('r1', 's:e:1', { v: 4 }, t)])), 'ok');
+      // Sent as a startup parameter, statement_timeout had PgBouncer refuse every connection (08P01).
+      assert.deepEqual(await history.series('r1', 'v', t - 1000, t + 1000), [[t, 4]]);
+      assert.deepEqual(await responses.find([{ commandId: 'c-1', deviceId: 'r1', signedOnly: true }]), []);
+      // The timeout holds: a read waiting on a table locked by another transaction ends on the server (57014).
+      await admin.query('BEGIN');
+      await admin.query('LOCK TABLE pooledreads.readings IN ACCESS EXCLUSIVE MODE');
+      const started = Date.now();
+      try {
+        const refused = await history.series('r1', 'v', t - 1000, t + 1000).catch((e: unknown) => e);
+        assert.ok(refused instanceof FieldStreamError && refused.code === 'CONSOLE_HISTORY_FAILED' && /57014/.test(refused.message), String(refused));
+        assert.ok(Date.now() - started < 1900, `ended by the statement timeout (1 s), not the client's (2 s): ${Date.now() - started} ms`);
+      } finally {
+        await admin.query('ROLLBACK');
+      }
+      // No setting and no transaction left on the pooled server connections: a session of the pool reads at once.
+      assert.deepEqual(await history.series('r1', 'v', t - 1000, t + 1000), [[t, 4]]);
+      assert.deepEqual(await rows("SELECT state FROM pg_stat_activity WHERE usename = $1 AND state LIKE 'idle in transaction%'", [USER]), []);
+    } finally {
+      await history.close();
+      await responses.close();
       await bouncer.stop();
     }
   });

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { poolConfig, type PostgresConnection } from '../../shared/postgres-settings.ts';
+import { readWithin } from '../../shared/postgres-read.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
 
 /**
@@ -25,10 +26,12 @@ const NOT_YET_WRITTEN = new Set(['42P01', '3F000']);
 export class PostgresHistory implements HistoryReader {
   readonly description: string;
   private readonly pool: pg.Pool;
+  private readonly timeoutMs: number;
   private readonly sql: string;
 
   constructor(c: PostgresConnection) {
     this.description = c.description;
+    this.timeoutMs = c.timeoutMs;
     // The schema name is a checked lower-case identifier (postgres-settings.ts): safe unquoted.
     this.sql =
       `SELECT (floor(extract(epoch FROM time) * 1000 / $5) * $5)::bigint AS t, avg((fields->$2)::numeric)::float8 AS v ` +
@@ -50,7 +53,7 @@ export class PostgresHistory implements HistoryReader {
   async series(device: string, field: string, fromMs: number, toMs: number): Promise<Series> {
     let rows: Array<{ t: string; v: number | null }>;
     try {
-      rows = (await this.pool.query<{ t: string; v: number | null }>(this.sql, [device, field, Math.floor(fromMs), Math.floor(toMs), bucketMs(fromMs, toMs)])).rows;
+      rows = (await readWithin(this.pool, this.timeoutMs, this.sql, [device, field, Math.floor(fromMs), Math.floor(toMs), bucketMs(fromMs, toMs)])) as Array<{ t: string; v: number | null }>;
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (typeof code === 'string' && NOT_YET_WRITTEN.has(code)) return [];

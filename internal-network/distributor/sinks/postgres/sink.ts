@@ -56,14 +56,10 @@ export class PostgresSink implements PointSink {
     private readonly log: Logger,
   ) {
     this.description = connection.description;
-    // A statement past the timeout ends with SQLSTATE 57014, retried. Set in each transaction
-    // (SET LOCAL), not as poolConfig's startup parameter: PgBouncer refuses a connection that
-    // sends it ("unsupported startup parameter: statement_timeout", 08P01), so behind it (in any
-    // pool mode) no write ever reached the database; and a session setting would outlive the
-    // transaction on a pooler's shared server connection.
+    // A statement past the timeout ends with SQLSTATE 57014, retried: set in each transaction
+    // (SET LOCAL), as poolConfig says why.
     this.pool = new pg.Pool({
       ...poolConfig(connection),
-      statement_timeout: false,
       max: connection.poolSize,
       keepAlive: true,
       application_name: 'fieldstream-distributor',
