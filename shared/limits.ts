@@ -330,9 +330,11 @@ export const LIMITS = {
   /** entries (source addresses and device ids). Most failed-token records the gateway keeps; past
    * this, the oldest are forgotten, so a flood of addresses or made-up ids cannot grow its memory. */
   tokenFailureTrackedKeys: 50_000,
-  /** bits. The failed-token budget of an IPv6 source is its network's, this long a prefix: a host
-   * is given a /64 (RFC 6177), and a budget per address gave one attacker 2^64 of them, each of
-   * GATEWAY_TOKEN_MAX_FAILURES slow hashes. A multiple of 16. */
+  /** bits. Every budget kept per source address (the gateway's failed device tokens, the command
+   * API's and the management API's failed bearer tokens, the console's logins) keeps an IPv6
+   * source as its network of this long a prefix: a host is given a /64 (RFC 6177), and a budget
+   * per address gave one attacker 2^64 of them (at the gateway, each of GATEWAY_TOKEN_MAX_FAILURES
+   * slow hashes). A multiple of 16. */
   tokenFailureIpv6PrefixBits: 64,
   /** characters. Longest Authorization header the gateway looks at; longer is not a device token. */
   deviceTokenMaxChars: 256,
@@ -553,6 +555,12 @@ export const LIMITS = {
    * their number per code logged in the next window. Whoever reaches the token route decides how
    * many upgrades they send, and a line each filled the DMZ server's disk. */
   gatewayUpgradeRefusalLogMaxPerWindow: 100,
+  /** connections. Most a gateway holds before their WebSocket is open (TLS handshake, headers,
+   * identity check: dmz/gateway/pending-connections.ts); past it a new one is closed as it is
+   * accepted. Anyone reaching the port may open them, each 40–50 KiB and a handshake's CPU; the
+   * timeouts bound how long each lasts, this how many. A fleet reconnecting at once comes in at
+   * this many at a time, the rest retrying with their back-off. GATEWAY_MAX_PENDING_CONNECTIONS. */
+  gatewayMaxPendingConnections: 1_000,
   /** log lines. Most the command API writes per error code and TIMINGS.floodLogIntervalMs of what the
    * broker hands it and it refuses or ignores (forged responses, invalid payloads): a compromised DMZ
    * publishes them through the bridge without end. The rest are counted, and their number logged in

@@ -82,6 +82,8 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_UPLINK_ENVELOPES: z.enum(UPLINK_ENVELOPES).default('gateway'),
   /** connections this gateway holds at most */
   GATEWAY_MAX_CONNECTIONS: setting.positiveInt(20_000),
+  /** connections held at most before their WebSocket is open (TLS handshake, headers, identity check); past it a new one is closed as accepted */
+  GATEWAY_MAX_PENDING_CONNECTIONS: setting.positiveInt(LIMITS.gatewayMaxPendingConnections),
   /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none); never expose it to the internet. */
   GATEWAY_METRICS_HOST: setting.host('127.0.0.1'),
   GATEWAY_METRICS_PORT: setting.portOrOff(9464),

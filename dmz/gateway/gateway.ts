@@ -119,6 +119,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
       frameMaxBytes: config.GATEWAY_MAX_FRAME_BYTES,
     },
     maxConnections: config.GATEWAY_MAX_CONNECTIONS,
+    maxPendingConnections: config.GATEWAY_MAX_PENDING_CONNECTIONS,
     lingerMs: config.GATEWAY_LINGER_MS,
     envelopes: config.GATEWAY_UPLINK_ENVELOPES,
     host: config.GATEWAY_HOST,

@@ -13,6 +13,7 @@ import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 export const CONNECTION_REFUSAL_CODES = [
   'GATEWAY_WRONG_PATH',
   'GATEWAY_TOO_MANY_CONNECTIONS',
+  'GATEWAY_TOO_MANY_PENDING',
   'GATEWAY_NO_CLIENT_CERTIFICATE',
   'GATEWAY_NOT_A_DEVICE_CERTIFICATE',
   'GATEWAY_UNTRUSTED_PROXY',
@@ -45,6 +46,7 @@ export class GatewayMetrics {
   readonly crlsHanded;
   private connected: () => boolean = () => false;
   private open: () => number = () => 0;
+  private pending: () => number = () => 0;
 
   constructor(readonly metrics: ServiceMetrics = new ServiceMetrics('gateway', { processMetrics: false })) {
     const self = this;
@@ -53,6 +55,9 @@ export class GatewayMetrics {
     });
     this.connections = metrics.gauge('gateway_connections', 'Device WebSocket connections open.', [], function () {
       this.set(self.open());
+    });
+    metrics.gauge('gateway_pending_connections', 'Connections accepted whose WebSocket is not open yet (TLS handshake, request headers, identity check); bounded by GATEWAY_MAX_PENDING_CONNECTIONS.', [], function () {
+      this.set(self.pending());
     });
     this.frames = metrics.counter('gateway_frames_total', 'Frames accepted from devices (parsed, identity and rate checked).');
     const messages = metrics.counter('gateway_messages_total', 'Messages accepted from devices and acknowledged to them (the broker answered PUBACK), by data type.', ['data_type']);
@@ -67,9 +72,10 @@ export class GatewayMetrics {
   }
 
   /** The live values the gauges read at scrape time. */
-  bind(o: { brokerConnected: () => boolean; connections: () => number }): void {
+  bind(o: { brokerConnected: () => boolean; connections: () => number; pending?: () => number }): void {
     this.connected = o.brokerConnected;
     this.open = o.connections;
+    if (o.pending) this.pending = o.pending;
   }
 
   messages(dataType: DataType, n: number): void {

@@ -24,6 +24,7 @@ import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
 import { claimSocketPath, listenOnSocket } from './unix-socket.ts';
+import { PendingConnections } from './pending-connections.ts';
 
 export interface GatewayServerOptions {
   host: string;
@@ -53,6 +54,8 @@ export interface GatewayServerOptions {
   envelopes?: UplinkEnvelopes | undefined;
   /** connections held at most */
   maxConnections?: number | undefined;
+  /** connections held at most before their WebSocket is open (pending-connections.ts; default LIMITS.gatewayMaxPendingConnections) */
+  maxPendingConnections?: number | undefined;
   mqtt: MqttClient;
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP), unless
@@ -125,6 +128,14 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs, () => socket.destroy()),
   );
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
+  const pendingRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'connections closed as accepted' });
+  const maxPending = options.maxPendingConnections ?? LIMITS.gatewayMaxPendingConnections;
+  const pending = new PendingConnections(maxPending, (socket) => {
+    metrics.connectionsRefused.inc({ code: 'GATEWAY_TOO_MANY_PENDING' });
+    pendingRefusalLog.write({ code: 'GATEWAY_TOO_MANY_PENDING', remote: socket.remoteAddress, maxPending }, 'closed a connection as it was accepted: as many are in their handshake or upgrade as the gateway holds');
+  });
+  // For TLS, the TCP socket before its handshake: a connection past the bound costs no handshake.
+  server.on('connection', (socket: Socket) => pending.admit(socket));
   server.on('request', (_req, res) => {
     const err = new FieldStreamError('GATEWAY_WRONG_PATH', `Open a WebSocket at ${options.path}.`);
     res.writeHead(err.httpStatus, { 'content-type': 'application/json' });
@@ -133,7 +144,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
   const live = new Map<WebSocket, { identity: DeviceIdentity; session: DeviceSession }>();
-  metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size });
+  metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size, pending: () => pending.pending });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
     for (const { identity, session } of live.values()) {
@@ -212,6 +223,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       // Accepted: from now on the WebSocket heartbeat watches the connection (ws clears the timeout
       // too; said here so the gateway does not depend on that), and ws its socket's errors.
       req.socket.setTimeout(0);
+      pending.opened(socket);
       socket.off('error', onSocketError);
       onConnection(ws, socket, identity, req.headers[CRL_HEADER]);
     });

@@ -6,7 +6,7 @@ import { terminalText } from '../../shared/terminal-text.ts';
 import { readJsonBody } from '../../shared/http-body.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { TokenThrottle } from '../../shared/security/throttle.ts';
+import { throttleSource, TokenThrottle } from '../../shared/security/throttle.ts';
 import { describeIssues, DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
 import { CommandRequestSchema, IdempotencyKeySchema, type CommandRecord } from './schemas.ts';
@@ -47,10 +47,12 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   const throttle = new TokenThrottle(LIMITS.apiAuthMaxFailures, TIMINGS.apiAuthFailureWindowMs);
   const caller = (req: IncomingMessage): Principal => {
     const remote = req.socket.remoteAddress ?? 'unknown';
-    const source = [`addr:${remote}`];
+    // An IPv6 caller is budgeted as its /64 (throttleSource): a host holds all of it.
+    const budget = throttleSource(remote);
+    const source = [`addr:${budget}`];
     if (throttle.blocked(source)) {
       const retryAfterS = Math.max(1, Math.ceil(throttle.retryAfterMs(source) / 1000));
-      throw new FieldStreamError('API_THROTTLED', `Too many wrong bearer tokens from ${remote}; try again in ${retryAfterS} s.`, { retryAfterS });
+      throw new FieldStreamError('API_THROTTLED', `Too many wrong bearer tokens from ${budget}; try again in ${retryAfterS} s.`, { retryAfterS });
     }
     const header = req.headers.authorization;
     const m = /^Bearer (.+)$/.exec(header ?? '');
@@ -60,7 +62,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     if (header !== undefined) {
       throttle.fail(source);
       o.logger.warn({ code: 'API_UNAUTHORIZED', remote, path: req.url?.split('?')[0] }, 'command API request with a bearer token that is no credential');
-      if (throttle.blocked(source)) o.logger.warn({ code: 'API_THROTTLED', remote, maxFailures: LIMITS.apiAuthMaxFailures, windowMs: TIMINGS.apiAuthFailureWindowMs }, 'too many wrong bearer tokens from one address: its command API requests are refused unchecked for a while');
+      if (throttle.blocked(source)) o.logger.warn({ code: 'API_THROTTLED', remote, budget, maxFailures: LIMITS.apiAuthMaxFailures, windowMs: TIMINGS.apiAuthFailureWindowMs }, 'too many wrong bearer tokens from one address (an IPv6 one: its /64): its command API requests are refused unchecked for a while');
     }
     throw new FieldStreamError('API_UNAUTHORIZED');
   };

@@ -10,6 +10,7 @@ import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { extraConsole, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { rawRequest, requestFrom, type Answer as HttpAnswer } from '../helpers/http-from.ts';
+import { ipv6Networks, ipv6NetworksUnavailable } from '../helpers/ipv6-network.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -26,8 +27,9 @@ import { eventually } from '../helpers/ws-device.ts';
 type Answer = HttpAnswer & { cookies: string[] };
 
 /** One request to the console from a chosen address (any 127.x is loopback). */
-async function call(port: number, path: string, o: { method?: string; headers?: Record<string, string>; body?: unknown; from?: string } = {}): Promise<Answer> {
-  const a = await requestFrom(`http://127.0.0.1:${port}${path}`, o);
+async function call(port: number, path: string, o: { method?: string; headers?: Record<string, string>; body?: unknown; from?: string; host?: string } = {}): Promise<Answer> {
+  const host = o.host ?? '127.0.0.1';
+  const a = await requestFrom(`http://${host.includes(':') ? `[${host}]` : host}:${port}${path}`, o);
   return { ...a, cookies: a.headers['set-cookie'] ?? [] };
 }
 
@@ -39,13 +41,15 @@ class RawClient {
     readonly port: number,
     readonly from: string,
     readonly headers: Record<string, string> = {},
+    /** the console's address, when not the loopback's usual one */
+    readonly host?: string,
   ) {}
 
   async req(path: string, method = 'GET', body?: unknown): Promise<Answer> {
     const headers: Record<string, string> = { ...this.headers };
     if (this.jar.size > 0) headers.cookie = [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
     if (method === 'POST') headers['x-csrf-token'] = this.csrf;
-    const a = await call(this.port, path, { method, headers, body, from: this.from });
+    const a = await call(this.port, path, { method, headers, body, from: this.from, ...(this.host ? { host: this.host } : {}) });
     for (const c of a.cookies) {
       const [pair = ''] = c.split(';');
       const eq = pair.indexOf('=');
@@ -463,6 +467,35 @@ describe('the operator console against hostile clients', () => {
       assert.ok(fx.logs.lines.some((l) => l.code === 'CONSOLE_LOGIN_RATE_LIMITED' && l.connection === '127.0.0.1'), 'the spent budget is logged with the connection address');
       // Another connection address has its own.
       assert.equal(await attempt('127.0.0.2', '198.51.100.1', ROLE_TOKENS.operator), undefined);
+    });
+
+    it('through the proxy, operators forwarding addresses of one IPv6 /64 share one login limit (one host holds all of it); another /64 has its own', async () => {
+      const from = (forwarded: string) => new RawClient(viaProxy.port, '127.0.0.1', { 'x-forwarded-proto': 'https', 'x-forwarded-for': forwarded });
+      const codes: string[] = [];
+      for (const [i, forwarded] of ['2001:db8:aa:1::1', '2001:db8:aa:1::2', '2001:db8:aa:1:8000::3'].entries()) {
+        codes.push((await from(forwarded).login(`wrong-${i}-0123456789abcdef0123`)).body.error?.code);
+      }
+      assert.deepEqual(codes, ['CONSOLE_LOGIN_FAILED', 'CONSOLE_LOGIN_FAILED', 'CONSOLE_LOGIN_FAILED']);
+      assert.equal((await from('2001:db8:aa:1:ffff::4').login(ROLE_TOKENS.operator)).body.error?.code, 'CONSOLE_LOGIN_RATE_LIMITED', 'a fourth address of the /64, a valid token too');
+      assert.equal((await from('2001:db8:aa:2::1').login(ROLE_TOKENS.operator)).status, 200, 'another /64');
+    });
+
+    it("the connection's own budget keeps an IPv6 proxy network as one: connections from several addresses of a /64 share it", { skip: ipv6NetworksUnavailable() }, async () => {
+      const net6 = ipv6Networks();
+      try {
+        const c = await anotherConsole({ CONSOLE_HOST: net6.server, CONSOLE_TRUSTED_PROXY: `${net6.server}/64,${net6.otherNetwork}/64`, CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: '2' });
+        const budget = 2 * CONSOLE.loginAttemptsPerConnectionFactor;
+        const attempt = async (from: string, forwarded: string, token: string) =>
+          (await new RawClient(c.port, from, { 'x-forwarded-proto': 'https', 'x-forwarded-for': forwarded }, net6.server).login(token)).body.error?.code;
+        const [a, b, third] = net6.sameNetwork;
+        for (let i = 0; i < budget; i++) {
+          assert.equal(await attempt(i % 2 === 0 ? a : b, `198.51.100.${i + 1}`, `wrong-${i}-0123456789abcdef0123`), 'CONSOLE_LOGIN_FAILED', `attempt ${i + 1}`);
+        }
+        assert.equal(await attempt(third, '198.51.100.250', ROLE_TOKENS.operator), 'CONSOLE_LOGIN_RATE_LIMITED', 'a third address of the /64 finds the budget spent, a valid token too');
+        assert.equal(await attempt(net6.otherNetwork, '198.51.100.251', ROLE_TOKENS.operator), undefined, 'another /64 has its own');
+      } finally {
+        net6.close();
+      }
     });
   });
 

@@ -11,6 +11,7 @@ import { extraConsole, startEmbeddedFixture, type EmbeddedFixture } from '../hel
 import { startTestFieldClient } from '../helpers/field.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { requestFrom } from '../helpers/http-from.ts';
+import { ipv6Networks, ipv6NetworksUnavailable } from '../helpers/ipv6-network.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 /**
@@ -366,6 +367,28 @@ describe('the management API', () => {
       fx.logs.lines.some((l) => l.code === 'MANAGE_THROTTLED' && l.ip === GUESSER),
       'the address blocked is logged',
     );
+  });
+
+  it('throttles an IPv6 source as its /64: guesses from further addresses of that network are refused unchecked; another network still gets through', { skip: ipv6NetworksUnavailable() }, async () => {
+    const net6 = ipv6Networks();
+    try {
+      const c = await anotherConsole('console-manage-ipv6', { CONSOLE_HOST: net6.server });
+      const from = (address: string, token: string) => requestFrom(`http://[${net6.server}]:${c.port}/api/v1/manage/status`, { from: address, headers: { authorization: `Bearer ${token}` } });
+      const [a, b, third] = net6.sameNetwork;
+      try {
+        for (let i = 0; i < MANAGE.authMaxFailures; i++) {
+          const r = await from(i % 2 === 0 ? a : b, `wrong-token-${i}-0123456789abcdef`);
+          assert.deepEqual([r.status, r.body.error.code], [401, 'MANAGE_UNAUTHORIZED'], `guess ${i + 1}`);
+        }
+        const r = await from(third, ROLE_TOKENS.viewer);
+        assert.deepEqual([r.status, r.body.error?.code], [429, 'MANAGE_THROTTLED'], 'a third address of the /64 finds the budget spent, a valid token too');
+        assert.equal((await from(net6.otherNetwork, ROLE_TOKENS.viewer)).status, 200, 'another /64 has its own budget');
+      } finally {
+        await c.close();
+      }
+    } finally {
+      net6.close();
+    }
   });
 
   it("behind CONSOLE_TRUSTED_PROXY too, throttles by the connection's own address: an X-Forwarded-For of the caller's choosing buys no more guesses", async () => {

@@ -14,6 +14,7 @@ import { ERRORS } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { oversizedChunkedThenNext, rawRequest, requestFrom } from '../helpers/http-from.ts';
+import { ipv6Networks, ipv6NetworksUnavailable } from '../helpers/ipv6-network.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const TOKEN = 'operator-token';
@@ -142,6 +143,48 @@ test('wrong bearer tokens are throttled per source address as the management API
     assert.ok(lines.some((l) => l.code === 'API_THROTTLED' && l.remote === GUESSER), 'the address blocked is logged');
   } finally {
     await api.close();
+  }
+});
+
+test('an IPv6 caller is budgeted as its /64: guesses from further addresses of that network are refused unchecked; another network still gets through', { skip: ipv6NetworksUnavailable() }, async () => {
+  const net6 = ipv6Networks();
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const api = await startCommandHttp({
+    host: net6.server,
+    port: 0,
+    credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
+    groups: {},
+    defaultTtlSeconds: 60,
+    dispatcher: {} as CommandDispatcher,
+    store: { all: () => [], get: () => undefined } as unknown as CommandStore,
+    brokerConnected: () => true,
+    logger: createLogger('command-api', 'debug', sink),
+  });
+  const from = (address: string, token: string) => requestFrom(`http://[${net6.server}]:${api.port}/v1/commands`, { from: address, headers: { authorization: `Bearer ${token}` } });
+  try {
+    const [a, b, c] = net6.sameNetwork;
+    // The budget spent from one address of the /64, then from another of it...
+    for (let i = 0; i < LIMITS.apiAuthMaxFailures; i++) {
+      const r = await from(i % 2 === 0 ? a : b, `wrong-token-${i}`);
+      assert.deepEqual([r.status, r.body.code], [401, 'API_UNAUTHORIZED'], `guess ${i + 1}`);
+    }
+    // ...and a third address of it is refused unchecked, a valid token too.
+    for (const token of ['one-more-guess', TOKEN]) assert.deepEqual([(await from(c, token)).body.code], ['API_THROTTLED']);
+    // Another /64 has its own budget.
+    assert.equal((await from(net6.otherNetwork, TOKEN)).status, 200);
+    const blocked = lines.find((l) => l.code === 'API_THROTTLED');
+    assert.ok(blocked, 'the network blocked is logged');
+    assert.equal(blocked.remote, (LIMITS.apiAuthMaxFailures - 1) % 2 === 0 ? a : b, 'with the address of the last guess');
+    assert.match(String(blocked.budget), /::\/64$/);
+  } finally {
+    await api.close();
+    net6.close();
   }
 });
 

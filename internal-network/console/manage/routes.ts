@@ -5,7 +5,7 @@ import { TEST_COMMAND, type TestCommandParams } from '../../../shared/contract/t
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
 import { CONSOLE, LIMITS, MANAGE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
-import { TokenThrottle } from '../../../shared/security/throttle.ts';
+import { throttleSource, TokenThrottle } from '../../../shared/security/throttle.ts';
 import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
 import type { CommandClient, CommandClientCode, ConsoleCommand } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
@@ -126,11 +126,13 @@ export function manageRoutes(d: ManageDeps) {
           // ends; below it, a valid token gets through but clears nothing, so slipping one between
           // guesses buys no more guesses.
           const ip = req.socket.remoteAddress ?? 'unknown';
-          const source = [`addr:${ip}`];
+          // An IPv6 source is budgeted as its /64 (throttleSource): one host holds all of it.
+          const budget = throttleSource(ip);
+          const source = [`addr:${budget}`];
           if (throttle.blocked(source)) {
             failures.throttled++;
             const retryAfterS = Math.max(1, Math.ceil(throttle.retryAfterMs(source) / 1000));
-            throw new FieldStreamError('MANAGE_THROTTLED', `Too many wrong bearer tokens from ${ip}; try again in ${retryAfterS} s.`, { retryAfterS });
+            throw new FieldStreamError('MANAGE_THROTTLED', `Too many wrong bearer tokens from ${budget}; try again in ${retryAfterS} s.`, { retryAfterS });
           }
           const header = req.headers.authorization;
           const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
@@ -142,7 +144,7 @@ export function manageRoutes(d: ManageDeps) {
               failures.invalid++;
               throttle.fail(source);
               d.log.warn({ code: 'MANAGE_UNAUTHORIZED', ip, path: req.url.split('?')[0] }, 'management API request with a bearer token that is no credential');
-              if (throttle.blocked(source)) d.log.warn({ code: 'MANAGE_THROTTLED', ip, maxFailures: MANAGE.authMaxFailures, windowMs: MANAGE.authFailureWindowMs }, 'too many wrong bearer tokens from one address: its management API requests are refused unchecked for a while');
+              if (throttle.blocked(source)) d.log.warn({ code: 'MANAGE_THROTTLED', ip, budget, maxFailures: MANAGE.authMaxFailures, windowMs: MANAGE.authFailureWindowMs }, 'too many wrong bearer tokens from one address (an IPv6 one: its /64): its management API requests are refused unchecked for a while');
             }
             throw new FieldStreamError('MANAGE_UNAUTHORIZED', header === undefined && req.headers.cookie !== undefined ? 'The management API takes a bearer token (Authorization: Bearer ...), not the console session cookie.' : undefined);
           }

@@ -7,6 +7,7 @@ import { describeIssues, DeviceIdSchema, FIELD_NAME_PATTERN } from '../../../sha
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
+import { throttleSource } from '../../../shared/security/throttle.ts';
 import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
 import type { CommandClient } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
@@ -108,7 +109,10 @@ export function consoleRoutes(d: RouteDeps) {
       // a fresh budget with every value (Docker's gateway address is every client of the published
       // port), so the connection's own address has a budget too, larger as the proxy's operators share it.
       const connectionMax = d.loginAttemptsPerMinute * CONSOLE.loginAttemptsPerConnectionFactor;
-      const connectionBudget = app.createRateLimit({ max: connectionMax, timeWindow: 60_000, keyGenerator: (req) => req.socket.remoteAddress ?? 'unknown' });
+      // Both budgets key an IPv6 address by its /64, as one host holds all of it and a budget per
+      // address would give it 2^64 of them: the route's, on req.ip, by @fastify/rate-limit's own key
+      // (its ipv6Subnet, 64 by default); this one by throttleSource.
+      const connectionBudget = app.createRateLimit({ max: connectionMax, timeWindow: 60_000, keyGenerator: (req) => throttleSource(req.socket.remoteAddress ?? 'unknown') });
       const perConnection = async (req: FastifyRequest): Promise<void> => {
         const r = await connectionBudget(req);
         if (r.isAllowed) return;

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { connect as netConnect, type Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
+import { parseExposition } from '../helpers/exposition.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+
+const MAX_PENDING = 5;
+
+/**
+ * Connections that never finish their TLS handshake (or their upgrade) are bounded in number: the
+ * timeouts bound how long each lasts, and before this bound anyone reaching the port could open as
+ * many as the machine's files allow, each a TLS connection's memory and a handshake's CPU. Past
+ * the bound a new connection is closed as it is accepted; an open WebSocket no longer counts. The
+ * real gateway terminating TLS, a real Mosquitto behind it.
+ */
+describe('connections before their WebSocket is open: at most GATEWAY_MAX_PENDING_CONNECTIONS', () => {
+  const fx = tlsGatewayOnMosquitto('gateway-pending', {}, { maxPendingConnections: MAX_PENDING });
+  const url = () => `wss://localhost:${fx.gateway.port}/ws`;
+  const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(name);
+
+  /** A TCP connection that sends nothing (a handshake never started); resolves once connected, and tells when the gateway closed it. */
+  async function silent(): Promise<{ socket: Socket; closed: Promise<void> }> {
+    const socket = netConnect(fx.gateway.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    return { socket, closed };
+  }
+
+  it('closes the connection past the bound as it is accepted, counts and logs it; a device gets in once a place is free, and its open WebSocket holds none', async () => {
+    const held = [];
+    for (let i = 0; i < MAX_PENDING; i++) held.push(await silent());
+    await eventually(async () => ((await sample('fieldstream_gateway_pending_connections{service="gateway"}')) === MAX_PENDING ? true : undefined), 5_000, 'every silent connection pending');
+
+    // One more: closed at once (not after the handshake timeout), and a device's too.
+    const extra = await silent();
+    await Promise.race([extra.closed, new Promise((_, reject) => setTimeout(() => reject(new Error('the connection past the bound was kept')), 2_000))]);
+    await assert.rejects(RawDevice.connect(url(), fx.tlsOf('pump-1')), 'a device finds no place while the silent ones hold them all');
+    assert.equal(await sample('fieldstream_gateway_connections_refused_total{code="GATEWAY_TOO_MANY_PENDING",service="gateway"}'), 2);
+    assert.ok(fx.logs.lines.some((l) => l.code === 'GATEWAY_TOO_MANY_PENDING' && l.maxPending === MAX_PENDING), 'the refusal is logged');
+    for (const h of held) assert.equal(h.socket.destroyed, false, 'the connections within the bound stay open');
+
+    // Two places freed: a device gets in, and once its WebSocket is open it no longer holds one.
+    for (const h of held.splice(0, 2)) h.socket.destroy();
+    await eventually(async () => ((await sample('fieldstream_gateway_pending_connections{service="gateway"}')) === MAX_PENDING - 2 ? true : undefined), 5_000, 'two places freed');
+    const device = await RawDevice.connect(url(), fx.tlsOf('pump-1'));
+    try {
+      await eventually(() => device.welcome, 5_000, 'the welcome');
+      await eventually(async () => ((await sample('fieldstream_gateway_pending_connections{service="gateway"}')) === MAX_PENDING - 2 ? true : undefined), 5_000, 'the open WebSocket is not pending');
+      for (let i = 0; i < 2; i++) held.push(await silent());
+      const over = await silent();
+      await over.closed;
+      assert.equal(await sample('fieldstream_gateway_connections_refused_total{code="GATEWAY_TOO_MANY_PENDING",service="gateway"}'), 3);
+      assert.equal(device.ws.readyState, device.ws.OPEN, 'the open WebSocket is untouched');
+    } finally {
+      device.ws.close();
+      for (const h of held) h.socket.destroy();
+    }
+  });
+});

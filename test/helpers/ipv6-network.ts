@@ -1,0 +1,48 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+
+/**
+ * Real IPv6 source addresses for budgets kept per source: one end of a veth pair (veth(4)) in this
+ * namespace holding addresses of two /64 networks of a random unique local prefix (RFC 4193), so
+ * that a test binds its clients to several addresses of one network, and to one of another.
+ * Traffic between addresses of this host goes through the loopback, as any local traffic does.
+ * Root only (ip-link(8)); `close` deletes the pair and the addresses with it.
+ */
+export interface Ipv6Networks {
+  /** the server's address, in the first /64 */
+  server: string;
+  /** further addresses of the server's /64: one host's many addresses */
+  sameNetwork: [string, string, string];
+  /** an address of another /64 */
+  otherNetwork: string;
+  close(): void;
+}
+
+/** Why IPv6 networks cannot be made here, or undefined when they can. */
+export function ipv6NetworksUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'adding addresses needs root (ip link add)';
+  return undefined;
+}
+
+export function ipv6Networks(): Ipv6Networks {
+  const id = randomBytes(3).toString('hex');
+  const link = `fs6-${id}`;
+  // fd00::/8 with a random 40-bit global id: two runs, or another network here, do not collide.
+  const g = randomBytes(5).toString('hex');
+  const prefix = (subnet: number) => `fd${g.slice(0, 2)}:${g.slice(2, 6)}:${g.slice(6, 10)}:${subnet.toString(16)}`;
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+  ip('link', 'add', link, 'type', 'veth', 'peer', 'name', `${link}p`);
+  try {
+    ip('link', 'set', link, 'up');
+    ip('link', 'set', `${link}p`, 'up');
+    const server = `${prefix(1)}::1`;
+    const sameNetwork: [string, string, string] = [`${prefix(1)}::a`, `${prefix(1)}:8000::b`, `${prefix(1)}:ffff:ffff:ffff:ffff`];
+    const otherNetwork = `${prefix(2)}::1`;
+    // nodad: usable at once, not tentative for a second of duplicate detection (RFC 4862).
+    for (const a of [server, ...sameNetwork, otherNetwork]) ip('-6', 'addr', 'add', `${a}/64`, 'dev', link, 'nodad');
+    return { server, sameNetwork, otherNetwork, close: () => void ip('link', 'del', link) };
+  } catch (err) {
+    ip('link', 'del', link);
+    throw err;
+  }
+}
