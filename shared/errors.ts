@@ -70,6 +70,7 @@ export const ERRORS = {
     transient: true,
     description: 'This device sends faster than its rate limit; the frame was not accepted, send it again later.',
   },
+  GATEWAY_UNFINISHED_FRAMES_FULL: { http: 503, transient: true, description: 'Devices together keep more of unfinished messages buffered than the gateway holds: the connection keeping the most was closed (1013); send again later.' },
   GATEWAY_TOO_MANY_PENDING: { http: 503, transient: true, description: 'The gateway holds as many connections in their handshake or upgrade as it accepts: this one was closed as it was accepted; try again later.' },
   GATEWAY_TOO_MANY_CONNECTIONS: { http: 503, transient: true, description: 'The gateway holds as many connections as it accepts; try again later.' },
   GATEWAY_SUPERSEDED: { http: 409, transient: false, description: 'Another connection of the same device replaced this one.' },

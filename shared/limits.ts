@@ -561,6 +561,12 @@ export const LIMITS = {
    * timeouts bound how long each lasts, this how many. A fleet reconnecting at once comes in at
    * this many at a time, the rest retrying with their back-off. GATEWAY_MAX_PENDING_CONNECTIONS. */
   gatewayMaxPendingConnections: 1_000,
+  /** bytes. Most that all of a gateway's devices together keep buffered in messages they have begun
+   * and not finished (dmz/gateway/unfinished-frames.ts); past it the connection keeping the most is
+   * closed (1013). Each may send frameMaxBytes, and GATEWAY_MAX_CONNECTIONS × 8 MiB is 160 GiB:
+   * without it, devices starting large messages and never finishing them could take all of the DMZ
+   * server's memory. 32 files of 8 MiB inline at once. GATEWAY_UNFINISHED_FRAMES_MAX_MIB. */
+  gatewayUnfinishedFramesMaxBytes: 256 * 1024 * 1024,
   /** log lines. Most the command API writes per error code and TIMINGS.floodLogIntervalMs of what the
    * broker hands it and it refuses or ignores (forged responses, invalid payloads): a compromised DMZ
    * publishes them through the bridge without end. The rest are counted, and their number logged in

@@ -84,6 +84,8 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_MAX_CONNECTIONS: setting.positiveInt(20_000),
   /** connections held at most before their WebSocket is open (TLS handshake, headers, identity check); past it a new one is closed as accepted */
   GATEWAY_MAX_PENDING_CONNECTIONS: setting.positiveInt(LIMITS.gatewayMaxPendingConnections),
+  /** MiB of messages begun and not finished all devices together may keep buffered; past it the connection keeping the most is closed (1013) */
+  GATEWAY_UNFINISHED_FRAMES_MAX_MIB: setting.positiveInt(LIMITS.gatewayUnfinishedFramesMaxBytes / (1024 * 1024)),
   /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none); never expose it to the internet. */
   GATEWAY_METRICS_HOST: setting.host('127.0.0.1'),
   GATEWAY_METRICS_PORT: setting.portOrOff(9464),

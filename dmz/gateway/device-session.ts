@@ -22,8 +22,8 @@ export interface SessionLimits extends FrameLimits {
   ackHoldMs: number;
 }
 
-/** WebSocket close codes (RFC 6455 §7.4.1; 4000–4999 are for applications). */
-export const CLOSE = { policyViolation: 1008, superseded: 4009, tooSlow: 4008, goingAway: 1001 } as const;
+/** WebSocket close codes (RFC 6455 §7.4.1; 1013 Try Again Later from IANA's registry; 4000–4999 are for applications). */
+export const CLOSE = { policyViolation: 1008, superseded: 4009, tooSlow: 4008, goingAway: 1001, tryAgainLater: 1013 } as const;
 
 /** The socket under a device's WebSocket, corked while two frames are written as one. */
 export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;

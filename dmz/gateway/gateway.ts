@@ -120,6 +120,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     },
     maxConnections: config.GATEWAY_MAX_CONNECTIONS,
     maxPendingConnections: config.GATEWAY_MAX_PENDING_CONNECTIONS,
+    unfinishedFramesMaxBytes: config.GATEWAY_UNFINISHED_FRAMES_MAX_MIB * 1024 * 1024,
     lingerMs: config.GATEWAY_LINGER_MS,
     envelopes: config.GATEWAY_UPLINK_ENVELOPES,
     host: config.GATEWAY_HOST,

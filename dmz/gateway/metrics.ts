@@ -47,6 +47,8 @@ export class GatewayMetrics {
   private connected: () => boolean = () => false;
   private open: () => number = () => 0;
   private pending: () => number = () => 0;
+  private unfinishedBytes: () => number = () => 0;
+  readonly unfinishedShed;
 
   constructor(readonly metrics: ServiceMetrics = new ServiceMetrics('gateway', { processMetrics: false })) {
     const self = this;
@@ -59,6 +61,10 @@ export class GatewayMetrics {
     metrics.gauge('gateway_pending_connections', 'Connections accepted whose WebSocket is not open yet (TLS handshake, request headers, identity check); bounded by GATEWAY_MAX_PENDING_CONNECTIONS.', [], function () {
       this.set(self.pending());
     });
+    metrics.gauge('gateway_unfinished_frame_bytes', 'Bytes of messages devices have begun and not finished, kept buffered (bounded by GATEWAY_UNFINISHED_FRAMES_MAX_MIB).', [], function () {
+      this.set(self.unfinishedBytes());
+    });
+    this.unfinishedShed = metrics.counter('gateway_unfinished_frames_shed_total', 'Connections closed (1013) because devices together kept more of unfinished messages than GATEWAY_UNFINISHED_FRAMES_MAX_MIB: the one keeping the most each time.');
     this.frames = metrics.counter('gateway_frames_total', 'Frames accepted from devices (parsed, identity and rate checked).');
     const messages = metrics.counter('gateway_messages_total', 'Messages accepted from devices and acknowledged to them (the broker answered PUBACK), by data type.', ['data_type']);
     this.messagesBy = Object.fromEntries(DATA_TYPES.map((t) => [t, messages.labels(t)])) as Record<DataType, Counter.Internal>;
@@ -72,10 +78,11 @@ export class GatewayMetrics {
   }
 
   /** The live values the gauges read at scrape time. */
-  bind(o: { brokerConnected: () => boolean; connections: () => number; pending?: () => number }): void {
+  bind(o: { brokerConnected: () => boolean; connections: () => number; pending?: () => number; unfinishedBytes?: () => number }): void {
     this.connected = o.brokerConnected;
     this.open = o.connections;
     if (o.pending) this.pending = o.pending;
+    if (o.unfinishedBytes) this.unfinishedBytes = o.unfinishedBytes;
   }
 
   messages(dataType: DataType, n: number): void {

@@ -25,6 +25,7 @@ import type { SecurityReporter } from './security-reporter.ts';
 import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
 import { claimSocketPath, listenOnSocket } from './unix-socket.ts';
 import { PendingConnections } from './pending-connections.ts';
+import { UnfinishedFrames } from './unfinished-frames.ts';
 
 export interface GatewayServerOptions {
   host: string;
@@ -56,6 +57,8 @@ export interface GatewayServerOptions {
   maxConnections?: number | undefined;
   /** connections held at most before their WebSocket is open (pending-connections.ts; default LIMITS.gatewayMaxPendingConnections) */
   maxPendingConnections?: number | undefined;
+  /** bytes of unfinished messages all devices together may keep buffered (unfinished-frames.ts; default LIMITS.gatewayUnfinishedFramesMaxBytes) */
+  unfinishedFramesMaxBytes?: number | undefined;
   mqtt: MqttClient;
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP), unless
@@ -144,7 +147,12 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
   const live = new Map<WebSocket, { identity: DeviceIdentity; session: DeviceSession }>();
-  metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size, pending: () => pending.pending });
+  const unfinishedMax = options.unfinishedFramesMaxBytes ?? LIMITS.gatewayUnfinishedFramesMaxBytes;
+  const unfinished = new UnfinishedFrames(unfinishedMax, (bytes, total) => {
+    metrics.unfinishedShed.inc();
+    log.warn({ code: 'GATEWAY_UNFINISHED_FRAMES_FULL', bytes, total, maxBytes: unfinishedMax }, 'devices together keep more of unfinished messages than the gateway holds: closed the connection keeping the most');
+  });
+  metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size, pending: () => pending.pending, unfinishedBytes: () => unfinished.bytes });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
     for (const { identity, session } of live.values()) {
@@ -234,6 +242,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     const sessionLog = log.child({ deviceId: identity.deviceId });
     const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket);
     session.chargeReads(socket);
+    unfinished.track(socket, ws, () => session.close(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));
     let alive = true;
     ws.on('pong', () => {
