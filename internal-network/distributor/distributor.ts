@@ -28,7 +28,7 @@ import { StoredFeedPublisher } from './stored-feed-publisher.ts';
 import { PresenceClearer } from './presence-clearer.ts';
 import { RetainedSweeper, type RetainedSweepOptions } from './retained-sweeper.ts';
 import { GatewayAdmission } from './security/gateway-admission.ts';
-import { TagAdmission } from './security/tag-admission.ts';
+import { openEventTagAdmissions } from './event-tags.ts';
 import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
 
 export interface Distributor {
@@ -111,10 +111,7 @@ export function startDistributor(
       : undefined;
   // The event tag values devices choose, bounded (security/tag-admission.ts), remembered in the same slot.
   const securityLog = log.child({ subsystem: 'security' });
-  const eventTags = {
-    event_type: new TagAdmission({ tag: 'event_type', perDevice: LIMITS.eventTypesPerDevice, total: LIMITS.eventTypesTotal, file: join(lease.dir, 'event-types.jsonl') }, securityLog),
-    severity: new TagAdmission({ tag: 'severity', perDevice: LIMITS.severitiesPerDevice, total: LIMITS.severitiesTotal, file: join(lease.dir, 'event-severities.jsonl') }, securityLog),
-  };
+  const eventTags = openEventTagAdmissions(lease.dir, securityLog);
   const handler = new MessageHandler(sink, files, verifier, metrics, presences, gateways, retainedClears, eventTags);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot, { maxBytes: config.DEAD_LETTER_MAX_BYTES });
   metrics.bindDeadLetters(() => deadLetters.heldBytes);

@@ -62,7 +62,8 @@ export interface StateLease {
   release(): void;
 }
 
-function slotDir(root: string, slot: number): string {
+/** Slot `slot`'s folder of `root`; the dead-letter replay reads each slot's admitted event tag values (event-tags.ts). */
+export function slotDir(root: string, slot: number): string {
   return slot === 1 ? root : join(root, 'instances', String(slot));
 }
 

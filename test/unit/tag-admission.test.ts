@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { EventPayloadSchema } from '../../shared/contract/payloads.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { boundEventTags } from '../../internal-network/distributor/event-tags.ts';
+import { admittedEventTags, boundEventTags, openEventTagAdmissions } from '../../internal-network/distributor/event-tags.ts';
 import { MEASUREMENTS, POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { TABLES } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { OVERFLOW_TAG_VALUE, TagAdmission } from '../../internal-network/distributor/security/tag-admission.ts';
@@ -124,6 +124,52 @@ describe('the admission of event tag values', () => {
     a.admits('d1', 'y');
     assert.equal(overflowLines().length, 3);
     assert.equal(a.stats.overflowed, 502);
+  });
+
+  it('read-only (the dead-letter replay): admits what the file holds within the TTL and nothing new, and never writes the file', () => {
+    const file = fileOf();
+    let now = 1_000 * DAY;
+    const o = { tag: 'event_type', perDevice: 3, total: 100, file, ttlMs: 30 * DAY, now: () => now };
+    const distributor = new TagAdmission(o, silent);
+    assert.equal(distributor.admits('d1', 'a'), true);
+    now += 20 * DAY;
+    assert.equal(distributor.admits('d1', 'b'), true);
+    // Lines a compaction would remove: a copy, a damaged line, a last line cut short.
+    appendFileSync(file, `${JSON.stringify({ d: 'd1', v: 'a', at: 1_000 * DAY })}\n{"d":\n{"d":"d1","v":"c"`);
+    const before = readFileSync(file, 'utf8');
+    const replay = new TagAdmission({ ...o, readOnly: true }, silent);
+    assert.equal(replay.holds('d1', 'a'), true);
+    assert.equal(replay.admits('d1', 'b'), true);
+    assert.equal(replay.admits('d1', 'c'), false, 'new to the device, though it has room: admitted by no distributor');
+    assert.equal(replay.admits('d2', 'a'), false, "another device's value is not this one's");
+    assert.equal(replay.stats.overflowed, 2);
+    now += 11 * DAY;
+    assert.equal(replay.holds('d1', 'a'), false, 'unused for 31 days: forgotten, as the distributor forgets it');
+    assert.equal(replay.holds('d1', 'b'), true);
+    assert.equal(readFileSync(file, 'utf8'), before, 'not appended to, not compacted: the distributor owns the file');
+    const missing = fileOf();
+    assert.equal(new TagAdmission({ ...o, file: missing, readOnly: true }, silent).admits('d1', 'a'), false);
+    assert.equal(existsSync(missing), false, 'no file made');
+  });
+
+  it("the replay's admissions: a value is admitted when a slot of the state folder holds it for the device", () => {
+    const state = join(tmp.dir, `state-${++n}`);
+    const slot2 = join(state, 'instances', '2');
+    mkdirSync(slot2, { recursive: true });
+    const first = openEventTagAdmissions(state, silent);
+    assert.equal(first.event_type.admits('d1', 'door_open'), true);
+    assert.equal(first.severity.admits('d1', 'warning'), true);
+    assert.equal(openEventTagAdmissions(slot2, silent).event_type.admits('d2', 'valve_stuck'), true);
+    const files = () => ['event-types.jsonl', 'event-severities.jsonl'].map((f) => [state, slot2].map((d) => (existsSync(join(d, f)) ? readFileSync(join(d, f), 'utf8') : ''))).flat();
+    const before = files();
+    const replay = admittedEventTags(state, silent);
+    assert.equal(replay.event_type.admits('d1', 'door_open'), true);
+    assert.equal(replay.event_type.admits('d2', 'valve_stuck'), true, "slot 2's");
+    assert.equal(replay.event_type.admits('d1', 'valve_stuck'), false, "another device's value");
+    assert.equal(replay.severity.admits('d1', 'warning'), true);
+    assert.equal(replay.severity.admits('d2', 'warning'), false);
+    assert.deepEqual(files(), before, 'read only');
+    assert.equal(admittedEventTags(join(tmp.dir, 'no-state'), silent).event_type.admits('d1', 'door_open'), false);
   });
 
   it('the reserved value is one no device can send', () => {

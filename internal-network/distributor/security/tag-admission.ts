@@ -28,6 +28,13 @@ export interface TagAdmissionOptions {
   ttlMs?: number;
   /** tests: the clock */
   now?: () => number;
+  /**
+   * Reads the file and never writes it: admits() then admits only what the file holds, nothing new.
+   * For `fieldstream-admin dead-letters replay`, which reads a distributor's file while that
+   * distributor may be running: two processes appending to one file, or one compacting it under the
+   * other's appends, would lose values the distributor admitted (dead-letter-replay.ts).
+   */
+  readOnly?: boolean;
 }
 
 /** One line of the file: device `d` used value `v`, last written at `at` (epoch ms). */
@@ -97,7 +104,7 @@ export class TagAdmission {
       this.written.set(key, at);
     }
     // Compacted at each start: the values forgotten, the damaged lines and a line a crash cut short go.
-    this.compact();
+    if (!o.readOnly) this.compact();
   }
 
   /**
@@ -108,6 +115,11 @@ export class TagAdmission {
     const now = this.now();
     const key = `${device}\n${value}`;
     const at = this.used.get(key);
+    if (this.o.readOnly) {
+      if (this.holds(device, value)) return true;
+      this.overflowed(device, value, now);
+      return false;
+    }
     if (at !== undefined && now - at <= this.ttlMs) {
       this.used.set(key, now);
       // Written again once half a TTL passed: after a restart it is forgotten no sooner than half a TTL after it was last used.
@@ -123,6 +135,15 @@ export class TagAdmission {
     }
     this.overflowed(device, value, now);
     return false;
+  }
+
+  /**
+   * Whether `device`'s `value` is admitted now (used within the TTL), without admitting it or
+   * marking it used: what the dead-letter replay asks of each distributor's slot.
+   */
+  holds(device: string, value: string): boolean {
+    const at = this.used.get(`${device}\n${value}`);
+    return at !== undefined && this.now() - at <= this.ttlMs;
   }
 
   /** (device, value) pairs remembered. */
