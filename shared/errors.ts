@@ -531,6 +531,7 @@ export const ERRORS = {
     description: 'Some messages of a dead letter were written on replay and some left out (not authentic under the device key as registered now, unsigned where signatures are required, an arrival time at odds with the signing, a repeated copy); the letter is not recorded as replayed.',
   },
   DEAD_LETTERS_NO_KEYS: { http: 404, transient: false, description: 'There is no folder of device signing keys where the replay looks (DISTRIBUTOR_DEVICE_KEYS_DIR, or internal/device-keys of the certificates folder).' },
+  DEAD_LETTERS_NO_STATE: { http: 404, transient: false, description: "There is no distributor state folder where the replay looks (DISTRIBUTOR_STATE_DIR, --state-dir), so the event types and severities the distributor admitted cannot be read." },
   DEAD_LETTERS_REFUSED_AGAIN: { http: 400, transient: false, description: 'The store refused the data of a dead letter again on replay (or the replay did, for a point still dated more than LIMITS.pointMaxAheadMs ahead); it stays to be replayed once the cause is fixed.' },
   BACKUP_EXISTS: { http: 409, transient: false, description: 'The backup archive to write exists already; nothing was written (--force replaces it).' },
   BACKUP_EMPTY: { http: 404, transient: false, description: 'Nothing to back up was found at the paths given (certificates folder, distributor state, command journal).' },

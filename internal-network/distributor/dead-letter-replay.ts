@@ -7,6 +7,7 @@ import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { notReplayableWhy, readLetters, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
 import type { DeadLetter } from './dead-letter.ts';
 import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
+import { boundEventTags, EVENT_DEVICE_TAGS, type EventDeviceTag, type EventTagAdmissions } from './event-tags.ts';
 import type { FileStore } from './file-store.ts';
 import { dataPoints, filePoint, transferKey, uplinkKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
@@ -37,6 +38,14 @@ import { refuseOutOfRange } from './write-batcher.ts';
  * store. A letter with a message left out (but for copies) is written in part and not recorded as
  * replayed: a key missing now (a wrong folder, a Secret not yet updated) must not make it look done.
  *
+ * An event's `event_type` and `severity` are bounded as the distributor bounds them (event-tags.ts
+ * boundEventTags), against the values the distributors admitted (`eventTags`: event-tags.ts
+ * admittedEventTags, their state read, never written): a value no distributor admitted for the
+ * device is stored under `~other`, its own value in the field `<tag>_value`. Before, a replay wrote
+ * each event's own values as tags: letters of invented types (a hostile device, a compromised DMZ
+ * writing letters of its devices' messages) made as many series as they held, up to InfluxDB's
+ * max-series-per-database, once an operator replayed them.
+ *
  * A file's letter (its record refused by the database, or a defect while it was stored) is stored
  * as the distributor stores it, through the same FileStore (FILE_STORAGE_PATH), then its record
  * written: a whole file is found again by its SHA-256 under the name it was stored under (or
@@ -66,6 +75,8 @@ export interface ReplayReport {
   points: number;
   /** messages left out of the letters written, by why */
   leftOut: Record<LeftOut, number>;
+  /** events of the letters written stored under `~other` for the tag, their value not admitted by any distributor */
+  overflowed: Record<EventDeviceTag, number>;
   alreadyReplayed: number;
   /** problems by code, all of them */
   problemCounts: Partial<Record<ErrorCode, number>>;
@@ -90,6 +101,8 @@ export interface ReplayOptions {
   dryRun?: boolean;
   /** only letters of this code */
   code?: string;
+  /** the event tag values the distributors admitted (event-tags.ts admittedEventTags): others are written under `~other` */
+  eventTags: EventTagAdmissions;
   /** the distributor's file storage (FILE_STORAGE_PATH): files' letters are not replayed without it */
   files?: FileStore;
   /** days: the oldest a point's time may be (DISTRIBUTOR_MAX_POINT_AGE_DAYS); LIMITS.pointMaxAgeDays when not given */
@@ -105,7 +118,7 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
   const ledger = new ReplayLedger(o.dir);
   /** the signed messages met in this run, by device: copies in later letters are left out */
   const met = new Set<string>();
-  const report: ReplayReport = { replayed: 0, partly: 0, points: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 }, alreadyReplayed: 0, problemCounts: {}, problems: [] };
+  const report: ReplayReport = { replayed: 0, partly: 0, points: 0, leftOut: { 'not authentic': 0, unsigned: 0, arrival: 0, repeated: 0 }, overflowed: { event_type: 0, severity: 0 }, alreadyReplayed: 0, problemCounts: {}, problems: [] };
   const refusedAgain: LetterProblem[] = [];
   const other: LetterProblem[] = [];
   const problem = (r: ReadLetter, code: ErrorCode, message: string) => {
@@ -171,6 +184,9 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
         problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `refused again, as the distributor refuses it: ${err.message}`);
         continue;
       }
+      // A dry run bounds them too: the admissions are only read, and it counts what would be moved.
+      const overflowed: Record<EventDeviceTag, number> = { event_type: 0, severity: 0 };
+      boundEventTags(data.points, o.eventTags, (tag) => overflowed[tag]++);
       if (data.points.length > 0 && !o.dryRun) {
         try {
           await o.sink.write(data.points);
@@ -184,6 +200,7 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
         }
       }
       report.points += data.points.length;
+      for (const tag of EVENT_DEVICE_TAGS) report.overflowed[tag] += overflowed[tag];
       for (const [why, n] of Object.entries(data.leftOut) as Array<[LeftOut, number]>) report.leftOut[why] += n;
       if (missing > 0) {
         report.partly++;

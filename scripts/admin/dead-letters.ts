@@ -2,6 +2,8 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPLAYED_FILE, summarizeLetters } from '../../internal-network/distributor/dead-letter-files.ts';
 import { leftOutText, replayLetters, type ReplayReport } from '../../internal-network/distributor/dead-letter-replay.ts';
+import { admittedEventTags, overflowField } from '../../internal-network/distributor/event-tags.ts';
+import { OVERFLOW_TAG_VALUE } from '../../internal-network/distributor/security/tag-admission.ts';
 import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { selectDistributorSink } from '../../internal-network/distributor/sinks/select.ts';
@@ -41,10 +43,18 @@ A file may be removed once its letters with data are all replayed, unless it is 
  * distributor requires signatures would otherwise write what that distributor refused.
  * Throws the store's DISTRIBUTOR_WRITE_FAILED when it could not be reached, or
  * DEAD_LETTERS_REFUSED_AGAIN when it refused a letter again, after printing what was done.
+ * Events' types and severities are bounded by the values the distributors admitted, read from
+ * their state folder (`paths.stateDir`, every slot; event-tags.ts admittedEventTags): read only,
+ * so the replay may run beside them. No state folder there stops it (DEAD_LETTERS_NO_STATE): the
+ * distributor makes it at its first start, so a missing one is a wrong path, under which every
+ * event would be stored as `~other`.
  */
 export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<string, string | undefined>, opts: { dryRun: boolean; code: string | undefined }, out: (text: string) => void): Promise<void> {
   if (!existsSync(paths.deviceKeysDir) || !statSync(paths.deviceKeysDir).isDirectory()) {
     throw new FieldStreamError('DEAD_LETTERS_NO_KEYS', `No folder of device signing keys at ${paths.deviceKeysDir} (DISTRIBUTOR_DEVICE_KEYS_DIR, or internal/device-keys of --certs-dir): no message could be checked.`);
+  }
+  if (!existsSync(paths.stateDir) || !statSync(paths.stateDir).isDirectory()) {
+    throw new FieldStreamError('DEAD_LETTERS_NO_STATE', `No distributor state folder at ${paths.stateDir} (DISTRIBUTOR_STATE_DIR, --state-dir): the event types and severities the distributor admitted could not be read. Point it at the distributor's (npm run stack: data/stack/distributor-state).`);
   }
   // The local store's default, as the other defaults here, is the repository's (where `npm start` keeps it), not the working directory's.
   const config = loadDistributorConfig({
@@ -55,6 +65,8 @@ export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<stri
   const log = createLogger('fieldstream-admin', 'error', process.stderr);
   // Before the store is opened: an unreadable revoked list stops the replay (CONFIG_FILE_UNREADABLE).
   const keys = new DeviceKeyRegistry(paths.deviceKeysDir, paths.revokedDevicesFile, undefined, log);
+  // Before the store too: a file of admitted values that cannot be read stops it (CONFIG_FILE_UNREADABLE).
+  const eventTags = admittedEventTags(paths.stateDir, log);
   const sink = selectDistributorSink(config, log);
   let report: ReplayReport;
   try {
@@ -62,6 +74,7 @@ export async function replayDeadLetters(paths: DeadLetterPaths, env: Record<stri
       dir: paths.deadLetters,
       sink,
       keys,
+      eventTags,
       requireSignatures: env.DISTRIBUTOR_REQUIRE_SIGNATURES === undefined || config.DISTRIBUTOR_REQUIRE_SIGNATURES,
       freshnessMs: config.DISTRIBUTOR_FRESHNESS_S * 1000,
       transitMs: config.DISTRIBUTOR_TRANSIT_MAX_S * 1000,
@@ -88,6 +101,12 @@ function replayText(r: ReplayReport, paths: DeadLetterPaths, store: string, dryR
     `${dryRun ? 'Would replay' : 'Replayed'} ${plural(r.replayed, 'letter')}${r.partly > 0 ? ` and ${r.partly} in part` : ''} (${plural(r.points, 'point')}) from ${paths.deadLetters} ${dryRun ? 'to' : 'into'} ${store}` +
       (leftOut ? `; messages left out: ${leftOut}` : ''),
   ];
+  const overflowed = (Object.entries(r.overflowed) as Array<[keyof ReplayReport['overflowed'], number]>).filter(([, n]) => n > 0);
+  if (overflowed.length > 0) {
+    const what = overflowed.map(([tag, n]) => `the ${tag} of ${plural(n, 'event')}`).join(', ');
+    const fields = overflowed.map(([tag]) => overflowField(tag)).join(', ');
+    lines.push(`${what} ${dryRun ? 'would be' : 'was'} stored as ${OVERFLOW_TAG_VALUE}: values no distributor admitted for the device (${paths.stateDir}); each value in the field ${fields}`);
+  }
   if (r.alreadyReplayed > 0) lines.push(`${r.alreadyReplayed} replayed before (${join(paths.deadLetters, REPLAYED_FILE)}), skipped`);
   const counted = Object.values(r.problemCounts).reduce((n, k) => n + k, 0);
   if (counted > 0) {

@@ -15,7 +15,7 @@ import { parseConfig } from '../../shared/config.ts';
 export const AdminSettingsSchema = z.object({
   /** the certificates folder of scripts/generate-certificates.sh (the CA, issued certificates, device keys, revocations) */
   CERTS_DIR: z.string().optional(),
-  /** the distributor's state: its replay windows */
+  /** the distributor's state: its replay windows, its admitted event tag values (read by the dead-letter replay) */
   DISTRIBUTOR_STATE_DIR: z.string().optional(),
   /** the command API's journal of command state */
   COMMAND_STATE_PATH: z.string().optional(),
@@ -50,11 +50,13 @@ export interface AdminPaths {
   commandStateFrom?: CommandStateSource;
 }
 
-/** What `dead-letters` reads: the letters, and the registry their signatures are checked against. */
+/** What `dead-letters` reads: the letters, the registry their signatures are checked against, the distributor's state (its admitted event tag values). */
 export interface DeadLetterPaths {
   deadLetters: string;
   deviceKeysDir: string;
   revokedDevicesFile: string;
+  /** DISTRIBUTOR_STATE_DIR (--state-dir), every slot of it: read, never written */
+  stateDir: string;
 }
 
 export interface PathOptions {
@@ -99,13 +101,14 @@ export function resolveAdminPaths(options: PathOptions, env: Record<string, stri
   };
 }
 
-/** The device keys and revocations are where scripts/generate-client-cert.sh puts them in `certsDir`, unless the distributor's settings say otherwise. */
-export function resolveDeadLetterPaths(options: PathOptions, certsDir: string, env: Record<string, string | undefined> = process.env, cwd = process.cwd()): DeadLetterPaths {
+/** The device keys and revocations are where scripts/generate-client-cert.sh puts them in `certsDir`, unless the distributor's settings say otherwise; the state is resolveAdminPaths' `stateDir`. */
+export function resolveDeadLetterPaths(options: PathOptions, { certsDir, stateDir }: Pick<AdminPaths, 'certsDir' | 'stateDir'>, env: Record<string, string | undefined> = process.env, cwd = process.cwd()): DeadLetterPaths {
   const settings = parseConfig(AdminSettingsSchema, env);
   const pick = picker(cwd);
   return {
     deadLetters: pick(options['dead-letters'], settings.DEAD_LETTER_PATH, DEFAULT_PATHS.deadLetters),
     deviceKeysDir: pick(undefined, settings.DISTRIBUTOR_DEVICE_KEYS_DIR, resolve(certsDir, 'internal', 'device-keys')),
     revokedDevicesFile: pick(undefined, settings.DISTRIBUTOR_REVOKED_DEVICES_FILE, resolve(certsDir, 'internal', 'revoked-devices.txt')),
+    stateDir,
   };
 }

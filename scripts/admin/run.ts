@@ -39,7 +39,8 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
   dead-letters replay [--dry-run] [--code CODE]
                                               write the data of the dead letters not replayed yet into the distributor's
                                               stores (its settings: INFLUXDB_*, POSTGRES_*); unsigned messages only
-                                              with DISTRIBUTOR_REQUIRE_SIGNATURES=false set explicitly
+                                              with DISTRIBUTOR_REQUIRE_SIGNATURES=false set explicitly; event types and
+                                              severities the distributor has not admitted (--state-dir) as ~other
 options for every command:
   --certs-dir DIR        certificates folder (CERTS_DIR; default certs/ of the repository)
   --state-dir DIR        the distributor's state (DISTRIBUTOR_STATE_DIR; default data/distributor-state)
@@ -60,6 +61,7 @@ export function exitCodeFor(code: ErrorCode): number {
     case 'ADMIN_UNKNOWN_DEVICE':
     case 'DEAD_LETTERS_NOT_FOUND':
     case 'DEAD_LETTERS_NO_KEYS':
+    case 'DEAD_LETTERS_NO_STATE':
     case 'BACKUP_NOT_FOUND':
     case 'BACKUP_EMPTY':
     case 'PKI_CA_MISSING':
@@ -303,10 +305,10 @@ apart from it, to restore with --expect-sha256 ${r.sha256}.
 `);
     }
     case 'dead-letters list':
-      return io.out(listDeadLetters(resolveDeadLetterPaths(values, paths.certsDir, io.env, io.cwd), values.json === true));
+      return io.out(listDeadLetters(resolveDeadLetterPaths(values, paths, io.env, io.cwd), values.json === true));
     case 'dead-letters replay': {
       if (values.code !== undefined && !Object.hasOwn(ERRORS, values.code)) throw usageError(`--code takes an error code of docs/errors.md, e.g. DISTRIBUTOR_WRITE_REJECTED; not ${JSON.stringify(values.code)}`);
-      return replayDeadLetters(resolveDeadLetterPaths(values, paths.certsDir, io.env, io.cwd), io.env, { dryRun: values['dry-run'] === true, code: values.code }, io.out);
+      return replayDeadLetters(resolveDeadLetterPaths(values, paths, io.env, io.cwd), io.env, { dryRun: values['dry-run'] === true, code: values.code }, io.out);
     }
     case 'restore': {
       const expect = values['expect-sha256'];

@@ -30,10 +30,12 @@ describe('fieldstream-admin prints what devices chose, never as terminal control
   const letters = join(work.dir, 'letters');
   const files = join(work.dir, 'files');
   const keys = join(work.dir, 'keys');
+  const state = join(work.dir, 'state');
   after(() => work.cleanup());
 
   it('dead-letters replay: a device\'s file name in a problem line is escaped', async () => {
     mkdirSync(keys, { recursive: true });
+    mkdirSync(state);
     const filename = 'invoice\u202efdp.exe';
     const data = Buffer.from('the file');
     const sha256 = createHash('sha256').update(data).digest('hex');
@@ -63,6 +65,8 @@ describe('fieldstream-admin prints what devices chose, never as terminal control
             FIELDSTREAM_ENV_FILE: '/dev/null',
             DEAD_LETTER_PATH: letters,
             DISTRIBUTOR_DEVICE_KEYS_DIR: keys,
+            // The distributor's state (its admitted event tag values): a folder, of none here.
+            DISTRIBUTOR_STATE_DIR: state,
             DISTRIBUTOR_REQUIRE_SIGNATURES: 'false',
             TIMESERIES_LOCAL_PATH: join(work.dir, 'timeseries'),
             FILE_STORAGE_PATH: files,

@@ -1,18 +1,21 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { IPublishPacket, MqttClient } from 'mqtt';
 import { Consumer } from '../../internal-network/distributor/consumer.ts';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import { openEventTagAdmissions } from '../../internal-network/distributor/event-tags.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
+import { OVERFLOW_TAG_VALUE } from '../../internal-network/distributor/security/tag-admission.ts';
+import { claimStateSlot } from '../../internal-network/distributor/state-lease.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { EXIT } from '../../scripts/admin/run.ts';
 import { REPO_ROOT } from '../../scripts/admin/paths.ts';
@@ -39,11 +42,14 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
   const work = tempDir('dead-letter-replay');
   const letters = join(work.dir, 'letters');
   const keysDir = join(work.dir, 'keys');
+  /** the distributor's DISTRIBUTOR_STATE_DIR: the event tag values it admitted */
+  const state = join(work.dir, 'state');
   const key = randomBytes(32);
   let influx: InfluxV1;
 
   before(async () => {
     mkdirSync(keysDir, { recursive: true });
+    mkdirSync(state, { recursive: true });
     writeFileSync(join(keysDir, `${DEVICE}.key`), key.toString('hex'), { mode: 0o600 });
     influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
   });
@@ -64,6 +70,7 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
             FIELDSTREAM_ENV_FILE: '/dev/null',
             DEAD_LETTER_PATH: letters,
             DISTRIBUTOR_DEVICE_KEYS_DIR: keysDir,
+            DISTRIBUTOR_STATE_DIR: state,
             DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
             INFLUXDB_URL: influx.url,
             INFLUXDB_DATABASE: DB,
@@ -329,6 +336,82 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     assert.deepEqual((JSON.parse((await admin('list', '--json', '--dead-letters', dir)).out) as Array<{ replayed: number }>).map((f) => f.replayed), [0], 'left to replay once its time has come');
   });
 
+  it("bounds events' types and severities by the values the distributors admitted, their state read beside them, never written: the others stored as ~other, their value in a field", async () => {
+    const dir = join(work.dir, 'letters-events');
+    const log = createLogger('test', 'silent');
+    // A running distributor: it holds slot 1's lease and admitted two types and a severity for the
+    // device, through its own admissions; a second replica (slot 2) admitted a third type.
+    const lease = claimStateSlot(state, 'distributor-running', () => assert.fail('the replay took the distributor\'s slot'));
+    const running = openEventTagAdmissions(lease.dir, log);
+    const replica = join(state, 'instances', '2');
+    mkdirSync(replica, { recursive: true });
+    const ADMITTED = ['door_open', 'door_closed'];
+    for (const t of ADMITTED) assert.ok(running.event_type.admits(DEVICE, t));
+    assert.ok(running.severity.admits(DEVICE, 'warning'));
+    assert.ok(openEventTagAdmissions(replica, log).event_type.admits(DEVICE, 'valve_stuck'));
+    const stateFiles = () =>
+      [lease.dir, replica].flatMap((d) => ['event-types.jsonl', 'event-severities.jsonl'].map((f) => (existsSync(join(d, f)) ? readFileSync(join(d, f), 'utf8') : `${f} absent`)));
+    const before = stateFiles();
+
+    // Letters of the device's signed events: the admitted types, and twice its bound of invented ones.
+    const INVENTED = 2 * LIMITS.eventTypesPerDevice;
+    const invented = Array.from({ length: INVENTED }, (_, i) => `invented.${String(i).padStart(4, '0')}`);
+    let seq = 100;
+    const events = (payloads: Array<Record<string, unknown>>) => {
+      const header = { deviceId: DEVICE, dataType: 'event' as const, epoch: 'events-e1', ts: Date.now() };
+      const members = payloads.map((payload) => ({ seq: seq++, payload }));
+      const auth = signGroup(key, header, members);
+      const messages = members.map((m, j) => ({ messageId: `ev${m.seq}`, ...(j === 0 ? { auth } : { seq: m.seq }), payload: m.payload }));
+      return Buffer.from(JSON.stringify({ v: 1, deviceId: DEVICE, dataType: 'event', gatewayId: 'gw-1', receivedAt: Date.now(), messages }));
+    };
+    const dead = new DeadLetters(dir);
+    const refused = new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'refused');
+    const known = [
+      { eventType: 'door_open', severity: 'warning', message: 'k0', timestamp: T0 + 100 },
+      { eventType: 'door_closed', severity: 'info', message: 'k1', timestamp: T0 + 101 }, // info: admitted by no distributor
+      { eventType: 'valve_stuck', severity: 'warning', message: 'k2', timestamp: T0 + 102 },
+    ];
+    await dead.put(uplinkTopic(DEVICE, 'event'), events(known), refused);
+    for (let i = 0; i < INVENTED; i += 50) {
+      await dead.put(uplinkTopic(DEVICE, 'event'), events(invented.slice(i, i + 50).map((eventType, j) => ({ eventType, severity: 'warning', message: `m${i + j}`, timestamp: T0 + 1_000 + i + j }))), refused);
+    }
+    await dead.close();
+    const letterCount = 1 + INVENTED / 50;
+    const points = known.length + INVENTED;
+    const rows = () => influx.rows(DB, `SELECT "event_type", "event_type_value", "severity", "severity_value", "message" FROM "events" WHERE "device" = '${DEVICE}'`);
+
+    const dry = await admin('replay', '--dry-run', '--dead-letters', dir);
+    assert.equal(dry.code, EXIT.ok, dry.out + dry.err);
+    assert.match(dry.out, new RegExp(`^Would replay ${letterCount} letters \\(${points} points\\)`));
+    assert.match(dry.out, new RegExp(`\\nthe event_type of ${INVENTED} events, the severity of 1 event would be stored as ~other: values no distributor admitted for the device \\(${state}\\); each value in the field event_type_value, severity_value\\n`));
+    assert.deepEqual(await rows(), [], 'a dry run writes nothing');
+
+    const r = await admin('replay', '--dead-letters', dir);
+    assert.equal(r.code, EXIT.ok, r.out + r.err);
+    assert.match(r.out, new RegExp(`^Replayed ${letterCount} letters \\(${points} points\\)`));
+    assert.match(r.out, new RegExp(`\\nthe event_type of ${INVENTED} events, the severity of 1 event was stored as ~other`));
+    const stored = new Map((await rows()).map((row) => [String(row.message), row]));
+    assert.equal(stored.size, points, 'every event stored');
+    // The values a distributor admitted keep their own tag; the others are ~other, their value in the field.
+    const view = (m: string) => {
+      const row = stored.get(m);
+      return row && [row.event_type, row.event_type_value, row.severity, row.severity_value];
+    };
+    assert.deepEqual(view('k0'), ['door_open', null, 'warning', null]);
+    assert.deepEqual(view('k1'), ['door_closed', null, OVERFLOW_TAG_VALUE, 'info']);
+    assert.deepEqual(view('k2'), ['valve_stuck', null, 'warning', null], "slot 2's value, a replica's");
+    for (let i = 0; i < INVENTED; i++) assert.deepEqual(view(`m${i}`), [OVERFLOW_TAG_VALUE, invented[i], 'warning', null], `m${i}`);
+    // What InfluxDB indexes: the admitted values and ~other, not the letters' 200 types.
+    const tagValues = async (k: string) => (await influx.rows(DB, `SHOW TAG VALUES FROM "events" WITH KEY = "${k}"`)).map((v) => String(v.value)).sort();
+    assert.deepEqual(await tagValues('event_type'), [...ADMITTED, 'valve_stuck', OVERFLOW_TAG_VALUE].sort());
+    assert.deepEqual(await tagValues('severity'), ['warning', OVERFLOW_TAG_VALUE].sort());
+
+    // The distributor's state as it was, and its lease still its own: the replay read it beside it.
+    assert.deepEqual(stateFiles(), before);
+    assert.doesNotThrow(() => lease.assertHeld());
+    lease.release();
+  });
+
   it('says where the folder is missing, and what the command takes', async () => {
     const missing = await admin('list', '--dead-letters', join(work.dir, 'nowhere'));
     assert.equal(missing.code, EXIT.notFound);
@@ -346,5 +429,9 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     assert.equal(missingKeys.code, EXIT.notFound);
     assert.match(missingKeys.err, /^error DEAD_LETTERS_NO_KEYS: No folder of device signing keys at .*no-certs\/internal\/device-keys/);
     assert.equal((await admin('list', '--dry-run')).code, EXIT.usage);
+    // No distributor state where it looks: a wrong path, under which every event would be ~other.
+    const noState = await admin('replay', '--dead-letters', letters, '--state-dir', join(work.dir, 'no-state'));
+    assert.equal(noState.code, EXIT.notFound, noState.out + noState.err);
+    assert.match(noState.err, /^error DEAD_LETTERS_NO_STATE: No distributor state folder at .*no-state \(DISTRIBUTOR_STATE_DIR, --state-dir\)/);
   });
 });

@@ -6,11 +6,13 @@ import { after, describe, it } from 'node:test';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { readLetters, summarizeLetters } from '../../internal-network/distributor/dead-letter-files.ts';
 import { replayLetters } from '../../internal-network/distributor/dead-letter-replay.ts';
+import { admittedEventTags } from '../../internal-network/distributor/event-tags.ts';
 import { LocalPointStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { gatewayPresenceTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 
@@ -107,7 +109,7 @@ describe('dead letters', () => {
     const [summary] = summarizeLetters(dir);
     assert.deepEqual([summary?.letters, summary?.withData], [4, 2]);
     // What the replay says of each, with no store and no key: the reading and the file are looked at for their signatures.
-    const report = await replayLetters({ dir, sink: new LocalPointStore(join(tmp.dir, 'with-data-store')), keys: new DeviceKeyRegistry(join(tmp.dir, 'no-keys')), requireSignatures: true, freshnessMs: 30_000, dryRun: true });
+    const report = await replayLetters({ dir, sink: new LocalPointStore(join(tmp.dir, 'with-data-store')), keys: new DeviceKeyRegistry(join(tmp.dir, 'no-keys')), eventTags: admittedEventTags(join(tmp.dir, 'no-state'), createLogger('test', 'silent')), requireSignatures: true, freshnessMs: 30_000, dryRun: true });
     assert.deepEqual(
       report.problems.map((p) => [p.line, p.code, p.message.replace(/:.*/, '')]),
       [
