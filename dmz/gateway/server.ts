@@ -141,7 +141,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   server.on('connection', (socket: Socket) => pending.admit(socket));
   server.on('request', (_req, res) => {
     const err = new FieldStreamError('GATEWAY_WRONG_PATH', `Open a WebSocket at ${options.path}.`);
-    res.writeHead(err.httpStatus, { 'content-type': 'application/json' });
+    // Closed after the answer (no keep-alive): a request every few seconds kept a connection, and
+    // its place among GATEWAY_MAX_PENDING_CONNECTIONS, for ever, as the idle timeouts never fired.
+    res.writeHead(err.httpStatus, { 'content-type': 'application/json', connection: 'close' });
     res.end(JSON.stringify({ code: err.code, message: err.message }));
   });
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { describe, it } from 'node:test';
 import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
 import { parseExposition } from '../helpers/exposition.ts';
@@ -57,5 +58,26 @@ describe('connections before their WebSocket is open: at most GATEWAY_MAX_PENDIN
       device.ws.close();
       for (const h of held) h.socket.destroy();
     }
+  });
+
+  it('closes a connection after answering a request that is no upgrade: requests sent one after another cannot keep it pending', async () => {
+    // A holder of a certificate (a revoked one too: revocation is checked at the upgrade) sending a
+    // plain request every few seconds kept its connection, and its pending place, for ever: the idle
+    // timeouts never fired. At GATEWAY_MAX_PENDING_CONNECTIONS such connections no device got in.
+    // The places the test above held are given back as the gateway sees their connections close.
+    await eventually(async () => ((await sample('fieldstream_gateway_pending_connections{service="gateway"}')) === 0 ? true : undefined), 5_000, 'no connection pending');
+    const socket = tlsConnect({ port: fx.gateway.port, host: '127.0.0.1', servername: 'localhost', ...fx.tlsOf('pump-2') });
+    socket.on('error', () => undefined);
+    let received = '';
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    // Two requests at once (pipelined): the second is one the connection must not live on for.
+    const request = 'GET / HTTP/1.1\r\nHost: gateway\r\n\r\n';
+    socket.write(request + request);
+    await closed;
+    assert.equal(received.match(/^HTTP\/1\.1 /gm)?.length, 1, `one answer, then the connection closed:\n${received}`);
+    assert.match(received, /^connection: close\r$/im);
+    assert.match(received, /GATEWAY_WRONG_PATH/);
   });
 });
