@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import pg from 'pg';
 
 /**
  * One read under the server's statement timeout, in a read-only transaction of its own whose
@@ -16,9 +16,13 @@ export async function readWithin(pool: pg.Pool, timeoutMs: number, sql: string, 
     await client.query('COMMIT');
     return rows as unknown[];
   } catch (err) {
-    // Back out of the transaction for the connection's next user; a connection that cannot is
-    // destroyed rather than handed on mid-transaction.
-    await client.query('ROLLBACK').catch(() => (healthy = false));
+    // A failure the server reported leaves the connection in step with it: back out of the
+    // transaction for the connection's next user, and destroy a connection that cannot. Any other
+    // (the client's read timeout, the statement perhaps still running; the connection lost) leaves
+    // it in no known state: destroyed at once, as a ROLLBACK would wait behind the statement for a
+    // read timeout of its own, and the caller twice the time poolConfig gives the client.
+    if (err instanceof pg.DatabaseError) await client.query('ROLLBACK').catch(() => (healthy = false));
+    else healthy = false;
     throw err;
   } finally {
     client.release(!healthy);

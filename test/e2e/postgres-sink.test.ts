@@ -341,6 +341,34 @@ describe('the PostgreSQL sink', () => {
     }
   });
 
+  it('gives up a read on a server that no longer answers after the client timeout (twice POSTGRES_TIMEOUT_MS), not twice that, and its connection is not used again', async () => {
+    // The backend serving the console's connection is stopped (SIGSTOP): it answers nothing, and its
+    // own statement timeout never fires. The client's read timeout ends the read; a ROLLBACK sent
+    // then waited behind the read still running for a read timeout of its own before the
+    // connection was dropped, so the page waited twice as long as the client timeout says.
+    const timeoutMs = 1500;
+    const history = new PostgresHistory(postgresConnection(settings({ POSTGRES_SCHEMA: 'stalledreads', POSTGRES_TIMEOUT_MS: timeoutMs })));
+    let stopped: number | undefined;
+    try {
+      assert.deepEqual(await history.series('r1', 'v', 0, 1000), [], 'no table yet: an empty series, and an idle connection in the pool');
+      const [backend] = await rows("SELECT pid FROM pg_stat_activity WHERE application_name = 'fieldstream-console' AND usename = $1", [USER]);
+      stopped = Number(backend?.pid);
+      process.kill(stopped, 'SIGSTOP');
+      const started = Date.now();
+      const refused = await history.series('r1', 'v', 0, 1000).catch((e: unknown) => e);
+      const waitedMs = Date.now() - started;
+      assert.ok(refused instanceof FieldStreamError && refused.code === 'CONSOLE_HISTORY_FAILED' && /read timeout/.test(refused.message), String(refused));
+      assert.ok(waitedMs < 3 * timeoutMs, `given up at the client timeout (${2 * timeoutMs} ms), not twice it (${4 * timeoutMs} ms): ${waitedMs} ms`);
+      process.kill(stopped, 'SIGCONT');
+      stopped = undefined;
+      // The next read takes a new connection, not the one whose read may still be running.
+      assert.deepEqual(await history.series('r1', 'v', 0, 1000), []);
+    } finally {
+      if (stopped !== undefined) process.kill(stopped, 'SIGCONT');
+      await history.close();
+    }
+  });
+
   it('connects over TLS as POSTGRES_SSL says: verify-full checks the server against the CA file and its name', async () => {
     const url = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@localhost:${db.port}/${USER}`;
     const tlsSessions = async () => Number((await rows("SELECT count(*) AS n FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = $1 AND a.application_name = 'fieldstream-distributor'", [USER]))[0]?.n);
