@@ -567,6 +567,11 @@ export const LIMITS = {
    * without it, devices starting large messages and never finishing them could take all of the DMZ
    * server's memory. 32 files of 8 MiB inline at once. GATEWAY_UNFINISHED_FRAMES_MAX_MIB. */
   gatewayUnfinishedFramesMaxBytes: 256 * 1024 * 1024,
+  /** connections. Of those, most one source address holds (an IPv6 one as its /64, throttleSource)
+   * when devices connect to the gateway directly (GATEWAY_IDENTITY_SOURCE=tls): else one host
+   * opening GATEWAY_MAX_PENDING_CONNECTIONS silent TCP connections, again as the handshake timeout
+   * ends them, kept every device out. Devices behind one NAT address come in this many at a time. */
+  gatewayMaxPendingPerSource: 50,
   /** log lines. Most the command API writes per error code and TIMINGS.floodLogIntervalMs of what the
    * broker hands it and it refuses or ignores (forged responses, invalid payloads): a compromised DMZ
    * publishes them through the bridge without end. The rest are counted, and their number logged in

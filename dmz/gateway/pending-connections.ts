@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
+import { throttleSource } from '../../shared/security/throttle.ts';
 
 /**
  * Bounds the connections the gateway holds before their WebSocket is open: in their TLS handshake,
@@ -11,37 +12,72 @@ import type { Socket } from 'node:net';
  * their back-off, so a fleet reconnecting at once after a restart comes in at the rate the gateway
  * takes it. Open WebSockets are bounded apart (GATEWAY_MAX_CONNECTIONS).
  *
+ * With `perSourceMax` (devices connecting directly: their addresses are theirs), one source
+ * address (an IPv6 one as its /64, throttleSource) holds at most that many of the places: else one
+ * host opening `max` silent TCP connections, and opening them again as the handshake timeout ends
+ * them, kept every device out without a certificate. Behind Caddy every connection comes from it,
+ * and no share applies.
+ *
  * Counted as the sockets accepted and still open, less the upgraded ones still open: a TLS
  * server's upgraded socket is the TLS socket over the one accepted, and both close together.
  */
 export class PendingConnections {
   private accepted = 0;
   private upgraded = 0;
+  /** per source: [accepted and open, upgraded and open] */
+  private readonly bySource = new Map<string, [number, number]>();
 
   constructor(
     private readonly max: number,
-    private readonly onRefused: (socket: Socket) => void,
+    private readonly onRefused: (socket: Socket, reason: 'total' | 'source') => void,
+    private readonly perSourceMax?: number,
   ) {}
 
   /** The server's 'connection' (for TLS, the TCP socket before its handshake): taken or closed. */
   admit(socket: Socket): void {
-    if (this.pending >= this.max) {
+    const source = this.perSourceMax === undefined ? undefined : throttleSource(socket.remoteAddress ?? 'unknown');
+    const refused = this.pending >= this.max ? 'total' : source !== undefined && this.pendingOf(source) >= (this.perSourceMax ?? 0) ? 'source' : undefined;
+    if (refused) {
       socket.destroy();
-      this.onRefused(socket);
+      this.onRefused(socket, refused);
       return;
     }
     this.accepted++;
-    socket.once('close', () => this.accepted--);
+    if (source !== undefined) this.count(source, 0, +1);
+    socket.once('close', () => {
+      this.accepted--;
+      if (source !== undefined) this.count(source, 0, -1);
+    });
   }
 
   /** The socket of an upgrade accepted: no longer pending from now on. */
   opened(socket: Duplex): void {
     this.upgraded++;
-    socket.once('close', () => this.upgraded--);
+    // Read now: a closed socket no longer tells its peer's address.
+    const address = (socket as Partial<Socket>).remoteAddress;
+    const source = this.perSourceMax === undefined ? undefined : throttleSource(address ?? 'unknown');
+    if (source !== undefined) this.count(source, 1, +1);
+    socket.once('close', () => {
+      this.upgraded--;
+      if (source !== undefined) this.count(source, 1, -1);
+    });
   }
 
   /** connections accepted whose WebSocket is not open (never below 0 while the two closes of one connection come apart) */
   get pending(): number {
     return Math.max(0, this.accepted - this.upgraded);
+  }
+
+  private pendingOf(source: string): number {
+    const [accepted, upgraded] = this.bySource.get(source) ?? [0, 0];
+    return Math.max(0, accepted - upgraded);
+  }
+
+  private count(source: string, which: 0 | 1, by: 1 | -1): void {
+    const counts = this.bySource.get(source) ?? [0, 0];
+    counts[which] += by;
+    // Forgotten once it holds nothing: the map stays as large as the sources holding connections.
+    if (counts[0] <= 0 && counts[1] <= 0) this.bySource.delete(source);
+    else this.bySource.set(source, counts);
   }
 }

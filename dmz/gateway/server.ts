@@ -59,6 +59,9 @@ export interface GatewayServerOptions {
   maxPendingConnections?: number | undefined;
   /** bytes of unfinished messages all devices together may keep buffered (unfinished-frames.ts; default LIMITS.gatewayUnfinishedFramesMaxBytes) */
   unfinishedFramesMaxBytes?: number | undefined;
+  /** of those, at most this many from one source address, an IPv6 one as its /64 (pending-connections.ts;
+   * none when absent: behind Caddy every connection comes from it) */
+  maxPendingPerSource?: number | undefined;
   mqtt: MqttClient;
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP), unless
@@ -133,10 +136,16 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   const pendingRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'connections closed as accepted' });
   const maxPending = options.maxPendingConnections ?? LIMITS.gatewayMaxPendingConnections;
-  const pending = new PendingConnections(maxPending, (socket) => {
-    metrics.connectionsRefused.inc({ code: 'GATEWAY_TOO_MANY_PENDING' });
-    pendingRefusalLog.write({ code: 'GATEWAY_TOO_MANY_PENDING', remote: socket.remoteAddress, maxPending }, 'closed a connection as it was accepted: as many are in their handshake or upgrade as the gateway holds');
-  });
+  const maxPendingPerSource = options.maxPendingPerSource;
+  const pending = new PendingConnections(
+    maxPending,
+    (socket, reason) => {
+      metrics.connectionsRefused.inc({ code: 'GATEWAY_TOO_MANY_PENDING' });
+      if (reason === 'total') pendingRefusalLog.write({ code: 'GATEWAY_TOO_MANY_PENDING', remote: socket.remoteAddress, maxPending }, 'closed a connection as it was accepted: as many are in their handshake or upgrade as the gateway holds');
+      else pendingRefusalLog.write({ code: 'GATEWAY_TOO_MANY_PENDING', remote: socket.remoteAddress, maxPendingPerSource }, 'closed a connection as it was accepted: its source address (an IPv6 one: its /64) holds as many in their handshake or upgrade as one source may');
+    },
+    maxPendingPerSource,
+  );
   // For TLS, the TCP socket before its handshake: a connection past the bound costs no handshake.
   server.on('connection', (socket: Socket) => pending.admit(socket));
   server.on('request', (_req, res) => {

@@ -81,3 +81,44 @@ describe('connections before their WebSocket is open: at most GATEWAY_MAX_PENDIN
     assert.match(received, /GATEWAY_WRONG_PATH/);
   });
 });
+
+/**
+ * Devices connecting to the gateway directly (GATEWAY_IDENTITY_SOURCE=tls) each have an address of
+ * their own: one host holds at most its share of the places, so its silent connections cannot keep
+ * every device out. 127.0.0.2 is another source on the loopback.
+ */
+describe('connections before their WebSocket is open: at most a share of them from one source address', () => {
+  const PER_SOURCE = 3;
+  const fx = tlsGatewayOnMosquitto('gateway-pending-source', {}, { maxPendingConnections: 10, maxPendingPerSource: PER_SOURCE });
+  const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(name);
+
+  async function silent(from: string): Promise<{ socket: Socket; closed: Promise<void> }> {
+    const socket = netConnect({ port: fx.gateway.port, host: '127.0.0.1', localAddress: from });
+    socket.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    return { socket, closed };
+  }
+
+  it("closes a source's connection past its share as it is accepted; a device from another address gets in meanwhile", async () => {
+    const held = [];
+    try {
+      for (let i = 0; i < PER_SOURCE; i++) held.push(await silent('127.0.0.1'));
+      await eventually(async () => ((await sample('fieldstream_gateway_pending_connections{service="gateway"}')) === PER_SOURCE ? true : undefined), 5_000, "the source's silent connections pending");
+      const extra = await silent('127.0.0.1');
+      await Promise.race([extra.closed, new Promise((_, reject) => setTimeout(() => reject(new Error("the connection past the source's share was kept")), 2_000))]);
+      assert.equal(await sample('fieldstream_gateway_connections_refused_total{code="GATEWAY_TOO_MANY_PENDING",service="gateway"}'), 1);
+      assert.ok(fx.logs.lines.some((l) => l.code === 'GATEWAY_TOO_MANY_PENDING' && l.maxPendingPerSource === PER_SOURCE), 'the refusal is logged');
+      for (const h of held) assert.equal(h.socket.destroyed, false, "the connections within the source's share stay open");
+
+      const device = await RawDevice.connect(`wss://localhost:${fx.gateway.port}/ws`, Object.assign(fx.tlsOf('pump-3'), { localAddress: '127.0.0.2' }));
+      try {
+        await eventually(() => device.welcome, 5_000, 'the welcome');
+      } finally {
+        device.ws.close();
+      }
+    } finally {
+      for (const h of held) h.socket.destroy();
+    }
+  });
+});
