@@ -570,7 +570,8 @@ export const LIMITS = {
   /** connections. Of those, most one source address holds (an IPv6 one as its /64, throttleSource)
    * when devices connect to the gateway directly (GATEWAY_IDENTITY_SOURCE=tls): else one host
    * opening GATEWAY_MAX_PENDING_CONNECTIONS silent TCP connections, again as the handshake timeout
-   * ends them, kept every device out. Devices behind one NAT address come in this many at a time. */
+   * ends them, kept every device out. Devices behind one NAT address come in this many at a time.
+   * GATEWAY_MAX_PENDING_PER_SOURCE. */
   gatewayMaxPendingPerSource: 50,
   /** log lines. Most the command API writes per error code and TIMINGS.floodLogIntervalMs of what the
    * broker hands it and it refuses or ignores (forged responses, invalid payloads): a compromised DMZ

@@ -122,7 +122,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     maxPendingConnections: config.GATEWAY_MAX_PENDING_CONNECTIONS,
     unfinishedFramesMaxBytes: config.GATEWAY_UNFINISHED_FRAMES_MAX_MIB * 1024 * 1024,
     // Devices connecting directly have addresses of their own; behind Caddy every one is Caddy's.
-    maxPendingPerSource: config.GATEWAY_IDENTITY_SOURCE === 'tls' ? Math.min(LIMITS.gatewayMaxPendingPerSource, config.GATEWAY_MAX_PENDING_CONNECTIONS) : undefined,
+    maxPendingPerSource: config.GATEWAY_IDENTITY_SOURCE === 'tls' ? config.GATEWAY_MAX_PENDING_PER_SOURCE : undefined,
     lingerMs: config.GATEWAY_LINGER_MS,
     envelopes: config.GATEWAY_UPLINK_ENVELOPES,
     host: config.GATEWAY_HOST,
