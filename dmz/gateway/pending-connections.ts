@@ -26,6 +26,8 @@ export class PendingConnections {
   private upgraded = 0;
   /** per source: [accepted and open, upgraded and open] */
   private readonly bySource = new Map<string, [number, number]>();
+  /** every socket admitted and still open (for TLS the TCP one, under its TLS socket): destroyAll's */
+  private readonly sockets = new Set<Socket>();
 
   constructor(
     private readonly max: number,
@@ -43,9 +45,11 @@ export class PendingConnections {
       return;
     }
     this.accepted++;
+    this.sockets.add(socket);
     if (source !== undefined) this.count(source, 0, +1);
     socket.once('close', () => {
       this.accepted--;
+      this.sockets.delete(socket);
       if (source !== undefined) this.count(source, 0, -1);
     });
   }
@@ -61,6 +65,11 @@ export class PendingConnections {
       this.upgraded--;
       if (source !== undefined) this.count(source, 1, -1);
     });
+  }
+
+  /** Ends every connection still open, pending or not (the gateway's shutdown, once their grace is over). */
+  destroyAll(): void {
+    for (const socket of this.sockets) socket.destroy();
   }
 
   /** connections accepted whose WebSocket is not open (never below 0 while the two closes of one connection come apart) */

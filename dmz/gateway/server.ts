@@ -342,7 +342,13 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       server.closeAllConnections();
       // On a Unix socket, closing the listener removes its file too (libuv).
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // The listener's close waits for every connection to end: one still in its TLS handshake
+      // (closeAllConnections sees only those past it) held the shutdown for up to the handshake
+      // timeout, and a device not answering its close for ws's 30 s. Given a device's grace, then ended.
+      const grace = setTimeout(() => pending.destroyAll(), TIMINGS.gatewayClosingGraceMs);
+      await closed;
+      clearTimeout(grace);
     },
   };
 }

@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 
 const MAX_PENDING = 5;
 
@@ -120,5 +121,24 @@ describe('connections before their WebSocket is open: at most a share of them fr
     } finally {
       for (const h of held) h.socket.destroy();
     }
+  });
+});
+
+describe("the gateway's shutdown with connections still in their handshake", () => {
+  const fx = tlsGatewayOnMosquitto('gateway-pending-shutdown', {});
+
+  it('ends them after a device’s grace: the listener is closed well before the handshake timeout', async () => {
+    const socket = netConnect({ port: fx.gateway.port, host: '127.0.0.1' });
+    socket.on('error', () => undefined);
+    const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const started = Date.now();
+    // Closed here (the fixture closes it again after, which does nothing more).
+    await fx.gateway.close();
+    const tookMs = Date.now() - started;
+    await ended;
+    // Ended by the grace (TIMINGS.gatewayClosingGraceMs, 1 s), not the handshake timeout: before, the
+    // close waited for the silent connection until that timeout (about 10 s) ended it.
+    assert.ok(tookMs < TIMINGS.handshakeTimeoutMs / 2, `the shutdown took ${tookMs} ms`);
   });
 });
