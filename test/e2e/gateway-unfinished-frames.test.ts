@@ -16,6 +16,18 @@ const header = (length: number) => {
   h.writeBigUInt64BE(BigInt(length), 2);
   return h; // the last four bytes, zero, are the mask
 };
+/** A masked client frame (mask zero) of `opcode`, its payload `payload`, FIN set unless `more`. */
+const frame = (opcode: number, payload: Buffer, more = false) => {
+  const h = payload.length < 126 ? Buffer.from([0, 0x80 | payload.length]) : payload.length < 65_536 ? Buffer.from([0, 0x80 | 126, payload.length >> 8, payload.length & 255]) : Buffer.alloc(10);
+  if (h.length === 10) {
+    h[1] = 0x80 | 127;
+    h.writeBigUInt64BE(BigInt(payload.length), 2);
+  }
+  h[0] = (more ? 0 : 0x80) | opcode;
+  return Buffer.concat([h, Buffer.alloc(4), payload]);
+};
+/** How many of the gateway's pongs (unmasked) carrying `payload` came back. */
+const pongs = (received: string, payload: string) => received.split(Buffer.concat([Buffer.from([0x8a, payload.length]), Buffer.from(payload)]).toString('latin1')).length - 1;
 /** A close frame with code 1013 as the gateway sends it (unmasked), as latin1 text. */
 const closed1013 = Buffer.from([0x03, 0xf5]).toString('latin1');
 
@@ -56,6 +68,46 @@ describe('unfinished messages of all devices together: at most GATEWAY_UNFINISHE
     } finally {
       big.socket.destroy();
       small.socket.destroy();
+    }
+  });
+
+  it('counts no control frame once read whole: pings of an idle device leave nothing counted', async () => {
+    await eventually(async () => ((await sample('fieldstream_gateway_unfinished_frame_bytes')) === 0 ? true : undefined), 5_000, 'nothing counted to begin with');
+    const idle = await rawSocket(fx.gateway.port, fx.tlsOf('pump-3'));
+    try {
+      // A device answering the heartbeat, or keeping its link alive, for days: control frames and no message.
+      const ping = (i: number) => frame(0x9, Buffer.from(`idle-${String(i).padStart(3, '0')}`.padEnd(120, '.')));
+      idle.socket.write(Buffer.concat(Array.from({ length: 40 }, (_, i) => ping(i))));
+      // The last pong answered: every ping was read.
+      await eventually(() => (pongs(idle.received(), ping(39).subarray(6).toString('latin1')) === 1 ? true : undefined), 5_000, 'the last ping answered');
+      assert.equal(await sample('fieldstream_gateway_unfinished_frame_bytes'), 0, 'pings read whole hold nothing');
+    } finally {
+      idle.socket.destroy();
+    }
+  });
+
+  it('counts the message a read begins after finishing another, exactly, control frames within it held by no one', async () => {
+    await eventually(async () => ((await sample('fieldstream_gateway_unfinished_frame_bytes')) === 0 ? true : undefined), 5_000, 'nothing counted to begin with');
+    const dev = await rawSocket(fx.gateway.port, fx.tlsOf('pump-4'));
+    try {
+      const first = frame(0x1, Buffer.alloc(64 * KiB, 0x61), true);
+      // One write: a whole (small, refused) message, the first fragment of the next, and a ping amid its fragments.
+      dev.socket.write(Buffer.concat([frame(0x1, Buffer.from('{}')), first, frame(0x9, Buffer.from('flush-1'))]));
+      await eventually(() => (pongs(dev.received(), 'flush-1') === 1 ? true : undefined), 5_000, 'the ping after the fragment answered');
+      assert.equal(await sample('fieldstream_gateway_unfinished_frame_bytes'), first.length, 'the fragment begun, its header too, and nothing else');
+
+      const second = frame(0x0, Buffer.alloc(32 * KiB, 0x61), true);
+      dev.socket.write(Buffer.concat([second, frame(0x9, Buffer.from('flush-2'))]));
+      await eventually(() => (pongs(dev.received(), 'flush-2') === 1 ? true : undefined), 5_000, 'the ping after the second fragment answered');
+      assert.equal(await sample('fieldstream_gateway_unfinished_frame_bytes'), first.length + second.length);
+
+      // The last fragment: the message is whole, and nothing of it is held any more.
+      dev.socket.write(Buffer.concat([frame(0x0, Buffer.alloc(1 * KiB, 0x61)), frame(0x9, Buffer.from('flush-3'))]));
+      await eventually(() => (pongs(dev.received(), 'flush-3') === 1 ? true : undefined), 5_000, 'the ping after the message answered');
+      assert.equal(await sample('fieldstream_gateway_unfinished_frame_bytes'), 0);
+      assert.equal(dev.socket.destroyed, false);
+    } finally {
+      dev.socket.destroy();
     }
   });
 });
