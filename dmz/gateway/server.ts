@@ -339,15 +339,19 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       revoked.close();
       receipts.close();
       for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
+      // Started before waiting for the WebSockets: wss.close waits for every one to close, and a
+      // device not answering its close held the shutdown for ws's 30 s (its closeTimeout). The
+      // listener's close waits for every connection to end too: one still in its TLS handshake
+      // (closeAllConnections sees only those past it) held it for up to the handshake timeout.
+      // Each is given a device's grace, then ended.
+      const grace = setTimeout(() => {
+        for (const ws of wss.clients) ws.terminate();
+        pending.destroyAll();
+      }, TIMINGS.gatewayClosingGraceMs);
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       server.closeAllConnections();
       // On a Unix socket, closing the listener removes its file too (libuv).
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // The listener's close waits for every connection to end: one still in its TLS handshake
-      // (closeAllConnections sees only those past it) held the shutdown for up to the handshake
-      // timeout, and a device not answering its close for ws's 30 s. Given a device's grace, then ended.
-      const grace = setTimeout(() => pending.destroyAll(), TIMINGS.gatewayClosingGraceMs);
-      await closed;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
       clearTimeout(grace);
     },
   };

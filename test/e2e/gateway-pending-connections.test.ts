@@ -6,6 +6,7 @@ import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import { rawSocket } from '../helpers/raw-ws.ts';
 
 const MAX_PENDING = 5;
 
@@ -140,5 +141,22 @@ describe("the gateway's shutdown with connections still in their handshake", () 
     // Ended by the grace (TIMINGS.gatewayClosingGraceMs, 1 s), not the handshake timeout: before, the
     // close waited for the silent connection until that timeout (about 10 s) ended it.
     assert.ok(tookMs < TIMINGS.handshakeTimeoutMs / 2, `the shutdown took ${tookMs} ms`);
+  });
+});
+
+describe("the gateway's shutdown with a device that never answers its close", () => {
+  const fx = tlsGatewayOnMosquitto('gateway-shutdown-silent', {});
+
+  it('ends its connection after a device’s grace, not after ws’s 30 s', async () => {
+    // Raw frames: it reads the gateway's close (1001) and never answers it, as a hung device would not.
+    const device = await rawSocket(fx.gateway.port, fx.tlsOf('pump-1'));
+    const ended = new Promise<void>((resolve) => device.socket.once('close', () => resolve()));
+    const started = Date.now();
+    await fx.gateway.close();
+    const tookMs = Date.now() - started;
+    await ended;
+    assert.ok(device.received().includes(Buffer.from([0x03, 0xe9]).toString('latin1')), 'the device was sent a close with 1001 first');
+    // The grace is TIMINGS.gatewayClosingGraceMs (1 s); before, the close waited for ws's closeTimeout (30 s).
+    assert.ok(tookMs < 15_000, `the shutdown took ${tookMs} ms`);
   });
 });
