@@ -99,6 +99,16 @@ export const GatewayConfigSchema = z.object({
   if (c.EDGE_HOP === 'unix' && c.GATEWAY_IDENTITY_SOURCE !== 'proxy') {
     ctx.addIssue({ code: 'custom', path: ['EDGE_HOP'], message: 'EDGE_HOP=unix is the hop from Caddy: it needs GATEWAY_IDENTITY_SOURCE=proxy' });
   }
+  // Past the bound the connection keeping the most is closed: below one message of the frame limit
+  // (its fragments' headers on top), a device sending such a message alone was closed mid-message on
+  // every try, for ever. Twice the frame limit: room for one, and a second beside it.
+  if (c.GATEWAY_UNFINISHED_FRAMES_MAX_MIB * 1024 * 1024 < 2 * c.GATEWAY_MAX_FRAME_BYTES) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['GATEWAY_UNFINISHED_FRAMES_MAX_MIB'],
+      message: `must hold at least two messages of GATEWAY_MAX_FRAME_BYTES (${c.GATEWAY_MAX_FRAME_BYTES} bytes): at least ${Math.ceil((2 * c.GATEWAY_MAX_FRAME_BYTES) / (1024 * 1024))}; below one, a device sending one is closed mid-message on every try`,
+    });
+  }
 });
 export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
 

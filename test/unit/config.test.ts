@@ -51,6 +51,16 @@ describe('configuration', () => {
     assert.equal(c.MQTT_KEY_FILE, 'certs/dmz/gateway-client.key');
   });
 
+  it("refuses a bound on unfinished messages that one device's largest message alone passes", () => {
+    // Past the bound the connection keeping the most is closed (1013): below a message of
+    // GATEWAY_MAX_FRAME_BYTES (its fragments' headers on top), every device sending one was closed
+    // mid-message on every try, for ever, with no other device involved.
+    assert.match(configError(() => loadGatewayConfig({ GATEWAY_UNFINISHED_FRAMES_MAX_MIB: '8' })).message, /GATEWAY_UNFINISHED_FRAMES_MAX_MIB/);
+    assert.match(configError(() => loadGatewayConfig({ GATEWAY_UNFINISHED_FRAMES_MAX_MIB: '3', GATEWAY_MAX_FRAME_BYTES: String(2 * 1024 * 1024) })).message, /GATEWAY_MAX_FRAME_BYTES/);
+    assert.equal(loadGatewayConfig({ GATEWAY_UNFINISHED_FRAMES_MAX_MIB: '16' }).GATEWAY_UNFINISHED_FRAMES_MAX_MIB, 16);
+    assert.equal(loadGatewayConfig({ GATEWAY_UNFINISHED_FRAMES_MAX_MIB: '4', GATEWAY_MAX_FRAME_BYTES: String(2 * 1024 * 1024) }).GATEWAY_UNFINISHED_FRAMES_MAX_MIB, 4);
+  });
+
   it('names the variable that is wrong', () => {
     assert.match(configError(() => loadGatewayConfig({ GATEWAY_PORT: 'eighty' })).message, /GATEWAY_PORT/);
     assert.match(configError(() => loadGatewayConfig({ MQTT_URL: 'mqtt://plain-text:1883' })).message, /MQTT_URL/);
