@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
 import { TailCache } from '../../field-client/src/queue/tail-cache.ts';
-import { encodeBatch } from '../../field-client/src/queue/segment-writer.ts';
+import { encodeBatch } from '../../field-client/src/queue/batch-encoder.ts';
 import { decodeRecord } from '../../field-client/src/queue/record-codec.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';

@@ -8,7 +8,8 @@ import { bootId, QueueEpochs } from './queue-epochs.ts';
 import { parseQueuedRecord, TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
 import { SegmentReader } from './segment-reader.ts';
-import { encodeBatch, SegmentWriter, type EncodedBatch } from './segment-writer.ts';
+import { SegmentWriter } from './segment-writer.ts';
+import { encodeBatch, type EncodedBatch } from './batch-encoder.ts';
 import { SendCursor } from './send-cursor.ts';
 import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
 
@@ -26,7 +27,8 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   window makes those copies harmless.
  * - segment-writer.ts: every accepted message is appended to a segment file (records with a CRC-32
  *   each) and, with the default sync policy, fsync'ed before `append` resolves. Appends arriving
- *   while a write is in flight share the next write and fsync.
+ *   while a write is in flight share the next write and fsync. batch-encoder.ts encodes an
+ *   append's records beforehand.
  * - send-cursor.ts: what the sender reads next, from memory while it keeps up, else from disk.
  * - ack-book.ts: a message stays until it is committed: by the gateway's ack, or, with `receipts`,
  *   by a commit receipt saying the database holds it (the ack then only moves it to "awaiting its
