@@ -27,8 +27,8 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   window makes those copies harmless.
  * - segment-writer.ts: every accepted message is appended to a segment file (records with a CRC-32
  *   each) and, with the default sync policy, fsync'ed before `append` resolves. Appends arriving
- *   while a write is in flight share the next write and fsync. batch-encoder.ts encodes an
- *   append's records beforehand.
+ *   while a write is in flight share the next write and fsync (segment-syncs.ts, which also seals
+ *   a segment an fsync failed on). batch-encoder.ts encodes an append's records beforehand.
  * - send-cursor.ts: what the sender reads next, from memory while it keeps up, else from disk.
  * - ack-book.ts: a message stays until it is committed: by the gateway's ack, or, with `receipts`,
  *   by a commit receipt saying the database holds it (the ack then only moves it to "awaiting its
@@ -463,10 +463,10 @@ export class DurableQueue {
     try {
       await this.writer.close();
     } finally {
-      // After a failed fsync (segment-writer.ts, seal): said here too, should the writer not have managed since.
+      // After a failed fsync (segment-syncs.ts, seal): said here too, should the writer not have managed since.
       if (this.writer.lossPossible) this.newEpochAtNextStart();
     }
-    // Not after a failed fsync: records sent may be missing from the disk (segment-writer.ts, seal).
+    // Not after a failed fsync: records sent may be missing from the disk (segment-syncs.ts, seal).
     if (this.writer.lossPossible) return;
     try {
       this.epochs.markClean();

@@ -234,7 +234,7 @@ export class QueueEpochs {
   }
 
   /**
-   * An fsync failed (segment-writer.ts): records sent may be missing from the disk though the
+   * An fsync failed (segment-syncs.ts): records sent may be missing from the disk though the
    * machine does not restart (Linux drops the pages it failed to write), so the next start takes a
    * new epoch, as after a power cut: the boot is forgotten. The queue then writes no clean mark.
    * Throws when the disk refuses meta.json.

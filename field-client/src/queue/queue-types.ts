@@ -82,7 +82,7 @@ export interface Segment {
   firstSeq: number;
   /**
    * firstSeq - 1 while empty. The last number given in it: records refused after a failed fsync
-   * and cut off its end keep their numbers here (segment-writer.ts), so the next segment starts
+   * and cut off its end keep their numbers here (segment-syncs.ts), so the next segment starts
    * after them.
    */
   lastSeq: number;

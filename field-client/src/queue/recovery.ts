@@ -26,7 +26,7 @@ export interface Recovered {
   lost: SeqRanges;
   /**
    * Numbers between two segments that no damage explains: records refused after a failed fsync and
-   * cut off (segment-writer.ts, seal). Never answered to their producers, so nothing is lost; left
+   * cut off (segment-syncs.ts, seal). Never answered to their producers, so nothing is lost; left
    * open they too would hold the watermark below them.
    */
   gaps: SeqRanges;

@@ -6,6 +6,7 @@ import { segName } from './queue-files.ts';
 import { syncDir } from '../../../shared/durable-fs.ts';
 import type { OutgoingMessage, QueuedMessage, Segment, SyncPolicy } from './queue-types.ts';
 import type { EncodedBatch } from './batch-encoder.ts';
+import { SegmentSyncs } from './segment-syncs.ts';
 
 interface Pending {
   batch: EncodedBatch;
@@ -19,7 +20,7 @@ export type OnWritten = (seg: Segment, start: number, sizes: readonly number[], 
 export type OnUnwritten = (nextSeq: number) => void;
 /**
  * Told that the records firstSeq..lastSeq, written, were refused to their producers (an fsync
- * failed, see SegmentWriter.seal): they are not to be sent, and their numbers are not given again.
+ * failed, see SegmentSyncs.seal): they are not to be sent, and their numbers are not given again.
  */
 export type OnRefused = (firstSeq: number, lastSeq: number) => void;
 
@@ -44,27 +45,14 @@ export class SegmentWriter {
   /** bytes enqueued, not yet written */
   private pendingBytes = 0;
   private flushing = false;
-  private syncTimer: NodeJS.Timeout | undefined;
-  /** the fsync running (sync policy "always") */
-  private syncing: Promise<void> | undefined;
-  /** the fsync that starts when the running one ends, shared by every batch written meanwhile */
-  private nextSync: Promise<void> | undefined;
+  /** the active segment's fsyncs, and what a failed one seals (segment-syncs.ts) */
+  private readonly syncs: SegmentSyncs;
   /** batches written whose producers wait for their fsync */
   private unanswered = 0;
   /** a failed write left bytes after the last good record that could not be cut off yet: nothing is written until they are */
   private tornTail = false;
-  /** what the last fsync of the active segment that succeeded covers: its records through `seq`, its first `bytes` */
-  private synced = { seq: 0, bytes: 0 };
-  /** segments an fsync failed on: they take no more records (see seal) */
-  private readonly sealed = new WeakSet<Segment>();
-  /** the records of the active segment refused after a failed fsync, through this number (see refuseUnsynced) */
-  private refusedThrough = 0;
   /** the active segment's name may not be on disk yet: nothing is written into it until it is (see rotate) */
   private nameUnsynced = false;
-  /** an fsync of a segment failed in this run (see lossPossible) */
-  private fsyncFailed = false;
-  /** ... and the next start is not yet told to take a new epoch (onLossPossible) */
-  private lossUnmarked = false;
   private closing = false;
 
   constructor(
@@ -75,10 +63,12 @@ export class SegmentWriter {
     private readonly counts: { appended: number },
     private readonly onWritten: OnWritten,
     private readonly onUnwritten: OnUnwritten,
-    private readonly onRefused: OnRefused,
+    onRefused: OnRefused,
     /** makes the next start take a new epoch, even without a restart of the machine (queue-epochs.ts); may throw */
-    private readonly onLossPossible: () => void,
-  ) {}
+    onLossPossible: () => void,
+  ) {
+    this.syncs = new SegmentSyncs(o, () => this.active, onRefused, onLossPossible, () => this.mendSoon());
+  }
 
   /** Opens the newest segment for appending, or a new one numbered from nextSeq when there is none or it is full. */
   async openActive(nextSeq: number): Promise<void> {
@@ -89,7 +79,7 @@ export class SegmentWriter {
       this.segments.push(seg);
     }
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
-    this.synced = { seq: seg.lastSeq, bytes: seg.bytes };
+    this.syncs.opened(seg);
     if (fresh) await syncDir(this.o.dir);
   }
 
@@ -118,7 +108,7 @@ export class SegmentWriter {
    * and their numbers given again at the next start, so that stop must not count as clean (see seal).
    */
   get lossPossible(): boolean {
-    return this.fsyncFailed;
+    return this.syncs.lossPossible;
   }
 
   /**
@@ -128,8 +118,8 @@ export class SegmentWriter {
    */
   async syncedNow(): Promise<void> {
     const seg = this.active.seg;
-    await this.syncWritten();
-    if (this.sealed.has(seg)) throw new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `an fsync of ${seg.path} failed: records written to it may not be on disk`);
+    await this.syncs.syncWritten();
+    if (this.syncs.isSealed(seg)) throw new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `an fsync of ${seg.path} failed: records written to it may not be on disk`);
   }
 
   /** Resolves with the batch's messages once they are written (and synced, per the policy). */
@@ -192,7 +182,7 @@ export class SegmentWriter {
               await this.rotate();
               // Sealed while this batch was written to it: the batch's records there are refused
               // (seal), so the batch is, before any of it goes where it could be answered.
-              if (this.sealed.has(full)) throw new Error(`an fsync of ${full.path} failed`);
+              if (this.syncs.isSealed(full)) throw new Error(`an fsync of ${full.path} failed`);
             }
             partMessages.push(p.outgoing[i] as OutgoingMessage);
             partSizes.push(size);
@@ -214,9 +204,9 @@ export class SegmentWriter {
           // A failed fsync refuses its batches, and so does a later one that succeeds on a segment
           // sealed meanwhile: these records sit behind a range the disk may not hold (seal).
           const seg = this.active.seg;
-          this.syncWritten()
+          this.syncs.syncWritten()
             .then(() => {
-              if (this.sealed.has(seg)) throw new Error('an fsync of records written before these failed');
+              if (this.syncs.isSealed(seg)) throw new Error('an fsync of records written before these failed');
               answer();
             })
             .catch((err: unknown) => {
@@ -225,7 +215,7 @@ export class SegmentWriter {
             })
             .finally(() => this.unanswered--);
         } else {
-          this.scheduleSync();
+          this.syncs.scheduleSync();
           answer();
         }
       } catch (err) {
@@ -260,7 +250,7 @@ export class SegmentWriter {
 
   /** something a failure left must be put right before the next write (see mend) */
   private get mendDue(): boolean {
-    return this.lossUnmarked || this.tornTail || this.nameUnsynced || this.sealed.has(this.active.seg);
+    return this.syncs.lossUnmarkedYet || this.tornTail || this.nameUnsynced || this.syncs.isSealed(this.active.seg);
   }
 
   /**
@@ -270,86 +260,18 @@ export class SegmentWriter {
    * hand is then refused, and what is left is tried again before the next one.
    */
   private async mend(): Promise<void> {
-    if (this.lossUnmarked) {
-      this.onLossPossible();
-      this.lossUnmarked = false;
-    }
+    this.syncs.markLossPossible();
     if (this.tornTail) {
       await this.active.fh.truncate(this.active.seg.bytes);
       this.tornTail = false;
     }
-    if (this.sealed.has(this.active.seg)) await this.rotate();
+    if (this.syncs.isSealed(this.active.seg)) await this.rotate();
     if (this.nameUnsynced) await this.syncName();
   }
 
   /** Mends (see mend) as soon as no flush runs, rather than at the next append. */
   private mendSoon(): void {
     if (!this.flushing && !this.closing) void this.flush();
-  }
-
-  /**
-   * An fsync of `seg` failed (EIO: the kernel could not write some of its pages back). Linux marks
-   * those pages clean all the same: once evicted, or after a power cut, they may read back as
-   * zeros, which give no record length to go on from: recovery cuts the segment there, with every
-   * record after it. So the
-   * segment takes no more records: the next go to a new one (mend), never behind a range that may
-   * be lost. With the sync policy "always", every record of it no fsync covered is refused to its
-   * producer, even one whose own, later fsync succeeded (refuseUnsynced). And the next start takes
-   * a new epoch (onLossPossible; nor is the stop marked clean: lossPossible), since recovery may cut
-   * those records off and number on from them: their numbers, sent already perhaps, must never name
-   * other readings under the same epoch.
-   */
-  private seal(seg: Segment, err: unknown): void {
-    if (!this.sealed.has(seg)) {
-      this.o.log.error(
-        { code: 'FIELD_QUEUE_WRITE_FAILED', segment: seg.path, err: (err as Error).message },
-        'queue fsync failed: the segment takes no more records, those it holds that no fsync covered are refused, and the next start takes a new epoch',
-      );
-    }
-    this.sealed.add(seg);
-    if (!this.fsyncFailed) {
-      this.fsyncFailed = true;
-      this.lossUnmarked = true;
-    }
-    if (this.o.sync.mode === 'always' && seg === this.active.seg) this.refuseUnsynced();
-  }
-
-  /**
-   * Tells the queue that the records of the active (sealed) segment no fsync covered are refused:
-   * their producers are told so (or will be, as their fsync settles), so they are not sent as if
-   * accepted. Their numbers are not given again: the sender may have sent some already.
-   */
-  private refuseUnsynced(): void {
-    const seg = this.active.seg;
-    const from = Math.max(this.synced.seq, this.refusedThrough) + 1;
-    if (from <= seg.lastSeq) this.onRefused(from, seg.lastSeq);
-    this.refusedThrough = seg.lastSeq;
-  }
-
-  /**
-   * Cuts the refused records off a sealed segment, as a failed write's bytes are (cutTornTail):
-   * read back at the next start, they would be sent as accepted ones. The segment keeps their
-   * numbers (its lastSeq), so the next segment starts after them; recovery finds no record for
-   * them, and the queue passes over them. A cut that fails is only logged: in this run none of them
-   * is sent anyway, and at the next start they are sent at worst (a copy of what their producers
-   * may have sent again, never a loss).
-   */
-  private async cutRefused(): Promise<void> {
-    const { seg, fh } = this.active;
-    if (this.o.sync.mode === 'always') {
-      this.refuseUnsynced(); // those written after the failure too
-      if (seg.bytes > this.synced.bytes) {
-        try {
-          await fh.truncate(this.synced.bytes);
-          seg.bytes = this.synced.bytes;
-        } catch (err) {
-          this.o.log.warn({ code: 'FIELD_QUEUE_WRITE_FAILED', segment: seg.path, err: (err as Error).message }, 'cannot cut refused records off the sealed queue segment');
-        }
-      }
-    }
-    // What the disk can still take of it (the cut; with a sync interval, the records answered):
-    // it failed once, so a failure now is no news.
-    await fh.datasync().catch(() => undefined);
   }
 
   /**
@@ -383,60 +305,6 @@ export class SegmentWriter {
   }
 
   /**
-   * Resolves after an fsync of the active segment that started after this call: the one started now
-   * when none runs, else the one that starts when the running one ends (records written after an
-   * fsync began are not covered by it).
-   */
-  private syncWritten(): Promise<void> {
-    if (!this.syncing) return this.startSync();
-    const after = this.syncing.then(
-      () => undefined,
-      () => undefined,
-    );
-    return (this.nextSync ??= after.then(() => {
-      this.nextSync = undefined;
-      return this.startSync();
-    }));
-  }
-
-  private startSync(): Promise<void> {
-    const seg = this.active.seg;
-    const covers = { seq: seg.lastSeq, bytes: seg.bytes };
-    const running = this.active.fh.datasync();
-    this.syncing = running;
-    running.then(
-      () => {
-        if (this.syncing === running) this.syncing = undefined;
-        // A later fsync that succeeds makes nothing after a failed one safe: the pages are gone.
-        if (seg === this.active.seg && !this.sealed.has(seg)) this.synced = covers;
-      },
-      (err: unknown) => {
-        if (this.syncing === running) this.syncing = undefined;
-        this.seal(seg, err);
-        this.mendSoon();
-      },
-    );
-    return running;
-  }
-
-  /** Waits for the fsyncs running or due (their outcome is their batches'): a segment is then safe to close. */
-  private async syncsSettled(): Promise<void> {
-    while (this.syncing || this.nextSync) await (this.nextSync ?? this.syncing)?.catch(() => undefined);
-  }
-
-  private scheduleSync(): void {
-    if (this.syncTimer || this.o.sync.mode !== 'interval') return;
-    this.syncTimer = setTimeout(() => {
-      this.syncTimer = undefined;
-      const seg = this.active.seg;
-      this.active.fh.datasync().catch((err: unknown) => {
-        this.seal(seg, err);
-        this.mendSoon();
-      });
-    }, this.o.sync.ms);
-  }
-
-  /**
    * Opens the next segment, numbered on from the active one's last number, when the active one is
    * full or sealed. Throws, the active segment unchanged, while the old one cannot be synced (it is
    * then sealed: the next try replaces it) or the new one cannot be opened.
@@ -444,12 +312,12 @@ export class SegmentWriter {
   private async rotate(): Promise<void> {
     const old = this.active;
     // An fsync due for batches written to this segment must run on it before it is closed.
-    await this.syncsSettled();
-    if (this.sealed.has(old.seg)) {
-      await this.cutRefused();
+    await this.syncs.syncsSettled();
+    if (this.syncs.isSealed(old.seg)) {
+      await this.syncs.cutRefused();
     } else {
       await old.fh.datasync().catch((err: unknown) => {
-        this.seal(old.seg, err);
+        this.syncs.seal(old.seg, err);
         throw err;
       });
     }
@@ -458,7 +326,7 @@ export class SegmentWriter {
     // between syncs an open file, not a closed one.
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
     this.segments.push(seg);
-    this.synced = { seq: seg.lastSeq, bytes: 0 };
+    this.syncs.opened(seg);
     this.nameUnsynced = true;
     // Closed before the folder sync, which may fail: the old handle is not needed either way.
     await old.fh.close().catch((err: unknown) => this.o.log.warn({ segment: old.seg.path, err: (err as Error).message }, 'closing the previous queue segment failed'));
@@ -479,12 +347,12 @@ export class SegmentWriter {
   /** Syncs and closes the active segment; call once nothing is pending. */
   async close(): Promise<void> {
     this.closing = true;
-    clearTimeout(this.syncTimer);
-    await this.syncsSettled();
+    this.syncs.stop();
+    await this.syncs.syncsSettled();
     try {
       await this.active.fh.datasync();
     } catch (err) {
-      this.seal(this.active.seg, err);
+      this.syncs.seal(this.active.seg, err);
       throw err;
     } finally {
       await this.active.fh.close();
