@@ -20,9 +20,11 @@ import { gatewayLog, gatewayText } from './gateway-log.ts';
 import { TransientRewind } from './rewind-backoff.ts';
 import { SendPacing } from './send-pacing.ts';
 import { LinkRateNote } from './link-rate.ts';
+import { FrameSender } from './frame-sender.ts';
+import { BrokerWatch } from './broker-watch.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
-import { batchFrame, signedBatchFrame, type FrameItem } from '../../shared/contract/uplink-frame.ts';
+import type { FrameItem } from '../../shared/contract/uplink-frame.ts';
 
 /**
  * Store and forward. Everything accepted goes first into the durable queue (`submit` resolves when
@@ -50,27 +52,15 @@ export class FieldClient {
   private readonly rejected: SetAside;
   /** the highest queue sequence number ever sent (the receipt window is measured from it) */
   private highestSent = 0;
-  /** milliseconds the gateway's clock was ahead of this one at its last welcome (undefined: no welcome yet) */
-  private clockOffsetMs: number | undefined;
-  /**
-   * The gateway's clock at its last welcome, and this process's monotonic clock (performance.now())
-   * then: signing times are the one carried on by the other. Not this clock plus the offset: a
-   * device's clock set while connected (NTP stepping a device that booted days behind, after it
-   * reached the gateway) moved every signing time by the step, and had everything it sent refused
-   * as stale (SECURITY_STALE, never receipted) until its connection happened to drop.
-   */
-  private gatewayClock: { serverTime: number; at: number } | undefined;
   private pumpScheduled = false;
-  /** messages the pump found too large for any frame of the gateway's, refused once it is done (see oversized) */
-  private oversizedRefusals: Refusal[] = [];
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
   private readonly transientRewind: TransientRewind;
-  /** the first GATEWAY_BROKER_UNAVAILABLE since the gateway last took something on this connection
-   * (performance.now(): the device's clock set back would otherwise keep it on a server whose broker
-   * is down for as long as the step) */
-  private brokerDownSince: number | undefined;
+  /** GATEWAY_BROKER_UNAVAILABLE without progress, and when to leave for the next URL (broker-watch.ts) */
+  private readonly brokerWatch: BrokerWatch;
   /** what is handed to the connection and not yet answered, within what the link carries in a few seconds (send-pacing.ts) */
   private readonly pacing: SendPacing;
+  /** frames signed on the gateway's clock, within its frame limit (frame-sender.ts) */
+  private readonly frames: FrameSender;
   /** the link's measured rate, kept across restarts (link-rate.ts) */
   private readonly linkRate: LinkRateNote;
   /** error frames and out-of-place welcomes: logged within a bound (gateway-log.ts) */
@@ -114,6 +104,8 @@ export class FieldClient {
     // A file taken once the link is measured is cut in chunks that cross it in a few seconds.
     outbox.sizeChunksBy(() => this.pacing.chunkBytes());
     this.gatewayLog = gatewayLog(log);
+    this.frames = new FrameSender(options, connection, this.pacing, this.stats, () => this.welcome, log);
+    this.brokerWatch = new BrokerWatch(options, connection);
     if (commit && signingKey) {
       this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);
       this.commitTimer = setInterval(() => this.expireOverdue(), TIMINGS.commitCheckIntervalMs);
@@ -131,7 +123,7 @@ export class FieldClient {
    * welcome arrived, the trip from the gateway included; undefined before the first welcome.
    */
   get clockOffset(): number | undefined {
-    return this.clockOffsetMs;
+    return this.frames.clockOffset;
   }
 
   /** Whether messages are kept until their commit receipt (rather than until the gateway's ack). */
@@ -188,7 +180,7 @@ export class FieldClient {
   }
 
   private onOpen(): void {
-    this.brokerDownSince = undefined;
+    this.brokerWatch.reset();
     this.stats.connectedSince = Date.now();
     this.welcome = undefined;
     // Sending starts with the gateway's welcome, which says its limits (or after a moment without one).
@@ -232,9 +224,7 @@ export class FieldClient {
       } catch (err) {
         this.log.error({ err }, 'sending failed; retrying after a reconnect');
       } finally {
-        const refusals = this.oversizedRefusals;
-        this.oversizedRefusals = [];
-        for (const r of refusals) this.refuseForGood(r.messageIds, r);
+        for (const r of this.frames.takeRefusals()) this.refuseForGood(r.messageIds, r);
       }
     });
   }
@@ -270,20 +260,20 @@ export class FieldClient {
         }
         const its = this.queue.epochOf(m.seq);
         if (its !== epoch) {
-          if (batch.length > 0) this.sendFrame(epoch, batch);
+          if (batch.length > 0) this.frames.sendFrame(epoch, batch);
           batch = [];
           epoch = its;
         }
         batch.push({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payloadJson: m.payloadJson });
       }
-      if (batch.length > 0) this.sendFrame(epoch, batch);
+      if (batch.length > 0) this.frames.sendFrame(epoch, batch);
     }
     // A chunk is taken only when asked for (a generator): stopping leaves the rest for the next pump.
     // Messages went first: a reading waits behind at most the pacing's budget and one chunk, not a
     // file's whole window.
     if (!this.connection.canSend() || this.pacing.room() === 0) return;
     for (const chunk of this.transfers.chunks()) {
-      this.sendFrame(chunk.epoch, [chunk.item]);
+      this.frames.sendFrame(chunk.epoch, [chunk.item]);
       if (!this.connection.canSend() || this.pacing.room() === 0) return;
     }
   }
@@ -303,63 +293,6 @@ export class FieldClient {
   private onFileDone(seq: number): void {
     this.inFlight.delete(seq);
     this.queue.commitRanges([[seq, seq]]);
-  }
-
-  /**
-   * Sends messages in one frame, signed at sending time (`ts` is this copy's, so a resend after an
-   * outage is fresh): see signedBatchFrame. `seq` with `epoch` is each message's identity for the
-   * replay window: queue sequence numbers, or a transfer's chunk indexes.
-   * `ts` is on the gateway's clock (its welcome's, carried on by this process's monotonic clock,
-   * which setting the device's clock does not move): the distributor holds it to the gateway's time
-   * of receipt, and a device whose own clock is off by more than the freshness window would
-   * otherwise have every message refused as stale.
-   */
-  private sendFrame(epoch: string, items: FrameItem[]): void {
-    const { deviceId, signingKey } = this.options;
-    const g = this.gatewayClock;
-    const now = performance.now();
-    const ts = g ? Math.round(g.serverTime + (now - g.at)) : Date.now();
-    const text = signingKey ? signedBatchFrame(signingKey, { deviceId, epoch, ts }, items) : batchFrame(deviceId, items);
-    // The gateway reads no frame past its limit (ws maxPayload, the welcome's frameMaxBytes): it
-    // closes the connection (1009) unanswered, and the same frame went again after every reconnect,
-    // for ever, with everything queued behind it. A UTF-8 byte count only where it may be past it
-    // (at most 3 bytes per UTF-16 unit): most frames are far below.
-    const limit = this.welcome?.limits.frameMaxBytes ?? LIMITS.frameMaxBytes;
-    if (text.length * 3 > limit) {
-      const bytes = Buffer.byteLength(text, 'utf8');
-      if (bytes > limit) {
-        this.oversized(epoch, items, bytes, limit);
-        return;
-      }
-    }
-    this.stats.sent += items.length;
-    this.connection.send(text);
-    // Its length in UTF-16 units: its bytes, but for the few characters outside ASCII a payload may hold.
-    this.pacing.handed((items[items.length - 1] as FrameItem).messageId, text.length, now);
-  }
-
-  /**
-   * A frame past the gateway's limit: several messages go in smaller frames; a message alone past it
-   * can never be sent, so it is refused here as the gateway would refuse it (CONTRACT_FRAME_TOO_LARGE),
-   * set aside whole, never deleted unwritten (a file with its chunks: into rejected/). A message the
-   * field client's own inputs take can be one: a JSON body of 8 MiB is a frame of 8 MiB and
-   * its envelope, and bytes that are not UTF-8 become U+FFFD, three bytes each; and a gateway may
-   * announce less than LIMITS.frameMaxBytes (GATEWAY_MAX_FRAME_BYTES).
-   */
-  private oversized(epoch: string, items: FrameItem[], bytes: number, limit: number): void {
-    if (items.length > 1) {
-      const half = Math.ceil(items.length / 2);
-      for (const item of items) delete item.auth; // signed again, per frame
-      this.sendFrame(epoch, items.slice(0, half));
-      this.sendFrame(epoch, items.slice(half));
-      return;
-    }
-    const item = items[0] as FrameItem;
-    const message = `The message is ${bytes} bytes as a frame; the gateway takes frames of at most ${limit} bytes. Set aside by the field client, not sent.`;
-    this.log.error({ code: 'CONTRACT_FRAME_TOO_LARGE', messageId: item.messageId, bytes, limit }, 'a message larger than any frame the gateway takes: set aside, not sent');
-    // Once the pump is done: setting a file aside moves it out of the outbox while the pump may still
-    // be reading chunks of it.
-    this.oversizedRefusals.push({ code: 'CONTRACT_FRAME_TOO_LARGE', message, messageIds: [item.messageId] });
   }
 
   private onFrame(frame: DownlinkFrame): void {
@@ -385,8 +318,7 @@ export class FieldClient {
           return;
         }
         this.welcome = frame;
-        this.clockOffsetMs = frame.serverTime - Date.now();
-        this.gatewayClock = { serverTime: frame.serverTime, at: performance.now() };
+        this.frames.welcomed(frame.serverTime);
         this.receipts?.welcomed(this.queue.now());
         this.resetSending();
         return;
@@ -414,7 +346,7 @@ export class FieldClient {
   /** The gateway took something (an ack of ours, a receipt): the transient pauses start over. */
   private progress(): void {
     this.transientRewind.progress();
-    this.brokerDownSince = undefined;
+    this.brokerWatch.reset();
   }
 
   /** A commit receipt: what it names, once verified, is no longer held, nor in flight (it can overtake its ack). */
@@ -435,22 +367,6 @@ export class FieldClient {
     this.schedulePump();
   }
 
-  /**
-   * Whether the gateway's broker has been unavailable long enough to leave for the next URL (and
-   * left): its DMZ server's Mosquitto down behind a gateway and a Caddy that are up, which a
-   * health check in front of the servers does not see (HAProxy's reaches Caddy only). With one
-   * URL, four times as long: behind a load balancer the next connection may reach another server,
-   * and a lone server whose broker is down gets a handshake from each device every few minutes only.
-   */
-  private brokerGone(): boolean {
-    const now = performance.now();
-    this.brokerDownSince ??= now;
-    const forMs = now - this.brokerDownSince;
-    const moveMs = this.options.brokerUnavailableMoveMs ?? TIMINGS.fieldBrokerUnavailableMoveMs;
-    if (forMs < (this.connection.urlCount > 1 ? moveMs : 4 * moveMs)) return false;
-    return this.connection.moveOn({ code: 'FIELD_GATEWAY_BROKER_DOWN', forMs }, "the gateway's broker has been unavailable too long; connecting again (the next gateway URL, if several)");
-  }
-
   /** Messages and chunks whose receipt is overdue go out again. */
   private expireOverdue(): void {
     if (this.receipts && this.receipts.expire(this.queue.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending(false);
@@ -462,7 +378,7 @@ export class FieldClient {
     const ids = frame.messageIds ?? [];
     this.pacing.refused(ids, performance.now());
     if (isTransient(frame.code)) {
-      if (frame.code === 'GATEWAY_BROKER_UNAVAILABLE' && this.brokerGone()) return;
+      if (frame.code === 'GATEWAY_BROKER_UNAVAILABLE' && this.brokerWatch.brokerGone()) return;
       // Sent again from the first unacknowledged message once the gateway had a moment, longer
       // after each rewind without progress.
       this.transientRewind.schedule();
