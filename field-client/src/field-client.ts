@@ -4,16 +4,16 @@ import { canonicalPayload, type DataType } from '../../shared/contract/payloads.
 import type { FieldClientOptions, PayloadOf, Submission } from './client-options.ts';
 import { clientStatus, type ClientStatus } from './client-status.ts';
 import { FieldStreamError, isTransient } from '../../shared/errors.ts';
-import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import type { LimitedLog } from '../../shared/limited-log.ts';
 import { CommitReceipts, noReceiptStats, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox } from './files/file-outbox.ts';
-import { dropFilesOf, startTransfer } from './files/file-records.ts';
+import { dropFilesOf } from './files/file-records.ts';
 import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/file-intake.ts';
 import type { Reservation } from './files/file-room.ts';
-import { FILE_TRANSFER, FileTransfers } from './files/transfers.ts';
+import { FileTransfers } from './files/transfers.ts';
 import { SetAside } from './set-aside.ts';
 import type { Refusal } from './rejected.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
@@ -22,9 +22,9 @@ import { SendPacing } from './send-pacing.ts';
 import { LinkRateNote } from './link-rate.ts';
 import { FrameSender } from './frame-sender.ts';
 import { BrokerWatch } from './broker-watch.ts';
+import { SendPump } from './send-pump.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
-import type { DurableQueue, OutgoingMessage, QueuedMessage } from './queue/durable-queue.ts';
-import type { FrameItem } from '../../shared/contract/uplink-frame.ts';
+import type { DurableQueue, QueuedMessage } from './queue/durable-queue.ts';
 
 /**
  * Store and forward. Everything accepted goes first into the durable queue (`submit` resolves when
@@ -46,13 +46,11 @@ import type { FrameItem } from '../../shared/contract/uplink-frame.ts';
  * Files go in chunks from the outbox (files/transfers.ts), each chunk kept until its receipt.
  */
 export class FieldClient {
+  /** queue sequence numbers handed to the connection and not yet answered: the pump adds, answers take out */
   private readonly inFlight = new Set<number>();
   private readonly transfers: FileTransfers;
   /** messages refused for good, set aside within maxBytes or held in the queue for room (set-aside.ts) */
   private readonly rejected: SetAside;
-  /** the highest queue sequence number ever sent (the receipt window is measured from it) */
-  private highestSent = 0;
-  private pumpScheduled = false;
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
   private readonly transientRewind: TransientRewind;
   /** GATEWAY_BROKER_UNAVAILABLE without progress, and when to leave for the next URL (broker-watch.ts) */
@@ -61,6 +59,8 @@ export class FieldClient {
   private readonly pacing: SendPacing;
   /** frames signed on the gateway's clock, within its frame limit (frame-sender.ts) */
   private readonly frames: FrameSender;
+  /** takes from the queue what may go out now, and sends it (send-pump.ts) */
+  private readonly pump: SendPump;
   /** the link's measured rate, kept across restarts (link-rate.ts) */
   private readonly linkRate: LinkRateNote;
   /** error frames and out-of-place welcomes: logged within a bound (gateway-log.ts) */
@@ -111,6 +111,11 @@ export class FieldClient {
       this.commitTimer = setInterval(() => this.expireOverdue(), TIMINGS.commitCheckIntervalMs);
       this.commitTimer.unref();
     }
+    this.pump = new SendPump(options, queue, connection, this.pacing, this.transfers, this.frames, this.inFlight, this.receipts, {
+      welcome: () => this.welcome,
+      isHeld: (seq) => this.rejected.isHeld(seq),
+      refuseForGood: (ids, refusal) => this.refuseForGood(ids, refusal),
+    }, log);
   }
 
   /** What commit receipts did (all 0 with receipts off). */
@@ -214,74 +219,7 @@ export class FieldClient {
   }
 
   private schedulePump(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    // setImmediate: everything accepted in this turn of the event loop goes out in one frame.
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      try {
-        this.pump();
-      } catch (err) {
-        this.log.error({ err }, 'sending failed; retrying after a reconnect');
-      } finally {
-        for (const r of this.frames.takeRefusals()) this.refuseForGood(r.messageIds, r);
-      }
-    });
-  }
-
-  private pump(): void {
-    // Never more per frame than the gateway said it accepts (its welcome's limits are at least 1
-    // message and 1 KiB: downlink.ts; a frame takes at least one message whatever its size).
-    const batchMax = Math.max(1, Math.min(this.options.batchMax, this.welcome?.limits.batchMaxMessages ?? Infinity));
-    const frameBytes = Math.min(LIMITS.fieldFrameMaxBytes, (this.welcome?.limits.frameMaxBytes ?? Infinity) / 2);
-    for (;;) {
-      // While the socket holds more than LIMITS.fieldSendBufferMaxBytes unsent, nothing more is
-      // taken from the queue: the connection's 'drain' (or an ack) brings the pump back. Nor while
-      // what is not yet answered is more than the link carries in TIMINGS.fieldSendAheadMs (an
-      // answer brings the pump back): a frame is signed now, and must not wait minutes behind others.
-      if (!this.connection.canSend() || this.pacing.room() === 0) return;
-      const room = Math.min(this.options.window - this.inFlight.size, this.receipts?.room(this.highestSent) ?? Infinity);
-      if (room <= 0) break;
-      // And no more than the pacing has room for (at least one message): a frame goes whole, and a
-      // backlog of large messages in one frame of 4 MiB took longer than DISTRIBUTOR_TRANSIT_MAX_S
-      // to cross a slow link, refused as stale, the same frame sent again for ever.
-      const items = this.queue.next(Math.min(room, batchMax), Math.min(frameBytes, this.pacing.room()));
-      if (items.length === 0) break;
-      let batch: FrameItem[] = [];
-      // A frame names one epoch: after an unclean stop the queue holds messages of the old one too.
-      let epoch = this.queue.epochOf((items[0] as OutgoingMessage).seq);
-      for (const m of items) {
-        if (this.rejected.isHeld(m.seq)) continue; // refused for good, awaiting room to be set aside: not sent again
-        this.inFlight.add(m.seq);
-        if (m.seq > this.highestSent) this.highestSent = m.seq;
-        if (m.dataType === FILE_TRANSFER) {
-          this.startTransfer(m);
-          continue;
-        }
-        const its = this.queue.epochOf(m.seq);
-        if (its !== epoch) {
-          if (batch.length > 0) this.frames.sendFrame(epoch, batch);
-          batch = [];
-          epoch = its;
-        }
-        batch.push({ dataType: m.dataType, messageId: m.messageId, seq: m.seq, payloadJson: m.payloadJson });
-      }
-      if (batch.length > 0) this.frames.sendFrame(epoch, batch);
-    }
-    // A chunk is taken only when asked for (a generator): stopping leaves the rest for the next pump.
-    // Messages went first: a reading waits behind at most the pacing's budget and one chunk, not a
-    // file's whole window.
-    if (!this.connection.canSend() || this.pacing.room() === 0) return;
-    for (const chunk of this.transfers.chunks()) {
-      this.frames.sendFrame(chunk.epoch, [chunk.item]);
-      if (!this.connection.canSend() || this.pacing.room() === 0) return;
-    }
-  }
-
-  private startTransfer(m: OutgoingMessage): void {
-    if (startTransfer(this.transfers, m, this.log)) return;
-    this.inFlight.delete(m.seq);
-    this.queue.commitRanges([[m.seq, m.seq]]);
+    this.pump.schedule();
   }
 
   /** Drop-oldest dropped these records (counted there): a file record's file goes with it. */
