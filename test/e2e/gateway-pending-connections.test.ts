@@ -10,6 +10,15 @@ import { rawSocket } from '../helpers/raw-ws.ts';
 
 const MAX_PENDING = 5;
 
+/** A TCP connection to the gateway from `from` that sends nothing (a handshake never started); resolves once connected, and tells when the gateway closed it. */
+async function silentTo(port: number, from = '127.0.0.1'): Promise<{ socket: Socket; closed: Promise<void> }> {
+  const socket = netConnect({ port, host: '127.0.0.1', localAddress: from });
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  return { socket, closed };
+}
+
 /**
  * Connections that never finish their TLS handshake (or their upgrade) are bounded in number: the
  * timeouts bound how long each lasts, and before this bound anyone reaching the port could open as
@@ -22,14 +31,7 @@ describe('connections before their WebSocket is open: at most GATEWAY_MAX_PENDIN
   const url = () => `wss://localhost:${fx.gateway.port}/ws`;
   const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(name);
 
-  /** A TCP connection that sends nothing (a handshake never started); resolves once connected, and tells when the gateway closed it. */
-  async function silent(): Promise<{ socket: Socket; closed: Promise<void> }> {
-    const socket = netConnect(fx.gateway.port, '127.0.0.1');
-    socket.on('error', () => undefined);
-    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    return { socket, closed };
-  }
+  const silent = () => silentTo(fx.gateway.port);
 
   it('closes the connection past the bound as it is accepted, counts and logs it; a device gets in once a place is free, and its open WebSocket holds none', async () => {
     const held = [];
@@ -94,13 +96,7 @@ describe('connections before their WebSocket is open: at most a share of them fr
   const fx = tlsGatewayOnMosquitto('gateway-pending-source', {}, { maxPendingConnections: 10, maxPendingPerSource: PER_SOURCE });
   const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(name);
 
-  async function silent(from: string): Promise<{ socket: Socket; closed: Promise<void> }> {
-    const socket = netConnect({ port: fx.gateway.port, host: '127.0.0.1', localAddress: from });
-    socket.on('error', () => undefined);
-    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    return { socket, closed };
-  }
+  const silent = (from: string) => silentTo(fx.gateway.port, from);
 
   it("closes a source's connection past its share as it is accepted; a device from another address gets in meanwhile", async () => {
     const held = [];
@@ -129,10 +125,7 @@ describe("the gateway's shutdown with connections still in their handshake", () 
   const fx = tlsGatewayOnMosquitto('gateway-pending-shutdown', {});
 
   it('ends them after a device’s grace: the listener is closed well before the handshake timeout', async () => {
-    const socket = netConnect({ port: fx.gateway.port, host: '127.0.0.1' });
-    socket.on('error', () => undefined);
-    const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const { closed: ended } = await silentTo(fx.gateway.port);
     const started = Date.now();
     // Closed here (the fixture closes it again after, which does nothing more).
     await fx.gateway.close();
