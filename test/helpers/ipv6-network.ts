@@ -28,8 +28,11 @@ export function ipv6Networks(): Ipv6Networks {
   const id = randomBytes(3).toString('hex');
   const link = `fs6-${id}`;
   // fd00::/8 with a random 40-bit global id: two runs, or another network here, do not collide.
-  const g = randomBytes(5).toString('hex');
-  const prefix = (subnet: number) => `fd${g.slice(0, 2)}:${g.slice(2, 6)}:${g.slice(6, 10)}:${subnet.toString(16)}`;
+  // Each group written as the kernel writes it back (RFC 5952: no leading zeros), so that an
+  // address compares equal to the remoteAddress a server sees.
+  const g = randomBytes(5);
+  const hex = (n: number) => n.toString(16);
+  const prefix = (subnet: number) => `${hex(0xfd00 | (g[0] ?? 0))}:${hex(g.readUInt16BE(1))}:${hex(g.readUInt16BE(3))}:${hex(subnet)}`;
   const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
   ip('link', 'add', link, 'type', 'veth', 'peer', 'name', `${link}p`);
   try {
