@@ -11,7 +11,8 @@ import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
-import { MIGRATIONS } from '../../internal-network/distributor/sinks/postgres/schema.ts';
+import { migrate, MIGRATIONS } from '../../internal-network/distributor/sinks/postgres/schema.ts';
+import { poolConfig } from '../../internal-network/shared/postgres-settings.ts';
 import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
 import { PostgresHistory } from '../../internal-network/console/history/postgres.ts';
 import { PostgresResponses } from '../../internal-network/command-api/stored-responses.ts';
@@ -367,6 +368,43 @@ describe('the PostgreSQL sink', () => {
       if (stopped !== undefined) process.kill(stopped, 'SIGCONT');
       await history.close();
     }
+  });
+
+  it('gives up migrating on a server that no longer answers after the client timeout (twice POSTGRES_TIMEOUT_MS), not twice that', async () => {
+    // The backend of the migrating connection is stopped (SIGSTOP): it answers nothing, and its own
+    // statement timeout never fires. A ROLLBACK sent after the client's read timeout waited behind
+    // the statement still running for a read timeout of its own, so a distributor's start against
+    // a hung server waited twice as long as the client timeout says before it tried again.
+    const timeoutMs = 1500;
+    const pool = new pg.Pool(poolConfig(postgresConnection(settings({ POSTGRES_TIMEOUT_MS: timeoutMs }))));
+    const client = await pool.connect();
+    let stopped: number | undefined;
+    try {
+      const pid = Number((await client.query('SELECT pg_backend_pid() AS pid')).rows[0]?.pid);
+      // Stopped once the migration's transaction has begun (its first statement answered): the
+      // statement after it goes unanswered, inside the transaction.
+      let statements = 0;
+      const stalling = Object.assign(Object.create(client) as pg.PoolClient, {
+        query: async (...args: Parameters<pg.PoolClient['query']>) => {
+          const result = await (client.query as (...a: unknown[]) => Promise<unknown>)(...args);
+          if (++statements === 1) process.kill((stopped = pid), 'SIGSTOP');
+          return result;
+        },
+      });
+      const started = Date.now();
+      const failed = await migrate(stalling, 'stalledschema', quiet, timeoutMs).catch((e: unknown) => e);
+      const waitedMs = Date.now() - started;
+      assert.equal(statements, 1, 'stopped inside the transaction');
+      assert.ok(failed instanceof Error && /timeout/.test(failed.message), String(failed));
+      assert.ok(waitedMs < 3 * timeoutMs, `given up at the client timeout (${2 * timeoutMs} ms), not twice it (${4 * timeoutMs} ms): ${waitedMs} ms`);
+    } finally {
+      if (stopped !== undefined) process.kill(stopped, 'SIGCONT');
+      client.release(true);
+      await pool.end();
+    }
+    // Its transaction ended with the connection: nothing of it was made, and the next migration takes the lock at once.
+    await eventually(async () => ((await rows("SELECT 1 FROM pg_namespace WHERE nspname = 'stalledschema'")).length === 0 && (await rows("SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")).length === 0 ? true : undefined), 5_000, 'the stalled migration backed out');
+    assert.equal(await code(sink({ POSTGRES_SCHEMA: 'stalledschema' }).write([reading('m1', 's:e:1', { v: 1 }, 1)])), 'ok');
   });
 
   it('connects over TLS as POSTGRES_SSL says: verify-full checks the server against the CA file and its name', async () => {

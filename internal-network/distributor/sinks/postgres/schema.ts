@@ -1,4 +1,4 @@
-import type { PoolClient } from 'pg';
+import pg, { type PoolClient } from 'pg';
 import { z } from 'zod';
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import type { Logger } from '../../../../shared/logger.ts';
@@ -167,7 +167,12 @@ export async function migrate(client: PoolClient, schema: string, log: Logger, t
     if (repair) log.warn({ schema }, 'PostgreSQL schema: every migration run again, making the tables that were missing');
     return { version: SCHEMA_VERSION, timescale, applied };
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    // Backed out only after a failure the server reported, the connection in step with it. Any
+    // other (the client's read timeout, the statement perhaps still running; the connection lost)
+    // leaves it in no known state, and a ROLLBACK would wait behind the statement for a read
+    // timeout of its own, doubling the wait: the caller destroys the connection after any failure
+    // (sink.ts schemaReady), which ends the transaction and frees its lock on the server.
+    if (err instanceof pg.DatabaseError) await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   }
 }
