@@ -39,7 +39,9 @@ export class DeviceSession {
   /** over its rate limit (see rateLimited) */
   private ratePaused = false;
   private rateTimer: NodeJS.Timeout | undefined;
-  /** whether the socket is paused now (for either reason) */
+  /** shed (closeUnread): nothing more of the socket is read */
+  private shed = false;
+  /** whether the socket is paused now (for any of those reasons) */
   private socketPaused = false;
   /** times reading was paused so far (see readPauses) */
   private pauses = 0;
@@ -120,6 +122,20 @@ export class DeviceSession {
     const force = setTimeout(() => this.ws.terminate(), TIMINGS.gatewayClosingGraceMs);
     force.unref();
     this.ws.once('close', () => clearTimeout(force));
+  }
+
+  /**
+   * Closes as close() does, and reads nothing more of the socket meanwhile: for a connection shed
+   * for what it keeps buffered (unfinished-frames.ts), whose bytes are no longer counted once it is
+   * shed. Read on, the rest of its message (up to GATEWAY_MAX_FRAME_BYTES) was buffered, uncounted,
+   * through the grace; unread, the device's answer to the close is not read either, and the socket
+   * ends at the grace's end.
+   */
+  closeUnread(code: number, reason: string): void {
+    if (this.closed) return;
+    this.close(code, reason);
+    this.shed = true;
+    this.setReading();
   }
 
   /**
@@ -365,7 +381,7 @@ export class DeviceSession {
 
   /** Pauses or resumes reading the socket: paused while either reason holds. */
   private setReading(): void {
-    const pause = this.paused || this.ratePaused;
+    const pause = this.shed || this.paused || this.ratePaused;
     if (pause === this.socketPaused || this.closed) return;
     this.socketPaused = pause;
     if (pause) {

@@ -253,7 +253,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     const sessionLog = log.child({ deviceId: identity.deviceId });
     const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket);
     session.chargeReads(socket);
-    unfinished.track(socket, ws, () => session.close(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
+    unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));
     let alive = true;
     ws.on('pong', () => {

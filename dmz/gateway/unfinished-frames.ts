@@ -83,8 +83,9 @@ export class UnfinishedFrames {
       for (const e of this.entries) if (!largest || e.bytes > largest.bytes) largest = e;
       if (!largest || largest.bytes === 0) return;
       const bytes = largest.bytes;
-      // No longer counted from now on: what ws still buffers for it goes with its socket, at most
-      // one message's limit and TIMINGS.gatewayClosingGraceMs later.
+      // No longer counted from now on: `shed` reads nothing more of its socket (the session's
+      // closeUnread), and what ws already buffers for it goes with the socket, at most
+      // TIMINGS.gatewayClosingGraceMs later.
       this.release(largest);
       this.onShed(bytes, this.total);
       largest.shed();

@@ -43,6 +43,8 @@ describe('unfinished messages of all devices together: at most GATEWAY_UNFINISHE
 
   it('closes the connection keeping the most once all together pass the bound; the others go on', async () => {
     const [big, small] = [await rawSocket(fx.gateway.port, fx.tlsOf('pump-1')), await rawSocket(fx.gateway.port, fx.tlsOf('pump-2'))];
+    const bigSession = fx.gateway.router.session('pump-1');
+    assert.ok(bigSession, 'the big one has its session');
     try {
       big.socket.write(Buffer.concat([header(2048 * KiB), Buffer.alloc(400 * KiB, 0x61)]));
       small.socket.write(Buffer.concat([header(300 * KiB), Buffer.alloc(250 * KiB, 0x61)]));
@@ -54,6 +56,9 @@ describe('unfinished messages of all devices together: at most GATEWAY_UNFINISHE
       big.socket.write(Buffer.alloc(400 * KiB, 0x61));
       await eventually(() => (big.received().includes(closed1013) ? true : undefined), 5_000, 'the big one closed with 1013');
       assert.match(big.received(), /GATEWAY_UNFINISHED_FRAMES_FULL/, 'its reason names the code');
+      // Its bytes no longer counted, nothing more of its socket is read either: the rest of its
+      // message (up to the frame limit) was buffered, uncounted, until its socket ended.
+      assert.equal(bigSession.readingPaused, true, 'the shed connection is read no more');
       assert.equal(await sample('fieldstream_gateway_unfinished_frames_shed_total'), 1);
       assert.ok(fx.logs.lines.some((l) => l.code === 'GATEWAY_UNFINISHED_FRAMES_FULL' && typeof l.bytes === 'number' && l.bytes > 400 * KiB && l.maxBytes === MAX), 'logged with the bytes it kept (more than it had when within the bound)');
       const left = await sample('fieldstream_gateway_unfinished_frame_bytes');
