@@ -567,6 +567,14 @@ export const LIMITS = {
    * without it, devices starting large messages and never finishing them could take all of the DMZ
    * server's memory. 32 files of 8 MiB inline at once. GATEWAY_UNFINISHED_FRAMES_MAX_MIB. */
   gatewayUnfinishedFramesMaxBytes: 256 * 1024 * 1024,
+  /** bytes (characters of envelope text, about twice that in memory: the MQTT client's stored packet
+   * and its socket's buffer). Most a gateway hands its MQTT client that the broker has not yet
+   * acknowledged (dmz/gateway/uplink-publisher.ts backlogBytes); past it, new messages are answered
+   * GATEWAY_BROKER_UNAVAILABLE at once. A publish past LIMITS.publishTimeoutMs is answered to its
+   * devices, who send again, while the client keeps it until the broker answers: a broker that
+   * stalls, or a bridge that backs up into it, had each device's resends pile up in the gateway for
+   * as long as it lasted. About 17 s of the batched benchmark's flow. GATEWAY_BROKER_BACKLOG_MAX_MIB. */
+  gatewayBrokerBacklogMaxBytes: 256 * 1024 * 1024,
   /** connections. Of those, most one source address holds (an IPv6 one as its /64, throttleSource)
    * when devices connect to the gateway directly (GATEWAY_IDENTITY_SOURCE=tls): else one host
    * opening GATEWAY_MAX_PENDING_CONNECTIONS silent TCP connections, again as the handshake timeout

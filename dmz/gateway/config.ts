@@ -86,6 +86,8 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_MAX_PENDING_CONNECTIONS: setting.positiveInt(LIMITS.gatewayMaxPendingConnections),
   /** MiB of messages begun and not finished all devices together may keep buffered; past it the connection keeping the most is closed (1013) */
   GATEWAY_UNFINISHED_FRAMES_MAX_MIB: setting.positiveInt(LIMITS.gatewayUnfinishedFramesMaxBytes / (1024 * 1024)),
+  /** MiB of envelopes handed to the broker and not yet acknowledged by it; past it new messages are refused (GATEWAY_BROKER_UNAVAILABLE) */
+  GATEWAY_BROKER_BACKLOG_MAX_MIB: setting.positiveInt(LIMITS.gatewayBrokerBacklogMaxBytes / (1024 * 1024)),
   /** of those, most one source address holds (an IPv6 one: its /64) while devices connect directly (GATEWAY_IDENTITY_SOURCE=tls) */
   GATEWAY_MAX_PENDING_PER_SOURCE: setting.positiveInt(LIMITS.gatewayMaxPendingPerSource),
   /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none); never expose it to the internet. */

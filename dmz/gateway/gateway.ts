@@ -121,6 +121,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     maxConnections: config.GATEWAY_MAX_CONNECTIONS,
     maxPendingConnections: config.GATEWAY_MAX_PENDING_CONNECTIONS,
     unfinishedFramesMaxBytes: config.GATEWAY_UNFINISHED_FRAMES_MAX_MIB * 1024 * 1024,
+    brokerBacklogMaxBytes: config.GATEWAY_BROKER_BACKLOG_MAX_MIB * 1024 * 1024,
     // Devices connecting directly have addresses of their own; behind Caddy every one is Caddy's.
     maxPendingPerSource: config.GATEWAY_IDENTITY_SOURCE === 'tls' ? config.GATEWAY_MAX_PENDING_PER_SOURCE : undefined,
     lingerMs: config.GATEWAY_LINGER_MS,

@@ -49,6 +49,8 @@ export class GatewayMetrics {
   private pending: () => number = () => 0;
   private unfinishedBytes: () => number = () => 0;
   readonly unfinishedShed;
+  private backlogBytes: () => number = () => 0;
+  readonly backlogRefusals;
 
   constructor(readonly metrics: ServiceMetrics = new ServiceMetrics('gateway', { processMetrics: false })) {
     const self = this;
@@ -65,6 +67,10 @@ export class GatewayMetrics {
       this.set(self.unfinishedBytes());
     });
     this.unfinishedShed = metrics.counter('gateway_unfinished_frames_shed_total', 'Connections closed (1013) because devices together kept more of unfinished messages than GATEWAY_UNFINISHED_FRAMES_MAX_MIB: the one keeping the most each time.');
+    metrics.gauge('gateway_broker_backlog_bytes', 'Bytes of envelopes handed to the broker and not yet acknowledged by it (bounded by GATEWAY_BROKER_BACKLOG_MAX_MIB).', [], function () {
+      this.set(self.backlogBytes());
+    });
+    this.backlogRefusals = metrics.counter('gateway_broker_backlog_refusals_total', 'Groups of messages refused (GATEWAY_BROKER_UNAVAILABLE) because the broker had not acknowledged GATEWAY_BROKER_BACKLOG_MAX_MIB of envelopes.');
     this.frames = metrics.counter('gateway_frames_total', 'Frames accepted from devices (parsed, identity and rate checked).');
     const messages = metrics.counter('gateway_messages_total', 'Messages accepted from devices and acknowledged to them (the broker answered PUBACK), by data type.', ['data_type']);
     this.messagesBy = Object.fromEntries(DATA_TYPES.map((t) => [t, messages.labels(t)])) as Record<DataType, Counter.Internal>;
@@ -78,11 +84,12 @@ export class GatewayMetrics {
   }
 
   /** The live values the gauges read at scrape time. */
-  bind(o: { brokerConnected: () => boolean; connections: () => number; pending?: () => number; unfinishedBytes?: () => number }): void {
+  bind(o: { brokerConnected: () => boolean; connections: () => number; pending?: () => number; unfinishedBytes?: () => number; brokerBacklogBytes?: () => number }): void {
     this.connected = o.brokerConnected;
     this.open = o.connections;
     if (o.pending) this.pending = o.pending;
     if (o.unfinishedBytes) this.unfinishedBytes = o.unfinishedBytes;
+    if (o.brokerBacklogBytes) this.backlogBytes = o.brokerBacklogBytes;
   }
 
   messages(dataType: DataType, n: number): void {

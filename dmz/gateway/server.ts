@@ -59,6 +59,8 @@ export interface GatewayServerOptions {
   maxPendingConnections?: number | undefined;
   /** bytes of unfinished messages all devices together may keep buffered (unfinished-frames.ts; default LIMITS.gatewayUnfinishedFramesMaxBytes) */
   unfinishedFramesMaxBytes?: number | undefined;
+  /** envelope bytes handed to the broker and not acknowledged yet, past which messages are refused (uplink-publisher.ts backlogBytes; default LIMITS.gatewayBrokerBacklogMaxBytes) */
+  brokerBacklogMaxBytes?: number | undefined;
   /** of those, at most this many from one source address, an IPv6 one as its /64 (pending-connections.ts;
    * none when absent: behind Caddy every connection comes from it) */
   maxPendingPerSource?: number | undefined;
@@ -92,6 +94,9 @@ export interface GatewayServer {
 export async function startGatewayServer(options: GatewayServerOptions): Promise<GatewayServer> {
   const log = options.logger;
   const metrics = options.metrics ?? new GatewayMetrics();
+  const backlogMax = options.brokerBacklogMaxBytes ?? LIMITS.gatewayBrokerBacklogMaxBytes;
+  // Once a minute at most: while the broker stalls every device's every frame is refused.
+  const backlogLog = new LimitedLog(log, { level: 'warn', maxPerWindow: 1, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages refused with the broker backlog full' });
   const publisher = new UplinkPublisher(options.mqtt, {
     gatewayId: options.gatewayId,
     timeoutMs: LIMITS.publishTimeoutMs,
@@ -99,6 +104,11 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     envelopes: options.envelopes ?? 'gateway',
     maxMessages: options.limits.batchMaxMessages,
     publishSeconds: metrics.publishSeconds,
+    backlogMaxBytes: backlogMax,
+    onBacklogFull: (bytes) => {
+      metrics.backlogRefusals.inc();
+      backlogLog.write({ code: 'GATEWAY_BROKER_UNAVAILABLE', backlogBytes: bytes, maxBytes: backlogMax }, 'the broker has not acknowledged as much as the gateway holds (GATEWAY_BROKER_BACKLOG_MAX_MIB): refusing new messages until it does');
+    },
   });
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
   const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }), metrics.receipts);
@@ -163,7 +173,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     metrics.unfinishedShed.inc();
     log.warn({ code: 'GATEWAY_UNFINISHED_FRAMES_FULL', bytes, total, maxBytes: unfinishedMax }, 'devices together keep more of unfinished messages than the gateway holds: closed the connection keeping the most');
   });
-  metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size, pending: () => pending.pending, unfinishedBytes: () => unfinished.bytes });
+  metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size, pending: () => pending.pending, unfinishedBytes: () => unfinished.bytes, brokerBacklogBytes: () => publisher.backlogBytes });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
     for (const { identity, session } of live.values()) {

@@ -35,6 +35,13 @@ export interface PublisherOptions {
   envelopes: UplinkEnvelopes;
   /** observes the seconds from publish to PUBACK of each envelope the broker took */
   publishSeconds?: { observe(seconds: number): void } | undefined;
+  /**
+   * Characters of envelope text (their bytes, for the ASCII envelopes are) handed to the MQTT
+   * client and not yet settled by it, past which new messages are refused (GATEWAY_BROKER_BACKLOG_MAX_MIB).
+   */
+  backlogMaxBytes?: number | undefined;
+  /** told of each group refused because the backlog is full (count it, log it) */
+  onBacklogFull?: ((backlogBytes: number) => void) | undefined;
 }
 
 export const UPLINK_ENVELOPES = ['gateway', 'device'] as const;
@@ -81,11 +88,25 @@ export class UplinkPublisher {
   private readonly due: Array<{ key: string; at: number }> = [];
   private dueHead = 0;
   private dueTimer: NodeJS.Timeout | undefined;
+  /** envelope characters the MQTT client holds: handed to it, not yet settled (see backlogBytes) */
+  private backlog = 0;
 
   constructor(
     private readonly mqtt: MqttClient,
     private readonly o: PublisherOptions,
   ) {}
+
+  /**
+   * Envelope characters handed to the MQTT client that it has not settled yet (PUBACK, or its
+   * error when it ends). A publish past its timeout is answered to its devices (they send again),
+   * but mqtt.js keeps the packet, and sends it again after a reconnection, until the broker
+   * answers: while the broker stalls, each device's resends would pile up there for as long as it
+   * lasts, a device's own in-flight bound (GATEWAY_MAX_IN_FLIGHT) freed at each timeout. Counted
+   * from the client's own callback, so the bound covers all it holds.
+   */
+  get backlogBytes(): number {
+    return this.backlog;
+  }
 
   /** `bytes`: the size of the frame the messages came in (what envelopes are joined by: envelopeJoinMaxBytes). */
   publish(deviceId: string, messages: readonly AcceptedMessage[], receivedAt: number, bytes = 0): PublishGroup[] {
@@ -110,6 +131,16 @@ export class UplinkPublisher {
   private enqueue(deviceId: string, dataType: DataType, list: AcceptedMessage[], receivedAt: number, bytes: number): Promise<void> {
     if (!this.mqtt.connected) {
       return Promise.reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', 'The gateway is not connected to the broker; send again later.'));
+    }
+    // Refused as the broker is unavailable, the code every field client already backs off on and
+    // moves to its next gateway for (broker-watch.ts): a new code would be refused for good by
+    // field clients older than it. Checked as each frame comes: the envelopes pending their linger
+    // may pass the bound by what they hold.
+    if (this.backlog >= (this.o.backlogMaxBytes ?? LIMITS.gatewayBrokerBacklogMaxBytes)) {
+      this.o.onBacklogFull?.(this.backlog);
+      return Promise.reject(
+        new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker has not yet acknowledged ${Math.round(this.backlog / (1024 * 1024))} MiB of messages, as much as this gateway holds; send again later.`),
+      );
     }
     const shared = dataType === 'timeseries' && this.o.envelopes === 'gateway';
     const key = shared ? GATEWAY_KEY : `${deviceId}\u0000${dataType}`;
@@ -199,11 +230,14 @@ export class UplinkPublisher {
 
   private publishOne(topic: string, payload: string): Promise<void> {
     const started = performance.now();
+    const size = payload.length;
+    this.backlog += size;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `No PUBACK from the broker within ${this.o.timeoutMs} ms; send again.`));
       }, this.o.timeoutMs);
       this.mqtt.publish(topic, payload, { qos: 1 }, (err, packet) => {
+        this.backlog -= size;
         clearTimeout(timer);
         // MQTT 5 §3.4.2.1: a PUBACK reason code of 0x80 or more means the broker refused it.
         const reasonCode = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0;

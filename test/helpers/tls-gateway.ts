@@ -12,6 +12,8 @@ import { startMosquitto } from './sparkplug.ts';
 export interface TlsGatewayFixture {
   readonly logs: ReturnType<typeof captureLogs>;
   readonly gateway: GatewayServer;
+  /** the gateway's Mosquitto, to pause (SIGSTOP) and resume */
+  readonly broker: ManagedProcess;
   tlsOf(deviceId: string): { ca: string; cert: string; key: string };
 }
 
@@ -46,6 +48,7 @@ export function tlsGatewayOnMosquitto(name: string, limits: Partial<GatewayServe
     });
   });
   after(async () => {
+    await broker?.process.resume().catch(() => undefined);
     await gateway?.close();
     await mqtt?.endAsync(true);
     await broker?.process.stop();
@@ -56,6 +59,10 @@ export function tlsGatewayOnMosquitto(name: string, limits: Partial<GatewayServe
     get gateway() {
       if (!gateway) throw new Error('the gateway is not started yet');
       return gateway;
+    },
+    get broker() {
+      if (!broker) throw new Error('the broker is not started yet');
+      return broker.process;
     },
     tlsOf: (deviceId) => {
       if (!certificates) throw new Error('the gateway is not started yet');

@@ -61,6 +61,11 @@ export class RawDevice {
     this.ws.send(text);
   }
 
+  /** frames of the gateway received and not yet taken by next() */
+  get unread(): number {
+    return this.frames.length;
+  }
+
   /** The next frame of the gateway (waits up to timeoutMs). */
   async next(timeoutMs = 10_000): Promise<DownlinkFrame> {
     const deadline = Date.now() + timeoutMs;

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { parseExposition } from '../helpers/exposition.ts';
+import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+
+const KiB = 1024;
+/** GATEWAY_BROKER_BACKLOG_MAX_MIB, scaled down: about two and a half of the frames below */
+const MAX = 256 * KiB;
+/** messages per frame, each an event of MESSAGE_CHARS characters: a frame's envelope is about 100 KiB */
+const PER_FRAME = 5;
+const MESSAGE_CHARS = 20_000;
+
+/**
+ * What the gateway's MQTT client holds for a broker that does not answer is bounded for all devices
+ * together: a publish past its timeout is answered to its devices, who send again, but the client
+ * keeps it until the broker answers, so a stalled broker had every device's resends pile up in the
+ * gateway for as long as it lasted (each device's in-flight bound freed at each timeout). Past
+ * GATEWAY_BROKER_BACKLOG_MAX_MIB new messages are refused at once, with the code field clients
+ * back off on; once the broker answers, what it took is acked and what was refused goes through.
+ * The real gateway terminating TLS, a real Mosquitto frozen with SIGSTOP.
+ */
+describe('envelopes the broker has not acknowledged: at most GATEWAY_BROKER_BACKLOG_MAX_MIB', () => {
+  // An in-flight bound per device far above what is sent here: only the gateway-wide bound acts.
+  const fx = tlsGatewayOnMosquitto('gateway-backlog', { maxInFlight: 10_000 }, { brokerBacklogMaxBytes: MAX });
+  const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(`${name}{service="gateway"}`) ?? -1;
+  const frameOf = (deviceId: string, f: number) => {
+    const batch = Array.from({ length: PER_FRAME }, (_, i) => ({ dataType: 'event', messageId: `${deviceId}.${f}.${i}`, payload: { eventType: 'photo_note', severity: 'info', message: `${f}.${i}`.padEnd(MESSAGE_CHARS, 'x') } }));
+    return { ids: batch.map((m) => m.messageId), text: JSON.stringify({ deviceId, batch }) };
+  };
+
+  it('refuses new messages at once while the broker holds the bound unacknowledged, and takes them again once it answers', async () => {
+    const devices = await Promise.all(['pump-1', 'pump-2'].map((id) => RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, fx.tlsOf(id))));
+    const [first, second] = devices as [RawDevice, RawDevice];
+    try {
+      await eventually(() => (first.welcome && second.welcome ? true : undefined), 5_000, 'both welcomed');
+      await fx.broker.pause();
+      // Three frames of the first device: about 300 KiB handed to the client, past the bound.
+      const held = [0, 1, 2].map((f) => frameOf('pump-1', f));
+      for (const f of held) first.send(f.text);
+      await eventually(async () => ((await sample('fieldstream_gateway_broker_backlog_bytes')) >= MAX ? true : undefined), 5_000, 'the backlog past the bound');
+
+      // Another device's frame now: refused at once (not after the 30 s publish timeout), every
+      // one of its messages named, with the code the device backs off on.
+      const refused = frameOf('pump-2', 0);
+      second.send(refused.text);
+      const answer: DownlinkFrame = await second.next(5_000);
+      assert.equal(answer.type, 'error', JSON.stringify(answer).slice(0, 300));
+      if (answer.type !== 'error') return;
+      assert.equal(answer.code, 'GATEWAY_BROKER_UNAVAILABLE');
+      assert.match(answer.message, /not yet acknowledged/);
+      assert.deepEqual([...(answer.messageIds ?? [])].sort(), [...refused.ids].sort());
+      assert.equal(first.unread, 0, 'the first device got no answer yet: its frames wait for the broker');
+      assert.equal(await sample('fieldstream_gateway_broker_backlog_refusals_total'), 1);
+      // Refused again: counted, logged once in the window.
+      second.send(refused.text);
+      assert.equal((await second.next(5_000)).type, 'error');
+      assert.equal(await sample('fieldstream_gateway_broker_backlog_refusals_total'), 2);
+      const logged = fx.logs.lines.filter((l) => l.code === 'GATEWAY_BROKER_UNAVAILABLE' && l.maxBytes === MAX);
+      assert.equal(logged.length, 1, 'logged once a window');
+      assert.ok(typeof logged[0]?.backlogBytes === 'number' && logged[0].backlogBytes >= MAX);
+
+      // The broker answers: what it held is acked, the backlog empties, and the refused frame goes through.
+      await fx.broker.resume();
+      const acked = new Set<string>();
+      while (acked.size < 3 * PER_FRAME) {
+        const frame = await first.next(10_000);
+        assert.equal(frame.type, 'ack', JSON.stringify(frame).slice(0, 300));
+        if (frame.type === 'ack') for (const id of frame.messageIds) acked.add(id);
+      }
+      assert.deepEqual([...acked].sort(), held.flatMap((f) => f.ids).sort());
+      await eventually(async () => ((await sample('fieldstream_gateway_broker_backlog_bytes')) === 0 ? true : undefined), 5_000, 'the backlog empty');
+      second.send(refused.text);
+      const again = await second.next(10_000);
+      assert.equal(again.type, 'ack', JSON.stringify(again).slice(0, 300));
+      if (again.type === 'ack') assert.deepEqual([...again.messageIds].sort(), [...refused.ids].sort());
+    } finally {
+      await fx.broker.resume();
+      for (const d of devices) d.ws.terminate();
+    }
+  });
+});
