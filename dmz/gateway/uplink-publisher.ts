@@ -236,18 +236,33 @@ export class UplinkPublisher {
       const timer = setTimeout(() => {
         reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `No PUBACK from the broker within ${this.o.timeoutMs} ms; send again.`));
       }, this.o.timeoutMs);
-      this.mqtt.publish(topic, payload, { qos: 1 }, (err, packet) => {
+      // Once only, however the client ends it: a backlog counted twice down, or never, would
+      // refuse every device's messages for good, or never again.
+      let settled = false;
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
         this.backlog -= size;
         clearTimeout(timer);
-        // MQTT 5 §3.4.2.1: a PUBACK reason code of 0x80 or more means the broker refused it.
-        const reasonCode = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0;
-        if (err || reasonCode >= 0x80) {
-          reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker did not accept the message (${err?.message ?? `reason code ${reasonCode}`}).`));
-        } else {
-          this.o.publishSeconds?.observe((performance.now() - started) / 1000);
-          resolve();
-        }
-      });
+        return true;
+      };
+      try {
+        this.mqtt.publish(topic, payload, { qos: 1 }, (err, packet) => {
+          if (!settle()) return;
+          // MQTT 5 §3.4.2.1: a PUBACK reason code of 0x80 or more means the broker refused it.
+          const reasonCode = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0;
+          if (err || reasonCode >= 0x80) {
+            reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker did not accept the message (${err?.message ?? `reason code ${reasonCode}`}).`));
+          } else {
+            this.o.publishSeconds?.observe((performance.now() - started) / 1000);
+            resolve();
+          }
+        });
+      } catch (err) {
+        // Not taken by the client at all (it holds nothing of it).
+        settle();
+        reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker client did not take the message (${String(err)}).`));
+      }
     });
   }
 }

@@ -150,4 +150,12 @@ describe('the gateway publishing envelopes when their linger ends', () => {
     assert.equal(raw.length, 0);
     assert.ok(publisherClient.connected);
   });
+
+  it('counts in its backlog what the MQTT client holds: each envelope from its hand-over to its PUBACK', async () => {
+    const publisher = new UplinkPublisher(publisherClient, { gatewayId: 'gw-count', timeoutMs: 5000, lingerMs: 0, maxMessages: 10, envelopes: 'gateway' });
+    const [group] = publisher.publish('count', [reading('count-1')], Date.now(), 100);
+    assert.ok(publisher.backlogBytes > 0, 'counted as it is handed over');
+    await group!.done;
+    assert.equal(publisher.backlogBytes, 0, 'no longer once the broker answered');
+  });
 });
