@@ -549,6 +549,12 @@ export const LIMITS = {
    * connection logs per TIMINGS.gatewayRefusalLogWindowMs; the rest are counted in the metrics, and
    * their number logged in the next window. A device decides how many frames it sends. */
   gatewayRefusalLogMaxPerWindow: 20,
+  /** log lines. Most messages refused for the broker (GATEWAY_BROKER_UNAVAILABLE: no PUBACK in time,
+   * no connection, the backlog full; or the broker's refusal) the gateway logs per
+   * TIMINGS.gatewayRefusalLogWindowMs, all devices together; the rest are counted in
+   * gateway_refusals_total, and their number per code logged in the next window. While the broker
+   * stalls every device's every frame is refused, and a line each filled the DMZ server's disk. */
+  gatewayPublishFailureLogMaxPerWindow: 20,
   /** log lines. Most refused WebSocket upgrades (every code: no or a wrong token, throttled, revoked,
    * wrong path, too many connections) the gateway logs per TIMINGS.gatewayRefusalLogWindowMs, all
    * devices and addresses together; the rest are counted in gateway_connections_refused_total, and

@@ -47,6 +47,8 @@ export class DeviceSession {
   private pauses = 0;
   /** refusals of what the device sent: each would be a log line, and a device decides how many */
   private readonly refusalLog: LimitedLog;
+  /** messages the broker did not take (see the constructor's publishFailureLog) */
+  private readonly publishFailureLog: LimitedLog;
   private closed = false;
   /** message ids settled this turn, not yet acked (see ack()) */
   private pendingAcks: string[] = [];
@@ -71,6 +73,11 @@ export class DeviceSession {
     private readonly securityReports?: SecurityReporter,
     /** the socket ws writes to (handleUpgrade's); without it, acks are never held */
     private readonly socket?: DeviceSocket,
+    /**
+     * where messages the broker did not take are logged: the gateway's one for all its devices
+     * (server.ts), as a stalled broker has every device's every frame refused at once
+     */
+    publishFailureLog?: LimitedLog,
   ) {
     ws.on('message', (data, isBinary) => {
       // Whatever a device sends, a failure of handling it is this connection's alone: an error that
@@ -89,6 +96,7 @@ export class DeviceSession {
       clearTimeout(this.rateTimer);
     });
     this.refusalLog = new LimitedLog(log, { level: 'info', maxPerWindow: LIMITS.gatewayRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused frames' });
+    this.publishFailureLog = publishFailureLog ?? new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayPublishFailureLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages the broker did not take' });
   }
 
   get isClosed(): boolean {
@@ -277,7 +285,7 @@ export class DeviceSession {
         (err: unknown) => {
           this.trackInFlight(-group.messageIds.length);
           const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', String(err));
-          this.log.warn({ code: coded.code, messages: group.messageIds.length }, coded.message);
+          this.publishFailureLog.write({ code: coded.code, deviceId: this.deviceId, messages: group.messageIds.length }, coded.message);
           this.metrics.refusal(coded.code);
           this.sendError(errorFrame(coded, group.messageIds));
         },

@@ -110,6 +110,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       backlogLog.write({ code: 'GATEWAY_BROKER_UNAVAILABLE', backlogBytes: bytes, maxBytes: backlogMax }, 'the broker has not acknowledged as much as the gateway holds (GATEWAY_BROKER_BACKLOG_MAX_MIB): refusing new messages until it does');
     },
   });
+  // For all devices together: while the broker stalls, or the gateway is not connected to it, every
+  // frame of every device is refused, each a line of its own when logged per device.
+  const publishFailureLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayPublishFailureLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages the broker did not take' });
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
   const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }), metrics.receipts);
   const timeouts = {
@@ -261,7 +264,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   /** `heldCrl`: the device's CRL_HEADER, which CRL it holds (crl-delivery.ts). */
   function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket);
+    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog);
     session.chargeReads(socket);
     unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));

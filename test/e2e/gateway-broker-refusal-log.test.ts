@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { LIMITS } from '../../shared/limits.ts';
+import { parseExposition } from '../helpers/exposition.ts';
+import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
+import { eventually, RawDevice } from '../helpers/ws-device.ts';
+
+const KiB = 1024;
+/** GATEWAY_BROKER_BACKLOG_MAX_MIB, scaled down: the first device's one frame fills it */
+const MAX = 64 * KiB;
+const DEVICES = 6;
+/** frames each other device sends while the backlog is full */
+const FRAMES = 10;
+
+/**
+ * While the broker does not take messages, every frame of every device is refused: each refusal
+ * was a warning of its own in the gateway's log, whatever the number of devices, and a stall of
+ * minutes with thousands of devices (each sending its window again after every back-off) wrote
+ * lines by the thousand a second to the DMZ server's disk. All devices together log at most
+ * LIMITS.gatewayPublishFailureLogMaxPerWindow such lines a window; every refusal is still
+ * answered and counted. A real Mosquitto frozen with SIGSTOP, the real gateway terminating TLS.
+ */
+describe('refusals while the broker stalls: a bounded log for all devices together', () => {
+  const fx = tlsGatewayOnMosquitto('gateway-refusal-log', { maxInFlight: 10_000 }, { brokerBacklogMaxBytes: MAX });
+
+  const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(`${name}{service="gateway"}`) ?? -1;
+
+  it('answers every refused frame, and logs a bounded number of lines', async () => {
+    const ids = Array.from({ length: DEVICES }, (_, i) => `pump-${i}`);
+    const devices = await Promise.all(ids.map((id) => RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, fx.tlsOf(id))));
+    try {
+      await eventually(() => (devices.every((d) => d.welcome) ? true : undefined), 5_000, 'all welcomed');
+      await fx.broker.pause();
+      const [first, ...others] = devices as [RawDevice, ...RawDevice[]];
+      const big = { dataType: 'event', messageId: 'pump-0.held', payload: { eventType: 'photo_note', severity: 'info', message: 'x'.repeat(MAX) } };
+      first.send(JSON.stringify({ deviceId: 'pump-0', batch: [big] }));
+      await eventually(async () => ((await sample('fieldstream_gateway_broker_backlog_bytes')) >= MAX ? true : undefined), 5_000, 'the backlog past the bound');
+      const before = fx.logs.lines.length;
+      for (const [n, d] of others.entries()) {
+        for (let f = 0; f < FRAMES; f++) {
+          d.send(JSON.stringify({ deviceId: `pump-${n + 1}`, batch: [{ dataType: 'event', messageId: `m.${f}`, payload: { eventType: 'x', severity: 'info', message: `${f}` } }] }));
+        }
+      }
+      for (const d of others) {
+        for (let f = 0; f < FRAMES; f++) {
+          const answer = await d.next(5_000);
+          assert.equal(answer.type, 'error');
+          if (answer.type === 'error') assert.equal(answer.code, 'GATEWAY_BROKER_UNAVAILABLE');
+        }
+      }
+      const refused = others.length * FRAMES;
+      const lines = fx.logs.lines.slice(before).filter((l) => l.code === 'GATEWAY_BROKER_UNAVAILABLE').length;
+      // and the backlog's own line, once a window (server.ts onBacklogFull)
+      assert.ok(lines <= LIMITS.gatewayPublishFailureLogMaxPerWindow + 1, `${lines} log lines for ${refused} refused frames`);
+      assert.ok(lines >= 1, 'the refusals are still logged');
+    } finally {
+      await fx.broker.resume();
+      for (const d of devices) d.ws.terminate();
+    }
+  });
+});
