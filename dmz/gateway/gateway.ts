@@ -1,5 +1,5 @@
 import type { MqttClient } from 'mqtt';
-import { connectMqtt, endMqtt, whenConnected } from '../../shared/mqtt/connect.ts';
+import { connectMqtt, endMqtt, endMqttWithin, whenConnected } from '../../shared/mqtt/connect.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { ENVELOPE_VERSION, type GatewayPresence } from '../../shared/contract/envelope.ts';
 import { gatewayPresenceTopic } from '../../shared/contract/topics.ts';
@@ -165,7 +165,10 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
         await Promise.race([mqtt.publishAsync(presenceTopic, presence('offline'), { qos: 1 }).catch(() => undefined), grace]);
         clearTimeout(timer);
       }
-      await endMqtt(mqtt);
+      // Bounded: messages the broker has not acknowledged were never acked to their devices (gone
+      // now), which send them again; waiting for the broker's PUBACK without end, as a graceful
+      // end of the client does, kept a gateway whose broker stalled or was gone from ever stopping.
+      await endMqttWithin(mqtt, TIMINGS.closeGraceMs);
     },
   };
 }

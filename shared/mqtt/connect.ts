@@ -63,6 +63,42 @@ export function endMqtt(client: MqttClient, force = false): Promise<void> {
   return new Promise((resolve) => client.end(force, {}, () => resolve()));
 }
 
+/**
+ * Ends the client within about twice `graceMs` whatever its broker does. mqtt.js's graceful end
+ * waits for the acknowledgement of every QoS 1 message outstanding, without bound, and a client
+ * being ended no longer reconnects: with the broker stalled, or gone and the client reconnecting,
+ * that end never came, and neither did the service's stop. Here what is outstanding has `graceMs`
+ * to be acknowledged (the client still reconnects and sends it again meanwhile); then the end is
+ * graceful (a DISCONNECT: no will) only if nothing is outstanding and the broker is connected, and
+ * a graceful end the broker does not answer within `graceMs` (frozen: the connection never
+ * closes) is cut. For a client whose unacknowledged messages nobody waits for any more (the
+ * gateway's, once its devices are gone: they were not acked, and send them again).
+ */
+export async function endMqttWithin(client: MqttClient, graceMs: number): Promise<void> {
+  const outstanding = () => Object.keys(client.outgoing).length > 0;
+  if (outstanding()) {
+    let timer: NodeJS.Timeout | undefined;
+    let drained: (() => void) | undefined;
+    await new Promise<void>((resolve) => {
+      drained = resolve;
+      timer = setTimeout(resolve, graceMs);
+      client.once('outgoingEmpty', resolve);
+    });
+    clearTimeout(timer);
+    if (drained) client.off('outgoingEmpty', drained);
+  }
+  if (outstanding() || !client.connected) {
+    await endMqtt(client, true);
+    return;
+  }
+  const cut = setTimeout(() => client.stream.destroy(), graceMs);
+  try {
+    await endMqtt(client);
+  } finally {
+    clearTimeout(cut);
+  }
+}
+
 export interface Resubscription {
   /** Resolves the first time the broker grants every filter (it never rejects: a refusal is logged
    * with MQTT_SUBSCRIBE_REFUSED and tried again on the next connection). */
