@@ -80,4 +80,27 @@ describe('envelopes the broker has not acknowledged: at most GATEWAY_BROKER_BACK
       for (const d of devices) d.ws.terminate();
     }
   });
+
+  // mqtt.js keeps each unacknowledged QoS 1 publish (clean session or not) and sends it again on its
+  // next connection, calling its callback at that PUBACK: the count follows, and nothing is left
+  // counted for a broker that went away with it.
+  it('counts what the broker took with it down again once the client sent it to the broker it reconnected to', async () => {
+    const device = await RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, fx.tlsOf('pump-3'));
+    try {
+      await eventually(() => (device.welcome ? true : undefined), 5_000, 'welcomed');
+      await fx.broker.pause();
+      const held = frameOf('pump-3', 0);
+      device.send(held.text);
+      await eventually(async () => ((await sample('fieldstream_gateway_broker_backlog_bytes')) > 0 ? true : undefined), 5_000, 'the frame handed to the client');
+      // The broker dies with it unacknowledged, and another starts on its port (no persistence).
+      await fx.broker.kill();
+      await fx.broker.start();
+      const frame = await device.next(15_000);
+      assert.equal(frame.type, 'ack', JSON.stringify(frame).slice(0, 300));
+      if (frame.type === 'ack') assert.deepEqual([...frame.messageIds].sort(), [...held.ids].sort());
+      assert.equal(await sample('fieldstream_gateway_broker_backlog_bytes'), 0);
+    } finally {
+      device.ws.terminate();
+    }
+  });
 });
