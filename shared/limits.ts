@@ -573,7 +573,7 @@ export const LIMITS = {
    * without it, devices starting large messages and never finishing them could take all of the DMZ
    * server's memory. 32 files of 8 MiB inline at once. GATEWAY_UNFINISHED_FRAMES_MAX_MIB. */
   gatewayUnfinishedFramesMaxBytes: 256 * 1024 * 1024,
-  /** bytes (characters of envelope text, about twice that in memory: the MQTT client's stored packet
+  /** bytes (of envelope text in UTF-8, about twice that in memory: the MQTT client's stored packet
    * and its socket's buffer). Most a gateway hands its MQTT client that the broker has not yet
    * acknowledged (dmz/gateway/uplink-publisher.ts backlogBytes); past it, new messages are answered
    * GATEWAY_BROKER_UNAVAILABLE at once. A publish past LIMITS.publishTimeoutMs is answered to its

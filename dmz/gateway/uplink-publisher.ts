@@ -36,7 +36,7 @@ export interface PublisherOptions {
   /** observes the seconds from publish to PUBACK of each envelope the broker took */
   publishSeconds?: { observe(seconds: number): void } | undefined;
   /**
-   * Characters of envelope text (their bytes, for the ASCII envelopes are) handed to the MQTT
+   * Bytes of envelope text (UTF-8, as the broker gets it) handed to the MQTT
    * client and not yet settled by it, past which new messages are refused (GATEWAY_BROKER_BACKLOG_MAX_MIB).
    */
   backlogMaxBytes?: number | undefined;
@@ -88,7 +88,7 @@ export class UplinkPublisher {
   private readonly due: Array<{ key: string; at: number }> = [];
   private dueHead = 0;
   private dueTimer: NodeJS.Timeout | undefined;
-  /** envelope characters the MQTT client holds: handed to it, not yet settled (see backlogBytes) */
+  /** envelope bytes the MQTT client holds: handed to it, not yet settled (see backlogBytes) */
   private backlog = 0;
 
   constructor(
@@ -97,7 +97,7 @@ export class UplinkPublisher {
   ) {}
 
   /**
-   * Envelope characters handed to the MQTT client that it has not settled yet (PUBACK, or its
+   * Envelope bytes handed to the MQTT client that it has not settled yet (PUBACK, or its
    * error when it ends). A publish past its timeout is answered to its devices (they send again),
    * but mqtt.js keeps the packet, and sends it again after a reconnection, until the broker
    * answers: while the broker stalls, each device's resends would pile up there for as long as it
@@ -230,7 +230,10 @@ export class UplinkPublisher {
 
   private publishOne(topic: string, payload: string): Promise<void> {
     const started = performance.now();
-    const size = payload.length;
+    // Bytes, not characters: text a device wrote outside ASCII stays so in the envelope (JSON.stringify
+    // escapes none of it), up to three bytes a character, and counted by characters the bound held
+    // up to three times its bytes.
+    const size = Buffer.byteLength(payload);
     this.backlog += size;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

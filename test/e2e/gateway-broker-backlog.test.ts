@@ -25,8 +25,8 @@ describe('envelopes the broker has not acknowledged: at most GATEWAY_BROKER_BACK
   // An in-flight bound per device far above what is sent here: only the gateway-wide bound acts.
   const fx = tlsGatewayOnMosquitto('gateway-backlog', { maxInFlight: 10_000 }, { brokerBacklogMaxBytes: MAX });
   const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(`${name}{service="gateway"}`) ?? -1;
-  const frameOf = (deviceId: string, f: number) => {
-    const batch = Array.from({ length: PER_FRAME }, (_, i) => ({ dataType: 'event', messageId: `${deviceId}.${f}.${i}`, payload: { eventType: 'photo_note', severity: 'info', message: `${f}.${i}`.padEnd(MESSAGE_CHARS, 'x') } }));
+  const frameOf = (deviceId: string, f: number, fill = 'x') => {
+    const batch = Array.from({ length: PER_FRAME }, (_, i) => ({ dataType: 'event', messageId: `${deviceId}.${f}.${i}`, payload: { eventType: 'photo_note', severity: 'info', message: `${f}.${i}`.padEnd(MESSAGE_CHARS, fill) } }));
     return { ids: batch.map((m) => m.messageId), text: JSON.stringify({ deviceId, batch }) };
   };
 
@@ -75,6 +75,39 @@ describe('envelopes the broker has not acknowledged: at most GATEWAY_BROKER_BACK
       const again = await second.next(10_000);
       assert.equal(again.type, 'ack', JSON.stringify(again).slice(0, 300));
       if (again.type === 'ack') assert.deepEqual([...again.messageIds].sort(), [...refused.ids].sort());
+    } finally {
+      await fx.broker.resume();
+      for (const d of devices) d.ws.terminate();
+    }
+  });
+
+  // Text the device wrote outside ASCII stays so in the envelope (JSON.stringify escapes none of
+  // it): counted by characters, two frames of "ü" (two bytes each in UTF-8) held twice the bound's
+  // bytes while counted below it, and a third frame was taken; text of three-byte characters, three
+  // times.
+  it('counts the bytes of envelope text, not its characters', async () => {
+    const devices = await Promise.all(['pump-4', 'pump-5'].map((id) => RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, fx.tlsOf(id))));
+    const [first, second] = devices as [RawDevice, RawDevice];
+    try {
+      await eventually(() => (first.welcome && second.welcome ? true : undefined), 5_000, 'both welcomed');
+      await fx.broker.pause();
+      // About 100,000 characters and 200,000 bytes each: both together past the bound in bytes only.
+      const held = [0, 1].map((f) => frameOf('pump-4', f, 'ü'));
+      for (const f of held) first.send(f.text);
+      await eventually(async () => ((await sample('fieldstream_gateway_broker_backlog_bytes')) > 2 * PER_FRAME * MESSAGE_CHARS * 1.5 ? true : undefined), 5_000, 'both frames handed to the client, counted in bytes');
+      const refused = frameOf('pump-5', 0);
+      second.send(refused.text);
+      const answer = await second.next(5_000);
+      assert.equal(answer.type, 'error', JSON.stringify(answer).slice(0, 300));
+      if (answer.type === 'error') assert.equal(answer.code, 'GATEWAY_BROKER_UNAVAILABLE');
+      await fx.broker.resume();
+      const acked = new Set<string>();
+      while (acked.size < 2 * PER_FRAME) {
+        const frame = await first.next(10_000);
+        assert.equal(frame.type, 'ack', JSON.stringify(frame).slice(0, 300));
+        if (frame.type === 'ack') for (const id of frame.messageIds) acked.add(id);
+      }
+      await eventually(async () => ((await sample('fieldstream_gateway_broker_backlog_bytes')) === 0 ? true : undefined), 5_000, 'the backlog empty');
     } finally {
       await fx.broker.resume();
       for (const d of devices) d.ws.terminate();
