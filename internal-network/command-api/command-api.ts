@@ -3,7 +3,8 @@ import { RESPONSE_FILTER } from '../../shared/acl.ts';
 import { TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { readJsonSetting } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { CommandApiConfig } from './config.ts';
 import { CommandDispatcher } from './dispatcher.ts';
@@ -104,7 +105,12 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
       await http.close();
       await metricsServer?.close();
       dispatcher.close();
-      await endMqtt(mqtt);
+      // Bounded: a frozen or lost broker never acknowledges, nor closes after DISCONNECT, and the
+      // API never stopped. Nothing acknowledged is lost by the cut: a command is answered once in
+      // the journal, before it is sent, and one not acknowledged stays "queued" there and is sent
+      // again at the next start; a device's response is acknowledged only once journaled, so one
+      // cut before it is delivered again to the persistent session.
+      await endMqttWithin(mqtt, TIMINGS.closeGraceMs);
       await dispatcher.settled();
       await ledger?.close();
     },
