@@ -3,7 +3,7 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { CONSOLE, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { selectSink } from '../distributor/sinks/select.ts';
 import { ReloadingCredentials } from '../shared/credentials.ts';
@@ -223,7 +223,10 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       await web.close();
       await metricsServer?.close();
       await pipeline.stop();
-      await endMqtt(mqtt);
+      // Bounded: a frozen broker never closes the connection after DISCONNECT, and the console never
+      // stopped, nor saved what follows. Nothing is lost by the cut: the console publishes nothing,
+      // its subscription is QoS 0 (nothing to acknowledge) on a clean session, and it has no will.
+      await endMqttWithin(mqtt, TIMINGS.closeGraceMs);
       // No reading comes any more: what was learnt up to now is what the next start restores.
       await saver?.saveLast();
       await own.close();
