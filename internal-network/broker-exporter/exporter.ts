@@ -3,7 +3,8 @@ import type { Logger } from '../../shared/logger.ts';
 import { collectedCounter } from '../../shared/metrics/collected.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
-import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import { SYS_FILTER } from '../../shared/acl.ts';
@@ -192,7 +193,9 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
     metricsUrl: server.url,
     async close() {
       await server.close();
-      await Promise.all(brokers.map((b) => endMqtt(b.client)));
+      // Bounded: a frozen broker never closes the connection after DISCONNECT, and the exporter
+      // never stopped. Nothing is lost by the cut: it only reads $SYS, at QoS 0, on clean sessions.
+      await Promise.all(brokers.map((b) => endMqttWithin(b.client, TIMINGS.closeGraceMs)));
     },
   };
 }
