@@ -1,7 +1,7 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
-import { endMqtt, subscribeOnEveryConnect } from '../../../../shared/mqtt/connect.ts';
+import { endMqttWithin, subscribeOnEveryConnect } from '../../../../shared/mqtt/connect.ts';
 import type { FieldClient } from '../../field-client.ts';
 import type { LocalInput } from '../input.ts';
 import type { FieldNames } from './names.ts';
@@ -143,8 +143,14 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
       session.stop();
       if (!m) return;
       closing = true;
-      if (o.hostId && m.connected) await m.publishAsync(stateTopic(o.hostId), state(false), { qos: 1, retain: true }).catch(() => undefined);
-      await endMqtt(m);
+      // Our death, then a graceful end (a DISCONNECT: no will), each bounded: a frozen or lost broker
+      // never acknowledges it, nor closes after DISCONNECT, and the field client never stopped.
+      // Nothing is lost by the cut: a connection ended without DISCONNECT has the broker publish our
+      // will, the same offline STATE (this connection's timestamp); our online STATE, the only other
+      // thing we publish at QoS 1, is superseded by it, and the groups are taken at QoS 0 (nothing
+      // to acknowledge).
+      if (o.hostId && m.connected) m.publish(stateTopic(o.hostId), state(false), { qos: 1, retain: true }, () => undefined);
+      await endMqttWithin(m, TIMINGS.closeGraceMs);
       await session.drained();
     },
   };
