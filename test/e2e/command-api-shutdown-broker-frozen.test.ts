@@ -4,11 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import { loadCommandApiConfig } from '../../internal-network/command-api/config.ts';
 import { startCommandApi, type CommandApi } from '../../internal-network/command-api/command-api.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { startMosquitto } from '../helpers/sparkplug.ts';
+import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { eventually, within } from '../helpers/ws-device.ts';
 
 /**
@@ -19,20 +17,18 @@ import { eventually, within } from '../helpers/ws-device.ts';
  * sends it again. The API as embedded/pipeline.ts starts it, on a real Mosquitto over mutual TLS.
  */
 describe('the command API stops while its broker is frozen', () => {
-  const pki = makeTestPki(['pump-1']);
-  const work = tempDir('command-api-shutdown');
+  const fx = freezableBroker('command-api-shutdown', ['pump-1'], 'internal/mosquitto');
+  const { pki, work } = fx;
   const logs = new LogCapture();
   const token = 'shutdown-test-token-0123456789abcdef';
   const statePath = join(work.dir, 'commands.jsonl');
-  let broker: { tlsUrl?: string; process: ManagedProcess } | undefined;
   let api: CommandApi | undefined;
   const p = pki.paths;
 
   before(async () => {
-    broker = await startMosquitto(work.dir, { ca: p.publicCa, cert: p.service('internal/mosquitto').cert, key: p.service('internal/mosquitto').key });
     api = await startCommandApi(
       loadCommandApiConfig({
-        MQTT_URL: broker.tlsUrl,
+        MQTT_URL: fx.broker.tlsUrl,
         MQTT_CA_FILE: p.publicCa,
         MQTT_CERT_FILE: p.service('internal/command-api').cert,
         MQTT_KEY_FILE: p.service('internal/command-api').key,
@@ -49,17 +45,11 @@ describe('the command API stops while its broker is frozen', () => {
       { processMetrics: false },
     );
   });
-  after(async () => {
-    await broker?.process.resume().catch(() => undefined);
-    await broker?.process.stop();
-    work.cleanup();
-    pki.cleanup();
-  });
 
   it('stops within its grace, the command it took still queued in its journal', async () => {
     const a = api as CommandApi;
     await eventually(() => (a.mqtt.connected ? true : undefined), 10_000, 'the broker connection');
-    await (broker as { process: ManagedProcess }).process.pause();
+    await fx.broker.process.pause();
     const res = await fetch(`http://127.0.0.1:${a.port}/v1/commands`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },

@@ -8,11 +8,9 @@ import { ANOMALY_STATE_FILE } from '../../internal-network/console/anomaly-state
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { startConsole, type OperatorConsole } from '../../internal-network/console/console.ts';
 import { StoredFeedPublisher } from '../../internal-network/distributor/stored-feed-publisher.ts';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { startMosquitto } from '../helpers/sparkplug.ts';
+import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { feedKeyOf } from '../helpers/stored-feed.ts';
 import { eventually, within } from '../helpers/ws-device.ts';
 
@@ -26,24 +24,22 @@ const DEVICE = 'pump-7';
  * over mutual TLS; a reading reaches it through the stored feed (the distributor's publisher).
  */
 describe('the console stops while its broker is frozen', () => {
-  const pki = makeTestPki([DEVICE]);
-  const work = tempDir('console-shutdown');
+  const fx = freezableBroker('console-shutdown', [DEVICE], 'internal/mosquitto');
+  const { pki, work } = fx;
   const logs = new LogCapture();
   const stateDir = join(work.dir, 'console-state');
   const p = pki.paths;
-  let broker: { tlsUrl?: string; process: ManagedProcess } | undefined;
   let operatorConsole: OperatorConsole | undefined;
   let distributor: MqttClient | undefined;
   let feed: StoredFeedPublisher | undefined;
 
   before(async () => {
-    broker = await startMosquitto(work.dir, { ca: p.publicCa, cert: p.service('internal/mosquitto').cert, key: p.service('internal/mosquitto').key });
     const d = p.service('internal/distributor');
-    distributor = await connectAsync(broker.tlsUrl ?? '', { ca: readFileSync(p.publicCa), cert: readFileSync(d.cert), key: readFileSync(d.key), clientId: 'distributor-1', protocolVersion: 5, reconnectPeriod: 0 });
+    distributor = await connectAsync(fx.broker.tlsUrl, { ca: readFileSync(p.publicCa), cert: readFileSync(d.cert), key: readFileSync(d.key), clientId: 'distributor-1', protocolVersion: 5, reconnectPeriod: 0 });
     feed = new StoredFeedPublisher([distributor], { source: 'distributor-1', key: feedKeyOf(p) }, logs.logger);
     operatorConsole = await startConsole(
       loadConsoleConfig({
-        MQTT_URL: broker.tlsUrl,
+        MQTT_URL: fx.broker.tlsUrl,
         MQTT_CA_FILE: p.publicCa,
         MQTT_CERT_FILE: p.service('internal/console').cert,
         MQTT_KEY_FILE: p.service('internal/console').key,
@@ -68,10 +64,6 @@ describe('the console stops while its broker is frozen', () => {
   after(async () => {
     feed?.close();
     await distributor?.endAsync(true);
-    await broker?.process.resume().catch(() => undefined);
-    await broker?.process.stop();
-    work.cleanup();
-    pki.cleanup();
   });
 
   it('stops within its grace and saves the anomaly state', async () => {
@@ -87,7 +79,7 @@ describe('the console stops while its broker is frozen', () => {
     );
     const path = join(stateDir, ANOMALY_STATE_FILE);
     assert.equal(existsSync(path), false, 'not saved yet: saved every ten minutes and at the stop');
-    await (broker as { process: ManagedProcess }).process.pause();
+    await fx.broker.process.pause();
     await within(c.close(), 2 * TIMINGS.closeGraceMs + 5_000, "the console's close");
     assert.equal(c.mqtt.connected, false);
     assert.match(readFileSync(path, 'utf8'), new RegExp(`"${DEVICE}"`), "the device's detectors saved");

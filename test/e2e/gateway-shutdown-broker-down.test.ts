@@ -2,11 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { loadGatewayConfig } from '../../dmz/gateway/config.ts';
 import { startGateway, type Gateway } from '../../dmz/gateway/gateway.ts';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { startMosquitto } from '../helpers/sparkplug.ts';
+import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { eventually, RawDevice, within } from '../helpers/ws-device.ts';
 
 /**
@@ -19,17 +17,15 @@ import { eventually, RawDevice, within } from '../helpers/ws-device.ts';
  */
 for (const broken of ['stalled', 'gone'] as const) {
 describe(`the gateway stops while its broker (${broken}) holds messages unacknowledged`, () => {
-  const pki = makeTestPki(['pump-1']);
-  const work = tempDir(`gateway-shutdown-${broken}`);
+  const fx = freezableBroker(`gateway-shutdown-${broken}`, ['pump-1'], 'dmz/mosquitto');
+  const { pki, work } = fx;
   const logs = captureLogs();
-  let broker: { tlsUrl?: string; process: ManagedProcess } | undefined;
   let gateway: Gateway | undefined;
   const p = pki.paths;
 
   before(async () => {
-    broker = await startMosquitto(work.dir, { ca: p.publicCa, cert: p.service('dmz/mosquitto').cert, key: p.service('dmz/mosquitto').key });
     const config = loadGatewayConfig({
-      MQTT_URL: broker.tlsUrl,
+      MQTT_URL: fx.broker.tlsUrl,
       MQTT_CA_FILE: p.dmzBrokerCa.dmz,
       MQTT_CERT_FILE: p.service('dmz/gateway-client').cert,
       MQTT_KEY_FILE: p.service('dmz/gateway-client').key,
@@ -46,24 +42,18 @@ describe(`the gateway stops while its broker (${broken}) holds messages unacknow
     });
     gateway = await startGateway(config, logs.logger, { processMetrics: false });
   });
-  after(async () => {
-    await broker?.process.resume().catch(() => undefined);
-    await broker?.process.stop();
-    work.cleanup();
-    pki.cleanup();
-  });
 
   it('stops within its graces although the broker never answers', async () => {
     const gw = gateway as Gateway;
     const device = await RawDevice.connect(`wss://127.0.0.1:${gw.port}/ws`, RawDevice.tlsFor(p, 'pump-1'));
     await eventually(() => device.welcome, 5_000, 'the welcome');
-    await (broker as { process: ManagedProcess }).process.pause();
+    await fx.broker.process.pause();
     device.send(JSON.stringify({ deviceId: 'pump-1', batch: [{ dataType: 'event', messageId: 'held', payload: { eventType: 'x', severity: 'info', message: 'held' } }] }));
     // Handed to the MQTT client, and no PUBACK: the broker is frozen.
     await eventually(() => (Object.keys(gw.mqtt.outgoing).length > 0 ? true : undefined), 5_000, 'a publish outstanding');
     if (broken === 'gone') {
       // The client keeps the message to send again, and reconnects every second meanwhile.
-      await (broker as { process: ManagedProcess }).process.kill();
+      await fx.broker.process.kill();
       await eventually(() => (gw.mqtt.connected ? undefined : true), 5_000, 'the broker connection lost');
     }
     const started = Date.now();

@@ -2,13 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
-import { startMosquitto } from '../helpers/sparkplug.ts';
+import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { within } from '../helpers/ws-device.ts';
 
 const DEVICE = 'plc-gw-007';
@@ -24,30 +22,22 @@ const HOST_ID = 'fieldstream-shutdown';
  * sparkplug-restart.test.ts has it).
  */
 describe('the field client stops while its Sparkplug broker is frozen', () => {
-  const pki = makeTestPki([DEVICE]);
-  const work = tempDir('sparkplug-shutdown');
+  const fx = freezableBroker('sparkplug-shutdown', [DEVICE]);
+  const { pki, work } = fx;
   const logs = new LogCapture();
-  let broker: { url: string; process: ManagedProcess } | undefined;
   let field: RunningFieldClient | undefined;
 
   before(async () => {
-    broker = await startMosquitto(work.dir);
     field = await startTestFieldClient(pki.paths, DEVICE, `wss://127.0.0.1:${await freePort()}/ws`, logs.logger, {
-      FIELD_SPARKPLUG_URL: broker.url,
+      FIELD_SPARKPLUG_URL: fx.broker.url,
       FIELD_SPARKPLUG_GROUPS: 'Plant1',
       FIELD_SPARKPLUG_HOST_ID: HOST_ID,
     });
     await field.sparkplug?.ready;
   });
-  after(async () => {
-    await broker?.process.resume().catch(() => undefined);
-    await broker?.process.stop();
-    work.cleanup();
-    pki.cleanup();
-  });
 
   it('stops within its grace, and its STATE is offline once the broker runs again', async () => {
-    const b = broker as { url: string; process: ManagedProcess };
+    const b = fx.broker;
     await b.process.pause();
     await within((field as RunningFieldClient).close(), 2 * TIMINGS.closeGraceMs + 5_000, "the field client's close");
     await b.process.resume();
