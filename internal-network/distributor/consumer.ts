@@ -53,7 +53,10 @@ function isSystemError(err: unknown): boolean {
  */
 export class Consumer {
   private stopped = false;
-  private wake: (() => void) | undefined;
+  /** the pauses between attempts in progress, ended at a stop or when their connection closes */
+  private readonly wakes = new Set<() => void>();
+  /** counts the closes of the connection: a message taken before the last one is abandoned (handleMessage) */
+  private connection = 0;
   readonly stats = { messages: 0, points: 0, files: 0, deadLetters: 0, retries: 0 };
   /** invalid payloads not kept (past their share of the dead-letter bound), and letters waiting for room: logged now and then */
   private readonly notKeptLog: LimitedLog;
@@ -91,36 +94,68 @@ export class Consumer {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
       const taken = Date.now();
       this.inProgressSince = taken;
-      this.process(packet.topic, payload, taken, packet.retain).then(
+      // The broker's PINGRESP, too, is handed over only after this message: a write that takes longer
+      // than 1.5 keepalives (a store frozen or timing out, retried for minutes) had mqtt.js drop the
+      // connection for want of it, and the broker deliver the message again on the next one while
+      // this copy was still retried: one more copy in progress, and in memory, at each keepalive
+      // timeout for as long as the store stalled, each written again once it came back. Meanwhile
+      // the connection is kept alive by pings sent from here, their answers read after the message.
+      const connection = this.connection;
+      const keepalive = (mqtt.options.keepalive ?? 0) * 1000;
+      const pinging =
+        keepalive > 0
+          ? setInterval(() => {
+              if (this.connection !== connection) return;
+              if (mqtt.connected) mqtt.sendPing();
+              mqtt.reschedulePing(true);
+            }, keepalive / 2)
+          : undefined;
+      pinging?.unref();
+      // A copy taken on a connection that closed since (the broker gone, restarted) is abandoned: the
+      // broker delivers it again on the next connection of the session, and that copy is written and
+      // acknowledged; this one is not retried, nor acknowledged with an identifier of the last connection.
+      const abandoned = () => this.connection !== connection;
+      this.process(packet.topic, payload, taken, packet.retain, abandoned).then(
         () => {
-          this.inProgressSince = undefined;
-          callback();
+          clearInterval(pinging);
+          if (this.inProgressSince === taken) this.inProgressSince = undefined;
+          if (!abandoned()) callback();
         },
         (err: unknown) => {
-          // process() retries every failure until the consumer stops, so this is the stop: no
-          // callback, no PUBACK, and the distributor closes the connection next (the broker
-          // redelivers the message). mqtt.js hands over nothing more meanwhile.
+          clearInterval(pinging);
+          if (this.inProgressSince === taken) this.inProgressSince = undefined;
+          // process() retries every failure until the consumer stops or the connection closes, so
+          // this is one of those: no callback, no PUBACK (the broker delivers the message again).
+          // mqtt.js hands over nothing more on this connection meanwhile.
           if (!(err instanceof Stopped)) this.log.error({ err }, 'unexpected failure; the message stays unacknowledged');
         },
       );
     };
+    mqtt.on('close', () => {
+      this.connection++;
+      this.wakeAll();
+    });
   }
 
   stop(): void {
     this.stopped = true;
-    this.wake?.();
+    this.wakeAll();
+  }
+
+  private wakeAll(): void {
+    for (const wake of [...this.wakes]) wake();
   }
 
   /** `taken`: when the broker handed the message over, the same for every attempt; `retained`: its RETAIN flag (MessageHandler.handle). */
-  private async process(topic: string, payload: Buffer, taken: number, retained = false): Promise<void> {
+  private async process(topic: string, payload: Buffer, taken: number, retained = false, abandoned: () => boolean = () => false): Promise<void> {
     let unexpected = 0;
     for (let attempt = 0; ; attempt++) {
-      if (this.stopped) throw new Stopped();
+      if (this.stopped || abandoned()) throw new Stopped();
       try {
         const done = await this.handler.handle(topic, payload, taken, retained);
         for (const r of done.receipts ?? []) this.receipts?.add(r);
         // Sections of a gateway's envelope the database refused: kept before the envelope is acknowledged.
-        for (const d of done.deadLetters ?? []) await this.deadLetter(d.topic, d.payload, d.error);
+        for (const d of done.deadLetters ?? []) await this.deadLetter(d.topic, d.payload, d.error, abandoned);
         this.stats.messages++;
         this.stats.points += done.points;
         this.stats.files += done.files;
@@ -145,7 +180,7 @@ export class Consumer {
             { cause: err },
           );
           this.log.error({ err, topic, attempts: unexpected }, 'handling a message keeps failing without an error code (a defect); it goes to the dead-letter folder');
-          await this.deadLetter(topic, payload, failed);
+          await this.deadLetter(topic, payload, failed, abandoned);
           return;
         }
         // DISTRIBUTOR_STATE_LEASE: another distributor took this one's state slot (state-lease.ts),
@@ -161,7 +196,7 @@ export class Consumer {
           await this.sleep(delay);
           continue;
         }
-        await this.deadLetter(topic, payload, err);
+        await this.deadLetter(topic, payload, err, abandoned);
         return;
       }
     }
@@ -174,9 +209,9 @@ export class Consumer {
    * is kept or the consumer stops (dead-letter.ts: what is chosen at the bound, and why).
    * An invalid payload (a flood from a compromised DMZ) is logged at most now and then.
    */
-  private async deadLetter(topic: string, payload: Buffer, err: FieldStreamError): Promise<void> {
+  private async deadLetter(topic: string, payload: Buffer, err: FieldStreamError, abandoned: () => boolean = () => false): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      if (this.stopped) throw new Stopped();
+      if (this.stopped || abandoned()) throw new Stopped();
       try {
         const outcome = await this.deadLetters.put(topic, payload, err);
         if (outcome === 'over-bound' || outcome === 'write-failed') {
@@ -214,11 +249,13 @@ export class Consumer {
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.wake = () => {
+      const wake = () => {
         clearTimeout(t);
+        this.wakes.delete(wake);
         resolve();
       };
+      const t = setTimeout(wake, ms);
+      this.wakes.add(wake);
     });
   }
 }

@@ -108,7 +108,7 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     const verifier = new MessageVerifier(new DeviceKeyRegistry(keysDir), new ReplayWindows(join(work.dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
     const metrics = new DistributorMetrics();
     const dead = new DeadLetters(letters);
-    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
     const consumer = new Consumer(mqtt, new MessageHandler(sink, new FileStore(join(work.dir, 'files')), verifier, metrics), dead, { initialMs: 10, maxMs: 50 }, undefined, log, metrics.deadLetters);
     const deliver = async (payload: Buffer) => {
       const acked = { done: false };
@@ -252,7 +252,7 @@ describe('replaying dead letters into the database (real InfluxDB, the distribut
     const verifier = new MessageVerifier(new DeviceKeyRegistry(keysDir), new ReplayWindows(join(work.dir, 'replay-files')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
     const metrics = new DistributorMetrics();
     const dead = new DeadLetters(dir);
-    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
     const consumer = new Consumer(mqtt, new MessageHandler(sink, new FileStore(join(work.dir, 'files')), verifier, metrics), dead, { initialMs: 10, maxMs: 50 }, undefined, log, metrics.deadLetters);
     const deliver = async (payload: Buffer) => {
       const acked = { done: false };

@@ -58,7 +58,7 @@ describe('the distributor consumer and a message that keeps failing without an e
     };
     const metrics = new DistributorMetrics();
     const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, metrics);
-    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
     const consumer = new Consumer(mqtt, handler, dead, o.retry ?? { initialMs: 10, maxMs: 20 }, undefined, log, metrics.deadLetters, metrics.deadLettersNotKept);
     const deliver = (payload: Buffer, topic = uplinkTopic('sensor-1', 'timeseries')) => {
       const acked = { done: false };

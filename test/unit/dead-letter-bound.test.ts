@@ -83,7 +83,7 @@ describe('the dead-letter folder under a flood', () => {
     const refusing = { description: 'refusing', write: async () => Promise.reject(new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'field type conflict')), close: async () => {} };
     const metrics = new DistributorMetrics();
     const handler = new MessageHandler(refusing, new FileStore(join(dir, 'files')), verifier, metrics);
-    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
     const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 50 }, undefined, log, metrics.deadLetters, metrics.deadLettersNotKept);
     const deliver = (topic: string, payload: Buffer) => {
       const acked = { done: false };
@@ -153,7 +153,7 @@ describe('the dead-letter folder under a flood', () => {
       const written: StoredPoint[] = [];
       const store = { description: 'encoding', write: async (points: StoredPoint[]) => (await sink(points), void written.push(...points)), close: async () => {} };
       const handler = new MessageHandler(store, new FileStore(join(dir, 'files')), verifier);
-      const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+      const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
       const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 50 }, undefined, log);
       // Resolves at the acknowledgement, rejects past 2 s (awaited, not polled: 200 polls of 50 ms were most of the test's time).
       const deliver = (topic: string, payload: Buffer, what: string) =>
@@ -235,7 +235,7 @@ describe('the dead-letter folder under a flood', () => {
     const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
     const refusing = { description: 'refusing', write: async () => Promise.reject(new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'field type conflict')), close: async () => {} };
     const small = new DeadLetters(join(dir, 'letters'), 1, { maxBytes: 32 * 1024 });
-    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
     const consumer = new Consumer(mqtt, new MessageHandler(refusing, new FileStore(join(dir, 'files')), verifier), small, { initialMs: 10, maxMs: 50 }, undefined, log);
     const acked = { done: false };
     try {

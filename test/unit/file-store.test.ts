@@ -208,7 +208,7 @@ describe('file storage on a disk that takes only part of a write', () => {
     const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier);
     const dead = new DeadLetters(join(dir, 'letters'));
     const receipts: ReceiptRequest[] = [];
-    const mqtt = { reschedulePing: () => undefined } as unknown as MqttClient;
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
     const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, { add: (r: ReceiptRequest) => receipts.push(r) } as unknown as ReceiptPublisher, log);
     const now = Date.now();
     const data = randomBytes(300_000);

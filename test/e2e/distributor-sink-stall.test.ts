@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connect, connectAsync, type MqttClient } from 'mqtt';
+import { Consumer } from '../../internal-network/distributor/consumer.ts';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import type { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
+import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
+import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
+import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { startMosquitto } from '../helpers/sparkplug.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const DB = 'stall';
+
+describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open, no answer)', () => {
+  let work: ReturnType<typeof tempDir>;
+  let broker: { url: string; process: ManagedProcess };
+  let influx: InfluxV1;
+  let publisher: MqttClient;
+  before(async () => {
+    work = tempDir('sink-stall');
+    broker = await startMosquitto(work.dir);
+    influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
+    publisher = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'publisher' });
+  });
+  after(async () => {
+    await influx?.process.resume().catch(() => undefined);
+    await publisher?.endAsync();
+    await influx?.process.stop();
+    await broker?.process.stop();
+    work?.cleanup();
+  });
+
+  /**
+   * A consumer (keepalive 1 s: mqtt.js pings after 1 s of silence and gives up 1.5 s after its last
+   * sign of life) whose messages are each one point written through the batcher into the real InfluxDB
+   * (a request timeout of 500 ms), counting the copies in progress at once.
+   */
+  const stalledConsumer = (clientId: string) => {
+    const sink = new WriteBatcher(new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 500 }), 5000, 2);
+    const copies = { now: 0, most: 0 };
+    const handler = {
+      handle: async (topic: string) => {
+        copies.now++;
+        copies.most = Math.max(copies.most, copies.now);
+        try {
+          await sink.write([{ measurement: 'readings', tags: { device: clientId }, fields: { v: 1 }, time: Date.now() }]);
+        } finally {
+          copies.now--;
+        }
+        void topic;
+        return { points: 1, files: 0 };
+      },
+      deadLetterReceipts: () => [],
+    } as unknown as MessageHandler;
+    const client = connect(broker.url, { protocolVersion: 5, clientId, keepalive: 1, clean: false, properties: { sessionExpiryInterval: 300 }, reconnectPeriod: 200 });
+    const consumer = new Consumer(client, handler, new DeadLetters(join(work.dir, `dead-letter-${clientId}`)), { initialMs: 50, maxMs: 200 }, undefined, createLogger('test', 'silent'));
+    return { client, consumer, copies };
+  };
+
+  it('keeps one copy of each message in progress per connection, and its connection, however long the store is frozen', async () => {
+    const { client, consumer, copies } = stalledConsumer('stalled-consumer');
+    let closes = 0;
+    client.on('close', () => closes++);
+    try {
+      await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+      await client.subscribeAsync('stall/#', { qos: 1 });
+      await influx.process.pause();
+      for (let i = 0; i < 3; i++) await publisher.publishAsync(`stall/${i}`, String(i), { qos: 1 });
+      await new Promise((r) => setTimeout(r, 8000));
+      const stalled = { closes, most: copies.most, retries: consumer.stats.retries };
+      await influx.process.resume();
+      await eventually(() => (consumer.stats.messages >= 3 ? true : undefined), 20_000, 'all three written after the store came back');
+      assert.equal(stalled.closes, 0, `the connection was kept while the store was frozen (${JSON.stringify(stalled)})`);
+      assert.ok(stalled.retries >= 3, 'the write was retried meanwhile');
+      assert.equal(copies.most, 1, 'one message in progress at a time on the connection');
+      assert.equal(consumer.stats.messages, 3, 'each message written once');
+    } finally {
+      consumer.stop();
+      client.end(true);
+    }
+  });
+
+  it('abandons a message in progress whose connection closed: the copy the broker delivers again is the one written and acknowledged', async () => {
+    const { client, consumer, copies } = stalledConsumer('reconnected-consumer');
+    try {
+      await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+      await client.subscribeAsync('again/#', { qos: 1 });
+      await influx.process.pause();
+      await publisher.publishAsync('again/0', '0', { qos: 1 });
+      await eventually(() => (consumer.stats.retries >= 2 ? true : undefined), 10_000, 'the write retried');
+      // The connection lost (as to a broker restart or a network fault) with the message in progress.
+      const reconnected = new Promise<void>((resolve) => client.once('connect', () => resolve()));
+      client.stream.destroy();
+      await reconnected;
+      // Longer than an attempt (the request's 500 ms timeout): the first copy's attempt is over.
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.equal(copies.now, 1, 'only the copy delivered again is in progress');
+      await influx.process.resume();
+      await eventually(() => (consumer.stats.messages >= 1 ? true : undefined), 20_000, 'written after the store came back');
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(consumer.stats.messages, 1, 'written once');
+    } finally {
+      consumer.stop();
+      await client.endAsync();
+    }
+    // Acknowledged: the session, taken up again, has nothing to deliver again.
+    const again = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'reconnected-consumer', clean: false, properties: { sessionExpiryInterval: 300 } });
+    const redelivered: string[] = [];
+    again.on('message', (topic) => redelivered.push(topic));
+    await new Promise((r) => setTimeout(r, 1000));
+    await again.endAsync();
+    assert.deepEqual(redelivered, []);
+  });
+});
