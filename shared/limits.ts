@@ -141,6 +141,12 @@ export const LIMITS = {
    * after this one's PUBACK, and the broker redelivers an unacknowledged one after a restart: retried
    * for ever, one such message would stall its connection for good, and then every one it reached. */
   distributorUnexpectedMaxAttempts: 10,
+  /** log lines. Most the distributor writes per TIMINGS.floodLogIntervalMs, all its consumers together,
+   * of a write failed and retried (DISTRIBUTOR_WRITE_FAILED: the database down, frozen or timing out;
+   * file storage full or read-only); the rest are counted in the next such window's line. Each
+   * consumer holds a message, so a store that stalled had every consumer write a line at each attempt
+   * (32 lines for each failed request with DISTRIBUTOR_CONSUMERS=32), for as long as it stalled. */
+  distributorRetryLogMaxPerWindow: 10,
   /** keys (device tag, reason, gateway). Most security-event counts the distributor stores for one
    * second (internal-network/distributor/security/refusal-tally.ts): each takes a millisecond of its
    * second as its time, so fewer than 1000; past it, further keys are counted under gateway "_other". */

@@ -8,7 +8,7 @@ import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { DistributorConfig } from './config.ts';
 import { retireConsumerSessions, type RetirementResult } from './session-retirement.ts';
-import { Consumer } from './consumer.ts';
+import { Consumer, retryLog } from './consumer.ts';
 import { DeadLetters } from './dead-letter.ts';
 import { FileStore } from './file-store.ts';
 import { MessageHandler } from './message-handler.ts';
@@ -122,6 +122,8 @@ export function startDistributor(
   const filters = [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity].map((f) => (group === 'none' ? f : sharedFilter(group, f)));
 
   const consumers: Consumer[] = [];
+  // One bound on the lines of retried failures for every consumer: a store that stalls fails them all at once.
+  const retries = retryLog(log);
   const receipts = new ReceiptPublisher(clients, keys, log.child({ subsystem: 'receipts' }), metrics.receipts);
   const subscribed: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
@@ -135,7 +137,7 @@ export function startDistributor(
       { resubscribe: false },
     );
     clients.push(mqtt);
-    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept));
+    consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept, retries));
     subscribed.push(subscribeOnEveryConnect(mqtt, filters, config.MQTT_PROTOCOL_VERSION === 5 ? { qos: 1, rap: true } : { qos: 1 }, clog).ready);
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
@@ -154,7 +156,7 @@ export function startDistributor(
             connect: (clientId) =>
               // Quiet below warnings: most are probes of sessions that do not exist.
               connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
-            consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept),
+            consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept, retries),
             signal: stopping.signal,
             liveElsewhere: () => lease.othersLive(),
             log: log.child({ subsystem: 'sessions' }),

@@ -8,9 +8,14 @@ import type { MessageHandler } from '../../internal-network/distributor/message-
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import { startDistributor } from '../../internal-network/distributor/distributor.ts';
+import { gatewayPresenceTopic } from '../../shared/contract/topics.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -18,12 +23,14 @@ const DB = 'stall';
 
 describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open, no answer)', () => {
   let work: ReturnType<typeof tempDir>;
-  let broker: { url: string; process: ManagedProcess };
+  const pki = makeTestPki([]);
+  let broker: { url: string; tlsUrl?: string; process: ManagedProcess };
   let influx: InfluxV1;
   let publisher: MqttClient;
   before(async () => {
     work = tempDir('sink-stall');
-    broker = await startMosquitto(work.dir);
+    const server = pki.paths.service('internal/mosquitto');
+    broker = await startMosquitto(work.dir, { ca: pki.paths.publicCa, cert: server.cert, key: server.key });
     influx = await InfluxV1.start(join(work.dir, 'influx'), DB);
     publisher = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'publisher' });
   });
@@ -33,6 +40,7 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
     await influx?.process.stop();
     await broker?.process.stop();
     work?.cleanup();
+    pki.cleanup();
   });
 
   /**
@@ -115,5 +123,52 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
     await new Promise((r) => setTimeout(r, 1000));
     await again.endAsync();
     assert.deepEqual(redelivered, []);
+  });
+
+  it('logs the failed writes its consumers retry at most LIMITS.distributorRetryLogMaxPerWindow lines per window, all consumers together, each with its code', async () => {
+    const logs = new LogCapture();
+    const d = pki.paths.service('internal/distributor');
+    const distributor = startDistributor(
+      loadDistributorConfig({
+        MQTT_URL: broker.tlsUrl,
+        MQTT_PROTOCOL_VERSION: '5',
+        MQTT_CA_FILE: pki.paths.publicCa,
+        MQTT_CERT_FILE: d.cert,
+        MQTT_KEY_FILE: d.key,
+        DISTRIBUTOR_CLIENT_ID: 'distributor-stall',
+        DISTRIBUTOR_CONSUMERS: '8',
+        DISTRIBUTOR_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
+        DISTRIBUTOR_STATE_DIR: join(work.dir, 'state'),
+        DISTRIBUTOR_METRICS_PORT: 'off',
+        DISTRIBUTOR_FEED: 'off',
+        DISTRIBUTOR_RETRY_MAX_MS: '200',
+        INFLUXDB_URL: influx.url,
+        INFLUXDB_DATABASE: DB,
+        INFLUXDB_USERNAME: influx.user,
+        INFLUXDB_PASSWORD: influx.password,
+        INFLUXDB_TIMEOUT_MS: '300',
+        FILE_STORAGE_PATH: join(work.dir, 'files'),
+        DEAD_LETTER_PATH: join(work.dir, 'dead-letters'),
+      }),
+      logs.logger,
+      { processMetrics: false },
+    );
+    try {
+      await distributor.ready;
+      await influx.process.pause();
+      // A gateway's presence each: one point, on every consumer (the broker shares them round robin).
+      for (let i = 0; i < 16; i++) await publisher.publishAsync(gatewayPresenceTopic(`gw-${i}`), JSON.stringify({ v: 1, state: 'online', gatewayId: `gw-${i}`, since: Date.now() }), { qos: 1 });
+      // Within one window (TIMINGS.floodLogIntervalMs, 10 s): a few dozen attempts of the consumers.
+      await new Promise((r) => setTimeout(r, 5000));
+      const retries = distributor.stats().retries;
+      const lines = logs.lines.filter((l) => l.code === 'DISTRIBUTOR_WRITE_FAILED').length;
+      await influx.process.resume();
+      await eventually(() => (distributor.stats().messages >= 16 ? true : undefined), 20_000, 'every presence written after the store came back');
+      assert.ok(retries >= 40, `the consumers retried (${retries} retries)`);
+      assert.ok(lines >= 1 && lines <= LIMITS.distributorRetryLogMaxPerWindow, `${lines} lines for ${retries} retries`);
+    } finally {
+      await influx.process.resume();
+      await distributor.close();
+    }
   });
 });
