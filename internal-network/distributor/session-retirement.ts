@@ -96,16 +96,19 @@ async function retireOne(clientId: string, o: RetirementOptions): Promise<boolea
   const client = o.connect(clientId);
   let consumer: ReturnType<RetirementOptions['consume']> | undefined;
   try {
-    const sessionPresent = await new Promise<boolean>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no CONNACK in time')), TIMINGS.mqttConnectTimeoutMs);
-      client.once('connect', (connack) => {
-        clearTimeout(timer);
-        resolve(connack.sessionPresent);
-      });
-    });
+    const sessionPresent = await unlessStopping(
+      new Promise<boolean>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no CONNACK in time')), TIMINGS.mqttConnectTimeoutMs);
+        client.once('connect', (connack) => {
+          clearTimeout(timer);
+          resolve(connack.sessionPresent);
+        });
+      }),
+      o.signal,
+    );
     if (!sessionPresent) {
       // The connection made one: removed again at once.
-      await new Promise<void>((resolve) => client.end(false, { properties: { sessionExpiryInterval: 0 } }, () => resolve()));
+      await unlessStopping(removeSession(client), o.signal);
       return false;
     }
     let lastActivity = Date.now();
@@ -114,20 +117,52 @@ async function retireOne(clientId: string, o: RetirementOptions): Promise<boolea
     });
     consumer = o.consume(client);
     // Stop collecting first; what is queued already is still delivered, and written.
-    await client.unsubscribeAsync([...o.filters]);
+    await unlessStopping(client.unsubscribeAsync([...o.filters]), o.signal);
     for (;;) {
       await new Promise((r) => setTimeout(r, TIMINGS.sessionRetireIdleMs / 4));
       if (o.signal.aborted) throw new Error('the distributor is stopping');
       if (Date.now() - lastActivity >= TIMINGS.sessionRetireIdleMs && consumer.inProgressSince === undefined) break;
     }
-    // Session expiry 0 at DISCONNECT: the broker removes the session (MQTT 5 §3.14.2.2.2).
-    await new Promise<void>((resolve) => client.end(false, { properties: { sessionExpiryInterval: 0 } }, () => resolve()));
+    await unlessStopping(removeSession(client), o.signal);
     return true;
   } finally {
     consumer?.stop();
-    // Forced: a message still in progress is not acknowledged; the session keeps it for next time.
-    if (!client.disconnected) await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+    if (!client.disconnected) {
+      // A graceful end under way (a DISCONNECT the broker never closed the connection after) is
+      // cut: ending again only waits with it (mqtt.js).
+      if (client.disconnecting) client.stream.destroy();
+      // Forced: a message still in progress is not acknowledged; the session keeps it for next time.
+      await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+    }
   }
+}
+
+/** Session expiry 0 at DISCONNECT: the broker removes the session (MQTT 5 §3.14.2.2.2). */
+function removeSession(client: MqttClient): Promise<void> {
+  return new Promise<void>((resolve) => client.end(false, { properties: { sessionExpiryInterval: 0 } }, () => resolve()));
+}
+
+/**
+ * `p`, unless the distributor stops first: a broker that stalls (frozen, or its host gone without a
+ * word) answers neither an UNSUBSCRIBE nor, after a DISCONNECT, closes the connection, and the
+ * distributor's stop waits for this retirement (distributor.ts close): it waited for ever.
+ */
+function unlessStopping<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new Error('the distributor is stopping'));
+  return new Promise<T>((resolve, reject) => {
+    const stop = () => reject(new Error('the distributor is stopping'));
+    signal.addEventListener('abort', stop, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', stop);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', stop);
+        reject(err);
+      },
+    );
+  });
 }
 
 function readState(file: string, log: Logger): string[] {

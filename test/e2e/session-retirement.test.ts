@@ -10,11 +10,12 @@ import { retireConsumerSessions } from '../../internal-network/distributor/sessi
 import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
 import { startDistributor } from '../../internal-network/distributor/distributor.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt } from '../../shared/mqtt/connect.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
-import { eventually } from '../helpers/ws-device.ts';
+import { eventually, within } from '../helpers/ws-device.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 
 /**
@@ -185,5 +186,41 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
     assert.deepEqual(result, { retired: [], empty: 0, failed: [] });
     assert.ok(logs.lines.some((l) => /damaged/.test(String(l.msg))), 'the damage is logged');
     assert.deepEqual(JSON.parse(readFileSync(stateFile, 'utf8')), { clientIds: ['solo-1'] });
+  });
+
+  it('leaves a session it is retiring for the next start when the distributor stops with the broker frozen, rather than waiting for it for ever', async () => {
+    const filter = '$share/frozen/held/#';
+    const departed = connect('frozen-2');
+    await connected(departed);
+    await departed.subscribeAsync(filter, { qos: 1 });
+    await endMqtt(departed);
+    await publisher.publishAsync('held/1', '1', { qos: 1 });
+    const stateFile = join(work.dir, 'frozen', 'consumer-sessions.json');
+    const options = { stateFile, current: ['frozen-1'], base: 'frozen', maxConsumers: 2, filters: [filter], connect, consume, log };
+    const stopping = new AbortController();
+    let frozen = false;
+    try {
+      const retiring = retireConsumerSessions({ ...options, signal: stopping.signal });
+      // Frozen (SIGSTOP) once the message it held is written: what retiring still asks of the broker
+      // (the UNSUBSCRIBE's answer, or the close after the DISCONNECT that removes the session)
+      // never comes.
+      await eventually(() => (handled.includes('held/1') ? true : undefined), 5_000, 'the held message written');
+      await broker.process.pause();
+      frozen = true;
+      await new Promise((r) => setTimeout(r, TIMINGS.sessionRetireIdleMs + 1_000));
+      stopping.abort();
+      const result = await within(retiring, 3_000, 'the retirement once the distributor stops');
+      assert.deepEqual(result, { retired: [], empty: 0, failed: ['frozen-2'] });
+      assert.deepEqual(JSON.parse(readFileSync(stateFile, 'utf8')), { clientIds: ['frozen-1', 'frozen-2'] }, 'kept for the next start');
+    } finally {
+      if (frozen) await broker.process.resume();
+    }
+    // The next start, the broker answering, leaves nothing of it: retired then, or already removed
+    // by the DISCONNECT the broker read once it ran again (sent before the stop).
+    const again = await retireConsumerSessions({ ...options, signal: new AbortController().signal });
+    assert.deepEqual(again.failed, []);
+    assert.equal(again.retired.length + again.empty, 1, JSON.stringify(again));
+    assert.deepEqual(JSON.parse(readFileSync(stateFile, 'utf8')), { clientIds: ['frozen-1'] });
+    assert.ok(handled.includes('held/1'), 'what the session held was written');
   });
 });
