@@ -239,6 +239,8 @@ export class UplinkPublisher {
       const timer = setTimeout(() => {
         reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `No PUBACK from the broker within ${this.o.timeoutMs} ms; send again.`));
       }, this.o.timeoutMs);
+      // A stopped gateway is not kept alive for its unanswered publishes (their devices are gone).
+      timer.unref();
       // Once only, however the client ends it: a backlog counted twice down, or never, would
       // refuse every device's messages for good, or never again.
       let settled = false;
