@@ -15,7 +15,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { makeTestPki, serviceMqttSettings, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -79,7 +79,8 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
       await client.subscribeAsync('stall/#', { qos: 1 });
       await influx.process.pause();
       for (let i = 0; i < 3; i++) await publisher.publishAsync(`stall/${i}`, String(i), { qos: 1 });
-      await new Promise((r) => setTimeout(r, 8000));
+      // Three times as long as mqtt.js waits for a sign of life (1.5 s) before it drops the connection.
+      await new Promise((r) => setTimeout(r, 4500));
       const stalled = { closes, most: copies.most, retries: consumer.stats.retries };
       await influx.process.resume();
       await eventually(() => (consumer.stats.messages >= 3 ? true : undefined), 20_000, 'all three written after the store came back');
@@ -127,14 +128,10 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
 
   it('logs the failed writes its consumers retry at most LIMITS.distributorRetryLogMaxPerWindow lines per window, all consumers together, each with its code', async () => {
     const logs = new LogCapture();
-    const d = pki.paths.service('internal/distributor');
     const distributor = startDistributor(
       loadDistributorConfig({
-        MQTT_URL: broker.tlsUrl,
+        ...serviceMqttSettings(pki.paths, 'internal/distributor', broker.tlsUrl),
         MQTT_PROTOCOL_VERSION: '5',
-        MQTT_CA_FILE: pki.paths.publicCa,
-        MQTT_CERT_FILE: d.cert,
-        MQTT_KEY_FILE: d.key,
         DISTRIBUTOR_CLIENT_ID: 'distributor-stall',
         DISTRIBUTOR_CONSUMERS: '8',
         DISTRIBUTOR_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
@@ -159,12 +156,12 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
       // A gateway's presence each: one point, on every consumer (the broker shares them round robin).
       for (let i = 0; i < 16; i++) await publisher.publishAsync(gatewayPresenceTopic(`gw-${i}`), JSON.stringify({ v: 1, state: 'online', gatewayId: `gw-${i}`, since: Date.now() }), { qos: 1 });
       // Within one window (TIMINGS.floodLogIntervalMs, 10 s): a few dozen attempts of the consumers.
-      await new Promise((r) => setTimeout(r, 5000));
+      await new Promise((r) => setTimeout(r, 3000));
       const retries = distributor.stats().retries;
       const lines = logs.lines.filter((l) => l.code === 'DISTRIBUTOR_WRITE_FAILED').length;
       await influx.process.resume();
       await eventually(() => (distributor.stats().messages >= 16 ? true : undefined), 20_000, 'every presence written after the store came back');
-      assert.ok(retries >= 40, `the consumers retried (${retries} retries)`);
+      assert.ok(retries >= 3 * LIMITS.distributorRetryLogMaxPerWindow, `the consumers retried (${retries} retries)`);
       assert.ok(lines >= 1 && lines <= LIMITS.distributorRetryLogMaxPerWindow, `${lines} lines for ${retries} retries`);
     } finally {
       await influx.process.resume();

@@ -13,7 +13,7 @@ import { startDistributor, type Distributor } from '../../internal-network/distr
 import { OVERFLOW_TAG_VALUE } from '../../internal-network/distributor/security/tag-admission.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { makeTestPki, serviceMqttSettings, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -47,14 +47,10 @@ describe('event types a device invents, on a real InfluxDB', () => {
       InfluxV1.start(join(work.dir, 'influxdb'), DB, { maxValuesPerTag: MAX_VALUES_PER_TAG }),
       startMosquitto(work.dir, { ca: pki.paths.publicCa, cert: server.cert, key: server.key }),
     ]);
-    const d = pki.paths.service('internal/distributor');
     distributor = startDistributor(
       loadDistributorConfig({
-        MQTT_URL: broker.tlsUrl,
+        ...serviceMqttSettings(pki.paths, 'internal/distributor', broker.tlsUrl),
         MQTT_PROTOCOL_VERSION: '5',
-        MQTT_CA_FILE: pki.paths.publicCa,
-        MQTT_CERT_FILE: d.cert,
-        MQTT_KEY_FILE: d.key,
         DISTRIBUTOR_CLIENT_ID: 'distributor-event-tags',
         DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
         DISTRIBUTOR_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),

@@ -8,7 +8,7 @@ import { startDistributor, type Distributor } from '../../internal-network/distr
 import { commandTopic, gatewayPresenceTopic, gatewaySecurityTopic, gatewayUplinkTopic, receiptTopic, STORED_FEED_TOPIC, statusTopic, TOPIC_FILTERS, uplinkTopic } from '../../shared/contract/topics.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { makeTestPki, serviceMqttSettings, tempDir } from '../helpers/pki.ts';
 import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -62,13 +62,9 @@ describe('retained presences of invented device ids through a bridge to a compro
     await rogue.listen();
     internal = await startBridgedInternalMosquitto(repo, pki, work.dir, `localhost:${rogue.port}`);
     await Promise.race([rogue.subscribed, new Promise<never>((_, no) => setTimeout(() => no(new Error('the bridge never subscribed')), 30_000))]);
-    const d = pki.paths.service('internal/distributor');
     distributor = startDistributor(
       loadDistributorConfig({
-        MQTT_URL: internal.url,
-        MQTT_CA_FILE: pki.paths.publicCa,
-        MQTT_CERT_FILE: d.cert,
-        MQTT_KEY_FILE: d.key,
+        ...serviceMqttSettings(pki.paths, 'internal/distributor', internal.url),
         DISTRIBUTOR_CLIENT_ID: 'distributor-retained',
         DISTRIBUTOR_CONSUMERS: '2',
         DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',

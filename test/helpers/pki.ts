@@ -74,3 +74,9 @@ export function inTempDir<T>(prefix: string, fn: (dir: string) => T): T {
     tmp.cleanup();
   }
 }
+
+/** The MQTT settings of an internal service (`service`, e.g. internal/distributor) on a broker at `url`, over mutual TLS with the test PKI's certificates. */
+export function serviceMqttSettings(paths: PkiPaths, service: string, url: string | undefined): { MQTT_URL: string | undefined; MQTT_CA_FILE: string; MQTT_CERT_FILE: string; MQTT_KEY_FILE: string } {
+  const s = paths.service(service);
+  return { MQTT_URL: url, MQTT_CA_FILE: paths.publicCa, MQTT_CERT_FILE: s.cert, MQTT_KEY_FILE: s.key };
+}
