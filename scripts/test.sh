@@ -16,7 +16,16 @@ if [ "$#" -gt 0 ]; then run --test-concurrency=1 "$@"; exit 0; fi
 # The unit files two at a time (the machine has two cores, and each file spends much of its time in
 # one process: key generation, a script, a single server); the end-to-end files one at a time, since
 # they start whole stacks of real servers and some weigh time. Both sets run, whatever the first gives.
+# Each stage's report is kept too: a failure far up a long log is repeated at its end, where a reader
+# of the log's last lines (a CI excerpt) finds it.
+reports="$(mktemp -d "${TMPDIR:-/tmp}/fieldstream-test-reports-XXXXXX")"
+trap 'rm -rf "$FIELDSTREAM_TEST_PKI_CACHE" "$reports"' EXIT
 status=0
-run --test-concurrency=2 test/unit/*.test.ts || status=$?
-run --test-concurrency=1 test/e2e/*.test.ts || status=$?
+run --test-concurrency=2 test/unit/*.test.ts | tee "$reports/unit.tap" || status=$?
+run --test-concurrency=1 test/e2e/*.test.ts | tee "$reports/e2e.tap" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "# FAILED: each failing test and its diagnostics, repeated from above (at most 200 lines)"
+  # A TAP "not ok" line, then its YAML block up to the "..." that ends it.
+  awk '/^ *not ok /{show=1} show{print} show && /^ *\.\.\.$/{show=0}' "$reports/unit.tap" "$reports/e2e.tap" | head -n 200 || true
+fi
 exit "$status"
