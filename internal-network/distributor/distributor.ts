@@ -191,8 +191,9 @@ export function startDistributor(
       return oldest;
     },
   });
-  // Ready: every consumer connected, and the database took the last request (or none was made yet);
-  // a database that is down fails the next write, and the consumers' retries keep asking it.
+  // Ready: every consumer connected, the database took the last request (or none was made yet), and
+  // file storage can be written (FileStore.ready); a database that is down fails the next write, and
+  // the consumers' retries keep asking it.
   const metricsServer = served
     ? startMetricsServer({
         metrics: metrics.metrics,
@@ -201,6 +202,7 @@ export function startDistributor(
         checks: [
           { name: 'broker', ready: () => clients.every((c) => c.connected) },
           { name: 'database', ready: () => !sink.lastWriteFailed },
+          { name: 'files', ready: () => files.ready() },
         ],
         log,
       })

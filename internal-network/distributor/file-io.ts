@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
-import type { Dirent } from 'node:fs';
-import { lstat, open, opendir, type FileHandle } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { constants, type Dirent } from 'node:fs';
+import { lstat, open, opendir, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 
 /** File-system steps of the file storage, each failure a coded error (DISTRIBUTOR_WRITE_FAILED: retried). */
@@ -67,4 +68,34 @@ export async function hashOf(path: string): Promise<string | undefined> {
     throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${path}: ${(err as Error).message}`);
   }
   return h.digest('hex');
+}
+
+/**
+ * Writes data to a new temporary file in `dir`, fsync'ed, and checks that it holds every byte. One
+ * write(2) may take only part of what it is given and report no error (a disk filling up, the
+ * file size limit): the rest is written on until the disk answers with the error itself. A short
+ * file that got this far anyway is refused too: its name would be receipted with the size and
+ * SHA-256 of data it does not hold, and the device would delete the only whole copy.
+ * Every failure is DISTRIBUTOR_WRITE_FAILED: transient, the message is retried, never receipted.
+ */
+export async function writeTemp(dir: string, data: Buffer): Promise<string> {
+  const tmp = join(dir, `.incoming-${randomUUID()}`);
+  try {
+    const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
+    try {
+      for (let at = 0; at < data.length; ) {
+        const { bytesWritten } = await fh.write(data, at, data.length - at, at);
+        if (bytesWritten <= 0) throw new Error(`the disk took none of the ${data.length - at} bytes left`);
+        at += bytesWritten;
+      }
+      await fh.sync();
+      await checkSize(fh, data.length);
+    } finally {
+      await fh.close();
+    }
+    return tmp;
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write in ${dir}: ${(err as Error).message}`, { path: dir }, { cause: err });
+  }
 }

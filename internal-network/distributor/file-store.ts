@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { access, link, mkdir, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
@@ -9,7 +9,7 @@ import { replaceFileDurably, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
-import { checkSize, entries, exists, hashOf, ifGone, io } from './file-io.ts';
+import { checkSize, entries, exists, hashOf, ifGone, io, writeTemp } from './file-io.ts';
 import { createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
 import { candidateNames } from './file-names.ts';
 import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
@@ -39,16 +39,56 @@ export class FileStore {
   /** the chunks of transfers in progress this process knows are there */
   private readonly present = new ChunksPresent();
 
+  /** the last store or storeChunk failed for a fault of the storage itself, none has succeeded since */
+  private storageFailed = false;
+
   constructor(root: string) {
     this.root = resolve(root);
   }
 
+  /**
+   * Whether file storage can take a file, for the distributor's /readyz: its last write did not fail
+   * for a fault of the storage (a system call refused: no space, a read-only file system, no
+   * permission), and its folder is one this process may write in (access(2): a read-only mount or an
+   * immutable folder says no, root too). A folder not made yet counts as writable: the first file
+   * makes it, and says so by failing if it cannot. Like the database's check, a fault found by a
+   * write lasts until a write succeeds (the message's retries).
+   */
+  async ready(): Promise<boolean> {
+    if (this.storageFailed) return false;
+    try {
+      if (!(await stat(this.root)).isDirectory()) return false;
+      await access(this.root, constants.W_OK | constants.X_OK);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    }
+  }
+
   async store(deviceId: string, payload: FilePayload): Promise<StoredFileInfo> {
-    const dir = await this.deviceDir(deviceId, payload.filename);
-    const data = Buffer.from(payload.data, 'base64');
-    const sha256 = createHash('sha256').update(data).digest('hex');
-    const tmp = await this.writeTemp(dir, data);
-    return this.place(dir, tmp, sha256, data.length, payload);
+    return this.tracked(async () => {
+      const dir = await this.deviceDir(deviceId, payload.filename);
+      const data = Buffer.from(payload.data, 'base64');
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      const tmp = await writeTemp(dir, data);
+      return this.place(dir, tmp, sha256, data.length, payload);
+    });
+  }
+
+  /**
+   * Runs a write, keeping for ready() whether storage failed it: a DISTRIBUTOR_WRITE_FAILED caused by
+   * a system call's error (io, writeTemp) is the storage's fault; one without a cause is a race with
+   * another consumer, and every other code is the message's.
+   */
+  private async tracked<T>(write: () => Promise<T>): Promise<T> {
+    try {
+      const result = await write();
+      this.storageFailed = false;
+      return result;
+    } catch (err) {
+      if (isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED') && err.cause !== undefined) this.storageFailed = true;
+      throw err;
+    }
   }
 
   /**
@@ -75,6 +115,10 @@ export class FileStore {
    * not one more at each chunk's own arrival.
    */
   async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt?: number): Promise<StoredFileInfo | undefined> {
+    return this.tracked(() => this.storeChunkUntracked(deviceId, payload, receivedAt));
+  }
+
+  private async storeChunkUntracked(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined): Promise<StoredFileInfo | undefined> {
     const dir = await this.deviceDir(deviceId, payload.filename);
     const t = payload.transfer;
     const partial = this.partialDir(deviceId, t.id);
@@ -110,7 +154,7 @@ export class FileStore {
     await this.makeDir(partial);
     const data = Buffer.from(payload.data, 'base64');
     if (data.length > t.size) throw new FieldStreamError('DISTRIBUTOR_FILE_CHECKSUM', `Chunk ${t.index} of ${t.id} is larger than the whole file.`);
-    const chunkTmp = await this.writeTemp(partial, data);
+    const chunkTmp = await writeTemp(partial, data);
     const chunkPath = join(partial, `${t.index}.chunk`);
     await io(chunkPath, () => rename(chunkTmp, chunkPath));
     await io(partial, () => syncDir(partial)); // the rename is what makes the receipted chunk findable
@@ -307,36 +351,6 @@ export class FileStore {
     const dir = join(this.root, deviceId);
     await this.makeDir(dir);
     return dir;
-  }
-
-  /**
-   * Writes data to a new temporary file in `dir`, fsync'ed, and checks that it holds every byte. One
-   * write(2) may take only part of what it is given and report no error (a disk filling up, the
-   * file size limit): the rest is written on until the disk answers with the error itself. A short
-   * file that got this far anyway is refused too: its name would be receipted with the size and
-   * SHA-256 of data it does not hold, and the device would delete the only whole copy.
-   * Every failure is DISTRIBUTOR_WRITE_FAILED: transient, the message is retried, never receipted.
-   */
-  private async writeTemp(dir: string, data: Buffer): Promise<string> {
-    const tmp = join(dir, `.incoming-${randomUUID()}`);
-    try {
-      const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
-      try {
-        for (let at = 0; at < data.length; ) {
-          const { bytesWritten } = await fh.write(data, at, data.length - at, at);
-          if (bytesWritten <= 0) throw new Error(`the disk took none of the ${data.length - at} bytes left`);
-          at += bytesWritten;
-        }
-        await fh.sync();
-        await checkSize(fh, data.length);
-      } finally {
-        await fh.close();
-      }
-      return tmp;
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write in ${dir}: ${(err as Error).message}`, { path: dir }, { cause: err });
-    }
   }
 
   /**

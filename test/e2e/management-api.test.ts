@@ -114,7 +114,7 @@ describe('the management API', () => {
     assert.deepEqual(status.brokers.internal, { up: true, source: 'console' });
     assert.deepEqual(status.brokers.dmz, { up: null, source: 'none' });
     assert.deepEqual(status.bridge, { connected: null, source: 'none' });
-    assert.deepEqual(status.distributors, [{ name: 'distributor', ready: true, detail: 'ready', broker: true, database: true }]);
+    assert.deepEqual(status.distributors, [{ name: 'distributor', ready: true, detail: 'ready', broker: true, database: true, files: true }]);
     assert.equal(status.database.ok, true);
     assert.deepEqual(
       status.services.map((s: { name: string; service: string; ready: boolean }) => [s.name, s.service, s.ready]),

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
@@ -18,22 +16,9 @@ import { DurableQueue, type SyncPolicy } from '../../field-client/src/queue/dura
 import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { chattr, chattrReason } from '../helpers/chattr.ts';
 
 const MiB = 1024 * 1024;
-
-/** Why a folder cannot be made append-only here (chattr +a needs root and ext4, XFS, Btrfs or tmpfs), or false. */
-function chattrReason(): string | false {
-  const probe = mkdtempSync(join(tmpdir(), 'fieldstream-chattr-'));
-  try {
-    execFileSync('chattr', ['+a', probe], { stdio: 'ignore' });
-    execFileSync('chattr', ['-a', probe], { stdio: 'ignore' });
-    return false;
-  } catch (err) {
-    return `chattr +a is not available: ${(err as Error).message.split('\n')[0]}`;
-  } finally {
-    rmSync(probe, { recursive: true, force: true });
-  }
-}
 
 /**
  * Files taken by the field client's local inputs (the watched folder, HTTP /v1/files) stay within
@@ -128,7 +113,7 @@ describe('files taken within the bound', () => {
     }
   });
 
-  it('takes a file its folder does not let go (append-only: no file removed or renamed) once, leaves it there, and logs it once with a code; on this file system or another', { skip: chattrReason() }, async () => {
+  it('takes a file its folder does not let go (append-only: no file removed or renamed) once, leaves it there, and logs it once with a code; on this file system or another', { skip: chattrReason('a') }, async () => {
     // chattr +a on the folder: a file can be made in it, none removed or renamed out, root too
     // (EPERM), as in a folder of another user with the sticky bit, or on a read-only mount (EROFS).
     const d = await device('kept', 64 * MiB);
@@ -140,7 +125,7 @@ describe('files taken within the bound', () => {
       folders.forEach((f, i) => {
         mkdirSync(f, { recursive: true });
         writeFileSync(join(f, `scan${i}.tif`), `the scan ${i}`);
-        execFileSync('chattr', ['+a', f]);
+        chattr(f, '+a');
       });
       for (const input of inputs) await input.start();
       await new Promise((r) => setTimeout(r, 1500)); // some 75 looks
@@ -152,27 +137,27 @@ describe('files taken within the bound', () => {
       assert.equal(kept.length, folders.length, `logged once each: ${JSON.stringify(d.logs.lines.filter((l) => l.file !== undefined).slice(0, 5))}`);
       assert.deepEqual(d.outgoing().filter((f) => f.endsWith('.accepting') || f.endsWith('.tmp')), [], 'nothing half taken');
       // Changed, it is another file: taken again, once.
-      execFileSync('chattr', ['-a', folders[0]!]);
+      chattr(folders[0]!, '-a');
       writeFileSync(join(folders[0]!, 'scan0.tif'), 'the scan 0, again');
-      execFileSync('chattr', ['+a', folders[0]!]);
+      chattr(folders[0]!, '+a');
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(d.queued().length, folders.length + 1, 'the changed file taken once more');
     } finally {
       for (const input of inputs) await input.close();
-      for (const f of folders) execFileSync('chattr', ['-a', f]);
+      for (const f of folders) chattr(f, '-a');
       for (const f of folders.slice(1)) rmSync(f, { recursive: true, force: true });
       await d.close();
     }
   });
 
-  it('does not send again after a restart a file its folder kept (it is remembered once queued, by device, inode, size and time); a changed one, or one never queued, is sent', { skip: chattrReason() }, async () => {
+  it('does not send again after a restart a file its folder kept (it is remembered once queued, by device, inode, size and time); a changed one, or one never queued, is sent', { skip: chattrReason('a') }, async () => {
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const watched = join(tmp.dir, 'kept-restart-watched');
     const keptFile = join(tmp.dir, 'kept-restart', 'watched-kept.jsonl');
     mkdirSync(watched);
     writeFileSync(join(watched, 'scan.tif'), 'the scan');
     writeFileSync(join(watched, 'other.tif'), 'the other scan');
-    execFileSync('chattr', ['+a', watched]);
+    chattr(watched, '+a');
     /** A run of the field client (its queue, outbox and folder input over the same FIELD_DATA_DIR), for `ms`, then stopped. */
     const run = async (ms: number, meanwhile?: (d: Awaited<ReturnType<typeof device>>) => Promise<void>) => {
       const d = await device('kept-restart', 64 * MiB);
@@ -196,9 +181,9 @@ describe('files taken within the bound', () => {
       assert.deepEqual(second.queued, ['other.tif', 'scan.tif'], 'not taken again after a restart');
       assert.equal(second.keptLogs, 0);
       // Changed under the same name: another file, taken once more, and remembered as it is now.
-      execFileSync('chattr', ['-a', watched]);
+      chattr(watched, '-a');
       writeFileSync(join(watched, 'scan.tif'), 'the scan, again');
-      execFileSync('chattr', ['+a', watched]);
+      chattr(watched, '+a');
       assert.deepEqual((await run(800)).queued, ['other.tif', 'scan.tif', 'scan.tif']);
       assert.deepEqual((await run(800)).queued, ['other.tif', 'scan.tif', 'scan.tif'], 'the changed file not again either');
       // A file whose queue record is never written (the queue closed under it) is not remembered:
@@ -215,7 +200,7 @@ describe('files taken within the bound', () => {
       appendFileSync(keptFile, '{"dir":"');
       assert.deepEqual((await run(800)).queued, ['late.tif', 'other.tif', 'scan.tif', 'scan.tif']);
     } finally {
-      execFileSync('chattr', ['-a', watched]);
+      chattr(watched, '-a');
     }
   });
 

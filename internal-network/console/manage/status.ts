@@ -16,7 +16,7 @@ export interface ManageStatus {
   at: string | null;
   brokers: { internal: PartState; dmz: PartState };
   bridge: { connected: boolean | null; source: string };
-  distributors: Array<{ name: string; ready: boolean | null; detail: string; broker: boolean | null; database: boolean | null }>;
+  distributors: Array<{ name: string; ready: boolean | null; detail: string; broker: boolean | null; database: boolean | null; files: boolean | null }>;
   database: { ok: boolean | null; detail: string };
   services: PipelineView['services'];
   figures: { readingsPerSecond: number | null; writeFailures: number | null; deadLetters: number | null; feedDropped: number | null; feedRefused: number | null };
@@ -28,7 +28,7 @@ const EXPORTER = 'broker-exporter';
  * The state of the pipeline's parts from the pipeline view (the services' own /readyz and
  * /metrics, CONSOLE_PIPELINE_TARGETS): both brokers and the bridge from the broker exporter
  * (fieldstream_mosquitto_up, fieldstream_bridge_connected); each distributor, and the database
- * through them, from their /readyz checks `broker` and `database` (internal-network/distributor).
+ * through them, from their /readyz checks `broker`, `database` and `files` (internal-network/distributor).
  * Without the exporter the internal broker is judged by the console's own connection to it, and
  * the DMZ broker and the bridge are unknown (null), never guessed.
  */
@@ -42,7 +42,7 @@ export function manageStatus(view: PipelineView, consoleBrokerConnected: boolean
     .map((s) => {
       // A distributor that answered names its failing checks; one that did not answer says nothing of them.
       const check = (name: string) => (s.failing === undefined ? null : !s.failing.includes(name));
-      return { name: s.name, ready: s.ready, detail: s.detail, broker: check('broker'), database: check('database') };
+      return { name: s.name, ready: s.ready, detail: s.detail, broker: check('broker'), database: check('database'), files: check('files') };
     });
   const judged = distributors.filter((d) => d.database !== null);
   const failing = judged.filter((d) => d.database === false).map((d) => d.name);
