@@ -143,7 +143,8 @@ export const LIMITS = {
   distributorUnexpectedMaxAttempts: 10,
   /** log lines. Most the distributor writes per TIMINGS.floodLogIntervalMs, all its consumers together,
    * of a write failed and retried (DISTRIBUTOR_WRITE_FAILED: the database down, frozen or timing out;
-   * file storage full or read-only); the rest are counted in the next such window's line. Each
+   * file storage full or read-only), and as many again of failed system calls and failures without a
+   * code retried; the rest are counted in the next such window's line. Each
    * consumer holds a message, so a store that stalled had every consumer write a line at each attempt
    * (32 lines for each failed request with DISTRIBUTOR_CONSUMERS=32), for as long as it stalled. */
   distributorRetryLogMaxPerWindow: 10,

@@ -25,14 +25,26 @@ class Stopped extends Error {}
  */
 const MACHINE_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN', 'EBUSY', 'EACCES', 'EPERM', 'ENOENT', 'ESTALE', 'ETIMEDOUT', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH']);
 
+/** The lines of failures retried, for all of a distributor's consumers together (retryLogs). */
+export interface RetryLogs {
+  /** coded failures (a store down or stalled, DISTRIBUTOR_WRITE_FAILED), at warn */
+  coded: LimitedLog;
+  /** failed system calls and failures without a code (a full disk, a defect), at error */
+  uncoded: LimitedLog;
+}
+
 /**
- * The log of coded failures retried, for all of a distributor's consumers together: a store down or
- * stalled fails every consumer's message at each attempt, the same failure each time. At most
- * LIMITS.distributorRetryLogMaxPerWindow lines per TIMINGS.floodLogIntervalMs; the rest counted by
- * code in the next window's first line (the metrics count every failed request).
+ * The logs of failures retried, for all of a distributor's consumers together: a store down or
+ * stalled, or a disk that is full, fails every consumer's message at each attempt, the same failure
+ * each time. Each at most LIMITS.distributorRetryLogMaxPerWindow lines per TIMINGS.floodLogIntervalMs;
+ * the rest counted by code in the next window's first line (the metrics count every failed request).
  */
-export function retryLog(log: Logger): LimitedLog {
-  return new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.distributorRetryLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'failures retried (messages left unacknowledged meanwhile)' });
+export function retryLogs(log: Logger): RetryLogs {
+  const limited = (level: 'warn' | 'error', what: string) => new LimitedLog(log, { level, maxPerWindow: LIMITS.distributorRetryLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what });
+  return {
+    coded: limited('warn', 'failures retried (messages left unacknowledged meanwhile)'),
+    uncoded: limited('error', 'failed system calls and failures without a code retried (messages left unacknowledged meanwhile)'),
+  };
 }
 
 /** milliseconds: how long the store asked to be left alone (`details.retryAfterMs` of a write that failed), else 0 */
@@ -74,7 +86,7 @@ export class Consumer {
   private readonly tooLargeLog: LimitedLog;
   private readonly invalidLog: LimitedLog;
   /** coded failures retried (a store down or stalled): every consumer meets them at each attempt */
-  private readonly retryLog: LimitedLog;
+  private readonly retryLogs: RetryLogs;
   /** epoch ms at which the message in progress was taken from the broker (undefined: none) */
   inProgressSince: number | undefined;
 
@@ -88,8 +100,8 @@ export class Consumer {
     private readonly deadLettered?: { inc(): void },
     /** invalid payloads acknowledged without being kept (past their share of DEAD_LETTER_MAX_BYTES, or not writable) */
     private readonly notKept?: { inc(): void },
-    /** the lines of coded failures retried, shared by all the distributor's consumers (retryLog); none: this consumer's own */
-    retries?: LimitedLog,
+    /** the lines of failures retried, shared by all the distributor's consumers (retryLogs); none: this consumer's own */
+    retries?: RetryLogs,
   ) {
     // Lines a flood repeats per message (a compromised DMZ publishes tens of thousands a second):
     // one per TIMINGS.floodLogIntervalMs each; the metrics count every one.
@@ -98,7 +110,7 @@ export class Consumer {
     this.fullLog = flood('error', 'messages left unacknowledged while the dead-letter folder is full');
     this.tooLargeLog = flood('error', 'messages left unacknowledged whose dead letter is larger than the folder may hold');
     this.invalidLog = flood('error', 'invalid payloads kept as dead-letter excerpts');
-    this.retryLog = retries ?? retryLog(log);
+    this.retryLogs = retries ?? retryLogs(log);
     mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
       // A message from the broker shows the connection alive as well as a PINGRESP would. mqtt.js
       // counts only acks and PINGRESPs, and hands a connection's packets over one at a time (the
@@ -206,8 +218,8 @@ export class Consumer {
           this.stats.retries++;
           // Never sooner than the store asked (a 429's or 503's Retry-After: sinks/sink.ts retryAfterMs), up to the longest pause.
           const delay = Math.max(this.backoff(attempt), Math.min(askedDelayMs(err), this.retry.maxMs));
-          if (isFieldStreamError(err)) this.retryLog.write({ code: err.code, attempt: attempt + 1, retryInMs: delay }, `${err.message}; retrying, the message stays unacknowledged meanwhile`);
-          else this.log.error({ err, topic, attempt: attempt + 1, retryInMs: delay }, isSystemError(err) ? 'a system call failed; retrying, the message stays unacknowledged meanwhile' : 'unexpected failure (no error code); retrying, the message stays unacknowledged meanwhile');
+          if (isFieldStreamError(err)) this.retryLogs.coded.write({ code: err.code, attempt: attempt + 1, retryInMs: delay }, `${err.message}; retrying, the message stays unacknowledged meanwhile`);
+          else this.retryLogs.uncoded.write({ err, topic, attempt: attempt + 1, retryInMs: delay }, isSystemError(err) ? 'a system call failed; retrying, the message stays unacknowledged meanwhile' : 'unexpected failure (no error code); retrying, the message stays unacknowledged meanwhile');
           await this.sleep(delay);
           continue;
         }

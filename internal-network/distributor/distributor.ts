@@ -8,7 +8,7 @@ import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { DistributorConfig } from './config.ts';
 import { retireConsumerSessions, type RetirementResult } from './session-retirement.ts';
-import { Consumer, retryLog } from './consumer.ts';
+import { Consumer, retryLogs } from './consumer.ts';
 import { DeadLetters } from './dead-letter.ts';
 import { FileStore } from './file-store.ts';
 import { MessageHandler } from './message-handler.ts';
@@ -123,7 +123,7 @@ export function startDistributor(
 
   const consumers: Consumer[] = [];
   // One bound on the lines of retried failures for every consumer: a store that stalls fails them all at once.
-  const retries = retryLog(log);
+  const retries = retryLogs(log);
   const receipts = new ReceiptPublisher(clients, keys, log.child({ subsystem: 'receipts' }), metrics.receipts);
   const subscribed: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {

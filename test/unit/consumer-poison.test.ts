@@ -16,8 +16,8 @@ import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts'
 import { gatewayPresenceTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
-import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -37,7 +37,8 @@ describe('the distributor consumer and a message that keeps failing without an e
   function fixture(name: string, failing: (points: readonly StoredPoint[]) => Error | undefined, o: { key?: Buffer; fence?: () => void; retry?: { initialMs: number; maxMs: number } } = {}) {
     const dir = join(tmp.dir, name);
     const dead = new DeadLetters(join(dir, 'letters'));
-    const log = createLogger('test', 'silent');
+    const logs = new LogCapture();
+    const log = logs.logger;
     mkdirSync(join(dir, 'keys'), { recursive: true });
     if (o.key) writeFileSync(join(dir, 'keys', 'sensor-1.key'), o.key.toString('hex'));
     const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay'), { fence: o.fence }), { requireSignatures: false, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
@@ -73,7 +74,7 @@ describe('the distributor consumer and a message that keeps failing without an e
           .filter(Boolean)
           .map((l) => JSON.parse(l) as { code: string; topic: string; payloadBase64: string }),
       );
-    return { dead, consumer, deliver, letters, written, attempted, calls, metrics };
+    return { dead, consumer, deliver, letters, written, attempted, calls, metrics, logs };
   }
   const envelope = (i: number, poison = false) =>
     Buffer.from(JSON.stringify({ v: 1, deviceId: 'sensor-1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: Date.now(), messages: [{ messageId: `m${i}`, payload: { t: i, ...(poison ? { poison: 1 } : {}) } }] }));
@@ -118,6 +119,11 @@ describe('the distributor consumer and a message that keeps failing without an e
       assert.equal(f.calls.writes, LIMITS.distributorUnexpectedMaxAttempts * 4 + 1, 'tried until it was written');
       assert.deepEqual(f.letters(), [], 'not given up');
       assert.deepEqual(f.written.map((p) => p.fields.t), [4]);
+      // 30 retries without a code within one window (each 10–20 ms apart): logged as far as the bound
+      // of such lines, at error level, the failure named.
+      const uncoded = f.logs.lines.filter((l) => typeof l.msg === 'string' && /^(a system call failed|unexpected failure \(no error code\)); retrying/.test(l.msg));
+      assert.equal(uncoded.length, LIMITS.distributorRetryLogMaxPerWindow);
+      assert.ok(uncoded.every((l) => l.level === 50 && typeof l.err === 'object'), JSON.stringify(uncoded[0]));
     } finally {
       f.consumer.stop();
       await f.dead.close();
