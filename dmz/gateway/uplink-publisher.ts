@@ -207,12 +207,14 @@ export class UplinkPublisher {
     // Never handed to the MQTT client past the broker's limit (brokerPacketMaxBytes: it would cost
     // the broker connection at every reconnect). Joined envelopes stay far below it; a frame alone
     // near frameMaxBytes could pass it only by numbers written longer than the device wrote them.
-    if (payload.length * 3 > LIMITS.brokerPacketMaxBytes - 64 * 1024 && Buffer.byteLength(payload) > LIMITS.brokerPacketMaxBytes - 64 * 1024) {
-      const err = new FieldStreamError('CONTRACT_FRAME_TOO_LARGE', `The envelope of these messages would be ${Buffer.byteLength(payload)} bytes, more than the broker takes; send them in smaller frames.`);
+    // Counted only where it could matter: a character is at most three bytes.
+    const bytes = payload.length * 3 > LIMITS.brokerPacketMaxBytes - 64 * 1024 ? Buffer.byteLength(payload) : undefined;
+    if (bytes !== undefined && bytes > LIMITS.brokerPacketMaxBytes - 64 * 1024) {
+      const err = new FieldStreamError('CONTRACT_FRAME_TOO_LARGE', `The envelope of these messages would be ${bytes} bytes, more than the broker takes; send them in smaller frames.`);
       waiters.forEach((w) => w.reject(err));
       return;
     }
-    this.publishOne(topic, payload).then(
+    this.publishOne(topic, payload, bytes).then(
       () => waiters.forEach((w) => w.resolve()),
       (err: unknown) => waiters.forEach((w) => w.reject(err)),
     );
@@ -228,12 +230,13 @@ export class UplinkPublisher {
     return { v: ENVELOPE_VERSION, gatewayId: this.o.gatewayId, receivedAt: p.receivedAt, dataType: 'timeseries', devices } as unknown as GatewayEnvelope;
   }
 
-  private publishOne(topic: string, payload: string): Promise<void> {
+  /** `bytes`: the payload's size in UTF-8 where the caller counted it already */
+  private publishOne(topic: string, payload: string, bytes?: number): Promise<void> {
     const started = performance.now();
     // Bytes, not characters: text a device wrote outside ASCII stays so in the envelope (JSON.stringify
     // escapes none of it), up to three bytes a character, and counted by characters the bound held
     // up to three times its bytes.
-    const size = Buffer.byteLength(payload);
+    const size = bytes ?? Buffer.byteLength(payload);
     this.backlog += size;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
