@@ -211,10 +211,23 @@ export function startDistributor(
   // Refusals of ids nobody registered are counted per second (security/refusal-tally.ts) and
   // written here, apart from the messages: a flood of forged ids costs a few points a second.
   const tallyLog = log.child({ subsystem: 'security' });
-  const flushTally = (all = false) =>
-    handler.flushSecurityTally(all).catch((err: unknown) => tallyLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message }, 'counts of security refusals not written yet; tried again'));
+  const flushTally = () =>
+    handler.flushSecurityTally().catch((err: unknown) => tallyLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message }, 'counts of security refusals not written yet; tried again'));
   const tallyTimer = setInterval(() => void flushTally(), TIMINGS.securityTallyFlushMs);
   tallyTimer.unref();
+  // At a stop the last counts get TIMINGS.closeGraceMs: a database that does not answer held the stop
+  // for a request timeout (INFLUXDB_TIMEOUT_MS), twice behind a periodic write of counts in flight,
+  // past the grace an orchestrator gives before SIGKILL. They are counts, not acknowledged messages:
+  // lost with the process, and said so.
+  const flushLastTally = async () => {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), TIMINGS.closeGraceMs)));
+    const outcome = await Promise.race([handler.flushSecurityTally(true).then(() => 'written' as const, (err: unknown) => err), expired]);
+    clearTimeout(timer);
+    if (outcome === 'written') return;
+    if (outcome === 'expired') tallyLog.warn({ graceMs: TIMINGS.closeGraceMs }, 'counts of security refusals not written: the database did not answer before the stop');
+    else tallyLog.warn({ code: isFieldStreamError(outcome) ? outcome.code : undefined, err: (outcome as Error).message }, 'counts of security refusals not written: the last write before the stop failed');
+  };
 
   // What killed distributors (this one before its restart, or another sharing the storage) left in
   // file storage: temporary files, up to a whole file's size each, and folders of chunks of files
@@ -282,7 +295,7 @@ export function startDistributor(
         // Forced: an unfinished message must not be acknowledged on the way out.
         await Promise.all(clients.map((c) => endMqtt(c, true)));
         clearInterval(tallyTimer);
-        await flushTally(true);
+        await flushLastTally();
         await sink.close();
         await deadLetters.close().catch(() => undefined);
         replay.close();

@@ -10,7 +10,7 @@ import { WriteBatcher } from '../../internal-network/distributor/write-batcher.t
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
 import { startDistributor } from '../../internal-network/distributor/distributor.ts';
-import { gatewayPresenceTopic } from '../../shared/contract/topics.ts';
+import { gatewayPresenceTopic, statusTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
@@ -166,6 +166,62 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
     } finally {
       await influx.process.resume();
       await distributor.close();
+    }
+  });
+
+  it('stops within its close grace with counts of security refusals to write and the store frozen; the counts are said lost', async () => {
+    const logs = new LogCapture();
+    const distributor = startDistributor(
+      loadDistributorConfig({
+        ...serviceMqttSettings(pki.paths, 'internal/distributor', broker.tlsUrl),
+        MQTT_PROTOCOL_VERSION: '5',
+        DISTRIBUTOR_CLIENT_ID: 'distributor-stop',
+        // Its own group: the earlier distributor's sessions (8 consumers) are kept by the broker, and
+        // would be dealt their share of the presences.
+        DISTRIBUTOR_SHARE_GROUP: 'distributors-stop',
+        DISTRIBUTOR_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
+        DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
+        DISTRIBUTOR_STATE_DIR: join(work.dir, 'state-stop'),
+        DISTRIBUTOR_METRICS_PORT: 'off',
+        DISTRIBUTOR_FEED: 'off',
+        INFLUXDB_URL: influx.url,
+        INFLUXDB_DATABASE: DB,
+        INFLUXDB_USERNAME: influx.user,
+        INFLUXDB_PASSWORD: influx.password,
+        // Far longer than the stop may take: a stop that waits for the request is seen.
+        INFLUXDB_TIMEOUT_MS: '30000',
+        FILE_STORAGE_PATH: join(work.dir, 'files-stop'),
+        DEAD_LETTER_PATH: join(work.dir, 'dead-letters-stop'),
+      }),
+      logs.logger,
+      { processMetrics: false },
+    );
+    let closed = false;
+    try {
+      await distributor.ready;
+      await influx.process.pause();
+      // The presence of an id nobody registered is counted (refusal-tally.ts), not stored: the first
+      // count goes to the frozen store with the periodic write, the last is left for the stop.
+      const ghost = (i: number) => publisher.publishAsync(statusTopic(`ghost-${i}`), JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() }), { qos: 1 });
+      await ghost(1);
+      await eventually(() => (distributor.verifier.stats.refused >= 1 ? true : undefined), 10_000, 'the first presence counted');
+      await new Promise((r) => setTimeout(r, 1500));
+      await ghost(2);
+      await eventually(() => (distributor.verifier.stats.refused >= 2 ? true : undefined), 10_000, 'the last presence counted');
+      const started = performance.now();
+      await distributor.close();
+      closed = true;
+      const tookMs = performance.now() - started;
+      // A bound on a hang, not a measure of speed: the grace is TIMINGS.closeGraceMs (2 s), the
+      // request timeout 30 s.
+      assert.ok(tookMs < 10_000, `the stop took ${Math.round(tookMs)} ms`);
+      assert.ok(
+        logs.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('counts of security refusals not written: the database did not answer before the stop')),
+        'the counts left unwritten are said so',
+      );
+    } finally {
+      await influx.process.resume();
+      if (!closed) await distributor.close();
     }
   });
 });
