@@ -141,6 +141,7 @@ describe("the CA's CRL handed to devices by the gateway", () => {
         try {
           const c = connect(source, servers.renewed.url, logger);
           await eventually(() => (c.isOpen && servers.renewed.sockets.some((ws) => (ws as { handed?: boolean }).handed) ? true : undefined), 5_000, what);
+          if (code) await eventually(() => (lines.slice(said).some((l) => l.code === code) ? true : undefined), 5_000, `${what}: ${code}`);
           await new Promise((r) => setTimeout(r, 200));
         } finally {
           stop();
@@ -193,6 +194,7 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       // The first: the CA's, older than the one held (nothing to take); the second: newer, never read.
       ws?.send(JSON.stringify({ type: 'crl', crl: der(crlOf(ca, [], day / 2, 2)) } satisfies CrlFrame));
       ws?.send(JSON.stringify({ type: 'crl', crl: der(crlOf(ca, ['0B'], 60_000, 3)) } satisfies CrlFrame));
+      await eventually(() => (lines.some((l) => l.code === 'FIELD_GATEWAY_CRL_REPEATED') ? true : undefined), 5_000, JSON.stringify(lines));
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(source.current()?.thisUpdate.getTime(), held, 'the CRL in use stays');
       assert.equal(lines.filter((l) => l.code === 'FIELD_GATEWAY_CRL_REPEATED').length, 1, JSON.stringify(lines));
@@ -211,6 +213,7 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       try {
         const c = connect(source, servers.renewed.url, logger);
         await eventually(() => (c.isOpen && servers.renewed.sockets.some((ws) => (ws as { handed?: boolean }).handed) ? true : undefined), 5_000, 'handed');
+        await eventually(() => (lines.some((l) => l.code === 'FIELD_GATEWAY_CRL_REFUSED') ? true : undefined), 5_000, JSON.stringify(lines));
         await new Promise((r) => setTimeout(r, 300));
       } finally {
         stop();
