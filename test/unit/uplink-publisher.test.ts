@@ -7,6 +7,7 @@ import { UplinkPublisher, type AcceptedMessage } from '../../dmz/gateway/uplink-
 import { GatewayEnvelopeSchema, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * The gateway's publisher on a real MQTT broker (aedes, the embedded one) over a real socket:
@@ -68,6 +69,8 @@ describe('the gateway publishing envelopes when their linger ends', () => {
     writes = 0;
     await Promise.all(settled);
     assert.ok(writes <= 20, `${writes} socket writes for 301 envelopes`);
+    // The PUBACKs came from the broker: the watcher gets its copies after, in its own time.
+    await eventually(() => (received.length >= 301 ? true : undefined), 15_000, 'the watcher to get 301 envelopes');
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(received.length, 301, 'one envelope per device, and the one device 0 filled, then its next');
     const byDevice = new Map<string, string[][]>();
@@ -107,6 +110,8 @@ describe('the gateway publishing envelopes when their linger ends', () => {
     const event: AcceptedMessage = { deviceId: 'dev-7', dataType: 'event', messageId: '7-event', payload: { eventType: 'door_open' } };
     for (const g of publisher.publish('dev-7', [event], now)) settled.push(g.done);
     await Promise.all(settled);
+    const readings = () => raw.filter((r) => r.topic === 'fieldstream/v1/gateways/gw-1/up/timeseries').reduce((n, r) => n + (r.payload as { devices: Array<{ messages: unknown[] }> }).devices.reduce((k, s) => k + s.messages.length, 0), 0);
+    await eventually(() => (readings() >= 601 && raw.some((r) => r.topic === 'fieldstream/v1/devices/dev-7/up/event') ? true : undefined), 15_000, 'the watcher to get every envelope');
     await new Promise((r) => setTimeout(r, 200));
 
     const gatewayEnvelopes = raw.filter((r) => r.topic === 'fieldstream/v1/gateways/gw-1/up/timeseries').map((r) => GatewayEnvelopeSchema.parse(r.payload));
@@ -136,6 +141,7 @@ describe('the gateway publishing envelopes when their linger ends', () => {
       ...publisher.publish('small-d', [reading('small-d1')], now, 200),
     ].map((g) => g.done);
     await Promise.all(done);
+    await eventually(() => (raw.filter((r) => r.topic === 'fieldstream/v1/gateways/gw-big/up/timeseries').length >= 3 ? true : undefined), 15_000, 'the watcher to get 3 envelopes');
     await new Promise((r) => setTimeout(r, 200));
     const sections = raw.filter((r) => r.topic === 'fieldstream/v1/gateways/gw-big/up/timeseries').map((r) => GatewayEnvelopeSchema.parse(r.payload).devices.map((d) => d.deviceId));
     assert.deepEqual(sections, [['big-a'], ['big-b'], ['small-c', 'small-d']], 'a large frame has an envelope of its own; small ones join one another');
