@@ -9,6 +9,7 @@ import type { FieldClient } from '../../field-client/src/field-client.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { lossyProxy } from '../helpers/lossy-proxy.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * Sparkplug B edge nodes on the local MQTT input (FIELD_MQTT_SPARKPLUG): a QoS 1 publish is
@@ -393,6 +394,8 @@ describe('local MQTT input: the primary host application (FIELD_SPARKPLUG_HOST_I
     const edge = await connect('edge-waits');
     const got: Array<{ online: boolean; timestamp: number; retain: boolean }> = [];
     await stateOf(edge, got);
+    // The retained STATE comes after the SUBACK: waited for, then a while for any other.
+    await eventually(() => (got.length >= 1 ? true : undefined), 10_000, 'the retained STATE');
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(got.length, 1, JSON.stringify(got));
     assert.equal(got[0]!.online, true);
