@@ -10,6 +10,7 @@ import type { FieldClient } from '../../field-client/src/field-client.ts';
 import type { HealthReporter } from '../../field-client/src/health.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * The local MQTT input refuses a packet longer than LIMITS.localMqttMaxPacketBytes as soon as its
@@ -93,6 +94,7 @@ describe('local MQTT input: nothing kept for a subscriber that is away', () => {
     listener.on('message', (_topic, payload) => got.push(payload.toString()));
     await listener.subscribeAsync('local/amplifier/gain', { qos: 1 });
     await input.publish('local/amplifier/gain', '{"gain":3}');
+    await eventually(() => (got.length >= 1 ? true : undefined), 10_000, 'the publish at the listener');
     await new Promise((r) => setTimeout(r, 200));
     await listener.endAsync();
     assert.deepEqual(got, ['{"gain":3}']);
