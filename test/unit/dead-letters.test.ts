@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { readLetters, summarizeLetters } from '../../internal-network/distributor/dead-letter-files.ts';
 import { replayLetters } from '../../internal-network/distributor/dead-letter-replay.ts';
@@ -30,6 +30,10 @@ const letters = (dir: string) =>
 describe('dead letters', () => {
   const tmp = tempDir('dead-letters');
   after(() => tmp.cleanup());
+  // Letter files are named by the day of the clock: held at noon, so that a midnight (UTC) between
+  // a test's writes, or between them and its today(), does not make two files or name another one.
+  beforeEach(() => mock.timers.enable({ apis: ['Date'], now: Date.UTC(2026, 0, 15, 12) }));
+  afterEach(() => mock.timers.reset());
 
   it('keeps letters of several MB written at once whole, one per line', async () => {
     const dir = join(tmp.dir, 'concurrent');
