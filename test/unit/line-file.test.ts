@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, mock } from 'node:test';
 import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { RejectedMessages } from '../../field-client/src/rejected.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
@@ -24,16 +24,23 @@ describe('files of lines holding acknowledged data', () => {
 
   it('the local store refuses a batch the disk took only part of, and the next batch is read back whole', async () => {
     const dir = join(tmp.dir, 'store');
+    // The store's file is named by the day of the clock: held at noon (UTC), so that a midnight
+    // during the test does not send the later batches to another file.
+    mock.timers.enable({ apis: ['Date'], now: Date.UTC(2026, 0, 15, 12) });
     const store = new LocalPointStore(dir);
-    await store.write([point(1)]);
-    const file = join(dir, `${new Date().toISOString().slice(0, 10)}.jsonl`);
-    await withFileSizeLimit(statSync(file).size + 30, () =>
-      assert.rejects(store.write([point(2), point(3), point(4)]), (err) => isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED')),
-    );
-    // The distributor writes the refused batch again (its message is still unacknowledged), and goes on.
-    await store.write([point(2), point(3), point(4)]);
-    await store.write([point(5)]);
-    await store.close();
+    const file = join(dir, '2026-01-15.jsonl');
+    try {
+      await store.write([point(1)]);
+      await withFileSizeLimit(statSync(file).size + 30, () =>
+        assert.rejects(store.write([point(2), point(3), point(4)]), (err) => isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED')),
+      );
+      // The distributor writes the refused batch again (its message is still unacknowledged), and goes on.
+      await store.write([point(2), point(3), point(4)]);
+      await store.write([point(5)]);
+      await store.close();
+    } finally {
+      mock.timers.reset();
+    }
     assert.deepEqual(
       readLocalStore(dir).map((p) => p.fields.v),
       [1, 2, 3, 4, 5],
