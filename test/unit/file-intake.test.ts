@@ -17,6 +17,7 @@ import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 const MiB = 1024 * 1024;
 
@@ -53,6 +54,7 @@ describe('files taken within the bound', () => {
     for (let i = 0; i < 10; i++) writeFileSync(join(watched, `img${i}.jpg`), Buffer.alloc(700 * 1024, i));
     const input = folderInput(d.client, watched, 20, d.logs.logger);
     await input.start();
+    await eventually(() => (d.queued().length >= 4 ? true : undefined), 15_000, 'the files that fit taken');
     await new Promise((r) => setTimeout(r, 1500));
     await input.close();
     await new Promise((r) => setTimeout(r, 300)); // what was being taken at the close
@@ -75,13 +77,15 @@ describe('files taken within the bound', () => {
     const input = folderInput(d.client, watched, 20, d.logs.logger);
     await input.start();
     try {
-      await new Promise((r) => setTimeout(r, 1000)); // some 50 looks
       const about = (file: string) => d.logs.lines.filter((l) => l.file === file).length;
+      await eventually(() => (about('bad\nname.csv') > 0 && about('huge.bin') > 0 ? true : undefined), 15_000, 'both files logged');
+      await new Promise((r) => setTimeout(r, 1000)); // some 50 looks
       assert.equal(about('bad\nname.csv'), 1, 'the refused name, logged once');
       assert.equal(about('huge.bin'), 1, 'the file there is no room for, logged once');
       assert.deepEqual(readdirSync(watched).sort(), ['bad\nname.csv', 'huge.bin'], 'both left in place');
       // Still tried: once there is room (here, the file made smaller), it is taken.
       writeFileSync(join(watched, 'huge.bin'), Buffer.alloc(64 * 1024));
+      await eventually(() => (d.queued().length > 0 ? true : undefined), 15_000, 'the smaller file taken');
       await new Promise((r) => setTimeout(r, 500));
       assert.deepEqual(readdirSync(watched), ['bad\nname.csv']);
       assert.equal(d.queued().length, 1);
@@ -102,8 +106,10 @@ describe('files taken within the bound', () => {
     const input = folderInput(d.client, watched, 20, d.logs.logger);
     await input.start();
     try {
+      const refusals = () => d.logs.lines.filter((l) => l.code === 'FIELD_INPUT_INVALID' && l.nameBytesHex === '636166e92e6a7067');
+      await eventually(() => (refusals().length > 0 && d.queued().length > 0 ? true : undefined), 15_000, 'the name refused and the other file taken');
       await new Promise((r) => setTimeout(r, 1000)); // some 50 looks
-      const about = d.logs.lines.filter((l) => l.code === 'FIELD_INPUT_INVALID' && l.nameBytesHex === '636166e92e6a7067');
+      const about = refusals();
       assert.equal(about.length, 1, 'logged once, naming its bytes');
       assert.ok(existsSync(latin1), 'left in place');
       assert.deepEqual(d.queued().map((r) => r.filename), ['fine.jpg'], 'the other file is taken');
@@ -128,6 +134,7 @@ describe('files taken within the bound', () => {
         chattr(f, '+a');
       });
       for (const input of inputs) await input.start();
+      await eventually(() => (d.queued().length >= folders.length && d.logs.lines.filter((l) => l.code === 'FIELD_FILE_SOURCE_KEPT').length >= folders.length ? true : undefined), 15_000, 'each file taken');
       await new Promise((r) => setTimeout(r, 1500)); // some 75 looks
       const queued = d.queued();
       assert.deepEqual(queued.map((r) => r.filename).sort(), folders.map((_, i) => `scan${i}.tif`), `each taken once: ${JSON.stringify(d.logs.lines.filter((l) => l.file !== undefined).slice(0, 4))}`);
@@ -140,6 +147,7 @@ describe('files taken within the bound', () => {
       chattr(folders[0]!, '-a');
       writeFileSync(join(folders[0]!, 'scan0.tif'), 'the scan 0, again');
       chattr(folders[0]!, '+a');
+      await eventually(() => (d.queued().length > folders.length ? true : undefined), 15_000, 'the changed file taken');
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(d.queued().length, folders.length + 1, 'the changed file taken once more');
     } finally {
