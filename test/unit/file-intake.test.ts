@@ -353,7 +353,7 @@ describe('files taken within the bound', () => {
       // Two at once, each fitting alone: the first one's room is held while it arrives.
       let release!: () => void;
       const first = upload(port, { length: 2.5 * MiB, total: 2.5 * MiB, pieceBytes: 256 * 1024, wait: new Promise<void>((r) => (release = r)) });
-      await new Promise((r) => setTimeout(r, 200));
+      await eventually(() => (d.outbox.room.bytes > 0 ? true : undefined), 10_000, "the first upload's room held");
       const second = await upload(port, { length: 2.5 * MiB, total: 2.5 * MiB, pieceBytes: 256 * 1024 });
       release();
       assert.equal(second.status, 507, 'the second does not fit beside the first');
@@ -480,6 +480,7 @@ describe('files taken within the bound', () => {
         if (!socket.write('\r\n')) await new Promise((r) => socket.once('drain', r));
       }
       if (!socket.destroyed) socket.write('0\r\n\r\n');
+      await eventually(() => (/FIELD_INPUT_INVALID/.test(text) || socket.destroyed ? true : undefined), 10_000, 'the refusal');
       await new Promise((r) => setTimeout(r, 300));
       const first = text;
       assert.match(first, /^HTTP\/1\.1 400 /);
