@@ -84,7 +84,10 @@ describe('the dead-letter folder under a flood', () => {
     const metrics = new DistributorMetrics();
     const handler = new MessageHandler(refusing, new FileStore(join(dir, 'files')), verifier, metrics);
     const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
-    const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 50 }, undefined, log, metrics.deadLetters, metrics.deadLettersNotKept);
+    // The consumer's lines: the one saying a message waits for room in the folder.
+    let fullLines = 0;
+    const consumerLog = createLogger('test', 'error', new Writable({ write: (chunk: Buffer, _e, cb) => ((fullLines += chunk.toString().split('"code":"DISTRIBUTOR_DEAD_LETTERS_FULL"').length - 1), cb()) }));
+    const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 50 }, undefined, consumerLog, metrics.deadLetters, metrics.deadLettersNotKept);
     const deliver = (topic: string, payload: Buffer) => {
       const acked = { done: false };
       mqtt.handleMessage({ cmd: 'publish', topic, payload, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked.done = true));
@@ -96,8 +99,9 @@ describe('the dead-letter folder under a flood', () => {
       // Letters with data fill the folder; the one that finds no room stays unacknowledged.
       let waiting: { done: boolean } | undefined;
       for (let i = 0; i < 10 && !waiting; i++) {
+        const said = fullLines;
         const acked = deliver(topic, envelope(i));
-        await sleep(100);
+        await eventually(() => (acked.done || fullLines > said ? true : undefined), 5_000, `message ${i} kept, or waiting for room`);
         if (!acked.done) waiting = acked;
       }
       assert.ok(waiting, 'a letter with data past the bound is not acknowledged');
