@@ -187,6 +187,7 @@ describe('a live stream whose browser stopped reading', () => {
     const s = await streamTo((res) => res.pause());
     try {
       // Stalled mid-snapshot: bytes waiting for a socket that takes none.
+      await waitFor(() => s.served.res.writableLength > 0);
       await new Promise((r) => setTimeout(r, 1500));
       assert.equal(s.hub.size, 1);
       assert.ok(s.served.res.writableLength > 0, 'the snapshot stalled');
