@@ -28,9 +28,9 @@ describe('the distributor acknowledges only what it has written', () => {
   it('keeps a message through a storage outage and a distributor crash, then writes it exactly once', async () => {
     // Swap the pipeline's distributor for one whose store cannot be written: today's file is a directory.
     await within(fx.pipeline.distributor.close(), 15_000, "the pipeline's distributor closing");
-    const day = new Date().toISOString().slice(0, 10);
-    const blocked = join(store.dir, day + '.jsonl');
-    mkdirSync(blocked, { recursive: true });
+    // Tomorrow's too: a midnight (UTC) during the outage would have given the store a file it can write.
+    const blocked = [0, 86_400_000].map((ahead) => join(store.dir, `${new Date(Date.now() + ahead).toISOString().slice(0, 10)}.jsonl`));
+    for (const dir of blocked) mkdirSync(dir, { recursive: true });
     const failing = distributorWith(store.dir);
     await within(failing.ready, 15_000, 'the failing distributor subscribing');
 
@@ -43,7 +43,7 @@ describe('the distributor acknowledges only what it has written', () => {
 
     // The distributor dies mid-retry; it never acknowledged the message.
     await within(failing.close(), 15_000, 'the failing distributor closing');
-    rmSync(blocked, { recursive: true });
+    for (const dir of blocked) rmSync(dir, { recursive: true });
     // What a distributor killed in file storage leaves: a join of chunks cut off hours ago, the
     // chunks of a file stored just before the kill. And a temporary file a live writer holds.
     const files = fx.data.files;
