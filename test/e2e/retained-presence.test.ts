@@ -137,6 +137,7 @@ describe('retained presences of invented device ids through a bridge to a compro
     assert.deepEqual([...held.keys()].sort(), [statusTopic(REGISTERED), statusTopic(REVOKED)].sort(), 'the presences of the registered and the revoked device kept');
     assert.ok((await metric('fieldstream_distributor_retained_cleared_total')) >= read.length + others.length, 'each clear counted');
     // The junk on the topics it reads is handled as such (a dead letter each); its own clears coming back are nothing.
+    await eventually(async () => ((await metric('fieldstream_distributor_dead_letters_total')) - deadBefore >= read.length ? true : undefined), 15_000, 'a dead letter for each junk message read');
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal((await metric('fieldstream_distributor_dead_letters_total')) - deadBefore, read.length);
   });
