@@ -20,7 +20,9 @@ describe('the device key registry', () => {
   it('picks up keys added, replaced, removed and overwritten in place', async () => {
     const work = tempDir('device-keys');
     try {
-      const registry = new DeviceKeyRegistry(work.dir, undefined, { recheckMs: 40, fileRecheckMs: 400 });
+      // The longer recheck well past the ~80 ms the overwrite takes to check: a loaded machine's
+      // stall of a few hundred ms made the file due before the "not due yet" look.
+      const registry = new DeviceKeyRegistry(work.dir, undefined, { recheckMs: 40, fileRecheckMs: 1_500 });
       const file = join(work.dir, 'd1.key');
       const first = hex();
       assert.equal(registry.get('d1'), undefined, 'no key yet');
@@ -39,7 +41,7 @@ describe('the device key registry', () => {
       writeFileSync(file, third);
       await sleep(60);
       assert.equal(registry.get('d1')?.toString('hex'), second, 'overwritten in place: the folder is unchanged, the file not due yet');
-      await sleep(400);
+      await sleep(1_500);
       assert.equal(registry.get('d1')?.toString('hex'), third, 'and looked at after the longer recheck');
 
       rmSync(file);
