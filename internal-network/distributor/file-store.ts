@@ -132,10 +132,15 @@ export class FileStore {
     } catch (err) {
       // Another consumer may have completed this transfer meanwhile (the last chunks arrive together,
       // or a chunk again): it removes the folder once the file and its marker are stored, and a step
-      // here then fails for want of it. Its marker answers; without one, the consumer retries.
+      // here then fails for want of it. Or failed it (a checksum), moving the folder aside: the
+      // failure, ENOENT from a system call, would count as a fault of the storage (ready()) until
+      // another file came, the retry answered with the verdict. Either marker answers; without
+      // one, the consumer retries.
       if (!isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED')) throw err;
       const record = await readDone(doneMarker).catch(() => undefined);
       if (record) return record;
+      const failed = await readFailed(this.failedMarker(deviceId, t.id)).catch(() => undefined);
+      if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
       throw err;
     }
   }

@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { FileStore } from '../../internal-network/distributor/file-store.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
 import { readiness, untilReadiness } from '../helpers/readiness.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 
@@ -72,5 +76,38 @@ describe('the distributor /readyz: file storage', { skip: chattrReason('i') }, (
     } finally {
       if (!released) chattr(deviceDir, '-i');
     }
+  });
+});
+
+/**
+ * FileStore.ready() on its own: what counts as a fault of the storage. A race with another consumer
+ * sharing the storage is none, however the file system reports it.
+ */
+describe('file storage readiness: what is a fault of the storage', () => {
+  const tmp = tempDir('files-readiness');
+  after(() => tmp.cleanup());
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+  it("a chunk whose transfer another consumer failed meanwhile (its folder moved aside) answers with the verdict and leaves storage ready", async () => {
+    const root = join(tmp.dir, 'race-failed');
+    const ours = new FileStore(root);
+    const other = new FileStore(root);
+    const file = Buffer.from('the whole file');
+    const chunk = (sha256: string) => ({ filename: 'f.bin', data: file.toString('base64'), transfer: { id: 't1', index: 0, count: 1, size: file.length, sha256 } });
+    // The other consumer fails the transfer (a checksum that does not match) right after this one
+    // made the chunks' folder, before its chunk is written there: the folder is moved aside.
+    const internals = ours as unknown as { makeDir(dir: string): Promise<void> };
+    const makeDir = internals.makeDir.bind(ours);
+    let raced = false;
+    internals.makeDir = async (dir: string) => {
+      await makeDir(dir);
+      if (!raced && dir.includes(`${sep}.partial${sep}`)) {
+        raced = true;
+        await assert.rejects(other.storeChunk('cam-1', chunk('0'.repeat(64))), (e: unknown) => isFieldStreamError(e, 'DISTRIBUTOR_FILE_CHECKSUM'));
+      }
+    };
+    await assert.rejects(ours.storeChunk('cam-1', chunk(sha(file))), (e: unknown) => isFieldStreamError(e, 'DISTRIBUTOR_FILE_CHECKSUM'), "the transfer's verdict");
+    assert.ok(raced, 'the race happened');
+    assert.equal(await ours.ready(), true, 'a folder another consumer moved is no fault of the disk');
   });
 });
