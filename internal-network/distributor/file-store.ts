@@ -71,19 +71,21 @@ export class FileStore {
       const data = Buffer.from(payload.data, 'base64');
       const sha256 = createHash('sha256').update(data).digest('hex');
       const tmp = await writeTemp(dir, data);
-      return this.place(dir, tmp, sha256, data.length, payload);
+      return { result: await this.place(dir, tmp, sha256, data.length, payload), wrote: true };
     });
   }
 
   /**
    * Runs a write, keeping for ready() whether storage failed it: a DISTRIBUTOR_WRITE_FAILED caused by
    * a system call's error (io, writeTemp) is the storage's fault; one without a cause is a race with
-   * another consumer, and every other code is the message's.
+   * another consumer, and every other code is the message's. Only a write that wrote (`wrote`)
+   * clears a fault: an answer read from a transfer's done marker proves nothing of the disk, and a
+   * chunk delivered again, answered so, made a full or read-only storage ready.
    */
-  private async tracked<T>(write: () => Promise<T>): Promise<T> {
+  private async tracked<T>(write: () => Promise<{ result: T; wrote: boolean }>): Promise<T> {
     try {
-      const result = await write();
-      this.storageFailed = false;
+      const { result, wrote } = await write();
+      if (wrote) this.storageFailed = false;
       return result;
     } catch (err) {
       if (isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED') && err.cause !== undefined) this.storageFailed = true;
@@ -118,17 +120,18 @@ export class FileStore {
     return this.tracked(() => this.storeChunkUntracked(deviceId, payload, receivedAt));
   }
 
-  private async storeChunkUntracked(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined): Promise<StoredFileInfo | undefined> {
+  /** `wrote`: the chunk was written (not answered from the transfer's done marker) */
+  private async storeChunkUntracked(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined): Promise<{ result: StoredFileInfo | undefined; wrote: boolean }> {
     const dir = await this.deviceDir(deviceId, payload.filename);
     const t = payload.transfer;
     const partial = this.partialDir(deviceId, t.id);
     const doneMarker = `${partial}.done.json`;
     const done = await readDone(doneMarker);
-    if (done) return done;
+    if (done) return { result: done, wrote: false };
     const failed = await readFailed(this.failedMarker(deviceId, t.id));
     if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
     try {
-      return await this.addChunk(dir, deviceId, partial, doneMarker, payload, receivedAt);
+      return { result: await this.addChunk(dir, deviceId, partial, doneMarker, payload, receivedAt), wrote: true };
     } catch (err) {
       // Another consumer may have completed this transfer meanwhile (the last chunks arrive together,
       // or a chunk again): it removes the folder once the file and its marker are stored, and a step
@@ -138,7 +141,7 @@ export class FileStore {
       // one, the consumer retries.
       if (!isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED')) throw err;
       const record = await readDone(doneMarker).catch(() => undefined);
-      if (record) return record;
+      if (record) return { result: record, wrote: false };
       const failed = await readFailed(this.failedMarker(deviceId, t.id)).catch(() => undefined);
       if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
       throw err;

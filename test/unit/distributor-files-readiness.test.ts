@@ -111,3 +111,30 @@ describe('file storage readiness: what is a fault of the storage', () => {
     assert.equal(await ours.ready(), true, 'a folder another consumer moved is no fault of the disk');
   });
 });
+
+describe('file storage readiness: what clears a fault', { skip: chattrReason('i') }, () => {
+  const tmp = tempDir('files-readiness-clear');
+  after(() => tmp.cleanup());
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+  it('a chunk answered from its done marker, nothing written, does not make storage that refused a write ready', async () => {
+    const root = join(tmp.dir, 'files');
+    const store = new FileStore(root);
+    const file = Buffer.from('a file sent in one chunk');
+    const chunk = { filename: 'f.bin', data: file.toString('base64'), transfer: { id: 't1', index: 0, count: 1, size: file.length, sha256: sha(file) } };
+    assert.ok(await store.storeChunk('cam-1', chunk), 'stored');
+    const deviceDir = join(root, 'cam-1');
+    chattr(deviceDir, '+i');
+    try {
+      await assert.rejects(store.store('cam-1', { filename: 'g.bin', data: file.toString('base64') }), (e: unknown) => isFieldStreamError(e, 'DISTRIBUTOR_WRITE_FAILED'));
+      assert.equal(await store.ready(), false, 'the refused write');
+      // The chunk delivered again is answered from the transfer's record: no write proves the disk.
+      assert.ok(await store.storeChunk('cam-1', chunk), 'answered from the done marker');
+      assert.equal(await store.ready(), false, 'still not ready: nothing was written');
+    } finally {
+      chattr(deviceDir, '-i');
+    }
+    assert.ok(await store.store('cam-1', { filename: 'g.bin', data: file.toString('base64') }));
+    assert.equal(await store.ready(), true, 'ready once a write succeeded');
+  });
+});
