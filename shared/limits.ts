@@ -647,6 +647,12 @@ export const TIMINGS = {
   /** milliseconds. At start, how long the gateway waits to learn whether a socket file left at
    * GATEWAY_SOCKET still has a listener (EDGE_HOP=unix); no answer counts as one. */
   socketProbeTimeoutMs: 1_000,
+  /** milliseconds. How long the distributor's /readyz waits for its look at the file storage folder
+   * (FileStore.ready: stat and access(2)); one not answered by then (a hung network mount, a pool
+   * of file-system threads all waiting) is not ready. Below the console's wait for a /readyz
+   * (pipelineRequestTimeoutMs, 1.5 s): a /readyz that hung had the distributor judged not answering,
+   * its broker and database checks unknown. */
+  fileStoreReadyLookMs: 1_000,
   /** milliseconds. What the field client keeps handed to its connection and not yet answered by the
    * gateway: as much as its link, at the rate measured from the gateway's answers, carries in this
    * long (field-client/src/send-pacing.ts; within LIMITS.fieldSendAheadMinBytes and

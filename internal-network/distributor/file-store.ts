@@ -7,7 +7,7 @@ import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { replaceFileDurably, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
 import { checkSize, entries, exists, hashOf, ifGone, io, writeTemp } from './file-io.ts';
 import { createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
@@ -41,6 +41,8 @@ export class FileStore {
 
   /** the last store or storeChunk failed for a fault of the storage itself, none has succeeded since */
   private storageFailed = false;
+  /** ready()'s look at the storage folder in flight */
+  private looking: Promise<boolean> | undefined;
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -56,6 +58,25 @@ export class FileStore {
    */
   async ready(): Promise<boolean> {
     if (this.storageFailed) return false;
+    // One look at a time, shared by the /readyz asking meanwhile: a folder that does not answer
+    // (a hung mount) would otherwise hold one more thread of libuv's pool at each request, the
+    // pool the database's and dead letters' file and gzip work wait on too. Bounded: a look not
+    // answered in time is not ready, and /readyz still names its other checks.
+    this.looking ??= this.writable().finally(() => (this.looking = undefined));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), TIMINGS.fileStoreReadyLookMs);
+      timer.unref();
+    });
+    try {
+      return (await Promise.race([this.looking, late])) && !this.storageFailed;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The storage folder is one this process may write in, or not made yet (ready). Never rejects. */
+  private async writable(): Promise<boolean> {
     try {
       if (!(await stat(this.root)).isDirectory()) return false;
       await access(this.root, constants.W_OK | constants.X_OK);

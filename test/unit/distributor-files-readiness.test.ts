@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
@@ -109,6 +111,34 @@ describe('file storage readiness: what is a fault of the storage', () => {
     await assert.rejects(ours.storeChunk('cam-1', chunk(sha(file))), (e: unknown) => isFieldStreamError(e, 'DISTRIBUTOR_FILE_CHECKSUM'), "the transfer's verdict");
     assert.ok(raced, 'the race happened');
     assert.equal(await ours.ready(), true, 'a folder another consumer moved is no fault of the disk');
+  });
+
+  it('answers within its bound while the file system does not answer (the console waits 1.5 s for /readyz)', async () => {
+    const root = join(tmp.dir, 'stuck');
+    mkdirSync(root, { recursive: true });
+    const store = new FileStore(root);
+    assert.equal(await store.ready(), true);
+    // A file system that does not answer, as a hung network mount: every thread of libuv's pool
+    // that runs file-system calls waits in the open of a FIFO nobody writes to.
+    const fifo = join(tmp.dir, 'stuck.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+    const readers = Array.from({ length: threads }, () => open(fifo, 'r'));
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // the opens taken by the pool
+      const started = performance.now();
+      const answers = await Promise.race([
+        Promise.all([store.ready(), store.ready(), store.ready()]),
+        new Promise<'hung'>((r) => setTimeout(() => r('hung'), 5_000).unref()),
+      ]);
+      assert.deepEqual(answers, [false, false, false], 'not ready, answered');
+      assert.ok(performance.now() - started < 5_000);
+    } finally {
+      // A writer opening the FIFO lets every reader's open return, and the pool runs on.
+      execFileSync('sh', ['-c', `: > '${fifo}'`]);
+      for (const fh of await Promise.all(readers)) await fh.close();
+    }
+    await eventually(async () => ((await store.ready()) ? true : undefined), 10_000, 'ready once the file system answers');
   });
 });
 
