@@ -211,18 +211,28 @@ export function startDistributor(
   // Refusals of ids nobody registered are counted per second (security/refusal-tally.ts) and
   // written here, apart from the messages: a flood of forged ids costs a few points a second.
   const tallyLog = log.child({ subsystem: 'security' });
-  const flushTally = () =>
-    handler.flushSecurityTally().catch((err: unknown) => tallyLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message }, 'counts of security refusals not written yet; tried again'));
+  // The periodic writes in flight: a second's counts go with the first tick after it ends, so at a
+  // stop the last counts may be in one of them rather than left for the stop's own write.
+  const tallyWrites = new Set<Promise<number>>();
+  const flushTally = () => {
+    const write = handler.flushSecurityTally();
+    tallyWrites.add(write);
+    return write
+      .catch((err: unknown) => tallyLog.warn({ code: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message }, 'counts of security refusals not written yet; tried again'))
+      .finally(() => tallyWrites.delete(write));
+  };
   const tallyTimer = setInterval(() => void flushTally(), TIMINGS.securityTallyFlushMs);
   tallyTimer.unref();
   // At a stop the last counts get TIMINGS.closeGraceMs: a database that does not answer held the stop
   // for a request timeout (INFLUXDB_TIMEOUT_MS), twice behind a periodic write of counts in flight,
   // past the grace an orchestrator gives before SIGKILL. They are counts, not acknowledged messages:
-  // lost with the process, and said so.
+  // lost with the process, and said so, also those a periodic write in flight holds (its own line
+  // says they are tried again, which the stop ends).
   const flushLastTally = async () => {
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), TIMINGS.closeGraceMs)));
-    const outcome = await Promise.race([handler.flushSecurityTally(true).then(() => 'written' as const, (err: unknown) => err), expired]);
+    const writes = [...tallyWrites, handler.flushSecurityTally(true)];
+    const outcome = await Promise.race([Promise.all(writes).then(() => 'written' as const, (err: unknown) => err), expired]);
     clearTimeout(timer);
     if (outcome === 'written') return;
     if (outcome === 'expired') tallyLog.warn({ graceMs: TIMINGS.closeGraceMs }, 'counts of security refusals not written: the database did not answer before the stop');
