@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, link, mkdir, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { access, link, lstat, mkdir, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
@@ -52,8 +52,8 @@ export class FileStore {
    * Whether file storage can take a file, for the distributor's /readyz: its last write did not fail
    * for a fault of the storage (a system call refused: no space, a read-only file system, no
    * permission), and its folder is one this process may write in (access(2): a read-only mount or an
-   * immutable folder says no, root too). A folder not made yet counts as writable: the first file
-   * makes it, and says so by failing if it cannot. Like the database's check, a fault found by a
+   * immutable folder says no, root too). A folder not made yet is judged by the folder it would be
+   * made in (writable). Like the database's check, a fault found by a
    * write lasts until a write succeeds (the message's retries).
    */
   async ready(): Promise<boolean> {
@@ -75,14 +75,24 @@ export class FileStore {
     }
   }
 
-  /** The storage folder is one this process may write in, or not made yet (ready). Never rejects. */
+  /**
+   * The storage folder is one this process may write in or, not made yet, may be made: the nearest
+   * folder above it that is there may be written in (mkdir -p makes the rest there). Counted
+   * writable for want of it alone, a folder to be made on a read-only mount, or in a name that is
+   * a symbolic link to nowhere (mkdir fails through it: ENOENT, ENOTDIR), was ready until the first
+   * file failed. Never rejects.
+   */
   private async writable(): Promise<boolean> {
-    try {
-      if (!(await stat(this.root)).isDirectory()) return false;
-      await access(this.root, constants.W_OK | constants.X_OK);
-      return true;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    for (let dir = this.root; ; dir = dirname(dir)) {
+      try {
+        if (!(await stat(dir)).isDirectory()) return false;
+        await access(dir, constants.W_OK | constants.X_OK);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(dir) === dir) return false;
+        // There, but a link to nowhere: nothing can be made through it.
+        if (await lstat(dir).then(() => true, () => false)) return false;
+      }
     }
   }
 

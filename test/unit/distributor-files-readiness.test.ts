@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -113,6 +113,16 @@ describe('file storage readiness: what is a fault of the storage', () => {
     assert.equal(await ours.ready(), true, 'a folder another consumer moved is no fault of the disk');
   });
 
+  it('a storage folder not made yet is judged by where it would be made: a dangling symbolic link is not ready, a writable parent is', async () => {
+    const base = join(tmp.dir, 'not-made');
+    mkdirSync(base, { recursive: true });
+    assert.equal(await new FileStore(join(base, 'files', 'deeper')).ready(), true, 'made by the first file');
+    // The folder's name a symbolic link to nowhere: mkdir cannot make it (ENOENT, ENOTDIR), every write fails.
+    symlinkSync(join(base, 'nowhere', 'files'), join(base, 'dangling'));
+    assert.equal(await new FileStore(join(base, 'dangling')).ready(), false, 'a link to nowhere');
+    assert.equal(await new FileStore(join(base, 'dangling', 'files')).ready(), false, 'under a link to nowhere');
+  });
+
   it('answers within its bound while the file system does not answer (the console waits 1.5 s for /readyz)', async () => {
     const root = join(tmp.dir, 'stuck');
     mkdirSync(root, { recursive: true });
@@ -146,6 +156,19 @@ describe('file storage readiness: what clears a fault', { skip: chattrReason('i'
   const tmp = tempDir('files-readiness-clear');
   after(() => tmp.cleanup());
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+  it('a storage folder not made yet, in a folder that cannot be written in, is not ready', async () => {
+    const parent = join(tmp.dir, 'immutable-parent');
+    mkdirSync(parent, { recursive: true });
+    const store = new FileStore(join(parent, 'files'));
+    chattr(parent, '+i');
+    try {
+      assert.equal(await store.ready(), false, 'mkdir would be refused');
+    } finally {
+      chattr(parent, '-i');
+    }
+    assert.equal(await store.ready(), true);
+  });
 
   it('a chunk answered from its done marker, nothing written, does not make storage that refused a write ready', async () => {
     const root = join(tmp.dir, 'files');
