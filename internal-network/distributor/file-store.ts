@@ -343,10 +343,14 @@ export class FileStore {
       const taken = named === undefined || (await exists(named));
       const aside = taken ? this.asideName(deviceId, id) : named;
       this.present.forget(partial);
-      await io(aside, () => rename(partial, aside));
-      await io(dirname(aside), () => syncDir(dirname(aside)));
-      await io(dirname(partial), () => syncDir(dirname(partial)));
-      if (taken) later = ` Chunks that came after that are kept in ${aside}.`;
+      // Gone meanwhile (ENOENT): another consumer answering a chunk of the same transfer moved it
+      // aside first. Not a fault of the storage (ready()), and the verdict stands as it is.
+      const moved = await io(aside, () => rename(partial, aside).then(() => true, ifGone));
+      if (moved) {
+        await io(dirname(aside), () => syncDir(dirname(aside)));
+        await io(dirname(partial), () => syncDir(dirname(partial)));
+        if (taken) later = ` Chunks that came after that are kept in ${aside}.`;
+      }
     }
     return new FieldStreamError(failed.code, `${failed.message}${later}`, failed.details);
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -111,6 +111,35 @@ describe('file storage readiness: what is a fault of the storage', () => {
     await assert.rejects(ours.storeChunk('cam-1', chunk(sha(file))), (e: unknown) => isFieldStreamError(e, 'DISTRIBUTOR_FILE_CHECKSUM'), "the transfer's verdict");
     assert.ok(raced, 'the race happened');
     assert.equal(await ours.ready(), true, 'a folder another consumer moved is no fault of the disk');
+  });
+
+  it("chunks of a failed transfer another consumer moves aside at the same time: the transfer's verdict, storage still ready", async () => {
+    const root = join(tmp.dir, 'race-aside');
+    const store = new FileStore(root);
+    const file = Buffer.from('two chunks of a file');
+    const chunk = (index: number) => ({ filename: 'f.bin', data: file.subarray(index * 10, (index + 1) * 10).toString('base64'), transfer: { id: 't2', index, count: 2, size: file.length, sha256: '0'.repeat(64) } });
+    const checksum = (e: unknown) => isFieldStreamError(e, 'DISTRIBUTOR_FILE_CHECKSUM');
+    assert.equal(await store.storeChunk('cam-1', chunk(0)), undefined);
+    await assert.rejects(store.storeChunk('cam-1', chunk(1)), checksum, 'the checksum fails: set aside');
+    // A chunk that came after the verdict, in a folder of its own again (what addChunk leaves when
+    // the verdict is found after the chunk is in, or a kill before the move).
+    const partial = join(root, '.partial', 'cam-1', 't2');
+    mkdirSync(partial, { recursive: true });
+    writeFileSync(join(partial, '0.chunk'), file.subarray(0, 10));
+    // Another consumer, answering another chunk of it, moves that folder aside just before this one does.
+    const internals = store as unknown as { present: { forget(partial: string): void } };
+    const forget = internals.present.forget.bind(internals.present);
+    let raced = false;
+    internals.present.forget = (dir: string) => {
+      forget(dir);
+      if (!raced && dir === partial) {
+        raced = true;
+        renameSync(partial, join(root, '.failed', 'cam-1', 't2-by-another'));
+      }
+    };
+    await assert.rejects(store.storeChunk('cam-1', chunk(0)), checksum, "the transfer's verdict");
+    assert.ok(raced, 'the race happened');
+    assert.equal(await store.ready(), true, 'a folder another consumer moved is no fault of the disk');
   });
 
   it('a storage folder not made yet is judged by where it would be made: a dangling symbolic link is not ready, a writable parent is', async () => {
