@@ -239,6 +239,22 @@ export function startDistributor(
     else tallyLog.warn({ code: isFieldStreamError(outcome) ? outcome.code : undefined, err: (outcome as Error).message }, 'counts of security refusals not written: the last write before the stop failed');
   };
 
+  // The store's connections get TIMINGS.closeGraceMs too: PostgreSQL's pool ends only once every
+  // write in flight on it has, and one on a server that does not answer ends at the client timeout
+  // (twice POSTGRES_TIMEOUT_MS, 20 s by default), past the grace an orchestrator gives before
+  // SIGKILL. What those writes carry is unacknowledged: the broker delivers it again.
+  const closeSink = async () => {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), TIMINGS.closeGraceMs)));
+    const closing = sink.close();
+    const outcome = await Promise.race([closing, expired]);
+    clearTimeout(timer);
+    if (outcome !== 'expired') return;
+    // Its failure later has nobody left to tell but the log.
+    closing.catch((err: unknown) => log.warn({ err: (err as Error).message }, 'the database connections failed to close after the stop went on'));
+    log.warn({ graceMs: TIMINGS.closeGraceMs, store: sink.description }, 'the database connections did not close before the stop: left to the exit (the writes in flight on them stay unacknowledged)');
+  };
+
   // What killed distributors (this one before its restart, or another sharing the storage) left in
   // file storage: temporary files, up to a whole file's size each, and folders of chunks of files
   // already stored (file-store.ts, sweep). At start, and every TIMINGS.fileStorageSweepMs.
@@ -306,7 +322,7 @@ export function startDistributor(
         await Promise.all(clients.map((c) => endMqtt(c, true)));
         clearInterval(tallyTimer);
         await flushLastTally();
-        await sink.close();
+        await closeSink();
         await deadLetters.close().catch(() => undefined);
         replay.close();
         lease.release();

@@ -560,5 +560,40 @@ describe('the PostgreSQL sink', () => {
       assert.ok(!text.includes(PASSWORD), 'no password in the log');
       assert.ok(!text.includes(wrong), 'no wrong password in the log either');
     });
+
+    it('stops within its close grace while a write to a frozen PostgreSQL is in flight, not after the client timeout', async () => {
+      // Twice POSTGRES_TIMEOUT_MS (20 s) is when the client gives a frozen server up: far longer than a stop may take.
+      const stopping = distributorLike(fx, { ...env(), POSTGRES_TIMEOUT_MS: '10000', DISTRIBUTOR_CLIENT_ID: 'distributor-pg-stop', DISTRIBUTOR_STATE_DIR: join(work.dir, 'state-pg-stop') });
+      let closed = false;
+      let frozen: number[] = [];
+      try {
+        await stopping.ready;
+        const before = send({ temp: 7 });
+        await acked(before.messageId);
+        await eventually(() => (stopping.stats().messages >= 1 ? true : undefined), 15_000, 'a write through, the schema made');
+        // Frozen as a hung server is: the backends serving the distributors answer nothing (nor
+        // does their statement timeout fire), and no connection is taken (the postmaster).
+        const backends = (await rows("SELECT pid FROM pg_stat_activity WHERE application_name = 'fieldstream-distributor'")).map((r) => Number(r.pid));
+        assert.ok(backends.length > 0);
+        for (const pid of backends) process.kill(pid, 'SIGSTOP');
+        frozen = backends;
+        await db.process.pause();
+        const m = send({ temp: 8 });
+        await acked(m.messageId);
+        // Its write is in flight on a connection of the frozen server.
+        await new Promise((r) => setTimeout(r, 1_000));
+        const started = performance.now();
+        await stopping.close();
+        closed = true;
+        const tookMs = performance.now() - started;
+        // A bound on a hang, not a measure of speed: the grace is TIMINGS.closeGraceMs (2 s) for the
+        // last counts and as much for the store's connections.
+        assert.ok(tookMs < 10_000, `the stop took ${Math.round(tookMs)} ms`);
+      } finally {
+        for (const pid of frozen) process.kill(pid, 'SIGCONT');
+        await db.process.resume();
+        if (!closed) await stopping.close();
+      }
+    });
   });
 });
