@@ -16,6 +16,7 @@ import { SecurityReporter } from './security-reporter.ts';
 import { CrlDelivery } from './crl-delivery.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
+import { settleWithin } from '../../shared/settle-within.ts';
 
 export interface Gateway {
   readonly port: number;
@@ -160,10 +161,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
       await metricsServer?.close();
       // A clean stop says so itself (the broker sends the will only for a connection lost).
       if (mqtt.connected) {
-        let timer: NodeJS.Timeout | undefined;
-        const grace = new Promise((r) => (timer = setTimeout(r, TIMINGS.closeGraceMs)));
-        await Promise.race([mqtt.publishAsync(presenceTopic, presence('offline'), { qos: 1 }).catch(() => undefined), grace]);
-        clearTimeout(timer);
+        await settleWithin(mqtt.publishAsync(presenceTopic, presence('offline'), { qos: 1 }), TIMINGS.closeGraceMs);
       }
       // Bounded: messages the broker has not acknowledged were never acked to their devices (gone
       // now), which send them again; waiting for the broker's PUBACK without end, as a graceful

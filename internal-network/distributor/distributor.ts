@@ -9,6 +9,7 @@ import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { DistributorConfig } from './config.ts';
 import { retireConsumerSessions, type RetirementResult } from './session-retirement.ts';
 import { Consumer, retryLogs } from './consumer.ts';
+import { settleWithin } from '../../shared/settle-within.ts';
 import { DeadLetters } from './dead-letter.ts';
 import { FileStore } from './file-store.ts';
 import { MessageHandler } from './message-handler.ts';
@@ -229,14 +230,10 @@ export function startDistributor(
   // lost with the process, and said so, also those a periodic write in flight holds (its own line
   // says they are tried again, which the stop ends).
   const flushLastTally = async () => {
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), TIMINGS.closeGraceMs)));
-    const writes = [...tallyWrites, handler.flushSecurityTally(true)];
-    const outcome = await Promise.race([Promise.all(writes).then(() => 'written' as const, (err: unknown) => err), expired]);
-    clearTimeout(timer);
-    if (outcome === 'written') return;
-    if (outcome === 'expired') tallyLog.warn({ graceMs: TIMINGS.closeGraceMs }, 'counts of security refusals not written: the database did not answer before the stop');
-    else tallyLog.warn({ code: isFieldStreamError(outcome) ? outcome.code : undefined, err: (outcome as Error).message }, 'counts of security refusals not written: the last write before the stop failed');
+    const last = await settleWithin(Promise.all([...tallyWrites, handler.flushSecurityTally(true)]), TIMINGS.closeGraceMs);
+    if (last.outcome === 'fulfilled') return;
+    if (last.outcome === 'late') tallyLog.warn({ graceMs: TIMINGS.closeGraceMs }, 'counts of security refusals not written: the database did not answer before the stop');
+    else tallyLog.warn({ code: isFieldStreamError(last.error) ? last.error.code : undefined, err: (last.error as Error).message }, 'counts of security refusals not written: the last write before the stop failed');
   };
 
   // The store's connections get TIMINGS.closeGraceMs too: PostgreSQL's pool ends only once every
@@ -244,12 +241,10 @@ export function startDistributor(
   // (twice POSTGRES_TIMEOUT_MS, 20 s by default), past the grace an orchestrator gives before
   // SIGKILL. What those writes carry is unacknowledged: the broker delivers it again.
   const closeSink = async () => {
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), TIMINGS.closeGraceMs)));
     const closing = sink.close();
-    const outcome = await Promise.race([closing, expired]);
-    clearTimeout(timer);
-    if (outcome !== 'expired') return;
+    const closed = await settleWithin(closing, TIMINGS.closeGraceMs);
+    if (closed.outcome === 'rejected') throw closed.error;
+    if (closed.outcome === 'fulfilled') return;
     // Its failure later has nobody left to tell but the log.
     closing.catch((err: unknown) => log.warn({ err: (err as Error).message }, 'the database connections failed to close after the stop went on'));
     log.warn({ graceMs: TIMINGS.closeGraceMs, store: sink.description }, 'the database connections did not close before the stop: left to the exit (the writes in flight on them stay unacknowledged)');

@@ -7,6 +7,7 @@ import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { replaceFileDurably, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { settleWithin } from '../../shared/settle-within.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
 import { checkSize, entries, exists, hashOf, ifGone, io, writeTemp } from './file-io.ts';
@@ -63,16 +64,8 @@ export class FileStore {
     // pool the database's and dead letters' file and gzip work wait on too. Bounded: a look not
     // answered in time is not ready, and /readyz still names its other checks.
     this.looking ??= this.writable().finally(() => (this.looking = undefined));
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), TIMINGS.fileStoreReadyLookMs);
-      timer.unref();
-    });
-    try {
-      return (await Promise.race([this.looking, late])) && !this.storageFailed;
-    } finally {
-      clearTimeout(timer);
-    }
+    const look = await settleWithin(this.looking, TIMINGS.fileStoreReadyLookMs);
+    return look.outcome === 'fulfilled' && look.value && !this.storageFailed;
   }
 
   /**
