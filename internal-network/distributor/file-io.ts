@@ -65,7 +65,7 @@ export async function hashOf(path: string): Promise<string | undefined> {
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${path}: ${(err as Error).message}`);
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${path}: ${(err as Error).message}`, { path }, { cause: err });
   }
   return h.digest('hex');
 }
