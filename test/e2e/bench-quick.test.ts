@@ -44,8 +44,8 @@ describe('npm run bench -- --quick', () => {
       ],
     );
     assert.equal(report.results.length, 12);
-    // The rounds that restart services ran one on-off-off-on cycle (--quick): two rounds a side, as
-    // many readings as the two batched rounds.
+    // Each variant ran one round and its reference one (--quick: one pair, receipts and the rounds
+    // that restart services alike), as many readings as the batched round.
     const readingsOf = (name: string) => report.results.find((r) => r.scenario === name)?.readings;
     for (const name of report.results.slice(1, 6).map((r) => r.scenario)) assert.equal(readingsOf(name), readingsOf('batched'), name);
     // The broker ceiling republished the envelopes of one batched round: they carried its 2 × 2,000 readings.
