@@ -37,7 +37,8 @@ export interface RetryLogs {
  * The logs of failures retried, for all of a distributor's consumers together: a store down or
  * stalled, or a disk that is full, fails every consumer's message at each attempt, the same failure
  * each time. Each at most LIMITS.distributorRetryLogMaxPerWindow lines per TIMINGS.floodLogIntervalMs;
- * the rest counted by code in the next window's first line (the metrics count every failed request).
+ * the rest counted by code (those without one as `none`) in the next window's first line (the
+ * metrics count every failed request).
  */
 export function retryLogs(log: Logger): RetryLogs {
   const limited = (level: 'warn' | 'error', what: string) => new LimitedLog(log, { level, maxPerWindow: LIMITS.distributorRetryLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what });
@@ -85,7 +86,7 @@ export class Consumer {
   private readonly fullLog: LimitedLog;
   private readonly tooLargeLog: LimitedLog;
   private readonly invalidLog: LimitedLog;
-  /** coded failures retried (a store down or stalled): every consumer meets them at each attempt */
+  /** the lines of failures retried (a store down or stalled, a disk full): every consumer meets them at each attempt */
   private readonly retryLogs: RetryLogs;
   /** epoch ms at which the message in progress was taken from the broker (undefined: none) */
   inProgressSince: number | undefined;
