@@ -14,15 +14,17 @@ export FIELDSTREAM_TEST_PKI_CACHE
 trap 'rm -rf "$FIELDSTREAM_TEST_PKI_CACHE"' EXIT
 if [ "$#" -gt 0 ]; then run --test-concurrency=1 "$@"; exit 0; fi
 # The unit files two at a time (the machine has two cores, and each file spends much of its time in
-# one process: key generation, a script, a single server); the end-to-end files one at a time, since
-# they start whole stacks of real servers and some weigh time. Both sets run, whatever the first gives.
+# one process: key generation, a script, a single server); then the end-to-end files two at a time:
+# each starts its own servers (ports picked at run time, folders of its own) and mostly waits on them,
+# so a pair takes 60 % of the time of the two in turn (docs/testing.md). Both sets run, whatever the
+# first gives.
 # Each stage's report is kept too: a failure far up a long log is repeated at its end, where a reader
 # of the log's last lines (a CI excerpt) finds it.
 reports="$(mktemp -d "${TMPDIR:-/tmp}/fieldstream-test-reports-XXXXXX")"
 trap 'rm -rf "$FIELDSTREAM_TEST_PKI_CACHE" "$reports"' EXIT
 status=0
 run --test-concurrency=2 test/unit/*.test.ts | tee "$reports/unit.tap" || status=$?
-run --test-concurrency=1 test/e2e/*.test.ts | tee "$reports/e2e.tap" || status=$?
+run --test-concurrency=2 test/e2e/*.test.ts | tee "$reports/e2e.tap" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "# FAILED: each failing test and its diagnostics, repeated from above (at most 200 lines)"
   # A TAP "not ok" line, then its YAML block up to the "..." that ends it.
