@@ -23,7 +23,9 @@ export interface MetricsServer {
  *
  *   GET /metrics   Prometheus text exposition format (prom-client)
  *   GET /healthz   200 while the process answers at all (liveness)
- *   GET /readyz    200 when every check passes, else 503 naming those that fail (readiness)
+ *   GET /readyz    200 when every check passes, else 503 naming those that fail (readiness); every
+ *                  check's name too, so that a reader tells a check that passes from one this
+ *                  version does not have (an older service during a rolling upgrade)
  *
  * It reads no request body and answers nothing else (404), so it needs no credential: bind it to
  * loopback (npm start) or the service network (compose), never to the internet.
@@ -56,7 +58,7 @@ export async function startMetricsServer(o: {
     if (path === '/readyz') {
       void Promise.all((o.checks ?? []).map(async (c) => ({ name: c.name, ok: await Promise.resolve(c.ready()).catch(() => false) }))).then((results) => {
         const failing = results.filter((r) => !r.ok).map((r) => r.name);
-        send(failing.length === 0 ? 200 : 503, 'application/json', JSON.stringify({ status: failing.length === 0 ? 'ready' : 'not ready', service: o.metrics.service, failing }));
+        send(failing.length === 0 ? 200 : 503, 'application/json', JSON.stringify({ status: failing.length === 0 ? 'ready' : 'not ready', service: o.metrics.service, checks: results.map((r) => r.name), failing }));
       });
       return;
     }

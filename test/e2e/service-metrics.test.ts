@@ -89,13 +89,15 @@ describe('service metrics and health (gateway, distributor, command API)', () =>
     await fx?.stop();
   });
 
-  it('every service answers /healthz 200 and, connected to its broker, /readyz 200', async () => {
-    for (const [service, base] of Object.entries(urls)) {
+  it('every service answers /healthz 200 and, connected to its broker, /readyz 200, naming each of its checks', async () => {
+    const checks: Record<keyof typeof urls, string[]> = { gateway: ['broker'], distributor: ['broker', 'database', 'files'], commandApi: ['broker'] };
+    for (const [service, base] of Object.entries(urls) as Array<[keyof typeof urls, string]>) {
       const h = await fetch(`${base}/healthz`);
       assert.equal(h.status, 200, `${service} /healthz`);
       const r = await fetch(`${base}/readyz`);
       assert.equal(r.status, 200, `${service} /readyz: ${await r.clone().text()}`);
-      assert.equal(((await r.json()) as { status: string }).status, 'ready');
+      const body = (await r.json()) as { status: string; checks: string[]; failing: string[] };
+      assert.deepEqual([body.status, body.checks, body.failing], ['ready', checks[service], []], service);
     }
   });
 

@@ -97,9 +97,11 @@ describe('management API: state of the pipeline', () => {
         ],
         bridgeConnected: false,
         services: [
-          { name: 'distributor', service: 'distributor', ready: true, detail: 'ready', failing: [] },
-          { name: 'distributor-2', service: 'distributor', ready: false, detail: 'not ready: database failing', failing: ['database'] },
+          { name: 'distributor', service: 'distributor', ready: true, detail: 'ready', checks: ['broker', 'database', 'files'], failing: [] },
+          { name: 'distributor-2', service: 'distributor', ready: false, detail: 'not ready: database failing', checks: ['broker', 'database', 'files'], failing: ['database'] },
           { name: 'distributor-3', ready: false, detail: 'no answer (timeout)' },
+          // an older distributor, during a rolling upgrade: its /readyz names no checks, and had no `files`
+          { name: 'distributor-old', service: 'distributor', ready: true, detail: 'ready', failing: [] },
           { name: 'broker-exporter', service: 'broker-exporter', ready: true, detail: 'ready', failing: [] },
         ],
       }),
@@ -108,11 +110,12 @@ describe('management API: state of the pipeline', () => {
     assert.deepEqual(s.brokers, { internal: { up: true, source: 'broker-exporter' }, dmz: { up: false, source: 'broker-exporter' } });
     assert.deepEqual(s.bridge, { connected: false, source: 'broker-exporter' });
     assert.deepEqual(
-      s.distributors.map((d) => [d.name, d.broker, d.database]),
+      s.distributors.map((d) => [d.name, d.broker, d.database, d.files]),
       [
-        ['distributor', true, true],
-        ['distributor-2', true, false],
-        ['distributor-3', null, null],
+        ['distributor', true, true, true],
+        ['distributor-2', true, false, true],
+        ['distributor-3', null, null, null],
+        ['distributor-old', true, true, null],
       ],
     );
     assert.equal(s.database.ok, false);

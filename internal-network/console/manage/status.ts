@@ -23,6 +23,8 @@ export interface ManageStatus {
 }
 
 const EXPORTER = 'broker-exporter';
+/** The checks of a distributor whose /readyz does not name its checks (a version before `files`). */
+const DISTRIBUTOR_CHECKS_BEFORE_NAMED: readonly string[] = ['broker', 'database'];
 
 /**
  * The state of the pipeline's parts from the pipeline view (the services' own /readyz and
@@ -40,8 +42,11 @@ export function manageStatus(view: PipelineView, consoleBrokerConnected: boolean
   const distributors = view.services
     .filter((s) => s.service === 'distributor' || (s.service === undefined && /^distributor/.test(s.name)))
     .map((s) => {
-      // A distributor that answered names its failing checks; one that did not answer says nothing of them.
-      const check = (name: string) => (s.failing === undefined ? null : !s.failing.includes(name));
+      // A distributor that answered names its failing checks; one that did not answer says nothing of
+      // them. A check it does not have reads null, not passed: one of a version before /readyz named its
+      // checks had only `broker` and `database` (no `files`), during a rolling upgrade.
+      const has = s.checks ?? DISTRIBUTOR_CHECKS_BEFORE_NAMED;
+      const check = (name: string) => (s.failing === undefined || !has.includes(name) ? null : !s.failing.includes(name));
       return { name: s.name, ready: s.ready, detail: s.detail, broker: check('broker'), database: check('database'), files: check('files') };
     });
   const judged = distributors.filter((d) => d.database !== null);

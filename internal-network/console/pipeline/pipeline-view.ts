@@ -5,8 +5,9 @@ import type { Logger } from '../../../shared/logger.ts';
 
 export interface PipelineView {
   at: number;
-  /** `service`: what its /readyz calls itself (distributor, command-api, ...); `failing`: the checks it names as failing */
-  services: Array<{ name: string; ready: boolean | null; detail: string; service?: string; failing?: string[] }>;
+  /** `service`: what its /readyz calls itself (distributor, command-api, ...); `checks`: every check it names
+   * (absent from a service of a version before they were named); `failing`: the checks it names as failing */
+  services: Array<{ name: string; ready: boolean | null; detail: string; service?: string; checks?: string[]; failing?: string[] }>;
   brokers: Array<{ name: string; up: boolean | null }>;
   bridgeConnected: boolean | null;
   readingsPerSecond: number | null;
@@ -18,7 +19,7 @@ export interface PipelineView {
 }
 
 /** What a service's /readyz answers (shared/metrics/server.ts). */
-const ReadyzSchema = z.object({ status: z.string(), service: z.string().max(100).optional(), failing: z.array(z.string().max(100)).max(50).optional() });
+const ReadyzSchema = z.object({ status: z.string(), service: z.string().max(100).optional(), checks: z.array(z.string().max(100)).max(50).optional(), failing: z.array(z.string().max(100)).max(50).optional() });
 
 /**
  * The pipeline page's view, from the services' own /readyz and /metrics (CONSOLE_PIPELINE_TARGETS):
@@ -84,7 +85,7 @@ export class PipelinePoller {
     const num = (name: string) => sumOf(samples, name) ?? null;
     this.view = {
       at,
-      services: looks.map((l) => ({ name: l.target.name, ready: l.ready, detail: l.detail, ...(l.service !== undefined ? { service: l.service } : {}), ...(l.failing ? { failing: l.failing } : {}) })),
+      services: looks.map((l) => ({ name: l.target.name, ready: l.ready, detail: l.detail, ...(l.service !== undefined ? { service: l.service } : {}), ...(l.checks ? { checks: l.checks } : {}), ...(l.failing ? { failing: l.failing } : {}) })),
       brokers,
       bridgeConnected: bridge === undefined ? null : bridge >= 1,
       readingsPerSecond,
@@ -97,17 +98,17 @@ export class PipelinePoller {
   }
 }
 
-async function look(base: string): Promise<{ ready: boolean | null; detail: string; service?: string; failing?: string[]; samples: Sample[] }> {
+async function look(base: string): Promise<{ ready: boolean | null; detail: string; service?: string; checks?: string[]; failing?: string[]; samples: Sample[] }> {
   const get = (path: string) => fetch(`${base}${path}`, { signal: AbortSignal.timeout(CONSOLE.pipelineRequestTimeoutMs) });
   let ready: boolean | null = null;
   let detail: string;
-  let said: { service?: string; failing?: string[] } = {};
+  let said: { service?: string; checks?: string[]; failing?: string[] } = {};
   try {
     const res = await get('/readyz');
     const body = ReadyzSchema.safeParse(await res.json().catch(() => undefined));
     ready = res.status === 200;
     detail = ready ? 'ready' : `not ready${body.success && body.data.failing?.length ? `: ${body.data.failing.join(', ')} failing` : ''}`;
-    if (body.success) said = { ...(body.data.service !== undefined ? { service: body.data.service } : {}), ...(body.data.failing ? { failing: body.data.failing } : {}) };
+    if (body.success) said = { ...(body.data.service !== undefined ? { service: body.data.service } : {}), ...(body.data.checks ? { checks: body.data.checks } : {}), ...(body.data.failing ? { failing: body.data.failing } : {}) };
   } catch (err) {
     return { ready: false, detail: `no answer (${(err as Error).message})`, samples: [] };
   }
