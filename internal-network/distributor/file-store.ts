@@ -1,19 +1,19 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, link, lstat, mkdir, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { replaceFileDurably, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { settleWithin } from '../../shared/settle-within.ts';
-import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
 import { checkSize, entries, exists, hashOf, ifGone, io, writeTemp } from './file-io.ts';
 import { createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
 import { candidateNames } from './file-names.ts';
 import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
+import { StorageReadiness } from './storage-readiness.ts';
 import type { StoredFileInfo } from './points.ts';
 
 export { candidateNames } from './file-names.ts';
@@ -40,81 +40,27 @@ export class FileStore {
   /** the chunks of transfers in progress this process knows are there */
   private readonly present = new ChunksPresent();
 
-  /** the last store or storeChunk failed for a fault of the storage itself, none has succeeded since */
-  private storageFailed = false;
-  /** ready()'s look at the storage folder in flight */
-  private looking: Promise<boolean> | undefined;
+  /** the /readyz check `files`: the writes' verdict and a look at the folder */
+  private readonly readiness: StorageReadiness;
 
   constructor(root: string) {
     this.root = resolve(root);
+    this.readiness = new StorageReadiness(this.root);
   }
 
-  /**
-   * Whether file storage can take a file, for the distributor's /readyz: its last write did not fail
-   * for a fault of the storage (a system call refused: no space, a read-only file system, no
-   * permission), and its folder is one this process may write in (access(2): a read-only mount or an
-   * immutable folder says no, root too). A folder not made yet is judged by the folder it would be
-   * made in (writable). Like the database's check, a fault found by a
-   * write lasts until a write succeeds (the message's retries).
-   */
-  async ready(): Promise<boolean> {
-    if (this.storageFailed) return false;
-    // One look at a time, shared by the /readyz asking meanwhile: a folder that does not answer
-    // (a hung mount) would otherwise hold one more thread of libuv's pool at each request, the
-    // pool the database's and dead letters' file and gzip work wait on too. Bounded: a look not
-    // answered in time is not ready, and /readyz still names its other checks.
-    this.looking ??= this.writable().finally(() => (this.looking = undefined));
-    const look = await settleWithin(this.looking, TIMINGS.fileStoreReadyLookMs);
-    return look.outcome === 'fulfilled' && look.value && !this.storageFailed;
-  }
-
-  /**
-   * The storage folder is one this process may write in or, not made yet, may be made: the nearest
-   * folder above it that is there may be written in (mkdir -p makes the rest there). Counted
-   * writable for want of it alone, a folder to be made on a read-only mount, or in a name that is
-   * a symbolic link to nowhere (mkdir fails through it: ENOENT, ENOTDIR), was ready until the first
-   * file failed. Never rejects.
-   */
-  private async writable(): Promise<boolean> {
-    for (let dir = this.root; ; dir = dirname(dir)) {
-      try {
-        if (!(await stat(dir)).isDirectory()) return false;
-        await access(dir, constants.W_OK | constants.X_OK);
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(dir) === dir) return false;
-        // There, but a link to nowhere: nothing can be made through it.
-        if (await lstat(dir).then(() => true, () => false)) return false;
-      }
-    }
+  /** Whether file storage can take a file, for the distributor's /readyz (StorageReadiness). */
+  ready(): Promise<boolean> {
+    return this.readiness.ready();
   }
 
   async store(deviceId: string, payload: FilePayload): Promise<StoredFileInfo> {
-    return this.tracked(async () => {
+    return this.readiness.track(async () => {
       const dir = await this.deviceDir(deviceId, payload.filename);
       const data = Buffer.from(payload.data, 'base64');
       const sha256 = createHash('sha256').update(data).digest('hex');
       const tmp = await writeTemp(dir, data);
       return { result: await this.place(dir, tmp, sha256, data.length, payload), wrote: true };
     });
-  }
-
-  /**
-   * Runs a write, keeping for ready() whether storage failed it: a DISTRIBUTOR_WRITE_FAILED caused by
-   * a system call's error (io, writeTemp) is the storage's fault; one without a cause is a race with
-   * another consumer, and every other code is the message's. Only a write that wrote (`wrote`)
-   * clears a fault: an answer read from a transfer's done marker proves nothing of the disk, and a
-   * chunk delivered again, answered so, made a full or read-only storage ready.
-   */
-  private async tracked<T>(write: () => Promise<{ result: T; wrote: boolean }>): Promise<T> {
-    try {
-      const { result, wrote } = await write();
-      if (wrote) this.storageFailed = false;
-      return result;
-    } catch (err) {
-      if (isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED') && err.cause !== undefined) this.storageFailed = true;
-      throw err;
-    }
   }
 
   /**
@@ -141,7 +87,7 @@ export class FileStore {
    * not one more at each chunk's own arrival.
    */
   async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt?: number): Promise<StoredFileInfo | undefined> {
-    return this.tracked(() => this.storeChunkUntracked(deviceId, payload, receivedAt));
+    return this.readiness.track(() => this.storeChunkUntracked(deviceId, payload, receivedAt));
   }
 
   /** `wrote`: the chunk was written (not answered from the transfer's done marker) */

@@ -6,7 +6,8 @@ import { open } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
-import { isFieldStreamError } from '../../shared/errors.ts';
+import { StorageReadiness } from '../../internal-network/distributor/storage-readiness.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
@@ -218,5 +219,72 @@ describe('file storage readiness: what clears a fault', { skip: chattrReason('i'
     }
     assert.ok(await store.store('cam-1', { filename: 'g.bin', data: file.toString('base64') }));
     assert.equal(await store.ready(), true, 'ready once a write succeeded');
+  });
+});
+
+/**
+ * Writes overlap (several consumers): the write begun last among those that decided decides. Before,
+ * a write begun while the disk was full and failing after a later one had succeeded left the storage
+ * not ready until the next write. The writes here are given to StorageReadiness.track as the file
+ * store gives its own, each settled when the test says.
+ */
+describe('the distributor /readyz: file storage with writes that overlap', () => {
+  const diskFull = () => new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'no space', undefined, { cause: Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }) });
+  function pending() {
+    let settle!: (failed: boolean) => void;
+    const write = () =>
+      new Promise<{ result: string; wrote: boolean }>((resolve, reject) => {
+        settle = (failed) => (failed ? reject(diskFull()) : resolve({ result: 'stored', wrote: true }));
+      });
+    return { write, settle: (failed: boolean) => settle(failed) };
+  }
+
+  const dirs: Array<{ cleanup(): void }> = [];
+  after(() => dirs.forEach((d) => d.cleanup()));
+  const fresh = () => {
+    const d = tempDir('storage-overlap-');
+    dirs.push(d);
+    return new StorageReadiness(d.dir);
+  };
+
+  it('a write begun before the disk recovered, failing after one begun since succeeded, leaves it ready', async () => {
+    const r = fresh();
+    const early = pending();
+    const late = pending();
+    const a = r.track(early.write).catch((err: unknown) => err);
+    const b = r.track(late.write);
+    late.settle(false);
+    assert.equal(await b, 'stored');
+    early.settle(true);
+    assert.ok(isFieldStreamError(await a, 'DISTRIBUTOR_WRITE_FAILED'));
+    assert.equal(await r.ready(), true);
+  });
+
+  it('a success begun before a failure does not clear it, whatever order they end in', async () => {
+    const r = fresh();
+    const early = pending();
+    const late = pending();
+    const a = r.track(early.write);
+    const b = r.track(late.write).catch((err: unknown) => err);
+    late.settle(true);
+    await b;
+    early.settle(false);
+    await a;
+    assert.equal(await r.ready(), false, 'the failure begun last stands');
+    // the next write that succeeds clears it
+    const next = pending();
+    const c = r.track(next.write);
+    next.settle(false);
+    await c;
+    assert.equal(await r.ready(), true);
+  });
+
+  it('a failure that is the message\'s (no system call\'s cause), or an answer that wrote nothing, decides nothing', async () => {
+    const r = fresh();
+    await r.track(async () => { throw diskFull(); }).catch(() => undefined);
+    assert.equal(await r.ready(), false);
+    await r.track(async () => { throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'another consumer completed it'); }).catch(() => undefined);
+    await r.track(async () => ({ result: 'from the done marker', wrote: false }));
+    assert.equal(await r.ready(), false, 'still the disk-full verdict');
   });
 });
