@@ -436,6 +436,28 @@ describe('time-series sinks against real databases', () => {
     assert.equal(series?.timestamps[5], 1700000000005);
   });
 
+  it('v1 and v2: close() gives up a write in flight on a frozen database (SIGSTOP) at once, not at its deadline; a write after it fails too', async () => {
+    const sinks: Array<[string, PointSink, { process: { pause(): Promise<void>; resume(): Promise<void> } }]> = [
+      ['1.x', new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 60_000 }), influx],
+      ['2.x', new InfluxV2Sink({ url: vm.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 60_000 }), vm],
+    ];
+    for (const [name, sink, db] of sinks) {
+      await db.process.pause();
+      try {
+        const writing = code(sink.write([point('closing', { v: 1 }, 1700000500000)]));
+        // the request is on its way (connected: the kernel accepts for a stopped process) before the close
+        await new Promise((r) => setTimeout(r, 300));
+        const started = Date.now();
+        await sink.close();
+        assert.equal(await writing, 'DISTRIBUTOR_WRITE_FAILED', name);
+        assert.ok(Date.now() - started < 10_000, `${name}: given up at the close, not at the 60 s deadline`);
+        assert.equal(await code(sink.write([point('closing', { v: 2 }, 1700000500001)])), 'DISTRIBUTOR_WRITE_FAILED', `${name}: after the close`);
+      } finally {
+        await db.process.resume();
+      }
+    }
+  });
+
   it('InfluxDB 2.x API: an unreachable server is DISTRIBUTOR_WRITE_FAILED', async () => {
     const sink = new InfluxV2Sink({ url: 'http://127.0.0.1:1', token: 't', org: 'o', bucket: 'b', timeoutMs: 2000 });
     assert.equal(await code(sink.write([point('x', { a: 1 }, 1)])), 'DISTRIBUTOR_WRITE_FAILED');

@@ -33,6 +33,8 @@ export class InfluxV2Sink implements PointSink {
   private readonly paths: Record<Precision, string>;
   /** milliseconds: a request's deadline, answer included */
   private readonly timeoutMs: number;
+  /** aborted by close(): the requests in flight are given up (unacknowledged: the broker delivers them again) */
+  private readonly closing = new AbortController();
 
   constructor(options: InfluxV2Options) {
     this.timeoutMs = options.timeoutMs;
@@ -57,8 +59,9 @@ export class InfluxV2Sink implements PointSink {
     try {
       // The library's `timeout` is the socket's idle time: an answer trickling in (a byte now and
       // then, from a stalled proxy) never passed it, and the write, its message and its consumer
-      // waited for hours. The signal is a deadline for the whole request, as the 1.x sink's.
-      const signal = AbortSignal.timeout(this.timeoutMs);
+      // waited for hours. The signal is a deadline for the whole request, as the 1.x sink's, and the
+      // sink's close: a request to a database that does not answer is not left running to the exit.
+      const signal = AbortSignal.any([AbortSignal.timeout(this.timeoutMs), this.closing.signal]);
       await this.transport.request(this.paths[precision], body, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: 1000, signal }, (_headers, code) => {
         status = code;
       });
@@ -80,6 +83,8 @@ export class InfluxV2Sink implements PointSink {
   }
 
   async close(): Promise<void> {
-    // Nothing held: each write was a request of its own, answered before it returned.
+    // Each write is a request of its own: what is in flight is given up (its write fails, as the 1.x
+    // sink's does when its agent is destroyed), and a write after close fails at once.
+    this.closing.abort(new Error('the sink was closed'));
   }
 }
