@@ -16,7 +16,7 @@ export interface LimitedLogOptions {
  * A log line that something outside the process decides how often to cause: a refusal per message
  * of a flood (a compromised DMZ, a hostile gateway, a broken publisher), which would otherwise be a
  * line each, and a write to a device's storage. At most `maxPerWindow` lines per `windowMs`; the
- * lines left out are counted by their `code`, and the first line of a later window is preceded by
+ * lines left out are counted by their `code` (else their `err`'s errno, else as `none`), and the first line of a later window is preceded by
  * one that says how many and of which codes. Metrics count every occurrence; the log only tells
  * that it is happening, and what it looks like.
  */
@@ -49,7 +49,10 @@ export class LimitedLog {
     }
     if (this.logged >= this.o.maxPerWindow) {
       this.leftOut++;
-      const code = fields.code ?? 'none';
+      // A failure without a code of ours but from a system call is counted by its errno (ENOSPC, EIO):
+      // `none` alone would not say whether the disk or a defect is failing.
+      const errno = (fields.err as NodeJS.ErrnoException | undefined)?.code;
+      const code = fields.code ?? (typeof errno === 'string' ? errno : 'none');
       this.leftOutByCode[code] = (this.leftOutByCode[code] ?? 0) + 1;
       return;
     }

@@ -37,7 +37,7 @@ export interface RetryLogs {
  * The logs of failures retried, for all of a distributor's consumers together: a store down or
  * stalled, or a disk that is full, fails every consumer's message at each attempt, the same failure
  * each time. Each at most LIMITS.distributorRetryLogMaxPerWindow lines per TIMINGS.floodLogIntervalMs;
- * the rest counted by code (those without one as `none`) in the next window's first line (the
+ * the rest counted by code (those without one by their errno, else as `none`) in the next window's first line (the
  * metrics count every failed request).
  */
 export function retryLogs(log: Logger): RetryLogs {

@@ -30,6 +30,19 @@ describe('a limited log', () => {
     assert.deepEqual(logs.lines.slice(5).map((x) => x.i), [12]);
   });
 
+  it("counts a line without a code by its error's errno (a failed system call), else as none", () => {
+    const logs = new LogCapture();
+    const l = new LimitedLog(logs.logger, { maxPerWindow: 1, windowMs: 1_000, what: 'retries' });
+    const full = Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC', errno: -28 });
+    l.write({ err: full }, 'a system call failed', 0);
+    l.write({ err: full }, 'a system call failed', 1);
+    l.write({ err: full }, 'a system call failed', 2);
+    l.write({ err: new Error('a defect') }, 'unexpected failure', 3);
+    l.write({ code: 'DISTRIBUTOR_WRITE_FAILED', err: full }, 'coded', 4);
+    l.write({}, 'next window', 1_000);
+    assert.deepEqual(logs.lines.find((x) => x.leftOut !== undefined)?.leftOutByCode, { ENOSPC: 2, none: 1, DISTRIBUTOR_WRITE_FAILED: 1 });
+  });
+
   it('writes at the level it is given, one line per window at the least', () => {
     const logs = new LogCapture();
     const l = new LimitedLog(logs.logger, { level: 'error', maxPerWindow: 1, windowMs: 10_000, what: 'floods' });
