@@ -1055,6 +1055,11 @@ export const CONSOLE = {
    * whatever X-Forwarded-For says, with room for the operators behind the proxy, who share it.
    * Without a trusted proxy both are the same address, and the smaller limit applies. */
   loginAttemptsPerConnectionFactor: 10,
+  /** milliseconds a connection to the console may stay silent before its first request; past it
+   * it is closed. Node times out a request once it has begun (headersTimeout, requestTimeout), and a
+   * connection between two requests (keepAliveTimeout), but not one that sends nothing at all: each
+   * such held a file descriptor for ever, and enough of them left none for the operators. */
+  connectionIdleBeforeRequestMs: 10_000,
   /** bytes. Largest request body the console reads. */
   bodyMaxBytes: 16 * 1024,
   /** points a history request returns at most (downsampled by mean to fit) */

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import fastifyCookie from '@fastify/cookie';
@@ -63,6 +65,13 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     // Nor does a request Node's HTTP parser refuses.
     clientErrorHandler: (err, socket) => answerClientError(err, socket, (code, message) => ({ error: { code, message } })),
   });
+
+  // A connection that sends nothing is watched by none of Node's timeouts (headersTimeout starts
+  // with a request's first byte): closed once silent for CONSOLE.connectionIdleBeforeRequestMs.
+  // Its first request lifts the limit: a request's own wait (a history read, a live stream that
+  // the browser only reads) is no silence; between requests keepAliveTimeout takes over.
+  app.server.on('connection', (socket: Socket) => void socket.setTimeout(CONSOLE.connectionIdleBeforeRequestMs));
+  app.server.on('request', (req: IncomingMessage) => void req.socket.setTimeout(0));
 
   await app.register(fastifyHelmet, {
     contentSecurityPolicy: {
