@@ -106,11 +106,15 @@ describe('the operator console answering odd requests', () => {
       'every answer no-store',
     );
     // Errors too, a path that names nothing among them (under /api/ or not).
-    for (const path of ['/api/nothing', '/api/v1/manage', '/no-such-page']) {
+    for (const path of ['/api/nothing', '/no-such-page']) {
       const res = await fetch(new URL(path, base));
       const body = (await res.json()) as { error?: { code?: string } };
       assert.deepEqual([res.status, body.error?.code, res.headers.get('cache-control')], [404, 'CONSOLE_NOT_FOUND', 'no-store'], path);
     }
+    // The management API's prefix itself is that API's (docs/management-api.md): its code, no-store too.
+    const prefix = await fetch(new URL('/api/v1/manage', base));
+    const prefixBody = (await prefix.json()) as { error?: { code?: string } };
+    assert.deepEqual([prefix.status, prefixBody.error?.code, prefix.headers.get('cache-control')], [401, 'MANAGE_UNAUTHORIZED', 'no-store'], '/api/v1/manage');
     // The pages themselves stay cacheable with revalidation (server.ts), as before.
     const page = await fetch(new URL('/index.html', base));
     await page.arrayBuffer();

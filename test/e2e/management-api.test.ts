@@ -167,6 +167,24 @@ describe('the management API', () => {
     }
   });
 
+  it("answers everything under its prefix with its own codes: its root, and a method no route of fastify's knows", async () => {
+    // The prefix itself (with or without a query) and a method such as PROPFIND reached no route of
+    // this API: answered by the pages' 404 (CONSOLE_NOT_FOUND) without a look at the credential.
+    for (const [method, path] of [
+      ['GET', ''],
+      ['GET', '?x=1'],
+      ['POST', ''],
+      ['PROPFIND', '/status'],
+      ['PROPFIND', ''],
+    ] as const) {
+      const none = await call(path, { method });
+      assert.deepEqual([none.status, none.body?.error?.code], [401, 'MANAGE_UNAUTHORIZED'], `${method} ${path || '(the prefix)'} without a token`);
+      assert.equal(none.headers.get('cache-control'), 'no-store');
+      const known = await viewer(path, { method });
+      assert.deepEqual([known.status, known.body?.error?.code], [404, 'MANAGE_NOT_FOUND'], `${method} ${path || '(the prefix)'} with a viewer's token`);
+    }
+  });
+
   it('flags a revoked device as the registry says', async () => {
     appendFileSync(join(fx.pki.dir, 'internal', 'revoked-devices.txt'), 'quiet-1\n');
     const row = await eventually(async () => {

@@ -164,10 +164,16 @@ export function manageRoutes(d: ManageDeps) {
         });
         // Any other path under the prefix: without this, the console's static files (its `/*` route)
         // would answer it, unauthenticated and with the pages' code.
-        api.all('/*', async (req) => {
+        const noSuchEndpoint = async (req: FastifyRequest): Promise<never> => {
           caller(req);
           throw new FieldStreamError('MANAGE_NOT_FOUND', 'No such endpoint; see docs/management-api.md.');
-        });
+        };
+        // The prefix itself ('/' here is the prefix, with and without its slash) is no endpoint either.
+        api.all('/', noSuchEndpoint);
+        api.all('/*', noSuchEndpoint);
+        // A method no route is registered for (PROPFIND) matches neither: the 404 of this scope,
+        // after its onRequest hook (the credential first), rather than the pages' CONSOLE_NOT_FOUND.
+        api.setNotFoundHandler(noSuchEndpoint);
 
         api.get('/status', async (req) => {
           caller(req);
