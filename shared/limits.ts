@@ -1060,6 +1060,13 @@ export const CONSOLE = {
    * connection between two requests (keepAliveTimeout), but not one that sends nothing at all: each
    * such held a file descriptor for ever, and enough of them left none for the operators. */
   connectionIdleBeforeRequestMs: 10_000,
+  /** milliseconds a request's headers may take to come in (Node's headersTimeout, 60 s by default);
+   * past it the request is answered 408 and its connection closed: a browser sends them at once, and
+   * a client trickling them (slowloris) held each connection a minute and a half */
+  headersTimeoutMs: 10_000,
+  /** milliseconds. How often Node looks for requests past headersTimeoutMs (its default, 30 s, lets
+   * them linger that much longer). */
+  connectionsCheckMs: 2_000,
   /** bytes. Largest request body the console reads. */
   bodyMaxBytes: 16 * 1024,
   /** points a history request returns at most (downsampled by mean to fit) */

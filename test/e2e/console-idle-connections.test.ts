@@ -19,7 +19,7 @@ function closedWithin(socket: Socket, waitMs: number): Promise<number | undefine
 }
 
 /**
- * Connections to the console that never send a request: Node's headersTimeout only watches a
+ * Connections to the console that never send a request, or never finish its headers: Node's headersTimeout only watches a
  * request that has begun, so a silent connection was held for ever, each a file descriptor, until
  * the console could accept no one (docs/console.md, "Security of the console itself").
  */
@@ -63,5 +63,21 @@ describe('the operator console and connections that send nothing', () => {
     // And the console answers new connections as ever.
     const r = await s.request('/api/session');
     assert.equal(r.body.authenticated, true);
+  });
+
+  it('answers a request whose headers do not come in time 408 and closes it, within seconds rather than a minute and more', async () => {
+    const slow = connect(port, '127.0.0.1');
+    slow.on('error', () => undefined);
+    let answer = '';
+    slow.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+    await new Promise<void>((resolve) => slow.once('connect', () => resolve()));
+    // The start of a request, then a byte every 2 s (never silent long enough to be closed as idle).
+    slow.write('GET /index.html HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+    const trickle = setInterval(() => slow.writable && slow.write('a'), 2_000);
+    const bound = CONSOLE.headersTimeoutMs + CONSOLE.connectionsCheckMs + 2_000;
+    const closedAfter = await closedWithin(slow, bound);
+    clearInterval(trickle);
+    assert.ok(closedAfter !== undefined, `a request with unfinished headers was still open ${bound} ms later`);
+    assert.match(answer, /^HTTP\/1\.1 408 /, 'answered 408');
   });
 });

@@ -54,6 +54,9 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     // Fastify's own request log would duplicate ours; errors are logged by the handler below.
     logger: false,
     requestTimeout: TIMINGS.commandApiRequestTimeoutMs * 2,
+    // How often Node looks for requests past their headers' or their own timeout: its default (30 s)
+    // would let a slow one linger that much past it.
+    http: { connectionsCheckingInterval: CONSOLE.connectionsCheckMs },
     // Only the configured proxy's X-Forwarded-* are believed: from anyone else they are a client's
     // claim (an https it does not use, an address that dodges the login limit).
     trustProxy: o.trustedProxies ? [...o.trustedProxies] : false,
@@ -72,6 +75,8 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   // the browser only reads) is no silence; between requests keepAliveTimeout takes over.
   app.server.on('connection', (socket: Socket) => void socket.setTimeout(CONSOLE.connectionIdleBeforeRequestMs));
   app.server.on('request', (req: IncomingMessage) => void req.socket.setTimeout(0));
+  // Headers trickled in a byte at a time are never silence: they must all be in within this, or 408.
+  app.server.headersTimeout = CONSOLE.headersTimeoutMs;
 
   await app.register(fastifyHelmet, {
     contentSecurityPolicy: {
