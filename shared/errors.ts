@@ -260,6 +260,11 @@ export const ERRORS = {
     description: 'No commit receipt came within FIELD_COMMIT_TIMEOUT_MS of the gateway\'s ack; the messages are sent again (copies are recognised and not written twice).',
   },
   FIELD_COMMAND_TIMEOUT: { http: 504, transient: false, description: 'A command handler did not finish in time.' },
+  FIELD_COMMAND_RESULT_INVALID: {
+    http: 422,
+    transient: false,
+    description: "The command's handler gave a result no response can carry (larger than LIMITS.stringMaxChars as JSON, nested deeper than LIMITS.jsonMaxDepth, or holding a \"__proto__\" key); the response keeps the handler's status, with this note as its result.",
+  },
   FIELD_COMMAND_UNSIGNED: {
     http: 401,
     transient: false,

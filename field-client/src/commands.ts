@@ -361,23 +361,28 @@ export class CommandHandlers {
   }
 }
 
-/**
- * The answer as it will be queued: only its status and result, checked with the response's own
- * schema (a result the queue would refuse, larger than LIMITS.stringMaxChars as JSON or not JSON,
- * is answered "failed" instead: kept, it would be refused at every delivery), and as JSON gives it
- * back (so the answer kept and read back from the journal is the one queued).
- */
 /** A command not answered now, as the journal refused a line: answered at its next delivery. */
 function journalFailed(err: unknown, what: string): CommandAnswer {
   return { status: 'failed', result: `${what} (${(err as Error).message})`, code: 'FIELD_COMMAND_JOURNAL_FAILED', deferred: true };
 }
 
+/**
+ * The answer as it will be queued: only its status and result, checked with the response's own
+ * schema, and as JSON gives it back (so the answer kept and read back from the journal is the one
+ * queued). A result no response carries (larger than LIMITS.stringMaxChars as JSON, nested deeper
+ * than LIMITS.jsonMaxDepth, a "__proto__" key: a program's output is often JSON) is replaced by a
+ * note with FIELD_COMMAND_RESULT_INVALID, and the status stays the handler's: kept whole, the answer
+ * would be refused at every delivery; answered "failed", a command that completed would be sent
+ * again by an operator told it had not, and run twice.
+ */
 function keepable(outcome: CommandOutcome, timestamp: string): KeptAnswer {
   const answer = { status: outcome.status, ...(outcome.result !== undefined ? { result: outcome.result } : {}), timestamp };
   const checked = KeptAnswerSchema.safeParse(answer);
   if (checked.success) return JSON.parse(JSON.stringify(checked.data)) as KeptAnswer;
-  const problem = checked.error.issues[0];
-  return { status: 'failed', result: `the command's result cannot be answered: ${problem ? `${problem.path.join('.')} ${problem.message}` : 'invalid'}`.slice(0, 1024), timestamp };
+  const status = KeptAnswerSchema.shape.status.safeParse(outcome.status);
+  const problem = checked.error.issues.find((i) => i.path[0] === 'result') ?? checked.error.issues[0];
+  const e = new FieldStreamError('FIELD_COMMAND_RESULT_INVALID', `the command's result cannot be answered: ${problem ? `${problem.path.join('.')} ${problem.message}` : 'invalid'}`);
+  return { status: status.success ? status.data : 'failed', result: `${e.code}: ${e.message}`.slice(0, 1024), timestamp };
 }
 
 function runProgram(program: string, args: string[], timeoutMs: number, params: unknown, frame: CommandFrame): Promise<CommandOutcome> {

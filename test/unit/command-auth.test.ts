@@ -446,6 +446,30 @@ describe('an exec command (commands.ts)', () => {
     assert.equal(answer?.result, 'café');
   });
 
+  it('keeps the status of a program whose output cannot be carried as its result: one that completed is not reported failed', async () => {
+    // Valid JSON nested deeper than LIMITS.jsonMaxDepth is no result a response carries. The program ran and exited 0: answered "failed", an operator would send
+    // the command again, and it would run twice.
+    const deep = '['.repeat(LIMITS.jsonMaxDepth + 1) + ']'.repeat(LIMITS.jsonMaxDepth + 1);
+    const h = new CommandHandlers(unsigned).configure(
+      {
+        deep: { type: 'exec', program: process.execPath, args: ['-e', `process.stdout.write(${JSON.stringify(deep)})`], timeoutMs: 30_000 },
+        broke: { type: 'exec', program: process.execPath, args: ['-e', `process.stdout.write(${JSON.stringify(deep)});process.exit(3)`], timeoutMs: 30_000 },
+      },
+      undefined,
+    );
+    const deepAnswer = await h.run({ type: 'command', commandId: 'cmd-exec-deep', command: 'deep', issuedAt: Date.now() });
+    assert.equal(deepAnswer?.status, 'completed', JSON.stringify(deepAnswer?.result));
+    assert.match(String(deepAnswer?.result), /^FIELD_COMMAND_RESULT_INVALID: .*deeper than/);
+    // A program that failed: "failed", with its own output (text, which any response carries).
+    const failed = await h.run({ type: 'command', commandId: 'cmd-exec-broke', command: 'broke', issuedAt: Date.now() });
+    assert.equal(failed?.status, 'failed');
+    // A handler of the device's own returning a result no response carries: its status kept too.
+    const own = new CommandHandlers(unsigned).register('own', () => ({ status: 'rejected', result: { tooBig: 'x'.repeat(LIMITS.stringMaxChars) } }));
+    const answer = await own.run({ type: 'command', commandId: 'cmd-own-big', command: 'own', issuedAt: Date.now() });
+    assert.equal(answer?.status, 'rejected');
+    assert.match(String(answer?.result), /^FIELD_COMMAND_RESULT_INVALID: /);
+  });
+
   it('kills a program still running at its timeout with the children it started, and answers at once', async () => {
     // A shell script running a long program: only the shell was killed, the program went on holding
     // the output open, and the answer waited for it (30 s here, where the timeout is 300 ms).
