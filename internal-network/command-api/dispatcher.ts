@@ -178,7 +178,13 @@ export class CommandDispatcher {
       ...command,
       ...(key ? { auth: signCommand(key, { ...command, deviceId: record.deviceId }, record.expiresAt) } : {}),
     };
-    this.mqtt.publish(commandTopic(record.deviceId), JSON.stringify(envelope), { qos: 1 }, (err) => {
+    // The rest of its TTL as its Message Expiry Interval (MQTT 5 §3.3.2.3.3): a broker drops a copy
+    // it has not begun to deliver once that has passed. The bridge's session on the internal broker
+    // is persistent, so while the DMZ is away every command waits there; without it, one reached the
+    // DMZ days later, and a device running unsigned commands (which carry no expiry) ran it.
+    const expiryS = Math.max(1, Math.ceil((record.expiresAt - Date.now()) / 1000));
+    const expiry = this.mqtt.options.protocolVersion === 5 ? { properties: { messageExpiryInterval: expiryS } } : {};
+    this.mqtt.publish(commandTopic(record.deviceId), JSON.stringify(envelope), { qos: 1, ...expiry }, (err) => {
       const current = this.store.get(record.commandId);
       if (!current || isFinal(current.state)) return;
       if (err) {
