@@ -39,7 +39,8 @@ export class BelievedResponses {
    * counts whole or not at all), or, for a device without a key and only with COMMAND_ALLOW_UNSIGNED,
    * unsigned. A device with a key must sign. The rest is ignored, counted and logged with its code.
    * Freshness and replay are not checked: a genuine response replayed by the DMZ says what the device
-   * said, for the same command id — recorded once, since a final state never changes.
+   * said, for the same command id — recorded once, since a final state never changes and an
+   * acceptance after any answer changes nothing (dispatcher.ts answer).
    */
   genuine(env: EnvelopeOf<'response'>): Response[] {
     const { deviceId, gatewayId } = env;

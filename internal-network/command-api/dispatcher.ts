@@ -242,6 +242,10 @@ export class CommandDispatcher {
     if (isFinal(record.state) && !late) return false;
     // The device answered this id before (that answer stands); this one says a copy was refused.
     if (response.status === 'rejected' && (response.result as { code?: unknown } | undefined)?.code === 'FIELD_COMMAND_REPLAYED') return false;
+    // An acceptance after any answer says nothing new: the first stands. Its signature stays valid,
+    // so the DMZ can replay a genuine one without end, and each copy was journaled (with its result,
+    // up to 64 KiB), synced and logged again, an acceptance being no final state.
+    if (response.status === 'accepted' && record.response !== undefined) return false;
     this.update(record, {
       state: late && !isFinal(response.status) ? 'expired' : response.status,
       response: { status: response.status, ...(response.result !== undefined ? { result: response.result as CommandRecord['params'] } : {}), at: Date.now() },

@@ -15,6 +15,7 @@ import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts'
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { signMessage } from '../../shared/security/message-auth.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -460,6 +461,49 @@ describe('the dispatcher', () => {
       assert.equal(d.refusedResponses.SECURITY_UNSIGNED, 10_000, 'every forged response counted');
       const logged = lines.length - before;
       assert.ok(logged <= 20, `${logged} log lines for 15,000 hostile messages`);
+    } finally {
+      d.close();
+      broker.end(true);
+    }
+  });
+
+  it("records a device's acceptance once: the DMZ replaying it writes, syncs and logs nothing more", () => {
+    // An acceptance is no final state, and each copy of a genuine one (the DMZ can replay it without
+    // end: its signature stays valid) was recorded again: a journal line with its result (up to
+    // 64 KiB), a sync, and an info line each.
+    const path = join(tmp, 'accepted-replay.jsonl');
+    const s = new CommandStore(path, log);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const deviceKeys = join(tmp, 'accept-keys');
+    mkdirSync(deviceKeys, { recursive: true });
+    const key = randomBytes(32);
+    writeFileSync(join(deviceKeys, 'pump-7.key'), `${key.toString('hex')}\n`);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(deviceKeys), allowUnsigned: false });
+    const sent = record('sent', { deviceId: 'pump-7' });
+    s.add([sent]);
+    const respond = (status: string, seq: number) => {
+      const payload = { commandId: sent.commandId, status, result: 'x'.repeat(60_000) };
+      const auth = signMessage(key, { deviceId: 'pump-7', dataType: 'response', epoch: 'e1', seq, ts: Date.now(), payload });
+      return Buffer.from(JSON.stringify({ v: 1, deviceId: 'pump-7', dataType: 'response', gatewayId: 'gw-1', receivedAt: Date.now(), messages: [{ messageId: `r${seq}`, auth, payload }] }));
+    };
+    const journaled = () => readFileSync(path, 'utf8').trim().split('\n').filter((l) => l.includes(sent.commandId)).length;
+    try {
+      const acceptance = respond('accepted', 1);
+      broker.emit('message', uplinkTopic('pump-7', 'response'), acceptance, {} as IPublishPacket);
+      s.flush();
+      assert.equal(s.get(sent.commandId)?.state, 'accepted');
+      const at = s.get(sent.commandId)?.response?.at;
+      const lines0 = journaled();
+      const before = lines.length;
+      for (let i = 0; i < 200; i++) broker.emit('message', uplinkTopic('pump-7', 'response'), acceptance, {} as IPublishPacket);
+      s.flush();
+      assert.equal(journaled(), lines0, 'a replayed acceptance is journaled again');
+      assert.equal(lines.length, before, 'a replayed acceptance is logged again');
+      assert.equal(s.get(sent.commandId)?.response?.at, at, 'the first acceptance stands');
+      // The device's final answer still ends it.
+      broker.emit('message', uplinkTopic('pump-7', 'response'), respond('completed', 2), {} as IPublishPacket);
+      assert.equal(s.get(sent.commandId)?.state, 'completed');
     } finally {
       d.close();
       broker.end(true);
