@@ -50,9 +50,6 @@ export type CommandAnswer = CommandOutcome & { code?: ErrorCode; unanswered?: tr
  * its id was answered already (a replay). Answering those would let whoever can send frames (a
  * compromised gateway) fill the durable queue with answers, fsync'ed and waiting for receipts. */
 const UNANSWERED: ReadonlySet<ErrorCode> = new Set(['FIELD_COMMAND_UNSIGNED', 'FIELD_COMMAND_BAD_SIGNATURE', 'FIELD_COMMAND_REPLAYED']);
-/** command ids refused as stale or future-dated and answered so, remembered (in memory) so that the
- * same authentic command sent again is not answered again */
-const REFUSALS_REMEMBERED = 1000;
 const INTERRUPTED = 'interrupted by a restart of the field client; not run again';
 
 /**
@@ -81,8 +78,11 @@ export class CommandHandlers {
   private readonly answering = new Set<string>();
   /** for status(): commands run, and commands refused by code */
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
-  /** ids refused as stale or future-dated and answered (the newest REFUSALS_REMEMBERED) */
-  private readonly refusalsAnswered = new Set<string>();
+  /** ids refused as stale or future-dated and answered (the newest LIMITS.fieldCommandRefusalsRemembered) */
+  private readonly refusalsAnswered = new Map<string, number>();
+  /** the latest issuedAt among the ids forgotten from refusalsAnswered: a refused command issued at
+   * or before it may be one of them, and is not answered (as the journal's floor does for ids run) */
+  private refusalFloor = 0;
   /** drainHeld() is queueing kept answers (one drain at a time) */
   private draining = false;
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
@@ -141,12 +141,16 @@ export class CommandHandlers {
       this.countRefused(refused);
       const answer = { status: 'rejected' as const, result: { code: refused, message: ERRORS[refused].description }, code: refused };
       // Stale and future-dated commands are authenticated only when the device holds a key.
-      if (UNANSWERED.has(refused) || !this.guard.key || this.journal.get(frame.commandId) || this.refusalsAnswered.has(frame.commandId)) {
+      if (UNANSWERED.has(refused) || !this.guard.key || this.journal.get(frame.commandId) || this.refusalsAnswered.has(frame.commandId) || frame.issuedAt <= this.refusalFloor) {
         this.stats.unanswered++;
         return { ...answer, unanswered: true };
       }
-      this.refusalsAnswered.add(frame.commandId);
-      if (this.refusalsAnswered.size > REFUSALS_REMEMBERED) this.refusalsAnswered.delete(this.refusalsAnswered.values().next().value as string);
+      this.refusalsAnswered.set(frame.commandId, frame.issuedAt);
+      if (this.refusalsAnswered.size > LIMITS.fieldCommandRefusalsRemembered) {
+        const [oldest, issuedAt] = this.refusalsAnswered.entries().next().value as [string, number];
+        this.refusalsAnswered.delete(oldest);
+        this.refusalFloor = Math.max(this.refusalFloor, issuedAt);
+      }
       return answer;
     }
     const seen = this.journal.get(frame.commandId);

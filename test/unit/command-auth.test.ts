@@ -155,6 +155,25 @@ describe('the replay journal (commands.ts)', () => {
   });
 });
 
+describe('refusals answered (commands.ts): once per command id', () => {
+  it('does not answer again an authentic stale command once more ids were refused than it remembers', async () => {
+    // A compromised gateway holds every command ever sent to the device; replaying more stale ones
+    // than the refusals remembered (LIMITS.fieldCommandRefusalsRemembered), in turn, had each
+    // answered again and again: an answer in the durable queue each, and a row in the database.
+    const h = new CommandHandlers(guard);
+    const stale = (i: number) => frame({ commandId: `cmd-stale-${i}`, issuedAt: now - 200_000 + i });
+    const n = LIMITS.fieldCommandRefusalsRemembered + 1;
+    for (let i = 0; i < n; i++) {
+      const a = await h.run(stale(i), now);
+      assert.equal(a?.code, 'FIELD_COMMAND_STALE');
+      assert.equal(a?.unanswered, undefined, `stale command ${i} is answered once`);
+    }
+    for (let i = 0; i < n; i++) assert.equal((await h.run(stale(i), now))?.unanswered, true, `stale command ${i} answered again`);
+    // One never seen, issued after every one forgotten: answered.
+    assert.equal((await h.run(stale(n + 5), now))?.unanswered, undefined);
+  });
+});
+
 /** What the tests of answers share: a device without a key taking unsigned commands, a frame, a queue that takes all. */
 const unsigned = { ...guard, key: undefined, allowUnsigned: true, maxAgeMs: 1e12 };
 const quiet = createLogger('field-client', 'silent');
