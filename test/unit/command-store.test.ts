@@ -111,6 +111,38 @@ describe('the command journal', () => {
   });
 });
 
+describe('a full command store', () => {
+  it('takes new commands as fast with tens of thousands waiting as with none: finished ones are forgotten without walking the waiting ones', () => {
+    // Once LIMITS.commandStoreMaxRecords were kept, each new command forgot the least recently
+    // changed finished one, found by walking every command from the oldest: past all those still
+    // waiting, which no change moves up. With 44,000 waiting, a fleet command of 1,000 devices held
+    // the event loop (every request, every device's answer) about half a second, and a start
+    // replaying the journal many times that.
+    const path = join(tmp, 'full-store.jsonl');
+    const s = new CommandStore(path, log);
+    const now = Date.now();
+    let i = 0;
+    const batch = (state: CommandRecord['state']) =>
+      Array.from({ length: 1000 }, () => ({ commandId: `full-${i++}`, deviceId: `pump-${i % 500}`, command: 'reboot', issuedAt: now, expiresAt: now + 3_600_000, state, attempts: 0, updatedAt: now }) satisfies CommandRecord);
+    const waiting = 44_000;
+    for (let b = 0; b < waiting / 1000; b++) s.add(batch('queued'));
+    for (let b = 0; b < (LIMITS.commandStoreMaxRecords - waiting) / 1000; b++) {
+      const records = batch('queued');
+      s.add(records);
+      for (const r of records) s.put({ ...r, state: 'completed' });
+    }
+    s.flush();
+    assert.equal(s.live, waiting);
+    const started = performance.now();
+    for (let b = 0; b < 5; b++) s.add(batch('queued'));
+    const ms = performance.now() - started;
+    assert.equal(s.live, waiting + 5000);
+    assert.ok([...s.all()].length <= LIMITS.commandStoreMaxRecords);
+    assert.ok(ms < 500, `5,000 new commands took ${Math.round(ms)} ms with ${waiting} waiting`);
+    rmSync(path, { force: true });
+  });
+});
+
 describe('the command journal in bytes', () => {
   const big = 'A'.repeat(60_000);
 
