@@ -372,6 +372,12 @@ export const LIMITS = {
   /** commands. Most one GET /v1/commands lists (its `limit`, default commandListDefault). */
   commandListMax: 1000,
   commandListDefault: 100,
+  /** bytes. Most one GET /v1/commands answers: the newest commands that fit, with `truncated: true`
+   * when more were asked for (at least one is listed). Each command is listed whole, its params
+   * (up to apiBodyMaxBytes) and its device's result (up to stringMaxChars, six bytes a character
+   * where terminal controls are escaped): commandListMax of them made an answer of hundreds of
+   * megabytes, built in memory and held there while the caller read it. */
+  commandListMaxBytes: 16 * 1024 * 1024,
   /** lines. The command journal is compacted when it holds more than twice as many lines as
    * commands plus these: a small journal is not rewritten at every change. */
   commandJournalSlackLines: 10_000,

@@ -128,7 +128,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
         return send(res, 202, { commands: records.map(view) });
       }
-      if (req.method === 'GET') return send(res, 200, { commands: list(url.searchParams).map(view) });
+      if (req.method === 'GET') return send(res, 200, listAnswer(list(url.searchParams)));
       throw new FieldStreamError('API_METHOD_NOT_ALLOWED');
     }
     const m = /^\/v1\/commands\/([A-Za-z0-9._:-]{1,128})$/.exec(url.pathname);
@@ -247,6 +247,25 @@ function view(r: CommandRecord) {
     ...(r.sentAt ? { sentAt: new Date(r.sentAt).toISOString() } : {}),
     ...(r.response ? { response: { ...r.response, at: new Date(r.response.at).toISOString() } } : {}),
   };
+}
+
+/**
+ * The listed commands, newest first, as many as fit in LIMITS.commandListMaxBytes as answered (one at
+ * least), and `truncated` when some were left out: each is listed whole, params and result, and a
+ * thousand of them made an answer of hundreds of megabytes, held in memory while the caller read it.
+ */
+function listAnswer(records: readonly CommandRecord[]): { commands: Array<ReturnType<typeof view>>; truncated?: true } {
+  const commands: Array<ReturnType<typeof view>> = [];
+  let bytes = Buffer.byteLength('{"commands":[],"truncated":true}');
+  for (const r of records) {
+    const v = view(r);
+    // As send() writes it: terminalText escapes character by character, so the parts add up.
+    const size = Buffer.byteLength(terminalText(JSON.stringify(v))) + 1;
+    if (commands.length > 0 && bytes + size > LIMITS.commandListMaxBytes) return { commands, truncated: true };
+    commands.push(v);
+    bytes += size;
+  }
+  return { commands };
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

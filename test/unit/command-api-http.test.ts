@@ -403,3 +403,38 @@ test("a device's result is answered with its DEL, C1 and bidi controls as JSON e
     tmp.cleanup();
   }
 });
+
+test(`a list is answered within LIMITS.commandListMaxBytes: the newest commands that fit, saying more were left out`, async () => {
+  // Each command is listed whole, its params (up to 64 KiB) and its device's result (up to 64 Ki
+  // characters, six times that as C1 controls escaped): 1,000 of them made an answer of hundreds of
+  // megabytes, built whole in memory and held there for as long as the caller took to read it. Any
+  // credential may list: a viewer not reading a few such answers held gigabytes.
+  const tmp = tempDir('command-api-list-bytes');
+  const log = createLogger('command-api', 'silent');
+  const store = new CommandStore(join(tmp.dir, 'commands.jsonl'), log);
+  const now = Date.now();
+  const params = { blob: 'p'.repeat(60_000) };
+  const result = '\u0085'.repeat(60_000);
+  const n = 400;
+  for (let i = 0; i < n; i++) {
+    store.put({ commandId: `cmd-big-${i}`, deviceId: 'pump-1', command: 'reboot', params, issuedAt: now, expiresAt: now + 60_000, state: 'completed', attempts: 1, response: { status: 'completed', result, at: now }, updatedAt: now + i });
+  }
+  store.flush();
+  const api = await operatorApi({} as unknown as CommandDispatcher, store, log);
+  try {
+    const res = await fetch(`http://127.0.0.1:${api.port}/v1/commands?limit=1000`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.ok(Buffer.byteLength(text) <= LIMITS.commandListMaxBytes, `${Buffer.byteLength(text)} bytes answered`);
+    const body = JSON.parse(text) as { commands: { commandId: string }[]; truncated?: boolean };
+    assert.equal(body.truncated, true);
+    assert.ok(body.commands.length >= 1 && body.commands.length < n);
+    assert.equal(body.commands[0]?.commandId, `cmd-big-${n - 1}`, 'the newest first');
+    // Within the bound, the answer says nothing more.
+    const few = (await (await fetch(`http://127.0.0.1:${api.port}/v1/commands?limit=2`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { commands: unknown[]; truncated?: boolean };
+    assert.deepEqual([few.commands.length, few.truncated], [2, undefined]);
+  } finally {
+    await api.close();
+    tmp.cleanup();
+  }
+});
