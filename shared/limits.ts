@@ -9,6 +9,8 @@ const BROKER_PACKET_MAX_BYTES = 16 * 1024 * 1024;
 const BATCH_MAX_MESSAGES = 1000;
 /** fields. See LIMITS.readingMaxFields. */
 const READING_MAX_FIELDS = 256;
+/** characters. See LIMITS.stringMaxChars. */
+const STRING_MAX_CHARS = 64 * 1024;
 /** characters. See LIMITS.deadLetterMessageMaxChars. */
 const DEAD_LETTER_MESSAGE_MAX_CHARS = 16 * 1024;
 /** bytes. See LIMITS.deadLetterSectionSlackBytes. */
@@ -60,7 +62,7 @@ export const LIMITS = {
   /** fields. Most fields in one time-series reading, and in one event (its own keys included). */
   readingMaxFields: READING_MAX_FIELDS,
   /** characters. Longest string value stored in a field. */
-  stringMaxChars: 64 * 1024,
+  stringMaxChars: STRING_MAX_CHARS,
   /** levels. Deepest nesting of arrays and objects in a JSON value of free form (command
    * parameters and results). A value is checked, copied and serialised by recursion: a frame of
    * `[[[[…` a few kilobytes long would otherwise overflow the stack of whoever reads it. */
@@ -557,6 +559,13 @@ export const LIMITS = {
    * An exec command's params (up to stringMaxChars of JSON, ~192 KiB in UTF-8) go in
    * FIELDSTREAM_PARAMS only when they fit, and always on stdin. */
   fieldCommandEnvStringMaxBytes: 128 * 1024,
+  /** characters. Most of an exec command's standard output kept as its result: all a response
+   * carries (stringMaxChars). A program's JSON output of tens of kilobytes was cut at 16 Ki
+   * characters, and answered as a broken string. */
+  fieldCommandOutputMaxChars: STRING_MAX_CHARS,
+  /** characters. Most of an exec command's error output (its last characters) kept in the answer of a
+   * program that failed, with room left in the response for the rest of it. */
+  fieldCommandErrorOutputMaxChars: 16 * 1024,
   /** bytes. The field client's command journal is rewritten when it holds more than twice the bytes
    * of its last rewrite plus these (besides more than twice the ids it remembers in lines): the lines
    * of answers queued since are dropped. */

@@ -35,8 +35,6 @@ export const CommandsFileSchema = z.record(
 );
 export type CommandsFile = z.infer<typeof CommandsFileSchema>;
 
-/** bytes of a program's output kept as the result */
-const MAX_OUTPUT_BYTES = 16 * 1024;
 /** command ids remembered (and journaled); the journal file is rewritten when it holds twice as many lines */
 const REMEMBERED = 10_000;
 
@@ -409,8 +407,10 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
     // decoding each chunk alone made it two U+FFFD in the result.
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (c: string) => (out = (out + c).slice(0, MAX_OUTPUT_BYTES)));
-    child.stderr.on('data', (c: string) => (err = (err + c).slice(-MAX_OUTPUT_BYTES)));
+    child.stdout.on('data', (c: string) => {
+      if (out.length < LIMITS.fieldCommandOutputMaxChars) out = (out + c).slice(0, LIMITS.fieldCommandOutputMaxChars);
+    });
+    child.stderr.on('data', (c: string) => (err = (err + c).slice(-LIMITS.fieldCommandErrorOutputMaxChars)));
     child.stdin.on('error', () => undefined);
     child.stdin.end(json);
     let timedOut = false;
@@ -440,7 +440,7 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
       } catch {
         /* plain text */
       }
-      resolve(code === 0 ? { status: 'completed', result } : { status: 'failed', result: `exit code ${code}: ${err.trim() || text}` });
+      resolve(code === 0 ? { status: 'completed', result } : { status: 'failed', result: `exit code ${code}: ${err.trim() || text.slice(0, LIMITS.fieldCommandErrorOutputMaxChars)}` });
     });
   });
 }

@@ -465,6 +465,18 @@ describe('an exec command (commands.ts)', () => {
     assert.equal(answer?.result, 'café');
   });
 
+  it('answers a JSON output of tens of kilobytes as itself, not cut into a broken string', async () => {
+    // Only the first 16,384 characters of the output were kept: a program printing 26 KB of JSON (a
+    // status dump, a list) was answered "completed" with a string cut mid-JSON, although a response
+    // carries up to LIMITS.stringMaxChars.
+    const rows = Array.from({ length: 2000 }, (_, i) => `row-${String(i).padStart(6, '0')}`);
+    assert.ok(JSON.stringify({ rows }).length > 16 * 1024 && JSON.stringify({ rows }).length < LIMITS.fieldCommandOutputMaxChars);
+    const h = new CommandHandlers(unsigned).configure({ dump: { type: 'exec', program: process.execPath, args: ['-e', `process.stdout.write(JSON.stringify({rows:${JSON.stringify(rows)}}))`], timeoutMs: 30_000 } }, undefined);
+    const answer = await h.run({ type: 'command', commandId: 'cmd-exec-dump', command: 'dump', issuedAt: Date.now() });
+    assert.equal(answer?.status, 'completed');
+    assert.deepEqual(answer?.result, { rows });
+  });
+
   it('keeps the status of a program whose output cannot be carried as its result: one that completed is not reported failed', async () => {
     // Valid JSON nested deeper than LIMITS.jsonMaxDepth is no result a response carries. The program ran and exited 0: answered "failed", an operator would send
     // the command again, and it would run twice.
