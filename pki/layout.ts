@@ -101,6 +101,8 @@ export function pkiPaths(root: string) {
     caDir: join(root, 'ca'),
     caKey: join(root, 'ca', 'ca.key'),
     caCert: join(root, 'ca', 'ca.crt'),
+    /** there from a new CA's first file until every service certificate is issued under it (onboarding.ts) */
+    caReissuePending: join(root, 'ca', 'reissue-pending'),
     publicCa: join(root, 'ca.crt'),
     crl: join(root, 'ca.crl'),
     meta: join(root, 'fieldstream-pki.json'),

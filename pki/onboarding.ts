@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import { z } from 'zod';
-import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { makeDirDurablySync, removeFileDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
@@ -61,6 +61,8 @@ export interface SetupReport {
    * server), so the names they had could not be kept: each new one names what was asked for now.
    */
   namesNotKept?: Array<{ file: string; names: string[] }>;
+  /** a new CA's set-up killed midway was finished: every service certificate issued again under that CA */
+  finishedNewCa?: boolean;
   /** renewServices: each certificate issued again, with the serials of its earlier ones revoked now */
   revokedServices?: Array<{ file: string; serials: string[] }>;
 }
@@ -134,6 +136,11 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   });
   const p = pkiPaths(root);
   const caExists = existsSync(p.caKey);
+  // A new CA whose set-up was killed before it had issued every service certificate (the marker is
+  // written before the CA's files and removed last): the certificates found beside it are of the CA
+  // it replaced, so this run finishes that set-up, re-issuing them all, as --new-ca would have.
+  // Kept, they were certificates the services' new ca.crt does not verify.
+  const finishingNewCa = caExists && options.newCa !== true && existsSync(p.caReissuePending);
   const sansOf = (spec: ServiceCertSpec) =>
     spec.sans?.({
       domain: domain.data,
@@ -146,9 +153,9 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // checks while fieldstream-pki.json and new device bundles point at the new name. Refused before
   // anything is written; --renew re-issues them (under the same CA), --new-ca with a new CA.
   // With --renew-dmz the DMZ's are issued again (with the names they had), so only the others are checked.
-  const renewDmz = options.renewDmz === true && caExists && options.newCa !== true;
-  const renewServices = caExists && options.newCa !== true ? serviceFiles : [];
-  if (caExists && !options.renew && !options.newCa) {
+  const renewDmz = options.renewDmz === true && caExists && options.newCa !== true && !finishingNewCa;
+  const renewServices = caExists && options.newCa !== true && !finishingNewCa ? serviceFiles : [];
+  if (caExists && !options.renew && !options.newCa && !finishingNewCa) {
     const lacking = SERVICE_CERTS.filter((spec) => !(renewDmz && DMZ_SERVICE_FILES.includes(spec.file))).flatMap((spec) => {
       const paths = p.service(spec.file);
       const sans = sansOf(spec);
@@ -172,7 +179,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     }
   }
   makeDirDurablySync(root);
-  const report: SetupReport = { ca: 'reused', created: [], kept: [] };
+  const report: SetupReport = { ca: 'reused', created: [], kept: [], ...(finishingNewCa ? { finishedNewCa: true } : {}) };
 
   if (caExists && options.newCa) {
     const aside = `${p.caDir}.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`;
@@ -185,6 +192,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     ca = createCertificateAuthority(`FieldStream CA (${domain.data})`, VALIDITY_DAYS.ca);
     makeDirDurablySync(p.caDir, 0o700);
     chmodSync(p.caDir, 0o700);
+    replaceFileDurablySync(p.caReissuePending, `${new Date().toISOString()}\n`, 0o600);
     // The certificate before the key: the key is what says a CA exists (caExists above), so a run
     // killed between the two leaves no CA, and the next run makes one. Key first, a kill between
     // them left a key without its certificate, which every later run (npm start's too) refused
@@ -200,12 +208,13 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
 
   // A new CA invalidates every certificate the old one signed (and none found beside a CA made now
   // can be of it): re-issue them all.
-  const renew = options.renew === true || report.ca !== 'reused';
+  const renew = options.renew === true || report.ca !== 'reused' || finishingNewCa;
   // The DMZ broker's and the gateway's certificates come from an anchor of their own at a
   // --renew-dmz, and ever after (dmz-anchor.ts), whether the DMZ's files are still here or not;
   // from the main CA in a set that never had one, and with a new CA.
-  const dmzRevoked = report.ca === 'reused' && revokedAnyOf(root, DMZ_SERVICE_FILES);
-  const ownAnchor = (a: AnchoredCertificate) => renewDmz || (report.ca === 'reused' && hasOwnAnchor(root, a, ca.certPem, dmzRevoked));
+  const caKept = report.ca === 'reused' && !finishingNewCa;
+  const dmzRevoked = caKept && revokedAnyOf(root, DMZ_SERVICE_FILES);
+  const ownAnchor = (a: AnchoredCertificate) => renewDmz || (caKept && hasOwnAnchor(root, a, ca.certPem, dmzRevoked));
   const issued: Array<{ spec: ServiceCertSpec; kc: KeyAndCert }> = [];
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
@@ -281,7 +290,8 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
   // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
   // so an upgrade never leaves the gateways without the certificates revoked so far.
-  if (!existsSync(join(root, 'ca.crl')) || !existsSync(revokedSerialsPath(root)) || report.ca !== 'reused') publishRevocations(root);
+  if (!existsSync(join(root, 'ca.crl')) || !existsSync(revokedSerialsPath(root)) || !caKept) publishRevocations(root);
+  removeFileDurablySync(p.caReissuePending);
   return report;
 }
 

@@ -101,14 +101,16 @@ function setup(argv: string[]): void {
   ];
   const caLine = {
     created: `created a new CA in ${p.caDir}/`,
-    reused: `kept the existing CA in ${p.caDir}/ (pass --new-ca to replace it)`,
+    reused: report.finishedNewCa
+      ? `kept the CA in ${p.caDir}/, new from a set-up that stopped midway: every service certificate was issued again under it`
+      : `kept the existing CA in ${p.caDir}/ (pass --new-ca to replace it)`,
     replaced: `replaced the CA; the old one was moved to ${report.replacedCaDir}`,
   }[report.ca];
   console.log(`FieldStream certificates for ${domain} in ${certsDir}
   CA:        ${caLine}
   issued:    ${report.created.join(', ') || '(nothing new)'}
   kept:      ${report.kept.join(', ') || '(none)'}
-${report.ca === 'replaced' && bundles.length > 0 ? `
+${(report.ca === 'replaced' || report.finishedNewCa) && bundles.length > 0 ? `
 The device bundles made before (${bundles.join(', ')}) are of the replaced CA: the servers refuse their certificates,
 and their ca.crt does not verify the servers' new ones. Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew).
 ` : before !== undefined && before !== domain && bundles.length > 0 ? `
