@@ -109,10 +109,36 @@ export function loadCa(root: string): KeyAndCert {
   return { keyPem: readFileSync(p.caKey, 'utf8'), certPem: readFileSync(p.caCert, 'utf8') };
 }
 
+/**
+ * The set's fieldstream-pki.json (its domain, which every device bundle points at); undefined when
+ * there is none. One that is not JSON or not the schema's is CONFIG_INVALID, with what mends it:
+ * the set-up writes it again.
+ */
 export function readPkiMeta(root: string): z.infer<typeof PkiMetaSchema> | undefined {
   const p = pkiPaths(root);
-  if (!existsSync(p.meta)) return undefined;
-  return PkiMetaSchema.parse(JSON.parse(readFileSync(p.meta, 'utf8')));
+  let text: string;
+  try {
+    text = readFileSync(p.meta, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `Cannot read ${p.meta} (${code ?? (err as Error).message}).`, { path: p.meta }, { cause: err });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  const parsed = PkiMetaSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new FieldStreamError(
+      'CONFIG_INVALID',
+      `${p.meta} is damaged (not {"domain": DNS name, "createdAt": date}); nothing was changed. Run scripts/generate-certificates.sh DOMAIN, with the domain this set was made for: it writes the file again and keeps the CA and certificates.`,
+      { path: p.meta },
+    );
+  }
+  return parsed.data;
 }
 
 /** The names of `names` (DNS names, IP addresses) that a certificate does not carry. */

@@ -80,7 +80,13 @@ function setup(argv: string[]): void {
       process.exit(65);
     }
   }
-  const before = readPkiMeta(certsDir)?.domain;
+  // For the message only: a damaged file is what this run writes again.
+  let before: string | undefined;
+  try {
+    before = readPkiMeta(certsDir)?.domain;
+  } catch {
+    before = undefined;
+  }
   const report = setupPki(certsDir, {
     domain,
     newCa: values['new-ca'],
@@ -224,9 +230,11 @@ function client(argv: string[]): void {
     console.error('error: --days must be a whole number of days from 1 to 3650');
     process.exit(64);
   }
+  // Read before the certificate is issued: a damaged file stops the command with nothing issued
+  // (the bundle needs its domain), not after, when the next try would need --renew.
+  const meta = readPkiMeta(certsDir);
   const paths = issueDeviceCertificate(certsDir, deviceId, { renew: values.renew, ...(days ? { validityDays: days } : {}) });
   const bundle = buildDeviceBundle(certsDir, deviceId, fieldCompose);
-  const meta = readPkiMeta(certsDir);
   console.log(`Device ${deviceId}
   certificate: ${paths.cert}
   key:         ${paths.key} (mode 0600)

@@ -217,10 +217,11 @@ function known(paths: AdminPaths, id: string): DeviceSummary {
 }
 
 function issue(paths: AdminPaths, id: string, validityDays: number | undefined, renew: boolean): string {
+  // Before anything is issued: a damaged fieldstream-pki.json (CONFIG_INVALID) stops it here.
+  const domain = readPkiMeta(paths.certsDir)?.domain ?? 'DOMAIN';
   const issued = issueDeviceCertificate(paths.certsDir, id, { renew, ...(validityDays ? { validityDays } : {}) });
   const bundle = buildDeviceBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'));
   const d = findDevice(paths.certsDir, id);
-  const domain = readPkiMeta(paths.certsDir)?.domain ?? 'DOMAIN';
   return `${renew ? 'Renewed' : 'Added'} device ${id}
   certificate: ${issued.cert} (serial ${d?.certificate?.serial ?? '?'}, valid until ${d?.certificate?.notAfter ?? '?'}, ${validityDays ?? VALIDITY_DAYS.device} days)
   key:         ${issued.key} (mode 0600)
@@ -243,6 +244,7 @@ function tokenPort(env: Io['env']): number {
 }
 
 async function issueToken(paths: AdminPaths, id: string, validityDays: number | undefined, renew: boolean, io: Io): Promise<string> {
+  readPkiMeta(paths.certsDir); // a damaged one stops it before the token is issued (its bundle needs the domain)
   const issued = await issueDeviceToken(paths.certsDir, id, { renew, ...(validityDays ? { validityDays } : {}) });
   const bundle = buildTokenBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'), tokenPort(io.env));
   return `${renew ? 'Rotated the token of' : 'Added'} device ${id} (device token ${issued.tokenId})
