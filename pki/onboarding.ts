@@ -1,4 +1,4 @@
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmdirSync, statSync, chmodSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
@@ -141,6 +141,33 @@ export function readPkiMeta(root: string): z.infer<typeof PkiMetaSchema> | undef
   return parsed.data;
 }
 
+/**
+ * Whether a service's key and certificate are there and make a pair. A run killed between the two
+ * renames of a re-issue (writeKeyAndCert) leaves the new key beside the old certificate: kept, the
+ * service could not start with them (a key that is not its certificate's), and every later run
+ * kept them too. A file that is no key or certificate (damaged) is no pair either: issued again.
+ * One that cannot be read (EACCES: a key of another user) is an error, not replaced unseen.
+ */
+function pairHolds(paths: { cert: string; key: string }): boolean {
+  const read = (path: string): Buffer | undefined => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `Cannot read ${path} (${code ?? (err as Error).message}): run this as the owner of the certificates folder.`, { path }, { cause: err });
+    }
+  };
+  const cert = read(paths.cert);
+  const key = read(paths.key);
+  if (cert === undefined || key === undefined) return false;
+  try {
+    return new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
+  } catch {
+    return false;
+  }
+}
+
 /** The names of `names` (DNS names, IP addresses) that a certificate does not carry. */
 function namesMissing(certPem: string, names: readonly string[]): string[] {
   const cert = new X509Certificate(certPem);
@@ -245,7 +272,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
     const dmz = renewDmz && DMZ_SERVICE_FILES.includes(spec.file);
-    if (existsSync(paths.cert) && existsSync(paths.key) && !renew && !dmz && !renewServices.includes(spec.file)) {
+    if (!renew && !dmz && !renewServices.includes(spec.file) && pairHolds(paths)) {
       report.kept.push(spec.file);
       continue;
     }

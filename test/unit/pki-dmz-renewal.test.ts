@@ -31,13 +31,13 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
   const tmp = tempDir('pki-dmz');
   const root = join(tmp.dir, 'certs');
   const p = pkiPaths(root);
-  const old = new Map<string, { serial: string; pem: string }>();
+  const old = new Map<string, { serial: string; pem: string; key: string }>();
   const kept = new Map<string, string>();
   let output = '';
   before(() => {
     setupPki(root, { domain: 'fieldstream.example.org', edgeHosts: ['dmz2.example.org'], dmzBrokerHosts: ['dmz.internal.example'] });
     issueDeviceCertificate(root, 'pump-1');
-    for (const f of DMZ) old.set(f, { serial: serial(p.service(f).cert), pem: readFileSync(p.service(f).cert, 'utf8') });
+    for (const f of DMZ) old.set(f, { serial: serial(p.service(f).cert), pem: readFileSync(p.service(f).cert, 'utf8'), key: readFileSync(p.service(f).key, 'utf8') });
     for (const f of [...INTERNAL.map((i) => p.service(i).cert), p.device('pump-1').cert, p.caCert, p.storedFeedKey]) kept.set(f, readFileSync(f, 'utf8'));
   });
   after(() => tmp.cleanup());
@@ -166,8 +166,10 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     writeFileSync(stolenGateway, old.get('dmz/gateway')?.pem as string);
     assert.notEqual(openssl('verify', '-CAfile', q.gatewayCa, stolenGateway).status, 0, 'Caddy\'s anchor: the stolen gateway certificate');
     assert.equal(openssl('verify', '-CAfile', q.gatewayCa, '-verify_hostname', 'gateway', q.service('dmz/gateway').cert).status, 0, "Caddy's anchor: the gateway's own");
-    // The stolen (revoked) certificate of the CA put back as the broker's: refused, not made the anchor.
+    // The stolen (revoked) certificate of the CA put back as the broker's, with its key: refused, not
+    // made the anchor. (Without its key, it is no pair, and is issued again from an anchor of its own.)
     writeFileSync(q.service('dmz/mosquitto').cert, old.get('dmz/mosquitto')?.pem as string);
+    writeFileSync(q.service('dmz/mosquitto').key, old.get('dmz/mosquitto')?.key as string);
     const before = readFileSync(q.dmzBrokerCa.internal, 'utf8');
     assert.throws(() => setupPki(copy, { domain: 'fieldstream.example.org' }), (e) => e instanceof FieldStreamError && e.code === 'PKI_DMZ_ANCHOR_MISSING');
     assert.equal(readFileSync(q.dmzBrokerCa.internal, 'utf8'), before);
