@@ -244,9 +244,13 @@ function tokenPort(env: Io['env']): number {
 }
 
 async function issueToken(paths: AdminPaths, id: string, validityDays: number | undefined, renew: boolean, io: Io): Promise<string> {
-  readPkiMeta(paths.certsDir); // a damaged one stops it before the token is issued (its bundle needs the domain)
+  // What the bundle needs, checked before the token is issued: a wrong CADDY_TOKEN_PORT or a damaged
+  // fieldstream-pki.json found after it left a token in the DMZ's file and no bundle, and the same
+  // command, once fixed, answered PKI_CERT_EXISTS.
+  const port = tokenPort(io.env);
+  readPkiMeta(paths.certsDir);
   const issued = await issueDeviceToken(paths.certsDir, id, { renew, ...(validityDays ? { validityDays } : {}) });
-  const bundle = buildTokenBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'), tokenPort(io.env));
+  const bundle = buildTokenBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'), port);
   return `${renew ? 'Rotated the token of' : 'Added'} device ${id} (device token ${issued.tokenId})
   token:       ${issued.tokenFile} (mode 0600; for the bundle only)
   expires:     ${issued.expiresAt} (${validityDays ?? LIMITS.deviceTokenValidityDays} days; renew it before: devices renew ${id} --token)
