@@ -41,8 +41,24 @@ export function pemBlocks(pem: string): string[] {
   return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => `${m[0]}\n`);
 }
 
+/** Whether two PEM certificates are one; a damaged one (no certificate) is the same as none. */
 export function sameCertificate(a: string, b: string): boolean {
-  return new X509Certificate(a).raw.equals(new X509Certificate(b).raw);
+  const ca = parsed(a);
+  const cb = parsed(b);
+  return ca !== undefined && cb !== undefined && ca.raw.equals(cb.raw);
+}
+
+/**
+ * A PEM block as a certificate, or undefined when it is none: a file of the set damaged on disk (a
+ * block torn, cut short) is what the set-up issues or writes again, not an OpenSSL error without a
+ * code that stopped every run until someone removed the file.
+ */
+function parsed(pem: string): X509Certificate | undefined {
+  try {
+    return new X509Certificate(pem);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -92,10 +108,11 @@ export function anchorOf(root: string, a: AnchoredCertificate, caPem: string): s
   const cert = pkiPaths(root).service(a.file).cert;
   if (statSync(cert, { throwIfNoEntry: false })?.isFile() !== true) return undefined;
   const [leafPem, ...rest] = pemBlocks(readFileSync(cert, 'utf8'));
-  if (leafPem === undefined) return undefined;
-  const leaf = new X509Certificate(leafPem);
+  const leaf = leafPem === undefined ? undefined : parsed(leafPem);
+  if (leaf === undefined) return undefined;
   const last = rest.at(-1);
-  if (last !== undefined && leaf.checkIssued(new X509Certificate(last)) && leaf.verify(new X509Certificate(last).publicKey)) return last;
+  const issuer = last === undefined ? undefined : parsed(last);
+  if (issuer !== undefined && leaf.checkIssued(issuer) && leaf.verify(issuer.publicKey)) return last;
   const ca = new X509Certificate(caPem);
   return leaf.checkIssued(ca) && leaf.verify(ca.publicKey) ? pemBlocks(caPem)[0] : undefined;
 }
@@ -129,13 +146,15 @@ function canonicalIp(ip: string): string {
  * `names`, with the DNS names and IP addresses of the certificate at `certPath` that they lack:
  * a DMZ certificate issued again after a compromise answers to everything the old one did (the
  * --edge-host and --dmz-broker-host names given at the set-up, which the recovery's command need
- * not repeat), or devices and the bridge would fail their host name checks.
+ * not repeat), or devices and the bridge would fail their host name checks. Undefined when there
+ * is no certificate there to read them from (not on this machine, or damaged).
  */
-export function withNamesOf(certPath: string, names: readonly string[]): string[] {
-  if (!existsSync(certPath)) return [...names];
+export function withNamesOf(certPath: string, names: readonly string[]): string[] | undefined {
+  if (!existsSync(certPath)) return undefined;
   const [pem] = pemBlocks(readFileSync(certPath, 'utf8'));
-  if (pem === undefined) return [...names];
-  const old = (new X509Certificate(pem).subjectAltName ?? '')
+  const cert = pem === undefined ? undefined : parsed(pem);
+  if (cert === undefined) return undefined;
+  const old = (cert.subjectAltName ?? '')
     .split(', ')
     .flatMap((entry) => {
       if (entry.startsWith('DNS:')) return [entry.slice(4)];

@@ -212,7 +212,8 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     const lacking = SERVICE_CERTS.filter((spec) => !(renewDmz && DMZ_SERVICE_FILES.includes(spec.file))).flatMap((spec) => {
       const paths = p.service(spec.file);
       const sans = sansOf(spec);
-      if (!sans || !existsSync(paths.cert) || !existsSync(paths.key)) return [];
+      // A pair that does not hold (a damaged file) is issued again below, with these names.
+      if (!sans || !pairHolds(paths)) return [];
       const missing = namesMissing(readFileSync(paths.cert, 'utf8'), sans);
       return missing.length > 0 ? [`${spec.file}.crt lacks ${missing.join(', ')}`] : [];
     });
@@ -277,10 +278,11 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       continue;
     }
     const computed = sansOf(spec);
-    const sans = computed && dmz ? withNamesOf(paths.cert, computed) : computed;
+    const keptNames = computed && dmz ? withNamesOf(paths.cert, computed) : undefined;
+    const sans = keptNames ?? computed;
     // Only a certificate that takes the hosts of the set-up (the edge's, the DMZ broker's) can lack some.
     const takesHosts = spec.sans?.({ domain: domain.data, edgeHosts: ['host.invalid'], dmzBrokerHosts: ['host.invalid'], internalBrokerHosts: [] }).includes('host.invalid') === true;
-    if (computed && dmz && takesHosts && statSync(paths.cert, { throwIfNoEntry: false })?.isFile() !== true) {
+    if (computed && dmz && takesHosts && keptNames === undefined) {
       (report.namesNotKept ??= []).push({ file: spec.file, names: [...new Set(computed)] });
     }
     const options = {

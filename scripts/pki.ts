@@ -198,7 +198,7 @@ function dmzRenewalSteps(revoked: readonly string[], namesNotKept: ReadonlyArray
   const notKept = namesNotKept
     .map(
       ({ file, names }) =>
-        `Warning: certs/${file}.crt was not there, so the names it had could not be kept; the new one names ${names.join(', ')} only.\n` +
+        `Warning: certs/${file}.crt was not there (or was damaged), so the names it had could not be kept; the new one names ${names.join(', ')} only.\n` +
         `  If it answered to more (the --edge-host and --dmz-broker-host given at the set-up), run this again with them.\n`,
     )
     .join('');
