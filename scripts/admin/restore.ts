@@ -39,6 +39,33 @@ export function targetOf(paths: AdminPaths, f: Pick<ManifestFile, 'root' | 'path
 }
 
 /**
+ * Refuses a target reached through a symbolic link below its root: the check of targetOf is of the
+ * path's text, and a folder below the certificates or state folder that is a link (one a service's
+ * user can make in its own state folder) would take the restored keys, the files a restore chmods
+ * and the leftovers it removes, wherever it points. The root itself may be a link (the operator's
+ * setting); a folder missing is made by the restore, a file in the way fails its write.
+ */
+function refuseLinkedFolders(paths: AdminPaths, f: Pick<ManifestFile, 'root' | 'path'>): void {
+  if (f.root === 'command-state') return;
+  const root = f.root === 'certs' ? paths.certsDir : paths.stateDir;
+  const segments = f.path.split('/').slice(0, -1);
+  for (let i = 1; i <= segments.length; i++) {
+    const dir = join(root, ...segments.slice(0, i));
+    let st;
+    try {
+      st = lstatSync(dir);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return;
+      throw new FieldStreamError('BACKUP_UNREADABLE', `Cannot read ${dir} (${errnoOf(err) ?? (err as Error).message}); nothing was restored.`, undefined, { cause: err });
+    }
+    if (st.isSymbolicLink()) {
+      throw new FieldStreamError('BACKUP_UNSAFE_PATH', `${dir} is a symbolic link: a restore writes below ${root} only, never through a link; nothing was restored (make it a folder, or point the setting at the real one).`);
+    }
+    if (!st.isDirectory()) return;
+  }
+}
+
+/**
  * The mode a file is restored with: the archive's word (a backup of another machine, or a hostile
  * archive) never makes a private key readable by others, nor anything executable or unreadable by
  * its owner. A key (`*.key`, the device signing keys) is 0600 at most; anything else gives group
@@ -106,6 +133,7 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
   const manifest = await verifyArchive(bytes);
 
   const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
+  for (const s of steps) refuseLinkedFolders(paths, s.f);
   const unchanged: Step[] = [];
   const conflicts: string[] = [];
   for (const s of steps) {
