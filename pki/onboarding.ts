@@ -22,7 +22,7 @@ const DomainSchema = z
   .max(253)
   .regex(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS name');
 
-const PkiMetaSchema = z.object({ domain: DomainSchema, createdAt: z.string() });
+export const PkiMetaSchema = z.object({ domain: DomainSchema, createdAt: z.string() });
 
 export interface SetupOptions {
   domain: string;

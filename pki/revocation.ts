@@ -79,6 +79,19 @@ function parseRecord<S extends z.ZodType>(line: string, schema: S) {
   return schema.safeParse(value);
 }
 
+/**
+ * What is wrong with the text of one of the CA's logs (ca/issued.jsonl, ca/revoked.jsonl), as
+ * readLines reads it, or undefined when it reads: a backup takes and a restore writes only a log
+ * that every later revocation can read.
+ */
+export function caLogProblem(text: string, log: 'issued' | 'revoked'): string | undefined {
+  const schema = log === 'issued' ? IssuedRecordSchema : RevokedRecordSchema;
+  const lines = text.split('\n');
+  lines.pop(); // an append that never finished: passed over, as readLines does
+  const bad = lines.findIndex((l) => l !== '' && !parseRecord(l, schema).success);
+  return bad < 0 ? undefined : `line ${bad + 1} is not a record of the CA's`;
+}
+
 /** The records of a JSON-lines file of the CA's, each checked; a damaged line stops with its place. */
 function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
   if (!existsSync(path)) return [];
@@ -281,7 +294,7 @@ function previousThisUpdate(path: string, caPem: string): number | undefined {
 }
 
 /** A CRL number as kept in ca/crl-number: a positive integer, one line. */
-const CrlNumberSchema = z.string().trim().regex(/^[1-9][0-9]{0,15}$/).transform(Number);
+export const CrlNumberSchema = z.string().trim().regex(/^[1-9][0-9]{0,15}$/).transform(Number);
 
 /**
  * The number of the next CRL, kept in `path` (written before the CRL, so a process killed between

@@ -1,6 +1,9 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { TokensFileSchema } from '../../shared/security/device-token.ts';
+import { PkiMetaSchema } from '../../pki/onboarding.ts';
+import { caLogProblem, CrlNumberSchema } from '../../pki/revocation.ts';
 import { LIMITS } from '../../shared/limits.ts';
 
 /**
@@ -118,4 +121,36 @@ export function classify(root: Root, path: string): Kind | undefined {
 /** Folders a restore creates readable by their owner only (as the onboarding creates them). */
 export function isPrivateDir(root: Root, dir: string): boolean {
   return root === 'certs' && (dir === 'ca' || dir === 'internal/device-keys');
+}
+
+const fromJson = (text: string): unknown => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+};
+
+/** The files below the certificates folder that the tooling and the services read with a schema. */
+const CONTENT_CHECKS: Readonly<Record<string, (text: string) => string | undefined>> = {
+  'fieldstream-pki.json': (t) => (PkiMetaSchema.safeParse(fromJson(t)).success ? undefined : 'not {"domain": DNS name, "createdAt": date}'),
+  'dmz/tokens/device-tokens.json': (t) => (TokensFileSchema.safeParse(fromJson(t)).success ? undefined : 'not a device tokens file'),
+  'ca/crl-number': (t) => (CrlNumberSchema.safeParse(t).success ? undefined : 'not a CRL number'),
+  'ca/issued.jsonl': (t) => caLogProblem(t, 'issued'),
+  'ca/revoked.jsonl': (t) => caLogProblem(t, 'revoked'),
+};
+
+/**
+ * What is wrong with the content of a file a backup takes, for the files read with a schema, or
+ * undefined. One rule for both: a backup does not take such a file damaged (found then, it can be
+ * mended from what is in place), and a restore does not write one (a hostile or damaged archive):
+ * written, every later revocation, issue or `devices` command stopped on it.
+ */
+export function isContentChecked(root: Root, path: string): boolean {
+  return root === 'certs' && Object.hasOwn(CONTENT_CHECKS, path);
+}
+
+export function contentProblem(root: Root, path: string, data: Buffer): string | undefined {
+  const check = isContentChecked(root, path) ? CONTENT_CHECKS[path] : undefined;
+  return check?.(data.toString('utf8'));
 }

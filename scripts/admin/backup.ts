@@ -15,6 +15,7 @@ import {
   BACKUP_VERSION,
   classify,
   COMMAND_JOURNAL_NAME,
+  contentProblem,
   KINDS,
   MANIFEST_NAME,
   type Kind,
@@ -247,6 +248,10 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
     for (const s of sources) {
       const read = s.root === 'certs' ? certs.get(s) : readSource(s.file);
       if (!read) continue;
+      const problem = contentProblem(s.root, s.path, read.data);
+      if (problem !== undefined) {
+        throw new FieldStreamError('BACKUP_UNREADABLE', `${s.file} is damaged (${problem}): a restore of it would stop every later revocation; mend it (docs/operations.md) and back up again. Nothing was written.`);
+      }
       total += read.data.length;
       if (total > LIMITS.backupMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The files to back up hold more than ${LIMITS.backupMaxBytes} bytes, more than a restore unpacks.`);
       files.push({ root: s.root, path: s.path, kind: s.kind, size: read.data.length, mode: read.mode, sha256: createHash('sha256').update(read.data).digest('hex') });

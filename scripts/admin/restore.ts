@@ -4,7 +4,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { AdminPaths } from './paths.ts';
 import { errnoOf, removeStaleTemps } from './backup.ts';
-import { archiveName, isPrivateDir, type Manifest, type ManifestFile } from './backup-manifest.ts';
+import { archiveName, contentProblem, isContentChecked, isPrivateDir, type Manifest, type ManifestFile } from './backup-manifest.ts';
 import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.ts';
 import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 
@@ -36,6 +36,20 @@ export function targetOf(paths: AdminPaths, f: Pick<ManifestFile, 'root' | 'path
   const rel = relative(root, target);
   if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new FieldStreamError('BACKUP_UNSAFE_PATH', `${f.root}/${f.path} would be written outside ${root}.`);
   return target;
+}
+
+/**
+ * Refuses, before anything is written, an archive whose files read with a schema (the CA's logs
+ * and CRL number, fieldstream-pki.json, the device tokens file) do not read: their sha256 is the
+ * manifest's, but the manifest is the archive's own word. Written, every later revocation, issue or
+ * `devices` command stopped on them (contentProblem).
+ */
+async function refuseDamagedContent(bytes: Buffer, manifest: Manifest): Promise<void> {
+  const checked = new Map(manifest.files.filter((f) => isContentChecked(f.root, f.path)).map((f) => [archiveName(f), f]));
+  await unpackFiles(bytes, checked, (f, data) => {
+    const problem = contentProblem(f.root, f.path, data);
+    if (problem !== undefined) throw new FieldStreamError('BACKUP_INVALID', `${f.root}/${f.path} in the archive is damaged (${problem}); nothing was restored.`);
+  });
 }
 
 /**
@@ -131,6 +145,7 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
   }
   await o.afterRead?.();
   const manifest = await verifyArchive(bytes);
+  await refuseDamagedContent(bytes, manifest);
 
   const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
   for (const s of steps) refuseLinkedFolders(paths, s.f);
