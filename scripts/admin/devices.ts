@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { readTokensFile } from '../../pki/device-tokens.ts';
 import { pkiPaths } from '../../pki/layout.ts';
+import { readRevokedDevices } from '../../pki/onboarding.ts';
 import { deviceAuth, tokenEntry, tokenStanding } from '../../shared/security/device-token.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { DAY_MS } from '../../shared/limits.ts';
@@ -90,10 +91,12 @@ const isoDate = (text: string) => (Number.isNaN(Date.parse(text)) ? text : new D
 
 const isDeviceId = (id: string) => DeviceIdSchema.safeParse(id).success;
 
+/**
+ * The revoked ids, read as the onboarding and the services read the list (readRevokedDevices): a
+ * folder in its place (Docker's, for a missing mounted file) is an empty list, not EISDIR.
+ */
 function readRevokedIds(certsDir: string): Set<string> {
-  const path = join(certsDir, 'internal', 'revoked-devices.txt');
-  if (!existsSync(path)) return new Set();
-  return new Set(readFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter(isDeviceId));
+  return new Set([...readRevokedDevices(certsDir)].filter(isDeviceId));
 }
 
 function describe(certPem: Buffer, now: number): z.infer<typeof DeviceCertificateSchema> {
