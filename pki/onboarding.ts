@@ -174,11 +174,21 @@ function namesMissing(certPem: string, names: readonly string[]): string[] {
   return names.filter((n) => (isIP(n) ? cert.checkIP(n) : cert.checkHost(n, { subject: 'never' })) === undefined);
 }
 
+/**
+ * Whether `name` is an IP address, or a DNS name that does not look like one: digits and dots only
+ * (192.0.2.256, 192.0.2.07) or a colon is an address mistyped, which went into the certificate as a
+ * DNS name that no client dialling the address meant would match.
+ */
+function isHostName(name: string): boolean {
+  if (isIP(name) !== 0) return true;
+  return !/^[0-9.]+$/.test(name) && !name.includes(':') && DomainSchema.safeParse(name).success;
+}
+
 export function setupPki(root: string, options: SetupOptions): SetupReport {
   const domain = DomainSchema.safeParse(options.domain);
-  if (!domain.success) throw new FieldStreamError('PKI_INVALID_NAME', `DOMAIN ${JSON.stringify(options.domain)} is not a DNS name.`);
+  if (!domain.success || !isHostName(options.domain)) throw new FieldStreamError('PKI_INVALID_NAME', `DOMAIN ${JSON.stringify(options.domain)} is not a DNS name.`);
   for (const h of [...(options.edgeHosts ?? []), ...(options.dmzBrokerHosts ?? []), ...(options.internalBrokerHosts ?? [])]) {
-    if (!DomainSchema.safeParse(h).success && !/^[0-9a-fA-F.:]+$/.test(h)) {
+    if (!isHostName(h)) {
       throw new FieldStreamError('PKI_INVALID_NAME', `Host ${JSON.stringify(h)} is not a DNS name or IP address.`);
     }
   }
