@@ -1,28 +1,19 @@
-import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmdirSync, statSync, chmodSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
-import { gzipSync } from 'node:zlib';
-import * as tar from 'tar';
-import { z } from 'zod';
 import { makeDirDurablySync, removeFileDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
-import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { ANCHORED_CERTIFICATES, anchoredCertificate, anchorOf, hasOwnAnchor, oneShotCa, pemBlocks, sameCertificate, withNamesOf, type AnchoredCertificate } from './dmz-anchor.ts';
-import { DMZ_SERVICE_FILES, pkiPaths, RESERVED_DEVICE_IDS, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
+import { DMZ_SERVICE_FILES, pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
+import { DomainSchema, isHostName, namesMissing, pairHolds, readPkiMeta } from './set-meta.ts';
 import { publishRevocations, recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
 
 /** days */
 export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
 
-const DomainSchema = z
-  .string()
-  .min(1)
-  .max(253)
-  .regex(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS name');
-
-export const PkiMetaSchema = z.object({ domain: DomainSchema, createdAt: z.string() });
+// Read by the device bundles, fieldstream-admin and npm start through this module, as before.
+export { PkiMetaSchema, readPkiMeta } from './set-meta.ts';
 
 export interface SetupOptions {
   domain: string;
@@ -75,8 +66,6 @@ export function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAnd
   replaceFileDurablySync(paths.cert, kc.certPem, 0o644);
 }
 
-
-
 /**
  * The ids in internal/revoked-devices.txt, read as the distributor, the command API and the console
  * read it (internal-network/shared/device-keys.ts): a line's blanks around the id and a CR are not
@@ -107,81 +96,6 @@ export function loadCa(root: string): KeyAndCert {
     );
   }
   return { keyPem: readFileSync(p.caKey, 'utf8'), certPem: readFileSync(p.caCert, 'utf8') };
-}
-
-/**
- * The set's fieldstream-pki.json (its domain, which every device bundle points at); undefined when
- * there is none. One that is not JSON or not the schema's is CONFIG_INVALID, with what mends it:
- * the set-up writes it again.
- */
-export function readPkiMeta(root: string): z.infer<typeof PkiMetaSchema> | undefined {
-  const p = pkiPaths(root);
-  let text: string;
-  try {
-    text = readFileSync(p.meta, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return undefined;
-    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `Cannot read ${p.meta} (${code ?? (err as Error).message}).`, { path: p.meta }, { cause: err });
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    value = undefined;
-  }
-  const parsed = PkiMetaSchema.safeParse(value);
-  if (!parsed.success) {
-    throw new FieldStreamError(
-      'CONFIG_INVALID',
-      `${p.meta} is damaged (not {"domain": DNS name, "createdAt": date}); nothing was changed. Run scripts/generate-certificates.sh DOMAIN, with the domain this set was made for: it writes the file again and keeps the CA and certificates.`,
-      { path: p.meta },
-    );
-  }
-  return parsed.data;
-}
-
-/**
- * Whether a service's key and certificate are there and make a pair. A run killed between the two
- * renames of a re-issue (writeKeyAndCert) leaves the new key beside the old certificate: kept, the
- * service could not start with them (a key that is not its certificate's), and every later run
- * kept them too. A file that is no key or certificate (damaged) is no pair either: issued again.
- * One that cannot be read (EACCES: a key of another user) is an error, not replaced unseen.
- */
-function pairHolds(paths: { cert: string; key: string }): boolean {
-  const read = (path: string): Buffer | undefined => {
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return undefined;
-      throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `Cannot read ${path} (${code ?? (err as Error).message}): run this as the owner of the certificates folder.`, { path }, { cause: err });
-    }
-  };
-  const cert = read(paths.cert);
-  const key = read(paths.key);
-  if (cert === undefined || key === undefined) return false;
-  try {
-    return new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
-  } catch {
-    return false;
-  }
-}
-
-/** The names of `names` (DNS names, IP addresses) that a certificate does not carry. */
-function namesMissing(certPem: string, names: readonly string[]): string[] {
-  const cert = new X509Certificate(certPem);
-  return names.filter((n) => (isIP(n) ? cert.checkIP(n) : cert.checkHost(n, { subject: 'never' })) === undefined);
-}
-
-/**
- * Whether `name` is an IP address, or a DNS name that does not look like one: digits and dots only
- * (192.0.2.256, 192.0.2.07) or a colon is an address mistyped, which went into the certificate as a
- * DNS name that no client dialling the address meant would match.
- */
-function isHostName(name: string): boolean {
-  if (isIP(name) !== 0) return true;
-  return !/^[0-9.]+$/.test(name) && !name.includes(':') && DomainSchema.safeParse(name).success;
 }
 
 export function setupPki(root: string, options: SetupOptions): SetupReport {
