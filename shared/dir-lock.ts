@@ -42,15 +42,22 @@ function takeOverStale(lock: string, waitMs: number): void {
  * atomic on every local file system and on NFS, so one process at a time holds it, across processes
  * and hosts. A lock older than `waitMs` was left by a process killed while holding it, and is taken
  * over (takeOverStale); one that stays in place longer than `waitMs` otherwise throws `busy()`.
+ * `onWait` is told once when the lock is found held, before the wait: a command that says why it
+ * pauses for seconds is not taken for hung.
  */
-export function withDirLock<T>(lock: string, waitMs: number, busy: () => FieldStreamError, fn: () => T): T {
+export function withDirLock<T>(lock: string, waitMs: number, busy: () => FieldStreamError, fn: () => T, onWait?: () => void): T {
   const deadline = Date.now() + waitMs;
+  let told = false;
   for (;;) {
     try {
       mkdirSync(lock);
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      if (!told) {
+        told = true;
+        onWait?.();
+      }
       if ((ageOf(lock) ?? 0) > waitMs) takeOverStale(lock, waitMs);
       else if (Date.now() > deadline) throw busy();
       else pause(20);

@@ -165,7 +165,7 @@ function readSource(file: string): { data: Buffer; mode: number; mtime: Date } |
  * revoked certificate through. A folder that does not exist, or that this user cannot write (a
  * read-only copy, which no admin command of this user changes either), is read without them.
  */
-function underPkiLocks<T>(certsDir: string, fn: () => T): T {
+function underPkiLocks<T>(certsDir: string, fn: () => T, onWait?: (lock: string) => void): T {
   try {
     if (!statSync(certsDir).isDirectory()) return fn();
     accessSync(certsDir, constants.W_OK);
@@ -173,9 +173,8 @@ function underPkiLocks<T>(certsDir: string, fn: () => T): T {
     return fn();
   }
   const busy = (lock: string) => () => new FieldStreamError('PKI_BUSY', `${join(certsDir, lock)} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate or changing the tokens file; back up again once it is done.`);
-  return withDirLock(join(certsDir, '.revocations.lock'), TIMINGS.adminLockWaitMs, busy('.revocations.lock'), () =>
-    withDirLock(join(certsDir, '.tokens.lock'), TIMINGS.adminLockWaitMs, busy('.tokens.lock'), fn),
-  );
+  const lock = (name: string, inner: () => T) => withDirLock(join(certsDir, name), TIMINGS.adminLockWaitMs, busy(name), inner, () => onWait?.(join(certsDir, name)));
+  return lock('.revocations.lock', () => lock('.tokens.lock', fn));
 }
 
 /** One tar entry of a regular file: a pax header first when its name does not fit ustar's fields. */
@@ -215,14 +214,14 @@ export interface BackupResult {
  * under that name. What a killed backup leaves beside it (FILE.tmp-PID, its own mode 0600) is
  * removed by the next backup to the same name.
  */
-export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date } = {}): Promise<BackupResult> {
+export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date; onWait?: (lock: string) => void } = {}): Promise<BackupResult> {
   if (existsSync(out) && !o.force) throw new FieldStreamError('BACKUP_EXISTS', `${out} exists already; pass --force to replace it.`);
   // The certificates folder is listed and read whole between two changes of the admin commands'
   // (see underPkiLocks); the other roots are read file by file below, as the services change them.
   const { sources, certs } = underPkiLocks(paths.certsDir, () => {
     const listed = collectSources(paths);
     return { sources: listed, certs: new Map(listed.filter((s) => s.root === 'certs').map((s) => [s, readSource(s.file)])) };
-  });
+  }, o.onWait);
   if (sources.length === 0) {
     throw new FieldStreamError('BACKUP_EMPTY', `Nothing to back up in ${paths.certsDir}, ${paths.stateDir} or ${paths.commandState}.`);
   }

@@ -7,7 +7,7 @@ import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-t
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
-import { DAY_MS, LIMITS } from '../../shared/limits.ts';
+import { DAY_MS, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
 import { columns } from './columns.ts';
 import { findDevice, listDevices, type DeviceSummary } from './devices.ts';
@@ -298,7 +298,10 @@ async function execute(command: string, args: string[], values: Values, io: Io):
 `);
     }
     case 'backup': {
-      const r = await createBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true });
+      const r = await createBackup(paths, resolve(io.cwd, args[0]!), {
+        force: values.force === true,
+        onWait: (lock) => io.err(`waiting for ${lock}: another command is revoking a device, issuing a certificate or changing the tokens file (at most ${TIMINGS.adminLockWaitMs / 1000} s)\n`),
+      });
       const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
       const journal = r.manifest.contents['command-journal'] !== undefined;
       const windows = r.manifest.contents['replay-windows'] !== undefined;

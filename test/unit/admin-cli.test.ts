@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -270,16 +270,28 @@ describe('fieldstream-admin backup and restore: unreadable state, hostile archiv
       const lock = join(pki.dir, '.revocations.lock');
       const out = join(work.dir, 'during-revocation.tar.gz');
       mkdirSync(lock); // a revocation under way (revokeDevice holds this while it writes the log, the lists and the CRL)
-      const backup = run(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['backup', out, '--certs-dir', pki.dir, '--state-dir', join(work.dir, 'no-state'), '--command-state', join(work.dir, 'no-journal')], {
+      const child = spawn(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['backup', out, '--certs-dir', pki.dir, '--state-dir', join(work.dir, 'no-state'), '--command-state', join(work.dir, 'no-journal')], {
         cwd: REPO_ROOT,
         env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
       });
-      await sleep(2000);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => void (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      // The backup says it waits once it found the lock held (not a fixed pause: a slow start would
+      // have read the folder before the revocation, not beside it).
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          if (stderr.includes(`waiting for ${lock}`)) resolve();
+        });
+        void exited.then(() => reject(new Error(`the backup ended without waiting: ${stderr}${stdout}`)));
+      });
       assert.equal(existsSync(out), false, 'the backup waits for the revocation to finish');
       rmSync(lock, { recursive: true });
       const { serials } = revokeDevice(pki.dir, 'dev-a'); // the revocation, now, as it would have finished
-      const r = await backup;
-      assert.match(r.stdout, /^Backed up /);
+      assert.equal(await exited, 0, stderr);
+      assert.match(stdout, /^Backed up /);
       const restored = target('after-revocation');
       assert.equal((await admin('restore', out, ...pathArgs(restored))).code, EXIT.ok);
       for (const file of ['ca.crl', 'ca/revoked.jsonl', 'dmz/revocation/revoked-serials.txt', 'internal/revoked-devices.txt']) {
