@@ -48,7 +48,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   });
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://local');
+    const url = requestUrl(req.url);
     if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, { ...client.status(), health: health?.status() ?? null });
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
@@ -203,6 +203,20 @@ function guardBody(req: IncomingMessage, res: ServerResponse, totalMs: number | 
     if (!res.headersSent) req.setTimeout(0);
   });
   req.once('close', () => clearTimeout(deadline));
+}
+
+/**
+ * The request's target as a URL. Node's parser passes targets that are no URL (`//[/v1/events`, an
+ * absolute form with a bad host): the producer's error, refused with FIELD_INPUT_INVALID (400, final).
+ * Thrown uncoded it was taken for the device's storage failing (FIELD_STORAGE_FAILED, 503: send it
+ * again), so the producer sent it again for ever, each logged as an error.
+ */
+function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://local');
+  } catch {
+    throw new FieldStreamError('FIELD_INPUT_INVALID', `The request target is not a URL path: ${JSON.stringify((target ?? '').slice(0, 256))}.`);
+  }
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

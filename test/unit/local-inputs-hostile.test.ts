@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { CommandHandlers } from '../../field-client/src/commands.ts';
+import { FieldClient } from '../../field-client/src/field-client.ts';
+import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
+import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import { httpInput } from '../../field-client/src/inputs/http-input.ts';
+import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { rawRequest } from '../helpers/http-from.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The field client's local inputs as a broken or hostile program on the device uses them: what it
+ * sends wrong is refused as its own error (FIELD_INPUT_INVALID, final), never taken for the device's
+ * failure, and never queued. A real queue, outbox and servers; no gateway (nothing is sent).
+ */
+describe('local inputs: a hostile or broken producer', () => {
+  const tmp = tempDir('local-inputs-hostile');
+  after(() => tmp.cleanup());
+
+  async function device(name: string) {
+    const dir = join(tmp.dir, name);
+    const logs = new LogCapture();
+    const maxBytes = 64 * 1024 * 1024;
+    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger });
+    const outbox = new FileOutbox(dir, 64 * 1024);
+    const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, logs.logger);
+    const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+    const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes, dataDir: dir }, queue, outbox, connection, commands, logs.logger);
+    const close = async () => {
+      client.stop();
+      await queue.close();
+    };
+    return { dir, logs, queue, client, close };
+  }
+
+  it('HTTP: a request target that is no URL is refused as the producer\'s error (400), not as storage failing (503)', async () => {
+    const d = await device('http-target');
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      const body = JSON.stringify({ temperature: 21.5 });
+      for (const target of ['//[/v1/timeseries', 'http://%zz/v1/timeseries']) {
+        const answer = await rawRequest(input.port as number, `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        assert.equal(answer.status, 400, `${target}: ${JSON.stringify(answer.body)}`);
+        assert.equal(answer.body.code, 'FIELD_INPUT_INVALID');
+      }
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+      assert.deepEqual(d.logs.lines.filter((l) => l.code === 'FIELD_STORAGE_FAILED'), [], 'not logged as the device failing');
+      // The input goes on serving.
+      const ok = await rawRequest(input.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      assert.equal(ok.status, 202);
+      assert.equal(d.queue.depth, 1);
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+});
