@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import mqtt from 'mqtt';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { FieldClient } from '../../field-client/src/field-client.ts';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
+import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { rawRequest } from '../helpers/http-from.ts';
@@ -53,6 +55,28 @@ describe('local inputs: a hostile or broken producer', () => {
       const ok = await rawRequest(input.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
       assert.equal(ok.status, 202);
       assert.equal(d.queue.depth, 1);
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it('MQTT: a topic named like a member of an object (constructor, __proto__) is not an input, and is refused as such', async () => {
+    const d = await device('mqtt-topic');
+    const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await input.start();
+    try {
+      for (const topic of ['constructor', '__proto__', 'toString']) {
+        const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: `sensor-${topic}` });
+        c.on('error', () => undefined);
+        const closed = new Promise<void>((r) => c.once('close', () => r()));
+        c.publish(topic, JSON.stringify({ eventType: 'door_open' }), { qos: 1 }, () => undefined);
+        await closed;
+        await c.endAsync(true);
+        const refusal = d.logs.lines.find((l) => l.code === 'FIELD_INPUT_INVALID' && l.topic === topic);
+        assert.equal(refusal?.msg, 'publish to a topic that is not an input', `${topic}: ${JSON.stringify(d.logs.lines.at(-1))}`);
+      }
+      assert.equal(d.queue.depth, 0, 'nothing queued');
     } finally {
       await input.close();
       await d.close();

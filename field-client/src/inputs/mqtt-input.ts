@@ -47,9 +47,14 @@ export function mqttInput(
   /** `dataDir`: where the edge nodes' sessions are saved (sparkplug/store.ts), for what they send again after a restart */
   sparkplug?: { groups: readonly string[]; names?: FieldNames | undefined; dataDir?: string | undefined; hostId?: string | undefined },
 ): LocalInput & { publish(topic: string, payload: string): Promise<void>; readonly sparkplug: SparkplugSession | undefined } {
-  const kinds: Record<string, 'timeseries' | 'event'> = { [`${prefix}/timeseries`]: 'timeseries', [`${prefix}/event`]: 'event' };
+  // A Map, not an object: a topic is the publisher's text, and `constructor` or `__proto__` looked
+  // up in an object literal finds its prototype's members, taken for an input's kind.
+  const kinds = new Map<string, 'timeseries' | 'event'>([
+    [`${prefix}/timeseries`, 'timeseries'],
+    [`${prefix}/event`, 'event'],
+  ]);
   const healthTopic = `${prefix}/health`;
-  const topics = [...Object.keys(kinds), ...(health ? [healthTopic] : []), ...(sparkplug ? [`${NAMESPACE}/#`] : [])];
+  const topics = [...kinds.keys(), ...(health ? [healthTopic] : []), ...(sparkplug ? [`${NAMESPACE}/#`] : [])];
   let aedes: Aedes | undefined;
   /**
    * Connections closed here because the queue did not take what they published, with the refusal.
@@ -162,7 +167,7 @@ export function mqttInput(
           return done(coded);
         }
       }
-      const kind = kinds[packet.topic];
+      const kind = kinds.get(packet.topic);
       if (!kind) {
         log.warn({ code: 'FIELD_INPUT_INVALID', topic: packet.topic }, 'publish to a topic that is not an input');
         return done(new FieldStreamError('FIELD_INPUT_INVALID', `publish to ${topics.join(' or ')}`));
