@@ -82,4 +82,35 @@ describe('local inputs: a hostile or broken producer', () => {
       await d.close();
     }
   });
+
+  it('an event holding a "__proto__" field is refused, over HTTP and MQTT, rather than taken and queued without it', async () => {
+    const d = await device('event-proto');
+    const http = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    const broker = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await http.start();
+    await broker.start();
+    try {
+      const body = '{"eventType":"door_open","__proto__":1,"count":2}';
+      const answer = await rawRequest(http.port as number, `POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      assert.equal(answer.status, 400, `the event was taken: ${JSON.stringify(answer.body)}, queued as ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
+      assert.equal(answer.body.code, 'FIELD_INPUT_INVALID');
+
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, clientId: 'sensor-proto' });
+      c.on('error', () => undefined);
+      const closed = new Promise<void>((r) => c.once('close', () => r()));
+      c.publish('fieldstream/local/event', body, { qos: 1 }, () => undefined);
+      await closed;
+      await c.endAsync(true);
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+      // A reading may still hold such a field: it is queued as it came, the field kept.
+      const reading = '{"__proto__":1,"count":2}';
+      const ok = await rawRequest(http.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      assert.equal(ok.status, 202);
+      assert.ok(Object.hasOwn(d.queue.find(() => true)[0]?.payload as object, '__proto__'));
+    } finally {
+      await broker.close();
+      await http.close();
+      await d.close();
+    }
+  });
 });

@@ -21,6 +21,12 @@ export function toSubmissions(kind: 'timeseries' | 'event', body: unknown): Subm
   if (items.length === 0 || items.length > 10_000) throw new FieldStreamError('FIELD_INPUT_INVALID', 'Send 1 to 10000 items.');
   const schema = kind === 'timeseries' ? TimeseriesPayloadSchema : EventPayloadSchema;
   return items.map((item, i) => {
+    // An event's schema builds its result key by key, and a "__proto__" key set so is no key: the
+    // field was taken (202, PUBACK) and gone from what was queued. Refused, as local values and
+    // JSON values refuse it (shared/contract/payloads.ts).
+    if (kind === 'event' && typeof item === 'object' && item !== null && Object.hasOwn(item, '__proto__')) {
+      throw new FieldStreamError('FIELD_INPUT_INVALID', `item ${i}: __proto__: an event cannot hold a "__proto__" field`);
+    }
     // More than LIMITS.readingMaxFields keys are refused by the schemas before any is checked
     // (shared/contract keysAtMost): 8 MiB of an event's keys held the event loop for seconds.
     const r = schema.safeParse(item);
