@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import mqtt from 'mqtt';
@@ -9,6 +10,7 @@ import { GatewayConnection } from '../../field-client/src/gateway-connection.ts'
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { rawRequest } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -110,6 +112,58 @@ describe('local inputs: a hostile or broken producer', () => {
     } finally {
       await broker.close();
       await http.close();
+      await d.close();
+    }
+  });
+
+  /**
+   * Bytes written to the port, `pieces` of them `everyMs` apart after `head`; resolves with the
+   * answer's status line once the server closes, or 'no answer' after `waitMs`.
+   */
+  function dripped(port: number, head: string, pieces: string[], everyMs: number, waitMs: number): Promise<string> {
+    return new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(head));
+      let i = 0;
+      const drip = setInterval(() => (i < pieces.length ? socket.write(pieces[i++] as string) : clearInterval(drip)), everyMs);
+      let text = '';
+      const done = (line: string) => {
+        clearInterval(drip);
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(line);
+      };
+      const timer = setTimeout(() => done('no answer'), waitMs);
+      socket.on('data', (c) => {
+        text += c;
+        if (text.includes('\r\n\r\n')) done(text.split('\r\n')[0] ?? '');
+      });
+      socket.on('close', () => done(text.split('\r\n')[0] ?? 'closed'));
+      socket.on('error', () => undefined);
+    });
+  }
+
+  it('HTTP: a body\'s deadline is the one of the endpoint that reads it, whatever the spelling of its path', async () => {
+    // Scaled down: a JSON body's deadline 1 s, a body's pause 700 ms (TIMINGS, read as the input is made).
+    const timings = TIMINGS as unknown as Record<string, number>;
+    const saved = { ...timings };
+    Object.assign(timings, { localInputRequestTimeoutMs: 1000, localInputIdleTimeoutMs: 700, localInputConnectionsCheckMs: 100 });
+    const d = await device('http-deadline');
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      const port = input.port as number;
+      // Readings trickling in under a path spelt /v1/files/..: read as /v1/timeseries, held to its deadline.
+      const trickled = await dripped(port, 'POST /v1/files/../timeseries HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{', Array(40).fill(' '), 200, 5000);
+      assert.equal(trickled, 'HTTP/1.1 408 Request Timeout', 'a JSON body trickling past its deadline is cut off');
+      // A file in absolute form (as sent through a proxy), arriving steadily for longer than a JSON body may: taken.
+      const piece = 'x'.repeat(1024);
+      const head = `POST http://127.0.0.1:${port}/v1/files?filename=slow.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: ${10 * piece.length}\r\n\r\n`;
+      const file = await dripped(port, head, Array(10).fill(piece), 200, 8000);
+      assert.equal(file, 'HTTP/1.1 202 Accepted', 'a file arriving steadily is not cut off by a JSON body\'s deadline');
+      assert.equal(d.queue.depth, 1, 'the file queued');
+    } finally {
+      Object.assign(timings, saved);
+      await input.close();
       await d.close();
     }
   });

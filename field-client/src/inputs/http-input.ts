@@ -36,8 +36,18 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     headersTimeout: TIMINGS.localInputHeadersTimeoutMs,
     connectionsCheckingInterval: TIMINGS.localInputConnectionsCheckMs,
   }, (req, res) => {
-    guardBody(req, res, req.url?.startsWith('/v1/files') ? undefined : TIMINGS.localInputRequestTimeoutMs, log);
-    route(req, res).catch((err: unknown) => {
+    // The path as route() reads it (normalised: `/v1/files/../events` is /v1/events, and an absolute
+    // `http://host/v1/files` is /v1/files), so the body's deadline is the one of the endpoint that
+    // reads it: judged on the raw text, a JSON body escaped its deadline and a file got one.
+    let url: URL | undefined;
+    let target: unknown;
+    try {
+      url = requestUrl(req.url);
+    } catch (err) {
+      target = err;
+    }
+    guardBody(req, res, url?.pathname === '/v1/files' ? undefined : TIMINGS.localInputRequestTimeoutMs, log);
+    (url ? route(req, res, url) : Promise.reject(target)).catch((err: unknown) => {
       // An error without a code is the machine's, not the producer's (the device's storage failing
       // under an upload: ENOENT, ENOSPC, EIO writing incoming/, syncing, hashing): transient, so the
       // producer sends it again rather than drop it as it would on a 400 (final, docs/errors.md).
@@ -47,8 +57,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     });
   });
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = requestUrl(req.url);
+  async function route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, { ...client.status(), health: health?.status() ?? null });
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
