@@ -407,6 +407,10 @@ export const LIMITS = {
   apiAuthMaxFailures: 20,
   /** bytes. Largest JSON body the field client's local HTTP input reads (a batch of readings). */
   localInputJsonMaxBytes: 8 * 1024 * 1024,
+  /** items. Most readings or events in one submission to a local input (an HTTP body, an MQTT
+   * publish): taken in one append, one fsync. Ten batches of batchMaxMessages; far more than fit in
+   * localInputJsonMaxBytes at any useful size, and the bound were they tiny. */
+  localInputMaxItems: 10_000,
   /** bytes. Largest MQTT packet the local MQTT input reads (its remaining length): the largest payload
    * an input takes (localInputJsonMaxBytes, above sparkplugPayloadMaxBytes) and 64 KiB for the topic
    * and header. Checked as the packet's length arrives, so a larger one is never buffered (MQTT

@@ -10,7 +10,7 @@ import { GatewayConnection } from '../../field-client/src/gateway-connection.ts'
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { rawRequest } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -163,6 +163,32 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(d.queue.depth, 1, 'the file queued');
     } finally {
       Object.assign(timings, saved);
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it('the most items of one submission is LIMITS.localInputMaxItems, as the refusal says', async () => {
+    // Scaled down (LIMITS, read at each submission): the bound is the one in shared/limits.ts.
+    const limits = LIMITS as unknown as Record<string, number>;
+    const saved = limits.localInputMaxItems;
+    limits.localInputMaxItems = 3;
+    const d = await device('items');
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      const post = (n: number) => {
+        const body = JSON.stringify(Array.from({ length: n }, (_, i) => ({ temperature: i })));
+        return rawRequest(input.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      };
+      const over = await post(4);
+      assert.equal(over.status, 400, `4 items taken: ${JSON.stringify(over.body)}`);
+      assert.equal(over.body.code, 'FIELD_INPUT_INVALID');
+      assert.match(over.body.message, /Send 1 to 3 items/);
+      assert.equal((await post(3)).status, 202);
+      assert.equal(d.queue.depth, 3);
+    } finally {
+      limits.localInputMaxItems = saved as number;
       await input.close();
       await d.close();
     }

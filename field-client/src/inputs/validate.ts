@@ -18,7 +18,7 @@ import type { Submission } from '../client-options.ts';
  */
 export function toSubmissions(kind: 'timeseries' | 'event', body: unknown): Submission[] {
   const items = Array.isArray(body) ? body : [body];
-  if (items.length === 0 || items.length > 10_000) throw new FieldStreamError('FIELD_INPUT_INVALID', 'Send 1 to 10000 items.');
+  if (items.length === 0 || items.length > LIMITS.localInputMaxItems) throw new FieldStreamError('FIELD_INPUT_INVALID', `Send 1 to ${LIMITS.localInputMaxItems} items.`);
   const schema = kind === 'timeseries' ? TimeseriesPayloadSchema : EventPayloadSchema;
   return items.map((item, i) => {
     // An event's schema builds its result key by key, and a "__proto__" key set so is no key: the
