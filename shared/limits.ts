@@ -932,6 +932,12 @@ export const TIMINGS = {
    * requests past it (its default, 30 s, lets them linger). */
   localInputHeadersTimeoutMs: 30_000,
   localInputConnectionsCheckMs: 2_000,
+  /** milliseconds. The field client's local MQTT input: the longest a packet begun may pause (no byte
+   * arriving) before its connection is closed. Up to LIMITS.localMqttMaxPacketBytes of a packet is
+   * held until it is whole, and MQTT lets a client ask for no keep-alive: a sensor that froze or lost
+   * its power mid-packet (no FIN) held that memory for ever, a few hundred such a device's RAM. A
+   * connection between packets may stay as long as its keep-alive allows. */
+  localMqttPacketIdleTimeoutMs: 60_000,
   /** days before a certificate's expiry from which services warn: at start for their own, the
    * gateway at each connection of a device, the field client's doctor. */
   certWarnDays: 30,

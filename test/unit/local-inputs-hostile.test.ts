@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import mqtt from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { FieldClient } from '../../field-client/src/field-client.ts';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
@@ -189,6 +190,47 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(d.queue.depth, 3);
     } finally {
       limits.localInputMaxItems = saved as number;
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it('MQTT: a packet that stops arriving midway has its connection closed; a connection idle between packets stays', async () => {
+    // Scaled down (TIMINGS, read as a connection is taken).
+    const timings = TIMINGS as unknown as Record<string, number>;
+    const saved = { ...timings };
+    Object.assign(timings, { localMqttPacketIdleTimeoutMs: 700 });
+    const d = await device('mqtt-stall');
+    const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await input.start();
+    const open = async () => {
+      const socket = connect(input.port as number, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.resume(); // read, so that the server's close is seen
+      await new Promise<void>((r) => socket.once('connect', () => r()));
+      // keep-alive 0: MQTT's own timeout is off (§3.1.2.10).
+      socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `raw-${Math.random()}`, clean: true, keepalive: 0 }));
+      const closed = new Promise<boolean>((r) => socket.once('close', () => r(true)));
+      return { socket, closed };
+    };
+    const within = (p: Promise<boolean>, ms: number) => Promise.race([p, new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+    try {
+      const stalled = await open();
+      const publish = mqttPacket.generate({ cmd: 'publish', topic: 'fieldstream/local/timeseries', payload: Buffer.alloc(256 * 1024, 0x20), qos: 1, messageId: 1, retain: false, dup: false });
+      stalled.socket.write(publish.subarray(0, 100 * 1024)); // and the rest never comes
+      const idle = await open();
+      assert.equal(await within(stalled.closed, 3000), true, 'the connection holding a partial packet is closed');
+      assert.ok(d.logs.lines.some((l) => l.code === 'FIELD_INPUT_INVALID' && l.heldBytes !== undefined), 'logged');
+      assert.equal(await within(idle.closed, 500), false, 'a connection between packets stays');
+      // and is still served
+      const reading = mqttPacket.generate({ cmd: 'publish', topic: 'fieldstream/local/timeseries', payload: Buffer.from('{"temperature": 21.5}'), qos: 1, messageId: 2, retain: false, dup: false });
+      const acked = new Promise<boolean>((r) => idle.socket.on('data', (b: Buffer) => b.includes(Buffer.from([0x40, 0x02])) && r(true)));
+      idle.socket.write(reading);
+      assert.equal(await within(acked, 3000), true, 'PUBACK');
+      assert.equal(d.queue.depth, 1);
+      idle.socket.destroy();
+    } finally {
+      Object.assign(timings, saved);
       await input.close();
       await d.close();
     }

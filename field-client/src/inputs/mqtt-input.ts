@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Aedes } from 'aedes';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
-import { LIMITS } from '../../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
@@ -212,10 +212,22 @@ export function mqttInput(
       let unguarded = false;
       const s = (server = createServer((socket) => {
         const refused = (err: FieldStreamError) => log.warn({ code: err.code, remoteAddress: socket.remoteAddress, maxBytes: LIMITS.localMqttMaxPacketBytes }, err.message);
-        if (!limitPacketSize(a.handle(socket), LIMITS.localMqttMaxPacketBytes, refused) && !unguarded) {
+        const c = a.handle(socket);
+        if (!limitPacketSize(c, LIMITS.localMqttMaxPacketBytes, refused) && !unguarded) {
           unguarded = true;
           log.warn({ maxBytes: LIMITS.localMqttMaxPacketBytes }, 'the MQTT parser of aedes has changed: packet lengths are not checked as they arrive, only payloads once read');
         }
+        // A packet begun and no longer arriving is cut off (TIMINGS.localMqttPacketIdleTimeoutMs).
+        // The socket's own timeout, re-armed by every byte: between packets it is let be.
+        socket.setTimeout(TIMINGS.localMqttPacketIdleTimeoutMs, () => {
+          const held = partialPacketBytes(c);
+          if (held === undefined || socket.readableLength > 0) return;
+          log.warn(
+            { code: 'FIELD_INPUT_INVALID', remoteAddress: socket.remoteAddress, heldBytes: held, idleMs: TIMINGS.localMqttPacketIdleTimeoutMs },
+            'an MQTT packet stopped arriving midway: connection closed',
+          );
+          socket.destroy();
+        });
       }));
       await new Promise<void>((resolve, reject) => {
         s.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_MQTT_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
@@ -246,9 +258,24 @@ export function mqttInput(
 /** The largest payload any input behind the local broker takes (JSON readings, Sparkplug B). */
 const MAX_PAYLOAD_BYTES = Math.max(LIMITS.localInputJsonMaxBytes, LIMITS.sparkplugPayloadMaxBytes);
 
-/** What limitPacketSize uses of mqtt-packet's Parser (aedes's client holds one per connection). */
+/**
+ * The bytes of a packet begun and not yet whole in an aedes client's parser (a fixed header read
+ * and its payload awaited counts, with 0 bytes held), or undefined when none is begun (or the
+ * parser is not one this knows: then nothing is cut off).
+ */
+export function partialPacketBytes(aedesClient: unknown): number | undefined {
+  const parser = (aedesClient as { _parser?: Partial<PacketParser> } | null)?._parser;
+  const held = parser?._list?.length;
+  const length = parser?.packet?.length;
+  if (typeof held !== 'number' || typeof length !== 'number') return undefined;
+  return held > 0 || length !== -1 ? held : undefined;
+}
+
+/** What limitPacketSize and partialPacketBytes use of mqtt-packet's Parser (aedes's client holds one per connection). */
 interface PacketParser {
   packet: { length: number; cmd?: string };
+  /** the bytes read and not yet parsed (a BufferList) */
+  _list: { length: number };
   _parseLength(): boolean;
   _emitError(err: Error): void;
 }
