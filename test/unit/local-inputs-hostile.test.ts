@@ -25,10 +25,9 @@ describe('local inputs: a hostile or broken producer', () => {
   const tmp = tempDir('local-inputs-hostile');
   after(() => tmp.cleanup());
 
-  async function device(name: string) {
+  async function device(name: string, maxBytes = 64 * 1024 * 1024) {
     const dir = join(tmp.dir, name);
     const logs = new LogCapture();
-    const maxBytes = 64 * 1024 * 1024;
     const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger });
     const outbox = new FileOutbox(dir, 64 * 1024);
     const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, logs.logger);
@@ -231,6 +230,51 @@ describe('local inputs: a hostile or broken producer', () => {
       idle.socket.destroy();
     } finally {
       Object.assign(timings, saved);
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it('HTTP: a file asking first (Expect: 100-continue) and refused by its length is not told to go on, and sends nothing', async () => {
+    const d = await device('http-expect', 4 * 1024 * 1024);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    /** The request's head, then its body only once told to go on; what came back, until the server closed or `waitMs`. */
+    const ask = (head: string, body: Buffer, waitMs: number) =>
+      new Promise<{ text: string; sent: boolean }>((resolve) => {
+        const socket = connect(input.port as number, '127.0.0.1', () => socket.write(head));
+        socket.on('error', () => undefined);
+        let text = '';
+        let sent = false;
+        const done = () => {
+          clearTimeout(timer);
+          socket.destroy();
+          resolve({ text, sent });
+        };
+        const timer = setTimeout(done, waitMs);
+        socket.on('data', (c) => {
+          text += c;
+          if (!sent && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+            sent = true;
+            socket.write(body);
+          }
+          if (/\r\n\r\n\{.*\}$/s.test(text)) done();
+        });
+        socket.on('close', done);
+      });
+    try {
+      const big = 100 * 1024 * 1024;
+      const refused = await ask(`POST /v1/files?filename=big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: ${big}\r\nExpect: 100-continue\r\n\r\n`, Buffer.alloc(0), 3000);
+      assert.equal(refused.text.split('\r\n')[0], 'HTTP/1.1 507 Insufficient Storage', `told to go on first: ${JSON.stringify(refused.text.slice(0, 80))}`);
+      assert.equal(refused.sent, false);
+      assert.match(refused.text, /connection: close/i, 'the connection, whose body never comes, is closed');
+      // One that fits is told to go on, and taken.
+      const small = Buffer.from('hello');
+      const taken = await ask(`POST /v1/files?filename=small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: ${small.length}\r\nExpect: 100-continue\r\n\r\n`, small, 5000);
+      assert.equal(taken.sent, true);
+      assert.match(taken.text, /HTTP\/1\.1 202 Accepted/);
+      assert.equal(d.queue.depth, 1);
+    } finally {
       await input.close();
       await d.close();
     }

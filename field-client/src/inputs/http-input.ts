@@ -31,11 +31,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   // that took longer to arrive (a file of a few GiB written to an SD card takes minutes), so it was
   // never taken, however often sent. A body is bounded by guardBody instead: by its pauses, and a
   // JSON body by a deadline. Set here, at construction, as Node documents them.
-  const server = createServer({
-    requestTimeout: 0,
-    headersTimeout: TIMINGS.localInputHeadersTimeoutMs,
-    connectionsCheckingInterval: TIMINGS.localInputConnectionsCheckMs,
-  }, (req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     // The path as route() reads it (normalised: `/v1/files/../events` is /v1/events, and an absolute
     // `http://host/v1/files` is /v1/files), so the body's deadline is the one of the endpoint that
     // reads it: judged on the raw text, a JSON body escaped its deadline and a file got one.
@@ -55,6 +51,18 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       if (!isFieldStreamError(err)) log.error({ code: coded.code, err }, 'local HTTP input failed');
       send(res, coded.httpStatus, { code: coded.code, message: coded.message });
     });
+  };
+  const server = createServer({
+    requestTimeout: 0,
+    headersTimeout: TIMINGS.localInputHeadersTimeoutMs,
+    connectionsCheckingInterval: TIMINGS.localInputConnectionsCheckMs,
+  }, onRequest);
+  // A producer that asks before it sends its body (Expect: 100-continue; curl does for bodies over
+  // 1 MiB) is told to go on only once the endpoint reads it (goOn). Node's own answer, 100 at once,
+  // had a file the device refuses by its length (507, 400) sent whole, up to 10 GiB, to be discarded.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    awaitingContinue.add(req);
+    onRequest(req, res);
   });
 
   async function route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -62,6 +70,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
     if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
+      goOn(req, res);
       const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
       const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
       return send(res, 202, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
@@ -84,6 +93,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       const tmp = join(incoming, randomUUID());
       let size = 0;
       try {
+        goOn(req, res);
         size = await receiveBody(req, tmp, (n) => {
           if (n > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is too large.');
           const more = n + LIMITS.fileRecordRoomBytes - reservation.bytes;
@@ -104,6 +114,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (!health) throw new FieldStreamError('FIELD_INPUT_INVALID', 'Health messages are off (FIELD_HEALTH_INTERVAL_S=off): no health values are taken.');
     if (req.method === 'GET') return send(res, 200, health.status());
     if (req.method !== 'PUT') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use PUT /v1/health with {"name": value, ...} or GET /v1/health.');
+    goOn(req, res);
     const body = await readJsonBody(req, res, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
     return send(res, 200, { local: health.setLocal(toLocalValuesUpdate(body)) });
   }
@@ -228,9 +239,20 @@ function requestUrl(target: string | undefined): URL {
   }
 }
 
+/** Requests that asked to be told to go on (Expect: 100-continue) and were not yet. */
+const awaitingContinue = new WeakSet<IncomingMessage>();
+
+/** The producer waiting to send its body is told to (100 Continue): the endpoint reads it now. */
+function goOn(req: IncomingMessage, res: ServerResponse): void {
+  if (awaitingContinue.delete(req)) res.writeContinue();
+}
+
 function send(res: ServerResponse, status: number, body: unknown): void {
   // A request cut off (guardBody) was answered already: the route's own failure then has nobody to tell.
   if (res.headersSent) return;
+  // Answered before it was told to go on: its body does not come (RFC 9110 §10.1.1), and the
+  // connection, whose next bytes could yet be it, is closed after the answer.
+  if (awaitingContinue.delete(res.req)) res.shouldKeepAlive = false;
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
