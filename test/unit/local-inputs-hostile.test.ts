@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -8,6 +9,7 @@ import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { FieldClient } from '../../field-client/src/field-client.ts';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
@@ -15,6 +17,7 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { rawRequest } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * The field client's local inputs as a broken or hostile program on the device uses them: what it
@@ -274,6 +277,31 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(taken.sent, true);
       assert.match(taken.text, /HTTP\/1\.1 202 Accepted/);
       assert.equal(d.queue.depth, 1);
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
+  it('folder: a watched folder that cannot be read is logged once, with a code, not at every look; taken from again once it is back', async () => {
+    const d = await device('folder-gone');
+    const watched = join(d.dir, 'watched');
+    const input = folderInput(d.client, watched, 20, d.logs.logger);
+    await input.start();
+    const cannot = () => d.logs.lines.filter((l) => /cannot read the watched folder/.test(String(l.msg)));
+    try {
+      rmSync(watched, { recursive: true }); // a program on the device removed it
+      await new Promise((r) => setTimeout(r, 600)); // some 30 looks
+      assert.equal(cannot().length, 1, `logged ${cannot().length} times`);
+      assert.equal(cannot()[0]?.code, 'FIELD_FILE_UNREADABLE');
+      assert.equal(cannot()[0]?.reason, 'ENOENT');
+      mkdirSync(watched);
+      writeFileSync(join(watched, 'back.txt'), 'hello');
+      await eventually(() => (d.queue.depth === 1 ? true : undefined), 5000, 'the file taken once the folder is back');
+      assert.ok(d.logs.lines.some((l) => l.msg === 'the watched folder reads again'));
+      rmSync(watched, { recursive: true });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(cannot().length, 2, 'a new failure after it read again is logged again');
     } finally {
       await input.close();
       await d.close();

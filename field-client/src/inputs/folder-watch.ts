@@ -70,13 +70,25 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
   };
   /** names that are not UTF-8 (their bytes in hex), logged once each while they lie there */
   const undecodable = new Set<string>();
+  /**
+   * Why the folder could not be read at the last look (its error's code), logged once until it
+   * reads again or fails otherwise: removed, or made unreadable, it was logged at every look, a
+   * warning a second for as long as it lasted.
+   */
+  let unreadable: string | undefined;
   const tick = () => {
     let raw: Buffer[];
     try {
       raw = readdirSync(dir, { encoding: 'buffer' });
     } catch (err) {
-      log.warn({ dir, err: (err as Error).message }, 'cannot read the watched folder');
+      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      if (unreadable !== why) log.warn({ dir, code: 'FIELD_FILE_UNREADABLE', reason: why, err: (err as Error).message }, 'cannot read the watched folder; looked at again at every interval, logged again once it reads or fails otherwise');
+      unreadable = why;
       return;
+    }
+    if (unreadable !== undefined) {
+      unreadable = undefined;
+      log.info({ dir }, 'the watched folder reads again');
     }
     const names: string[] = [];
     const rawPresent = new Set<string>();
