@@ -168,6 +168,12 @@ export const ERRORS = {
     description:
       "A local input could not take what was sent because the device's own storage failed under it (writing or syncing a file in incoming/ or the outbox, reading it back to hash it: ENOSPC, EIO, a folder gone); nothing was accepted.",
   },
+  FIELD_INPUT_BUSY: {
+    http: 503,
+    transient: true,
+    description:
+      'The local HTTP input is reading as many readings, events and health values at once as it holds in memory (LIMITS.localInputJsonHeldMaxBytes, by their Content-Length; a body without one counts as the largest); nothing was accepted.',
+  },
   SPARKPLUG_PAYLOAD_INVALID: {
     http: 400,
     transient: false,

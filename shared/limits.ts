@@ -407,6 +407,12 @@ export const LIMITS = {
   apiAuthMaxFailures: 20,
   /** bytes. Largest JSON body the field client's local HTTP input reads (a batch of readings). */
   localInputJsonMaxBytes: 8 * 1024 * 1024,
+  /** bytes. Most of the JSON bodies (readings, events, health values) the local HTTP input reads at
+   * once, each counted by its Content-Length (one without it as localInputJsonMaxBytes) from before
+   * it is read until it is queued: each is held whole in memory, for up to
+   * TIMINGS.localInputRequestTimeoutMs, and connections are not counted; past it a body is refused
+   * (FIELD_INPUT_BUSY, send it again). Eight bodies of the largest size. */
+  localInputJsonHeldMaxBytes: 64 * 1024 * 1024,
   /** items. Most readings or events in one submission to a local input (an HTTP body, an MQTT
    * publish): taken in one append, one fsync. Ten batches of batchMaxMessages; far more than fit in
    * localInputJsonMaxBytes at any useful size, and the bound were they tiny. */

@@ -307,4 +307,37 @@ describe('local inputs: a hostile or broken producer', () => {
       await d.close();
     }
   });
+
+  it('HTTP: JSON bodies held at once are bounded (LIMITS.localInputJsonHeldMaxBytes): past it FIELD_INPUT_BUSY, and the room comes back', async () => {
+    // Scaled down (LIMITS, read at each request).
+    const limits = LIMITS as unknown as Record<string, number>;
+    const saved = limits.localInputJsonHeldMaxBytes;
+    limits.localInputJsonHeldMaxBytes = 1000;
+    const d = await device('http-held');
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    await input.start();
+    try {
+      const port = input.port as number;
+      // A producer announcing 800 bytes and trickling them (within the deadline): held.
+      const trickler = connect(port, '127.0.0.1', () => trickler.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 800\r\n\r\n{'));
+      trickler.on('error', () => undefined);
+      await new Promise((r) => setTimeout(r, 200));
+      const reading = JSON.stringify([{ temperature: 21.5, note: 'x'.repeat(250) }]);
+      const post = () => rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      const busy = await post();
+      assert.equal(busy.status, 503, `taken past the bound: ${JSON.stringify(busy.body)}`);
+      assert.equal(busy.body.code, 'FIELD_INPUT_BUSY');
+      assert.equal(d.queue.depth, 0);
+      // The trickler gone, its room comes back.
+      trickler.destroy();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal((await post()).status, 202);
+      assert.equal((await post()).status, 202, 'the room of one answered is given back too');
+      assert.equal(d.queue.depth, 2);
+    } finally {
+      limits.localInputJsonHeldMaxBytes = saved as number;
+      await input.close();
+      await d.close();
+    }
+  });
 });

@@ -70,10 +70,15 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
     if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
-      goOn(req, res);
-      const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
-      const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
-      return send(res, 202, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
+      const release = holdJson(req, LIMITS.localInputJsonMaxBytes);
+      try {
+        goOn(req, res);
+        const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+        const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
+        return send(res, 202, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
+      } finally {
+        release();
+      }
     }
     if (url.pathname === '/v1/files') {
       const filename = url.searchParams.get('filename') ?? '';
@@ -114,9 +119,37 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (!health) throw new FieldStreamError('FIELD_INPUT_INVALID', 'Health messages are off (FIELD_HEALTH_INTERVAL_S=off): no health values are taken.');
     if (req.method === 'GET') return send(res, 200, health.status());
     if (req.method !== 'PUT') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use PUT /v1/health with {"name": value, ...} or GET /v1/health.');
-    goOn(req, res);
-    const body = await readJsonBody(req, res, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
-    return send(res, 200, { local: health.setLocal(toLocalValuesUpdate(body)) });
+    const release = holdJson(req, LIMITS.healthLocalBodyMaxBytes);
+    try {
+      goOn(req, res);
+      const body = await readJsonBody(req, res, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+      return send(res, 200, { local: health.setLocal(toLocalValuesUpdate(body)) });
+    } finally {
+      release();
+    }
+  }
+
+  /** bytes of JSON bodies being read or queued now (see holdJson) */
+  let jsonHeld = 0;
+  /**
+   * Counts a JSON body of at most `maxBytes` among those held at once, by its Content-Length (one
+   * without it as `maxBytes`), or refuses it (FIELD_INPUT_BUSY) past LIMITS.localInputJsonHeldMaxBytes.
+   * Each is held whole in memory while it arrives, for up to TIMINGS.localInputRequestTimeoutMs:
+   * uncounted, a program opening connections that trickle 8 MiB bodies held the device's memory.
+   * Returns what gives its room back.
+   */
+  function holdJson(req: IncomingMessage, maxBytes: number): () => void {
+    const announced = Number(req.headers['content-length']);
+    const bytes = req.headers['content-length'] !== undefined && Number.isSafeInteger(announced) && announced >= 0 ? Math.min(announced, maxBytes) : maxBytes;
+    if (bytes > 0 && jsonHeld + bytes > LIMITS.localInputJsonHeldMaxBytes) {
+      throw new FieldStreamError('FIELD_INPUT_BUSY', `${jsonHeld} bytes of bodies are being read now, at most ${LIMITS.localInputJsonHeldMaxBytes}: send it again shortly.`);
+    }
+    jsonHeld += bytes;
+    let held = true;
+    return () => {
+      if (held) jsonHeld -= bytes;
+      held = false;
+    };
   }
 
   let bound: number | undefined;
