@@ -19,6 +19,14 @@ import { rawRequest } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
+/** Sets some values of LIMITS or TIMINGS (frozen in type only) for one test; returns what puts them back. */
+function scaled(table: object, values: Record<string, number>): () => void {
+  const t = table as Record<string, number>;
+  const saved = Object.fromEntries(Object.keys(values).map((k) => [k, t[k] as number]));
+  Object.assign(t, values);
+  return () => void Object.assign(t, saved);
+}
+
 /**
  * The field client's local inputs as a broken or hostile program on the device uses them: what it
  * sends wrong is refused as its own error (FIELD_INPUT_INVALID, final), never taken for the device's
@@ -43,10 +51,26 @@ describe('local inputs: a hostile or broken producer', () => {
     return { dir, logs, queue, client, close };
   }
 
-  it('HTTP: a request target that is no URL is refused as the producer\'s error (400), not as storage failing (503)', async () => {
-    const d = await device('http-target');
+  /**
+   * A device with its HTTP input listening, some of LIMITS and TIMINGS set for the test first (read
+   * as the input is made or at each request: the bounds are the ones in shared/limits.ts, scaled
+   * down); `end` puts them back and closes both.
+   */
+  async function withHttpInput(name: string, o: { limits?: Record<string, number>; timings?: Record<string, number>; maxBytes?: number } = {}) {
+    const restore = [scaled(LIMITS, o.limits ?? {}), scaled(TIMINGS, o.timings ?? {})];
+    const d = await device(name, o.maxBytes);
     const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
     await input.start();
+    const end = async () => {
+      for (const r of restore) r();
+      await input.close();
+      await d.close();
+    };
+    return { d, input, port: input.port as number, end };
+  }
+
+  it('HTTP: a request target that is no URL is refused as the producer\'s error (400), not as storage failing (503)', async () => {
+    const { d, input, end } = await withHttpInput('http-target');
     try {
       const body = JSON.stringify({ temperature: 21.5 });
       for (const target of ['//[/v1/timeseries', 'http://%zz/v1/timeseries']) {
@@ -61,8 +85,7 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(ok.status, 202);
       assert.equal(d.queue.depth, 1);
     } finally {
-      await input.close();
-      await d.close();
+      await end();
     }
   });
 
@@ -147,14 +170,8 @@ describe('local inputs: a hostile or broken producer', () => {
 
   it('HTTP: a body\'s deadline is the one of the endpoint that reads it, whatever the spelling of its path', async () => {
     // Scaled down: a JSON body's deadline 1 s, a body's pause 700 ms (TIMINGS, read as the input is made).
-    const timings = TIMINGS as unknown as Record<string, number>;
-    const saved = { ...timings };
-    Object.assign(timings, { localInputRequestTimeoutMs: 1000, localInputIdleTimeoutMs: 700, localInputConnectionsCheckMs: 100 });
-    const d = await device('http-deadline');
-    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
-    await input.start();
+    const { d, port, end } = await withHttpInput('http-deadline', { timings: { localInputRequestTimeoutMs: 1000, localInputIdleTimeoutMs: 700, localInputConnectionsCheckMs: 100 } });
     try {
-      const port = input.port as number;
       // Readings trickling in under a path spelt /v1/files/..: read as /v1/timeseries, held to its deadline.
       const trickled = await dripped(port, 'POST /v1/files/../timeseries HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{', Array(40).fill(' '), 200, 5000);
       assert.equal(trickled, 'HTTP/1.1 408 Request Timeout', 'a JSON body trickling past its deadline is cut off');
@@ -165,24 +182,17 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(file, 'HTTP/1.1 202 Accepted', 'a file arriving steadily is not cut off by a JSON body\'s deadline');
       assert.equal(d.queue.depth, 1, 'the file queued');
     } finally {
-      Object.assign(timings, saved);
-      await input.close();
-      await d.close();
+      await end();
     }
   });
 
   it('the most items of one submission is LIMITS.localInputMaxItems, as the refusal says', async () => {
     // Scaled down (LIMITS, read at each submission): the bound is the one in shared/limits.ts.
-    const limits = LIMITS as unknown as Record<string, number>;
-    const saved = limits.localInputMaxItems;
-    limits.localInputMaxItems = 3;
-    const d = await device('items');
-    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
-    await input.start();
+    const { d, port, end } = await withHttpInput('items', { limits: { localInputMaxItems: 3 } });
     try {
       const post = (n: number) => {
         const body = JSON.stringify(Array.from({ length: n }, (_, i) => ({ temperature: i })));
-        return rawRequest(input.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        return rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
       };
       const over = await post(4);
       assert.equal(over.status, 400, `4 items taken: ${JSON.stringify(over.body)}`);
@@ -191,17 +201,13 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal((await post(3)).status, 202);
       assert.equal(d.queue.depth, 3);
     } finally {
-      limits.localInputMaxItems = saved as number;
-      await input.close();
-      await d.close();
+      await end();
     }
   });
 
   it('MQTT: a packet that stops arriving midway has its connection closed; a connection idle between packets stays', async () => {
     // Scaled down (TIMINGS, read as a connection is taken).
-    const timings = TIMINGS as unknown as Record<string, number>;
-    const saved = { ...timings };
-    Object.assign(timings, { localMqttPacketIdleTimeoutMs: 700 });
+    const restore = scaled(TIMINGS, { localMqttPacketIdleTimeoutMs: 700 });
     const d = await device('mqtt-stall');
     const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
     await input.start();
@@ -232,16 +238,14 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(d.queue.depth, 1);
       idle.socket.destroy();
     } finally {
-      Object.assign(timings, saved);
+      restore();
       await input.close();
       await d.close();
     }
   });
 
   it('HTTP: a file asking first (Expect: 100-continue) and refused by its length is not told to go on, and sends nothing', async () => {
-    const d = await device('http-expect', 4 * 1024 * 1024);
-    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
-    await input.start();
+    const { d, input, end } = await withHttpInput('http-expect', { maxBytes: 4 * 1024 * 1024 });
     /** The request's head, then its body only once told to go on; what came back, until the server closed or `waitMs`. */
     const ask = (head: string, body: Buffer, waitMs: number) =>
       new Promise<{ text: string; sent: boolean }>((resolve) => {
@@ -278,8 +282,7 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.match(taken.text, /HTTP\/1\.1 202 Accepted/);
       assert.equal(d.queue.depth, 1);
     } finally {
-      await input.close();
-      await d.close();
+      await end();
     }
   });
 
@@ -310,14 +313,8 @@ describe('local inputs: a hostile or broken producer', () => {
 
   it('HTTP: JSON bodies held at once are bounded (LIMITS.localInputJsonHeldMaxBytes): past it FIELD_INPUT_BUSY, and the room comes back', async () => {
     // Scaled down (LIMITS, read at each request).
-    const limits = LIMITS as unknown as Record<string, number>;
-    const saved = limits.localInputJsonHeldMaxBytes;
-    limits.localInputJsonHeldMaxBytes = 1000;
-    const d = await device('http-held');
-    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
-    await input.start();
+    const { d, port, end } = await withHttpInput('http-held', { limits: { localInputJsonHeldMaxBytes: 1000 } });
     try {
-      const port = input.port as number;
       // A producer announcing 800 bytes and trickling them (within the deadline): held.
       const trickler = connect(port, '127.0.0.1', () => trickler.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 800\r\n\r\n{'));
       trickler.on('error', () => undefined);
@@ -335,9 +332,7 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal((await post()).status, 202, 'the room of one answered is given back too');
       assert.equal(d.queue.depth, 2);
     } finally {
-      limits.localInputJsonHeldMaxBytes = saved as number;
-      await input.close();
-      await d.close();
+      await end();
     }
   });
 });
