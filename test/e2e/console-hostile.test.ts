@@ -275,6 +275,17 @@ describe('the operator console against hostile clients', () => {
     }
   });
 
+  it('HEAD /api/live opens no stream and holds no place among a user\'s streams', async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    for (let i = 0; i <= CONSOLE.maxLiveStreamsPerUser; i++) {
+      const head = await fetch(new URL('/api/live', base), { method: 'HEAD', headers: { cookie: s.cookies() } });
+      assert.equal(head.status, 404, 'no stream for a HEAD: no such route');
+    }
+    const live = await s.live();
+    live.close();
+  });
+
   it('a login whose token the command API refused ends, and is refused from then on: the command API never throttles the console for it', async () => {
     // This console knows a token the command API does not (revoked there, the console not restarted).
     const stale = 'stale-operator-token-0123456789abcd';

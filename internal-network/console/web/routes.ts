@@ -151,7 +151,9 @@ export function consoleRoutes(d: RouteDeps) {
         return { ok: true };
       });
 
-      app.get('/api/live', async (req, reply) => {
+      // No HEAD route (fastify adds one for each GET): a HEAD would open a stream that sends nothing
+      // and hold one of the user's places among CONSOLE.maxLiveStreamsPerUser until its socket closed.
+      app.get('/api/live', { exposeHeadRoute: false }, async (req, reply) => {
         const { who, token, loggedInAt } = user(req);
         const q = parse(LiveQuerySchema, req.query, 'query');
         const sessionId = req.session.sessionId;
