@@ -258,7 +258,11 @@ describe('Sparkplug B on the local MQTT input (FIELD_MQTT_SPARKPLUG)', () => {
     const url = `mqtt://127.0.0.1:${field.mqttPort}`;
     const { edge, state } = edgeNode(url, 'line4-local');
     await eventually(() => (session.stats.events >= 2 ? true : undefined), 15_000, 'births taken');
+    const readingsBefore = session.stats.readings;
     edge.publishNodeData({ timestamp: T0 + 1000, metrics: [{ alias: 1, type: 'Double', value: 30.5, timestamp: T0 + 1000 }] });
+    // Taken before the gap below is sent: the two come over two connections, in no set order, and
+    // an NDATA arriving after the gap meets a session waiting for its rebirth, which refuses it.
+    await eventually(() => (session.stats.readings > readingsBefore ? true : undefined), 15_000, 'the NDATA taken');
     // A gap through the same broker, from another client: the NCMD reaches the edge node.
     const raw = await connectAsync(url, { clientId: 'raw-local' });
     await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from(tahu.encodePayload({ timestamp: T0, seq: 200, metrics: [{ alias: 1, type: 'Double', value: 999 }] })), { qos: 1 });
