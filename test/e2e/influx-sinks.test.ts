@@ -451,7 +451,9 @@ describe('time-series sinks against real databases', () => {
         await sink.close();
         assert.equal(await writing, 'DISTRIBUTOR_WRITE_FAILED', name);
         assert.ok(Date.now() - started < 10_000, `${name}: given up at the close, not at the 60 s deadline`);
+        const after = Date.now();
         assert.equal(await code(sink.write([point('closing', { v: 2 }, 1700000500001)])), 'DISTRIBUTOR_WRITE_FAILED', `${name}: after the close`);
+        assert.ok(Date.now() - after < 1_000, `${name}: a write after the close fails at once, not at its deadline`);
       } finally {
         await db.process.resume();
       }

@@ -46,6 +46,8 @@ export class InfluxV1Sink implements PointSink {
   private readonly queryUrl: URL;
   private readonly headers: Record<string, string>;
   private readonly agent: HttpAgent;
+  /** close() was called: requests in flight were given up, and none is made any more */
+  private closed = false;
   private readonly send: (url: URL, options: RequestOptions, onResponse: (res: IncomingMessage) => void) => ClientRequest;
 
   constructor(private readonly options: InfluxV1Options) {
@@ -145,6 +147,8 @@ export class InfluxV1Sink implements PointSink {
   private post(endpoint: URL, body: Buffer, gzip: boolean, keepBytes = ERROR_BODY_MAX_BYTES): Promise<Answer> {
     const headers: Record<string, string> = { ...this.headers, 'content-length': String(body.length) };
     if (gzip) headers['content-encoding'] = 'gzip';
+    // A destroyed agent still opens new connections: a write after close() would wait out its deadline.
+    if (this.closed) return Promise.reject(new Error('the sink was closed'));
     return new Promise((resolve, reject) => {
       const req = this.send(endpoint, { method: 'POST', agent: this.agent, headers }, (res) => {
         const chunks: Buffer[] = [];
@@ -179,6 +183,7 @@ export class InfluxV1Sink implements PointSink {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.agent.destroy();
   }
 }
