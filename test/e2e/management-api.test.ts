@@ -155,6 +155,9 @@ describe('the management API', () => {
       ['/devices/bad%20id', 'MANAGE_INVALID_REQUEST', 400],
       ['/devices?state=sleeping', 'MANAGE_INVALID_REQUEST', 400],
       ['/devices?limit=0', 'MANAGE_INVALID_REQUEST', 400],
+      ['/devices?limit=0x10', 'MANAGE_INVALID_REQUEST', 400],
+      ['/devices?limit=1e1', 'MANAGE_INVALID_REQUEST', 400],
+      ['/devices?limit=%202', 'MANAGE_INVALID_REQUEST', 400],
       ['/devices?colour=red', 'MANAGE_INVALID_REQUEST', 400],
       ['/no-such-endpoint', 'MANAGE_NOT_FOUND', 404],
       // A URL that cannot be decoded is refused before any route: with this API's code all the same.

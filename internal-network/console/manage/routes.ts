@@ -40,7 +40,13 @@ const DevicesQuerySchema = z.strictObject({
   revoked: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
   /** devices after this id (ids sorted), for the next page */
   after: DeviceIdSchema.optional(),
-  limit: z.coerce.number().int().min(1).max(CONSOLE.maxDevices).default(1000),
+  // Decimal digits, as the pages' API reads its numbers: coerced, `0x10` read as 16, `1e3` as 1000, ` 5` as 5.
+  limit: z
+    .string()
+    .regex(/^\d{1,7}$/, 'must be a count in decimal digits')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(CONSOLE.maxDevices))
+    .default(1000),
 });
 const ValidateTopicSchema = z.strictObject({ topic: z.string().max(MANAGE.topicMaxChars) });
 const TestEventSchema = z.strictObject({
