@@ -1097,6 +1097,11 @@ export const CONSOLE = {
    * connection between two requests (keepAliveTimeout), but not one that sends nothing at all: each
    * such held a file descriptor for ever, and enough of them left none for the operators. */
   connectionIdleBeforeRequestMs: 10_000,
+  /** connections the console holds at once (Node's server.maxConnections); one more is closed as it
+   * is accepted. The timeouts bound how long each lasts, not how many there are: without it, enough
+   * of them took every file descriptor. Room for every live stream (maxLiveStreams) and the
+   * browsers', scripts' and Prometheus's requests beside them. */
+  maxConnections: 1_000,
   /** milliseconds a request's headers may take to come in (Node's headersTimeout, 60 s by default);
    * past it the request is answered 408 and its connection closed: a browser sends them at once, and
    * a client trickling them (slowloris) held each connection a minute and a half */

@@ -81,3 +81,46 @@ describe('the operator console and connections that send nothing', () => {
     assert.match(answer, /^HTTP\/1\.1 408 /, 'answered 408');
   });
 });
+
+/** The number of connections at once is bounded too (CONSOLE.maxConnections), scaled down here. */
+describe('the operator console and many connections at once', () => {
+  const CAP = 4;
+  const tmp = tempDir('console-cap');
+  const limits = CONSOLE as unknown as Record<string, number>;
+  const saved = limits.maxConnections;
+  let fx: EmbeddedFixture;
+
+  before(async () => {
+    limits.maxConnections = CAP;
+    fx = await startEmbeddedFixture(['meter-1'], { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir) }, { console: true });
+    assert.ok(fx.pipeline.console, 'the fixture runs the console');
+  });
+  after(async () => {
+    limits.maxConnections = saved as number;
+    await fx?.stop();
+    tmp.cleanup();
+  });
+
+  it('closes a connection past CONSOLE.maxConnections as it is accepted, and takes one again once another closed', async () => {
+    const port = (fx.pipeline.console as { port: number }).port;
+    const open = async () => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+      return s;
+    };
+    const held: Socket[] = [];
+    try {
+      for (let i = 0; i < CAP; i++) held.push(await open());
+      const extra = await open();
+      assert.ok((await closedWithin(extra, 3_000)) !== undefined, 'a connection past the bound was closed at once');
+      held.shift()?.destroy();
+      await new Promise((r) => setTimeout(r, 200));
+      const res = await fetch(new URL('/api/session', (fx.pipeline.console as { url: string }).url), { headers: { connection: 'close' } });
+      assert.equal(res.status, 200, 'a place again once one closed');
+      await res.arrayBuffer();
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  });
+});

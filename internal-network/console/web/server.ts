@@ -74,6 +74,8 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   // Its first request lifts the limit: a request's own wait (a history read, a live stream that
   // the browser only reads) is no silence; between requests keepAliveTimeout takes over.
   app.server.on('connection', (socket: Socket) => void socket.setTimeout(CONSOLE.connectionIdleBeforeRequestMs));
+  // How many there may be at once: one more is closed as it is accepted (Node's maxConnections).
+  app.server.maxConnections = CONSOLE.maxConnections;
   app.server.on('request', (req: IncomingMessage) => void req.socket.setTimeout(0));
   // Headers trickled in a byte at a time are never silence: they must all be in within this, or 408.
   app.server.headersTimeout = CONSOLE.headersTimeoutMs;
