@@ -519,6 +519,11 @@ export const ERRORS = {
   HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },
   HTTP_REQUEST_TIMEOUT: { http: 408, transient: true, description: 'The request was not in within the server\'s time for it; the connection is closed.' },
   HTTP_REQUEST_ABORTED: { http: 400, transient: true, description: 'The client closed the connection before its request body was in; nothing was done and no answer was sent.' },
+  MQTT_PUBLISH_REFUSED: {
+    http: 500,
+    transient: false,
+    description: 'The broker refused a publish (an MQTT 5 PUBACK reason code of 0x80 or more: its ACL, a quota): what it carried was not taken; fix the access policy. A command stays queued and is sent again at the next connection to the broker or when its device comes online.',
+  },
   MQTT_SUBSCRIBE_REFUSED: {
     http: 500,
     transient: false,

@@ -188,7 +188,15 @@ export class CommandDispatcher {
       const current = this.store.get(record.commandId);
       if (!current || isFinal(current.state)) return;
       if (err) {
-        this.log.warn({ commandId: record.commandId, err: err.message }, 'command not accepted by the broker; will retry');
+        // A PUBACK reason code of 0x80 or more (MQTT 5 §3.4.2.1) comes as an error with a numeric code;
+        // any other error is the connection ending before the PUBACK. Either way the command stays
+        // queued: sent again at the next connection (connect) or when its device comes online.
+        const reason = (err as { code?: unknown }).code;
+        if (typeof reason === 'number') {
+          this.log.error({ commandId: record.commandId, deviceId: record.deviceId, code: 'MQTT_PUBLISH_REFUSED', reasonCode: reason, err: err.message }, 'the broker refused the command (its ACL?); it stays queued, sent again at the next connection to the broker or when the device comes online');
+        } else {
+          this.log.warn({ commandId: record.commandId, err: err.message }, 'the command was not acknowledged by the broker before the connection ended; it stays queued, sent again at the next connection');
+        }
         return;
       }
       this.update(current, {

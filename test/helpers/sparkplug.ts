@@ -20,17 +20,19 @@ export const T0 = Date.now() - 10 * 60_000;
 /**
  * A Mosquitto of its own on a loopback port picked now, anonymous (as many plant brokers are). With
  * `tls`, a second listener on another port speaks TLS and asks every client for a certificate
- * issued by `tls.ca`.
+ * issued by `tls.ca`. `extra`: more lines of its configuration (an acl_file).
  */
 export async function startMosquitto(
   dir: string,
   tls?: { ca: string; cert: string; key: string },
+  extra = '',
 ): Promise<{ url: string; tlsUrl?: string; process: ManagedProcess }> {
   const port = await freePort();
   const tlsPort = tls ? await freePort() : undefined;
   const conf = join(dir, 'mosquitto.conf');
   // Started by root, Mosquitto would switch to the "mosquitto" user, which cannot read our 0600 keys.
   let text = `user ${userInfo().username}\nlistener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\n`;
+  text += extra;
   if (tls) text += `listener ${tlsPort} 127.0.0.1\ncafile ${tls.ca}\ncertfile ${tls.cert}\nkeyfile ${tls.key}\nrequire_certificate true\n`;
   writeFileSync(conf, text);
   const process_ = new ManagedProcess({

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { loadCommandApiConfig } from '../../internal-network/command-api/config.ts';
+import { startCommandApi, type CommandApi } from '../../internal-network/command-api/command-api.ts';
+import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { startMosquitto } from '../helpers/sparkplug.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+/**
+ * A command the broker refuses to take (its ACL: an MQTT 5 PUBACK with reason code 0x87, "Not
+ * authorized"). The API logged "will retry" without a code, though nothing retries it before the
+ * next connection or the device's presence. Now MQTT_PUBLISH_REFUSED, at error, saying so; the
+ * command stays queued. A real Mosquitto over mutual TLS whose ACL lets clients read but write nothing.
+ */
+describe('a command the broker refuses', () => {
+  const pki = makeTestPki(['pump-1']);
+  const work = tempDir('command-publish-refused');
+  const logs = new LogCapture();
+  const token = 'refused-test-token-0123456789abcdef';
+  let broker: { tlsUrl?: string; process: ManagedProcess } | undefined;
+  let api: CommandApi | undefined;
+
+  before(async () => {
+    const p = pki.paths;
+    const acl = join(work.dir, 'acl');
+    writeFileSync(acl, 'topic read #\n');
+    broker = await startMosquitto(work.dir, { ca: p.publicCa, cert: p.service('internal/mosquitto').cert, key: p.service('internal/mosquitto').key }, `acl_file ${acl}\n`);
+    api = await startCommandApi(
+      loadCommandApiConfig({
+        MQTT_URL: broker.tlsUrl,
+        MQTT_CA_FILE: p.publicCa,
+        MQTT_CERT_FILE: p.service('internal/command-api').cert,
+        MQTT_KEY_FILE: p.service('internal/command-api').key,
+        COMMAND_API_HOST: '127.0.0.1',
+        COMMAND_API_PORT: '0',
+        COMMAND_API_TOKEN: token,
+        COMMAND_API_CLIENT_ID: 'command-api-refused',
+        COMMAND_STATE_PATH: join(work.dir, 'commands.jsonl'),
+        COMMAND_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
+        COMMAND_REVOKED_DEVICES_FILE: join(pki.dir, 'internal', 'revoked-devices.txt'),
+        COMMAND_API_METRICS_PORT: 'off',
+      }),
+      logs.logger,
+      { processMetrics: false },
+    );
+  });
+  after(async () => {
+    await api?.close();
+    await broker?.process.stop();
+    work.cleanup();
+    pki.cleanup();
+  });
+
+  it('logs MQTT_PUBLISH_REFUSED with the reason code, and the command stays queued', async () => {
+    const a = api as CommandApi;
+    await eventually(() => (a.mqtt.connected ? true : undefined), 10_000, 'the broker connection');
+    const auth = { authorization: `Bearer ${token}` };
+    const res = await fetch(`http://127.0.0.1:${a.port}/v1/commands`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ deviceId: 'pump-1', command: 'reboot' }),
+    });
+    assert.equal(res.status, 202);
+    const { commands } = (await res.json()) as { commands: { commandId: string }[] };
+    const line = await eventually(() => logs.lines.find((l) => l.code === 'MQTT_PUBLISH_REFUSED'), 10_000, 'the refusal logged');
+    assert.equal(line.reasonCode, 0x87, 'Not authorized (MQTT 5 §2.4)');
+    assert.equal(line.level, 50, 'at error: nothing goes through until the policy is fixed');
+    assert.equal(line.commandId, commands[0]?.commandId);
+    assert.ok(!logs.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('will retry')), 'no promise of a retry');
+    const state = await fetch(`http://127.0.0.1:${a.port}/v1/commands/${commands[0]?.commandId}`, { headers: auth });
+    assert.equal(((await state.json()) as { state: string }).state, 'queued');
+  });
+});
