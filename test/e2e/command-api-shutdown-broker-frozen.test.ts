@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadCommandApiConfig } from '../../internal-network/command-api/config.ts';
-import { startCommandApi, type CommandApi } from '../../internal-network/command-api/command-api.ts';
+import type { CommandApi } from '../../internal-network/command-api/command-api.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import { startTestCommandApi } from '../helpers/command-api.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { eventually, within } from '../helpers/ws-device.ts';
@@ -23,27 +23,9 @@ describe('the command API stops while its broker is frozen', () => {
   const token = 'shutdown-test-token-0123456789abcdef';
   const statePath = join(work.dir, 'commands.jsonl');
   let api: CommandApi | undefined;
-  const p = pki.paths;
 
   before(async () => {
-    api = await startCommandApi(
-      loadCommandApiConfig({
-        MQTT_URL: fx.broker.tlsUrl,
-        MQTT_CA_FILE: p.publicCa,
-        MQTT_CERT_FILE: p.service('internal/command-api').cert,
-        MQTT_KEY_FILE: p.service('internal/command-api').key,
-        COMMAND_API_HOST: '127.0.0.1',
-        COMMAND_API_PORT: '0',
-        COMMAND_API_TOKEN: token,
-        COMMAND_API_CLIENT_ID: 'command-api-shutdown',
-        COMMAND_STATE_PATH: statePath,
-        COMMAND_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
-        COMMAND_REVOKED_DEVICES_FILE: join(pki.dir, 'internal', 'revoked-devices.txt'),
-        COMMAND_API_METRICS_PORT: 'off',
-      }),
-      logs.logger,
-      { processMetrics: false },
-    );
+    api = await startTestCommandApi({ brokerUrl: fx.broker.tlsUrl, pki, dir: work.dir, token, clientId: 'command-api-shutdown', log: logs.logger });
   });
 
   it('stops within its grace, the command it took still queued in its journal', async () => {

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadCommandApiConfig } from '../../internal-network/command-api/config.ts';
-import { startCommandApi, type CommandApi } from '../../internal-network/command-api/command-api.ts';
+import type { CommandApi } from '../../internal-network/command-api/command-api.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { startTestCommandApi } from '../helpers/command-api.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
@@ -29,24 +29,7 @@ describe('a command the broker refuses', () => {
     const acl = join(work.dir, 'acl');
     writeFileSync(acl, 'topic read #\n');
     broker = await startMosquitto(work.dir, { ca: p.publicCa, cert: p.service('internal/mosquitto').cert, key: p.service('internal/mosquitto').key }, `acl_file ${acl}\n`);
-    api = await startCommandApi(
-      loadCommandApiConfig({
-        MQTT_URL: broker.tlsUrl,
-        MQTT_CA_FILE: p.publicCa,
-        MQTT_CERT_FILE: p.service('internal/command-api').cert,
-        MQTT_KEY_FILE: p.service('internal/command-api').key,
-        COMMAND_API_HOST: '127.0.0.1',
-        COMMAND_API_PORT: '0',
-        COMMAND_API_TOKEN: token,
-        COMMAND_API_CLIENT_ID: 'command-api-refused',
-        COMMAND_STATE_PATH: join(work.dir, 'commands.jsonl'),
-        COMMAND_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
-        COMMAND_REVOKED_DEVICES_FILE: join(pki.dir, 'internal', 'revoked-devices.txt'),
-        COMMAND_API_METRICS_PORT: 'off',
-      }),
-      logs.logger,
-      { processMetrics: false },
-    );
+    api = await startTestCommandApi({ brokerUrl: broker.tlsUrl ?? '', pki, dir: work.dir, token, clientId: 'command-api-refused', log: logs.logger });
   });
   after(async () => {
     await api?.close();
