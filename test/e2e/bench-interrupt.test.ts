@@ -21,6 +21,20 @@ function processesOf(dir: string): number[] {
   return pids;
 }
 
+/** Whether `pid` is `ancestor` or one of its descendants (/proc/PID/stat's fourth field, the parent). */
+function descendsFrom(pid: number, ancestor: number): boolean {
+  for (let p = pid, hops = 0; p > 1 && hops < 64; hops++) {
+    if (p === ancestor) return true;
+    try {
+      const stat = readFileSync(join('/proc', String(p), 'stat'), 'utf8');
+      p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
 const benchFolders = () => new Set(readdirSync(tmpdir()).filter((d) => d.startsWith('fieldstream-bench-')));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -41,7 +55,10 @@ describe('npm run bench, interrupted', () => {
       // The run's folder, then its stack up: InfluxDB, both brokers, Caddy and the Node services.
       for (let waited = 0; ; waited += 200) {
         assert.ok(waited < 120_000, `the stack did not start: ${err.slice(-2000)}`);
-        const name = [...benchFolders()].find((d) => !before.has(d));
+        // Its own folder: a new one whose processes are this run's. Another benchmark may be running
+        // beside it (npm test runs two files at a time), its folder new too: taken for this run's, it
+        // had its stack killed and its folder removed here.
+        const name = [...benchFolders()].find((d) => !before.has(d) && processesOf(join(tmpdir(), d)).some((pid) => descendsFrom(pid, run.pid ?? -1)));
         dir = name === undefined ? undefined : join(tmpdir(), name);
         if (dir !== undefined && processesOf(dir).length >= 8) break;
         await sleep(200);
