@@ -9,7 +9,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { throttleSource, TokenThrottle } from '../../shared/security/throttle.ts';
 import { describeIssues, DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
-import { CommandRequestSchema, IdempotencyKeySchema, type CommandRecord } from './schemas.ts';
+import { CommandRequestSchema, IdempotencyKeySchema, type CommandRecord, type CommandView, type IssuedAnswer } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
 import { answerClientError } from '../../shared/http-client-error.ts';
@@ -31,7 +31,7 @@ export interface CommandHttpOptions {
 }
 
 /**
- *   POST /v1/commands          {"deviceId"|"deviceIds"|"group", "command", "params"?, "ttlSeconds"?} → 202
+ *   POST /v1/commands          {"deviceId"|"deviceIds"|"group", "command", "params"?, "ttlSeconds"?} → 202 {"params"?, "commands"}
  *   GET  /v1/commands/{id}     one command and its state
  *   GET  /v1/commands?deviceId=ID&limit=N   the latest commands
  *   GET  /healthz              no credential needed
@@ -121,12 +121,12 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
               throw new FieldStreamError('API_IDEMPOTENCY_KEY_REUSED', 'Another request was sent with this Idempotency-Key before; nothing was sent. Use a new key for a new request.');
             }
             o.logger.info({ by: who.name, commands: earlier.map((r) => r.commandId) }, 'a request sent again with its Idempotency-Key: answered with the commands it made');
-            return send(res, 202, { commands: earlier.map(view) });
+            return send(res, 202, issuedAnswer(earlier));
           }
         }
         const records = create(body, who, request);
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
-        return send(res, 202, { commands: records.map(view) });
+        return send(res, 202, issuedAnswer(records));
       }
       if (req.method === 'GET') return send(res, 200, listAnswer(list(url.searchParams)));
       throw new FieldStreamError('API_METHOD_NOT_ALLOWED');
@@ -234,7 +234,7 @@ function testEventParams(params: unknown, who: Principal): TestCommandParams {
   return { ...p.data, requestedBy: who.name };
 }
 
-function view(r: CommandRecord) {
+function view(r: CommandRecord): CommandView {
   return {
     commandId: r.commandId,
     deviceId: r.deviceId,
@@ -249,13 +249,24 @@ function view(r: CommandRecord) {
   };
 }
 
+/** The commands of one request (IssuedAnswerSchema): the request's params once, not once per device. */
+function issuedAnswer(records: readonly CommandRecord[]): IssuedAnswer {
+  // One request's commands all carry its params (dispatcher.issue): the first's are everyone's.
+  const params = records[0]?.params;
+  const commands = records.map((r) => {
+    const { params: _theRequests, ...rest } = view(r);
+    return rest;
+  });
+  return { ...(params !== undefined ? { params } : {}), commands };
+}
+
 /**
  * The listed commands, newest first, as many as fit in LIMITS.commandListMaxBytes as answered (one at
  * least), and `truncated` when some were left out: each is listed whole, params and result, and a
  * thousand of them made an answer of hundreds of megabytes, held in memory while the caller read it.
  */
-function listAnswer(records: readonly CommandRecord[]): { commands: Array<ReturnType<typeof view>>; truncated?: true } {
-  const commands: Array<ReturnType<typeof view>> = [];
+function listAnswer(records: readonly CommandRecord[]): { commands: CommandView[]; truncated?: true } {
+  const commands: CommandView[] = [];
   let bytes = Buffer.byteLength('{"commands":[],"truncated":true}');
   for (const r of records) {
     const v = view(r);

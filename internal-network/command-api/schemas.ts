@@ -56,6 +56,35 @@ export const CommandRecordSchema = z.object({
 });
 export type CommandRecord = z.infer<typeof CommandRecordSchema>;
 
+const IsoTimeSchema = z.iso.datetime();
+
+/** One command as the API answers it (GET /v1/commands/{id}, each of GET /v1/commands): its record, times as ISO 8601. */
+export const CommandViewSchema = z.object({
+  commandId: MessageIdSchema,
+  deviceId: DeviceIdSchema,
+  command: CommandNameSchema,
+  params: JsonValueSchema.optional(),
+  state: z.enum(COMMAND_STATES),
+  issuedAt: IsoTimeSchema,
+  expiresAt: IsoTimeSchema,
+  attempts: z.number().int().min(0),
+  sentAt: IsoTimeSchema.optional(),
+  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: IsoTimeSchema }).optional(),
+});
+export type CommandView = z.infer<typeof CommandViewSchema>;
+
+/**
+ * POST /v1/commands answers 202 with the commands the request made, one per device, each as
+ * GET /v1/commands/{id} shows it but without its params: those are the request's, the same for
+ * every device, and given once beside them (absent when the request had none). Repeated per device,
+ * params of 64 KiB to 1,000 devices made an answer of 64 MB.
+ */
+export const IssuedAnswerSchema = z.object({
+  params: JsonValueSchema.optional(),
+  commands: z.array(CommandViewSchema.omit({ params: true })).min(1),
+});
+export type IssuedAnswer = z.infer<typeof IssuedAnswerSchema>;
+
 /** A state after which the command waits for nothing more (only a late device answer replaces `expired`: dispatcher.ts). */
 export function isFinal(state: CommandRecord['state']): boolean {
   return state === 'completed' || state === 'failed' || state === 'rejected' || state === 'expired';

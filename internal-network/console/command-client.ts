@@ -9,23 +9,29 @@ import { COMMAND_STATES } from '../command-api/schemas.ts';
 const ms = z.iso.datetime().transform((t) => Date.parse(t));
 
 /** A command as the command API shows it (its `view`), times turned into epoch ms for the browser. */
-const CommandViewSchema = z
-  .object({
-    commandId: MessageIdSchema,
-    deviceId: DeviceIdSchema,
-    command: CommandNameSchema,
-    params: JsonValueSchema.optional(),
-    state: z.enum(COMMAND_STATES),
-    issuedAt: ms,
-    expiresAt: ms,
-    attempts: z.number().int().min(0),
-    sentAt: ms.optional(),
-    response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: ms }).optional(),
-  })
-  .transform((c) => ({ ...c, updatedAt: Math.max(c.issuedAt, c.sentAt ?? 0, c.response?.at ?? 0) }));
+const CommandFieldsSchema = z.object({
+  commandId: MessageIdSchema,
+  deviceId: DeviceIdSchema,
+  command: CommandNameSchema,
+  params: JsonValueSchema.optional(),
+  state: z.enum(COMMAND_STATES),
+  issuedAt: ms,
+  expiresAt: ms,
+  attempts: z.number().int().min(0),
+  sentAt: ms.optional(),
+  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: ms }).optional(),
+});
+const withUpdatedAt = <C extends z.infer<typeof CommandFieldsSchema>>(c: C) => ({ ...c, updatedAt: Math.max(c.issuedAt, c.sentAt ?? 0, c.response?.at ?? 0) });
+const CommandViewSchema = CommandFieldsSchema.transform(withUpdatedAt);
 
 /** What the command API answers, read as untrusted as any other network answer. */
 const ListSchema = z.object({ commands: z.array(CommandViewSchema) });
+/**
+ * What it answers a command sent (IssuedAnswerSchema): the request's params once, beside the
+ * commands. A command API of before that gave each command its params: read too, so that either
+ * may be upgraded first.
+ */
+const IssuedSchema = z.object({ params: JsonValueSchema.optional(), commands: z.array(CommandFieldsSchema) });
 const ErrorSchema = z.object({ code: z.string().max(100), message: z.string().max(2000) });
 export type ConsoleCommand = z.infer<typeof CommandViewSchema>;
 
@@ -63,11 +69,12 @@ export class CommandClient {
       new URL('/v1/commands', this.baseUrl),
       { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deviceId, ...body }) },
       token,
-      ListSchema,
+      IssuedSchema,
     );
     const first = answer.commands[0];
     if (!first) throw fail('CONSOLE_COMMAND_API_FAILED', 'The command API answered without the command.');
-    return first;
+    const params = first.params ?? answer.params;
+    return withUpdatedAt({ ...first, ...(params !== undefined ? { params } : {}) });
   }
 
   private async call<S extends z.ZodType>(url: URL, init: RequestInit, token: string, schema: S): Promise<z.infer<S>> {

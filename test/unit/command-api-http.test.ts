@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import mqtt from 'mqtt';
 import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
 import { startCommandHttp } from '../../internal-network/command-api/http.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { CommandClient } from '../../internal-network/console/command-client.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { Credentials, sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { ERRORS } from '../../shared/errors.ts';
@@ -50,6 +52,41 @@ async function failingApi() {
   } as unknown as CommandDispatcher;
   const api = await operatorApi(dispatcher, { all: () => [], get: () => undefined } as unknown as CommandStore, createLogger('command-api', 'debug', sink));
   return { api, lines };
+}
+
+/**
+ * The real command API HTTP server with a real store (its journal at `journal`) and dispatcher
+ * (unsigned commands allowed, a broker that never connects: commands stay queued), two operators:
+ * TOKEN (`ops`) and `other-token` (`ops-2`).
+ */
+async function issuingApi(journal: string, log: ReturnType<typeof createLogger>) {
+  const store = new CommandStore(journal, log);
+  const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+  broker.on('error', () => undefined);
+  const dispatcher = new CommandDispatcher(broker, store, log, { keys: new DeviceKeyRegistry(join(dirname(journal), 'keys')), allowUnsigned: true });
+  const api = await startCommandHttp({
+    host: '127.0.0.1',
+    port: 0,
+    credentials: new Credentials([
+      [sha256Hex(TOKEN), { name: 'ops', role: 'operator' }],
+      [sha256Hex('other-token'), { name: 'ops-2', role: 'operator' }],
+    ]),
+    groups: {},
+    defaultTtlSeconds: 60,
+    dispatcher,
+    store,
+    brokerConnected: () => true,
+    logger: log,
+  });
+  return {
+    store,
+    port: api.port,
+    close: async () => {
+      await api.close();
+      dispatcher.close();
+      broker.end(true);
+    },
+  };
 }
 
 function post(port: number, body: unknown) {
@@ -305,35 +342,7 @@ test('a request sent again with its Idempotency-Key gets the commands it made, a
   const tmp = tempDir('command-idempotency');
   const journal = join(tmp.dir, 'commands.jsonl');
   const log = createLogger('command-api', 'silent');
-  const start = async () => {
-    const store = new CommandStore(journal, log);
-    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
-    broker.on('error', () => undefined);
-    const dispatcher = new CommandDispatcher(broker, store, log, { keys: new DeviceKeyRegistry(join(tmp.dir, 'keys')), allowUnsigned: true });
-    const api = await startCommandHttp({
-      host: '127.0.0.1',
-      port: 0,
-      credentials: new Credentials([
-        [sha256Hex(TOKEN), { name: 'ops', role: 'operator' }],
-        [sha256Hex('other-token'), { name: 'ops-2', role: 'operator' }],
-      ]),
-      groups: {},
-      defaultTtlSeconds: 60,
-      dispatcher,
-      store,
-      brokerConnected: () => true,
-      logger: log,
-    });
-    return {
-      store,
-      port: api.port,
-      close: async () => {
-        await api.close();
-        dispatcher.close();
-        broker.end(true);
-      },
-    };
-  };
+  const start = () => issuingApi(journal, log);
   const send = (port: number, key: string | string[] | undefined, body: unknown, token = TOKEN) =>
     requestFrom(`http://127.0.0.1:${port}/v1/commands`, {
       method: 'POST',
@@ -377,6 +386,110 @@ test('a request sent again with its Idempotency-Key gets the commands it made, a
     assert.equal([...api.store.all()].length, 5);
   } finally {
     await api.close();
+    tmp.cleanup();
+  }
+});
+
+test('a command to many devices is answered with its params once, not once per device: the answer grows with the devices by their ids and states only', async () => {
+  // Each device's command was answered whole, the request's params in each: 200 devices and params
+  // of 50 KB made an answer of 10 MB, built in memory, for a request of 52 KB.
+  const tmp = tempDir('command-api-fleet-answer');
+  const log = createLogger('command-api', 'silent');
+  const api = await issuingApi(join(tmp.dir, 'commands.jsonl'), log);
+  const params = { blob: 'p'.repeat(50_000), pct: 30 };
+  const deviceIds = Array.from({ length: 200 }, (_, i) => `pump-${i}`);
+  const send = (key: string) =>
+    requestFrom(`http://127.0.0.1:${api.port}/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', 'idempotency-key': key },
+      body: { deviceIds, command: 'open_valve', params },
+    });
+  try {
+    const first = await send('fleet-1');
+    assert.equal(first.status, 202, JSON.stringify(first.body).slice(0, 200));
+    // As the replay of the request with its Idempotency-Key is answered too.
+    const again = await send('fleet-1');
+    assert.equal(again.status, 202);
+    for (const answer of [first, again]) {
+      const bytes = Buffer.byteLength(JSON.stringify(answer.body));
+      assert.ok(bytes < JSON.stringify(params).length + deviceIds.length * 400, `${bytes} bytes answered`);
+      const body = answer.body as { params: unknown; commands: Array<Record<string, unknown>> };
+      assert.deepEqual(body.params, params, 'the params, once');
+      assert.deepEqual(
+        body.commands.map((c) => c.deviceId),
+        deviceIds,
+        'a command for each device, in the order asked',
+      );
+      for (const c of body.commands) {
+        assert.equal(c.params, undefined, 'no params per device');
+        const stored = api.store.get(c.commandId as string);
+        assert.ok(stored, `${String(c.commandId)} is kept`);
+        assert.deepEqual(stored.params, params);
+        assert.deepEqual(
+          { ...c },
+          {
+            commandId: stored.commandId,
+            deviceId: stored.deviceId,
+            command: 'open_valve',
+            state: 'queued',
+            issuedAt: new Date(stored.issuedAt).toISOString(),
+            expiresAt: new Date(stored.expiresAt).toISOString(),
+            attempts: 0,
+          },
+        );
+      }
+    }
+    assert.deepEqual(
+      (again.body.commands as Array<{ commandId: string }>).map((c) => c.commandId),
+      (first.body.commands as Array<{ commandId: string }>).map((c) => c.commandId),
+    );
+    // A command without params is answered without any.
+    const bare = await post(api.port, { deviceIds: ['pump-1', 'pump-2'], command: 'reboot' });
+    const bareBody = (await bare.json()) as Record<string, unknown>;
+    assert.equal(bare.status, 202);
+    assert.equal('params' in bareBody, false);
+    assert.equal((bareBody.commands as unknown[]).length, 2);
+  } finally {
+    await api.close();
+    api.store.flush();
+    tmp.cleanup();
+  }
+});
+
+test("the console reads a command sent with its params, given once beside the commands, and from a command API that gave them per command", async () => {
+  const tmp = tempDir('command-api-console-send');
+  const api = await issuingApi(join(tmp.dir, 'commands.jsonl'), createLogger('command-api', 'silent'));
+  // As a command API of before answered: each command whole, its params in it.
+  const now = new Date().toISOString();
+  const earlier = createServer((req, res) => {
+    req.resume();
+    const c = { commandId: 'cmd-old-1', deviceId: 'pump-1', command: 'open_valve', params: { pct: 30 }, state: 'queued', issuedAt: now, expiresAt: now, attempts: 0 };
+    res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ commands: [c] }));
+  });
+  await new Promise<void>((r) => earlier.listen(0, '127.0.0.1', r));
+  try {
+    const sent = await new CommandClient(`http://127.0.0.1:${api.port}`).send('pump-1', { command: 'open_valve', params: { pct: 30 } }, TOKEN);
+    const stored = api.store.get(sent.commandId);
+    assert.ok(stored);
+    assert.deepEqual(sent, {
+      commandId: stored.commandId,
+      deviceId: 'pump-1',
+      command: 'open_valve',
+      params: { pct: 30 },
+      state: 'queued',
+      issuedAt: stored.issuedAt,
+      expiresAt: stored.expiresAt,
+      attempts: 0,
+      updatedAt: stored.issuedAt,
+    });
+    const bare = await new CommandClient(`http://127.0.0.1:${api.port}`).send('pump-1', { command: 'reboot' }, TOKEN);
+    assert.equal('params' in bare, false);
+    const old = await new CommandClient(`http://127.0.0.1:${(earlier.address() as AddressInfo).port}`).send('pump-1', { command: 'open_valve', params: { pct: 30 } }, TOKEN);
+    assert.deepEqual([old.commandId, old.params], ['cmd-old-1', { pct: 30 }]);
+  } finally {
+    await api.close();
+    await new Promise((r) => earlier.close(r));
+    api.store.flush();
     tmp.cleanup();
   }
 });
