@@ -128,7 +128,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
         return send(res, 202, issuedAnswer(records));
       }
-      if (req.method === 'GET') return send(res, 200, listAnswer(list(url.searchParams)));
+      if (req.method === 'GET') return sendText(res, 200, listAnswer(list(url.searchParams)));
       throw new FieldStreamError('API_METHOD_NOT_ALLOWED');
     }
     const m = /^\/v1\/commands\/([A-Za-z0-9._:-]{1,128})$/.exec(url.pathname);
@@ -264,25 +264,35 @@ function issuedAnswer(records: readonly CommandRecord[]): IssuedAnswer {
  * The listed commands, newest first, as many as fit in LIMITS.commandListMaxBytes as answered (one at
  * least), and `truncated` when some were left out: each is listed whole, params and result, and a
  * thousand of them made an answer of hundreds of megabytes, held in memory while the caller read it.
+ * The answer's text, as send() would write `{commands, truncated?}`, put together from each command's
+ * JSON, made once: to measure it and to send it (it was made twice, up to 16 MiB of JSON each time).
  */
-function listAnswer(records: readonly CommandRecord[]): { commands: CommandView[]; truncated?: true } {
-  const commands: CommandView[] = [];
+function listAnswer(records: readonly CommandRecord[]): string {
+  const pieces: string[] = [];
   let bytes = Buffer.byteLength('{"commands":[],"truncated":true}');
+  let truncated = false;
   for (const r of records) {
-    const v = view(r);
-    // As send() writes it: terminalText escapes character by character, so the parts add up.
-    const size = Buffer.byteLength(terminalText(JSON.stringify(v))) + 1;
-    if (commands.length > 0 && bytes + size > LIMITS.commandListMaxBytes) return { commands, truncated: true };
-    commands.push(v);
+    // terminalText escapes character by character, so the pieces escaped add up to the whole escaped.
+    const piece = terminalText(JSON.stringify(view(r)));
+    const size = Buffer.byteLength(piece) + 1;
+    if (pieces.length > 0 && bytes + size > LIMITS.commandListMaxBytes) {
+      truncated = true;
+      break;
+    }
+    pieces.push(piece);
     bytes += size;
   }
-  return { commands };
+  return `{"commands":[${pieces.join(',')}]${truncated ? ',"truncated":true' : ''}}`;
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   // A device's result is read with curl in a terminal (docs/commands.md): DEL, C1 and bidi controls
   // in its strings, which JSON.stringify writes raw, are sent as \u escapes, the same JSON values.
-  const text = terminalText(JSON.stringify(body));
+  sendText(res, status, terminalText(JSON.stringify(body)), headers);
+}
+
+/** An answer of JSON text, its terminal controls escaped already (terminalText, as send() does). */
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
 }

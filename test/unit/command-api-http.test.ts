@@ -15,6 +15,7 @@ import { Credentials, sha256Hex } from '../../internal-network/shared/credential
 import { ERRORS } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { terminalText } from '../../shared/terminal-text.ts';
 import { oversizedChunkedThenNext, rawRequest, requestFrom } from '../helpers/http-from.ts';
 import { ipv6Networks, ipv6NetworksUnavailable } from '../helpers/ipv6-network.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -546,6 +547,56 @@ test(`a list is answered within LIMITS.commandListMaxBytes: the newest commands 
     // Within the bound, the answer says nothing more.
     const few = (await (await fetch(`http://127.0.0.1:${api.port}/v1/commands?limit=2`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { commands: unknown[]; truncated?: boolean };
     assert.deepEqual([few.commands.length, few.truncated], [2, undefined]);
+  } finally {
+    await api.close();
+    tmp.cleanup();
+  }
+});
+
+test('a listing serialises each command once, and answers the very JSON of the listing as a whole: escaped, truncated or not', async () => {
+  // Each command was serialised to measure it against LIMITS.commandListMaxBytes, then all again to
+  // be sent: up to 16 MiB of JSON made twice per answer.
+  const tmp = tempDir('command-api-list-once');
+  const log = createLogger('command-api', 'silent');
+  const store = new CommandStore(join(tmp.dir, 'commands.jsonl'), log);
+  const now = Date.now();
+  let serialised = 0;
+  const blob = 'p'.repeat(60_000);
+  // The params of every command, counting each time a command is made JSON.
+  const params = { toJSON: () => (serialised++, { blob }) } as unknown as { blob: string };
+  const result = { out: '\u0085\u202e'.repeat(30_000) };
+  const n = 60;
+  for (let i = 0; i < n; i++) {
+    store.put({ commandId: `cmd-once-${i}`, deviceId: 'pump-1', command: 'reboot', params, issuedAt: now, expiresAt: now + 60_000, state: 'completed', attempts: 1, sentAt: now, response: { status: 'completed', result, at: now }, updatedAt: now + i });
+  }
+  store.flush();
+  const api = await operatorApi({} as unknown as CommandDispatcher, store, log);
+  const list = async (limit: number) => {
+    serialised = 0;
+    const res = await fetch(`http://127.0.0.1:${api.port}/v1/commands?limit=${limit}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    const text = await res.text();
+    assert.equal(Number(res.headers.get('content-length')), Buffer.byteLength(text));
+    return { text, body: JSON.parse(text) as { commands: Array<{ commandId: string }>; truncated?: true }, serialised };
+  };
+  try {
+    for (const [limit, truncated] of [[1000, true], [3, false]] as const) {
+      const { text, body, serialised: made } = await list(limit);
+      assert.equal(body.truncated, truncated ? true : undefined, `limit=${limit}`);
+      assert.ok(Buffer.byteLength(text) <= LIMITS.commandListMaxBytes);
+      // The very text the whole listing makes, each command as GET /v1/commands/{id} answers it.
+      const each = await Promise.all(
+        body.commands.map(async (c) => JSON.parse(await (await fetch(`http://127.0.0.1:${api.port}/v1/commands/${c.commandId}`, { headers: { authorization: `Bearer ${TOKEN}` } })).text()) as unknown),
+      );
+      assert.equal(text, terminalText(JSON.stringify({ commands: each, ...(truncated ? { truncated: true } : {}) })), `limit=${limit}`);
+      assert.deepEqual(
+        body.commands.map((c) => c.commandId),
+        Array.from({ length: body.commands.length }, (_, i) => `cmd-once-${n - 1 - i}`),
+      );
+      // Each command listed made JSON once, and when the listing is cut, the one that did not fit too.
+      assert.equal(made, body.commands.length + (truncated ? 1 : 0), `limit=${limit}: ${made} serialisations for ${body.commands.length} commands`);
+    }
   } finally {
     await api.close();
     tmp.cleanup();
