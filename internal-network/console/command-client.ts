@@ -1,25 +1,17 @@
 import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { CommandNameSchema } from '../../shared/contract/downlink.ts';
-import { COMMAND_RESPONSE_STATUSES, JsonValueSchema } from '../../shared/contract/payloads.ts';
-import { DeviceIdSchema, MessageIdSchema } from '../../shared/contract/primitives.ts';
-import { COMMAND_STATES } from '../command-api/schemas.ts';
+import { JsonValueSchema } from '../../shared/contract/payloads.ts';
+import { CommandViewSchema as CommandViewSchemaOfApi } from '../command-api/schemas.ts';
 
 const ms = z.iso.datetime().transform((t) => Date.parse(t));
 
 /** A command as the command API shows it (its `view`), times turned into epoch ms for the browser. */
-const CommandFieldsSchema = z.object({
-  commandId: MessageIdSchema,
-  deviceId: DeviceIdSchema,
-  command: CommandNameSchema,
-  params: JsonValueSchema.optional(),
-  state: z.enum(COMMAND_STATES),
+const CommandFieldsSchema = CommandViewSchemaOfApi.extend({
   issuedAt: ms,
   expiresAt: ms,
-  attempts: z.number().int().min(0),
   sentAt: ms.optional(),
-  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: ms }).optional(),
+  response: CommandViewSchemaOfApi.shape.response.unwrap().extend({ at: ms }).optional(),
 });
 const withUpdatedAt = <C extends z.infer<typeof CommandFieldsSchema>>(c: C) => ({ ...c, updatedAt: Math.max(c.issuedAt, c.sentAt ?? 0, c.response?.at ?? 0) });
 const CommandViewSchema = CommandFieldsSchema.transform(withUpdatedAt);
