@@ -15,7 +15,8 @@ import { RawDevice } from '../helpers/ws-device.ts';
  * a real browser"): each role logs in through the form, with the token in no URL; a device appears
  * when its field client connects, a new reading, its chart and health and a security event arrive
  * without reloading; an operator's command completes and a viewer's is refused; a forged cookie, a
- * missing CSRF token and markup in a device's values are refused or shown as text; 5,000 devices
+ * missing CSRF token and markup in a device's values are refused or shown as text; a tab whose
+ * token another tab's login made stale still logs out and sends commands; 5,000 devices
  * draw a few dozen rows and search narrows them. No page reports a CSP violation or an uncaught
  * error. Screenshots of each page go to test-artifacts/console/. docs/console.md.
  */
@@ -81,9 +82,8 @@ describe('the operator console in a real browser', () => {
     tmp.cleanup();
   });
 
-  /** A new browser context (its own cookies) on the console, recording every URL from the first request on. */
-  async function openConsole(cookies: Array<{ name: string; value: string }> = []): Promise<WatchedPage> {
-    const w = await browser.open('about:blank');
+  /** Records every URL the page visits or requests from now on. */
+  function record(w: WatchedPage): void {
     const rec = { w, urls: [] as string[], posts: [] as Array<{ url: string; body: string }> };
     opened.push(rec);
     w.page.setDefaultTimeout(WAIT_MS);
@@ -92,9 +92,23 @@ describe('the operator console in a real browser', () => {
       if (r.method() === 'POST') rec.posts.push({ url: r.url(), body: r.postData() ?? '' });
     });
     w.page.on('framenavigated', (f) => rec.urls.push(f.url()));
+  }
+
+  /** A new browser context (its own cookies) on the console, recording every URL from the first request on. */
+  async function openConsole(cookies: Array<{ name: string; value: string }> = []): Promise<WatchedPage> {
+    const w = await browser.open('about:blank');
+    record(w);
     if (cookies.length > 0) await w.context.addCookies(cookies.map((c) => ({ ...c, url: base })));
     await w.page.goto(base);
     return w;
+  }
+
+  /** Another tab of the same browser as `w` (the same cookies) on the console. */
+  async function openTab(w: WatchedPage): Promise<WatchedPage> {
+    const tab = await browser.openTab(w, 'about:blank');
+    record(tab);
+    await tab.page.goto(base);
+    return tab;
   }
 
   async function loginAs(role: Role): Promise<WatchedPage> {
@@ -336,6 +350,61 @@ describe('the operator console in a real browser', () => {
     const forced = await pageFetch(viewer, `/api/devices/${DEVICE}/commands`, { body: { command: 'ping' }, csrf: 'session' });
     assert.equal(forced.status, 403);
     assert.equal(forced.body.error?.code, 'CONSOLE_FORBIDDEN');
+    allClean();
+  });
+
+  it('after a second login in another tab of the same browser, the first tab still logs out and sends commands; a login as another user sends it to the login view', async () => {
+    // Each login replaces the browser's session cookie, so the CSRF token a tab already holds (made
+    // for the session before) is refused. Each step acts at once, before the tab's live feed, whose
+    // stream ends with the replaced session, asks for the session again.
+    const a = await openConsole();
+    const b = await openTab(a);
+    const loginThrough = async (w: WatchedPage, role: Role) => {
+      await w.page.waitForSelector(sel('page-login'));
+      await w.page.fill(sel('login-token'), ROLE_TOKENS[role]);
+      await w.page.click(sel('login-submit'));
+      await w.page.waitForSelector(sel('user-role', { role }));
+    };
+    const sessionOf = (w: WatchedPage) =>
+      w.page.evaluate(async () => (await (await fetch('/api/session', { credentials: 'same-origin' })).json()) as { authenticated: boolean; user?: string });
+
+    // Tab B shows the login view from before tab A's login; then both log in as the operator.
+    await b.page.waitForSelector(sel('page-login'));
+    await loginThrough(a, 'operator');
+    await a.page.waitForSelector(sel('live-status', { state: 'live' }));
+    await loginThrough(b, 'operator');
+    // Tab A's logout ends the browser's session (the same user's), tab B's view with it.
+    await a.page.click(sel('logout'));
+    await a.page.waitForSelector(sel('page-login'));
+    assert.equal((await sessionOf(a)).authenticated, false, 'logged out');
+    await b.page.waitForSelector(sel('page-login'));
+
+    // Again; this time tab A, on a device's page, sends a command after tab B's login.
+    await loginThrough(a, 'operator');
+    await go(a, `#/device/${DEVICE}`, 'page-device');
+    await a.page.waitForSelector(sel('live-status', { state: 'live' }));
+    await a.page.fill(sel('command-name'), 'ping');
+    await loginThrough(b, 'operator');
+    await a.page.click(sel('command-submit'));
+    await a.page.waitForFunction((s) => /^Sent: ping/.test(document.querySelector(s)?.textContent ?? ''), sel('command-status'));
+    assert.equal(await a.page.locator(sel('command-error')).isVisible(), false);
+
+    // Another user logs in in tab B: tab A's command is not sent as them, nor as anyone; tab A
+    // shows the login view and says why, and leaves the viewer's session alone. Tab B's page, still
+    // showing the operator, goes to the login view too.
+    await a.page.waitForSelector(sel('live-status', { state: 'live' }));
+    await b.page.evaluate(async (token) => {
+      const s = (await (await fetch('/api/session', { credentials: 'same-origin' })).json()) as { csrfToken: string };
+      await fetch('/api/login', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json', 'x-csrf-token': s.csrfToken }, body: JSON.stringify({ token }) });
+    }, ROLE_TOKENS.viewer);
+    // Not click(), which would wait for the button: tab A's live feed may have found the new login first.
+    await a.page.evaluate((s) => document.querySelector<HTMLButtonElement>(s)?.click(), sel('command-submit'));
+    await a.page.waitForSelector(sel('page-login'));
+    assert.match((await a.page.textContent(sel('login-error'))) ?? '', /another tab/);
+    assert.equal((await sessionOf(a)).user, 'viewer-user', "the viewer's login is untouched");
+    await b.page.waitForSelector(sel('page-login'));
+    assert.match((await b.page.textContent(sel('login-error'))) ?? '', /another tab/);
+    await a.close();
     allClean();
   });
 

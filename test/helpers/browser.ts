@@ -133,6 +133,13 @@ export class TestBrowser {
     return watched;
   }
 
+  /** Another tab of the browser `of` is in (the same context, so the same cookies), on `url`. */
+  async openTab(of: WatchedPage, url: string): Promise<WatchedPage> {
+    const tab = new WatchedPage(await of.context.newPage(), of.context, this.artifactsDir);
+    await tab.page.goto(url);
+    return tab;
+  }
+
   async close(): Promise<void> {
     await this.browser.close();
   }

@@ -12,18 +12,57 @@ export class ApiError extends Error {
 
 /** The CSRF token of the current session; replaced by each /api/session and /api/login answer. */
 let csrfToken = '';
+/** Who this page is logged in as, `{ user, role }`, or null; what its view and requests are for. */
+let pageSession = null;
 /** Called on any 401: the session is gone (expired, logged out elsewhere, server restarted). */
 let onUnauthorized = () => {};
+/** Called when the browser's session is no longer this page's: another login in another tab. */
+let onSessionChanged = () => {};
 
 export function setUnauthorizedHandler(fn) {
   onUnauthorized = fn;
 }
 
+export function setSessionChangedHandler(fn) {
+  onSessionChanged = fn;
+}
+
+/** Whether `s` (an /api/session answer) is the session this page shows. */
+const isPageSession = (s) =>
+  s.authenticated ? pageSession !== null && s.user === pageSession.user && s.role === pageSession.role : pageSession === null;
+
 /**
  * One request. Every state-changing request carries `x-csrf-token`. A request without a body sends
  * no content-type (a JSON content-type with an empty body is a malformed request).
+ *
+ * The tabs of one browser share one session cookie, and a token is good for the session it was
+ * made for only: a login in another tab (a new session) makes this page's token stale. Refused for
+ * that (CONSOLE_CSRF_INVALID), the request takes a fresh token and is sent once more if the
+ * browser is still logged in as the user this page shows (the refused one was never carried out;
+ * only a script of this origin can read a token, so nothing is weakened). A login is always sent
+ * again (`anySession`): it replaces whatever session there is. Otherwise the page is told its
+ * session changed, and the request fails.
  */
-export async function request(method, path, body, { quiet401 = false } = {}) {
+export async function request(method, path, body, { quiet401 = false, anySession = false } = {}) {
+  try {
+    return await send(method, path, body, quiet401);
+  } catch (err) {
+    if (method === 'GET' || !(err instanceof ApiError) || err.code !== 'CONSOLE_CSRF_INVALID') throw err;
+    let s;
+    try {
+      s = await refreshSession();
+    } catch {
+      throw err;
+    }
+    if (!anySession && !isPageSession(s)) {
+      onSessionChanged(s);
+      throw err;
+    }
+    return send(method, path, body, quiet401);
+  }
+}
+
+async function send(method, path, body, quiet401) {
   const headers = { accept: 'application/json' };
   if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -58,8 +97,15 @@ export async function request(method, path, body, { quiet401 = false } = {}) {
   return data;
 }
 
-/** GET /api/session: who is logged in, and the CSRF token to use. */
+/** GET /api/session: who is logged in, and the CSRF token to use; the page's session from now on. */
 export async function getSession() {
+  const s = await refreshSession();
+  pageSession = s.authenticated ? { user: s.user, role: s.role } : null;
+  return s;
+}
+
+/** GET /api/session for a fresh CSRF token, leaving the page's session as it is: who is logged in. */
+async function refreshSession() {
   const s = await request('GET', '/api/session');
   if (s && typeof s.csrfToken === 'string') csrfToken = s.csrfToken;
   if (s && s.authenticated === true && typeof s.user === 'string' && typeof s.role === 'string') {
@@ -70,13 +116,15 @@ export async function getSession() {
 
 /** POST /api/login with a role token (in the body, never in a URL). */
 export async function login(token) {
-  const s = await request('POST', '/api/login', { token }, { quiet401: true });
+  const s = await request('POST', '/api/login', { token }, { quiet401: true, anySession: true });
   if (s && typeof s.csrfToken === 'string') csrfToken = s.csrfToken;
-  return { authenticated: true, user: String(s?.user ?? ''), role: String(s?.role ?? '') };
+  pageSession = { user: String(s?.user ?? ''), role: String(s?.role ?? '') };
+  return { authenticated: true, ...pageSession };
 }
 
 export async function logout() {
   await request('POST', '/api/logout', undefined, { quiet401: true });
+  pageSession = null;
 }
 
 export const getDevice = (id) => request('GET', `/api/devices/${encodeURIComponent(id)}`);
@@ -101,7 +149,7 @@ const SILENCE_MS = 15000;
  * The live feed: one EventSource at a time, on /api/live or /api/live?device=ID (which carries
  * everything the plain one does, plus `device`), reopened with growing delays when it fails.
  * EventSource cannot see a 401, so after a failure the session is asked first: a session that
- * is gone shows the login view instead of retrying forever.
+ * is gone shows the login view instead of retrying forever, as does one that is now another user's.
  */
 export class LiveFeed {
   /** @param {(name: string, data: unknown) => void} onEvent @param {(status: string) => void} onStatus */
@@ -188,9 +236,14 @@ export class LiveFeed {
     this.retryTimer = setTimeout(async () => {
       if (this.stopped) return;
       try {
-        const s = await getSession();
+        const s = await refreshSession();
         if (!s.authenticated) {
           onUnauthorized(new ApiError(401, 'CONSOLE_UNAUTHORIZED', 'The session ended: log in again.'));
+          return;
+        }
+        // Another user's login, in another tab: the stream would be theirs under this page's name.
+        if (!isPageSession(s)) {
+          onSessionChanged(s);
           return;
         }
       } catch {

@@ -33,7 +33,7 @@
 //   fatal-error              the server could not be reached at start
 
 import { h, replaceChildren, setText, setData } from './dom.js';
-import { getSession, logout, setUnauthorizedHandler, LiveFeed } from './api.js';
+import { getSession, logout, setSessionChangedHandler, setUnauthorizedHandler, LiveFeed } from './api.js';
 import { Store } from './store.js';
 import { startRouter } from './router.js';
 import { mountLogin } from './pages/login.js';
@@ -187,6 +187,11 @@ function showFatal(err) {
 
 async function boot() {
   setUnauthorizedHandler(() => sessionEnded('Your session has ended: log in again.'));
+  // This page's session was replaced by a login in another tab (the tabs share one cookie): what
+  // the page shows, and would send, is no longer the browser's user. It asks for a login again.
+  setSessionChangedHandler((s) => sessionEnded(s.authenticated
+    ? `This browser was logged in again in another tab, as ${s.user}: log in again here.`
+    : 'Your session has ended: log in again.'));
   let session;
   try {
     session = await getSession();
