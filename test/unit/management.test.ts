@@ -8,6 +8,7 @@ import { mayPublish } from '../../shared/acl.ts';
 import { DATA_TYPES } from '../../shared/contract/payloads.ts';
 import { answerTestCommand } from '../../shared/contract/test-command.ts';
 import { readFileSync, writeFileSync } from 'node:fs';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import pino from 'pino';
 import { issueDeviceToken, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { CONSOLE, DAY_MS } from '../../shared/limits.ts';
@@ -15,10 +16,13 @@ import { makeTestPki } from '../helpers/pki.ts';
 import { oversizedChunkedThenNext } from '../helpers/http-from.ts';
 import { startWebServer } from '../../internal-network/console/web/server.ts';
 import { BoundedSessionStore } from '../../internal-network/console/web/session-store.ts';
-import { MANAGE_PREFIX } from '../../internal-network/console/manage/routes.ts';
+import { MANAGE_PREFIX, manageRoutes } from '../../internal-network/console/manage/routes.ts';
+import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
+import type { CommandClient } from '../../internal-network/console/command-client.ts';
+import Fastify from 'fastify';
 import { commandTopic, gatewayPresenceTopic, gatewayUplinkTopic, gatewaySecurityTopic, parseTopic, receiptTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 
-/** The management API's parts that need no network: topics, the pipeline's state, the test event's answer. */
+/** The management API's parts that need no network: topics, the pipeline's state, the test event's answer, the device list's pages. */
 
 const view = (over: Partial<PipelineView> = {}): PipelineView => ({
   at: Date.UTC(2026, 0, 1),
@@ -213,6 +217,121 @@ describe("the console's HTTP server (the management API's routes are on it)", ()
       assert.ok(ok, `the next request was ${answered ? 'answered' : `left unanswered on a connection ${closed ? 'closed' : 'open'}`}; the refusal said: ${first.split('\r\n\r\n')[0]}`);
     } finally {
       await web.close();
+    }
+  });
+});
+
+describe('management API: the device list', () => {
+  /** The management API's routes alone on a fleet, called with fastify's inject (no network). */
+  async function manageOn(fleet: Fleet) {
+    const app = Fastify();
+    manageRoutes({
+      credentials: { verify: (t) => (t === 'viewer-token' ? { name: 'viewer-user', role: 'viewer' } : undefined) },
+      fleet,
+      pipeline: () => view(),
+      brokerConnected: () => true,
+      commands: {} as CommandClient,
+      log: pino({ level: 'silent' }),
+    })(app);
+    await app.ready();
+    const devices = async (query: string) => {
+      const res = await app.inject({ url: `${MANAGE_PREFIX}/devices?${query}`, headers: { authorization: 'Bearer viewer-token' } });
+      assert.equal(res.statusCode, 200, res.body);
+      const body = res.json() as { devices: Array<{ id: string; state: string }>; next?: string };
+      return { ids: body.devices.map((d) => d.id), next: body.next };
+    };
+    /** Every page of `query`, `limit` at a time, with `between(page)` run after each. */
+    const walk = async (query: string, limit: number, between: (page: number) => void = () => {}) => {
+      const ids: string[] = [];
+      let after: string | undefined;
+      for (let page = 0; ; page++) {
+        const r = await devices(`${query}&limit=${limit}${after === undefined ? '' : `&after=${after}`}`);
+        assert.ok(r.ids.length <= limit);
+        ids.push(...r.ids);
+        if (r.next === undefined) return ids;
+        assert.equal(r.next, r.ids.at(-1), 'next is the last id of the page');
+        after = r.next;
+        between(page);
+      }
+    };
+    return { app, devices, walk };
+  }
+  const status = (device: string, state: 'online' | 'offline', time: number): StoredPoint => ({ measurement: 'device_status', tags: { device, gateway: 'gw-1' }, fields: { state }, time });
+
+  it('pages in id order, each device once; a device added between pages appears in its place if after the cursor; filters page the same', async () => {
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    // Registered out of order, with ids that sort differently by code unit than by locale.
+    const ids = ['m-10', 'b-2', 'Z-1', 'm-02', 'a_1', 'a-1', 'x-9', 'c-3'];
+    for (const id of ids) fleet.register(id);
+    const { app, devices, walk } = await manageOn(fleet);
+    try {
+      const sorted = (list: string[]) => [...list].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      assert.deepEqual(await walk('', 3), sorted(ids));
+      assert.deepEqual((await devices('limit=100')).ids, sorted(ids));
+      assert.deepEqual(await devices(`limit=${ids.length}`), { ids: sorted(ids), next: undefined }, 'no next when the page holds the last device');
+
+      // Between pages: one device after the cursor (it is in a later page), one before it (it is
+      // not: the pages already given went past it).
+      const added: string[] = [];
+      const seen = await walk('', 3, (page) => {
+        if (page !== 0) return;
+        for (const id of ['b-3', 'n-5', 'A-0']) {
+          fleet.register(id);
+          added.push(id);
+        }
+      });
+      assert.deepEqual(seen, sorted([...ids, 'b-3', 'n-5']), 'the new devices after the cursor, in their place');
+      assert.deepEqual(await walk('', 4), sorted([...ids, ...added]));
+      // A device first heard of (not registered) between pages, and a state filter.
+      fleet.apply(status('a-1', 'online', 1));
+      fleet.apply(status('m-10', 'online', 1));
+      const online = await walk('state=online', 1, (page) => {
+        if (page === 0) fleet.apply({ measurement: 'readings', tags: { device: 'k-7' }, fields: { v: 1 }, time: 2 });
+      });
+      assert.deepEqual(online, ['a-1', 'k-7', 'm-10']);
+      assert.deepEqual((await devices('state=unknown&limit=2&after=b-3')).ids, ['c-3', 'm-02']);
+      assert.deepEqual((await devices('state=unknown&limit=2&after=x-9')), { ids: [], next: undefined });
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('a page costs what it returns: no sort, nor copy, of the whole fleet per request', async () => {
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const n = 50_000;
+    for (let i = n - 1; i >= 0; i--) fleet.register(`d-${String(i).padStart(6, '0')}`);
+    const { app, devices } = await manageOn(fleet);
+    const entries = (fleet as unknown as { devices: Map<string, unknown> }).devices;
+    let scans = 0;
+    const values = entries.values.bind(entries);
+    entries.values = () => {
+      scans++;
+      return values();
+    };
+    const sort = Array.prototype.sort;
+    let sorted = 0;
+    Array.prototype.sort = function (this: unknown[], ...args) {
+      sorted += this.length;
+      return sort.apply(this, args);
+    } as typeof sort;
+    try {
+      // The first request puts the fleet in order once (the devices registered since the last).
+      await devices('limit=1');
+      scans = 0;
+      sorted = 0;
+      for (let i = 0; i < 100; i++) {
+        const r = await devices(`limit=5&after=d-${String(i * 100).padStart(6, '0')}`);
+        assert.deepEqual(r.ids, Array.from({ length: 5 }, (_, k) => `d-${String(i * 100 + k + 1).padStart(6, '0')}`));
+      }
+      assert.equal(scans, 0, 'the fleet was scanned');
+      assert.ok(sorted < 1000, `${sorted} elements sorted for 100 pages of 5`);
+      // A device added: put in its place, without sorting the fleet again.
+      fleet.register('d-000000a');
+      assert.deepEqual((await devices('limit=2')).ids, ['d-000000', 'd-000000a']);
+      assert.ok(sorted < 1000, `${sorted} elements sorted`);
+    } finally {
+      Array.prototype.sort = sort;
+      await app.close();
     }
   });
 });

@@ -5,6 +5,7 @@ import { ChangeLog } from './counts.ts';
 import { GatewayIndex } from './gateway-index.ts';
 import { Ring } from './ring.ts';
 import { newestFirst, SecurityLog } from './security-log.ts';
+import { SortedIds } from './sorted-ids.ts';
 import type { Anomaly, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
 
 interface Entry {
@@ -50,6 +51,8 @@ export interface FleetOptions {
  */
 export class Fleet {
   private readonly devices = new Map<string, Entry>();
+  /** the devices' ids in order, for the management API's pages (rowsAfter) */
+  private readonly order = new SortedIds();
   /** rows of devices not (yet) in the registry, bounded on their own (CONSOLE.maxUnregisteredDevices) */
   private unregisteredRows = 0;
   /** which rows changed, in order (the version is its sequence number): a live stream asks it every
@@ -161,6 +164,15 @@ export class Fleet {
 
   rows(): DeviceRow[] {
     return [...this.devices.values()].map((e) => e.row);
+  }
+
+  /** The rows of the devices after `after` (all if undefined) in id order, read as far as the caller
+   * goes: a page costs what it reads, not a sort of the fleet. */
+  *rowsAfter(after: string | undefined): Generator<DeviceRow> {
+    for (const id of this.order.after(after)) {
+      const e = this.devices.get(id);
+      if (e) yield e.row;
+    }
   }
 
   /** Rows changed after `version`, and the version to ask from next time: from the change log,
@@ -366,6 +378,7 @@ export class Fleet {
       registered,
     };
     this.devices.set(id, e);
+    this.order.add(id);
     e.version = this.log.add(id);
     return e;
   }

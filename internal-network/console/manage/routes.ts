@@ -189,14 +189,22 @@ export function manageRoutes(d: ManageDeps) {
         api.get('/devices', async (req) => {
           caller(req);
           const q = parse(DevicesQuerySchema, req.query, 'query');
-          const rows = d.fleet
-            .rows()
-            .filter((r) => (q.state === undefined || r.state === q.state) && (q.revoked === undefined || r.revoked === q.revoked) && (q.after === undefined || r.id > q.after))
-            .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-          const page = rows.slice(0, q.limit);
+          // Read in id order from the cursor on, up to one row past the page (which says there is a
+          // next page): no copy or sort of the whole fleet per request, whatever `limit` is. A
+          // filter reads past the rows it skips.
+          const page: DeviceRow[] = [];
+          let more = false;
+          for (const r of d.fleet.rowsAfter(q.after)) {
+            if ((q.state !== undefined && r.state !== q.state) || (q.revoked !== undefined && r.revoked !== q.revoked)) continue;
+            if (page.length === q.limit) {
+              more = true;
+              break;
+            }
+            page.push(r);
+          }
           const last = page.at(-1);
           const tokens = d.deviceTokens?.();
-          return { devices: page.map((r) => deviceView(r, tokens)), ...(rows.length > page.length && last ? { next: last.id } : {}), untracked: d.fleet.untracked };
+          return { devices: page.map((r) => deviceView(r, tokens)), ...(more && last ? { next: last.id } : {}), untracked: d.fleet.untracked };
         });
 
         api.get('/devices/:id', async (req) => {
