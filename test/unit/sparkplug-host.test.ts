@@ -152,6 +152,22 @@ describe('Sparkplug host state machine', () => {
     assert.equal(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 99 }]), T0 + 4).refused, undefined);
   });
 
+  it('refuses a data metric whose name and alias name two metrics of its birth, rather than store it under either', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    host.handle(NB, nbirth(0, 0), T0);
+    // Both given and agreeing: the metric they both name.
+    const agreeing = host.handle(ND, ndata(1, [{ name: 'Inputs/Temp', alias: '1', doubleValue: 23 }]), T0 + 1);
+    assert.equal(agreeing.refused, undefined);
+    assert.deepEqual(agreeing.readings, [{ 'Plant1.Line4.Inputs.Temp': 23, timestamp: T0 + 1000 }]);
+    // Alias 1 is Inputs/Temp by the birth, the name says Count: one of them is not what the edge
+    // node means (a birth missed, its aliases changed), and the value must not land in Temp's field.
+    const contradicting = host.handle(ND, ndata(2, [{ name: 'Count', alias: '1', doubleValue: 7 }]), T0 + 2);
+    assert.equal(contradicting.refused?.code, 'SPARKPLUG_UNKNOWN_METRIC');
+    assert.deepEqual(contradicting.readings, []);
+    assert.equal(contradicting.rebirth, true);
+    assert.equal(host.session('Plant1', 'Line4')?.stale, true, 'data refused until the NBIRTH the rebirth brings');
+  });
+
   it('ignores an NDEATH whose bdSeq is not the current birth\'s, and applies the one that is', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(0, 4), T0);

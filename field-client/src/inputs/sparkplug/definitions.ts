@@ -53,11 +53,23 @@ export function definitions(metrics: ReadonlyArray<Pick<SparkplugMetric, 'name' 
   return defs;
 }
 
+/**
+ * The definition a metric of a birth or data message names: by its alias when it has one, else by its
+ * name. A data message should carry the alias alone (§6.4.7, tck-id-payloads-alias-data-cmd-requirement);
+ * one that carries both, naming two metrics of the birth, is refused as undeclared: read by its alias
+ * alone, its value went to another metric's field, while the edge node meant the metric it named (its
+ * aliases changed in a birth that was missed, or it is wrong), and the rebirth that refusal asks for
+ * tells which.
+ */
 export function resolve(m: SparkplugMetric, defs: Definitions, t: SparkplugTopic): MetricDef {
   const def = m.alias !== undefined ? defs.byAlias.get(m.alias) : defs.byName.get(m.name as string);
+  const where = () => `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')}`;
   if (!def) {
     const what = m.alias !== undefined ? `alias ${m.alias}` : `metric ${m.name}`;
-    throw new FieldStreamError('SPARKPLUG_UNKNOWN_METRIC', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} names ${what}, which its birth did not declare`);
+    throw new FieldStreamError('SPARKPLUG_UNKNOWN_METRIC', `${where()} names ${what}, which its birth did not declare`);
+  }
+  if (m.name !== undefined && m.name !== def.name) {
+    throw new FieldStreamError('SPARKPLUG_UNKNOWN_METRIC', `${where()} names metric ${m.name} with alias ${m.alias}, which its birth declared for ${def.name}`);
   }
   return def;
 }
