@@ -478,8 +478,9 @@ export const LIMITS = {
    * ample, and with sparkplugMaxEdgeNodes it bounds the birth definitions held (a publisher inventing
    * device ids cannot grow memory without bound); a DDEATH or the node's next NBIRTH frees places. */
   sparkplugMaxDevicesPerNode: 1_000,
-  /** bytes. Most memory the birth definitions held (each metric's name, alias and data type, over
-   * every edge node and device) may take, estimated (definitions.ts): the count bounds above allow
+  /** bytes. Most memory the birth definitions held (each metric's name, alias and data type, and each
+   * device born, its id with it, over every edge node and device) may take, estimated (definitions.ts,
+   * names.ts): the count bounds above allow 10,000 × 1,000 devices (5 GB born empty, counted alone), and
    * 10,000 × 1,000 births of up to LIMITS.sparkplugMaxMetrics metrics with 1,024-character names, far
    * past a field device's memory. 64 MiB holds some 230,000 metrics with 50-character names and
    * aliases: a large plant. A birth past it is refused (SPARKPLUG_DEFINITIONS_FULL); deaths and smaller births free room. */

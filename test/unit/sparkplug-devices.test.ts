@@ -112,11 +112,38 @@ describe('Sparkplug birth definitions bounded in bytes', () => {
     assert.equal(host.definitionsBytes, full);
     assert.equal(host.handle(topic('spBv1.0/G/DDEATH/E/d1'), ddeaths[++seq] as SparkplugPayload, T0).refused, undefined);
     assert.ok(host.definitionsBytes < full);
-    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/new'), db(++seq, 'dX'), T0).refused, undefined);
+    // (an id as long as d1's: a device's id is counted with it)
+    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/dN'), db(++seq, 'dX'), T0).refused, undefined);
     assert.equal(host.definitionsBytes, full);
     // The edge node's next NBIRTH ends its devices' births: everything they held is freed.
     assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0), T0).refused, undefined);
     assert.ok(host.definitionsBytes < 1_000, `${host.definitionsBytes} bytes held after the NBIRTH`);
+  });
+
+  it('counts what each device born takes, its id too: DBIRTHs that declare no metric are bounded as well', () => {
+    const max = 200_000;
+    const host = new SparkplugHost({ rebirthMinIntervalMs: 5_000, maxDefinitionsBytes: max });
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0), T0).refused, undefined);
+    const node = host.definitionsBytes;
+    // Device ids of 255 characters (topic.ts allows 256), births of no metric: each held in memory
+    // (about 800 bytes on Node 20) whatever they declare.
+    const id = (i: number) => `${i}-`.padEnd(255, 'd');
+    const empty = (seq: number) => msg({ timestamp: String(T0), seq: String(seq % 256), metrics: [] });
+    let seq = 0;
+    let born = 0;
+    let over;
+    for (; born <= LIMITS.sparkplugMaxDevicesPerNode; born++) {
+      over = host.handle(topic(`spBv1.0/G/DBIRTH/E/${id(born)}`), empty(++seq), T0);
+      if (over.refused) break;
+      if (born === 0) assert.ok(host.definitionsBytes - node >= 2 * id(0).length, `a device born counted ${host.definitionsBytes - node} bytes`);
+    }
+    assert.equal(over?.refused?.code, 'SPARKPLUG_DEFINITIONS_FULL', `${born} devices born, ${host.definitionsBytes} bytes counted`);
+    assert.ok(born < LIMITS.sparkplugMaxDevicesPerNode, `${born} devices born under ${max} bytes`);
+    assert.ok(host.definitionsBytes <= max, `${host.definitionsBytes} bytes held`);
+    assert.equal(host.session('G', 'E')?.stale, false, 'the refused birth took its seq: no gap');
+    // A death frees the room of one.
+    assert.equal(host.handle(topic(`spBv1.0/G/DDEATH/E/${id(0)}`), ddeaths[++seq % 256] as SparkplugPayload, T0).refused, undefined);
+    assert.equal(host.handle(topic(`spBv1.0/G/DBIRTH/E/${id(born)}`), empty(++seq), T0).refused, undefined);
   });
 
   it('bounds births over every edge node, and a birth undone gives its bytes back', () => {
