@@ -954,6 +954,12 @@ export const TIMINGS = {
   /** milliseconds. Least time between two rebirth requests (NCMD) to one Sparkplug edge node: a
    * node that keeps gapping is asked again, but not once per message. */
   sparkplugRebirthMinIntervalMs: 5_000,
+  /** milliseconds. How long a Sparkplug edge node's data refused as not born asks no rebirth after
+   * one of its births was refused for a bound (SPARKPLUG_TOO_MANY_EDGE_NODES, _TOO_MANY_DEVICES,
+   * _DEFINITIONS_FULL; sparkplug/rebirth.ts). That birth would come back the same: asked every
+   * sparkplugRebirthMinIntervalMs, the edge node sent every birth again, the others' values stored
+   * again each time, for as long as it ran. Asked again after this, as a death may have made room. */
+  sparkplugRebirthAfterBoundMs: 300_000,
   /** milliseconds. How long the local MQTT input keeps each of an edge node's previous Sparkplug
    * sessions (LIMITS.sparkplugPreviousSessionsPerNode: the ones new NBIRTHs or NDEATHs ended), to read in it what the edge node sends again when
    * it is back: a publish the queue refused, one never read behind it, a duplicate whose PUBACK was

@@ -4,7 +4,7 @@ import { SparkplugHost } from '../../field-client/src/inputs/sparkplug/host.ts';
 import { decodePayload, type SparkplugPayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { parseTopic, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 
 /**
  * Devices per edge node are bounded (LIMITS.sparkplugMaxDevicesPerNode): a DBIRTH of one more new
@@ -164,5 +164,57 @@ describe('Sparkplug birth definitions bounded in bytes', () => {
     d.undo?.();
     birth.undo?.();
     assert.equal(host.definitionsBytes, before);
+  });
+});
+
+describe('Sparkplug rebirth requests after a birth refused for a bound', () => {
+  const INTERVAL = 5_000;
+  const nb = (seq: number, bd = 0) => msg({ timestamp: String(T0), seq: String(seq), metrics: [{ name: 'bdSeq', datatype: T.UInt64, longValue: String(bd) }] });
+  const data = (seq: number) => msg({ timestamp: String(T0), seq: String(seq), metrics: [{ name: 'Temp', doubleValue: 2 }] });
+
+  it("a device refused for the device bound: its data asks for no rebirth, which would bring the same births, until the bound's hold-off is over", () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, maxDevicesPerNode: 1 });
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0), T0).refused, undefined);
+    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/E/d0'), dbirths[1] as SparkplugPayload, T0).refused, undefined);
+    const over = host.handle(topic('spBv1.0/G/DBIRTH/E/d1'), dbirths[2] as SparkplugPayload, T0);
+    assert.equal(over.refused?.code, 'SPARKPLUG_TOO_MANY_DEVICES');
+    assert.equal(over.rebirth, false);
+    // Its data is refused (not born), but a rebirth would only bring the refused DBIRTH again, and
+    // with it every birth of the edge node and their values: one every rebirth interval, for ever.
+    let seq = 2;
+    for (const at of [T0 + 1, T0 + INTERVAL + 1, T0 + 10 * INTERVAL]) {
+      const ddata = host.handle(topic('spBv1.0/G/DDATA/E/d1'), data(++seq), at);
+      assert.equal(ddata.refused?.code, 'SPARKPLUG_NOT_BORN');
+      assert.equal(ddata.rebirth, false, `a rebirth asked ${at - T0} ms after the refused birth`);
+    }
+    // The device born goes on.
+    assert.deepEqual(host.handle(topic('spBv1.0/G/DDATA/E/d0'), data(++seq), T0 + 10 * INTERVAL).readings, [{ 'G.E.d0.Temp': 2, timestamp: T0 }]);
+    // Once the hold-off is over, asked again: a death may have made room since.
+    const later = host.handle(topic('spBv1.0/G/DDATA/E/d1'), data(++seq), T0 + TIMINGS.sparkplugRebirthAfterBoundMs);
+    assert.equal(later.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.equal(later.rebirth, true);
+  });
+
+  it('an edge node refused for the edge node bound: its data asks for no rebirth until the hold-off is over; a gap after its next birth asks at once', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, maxEdgeNodes: 1 });
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/A'), nb(0), T0).refused, undefined);
+    const over = host.handle(topic('spBv1.0/G/NBIRTH/B'), nb(0), T0);
+    assert.equal(over.refused?.code, 'SPARKPLUG_TOO_MANY_EDGE_NODES');
+    assert.equal(over.rebirth, false);
+    for (const [seq, at] of [[1, T0 + 1], [2, T0 + INTERVAL + 1], [3, T0 + 10 * INTERVAL]] as const) {
+      const ndata = host.handle(topic('spBv1.0/G/NDATA/B'), data(seq), at);
+      assert.equal(ndata.refused?.code, 'SPARKPLUG_NOT_BORN');
+      assert.equal(ndata.rebirth, false, `a rebirth asked ${at - T0} ms after the refused birth`);
+    }
+    // A has died meanwhile; once the hold-off is over B is asked, and born.
+    host.handle(topic('spBv1.0/G/NDEATH/A'), msg({ metrics: [{ name: 'bdSeq', datatype: T.UInt64, longValue: '0' }] }), T0 + 20 * INTERVAL);
+    const t1 = T0 + TIMINGS.sparkplugRebirthAfterBoundMs;
+    assert.equal(host.handle(topic('spBv1.0/G/NDATA/B'), data(4), t1).rebirth, true);
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/B'), nb(0, 1), t1 + 1).refused, undefined);
+    // Born, it is any edge node again: a gap, and the data after it, ask at the usual pace.
+    const gap = host.handle(topic('spBv1.0/G/NDATA/B'), data(5), t1 + INTERVAL);
+    assert.equal(gap.refused?.code, 'SPARKPLUG_SEQ_GAP');
+    assert.equal(gap.rebirth, true);
+    assert.equal(host.handle(topic('spBv1.0/G/NDATA/B'), data(6), t1 + 2 * INTERVAL).rebirth, true);
   });
 });

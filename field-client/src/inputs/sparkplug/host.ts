@@ -1,5 +1,5 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
-import { LIMITS } from '../../../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import { definitions, resolve, type Definitions, type MetricDef } from './definitions.ts';
 import { behind, SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
 import { HeldDefinitions, type Previous } from './held.ts';
@@ -7,6 +7,7 @@ import { bdSeqOf, BD_SEQ, births, duplicate, key, type HostOptions, type HostOut
 import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
 import { nameDefinitions } from './names.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
+import { BOUND_CODES, RebirthRequests } from './rebirth.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { Resends } from './resend.ts';
@@ -37,7 +38,8 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored.
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
- * keeps gapping is not flooded with commands. Pure: no I/O, the time passed in.
+ * keeps gapping is not flooded with commands, and its data refused as not born asks none for a while
+ * after one of its births was refused for a bound (rebirth.ts). Pure: no I/O, the time passed in.
  *
  * Split along its concerns: the types it shares (host-types.ts), what it holds in memory and its
  * bounds, the field names and the previous sessions (held.ts), undoing a message (undo.ts), the
@@ -45,7 +47,7 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  */
 export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
-  private readonly rebirthAt = new Map<string, number>();
+  private readonly rebirths: RebirthRequests;
   /** the definitions' bytes, the field names and the previous sessions (held.ts) */
   private readonly held: HeldDefinitions;
   /** each edge node's previous sessions (held.ts) */
@@ -62,6 +64,11 @@ export class SparkplugHost {
       names: options.names,
     });
     this.previous = this.held.previous;
+    this.rebirths = new RebirthRequests({
+      minIntervalMs: options.rebirthMinIntervalMs,
+      afterBoundMs: options.rebirthAfterBoundMs ?? TIMINGS.sparkplugRebirthAfterBoundMs,
+      maxEdgeNodes: this.maxEdgeNodes,
+    });
     this.resends = new Resends({
       sessions: this.sessions,
       held: this.held,
@@ -76,7 +83,7 @@ export class SparkplugHost {
         maxHeldBytes: options.reorderMaxHeldBytes ?? LIMITS.sparkplugReorderMaxHeldBytes,
       },
       (k) => this.sessions.get(k),
-      (group, edge, now, reason, out) => this.askRebirth(group, edge, now, reason, out),
+      (group, edge, now, reason, out) => this.rebirths.ask(group, edge, now, reason, out),
       (t, p, now, digest) => this.process(t, p, now, undefined, digest),
     );
   }
@@ -242,11 +249,16 @@ export class SparkplugHost {
       // (one was missed, or its aliases changed), so its data is refused until the NBIRTH the
       // rebirth request brings, as after a gap, rather than resolved against it.
       if (err.code === 'SPARKPLUG_UNKNOWN_METRIC') this.markStale(t, out);
+      const k = key(t.group, t.edge);
+      if ((t.type === 'NBIRTH' || t.type === 'DBIRTH') && BOUND_CODES.includes(err.code)) this.rebirths.refusedForBound(k, now);
       // Whatever the birth declared no longer describes what the edge node sends: ask again (§5.12,
       // NCMD Node Control/Rebirth). A birth refused for what it holds (birthRefused) asks too: the
-      // old definitions were dropped with it. A birth past a bound does not: it would come back the same.
+      // old definitions were dropped with it. A birth past a bound does not: it would come back the
+      // same; nor, for a while, the data refused as not born after it (rebirth.ts), unless a gap
+      // made its session stale since.
       if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP' || birthRefused(t, err)) {
-        if (t.type !== 'DDEATH') this.askRebirth(t.group, t.edge, now, err.message, out);
+        const heldOff = err.code === 'SPARKPLUG_NOT_BORN' && this.sessions.get(k)?.stale !== true && this.rebirths.heldOff(k, now);
+        if (t.type !== 'DDEATH' && !heldOff) this.rebirths.ask(t.group, t.edge, now, err.message, out);
       }
     } finally {
       this.recountAfter(t, out);
@@ -311,6 +323,7 @@ export class SparkplugHost {
       this.sessions.delete(k);
       throw err;
     }
+    this.rebirths.born(k);
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 
@@ -436,26 +449,12 @@ export class SparkplugHost {
     const s = this.sessions.get(k);
     return digest !== undefined && s !== undefined && !s.stale && s.birthDigest === digest;
   }
-
-  private askRebirth(group: string, edge: string, now: number, reason: string, out: HostOutcome): void {
-    const k = key(group, edge);
-    const last = this.rebirthAt.get(k);
-    if (last !== undefined && now - last < this.options.rebirthMinIntervalMs) return;
-    if (last === undefined && this.rebirthAt.size >= this.maxEdgeNodes) {
-      // Only the requests still inside their interval need remembering.
-      for (const [other, at] of this.rebirthAt) if (now - at >= this.options.rebirthMinIntervalMs) this.rebirthAt.delete(other);
-      if (this.rebirthAt.size >= this.maxEdgeNodes) return;
-    }
-    this.rebirthAt.set(k, now);
-    out.rebirth = true;
-    out.events.push(lifecycleEvent('rebirth_requested', { group, edge }, now, { reason }));
-  }
 }
 
 /** A birth refused for what it holds (not for a bound, nor out of its session's order, nor read already). */
 function birthRefused(t: SparkplugTopic, err: FieldStreamError): boolean {
   if (t.type !== 'NBIRTH' && t.type !== 'DBIRTH') return false;
-  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES', 'SPARKPLUG_DEFINITIONS_FULL', 'SPARKPLUG_DUPLICATE'].includes(err.code);
+  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_DUPLICATE', ...BOUND_CODES].includes(err.code);
 }
 
 
