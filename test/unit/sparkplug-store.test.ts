@@ -157,6 +157,41 @@ describe('Sparkplug sessions saved across a restart', () => {
     }
   });
 
+  it('reads back every session the input took: a metric named "" and a bdSeq outside 0…2^53 (an Int64 of -1, a UInt64 past 2^53)', async () => {
+    const cases: Array<[string, Record<string, unknown>, Record<string, unknown>]> = [
+      ['a metric named ""', bd(0), { name: '', alias: '2', datatype: T.Double, doubleValue: 0 }],
+      ['a bdSeq of Int64 -1', { name: 'bdSeq', datatype: T.Int64, longValue: '18446744073709551615' }, { name: 'Other', alias: '2', datatype: T.Double, doubleValue: 0 }],
+      ['a bdSeq of UInt64 2^63', { name: 'bdSeq', datatype: T.UInt64, longValue: '9223372036854775808' }, { name: 'Other', alias: '2', datatype: T.Double, doubleValue: 0 }],
+    ];
+    for (const [what, bdSeqMetric, extra] of cases) {
+      const work = tempDir('sp-store');
+      try {
+        const q1 = queue();
+        const a = session(work.dir, q1);
+        const connA = {};
+        const nbirth = enc({ timestamp: String(T0), seq: '0', metrics: [bdSeqMetric, { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 0 }, extra] });
+        await a.onMessage(NB, nbirth, T0, { connection: connA, dup: false });
+        assert.equal(a.stats.accepted, 1, `${what}: the birth taken`);
+        // NDATA 1 taken, not yet written when the process is killed.
+        q1.hold(true);
+        void a.onMessage(ND, data(1, 7, T0 + 1), T0, { connection: connA, dup: false }).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 20));
+        a.stop();
+
+        // Restarted: mqtt.js sends NDATA 1 again before its new NBIRTH. It is read in the saved session.
+        const { lines, log } = logs();
+        const q2 = queue();
+        const b = session(work.dir, q2, log);
+        assert.deepEqual(lines.filter((l) => String(l.code).startsWith('SPARKPLUG_STORE')), [], `${what}: the saved sessions read back`);
+        await b.onMessage(ND, data(1, 7, T0 + 1), T0 + 10, { connection: {}, dup: false });
+        assert.deepEqual(values(q2.stored, 'Plant1.Paho.Temp'), [7], `${what}: the resend stored`);
+        b.stop();
+      } finally {
+        work.cleanup();
+      }
+    }
+  });
+
   it('drops a damaged file with SPARKPLUG_STORE_INVALID at start, and goes on', async () => {
     const work = tempDir('sp-store');
     try {

@@ -16,9 +16,13 @@ import { isSparkplugId } from './topic.ts';
 const Id = z.string().refine(isSparkplugId, 'is not a Sparkplug id');
 const Count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
-/** One declared metric: name, data type, the field its values went to (null: skipped), its alias (null: none). */
+/**
+ * One declared metric: name, data type, the field its values went to (null: skipped), its alias (null:
+ * none). The name as a birth may declare it (payload.ts), "" too: a file is read back whole or not at
+ * all, and one refused for a name its birth was taken with lost every session of its edge node.
+ */
 export const MetricEntrySchema = z.tuple([
-  z.string().min(1).max(LIMITS.sparkplugNameMaxChars),
+  z.string().max(LIMITS.sparkplugNameMaxChars),
   z.number().int().min(0).max(DATA_TYPE_MAX),
   z.string().regex(FIELD_NAME_PATTERN).nullable(),
   Count.nullable(),
@@ -50,7 +54,13 @@ export const JournalLineSchema = z.object({ gen: Count, group: Id, edge: Id, ses
 
 /** What both formats of a births file say of the file and of each session in it. */
 const fileFields = { gen: Count, group: Id, edge: Id, record: Record };
-const sessionFields = { id: Count, bdSeq: Count, bornAt: Count.nullable(), birthDigest: Count.nullable() };
+/**
+ * A birth's bdSeq as the host holds it (host-types.ts bdSeqOf): 0–255 in use, but an Int64's or a
+ * UInt64's whole range is taken, rounded past 2^53 (an Int64 of -1, a UInt64 of 2^63). Read back as
+ * Count, such a file was dropped whole at the restart, every session of its edge node with it.
+ */
+const BdSeq = z.number().refine((n) => Number.isInteger(n) && Math.abs(n) <= 2 ** 64, 'must be a 64-bit integer');
+const sessionFields = { id: Count, bdSeq: BdSeq, bornAt: Count.nullable(), birthDigest: Count.nullable() };
 
 /**
  * A births file as the store writes it (v2, store.ts birthsPieces): this first line, then one line
