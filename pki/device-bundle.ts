@@ -7,7 +7,7 @@ import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { issueCertificate } from './certificates.ts';
-import { pkiPaths, RESERVED_DEVICE_IDS } from './layout.ts';
+import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, loadCa, readPkiMeta, VALIDITY_DAYS, writeKeyAndCert } from './onboarding.ts';
 import { underRevocationLock } from './revocation.ts';
 
@@ -30,9 +30,7 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
       `DEVICE_ID ${JSON.stringify(deviceId)} is not valid: 1–64 letters, digits, ".", "_" or "-", starting with a letter or digit.`,
     );
   }
-  if (RESERVED_DEVICE_IDS.has(deviceId)) {
-    throw new FieldStreamError('PKI_INVALID_NAME', `DEVICE_ID ${JSON.stringify(deviceId)} is the name of a service's certificate: the brokers would take the device for that service. Choose another id.`);
-  }
+  refuseReservedDeviceId(deviceId);
   const ca = loadCa(root);
   const paths = pkiPaths(root).device(deviceId);
   const refuse = () => {

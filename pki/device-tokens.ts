@@ -7,7 +7,7 @@ import { FieldStreamError } from '../shared/errors.ts';
 import { DAY_MS, LIMITS, TIMINGS } from '../shared/limits.ts';
 import { withDirLock } from '../shared/dir-lock.ts';
 import { generateToken, hashTokenSecret, parseToken, readTokensFileAt, tokenEntry, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
-import { pkiPaths } from './layout.ts';
+import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, readPkiMeta } from './onboarding.ts';
 import { ensureSigningKey, packDeviceBundle } from './device-bundle.ts';
 import { underRevocationLock } from './revocation.ts';
@@ -57,6 +57,7 @@ export interface TokenIssued {
  */
 export async function issueDeviceToken(root: string, deviceId: string, options: { renew?: boolean; validityDays?: number } = {}): Promise<TokenIssued> {
   if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('PKI_INVALID_NAME', `${JSON.stringify(deviceId)} is not a device id.`);
+  refuseReservedDeviceId(deviceId);
   if (isRevoked(root, deviceId)) throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
   const token = generateToken(deviceId);
   const secret = parseToken(token)?.secret as string;

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { FieldStreamError } from '../shared/errors.ts';
 
 /**
  * Where onboarding writes what, below the certificates folder (CERTS_DIR, default ./certs).
@@ -94,6 +95,18 @@ export const REVOCABLE_SERVICE_CERTS: ReadonlyMap<string, string> = new Map(
  * so a device certificate named "bridge" would be the bridge to the DMZ broker's ACL.
  */
 export const RESERVED_DEVICE_IDS: ReadonlySet<string> = new Set(SERVICE_CERTS.map((s) => s.commonName));
+
+/**
+ * Refuses a reserved id (PKI_INVALID_NAME) for a device, whichever way it authenticates: a
+ * certificate (device-bundle.ts) or a token (device-tokens.ts). Checked for certificates only, a
+ * token enrolled a device named "bridge" or "gateway": a device under a service's name in the
+ * internal key registry, the fleet's listing and the topics, which the rules above keep apart.
+ */
+export function refuseReservedDeviceId(deviceId: string): void {
+  if (RESERVED_DEVICE_IDS.has(deviceId)) {
+    throw new FieldStreamError('PKI_INVALID_NAME', `DEVICE_ID ${JSON.stringify(deviceId)} is the name of a service's certificate: the brokers would take the device for that service. Choose another id.`);
+  }
+}
 
 export function pkiPaths(root: string) {
   return {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -10,6 +10,7 @@ import { TokenThrottle } from '../../dmz/gateway/token-throttle.ts';
 import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
 import { issueDeviceToken, readTokensFile, revokeDeviceToken, tokenDeviceEnvFile, tokenPaths } from '../../pki/device-tokens.ts';
 import { deviceEnvFile } from '../../pki/device-bundle.ts';
+import { pkiPaths, SERVICE_CERTS } from '../../pki/layout.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { runAdmin, EXIT } from '../../scripts/admin/run.ts';
 import { readDeviceToken } from '../../field-client/src/gateway-connection.ts';
@@ -322,6 +323,27 @@ describe('issuing, rotating and revoking tokens (pki/, fieldstream-admin)', () =
       assert.match(out.join(''), /token: +revoked /);
       assert.equal(await runAdmin(['devices', 'renew', 'tok-c', '--token', '--certs-dir', pki.dir], io), EXIT.conflict);
       assert.equal(await runAdmin(['devices', 'add', 'tok-d', '--token', '--days', '0', '--certs-dir', pki.dir], io), EXIT.usage);
+    } finally {
+      pki.cleanup();
+    }
+  });
+  it("refuses a device id that is a service's certificate name, as a certificate's issue does: PKI_INVALID_NAME, nothing written", async () => {
+    // The brokers' ACLs, the internal side's key registry and the certificate route all take these
+    // names for the services; a device may hold none of them, whichever way it authenticates.
+    const pki = makeTestPki([]);
+    const out: string[] = [];
+    const io = { out: (t: string) => void out.push(t), err: (t: string) => void out.push(t), env: {}, cwd: pki.dir };
+    try {
+      for (const name of new Set(SERVICE_CERTS.map((c) => c.commonName))) {
+        assert.equal(await codeOf(issueDeviceToken(pki.dir, name)), 'PKI_INVALID_NAME', name);
+        assert.equal(await codeOf(issueDeviceToken(pki.dir, name, { renew: true })), 'PKI_INVALID_NAME', name);
+        assert.equal(existsSync(tokenPaths(pki.dir, name).token), false, name);
+        assert.equal(existsSync(pkiPaths(pki.dir).deviceKeyRegistry(name)), false, name);
+      }
+      out.length = 0;
+      assert.equal(await runAdmin(['devices', 'add', 'command-api', '--token', '--certs-dir', pki.dir], io), EXIT.usage, out.join(''));
+      assert.match(out.join(''), /^error PKI_INVALID_NAME: /);
+      assert.deepEqual(readTokensFile(pki.dir).devices, {});
     } finally {
       pki.cleanup();
     }
