@@ -9,6 +9,7 @@ import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { issueCertificate } from './certificates.ts';
 import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, loadCa, readPkiMeta, VALIDITY_DAYS, writeKeyAndCert } from './onboarding.ts';
+import { refuseChangedCa } from './restore-mark.ts';
 import { underRevocationLock } from './revocation.ts';
 
 /*
@@ -55,6 +56,7 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
   });
   underRevocationLock(root, () => {
     refuse();
+    refuseChangedCa(root, ca.certPem);
     writeKeyAndCert(paths, issued, { root, name: `devices/${deviceId}` });
     // Under the lock too: a revocation between the two would otherwise find no key to remove, and
     // this would then register the revoked device's key.

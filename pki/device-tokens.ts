@@ -11,6 +11,7 @@ import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, readPkiMeta } from './onboarding.ts';
 import { ensureSigningKey, packDeviceBundle } from './device-bundle.ts';
 import { underRevocationLock } from './revocation.ts';
+import { refuseWhileRestoring } from './restore-mark.ts';
 
 /**
  * Device tokens on the operator's machine (shared/security/device-token.ts has the format).
@@ -88,12 +89,15 @@ export async function issueDeviceToken(root: string, deviceId: string, options: 
 /**
  * One read, change and write of the tokens file under CERTS/.tokens.lock (shared/dir-lock.ts), so
  * two admin commands at once cannot both read it and the second write undo the first: a token
- * revoked while another device's token was being issued stayed active.
+ * revoked while another device's token was being issued stayed active. None while a restore
+ * writes the folder (restore-mark.ts), which would put its own tokens file over this one's change.
  */
 function changeTokens<T>(root: string, change: (tokens: TokensFile) => { changed: boolean; result: T }): T {
   mkdirSync(root, { recursive: true });
-  const busy = () => new FieldStreamError('PKI_BUSY', `${join(root, '.tokens.lock')} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another fieldstream-admin command is changing the tokens file.`);
-  return withDirLock(join(root, '.tokens.lock'), TIMINGS.adminLockWaitMs, busy, () => {
+  const lock = pkiPaths(root).tokensLock;
+  const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another fieldstream-admin command is changing the tokens file.`);
+  return withDirLock(lock, TIMINGS.adminLockWaitMs, busy, () => {
+    refuseWhileRestoring(root);
     const tokens = readTokensFile(root);
     const { changed, result } = change(tokens);
     if (changed) writeTokensFile(root, tokens);

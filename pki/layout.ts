@@ -22,6 +22,8 @@ import { FieldStreamError } from '../shared/errors.ts';
  *   internal/stored-feed.key  the key the distributors seal the stored feed with and the console
  *                             checks it with (internal-network/shared/stored-feed-auth.ts)
  *   bundles/ID.tar.gz         what is copied to that device, and nothing else
+ *   .revocations.lock, .tokens.lock, .restore-running
+ *                             the admin commands' locks and a restore's mark (never backed up)
  */
 export interface ServiceCertSpec {
   /** path below the certificates folder, without extension */
@@ -137,6 +139,12 @@ export function pkiPaths(root: string) {
     dmzBrokerCa: { dmz: join(root, 'dmz', 'dmz-broker-ca.crt'), internal: join(root, 'internal', 'dmz-broker-ca.crt') },
     /** the gateway's trust anchor, for Caddy (pki/dmz-anchor.ts) */
     gatewayCa: join(root, 'dmz', 'gateway-ca.crt'),
+    /** one revocation, CRL or certificate's issue at a time (revocation.ts underRevocationLock) */
+    revocationsLock: join(root, '.revocations.lock'),
+    /** one change of the device tokens file at a time (device-tokens.ts) */
+    tokensLock: join(root, '.tokens.lock'),
+    /** there while a restore writes this folder, and after one killed midway (restore-mark.ts) */
+    restoreMark: join(root, '.restore-running'),
   };
 }
 export type PkiPaths = ReturnType<typeof pkiPaths>;

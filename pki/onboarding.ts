@@ -7,6 +7,7 @@ import { createCertificateAuthority, issueCertificate, type KeyAndCert } from '.
 import { ANCHORED_CERTIFICATES, anchoredCertificate, anchorOf, hasOwnAnchor, oneShotCa, pemBlocks, sameCertificate, withNamesOf, type AnchoredCertificate } from './dmz-anchor.ts';
 import { DMZ_SERVICE_FILES, pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
 import { DomainSchema, isHostName, namesMissing, pairHolds, readPkiMeta } from './set-meta.ts';
+import { refuseChangedCa, refuseWhileRestoring } from './restore-mark.ts';
 import { publishRevocations, recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
 
 /** days */
@@ -112,6 +113,9 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     return file;
   });
   const p = pkiPaths(root);
+  // Checked again under the lock, where the certificates are written (underRevocationLock); here
+  // before the CA, its public copy and fieldstream-pki.json, written without it, are.
+  refuseWhileRestoring(root);
   const caExists = existsSync(p.caKey);
   // A new CA whose set-up was killed before it had issued every service certificate (the marker is
   // written before the CA's files and removed last): the certificates found beside it are of the CA
@@ -242,6 +246,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     });
     const keep = new Set(issued.map(({ kc }) => new X509Certificate(kc.certPem).serialNumber.toUpperCase()));
     const revoked = underRevocationLock(root, () => {
+      refuseChangedCa(root, ca.certPem);
       writeIssued();
       const done = revokeServiceCertificatesLocked(root, new Set(revoking), current, keep);
       ensureDmzAnchors(root, ca.certPem, report);
@@ -254,6 +259,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     // The anchored certificates and their anchor files under the lock too, as one: a concurrent
     // --renew-dmz's pair is never overwritten half, nor a backup (which reads under it) given them apart.
     underRevocationLock(root, () => {
+      refuseChangedCa(root, ca.certPem);
       writeIssued();
       ensureDmzAnchors(root, ca.certPem, report);
     });

@@ -13,6 +13,7 @@ import { verifyCrl } from '../shared/security/crl.ts';
 import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken } from './device-tokens.ts';
 import { isRevoked } from './onboarding.ts';
+import { refuseWhileRestoring } from './restore-mark.ts';
 
 /**
  * Revocation. The CA keeps a log of every certificate it issued (ca/issued.jsonl) and of what it
@@ -121,12 +122,16 @@ function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
  * CERTS/.revocations.lock (shared/dir-lock.ts): two revocations at once each read the log, made
  * their CRL from it, and the slower one renamed its older CRL over the other's, which then lacked a
  * revocation both had reported; a certificate issued while a revocation of its device ran escaped it.
+ * Nothing while a restore writes the folder (restore-mark.ts): PKI_RESTORE_RUNNING.
  */
 export function underRevocationLock<T>(root: string, fn: () => T): T {
   mkdirSync(root, { recursive: true });
-  const lock = join(root, '.revocations.lock');
+  const lock = pkiPaths(root).revocationsLock;
   const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device or publishing the revocations.`);
-  return withDirLock(lock, TIMINGS.adminLockWaitMs, busy, fn);
+  return withDirLock(lock, TIMINGS.adminLockWaitMs, busy, () => {
+    refuseWhileRestoring(root);
+    return fn();
+  });
 }
 
 export function revokeDevice(root: string, deviceId: string): { serials: string[]; token: boolean } {

@@ -484,6 +484,11 @@ export const ERRORS = {
   PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists.' },
   PKI_NAMES_MISSING: { http: 409, transient: false, description: 'The existing service certificates do not name the domain or hosts asked for; nothing was changed.' },
   PKI_BUSY: { http: 503, transient: true, description: 'Another fieldstream-admin command is changing the device tokens file or the revocations; try again.' },
+  PKI_RESTORE_RUNNING: {
+    http: 503,
+    transient: true,
+    description: 'A restore (fieldstream-admin restore) is writing the certificates folder, or was killed while it did; nothing was changed: run the command again once the restore is done (a killed one: run that restore again, which finishes it).',
+  },
   PKI_DMZ_ANCHOR_MISSING: {
     http: 409,
     transient: false,

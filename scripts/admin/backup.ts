@@ -8,6 +8,7 @@ import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { withDirLock } from '../../shared/dir-lock.ts';
+import { refuseWhileRestoring } from '../../pki/restore-mark.ts';
 import type { AdminPaths } from './paths.ts';
 import {
   archiveName,
@@ -174,7 +175,14 @@ function underPkiLocks<T>(certsDir: string, fn: () => T, onWait?: (lock: string)
   }
   const busy = (lock: string) => () => new FieldStreamError('PKI_BUSY', `${join(certsDir, lock)} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate or changing the tokens file; back up again once it is done.`);
   const lock = (name: string, inner: () => T) => withDirLock(join(certsDir, name), TIMINGS.adminLockWaitMs, busy(name), inner, () => onWait?.(join(certsDir, name)));
-  return lock('.revocations.lock', () => lock('.tokens.lock', fn));
+  // A folder a restore is writing (or left half written, killed) is not backed up: its CA, CRL and
+  // tokens file could be of the archive restored and its devices' files of before (restore-mark.ts).
+  return lock('.revocations.lock', () =>
+    lock('.tokens.lock', () => {
+      refuseWhileRestoring(certsDir);
+      return fn();
+    }),
+  );
 }
 
 /** One tar entry of a regular file: a pax header first when its name does not fit ustar's fields. */

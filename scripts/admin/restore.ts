@@ -7,6 +7,7 @@ import { errnoOf, removeStaleTemps } from './backup.ts';
 import { archiveName, contentProblem, isContentChecked, isPrivateDir, type Manifest, type ManifestFile } from './backup-manifest.ts';
 import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.ts';
 import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
+import { markRestoring } from '../../pki/restore-mark.ts';
 
 export interface RestoreOptions {
   /** overwrite files that exist with other content */
@@ -18,6 +19,14 @@ export interface RestoreOptions {
    * tests: whatever happens to the file from then on (replaced, changed) must change nothing.
    */
   afterRead?: () => void | Promise<void>;
+  /** Told of each lock of the certificates folder found held, before the restore waits for it. */
+  onWait?: (lock: string) => void;
+  /**
+   * Called once the certificates folder is marked as being restored (pki/restore-mark.ts; when the
+   * archive holds files of it), before anything is compared or written. For tests: what the
+   * certificate commands do meanwhile.
+   */
+  whileMarked?: () => void | Promise<void>;
 }
 
 export interface RestoreResult {
@@ -134,6 +143,9 @@ function inPlace(s: Step): boolean | 'absent' {
  * 3. Write: the same bytes unpacked again, one file at a time, each checked once more, written
  *    durably and with the mode it had (0600 for keys); a failure midway puts back every file as it
  *    was (RestoreWriter, which also says what a kill midway leaves and why running again finishes).
+ *    The comparison with the installation and the writing are made with the certificates folder
+ *    marked as being restored (pki/restore-mark.ts): the commands that issue, revoke or back up
+ *    refuse meanwhile, and the one at work when the mark is made finishes first.
  */
 export async function restoreBackup(paths: AdminPaths, archive: string, o: RestoreOptions = {}): Promise<RestoreResult> {
   const bytes = readArchiveOnce(archive);
@@ -149,6 +161,31 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
 
   const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
   for (const s of steps) refuseLinkedFolders(paths, s.f);
+  // From here to the last file, no certificate, token or revocation is made in the certificates
+  // folder, and what is there is compared and written as it stays (restore-mark.ts).
+  const unmark = manifest.files.some((f) => f.root === 'certs') ? markCertsDir(paths.certsDir, o.onWait) : () => undefined;
+  let halfRestored = false;
+  try {
+    await o.whileMarked?.();
+    return await writeSteps(paths, bytes, manifest, steps, o, () => (halfRestored = true));
+  } finally {
+    // Kept by a restore that could not put back what it wrote: the commands refuse until it is run again.
+    if (!halfRestored) unmark();
+  }
+}
+
+/** Marks the certificates folder as being restored; a failure to (a folder this user cannot write) restores nothing. */
+function markCertsDir(certsDir: string, onWait?: (lock: string) => void): () => void {
+  try {
+    return markRestoring(certsDir, onWait);
+  } catch (err) {
+    if (isFieldStreamError(err)) throw err;
+    throw new FieldStreamError('BACKUP_WRITE_FAILED', `Cannot mark ${certsDir} as being restored (${errnoOf(err) ?? (err as Error).message}); nothing was restored.`, undefined, { cause: err });
+  }
+}
+
+/** The restore's comparison and writing (step 3 of restoreBackup), the certificates folder marked. */
+async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, steps: Step[], o: RestoreOptions, halfRestored: () => void): Promise<RestoreResult> {
   const unchanged: Step[] = [];
   const conflicts: string[] = [];
   for (const s of steps) {
@@ -182,6 +219,7 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
     if (written.length !== toWrite.size) throw new Error(`${toWrite.size - written.length} file(s) of the manifest were not found on the second reading`);
   } catch (err) {
     const notPutBack = writer.rollback();
+    if (notPutBack.length > 0) halfRestored();
     const at = written.length < toWrite.size ? ` after ${written.length} of ${toWrite.size} files` : '';
     const undone = notPutBack.length === 0
       ? 'every file written was put back as it was'

@@ -262,6 +262,10 @@ ${renew ? 'On the device: put certs/device.token from the new bundle in place; t
 `;
 }
 
+/** What backup and restore say when a lock of the certificates folder is held: why they pause. */
+const waitingFor = (io: Io) => (lock: string) =>
+  io.err(`waiting for ${lock}: another command is revoking a device, issuing a certificate or changing the tokens file (at most ${TIMINGS.adminLockWaitMs / 1000} s)\n`);
+
 async function execute(command: string, args: string[], values: Values, io: Io): Promise<void> {
   const paths = resolveAdminPaths(values, io.env, io.cwd, io.repoRoot);
   switch (command) {
@@ -300,7 +304,7 @@ async function execute(command: string, args: string[], values: Values, io: Io):
     case 'backup': {
       const r = await createBackup(paths, resolve(io.cwd, args[0]!), {
         force: values.force === true,
-        onWait: (lock) => io.err(`waiting for ${lock}: another command is revoking a device, issuing a certificate or changing the tokens file (at most ${TIMINGS.adminLockWaitMs / 1000} s)\n`),
+        onWait: waitingFor(io),
       });
       const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
       const journal = r.manifest.contents['command-journal'] !== undefined;
@@ -322,7 +326,7 @@ apart from it, to restore with --expect-sha256 ${r.sha256}.
     case 'restore': {
       const expect = values['expect-sha256'];
       if (expect !== undefined && !/^[0-9a-fA-F]{64}$/.test(expect)) throw usageError('--expect-sha256 takes the 64 hexadecimal digits of a sha256');
-      const r = await restoreBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true, ...(expect ? { expectSha256: expect } : {}) });
+      const r = await restoreBackup(paths, resolve(io.cwd, args[0]!), { force: values.force === true, ...(expect ? { expectSha256: expect } : {}), onWait: waitingFor(io) });
       const kinds = Object.entries(r.manifest.contents).map(([k, n]) => `${k} ${n}`).join(', ');
       const journal = r.manifest.contents['command-journal'] !== undefined;
       return io.out(`Restored ${args[0]} (made ${r.manifest.created}): ${kinds}

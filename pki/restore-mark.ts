@@ -1,0 +1,145 @@
+import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import { withDirLock } from '../shared/dir-lock.ts';
+import { removeFileDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { FieldStreamError } from '../shared/errors.ts';
+import { TIMINGS } from '../shared/limits.ts';
+import { pkiPaths } from './layout.ts';
+
+/**
+ * A restore's mark on the certificates folder (CERTS/.restore-running), which keeps every other
+ * admin command's change out of the folder while a restore writes it.
+ *
+ * A restore writes the CA, its logs, the CRL, the tokens file and each device's files one at a
+ * time, for as long as the archive takes: seconds, more for a large fleet. A certificate issued,
+ * a token or a revocation written meanwhile mixed with it: a certificate of the CA replaced, a CRL
+ * or tokens file of the restore without the revocation made beside it. The admin commands' locks
+ * (.revocations.lock, .tokens.lock: shared/dir-lock.ts) cannot be held that long: each is held for
+ * milliseconds, and one older than TIMINGS.adminLockWaitMs is taken for a killed holder's and taken
+ * over, so the next command would take them from a restore still writing. So a restore holds them
+ * only to put its mark in place (once whichever command holds them is done), and every holder of
+ * either checks the mark under it (refuseWhileRestoring) and changes nothing while it is there.
+ *
+ * The mark goes when the restore is done, or has put everything back. One killed midway (SIGKILL,
+ * a power cut) leaves it, with some files restored and others not: the commands refuse until the
+ * restore is run again, which finishes it and takes the mark over (its process is gone).
+ */
+
+const MarkSchema = z.object({ pid: z.number().int().positive(), host: z.string(), startedAt: z.string() });
+type Mark = z.infer<typeof MarkSchema>;
+
+/** The mark on `root`, 'damaged' when it is there but not one, undefined when there is none. */
+function readMark(root: string): Mark | 'damaged' | undefined {
+  let text: string;
+  try {
+    text = readFileSync(pkiPaths(root).restoreMark, 'utf8');
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : 'damaged';
+  }
+  try {
+    const r = MarkSchema.safeParse(JSON.parse(text));
+    return r.success ? r.data : 'damaged';
+  } catch {
+    return 'damaged';
+  }
+}
+
+/**
+ * Whether the restore that made `mark` may still run: its process, if of this host, is there.
+ * Another host's (a certificates folder on NFS) cannot be looked at and is taken as running.
+ */
+function mayRun(mark: Mark | 'damaged'): boolean {
+  if (mark === 'damaged') return false;
+  if (mark.host !== hostname()) return true;
+  try {
+    process.kill(mark.pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // another user's process
+  }
+}
+
+function markError(root: string, mark: Mark | 'damaged'): FieldStreamError {
+  const file = pkiPaths(root).restoreMark;
+  if (mark === 'damaged' || !mayRun(mark)) {
+    const who = mark === 'damaged' ? '' : ` (pid ${mark.pid}, started ${mark.startedAt})`;
+    return new FieldStreamError(
+      'PKI_RESTORE_RUNNING',
+      `A restore of ${root} was killed while it wrote it${who}: some files are restored and others not (${file}). Nothing was changed; run it again to finish it (fieldstream-admin restore ARCHIVE), then this command.`,
+    );
+  }
+  return new FieldStreamError(
+    'PKI_RESTORE_RUNNING',
+    `A restore is writing ${root} (pid ${mark.pid} on ${mark.host}, since ${mark.startedAt}): nothing was changed; run this command again once it is done. If no restore runs there, it was killed: run it again to finish it, or remove ${file}.`,
+  );
+}
+
+/** Throws PKI_RESTORE_RUNNING when a restore's mark is on `root`; called under the admin commands' locks. */
+export function refuseWhileRestoring(root: string): void {
+  const mark = readMark(root);
+  if (mark !== undefined) throw markError(root, mark);
+}
+
+/**
+ * Marks `root` as being restored by this process: under .revocations.lock, then .tokens.lock (the
+ * order every command takes them in), each waited for as long as a command may hold it, so that
+ * the command holding one finishes first (PKI_BUSY past that; `onWait` is told of each wait). A
+ * mark of a restore that may still run refuses (PKI_RESTORE_RUNNING); a killed one's is taken over.
+ * Makes `root` when missing. Returns what takes the mark away (and the folders made for it, left
+ * empty by a restore that failed and put everything back).
+ */
+export function markRestoring(root: string, onWait?: (lock: string) => void): () => void {
+  const made = mkdirSync(root, { recursive: true });
+  const unmake = () => {
+    if (made === undefined) return;
+    try {
+      for (let d = resolve(root); d !== dirname(d); d = dirname(d)) {
+        rmdirSync(d); // not empty: the restore's files are there, and the folder stays
+        if (d === resolve(made)) break;
+      }
+    } catch {
+      // kept
+    }
+  };
+  const p = pkiPaths(root);
+  const busy = (lock: string) => () =>
+    new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate or changing the tokens file; nothing was restored: restore again once it is done.`);
+  const locked = (lock: string, fn: () => void) => withDirLock(lock, TIMINGS.adminLockWaitMs, busy(lock), fn, () => onWait?.(lock));
+  try {
+    locked(p.revocationsLock, () =>
+      locked(p.tokensLock, () => {
+        const mark = readMark(root);
+        if (mark !== undefined && mayRun(mark)) throw markError(root, mark);
+        replaceFileDurablySync(p.restoreMark, JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n', 0o600);
+      }),
+    );
+  } catch (err) {
+    unmake();
+    throw err;
+  }
+  return () => {
+    removeFileDurablySync(p.restoreMark);
+    unmake();
+  };
+}
+
+/**
+ * Refuses (PKI_BUSY) to record or write what `caPem` signed once ca/ca.crt is another CA's: called
+ * under the revocation lock by what loaded the CA before it (a key takes a while to make). A
+ * restore, or a --new-ca, run start to end in between put another CA in place, and the certificate
+ * written into that folder was of none of its CAs.
+ */
+export function refuseChangedCa(root: string, caPem: string): void {
+  const p = pkiPaths(root);
+  let now: string | undefined;
+  try {
+    now = readFileSync(p.caCert, 'utf8');
+  } catch {
+    now = undefined;
+  }
+  if (now !== caPem) {
+    throw new FieldStreamError('PKI_BUSY', `The CA in ${p.caDir} changed while the certificate was made (a restore or a new CA meanwhile); nothing was written: run the command again.`);
+  }
+}

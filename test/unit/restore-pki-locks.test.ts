@@ -1,0 +1,177 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { REPO_ROOT } from '../helpers/stack.ts';
+import { pkiPaths } from '../../pki/layout.ts';
+import { createBackup } from '../../scripts/admin/backup.ts';
+import { restoreBackup } from '../../scripts/admin/restore.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+
+/**
+ * A restore and the commands that issue, revoke or back up certificates, as separate processes on
+ * one certificates folder: a restore waits for the one holding the revocation lock, and what comes
+ * while a restore writes (or after one was killed midway) refuses, so that no certificate of one CA
+ * lands in a folder restored to another, nor the restored files mix with those of a new issue.
+ */
+
+/** A command as a process, with CERTS_DIR `certs`: its exit code and output. */
+function command(file: string, args: readonly string[], certs: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(join(REPO_ROOT, file), args, { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '', CERTS_DIR: certs, FIELDSTREAM_ENV_FILE: '/dev/null' } }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: unknown }).code) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('restore and the certificate commands, at once', () => {
+  const work = tempDir('restore-locks');
+  /** The installation backed up: its own CA, and one device. */
+  const source = makeTestPki(['dev-src']);
+  const archive = join(work.dir, 'backup.tar.gz');
+  before(async () => {
+    await createBackup({ certsDir: source.dir, stateDir: join(work.dir, 'no-state'), commandState: join(work.dir, 'no-state', 'commands.jsonl') }, archive);
+  });
+  after(() => {
+    source.cleanup();
+    work.cleanup();
+  });
+  /** An installation of another CA to restore over, and the paths a restore takes for it. */
+  const installation = (name: string) => {
+    const pki = makeTestPki([]);
+    const paths = { certsDir: pki.dir, stateDir: join(work.dir, name, 'state'), commandState: join(work.dir, name, 'commands.jsonl') };
+    const args = ['--certs-dir', paths.certsDir, '--state-dir', paths.stateDir, '--command-state', paths.commandState];
+    return { pki, paths, args };
+  };
+  const caOf = (certs: string) => readFileSync(pkiPaths(certs).caCert, 'utf8');
+  const verifiesUnder = (certs: string, deviceId: string) =>
+    new X509Certificate(readFileSync(pkiPaths(certs).device(deviceId).cert)).verify(new X509Certificate(caOf(certs)).publicKey);
+
+  it('restore waits for a certificate\'s issue holding the revocation lock, writing nothing meanwhile', async () => {
+    const t = installation('waits');
+    try {
+      const lock = join(t.pki.dir, '.revocations.lock');
+      const before = caOf(t.pki.dir);
+      mkdirSync(lock); // an issue under way (issueDeviceCertificate holds this while it records and writes)
+      const child = spawn(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['restore', archive, '--force', ...t.args], {
+        cwd: REPO_ROOT,
+        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => void (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          if (stderr.includes(`waiting for ${lock}`)) resolve();
+        });
+        void exited.then(() => reject(new Error(`the restore ended without waiting: ${stderr}${stdout}`)));
+      });
+      await sleep(300);
+      assert.equal(caOf(t.pki.dir), before, 'nothing restored while the issue holds the lock');
+      rmSync(lock, { recursive: true });
+      assert.equal(await exited, 0, stderr);
+      assert.match(stdout, /^Restored /);
+      assert.equal(caOf(t.pki.dir), caOf(source.dir));
+      assert.equal(existsSync(join(t.pki.dir, '.restore-running')), false, 'the mark goes with the restore');
+    } finally {
+      t.pki.cleanup();
+    }
+  });
+
+  it('while a restore writes, issuing a certificate or a token, revoking and backing up refuse (PKI_RESTORE_RUNNING); once it is done they work', async () => {
+    const t = installation('refused');
+    try {
+      let seen = false;
+      await restoreBackup(t.paths, archive, {
+        force: true,
+        whileMarked: async () => {
+          seen = true;
+          const cert = await command('scripts/generate-client-cert.sh', ['dev-new'], t.pki.dir);
+          assert.equal(cert.code, 65, cert.stderr);
+          assert.match(cert.stderr, /^error PKI_RESTORE_RUNNING: /m);
+          const token = await command('bin/fieldstream-admin', ['devices', 'add', 'tok-new', '--token'], t.pki.dir);
+          assert.equal(token.code, 1, token.stderr);
+          assert.match(token.stderr, /^error PKI_RESTORE_RUNNING: /m);
+          const revoke = await command('scripts/revoke-device.sh', ['dev-src'], t.pki.dir);
+          assert.notEqual(revoke.code, 0);
+          assert.match(revoke.stderr, /PKI_RESTORE_RUNNING/);
+          const backup = await command('bin/fieldstream-admin', ['backup', join(work.dir, 'during.tar.gz'), ...t.args.slice(2)], t.pki.dir);
+          assert.equal(backup.code, 1, backup.stderr);
+          assert.match(backup.stderr, /^error PKI_RESTORE_RUNNING: /m);
+          assert.equal(existsSync(pkiPaths(t.pki.dir).device('dev-new').cert), false);
+          assert.equal(existsSync(join(t.pki.dir, 'devices', 'tok-new', 'device.token')), false);
+          assert.equal(existsSync(join(work.dir, 'during.tar.gz')), false);
+        },
+      });
+      assert.equal(seen, true, 'the restore marks the folder before it compares or writes anything');
+      assert.equal(existsSync(join(t.pki.dir, '.restore-running')), false);
+      assert.equal(caOf(t.pki.dir), caOf(source.dir));
+      assert.equal(readFileSync(join(t.pki.dir, 'ca.crl'), 'utf8'), readFileSync(join(source.dir, 'ca.crl'), 'utf8'), 'the CRL restored, no revocation made beside it');
+      const cert = await command('scripts/generate-client-cert.sh', ['dev-new'], t.pki.dir);
+      assert.equal(cert.code, 0, cert.stderr);
+      assert.equal(verifiesUnder(t.pki.dir, 'dev-new'), true, 'issued by the restored CA');
+    } finally {
+      t.pki.cleanup();
+    }
+  });
+
+  it('a restore killed midway leaves its mark: issuing refuses until the restore is run again; a live restore keeps a second one out', async () => {
+    const t = installation('killed');
+    const mark = join(t.pki.dir, '.restore-running');
+    const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      writeFileSync(mark, JSON.stringify({ pid: spawnSync('true').pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n');
+      const refused = await command('scripts/generate-client-cert.sh', ['dev-k'], t.pki.dir);
+      assert.equal(refused.code, 65, refused.stderr);
+      assert.match(refused.stderr, /^error PKI_RESTORE_RUNNING: .*killed.*run it again/m);
+      assert.equal(existsSync(pkiPaths(t.pki.dir).device('dev-k').cert), false);
+
+      // Another restore that runs (a live process of this host): a second one is refused, writing nothing.
+      writeFileSync(mark, JSON.stringify({ pid: sleeper.pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n');
+      const ca = caOf(t.pki.dir);
+      await assert.rejects(restoreBackup(t.paths, archive, { force: true }), (e) => isFieldStreamError(e) && e.code === 'PKI_RESTORE_RUNNING');
+      assert.equal(caOf(t.pki.dir), ca);
+
+      // The killed one's: run again, the restore finishes and takes its mark away.
+      writeFileSync(mark, JSON.stringify({ pid: spawnSync('true').pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n');
+      await restoreBackup(t.paths, archive, { force: true });
+      assert.equal(existsSync(mark), false);
+      const issued = await command('scripts/generate-client-cert.sh', ['dev-k'], t.pki.dir);
+      assert.equal(issued.code, 0, issued.stderr);
+      assert.equal(verifiesUnder(t.pki.dir, 'dev-k'), true);
+    } finally {
+      sleeper.kill();
+      t.pki.cleanup();
+    }
+  });
+
+  it('a certificate made under the CA a restore then replaced is not written into the restored folder', async () => {
+    const t = installation('ca-changed');
+    try {
+      const lock = join(t.pki.dir, '.revocations.lock');
+      mkdirSync(lock);
+      // The issue loads the CA and makes its key, then waits for the lock (held here) to record and write.
+      const issuing = command('scripts/generate-client-cert.sh', ['dev-late'], t.pki.dir);
+      await sleep(4_000);
+      // A restore of another CA ran meanwhile, start to end (here: its CA's files put in place).
+      const p = pkiPaths(t.pki.dir);
+      const s = pkiPaths(source.dir);
+      for (const [from, to] of [[s.caCert, p.caCert], [s.caKey, p.caKey], [s.publicCa, p.publicCa]] as const) copyFileSync(from, to);
+      rmSync(lock, { recursive: true });
+      const r = await issuing;
+      assert.equal(r.code, 65, r.stderr);
+      assert.match(r.stderr, /^error PKI_BUSY: .*CA/m);
+      assert.equal(existsSync(p.device('dev-late').cert), false, 'no certificate of the replaced CA');
+      assert.doesNotMatch(readFileSync(join(p.caDir, 'issued.jsonl'), 'utf8'), /dev-late/);
+    } finally {
+      t.pki.cleanup();
+    }
+  });
+});
