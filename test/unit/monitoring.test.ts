@@ -22,6 +22,11 @@ import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts'
 import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/security/verifier.ts';
 import { CONNECTION_REFUSAL_CODES, GatewayMetrics } from '../../dmz/gateway/metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
+import type { FieldClient } from '../../field-client/src/field-client.ts';
+import type { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import type { CommandHandlers } from '../../field-client/src/commands.ts';
+import type { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { GATEWAY_SECURITY_CODES, type StatusEnvelope } from '../../shared/contract/envelope.ts';
 import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { DAY_MS, TIMINGS } from '../../shared/limits.ts';
@@ -532,6 +537,9 @@ const REVOKED_ALERT = `        alertname: FieldStreamRevokedDeviceAttempts
               description: "A revoked certificate or device was refused in the last 10 minutes. The Security dashboard names the device."
 `;
 
+const FIELD_QUEUE_FULL =
+  "600 messages were refused in the last 10 minutes (FIELD_QUEUE_FULL): the queue holds FIELD_QUEUE_MAX_BYTES and FIELD_QUEUE_FULL_POLICY=reject (the default) refuses what comes next. Its producers are told so (HTTP 507, a local MQTT connection closed) and must send it again; what none keeps (the client's own health readings among it) is lost. The link is down or too slow for what the device samples (FieldStreamFieldBacklogGrowing fired while the queue grew, and cleared when it stopped at its limit). Restore the link, or raise FIELD_QUEUE_MAX_BYTES.";
+
 const TARGET_DOWN =
   "The target's /metrics has not answered for 2 minutes: the service is down; for job dmz-federate, that DMZ server's Prometheus cannot be reached from the internal server, or its /federate answer was refused (more series than sample_limit), and none of that server's gateways is watched meanwhile; for job gateway, that DMZ server's Prometheus cannot scrape the gateway replica.";
 
@@ -771,6 +779,59 @@ ${series}    alert_rule_test:
             exp_annotations:
               summary: "Devices are connected but no data has been written for 10 minutes"
               description: "The gateways hold 40 device connections, yet no distributor has written a point for 10 minutes."
+`);
+  });
+
+  // With FIELD_QUEUE_FULL_POLICY=reject (the default) a full queue refuses new data: the backlog
+  // stops growing at its limit, so FieldStreamFieldBacklogGrowing clears just as data starts being
+  // refused, and FieldStreamFieldDropped counts drop-oldest only. Nothing fired while a device lost data.
+  it('a field client whose full queue refuses new data fires FieldStreamFieldQueueFull, once FieldStreamFieldBacklogGrowing has cleared', async () => {
+    const queue = { depth: 0, bytesOnDisk: 0, stats: { dropped: 0, refused: 0 }, awaiting: { count: 0, bytes: 0 }, oldestUnacked: () => undefined };
+    const client = { queue, rejectedBytes: 0, heldRefusals: 0, stats: { refusedByGateway: 0, sent: 0 }, receiptStats: { receipts: 0, receiptsInvalid: 0, receiptsReplayed: 0, resentForReceipt: 0 } };
+    const m = fieldClientMetrics(
+      {
+        client: client as unknown as FieldClient,
+        connection: { isOpen: true } as unknown as GatewayConnection,
+        commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } } as unknown as CommandHandlers,
+        outbox: { bytes: () => 0 } as unknown as FileOutbox,
+        certFile: join(repoRoot, 'no-such-certificate.pem'),
+      },
+      { processMetrics: false },
+    );
+    // Connected over a link too slow for what it samples: the queue grows 100 messages a scrape for
+    // 20 minutes up to FIELD_QUEUE_MAX_BYTES, then stays there while what comes next is refused.
+    const scrapes: Array<{ text: string; times: number }> = [];
+    for (let i = 0; i < 80; i++) {
+      queue.depth += 100;
+      scrapes.push({ text: await m.registry.metrics(), times: 1 });
+    }
+    for (let i = 0; i < 80; i++) {
+      queue.stats.refused += 15;
+      scrapes.push({ text: await m.registry.metrics(), times: 1 });
+    }
+    const series = scrapedSeries(scrapes, ['fieldstream_field_queue_messages', 'fieldstream_field_refused_total', 'fieldstream_field_dropped_total', 'fieldstream_field_connected']).replaceAll(
+      'service="field-client"',
+      'instance="10.9.0.7:9467",service="field-client"',
+    );
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 18m
+        alertname: FieldStreamFieldQueueFull
+        exp_alerts: []
+      - eval_time: 38m
+        alertname: FieldStreamFieldBacklogGrowing
+        exp_alerts: []
+      - eval_time: 38m
+        alertname: FieldStreamFieldDropped
+        exp_alerts: []
+      - eval_time: 38m
+        alertname: FieldStreamFieldQueueFull
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: "10.9.0.7:9467", service: field-client}
+            exp_annotations:
+              summary: "The field client 10.9.0.7:9467's queue is full: it refuses new data"
+              description: "${FIELD_QUEUE_FULL}"
 `);
   });
 
