@@ -97,6 +97,15 @@ export class BrokerWatch {
     return this.client.connected && this.lastSysAt > 0 && Date.now() - this.lastSysAt <= this.staleMs;
   }
 
+  /**
+   * The value last read of a $SYS topic, while this broker is up only: a broker that hangs keeps
+   * its connection until the keepalive gives up on it (up to 45 s), and what it said before it hung
+   * is as stale as what a broker we are not connected to said.
+   */
+  read(topic: string): number | undefined {
+    return this.up ? this.values.get(topic) : undefined;
+  }
+
   /** 1 while this broker can be read and the expected bridge's last state is "1"; no state yet is 0. */
   bridgeUp(id: string): 0 | 1 {
     return this.up && this.bridges.get(id) === 1 ? 1 : 0;
@@ -143,8 +152,12 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   m.gauge('mosquitto_up', '1 while the connection to the broker stands and its $SYS messages arrive, else 0.', ['broker'], function () {
     for (const b of brokers) this.set({ broker: b.name }, b.up ? 1 : 0);
   });
-  // Values read from $SYS, per broker, present only while connected to it.
-  const perBroker = (topic: string) => () => brokers.filter((b) => b.values.has(topic)).map((b) => [{ broker: b.name }, b.values.get(topic) as number] as const);
+  // Values read from $SYS, per broker, present only while it is up (mosquitto_up 1).
+  const perBroker = (topic: string) => () =>
+    brokers.flatMap((b) => {
+      const v = b.read(topic);
+      return v === undefined ? [] : [[{ broker: b.name }, v] as const];
+    });
   const gaugeOf = (name: string, help: string, topic: string) =>
     m.gauge(name, help, ['broker'], function () {
       this.reset();
