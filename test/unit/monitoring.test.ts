@@ -537,6 +537,37 @@ const REVOKED_ALERT = `        alertname: FieldStreamRevokedDeviceAttempts
               description: "A revoked certificate or device was refused in the last 10 minutes. The Security dashboard names the device."
 `;
 
+/**
+ * A field client's metrics as fieldClientMetrics exposes them, over stand-ins for what they read: set
+ * `queue.depth`, `queue.stats`, `queue.oldestUnacked` between scrapes.
+ */
+function fieldClient(connected = true) {
+  const queue: { depth: number; bytesOnDisk: number; stats: { dropped: number; refused: number }; awaiting: { count: number; bytes: number }; oldestUnacked: () => number | undefined } = {
+    depth: 0,
+    bytesOnDisk: 0,
+    stats: { dropped: 0, refused: 0 },
+    awaiting: { count: 0, bytes: 0 },
+    oldestUnacked: () => undefined,
+  };
+  const client = { queue, rejectedBytes: 0, heldRefusals: 0, stats: { refusedByGateway: 0, sent: 0 }, receiptStats: { receipts: 0, receiptsInvalid: 0, receiptsReplayed: 0, resentForReceipt: 0 } };
+  const m = fieldClientMetrics(
+    {
+      client: client as unknown as FieldClient,
+      connection: { isOpen: connected } as unknown as GatewayConnection,
+      commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } } as unknown as CommandHandlers,
+      outbox: { bytes: () => 0 } as unknown as FileOutbox,
+      certFile: join(repoRoot, 'no-such-certificate.pem'),
+    },
+    { processMetrics: false },
+  );
+  return { queue, m };
+}
+
+/** scrapedSeries of a field client, with the instance its site's Prometheus scrapes it at. */
+function fieldSeries(scrapes: ReadonlyArray<{ text: string; times: number }>, instance: string, names: readonly string[]): string {
+  return scrapedSeries(scrapes, names).replaceAll('service="field-client"', `instance="${instance}",service="field-client"`);
+}
+
 const FIELD_QUEUE_FULL =
   "600 messages were refused in the last 10 minutes (FIELD_QUEUE_FULL): the queue holds FIELD_QUEUE_MAX_BYTES and FIELD_QUEUE_FULL_POLICY=reject (the default) refuses what comes next. Its producers are told so (HTTP 507, a local MQTT connection closed) and must send it again; what none keeps (the client's own health readings among it) is lost. The link is down or too slow for what the device samples (FieldStreamFieldBacklogGrowing fired while the queue grew, and cleared when it stopped at its limit). Restore the link, or raise FIELD_QUEUE_MAX_BYTES.";
 
@@ -786,33 +817,21 @@ ${series}    alert_rule_test:
   // stops growing at its limit, so FieldStreamFieldBacklogGrowing clears just as data starts being
   // refused, and FieldStreamFieldDropped counts drop-oldest only. Nothing fired while a device lost data.
   it('a field client whose full queue refuses new data fires FieldStreamFieldQueueFull, once FieldStreamFieldBacklogGrowing has cleared', async () => {
-    const queue = { depth: 0, bytesOnDisk: 0, stats: { dropped: 0, refused: 0 }, awaiting: { count: 0, bytes: 0 }, oldestUnacked: () => undefined };
-    const client = { queue, rejectedBytes: 0, heldRefusals: 0, stats: { refusedByGateway: 0, sent: 0 }, receiptStats: { receipts: 0, receiptsInvalid: 0, receiptsReplayed: 0, resentForReceipt: 0 } };
-    const m = fieldClientMetrics(
-      {
-        client: client as unknown as FieldClient,
-        connection: { isOpen: true } as unknown as GatewayConnection,
-        commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } } as unknown as CommandHandlers,
-        outbox: { bytes: () => 0 } as unknown as FileOutbox,
-        certFile: join(repoRoot, 'no-such-certificate.pem'),
-      },
-      { processMetrics: false },
-    );
+    const { queue, m } = fieldClient();
     // Connected over a link too slow for what it samples: the queue grows 100 messages a scrape for
     // 20 minutes up to FIELD_QUEUE_MAX_BYTES, then stays there while what comes next is refused.
     const scrapes: Array<{ text: string; times: number }> = [];
+    const start = Date.now();
     for (let i = 0; i < 80; i++) {
       queue.depth += 100;
+      queue.oldestUnacked = () => start - 15_000 * i;
       scrapes.push({ text: await m.registry.metrics(), times: 1 });
     }
     for (let i = 0; i < 80; i++) {
       queue.stats.refused += 15;
       scrapes.push({ text: await m.registry.metrics(), times: 1 });
     }
-    const series = scrapedSeries(scrapes, ['fieldstream_field_queue_messages', 'fieldstream_field_refused_total', 'fieldstream_field_dropped_total', 'fieldstream_field_connected']).replaceAll(
-      'service="field-client"',
-      'instance="10.9.0.7:9467",service="field-client"',
-    );
+    const series = fieldSeries(scrapes, '10.9.0.7:9467', ['fieldstream_field_queue_messages', 'fieldstream_field_oldest_unsent_age_seconds', 'fieldstream_field_refused_total', 'fieldstream_field_dropped_total', 'fieldstream_field_connected']);
     promtoolTestRules(`  - interval: 15s
     input_series:
 ${series}    alert_rule_test:
@@ -832,6 +851,43 @@ ${series}    alert_rule_test:
             exp_annotations:
               summary: "The field client 10.9.0.7:9467's queue is full: it refuses new data"
               description: "${FIELD_QUEUE_FULL}"
+`);
+  });
+
+  // deriv() of a queue that only holds what awaits its receipt is positive whenever that number
+  // creeps up (more readings a second, a slower database), and stays so for 15 minutes on a device
+  // that keeps up: the rule warned of a backlog that was not there. A backlog is old data.
+  it('FieldStreamFieldBacklogGrowing fires for a device falling behind, not for one keeping up whose few messages in flight creep up', async () => {
+    const scrape = async (f: ReturnType<typeof fieldClient>, times: number) => ({ text: await f.m.registry.metrics(), times });
+    // Keeping up: connected, every message committed within seconds, 3 messages awaiting their
+    // receipt at first and one more every 5 minutes, for 40 minutes.
+    const keepingUp = fieldClient();
+    const upScrapes: Array<{ text: string; times: number }> = [];
+    keepingUp.queue.oldestUnacked = () => Date.now() - 2_000;
+    for (let i = 0; i < 8; i++) {
+      keepingUp.queue.depth = 3 + i;
+      upScrapes.push(await scrape(keepingUp, 20));
+    }
+    // Falling behind: its link gone at the start, 15 messages more every scrape, the oldest as old as the outage.
+    const behind = fieldClient(false);
+    const behindScrapes: Array<{ text: string; times: number }> = [];
+    const start = Date.now();
+    for (let i = 0; i < 160; i++) {
+      behind.queue.depth = 15 * i;
+      behind.queue.oldestUnacked = () => (i === 0 ? undefined : start - 15_000 * i);
+      behindScrapes.push(await scrape(behind, 1));
+    }
+    const series = fieldSeries(upScrapes, '10.9.0.7:9467', ['fieldstream_field_queue_messages', 'fieldstream_field_oldest_unsent_age_seconds']) + fieldSeries(behindScrapes, '10.9.0.8:9467', ['fieldstream_field_queue_messages', 'fieldstream_field_oldest_unsent_age_seconds']);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 39m
+        alertname: FieldStreamFieldBacklogGrowing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: "10.9.0.8:9467", service: field-client}
+            exp_annotations:
+              summary: "The field client 10.9.0.8:9467's queue has been growing for 15 minutes"
+              description: "It queues more than it can send (+1 messages/s): the link is down or too slow. Its disk budget (FIELD_QUEUE_MAX_BYTES) is finite: at the limit new data is refused (FIELD_QUEUE_FULL_POLICY=reject, the default), or the oldest records are dropped (drop-oldest)."
 `);
   });
 
