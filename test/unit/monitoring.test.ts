@@ -60,6 +60,8 @@ interface Panel {
   title: string;
   type: string;
   datasource?: { type: string; uid: string } | undefined;
+  /** the panel's minimum interval (Grafana's "Min interval"), e.g. "30s" */
+  interval?: string | undefined;
   targets?: Array<z.infer<typeof TargetSchema>> | undefined;
   panels?: Panel[] | undefined;
 }
@@ -68,6 +70,7 @@ const PanelSchema: z.ZodType<Panel> = z.looseObject({
   title: z.string(),
   type: z.string(),
   datasource: z.object({ type: z.string(), uid: z.string() }).optional(),
+  interval: z.string().optional(),
   targets: z.array(TargetSchema).optional(),
   get panels() {
     return z.array(PanelSchema).optional();
@@ -79,6 +82,12 @@ const DashboardSchema = z.looseObject({
   panels: z.array(PanelSchema),
   templating: z.object({ list: z.array(z.looseObject({ name: z.string(), type: z.string(), datasource: z.object({ type: z.string(), uid: z.string() }).optional(), query: z.unknown().optional() })) }),
 });
+
+/** A duration of Prometheus's and Grafana's in seconds ("15s", "1m", "2h"); NaN for any other text. */
+function durationS(text: string): number {
+  const m = /^(\d+)(s|m|h)$/.exec(text);
+  return m ? Number(m[1]) * { s: 1, m: 60, h: 3600 }[m[2] as 's' | 'm' | 'h'] : NaN;
+}
 
 interface Query {
   where: string;
@@ -985,6 +994,35 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     for (const window of [days(/time > now\(\) - (\d+)d /.exec(influxql?.text ?? '')), days(/time > now\(\) - interval '(\d+) days'/.exec(sql?.text ?? ''))]) {
       assert.ok(window > longest && window <= 7 * DAY_MS, `a window of ${window / DAY_MS} days: past the longest wait for a reminder (${longest} ms), short enough to let a device whose gateway went silent drop out`);
     }
+  });
+
+  it("a panel of the gateways' series asks Grafana for rate windows of four of their federated scrapes", () => {
+    // The gateways' series reach the internal Prometheus only through each DMZ server's federation,
+    // once per its scrape_interval, not the data source's timeInterval: Grafana's $__rate_interval is
+    // four times a panel's minimum interval (its `interval`, else the data source's timeInterval), and
+    // a rate() needs two samples in its window. A panel left on the data source's 15 s asked for
+    // windows of 1 minute, two federated samples at best, one wherever a scrape came late: a gap.
+    const federatedS = durationS(/^\s+scrape_interval: (\S+)$/m.exec(readFileSync(join(mon, 'prometheus', 'dmz-federate.yml'), 'utf8'))?.[1] ?? '');
+    const sources = readFileSync(join(mon, 'grafana', 'provisioning', 'datasources', 'fieldstream.yml'), 'utf8');
+    const sourceS = durationS(/uid: prometheus\n(?:\s+.*\n)*?\s+timeInterval: (\S+)/.exec(sources)?.[1] ?? '');
+    assert.ok(sourceS > 0, "the Prometheus data source's timeInterval");
+    let checked = 0;
+    for (const { file, d } of dashboards) {
+      const walk = (panels: readonly Panel[]) => {
+        for (const p of panels) {
+          if ((p.targets ?? []).some((t) => /fieldstream_gateway_|job="gateway"/.test(t.expr ?? ''))) {
+            checked++;
+            const minS = p.interval !== undefined ? durationS(p.interval) : sourceS;
+            // Grafana's own rule for $__rate_interval: four scrape intervals, so that a late or
+            // missed scrape still leaves two samples.
+            assert.ok(minS >= federatedS, `${file} "${p.title}": a minimum interval of ${p.interval ?? `none (the data source's ${sourceS} s)`} gives rate windows of ${4 * minS} s, not four federated scrapes (every ${federatedS} s)`);
+          }
+          walk(p.panels ?? []);
+        }
+      };
+      walk(d.panels);
+    }
+    assert.ok(checked >= 8, `${checked} panels read the gateways' series`);
   });
 
   it('the dashboards provider points at the folder the compose file mounts the dashboards on', () => {
