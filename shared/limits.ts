@@ -422,6 +422,12 @@ export const LIMITS = {
    * and header. Checked as the packet's length arrives, so a larger one is never buffered (MQTT
    * itself allows 256 MB); the connection is closed. */
   localMqttMaxPacketBytes: 8 * 1024 * 1024 + 64 * 1024,
+  /** publishes. Most QoS 1 and 2 readings and events the local MQTT input remembers having taken, by
+   * client and packet identifier, to tell one a sensor sends again flagged DUP after a lost PUBACK
+   * (inputs/mqtt-resends.ts) from a new one: some 200 bytes each, the oldest forgotten first. What a
+   * client sends again is what was in flight when its connection broke (Paho keeps at most 20 in
+   * flight by default), sent again as it reconnects: room for that of many clients at once. */
+  localMqttTakenPublishesMax: 4_096,
   /** values. Most values local programs may report with the health message (battery, signal, ...):
    * each becomes a database field, and the message goes out every interval. */
   healthLocalMaxValues: 32,

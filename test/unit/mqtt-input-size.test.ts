@@ -2,14 +2,16 @@ import assert from 'node:assert/strict';
 import { connect as tcpConnect } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import mqtt from 'mqtt';
+import mqtt, { Store, type IClientOptions } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
+import { publishDigest, TakenPublishes } from '../../field-client/src/inputs/mqtt-resends.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
 import type { FieldClient } from '../../field-client/src/field-client.ts';
 import type { HealthReporter } from '../../field-client/src/health.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { lossyProxy } from '../helpers/lossy-proxy.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 /**
@@ -98,6 +100,82 @@ describe('local MQTT input: nothing kept for a subscriber that is away', () => {
     await new Promise((r) => setTimeout(r, 200));
     await listener.endAsync();
     assert.deepEqual(got, ['{"gain":3}']);
+  });
+});
+
+/**
+ * mqtt.js's outgoing store, flagging DUP on what it sends again, as MQTT 3.1.1 §3.3.1.1 asks
+ * (MQTT-3.3.1-1) and as Eclipse Paho does: mqtt.js itself sends its stored packets as first sent.
+ * The first send is the packet itself; the store keeps a copy of it (mqtt.js `_storeAndSend`).
+ */
+class DupFlaggingStore extends Store {
+  override put(packet: Parameters<Store['put']>[0], cb: Parameters<Store['put']>[1]): this {
+    return super.put({ ...packet, dup: true } as typeof packet, cb);
+  }
+}
+
+describe('local MQTT input: a publish sent again (DUP)', () => {
+  before(() => input.start());
+  after(() => input.close());
+
+  it('takes a reading sent again with DUP and its packet identifier, after its PUBACK was lost, once; one whose first copy never arrived is taken', async () => {
+    const proxy = await lossyProxy(input.port as number);
+    const sent: Array<{ messageId?: number; dup?: boolean }> = [];
+    const sensor = mqtt.connect(proxy.url, { clientId: 'sensor-dup', protocolVersion: 4, reconnectPeriod: 100, outgoingStore: new DupFlaggingStore() } as IClientOptions);
+    sensor.on('error', () => undefined);
+    sensor.on('packetsend', (p) => void (p.cmd === 'publish' && sent.push({ messageId: p.messageId, dup: p.dup })));
+    const readings = () => submitted.filter((s) => 'wind' in (s.payload as object)).map((s) => s.payload as Record<string, unknown>);
+    try {
+      await new Promise<void>((r) => sensor.once('connect', () => r()));
+      await sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ wind: 1 }), { qos: 1 });
+      // Taken and queued; its PUBACK lost with the link.
+      proxy.loseReplies();
+      const second = sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ wind: 2 }), { qos: 1 });
+      await eventually(() => (readings().length === 2 ? true : undefined), 5_000, 'the second reading taken');
+      // Never arrives.
+      proxy.loseRequests();
+      const third = sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ wind: 3 }), { qos: 1 });
+      await new Promise((r) => setTimeout(r, 50));
+      proxy.cut();
+      await Promise.all([second, third]);
+      const resent = sent.slice(3);
+      assert.deepEqual(resent, [{ messageId: sent[1]?.messageId, dup: true }, { messageId: sent[2]?.messageId, dup: true }], 'both sent again, flagged DUP, with their packet identifiers');
+      assert.deepEqual(readings().map((r) => r.wind), [1, 2, 3], 'the reading whose PUBACK was lost is not a second reading; the one never taken is taken');
+    } finally {
+      await sensor.endAsync(true);
+      await proxy.close();
+    }
+  });
+
+  it('forgets a publish whose append failed (its copy sent again is taken), and keeps at most LIMITS.localMqttTakenPublishesMax', async () => {
+    const taken = new TakenPublishes();
+    const d = publishDigest('t', Buffer.from('{"a":1}'));
+    taken.remember('c', 1, d, Promise.resolve(false));
+    assert.equal(await taken.earlier('c', 1, true, d), false);
+    assert.equal(taken.earlier('c', 1, true, d), undefined, 'forgotten once its append failed');
+    taken.remember('c', 1, d, Promise.resolve(true));
+    assert.equal(await taken.earlier('c', 1, true, d), true);
+    assert.equal(taken.earlier('c', 1, false, d), undefined, 'not flagged DUP: a new publish');
+    assert.equal(taken.earlier('other', 1, true, d), undefined, 'another client');
+    for (let i = 0; i < LIMITS.localMqttTakenPublishesMax + 10; i++) taken.remember('many', i, d, Promise.resolve(true));
+    assert.equal(taken.size, LIMITS.localMqttTakenPublishesMax);
+    assert.equal(taken.earlier('c', 1, true, d), undefined, 'the oldest forgotten first');
+  });
+
+  it('takes a publish flagged DUP that reuses a packet identifier with other bytes (the identifier was free again: MQTT 3.1.1 §2.3.1)', async () => {
+    const ids = { n: 7 };
+    const provider = { allocate: () => ids.n, getLastAllocated: () => ids.n, register: () => true, deallocate: () => undefined, clear: () => undefined };
+    const sensor = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { clientId: 'sensor-reuse', protocolVersion: 4, reconnectPeriod: 0, messageIdProvider: provider } as IClientOptions);
+    const readings = () => submitted.filter((s) => 'gust' in (s.payload as object)).map((s) => (s.payload as Record<string, unknown>).gust);
+    try {
+      await sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ gust: 1 }), { qos: 1 });
+      await sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ gust: 2 }), { qos: 1, dup: true });
+      await sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ gust: 2 }), { qos: 1, dup: true });
+      await sensor.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ gust: 2 }), { qos: 1 });
+      assert.deepEqual(readings(), [1, 2, 2], 'other bytes are another reading; the same bytes flagged DUP are the one taken; a publish not flagged DUP is a new one');
+    } finally {
+      await sensor.endAsync();
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
 import type { LocalInput } from './input.ts';
+import { publishDigest, TakenPublishes } from './mqtt-resends.ts';
 import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
 import { SessionStore, STORE_DIR } from './sparkplug/store.ts';
@@ -19,7 +20,9 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  * an array) to PREFIX/timeseries, an event to PREFIX/event, values for the health message
  * (`{"battery": 87}`, kept until replaced, null removes one; at most LIMITS.healthLocalBodyMaxBytes,
  * as over HTTP) to PREFIX/health. At QoS 1 the PUBACK
- * is sent only once the message is on disk in the queue (health values: once taken). Something
+ * is sent only once the message is on disk in the queue (health values: once taken); a reading or
+ * event sent again flagged DUP after its PUBACK was lost is acknowledged, not queued a second time
+ * (mqtt-resends.ts). Something
  * that is not valid makes the broker close the sensor's connection (MQTT 3.1.1 has no negative
  * PUBACK, §3.3.5) and is logged with FIELD_INPUT_INVALID. Command handlers of type "mqtt" publish
  * here for local programs.
@@ -63,6 +66,8 @@ export function mqttInput(
    * resend arriving before its next NBIRTH would be refused (not born) and acknowledged unstored.
    */
   const hungUp = new WeakMap<object, Error>();
+  /** readings and events taken at QoS 1 and 2, to tell one sent again (DUP) after a lost PUBACK */
+  const taken = new TakenPublishes();
   const slog = log.child({ input: 'mqtt-sparkplug' });
   const store = sparkplug?.dataDir === undefined ? undefined : new SessionStore(join(sparkplug.dataDir, STORE_DIR), slog);
   const hostId = sparkplug?.hostId;
@@ -180,15 +185,34 @@ export function mqttInput(
         log.warn({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);
         return done(coded);
       }
-      // done() is what lets aedes send the PUBACK: only after the queue has it on disk.
-      client.submitMany(items).then(
-        () => done(null),
-        (err: unknown) => {
-          log.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_INPUT_INVALID', clientId: c.id }, (err as Error).message);
-          hungUp.set(c, err as Error);
-          done(err as Error);
-        },
-      );
+      const take = () => {
+        // done() is what lets aedes send the PUBACK: only after the queue has it on disk.
+        const appended = client.submitMany(items);
+        if (digest !== undefined) taken.remember(c.id, packet.messageId, digest, appended.then(() => true, () => false));
+        appended.then(
+          () => done(null),
+          (err: unknown) => {
+            log.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_INPUT_INVALID', clientId: c.id }, (err as Error).message);
+            hungUp.set(c, err as Error);
+            done(err as Error);
+          },
+        );
+      };
+      // A publish sent again flagged DUP (MQTT 3.1.1 §3.3.1.1) whose first copy was taken: its
+      // PUBACK was lost. Acknowledged once that copy is on disk, not queued a second time
+      // (mqtt-resends.ts); taken if that copy's append failed.
+      const digest = packet.qos > 0 ? publishDigest(packet.topic, packet.payload) : undefined;
+      const resent = (): void => {
+        const earlier = digest === undefined ? undefined : taken.earlier(c.id, packet.messageId, packet.dup === true, digest);
+        if (earlier === undefined) return take();
+        void Promise.resolve(earlier).then((stored) => {
+          if (!stored) return resent();
+          // debug: how often is the client's to decide (a line each would be a flood's).
+          log.debug({ clientId: c.id, topic: packet.topic, messageId: packet.messageId }, 'a publish sent again (DUP) that was queued already: acknowledged, not queued again');
+          done(null);
+        });
+      };
+      resent();
     },
     authorizeSubscribe(_c, sub, done) {
       // Local programs may listen to what command handlers publish, edge nodes to their NCMD; with
