@@ -172,7 +172,7 @@ export const ERRORS = {
     http: 503,
     transient: true,
     description:
-      'The local HTTP input is reading as many readings, events and health values at once as it holds in memory (LIMITS.localInputJsonHeldMaxBytes, by their Content-Length; a body without one counts as the largest); nothing was accepted.',
+      'The local HTTP input is reading as many readings, events and health values at once as it holds in memory (LIMITS.localInputJsonHeldMaxBytes, by their Content-Length; a body without one counts as the largest); or the local MQTT input holds as many connections (LIMITS.localMqttMaxConnections) or bytes of packets arriving (LIMITS.localMqttHeldMaxBytes) as it takes at once, and closed a connection. Nothing was accepted.',
   },
   SPARKPLUG_PAYLOAD_INVALID: {
     http: 400,

@@ -422,6 +422,24 @@ export const LIMITS = {
    * and header. Checked as the packet's length arrives, so a larger one is never buffered (MQTT
    * itself allows 256 MB); the connection is closed. */
   localMqttMaxPacketBytes: 8 * 1024 * 1024 + 64 * 1024,
+  /** connections. Most the local MQTT input holds at once (Node's maxConnections); one more is closed
+   * as it is accepted (FIELD_INPUT_BUSY, logged). Each is bounded on its own (its packets' size and
+   * pauses), not their number: a program opening them without end took every file descriptor, and
+   * each could hold a packet begun. Room for every sensor and program of a device many times over. */
+  localMqttMaxConnections: 256,
+  /** bytes. Most of the MQTT packets begun and not yet whole the local MQTT input holds across all its
+   * connections, each counted by its remaining length from when it arrives (before the bytes are
+   * buffered) until the packet is whole or its connection gone; past it the packet's connection is
+   * closed (FIELD_INPUT_BUSY, logged; its sensor sends it again). Eight packets of the largest size,
+   * as the HTTP input's localInputJsonHeldMaxBytes. */
+  localMqttHeldMaxBytes: 64 * 1024 * 1024,
+  /** bytes. An MQTT packet of at most this is not counted in localMqttHeldMaxBytes (readings as sensors
+   * send them, PINGREQ): large packets filling that room hold up no small reading. Those are bounded
+   * by localMqttMaxConnections: 16 MiB in all. */
+  localMqttUncountedPacketBytes: 64 * 1024,
+  /** log lines. Most the local MQTT input writes per TIMINGS.floodLogIntervalMs about connections it
+   * closed as busy (localMqttMaxConnections, localMqttHeldMaxBytes); the rest are counted in the next. */
+  localMqttBusyLogMaxPerWindow: 10,
   /** publishes. Most QoS 1 and 2 readings and events the local MQTT input remembers having taken, by
    * client and packet identifier, to tell one a sensor sends again flagged DUP after a lost PUBACK
    * (inputs/mqtt-resends.ts) from a new one: some 200 bytes each, the oldest forgotten first. What a

@@ -244,6 +244,72 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('MQTT: connections at once (LIMITS.localMqttMaxConnections) and packet bytes held across them (LIMITS.localMqttHeldMaxBytes) are bounded: past either FIELD_INPUT_BUSY, and the room comes back', async () => {
+    // Scaled down (LIMITS, read as the input starts and as a packet's length arrives).
+    const restore = scaled(LIMITS, { localMqttMaxConnections: 4, localMqttHeldMaxBytes: 1024 * 1024 });
+    const d = await device('mqtt-many');
+    const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await input.start();
+    const within = (p: Promise<boolean>, ms: number) => Promise.race([p, new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+    const open = async () => {
+      const socket = connect(input.port as number, '127.0.0.1');
+      socket.on('error', () => undefined);
+      const acks: number[] = [];
+      let connack = false;
+      socket.on('data', (b: Buffer) => {
+        if (b[0] === 0x20) connack = true;
+        for (let i = b.indexOf(0x40); i >= 0 && i + 3 < b.length + 1; i = b.indexOf(0x40, i + 1)) if (b[i + 1] === 0x02) acks.push(b.readUInt16BE(i + 2));
+      });
+      const closed = new Promise<boolean>((r) => socket.once('close', () => r(true)));
+      await new Promise<void>((r) => socket.once('connect', () => r()));
+      socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `raw-${Math.random()}`, clean: true, keepalive: 0 }));
+      await eventually(() => (connack ? true : undefined), 3000, 'CONNACK').catch(() => undefined);
+      return { socket, closed, acks, connack: () => connack };
+    };
+    const publish = (messageId: number, payload: Buffer) => mqttPacket.generate({ cmd: 'publish', topic: 'fieldstream/local/timeseries', payload, qos: 1, messageId, retain: false, dup: false });
+    const busy = () => d.logs.lines.filter((l) => l.code === 'FIELD_INPUT_BUSY');
+    const held: Array<Awaited<ReturnType<typeof open>>> = [];
+    try {
+      for (let i = 0; i < 4; i++) held.push(await open());
+      assert.ok(held.every((c) => c.connack()), 'four taken');
+      const extra = await open();
+      assert.equal(await within(extra.closed, 3000), true, 'one more is closed as it is accepted');
+      assert.equal(extra.connack(), false);
+      await eventually(() => (busy().length >= 1 ? true : undefined), 3000, 'FIELD_INPUT_BUSY logged');
+      held.pop()?.socket.destroy();
+      await new Promise((r) => setTimeout(r, 200));
+      held.push(await open());
+      assert.equal(held[3]?.connack(), true, 'a place again once one closed');
+
+      // Two packets of 600 KiB begun at once: the second is past the 1 MiB held across connections.
+      const readings = Buffer.from(`[${Array.from({ length: 6000 }, () => '{"t":1.5}').join(',')}]`.padEnd(600 * 1024, ' '));
+      const big = publish(1, readings);
+      const [a, b, c] = held as [Awaited<ReturnType<typeof open>>, Awaited<ReturnType<typeof open>>, Awaited<ReturnType<typeof open>>];
+      a.socket.write(big.subarray(0, 100 * 1024)); // and the rest not yet
+      await new Promise((r) => setTimeout(r, 100));
+      const before = busy().length;
+      b.socket.write(big.subarray(0, 100 * 1024));
+      assert.equal(await within(b.closed, 3000), true, 'the packet past the bytes held across connections has its connection closed');
+      assert.equal(busy().length, before + 1, 'FIELD_INPUT_BUSY logged');
+      // A small reading still goes through, and so does the first packet once whole.
+      c.socket.write(publish(2, Buffer.from('{"temperature": 21.5}')));
+      await eventually(() => (c.acks.includes(2) ? true : undefined), 3000, 'the small reading acknowledged');
+      a.socket.write(big.subarray(100 * 1024));
+      await eventually(() => (a.acks.includes(1) ? true : undefined), 5000, 'the first 600 KiB publish taken once whole');
+      // The room comes back once held packets are whole or gone.
+      const again = await open();
+      again.socket.write(publish(3, readings));
+      await eventually(() => (again.acks.includes(3) ? true : undefined), 5000, 'a 600 KiB publish taken again');
+      assert.equal(d.queue.depth, 1 + 2 * 6000);
+      again.socket.destroy();
+    } finally {
+      for (const c of held) c.socket.destroy();
+      restore();
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('HTTP: a file asking first (Expect: 100-continue) and refused by its length is not told to go on, and sends nothing', async () => {
     const { d, input, end } = await withHttpInput('http-expect', { maxBytes: 4 * 1024 * 1024 });
     /** The request's head, then its body only once told to go on; what came back, until the server closed or `waitMs`. */

@@ -3,11 +3,13 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Aedes } from 'aedes';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
+import { LimitedLog } from '../../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
 import type { LocalInput } from './input.ts';
+import { HeldPackets, limitPacketSize, partialPacketBytes } from './mqtt-packets.ts';
 import { publishDigest, TakenPublishes } from './mqtt-resends.ts';
 import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
@@ -38,7 +40,11 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  * It listens on loopback by default and asks for no credentials: it is for the device itself. It
  * takes clean sessions only (see authenticate): nothing is kept for a subscriber while it is away.
  * A packet longer than LIMITS.localMqttMaxPacketBytes is refused as its length arrives, before it
- * is buffered (limitPacketSize): FIELD_INPUT_INVALID is logged and the connection closed.
+ * is buffered (limitPacketSize): FIELD_INPUT_INVALID is logged and the connection closed. Across
+ * connections, at most LIMITS.localMqttMaxConnections are held at once (one more is closed as it is
+ * accepted) and at most LIMITS.localMqttHeldMaxBytes of packets begun and not yet whole (HeldPackets;
+ * a packet past it has its connection closed): both FIELD_INPUT_BUSY, logged at most
+ * LIMITS.localMqttBusyLogMaxPerWindow times per TIMINGS.floodLogIntervalMs.
  */
 export function mqttInput(
   client: FieldClient,
@@ -234,10 +240,17 @@ export function mqttInput(
       // finds it online at its subscription.
       await hostState(true);
       let unguarded = false;
+      const held = new HeldPackets();
+      // A program can open connections and begin packets as fast as it likes: a line each would be a flood.
+      const busyLog = new LimitedLog(log, { maxPerWindow: LIMITS.localMqttBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local MQTT connections refused as busy' });
       const s = (server = createServer((socket) => {
-        const refused = (err: FieldStreamError) => log.warn({ code: err.code, remoteAddress: socket.remoteAddress, maxBytes: LIMITS.localMqttMaxPacketBytes }, err.message);
+        const refused = (err: FieldStreamError) =>
+          err.code === 'FIELD_INPUT_BUSY'
+            ? busyLog.write({ code: err.code, remoteAddress: socket.remoteAddress, heldBytes: held.bytes, maxHeldBytes: LIMITS.localMqttHeldMaxBytes }, err.message)
+            : log.warn({ code: err.code, remoteAddress: socket.remoteAddress, maxBytes: LIMITS.localMqttMaxPacketBytes }, err.message);
         const c = a.handle(socket);
-        if (!limitPacketSize(c, LIMITS.localMqttMaxPacketBytes, refused) && !unguarded) {
+        socket.once('close', () => held.release(c));
+        if (!limitPacketSize(c, LIMITS.localMqttMaxPacketBytes, refused, held) && !unguarded) {
           unguarded = true;
           log.warn({ maxBytes: LIMITS.localMqttMaxPacketBytes }, 'the MQTT parser of aedes has changed: packet lengths are not checked as they arrive, only payloads once read');
         }
@@ -253,6 +266,16 @@ export function mqttInput(
           socket.destroy();
         });
       }));
+      // Each connection is bounded (its packets' size and pauses), not how many there are: enough of
+      // them took every file descriptor, and each held its packet's bytes. One more is closed as it
+      // is accepted (Node's maxConnections), without a word of MQTT: CONNACK has no "busy" (§3.2.2.3).
+      s.maxConnections = LIMITS.localMqttMaxConnections;
+      s.on('drop', (d) =>
+        busyLog.write(
+          { code: 'FIELD_INPUT_BUSY', remoteAddress: d?.remoteAddress, maxConnections: LIMITS.localMqttMaxConnections },
+          `${LIMITS.localMqttMaxConnections} MQTT connections are open, the most held at once: one more closed as it was accepted`,
+        ),
+      );
       await new Promise<void>((resolve, reject) => {
         s.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_MQTT_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
         s.listen(port, host, () => resolve());
@@ -281,49 +304,3 @@ export function mqttInput(
 
 /** The largest payload any input behind the local broker takes (JSON readings, Sparkplug B). */
 const MAX_PAYLOAD_BYTES = Math.max(LIMITS.localInputJsonMaxBytes, LIMITS.sparkplugPayloadMaxBytes);
-
-/**
- * The bytes of a packet begun and not yet whole in an aedes client's parser (a fixed header read
- * and its payload awaited counts, with 0 bytes held), or undefined when none is begun (or the
- * parser is not one this knows: then nothing is cut off).
- */
-export function partialPacketBytes(aedesClient: unknown): number | undefined {
-  const parser = (aedesClient as { _parser?: Partial<PacketParser> } | null)?._parser;
-  const held = parser?._list?.length;
-  const length = parser?.packet?.length;
-  if (typeof held !== 'number' || typeof length !== 'number') return undefined;
-  return held > 0 || length !== -1 ? held : undefined;
-}
-
-/** What limitPacketSize and partialPacketBytes use of mqtt-packet's Parser (aedes's client holds one per connection). */
-interface PacketParser {
-  packet: { length: number; cmd?: string };
-  /** the bytes read and not yet parsed (a BufferList) */
-  _list: { length: number };
-  _parseLength(): boolean;
-  _emitError(err: Error): void;
-}
-
-/**
- * Refuses, on one aedes client (what `aedes.handle(socket)` returns), any MQTT packet whose remaining
- * length is above `maxBytes`, as soon as its fixed header is read: neither aedes nor mqtt-packet has
- * a maximum-packet-size option, and mqtt-packet's Parser otherwise buffers up to MQTT's 256 MB
- * before it parses. The length is still read by mqtt-packet (its `_parseLength` step); the refusal
- * goes through the parser's own error path, on which aedes closes the connection. Returns false when
- * the client has no such parser (a changed aedes), which authorizePublish's payload check then backs.
- */
-export function limitPacketSize(aedesClient: unknown, maxBytes: number, onRefused: (err: FieldStreamError) => void): boolean {
-  const parser = (aedesClient as { _parser?: Partial<PacketParser> } | null)?._parser;
-  if (!parser || typeof parser._parseLength !== 'function' || typeof parser._emitError !== 'function' || typeof parser.packet !== 'object') return false;
-  const p = parser as PacketParser;
-  const parseLength = p._parseLength.bind(p);
-  p._parseLength = () => {
-    if (!parseLength()) return false;
-    if (p.packet.length <= maxBytes) return true;
-    const err = new FieldStreamError('FIELD_INPUT_INVALID', `MQTT ${p.packet.cmd ?? ''} packet of ${p.packet.length} bytes is larger than ${maxBytes}: connection closed`);
-    onRefused(err);
-    p._emitError(err);
-    return false;
-  };
-  return true;
-}
