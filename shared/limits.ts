@@ -266,6 +266,11 @@ export const LIMITS = {
    * look, so a burst of files dropped in the folder neither races past the bound nor holds every
    * libuv pool thread the queue's writes need. */
   folderInputMaxFilesAtOnce: 2,
+  /** entries. The watched folder is read this many entries at a time (opendir's buffer), and its
+   * entries looked at (lstat) as many at once, each look: between them the event loop turns, so a
+   * folder of thousands does not hold it, and libuv's threads (four by default, which the queue's
+   * writes share) are not flooded with one request per entry at once. */
+  folderInputEntriesAtOnce: 256,
   /** files. Most files of the watched folder remembered as sent though they could not be removed
    * from it (a read-only mount, another user's folder with the sticky bit: FIELD_FILE_SOURCE_KEPT),
    * each by its device, inode, size and modification time (in FIELD_DATA_DIR/watched-kept.jsonl, across

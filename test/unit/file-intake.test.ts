@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import fsp, { open } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -13,7 +14,9 @@ import { GatewayConnection } from '../../field-client/src/gateway-connection.ts'
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { DurableQueue, type SyncPolicy } from '../../field-client/src/queue/durable-queue.ts';
+import type { FieldClient as Client } from '../../field-client/src/field-client.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
@@ -507,5 +510,78 @@ describe('files taken within the bound', () => {
     assert.deepEqual(readdirSync(join(d.dir, 'incoming')), []);
     await input.close();
     await d.close();
+  });
+});
+
+/**
+ * The watched folder is looked at every interval on the field client's one event loop, which every
+ * input, the queue and the link share: a look at a large folder must not hold it, and a look that
+ * outlasts the interval must not be joined by the next.
+ */
+describe('looks at a large watched folder', () => {
+  const tmp = tempDir('folder-looks');
+  after(() => tmp.cleanup());
+  const FILES = 20_000;
+
+  it('does not hold the event loop while it reads the folder and looks at each entry, and runs one look at a time', async () => {
+    const watched = join(tmp.dir, 'watched');
+    mkdirSync(watched);
+    for (let i = 0; i < FILES; i++) writeFileSync(join(watched, `r${i}.csv`), '');
+    // Nothing is taken: the files are about the looks, not the queue.
+    const client = { submitFile: () => new Promise(() => undefined) } as unknown as Client;
+    // The input's reads (fs/promises' opendir, each from its start to its last entry) and lstats,
+    // watched as they run.
+    const [opening, looking] = [fsp.opendir, fsp.lstat];
+    let listing = 0;
+    let statting = 0;
+    let lists = 0;
+    let overlapping = 0;
+    (fsp as { opendir: unknown }).opendir = async (...args: Parameters<typeof opening>) => {
+      // A look starts while another's read or lstats are under way: two looks at once.
+      if (listing > 0 || statting > 0) overlapping++;
+      listing++;
+      lists++;
+      const dir = await opening(...args).catch((err: unknown) => {
+        listing--;
+        throw err;
+      });
+      const entries = dir[Symbol.asyncIterator].bind(dir);
+      dir[Symbol.asyncIterator] = async function* () {
+        try {
+          yield* entries();
+        } finally {
+          listing--;
+        }
+      };
+      return dir;
+    };
+    (fsp as { lstat: unknown }).lstat = async (...args: Parameters<typeof looking>) => {
+      statting++;
+      try {
+        return await looking(...args);
+      } finally {
+        statting--;
+      }
+    };
+    syncBuiltinESMExports();
+    const input = folderInput(client, watched, 5, createLogger('test', 'silent'));
+    // A timer's turns while a look is under way: none if the look held the event loop throughout.
+    let turnsDuringLooks = 0;
+    const tick = setInterval(() => void (listing + statting > 0 && turnsDuringLooks++), 2);
+    const started = performance.now();
+    try {
+      await input.start();
+      // Three looks (a look at 20,000 entries outlasts the 5 ms interval many times over), or 3 s of none.
+      await eventually(() => (lists >= 3 || (lists === 0 && performance.now() - started > 3_000) ? true : undefined), 60_000, 'three looks');
+    } finally {
+      clearInterval(tick);
+      await input.close();
+      (fsp as { opendir: unknown; lstat: unknown }).opendir = opening;
+      (fsp as { opendir: unknown; lstat: unknown }).lstat = looking;
+      syncBuiltinESMExports();
+    }
+    assert.ok(lists >= 3, `the folder was read (${lists} times) with fs/promises' opendir`);
+    assert.equal(overlapping, 0, 'one look at a time, though a look outlasts the interval');
+    assert.ok(turnsDuringLooks >= 10, `a timer turned ${turnsDuringLooks} times while the folder was read and its entries looked at`);
   });
 });
