@@ -418,6 +418,12 @@ export const LIMITS = {
    * TIMINGS.localInputRequestTimeoutMs, and connections are not counted; past it a body is refused
    * (FIELD_INPUT_BUSY, send it again). Eight bodies of the largest size. */
   localInputJsonHeldMaxBytes: 64 * 1024 * 1024,
+  /** connections. Most the local HTTP input holds at once (Node's maxConnections); one more is closed
+   * as it is accepted (FIELD_INPUT_BUSY, logged). Each is bounded on its own (its headers' and body's
+   * deadlines, its JSON body's share of localInputJsonHeldMaxBytes), not their number: a program
+   * opening them without end took every file descriptor of the field client, its link's and queue's
+   * included. Room for every sensor and program of a device many times over, as localMqttMaxConnections. */
+  localHttpMaxConnections: 256,
   /** items. Most readings or events in one submission to a local input (an HTTP body, an MQTT
    * publish): taken in one append, one fsync. Ten batches of batchMaxMessages; far more than fit in
    * localInputJsonMaxBytes at any useful size, and the bound were they tiny. */
@@ -442,9 +448,10 @@ export const LIMITS = {
    * send them, PINGREQ): large packets filling that room hold up no small reading. Those are bounded
    * by localMqttMaxConnections: 16 MiB in all. */
   localMqttUncountedPacketBytes: 64 * 1024,
-  /** log lines. Most the local MQTT input writes per TIMINGS.floodLogIntervalMs about connections it
-   * closed as busy (localMqttMaxConnections, localMqttHeldMaxBytes); the rest are counted in the next. */
-  localMqttBusyLogMaxPerWindow: 10,
+  /** log lines. Most each local input (HTTP, MQTT) writes per TIMINGS.floodLogIntervalMs about
+   * connections it closed as busy (localHttpMaxConnections; localMqttMaxConnections,
+   * localMqttHeldMaxBytes); the rest are counted in the next. */
+  localInputBusyLogMaxPerWindow: 10,
   /** publishes. Most QoS 1 and 2 readings and events the local MQTT input remembers having taken, by
    * client and packet identifier, to tell one a sensor sends again flagged DUP after a lost PUBACK
    * (inputs/mqtt-resends.ts) from a new one: some 200 bytes each, the oldest forgotten first. What a

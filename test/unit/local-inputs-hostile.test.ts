@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import mqtt from 'mqtt';
@@ -374,6 +374,36 @@ describe('local inputs: a hostile or broken producer', () => {
     } finally {
       await input.close();
       await d.close();
+    }
+  });
+
+  it('HTTP: connections at once are bounded (LIMITS.localHttpMaxConnections): one more is closed as it is accepted, FIELD_INPUT_BUSY logged, and a place comes back', async () => {
+    // Scaled down (LIMITS, read as the input is made).
+    const { d, port, end } = await withHttpInput('http-many', { limits: { localHttpMaxConnections: 3 } });
+    const sockets: Socket[] = [];
+    try {
+      // Three idle connections (within their headers' deadline) hold every place.
+      for (let i = 0; i < 3; i++) {
+        const s = connect(port, '127.0.0.1');
+        s.on('error', () => undefined);
+        await new Promise<void>((r) => s.once('connect', () => r()));
+        sockets.push(s);
+      }
+      const closedAt = (s: Socket) => new Promise<boolean>((r) => { s.once('close', () => r(true)); setTimeout(() => r(false), 3000); });
+      const extra = connect(port, '127.0.0.1');
+      extra.on('error', () => undefined);
+      assert.equal(await closedAt(extra), true, 'one more is closed as it is accepted');
+      await eventually(() => (d.logs.lines.some((l) => l.code === 'FIELD_INPUT_BUSY') ? true : undefined), 3000, 'FIELD_INPUT_BUSY logged');
+      // One gone, a reading is taken again.
+      sockets.pop()?.destroy();
+      await new Promise((r) => setTimeout(r, 200));
+      const reading = JSON.stringify({ temperature: 21.5 });
+      const taken = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      assert.equal(taken.status, 202);
+      assert.equal(d.queue.depth, 1);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await end();
     }
   });
 

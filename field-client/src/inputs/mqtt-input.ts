@@ -44,7 +44,7 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  * connections, at most LIMITS.localMqttMaxConnections are held at once (one more is closed as it is
  * accepted) and at most LIMITS.localMqttHeldMaxBytes of packets begun and not yet whole (HeldPackets;
  * a packet past it has its connection closed): both FIELD_INPUT_BUSY, logged at most
- * LIMITS.localMqttBusyLogMaxPerWindow times per TIMINGS.floodLogIntervalMs.
+ * LIMITS.localInputBusyLogMaxPerWindow times per TIMINGS.floodLogIntervalMs.
  */
 export function mqttInput(
   client: FieldClient,
@@ -242,7 +242,7 @@ export function mqttInput(
       let unguarded = false;
       const held = new HeldPackets();
       // A program can open connections and begin packets as fast as it likes: a line each would be a flood.
-      const busyLog = new LimitedLog(log, { maxPerWindow: LIMITS.localMqttBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local MQTT connections refused as busy' });
+      const busyLog = new LimitedLog(log, { maxPerWindow: LIMITS.localInputBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local MQTT connections refused as busy' });
       const s = (server = createServer((socket) => {
         const refused = (err: FieldStreamError) =>
           err.code === 'FIELD_INPUT_BUSY'
