@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
+import { adminWaitingFor } from '../helpers/admin-waiting.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { createBackup, tarEntry } from '../../scripts/admin/backup.ts';
@@ -270,28 +271,14 @@ describe('fieldstream-admin backup and restore: unreadable state, hostile archiv
       const lock = join(pki.dir, '.revocations.lock');
       const out = join(work.dir, 'during-revocation.tar.gz');
       mkdirSync(lock); // a revocation under way (revokeDevice holds this while it writes the log, the lists and the CRL)
-      const child = spawn(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['backup', out, '--certs-dir', pki.dir, '--state-dir', join(work.dir, 'no-state'), '--command-state', join(work.dir, 'no-journal')], {
-        cwd: REPO_ROOT,
-        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => void (stdout += d.toString()));
-      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
       // The backup says it waits once it found the lock held (not a fixed pause: a slow start would
       // have read the folder before the revocation, not beside it).
-      await new Promise<void>((resolve, reject) => {
-        child.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-          if (stderr.includes(`waiting for ${lock}`)) resolve();
-        });
-        void exited.then(() => reject(new Error(`the backup ended without waiting: ${stderr}${stdout}`)));
-      });
+      const { exited, output } = await adminWaitingFor(lock, ['backup', out, '--certs-dir', pki.dir, '--state-dir', join(work.dir, 'no-state'), '--command-state', join(work.dir, 'no-journal')]);
       assert.equal(existsSync(out), false, 'the backup waits for the revocation to finish');
       rmSync(lock, { recursive: true });
       const { serials } = revokeDevice(pki.dir, 'dev-a'); // the revocation, now, as it would have finished
-      assert.equal(await exited, 0, stderr);
-      assert.match(stdout, /^Backed up /);
+      assert.equal(await exited, 0, output().stderr);
+      assert.match(output().stdout, /^Backed up /);
       const restored = target('after-revocation');
       assert.equal((await admin('restore', out, ...pathArgs(restored))).code, EXIT.ok);
       for (const file of ['ca.crl', 'ca/revoked.jsonl', 'dmz/revocation/revoked-serials.txt', 'internal/revoked-devices.txt']) {

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { adminWaitingFor } from '../helpers/admin-waiting.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { pkiPaths } from '../../pki/layout.ts';
@@ -58,26 +59,12 @@ describe('restore and the certificate commands, at once', () => {
       const lock = join(t.pki.dir, '.revocations.lock');
       const before = caOf(t.pki.dir);
       mkdirSync(lock); // an issue under way (issueDeviceCertificate holds this while it records and writes)
-      const child = spawn(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['restore', archive, '--force', ...t.args], {
-        cwd: REPO_ROOT,
-        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => void (stdout += d.toString()));
-      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-      await new Promise<void>((resolve, reject) => {
-        child.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-          if (stderr.includes(`waiting for ${lock}`)) resolve();
-        });
-        void exited.then(() => reject(new Error(`the restore ended without waiting: ${stderr}${stdout}`)));
-      });
+      const { exited, output } = await adminWaitingFor(lock, ['restore', archive, '--force', ...t.args]);
       await sleep(300);
       assert.equal(caOf(t.pki.dir), before, 'nothing restored while the issue holds the lock');
       rmSync(lock, { recursive: true });
-      assert.equal(await exited, 0, stderr);
-      assert.match(stdout, /^Restored /);
+      assert.equal(await exited, 0, output().stderr);
+      assert.match(output().stdout, /^Restored /);
       assert.equal(caOf(t.pki.dir), caOf(source.dir));
       assert.equal(existsSync(join(t.pki.dir, '.restore-running')), false, 'the mark goes with the restore');
     } finally {

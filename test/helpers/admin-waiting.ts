@@ -1,0 +1,28 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { REPO_ROOT } from './stack.ts';
+
+/**
+ * `bin/fieldstream-admin ARGS` started while a test holds `lock`: resolves once the command says on
+ * stderr that it waits for it (not after a fixed pause: a slow start would have read the folder
+ * before the lock was looked at), rejects if it ends first. `exited` gives its exit code, `output()`
+ * what it wrote so far.
+ */
+export async function adminWaitingFor(lock: string, args: readonly string[]): Promise<{ exited: Promise<number | null>; output: () => { stdout: string; stderr: string } }> {
+  const child = spawn(join(REPO_ROOT, 'bin', 'fieldstream-admin'), [...args], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => void (stdout += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  await new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes(`waiting for ${lock}`)) resolve();
+    });
+    void exited.then(() => reject(new Error(`fieldstream-admin ${args[0] ?? ''} ended without waiting for ${lock}: ${stderr}${stdout}`)));
+  });
+  return { exited, output: () => ({ stdout, stderr }) };
+}
