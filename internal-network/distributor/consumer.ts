@@ -4,6 +4,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { watchBrokerLiveness } from './broker-liveness.ts';
 import type { DeadLetters } from './dead-letter.ts';
 import type { MessageHandler } from './message-handler.ts';
 import type { ReceiptPublisher } from './receipts.ts';
@@ -112,45 +113,24 @@ export class Consumer {
     this.tooLargeLog = flood('error', 'messages left unacknowledged whose dead letter is larger than the folder may hold');
     this.invalidLog = flood('error', 'invalid payloads kept as dead-letter excerpts');
     this.retryLogs = retries ?? retryLogs(log);
+    // mqtt.js hands the broker's PINGRESPs over only after the message in progress: the connection
+    // is judged by the bytes its socket reads instead, and pinged from there (broker-liveness.ts).
+    watchBrokerLiveness(mqtt);
     mqtt.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
-      // A message from the broker shows the connection alive as well as a PINGRESP would. mqtt.js
-      // counts only acks and PINGRESPs, and hands a connection's packets over one at a time (the
-      // next only after this one's callback, i.e. after the write): under a backlog the PINGRESP
-      // waits behind queued messages past the keepalive timeout, and the connection was dropped
-      // every ~46 s in the fleet benchmark, its in-flight messages delivered again.
-      mqtt.reschedulePing(true);
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
       const taken = Date.now();
       this.inProgressSince = taken;
-      // The broker's PINGRESP, too, is handed over only after this message: a write that takes longer
-      // than 1.5 keepalives (a store frozen or timing out, retried for minutes) had mqtt.js drop the
-      // connection for want of it, and the broker deliver the message again on the next one while
-      // this copy was still retried: one more copy in progress, and in memory, at each keepalive
-      // timeout for as long as the store stalled, each written again once it came back. Meanwhile
-      // the connection is kept alive by pings sent from here, their answers read after the message.
       const connection = this.connection;
-      const keepalive = (mqtt.options.keepalive ?? 0) * 1000;
-      const pinging =
-        keepalive > 0
-          ? setInterval(() => {
-              if (this.connection !== connection) return;
-              if (mqtt.connected) mqtt.sendPing();
-              mqtt.reschedulePing(true);
-            }, keepalive / 2)
-          : undefined;
-      pinging?.unref();
       // A copy taken on a connection that closed since (the broker gone, restarted) is abandoned: the
       // broker delivers it again on the next connection of the session, and that copy is written and
       // acknowledged; this one is not retried, nor acknowledged with an identifier of the last connection.
       const abandoned = () => this.connection !== connection;
       this.process(packet.topic, payload, taken, packet.retain, abandoned).then(
         () => {
-          clearInterval(pinging);
           if (this.inProgressSince === taken) this.inProgressSince = undefined;
           if (!abandoned()) callback();
         },
         (err: unknown) => {
-          clearInterval(pinging);
           if (this.inProgressSince === taken) this.inProgressSince = undefined;
           // process() retries every failure until the consumer stops or the connection closes, so
           // this is one of those: no callback, no PUBACK (the broker delivers the message again).

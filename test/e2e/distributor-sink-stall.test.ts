@@ -15,6 +15,8 @@ import { LIMITS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { connectMqtt } from '../../shared/mqtt/connect.ts';
+import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { makeTestPki, serviceMqttSettings, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -44,13 +46,15 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
   });
 
   /**
-   * A consumer (keepalive 1 s: mqtt.js pings after 1 s of silence and gives up 1.5 s after its last
-   * sign of life) whose messages are each one point written through the batcher into the real InfluxDB
-   * (a request timeout of 500 ms), counting the copies in progress at once.
+   * A consumer (keepalive 1 s: a ping every half second, the connection given up 1.5 s
+   * after the broker's last word) whose messages are each one point written through the batcher into
+   * the real InfluxDB (a request timeout of 500 ms), counting the copies in progress at once and
+   * the topics written. `tls`: over mutual TLS, as the distributor connects (connectMqtt).
    */
-  const stalledConsumer = (clientId: string) => {
+  const stalledConsumer = (clientId: string, tls = false) => {
     const sink = new WriteBatcher(new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 500 }), 5000, 2);
     const copies = { now: 0, most: 0 };
+    const written: string[] = [];
     const handler = {
       handle: async (topic: string) => {
         copies.now++;
@@ -60,14 +64,22 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
         } finally {
           copies.now--;
         }
-        void topic;
+        written.push(topic);
         return { points: 1, files: 0 };
       },
       deadLetterReceipts: () => [],
     } as unknown as MessageHandler;
-    const client = connect(broker.url, { protocolVersion: 5, clientId, keepalive: 1, clean: false, properties: { sessionExpiryInterval: 300 }, reconnectPeriod: 200 });
+    const session = { keepalive: 1, properties: { sessionExpiryInterval: 300 }, reconnectPeriod: 200 };
+    const client = tls
+      ? connectMqtt(
+          { url: broker.tlsUrl ?? '', ...readMqttTls(serviceMqttSettings(pki.paths, 'internal/distributor', broker.tlsUrl)), clientId, protocolVersion: 5, clean: false },
+          createLogger('test', 'silent'),
+          // A broker frozen takes in a connection (the kernel does) but never answers it: tried again after 2 s.
+          { ...session, connectTimeout: 2000 },
+        )
+      : connect(broker.url, { protocolVersion: 5, clientId, clean: false, ...session });
     const consumer = new Consumer(client, handler, new DeadLetters(join(work.dir, `dead-letter-${clientId}`)), { initialMs: 50, maxMs: 200 }, undefined, createLogger('test', 'silent'));
-    return { client, consumer, copies };
+    return { client, consumer, copies, written };
   };
 
   it('keeps one copy of each message in progress per connection, and its connection, however long the store is frozen', async () => {
@@ -124,6 +136,84 @@ describe('the distributor while InfluxDB is frozen (SIGSTOP: its connection open
     await new Promise((r) => setTimeout(r, 1000));
     await again.endAsync();
     assert.deepEqual(redelivered, []);
+  });
+
+  // A connection can die without a word (a network partition, the broker's host frozen): no FIN, no
+  // RST. mqtt.js hands the broker's answers to pings over only after the message in progress, so
+  // the consumer judges the connection by the bytes its socket reads: nothing for 1.5 keepalives,
+  // and it is closed, the message in progress abandoned (the broker delivers it again).
+  it('closes a connection on which the broker fell silent (frozen) with a message in progress, within two keepalives, and stops retrying that copy: the one delivered again is written, once', async () => {
+    const { client, consumer, written } = stalledConsumer('silent-broker-consumer', true);
+    const closes: number[] = [];
+    client.on('close', () => closes.push(performance.now()));
+    try {
+      await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+      await client.subscribeAsync('silent/#', { qos: 1 });
+      await influx.process.pause();
+      await publisher.publishAsync('silent/0', '0', { qos: 1 });
+      await eventually(() => (consumer.stats.retries >= 2 ? true : undefined), 10_000, 'the write retried');
+      assert.equal(closes.length, 0, 'the connection kept while the broker answered');
+      await broker.process.pause();
+      const frozen = performance.now();
+      await eventually(() => (closes.length > 0 ? true : undefined), 5_000, 'the connection closed after the broker fell silent');
+      // The broker's last word came before it froze: 1.5 keepalives after it, and a check's delay.
+      const tookMs = closes[0]! - frozen;
+      assert.ok(tookMs <= 2_000, `closed ${Math.round(tookMs)} ms after the broker froze (keepalive 1 s)`);
+      // The attempt in flight at the close ends with its request (500 ms); then no more.
+      await new Promise((r) => setTimeout(r, 800));
+      const retries = consumer.stats.retries;
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal(consumer.stats.retries, retries, 'the copy taken on the closed connection is no longer retried');
+      await broker.process.resume();
+      await eventually(() => (client.connected ? true : undefined), 10_000, 'connected again once the broker came back');
+      await eventually(() => (consumer.stats.retries > retries ? true : undefined), 10_000, "the broker's new delivery retried");
+      await influx.process.resume();
+      await eventually(() => (consumer.stats.messages >= 1 ? true : undefined), 20_000, 'written after the store came back');
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.deepEqual(written, ['silent/0'], 'written once');
+    } finally {
+      await broker.process.resume();
+      await influx.process.resume();
+      consumer.stop();
+      await client.endAsync();
+    }
+    // Acknowledged: the session, taken up again, has nothing to deliver again.
+    const again = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'silent-broker-consumer', clean: false, properties: { sessionExpiryInterval: 300 } });
+    const redelivered: string[] = [];
+    again.on('message', (topic) => redelivered.push(topic));
+    await new Promise((r) => setTimeout(r, 1000));
+    await again.endAsync();
+    assert.deepEqual(redelivered, []);
+  });
+
+  // Behind a message in progress the socket stops reading once its buffers hold more than mqtt.js
+  // took (backpressure): the broker's answers to pings wait in the kernel behind the backlog. That is
+  // no silence of the broker's, and the connection is kept.
+  it('keeps its connection while a backlog larger than its socket reads at once waits behind a message in progress; each message written once, in order', async () => {
+    const { client, consumer, written } = stalledConsumer('backlog-consumer', true);
+    let closes = 0;
+    client.on('close', () => closes++);
+    try {
+      await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+      await client.subscribeAsync('held/#', { qos: 1 });
+      await influx.process.pause();
+      // 1.9 MiB: past what the socket reads ahead (its 16 KiB and mqtt.js's), held in the kernel.
+      for (let i = 0; i < 30; i++) await publisher.publishAsync(`held/${i}`, Buffer.alloc(64 * 1024, i), { qos: 1 });
+      const stream = client.stream as unknown as { readableLength: number; readableHighWaterMark: number };
+      await eventually(() => (stream.readableLength >= stream.readableHighWaterMark ? true : undefined), 5_000, 'the socket held back');
+      // Three times as long as the broker may be silent before its connection is given up.
+      await new Promise((r) => setTimeout(r, 4_500));
+      assert.equal(closes, 0, 'the connection was kept');
+      await influx.process.resume();
+      await eventually(() => (written.length >= 30 ? true : undefined), 30_000, 'all written after the store came back');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(closes, 0, 'the connection was kept');
+      assert.deepEqual(written, Array.from({ length: 30 }, (_, i) => `held/${i}`), 'each message once, in order');
+    } finally {
+      await influx.process.resume();
+      consumer.stop();
+      await client.endAsync();
+    }
   });
 
   it('logs the failed writes its consumers retry at most LIMITS.distributorRetryLogMaxPerWindow lines per window, all consumers together, each with its code', async () => {
