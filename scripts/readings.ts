@@ -1,6 +1,6 @@
 /**
  * Reads back the embedded time-series store (the default when INFLUXDB_URL is not set).
- *   npm run readings -- [--measurement readings|events|command_responses|files|device_status|device_health] [--device ID] [--last N] [--line-protocol]
+ * Usage: USAGE below (docs/operations.md, "Reading the data back").
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -9,21 +9,42 @@ import { readLocalStore } from '../internal-network/distributor/sinks/local-stor
 import { toLineProtocol } from '../internal-network/distributor/sinks/line-protocol.ts';
 import { terminalText } from '../shared/terminal-text.ts';
 
-loadDotenv();
-const { values } = parseArgs({
-  options: {
-    measurement: { type: 'string' },
-    device: { type: 'string' },
-    last: { type: 'string', default: '20' },
-    'line-protocol': { type: 'boolean', default: false },
-    dir: { type: 'string', default: process.env.TIMESERIES_LOCAL_PATH ?? './data/timeseries' },
-  },
-});
-const last = Number(values.last);
-if (!Number.isInteger(last) || last < 0) {
-  console.error('error: --last must be a whole number (0 = all)');
+const USAGE = `usage: npm run readings -- [--measurement NAME] [--device ID] [--last N] [--line-protocol] [--dir DIR]
+  --measurement NAME  only that measurement (readings, events, command_responses, files, device_status, device_health, ...)
+  --device ID         only that device's points
+  --last N            the last N points (default 20; 0 = all)
+  --line-protocol     InfluxDB line protocol, nanoseconds (for influx write), instead of JSON lines
+  --dir DIR           the store (TIMESERIES_LOCAL_PATH; default data/timeseries)`;
+
+/** A wrong invocation is the caller's to fix: one line saying what, the usage, exit 64 (EX_USAGE), no stack trace. */
+function usageError(message: string): never {
+  process.stderr.write(`error: ${message}\n${USAGE}\n`);
   process.exit(64);
 }
+
+loadDotenv();
+let parsed;
+try {
+  parsed = parseArgs({
+    options: {
+      measurement: { type: 'string' },
+      device: { type: 'string' },
+      last: { type: 'string', default: '20' },
+      'line-protocol': { type: 'boolean', default: false },
+      dir: { type: 'string', default: process.env.TIMESERIES_LOCAL_PATH ?? './data/timeseries' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+} catch (err) {
+  usageError(err instanceof Error ? err.message : String(err));
+}
+const { values } = parsed;
+if (values.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+const last = Number(values.last);
+if (!Number.isInteger(last) || last < 0) usageError('--last must be a whole number (0 = all)');
 let points = readLocalStore(resolve(values.dir));
 if (values.measurement) points = points.filter((p) => p.measurement === values.measurement);
 if (values.device) points = points.filter((p) => p.tags.device === values.device);

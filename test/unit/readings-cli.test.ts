@@ -33,3 +33,34 @@ describe('npm run readings: device strings never reach the terminal as control',
     assert.deepEqual(JSON.parse(out), { time: '2023-11-14T22:13:20.000Z', measurement: 'readings', device: 'd-1', note: hostile, level: 1 });
   });
 });
+
+describe('npm run readings: a wrong option is a usage error, not a crash', () => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+      execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'scripts', 'readings.ts'), ...args], { env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' } }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+      ),
+    );
+
+  for (const args of [['--devices', 'd-1'], ['--last'], ['stray']]) {
+    it(`${args.join(' ')}: exit 64, one error line and the usage, no stack trace`, async () => {
+      const r = await run(args);
+      assert.equal(r.code, 64, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, /^error: .+\nusage: npm run readings -- /);
+      assert.doesNotMatch(r.stderr, /\bat |ERR_PARSE_ARGS|node:internal/);
+    });
+  }
+
+  it('--help: the usage on stdout, exit 0', async () => {
+    const r = await run(['--help']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^usage: npm run readings -- .*--measurement.*--device.*--last.*--line-protocol.*--dir/s);
+  });
+
+  it('--last that is no whole number: the same', async () => {
+    const r = await run(['--last', 'x']);
+    assert.equal(r.code, 64);
+    assert.match(r.stderr, /^error: --last must be a whole number \(0 = all\)\nusage: npm run readings -- /);
+  });
+});
