@@ -8,6 +8,7 @@ import { loadDotenv } from '../shared/config.ts';
 import { readLocalStore } from '../internal-network/distributor/sinks/local-store.ts';
 import { toLineProtocol } from '../internal-network/distributor/sinks/line-protocol.ts';
 import { terminalText } from '../shared/terminal-text.ts';
+import type { StoredPoint } from '../internal-network/distributor/points.ts';
 
 const USAGE = `usage: npm run readings -- [--measurement NAME] [--device ID] [--last N] [--line-protocol] [--dir DIR]
   --measurement NAME  only that measurement (readings, events, command_responses, files, device_status, device_health, ...)
@@ -20,6 +21,39 @@ const USAGE = `usage: npm run readings -- [--measurement NAME] [--device ID] [--
 function usageError(message: string): never {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
   process.exit(64);
+}
+
+/**
+ * The fields holding values of more than one type, per measurement. The local store keeps each value
+ * as its message gave it (no field-type guard stands before it, as before InfluxDB:
+ * internal-network/distributor/sinks/field-types.ts), and InfluxDB refuses a field of two types (1.6:
+ * every point of that shard in the request), so an export holding one would not import whole. The
+ * export stays the store's, byte for byte; what would be refused is said on stderr.
+ */
+function mixedFieldTypes(points: readonly StoredPoint[]): string[] {
+  const kinds = new Map<string, Map<string, Set<string>>>();
+  for (const p of points) {
+    let fields = kinds.get(p.measurement);
+    if (!fields) kinds.set(p.measurement, (fields = new Map()));
+    for (const [name, value] of Object.entries(p.fields)) {
+      // As line-protocol.ts writes them: every number a float.
+      const kind = typeof value === 'number' ? 'float' : typeof value === 'boolean' ? 'boolean' : 'string';
+      let seen = fields.get(name);
+      if (!seen) fields.set(name, (seen = new Set()));
+      seen.add(kind);
+    }
+  }
+  const warnings: string[] = [];
+  for (const [measurement, fields] of kinds) {
+    for (const [name, seen] of fields) {
+      if (seen.size < 2) continue;
+      warnings.push(
+        `warning: field ${JSON.stringify(name)} of measurement ${JSON.stringify(measurement)} has values of ${seen.size} types (${[...seen].sort().join(', ')}): ` +
+          'InfluxDB refuses a field of two types (1.6: every point of that week in the request); give the values of one type a field of their own, or leave their lines out, before importing',
+      );
+    }
+  }
+  return warnings;
 }
 
 loadDotenv();
@@ -57,6 +91,7 @@ if (values['line-protocol']) {
   if (points.length > 0) {
     const text = toLineProtocol(points, 'ns');
     console.log(process.stdout.isTTY ? terminalText(text, true) : text);
+    for (const warning of mixedFieldTypes(points)) process.stderr.write(`${terminalText(warning)}\n`);
   }
 } else {
   for (const p of points) console.log(terminalText(JSON.stringify({ time: new Date(p.time).toISOString(), measurement: p.measurement, ...p.tags, ...p.fields })));

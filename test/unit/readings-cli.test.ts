@@ -64,3 +64,35 @@ describe('npm run readings: a wrong option is a usage error, not a crash', () =>
     assert.match(r.stderr, /^error: --last must be a whole number \(0 = all\)\nusage: npm run readings -- /);
   });
 });
+
+/**
+ * The local store keeps each value as its message gave it: no field-type guard stands before it as
+ * before InfluxDB (sinks/field-types.ts). InfluxDB refuses a field of two types (1.6: every point
+ * of that shard in the request), so an export holding one would be refused on import.
+ */
+describe('npm run readings --line-protocol: a field of two types is named on stderr', () => {
+  const work = tempDir('readings-cli-types');
+  after(() => work.cleanup());
+
+  it('exports every point as it is and warns of the field, once, on stderr', async () => {
+    const store = new LocalPointStore(work.dir);
+    await store.write([
+      { measurement: 'readings', tags: { device: 'd-1' }, fields: { temperature: 21.5, humidity: 40 }, time: 1_700_000_000_000 },
+      { measurement: 'readings', tags: { device: 'd-2' }, fields: { temperature: 'hot' }, time: 1_700_000_001_000 },
+      { measurement: 'readings', tags: { device: 'd-1' }, fields: { temperature: 22 }, time: 1_700_000_002_000 },
+      { measurement: 'events', tags: { device: 'd-1', event_type: 'x' }, fields: { temperature: 'also a string, another measurement' }, time: 1_700_000_003_000 },
+    ]);
+    await store.close();
+    const { stdout, stderr } = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+      execFile(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'scripts', 'readings.ts'), '--dir', work.dir, '--last', '0', '--line-protocol'], { env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' } }, (err, out, errOut) =>
+        err ? reject(new Error(errOut)) : resolve({ stdout: out, stderr: errOut }),
+      ),
+    );
+    assert.equal(stdout.trim().split('\n').length, 4, stdout);
+    assert.match(stdout, /temperature="hot"/);
+    const warnings = stderr.trim().split('\n');
+    assert.equal(warnings.length, 1, stderr);
+    assert.match(warnings[0]!, /^warning: field "temperature" of measurement "readings" has values of 2 types \(float, string\)/);
+    assert.match(warnings[0]!, /InfluxDB refuses/);
+  });
+});
