@@ -1195,6 +1195,16 @@ export const CONSOLE = {
    * (its registry saw the key before the console's did, or it stores unsigned data): their own
    * bound, so that they can never take the room of registered devices (maxDevices) */
   maxUnregisteredDevices: 10_000,
+  /** ids with no row yet whose last presence is kept, to be applied when the registry lists them (a
+   * device registered a moment before it connected: its gateway publishes its presence once, before
+   * the console's next look at the registry); past it the presence kept longest ago is forgotten.
+   * Bounded since the ids are the DMZ's word: with DISTRIBUTOR_REQUIRE_SIGNATURES=false the
+   * distributor stores presences of any id. Some 300 bytes each. */
+  maxPendingPresences: 10_000,
+  /** milliseconds such a presence is kept: the console looks at its registry every staleSweepMs, but
+   * its copy of the keys' folder may lag the distributor's (a Kubernetes Secret reaches each pod on
+   * its own, after the kubelet's sync period, a minute by default, and its cache's delay) */
+  pendingPresenceMaxAgeMs: 5 * 60_000,
   /** security reports of the DMZ's gateways (source=gateway, their word) kept fleet-wide (newest),
    * apart from the distributor's own findings (fleetRing), which they can never push out */
   gatewayReportsRing: 1000,

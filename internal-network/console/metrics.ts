@@ -49,6 +49,9 @@ export function consoleMetrics(
     for (const r of fleet.rows()) counts[r.state]++;
     for (const s of STATES) this.set({ state: s }, counts[s]);
   });
+  m.gauge('console_pending_presences', 'Presences of devices the console has no row for yet, kept to be applied once the registry lists them (at most CONSOLE.maxPendingPresences, each for CONSOLE.pendingPresenceMaxAgeMs).', [], function () {
+    this.set(fleet.pending.size);
+  });
   m.gauge('console_live_streams', 'Browser pages with a live stream open.', [], function () {
     this.set(o.streams());
   });

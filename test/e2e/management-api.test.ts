@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { MANAGE } from '../../shared/limits.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
+import { issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { issueDeviceToken } from '../../pki/device-tokens.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { extraConsole, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
@@ -218,6 +219,35 @@ describe('the management API', () => {
     assert.equal(meter.body.credentialDaysLeft, meter.body.certDaysLeft);
     assert.ok(meter.body.credentialDaysLeft > 0);
     assert.equal('tokenState' in meter.body, false);
+  });
+
+  it('shows the gateway of a device that connected before the console knew it, once the console does', async () => {
+    // The console's copy of the keys' folder behind the distributor's (a Kubernetes Secret reaches
+    // each pod on its own); on one machine, the console's next look at its registry still to come.
+    const keys = join(tmp.dir, 'console-device-keys');
+    cpSync(join(fx.pki.dir, 'internal', 'device-keys'), keys, { recursive: true });
+    const other = await anotherConsole('console-keys-behind', { CONSOLE_DEVICE_KEYS_DIR: keys });
+    let late: Awaited<ReturnType<typeof startTestFieldClient>> | undefined;
+    try {
+      const before = other.fleet.unregistered;
+      issueDeviceCertificate(fx.pki.dir, 'late-1');
+      late = await startTestFieldClient(fx.pki.paths, 'late-1', fx.pipeline.gatewayUrl, fx.logs.logger);
+      // Its gateway's presence (published once, when it connected) stored, and at the console.
+      await eventually(() => (other.fleet.unregistered > before ? true : undefined), 20_000, "late-1's presence at the console");
+      assert.equal(other.fleet.detail('late-1'), undefined, 'not known to that console yet');
+      cpSync(fx.pki.paths.deviceKeyRegistry('late-1'), join(keys, 'late-1.key'));
+      const url = new URL('/api/v1/manage/devices/late-1', other.url);
+      const row = await eventually(async () => {
+        const r = await fetch(url, { headers: { authorization: `Bearer ${ROLE_TOKENS.viewer}` } });
+        return r.status === 200 ? ((await r.json()) as { state: string; gateway: string | null }) : undefined;
+      }, 20_000, 'late-1 known to that console');
+      const gateway = (await viewer('/devices/meter-1')).body.gateway;
+      assert.ok(gateway, "meter-1's gateway");
+      assert.deepEqual([row.state, row.gateway], ['online', gateway]);
+    } finally {
+      await late?.close();
+      await other.close();
+    }
   });
 
   it('gives the topic structure with who publishes, and validates topics with a coded reason', async () => {

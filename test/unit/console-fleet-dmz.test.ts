@@ -93,6 +93,32 @@ describe("the console's fleet against a compromised DMZ", () => {
     assert.equal(fleet.untracked, 0);
   });
 
+  it('presences of ids with no row are kept to be applied if the id is registered later: at most CONSOLE.maxPendingPresences, the oldest forgotten first, each looked at by its own gateway only', () => {
+    const fleet = fleetOf(['pump-1']);
+    fleet.apply(presence('late-1', 'online', 1_000, 'gw-9'));
+    // Far more invented ids than kept (a distributor storing anything, DISTRIBUTOR_REQUIRE_SIGNATURES=false).
+    const junk = ids('junk', 2 * CONSOLE.maxPendingPresences);
+    for (const id of junk) fleet.apply(presence(id, 'online', 2_000));
+    assert.equal(fleet.pending.size, CONSOLE.maxPendingPresences, 'bounded');
+    assert.equal(fleet.size, 1, 'and no row made');
+    fleet.register('late-1');
+    assert.equal(fleet.detail('late-1')?.row.state, 'unknown', 'pushed out by newer ones');
+    fleet.register('junk-0');
+    assert.equal(fleet.detail('junk-0')?.row.state, 'unknown');
+    const last = junk.at(-1) as string;
+    fleet.register(last);
+    assert.deepEqual([fleet.detail(last)?.row.state, fleet.detail(last)?.row.gateway], ['online', 'gw-1']);
+
+    // A gateway's presence looks at the presences kept through it only, and at none it cannot take.
+    const visitedBefore = fleet.pending.gateways.visited;
+    fleet.apply(presence('late-2', 'online', 2_000, 'gw-2'));
+    for (let i = 0; i < 1000; i++) fleet.apply(gatewayGone('gw-2', 3_000 + i));
+    for (let i = 0; i < 1000; i++) fleet.apply(gatewayGone('gw-1', 1_000));
+    assert.equal(fleet.pending.gateways.visited - visitedBefore, 1);
+    fleet.register('late-2');
+    assert.equal(fleet.detail('late-2')?.row.state, 'unknown', 'its gateway gone since');
+  });
+
   it('data the distributor verified gives a row; such rows have a bound of their own, registered devices still get theirs', () => {
     const fleet = fleetOf([]);
     fleet.apply(reading('new-1', 1_000));

@@ -148,6 +148,53 @@ describe('the console fleet: online, stale, offline', () => {
     assert.equal(fleet.detail('pump-1')?.row.state, 'online');
   });
 
+  it("a device's presence that came before the console knew it is applied once it does: registered at the next look, or first heard of in verified data", () => {
+    // Registered a moment before it connected: its gateway's presence (published once, retained)
+    // reached the console before the console's next look at the registry.
+    const { fleet, changes, advance } = fleetAt(1_000_000, []);
+    fleet.apply(status('new-1', 'online', 1_000, { cert_days_left: 30 }));
+    assert.equal(fleet.detail('new-1'), undefined, 'a presence alone makes no row');
+    assert.equal(fleet.unregistered, 1, 'counted as ever');
+    advance(4_000);
+    fleet.register('new-1');
+    const row = fleet.detail('new-1')?.row;
+    assert.deepEqual([row?.state, row?.since, row?.gateway, row?.certDaysLeft], ['online', 1_000, 'gw-1', 30]);
+    assert.equal(row?.lastSeen, 1_000_000, 'heard of when the presence came, not when the row was made');
+    assert.deepEqual(changes.at(-1), { device: 'new-1', state: 'online', previous: 'unknown', time: 1_000 });
+
+    // Its data first (a row of a device known from verified data): the row has the gateway too.
+    fleet.apply(status('new-2', 'online', 2_000));
+    fleet.apply(reading('new-2', 2_500, { flow: 1 }));
+    assert.deepEqual([fleet.detail('new-2')?.row.state, fleet.detail('new-2')?.row.gateway], ['online', 'gw-1']);
+    fleet.register('new-2');
+    assert.equal(fleet.detail('new-2')?.row.gateway, 'gw-1');
+
+    // Only its newest presence counts, as for a device with a row; it is applied once.
+    fleet.apply(status('new-3', 'online', 1_000));
+    fleet.apply(status('new-3', 'offline', 3_000));
+    fleet.apply(status('new-3', 'online', 2_000)); // late, older
+    fleet.register('new-3');
+    assert.deepEqual([fleet.detail('new-3')?.row.state, fleet.detail('new-3')?.row.since], ['offline', 3_000]);
+    assert.equal(fleet.pending.size, 0, 'nothing kept once applied');
+
+    // Its gateway gone (or restarted) since: that presence says nothing any more.
+    fleet.apply(status('new-4', 'online', 1_000));
+    fleet.apply({ ...status('new-5', 'online', 1_000), tags: { device: 'new-5', gateway: 'gw-2' } });
+    fleet.apply({ measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'offline', since: 500 }, time: 5_000 });
+    fleet.register('new-4');
+    assert.deepEqual([fleet.detail('new-4')?.row.state, fleet.detail('new-4')?.row.gateway], ['unknown', null]);
+    fleet.register('new-5');
+    assert.deepEqual([fleet.detail('new-5')?.row.state, fleet.detail('new-5')?.row.gateway], ['online', 'gw-2'], 'one through another gateway stays');
+
+    // Kept for CONSOLE.pendingPresenceMaxAgeMs at most.
+    fleet.apply(status('new-6', 'online', 6_000));
+    advance(CONSOLE.pendingPresenceMaxAgeMs + 1);
+    fleet.sweep();
+    assert.equal(fleet.pending.size, 0);
+    fleet.register('new-6');
+    assert.equal(fleet.detail('new-6')?.row.state, 'unknown');
+  });
+
   it('health sets the backlog and certificate days; the newest reading stays the last one', () => {
     const { fleet } = fleetAt();
     fleet.apply({ measurement: 'device_health', tags: { device: 'pump-1' }, fields: { queue_messages: 12, cert_days_left: 20, version: '0.1.0' }, time: 3_000 });

@@ -3,6 +3,7 @@ import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
 import { ChangeLog } from './counts.ts';
 import { GatewayIndex } from './gateway-index.ts';
+import { PendingPresences } from './pending-presences.ts';
 import { Ring } from './ring.ts';
 import { newestFirst, SecurityLog } from './security-log.ts';
 import { SortedIds } from './sorted-ids.ts';
@@ -47,7 +48,8 @@ export interface FleetOptions {
  * (readings, health, events, files, command responses) the distributor stored, which it does only
  * for messages that passed its checks. Not one merely named by a presence or a security event: those
  * come from the DMZ's gateways, or name whatever device a forged message claimed, so junk ids would
- * otherwise fill the fleet and push real devices out.
+ * otherwise fill the fleet and push real devices out. (Such an id's last presence is kept, bounded,
+ * and applied if it gets a row later: pending-presences.ts.)
  */
 export class Fleet {
   private readonly devices = new Map<string, Entry>();
@@ -68,6 +70,8 @@ export class Fleet {
   untracked = 0;
   /** presences and security events naming a device with no row (neither registered nor seen in verified data): no row made */
   unregistered = 0;
+  /** the last presence of ids with no row, applied if one is made for them (CONSOLE.maxPendingPresences) */
+  readonly pending = new PendingPresences(CONSOLE.maxPendingPresences, CONSOLE.pendingPresenceMaxAgeMs);
   private readonly now: () => number;
 
   constructor(private readonly o: FleetOptions) {
@@ -149,6 +153,7 @@ export class Fleet {
   /** Connected devices silent for longer than staleAfterMs become stale. */
   sweep(): void {
     const now = this.now();
+    this.pending.expire(now);
     for (const e of this.devices.values()) {
       if (e.row.state === 'online' && now - e.heardAt > this.o.staleAfterMs) this.setState(e, 'stale', now);
     }
@@ -211,11 +216,19 @@ export class Fleet {
     return this.security.summary();
   }
 
-  /** A presence comes from the DMZ's gateway: it updates a device that has a row, and makes none. */
-  private presence(device: string, p: StoredPoint): void {
+  /**
+   * A presence comes from the DMZ's gateway: it updates a device that has a row, and makes none. Of
+   * a device with no row it is kept (bounded), and applied if the registry lists the device later:
+   * the gateway publishes it once, when the device connects. `receivedAt`: when it arrived.
+   */
+  private presence(device: string, p: StoredPoint, receivedAt = this.now()): void {
     const e = this.known(device);
-    if (!e || p.time < e.presenceAt) return; // an older presence arriving late changes nothing
     const state = p.fields.state;
+    if (!e) {
+      if (state === 'online' || state === 'offline') this.pending.keep(device, p, receivedAt);
+      return;
+    }
+    if (p.time < e.presenceAt) return; // an older presence arriving late changes nothing
     if (state !== 'online' && state !== 'offline') return;
     // With several DMZ servers a device that moved is held by another gateway now: the end of its
     // session on the gateway it left (that server's late "offline", or the one it publishes when it
@@ -228,9 +241,9 @@ export class Fleet {
       e.row.gateway = p.tags.gateway ?? e.row.gateway;
     });
     this.reindex(e);
-    if (state === 'online') e.heardAt = this.now();
+    if (state === 'online') e.heardAt = Math.max(e.heardAt, receivedAt);
     this.setState(e, state, p.time);
-    if (state === 'online') this.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, this.now())));
+    if (state === 'online') this.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, receivedAt)));
   }
 
   /**
@@ -248,6 +261,7 @@ export class Fleet {
     // outrank every presence of its devices after it.
     const before = p.fields.state === 'offline' ? p.time : p.fields.state === 'online' && typeof since === 'number' ? Math.min(since, p.time) : undefined;
     if (before === undefined) return;
+    this.pending.forgetGateway(gateway, before);
     // Only the devices this gateway holds connected (the index), not the whole fleet.
     this.gateways.takeOlder(gateway, before, (e) => {
       e.presenceAt = before;
@@ -380,6 +394,10 @@ export class Fleet {
     this.devices.set(id, e);
     this.order.add(id);
     e.version = this.log.add(id);
+    // Its presence from before it had a row (registered a moment before it connected), as it would
+    // have been applied then.
+    const held = this.pending.take(id, this.now());
+    if (held) this.presence(id, held.point, held.receivedAt);
     return e;
   }
 }
