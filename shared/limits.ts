@@ -514,6 +514,13 @@ export const LIMITS = {
    * ample, and with sparkplugMaxEdgeNodes it bounds the birth definitions held (a publisher inventing
    * device ids cannot grow memory without bound); a DDEATH or the node's next NBIRTH frees places. */
   sparkplugMaxDevicesPerNode: 1_000,
+  /** births. How many births of one Sparkplug edge node refused in a row (for what they hold: an
+   * NBIRTH that cannot be decoded, one without bdSeq, a metric without a data type) still ask for a
+   * rebirth at the usual pace (TIMINGS.sparkplugRebirthMinIntervalMs): one lost or garbled once
+   * comes back good. Past them the edge node sends the same birth each time, and each further one
+   * refused holds its rebirth requests off twice as long, up to TIMINGS.sparkplugRebirthAfterBoundMs
+   * (sparkplug/rebirth.ts). */
+  sparkplugRefusedBirthsBeforeBackoff: 2,
   /** bytes. Most memory the birth definitions held (each metric's name, alias and data type, and each
    * device born, its id with it, over every edge node and device) may take, estimated (definitions.ts,
    * names.ts): the count bounds above allow 10,000 × 1,000 devices (5 GB born empty, counted alone), and
@@ -994,7 +1001,9 @@ export const TIMINGS = {
    * one of its births was refused for a bound (SPARKPLUG_TOO_MANY_EDGE_NODES, _TOO_MANY_DEVICES,
    * _DEFINITIONS_FULL; sparkplug/rebirth.ts). That birth would come back the same: asked every
    * sparkplugRebirthMinIntervalMs, the edge node sent every birth again, the others' values stored
-   * again each time, for as long as it ran. Asked again after this, as a death may have made room. */
+   * again each time, for as long as it ran. Asked again after this, as a death may have made room.
+   * Also the longest hold-off after births refused in a row for what they hold
+   * (LIMITS.sparkplugRefusedBirthsBeforeBackoff). */
   sparkplugRebirthAfterBoundMs: 300_000,
   /** milliseconds. How long the local MQTT input keeps each of an edge node's previous Sparkplug
    * sessions (LIMITS.sparkplugPreviousSessionsPerNode: the ones new NBIRTHs or NDEATHs ended), to read in it what the edge node sends again when

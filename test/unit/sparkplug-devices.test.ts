@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { SparkplugHost } from '../../field-client/src/inputs/sparkplug/host.ts';
+import { SparkplugHost, type HostOutcome } from '../../field-client/src/inputs/sparkplug/host.ts';
 import { decodePayload, type SparkplugPayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { parseTopic, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 
 /**
@@ -217,4 +218,107 @@ describe('Sparkplug rebirth requests after a birth refused for a bound', () => {
     assert.equal(gap.rebirth, true);
     assert.equal(host.handle(topic('spBv1.0/G/NDATA/B'), data(6), t1 + 2 * INTERVAL).rebirth, true);
   });
+});
+
+describe('Sparkplug rebirth requests after births refused again and again', () => {
+  const INTERVAL = 5_000;
+  const HOUR = 3_600_000;
+  const bd = { name: 'bdSeq', datatype: T.UInt64, longValue: '0' };
+  const temp = { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 1 };
+  const goodNBirth = () => msg({ timestamp: String(T0), seq: '0', metrics: [bd, temp] });
+  const goodDBirth = () => msg({ timestamp: String(T0), seq: '1', metrics: [temp] });
+  const data = (seq: number) => msg({ timestamp: String(T0), seq: String(seq % 256), metrics: [{ alias: '1', doubleValue: 2 }] });
+  const undecodable = (): FieldStreamError => {
+    try {
+      decodePayload(Uint8Array.from([0x0a, 0xff, 0xff, 0xff]));
+    } catch (err) {
+      if (err instanceof FieldStreamError) return err;
+    }
+    throw new Error('decoded');
+  };
+
+  /** How an edge node sends its births, one of them refused each time, and what its data is. */
+  interface Node {
+    /** its NBIRTH (and DBIRTH) at `now`, `good` or as it keeps sending them: whether a rebirth was asked, and the last seq */
+    birth(host: SparkplugHost, now: number, good: boolean): { out: HostOutcome; seq: number };
+    data: SparkplugTopic;
+  }
+  const kinds: Array<[string, Node]> = [
+    [
+      'an NBIRTH that cannot be decoded',
+      {
+        birth: (host, now, good) => ({ out: good ? host.handle(topic('spBv1.0/G/NBIRTH/E'), goodNBirth(), now) : host.unreadableBirth(topic('spBv1.0/G/NBIRTH/E'), undecodable(), now), seq: 0 }),
+        data: topic('spBv1.0/G/NDATA/E'),
+      },
+    ],
+    [
+      'an NBIRTH without its bdSeq',
+      {
+        birth: (host, now, good) => ({ out: host.handle(topic('spBv1.0/G/NBIRTH/E'), good ? goodNBirth() : msg({ timestamp: String(T0), seq: '0', metrics: [temp] }), now), seq: 0 }),
+        data: topic('spBv1.0/G/NDATA/E'),
+      },
+    ],
+    [
+      'a DBIRTH declaring a metric without its data type',
+      {
+        birth: (host, now, good) => {
+          const n = host.handle(topic('spBv1.0/G/NBIRTH/E'), goodNBirth(), now);
+          assert.equal(n.refused, undefined);
+          const d = host.handle(topic('spBv1.0/G/DBIRTH/E/D'), good ? goodDBirth() : msg({ timestamp: String(T0), seq: '1', metrics: [{ name: 'Temp', alias: '1', doubleValue: 1 }] }), now);
+          return { out: { ...d, rebirth: n.rebirth || d.rebirth }, seq: 1 };
+        },
+        data: topic('spBv1.0/G/DDATA/E/D'),
+      },
+    ],
+  ];
+
+  /**
+   * The edge node sends data every second and answers each rebirth request at once with the same
+   * refused birth, from `from` for `ms`: the times it was asked at.
+   */
+  function run(host: SparkplugHost, node: Node, from: number, ms: number): number[] {
+    const asked: number[] = [];
+    let b = node.birth(host, from, false);
+    assert.ok(b.out.refused, 'the birth is refused');
+    let seq = b.seq;
+    let pending = b.out.rebirth;
+    if (pending) asked.push(from);
+    for (let now = from + 1_000; now < from + ms; now += 1_000) {
+      if (pending) {
+        b = node.birth(host, now, false);
+        assert.ok(b.out.refused, 'the birth is refused');
+        seq = b.seq;
+        pending = b.out.rebirth;
+      } else {
+        const out = host.handle(node.data, data(++seq), now);
+        assert.equal(out.refused?.code, 'SPARKPLUG_NOT_BORN');
+        pending = out.rebirth;
+      }
+      if (pending) asked.push(now);
+    }
+    return asked;
+  }
+
+  for (const [name, node] of kinds) {
+    it(`${name}, sent again at each rebirth: asked at once, then less and less often, and a good birth is taken at once`, () => {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+      const asked = run(host, node, T0, HOUR);
+      const gaps = asked.slice(1).map((at, i) => at - (asked[i] as number));
+      // A birth lost or corrupted once is asked again at the usual pace.
+      assert.ok(asked.length >= 3 && (asked[0] as number) - T0 <= 2_000 && (gaps[0] as number) <= INTERVAL + 2_000, `asked at ${asked.map((a) => a - T0).join(', ')}`);
+      // Then the edge node, which sends the same refused birth each time, is asked less and less
+      // often, up to the bounds' hold-off: at every interval it sent every birth again for ever.
+      for (let i = 1; i < gaps.length; i++) assert.ok((gaps[i] as number) >= (gaps[i - 1] as number) - 1_000, `gaps ${gaps.slice(0, 20).join(', ')}${gaps.length > 20 ? ', ...' : ''}`);
+      assert.ok((gaps.at(-1) as number) >= TIMINGS.sparkplugRebirthAfterBoundMs, `gaps ${gaps.slice(0, 20).join(', ')}${gaps.length > 20 ? ', ...' : ''}`);
+      assert.ok(asked.length <= 25, `${asked.length} rebirths asked in an hour`);
+      // Fixed (or restarted), it is born at once, and its data read.
+      const now = T0 + HOUR + 1;
+      const fixed = node.birth(host, now, true);
+      assert.equal(fixed.out.refused, undefined);
+      assert.deepEqual(host.handle(node.data, data(fixed.seq + 1), now).readings.length, 1);
+      // A birth taken starts the count again: the next refused one is asked again at once.
+      const again = run(host, node, now + 1_000, 2 * INTERVAL);
+      assert.ok(again.length >= 1 && (again[0] as number) - (now + 1_000) <= 2_000, `asked at ${again.map((a) => a - now).join(', ')}`);
+    });
+  }
 });

@@ -84,7 +84,7 @@ export interface HostOutcome {
 
 export interface HostOptions {
   rebirthMinIntervalMs: number;
-  /** milliseconds data refused as not born asks no rebirth after a birth of its edge node was refused for a bound (default TIMINGS.sparkplugRebirthAfterBoundMs; rebirth.ts) */
+  /** milliseconds data refused as not born asks no rebirth after a birth of its edge node was refused for a bound, and the longest hold-off after births refused in a row (default TIMINGS.sparkplugRebirthAfterBoundMs; rebirth.ts) */
   rebirthAfterBoundMs?: number;
   maxEdgeNodes?: number;
   /** devices born at once per edge node at most (default LIMITS.sparkplugMaxDevicesPerNode) */

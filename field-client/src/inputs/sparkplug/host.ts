@@ -38,8 +38,9 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored.
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
- * keeps gapping is not flooded with commands, and its data refused as not born asks none for a while
- * after one of its births was refused for a bound (rebirth.ts). Pure: no I/O, the time passed in.
+ * keeps gapping is not flooded with commands, and those its refused births and its data refused as
+ * not born after them make come less and less often while its births are refused in a row, at once
+ * after one refused for a bound (rebirth.ts). Pure: no I/O, the time passed in.
  *
  * Split along its concerns: the types it shares (host-types.ts), what it holds in memory and its
  * bounds, the field names and the previous sessions (held.ts), undoing a message (undo.ts), the
@@ -173,8 +174,9 @@ export class SparkplugHost {
    * same (§5.7; tck-id-operational-behavior-edge-node-birth-sequence-num: its seq starts again at 0),
    * whose aliases are unknown: left in force, the old birth read the new session's first NDATA (seq 1
    * after a birth at 0) against its own aliases, and stored its values under another metric's name.
-   * Its data is refused as not born until a valid NBIRTH (and that refusal asks for it, §5.12); the
-   * birth itself asks for nothing, as it would likely come back the same.
+   * Its data is refused as not born until a valid NBIRTH (and that refusal asks for it, §5.12, less
+   * and less often while its births are refused in a row: rebirth.ts); the birth itself asks for
+   * nothing, as it would likely come back the same.
    * Not for a publish flagged DUP on the connection the current session was born on: sent before
    * that birth, it started no session that is current (resend.ts).
    */
@@ -185,6 +187,9 @@ export class SparkplugHost {
     if (t.type !== 'NBIRTH' || (via?.dup && this.sessions.get(k)?.born === via.connection)) return out;
     this.held.expirePrevious(now, k);
     const before = snapshot(this.sessions, this.previous, k, t);
+    // Refused as any birth for what it holds (process), but asks for no rebirth itself: the data
+    // refused as not born after it does, as often as births refused in a row allow (rebirth.ts).
+    this.rebirths.refused(k, undefined, now, false);
     try {
       this.nodeBirthRefused(t, now, out);
     } finally {
@@ -250,15 +255,16 @@ export class SparkplugHost {
       // rebirth request brings, as after a gap, rather than resolved against it.
       if (err.code === 'SPARKPLUG_UNKNOWN_METRIC') this.markStale(t, out);
       const k = key(t.group, t.edge);
-      if ((t.type === 'NBIRTH' || t.type === 'DBIRTH') && BOUND_CODES.includes(err.code)) this.rebirths.refusedForBound(k, now);
+      const bound = (t.type === 'NBIRTH' || t.type === 'DBIRTH') && BOUND_CODES.includes(err.code);
+      if (bound || birthRefused(t, err)) this.rebirths.refused(k, t.device, now, bound);
       // Whatever the birth declared no longer describes what the edge node sends: ask again (§5.12,
       // NCMD Node Control/Rebirth). A birth refused for what it holds (birthRefused) asks too: the
       // old definitions were dropped with it. A birth past a bound does not: it would come back the
-      // same; nor, for a while, the data refused as not born after it (rebirth.ts), unless a gap
-      // made its session stale since.
+      // same. Births refused in a row, and the data refused as not born after them (unless a gap
+      // made its session stale since), ask less and less often (rebirth.ts).
       if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP' || birthRefused(t, err)) {
-        const heldOff = err.code === 'SPARKPLUG_NOT_BORN' && this.sessions.get(k)?.stale !== true && this.rebirths.heldOff(k, now);
-        if (t.type !== 'DDEATH' && !heldOff) this.rebirths.ask(t.group, t.edge, now, err.message, out);
+        const afterBirths = birthRefused(t, err) || (err.code === 'SPARKPLUG_NOT_BORN' && this.sessions.get(k)?.stale !== true);
+        if (t.type !== 'DDEATH' && !(afterBirths && this.rebirths.heldOff(k, now))) this.rebirths.ask(t.group, t.edge, now, err.message, out);
       }
     } finally {
       this.recountAfter(t, out);
@@ -323,7 +329,7 @@ export class SparkplugHost {
       this.sessions.delete(k);
       throw err;
     }
-    this.rebirths.born(k);
+    this.rebirths.born(k, undefined);
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 
@@ -401,6 +407,7 @@ export class SparkplugHost {
         s.devices.delete(device);
         throw err;
       }
+      if (current) this.rebirths.born(key(t.group, t.edge), device);
       out.events.push(lifecycleEvent('dbirth', t, at, { metrics: defs.byName.size }));
       return;
     }
