@@ -1,18 +1,18 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
-import { definitions, resolve, type Definitions, type MetricDef } from './definitions.ts';
-import { behind, SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
+import { definitions, type MetricDef } from './definitions.ts';
+import { SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
 import { HeldDefinitions, type Previous } from './held.ts';
 import { bdSeqOf, BD_SEQ, births, duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
-import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
+import { lifecycleEvent } from './mapping.ts';
 import { nameDefinitions } from './names.ts';
-import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
+import type { SparkplugPayload } from './payload.ts';
 import { BOUND_CODES, RebirthRequests } from './rebirth.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { Resends } from './resend.ts';
+import { SequencedMessages } from './sequenced.ts';
 import { putBack, snapshot, type Before } from './undo.ts';
-import { metricValue } from './values.ts';
 
 export { key } from './host-types.ts';
 export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './host-types.ts';
@@ -39,12 +39,13 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
  * keeps gapping is not flooded with commands, and those its refused births and its data refused as
- * not born after them make come less and less often while its births are refused in a row, at once
- * after one refused for a bound (rebirth.ts). Pure: no I/O, the time passed in.
+ * not born after them make come less and less often while its births are refused in a row (after
+ * one refused for a bound, none for a while at once: rebirth.ts). Pure: no I/O, the time passed in.
  *
- * Split along its concerns: the types it shares (host-types.ts), what it holds in memory and its
- * bounds, the field names and the previous sessions (held.ts), undoing a message (undo.ts), the
- * reorder buffers (reorder.ts) and the digests of what was read (duplicates.ts).
+ * Split along its concerns: the types it shares (host-types.ts), the messages within a session, in
+ * seq order (sequenced.ts), what it holds in memory and its bounds, the field names and the previous
+ * sessions (held.ts), undoing a message (undo.ts), the reorder buffers (reorder.ts), the rebirth
+ * requests (rebirth.ts) and the digests of what was read (duplicates.ts).
  */
 export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
@@ -56,6 +57,8 @@ export class SparkplugHost {
   readonly reorder: ReorderBuffers;
   /** messages sent again on a new connection (resend.ts) */
   private readonly resends: Resends;
+  /** NDATA, DBIRTH, DDATA, DDEATH: in seq order within a session (sequenced.ts) */
+  private readonly sequenced: SequencedMessages;
 
   constructor(private readonly options: HostOptions) {
     this.held = new HeldDefinitions(this.sessions, {
@@ -74,8 +77,8 @@ export class SparkplugHost {
       sessions: this.sessions,
       held: this.held,
       process: (t, p, now, connection, digest) => this.process(t, p, now, connection, digest),
-      take: (s, t, p, seq, now, out, current, digest) => this.take(s, t, p, seq, now, out, current, digest),
-      fields: (t, p, defs, now, out, keep) => this.fields(t, p, defs, now, out, keep),
+      take: (s, t, p, seq, now, out, current, digest) => this.sequenced.take(s, t, p, seq, now, out, current, digest),
+      fields: (t, p, defs, now, out, keep) => this.sequenced.fields(t, p, defs, now, out, keep),
     });
     this.reorder = new ReorderBuffers(
       {
@@ -87,6 +90,13 @@ export class SparkplugHost {
       (group, edge, now, reason, out) => this.rebirths.ask(group, edge, now, reason, out),
       (t, p, now, digest) => this.process(t, p, now, undefined, digest),
     );
+    this.sequenced = new SequencedMessages({
+      sessions: this.sessions,
+      held: this.held,
+      reorder: this.reorder,
+      rebirths: this.rebirths,
+      maxDevicesPerNode: options.maxDevicesPerNode ?? LIMITS.sparkplugMaxDevicesPerNode,
+    });
   }
 
   /** Edge nodes followed at most: a publisher inventing edge node ids cannot grow this without bound. */
@@ -244,7 +254,7 @@ export class SparkplugHost {
         case 'DCMD':
           break; // commands are for edge nodes (ours among them); a host reads none
         default:
-          this.sessionMessage(t, p, now, out, digest);
+          this.sequenced.next(t, p, now, out, digest);
       }
     } catch (err) {
       if (!(err instanceof FieldStreamError)) throw err;
@@ -323,7 +333,7 @@ export class SparkplugHost {
     this.held.recount(k, out);
     this.held.fitPrevious(k);
     try {
-      this.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
+      this.sequenced.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
     } catch (err) {
       // Ended again; the session it replaced stays the previous one (nodeBirthRefused finds none to keep).
       this.sessions.delete(k);
@@ -347,102 +357,6 @@ export class SparkplugHost {
     this.held.keepPrevious(key(t.group, t.edge), s, now);
     this.sessions.delete(key(t.group, t.edge));
     out.events.push(lifecycleEvent('ndeath', t, p.timestamp ?? now, { bdSeq }));
-  }
-
-  /** NDATA, DBIRTH, DDATA, DDEATH: within the session of a born edge node, in seq order. */
-  private sessionMessage(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, digest: Digest | undefined): void {
-    const s = this.sessions.get(key(t.group, t.edge));
-    if (!s) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, which has no current birth`);
-    if (s.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, whose rebirth is awaited after a gap`);
-    if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
-    const expected = (s.seq + 1) % 256;
-    if (p.seq !== expected) {
-      // The bytes of a message read at that seq: sent again without DUP (mqtt.js after a lost PUBACK,
-      // duplicates.ts), not a gap. Its session goes on; it is not stored again.
-      if (behind(s.seq, p.seq) && s.digests.read(p.seq, digest)) throw duplicate(t, `seq ${p.seq} with the bytes read at it was read already (the last is ${s.seq})`);
-      if (this.reorder.hold(key(t.group, t.edge), s, { t, p, digest }, expected, now)) {
-        out.held = true;
-        return;
-      }
-      s.stale = true;
-      this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: seq ${p.seq} is a gap`, out);
-      throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} has seq ${p.seq}, expected ${expected}`);
-    }
-    this.take(s, t, p, p.seq, now, out, true, digest);
-  }
-
-  /**
-   * An NDATA, DBIRTH, DDATA or DDEATH carrying the next seq of session `s`: the current one
-   * (`current`), or its previous one for a message sent again (resend.ts), whose births' room is made
-   * among the previous sessions only.
-   */
-  private take(s: NodeSession, t: SparkplugTopic, p: SparkplugPayload, seq: number, now: number, out: HostOutcome, current: boolean, digest: Digest | undefined): void {
-    s.seq = seq;
-    s.digests.set(seq, digest);
-    const at = p.timestamp ?? now;
-    if (t.type === 'NDATA') return this.fields(t, p, s.defs, now, out);
-    const device = t.device as string;
-    if (t.type === 'DBIRTH') {
-      // A new device id past the bound is refused (its seq is taken: no gap, no rebirth, which would
-      // only bring the same births again); a rebirth of a device already born is taken.
-      const maxDevices = this.options.maxDevicesPerNode ?? LIMITS.sparkplugMaxDevicesPerNode;
-      if (!s.devices.has(device) && s.devices.size >= maxDevices) {
-        throw new FieldStreamError('SPARKPLUG_TOO_MANY_DEVICES', `DBIRTH of ${t.group}/${t.edge}/${device} refused: the edge node has ${maxDevices} devices born already`);
-      }
-      let defs: Definitions;
-      try {
-        defs = definitions(p.metrics);
-        nameDefinitions(defs, { group: t.group, edge: t.edge, device });
-        const what = `DBIRTH of ${t.group}/${t.edge}/${device}`;
-        if (current) this.held.room(what, defs.bytes, s.devices.get(device)?.bytes ?? 0);
-        else this.held.roomPrevious(`${what} sent again`, defs.bytes, key(t.group, t.edge), s.devices.get(device)?.bytes ?? 0);
-        // In force before its values are read, as for an NBIRTH (nodeBirth).
-        s.devices.set(device, defs);
-        this.held.recount(key(t.group, t.edge), out);
-        if (current) this.held.fitPrevious(key(t.group, t.edge));
-        this.fields(t, p, defs, now, out);
-      } catch (err) {
-        // The device was born again with definitions that could not be read: the old ones no longer
-        // name what it sends. Dropped, its DDATA is refused (not born) until a valid DBIRTH.
-        s.devices.delete(device);
-        throw err;
-      }
-      if (current) this.rebirths.born(key(t.group, t.edge), device);
-      out.events.push(lifecycleEvent('dbirth', t, at, { metrics: defs.byName.size }));
-      return;
-    }
-    const defs = s.devices.get(device);
-    if (!defs) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from device ${t.group}/${t.edge}/${device}, which has no current birth`);
-    if (t.type === 'DDATA') return this.fields(t, p, defs, now, out);
-    s.devices.delete(device);
-    out.events.push(lifecycleEvent('ddeath', t, at));
-  }
-
-  /** The metrics of a birth or data message as fields of readings, resolved against `defs`. */
-  private fields(t: SparkplugTopic, p: SparkplugPayload, defs: Definitions, now: number, out: HostOutcome, keep: (m: SparkplugMetric) => boolean = () => true): void {
-    const fields: FieldAt[] = [];
-    for (const m of p.metrics) {
-      if (!keep(m)) continue;
-      const def = resolve(m, defs, t);
-      // §6.4.7 is_transient: a value not to be stored as history.
-      if (m.isTransient) {
-        out.skipped++;
-        continue;
-      }
-      // The birth's data type, not the one a data message may repeat (§6.4.7: it MUST be in the
-      // birth, tck-id-payloads-metric-datatype-req, and SHOULD NOT be in NDATA/DDATA,
-      // -datatype-not-req): read by a type of its own, a Double's metric carried a string into
-      // a number's field, and the database refused the reading with every metric of the message.
-      // A value whose member contradicts the birth's type is refused (values.ts).
-      const v = metricValue(def.datatype, m.raw, m.isNull);
-      const field = this.held.names.field(def);
-      if ('skip' in v || field === undefined) {
-        out.skipped++;
-        continue;
-      }
-      fields.push({ field, value: v.value, at: m.timestamp ?? p.timestamp ?? now });
-    }
-    out.readings.push(...toReadings(fields));
   }
 
   /**

@@ -1,0 +1,129 @@
+import { FieldStreamError } from '../../../../shared/errors.ts';
+import { definitions, resolve, type Definitions } from './definitions.ts';
+import { behind, type Digest } from './duplicates.ts';
+import type { HeldDefinitions } from './held.ts';
+import { duplicate, key, type HostOutcome, type NodeSession } from './host-types.ts';
+import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
+import { nameDefinitions } from './names.ts';
+import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
+import type { RebirthRequests } from './rebirth.ts';
+import type { ReorderBuffers } from './reorder.ts';
+import type { SparkplugTopic } from './topic.ts';
+import { metricValue } from './values.ts';
+
+/** What of the Sparkplug host (host.ts) the messages within a session use. */
+export interface SequencedParts {
+  readonly sessions: ReadonlyMap<string, NodeSession>;
+  readonly held: HeldDefinitions;
+  readonly reorder: ReorderBuffers;
+  readonly rebirths: RebirthRequests;
+  /** devices born at once per edge node at most (HostOptions.maxDevicesPerNode) */
+  readonly maxDevicesPerNode: number;
+}
+
+/**
+ * The messages of the Sparkplug host (host.ts) that carry its session's seq after the NBIRTH that
+ * started it (§5.9, §6.4.2): NDATA, DBIRTH, DDATA and DDEATH, each checked against the next seq (held
+ * for reorder, a duplicate, or a gap), then taken: a device born or dead, and the metrics of births
+ * and data as fields of readings (fields, the NBIRTH's too). The sessions' births and deaths, and the
+ * rebirth requests a refusal makes, are the host's.
+ */
+export class SequencedMessages {
+  constructor(private readonly o: SequencedParts) {}
+
+  /** NDATA, DBIRTH, DDATA, DDEATH: within the session of a born edge node, in seq order. */
+  next(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, digest: Digest | undefined): void {
+    const s = this.o.sessions.get(key(t.group, t.edge));
+    if (!s) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, which has no current birth`);
+    if (s.stale) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from edge node ${t.group}/${t.edge}, whose rebirth is awaited after a gap`);
+    if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `${t.type} without seq`);
+    const expected = (s.seq + 1) % 256;
+    if (p.seq !== expected) {
+      // The bytes of a message read at that seq: sent again without DUP (mqtt.js after a lost PUBACK,
+      // duplicates.ts), not a gap. Its session goes on; it is not stored again.
+      if (behind(s.seq, p.seq) && s.digests.read(p.seq, digest)) throw duplicate(t, `seq ${p.seq} with the bytes read at it was read already (the last is ${s.seq})`);
+      if (this.o.reorder.hold(key(t.group, t.edge), s, { t, p, digest }, expected, now)) {
+        out.held = true;
+        return;
+      }
+      s.stale = true;
+      this.o.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: seq ${p.seq} is a gap`, out);
+      throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} has seq ${p.seq}, expected ${expected}`);
+    }
+    this.take(s, t, p, p.seq, now, out, true, digest);
+  }
+
+  /**
+   * An NDATA, DBIRTH, DDATA or DDEATH carrying the next seq of session `s`: the current one
+   * (`current`), or its previous one for a message sent again (resend.ts), whose births' room is made
+   * among the previous sessions only.
+   */
+  take(s: NodeSession, t: SparkplugTopic, p: SparkplugPayload, seq: number, now: number, out: HostOutcome, current: boolean, digest: Digest | undefined): void {
+    s.seq = seq;
+    s.digests.set(seq, digest);
+    const at = p.timestamp ?? now;
+    if (t.type === 'NDATA') return this.fields(t, p, s.defs, now, out);
+    const device = t.device as string;
+    if (t.type === 'DBIRTH') {
+      // A new device id past the bound is refused (its seq is taken: no gap, no rebirth, which would
+      // only bring the same births again); a rebirth of a device already born is taken.
+      const maxDevices = this.o.maxDevicesPerNode;
+      if (!s.devices.has(device) && s.devices.size >= maxDevices) {
+        throw new FieldStreamError('SPARKPLUG_TOO_MANY_DEVICES', `DBIRTH of ${t.group}/${t.edge}/${device} refused: the edge node has ${maxDevices} devices born already`);
+      }
+      let defs: Definitions;
+      try {
+        defs = definitions(p.metrics);
+        nameDefinitions(defs, { group: t.group, edge: t.edge, device });
+        const what = `DBIRTH of ${t.group}/${t.edge}/${device}`;
+        if (current) this.o.held.room(what, defs.bytes, s.devices.get(device)?.bytes ?? 0);
+        else this.o.held.roomPrevious(`${what} sent again`, defs.bytes, key(t.group, t.edge), s.devices.get(device)?.bytes ?? 0);
+        // In force before its values are read, as for an NBIRTH (host.ts, nodeBirth).
+        s.devices.set(device, defs);
+        this.o.held.recount(key(t.group, t.edge), out);
+        if (current) this.o.held.fitPrevious(key(t.group, t.edge));
+        this.fields(t, p, defs, now, out);
+      } catch (err) {
+        // The device was born again with definitions that could not be read: the old ones no longer
+        // name what it sends. Dropped, its DDATA is refused (not born) until a valid DBIRTH.
+        s.devices.delete(device);
+        throw err;
+      }
+      if (current) this.o.rebirths.born(key(t.group, t.edge), device);
+      out.events.push(lifecycleEvent('dbirth', t, at, { metrics: defs.byName.size }));
+      return;
+    }
+    const defs = s.devices.get(device);
+    if (!defs) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from device ${t.group}/${t.edge}/${device}, which has no current birth`);
+    if (t.type === 'DDATA') return this.fields(t, p, defs, now, out);
+    s.devices.delete(device);
+    out.events.push(lifecycleEvent('ddeath', t, at));
+  }
+
+  /** The metrics of a birth or data message as fields of readings, resolved against `defs`. */
+  fields(t: SparkplugTopic, p: SparkplugPayload, defs: Definitions, now: number, out: HostOutcome, keep: (m: SparkplugMetric) => boolean = () => true): void {
+    const fields: FieldAt[] = [];
+    for (const m of p.metrics) {
+      if (!keep(m)) continue;
+      const def = resolve(m, defs, t);
+      // §6.4.7 is_transient: a value not to be stored as history.
+      if (m.isTransient) {
+        out.skipped++;
+        continue;
+      }
+      // The birth's data type, not the one a data message may repeat (§6.4.7: it MUST be in the
+      // birth, tck-id-payloads-metric-datatype-req, and SHOULD NOT be in NDATA/DDATA,
+      // -datatype-not-req): read by a type of its own, a Double's metric carried a string into
+      // a number's field, and the database refused the reading with every metric of the message.
+      // A value whose member contradicts the birth's type is refused (values.ts).
+      const v = metricValue(def.datatype, m.raw, m.isNull);
+      const field = this.o.held.names.field(def);
+      if ('skip' in v || field === undefined) {
+        out.skipped++;
+        continue;
+      }
+      fields.push({ field, value: v.value, at: m.timestamp ?? p.timestamp ?? now });
+    }
+    out.readings.push(...toReadings(fields));
+  }
+}
