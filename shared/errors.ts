@@ -420,6 +420,7 @@ export const ERRORS = {
   CONSOLE_HISTORY_FAILED: { http: 502, transient: true, description: 'The time-series store could not be read for the history asked for.' },
   CONSOLE_TOO_MANY_STREAMS: { http: 503, transient: true, description: 'The console has as many live streams open as it serves (CONSOLE.maxLiveStreams); close a tab or try later.' },
   CONSOLE_TOO_MANY_USER_STREAMS: { http: 429, transient: true, description: 'This user (one credential, all its logins together) has as many live streams open as one user may (CONSOLE.maxLiveStreamsPerUser); close a tab.' },
+  CONSOLE_PRESENCES_NOT_LOADED: { http: 503, transient: true, description: "At its start the console could not read the devices' and gateways' last presences from the time-series store (its history's): it started all the same, and each device's state and gateway come from the feed, from its next presence, health or data, as without the read." },
   CONSOLE_HISTORY_BUSY: { http: 503, transient: true, description: 'The console is reading as much history as it reads at once (CONSOLE.historyMaxConcurrent, historyMaxQueued); try again in a moment.' },
   CONSOLE_HTTPS_REQUIRED: { http: 403, transient: false, description: 'The session cookie is Secure (CONSOLE_COOKIE_SECURE=true) but the request came over plain HTTP, or through a proxy not in CONSOLE_TRUSTED_PROXY.' },
   CONSOLE_INTERNAL: { http: 500, transient: false, description: 'The console failed in a way it does not expect; the cause is in its log.' },

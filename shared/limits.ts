@@ -1214,6 +1214,28 @@ export const CONSOLE = {
    * its copy of the keys' folder may lag the distributor's (a Kubernetes Secret reaches each pod on
    * its own, after the kubelet's sync period, a minute by default, and its cache's delay) */
   pendingPresenceMaxAgeMs: 5 * 60_000,
+  /** milliseconds. At its start the console reads each device's and gateway's last presence back
+   * from the store (fleet/last-presences.ts): the stored feed is not retained, and a gateway publishes
+   * a device's presence when it connects and then only once a day (TIMINGS.presenceRefreshMs, at most
+   * presenceRefreshCheckMs late). Within this window, then: a device whose last presence is older has
+   * had a reminder since if it were still connected. An hour's margin for a gateway that was away
+   * from its broker (it publishes them all again when it is back). */
+  lastPresenceWindowMs: TIMINGS.presenceRefreshMs + TIMINGS.presenceRefreshCheckMs + 3_600_000,
+  /** (device, gateway) pairs whose last presence is read at start: every device tracked
+   * (maxDevices), with room for the devices that moved between DMZ servers (one pair per server
+   * they used in the window) and for ids not in the registry. A store holding more pairs in the
+   * window than this (ids a DMZ invented, with DISTRIBUTOR_REQUIRE_SIGNATURES=false) may leave
+   * some devices out: those learn their state from the feed, as without the read. */
+  lastPresenceMaxPairs: 120_000,
+  /** ids not in the registry whose last presence read at start is kept (as pendingPresences), in
+   * case verified data gives them a row; the others of them are left out */
+  lastPresenceMaxUnregistered: 1_000,
+  /** gateways whose last statuses are read at start */
+  lastPresenceMaxGateways: 1_000,
+  /** milliseconds the console's start waits for that read (a database's is bounded by its own
+   * timeout; the local store's reads the window's day files, every line): past it the console
+   * starts, and the presences are applied when the read ends, the feed's newer ones winning */
+  lastPresenceStartWaitMs: 15_000,
   /** security reports of the DMZ's gateways (source=gateway, their word) kept fleet-wide (newest),
    * apart from the distributor's own findings (fleetRing), which they can never push out */
   gatewayReportsRing: 1000,

@@ -16,6 +16,7 @@ import { AnomalyStateSaver, loadAnomalyState } from './anomaly-state-file.ts';
 import { CommandClient } from './command-client.ts';
 import type { ConsoleConfig } from './config.ts';
 import { Fleet } from './fleet/fleet.ts';
+import { loadLastPresences } from './fleet/last-presences.ts';
 import type { Anomaly } from './fleet/types.ts';
 import { selectHistory } from './history/influxql.ts';
 import { LimitedHistory } from './history/history.ts';
@@ -49,7 +50,8 @@ export const CONSOLE_MEASUREMENTS = { state: 'device_state', anomalies: 'anomali
 /**
  * The operator console (docs/console.md): the fleet, its data and its security, live in a browser.
  * It learns everything from the stored feed (what the distributor verified and stored), the device
- * registry and the services' own health; reads history from the time-series store; sends commands
+ * registry and the services' own health; reads history from the time-series store, and from it at
+ * its start the presences the feed brought before (fleet/last-presences.ts); sends commands
  * through the command API as the logged-in user. It writes device states and anomalies to the store.
  */
 export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logger, opts: { scorer?: ReadingScorer | undefined; processMetrics?: boolean } = {}): Promise<OperatorConsole> {
@@ -131,6 +133,19 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     }
   });
 
+  // The presences the feed brought before this start, read back from the store the history comes
+  // from (fleet/last-presences.ts), the feed running meanwhile: what it brings is newer, and wins.
+  // Once, here: the start waits for it (at most CONSOLE.lastPresenceStartWaitMs, then it is applied
+  // when done), so a device connected before shows its gateway from the first page on. A store that
+  // cannot be read is logged, nothing more.
+  const reader = selectHistory(config, () => new LocalHistory(config.TIMESERIES_LOCAL_PATH));
+  if (reader.lastPresences) {
+    const loading = loadLastPresences(fleet, { lastPresences: reader.lastPresences.bind(reader) }, log.child({ subsystem: 'last-presences' }));
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([loading, new Promise<void>((resolve) => (waited = setTimeout(resolve, CONSOLE.lastPresenceStartWaitMs)))]);
+    clearTimeout(waited);
+  }
+
   const pipeline = new PipelinePoller(config.CONSOLE_PIPELINE_TARGETS, log.child({ subsystem: 'pipeline' }), () => ({
     feedRefused: Object.values(stats.feedRefused).reduce((a, b) => a + b, 0),
   }));
@@ -169,7 +184,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
   credentials.onChange(() => {
     for (const id of sessions.endWhere((s) => s.commandToken === undefined || verifier.verify(s.commandToken)?.name !== s.principal?.name)) hub.endSession(id);
   });
-  const history = new LimitedHistory(selectHistory(config, () => new LocalHistory(config.TIMESERIES_LOCAL_PATH)));
+  const history = new LimitedHistory(reader);
   const timers = [setInterval(() => fleet.sweep(), CONSOLE.staleSweepMs), setInterval(lookAtRegistry, CONSOLE.staleSweepMs)];
   if (saver) timers.push(setInterval(() => void saver.save(), CONSOLE.anomalyStateSaveMs));
 

@@ -1,11 +1,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
+import type { OperatorConsole } from '../../internal-network/console/console.ts';
+import { loadDistributorConfig } from '../../internal-network/distributor/config.ts';
+import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { LocalPointStore } from '../../internal-network/distributor/sinks/local-store.ts';
+import { selectDistributorSink } from '../../internal-network/distributor/sinks/select.ts';
 import type { HistoryReader, Series } from '../../internal-network/console/history/history.ts';
 import { selectHistory } from '../../internal-network/console/history/influxql.ts';
 import { PostgresHistory } from '../../internal-network/console/history/postgres.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { CONSOLE } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { extraConsole } from '../helpers/embedded.ts';
 import { eventually, startBothStores, type BothStores } from '../helpers/pg-pipeline.ts';
+import { tempDir } from '../helpers/pki.ts';
 
 const PASSWORD = 'pg-console-Hq7vR2mZ';
 const TOKEN = 'console-test-token-0123456789abcdef';
@@ -119,6 +128,107 @@ describe('console history from PostgreSQL', () => {
       assert.ok(!err.message.includes(wrong) && !err.message.includes(PASSWORD));
     } finally {
       await refused.close();
+    }
+  });
+});
+
+/**
+ * The console learns presences from the stored feed, which is not retained, and a gateway publishes
+ * a device's presence when it connects and then once a day: after a restart the console reads each
+ * device's and gateway's last presence back from the store it reads history from (docs/console.md),
+ * and a device connected and sending data shows its gateway at once, not a day later.
+ */
+describe('a console started after its devices connected', () => {
+  let s: BothStores;
+  let gateway: string;
+  const local = tempDir('console-restart-local');
+  const consoles: OperatorConsole[] = [];
+  const start = async (name: string, env: Record<string, string>) => {
+    const c = await extraConsole(s.fx, `console-${name}`, { COMMAND_API_TOKEN: TOKEN, CONSOLE_STATE_DIR: 'off', TIMESERIES_LOCAL_PATH: local.dir, ...env });
+    consoles.push(c);
+    return c;
+  };
+  const stores = () => ({ InfluxDB: s.influxEnv, PostgreSQL: { ...s.influxEnv, ...s.postgresEnv }, 'the local store': {} });
+
+  before(async () => {
+    s = await startBothStores('conrestart', ['meter-1', 'meter-2', 'meter-3', 'meter-4', 'meter-5'], PASSWORD);
+    const one = await s.connect('meter-1');
+    await s.send(one, 'meter-1', 'timeseries', { temperature: 21 });
+    await eventually(async () => ((await s.pgCount('device_status', "device = 'meter-1'")) >= 1 ? true : undefined), 20_000, "meter-1's presence in PostgreSQL");
+    await eventually(async () => ((await s.influx.rows(s.influxDatabase, `SELECT count("state") FROM device_status WHERE "device" = 'meter-1'`))[0]?.count ? true : undefined), 20_000, "meter-1's presence in InfluxDB");
+    const r = await s.admin.query("SELECT gateway FROM fieldstream.device_status WHERE device = 'meter-1' LIMIT 1");
+    gateway = String(r.rows[0]?.gateway);
+    // The local store gets what the distributor would have written there.
+    const sink = new LocalPointStore(local.dir);
+    const inDb = (await s.admin.query("SELECT device, gateway, state, (extract(epoch FROM time) * 1000)::bigint AS t FROM fieldstream.device_status WHERE device = 'meter-1'")).rows as Array<{ device: string; gateway: string; state: string; t: string }>;
+    await sink.write(inDb.map((x) => ({ measurement: 'device_status', tags: { device: x.device, gateway: x.gateway }, fields: { state: x.state }, time: Number(x.t) })));
+    await sink.close();
+  });
+  after(async () => {
+    for (const c of consoles) await c.close();
+    await s?.stop();
+    local.cleanup();
+  });
+
+  it("knows at once the gateway of a device connected before it started, from every store it reads", async () => {
+    assert.notEqual(gateway, 'undefined');
+    for (const [name, env] of Object.entries(stores())) {
+      const c = await start(`first-${name.replace(/\W/g, '')}`, env);
+      const row = c.fleet.detail('meter-1')?.row;
+      assert.equal(row?.gateway, gateway, name);
+      assert.equal(row?.state, 'online', name);
+      assert.equal(c.fleet.detail('meter-2')?.row.state, 'unknown', name);
+      await c.close();
+      consoles.pop();
+    }
+  });
+
+  it('takes no device as online through a gateway gone or restarted since its presence, nor from a presence older than the window', async () => {
+    const now = Date.now();
+    const presence = (device: string, gw: string, time: number): StoredPoint => ({ measurement: 'device_status', tags: { device, gateway: gw }, fields: { state: 'online' }, time });
+    const points: StoredPoint[] = [
+      // gone: its will after the device's presence
+      presence('meter-2', 'gw-gone', now - 60_000),
+      { measurement: 'gateway_status', tags: { gateway: 'gw-gone' }, fields: { state: 'offline', since: now - 3_600_000 }, time: now - 30_000 },
+      // restarted after the device's presence (killed whole: no will), the device not back since
+      presence('meter-3', 'gw-restarted', now - 60_000),
+      { measurement: 'gateway_status', tags: { gateway: 'gw-restarted' }, fields: { state: 'online', since: now - 40_000 }, time: now - 30_000 },
+      // up since before the presence, which is the newest of the device's: online through it
+      { measurement: 'gateway_status', tags: { gateway: 'gw-up' }, fields: { state: 'online', since: now - 3_600_000 }, time: now - 3_500_000 },
+      presence('meter-4', 'gw-gone', now - 120_000),
+      presence('meter-4', 'gw-up', now - 20_000),
+      // older than the window: the device had a reminder since if it were still connected
+      presence('meter-5', 'gw-up', now - CONSOLE.lastPresenceWindowMs - 60_000),
+    ];
+    const sink = selectDistributorSink(loadDistributorConfig({ ...s.influxEnv, ...s.postgresEnv }), createLogger('test', 'silent'));
+    await sink.write(points);
+    await sink.close();
+    const localSink = new LocalPointStore(local.dir);
+    await localSink.write(points);
+    await localSink.close();
+    for (const [name, env] of Object.entries(stores())) {
+      const c = await start(`second-${name.replace(/\W/g, '')}`, env);
+      const row = (id: string) => c.fleet.detail(id)?.row;
+      assert.equal(row('meter-2')?.state, 'offline', name);
+      assert.equal(row('meter-3')?.state, 'offline', name);
+      assert.deepEqual([row('meter-4')?.state, row('meter-4')?.gateway], ['online', 'gw-up'], name);
+      assert.deepEqual([row('meter-5')?.state, row('meter-5')?.gateway], ['unknown', null], name);
+      await c.close();
+      consoles.pop();
+    }
+  });
+
+  it('starts when the store cannot be read, with CONSOLE_PRESENCES_NOT_LOADED logged', async () => {
+    const closed = { INFLUXDB_URL: 'http://127.0.0.1:1', INFLUXDB_DATABASE: 'none' };
+    for (const [name, env] of Object.entries({ InfluxDB: closed, PostgreSQL: { ...closed, POSTGRES_URL: 'postgres://u:p@127.0.0.1:1/none', POSTGRES_TIMEOUT_MS: '2000' } })) {
+      const before = s.fx.logs.lines.length;
+      const c = await start(`down-${name}`, env);
+      assert.equal(c.fleet.detail('meter-1')?.row.gateway, null, name);
+      const line = s.fx.logs.lines.slice(before).find((l) => l.code === 'CONSOLE_PRESENCES_NOT_LOADED');
+      assert.ok(line, `${name}: ${JSON.stringify(s.fx.logs.lines.slice(before).map((l) => l.msg))}`);
+      assert.equal(line.level, 40, 'a warning');
+      await c.close();
+      consoles.pop();
     }
   });
 });

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
+import { loadLastPresences } from '../../internal-network/console/fleet/last-presences.ts';
+import type { LastPresences } from '../../internal-network/console/history/presences.ts';
 import { Ring } from '../../internal-network/console/fleet/ring.ts';
 import type { StateChange } from '../../internal-network/console/fleet/types.ts';
 import { bucketMs, downsample } from '../../internal-network/console/history/history.ts';
@@ -11,6 +13,7 @@ import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { CONSOLE } from '../../shared/limits.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
+import { createLogger } from '../../shared/logger.ts';
 
 /**
  * A fleet on a clock the test moves, recording every state change it reports, with `registered`
@@ -322,6 +325,55 @@ describe('the console fleet: online, stale, offline', () => {
     for (let i = 0; i < CONSOLE.fleetRing + 500; i++) fleet.apply({ measurement: 'security_events', tags: { device: 'pump-1', reason: 'SECURITY_STALE' }, fields: {}, time: i });
     assert.equal(fleet.security.own.since(0).length, CONSOLE.fleetRing);
     assert.equal(fleet.detail('pump-1')?.security.length, CONSOLE.perDeviceRing);
+  });
+});
+
+describe("the last presences read at the console's start", () => {
+  const silent = createLogger('test', 'silent');
+  const gatewayStatus = (gateway: string, state: 'online' | 'offline', time: number, since: number): StoredPoint => ({ measurement: 'gateway_status', tags: { gateway }, fields: { state, since }, time });
+
+  it('are applied in time order, within the window, and what the feed brings meanwhile wins', async () => {
+    const { fleet, now } = fleetAt(10 * 86_400_000, ['pump-1', 'pump-2', 'pump-3']);
+    const t = now();
+    let answer: (r: LastPresences) => void = () => undefined;
+    let asked: number | undefined;
+    const reader = {
+      lastPresences: (from: number) => {
+        asked = from;
+        return new Promise<LastPresences>((resolve) => (answer = resolve));
+      },
+    };
+    const loading = loadLastPresences(fleet, reader, silent, t);
+    assert.equal(asked, t - CONSOLE.lastPresenceWindowMs);
+    // While the store is read: pump-1 goes offline (a newer presence than the one read).
+    fleet.apply({ ...status('pump-1', 'offline', t - 1_000), tags: { device: 'pump-1', gateway: 'gw-2' } });
+    answer({
+      // out of order, as a store may give them: pump-2's gateway restarted after its presence
+      gateways: [gatewayStatus('gw-1', 'online', t - 5_000, t - 6_000)],
+      devices: [status('pump-2', 'online', t - 60_000), status('pump-1', 'online', t - 50_000), status('pump-3', 'online', t - 4_000)],
+    });
+    await loading;
+    const row = (id: string) => fleet.detail(id)?.row;
+    assert.deepEqual([row('pump-1')?.state, row('pump-1')?.gateway], ['offline', 'gw-2'], 'the live presence, newer, wins');
+    assert.deepEqual([row('pump-2')?.state, row('pump-2')?.gateway], ['offline', 'gw-1'], 'its gateway restarted since');
+    assert.deepEqual([row('pump-3')?.state, row('pump-3')?.gateway], ['online', 'gw-1'], 'connected after the restart');
+  });
+
+  it(`keep at most ${CONSOLE.lastPresenceMaxUnregistered} ids not registered (as pending), and a store that cannot be read changes nothing`, async () => {
+    const { fleet, now } = fleetAt(10 * 86_400_000, ['pump-1']);
+    const devices = [status('pump-1', 'online', now() - 1_000)];
+    for (let i = 0; i < CONSOLE.lastPresenceMaxUnregistered + 50; i++) devices.push(status(`other-${i}`, 'online', now() - 2_000));
+    await loadLastPresences(fleet, { lastPresences: async () => ({ devices, gateways: [] }) }, silent, now());
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online');
+    assert.equal(fleet.pending.size, CONSOLE.lastPresenceMaxUnregistered);
+    assert.equal(fleet.size, 1);
+
+    const lines: Array<Record<string, unknown>> = [];
+    const down = fleetAt(10 * 86_400_000, ['pump-1']).fleet;
+    const log = { warn: (o: Record<string, unknown>) => lines.push(o), info: () => undefined } as unknown as typeof silent;
+    await loadLastPresences(down, { lastPresences: () => Promise.reject(new Error('ECONNREFUSED')) }, log);
+    assert.equal(down.detail('pump-1')?.row.state, 'unknown');
+    assert.equal(lines[0]?.code, 'CONSOLE_PRESENCES_NOT_LOADED');
   });
 });
 

@@ -1,5 +1,6 @@
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE } from '../../../shared/limits.ts';
+import type { LastPresences } from './presences.ts';
 
 /** A field's values over a window: [epoch ms, value], oldest first. */
 export type Series = Array<[number, number]>;
@@ -11,6 +12,9 @@ export type Series = Array<[number, number]>;
 export interface HistoryReader {
   readonly description: string;
   series(device: string, field: string, fromMs: number, toMs: number): Promise<Series>;
+  /** The devices' and gateways' last presences from `fromMs` on, read once at the console's start
+   * (presences.ts); a reader without it gives none. */
+  lastPresences?(fromMs: number): Promise<LastPresences>;
 }
 
 /** Milliseconds per bucket so that a window holds at most CONSOLE.historyMaxPoints buckets. */

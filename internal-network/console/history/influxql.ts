@@ -1,8 +1,11 @@
 import type { InfluxSettings } from '../../shared/influx-settings.ts';
-import { InfluxQlReader, quoteIdent, quoteString } from '../../shared/influxql.ts';
+import { InfluxQlReader, quoteIdent, quoteString, type InfluxQlSeries } from '../../shared/influxql.ts';
+import { CONSOLE } from '../../../shared/limits.ts';
+import { MEASUREMENTS, type StoredPoint } from '../../distributor/points.ts';
 import { postgresConnection, postgresEnabled, type PostgresSettings } from '../../shared/postgres-settings.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
 import { PostgresHistory } from './postgres.ts';
+import { devicePresencePoint, gatewayStatusPoint, type LastPresences } from './presences.ts';
 
 export { quoteIdent, quoteString };
 
@@ -31,6 +34,41 @@ export class InfluxQlHistory implements HistoryReader {
     for (const [t, v] of values) if (typeof t === 'number' && typeof v === 'number') out.push([t, v]);
     return out;
   }
+
+  /**
+   * The last point of each (device, gateway) series of `device_status` and of each gateway's
+   * `gateway_status` (and its last `offline`) since `fromMs`: `ORDER BY time DESC LIMIT 1` per group
+   * (InfluxQL spec, "ORDER BY time DESC", "The LIMIT and SLIMIT clauses"), at most
+   * CONSOLE.lastPresenceMaxPairs and lastPresenceMaxGateways groups. `state` is a field, so the
+   * last `offline` is a statement of its own. The other tag (`republished`) comes as a column.
+   */
+  async lastPresences(fromMs: number): Promise<LastPresences> {
+    const since = `time >= ${Math.floor(fromMs)}ms`;
+    const last = (measurement: string, where: string, groups: string, max: number) =>
+      `SELECT * FROM ${quoteIdent(measurement)} WHERE ${where} GROUP BY ${groups} ORDER BY time DESC LIMIT 1 SLIMIT ${max}`;
+    const devices = rowsOf(await this.reader.query(last(MEASUREMENTS.status, since, '"device", "gateway"', CONSOLE.lastPresenceMaxPairs)), devicePresencePoint);
+    const gateways = [
+      ...rowsOf(await this.reader.query(last(MEASUREMENTS.gatewayStatus, since, '"gateway"', CONSOLE.lastPresenceMaxGateways)), gatewayStatusPoint),
+      ...rowsOf(await this.reader.query(last(MEASUREMENTS.gatewayStatus, `${since} AND "state" = 'offline'`, '"gateway"', CONSOLE.lastPresenceMaxGateways)), gatewayStatusPoint),
+    ];
+    return { devices, gateways };
+  }
+}
+
+/** Each row of the series as an object of its group's tags and its columns, made a point by `point` (undefined: left out). */
+function rowsOf(series: InfluxQlSeries, point: (row: Record<string, unknown>) => StoredPoint | undefined): StoredPoint[] {
+  const out: StoredPoint[] = [];
+  for (const s of series) {
+    for (const values of s.values ?? []) {
+      const row: Record<string, unknown> = { ...s.tags };
+      s.columns.forEach((c, i) => {
+        if (values[i] !== null && values[i] !== undefined) row[c] = values[i];
+      });
+      const p = point(row);
+      if (p) out.push(p);
+    }
+  }
+  return out;
 }
 
 /**

@@ -1,5 +1,8 @@
+import { CONSOLE } from '../../../shared/limits.ts';
+import { MEASUREMENTS, type StoredPoint } from '../../distributor/points.ts';
 import { scanLocalStore } from '../../distributor/sinks/local-store.ts';
 import { downsample, type HistoryReader, type Series } from './history.ts';
+import type { LastPresences } from './presences.ts';
 
 /** History from the local store of `npm start` (TIMESERIES_LOCAL_PATH): the day files of the window, a day either side. */
 export class LocalHistory implements HistoryReader {
@@ -18,5 +21,22 @@ export class LocalHistory implements HistoryReader {
       if (typeof v === 'number') byTime.set(p.time, v);
     }
     return downsample([...byTime], fromMs, toMs);
+  }
+
+  /** The last presence of each (device, gateway) pair and (gateway, state) from `fromMs` on, as the
+   * database readers answer (presences.ts), within the same bounds; of one time, the later line. */
+  async lastPresences(fromMs: number): Promise<LastPresences> {
+    const devices = new Map<string, StoredPoint>();
+    const gateways = new Map<string, StoredPoint>();
+    const keep = (into: Map<string, StoredPoint>, key: string, p: StoredPoint, max: number) => {
+      const held = into.get(key);
+      if (held ? p.time >= held.time : into.size < max) into.set(key, p);
+    };
+    for await (const p of scanLocalStore(this.dir, fromMs)) {
+      if (p.time < fromMs || (p.fields.state !== 'online' && p.fields.state !== 'offline')) continue;
+      if (p.measurement === MEASUREMENTS.status && p.tags.device !== undefined) keep(devices, JSON.stringify([p.tags.device, p.tags.gateway ?? '']), p, CONSOLE.lastPresenceMaxPairs);
+      else if (p.measurement === MEASUREMENTS.gatewayStatus && p.tags.gateway !== undefined) keep(gateways, JSON.stringify([p.tags.gateway, p.fields.state]), p, 2 * CONSOLE.lastPresenceMaxGateways);
+    }
+    return { devices: [...devices.values()], gateways: [...gateways.values()] };
   }
 }

@@ -1,8 +1,11 @@
 import pg from 'pg';
 import { FieldStreamError } from '../../../shared/errors.ts';
+import { CONSOLE } from '../../../shared/limits.ts';
+import type { StoredPoint } from '../../distributor/points.ts';
 import { poolConfig, type PostgresConnection } from '../../shared/postgres-settings.ts';
 import { readWithin } from '../../shared/postgres-read.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
+import { devicePresencePoint, gatewayStatusPoint, type LastPresences } from './presences.ts';
 
 /**
  * SQLSTATEs that mean "nothing written yet" (PostgreSQL docs, Appendix A): 42P01 undefined table,
@@ -28,10 +31,12 @@ export class PostgresHistory implements HistoryReader {
   private readonly pool: pg.Pool;
   private readonly timeoutMs: number;
   private readonly sql: string;
+  private readonly schema: string;
 
   constructor(c: PostgresConnection) {
     this.description = c.description;
     this.timeoutMs = c.timeoutMs;
+    this.schema = c.schema;
     // The schema name is a checked lower-case identifier (postgres-settings.ts): safe unquoted.
     this.sql =
       `SELECT (floor(extract(epoch FROM time) * 1000 / $5) * $5)::bigint AS t, avg((fields->$2)::numeric)::float8 AS v ` +
@@ -51,17 +56,43 @@ export class PostgresHistory implements HistoryReader {
   }
 
   async series(device: string, field: string, fromMs: number, toMs: number): Promise<Series> {
-    let rows: Array<{ t: string; v: number | null }>;
+    const rows = (await this.read(this.sql, [device, field, Math.floor(fromMs), Math.floor(toMs), bucketMs(fromMs, toMs)])) as Array<{ t: string; v: number | null }>;
+    const out: Series = [];
+    for (const r of rows) if (r.v !== null) out.push([Number(r.t), r.v]);
+    return out;
+  }
+
+  /**
+   * The last row of each (device, gateway) pair of `device_status`, and of each (gateway, state) of
+   * `gateway_status`, since `fromMs` (DISTINCT ON, PostgreSQL docs "SELECT", "DISTINCT Clause"), at
+   * most CONSOLE.lastPresenceMaxPairs and twice lastPresenceMaxGateways rows. Times in epoch ms
+   * (`time` the output's name too: the table's column is ordered by, qualified).
+   */
+  async lastPresences(fromMs: number): Promise<LastPresences> {
+    const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::float8 AS ${column}`;
+    const from = `time >= 'epoch'::timestamptz + $1 * interval '1 millisecond'`;
+    const devices = (await this.read(
+      `SELECT DISTINCT ON (device, gateway) device, gateway, state, cert_days_left, ${ms('cert_not_after')}, ${ms('since')}, ${ms('time')} ` +
+        `FROM ${this.schema}.device_status WHERE ${from} ORDER BY device, gateway, device_status.time DESC LIMIT $2`,
+      [Math.floor(fromMs), CONSOLE.lastPresenceMaxPairs],
+    )) as Array<Record<string, unknown>>;
+    const gateways = (await this.read(
+      `SELECT DISTINCT ON (gateway, state) gateway, state, ${ms('since')}, ${ms('time')} FROM ${this.schema}.gateway_status WHERE ${from} ORDER BY gateway, state, gateway_status.time DESC LIMIT $2`,
+      [Math.floor(fromMs), 2 * CONSOLE.lastPresenceMaxGateways],
+    )) as Array<Record<string, unknown>>;
+    const points = (rows: Array<Record<string, unknown>>, point: (r: Record<string, unknown>) => StoredPoint | undefined) => rows.map(point).filter((p): p is StoredPoint => p !== undefined);
+    return { devices: points(devices, devicePresencePoint), gateways: points(gateways, gatewayStatusPoint) };
+  }
+
+  /** The rows of a read; none before the distributor made its tables; any failure CONSOLE_HISTORY_FAILED. */
+  private async read(sql: string, params: unknown[]): Promise<unknown[]> {
     try {
-      rows = (await readWithin(this.pool, this.timeoutMs, this.sql, [device, field, Math.floor(fromMs), Math.floor(toMs), bucketMs(fromMs, toMs)])) as Array<{ t: string; v: number | null }>;
+      return await readWithin(this.pool, this.timeoutMs, sql, params);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (typeof code === 'string' && NOT_YET_WRITTEN.has(code)) return [];
       throw new FieldStreamError('CONSOLE_HISTORY_FAILED', `${this.description}: ${typeof code === 'string' ? `SQLSTATE ${code} ` : ''}${(err as Error).message.slice(0, 200)}`);
     }
-    const out: Series = [];
-    for (const r of rows) if (r.v !== null) out.push([Number(r.t), r.v]);
-    return out;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,53 @@
+import type { Scalar } from '../../../shared/contract/primitives.ts';
+import { MEASUREMENTS, type StoredPoint } from '../../distributor/points.ts';
+
+/**
+ * The last presences the distributor stored (`device_status`, `gateway_status`), read back at the
+ * console's start (fleet/last-presences.ts): the stored feed is not retained, and a gateway publishes
+ * a device's presence when it connects and then once a day, so a console that restarted knew no
+ * device's gateway, nor its state, until then. Each as the point the feed carried.
+ */
+export interface LastPresences {
+  /** the last presence of each (device, gateway) pair within the window: a device that moved between
+   * DMZ servers has one per server, so that the late `offline` of the one it left is seen as such */
+  devices: StoredPoint[];
+  /** each gateway's last status within the window, and its last `offline` if that one is older: a
+   * gateway back on its broker says `online` with the `since` of its process, which tells nothing of
+   * the devices its will took offline */
+  gateways: StoredPoint[];
+}
+
+/** A store that can tell the last presences from `fromMs` on (every history reader of the console). */
+export interface PresenceReader {
+  lastPresences(fromMs: number): Promise<LastPresences>;
+}
+
+const finite = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : typeof v === 'string' && v !== '' && Number.isFinite(Number(v)) ? Number(v) : undefined);
+
+/**
+ * A device's presence as the distributor wrote it (message-handler.ts), from a row of the store
+ * (its columns by name, `time` in epoch ms; the store's word, checked here): `state`, and the
+ * certificate's expiry and days left, `since` on a reminder. Undefined when the row holds no state
+ * the console takes, or no time; `gateway` '' or null (PostgreSQL's column of a point without one) is none.
+ */
+export function devicePresencePoint(r: Readonly<Record<string, unknown>>): StoredPoint | undefined {
+  const time = finite(r.time);
+  if (typeof r.device !== 'string' || r.device === '' || (r.state !== 'online' && r.state !== 'offline') || time === undefined) return undefined;
+  const tags: Record<string, string> = { device: r.device };
+  if (typeof r.gateway === 'string' && r.gateway !== '') tags.gateway = r.gateway;
+  const fields: Record<string, Scalar> = { state: r.state };
+  for (const k of ['cert_days_left', 'cert_not_after', 'since'] as const) {
+    const v = finite(r[k]);
+    if (v !== undefined) fields[k] = v;
+  }
+  if (fields.since !== undefined) tags.republished = 'true';
+  return { measurement: MEASUREMENTS.status, tags, fields, time };
+}
+
+/** A gateway's status as the distributor wrote it: `state` and `since` (when the gateway started). */
+export function gatewayStatusPoint(r: Readonly<Record<string, unknown>>): StoredPoint | undefined {
+  const time = finite(r.time);
+  if (typeof r.gateway !== 'string' || r.gateway === '' || (r.state !== 'online' && r.state !== 'offline') || time === undefined) return undefined;
+  const since = finite(r.since);
+  return { measurement: MEASUREMENTS.gatewayStatus, tags: { gateway: r.gateway }, fields: { state: r.state, ...(since !== undefined ? { since } : {}) }, time };
+}
