@@ -222,6 +222,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     await pipeline.stop();
     await endMqtt(mqtt, true);
     await own.close();
+    await reader.close?.();
     throw err;
   }
   const host = config.CONSOLE_HOST === '0.0.0.0' ? '127.0.0.1' : config.CONSOLE_HOST;
@@ -245,6 +246,9 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       // No reading comes any more: what was learnt up to now is what the next start restores.
       await saver?.saveLast();
       await own.close();
+      // The history's own connections (PostgreSQL's pool): left open, they held the database's
+      // connection slots, and a process that closed the console, its event loop, until they idled out.
+      await reader.close?.();
     },
   };
 }

@@ -218,6 +218,18 @@ describe('a console started after its devices connected', () => {
     }
   });
 
+  it("gives its history's PostgreSQL connections back as it closes", async () => {
+    // The console's connections, by the application name its pool gives them. Left open by the pool,
+    // each stayed until it idled out (10 s).
+    const held = async () => Number((await s.admin.query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'fieldstream-console'")).rows[0]?.n);
+    await eventually(async () => ((await held()) === 0 ? true : undefined), 15_000, 'no connection of an earlier console');
+    const c = await start('closing', { ...s.influxEnv, ...s.postgresEnv });
+    assert.ok((await held()) >= 1, 'the console reads through a connection of its own');
+    await c.close();
+    consoles.pop();
+    await eventually(async () => ((await held()) === 0 ? true : undefined), 3_000, 'its connections closed with it');
+  });
+
   it('starts when the store cannot be read, with CONSOLE_PRESENCES_NOT_LOADED logged', async () => {
     const closed = { INFLUXDB_URL: 'http://127.0.0.1:1', INFLUXDB_DATABASE: 'none' };
     for (const [name, env] of Object.entries({ InfluxDB: closed, PostgreSQL: { ...closed, POSTGRES_URL: 'postgres://u:p@127.0.0.1:1/none', POSTGRES_TIMEOUT_MS: '2000' } })) {

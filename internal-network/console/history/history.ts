@@ -15,6 +15,8 @@ export interface HistoryReader {
   /** The devices' and gateways' last presences from `fromMs` on, read once at the console's start
    * (presences.ts); a reader without it gives none. */
   lastPresences?(fromMs: number): Promise<LastPresences>;
+  /** Gives back what the reader holds open (a pool of connections), as the console closes. */
+  close?(): Promise<void>;
 }
 
 /** Milliseconds per bucket so that a window holds at most CONSOLE.historyMaxPoints buckets. */
