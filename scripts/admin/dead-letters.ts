@@ -31,7 +31,7 @@ export function listDeadLetters(paths: DeadLetterPaths, json: boolean): string {
       .join(', ');
     rows.push([f.inUse ? `${f.file} (in use)` : f.file, String(f.bytes), String(f.letters), String(f.withData), String(f.replayed), String(f.unreadable), codes]);
   }
-  return `${columns(rows)}WITH DATA: whole letters a replay can write (\`fieldstream-admin dead-letters replay\`); the others (an invalid payload or its excerpt, a presence or a gateway's security report) are kept to look at.
+  return `${columns(rows)}WITH DATA: whole letters a replay can write (fieldstream-admin dead-letters replay); the others (an invalid payload or its excerpt, a presence or a gateway's security report) are kept to look at.
 A file may be removed once its letters with data are all replayed, unless it is in use: the distributor may still be appending to it.\n`;
 }
 

@@ -125,6 +125,22 @@ describe('dead letters', () => {
     );
   });
 
+  it("list's legend is plain text for a terminal: no Markdown backticks", async () => {
+    const dir = join(tmp.dir, 'legend');
+    const dead = new DeadLetters(dir);
+    const reading = { v: 1, deviceId: 'dev-1', dataType: 'timeseries', gatewayId: 'gw-1', receivedAt: 1_700_000_000_000, messages: [{ messageId: 'm1', payload: { t: 1 } }] };
+    assert.equal(await dead.put(uplinkTopic('dev-1', 'timeseries'), Buffer.from(JSON.stringify(reading)), err), 'whole');
+    await dead.close();
+    const r = spawnSync(join(REPO_ROOT, 'bin', 'fieldstream-admin'), ['dead-letters', 'list', '--dead-letters', dir], {
+      env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^WITH DATA: whole letters a replay can write \(fieldstream-admin dead-letters replay\)/m);
+    assert.doesNotMatch(r.stdout, /`/);
+  });
+
   it('list and replay name a letter file or record they cannot read (a folder, a FIFO, a link in its place) with a code, never hang or crash on it', async () => {
     for (const [name, make] of [
       ['2026-01-02.jsonl', (p: string) => mkdirSync(p)],
