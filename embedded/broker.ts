@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../shared/logger.ts';
 import { mayPublish, maySubscribe } from '../shared/acl.ts';
-import { FieldStreamError } from '../shared/errors.ts';
+import { listenFailed } from '../shared/listen-failed.ts';
 
 /**
  * The embedded MQTT broker of `npm start`: aedes on a TLS listener that requires a client
@@ -17,6 +17,8 @@ import { FieldStreamError } from '../shared/errors.ts';
 export interface EmbeddedBrokerOptions {
   host: string;
   port: number;
+  /** the setting that chooses `port` (EMBEDDED_MQTT_PORT), named when it cannot be listened on */
+  setting: string;
   tls: { ca: string; cert: string; key: string };
   logger: Logger;
 }
@@ -76,7 +78,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   );
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `MQTT broker cannot listen on ${options.host}:${options.port}: ${err.message}`)));
+    server.once('error', (err) => reject(listenFailed('MQTT broker', `${options.host}:${options.port}`, options.setting, err)));
     server.listen(options.port, options.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;

@@ -62,6 +62,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   const broker = await startEmbeddedBroker({
     host: o.host,
     port: o.brokerPort,
+    setting: 'EMBEDDED_MQTT_PORT',
     tls: {
       ca: readPemSetting('CERTS_DIR', p.publicCa),
       cert: readPemSetting('CERTS_DIR', dmzBroker.cert),
@@ -94,8 +95,9 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     // One process: the gateway's registry carries the process metrics.
     { processMetrics: false },
   );
-  await distributor.ready;
-  await distributor.metricsServer;
+  // Both at once: a metrics port that cannot be had (LISTEN_FAILED) is this start's error, not a
+  // rejection nobody awaits yet while the consumers subscribe.
+  await Promise.all([distributor.ready, distributor.metricsServer]);
 
   const gateway = await startGateway(
     loadGatewayConfig({

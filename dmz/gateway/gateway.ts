@@ -66,6 +66,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
         metrics: metrics.metrics,
         host: config.GATEWAY_METRICS_HOST,
         port: config.GATEWAY_METRICS_PORT,
+        setting: 'GATEWAY_METRICS_PORT',
         checks: [{ name: 'broker', ready: () => mqtt.connected }],
         log,
       }).catch(async (err: unknown) => {
@@ -108,6 +109,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
         ? identifyByProxy(caPem, config.GATEWAY_TRUSTED_PROXIES, deviceTokens, unixHop ? 'socket' : 'certificate')
         : identifyByTls(),
     socketPath: unixHop ? config.GATEWAY_SOCKET : undefined,
+    setting: unixHop ? 'GATEWAY_SOCKET' : 'GATEWAY_PORT',
     revokedSerialsFile: config.GATEWAY_REVOKED_SERIALS_FILE,
     crl,
     deviceTokens,

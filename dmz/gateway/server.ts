@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { listenFailed } from '../../shared/listen-failed.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
@@ -36,6 +37,8 @@ export interface GatewayServerOptions {
    * tls are unused.
    */
   socketPath?: string | undefined;
+  /** the setting that chooses the address (GATEWAY_PORT, or GATEWAY_SOCKET), named when it cannot be listened on */
+  setting: string;
   path: string;
   gatewayId: string;
   tls: { cert: string; key: string; ca: string };
@@ -329,11 +332,17 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   }
 
   const where = socketPath ?? `${options.host}:${options.port}`;
-  if (socketPath && (await claimSocketPath(socketPath)) === 'stale socket removed') {
+  // What is wrong with the socket's path names its setting too.
+  const claimed = socketPath
+    ? await claimSocketPath(socketPath).catch((err: unknown) => {
+        throw isFieldStreamError(err, 'LISTEN_FAILED') ? new FieldStreamError('LISTEN_FAILED', `${options.setting}: ${err.message}`) : err;
+      })
+    : undefined;
+  if (claimed === 'stale socket removed') {
     log.info({ socket: socketPath }, 'removed the socket file a stopped gateway left (nobody listened on it)');
   }
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Gateway cannot listen on ${where}: ${err.message}`)));
+    server.once('error', (err) => reject(listenFailed('Gateway', where, options.setting, err)));
     if (socketPath) listenOnSocket(server, socketPath, () => resolve());
     else server.listen(options.port, options.host, () => resolve());
   });

@@ -70,6 +70,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
   const http = await startCommandHttp({
     host: config.COMMAND_API_HOST,
     port: config.COMMAND_API_PORT,
+    setting: 'COMMAND_API_PORT',
     // Read again when it changes (as the console does): a token taken out of it is refused within a
     // second, with no restart of the API that sends commands.
     credentials: new ReloadingCredentials({ token: config.COMMAND_API_TOKEN, tokensFile: config.COMMAND_API_TOKENS_FILE }, log),
@@ -86,6 +87,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
         metrics: metrics.metrics,
         host: config.COMMAND_API_METRICS_HOST,
         port: config.COMMAND_API_METRICS_PORT,
+        setting: 'COMMAND_API_METRICS_PORT',
         checks: [{ name: 'broker', ready: () => mqtt.connected }],
         log,
       }).catch(async (err: unknown) => {

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { listenFailed } from '../../shared/listen-failed.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
 import { readJsonBody } from '../../shared/http-body.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -18,6 +19,8 @@ import { TEST_COMMAND, TestCommandParamsSchema, type TestCommandParams } from '.
 export interface CommandHttpOptions {
   host: string;
   port: number;
+  /** the setting that chooses `port` (COMMAND_API_PORT), named when it cannot be listened on */
+  setting: string;
   /** who each bearer token is, and with which role */
   credentials: Pick<Credentials, 'verify'>;
   groups: Readonly<Record<string, readonly string[]>>;
@@ -177,7 +180,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   }
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Command API cannot listen on ${o.host}:${o.port}: ${err.message}`)));
+    server.once('error', (err) => reject(listenFailed('Command API', `${o.host}:${o.port}`, o.setting, err)));
     server.listen(o.port, o.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;

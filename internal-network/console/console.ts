@@ -198,12 +198,14 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
             metrics: consoleMetrics({ fleet, stats, runner, own, streams: () => hub.size, brokerConnected: () => mqtt.connected }, { processMetrics: opts.processMetrics !== false }),
             host: config.CONSOLE_METRICS_HOST,
             port: config.CONSOLE_METRICS_PORT,
+            setting: 'CONSOLE_METRICS_PORT',
             checks: [{ name: 'broker', ready: () => mqtt.connected }],
             log,
           });
     web = await startWebServer({
       host: config.CONSOLE_HOST,
       port: config.CONSOLE_PORT,
+      setting: 'CONSOLE_PORT',
       secure: config.CONSOLE_COOKIE_SECURE,
       sessionTtlMs: config.CONSOLE_SESSION_TTL_S * 1000,
       sessions,

@@ -200,6 +200,7 @@ export function startDistributor(
         metrics: metrics.metrics,
         host: config.DISTRIBUTOR_METRICS_HOST,
         port: config.DISTRIBUTOR_METRICS_PORT,
+        setting: 'DISTRIBUTOR_METRICS_PORT',
         checks: [
           { name: 'broker', ready: () => clients.every((c) => c.connected) },
           { name: 'database', ready: () => !sink.lastWriteFailed },

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { FieldStreamError } from '../errors.ts';
+import { listenFailed } from '../listen-failed.ts';
 import type { Logger } from '../logger.ts';
 import { probeEventLoop } from './event-loop.ts';
 import type { ServiceMetrics } from './registry.ts';
@@ -34,6 +34,8 @@ export async function startMetricsServer(o: {
   metrics: ServiceMetrics;
   host: string;
   port: number;
+  /** the setting that chooses `port` (GATEWAY_METRICS_PORT, ...), named when it cannot be listened on */
+  setting: string;
   checks?: readonly ReadinessCheck[];
   log: Logger;
 }): Promise<MetricsServer> {
@@ -67,7 +69,7 @@ export async function startMetricsServer(o: {
   server.headersTimeout = 5_000;
   server.requestTimeout = 10_000;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `Metrics of ${o.metrics.service} cannot listen on ${o.host}:${o.port}: ${err.message}`)));
+    server.once('error', (err) => reject(listenFailed(`Metrics of ${o.metrics.service}`, `${o.host}:${o.port}`, o.setting, err)));
     server.listen(o.port, o.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { cpSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -33,6 +34,8 @@ interface Status {
 class EmbeddedProcess {
   private child: ChildProcess | undefined;
   private readonly log: WriteStream;
+  /** what it wrote to stderr, over every start */
+  stderr = '';
   private constructor(
     private readonly dir: string,
     private readonly env: Record<string, string | undefined>,
@@ -85,7 +88,10 @@ class EmbeddedProcess {
       out += d.toString();
       this.log.write(d);
     });
-    p.stderr?.on('data', (d: Buffer) => this.log.write(d));
+    p.stderr?.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+      this.log.write(d);
+    });
     p.once('exit', (code, signal) => (exited = `exited ${code ?? signal}`));
     await eventually(() => {
       if (exited) throw new Error(`the pipeline ${exited} before it was ready; see ${join(this.dir, 'pipeline.log')}`);
@@ -110,7 +116,7 @@ class EmbeddedProcess {
     this.child?.kill('SIGTERM');
     await this.exited();
     this.child = undefined;
-    this.log.end();
+    await new Promise<void>((resolve) => this.log.end(resolve));
   }
 
   async status(): Promise<Status> {
@@ -343,6 +349,37 @@ describe('npm start (embedded) loses no accepted reading when its process is kil
       await pipeline.stop();
     } finally {
       await influx.process.stop();
+    }
+  });
+});
+
+/**
+ * A port another program holds stops `npm start` at once, and its message names the setting that
+ * chooses that port: the address alone does not tell the user which variable to change.
+ */
+describe('npm start (embedded) on a port another program holds', () => {
+  const work = tempDir('embedded-busy-port');
+  after(() => work.cleanup());
+
+  it('stops with LISTEN_FAILED naming the setting of the port', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const busy = String((holder.address() as { port: number }).port);
+    try {
+      // One folder for every start: its development certificates are made once.
+      const dir = join(work.dir, 'pipeline');
+      const free = async () => String(await freePort());
+      const ports = { CONSOLE_PORT: await free(), GATEWAY_METRICS_PORT: await free(), DISTRIBUTOR_METRICS_PORT: await free(), COMMAND_API_METRICS_PORT: await free(), CONSOLE_METRICS_PORT: await free() };
+      for (const setting of ['EMBEDDED_MQTT_PORT', 'GATEWAY_PORT', 'COMMAND_API_PORT', 'CONSOLE_PORT', 'GATEWAY_METRICS_PORT', 'DISTRIBUTOR_METRICS_PORT', 'COMMAND_API_METRICS_PORT', 'CONSOLE_METRICS_PORT']) {
+        const pipeline = await EmbeddedProcess.create(dir, { ...ports, [setting]: busy });
+        await assert.rejects(pipeline.start(), /exited 1 before it was ready/, setting);
+        await pipeline.stop();
+        const line = pipeline.stderr.split('\n').find((l) => l.includes('LISTEN_FAILED'));
+        assert.ok(line, `${setting}: no LISTEN_FAILED in ${pipeline.stderr}`);
+        assert.match(line, new RegExp(`127\\.0\\.0\\.1:${busy}\\b.*\\b${setting}\\b|\\b${setting}\\b.*127\\.0\\.0\\.1:${busy}\\b`), setting);
+      }
+    } finally {
+      holder.close();
     }
   });
 });

@@ -48,6 +48,7 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
     gateway = await startGatewayServer({
       host: '127.0.0.1',
       port: 0,
+      setting: 'GATEWAY_PORT',
       path: '/ws',
       gatewayId: 'gw-heartbeat',
       tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },

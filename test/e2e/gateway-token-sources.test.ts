@@ -43,6 +43,7 @@ describe('the failed-token budget of a source: an IPv6 network, not each of its 
     gateway = await startGatewayServer({
       host: '127.0.0.1',
       port: 0,
+      setting: 'GATEWAY_SOCKET',
       socketPath,
       path: '/ws',
       gatewayId: 'gw-token-sources',

@@ -9,7 +9,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import { LIMITS } from '../../shared/limits.ts';
 import { identifyByProxy, identifyByTls } from '../../dmz/gateway/identity.ts';
 import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
-import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
+import { startGatewayServer, type GatewayServer, type GatewayServerOptions } from '../../dmz/gateway/server.ts';
 import { createCertificateAuthority, issueCertificate, newKeyPair } from '../../pki/certificates.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
@@ -54,6 +54,7 @@ describe('a gateway terminating TLS: refused upgrades and closed connections', (
     gateway = await startGatewayServer({
       host: '127.0.0.1',
       port: 0,
+      setting: 'GATEWAY_PORT',
       path: '/ws',
       gatewayId: 'gw-upgrade-faults',
       tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },
@@ -156,6 +157,7 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
   let tokens: DeviceTokens;
   /** a device certificate as Caddy forwards it (base64 DER) */
   let forwardedCert: string;
+  let options: GatewayServerOptions;
   const sockDir = join(work.dir, 'run');
   const socketPath = join(sockDir, 'gw.sock');
   const logs = captureLogs();
@@ -173,9 +175,10 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
     tokens = new DeviceTokens({ path: tokensFile, maxFailures: 10, failureWindowMs: 300_000, log: logger, checksMax: 2 });
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults-unix', reconnectPeriod: 200 });
-    gateway = await startGatewayServer({
+    options = {
       host: '127.0.0.1',
       port: 0,
+      setting: 'GATEWAY_SOCKET',
       socketPath,
       path: '/ws',
       gatewayId: 'gw-upgrade-faults-unix',
@@ -186,7 +189,8 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
       maxConnections: 3,
       mqtt,
       logger,
-    });
+    };
+    gateway = await startGatewayServer(options);
   });
   after(async () => {
     tokens?.close();
@@ -195,6 +199,14 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
     await broker?.process.stop();
     process.off('uncaughtException', onUncaught);
     work.cleanup();
+  });
+
+  it('a second gateway on its socket stops with LISTEN_FAILED naming GATEWAY_SOCKET, the setting to change', async () => {
+    await assert.rejects(startGatewayServer({ ...options, gatewayId: 'gw-upgrade-faults-unix-2' }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'LISTEN_FAILED');
+      assert.match(err.message, /^GATEWAY_SOCKET: Another process listens on .*gw\.sock/);
+      return true;
+    });
   });
 
   it('survives Caddy closing the upstream socket while a wrong token is being checked', async () => {
@@ -283,6 +295,7 @@ describe('a gateway behind Caddy on mutual TLS: a revoked proxy certificate forw
     gateway = await startGatewayServer({
       host: '127.0.0.1',
       port: 0,
+      setting: 'GATEWAY_PORT',
       path: '/ws',
       gatewayId: 'gw-proxy-revoked',
       tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },

@@ -58,6 +58,7 @@ describe('the stored-feed publisher', () => {
     broker = await startEmbeddedBroker({
       host: '127.0.0.1',
       port: 0,
+      setting: 'EMBEDDED_MQTT_PORT',
       tls: { ca: readFileSync(pki.paths.publicCa, 'utf8'), cert: readFileSync(pki.paths.service('internal/mosquitto').cert, 'utf8'), key: readFileSync(pki.paths.service('internal/mosquitto').key, 'utf8') },
       logger: log,
     });

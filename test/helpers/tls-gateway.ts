@@ -22,7 +22,7 @@ export interface TlsGatewayFixture {
  * Mosquitto, the gateway terminating the devices' TLS itself (as `npm start` runs it) and publishing
  * there, with `limits` over the usual ones and the rest of `options` as given.
  */
-export function tlsGatewayOnMosquitto(name: string, limits: Partial<GatewayServerOptions['limits']>, options: Partial<Omit<GatewayServerOptions, 'limits'>> = {}): TlsGatewayFixture {
+export function tlsGatewayOnMosquitto(name: string, limits: Partial<GatewayServerOptions['limits']>, options: Partial<Omit<GatewayServerOptions, 'limits' | 'setting'>> = {}): TlsGatewayFixture {
   const work = tempDir(name);
   const logs = captureLogs();
   let broker: { url: string; process: ManagedProcess } | undefined;
@@ -37,6 +37,7 @@ export function tlsGatewayOnMosquitto(name: string, limits: Partial<GatewayServe
     gateway = await startGatewayServer({
       host: '127.0.0.1',
       port: 0,
+      setting: options.socketPath ? 'GATEWAY_SOCKET' : 'GATEWAY_PORT',
       path: '/ws',
       gatewayId: `gw-${name}`,
       tls: { cert: server.certPem, key: server.keyPem, ca: ca.certPem },

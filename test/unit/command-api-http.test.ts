@@ -27,6 +27,7 @@ function operatorApi(dispatcher: CommandDispatcher, store: CommandStore, logger:
   return startCommandHttp({
     host: '127.0.0.1',
     port: 0,
+    setting: 'COMMAND_API_PORT',
     credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
     groups: {},
     defaultTtlSeconds: 60,
@@ -68,6 +69,7 @@ async function issuingApi(journal: string, log: ReturnType<typeof createLogger>)
   const api = await startCommandHttp({
     host: '127.0.0.1',
     port: 0,
+    setting: 'COMMAND_API_PORT',
     credentials: new Credentials([
       [sha256Hex(TOKEN), { name: 'ops', role: 'operator' }],
       [sha256Hex('other-token'), { name: 'ops-2', role: 'operator' }],
@@ -196,6 +198,7 @@ test('an IPv6 caller is budgeted as its /64: guesses from further addresses of t
   const api = await startCommandHttp({
     host: net6.server,
     port: 0,
+    setting: 'COMMAND_API_PORT',
     credentials: new Credentials([[sha256Hex(TOKEN), { name: 'ops', role: 'operator' }]]),
     groups: {},
     defaultTtlSeconds: 60,

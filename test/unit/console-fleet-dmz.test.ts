@@ -306,13 +306,13 @@ describe("the pipeline page's readings per second", () => {
   /** A distributor's own metrics server (its counters, its /readyz), on a port of its own, which may be stopped and started again. */
   const distributor = async (log = createLogger('test', 'silent')) => {
     const metrics = new DistributorMetrics();
-    let server = await startMetricsServer({ metrics: metrics.metrics, host: '127.0.0.1', port: 0, log });
+    let server = await startMetricsServer({ metrics: metrics.metrics, host: '127.0.0.1', port: 0, setting: 'CONSOLE_METRICS_PORT', log });
     const port = server.port;
     return {
       metrics,
       url: `http://127.0.0.1:${port}`,
       stop: () => server.close(),
-      start: async () => void (server = await startMetricsServer({ metrics: metrics.metrics, host: '127.0.0.1', port, log })),
+      start: async () => void (server = await startMetricsServer({ metrics: metrics.metrics, host: '127.0.0.1', port, setting: 'CONSOLE_METRICS_PORT', log })),
       close: () => server.close(),
     };
   };

@@ -196,6 +196,7 @@ describe("the console's HTTP server (the management API's routes are on it)", ()
     const web = await startWebServer({
       host: '127.0.0.1',
       port: 0,
+      setting: 'CONSOLE_PORT',
       secure: false,
       sessionTtlMs: 60_000,
       sessions,

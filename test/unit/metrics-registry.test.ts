@@ -59,7 +59,7 @@ describe('the event-loop probe', () => {
 
   it('is served, cumulative, by a service with process metrics (every scrape sees every stall)', async () => {
     const m = new ServiceMetrics('svc');
-    const server = await startMetricsServer({ metrics: m, host: '127.0.0.1', port: 0, log: createLogger('test', 'silent') });
+    const server = await startMetricsServer({ metrics: m, host: '127.0.0.1', port: 0, setting: 'GATEWAY_METRICS_PORT', log: createLogger('test', 'silent') });
     try {
       const over = async () => {
         const text = await (await fetch(`${server.url}/metrics`)).text();

@@ -11,6 +11,7 @@ import fastifySession from '@fastify/session';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
+import { listenFailed } from '../../../shared/listen-failed.ts';
 import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
@@ -21,6 +22,8 @@ import type { BoundedSessionStore } from './session-store.ts';
 export interface WebOptions {
   host: string;
   port: number;
+  /** the setting that chooses `port` (CONSOLE_PORT), named when it cannot be listened on */
+  setting: string;
   /** the Secure flag on the session cookie (and HSTS): the console is reached over HTTPS */
   secure: boolean;
   sessionTtlMs: number;
@@ -154,7 +157,15 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   });
 
   o.routes(app);
-  await app.listen({ host: o.host, port: o.port });
+  // Ready first, so that what fails in a plugin is not taken for the address's fault below.
+  await app.ready();
+  try {
+    await app.listen({ host: o.host, port: o.port });
+  } catch (err) {
+    // Nothing of a server that did not start stays open in a caller that carries on.
+    await app.close();
+    throw listenFailed('Console', `${o.host}:${o.port}`, o.setting, err as Error);
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : o.port;
   o.logger.info({ host: o.host, port }, 'console listening');
