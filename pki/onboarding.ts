@@ -8,7 +8,8 @@ import { ANCHORED_CERTIFICATES, anchoredCertificate, anchorOf, hasOwnAnchor, one
 import { DMZ_SERVICE_FILES, pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
 import { DomainSchema, isHostName, namesMissing, pairHolds, readPkiMeta } from './set-meta.ts';
 import { refuseChangedCa, refuseWhileRestoring } from './restore-mark.ts';
-import { publishRevocations, recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underRevocationLock } from './revocation.ts';
+import { readChoiceInputs, refuseChangedInputs } from './setup-inputs.ts';
+import { recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underPkiLocks, writeRevocations } from './revocation.ts';
 
 /** days */
 export const VALIDITY_DAYS = { ca: 3650, service: 825, device: 730 } as const;
@@ -39,6 +40,8 @@ export interface SetupOptions {
   edgeHosts?: readonly string[];
   dmzBrokerHosts?: readonly string[];
   internalBrokerHosts?: readonly string[];
+  /** told of each lock another command holds when the files are to be written, before the wait */
+  onWait?: (lock: string) => void;
 }
 
 export interface SetupReport {
@@ -113,9 +116,10 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     return file;
   });
   const p = pkiPaths(root);
-  // Checked again under the lock, where the certificates are written (underRevocationLock); here
-  // before the CA, its public copy and fieldstream-pki.json, written without it, are.
+  // Checked again under the locks, where everything is written; here before the keys are made.
   refuseWhileRestoring(root);
+  // What the choices below are made from, compared under the locks before anything is written.
+  const seen = readChoiceInputs(root);
   const caExists = existsSync(p.caKey);
   // A new CA whose set-up was killed before it had issued every service certificate (the marker is
   // written before the CA's files and removed last): the certificates found beside it are of the CA
@@ -163,30 +167,11 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   makeDirDurablySync(root);
   const report: SetupReport = { ca: 'reused', created: [], kept: [], ...(finishingNewCa ? { finishedNewCa: true } : {}) };
 
-  if (caExists && options.newCa) {
-    const aside = `${p.caDir}.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    renameSync(p.caDir, aside);
-    report.replacedCaDir = aside;
-    report.ca = 'replaced';
-  }
-  let ca: KeyAndCert;
-  if (!caExists || options.newCa) {
-    ca = createCertificateAuthority(`FieldStream CA (${domain.data})`, VALIDITY_DAYS.ca);
-    makeDirDurablySync(p.caDir, 0o700);
-    chmodSync(p.caDir, 0o700);
-    replaceFileDurablySync(p.caReissuePending, `${new Date().toISOString()}\n`, 0o600);
-    // The certificate before the key: the key is what says a CA exists (caExists above), so a run
-    // killed between the two leaves no CA, and the next run makes one. Key first, a kill between
-    // them left a key without its certificate, which every later run (npm start's too) refused
-    // with PKI_CA_MISSING. Nothing is signed before both are in place.
-    replaceFileDurablySync(p.caCert, ca.certPem, 0o644);
-    replaceFileDurablySync(p.caKey, ca.keyPem, 0o600);
-    if (report.ca !== 'replaced') report.ca = 'created';
-  } else {
-    ca = loadCa(root);
-  }
-  replaceFileDurablySync(p.publicCa, ca.certPem, 0o644);
-  replaceFileDurablySync(p.meta, JSON.stringify({ domain: domain.data, createdAt: new Date().toISOString() }, null, 2) + '\n', 0o644);
+  // Every key is made here, before the locks (an RSA key takes a while; the locks are held for
+  // milliseconds: shared/dir-lock.ts); what is written, under them below.
+  const newCa = !caExists || options.newCa === true;
+  const ca: KeyAndCert = newCa ? createCertificateAuthority(`FieldStream CA (${domain.data})`, VALIDITY_DAYS.ca) : loadCa(root);
+  if (newCa) report.ca = caExists ? 'replaced' : 'created';
 
   // A new CA invalidates every certificate the old one signed (and none found beside a CA made now
   // can be of it): re-issue them all.
@@ -230,53 +215,73 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       issued.push({ spec, kc: issueCertificate(ca, options) });
     }
   }
-  const writeIssued = () => {
-    for (const { spec, kc } of issued) {
-      writeKeyAndCert(p.service(spec.file), kc, { root, name: spec.file });
-      report.created.push(spec.file);
-    }
-  };
   const revoking = [...(renewDmz ? DMZ_SERVICE_FILES : []), ...renewServices];
-  if (revoking.length > 0) {
-    // Under the revocation lock, as a device's renewal: the new certificates recorded and in place,
-    // then everything of those names issued before them revoked, CRL and gateways' list written.
-    const current = revoking.flatMap((name) => {
-      const cert = p.service(name).cert;
-      return statSync(cert, { throwIfNoEntry: false })?.isFile() ? [{ name, pem: readFileSync(cert, 'utf8') }] : [];
-    });
-    const keep = new Set(issued.map(({ kc }) => new X509Certificate(kc.certPem).serialNumber.toUpperCase()));
-    const revoked = underRevocationLock(root, () => {
-      refuseChangedCa(root, ca.certPem);
-      writeIssued();
-      const done = revokeServiceCertificatesLocked(root, new Set(revoking), current, keep);
+
+  // Under both locks, in one go, as every other command that writes here: a certificate's issue, a
+  // revocation or a token's change meanwhile neither mixes its writes with these (a CRL, a revoked
+  // devices' list or a certificate of the CA replaced here) nor is undone by them, a backup reads
+  // the set before or after, and a restore's mark keeps this out. Refused (PKI_BUSY), writing
+  // nothing, if what was read above changed while the keys were made: the choices were made from it.
+  underPkiLocks(
+    root,
+    () => {
+      if (!newCa) refuseChangedCa(root, ca.certPem);
+      refuseChangedInputs(root, seen);
+      if (caExists && newCa) {
+        const aside = `${p.caDir}.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+        renameSync(p.caDir, aside);
+        report.replacedCaDir = aside;
+      }
+      if (newCa) {
+        makeDirDurablySync(p.caDir, 0o700);
+        chmodSync(p.caDir, 0o700);
+        replaceFileDurablySync(p.caReissuePending, `${new Date().toISOString()}\n`, 0o600);
+        // The certificate before the key: the key is what says a CA exists (caExists above), so a run
+        // killed between the two leaves no CA, and the next run makes one. Key first, a kill between
+        // them left a key without its certificate, which every later run (npm start's too) refused
+        // with PKI_CA_MISSING. Nothing is signed before both are in place.
+        replaceFileDurablySync(p.caCert, ca.certPem, 0o644);
+        replaceFileDurablySync(p.caKey, ca.keyPem, 0o600);
+      }
+      replaceFileDurablySync(p.publicCa, ca.certPem, 0o644);
+      replaceFileDurablySync(p.meta, JSON.stringify({ domain: domain.data, createdAt: new Date().toISOString() }, null, 2) + '\n', 0o644);
+      // Of the names revoked: the certificates in place before the new ones, should the CA's log lack one.
+      const current = revoking.flatMap((name) => {
+        const cert = p.service(name).cert;
+        return statSync(cert, { throwIfNoEntry: false })?.isFile() ? [{ name, pem: readFileSync(cert, 'utf8') }] : [];
+      });
+      // The anchored certificates and their anchor files as one: a concurrent --renew-dmz's pair is
+      // never overwritten half, nor a backup given them apart.
+      for (const { spec, kc } of issued) {
+        writeKeyAndCert(p.service(spec.file), kc, { root, name: spec.file });
+        report.created.push(spec.file);
+      }
+      if (revoking.length > 0) {
+        // As a device's renewal: the new certificates recorded and in place, then everything of
+        // those names issued before them revoked, CRL and gateways' list written.
+        const keep = new Set(issued.map(({ kc }) => new X509Certificate(kc.certPem).serialNumber.toUpperCase()));
+        const revoked = revokeServiceCertificatesLocked(root, new Set(revoking), current, keep);
+        const serialsOf = (files: readonly string[]) => revoked.filter((r) => files.includes(r.name)).map((r) => r.serial);
+        if (renewDmz) report.revoked = serialsOf(DMZ_SERVICE_FILES);
+        if (renewServices.length > 0) report.revokedServices = renewServices.map((file) => ({ file, serials: serialsOf([file]) }));
+      }
       ensureDmzAnchors(root, ca.certPem, report);
-      return done;
-    });
-    const serialsOf = (files: readonly string[]) => revoked.filter((r) => files.includes(r.name)).map((r) => r.serial);
-    if (renewDmz) report.revoked = serialsOf(DMZ_SERVICE_FILES);
-    if (renewServices.length > 0) report.revokedServices = renewServices.map((file) => ({ file, serials: serialsOf([file]) }));
-  } else {
-    // The anchored certificates and their anchor files under the lock too, as one: a concurrent
-    // --renew-dmz's pair is never overwritten half, nor a backup (which reads under it) given them apart.
-    underRevocationLock(root, () => {
-      refuseChangedCa(root, ca.certPem);
-      writeIssued();
-      ensureDmzAnchors(root, ca.certPem, report);
-    });
-  }
-  ensureStoredFeedKey(root, renew, report);
-  ensureRevokedDevicesList(root, report);
-  // The folders the compose files mount, which fill later (a device's signing key, the device tokens
-  // file): made now, so that they are copied to the servers with the rest. One missing at the first
-  // `up` is made by Docker, as root's: the owner of certs/ could not put a key there, and a key root
-  // put there (0600) the services could not read, refusing that device's messages as unknown.
-  makeDirDurablySync(dirname(p.deviceKeyRegistry('x')), 0o700);
-  makeDirDurablySync(join(root, 'dmz', 'tokens'), 0o755); // device-tokens.ts tokenPaths' folder
-  // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
-  // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
-  // so an upgrade never leaves the gateways without the certificates revoked so far.
-  if (!existsSync(join(root, 'ca.crl')) || !existsSync(revokedSerialsPath(root)) || !caKept) publishRevocations(root);
-  removeFileDurablySync(p.caReissuePending);
+      ensureStoredFeedKey(root, renew, report);
+      ensureRevokedDevicesList(root, report);
+      // The folders the compose files mount, which fill later (a device's signing key, the device tokens
+      // file): made now, so that they are copied to the servers with the rest. One missing at the first
+      // `up` is made by Docker, as root's: the owner of certs/ could not put a key there, and a key root
+      // put there (0600) the services could not read, refusing that device's messages as unknown.
+      makeDirDurablySync(dirname(p.deviceKeyRegistry('x')), 0o700);
+      makeDirDurablySync(join(root, 'dmz', 'tokens'), 0o755); // device-tokens.ts tokenPaths' folder
+      // The CRL and revoked-serial list exist from the start: the brokers' configuration names them. A
+      // set made before the list moved to dmz/revocation/ gets it there now, from the revocation log,
+      // so an upgrade never leaves the gateways without the certificates revoked so far.
+      if (!existsSync(join(root, 'ca.crl')) || !existsSync(revokedSerialsPath(root)) || !caKept) writeRevocations(root);
+      removeFileDurablySync(p.caReissuePending);
+    },
+    options.onWait,
+  );
   return report;
 }
 

@@ -134,6 +134,28 @@ export function underRevocationLock<T>(root: string, fn: () => T): T {
   });
 }
 
+/**
+ * Both admin locks, in the order every command takes them (.revocations.lock, then .tokens.lock, as
+ * a device token's issue, a backup and a restore's mark do), for what writes files that both guard:
+ * generate-certificates.sh's CA, its public copy, fieldstream-pki.json and the internal network's
+ * files, which a backup reads and a restore writes under them. Held, as each is, for milliseconds
+ * (shared/dir-lock.ts): what takes long (keys) is made before. Nothing while a restore writes the
+ * folder (PKI_RESTORE_RUNNING). `onWait` is told of each lock found held, before its wait.
+ */
+export function underPkiLocks<T>(root: string, fn: () => T, onWait?: (lock: string) => void): T {
+  const p = pkiPaths(root);
+  const busy = (lock: string) => () =>
+    new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate, changing the tokens file, backing up or restoring.`);
+  const locked = <R>(lock: string, inner: () => R) => withDirLock(lock, TIMINGS.adminLockWaitMs, busy(lock), inner, () => onWait?.(lock));
+  mkdirSync(root, { recursive: true });
+  return locked(p.revocationsLock, () =>
+    locked(p.tokensLock, () => {
+      refuseWhileRestoring(root);
+      return fn();
+    }),
+  );
+}
+
 export function revokeDevice(root: string, deviceId: string): { serials: string[]; token: boolean } {
   return underRevocationLock(root, () => revokeDeviceLocked(root, deviceId));
 }
@@ -247,7 +269,8 @@ export function publishRevocations(root: string): void {
   underRevocationLock(root, () => writeRevocations(root));
 }
 
-function writeRevocations(root: string): void {
+/** publishRevocations for a caller that holds the revocation lock already (underPkiLocks). */
+export function writeRevocations(root: string): void {
   const p = pkiPaths(root);
   const revoked = readLines(join(p.caDir, 'revoked.jsonl'), RevokedRecordSchema);
   const serialsPath = revokedSerialsPath(root);

@@ -7,6 +7,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
+import { TIMINGS } from '../shared/limits.ts';
 import { readPkiMeta, setupPki } from '../pki/onboarding.ts';
 import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
@@ -96,6 +97,8 @@ function setup(argv: string[]): void {
     edgeHosts: values['edge-host'],
     dmzBrokerHosts: values['dmz-broker-host'],
     internalBrokerHosts: values['internal-broker-host'],
+    // Said when the keys are made and another command holds a lock: a pause of seconds is not taken for hung.
+    onWait: (lock) => console.error(`waiting for ${lock}: another command is revoking a device, issuing a certificate, changing the tokens file, backing up or restoring (at most ${TIMINGS.adminLockWaitMs / 1000} s)`),
   });
   const p = pkiPaths(certsDir);
   const bundleDir = dirname(p.bundle('x'));

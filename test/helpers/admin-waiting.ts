@@ -8,10 +8,24 @@ import { REPO_ROOT } from './stack.ts';
  * before the lock was looked at), rejects if it ends first. `exited` gives its exit code, `output()`
  * what it wrote so far.
  */
-export async function adminWaitingFor(lock: string, args: readonly string[]): Promise<{ exited: Promise<number | null>; output: () => { stdout: string; stderr: string } }> {
-  const child = spawn(join(REPO_ROOT, 'bin', 'fieldstream-admin'), [...args], {
+export function adminWaitingFor(lock: string, args: readonly string[]): Promise<{ exited: Promise<number | null>; output: () => { stdout: string; stderr: string } }> {
+  return commandWaitingFor('bin/fieldstream-admin', lock, args);
+}
+
+/**
+ * The repository's command `file` (bin/fieldstream-admin, scripts/generate-certificates.sh, ...)
+ * with ARGS and `env` (CERTS_DIR, say) on top of PATH, started while a test holds `lock`: as
+ * adminWaitingFor.
+ */
+export async function commandWaitingFor(
+  file: string,
+  lock: string,
+  args: readonly string[],
+  env: Record<string, string> = {},
+): Promise<{ exited: Promise<number | null>; output: () => { stdout: string; stderr: string } }> {
+  const child = spawn(join(REPO_ROOT, file), [...args], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null' },
+    env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', ...env },
   });
   let stdout = '';
   let stderr = '';
@@ -22,7 +36,7 @@ export async function adminWaitingFor(lock: string, args: readonly string[]): Pr
       stderr += d.toString();
       if (stderr.includes(`waiting for ${lock}`)) resolve();
     });
-    void exited.then(() => reject(new Error(`fieldstream-admin ${args[0] ?? ''} ended without waiting for ${lock}: ${stderr}${stdout}`)));
+    void exited.then(() => reject(new Error(`${file} ${args[0] ?? ''} ended without waiting for ${lock}: ${stderr}${stdout}`)));
   });
   return { exited, output: () => ({ stdout, stderr }) };
 }

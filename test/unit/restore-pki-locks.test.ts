@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { adminWaitingFor } from '../helpers/admin-waiting.ts';
+import { adminWaitingFor, commandWaitingFor } from '../helpers/admin-waiting.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { pkiPaths } from '../../pki/layout.ts';
@@ -159,6 +159,83 @@ describe('restore and the certificate commands, at once', () => {
       assert.doesNotMatch(readFileSync(join(p.caDir, 'issued.jsonl'), 'utf8'), /dev-late/);
     } finally {
       t.pki.cleanup();
+    }
+  });
+});
+
+/**
+ * generate-certificates.sh beside the commands that issue, revoke, change tokens, back up or
+ * restore: it makes its keys first, then writes the CA, its public copy, fieldstream-pki.json, the
+ * stored-feed key, the revoked devices' list and the service certificates under both locks, in their
+ * order (.revocations.lock, then .tokens.lock), and only if nothing it read changed meanwhile.
+ */
+describe('generate-certificates.sh and the other certificate commands, at once', () => {
+  /** The files a set-up writes that the other commands write or read under their locks. */
+  const shared = (certs: string) => {
+    const p = pkiPaths(certs);
+    return [p.caCert, p.caKey, p.publicCa, p.meta, p.storedFeedKey, p.revokedDevices, p.crl, p.service('internal/distributor').cert, p.service('dmz/gateway').cert];
+  };
+  const snapshot = (certs: string) => shared(certs).map((f) => (existsSync(f) ? readFileSync(f, 'utf8') : undefined));
+  const caOf = (certs: string) => readFileSync(pkiPaths(certs).caCert, 'utf8');
+
+  it('waits for each lock held by another command before it writes anything', async () => {
+    for (const name of ['.revocations.lock', '.tokens.lock']) {
+      const pki = makeTestPki([]);
+      try {
+        const before = snapshot(pki.dir);
+        const lock = join(pki.dir, name);
+        mkdirSync(lock); // a revocation, a token's issue, a backup or a restore's mark under way
+        const { exited, output } = await commandWaitingFor('scripts/generate-certificates.sh', lock, ['example.org', '--new-ca'], { CERTS_DIR: pki.dir });
+        await sleep(300);
+        assert.deepEqual(snapshot(pki.dir), before, `nothing written while ${name} is held`);
+        rmSync(lock, { recursive: true });
+        assert.equal(await exited, 0, output().stderr);
+        const p = pkiPaths(pki.dir);
+        assert.notEqual(caOf(pki.dir), before[0], 'a new CA');
+        assert.equal(readFileSync(p.publicCa, 'utf8'), caOf(pki.dir));
+        assert.equal(JSON.parse(readFileSync(p.meta, 'utf8')).domain, 'example.org');
+        assert.equal(new X509Certificate(readFileSync(p.service('internal/distributor').cert)).verify(new X509Certificate(caOf(pki.dir)).publicKey), true);
+        assert.deepEqual(['.revocations.lock', '.tokens.lock'].filter((l) => existsSync(join(pki.dir, l))), [], 'both let go');
+      } finally {
+        pki.cleanup();
+      }
+    }
+  });
+
+  it('writes nothing once a restore put another CA in place while it waited, or another set-up a certificate (PKI_BUSY), or a restore is writing the folder (PKI_RESTORE_RUNNING)', async () => {
+    const other = makeTestPki([]);
+    const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      for (const meanwhile of ['another CA', 'another set-up', 'a restore running'] as const) {
+        const pki = makeTestPki([]);
+        try {
+          const lock = join(pki.dir, '.revocations.lock');
+          mkdirSync(lock);
+          // The CA kept: it loads it and makes the services' keys, then waits for the locks.
+          const { exited, output } = await commandWaitingFor('scripts/generate-certificates.sh', lock, ['localhost', '--renew'], { CERTS_DIR: pki.dir });
+          const p = pkiPaths(pki.dir);
+          if (meanwhile === 'another CA') {
+            // A restore of another installation ran start to end (here: its CA's files put in place).
+            const o = pkiPaths(other.dir);
+            for (const [from, to] of [[o.caCert, p.caCert], [o.caKey, p.caKey], [o.publicCa, p.publicCa]] as const) copyFileSync(from, to);
+          } else if (meanwhile === 'another set-up') {
+            // Another run issued the distributor's certificate again (here: its file changed).
+            appendFileSync(p.service('internal/distributor').cert, '\n');
+          } else {
+            writeFileSync(p.restoreMark, JSON.stringify({ pid: sleeper.pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n');
+          }
+          const before = snapshot(pki.dir);
+          rmSync(lock, { recursive: true });
+          assert.equal(await exited, 65, output().stderr);
+          assert.match(output().stderr, { 'another CA': /^error PKI_BUSY: .*CA/m, 'another set-up': /^error PKI_BUSY: .*distributor\.crt changed/m, 'a restore running': /^error PKI_RESTORE_RUNNING: /m }[meanwhile]);
+          assert.deepEqual(snapshot(pki.dir), before, `${meanwhile}: nothing written`);
+        } finally {
+          pki.cleanup();
+        }
+      }
+    } finally {
+      sleeper.kill();
+      other.cleanup();
     }
   });
 });
