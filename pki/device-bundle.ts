@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';

@@ -3,7 +3,7 @@ import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/cont
 import { canonicalPayload, type DataType } from '../../shared/contract/payloads.ts';
 import type { FieldClientOptions, PayloadOf, Submission } from './client-options.ts';
 import { clientStatus, type ClientStatus } from './client-status.ts';
-import { FieldStreamError, isTransient } from '../../shared/errors.ts';
+import { isTransient } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { LimitedLog } from '../../shared/limited-log.ts';
 import { CommitReceipts, noReceiptStats, type ReceiptStats } from './commit-receipts.ts';

@@ -93,7 +93,7 @@ export class Consumer {
   inProgressSince: number | undefined;
 
   constructor(
-    private readonly mqtt: MqttClient,
+    mqtt: MqttClient,
     private readonly handler: MessageHandler,
     private readonly deadLetters: DeadLetters,
     private readonly retry: RetryPolicy,

@@ -43,7 +43,7 @@ export class PresenceClearer {
 
   constructor(
     clients: readonly MqttClient[],
-    private readonly log: Logger,
+    log: Logger,
     private readonly counters: { cleared?: { inc(): void }; skipped?: { inc(): void } } = {},
     private readonly o: PresenceClearerOptions = { perSecond: LIMITS.presenceClearsPerSecond, maxPending: LIMITS.presenceClearsPendingMax, tickMs: TIMINGS.presenceClearTickMs },
     /** what is cleared, for the log: the same clearing serves the other retained messages the DMZ leaves (retained-sweeper.ts) */

@@ -1,5 +1,5 @@
 import type { Logger } from '../../../shared/logger.ts';
-import { parseQueuedRecord, type OutgoingMessage, type QueuedMessage, type Segment } from './queue-types.ts';
+import { parseQueuedRecord, type OutgoingMessage, type Segment } from './queue-types.ts';
 import { HEADER_BYTES } from './record-codec.ts';
 import { SegmentReader } from './segment-reader.ts';
 import { TailCache } from './tail-cache.ts';

@@ -7,7 +7,7 @@ import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.
 import { LIMITS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { Definitions } from './definitions.ts';
-import { key, type NodeSession, type SparkplugHost } from './host.ts';
+import { type NodeSession, type SparkplugHost } from './host.ts';
 import type { MetricEntry, RecordSession } from './store-format.ts';
 import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
 
