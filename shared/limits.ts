@@ -514,12 +514,12 @@ export const LIMITS = {
    * ample, and with sparkplugMaxEdgeNodes it bounds the birth definitions held (a publisher inventing
    * device ids cannot grow memory without bound); a DDEATH or the node's next NBIRTH frees places. */
   sparkplugMaxDevicesPerNode: 1_000,
-  /** births. How many births of one Sparkplug edge node refused in a row (for what they hold: an
-   * NBIRTH that cannot be decoded, one without bdSeq, a metric without a data type) still ask for a
-   * rebirth at the usual pace (TIMINGS.sparkplugRebirthMinIntervalMs): one lost or garbled once
-   * comes back good. Past them the edge node sends the same birth each time, and each further one
-   * refused holds its rebirth requests off twice as long, up to TIMINGS.sparkplugRebirthAfterBoundMs
-   * (sparkplug/rebirth.ts). */
+  /** refusals. How many births of one Sparkplug edge node refused in a row (for what they hold: an
+   * NBIRTH that cannot be decoded, one without bdSeq, a metric without a data type), or data naming
+   * a metric its birth did not declare after each birth, still ask for a rebirth at the usual pace
+   * (TIMINGS.sparkplugRebirthMinIntervalMs): one lost or garbled once comes back good. Past them the
+   * edge node sends the same each time, and each further one refused holds its rebirth requests off
+   * twice as long, up to TIMINGS.sparkplugRebirthAfterBoundMs (sparkplug/rebirth.ts). */
   sparkplugRefusedBirthsBeforeBackoff: 2,
   /** bytes. Most memory the birth definitions held (each metric's name, alias and data type, and each
    * device born, its id with it, over every edge node and device) may take, estimated (definitions.ts,

@@ -3,9 +3,12 @@ import { describe, it } from 'node:test';
 import { SparkplugHost, type HostOutcome } from '../../field-client/src/inputs/sparkplug/host.ts';
 import { decodePayload, type SparkplugPayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
+import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import { parseTopic, type SparkplugTopic } from '../../field-client/src/inputs/sparkplug/topic.ts';
+import type { Submission } from '../../field-client/src/client-options.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
 
 /**
  * Devices per edge node are bounded (LIMITS.sparkplugMaxDevicesPerNode): a DBIRTH of one more new
@@ -319,6 +322,111 @@ describe('Sparkplug rebirth requests after births refused again and again', () =
       // A birth taken starts the count again: the next refused one is asked again at once.
       const again = run(host, node, now + 1_000, 2 * INTERVAL);
       assert.ok(again.length >= 1 && (again[0] as number) - (now + 1_000) <= 2_000, `asked at ${again.map((a) => a - now).join(', ')}`);
+    });
+  }
+});
+
+describe('Sparkplug rebirth requests that a rebirth does not answer', () => {
+  const INTERVAL = TIMINGS.sparkplugRebirthMinIntervalMs;
+  const HOUR = 3_600_000;
+  const silent = createLogger('test', 'silent');
+  const temp = { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 1 };
+  const pressure = { name: 'Pressure', alias: '2', datatype: T.Double, doubleValue: 1 };
+  /** A message of the edge node, its bytes for its seq and the time it is sent at. */
+  type Msg = [topic: string, bytes: (seq: number, now: number) => Uint8Array];
+  const nbirth = (bd: number): Msg => ['spBv1.0/G/NBIRTH/E', (_, now) => encodeWire({ timestamp: String(now), seq: '0', metrics: [{ name: 'bdSeq', datatype: T.UInt64, longValue: String(bd) }, temp] })];
+  const dbirth = (good: boolean): Msg => [
+    'spBv1.0/G/DBIRTH/E/D',
+    // Not good: a String value longer than a payload may hold, refused while decoding (payload.ts).
+    (seq, now) => encodeWire({ timestamp: String(now), seq: String(seq), metrics: good ? [temp, pressure] : [temp, pressure, { name: 'Notes', datatype: T.String, stringValue: 'x'.repeat(LIMITS.stringMaxChars + 1) }] }),
+  ];
+  const ndata = (metric: Record<string, unknown> = { alias: '1', doubleValue: 2 }): Msg => ['spBv1.0/G/NDATA/E', (seq, now) => encodeWire({ timestamp: String(now), seq: String(seq), metrics: [metric] })];
+  const ddata = (metric: Record<string, unknown> = { alias: '2', doubleValue: 3 }): Msg => ['spBv1.0/G/DDATA/E/D', (seq, now) => encodeWire({ timestamp: String(now), seq: String(seq), metrics: [metric] })];
+
+  /** An edge node with a device D: what it sends each second, the births it answers a rebirth request with. */
+  interface Node {
+    births: Msg[];
+    every: Msg[];
+    /** whether its data of second `i` is lost on the way (QoS 0): its seq is taken all the same */
+    lost?: (i: number) => boolean;
+  }
+
+  /** The field client's Sparkplug input with edge node G/E on it: the rebirth requests it sends, and what it queues. */
+  function input() {
+    const queued: Submission[] = [];
+    const asked: number[] = [];
+    const clock = { now: T0 };
+    const session = new SparkplugSession({ submitMany: async (items: Submission[]) => (queued.push(...items), []) }, (topic) => topic === 'spBv1.0/G/NCMD/E' && asked.push(clock.now), silent);
+    let seq = 0;
+    /**
+     * Edge node `node` from `from` for `ms`, data every second; with `born`, it starts with its
+     * births, and it answers each rebirth request the second after with them (§5.12).
+     */
+    async function run(node: Node, from: number, ms: number, born = true): Promise<void> {
+      let rebirth = born;
+      for (let i = 0, now = from; now < from + ms; i++, now += 1_000) {
+        clock.now = now;
+        const before = asked.length;
+        const send = async ([topic, bytes]: Msg, lost = false) => {
+          if (!lost) await session.onMessage(topic, bytes(seq, now), now);
+          seq = (seq + 1) % 256;
+        };
+        if (rebirth) {
+          seq = 0;
+          for (const m of node.births) await send(m);
+        }
+        for (const m of node.every) await send(m, node.lost?.(i));
+        rebirth = asked.length > before;
+      }
+    }
+    return { session, queued, asked, run };
+  }
+
+  /** Asked at once and again at the usual pace (a one-off), then less and less often, up to the bounds' hold-off. */
+  function backsOff(asked: number[], from: number): void {
+    const gaps = asked.slice(1).map((at, i) => at - (asked[i] as number));
+    const shown = `asked at ${asked.slice(0, 20).map((a) => (a - from) / 1_000).join(', ')}${asked.length > 20 ? ', ...' : ''} s`;
+    assert.ok(asked.length >= 3 && (asked[0] as number) - from <= 2_000 && (gaps[0] as number) <= INTERVAL + 2_000, shown);
+    for (let i = 1; i < gaps.length; i++) assert.ok((gaps[i] as number) >= (gaps[i - 1] as number) - 1_000, shown);
+    assert.ok((gaps.at(-1) as number) >= TIMINGS.sparkplugRebirthAfterBoundMs, shown);
+    assert.ok(asked.length <= 25, `${asked.length} rebirths asked in an hour: ${shown}`);
+  }
+
+  const badData: Array<[string, Msg[]]> = [
+    ['NDATA naming an alias its birth did not declare', [ndata({ alias: '9', doubleValue: 2 })]],
+    ['DDATA naming a metric by its name and the alias of another', [ndata(), ddata({ name: 'Pressure', alias: '1', doubleValue: 3 })]],
+  ];
+  for (const [name, every] of badData) {
+    it(`${name}, the same after each rebirth: asked at once, then less and less often; a good exchange starts again`, async () => {
+      const { asked, queued, run } = input();
+      await run({ births: [nbirth(0), dbirth(true)], every }, T0, HOUR);
+      backsOff(asked, T0);
+      // Fixed (restarted): born and its data read, nothing asked.
+      const fixedAt = T0 + HOUR;
+      asked.length = 0;
+      await run({ births: [nbirth(1), dbirth(true)], every: [ndata(), ddata()] }, fixedAt, 10_000);
+      assert.deepEqual(asked, []);
+      assert.ok(queued.some((q) => (q.payload as Record<string, unknown>)['G.E.D.Pressure'] === 3));
+      // That exchange starts the count again: the same refusal again is asked at once.
+      await run({ births: [nbirth(1), dbirth(true)], every }, fixedAt + 10_000, 2_000, false);
+      assert.deepEqual(asked, [fixedAt + 10_000]);
+    });
+  }
+
+  for (const [name, good] of [['good births', true]] as const) {
+    it(`an NDATA lost now and then on a lossy link (QoS 0) is answered at once, over an hour, with ${name}`, async () => {
+      const { asked, run } = input();
+      // One lost every 7 minutes, some of them right after a rebirth.
+      const lost = (i: number) => i % 420 === 200 || i % 1_200 === 601;
+      await run({ births: [nbirth(0), dbirth(good)], every: [ndata(), ddata()], lost }, T0, HOUR);
+      const losses = Array.from({ length: HOUR / 1_000 }, (_, i) => i).filter(lost);
+      assert.ok(losses.length >= 10);
+      for (const i of losses) {
+        const next = T0 + (i + 1) * 1_000;
+        assert.ok(asked.some((a) => a >= next && a <= next + INTERVAL), `the loss at ${i} s asked at ${asked.map((a) => (a - T0) / 1_000).join(', ')} s`);
+      }
+      // Each answered by one rebirth, not more (the births' own refusals aside).
+      if (good) assert.equal(asked.length, losses.length);
     });
   }
 });

@@ -38,9 +38,10 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored.
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
- * keeps gapping is not flooded with commands, and those its refused births and its data refused as
- * not born after them make come less and less often while its births are refused in a row (after
- * one refused for a bound, none for a while at once: rebirth.ts). Pure: no I/O, the time passed in.
+ * keeps gapping is not flooded with commands, and those its refused births, its data naming a metric
+ * its birth did not declare, and its data refused as not born after them make come less and less
+ * often while they are refused the same after each rebirth (after a birth refused for a bound, none
+ * for a while at once: rebirth.ts). Pure: no I/O, the time passed in.
  *
  * Split along its concerns: the types it shares (host-types.ts), the messages within a session, in
  * seq order (sequenced.ts), what it holds in memory and its bounds, the field names and the previous
@@ -263,18 +264,24 @@ export class SparkplugHost {
       // A metric its birth did not declare: that birth no longer describes what the edge node sends
       // (one was missed, or its aliases changed), so its data is refused until the NBIRTH the
       // rebirth request brings, as after a gap, rather than resolved against it.
-      if (err.code === 'SPARKPLUG_UNKNOWN_METRIC') this.markStale(t, out);
+      const unknown = err.code === 'SPARKPLUG_UNKNOWN_METRIC';
+      if (unknown) this.markStale(t, out);
       const k = key(t.group, t.edge);
+      const s = this.sessions.get(k);
       const bound = (t.type === 'NBIRTH' || t.type === 'DBIRTH') && BOUND_CODES.includes(err.code);
-      if (bound || birthRefused(t, err)) this.rebirths.refused(k, t.device, now, bound);
+      // The same data after the same birth again (the metric still not declared) is a refusal in a
+      // row too: a rebirth fixes it once, if a birth was missed, not when the edge node sends them so.
+      if (bound || birthRefused(t, err) || unknown) this.rebirths.refused(k, t.device, now, bound, unknown ? s : undefined);
       // Whatever the birth declared no longer describes what the edge node sends: ask again (§5.12,
       // NCMD Node Control/Rebirth). A birth refused for what it holds (birthRefused) asks too: the
       // old definitions were dropped with it. A birth past a bound does not: it would come back the
-      // same. Births refused in a row, and the data refused as not born after them (unless a gap
-      // made its session stale since), ask less and less often (rebirth.ts).
-      if (err.code === 'SPARKPLUG_UNKNOWN_METRIC' || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP' || birthRefused(t, err)) {
-        const afterBirths = birthRefused(t, err) || (err.code === 'SPARKPLUG_NOT_BORN' && this.sessions.get(k)?.stale !== true);
-        if (t.type !== 'DDEATH' && !(afterBirths && this.rebirths.heldOff(k, now))) this.rebirths.ask(t.group, t.edge, now, err.message, out);
+      // same. Births refused in a row, data naming a metric its birth did not declare after each
+      // birth, and the data refused as not born after them (unless a gap made its session stale
+      // since), ask less and less often (rebirth.ts).
+      if (unknown || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP' || birthRefused(t, err)) {
+        const notBornAfter = err.code === 'SPARKPLUG_NOT_BORN' && (s?.stale !== true || this.rebirths.staleAfterRefused(k, s));
+        const afterRefused = birthRefused(t, err) || unknown || notBornAfter;
+        if (t.type !== 'DDEATH' && !(afterRefused && this.rebirths.heldOff(k, now))) this.rebirths.ask(t.group, t.edge, now, err.message, out);
       }
     } finally {
       this.recountAfter(t, out);

@@ -1,13 +1,16 @@
 import type { ErrorCode } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
-import type { HostOutcome } from './host-types.ts';
+import type { HostOutcome, NodeSession } from './host-types.ts';
 import { key } from './host-types.ts';
 import { lifecycleEvent } from './mapping.ts';
 
 /** What refuses a birth for a bound: the same birth asked again would be refused again. */
 export const BOUND_CODES: readonly ErrorCode[] = ['SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES', 'SPARKPLUG_DEFINITIONS_FULL'];
 
-/** The births of one edge node refused in a row, none taken since (see RebirthRequests). */
+/**
+ * What of one edge node was refused in a row, each time after the birth a rebirth brought (see
+ * RebirthRequests): its births, or its data against births taken.
+ */
 interface Refusals {
   /** how many */
   count: number;
@@ -15,8 +18,15 @@ interface Refusals {
   at: number;
   /** how long after it the requests it holds off are held off */
   holdOffMs: number;
-  /** whose birth the last one was: a device's id, undefined for the NBIRTH */
+  /** whose birth or data the last one was: a device's id, undefined for the edge node's own */
   device: string | undefined;
+  /** that birth was taken since (born): its data taken after it ends the refusals (taken) */
+  born: boolean;
+  /**
+   * data refused for a metric its birth did not declare made this session stale, at this seq
+   * (staleAfterRefused); weakly held: a session replaced since is not kept, its definitions uncounted
+   */
+  stale?: { s: WeakRef<NodeSession>; seq: number } | undefined;
 }
 
 /**
@@ -25,19 +35,22 @@ interface Refusals {
  *
  * - at most once every `minIntervalMs`, so that a node that keeps gapping is asked again, but not
  *   once per message;
- * - less and less often while its births are refused (refused): a birth refused for what it holds
- *   (an NBIRTH that cannot be decoded, one without bdSeq, a metric without a data type...) or past a
- *   bound (BOUND_CODES) asks for a rebirth through the birth itself or the data refused as not born
- *   after it, and the rebirth brings every birth of the edge node again, the others' values and
+ * - less and less often while what it sends is refused the same after each rebirth: a birth refused
+ *   for what it holds (an NBIRTH or a DBIRTH that cannot be decoded, one without bdSeq, a metric
+ *   without a data type...) or past a bound (BOUND_CODES), or data naming a metric its birth did not
+ *   declare (SPARKPLUG_UNKNOWN_METRIC), asks for a rebirth through itself or the data refused as not
+ *   born after it, and the rebirth brings every birth of the edge node again, the others' values and
  *   events queued again each time. Useful once (a birth lost, or the edge node's state fixed since),
- *   it is useless when the edge node sends the same birth each time: asked every interval, it did so
- *   for as long as it ran. So after LIMITS.sparkplugRefusedBirthsBeforeBackoff births of an edge node
- *   refused in a row, those requests are held off for twice as long after each one refused (from
- *   `minIntervalMs`: 10 s, 20 s, 40 s...), at most `afterBoundMs`; a birth refused for a bound holds
- *   them off `afterBoundMs` at once, as it would come back the same until a death makes room. A gap,
- *   and data refused after one (its session stale), still ask at the usual pace (see SparkplugHost).
- *   The birth refused last, taken (born), starts the count again, and so does a quiet `afterBoundMs`
- *   past the hold-off (the edge node's data asked and no refused birth came: it is not in that loop).
+ *   it is useless when the edge node sends the same birth, or the same data after the same birth,
+ *   each time: asked every interval, it did so for as long as it ran. So after
+ *   LIMITS.sparkplugRefusedBirthsBeforeBackoff such refusals of an edge node in a row, those requests
+ *   are held off for twice as long after each one (from `minIntervalMs`: 10 s, 20 s, 40 s...), at
+ *   most `afterBoundMs`; a birth refused for a bound holds them off `afterBoundMs` at once, as it
+ *   would come back the same until a death makes room. A gap, and data refused after one (its session
+ *   stale), still ask at the usual pace (see SparkplugHost): a message lost on the way is not sent
+ *   again the same. A good exchange starts the count again: the birth of what was refused last taken
+ *   (born), then its data (taken). So does a quiet `afterBoundMs` past the hold-off (the edge node's
+ *   data asked and nothing refused came: it is not in that loop).
  *
  * Each map holds at most `maxEdgeNodes` edge nodes: a publisher inventing edge node ids cannot grow
  * them without bound.
@@ -66,10 +79,12 @@ export class RebirthRequests {
   }
 
   /**
-   * A birth of edge node `k` (its NBIRTH, or device `device`'s DBIRTH) was refused at `now`: for a
-   * bound (`bound`, BOUND_CODES), or for what it holds.
+   * What edge node `k` sent was refused at `now`, the same as a rebirth would bring: a birth (its
+   * NBIRTH, or device `device`'s DBIRTH) for a bound (`bound`, BOUND_CODES) or for what it holds, or
+   * data of the edge node (`device` undefined) or a device naming a metric its birth did not declare,
+   * which made session `stale` stale.
    */
-  refused(k: string, device: string | undefined, now: number, bound: boolean): void {
+  refused(k: string, device: string | undefined, now: number, bound: boolean, stale?: NodeSession): void {
     const last = this.refusals.get(k);
     const count = last !== undefined && now - last.at < last.holdOffMs + this.o.afterBoundMs ? last.count + 1 : 1;
     this.refusals.delete(k);
@@ -80,17 +95,38 @@ export class RebirthRequests {
     }
     const over = count - LIMITS.sparkplugRefusedBirthsBeforeBackoff;
     const holdOffMs = bound ? this.o.afterBoundMs : over <= 0 ? 0 : Math.min(this.o.minIntervalMs * 2 ** over, this.o.afterBoundMs);
-    this.refusals.set(k, { count, at: now, holdOffMs, device });
+    this.refusals.set(k, { count, at: now, holdOffMs, device, born: false, stale: stale && { s: new WeakRef(stale), seq: stale.seq } });
   }
 
-  /** A birth of edge node `k` was taken (its NBIRTH, or device `device`'s DBIRTH): if it is the one refused last, the count starts again. */
+  /** A birth of edge node `k` was taken (its NBIRTH, or device `device`'s DBIRTH): if it is that of what was refused last, its data taken next ends the refusals (taken). */
   born(k: string, device: string | undefined): void {
-    if (this.refusals.get(k)?.device === device) this.refusals.delete(k);
+    const r = this.refusals.get(k);
+    if (r !== undefined && r.device === device) r.born = true;
   }
 
-  /** Whether a birth of edge node `k` refused, or its data refused as not born, asks no rebirth at `now` (see the class). */
+  /**
+   * Data of edge node `k` (its NDATA, or device `device`'s DDATA) was taken: after the birth of what
+   * was refused last, a good exchange, and the count starts again. A birth taken alone does not end
+   * the refusals: the same data refused after each birth taken is the loop they are counted for.
+   */
+  taken(k: string, device: string | undefined): void {
+    const r = this.refusals.get(k);
+    if (r?.born && r.device === device) this.refusals.delete(k);
+  }
+
+  /** Whether a birth of edge node `k` refused, its data refused for a metric its birth did not declare, or its data refused as not born after those, asks no rebirth at `now` (see the class). */
   heldOff(k: string, now: number): boolean {
     const r = this.refusals.get(k);
     return r !== undefined && now - r.at < r.holdOffMs;
+  }
+
+  /**
+   * Whether session `s` of edge node `k` is stale for the data it refused as naming a metric its birth
+   * did not declare (refused), not for a gap: its data refused as not born is held off as that data
+   * was (heldOff). Its seq tells: a message undone puts it back, and a gap after that takes none.
+   */
+  staleAfterRefused(k: string, s: NodeSession): boolean {
+    const stale = this.refusals.get(k)?.stale;
+    return stale !== undefined && stale.s.deref() === s && stale.seq === s.seq;
   }
 }

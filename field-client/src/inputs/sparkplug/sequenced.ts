@@ -62,7 +62,12 @@ export class SequencedMessages {
     s.seq = seq;
     s.digests.set(seq, digest);
     const at = p.timestamp ?? now;
-    if (t.type === 'NDATA') return this.fields(t, p, s.defs, now, out);
+    if (t.type === 'NDATA') {
+      this.fields(t, p, s.defs, now, out);
+      // After its birth, data taken: a good exchange (rebirth.ts).
+      if (current) this.o.rebirths.taken(key(t.group, t.edge), undefined);
+      return;
+    }
     const device = t.device as string;
     if (t.type === 'DBIRTH') {
       // A new device id past the bound is refused (its seq is taken: no gap, no rebirth, which would
@@ -95,7 +100,11 @@ export class SequencedMessages {
     }
     const defs = s.devices.get(device);
     if (!defs) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from device ${t.group}/${t.edge}/${device}, which has no current birth`);
-    if (t.type === 'DDATA') return this.fields(t, p, defs, now, out);
+    if (t.type === 'DDATA') {
+      this.fields(t, p, defs, now, out);
+      if (current) this.o.rebirths.taken(key(t.group, t.edge), device);
+      return;
+    }
     s.devices.delete(device);
     out.events.push(lifecycleEvent('ddeath', t, at));
   }
