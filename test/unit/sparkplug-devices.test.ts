@@ -347,7 +347,7 @@ describe('Sparkplug rebirth requests that a rebirth does not answer', () => {
   interface Node {
     births: Msg[];
     every: Msg[];
-    /** whether its data of second `i` is lost on the way (QoS 0): its seq is taken all the same */
+    /** whether its first message of second `i` is lost on the way (QoS 0): its seq is taken all the same */
     lost?: (i: number) => boolean;
   }
 
@@ -375,7 +375,7 @@ describe('Sparkplug rebirth requests that a rebirth does not answer', () => {
           seq = 0;
           for (const m of node.births) await send(m);
         }
-        for (const m of node.every) await send(m, node.lost?.(i));
+        for (const [j, m] of node.every.entries()) await send(m, j === 0 && node.lost?.(i));
         rebirth = asked.length > before;
       }
     }
@@ -413,16 +413,38 @@ describe('Sparkplug rebirth requests that a rebirth does not answer', () => {
     });
   }
 
-  for (const [name, good] of [['good births', true]] as const) {
+  it('a DBIRTH that cannot be decoded, the same after each rebirth: asked at once, then less and less often; the edge node\'s own data is read meanwhile', async () => {
+    const { asked, queued, run, session } = input();
+    await run({ births: [nbirth(0), dbirth(false)], every: [ndata(), ddata()] }, T0, HOUR);
+    backsOff(asked, T0);
+    // Its seq taken as the DBIRTH's: no gap, and the edge node's own data (not its device's) is read.
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, undefined);
+    assert.equal(queued.filter((q) => (q.payload as Record<string, unknown>)['G.E.Temp'] === 2).length, HOUR / 1_000);
+    // Fixed (restarted): its device born and read; then the same DBIRTH again is asked at once.
+    const fixedAt = T0 + HOUR;
+    asked.length = 0;
+    await run({ births: [nbirth(1), dbirth(true)], every: [ndata(), ddata()] }, fixedAt, 10_000);
+    assert.deepEqual(asked, []);
+    assert.ok(queued.some((q) => (q.payload as Record<string, unknown>)['G.E.D.Pressure'] === 3));
+    await run({ births: [nbirth(2), dbirth(false)], every: [ndata(), ddata()] }, fixedAt + 10_000, 2_000);
+    assert.deepEqual(asked, [fixedAt + 10_000]);
+  });
+
+  for (const [name, good] of [
+    ['good births', true],
+    ['a DBIRTH that cannot be decoded each time, held off', false],
+  ] as const) {
     it(`an NDATA lost now and then on a lossy link (QoS 0) is answered at once, over an hour, with ${name}`, async () => {
       const { asked, run } = input();
-      // One lost every 7 minutes, some of them right after a rebirth.
-      const lost = (i: number) => i % 420 === 200 || i % 1_200 === 601;
+      // Some every 7 minutes, one of them the first after the births the loss before brought (a gap
+      // right after a rebirth, with an unreadable DBIRTH just before it in the second case).
+      const lost = (i: number) => i % 420 === 200 || i % 420 === 202 || i % 1_200 === 601;
       await run({ births: [nbirth(0), dbirth(good)], every: [ndata(), ddata()], lost }, T0, HOUR);
       const losses = Array.from({ length: HOUR / 1_000 }, (_, i) => i).filter(lost);
       assert.ok(losses.length >= 10);
       for (const i of losses) {
-        const next = T0 + (i + 1) * 1_000;
+        // The DDATA of the same second is the gap.
+        const next = T0 + i * 1_000;
         assert.ok(asked.some((a) => a >= next && a <= next + INTERVAL), `the loss at ${i} s asked at ${asked.map((a) => (a - T0) / 1_000).join(', ')} s`);
       }
       // Each answered by one rebirth, not more (the births' own refusals aside).

@@ -656,6 +656,37 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
     assert.deepEqual(temps, [1]);
   });
 
+  it("takes the seq of a DBIRTH it cannot decode and drops that device's birth: the edge node's other messages are read, no gap", async () => {
+    const { queued, client } = sink();
+    const sent: string[] = [];
+    const session = new SparkplugSession(client, (topic) => sent.push(topic), silent);
+    const now = Date.now();
+    const dbirth = (seq: number, notes: string) =>
+      bytes({ timestamp: String(T0), seq: String(seq), metrics: [{ name: 'Level', alias: '5', datatype: T.Double, doubleValue: 1 }, { name: 'Notes', alias: '6', datatype: T.String, stringValue: notes }] });
+    const ddata = (seq: number, v: number) => bytes({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '5', doubleValue: v }] });
+    await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+    await session.onMessage('spBv1.0/Plant1/DBIRTH/Line4/Tank', dbirth(1, 'ok'), now);
+    await session.onMessage('spBv1.0/Plant1/DDATA/Line4/Tank', ddata(2, 2), now);
+    // The device born again with a String value longer than a payload may hold: refused while decoding.
+    const unreadable = dbirth(3, 'x'.repeat(LIMITS.stringMaxChars + 1));
+    await session.onMessage('spBv1.0/Plant1/DBIRTH/Line4/Tank', unreadable, now);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 1);
+    assert.deepEqual(sent, ['spBv1.0/Plant1/NCMD/Line4']);
+    // The same bytes again at once (sent again without DUP): a duplicate, its seq not taken twice.
+    await session.onMessage('spBv1.0/Plant1/DBIRTH/Line4/Tank', unreadable, now);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_DUPLICATE, 1);
+    // Its seq was 3: the edge node's NDATA at 4 is read; the device's DDATA at 5 is not, under the old birth's names.
+    await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(4, 9), now);
+    await session.onMessage('spBv1.0/Plant1/DDATA/Line4/Tank', ddata(5, 3), now);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, undefined);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_NOT_BORN, 1);
+    const values = queued.filter((q) => q.dataType === 'timeseries').map((q) => q.payload as Record<string, unknown>);
+    assert.deepEqual(values.map((v) => v['Plant1.Line4.Inputs.Temp']).filter((v) => v !== undefined), [1, 9]);
+    assert.deepEqual(values.map((v) => v['Plant1.Line4.Tank.Level']).filter((v) => v !== undefined), [1, 2]);
+    // Another message lost after it is a gap, as any.
+    await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(7, 10), now + 10_000);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, 1);
+  });
 });
 
 /**

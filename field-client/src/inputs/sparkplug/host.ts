@@ -189,9 +189,11 @@ export class SparkplugHost {
    * and less often while its births are refused in a row: rebirth.ts); the birth itself asks for
    * nothing, as it would likely come back the same.
    * Not for a publish flagged DUP on the connection the current session was born on: sent before
-   * that birth, it started no session that is current (resend.ts).
+   * that birth, it started no session that is current (resend.ts). A DBIRTH that could not be decoded
+   * takes its seq in its session (sequenced.ts, unreadableDeviceBirth).
    */
-  unreadableBirth(t: SparkplugTopic, err: FieldStreamError, now: number, via?: Via): HostOutcome {
+  unreadableBirth(t: SparkplugTopic, err: FieldStreamError, now: number, via?: Via, digest?: Digest): HostOutcome {
+    if (t.type === 'DBIRTH') return this.unreadableDeviceBirth(t, err, now, via, digest);
     const k = key(t.group, t.edge);
     const out = emptyOutcome();
     out.refused = err;
@@ -203,6 +205,23 @@ export class SparkplugHost {
     this.rebirths.refused(k, undefined, now, false);
     try {
       this.nodeBirthRefused(t, now, out);
+    } finally {
+      this.recountAfter(t, out);
+    }
+    out.undo = () => this.restore(k, before);
+    return out;
+  }
+
+  /** A DBIRTH whose payload could not be decoded: refused with `err`, its seq taken (sequenced.ts); only refused when sent again (resend.ts). */
+  private unreadableDeviceBirth(t: SparkplugTopic, err: FieldStreamError, now: number, via: Via | undefined, digest: Digest | undefined): HostOutcome {
+    const k = key(t.group, t.edge);
+    const out = emptyOutcome();
+    out.refused = err;
+    if (via && this.resends.sentAgain(k, t, via)) return out;
+    this.held.expirePrevious(now, k);
+    const before = snapshot(this.sessions, this.previous, k, t);
+    try {
+      this.sequenced.unreadableDeviceBirth(t, err, now, out, digest);
     } finally {
       this.recountAfter(t, out);
     }

@@ -109,6 +109,35 @@ export class SequencedMessages {
     out.events.push(lifecycleEvent('ddeath', t, at));
   }
 
+  /**
+   * A DBIRTH whose payload could not be decoded (payload.ts refused it: malformed, past a bound such
+   * as a String value too long), refused with `err` (in `out`). Within a current session that awaits
+   * no rebirth, its seq, unknown, is taken as the next one, the seq the edge node gave it (§6.4.2,
+   * tck-id-payloads-sequence-num-incrementing: each message after the NBIRTH carries one more than
+   * the last): untaken, the message after it was a gap, and the rebirth the gap asked for at the
+   * usual pace brought the same DBIRTH again, every 5 s for as long as the edge node ran, its other
+   * data refused meanwhile. Were it another seq (out of order), the next message is a gap all the
+   * same, and asks at once. Then it is a DBIRTH refused for what it holds (take): the device's
+   * definitions dropped, its DDATA refused as not born, and a rebirth asked, less and less often while
+   * it comes back the same (rebirth.ts). The bytes of the message read last are a duplicate.
+   */
+  unreadableDeviceBirth(t: SparkplugTopic, err: FieldStreamError, now: number, out: HostOutcome, digest: Digest | undefined): void {
+    const k = key(t.group, t.edge);
+    const s = this.o.sessions.get(k);
+    if (!s || s.stale) return;
+    if (s.digests.read(s.seq, digest)) {
+      out.refused = duplicate(t, `the bytes of seq ${s.seq} were read already`);
+      return;
+    }
+    const seq = (s.seq + 1) % 256;
+    s.seq = seq;
+    s.digests.set(seq, digest);
+    s.devices.delete(t.device as string);
+    this.o.rebirths.refused(k, t.device, now, false);
+    if (!this.o.rebirths.heldOff(k, now)) this.o.rebirths.ask(t.group, t.edge, now, err.message, out);
+    this.o.reorder.release(k, now, out);
+  }
+
   /** The metrics of a birth or data message as fields of readings, resolved against `defs`. */
   fields(t: SparkplugTopic, p: SparkplugPayload, defs: Definitions, now: number, out: HostOutcome, keep: (m: SparkplugMetric) => boolean = () => true): void {
     const fields: FieldAt[] = [];

@@ -144,11 +144,12 @@ export class SparkplugSession {
       try {
         payload = decodePayload(bytes);
       } catch (err) {
-        // An NBIRTH that cannot be read still ends its edge node's session (host.ts, unreadableBirth).
-        if (t.type !== 'NBIRTH' || !isFieldStreamError(err)) throw err;
+        // A birth that cannot be read still changes its edge node's session: an NBIRTH ends it, a
+        // DBIRTH takes its seq and drops its device's birth (host.ts, unreadableBirth).
+        if ((t.type !== 'NBIRTH' && t.type !== 'DBIRTH') || !isFieldStreamError(err)) throw err;
         payload = err;
       }
-      outcome = payload instanceof FieldStreamError ? this.host.unreadableBirth(t, payload, now, via) : this.host.handle(t, payload, now, via, digestOf(bytes));
+      outcome = payload instanceof FieldStreamError ? this.host.unreadableBirth(t, payload, now, via, digestOf(bytes)) : this.host.handle(t, payload, now, via, digestOf(bytes));
     } catch (err) {
       // Whatever went wrong with one message, the next is taken: the input never stops on input.
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
