@@ -16,7 +16,7 @@ import { parseExposition } from '../helpers/exposition.ts';
  */
 describe('the broker exporter stops while its broker is frozen', () => {
   const fx = freezableBroker('exporter-shutdown', [], 'internal/mosquitto');
-  const { pki, work } = fx;
+  const { pki } = fx;
   const p = pki.paths;
   let exporter: BrokerExporter | undefined;
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import type { CommandApi } from '../../internal-network/command-api/command-api.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { TIMINGS } from '../../shared/limits.ts';

@@ -111,16 +111,6 @@ describe('the operator console in a real browser', () => {
     return tab;
   }
 
-  async function loginAs(role: Role): Promise<WatchedPage> {
-    const w = await openConsole();
-    await w.page.waitForSelector(sel('page-login'));
-    await w.page.fill(sel('login-token'), ROLE_TOKENS[role]);
-    await w.page.click(sel('login-submit'));
-    await w.page.waitForSelector(sel('user-role', { role }));
-    await w.page.waitForSelector(sel('live-status', { state: 'live' }));
-    return w;
-  }
-
   /** Marks the document, so a later check can tell it was never reloaded. */
   const mark = (w: WatchedPage) => w.page.evaluate(() => void ((window as unknown as { __sameDocument: boolean }).__sameDocument = true));
   const stillSameDocument = async (w: WatchedPage) =>
@@ -541,7 +531,7 @@ describe('the operator console in a real browser', () => {
     assert.ok((await w.page.locator(`${sel('anomalies-table')} th`).allTextContents()).includes('Kind'), 'a Kind column');
     await w.screenshot('anomalies');
 
-    for (const { w: p, urls } of opened) for (const u of urls) for (const t of Object.values(ROLE_TOKENS)) assert.ok(!u.includes(t), `a token in the URL ${u}`);
+    for (const { urls } of opened) for (const u of urls) for (const t of Object.values(ROLE_TOKENS)) assert.ok(!u.includes(t), `a token in the URL ${u}`);
     allClean();
     assert.ok(opened.every(({ w: p }) => p.problems.cspViolations.length === 0 && p.problems.pageErrors.length === 0));
   });

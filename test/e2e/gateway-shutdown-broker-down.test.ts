@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { loadGatewayConfig } from '../../dmz/gateway/config.ts';
 import { startGateway, type Gateway } from '../../dmz/gateway/gateway.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -18,7 +18,7 @@ import { eventually, RawDevice, within } from '../helpers/ws-device.ts';
 for (const broken of ['stalled', 'gone'] as const) {
 describe(`the gateway stops while its broker (${broken}) holds messages unacknowledged`, () => {
   const fx = freezableBroker(`gateway-shutdown-${broken}`, ['pump-1'], 'dmz/mosquitto');
-  const { pki, work } = fx;
+  const { pki } = fx;
   const logs = captureLogs();
   let gateway: Gateway | undefined;
   const p = pki.paths;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
@@ -23,7 +23,7 @@ const HOST_ID = 'fieldstream-shutdown';
  */
 describe('the field client stops while its Sparkplug broker is frozen', () => {
   const fx = freezableBroker('sparkplug-shutdown', [DEVICE]);
-  const { pki, work } = fx;
+  const { pki } = fx;
   const logs = new LogCapture();
   let field: RunningFieldClient | undefined;
 

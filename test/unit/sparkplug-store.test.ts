@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { decodePayload } from '../../field-client/src/inputs/sparkplug/payload.ts';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import { SessionStore } from '../../field-client/src/inputs/sparkplug/store.ts';
