@@ -27,8 +27,28 @@ import { pkiPaths } from './layout.ts';
  * restore is run again, which finishes it and takes the mark over (its process is gone).
  */
 
-const MarkSchema = z.object({ pid: z.number().int().positive(), host: z.string(), startedAt: z.string() });
+const MarkSchema = z.object({
+  pid: z.number().int().positive(),
+  host: z.string(),
+  startedAt: z.string(),
+  /** the process's start in clock ticks after boot (proc(5), /proc/PID/stat field 22), where there is a /proc */
+  procStart: z.string().regex(/^\d{1,20}$/).optional(),
+});
 type Mark = z.infer<typeof MarkSchema>;
+
+/**
+ * When process `pid` started (proc(5): /proc/PID/stat, field 22, starttime), or undefined without a
+ * /proc or such a process. Read after the command name (field 2), which is in parentheses and may
+ * hold spaces and parentheses itself: fields are counted from the last ')'.
+ */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
 
 /** The mark on `root`, 'damaged' when it is there but not one, undefined when there is none. */
 function readMark(root: string): Mark | 'damaged' | undefined {
@@ -53,6 +73,13 @@ function readMark(root: string): Mark | 'damaged' | undefined {
 function mayRun(mark: Mark | 'damaged'): boolean {
   if (mark === 'damaged') return false;
   if (mark.host !== hostname()) return true;
+  // A process of that id that started at another time is not the restore's: process ids are
+  // reused, and a killed restore's mark would otherwise keep every command out for as long as an
+  // unrelated process held its id.
+  if (mark.procStart !== undefined) {
+    const now = processStart(mark.pid);
+    if (now !== undefined) return now === mark.procStart;
+  }
   try {
     process.kill(mark.pid, 0);
     return true;
@@ -112,7 +139,7 @@ export function markRestoring(root: string, onWait?: (lock: string) => void): ()
       locked(p.tokensLock, () => {
         const mark = readMark(root);
         if (mark !== undefined && mayRun(mark)) throw markError(root, mark);
-        replaceFileDurablySync(p.restoreMark, JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n', 0o600);
+        replaceFileDurablySync(p.restoreMark, JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), procStart: processStart(process.pid) }) + '\n', 0o600);
       }),
     );
   } catch (err) {

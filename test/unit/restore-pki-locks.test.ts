@@ -126,6 +126,20 @@ describe('restore and the certificate commands, at once', () => {
       await assert.rejects(restoreBackup(t.paths, archive, { force: true }), (e) => isFieldStreamError(e) && e.code === 'PKI_RESTORE_RUNNING');
       assert.equal(caOf(t.pki.dir), ca);
 
+      // Its process id reused by another process since (a process of that id, started at another
+      // time): the restore was killed, not running. With its own start, it runs.
+      const stat = readFileSync(`/proc/${sleeper.pid}/stat`, 'utf8');
+      const procStart = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+      const markOf = (start: string | undefined) => writeFileSync(mark, JSON.stringify({ pid: sleeper.pid, host: hostname(), startedAt: new Date().toISOString(), procStart: start }) + '\n');
+      markOf(String(Number(procStart) + 1));
+      const reused = await command('scripts/generate-client-cert.sh', ['dev-k'], t.pki.dir);
+      assert.equal(reused.code, 65, reused.stderr);
+      assert.match(reused.stderr, /^error PKI_RESTORE_RUNNING: A restore of .* was killed while it wrote it/m);
+      markOf(procStart);
+      const running = await command('scripts/generate-client-cert.sh', ['dev-k'], t.pki.dir);
+      assert.equal(running.code, 65, running.stderr);
+      assert.match(running.stderr, /^error PKI_RESTORE_RUNNING: A restore is writing /m);
+
       // The killed one's: run again, the restore finishes and takes its mark away.
       writeFileSync(mark, JSON.stringify({ pid: spawnSync('true').pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n');
       await restoreBackup(t.paths, archive, { force: true });
