@@ -27,14 +27,31 @@ import { pkiPaths } from './layout.ts';
  * restore is run again, which finishes it and takes the mark over (its process is gone).
  */
 
+/**
+ * `boot`: the boot of the host the restore ran in (Linux's boot_id; absent where there is none). A
+ * restore cut off by a power cut leaves its mark, and after the reboot its pid may well be another
+ * process's (pids start again from 1): taken as running, its mark refused every command and the
+ * restore run again to finish it, until removed by hand. `procStart`: when its process started
+ * (clock ticks after boot, proc(5) /proc/PID/stat field 22; absent where there is no /proc), for a
+ * pid reused within one boot.
+ */
 const MarkSchema = z.object({
   pid: z.number().int().positive(),
   host: z.string(),
   startedAt: z.string(),
-  /** the process's start in clock ticks after boot (proc(5), /proc/PID/stat field 22), where there is a /proc */
+  boot: z.string().max(64).optional(),
   procStart: z.string().regex(/^\d{1,20}$/).optional(),
 });
 type Mark = z.infer<typeof MarkSchema>;
+
+/** This host's current boot (/proc/sys/kernel/random/boot_id), undefined where it cannot be read. */
+function bootId(): string | undefined {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * When process `pid` started (proc(5): /proc/PID/stat, field 22, starttime), or undefined without a
@@ -73,6 +90,8 @@ function readMark(root: string): Mark | 'damaged' | undefined {
 function mayRun(mark: Mark | 'damaged'): boolean {
   if (mark === 'damaged') return false;
   if (mark.host !== hostname()) return true;
+  // Made before this host last started: its process is gone, whoever holds its pid now.
+  if (mark.boot !== undefined && bootId() !== undefined && mark.boot !== bootId()) return false;
   // A process of that id that started at another time is not the restore's: process ids are
   // reused, and a killed restore's mark would otherwise keep every command out for as long as an
   // unrelated process held its id.
@@ -139,7 +158,7 @@ export function markRestoring(root: string, onWait?: (lock: string) => void): ()
       locked(p.tokensLock, () => {
         const mark = readMark(root);
         if (mark !== undefined && mayRun(mark)) throw markError(root, mark);
-        replaceFileDurablySync(p.restoreMark, JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), procStart: processStart(process.pid) }) + '\n', 0o600);
+        replaceFileDurablySync(p.restoreMark, JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), boot: bootId(), procStart: processStart(process.pid) }) + '\n', 0o600);
       }),
     );
   } catch (err) {

@@ -153,6 +153,27 @@ describe('restore and the certificate commands, at once', () => {
     }
   });
 
+  it('the mark of a restore cut off by a power cut is taken for a killed one after the reboot, though its pid is another live process now', async () => {
+    const t = installation('rebooted');
+    const mark = join(t.pki.dir, '.restore-running');
+    // After the reboot, the restore's pid is some other process's (pids start again from 1).
+    const other = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      writeFileSync(mark, JSON.stringify({ pid: other.pid, host: hostname(), startedAt: new Date(Date.now() - 3_600_000).toISOString(), boot: '00000000-0000-4000-8000-000000000000' }) + '\n');
+      const refused = await command('scripts/generate-client-cert.sh', ['dev-r'], t.pki.dir);
+      assert.equal(refused.code, 65, refused.stderr);
+      assert.match(refused.stderr, /^error PKI_RESTORE_RUNNING: .*killed.*run it again/m);
+      // Run again as the message says: it finishes, and the commands work again.
+      await restoreBackup(t.paths, archive, { force: true });
+      assert.equal(existsSync(mark), false);
+      const issued = await command('scripts/generate-client-cert.sh', ['dev-r'], t.pki.dir);
+      assert.equal(issued.code, 0, issued.stderr);
+    } finally {
+      other.kill();
+      t.pki.cleanup();
+    }
+  });
+
   it('a certificate made under the CA a restore then replaced is not written into the restored folder', async () => {
     const t = installation('ca-changed');
     try {
