@@ -1232,6 +1232,11 @@ export const CONSOLE = {
   lastPresenceMaxUnregistered: 1_000,
   /** gateways whose last statuses are read at start */
   lastPresenceMaxGateways: 1_000,
+  /** gateways whose last end (a will, a clean stop, a restart: fleet.ts, gatewayPresence) is kept, to
+   * take offline a device presence through one arriving after it though older (the last presences
+   * read at start, the feed running meanwhile); past it the gateway that ended longest ago is
+   * forgotten. Bounded since gateway ids are the DMZ's word. */
+  maxGatewayEnds: 1_000,
   /** milliseconds the console's start waits for that read (a database's is bounded by its own
    * timeout; the local store's reads the window's day files, every line): past it the console
    * starts, and the presences are applied when the read ends, the feed's newer ones winning */

@@ -359,6 +359,24 @@ describe("the last presences read at the console's start", () => {
     assert.deepEqual([row('pump-3')?.state, row('pump-3')?.gateway], ['online', 'gw-1'], 'connected after the restart');
   });
 
+  it("a gateway gone while the store is read takes offline the devices read as connected through it before", async () => {
+    const { fleet, now } = fleetAt(10 * 86_400_000, ['pump-1', 'pump-2']);
+    const t = now();
+    let answer: (r: LastPresences) => void = () => undefined;
+    const loading = loadLastPresences(fleet, { lastPresences: () => new Promise<LastPresences>((resolve) => (answer = resolve)) }, silent, t);
+    // While the store is read: gw-1 goes (its will), and gw-2 restarts.
+    fleet.apply(gatewayStatus('gw-1', 'offline', t - 1_000, t - 9_000_000));
+    fleet.apply(gatewayStatus('gw-2', 'online', t - 900, t - 2_000));
+    // The store was read before either was written.
+    answer({ gateways: [], devices: [status('pump-1', 'online', t - 50_000), { ...status('pump-2', 'online', t - 40_000), tags: { device: 'pump-2', gateway: 'gw-2' } }] });
+    await loading;
+    assert.equal(fleet.detail('pump-1')?.row.state, 'offline', 'its gateway went after its presence, as the feed had it');
+    assert.equal(fleet.detail('pump-2')?.row.state, 'offline', 'its gateway restarted after its presence');
+    // A presence newer than the gateway's end is not touched by it.
+    fleet.apply({ ...status('pump-1', 'online', t - 500), tags: { device: 'pump-1', gateway: 'gw-1' } });
+    assert.equal(fleet.detail('pump-1')?.row.state, 'online');
+  });
+
   it(`keep at most ${CONSOLE.lastPresenceMaxUnregistered} ids not registered (as pending), and a store that cannot be read changes nothing`, async () => {
     const { fleet, now } = fleetAt(10 * 86_400_000, ['pump-1']);
     const devices = [status('pump-1', 'online', now() - 1_000)];
