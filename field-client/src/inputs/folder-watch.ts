@@ -168,7 +168,9 @@ export function folderInput(client: FieldClient, dir: string, intervalMs: number
       return;
     }
     // The rest wait for a later look, still `seen` (taken at once then): at most a few are taken at a time.
-    if (busy.size >= LIMITS.folderInputMaxFilesAtOnce) return;
+    // Busy already: a listing that names an entry twice (a network file system's, changing under
+    // it) must not take it twice; the busy check before the lstats looked at each name once.
+    if (busy.has(name) || busy.size >= LIMITS.folderInputMaxFilesAtOnce) return;
     busy.add(name);
     const taking = sig;
     client
