@@ -8,6 +8,25 @@ import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { eventually, within } from '../helpers/ws-device.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 
+/** The broker exporter on the test's broker (internal only), as the `monitor` identity, its metrics on a port of its own. */
+function exporterOf(fx: ReturnType<typeof freezableBroker>, clientId: string, env: Record<string, string> = {}): Promise<BrokerExporter> {
+  const p = fx.pki.paths;
+  const m = p.service('internal/monitor');
+  return startBrokerExporter(
+    loadBrokerExporterConfig({
+      MQTT_URL: fx.broker.tlsUrl,
+      MQTT_CA_FILE: p.publicCa,
+      MQTT_CERT_FILE: m.cert,
+      MQTT_KEY_FILE: m.key,
+      DMZ_MQTT_URL: 'off',
+      BROKER_EXPORTER_CLIENT_ID: clientId,
+      BROKER_EXPORTER_METRICS_PORT: '0',
+      ...env,
+    }),
+    createLogger('broker-exporter', 'silent'),
+  );
+}
+
 /**
  * The broker exporter's stop (SIGTERM) while the broker it reads is frozen (SIGSTOP). mqtt.js's
  * graceful end sends DISCONNECT and waits for the broker to close the connection, without bound:
@@ -16,24 +35,10 @@ import { parseExposition } from '../helpers/exposition.ts';
  */
 describe('the broker exporter stops while its broker is frozen', () => {
   const fx = freezableBroker('exporter-shutdown', [], 'internal/mosquitto');
-  const { pki } = fx;
-  const p = pki.paths;
   let exporter: BrokerExporter | undefined;
 
   before(async () => {
-    const m = p.service('internal/monitor');
-    exporter = await startBrokerExporter(
-      loadBrokerExporterConfig({
-        MQTT_URL: fx.broker.tlsUrl,
-        MQTT_CA_FILE: p.publicCa,
-        MQTT_CERT_FILE: m.cert,
-        MQTT_KEY_FILE: m.key,
-        DMZ_MQTT_URL: 'off',
-        BROKER_EXPORTER_CLIENT_ID: 'exporter-shutdown-test',
-        BROKER_EXPORTER_METRICS_PORT: '0',
-      }),
-      createLogger('broker-exporter', 'silent'),
-    );
+    exporter = await exporterOf(fx, 'exporter-shutdown-test');
   });
 
   it('stops within its grace although the broker never answers', async () => {
@@ -54,26 +59,12 @@ describe('the broker exporter stops while its broker is frozen', () => {
  */
 describe('the broker exporter serves nothing stale of a frozen broker', () => {
   const fx = freezableBroker('exporter-frozen-values', [], 'internal/mosquitto');
-  const p = fx.pki.paths;
   let exporter: BrokerExporter | undefined;
   // Above Mosquitto's default sys_interval (10 s, the test broker's), below the keepalive's 45 s.
   const staleS = 15;
 
   before(async () => {
-    const m = p.service('internal/monitor');
-    exporter = await startBrokerExporter(
-      loadBrokerExporterConfig({
-        MQTT_URL: fx.broker.tlsUrl,
-        MQTT_CA_FILE: p.publicCa,
-        MQTT_CERT_FILE: m.cert,
-        MQTT_KEY_FILE: m.key,
-        DMZ_MQTT_URL: 'off',
-        BROKER_EXPORTER_CLIENT_ID: 'exporter-frozen-values-test',
-        BROKER_EXPORTER_METRICS_PORT: '0',
-        BROKER_EXPORTER_STALE_S: String(staleS),
-      }),
-      createLogger('broker-exporter', 'silent'),
-    );
+    exporter = await exporterOf(fx, 'exporter-frozen-values-test', { BROKER_EXPORTER_STALE_S: String(staleS) });
   });
   after(async () => {
     await exporter?.close();
