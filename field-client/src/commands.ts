@@ -422,6 +422,11 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
       } catch {
         child.kill('SIGKILL');
       }
+      // 'close' waits for the output to close too, and a process outside the group (a daemon the
+      // program started in a session of its own: setsid) can hold it open for ever, the command
+      // never answered. What it would still write is not waited for: the answer is the timeout's.
+      child.stdout.destroy();
+      child.stderr.destroy();
     }, timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);

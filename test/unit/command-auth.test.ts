@@ -528,4 +528,31 @@ describe('an exec command (commands.ts)', () => {
       tmp.cleanup();
     }
   });
+
+  it('answers at its timeout a program whose output a process outside its group holds open', async () => {
+    // A program that starts a daemon of its own session (setsid, as daemons do) which keeps the
+    // output it inherited: killing the program's group does not reach it, and the answer waited
+    // for the output to close, i.e. for the daemon to end (never, for a daemon): the command
+    // stayed "running", unanswered, until the field client restarted.
+    const tmp = tempDir('exec-escaped');
+    const pidFile = join(tmp.dir, 'daemon.pid');
+    try {
+      const h = new CommandHandlers(unsigned).configure(
+        { daemon: { type: 'exec', program: '/bin/sh', args: ['-c', `setsid sh -c 'echo $$ > "${pidFile}"; exec sleep 30' & sleep 30`], timeoutMs: 300 } },
+        undefined,
+      );
+      const started = Date.now();
+      const answer = await h.run({ type: 'command', commandId: 'cmd-exec-escaped', command: 'daemon', issuedAt: Date.now() });
+      assert.ok(Date.now() - started < 10_000, `answered after ${Date.now() - started} ms`);
+      assert.equal(answer?.status, 'failed');
+      assert.match(String(answer?.result), /^FIELD_COMMAND_TIMEOUT/);
+    } finally {
+      try {
+        process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+      } catch {
+        /* not started, or gone */
+      }
+      tmp.cleanup();
+    }
+  });
 });
