@@ -245,7 +245,11 @@ export class FieldClient {
         this.onError(frame);
         return;
       case 'command':
-        void this.commands.answer(frame, (response) => this.submit('response', response), this.log);
+        // Resolved once the answer is synced, not only written: the journal then records the
+        // command as answered (synced), and with FIELD_QUEUE_SYNC at an interval a power cut
+        // between the two lost the answer while the journal said it was queued, its next
+        // delivery refused as a replay.
+        void this.commands.answer(frame, (response) => this.submit('response', response).then(() => this.queue.durable()), this.log);
         return;
       case 'welcome':
         // Only a connection's first counts: each sends the window again. Ignored, not closed on:

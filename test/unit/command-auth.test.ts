@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
@@ -11,6 +12,10 @@ import { createLogger } from '../../shared/logger.ts';
 import { signCommand, verifyCommand, type SignedCommand } from '../../shared/security/command-auth.ts';
 import { checkCommand, type CommandGuardOptions } from '../../field-client/src/command-guard.ts';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
+import { FieldClient } from '../../field-client/src/field-client.ts';
+import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
+import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
+import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -207,6 +212,50 @@ describe('command answers (commands.ts): one per command id', () => {
       assert.equal(sent.length, 1);
       assert.equal(h.stats.refusedByCode.FIELD_COMMAND_REPLAYED, 1);
     } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('with FIELD_QUEUE_SYNC at an interval, journals a command as answered only once its answer is synced in the queue', async () => {
+    // The answer was appended (written, not yet synced) and the command journaled "answered" (synced)
+    // at once: a power cut then lost the answer while the journal said it was queued, and the
+    // command's next delivery was a replay, unanswered: a command that ran, its result lost.
+    const tmp = tempDir('answer-interval-sync');
+    const queue = await DurableQueue.open({ dir: join(tmp.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'interval', ms: 3_600_000 }, log: quiet });
+    const queueDir = realpathSync(join(tmp.dir, 'queue'));
+    const events: string[] = [];
+    const probe = await open(join(tmp.dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = proto.datasync;
+    proto.datasync = async function (this: { fd: number }) {
+      let path = '?';
+      try {
+        path = readlinkSync(`/proc/self/fd/${this.fd}`);
+      } catch {
+        // not Linux: the order below cannot be told, the assertion says so
+      }
+      await datasync.call(this);
+      if (path.startsWith(queueDir)) events.push('queue synced');
+    };
+    const h = new CommandHandlers(unsigned, join(tmp.dir, 'commands.journal')).register('open_valve', () => ({ status: 'completed', result: 'opened' }));
+    const answered = h.answered.bind(h);
+    h.answered = (id: string) => {
+      events.push('journaled answered');
+      answered(id);
+    };
+    const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, quiet);
+    const client = new FieldClient({ deviceId: 'valve-1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: tmp.dir }, queue, new FileOutbox(tmp.dir, 64 * 1024), connection, h, quiet);
+    try {
+      connection.emit('frame', frameOf('cmd-interval'));
+      for (let i = 0; i < 100 && !events.includes('journaled answered'); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(queue.find((m) => m.dataType === 'response').length, 1, 'its answer is queued');
+      const at = events.indexOf('journaled answered');
+      assert.ok(at >= 0 && events.slice(0, at).includes('queue synced'), `the answer synced before the command was journaled answered: ${events.join(', ')}`);
+    } finally {
+      proto.datasync = datasync;
+      client.stop();
+      await queue.close();
       tmp.cleanup();
     }
   });
