@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
@@ -165,6 +165,65 @@ describe('a file transfer whose progress says every chunk is done', () => {
       transfers.onReceipt(rec.transferId, [[rec.count - 1, rec.count - 1]]);
       assert.deepEqual(finished, [seq], 'the file is done, its record let go');
       assert.equal(outbox.has(rec.transferId), false, 'and it leaves the outbox');
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+});
+
+describe('a file transfer whose file cannot be read as it is sent', () => {
+  async function started(dir: string, logger = log) {
+    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+    const outbox = new FileOutbox(dir, 64 * 1024);
+    const src = join(dir, 'big.bin');
+    writeFileSync(src, randomBytes(256 * 1024));
+    const rec = await outbox.accept(src, {});
+    const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+    const seq = (file as { seq: number }).seq;
+    const finished: number[] = [];
+    const transfers = new FileTransfers(outbox, { window: 1, receipts: true }, (s) => finished.push(s), logger);
+    assert.ok(transfers.start(seq, rec));
+    return { queue, outbox, rec, seq, finished, transfers };
+  }
+
+  it('sends the chunk at the next pump after a read that failed, rather than holding its window until a reconnect', async () => {
+    // The chunk was counted as sent before it was read: a read the disk failed once (EIO) threw out
+    // of the pump with the chunk still counted, its window full, and nothing more of the file went
+    // until the connection happened to drop.
+    const work = tempDir('transfer-read-fails');
+    const logs = new LogCapture();
+    const { queue, outbox, rec, transfers } = await started(work.dir, logs.logger);
+    try {
+      const read = outbox.readChunk.bind(outbox);
+      let fail = true;
+      outbox.readChunk = (r, i) => {
+        if (!fail) return read(r, i);
+        fail = false;
+        throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+      };
+      assert.deepEqual([...transfers.chunks()].map((c) => c.item.seq), [], 'nothing sent: the read failed');
+      assert.deepEqual([...transfers.chunks()].map((c) => c.item.seq), [0], 'chunk 0 at the next pump');
+      assert.deepEqual(logs.codes(), ['FIELD_FILE_UNREADABLE']);
+      assert.equal(transfers.size, 1, 'the transfer goes on');
+      assert.ok(outbox.has(rec.transferId));
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+
+  it('lets the record go when its file is gone from the outbox, rather than failing every pump for ever', async () => {
+    const work = tempDir('transfer-file-gone');
+    const logs = new LogCapture();
+    const { queue, rec, seq, finished, transfers } = await started(work.dir, logs.logger);
+    try {
+      rmSync(join(work.dir, 'outgoing', rec.transferId));
+      assert.deepEqual([...transfers.chunks()], []);
+      assert.deepEqual(finished, [seq], 'its record is let go (as when it is missing at the start of its transfer)');
+      assert.equal(transfers.size, 0);
+      assert.deepEqual(logs.codes(), ['FIELD_FILE_UNREADABLE']);
+      assert.deepEqual([...transfers.chunks()], [], 'nothing more of it');
     } finally {
       await queue.close();
       work.cleanup();

@@ -27,8 +27,10 @@ interface Transfer {
   sent: Set<number>;
   /** chunk → epoch ms of its ack, for chunks awaiting their receipt */
   awaiting: Map<number, number>;
-  /** chunks to send again (their receipt was overdue), before any new one */
+  /** chunks to send again (their receipt was overdue, or their read failed), before any new one */
   resend: number[];
+  /** the last read of a chunk failed (logged once until one is read) */
+  readFailed?: boolean;
 }
 
 /**
@@ -49,7 +51,7 @@ export class FileTransfers {
   constructor(
     private readonly outbox: FileOutbox,
     private readonly o: TransferOptions,
-    /** called once a whole file is done, with its queue record's sequence number */
+    /** called once a whole file is done (or gone from the outbox), with its queue record's sequence number */
     private readonly finished: (seq: number) => void,
     private readonly log: Logger,
   ) {}
@@ -89,19 +91,51 @@ export class FileTransfers {
           index = t.next++;
         }
         if (index < t.done || t.committed.has(index)) continue;
+        // Read before it counts as sent: a read that threw out of the pump with the chunk counted
+        // held its window slot until a reconnect, the file stuck on a connection that stayed up.
+        const data = this.read(t, index);
+        if (data === undefined) break;
         const messageId = `${t.rec.transferId}.${index}`;
         this.chunkIds.set(messageId, { transferId: t.rec.transferId, index });
         t.sent.add(index);
         const payload = {
           filename: t.rec.filename,
           contentType: t.rec.contentType,
-          data: this.outbox.readChunk(t.rec, index).toString('base64'),
+          data: data.toString('base64'),
           transfer: { id: t.rec.transferId, index, count: t.rec.count, size: t.rec.size, sha256: t.rec.sha256 },
           metadata: { size: t.rec.size, timestamp: t.rec.timestamp },
         };
         // A chunk's identity for the replay window: the transfer is its epoch, the index its sequence.
         yield { epoch: t.rec.transferId, item: { dataType: 'file', messageId, seq: index, payloadJson: JSON.stringify(payload) } };
       }
+    }
+  }
+
+  /**
+   * A chunk of the transfer's file, or undefined when it cannot be read now. Gone from the outbox
+   * (ENOENT: removed by hand, to free a full disk), nothing more of it can ever be sent: the
+   * transfer ends and its record is let go, as when the file is missing at its start
+   * (file-records.ts). Any other failure (EIO, EMFILE) leaves the chunk first for the next pump,
+   * logged once until a chunk of the file is read again.
+   */
+  private read(t: Transfer, index: number): Buffer | undefined {
+    try {
+      const data = this.outbox.readChunk(t.rec, index);
+      t.readFailed = false;
+      return data;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const fields = { code: 'FIELD_FILE_UNREADABLE' as const, transferId: t.rec.transferId, filename: t.rec.filename, index, err: (err as Error).message };
+      if (code === 'ENOENT') {
+        this.drop(t.rec.transferId);
+        this.log.error(fields, 'a file being sent is gone from the outbox; dropping its record');
+        this.finished(t.seq);
+        return undefined;
+      }
+      t.resend.unshift(index);
+      if (!t.readFailed) this.log.warn(fields, 'cannot read a chunk of a file being sent; tried again at the next send');
+      t.readFailed = true;
+      return undefined;
     }
   }
 
