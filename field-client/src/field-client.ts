@@ -69,6 +69,8 @@ export class FieldClient {
   /** commit receipts: on when the client has commit options and a key to verify receipts with */
   readonly receipts: CommitReceipts | undefined;
   welcome: WelcomeFrame | undefined;
+  /** the wait for this connection's welcome (onOpen), after which sending starts without one */
+  private welcomeWait: NodeJS.Timeout | undefined;
   readonly stats = { sent: 0, refusedByGateway: 0, lastAckAt: 0, connectedSince: 0 };
 
   constructor(
@@ -189,12 +191,16 @@ export class FieldClient {
     this.stats.connectedSince = Date.now();
     this.welcome = undefined;
     // Sending starts with the gateway's welcome, which says its limits (or after a moment without one).
-    setTimeout(() => {
+    // This connection's moment: a wait left running by one closed before its welcome started the
+    // next connection's sending before that one's welcome, within limits it had not said.
+    clearTimeout(this.welcomeWait);
+    this.welcomeWait = setTimeout(() => {
       if (!this.welcome && this.connection.isOpen) this.resetSending();
     }, TIMINGS.welcomeWaitMs).unref();
   }
 
   private onClose(): void {
+    clearTimeout(this.welcomeWait);
     this.stats.connectedSince = 0;
     this.receipts?.disconnected(this.queue.now());
     this.transientRewind.cancel();

@@ -390,6 +390,37 @@ describe('a field client against a hostile gateway', () => {
     await Promise.all(runs);
   });
 
+  it("waits for a connection's own welcome: the wait of a connection closed before its welcome starts nothing on the next", async () => {
+    // The first connection is closed after 0.6 s, with no welcome; the next gets its welcome 1.8 s
+    // after it opened: past the first one's TIMINGS.welcomeWaitMs (2 s) but within its own.
+    const logs = new LogCapture();
+    let welcomedAt = 0;
+    let firstBatchAt = 0;
+    const gw = await hostileGateway(
+      (ws, n) => {
+        if (n === 1) {
+          setTimeout(() => ws.close(1001, 'bye'), 600);
+          return;
+        }
+        setTimeout(() => {
+          welcomedAt = Date.now();
+          ws.send(welcome());
+        }, 1_800);
+      },
+      (ws, batch) => {
+        firstBatchAt ||= Date.now();
+        ack(ws, batch);
+      },
+    );
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 20 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (gw.distinct() === 20 && welcomedAt > 0 ? true : undefined), 10_000, 'every message sent, and the welcome');
+    assert.equal(gw.connections, 2);
+    assert.ok(firstBatchAt >= welcomedAt, `sent ${welcomedAt - firstBatchAt} ms before the second connection's welcome`);
+  });
+
   it('logs error frames cut to LIMITS.fieldGatewayLogMaxChars and at most LIMITS.fieldGatewayLogMaxPerWindow of them', async () => {
     const logs = new LogCapture();
     const gw = await hostileGateway((ws) => {
