@@ -498,6 +498,7 @@ export const ERRORS = {
   },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
+  GATEWAY_CERTIFICATE_EXPIRED: { http: 401, transient: false, description: 'The client certificate expired while the device was connected; the connection was closed, and a new one is refused at the TLS handshake.' },
   GATEWAY_TOKEN_AUTH_DISABLED: { http: 403, transient: false, description: 'This gateway takes no device tokens (GATEWAY_TOKEN_AUTH is off).' },
   GATEWAY_TOKEN_MISSING: { http: 401, transient: false, description: 'The token route needs an "Authorization: Bearer <device token>" header with a well-formed device token.' },
   GATEWAY_TOKEN_UNKNOWN_DEVICE: { http: 401, transient: false, description: 'No device token was issued to the device the token names.' },

@@ -27,6 +27,7 @@ import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
 import { claimSocketPath, listenOnSocket } from './unix-socket.ts';
 import { PendingConnections } from './pending-connections.ts';
 import { UnfinishedFrames } from './unfinished-frames.ts';
+import { atExpiry } from './certificate-expiry.ts';
 
 export interface GatewayServerOptions {
   host: string;
@@ -310,9 +311,19 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     heartbeat.unref();
     ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
     live.set(ws, { identity, session });
+    // TLS (ours, or Caddy's) checked the certificate's dates at the handshake only: a device
+    // connected before its certificate expired kept the connection, and sent through it, for as long
+    // as it lasted. Closed as a revoked one is (a token's expiry is DeviceTokens' own, recheckTokens).
+    const stopExpiry = identity.token
+      ? () => undefined
+      : atExpiry(identity.notAfter, () => {
+          sessionLog.warn({ code: 'GATEWAY_CERTIFICATE_EXPIRED', serial: identity.serial, notAfter: new Date(identity.notAfter).toISOString() }, 'closing the connection of a certificate that expired while connected');
+          session.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_EXPIRED');
+        });
     ws.on('close', (code) => {
       live.delete(ws);
       clearInterval(heartbeat);
+      stopExpiry();
       router.detach(session);
       sessionLog.info({ closeCode: code }, 'device disconnected');
     });

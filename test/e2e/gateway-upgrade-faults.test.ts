@@ -34,7 +34,7 @@ describe('a gateway terminating TLS: refused upgrades and closed connections', (
   let mqtt: MqttClient;
   let watcher: MqttClient;
   let gateway: GatewayServer;
-  let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
+  let tlsOf: (deviceId: string, validityDays?: number) => { ca: string; cert: string; key: string };
   let port: number;
   const published: string[] = [];
   /** uncaught exceptions of this process (the gateway's), instead of the process ending */
@@ -138,6 +138,24 @@ describe('a gateway terminating TLS: refused upgrades and closed connections', (
     const leaked = published.filter((p) => p.includes('after-revocation-'));
     d.ws.terminate();
     assert.equal(leaked.length, 0, `published for a revoked certificate after its connection was closed: ${leaked.length} envelope(s)`);
+  });
+
+  /**
+   * TLS checks the certificate's dates at the handshake only: a device connected before its
+   * certificate expired kept its connection, and sent through it, for as long as it lasted (weeks,
+   * months), where a revoked certificate or an expired device token lose theirs.
+   */
+  it('closes the connection of a certificate that expires while connected (GATEWAY_CERTIFICATE_EXPIRED)', async () => {
+    const id = 'expiree';
+    // Valid for 5 s more (its notBefore is backdated): time for the handshake on a busy machine.
+    const tls = tlsOf(id, 5 / 86_400);
+    const notAfter = Date.parse(new X509Certificate(tls.cert).validTo);
+    const d = await RawDevice.connect(`wss://127.0.0.1:${port}/ws`, tls);
+    await eventually(() => d.welcome, 5_000, 'welcome');
+    await eventually(() => (d.closeCode !== undefined ? true : undefined), 12_000, 'the gateway closing the connection of the expired certificate');
+    assert.ok(Date.now() >= notAfter, 'not closed before the certificate expired');
+    assert.deepEqual({ code: d.closeCode, reason: d.closeReason }, { code: 1008, reason: 'GATEWAY_CERTIFICATE_EXPIRED' });
+    assert.ok(logs.lines.some((l) => l.code === 'GATEWAY_CERTIFICATE_EXPIRED' && l.deviceId === id), 'logged with its code');
   });
 });
 

@@ -22,8 +22,8 @@ export interface EdgeCertificates {
   ca: KeyAndCert;
   /** the gateway's server certificate (CN edge, OU services) */
   server: KeyAndCert;
-  /** a device's client certificate, as a TLS client takes it */
-  tlsOf(deviceId: string): { ca: string; cert: string; key: string };
+  /** a device's client certificate, as a TLS client takes it (valid for a day unless `validityDays` says) */
+  tlsOf(deviceId: string, validityDays?: number): { ca: string; cert: string; key: string };
 }
 
 /** A CA, the gateway's certificate and the devices', all leaves on one key pair (an RSA key costs a
@@ -35,8 +35,8 @@ export function edgeCertificates(): EdgeCertificates {
   return {
     ca,
     server,
-    tlsOf(deviceId) {
-      const d = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays: 1, keyPair });
+    tlsOf(deviceId, validityDays = 1) {
+      const d = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays, keyPair });
       return { ca: ca.certPem, cert: d.certPem, key: d.keyPem };
     },
   };

@@ -11,6 +11,8 @@ export class RawDevice {
   private readonly frames: DownlinkFrame[] = [];
   private waiters: Array<() => void> = [];
   closeCode: number | undefined;
+  /** the reason of the close frame received (the gateway's error code), when one came */
+  closeReason: string | undefined;
   /** The gateway's first frame; kept here, not among the frames `next()` returns. */
   welcome: Extract<DownlinkFrame, { type: 'welcome' }> | undefined;
   /** reads of the connection's socket so far (chunks of TLS records decrypted): how its frames came in */
@@ -26,8 +28,9 @@ export class RawDevice {
       this.frames.push(frame);
       for (const w of this.waiters.splice(0)) w();
     });
-    ws.on('close', (code) => {
+    ws.on('close', (code, reason) => {
       this.closeCode = code;
+      this.closeReason = reason.toString();
       for (const w of this.waiters.splice(0)) w();
     });
   }
