@@ -26,7 +26,8 @@ interface Held {
  * no subscription of ours, and it may have lost the retained presence written since its last save.
  * So on every connection the command topics of all devices held here are subscribed again and
  * their presence published again; otherwise commands to them would find no subscriber and be
- * dropped until each device reconnected.
+ * dropped until each device reconnected. A device that left meanwhile has its `offline` published
+ * then, of the time it left.
  *
  * A connection may last for months, and its presence would then be as old: what reads presence
  * within a window of time (the Devices dashboards' "online", a database's retention policy) would
@@ -37,6 +38,12 @@ interface Held {
 export class CommandRouter {
   private readonly sessions = new Map<string, DeviceSession>();
   private readonly held = new Map<string, Held>();
+  /**
+   * Devices that left while the broker was away, and when: their `offline` is published at the next
+   * connection. Dropped, it left the device's retained presence `online` until it connected again
+   * (a device retired: for good). At most one entry a device that was held here.
+   */
+  private readonly departed = new Map<string, number>();
   private readonly refreshTimer: NodeJS.Timeout;
 
   constructor(
@@ -52,6 +59,8 @@ export class CommandRouter {
       if (this.sessions.size > 0) log.info({ devices: this.sessions.size, sessionPresent: connack.sessionPresent }, 'broker reconnected; presence of the devices held published again');
       // A device let in while the broker was away has had no presence yet: its first is no reminder.
       for (const [deviceId, h] of this.held) this.publishOnline(deviceId, h, h.publishedAt !== undefined);
+      // At the time each left, not now: a presence of it published since by another gateway is newer.
+      for (const [deviceId, at] of this.departed) if (this.publishStatus(deviceId, { state: 'offline' }, at)) this.departed.delete(deviceId);
     });
     this.refreshTimer = setInterval(() => this.refresh(), o.refreshCheckMs);
     // Reminders alone do not keep the process alive.
@@ -105,6 +114,7 @@ export class CommandRouter {
       });
     }
     this.sessions.set(session.deviceId, session);
+    this.departed.delete(session.deviceId);
     const h: Held = { notAfter: certNotAfter, since: this.now(), publishedAt: undefined };
     this.held.set(session.deviceId, h);
     this.publishOnline(session.deviceId, h, false);
@@ -116,7 +126,7 @@ export class CommandRouter {
     this.held.delete(session.deviceId);
     // A clean session that reconnected holds nothing to unsubscribe; mqtt.js would queue it meanwhile.
     if (this.mqtt.connected) this.mqtt.unsubscribe(commandTopic(session.deviceId));
-    this.publishStatus(session.deviceId, { state: 'offline' });
+    if (!this.publishStatus(session.deviceId, { state: 'offline' })) this.departed.set(session.deviceId, this.now());
   }
 
   /** The device's `online`: at its connection, or (`again`) as a reminder of it, with its `since`. */
@@ -125,10 +135,10 @@ export class CommandRouter {
     if (this.publishStatus(deviceId, { state: 'online', ...notAfter, ...(again ? { since: h.since } : {}) })) h.publishedAt = this.now();
   }
 
-  /** Publishes a presence now; false when the broker is away (the next connection publishes it). */
-  private publishStatus(deviceId: string, presence: Pick<StatusEnvelope, 'state' | 'certNotAfter' | 'since'>): boolean {
+  /** Publishes a presence of `at` (default now); false when the broker is away (the next connection publishes it). */
+  private publishStatus(deviceId: string, presence: Pick<StatusEnvelope, 'state' | 'certNotAfter' | 'since'>, at = this.now()): boolean {
     if (!this.mqtt.connected) return false;
-    const status: StatusEnvelope = { v: ENVELOPE_VERSION, gatewayId: this.gatewayId, at: this.now(), ...presence };
+    const status: StatusEnvelope = { v: ENVELOPE_VERSION, gatewayId: this.gatewayId, at, ...presence };
     this.mqtt.publish(statusTopic(deviceId), JSON.stringify(status), { qos: 1, retain: true });
     return true;
   }

@@ -99,6 +99,44 @@ describe('the gateway publishes the presence of each device it holds again', () 
     }
   });
 
+  /**
+   * A device that left while the broker was away had its `offline` dropped (the broker is away, and
+   * the next connection published only the devices still held): its retained presence said
+   * `online` for a device long gone, until it connected again (a device retired, never).
+   */
+  it("publishes at the reconnection the offline of a device that left while the broker was away, at the time it left; not of one back meanwhile", () => {
+    const mqtt = new FakeMqtt();
+    let now = T0;
+    const router = new CommandRouter(mqtt as unknown as MqttClient, 'gw-1', log, { refreshMs: DAY_MS, refreshCheckMs: 3_600_000, now: () => now });
+    try {
+      const gone = session('meter-gone');
+      const back = session('meter-back');
+      router.attach(gone, NOT_AFTER);
+      router.attach(back, NOT_AFTER);
+      mqtt.take();
+      mqtt.connected = false;
+      now += 60_000;
+      const leftAt = now;
+      router.detach(gone);
+      router.detach(back);
+      now += 60_000;
+      const backAgain = session('meter-back');
+      router.attach(backAgain, NOT_AFTER);
+      assert.deepEqual(mqtt.take(), [], 'nothing while the broker is away');
+      now += 60_000;
+      mqtt.connected = true;
+      mqtt.emit('connect', { sessionPresent: false });
+      assert.deepEqual(mqtt.take().sort(), [
+        ['meter-back', 'online', now, undefined],
+        ['meter-gone', 'offline', leftAt, undefined],
+      ]);
+      mqtt.emit('connect', { sessionPresent: false });
+      assert.deepEqual(mqtt.take().filter(([d]) => d === 'meter-gone'), [], 'published once');
+    } finally {
+      router.close();
+    }
+  });
+
   it('on its own timer, until closed', async () => {
     const mqtt = new FakeMqtt();
     let now = T0;
