@@ -663,6 +663,14 @@ export const LIMITS = {
    * stalls, or a bridge that backs up into it, had each device's resends pile up in the gateway for
    * as long as it lasted. About 17 s of the batched benchmark's flow. GATEWAY_BROKER_BACKLOG_MAX_MIB. */
   gatewayBrokerBacklogMaxBytes: 256 * 1024 * 1024,
+  /** fraction (of gatewayBrokerBacklogMaxBytes). Most bytes of frames one device may have with the
+   * broker unacknowledged (until its MQTT client settles their envelopes: PUBACK, or the client's
+   * error), but never less than one frame of GATEWAY_MAX_FRAME_BYTES, so a device can always send; past it
+   * the gateway stops reading that device's socket until the broker catches up, as for
+   * inFlightPerConnection. That bound counts messages, and a message may be megabytes: one device
+   * sending large frames to a stalled broker filled the shared backlog in about 30 s, and every
+   * other device's messages were refused. With the defaults, 16 MiB a device. */
+  gatewayDeviceBrokerBacklogShare: 1 / 16,
   /** connections. Of those, most one source address holds (an IPv6 one as its /64, throttleSource)
    * when devices connect to the gateway directly (GATEWAY_IDENTITY_SOURCE=tls): else one host
    * opening GATEWAY_MAX_PENDING_CONNECTIONS silent TCP connections, again as the handshake timeout

@@ -16,6 +16,12 @@ import type { SecurityReporter } from './security-reporter.ts';
 export interface SessionLimits extends FrameLimits {
   /** messages awaiting PUBACK before the gateway stops reading this socket */
   maxInFlight: number;
+  /**
+   * bytes of frames whose messages the publisher or its MQTT client still holds (not PUBACKed)
+   * before the gateway stops reading this socket, as for maxInFlight; server.ts sets it from the
+   * broker backlog (LIMITS.gatewayDeviceBrokerBacklogShare). Absent: no such bound.
+   */
+  maxInFlightBytes?: number | undefined;
   /** bytes of unsent downlink before the device is considered stuck and disconnected */
   sendBufferMaxBytes: number;
   /** milliseconds a small ack may wait for the device's next commit receipt (GATEWAY_ACK_HOLD_MS; 0: never) */
@@ -34,6 +40,8 @@ export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;
  */
 export class DeviceSession {
   private inFlight = 0;
+  /** bytes of frames the publisher holds (see trackInFlight) */
+  private inFlightBytes = 0;
   /** too much awaits the broker (see trackInFlight) */
   private paused = false;
   /** over its rate limit (see rateLimited) */
@@ -273,17 +281,23 @@ export class DeviceSession {
     // The parsed messages are this frame's own objects: completed in place, not copied.
     for (const m of messages) m.messageId ??= randomUUID();
     const accepted = messages as AcceptedMessage[];
-    this.trackInFlight(accepted.length);
+    this.trackInFlight(accepted.length, data.length);
     this.metrics.frames.inc();
-    for (const group of this.publisher.publish(this.deviceId, accepted, receivedAt, data.length)) {
+    const groups = this.publisher.publish(this.deviceId, accepted, receivedAt, data.length);
+    // The bytes count until the client lets go of every group, not at the answer: a publish past its
+    // timeout is answered (the device sends again) while the client keeps it until the broker
+    // answers, and a device freed at each timeout filled the shared backlog all the same.
+    const frameBytes = data.length;
+    void Promise.all(groups.map((g) => g.released)).then(() => this.trackInFlight(0, -frameBytes));
+    for (const group of groups) {
       group.done.then(
         () => {
-          this.trackInFlight(-group.messageIds.length);
+          this.trackInFlight(-group.messageIds.length, 0);
           this.metrics.messages(group.dataType, group.messageIds.length);
           this.ack(group.messageIds);
         },
         (err: unknown) => {
-          this.trackInFlight(-group.messageIds.length);
+          this.trackInFlight(-group.messageIds.length, 0);
           const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', String(err));
           this.publishFailureLog.write({ code: coded.code, deviceId: this.deviceId, messages: group.messageIds.length }, coded.message);
           this.metrics.refusal(coded.code);
@@ -352,14 +366,21 @@ export class DeviceSession {
     }
   }
 
-  /** Backpressure: stop reading the socket while too much waits for the broker (TCP then slows the device). */
-  private trackInFlight(delta: number): void {
-    this.inFlight += delta;
-    if (!this.paused && this.inFlight >= this.limits.maxInFlight) {
+  /**
+   * Backpressure: stop reading the socket while too much waits for the broker (TCP then slows the
+   * device), in messages or in bytes: a device's frames may be megabytes each, and the backlog
+   * (GATEWAY_BROKER_BACKLOG_MAX_MIB) is shared by all devices. A frame is always read when nothing
+   * waits, however large.
+   */
+  private trackInFlight(messages: number, bytes: number): void {
+    this.inFlight += messages;
+    this.inFlightBytes += bytes;
+    const maxBytes = this.limits.maxInFlightBytes ?? Number.POSITIVE_INFINITY;
+    if (!this.paused && (this.inFlight >= this.limits.maxInFlight || this.inFlightBytes >= maxBytes)) {
       this.paused = true;
       this.setReading();
-      this.log.debug({ inFlight: this.inFlight }, 'paused reading: in-flight limit reached');
-    } else if (this.paused && this.inFlight <= this.limits.maxInFlight / 2) {
+      this.log.debug({ inFlight: this.inFlight, inFlightBytes: this.inFlightBytes }, 'paused reading: in-flight limit reached');
+    } else if (this.paused && this.inFlight <= this.limits.maxInFlight / 2 && this.inFlightBytes <= maxBytes / 2) {
       this.paused = false;
       this.setReading();
     }

@@ -99,6 +99,11 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   const log = options.logger;
   const metrics = options.metrics ?? new GatewayMetrics();
   const backlogMax = options.brokerBacklogMaxBytes ?? LIMITS.gatewayBrokerBacklogMaxBytes;
+  // Each device's share of it, at least a frame of the largest size (device-session.ts trackInFlight).
+  const sessionLimits: SessionLimits = {
+    ...options.limits,
+    maxInFlightBytes: options.limits.maxInFlightBytes ?? Math.max(options.limits.frameMaxBytes, Math.floor(backlogMax * LIMITS.gatewayDeviceBrokerBacklogShare)),
+  };
   // Once a minute at most: while the broker stalls every device's every frame is refused.
   const backlogLog = new LimitedLog(log, { level: 'warn', maxPerWindow: 1, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages refused with the broker backlog full' });
   const publisher = new UplinkPublisher(options.mqtt, {
@@ -268,7 +273,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   /** `heldCrl`: the device's CRL_HEADER, which CRL it holds (crl-delivery.ts). */
   function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, options.limits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog);
+    const session = new DeviceSession(identity.deviceId, ws, publisher, sessionLimits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog);
     session.chargeReads(socket);
     unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));

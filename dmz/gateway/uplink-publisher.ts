@@ -17,6 +17,12 @@ export interface PublishGroup {
   messageIds: string[];
   /** Settles when the broker answered PUBACK (resolves) or the publish failed (rejects). */
   done: Promise<void>;
+  /**
+   * Resolves when the publisher and its MQTT client hold these messages no more: at PUBACK, at the
+   * client's error, or at once when refused. Later than `done` for a publish past its timeout,
+   * which the client keeps (see backlogBytes).
+   */
+  released: Promise<void>;
 }
 
 export interface PublisherOptions {
@@ -63,6 +69,8 @@ interface Pending {
   /** the envelope's receivedAt: when the first of its frames arrived */
   receivedAt: number;
   waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
+  /** told when the client holds the envelope no more (PublishGroup.released) */
+  releases: Array<() => void>;
   /** when it is published at the latest (performance.now(), milliseconds) */
   dueAt: number;
 }
@@ -123,14 +131,14 @@ export class UplinkPublisher {
       // events of a few bytes count as kilobytes: three such frames joined one shared envelope
       // past the broker's limit, refused whole (CONTRACT_FRAME_TOO_LARGE, final) with every other
       // device's readings in it.
-      groups.push({ dataType, messageIds: list.map((m) => m.messageId), done: this.enqueue(deviceId, dataType, list, receivedAt, bytes) });
+      groups.push({ dataType, messageIds: list.map((m) => m.messageId), ...this.enqueue(deviceId, dataType, list, receivedAt, bytes) });
     }
     return groups;
   }
 
-  private enqueue(deviceId: string, dataType: DataType, list: AcceptedMessage[], receivedAt: number, bytes: number): Promise<void> {
+  private enqueue(deviceId: string, dataType: DataType, list: AcceptedMessage[], receivedAt: number, bytes: number): Pick<PublishGroup, 'done' | 'released'> {
     if (!this.mqtt.connected) {
-      return Promise.reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', 'The gateway is not connected to the broker; send again later.'));
+      return { done: Promise.reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', 'The gateway is not connected to the broker; send again later.')), released: Promise.resolve() };
     }
     // Refused as the broker is unavailable, the code every field client already backs off on and
     // moves to its next gateway for (broker-watch.ts): a new code would be refused for good by
@@ -138,9 +146,12 @@ export class UplinkPublisher {
     // may pass the bound by what they hold.
     if (this.backlog >= (this.o.backlogMaxBytes ?? LIMITS.gatewayBrokerBacklogMaxBytes)) {
       this.o.onBacklogFull?.(this.backlog);
-      return Promise.reject(
-        new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker has not yet acknowledged ${Math.round(this.backlog / (1024 * 1024))} MiB of messages, as much as this gateway holds; send again later.`),
-      );
+      return {
+        done: Promise.reject(
+          new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker has not yet acknowledged ${Math.round(this.backlog / (1024 * 1024))} MiB of messages, as much as this gateway holds; send again later.`),
+        ),
+        released: Promise.resolve(),
+      };
     }
     const shared = dataType === 'timeseries' && this.o.envelopes === 'gateway';
     const key = shared ? GATEWAY_KEY : `${deviceId}\u0000${dataType}`;
@@ -150,7 +161,7 @@ export class UplinkPublisher {
       p = undefined;
     }
     if (!p) {
-      p = { deviceId: shared ? undefined : deviceId, dataType, sections: new Map(), count: 0, bytes: 0, receivedAt, waiters: [], dueAt: performance.now() + this.o.lingerMs };
+      p = { deviceId: shared ? undefined : deviceId, dataType, sections: new Map(), count: 0, bytes: 0, receivedAt, waiters: [], releases: [], dueAt: performance.now() + this.o.lingerMs };
       this.pending.set(key, p);
       if (this.o.lingerMs > 0) {
         this.due.push({ key, at: p.dueAt });
@@ -171,8 +182,9 @@ export class UplinkPublisher {
     p.count += list.length;
     p.bytes += bytes;
     const done = new Promise<void>((resolve, reject) => p.waiters.push({ resolve, reject }));
+    const released = new Promise<void>((resolve) => p.releases.push(resolve));
     if (p.count >= this.o.maxMessages || this.o.lingerMs === 0) this.flush(key);
-    return done;
+    return { done, released };
   }
 
   /** Publishes every envelope due within the next millisecond (timers fire with that resolution). */
@@ -212,9 +224,11 @@ export class UplinkPublisher {
     if (bytes !== undefined && bytes > LIMITS.brokerPacketMaxBytes - 64 * 1024) {
       const err = new FieldStreamError('CONTRACT_FRAME_TOO_LARGE', `The envelope of these messages would be ${bytes} bytes, more than the broker takes; send them in smaller frames.`);
       waiters.forEach((w) => w.reject(err));
+      p.releases.forEach((r) => r());
       return;
     }
-    this.publishOne(topic, payload, bytes).then(
+    const releases = p.releases;
+    this.publishOne(topic, payload, bytes, () => releases.forEach((r) => r())).then(
       () => waiters.forEach((w) => w.resolve()),
       (err: unknown) => waiters.forEach((w) => w.reject(err)),
     );
@@ -230,8 +244,9 @@ export class UplinkPublisher {
     return { v: ENVELOPE_VERSION, gatewayId: this.o.gatewayId, receivedAt: p.receivedAt, dataType: 'timeseries', devices } as unknown as GatewayEnvelope;
   }
 
-  /** `bytes`: the payload's size in UTF-8 where the caller counted it already */
-  private publishOne(topic: string, payload: string, bytes?: number): Promise<void> {
+  /** `bytes`: the payload's size in UTF-8 where the caller counted it already; `released`: called
+   * once the client holds it no more (settled, or never taken) */
+  private publishOne(topic: string, payload: string, bytes: number | undefined, released: () => void): Promise<void> {
     const started = performance.now();
     // Bytes, not characters: text a device wrote outside ASCII stays so in the envelope (JSON.stringify
     // escapes none of it), up to three bytes a character, and counted by characters the bound held
@@ -252,6 +267,7 @@ export class UplinkPublisher {
         settled = true;
         this.backlog -= size;
         clearTimeout(timer);
+        released();
         return true;
       };
       try {

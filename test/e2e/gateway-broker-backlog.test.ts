@@ -137,3 +137,58 @@ describe('envelopes the broker has not acknowledged: at most GATEWAY_BROKER_BACK
     }
   });
 });
+
+/**
+ * GATEWAY_MAX_IN_FLIGHT counts messages, and a frame may hold megabytes: while the broker stalled,
+ * one device sending large frames filled the backlog all devices share, and every other device's
+ * messages were refused. Each device also has a bound on the bytes it has with the broker
+ * unacknowledged (a share of the backlog, at least one largest frame): past it, its socket is not
+ * read until the broker answers, as for the message count.
+ */
+describe('bytes one device has with the broker unacknowledged: at most its share of the backlog', () => {
+  const SHARED = 512 * KiB;
+  // Frames of at most 128 KiB: a device's share is one such frame (more than SHARED / 16).
+  const fx = tlsGatewayOnMosquitto('gateway-device-backlog', { maxInFlight: 10_000, frameMaxBytes: 128 * KiB }, { brokerBacklogMaxBytes: SHARED });
+  const sample = async (name: string) => parseExposition(await fx.gateway.metrics.metrics.registry.metrics()).get(`${name}{service="gateway"}`) ?? -1;
+  const frameOf = (deviceId: string, f: number) => {
+    const batch = Array.from({ length: PER_FRAME }, (_, i) => ({ dataType: 'event', messageId: `${deviceId}.${f}.${i}`, payload: { eventType: 'photo_note', severity: 'info', message: `${f}.${i}`.padEnd(MESSAGE_CHARS, 'x') } }));
+    return { ids: batch.map((m) => m.messageId), text: JSON.stringify({ deviceId, batch }) };
+  };
+
+  it('one device flooding large frames leaves room for another device, and loses nothing', async () => {
+    const devices = await Promise.all(['flood-1', 'small-1'].map((id) => RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, fx.tlsOf(id))));
+    const [flood, small] = devices as [RawDevice, RawDevice];
+    try {
+      await eventually(() => (flood.welcome && small.welcome ? true : undefined), 5_000, 'both welcomed');
+      await fx.broker.pause();
+      // Eight frames of about 100 KiB: past the shared bound, were they all taken.
+      const sent = Array.from({ length: 8 }, (_, f) => frameOf('flood-1', f));
+      for (const f of sent) flood.send(f.text);
+      await eventually(async () => ((await sample('fieldstream_gateway_broker_backlog_bytes')) >= 128 * KiB ? true : undefined), 5_000, 'the flooding device past its share');
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.ok((await sample('fieldstream_gateway_broker_backlog_bytes')) < SHARED, 'one device does not fill the shared backlog');
+
+      const one = JSON.stringify({ deviceId: 'small-1', batch: [{ dataType: 'event', messageId: 'small-1.0', payload: { eventType: 'photo_note', severity: 'info', message: 'hello' } }] });
+      small.send(one);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(small.unread, 0, 'not refused: it waits for the broker');
+      await fx.broker.resume();
+      const answer = await small.next(10_000);
+      assert.equal(answer.type, 'ack', JSON.stringify(answer).slice(0, 300));
+      if (answer.type === 'ack') assert.deepEqual(answer.messageIds, ['small-1.0']);
+
+      // Every frame of the flooding device is acked once the broker answers: held back, not refused.
+      const acked = new Set<string>();
+      while (acked.size < sent.length * PER_FRAME) {
+        const frame = await flood.next(15_000);
+        assert.equal(frame.type, 'ack', JSON.stringify(frame).slice(0, 300));
+        if (frame.type === 'ack') for (const id of frame.messageIds) acked.add(id);
+      }
+      assert.deepEqual([...acked].sort(), sent.flatMap((f) => f.ids).sort());
+      assert.equal(await sample('fieldstream_gateway_broker_backlog_refusals_total'), 0);
+    } finally {
+      await fx.broker.resume();
+      for (const d of devices) d.ws.terminate();
+    }
+  });
+});

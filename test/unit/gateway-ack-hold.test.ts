@@ -34,7 +34,7 @@ let published = 0;
 const pubackAtOnce = {
   publish(_deviceId: string, messages: readonly AcceptedMessage[]): PublishGroup[] {
     published++;
-    return [{ dataType: 'timeseries', messageIds: messages.map((m) => m.messageId), done: Promise.resolve() }];
+    return [{ dataType: 'timeseries', messageIds: messages.map((m) => m.messageId), done: Promise.resolve(), released: Promise.resolve() }];
   },
 } as unknown as UplinkPublisher;
 
