@@ -160,7 +160,12 @@ export class CommandRouter {
       });
       this.log.info({ deviceId: parsed.deviceId, commandId: command.commandId, delivered: delivered === true }, 'command forwarded');
     } catch (err) {
-      if (!isFieldStreamError(err)) throw err;
+      // Not thrown on: mqtt.js calls this listener synchronously, and an error escaping it would end
+      // the process, every device's connection with it, for one message of the DMZ broker.
+      if (!isFieldStreamError(err)) {
+        this.log.error({ code: 'GATEWAY_INTERNAL', topic, err }, 'handling a command failed; dropped');
+        return;
+      }
       this.log.warn({ code: err.code, topic }, err.message);
     }
   }

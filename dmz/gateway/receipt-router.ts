@@ -68,7 +68,12 @@ export class ReceiptRouter {
         else this.stats.notConnected++;
       }
     } catch (err) {
-      if (!isFieldStreamError(err)) throw err;
+      // Not thrown on: mqtt.js calls this listener synchronously, and an error escaping it would end
+      // the process, every device's connection with it, for one message of the DMZ broker.
+      if (!isFieldStreamError(err)) {
+        this.log.error({ code: 'GATEWAY_INTERNAL', topic, err }, 'handling receipts failed; the rest of that message dropped');
+        return;
+      }
       this.stats.invalid++;
       this.log.warn({ code: err.code, topic }, err.message);
     }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { CommandRouter } from '../../dmz/gateway/command-router.ts';
+import { ReceiptRouter } from '../../dmz/gateway/receipt-router.ts';
 import type { DeviceSession } from '../../dmz/gateway/device-session.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
@@ -14,9 +15,10 @@ import { MessageVerifier } from '../../internal-network/distributor/security/ver
 import { TABLES } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { StatusEnvelopeSchema, type StatusEnvelope } from '../../shared/contract/envelope.ts';
-import { statusTopic } from '../../shared/contract/topics.ts';
+import { commandTopic, receiptTopic, statusTopic } from '../../shared/contract/topics.ts';
 import { DAY_MS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -153,6 +155,67 @@ describe('the gateway publishes the presence of each device it holds again', () 
       now += 2 * DAY_MS;
       await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(mqtt.take(), []);
+    } finally {
+      router.close();
+    }
+  });
+});
+
+/**
+ * mqtt.js calls its 'message' listeners synchronously: an error one of them throws ends the
+ * process, and every device's connection with it. What the DMZ broker delivers is not the devices',
+ * and a fault in handling one message (a bug, a compromised internal side) must cost that message only.
+ */
+describe('the gateway routers go on after a message whose handling fails unforeseen', () => {
+  const failing = (deviceId: string) =>
+    ({
+      deviceId,
+      isClosed: false,
+      close: () => undefined,
+      sendCommand: () => {
+        throw new TypeError('unforeseen');
+      },
+      sendCommit: () => {
+        throw new TypeError('unforeseen');
+      },
+    }) as unknown as DeviceSession;
+
+  it('the command router logs it with its code, and routes the next command', () => {
+    const mqtt = new FakeMqtt();
+    const logs = captureLogs();
+    const router = new CommandRouter(mqtt as unknown as MqttClient, 'gw-1', logs.logger);
+    try {
+      router.attach(failing('meter-1'));
+      const command = (commandId: string) => Buffer.from(JSON.stringify({ v: 1, commandId, command: 'reboot', issuedAt: T0 }));
+      assert.doesNotThrow(() => mqtt.emit('message', commandTopic('meter-1'), command('c-1')));
+      const logged = logs.lines.filter((l) => l.code === 'GATEWAY_INTERNAL');
+      assert.equal(logged.length, 1);
+      assert.equal(logged[0]?.topic, commandTopic('meter-1'));
+      assert.equal(logged[0]?.level, 50, 'logged as an error');
+      // The router itself still works: the next command reaches a healthy session.
+      const sent: unknown[] = [];
+      router.attach({ deviceId: 'meter-2', isClosed: false, close: () => undefined, sendCommand: (f: unknown) => sent.push(f) } as unknown as DeviceSession);
+      mqtt.emit('message', commandTopic('meter-2'), command('c-2'));
+      assert.equal(sent.length, 1);
+    } finally {
+      router.close();
+    }
+  });
+
+  it('the receipt router logs it with its code, and routes the next receipts', () => {
+    const mqtt = new FakeMqtt();
+    const logs = captureLogs();
+    const sent: unknown[] = [];
+    const healthy = { deviceId: 'meter-2', sendCommit: (f: unknown) => sent.push(f) } as unknown as DeviceSession;
+    const router = new ReceiptRouter(mqtt as unknown as MqttClient, 'gw-1', (id) => (id === 'meter-1' ? failing(id) : healthy), logs.logger);
+    try {
+      const receipts = (deviceId: string) => Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', receipts: [{ deviceId, epoch: 'e1', ranges: [[1, 2]], mac: 'A'.repeat(43) }] }));
+      assert.doesNotThrow(() => mqtt.emit('message', receiptTopic('gw-1'), receipts('meter-1')));
+      const logged = logs.lines.filter((l) => l.code === 'GATEWAY_INTERNAL');
+      assert.equal(logged.length, 1);
+      assert.equal(logged[0]?.topic, receiptTopic('gw-1'));
+      mqtt.emit('message', receiptTopic('gw-1'), receipts('meter-2'));
+      assert.equal(sent.length, 1);
     } finally {
       router.close();
     }
