@@ -456,7 +456,10 @@ export class DeviceSession {
     // ws buffers without bound; a device that stops reading must not grow the gateway's memory.
     if (this.ws.bufferedAmount > this.limits.sendBufferMaxBytes) {
       this.log.warn({ code: 'GATEWAY_SLOW_CONSUMER', buffered: this.ws.bufferedAmount }, 'device is not reading; disconnecting');
-      this.ws.terminate();
+      // With a code, behind what it has not read: a device that reads again within
+      // TIMINGS.gatewayClosingGraceMs learns why; else the socket ends then (close()). Nothing more
+      // is written meanwhile (the socket is no longer open), so the buffer grows no further.
+      this.close(CLOSE.tooSlow, 'GATEWAY_SLOW_CONSUMER');
       return false;
     }
     return true;

@@ -123,7 +123,7 @@ describe('a device that pings and never reads', () => {
   const fx = tlsGatewayOnMosquitto('gateway-ping-no-read', { sendBufferMaxBytes: 256 * 1024 });
   const { logs, tlsOf } = fx;
 
-  it('is cut with GATEWAY_SLOW_CONSUMER once its unread pongs pass the send-buffer limit', async () => {
+  it('is cut with GATEWAY_SLOW_CONSUMER once its unread pongs pass the send-buffer limit, with close code 4008', async () => {
     const mallory = await rawSocket(fx.gateway.port, tlsOf('ping-no-read'));
     try {
       mallory.socket.pause(); // reads nothing more
@@ -135,6 +135,15 @@ describe('a device that pings and never reads', () => {
         logs.lines.some((l) => l.code === 'GATEWAY_SLOW_CONSUMER' && l.deviceId === 'ping-no-read'),
         `cut with its code in the log (${mallory.socket.destroyed ? 'closed' : 'still open'} after ${Date.now() - t0} ms)`,
       );
+      // Closed with 4008 and the code as its reason, behind what it had not read: a device that
+      // reads again within TIMINGS.gatewayClosingGraceMs learns why (after it, the socket ends).
+      mallory.socket.resume();
+      const reason = 'GATEWAY_SLOW_CONSUMER';
+      const closeFrame = String.fromCharCode(0x88, 2 + reason.length, 4008 >> 8, 4008 & 0xff) + reason;
+      const t1 = Date.now();
+      while (!mallory.received().includes(closeFrame) && !mallory.socket.readableEnded && Date.now() - t1 < 5_000) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(mallory.received().includes(closeFrame), 'a close frame of code 4008 (CLOSE.tooSlow)');
     } finally {
       mallory.socket.destroy();
     }
