@@ -75,7 +75,7 @@ export const GatewayConfigSchema = z.object({
    * milliseconds a small ack (LIMITS.ackHoldMaxMessages) may wait to leave with the device's next
    * commit receipt, in one write (0: never): one database write and the trip back, at a load the
    * machine holds. A receipt that has not come by then lets the ack go alone, and the device's acks
-   * go at once until a receipt reaches it again (dmz/gateway/device-session.ts).
+   * go at once until a receipt reaches it again (dmz/gateway/ack-batcher.ts).
    */
   GATEWAY_ACK_HOLD_MS: z.coerce.number().int().min(0).max(10_000).default(1000),
   /** `gateway`: the readings of all devices share the gateway's envelopes; `device`: each device's its own (for distributors older than the gateway envelope) */

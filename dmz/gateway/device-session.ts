@@ -8,6 +8,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { AckBatcher } from './ack-batcher.ts';
 import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
 import type { Budget, DeviceBudget, DeviceRateLimiter } from './rate-limit.ts';
 import { GatewayMetrics } from './metrics.ts';
@@ -58,13 +59,8 @@ export class DeviceSession {
   /** messages the broker did not take (see the constructor's publishFailureLog) */
   private readonly publishFailureLog: LimitedLog;
   private closed = false;
-  /** message ids settled this turn, not yet acked (see ack()) */
-  private pendingAcks: string[] = [];
-  /** acks held back to leave with this device's next commit receipt (see flushAcks()) */
-  private heldAcks: string[] = [];
-  private holdTimer: NodeJS.Timeout | undefined;
-  /** whether commit receipts reach this device: one came since a hold last ran out */
-  private receiptsFlowing = false;
+  /** this device's acks, gathered per turn and held for its next commit receipt (ack-batcher.ts) */
+  private readonly acks: AckBatcher;
   /** performance.now() when the socket read under way began (see chargeReads) */
   private readStarted = 0;
   /** milliseconds of that read already charged as its frames' parses */
@@ -98,9 +94,10 @@ export class DeviceSession {
         this.close(1011, 'internal error');
       }
     });
+    this.acks = new AckBatcher({ sendAck: (messageIds) => this.send({ type: 'ack', messageIds }) }, { batchMaxMessages: limits.batchMaxMessages, ackHoldMs: limits.ackHoldMs, canHold: socket !== undefined });
     ws.on('close', () => {
       this.closed = true;
-      clearTimeout(this.holdTimer);
+      this.acks.close();
       clearTimeout(this.rateTimer);
     });
     this.refusalLog = new LimitedLog(log, { level: 'info', maxPerWindow: LIMITS.gatewayRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused frames' });
@@ -195,11 +192,11 @@ export class DeviceSession {
    * the device where there were two of each.
    */
   sendCommit(frame: CommitFrame): boolean {
-    this.receiptsFlowing = true;
-    if (this.heldAcks.length === 0 || !this.socket) return this.send(frame);
+    this.acks.receiptSeen();
+    if (!this.acks.holding || !this.socket) return this.send(frame);
     this.socket.cork();
     try {
-      this.releaseHeld();
+      this.acks.releaseHeld();
       return this.send(frame);
     } finally {
       this.socket.uncork();
@@ -294,7 +291,7 @@ export class DeviceSession {
         () => {
           this.trackInFlight(-group.messageIds.length, 0);
           this.metrics.messages(group.dataType, group.messageIds.length);
-          this.ack(group.messageIds);
+          this.acks.ack(group.messageIds);
         },
         (err: unknown) => {
           this.trackInFlight(-group.messageIds.length, 0);
@@ -304,65 +301,6 @@ export class DeviceSession {
           this.sendError(errorFrame(coded, group.messageIds));
         },
       );
-    }
-  }
-
-  /**
-   * Acks are gathered until the microtasks of this turn have run: the frames that joined one
-   * envelope are settled by its one PUBACK, in one turn, and leave as one ack frame (at most
-   * batchMaxMessages ids each) instead of one per frame. For a device sending a reading per frame
-   * that was one WebSocket message out, and one in at the device, per reading.
-   */
-  private ack(messageIds: readonly string[]): void {
-    if (this.pendingAcks.length === 0) queueMicrotask(() => this.flushAcks());
-    for (const id of messageIds) this.pendingAcks.push(id);
-  }
-
-  /**
-   * A device that signs its frames as a group gets a commit receipt for them (from the distributor,
-   * through this gateway) soon after their ack. For a device sending a reading a second, ack and
-   * receipt were two writes to the device and two TLS records, each read by Caddy and by the device
-   * (system calls are a large share of the gateway's and Caddy's CPU at a small frame per device:
-   * docs/performance.md, "Acks with their commit receipts"). So while receipts reach this device,
-   * a small ack (LIMITS.ackHoldMaxMessages)
-   * is held until the next receipt, and both leave in one write (sendCommit), for at most
-   * GATEWAY_ACK_HOLD_MS. Nothing waits on it for safety: the device deletes only at a receipt, and a
-   * receipt may overtake its ack. Only the device's room to send waits; hence acks of a later
-   * PUBACK release the held ones at once (a device sending faster than receipts come back is held
-   * back by one PUBACK at most), and a large batch is never held.
-   */
-  private flushAcks(): void {
-    const ids = this.pendingAcks;
-    this.pendingAcks = [];
-    if (this.heldAcks.length > 0) {
-      for (const id of ids) this.heldAcks.push(id);
-      this.releaseHeld();
-    } else if (this.receiptsFlowing && this.socket && this.limits.ackHoldMs > 0 && ids.length <= LIMITS.ackHoldMaxMessages) {
-      this.heldAcks = ids;
-      this.holdTimer = setTimeout(this.holdRanOut, this.limits.ackHoldMs);
-    } else {
-      this.sendAcks(ids);
-    }
-  }
-
-  /** No receipt within the hold: the ack goes alone, and acks are not held until a receipt comes again. */
-  private readonly holdRanOut = (): void => {
-    this.holdTimer = undefined;
-    this.receiptsFlowing = false;
-    this.releaseHeld();
-  };
-
-  private releaseHeld(): void {
-    clearTimeout(this.holdTimer);
-    this.holdTimer = undefined;
-    const ids = this.heldAcks;
-    this.heldAcks = [];
-    this.sendAcks(ids);
-  }
-
-  private sendAcks(ids: readonly string[]): void {
-    for (let i = 0; i < ids.length; i += this.limits.batchMaxMessages) {
-      this.send({ type: 'ack', messageIds: ids.slice(i, i + this.limits.batchMaxMessages) });
     }
   }
 
@@ -431,7 +369,7 @@ export class DeviceSession {
    * first unacknowledged message, which must not be one the gateway had already acked and held.
    */
   private sendError(frame: ErrorFrame): void {
-    if (this.heldAcks.length > 0) this.releaseHeld();
+    if (this.acks.holding) this.acks.releaseHeld();
     this.send(frame);
   }
 
