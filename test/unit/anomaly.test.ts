@@ -508,6 +508,22 @@ describe('bounded memory', () => {
     assert.equal(scorer.stats().fieldsForgotten, 0);
   });
 
+  it("lets no field's out-of-range values stop its device's forest: a first reading of DBL_MAX (a sensor's \"no reading\" at boot) keeps the daily baselines finite", () => {
+    // Relative to that first value, every later median lies beyond a Float32: each bin of the
+    // field's daily baseline became -Infinity, then NaN at its next update (-Infinity + Infinity),
+    // and stayed NaN. No row of the device was complete again: no forest, for any of its fields.
+    const scorer = new AnomalyScorer();
+    const day = 24 * 60 * MINUTE;
+    const rng = new Mulberry32(9);
+    for (let t = 0; t < 4 * day; t += 10 * MINUTE) {
+      const temperature = 20 + 3 * Math.sin((2 * Math.PI * t) / day) + 0.1 * rng.normal();
+      const pressure = t === 0 ? Number.MAX_VALUE : 1013 + rng.normal();
+      scorer.score({ device: 'd', time: T0 + t, fields: { temperature, humidity: 60 + rng.normal(), pressure } });
+    }
+    assert.equal(scorer.forestReady('d'), true);
+    assert.ok(scorer.stats().forestsTrained > 0);
+  });
+
   it('makes the training buffer of a device only when its first row can enter it (from its second day), not at its first reading', () => {
     const p = DEFAULT_ANOMALY_PARAMS;
     const scorer = new AnomalyScorer();

@@ -179,6 +179,8 @@ export class FieldState {
  * (the clock set after such readings, or a stray date before it was) starts its age again there.
  */
 const DAY_MS = 86_400_000;
+/** The largest finite Float32: what a daily baseline's bin can hold. */
+const FLOAT32_MAX = 3.4028234663852886e38;
 
 export class DailyProfile {
   private readonly value: Float32Array;
@@ -204,14 +206,24 @@ export class DailyProfile {
     return (this.count[b] as number) > 0 ? (this.value[b] as number) : NaN;
   }
 
-  /** Takes the median m (relative to the field's ref, so Float32 keeps the precision) seen at t. */
+  /**
+   * Takes the median m (relative to the field's ref, so Float32 keeps the precision) seen at t.
+   * Held within a Float32's range, and a bin that is not finite (saved so by an earlier version)
+   * starts again: a median beyond it (a field whose first value was DBL_MAX, a sensor's "no
+   * reading") made the bin -Infinity, then NaN at its next update (-Infinity + Infinity) for good,
+   * and a drift of NaN keeps every row of the device out of its forest's buffer (device.ts).
+   */
   update(t: number, m: number): void {
+    if (Number.isNaN(m)) return;
+    const x = m > FLOAT32_MAX ? FLOAT32_MAX : m < -FLOAT32_MAX ? -FLOAT32_MAX : m;
     if (Number.isNaN(this.since) || (this.latest - this.since < DAY_MS && (t > this.latest + DAY_MS || t < this.since - DAY_MS))) this.since = this.latest = t;
     else if (t < this.since && this.since - t <= DAY_MS) this.since = t;
     if (t > this.latest) this.latest = t;
     const b = this.bin(t);
+    if (!Number.isFinite(this.value[b] as number)) this.count[b] = 0;
     const n = Math.min((this.count[b] as number) + 1, this.horizon);
-    this.value[b] = (this.value[b] as number) + (m - (this.value[b] as number)) / n;
+    const v = this.count[b] === 0 ? 0 : (this.value[b] as number);
+    this.value[b] = v + (x - v) / n;
     if ((this.count[b] as number) < 255) this.count[b] = (this.count[b] as number) + 1;
   }
 

@@ -129,8 +129,8 @@ export function deviceStateProblem(s: DeviceState, p: Readonly<AnomalyParams>): 
     if (f.profile !== null) {
       const value = decodeArray(Float32Array, f.profile.value);
       const count = decodeArray(Uint8Array, f.profile.count);
-      // Its values may be infinite or NaN, as live (a field of values near 1.8e308 overflows a
-      // Float32): what the detectors take live, they take back.
+      // Its values may be infinite or NaN, as saved by an earlier version (a field of values near
+      // 1.8e308 overflowed a Float32): the bin starts again at its next update (DailyProfile.update).
       if (value?.length !== p.driftBins || count?.length !== p.driftBins) return `field ${f.name}: a daily baseline of the wrong size`;
     }
   }
