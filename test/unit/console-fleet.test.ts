@@ -515,6 +515,20 @@ describe('the fleet-wide anomaly list', () => {
     fleet.addAnomaly(anomaly('pump-1', 5_000, 'f0'));
     assert.equal(fleet.anomalies.newest(1)[0]?.time, 5_000, 'the next minute lets it in again');
   });
+
+  it('takes at most fleetAnomaliesPerDevicePerMinute a minute of the devices with no row together (past the fleet\'s bounds): they cannot push the others\' off either', () => {
+    const { fleet, advance } = fleetAt();
+    const anomaly = (device: string, time: number, field: string) => ({ time, device, field, detector: 'mad', score: 9, kind: 'spike' });
+    fleet.addAnomaly(anomaly('pump-2', 1, 'flow'));
+    // No row: the fleet was full when its data came (CONSOLE.maxDevices, maxUnregisteredDevices).
+    for (let i = 0; i < 32 * 60; i++) fleet.addAnomaly(anomaly(i % 2 ? 'untracked-1' : 'untracked-2', 2 + i, `f${i % 32}`));
+    const listed = fleet.anomalies.newest(CONSOLE.fleetRing);
+    assert.equal(listed.filter((a) => a.device.startsWith('untracked-')).length, CONSOLE.fleetAnomaliesPerDevicePerMinute);
+    assert.ok(listed.some((a) => a.device === 'pump-2'), "the other device's anomaly is still listed");
+    advance(60_000);
+    fleet.addAnomaly(anomaly('untracked-1', 5_000, 'f0'));
+    assert.equal(fleet.anomalies.newest(1)[0]?.time, 5_000, 'the next minute lets them in again');
+  });
 });
 
 describe('console history helpers', () => {

@@ -64,6 +64,8 @@ export class Fleet {
   /** security events: the distributor's findings and the gateways' reports apart, counted */
   readonly security = new SecurityLog();
   readonly anomalies = new Ring<Anomaly>(CONSOLE.fleetRing);
+  /** the fleet-wide list's quota of the devices with no row, all together (see addAnomaly) */
+  private readonly untrackedAnomalies = { count: 0, minuteAt: 0 };
   /** the devices each gateway holds connected: a gateway's presence looks at those only */
   readonly gateways = new GatewayIndex<Entry>();
   /** devices not tracked: past CONSOLE.maxDevices (registered) or CONSOLE.maxUnregisteredDevices (the others) */
@@ -137,16 +139,14 @@ export class Fleet {
    * CONSOLE.fleetAnomaliesPerDevicePerMinute times a minute per device: a faulty or compromised
    * device flagged on each of its fields at every reading (up to 32 a reading) would otherwise push
    * every other device's anomalies off the dashboard within seconds. Its page keeps them all (its own
-   * ring), and every anomaly is stored as before.
+   * ring), and every anomaly is stored as before. The devices with no row (the fleet full when their
+   * data came: `untracked`) share one such quota: let in without any, one of them flagged at every
+   * reading filled the list on its own.
    */
   addAnomaly(a: Anomaly): void {
     const e = this.devices.get(a.device);
-    if (!e) {
-      this.anomalies.push(a);
-      return;
-    }
+    const quota = e ? e.fleetAnomalies : this.untrackedAnomalies;
     const now = this.now();
-    const quota = e.fleetAnomalies;
     if (now - quota.minuteAt >= 60_000) {
       quota.minuteAt = now;
       quota.count = 0;
@@ -155,7 +155,7 @@ export class Fleet {
       quota.count++;
       this.anomalies.push(a);
     }
-    this.change(e, () => e.anomalies.push(a));
+    if (e) this.change(e, () => e.anomalies.push(a));
   }
 
   /** Connected devices silent for longer than staleAfterMs become stale. */
