@@ -80,6 +80,9 @@ export function loadAnomalyState(dir: string, scorer: AnomalyScorer, log: Logger
   let header: z.infer<typeof HeaderSchema> | undefined;
   let firstProblem: string | undefined;
   let lineNo = 0;
+  /** device lines passed over, the least recently heard from: more than maxDevices has room for */
+  let skip = 0;
+  let skipped = 0;
   const refuse = (problem: string) => {
     result.refused++;
     firstProblem ??= `line ${lineNo}: ${problem}`;
@@ -99,6 +102,14 @@ export function loadAnomalyState(dir: string, scorer: AnomalyScorer, log: Logger
           log.warn({ path, savedAt: header.savedAt, changed }, 'the saved anomaly state was learnt under other parameters: every device starts afresh');
           return result;
         }
+        // maxDevices may be lower than when it was saved: the lines are the least recently heard
+        // from first, so those passed over are the first ones. Taken in order, the stalest filled
+        // the places and the devices heard from last were refused (their forests two days away).
+        skip = Math.max(0, header.devices - (scorer.params.maxDevices - scorer.stats().devices));
+        continue;
+      }
+      if (skipped < skip) {
+        skipped++;
         continue;
       }
       if (line === undefined) {
@@ -122,7 +133,8 @@ export function loadAnomalyState(dir: string, scorer: AnomalyScorer, log: Logger
     log.error({ code: 'CONSOLE_STATE_INVALID', path }, 'the saved anomaly state is empty: every device starts afresh');
     return result;
   }
-  const lines = result.restored + result.refused;
+  const lines = skipped + result.restored + result.refused;
+  if (skipped > 0) log.warn({ path, skipped, maxDevices: scorer.params.maxDevices }, 'the saved anomaly state holds more devices than maxDevices: the least recently heard from start afresh');
   if (lines !== header.devices) firstProblem ??= `${lines} devices of the ${header.devices} it was saved with`;
   if (firstProblem !== undefined) {
     log.error({ code: 'CONSOLE_STATE_INVALID', path, restored: result.restored, refused: result.refused, problem: firstProblem }, 'the saved anomaly state is damaged: the devices it does not hold whole start afresh');

@@ -168,6 +168,19 @@ describe("the anomaly detectors' state across a restart", () => {
     assert.deepEqual([future.stats().devicesEvicted, future.stats().devicesRefused], [0, 1]);
   });
 
+  it('restores the most recently heard from devices when maxDevices is now lower than the file holds, and calls that no damage', async () => {
+    const before = new AnomalyScorer({ maxDevices: 4 });
+    for (const id of ['a', 'b', 'c', 'd']) before.score({ device: id, time: Date.UTC(2026, 0, 1), fields: { x: 1 } });
+    const dir = tmp();
+    await new AnomalyStateSaver(dir, before, quiet).save();
+    const after = new AnomalyScorer({ maxDevices: 2 });
+    const logs = captureLogs();
+    const restored = loadAnomalyState(dir, after, logs.logger);
+    assert.equal(restored.restored, 2);
+    assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => after.forestReady(id) !== undefined), [false, false, true, true], 'the two heard from last');
+    assert.equal(logs.lines.filter((l) => l.code === 'CONSOLE_STATE_INVALID').length, 0, JSON.stringify(logs.lines));
+  });
+
   it('refuses a field whose saved stuck run would be stuck at every value (a run of 1: live it is at least stuckMinRun)', async () => {
     const scorer = new AnomalyScorer();
     // A lively field: every reading a new value.
