@@ -141,6 +141,14 @@ export function containerEnv(objects: KubeObject[], c: Container): Record<string
   return out;
 }
 
+/** A memory quantity ("512Mi", "2Gi", "1G", bytes) in bytes. */
+export function memoryBytes(q: string | number | undefined, where: string): number {
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(String(q ?? ''));
+  if (!m) return assert.fail(`${where}: memory quantity ${String(q)}`);
+  const unit: Record<string, number> = { '': 1, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+  return Number(m[1]) * (unit[m[2] ?? ''] ?? 1);
+}
+
 export const podSpecOf = (w: KubeObject): PodSpec => w.spec.template?.spec ?? assert.fail(`${w.metadata.name}: no pod template`);
 export const containersOf = (w: KubeObject): Container[] => [...(podSpecOf(w).initContainers ?? []), ...podSpecOf(w).containers];
 export const workloadLabels = (w: KubeObject): Record<string, string> => w.spec.template?.metadata.labels ?? {};

@@ -11,8 +11,9 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { allowedPeers, containerEnv, containersOf, KubeObject, KubeService, podSpecOf, PrometheusConfig, scrapeTargets, workloadLabels, type Container, type Peer } from '../helpers/k8s.ts';
+import { allowedPeers, containerEnv, containersOf, KubeObject, KubeService, memoryBytes, podSpecOf, PrometheusConfig, scrapeTargets, workloadLabels, type Container, type Peer } from '../helpers/k8s.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { loadGatewayConfig } from '../../dmz/gateway/config.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 const kubectl = process.env.KUBECTL ?? 'kubectl';
@@ -348,6 +349,19 @@ describe('Kubernetes manifests', () => {
           assert.equal(caddy?.env?.find((e) => e.name === 'GATEWAY_UPSTREAMS')?.value, 'gateway:8443');
           const caddyfile = objects().find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('caddyfile'));
           assert.equal(caddyfile?.data?.Caddyfile, readFileSync(join(repoRoot, 'Caddyfile'), 'utf8'));
+        });
+
+        it("the gateway's memory limit holds what its own bounds let it hold, so that they, not the kernel's OOM killer, refuse a flood", () => {
+          const gw = containersOf(named('Deployment', 'gateway'))[0] ?? assert.fail('gateway');
+          const c = loadGatewayConfig(containerEnv(objects(), gw));
+          const MiB = 2 ** 20;
+          // The broker backlog is held about twice (shared/limits.ts, gatewayBrokerBacklogMaxBytes);
+          // each connection, a TLS one from Caddy (EDGE_HOP=mtls), about 50 KiB (docs/performance.md);
+          // the process itself, its memory request.
+          const bounded = 2 * c.GATEWAY_BROKER_BACKLOG_MAX_MIB * MiB + c.GATEWAY_UNFINISHED_FRAMES_MAX_MIB * MiB + c.GATEWAY_MAX_CONNECTIONS * 50 * 1024;
+          const request = memoryBytes(gw.resources?.requests?.memory, 'gateway request');
+          const limit = memoryBytes(gw.resources?.limits?.memory, 'gateway limit');
+          assert.ok(limit >= bounded + request, `gateway: memory limit ${Math.round(limit / MiB)} MiB < ${Math.round((bounded + request) / MiB)} MiB its bounds allow with its request`);
         });
 
         it('the firewall table: 443 from anywhere to Caddy, gateways from Caddy only, 8883 and 9091 from the corporate egress only', () => {
