@@ -268,6 +268,23 @@ describe('Kubernetes manifests', () => {
         assert.equal(renderer?.data?.['render-config.sh'], readFileSync(join(repoRoot, 'scripts', 'render-config.sh'), 'utf8'));
       });
 
+      it("the broker's memory limit holds the queue its mosquitto.conf lets one client have, so that Mosquitto's bound, not the OOM killer, ends an outage's queue", () => {
+        // Killed at the limit, the broker loses what it accepted since its last autosave, and the
+        // store it reloads at start is as large as the queue that killed it: it is killed again.
+        const broker = named('StatefulSet', `${tier.overlay}-mosquitto`);
+        const c = containersOf(broker)[0] ?? assert.fail('broker');
+        const cm = objects().find((o) => o.kind === 'ConfigMap' && new RegExp(`^${tier.overlay}-mosquitto-config(-[a-z0-9]+)?$`).test(o.metadata.name)) ?? assert.fail('no broker ConfigMap');
+        const conf = cm.data?.['mosquitto.conf'] ?? assert.fail('no mosquitto.conf');
+        const setting = (name: string): number => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(conf)?.[1] ?? assert.fail(`mosquitto.conf sets no ${name}`));
+        // Besides its payload, each queued message costs Mosquitto about 400 bytes (its store entry, the
+        // client's queue entry, its topic: 100,000 messages of 100 bytes grew a 2.0 broker by 49 MB).
+        const queue = setting('max_queued_bytes') + setting('max_queued_messages') * 512;
+        const request = memoryBytes(c.resources?.requests?.memory, 'broker request');
+        const limit = memoryBytes(c.resources?.limits?.memory, 'broker limit');
+        const MiB = 2 ** 20;
+        assert.ok(limit >= queue + request, `${broker.metadata.name}: memory limit ${Math.round(limit / MiB)} MiB < ${Math.round((queue + request) / MiB)} MiB of one client's queue with its request`);
+      });
+
       it('Prometheus finds each service it scrapes through a headless Service that lists pods failing readiness too; the Services for traffic list ready pods only', () => {
         // A pod failing its readiness probe (database down, broker lost) leaves a Service's DNS
         // unless publishNotReadyAddresses: scraped through such a name, it vanishes from Prometheus,
