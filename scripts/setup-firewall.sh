@@ -195,10 +195,25 @@ basics() { # CHAIN in|out
   nft_add "$c" 'meta l4proto { icmp, ipv6-icmp } accept'
   ipt4 -A "$PREFIX-${CH[$c]}" -p icmp -j RETURN; ipt6 -A "$PREFIX-${CH[$c]}" -p ipv6-icmp -j RETURN
 }
-# Traffic to Docker's bridges is container traffic on this machine (published ports, container to container).
+# Traffic to Docker's bridges: from the host itself (output), or forwarded from one container to
+# another. A connection from outside reaches a container only through a port Docker publishes
+# (DNAT, judged above by its original port): one routed to a container's own address by a
+# neighbour of this network (the DMZ server, for the internal one) is dropped, as Docker's own
+# rules accept it on any port it publishes, whatever address the port is published on.
 to_containers() { # CHAIN
-  nft_add "$1" 'oifname "docker0" accept'; nft_add "$1" 'oifname "br-*" accept'
-  ipt46 -A "$PREFIX-${CH[$1]}" -o docker0 -j RETURN; ipt46 -A "$PREFIX-${CH[$1]}" -o br-+ -j RETURN
+  local i o
+  if [ "$1" = out ]; then
+    nft_add out 'oifname "docker0" accept'; nft_add out 'oifname "br-*" accept'
+    ipt46 -A "$PREFIX-OUT" -o docker0 -j RETURN; ipt46 -A "$PREFIX-OUT" -o br-+ -j RETURN
+    return
+  fi
+  NOTE='containers: from one another; routed to from outside (no published port), dropped'; note fwd
+  for i in docker0 br-; do for o in docker0 br-; do
+    nft_add fwd "iifname \"${i/%-/-*}\" oifname \"${o/%-/-*}\" accept"
+    ipt46 -A "$PREFIX-FWD" -i "${i/%-/-+}" -o "${o/%-/-+}" -j RETURN
+  done; done
+  nft_add fwd 'oifname "docker0" drop'; nft_add fwd 'oifname "br-*" drop'
+  ipt46 -A "$PREFIX-FWD" -o docker0 -j DROP; ipt46 -A "$PREFIX-FWD" -o br-+ -j DROP
 }
 dnat_drop() { nft_add fwd 'ct status dnat drop'; ipt46 -A "$PREFIX-FWD" -m conntrack --ctstate DNAT -j DROP; }
 ssh_rules() {

@@ -334,7 +334,8 @@ describe('setup-firewall.sh applied, in a throwaway network namespace', () => {
   });
 
   describe('real connections: a DMZ server with a published port, a client with two addresses', () => {
-    // client (10.66.0.2 and the "corporate egress" 10.66.0.3) ── dmz host 10.66.0.1 ── container 10.67.0.2
+    // client (10.66.0.2 and the "corporate egress" 10.66.0.3) ── dmz host 10.66.0.1 ── container 10.67.0.2,
+    // on the host's side of its veth a name as Docker gives its bridges (br-...), which the client may route to
     let host = '';
     let client = '';
     before(async () => {
@@ -343,13 +344,15 @@ describe('setup-firewall.sh applied, in a throwaway network namespace', () => {
       client = netns();
       const box = netns();
       execFileSync('ip', ['link', 'add', 'fsc0', 'netns', client, 'type', 'veth', 'peer', 'name', 'fsh0', 'netns', host]);
-      execFileSync('ip', ['link', 'add', 'fsk0', 'netns', box, 'type', 'veth', 'peer', 'name', 'fsb0', 'netns', host]);
+      execFileSync('ip', ['link', 'add', 'fsk0', 'netns', box, 'type', 'veth', 'peer', 'name', 'br-fs0', 'netns', host]);
       for (const [ns, dev, addrs] of [[client, 'fsc0', ['10.66.0.2/24', '10.66.0.3/24']], [host, 'fsh0', ['10.66.0.1/24']],
-        [host, 'fsb0', ['10.67.0.1/24']], [box, 'fsk0', ['10.67.0.2/24']]] as const) {
+        [host, 'br-fs0', ['10.67.0.1/24']], [box, 'fsk0', ['10.67.0.2/24']]] as const) {
         for (const a of addrs) execFileSync('ip', ['-n', ns, 'addr', 'add', a, 'dev', dev]);
         execFileSync('ip', ['-n', ns, 'link', 'set', dev, 'up']);
       }
       execFileSync('ip', ['-n', box, 'route', 'add', 'default', 'via', '10.67.0.1']);
+      // A neighbour of the host's network may route to the containers' through it, as to any router.
+      execFileSync('ip', ['-n', client, 'route', 'add', '10.67.0.0/24', 'via', '10.66.0.1']);
       inNs(host, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
       // Docker's way of publishing a port: DNAT 9091 on the host to the container's 9090.
       inNs(host, 'nft', 'add table ip docker; add chain ip docker pre { type nat hook prerouting priority dstnat; }; add rule ip docker pre tcp dport 9091 dnat to 10.67.0.2:9090');
@@ -367,8 +370,8 @@ describe('setup-firewall.sh applied, in a throwaway network namespace', () => {
       });
     }
     /** open: an echo came back; dropped: no answer at all within 1.5 s (a drop, not a refusal). */
-    function probe(from: string, port: number): 'open' | 'dropped' | string {
-      const code = `const s=require('node:net').connect({host:'10.66.0.1',port:${port},localAddress:'${from}'});s.setTimeout(1500,()=>{console.log('dropped');process.exit()});s.on('connect',()=>s.write('x'));s.on('data',()=>{console.log('open');process.exit()});s.on('error',e=>{console.log(e.code);process.exit()})`;
+    function probe(from: string, port: number, to = '10.66.0.1'): 'open' | 'dropped' | string {
+      const code = `const s=require('node:net').connect({host:'${to}',port:${port},localAddress:'${from}'});s.setTimeout(1500,()=>{console.log('dropped');process.exit()});s.on('connect',()=>s.write('x'));s.on('data',()=>{console.log('open');process.exit()});s.on('error',e=>{console.log(e.code);process.exit()})`;
       return inNs(client, process.execPath, '-e', code).trim();
     }
 
@@ -399,6 +402,25 @@ describe('setup-firewall.sh applied, in a throwaway network namespace', () => {
       assert.equal(probe('10.66.0.3', 9091), 'open');
       assert.equal(fw(['--remove'], { netns: host }).code, 0);
       assert.equal(probe('10.66.0.2', 9091), 'open', 'removed: as before');
+    });
+
+    it('dmz and internal: a container is reached through the ports Docker publishes only, never routed to directly', (t) => {
+      if (why) return t.skip(why);
+      assert.equal(probe('10.66.0.2', 9090, '10.67.0.2'), 'open', 'the lab routes to the container before the firewall');
+      // Docker accepts a packet routed to a container's published port (its DOCKER chain), whatever
+      // address the port was published on: only the host's own rules can refuse it.
+      let r = fw(['dmz', '--corp-egress-ip=10.66.0.3', '--no-ssh'], { netns: host });
+      assert.equal(r.code, 0, r.err);
+      assert.equal(probe('10.66.0.2', 9090, '10.67.0.2'), 'dropped', 'dmz: from anywhere');
+      assert.equal(probe('10.66.0.3', 9090, '10.67.0.2'), 'dropped', 'dmz: from the corporate egress too, whose port is the published one');
+      assert.equal(probe('10.66.0.3', 9091), 'open', 'dmz: the published port still');
+      // The internal server, with the client as its DMZ server: nothing comes in from the DMZ.
+      r = fw(['internal', '--dmz-server-ip=10.66.0.2', '--no-ssh'], { netns: host });
+      assert.equal(r.code, 0, r.err);
+      assert.equal(probe('10.66.0.2', 9090, '10.67.0.2'), 'dropped', 'internal: from the DMZ server');
+      assert.equal(probe('10.66.0.2', 9091), 'dropped', 'internal: nor through a published port');
+      assert.equal(fw(['--remove'], { netns: host }).code, 0);
+      assert.equal(probe('10.66.0.2', 9090, '10.67.0.2'), 'open', 'removed: as before');
     });
   });
 });
