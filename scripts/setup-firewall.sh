@@ -228,9 +228,16 @@ ssh_rules() {
 
 # ---- the machines (docs/deployment.md, "Firewall rules") ----------------------------------------
 POL_IN=drop POL_OUT=accept POL_FWD=accept
-inbound_head() { NOTE='never cut an established connection (an SSH session among them)'; note in fwd
+inbound_head() { # [V4 V6: sources refused anything new, SSH included]
+  NOTE='never cut an established connection (an SSH session among them)'; note in fwd
   established in fwd; nft_add in 'ct state invalid drop'; ipt46 -A "$PREFIX-IN" -m conntrack --ctstate INVALID -j DROP
-  basics in in; ssh_rules; }
+  basics in in
+  if [ -n "${1:-}${2:-}" ]; then
+    NOTE="nothing new from the DMZ server(s) ($1${1:+${2:+,}}$2), SSH included: the internal side dials them"; note in
+    [ -z "${1:-}" ] || { nft_add in "ip saddr $(nset "$1") drop"; ipt4 -A "$PREFIX-IN" -s "$1" -j DROP; }
+    [ -z "${2:-}" ] || { nft_add in "ip6 saddr $(nset "$2") drop"; ipt6 -A "$PREFIX-IN" -s "$2" -j DROP; }
+  fi
+  ssh_rules; }
 
 rules_dmz() {
   local corp4 corp6 prom tls token tport
@@ -280,7 +287,7 @@ rules_internal() {
   # Several DMZ servers: each entry of DMZ_BROKER_HOSTS and DMZ_PROMETHEUS_HOSTS may name a port of
   # its own, which is narrowed to the DMZ servers as the settings' ports are.
   add_list_ports broker DMZ_BROKER_HOSTS; add_list_ports prom DMZ_PROMETHEUS_HOSTS
-  inbound_head
+  inbound_head "$dmz4" "$dmz6"
   net=$(setting OPERATOR_NET)
   if [ -n "$net" ]; then split_addrs OPERATOR_NET "$net"
     NOTE="operators ($net): command API, console, Grafana, Prometheus"; note in fwd; allow_in tcp "$OPERATOR_PORTS" "$V4" "$V6"

@@ -404,6 +404,17 @@ describe('setup-firewall.sh applied, in a throwaway network namespace', () => {
       assert.equal(probe('10.66.0.2', 9091), 'open', 'removed: as before');
     });
 
+    it('internal: no new connection from the DMZ server, SSH open to everyone else included', (t) => {
+      if (why) return t.skip(why);
+      // The internal side dials the DMZ; a DMZ server taken must not reach the internal one's SSH,
+      // which stays open to every other address by default (a warning says so).
+      const r = fw(['internal', '--dmz-server-ip=10.66.0.2'], { netns: host });
+      assert.equal(r.code, 0, r.err);
+      assert.equal(probe('10.66.0.2', 22), 'dropped', 'SSH from the DMZ server');
+      assert.equal(probe('10.66.0.3', 22), 'open', 'SSH from elsewhere');
+      assert.equal(fw(['--remove'], { netns: host }).code, 0);
+    });
+
     it('dmz and internal: a container is reached through the ports Docker publishes only, never routed to directly', (t) => {
       if (why) return t.skip(why);
       assert.equal(probe('10.66.0.2', 9090, '10.67.0.2'), 'open', 'the lab routes to the container before the firewall');
