@@ -11,12 +11,14 @@ import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
-import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { MEASUREMENTS, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { toLines } from '../../internal-network/distributor/sinks/line-protocol.ts';
+import type { ReceiptPublisher, ReceiptRequest } from '../../internal-network/distributor/receipts.ts';
+import { signGroup } from '../../shared/security/message-auth.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -221,6 +223,60 @@ describe('the dead-letter folder under a flood', () => {
     const sections = new DeadLetters(join(tmp.dir, 'largest-section'), 1, { maxBytes: min });
     assert.equal(await sections.put(section.topic, section.payload, section.error), 'whole');
     await sections.close();
+  });
+
+  // A device's genuine message the database refuses for good is kept whole and receipted; a
+  // compromised DMZ holding a copy publishes it again and again, within its freshness. Each copy was
+  // checked as new (nothing recorded it), refused again and kept again, whole: the folder filled
+  // with one message, and then every consumer meeting a refused message stalled.
+  it('a copy of a message kept as a dead letter is not kept again: answered as a duplicate, with its receipt', async () => {
+    const dir = join(tmp.dir, 'replayed-copies');
+    const key = Buffer.alloc(32, 7);
+    mkdirSync(join(dir, 'keys'), { recursive: true });
+    writeFileSync(join(dir, 'keys', 'pump-1.key'), `${key.toString('hex')}\n`);
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    // Refuses the reading (a field that changed type), takes the security events (a duplicate's).
+    let writes = 0;
+    const refusing = {
+      description: 'refusing readings',
+      write: async (points: readonly StoredPoint[]) => {
+        if (!points.some((p) => p.measurement === MEASUREMENTS.readings)) return;
+        writes++;
+        throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'field type conflict');
+      },
+      close: async () => {},
+    };
+    const dead = new DeadLetters(join(dir, 'letters'), 1, { maxBytes: 1024 * 1024 });
+    const receipts: ReceiptRequest[] = [];
+    const publisher = { add: (r: ReceiptRequest) => void receipts.push(r) } as unknown as ReceiptPublisher;
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, new MessageHandler(refusing, new FileStore(join(dir, 'files')), verifier), dead, { initialMs: 10, maxMs: 50 }, publisher, log);
+    const now = Date.now();
+    const payload = { level: 'high', timestamp: now };
+    const auth = signGroup(key, { deviceId: 'pump-1', dataType: 'timeseries', epoch: 'e1', ts: now }, [{ seq: 1, payload }]);
+    const envelope = Buffer.from(JSON.stringify({ v: 1, deviceId: 'pump-1', dataType: 'timeseries', gatewayId: 'gw-1', receivedAt: now, messages: [{ messageId: 'e1.1', payload, auth }] }));
+    const deliver = () =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('not acknowledged within 2 s')), 2_000);
+        mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic('pump-1', 'timeseries'), payload: envelope, qos: 1, dup: false, retain: false } as IPublishPacket, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    const letters = () => readdirSync(join(dir, 'letters')).reduce((n, f) => n + readFileSync(join(dir, 'letters', f), 'utf8').split('\n').filter(Boolean).length, 0);
+    try {
+      await deliver();
+      assert.equal(letters(), 1, 'kept whole');
+      assert.deepEqual(receipts.flatMap((r) => r.ids), [{ epoch: 'e1', seq: 1 }], 'and receipted');
+      for (let i = 0; i < 5; i++) await deliver();
+      assert.equal(letters(), 1, 'its copies are not kept again');
+      assert.equal(writes, 1, 'nor written again');
+      assert.equal(receipts.flatMap((r) => r.ids).length, 6, 'each copy answered with its receipt');
+    } finally {
+      consumer.stop();
+      await dead.close();
+    }
   });
 
   it('a letter larger than the whole bound is its own final error, never "full": its message stays unacknowledged, nothing is dropped', async () => {

@@ -415,6 +415,26 @@ export class MessageVerifier {
     const key = this.keys.isRevoked(env.deviceId) ? undefined : this.keys.get(env.deviceId);
     return key ? authenticMessages<Message>(key, env).flatMap(({ epoch, seq, version }) => (version === 2 ? [{ epoch, seq }] : [])) : [];
   }
+
+  /**
+   * For an envelope kept whole in the dead-letter folder: its messages whose signature is intact
+   * are recorded in the replay window (on disk at the next persist), as a written message's are,
+   * and their receipts returned (as {@link authentic}). Unrecorded, a copy of one (a compromised DMZ
+   * publishing it again and again within its freshness, a resend after a lost receipt) was checked
+   * as new, refused again by the database and kept again, whole, each time: one message filled the
+   * folder, and then every consumer that met a refused message stalled. Recorded, a copy is a
+   * duplicate, answered with its receipt.
+   */
+  recordKept(env: UplinkEnvelope): SignedId[] {
+    const key = this.keys.isRevoked(env.deviceId) ? undefined : this.keys.get(env.deviceId);
+    if (!key) return [];
+    const receipts: SignedId[] = [];
+    for (const { epoch, seq, version } of authenticMessages<Message>(key, env)) {
+      this.replay.record(env.deviceId, epoch, seq);
+      if (version === 2) receipts.push({ epoch, seq });
+    }
+    return receipts;
+  }
 }
 
 /**
