@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, fstatSync, fsyncSync, openSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
-import { readLinesSync } from '../../shared/line-file.ts';
+import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
 import { carriesOnlyTheDmzWord, DeadLetterSchema, isUnparsable, LETTER_FILE, type DeadLetter } from './dead-letter.ts';
 
 /**
@@ -126,9 +125,11 @@ export function inUse(file: string, modifiedMs: number, now = Date.now()): boole
 export class ReplayLedger {
   private readonly path: string;
   private readonly done = new Set<string>();
+  /** the record file's name synced by this process (appendLinesSync) */
+  private readonly named = new Set<string>();
 
   /** A torn last line (a kill while appending) is no record: its letter is replayed again, the same points. */
-  constructor(private readonly dir: string) {
+  constructor(dir: string) {
     this.path = join(dir, REPLAYED_FILE);
     if (!existsSync(this.path)) return;
     for (const text of linesOf(this.path, 4096)) {
@@ -146,17 +147,13 @@ export class ReplayLedger {
     return this.done.has(key(r.file, r.sha256));
   }
 
-  /** Appends the letter's record and fsyncs it (and, for a new file, its name). */
+  /**
+   * Appends the letter's record and fsyncs it (and, for a new file, its name), on a line of its own
+   * (line-file.ts appendLinesSync): glued to a line a killed run left torn, the record was unreadable
+   * too, and its letter counted as not replayed.
+   */
   record(r: Pick<ReadLetter, 'file' | 'sha256'>): void {
-    const created = !existsSync(this.path);
-    const fd = openSync(this.path, 'a', 0o640);
-    try {
-      writeWholeSync(fd, Buffer.from(`${JSON.stringify({ at: new Date().toISOString(), file: r.file, sha256: r.sha256 } satisfies z.infer<typeof ReplayedSchema>)}\n`), this.path);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    if (created) syncDirSync(this.dir);
+    appendLinesSync(this.path, `${JSON.stringify({ at: new Date().toISOString(), file: r.file, sha256: r.sha256 } satisfies z.infer<typeof ReplayedSchema>)}\n`, 0o640, this.named);
     this.done.add(key(r.file, r.sha256));
   }
 }

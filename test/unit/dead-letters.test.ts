@@ -4,7 +4,7 @@ import { appendFileSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writ
 import { join } from 'node:path';
 import { after, afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
-import { readLetters, summarizeLetters } from '../../internal-network/distributor/dead-letter-files.ts';
+import { readLetters, REPLAYED_FILE, ReplayLedger, summarizeLetters } from '../../internal-network/distributor/dead-letter-files.ts';
 import { replayLetters } from '../../internal-network/distributor/dead-letter-replay.ts';
 import { admittedEventTags } from '../../internal-network/distributor/event-tags.ts';
 import { LocalPointStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -66,6 +66,22 @@ describe('dead letters', () => {
     assert.equal(next.topic, 't/1');
     assert.equal(Buffer.from(next.payloadBase64, 'base64').toString(), 'after the crash');
     assert.deepEqual(readdirSync(dir), [today()]);
+  });
+
+  it("does not glue a replay's record to a line of replayed.jsonl a kill left torn", async () => {
+    const dir = join(tmp.dir, 'torn-ledger');
+    const dead = new DeadLetters(dir);
+    await dead.put('t/0', Buffer.from('first'), err);
+    await dead.put('t/1', Buffer.from('second'), err);
+    await dead.close();
+    const [first, second] = [...readLetters(dir)];
+    // A replay killed while it appended the first letter's record.
+    writeFileSync(join(dir, REPLAYED_FILE), `{"at":"2026-01-15T12:00:00.000Z","file":"${first!.file}","sha`);
+    // The next run records the second letter.
+    new ReplayLedger(dir).record(second!);
+    const ledger = new ReplayLedger(dir);
+    assert.equal(ledger.has(first!), false, 'the torn record is none');
+    assert.equal(ledger.has(second!), true, 'the record after it is read back');
   });
 
   it('reads back every letter it writes, up to the largest (a gateway section written out larger than it came)', async () => {
