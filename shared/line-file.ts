@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
+import { makeDirDurablySync, syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
 
 /**
  * Files of lines (JSON Lines) that hold what was acknowledged: the distributor's dead letters and
@@ -18,7 +18,7 @@ import { syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
  *   directory is synced (durable-fs.ts). Once per file and process, as an earlier process may have
  *   crashed before its sync.
  * - goes to the file that has the name: one removed or renamed since the last append (an operator
- *   moving letters away) is let go, and the name made again.
+ *   moving letters away) is let go, and the name made again; so is its folder, if that went too.
  */
 /** The file a LineFile holds open, and its identity when opened. */
 interface Held {
@@ -65,7 +65,15 @@ export class LineFile {
   private async appendOnce(path: string, lines: string): Promise<void> {
     if (this.handle?.path !== path) {
       await this.close();
-      const fh = await open(path, 'a+', this.mode);
+      const fh = await open(path, 'a+', this.mode).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+        // The folder itself went (moved away to make room in a full dead-letter folder): made again,
+        // as at the start, rather than every append refused until a restart (letters with data then
+        // left unacknowledged, their consumers stalled). The new file's name is synced below.
+        makeDirDurablySync(dirname(path));
+        this.named.delete(path);
+        return open(path, 'a+', this.mode);
+      });
       const { ino, dev } = await fh.stat();
       this.handle = { path, fh, whole: false, ino, dev };
     }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -74,6 +74,12 @@ describe('the dead-letter folder under a flood', () => {
     for (const f of readdirSync(dir)) rmSync(join(dir, f));
     await sleep(1_100);
     assert.equal(await dead.put('t/data-after', Buffer.alloc(30 * 1024, 1), rejected), 'whole');
+
+    // Or moves the folder itself away: made again, not every letter refused until a restart.
+    renameSync(dir, `${dir}.moved`);
+    await sleep(1_100);
+    assert.equal(await dead.put('t/data-after-move', Buffer.alloc(30 * 1024, 2), rejected), 'whole');
+    assert.equal(readdirSync(dir).length, 1);
     await dead.close();
   });
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it, mock } from 'node:test';
@@ -78,6 +78,19 @@ describe('files of lines holding acknowledged data', () => {
     await file.end();
     assert.equal(readFileSync(`${path}.moved`, 'utf8'), '{"n":1}\n');
     assert.equal(readFileSync(path, 'utf8'), '{"n":2}\n{"n":3}\n');
+  });
+
+  it('makes its folder again when the folder was moved away (an operator making room in a full dead-letter folder): the later lines are written, not refused until a restart', async () => {
+    const dir = join(tmp.dir, 'moved-folder');
+    const path = join(dir, 'letters.jsonl');
+    const file = new LineFile(0o640);
+    mkdirSync(dir);
+    await file.append(path, '{"n":1}\n');
+    renameSync(dir, `${dir}.moved`);
+    await file.append(path, '{"n":2}\n');
+    await file.end();
+    assert.equal(readFileSync(join(`${dir}.moved`, 'letters.jsonl'), 'utf8'), '{"n":1}\n');
+    assert.equal(readFileSync(path, 'utf8'), '{"n":2}\n');
   });
 
   it('appends the lines again to the name when the file lost it while they were written (removed between the write and its sync)', async () => {
