@@ -5,6 +5,7 @@ import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { keepExpiryOnResend } from '../../shared/mqtt/expiring-store.ts';
 import { signCommand } from '../../shared/security/command-auth.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { BelievedResponses, type Response } from './believed-responses.ts';
@@ -70,6 +71,11 @@ export class CommandDispatcher {
     // acknowledged message, the device deletes its copy at the distributor's receipt, and the
     // command, still `sent` here, ended `expired` although it ran.
     mqtt.handleMessage = (_packet, callback) => this.whenDurable(callback, TIMINGS.commandJournalRetryInitialMs);
+    // A command cut off before its PUBACK is sent again by mqtt.js at the next connection, as it was
+    // first sent: its message expiry counted again from then, so one whose broker was away past its
+    // TTL reached the broker after it and was held there for a whole TTL more. Now with the rest of
+    // its TTL, or not at all (publish below, its callback: the sweep expires it).
+    keepExpiryOnResend(mqtt);
     mqtt.on('connect', () => {
       for (const r of this.store.all()) if (r.state === 'queued' && r.expiresAt > Date.now()) this.publish(r);
       // What the broker held for this session may not have outlived it (a broker restarted).
@@ -188,6 +194,10 @@ export class CommandDispatcher {
       const current = this.store.get(record.commandId);
       if (!current || isFinal(current.state)) return;
       if (err) {
+        if (current.expiresAt <= Date.now()) {
+          this.log.info({ commandId: record.commandId, deviceId: record.deviceId, err: err.message }, 'the command was not taken by the broker before its TTL passed; not sent again');
+          return;
+        }
         // A PUBACK reason code of 0x80 or more (MQTT 5 §3.4.2.1) comes as an error with a numeric code;
         // any other error is the connection ending before the PUBACK. Either way the command stays
         // queued: sent again at the next connection (connect) or when its device comes online.

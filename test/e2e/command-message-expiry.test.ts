@@ -7,6 +7,7 @@ import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { TOPIC_FILTERS } from '../../shared/contract/topics.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { lossyProxy } from '../helpers/lossy-proxy.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
@@ -56,16 +57,58 @@ describe('a command waiting in a broker past its TTL', () => {
       await new Promise((r) => setTimeout(r, 2_500)); // past the short one's TTL
 
       const got: string[] = [];
-      const back = mqtt.connect(broker.url, { reconnectPeriod: 0, ...bridge });
-      back.on('message', (_t, payload) => got.push((JSON.parse(payload.toString()) as { commandId: string }).commandId));
-      await new Promise((r) => back.once('connect', r));
+      const session = mqtt.connect(broker.url, { reconnectPeriod: 0, ...bridge });
+      session.on('message', (_t, payload) => got.push((JSON.parse(payload.toString()) as { commandId: string }).commandId));
+      await new Promise((r) => session.once('connect', r));
       for (let i = 0; i < 50 && !got.includes(long?.commandId ?? ''); i++) await new Promise((r) => setTimeout(r, 20));
-      await back.endAsync();
+      await session.endAsync();
       assert.ok(got.includes(long?.commandId ?? ''), 'a command within its TTL is delivered');
       assert.ok(!got.includes(short?.commandId ?? ''), 'a command past its TTL was delivered by the broker');
     } finally {
       dispatcher.close();
       await api.endAsync();
+    }
+  });
+  it('is not sent again past its TTL by the API either: a publish cut off before its PUBACK goes again with the rest of its expiry, or not at all', async () => {
+    // mqtt.js keeps an unacknowledged publish and sends it again, as it was, at its next connection:
+    // with the Message Expiry Interval it had when first sent, counted again from then. A command cut
+    // off by a broker away for longer than its TTL reached the broker after it, and was held there
+    // for a whole TTL more.
+    const bridge = { clientId: 'bridge-local-2', clean: false, protocolVersion: 4 as const };
+    const first = await connect(bridge);
+    await first.subscribeAsync(TOPIC_FILTERS.downlink, { qos: 1 });
+    await first.endAsync();
+
+    const proxy = await lossyProxy(Number(new URL(broker.url).port));
+    const api = mqtt.connect(proxy.url, { clientId: 'command-api-2', protocolVersion: 5, clean: false, reconnectPeriod: 2_500 });
+    api.on('error', () => undefined);
+    await new Promise((r) => api.once('connect', r));
+    const store = new CommandStore(join(work.dir, 'commands-2.jsonl'), log);
+    const dispatcher = new CommandDispatcher(api, store, log, { keys: new DeviceKeyRegistry(join(work.dir, 'keys')), allowUnsigned: true });
+    try {
+      proxy.loseRequests(); // the broker never gets them: no PUBACK
+      const [short] = dispatcher.issue(['valve-2'], 'open_valve', { pct: 30 }, 2);
+      const [long] = dispatcher.issue(['valve-2'], 'close_valve', undefined, 3600);
+      await new Promise((r) => setTimeout(r, 200));
+      const back = new Promise((r) => api.once('connect', r));
+      proxy.cut(); // the client reconnects when the short one's TTL has passed
+      await back;
+      for (let i = 0; i < 100 && store.get(long?.commandId ?? '')?.state !== 'sent'; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(store.get(long?.commandId ?? '')?.state, 'sent', 'the broker took the one within its TTL');
+
+      const got: string[] = [];
+      const session = mqtt.connect(broker.url, { reconnectPeriod: 0, ...bridge });
+      session.on('message', (_t, payload) => got.push((JSON.parse(payload.toString()) as { commandId: string }).commandId));
+      await new Promise((r) => session.once('connect', r));
+      for (let i = 0; i < 50 && !got.includes(long?.commandId ?? ''); i++) await new Promise((r) => setTimeout(r, 20));
+      await session.endAsync();
+      assert.ok(got.includes(long?.commandId ?? ''), 'a command within its TTL is delivered');
+      assert.ok(!got.includes(short?.commandId ?? ''), 'a command past its TTL was sent again by the API and delivered');
+      assert.equal(Object.keys(api.outgoing).length, 0, 'nothing is left waiting for a PUBACK that cannot come');
+    } finally {
+      dispatcher.close();
+      await api.endAsync(true);
+      await proxy.close();
     }
   });
 });
