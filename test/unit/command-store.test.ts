@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -70,6 +70,25 @@ describe('the command journal', () => {
     const s3 = new CommandStore(path, log);
     assert.equal(s3.get(b.commandId)?.state, 'queued');
     assert.equal(s3.get(a.commandId)?.state, 'completed');
+  });
+
+  it('removes at its start the file aside a compaction killed midway left, and keeps the journal it was to replace', () => {
+    // A compaction writes the journal aside (COMMAND_STATE_PATH.tmp-PID), up to hundreds of MiB,
+    // then renames it over the journal; a kill before the rename left it there for good, another
+    // at each kill (another process id each start), until the disk was full.
+    const dir = join(tmp, 'compaction-killed');
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, 'commands.jsonl');
+    const a = record('queued');
+    new CommandStore(path, log).add([a]);
+    const aside = `${path}.tmp-4194301`;
+    writeFileSync(aside, JSON.stringify(record('queued')).slice(0, 40)); // cut off by the kill
+    const other = join(dir, 'commands.jsonl.bak');
+    writeFileSync(other, 'an operator\'s copy\n');
+    const s = new CommandStore(path, log);
+    assert.equal(s.get(a.commandId)?.state, 'queued', 'the journal stands');
+    assert.equal(existsSync(aside), false, 'the file aside is gone');
+    assert.equal(existsSync(other), true, 'nothing else is touched');
   });
 
   it('takes new commands all or none when the disk refuses part of them, and keeps none of them', async () => {
