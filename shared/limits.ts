@@ -376,6 +376,10 @@ export const LIMITS = {
    * the statement goes in the URL of a GET (read-only), a clause of at most a few hundred characters
    * each, well inside the 1 MiB of a request's header that InfluxDB's HTTP server (Go's) takes. */
   commandReconcileInfluxBatch: 100,
+  /** connections. Most the command API's HTTP server holds at once (Node's maxConnections); one more
+   * is closed as it is accepted. The timeouts bound how long each lasts, not how many there are:
+   * without it, enough of them took every file descriptor, and the journal could not be opened. */
+  commandApiMaxConnections: 1_000,
   /** commands. Most one GET /v1/commands lists (its `limit`, default commandListDefault). */
   commandListMax: 1000,
   commandListDefault: 100,
@@ -975,6 +979,10 @@ export const TIMINGS = {
   /** milliseconds. The command API's HTTP headersTimeout and requestTimeout. */
   commandApiHeadersTimeoutMs: 5_000,
   commandApiRequestTimeoutMs: 10_000,
+  /** milliseconds. How often the command API's HTTP server looks for requests past those timeouts
+   * (Node's connectionsCheckingInterval): its default, 30 s, let a client trickling its headers hold
+   * its connection six times headersTimeout. */
+  commandApiConnectionsCheckMs: 1_000,
   /** milliseconds. The window of LIMITS.apiAuthMaxFailures (5 minutes, as MANAGE.authFailureWindowMs). */
   apiAuthFailureWindowMs: 5 * 60_000,
   /** milliseconds. The field client's local HTTP input: the time a JSON body (a reading, an event,

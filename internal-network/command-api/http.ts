@@ -70,7 +70,9 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     throw new FieldStreamError('API_UNAUTHORIZED');
   };
 
-  const server: Server = createServer((req, res) => {
+  // How often Node looks for requests past headersTimeout and requestTimeout: its default (30 s) let
+  // a client trickling its headers (slowloris) hold its connection six times headersTimeout.
+  const server: Server = createServer({ connectionsCheckingInterval: TIMINGS.commandApiConnectionsCheckMs }, (req, res) => {
     if (o.requests) res.once('finish', () => o.requests?.inc({ status: String(res.statusCode) }));
     // The connection, kept here: a request once destroyed has no req.socket any more (null). A body
     // refused as too large while it arrived was (readJsonBody destroyed it), and reading
@@ -97,6 +99,10 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   });
   // A request Node's parser refuses, answered in the API's error shape too.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, (code, message) => ({ code, message })));
+  // How many at once: one more is closed as it is accepted. The timeouts bound how long each lasts,
+  // not how many there are; without it anyone reaching the port could take every file descriptor,
+  // and the journal (opened at each write) and the broker connection with them.
+  server.maxConnections = LIMITS.commandApiMaxConnections;
   server.requestTimeout = TIMINGS.commandApiRequestTimeoutMs;
   server.headersTimeout = TIMINGS.commandApiHeadersTimeoutMs;
 

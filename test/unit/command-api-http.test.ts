@@ -275,6 +275,47 @@ test('a body refused as too large while it arrived (chunked) closes its keep-ali
   }
 });
 
+test(`a client trickling its headers is cut off at the headers timeout, not up to 30 s later; past ${LIMITS.commandApiMaxConnections} connections one more is closed as it is accepted`, async () => {
+  // Node looks for requests past their timeouts every connectionsCheckingInterval (30 s by
+  // default): each slow client held its connection six times the 5 s of headersTimeout, and with
+  // no bound on how many, enough of them took every file descriptor, the journal's and the
+  // broker connection's included.
+  const { api } = await failingApi();
+  const open = (): Promise<{ socket: ReturnType<typeof connect>; closed: Promise<number> }> =>
+    new Promise((resolve, reject) => {
+      const socket = connect(api.port, '127.0.0.1');
+      socket.on('data', () => undefined);
+      socket.on('error', () => undefined);
+      const closed = new Promise<number>((r) => socket.once('close', () => r(performance.now())));
+      socket.once('connect', () => resolve({ socket, closed }));
+      socket.once('error', reject);
+    });
+  const sockets: ReturnType<typeof connect>[] = [];
+  try {
+    const slow = await open();
+    sockets.push(slow.socket);
+    const start = performance.now();
+    slow.socket.write('GET /v1/commands HTTP/1.1\r\nHost: api\r\n'); // and never the rest
+    const bound = TIMINGS.commandApiHeadersTimeoutMs + TIMINGS.commandApiConnectionsCheckMs + 1_500;
+    const cut = await Promise.race([slow.closed, new Promise<undefined>((r) => setTimeout(r, bound + 2_000))]);
+    assert.ok(cut !== undefined && cut - start <= bound, `cut off after ${cut === undefined ? 'more than ' + (bound + 2_000) : Math.round(cut - start)} ms (at most ${bound})`);
+
+    for (let i = 0; i < LIMITS.commandApiMaxConnections; i++) sockets.push((await open()).socket);
+    // Accepted: each of them is answered.
+    const first = sockets[1] as ReturnType<typeof connect>;
+    const answered = new Promise<string>((r) => first.once('data', (d: Buffer) => r(d.toString())));
+    first.write('GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n');
+    assert.match(await answered, /^HTTP\/1\.1 200 /);
+    const extra = await open();
+    sockets.push(extra.socket);
+    const closedAt = await Promise.race([extra.closed, new Promise<undefined>((r) => setTimeout(r, 2_000))]);
+    assert.ok(closedAt !== undefined, 'one more connection is closed as it is accepted');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await api.close();
+  }
+});
+
 test('a request target the URL parser refuses is 400 API_INVALID_REQUEST before any credential is looked at, not an internal error', async () => {
   const { api, lines } = await failingApi();
   try {
