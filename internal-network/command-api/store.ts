@@ -312,7 +312,7 @@ export class CommandStore {
       const bytes = before.bytes - lineBytes({ ...before.record, params: undefined }) + lineBytes(rest);
       this.remember(before.record.params === undefined ? rest : { ...rest, params: before.record.params }, bytes);
     }
-    if (skipped > 0) this.log.warn({ path: this.path, skipped }, 'command journal lines skipped: torn by a crash, damaged, or a change of a command not in the journal');
+    if (skipped > 0) this.log.warn({ code: 'API_STATE_LINE_SKIPPED', path: this.path, skipped }, 'command journal lines skipped: torn by a crash, damaged, or a change of a command not in the journal');
     this.journalBytes = statSync(this.path).size;
     if (this.lines > 2 * this.entries.size || this.journalBytes > 2 * this.storeBytes + LIMITS.commandJournalSlackBytes) this.compact();
   }

@@ -63,6 +63,8 @@ describe('the command journal', () => {
     appendFileSync(path, half.slice(0, half.length / 2));
     const s2 = new CommandStore(path, log);
     assert.equal(s2.get(a.commandId)?.state, 'queued', 'the torn change was never acknowledged; the one before stands');
+    const skipped = lines.find((l) => l.path === path && l.skipped === 1);
+    assert.equal(skipped?.code, 'API_STATE_LINE_SKIPPED', 'the skipped line is logged with its code');
     const b = record('queued');
     s2.add([b]);
     s2.put({ ...a, state: 'completed' });
