@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { appendFileSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
@@ -18,6 +17,7 @@ import { GatewayConnection } from '../../field-client/src/gateway-connection.ts'
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { watchDatasync } from '../helpers/datasync-watch.ts';
 
 const key = randomBytes(32);
 const now = 1_800_000_000_000;
@@ -224,20 +224,7 @@ describe('command answers (commands.ts): one per command id', () => {
     const queue = await DurableQueue.open({ dir: join(tmp.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'interval', ms: 3_600_000 }, log: quiet });
     const queueDir = realpathSync(join(tmp.dir, 'queue'));
     const events: string[] = [];
-    const probe = await open(join(tmp.dir, 'probe'), 'w');
-    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
-    await probe.close();
-    const datasync = proto.datasync;
-    proto.datasync = async function (this: { fd: number }) {
-      let path = '?';
-      try {
-        path = readlinkSync(`/proc/self/fd/${this.fd}`);
-      } catch {
-        // not Linux: the order below cannot be told, the assertion says so
-      }
-      await datasync.call(this);
-      if (path.startsWith(queueDir)) events.push('queue synced');
-    };
+    const watch = await watchDatasync(tmp.dir, queueDir, events);
     const h = new CommandHandlers(unsigned, join(tmp.dir, 'commands.journal')).register('open_valve', () => ({ status: 'completed', result: 'opened' }));
     const answered = h.answered.bind(h);
     h.answered = (id: string) => {
@@ -253,7 +240,7 @@ describe('command answers (commands.ts): one per command id', () => {
       const at = events.indexOf('journaled answered');
       assert.ok(at >= 0 && events.slice(0, at).includes('queue synced'), `the answer synced before the command was journaled answered: ${events.join(', ')}`);
     } finally {
-      proto.datasync = datasync;
+      watch.restore();
       client.stop();
       await queue.close();
       tmp.cleanup();

@@ -21,6 +21,7 @@ import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { watchDatasync } from '../helpers/datasync-watch.ts';
 
 const MiB = 1024 * 1024;
 
@@ -220,20 +221,7 @@ describe('files taken within the bound', () => {
     const queueDir = realpathSync(join(d.dir, 'queue'));
     // Which file each fsync was of, and when it ended, beside when the outbox let the note go.
     const events: string[] = [];
-    const probe = await open(join(d.dir, 'probe'), 'w');
-    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
-    await probe.close();
-    const datasync = proto.datasync;
-    proto.datasync = async function (this: { fd: number }) {
-      let path = '?';
-      try {
-        path = readlinkSync(`/proc/self/fd/${this.fd}`);
-      } catch {
-        // not Linux: the order below cannot be told, the assertion says so
-      }
-      await datasync.call(this);
-      events.push(path.startsWith(queueDir) ? 'queue synced' : `synced ${path}`);
-    };
+    const watch = await watchDatasync(d.dir, queueDir, events);
     const accepted = d.outbox.accepted.bind(d.outbox);
     d.outbox.accepted = (id: string) => {
       events.push('outbox note gone');
@@ -246,7 +234,7 @@ describe('files taken within the bound', () => {
       const gone = events.indexOf('outbox note gone');
       assert.ok(gone > 0 && events.slice(0, gone).includes('queue synced'), `the queue's record synced before the note went: ${events.join(', ')}`);
     } finally {
-      proto.datasync = datasync;
+      watch.restore();
       await d.close();
     }
   });
