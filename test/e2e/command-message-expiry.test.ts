@@ -32,6 +32,17 @@ describe('a command waiting in a broker past its TTL', () => {
     work.cleanup();
   });
 
+  /** The command ids the bridge's session is handed when it comes back, waiting up to a second for `awaited`'s. */
+  const deliveredTo = async (bridge: mqtt.IClientOptions, awaited: string): Promise<string[]> => {
+    const got: string[] = [];
+    const session = mqtt.connect(broker.url, { reconnectPeriod: 0, ...bridge });
+    session.on('message', (_t, payload) => got.push((JSON.parse(payload.toString()) as { commandId: string }).commandId));
+    await new Promise((r) => session.once('connect', r));
+    for (let i = 0; i < 50 && !got.includes(awaited); i++) await new Promise((r) => setTimeout(r, 20));
+    await session.endAsync();
+    return got;
+  };
+
   const connect = (opts: mqtt.IClientOptions) =>
     new Promise<MqttClient>((resolve, reject) => {
       const c = mqtt.connect(broker.url, { reconnectPeriod: 0, ...opts });
@@ -56,12 +67,7 @@ describe('a command waiting in a broker past its TTL', () => {
       assert.equal(store.get(short?.commandId ?? '')?.state, 'sent', 'the broker took it');
       await new Promise((r) => setTimeout(r, 2_500)); // past the short one's TTL
 
-      const got: string[] = [];
-      const session = mqtt.connect(broker.url, { reconnectPeriod: 0, ...bridge });
-      session.on('message', (_t, payload) => got.push((JSON.parse(payload.toString()) as { commandId: string }).commandId));
-      await new Promise((r) => session.once('connect', r));
-      for (let i = 0; i < 50 && !got.includes(long?.commandId ?? ''); i++) await new Promise((r) => setTimeout(r, 20));
-      await session.endAsync();
+      const got = await deliveredTo(bridge, long?.commandId ?? '');
       assert.ok(got.includes(long?.commandId ?? ''), 'a command within its TTL is delivered');
       assert.ok(!got.includes(short?.commandId ?? ''), 'a command past its TTL was delivered by the broker');
     } finally {
@@ -96,12 +102,7 @@ describe('a command waiting in a broker past its TTL', () => {
       for (let i = 0; i < 100 && store.get(long?.commandId ?? '')?.state !== 'sent'; i++) await new Promise((r) => setTimeout(r, 20));
       assert.equal(store.get(long?.commandId ?? '')?.state, 'sent', 'the broker took the one within its TTL');
 
-      const got: string[] = [];
-      const session = mqtt.connect(broker.url, { reconnectPeriod: 0, ...bridge });
-      session.on('message', (_t, payload) => got.push((JSON.parse(payload.toString()) as { commandId: string }).commandId));
-      await new Promise((r) => session.once('connect', r));
-      for (let i = 0; i < 50 && !got.includes(long?.commandId ?? ''); i++) await new Promise((r) => setTimeout(r, 20));
-      await session.endAsync();
+      const got = await deliveredTo(bridge, long?.commandId ?? '');
       assert.ok(got.includes(long?.commandId ?? ''), 'a command within its TTL is delivered');
       assert.ok(!got.includes(short?.commandId ?? ''), 'a command past its TTL was sent again by the API and delivered');
       assert.equal(Object.keys(api.outgoing).length, 0, 'nothing is left waiting for a PUBACK that cannot come');
