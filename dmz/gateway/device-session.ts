@@ -9,7 +9,7 @@ import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { AckBatcher } from './ack-batcher.ts';
-import type { AcceptedMessage, UplinkPublisher } from './uplink-publisher.ts';
+import type { AcceptedMessage, PublishGroup, UplinkPublisher } from './uplink-publisher.ts';
 import type { Budget, DeviceBudget, DeviceRateLimiter } from './rate-limit.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
@@ -285,7 +285,10 @@ export class DeviceSession {
     // timeout is answered (the device sends again) while the client keeps it until the broker
     // answers, and a device freed at each timeout filled the shared backlog all the same.
     const frameBytes = data.length;
-    void Promise.all(groups.map((g) => g.released)).then(() => this.trackInFlight(0, -frameBytes));
+    // Most frames make one group (one data type): no Promise.all, two promises and an array more per
+    // frame, for those.
+    const released = groups.length === 1 ? (groups[0] as PublishGroup).released : Promise.all(groups.map((g) => g.released));
+    void released.then(() => this.trackInFlight(0, -frameBytes));
     for (const group of groups) {
       group.done.then(
         () => {
