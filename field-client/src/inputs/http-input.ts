@@ -12,7 +12,7 @@ import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
-import type { LocalInput } from './input.ts';
+import { capConnections, type LocalInput } from './input.ts';
 import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
@@ -58,17 +58,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     headersTimeout: TIMINGS.localInputHeadersTimeoutMs,
     connectionsCheckingInterval: TIMINGS.localInputConnectionsCheckMs,
   }, onRequest);
-  // Each connection is bounded (deadlines, its body's share), not how many there are: one more than
-  // LIMITS.localHttpMaxConnections is closed as it is accepted (Node's maxConnections), before a byte
-  // of HTTP is read, so it gets no answer; a program opening them in a loop would log a line each.
-  server.maxConnections = LIMITS.localHttpMaxConnections;
-  const busyLog = new LimitedLog(log, { maxPerWindow: LIMITS.localInputBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local HTTP connections refused as busy' });
-  server.on('drop', (d) =>
-    busyLog.write(
-      { code: 'FIELD_INPUT_BUSY', remoteAddress: d?.remoteAddress, maxConnections: LIMITS.localHttpMaxConnections },
-      `${LIMITS.localHttpMaxConnections} HTTP connections are open, the most held at once: one more closed as it was accepted`,
-    ),
-  );
+  capConnections(server, LIMITS.localHttpMaxConnections, new LimitedLog(log, { maxPerWindow: LIMITS.localInputBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local HTTP connections refused as busy' }), 'HTTP');
   // A producer that asks before it sends its body (Expect: 100-continue; curl does for bodies over
   // 1 MiB) is told to go on only once the endpoint reads it (goOn). Node's own answer, 100 at once,
   // had a file the device refuses by its length (507, 400) sent whole, up to 10 GiB, to be discarded.

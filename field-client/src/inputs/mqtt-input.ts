@@ -8,7 +8,7 @@ import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
-import type { LocalInput } from './input.ts';
+import { capConnections, type LocalInput } from './input.ts';
 import { HeldPackets, limitPacketSize, partialPacketBytes } from './mqtt-packets.ts';
 import { publishDigest, TakenPublishes } from './mqtt-resends.ts';
 import type { FieldNames } from './sparkplug/names.ts';
@@ -266,16 +266,8 @@ export function mqttInput(
           socket.destroy();
         });
       }));
-      // Each connection is bounded (its packets' size and pauses), not how many there are: enough of
-      // them took every file descriptor, and each held its packet's bytes. One more is closed as it
-      // is accepted (Node's maxConnections), without a word of MQTT: CONNACK has no "busy" (§3.2.2.3).
-      s.maxConnections = LIMITS.localMqttMaxConnections;
-      s.on('drop', (d) =>
-        busyLog.write(
-          { code: 'FIELD_INPUT_BUSY', remoteAddress: d?.remoteAddress, maxConnections: LIMITS.localMqttMaxConnections },
-          `${LIMITS.localMqttMaxConnections} MQTT connections are open, the most held at once: one more closed as it was accepted`,
-        ),
-      );
+      // Each connection also holds its packet's bytes (HeldPackets, above).
+      capConnections(s, LIMITS.localMqttMaxConnections, busyLog, 'MQTT');
       await new Promise<void>((resolve, reject) => {
         s.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_MQTT_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
         s.listen(port, host, () => resolve());
