@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 /**
  * Real IPv6 source addresses for budgets kept per source: one end of a veth pair (veth(4)) in this
@@ -43,6 +44,13 @@ export function ipv6Networks(): Ipv6Networks {
     const otherNetwork = `${prefix(2)}::1`;
     // nodad: usable at once, not tentative for a second of duplicate detection (RFC 4862).
     for (const a of [server, ...sameNetwork, otherNetwork]) ip('-6', 'addr', 'add', `${a}/64`, 'dev', link, 'nodad');
+    // A veth's carrier comes up a moment after both ends are up: until then a connection to these
+    // addresses fails with EHOSTUNREACH (seen once in a full run). Waited for, at most 5 s.
+    const until = Date.now() + 5_000;
+    while (readFileSync(`/sys/class/net/${link}/carrier`, 'utf8').trim() !== '1' || /tentative/.test(ip('-6', 'addr', 'show', 'dev', link).toString())) {
+      if (Date.now() > until) throw new Error(`${link}: no carrier, or addresses still tentative, after 5 s`);
+      execFileSync('sleep', ['0.05']);
+    }
     return { server, sameNetwork, otherNetwork, close: () => void ip('link', 'del', link) };
   } catch (err) {
     ip('link', 'del', link);
