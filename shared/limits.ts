@@ -766,6 +766,13 @@ export const TIMINGS = {
    * first unacknowledged message after this pause, giving the gateway a moment: the first pause,
    * doubled after each such rewind that brought no progress (TIMINGS.transientRewindMaxMs). */
   transientRewindMs: 1_000,
+  /** milliseconds. A chunk of a file being sent whose read failed (EIO, EMFILE: not a file gone
+   * from the outbox) is read again after this long, doubling after each failure in a row up to
+   * fileReadRetryMaxMs, and at once at any send meanwhile (an ack, a receipt, new data). Left to
+   * the next send alone, a transfer on an idle device stalled until something else happened. */
+  fileReadRetryInitialMs: 1_000,
+  /** milliseconds. See fileReadRetryInitialMs. */
+  fileReadRetryMaxMs: 60_000,
   /** milliseconds. The field client's first reconnect delay (full jitter, doubling up to
    * FIELD_RECONNECT_MAX_MS), so thousands of devices do not reconnect in lockstep. */
   reconnectInitialMs: 500,

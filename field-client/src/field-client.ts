@@ -94,7 +94,7 @@ export class FieldClient {
     // what is set aside (or the reserve for it), and drop-oldest drops a file with its record.
     queue.shareCapacity(() => this.rejected.charge() + outbox.bytes());
     queue.onDrop((dropped) => this.onDropped(dropped));
-    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq) => this.onFileDone(seq), log);
+    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq) => this.onFileDone(seq), log, () => this.schedulePump());
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
     connection.on('frame', (frame) => this.onFrame(frame));
@@ -140,6 +140,7 @@ export class FieldClient {
 
   stop(): void {
     clearInterval(this.commitTimer);
+    this.transfers.close();
     this.rejected.stop();
     this.transientRewind.cancel();
   }

@@ -19,6 +19,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
+import { eventually } from '../helpers/ws-device.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const log = createLogger('test', 'silent');
@@ -209,6 +210,60 @@ describe('a file transfer whose file cannot be read as it is sent', () => {
       assert.ok(outbox.has(rec.transferId));
     } finally {
       await queue.close();
+      work.cleanup();
+    }
+  });
+
+  it('reads a chunk whose read failed again on a timer, so the file completes on a link with no other traffic', async () => {
+    // A failed read was tried again only at the next pump, and a pump comes only with traffic (an
+    // ack, a receipt, new data, a reconnect): on an idle device the file stalled, for hours.
+    const work = tempDir('transfer-read-retry');
+    const logs = new LogCapture();
+    try {
+      const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log });
+      const outbox = new FileOutbox(work.dir, 64 * 1024);
+      const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
+      const frames: string[] = [];
+      connection.canSend = () => true;
+      connection.send = (text: string) => void frames.push(text);
+      const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+      // Acks, without receipts: the gateway's ack completes each chunk.
+      const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: work.dir }, queue, outbox, connection, commands, logs.logger);
+      const read = outbox.readChunk.bind(outbox);
+      let failures = 0;
+      outbox.readChunk = (r, i) => {
+        if (failures++ > 0) return read(r, i);
+        throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+      };
+      try {
+        connection.emit('open');
+        connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+        const src = join(work.dir, 'scan.tif');
+        const content = randomBytes(3 * 64 * 1024);
+        writeFileSync(src, content);
+        await client.submitFile(src);
+        await eventually(() => (failures > 0 ? true : undefined), 5_000, 'the first read (failing)');
+        const received: Buffer[] = [];
+        let answered = 0;
+        // The gateway answers each chunk as it comes; nothing else happens on the link.
+        await eventually(() => {
+          for (; answered < frames.length; answered++) {
+            const frame = JSON.parse(frames[answered] as string) as { batch: Array<{ messageId: string; payload: { data: string; transfer: { index: number } } }> };
+            for (const m of frame.batch) {
+              received[m.payload.transfer.index] = Buffer.from(m.payload.data, 'base64');
+              connection.emit('frame', { type: 'ack', messageIds: [m.messageId] });
+            }
+          }
+          return queue.depth === 0 ? true : undefined;
+        }, 10_000, 'the file sent whole, with no traffic after the read failed');
+        assert.deepEqual(Buffer.concat(received), content);
+        assert.deepEqual(outbox.bytes(), 0, 'out of the outbox');
+        assert.deepEqual(logs.codes(), ['FIELD_FILE_UNREADABLE'], 'logged once');
+      } finally {
+        client.stop();
+        await queue.close();
+      }
+    } finally {
       work.cleanup();
     }
   });

@@ -1,3 +1,4 @@
+import { TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from '../../../shared/security/receipt-auth.ts';
 import type { FrameItem } from '../../../shared/contract/uplink-frame.ts';
@@ -31,6 +32,8 @@ interface Transfer {
   resend: number[];
   /** the last read of a chunk failed (logged once until one is read) */
   readFailed?: boolean;
+  /** milliseconds before the next read after one that failed (doubled after each in a row) */
+  retryMs?: number;
 }
 
 /**
@@ -47,6 +50,8 @@ export class FileTransfers {
   private readonly chunkIds = new Map<string, { transferId: string; index: number }>();
   /** the disk refused a progress file since one was last written (logged once until one is) */
   private progressUnsaved = false;
+  /** wakes the pump after a chunk's read failed (see read); one for all transfers */
+  private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly outbox: FileOutbox,
@@ -54,6 +59,8 @@ export class FileTransfers {
     /** called once a whole file is done (or gone from the outbox), with its queue record's sequence number */
     private readonly finished: (seq: number) => void,
     private readonly log: Logger,
+    /** asks for a pump: chunks whose read failed are tried again then */
+    private readonly wake: () => void = () => {},
   ) {}
 
   get size(): number {
@@ -116,12 +123,15 @@ export class FileTransfers {
    * (ENOENT: removed by hand, to free a full disk), nothing more of it can ever be sent: the
    * transfer ends and its record is let go, as when the file is missing at its start
    * (file-records.ts). Any other failure (EIO, EMFILE) leaves the chunk first for the next pump,
-   * logged once until a chunk of the file is read again.
+   * logged once until a chunk of the file is read again, and a pump is asked for after a back-off
+   * (TIMINGS.fileReadRetryInitialMs, doubling up to fileReadRetryMaxMs): on an idle link no ack,
+   * receipt or new data would bring one, and the file stalled until something else happened.
    */
   private read(t: Transfer, index: number): Buffer | undefined {
     try {
       const data = this.outbox.readChunk(t.rec, index);
       t.readFailed = false;
+      t.retryMs = undefined;
       return data;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -133,10 +143,32 @@ export class FileTransfers {
         return undefined;
       }
       t.resend.unshift(index);
-      if (!t.readFailed) this.log.warn(fields, 'cannot read a chunk of a file being sent; tried again at the next send');
+      const delay = t.retryMs ?? TIMINGS.fileReadRetryInitialMs;
+      t.retryMs = Math.min(delay * 2, TIMINGS.fileReadRetryMaxMs);
+      if (!t.readFailed) this.log.warn({ ...fields, retryMs: delay }, 'cannot read a chunk of a file being sent; tried again after a pause (or at the next send)');
       t.readFailed = true;
+      this.retryAfter(delay);
       return undefined;
     }
+  }
+
+  /**
+   * A pump in `ms`, unless one is asked for already (any pump reads the failed chunks again; one
+   * that fails again asks for the next). Unref'd: it does not hold a stopping process.
+   */
+  private retryAfter(ms: number): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.wake();
+    }, ms);
+    this.retryTimer.unref();
+  }
+
+  /** The client stops: no pump is asked for after this. */
+  close(): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** The gateway acknowledged a message: true when it was one of our chunks. */
