@@ -239,6 +239,12 @@ export const ERRORS = {
   SPARKPLUG_STATE_INVALID: { http: 400, transient: false, description: 'A Sparkplug STATE message (spBv1.0/STATE/<host_id>) is not the JSON {"online":boolean,"timestamp":number} of Sparkplug 3.0; it was ignored.' },
   SPARKPLUG_BROKER_UNAVAILABLE: { http: 503, transient: true, description: 'The Sparkplug broker (FIELD_SPARKPLUG_URL) cannot be reached or closed the connection; the field client reconnects.' },
   FIELD_FILE_UNREADABLE: { http: 400, transient: false, description: 'A file to send cannot be read.' },
+  FIELD_FILE_GROWING: {
+    http: 409,
+    transient: true,
+    description:
+      'A file to send grew while it was taken into the outbox (still being written): it was not taken, and is left whole where it was, to be taken again once it holds still.',
+  },
   FIELD_FILE_SOURCE_KEPT: {
     http: 200,
     transient: false,

@@ -297,6 +297,61 @@ describe('files taken within the bound', () => {
     }
   });
 
+  it('refuses a file that grows while it is taken (copied, moved, moved across file systems): the outbox holds no more than the room held for it, and the file stays whole where it was until it holds still', async () => {
+    const d = await device('growing', 64 * MiB);
+    const folders = [join(d.dir, 'watched')];
+    const other = '/dev/shm';
+    if (existsSync(other) && statSync(other).dev !== statSync(tmp.dir).dev) folders.push(mkdtempSync(join(other, 'fieldstream-growing-')));
+    // The producer appends to the file as the outbox opens it to copy or move it: after its size was
+    // read and room held for that many bytes. Before, the copy took whatever was there by then,
+    // past the room held (and past FIELD_QUEUE_MAX_BYTES when the room held was the last).
+    const growing = new Set<string>();
+    const opening = fsp.open;
+    (fsp as { open: unknown }).open = async (...args: Parameters<typeof opening>) => {
+      if (typeof args[0] === 'string' && growing.has(args[0])) appendFileSync(args[0], Buffer.alloc(300 * 1024, 7));
+      return opening(...args);
+    };
+    syncBuiltinESMExports();
+    try {
+      const cases = [
+        ...folders.map((f) => ({ path: join(f, 'moved.tif'), move: true })),
+        { path: join(folders[0] as string, 'copied.tif'), move: false },
+      ];
+      let taken = 0;
+      for (const c of cases) {
+        mkdirSync(join(c.path, '..'), { recursive: true });
+        writeFileSync(c.path, Buffer.alloc(200 * 1024, 1));
+        growing.add(c.path);
+        let held = 0;
+        const reserve = d.outbox.room.reserve.bind(d.outbox.room);
+        d.outbox.room.reserve = (bytes) => ((held = bytes), reserve(bytes));
+        await assert.rejects(d.client.submitFile(c.path, { move: c.move }), (err: Error & { code?: string }) => err.code === 'FIELD_FILE_GROWING', `${c.path}: refused`);
+        d.outbox.room.reserve = reserve;
+        assert.ok(held > 0 && held < 300 * 1024, `room was held for the size first read (${held} bytes)`);
+        const grown = readFileSync(c.path);
+        assert.ok(grown.length > 200 * 1024 && grown.subarray(0, 200 * 1024).equals(Buffer.alloc(200 * 1024, 1)), `${c.path}: still where it was, whole, its growth with it`);
+        assert.deepEqual(d.outgoing(), [], 'nothing left in the outbox, no note, no partial copy');
+        assert.equal(d.outbox.bytes(), 0, 'the outbox holds nothing of it');
+        assert.equal(d.outbox.room.bytes, 0, 'its room given back');
+        assert.equal(d.queued().length, taken, 'not queued');
+        // Once it holds still, it is taken whole.
+        growing.delete(c.path);
+        await d.client.submitFile(c.path, { move: c.move });
+        const rec = d.queued()[taken++];
+        assert.ok(rec);
+        assert.equal(rec.size, grown.length, 'taken whole');
+        assert.ok(readFileSync(join(d.dir, 'outgoing', rec.transferId)).equals(grown));
+        assert.equal(existsSync(c.path), !c.move);
+        d.outbox.remove(rec.transferId);
+      }
+    } finally {
+      (fsp as { open: unknown }).open = opening;
+      syncBuiltinESMExports();
+      for (const f of folders.slice(1)) rmSync(f, { recursive: true, force: true });
+      await d.close();
+    }
+  });
+
   /** POST /v1/files: its status, and how many bytes the client had written when the answer came. */
   function upload(port: number, body: { length?: number; total: number; pieceBytes: number; wait?: Promise<unknown>; pace?: () => Promise<unknown> }) {
     return new Promise<{ status: number; code: string; sentWhenAnswered: number }>((resolve, reject) => {

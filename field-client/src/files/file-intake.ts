@@ -63,7 +63,9 @@ export async function takeFile(h: IntakeHost, path: string, options: { filename?
   const reservation = reserveFileRoom(h, Math.max(0, size + LIMITS.fileRecordRoomBytes - held), options.reservation);
   try {
     let kept: string | undefined;
-    const rec = await h.outbox.accept(path, { ...options, reservation, sourceKept: (code) => (kept = code) });
+    // Never more than `size` taken: a file grown since (still being written) is refused, whole
+    // where it was (FIELD_FILE_GROWING), rather than passing the room held for it.
+    const rec = await h.outbox.accept(path, { ...options, reservation, expectedSize: size, sourceKept: (code) => (kept = code) });
     // The file is counted in the outbox now; what is left held is its record's room, which the append takes.
     reservation.release();
     let m: QueuedMessage | undefined;

@@ -4,7 +4,7 @@ import { constants } from 'node:fs';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
-import { FieldStreamError } from '../../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { makeDirDurablySync, removeFileDurablySync, replaceFileDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
@@ -104,8 +104,14 @@ export class FileOutbox {
    * Until its queue record is written (`accepted`), a note beside it says what it is: a moved file
    * has left where it was, and a crash before its record would otherwise strand it here, never sent
    * (recoverOutbox takes it up at the next start).
+   *
+   * `expectedSize`: bytes the file had when room was held for it. A file found larger at any step
+   * (its look, its copy, its move's placing: a producer still writing it) is refused with
+   * FIELD_FILE_GROWING and left whole where it was (a moved one put back), its room given back:
+   * taken as it was, the outbox passed the room held for it and so FIELD_QUEUE_MAX_BYTES. Cut at
+   * the size instead, it would be sent as the whole file, and the rest lost once its source went.
    */
-  async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation; sourceKept?: (code: string) => void }): Promise<FileTransferRecord> {
+  async accept(source: string, options: { filename?: string; contentType?: string; move?: boolean; reservation?: Reservation; expectedSize?: number; sourceKept?: (code: string) => void }): Promise<FileTransferRecord> {
     let size: number;
     try {
       // lstat: a link is not followed, to a secret or anywhere else (the watched folder is writable by others).
@@ -116,6 +122,8 @@ export class FileOutbox {
       throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}`);
     }
     if (size > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source} is larger than ${LIMITS.fileTransferMaxBytes} bytes`);
+    const limit = options.expectedSize ?? Infinity;
+    if (size > limit) throw growing(source, limit);
     const transferId = `f${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
     const target = join(this.dir, transferId);
     const tmp = `${target}.tmp`;
@@ -145,7 +153,7 @@ export class FileOutbox {
         if (!moved) {
           // Another file system: until the copy is whole and synced, the source is the file.
           replaceFileDurablySync(this.notePath(transferId), JSON.stringify({ ...note, move: false }));
-          await copyNoFollow(source, tmp);
+          await copyNoFollow(source, tmp, limit);
           if (kept === undefined) {
             // Whole and synced: from now on the outbox's copy is the file, and the source goes.
             replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
@@ -171,15 +179,15 @@ export class FileOutbox {
           options.sourceKept?.(kept);
         }
       } else {
-        await copyNoFollow(source, tmp);
+        await copyNoFollow(source, tmp, limit);
       }
     } catch (err) {
       rmSync(tmp, { force: true });
       this.accepted(transferId);
-      throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}`);
+      throw new FieldStreamError(isFieldStreamError(err) ? err.code : 'FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}`);
     }
     try {
-      return await this.place(transferId, note, tmp, options.reservation);
+      return await this.place(transferId, note, tmp, options.reservation, limit);
     } catch (err) {
       // Not placed (it could not be read, hashed or synced): a moved file goes back where it was,
       // under its own name if that is still free, rather than lying here unsent until a start that
@@ -198,12 +206,16 @@ export class FileOutbox {
         rmSync(tmp, { force: true });
         this.accepted(transferId);
       }
-      throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}${back ? '' : ' (kept in the outbox, taken up again at the next start)'}`);
+      throw new FieldStreamError(isFieldStreamError(err) ? err.code : 'FIELD_FILE_UNREADABLE', `${source}: ${(err as Error).message}${back ? '' : ' (kept in the outbox, taken up again at the next start)'}`);
     }
   }
 
-  /** Syncs the taken file, gives it its transfer id as its name, and describes its transfer (hashed from the outbox's copy). */
-  private async place(transferId: string, note: AcceptingNote, tmp: string, reservation?: Reservation): Promise<FileTransferRecord> {
+  /**
+   * Syncs the taken file, gives it its transfer id as its name, and describes its transfer (hashed
+   * from the outbox's copy). Refused (FIELD_FILE_GROWING) when it is larger than `limit` bytes: a
+   * moved file a producer went on writing after its size was read (a move keeps the inode).
+   */
+  private async place(transferId: string, note: AcceptingNote, tmp: string, reservation?: Reservation, limit = Infinity): Promise<FileTransferRecord> {
     const target = join(this.dir, transferId);
     // The size first, then exactly that many bytes hashed, from one open file: a producer still
     // appending to the file it handed over (a move keeps the inode) gave a record whose size and
@@ -215,6 +227,7 @@ export class FileOutbox {
     try {
       await fh.sync();
       size = (await fh.stat()).size;
+      if (size > limit) throw growing('the file', limit);
       sha256 = await hashPrefix(fh, size);
     } finally {
       await fh.close();
@@ -392,6 +405,11 @@ function removeSourceSync(path: string): void {
  */
 function cannotLeave(err: NodeJS.ErrnoException): boolean {
   return err.code === 'EACCES' || err.code === 'EPERM' || err.code === 'EROFS';
+}
+
+/** A file larger than the `limit` bytes room was held for: still being written (see accept). */
+function growing(what: string, limit: number): FieldStreamError {
+  return new FieldStreamError('FIELD_FILE_GROWING', `${what} has more than the ${limit} bytes room was held for: it grew while it was taken (still being written?); taken again once it holds still`);
 }
 
 /** SHA-256 of the first `size` bytes of an open file (hex). */
