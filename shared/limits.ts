@@ -958,8 +958,8 @@ export const TIMINGS = {
   commandJournalRetryMaxMs: 10_000,
   /** milliseconds. Shortest time between two resends of one device's waiting commands at its
    * "online" presence: a presence within it is served once it has passed. The DMZ publishes the
-   * presence (a compromised one, as often as it likes), and each resend signs, publishes and
-   * journals every waiting command of the device again. */
+   * presence (a compromised one, as often as it likes), and each resend signs and publishes every
+   * waiting command of the device again (a resend is not journaled: dispatcher.ts, publish). */
   commandRedeliverMinIntervalMs: 5_000,
   /** milliseconds. The distributor touches DISTRIBUTOR_HEALTH_FILE this often while connected and
    * subscribed; the compose healthcheck accepts a file touched within the last 30 s (3 intervals). */

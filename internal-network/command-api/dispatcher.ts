@@ -209,11 +209,14 @@ export class CommandDispatcher {
         }
         return;
       }
-      this.update(current, {
-        state: current.state === 'queued' ? 'sent' : current.state,
-        attempts: current.attempts + 1,
-        sentAt: Date.now(),
-      });
+      const sent = { ...current, attempts: current.attempts + 1, sentAt: Date.now(), updatedAt: Date.now() };
+      // The first send is journaled (a command `queued` at a crash is sent again at the start). A
+      // resend changes only its count and time, which a crash may forget: it is not journaled (the
+      // next change of the command takes it there). An `online` presence, the DMZ's word, has one
+      // made per waiting command every TIMINGS.commandRedeliverMinIntervalMs, and a compromised DMZ
+      // publishes them without end: a synced line each, and compactions of the whole journal.
+      if (current.state === 'queued') this.store.put({ ...sent, state: 'sent' });
+      else this.store.note(sent);
     });
   }
 

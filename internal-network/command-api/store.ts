@@ -31,7 +31,8 @@ interface Entry {
  *   A torn last line (a crash mid-write) is skipped at replay, and the next append starts on a
  *   line of its own instead of gluing to it.
  * - Small: a new command is written whole; a change of it (sent, answered, expired) without its
- *   params, up to 64 KiB each, which the line before holds.
+ *   params, up to 64 KiB each, which the line before holds. A resend of a command sent already
+ *   changes no state, and waits in memory for the command's next line (`note`).
  * - Bounded: at most LIMITS.commandStoreMaxRecords commands and LIMITS.commandStoreMaxBytes of them
  *   are kept, the least recently changed finished ones forgotten first. A command still to be
  *   answered is never forgotten: at most LIMITS.commandMaxLive of them, of at most
@@ -118,17 +119,14 @@ export class CommandStore {
   put(record: CommandRecord): void {
     const before = this.entries.get(record.commandId);
     let line: string;
-    let bytes: number;
     if (before && before.record.params !== undefined) {
       const { params, ...rest } = record;
       line = JSON.stringify({ ...rest, paramsAsBefore: true });
       // The command's size whole: the params' share of it is unchanged.
-      bytes = before.bytes - lineBytes({ ...before.record, params: undefined }) + lineBytes(rest);
-      this.remember({ ...rest, params: before.record.params }, bytes);
+      this.remember({ ...rest, params: before.record.params }, before.bytes - lineBytes({ ...before.record, params: undefined }) + lineBytes(rest));
     } else {
       line = JSON.stringify(record);
-      bytes = Buffer.byteLength(line) + 1;
-      this.remember(record, bytes);
+      this.remember(record, Buffer.byteLength(line) + 1);
     }
     this.pending += line + '\n';
     this.lines++;
@@ -136,6 +134,25 @@ export class CommandStore {
       this.flushScheduled = true;
       queueMicrotask(() => this.flushQuietly());
     }
+  }
+
+  /**
+   * Records a change in memory only, for what a crash may forget without harm: it reaches the
+   * journal with the command's next change, or at a compaction. A change of the command's state
+   * (or of a command not kept) is journaled as `put` does: a state is never left to memory alone.
+   * What a resend changes (its count and time) is such a change: the resends come at the DMZ's
+   * word (a device's presence), and a synced line each, per waiting command, was disk written and
+   * compactions made as often as a compromised DMZ liked.
+   */
+  note(record: CommandRecord): void {
+    const before = this.entries.get(record.commandId);
+    if (!before || before.record.state !== record.state) {
+      this.put(record);
+      return;
+    }
+    const { params: _params, ...rest } = record;
+    const kept = before.record.params === undefined ? rest : { ...rest, params: before.record.params };
+    this.remember(kept, before.bytes - lineBytes({ ...before.record, params: undefined }) + lineBytes(rest));
   }
 
   /**

@@ -130,6 +130,29 @@ describe('the command journal', () => {
     assert.equal(again.live, 1);
     assert.ok(readFileSync(path, 'utf8').split('\n').length <= 2 * LIMITS.commandStoreMaxRecords + LIMITS.commandJournalSlackLines + 1);
   });
+
+  it('keeps a noted change (a resend) in memory until the command’s next line, and journals any change of state', async () => {
+    const path = join(tmp, 'noted.jsonl');
+    const s = new CommandStore(path, log);
+    const a = record('sent', { params: { big: 'p'.repeat(500) }, attempts: 1, sentAt: 1 });
+    s.add([a]);
+    const size = statSync(path).size;
+    const live = s.liveBytes;
+    for (let i = 2; i <= 1000; i++) s.note({ ...a, attempts: i, sentAt: i });
+    await settle();
+    assert.equal(statSync(path).size, size, 'a resend is journaled');
+    assert.equal(s.get(a.commandId)?.attempts, 1000);
+    assert.deepEqual(s.get(a.commandId)?.params, a.params);
+    assert.ok(Math.abs(s.liveBytes - live) < 10, 'its bytes are counted once');
+    assert.equal(new CommandStore(path, log).get(a.commandId)?.attempts, 1, 'what a crash now leaves: the command as last journaled');
+    // A change of state is never left to memory alone; the next line takes the noted count with it.
+    s.note({ ...s.get(a.commandId)!, state: 'accepted' });
+    await settle();
+    const back = new CommandStore(path, log).get(a.commandId);
+    assert.equal(back?.state, 'accepted');
+    assert.equal(back?.attempts, 1000);
+    assert.deepEqual(back?.params, a.params);
+  });
 });
 
 describe('a full command store', () => {
