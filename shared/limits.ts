@@ -523,7 +523,9 @@ export const LIMITS = {
    * a metric its birth did not declare after each birth, still ask for a rebirth at the usual pace
    * (TIMINGS.sparkplugRebirthMinIntervalMs): one lost or garbled once comes back good. Past them the
    * edge node sends the same each time, and each further one refused holds its rebirth requests off
-   * twice as long, up to TIMINGS.sparkplugRebirthAfterBoundMs (sparkplug/rebirth.ts). */
+   * twice as long, up to TIMINGS.sparkplugRebirthAfterBoundMs (sparkplug/rebirth.ts). In a row: the
+   * one before was refused less than its hold-off and TIMINGS.sparkplugRebirthAfterBoundMs earlier,
+   * whatever was taken between them. */
   sparkplugRefusedBirthsBeforeBackoff: 2,
   /** bytes. Most memory the birth definitions held (each metric's name, alias and data type, and each
    * device born, its id with it, over every edge node and device) may take, estimated (definitions.ts,
@@ -1026,7 +1028,9 @@ export const TIMINGS = {
    * sparkplugRebirthMinIntervalMs, the edge node sent every birth again, the others' values stored
    * again each time, for as long as it ran. Asked again after this, as a death may have made room.
    * Also the longest hold-off after births refused in a row for what they hold
-   * (LIMITS.sparkplugRefusedBirthsBeforeBackoff). */
+   * (LIMITS.sparkplugRefusedBirthsBeforeBackoff), and how long past a hold-off nothing refused
+   * starts their count again: longer than any hold-off, so an edge node still in that loop would
+   * have been asked and refused again meanwhile; a message taken between two refusals does not. */
   sparkplugRebirthAfterBoundMs: 300_000,
   /** milliseconds. How long the local MQTT input keeps each of an edge node's previous Sparkplug
    * sessions (LIMITS.sparkplugPreviousSessionsPerNode: the ones new NBIRTHs or NDEATHs ended), to read in it what the edge node sends again when

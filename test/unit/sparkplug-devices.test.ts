@@ -303,7 +303,7 @@ describe('Sparkplug rebirth requests after births refused again and again', () =
   }
 
   for (const [name, node] of kinds) {
-    it(`${name}, sent again at each rebirth: asked at once, then less and less often, and a good birth is taken at once`, () => {
+    it(`${name}, sent again at each rebirth: asked at once, then less and less often, and a good birth is taken at once; only a while without a refusal starts again`, () => {
       const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
       const asked = run(host, node, T0, HOUR);
       const gaps = asked.slice(1).map((at, i) => at - (asked[i] as number));
@@ -319,9 +319,13 @@ describe('Sparkplug rebirth requests after births refused again and again', () =
       const fixed = node.birth(host, now, true);
       assert.equal(fixed.out.refused, undefined);
       assert.deepEqual(host.handle(node.data, data(fixed.seq + 1), now).readings.length, 1);
-      // A birth taken starts the count again: the next refused one is asked again at once.
-      const again = run(host, node, now + 1_000, 2 * INTERVAL);
-      assert.ok(again.length >= 1 && (again[0] as number) - (now + 1_000) <= 2_000, `asked at ${again.map((a) => a - now).join(', ')}`);
+      // A good exchange does not end the back-off: the same refused birth again soon after is held off.
+      assert.deepEqual(run(host, node, now + 1_000, 2 * INTERVAL), []);
+      // Nothing refused for the longest hold-off and as long again after it starts the count again:
+      // the next refused one is asked again at once.
+      const quiet = now + 1_000 + 2 * TIMINGS.sparkplugRebirthAfterBoundMs;
+      const again = run(host, node, quiet, 2 * INTERVAL);
+      assert.ok(again.length >= 1 && (again[0] as number) - quiet <= 2_000, `asked at ${again.map((a) => a - quiet).join(', ')}`);
     });
   }
 });
@@ -392,42 +396,54 @@ describe('Sparkplug rebirth requests that a rebirth does not answer', () => {
     assert.ok(asked.length <= 25, `${asked.length} rebirths asked in an hour: ${shown}`);
   }
 
+  /**
+   * The edge node, fixed (restarted) at `at` after being refused again and again: born and its data
+   * read, nothing asked. A good exchange does not end the back-off (a message taken between two
+   * refused is the loop it is for): `bad` again soon after, from its births, is held off. Nothing
+   * refused for the longest hold-off and as long again after it does: `bad` again is asked at once.
+   */
+  async function recovers(t: ReturnType<typeof input>, good: Node, bad: Node, at: number): Promise<void> {
+    const { asked, queued, run } = t;
+    asked.length = 0;
+    await run(good, at, 10_000);
+    assert.deepEqual(asked, []);
+    assert.ok(queued.some((q) => (q.payload as Record<string, unknown>)['G.E.D.Pressure'] === 3));
+    await run(bad, at + 10_000, 2_000);
+    assert.deepEqual(asked, [], 'asked at once after one good exchange');
+    const quiet = at + 12_000 + 2 * TIMINGS.sparkplugRebirthAfterBoundMs;
+    await run(good, at + 12_000, quiet - (at + 12_000));
+    assert.deepEqual(asked, []);
+    await run(bad, quiet, 2_000);
+    assert.deepEqual(asked, [quiet]);
+  }
+
   const badData: Array<[string, Msg[]]> = [
     ['NDATA naming an alias its birth did not declare', [ndata({ alias: '9', doubleValue: 2 })]],
     ['DDATA naming a metric by its name and the alias of another', [ndata(), ddata({ name: 'Pressure', alias: '1', doubleValue: 3 })]],
+    // One message taken between two refused, each time: taken for a good exchange, it started the
+    // count again each time, and the edge node was asked every interval for as long as it ran.
+    ['an NDATA taken, then NDATA naming an alias its birth did not declare', [ndata(), ndata({ alias: '9', doubleValue: 2 })]],
+    ['a DDATA taken, then DDATA naming a metric by its name and the alias of another', [ndata(), ddata(), ddata({ name: 'Pressure', alias: '1', doubleValue: 3 })]],
   ];
   for (const [name, every] of badData) {
-    it(`${name}, the same after each rebirth: asked at once, then less and less often; a good exchange starts again`, async () => {
-      const { asked, queued, run } = input();
-      await run({ births: [nbirth(0), dbirth(true)], every }, T0, HOUR);
-      backsOff(asked, T0);
-      // Fixed (restarted): born and its data read, nothing asked.
-      const fixedAt = T0 + HOUR;
-      asked.length = 0;
-      await run({ births: [nbirth(1), dbirth(true)], every: [ndata(), ddata()] }, fixedAt, 10_000);
-      assert.deepEqual(asked, []);
-      assert.ok(queued.some((q) => (q.payload as Record<string, unknown>)['G.E.D.Pressure'] === 3));
-      // That exchange starts the count again: the same refusal again is asked at once.
-      await run({ births: [nbirth(1), dbirth(true)], every }, fixedAt + 10_000, 2_000, false);
-      assert.deepEqual(asked, [fixedAt + 10_000]);
+    it(`${name}, the same after each rebirth: asked at once, then less and less often; only a while without a refusal starts again`, async () => {
+      const t = input();
+      await t.run({ births: [nbirth(0), dbirth(true)], every }, T0, HOUR);
+      backsOff(t.asked, T0);
+      const births = [nbirth(1), dbirth(true)];
+      await recovers(t, { births, every: [ndata(), ddata()] }, { births, every }, T0 + HOUR);
     });
   }
 
-  it('a DBIRTH that cannot be decoded, the same after each rebirth: asked at once, then less and less often; the edge node\'s own data is read meanwhile', async () => {
-    const { asked, queued, run, session } = input();
+  it('a DBIRTH that cannot be decoded, the same after each rebirth: asked at once, then less and less often; the edge node\'s own data is read meanwhile; only a while without a refusal starts again', async () => {
+    const t = input();
+    const { asked, queued, run, session } = t;
     await run({ births: [nbirth(0), dbirth(false)], every: [ndata(), ddata()] }, T0, HOUR);
     backsOff(asked, T0);
     // Its seq taken as the DBIRTH's: no gap, and the edge node's own data (not its device's) is read.
     assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, undefined);
     assert.equal(queued.filter((q) => (q.payload as Record<string, unknown>)['G.E.Temp'] === 2).length, HOUR / 1_000);
-    // Fixed (restarted): its device born and read; then the same DBIRTH again is asked at once.
-    const fixedAt = T0 + HOUR;
-    asked.length = 0;
-    await run({ births: [nbirth(1), dbirth(true)], every: [ndata(), ddata()] }, fixedAt, 10_000);
-    assert.deepEqual(asked, []);
-    assert.ok(queued.some((q) => (q.payload as Record<string, unknown>)['G.E.D.Pressure'] === 3));
-    await run({ births: [nbirth(2), dbirth(false)], every: [ndata(), ddata()] }, fixedAt + 10_000, 2_000);
-    assert.deepEqual(asked, [fixedAt + 10_000]);
+    await recovers(t, { births: [nbirth(1), dbirth(true)], every: [ndata(), ddata()] }, { births: [nbirth(2), dbirth(false)], every: [ndata(), ddata()] }, T0 + HOUR);
   });
 
   for (const [name, good] of [

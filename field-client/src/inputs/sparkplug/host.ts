@@ -202,7 +202,7 @@ export class SparkplugHost {
     const before = snapshot(this.sessions, this.previous, k, t);
     // Refused as any birth for what it holds (process), but asks for no rebirth itself: the data
     // refused as not born after it does, as often as births refused in a row allow (rebirth.ts).
-    this.rebirths.refused(k, undefined, now, false);
+    this.rebirths.refused(k, now, false);
     try {
       this.nodeBirthRefused(t, now, out);
     } finally {
@@ -290,7 +290,7 @@ export class SparkplugHost {
       const bound = (t.type === 'NBIRTH' || t.type === 'DBIRTH') && BOUND_CODES.includes(err.code);
       // The same data after the same birth again (the metric still not declared) is a refusal in a
       // row too: a rebirth fixes it once, if a birth was missed, not when the edge node sends them so.
-      if (bound || birthRefused(t, err) || unknown) this.rebirths.refused(k, t.device, now, bound, unknown ? s : undefined);
+      if (bound || birthRefused(t, err) || unknown) this.rebirths.refused(k, now, bound, unknown ? s : undefined);
       // Whatever the birth declared no longer describes what the edge node sends: ask again (§5.12,
       // NCMD Node Control/Rebirth). A birth refused for what it holds (birthRefused) asks too: the
       // old definitions were dropped with it. A birth past a bound does not: it would come back the
@@ -365,7 +365,6 @@ export class SparkplugHost {
       this.sessions.delete(k);
       throw err;
     }
-    this.rebirths.born(k, undefined);
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 

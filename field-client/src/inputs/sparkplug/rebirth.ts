@@ -18,10 +18,6 @@ interface Refusals {
   at: number;
   /** how long after it the requests it holds off are held off */
   holdOffMs: number;
-  /** whose birth or data the last one was: a device's id, undefined for the edge node's own */
-  device: string | undefined;
-  /** that birth was taken since (born): its data taken after it ends the refusals (taken) */
-  born: boolean;
   /**
    * data refused for a metric its birth did not declare made this session stale, at this seq
    * (staleAfterRefused); weakly held: a session replaced since is not kept, its definitions uncounted
@@ -48,9 +44,12 @@ interface Refusals {
  *   most `afterBoundMs`; a birth refused for a bound holds them off `afterBoundMs` at once, as it
  *   would come back the same until a death makes room. A gap, and data refused after one (its session
  *   stale), still ask at the usual pace (see SparkplugHost): a message lost on the way is not sent
- *   again the same. A good exchange starts the count again: the birth of what was refused last taken
- *   (born), then its data (taken). So does a quiet `afterBoundMs` past the hold-off (the edge node's
- *   data asked and nothing refused came: it is not in that loop).
+ *   again the same. Only `afterBoundMs` past the hold-off with nothing refused starts the count
+ *   again: a while longer than any hold-off, in which an edge node in that loop, asked again, would
+ *   have been refused again. What is taken between two refusals does not: an edge node whose births
+ *   and one data message are taken after each rebirth, the next message refused, is in the loop all
+ *   the same, and while that good exchange started the count again it was asked every interval for
+ *   as long as it ran.
  *
  * Each map holds at most `maxEdgeNodes` edge nodes: a publisher inventing edge node ids cannot grow
  * them without bound.
@@ -80,11 +79,11 @@ export class RebirthRequests {
 
   /**
    * What edge node `k` sent was refused at `now`, the same as a rebirth would bring: a birth (its
-   * NBIRTH, or device `device`'s DBIRTH) for a bound (`bound`, BOUND_CODES) or for what it holds, or
-   * data of the edge node (`device` undefined) or a device naming a metric its birth did not declare,
-   * which made session `stale` stale.
+   * NBIRTH or a DBIRTH) for a bound (`bound`, BOUND_CODES) or for what it holds, or data of the edge
+   * node or a device naming a metric its birth did not declare, which made session `stale` stale. In a
+   * row with the last one unless that was `afterBoundMs` past its hold-off (see the class).
    */
-  refused(k: string, device: string | undefined, now: number, bound: boolean, stale?: NodeSession): void {
+  refused(k: string, now: number, bound: boolean, stale?: NodeSession): void {
     const last = this.refusals.get(k);
     const count = last !== undefined && now - last.at < last.holdOffMs + this.o.afterBoundMs ? last.count + 1 : 1;
     this.refusals.delete(k);
@@ -95,23 +94,7 @@ export class RebirthRequests {
     }
     const over = count - LIMITS.sparkplugRefusedBirthsBeforeBackoff;
     const holdOffMs = bound ? this.o.afterBoundMs : over <= 0 ? 0 : Math.min(this.o.minIntervalMs * 2 ** over, this.o.afterBoundMs);
-    this.refusals.set(k, { count, at: now, holdOffMs, device, born: false, stale: stale && { s: new WeakRef(stale), seq: stale.seq } });
-  }
-
-  /** A birth of edge node `k` was taken (its NBIRTH, or device `device`'s DBIRTH): if it is that of what was refused last, its data taken next ends the refusals (taken). */
-  born(k: string, device: string | undefined): void {
-    const r = this.refusals.get(k);
-    if (r !== undefined && r.device === device) r.born = true;
-  }
-
-  /**
-   * Data of edge node `k` (its NDATA, or device `device`'s DDATA) was taken: after the birth of what
-   * was refused last, a good exchange, and the count starts again. A birth taken alone does not end
-   * the refusals: the same data refused after each birth taken is the loop they are counted for.
-   */
-  taken(k: string, device: string | undefined): void {
-    const r = this.refusals.get(k);
-    if (r?.born && r.device === device) this.refusals.delete(k);
+    this.refusals.set(k, { count, at: now, holdOffMs, stale: stale && { s: new WeakRef(stale), seq: stale.seq } });
   }
 
   /** Whether a birth of edge node `k` refused, its data refused for a metric its birth did not declare, or its data refused as not born after those, asks no rebirth at `now` (see the class). */

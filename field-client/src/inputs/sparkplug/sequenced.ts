@@ -64,8 +64,6 @@ export class SequencedMessages {
     const at = p.timestamp ?? now;
     if (t.type === 'NDATA') {
       this.fields(t, p, s.defs, now, out);
-      // After its birth, data taken: a good exchange (rebirth.ts).
-      if (current) this.o.rebirths.taken(key(t.group, t.edge), undefined);
       return;
     }
     const device = t.device as string;
@@ -94,7 +92,6 @@ export class SequencedMessages {
         s.devices.delete(device);
         throw err;
       }
-      if (current) this.o.rebirths.born(key(t.group, t.edge), device);
       out.events.push(lifecycleEvent('dbirth', t, at, { metrics: defs.byName.size }));
       return;
     }
@@ -102,7 +99,6 @@ export class SequencedMessages {
     if (!defs) throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} from device ${t.group}/${t.edge}/${device}, which has no current birth`);
     if (t.type === 'DDATA') {
       this.fields(t, p, defs, now, out);
-      if (current) this.o.rebirths.taken(key(t.group, t.edge), device);
       return;
     }
     s.devices.delete(device);
@@ -133,7 +129,7 @@ export class SequencedMessages {
     s.seq = seq;
     s.digests.set(seq, digest);
     s.devices.delete(t.device as string);
-    this.o.rebirths.refused(k, t.device, now, false);
+    this.o.rebirths.refused(k, now, false);
     if (!this.o.rebirths.heldOff(k, now)) this.o.rebirths.ask(t.group, t.edge, now, err.message, out);
     this.o.reorder.release(k, now, out);
   }
