@@ -129,6 +129,24 @@ describe('Sparkplug host state machine', () => {
     assert.equal(after.readings[0]?.['Plant1.Line4.Inputs.Temp'], 4);
   });
 
+  it('on a seq gap seen on a DDEATH asks for a rebirth at once too; a DDEATH of a device not born asks none', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    host.handle(NB, nbirth(0, 0), T0);
+    const DB = topic('spBv1.0/Plant1/DBIRTH/Line4/Press');
+    const DD = topic('spBv1.0/Plant1/DDEATH/Line4/Press');
+    assert.equal(host.handle(DB, ndata(1, [{ name: 'Pressure', alias: '10', datatype: T.Float, floatValue: 2.5 }]), T0).refused, undefined);
+    // Seq 2 lost on the way: the device's death, the edge node's last message for a while, is the gap.
+    const gap = host.handle(DD, ndata(3, []), T0 + 10);
+    assert.equal(gap.refused?.code, 'SPARKPLUG_SEQ_GAP');
+    assert.equal(gap.rebirth, true);
+    assert.deepEqual(gap.events.map((e) => e.eventType), ['sparkplug.rebirth_requested']);
+    // Born again, a death of a device it never declared needs no birth: nothing asked.
+    assert.equal(host.handle(NB, nbirth(0, 0), T0 + 20).refused, undefined);
+    const unborn = host.handle(topic('spBv1.0/Plant1/DDEATH/Line4/Other'), ndata(1, []), T0 + 20 + INTERVAL);
+    assert.equal(unborn.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.equal(unborn.rebirth, false);
+  });
+
   it('asks for a rebirth on data from an edge node it has no birth of, and on an unknown alias', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     const orphan = host.handle(ND, ndata(3, [{ alias: '1', doubleValue: 1 }]), T0);

@@ -296,11 +296,13 @@ export class SparkplugHost {
       // old definitions were dropped with it. A birth past a bound does not: it would come back the
       // same. Births refused in a row, data naming a metric its birth did not declare after each
       // birth, and the data refused as not born after them (unless a gap made its session stale
-      // since), ask less and less often (rebirth.ts).
-      if (unknown || err.code === 'SPARKPLUG_NOT_BORN' || err.code === 'SPARKPLUG_SEQ_GAP' || birthRefused(t, err)) {
+      // since), ask less and less often (rebirth.ts). A DDEATH of a device not born needs no birth;
+      // one that is a gap does, as any message: its session is stale, and unasked its edge node
+      // (quiet after its device died, say) was asked only by its next message, refused meanwhile.
+      if (unknown || err.code === 'SPARKPLUG_SEQ_GAP' || (err.code === 'SPARKPLUG_NOT_BORN' && t.type !== 'DDEATH') || birthRefused(t, err)) {
         const notBornAfter = err.code === 'SPARKPLUG_NOT_BORN' && (s?.stale !== true || this.rebirths.staleAfterRefused(k, s));
         const afterRefused = birthRefused(t, err) || unknown || notBornAfter;
-        if (t.type !== 'DDEATH' && !(afterRefused && this.rebirths.heldOff(k, now))) this.rebirths.ask(t.group, t.edge, now, err.message, out);
+        if (!(afterRefused && this.rebirths.heldOff(k, now))) this.rebirths.ask(t.group, t.edge, now, err.message, out);
       }
     } finally {
       this.recountAfter(t, out);
