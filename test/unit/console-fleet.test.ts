@@ -5,7 +5,10 @@ import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import { loadLastPresences } from '../../internal-network/console/fleet/last-presences.ts';
 import type { LastPresences } from '../../internal-network/console/history/presences.ts';
 import { Ring } from '../../internal-network/console/fleet/ring.ts';
-import type { StateChange } from '../../internal-network/console/fleet/types.ts';
+import { DeviceListing } from '../../internal-network/console/fleet/listing.ts';
+import { SortedIds } from '../../internal-network/console/fleet/sorted-ids.ts';
+import fc from 'fast-check';
+import { DEVICE_STATES, type DeviceState, type StateChange } from '../../internal-network/console/fleet/types.ts';
 import { bucketMs, downsample } from '../../internal-network/console/history/history.ts';
 import { quoteIdent, quoteString } from '../../internal-network/console/history/influxql.ts';
 import { BoundedSessionStore } from '../../internal-network/console/web/session-store.ts';
@@ -404,6 +407,66 @@ describe('Ring', () => {
     assert.deepEqual(r.since(3), [4, 5]);
     assert.deepEqual(r.since(5), []);
     assert.deepEqual(r.newest(2), [5, 4]);
+  });
+});
+
+describe("the management API's device index (SortedIds, DeviceListing)", () => {
+  const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  /** Up to `n` of the sorted `model` after `after`: what a page must hold. */
+  const expected = (model: Iterable<string>, n: number, after?: string) => [...model].sort(byCodeUnit).filter((id) => after === undefined || id > after).slice(0, n);
+
+  it('holds ids in code-unit order through adds and deletes that split and join its chunks, and pages from any cursor', () => {
+    // Few distinct ids (so deletes hit), in runs long enough to fill and empty chunks of 1024 (the
+    // zeros keep a run of numbers a run of ids in order).
+    const name = (i: number) => `d-${String(i).padStart(5, '0')}`;
+    const id = fc.integer({ min: 0, max: 5_000 }).map(name);
+    const op = fc.oneof(
+      fc.record({ add: fc.constant(true), from: id, run: fc.integer({ min: 1, max: 1_500 }) }),
+      fc.record({ add: fc.constant(false), from: id, run: fc.integer({ min: 1, max: 1_500 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 12 }), fc.array(fc.tuple(fc.option(id, { nil: undefined }), fc.integer({ min: 1, max: 3_000 })), { minLength: 1, maxLength: 5 }), (ops, reads) => {
+        const set = new SortedIds();
+        const model = new Set<string>();
+        for (const o of ops) {
+          const start = Number(o.from.slice(2));
+          for (let i = start; i < start + o.run; i++) {
+            if (o.add) {
+              set.add(name(i));
+              model.add(name(i));
+            } else {
+              set.delete(name(i));
+              model.delete(name(i));
+            }
+          }
+          assert.equal(set.size, model.size);
+          for (const [after, n] of reads) assert.deepEqual(set.first(n, after), expected(model, n, after));
+        }
+        for (const probe of [name(0), name(2_500), name(4_999), 'd-9']) assert.equal(set.has(probe), model.has(probe));
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('gives the ids of a state, a revoked flag or both, in order, as rows move between them', () => {
+    const row = fc.record({ id: fc.integer({ min: 0, max: 300 }).map((i) => `d-${String(i).padStart(3, '0')}`), state: fc.constantFrom(...DEVICE_STATES), revoked: fc.boolean() });
+    const filter = fc.record({ state: fc.option(fc.constantFrom(...DEVICE_STATES), { nil: undefined }), revoked: fc.option(fc.boolean(), { nil: undefined }) });
+    fc.assert(
+      fc.property(fc.array(row, { maxLength: 2_000 }), fc.array(fc.tuple(filter, fc.option(row.map((r) => r.id), { nil: undefined }), fc.integer({ min: 1, max: 50 })), { minLength: 1, maxLength: 8 }), (rows, reads) => {
+        const listing = new DeviceListing();
+        const model = new Map<string, { state: DeviceState; revoked: boolean }>();
+        for (const r of rows) {
+          listing.place(r);
+          model.set(r.id, r);
+        }
+        assert.equal(listing.size, model.size);
+        for (const [f, after, n] of reads) {
+          const matching = [...model].filter(([, r]) => (f.state === undefined || r.state === f.state) && (f.revoked === undefined || r.revoked === f.revoked)).map(([id]) => id);
+          assert.deepEqual(listing.first(n, after, f), expected(matching, n, after), JSON.stringify({ f, after, n }));
+        }
+      }),
+      { numRuns: 100 },
+    );
   });
 });
 

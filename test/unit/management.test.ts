@@ -297,6 +297,107 @@ describe('management API: the device list', () => {
     }
   });
 
+  it('a filtered listing pages each matching device once across changes between pages: states and revoked flags changing, the cursor leaving the filter, devices added', async () => {
+    let clock = 1_000_000;
+    const fleet = new Fleet({ staleAfterMs: 180_000, now: () => clock });
+    const ids = Array.from({ length: 12 }, (_, i) => `d-${String(i).padStart(2, '0')}`);
+    for (const id of ids) fleet.register(id);
+    let t = 1;
+    const set = (state: 'online' | 'offline', ...list: string[]) => {
+      for (const id of list) fleet.apply(status(id, state, t++));
+    };
+    const reading = (id: string) => fleet.apply({ measurement: 'readings', tags: { device: id }, fields: { v: 1 }, time: t++ });
+    set('online', 'd-01', 'd-03', 'd-05', 'd-07', 'd-09');
+    const { app, devices, walk } = await manageOn(fleet);
+    try {
+      const online = await walk('state=online', 2, (page) => {
+        if (page === 0) {
+          // The page ended at d-03: the next one starts after it, though it left the filter.
+          set('offline', 'd-03', 'd-05');
+          set('online', 'd-00', 'd-06'); // one behind the cursor (not given), one ahead (given)
+          reading('d-04a'); // first heard of: a new row, online, ahead of the cursor
+          reading('d-02a'); // and one behind it
+        }
+        if (page === 1) {
+          set('offline', 'd-07', 'd-09');
+          set('online', 'd-07', 'd-11'); // d-07 back before its turn came
+          reading('d-08'); // unknown until now
+        }
+      });
+      assert.deepEqual(online, ['d-01', 'd-03', 'd-04a', 'd-06', 'd-07', 'd-08', 'd-11']);
+
+      fleet.setRevoked(new Set(['d-02', 'd-05', 'd-10']));
+      const revoked = await walk('revoked=true', 1, (page) => {
+        // The cursor's device (d-02) and one ahead of it (d-05) no longer revoked; one behind, one
+        // ahead and a new device revoked.
+        if (page === 0) fleet.setRevoked(new Set(['d-01', 'd-08', 'd-10', 'd-12']));
+      });
+      assert.deepEqual(revoked, ['d-02', 'd-08', 'd-10', 'd-12']);
+
+      // Both filters; d-06 leaves (revoked), d-08 comes in (no longer revoked).
+      const both = await walk('state=online&revoked=false', 2, (page) => {
+        if (page === 0) fleet.setRevoked(new Set(['d-01', 'd-05', 'd-06', 'd-10', 'd-12']));
+      });
+      assert.deepEqual(both, ['d-00', 'd-02a', 'd-04a', 'd-07', 'd-08', 'd-11']);
+
+      // The revoked devices of every state, in one id order.
+      assert.deepEqual(await walk('revoked=true', 2), ['d-01', 'd-05', 'd-06', 'd-10', 'd-12']);
+      assert.deepEqual(await walk('state=unknown', 3), ['d-02', 'd-04', 'd-10', 'd-12']);
+      assert.deepEqual(await walk('state=offline', 3), ['d-03', 'd-05', 'd-09']);
+      assert.deepEqual(await walk('state=offline&revoked=true', 1), ['d-05']);
+      assert.deepEqual(await devices('state=offline&after=d-03x&limit=1'), { ids: ['d-05'], next: 'd-05' }, 'a cursor that is no device');
+      const all = [...ids, 'd-02a', 'd-04a', 'd-12'].sort();
+      assert.deepEqual(await walk('', 5), all);
+
+      // Every connected device goes stale at once: the filters follow.
+      clock += 200_000;
+      fleet.sweep();
+      assert.deepEqual(await walk('state=stale', 4), ['d-00', 'd-01', 'd-02a', 'd-04a', 'd-06', 'd-07', 'd-08', 'd-11']);
+      assert.deepEqual(await devices('state=online'), { ids: [], next: undefined });
+      assert.deepEqual(await walk('state=stale&revoked=true', 4), ['d-01', 'd-06']);
+      assert.deepEqual(await walk('revoked=false', 7), all.filter((id) => !['d-01', 'd-05', 'd-06', 'd-10', 'd-12'].includes(id)));
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('a filtered page reads the devices it gives, not the fleet: a few matching of 50,000 cost no more than a page each', async () => {
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const n = 50_000;
+    const id = (i: number) => `d-${String(i).padStart(6, '0')}`;
+    for (let i = n - 1; i >= 0; i--) fleet.register(id(i));
+    const online = [3, 9_000, 21_001, 33_333, 49_999].map(id);
+    online.forEach((d, i) => fleet.apply(status(d, 'online', i + 1)));
+    const revoked = [0, 9_000, 40_000].map(id);
+    fleet.setRevoked(new Set(revoked));
+    const { app, devices, walk } = await manageOn(fleet);
+    // Rows looked up: every device a page reads, whether it is given or skipped.
+    const entries = (fleet as unknown as { devices: Map<string, unknown> }).devices;
+    let read = 0;
+    const get = entries.get.bind(entries);
+    entries.get = (key: string) => {
+      read++;
+      return get(key);
+    };
+    try {
+      await devices('limit=1');
+      read = 0;
+      assert.deepEqual(await walk('state=online', 2), online);
+      assert.ok(read <= 3 * 3, `${read} rows read for 3 pages of 2`);
+      read = 0;
+      assert.deepEqual(await walk('revoked=true', 2), revoked);
+      assert.deepEqual(await walk('state=online&revoked=true', 2), [id(9_000)]);
+      assert.deepEqual(await walk('state=stale', 2), []);
+      assert.ok(read <= 2 * 3 + 3 + 1, `${read} rows read for 4 pages of at most 2`);
+      read = 0;
+      const r = await devices(`state=unknown&revoked=false&limit=5&after=${id(39_998)}`);
+      assert.deepEqual(r.ids, [39_999, 40_001, 40_002, 40_003, 40_004].map(id));
+      assert.ok(read <= 6, `${read} rows read for a page of 5`);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('a page costs what it returns: no sort, nor copy, of the whole fleet per request', async () => {
     const fleet = new Fleet({ staleAfterMs: 180_000 });
     const n = 50_000;

@@ -3,10 +3,10 @@ import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
 import { ChangeLog } from './counts.ts';
 import { GatewayIndex } from './gateway-index.ts';
+import { DeviceListing, type ListingFilter } from './listing.ts';
 import { PendingPresences } from './pending-presences.ts';
 import { Ring } from './ring.ts';
 import { newestFirst, SecurityLog } from './security-log.ts';
-import { SortedIds } from './sorted-ids.ts';
 import type { Anomaly, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
 
 interface Entry {
@@ -53,8 +53,8 @@ export interface FleetOptions {
  */
 export class Fleet {
   private readonly devices = new Map<string, Entry>();
-  /** the devices' ids in order, for the management API's pages (rowsAfter) */
-  private readonly order = new SortedIds();
+  /** the devices' ids in order, all and by state and revoked flag, for the management API's pages (rowsPage) */
+  private readonly listing = new DeviceListing();
   /** rows of devices not (yet) in the registry, bounded on their own (CONSOLE.maxUnregisteredDevices) */
   private unregisteredRows = 0;
   /** which rows changed, in order (the version is its sequence number): a live stream asks it every
@@ -179,13 +179,16 @@ export class Fleet {
     return [...this.devices.values()].map((e) => e.row);
   }
 
-  /** The rows of the devices after `after` (all if undefined) in id order, read as far as the caller
-   * goes: a page costs what it reads, not a sort of the fleet. */
-  *rowsAfter(after: string | undefined): Generator<DeviceRow> {
-    for (const id of this.order.after(after)) {
+  /** Up to `n` rows of the devices after `after` (from the first if undefined) that `filter` lets
+   * through, in id order: a page costs a search and the rows it holds, not a sort of the fleet, nor
+   * a look at the rows a filter leaves out. */
+  rowsPage(n: number, after: string | undefined, filter: ListingFilter = {}): DeviceRow[] {
+    const rows: DeviceRow[] = [];
+    for (const id of this.listing.first(n, after, filter)) {
       const e = this.devices.get(id);
-      if (e) yield e.row;
+      if (e) rows.push(e.row);
     }
+    return rows;
   }
 
   /** Rows changed after `version`, and the version to ask from next time: from the change log,
@@ -363,9 +366,12 @@ export class Fleet {
     this.gateways.place(e, connected ? e.row.gateway : null);
   }
 
+  /** Every change of a row goes through here: its place in the listing follows its state and flag
+   * (nothing to do, and no cost but a look-up, when neither changed). */
   private change(e: Entry, apply: () => void): void {
     apply();
     e.version = this.log.add(e.row.id);
+    this.listing.place(e.row);
   }
 
   /** The row of a device that has one; a point naming any other is counted, and makes none. */
@@ -411,7 +417,7 @@ export class Fleet {
       registered,
     };
     this.devices.set(id, e);
-    this.order.add(id);
+    this.listing.place(e.row);
     e.version = this.log.add(id);
     // Its presence from before it had a row (registered a moment before it connected), as it would
     // have been applied then.

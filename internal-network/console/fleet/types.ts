@@ -11,7 +11,8 @@ import type { Scalar } from '../../../shared/contract/primitives.ts';
  * heard for CONSOLE_STALE_AFTER_S; offline: its connection closed; unknown: not heard of since
  * the console started (a registered device that never connected, or one that stays silent).
  */
-export type DeviceState = 'online' | 'stale' | 'offline' | 'unknown';
+export const DEVICE_STATES = ['online', 'stale', 'offline', 'unknown'] as const;
+export type DeviceState = (typeof DEVICE_STATES)[number];
 
 export interface TimedFields {
   /** epoch ms: the reading's (or health message's) own time */

@@ -9,7 +9,7 @@ import { throttleSource, TokenThrottle } from '../../../shared/security/throttle
 import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
 import type { CommandClient, CommandClientCode, ConsoleCommand } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
-import type { DeviceRow } from '../fleet/types.ts';
+import { DEVICE_STATES, type DeviceRow } from '../fleet/types.ts';
 import { noManageAuthFailures, type ManageAuthFailures } from '../metrics.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
 import type { TokensFile } from '../../../shared/security/device-token.ts';
@@ -32,7 +32,6 @@ export interface ManageDeps {
   deviceTokens?: () => TokensFile['devices'] | undefined;
 }
 
-const DEVICE_STATES = ['online', 'stale', 'offline', 'unknown'] as const;
 const DeviceParamsSchema = z.strictObject({ id: DeviceIdSchema });
 const TestEventParamsSchema = z.strictObject({ commandId: MessageIdSchema });
 const DevicesQuerySchema = z.strictObject({
@@ -189,19 +188,12 @@ export function manageRoutes(d: ManageDeps) {
         api.get('/devices', async (req) => {
           caller(req);
           const q = parse(DevicesQuerySchema, req.query, 'query');
-          // Read in id order from the cursor on, up to one row past the page (which says there is a
-          // next page): no copy or sort of the whole fleet per request, whatever `limit` is. A
-          // filter reads past the rows it skips.
-          const page: DeviceRow[] = [];
-          let more = false;
-          for (const r of d.fleet.rowsAfter(q.after)) {
-            if ((q.state !== undefined && r.state !== q.state) || (q.revoked !== undefined && r.revoked !== q.revoked)) continue;
-            if (page.length === q.limit) {
-              more = true;
-              break;
-            }
-            page.push(r);
-          }
+          // In id order from the cursor on, up to one row past the page (which says there is a next
+          // page), read from the fleet's ids of the filter's state and flag only (fleet/listing.ts):
+          // a page costs what it holds, whatever `limit`, the filter and the fleet's size are.
+          const page = d.fleet.rowsPage(q.limit + 1, q.after, { state: q.state, revoked: q.revoked });
+          const more = page.length > q.limit;
+          if (more) page.pop();
           const last = page.at(-1);
           const tokens = d.deviceTokens?.();
           return { devices: page.map((r) => deviceView(r, tokens)), ...(more && last ? { next: last.id } : {}), untracked: d.fleet.untracked };
