@@ -3,7 +3,7 @@ import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { STORED_FEED_REFUSALS, type StoredFeedRefusal } from '../shared/stored-feed.ts';
 import type { AnomalyRunner } from './anomaly-runner.ts';
 import type { Fleet } from './fleet/fleet.ts';
-import type { DeviceState } from './fleet/types.ts';
+import { DEVICE_STATES, type DeviceState } from './fleet/types.ts';
 import type { OwnPointsWriter } from './own-points.ts';
 
 /**
@@ -29,8 +29,6 @@ export interface ConsoleStats {
   manageAuthFailures: ManageAuthFailures;
 }
 
-const STATES: readonly DeviceState[] = ['online', 'stale', 'offline', 'unknown'];
-
 /**
  * The console's metrics (docs/console.md): everything is read at scrape time from what it keeps
  * anyway, nothing is done per message. No device id as a label.
@@ -45,9 +43,9 @@ export function consoleMetrics(
     this.set(o.brokerConnected() ? 1 : 0);
   });
   m.gauge('console_devices', 'Devices the console tracks, by state.', ['state'], function () {
-    const counts = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
+    const counts = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
     for (const r of fleet.rows()) counts[r.state]++;
-    for (const s of STATES) this.set({ state: s }, counts[s]);
+    for (const s of DEVICE_STATES) this.set({ state: s }, counts[s]);
   });
   m.gauge('console_pending_presences', 'Presences of devices the console has no row for yet, kept to be applied once the registry lists them (at most CONSOLE.maxPendingPresences, each for CONSOLE.pendingPresenceMaxAgeMs).', [], function () {
     this.set(fleet.pending.size);
