@@ -245,6 +245,12 @@ export const ERRORS = {
     description:
       'A file to send grew while it was taken into the outbox (still being written): it was not taken, and is left whole where it was, to be taken again once it holds still.',
   },
+  FIELD_FILE_APPENDED: {
+    http: 200,
+    transient: false,
+    description:
+      'A file was written to after it was moved into the outbox (its producer still had it open): what was taken was sent, and the whole file, with what came after, is set aside in FIELD_DATA_DIR/rejected/ rather than deleted.',
+  },
   FIELD_FILE_SOURCE_KEPT: {
     http: 200,
     transient: false,

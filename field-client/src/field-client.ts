@@ -94,7 +94,7 @@ export class FieldClient {
     // what is set aside (or the reserve for it), and drop-oldest drops a file with its record.
     queue.shareCapacity(() => this.rejected.charge() + outbox.bytes());
     queue.onDrop((dropped) => this.onDropped(dropped));
-    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq) => this.onFileDone(seq), log, () => this.schedulePump());
+    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq, setAside) => this.onFileDone(seq, setAside), log, () => this.schedulePump());
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
     connection.on('frame', (frame) => this.onFrame(frame));
@@ -235,9 +235,10 @@ export class FieldClient {
   }
 
   /** Every chunk of a file is committed: its queue record goes too. */
-  private onFileDone(seq: number): void {
+  private onFileDone(seq: number, setAside?: boolean): void {
     this.inFlight.delete(seq);
     this.queue.commitRanges([[seq, seq]]);
+    if (setAside) this.rejected.measure(); // counts now, as it left the outbox's count
   }
 
   private onFrame(frame: DownlinkFrame): void {

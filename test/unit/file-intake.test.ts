@@ -15,7 +15,7 @@ import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { DurableQueue, type SyncPolicy } from '../../field-client/src/queue/durable-queue.ts';
 import type { FieldClient as Client } from '../../field-client/src/field-client.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -48,7 +48,7 @@ describe('files taken within the bound', () => {
       client.stop();
       await queue.close();
     };
-    return { dir, logs, queue, outbox, client, queued, outgoing, close };
+    return { dir, logs, queue, outbox, connection, client, queued, outgoing, close };
   }
 
   it('takes a burst of files in the watched folder only as far as the bound, stranding none in the outbox', async () => {
@@ -348,6 +348,59 @@ describe('files taken within the bound', () => {
       (fsp as { open: unknown }).open = opening;
       syncBuiltinESMExports();
       for (const f of folders.slice(1)) rmSync(f, { recursive: true, force: true });
+      await d.close();
+    }
+  });
+
+  it('sets a moved file aside, whole, when its producer wrote more to it after it was placed, rather than deleting those bytes with it once it is sent', async () => {
+    // A move keeps the inode: a producer that still holds the file open appends into the outbox's
+    // copy, past the size its record says. Those bytes are never sent; before, they were deleted with
+    // the file once its last chunk was acknowledged, and nothing said so.
+    const d = await device('appended', 64 * MiB);
+    const frames: string[] = [];
+    d.connection.canSend = () => true;
+    d.connection.send = (text: string) => void frames.push(text);
+    const src = join(d.dir, 'scan.log');
+    const first = Buffer.alloc(150 * 1024, 1);
+    writeFileSync(src, first);
+    const producer = await open(src, 'a');
+    try {
+      d.connection.emit('open');
+      d.connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+      const queued = d.client.submitFile(src, { move: true });
+      await queued;
+      const [rec] = d.queued();
+      assert.ok(rec);
+      assert.equal(rec.size, first.length, 'taken at the size it had');
+      const more = Buffer.alloc(10 * 1024, 2);
+      await producer.appendFile(more); // into the outbox's file: the same inode
+      const received: Buffer[] = [];
+      let answered = 0;
+      await eventually(() => {
+        for (; answered < frames.length; answered++) {
+          const frame = JSON.parse(frames[answered] as string) as { batch: Array<{ messageId: string; payload: { data: string; transfer: { index: number } } }> };
+          for (const m of frame.batch) {
+            received[m.payload.transfer.index] = Buffer.from(m.payload.data, 'base64');
+            d.connection.emit('frame', { type: 'ack', messageIds: [m.messageId] });
+          }
+        }
+        return d.queue.depth === 0 ? true : undefined;
+      }, 10_000, 'the file sent as its record says');
+      assert.deepEqual(Buffer.concat(received), first, 'what its record says is sent');
+      assert.deepEqual(d.outgoing(), [], 'out of the outbox');
+      const aside = readdirSync(join(d.dir, 'rejected'));
+      assert.equal(aside.length, 1, 'set aside');
+      const kept = readFileSync(join(d.dir, 'rejected', aside[0] as string));
+      assert.ok(kept.equals(Buffer.concat([first, more])), 'whole: what was sent, and what was written after');
+      assert.ok((aside[0] as string).startsWith(rec.transferId) && (aside[0] as string).endsWith('scan.log'), `named by its transfer and its name (${aside[0]})`);
+      assert.equal(d.client.rejectedBytes, kept.length, 'counted against FIELD_QUEUE_MAX_BYTES at once');
+      const warned = d.logs.lines.filter((l) => l.code === 'FIELD_FILE_APPENDED');
+      assert.equal(warned.length, 1, 'logged with a code');
+      assert.equal(warned[0]?.transferId, rec.transferId);
+      assert.equal(warned[0]?.sentBytes, first.length);
+      assert.equal(warned[0]?.bytes, kept.length);
+    } finally {
+      await producer.close();
       await d.close();
     }
   });

@@ -370,15 +370,38 @@ export class FileOutbox {
   }
 
   /**
-   * A file the gateway refused for good leaves the outbox whole, into FIELD_DATA_DIR/rejected/
-   * under its transfer id and name: set aside for its operator, never deleted on the DMZ's word.
-   * Its queue record is let go on this return: so the move is made durable first, the new name
-   * (and the folder's own, made now or after the operator moved it off) and the old one's removal.
+   * Every chunk of a file is done: it leaves the outbox. Unless it is larger than its record says: a
+   * file moved in keeps its inode, and a producer that still held it open wrote on into the outbox's
+   * file after its size was read. Those bytes were never sent, and were deleted with the file,
+   * unseen. Such a file is set aside whole instead (see setAside; named ID-appended-NAME), counted
+   * against FIELD_QUEUE_MAX_BYTES there until its operator moves it off; its producer's later writes
+   * go on landing in it. Returns where, and its size, when it was set aside.
    */
-  setAside(rec: FileTransferRecord): string {
+  finish(rec: FileTransferRecord): { path: string; bytes: number } | undefined {
+    let bytes: number | undefined;
+    try {
+      bytes = statSync(join(this.dir, rec.transferId)).size;
+    } catch {
+      // Gone (removed by hand), or not to be looked at: there is nothing more to keep of it here.
+    }
+    if (bytes === undefined || bytes <= rec.size) {
+      this.remove(rec.transferId);
+      return undefined;
+    }
+    return { path: this.setAside(rec, 'appended'), bytes };
+  }
+
+  /**
+   * A file the gateway refused for good leaves the outbox whole, into FIELD_DATA_DIR/rejected/
+   * under its transfer id and name (and `why`, when given): set aside for its operator, never
+   * deleted on the DMZ's word. Its queue record is let go on this return: so the move is made
+   * durable first, the new name (and the folder's own, made now or after the operator moved it
+   * off) and the old one's removal.
+   */
+  setAside(rec: FileTransferRecord, why?: string): string {
     const dir = join(this.dir, '..', 'rejected');
     makeDirDurablySync(dir, 0o700);
-    const target = join(dir, `${rec.transferId}-${basename(rec.filename)}`);
+    const target = join(dir, `${rec.transferId}-${why === undefined ? '' : `${why}-`}${basename(rec.filename)}`);
     renameSync(join(this.dir, rec.transferId), target);
     this.measured = undefined;
     syncDirSync(dir);

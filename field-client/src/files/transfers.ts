@@ -56,8 +56,12 @@ export class FileTransfers {
   constructor(
     private readonly outbox: FileOutbox,
     private readonly o: TransferOptions,
-    /** called once a whole file is done (or gone from the outbox), with its queue record's sequence number */
-    private readonly finished: (seq: number) => void,
+    /**
+     * called once a whole file is done (or gone from the outbox), with its queue record's sequence
+     * number; `setAside`: the file went (or may have gone) into FIELD_DATA_DIR/rejected/ (see
+     * FileOutbox.finish), to be measured again
+     */
+    private readonly finished: (seq: number, setAside?: boolean) => void,
     private readonly log: Logger,
     /** asks for a pump: chunks whose read failed are tried again then */
     private readonly wake: () => void = () => {},
@@ -251,11 +255,33 @@ export class FileTransfers {
     if (t.done !== before) this.saveProgress(t);
     if (t.done >= t.rec.count) {
       this.byId.delete(t.rec.transferId);
-      this.outbox.remove(t.rec.transferId);
+      const aside = this.finish(t.rec);
       this.log.info({ transferId: t.rec.transferId, filename: t.rec.filename, bytes: t.rec.size }, this.o.receipts ? 'file stored on the internal network' : 'file delivered');
-      this.finished(t.seq);
+      this.finished(t.seq, aside);
     }
     return n;
+  }
+
+  /**
+   * The file of a transfer all done leaves the outbox, unless its producer wrote more to it after it
+   * was taken (FileOutbox.finish): then it is set aside whole, and the operator told, as what was
+   * sent is not all of it. True when it was (or may have been) set aside: rejected/ is measured
+   * again. Should that fail (the disk), it stays where it is, said so: deleted, the bytes never sent
+   * would be lost; thrown on, the error would end the client from the gateway connection's frame
+   * handler.
+   */
+  private finish(rec: FileTransferRecord): boolean {
+    const fields = { code: 'FIELD_FILE_APPENDED' as const, transferId: rec.transferId, filename: rec.filename, sentBytes: rec.size };
+    let aside: { path: string; bytes: number } | undefined;
+    try {
+      aside = this.outbox.finish(rec);
+    } catch (err) {
+      this.log.error({ ...fields, err: (err as Error).message }, 'a file was written to after it was taken, and cannot be set aside: it stays where it is (outgoing/ under its transfer id, or rejected/); move it off the device');
+      return true;
+    }
+    if (!aside) return false;
+    this.log.warn({ ...fields, bytes: aside.bytes, path: aside.path }, 'a file was written to after it was taken (its producer still had it open): what was taken is sent; the whole file is set aside');
+    return true;
   }
 
   /**
