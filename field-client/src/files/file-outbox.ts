@@ -1,7 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, unlinkSync, writeFileSync, renameSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { constants } from 'node:fs';
-import { open, rename, type FileHandle } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
@@ -9,6 +9,7 @@ import { LIMITS } from '../../../shared/limits.ts';
 import { makeDirDurablySync, removeFileDurablySync, replaceFileDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
 import { FileRoom, type Reservation } from './file-room.ts';
+import { cannotLeave, growing, hashPrefix, removeSourceSync } from './taking-steps.ts';
 
 /**
  * The note beside a file being taken into the outbox, until its queue record is written. `move`:
@@ -409,41 +410,4 @@ export class FileOutbox {
     syncDirSync(this.dir);
     return target;
   }
-}
-
-/** Removes a file (gone already: nothing to do) and syncs its folder. */
-function removeSourceSync(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  syncDirSync(dirname(path));
-}
-
-/**
- * Whether a file's rename or removal failed because its folder does not let it go: no write
- * permission there (EACCES), the sticky bit and another user's file, or an append-only or
- * immutable flag (EPERM), a read-only mount (EROFS). The file can still be copied.
- */
-function cannotLeave(err: NodeJS.ErrnoException): boolean {
-  return err.code === 'EACCES' || err.code === 'EPERM' || err.code === 'EROFS';
-}
-
-/** A file larger than the `limit` bytes room was held for: still being written (see accept). */
-function growing(what: string, limit: number): FieldStreamError {
-  return new FieldStreamError('FIELD_FILE_GROWING', `${what} has more than the ${limit} bytes room was held for: it grew while it was taken (still being written?); taken again once it holds still`);
-}
-
-/** SHA-256 of the first `size` bytes of an open file (hex). */
-async function hashPrefix(fh: FileHandle, size: number): Promise<string> {
-  const h = createHash('sha256');
-  const buf = Buffer.allocUnsafe(Math.min(Math.max(size, 1), 1024 * 1024));
-  for (let at = 0; at < size; ) {
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - at), at);
-    if (bytesRead === 0) throw new Error(`the file is shorter than its ${size} bytes (cut while it was taken?)`);
-    h.update(buf.subarray(0, bytesRead));
-    at += bytesRead;
-  }
-  return h.digest('hex');
 }
