@@ -1136,12 +1136,15 @@ export const CONSOLE = {
   /** bytes. A browser that has not read this much of its stream is too slow: it is disconnected
    * (and reconnects to a fresh snapshot) instead of letting the console's memory grow. */
   liveMaxBufferedBytes: 8 * 1024 * 1024,
-  /** device rows of a live stream's snapshot written at once (some 200 KB), the next once the socket
-   * has taken them: a snapshot larger than liveMaxBufferedBytes reaches a slow browser, holding one
-   * piece in memory and the event loop for milliseconds, not the whole fleet's half a second */
-  liveSnapshotRowsPerWrite: 1_000,
-  /** milliseconds a live stream waits for its socket to take what it was given: one piece of its
-   * snapshot (liveSnapshotRowsPerWrite rows, some 200 KB: a browser reading less than 7 KB/s is
+  /** device rows of a live stream's snapshot in one event (some 200 KB), the next event written once
+   * the socket has taken it: a snapshot larger than liveMaxBufferedBytes reaches a slow browser,
+   * holding one part in memory and the event loop for milliseconds, not the whole fleet's half a
+   * second; and a browser hears from its stream at every part, not once 100,000 devices (20 MB)
+   * have come, which on a link slower than some 1.3 MB/s took longer than the page waits for a word
+   * from its stream (15 s, public/api.js) before it reconnects to a fresh snapshot, for ever. */
+  liveSnapshotRowsPerEvent: 1_000,
+  /** milliseconds a live stream waits for its socket to take what it was given: one part of its
+   * snapshot (liveSnapshotRowsPerEvent rows, some 200 KB: a browser reading less than 7 KB/s is
    * let go), or the end of a stream whose login ended. Past it the connection is destroyed (a
    * browser that is there reconnects to a fresh snapshot): a browser that stopped reading mid-
    * snapshot otherwise held its place, its socket and the snapshot's rows until its login expired

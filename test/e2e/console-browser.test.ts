@@ -3,6 +3,7 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { COOKIE_NAME } from '../../internal-network/console/web/server.ts';
+import { CONSOLE } from '../../shared/limits.ts';
 import { TestBrowser, type WatchedPage } from '../helpers/browser.ts';
 import { ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
@@ -17,7 +18,8 @@ import { RawDevice } from '../helpers/ws-device.ts';
  * without reloading; an operator's command completes and a viewer's is refused; a forged cookie, a
  * missing CSRF token and markup in a device's values are refused or shown as text; a tab whose
  * token another tab's login made stale still logs out and sends commands; 5,000 devices
- * draw a few dozen rows and search narrows them. No page reports a CSP violation or an uncaught
+ * draw a few dozen rows and search narrows them, and reach a tab on a slow link in parts, shown
+ * only once whole. No page reports a CSP violation or an uncaught
  * error. Screenshots of each page go to test-artifacts/console/. docs/console.md.
  */
 
@@ -507,6 +509,61 @@ describe('the operator console in a real browser', () => {
     await w.page.waitForSelector(sel('fleet-row', { 'device-id': DEVICE, state: 'online' }));
     assert.equal(await w.page.locator(rows).count(), 1);
     await w.page.fill(sel('fleet-search'), '');
+    allClean();
+  });
+
+  it('on a link too slow to bring its snapshot within the page\'s liveness timeout (15 s), a fleet larger than one snapshot event comes in parts, and is shown only whole', async () => {
+    const total = readdirSync(join(fx.pki.dir, 'internal', 'device-keys')).filter((f) => f.endsWith('.key')).length;
+    assert.ok(total > 5 * CONSOLE.liveSnapshotRowsPerEvent, `${total} devices: several snapshot events' worth`);
+    // The snapshot's size, read as the page would (its stream, up to the end of the snapshot).
+    const bytes = await pages.admin.page.evaluate(async () => {
+      const ctl = new AbortController();
+      const res = await fetch('/api/live', { credentials: 'same-origin', signal: ctl.signal });
+      const reader = res.body!.getReader();
+      let text = '';
+      const decoder = new TextDecoder();
+      while (!/(^|\n\n)event: snapshot(-end)?\n[^]*?\n\n/.test(text)) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += decoder.decode(value, { stream: true });
+      }
+      ctl.abort();
+      return text.length;
+    });
+    assert.ok(bytes > 500_000, `a snapshot of ${bytes} bytes`);
+
+    // A tab of the admin's browser whose link brings the snapshot in 25 s: too slow for one event
+    // (the page would take its stream for dead and reconnect, over and over), each part in a few.
+    const w = await browser.openTab(pages.admin, 'about:blank');
+    record(w);
+    const cdp = await w.context.newCDPSession(w.page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: Math.floor(bytes / 25), uploadThroughput: -1 });
+    // Every count of devices and every state of the live feed the page shows, from its first frame.
+    await w.page.addInitScript(() => {
+      const seen: string[] = [];
+      (window as unknown as { __shown: string[] }).__shown = seen;
+      new MutationObserver(() => {
+        const count = document.querySelector('[data-testid="fleet-count"]')?.textContent ?? '';
+        const state = document.querySelector('[data-testid="live-status"]')?.getAttribute('data-state') ?? '';
+        const now = `${state} ${count}`;
+        if (seen.at(-1) !== now) seen.push(now);
+      }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+    });
+    const started = Date.now();
+    await w.page.goto(base);
+    await w.page.waitForFunction(({ s, t }) => document.querySelector(s)?.textContent === t, { s: sel('fleet-count'), t: `${total} devices` }, { timeout: 90_000 });
+    const took = Date.now() - started;
+    await w.page.waitForSelector(sel('live-status', { state: 'live' }));
+    const shown = await w.page.evaluate(() => (window as unknown as { __shown: string[] }).__shown);
+    assert.ok(took > 15_000, `the snapshot took ${took} ms, longer than the page waits for a word from its stream`);
+    assert.deepEqual(shown.filter((s) => s.startsWith('reconnecting')), [], 'never taken for dead and reconnected');
+    // Before the snapshot is whole the page shows no fleet, not part of one as the fleet.
+    const counts = new Set(shown.map((s) => s.slice(s.indexOf(' ') + 1)).filter((c) => c !== ''));
+    assert.deepEqual([...counts].filter((c) => c !== '0 devices' && c !== `${total} devices`), [], `counts shown: ${[...counts].join(', ')}`);
+    await w.page.waitForSelector(sel('fleet-row', { 'device-id': 'bulk-00000' }));
+    await w.screenshot('fleet-slow-link');
+    await cdp.detach();
     allClean();
   });
 

@@ -205,13 +205,20 @@ class FakeResponse extends EventEmitter {
   destroy(): void {
     this.destroyed = true;
   }
-  /** The events of that name, whatever pieces they were written in (a snapshot is written in several). */
+  /** The events of that name, whatever pieces they were written in. */
   events(name: string): any[] {
     return this.chunks
       .join('')
       .split('\n\n')
       .filter((c) => c.startsWith(`event: ${name}\n`))
       .map((c) => JSON.parse(c.slice(c.indexOf('data: ') + 'data: '.length)));
+  }
+  /** The snapshot as the page puts it together: one `snapshot` event, or a fleet in several parts. */
+  snapshot(): any {
+    const [whole] = this.events('snapshot');
+    if (whole) return whole;
+    const [end] = this.events('snapshot-end');
+    return { ...end, devices: [...this.events('snapshot-part').flatMap((p) => p.devices), ...end.devices] };
   }
 }
 
@@ -228,7 +235,8 @@ describe("the console's live security updates", () => {
     const res = new FakeResponse();
     try {
       await hub.open(res as unknown as ServerResponse, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 60_000 }, undefined);
-      const [snapshot] = res.events('snapshot');
+      const snapshot = res.snapshot();
+      assert.equal(snapshot.devices.length, devices.length, 'the snapshot: every device');
       assert.equal(Object.keys(snapshot.security.byDevice).length, devices.length, 'the snapshot: the whole picture');
 
       fleet.apply(finding('dev-7', 10_000));

@@ -79,35 +79,73 @@ describe('the console live stream to a slow browser', () => {
     await new Promise((r) => server.close(r));
   });
 
-  it('gets a snapshot larger than the bound whole, then the updates, with a bounded part of it held by the console', async () => {
+  it('gets a snapshot larger than the bound whole, in events of at most CONSOLE.liveSnapshotRowsPerEvent devices, then the updates, with a bounded part of it held by the console', async () => {
+    const perEvent = CONSOLE.liveSnapshotRowsPerEvent;
+    assert.ok(Number.isInteger(perEvent) && perEvent > 0 && perEvent < devices / 10, `parts of ${perEvent} devices`);
     const res = await new Promise<IncomingMessage>((resolve) => get(`http://127.0.0.1:${port}/`, resolve));
     const reader = readSlowly(res, 4 * 1024 * 1024);
-    // Devices change all along: every flush has an update for the stream, the first ones while the
-    // snapshot is still on its way.
+    // Devices change all along, at both ends of the fleet: every flush has an update for the stream,
+    // the first ones while the snapshot is still on its way (changing rows of parts already sent and
+    // of parts still to come).
     let n = 0;
-    const changes = setInterval(() => fleet.apply({ measurement: 'device_status', tags: { device: `meter-${String(n++ % devices).padStart(6, '0')}`, gateway: 'gw-1' }, fields: { state: 'online' }, time: Date.now() }), 100);
+    const change = () => {
+      const i = n++;
+      const at = i % 2 === 0 ? i % devices : devices - 1 - (i % devices);
+      fleet.apply({ measurement: 'device_status', tags: { device: `meter-${String(at).padStart(6, '0')}`, gateway: `gw-${i}` }, fields: { state: i % 4 < 2 ? 'online' : 'offline' }, time: Date.now() });
+    };
+    let changes: NodeJS.Timeout | undefined = setInterval(change, 100);
     try {
       let ended = false;
       void reader.ended.then(() => (ended = true));
       const deadline = Date.now() + 60_000;
+      let seen: ReturnType<typeof eventsIn> = [];
       for (;;) {
-        const seen = eventsIn(reader.text());
-        const at = seen.findIndex((e) => e.event === 'snapshot');
-        if (at >= 0 && seen.slice(at + 1).some((e) => e.event === 'devices')) {
-          const snapshot = JSON.parse(seen[at]!.data) as { devices: unknown[]; security: unknown; pipeline: unknown; anomalies: unknown[] };
-          assert.equal(snapshot.devices.length, devices, 'every device in the snapshot');
-          assert.ok(seen[at]!.data.length > 4 * limits.liveMaxBufferedBytes, `a snapshot of ${seen[at]!.data.length} bytes, over the bound`);
-          assert.deepEqual(snapshot.pipeline, view);
-          assert.equal(seen.filter((e) => e.event === 'snapshot').length, 1, 'one snapshot: never disconnected and sent again');
-          break;
-        }
+        seen = eventsIn(reader.text());
+        const at = seen.findIndex((e) => e.event === 'snapshot' || e.event === 'snapshot-end');
+        if (at >= 0 && seen.slice(at + 1).some((e) => e.event === 'devices')) break;
         assert.equal(ended, false, `the stream was ended after ${reader.text().length} bytes, before its snapshot and an update`);
         assert.ok(Date.now() < deadline, 'the snapshot and an update within a minute');
         await new Promise((r) => setTimeout(r, 100));
       }
+      // Every event a browser waits for is a bounded part of the fleet: a page on a slow link hears
+      // from its stream every part, not once the whole 20 MB of 100,000 devices has come.
+      const deviceCounts = seen.map((e) => (JSON.parse(e.data) as { devices?: unknown[]; rows?: unknown[] }).devices?.length ?? 0);
+      assert.ok(Math.max(...deviceCounts) <= perEvent, `events of at most ${perEvent} devices: the largest had ${Math.max(...deviceCounts)}`);
+      const end = seen.findIndex((e) => e.event === 'snapshot-end');
+      assert.ok(end > 0, 'a snapshot in parts, ended by snapshot-end');
+      assert.deepEqual(new Set(seen.slice(0, end).map((e) => e.event)), new Set(['snapshot-part']), 'nothing but its parts before its end');
+      assert.equal(seen.filter((e) => e.event === 'snapshot' || e.event === 'snapshot-end').length, 1, 'one snapshot: never disconnected and sent again');
+      const last = JSON.parse(seen[end]!.data) as { devices: unknown[]; total: number; security: unknown; pipeline: unknown; anomalies: unknown[] };
+      assert.equal(last.total, devices);
+      assert.deepEqual(last.pipeline, view);
+      assert.ok(seen.slice(0, end + 1).reduce((sum, e) => sum + e.data.length, 0) > 4 * limits.liveMaxBufferedBytes, 'a snapshot over the bound');
+
+      // What the page does: the parts make the fleet at the snapshot's end, the updates go over it.
+      // Once the changes stop and a flush has passed, it holds the console's fleet exactly: no update
+      // lost, none overwritten by a part sent before it.
+      clearInterval(changes);
+      changes = undefined;
+      await new Promise((r) => setTimeout(r, 2 * CONSOLE.liveFlushMs + 200));
+      const model = new Map<string, unknown>();
+      const parts: Array<{ id: string }> = [];
+      for (const e of eventsIn(reader.text())) {
+        const data = JSON.parse(e.data) as { devices: Array<{ id: string }>; rows: Array<{ id: string }>; total: number };
+        if (e.event === 'snapshot-part') parts.push(...data.devices);
+        if (e.event === 'snapshot-end') {
+          parts.push(...data.devices);
+          assert.equal(parts.length, data.total, 'the parts hold as many devices as the snapshot says');
+          for (const r of parts) model.set(r.id, r);
+        }
+        if (e.event === 'devices') for (const r of data.rows) model.set(r.id, r);
+      }
+      assert.equal(model.size, devices, 'every device, once');
+      assert.ok(n > 10, `${n} changes made`);
+      const want = new Map(fleet.rows().map((r) => [r.id, r]));
+      const differ = [...want].filter(([id, r]) => JSON.stringify(model.get(id)) !== JSON.stringify(r)).map(([id]) => id);
+      assert.deepEqual(differ, [], 'the page holds the fleet as the console has it');
       assert.ok(mostBuffered <= limits.liveMaxBufferedBytes, `the console held at most ${mostBuffered} bytes unsent`);
     } finally {
-      clearInterval(changes);
+      if (changes) clearInterval(changes);
       res.destroy();
     }
   });
@@ -233,7 +271,7 @@ describe('a live stream whose browser stopped reading', () => {
       res.on('close', () => clearInterval(poll));
     });
     try {
-      await waitFor(() => eventsIn(text).some((e) => e.event === 'snapshot'), 30_000);
+      await waitFor(() => eventsIn(text).some((e) => e.event === 'snapshot-end'), 30_000);
       assert.equal(s.hub.size, 1, 'not taken for a browser that stopped reading');
       s.logout();
       assert.equal(await settled(how, 5_000), 'end', 'a clean end of the response');

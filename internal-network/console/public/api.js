@@ -136,8 +136,9 @@ export function getHistory(id, field, from, to) {
 
 export const sendCommand = (id, body) => request('POST', `/api/devices/${encodeURIComponent(id)}/commands`, body);
 
-/** The live feed's event names (contract: GET /api/live). */
-const LIVE_EVENTS = ['snapshot', 'devices', 'security', 'pipeline', 'anomalies', 'device'];
+/** The live feed's event names (contract: GET /api/live). A fleet too large for one `snapshot`
+ * event comes as `snapshot-part` events and a `snapshot-end`, handed on as one `snapshot`. */
+const LIVE_EVENTS = ['snapshot', 'snapshot-part', 'snapshot-end', 'devices', 'security', 'pipeline', 'anomalies', 'device'];
 /** Reconnection delays grow from the first to the last, and start over after a snapshot. */
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 15000;
@@ -192,9 +193,15 @@ export class LiveFeed {
     const es = new EventSource(url, { withCredentials: true });
     this.source = es;
     this.onStatus('connecting');
+    // The rows of this stream's snapshot so far: the fleet is replaced once they are all here, never
+    // by part of them (a page on a slow link would show a fraction of the fleet as the fleet). A new
+    // stream starts a new snapshot: what an ended one had sent is dropped with it.
+    let parts = [];
     for (const name of LIVE_EVENTS) {
       es.addEventListener(name, (ev) => {
         if (this.source !== es) return;
+        // Each part is a word from the stream: a snapshot that takes minutes on a slow link is
+        // not taken for a dead stream.
         this.heard();
         let data;
         try {
@@ -202,9 +209,24 @@ export class LiveFeed {
         } catch {
           return;
         }
-        if (name === 'snapshot') {
+        if (!data || typeof data !== 'object') return;
+        if (name === 'snapshot-part') {
+          if (Array.isArray(data.devices)) for (const row of data.devices) parts.push(row);
+          return;
+        }
+        if (name === 'snapshot' || name === 'snapshot-end') {
+          const devices = name === 'snapshot' ? [] : parts;
+          parts = [];
+          if (Array.isArray(data.devices)) for (const row of data.devices) devices.push(row);
+          // A part missing (a proxy that dropped an event): not the fleet; a fresh stream sends it whole.
+          if (typeof data.total === 'number' && devices.length !== data.total) {
+            this.failed();
+            return;
+          }
           this.retryMs = RETRY_MIN_MS;
           this.onStatus('live');
+          this.onEvent('snapshot', { ...data, devices });
+          return;
         }
         this.onEvent(name, data);
       });

@@ -36,7 +36,7 @@ interface Stream {
   anomalySeq: number;
   device: { id: string; token: string; sent: string } | undefined;
   busy: boolean;
-  /** its snapshot is still being written: nothing else may be written into the middle of that event */
+  /** its snapshot is still being written: nothing else goes among its parts (what changed follows its end) */
   inSnapshot: boolean;
 }
 
@@ -65,15 +65,20 @@ function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
  * does not keep up (CONSOLE.liveMaxBufferedBytes unread) is disconnected; its EventSource reconnects
  * to a fresh snapshot.
  *
- * The snapshot is written in pieces of CONSOLE.liveSnapshotRowsPerWrite rows, each once the socket
- * has taken the one before: 100,000 devices are some 20 MB, more than the bound, which a browser on a
- * slow link took longer to read than a flush: written in one piece, it was disconnected as too slow,
- * reconnected to a new snapshot, and so on for ever (each one also holding the event loop for half a
- * second while it was made). Meanwhile the stream gets nothing else (its cursors stay where the
- * snapshot was taken, so what changed meanwhile follows it, coalesced), and holds one piece in memory;
- * the bound applies from then on. A piece the socket has not taken within CONSOLE.liveDrainTimeoutMs
- * ends the stream (its connection destroyed): a browser that stopped reading mid-snapshot would
- * otherwise hold its place, its socket and the snapshot's rows until its login expired.
+ * A fleet of more than CONSOLE.liveSnapshotRowsPerEvent devices gets its snapshot in parts, one event
+ * each (`snapshot-part`, then `snapshot-end` with the last part and the rest), each written once the
+ * socket has taken the one before. 100,000 devices are some 20 MB: written at once, more than the
+ * bound, so a browser on a slow link was disconnected as too slow; sent as one event, even written in
+ * pieces, the page heard nothing from its stream until the last byte came, and on a link slower than
+ * some 1.3 MB/s took it for dead (its 15 s without a word) and reconnected to a new snapshot, for
+ * ever. A fleet that fits in one event keeps the single `snapshot` event: a page of an earlier
+ * version, which knows no parts, then never takes one part for the whole fleet. Meanwhile the
+ * stream gets nothing else (its cursors stay where the snapshot was taken, so what changed meanwhile
+ * follows its end, coalesced, and a page applying the parts at the end applies no update before
+ * the rows it changes), and holds one part in memory; the bound applies from then on. A part the
+ * socket has not taken within CONSOLE.liveDrainTimeoutMs ends the stream (its connection
+ * destroyed): a browser that stopped reading mid-snapshot would otherwise hold its place, its socket
+ * and the snapshot's rows until its login expired.
  *
  * Each stream belongs to the login that opened it and ends with it (logout, expiry, the session
  * dropped): it reads the device page with that user's token, which must not outlive the login. An
@@ -132,29 +137,29 @@ export class LiveHub {
     }
   }
 
-  /** The snapshot event, `{devices, security, pipeline, anomalies}` as one data line written in
-   * pieces, each once the socket has drained. False: the stream ended meanwhile. */
+  /** The snapshot, `{devices, total, security, pipeline, anomalies}`: one `snapshot` event, or for a
+   * larger fleet `snapshot-part` events `{devices}` of CONSOLE.liveSnapshotRowsPerEvent rows and a
+   * `snapshot-end` with the last part and the rest, each written once the socket has taken the one
+   * before. False: the stream ended meanwhile. */
   private async writeSnapshot(stream: Stream, rows: readonly unknown[], rest: Record<string, unknown>): Promise<boolean> {
     const { res } = stream;
     const gone = () => res.destroyed || res.writableEnded || !this.streams.has(stream);
-    const put = async (text: string): Promise<boolean> => {
+    const put = async (event: string, data: Record<string, unknown>): Promise<boolean> => {
       if (gone()) return false;
-      if (!res.write(text) && !(await drained(res, CONSOLE.liveDrainTimeoutMs))) {
+      // JSON.stringify leaves no raw newline, so one data line carries it (one event).
+      if (!res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) && !(await drained(res, CONSOLE.liveDrainTimeoutMs))) {
         if (this.streams.has(stream)) {
-          this.log.warn({ buffered: res.writableLength }, 'live stream took no piece of its snapshot in time: disconnected (a browser still there reconnects to a fresh snapshot)');
+          this.log.warn({ buffered: res.writableLength }, 'live stream took no part of its snapshot in time: disconnected (a browser still there reconnects to a fresh snapshot)');
           this.end(stream);
         }
         return false;
       }
       return !gone();
     };
-    // JSON.stringify leaves no raw newline, so the pieces make one data line (one event).
-    if (!(await put('event: snapshot\ndata: {"devices":['))) return false;
-    for (let i = 0; i < rows.length; i += CONSOLE.liveSnapshotRowsPerWrite) {
-      const piece = rows.slice(i, i + CONSOLE.liveSnapshotRowsPerWrite).map((r) => JSON.stringify(r));
-      if (!(await put(`${i > 0 ? ',' : ''}${piece.join(',')}`))) return false;
-    }
-    return put(`],${JSON.stringify(rest).slice(1)}\n\n`);
+    const per = CONSOLE.liveSnapshotRowsPerEvent;
+    const lastAt = Math.max(0, Math.ceil(rows.length / per) - 1) * per;
+    for (let i = 0; i < lastAt; i += per) if (!(await put('snapshot-part', { devices: rows.slice(i, i + per) }))) return false;
+    return put(lastAt > 0 ? 'snapshot-end' : 'snapshot', { devices: rows.slice(lastAt), total: rows.length, ...rest });
   }
 
   /** Ends the streams of a login (at its logout), at once rather than at the next flush. */
@@ -170,7 +175,7 @@ export class LiveHub {
   /**
    * Ends a stream. A browser reading it gets a clean end of the response: its EventSource
    * reconnects, and is refused (401) without a login. One that stopped reading (bytes unsent, or
-   * its snapshot half-written) would never take that end: its connection is destroyed at once, as
+   * its snapshot half-sent) would never take that end: its connection is destroyed at once, as
    * the console sets no timeout on a stream, and the socket, its unsent bytes and a snapshot
    * waiting to go on (its rows) stayed for ever, no longer counted against the stream limits (a
    * viewer could log in, open ten streams, stop reading, log out, and again).
@@ -184,7 +189,7 @@ export class LiveHub {
       return;
     }
     if (!res.writableEnded) res.end();
-    // The end's own few bytes may still meet a socket that stopped taking any: as long as a piece
+    // The end's own few bytes may still meet a socket that stopped taking any: as long as a part
     // of a snapshot, then let go all the same.
     const timer = setTimeout(() => res.destroy(), CONSOLE.liveDrainTimeoutMs).unref();
     res.once('close', () => clearTimeout(timer));
