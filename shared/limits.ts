@@ -1254,9 +1254,15 @@ export const CONSOLE = {
   /** (device, gateway) pairs whose last presence is read at start: every device tracked
    * (maxDevices), with room for the devices that moved between DMZ servers (one pair per server
    * they used in the window) and for ids not in the registry. A store holding more pairs in the
-   * window than this (ids a DMZ invented, with DISTRIBUTOR_REQUIRE_SIGNATURES=false) may leave
-   * some devices out: those learn their state from the feed, as without the read. */
+   * window than this (ids a DMZ invented, with DISTRIBUTOR_REQUIRE_SIGNATURES=false) has the
+   * registered devices' pairs read first (history/presences.ts knownFirst): it is the other ids'
+   * that are left out. */
   lastPresenceMaxPairs: 120_000,
+  /** device ids per InfluxQL statement when the console reads the registered devices' last presences
+   * by id (console/history/influxql.ts: when the store holds more pairs than lastPresenceMaxPairs).
+   * The statement goes in the URL of a GET: 200 ids of at most 64 characters make about 16 KiB,
+   * well within what an HTTP server takes of a request line (Go's, InfluxDB's, 1 MiB with the headers). */
+  lastPresenceIdsPerQuery: 200,
   /** ids not in the registry whose last presence read at start is kept (as pendingPresences), in
    * case verified data gives them a row; the others of them are left out */
   lastPresenceMaxUnregistered: 1_000,

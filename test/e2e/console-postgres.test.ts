@@ -7,7 +7,8 @@ import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import { LocalPointStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { selectDistributorSink } from '../../internal-network/distributor/sinks/select.ts';
 import type { HistoryReader, Series } from '../../internal-network/console/history/history.ts';
-import { selectHistory } from '../../internal-network/console/history/influxql.ts';
+import { InfluxQlHistory, selectHistory } from '../../internal-network/console/history/influxql.ts';
+import { LocalHistory } from '../../internal-network/console/history/local.ts';
 import { PostgresHistory } from '../../internal-network/console/history/postgres.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { CONSOLE } from '../../shared/limits.ts';
@@ -149,6 +150,15 @@ describe('a console started after its devices connected', () => {
     return c;
   };
   const stores = () => ({ InfluxDB: s.influxEnv, PostgreSQL: { ...s.influxEnv, ...s.postgresEnv }, 'the local store': {} });
+  /** `points` written as the distributor writes them, into InfluxDB and PostgreSQL (its sinks) and the local store */
+  const storeEverywhere = async (points: StoredPoint[]) => {
+    const sink = selectDistributorSink(loadDistributorConfig({ ...s.influxEnv, ...s.postgresEnv }), createLogger('test', 'silent'));
+    await sink.write(points);
+    await sink.close();
+    const localSink = new LocalPointStore(local.dir);
+    await localSink.write(points);
+    await localSink.close();
+  };
 
   before(async () => {
     s = await startBothStores('conrestart', ['meter-1', 'meter-2', 'meter-3', 'meter-4', 'meter-5'], PASSWORD);
@@ -200,12 +210,7 @@ describe('a console started after its devices connected', () => {
       // older than the window: the device had a reminder since if it were still connected
       presence('meter-5', 'gw-up', now - CONSOLE.lastPresenceWindowMs - 60_000),
     ];
-    const sink = selectDistributorSink(loadDistributorConfig({ ...s.influxEnv, ...s.postgresEnv }), createLogger('test', 'silent'));
-    await sink.write(points);
-    await sink.close();
-    const localSink = new LocalPointStore(local.dir);
-    await localSink.write(points);
-    await localSink.close();
+    await storeEverywhere(points);
     for (const [name, env] of Object.entries(stores())) {
       const c = await start(`second-${name.replace(/\W/g, '')}`, env);
       const row = (id: string) => c.fleet.detail(id)?.row;
@@ -215,6 +220,39 @@ describe('a console started after its devices connected', () => {
       assert.deepEqual([row('meter-5')?.state, row('meter-5')?.gateway], ['unknown', null], name);
       await c.close();
       consoles.pop();
+    }
+  });
+
+  it("reads the registered devices' presences first, however many pairs of other ids the store holds", async () => {
+    // More pairs in the window than the bound (lowered to 4 here), of ids sorting before the
+    // registered one's, and the registered devices' pairs of the tests above written before its own.
+    const now = Date.now();
+    const points: StoredPoint[] = [];
+    for (let k = 0; k < 12; k++) points.push({ measurement: 'device_status', tags: { device: `aa-invented-${k}`, gateway: 'gw-dmz' }, fields: { state: 'online' }, time: now - 5_000 });
+    // A device that moved between DMZ servers: a pair for each.
+    points.push({ measurement: 'device_status', tags: { device: 'meter-5', gateway: 'gw-left' }, fields: { state: 'offline' }, time: now - 8_000 });
+    points.push({ measurement: 'device_status', tags: { device: 'meter-5', gateway: 'gw-real' }, fields: { state: 'online' }, time: now - 10_000 });
+    await storeEverywhere(points);
+    const postgres = selectHistory(loadConsoleConfig({ COMMAND_API_TOKEN: TOKEN, ...s.postgresEnv }), notLocal) as PostgresHistory;
+    const readers = { InfluxDB: selectHistory(loadConsoleConfig({ COMMAND_API_TOKEN: TOKEN, ...s.influxEnv }), notLocal) as InfluxQlHistory, PostgreSQL: postgres, 'the local store': new LocalHistory(local.dir) };
+    try {
+      // Registered devices silent in the window listed before it: InfluxDB is asked by a few ids at a time.
+      const known = new Set([...Array.from({ length: 2 * CONSOLE.lastPresenceIdsPerQuery }, (_, k) => `silent-${k}`), 'meter-5']);
+      for (const [name, reader] of Object.entries(readers)) {
+        const read = await reader.lastPresences(now - CONSOLE.lastPresenceWindowMs, known, 4);
+        assert.equal(read.devices.length, 4, `${name}: the bound`);
+        const theirs = read.devices.filter((p) => p.tags.device === 'meter-5').map((p) => [p.tags.gateway, p.fields.state, p.time]);
+        assert.deepEqual(
+          theirs.sort(),
+          [
+            ['gw-left', 'offline', now - 8_000],
+            ['gw-real', 'online', now - 10_000],
+          ],
+          `${name}: every pair of the registered device`,
+        );
+      }
+    } finally {
+      await postgres.close();
     }
   });
 

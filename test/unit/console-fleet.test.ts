@@ -340,14 +340,17 @@ describe("the last presences read at the console's start", () => {
     const t = now();
     let answer: (r: LastPresences) => void = () => undefined;
     let asked: number | undefined;
+    let known: ReadonlySet<string> | undefined;
     const reader = {
-      lastPresences: (from: number) => {
+      lastPresences: (from: number, ids: ReadonlySet<string>) => {
         asked = from;
+        known = ids;
         return new Promise<LastPresences>((resolve) => (answer = resolve));
       },
     };
     const loading = loadLastPresences(fleet, reader, silent, t);
     assert.equal(asked, t - CONSOLE.lastPresenceWindowMs);
+    assert.deepEqual([...(known ?? [])].sort(), ['pump-1', 'pump-2', 'pump-3'], "the devices with a row, whose presences the store reads first");
     // While the store is read: pump-1 goes offline (a newer presence than the one read).
     fleet.apply({ ...status('pump-1', 'offline', t - 1_000), tags: { device: 'pump-1', gateway: 'gw-2' } });
     answer({

@@ -13,7 +13,8 @@ import type { Fleet } from './fleet.ts';
  * online through no gateway for up to a day.
  *
  * Only presences within CONSOLE.lastPresenceWindowMs: a device still connected had a reminder since.
- * Of the devices, those with a row (the registry's) and at most CONSOLE.lastPresenceMaxUnregistered
+ * Of the devices, those with a row (the registry's: the store reads theirs first, within
+ * CONSOLE.lastPresenceMaxPairs) and at most CONSOLE.lastPresenceMaxUnregistered
  * others (kept as pending presences, in case verified data gives them a row). Applied in time order,
  * a device's presence before a gateway's status of the same time, so a gateway gone or restarted
  * after a device's presence takes it offline as it did when they came. The feed runs meanwhile: what
@@ -27,7 +28,8 @@ import type { Fleet } from './fleet.ts';
 export async function loadLastPresences(fleet: Fleet, reader: PresenceReader, log: Logger, now = Date.now()): Promise<void> {
   let read;
   try {
-    read = await reader.lastPresences(now - CONSOLE.lastPresenceWindowMs);
+    // The devices with a row read first: ids a DMZ invented, however many, cannot push them out.
+    read = await reader.lastPresences(now - CONSOLE.lastPresenceWindowMs, new Set(Array.from(fleet.rowsAfter(undefined), (r) => r.id)));
   } catch (err) {
     log.warn(
       { code: 'CONSOLE_PRESENCES_NOT_LOADED', cause: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message },

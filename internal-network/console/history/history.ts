@@ -12,9 +12,9 @@ export type Series = Array<[number, number]>;
 export interface HistoryReader {
   readonly description: string;
   series(device: string, field: string, fromMs: number, toMs: number): Promise<Series>;
-  /** The devices' and gateways' last presences from `fromMs` on, read once at the console's start
-   * (presences.ts); a reader without it gives none. */
-  lastPresences?(fromMs: number): Promise<LastPresences>;
+  /** The devices' and gateways' last presences from `fromMs` on, the `known` devices' first, read
+   * once at the console's start (presences.ts); a reader without it gives none. */
+  lastPresences?(fromMs: number, known: ReadonlySet<string>, maxPairs?: number): Promise<LastPresences>;
   /** Gives back what the reader holds open (a pool of connections), as the console closes. */
   close?(): Promise<void>;
 }

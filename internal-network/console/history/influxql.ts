@@ -5,7 +5,7 @@ import { MEASUREMENTS, type StoredPoint } from '../../distributor/points.ts';
 import { postgresConnection, postgresEnabled, type PostgresSettings } from '../../shared/postgres-settings.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
 import { PostgresHistory } from './postgres.ts';
-import { devicePresencePoint, gatewayStatusPoint, type LastPresences } from './presences.ts';
+import { devicePresencePoint, gatewayStatusPoint, knownFirst, type LastPresences } from './presences.ts';
 
 export { quoteIdent, quoteString };
 
@@ -38,15 +38,39 @@ export class InfluxQlHistory implements HistoryReader {
   /**
    * The last point of each (device, gateway) series of `device_status` and of each gateway's
    * `gateway_status` (and its last `offline`) since `fromMs`: `ORDER BY time DESC LIMIT 1` per group
-   * (InfluxQL spec, "ORDER BY time DESC", "The LIMIT and SLIMIT clauses"), at most
-   * CONSOLE.lastPresenceMaxPairs and lastPresenceMaxGateways groups. `state` is a field, so the
-   * last `offline` is a statement of its own. The other tag (`republished`) comes as a column.
+   * (InfluxQL spec, "ORDER BY time DESC", "The LIMIT and SLIMIT clauses"), at most `maxPairs` and
+   * CONSOLE.lastPresenceMaxGateways groups. `state` is a field, so the last `offline` is a statement
+   * of its own. The other tag (`republished`) comes as a column.
+   *
+   * The pairs come in the order of their tags, not by whose they are: when the bound is reached,
+   * ids sorting first (invented ones, as many as a DMZ cares to publish) may have taken every place.
+   * The `known` devices' pairs are then read on their own, by id (CONSOLE.lastPresenceIdsPerQuery
+   * at a time, each an index lookup), and come first (presences.ts knownFirst). Fewer groups than the
+   * bound: every pair is in the one answer, which is all a store within its bound costs.
    */
-  async lastPresences(fromMs: number): Promise<LastPresences> {
+  async lastPresences(fromMs: number, known: ReadonlySet<string>, maxPairs: number = CONSOLE.lastPresenceMaxPairs): Promise<LastPresences> {
     const since = `time >= ${Math.floor(fromMs)}ms`;
+    // SLIMIT 0 is no limit at all (InfluxQL spec): a bound of 0 reads one group, not every one.
     const last = (measurement: string, where: string, groups: string, max: number) =>
-      `SELECT * FROM ${quoteIdent(measurement)} WHERE ${where} GROUP BY ${groups} ORDER BY time DESC LIMIT 1 SLIMIT ${max}`;
-    const devices = rowsOf(await this.reader.query(last(MEASUREMENTS.status, since, '"device", "gateway"', CONSOLE.lastPresenceMaxPairs)), devicePresencePoint);
+      `SELECT * FROM ${quoteIdent(measurement)} WHERE ${where} GROUP BY ${groups} ORDER BY time DESC LIMIT 1 SLIMIT ${Math.max(1, max)}`;
+    const pairs = '"device", "gateway"';
+    const every = await this.reader.query(last(MEASUREMENTS.status, since, pairs, maxPairs));
+    let devices = rowsOf(every, devicePresencePoint);
+    if (every.length >= maxPairs && known.size > 0) {
+      const theirs: StoredPoint[] = [];
+      const ids = [...known];
+      let room = maxPairs;
+      for (let i = 0; i < ids.length && room > 0; i += CONSOLE.lastPresenceIdsPerQuery) {
+        const which = ids
+          .slice(i, i + CONSOLE.lastPresenceIdsPerQuery)
+          .map((id) => `"device" = ${quoteString(id)}`)
+          .join(' OR ');
+        const answer = await this.reader.query(last(MEASUREMENTS.status, `${since} AND (${which})`, pairs, room));
+        room -= answer.length;
+        theirs.push(...rowsOf(answer, devicePresencePoint));
+      }
+      devices = knownFirst([...theirs, ...devices.filter((p) => !known.has(p.tags.device as string))], known, maxPairs);
+    }
     const gateways = [
       ...rowsOf(await this.reader.query(last(MEASUREMENTS.gatewayStatus, since, '"gateway"', CONSOLE.lastPresenceMaxGateways)), gatewayStatusPoint),
       ...rowsOf(await this.reader.query(last(MEASUREMENTS.gatewayStatus, `${since} AND "state" = 'offline'`, '"gateway"', CONSOLE.lastPresenceMaxGateways)), gatewayStatusPoint),

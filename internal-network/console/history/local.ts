@@ -2,7 +2,7 @@ import { CONSOLE } from '../../../shared/limits.ts';
 import { MEASUREMENTS, type StoredPoint } from '../../distributor/points.ts';
 import { scanLocalStore } from '../../distributor/sinks/local-store.ts';
 import { downsample, type HistoryReader, type Series } from './history.ts';
-import type { LastPresences } from './presences.ts';
+import { knownFirst, type LastPresences } from './presences.ts';
 
 /** History from the local store of `npm start` (TIMESERIES_LOCAL_PATH): the day files of the window, a day either side. */
 export class LocalHistory implements HistoryReader {
@@ -24,9 +24,11 @@ export class LocalHistory implements HistoryReader {
   }
 
   /** The last presence of each (device, gateway) pair and (gateway, state) from `fromMs` on, as the
-   * database readers answer (presences.ts), within the same bounds; of one time, the later line. */
-  async lastPresences(fromMs: number): Promise<LastPresences> {
-    const devices = new Map<string, StoredPoint>();
+   * database readers answer (presences.ts), within the same bounds, the `known` devices' pairs kept
+   * apart from the others' so that these cannot take their places; of one time, the later line. */
+  async lastPresences(fromMs: number, known: ReadonlySet<string>, maxPairs: number = CONSOLE.lastPresenceMaxPairs): Promise<LastPresences> {
+    const theirs = new Map<string, StoredPoint>();
+    const others = new Map<string, StoredPoint>();
     const gateways = new Map<string, StoredPoint>();
     const keep = (into: Map<string, StoredPoint>, key: string, p: StoredPoint, max: number) => {
       const held = into.get(key);
@@ -34,9 +36,9 @@ export class LocalHistory implements HistoryReader {
     };
     for await (const p of scanLocalStore(this.dir, fromMs)) {
       if (p.time < fromMs || (p.fields.state !== 'online' && p.fields.state !== 'offline')) continue;
-      if (p.measurement === MEASUREMENTS.status && p.tags.device !== undefined) keep(devices, JSON.stringify([p.tags.device, p.tags.gateway ?? '']), p, CONSOLE.lastPresenceMaxPairs);
+      if (p.measurement === MEASUREMENTS.status && p.tags.device !== undefined) keep(known.has(p.tags.device) ? theirs : others, JSON.stringify([p.tags.device, p.tags.gateway ?? '']), p, maxPairs);
       else if (p.measurement === MEASUREMENTS.gatewayStatus && p.tags.gateway !== undefined) keep(gateways, JSON.stringify([p.tags.gateway, p.fields.state]), p, 2 * CONSOLE.lastPresenceMaxGateways);
     }
-    return { devices: [...devices.values()], gateways: [...gateways.values()] };
+    return { devices: knownFirst([...theirs.values(), ...others.values()], known, maxPairs), gateways: [...gateways.values()] };
   }
 }

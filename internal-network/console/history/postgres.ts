@@ -5,7 +5,7 @@ import type { StoredPoint } from '../../distributor/points.ts';
 import { poolConfig, type PostgresConnection } from '../../shared/postgres-settings.ts';
 import { readWithin } from '../../shared/postgres-read.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
-import { devicePresencePoint, gatewayStatusPoint, type LastPresences } from './presences.ts';
+import { devicePresencePoint, gatewayStatusPoint, knownFirst, type LastPresences } from './presences.ts';
 
 /**
  * SQLSTATEs that mean "nothing written yet" (PostgreSQL docs, Appendix A): 42P01 undefined table,
@@ -65,23 +65,32 @@ export class PostgresHistory implements HistoryReader {
   /**
    * The last row of each (device, gateway) pair of `device_status`, and of each (gateway, state) of
    * `gateway_status`, since `fromMs` (DISTINCT ON, PostgreSQL docs "SELECT", "DISTINCT Clause"), at
-   * most CONSOLE.lastPresenceMaxPairs and twice lastPresenceMaxGateways rows. Times in epoch ms
-   * (`time` the output's name too: the table's column is ordered by, qualified).
+   * most `maxPairs` and twice CONSOLE.lastPresenceMaxGateways rows. Times in epoch ms (`time` the
+   * output's name too: the table's column is ordered by, qualified).
+   *
+   * The pairs come in id order, not by whose they are: when the bound is reached, ids sorting first
+   * (invented ones, as many as a DMZ cares to publish) may have taken every place. The `known`
+   * devices' rows are then read on their own (`device = ANY`, the primary key's first column) and
+   * come first (presences.ts knownFirst). Fewer rows than the bound: every pair is in the one answer.
    */
-  async lastPresences(fromMs: number): Promise<LastPresences> {
+  async lastPresences(fromMs: number, known: ReadonlySet<string>, maxPairs: number = CONSOLE.lastPresenceMaxPairs): Promise<LastPresences> {
     const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::float8 AS ${column}`;
     const from = `time >= 'epoch'::timestamptz + $1 * interval '1 millisecond'`;
-    const devices = (await this.read(
+    const last = (where: string) =>
       `SELECT DISTINCT ON (device, gateway) device, gateway, state, cert_days_left, ${ms('cert_not_after')}, ${ms('since')}, ${ms('time')} ` +
-        `FROM ${this.schema}.device_status WHERE ${from} ORDER BY device, gateway, device_status.time DESC LIMIT $2`,
-      [Math.floor(fromMs), CONSOLE.lastPresenceMaxPairs],
-    )) as Array<Record<string, unknown>>;
+      `FROM ${this.schema}.device_status WHERE ${where} ORDER BY device, gateway, device_status.time DESC LIMIT $2`;
+    const points = (rows: Array<Record<string, unknown>>, point: (r: Record<string, unknown>) => StoredPoint | undefined) => rows.map(point).filter((p): p is StoredPoint => p !== undefined);
+    const every = (await this.read(last(from), [Math.floor(fromMs), maxPairs])) as Array<Record<string, unknown>>;
+    let devices = points(every, devicePresencePoint);
+    if (every.length >= maxPairs && known.size > 0) {
+      const theirs = (await this.read(last(`${from} AND device = ANY($3::text[])`), [Math.floor(fromMs), maxPairs, [...known]])) as Array<Record<string, unknown>>;
+      devices = knownFirst([...points(theirs, devicePresencePoint), ...devices.filter((p) => !known.has(p.tags.device as string))], known, maxPairs);
+    }
     const gateways = (await this.read(
       `SELECT DISTINCT ON (gateway, state) gateway, state, ${ms('since')}, ${ms('time')} FROM ${this.schema}.gateway_status WHERE ${from} ORDER BY gateway, state, gateway_status.time DESC LIMIT $2`,
       [Math.floor(fromMs), 2 * CONSOLE.lastPresenceMaxGateways],
     )) as Array<Record<string, unknown>>;
-    const points = (rows: Array<Record<string, unknown>>, point: (r: Record<string, unknown>) => StoredPoint | undefined) => rows.map(point).filter((p): p is StoredPoint => p !== undefined);
-    return { devices: points(devices, devicePresencePoint), gateways: points(gateways, gatewayStatusPoint) };
+    return { devices, gateways: points(gateways, gatewayStatusPoint) };
   }
 
   /** The rows of a read; none before the distributor made its tables; any failure CONSOLE_HISTORY_FAILED. */

@@ -17,9 +17,25 @@ export interface LastPresences {
   gateways: StoredPoint[];
 }
 
-/** A store that can tell the last presences from `fromMs` on (every history reader of the console). */
+/**
+ * A store that can tell the last presences from `fromMs` on (every history reader of the console).
+ * `known`: the devices the console has a row for (the registry's), whose pairs come first within
+ * `maxPairs`: a store may hold more pairs than that (ids a DMZ invented, with
+ * DISTRIBUTOR_REQUIRE_SIGNATURES=false), and those ids must not push the real devices out.
+ */
 export interface PresenceReader {
-  lastPresences(fromMs: number): Promise<LastPresences>;
+  lastPresences(fromMs: number, known: ReadonlySet<string>, maxPairs?: number): Promise<LastPresences>;
+}
+
+/**
+ * The devices' pairs, those of `known` devices first (in the order given), then the others, at most
+ * `maxPairs` in all: what a reader answers (PresenceReader) from what it read.
+ */
+export function knownFirst(pairs: Iterable<StoredPoint>, known: ReadonlySet<string>, maxPairs: number): StoredPoint[] {
+  const theirs: StoredPoint[] = [];
+  const others: StoredPoint[] = [];
+  for (const p of pairs) (p.tags.device !== undefined && known.has(p.tags.device) ? theirs : others).push(p);
+  return theirs.concat(others).slice(0, Math.max(0, maxPairs));
 }
 
 const finite = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : typeof v === 'string' && v !== '' && Number.isFinite(Number(v)) ? Number(v) : undefined);
