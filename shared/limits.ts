@@ -1263,6 +1263,11 @@ export const CONSOLE = {
    * The statement goes in the URL of a GET: 200 ids of at most 64 characters make about 16 KiB,
    * well within what an HTTP server takes of a request line (Go's, InfluxDB's, 1 MiB with the headers). */
   lastPresenceIdsPerQuery: 200,
+  /** milliseconds. How much later than the day of its file a presence's time may be in the local
+   * store, whose files are by the day of the write (the console reads them newest first and stops
+   * early: history/local.ts). The distributor dates a presence no later than its arrival, which is
+   * before the write: this is for its clock stepped back in between. */
+  lastPresenceWriteSlackMs: 60_000,
   /** ids not in the registry whose last presence read at start is kept (as pendingPresences), in
    * case verified data gives them a row; the others of them are left out */
   lastPresenceMaxUnregistered: 1_000,
@@ -1274,7 +1279,8 @@ export const CONSOLE = {
    * forgotten. Bounded since gateway ids are the DMZ's word. */
   maxGatewayEnds: 1_000,
   /** milliseconds the console's start waits for that read (a database's is bounded by its own
-   * timeout; the local store's reads the window's day files, every line): past it the console
+   * timeout; the local store's reads the window's day files newest first, at worst every one:
+   * history/local.ts): past it the console
    * starts, and the presences are applied when the read ends, the feed's newer ones winning */
   lastPresenceStartWaitMs: 15_000,
   /** security reports of the DMZ's gateways (source=gateway, their word) kept fleet-wide (newest),

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import { loadLastPresences } from '../../internal-network/console/fleet/last-presences.ts';
+import { LocalHistory } from '../../internal-network/console/history/local.ts';
 import type { LastPresences } from '../../internal-network/console/history/presences.ts';
 import { Ring } from '../../internal-network/console/fleet/ring.ts';
 import { DeviceListing } from '../../internal-network/console/fleet/listing.ts';
@@ -17,6 +20,7 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { CONSOLE } from '../../shared/limits.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
 
 /**
  * A fleet on a clock the test moves, recording every state change it reports, with `registered`
@@ -398,6 +402,96 @@ describe("the last presences read at the console's start", () => {
     await loadLastPresences(down, { lastPresences: () => Promise.reject(new Error('ECONNREFUSED')) }, log);
     assert.equal(down.detail('pump-1')?.row.state, 'unknown');
     assert.equal(lines[0]?.code, 'CONSOLE_PRESENCES_NOT_LOADED');
+  });
+});
+
+describe('the last presences read from the local store', () => {
+  // Day files as the distributor writes them: each presence in the file of the day it came, dated no
+  // later than that (message-handler.ts: never after its arrival). Days 8 to 10 of June, at noon.
+  const today = Date.UTC(2026, 5, 10);
+  const now = today + 12 * 3_600_000;
+  const from = now - CONSOLE.lastPresenceWindowMs;
+  const HOUR = 3_600_000;
+  const presence = (device: string, gateway: string, state: 'online' | 'offline', time: number): StoredPoint => ({ measurement: 'device_status', tags: { device, gateway }, fields: { state }, time });
+  const storeOf = (days: Record<string, StoredPoint[]>) => {
+    const store = tempDir('console-presences');
+    for (const [day, points] of Object.entries(days)) {
+      const lines = points.map((p) => JSON.stringify({ measurement: p.measurement, tags: p.tags, fields: p.fields, time: new Date(p.time).toISOString() }));
+      writeFileSync(join(store.dir, `${day}.jsonl`), lines.join('\n') + '\n');
+    }
+    return store;
+  };
+  const pairs = (read: LastPresences) => read.devices.map((p) => `${p.tags.device}@${p.tags.gateway} ${p.fields.state} ${p.time}`).sort();
+  assert.ok(from > Date.UTC(2026, 5, 9) && from < today, 'the window starts yesterday');
+  // A line the distributor cannot have written there (dated after its file's day) tells whether a
+  // file was read; so does an id without a row, kept as far as the files read go.
+  const impossible = presence('stranger-impossible', 'gw-1', 'online', from + 3 * HOUR);
+
+  it('stops once every registered device is online through a gateway after any line left, and reads no file that ended before the window', async () => {
+    const store = storeOf({
+      '2026-06-08': [impossible],
+      '2026-06-09': [presence('pump-1', 'gw-1', 'online', from + HOUR), presence('stranger-old', 'gw-1', 'online', from + 2 * HOUR)],
+      '2026-06-10': [
+        presence('pump-1', 'gw-1', 'online', today + HOUR),
+        reading('pump-1', today + HOUR, { pump_status: 1 }),
+        presence('pump-2', 'gw-2', 'online', today + 2 * HOUR),
+        presence('stranger-new', 'gw-1', 'online', today + 3 * HOUR),
+      ],
+    });
+    try {
+      const read = await new LocalHistory(store.dir).lastPresences(from, new Set(['pump-1', 'pump-2']));
+      assert.deepEqual(pairs(read), [`pump-1@gw-1 online ${today + HOUR}`, `pump-2@gw-2 online ${today + 2 * HOUR}`, `stranger-new@gw-1 online ${today + 3 * HOUR}`]);
+    } finally {
+      store.cleanup();
+    }
+  });
+
+  it("reads on while a registered device's newest presence is offline, or older than a line left, and gives what a read of every line gives", async () => {
+    const store = storeOf({
+      '2026-06-08': [impossible],
+      '2026-06-09': [
+        // pump-1 moved to gw-2; the late offline of the gateway it left came today
+        presence('pump-1', 'gw-2', 'online', from + HOUR),
+        // pump-2 moved to gw-3 late yesterday; its presence through gw-2, of before, came today
+        presence('pump-2', 'gw-3', 'online', today - HOUR / 2),
+        presence('stranger-old', 'gw-1', 'online', from + 2 * HOUR),
+        // two presences of one pair and time: the one written later wins
+        presence('pump-2', 'gw-4', 'offline', today - 2 * HOUR),
+      ],
+      '2026-06-10': [presence('pump-1', 'gw-1', 'offline', today + HOUR), presence('pump-2', 'gw-2', 'online', today - HOUR), presence('pump-2', 'gw-4', 'online', today - 2 * HOUR)],
+    });
+    try {
+      const history = new LocalHistory(store.dir);
+      const read = await history.lastPresences(from, new Set(['pump-1', 'pump-2']));
+      assert.deepEqual(pairs(read), [
+        `pump-1@gw-1 offline ${today + HOUR}`,
+        `pump-1@gw-2 online ${from + HOUR}`,
+        `pump-2@gw-2 online ${today - HOUR}`,
+        `pump-2@gw-3 online ${today - HOUR / 2}`,
+        `pump-2@gw-4 online ${today - 2 * HOUR}`,
+        `stranger-old@gw-1 online ${from + 2 * HOUR}`,
+      ]);
+      const { fleet } = fleetAt(now, ['pump-1', 'pump-2']);
+      await loadLastPresences(fleet, history, createLogger('test', 'silent'), now);
+      assert.deepEqual([fleet.detail('pump-1')?.row.state, fleet.detail('pump-1')?.row.gateway], ['online', 'gw-2']);
+      assert.deepEqual([fleet.detail('pump-2')?.row.state, fleet.detail('pump-2')?.row.gateway], ['online', 'gw-3']);
+    } finally {
+      store.cleanup();
+    }
+  });
+
+  it("reads on while a registered device's newest online presence is dated before the day of the files read", async () => {
+    const store = storeOf({
+      '2026-06-09': [presence('pump-2', 'gw-3', 'online', today - HOUR / 2)],
+      // pump-1 online after any line left; pump-2's presence came today but is of before pump-2 moved
+      '2026-06-10': [presence('pump-1', 'gw-1', 'online', today + HOUR), presence('pump-2', 'gw-2', 'online', today - HOUR)],
+    });
+    try {
+      const read = await new LocalHistory(store.dir).lastPresences(from, new Set(['pump-1', 'pump-2']));
+      assert.deepEqual(pairs(read), [`pump-1@gw-1 online ${today + HOUR}`, `pump-2@gw-2 online ${today - HOUR}`, `pump-2@gw-3 online ${today - HOUR / 2}`]);
+    } finally {
+      store.cleanup();
+    }
   });
 });
 

@@ -87,7 +87,7 @@ export function parseStoredLine(line: string): StoredPoint | undefined {
 }
 
 /** The store's day files, oldest first (YYYY-MM-DD.jsonl, the UTC day of the write). */
-function dayFiles(dir: string): string[] {
+export function dayFiles(dir: string): string[] {
   try {
     return readdirSync(dir).filter((f) => /^\d{4}-\d{2}-\d{2}\.jsonl$/.test(f)).sort();
   } catch {
@@ -104,12 +104,16 @@ function dayFiles(dir: string): string[] {
  */
 export async function* scanLocalStore(dir: string, fromMs: number): AsyncGenerator<StoredPoint> {
   const firstDay = new Date(fromMs - DAY_MS).toISOString().slice(0, 10);
-  for (const file of dayFiles(dir).filter((f) => f.slice(0, 10) >= firstDay)) {
-    const lines = createInterface({ input: createReadStream(join(dir, file), 'utf8'), crlfDelay: Infinity });
-    for await (const line of lines) {
-      const point = parseStoredLine(line);
-      if (point) yield point;
-    }
+  for (const file of dayFiles(dir).filter((f) => f.slice(0, 10) >= firstDay)) yield* scanDayFile(join(dir, file));
+}
+
+/** The points of one day file, line by line; `mayHold`: a cheap look at a line, false for one not worth parsing. */
+export async function* scanDayFile(path: string, mayHold?: (line: string) => boolean): AsyncGenerator<StoredPoint> {
+  const lines = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (mayHold && !mayHold(line)) continue;
+    const point = parseStoredLine(line);
+    if (point) yield point;
   }
 }
 
