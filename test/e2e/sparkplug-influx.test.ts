@@ -68,7 +68,7 @@ describe('Sparkplug B into InfluxDB 1.x through the real stack', () => {
     await eventually(() => (state.rebirthRequests === 1 ? true : undefined), 15_000, 'rebirth after the gap');
     await eventually(() => (stats.events >= 5 ? true : undefined), 15_000, 'new births taken');
     edge.stop();
-    await eventually(() => (stats.events >= 6 ? true : undefined), 15_000, 'death taken');
+    await eventually(() => (stats.events >= 7 ? true : undefined), 15_000, 'death taken, its device dead with it');
 
     const rows = await eventually(async () => {
       const r = await influx.rows(DB, `SELECT "Plant1.Line4.Inputs.Temp", "Plant1.Line4.Running", "Plant1.Line4.Mode", "Plant1.Line4.Count", "Plant1.Line4.Press.Pressure" FROM readings WHERE device = '${DEVICE}'`);
@@ -87,7 +87,7 @@ describe('Sparkplug B into InfluxDB 1.x through the real stack', () => {
       const r = await influx.rows(DB, `SELECT * FROM events WHERE device = '${DEVICE}'`);
       return r.some((e) => e.event_type === 'sparkplug.ndeath') ? r : undefined;
     }, 30_000, 'events in InfluxDB');
-    assert.deepEqual([...new Set(events.map((e) => e.event_type))].sort(), ['sparkplug.dbirth', 'sparkplug.nbirth', 'sparkplug.ndeath', 'sparkplug.rebirth_requested']);
+    assert.deepEqual([...new Set(events.map((e) => e.event_type))].sort(), ['sparkplug.dbirth', 'sparkplug.ddeath', 'sparkplug.nbirth', 'sparkplug.ndeath', 'sparkplug.rebirth_requested']);
     assert.equal(events.find((e) => e.event_type === 'sparkplug.nbirth')?.time, T0);
   });
 });

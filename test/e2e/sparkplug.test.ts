@@ -121,7 +121,7 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     await eventually(() => (stats.readings > readingsBefore ? true : undefined), 15_000, 'data after the rebirth taken');
     // Its death (sparkplug-client's NDEATH carries the birth's bdSeq).
     edge.stop();
-    await eventually(() => (stats.events >= 6 ? true : undefined), 15_000, 'NDEATH taken');
+    await eventually(() => (stats.events >= 7 ? true : undefined), 15_000, 'NDEATH taken, its device dead with it');
 
     // Everything stored, through the pipeline, committed.
     const readings = await eventually(() => {
@@ -145,10 +145,13 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
       return pts.some((p) => p.tags.event_type === 'sparkplug.ndeath') ? pts : undefined;
     }, 30_000, 'events stored');
     const kinds = events.map((p) => p.tags.event_type).sort();
-    assert.deepEqual([...new Set(kinds)], ['sparkplug.dbirth', 'sparkplug.nbirth', 'sparkplug.ndeath', 'sparkplug.rebirth_requested']);
+    assert.deepEqual([...new Set(kinds)], ['sparkplug.dbirth', 'sparkplug.ddeath', 'sparkplug.nbirth', 'sparkplug.ndeath', 'sparkplug.rebirth_requested']);
     const death = events.find((p) => p.tags.event_type === 'sparkplug.ndeath');
     assert.equal(death?.fields.sp_edge_node, 'Line4');
     assert.equal(death?.fields.bd_seq, 0);
+    // Its device died with it (no DDEATH of its own was sent): recorded as a DDEATH would be.
+    const deviceDeath = events.find((p) => p.tags.event_type === 'sparkplug.ddeath');
+    assert.deepEqual([deviceDeath?.fields.sp_edge_node, deviceDeath?.fields.sp_device, deviceDeath?.time], ['Line4', 'Press', death?.time]);
     // Counted at /metrics by outcome.
     const metrics = await (await fetch(`${field.metricsUrl}/metrics`)).text();
     assert.match(metrics, /^fieldstream_field_sparkplug_messages_total\{outcome="SPARKPLUG_PAYLOAD_INVALID",service="field-client"\} 1$/m);

@@ -201,6 +201,27 @@ describe('Sparkplug host state machine', () => {
     assert.equal(host.session('Plant1', 'Line4'), undefined);
   });
 
+  it('takes an NDEATH for the death of every device of its edge node still born, each recorded as a DDEATH records it', () => {
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+    host.handle(NB, nbirth(0, 4), T0);
+    const device = (type: string, name: string) => topic(`spBv1.0/Plant1/${type}/Line4/${name}`);
+    for (const [seq, name] of [[1, 'Press'], [2, 'Pump'], [3, 'Valve']] as const) {
+      assert.equal(host.handle(device('DBIRTH', name), ndata(seq, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }]), T0).refused, undefined);
+    }
+    // Pump died on its own: its death is not recorded twice.
+    const own = host.handle(device('DDEATH', 'Pump'), ndata(4, [], T0 + 2), T0 + 2);
+    assert.deepEqual(own.events.map((e) => [e.eventType, e.sp_device, e.timestamp]), [['sparkplug.ddeath', 'Pump', T0 + 2]]);
+    const death = host.handle(NDEATH, msg({ timestamp: String(T0 + 3), metrics: [bdSeq(4)] }), T0 + 3);
+    assert.equal(death.refused, undefined);
+    assert.deepEqual(
+      death.events.map((e) => [e.eventType, e.sp_device, e.timestamp]),
+      [['sparkplug.ddeath', 'Press', T0 + 3], ['sparkplug.ddeath', 'Valve', T0 + 3], ['sparkplug.ndeath', undefined, T0 + 3]],
+    );
+    // Each as the DDEATH of that device records it (§5 "Edge Node Session Termination": its devices are offline too).
+    const press = death.events[0];
+    assert.deepEqual({ ...own.events[0], sp_device: 'Press', message: 'device Plant1/Line4/Press died', timestamp: T0 + 3 }, press);
+  });
+
   it('follows devices: DBIRTH, DDATA by alias under the node\'s seq, DDEATH; DDATA of an unborn device asks for a rebirth', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(0, 0), T0);

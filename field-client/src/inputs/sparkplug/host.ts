@@ -11,7 +11,7 @@ import { BOUND_CODES, RebirthRequests } from './rebirth.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { Resends } from './resend.ts';
-import { SequencedMessages } from './sequenced.ts';
+import { devicesDied, SequencedMessages } from './sequenced.ts';
 import { putBack, snapshot, type Before } from './undo.ts';
 
 export { key } from './host-types.ts';
@@ -35,7 +35,8 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * - Data messages name metrics by alias or name, resolved against the birth (§6.4.7); an unknown
  *   one, or data from an edge node or device with no current birth, also asks for a rebirth.
  * - NDEATH ends the session only when its `bdSeq` equals the current birth's (§5.8: a death with
- *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored.
+ *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored. The
+ *   devices the session has born die with it, each recorded as its DDEATH would be.
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
  * keeps gapping is not flooded with commands, and those its refused births, its data naming a metric
@@ -383,7 +384,12 @@ export class SparkplugHost {
     // Kept a while: a connection lost (its will) leaves unacknowledged messages its edge node sends again.
     this.held.keepPrevious(key(t.group, t.edge), s, now);
     this.sessions.delete(key(t.group, t.edge));
-    out.events.push(lifecycleEvent('ndeath', t, p.timestamp ?? now, { bdSeq }));
+    // Its devices die with it (§5 "Edge Node Session Termination"): each one it has born recorded
+    // dead as its DDEATH would be, else it stayed online downstream after its edge node died.
+    // Their definitions stay in the session kept, for what is sent again in it (resend.ts).
+    const at = p.timestamp ?? now;
+    devicesDied(t, s.devices.keys(), at, out);
+    out.events.push(lifecycleEvent('ndeath', t, at, { bdSeq }));
   }
 
   /**

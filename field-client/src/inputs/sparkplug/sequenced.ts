@@ -102,7 +102,7 @@ export class SequencedMessages {
       return;
     }
     s.devices.delete(device);
-    out.events.push(lifecycleEvent('ddeath', t, at));
+    devicesDied(t, [device], at, out);
   }
 
   /**
@@ -160,4 +160,14 @@ export class SequencedMessages {
     }
     out.readings.push(...toReadings(fields));
   }
+}
+
+/**
+ * Devices of edge node `t` dead at `at`: the event a DDEATH records, one each. A DDEATH names one
+ * device (take); an NDEATH ends every device its session has born (host.ts, nodeDeath): Sparkplug
+ * 3.0.0 "Edge Node Session Termination", its devices are offline with it
+ * (tck-id-operational-behavior-edge-node-termination-host-action-ndeath-devices-offline).
+ */
+export function devicesDied(t: Pick<SparkplugTopic, 'group' | 'edge'>, devices: Iterable<string>, at: number, out: HostOutcome): void {
+  for (const device of devices) out.events.push(lifecycleEvent('ddeath', { group: t.group, edge: t.edge, device }, at));
 }
