@@ -184,7 +184,7 @@ export const ERRORS = {
   SPARKPLUG_NOT_BORN: { http: 409, transient: false, description: 'Sparkplug data from an edge node or device with no current birth certificate (or awaiting its rebirth); a rebirth was requested, unless what that edge node sends keeps being refused after each rebirth (then less and less often: docs/field-client.md).' },
   SPARKPLUG_SEQ_GAP: { http: 409, transient: false, description: "A Sparkplug message's seq is not the next one of its edge node: a message was lost; a rebirth was requested." },
   SPARKPLUG_UNKNOWN_METRIC: { http: 409, transient: false, description: 'A Sparkplug data message names a metric (alias or name) its birth certificate did not declare; a rebirth was requested, less and less often when the same data follows each rebirth (docs/field-client.md).' },
-  SPARKPLUG_DEATH_STALE: { http: 409, transient: false, description: "A Sparkplug NDEATH whose bdSeq is not the current birth's (the will of an older connection); it was ignored." },
+  SPARKPLUG_DEATH_STALE: { http: 409, transient: false, description: "A Sparkplug NDEATH whose bdSeq is not that of the last birth taken (the will of an older connection), or of one that died already; it was ignored." },
   SPARKPLUG_DUPLICATE: {
     http: 409,
     transient: false,

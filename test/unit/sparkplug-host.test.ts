@@ -222,6 +222,51 @@ describe('Sparkplug host state machine', () => {
     assert.deepEqual({ ...own.events[0], sp_device: 'Press', message: 'device Plant1/Line4/Press died', timestamp: T0 + 3 }, press);
   });
 
+  it('takes the NDEATH of the last birth taken for its death after a later NBIRTH was refused, once, its devices with it', () => {
+    // Refused before its definitions are in force (a metric without a data type), or after (a value not of its type).
+    for (const [resends, wrong] of [false, true].flatMap((r) => [{ name: 'a', intValue: 1 }, { name: 'a', datatype: T.Int32, stringValue: 'x' }].map((w) => [r, w] as const))) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends });
+      const DB = topic('spBv1.0/Plant1/DBIRTH/Line4/Press');
+      const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.sp_device, e.bd_seq]);
+      host.handle(NB, nbirth(0, 4), T0);
+      assert.equal(host.handle(DB, ndata(1, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }]), T0).refused, undefined);
+      // A rebirth it cannot take: the session it would replace ends.
+      const refused = host.handle(NB, msg({ timestamp: String(T0 + 1), seq: '0', metrics: [bdSeq(4), wrong] }), T0 + 1);
+      assert.equal(refused.refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+      assert.equal(host.session('Plant1', 'Line4'), undefined);
+      // Its will then: the death of bdSeq 4, the last birth taken (Sparkplug 3.0.0 "Edge Node Session
+      // Establishment": the NDEATH whose bdSeq matches the NBIRTH's), so of the edge node and its device.
+      const death = host.handle(NDEATH, msg({ timestamp: String(T0 + 2), metrics: [bdSeq(4)] }), T0 + 2);
+      assert.equal(death.refused, undefined, `resends: ${resends}, ${JSON.stringify(wrong)}`);
+      assert.deepEqual(kinds(death), [['sparkplug.ddeath', 'Press', undefined], ['sparkplug.ndeath', undefined, 4]]);
+      // Once: the same death again is of a session dead already.
+      assert.equal(host.handle(NDEATH, msg({ timestamp: String(T0 + 2), metrics: [bdSeq(4)] }), T0 + 3).refused?.code, 'SPARKPLUG_DEATH_STALE');
+      // A birth taken after a refused one is the last: the death of the one before it is stale then.
+      host.handle(NB, nbirth(0, 5), T0 + 4);
+      assert.equal(host.handle(NB, msg({ timestamp: String(T0 + 5), seq: '0', metrics: [bdSeq(6), wrong] }), T0 + 5).refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+      host.handle(NB, nbirth(0, 6), T0 + 6);
+      assert.equal(host.handle(NDEATH, msg({ metrics: [bdSeq(5)] }), T0 + 7).refused?.code, 'SPARKPLUG_DEATH_STALE');
+      assert.deepEqual(kinds(host.handle(NDEATH, msg({ metrics: [bdSeq(6)] }), T0 + 8)), [['sparkplug.ndeath', undefined, 6]]);
+    }
+  });
+
+  it('puts the death of the last birth taken back when its NDEATH, or the refused NBIRTH before it, is undone', () => {
+    for (const resends of [false, true]) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends });
+      host.handle(NB, nbirth(0, 4), T0);
+      const bad = () => msg({ timestamp: String(T0 + 1), seq: '0', metrics: [bdSeq(4), { name: 'a', intValue: 1 }] });
+      // The refused birth undone: the session is current again, its death taken as any.
+      host.handle(NB, bad(), T0 + 1).undo?.();
+      assert.equal(host.session('Plant1', 'Line4')?.bdSeq, 4);
+      host.handle(NB, bad(), T0 + 1);
+      // Its death undone (the queue did not take its event): taken again when it comes again.
+      host.handle(NDEATH, msg({ metrics: [bdSeq(4)] }), T0 + 2).undo?.();
+      const again = host.handle(NDEATH, msg({ metrics: [bdSeq(4)] }), T0 + 3);
+      assert.equal(again.refused, undefined, `resends: ${resends}`);
+      assert.deepEqual(again.events.map((e) => e.eventType), ['sparkplug.ndeath']);
+    }
+  });
+
   it('follows devices: DBIRTH, DDATA by alias under the node\'s seq, DDEATH; DDATA of an unborn device asks for a rebirth', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(0, 0), T0);

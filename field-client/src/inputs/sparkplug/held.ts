@@ -9,6 +9,12 @@ export interface Previous {
   s: NodeSession;
   /** when it ended */
   at: number;
+  /**
+   * ended by a refused NBIRTH (host.ts, nodeBirthRefused), not by its death, and no birth taken
+   * since: the last birth of its edge node the host took, whose NDEATH (its bdSeq) is still its
+   * death. Replaced rather than changed (an undo puts back the entries a message found).
+   */
+  awaitsDeath?: true | undefined;
 }
 
 /**
@@ -32,6 +38,7 @@ export class HeldDefinitions {
    * several new NBIRTHs, is still read in the session it was sent in. Edge nodes in the order their
    * last session ended. Their definitions count against LIMITS.sparkplugDefinitionsMaxBytes with the
    * current ones (prevBytes, prevTotal); a current birth that needs the room drops the oldest.
+   * Without resends, only the one a refused NBIRTH ended is kept, for its death (Previous.awaitsDeath).
    */
   readonly previous = new Map<string, Previous[]>();
   private readonly prevBytes = new Map<string, number>();
@@ -141,14 +148,15 @@ export class HeldDefinitions {
    * Keeps `s` among the previous sessions of `k`, placed by its NBIRTH timestamp (one without, last),
    * the oldest born dropped past LIMITS.sparkplugPreviousSessionsPerNode; the edge nodes with
    * previous sessions kept within LIMITS.sparkplugMaxEdgeNodes, those whose last one ended first
-   * dropped. Counted again by the caller (recount).
+   * dropped. Counted again by the caller (recount). `awaitsDeath` (Previous): kept for its death
+   * where nothing is sent again too, alone; a session kept already is kept once, flagged so.
    */
-  keepPrevious(k: string, s: NodeSession, now: number): void {
-    if (!this.o.resends) {
+  keepPrevious(k: string, s: NodeSession, now: number, awaitsDeath = false): void {
+    if (!this.o.resends && !awaitsDeath) {
       this.previous.delete(k);
       return;
     }
-    const list = this.previous.get(k) ?? [];
+    const list = this.o.resends ? (this.previous.get(k) ?? []).filter((e) => e.s !== s) : [];
     // Last in the map: the edge node whose session ended last (expirePrevious relies on that order).
     this.previous.delete(k);
     for (const [other] of this.previous) {
@@ -158,9 +166,25 @@ export class HeldDefinitions {
     }
     let i = list.length;
     if (s.bornAt !== undefined) while (i > 0 && (list[i - 1]!.s.bornAt ?? -Infinity) > s.bornAt) i--;
-    list.splice(i, 0, { s, at: now });
+    list.splice(i, 0, awaitsDeath ? { s, at: now, awaitsDeath: true } : { s, at: now });
     while (list.length > this.maxPerNode) list.shift();
     this.previous.set(k, list);
+  }
+
+  /** The previous session of `k` whose NDEATH is still its death (Previous.awaitsDeath), if one is kept. */
+  awaitingDeath(k: string): Previous | undefined {
+    return this.previous.get(k)?.find((e) => e.awaitsDeath);
+  }
+
+  /**
+   * No previous session of `k` awaits its death any more: it died, or a birth was taken since (the
+   * last birth taken then). Where nothing is sent again, none is kept then. Counted again by the caller.
+   */
+  settle(k: string): void {
+    const list = this.previous.get(k);
+    if (!list?.some((e) => e.awaitsDeath)) return;
+    if (!this.o.resends) this.previous.delete(k);
+    else this.previous.set(k, list.map((e) => ({ s: e.s, at: e.at })));
   }
 
   /**

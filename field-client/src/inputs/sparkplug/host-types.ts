@@ -106,7 +106,8 @@ export interface HostOptions {
   /**
    * Publishers send again what they got no PUBACK for (the local MQTT input): each edge node's
    * previous session is kept for it (resend.ts). Without (a plant's broker, QoS 0, nothing sent
-   * again), a session ended is dropped at once.
+   * again), a session ended is dropped at once, but for one a refused NBIRTH ended, kept for its
+   * death (held.ts, Previous.awaitsDeath).
    */
   resends?: boolean;
 }

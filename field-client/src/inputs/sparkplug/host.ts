@@ -35,8 +35,10 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * - Data messages name metrics by alias or name, resolved against the birth (§6.4.7); an unknown
  *   one, or data from an edge node or device with no current birth, also asks for a rebirth.
  * - NDEATH ends the session only when its `bdSeq` equals the current birth's (§5.8: a death with
- *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored. The
- *   devices the session has born die with it, each recorded as its DDEATH would be.
+ *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored. With
+ *   no current session, one a refused NBIRTH ended is still the last birth taken, and dies by its
+ *   NDEATH too (nodeDeath). The devices the session has born die with it, each recorded as its
+ *   DDEATH would be.
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
  * keeps gapping is not flooded with commands, and those its refused births, its data naming a metric
@@ -261,11 +263,15 @@ export class SparkplugHost {
           // The very NBIRTH read (its bytes, so its bdSeq and timestamp), sent again without DUP: a
           // duplicate, which must not start its session again (duplicates.ts).
           if (this.birthRead(key(t.group, t.edge), digest)) throw duplicate(t, `the birth of these bytes was read already`);
-          try {
-            this.nodeBirth(t, p, now, out, connection, digest);
-          } catch (err) {
-            this.nodeBirthRefused(t, now, out);
-            throw err;
+          {
+            // The session it replaces, ended by it refused whether or not it was in force by then.
+            const ended = this.sessions.get(key(t.group, t.edge));
+            try {
+              this.nodeBirth(t, p, now, out, connection, digest);
+            } catch (err) {
+              this.nodeBirthRefused(t, now, out, ended);
+              throw err;
+            }
           }
           break;
         case 'NDEATH':
@@ -326,17 +332,23 @@ export class SparkplugHost {
 
   /**
    * An NBIRTH refused: the edge node has started a new session (§5.7) whose definitions could not be
-   * read, so the old ones no longer name what it sends. Its session is ended: its data is refused
-   * (SPARKPLUG_NOT_BORN) until a valid NBIRTH, rather than stored under the old birth's names.
+   * read, so the old ones no longer name what it sends. Its session (`ended`: the one in force when
+   * the birth came) is ended: its data is refused (SPARKPLUG_NOT_BORN) until a valid NBIRTH, rather
+   * than stored under the old birth's names. It stays the last birth taken, so its NDEATH is still
+   * its death (nodeDeath): kept for it (held.ts, Previous.awaitsDeath), and a while, as when a birth
+   * replaces it, for what the edge node sends again after this one that was sent in it.
    */
-  private nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome): void {
+  private nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome, ended = this.sessions.get(key(t.group, t.edge))): void {
     const k = key(t.group, t.edge);
-    const s = this.sessions.get(k);
-    if (!s) return;
-    this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its new NBIRTH was refused`, out);
-    // Kept a while, as when a birth replaces it: what the edge node sends again after this one was sent in it.
-    this.held.keepPrevious(k, s, now);
-    this.sessions.delete(k);
+    if (this.sessions.has(k)) {
+      this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its new NBIRTH was refused`, out);
+      this.sessions.delete(k);
+    }
+    if (!ended) return;
+    this.held.keepPrevious(k, ended, now, true);
+    // Within the bound still: a birth refused once its values were read may have dropped it for its own room.
+    this.held.recount(k, out);
+    this.held.fitPrevious(k);
   }
 
   private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, connection: object | undefined, digest: Digest | undefined): void {
@@ -368,27 +380,37 @@ export class SparkplugHost {
       this.sessions.delete(k);
       throw err;
     }
+    // The last birth taken now: the death of one before it is stale (nodeDeath).
+    this.held.settle(k);
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 
+  /**
+   * The death of the last birth taken (§5 "Edge Node Session Establishment": the NDEATH whose bdSeq
+   * matches the NBIRTH's): of the current session, or, when none is, of the one a refused NBIRTH
+   * ended (nodeBirthRefused), which nothing took for dead: ignored, the edge node and its devices
+   * stayed online downstream after it died.
+   */
   private nodeDeath(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
     const bdSeq = bdSeqOf(p, 'NDEATH');
-    const s = this.sessions.get(key(t.group, t.edge));
-    if (!s || s.bdSeq !== bdSeq) {
-      throw new FieldStreamError(
-        'SPARKPLUG_DEATH_STALE',
-        `NDEATH of ${t.group}/${t.edge} with bdSeq ${bdSeq} ignored: ${s ? `the current birth has bdSeq ${s.bdSeq}` : 'no current birth'}`,
-      );
+    const k = key(t.group, t.edge);
+    const s = this.sessions.get(k);
+    const last = s ?? this.held.awaitingDeath(k)?.s;
+    if (!last || last.bdSeq !== bdSeq) {
+      const why = s ? `the current birth has bdSeq ${s.bdSeq}` : last ? `the last birth taken has bdSeq ${last.bdSeq}` : 'no current birth';
+      throw new FieldStreamError('SPARKPLUG_DEATH_STALE', `NDEATH of ${t.group}/${t.edge} with bdSeq ${bdSeq} ignored: ${why}`);
     }
-    this.reorder.drop(key(t.group, t.edge), 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its NDEATH ended its session`, out);
-    // Kept a while: a connection lost (its will) leaves unacknowledged messages its edge node sends again.
-    this.held.keepPrevious(key(t.group, t.edge), s, now);
-    this.sessions.delete(key(t.group, t.edge));
+    if (s) {
+      this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its NDEATH ended its session`, out);
+      // Kept a while: a connection lost (its will) leaves unacknowledged messages its edge node sends again.
+      this.held.keepPrevious(k, s, now);
+      this.sessions.delete(k);
+    } else this.held.settle(k); // dead once: the same death again is stale
     // Its devices die with it (§5 "Edge Node Session Termination"): each one it has born recorded
     // dead as its DDEATH would be, else it stayed online downstream after its edge node died.
     // Their definitions stay in the session kept, for what is sent again in it (resend.ts).
     const at = p.timestamp ?? now;
-    devicesDied(t, s.devices.keys(), at, out);
+    devicesDied(t, last.devices.keys(), at, out);
     out.events.push(lifecycleEvent('ndeath', t, at, { bdSeq }));
   }
 
