@@ -521,7 +521,7 @@ export const ERRORS = {
   GATEWAY_TOKEN_THROTTLED: {
     http: 429,
     transient: true,
-    description: 'Too many failed device tokens from this address or for this device lately; try again later.',
+    description: 'Too many failed device tokens from this address lately; try again later.',
   },
   TOKENS_FILE_INVALID: { http: 500, transient: false, description: 'The device tokens file is not valid (damaged, or not written by fieldstream-admin).' },
   CERT_EXPIRING_SOON: {

@@ -341,8 +341,8 @@ export const LIMITS = {
    * thousands of checks (each also delaying the pool's other work). Past this, the upgrade is refused
    * GATEWAY_TOO_MANY_CONNECTIONS (503, try again later). Certificates are not checked this way. */
   deviceTokenChecksMax: 64,
-  /** entries (source addresses and device ids). Most failed-token records the gateway keeps; past
-   * this, the oldest are forgotten, so a flood of addresses or made-up ids cannot grow its memory. */
+  /** entries (source addresses). Most failed-token records the gateway keeps; past this, the
+   * oldest are forgotten, so a flood of addresses cannot grow its memory. */
   tokenFailureTrackedKeys: 50_000,
   /** bits. Every budget kept per source address (the gateway's failed device tokens, the command
    * API's and the management API's failed bearer tokens, the console's logins) keeps an IPv6

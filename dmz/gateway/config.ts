@@ -41,9 +41,9 @@ export const GatewayConfigSchema = z.object({
   GATEWAY_TOKEN_AUTH: z.enum(['on', 'off']).default('off'),
   /** The slow hashes of the device tokens (fieldstream-admin writes it), re-read while running. */
   GATEWAY_DEVICE_TOKENS_FILE: z.string().default('certs/dmz/tokens/device-tokens.json'),
-  /** failed device tokens per source address, and per device, within the window below before further tries are refused unchecked */
+  /** failed device tokens per source address (never per device: DeviceTokens.verify) within the window below before further tries are refused unchecked */
   GATEWAY_TOKEN_MAX_FAILURES: z.coerce.number().int().min(1).max(1000).default(10),
-  /** seconds a failed device token counts against its address and device */
+  /** seconds a failed device token counts against its source address */
   GATEWAY_TOKEN_FAILURE_WINDOW_S: z.coerce.number().int().min(1).max(86_400).default(300),
   /** The certificate the gateway serves WSS with, and the CA that client certificates must chain to. */
   GATEWAY_TLS_CERT_FILE: z.string().default('certs/dmz/edge.crt'),

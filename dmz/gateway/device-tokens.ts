@@ -16,7 +16,7 @@ export interface TokenIdentity {
 export interface DeviceTokensOptions {
   /** GATEWAY_DEVICE_TOKENS_FILE */
   path: string;
-  /** failed tokens per source address and per device within `failureWindowMs` before it is refused unchecked */
+  /** failed tokens per source address within `failureWindowMs` before it is refused unchecked (never per device: see verify) */
   maxFailures: number;
   failureWindowMs: number;
   log: Logger;
@@ -76,7 +76,12 @@ export class DeviceTokens {
 
   /**
    * The identity a bearer token proves, or a coded refusal. `source` is the device's address (from
-   * the edge proxy). Every failure counts against the address and the device the token names.
+   * the edge proxy). Every failure counts against the address only, never against the device the
+   * token names: a budget per device let anyone refuse a device its own right token for good, with
+   * GATEWAY_TOKEN_MAX_FAILURES wrong ones naming it every window from any addresses, and bought
+   * nothing, since the secret is 256 random bits (parseToken takes no shorter one) that no rate of
+   * online guessing finds. What many addresses together can make the gateway hash is bounded by
+   * the checks at once (LIMITS.deviceTokenChecksMax) and the speed of scrypt.
    */
   async verify(token: string | undefined, source: string): Promise<TokenIdentity> {
     // Before anything is charged: a device refused for room tries again later, its budget whole.
@@ -94,7 +99,7 @@ export class DeviceTokens {
   private async check(token: string | undefined, source: string): Promise<TokenIdentity> {
     const parsed = token === undefined ? undefined : parseToken(token);
     // An IPv6 source is budgeted as its /64 (throttleSource): a host holds all of it.
-    const keys = [`addr:${throttleSource(source)}`, ...(parsed ? [`device:${parsed.deviceId}`] : [])];
+    const keys = [`addr:${throttleSource(source)}`];
     if (this.throttle.blocked(keys)) throw new FieldStreamError('GATEWAY_TOKEN_THROTTLED', undefined, parsed ? { deviceId: parsed.deviceId } : undefined);
     if (!parsed) {
       this.throttle.fail(keys);
@@ -120,7 +125,6 @@ export class DeviceTokens {
     // Said only to the holder of the right secret: a guesser learns no more than "invalid".
     if (isTokenExpired(now)) throw new FieldStreamError('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { deviceId, expiresAt: now.expiresAt });
     this.throttle.refund(keys);
-    this.throttle.succeed(`device:${deviceId}`);
     return { deviceId, tokenId: entry.tokenId };
   }
 

@@ -40,15 +40,16 @@ function ipv6Words(address: string): number[] {
 
 /**
  * A failure budget for bearer tokens: at most `maxFailures` failed tokens per key (a source
- * address, a device id) within `windowMs`; past it, the key is refused without checking anything
+ * address) within `windowMs`; past it, the key is refused without checking anything
  * until its oldest counted failure leaves the window. Guessing is then bounded per key, and a
  * refused guess costs nothing to check. Used by the gateway for device tokens
  * (dmz/gateway/device-tokens.ts) and by the console's management API for role tokens
  * (internal-network/console/manage/routes.ts).
  *
- * The window is fixed from a key's first counted failure, and a success never starts it afresh
- * unless the caller says so (`succeed`): a guesser holding one valid token cannot slip it between
- * guesses to reset the count.
+ * The window is fixed from a key's first counted failure, and a success never starts it afresh:
+ * a guesser holding one valid token cannot slip it between guesses to reset the count. Nothing is
+ * kept per device or role: a budget for the identity a token names is spent by whoever names it,
+ * and would refuse its holder's right token (see DeviceTokens.verify).
  *
  * Memory is bounded: at most `maxKeys` keys; when full, the key written longest ago is forgotten
  * (a Map iterates in insertion order, and a key is moved to the end on every failure).
@@ -98,11 +99,6 @@ export class TokenThrottle {
       if (f.count <= 1) this.failures.delete(k);
       else f.count--;
     }
-  }
-
-  /** A key that proved itself (a device, its own token) starts afresh; other keys' records stay. */
-  succeed(key: string): void {
-    this.failures.delete(key);
   }
 
   get size(): number {

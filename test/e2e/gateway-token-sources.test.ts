@@ -63,7 +63,7 @@ describe('the failed-token budget of a source: an IPv6 network, not each of its 
     work.cleanup();
   });
 
-  /** A wrong token naming `deviceId` (each guess its own, so no device's budget is spent), from `addr`: the status line. */
+  /** A wrong token naming `deviceId`, from `addr`: the status line. */
   async function guess(addr: string, deviceId: string): Promise<string> {
     const c = netConnect(socketPath);
     c.on('error', () => undefined);
