@@ -179,6 +179,11 @@ export class Fleet {
     return [...this.devices.values()].map((e) => e.row);
   }
 
+  /** the ids of the devices with a row */
+  ids(): IterableIterator<string> {
+    return this.devices.keys();
+  }
+
   /** Up to `n` rows of the devices after `after` (from the first if undefined) that `filter` lets
    * through, in id order: a page costs a search and the rows it holds, not a sort of the fleet, nor
    * a look at the rows a filter leaves out. */

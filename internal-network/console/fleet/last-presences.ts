@@ -29,7 +29,7 @@ export async function loadLastPresences(fleet: Fleet, reader: PresenceReader, lo
   let read;
   try {
     // The devices with a row read first: ids a DMZ invented, however many, cannot push them out.
-    read = await reader.lastPresences(now - CONSOLE.lastPresenceWindowMs, new Set(Array.from(fleet.rowsAfter(undefined), (r) => r.id)));
+    read = await reader.lastPresences(now - CONSOLE.lastPresenceWindowMs, new Set(fleet.ids()));
   } catch (err) {
     log.warn(
       { code: 'CONSOLE_PRESENCES_NOT_LOADED', cause: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message },
