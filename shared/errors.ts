@@ -262,6 +262,12 @@ export const ERRORS = {
     transient: false,
     description: 'A file the field client had taken into its outbox when it stopped (before its queue record was written) was queued at the next start.',
   },
+  FIELD_FILE_UNQUEUED: {
+    http: 200,
+    transient: false,
+    description:
+      'A file in the outbox (FIELD_DATA_DIR/outgoing/) that no queue record names was found at a start: it is not sent, and is set aside whole in FIELD_DATA_DIR/rejected/ as ID-unqueued rather than deleted.',
+  },
   FIELD_RECEIPT_INVALID: {
     http: 401,
     transient: false,

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { FieldClient } from '../../field-client/src/field-client.ts';
-import { FileOutbox, FileTransferRecordSchema } from '../../field-client/src/files/file-outbox.ts';
+import { FileOutbox, FileTransferRecordSchema, type FileTransferRecord } from '../../field-client/src/files/file-outbox.ts';
+import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { FILE_TRANSFER } from '../../field-client/src/files/transfers.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
@@ -352,11 +353,12 @@ describe('files taken within the bound', () => {
     }
   });
 
-  it('sets a moved file aside, whole, when its producer wrote more to it after it was placed, rather than deleting those bytes with it once it is sent', async () => {
-    // A move keeps the inode: a producer that still holds the file open appends into the outbox's
-    // copy, past the size its record says. Those bytes are never sent; before, they were deleted with
-    // the file once its last chunk was acknowledged, and nothing said so.
-    const d = await device('appended', 64 * MiB);
+  /**
+   * A file of 150 KiB moved in and sent, acked chunk by chunk by a stand-in gateway, while its
+   * producer, still holding it open, appends 10 KiB to it once it is queued: a move keeps the inode,
+   * so they land in the outbox's file, past the size its record says.
+   */
+  async function sendWhileAppended(d: Awaited<ReturnType<typeof device>>) {
     const frames: string[] = [];
     d.connection.canSend = () => true;
     d.connection.send = (text: string) => void frames.push(text);
@@ -367,8 +369,7 @@ describe('files taken within the bound', () => {
     try {
       d.connection.emit('open');
       d.connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
-      const queued = d.client.submitFile(src, { move: true });
-      await queued;
+      await d.client.submitFile(src, { move: true });
       const [rec] = d.queued();
       assert.ok(rec);
       assert.equal(rec.size, first.length, 'taken at the size it had');
@@ -387,20 +388,92 @@ describe('files taken within the bound', () => {
         return d.queue.depth === 0 ? true : undefined;
       }, 10_000, 'the file sent as its record says');
       assert.deepEqual(Buffer.concat(received), first, 'what its record says is sent');
+      return { rec, whole: Buffer.concat([first, more]) };
+    } finally {
+      await producer.close();
+    }
+  }
+
+  it('sets a moved file aside, whole, when its producer wrote more to it after it was placed, rather than deleting those bytes with it once it is sent', async () => {
+    // Those bytes are never sent; before, they were deleted with the file once its last chunk was
+    // acknowledged, and nothing said so.
+    const d = await device('appended', 64 * MiB);
+    try {
+      const { rec, whole } = await sendWhileAppended(d);
       assert.deepEqual(d.outgoing(), [], 'out of the outbox');
       const aside = readdirSync(join(d.dir, 'rejected'));
       assert.equal(aside.length, 1, 'set aside');
       const kept = readFileSync(join(d.dir, 'rejected', aside[0] as string));
-      assert.ok(kept.equals(Buffer.concat([first, more])), 'whole: what was sent, and what was written after');
+      assert.ok(kept.equals(whole), 'whole: what was sent, and what was written after');
       assert.ok((aside[0] as string).startsWith(rec.transferId) && (aside[0] as string).endsWith('scan.log'), `named by its transfer and its name (${aside[0]})`);
       assert.equal(d.client.rejectedBytes, kept.length, 'counted against FIELD_QUEUE_MAX_BYTES at once');
       const warned = d.logs.lines.filter((l) => l.code === 'FIELD_FILE_APPENDED');
       assert.equal(warned.length, 1, 'logged with a code');
       assert.equal(warned[0]?.transferId, rec.transferId);
-      assert.equal(warned[0]?.sentBytes, first.length);
+      assert.equal(warned[0]?.sentBytes, rec.size);
       assert.equal(warned[0]?.bytes, kept.length);
     } finally {
-      await producer.close();
+      await d.close();
+    }
+  });
+
+  it('keeps a file written to after it was placed in the outbox when it cannot be set aside, and sets it aside at the next start', async () => {
+    // Its transfer is done and its record let go; the move into rejected/ fails (the disk: here a
+    // file stands where the folder would be). Before, the file stayed in outgoing/ for good, named
+    // by no record: never sent, never removed, counted against FIELD_QUEUE_MAX_BYTES unseen.
+    const d = await device('appended-stuck', 64 * MiB);
+    writeFileSync(join(d.dir, 'rejected'), 'not a folder');
+    let rec: FileTransferRecord;
+    let whole: Buffer;
+    try {
+      ({ rec, whole } = await sendWhileAppended(d));
+      assert.ok(d.outgoing().includes(rec.transferId), 'kept where it was, not deleted');
+      const failed = d.logs.lines.filter((l) => l.code === 'FIELD_FILE_APPENDED');
+      assert.equal(failed.length, 1);
+      assert.equal(failed[0]?.level, 50, 'logged as an error');
+    } finally {
+      await d.close();
+    }
+    rmSync(join(d.dir, 'rejected'));
+    const queue = await DurableQueue.open({ dir: join(d.dir, 'queue'), maxBytes: 64 * MiB, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+    try {
+      const outbox = new FileOutbox(d.dir, 64 * 1024);
+      const logs = new LogCapture();
+      await recoverOutbox(outbox, queue, logs.logger);
+      assert.deepEqual(readdirSync(join(d.dir, 'outgoing')), []);
+      assert.equal(outbox.bytes(), 0);
+      assert.ok(readFileSync(join(d.dir, 'rejected', `${rec.transferId}-unqueued`)).equals(whole), 'set aside whole at the start');
+      assert.deepEqual(logs.codes(), ['FIELD_FILE_UNQUEUED']);
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('keeps a file the gateway refused in the outbox when it cannot be set aside, rather than ending the client', async () => {
+    // The move into rejected/ fails (the disk: here a file stands where the folder would be). Thrown
+    // from the frame handler, it ended the client, and at every start the refusal came again.
+    const d = await device('refused-stuck', 64 * MiB);
+    writeFileSync(join(d.dir, 'rejected'), 'not a folder');
+    const frames: string[] = [];
+    d.connection.canSend = () => true;
+    d.connection.send = (text: string) => void frames.push(text);
+    try {
+      const src = join(d.dir, 'bad.bin');
+      writeFileSync(src, Buffer.alloc(1000, 3));
+      d.connection.emit('open');
+      d.connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+      await d.client.submitFile(src, { move: true });
+      const [rec] = d.queued();
+      assert.ok(rec);
+      await eventually(() => (frames.length > 0 ? true : undefined), 5_000, 'its chunk sent');
+      const [chunk] = (JSON.parse(frames[0] as string) as { batch: Array<{ messageId: string }> }).batch;
+      assert.ok(chunk);
+      d.connection.emit('frame', { type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: 'bad', messageIds: [chunk.messageId] });
+      assert.ok(d.outgoing().includes(rec.transferId), 'kept in the outbox, not deleted');
+      const failed = d.logs.lines.filter((l) => l.code === 'FIELD_MESSAGE_REFUSED' && l.transferId === rec.transferId);
+      assert.equal(failed.length, 1, 'logged');
+      assert.equal(d.queue.depth, 0, 'its record let go: the next start sets the file aside');
+    } finally {
       await d.close();
     }
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { constants, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { constants, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { copyNoFollow } from '../../field-client/src/files/copy-no-follow.ts';
@@ -107,6 +107,39 @@ describe('files taken into the outbox when the client stopped', () => {
     assert.equal(queuedFiles(fourth.queue).filter((r) => r.transferId === next.transferId).length, 1, 'the record written is the only one');
     assert.deepEqual(fourth.outbox.unfinished(), new Map());
     await fourth.queue.close();
+  });
+
+  it('sets aside at a start a file in the outbox that no queue record names, and touches none whose record is written', async () => {
+    const d = await device('unqueued');
+    const out = join(d.dir, 'outgoing');
+    // Taken whole, as takeFile does: moved in, its record written and synced, its note gone.
+    const queued = await d.first.outbox.accept(d.source, { move: true, filename: 'photo.jpg' });
+    await d.first.queue.append([{ dataType: FILE_TRANSFER, payload: queued }]);
+    d.first.outbox.accepted(queued.transferId);
+    // Killed once its record was written, before its note went.
+    writeFileSync(join(d.dir, 'second.jpg'), 'the second picture');
+    const noted = await d.first.outbox.accept(join(d.dir, 'second.jpg'), { move: true });
+    await d.first.queue.append([{ dataType: FILE_TRANSFER, payload: noted }]);
+    // Neither a note nor a record: a file whose transfer was done but which could not be set aside
+    // (the disk), or a crash between drop-oldest dropping its record and the file's removal.
+    const orphan = `f${Date.now().toString(36)}0123456789ab`;
+    writeFileSync(join(out, orphan), 'bytes a producer handed over');
+    writeFileSync(join(out, `${orphan}.progress`), '3');
+    await d.first.queue.close();
+
+    const again = await d.open();
+    const logs = new LogCapture();
+    await recoverOutbox(again.outbox, again.queue, logs.logger);
+    assert.deepEqual(readdirSync(out).sort(), [queued.transferId, noted.transferId].sort(), 'the files queued stay, untouched; the other left, with its progress');
+    assert.equal(readFileSync(join(out, queued.transferId), 'utf8'), d.content.toString());
+    assert.equal(readFileSync(join(out, noted.transferId), 'utf8'), 'the second picture');
+    assert.equal(readFileSync(join(d.dir, 'rejected', `${orphan}-unqueued`), 'utf8'), 'bytes a producer handed over', 'set aside whole, not deleted');
+    const line = logs.lines.find((l) => l.code === 'FIELD_FILE_UNQUEUED');
+    assert.equal(line?.transferId, orphan);
+    assert.equal(line?.path, join(d.dir, 'rejected', `${orphan}-unqueued`));
+    assert.equal(again.outbox.bytes(), d.content.length + 'the second picture'.length, 'no longer counted as waiting to be sent');
+    assert.deepEqual(queuedFiles(again.queue).map((r) => r.transferId), [queued.transferId, noted.transferId], 'nothing queued twice');
+    await again.queue.close();
   });
 
   it('leaves a copy that had not finished to its producer: the source is still there, nothing is queued', async () => {

@@ -94,10 +94,15 @@ export class FileOutbox {
   private placedBytes(): number {
     if (this.measured === undefined) {
       let n = 0;
-      for (const f of readdirSync(this.dir)) if (!f.endsWith('.progress') && !f.endsWith('.tmp') && !f.includes(NOTE)) n += statSync(join(this.dir, f)).size;
+      for (const f of this.placed()) n += statSync(join(this.dir, f)).size;
       this.measured = n;
     }
     return this.measured;
+  }
+
+  /** The transfer ids of the files placed here (not notes, progress files, nor files still being taken): what counts. */
+  placed(): string[] {
+    return readdirSync(this.dir).filter((f) => !f.endsWith('.progress') && !f.endsWith('.tmp') && !f.includes(NOTE));
   }
 
   /**
@@ -400,13 +405,25 @@ export class FileOutbox {
    * off) and the old one's removal.
    */
   setAside(rec: FileTransferRecord, why?: string): string {
+    return this.moveAside(rec.transferId, `${rec.transferId}-${why === undefined ? '' : `${why}-`}${basename(rec.filename)}`);
+  }
+
+  /**
+   * A file here that no queue record names (see recoverOutbox) is set aside as ID-unqueued: its
+   * name and type were in the record only.
+   */
+  setAsideUnqueued(transferId: string): string {
+    return this.moveAside(transferId, `${transferId}-unqueued`);
+  }
+
+  private moveAside(transferId: string, name: string): string {
     const dir = join(this.dir, '..', 'rejected');
     makeDirDurablySync(dir, 0o700);
-    const target = join(dir, `${rec.transferId}-${why === undefined ? '' : `${why}-`}${basename(rec.filename)}`);
-    renameSync(join(this.dir, rec.transferId), target);
+    const target = join(dir, name);
+    renameSync(join(this.dir, transferId), target);
     this.measured = undefined;
     syncDirSync(dir);
-    rmSync(join(this.dir, `${rec.transferId}.progress`), { force: true });
+    rmSync(join(this.dir, `${transferId}.progress`), { force: true });
     syncDirSync(this.dir);
     return target;
   }

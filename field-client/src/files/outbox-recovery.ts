@@ -15,17 +15,26 @@ import { FILE_TRANSFER } from './transfers.ts';
  * - it was not moved yet (or was being copied): it is still where it was, and its producer was
  *   never answered; only the note goes.
  *
- * The queue is read back only when a note is found, i.e. after such a crash. A file that cannot be
- * queued now (the queue refuses it) keeps its note, for the next start: it does not keep the client
- * from starting.
+ * A file here with neither a note nor a record naming it is set aside in FIELD_DATA_DIR/rejected/
+ * as ID-unqueued (FIELD_FILE_UNQUEUED): its transfer was done but it could not be set aside then
+ * (the disk, FileTransfers.finish), or drop-oldest let its record go and a crash came before the
+ * file went. Nothing would ever send or remove it: it counted against FIELD_QUEUE_MAX_BYTES for
+ * good, unseen. Set aside rather than deleted, as nothing says all of it was sent. A file whose
+ * record is held (awaiting its receipt included) is never touched.
+ *
+ * The queue is read back only when the outbox holds a file or a note. Its own recovery has read
+ * every segment at this start already (checksums), so this reads what is likely still cached. A
+ * file that cannot be queued now (the queue refuses it) keeps its note, for the next start, as one
+ * that cannot be set aside stays: neither keeps the client from starting.
  */
 export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log: Logger): Promise<void> {
   const unfinished = outbox.unfinished();
-  if (unfinished.size === 0) return;
+  const placed = outbox.placed().filter((id) => !unfinished.has(id));
+  if (unfinished.size === 0 && placed.length === 0) return;
   const queued = new Set<string>();
   for (const m of queue.find((m) => m.dataType === FILE_TRANSFER)) {
     const rec = FileTransferRecordSchema.safeParse(m.payload);
-    if (rec.success && unfinished.has(rec.data.transferId)) queued.add(rec.data.transferId);
+    if (rec.success) queued.add(rec.data.transferId);
   }
   for (const [transferId, note] of unfinished) {
     try {
@@ -33,6 +42,9 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
         const rec = await outbox.resume(transferId, note);
         if (rec) {
           await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+          // On disk before the note goes (FIELD_QUEUE_SYNC at an interval answers the append
+          // before its fsync): a power cut would otherwise lose the record with the note gone.
+          await queue.durable();
           log.warn({ code: 'FIELD_FILE_RECOVERED', transferId, filename: rec.filename, size: rec.size }, 'a file taken into the outbox when the client stopped is queued now');
         }
       }
@@ -45,6 +57,15 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
         { code: isFieldStreamError(err) ? err.code : 'FIELD_QUEUE_WRITE_FAILED', transferId, filename: note.filename, err: (err as Error).message },
         'a file taken into the outbox when the client stopped cannot be queued now; it stays in the outbox, and the next start queues it',
       );
+    }
+  }
+  for (const transferId of placed) {
+    if (queued.has(transferId)) continue;
+    try {
+      const path = outbox.setAsideUnqueued(transferId);
+      log.warn({ code: 'FIELD_FILE_UNQUEUED', transferId, path }, 'a file in the outbox that no queue record names is set aside: it is not sent; look at it, then move it off the device');
+    } catch (err) {
+      log.error({ code: 'FIELD_FILE_UNQUEUED', transferId, err: (err as Error).message }, 'a file in the outbox that no queue record names cannot be set aside (the disk): it stays in outgoing/, and the next start tries again');
     }
   }
 }

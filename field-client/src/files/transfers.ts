@@ -197,15 +197,22 @@ export class FileTransfers {
   /**
    * A chunk the gateway refused for good: its whole file is set aside (files/file-outbox.ts), never
    * deleted. Returns the transfer's queue record, or undefined when the message is not a chunk sent
-   * on this connection.
+   * on this connection. Should setting it aside fail (the disk), the file stays in outgoing/ and its
+   * record is let go all the same: the next start finds it named by no record and sets it aside
+   * then (outbox-recovery.ts). Thrown on, the error ended the client from the gateway connection's
+   * frame handler, and the refusal came again after every start.
    */
   refused(messageId: string): number | undefined {
     const chunk = this.chunkIds.get(messageId);
     const t = chunk && this.byId.get(chunk.transferId);
     if (!t) return undefined;
     this.byId.delete(t.rec.transferId);
-    const path = this.outbox.setAside(t.rec);
-    this.log.error({ code: 'FIELD_MESSAGE_REFUSED', transferId: t.rec.transferId, path }, 'a file refused by the gateway; set aside');
+    const fields = { code: 'FIELD_MESSAGE_REFUSED' as const, transferId: t.rec.transferId, filename: t.rec.filename };
+    try {
+      this.log.error({ ...fields, path: this.outbox.setAside(t.rec) }, 'a file refused by the gateway; set aside');
+    } catch (err) {
+      this.log.error({ ...fields, err: (err as Error).message }, 'a file refused by the gateway cannot be set aside: it stays in outgoing/ under its transfer id, set aside at the next start');
+    }
     return t.seq;
   }
 
@@ -268,7 +275,8 @@ export class FileTransfers {
    * sent is not all of it. True when it was (or may have been) set aside: rejected/ is measured
    * again. Should that fail (the disk), it stays where it is, said so: deleted, the bytes never sent
    * would be lost; thrown on, the error would end the client from the gateway connection's frame
-   * handler.
+   * handler. Its record is let go all the same (all it names was sent): the next start finds the
+   * file named by no record and sets it aside then (outbox-recovery.ts).
    */
   private finish(rec: FileTransferRecord): boolean {
     const fields = { code: 'FIELD_FILE_APPENDED' as const, transferId: rec.transferId, filename: rec.filename, sentBytes: rec.size };
@@ -276,7 +284,7 @@ export class FileTransfers {
     try {
       aside = this.outbox.finish(rec);
     } catch (err) {
-      this.log.error({ ...fields, err: (err as Error).message }, 'a file was written to after it was taken, and cannot be set aside: it stays where it is (outgoing/ under its transfer id, or rejected/); move it off the device');
+      this.log.error({ ...fields, err: (err as Error).message }, 'a file was written to after it was taken, and cannot be set aside: it stays where it is (outgoing/ under its transfer id, set aside at the next start; or rejected/)');
       return true;
     }
     if (!aside) return false;
