@@ -2,12 +2,14 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { constants, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { copyNoFollow } from '../../field-client/src/files/copy-no-follow.ts';
 import { FileOutbox, FileTransferRecordSchema } from '../../field-client/src/files/file-outbox.ts';
 import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
-import { FILE_TRANSFER } from '../../field-client/src/files/transfers.ts';
+import { FILE_TRANSFER, FileTransfers } from '../../field-client/src/files/transfers.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
@@ -267,5 +269,45 @@ describe('the outbox moves only what it can read', () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the outbox lets a file go once its transfer is done', () => {
+  const tmp = tempDir('outbox-finish');
+  after(() => tmp.cleanup());
+
+  it('keeps a file whose size cannot be read (an I/O error), never removing it unchecked; one gone is let go', async () => {
+    const outbox = new FileOutbox(join(tmp.dir, 'data'), 1024);
+    const src = join(tmp.dir, 'scan.log');
+    writeFileSync(src, 'what was taken');
+    const rec = await outbox.accept(src, { move: true });
+    outbox.accepted(rec.transferId);
+    const path = join(tmp.dir, 'data', 'outgoing', rec.transferId);
+    // Whether its producer wrote more to it after it was taken is unknown: removed, those bytes would go with it.
+    const statting = fs.statSync;
+    (fs as { statSync: unknown }).statSync = (p: fs.PathLike, ...rest: unknown[]) => {
+      if (p === path) throw Object.assign(new Error(`EIO: i/o error, stat '${path}'`), { code: 'EIO' });
+      return (statting as (...a: unknown[]) => unknown)(p, ...rest);
+    };
+    syncBuiltinESMExports();
+    const logs = new LogCapture();
+    const done: Array<[number, boolean | undefined]> = [];
+    const transfers = new FileTransfers(outbox, { window: 1, receipts: false }, (seq, aside) => done.push([seq, aside]), logs.logger);
+    try {
+      assert.ok(transfers.start(7, rec));
+      const [chunk] = [...transfers.chunks()];
+      assert.ok(chunk);
+      transfers.onAck(chunk.item.messageId, 0); // its one chunk delivered: the transfer is done
+      assert.deepEqual(done, [[7, true]], 'its record let go, rejected/ measured again');
+      assert.deepEqual(logs.codes(), ['FIELD_FILE_UNREADABLE']);
+      assert.throws(() => outbox.finish(rec), (err) => isFieldStreamError(err, 'FIELD_FILE_UNREADABLE'));
+    } finally {
+      (fs as { statSync: unknown }).statSync = statting;
+      syncBuiltinESMExports();
+    }
+    assert.equal(readFileSync(path, 'utf8'), 'what was taken', 'kept, whole');
+    rmSync(path); // removed by hand: nothing more to keep
+    assert.equal(outbox.finish(rec), undefined);
+    assert.deepEqual(readdirSync(join(tmp.dir, 'data', 'outgoing')), []);
   });
 });

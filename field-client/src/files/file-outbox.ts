@@ -381,14 +381,16 @@ export class FileOutbox {
    * file after its size was read. Those bytes were never sent, and were deleted with the file,
    * unseen. Such a file is set aside whole instead (see setAside; named ID-appended-NAME), counted
    * against FIELD_QUEUE_MAX_BYTES there until its operator moves it off; its producer's later writes
-   * go on landing in it. Returns where, and its size, when it was set aside.
+   * go on landing in it. Returns where, and its size, when it was set aside. Its size unreadable
+   * (EIO): FIELD_FILE_UNREADABLE, and it is kept, as what it holds past its record is not known.
    */
   finish(rec: FileTransferRecord): { path: string; bytes: number } | undefined {
     let bytes: number | undefined;
     try {
       bytes = statSync(join(this.dir, rec.transferId)).size;
-    } catch {
-      // Gone (removed by hand), or not to be looked at: there is nothing more to keep of it here.
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${rec.transferId}: ${(err as Error).message}`);
+      // Gone (removed by hand): there is nothing more to keep of it here.
     }
     if (bytes === undefined || bytes <= rec.size) {
       this.remove(rec.transferId);

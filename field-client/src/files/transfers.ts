@@ -1,3 +1,4 @@
+import { isFieldStreamError } from '../../../shared/errors.ts';
 import { TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from '../../../shared/security/receipt-auth.ts';
@@ -272,10 +273,10 @@ export class FileTransfers {
   /**
    * The file of a transfer all done leaves the outbox, unless its producer wrote more to it after it
    * was taken (FileOutbox.finish): then it is set aside whole, and the operator told, as what was
-   * sent is not all of it. True when it was (or may have been) set aside: rejected/ is measured
-   * again. Should that fail (the disk), it stays where it is, said so: deleted, the bytes never sent
-   * would be lost; thrown on, the error would end the client from the gateway connection's frame
-   * handler. Its record is let go all the same (all it names was sent): the next start finds the
+   * sent is not all of it; its size unreadable (EIO), it is kept, never removed unchecked. True
+   * when it was (or may have been) set aside: rejected/ is measured again. Should that fail (the
+   * disk), it stays where it is, said so: deleted, the bytes never sent would be lost; thrown on,
+   * the error would end the client from the gateway connection's frame handler. Its record is let go all the same (all it names was sent): the next start finds the
    * file named by no record and sets it aside then (outbox-recovery.ts).
    */
   private finish(rec: FileTransferRecord): boolean {
@@ -284,7 +285,12 @@ export class FileTransfers {
     try {
       aside = this.outbox.finish(rec);
     } catch (err) {
-      this.log.error({ ...fields, err: (err as Error).message }, 'a file was written to after it was taken, and cannot be set aside: it stays where it is (outgoing/ under its transfer id, set aside at the next start; or rejected/)');
+      if (isFieldStreamError(err, 'FIELD_FILE_UNREADABLE')) {
+        // Its size unreadable (EIO): whether it was written to after it was taken is not known.
+        this.log.error({ ...fields, code: err.code, err: err.message }, 'a file all sent cannot be looked at (its size): it stays in outgoing/ under its transfer id, set aside at the next start');
+      } else {
+        this.log.error({ ...fields, err: (err as Error).message }, 'a file was written to after it was taken, and cannot be set aside: it stays where it is (outgoing/ under its transfer id, set aside at the next start; or rejected/)');
+      }
       return true;
     }
     if (!aside) return false;
