@@ -417,7 +417,7 @@ describe('files taken within the bound', () => {
     }
   });
 
-  it('keeps a file written to after it was placed in the outbox when it cannot be set aside, and sets it aside at the next start', async () => {
+  it('keeps a file written to after it was placed in the outbox when it cannot be set aside, counted whole, and sets it aside at the next start', async () => {
     // Its transfer is done and its record let go; the move into rejected/ fails (the disk: here a
     // file stands where the folder would be). Before, the file stayed in outgoing/ for good, named
     // by no record: never sent, never removed, counted against FIELD_QUEUE_MAX_BYTES unseen.
@@ -428,6 +428,7 @@ describe('files taken within the bound', () => {
     try {
       ({ rec, whole } = await sendWhileAppended(d));
       assert.ok(d.outgoing().includes(rec.transferId), 'kept where it was, not deleted');
+      assert.equal(d.outbox.bytes(), whole.length, 'counted with what was written to it after it was placed');
       const failed = d.logs.lines.filter((l) => l.code === 'FIELD_FILE_APPENDED');
       assert.equal(failed.length, 1);
       assert.equal(failed[0]?.level, 50, 'logged as an error');

@@ -77,15 +77,16 @@ export class FileOutbox {
     this.linkChunkBytes = link;
   }
 
-  /** bytes(), until a file comes or goes: the queue asks at every append (the outbox shares its bound) */
+  /** bytes(), until a file comes or goes or a transfer ends: the queue asks at every append (the outbox shares its bound) */
   private measured: number | undefined;
 
   /** room held for files being taken, not yet placed here (see FileRoom) */
   readonly room = new FileRoom();
 
   /**
-   * bytes held by files not yet delivered (measured from the folder after each change: only this
-   * object changes it), and the room reserved for files being taken.
+   * bytes held by files not yet delivered (measured from the folder after each change this object
+   * makes, and at each transfer's end: a producer still holding a moved file writes on into it),
+   * and the room reserved for files being taken.
    */
   bytes(): number {
     return this.placedBytes() + this.room.bytes;
@@ -385,6 +386,10 @@ export class FileOutbox {
    * (EIO): FIELD_FILE_UNREADABLE, and it is kept, as what it holds past its record is not known.
    */
   finish(rec: FileTransferRecord): { path: string; bytes: number } | undefined {
+    // Measured again at every transfer's end, whatever comes of it: what producers wrote into files
+    // here after they were placed counts against the bound from then on (the file kept here when
+    // it cannot be set aside included), not only once a file comes or goes.
+    this.measured = undefined;
     let bytes: number | undefined;
     try {
       bytes = statSync(join(this.dir, rec.transferId)).size;
