@@ -115,13 +115,14 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     await raw.publishAsync('spBv1.0/Plant1/NDATA/Line4', Buffer.from(tahu.encodePayload({ timestamp: T0 + 1500, seq: 200, metrics: [{ alias: 1, type: 'Double', value: 999 }] })));
     await eventually(() => (state.rebirthRequests === 1 && stats.rebirthsRequested === 1 ? true : undefined), 15_000, 'the edge node asked to rebirth, and reborn');
     assert.equal(stats.refusedByCode.SPARKPLUG_SEQ_GAP, 1);
-    await eventually(() => (stats.events >= 5 ? true : undefined), 15_000, 'the new births taken'); // 2 births, rebirth request, 2 births
+    // 2 births, rebirth request, the device's death with the session the new NBIRTH replaces, 2 births.
+    await eventually(() => (stats.events >= 6 ? true : undefined), 15_000, 'the new births taken');
     const readingsBefore = stats.readings;
     edge.publishNodeData({ timestamp: T0 + 2000, metrics: [{ alias: 1, type: 'Double', value: 23.5, timestamp: T0 + 2000 }] });
     await eventually(() => (stats.readings > readingsBefore ? true : undefined), 15_000, 'data after the rebirth taken');
     // Its death (sparkplug-client's NDEATH carries the birth's bdSeq).
     edge.stop();
-    await eventually(() => (stats.events >= 7 ? true : undefined), 15_000, 'NDEATH taken, its device dead with it');
+    await eventually(() => (stats.events >= 8 ? true : undefined), 15_000, 'NDEATH taken, its device dead with it');
 
     // Everything stored, through the pipeline, committed.
     const readings = await eventually(() => {
@@ -149,9 +150,11 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     const death = events.find((p) => p.tags.event_type === 'sparkplug.ndeath');
     assert.equal(death?.fields.sp_edge_node, 'Line4');
     assert.equal(death?.fields.bd_seq, 0);
-    // Its device died with it (no DDEATH of its own was sent): recorded as a DDEATH would be.
-    const deviceDeath = events.find((p) => p.tags.event_type === 'sparkplug.ddeath');
-    assert.deepEqual([deviceDeath?.fields.sp_edge_node, deviceDeath?.fields.sp_device, deviceDeath?.time], ['Line4', 'Press', death?.time]);
+    // Its device died with each session (no DDEATH of its own was sent): with the one the rebirth
+    // replaced, at the new NBIRTH's time, and with the last, at its NDEATH's; each as a DDEATH would be.
+    const rebirth = events.filter((p) => p.tags.event_type === 'sparkplug.nbirth').at(-1);
+    const deviceDeaths = events.filter((p) => p.tags.event_type === 'sparkplug.ddeath').map((p) => [p.fields.sp_edge_node, p.fields.sp_device, p.time]);
+    assert.deepEqual(deviceDeaths, [['Line4', 'Press', rebirth?.time], ['Line4', 'Press', death?.time]]);
     // Counted at /metrics by outcome.
     const metrics = await (await fetch(`${field.metricsUrl}/metrics`)).text();
     assert.match(metrics, /^fieldstream_field_sparkplug_messages_total\{outcome="SPARKPLUG_PAYLOAD_INVALID",service="field-client"\} 1$/m);

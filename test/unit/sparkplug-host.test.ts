@@ -222,6 +222,38 @@ describe('Sparkplug host state machine', () => {
     assert.deepEqual({ ...own.events[0], sp_device: 'Press', message: 'device Plant1/Line4/Press died', timestamp: T0 + 3 }, press);
   });
 
+  it('takes an NBIRTH that replaces a session without its NDEATH for the death of every device that session has born', () => {
+    const device = (type: string, name: string) => topic(`spBv1.0/Plant1/${type}/Line4/${name}`);
+    const level = (seq: number) => ndata(seq, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }]);
+    const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.sp_device, e.timestamp]);
+    const birthAt = (bd: number, at: number) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: 'Inputs/Temp', alias: '1', datatype: T.Double, doubleValue: 1 }] });
+    for (const resends of [false, true]) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends });
+      host.handle(NB, nbirth(0, 4), T0);
+      for (const [seq, name] of [[1, 'Press'], [2, 'Pump'], [3, 'Valve']] as const) host.handle(device('DBIRTH', name), level(seq), T0);
+      host.handle(device('DDEATH', 'Pump'), ndata(4, [], T0 + 2), T0 + 2);
+      // A rebirth (or a new connection whose NDEATH has not come yet): the old session's devices are
+      // offline until born again in the new one, at the new birth's time, before it.
+      const reborn = host.handle(NB, birthAt(4, T0 + 10), T0 + 11);
+      assert.equal(reborn.refused, undefined);
+      assert.deepEqual(kinds(reborn), [['sparkplug.ddeath', 'Press', T0 + 10], ['sparkplug.ddeath', 'Valve', T0 + 10], ['sparkplug.nbirth', undefined, T0 + 10]], `resends: ${resends}`);
+      // Born again in it, Press dies with the next session, Valve (not born again) does not die twice.
+      host.handle(device('DBIRTH', 'Press'), level(1), T0 + 12);
+      assert.deepEqual(kinds(host.handle(NB, birthAt(5, T0 + 20), T0 + 21)), [['sparkplug.ddeath', 'Press', T0 + 20], ['sparkplug.nbirth', undefined, T0 + 20]]);
+      // A session ended by its NDEATH: its devices died with it, not again with the next birth.
+      host.handle(device('DBIRTH', 'Pump'), level(1), T0 + 22);
+      host.handle(NDEATH, msg({ metrics: [bdSeq(5)] }), T0 + 23);
+      assert.deepEqual(kinds(host.handle(NB, birthAt(6, T0 + 30), T0 + 31)), [['sparkplug.nbirth', undefined, T0 + 30]]);
+      // A session a refused NBIRTH ended (its devices not dead yet: its NDEATH would be their death),
+      // replaced by a birth taken: its devices die then. Those of a birth refused die with nothing.
+      host.handle(device('DBIRTH', 'Valve'), level(1), T0 + 32);
+      const refused = host.handle(NB, msg({ timestamp: String(T0 + 40), seq: '0', metrics: [bdSeq(7), { name: 'a', intValue: 1 }] }), T0 + 41);
+      assert.equal(refused.refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+      assert.deepEqual(kinds(refused).filter(([kind]) => kind !== 'sparkplug.rebirth_requested'), []);
+      assert.deepEqual(kinds(host.handle(NB, birthAt(7, T0 + 50), T0 + 51)), [['sparkplug.ddeath', 'Valve', T0 + 50], ['sparkplug.nbirth', undefined, T0 + 50]]);
+    }
+  });
+
   it('takes the NDEATH of the last birth taken for its death after a later NBIRTH was refused, once, its devices with it', () => {
     // Refused before its definitions are in force (a metric without a data type), or after (a value not of its type).
     for (const [resends, wrong] of [false, true].flatMap((r) => [{ name: 'a', intValue: 1 }, { name: 'a', datatype: T.Int32, stringValue: 'x' }].map((w) => [r, w] as const))) {

@@ -23,7 +23,8 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *
  * - NBIRTH starts a session: its `bdSeq` metric, its `seq`, and each metric's name, alias and data
  *   type (§5.7; aliases unique, §6.4.7 "alias"). It replaces the previous session of that edge node
- *   with its devices, which must be born again (DBIRTH) after it (§5.9).
+ *   with its devices, which must be born again (DBIRTH) after it (§5.9): those the replaced session
+ *   had born, and which did not die since, die with it (nodeBirth).
  * - Every NDATA, DBIRTH, DDATA and DDEATH of the session must carry the next `seq`, 0–255 wrapping
  *   to 0 (§6.4.2 / §5.3). With a reorder timeout (§5.9 "Sparkplug Host Application Message
  *   Ordering"; reorder.ts), a message up to LIMITS.sparkplugReorderMaxHeld ahead is held until the
@@ -367,6 +368,8 @@ export class SparkplugHost {
     this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
     // The old one is kept a while: what the edge node sends again after this birth was sent in it (resend.ts).
     const old = this.sessions.get(k);
+    // The last birth taken before it, which no NDEATH ended: the current session, or one a refused NBIRTH ended.
+    const replaced = old ?? this.held.awaitingDeath(k)?.s;
     if (old) this.held.keepPrevious(k, old, now);
     // In force before its values are read, so that they go to the fields its names get beside every
     // other metric followed (names.ts); a value that is refused ends it again.
@@ -382,6 +385,12 @@ export class SparkplugHost {
     }
     // The last birth taken now: the death of one before it is stale (nodeDeath).
     this.held.settle(k);
+    // The devices of the session it replaces die with it (Sparkplug 3.0.0, NBIRTH payload: a new
+    // NBIRTH means a new session, in which devices born before are STALE until their new DBIRTH),
+    // each recorded as its DDEATH would be: else one not born again stayed online downstream. At the
+    // birth's time, when that session ended by the edge node's clock that dates the DBIRTHs after it.
+    // Only once the birth is taken: a birth refused leaves them to that session's NDEATH.
+    if (replaced) devicesDied(t, replaced.devices.keys(), at, out);
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 

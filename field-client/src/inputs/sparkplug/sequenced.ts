@@ -166,7 +166,9 @@ export class SequencedMessages {
  * Devices of edge node `t` dead at `at`: the event a DDEATH records, one each. A DDEATH names one
  * device (take); an NDEATH ends every device its session has born (host.ts, nodeDeath): Sparkplug
  * 3.0.0 "Edge Node Session Termination", its devices are offline with it
- * (tck-id-operational-behavior-edge-node-termination-host-action-ndeath-devices-offline).
+ * (tck-id-operational-behavior-edge-node-termination-host-action-ndeath-devices-offline); so does an
+ * NBIRTH taken for the session it replaces (host.ts, nodeBirth): its devices are STALE until born
+ * again in the new session (Sparkplug 3.0.0, NBIRTH payload).
  */
 export function devicesDied(t: Pick<SparkplugTopic, 'group' | 'edge'>, devices: Iterable<string>, at: number, out: HostOutcome): void {
   for (const device of devices) out.events.push(lifecycleEvent('ddeath', { group: t.group, edge: t.edge, device }, at));
