@@ -222,6 +222,21 @@ describe('Sparkplug host state machine', () => {
     assert.deepEqual({ ...own.events[0], sp_device: 'Press', message: 'device Plant1/Line4/Press died', timestamp: T0 + 3 }, press);
   });
 
+  it("dates an NDEATH and its devices' deaths at its arrival, not at its payload timestamp (the will's, set at connect)", () => {
+    for (const refusedBirth of [false, true]) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
+      host.handle(NB, nbirth(0, 4), T0 + 10);
+      host.handle(topic('spBv1.0/Plant1/DBIRTH/Line4/Press'), ndata(1, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }]), T0 + 10);
+      if (refusedBirth) host.handle(NB, msg({ timestamp: String(T0 + 20), seq: '0', metrics: [bdSeq(4), { name: 'a', intValue: 1 }] }), T0 + 20);
+      // The will registered at connect, before the birth (T0 - 5), delivered an hour later; one without a timestamp too.
+      for (const [death, at] of [[msg({ timestamp: String(T0 - 5), metrics: [bdSeq(4)] }), T0 + 3_600_000], [msg({ metrics: [bdSeq(4)] }), T0 + 3_600_001]] as const) {
+        const out = host.handle(NDEATH, death, at);
+        out.undo?.();
+        assert.deepEqual(out.events.map((e) => [e.eventType, e.timestamp]), [['sparkplug.ddeath', at], ['sparkplug.ndeath', at]], `refused birth: ${refusedBirth}`);
+      }
+    }
+  });
+
   it('takes an NBIRTH that replaces a session without its NDEATH for the death of every device that session has born', () => {
     const device = (type: string, name: string) => topic(`spBv1.0/Plant1/${type}/Line4/${name}`);
     const level = (seq: number) => ndata(seq, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }]);

@@ -39,7 +39,7 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored. With
  *   no current session, one a refused NBIRTH ended is still the last birth taken, and dies by its
  *   NDEATH too (nodeDeath). The devices the session has born die with it, each recorded as its
- *   DDEATH would be.
+ *   DDEATH would be, all at the NDEATH's arrival (its payload timestamp is the will's, set at connect).
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
  * keeps gapping is not flooded with commands, and those its refused births, its data naming a metric
@@ -418,9 +418,13 @@ export class SparkplugHost {
     // Its devices die with it (§5 "Edge Node Session Termination"): each one it has born recorded
     // dead as its DDEATH would be, else it stayed online downstream after its edge node died.
     // Their definitions stay in the session kept, for what is sent again in it (resend.ts).
-    const at = p.timestamp ?? now;
-    devicesDied(t, last.devices.keys(), at, out);
-    out.events.push(lifecycleEvent('ndeath', t, at, { bdSeq }));
+    // Both at its arrival, not its payload timestamp: an NDEATH is the will registered in the MQTT
+    // CONNECT, its timestamp (if any) set then, not when the edge node died (Sparkplug 3.0.0 "Edge
+    // Node Session Termination": the host marks the edge node and its devices offline "using the
+    // current Host Application's system UTC time",
+    // tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline, -devices-offline).
+    devicesDied(t, last.devices.keys(), now, out);
+    out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq }));
   }
 
   /**
