@@ -10,7 +10,7 @@ export interface Previous {
   /** when it ended */
   at: number;
   /**
-   * ended by a refused NBIRTH (host.ts, nodeBirthRefused), not by its death, and no birth taken
+   * ended by a refused NBIRTH (lifecycle.ts, nodeBirthRefused), not by its death, and no birth taken
    * since: the last birth of its edge node the host took, whose NDEATH (its bdSeq) is still its
    * death. Replaced rather than changed (an undo puts back the entries a message found).
    */

@@ -9,8 +9,8 @@ import type { SparkplugTopic } from './topic.ts';
 import { metricValue } from './values.ts';
 
 /**
- * What the parts of the Sparkplug host (host.ts, sequenced.ts, held.ts, resend.ts, undo.ts,
- * reorder.ts) share: an edge node's session, a message's origin and outcome, the host's options, and
+ * What the parts of the Sparkplug host (host.ts, lifecycle.ts, sequenced.ts, held.ts, resend.ts,
+ * undo.ts, reorder.ts) share: an edge node's session, a message's origin and outcome, the host's options, and
  * the helpers they use.
  */
 

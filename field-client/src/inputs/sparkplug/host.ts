@@ -1,17 +1,16 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
-import { definitions, type MetricDef } from './definitions.ts';
-import { SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
+import type { MetricDef } from './definitions.ts';
+import type { Digest } from './duplicates.ts';
 import { HeldDefinitions, type Previous } from './held.ts';
-import { bdSeqOf, BD_SEQ, births, duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
-import { lifecycleEvent } from './mapping.ts';
-import { nameDefinitions } from './names.ts';
+import { duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
+import { NodeLifecycle } from './lifecycle.ts';
 import type { SparkplugPayload } from './payload.ts';
 import { BOUND_CODES, RebirthRequests } from './rebirth.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { Resends } from './resend.ts';
-import { devicesDied, SequencedMessages } from './sequenced.ts';
+import { SequencedMessages } from './sequenced.ts';
 import { putBack, snapshot, type Before } from './undo.ts';
 
 export { key } from './host-types.ts';
@@ -24,7 +23,7 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * - NBIRTH starts a session: its `bdSeq` metric, its `seq`, and each metric's name, alias and data
  *   type (§5.7; aliases unique, §6.4.7 "alias"). It replaces the previous session of that edge node
  *   with its devices, which must be born again (DBIRTH) after it (§5.9): those the replaced session
- *   had born, and which did not die since, die with it (nodeBirth).
+ *   had born, and which did not die since, die with it (lifecycle.ts, nodeBirth).
  * - Every NDATA, DBIRTH, DDATA and DDEATH of the session must carry the next `seq`, 0–255 wrapping
  *   to 0 (§6.4.2 / §5.3). With a reorder timeout (§5.9 "Sparkplug Host Application Message
  *   Ordering"; reorder.ts), a message up to LIMITS.sparkplugReorderMaxHeld ahead is held until the
@@ -38,8 +37,9 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * - NDEATH ends the session only when its `bdSeq` equals the current birth's (§5.8: a death with
  *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored. With
  *   no current session, one a refused NBIRTH ended is still the last birth taken, and dies by its
- *   NDEATH too (nodeDeath). The devices the session has born die with it, each recorded as its
- *   DDEATH would be, all at the NDEATH's arrival (its payload timestamp is the will's, set at connect).
+ *   NDEATH too (lifecycle.ts, nodeDeath). The devices the session has born die with it, each
+ *   recorded as its DDEATH would be, all at the NDEATH's arrival (its payload timestamp is the
+ *   will's, set at connect).
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
  * keeps gapping is not flooded with commands, and those its refused births, its data naming a metric
@@ -47,10 +47,11 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * often while they are refused the same after each rebirth (after a birth refused for a bound, none
  * for a while at once: rebirth.ts). Pure: no I/O, the time passed in.
  *
- * Split along its concerns: the types it shares (host-types.ts), the messages within a session, in
- * seq order (sequenced.ts), what it holds in memory and its bounds, the field names and the previous
- * sessions (held.ts), undoing a message (undo.ts), the reorder buffers (reorder.ts), the rebirth
- * requests (rebirth.ts) and the digests of what was read (duplicates.ts).
+ * Split along its concerns: the types it shares (host-types.ts), the births and deaths of edge node
+ * sessions (lifecycle.ts), the messages within a session, in seq order (sequenced.ts), what it holds
+ * in memory and its bounds, the field names and the previous sessions (held.ts), undoing a message
+ * (undo.ts), the reorder buffers (reorder.ts), the rebirth requests (rebirth.ts) and the digests of
+ * what was read (duplicates.ts).
  */
 export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
@@ -64,6 +65,8 @@ export class SparkplugHost {
   private readonly resends: Resends;
   /** NDATA, DBIRTH, DDATA, DDEATH: in seq order within a session (sequenced.ts) */
   private readonly sequenced: SequencedMessages;
+  /** NBIRTH, NDEATH: an edge node's sessions born and dead (lifecycle.ts) */
+  private readonly lifecycle: NodeLifecycle;
 
   constructor(private readonly options: HostOptions) {
     this.held = new HeldDefinitions(this.sessions, {
@@ -101,6 +104,13 @@ export class SparkplugHost {
       reorder: this.reorder,
       rebirths: this.rebirths,
       maxDevicesPerNode: options.maxDevicesPerNode ?? LIMITS.sparkplugMaxDevicesPerNode,
+    });
+    this.lifecycle = new NodeLifecycle({
+      sessions: this.sessions,
+      held: this.held,
+      reorder: this.reorder,
+      sequenced: this.sequenced,
+      maxEdgeNodes: this.maxEdgeNodes,
     });
   }
 
@@ -185,7 +195,7 @@ export class SparkplugHost {
   /**
    * An NBIRTH whose payload could not be decoded (payload.ts refused it: malformed, compressed, past a
    * bound such as a string value or a name too long): refused with `err`, and, as for any birth
-   * refused (nodeBirthRefused), the edge node's session ends. It has started a new session all the
+   * refused (lifecycle.ts, nodeBirthRefused), the edge node's session ends. It has started a new session all the
    * same (§5.7; tck-id-operational-behavior-edge-node-birth-sequence-num: its seq starts again at 0),
    * whose aliases are unknown: left in force, the old birth read the new session's first NDATA (seq 1
    * after a birth at 0) against its own aliases, and stored its values under another metric's name.
@@ -208,7 +218,7 @@ export class SparkplugHost {
     // refused as not born after it does, as often as births refused in a row allow (rebirth.ts).
     this.rebirths.refused(k, now, false);
     try {
-      this.nodeBirthRefused(t, now, out);
+      this.lifecycle.nodeBirthRefused(t, now, out);
     } finally {
       this.recountAfter(t, out);
     }
@@ -263,20 +273,20 @@ export class SparkplugHost {
         case 'NBIRTH':
           // The very NBIRTH read (its bytes, so its bdSeq and timestamp), sent again without DUP: a
           // duplicate, which must not start its session again (duplicates.ts).
-          if (this.birthRead(key(t.group, t.edge), digest)) throw duplicate(t, `the birth of these bytes was read already`);
+          if (this.lifecycle.birthRead(key(t.group, t.edge), digest)) throw duplicate(t, `the birth of these bytes was read already`);
           {
             // The session it replaces, ended by it refused whether or not it was in force by then.
             const ended = this.sessions.get(key(t.group, t.edge));
             try {
-              this.nodeBirth(t, p, now, out, connection, digest);
+              this.lifecycle.nodeBirth(t, p, now, out, connection, digest);
             } catch (err) {
-              this.nodeBirthRefused(t, now, out, ended);
+              this.lifecycle.nodeBirthRefused(t, now, out, ended);
               throw err;
             }
           }
           break;
         case 'NDEATH':
-          this.nodeDeath(t, p, now, out);
+          this.lifecycle.nodeDeath(t, p, now, out);
           break;
         case 'NCMD':
         case 'DCMD':
@@ -329,114 +339,6 @@ export class SparkplugHost {
     if (!s) return;
     s.stale = true;
     this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: it named a metric its birth did not declare`, out);
-  }
-
-  /**
-   * An NBIRTH refused: the edge node has started a new session (§5.7) whose definitions could not be
-   * read, so the old ones no longer name what it sends. Its session (`ended`: the one in force when
-   * the birth came) is ended: its data is refused (SPARKPLUG_NOT_BORN) until a valid NBIRTH, rather
-   * than stored under the old birth's names. It stays the last birth taken, so its NDEATH is still
-   * its death (nodeDeath): kept for it (held.ts, Previous.awaitsDeath), and a while, as when a birth
-   * replaces it, for what the edge node sends again after this one that was sent in it.
-   */
-  private nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome, ended = this.sessions.get(key(t.group, t.edge))): void {
-    const k = key(t.group, t.edge);
-    if (this.sessions.has(k)) {
-      this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its new NBIRTH was refused`, out);
-      this.sessions.delete(k);
-    }
-    if (!ended) return;
-    this.held.keepPrevious(k, ended, now, true);
-    // Within the bound still: a birth refused once its values were read may have dropped it for its own room.
-    this.held.recount(k, out);
-    this.held.fitPrevious(k);
-  }
-
-  private nodeBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, connection: object | undefined, digest: Digest | undefined): void {
-    if (p.seq === undefined) throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', 'NBIRTH without seq');
-    const bdSeq = bdSeqOf(p, 'NBIRTH');
-    const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
-    nameDefinitions(defs, { group: t.group, edge: t.edge, device: undefined });
-    const at = p.timestamp ?? now;
-    const k = key(t.group, t.edge);
-    if (!this.sessions.has(k) && this.sessions.size >= this.maxEdgeNodes) {
-      throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `NBIRTH of ${t.group}/${t.edge} refused: ${this.maxEdgeNodes} edge nodes are followed already`);
-    }
-    // It replaces the edge node's session, its devices' births with it.
-    this.held.room(`NBIRTH of ${t.group}/${t.edge}`, defs.bytes + SEQ_DIGESTS_BYTES, this.held.currentBytes(k));
-    // A new session: what was held for the old one is of no use any more.
-    this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
-    // The old one is kept a while: what the edge node sends again after this birth was sent in it (resend.ts).
-    const old = this.sessions.get(k);
-    // The last birth taken before it, which no NDEATH ended: the current session, or one a refused NBIRTH ended.
-    const replaced = old ?? this.held.awaitingDeath(k)?.s;
-    if (old) this.held.keepPrevious(k, old, now);
-    // In force before its values are read, so that they go to the fields its names get beside every
-    // other metric followed (names.ts); a value that is refused ends it again.
-    this.sessions.set(k, { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, born: connection, bornAt: p.timestamp, ...births(p, digest) });
-    this.held.recount(k, out);
-    this.held.fitPrevious(k);
-    try {
-      this.sequenced.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
-    } catch (err) {
-      // Ended again; the session it replaced stays the previous one (nodeBirthRefused finds none to keep).
-      this.sessions.delete(k);
-      throw err;
-    }
-    // The last birth taken now: the death of one before it is stale (nodeDeath).
-    this.held.settle(k);
-    // The devices of the session it replaces die with it (Sparkplug 3.0.0, NBIRTH payload: a new
-    // NBIRTH means a new session, in which devices born before are STALE until their new DBIRTH),
-    // each recorded as its DDEATH would be: else one not born again stayed online downstream. At the
-    // birth's time, when that session ended by the edge node's clock that dates the DBIRTHs after it.
-    // Only once the birth is taken: a birth refused leaves them to that session's NDEATH.
-    if (replaced) devicesDied(t, replaced.devices.keys(), at, out);
-    out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
-  }
-
-  /**
-   * The death of the last birth taken (§5 "Edge Node Session Establishment": the NDEATH whose bdSeq
-   * matches the NBIRTH's): of the current session, or, when none is, of the one a refused NBIRTH
-   * ended (nodeBirthRefused), which nothing took for dead: ignored, the edge node and its devices
-   * stayed online downstream after it died.
-   */
-  private nodeDeath(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
-    const bdSeq = bdSeqOf(p, 'NDEATH');
-    const k = key(t.group, t.edge);
-    const s = this.sessions.get(k);
-    const last = s ?? this.held.awaitingDeath(k)?.s;
-    if (!last || last.bdSeq !== bdSeq) {
-      const why = s ? `the current birth has bdSeq ${s.bdSeq}` : last ? `the last birth taken has bdSeq ${last.bdSeq}` : 'no current birth';
-      throw new FieldStreamError('SPARKPLUG_DEATH_STALE', `NDEATH of ${t.group}/${t.edge} with bdSeq ${bdSeq} ignored: ${why}`);
-    }
-    if (s) {
-      this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its NDEATH ended its session`, out);
-      // Kept a while: a connection lost (its will) leaves unacknowledged messages its edge node sends again.
-      this.held.keepPrevious(k, s, now);
-      this.sessions.delete(k);
-    } else this.held.settle(k); // dead once: the same death again is stale
-    // Its devices die with it (§5 "Edge Node Session Termination"): each one it has born recorded
-    // dead as its DDEATH would be, else it stayed online downstream after its edge node died.
-    // Their definitions stay in the session kept, for what is sent again in it (resend.ts).
-    // Both at its arrival, not its payload timestamp: an NDEATH is the will registered in the MQTT
-    // CONNECT, its timestamp (if any) set then, not when the edge node died (Sparkplug 3.0.0 "Edge
-    // Node Session Termination": the host marks the edge node and its devices offline "using the
-    // current Host Application's system UTC time",
-    // tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline, -devices-offline).
-    devicesDied(t, last.devices.keys(), now, out);
-    out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq }));
-  }
-
-  /**
-   * Whether an NBIRTH of these bytes started the current session of `k` (duplicates.ts), one that
-   * awaits no rebirth: a session that does (stale) takes any NBIRTH, so that an edge node answering
-   * each request with the same bytes (a birth payload it keeps, timestamp and all) is born again rather
-   * than asked without end. A previous session's NBIRTH sent again starts its session again: its values
-   * stored twice, nothing lost.
-   */
-  private birthRead(k: string, digest: Digest | undefined): boolean {
-    const s = this.sessions.get(k);
-    return digest !== undefined && s !== undefined && !s.stale && s.birthDigest === digest;
   }
 }
 

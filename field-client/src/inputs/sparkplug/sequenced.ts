@@ -81,7 +81,7 @@ export class SequencedMessages {
         const what = `DBIRTH of ${t.group}/${t.edge}/${device}`;
         if (current) this.o.held.room(what, defs.bytes, s.devices.get(device)?.bytes ?? 0);
         else this.o.held.roomPrevious(`${what} sent again`, defs.bytes, key(t.group, t.edge), s.devices.get(device)?.bytes ?? 0);
-        // In force before its values are read, as for an NBIRTH (host.ts, nodeBirth).
+        // In force before its values are read, as for an NBIRTH (lifecycle.ts, nodeBirth).
         s.devices.set(device, defs);
         this.o.held.recount(key(t.group, t.edge), out);
         if (current) this.o.held.fitPrevious(key(t.group, t.edge));
@@ -164,10 +164,10 @@ export class SequencedMessages {
 
 /**
  * Devices of edge node `t` dead at `at`: the event a DDEATH records, one each. A DDEATH names one
- * device (take); an NDEATH ends every device its session has born (host.ts, nodeDeath): Sparkplug
+ * device (take); an NDEATH ends every device its session has born (lifecycle.ts, nodeDeath): Sparkplug
  * 3.0.0 "Edge Node Session Termination", its devices are offline with it
  * (tck-id-operational-behavior-edge-node-termination-host-action-ndeath-devices-offline); so does an
- * NBIRTH taken for the session it replaces (host.ts, nodeBirth): its devices are STALE until born
+ * NBIRTH taken for the session it replaces (lifecycle.ts, nodeBirth): its devices are STALE until born
  * again in the new session (Sparkplug 3.0.0, NBIRTH payload).
  */
 export function devicesDied(t: Pick<SparkplugTopic, 'group' | 'edge'>, devices: Iterable<string>, at: number, out: HostOutcome): void {
