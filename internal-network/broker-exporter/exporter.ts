@@ -8,7 +8,7 @@ import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '..
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import { SYS_FILTER } from '../../shared/acl.ts';
-import { bridgeStateNames, expectedBridges, type BrokerExporterConfig } from './config.ts';
+import { bridgeStateNames, expectedBridges, watchedBridge, type BrokerExporterConfig } from './config.ts';
 
 /**
  * What Mosquitto 2.0.11 publishes under $SYS that we read (seen with `mosquitto_sub -t '$SYS/#' -v`
@@ -50,6 +50,8 @@ export class BrokerWatch {
   /** bridge states that arrived under a name not expected (what a compromised DMZ invents or forges), since start */
   ignoredBridgeStates = 0;
   lastSysAt = 0;
+  /** when $SYS last arrived, kept across reconnects (0: never): see `silent` */
+  private heardAt = 0;
   private readonly expected: ReadonlyMap<string, string>;
 
   /**
@@ -72,7 +74,7 @@ export class BrokerWatch {
     // names expected are ones the DMZ cannot know, so one under a real bridge's client id alone is
     // a forgery, counted likewise; without it, an expected name's value may still be a lie.
     client.on('message', (topic, payload) => {
-      this.lastSysAt = Date.now();
+      this.lastSysAt = this.heardAt = Date.now();
       const bridge = BRIDGE_STATE.exec(topic);
       if (bridge?.[1] !== undefined) {
         const id = this.expected.get(bridge[1]);
@@ -104,6 +106,16 @@ export class BrokerWatch {
    */
   read(topic: string): number | undefined {
     return this.up ? this.values.get(topic) : undefined;
+  }
+
+  /**
+   * Heard from once, and not within the staleness limit, whether or not a connection stands: a
+   * broker that hangs, or a network dropping everything on the way. Not before it was first heard
+   * from, so an exporter that could never read this broker (its certificate, the broker's ACL)
+   * judges nothing by it.
+   */
+  get silent(): boolean {
+    return this.heardAt > 0 && Date.now() - this.heardAt > this.staleMs;
   }
 
   /** 1 while this broker can be read and the expected bridge's last state is "1"; no state yet is 0. */
@@ -147,6 +159,16 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   };
   const brokers = [watch('internal', config.MQTT_URL, bridgeStateNames(config)), ...(config.DMZ_MQTT_URL === 'off' ? [] : [watch('dmz', config.DMZ_MQTT_URL)])];
   const internal = brokers[0] as BrokerWatch;
+  // Mosquitto 2.0 publishes no "0" for a bridge whose DMZ broker hangs (or whose packets a network
+  // drops): with notifications_local_only it drops the connection at its keepalive and dials again,
+  // its state left at "1" for as long as the hang lasts. The DMZ broker this exporter watches, dialled
+  // as the bridge dials it, stops answering then too: while it is silent, its bridge reads as down.
+  const dmz = brokers[1];
+  const judgedByDmz = dmz === undefined ? undefined : watchedBridge(config);
+  const bridgeUp = (id: string): 0 | 1 => (id === judgedByDmz && dmz?.silent === true ? 0 : internal.bridgeUp(id));
+  if (dmz !== undefined && judgedByDmz === undefined) {
+    log.warn({ dmz: config.DMZ_MQTT_URL, bridges: config.DMZ_BROKER_HOSTS }, 'DMZ_MQTT_URL is none of DMZ_BROKER_HOSTS: a bridge to a DMZ broker that hangs reads as connected (Mosquitto keeps its state at 1)');
+  }
 
   const m = new ServiceMetrics('broker-exporter');
   m.gauge('mosquitto_up', '1 while the connection to the broker stands and its $SYS messages arrive, else 0.', ['broker'], function () {
@@ -176,10 +198,10 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   // reported, one that has published no state counting as down, so a bridge that never came up
   // (or whose state an invented name would once have crowded out) fires FieldStreamBridgeDown.
   m.gauge('bridge_connected', "1 while every bridge of the internal broker to a DMZ broker is connected ($SYS/broker/connection/<remote_clientid>/state of each expected, bridge_up), else 0 (also when the internal broker cannot be read).", [], function () {
-    this.set(bridges.every((id) => internal.bridgeUp(id) === 1) ? 1 : 0);
+    this.set(bridges.every((id) => bridgeUp(id) === 1) ? 1 : 0);
   });
-  m.gauge('bridge_up', "1 while this bridge of the internal broker (its client id: BRIDGE_CLIENT_ID, then -2, -3 ... per DMZ_BROKER_HOSTS entry) is connected, else 0: its state says 0, none arrived, or the internal broker cannot be read.", ['bridge'], function () {
-    for (const id of bridges) this.set({ bridge: id }, internal.bridgeUp(id));
+  m.gauge('bridge_up', "1 while this bridge of the internal broker (its client id: BRIDGE_CLIENT_ID, then -2, -3 ... per DMZ_BROKER_HOSTS entry) is connected, else 0: its state says 0, none arrived, the internal broker cannot be read, or it is the bridge to the DMZ broker watched (DMZ_MQTT_URL) and that broker has sent no $SYS for BROKER_EXPORTER_STALE_S (a hang Mosquitto's state does not show).", ['bridge'], function () {
+    for (const id of bridges) this.set({ bridge: id }, bridgeUp(id));
   });
   collectedCounter(m, 'bridge_states_ignored_total', 'Bridge states ($SYS/broker/connection/<id>/state) under a name no bridge of ours has, ignored: none is published by our brokers, so a compromised DMZ broker publishing through the bridge (SECURITY.md).', ['broker'], () =>
     brokers.map((b) => [{ broker: b.name }, b.ignoredBridgeStates] as const),
@@ -201,7 +223,7 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
     await Promise.all(brokers.map((b) => endMqtt(b.client, true)));
     throw err;
   }
-  log.info({ brokers: brokers.map((b) => b.name), bridges }, 'broker exporter watching $SYS');
+  log.info({ brokers: brokers.map((b) => b.name), bridges, judgedByDmz }, 'broker exporter watching $SYS');
   return {
     metrics: m,
     metricsUrl: server.url,

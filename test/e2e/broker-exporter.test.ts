@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
@@ -8,6 +9,7 @@ import { startTestStack } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 import { RogueDmzBroker, startBridgedInternalMosquitto } from '../helpers/rogue-dmz-broker.ts';
+import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
 import { startBrokerExporter, type BrokerExporter } from '../../internal-network/broker-exporter/exporter.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -213,5 +215,71 @@ describe('the broker exporter reads only the bridges render-bridges.sh renders',
     const m = await scrape();
     assert.equal(m.get(`fieldstream_bridge_up{bridge="fieldstream-bridge-2",${S}}`), 0);
     assert.equal(m.get(`fieldstream_bridge_connected{${S}}`), 0);
+  });
+});
+
+/**
+ * A DMZ broker that hangs (SIGSTOP: its connections stand, nothing answers), or a network that drops
+ * everything between the servers: Mosquitto 2.0 drops the bridge at its keepalive and dials again,
+ * but with `notifications_local_only` it publishes no "0" then, so the bridge's state stays "1"
+ * for as long as the hang lasts. The real internal Mosquitto, with the bridge render-bridges.sh
+ * renders, bridged to a real Mosquitto standing in for the DMZ broker (the shipped `sys_interval`),
+ * which the exporter watches too: frozen, the bridge reads down within what the exporter's
+ * staleness and $SYS's interval allow; resumed, it reads up again.
+ */
+describe('the broker exporter reports the bridge to a DMZ broker that hangs as down', () => {
+  const repo = join(import.meta.dirname, '..', '..');
+  const sysIntervalS = Number(/^sys_interval (\d+)$/m.exec(readFileSync(join(repo, 'dmz', 'mosquitto', 'mosquitto.conf'), 'utf8'))?.[1]);
+  const dmz = freezableBroker('exporter-frozen-dmz', [], 'dmz/mosquitto', `sys_interval ${sysIntervalS}\n`);
+  const staleS = 10;
+  let internal: Awaited<ReturnType<typeof startBridgedInternalMosquitto>> | undefined;
+  let exporter: BrokerExporter | undefined;
+
+  const S = 'service="broker-exporter"';
+  const scrape = async () => parseExposition(await (await fetch(`${exporter?.metricsUrl}/metrics`)).text());
+  const until = (connected: 0 | 1, timeoutMs: number, what: string) =>
+    eventually(async () => {
+      const m = await scrape();
+      return m.get(`fieldstream_bridge_connected{${S}}`) === connected && m.get(`fieldstream_bridge_up{bridge="fieldstream-bridge",${S}}`) === connected ? m : undefined;
+    }, timeoutMs, what);
+
+  before(async () => {
+    const p = dmz.pki.paths;
+    // The name the bridge verifies the DMZ broker's certificate with, and the exporter dials.
+    const hostPort = `localhost:${new URL(dmz.broker.tlsUrl).port}`;
+    const dir = join(dmz.work.dir, 'internal');
+    mkdirSync(dir);
+    internal = await startBridgedInternalMosquitto(repo, dmz.pki, dir, hostPort);
+    const m = p.service('internal/monitor');
+    exporter = await startBrokerExporter(
+      loadBrokerExporterConfig({
+        MQTT_URL: internal.url,
+        MQTT_CA_FILE: p.publicCa,
+        MQTT_CERT_FILE: m.cert,
+        MQTT_KEY_FILE: m.key,
+        DMZ_MQTT_URL: `mqtts://${hostPort}`,
+        DMZ_MQTT_CA_FILE: p.dmzBrokerCa.internal,
+        DMZ_BROKER_HOSTS: hostPort,
+        BROKER_EXPORTER_STALE_S: String(staleS),
+        BROKER_EXPORTER_CLIENT_ID: 'exporter-frozen-dmz-test',
+        BROKER_EXPORTER_METRICS_PORT: '0',
+      }),
+      createLogger('broker-exporter', 'silent'),
+    );
+  });
+  after(async () => {
+    await exporter?.close();
+    await internal?.stop();
+  });
+
+  it('frozen: bridge_up and bridge_connected 0 within the staleness and two $SYS intervals; resumed: 1 again', async () => {
+    await until(1, 30_000, 'the bridge connected');
+    await dmz.broker.process.pause();
+    // Generous: the last $SYS may be up to one interval old when it freezes, and the staleness
+    // is judged at each scrape; twice that covers a busy machine.
+    await until(0, 2 * (staleS + 2 * sysIntervalS) * 1000, 'the bridge to the frozen DMZ broker reported down');
+    await dmz.broker.process.resume();
+    // Mosquitto dials again with a growing delay (bridge.conf: restart_timeout 2 30).
+    await until(1, 90_000, 'the bridge reported up again once the DMZ broker answers');
   });
 });

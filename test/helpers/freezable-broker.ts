@@ -16,14 +16,15 @@ export interface FreezableBroker {
  * `before` (over mutual TLS with the PKI's `service` certificate too, when given: its `tlsUrl`),
  * and in `after` resumed (a frozen process cannot act on its stop), stopped, and its folder and
  * the PKI removed. Its hooks are registered first: the describe's own `before` finds it running.
+ * `extra`: configuration lines added to the broker's own (e.g. the shipped `sys_interval`).
  */
-export function freezableBroker(name: string, deviceIds: readonly string[], service?: 'internal/mosquitto' | 'dmz/mosquitto'): FreezableBroker {
+export function freezableBroker(name: string, deviceIds: readonly string[], service?: 'internal/mosquitto' | 'dmz/mosquitto', extra = ''): FreezableBroker {
   const pki = makeTestPki(deviceIds);
   const work = tempDir(name);
   let broker: { url: string; tlsUrl?: string; process: ManagedProcess } | undefined;
   before(async () => {
     const p = pki.paths;
-    broker = await startMosquitto(work.dir, service ? { ca: p.publicCa, cert: p.service(service).cert, key: p.service(service).key } : undefined);
+    broker = await startMosquitto(work.dir, service ? { ca: p.publicCa, cert: p.service(service).cert, key: p.service(service).key } : undefined, extra);
   });
   after(async () => {
     await broker?.process.resume().catch(() => undefined);

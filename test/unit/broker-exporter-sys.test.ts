@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { BrokerWatch, SYS } from '../../internal-network/broker-exporter/exporter.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { bridgeStateNames, expectedBridges, loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
+import { bridgeStateNames, expectedBridges, loadBrokerExporterConfig, watchedBridge } from '../../internal-network/broker-exporter/config.ts';
 
 /**
  * The broker exporter's reading of $SYS: a bridge the internal broker runs brings in any topic the
@@ -109,5 +109,32 @@ describe('the broker exporter expects the bridges render-bridges.sh renders', ()
       assert.throws(() => rendered({ DMZ_BROKER_HOSTS: bad }), /Command failed/, bad);
       assert.throws(() => loadBrokerExporterConfig({ ...base, DMZ_BROKER_HOSTS: bad }), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONFIG_INVALID' && /DMZ_BROKER_HOSTS/.test(err.message), bad);
     }
+  });
+
+  it('names the bridge that dials the DMZ broker it watches (DMZ_MQTT_URL): the entry of that host and port, the one bridge without a list, none for "off" or no entry', () => {
+    const of = (env: Record<string, string>) => watchedBridge(loadBrokerExporterConfig({ ...base, ...env }));
+    const hosts = 'dmz1.example.org:8883,DMZ2.example.org';
+    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz1.example.org:8883', DMZ_BROKER_HOSTS: hosts }), 'fieldstream-bridge');
+    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz2.example.org:8883', DMZ_BROKER_HOSTS: hosts }), 'fieldstream-bridge-2');
+    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz2.example.org:9883', DMZ_BROKER_HOSTS: hosts }), undefined);
+    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz3.example.org:8883', DMZ_BROKER_HOSTS: hosts }), undefined);
+    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz-mosquitto:8883' }), 'fieldstream-bridge');
+    assert.equal(of({ DMZ_MQTT_URL: 'off', DMZ_BROKER_HOSTS: hosts }), undefined);
+  });
+
+  it('a broker heard from and then silent past the staleness limit is silent, its connection standing or not; one never heard from is not', async () => {
+    const client = Object.assign(new EventEmitter(), { connected: true });
+    const w = new BrokerWatch('dmz', client as unknown as MqttClient, 20);
+    assert.equal(w.silent, false);
+    client.emit('message', SYS.clientsConnected, Buffer.from('2'));
+    assert.equal(w.silent, false);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(w.silent, true);
+    assert.equal(w.up, false);
+    client.connected = false;
+    client.emit('close');
+    assert.equal(w.silent, true);
+    client.emit('message', SYS.clientsConnected, Buffer.from('2'));
+    assert.equal(w.silent, false);
   });
 });

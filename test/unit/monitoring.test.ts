@@ -678,6 +678,31 @@ ${series}    alert_rule_test:
 `);
   });
 
+  it('FieldStreamBridgeDown fires once the bridge to a DMZ broker that hangs has read down for 2 minutes', () => {
+    // As the broker exporter exposes a hang (test/e2e/broker-exporter.test.ts): the bridge up,
+    // then down once the DMZ broker it watches has been silent for BROKER_EXPORTER_STALE_S.
+    const at = (up: 0 | 1) => `fieldstream_bridge_connected{service="broker-exporter"} ${up}
+fieldstream_bridge_up{bridge="fieldstream-bridge",service="broker-exporter"} ${up}
+`;
+    const series = scrapedSeries([{ text: at(1), times: 20 }, { text: at(0), times: 20 }], ['fieldstream_bridge_connected']);
+    const description = /alert: FieldStreamBridgeDown\n[\s\S]*?description: "([^"]*)"/.exec(readFileSync(join(mon, 'prometheus', 'alerts.yml'), 'utf8'))?.[1];
+    assert.ok(description);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 6m
+        alertname: FieldStreamBridgeDown
+        exp_alerts: []
+      - eval_time: 7m30s
+        alertname: FieldStreamBridgeDown
+        exp_alerts:
+          - exp_labels: {severity: critical, service: broker-exporter}
+            exp_annotations:
+              summary: "The MQTT bridge from the internal broker to the DMZ broker is down"
+              description: ${JSON.stringify(description)}
+`);
+  });
+
   // DISTRIBUTOR_WRITE_REJECTED is final: its messages go to the dead-letter folder and are not
   // retried. The alert said of every reason that the messages were retried, the backlog growing.
   it('FieldStreamDatabaseWritesFailing says what becomes of the messages of each reason: retried (DISTRIBUTOR_WRITE_FAILED), dead-lettered (DISTRIBUTOR_WRITE_REJECTED)', async () => {
