@@ -285,6 +285,9 @@ describe('local MQTT input: Sparkplug B edge nodes', () => {
     assert.deepEqual(flows, [5, 7], 'the device\'s birth and data of the old session stored');
     assert.deepEqual(input.sparkplug?.stats.refusedByCode, refusedBefore, 'nothing refused');
     assert.equal(input.sparkplug?.host.session('D', 'E')?.devices.has('Pump'), false, 'the device is not born in the new session');
+    // Born in a session over already, it died with it: it does not stay online.
+    const pump = appends.flat().filter((s) => s.dataType === 'event').map((s) => s.payload as { eventType?: string; sp_device?: string }).filter((e) => e.sp_device === 'Pump');
+    assert.deepEqual(pump.map((e) => e.eventType), ['sparkplug.dbirth', 'sparkplug.ddeath']);
   });
 
   // What mqtt.js itself does (no publish forged here): a PUBACK lost with the link, the client sends

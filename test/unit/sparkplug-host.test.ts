@@ -1023,6 +1023,43 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     assert.deepEqual(temp(unread), [2]);
   });
 
+  it("records a device born by a DBIRTH sent again in a session that has ended dead at that session's end: it never stays online", () => {
+    const device = (type: string, name: string) => topic(`spBv1.0/Plant1/${type}/Line4/${name}`);
+    const birth = (seq: number, at: number) => ndata(seq, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: seq }], at);
+    const level = (out: { readings: Array<Record<string, unknown>> }) => out.readings.map((r) => Object.entries(r).find(([f]) => f.endsWith('.Level'))?.[1]);
+    const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.sp_device, e.timestamp]);
+    const birthAt = (bd: number, at: number) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: 'Inputs/Temp', alias: '1', datatype: T.Double, doubleValue: 1 }] });
+    // Replaced by a new connection's NBIRTH (Paho's order: the resend after it).
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    host.handle(NB, birthAt(0, T0), T0, first(A));
+    host.handle(device('DBIRTH', 'Press'), birth(1, T0 + 1), T0 + 1, first(A));
+    // Pump's DBIRTH (seq 2) got no PUBACK; the new session's NBIRTH records Press dead at its time.
+    assert.deepEqual(kinds(host.handle(NB, birthAt(1, T0 + 10), T0 + 11, first(B))), [['sparkplug.ddeath', 'Press', T0 + 10], ['sparkplug.nbirth', undefined, T0 + 10]]);
+    const pump = host.handle(device('DBIRTH', 'Pump'), birth(2, T0 + 2), T0 + 12, dup(B));
+    assert.equal(pump.refused, undefined);
+    assert.deepEqual(level(pump), [2], 'its values stored');
+    assert.deepEqual(kinds(pump), [['sparkplug.dbirth', 'Pump', T0 + 2], ['sparkplug.ddeath', 'Pump', T0 + 10]], 'born, then dead with its session');
+    // Its data sent again after it is read in that session; a device born there again dies once only.
+    assert.deepEqual(level(host.handle(device('DDATA', 'Pump'), ndata(3, [{ alias: '1', floatValue: 3 }], T0 + 3), T0 + 12, dup(B))), [3]);
+    assert.deepEqual(kinds(host.handle(device('DBIRTH', 'Press'), birth(4, T0 + 4), T0 + 12, dup(B))), [['sparkplug.dbirth', 'Press', T0 + 4]]);
+    // The older NBIRTH of a session before these, sent again: its devices die at the birth after it.
+    assert.equal(host.handle(NB, birthAt(9, T0 - 10), T0 + 13, dup(B)).refused, undefined);
+    assert.deepEqual(kinds(host.handle(device('DBIRTH', 'Valve'), birth(1, T0 - 9), T0 + 13, dup(B))), [['sparkplug.dbirth', 'Valve', T0 - 9], ['sparkplug.ddeath', 'Valve', T0]]);
+
+    // Ended by its NDEATH (the will), what mqtt.js sends again without DUP on its next connection.
+    const willed = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    willed.handle(NB, birthAt(0, T0), T0, first(A));
+    assert.deepEqual(kinds(willed.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 30, first(A))), [['sparkplug.ndeath', undefined, T0 + 30]]);
+    assert.deepEqual(kinds(willed.handle(device('DBIRTH', 'Pump'), birth(1, T0 + 1), T0 + 31, first(B))), [['sparkplug.dbirth', 'Pump', T0 + 1], ['sparkplug.ddeath', 'Pump', T0 + 30]]);
+
+    // Ended by a refused NBIRTH, no death yet: the device born in it dies with its NDEATH, once.
+    const refused = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    refused.handle(NB, birthAt(0, T0), T0, first(A));
+    assert.equal(refused.handle(NB, msg({ timestamp: String(T0 + 10), seq: '0', metrics: [bdSeq(1), { name: 'a', intValue: 1 }] }), T0 + 10, first(B)).refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+    assert.deepEqual(kinds(refused.handle(device('DBIRTH', 'Pump'), birth(1, T0 + 1), T0 + 11, dup(B))), [['sparkplug.dbirth', 'Pump', T0 + 1]]);
+    assert.deepEqual(kinds(refused.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 40, first(B))), [['sparkplug.ddeath', 'Pump', T0 + 40], ['sparkplug.ndeath', undefined, T0 + 40]]);
+  });
+
   it('keeps no previous session where nothing is sent again (a plant\'s broker)', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
     host.handle(NB, nbirth(0, 0), T0);

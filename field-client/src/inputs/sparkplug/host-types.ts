@@ -35,6 +35,12 @@ export interface NodeSession {
   digests: SeqDigests;
   /** the digest of its NBIRTH's payload (duplicates.ts); undefined: unknown, or without a timestamp */
   birthDigest?: Digest | undefined;
+  /**
+   * ended: when the devices it had born were recorded dead (lifecycle.ts: the time of the NBIRTH that
+   * replaced it, or its NDEATH's arrival), the time a device born in it by a DBIRTH sent again after
+   * that dies too (resend.ts); undefined: current, or ended with no death recorded yet
+   */
+  diedAt?: number | undefined;
 }
 
 /**

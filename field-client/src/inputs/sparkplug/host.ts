@@ -39,7 +39,8 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *   no current session, one a refused NBIRTH ended is still the last birth taken, and dies by its
  *   NDEATH too (lifecycle.ts, nodeDeath). The devices the session has born die with it, each
  *   recorded as its DDEATH would be, all at the NDEATH's arrival (its payload timestamp is the
- *   will's, set at connect).
+ *   will's, set at connect). A device a DBIRTH sent again bears in a session over already dies at
+ *   that session's end too, right after its birth (resend.ts, endOf).
  *
  * The rebirth requests for one edge node are at least `rebirthMinIntervalMs` apart, so a node that
  * keeps gapping is not flooded with commands, and those its refused births, its data naming a metric

@@ -95,7 +95,10 @@ export class NodeLifecycle {
     // each recorded as its DDEATH would be: else one not born again stayed online downstream. At the
     // birth's time, when that session ended by the edge node's clock that dates the DBIRTHs after it.
     // Only once the birth is taken: a birth refused leaves them to that session's NDEATH.
-    if (replaced) devicesDied(t, replaced.devices.keys(), at, out);
+    if (replaced) {
+      devicesDied(t, replaced.devices.keys(), at, out);
+      replaced.diedAt = at;
+    }
     out.events.push(lifecycleEvent('nbirth', t, at, { bdSeq, metrics: defs.byName.size }));
   }
 
@@ -129,6 +132,7 @@ export class NodeLifecycle {
     // current Host Application's system UTC time",
     // tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline, -devices-offline).
     devicesDied(t, last.devices.keys(), now, out);
+    last.diedAt = now;
     out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq }));
   }
 

@@ -7,6 +7,7 @@ import { lifecycleEvent } from './mapping.ts';
 import { nameDefinitions } from './names.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import { emptyOutcome } from './reorder.ts';
+import { devicesDied } from './sequenced.ts';
 import type { SparkplugTopic } from './topic.ts';
 
 /** What of the Sparkplug host (host.ts) reading a message sent again uses. */
@@ -55,7 +56,8 @@ export class Resends {
    *   session stale, and what followed was refused, acknowledged and lost until the rebirth.
    * - The next seq of a previous session: read against that session's births (its aliases), its
    *   seq taken, the current session left as it is. Read against the current one it was a seq gap,
-   *   acknowledged unstored (or, by chance the next seq, read against the wrong births).
+   *   acknowledged unstored (or, by chance the next seq, read against the wrong births). A DBIRTH
+   *   of a device new to that session, over already, records its death at that session's end (endOf).
    * - An NBIRTH is a duplicate only with the bdSeq and the timestamp of a birth read (a rebirth asked
    *   by NCMD keeps its connection's bdSeq, §5.12, but not its timestamp; one without a timestamp,
    *   which §6.4 does not allow, is never taken for one: storing twice loses nothing). Another sent
@@ -126,8 +128,14 @@ export class Resends {
         into.stale = true;
         throw new FieldStreamError('SPARKPLUG_SEQ_GAP', `${t.type} of ${t.group}/${t.edge} sent again after its new NBIRTH has seq ${p.seq}, the next of the previous session it was sent in is ${expected}`);
       }
+      // A device not born in that session yet: none of its devices' deaths, recorded at its end, was its.
+      const unborn = t.type === 'DBIRTH' && !into.devices.has(t.device as string);
       try {
         this.host.take(into, t, p, p.seq, now, out, false, digest);
+        if (unborn) {
+          const end = this.endOf(k, into);
+          if (end !== undefined) devicesDied(t, [t.device as string], end, out);
+        }
       } catch (err) {
         if (err instanceof FieldStreamError && err.code === 'SPARKPLUG_UNKNOWN_METRIC') into.stale = true;
         throw err;
@@ -169,6 +177,26 @@ export class Resends {
     if (best) return best;
     if (fallback === undefined) return undefined;
     return candidates.some((c) => c.bornAt === undefined) ? fallback : 'older';
+  }
+
+  /**
+   * When the devices of `into`, a previous session of `k`, died: a device its DBIRTH sent again (read)
+   * bears in it dies then too, after its sparkplug.dbirth, as it would have with the others had the
+   * DBIRTH come before that end. Left online, nothing later recorded its death (the birth and the
+   * death that end its session are past) and it stayed online downstream, born in a session over
+   * already. The time its other devices were recorded dead (NodeSession.diedAt: the NBIRTH that replaced
+   * it, or its NDEATH's arrival); without one recorded, the birth of the session born after it (an
+   * older NBIRTH sent again, olderBirth, that none replaced; a session restored after a restart), else
+   * when it ended. None (undefined) for one a refused NBIRTH ended, whose devices die with its NDEATH
+   * or the next birth taken (lifecycle.ts), this one with them.
+   */
+  private endOf(k: string, into: NodeSession): number | undefined {
+    const list = this.host.held.previousOf(k);
+    const i = list.findIndex((e) => e.s === into);
+    const e = list[i];
+    if (e === undefined || e.awaitsDeath) return undefined;
+    if (into.diedAt !== undefined) return into.diedAt;
+    return (list[i + 1]?.s ?? this.host.sessions.get(k))?.bornAt ?? e.at;
   }
 
   /**

@@ -11,21 +11,23 @@ import type { SparkplugTopic } from './topic.ts';
 /** An edge node's session as it was before a message (see SparkplugHost.handle). */
 export interface Before {
   s: NodeSession | undefined;
-  fields?: Pick<NodeSession, 'bdSeq' | 'seq' | 'defs' | 'stale'>;
+  fields?: Pick<NodeSession, 'bdSeq' | 'seq' | 'defs' | 'stale' | 'diedAt'>;
   /** every device's definitions, when held messages (of any device) may be let through */
   devices?: Map<string, Definitions>;
   /** the definitions of the device the message is about (undefined: not born) */
   device?: [string, Definitions | undefined];
   /**
    * its previous sessions (held.ts), as they were too: a message sent again may be read in one (its
-   * seq, stale flag and the definitions of the device it is about), or keep another (an NBIRTH)
+   * seq, stale flag and the definitions of the device it is about), or keep another (an NBIRTH); an
+   * NBIRTH or NDEATH may record the death of one a refused NBIRTH ended (its diedAt)
    */
-  previous?: { list: Previous[]; fields: Array<Pick<NodeSession, 'seq' | 'stale'>>; device?: [string, Array<Definitions | undefined>] } | undefined;
+  previous?: { list: Previous[]; fields: Array<Pick<NodeSession, 'seq' | 'stale' | 'diedAt'>>; device?: [string, Array<Definitions | undefined>] } | undefined;
 }
 
 /**
  * What a message may change of its edge node's session, kept so that it can be undone: the session
- * object (an NBIRTH replaces it, an NDEATH removes it), its seq, stale flag and definitions, and the
+ * object (an NBIRTH replaces it, an NDEATH removes it), its seq, stale flag, definitions and the time
+ * its devices died (diedAt: an NBIRTH or NDEATH records it, for the session it ends), and the
  * definitions of the device it is about (all devices' when held messages may be let through).
  * O(1) per message but for that last case (a reorder timeout, on the plant's broker only).
  */
@@ -36,14 +38,14 @@ export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSes
   const list = previousSessions.get(k)?.slice();
   const previous = list && {
     list,
-    fields: list.map((p) => ({ seq: p.s.seq, stale: p.s.stale })),
+    fields: list.map((p) => ({ seq: p.s.seq, stale: p.s.stale, diedAt: p.s.diedAt })),
     ...(t.device !== undefined ? { device: [t.device, list.map((p) => p.s.devices.get(t.device as string))] as [string, Array<Definitions | undefined>] } : {}),
   };
   if (!s) return { s, previous };
   return {
     s,
     previous,
-    fields: { bdSeq: s.bdSeq, seq: s.seq, defs: s.defs, stale: s.stale },
+    fields: { bdSeq: s.bdSeq, seq: s.seq, defs: s.defs, stale: s.stale, diedAt: s.diedAt },
     ...(s.held.size > 0 ? { devices: new Map(s.devices) } : {}),
     ...(t.device !== undefined ? { device: [t.device, s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
   };
