@@ -3,52 +3,14 @@ import { closeSync, existsSync, linkSync, lstatSync, openSync, readdirSync, read
 import { constants } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { z } from 'zod';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
-import { makeDirDurablySync, removeFileDurablySync, replaceFileDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
+import { makeDirDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
+import { NOTE, readNotes, removeNote, writeNote, type AcceptingNote } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
 import { FileRoom, type Reservation } from './file-room.ts';
 import { cannotLeave, growing, hashPrefix, removeSourceSync } from './taking-steps.ts';
-
-/**
- * The note beside a file being taken into the outbox, until its queue record is written. `move`:
- * the outbox's copy is the file (it has left, or is leaving, where it was). A move across file
- * systems is a copy until the copy is whole and synced: its note says move:false meanwhile, so a
- * crash mid-copy leaves the source to be taken again, never the partial copy queued as the file.
- */
-const NOTE = '.accepting';
-const AcceptingNoteSchema = z.strictObject({ filename: z.string().min(1), contentType: z.string().min(1), move: z.boolean() });
-export type AcceptingNote = z.infer<typeof AcceptingNoteSchema>;
-
-/** What the queue holds for a file: a reference to the outbox's copy, not its bytes. */
-export const FileTransferRecordSchema = z.object({
-  transferId: z.string(),
-  filename: z.string(),
-  contentType: z.string(),
-  /** bytes */
-  size: z.number().int().min(0),
-  sha256: z.string(),
-  /** bytes */
-  chunkBytes: z.number().int().min(1),
-  count: z.number().int().min(1),
-  /** ISO time the file was accepted */
-  timestamp: z.string(),
-});
-export type FileTransferRecord = z.infer<typeof FileTransferRecordSchema>;
-
-/**
- * bytes. The chunk size of a file of `size` bytes: the configured one (FIELD_FILE_CHUNK_BYTES), or
- * larger when the file would need more than LIMITS.fileMaxChunks chunks at that size. A transfer's
- * chunks are sequence numbers of its own epoch, and the distributor receipts an authentic chunk below
- * its replay window unstored (internal-network/distributor/security/verifier.ts): so a transfer never
- * has more chunks than the window (LIMITS.fileMaxChunks <= LIMITS.replayWindowSeqs), which the
- * contract enforces too. At most 160 KiB for the largest file (LIMITS.fileTransferMaxBytes), far
- * below the largest file data of one message (LIMITS.fileMaxBytes).
- */
-export function chunkBytesFor(size: number, configured: number): number {
-  return Math.max(configured, Math.ceil(size / LIMITS.fileMaxChunks));
-}
+import { chunkBytesFor, type FileTransferRecord } from './transfer-record.ts';
 
 /**
  * Files waiting to be sent: each is copied (or moved) into FIELD_DATA_DIR/outgoing/ once, hashed
@@ -135,7 +97,7 @@ export class FileOutbox {
     const target = join(this.dir, transferId);
     const tmp = `${target}.tmp`;
     const note: AcceptingNote = { filename: options.filename ?? basename(source), contentType: options.contentType ?? 'application/octet-stream', move: options.move === true };
-    replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
+    writeNote(this.dir, transferId, note);
     try {
       if (options.move) {
         // Readable by this process before it leaves: a rename needs only write access to the
@@ -159,11 +121,11 @@ export class FileOutbox {
         }
         if (!moved) {
           // Another file system: until the copy is whole and synced, the source is the file.
-          replaceFileDurablySync(this.notePath(transferId), JSON.stringify({ ...note, move: false }));
+          writeNote(this.dir, transferId, { ...note, move: false });
           await copyNoFollow(source, tmp, limit);
           if (kept === undefined) {
             // Whole and synced: from now on the outbox's copy is the file, and the source goes.
-            replaceFileDurablySync(this.notePath(transferId), JSON.stringify(note));
+            writeNote(this.dir, transferId, note);
             try {
               // unlink, not rmSync: that takes a file it may not remove (EPERM) for a folder, and
               // fails reading it as one (ENOTDIR), the reason lost.
@@ -172,7 +134,7 @@ export class FileOutbox {
               if (!cannotLeave(err as NodeJS.ErrnoException)) throw err;
               // Back to a copy: the source stays (a crash before the record drops the copy, and
               // the source is taken again).
-              replaceFileDurablySync(this.notePath(transferId), JSON.stringify({ ...note, move: false }));
+              writeNote(this.dir, transferId, { ...note, move: false });
               kept = (err as NodeJS.ErrnoException).code;
             }
           }
@@ -258,25 +220,12 @@ export class FileOutbox {
 
   /** The file's queue record is written: its note goes. */
   accepted(transferId: string): void {
-    removeFileDurablySync(this.notePath(transferId));
+    removeNote(this.dir, transferId);
   }
 
   /** Files whose taking began and whose queue record may not have been written (a crash between): their notes. */
   unfinished(): Map<string, AcceptingNote> {
-    const found = new Map<string, AcceptingNote>();
-    for (const f of readdirSync(this.dir)) {
-      if (!f.endsWith(NOTE)) continue;
-      const id = f.slice(0, -NOTE.length);
-      let note: AcceptingNote | undefined;
-      try {
-        note = AcceptingNoteSchema.parse(JSON.parse(readFileSync(join(this.dir, f), 'utf8')));
-      } catch {
-        // A note torn by a crash while it was written: nothing was moved yet (it is written first).
-      }
-      if (note) found.set(id, note);
-      else rmSync(join(this.dir, f), { force: true });
-    }
-    return found;
+    return readNotes(this.dir);
   }
 
   /**
@@ -328,10 +277,6 @@ export class FileOutbox {
     this.remove(transferId);
     this.accepted(transferId);
     return true;
-  }
-
-  private notePath(transferId: string): string {
-    return join(this.dir, `${transferId}${NOTE}`);
   }
 
   readChunk(rec: FileTransferRecord, index: number): Buffer {

@@ -1,6 +1,7 @@
 import type { Logger } from '../../../shared/logger.ts';
 import type { OutgoingMessage, QueuedMessage } from '../queue/durable-queue.ts';
-import { FileTransferRecordSchema, type FileOutbox } from './file-outbox.ts';
+import type { FileOutbox } from './file-outbox.ts';
+import { FileTransferRecordSchema } from './transfer-record.ts';
 import { FILE_TRANSFER, type FileTransfers } from './transfers.ts';
 
 /**

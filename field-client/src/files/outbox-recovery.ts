@@ -1,7 +1,8 @@
 import { isFieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { DurableQueue } from '../queue/durable-queue.ts';
-import { FileTransferRecordSchema, type FileOutbox } from './file-outbox.ts';
+import type { FileOutbox } from './file-outbox.ts';
+import { FileTransferRecordSchema } from './transfer-record.ts';
 import { FILE_TRANSFER } from './transfers.ts';
 
 /**

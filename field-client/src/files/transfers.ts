@@ -3,7 +3,8 @@ import { TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from '../../../shared/security/receipt-auth.ts';
 import type { FrameItem } from '../../../shared/contract/uplink-frame.ts';
-import type { FileOutbox, FileTransferRecord } from './file-outbox.ts';
+import type { FileOutbox } from './file-outbox.ts';
+import type { FileTransferRecord } from './transfer-record.ts';
 
 /** The queue's own kind for a file sent in chunks; never sent as such. */
 export const FILE_TRANSFER = 'file-transfer';

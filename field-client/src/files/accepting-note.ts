@@ -1,0 +1,47 @@
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { removeFileDurablySync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+
+/**
+ * The note beside a file being taken into the outbox (FileOutbox.accept), until its queue record is
+ * written. `move`: the outbox's copy is the file (it has left, or is leaving, where it was). A move
+ * across file systems is a copy until the copy is whole and synced: its note says move:false
+ * meanwhile, so a crash mid-copy leaves the source to be taken again, never the partial copy queued
+ * as the file. Written aside, synced and renamed (replaceFileDurablySync): a note is whole or absent.
+ */
+export const NOTE = '.accepting';
+const AcceptingNoteSchema = z.strictObject({ filename: z.string().min(1), contentType: z.string().min(1), move: z.boolean() });
+export type AcceptingNote = z.infer<typeof AcceptingNoteSchema>;
+
+function notePath(dir: string, transferId: string): string {
+  return join(dir, `${transferId}${NOTE}`);
+}
+
+/** Writes (or replaces) the note of `transferId` in the outbox folder `dir`, durably. */
+export function writeNote(dir: string, transferId: string, note: AcceptingNote): void {
+  replaceFileDurablySync(notePath(dir, transferId), JSON.stringify(note));
+}
+
+/** The note of `transferId` goes (gone already: nothing to do), durably. */
+export function removeNote(dir: string, transferId: string): void {
+  removeFileDurablySync(notePath(dir, transferId));
+}
+
+/** The notes in the outbox folder `dir`, by transfer id; one that cannot be read as a note is removed. */
+export function readNotes(dir: string): Map<string, AcceptingNote> {
+  const found = new Map<string, AcceptingNote>();
+  for (const f of readdirSync(dir)) {
+    if (!f.endsWith(NOTE)) continue;
+    const id = f.slice(0, -NOTE.length);
+    let note: AcceptingNote | undefined;
+    try {
+      note = AcceptingNoteSchema.parse(JSON.parse(readFileSync(join(dir, f), 'utf8')));
+    } catch {
+      // Not a note (damaged on disk): nothing was moved yet when it was first written (it is written first).
+    }
+    if (note) found.set(id, note);
+    else rmSync(join(dir, f), { force: true });
+  }
+  return found;
+}
