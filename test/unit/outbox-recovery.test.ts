@@ -145,6 +145,47 @@ describe('files taken into the outbox when the client stopped', () => {
     await again.queue.close();
   });
 
+  it('removes at a start what a crash left beside the files (a progress or note written aside, the progress of a file gone), never what a file needs', async () => {
+    const d = await device('strays');
+    const out = join(d.dir, 'outgoing');
+    // Queued and part sent: its progress is what a restart resumes from.
+    const queued = await d.first.outbox.accept(d.source, { move: true });
+    await d.first.queue.append([{ dataType: FILE_TRANSFER, payload: queued }]);
+    d.first.outbox.accepted(queued.transferId);
+    d.first.outbox.saveProgress(queued.transferId, 1);
+    // Killed while it was hashed: moved in, not yet renamed, its note beside it.
+    writeFileSync(join(d.dir, 'second.jpg'), 'the second picture');
+    const moving = await d.first.outbox.accept(join(d.dir, 'second.jpg'), { move: true });
+    renameSync(join(out, moving.transferId), join(out, `${moving.transferId}.tmp`));
+    // Killed while writing aside: a progress (FileOutbox.saveProgress) and a note (replaceFileDurablySync), never renamed.
+    writeFileSync(join(out, `${queued.transferId}.progress.tmp`), '2');
+    writeFileSync(join(out, `${moving.transferId}.accepting.tmp-4242`), '{"filename":');
+    // Killed between a finished file's removal and its progress's.
+    const gone = `f${Date.now().toString(36)}0123456789ab`;
+    writeFileSync(join(out, `${gone}.progress`), '3');
+    writeFileSync(join(out, `${gone}.progress.tmp`), '3');
+    await d.first.queue.close();
+
+    const again = await d.open();
+    await recoverOutbox(again.outbox, again.queue, new LogCapture().logger);
+    assert.deepEqual(readdirSync(out).sort(), [queued.transferId, `${queued.transferId}.progress`, moving.transferId].sort());
+    assert.equal(again.outbox.progress(queued.transferId), 1, 'its progress untouched');
+    assert.deepEqual(queuedFiles(again.queue).map((r) => [r.transferId, r.size]), [[queued.transferId, d.content.length], [moving.transferId, 'the second picture'.length]]);
+    await again.queue.close();
+
+    // An outbox holding nothing else: the strays go too.
+    writeFileSync(join(out, `${gone}.progress`), '3');
+    writeFileSync(join(out, `${gone}.progress.tmp`), '3');
+    writeFileSync(join(out, `${gone}.accepting.tmp-4242`), '{');
+    const empty = join(tmp.dir, 'strays-only');
+    mkdirSync(join(empty, 'outgoing'), { recursive: true });
+    for (const f of readdirSync(out).filter((f) => f.startsWith(gone))) renameSync(join(out, f), join(empty, 'outgoing', f));
+    const queue = await DurableQueue.open({ dir: join(empty, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+    await recoverOutbox(new FileOutbox(empty, 1024), queue, new LogCapture().logger);
+    assert.deepEqual(readdirSync(join(empty, 'outgoing')), []);
+    await queue.close();
+  });
+
   it('leaves a copy that had not finished to its producer: the source is still there, nothing is queued', async () => {
     const d = await device('copy');
     const rec = await d.first.outbox.accept(d.source, { move: false });

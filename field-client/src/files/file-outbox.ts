@@ -19,7 +19,8 @@ import { chunkBytesFor, type FileTransferRecord } from './transfer-record.ts';
  * beside it, so a transfer resumes after a disconnect or a restart from the last acknowledged chunk.
  */
 export class FileOutbox {
-  private readonly dir: string;
+  /** FIELD_DATA_DIR/outgoing/ */
+  readonly dir: string;
   /** bytes: the chunk size the link calls for now, when it was measured (see sizeChunksBy) */
   private linkChunkBytes: () => number | undefined = () => undefined;
 

@@ -1,6 +1,9 @@
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { isFieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { DurableQueue } from '../queue/durable-queue.ts';
+import { NOTE } from './accepting-note.ts';
 import type { FileOutbox } from './file-outbox.ts';
 import { FileTransferRecordSchema } from './transfer-record.ts';
 import { FILE_TRANSFER } from './transfers.ts';
@@ -27,8 +30,11 @@ import { FILE_TRANSFER } from './transfers.ts';
  * every segment at this start already (checksums), so this reads what is likely still cached. A
  * file that cannot be queued now (the queue refuses it) keeps its note, for the next start, as one
  * that cannot be set aside stays: neither keeps the client from starting.
+ *
+ * First, what a crash left beside the files and nothing reads goes (removeStrays).
  */
 export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log: Logger): Promise<void> {
+  removeStrays(outbox.dir, log);
   const unfinished = outbox.unfinished();
   const placed = outbox.placed().filter((id) => !unfinished.has(id));
   if (unfinished.size === 0 && placed.length === 0) return;
@@ -69,4 +75,35 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
       log.error({ code: 'FIELD_FILE_UNQUEUED', transferId, err: (err as Error).message }, 'a file in the outbox that no queue record names cannot be set aside (the disk): it stays in outgoing/, and the next start tries again');
     }
   }
+}
+
+/**
+ * Removes from the outbox folder `dir`, at a start (nothing writes there yet), the small files a
+ * crash left that nothing will ever read nor remove:
+ *
+ * - ID.progress.tmp: a progress written aside and renamed over ID.progress (FileOutbox.saveProgress),
+ *   and ID.accepting.tmp-PID: a note written aside, synced and renamed over ID.accepting
+ *   (replaceFileDurablySync). Only the renamed name is ever read: what is left aside never is.
+ * - ID.progress of a file gone from the outbox (neither ID nor ID.tmp is here): its transfer was
+ *   done, or its file removed or set aside, and the kill came before its progress went. A record
+ *   still naming it finds no file to send (file-records.ts), so its progress is never read either.
+ *
+ * Never ID.tmp: it is the file being taken, its note beside it (FileOutbox.resume finishes it). A
+ * file that cannot be removed now stays, for the next start.
+ */
+function removeStrays(dir: string, log: Logger): void {
+  const names = new Set(readdirSync(dir));
+  const removed: string[] = [];
+  for (const f of names) {
+    const id = f.endsWith('.progress') ? f.slice(0, -'.progress'.length) : undefined;
+    const stray = f.endsWith('.progress.tmp') || f.includes(`${NOTE}.tmp-`) || (id !== undefined && !names.has(id) && !names.has(`${id}.tmp`));
+    if (!stray) continue;
+    try {
+      rmSync(join(dir, f), { force: true });
+      removed.push(f);
+    } catch (err) {
+      log.warn({ file: f, err: (err as Error).message }, 'cannot remove a file a crash left in the outbox (a few bytes, never read); tried again at the next start');
+    }
+  }
+  if (removed.length > 0) log.info({ removed }, 'removed what a crash left in the outbox beside its files (progress and notes written aside, progress of files gone)');
 }
