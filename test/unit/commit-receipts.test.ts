@@ -286,6 +286,34 @@ describe('a file transfer whose file cannot be read as it is sent', () => {
   });
 });
 
+describe('a file transfer the gateway refuses', () => {
+  it('forgets the ids of all its chunks sent on the connection, not one left behind per file refused', async () => {
+    const work = tempDir('transfer-refused');
+    const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+    const outbox = new FileOutbox(work.dir, 64 * 1024);
+    const transfers = new FileTransfers(outbox, { window: 2, receipts: true }, () => {}, log);
+    try {
+      const src = join(work.dir, 'big.bin');
+      writeFileSync(src, randomBytes(256 * 1024));
+      const rec = await outbox.accept(src, {});
+      const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+      const seq = (file as { seq: number }).seq;
+      assert.ok(transfers.start(seq, rec));
+      const ids = [...transfers.chunks()].map((c) => c.item.messageId);
+      assert.deepEqual(ids, [`${rec.transferId}.0`, `${rec.transferId}.1`]);
+      assert.equal(transfers.refused(ids[0] as string), seq);
+      assert.equal(transfers.size, 0);
+      // Each id left behind was kept until a reconnect: one entry or more per file refused on a connection that stays up.
+      assert.equal(transfers.onAck(ids[0] as string, Date.now()), false, 'the refused chunk is no longer ours');
+      assert.equal(transfers.onAck(ids[1] as string, Date.now()), false, 'nor its other chunk in flight');
+      assert.equal(transfers.refused(ids[1] as string), undefined);
+    } finally {
+      await queue.close();
+      work.cleanup();
+    }
+  });
+});
+
 /** A distributor's verifier requiring signatures, with device d1's key (`key`) registered in `dir`. */
 function signedVerifier(dir: string): MessageVerifier {
   writeFileSync(join(dir, 'd1.key'), key.toString('hex'));

@@ -208,7 +208,8 @@ export class FileTransfers {
     const chunk = this.chunkIds.get(messageId);
     const t = chunk && this.byId.get(chunk.transferId);
     if (!t) return undefined;
-    this.byId.delete(t.rec.transferId);
+    // Its chunks' ids go with it: left, each was held until a reconnect, one or more per file refused.
+    this.drop(t.rec.transferId);
     const fields = { code: 'FIELD_MESSAGE_REFUSED' as const, transferId: t.rec.transferId, filename: t.rec.filename };
     try {
       this.log.error({ ...fields, path: this.outbox.setAside(t.rec) }, 'a file refused by the gateway; set aside');
@@ -218,7 +219,10 @@ export class FileTransfers {
     return t.seq;
   }
 
-  /** The transfer's file was dropped (drop-oldest dropped its queue record): nothing more of it is sent. */
+  /**
+   * The transfer ends unfinished (drop-oldest dropped its queue record, the gateway refused it, its
+   * file is gone): nothing more of it is sent, and the ids of its chunks on this connection are forgotten.
+   */
   drop(transferId: string): void {
     if (!this.byId.delete(transferId)) return;
     for (const [messageId, chunk] of this.chunkIds) if (chunk.transferId === transferId) this.chunkIds.delete(messageId);
