@@ -19,12 +19,15 @@ import { eventually } from '../helpers/ws-device.ts';
  * publish it had no PUBACK for, those the field client had taken but not yet written among them.
  * Before its sessions were saved (sparkplug/store.ts) the restarted field client knew none: each was
  * refused as not born and acknowledged, lost. Now every message is stored, and every one acknowledged
- * before the kill exactly once. Read from its durable queue (no gateway: what is checked is what the
+ * before the kill exactly once. The session current at the kill, whose will (NDEATH) died with the field
+ * client's broker, is read back awaiting its death: the edge node's new NBIRTH records the death of the
+ * device its old session had born. Read from its durable queue (no gateway: what is checked is what the
  * field client stored, whatever the link does afterwards).
  */
 const DEVICE = 'plc-gw-006';
 const NB = 'spBv1.0/Plant1/NBIRTH/Restart';
 const ND = 'spBv1.0/Plant1/NDATA/Restart';
+const DB = 'spBv1.0/Plant1/DBIRTH/Restart/Press';
 const FIELD = 'Plant1.Restart.Temp';
 const BEFORE_KILL = 400;
 const AFTER = 50;
@@ -58,7 +61,7 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
     work?.cleanup();
   });
 
-  it('stores every message the edge node had acknowledged, each acknowledged before the kill exactly once', async () => {
+  it("stores every message the edge node had acknowledged, each acknowledged before the kill exactly once; its new NBIRTH records its old session's devices dead", async () => {
     const enc = (o: object) => Buffer.from(tahu.encodePayload(o as never));
     let bd = -1;
     let seq = 0;
@@ -69,6 +72,8 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
       bd++;
       seq = 0;
       edge.publish(NB, enc({ timestamp: T0 + 1_000_000 * bd, seq: 0, metrics: [{ name: 'bdSeq', type: 'UInt64', value: bd }, { name: 'Temp', alias: 1, type: 'Double', value: -1 - bd }] }), { qos: 1 });
+      // A device born in the first session only: the new NBIRTH after the restart is its death.
+      if (bd === 0) edge.publish(DB, enc({ timestamp: T0, seq: ++seq, metrics: [{ name: 'P', alias: 2, type: 'Double', value: 1 }] }), { qos: 1 });
     });
     const acked = new Set<number>();
     const inFlight = new Set<Promise<void>>();
@@ -122,10 +127,15 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
         log: createLogger('test', 'silent'),
       });
       const count = new Map<number, number>();
+      const lifecycle: string[] = [];
       try {
         for (const m of queue.find((r) => r.dataType === 'timeseries')) {
           const v = (m.payload as Record<string, unknown>)[FIELD];
           if (typeof v === 'number' && v >= 0) count.set(v, (count.get(v) ?? 0) + 1);
+        }
+        for (const m of queue.find((r) => r.dataType === 'event')) {
+          const e = m.payload as Record<string, unknown>;
+          if (String(e.eventType).startsWith('sparkplug.')) lifecycle.push([e.eventType, e.sp_device, e.bd_seq].filter((x) => x !== undefined).join(' '));
         }
       } finally {
         await queue.close();
@@ -139,6 +149,9 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
       const twice = [...count.values()].filter((n) => n > 1).length;
       assert.ok(twice <= sentBeforeKill - ackedBeforeKill.size, `${twice} stored twice`);
       assert.ok([...count.values()].every((n) => n <= 2));
+      // The session current at the kill was read back awaiting its death (its will died with the
+      // field client's broker): the new NBIRTH recorded its device's death.
+      assert.deepEqual(lifecycle, ['sparkplug.nbirth 0', 'sparkplug.dbirth Press', 'sparkplug.ddeath Press', 'sparkplug.nbirth 1']);
     } finally {
       await edge.endAsync(true);
     }

@@ -55,6 +55,9 @@ const logs = () => {
 };
 const session = (dir: string, q: ReturnType<typeof queue>, log = createLogger('test', 'silent')) =>
   new SparkplugSession(q.client, () => undefined, log, [], { resends: true, store: new SessionStore(dir, log) });
+/** The Sparkplug births and deaths stored, in order: `ddeath Press`, `nbirth`. */
+const lifecycle = (stored: Submission[]) =>
+  stored.flatMap((s) => (s.dataType === 'event' && s.payload.eventType.startsWith('sparkplug.') ? [[s.payload.eventType.slice('sparkplug.'.length), s.payload.sp_device].filter(Boolean).join(' ')] : []));
 const values = (stored: Submission[], field: string) => stored.flatMap((s) => (field in s.payload ? [(s.payload as Record<string, unknown>)[field]] : []));
 
 describe('Sparkplug sessions saved across a restart', () => {
@@ -125,6 +128,40 @@ describe('Sparkplug sessions saved across a restart', () => {
       work.cleanup();
     }
   });
+
+  for (const [how, end] of [
+    ['current at the kill', 'NBIRTH'],
+    ['current at the kill', 'NDEATH'],
+    ['ended by a refused NBIRTH', 'NBIRTH'],
+    ['ended by a refused NBIRTH', 'NDEATH'],
+  ] as const) {
+    it(`restores a session whose death was not recorded (${how}) awaiting it: the ${end} after the restart records its devices' deaths`, async () => {
+      const work = tempDir('sp-store');
+      // Within the resend window of the restart: the end of a session a refused NBIRTH ended is saved.
+      const T1 = Date.now() - 60_000;
+      try {
+        const a = session(work.dir, queue());
+        const conn = { connection: {}, dup: false };
+        await a.onMessage(NB, birth(0, 0, T1), T1, conn);
+        await a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', enc({ timestamp: String(T1 + 1), seq: '1', metrics: [{ name: 'P', alias: '2', datatype: T.Double, doubleValue: 1 }] }), T1 + 1, conn);
+        // A birth without its bdSeq: refused, it ends the session, still the last birth taken (lifecycle.ts).
+        if (how === 'ended by a refused NBIRTH') await a.onMessage(NB, enc({ timestamp: String(T1 + 2), seq: '0', metrics: [{ name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 2 }] }), T1 + 2, conn);
+        // Killed (no will: the broker died with the process), started, killed again before the edge node came back.
+        session(work.dir, queue()).stop();
+        const q = queue();
+        const c = session(work.dir, q);
+        const back = { connection: {}, dup: false };
+        if (end === 'NBIRTH') await c.onMessage(NB, birth(0, 1, T1 + 20), T1 + 20, back);
+        else await c.onMessage('spBv1.0/Plant1/NDEATH/Paho', enc({ metrics: [bd(0)] }), T1 + 20, back);
+        const died = end === 'NBIRTH' ? ['ddeath Press', 'nbirth'] : ['ddeath Press', 'ndeath'];
+        assert.deepEqual(lifecycle(q.stored), died, JSON.stringify(c.stats.refusedByCode));
+        a.stop();
+        c.stop();
+      } finally {
+        work.cleanup();
+      }
+    });
+  }
 
   it('keeps the field name a metric had, its collision suffix included, for what is sent again after a restart', async () => {
     const work = tempDir('sp-store');

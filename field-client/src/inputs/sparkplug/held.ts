@@ -10,9 +10,11 @@ export interface Previous {
   /** when it ended */
   at: number;
   /**
-   * ended by a refused NBIRTH (lifecycle.ts, nodeBirthRefused), not by its death, and no birth taken
-   * since: the last birth of its edge node the host took, whose NDEATH (its bdSeq) is still its
-   * death. Replaced rather than changed (an undo puts back the entries a message found).
+   * ended by a refused NBIRTH (lifecycle.ts, nodeBirthRefused), or by a restart of the field client
+   * while current (store.ts: the local MQTT input's broker, and the edge node's will with it, died
+   * with the process), not by its death, and no birth taken since: the last birth of its edge node
+   * the host took, whose NDEATH (its bdSeq) is still its death, and whose devices die with the next
+   * birth taken. Replaced rather than changed (an undo puts back the entries a message found).
    */
   awaitsDeath?: true | undefined;
 }
@@ -189,17 +191,23 @@ export class HeldDefinitions {
 
   /**
    * Sessions saved before a restart (store.ts), kept as the previous sessions of `k`, each ended at
-   * its `at`: within the bounds of every other session (LIMITS.sparkplugMaxEdgeNodes,
-   * LIMITS.sparkplugPreviousSessionsPerNode, the oldest born dropped, and
-   * LIMITS.sparkplugDefinitionsMaxBytes: refused whole past it). Called in the order their edge
-   * nodes' last sessions ended (expirePrevious relies on that order).
+   * its `at`, one whose death is still to come (Previous.awaitsDeath: current at the restart, or
+   * ended by a refused NBIRTH) still awaiting it: within the bounds of every other session
+   * (LIMITS.sparkplugMaxEdgeNodes, LIMITS.sparkplugPreviousSessionsPerNode, the oldest born
+   * dropped, and LIMITS.sparkplugDefinitionsMaxBytes: refused whole past it). Called in the order
+   * their edge nodes' last sessions ended (expirePrevious relies on that order).
    */
   restore(k: string, entries: readonly Previous[]): void {
     if (!this.o.resends || entries.length === 0) return;
     if (!this.previous.has(k) && this.previous.size >= this.o.maxEdgeNodes) {
       throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `${this.o.maxEdgeNodes} edge nodes have sessions kept already`);
     }
-    const list = [...entries].sort((a, b) => (a.s.bornAt ?? Infinity) - (b.s.bornAt ?? Infinity)).slice(-this.maxPerNode);
+    const sorted = [...entries].sort((a, b) => (a.s.bornAt ?? Infinity) - (b.s.bornAt ?? Infinity)).slice(-this.maxPerNode);
+    // One last birth taken at most (awaitingDeath finds the first): the one born last, should a
+    // file that was changed mark more.
+    let last = -1;
+    sorted.forEach((e, i) => (last = e.awaitsDeath ? i : last));
+    const list = sorted.map((e, i) => (e.awaitsDeath && i !== last ? { s: e.s, at: e.at } : e));
     let bytes = 0;
     for (const e of list) bytes += bytesOf(e.s);
     if (this.defTotal + this.prevTotal - this.previousBytes(k) + bytes > this.maxDefinitionsBytes) {

@@ -36,8 +36,8 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  *   one, or data from an edge node or device with no current birth, also asks for a rebirth.
  * - NDEATH ends the session only when its `bdSeq` equals the current birth's (§5.8: a death with
  *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored. With
- *   no current session, one a refused NBIRTH ended is still the last birth taken, and dies by its
- *   NDEATH too (lifecycle.ts, nodeDeath). The devices the session has born die with it, each
+ *   no current session, one a refused NBIRTH ended (or one current at a restart, store.ts) is still
+ *   the last birth taken, and dies by its NDEATH too (lifecycle.ts, nodeDeath). The devices the session has born die with it, each
  *   recorded as its DDEATH would be, all at the NDEATH's arrival (its payload timestamp is the
  *   will's, set at connect). A device a DBIRTH sent again bears in a session over already dies at
  *   that session's end too, right after its birth (resend.ts, endOf).
@@ -165,7 +165,9 @@ export class SparkplugHost {
   /**
    * Sessions of an edge node saved before the field client restarted (store.ts), kept as its previous
    * sessions, born on no connection: what it sends again after the restart is read in the session it
-   * was sent in (resend.ts), as after a reconnection. Throws (SPARKPLUG_TOO_MANY_EDGE_NODES,
+   * was sent in (resend.ts), as after a reconnection. One whose death is still to come (current at
+   * the restart, or ended by a refused NBIRTH) awaits it (held.ts Previous.awaitsDeath): the next
+   * birth taken, or its NDEATH, records its devices' deaths. Throws (SPARKPLUG_TOO_MANY_EDGE_NODES,
    * SPARKPLUG_DEFINITIONS_FULL) past the bounds of what is held.
    */
   restorePrevious(group: string, edge: string, entries: readonly Previous[]): void {

@@ -187,8 +187,9 @@ export class Resends {
    * already. The time its other devices were recorded dead (NodeSession.diedAt: the NBIRTH that replaced
    * it, or its NDEATH's arrival); without one recorded, the birth of the session born after it (an
    * older NBIRTH sent again, olderBirth, that none replaced; a session restored after a restart), else
-   * when it ended. None (undefined) for one a refused NBIRTH ended, whose devices die with its NDEATH
-   * or the next birth taken (lifecycle.ts), this one with them.
+   * when it ended. None (undefined) for one a refused NBIRTH ended, or one current at a restart
+   * (held.ts Previous.awaitsDeath), whose devices die with its NDEATH or the next birth taken
+   * (lifecycle.ts), this one with them.
    */
   private endOf(k: string, into: NodeSession): number | undefined {
     const list = this.host.held.previousOf(k);

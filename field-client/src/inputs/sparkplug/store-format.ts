@@ -38,13 +38,18 @@ export const MetricsShapeSchema = z.custom<unknown[]>((v) => Array.isArray(v) &&
 /** One birth's metrics as a v1 births file holds them: read later, birth by birth (MetricsShapeSchema, MetricEntrySchema). */
 const RawMetrics = MetricsShapeSchema;
 
-/** A session's seq, stale flag, digests (base64 of SEQ_WINDOW × 4 bytes) and end (null: it was current). */
+/**
+ * A session's seq, stale flag, digests (base64 of SEQ_WINDOW × 4 bytes), end (null: it was current)
+ * and whether its death is still to come (held.ts Previous.awaitsDeath: ended by a refused NBIRTH, or
+ * current at a restart; absent, as in the files written before it: no, unless it was current).
+ */
 export const RecordSessionSchema = z.object({
   id: Count,
   seq: z.number().int().min(0).max(255),
   stale: z.boolean(),
   digests: z.string().max(4 * Math.ceil((SEQ_WINDOW * 4) / 3)),
   endedAt: Count.nullable(),
+  awaitsDeath: z.literal(true).optional(),
 });
 export type RecordSession = z.infer<typeof RecordSessionSchema>;
 /** An edge node's sessions: its previous ones kept and its current one. */

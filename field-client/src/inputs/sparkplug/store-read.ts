@@ -224,7 +224,12 @@ function readBirths(buf: Buffer, c: Candidate, records: Map<string, Journaled>, 
       birthDigest: saved.birthDigest ?? undefined,
     };
     ids.set(s, saved.id);
-    entries.push({ s, at });
+    // Its death not recorded yet: the session current at the restart (the local MQTT input's broker
+    // died with the process, the edge node's will, its NDEATH, with it), or one a refused NBIRTH
+    // ended. Awaiting it still (held.ts Previous.awaitsDeath), the edge node's next NBIRTH, or that
+    // NDEATH, records its devices' deaths; restored as over, nothing ever did, and a device not born
+    // again stayed online downstream.
+    entries.push(r.endedAt === null || r.awaitsDeath ? { s, at, awaitsDeath: true } : { s, at });
   }
   if (entries.length === 0) return undefined;
   return { restored: { k, group: b.group, edge: b.edge, file: c.file, entries, ids, v1: b.format === 1 }, bytes };

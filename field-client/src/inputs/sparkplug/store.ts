@@ -18,7 +18,9 @@ import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
  * NBIRTH; Eclipse Paho after it, flagged DUP. With the sessions held in memory only, a restart forgot
  * them: every such message was refused as not born and acknowledged, and one the field client had
  * taken but not yet written to its queue when it was killed was lost, the edge node believing it
- * delivered. Loaded at start as previous sessions born on no connection (held.ts restore).
+ * delivered. Loaded at start as previous sessions born on no connection (held.ts restore); one whose
+ * death was not recorded (current at the restart, or ended by a refused NBIRTH) still awaits it
+ * (held.ts Previous.awaitsDeath), so that the edge node's next NBIRTH records its devices' deaths.
  *
  * What is saved covers only what the durable queue holds: a batch's sessions are saved once the queue
  * has written its data (session.ts), as they were after its last message, never later ones (the host
@@ -59,6 +61,8 @@ interface SessionSnap {
   digests: Uint8Array;
   /** undefined: the current session */
   endedAt: number | undefined;
+  /** ended with its death still to come (held.ts Previous.awaitsDeath) */
+  awaitsDeath: boolean;
 }
 
 /** An edge node's sessions as a batch left them: previous ones oldest born first, then the current one. */
@@ -141,7 +145,7 @@ export class SessionStore {
       // Ended now, as saved from now on: another restart counts their window from this one. Their
       // births as the next save finds them (the host's order), so that it does not write them again.
       const previous = host.sessionsOf(f.k).previous;
-      const { record, line } = this.lineOf(f.group, f.edge, previous.map((p) => this.snapOf(p.s, p.at)));
+      const { record, line } = this.lineOf(f.group, f.edge, previous.map((p) => this.snapOf(p.s, p.at, p.awaitsDeath === true)));
       lines.push(line);
       // A file of the format written before (v1): none known, so that its next save writes it
       // again (v2), even one that changes only its record.
@@ -159,12 +163,12 @@ export class SessionStore {
   snapshot(host: SparkplugHost, k: string): NodeSnap {
     const [group, edge] = k.split('\u0000') as [string, string];
     const { current, previous } = host.sessionsOf(k);
-    const sessions = previous.map((p) => this.snapOf(p.s, p.at));
-    if (current) sessions.push(this.snapOf(current, undefined));
+    const sessions = previous.map((p) => this.snapOf(p.s, p.at, p.awaitsDeath === true));
+    if (current) sessions.push(this.snapOf(current, undefined, false));
     return { group, edge, sessions };
   }
 
-  private snapOf(s: NodeSession, endedAt: number | undefined): SessionSnap {
+  private snapOf(s: NodeSession, endedAt: number | undefined, awaitsDeath: boolean): SessionSnap {
     return {
       s,
       bdSeq: s.bdSeq,
@@ -176,6 +180,7 @@ export class SessionStore {
       devices: [...s.devices],
       digests: s.digests.toBytes(),
       endedAt,
+      awaitsDeath,
     };
   }
 
@@ -193,6 +198,7 @@ export class SessionStore {
       stale: x.stale,
       digests: Buffer.from(x.digests).toString('base64'),
       endedAt: x.endedAt ?? null,
+      ...(x.awaitsDeath ? { awaitsDeath: true as const } : {}),
     }));
     const record = JSON.stringify(rs);
     return { record, sessions: rs, line: JSON.stringify({ gen: ++this.gen, group, edge, sessions: rs }) };
