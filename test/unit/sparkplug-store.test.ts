@@ -163,6 +163,31 @@ describe('Sparkplug sessions saved across a restart', () => {
     });
   }
 
+  it("dates the death of a device a DBIRTH sent again after a restart bears in a session over at that session's recorded death, not the next birth", async () => {
+    const work = tempDir('sp-store');
+    const T1 = Date.now() - 60_000;
+    try {
+      const a = session(work.dir, queue());
+      const first = { connection: {}, dup: false };
+      await a.onMessage(NB, birth(0, 0, T1), T1, first);
+      // Its connection lost: the will, its NDEATH, arrives at T1 + 5, when its devices were recorded dead.
+      await a.onMessage('spBv1.0/Plant1/NDEATH/Paho', enc({ metrics: [bd(0)] }), T1 + 5, first);
+      await a.onMessage(NB, birth(0, 1, T1 + 100), T1 + 100, { connection: {}, dup: false });
+      // Killed. Paho sends again, flagged DUP, a DBIRTH published in the first session (at T1 + 3)
+      // that never got its PUBACK: read in that session, its device dies when the others did.
+      const q = queue();
+      const b = session(work.dir, q);
+      const dbirth = enc({ timestamp: String(T1 + 3), seq: '1', metrics: [{ name: 'V', alias: '3', datatype: T.Double, doubleValue: 1 }] });
+      await b.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Valve', dbirth, T1 + 200, { connection: {}, dup: true });
+      const events = q.stored.flatMap((x) => (x.dataType === 'event' ? [`${x.payload.eventType} ${x.payload.sp_device} @${Number(x.payload.timestamp) - T1}`] : []));
+      assert.deepEqual(events, ['sparkplug.dbirth Valve @3', 'sparkplug.ddeath Valve @5'], JSON.stringify(b.stats.refusedByCode));
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
   it('keeps the field name a metric had, its collision suffix included, for what is sent again after a restart', async () => {
     const work = tempDir('sp-store');
     try {

@@ -186,8 +186,8 @@ export class Resends {
    * death that end its session are past) and it stayed online downstream, born in a session over
    * already. The time its other devices were recorded dead (NodeSession.diedAt: the NBIRTH that replaced
    * it, or its NDEATH's arrival); without one recorded, the birth of the session born after it (an
-   * older NBIRTH sent again, olderBirth, that none replaced; a session restored after a restart), else
-   * when it ended. None (undefined) for one a refused NBIRTH ended, or one current at a restart
+   * older NBIRTH sent again, olderBirth, that none replaced; a session read back from a store file
+   * written before it was saved there), else when it ended. None (undefined) for one a refused NBIRTH ended, or one current at a restart
    * (held.ts Previous.awaitsDeath), whose devices die with its NDEATH or the next birth taken
    * (lifecycle.ts), this one with them.
    */

@@ -39,9 +39,10 @@ export const MetricsShapeSchema = z.custom<unknown[]>((v) => Array.isArray(v) &&
 const RawMetrics = MetricsShapeSchema;
 
 /**
- * A session's seq, stale flag, digests (base64 of SEQ_WINDOW × 4 bytes), end (null: it was current)
- * and whether its death is still to come (held.ts Previous.awaitsDeath: ended by a refused NBIRTH, or
- * current at a restart; absent, as in the files written before it: no, unless it was current).
+ * A session's seq, stale flag, digests (base64 of SEQ_WINDOW × 4 bytes), end (null: it was current),
+ * when its devices were recorded dead (NodeSession.diedAt; absent: not yet, or a file written before
+ * it) and whether its death is still to come (held.ts Previous.awaitsDeath: ended by a refused NBIRTH,
+ * or current at a restart; absent, as in the files written before it: no, unless it was current).
  */
 export const RecordSessionSchema = z.object({
   id: Count,
@@ -49,6 +50,7 @@ export const RecordSessionSchema = z.object({
   stale: z.boolean(),
   digests: z.string().max(4 * Math.ceil((SEQ_WINDOW * 4) / 3)),
   endedAt: Count.nullable(),
+  diedAt: Count.optional(),
   awaitsDeath: z.literal(true).optional(),
 });
 export type RecordSession = z.infer<typeof RecordSessionSchema>;

@@ -222,6 +222,9 @@ function readBirths(buf: Buffer, c: Candidate, records: Map<string, Journaled>, 
       bornAt: saved.bornAt ?? undefined,
       digests: SeqDigests.fromBytes(Buffer.from(r.digests, 'base64')),
       birthDigest: saved.birthDigest ?? undefined,
+      // When its devices were recorded dead: a device a DBIRTH sent again bears in it dies then too
+      // (resend.ts endOf). Not saved, the birth of the session after it was taken, later than an NDEATH.
+      diedAt: r.diedAt,
     };
     ids.set(s, saved.id);
     // Its death not recorded yet: the session current at the restart (the local MQTT input's broker

@@ -61,6 +61,8 @@ interface SessionSnap {
   digests: Uint8Array;
   /** undefined: the current session */
   endedAt: number | undefined;
+  /** when its devices were recorded dead (NodeSession.diedAt) */
+  diedAt: number | undefined;
   /** ended with its death still to come (held.ts Previous.awaitsDeath) */
   awaitsDeath: boolean;
 }
@@ -180,6 +182,7 @@ export class SessionStore {
       devices: [...s.devices],
       digests: s.digests.toBytes(),
       endedAt,
+      diedAt: s.diedAt,
       awaitsDeath,
     };
   }
@@ -198,6 +201,7 @@ export class SessionStore {
       stale: x.stale,
       digests: Buffer.from(x.digests).toString('base64'),
       endedAt: x.endedAt ?? null,
+      ...(x.diedAt !== undefined ? { diedAt: x.diedAt } : {}),
       ...(x.awaitsDeath ? { awaitsDeath: true as const } : {}),
     }));
     const record = JSON.stringify(rs);
