@@ -20,8 +20,8 @@ import { eventually } from '../helpers/ws-device.ts';
  * Before its sessions were saved (sparkplug/store.ts) the restarted field client knew none: each was
  * refused as not born and acknowledged, lost. Now every message is stored, and every one acknowledged
  * before the kill exactly once. The session current at the kill, whose will (NDEATH) died with the field
- * client's broker, is read back awaiting its death: the edge node's new NBIRTH records the death of the
- * device its old session had born. Read from its durable queue (no gateway: what is checked is what the
+ * client's broker, is recorded dead at the start, its device with it, before the edge node comes back.
+ * Read from its durable queue (no gateway: what is checked is what the
  * field client stored, whatever the link does afterwards).
  */
 const DEVICE = 'plc-gw-006';
@@ -61,7 +61,7 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
     work?.cleanup();
   });
 
-  it("stores every message the edge node had acknowledged, each acknowledged before the kill exactly once; its new NBIRTH records its old session's devices dead", async () => {
+  it('stores every message the edge node had acknowledged, each acknowledged before the kill exactly once; records its lost will at the start', async () => {
     const enc = (o: object) => Buffer.from(tahu.encodePayload(o as never));
     let bd = -1;
     let seq = 0;
@@ -72,7 +72,7 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
       bd++;
       seq = 0;
       edge.publish(NB, enc({ timestamp: T0 + 1_000_000 * bd, seq: 0, metrics: [{ name: 'bdSeq', type: 'UInt64', value: bd }, { name: 'Temp', alias: 1, type: 'Double', value: -1 - bd }] }), { qos: 1 });
-      // A device born in the first session only: the new NBIRTH after the restart is its death.
+      // A device born in the first session only: it dies with that session, at the restart.
       if (bd === 0) edge.publish(DB, enc({ timestamp: T0, seq: ++seq, metrics: [{ name: 'P', alias: 2, type: 'Double', value: 1 }] }), { qos: 1 });
     });
     const acked = new Set<number>();
@@ -149,9 +149,9 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
       const twice = [...count.values()].filter((n) => n > 1).length;
       assert.ok(twice <= sentBeforeKill - ackedBeforeKill.size, `${twice} stored twice`);
       assert.ok([...count.values()].every((n) => n <= 2));
-      // The session current at the kill was read back awaiting its death (its will died with the
-      // field client's broker): the new NBIRTH recorded its device's death.
-      assert.deepEqual(lifecycle, ['sparkplug.nbirth 0', 'sparkplug.dbirth Press', 'sparkplug.ddeath Press', 'sparkplug.nbirth 1']);
+      // The session current at the kill had its will die with the field client's broker: recorded
+      // dead at the start, its device with it, before the new NBIRTH.
+      assert.deepEqual(lifecycle, ['sparkplug.nbirth 0', 'sparkplug.dbirth Press', 'sparkplug.ddeath Press', 'sparkplug.ndeath 0', 'sparkplug.nbirth 1']);
     } finally {
       await edge.endAsync(true);
     }

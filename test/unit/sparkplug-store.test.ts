@@ -163,6 +163,36 @@ describe('Sparkplug sessions saved across a restart', () => {
     });
   }
 
+  it("records at start the death of each edge node its broker's end took the will of, once; a queue that refuses it leaves it awaiting its death", async () => {
+    const work = tempDir('sp-store');
+    try {
+      const a = session(work.dir, queue());
+      const conn = { connection: {}, dup: false };
+      await a.onMessage(NB, birth(0, 3, T0), T0, conn);
+      await a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', enc({ timestamp: String(T0 + 1), seq: '1', metrics: [{ name: 'P', alias: '2', datatype: T.Double, doubleValue: 1 }] }), T0 + 1, conn);
+      // Killed: the local MQTT input's broker, and the edge node's will with it, died with the process.
+      const full = { stored: [] as Submission[], client: { submitMany: () => Promise.reject(new Error('the disk is full')) } };
+      const b = new SparkplugSession(full.client, () => undefined, createLogger('test', 'silent'), [], { resends: true, store: new SessionStore(work.dir, createLogger('test', 'silent')) });
+      await b.willsLost(T0 + 10);
+      assert.equal(b.host.sessionsOf('Plant1\u0000Paho').previous[0]?.awaitsDeath, true, 'undone: its death still to come');
+      const q = queue();
+      const c = session(work.dir, q);
+      await c.willsLost(T0 + 20);
+      assert.deepEqual(lifecycle(q.stored), ['ddeath Press', 'ndeath']);
+      const ndeath = q.stored.flatMap((x) => (x.dataType === 'event' && x.payload.eventType === 'sparkplug.ndeath' ? [x.payload] : []));
+      assert.deepEqual(ndeath.map((e) => [e.timestamp, e.bd_seq]), [[T0 + 20, 3]]);
+      // Dead once: neither another start nor the edge node's next NBIRTH records it again.
+      const q2 = queue();
+      const d = session(work.dir, q2);
+      await d.willsLost(T0 + 30);
+      await d.onMessage(NB, birth(0, 4, T0 + 40), T0 + 40, { connection: {}, dup: false });
+      assert.deepEqual(lifecycle(q2.stored), ['nbirth']);
+      for (const x of [a, b, c, d]) x.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
   it("dates the death of a device a DBIRTH sent again after a restart bears in a session over at that session's recorded death, not the next birth", async () => {
     const work = tempDir('sp-store');
     const T1 = Date.now() - 60_000;

@@ -235,6 +235,11 @@ export function mqttInput(
       return bound;
     },
     async start() {
+      // The edge nodes connected here when the field client ended lost their connections with this
+      // broker, which published none of their wills: their deaths are recorded before any of them
+      // connects again (sparkplug/session.ts willsLost), else a node that never came back, and its
+      // devices, stayed online downstream.
+      await session?.willsLost();
       const a = (aedes = await broker());
       // Retained before the first edge node can connect: one that waits for its primary host
       // finds it online at its subscription.

@@ -174,6 +174,29 @@ export class SparkplugHost {
     this.held.restore(key(group, edge), entries);
   }
 
+  /**
+   * The deaths of the edge nodes whose wills were lost with the broker that held them (lifecycle.ts,
+   * willLost): those whose last birth taken awaits its death, restored after a restart (store.ts),
+   * one outcome each, undone as a message's is when the queue does not take it.
+   */
+  willsLost(now: number): Array<{ group: string; edge: string; out: HostOutcome }> {
+    const lost: Array<{ group: string; edge: string; out: HostOutcome }> = [];
+    for (const k of [...this.previous.keys()]) {
+      if (!this.held.awaitingDeath(k) || this.sessions.has(k)) continue;
+      const [group, edge] = k.split('\u0000') as [string, string];
+      const before = snapshot(this.sessions, this.previous, k, { type: 'NDEATH', group, edge });
+      const out = emptyOutcome();
+      try {
+        this.lifecycle.willLost({ group, edge }, now, out);
+      } finally {
+        this.held.recount(k, out);
+      }
+      out.undo = () => this.restore(k, before);
+      lost.push({ group, edge, out });
+    }
+    return lost;
+  }
+
   /** Bytes of birth definitions held now over every edge node and device (estimated: Definitions.bytes), previous sessions' included. */
   get definitionsBytes(): number {
     return this.held.bytes;

@@ -137,6 +137,24 @@ export class NodeLifecycle {
   }
 
   /**
+   * The death of the last birth taken whose will was lost: the broker that held it (the local MQTT
+   * input's, in this process) ended with the field client, and with it the edge node's connection
+   * and the NDEATH it was to publish for it. Recorded as that NDEATH would have been (nodeDeath), at
+   * `now`, once: the edge node and its devices are offline until they are born again (Sparkplug
+   * 3.0.0 "Edge Node Session Establishment": the server issues the NDEATH when the edge node's
+   * connection is lost). Nothing when no session of `k` awaits its death (held.ts awaitingDeath).
+   */
+  willLost(t: Pick<SparkplugTopic, 'group' | 'edge'>, now: number, out: HostOutcome): void {
+    const k = key(t.group, t.edge);
+    const last = this.o.held.awaitingDeath(k)?.s;
+    if (!last) return;
+    this.o.held.settle(k);
+    devicesDied(t, last.devices.keys(), now, out);
+    last.diedAt = now;
+    out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq: last.bdSeq }));
+  }
+
+  /**
    * Whether an NBIRTH of these bytes started the current session of `k` (duplicates.ts), one that
    * awaits no rebirth: a session that does (stale) takes any NBIRTH, so that an edge node answering
    * each request with the same bytes (a birth payload it keeps, timestamp and all) is born again rather

@@ -177,6 +177,24 @@ export class SparkplugSession {
     return this.submit(items, 'spBv1.0/+/+/+');
   }
 
+  /**
+   * The deaths of the edge nodes whose wills the broker took with it when the field client ended
+   * (host.ts willsLost; the local MQTT input's, before it listens again). Resolves once they are
+   * queued; one the queue refused (counted, logged) is undone: its edge node's next birth taken, or
+   * its NDEATH, records its devices' deaths.
+   */
+  async willsLost(now = Date.now()): Promise<void> {
+    const lost = this.host.willsLost(now);
+    if (lost.length > 0) this.log.info({ edgeNodes: lost.length }, 'Sparkplug edge nodes connected when the field client ended recorded dead: their wills (NDEATH) ended with its broker');
+    const queued = lost.map(({ group, edge, out }) => {
+      const items: Submission[] = [];
+      const topic = `spBv1.0/${group}/NDEATH/${edge}`;
+      this.apply({ group, edge }, topic, out, now, items, false);
+      return this.submit(items, topic, out.undo && { edge: key(group, edge), undo: out.undo }).catch(() => undefined);
+    });
+    await Promise.all(queued);
+  }
+
   /** No more timers (the input is closing); what is still held is dropped with the session. */
   stop(): void {
     this.stopped = true;

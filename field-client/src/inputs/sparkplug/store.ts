@@ -20,7 +20,8 @@ import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
  * taken but not yet written to its queue when it was killed was lost, the edge node believing it
  * delivered. Loaded at start as previous sessions born on no connection (held.ts restore); one whose
  * death was not recorded (current at the restart, or ended by a refused NBIRTH) still awaits it
- * (held.ts Previous.awaitsDeath), so that the edge node's next NBIRTH records its devices' deaths.
+ * (held.ts Previous.awaitsDeath): the local MQTT input records it at start (session.ts willsLost),
+ * its will having ended with its broker, else the edge node's next NBIRTH, or that NDEATH, does.
  *
  * What is saved covers only what the durable queue holds: a batch's sessions are saved once the queue
  * has written its data (session.ts), as they were after its last message, never later ones (the host
