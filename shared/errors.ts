@@ -147,12 +147,12 @@ export const ERRORS = {
     http: 507,
     transient: true,
     description:
-      "The field client could not save a note that only spares work after a restart (the queue's committed watermark, ack.json; its clean-stop mark; a file transfer's progress; the queue's meta.json when no new epoch is in it; the link's measured rate, link-rate.json): a full, read-only or failing disk. Nothing is lost and the client goes on sending; a restart meanwhile may send again what the note would have skipped (recognised as copies), or take a new epoch it could have spared. Written again later.",
+      "The field client could not save a note that only spares work after a restart (the queue's committed watermark, ack.json; its clean-stop mark; a file transfer's progress; the queue's meta.json when no new epoch is in it; the link's measured rate, link-rate.json; the file transfers finished, transfers-finished.jsonl): a full, read-only or failing disk. Nothing is lost and the client goes on sending; a restart meanwhile may send again what the note would have skipped (recognised as copies), take a new epoch it could have spared, or report a file delivered as missing (FIELD_FILE_UNREADABLE). Written again later.",
   },
   FIELD_STATE_INVALID: {
     http: 500,
     transient: false,
-    description: "A note the field client keeps only to spare work after a restart (the link's measured rate, link-rate.json) is damaged: it is ignored and made again once the link is measured. Nothing is lost.",
+    description: "A note the field client keeps only to spare work after a restart (the link's measured rate, link-rate.json; the file transfers finished, transfers-finished.jsonl) is damaged: what of it is damaged is ignored (the link's rate is measured again; a finished transfer's record read back reports its file missing). Nothing is lost.",
   },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
   FIELD_REJECTED_FULL: {

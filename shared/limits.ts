@@ -277,6 +277,12 @@ export const LIMITS = {
    * restarts), and forgotten once gone from the folder: not taken again until they change. Past it
    * the oldest is forgotten (and sent once more). */
   folderInputKeptMaxFiles: 10_000,
+  /** transfers. Most file transfers the field client writes down as finished (delivered, set aside,
+   * or their file gone) while their queue record is above the committed watermark of ack.json
+   * (FIELD_DATA_DIR/transfers-finished.jsonl, a line of about 60 bytes each), so that a start
+   * reading such a record back lets it go quietly instead of reporting its file missing. Past it one
+   * is not written down: that report comes back for it, nothing is lost. */
+  fileTransfersFinishedMax: 10_000,
   /** percent. Share of FIELD_QUEUE_MAX_BYTES the field client keeps for setting refused messages
    * aside (FIELD_DATA_DIR/rejected.jsonl and rejected/, which count against the same cap): new data
    * may fill the queue only to the cap less this, or less what is set aside if that is more. So a

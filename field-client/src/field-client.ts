@@ -11,6 +11,7 @@ import type { Logger } from '../../shared/logger.ts';
 import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox } from './files/file-outbox.ts';
 import { dropFilesOf } from './files/file-records.ts';
+import { FinishedTransfers } from './files/finished-transfers.ts';
 import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/file-intake.ts';
 import type { Reservation } from './files/file-room.ts';
 import { FileTransfers } from './files/transfers.ts';
@@ -49,6 +50,8 @@ export class FieldClient {
   /** queue sequence numbers handed to the connection and not yet answered: the pump adds, answers take out */
   private readonly inFlight = new Set<number>();
   private readonly transfers: FileTransfers;
+  /** file transfers finished whose records a start may read back (files/finished-transfers.ts) */
+  private readonly finishedFiles: FinishedTransfers;
   /** messages refused for good, set aside within maxBytes or held in the queue for room (set-aside.ts) */
   private readonly rejected: SetAside;
   /** sending again after transient error frames, with a growing pause (rewind-backoff.ts) */
@@ -94,7 +97,8 @@ export class FieldClient {
     // what is set aside (or the reserve for it), and drop-oldest drops a file with its record.
     queue.shareCapacity(() => this.rejected.charge() + outbox.bytes());
     queue.onDrop((dropped) => this.onDropped(dropped));
-    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq, setAside) => this.onFileDone(seq, setAside), log, () => this.schedulePump());
+    this.finishedFiles = new FinishedTransfers(options.dataDir, log);
+    this.transfers = new FileTransfers(outbox, { window: options.fileWindow, receipts: commit !== undefined && signingKey !== undefined }, (seq, transferId, setAside) => this.onFileDone(seq, transferId, setAside), log, () => this.schedulePump());
     connection.on('open', () => this.onOpen());
     connection.on('close', () => this.onClose());
     connection.on('frame', (frame) => this.onFrame(frame));
@@ -234,10 +238,15 @@ export class FieldClient {
     for (const seq of dropFilesOf(dropped, this.transfers, this.outbox, this.log)) this.inFlight.delete(seq);
   }
 
-  /** Every chunk of a file is committed: its queue record goes too. */
-  private onFileDone(seq: number, setAside?: boolean): void {
+  /**
+   * A file's transfer ended (every chunk committed, its file set aside or gone), its file out of the
+   * outbox: its queue record goes too, and is written down as finished until ack.json's watermark
+   * passes it (the next start would read it back otherwise, and take the file for lost).
+   */
+  private onFileDone(seq: number, transferId: string, setAside?: boolean): void {
     this.inFlight.delete(seq);
     this.queue.commitRanges([[seq, seq]]);
+    this.finishedFiles.add(transferId, seq, this.queue.persistedThrough);
     if (setAside) this.rejected.measure(); // counts now, as it left the outbox's count
   }
 
@@ -353,8 +362,7 @@ export class FieldClient {
       if (transfer !== undefined) {
         // Moved from the outbox into rejected/ (a rename): no byte more on the disk, always room.
         files = true;
-        this.inFlight.delete(transfer);
-        this.queue.commitRanges([[transfer, transfer]]);
+        this.onFileDone(transfer.seq, transfer.transferId);
         continue;
       }
       const seq = this.queue.seqOf(id);

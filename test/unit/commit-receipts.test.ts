@@ -301,7 +301,7 @@ describe('a file transfer the gateway refuses', () => {
       assert.ok(transfers.start(seq, rec));
       const ids = [...transfers.chunks()].map((c) => c.item.messageId);
       assert.deepEqual(ids, [`${rec.transferId}.0`, `${rec.transferId}.1`]);
-      assert.equal(transfers.refused(ids[0] as string), seq);
+      assert.deepEqual(transfers.refused(ids[0] as string), { seq, transferId: rec.transferId });
       assert.equal(transfers.size, 0);
       // Each id left behind was kept until a reconnect: one entry or more per file refused on a connection that stays up.
       assert.equal(transfers.onAck(ids[0] as string, Date.now()), false, 'the refused chunk is no longer ours');

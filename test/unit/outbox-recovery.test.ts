@@ -8,13 +8,18 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { copyNoFollow } from '../../field-client/src/files/copy-no-follow.ts';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
+import { FinishedTransfers } from '../../field-client/src/files/finished-transfers.ts';
 import { FileTransferRecordSchema } from '../../field-client/src/files/transfer-record.ts';
 import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { FILE_TRANSFER, FileTransfers } from '../../field-client/src/files/transfers.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { LogCapture } from '../helpers/embedded.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { RogueGateway } from '../helpers/rogue-gateway.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * A file moved into the field client's outbox (from the watched folder, or the HTTP input's upload)
@@ -334,7 +339,7 @@ describe('the outbox lets a file go once its transfer is done', () => {
     syncBuiltinESMExports();
     const logs = new LogCapture();
     const done: Array<[number, boolean | undefined]> = [];
-    const transfers = new FileTransfers(outbox, { window: 1, receipts: false }, (seq, aside) => done.push([seq, aside]), logs.logger);
+    const transfers = new FileTransfers(outbox, { window: 1, receipts: false }, (seq, _transferId, aside) => done.push([seq, aside]), logs.logger);
     try {
       assert.ok(transfers.start(7, rec));
       const [chunk] = [...transfers.chunks()];
@@ -351,5 +356,142 @@ describe('the outbox lets a file go once its transfer is done', () => {
     rmSync(path); // removed by hand: nothing more to keep
     assert.equal(outbox.finish(rec), undefined);
     assert.deepEqual(readdirSync(join(tmp.dir, 'data', 'outgoing')), []);
+  });
+});
+
+/**
+ * The queue keeps one committed watermark: a file record let go while an earlier record was still
+ * open (a reading unanswered) is above it, and read back at the next start, clean stops included.
+ * Its file left the outbox when it was delivered (or set aside in rejected/ when refused): that
+ * start must let the record go quietly, not report the file missing nor send anything of it.
+ */
+describe('a file done before a stop is not taken for missing at the next start', () => {
+  const DEVICE = 'cam-done';
+  const pki = makeTestPki([DEVICE]);
+  const tmp = tempDir('outbox-done');
+  after(() => {
+    pki.cleanup();
+    tmp.cleanup();
+  });
+
+  it('keeps its note checked and bounded: a torn last line dropped quietly, a damaged one logged, lines let go once ack.json is past their records', async () => {
+    const dir = join(tmp.dir, 'note');
+    mkdirSync(dir);
+    const path = join(dir, 'transfers-finished.jsonl');
+    writeFileSync(path, '{"transferId":"fa","seq":3}\n{"transferId":"fb","seq":"x"}\n{"transferId":"fc","seq":9}\n{"transferId":"fd","se');
+    const logs = new LogCapture();
+    const note = new FinishedTransfers(dir, logs.logger);
+    assert.deepEqual([note.has('fa'), note.has('fb'), note.has('fc'), note.has('fd')], [true, false, true, false]);
+    assert.deepEqual(logs.lines.map((l) => [l.code, l.lines]), [['FIELD_STATE_INVALID', 1]], 'the damaged line logged, the torn last one not');
+    assert.equal(readFileSync(path, 'utf8'), '{"transferId":"fa","seq":3}\n{"transferId":"fc","seq":9}\n', 'written anew without them');
+    // ack.json holds 5: the record 3 is never read back again, its line goes; 9 stays.
+    note.add('fe', 12, 5);
+    assert.deepEqual([note.has('fa'), note.has('fc'), note.has('fe')], [false, true, true]);
+    const again = new FinishedTransfers(dir, logs.logger);
+    assert.deepEqual([again.has('fc'), again.has('fe')], [true, true], 'what was appended is read back');
+    // Bounded: past LIMITS.fileTransfersFinishedMax one is not written down (its record, read back, is reported missing).
+    const max = LIMITS.fileTransfersFinishedMax;
+    writeFileSync(path, Array.from({ length: max }, (_, i) => `{"transferId":"g${i}","seq":${100 + i}}\n`).join(''));
+    const full = new FinishedTransfers(dir, logs.logger);
+    assert.equal(full.size, max);
+    full.add('fy', 999_999, 5);
+    assert.equal(full.has('fy'), false, 'not written down past the bound');
+    full.add('fz', 1_000_000, 150); // the records at or below 150 are behind ack.json: room again
+    assert.deepEqual([full.has('fz'), full.has('g50'), full.has('g51')], [true, false, true]);
+    assert.equal(new FinishedTransfers(dir, logs.logger).has('fz'), true);
+  });
+
+  it('sets aside, never sends, a file still in the outbox whose transfer was finished (it could not be removed then)', async () => {
+    const dir = join(tmp.dir, 'left');
+    const open = () => DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+    const queue = await open();
+    const outbox = new FileOutbox(dir, 1024);
+    const src = join(dir, 'scan.txt');
+    writeFileSync(src, 'all sent');
+    const [reading] = await queue.append([{ dataType: 'event', payload: { eventType: 'e', message: 'open', severity: 'info' } }]);
+    const rec = await outbox.accept(src, { move: true });
+    const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+    outbox.accepted(rec.transferId);
+    // Every chunk delivered, the file not removable then (FileTransfers.finish): it stays, its record let go.
+    queue.commit([(file as { seq: number }).seq]);
+    new FinishedTransfers(dir, new LogCapture().logger).add(rec.transferId, (file as { seq: number }).seq, queue.persistedThrough);
+    await queue.close();
+
+    const again = await open();
+    const logs = new LogCapture('debug');
+    await recoverOutbox(new FileOutbox(dir, 1024), again, logs.logger);
+    assert.deepEqual(again.find(() => true).map((m) => m.seq), [(reading as { seq: number }).seq], 'only the reading is held');
+    assert.deepEqual(logs.codes(), ['FIELD_FILE_UNQUEUED']);
+    assert.equal(readFileSync(join(dir, 'rejected', `${rec.transferId}-unqueued`), 'utf8'), 'all sent', 'set aside whole');
+    await again.close();
+    // The reading still open, the record is read back at every start, let go quietly each time.
+    const third = await open();
+    const thirdLogs = new LogCapture();
+    await recoverOutbox(new FileOutbox(dir, 1024), third, thirdLogs.logger);
+    assert.deepEqual(thirdLogs.lines, []);
+    assert.equal(third.depth, 1);
+    third.commit([(reading as { seq: number }).seq]);
+    await third.close();
+    // ack.json past it now: never read back again, its line goes.
+    const fourth = await open();
+    await recoverOutbox(new FileOutbox(dir, 1024), fourth, new LogCapture().logger);
+    assert.equal(new FinishedTransfers(dir, new LogCapture().logger).size, 0);
+    await fourth.close();
+  });
+
+  it('lets go quietly the records of a file delivered and of a file refused, queued behind a reading unanswered', async () => {
+    const data = join(tmp.dir, 'data');
+    const items: Array<{ run: number; dataType: string; messageId: string; filename?: string }> = [];
+    let run = 1;
+    // Acks the chunks of delivered.txt, refuses those of refused.txt for good, answers nothing else
+    // in the first run (the reading stays open below both file records); acks everything after.
+    const rogue: RogueGateway = await RogueGateway.start(
+      pki.paths,
+      DEVICE,
+      (batch) => {
+        for (const m of batch) {
+          const filename = m.dataType === 'file' ? (m.payload as { filename: string }).filename : undefined;
+          items.push({ run, dataType: m.dataType, messageId: m.messageId, filename });
+          if (run > 1 || filename === 'delivered.txt') rogue.send({ type: 'ack', messageIds: [m.messageId] });
+          else if (filename === 'refused.txt') rogue.send({ type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: 'refused', messageIds: [m.messageId] });
+        }
+      },
+      { ack: false },
+    );
+    try {
+      const logs = new LogCapture();
+      const first = await startTestFieldClient(pki.paths, DEVICE, rogue.url, logs.logger, { FIELD_DATA_DIR: data }, { receipts: false });
+      try {
+        await first.client.submit('event', { eventType: 'e', message: 'unanswered', severity: 'info' });
+        for (const name of ['delivered.txt', 'refused.txt']) {
+          writeFileSync(join(tmp.dir, name), `the content of ${name}`);
+          await first.client.submitFile(join(tmp.dir, name), { move: true });
+        }
+        await eventually(() => (logs.lines.some((l) => l.msg === 'file delivered') && logs.codes().includes('FIELD_MESSAGE_REFUSED') ? true : undefined), 15_000, 'one file delivered, one refused');
+        assert.deepEqual(readdirSync(join(data, 'outgoing')), [], 'both files left the outbox');
+        assert.equal(readdirSync(join(data, 'rejected')).length, 1, 'the refused one set aside');
+        assert.equal(first.client.unacknowledged, 1, 'the reading is still open');
+      } finally {
+        await first.close(); // a clean stop
+      }
+
+      run = 2;
+      const again = new LogCapture('debug');
+      const second = await startTestFieldClient(pki.paths, DEVICE, rogue.url, again.logger, { FIELD_DATA_DIR: data }, { receipts: false });
+      try {
+        await eventually(() => (items.some((i) => i.run === 2 && i.dataType === 'event') ? true : undefined), 15_000, 'the reading sent again');
+        await eventually(() => (second.client.unacknowledged === 0 ? true : undefined), 15_000, 'everything let go');
+        assert.ok(!again.codes().includes('FIELD_FILE_UNREADABLE'), 'neither file reported missing');
+        assert.deepEqual(again.lines.filter((l) => (l.level as number) >= 50).map((l) => [l.code, l.msg]), [], 'no error logged');
+        assert.deepEqual(items.filter((i) => i.run === 2 && i.dataType === 'file'), [], 'nothing of either file sent again');
+        assert.ok(again.lines.some((l) => l.level === 20 && typeof l.transferId === 'string'), 'each let go at debug level');
+        assert.equal(readdirSync(join(data, 'rejected')).length, 1, 'the refused file still set aside, nothing else there');
+        assert.deepEqual(readdirSync(join(data, 'outgoing')), []);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rogue.close();
+    }
   });
 });

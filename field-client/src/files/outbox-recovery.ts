@@ -5,6 +5,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import type { DurableQueue } from '../queue/durable-queue.ts';
 import { NOTE } from './accepting-note.ts';
 import type { FileOutbox } from './file-outbox.ts';
+import { FinishedTransfers } from './finished-transfers.ts';
 import { FileTransferRecordSchema } from './transfer-record.ts';
 import { FILE_TRANSFER } from './transfers.ts';
 
@@ -26,10 +27,17 @@ import { FILE_TRANSFER } from './transfers.ts';
  * good, unseen. Set aside rather than deleted, as nothing says all of it was sent. A file whose
  * record is held (awaiting its receipt included) is never touched.
  *
- * The queue is read back only when the outbox holds a file or a note. Its own recovery has read
- * every segment at this start already (checksums), so this reads what is likely still cached. A
- * file that cannot be queued now (the queue refuses it) keeps its note, for the next start, as one
- * that cannot be set aside stays: neither keeps the client from starting.
+ * A record read back whose transfer was finished before the stop (its file delivered, set aside or
+ * gone: finished-transfers.ts) is let go quietly (a debug line): the queue's committed watermark
+ * was still below it, a record before it open. Reported missing, as it was, a file delivered read
+ * as one lost. Its file, should it still be here (it could not be removed nor set aside then), is
+ * named by no record left, and set aside as above.
+ *
+ * The queue is read back only when the outbox holds a file or a note, or a transfer is written
+ * down as finished. Its own recovery has read every segment at this start already (checksums), so
+ * this reads what is likely still cached. A file that cannot be queued now (the queue refuses it)
+ * keeps its note, for the next start, as one that cannot be set aside stays: neither keeps the
+ * client from starting.
  *
  * First, what a crash left beside the files and nothing reads goes (removeStrays).
  */
@@ -37,15 +45,30 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
   removeStrays(outbox.dir, log);
   const unfinished = outbox.unfinished();
   const placed = outbox.placed().filter((id) => !unfinished.has(id));
-  if (unfinished.size === 0 && placed.length === 0) return;
+  // FIELD_DATA_DIR, where the outbox's folder is
+  const finished = new FinishedTransfers(join(outbox.dir, '..'), log);
+  if (unfinished.size === 0 && placed.length === 0 && finished.size === 0) return;
+  /** every transfer a record names; `queued`: those still to send */
+  const recorded = new Set<string>();
   const queued = new Set<string>();
+  const done: number[] = [];
   for (const m of queue.find((m) => m.dataType === FILE_TRANSFER)) {
     const rec = FileTransferRecordSchema.safeParse(m.payload);
-    if (rec.success) queued.add(rec.data.transferId);
+    if (!rec.success) continue;
+    const { transferId } = rec.data;
+    recorded.add(transferId);
+    if (!finished.has(transferId)) queued.add(transferId);
+    else {
+      done.push(m.seq);
+      log.debug({ transferId, seq: m.seq }, 'a file record read back for a transfer finished before the stop (its file delivered, set aside or gone): let go');
+    }
   }
+  queue.commit(done);
+  // Kept until ack.json's watermark passes these records; the rest are never read back again.
+  finished.keepOnly(recorded);
   for (const [transferId, note] of unfinished) {
     try {
-      if (!queued.has(transferId)) {
+      if (!recorded.has(transferId)) {
         const rec = await outbox.resume(transferId, note);
         if (rec) {
           await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);

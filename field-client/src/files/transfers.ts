@@ -59,11 +59,11 @@ export class FileTransfers {
     private readonly outbox: FileOutbox,
     private readonly o: TransferOptions,
     /**
-     * called once a whole file is done (or gone from the outbox), with its queue record's sequence
-     * number; `setAside`: the file went (or may have gone) into FIELD_DATA_DIR/rejected/ (see
-     * FileOutbox.finish), to be measured again
+     * called once a whole file is done (or gone from the outbox), after its file left the outbox,
+     * with its queue record's sequence number and its transfer id; `setAside`: the file went (or
+     * may have gone) into FIELD_DATA_DIR/rejected/ (see FileOutbox.finish), to be measured again
      */
-    private readonly finished: (seq: number, setAside?: boolean) => void,
+    private readonly finished: (seq: number, transferId: string, setAside?: boolean) => void,
     private readonly log: Logger,
     /** asks for a pump: chunks whose read failed are tried again then */
     private readonly wake: () => void = () => {},
@@ -145,7 +145,7 @@ export class FileTransfers {
       if (code === 'ENOENT') {
         this.drop(t.rec.transferId);
         this.log.error(fields, 'a file being sent is gone from the outbox; dropping its record');
-        this.finished(t.seq);
+        this.finished(t.seq, t.rec.transferId);
         return undefined;
       }
       t.resend.unshift(index);
@@ -198,13 +198,13 @@ export class FileTransfers {
 
   /**
    * A chunk the gateway refused for good: its whole file is set aside (files/file-outbox.ts), never
-   * deleted. Returns the transfer's queue record, or undefined when the message is not a chunk sent
-   * on this connection. Should setting it aside fail (the disk), the file stays in outgoing/ and its
-   * record is let go all the same: the next start finds it named by no record and sets it aside
-   * then (outbox-recovery.ts). Thrown on, the error ended the client from the gateway connection's
+   * deleted. Returns the transfer's queue record (its number) and id, or undefined when the message
+   * is not a chunk sent on this connection. Should setting it aside fail (the disk), the file stays
+   * in outgoing/ and its record is let go all the same: the next start finds it named by no record
+   * and sets it aside then (outbox-recovery.ts). Thrown on, the error ended the client from the gateway connection's
    * frame handler, and the refusal came again after every start.
    */
-  refused(messageId: string): number | undefined {
+  refused(messageId: string): { seq: number; transferId: string } | undefined {
     const chunk = this.chunkIds.get(messageId);
     const t = chunk && this.byId.get(chunk.transferId);
     if (!t) return undefined;
@@ -216,7 +216,7 @@ export class FileTransfers {
     } catch (err) {
       this.log.error({ ...fields, err: (err as Error).message }, 'a file refused by the gateway cannot be set aside: it stays in outgoing/ under its transfer id, set aside at the next start');
     }
-    return t.seq;
+    return { seq: t.seq, transferId: t.rec.transferId };
   }
 
   /**
@@ -270,7 +270,7 @@ export class FileTransfers {
       this.byId.delete(t.rec.transferId);
       const aside = this.finish(t.rec);
       this.log.info({ transferId: t.rec.transferId, filename: t.rec.filename, bytes: t.rec.size }, this.o.receipts ? 'file stored on the internal network' : 'file delivered');
-      this.finished(t.seq, aside);
+      this.finished(t.seq, t.rec.transferId, aside);
     }
     return n;
   }

@@ -53,6 +53,8 @@ export class DurableQueue {
   private readonly cursor: SendCursor;
   private readonly capacity: CapacityHost;
   private ackTimer: NodeJS.Timeout | undefined;
+  /** the watermark ack.json holds: as read at open, then as last written */
+  private persisted: number;
   /** the disk's refusal of ack.json since it was last written (undefined: written, or nothing to write) */
   private watermarkFailure: Error | undefined;
   private closed = false;
@@ -66,7 +68,8 @@ export class DurableQueue {
 
   private constructor(private readonly o: QueueOptions) {
     makeDirDurablySync(o.dir);
-    this.book = new AckBook(readWatermark(o.dir, o.log), o.receipts ?? false);
+    this.persisted = readWatermark(o.dir, o.log);
+    this.book = new AckBook(this.persisted, o.receipts ?? false);
     this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log, (from, to) => this.forget([[from, to]]));
     this.writer = new SegmentWriter(
       o,
@@ -185,6 +188,15 @@ export class DurableQueue {
   /** at or below it every record is committed (or dropped): what ack.json keeps */
   get committedThrough(): number {
     return this.book.watermark;
+  }
+
+  /**
+   * The committed watermark as ack.json holds it: committedThrough runs ahead of it by up to
+   * TIMINGS.ackPersistDelayMs. A record above it may be read back at the next start, committed or
+   * not (what keeps a note of a record let go until then asks this: files/finished-transfers.ts).
+   */
+  get persistedThrough(): number {
+    return this.persisted;
   }
 
   /** records acknowledged by the gateway and awaiting their receipt; oldestAt: epoch ms the oldest was acked */
@@ -340,8 +352,10 @@ export class DurableQueue {
    * was last written. Logged once, and tried again every TIMINGS.ackPersistRetryMs until written.
    */
   private persistWatermark(): void {
+    const watermark = this.book.watermark;
     try {
-      writeWatermark(this.o.dir, this.book.watermark);
+      writeWatermark(this.o.dir, watermark);
+      this.persisted = watermark;
     } catch (err) {
       if (!this.watermarkFailure) {
         this.o.log.warn(
