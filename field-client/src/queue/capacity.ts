@@ -9,7 +9,7 @@ export interface CapacityHost {
   bytesOnDisk(): number;
   /** forgets the records of a dropped segment; returns how many of them were not yet safe (lost) */
   dropRecords(seg: Segment): number;
-  /** called once after drops, so the new watermark is persisted; never throws (the write is advisory: DurableQueue.persistWatermark) */
+  /** called once after drops, so the new watermark is persisted; never throws (the write is advisory: WatermarkWriter.write) */
   dropped(): void;
 }
 

@@ -1,9 +1,7 @@
 import { unlinkSync } from 'node:fs';
 import { FieldStreamError } from '../../../shared/errors.ts';
-import { TIMINGS } from '../../../shared/limits.ts';
 import { AckBook, type SeqRanges } from './ack-book.ts';
 import { makeRoom, type CapacityHost } from './capacity.ts';
-import { readWatermark, writeWatermark } from './queue-files.ts';
 import { bootId, QueueEpochs } from './queue-epochs.ts';
 import { parseQueuedRecord, TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
@@ -11,6 +9,7 @@ import { SegmentReader } from './segment-reader.ts';
 import { SegmentWriter } from './segment-writer.ts';
 import { encodeBatch, type EncodedBatch } from './batch-encoder.ts';
 import { SendCursor } from './send-cursor.ts';
+import { WatermarkWriter } from './watermark-writer.ts';
 import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
 
 export { TAIL_CACHE_BYTES } from './queue-types.ts';
@@ -33,7 +32,7 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  * - ack-book.ts: a message stays until it is committed: by the gateway's ack, or, with `receipts`,
  *   by a commit receipt saying the database holds it (the ack then only moves it to "awaiting its
  *   receipt", and one that waits too long is sent again). A segment whose records are all committed
- *   is deleted.
+ *   is deleted. watermark-writer.ts writes the committed watermark to ack.json behind it.
  * - queue-epochs.ts: the epochs that name the messages (`EPOCH.SEQ`); after a power cut (a stop
  *   that was not clean, then a restart of the machine) or a run in which an fsync failed, what is
  *   numbered next gets a new epoch, so a number sent before and lost from the disk never names
@@ -52,11 +51,7 @@ export class DurableQueue {
   private readonly writer: SegmentWriter;
   private readonly cursor: SendCursor;
   private readonly capacity: CapacityHost;
-  private ackTimer: NodeJS.Timeout | undefined;
-  /** the watermark ack.json holds: as read at open, then as last written */
-  private persisted: number;
-  /** the disk's refusal of ack.json since it was last written (undefined: written, or nothing to write) */
-  private watermarkFailure: Error | undefined;
+  private readonly mark: WatermarkWriter;
   private closed = false;
   private epochs!: QueueEpochs;
   /** bytes held elsewhere that count against maxBytes too (see shareCapacity) */
@@ -68,8 +63,8 @@ export class DurableQueue {
 
   private constructor(private readonly o: QueueOptions) {
     makeDirDurablySync(o.dir);
-    this.persisted = readWatermark(o.dir, o.log);
-    this.book = new AckBook(this.persisted, o.receipts ?? false);
+    this.mark = new WatermarkWriter(o.dir, o.log, () => this.book.watermark);
+    this.book = new AckBook(this.mark.written, o.receipts ?? false);
     this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log, (from, to) => this.forget([[from, to]]));
     this.writer = new SegmentWriter(
       o,
@@ -96,7 +91,7 @@ export class DurableQueue {
         this.cursor.leave(seg);
         return lost;
       },
-      dropped: () => this.persistWatermark(),
+      dropped: () => this.mark.write(),
     };
   }
 
@@ -196,7 +191,7 @@ export class DurableQueue {
    * not (what keeps a note of a record let go until then asks this: files/finished-transfers.ts).
    */
   get persistedThrough(): number {
-    return this.persisted;
+    return this.mark.written;
   }
 
   /** records acknowledged by the gateway and awaiting their receipt; oldestAt: epoch ms the oldest was acked */
@@ -336,46 +331,8 @@ export class DurableQueue {
     if (n === 0) return 0;
     this.stats.committed += n;
     this.deleteCommittedSegments();
-    // ack.json is written at most every TIMINGS.ackPersistDelayMs: a crash forgets the commits since, which only resends
-    this.ackTimer ??= setTimeout(() => {
-      this.ackTimer = undefined;
-      this.persistWatermark();
-    }, TIMINGS.ackPersistDelayMs);
+    this.mark.later();
     return n;
-  }
-
-  /**
-   * Writes ack.json. Nothing waits for it: segments are deleted by the watermark in memory (recovery
-   * finds it again from the oldest segment left), and epochs are forgotten only at open, once
-   * writeWatermarkDurably took it. So when the disk refuses it (full: the queue still drains, and
-   * draining is what frees it), a restart meanwhile only sends again what was committed since it
-   * was last written. Logged once, and tried again every TIMINGS.ackPersistRetryMs until written.
-   */
-  private persistWatermark(): void {
-    const watermark = this.book.watermark;
-    try {
-      writeWatermark(this.o.dir, watermark);
-      this.persisted = watermark;
-    } catch (err) {
-      if (!this.watermarkFailure) {
-        this.o.log.warn(
-          { code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message, watermark: this.book.watermark },
-          `cannot write the committed watermark (ack.json): nothing is lost, a restart meanwhile sends again what was committed since it was last written; tried again every ${TIMINGS.ackPersistRetryMs} ms`,
-        );
-      }
-      this.watermarkFailure = err as Error;
-      if (!this.closed && !this.ackTimer) {
-        this.ackTimer = setTimeout(() => {
-          this.ackTimer = undefined;
-          this.persistWatermark();
-        }, TIMINGS.ackPersistRetryMs);
-        // A retry keeps no process alive that is otherwise done: close() writes it last anyway.
-        this.ackTimer.unref();
-      }
-      return;
-    }
-    if (this.watermarkFailure) this.o.log.info({ watermark: this.book.watermark }, 'the committed watermark (ack.json) is written again');
-    this.watermarkFailure = undefined;
   }
 
   /**
@@ -470,9 +427,7 @@ export class DurableQueue {
     if (this.closed) return;
     while (!this.writer.idle) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
-    clearTimeout(this.ackTimer);
-    this.ackTimer = undefined;
-    this.persistWatermark();
+    this.mark.close();
     this.cursor.close();
     try {
       await this.writer.close();
