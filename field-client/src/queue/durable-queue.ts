@@ -194,13 +194,12 @@ export class DurableQueue {
     return this.mark.written;
   }
 
-  /** records acknowledged by the gateway and awaiting their receipt; oldestAt: epoch ms the oldest was acked */
   /** The oldest record not committed from `from` on, records for which `skip` is true aside (see AckBook.firstOpen). */
   firstOpen(skip: (seq: number) => boolean, from = 0): number {
     return this.book.firstOpen(skip, from, this.nextSeq);
   }
 
-  /** `oldestAt`: when the oldest record awaiting its receipt was acked, on the queue's clock (now()) */
+  /** records acknowledged by the gateway and awaiting their receipt; `oldestAt`: when the oldest was acked, on the queue's clock (now()) */
   get awaiting(): { count: number; bytes: number; oldestAt: number | undefined } {
     return this.book.awaiting;
   }
