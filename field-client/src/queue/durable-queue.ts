@@ -3,11 +3,11 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import { AckBook, type SeqRanges } from './ack-book.ts';
 import { makeRoom, type CapacityHost } from './capacity.ts';
 import { bootId, QueueEpochs } from './queue-epochs.ts';
-import { parseQueuedRecord, TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
+import { TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
-import { SegmentReader } from './segment-reader.ts';
 import { SegmentWriter } from './segment-writer.ts';
 import { encodeBatch, type EncodedBatch } from './batch-encoder.ts';
+import { readHeld } from './held-records.ts';
 import { SendCursor } from './send-cursor.ts';
 import { WatermarkWriter } from './watermark-writer.ts';
 import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
@@ -379,31 +379,9 @@ export class DurableQueue {
     return undefined;
   }
 
-  /**
-   * The records not committed, oldest first, read back from disk segment by segment (one chunk of
-   * one segment in memory at a time), from the segments `look` picks (by default those holding any).
-   */
-  private *held(look: (seg: Segment) => boolean = (seg) => seg.lastSeq > this.book.watermark): Generator<QueuedMessage> {
-    for (const seg of this.segments) {
-      if (!look(seg)) continue;
-      const reader = new SegmentReader(seg.path, 0, seg.bytes);
-      try {
-        for (let r = reader.next(); r; r = reader.next()) {
-          // A damaged record is stepped over where the ones after it can be found, as the sender
-          // does (it logs them, and the queue forgets their numbers).
-          if ('corrupt' in r) {
-            if (r.end === undefined) break;
-            reader.skip(r.end);
-            continue;
-          }
-          const m = parseQueuedRecord(r.body);
-          if ('corrupt' in m) continue;
-          if (this.book.isOpen(m.seq)) yield m;
-        }
-      } finally {
-        reader.close();
-      }
-    }
+  /** The records not committed, oldest first, read back from disk (held-records.ts), from the segments `look` picks (by default those holding any). */
+  private held(look: (seg: Segment) => boolean = (seg) => seg.lastSeq > this.book.watermark): Generator<QueuedMessage> {
+    return readHeld(this.segments, (seq) => this.book.isOpen(seq), look);
   }
 
   /**
