@@ -18,6 +18,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { LogCapture } from '../helpers/embedded.ts';
+import { chunkAcker } from '../helpers/chunk-acks.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -144,17 +145,22 @@ describe("a file transfer's progress on a disk that refuses it", () => {
   });
 });
 
+/** A queue and an outbox in `dir` holding one file of 256 KiB (4 chunks of 64 KiB), queued. */
+async function queuedFile(dir: string) {
+  const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+  const outbox = new FileOutbox(dir, 64 * 1024);
+  const src = join(dir, 'big.bin');
+  writeFileSync(src, randomBytes(256 * 1024));
+  const rec = await outbox.accept(src, {});
+  const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+  return { queue, outbox, rec, seq: (file as { seq: number }).seq };
+}
+
 describe('a file transfer whose progress says every chunk is done', () => {
   it('finishes after a restart (a kill between the progress and the removal): its last chunk again, not stuck for ever', async () => {
     const work = tempDir('commit-progress-whole');
-    const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
-    const outbox = new FileOutbox(work.dir, 64 * 1024);
+    const { queue, outbox, rec, seq } = await queuedFile(work.dir);
     try {
-      const src = join(work.dir, 'big.bin');
-      writeFileSync(src, randomBytes(256 * 1024));
-      const rec = await outbox.accept(src, {});
-      const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
-      const seq = (file as { seq: number }).seq;
       // FileTransfers.commit saves the progress (all 4 chunks) and then removes the file: killed between.
       outbox.saveProgress(rec.transferId, rec.count);
       const finished: number[] = [];
@@ -175,13 +181,7 @@ describe('a file transfer whose progress says every chunk is done', () => {
 
 describe('a file transfer whose file cannot be read as it is sent', () => {
   async function started(dir: string, logger = log) {
-    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
-    const outbox = new FileOutbox(dir, 64 * 1024);
-    const src = join(dir, 'big.bin');
-    writeFileSync(src, randomBytes(256 * 1024));
-    const rec = await outbox.accept(src, {});
-    const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
-    const seq = (file as { seq: number }).seq;
+    const { queue, outbox, rec, seq } = await queuedFile(dir);
     const finished: number[] = [];
     const transfers = new FileTransfers(outbox, { window: 1, receipts: true }, (s) => finished.push(s), logger);
     assert.ok(transfers.start(seq, rec));
@@ -243,20 +243,13 @@ describe('a file transfer whose file cannot be read as it is sent', () => {
         writeFileSync(src, content);
         await client.submitFile(src);
         await eventually(() => (failures > 0 ? true : undefined), 5_000, 'the first read (failing)');
-        const received: Buffer[] = [];
-        let answered = 0;
         // The gateway answers each chunk as it comes; nothing else happens on the link.
+        const gateway = chunkAcker(frames, (ack) => connection.emit('frame', ack));
         await eventually(() => {
-          for (; answered < frames.length; answered++) {
-            const frame = JSON.parse(frames[answered] as string) as { batch: Array<{ messageId: string; payload: { data: string; transfer: { index: number } } }> };
-            for (const m of frame.batch) {
-              received[m.payload.transfer.index] = Buffer.from(m.payload.data, 'base64');
-              connection.emit('frame', { type: 'ack', messageIds: [m.messageId] });
-            }
-          }
+          gateway.answerNew();
           return queue.depth === 0 ? true : undefined;
         }, 10_000, 'the file sent whole, with no traffic after the read failed');
-        assert.deepEqual(Buffer.concat(received), content);
+        assert.deepEqual(Buffer.concat(gateway.received), content);
         assert.deepEqual(outbox.bytes(), 0, 'out of the outbox');
         assert.deepEqual(logs.codes(), ['FIELD_FILE_UNREADABLE'], 'logged once');
       } finally {
@@ -289,15 +282,9 @@ describe('a file transfer whose file cannot be read as it is sent', () => {
 describe('a file transfer the gateway refuses', () => {
   it('forgets the ids of all its chunks sent on the connection, not one left behind per file refused', async () => {
     const work = tempDir('transfer-refused');
-    const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
-    const outbox = new FileOutbox(work.dir, 64 * 1024);
+    const { queue, outbox, rec, seq } = await queuedFile(work.dir);
     const transfers = new FileTransfers(outbox, { window: 2, receipts: true }, () => {}, log);
     try {
-      const src = join(work.dir, 'big.bin');
-      writeFileSync(src, randomBytes(256 * 1024));
-      const rec = await outbox.accept(src, {});
-      const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
-      const seq = (file as { seq: number }).seq;
       assert.ok(transfers.start(seq, rec));
       const ids = [...transfers.chunks()].map((c) => c.item.messageId);
       assert.deepEqual(ids, [`${rec.transferId}.0`, `${rec.transferId}.1`]);

@@ -19,6 +19,7 @@ import { DurableQueue, type SyncPolicy } from '../../field-client/src/queue/dura
 import type { FieldClient as Client } from '../../field-client/src/field-client.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { chunkAcker } from '../helpers/chunk-acks.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
@@ -376,19 +377,12 @@ describe('files taken within the bound', () => {
       assert.equal(rec.size, first.length, 'taken at the size it had');
       const more = Buffer.alloc(10 * 1024, 2);
       await producer.appendFile(more); // into the outbox's file: the same inode
-      const received: Buffer[] = [];
-      let answered = 0;
+      const gateway = chunkAcker(frames, (ack) => d.connection.emit('frame', ack));
       await eventually(() => {
-        for (; answered < frames.length; answered++) {
-          const frame = JSON.parse(frames[answered] as string) as { batch: Array<{ messageId: string; payload: { data: string; transfer: { index: number } } }> };
-          for (const m of frame.batch) {
-            received[m.payload.transfer.index] = Buffer.from(m.payload.data, 'base64');
-            d.connection.emit('frame', { type: 'ack', messageIds: [m.messageId] });
-          }
-        }
+        gateway.answerNew();
         return d.queue.depth === 0 ? true : undefined;
       }, 10_000, 'the file sent as its record says');
-      assert.deepEqual(Buffer.concat(received), first, 'what its record says is sent');
+      assert.deepEqual(Buffer.concat(gateway.received), first, 'what its record says is sent');
       return { rec, whole: Buffer.concat([first, more]) };
     } finally {
       await producer.close();
