@@ -399,6 +399,22 @@ describe('Kubernetes manifests', () => {
           }
         });
       } else {
+        it("the distributor's memory limit holds DISTRIBUTOR_CONSUMERS of the largest messages in progress at once, so that a burst of them is not ended by the OOM killer", () => {
+          const d = containersOf(named('StatefulSet', 'distributor'))[0] ?? assert.fail('distributor');
+          const consumers = Number(containerEnv(objects(), d).DISTRIBUTOR_CONSUMERS);
+          assert.ok(consumers >= 1, 'DISTRIBUTOR_CONSUMERS');
+          const MiB = 2 ** 20;
+          // scripts/distributor-memory.ts, 32 consumers each handed a message of the broker's largest
+          // packet: 2,611 MiB at most when each was kept whole as a dead letter, 1,958 MiB with signed
+          // envelopes of 1,000 readings of 256 fields waiting for a slow database, 1,826 MiB with
+          // invalid JSON of 5.6 million objects; killed by the OOM killer at a limit of 2 GiB. About
+          // 80 MiB a consumer, a quarter more as margin; the process itself, its memory request.
+          const request = memoryBytes(d.resources?.requests?.memory, 'distributor request');
+          const limit = memoryBytes(d.resources?.limits?.memory, 'distributor limit');
+          const needed = 1.25 * consumers * 80 * MiB + request;
+          assert.ok(limit >= needed, `distributor: memory limit ${Math.round(limit / MiB)} MiB < ${Math.round(needed / MiB)} MiB of ${consumers} consumers' messages, with a margin and its request`);
+        });
+
         it('the firewall table: consoles and APIs from the operators only, out to the DMZ on 8883 and 9091 only, the database', () => {
           const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
           const pods = (name: string): Record<string, string> => workloadLabels(workloads().find((w) => w.metadata.name === name) ?? assert.fail(name));
