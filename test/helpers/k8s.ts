@@ -149,6 +149,14 @@ export function memoryBytes(q: string | number | undefined, where: string): numb
   return Number(m[1]) * (unit[m[2] ?? ''] ?? 1);
 }
 
+/** A compose file's memory quantity (mem_limit: "768m", "2g", bytes; Docker's units are binary) in bytes. */
+export function composeMemoryBytes(q: string | number | undefined, where: string): number {
+  const m = /^(\d+)([bkmg])?$/i.exec(String(q ?? ''));
+  if (!m) return assert.fail(`${where}: mem_limit ${String(q)}`);
+  const unit: Record<string, number> = { '': 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 };
+  return Number(m[1]) * (unit[(m[2] ?? '').toLowerCase()] ?? 1);
+}
+
 export const podSpecOf = (w: KubeObject): PodSpec => w.spec.template?.spec ?? assert.fail(`${w.metadata.name}: no pod template`);
 export const containersOf = (w: KubeObject): Container[] => [...(podSpecOf(w).initContainers ?? []), ...podSpecOf(w).containers];
 export const workloadLabels = (w: KubeObject): Record<string, string> => w.spec.template?.metadata.labels ?? {};

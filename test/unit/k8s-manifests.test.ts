@@ -11,7 +11,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { allowedPeers, containerEnv, containersOf, KubeObject, KubeService, memoryBytes, podSpecOf, PrometheusConfig, scrapeTargets, workloadLabels, type Container, type Peer } from '../helpers/k8s.ts';
+import { allowedPeers, composeMemoryBytes, containerEnv, containersOf, KubeObject, KubeService, memoryBytes, podSpecOf, PrometheusConfig, scrapeTargets, workloadLabels, type Container, type Peer } from '../helpers/k8s.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { loadGatewayConfig } from '../../dmz/gateway/config.ts';
 
@@ -78,7 +78,12 @@ function outsideBases(): string[] {
 const ComposeFile = z.object({
   services: z.record(
     z.string(),
-    z.object({ image: z.string(), profiles: z.array(z.string()).optional(), environment: z.record(z.string(), z.unknown()).optional() }),
+    z.object({
+      image: z.string(),
+      profiles: z.array(z.string()).optional(),
+      environment: z.record(z.string(), z.unknown()).optional(),
+      mem_limit: z.union([z.string(), z.number()]).optional(),
+    }),
   ),
 });
 function composeServices(file: string): z.infer<typeof ComposeFile>['services'] {
@@ -138,7 +143,7 @@ describe('Kubernetes manifests', () => {
       const named = (kind: string, name: string): KubeObject =>
         objects().find((o) => o.kind === kind && o.metadata.name === name) ?? assert.fail(`no ${kind} ${name}`);
 
-      it(`runs every service of ${tier.compose} (but an optional InfluxDB), with its image and every environment variable`, () => {
+      it(`runs every service of ${tier.compose} (but an optional database), with its image, every environment variable and its memory limit`, () => {
         for (const [name, svc] of Object.entries(composeServices(join(repoRoot, tier.compose)))) {
           if (svc.profiles?.length) continue;
           const w = workloads().find((o) => o.metadata.name === name) ?? assert.fail(`no workload for compose service ${name}`);
@@ -146,6 +151,13 @@ describe('Kubernetes manifests', () => {
           assert.equal(c.image, svc.image, name);
           const env = new Set(c.env?.map((e) => e.name));
           for (const key of Object.keys(svc.environment ?? {})) assert.ok(env.has(key), `${name}: ${key} of compose is not set`);
+          // One process in both: what the pod is killed past, the container is too (and each of
+          // compose's --scale replicas, as each pod).
+          const limit = memoryBytes(c.resources?.limits?.memory, `${name} limit`);
+          assert.equal(composeMemoryBytes(svc.mem_limit, name), limit, `${name}: mem_limit ${String(svc.mem_limit)} of ${tier.compose}, Kubernetes ${String(c.resources?.limits?.memory)}`);
+          // docs/kubernetes.md's table of the limits
+          const row = new RegExp(`^\\| ${name} \\| (\\S+) \\|$`, 'm').exec(readFileSync(join(repoRoot, 'docs', 'kubernetes.md'), 'utf8'));
+          assert.equal(row?.[1], c.resources?.limits?.memory, `${name}: docs/kubernetes.md's table of memory limits`);
         }
       });
 
