@@ -416,7 +416,7 @@ describe('Kubernetes manifests', () => {
           const consumers = Number(containerEnv(objects(), d).DISTRIBUTOR_CONSUMERS);
           assert.ok(consumers >= 1, 'DISTRIBUTOR_CONSUMERS');
           const MiB = 2 ** 20;
-          // scripts/distributor-memory.ts, 32 consumers each handed a message of the broker's largest
+          // bench/distributor-memory.ts, 32 consumers each handed a message of the broker's largest
           // packet: 2,611 MiB at most when each was kept whole as a dead letter, 1,958 MiB with signed
           // envelopes of 1,000 readings of 256 fields waiting for a slow database, 1,826 MiB with
           // invalid JSON of 5.6 million objects; killed by the OOM killer at a limit of 2 GiB. About

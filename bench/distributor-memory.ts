@@ -5,7 +5,7 @@
  * test (minutes, and machine-dependent); run it again when the distributor's handling of a message,
  * DISTRIBUTOR_CONSUMERS or the broker's packet size changes:
  *
- *   node --import tsx scripts/distributor-memory.ts [--consumers 32] [--messages 64] [--only NAME,...] [--limit-mib N]
+ *   npm run bench:distributor-memory -- [--consumers 32] [--messages 64] [--only NAME,...] [--limit-mib N]
  *
  * --limit-mib runs the distributor in a memory cgroup (v1, as root) of that limit, as its container
  * is: Node sizes its JavaScript heap from the limit it starts under (about half of it), so
@@ -32,10 +32,10 @@ import { uplinkTopic } from '../shared/contract/topics.ts';
 import { LIMITS } from '../shared/limits.ts';
 import { createLogger } from '../shared/logger.ts';
 import { parseSigningKey, signGroup } from '../shared/security/message-auth.ts';
-import { InfluxV1 } from './local-stack/databases.ts';
-import { mosquittoProcess } from './local-stack/machine.ts';
-import { ManagedProcess } from './local-stack/process.ts';
-import { freePort } from './local-stack/ports.ts';
+import { InfluxV1 } from '../scripts/local-stack/databases.ts';
+import { mosquittoProcess } from '../scripts/local-stack/machine.ts';
+import { ManagedProcess } from '../scripts/local-stack/process.ts';
+import { freePort } from '../scripts/local-stack/ports.ts';
 
 const { values: args } = parseArgs({ options: { consumers: { type: 'string', default: '32' }, messages: { type: 'string', default: '64' }, only: { type: 'string' }, 'limit-mib': { type: 'string' } } });
 const CONSUMERS = Number(args.consumers);
