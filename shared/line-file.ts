@@ -38,9 +38,13 @@ export class LineFile {
 
   constructor(private readonly mode: number) {}
 
-  /** Appends `lines` (each ending in "\n") to the file at `path`, resolving once they are synced. */
-  append(path: string, lines: string): Promise<void> {
-    const done = this.chain.then(() => this.write(path, lines));
+  /**
+   * Appends `lines` (each ending in "\n") to the file at `path`, resolving once they are synced.
+   * Given as a function, they are made only when their turn comes, after the appends before them:
+   * the appends waiting meanwhile do not each hold their text (a dead letter's is up to 21 MiB).
+   */
+  append(path: string, lines: string | (() => string)): Promise<void> {
+    const done = this.chain.then(() => this.write(path, typeof lines === 'string' ? lines : lines()));
     this.chain = done.catch(() => undefined);
     return done;
   }

@@ -28,6 +28,9 @@ export const DeadLetterSchema = z.object({
 });
 export type DeadLetter = z.infer<typeof DeadLetterSchema>;
 
+/** The length of the base64 text of `bytes` bytes (padded). */
+const base64Length = (bytes: number) => 4 * Math.ceil(bytes / 3);
+
 /** The files letters are written to: DIR/YYYY-MM-DD.jsonl, DIR/YYYY-MM-DD.slot-N.jsonl. */
 export const LETTER_FILE = /^\d{4}-\d{2}-\d{2}(\.slot-\d+)?\.jsonl$/;
 
@@ -134,9 +137,13 @@ export class DeadLetters {
   async put(topic: string, payload: Buffer, err: FieldStreamError): Promise<DeadLetterOutcome> {
     const unparsable = isUnparsable(err) || carriesOnlyTheDmzWord(topic);
     const message = err.message.slice(0, LIMITS.deadLetterMessageMaxChars);
-    const letter: DeadLetter = { at: new Date().toISOString(), code: err.code, message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: payload.toString('base64') }) };
-    const line = `${JSON.stringify(letter)}\n`;
-    const size = Buffer.byteLength(line);
+    const letter: DeadLetter = { at: new Date().toISOString(), code: err.code, message, topic, ...(unparsable ? this.excerpt(payload) : { payloadBase64: '' }) };
+    // A whole payload's base64 text (4/3 of a payload of up to 16 MiB) is made only when its turn to
+    // be written comes (LineFile.append): made here, every consumer's letter held its text while
+    // waiting for the others' writes. Base64 needs no escaping in JSON, so its line's size is known
+    // without it, exactly.
+    const size = Buffer.byteLength(`${JSON.stringify(letter)}\n`) + (unparsable ? 0 : base64Length(payload.length));
+    const line = unparsable ? `${JSON.stringify(letter)}\n` : () => `${JSON.stringify({ ...letter, payloadBase64: payload.toString('base64') })}\n`;
     if (!unparsable && size > this.bounds.maxBytes) {
       // No room an operator makes can ever hold it: not "full", which would have them free room in
       // vain. It holds data, so it is never dropped either: its message stays unacknowledged, in

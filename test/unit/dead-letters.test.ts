@@ -51,6 +51,33 @@ describe('dead letters', () => {
     }
   });
 
+  it("builds a letter's base64 text only at its turn to be written: letters waiting hold their payload, not 4/3 of it more", async () => {
+    const dir = join(tmp.dir, 'encoded-at-turn');
+    const dead = new DeadLetters(dir);
+    // How many letters the file held when each payload was encoded: all encoded at once (when put),
+    // 32 consumers' letters of 16 MiB each held 32 × 21 MiB of text while they waited their turn.
+    const linesAtEncoding: number[] = [];
+    const payloads = Array.from({ length: 3 }, (_, i) => {
+      const p = Buffer.alloc(256 * 1024, 65 + i);
+      const toString = p.toString.bind(p);
+      p.toString = ((encoding?: BufferEncoding, start?: number, end?: number) => {
+        if (encoding === 'base64') linesAtEncoding.push(readdirSync(dir).includes(today()) ? letters(dir).length : 0);
+        return toString(encoding, start, end);
+      }) as typeof p.toString;
+      return p;
+    });
+    assert.deepEqual(await Promise.all(payloads.map((p, i) => dead.put(`fieldstream/v1/devices/cam-${i}/up/file`, p, err))), ['whole', 'whole', 'whole']);
+    assert.deepEqual(linesAtEncoding, [0, 1, 2]);
+    // The same lines as before: each letter whole, its payload in base64.
+    const kept = letters(dir).map((l) => JSON.parse(l) as { topic: string; payloadBase64: string });
+    assert.deepEqual(
+      kept.map((k) => Buffer.from(k.payloadBase64, 'base64').equals(payloads[Number(/cam-(\d)/.exec(k.topic)![1])]!)),
+      [true, true, true],
+    );
+    assert.equal(dead.heldBytes, letters(dir).reduce((n, l) => n + Buffer.byteLength(l) + 1, 0), 'the bytes counted are the bytes written');
+    await dead.close();
+  });
+
   it('does not glue a new letter to a line a crash left torn', async () => {
     const dir = join(tmp.dir, 'torn');
     new DeadLetters(dir); // makes the folder
