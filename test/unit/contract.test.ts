@@ -254,6 +254,26 @@ describe('broker envelopes', () => {
   it('parses a valid envelope', () => {
     assert.equal(parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify(envelope))).deviceId, 'sensor-001');
   });
+  it('refuses a payload that is no JSON object before copying it into text or parsing it (16 MiB of junk, or of 5.6 million empty objects)', (t) => {
+    const parse = t.mock.method(JSON, 'parse');
+    let copies = 0;
+    const counted = (text: string) => {
+      const b = Buffer.from(text);
+      const toString = b.toString.bind(b);
+      b.toString = ((encoding?: BufferEncoding, start?: number, end?: number) => {
+        copies++;
+        return toString(encoding, start, end);
+      }) as typeof b.toString;
+      return b;
+    };
+    for (const bad of ['not json', '[{},{},{}]', ' \n[]', '"an envelope"', '42', 'null', '', '  ', '\uFEFF{}']) {
+      assert.equal(codeOf(() => parseEnvelope(UplinkEnvelopeSchema, counted(bad))), 'CONTRACT_INVALID_ENVELOPE', JSON.stringify(bad));
+    }
+    assert.equal(copies, 0, 'no copy of the payload made');
+    assert.equal(parse.mock.callCount(), 0, 'nothing parsed');
+    // JSON's whitespace before the object is JSON still.
+    assert.equal(parseEnvelope(UplinkEnvelopeSchema, counted(` \t\r\n${JSON.stringify(envelope)}`)).deviceId, 'sensor-001');
+  });
   it('refuses times past what a Date holds, and forged report counts: a store could not write them', () => {
     const huge = 2 ** 53 - 1;
     const cases: Array<[z.ZodType, unknown]> = [
