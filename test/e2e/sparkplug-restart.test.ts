@@ -10,6 +10,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { fieldClientProcess } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { tahu, T0 } from '../helpers/sparkplug.ts';
+import { TcpRelay } from '../helpers/tcp-relay.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 /**
@@ -21,6 +22,8 @@ import { eventually } from '../helpers/ws-device.ts';
  * refused as not born and acknowledged, lost. Now every message is stored, and every one acknowledged
  * before the kill exactly once. The session current at the kill, whose will (NDEATH) died with the field
  * client's broker, is recorded dead at the start, its device with it, before the edge node comes back.
+ * The edge node reaches the field client through a TCP relay, so that the kill finds, whatever the
+ * timing, publishes written whose PUBACK the relay held and publishes the relay held on the way there.
  * Read from its durable queue (no gateway: what is checked is what the
  * field client stored, whatever the link does afterwards).
  */
@@ -32,11 +35,37 @@ const FIELD = 'Plant1.Restart.Temp';
 const BEFORE_KILL = 400;
 const AFTER = 50;
 const IN_FLIGHT = 20;
+/** of the IN_FLIGHT unacknowledged at the kill: those the field client had written (the rest never reached it) */
+const WRITTEN = 12;
+const PUBLISH = 3;
+const PUBACK = 4;
+
+/** The types of the whole MQTT packets in `b` (a relay's held bytes), in order. */
+function packetTypes(b: Buffer): number[] {
+  const types: number[] = [];
+  let i = 0;
+  while (i < b.length) {
+    let j = i + 1;
+    let length = 0;
+    for (let scale = 1; ; scale *= 128) {
+      const digit = b[j++];
+      if (digit === undefined) return types;
+      length += (digit & 0x7f) * scale;
+      if ((digit & 0x80) === 0) break;
+    }
+    if (j + length > b.length) return types;
+    types.push((b[i] as number) >> 4);
+    i = j + length;
+  }
+  return types;
+}
+const packetsOf = (b: Buffer, type: number) => packetTypes(b).filter((t) => t === type).length;
 
 describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT input)', () => {
   let pki: ReturnType<typeof makeTestPki>;
   let work: ReturnType<typeof tempDir>;
   let client: ManagedProcess;
+  let relay: TcpRelay;
   let mqttPort = 0;
   let httpPort = 0;
 
@@ -54,8 +83,11 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
       env: { FIELD_MQTT_HOST: '127.0.0.1', FIELD_MQTT_PORT: String(mqttPort), FIELD_MQTT_SPARKPLUG: 'true', FIELD_RECONNECT_MAX_MS: '1000' },
     }));
     await client.start();
+    relay = new TcpRelay({ host: '127.0.0.1', port: mqttPort });
+    await relay.start();
   });
   after(async () => {
+    await relay?.close();
     await client?.stop();
     pki?.cleanup();
     work?.cleanup();
@@ -65,7 +97,7 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
     const enc = (o: object) => Buffer.from(tahu.encodePayload(o as never));
     let bd = -1;
     let seq = 0;
-    const edge = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, { clientId: 'edge-restart', protocolVersion: 4, clean: true, reconnectPeriod: 200, connectTimeout: 2_000 });
+    const edge = mqtt.connect(`mqtt://127.0.0.1:${relay.port}`, { clientId: 'edge-restart', protocolVersion: 4, clean: true, reconnectPeriod: 200, connectTimeout: 2_000 });
     edge.on('error', () => undefined);
     // Sparkplug: an NBIRTH first on every connection, its seq 0, a bdSeq of its own.
     edge.on('connect', () => {
@@ -88,22 +120,34 @@ describe('Sparkplug sessions across a SIGKILL of the field client (local MQTT in
     try {
       await eventually(() => (bd === 0 && edge.connected ? true : undefined), 15_000, 'the edge node connected');
       // Up to IN_FLIGHT publishes unacknowledged at once, as a busy edge node has. The field client
-      // takes all that arrive while it writes into its next append, so they are acknowledged together:
-      // the kill strikes just after a window is sent, some of it on the wire, some taken and not yet
-      // written, some written and not acknowledged.
+      // takes all that arrive while it writes into its next append, so they are acknowledged together.
       while (acked.size < BEFORE_KILL) {
         while (inFlight.size < IN_FLIGHT) send();
         await Promise.race(inFlight);
       }
-      while (inFlight.size < IN_FLIGHT) send();
-      // The kill follows at once (the publishes just handed to the socket): a field client answers
-      // a publish only after its queue's fsync and its sessions' save, milliseconds. After a wait of
-      // 2 ms it had sometimes answered them all, and the run showed nothing (CI).
-      await new Promise((r) => setImmediate(r));
+      await Promise.all(inFlight);
+      const first = next; // of the publishes the kill finds unacknowledged
+      // The kill must find publishes unacknowledged. Killed just after a window was sent, a field
+      // client that answers within milliseconds (its queue's fsync, its sessions' save) had sometimes
+      // answered them all first, and the run proved nothing (about 1 in 4). So the relay decides
+      // instead: WRITTEN publishes the field client writes and answers, their PUBACKs held by the relay
+      // (it answers only once their data and its sessions are on disk: their resends are duplicates);
+      // then the rest of the window held by the relay on its way there, never taken (their resends
+      // are all that stores them). An append the kill cuts short is the store's unit test's.
+      relay.hold('down');
+      while (next < first + WRITTEN) send();
+      await eventually(() => (packetsOf(relay.held('down'), PUBACK) === WRITTEN ? true : undefined), 15_000, 'the first publishes written and answered');
+      relay.hold('up');
+      while (next < first + IN_FLIGHT) send();
+      await eventually(() => (packetsOf(relay.held('up'), PUBLISH) === IN_FLIGHT - WRITTEN ? true : undefined), 15_000, 'the last publishes on their way');
       await client.kill();
+      // What the relay held goes with the connection the kill closed; the next ones pass.
+      await eventually(() => (edge.connected ? undefined : true), 15_000, 'the edge node disconnected');
+      relay.release('up');
+      relay.release('down');
       const ackedBeforeKill = new Set(acked);
       const sentBeforeKill = next;
-      assert.ok(ackedBeforeKill.size < sentBeforeKill, 'publishes were unacknowledged at the kill');
+      assert.equal(sentBeforeKill - ackedBeforeKill.size, IN_FLIGHT, 'publishes were unacknowledged at the kill');
 
       await client.start();
       // mqtt.js sends them again on its new connection, before its new NBIRTH; then the new session's data.
