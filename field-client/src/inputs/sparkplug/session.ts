@@ -5,12 +5,13 @@ import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { Submission } from '../../client-options.ts';
 import type { FieldClient } from '../../field-client.ts';
+import { SessionAppends } from './appends.ts';
 import { key, SparkplugHost, type HostOutcome, type Via } from './host.ts';
 import { digestOf } from './duplicates.ts';
 import type { FieldNames } from './names.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
-import type { NodeSnap, SessionStore } from './store.ts';
+import type { SessionStore } from './store.ts';
 import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
 
 /** What the Sparkplug input did since the client started (the field client's /metrics shows it). */
@@ -66,7 +67,7 @@ export interface SparkplugSessionOptions {
 /**
  * One Sparkplug host session over some MQTT connection: a message in (topic and bytes), decoded,
  * run through the host state machine, its readings and events submitted to the field client's
- * durable queue, a rebirth request sent back when asked for. Shared by the input that subscribes
+ * durable queue (in batches, appends.ts), a rebirth request sent back when asked for. Shared by the input that subscribes
  * to a plant's broker (sparkplug-input.ts) and the local MQTT input (mqtt-input.ts).
  *
  * It also keeps the other host applications' STATE (state.ts) and, with a reorder timeout, holds
@@ -85,18 +86,13 @@ export class SparkplugSession {
   private timer: NodeJS.Timeout | undefined;
   private timerAt: number | undefined;
   private stopped = false;
-  private chain: Promise<void> = Promise.resolve();
-  /** the batch the next append takes (see submit) */
-  private next: Batch | undefined;
-  /** how to undo each message whose items are not appended yet, in the order taken (see submit) */
-  private undos: Array<Undo & { batch: Batch }> = [];
-  /** readings and events taken and not yet appended or refused */
-  private pendingItems = 0;
+  /** the batches its readings and events go to the queue in (appends.ts) */
+  private readonly appends: SessionAppends;
   /** refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs */
   private readonly refusalLog: LimitedLog;
 
   constructor(
-    private readonly client: Pick<FieldClient, 'submitMany'>,
+    client: Pick<FieldClient, 'submitMany'>,
     /** sends bytes to a topic on the broker the message came from */
     private readonly publish: (topic: string, payload: Uint8Array) => void,
     private readonly log: Logger,
@@ -113,6 +109,7 @@ export class SparkplugSession {
     this.peers = new PeerHosts(options.hostId);
     options.store?.load(this.host, Date.now());
     this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
+    this.appends = new SessionAppends({ client, host: this.host, store: options.store, stats: this.stats, refusalLog: this.refusalLog });
   }
 
   /**
@@ -159,8 +156,8 @@ export class SparkplugSession {
     this.apply(t, topic, outcome, now, items, true);
     this.arm();
     // A duplicate (SPARKPLUG_DUPLICATE) carries nothing: it is acknowledged only with, and undone
-    // with, the messages of its edge node still waiting for the queue (submit), one of which it may be.
-    return this.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo });
+    // with, the messages of its edge node still waiting for the queue (appends.ts), one of which it may be.
+    return this.appends.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo });
   }
 
   /**
@@ -174,7 +171,7 @@ export class SparkplugSession {
       this.apply({ group, edge }, `spBv1.0/${group}/+/${edge}`, out, now, items, false);
     }
     this.arm();
-    return this.submit(items, 'spBv1.0/+/+/+');
+    return this.appends.submit(items, 'spBv1.0/+/+/+');
   }
 
   /**
@@ -190,7 +187,7 @@ export class SparkplugSession {
       const items: Submission[] = [];
       const topic = `spBv1.0/${group}/NDEATH/${edge}`;
       this.apply({ group, edge }, topic, out, now, items, false);
-      return this.submit(items, topic, out.undo && { edge: key(group, edge), undo: out.undo }).catch(() => undefined);
+      return this.appends.submit(items, topic, out.undo && { edge: key(group, edge), undo: out.undo }).catch(() => undefined);
     });
     await Promise.all(queued);
   }
@@ -248,136 +245,6 @@ export class SparkplugSession {
     }
   }
 
-  /**
-   * Queues `items` behind everything taken before them, so the queue holds them in the order the
-   * broker delivered them. What arrives while an append is on its way joins the next batch: one
-   * append (one fsync) for all of it, rather than one per message, which capped the input at the
-   * disk's fsyncs per second while its backlog grew without bound. The batch waiting is bounded too
-   * (LIMITS.sparkplugPendingMaxItems): past it, a message's items are refused at once.
-   *
-   * Resolves once the items are on disk; rejects (counted and logged here) when the queue refused
-   * them, so that the local MQTT input does not acknowledge a QoS 1 publish whose data is not stored.
-   *
-   * A message whose items the queue refused is undone (`undo`): its edge node's session goes back to
-   * what it was before it, so that the edge node's resend of it (the local MQTT input closed its
-   * connection without a PUBACK) is taken as the next seq and stored, rather than refused as a seq
-   * gap, or as not born after the NBIRTH or DBIRTH it carried, and acknowledged unstored. As the
-   * connection closed, nothing that edge node sent after it is acknowledged either: every message of
-   * it not yet appended is undone too, latest first, and its resends are taken again (those appended
-   * meanwhile are stored twice: at least once, never lost). On the plant's broker (QoS 0, nothing
-   * resent) the next message is then a gap, and the rebirth it asks for sends the current values.
-   */
-  private submit(items: Submission[], topic: string, undo?: Undo): Promise<void> {
-    if (items.length === 0) {
-      // Nothing to store (null values only, a refusal), but its seq was taken: while earlier messages
-      // of its edge node still wait for the queue it must not be acknowledged before them. Acknowledged
-      // at once, it was not sent again after their append failed and they were undone, so the resend
-      // of the next one was a seq gap, refused and acknowledged unstored. It is undone with them, and
-      // acknowledged only once every batch holding one of them is appended: a duplicate
-      // (SPARKPLUG_DUPLICATE) of one in an earlier batch that failed, acknowledged with a later
-      // batch, was not sent again, and the data it repeated, undone, was lost.
-      if (!undo) return Promise.resolve();
-      const batches = new Set<Batch>();
-      for (const u of this.undos) if (u.edge === undo.edge) batches.add(u.batch);
-      if (this.options.store) {
-        // Its seq taken must be saved before it is acknowledged (store.ts): it goes with the next
-        // batch, whose save covers it, and is acknowledged once that batch and every earlier one of
-        // its edge node are appended (or, failing, undone with them).
-        const next = this.batch(topic);
-        this.undos.push({ ...undo, batch: next });
-        batches.add(next);
-        return batches.size === 1 ? next.done : Promise.all([...batches].map((b) => b.done)).then(() => undefined);
-      }
-      const last = [...batches].at(-1);
-      if (!last) return Promise.resolve();
-      this.undos.push({ ...undo, batch: last });
-      return batches.size === 1 ? last.done : Promise.all([...batches].map((b) => b.done)).then(() => undefined);
-    }
-    if (this.pendingItems + items.length > LIMITS.sparkplugPendingMaxItems) {
-      const err = new FieldStreamError('FIELD_QUEUE_FULL', `${this.pendingItems} Sparkplug readings and events wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
-      this.notQueued(items.length, topic, err);
-      const edges = new Set<string>();
-      if (undo) {
-        edges.add(undo.edge);
-        this.undone(undo);
-      }
-      this.rollBack(edges);
-      return Promise.reject(err);
-    }
-    const batch = this.batch(topic);
-    batch.items.push(...items);
-    this.pendingItems += items.length;
-    if (undo) this.undos.push({ ...undo, batch });
-    return batch.done;
-  }
-
-  /**
-   * The batch the next append takes (see submit), opened when none is. With a session store, its
-   * edge nodes' sessions are taken as its append starts: then they are as its last message left them,
-   * as no later message has been taken into a batch yet (what comes from then on waits for the next
-   * one). Saved once the append is on disk, before the batch resolves.
-   */
-  private batch(topic: string): Batch {
-    if (this.next) return this.next;
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-    const b: Batch = (this.next = { items: [], topic, done });
-    // The chain itself never rejects: each batch's outcome goes to its own promise.
-    this.chain = this.chain.then(() => {
-      if (this.next === b) this.next = undefined; // what comes from now on waits for the next one
-      const store = this.options.store;
-      const snaps = store && new Map<string, NodeSnap>();
-      if (store && snaps) for (const u of this.undos) if (u.batch === b && !snaps.has(u.edge)) snaps.set(u.edge, store.snapshot(this.host, u.edge));
-      return (b.items.length > 0 ? this.client.submitMany(b.items) : Promise.resolve()).then(
-        async () => {
-          this.pendingItems -= b.items.length;
-          if (store && snaps && snaps.size > 0) {
-            try {
-              await store.save(snaps, this.host);
-            } catch (err) {
-              // Its data is in the queue, but what a restart would need to read its edge nodes'
-              // resends is not on disk: not acknowledged, its messages are undone and sent again
-              // (stored twice, never lost).
-              this.refusalLog.write({ code: isFieldStreamError(err) ? err.code : 'SPARKPLUG_STORE_FAILED', topic: b.topic }, (err as Error).message);
-              this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
-              reject(err);
-              return;
-            }
-          }
-          this.undos = this.undos.filter((u) => u.batch !== b);
-          resolve();
-        },
-        (err: unknown) => {
-          this.pendingItems -= b.items.length;
-          this.notQueued(b.items.length, b.topic, err);
-          this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
-          reject(err);
-        },
-      );
-    });
-    return b;
-  }
-
-  /** Undoes, latest first, every message of `edges` not yet appended (see submit). */
-  private rollBack(edges: ReadonlySet<string>): void {
-    if (edges.size === 0) return;
-    for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undone(this.undos[i]!);
-    this.undos = this.undos.filter((u) => !edges.has(u.edge));
-  }
-
-  /** Undoes one message; held messages discarded with it (reorder.ts) are counted and logged. */
-  private undone(u: Undo): void {
-    const dropped = u.undo();
-    if (!dropped) return;
-    this.stats.refusedByCode[dropped.code] = (this.stats.refusedByCode[dropped.code] ?? 0) + dropped.count;
-    this.refusalLog.write({ code: dropped.code }, dropped.message);
-  }
-
-  private notQueued(count: number, topic: string, err: unknown): void {
-    this.stats.submitFailed += count;
-    this.refusalLog.write({ code: isFieldStreamError(err) ? err.code : 'FIELD_QUEUE_FULL', topic }, `Sparkplug data not queued: ${(err as Error).message}`);
-  }
 
   /** One timer for the earliest reorder deadline, set again whenever that changes. */
   private arm(): void {
@@ -436,7 +303,7 @@ export class SparkplugSession {
 
   /** Resolves once everything taken so far is in the queue (or refused by it); never rejects. */
   drained(): Promise<void> {
-    return this.chain;
+    return this.appends.drained();
   }
 
   private refuse(err: FieldStreamError, topic: string): void {
@@ -444,18 +311,6 @@ export class SparkplugSession {
     this.refusalLog.write({ code: err.code, topic: topic.slice(0, 200) }, err.message);
   }
 
-}
-
-/** How to undo a message whose items are not appended yet (see submit). */
-interface Undo {
-  edge: string;
-  undo: () => HostOutcome['dropped'];
-}
-
-interface Batch {
-  items: Submission[];
-  topic: string;
-  done: Promise<void>;
 }
 
 function checked<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: Array<{ message: string }> } } }, value: unknown): T {

@@ -24,7 +24,7 @@ import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
  * its will having ended with its broker, else the edge node's next NBIRTH, or that NDEATH, does.
  *
  * What is saved covers only what the durable queue holds: a batch's sessions are saved once the queue
- * has written its data (session.ts), as they were after its last message, never later ones (the host
+ * has written its data (appends.ts), as they were after its last message, never later ones (the host
  * runs ahead of the queue by the batch on its way). Saved before the queue write, a SIGKILL between
  * the two made the resend of a message not written look read already: a duplicate, acknowledged and
  * not stored. A message is acknowledged only once both are on disk, so a seq acknowledged is never
@@ -162,7 +162,7 @@ export class SessionStore {
     if (found.length > 0) this.log.info({ edgeNodes: this.known.size }, 'Sparkplug sessions saved before the restart restored: what their edge nodes send again is read in them');
   }
 
-  /** Edge node `k` as the host holds it now (see session.ts: taken as a batch's queue write starts). */
+  /** Edge node `k` as the host holds it now (see appends.ts: taken as a batch's queue write starts). */
   snapshot(host: SparkplugHost, k: string): NodeSnap {
     const [group, edge] = k.split('\u0000') as [string, string];
     const { current, previous } = host.sessionsOf(k);
@@ -213,7 +213,7 @@ export class SessionStore {
    * Saves the edge nodes of one batch as `snaps` found them (its queue write done): the births files
    * whose definitions changed, then one journal line each whose record changed, one fdatasync for
    * all. Edge nodes the host no longer holds are removed. Rejects (SPARKPLUG_STORE_FAILED) when the
-   * disk refuses: the batch is then not acknowledged (session.ts).
+   * disk refuses: the batch is then not acknowledged (appends.ts).
    */
   async save(snaps: ReadonlyMap<string, NodeSnap>, host: SparkplugHost): Promise<void> {
     try {
@@ -255,7 +255,7 @@ export class SessionStore {
       // What is on disk is no longer known for sure (a births file written, its journal line not):
       // each edge node's births, and with them its record, are written again at its next save. Its
       // record is kept: a compaction before that save writes it (the journal then holds no other
-      // line of that edge node), and the batch it is from is in the queue already (session.ts).
+      // line of that edge node), and the batch it is from is in the queue already (appends.ts).
       for (const kn of this.known.values()) kn.births = [];
       // Opened again at the next append: the journal may be another file by then (its folder restored).
       await this.journal?.close().catch(() => undefined);
