@@ -11,6 +11,7 @@ import { eventually } from '../helpers/ws-device.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { edgeNode, startMosquitto, T0, tahu } from '../helpers/sparkplug.ts';
 import { lossyProxy } from '../helpers/lossy-proxy.ts';
+import { TcpRelay } from '../helpers/tcp-relay.ts';
 import { suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
 
 /**
@@ -242,6 +243,56 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
       assert.equal(both.localSparkplug?.stats.fieldNameCollisions, 1, 'the collision logged at the local birth');
     } finally {
       await both.close();
+    }
+  });
+
+  // Sparkplug 3.0.0: all metric data of the edge nodes a host application knows on a broker MUST be
+  // updated to a STALE data quality if it loses its connection to that broker. Away from it, the
+  // host sees neither the edge nodes' NDEATHs nor their data: they and their devices were left
+  // online downstream until a birth came.
+  it('records the deaths of the edge nodes it knew, and their devices, when it loses the plant broker; asks their births at their next data', async () => {
+    const relay = new TcpRelay({ host: '127.0.0.1', port: Number(new URL(broker.url).port) });
+    await relay.start();
+    const lost = await startTestFieldClient(fx.pki.paths, LOCAL, fx.pipeline.gatewayUrl, fx.logs.logger, {
+      FIELD_SPARKPLUG_URL: `mqtt://127.0.0.1:${relay.port}`,
+      FIELD_SPARKPLUG_GROUPS: 'Lost',
+      FIELD_SPARKPLUG_CLIENT_ID: 'fieldstream-lost',
+    });
+    const ncmd: string[] = [];
+    const onCommand = (topic: string) => void (topic.startsWith('spBv1.0/Lost/NCMD/') && ncmd.push(topic));
+    raw.on('message', onCommand);
+    try {
+      const sp = lost.sparkplug;
+      assert.ok(sp);
+      await sp.ready;
+      await raw.subscribeAsync('spBv1.0/Lost/NCMD/#');
+      const enc = (o: object) => Buffer.from(tahu.encodePayload(o as never));
+      await raw.publishAsync('spBv1.0/Lost/NBIRTH/E', enc({ timestamp: T0, seq: 0, metrics: [{ name: 'bdSeq', type: 'UInt64', value: 7 }, { name: 'T', alias: 1, type: 'Double', value: 1 }] }), { qos: 0 });
+      await raw.publishAsync('spBv1.0/Lost/DBIRTH/E/Pump', enc({ timestamp: T0, seq: 1, metrics: [{ name: 'P', alias: 2, type: 'Double', value: 2 }] }), { qos: 0 });
+      await eventually(() => (sp.session.stats.events === 2 ? true : undefined), 15_000, 'the births taken');
+      await relay.cut();
+      await eventually(() => (sp.session.stats.events === 4 ? true : undefined), 15_000, `the deaths recorded at the loss (events: ${sp.session.stats.events})`);
+      assert.equal(sp.session.host.session('Lost', 'E'), undefined, 'its session over');
+      const events = await eventually(() => {
+        const pts = fx.points({ measurement: 'events', device: LOCAL }).filter((p) => p.fields.sp_group === 'Lost');
+        return pts.length === 4 ? pts : undefined;
+      }, 30_000, 'the events stored');
+      const kinds = events.map((p) => `${p.tags.event_type} ${p.fields.sp_device ?? p.fields.bd_seq}`).sort();
+      assert.deepEqual(kinds, ['sparkplug.dbirth Pump', 'sparkplug.ddeath Pump', 'sparkplug.nbirth 7', 'sparkplug.ndeath 7']);
+      // Back on the broker, its data is of a session over: its births are asked for (§5.12). Sent
+      // until the host, connected again, answers it.
+      await relay.restore();
+      let seq = 1;
+      await eventually(() => {
+        if (ncmd.length > 0) return true;
+        raw.publish('spBv1.0/Lost/NDATA/E', enc({ timestamp: T0 + seq, seq: ++seq, metrics: [{ alias: 1, type: 'Double', value: 3 }] }), { qos: 0 });
+        return undefined;
+      }, 15_000, 'a rebirth requested');
+    } finally {
+      raw.off('message', onCommand);
+      await raw.unsubscribeAsync('spBv1.0/Lost/NCMD/#');
+      await lost.close();
+      await relay.close();
     }
   });
 });

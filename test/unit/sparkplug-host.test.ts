@@ -760,6 +760,48 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
     }
   });
 
+  it("records every edge node known dead, its devices with it, when the broker connection is lost (STALE); a queue refusing that leaves its session as it was", async () => {
+    const lifecycle = (queued: Submission[]) =>
+      queued.filter((q) => q.dataType === 'event').map((q) => (({ eventType, sp_device, bd_seq }) => [eventType, sp_device ?? bd_seq].join(' '))(q.payload as Record<string, unknown>));
+    const dbirth = bytes({ timestamp: String(T0), seq: '1', metrics: [{ name: 'P', alias: '2', datatype: T.Double, doubleValue: 1 }] });
+    const commands: string[] = [];
+    const { queued, client } = sink();
+    const session = new SparkplugSession(client, (t) => void commands.push(t), silent, [], { reorderTimeoutMs: 60_000 });
+    try {
+      const now = Date.now();
+      await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+      await session.onMessage('spBv1.0/Plant1/DBIRTH/Line4/Press', dbirth, now);
+      const held = session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(3, 30), now).catch(() => undefined); // ahead of seq 2
+      assert.equal(session.host.reorder.held, 1);
+      await session.connectionLost(now + 5);
+      await held;
+      assert.equal(session.host.session('Plant1', 'Line4'), undefined, 'its session over');
+      assert.equal(session.host.reorder.held, 0, 'what it held discarded');
+      assert.deepEqual(lifecycle(queued), ['sparkplug.nbirth 0', 'sparkplug.dbirth Press', 'sparkplug.ddeath Press', 'sparkplug.ndeath 0']);
+      // Its data on the broker again is of no current session: its births are asked for (§5.12).
+      await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(4, 40), now + 10);
+      assert.deepEqual(commands, ['spBv1.0/Plant1/NCMD/Line4']);
+      const recorded = lifecycle(queued).length;
+      await session.connectionLost(now + 20);
+      assert.equal(lifecycle(queued).length, recorded, 'dead once');
+    } finally {
+      session.stop();
+    }
+
+    let refusing = false;
+    const refused = new SparkplugSession({ submitMany: async () => (refusing ? Promise.reject(new Error('queue full')) : []) }, () => undefined, silent);
+    const now = Date.now();
+    await refused.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+    await refused.onMessage('spBv1.0/Plant1/DBIRTH/Line4/Press', dbirth, now);
+    refusing = true;
+    await refused.connectionLost(now + 5);
+    assert.equal(refused.stats.submitFailed, 2, 'its deaths not queued');
+    assert.deepEqual([refused.host.session('Plant1', 'Line4')?.bdSeq, [...(refused.host.session('Plant1', 'Line4')?.devices.keys() ?? [])]], [0, ['Press']], 'undone: its session as it was');
+    refusing = false;
+    await refused.connectionLost(now + 10);
+    assert.equal(refused.host.session('Plant1', 'Line4'), undefined, 'recorded at the next loss');
+  });
+
   it("ends the edge node's session on an NBIRTH it cannot decode: the new session's data is never read against the old birth's aliases", async () => {
     const { queued, client } = sink();
     const session = new SparkplugSession(client, () => undefined, silent);

@@ -180,21 +180,33 @@ export class SparkplugHost {
    * one outcome each, undone as a message's is when the queue does not take it.
    */
   willsLost(now: number): Array<{ group: string; edge: string; out: HostOutcome }> {
-    const lost: Array<{ group: string; edge: string; out: HostOutcome }> = [];
-    for (const k of [...this.previous.keys()]) {
-      if (!this.held.awaitingDeath(k) || this.sessions.has(k)) continue;
+    const keys = [...this.previous.keys()].filter((k) => this.held.awaitingDeath(k) && !this.sessions.has(k));
+    return this.deaths(keys, (t, out) => this.lifecycle.willLost(t, now, out));
+  }
+
+  /**
+   * The deaths of every edge node known when the host lost its connection to the broker (lifecycle.ts,
+   * connectionLost): the current sessions, and the last births taken that await their deaths.
+   */
+  connectionLost(now: number): Array<{ group: string; edge: string; out: HostOutcome }> {
+    const keys = new Set([...this.sessions.keys(), ...[...this.previous.keys()].filter((k) => this.held.awaitingDeath(k))]);
+    return this.deaths([...keys], (t, out) => this.lifecycle.connectionLost(t, now, out));
+  }
+
+  /** One outcome per edge node of `keys`, `record` its death, undone as a message's is. */
+  private deaths(keys: readonly string[], record: (t: { group: string; edge: string }, out: HostOutcome) => void): Array<{ group: string; edge: string; out: HostOutcome }> {
+    return keys.map((k) => {
       const [group, edge] = k.split('\u0000') as [string, string];
       const before = snapshot(this.sessions, this.previous, k, { type: 'NDEATH', group, edge });
       const out = emptyOutcome();
       try {
-        this.lifecycle.willLost({ group, edge }, now, out);
+        record({ group, edge }, out);
       } finally {
         this.held.recount(k, out);
       }
       out.undo = () => this.restore(k, before);
-      lost.push({ group, edge, out });
-    }
-    return lost;
+      return { group, edge, out };
+    });
   }
 
   /** Bytes of birth definitions held now over every edge node and device (estimated: Definitions.bytes), previous sessions' included. */

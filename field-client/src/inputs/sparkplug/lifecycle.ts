@@ -117,8 +117,36 @@ export class NodeLifecycle {
       const why = s ? `the current birth has bdSeq ${s.bdSeq}` : last ? `the last birth taken has bdSeq ${last.bdSeq}` : 'no current birth';
       throw new FieldStreamError('SPARKPLUG_DEATH_STALE', `NDEATH of ${t.group}/${t.edge} with bdSeq ${bdSeq} ignored: ${why}`);
     }
+    // Both at its arrival, not its payload timestamp: an NDEATH is the will registered in the MQTT
+    // CONNECT, its timestamp (if any) set then, not when the edge node died (Sparkplug 3.0.0 "Edge
+    // Node Session Termination": the host marks the edge node and its devices offline "using the
+    // current Host Application's system UTC time",
+    // tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline, -devices-offline).
+    this.died(t, s, last, now, out, 'its NDEATH ended its session');
+  }
+
+  /**
+   * The death of the current session of `t` when the host lost its connection to the broker it
+   * follows (the plant's, sparkplug-input.ts), or, when none is, of the last birth taken awaiting its
+   * death (willLost): away from that broker the host sees neither the edge node's NDEATH nor its data,
+   * and Sparkplug 3.0.0 has it mark the data of every edge node it knew there STALE ("All metric data
+   * associated with any Sparkplug Edge Node that was connected to that MQTT Server and known by the
+   * Host Application MUST be updated to a STALE data quality if the Host Application loses connection
+   * to the MQTT Server"). Recorded as that NDEATH would be, at `now`: the edge node and
+   * its devices are offline until born again; its data after the loss is of no current session, and
+   * asks for its births (§5.12).
+   */
+  connectionLost(t: Pick<SparkplugTopic, 'group' | 'edge'>, now: number, out: HostOutcome): void {
+    const s = this.o.sessions.get(key(t.group, t.edge));
+    if (s) this.died(t, s, s, now, out, 'the connection to its broker was lost');
+    else this.willLost(t, now, out);
+  }
+
+  /** The death of `last`, the current session `s` of `t` or, without one, the last birth taken. */
+  private died(t: Pick<SparkplugTopic, 'group' | 'edge'>, s: NodeSession | undefined, last: NodeSession, now: number, out: HostOutcome, why: string): void {
+    const k = key(t.group, t.edge);
     if (s) {
-      this.o.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its NDEATH ended its session`, out);
+      this.o.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: ${why}`, out);
       // Kept a while: a connection lost (its will) leaves unacknowledged messages its edge node sends again.
       this.o.held.keepPrevious(k, s, now);
       this.o.sessions.delete(k);
@@ -126,14 +154,9 @@ export class NodeLifecycle {
     // Its devices die with it (§5 "Edge Node Session Termination"): each one it has born recorded
     // dead as its DDEATH would be, else it stayed online downstream after its edge node died.
     // Their definitions stay in the session kept, for what is sent again in it (resend.ts).
-    // Both at its arrival, not its payload timestamp: an NDEATH is the will registered in the MQTT
-    // CONNECT, its timestamp (if any) set then, not when the edge node died (Sparkplug 3.0.0 "Edge
-    // Node Session Termination": the host marks the edge node and its devices offline "using the
-    // current Host Application's system UTC time",
-    // tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline, -devices-offline).
     devicesDied(t, last.devices.keys(), now, out);
     last.diedAt = now;
-    out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq }));
+    out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq: last.bdSeq }));
   }
 
   /**

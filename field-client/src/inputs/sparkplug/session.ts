@@ -183,6 +183,24 @@ export class SparkplugSession {
   async willsLost(now = Date.now()): Promise<void> {
     const lost = this.host.willsLost(now);
     if (lost.length > 0) this.log.info({ edgeNodes: lost.length }, 'Sparkplug edge nodes connected when the field client ended recorded dead: their wills (NDEATH) ended with its broker');
+    await this.deaths(lost, now);
+  }
+
+  /**
+   * The deaths of every edge node known on the broker, when the input lost its connection to it
+   * (host.ts connectionLost; the plant's broker, sparkplug-input.ts): Sparkplug 3.0.0 has a host
+   * application mark their data STALE, as it sees neither their deaths nor their data meanwhile.
+   * Resolves once they are queued; one the queue refused (counted, logged) is undone, its session
+   * still current.
+   */
+  async connectionLost(now = Date.now()): Promise<void> {
+    const lost = this.host.connectionLost(now);
+    if (lost.length > 0) this.log.warn({ edgeNodes: lost.length }, 'Sparkplug edge nodes recorded dead: the connection to their broker was lost');
+    this.arm(); // what the sessions held for reorder is gone with them
+    await this.deaths(lost, now);
+  }
+
+  private async deaths(lost: ReturnType<SparkplugHost['willsLost']>, now: number): Promise<void> {
     const queued = lost.map(({ group, edge, out }) => {
       const items: Submission[] = [];
       const topic = `spBv1.0/${group}/NDEATH/${edge}`;

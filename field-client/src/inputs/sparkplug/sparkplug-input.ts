@@ -44,7 +44,9 @@ export type SparkplugInput = LocalInput & {
  * `start` does not wait for the broker: the field client runs (and streams its other inputs)
  * while the plant's broker is unreachable, and this input connects whenever it can, retrying every
  * TIMINGS.mqttReconnectPeriodMs. A clean session on each connection: edge nodes publish births on
- * request, so a host that was away asks for them (§5.12) rather than replaying old data.
+ * request, so a host that was away asks for them (§5.12) rather than replaying old data. Its
+ * connection lost, every edge node it knew there is recorded dead (session.ts connectionLost): it
+ * sees neither their deaths nor their data meanwhile.
  *
  * With a host id it publishes its STATE (§7.5, Sparkplug 3.0: `spBv1.0/STATE/<host_id>`, retained
  * JSON `{"online":true,"timestamp":…}`, QoS 1), with the matching `online:false` as its will and
@@ -128,7 +130,13 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
         publishBirth(m);
       });
       m.on('close', () => {
-        if (wasConnected && !m.disconnecting) slog.warn({ code: 'SPARKPLUG_BROKER_UNAVAILABLE', url: o.url }, 'Sparkplug broker connection closed; reconnecting');
+        if (wasConnected && !m.disconnecting) {
+          slog.warn({ code: 'SPARKPLUG_BROKER_UNAVAILABLE', url: o.url }, 'Sparkplug broker connection closed; reconnecting');
+          // Away from the broker we see neither the edge nodes' deaths nor their data: each one known
+          // is recorded dead now, its devices with it (Sparkplug 3.0.0: its data STALE), and born
+          // again by the births its next data asks for (a refusal by the queue is counted, logged).
+          if (!closing) void session.connectionLost();
+        }
         wasConnected = false;
       });
       m.on('error', (err) => slog.warn({ code: 'SPARKPLUG_BROKER_UNAVAILABLE', url: o.url, err: err.message }, 'Sparkplug broker connection error'));
