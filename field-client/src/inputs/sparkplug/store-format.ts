@@ -32,7 +32,7 @@ export type MetricEntry = z.infer<typeof MetricEntrySchema>;
 const MAX_ENTRIES = 2 * LIMITS.sparkplugMaxMetrics;
 /**
  * One birth's metrics: an array of at most MAX_ENTRIES, taken as it is (not copied), each entry then
- * read with MetricEntrySchema, one at a time (store-read.ts metricsOf).
+ * read with MetricEntrySchema, one at a time (store-births.ts metricsOf).
  */
 export const MetricsShapeSchema = z.custom<unknown[]>((v) => Array.isArray(v) && v.length <= MAX_ENTRIES, { message: `must be an array of at most ${MAX_ENTRIES} metrics` });
 /** One birth's metrics as a v1 births file holds them: read later, birth by birth (MetricsShapeSchema, MetricEntrySchema). */

@@ -325,7 +325,7 @@ function* metricsOf(defs: Definitions, fieldOf: (d: Definitions['byName'] extend
  * A births file (v2): a first line with the edge node, its record and its sessions (each device's
  * name), then one line per birth, each session's node then its devices in that order, each the
  * JSON array of its metrics. A line a birth, so that it is read back one birth at a time
- * (store-read.ts); v1 held it all in one JSON document.
+ * (store-births.ts openBirths); v1 held it all in one JSON document.
  */
 function* birthsPieces(
   snap: NodeSnap,
