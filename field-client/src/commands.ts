@@ -1,7 +1,4 @@
-import { spawn } from 'node:child_process';
-import { z } from 'zod';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
-import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
@@ -10,30 +7,10 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 import { CommandJournal, KeptAnswerSchema, type KeptAnswer } from './command-journal.ts';
+import { fileHandlers, type CommandsFile } from './commands-file.ts';
 
 export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
 export type CommandHandler = (params: unknown, frame: CommandFrame) => Promise<CommandOutcome> | CommandOutcome;
-
-/** FIELD_COMMANDS_FILE: what each command name does on this device. */
-export const CommandsFileSchema = z.record(
-  CommandNameSchema,
-  z.discriminatedUnion('type', [
-    z.strictObject({
-      /** run a program (no shell): params as JSON on stdin, and in FIELDSTREAM_PARAMS when they fit there (128 KiB); stdout is the result */
-      type: z.literal('exec'),
-      program: z.string().min(1),
-      args: z.array(z.string()).default([]),
-      /** milliseconds */
-      timeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
-    }),
-    z.strictObject({
-      /** publish the params to a topic of the local MQTT input, for a local program to act on */
-      type: z.literal('mqtt'),
-      topic: z.string().min(1).max(256).regex(/^[^#+]+$/, 'must not hold wildcards'),
-    }),
-  ]),
-);
-export type CommandsFile = z.infer<typeof CommandsFileSchema>;
 
 /** command ids remembered (and journaled); the journal file is rewritten when it holds twice as many lines */
 const REMEMBERED = 10_000;
@@ -105,18 +82,9 @@ export class CommandHandlers {
     return this;
   }
 
-  /** Handlers from FIELD_COMMANDS_FILE. `publishLocal` sends to the local MQTT input. */
+  /** Handlers from FIELD_COMMANDS_FILE (commands-file.ts). `publishLocal` sends to the local MQTT input. */
   configure(file: CommandsFile, publishLocal: ((topic: string, payload: string) => Promise<void>) | undefined): this {
-    for (const [name, spec] of Object.entries(file)) {
-      if (spec.type === 'exec') this.register(name, (params, frame) => runProgram(spec.program, spec.args, spec.timeoutMs, params, frame));
-      else {
-        this.register(name, async (params) => {
-          if (!publishLocal) return { status: 'failed', result: 'the local MQTT input is off' };
-          await publishLocal(spec.topic, JSON.stringify(params ?? null));
-          return { status: 'completed', result: `published to ${spec.topic}` };
-        });
-      }
-    }
+    for (const [name, handler] of fileHandlers(file, publishLocal)) this.register(name, handler);
     return this;
   }
 
@@ -385,67 +353,4 @@ function keepable(outcome: CommandOutcome, timestamp: string): KeptAnswer {
   const problem = checked.error.issues.find((i) => i.path[0] === 'result') ?? checked.error.issues[0];
   const e = new FieldStreamError('FIELD_COMMAND_RESULT_INVALID', `the command's result cannot be answered: ${problem ? `${problem.path.join('.')} ${problem.message}` : 'invalid'}`);
   return { status: status.success ? status.data : 'failed', result: `${e.code}: ${e.message}`.slice(0, 1024), timestamp };
-}
-
-function runProgram(program: string, args: string[], timeoutMs: number, params: unknown, frame: CommandFrame): Promise<CommandOutcome> {
-  return new Promise((resolve) => {
-    const json = JSON.stringify(params ?? null);
-    // In the environment only when Linux takes it there: past LIMITS.fieldCommandEnvStringMaxBytes
-    // spawn throws E2BIG, and the program would never run. stdin always has the params.
-    const inEnv = Buffer.byteLength(`FIELDSTREAM_PARAMS=${json}`) + 1 <= LIMITS.fieldCommandEnvStringMaxBytes;
-    const child = spawn(program, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      // A process group of its own, killed whole at the timeout: a program is often a script whose
-      // own children hold its output open, and killing the script alone left them running, the
-      // answer waiting for them (a `sleep 3600` in a shell script answered after an hour).
-      detached: true,
-      env: { PATH: process.env.PATH, FIELDSTREAM_COMMAND: frame.command, FIELDSTREAM_COMMAND_ID: frame.commandId, ...(inEnv ? { FIELDSTREAM_PARAMS: json } : {}) },
-    });
-    let out = '';
-    let err = '';
-    // Decoded as a stream: a character split between two writes (two chunks) is kept whole, where
-    // decoding each chunk alone made it two U+FFFD in the result.
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (c: string) => {
-      if (out.length < LIMITS.fieldCommandOutputMaxChars) out = (out + c).slice(0, LIMITS.fieldCommandOutputMaxChars);
-    });
-    child.stderr.on('data', (c: string) => (err = (err + c).slice(-LIMITS.fieldCommandErrorOutputMaxChars)));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(json);
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        if (child.pid === undefined) throw new Error('no pid');
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-      // 'close' waits for the output to close too, and a process outside the group (a daemon the
-      // program started in a session of its own: setsid) can hold it open for ever, the command
-      // never answered. What it would still write is not waited for: the answer is the timeout's.
-      child.stdout.destroy();
-      child.stderr.destroy();
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      resolve({ status: 'failed', result: `cannot run ${program}: ${e.message}` });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (timedOut) {
-        const e = new FieldStreamError('FIELD_COMMAND_TIMEOUT', `${program} did not finish within ${timeoutMs} ms`);
-        return resolve({ status: 'failed', result: `${e.code}: ${e.message}` });
-      }
-      const text = out.trim();
-      let result: ResponsePayload['result'] = text;
-      try {
-        result = text ? z.json().parse(JSON.parse(text)) : '';
-      } catch {
-        /* plain text */
-      }
-      resolve(code === 0 ? { status: 'completed', result } : { status: 'failed', result: `exit code ${code}: ${err.trim() || text.slice(0, LIMITS.fieldCommandErrorOutputMaxChars)}` });
-    });
-  });
 }

@@ -475,7 +475,7 @@ describe('a command journal the disk refuses (commands.ts)', () => {
   });
 });
 
-describe('an exec command (commands.ts)', () => {
+describe('an exec command (commands-file.ts)', () => {
   it('runs with params of any size the command API takes: on stdin always, in FIELDSTREAM_PARAMS when they fit in one', async () => {
     // 60,002 characters of JSON, within LIMITS.stringMaxChars; 150,002 bytes in UTF-8, past what
     // Linux takes in one environment string (MAX_ARG_STRLEN, 128 KiB): spawn threw E2BIG, and a
