@@ -1279,7 +1279,7 @@ export const CONSOLE = {
   lastPresenceMaxUnregistered: 1_000,
   /** gateways whose last statuses are read at start */
   lastPresenceMaxGateways: 1_000,
-  /** gateways whose last end (a will, a clean stop, a restart: fleet.ts, gatewayPresence) is kept, to
+  /** gateways whose last end (a will, a clean stop, a restart: console/fleet/gateway-ends.ts) is kept, to
    * take offline a device presence through one arriving after it though older (the last presences
    * read at start, the feed running meanwhile); past it the gateway that ended longest ago is
    * forgotten. Bounded since gateway ids are the DMZ's word. */

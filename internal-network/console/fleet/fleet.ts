@@ -2,6 +2,7 @@ import type { Scalar } from '../../../shared/contract/primitives.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
 import { ChangeLog } from './counts.ts';
+import { GatewayEnds } from './gateway-ends.ts';
 import { GatewayIndex } from './gateway-index.ts';
 import { DeviceListing, type ListingFilter } from './listing.ts';
 import { PendingPresences } from './pending-presences.ts';
@@ -74,14 +75,8 @@ export class Fleet {
   unregistered = 0;
   /** the last presence of ids with no row, applied if one is made for them (CONSOLE.maxPendingPresences) */
   readonly pending = new PendingPresences(CONSOLE.maxPendingPresences, CONSOLE.pendingPresenceMaxAgeMs);
-  /**
-   * Each gateway's last end (gatewayPresence): devices it held with a presence no newer than `before`
-   * went offline at `time`. A gateway's status takes offline the devices it holds when it comes; a
-   * device presence through it older than its end, coming after it (the last presences read at the
-   * console's start, the feed running meanwhile; its broker's old retained statuses), is offline as
-   * well, as it would have been in the order they happened. At most CONSOLE.maxGatewayEnds.
-   */
-  private readonly gatewayEnds = new Map<string, { before: number; time: number }>();
+  /** each gateway's last end, for a device presence through it older than that, coming after it */
+  private readonly gatewayEnds = new GatewayEnds(CONSOLE.maxGatewayEnds);
   private readonly now: () => number;
 
   constructor(private readonly o: FleetOptions) {
@@ -252,16 +247,15 @@ export class Fleet {
     if (state === 'offline' && p.tags.gateway !== undefined && e.row.gateway !== null && p.tags.gateway !== e.row.gateway && (e.row.state === 'online' || e.row.state === 'stale')) return;
     const gateway = p.tags.gateway ?? e.row.gateway;
     // Its gateway ended after it (that status came first): offline, as that status would have made it.
-    const ended = state === 'online' && gateway !== null ? this.gatewayEnds.get(gateway) : undefined;
-    const gone = ended !== undefined && p.time <= ended.before;
-    e.presenceAt = gone ? ended.before : p.time;
+    const ended = state === 'online' ? this.gatewayEnds.after(gateway, p.time) : undefined;
+    e.presenceAt = ended ? ended.before : p.time;
     const cert = p.fields.cert_days_left;
     this.change(e, () => {
       if (typeof cert === 'number') e.row.certDaysLeft = cert;
       e.row.gateway = gateway;
     });
     this.reindex(e);
-    if (gone) return this.setState(e, 'offline', ended.time);
+    if (ended) return this.setState(e, 'offline', ended.time);
     if (state === 'online') e.heardAt = Math.max(e.heardAt, receivedAt);
     this.setState(e, state, p.time);
     if (state === 'online') this.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, receivedAt)));
@@ -275,19 +269,9 @@ export class Fleet {
    * killed whole sends no will, and its broker may bring back its old "online" statuses.
    */
   private gatewayPresence(p: StoredPoint): void {
-    const gateway = p.tags.gateway;
-    if (gateway === undefined) return;
-    const since = p.fields.since;
-    // `since` no later than the presence itself: a gateway's start in the future would otherwise
-    // outrank every presence of its devices after it.
-    const before = p.fields.state === 'offline' ? p.time : p.fields.state === 'online' && typeof since === 'number' ? Math.min(since, p.time) : undefined;
-    if (before === undefined) return;
-    const ended = this.gatewayEnds.get(gateway);
-    if (ended === undefined || before > ended.before) {
-      this.gatewayEnds.delete(gateway); // set again at the end: the newest
-      this.gatewayEnds.set(gateway, { before, time: p.time });
-      if (this.gatewayEnds.size > CONSOLE.maxGatewayEnds) this.gatewayEnds.delete(this.gatewayEnds.keys().next().value as string);
-    }
+    const end = this.gatewayEnds.add(p); // kept (gateway-ends.ts) for presences through it arriving later
+    if (end === undefined) return;
+    const { gateway, before } = end;
     this.pending.forgetGateway(gateway, before);
     // Only the devices this gateway holds connected (the index), not the whole fleet.
     this.gateways.takeOlder(gateway, before, (e) => {
