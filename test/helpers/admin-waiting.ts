@@ -1,6 +1,34 @@
 import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
+import { TIMINGS } from '../../shared/limits.ts';
 import { REPO_ROOT } from './stack.ts';
+
+/**
+ * Holds the lock folder `lock` (shared/dir-lock.ts) as a command that is alive would, until
+ * `release()`: its time is renewed every second, since a lock older than TIMINGS.adminLockWaitMs is
+ * taken for one left by a killed process and taken over. A command that takes longer than that to
+ * look at the lock (its keys made first, on a loaded machine) would otherwise take a test's lock over
+ * and write while the test holds it.
+ */
+export function holdLock(lock: string): { release(): void } {
+  mkdirSync(lock);
+  const renew = setInterval(() => {
+    try {
+      const now = new Date();
+      utimesSync(lock, now, now);
+    } catch {
+      // released, or its folder removed by the test's cleanup
+    }
+  }, Math.min(1_000, TIMINGS.adminLockWaitMs / 4));
+  renew.unref();
+  return {
+    release() {
+      clearInterval(renew);
+      rmSync(lock, { recursive: true });
+    },
+  };
+}
 
 /**
  * `bin/fieldstream-admin ARGS` started while a test holds `lock`: resolves once the command says on

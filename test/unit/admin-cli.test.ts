@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { adminWaitingFor } from '../helpers/admin-waiting.ts';
+import { adminWaitingFor, holdLock } from '../helpers/admin-waiting.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { createBackup, tarEntry } from '../../scripts/admin/backup.ts';
@@ -270,12 +270,12 @@ describe('fieldstream-admin backup and restore: unreadable state, hostile archiv
     try {
       const lock = join(pki.dir, '.revocations.lock');
       const out = join(work.dir, 'during-revocation.tar.gz');
-      mkdirSync(lock); // a revocation under way (revokeDevice holds this while it writes the log, the lists and the CRL)
+      const held = holdLock(lock); // a revocation under way (revokeDevice holds this while it writes the log, the lists and the CRL)
       // The backup says it waits once it found the lock held (not a fixed pause: a slow start would
       // have read the folder before the revocation, not beside it).
       const { exited, output } = await adminWaitingFor(lock, ['backup', out, '--certs-dir', pki.dir, '--state-dir', join(work.dir, 'no-state'), '--command-state', join(work.dir, 'no-journal')]);
       assert.equal(existsSync(out), false, 'the backup waits for the revocation to finish');
-      rmSync(lock, { recursive: true });
+      held.release();
       const { serials } = revokeDevice(pki.dir, 'dev-a'); // the revocation, now, as it would have finished
       assert.equal(await exited, 0, output().stderr);
       assert.match(output().stdout, /^Backed up /);

@@ -16,6 +16,7 @@ import { tokenPaths } from '../../pki/device-tokens.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
 import { foreignDeviceCert, tempDir } from '../helpers/pki.ts';
+import { holdLock } from '../helpers/admin-waiting.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 const mode = (path: string) => statSync(path).mode & 0o777;
@@ -395,12 +396,12 @@ describe('the onboarding scripts', () => {
       // Another revocation holds the lock: this one waits for it (its CRL would otherwise be
       // renamed over by the other's, made from an older log).
       const lock = join(certs, '.revocations.lock');
-      mkdirSync(lock);
+      const held = holdLock(lock);
       const child = spawn(script, ['pump-8'], { env, stdio: 'ignore' });
       const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
       await new Promise((r) => setTimeout(r, 1_500));
       assert.equal(listed(), false, 'not while the lock is held');
-      rmSync(lock, { recursive: true });
+      held.release();
       assert.equal(await exited, 0);
       assert.equal(listed(), true);
       assert.ok(!existsSync(pkiPaths(certs).deviceKeyRegistry('pump-8')));
@@ -510,7 +511,7 @@ describe('the onboarding scripts', () => {
       // A revocation of pump-6 holds the lock while a renewal starts: the renewal waits, and once the
       // revocation is done (here: the device listed as revoked, the lock let go) issues nothing.
       const lock = join(certs, '.revocations.lock');
-      mkdirSync(lock);
+      const held = holdLock(lock);
       const child = spawn(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['pump-6', '--renew'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -518,7 +519,7 @@ describe('the onboarding scripts', () => {
       await new Promise((r) => setTimeout(r, 2_500));
       assert.equal(issuedLines(), issued, 'nothing recorded while the lock is held');
       writeFileSync(pkiPaths(certs).revokedDevices, 'pump-6\n');
-      rmSync(lock, { recursive: true });
+      held.release();
       assert.notEqual(await exited, 0);
       assert.match(stderr, /PKI_DEVICE_REVOKED/);
       assert.equal(issuedLines(), issued, 'no certificate that the revocation did not see');
@@ -539,7 +540,7 @@ describe('the onboarding scripts', () => {
       // revoked, the lock let go) issues nothing. Issued meanwhile, the token stayed active in the
       // DMZ's file: the revoked device got in again through the token route.
       const lock = join(certs, '.revocations.lock');
-      mkdirSync(lock);
+      const held = holdLock(lock);
       const child = spawn(join(repoRoot, 'bin', 'fieldstream-admin'), ['devices', 'add', 'pump-5', '--token'], {
         env: { PATH: process.env.PATH, CERTS_DIR: certs, FIELDSTREAM_ENV_FILE: '/dev/null' },
         stdio: ['ignore', 'ignore', 'pipe'],
@@ -551,7 +552,7 @@ describe('the onboarding scripts', () => {
       const tokens = () => (existsSync(tokenPaths(certs).file) ? readFileSync(tokenPaths(certs).file, 'utf8') : '');
       assert.doesNotMatch(tokens(), /pump-5/, 'no token issued while the lock is held');
       writeFileSync(pkiPaths(certs).revokedDevices, 'pump-5\n');
-      rmSync(lock, { recursive: true });
+      held.release();
       assert.equal(await exited, 4, stderr);
       assert.match(stderr, /PKI_DEVICE_REVOKED/);
       assert.doesNotMatch(tokens(), /pump-5/, 'no token that the revocation did not see');

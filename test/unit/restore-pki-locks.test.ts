@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { adminWaitingFor, commandWaitingFor } from '../helpers/admin-waiting.ts';
+import { adminWaitingFor, commandWaitingFor, holdLock } from '../helpers/admin-waiting.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { pkiPaths } from '../../pki/layout.ts';
@@ -58,11 +58,11 @@ describe('restore and the certificate commands, at once', () => {
     try {
       const lock = join(t.pki.dir, '.revocations.lock');
       const before = caOf(t.pki.dir);
-      mkdirSync(lock); // an issue under way (issueDeviceCertificate holds this while it records and writes)
+      const held = holdLock(lock); // an issue under way (issueDeviceCertificate holds this while it records and writes)
       const { exited, output } = await adminWaitingFor(lock, ['restore', archive, '--force', ...t.args]);
       await sleep(300);
       assert.equal(caOf(t.pki.dir), before, 'nothing restored while the issue holds the lock');
-      rmSync(lock, { recursive: true });
+      held.release();
       assert.equal(await exited, 0, output().stderr);
       assert.match(output().stdout, /^Restored /);
       assert.equal(caOf(t.pki.dir), caOf(source.dir));
@@ -178,7 +178,7 @@ describe('restore and the certificate commands, at once', () => {
     const t = installation('ca-changed');
     try {
       const lock = join(t.pki.dir, '.revocations.lock');
-      mkdirSync(lock);
+      const held = holdLock(lock);
       // The issue loads the CA and makes its key, then waits for the lock (held here) to record and write.
       const issuing = command('scripts/generate-client-cert.sh', ['dev-late'], t.pki.dir);
       await sleep(4_000);
@@ -186,7 +186,7 @@ describe('restore and the certificate commands, at once', () => {
       const p = pkiPaths(t.pki.dir);
       const s = pkiPaths(source.dir);
       for (const [from, to] of [[s.caCert, p.caCert], [s.caKey, p.caKey], [s.publicCa, p.publicCa]] as const) copyFileSync(from, to);
-      rmSync(lock, { recursive: true });
+      held.release();
       const r = await issuing;
       assert.equal(r.code, 65, r.stderr);
       assert.match(r.stderr, /^error PKI_BUSY: .*CA/m);
@@ -219,11 +219,11 @@ describe('generate-certificates.sh and the other certificate commands, at once',
       try {
         const before = snapshot(pki.dir);
         const lock = join(pki.dir, name);
-        mkdirSync(lock); // a revocation, a token's issue, a backup or a restore's mark under way
+        const held = holdLock(lock); // a revocation, a token's issue, a backup or a restore's mark under way
         const { exited, output } = await commandWaitingFor('scripts/generate-certificates.sh', lock, ['example.org', '--new-ca'], { CERTS_DIR: pki.dir });
         await sleep(300);
         assert.deepEqual(snapshot(pki.dir), before, `nothing written while ${name} is held`);
-        rmSync(lock, { recursive: true });
+        held.release();
         assert.equal(await exited, 0, output().stderr);
         const p = pkiPaths(pki.dir);
         assert.notEqual(caOf(pki.dir), before[0], 'a new CA');
@@ -245,7 +245,7 @@ describe('generate-certificates.sh and the other certificate commands, at once',
         const pki = makeTestPki([]);
         try {
           const lock = join(pki.dir, '.revocations.lock');
-          mkdirSync(lock);
+          const held = holdLock(lock);
           // The CA kept: it loads it and makes the services' keys, then waits for the locks.
           const { exited, output } = await commandWaitingFor('scripts/generate-certificates.sh', lock, ['localhost', '--renew'], { CERTS_DIR: pki.dir });
           const p = pkiPaths(pki.dir);
@@ -260,7 +260,7 @@ describe('generate-certificates.sh and the other certificate commands, at once',
             writeFileSync(p.restoreMark, JSON.stringify({ pid: sleeper.pid, host: hostname(), startedAt: new Date().toISOString() }) + '\n');
           }
           const before = snapshot(pki.dir);
-          rmSync(lock, { recursive: true });
+          held.release();
           assert.equal(await exited, 65, output().stderr);
           assert.match(output().stderr, { 'another CA': /^error PKI_BUSY: .*CA/m, 'another set-up': /^error PKI_BUSY: .*distributor\.crt changed/m, 'a restore running': /^error PKI_RESTORE_RUNNING: /m }[meanwhile]);
           assert.deepEqual(snapshot(pki.dir), before, `${meanwhile}: nothing written`);
