@@ -38,6 +38,11 @@ export interface RolePolicy {
 export const RESPONSE_FILTER = `${TOPIC_ROOT}/+/up/response`;
 /** The brokers' own state: clients, message counts, the bridge's connection. */
 export const SYS_FILTER = '$SYS/#';
+/**
+ * The DMZ broker's uptime, which it publishes every sys_interval: each bridge brings it in as its
+ * heartbeat (bridge.conf), by which the broker exporter sees a DMZ broker that hangs.
+ */
+export const DMZ_UPTIME_TOPIC = '$SYS/broker/uptime';
 
 export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze({
   // DMZ: writes what devices send, reads the commands for the devices it holds and the commit
@@ -67,9 +72,9 @@ export const ROLE_POLICIES: Readonly<Record<string, RolePolicy>> = Object.freeze
   // for its MAC, not for this table: a bridge can deliver one too (see above).
   console: { publish: [], subscribe: [STORED_FEED_TOPIC] },
   // The bridge, as a client of the DMZ broker, whose ACL holds it: it reads uplink and status there,
-  // and writes commands and commit receipts there, nothing else. Into the internal broker it brings
-  // whatever the DMZ broker sends it, held by no ACL (see above).
-  bridge: { publish: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity] },
+  // and the broker's uptime (its heartbeat), and writes commands and commit receipts there, nothing
+  // else. Into the internal broker it brings whatever the DMZ broker sends it, held by no ACL (see above).
+  bridge: { publish: [TOPIC_FILTERS.downlink, TOPIC_FILTERS.receipts], subscribe: [TOPIC_FILTERS.uplink, TOPIC_FILTERS.gatewayUplink, TOPIC_FILTERS.status, TOPIC_FILTERS.gatewayPresence, TOPIC_FILTERS.gatewaySecurity, DMZ_UPTIME_TOPIC] },
   // The broker exporter, on both brokers: their own state ($SYS), no data, nothing to write.
   monitor: { publish: [], subscribe: [SYS_FILTER] },
 });

@@ -19,8 +19,9 @@ export const BrokerExporterConfigSchema = z.object({
   BROKER_EXPORTER_METRICS_PORT: setting.port(9468),
   /**
    * seconds without any $SYS message after which a broker counts as down although its connection
-   * stands (a hung broker), and, for the DMZ broker, after which the bridge to it counts as down
-   * too. Mosquitto publishes $SYS every sys_interval (5 s in our configurations).
+   * stands (a hung broker), and without a bridge's heartbeat (the DMZ broker's uptime it carries
+   * in, bridge.conf) after which that bridge counts as down too. Mosquitto publishes $SYS every
+   * sys_interval (5 s in our configurations, on both brokers): keep this well above it.
    */
   BROKER_EXPORTER_STALE_S: z.coerce.number().int().min(2).max(3600).default(30),
   BROKER_EXPORTER_CLIENT_ID: clientIdSetting('broker-exporter'),
@@ -69,24 +70,6 @@ export function expectedBridges(config: Pick<BrokerExporterConfig, 'DMZ_BROKER_H
 export function bridgeStateNames(config: Pick<BrokerExporterConfig, 'DMZ_BROKER_HOSTS' | 'BRIDGE_CLIENT_ID' | 'BRIDGE_STATE_TOKEN'>): Map<string, string> {
   const token = config.BRIDGE_STATE_TOKEN;
   return new Map(expectedBridges(config).map((id) => [token === undefined ? id : `${id}-${token}`, id]));
-}
-
-/**
- * The client id of the bridge that dials the DMZ broker this exporter watches (DMZ_MQTT_URL), or
- * none: "off", or no DMZ_BROKER_HOSTS entry of that host and port. With DMZ_BROKER_HOSTS empty the
- * one bridge dials DMZ_BROKER_HOST, the name DMZ_MQTT_URL is made of (compose file, Kubernetes).
- */
-export function watchedBridge(config: Pick<BrokerExporterConfig, 'DMZ_MQTT_URL' | 'DMZ_BROKER_HOSTS' | 'BRIDGE_CLIENT_ID'>): string | undefined {
-  if (config.DMZ_MQTT_URL === 'off') return undefined;
-  const ids = expectedBridges(config);
-  if (config.DMZ_BROKER_HOSTS.length === 0) return ids[0];
-  const url = new URL(config.DMZ_MQTT_URL);
-  const want = `${url.hostname.toLowerCase()}:${url.port === '' ? '8883' : url.port}`;
-  const i = config.DMZ_BROKER_HOSTS.findIndex((entry) => {
-    const colon = entry.lastIndexOf(':');
-    return (colon >= 0 ? `${entry.slice(0, colon).toLowerCase()}:${entry.slice(colon + 1)}` : `${entry.toLowerCase()}:8883`) === want;
-  });
-  return i < 0 ? undefined : ids[i];
 }
 
 export function loadBrokerExporterConfig(env: Record<string, string | undefined> = process.env): Readonly<BrokerExporterConfig> {

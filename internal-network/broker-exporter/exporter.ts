@@ -8,13 +8,14 @@ import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '..
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
 import { SYS_FILTER } from '../../shared/acl.ts';
-import { bridgeStateNames, expectedBridges, watchedBridge, type BrokerExporterConfig } from './config.ts';
+import { bridgeStateNames, expectedBridges, type BrokerExporterConfig } from './config.ts';
 
 /**
  * What Mosquitto 2.0.11 publishes under $SYS that we read (seen with `mosquitto_sub -t '$SYS/#' -v`
  * on our own configurations). Each value is retained and published again, every sys_interval, only
  * when it changed; `$SYS/broker/uptime` changes every time, so some $SYS message arrives every
- * interval while the broker works. Totals start again from 0 when the broker restarts.
+ * interval while the broker works (an idle one now and then skips one: its loop wakes a little
+ * early, seen as uptimes 6, 16 with sys_interval 5). Totals start again from 0 when the broker restarts.
  */
 export const SYS = {
   clientsConnected: '$SYS/broker/clients/connected',
@@ -39,6 +40,14 @@ export const SYS = {
  */
 export const BRIDGE_STATE = /^\$SYS\/broker\/connection\/([^/]+)\/state$/;
 
+/**
+ * A bridge's heartbeat: the DMZ broker's `$SYS/broker/uptime`, which it publishes every sys_interval,
+ * brought in by that bridge under its state's name (bridge.conf: `topic uptime in 0
+ * $SYS/broker/connection/<name>/remote/ $SYS/broker/`). It arrives only while that DMZ broker works
+ * and the bridge carries its messages, whichever DMZ broker it is: no connection to it is needed.
+ */
+export const BRIDGE_HEARTBEAT = /^\$SYS\/broker\/connection\/([^/]+)\/remote\/uptime$/;
+
 /** The $SYS topics kept (SYS); any other is not looked at. */
 const READ: ReadonlySet<string> = new Set(Object.values(SYS));
 
@@ -47,11 +56,13 @@ export class BrokerWatch {
   readonly values = new Map<string, number>();
   /** expected bridge's client id → 1/0, for those whose state arrived */
   readonly bridges = new Map<string, number>();
-  /** bridge states that arrived under a name not expected (what a compromised DMZ invents or forges), since start */
+  /** bridge states and heartbeats that arrived under a name not expected (what a compromised DMZ invents or forges), since start */
   ignoredBridgeStates = 0;
   lastSysAt = 0;
-  /** when $SYS last arrived, kept across reconnects (0: never): see `silent` */
-  private heardAt = 0;
+  /** expected bridge's client id → when its heartbeat last arrived, live (not a retained copy) */
+  private readonly heartbeats = new Map<string, number>();
+  /** when the connection was (last) made: a bridge's heartbeat is awaited from then on */
+  private connectedAt = Date.now();
   private readonly expected: ReadonlyMap<string, string>;
 
   /**
@@ -73,8 +84,17 @@ export class BrokerWatch {
     // process's memory nor crowd out (or stand in for) the real bridges. With BRIDGE_STATE_TOKEN the
     // names expected are ones the DMZ cannot know, so one under a real bridge's client id alone is
     // a forgery, counted likewise; without it, an expected name's value may still be a lie.
-    client.on('message', (topic, payload) => {
-      this.lastSysAt = this.heardAt = Date.now();
+    client.on('message', (topic, payload, packet) => {
+      this.lastSysAt = Date.now();
+      const beat = BRIDGE_HEARTBEAT.exec(topic);
+      if (beat?.[1] !== undefined) {
+        const id = this.expected.get(beat[1]);
+        if (id === undefined) this.ignoredBridgeStates++;
+        // Not the retained copy the broker hands over on subscribing: that is the last heartbeat
+        // before whatever happened since, and a hang of hours would read as a beat at every reconnect.
+        else if (packet?.retain !== true) this.heartbeats.set(id, this.lastSysAt);
+        return;
+      }
       const bridge = BRIDGE_STATE.exec(topic);
       if (bridge?.[1] !== undefined) {
         const id = this.expected.get(bridge[1]);
@@ -90,7 +110,11 @@ export class BrokerWatch {
     client.on('close', () => {
       this.values.clear();
       this.bridges.clear();
+      this.heartbeats.clear();
       this.lastSysAt = 0;
+    });
+    client.on('connect', () => {
+      this.connectedAt = Date.now();
     });
   }
 
@@ -109,18 +133,17 @@ export class BrokerWatch {
   }
 
   /**
-   * Heard from once, and not within the staleness limit, whether or not a connection stands: a
-   * broker that hangs, or a network dropping everything on the way. Not before it was first heard
-   * from, so an exporter that could never read this broker (its certificate, the broker's ACL)
-   * judges nothing by it.
+   * 1 while this broker can be read, the expected bridge's last state is "1" (no state yet is 0),
+   * and its heartbeat arrived within the staleness limit. Mosquitto 2.0 publishes no "0" for a
+   * bridge whose DMZ broker hangs (or whose packets a network drops): with notifications_local_only
+   * it drops the connection at its keepalive and dials again, its state left at "1" for as long as
+   * the hang lasts; its heartbeat stops. None awaited yet counts from the connection to this broker
+   * (a heartbeat comes every sys_interval), so a bridge already hung when the exporter starts, or
+   * one whose DMZ broker's ACL does not let it read the uptime, reads as down too.
    */
-  get silent(): boolean {
-    return this.heardAt > 0 && Date.now() - this.heardAt > this.staleMs;
-  }
-
-  /** 1 while this broker can be read and the expected bridge's last state is "1"; no state yet is 0. */
   bridgeUp(id: string): 0 | 1 {
-    return this.up && this.bridges.get(id) === 1 ? 1 : 0;
+    const beatAt = Math.max(this.heartbeats.get(id) ?? 0, this.connectedAt);
+    return this.up && this.bridges.get(id) === 1 && Date.now() - beatAt <= this.staleMs ? 1 : 0;
   }
 }
 
@@ -159,16 +182,8 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   };
   const brokers = [watch('internal', config.MQTT_URL, bridgeStateNames(config)), ...(config.DMZ_MQTT_URL === 'off' ? [] : [watch('dmz', config.DMZ_MQTT_URL)])];
   const internal = brokers[0] as BrokerWatch;
-  // Mosquitto 2.0 publishes no "0" for a bridge whose DMZ broker hangs (or whose packets a network
-  // drops): with notifications_local_only it drops the connection at its keepalive and dials again,
-  // its state left at "1" for as long as the hang lasts. The DMZ broker this exporter watches, dialled
-  // as the bridge dials it, stops answering then too: while it is silent, its bridge reads as down.
-  const dmz = brokers[1];
-  const judgedByDmz = dmz === undefined ? undefined : watchedBridge(config);
-  const bridgeUp = (id: string): 0 | 1 => (id === judgedByDmz && dmz?.silent === true ? 0 : internal.bridgeUp(id));
-  if (dmz !== undefined && judgedByDmz === undefined) {
-    log.warn({ dmz: config.DMZ_MQTT_URL, bridges: config.DMZ_BROKER_HOSTS }, 'DMZ_MQTT_URL is none of DMZ_BROKER_HOSTS: a bridge to a DMZ broker that hangs reads as connected (Mosquitto keeps its state at 1)');
-  }
+  // Each bridge is judged on the internal broker alone, by its state and its heartbeat
+  // (BrokerWatch.bridgeUp): no connection to its DMZ broker is needed, whichever DMZ server it is.
 
   const m = new ServiceMetrics('broker-exporter');
   m.gauge('mosquitto_up', '1 while the connection to the broker stands and its $SYS messages arrive, else 0.', ['broker'], function () {
@@ -198,12 +213,12 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   // reported, one that has published no state counting as down, so a bridge that never came up
   // (or whose state an invented name would once have crowded out) fires FieldStreamBridgeDown.
   m.gauge('bridge_connected', "1 while every bridge of the internal broker to a DMZ broker is connected ($SYS/broker/connection/<remote_clientid>/state of each expected, bridge_up), else 0 (also when the internal broker cannot be read).", [], function () {
-    this.set(bridges.every((id) => bridgeUp(id) === 1) ? 1 : 0);
+    this.set(bridges.every((id) => internal.bridgeUp(id) === 1) ? 1 : 0);
   });
-  m.gauge('bridge_up', "1 while this bridge of the internal broker (its client id: BRIDGE_CLIENT_ID, then -2, -3 ... per DMZ_BROKER_HOSTS entry) is connected, else 0: its state says 0, none arrived, the internal broker cannot be read, or it is the bridge to the DMZ broker watched (DMZ_MQTT_URL) and that broker has sent no $SYS for BROKER_EXPORTER_STALE_S (a hang Mosquitto's state does not show).", ['bridge'], function () {
-    for (const id of bridges) this.set({ bridge: id }, bridgeUp(id));
+  m.gauge('bridge_up', "1 while this bridge of the internal broker (its client id: BRIDGE_CLIENT_ID, then -2, -3 ... per DMZ_BROKER_HOSTS entry) is connected, else 0: its state says 0, none arrived, the internal broker cannot be read, or the DMZ broker's uptime has not come through it for BROKER_EXPORTER_STALE_S (a hung DMZ broker or a cut network, which Mosquitto's state does not show).", ['bridge'], function () {
+    for (const id of bridges) this.set({ bridge: id }, internal.bridgeUp(id));
   });
-  collectedCounter(m, 'bridge_states_ignored_total', 'Bridge states ($SYS/broker/connection/<id>/state) under a name no bridge of ours has, ignored: none is published by our brokers, so a compromised DMZ broker publishing through the bridge (SECURITY.md).', ['broker'], () =>
+  collectedCounter(m, 'bridge_states_ignored_total', 'Bridge states ($SYS/broker/connection/<id>/state) and heartbeats (.../<id>/remote/uptime) under a name no bridge of ours has, ignored: none is published by our brokers, so a compromised DMZ broker publishing through the bridge (SECURITY.md).', ['broker'], () =>
     brokers.map((b) => [{ broker: b.name }, b.ignoredBridgeStates] as const),
   );
 
@@ -223,7 +238,7 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
     await Promise.all(brokers.map((b) => endMqtt(b.client, true)));
     throw err;
   }
-  log.info({ brokers: brokers.map((b) => b.name), bridges, judgedByDmz }, 'broker exporter watching $SYS');
+  log.info({ brokers: brokers.map((b) => b.name), bridges }, 'broker exporter watching $SYS');
   return {
     metrics: m,
     metricsUrl: server.url,

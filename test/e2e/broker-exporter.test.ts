@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connectAsync } from 'mqtt';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startTestStack } from '../helpers/stack.ts';
@@ -76,6 +77,21 @@ describe('the broker exporter reports both Mosquittos and the bridge from $SYS',
     assert.match(text, /^# TYPE fieldstream_mosquitto_messages_received_total counter$/m);
     assert.match(text, /^# TYPE fieldstream_mosquitto_dropped_total counter$/m);
     assert.equal((await fetch(`${stack.metrics.brokerExporter}/readyz`)).status, 200);
+  });
+
+  it("the bridge brings the DMZ broker's uptime in, its heartbeat, live: the shipped DMZ ACL lets it read that", async () => {
+    const p = pki.paths;
+    const m = p.service('internal/monitor');
+    const monitor = await connectAsync(stack.urls.internalMqtt, { ca: readFileSync(p.publicCa), cert: readFileSync(m.cert), key: readFileSync(m.key), protocolVersion: 5, reconnectPeriod: 0, clientId: 'exporter-test-heartbeat' });
+    try {
+      const beat = new Promise<string>((resolve) => monitor.on('message', (topic, _payload, packet) => packet.retain || resolve(topic)));
+      await monitor.subscribeAsync('$SYS/broker/connection/+/remote/uptime', { qos: 0 });
+      // The DMZ broker publishes it every sys_interval (5 s).
+      const topic = await Promise.race([beat, new Promise<undefined>((r) => setTimeout(r, 15_000, undefined))]);
+      assert.match(topic ?? 'none within 15 s', /^\$SYS\/broker\/connection\/fieldstream-bridge[^/]*\/remote\/uptime$/);
+    } finally {
+      await monitor.endAsync();
+    }
   });
 
   it('the DMZ broker stopped: mosquitto_up{broker="dmz"} 0 and bridge_connected 0; back to 1 when it restarts', async () => {
@@ -192,7 +208,9 @@ describe('the broker exporter reads only the bridges render-bridges.sh renders',
     const before = (await scrape()).get(`fieldstream_bridge_states_ignored_total{broker="internal",${S}}`) ?? 0;
     rogue.inject('$SYS/broker/connection/fieldstream-bridge/state', '0', true);
     rogue.inject('$SYS/broker/connection/fieldstream-bridge-2/state', '0', true);
-    const m = await until({ 'fieldstream_bridge_states_ignored_total{broker="internal"}': (v) => (v ?? 0) >= before + 2 }, 'the forged states counted');
+    // And a heartbeat for the other DMZ server's bridge, under its client id: also not believed.
+    rogue.inject('$SYS/broker/connection/fieldstream-bridge-2/remote/uptime', '1 seconds');
+    const m = await until({ 'fieldstream_bridge_states_ignored_total{broker="internal"}': (v) => (v ?? 0) >= before + 3 }, 'the forged states counted');
     assert.equal(m.get(`fieldstream_bridge_connected{${S}}`), 1, 'no false FieldStreamBridgeDown');
     assert.equal([...m.keys()].filter((k) => k.includes(token)).length, 0, 'the token is in no series');
     // Restarted, the exporter is handed the forged states again, retained: still not believed.
@@ -222,34 +240,49 @@ describe('the broker exporter reads only the bridges render-bridges.sh renders',
  * A DMZ broker that hangs (SIGSTOP: its connections stand, nothing answers), or a network that drops
  * everything between the servers: Mosquitto 2.0 drops the bridge at its keepalive and dials again,
  * but with `notifications_local_only` it publishes no "0" then, so the bridge's state stays "1"
- * for as long as the hang lasts. The real internal Mosquitto, with the bridge render-bridges.sh
- * renders, bridged to a real Mosquitto standing in for the DMZ broker (the shipped `sys_interval`),
- * which the exporter watches too: frozen, the bridge reads down within what the exporter's
- * staleness and $SYS's interval allow; resumed, it reads up again.
+ * for as long as the hang lasts. The real internal Mosquitto, with the bridges render-bridges.sh
+ * renders, bridged to two real Mosquittos standing in for two DMZ servers (DMZ_BROKER_HOSTS, the
+ * shipped `sys_interval`), the exporter dialling the first (DMZ_MQTT_URL): either one frozen, the
+ * bridge to it reads down within what the exporter's staleness and $SYS's interval allow while the
+ * other stays up; resumed, it reads up again.
  */
-describe('the broker exporter reports the bridge to a DMZ broker that hangs as down', () => {
+describe('the broker exporter reports the bridge to a DMZ broker that hangs as down, whichever DMZ broker it is', () => {
   const repo = join(import.meta.dirname, '..', '..');
   const sysIntervalS = Number(/^sys_interval (\d+)$/m.exec(readFileSync(join(repo, 'dmz', 'mosquitto', 'mosquitto.conf'), 'utf8'))?.[1]);
-  const dmz = freezableBroker('exporter-frozen-dmz', [], 'dmz/mosquitto', `sys_interval ${sysIntervalS}\n`);
-  const staleS = 10;
+  const watched = freezableBroker('exporter-frozen-dmz', [], 'dmz/mosquitto', `sys_interval ${sysIntervalS}\n`);
+  const other = freezableBroker('exporter-frozen-dmz-2', [], 'dmz/mosquitto', `sys_interval ${sysIntervalS}\n`, watched.pki);
+  // Three $SYS intervals: Mosquitto 2.0, idle, now and then publishes $SYS one interval late.
+  const staleS = 3 * sysIntervalS;
+  const token = randomBytes(16).toString('hex');
   let internal: Awaited<ReturnType<typeof startBridgedInternalMosquitto>> | undefined;
   let exporter: BrokerExporter | undefined;
+  let startedAt = 0;
 
   const S = 'service="broker-exporter"';
   const scrape = async () => parseExposition(await (await fetch(`${exporter?.metricsUrl}/metrics`)).text());
-  const until = (connected: 0 | 1, timeoutMs: number, what: string) =>
-    eventually(async () => {
+  const bridgeUp = (m: Map<string, number>, id: string) => m.get(`fieldstream_bridge_up{bridge="${id}",${S}}`);
+  /** Waits until `down` (if any) reads down and the other bridge up, failing if that other one ever reads down meanwhile. */
+  const until = (down: string | undefined, timeoutMs: number, what: string) => {
+    const ids = ['fieldstream-bridge', 'fieldstream-bridge-2'];
+    return eventually(async () => {
       const m = await scrape();
-      return m.get(`fieldstream_bridge_connected{${S}}`) === connected && m.get(`fieldstream_bridge_up{bridge="fieldstream-bridge",${S}}`) === connected ? m : undefined;
+      if (down !== undefined) for (const id of ids) if (id !== down && bridgeUp(m, id) === 0) throw new Error(`${id} read down while only ${down} hung`);
+      const ok = ids.every((id) => bridgeUp(m, id) === (id === down ? 0 : 1)) && m.get(`fieldstream_bridge_connected{${S}}`) === (down === undefined ? 1 : 0);
+      return ok ? m : undefined;
     }, timeoutMs, what);
+  };
+  // The last heartbeat may be up to two $SYS intervals old when the broker freezes (see staleS), and
+  // the staleness is judged at each scrape: down within the staleness and two intervals. Twice that
+  // covers a busy machine.
+  const downWithinMs = 2 * (staleS + 2 * sysIntervalS) * 1000;
 
   before(async () => {
-    const p = dmz.pki.paths;
-    // The name the bridge verifies the DMZ broker's certificate with, and the exporter dials.
-    const hostPort = `localhost:${new URL(dmz.broker.tlsUrl).port}`;
-    const dir = join(dmz.work.dir, 'internal');
+    const p = watched.pki.paths;
+    // The names the bridges verify the DMZ brokers' certificates with; the exporter dials the first.
+    const hostPorts = [watched, other].map((b) => `localhost:${new URL(b.broker.tlsUrl).port}`);
+    const dir = join(watched.work.dir, 'internal');
     mkdirSync(dir);
-    internal = await startBridgedInternalMosquitto(repo, dmz.pki, dir, hostPort);
+    internal = await startBridgedInternalMosquitto(repo, watched.pki, dir, hostPorts.join(','), token);
     const m = p.service('internal/monitor');
     exporter = await startBrokerExporter(
       loadBrokerExporterConfig({
@@ -257,29 +290,42 @@ describe('the broker exporter reports the bridge to a DMZ broker that hangs as d
         MQTT_CA_FILE: p.publicCa,
         MQTT_CERT_FILE: m.cert,
         MQTT_KEY_FILE: m.key,
-        DMZ_MQTT_URL: `mqtts://${hostPort}`,
+        DMZ_MQTT_URL: `mqtts://${hostPorts[0]}`,
         DMZ_MQTT_CA_FILE: p.dmzBrokerCa.internal,
-        DMZ_BROKER_HOSTS: hostPort,
+        DMZ_BROKER_HOSTS: hostPorts.join(','),
+        BRIDGE_STATE_TOKEN: token,
         BROKER_EXPORTER_STALE_S: String(staleS),
         BROKER_EXPORTER_CLIENT_ID: 'exporter-frozen-dmz-test',
         BROKER_EXPORTER_METRICS_PORT: '0',
       }),
       createLogger('broker-exporter', 'silent'),
     );
+    startedAt = Date.now();
   });
   after(async () => {
     await exporter?.close();
     await internal?.stop();
   });
 
-  it('frozen: bridge_up and bridge_connected 0 within the staleness and two $SYS intervals; resumed: 1 again', async () => {
-    await until(1, 30_000, 'the bridge connected');
-    await dmz.broker.process.pause();
-    // Generous: the last $SYS may be up to one interval old when it freezes, and the staleness
-    // is judged at each scrape; twice that covers a busy machine.
-    await until(0, 2 * (staleS + 2 * sysIntervalS) * 1000, 'the bridge to the frozen DMZ broker reported down');
-    await dmz.broker.process.resume();
+  it('the DMZ broker it does not dial frozen: that bridge reads down within the staleness and two $SYS intervals, the other stays up; resumed: up again', async () => {
+    await until(undefined, 30_000, 'both bridges connected');
+    // Past the staleness since the exporter connected: both read up for their heartbeats, not for want of time to hear one.
+    await new Promise((r) => setTimeout(r, startedAt + (staleS + 1) * 1000 - Date.now()));
+    await until(undefined, 5_000, 'both bridges still connected, their heartbeats arriving');
+    await other.broker.process.pause();
+    const m = await until('fieldstream-bridge-2', downWithinMs, 'the bridge to the frozen DMZ broker reported down');
+    // The exporter reads the DMZ broker it dials (the watched one), which answers throughout.
+    assert.equal(m.get(`fieldstream_mosquitto_up{broker="dmz",${S}}`), 1);
+    await other.broker.process.resume();
     // Mosquitto dials again with a growing delay (bridge.conf: restart_timeout 2 30).
-    await until(1, 90_000, 'the bridge reported up again once the DMZ broker answers');
+    await until(undefined, 90_000, 'the bridge reported up again once the DMZ broker answers');
+  });
+
+  it('the DMZ broker it dials frozen: that bridge reads down, the other stays up; resumed: up again', async () => {
+    await until(undefined, 30_000, 'both bridges connected');
+    await watched.broker.process.pause();
+    await until('fieldstream-bridge', downWithinMs, 'the bridge to the frozen DMZ broker reported down');
+    await watched.broker.process.resume();
+    await until(undefined, 90_000, 'the bridge reported up again once the DMZ broker answers');
   });
 });

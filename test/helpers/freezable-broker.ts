@@ -17,9 +17,11 @@ export interface FreezableBroker {
  * and in `after` resumed (a frozen process cannot act on its stop), stopped, and its folder and
  * the PKI removed. Its hooks are registered first: the describe's own `before` finds it running.
  * `extra`: configuration lines added to the broker's own (e.g. the shipped `sys_interval`).
+ * `sharedPki`: another broker's PKI, used instead of one of its own (and left to that broker to
+ * remove), for two brokers one client trusts alike (two DMZ servers of one internal broker).
  */
-export function freezableBroker(name: string, deviceIds: readonly string[], service?: 'internal/mosquitto' | 'dmz/mosquitto', extra = ''): FreezableBroker {
-  const pki = makeTestPki(deviceIds);
+export function freezableBroker(name: string, deviceIds: readonly string[], service?: 'internal/mosquitto' | 'dmz/mosquitto', extra = '', sharedPki?: ReturnType<typeof makeTestPki>): FreezableBroker {
+  const pki = sharedPki ?? makeTestPki(deviceIds);
   const work = tempDir(name);
   let broker: { url: string; tlsUrl?: string; process: ManagedProcess } | undefined;
   before(async () => {
@@ -30,7 +32,7 @@ export function freezableBroker(name: string, deviceIds: readonly string[], serv
     await broker?.process.resume().catch(() => undefined);
     await broker?.process.stop();
     work.cleanup();
-    pki.cleanup();
+    if (sharedPki === undefined) pki.cleanup();
   });
   return {
     pki,

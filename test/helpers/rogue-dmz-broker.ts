@@ -5,16 +5,21 @@ import tls from 'node:tls';
 import mqttPacket from 'mqtt-packet';
 import { freePort, waitForPort } from '../../scripts/local-stack/ports.ts';
 import type { PkiPaths } from '../../pki/layout.ts';
+import { DMZ_UPTIME_TOPIC } from '../../shared/acl.ts';
 
 /**
  * A broker standing in for the DMZ broker, as whoever holds the DMZ server can run one with the DMZ
  * broker's certificate and key: it takes the internal bridge's connection and publishes what the
- * test says, on any topic. Enough of MQTT 3.1.1 (the bridge's version, bridge.conf) for that.
+ * test says, on any topic. Enough of MQTT 3.1.1 (the bridge's version, bridge.conf) for that. Like
+ * Mosquitto, it publishes its uptime every second while the bridge is subscribed to it (the bridge's
+ * heartbeat, which the broker exporter reads), retained as Mosquitto sends $SYS to a bridge.
  */
 export class RogueDmzBroker {
   private server: tls.Server;
   private socket: tls.TLSSocket | undefined;
   private messageId = 0;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readonly startedAt = Date.now();
   /** resolved once the bridge has subscribed (its `topic ... in` lines) */
   readonly subscribed: Promise<string[]>;
   /** the topics the bridge published here (its `topic ... out` lines) */
@@ -37,10 +42,19 @@ export class RogueDmzBroker {
         else if (p.cmd === 'subscribe') {
           this.send({ cmd: 'suback', messageId: p.messageId, granted: p.subscriptions.map(() => 1) });
           subscribed(p.subscriptions.map((s) => s.topic));
+          if (p.subscriptions.some((s) => s.topic === DMZ_UPTIME_TOPIC)) {
+            clearInterval(this.heartbeat);
+            this.heartbeat = setInterval(() => this.send({ cmd: 'publish', topic: DMZ_UPTIME_TOPIC, payload: `${Math.floor((Date.now() - this.startedAt) / 1000)} seconds`, qos: 0, retain: true }), 1000);
+            this.heartbeat.unref();
+          }
         }
       });
       sock.on('data', (d) => parser.parse(d));
       sock.on('error', () => undefined);
+      // The bridge gone (its broker stopped), there is no one to beat for until it connects again.
+      sock.on('close', () => {
+        if (this.socket === sock) clearInterval(this.heartbeat);
+      });
     });
   }
 
@@ -59,6 +73,7 @@ export class RogueDmzBroker {
   }
 
   close(): Promise<void> {
+    clearInterval(this.heartbeat);
     this.socket?.destroy();
     return new Promise((r) => this.server.close(() => r()));
   }

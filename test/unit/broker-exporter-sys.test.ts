@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { BrokerWatch, SYS } from '../../internal-network/broker-exporter/exporter.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { bridgeStateNames, expectedBridges, loadBrokerExporterConfig, watchedBridge } from '../../internal-network/broker-exporter/config.ts';
+import { bridgeStateNames, expectedBridges, loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
 
 /**
  * The broker exporter's reading of $SYS: a bridge the internal broker runs brings in any topic the
@@ -48,6 +48,45 @@ describe('the broker exporter keeps only the $SYS it reads', () => {
     assert.equal(w.ignoredBridgeStates, 1001);
   });
 
+  it("a bridge whose state says 1 is up only while its heartbeat (the DMZ broker's uptime it carries in) arrives within the staleness limit; a retained one is not a beat", async () => {
+    const client = Object.assign(new EventEmitter(), { connected: true });
+    const staleMs = 100;
+    const w = new BrokerWatch('internal', client as unknown as MqttClient, staleMs, ['fieldstream-bridge', 'fieldstream-bridge-2']);
+    const sys = () => client.emit('message', SYS.clientsConnected, Buffer.from('2'), { retain: false });
+    const beat = (name: string, retain = false) => client.emit('message', `$SYS/broker/connection/${name}/remote/uptime`, Buffer.from('5 seconds'), { retain });
+    sys();
+    client.emit('message', '$SYS/broker/connection/fieldstream-bridge/state', Buffer.from('1'), { retain: true });
+    client.emit('message', '$SYS/broker/connection/fieldstream-bridge-2/state', Buffer.from('1'), { retain: true });
+    // Just connected: none awaited yet.
+    assert.equal(w.bridgeUp('fieldstream-bridge'), 1);
+    assert.equal(w.bridgeUp('fieldstream-bridge-2'), 1);
+    const tick = () => new Promise((r) => setTimeout(r, staleMs * 0.6));
+    for (let i = 0; i < 3; i++) {
+      await tick();
+      sys();
+      beat('fieldstream-bridge');
+      // Retained: the last beat before whatever happened since, handed over again on subscribing.
+      beat('fieldstream-bridge-2', true);
+    }
+    assert.equal(w.bridgeUp('fieldstream-bridge'), 1, 'beating');
+    assert.equal(w.bridgeUp('fieldstream-bridge-2'), 0, 'its state still says 1, but no live beat within the limit');
+    beat('fieldstream-bridge-2');
+    assert.equal(w.bridgeUp('fieldstream-bridge-2'), 1, 'beating again');
+    // A beat under a name no bridge of ours has is counted with the invented states.
+    beat('invented');
+    assert.equal(w.ignoredBridgeStates, 1);
+    // Reconnected: the beats are awaited afresh from then on.
+    client.emit('close');
+    client.emit('connect');
+    sys();
+    client.emit('message', '$SYS/broker/connection/fieldstream-bridge/state', Buffer.from('1'), { retain: true });
+    assert.equal(w.bridgeUp('fieldstream-bridge'), 1);
+    await tick();
+    await tick();
+    sys();
+    assert.equal(w.bridgeUp('fieldstream-bridge'), 0);
+  });
+
   it('the DMZ broker runs no bridge: every bridge state read there is ignored and counted', () => {
     const client = Object.assign(new EventEmitter(), { connected: true });
     const w = new BrokerWatch('dmz', client as unknown as MqttClient, 60_000);
@@ -73,7 +112,12 @@ describe('the broker exporter expects the bridges render-bridges.sh renders', ()
         .sort((a, b) => Number(/\d+/.exec(a)?.[0]) - Number(/\d+/.exec(b)?.[0]))
         .map((f) => {
           const text = readFileSync(join(dir, f), 'utf8');
-          return { id: /^remote_clientid (.+)$/m.exec(text)?.[1], state: /^notification_topic \$SYS\/broker\/connection\/(.+)\/state$/m.exec(text)?.[1] };
+          return {
+            id: /^remote_clientid (.+)$/m.exec(text)?.[1],
+            state: /^notification_topic \$SYS\/broker\/connection\/(.+)\/state$/m.exec(text)?.[1],
+            // The DMZ broker's uptime, brought in under the same name (BRIDGE_HEARTBEAT).
+            heartbeat: /^topic uptime in 0 \$SYS\/broker\/connection\/(.+)\/remote\/ \$SYS\/broker\/$/m.exec(text)?.[1],
+          };
         });
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -93,6 +137,7 @@ describe('the broker exporter expects the bridges render-bridges.sh renders', ()
       assert.deepEqual(expectedBridges(config), bridges.map((b) => b.id));
       // Each state read under the name the broker publishes it with (notification_topic), reported under the client id.
       assert.deepEqual([...bridgeStateNames(config)], bridges.map((b) => [b.state, b.id]));
+      assert.deepEqual(bridges.map((b) => b.heartbeat), bridges.map((b) => b.state));
       if (env.BRIDGE_STATE_TOKEN) for (const b of bridges) assert.equal(b.state, `${b.id}-${env.BRIDGE_STATE_TOKEN}`);
     });
   }
@@ -109,32 +154,5 @@ describe('the broker exporter expects the bridges render-bridges.sh renders', ()
       assert.throws(() => rendered({ DMZ_BROKER_HOSTS: bad }), /Command failed/, bad);
       assert.throws(() => loadBrokerExporterConfig({ ...base, DMZ_BROKER_HOSTS: bad }), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONFIG_INVALID' && /DMZ_BROKER_HOSTS/.test(err.message), bad);
     }
-  });
-
-  it('names the bridge that dials the DMZ broker it watches (DMZ_MQTT_URL): the entry of that host and port, the one bridge without a list, none for "off" or no entry', () => {
-    const of = (env: Record<string, string>) => watchedBridge(loadBrokerExporterConfig({ ...base, ...env }));
-    const hosts = 'dmz1.example.org:8883,DMZ2.example.org';
-    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz1.example.org:8883', DMZ_BROKER_HOSTS: hosts }), 'fieldstream-bridge');
-    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz2.example.org:8883', DMZ_BROKER_HOSTS: hosts }), 'fieldstream-bridge-2');
-    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz2.example.org:9883', DMZ_BROKER_HOSTS: hosts }), undefined);
-    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz3.example.org:8883', DMZ_BROKER_HOSTS: hosts }), undefined);
-    assert.equal(of({ DMZ_MQTT_URL: 'mqtts://dmz-mosquitto:8883' }), 'fieldstream-bridge');
-    assert.equal(of({ DMZ_MQTT_URL: 'off', DMZ_BROKER_HOSTS: hosts }), undefined);
-  });
-
-  it('a broker heard from and then silent past the staleness limit is silent, its connection standing or not; one never heard from is not', async () => {
-    const client = Object.assign(new EventEmitter(), { connected: true });
-    const w = new BrokerWatch('dmz', client as unknown as MqttClient, 20);
-    assert.equal(w.silent, false);
-    client.emit('message', SYS.clientsConnected, Buffer.from('2'));
-    assert.equal(w.silent, false);
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(w.silent, true);
-    assert.equal(w.up, false);
-    client.connected = false;
-    client.emit('close');
-    assert.equal(w.silent, true);
-    client.emit('message', SYS.clientsConnected, Buffer.from('2'));
-    assert.equal(w.silent, false);
   });
 });

@@ -680,7 +680,7 @@ ${series}    alert_rule_test:
 
   it('FieldStreamBridgeDown fires once the bridge to a DMZ broker that hangs has read down for 2 minutes', () => {
     // As the broker exporter exposes a hang (test/e2e/broker-exporter.test.ts): the bridge up,
-    // then down once the DMZ broker it watches has been silent for BROKER_EXPORTER_STALE_S.
+    // then down once its heartbeat (the DMZ broker's uptime) has stopped for BROKER_EXPORTER_STALE_S.
     const at = (up: 0 | 1) => `fieldstream_bridge_connected{service="broker-exporter"} ${up}
 fieldstream_bridge_up{bridge="fieldstream-bridge",service="broker-exporter"} ${up}
 `;
