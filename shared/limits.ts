@@ -234,6 +234,19 @@ export const LIMITS = {
    * lineProtocolFieldShapes this bounds the encoder's memory to a few MiB whatever devices send
    * (a reading of readingMaxFields fields of 128 characters would be 33,000). */
   lineProtocolShapeMaxChars: 1024,
+  /** bytes. Most line protocol (before gzip) one InfluxDB write request carries; a batch of more
+   * (DISTRIBUTOR_BATCH_MAX_POINTS bounds points, not their size) goes as several requests, one after
+   * another, a line never cut (internal-network/distributor/sinks/influx-v1.ts, influx-v2.ts).
+   * InfluxData suggests about 5,000 lines a request: 5,000 readings of a few fields (a few hundred
+   * bytes a line) still fit in one. Envelopes of the largest legal shape (batchMaxMessages readings
+   * of readingMaxFields fields, 4.5 KB a line) gathered into one batch of 5,000 points were 23 MB
+   * in one request, which InfluxDB 1.x took 3 to 10 s to write (measured, random values): once it was
+   * busy, past INFLUXDB_TIMEOUT_MS, and the request, retried whole, was never answered in time while
+   * every message behind it waited. About 460 such lines fit in 2 MiB, written in under a second.
+   * Well under what servers take in one body even without gzip: InfluxDB 1.x's max-body-size
+   * (25,000,000 bytes by default), InfluxDB 3's max-http-request-size (10 MiB); a proxy's smaller
+   * bound (nginx's 1 MiB) is met by halving on its 413 (sinks/sink.ts writeWithinLimit). */
+  influxRequestMaxBytes: 2 * 1024 * 1024,
   /** fields. Most fields (measurement and field name) whose type the distributor, and the
    * console's writer, keep to (internal-network/distributor/sinks/field-types.ts): about 100 bytes
    * each. Devices choose their field names; past it, the types of further fields are not kept to. */

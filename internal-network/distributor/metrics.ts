@@ -55,7 +55,7 @@ export class DistributorMetrics {
     const messages = metrics.counter('distributor_messages_total', 'Device messages written (to the database, or as files), by data type; status: presence updates.', ['data_type']);
     this.messagesBy = Object.fromEntries(KINDS.map((k) => [k, messages.labels(k)])) as Record<WrittenKind, Counter.Internal>;
     this.points = metrics.counter('distributor_points_total', 'Data points written to the database (security events not included).');
-    this.writeSeconds = metrics.histogram('distributor_write_seconds', 'Seconds per database request (written or failed).');
+    this.writeSeconds = metrics.histogram('distributor_write_seconds', 'Seconds per batch written to the database (written or failed): one request, or to InfluxDB several past LIMITS.influxRequestMaxBytes.');
     this.writeFailures = metrics.counter('distributor_write_failures_total', 'Database requests that failed, by error code (DISTRIBUTOR_WRITE_FAILED: unavailable, retried; DISTRIBUTOR_WRITE_REJECTED: refused as bad data).', ['reason']);
     // Both reasons exposed at 0 from the start: a series that appears only at the first failure is
     // invisible to rate() and to readers who take a missing series for "unknown".

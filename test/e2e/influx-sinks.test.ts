@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InfluxV1, VictoriaMetrics } from '../../scripts/local-stack/databases.ts';
@@ -17,6 +18,7 @@ import { FieldTypeGuard } from '../../internal-network/distributor/sinks/field-t
 import { dataPoints, POINT_KEY, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { LocalPointStore, readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseEnvelope, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
@@ -396,6 +398,37 @@ describe('time-series sinks against real databases', () => {
     }
   });
 
+  it("envelopes of the largest legal shape (batchMaxMessages readings of readingMaxFields fields) go in requests of at most LIMITS.influxRequestMaxBytes of line protocol, 1.x and 2.x, and every reading is written", async () => {
+    // 5,000 points of 256 fields, about 23 MB of line protocol, was one request: InfluxDB 1.x took
+    // seconds over it, past the write deadline once busy, and the request was retried for ever.
+    const fields = (i: number) => Object.fromEntries(Array.from({ length: LIMITS.readingMaxFields }, (_, f) => [`f${String(f).padStart(3, '0')}`, i + f / 1000]));
+    const envelope = (device: string, at: number) => Array.from({ length: LIMITS.batchMaxMessages }, (_, i) => point(device, fields(i), at + i));
+    const envelopes = 5;
+    const targets: Array<[string, string, (url: string) => PointSink, (device: string) => Promise<number>]> = [
+      ['1.x', influx.url, (url) => new InfluxV1Sink({ url, database: DB, username: influx.user, password: influx.password, timeoutMs: 60_000 }), async (device) => Number((await influx.rows(DB, `SELECT count(f255) FROM readings WHERE device =~ /^${device}/`))[0]?.count ?? 0)],
+      ['2.x', vm.url, (url) => new InfluxV2Sink({ url, token: 't', org: 'o', bucket: 'b', timeoutMs: 60_000 }), async (device) => (await vm.export('readings_f255')).filter((s) => String(s.metric.device).startsWith(device)).reduce((n, s) => n + s.values.length, 0)],
+    ];
+    for (const [name, target, sinkAt, written] of targets) {
+      const proxy = await recordingProxy(target);
+      try {
+        const sink = sinkAt(proxy.url);
+        const batcher = anyAge(sink, 5000);
+        const device = `widest-${name}-`;
+        const results = await Promise.all(Array.from({ length: envelopes }, (_, e) => code(batcher.write(envelope(`${device}${e}`, 1700000600000 + e * 10_000)))));
+        assert.deepEqual(results, Array(envelopes).fill('ok'), name);
+        assert.equal(batcher.stats.requests, 1, `${name}: the five envelopes were one batch of 5,000 points`);
+        const writes = proxy.writes.filter((w) => w.status === 204);
+        assert.ok(writes.length > 1, `${name}: ${writes.length} request(s)`);
+        for (const w of proxy.writes) assert.ok(w.bytes <= LIMITS.influxRequestMaxBytes, `${name}: a request of ${w.bytes} bytes of line protocol, over ${LIMITS.influxRequestMaxBytes}`);
+        assert.equal(writes.reduce((n, w) => n + w.lines, 0), envelopes * LIMITS.batchMaxMessages, `${name}: every reading sent once`);
+        await eventually(async () => ((await written(device)) === envelopes * LIMITS.batchMaxMessages ? true : undefined), 30_000, `${name}: every reading stored`);
+        await sink.close();
+      } finally {
+        await proxy.close();
+      }
+    }
+  });
+
   it('the batcher keeps at most its concurrency of requests in flight, and every message learns its own outcome', async () => {
     const real = v1();
     let inFlight = 0;
@@ -466,3 +499,43 @@ describe('time-series sinks against real databases', () => {
     await sink.close();
   });
 });
+
+/**
+ * An HTTP proxy in front of a database that passes every request on as it is and records, for each
+ * write, the line protocol it carried (bytes, gunzipped; lines) and the database's answer.
+ */
+async function recordingProxy(target: string): Promise<{ url: string; writes: Array<{ bytes: number; lines: number; status: number }>; close(): Promise<void> }> {
+  const writes: Array<{ bytes: number; lines: number; status: number }> = [];
+  const read = async (req: IncomingMessage) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  };
+  const server = createServer((req, res) => {
+    void (async () => {
+      const body = await read(req);
+      const headers: Record<string, string> = {};
+      for (const h of ['authorization', 'content-type', 'content-encoding', 'accept-encoding']) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h];
+      const answer = await fetch(new URL(req.url ?? '/', target), { method: req.method ?? 'GET', headers, ...(req.method === 'POST' ? { body } : {}) });
+      const text = Buffer.from(await answer.arrayBuffer());
+      if (/\/write\b/.test(req.url ?? '')) {
+        const lp = req.headers['content-encoding'] === 'gzip' ? gunzipSync(body) : body;
+        writes.push({ bytes: lp.length, lines: lp.length === 0 ? 0 : lp.toString('utf8').split('\n').length, status: answer.status });
+      }
+      res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'text/plain' });
+      res.end(text);
+    })().catch((err: unknown) => {
+      res.writeHead(502);
+      res.end(String(err));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    writes,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import { InfluxV2Sink } from '../../internal-network/distributor/sinks/influx-v2.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
@@ -81,19 +82,20 @@ describe('InfluxDB answers that are not "every point written"', () => {
   });
 
   // The client library's WriteApi flushed on its own, its error swallowed, once its buffer reached
-  // maxBatchBytes (50 MB): a chunk of long strings went in two requests, and the failure of the first
-  // never reached write(). A chunk is one request now, answered before write() returns.
-  it("v2: a chunk over the client library's 50 MB is one request, and its refusal is the write's", async () => {
-    // A request of most of the chunk is refused (a type conflict in it, a body limit on the way), a small one taken.
-    const f = await fakeInflux((_n, body) => (body.length > 20_000_000 ? 422 : 204));
+  // maxBatchBytes (50 MB). The sink posts every request itself: a chunk past
+  // LIMITS.influxRequestMaxBytes goes in several, one after another, each answered before the next.
+  it("v2: a chunk of large points goes in requests of at most LIMITS.influxRequestMaxBytes, and the refusal of one is the write's", async () => {
+    // The second request is refused (a type conflict in it, a body limit on the way).
+    const f = await fakeInflux((n) => (n === 2 ? 422 : 204));
     servers.push(f.server);
     const sink = new InfluxV2Sink({ url: f.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 30_000 });
     const long = 'x'.repeat(64 * 1024); // LIMITS.stringMaxChars
-    // 4 string fields of 64 KiB each: ~256 KiB a line; 210 points ~ 55 MB, far below 5,000 points.
-    const points = Array.from({ length: 210 }, (_, i) => point(i, { a: long, b: long, c: long, d: long }));
+    // 4 string fields of 64 KiB each: ~256 KiB a line; 40 points ~ 10 MiB, far below 5,000 points.
+    const points = Array.from({ length: 40 }, (_, i) => point(i, { a: long, b: long, c: long, d: long }));
     try {
       assert.equal(await outcome(sink.write(points)), 'DISTRIBUTOR_WRITE_REJECTED');
-      assert.equal(f.bodies.length, 1, 'one request');
+      assert.equal(f.bodies.length, 2, 'the requests after the refused one are not sent');
+      for (const b of f.bodies) assert.ok(b.length <= LIMITS.influxRequestMaxBytes && b.length > LIMITS.influxRequestMaxBytes / 2, `${b.length} bytes`);
     } finally {
       await sink.close();
     }

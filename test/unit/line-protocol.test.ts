@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Point } from '@influxdata/influxdb-client';
 import fc from 'fast-check';
-import { nanosecondTime, precisionOf, toLine, toLineProtocol } from '../../internal-network/distributor/sinks/line-protocol.ts';
+import { nanosecondTime, precisionOf, requestsOf, toLine, toLineProtocol } from '../../internal-network/distributor/sinks/line-protocol.ts';
 import { MEASUREMENTS, ONE_POINT_PER_MESSAGE, POINT_KEY, subMillisecondNs, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
@@ -127,5 +127,27 @@ describe('line protocol', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+
+  it('requestsOf: lines in order, each body (joined by newlines) within the bound in UTF-8 bytes and lines; a line over it alone, never cut', () => {
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: fc.constantFrom('a', 'é', '€', '𝄞', ' '), maxLength: 40 }), { maxLength: 60 }), fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 10 }), (lines, maxBytes, maxLines) => {
+        const requests = requestsOf(lines, maxBytes, maxLines);
+        assert.deepEqual(requests.flat(), lines);
+        for (const r of requests) {
+          assert.ok(r.length >= 1 && r.length <= maxLines);
+          if (r.length > 1) assert.ok(Buffer.byteLength(r.join('\n')) <= maxBytes, JSON.stringify(r));
+        }
+        // Greedy: the next request's first line did not fit in the one before.
+        for (let i = 1; i < requests.length; i++) {
+          const before = requests[i - 1] as string[];
+          assert.ok(before.length === maxLines || Buffer.byteLength([...before, (requests[i] as string[])[0]].join('\n')) > maxBytes);
+        }
+      }),
+      { numRuns: 500 },
+    );
+    assert.deepEqual(requestsOf([]), []);
+    // 3 + 1 + 3 bytes: "ééé" is 6 bytes, alone in its request.
+    assert.deepEqual(requestsOf(['abc', 'def', 'ééé', 'g'], 7), [['abc', 'def'], ['ééé'], ['g']]);
   });
 });

@@ -1,11 +1,12 @@
 import { HttpError, InfluxDB, type Transport } from '@influxdata/influxdb-client';
 import { FieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../points.ts';
-import { precisionOf, toLines, type Precision } from './line-protocol.ts';
+import { precisionOf, requestsOf, toLines, type Precision } from './line-protocol.ts';
 import { shownUrl } from '../../shared/influx-settings.ts';
 import { isRetryableStatus, retryAfterMs, writeWithinLimit, type PointSink } from './sink.ts';
 
-/** points per write request (InfluxData suggests about 5,000 lines) */
+/** lines (points) per write request (InfluxData suggests about 5,000), of at most LIMITS.influxRequestMaxBytes */
 const BATCH = 5000;
 
 export interface InfluxV2Options {
@@ -20,7 +21,8 @@ export interface InfluxV2Options {
 /**
  * InfluxDB 2.x (and anything speaking its `/api/v2/write`), posted through the transport of
  * @influxdata/influxdb-client (its authentication, TLS, timeout and gzip), one request per chunk of
- * BATCH points, never through its WriteApi: that one flushes by itself when its buffer passes
+ * BATCH points and at most LIMITS.influxRequestMaxBytes of line protocol (line-protocol.ts
+ * requestsOf), never through its WriteApi: that one flushes by itself when its buffer passes
  * `maxBatchBytes` (a batch of large strings: part of a chunk), reports that flush's failure to a log
  * and not to us, and resolves on any 2xx. The distributor retries itself and acknowledges the broker
  * only after a 204: a 201 is InfluxDB 3's "partial write" (some lines stored, the others refused),
@@ -45,16 +47,17 @@ export class InfluxV2Sink implements PointSink {
   }
 
   async write(points: readonly StoredPoint[]): Promise<void> {
-    // Each chunk one request, halved while answered 413 (sink.ts writeWithinLimit).
-    for (let i = 0; i < points.length; i += BATCH) await writeWithinLimit(points.slice(i, i + BATCH), (part) => this.writeChunk(part));
-  }
-
-  private async writeChunk(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    // Encoded before the request, outside its catch: a point line protocol cannot carry is the
+    // Encoded before the requests, outside their catch: a point line protocol cannot carry is the
     // encoder's DISTRIBUTOR_WRITE_REJECTED (final), which the catch would make a failure to retry.
     const precision = precisionOf(points);
-    const body = toLines(points, precision).join('\n');
+    // Each chunk one request, halved while answered 413 (sink.ts writeWithinLimit).
+    for (const lines of requestsOf(toLines(points, precision), LIMITS.influxRequestMaxBytes, BATCH)) await writeWithinLimit(lines, (part) => this.writeChunk(part, precision));
+  }
+
+  private async writeChunk(lines: readonly string[], precision: Precision): Promise<void> {
+    if (lines.length === 0) return;
+    const body = lines.join('\n');
     let status: number | undefined;
     try {
       // The library's `timeout` is the socket's idle time: an answer trickling in (a byte now and

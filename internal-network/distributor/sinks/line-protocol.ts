@@ -216,3 +216,26 @@ export function toLines(points: readonly StoredPoint[], precision: Precision = p
 export function toLineProtocol(points: readonly StoredPoint[], precision: Precision = precisionOf(points)): string {
   return toLines(points, precision).join('\n');
 }
+
+/**
+ * `lines` cut into the bodies of successive requests (each its lines joined by newlines), in order:
+ * each body at most `maxBytes` of UTF-8 and `maxLines` lines, but a line larger than `maxBytes` by
+ * itself is a body alone (a line is never cut; the database may refuse it, 413, as too large).
+ */
+export function requestsOf(lines: readonly string[], maxBytes: number = LIMITS.influxRequestMaxBytes, maxLines = Number.POSITIVE_INFINITY): string[][] {
+  const requests: string[][] = [];
+  let current: string[] = [];
+  let bytes = 0;
+  for (const line of lines) {
+    const size = Buffer.byteLength(line, 'utf8');
+    // + 1: the newline before it
+    if (current.length > 0 && (bytes + 1 + size > maxBytes || current.length >= maxLines)) {
+      requests.push(current);
+      current = [];
+    }
+    bytes = current.length === 0 ? size : bytes + 1 + size;
+    current.push(line);
+  }
+  if (current.length > 0) requests.push(current);
+  return requests;
+}

@@ -41,25 +41,27 @@ export function retryAfterMs(value: string | string[] | undefined, now = Date.no
 const TOO_LARGE = 413;
 
 /**
- * `request(points)` (one request), and on a 413 (`details.status`) the points again in halves, each
+ * `request(lines)` (one request), and on a 413 (`details.status`) the lines again in halves, each
  * halved again while it is answered 413: InfluxDB 1.x's `max-body-size`, InfluxDB 3's
  * `max-http-request-size`, InfluxDB Cloud's limit or a proxy's (nginx's `client_max_body_size`, 1 MiB
  * by default) answer it for a request, whatever its points. Retried whole, a batch over the limit
  * failed for ever: its consumer connections stalled, and the messages of other devices gathered into
- * it with them. Points are independent, so parts go as well as the whole. A point answered 413 alone
- * is DISTRIBUTOR_WRITE_REJECTED: no retry changes its size, so its message is kept as a dead letter
- * (the write batcher finds it), replayable once the limit is raised.
+ * it with them. Points (a line each) are independent, so parts go as well as the whole. A point
+ * answered 413 alone is DISTRIBUTOR_WRITE_REJECTED: no retry changes its size, so its message is kept
+ * as a dead letter (the write batcher finds it), replayable once the limit is raised.
+ * The sinks send no request over LIMITS.influxRequestMaxBytes in the first place (line-protocol.ts
+ * requestsOf); this finds a server's, or a proxy's, smaller bound.
  */
-export async function writeWithinLimit(points: readonly StoredPoint[], request: (points: readonly StoredPoint[]) => Promise<void>): Promise<void> {
+export async function writeWithinLimit(lines: readonly string[], request: (lines: readonly string[]) => Promise<void>): Promise<void> {
   try {
-    await request(points);
+    await request(lines);
   } catch (err) {
     if (!isFieldStreamError(err) || err.details?.status !== TOO_LARGE) throw err;
-    if (points.length <= 1) {
+    if (lines.length <= 1) {
       throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `a point larger than the database takes in one request (raise its limit on a request's size, then replay the dead letter): ${err.message}`, { status: TOO_LARGE }, { cause: err });
     }
-    const half = Math.ceil(points.length / 2);
-    await writeWithinLimit(points.slice(0, half), request);
-    await writeWithinLimit(points.slice(half), request);
+    const half = Math.ceil(lines.length / 2);
+    await writeWithinLimit(lines.slice(0, half), request);
+    await writeWithinLimit(lines.slice(half), request);
   }
 }
