@@ -247,6 +247,16 @@ export const LIMITS = {
    * (25,000,000 bytes by default), InfluxDB 3's max-http-request-size (10 MiB); a proxy's smaller
    * bound (nginx's 1 MiB) is met by halving on its 413 (sinks/sink.ts writeWithinLimit). */
   influxRequestMaxBytes: 2 * 1024 * 1024,
+  /** bytes. Most COPY text (sinks/postgres/copy.ts) one PostgreSQL transaction of the distributor
+   * carries; a batch of more is written in several transactions, one after another, a row never cut
+   * (sinks/postgres/rows.ts toTransactions). A table's rows of one batch were one string: messages of
+   * the broker's largest packet (16 MiB), one from each consumer, made more than a JavaScript string
+   * can hold (about 512 MiB; escaping a backslash twice, in JSON and for COPY, quadruples it), and
+   * the write failed ("Invalid string length") and was retried for ever. 5,000 readings of a few
+   * fields (a few hundred bytes a row) are about 1 MiB, one transaction as before; 5,000 of
+   * LIMITS.readingMaxFields fields (38 MB) took 2 s in one (measured, PostgreSQL 15), so a part of
+   * 16 MiB stays well inside POSTGRES_TIMEOUT_MS. */
+  postgresTransactionMaxBytes: 16 * 1024 * 1024,
   /** fields. Most fields (measurement and field name) whose type the distributor, and the
    * console's writer, keep to (internal-network/distributor/sinks/field-types.ts): about 100 bytes
    * each. Devices choose their field names; past it, the types of further fields are not kept to. */

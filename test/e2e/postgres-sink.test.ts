@@ -171,6 +171,23 @@ describe('the PostgreSQL sink', () => {
     assert.deepEqual(sec, { reason: 'GATEWAY_RATE_LIMITED', source: 'gateway', gateway: 'gw-1', count: 7, from_ms: '500' });
   });
 
+  it('writes a batch of large messages in transactions of at most LIMITS.postgresTransactionMaxBytes of COPY text (a row over it alone), every row kept', async () => {
+    // Messages of the broker's largest packet, one from each consumer, gathered into one batch:
+    // backslashes, escaped once in JSON and again for COPY, made one table's COPY text of the batch
+    // longer than a JavaScript string can be ("Invalid string length", about 512 MiB), a failure
+    // retried for ever while every message behind it waited. 34 readings of 128 fields of 32 Ki
+    // backslashes: 16.8 MB of COPY text each, 571 MB in all.
+    const backslashes = '\\'.repeat(32 * 1024);
+    const fields = Object.fromEntries(Array.from({ length: 128 }, (_, f) => [`s${f}`, backslashes]));
+    const s = sink({ POSTGRES_SCHEMA: 'largebatch', POSTGRES_TIMEOUT_MS: 60_000 });
+    const n = 34;
+    assert.equal(await code(s.write(Array.from({ length: n }, (_, i) => reading('lb', `s:e:${i}`, fields, 1_700_000_000_000 + i)))), 'ok');
+    // Each row is over the bound by itself: a transaction of its own.
+    assert.equal(s.stats.transactions, n);
+    const stored = await rows(`SELECT count(*) AS n, min(length(fields->>'s7')) AS shortest FROM largebatch.readings WHERE device = 'lb'`);
+    assert.deepEqual(stored, [{ n: String(n), shortest: 32 * 1024 }]);
+  });
+
   it("keeps every gateway presence, so that its latest row is the gateway's state whatever the batches and their order", async () => {
     const s = sink();
     /** A gateway presence as the distributor makes it (message-handler.ts): `since` the process's start, keyed by its arrival. */

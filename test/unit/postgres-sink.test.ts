@@ -8,7 +8,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { POINT_KEY, readingPoints, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import fc from 'fast-check';
 import { copyField, copyRows, copyText } from '../../internal-network/distributor/sinks/postgres/copy.ts';
-import { fallbackKey, tableStatements, TABLES, toTableBatches, type TableStatements } from '../../internal-network/distributor/sinks/postgres/rows.ts';
+import { fallbackKey, tableStatements, TABLES, toTableBatches, toTransactions, type TableStatements } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../internal-network/distributor/sinks/postgres/schema.ts';
 import { checkPostgresSettings, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { isRejection } from '../../internal-network/distributor/sinks/postgres/sink.ts';
@@ -115,6 +115,35 @@ describe('PostgreSQL rows', () => {
     );
     assert.equal(statements.size, 2, 'statements are made once per table');
     assert.deepEqual(toTableBatches('fs', [{ measurement: 'nope', tags: {}, fields: {}, time: 1 }], statements).unknown, ['nope']);
+  });
+
+  it('splits a batch into transactions of at most the bound of COPY text, in UTF-8 bytes, a row over it alone, every row kept in order', () => {
+    const statements = new Map<string, TableStatements>();
+    // A reading's row 'd1\t5\ts:e:N\t{"t":N}\n' is 19 bytes: two fit in 50, not three.
+    const r = (n: number, fields: StoredPoint['fields'] = { t: n }): StoredPoint => ({ measurement: 'readings', tags: { device: 'd1' }, fields, time: 5, [POINT_KEY]: `s:e:${n}` });
+    const pts: StoredPoint[] = [
+      // 31 characters but 39 bytes ('é' is 2 in UTF-8): a reading after it fits in characters, not in bytes.
+      { measurement: 'events', tags: { device: 'd1', event_type: 'door' }, fields: { message: 'é'.repeat(8) }, time: 7, [POINT_KEY]: 's:e:0' },
+      r(1),
+      r(2),
+      r(3, { t: 3, note: 'x'.repeat(100) }), // over the bound by itself
+      r(4),
+    ];
+    const { transactions, unknown } = toTransactions('fs', pts, statements, 50);
+    assert.deepEqual(unknown, []);
+    assert.deepEqual(
+      transactions.map((t) => t.map((b) => [b.table, b.rows])),
+      [[['events', 1]], [['readings', 2]], [['readings', 1]], [['readings', 1]]],
+    );
+    for (const t of transactions) {
+      const bytes = t.reduce((n, b) => n + Buffer.byteLength(b.text), 0);
+      assert.ok(bytes <= 50 || t.reduce((n, b) => n + b.rows, 0) === 1, `${bytes} bytes`);
+    }
+    // Every row, in order, as one transaction without a bound (toTableBatches) has them.
+    const whole = toTableBatches('fs', pts, statements).batches;
+    assert.deepEqual(whole.map((b) => b.table), ['events', 'readings']);
+    assert.equal(transactions.flat().filter((b) => b.table === 'events').map((b) => b.text).join(''), whole[0]?.text);
+    assert.equal(transactions.flat().filter((b) => b.table === 'readings').map((b) => b.text).join(''), whole[1]?.text);
   });
 
   it('copies into a temporary staging table, then inserts from it with ON CONFLICT DO NOTHING, times as exact milliseconds after the epoch', () => {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Scalar } from '../../../../shared/contract/primitives.ts';
 import { MEASUREMENTS, POINT_KEY, RESPONSE_COMMAND_FIELD, type StoredPoint } from '../../points.ts';
+import { LIMITS } from '../../../../shared/limits.ts';
 import { copyRows } from './copy.ts';
 import { overflowField, type EventDeviceTag } from '../../event-tags.ts';
 import { OVERFLOW_TAG_VALUE } from '../../security/tag-admission.ts';
@@ -185,27 +186,51 @@ export interface TableBatch {
 }
 
 /**
- * The points of a batch, grouped per table, each group as its statements and its COPY text.
- * A point of an unknown measurement has no table: it is returned in `unknown` (the caller refuses it).
+ * The points of a batch, grouped per table, each group as its statements and its COPY text, in one
+ * transaction. A point of an unknown measurement has no table: it is returned in `unknown` (the
+ * caller refuses it).
  */
 export function toTableBatches(schema: string, points: readonly StoredPoint[], statements: Map<string, TableStatements>): { batches: TableBatch[]; unknown: string[] } {
-  const groups = new Map<TableSpec, unknown[][]>();
+  const { transactions, unknown } = toTransactions(schema, points, statements, Number.POSITIVE_INFINITY);
+  return { batches: transactions[0] ?? [], unknown };
+}
+
+/**
+ * The points of a batch as transactions, in order, each its points grouped per table (as
+ * toTableBatches) and at most `maxBytes` of COPY text in all, but a row larger by itself alone in
+ * its transaction (a row is never cut). Each row's text is made once and counted in UTF-8, as sent.
+ */
+export function toTransactions(schema: string, points: readonly StoredPoint[], statements: Map<string, TableStatements>, maxBytes: number = LIMITS.postgresTransactionMaxBytes): { transactions: TableBatch[][]; unknown: string[] } {
+  const transactions: TableBatch[][] = [];
   const unknown: string[] = [];
+  let groups = new Map<TableSpec, string[]>();
+  let bytes = 0;
+  const close = () => {
+    if (groups.size === 0) return;
+    const batches: TableBatch[] = [];
+    for (const [spec, rows] of groups) {
+      let sql = statements.get(spec.table);
+      if (sql === undefined) statements.set(spec.table, (sql = tableStatements(schema, spec)));
+      batches.push({ table: spec.table, statements: sql, text: rows.join(''), rows: rows.length });
+    }
+    transactions.push(batches);
+    groups = new Map();
+    bytes = 0;
+  };
   for (const p of points) {
     const spec = TABLES[p.measurement];
     if (!spec) {
       unknown.push(p.measurement);
       continue;
     }
+    const text = copyRows([spec.row(p, p[POINT_KEY] ?? fallbackKey(p))]);
+    const size = Buffer.byteLength(text, 'utf8');
+    if (bytes > 0 && bytes + size > maxBytes) close();
     let group = groups.get(spec);
     if (!group) groups.set(spec, (group = []));
-    group.push(spec.row(p, p[POINT_KEY] ?? fallbackKey(p)));
+    group.push(text);
+    bytes += size;
   }
-  const batches: TableBatch[] = [];
-  for (const [spec, rows] of groups) {
-    let sql = statements.get(spec.table);
-    if (sql === undefined) statements.set(spec.table, (sql = tableStatements(schema, spec)));
-    batches.push({ table: spec.table, statements: sql, text: copyRows(rows), rows: rows.length });
-  }
-  return { batches, unknown };
+  close();
+  return { transactions, unknown };
 }

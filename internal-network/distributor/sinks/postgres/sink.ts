@@ -7,7 +7,7 @@ import type { Logger } from '../../../../shared/logger.ts';
 import type { StoredPoint } from '../../points.ts';
 import type { PointSink } from '../sink.ts';
 import { migrate } from './schema.ts';
-import { toTableBatches, type TableStatements } from './rows.ts';
+import { toTransactions, type TableBatch, type TableStatements } from './rows.ts';
 import { poolConfig, type PostgresConnection } from './settings.ts';
 
 /**
@@ -35,9 +35,10 @@ export function isRejection(err: unknown): boolean {
 }
 
 /**
- * The PostgreSQL sink (docs/postgres.md). Each write is one transaction: per table, the batch's
- * rows COPYed into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING`
- * from it (rows.ts), so a message delivered again writes nothing and a batch is all or nothing.
+ * The PostgreSQL sink (docs/postgres.md). Each write is one transaction (several past
+ * LIMITS.postgresTransactionMaxBytes of rows): per table, the batch's rows COPYed into a temporary
+ * staging table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING` from it (rows.ts), so a
+ * message delivered again writes nothing and each transaction is all or nothing.
  * The schema is made or migrated before the first write (and again after a failed attempt, or after
  * a write that found it gone), so the distributor starts while the database is still down, and the
  * first write waits for it like any other.
@@ -69,11 +70,20 @@ export class PostgresSink implements PointSink {
     this.pool.on('error', (err) => this.log.warn({ sqlstate: (err as { code?: string }).code, err: err.message }, 'PostgreSQL closed an idle connection'));
   }
 
+  /**
+   * One transaction per LIMITS.postgresTransactionMaxBytes of COPY text (rows.ts toTransactions),
+   * one after another. A transaction committed stays when a later one fails: the write fails and is
+   * retried whole, and the rows already there are skipped (ON CONFLICT DO NOTHING).
+   */
   async write(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    const { batches, unknown } = toTableBatches(this.connection.schema, points, this.statements);
+    const { transactions, unknown } = toTransactions(this.connection.schema, points, this.statements);
     if (unknown.length > 0) throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `PostgreSQL has no table for measurement ${unknown[0]}`);
     await this.schemaReady();
+    for (const batches of transactions) await this.transaction(batches);
+  }
+
+  private async transaction(batches: readonly TableBatch[]): Promise<void> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
