@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Point } from '@influxdata/influxdb-client';
 import fc from 'fast-check';
-import { nanosecondTime, precisionOf, requestsOf, toLine, toLineProtocol } from '../../internal-network/distributor/sinks/line-protocol.ts';
+import { nanosecondTime, precisionOf, requestsOf, toLine, toLineProtocol, toLines } from '../../internal-network/distributor/sinks/line-protocol.ts';
 import { MEASUREMENTS, ONE_POINT_PER_MESSAGE, POINT_KEY, subMillisecondNs, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
@@ -149,5 +149,21 @@ describe('line protocol', () => {
     assert.deepEqual(requestsOf([]), []);
     // 3 + 1 + 3 bytes: "ééé" is 6 bytes, alone in its request.
     assert.deepEqual(requestsOf(['abc', 'def', 'ééé', 'g'], 7), [['abc', 'def'], ['ééé'], ['g']]);
+  });
+
+  it('a string value of many escaped characters takes about its own size in memory, not a piece per character', () => {
+    // Readings of the largest a device can send, 120 fields of 32 Ki backslashes (7.9 MB of JSON),
+    // each escaped to 64 Ki characters. Escaped a character at a time, a line held 16 times its text
+    // in memory (a piece of string per character, until it is read): a batch of 32 such messages, one
+    // per consumer, needed over 4 GB and the distributor ran out of memory.
+    const backslashes = '\\'.repeat(32 * 1024);
+    const fields = Object.fromEntries(Array.from({ length: 120 }, (_, f) => [`s${f}`, backslashes]));
+    const before = process.memoryUsage().heapUsed;
+    const lines = toLines(Array.from({ length: 4 }, (_, i) => ({ measurement: 'readings', tags: { device: `d${i}` }, fields, time: 1_700_000_000_000 + i })));
+    const grown = process.memoryUsage().heapUsed - before;
+    const chars = lines.reduce((n, l) => n + l.length, 0);
+    // Each backslash escaped: 2 × 32 Ki of them in each of the 120 values.
+    assert.equal(lines[0]?.split('\\').length, 120 * 2 * 32 * 1024 + 1);
+    assert.ok(grown < 5 * chars, `${Math.round(grown / 1e6)} MB held for ${Math.round(chars / 1e6)} MB of line protocol`);
   });
 });
