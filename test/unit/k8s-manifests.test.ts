@@ -83,6 +83,7 @@ const ComposeFile = z.object({
       profiles: z.array(z.string()).optional(),
       environment: z.record(z.string(), z.unknown()).optional(),
       mem_limit: z.union([z.string(), z.number()]).optional(),
+      memswap_limit: z.union([z.string(), z.number()]).optional(),
     }),
   ),
 });
@@ -155,6 +156,8 @@ describe('Kubernetes manifests', () => {
           // compose's --scale replicas, as each pod).
           const limit = memoryBytes(c.resources?.limits?.memory, `${name} limit`);
           assert.equal(composeMemoryBytes(svc.mem_limit, name), limit, `${name}: mem_limit ${String(svc.mem_limit)} of ${tier.compose}, Kubernetes ${String(c.resources?.limits?.memory)}`);
+          // Memory and swap together (memswap_limit) no more than memory: no swap, as a pod has none.
+          assert.equal(composeMemoryBytes(svc.memswap_limit, name), limit, `${name}: memswap_limit ${String(svc.memswap_limit)} of ${tier.compose}`);
           // docs/kubernetes.md's table of the limits
           const row = new RegExp(`^\\| ${name} \\| (\\S+) \\|$`, 'm').exec(readFileSync(join(repoRoot, 'docs', 'kubernetes.md'), 'utf8'));
           assert.equal(row?.[1], c.resources?.limits?.memory, `${name}: docs/kubernetes.md's table of memory limits`);
