@@ -1149,13 +1149,17 @@ export const CONSOLE = {
   snapshotRecent: 200,
   /** milliseconds between two updates sent to one browser: changes in between are coalesced */
   liveFlushMs: 1_000,
-  /** milliseconds between looks at the services' /readyz and /metrics for the pipeline page */
+  /** milliseconds between looks at the services' /readyz and /metrics for the pipeline page, each
+   * sent to every live stream: the event that tells a page its stream is alive, which it takes for
+   * dead after 15 s without one (SILENCE_MS, public/api.js; test/unit/console-live.test.ts keeps
+   * that several of these) */
   pipelinePollMs: 2_000,
   /** milliseconds a pipeline look (one HTTP request) may take */
   pipelineRequestTimeoutMs: 1_500,
   /** milliseconds between sweeps that mark silent devices stale */
   staleSweepMs: 5_000,
-  /** milliseconds. An SSE comment line this often keeps proxies from closing an idle stream. */
+  /** milliseconds. An SSE comment line this often keeps proxies from closing an idle stream. A page
+   * never sees it (EventSource dispatches no comment): its liveness is pipelinePollMs's. */
   liveKeepaliveMs: 15_000,
   /** live streams (browser tabs) open at once */
   maxLiveStreams: 200,

@@ -282,3 +282,15 @@ describe('a live stream whose browser stopped reading', () => {
     }
   });
 });
+
+describe("the page's live stream timeout (public/api.js)", () => {
+  it('outlasts several of the pipeline views every stream gets, the events that keep a page from taking its stream for dead', async () => {
+    // EventSource hands a page only events: the keepalive comment (CONSOLE.liveKeepaliveMs) is for
+    // proxies and never reaches the page's code, so what tells a page its stream is alive is the
+    // `pipeline` view broadcast to every stream each CONSOLE.pipelinePollMs. A page that waited less
+    // than a few of them would reconnect to a fresh snapshot, for ever.
+    const { SILENCE_MS } = await import(new URL('../../internal-network/console/public/api.js', import.meta.url).href);
+    assert.equal(typeof SILENCE_MS, 'number', 'api.js states its silence timeout');
+    assert.ok(SILENCE_MS >= 3 * CONSOLE.pipelinePollMs, `the page waits ${SILENCE_MS} ms, the server sends its pipeline view every ${CONSOLE.pipelinePollMs} ms`);
+  });
+});

@@ -142,9 +142,11 @@ const LIVE_EVENTS = ['snapshot', 'snapshot-part', 'snapshot-end', 'devices', 'se
 /** Reconnection delays grow from the first to the last, and start over after a snapshot. */
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 15000;
-/** The server sends `pipeline` every 2 s: this long without any event means the stream is dead
- * (a proxy may keep a dead connection open), so it is reopened. */
-const SILENCE_MS = 15000;
+/** The server sends `pipeline` every 2 s (CONSOLE.pipelinePollMs): this long without any event
+ * means the stream is dead (a proxy may keep a dead connection open), so it is reopened. Its
+ * keepalive comment does not count: EventSource hands a page events only. Checked against the
+ * server's interval by test/unit/console-live.test.ts. */
+export const SILENCE_MS = 15000;
 
 /**
  * The live feed: one EventSource at a time, on /api/live or /api/live?device=ID (which carries
