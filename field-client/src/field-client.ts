@@ -121,6 +121,8 @@ export class FieldClient {
       welcome: () => this.welcome,
       isHeld: (seq) => this.rejected.isHeld(seq),
       refuseForGood: (ids, refusal) => this.refuseForGood(ids, refusal),
+      // Written down as finished, as a transfer done is: the next start lets its record go quietly.
+      fileGone: (seq, transferId) => this.finishedFiles.add(transferId, seq, this.queue.persistedThrough),
     }, log);
   }
 

@@ -40,6 +40,8 @@ export class SendPump {
       isHeld: (seq: number) => boolean;
       /** sets aside what the frames found too large for any frame (frame-sender.ts, oversized) */
       refuseForGood: (ids: readonly string[], refusal: Refusal) => void;
+      /** a file record's file was missing at its transfer's start, its record let go (startTransfer) */
+      fileGone: (seq: number, transferId: string) => void;
     },
     private readonly log: Logger,
   ) {}
@@ -111,8 +113,10 @@ export class SendPump {
   }
 
   private startTransfer(m: OutgoingMessage): void {
-    if (startTransfer(this.transfers, m, this.log)) return;
+    const { started, gone } = startTransfer(this.transfers, m, this.log);
+    if (started) return;
     this.inFlight.delete(m.seq);
     this.queue.commitRanges([[m.seq, m.seq]]);
+    if (gone !== undefined) this.h.fileGone(m.seq, gone);
   }
 }

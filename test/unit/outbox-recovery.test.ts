@@ -439,6 +439,42 @@ describe('a file done before a stop is not taken for missing at the next start',
     await fourth.close();
   });
 
+  it('writes down a file found missing when its transfer starts, so the next start lets its record go quietly', async () => {
+    const data = join(tmp.dir, 'missing');
+    const open = () => DurableQueue.open({ dir: join(data, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+    const queue = await open();
+    const outbox = new FileOutbox(data, 1024);
+    writeFileSync(join(data, 'gone.txt'), 'removed by hand');
+    await queue.append([{ dataType: 'event', payload: { eventType: 'e', message: 'unanswered', severity: 'info' } }]);
+    const rec = await outbox.accept(join(data, 'gone.txt'), { move: true });
+    await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+    outbox.accepted(rec.transferId);
+    await queue.close();
+    rmSync(join(data, 'outgoing', rec.transferId)); // its outbox copy removed by hand (a full disk)
+    // Answers nothing: the reading stays open below the file's record.
+    const rogue: RogueGateway = await RogueGateway.start(pki.paths, DEVICE, () => {}, { ack: false });
+    try {
+      const logs = new LogCapture();
+      const first = await startTestFieldClient(pki.paths, DEVICE, rogue.url, logs.logger, { FIELD_DATA_DIR: data }, { receipts: false });
+      try {
+        await eventually(() => (logs.codes().includes('FIELD_FILE_UNREADABLE') ? true : undefined), 15_000, 'the file reported missing');
+      } finally {
+        await first.close();
+      }
+      assert.equal(new FinishedTransfers(data, new LogCapture().logger).has(rec.transferId), true, 'written down as finished');
+      const again = new LogCapture();
+      const second = await startTestFieldClient(pki.paths, DEVICE, rogue.url, again.logger, { FIELD_DATA_DIR: data }, { receipts: false });
+      try {
+        await new Promise((r) => setTimeout(r, 300));
+        assert.ok(!again.codes().includes('FIELD_FILE_UNREADABLE'), 'not reported missing again');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rogue.close();
+    }
+  });
+
   it('lets go quietly the records of a file delivered and of a file refused, queued behind a reading unanswered', async () => {
     const data = join(tmp.dir, 'data');
     const items: Array<{ run: number; dataType: string; messageId: string; filename?: string }> = [];

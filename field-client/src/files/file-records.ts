@@ -6,19 +6,22 @@ import { FILE_TRANSFER, type FileTransfers } from './transfers.ts';
 
 /**
  * A file's record, handed out by the queue: its transfer starts (its chunks go out from the
- * outbox). False when it cannot: the record is not one (checked: it was read back from disk), or
- * its file is gone from the outbox; the caller then lets the record go, logged here.
+ * outbox). `started` false when it cannot: the record is not one (checked: it was read back from
+ * disk), or its file is gone from the outbox (then `gone` names its transfer); the caller then lets
+ * the record go, logged here, and writes a transfer gone down as finished (finished-transfers.ts):
+ * read back at the next start (the committed watermark below it), it was reported missing again
+ * at every start.
  */
-export function startTransfer(transfers: FileTransfers, m: OutgoingMessage, log: Logger): boolean {
+export function startTransfer(transfers: FileTransfers, m: OutgoingMessage, log: Logger): { started: boolean; gone?: string } {
   const parsed = FileTransferRecordSchema.safeParse(JSON.parse(m.payloadJson));
   if (!parsed.success) {
     log.error({ code: 'FIELD_QUEUE_CORRUPT', seq: m.seq, err: parsed.error.message }, 'a queued file record is not one; dropping it');
-    return false;
+    return { started: false };
   }
   const rec = parsed.data;
-  if (transfers.start(m.seq, rec)) return true;
+  if (transfers.start(m.seq, rec)) return { started: true };
   log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId }, 'a queued file is missing from the outbox; dropping it');
-  return false;
+  return { started: false, gone: rec.transferId };
 }
 
 /**
