@@ -150,6 +150,31 @@ describe('files taken into the outbox when the client stopped', () => {
     await again.queue.close();
   });
 
+  it('sets aside at a start a file being taken (ID.tmp) whose note is gone, never deleting it nor leaving it uncounted', async () => {
+    const d = await device('tmp-no-note');
+    const out = join(d.dir, 'outgoing');
+    // Moved in, then its note damaged on disk (readNotes removes a note it cannot read): ID.tmp alone.
+    const rec = await d.first.outbox.accept(d.source, { move: true });
+    renameSync(join(out, rec.transferId), join(out, `${rec.transferId}.tmp`));
+    writeFileSync(join(out, `${rec.transferId}.accepting`), '{"filename":');
+    // Beside it, a file being taken whose note is whole: it is finished and queued, as before.
+    writeFileSync(join(d.dir, 'second.jpg'), 'the second picture');
+    const moving = await d.first.outbox.accept(join(d.dir, 'second.jpg'), { move: true });
+    renameSync(join(out, moving.transferId), join(out, `${moving.transferId}.tmp`));
+    await d.first.queue.close();
+
+    const again = await d.open();
+    const logs = new LogCapture();
+    await recoverOutbox(again.outbox, again.queue, logs.logger);
+    const aside = join(d.dir, 'rejected', `${rec.transferId}-unqueued-taking`);
+    assert.equal(readFileSync(aside, 'utf8'), d.content.toString(), 'set aside whole, not deleted');
+    assert.deepEqual(readdirSync(out), [moving.transferId]);
+    assert.deepEqual(queuedFiles(again.queue).map((r) => r.transferId), [moving.transferId]);
+    const line = logs.lines.find((l) => l.code === 'FIELD_FILE_UNQUEUED');
+    assert.deepEqual([line?.transferId, line?.path], [rec.transferId, aside]);
+    await again.queue.close();
+  });
+
   it('removes at a start what a crash left beside the files (a progress or note written aside, the progress of a file gone), never what a file needs', async () => {
     const d = await device('strays');
     const out = join(d.dir, 'outgoing');

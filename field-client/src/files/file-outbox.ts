@@ -363,17 +363,26 @@ export class FileOutbox {
 
   /**
    * A file here that no queue record names (see recoverOutbox) is set aside as ID-unqueued: its
-   * name and type were in the record only.
+   * name and type were in the record only. `taking`: a file being taken (ID.tmp) whose note is
+   * gone, set aside as ID-unqueued-taking (it may be partial: a copy cut short).
    */
-  setAsideUnqueued(transferId: string): string {
-    return this.moveAside(transferId, `${transferId}-unqueued`);
+  setAsideUnqueued(transferId: string, taking = false): string {
+    return this.moveAside(transferId, taking ? `${transferId}-unqueued-taking` : `${transferId}-unqueued`, taking ? `${transferId}.tmp` : transferId);
   }
 
-  private moveAside(transferId: string, name: string): string {
+  /** The transfer ids of files being taken (ID.tmp) with no note beside them (see recoverOutbox). */
+  takingUnnoted(notes: ReadonlyMap<string, AcceptingNote>): string[] {
+    return readdirSync(this.dir)
+      .filter((f) => f.endsWith('.tmp') && !f.endsWith('.progress.tmp'))
+      .map((f) => f.slice(0, -'.tmp'.length))
+      .filter((id) => !id.includes('.') && !notes.has(id));
+  }
+
+  private moveAside(transferId: string, name: string, from = transferId): string {
     const dir = join(this.dir, '..', 'rejected');
     makeDirDurablySync(dir, 0o700);
     const target = join(dir, name);
-    renameSync(join(this.dir, transferId), target);
+    renameSync(join(this.dir, from), target);
     this.measured = undefined;
     syncDirSync(dir);
     rmSync(join(this.dir, `${transferId}.progress`), { force: true });

@@ -20,6 +20,9 @@ import { FILE_TRANSFER } from './transfers.ts';
  * - it was not moved yet (or was being copied): it is still where it was, and its producer was
  *   never answered; only the note goes.
  *
+ * A file being taken (ID.tmp) whose note is gone is set aside too, as ID-unqueued-taking
+ * (setAsideUnnoted).
+ *
  * A file here with neither a note nor a record naming it is set aside in FIELD_DATA_DIR/rejected/
  * as ID-unqueued (FIELD_FILE_UNQUEUED): its transfer was done but it could not be set aside then
  * (the disk, FileTransfers.finish), or drop-oldest let its record go and a crash came before the
@@ -45,8 +48,11 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
   removeStrays(outbox.dir, log);
   const unfinished = outbox.unfinished();
   const placed = outbox.placed().filter((id) => !unfinished.has(id));
+  // Read before the notes are taken up: a note's file may be left as ID.tmp (it cannot be queued now), its note kept.
+  const unnoted = outbox.takingUnnoted(unfinished);
   // FIELD_DATA_DIR, where the outbox's folder is
   const finished = new FinishedTransfers(join(outbox.dir, '..'), log);
+  setAsideUnnoted(outbox, unnoted, log);
   if (unfinished.size === 0 && placed.length === 0 && finished.size === 0) return;
   /** every transfer a record names; `queued`: those still to send */
   const recorded = new Set<string>();
@@ -101,6 +107,25 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
 }
 
 /**
+ * A file being taken (ID.tmp) with no note beside it: no step of FileOutbox.accept, place or resume
+ * leaves one (the note is written first and goes last), but a note damaged on disk is removed
+ * when read (readNotes), and one may be removed by hand. Nothing would ever finish, send, count or
+ * remove such a file: it may be all a producer handed over (a move), so it is set aside in
+ * rejected/ as ID-unqueued-taking (FIELD_FILE_UNQUEUED), never deleted. One that cannot be moved
+ * stays, for the next start.
+ */
+function setAsideUnnoted(outbox: FileOutbox, ids: readonly string[], log: Logger): void {
+  for (const transferId of ids) {
+    try {
+      const path = outbox.setAsideUnqueued(transferId, true);
+      log.warn({ code: 'FIELD_FILE_UNQUEUED', transferId, path }, 'a file being taken into the outbox whose note is gone is set aside: it is not sent (it may be partial); look at it, then move it off the device');
+    } catch (err) {
+      log.error({ code: 'FIELD_FILE_UNQUEUED', transferId, err: (err as Error).message }, 'a file being taken into the outbox whose note is gone cannot be set aside (the disk): it stays in outgoing/, and the next start tries again');
+    }
+  }
+}
+
+/**
  * Removes from the outbox folder `dir`, at a start (nothing writes there yet), the small files a
  * crash left that nothing will ever read nor remove:
  *
@@ -111,8 +136,8 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
  *   done, or its file removed or set aside, and the kill came before its progress went. A record
  *   still naming it finds no file to send (file-records.ts), so its progress is never read either.
  *
- * Never ID.tmp: it is the file being taken, its note beside it (FileOutbox.resume finishes it). A
- * file that cannot be removed now stays, for the next start.
+ * Never ID.tmp: it is the file being taken, its note beside it (FileOutbox.resume finishes it), or,
+ * its note gone, set aside (setAsideUnnoted). A file that cannot be removed now stays, for the next start.
  */
 function removeStrays(dir: string, log: Logger): void {
   const names = new Set(readdirSync(dir));
