@@ -9,9 +9,10 @@ import { after, describe, it } from 'node:test';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { FieldClient } from '../../field-client/src/field-client.ts';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
+import { dropFilesOf } from '../../field-client/src/files/file-records.ts';
 import { FileTransferRecordSchema, type FileTransferRecord } from '../../field-client/src/files/transfer-record.ts';
 import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
-import { FILE_TRANSFER } from '../../field-client/src/files/transfers.ts';
+import { FILE_TRANSFER, FileTransfers } from '../../field-client/src/files/transfers.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
@@ -407,6 +408,28 @@ describe('files taken within the bound', () => {
       assert.equal(warned[0]?.transferId, rec.transferId);
       assert.equal(warned[0]?.sentBytes, rec.size);
       assert.equal(warned[0]?.bytes, kept.length);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('says in its drop-oldest line how many bytes were written to a file after it was placed (the policy is unchanged: it goes whole)', async () => {
+    const d = await device('dropped-appended', 64 * MiB);
+    try {
+      const src = join(d.dir, 'scan.log');
+      writeFileSync(src, 'taken');
+      const rec = await d.outbox.accept(src, { move: true });
+      await d.queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
+      d.outbox.accepted(rec.transferId);
+      appendFileSync(join(d.dir, 'outgoing', rec.transferId), ' and written after');
+      const transfers = new FileTransfers(d.outbox, { window: 1, receipts: false }, () => {}, d.logs.logger);
+      const dropped = d.queue.find((m) => m.dataType === FILE_TRANSFER);
+      dropFilesOf(dropped, transfers, d.outbox, d.logs.logger);
+      assert.deepEqual(d.outgoing(), [], 'removed whole, as before');
+      const line = d.logs.lines.find((l) => l.code === 'FIELD_QUEUE_DROPPED_OLDEST');
+      assert.equal(line?.transferId, rec.transferId);
+      assert.equal(line?.size, rec.size);
+      assert.equal(line?.appendedBytes, ' and written after'.length, 'the bytes written after it was placed are said');
     } finally {
       await d.close();
     }

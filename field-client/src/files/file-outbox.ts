@@ -316,10 +316,19 @@ export class FileOutbox {
     return existsSync(join(this.dir, transferId));
   }
 
-  remove(transferId: string): void {
+  /** Removes the file and its progress; returns the bytes it held (undefined: gone already, or its size unreadable). */
+  remove(transferId: string): number | undefined {
     this.measured = undefined;
-    rmSync(join(this.dir, transferId), { force: true });
+    const path = join(this.dir, transferId);
+    let bytes: number | undefined;
+    try {
+      bytes = statSync(path).size;
+    } catch {
+      // Gone, or its size unreadable: removed all the same (the callers' policy), its size unsaid.
+    }
+    rmSync(path, { force: true });
     rmSync(join(this.dir, `${transferId}.progress`), { force: true });
+    return bytes;
   }
 
   /**

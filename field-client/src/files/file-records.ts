@@ -26,8 +26,10 @@ export function startTransfer(transfers: FileTransfers, m: OutgoingMessage, log:
 
 /**
  * Drop-oldest dropped these records (counted there): a file record's file leaves the outbox too,
- * or it would stay counted against the bound, never sent. Returns the sequence numbers of the file
- * records among them.
+ * or it would stay counted against the bound, never sent. A file larger than its record (a
+ * producer wrote on into a file moved in) goes whole all the same, as the policy says; the bytes
+ * written after it was placed are said in the line (`appendedBytes`), as they were never in its
+ * record's `size`. Returns the sequence numbers of the file records among them.
  */
 export function dropFilesOf(dropped: readonly QueuedMessage[], transfers: FileTransfers, outbox: FileOutbox, log: Logger): number[] {
   const seqs: number[] = [];
@@ -37,8 +39,12 @@ export function dropFilesOf(dropped: readonly QueuedMessage[], transfers: FileTr
     if (!rec.success) continue;
     seqs.push(m.seq);
     transfers.drop(rec.data.transferId);
-    outbox.remove(rec.data.transferId);
-    log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', transferId: rec.data.transferId, filename: rec.data.filename, size: rec.data.size }, 'queue full: dropped the oldest file with its record');
+    const bytes = outbox.remove(rec.data.transferId);
+    const appendedBytes = bytes !== undefined && bytes > rec.data.size ? bytes - rec.data.size : undefined;
+    log.warn(
+      { code: 'FIELD_QUEUE_DROPPED_OLDEST', transferId: rec.data.transferId, filename: rec.data.filename, size: rec.data.size, ...(appendedBytes === undefined ? {} : { appendedBytes }) },
+      appendedBytes === undefined ? 'queue full: dropped the oldest file with its record' : 'queue full: dropped the oldest file with its record, and the bytes written to it after it was taken (appendedBytes)',
+    );
   }
   return seqs;
 }
