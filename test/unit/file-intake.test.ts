@@ -271,7 +271,7 @@ describe('files taken within the bound', () => {
       const id = (queued[0] as { transferId: string }).transferId;
       assert.ok(d.outbox.has(id), `the record's file is in the outbox, not given back from under it (${m instanceof Error ? m.message : 'queued'})`);
       assert.ok(!existsSync(join(watched, 'scan.tif')), 'not put back as well, to be queued a second time');
-      assert.ok(d.outbox.unfinished().has(id), 'its note stays: the next start queues it again should the unsynced record be lost');
+      assert.ok(d.outbox.unfinished(new LogCapture().logger).has(id), 'its note stays: the next start queues it again should the unsynced record be lost');
     } finally {
       proto.datasync = datasync;
       d.client.stop();

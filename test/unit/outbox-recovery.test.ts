@@ -62,7 +62,7 @@ describe('files taken into the outbox when the client stopped', () => {
     assert.equal(queued[0]?.contentType, 'image/jpeg');
     assert.equal(queued[0]?.sha256, createHash('sha256').update(d.content).digest('hex'));
     assert.ok(again.outbox.has(rec.transferId));
-    assert.deepEqual(again.outbox.unfinished(), new Map(), 'no note left');
+    assert.deepEqual(again.outbox.unfinished(new LogCapture().logger), new Map(), 'no note left');
     assert.ok(logs.codes().includes('FIELD_FILE_RECOVERED'));
     await again.queue.close();
   });
@@ -78,14 +78,14 @@ describe('files taken into the outbox when the client stopped', () => {
     await recoverOutbox(outbox, full, logs.logger);
     assert.deepEqual(queuedFiles(full), []);
     assert.deepEqual(logs.codes(), ['FIELD_QUEUE_FULL'], 'logged with the queue\'s code');
-    assert.deepEqual([...outbox.unfinished().keys()], [rec.transferId], 'the note stays, for the next start');
+    assert.deepEqual([...outbox.unfinished(new LogCapture().logger).keys()], [rec.transferId], 'the note stays, for the next start');
     assert.ok(outbox.has(rec.transferId), 'the file stays in the outbox');
     await full.close();
 
     const again = await d.open();
     await recoverOutbox(again.outbox, again.queue, new LogCapture().logger);
     assert.deepEqual(queuedFiles(again.queue).map((r) => r.transferId), [rec.transferId]);
-    assert.deepEqual(again.outbox.unfinished(), new Map());
+    assert.deepEqual(again.outbox.unfinished(new LogCapture().logger), new Map());
     await again.queue.close();
   });
 
@@ -113,7 +113,7 @@ describe('files taken into the outbox when the client stopped', () => {
     const fourth = await d.open();
     await recoverOutbox(fourth.outbox, fourth.queue, new LogCapture().logger);
     assert.equal(queuedFiles(fourth.queue).filter((r) => r.transferId === next.transferId).length, 1, 'the record written is the only one');
-    assert.deepEqual(fourth.outbox.unfinished(), new Map());
+    assert.deepEqual(fourth.outbox.unfinished(new LogCapture().logger), new Map());
     await fourth.queue.close();
   });
 
@@ -172,6 +172,11 @@ describe('files taken into the outbox when the client stopped', () => {
     assert.deepEqual(queuedFiles(again.queue).map((r) => r.transferId), [moving.transferId]);
     const line = logs.lines.find((l) => l.code === 'FIELD_FILE_UNQUEUED');
     assert.deepEqual([line?.transferId, line?.path], [rec.transferId, aside]);
+    // Why its note went is said too: the note's file, and what is wrong with it.
+    const damaged = logs.lines.find((l) => l.code === 'FIELD_STATE_INVALID');
+    assert.equal(damaged?.path, join(out, `${rec.transferId}.accepting`));
+    assert.equal(damaged?.transferId, rec.transferId);
+    assert.equal(typeof damaged?.err, 'string');
     await again.queue.close();
   });
 

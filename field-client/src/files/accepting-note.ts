@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { removeFileDurablySync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import type { Logger } from '../../../shared/logger.ts';
 
 /**
  * The note beside a file being taken into the outbox (FileOutbox.accept), until its queue record is
@@ -28,20 +29,28 @@ export function removeNote(dir: string, transferId: string): void {
   removeFileDurablySync(notePath(dir, transferId));
 }
 
-/** The notes in the outbox folder `dir`, by transfer id; one that cannot be read as a note is removed. */
-export function readNotes(dir: string): Map<string, AcceptingNote> {
+/**
+ * The notes in the outbox folder `dir`, by transfer id; one that cannot be read as a note is removed,
+ * logged (FIELD_STATE_INVALID, naming it and what is wrong): its file, if moved in (ID.tmp), is then
+ * set aside at this start as one whose note is gone (outbox-recovery.ts, FIELD_FILE_UNQUEUED), and
+ * this line says why.
+ */
+export function readNotes(dir: string, log: Logger): Map<string, AcceptingNote> {
   const found = new Map<string, AcceptingNote>();
   for (const f of readdirSync(dir)) {
     if (!f.endsWith(NOTE)) continue;
     const id = f.slice(0, -NOTE.length);
-    let note: AcceptingNote | undefined;
+    const path = join(dir, f);
     try {
-      note = AcceptingNoteSchema.parse(JSON.parse(readFileSync(join(dir, f), 'utf8')));
-    } catch {
+      found.set(id, AcceptingNoteSchema.parse(JSON.parse(readFileSync(path, 'utf8'))));
+    } catch (err) {
       // Not a note (damaged on disk): nothing was moved yet when it was first written (it is written first).
+      log.warn(
+        { code: 'FIELD_STATE_INVALID', transferId: id, path, err: (err as Error).message },
+        'a note beside a file being taken into the outbox is damaged: removed (its file, if moved in, is set aside as one whose note is gone)',
+      );
+      rmSync(path, { force: true });
     }
-    if (note) found.set(id, note);
-    else rmSync(join(dir, f), { force: true });
   }
   return found;
 }

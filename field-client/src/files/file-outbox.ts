@@ -6,6 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { makeDirDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
+import type { Logger } from '../../../shared/logger.ts';
 import { NOTE, readNotes, removeNote, writeNote, type AcceptingNote } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
 import { FileRoom, type Reservation } from './file-room.ts';
@@ -224,9 +225,9 @@ export class FileOutbox {
     removeNote(this.dir, transferId);
   }
 
-  /** Files whose taking began and whose queue record may not have been written (a crash between): their notes. */
-  unfinished(): Map<string, AcceptingNote> {
-    return readNotes(this.dir);
+  /** Files whose taking began and whose queue record may not have been written (a crash between): their notes (a damaged one is logged to `log` and removed). */
+  unfinished(log: Logger): Map<string, AcceptingNote> {
+    return readNotes(this.dir, log);
   }
 
   /**

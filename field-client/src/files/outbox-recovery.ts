@@ -46,7 +46,7 @@ import { FILE_TRANSFER } from './transfers.ts';
  */
 export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log: Logger): Promise<void> {
   removeStrays(outbox.dir, log);
-  const unfinished = outbox.unfinished();
+  const unfinished = outbox.unfinished(log);
   const placed = outbox.placed().filter((id) => !unfinished.has(id));
   // Read before the notes are taken up: a note's file may be left as ID.tmp (it cannot be queued now), its note kept.
   const unnoted = outbox.takingUnnoted(unfinished);
@@ -109,7 +109,7 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
 /**
  * A file being taken (ID.tmp) with no note beside it: no step of FileOutbox.accept, place or resume
  * leaves one (the note is written first and goes last), but a note damaged on disk is removed
- * when read (readNotes), and one may be removed by hand. Nothing would ever finish, send, count or
+ * when read (readNotes, logged FIELD_STATE_INVALID), and one may be removed by hand. Nothing would ever finish, send, count or
  * remove such a file: it may be all a producer handed over (a move), so it is set aside in
  * rejected/ as ID-unqueued-taking (FIELD_FILE_UNQUEUED), never deleted. One that cannot be moved
  * stays, for the next start.
