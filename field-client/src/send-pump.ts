@@ -40,8 +40,8 @@ export class SendPump {
       isHeld: (seq: number) => boolean;
       /** sets aside what the frames found too large for any frame (frame-sender.ts, oversized) */
       refuseForGood: (ids: readonly string[], refusal: Refusal) => void;
-      /** a file record's file was missing at its transfer's start, its record let go (startTransfer) */
-      fileGone: (seq: number, transferId: string) => void;
+      /** a file record's file was missing at its transfer's start (`transferId` undefined: the record was not one), its record let go (startTransfer) */
+      fileGone: (seq: number, transferId: string | undefined) => void;
     },
     private readonly log: Logger,
   ) {}
@@ -113,10 +113,10 @@ export class SendPump {
   }
 
   private startTransfer(m: OutgoingMessage): void {
-    const { started, gone } = startTransfer(this.transfers, m, this.log);
-    if (started) return;
+    const r = startTransfer(this.transfers, m, this.log);
+    if (r.started) return;
     this.inFlight.delete(m.seq);
     this.queue.commitRanges([[m.seq, m.seq]]);
-    if (gone !== undefined) this.h.fileGone(m.seq, gone);
+    this.h.fileGone(m.seq, r.gone);
   }
 }

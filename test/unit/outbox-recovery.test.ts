@@ -505,6 +505,37 @@ describe('a file done before a stop is not taken for missing at the next start',
     }
   });
 
+  it('writes down a queued file record that is not one, so the next start lets it go quietly', async () => {
+    const data = join(tmp.dir, 'not-a-record');
+    const open = () => DurableQueue.open({ dir: join(data, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+    const queue = await open();
+    await queue.append([{ dataType: 'event', payload: { eventType: 'e', message: 'unanswered', severity: 'info' } }]);
+    const [bad] = await queue.append([{ dataType: FILE_TRANSFER, payload: { transferId: 'no-size' } }]);
+    await queue.close();
+    // Answers nothing: the reading stays open below the record.
+    const rogue: RogueGateway = await RogueGateway.start(pki.paths, DEVICE, () => {}, { ack: false });
+    try {
+      const logs = new LogCapture();
+      const first = await startTestFieldClient(pki.paths, DEVICE, rogue.url, logs.logger, { FIELD_DATA_DIR: data }, { receipts: false });
+      try {
+        await eventually(() => (logs.codes().includes('FIELD_QUEUE_CORRUPT') ? true : undefined), 15_000, 'the record refused');
+      } finally {
+        await first.close();
+      }
+      const again = new LogCapture('debug');
+      const second = await startTestFieldClient(pki.paths, DEVICE, rogue.url, again.logger, { FIELD_DATA_DIR: data }, { receipts: false });
+      try {
+        await new Promise((r) => setTimeout(r, 300));
+        assert.ok(!again.codes().includes('FIELD_QUEUE_CORRUPT'), 'not logged again');
+        assert.ok(again.lines.some((l) => l.seq === (bad as { seq: number }).seq && l.level === 20), 'let go with a debug line');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rogue.close();
+    }
+  });
+
   it('lets go quietly the records of a file delivered and of a file refused, queued behind a reading unanswered', async () => {
     const data = join(tmp.dir, 'data');
     const items: Array<{ run: number; dataType: string; messageId: string; filename?: string }> = [];

@@ -7,16 +7,16 @@ import { FILE_TRANSFER, type FileTransfers } from './transfers.ts';
 /**
  * A file's record, handed out by the queue: its transfer starts (its chunks go out from the
  * outbox). `started` false when it cannot: the record is not one (checked: it was read back from
- * disk), or its file is gone from the outbox (then `gone` names its transfer); the caller then lets
- * the record go, logged here, and writes a transfer gone down as finished (finished-transfers.ts):
- * read back at the next start (the committed watermark below it), it was reported missing again
- * at every start.
+ * disk; `gone` undefined), or its file is gone from the outbox (then `gone` names its transfer);
+ * the caller then lets the record go, logged here, and writes it down as finished
+ * (finished-transfers.ts; one not a record by its number alone): read back at the next start (the
+ * committed watermark below it), it was logged again at every start.
  */
-export function startTransfer(transfers: FileTransfers, m: OutgoingMessage, log: Logger): { started: boolean; gone?: string } {
+export function startTransfer(transfers: FileTransfers, m: OutgoingMessage, log: Logger): { started: true } | { started: false; gone: string | undefined } {
   const parsed = FileTransferRecordSchema.safeParse(JSON.parse(m.payloadJson));
   if (!parsed.success) {
     log.error({ code: 'FIELD_QUEUE_CORRUPT', seq: m.seq, err: parsed.error.message }, 'a queued file record is not one; dropping it');
-    return { started: false };
+    return { started: false, gone: undefined };
   }
   const rec = parsed.data;
   if (transfers.start(m.seq, rec)) return { started: true };

@@ -15,7 +15,8 @@ import type { Logger } from '../../../shared/logger.ts';
  * a file delivered; recoverOutbox now lets such a record go quietly (a debug line).
  *
  * FIELD_DATA_DIR/transfers-finished.jsonl: one JSON line per transfer, its id and its record's
- * number, appended and synced (appendLinesSync: on a line of its own after a torn one) only after
+ * number (a record that was not one, FIELD_QUEUE_CORRUPT: its number alone, so it is not logged
+ * again at every start), appended and synced (appendLinesSync: on a line of its own after a torn one) only after
  * its file left the outbox. So a kill between the two leaves the record to come back and be
  * reported missing, as before; never a record skipped whose file is still to send. A line written
  * while its file could not be removed nor set aside (the disk) names a file still in outgoing/: the
@@ -32,6 +33,8 @@ import type { Logger } from '../../../shared/logger.ts';
 export class FinishedTransfers {
   /** transfer id → the number of its queue record */
   private readonly done = new Map<string, number>();
+  /** the numbers of file records let go as not records at all (no transfer id to name them by) */
+  private readonly notRecords = new Set<number>();
   /** lines in the file */
   private lines = 0;
   /** the file's name is synced (appendLinesSync) */
@@ -55,7 +58,8 @@ export class FinishedTransfers {
         this.lines++;
         const line = text === undefined ? undefined : parse(text);
         torn = line === undefined;
-        if (line) this.done.set(line.transferId, line.seq);
+        if (line?.transferId !== undefined) this.done.set(line.transferId, line.seq);
+        else if (line) this.notRecords.add(line.seq);
         else damaged++;
       }
     } catch (err) {
@@ -65,37 +69,45 @@ export class FinishedTransfers {
     // The last line refused is what a kill while appending leaves: its record was committed, no more.
     if (torn) damaged--;
     if (damaged > 0) log.warn({ code: 'FIELD_STATE_INVALID', path: this.path, lines: damaged }, 'damaged lines in the file transfers finished: skipped (a record of theirs read back is reported missing, nothing is lost)');
-    if (damaged > 0 || torn || this.lines > this.done.size * 2 + COMPACT_SLACK_LINES) this.rewrite();
+    if (damaged > 0 || torn || this.lines > this.size * 2 + COMPACT_SLACK_LINES) this.rewrite();
   }
 
   get size(): number {
-    return this.done.size;
+    return this.done.size + this.notRecords.size;
   }
 
   has(transferId: string): boolean {
     return this.done.has(transferId);
   }
 
+  /** The file record `seq`, not one (file-records.ts, FIELD_QUEUE_CORRUPT), was let go before. */
+  hasNotRecord(seq: number): boolean {
+    return this.notRecords.has(seq);
+  }
+
   /**
    * The transfer's file left the outbox (or was set aside, or is gone) and its record `seq` was let
-   * go. `persistedThrough`: the watermark ack.json holds (DurableQueue.persistedThrough), at or
+   * go; `transferId` undefined: the record was not one (FIELD_QUEUE_CORRUPT, logged once), written
+   * down by its number, so a start that reads it back lets it go quietly. `persistedThrough`: the watermark ack.json holds (DurableQueue.persistedThrough), at or
    * below which no record is read back again: the lines of those go. Never throws (called from the
    * gateway connection's frame handler): a disk that refuses the line is logged.
    */
-  add(transferId: string, seq: number, persistedThrough: number): void {
+  add(transferId: string | undefined, seq: number, persistedThrough: number): void {
     if (persistedThrough > this.prunedThrough) {
       for (const [id, s] of this.done) if (s <= persistedThrough) this.done.delete(id);
+      for (const s of this.notRecords) if (s <= persistedThrough) this.notRecords.delete(s);
       this.prunedThrough = persistedThrough;
     }
-    if (this.done.size >= LIMITS.fileTransfersFinishedMax) {
+    if (this.size >= LIMITS.fileTransfersFinishedMax) {
       if (!this.overBound) this.log.warn({ transferId, max: LIMITS.fileTransfersFinishedMax }, 'too many file transfers finished above the committed watermark to write down: should its record be read back at a start, it is reported missing (FIELD_FILE_UNREADABLE); nothing is lost');
       this.overBound = true;
       return;
     }
     this.overBound = false;
-    this.done.set(transferId, seq);
+    if (transferId === undefined) this.notRecords.add(seq);
+    else this.done.set(transferId, seq);
     // After a write the disk refused, written whole: the transfers it missed are in it again.
-    if (this.unwritten || this.lines + 1 > this.done.size * 2 + COMPACT_SLACK_LINES) {
+    if (this.unwritten || this.lines + 1 > this.size * 2 + COMPACT_SLACK_LINES) {
       this.rewrite();
       return;
     }
@@ -108,17 +120,21 @@ export class FinishedTransfers {
     }
   }
 
-  /** A start: the transfers whose records the queue holds (`held`) are kept, the others never come back. */
-  keepOnly(held: ReadonlySet<string>): void {
-    const before = this.done.size;
+  /**
+   * A start: the transfers whose records the queue holds (`held`), and the records not ones it
+   * holds (`heldNotRecords`, their numbers), are kept; the others never come back.
+   */
+  keepOnly(held: ReadonlySet<string>, heldNotRecords: ReadonlySet<number>): void {
+    const before = this.size;
     for (const id of this.done.keys()) if (!held.has(id)) this.done.delete(id);
-    if (this.done.size !== before) this.rewrite();
+    for (const s of this.notRecords) if (!heldNotRecords.has(s)) this.notRecords.delete(s);
+    if (this.size !== before) this.rewrite();
   }
 
   private rewrite(): void {
     try {
-      replaceFileDurablySync(this.path, [...this.done].map(([id, seq]) => line(id, seq)));
-      this.lines = this.done.size;
+      replaceFileDurablySync(this.path, [...[...this.done].map(([id, seq]) => line(id, seq)), ...[...this.notRecords].map((seq) => line(undefined, seq))]);
+      this.lines = this.size;
       this.unwritten = false;
     } catch (err) {
       this.written(err as Error);
@@ -136,14 +152,15 @@ export class FinishedTransfers {
   }
 }
 
-const LineSchema = z.object({ transferId: z.string().min(1).max(128), seq: z.number().int().positive() });
+/** `transferId` absent: a file record that was not one, let go (add). */
+const LineSchema = z.object({ transferId: z.string().min(1).max(128).optional(), seq: z.number().int().positive() });
 
 /** bytes. Longest line: a transfer id (about 22 characters) and a number, quoted. */
 const LINE_MAX_BYTES = 512;
 /** lines. Written anew only past twice what is kept and this many more, so not at every transfer. */
 const COMPACT_SLACK_LINES = 64;
 
-const line = (transferId: string, seq: number): string => `${JSON.stringify({ transferId, seq } satisfies z.infer<typeof LineSchema>)}\n`;
+const line = (transferId: string | undefined, seq: number): string => `${JSON.stringify((transferId === undefined ? { seq } : { transferId, seq }) satisfies z.infer<typeof LineSchema>)}\n`;
 
 function parse(text: string): z.infer<typeof LineSchema> | undefined {
   try {

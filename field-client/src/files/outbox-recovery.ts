@@ -34,7 +34,8 @@ import { FILE_TRANSFER } from './transfers.ts';
  * gone: finished-transfers.ts) is let go quietly (a debug line): the queue's committed watermark
  * was still below it, a record before it open. Reported missing, as it was, a file delivered read
  * as one lost. Its file, should it still be here (it could not be removed nor set aside then), is
- * named by no record left, and set aside as above.
+ * named by no record left, and set aside as above. A file record that was not one (FIELD_QUEUE_CORRUPT,
+ * logged when it was let go) is written down by its number, and let go so too, never logged again.
  *
  * The queue is read back only when the outbox holds a file or a note, or a transfer is written
  * down as finished. Its own recovery has read every segment at this start already (checksums), so
@@ -58,9 +59,18 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
   const recorded = new Set<string>();
   const queued = new Set<string>();
   const done: number[] = [];
+  /** records not ones, let go before (FIELD_QUEUE_CORRUPT, logged then) and read back now */
+  const notRecords = new Set<number>();
   for (const m of queue.find((m) => m.dataType === FILE_TRANSFER)) {
     const rec = FileTransferRecordSchema.safeParse(m.payload);
-    if (!rec.success) continue;
+    if (!rec.success) {
+      // Never written down: handed out again, refused (FIELD_QUEUE_CORRUPT) and written down then.
+      if (!finished.hasNotRecord(m.seq)) continue;
+      notRecords.add(m.seq);
+      done.push(m.seq);
+      log.debug({ seq: m.seq }, 'a file record read back that was not one, let go before the stop (FIELD_QUEUE_CORRUPT): let go');
+      continue;
+    }
     const { transferId } = rec.data;
     recorded.add(transferId);
     if (!finished.has(transferId)) queued.add(transferId);
@@ -71,7 +81,7 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
   }
   queue.commit(done);
   // Kept until ack.json's watermark passes these records; the rest are never read back again.
-  finished.keepOnly(recorded);
+  finished.keepOnly(recorded, notRecords);
   for (const [transferId, note] of unfinished) {
     try {
       if (!recorded.has(transferId)) {
