@@ -1169,20 +1169,31 @@ export const CONSOLE = {
   /** bytes. A browser that has not read this much of its stream is too slow: it is disconnected
    * (and reconnects to a fresh snapshot) instead of letting the console's memory grow. */
   liveMaxBufferedBytes: 8 * 1024 * 1024,
-  /** device rows of a live stream's snapshot in one event (some 200 KB), the next event written once
-   * the socket has taken it: a snapshot larger than liveMaxBufferedBytes reaches a slow browser,
+  /** device rows of a live stream's snapshot in one event (some 20 KB; 50 KB of rows at the
+   * bounds: ids of deviceIdMaxChars, numbers of the most digits), the next event written once the
+   * socket has taken it: a snapshot larger than liveMaxBufferedBytes reaches a slow browser,
    * holding one part in memory and the event loop for milliseconds, not the whole fleet's half a
    * second; and a browser hears from its stream at every part, not once 100,000 devices (20 MB)
    * have come, which on a link slower than some 1.3 MB/s took longer than the page waits for a word
-   * from its stream (15 s, public/api.js) before it reconnects to a fresh snapshot, for ever. */
-  liveSnapshotRowsPerEvent: 1_000,
+   * from its stream (15 s, SILENCE_MS in public/api.js) before it reconnects to a fresh snapshot,
+   * for ever. Parts of 1,000 rows (200 KB) did the same to a link under some 13 KB/s: small enough
+   * that a part of the largest rows comes within that silence at liveSlowestLinkBytesPerSecond
+   * (test/unit/console-live.test.ts measures it). */
+  liveSnapshotRowsPerEvent: 100,
+  /** bytes per second. The slowest link a console page is promised to load its fleet over
+   * (docs/console.md): a part of the snapshot (liveSnapshotRowsPerEvent rows of the largest) takes
+   * it less than the page's silence (SILENCE_MS) and the console's liveDrainTimeoutMs. */
+  liveSlowestLinkBytesPerSecond: 5 * 1024,
   /** milliseconds a live stream waits for its socket to take what it was given: one part of its
-   * snapshot (liveSnapshotRowsPerEvent rows, some 200 KB: a browser reading less than 7 KB/s is
-   * let go), or the end of a stream whose login ended. Past it the connection is destroyed (a
-   * browser that is there reconnects to a fresh snapshot): a browser that stopped reading mid-
-   * snapshot otherwise held its place, its socket and the snapshot's rows until its login expired
-   * (8 h), the bound of liveMaxBufferedBytes being looked at only after the snapshot. */
-  liveDrainTimeoutMs: 30_000,
+   * snapshot (liveSnapshotRowsPerEvent rows, 50 KB at most: a browser reading less than some
+   * 4 KB/s is let go, and logged), or the end of a stream whose login ended. Past it the
+   * connection is destroyed (a browser that is there reconnects to a fresh snapshot): a browser
+   * that stopped reading mid-snapshot otherwise held its place, its socket and the snapshot's rows
+   * until its login expired (8 h), the bound of liveMaxBufferedBytes being looked at only after the
+   * snapshot. Shorter than the page's silence (SILENCE_MS, 15 s): the console, not a page
+   * reconnecting for ever, decides a link is too slow; waiting 30 s for parts of 200 KB, it kept
+   * links of 7 KB/s whose page had reconnected to a fresh snapshot at every part. */
+  liveDrainTimeoutMs: 12_000,
   /** milliseconds. Most a device's own time may run ahead of the console's clock and still order
    * what the device sends: its last reading and health are replaced only by newer ones (a reading
    * drained late from a backlog must not hide the current one), but a stored one dated further

@@ -6,7 +6,7 @@ import { after, before, describe, it, mock } from 'node:test';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import type { PipelineView } from '../../internal-network/console/pipeline/pipeline-view.ts';
 import { LiveHub } from '../../internal-network/console/web/live.ts';
-import { CONSOLE } from '../../shared/limits.ts';
+import { CONSOLE, LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 
 /**
@@ -292,5 +292,42 @@ describe("the page's live stream timeout (public/api.js)", () => {
     const { SILENCE_MS } = await import(new URL('../../internal-network/console/public/api.js', import.meta.url).href);
     assert.equal(typeof SILENCE_MS, 'number', 'api.js states its silence timeout');
     assert.ok(SILENCE_MS >= 3 * CONSOLE.pipelinePollMs, `the page waits ${SILENCE_MS} ms, the server sends its pipeline view every ${CONSOLE.pipelinePollMs} ms`);
+  });
+});
+
+describe("a snapshot part and the page's silence (public/api.js)", () => {
+  it('a part of the largest rows reaches a page on the slowest link the docs promise before it takes its stream for dead, and the console gives up on a slower one first', async () => {
+    // A page reconnects after SILENCE_MS without an event, and every part of a snapshot is one event:
+    // the console waiting longer for a part than the page waits for it left the page reconnecting to
+    // a fresh snapshot on a link the console still kept, for ever, never seeing a fleet whole.
+    const { SILENCE_MS } = await import(new URL('../../internal-network/console/public/api.js', import.meta.url).href);
+    assert.ok(CONSOLE.liveDrainTimeoutMs <= SILENCE_MS, `the console waits ${CONSOLE.liveDrainTimeoutMs} ms for a part, the page ${SILENCE_MS} ms for an event`);
+
+    // Rows as large as the console makes them: ids of the longest, a simulator's reading and health
+    // whose numbers take the most characters, every field of the row set.
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const big = -1.7976931348623157e308;
+    const time = 8.64e15;
+    const ids: string[] = [];
+    for (let i = 0; i < CONSOLE.liveSnapshotRowsPerEvent; i++) {
+      const id = `${String(i).padStart(6, '0')}`.padEnd(LIMITS.deviceIdMaxChars, 'x');
+      ids.push(id);
+      fleet.register(id);
+      const gateway = `gw-${i}`.padEnd(LIMITS.deviceIdMaxChars, 'g');
+      fleet.apply({ measurement: 'device_status', tags: { device: id, gateway }, fields: { state: 'online' }, time });
+      fleet.apply({ measurement: 'readings', tags: { device: id }, fields: { temperature: big, humidity: big, pressure: big, timestamp: '+275760-09-13T00:00:00.000Z' }, time });
+      fleet.apply({ measurement: 'device_health', tags: { device: id }, fields: { queue_messages: Number.MAX_SAFE_INTEGER, cert_days_left: big }, time });
+    }
+    const rows = fleet.rows();
+    assert.equal(rows.length, CONSOLE.liveSnapshotRowsPerEvent);
+    assert.ok(rows.every((r) => r.lastReading !== null && r.gateway !== null && r.backlog !== null), 'every row full');
+    const partBytes = Buffer.byteLength(`event: snapshot-part\ndata: ${JSON.stringify({ devices: rows })}\n\n`);
+
+    // The slowest link the console keeps takes a part within its drain timeout; a page on it hears
+    // the part within its silence. The docs promise CONSOLE.liveSlowestLinkBytesPerSecond.
+    const keptBytesPerSecond = partBytes / (CONSOLE.liveDrainTimeoutMs / 1000);
+    const promised = CONSOLE.liveSlowestLinkBytesPerSecond;
+    assert.ok(keptBytesPerSecond <= promised, `the console lets go of links under ${Math.round(keptBytesPerSecond)} B/s (a part of ${partBytes} bytes), the docs promise ${promised}`);
+    assert.ok((partBytes / promised) * 1000 <= SILENCE_MS, `a part of ${partBytes} bytes takes ${Math.round((partBytes / promised) * 1000)} ms at ${promised} B/s, the page waits ${SILENCE_MS} ms`);
   });
 });

@@ -144,8 +144,10 @@ const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 15000;
 /** The server sends `pipeline` every 2 s (CONSOLE.pipelinePollMs): this long without any event
  * means the stream is dead (a proxy may keep a dead connection open), so it is reopened. Its
- * keepalive comment does not count: EventSource hands a page events only. Checked against the
- * server's interval by test/unit/console-live.test.ts. */
+ * keepalive comment does not count: EventSource hands a page events only. A snapshot part is an
+ * event too: the server's parts come within this on its slowest promised link, and it gives up on
+ * a part sooner (CONSOLE.liveSnapshotRowsPerEvent, liveDrainTimeoutMs). Checked against the
+ * server's interval and parts by test/unit/console-live.test.ts. */
 export const SILENCE_MS = 15000;
 
 /**

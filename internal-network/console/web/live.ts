@@ -77,8 +77,11 @@ function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
  * follows its end, coalesced, and a page applying the parts at the end applies no update before
  * the rows it changes), and holds one part in memory; the bound applies from then on. A part the
  * socket has not taken within CONSOLE.liveDrainTimeoutMs ends the stream (its connection
- * destroyed): a browser that stopped reading mid-snapshot would otherwise hold its place, its socket
- * and the snapshot's rows until its login expired.
+ * destroyed, and logged): a browser that stopped reading mid-snapshot would otherwise hold its
+ * place, its socket and the snapshot's rows until its login expired. That deadline is shorter than
+ * the page's silence (SILENCE_MS, public/api.js), and a part small enough to come within it at
+ * CONSOLE.liveSlowestLinkBytesPerSecond: the console, not a page reconnecting to a fresh snapshot at
+ * every part, decides when a link is too slow.
  *
  * Each stream belongs to the login that opened it and ends with it (logout, expiry, the session
  * dropped): it reads the device page with that user's token, which must not outlive the login. An
@@ -149,7 +152,7 @@ export class LiveHub {
       // JSON.stringify leaves no raw newline, so one data line carries it (one event).
       if (!res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) && !(await drained(res, CONSOLE.liveDrainTimeoutMs))) {
         if (this.streams.has(stream)) {
-          this.log.warn({ buffered: res.writableLength }, 'live stream took no part of its snapshot in time: disconnected (a browser still there reconnects to a fresh snapshot)');
+          this.log.warn({ buffered: res.writableLength, timeoutMs: CONSOLE.liveDrainTimeoutMs }, 'live stream took no part of its snapshot in time (a link too slow, or a browser not reading): disconnected (a browser still there reconnects to a fresh snapshot)');
           this.end(stream);
         }
         return false;
