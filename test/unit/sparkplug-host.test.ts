@@ -297,6 +297,48 @@ describe('Sparkplug host state machine', () => {
     }
   });
 
+  it('takes the NDEATH of a refused NBIRTH (its bdSeq) for the death of the session it ended, never that of another bdSeq', () => {
+    for (const resends of [false, true]) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends });
+      const DB = topic('spBv1.0/Plant1/DBIRTH/Line4/Press');
+      const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.sp_device, e.bd_seq]);
+      const refusedBirth = (bd: number, at: number) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: 'a', intValue: 1 }] });
+      host.handle(NB, nbirth(0, 4), T0);
+      assert.equal(host.handle(DB, ndata(1, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }]), T0).refused, undefined);
+      // A new connection (bdSeq 5) whose NBIRTH is refused: the edge node believes itself online with
+      // bdSeq 5, so the will of that connection is its death (Sparkplug 3.0.0 "Edge Node Session
+      // Establishment": the NDEATH whose bdSeq matches the NBIRTH's).
+      assert.equal(host.handle(NB, refusedBirth(5, T0 + 1), T0 + 1).refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+      // Another bdSeq, neither that birth's nor the last one taken: stale (or forged), ignored.
+      const forged = host.handle(NDEATH, msg({ metrics: [bdSeq(3)] }), T0 + 2);
+      assert.equal(forged.refused?.code, 'SPARKPLUG_DEATH_STALE', `resends: ${resends}`);
+      assert.deepEqual(forged.events, []);
+      const death = host.handle(NDEATH, msg({ metrics: [bdSeq(5)] }), T0 + 3);
+      assert.equal(death.refused, undefined, `resends: ${resends}`);
+      assert.deepEqual(kinds(death), [['sparkplug.ddeath', 'Press', undefined], ['sparkplug.ndeath', undefined, 5]]);
+      // Undone (the queue did not take it), taken again; once only.
+      death.undo?.();
+      assert.deepEqual(kinds(host.handle(NDEATH, msg({ metrics: [bdSeq(5)] }), T0 + 4)), [['sparkplug.ddeath', 'Press', undefined], ['sparkplug.ndeath', undefined, 5]]);
+      assert.equal(host.handle(NDEATH, msg({ metrics: [bdSeq(5)] }), T0 + 5).refused?.code, 'SPARKPLUG_DEATH_STALE');
+      assert.equal(host.handle(NDEATH, msg({ metrics: [bdSeq(4)] }), T0 + 5).refused?.code, 'SPARKPLUG_DEATH_STALE');
+
+      // Births refused in a row: the latest one's bdSeq is the death, not an earlier one's.
+      host.handle(NB, nbirth(0, 6), T0 + 10);
+      host.handle(DB, ndata(1, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }]), T0 + 10);
+      host.handle(NB, refusedBirth(7, T0 + 11), T0 + 11);
+      host.handle(NB, refusedBirth(8, T0 + 12), T0 + 12);
+      assert.equal(host.handle(NDEATH, msg({ metrics: [bdSeq(7)] }), T0 + 13).refused?.code, 'SPARKPLUG_DEATH_STALE');
+      assert.deepEqual(kinds(host.handle(NDEATH, msg({ metrics: [bdSeq(8)] }), T0 + 14)), [['sparkplug.ddeath', 'Press', undefined], ['sparkplug.ndeath', undefined, 8]]);
+
+      // A birth taken after the refused one is in force: the refused birth's bdSeq kills it no more.
+      host.handle(NB, nbirth(0, 9), T0 + 20);
+      host.handle(NB, refusedBirth(10, T0 + 21), T0 + 21);
+      host.handle(NB, nbirth(0, 11), T0 + 22);
+      assert.equal(host.handle(NDEATH, msg({ metrics: [bdSeq(10)] }), T0 + 23).refused?.code, 'SPARKPLUG_DEATH_STALE');
+      assert.equal(host.session('Plant1', 'Line4')?.bdSeq, 11, 'still online');
+    }
+  });
+
   it('puts the death of the last birth taken back when its NDEATH, or the refused NBIRTH before it, is undone', () => {
     for (const resends of [false, true]) {
       const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends });

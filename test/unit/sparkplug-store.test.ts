@@ -134,6 +134,7 @@ describe('Sparkplug sessions saved across a restart', () => {
     ['current at the kill', 'NDEATH'],
     ['ended by a refused NBIRTH', 'NBIRTH'],
     ['ended by a refused NBIRTH', 'NDEATH'],
+    ['ended by a refused NBIRTH of another bdSeq', 'NDEATH'],
   ] as const) {
     it(`restores a session whose death was not recorded (${how}) awaiting it: the ${end} after the restart records its devices' deaths`, async () => {
       const work = tempDir('sp-store');
@@ -146,13 +147,20 @@ describe('Sparkplug sessions saved across a restart', () => {
         await a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', enc({ timestamp: String(T1 + 1), seq: '1', metrics: [{ name: 'P', alias: '2', datatype: T.Double, doubleValue: 1 }] }), T1 + 1, conn);
         // A birth without its bdSeq: refused, it ends the session, still the last birth taken (lifecycle.ts).
         if (how === 'ended by a refused NBIRTH') await a.onMessage(NB, enc({ timestamp: String(T1 + 2), seq: '0', metrics: [{ name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 2 }] }), T1 + 2, conn);
+        // A new connection's birth (bdSeq 1), refused for a metric without a data type: its NDEATH is the death (lifecycle.ts nodeDeath).
+        if (how === 'ended by a refused NBIRTH of another bdSeq') await a.onMessage(NB, enc({ timestamp: String(T1 + 2), seq: '0', metrics: [bd(1), { name: 'a', intValue: 1 }] }), T1 + 2, { connection: {}, dup: false });
         // Killed (no will: the broker died with the process), started, killed again before the edge node came back.
         session(work.dir, queue()).stop();
         const q = queue();
         const c = session(work.dir, q);
         const back = { connection: {}, dup: false };
         if (end === 'NBIRTH') await c.onMessage(NB, birth(0, 1, T1 + 20), T1 + 20, back);
-        else await c.onMessage('spBv1.0/Plant1/NDEATH/Paho', enc({ metrics: [bd(0)] }), T1 + 20, back);
+        else {
+          const of = how === 'ended by a refused NBIRTH of another bdSeq' ? 1 : 0;
+          // Neither that birth's bdSeq nor the last one taken's: stale, ignored.
+          await c.onMessage('spBv1.0/Plant1/NDEATH/Paho', enc({ metrics: [bd(7)] }), T1 + 19, back);
+          await c.onMessage('spBv1.0/Plant1/NDEATH/Paho', enc({ metrics: [bd(of)] }), T1 + 20, back);
+        }
         const died = end === 'NBIRTH' ? ['ddeath Press', 'nbirth'] : ['ddeath Press', 'ndeath'];
         assert.deepEqual(lifecycle(q.stored), died, JSON.stringify(c.stats.refusedByCode));
         a.stop();

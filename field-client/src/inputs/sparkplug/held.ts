@@ -17,6 +17,13 @@ export interface Previous {
    * birth taken. Replaced rather than changed (an undo puts back the entries a message found).
    */
   awaitsDeath?: true | undefined;
+  /**
+   * awaitsDeath only: the bdSeq of the latest NBIRTH of its edge node refused since it ended (its
+   * payload read, its bdSeq found; undefined: none, or without one). The edge node believed itself
+   * online with that bdSeq: the NDEATH carrying it, its connection's will, is its death too
+   * (lifecycle.ts nodeDeath), that of the session awaiting it. Any other bdSeq's NDEATH is stale.
+   */
+  refusedBdSeq?: number | undefined;
 }
 
 /**
@@ -171,6 +178,20 @@ export class HeldDefinitions {
     list.splice(i, 0, awaitsDeath ? { s, at: now, awaitsDeath: true } : { s, at: now });
     while (list.length > this.maxPerNode) list.shift();
     this.previous.set(k, list);
+  }
+
+  /**
+   * An NBIRTH of `k` refused (lifecycle.ts nodeBirthRefused), its bdSeq `bdSeq` (undefined: it had
+   * none): the session awaiting its death, if one is kept, dies by that bdSeq's NDEATH too
+   * (Previous.refusedBdSeq), no longer by an earlier refused birth's. Its entry replaced, not changed
+   * (undo.ts puts back the entries a message found); its bytes the same, nothing to count again.
+   */
+  refusedBirth(k: string, bdSeq: number | undefined): void {
+    const list = this.previous.get(k);
+    const i = list?.findIndex((e) => e.awaitsDeath) ?? -1;
+    const e = list?.[i];
+    if (!list || !e) return;
+    list[i] = bdSeq === undefined ? { s: e.s, at: e.at, awaitsDeath: true } : { s: e.s, at: e.at, awaitsDeath: true, refusedBdSeq: bdSeq };
   }
 
   /** The previous session of `k` whose NDEATH is still its death (Previous.awaitsDeath), if one is kept. */

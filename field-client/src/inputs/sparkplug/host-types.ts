@@ -150,6 +150,15 @@ export function bdSeqOf(p: SparkplugPayload, type: string): number {
   return v.value;
 }
 
+/** The bdSeq of an NBIRTH refused for what it holds, undefined when it has none (bdSeqOf throws). */
+export function bdSeqIfAny(p: SparkplugPayload): number | undefined {
+  try {
+    return bdSeqOf(p, 'NBIRTH');
+  } catch {
+    return undefined;
+  }
+}
+
 /** A message sent again that its session read already (see resend.ts, duplicates.ts). */
 export function duplicate(t: SparkplugTopic, why: string): FieldStreamError {
   return new FieldStreamError('SPARKPLUG_DUPLICATE', `${t.type} of ${[t.group, t.edge, t.device].filter(Boolean).join('/')} sent again: ${why}; not stored again`);

@@ -3,7 +3,7 @@ import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { MetricDef } from './definitions.ts';
 import type { Digest } from './duplicates.ts';
 import { HeldDefinitions, type Previous } from './held.ts';
-import { duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
+import { bdSeqIfAny, duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
 import { NodeLifecycle } from './lifecycle.ts';
 import type { SparkplugPayload } from './payload.ts';
 import { BOUND_CODES, RebirthRequests } from './rebirth.ts';
@@ -37,7 +37,8 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * - NDEATH ends the session only when its `bdSeq` equals the current birth's (§5.8: a death with
  *   another bdSeq is the will of an older connection, delivered late): otherwise it is ignored. With
  *   no current session, one a refused NBIRTH ended (or one current at a restart, store.ts) is still
- *   the last birth taken, and dies by its NDEATH too (lifecycle.ts, nodeDeath). The devices the session has born die with it, each
+ *   the last birth taken, and dies by its NDEATH too, or by that of the latest NBIRTH refused since,
+ *   the edge node's connection then (its bdSeq; lifecycle.ts, nodeDeath). The devices the session has born die with it, each
  *   recorded as its DDEATH would be, all at the NDEATH's arrival (its payload timestamp is the
  *   will's, set at connect). A device a DBIRTH sent again bears in a session over already dies at
  *   that session's end too, right after its birth (resend.ts, endOf).
@@ -239,7 +240,8 @@ export class SparkplugHost {
    * after a birth at 0) against its own aliases, and stored its values under another metric's name.
    * Its data is refused as not born until a valid NBIRTH (and that refusal asks for it, §5.12, less
    * and less often while its births are refused in a row: rebirth.ts); the birth itself asks for
-   * nothing, as it would likely come back the same.
+   * nothing, as it would likely come back the same. Its bdSeq unread, the NDEATH of an NBIRTH
+   * refused before it still counts for the session awaiting its death (lifecycle.ts, nodeDeath).
    * Not for a publish flagged DUP on the connection the current session was born on: sent before
    * that birth, it started no session that is current (resend.ts). A DBIRTH that could not be decoded
    * takes its seq in its session (sequenced.ts, unreadableDeviceBirth).
@@ -318,7 +320,7 @@ export class SparkplugHost {
             try {
               this.lifecycle.nodeBirth(t, p, now, out, connection, digest);
             } catch (err) {
-              this.lifecycle.nodeBirthRefused(t, now, out, ended);
+              this.lifecycle.nodeBirthRefused(t, now, out, ended, { bdSeq: bdSeqIfAny(p) });
               throw err;
             }
           }

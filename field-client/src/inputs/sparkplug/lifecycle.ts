@@ -38,18 +38,23 @@ export class NodeLifecycle {
    * than stored under the old birth's names. It stays the last birth taken, so its NDEATH is still
    * its death (nodeDeath): kept for it (held.ts, Previous.awaitsDeath), and a while, as when a birth
    * replaces it, for what the edge node sends again after this one that was sent in it.
+   * `refused`: what was read of the birth (its payload decoded): its bdSeq, the edge node's connection
+   * then, whose will is the death of that last birth taken too (held.ts, Previous.refusedBdSeq).
    */
-  nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome, ended = this.o.sessions.get(key(t.group, t.edge))): void {
+  nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome, ended = this.o.sessions.get(key(t.group, t.edge)), refused?: { bdSeq: number | undefined }): void {
     const k = key(t.group, t.edge);
     if (this.o.sessions.has(k)) {
       this.o.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its new NBIRTH was refused`, out);
       this.o.sessions.delete(k);
     }
-    if (!ended) return;
-    this.o.held.keepPrevious(k, ended, now, true);
-    // Within the bound still: a birth refused once its values were read may have dropped it for its own room.
-    this.o.held.recount(k, out);
-    this.o.held.fitPrevious(k);
+    if (ended) {
+      this.o.held.keepPrevious(k, ended, now, true);
+      // Within the bound still: a birth refused once its values were read may have dropped it for its own room.
+      this.o.held.recount(k, out);
+      this.o.held.fitPrevious(k);
+    }
+    // The latest birth refused: its bdSeq, not an earlier refused one's, is the edge node's connection now.
+    if (refused) this.o.held.refusedBirth(k, refused.bdSeq);
   }
 
   /**
@@ -106,15 +111,21 @@ export class NodeLifecycle {
    * The death of the last birth taken (§5 "Edge Node Session Establishment": the NDEATH whose bdSeq
    * matches the NBIRTH's): of the current session, or, when none is, of the one a refused NBIRTH
    * ended (nodeBirthRefused), which nothing took for dead: ignored, the edge node and its devices
-   * stayed online downstream after it died.
+   * stayed online downstream after it died. With no current session, the NDEATH of the latest NBIRTH
+   * refused since (its bdSeq: held.ts, Previous.refusedBdSeq) is that death too: the edge node
+   * believed itself online with that bdSeq, and its will is its real death; ignored, the devices of
+   * the session awaiting it stayed online downstream until the next birth taken. An NDEATH of any
+   * other bdSeq is stale (an older connection's will) or forged, and never ends a current session.
    */
   nodeDeath(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome): void {
     const bdSeq = bdSeqOf(p, 'NDEATH');
     const k = key(t.group, t.edge);
     const s = this.o.sessions.get(k);
-    const last = s ?? this.o.held.awaitingDeath(k)?.s;
-    if (!last || last.bdSeq !== bdSeq) {
-      const why = s ? `the current birth has bdSeq ${s.bdSeq}` : last ? `the last birth taken has bdSeq ${last.bdSeq}` : 'no current birth';
+    const awaiting = s ? undefined : this.o.held.awaitingDeath(k);
+    const last = s ?? awaiting?.s;
+    if (!last || (last.bdSeq !== bdSeq && awaiting?.refusedBdSeq !== bdSeq)) {
+      const refused = awaiting?.refusedBdSeq !== undefined ? `, the NBIRTH refused after it ${awaiting.refusedBdSeq}` : '';
+      const why = s ? `the current birth has bdSeq ${s.bdSeq}` : last ? `the last birth taken has bdSeq ${last.bdSeq}${refused}` : 'no current birth';
       throw new FieldStreamError('SPARKPLUG_DEATH_STALE', `NDEATH of ${t.group}/${t.edge} with bdSeq ${bdSeq} ignored: ${why}`);
     }
     // Both at its arrival, not its payload timestamp: an NDEATH is the will registered in the MQTT
@@ -122,7 +133,7 @@ export class NodeLifecycle {
     // Node Session Termination": the host marks the edge node and its devices offline "using the
     // current Host Application's system UTC time",
     // tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline, -devices-offline).
-    this.died(t, s, last, now, out, 'its NDEATH ended its session');
+    this.died(t, s, last, now, out, 'its NDEATH ended its session', bdSeq);
   }
 
   /**
@@ -138,12 +149,15 @@ export class NodeLifecycle {
    */
   connectionLost(t: Pick<SparkplugTopic, 'group' | 'edge'>, now: number, out: HostOutcome): void {
     const s = this.o.sessions.get(key(t.group, t.edge));
-    if (s) this.died(t, s, s, now, out, 'the connection to its broker was lost');
+    if (s) this.died(t, s, s, now, out, 'the connection to its broker was lost', s.bdSeq);
     else this.willLost(t, now, out);
   }
 
-  /** The death of `last`, the current session `s` of `t` or, without one, the last birth taken. */
-  private died(t: Pick<SparkplugTopic, 'group' | 'edge'>, s: NodeSession | undefined, last: NodeSession, now: number, out: HostOutcome, why: string): void {
+  /**
+   * The death of `last`, the current session `s` of `t` or, without one, the last birth taken;
+   * `bdSeq`: the connection that died (its NDEATH's: `last`'s, or that of an NBIRTH refused after it).
+   */
+  private died(t: Pick<SparkplugTopic, 'group' | 'edge'>, s: NodeSession | undefined, last: NodeSession, now: number, out: HostOutcome, why: string, bdSeq: number): void {
     const k = key(t.group, t.edge);
     if (s) {
       this.o.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: ${why}`, out);
@@ -156,7 +170,7 @@ export class NodeLifecycle {
     // Their definitions stay in the session kept, for what is sent again in it (resend.ts).
     devicesDied(t, last.devices.keys(), now, out);
     last.diedAt = now;
-    out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq: last.bdSeq }));
+    out.events.push(lifecycleEvent('ndeath', t, now, { bdSeq }));
   }
 
   /**

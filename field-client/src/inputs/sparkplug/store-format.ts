@@ -39,10 +39,18 @@ export const MetricsShapeSchema = z.custom<unknown[]>((v) => Array.isArray(v) &&
 const RawMetrics = MetricsShapeSchema;
 
 /**
+ * A birth's bdSeq as the host holds it (host-types.ts bdSeqOf): 0–255 in use, but an Int64's or a
+ * UInt64's whole range is taken, rounded past 2^53 (an Int64 of -1, a UInt64 of 2^63). Read back as
+ * Count, such a file was dropped whole at the restart, every session of its edge node with it.
+ */
+const BdSeq = z.number().refine((n) => Number.isInteger(n) && Math.abs(n) <= 2 ** 64, 'must be a 64-bit integer');
+
+/**
  * A session's seq, stale flag, digests (base64 of SEQ_WINDOW × 4 bytes), end (null: it was current),
  * when its devices were recorded dead (NodeSession.diedAt; absent: not yet, or a file written before
  * it) and whether its death is still to come (held.ts Previous.awaitsDeath: ended by a refused NBIRTH,
- * or current at a restart; absent, as in the files written before it: no, unless it was current).
+ * or current at a restart; absent, as in the files written before it: no, unless it was current),
+ * with the bdSeq of the latest NBIRTH refused since (held.ts Previous.refusedBdSeq; absent: none).
  */
 export const RecordSessionSchema = z.object({
   id: Count,
@@ -52,6 +60,7 @@ export const RecordSessionSchema = z.object({
   endedAt: Count.nullable(),
   diedAt: Count.optional(),
   awaitsDeath: z.literal(true).optional(),
+  refusedBdSeq: BdSeq.optional(),
 });
 export type RecordSession = z.infer<typeof RecordSessionSchema>;
 /** An edge node's sessions: its previous ones kept and its current one. */
@@ -61,12 +70,6 @@ export const JournalLineSchema = z.object({ gen: Count, group: Id, edge: Id, ses
 
 /** What both formats of a births file say of the file and of each session in it. */
 const fileFields = { gen: Count, group: Id, edge: Id, record: Record };
-/**
- * A birth's bdSeq as the host holds it (host-types.ts bdSeqOf): 0–255 in use, but an Int64's or a
- * UInt64's whole range is taken, rounded past 2^53 (an Int64 of -1, a UInt64 of 2^63). Read back as
- * Count, such a file was dropped whole at the restart, every session of its edge node with it.
- */
-const BdSeq = z.number().refine((n) => Number.isInteger(n) && Math.abs(n) <= 2 ** 64, 'must be a 64-bit integer');
 const sessionFields = { id: Count, bdSeq: BdSeq, bornAt: Count.nullable(), birthDigest: Count.nullable() };
 
 /**

@@ -233,7 +233,9 @@ function readBirths(buf: Buffer, c: Candidate, records: Map<string, Journaled>, 
     // ended. Awaiting it still (held.ts Previous.awaitsDeath), the edge node's next NBIRTH, or that
     // NDEATH, records its devices' deaths; restored as over, nothing ever did, and a device not born
     // again stayed online downstream.
-    entries.push(r.endedAt === null || r.awaitsDeath ? { s, at, awaitsDeath: true } : { s, at });
+    // An NBIRTH refused after it: that birth's NDEATH is its death too (held.ts Previous.refusedBdSeq).
+    const refused = r.awaitsDeath && r.refusedBdSeq !== undefined ? { refusedBdSeq: r.refusedBdSeq } : {};
+    entries.push(r.endedAt === null || r.awaitsDeath ? { s, at, awaitsDeath: true, ...refused } : { s, at });
   }
   if (entries.length === 0) return undefined;
   return { restored: { k, group: b.group, edge: b.edge, file: c.file, entries, ids, v1: b.format === 1 }, bytes };

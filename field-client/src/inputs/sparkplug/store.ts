@@ -7,6 +7,7 @@ import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.
 import { LIMITS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { Definitions } from './definitions.ts';
+import type { Previous } from './held.ts';
 import { type NodeSession, type SparkplugHost } from './host.ts';
 import type { MetricEntry, RecordSession } from './store-format.ts';
 import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
@@ -66,6 +67,8 @@ interface SessionSnap {
   diedAt: number | undefined;
   /** ended with its death still to come (held.ts Previous.awaitsDeath) */
   awaitsDeath: boolean;
+  /** the bdSeq of the latest NBIRTH refused since, whose NDEATH is that death too (held.ts Previous.refusedBdSeq) */
+  refusedBdSeq: number | undefined;
 }
 
 /** An edge node's sessions as a batch left them: previous ones oldest born first, then the current one. */
@@ -148,7 +151,7 @@ export class SessionStore {
       // Ended now, as saved from now on: another restart counts their window from this one. Their
       // births as the next save finds them (the host's order), so that it does not write them again.
       const previous = host.sessionsOf(f.k).previous;
-      const { record, line } = this.lineOf(f.group, f.edge, previous.map((p) => this.snapOf(p.s, p.at, p.awaitsDeath === true)));
+      const { record, line } = this.lineOf(f.group, f.edge, previous.map((p) => this.snapOf(p.s, p.at, p)));
       lines.push(line);
       // A file of the format written before (v1): none known, so that its next save writes it
       // again (v2), even one that changes only its record.
@@ -166,12 +169,13 @@ export class SessionStore {
   snapshot(host: SparkplugHost, k: string): NodeSnap {
     const [group, edge] = k.split('\u0000') as [string, string];
     const { current, previous } = host.sessionsOf(k);
-    const sessions = previous.map((p) => this.snapOf(p.s, p.at, p.awaitsDeath === true));
-    if (current) sessions.push(this.snapOf(current, undefined, false));
+    const sessions = previous.map((p) => this.snapOf(p.s, p.at, p));
+    if (current) sessions.push(this.snapOf(current, undefined));
     return { group, edge, sessions };
   }
 
-  private snapOf(s: NodeSession, endedAt: number | undefined, awaitsDeath: boolean): SessionSnap {
+  /** `entry`: a previous session's (held.ts Previous), undefined for the current one. */
+  private snapOf(s: NodeSession, endedAt: number | undefined, entry?: Previous): SessionSnap {
     return {
       s,
       bdSeq: s.bdSeq,
@@ -184,7 +188,8 @@ export class SessionStore {
       digests: s.digests.toBytes(),
       endedAt,
       diedAt: s.diedAt,
-      awaitsDeath,
+      awaitsDeath: entry?.awaitsDeath === true,
+      refusedBdSeq: entry?.awaitsDeath ? entry.refusedBdSeq : undefined,
     };
   }
 
@@ -204,6 +209,7 @@ export class SessionStore {
       endedAt: x.endedAt ?? null,
       ...(x.diedAt !== undefined ? { diedAt: x.diedAt } : {}),
       ...(x.awaitsDeath ? { awaitsDeath: true as const } : {}),
+      ...(x.awaitsDeath && x.refusedBdSeq !== undefined ? { refusedBdSeq: x.refusedBdSeq } : {}),
     }));
     const record = JSON.stringify(rs);
     return { record, sessions: rs, line: JSON.stringify({ gen: ++this.gen, group, edge, sessions: rs }) };
