@@ -1092,6 +1092,42 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     assert.equal(host.definitionsBytes, single);
   });
 
+  it('keeps an older NBIRTH sent again while no session is current among the previous ones: it never takes a newer session\'s place', () => {
+    const birthAt = (bd: number, at: number, metric: string) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: metric, alias: '1', datatype: T.Double, doubleValue: bd }] });
+    const DB = topic('spBv1.0/Plant1/DBIRTH/Line4/Press');
+    const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.sp_device, e.bd_seq]);
+    for (const ended of ['refused NBIRTH', 'NDEATH'] as const) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+      const C = {};
+      host.handle(NB, birthAt(0, T0, 'Inputs/Temp'), T0, first(A));
+      host.handle(NB, birthAt(1, T0 + 2000, 'Other'), T0 + 2000, first(B));
+      host.handle(DB, ndata(1, [{ name: 'Level', alias: '1', datatype: T.Float, floatValue: 1 }], T0 + 2001), T0 + 2001, first(B));
+      // No session current: a new connection's NBIRTH refused (bdSeq 2), or the will of the last one.
+      if (ended === 'refused NBIRTH') host.handle(NB, msg({ timestamp: String(T0 + 3000), seq: '0', metrics: [bdSeq(2), { name: 'a', intValue: 1 }] }), T0 + 3000, first(C));
+      else host.handle(NDEATH, msg({ metrics: [bdSeq(1)] }), T0 + 3000, first(B));
+      assert.equal(host.session('Plant1', 'Line4'), undefined);
+      // Then the NBIRTH of a session between the two taken, sent again (Paho, DUP): published before
+      // the last one, it is kept in its place among the previous sessions, its values stored.
+      const older = host.handle(NB, birthAt(9, T0 + 1000, 'Mid'), T0 + 3001, dup(C));
+      assert.equal(older.refused, undefined, ended);
+      assert.deepEqual(older.readings.map((r) => r['Plant1.Line4.Mid']), [9]);
+      assert.equal(host.session('Plant1', 'Line4'), undefined, `${ended}: an older birth is not current`);
+      assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.bdSeq), [0, 9, 1]);
+      // Older than every session kept: the same.
+      assert.equal(host.handle(NB, birthAt(8, T0 - 1000, 'Old'), T0 + 3002, dup(C)).refused, undefined);
+      assert.equal(host.session('Plant1', 'Line4'), undefined);
+      // One refused (a metric without a data type) leaves the last birth taken awaiting its death.
+      assert.equal(host.handle(NB, msg({ timestamp: String(T0 + 500), seq: '0', metrics: [bdSeq(7), { name: 'a', intValue: 1 }] }), T0 + 3003, dup(C)).refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+      if (ended === 'refused NBIRTH') {
+        // The last birth taken (bdSeq 1) still awaits its death: that refused NBIRTH's NDEATH records it.
+        assert.deepEqual(kinds(host.handle(NDEATH, msg({ metrics: [bdSeq(2)] }), T0 + 4000, first(C))), [['sparkplug.ddeath', 'Press', undefined], ['sparkplug.ndeath', undefined, 2]]);
+      }
+      // A newer NBIRTH sent again is current, as before.
+      assert.equal(host.handle(NB, birthAt(3, T0 + 3500, 'Temp'), T0 + 4001, dup(C)).refused, undefined);
+      assert.equal(host.session('Plant1', 'Line4')?.bdSeq, 3);
+    }
+  });
+
   it('reads what is sent again after an outage of hours in the session it was sent in: the client keeps it as long', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
     const d = (seq: number, v: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });

@@ -238,9 +238,11 @@ export class HeldDefinitions {
     this.recount(k);
   }
 
-  /** Drops every previous session of `k` (counted again by the caller). */
-  dropPrevious(k: string): void {
-    this.previous.delete(k);
+  /** Drops every previous session of `k`, but, with `keepAwaiting`, the one awaiting its death (counted again by the caller). */
+  dropPrevious(k: string, keepAwaiting = false): void {
+    const awaiting = keepAwaiting ? this.awaitingDeath(k) : undefined;
+    if (awaiting) this.previous.set(k, [awaiting]);
+    else this.previous.delete(k);
   }
 
   /**

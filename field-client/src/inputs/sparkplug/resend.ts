@@ -61,8 +61,8 @@ export class Resends {
    * - An NBIRTH is a duplicate only with the bdSeq and the timestamp of a birth read (a rebirth asked
    *   by NCMD keeps its connection's bdSeq, §5.12, but not its timestamp; one without a timestamp,
    *   which §6.4 does not allow, is never taken for one: storing twice loses nothing). Another sent
-   *   after the current one, or published before it, is an older session's birth, kept among the
-   *   previous ones, its values stored.
+   *   after the current one, or published before it (with none current, before the previous one
+   *   born last), is an older session's birth, kept among the previous ones, its values stored.
    *
    * What is neither is refused as any message would be (a gap in the previous session makes only it
    * stale; no rebirth is asked, the current session being what a rebirth would renew).
@@ -85,11 +85,16 @@ export class Resends {
         // and the time it was published; both the same: the very birth, read already.
         const read = (x: NodeSession | undefined) => x !== undefined && x.bdSeq === bdSeq && p.timestamp !== undefined && x.bornAt === p.timestamp;
         if (read(s) || this.host.held.previousOf(k).some((x) => read(x.s))) throw duplicate(t, `the birth of bdSeq ${bdSeq} at ${p.timestamp} was read already`);
-        // Published before the current session's NBIRTH: an older session's birth, kept among the
-        // previous ones, the current one left in force.
-        const older = s !== undefined && p.timestamp !== undefined && s.bornAt !== undefined && p.timestamp < s.bornAt;
+        // Published before the NBIRTH of the newest session known: an older session's birth, kept
+        // among the previous ones, the current one left in force. With none current (an NBIRTH
+        // refused, or an NDEATH, ended it), the newest is the previous one born last
+        // (tck-id-payloads-nbirth-timestamp: every NBIRTH carries the time it was published, on the
+        // edge node's one clock): taken for current, an older birth took its place, the death of the
+        // last birth taken recorded at its time, and what the edge node sent next read against its aliases.
+        const newest = s ? s.bornAt : Math.max(-Infinity, ...this.host.held.previousOf(k).map((x) => x.s.bornAt ?? -Infinity));
+        const older = p.timestamp !== undefined && newest !== undefined && p.timestamp < newest;
         // No newer birth (none, or one of an earlier connection): it starts the current session.
-        if (!s || (current && !older)) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
+        if ((!s || current) && !older) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
         inPrevious = true;
         this.olderBirth(t, p, now, out, digest);
         return { out, previous: true };
@@ -204,7 +209,10 @@ export class Resends {
    * An NBIRTH sent again after a newer one (see read): the birth of a session older than the
    * current, kept among the previous sessions (by its timestamp), so that what it sent after it is
    * read in it. Its values and its nbirth event are stored; the current session is left as it is.
-   * Refused, it leaves no previous session: what follows it cannot be told from that session's messages.
+   * Refused, it leaves no previous session: what follows it cannot be told from that session's
+   * messages. But the last birth taken, if it awaits its death (held.ts Previous.awaitsDeath), stays:
+   * born after this one (see read), it takes none of that session's messages
+   * (sessionOf), and its NDEATH, or the next birth taken, still records its devices' deaths.
    */
   private olderBirth(t: SparkplugTopic, p: SparkplugPayload, now: number, out: HostOutcome, digest: Digest | undefined): void {
     const k = key(t.group, t.edge);
@@ -219,7 +227,7 @@ export class Resends {
       this.host.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);
       out.events.push(lifecycleEvent('nbirth', t, p.timestamp ?? now, { bdSeq, metrics: defs.byName.size }));
     } catch (err) {
-      this.host.held.dropPrevious(k);
+      this.host.held.dropPrevious(k, true);
       throw err;
     }
   }
