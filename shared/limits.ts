@@ -155,7 +155,7 @@ export const LIMITS = {
    * second as its time, so fewer than 1000; past it, further keys are counted under gateway "_other". */
   securityTallyMaxKeys: 500,
   /** devices. Most devices whose budget of security events stored one point each the distributor
-   * keeps (verifier.ts lastEventTime: one a millisecond, securityEventMaxLeadMs ahead); past it,
+   * keeps (refusal-events.ts lastEventTime: one a millisecond, securityEventMaxLeadMs ahead); past it,
    * those of earlier seconds are forgotten. */
   securityEventClockMaxDevices: 100_000,
   /** clears a second. Most empty retained publishes one distributor sends to clear the retained
@@ -192,7 +192,7 @@ export const LIMITS = {
   severitiesTotal: 100,
   /** security events. Most refusals whose time the distributor remembers, so that the same refusal
    * checked again (its write retried after a failure that may have reached the database, its message
-   * delivered again) is the same point, not a second at a later time (verifier.ts); the oldest are
+   * delivered again) is the same point, not a second at a later time (refusal-events.ts); the oldest are
    * forgotten first. Ten envelopes of batchMaxMessages refused messages: more than the consumers hold
    * unacknowledged at once. */
   securityEventTimesRemembered: 10 * BATCH_MAX_MESSAGES,
@@ -962,10 +962,10 @@ export const TIMINGS = {
    * ahead of the clock: each refusal takes a millisecond of it, and those past this lead are counted
    * per second instead (refusal-tally.ts), so a flood of forged messages naming one device adds a
    * few points a second, not one per message. (The events' own times come from their envelopes:
-   * verifier.ts eventTime, which takes an arrival no further ahead of the clock than this.) */
+   * refusal-events.ts eventTime, which takes an arrival no further ahead of the clock than this.) */
   securityEventMaxLeadMs: 1_000,
   /** milliseconds. Furthest back a refusal's security event may be placed by its envelope's arrival
-   * time (verifier.ts eventTime), which is the DMZ's word: older, it is stamped with the
+   * time (refusal-events.ts eventTime), which is the DMZ's word: older, it is stamped with the
    * distributor's clock. Long enough for an envelope delivered again after a distributor restart to
    * keep its point; short enough that a compromised DMZ cannot put its forgeries' refusals outside
    * the range the Security dashboard (last 6 h) and the console show (DISTRIBUTOR_MAX_DELAY_S, the

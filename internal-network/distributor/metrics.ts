@@ -2,7 +2,7 @@ import type { Counter, Histogram } from 'prom-client';
 import { GATEWAY_SECURITY_CODES } from '../../shared/contract/envelope.ts';
 import { DATA_TYPES, type DataType } from '../../shared/contract/payloads.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
-import { SECURITY_REFUSAL_CODES } from './security/verifier.ts';
+import { SECURITY_REFUSAL_CODES } from './security/refusal-events.ts';
 
 /** Points per database request: from a lone status point to DISTRIBUTOR_BATCH_MAX_POINTS' ceiling. */
 export const BATCH_POINTS_BUCKETS = [1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000];

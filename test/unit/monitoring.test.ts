@@ -19,7 +19,7 @@ import type { OwnPointsWriter } from '../../internal-network/console/own-points.
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
-import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/security/verifier.ts';
+import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/security/refusal-events.ts';
 import { CONNECTION_REFUSAL_CODES, GatewayMetrics } from '../../dmz/gateway/metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
