@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { z } from 'zod';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
+import { activityOf, shardsOf, type InfluxActivity, type InfluxShard } from './influx-stats.ts';
 
 /**
  * The HTTP API of an InfluxDB 1.x started by InfluxV1, as its admin user: what another process (a
@@ -54,22 +54,7 @@ export class InfluxV1Api {
    * between two readings tell what happened in between (the sustained benchmark's windows).
    */
   async activity(): Promise<InfluxActivity> {
-    const vars = DebugVarsSchema.parse(JSON.parse((await this.http('GET', `${this.url}/debug/vars`)).body));
-    const a: InfluxActivity = { pointsWritten: 0, cacheSnapshots: 0, compactions: 0, compactionMs: 0, gcPauseMs: (vars.memstats?.PauseTotalNs ?? 0) / 1e6 };
-    for (const entry of Object.values(vars)) {
-      const stat = StatisticSchema.safeParse(entry);
-      if (!stat.success) continue; // memstats, cmdline and the like
-      const { name, values } = stat.data;
-      if (name === 'httpd') a.pointsWritten += values.pointsWrittenOK ?? 0;
-      if (name !== 'tsm1_engine') continue;
-      a.cacheSnapshots += values.cacheCompactions ?? 0;
-      a.compactionMs += (values.cacheCompactionDuration ?? 0) / 1e6;
-      for (const kind of TSM_COMPACTIONS) {
-        a.compactions += values[`${kind}Compactions`] ?? 0;
-        a.compactionMs += (values[`${kind}CompactionDuration`] ?? 0) / 1e6;
-      }
-    }
-    return a;
+    return activityOf(JSON.parse((await this.http('GET', `${this.url}/debug/vars`)).body));
   }
 
   /**
@@ -78,13 +63,7 @@ export class InfluxV1Api {
    * retention policy). How many a load wrote into says how many caches it kept filling.
    */
   async shards(database: string): Promise<InfluxShard[]> {
-    const series = ShowShardsSchema.parse(await this.query('SHOW SHARDS')).results[0]?.series ?? [];
-    return series
-      .filter((s) => s.name === database)
-      .flatMap((s) => {
-        const at = (column: string) => s.columns.indexOf(column);
-        return s.values.map((v) => ({ startMs: Date.parse(String(v[at('start_time')])), endMs: Date.parse(String(v[at('end_time')])) }));
-      });
+    return shardsOf(await this.query('SHOW SHARDS'), database);
   }
 
   /** An HTTP request to the server, from inside its namespace when it has one. */
@@ -176,102 +155,9 @@ ${maxBodySize === undefined ? '' : `  max-body-size = ${maxBodySize}\n`}`,
   }
 }
 
-/** One shard of a database (InfluxV1Api.shards): the span of time it holds, [startMs, endMs). */
-export interface InfluxShard {
-  startMs: number;
-  endMs: number;
-}
-
-/** `SHOW SHARDS`: a series per database, a row per shard; the columns read are checked to be there. */
-const ShowShardsSchema = z.object({
-  results: z.array(
-    z.object({
-      series: z
-        .array(
-          z
-            // A database without shards is listed without `values`.
-            .object({ name: z.string(), columns: z.array(z.string()), values: z.array(z.array(z.unknown())).default([]) })
-            .refine((s) => ['start_time', 'end_time'].every((c) => s.columns.includes(c)), 'SHOW SHARDS without start_time or end_time'),
-        )
-        .optional(),
-    }),
-  ),
-});
-
-/** InfluxDB's engine counters at one moment (InfluxV1.activity). */
-export interface InfluxActivity {
-  pointsWritten: number;
-  /** the in-memory cache written out to a TSM file (a "cache compaction") */
-  cacheSnapshots: number;
-  /** TSM files compacted: levels 1–3, optimise and full */
-  compactions: number;
-  /** the time the snapshots and compactions took, summed as they finished */
-  compactionMs: number;
-  /** the Go runtime's stop-the-world pauses in all */
-  gcPauseMs: number;
-}
-
-const TSM_COMPACTIONS = ['tsmLevel1', 'tsmLevel2', 'tsmLevel3', 'tsmOptimize', 'tsmFull'] as const;
-
-/** The parts of InfluxDB 1.x's `/debug/vars` read here: statistics by name, and the Go runtime's memstats. */
-const StatisticSchema = z.object({
-  name: z.string(),
-  // Counters are numbers; anything else among the values is left out.
-  values: z.record(z.string(), z.unknown()).transform((v): Record<string, number | undefined> => Object.fromEntries(Object.entries(v).filter((e): e is [string, number] => typeof e[1] === 'number'))),
-});
-const DebugVarsSchema = z.object({ memstats: z.object({ PauseTotalNs: z.number() }).partial().optional() }).catchall(z.unknown());
-
 interface InfluxResult {
   results?: Array<{ error?: string; series?: Array<{ name: string; tags?: Record<string, string>; columns: string[]; values: unknown[][] }> }>;
 }
-
-/** A real VictoriaMetrics, which accepts InfluxDB's v2 write API. */
-export class VictoriaMetrics {
-  readonly process: ManagedProcess;
-  readonly url: string;
-
-  private constructor(dir: string, port: number) {
-    this.url = `http://127.0.0.1:${port}`;
-    this.process = new ManagedProcess({
-      name: 'victoria-metrics',
-      command: 'victoria-metrics',
-      args: [
-        `-httpListenAddr=127.0.0.1:${port}`,
-        `-storageDataPath=${join(dir, 'data')}`,
-        '-retentionPeriod=100y', // the examples are dated 2024
-        '-search.latencyOffset=0s', // fresh points visible at once
-      ],
-      env: { PATH: process.env.PATH },
-      cwd: dir,
-      logFile: join(dir, 'victoria-metrics.log'),
-      ready: { port },
-    });
-  }
-
-  static async start(dir: string): Promise<VictoriaMetrics> {
-    mkdirSync(dir, { recursive: true });
-    const vm = new VictoriaMetrics(dir, await freePort());
-    await vm.process.start();
-    return vm;
-  }
-
-  /** Raw samples of the series whose name matches, as {labels, values, timestamps (ms)}. */
-  async export(nameRegex: string): Promise<Array<z.infer<typeof ExportedSeriesSchema>>> {
-    const res = await fetch(`${this.url}/api/v1/export`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ 'match[]': `{__name__=~"${nameRegex}"}` }),
-    });
-    const text = await res.text();
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => ExportedSeriesSchema.parse(JSON.parse(l)));
-  }
-}
-
-/** One line of VictoriaMetrics' /api/v1/export: a series with its samples. */
-const ExportedSeriesSchema = z.object({ metric: z.record(z.string(), z.string()), values: z.array(z.number()), timestamps: z.array(z.number()) });
 
 /**
  * A real PostgreSQL (Debian's postgresql 15) in a folder of its own. It refuses to run as root, so
