@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
-import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
@@ -9,14 +9,13 @@ import { replaceFileDurably, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
-import { checkSize, entries, exists, hashOf, ifGone, io, writeTemp } from './file-io.ts';
+import { checkSize, entries, exists, ifGone, io, writeTemp } from './file-io.ts';
 import { createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
-import { candidateNames } from './file-names.ts';
+import { placeFile } from './file-placement.ts';
 import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
 import { StorageReadiness } from './storage-readiness.ts';
 import type { StoredFileInfo } from './points.ts';
 
-export { candidateNames } from './file-names.ts';
 export type { FileStoreSweep } from './file-sweep.ts';
 
 /**
@@ -29,7 +28,7 @@ export type { FileStoreSweep } from './file-sweep.ts';
  *   redelivery) is recognised by its SHA-256 and stored once; different content under a taken
  *   name is stored as NAME.SHA8.EXT, then NAME.SHA256.EXT, NAME.SHA256-2.EXT … (candidateNames),
  *   each within the file system's 255-byte limit; when all hold other content, the file is a dead
- *   letter (DISTRIBUTOR_FILE_NAME_TAKEN).
+ *   letter (DISTRIBUTOR_FILE_NAME_TAKEN; file-placement.ts).
  * - What a killed process leaves (temporary `.incoming-*` files, the chunks of a file stored just
  *   before the kill) is removed by `sweep`, which the distributor runs at start and hourly.
  */
@@ -59,7 +58,7 @@ export class FileStore {
       const data = Buffer.from(payload.data, 'base64');
       const sha256 = createHash('sha256').update(data).digest('hex');
       const tmp = await writeTemp(dir, data);
-      return { result: await this.place(dir, tmp, sha256, data.length, payload), wrote: true };
+      return { result: await placeFile(this.root, dir, tmp, sha256, data.length, payload), wrote: true };
     });
   }
 
@@ -163,7 +162,7 @@ export class FileStore {
         details: { transferId: t.id, chunksKeptIn: aside },
       }));
     }
-    const placed = await this.place(dir, tmp, sha256, size, payload).catch(async (err: unknown) => {
+    const placed = await placeFile(this.root, dir, tmp, sha256, size, payload).catch(async (err: unknown) => {
       if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN')) throw err;
       // Receipted chunks, deleted by the device: kept as they came, as for a failed checksum.
       throw await this.setAside(deviceId, t.id, partial, (aside) => ({
@@ -333,69 +332,5 @@ export class FileStore {
     const dir = join(this.root, deviceId);
     await this.makeDir(dir);
     return dir;
-  }
-
-  /**
-   * Gives the temporary file its final name: the first of {@link candidateNames} that is free or
-   * already holds this content. When each holds other content (names a device can take in advance:
-   * it chooses its names and knows its content), DISTRIBUTOR_FILE_NAME_TAKEN: final, a dead letter,
-   * since sending the file again finds the same names taken.
-   */
-  private async place(dir: string, tmp: string, sha256: string, size: number, payload: FilePayload): Promise<StoredFileInfo> {
-    try {
-      for (const name of candidateNames(payload.filename, sha256)) {
-        const target = this.inside(dir, name);
-        if (await this.link(dir, tmp, target, sha256)) {
-          return {
-            filename: payload.filename,
-            path: relative(this.root, target),
-            size,
-            sha256,
-            contentType: payload.contentType ?? 'application/octet-stream',
-            declaredSize: payload.metadata?.size,
-            timestamp: payload.metadata?.timestamp,
-          };
-        }
-      }
-      throw new FieldStreamError(
-        'DISTRIBUTOR_FILE_NAME_TAKEN',
-        `Not stored: ${JSON.stringify(payload.filename.slice(0, 100))} (SHA-256 ${sha256}) and each fallback name for it hold other content in ${dir}.`,
-        { sha256 },
-      );
-    } finally {
-      await unlink(tmp).catch(() => undefined);
-    }
-  }
-
-  /** Defence in depth: the resolved path must stay inside the device's folder. */
-  private inside(dir: string, name: string): string {
-    const target = resolve(dir, name);
-    if (!target.startsWith(dir + sep)) {
-      throw new FieldStreamError('DISTRIBUTOR_UNSAFE_FILENAME', `Refused file name ${JSON.stringify(name.slice(0, 100))}: leaves the storage folder`);
-    }
-    return target;
-  }
-
-  /**
-   * true: the name now holds our content (it did already, or we linked it); false: other content.
-   * The folder is synced whenever the answer is true, also when the name was there already: it may
-   * have been linked by a process killed before its sync (whose message was never acknowledged, so
-   * this is its redelivery), and this answer is what gets the message receipted.
-   */
-  private async link(dir: string, tmp: string, target: string, sha256: string): Promise<boolean> {
-    let ours: boolean;
-    const existing = await hashOf(target);
-    if (existing !== undefined) ours = existing === sha256;
-    else {
-      try {
-        await link(tmp, target); // atomic, and refuses to replace an existing name
-        ours = true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot store ${target}: ${(err as Error).message}`, {}, { cause: err });
-        ours = (await hashOf(target)) === sha256;
-      }
-    }
-    if (ours) await io(dir, () => syncDir(dir));
-    return ours;
   }
 }
