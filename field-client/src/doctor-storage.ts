@@ -1,0 +1,63 @@
+import { existsSync, readdirSync, statfsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FieldClientConfig } from './config.ts';
+import type { CheckResult, Context } from './doctor-context.ts';
+import { rejectedBytes } from './rejected.ts';
+
+/**
+ * What is set aside as refused (rejected.jsonl, rejected/): it counts against FIELD_QUEUE_MAX_BYTES
+ * until the operator moves it off the device. `held`: refused messages the running client holds in
+ * its queue for lack of room (undefined when its status was not asked for).
+ */
+function rejectedCheck(c: FieldClientConfig, bytes: number, held: number | undefined): CheckResult {
+  const where = join(c.FIELD_DATA_DIR, 'rejected.jsonl');
+  const share = `${bytes} bytes, ${((bytes / c.FIELD_QUEUE_MAX_BYTES) * 100).toFixed(1)}% of FIELD_QUEUE_MAX_BYTES`;
+  const hint = `Look at ${where} and ${join(c.FIELD_DATA_DIR, 'rejected')}/ (the gateway's code says what is wrong), then move them off the device: the client takes the room back within a second, no restart.`;
+  if (held !== undefined && held > 0) {
+    return { name: 'set aside', level: 'fail', detail: `${held} refused messages wait in the queue for room to be set aside (FIELD_REJECTED_FULL); ${share} set aside`, hint };
+  }
+  if (bytes > 0) return { name: 'set aside', level: 'warn', detail: `refused messages set aside: ${share}`, hint };
+  return { name: 'set aside', level: 'ok', detail: 'nothing refused by the gateway is set aside' };
+}
+
+/** The device's own side, looked at even when the network steps fail: the queue, what is set aside, free disk. */
+export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
+  const c = ctx.config as FieldClientConfig;
+  const out: CheckResult[] = [];
+  let status:
+    | { connection?: { state: string }; queue?: { depth: number; oldestUnsentAt: string | null }; lastAckAt?: string | null; rejected?: { held: number } }
+    | undefined;
+  if (c.FIELD_HTTP_PORT !== undefined) {
+    status = await fetch(`http://${c.FIELD_HTTP_HOST}:${c.FIELD_HTTP_PORT}/status`, { signal: AbortSignal.timeout(3000) })
+      .then((r) => r.json() as Promise<typeof status>)
+      .catch(() => undefined);
+  }
+  const queueDir = join(c.FIELD_DATA_DIR, 'queue');
+  const queueBytes = existsSync(queueDir) ? readdirSync(queueDir).reduce((n, f) => n + statSync(join(queueDir, f)).size, 0) : 0;
+  const setAside = rejectedBytes(c.FIELD_DATA_DIR);
+  if (status?.queue) {
+    const old = status.queue.oldestUnsentAt ? ` — oldest unsent from ${status.queue.oldestUnsentAt}` : '';
+    out.push({
+      name: 'queue',
+      level: status.queue.depth > 0 && status.connection?.state !== 'connected' ? 'warn' : 'ok',
+      detail: `client ${status.connection?.state}, ${status.queue.depth} messages queued (${queueBytes} bytes)${old}; last ack ${status.lastAckAt ?? 'never'}`,
+    });
+  } else {
+    const why = c.FIELD_HTTP_PORT === undefined ? 'FIELD_HTTP_PORT=off: no client status asked for' : "the client's status endpoint is not answering: is it running?";
+    out.push({ name: 'queue', level: 'ok', detail: `${queueBytes} bytes queued in ${queueDir} (${why})` });
+  }
+  out.push(rejectedCheck(c, setAside, status?.rejected?.held));
+  try {
+    const fs = statfsSync(existsSync(c.FIELD_DATA_DIR) ? c.FIELD_DATA_DIR : '/');
+    const free = fs.bavail * fs.bsize;
+    // What is set aside counts against the same cap, so the queue may grow only into the rest.
+    const room = c.FIELD_QUEUE_MAX_BYTES - queueBytes - setAside;
+    const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
+    if (free < 64 * 1048576) out.push({ name: 'disk', level: 'fail', detail: `${mib(free)} free in ${c.FIELD_DATA_DIR}`, hint: 'Free disk space: readings cannot be queued.' });
+    else if (free < room) out.push({ name: 'disk', level: 'warn', detail: `${mib(free)} free, less than the queue may still grow (${mib(room)})`, hint: 'Lower FIELD_QUEUE_MAX_BYTES or free space.' });
+    else out.push({ name: 'disk', level: 'ok', detail: `${mib(free)} free in ${c.FIELD_DATA_DIR}` });
+  } catch (err) {
+    out.push({ name: 'disk', level: 'warn', detail: `cannot measure free space: ${(err as Error).message}` });
+  }
+  return out;
+}
