@@ -1,14 +1,15 @@
-import { unlinkSync } from 'node:fs';
-import { FieldStreamError } from '../../../shared/errors.ts';
 import { AckBook, type SeqRanges } from './ack-book.ts';
-import { makeRoom, type CapacityHost } from './capacity.ts';
+import type { CapacityHost } from './capacity.ts';
 import { bootId, QueueEpochs } from './queue-epochs.ts';
 import { TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
 import { SegmentWriter } from './segment-writer.ts';
-import { encodeBatch, type EncodedBatch } from './batch-encoder.ts';
+import type { EncodedBatch } from './batch-encoder.ts';
+import { admit, type AdmissionHost } from './queue-admission.ts';
+import { QueueCommits } from './queue-commits.ts';
 import { readHeld } from './held-records.ts';
 import { SendCursor } from './send-cursor.ts';
+import { markCleanStop, newEpochAtNextStart } from './stop-marks.ts';
 import { WatermarkWriter } from './watermark-writer.ts';
 import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
 
@@ -43,6 +44,9 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   (shareCapacity: the refused messages the field client set aside). When full, the queue either
  *   refuses new data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted
  *   in `dropped`).
+ * - queue-admission.ts decides on each append (drain-only, encoding, room); queue-commits.ts takes
+ *   records out on acks and receipts and deletes the segments left with none; stop-marks.ts writes
+ *   what a stop leaves for the next start.
  */
 export class DurableQueue {
   private readonly segments: Segment[] = [];
@@ -52,6 +56,8 @@ export class DurableQueue {
   private readonly cursor: SendCursor;
   private readonly capacity: CapacityHost;
   private readonly mark: WatermarkWriter;
+  private readonly commits: QueueCommits;
+  private readonly admission: AdmissionHost;
   private closed = false;
   private epochs!: QueueEpochs;
   /** bytes held elsewhere that count against maxBytes too (see shareCapacity) */
@@ -65,7 +71,7 @@ export class DurableQueue {
     makeDirDurablySync(o.dir);
     this.mark = new WatermarkWriter(o.dir, o.log, () => this.book.watermark);
     this.book = new AckBook(this.mark.written, o.receipts ?? false);
-    this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log, (from, to) => this.forget([[from, to]]));
+    this.cursor = new SendCursor(this.segments, this.book, o.tailCacheBytes ?? TAIL_CACHE_BYTES, o.log, (from, to) => this.commits.forget([[from, to]]));
     this.writer = new SegmentWriter(
       o,
       this.segments,
@@ -93,6 +99,19 @@ export class DurableQueue {
       },
       dropped: () => this.mark.write(),
     };
+    this.commits = new QueueCommits({
+      segments: this.segments,
+      book: this.book,
+      cursor: this.cursor,
+      writer: this.writer,
+      mark: this.mark,
+      stats: this.stats,
+      receipts: o.receipts ?? false,
+      nextSeq: () => this.nextSeq,
+      closed: () => this.closed,
+      now: () => this.now(),
+    });
+    this.admission = { o, capacity: this.capacity, stats: this.stats, epochs: () => this.epochs, sharedBytes: () => this.sharedBytes(), bytesOnDisk: () => this.bytesOnDisk };
   }
 
   static async open(o: QueueOptions): Promise<DurableQueue> {
@@ -150,24 +169,9 @@ export class DurableQueue {
     this.nextSeq = Math.max(this.book.watermark + 1, last ? last.lastSeq + 1 : 1);
     const first = segments[0];
     if (first) this.book.raiseWatermark(first.firstSeq - 1);
-    this.forget(lost);
+    this.commits.forget(lost);
     this.book.commitRanges(gaps, this.nextSeq);
-    this.deleteCommittedSegments();
-  }
-
-  /**
-   * Numbers whose records are damaged beyond reading (recovery.ts, or the send cursor at run time):
-   * nothing can send or commit them, so they are forgotten as if committed (counted in
-   * `corruptRecords`, logged where found), or the committed watermark would stay below them for good.
-   */
-  private forget(ranges: SeqRanges): void {
-    const n = this.book.commitRanges(ranges, this.nextSeq);
-    if (n === 0) return;
-    this.stats.corruptRecords += n;
-    // Not now: the send cursor may be in the middle of a read (segments are deleted after it).
-    queueMicrotask(() => {
-      if (!this.closed) this.deleteCommittedSegments();
-    });
+    this.commits.deleteCommittedSegments();
   }
 
   /** true while the record `seq` is held: numbered, not committed, not dropped */
@@ -236,42 +240,11 @@ export class DurableQueue {
    */
   append(items: readonly QueueItem[]): Promise<QueuedMessage[]> {
     if (this.closed) return Promise.reject(new Error('queue closed'));
-    if (this.epochs.drainOnly) {
-      const unsaved = this.epochs.retryUnsaved();
-      if (unsaved) {
-        return Promise.reject(
-          new FieldStreamError(
-            'FIELD_QUEUE_WRITE_FAILED',
-            `The queue is drain-only: it cannot save its epochs, which the ids of new messages depend on (${unsaved.message}); it sends what it holds and takes nothing new until it can; refused ${items.length} message(s).`,
-            {},
-            { cause: unsaved },
-          ),
-        );
-      }
-      this.o.log.info({ epoch: this.epoch }, 'the queue saved its epochs: it takes new data again');
-    }
     let batch: EncodedBatch;
     try {
-      batch = encodeBatch(items, this.nextSeq, this.epoch, Date.now());
+      batch = admit(this.admission, items, this.nextSeq);
     } catch (err) {
       return Promise.reject(err);
-    }
-    let room: boolean;
-    try {
-      room = makeRoom(this.capacity, this.o, batch.block.length, this.stats);
-    } catch (err) {
-      // Deleting the oldest segment failed (drop-oldest): nothing of this batch was numbered nor written.
-      return Promise.reject(new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not delete its oldest segment to make room: ${(err as Error).message}`, {}, { cause: err }));
-    }
-    if (!room) {
-      this.stats.refused += items.length;
-      const shared = this.sharedBytes();
-      const besides = shared > 0 ? ` (and ${shared} bytes of files waiting to be sent or being taken, and of refused messages set aside)` : '';
-      return Promise.reject(
-        new FieldStreamError('FIELD_QUEUE_FULL', `The queue holds ${this.bytesOnDisk} bytes${besides} of at most ${this.o.maxBytes}; refused ${items.length} message(s).`, {
-          refused: this.stats.refused,
-        }),
-      );
     }
     this.nextSeq += batch.messages.length;
     return this.writer.enqueue(batch);
@@ -298,22 +271,18 @@ export class DurableQueue {
    * receipt (and are not sent again unless it is late: see expireAwaiting).
    */
   ack(seqs: Iterable<number>): void {
-    const n = this.book.ack(seqs, this.writer.firstUnwritten, this.now());
-    if (n === 0) return;
-    this.stats.acked += n;
-    this.stats.lastAckAt = Date.now();
-    if (!this.o.receipts) this.committed(n);
+    this.commits.ack(seqs);
   }
 
   /** Commits records for good (a verified receipt), awaited or not yet acked; returns how many were
    * newly committed (0 for a receipt replayed or naming nothing this queue holds). */
   commit(seqs: Iterable<number>): number {
-    return this.committed(this.book.commit(seqs, this.writer.firstUnwritten));
+    return this.commits.commit(seqs);
   }
 
   /** commit() for inclusive ranges of sequence numbers. */
   commitRanges(ranges: SeqRanges): number {
-    return this.committed(this.book.commitRanges(ranges, this.writer.firstUnwritten));
+    return this.commits.commitRanges(ranges);
   }
 
   /**
@@ -326,37 +295,13 @@ export class DurableQueue {
     return own && this.commitRanges(own);
   }
 
-  private committed(n: number): number {
-    if (n === 0) return 0;
-    this.stats.committed += n;
-    this.deleteCommittedSegments();
-    this.mark.later();
-    return n;
-  }
-
   /**
    * Records that have awaited their receipt longer than `timeoutMs` at `now` (epoch ms) are unsent
    * again: `next` reads them again from disk, in order. Returns how many. Costs nothing when none is
    * late: the oldest awaiting is looked at first.
    */
   expireAwaiting(now: number, timeoutMs: number): number {
-    const { count, lowest } = this.book.expire(now, timeoutMs);
-    if (count > 0) this.cursor.goBackTo(lowest);
-    return count;
-  }
-
-  private deleteCommittedSegments(): void {
-    while (this.segments.length > 1) {
-      const oldest = this.segments[0] as Segment;
-      if (oldest.lastSeq > this.book.watermark || oldest === this.writer.activeSegment) break;
-      this.cursor.leave(oldest);
-      this.segments.shift();
-      try {
-        unlinkSync(oldest.path);
-      } catch {
-        /* already gone */
-      }
-    }
+    return this.commits.expireAwaiting(now, timeoutMs);
   }
 
   /**
@@ -384,22 +329,6 @@ export class DurableQueue {
     return readHeld(this.segments, (seq) => this.book.isOpen(seq), look);
   }
 
-  /**
-   * An fsync failed: the next start must take a new epoch (queue-epochs.ts). A disk that refuses
-   * meta.json too leaves the boot on it: logged, and no clean mark is written either (close), so
-   * only a start in this same boot of the machine could keep the epoch.
-   */
-  private newEpochAtNextStart(): void {
-    try {
-      this.epochs.newEpochAtNextStart();
-    } catch (err) {
-      this.o.log.error(
-        { code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message },
-        'an fsync failed and meta.json cannot be saved either: a start before the machine restarts keeps the epoch',
-      );
-    }
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
     while (!this.writer.idle) await new Promise((r) => setTimeout(r, 5));
@@ -410,17 +339,10 @@ export class DurableQueue {
       await this.writer.close();
     } finally {
       // After a failed fsync (segment-syncs.ts, seal): said here too, should the writer not have managed since.
-      if (this.writer.lossPossible) this.newEpochAtNextStart();
+      if (this.writer.lossPossible) newEpochAtNextStart(this.epochs, this.o.log);
     }
     // Not after a failed fsync: records sent may be missing from the disk (segment-syncs.ts, seal).
     if (this.writer.lossPossible) return;
-    try {
-      this.epochs.markClean();
-    } catch (err) {
-      this.o.log.warn(
-        { code: 'FIELD_STATE_WRITE_FAILED', err: (err as Error).message },
-        'cannot write the clean-stop mark: the next start takes this stop for one that was not clean (a new epoch if the machine restarted meanwhile); nothing is lost',
-      );
-    }
+    markCleanStop(this.epochs, this.o.log);
   }
 }
