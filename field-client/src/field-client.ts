@@ -1,9 +1,8 @@
 import { join } from 'node:path';
-import type { CommitFrame, DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
+import type { DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
 import { canonicalPayload, type DataType } from '../../shared/contract/payloads.ts';
 import type { FieldClientOptions, PayloadOf, Submission } from './client-options.ts';
 import { clientStatus, type ClientStatus } from './client-status.ts';
-import { isTransient } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { LimitedLog } from '../../shared/limited-log.ts';
 import { CommitReceipts, noReceiptStats, type ReceiptStats } from './commit-receipts.ts';
@@ -16,8 +15,8 @@ import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/fi
 import type { Reservation } from './files/file-room.ts';
 import { FileTransfers } from './files/transfers.ts';
 import { SetAside } from './set-aside.ts';
-import type { Refusal } from './rejected.ts';
-import { gatewayLog, gatewayText } from './gateway-log.ts';
+import { GatewayAnswers } from './gateway-answers.ts';
+import { gatewayLog } from './gateway-log.ts';
 import { TransientRewind } from './rewind-backoff.ts';
 import { SendPacing } from './send-pacing.ts';
 import { LinkRateNote } from './link-rate.ts';
@@ -62,6 +61,8 @@ export class FieldClient {
   private readonly pacing: SendPacing;
   /** frames signed on the gateway's clock, within its frame limit (frame-sender.ts) */
   private readonly frames: FrameSender;
+  /** the gateway's acks and errors, commit receipts, refusals for good (gateway-answers.ts) */
+  private readonly answers: GatewayAnswers;
   /** takes from the queue what may go out now, and sends it (send-pump.ts) */
   private readonly pump: SendPump;
   /** the link's measured rate, kept across restarts (link-rate.ts) */
@@ -117,10 +118,25 @@ export class FieldClient {
       this.commitTimer = setInterval(() => this.expireOverdue(), TIMINGS.commitCheckIntervalMs);
       this.commitTimer.unref();
     }
+    this.answers = new GatewayAnswers({
+      queue,
+      inFlight: this.inFlight,
+      transfers: this.transfers,
+      pacing: this.pacing,
+      linkRate: this.linkRate,
+      stats: this.stats,
+      receipts: this.receipts,
+      brokerWatch: this.brokerWatch,
+      transientRewind: this.transientRewind,
+      gatewayLog: this.gatewayLog,
+      rejected: this.rejected,
+      schedulePump: () => this.schedulePump(),
+      fileDone: (seq, transferId) => this.onFileDone(seq, transferId),
+    });
     this.pump = new SendPump(options, queue, connection, this.pacing, this.transfers, this.frames, this.inFlight, this.receipts, {
       welcome: () => this.welcome,
       isHeld: (seq) => this.rejected.isHeld(seq),
-      refuseForGood: (ids, refusal) => this.refuseForGood(ids, refusal),
+      refuseForGood: (ids, refusal) => this.answers.refuseForGood(ids, refusal),
       // Written down as finished, as a transfer done is: the next start lets its record go quietly.
       fileGone: (seq, transferId) => this.finishedFiles.add(transferId, seq, this.queue.persistedThrough),
     }, log);
@@ -255,13 +271,13 @@ export class FieldClient {
   private onFrame(frame: DownlinkFrame): void {
     switch (frame.type) {
       case 'ack':
-        this.onAck(frame.messageIds);
+        this.answers.onAck(frame.messageIds);
         return;
       case 'commit':
-        this.onCommit(frame);
+        this.answers.onCommit(frame);
         return;
       case 'error':
-        this.onError(frame);
+        this.answers.onError(frame);
         return;
       case 'command':
         // Resolved once the answer is synced, not only written: the journal then records the
@@ -286,93 +302,9 @@ export class FieldClient {
     }
   }
 
-  private onAck(ids: readonly string[]): void {
-    this.pacing.acked(ids, performance.now());
-    this.linkRate.note(this.pacing.linkBytesPerSecond, Date.now());
-    this.stats.lastAckAt = Date.now();
-    // On the queue's clock, as every wait for a receipt (durable-queue.ts, now()).
-    const now = this.queue.now();
-    const seqs: number[] = [];
-    for (const id of ids) {
-      if (this.transfers.onAck(id, now)) continue;
-      const seq = this.queue.seqOf(id);
-      if (seq !== undefined && this.inFlight.delete(seq)) seqs.push(seq);
-    }
-    // With receipts, this only moves them to "awaiting their receipt".
-    this.queue.ack(seqs);
-    if (seqs.length > 0) this.progress();
-    this.schedulePump();
-  }
-
-  /** The gateway took something (an ack of ours, a receipt): the transient pauses start over. */
-  private progress(): void {
-    this.transientRewind.progress();
-    this.brokerWatch.reset();
-  }
-
-  /** A commit receipt: what it names, once verified, is no longer held, nor in flight (it can overtake its ack). */
-  private onCommit(frame: CommitFrame): void {
-    if (!this.receipts || this.receipts.receive(frame) === 0) return; // without a key, receipts cannot be told from forgeries
-    this.progress();
-    const own = this.queue.epochRange(frame.epoch);
-    if (own) {
-      for (const [a, b] of frame.ranges) {
-        // only the numbers this epoch names: under another epoch the same number is another message
-        const from = Math.max(a, own[0]);
-        const to = Math.min(b, own[1]);
-        if (from > to) continue;
-        if (to - from < this.inFlight.size) for (let s = from; s <= to; s++) this.inFlight.delete(s);
-        else for (const s of this.inFlight) if (s >= from && s <= to) this.inFlight.delete(s);
-      }
-    }
-    this.schedulePump();
-  }
-
   /** Messages and chunks whose receipt is overdue go out again. */
   private expireOverdue(): void {
     if (this.receipts && this.receipts.expire(this.queue.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending(false);
-  }
-
-  private onError(frame: Extract<DownlinkFrame, { type: 'error' }>): void {
-    // The message is the gateway's text (up to a whole downlink frame): cut, and lines bounded.
-    this.gatewayLog.write({ code: frame.code, messages: frame.messageIds?.length ?? 0 }, gatewayText(frame.message));
-    const ids = frame.messageIds ?? [];
-    this.pacing.refused(ids, performance.now());
-    if (isTransient(frame.code)) {
-      if (frame.code === 'GATEWAY_BROKER_UNAVAILABLE' && this.brokerWatch.brokerGone()) return;
-      // Sent again from the first unacknowledged message once the gateway had a moment, longer
-      // after each rewind without progress.
-      this.transientRewind.schedule();
-      return;
-    }
-    if (ids.length === 0) return;
-    this.refuseForGood(ids, { code: frame.code, message: frame.message, messageIds: ids });
-  }
-
-  /**
-   * Refused for good (it breaks the contract): set aside whole on the device's disk, then let go,
-   * so one bad message never blocks the queue. Only what is in flight on this connection can be
-   * refused, and nothing is deleted on the gateway's word alone: a refusal forged by a
-   * compromised DMZ moves messages aside (logged, counted), it loses none, and within
-   * FIELD_QUEUE_MAX_BYTES: what finds no room there stays in the queue (set-aside.ts).
-   */
-  private refuseForGood(ids: readonly string[], refusal: Refusal): void {
-    const seqs = new Set<number>();
-    let files = false;
-    for (const id of ids) {
-      const transfer = this.transfers.refused(id);
-      if (transfer !== undefined) {
-        // Moved from the outbox into rejected/ (a rename): no byte more on the disk, always room.
-        files = true;
-        this.onFileDone(transfer.seq, transfer.transferId);
-        continue;
-      }
-      const seq = this.queue.seqOf(id);
-      if (seq !== undefined && this.inFlight.delete(seq)) seqs.add(seq);
-    }
-    if (seqs.size > 0) this.rejected.refuse(this.queue.read(seqs), refusal);
-    else if (files) this.rejected.measure(); // a file set aside counts now
-    this.schedulePump();
   }
 
   /** bytes set aside (rejected.jsonl, rejected/), counted against maxBytes */
