@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
-import { constants } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
@@ -10,7 +9,8 @@ import type { Logger } from '../../../shared/logger.ts';
 import { NOTE, readNotes, removeNote, writeNote, type AcceptingNote } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
 import { FileRoom, type Reservation } from './file-room.ts';
-import { cannotLeave, growing, hashPrefix, removeSourceSync } from './taking-steps.ts';
+import { moveBack, moveIn } from './source-moves.ts';
+import { growing, hashPrefix } from './taking-steps.ts';
 import { chunkBytesFor, type FileTransferRecord } from './transfer-record.ts';
 
 /**
@@ -102,53 +102,7 @@ export class FileOutbox {
     writeNote(this.dir, transferId, note);
     try {
       if (options.move) {
-        // Readable by this process before it leaves: a rename needs only write access to the
-        // folder, so another user's 0600 file in a shared folder was moved out, failed to hash, and
-        // lay in the outbox unsent and never given back. O_NONBLOCK: a FIFO swapped in is not waited on.
-        const probe = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-        await probe.close();
-        let moved = true;
-        // Copied instead only when it is on another file system (EXDEV), or its folder does not let
-        // it go (cannotLeave); any other failure (it vanished, an I/O error) is the file's failure.
-        let kept: string | undefined;
-        await rename(source, tmp).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'EXDEV' && !cannotLeave(err)) throw err;
-          moved = false;
-          if (err.code !== 'EXDEV') kept = err.code;
-        });
-        if (moved && !lstatSync(tmp).isFile()) {
-          // Swapped for a link (or another kind of file) since it was looked at: put back, not followed.
-          await rename(tmp, source);
-          throw new Error('not a regular file');
-        }
-        if (!moved) {
-          // Another file system: until the copy is whole and synced, the source is the file.
-          writeNote(this.dir, transferId, { ...note, move: false });
-          await copyNoFollow(source, tmp, limit);
-          if (kept === undefined) {
-            // Whole and synced: from now on the outbox's copy is the file, and the source goes.
-            writeNote(this.dir, transferId, note);
-            try {
-              // unlink, not rmSync: that takes a file it may not remove (EPERM) for a folder, and
-              // fails reading it as one (ENOTDIR), the reason lost.
-              removeSourceSync(source);
-            } catch (err) {
-              if (!cannotLeave(err as NodeJS.ErrnoException)) throw err;
-              // Back to a copy: the source stays (a crash before the record drops the copy, and
-              // the source is taken again).
-              writeNote(this.dir, transferId, { ...note, move: false });
-              kept = (err as NodeJS.ErrnoException).code;
-            }
-          }
-        }
-        if (kept !== undefined) {
-          // The source cannot leave its folder (read-only, another user's with the sticky bit,
-          // append-only): the copy is sent, as a copy, and the caller told, so that it does not
-          // take the same file again. Before, the copy was dropped and the whole file copied and
-          // synced again at every other look of the watched folder, for ever (an SD card worn).
-          note.move = false;
-          options.sourceKept?.(kept);
-        }
+        await moveIn(this.dir, transferId, source, tmp, note, limit, options.sourceKept);
       } else {
         await copyNoFollow(source, tmp, limit);
       }
@@ -257,25 +211,7 @@ export class FileOutbox {
    * cannot be put back.
    */
   async giveBack(transferId: string, source: string, moved: boolean): Promise<boolean> {
-    const target = join(this.dir, transferId);
-    if (moved) {
-      try {
-        linkSync(target, source);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') return false;
-        // A hidden name first (the folder input skips dot names): a crash mid-copy leaves no partial file to take.
-        const beside = join(dirname(source), `.${transferId}.returning`);
-        try {
-          await copyNoFollow(target, beside);
-          linkSync(beside, source);
-        } catch {
-          return false;
-        } finally {
-          rmSync(beside, { force: true });
-        }
-      }
-      syncDirSync(dirname(source));
-    }
+    if (moved && !(await moveBack(join(this.dir, transferId), source, transferId))) return false;
     this.remove(transferId);
     this.accepted(transferId);
     return true;

@@ -6,7 +6,7 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import { syncDirSync } from '../../../shared/durable-fs.ts';
 
 /*
- * The small steps FileOutbox.accept and place (file-outbox.ts) take a file into the outbox with:
+ * The small steps FileOutbox.accept and place (file-outbox.ts, source-moves.ts) take a file into the outbox with:
  * its source's removal once moved, whether a folder lets its file go, the refusal of a file that
  * grew, and the hash of exactly the bytes its record names.
  */

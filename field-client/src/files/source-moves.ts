@@ -1,0 +1,93 @@
+import { constants, linkSync, lstatSync, rmSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { syncDirSync } from '../../../shared/durable-fs.ts';
+import { writeNote, type AcceptingNote } from './accepting-note.ts';
+import { copyNoFollow } from './copy-no-follow.ts';
+import { cannotLeave, removeSourceSync } from './taking-steps.ts';
+
+/*
+ * A file moved between its folder and the outbox (FileOutbox.accept and giveBack, file-outbox.ts):
+ * taken in by a rename, or by a copy where it cannot leave, its note (accepting-note.ts) kept true
+ * at each step; and put back where it was, never over a file that took its name meanwhile.
+ */
+
+/**
+ * Moves `source` to `tmp` in the outbox `dir` for the transfer `transferId`, or copies it there
+ * when it is on another file system or cannot leave its folder (then `note.move` is set false, and
+ * `sourceKept` told why). Throws the file's failure; the caller removes `tmp` and the note.
+ */
+export async function moveIn(dir: string, transferId: string, source: string, tmp: string, note: AcceptingNote, limit: number, sourceKept?: (code: string) => void): Promise<void> {
+  // Readable by this process before it leaves: a rename needs only write access to the
+  // folder, so another user's 0600 file in a shared folder was moved out, failed to hash, and
+  // lay in the outbox unsent and never given back. O_NONBLOCK: a FIFO swapped in is not waited on.
+  const probe = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  await probe.close();
+  let moved = true;
+  // Copied instead only when it is on another file system (EXDEV), or its folder does not let
+  // it go (cannotLeave); any other failure (it vanished, an I/O error) is the file's failure.
+  let kept: string | undefined;
+  await rename(source, tmp).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EXDEV' && !cannotLeave(err)) throw err;
+    moved = false;
+    if (err.code !== 'EXDEV') kept = err.code;
+  });
+  if (moved && !lstatSync(tmp).isFile()) {
+    // Swapped for a link (or another kind of file) since it was looked at: put back, not followed.
+    await rename(tmp, source);
+    throw new Error('not a regular file');
+  }
+  if (!moved) {
+    // Another file system: until the copy is whole and synced, the source is the file.
+    writeNote(dir, transferId, { ...note, move: false });
+    await copyNoFollow(source, tmp, limit);
+    if (kept === undefined) {
+      // Whole and synced: from now on the outbox's copy is the file, and the source goes.
+      writeNote(dir, transferId, note);
+      try {
+        // unlink, not rmSync: that takes a file it may not remove (EPERM) for a folder, and
+        // fails reading it as one (ENOTDIR), the reason lost.
+        removeSourceSync(source);
+      } catch (err) {
+        if (!cannotLeave(err as NodeJS.ErrnoException)) throw err;
+        // Back to a copy: the source stays (a crash before the record drops the copy, and
+        // the source is taken again).
+        writeNote(dir, transferId, { ...note, move: false });
+        kept = (err as NodeJS.ErrnoException).code;
+      }
+    }
+  }
+  if (kept !== undefined) {
+    // The source cannot leave its folder (read-only, another user's with the sticky bit,
+    // append-only): the copy is sent, as a copy, and the caller told, so that it does not
+    // take the same file again. Before, the copy was dropped and the whole file copied and
+    // synced again at every other look of the watched folder, for ever (an SD card worn).
+    note.move = false;
+    sourceKept?.(kept);
+  }
+}
+
+/**
+ * Puts the outbox's file `target` back at `source` (FileOutbox.giveBack): linked, not renamed, so
+ * never over a file that took its name meanwhile; across file systems, a copy, then a link. False
+ * when it cannot be put back.
+ */
+export async function moveBack(target: string, source: string, transferId: string): Promise<boolean> {
+  try {
+    linkSync(target, source);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') return false;
+    // A hidden name first (the folder input skips dot names): a crash mid-copy leaves no partial file to take.
+    const beside = join(dirname(source), `.${transferId}.returning`);
+    try {
+      await copyNoFollow(target, beside);
+      linkSync(beside, source);
+    } catch {
+      return false;
+    } finally {
+      rmSync(beside, { force: true });
+    }
+  }
+  syncDirSync(dirname(source));
+  return true;
+}
