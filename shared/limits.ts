@@ -15,6 +15,10 @@ const STRING_MAX_CHARS = 64 * 1024;
 const DEAD_LETTER_MESSAGE_MAX_CHARS = 16 * 1024;
 /** bytes. See LIMITS.deadLetterSectionSlackBytes. */
 const DEAD_LETTER_SECTION_SLACK_BYTES = BATCH_MAX_MESSAGES * ((READING_MAX_FIELDS + 16) * 18 + 512);
+/** bytes per second. See CONSOLE.liveSlowestLinkBytesPerSecond (named here: CONSOLE.liveSnapshotPartMaxBytes is derived from it). */
+const CONSOLE_LIVE_SLOWEST_LINK_BYTES_PER_SECOND = 5 * 1024;
+/** milliseconds. See CONSOLE.liveDrainTimeoutMs (named here: CONSOLE.liveSnapshotPartMaxBytes is derived from it). */
+const CONSOLE_LIVE_DRAIN_TIMEOUT_MS = 12_000;
 /** bytes. See LIMITS.deadLetterLineOverheadBytes. */
 const DEAD_LETTER_LINE_OVERHEAD_BYTES = 1024 * 1024;
 
@@ -1178,22 +1182,43 @@ export const CONSOLE = {
    * from its stream (15 s, SILENCE_MS in public/api.js) before it reconnects to a fresh snapshot,
    * for ever. Parts of 1,000 rows (200 KB) did the same to a link under some 13 KB/s: small enough
    * that a part of the largest rows comes within that silence at liveSlowestLinkBytesPerSecond
-   * (test/unit/console-live.test.ts measures it). */
+   * (test/unit/console-live.test.ts measures it). A part also ends before liveSnapshotPartMaxBytes. */
   liveSnapshotRowsPerEvent: 100,
+  /** bytes. Most of one event of a live stream's snapshot (a part, with its `event:`/`data:` lines),
+   * whatever its rows: a part ends at liveSnapshotRowsPerEvent rows or before the row that would
+   * take it past this, whichever comes first (one row at least; a row always fits, its reading
+   * bounded by liveRowReadingMaxChars and liveRowValueMaxChars, some 12 KB at most). Counted in rows
+   * only, 100 devices whose readings held 256 fields of long names and values were megabytes, which
+   * no link near liveSlowestLinkBytesPerSecond took within liveDrainTimeoutMs: such a fleet never
+   * loaded, the page reconnecting for ever. Two thirds of what that link carries in that time
+   * (40 KiB, 8 s at 5 KiB/s): room for TLS, HTTP and TCP framing and a link that slows for a while.
+   * test/unit/console-live.test.ts checks it against the link, the drain timeout and SILENCE_MS. */
+  liveSnapshotPartMaxBytes: Math.floor((CONSOLE_LIVE_SLOWEST_LINK_BYTES_PER_SECOND * CONSOLE_LIVE_DRAIN_TIMEOUT_MS * 2) / 3 / 1000),
+  /** characters. Longest string value of a device row's last reading in the live stream (snapshot and
+   * `devices` updates); a longer one is cut here and ends in "…". The fleet page shows each value of
+   * the reading cut to 40 characters (fieldsSummary in public/format.js), and a device page reads its
+   * whole reading from its own `device` event: values of 64 Ki characters made a row of megabytes. */
+  liveRowValueMaxChars: 40,
+  /** characters. How much of a device row's last reading the live stream carries, counted as the
+   * fleet page writes it out ("name value · name value", values as shown): fields past the one that
+   * takes it over this are left out (the row's `lastReading.omitted` says how many). The page
+   * shows at most 2,000 (the cell's hover text), and cuts there with "…" as it would the whole
+   * reading; 256 fields of 128-character names made a row of tens of KB, over a part's bytes. */
+  liveRowReadingMaxChars: 2_000,
   /** bytes per second. The slowest link a console page is promised to load its fleet over
-   * (docs/console.md): a part of the snapshot (liveSnapshotRowsPerEvent rows of the largest) takes
+   * (docs/console.md): a part of the snapshot (at most liveSnapshotPartMaxBytes) takes
    * it less than the page's silence (SILENCE_MS) and the console's liveDrainTimeoutMs. */
-  liveSlowestLinkBytesPerSecond: 5 * 1024,
+  liveSlowestLinkBytesPerSecond: CONSOLE_LIVE_SLOWEST_LINK_BYTES_PER_SECOND,
   /** milliseconds a live stream waits for its socket to take what it was given: one part of its
-   * snapshot (liveSnapshotRowsPerEvent rows, 50 KB at most: a browser reading less than some
-   * 4 KB/s is let go, and logged), or the end of a stream whose login ended. Past it the
+   * snapshot (liveSnapshotPartMaxBytes at most, 40 KiB: a browser reading less than some
+   * 3.4 KiB/s is let go, and logged), or the end of a stream whose login ended. Past it the
    * connection is destroyed (a browser that is there reconnects to a fresh snapshot): a browser
    * that stopped reading mid-snapshot otherwise held its place, its socket and the snapshot's rows
    * until its login expired (8 h), the bound of liveMaxBufferedBytes being looked at only after the
    * snapshot. Shorter than the page's silence (SILENCE_MS, 15 s): the console, not a page
    * reconnecting for ever, decides a link is too slow; waiting 30 s for parts of 200 KB, it kept
    * links of 7 KB/s whose page had reconnected to a fresh snapshot at every part. */
-  liveDrainTimeoutMs: 12_000,
+  liveDrainTimeoutMs: CONSOLE_LIVE_DRAIN_TIMEOUT_MS,
   /** milliseconds. Most a device's own time may run ahead of the console's clock and still order
    * what the device sends: its last reading and health are replaced only by newer ones (a reading
    * drained late from a backlog must not hide the current one), but a stored one dated further

@@ -331,3 +331,81 @@ describe("a snapshot part and the page's silence (public/api.js)", () => {
     assert.ok((partBytes / promised) * 1000 <= SILENCE_MS, `a part of ${partBytes} bytes takes ${Math.round((partBytes / promised) * 1000)} ms at ${promised} B/s, the page waits ${SILENCE_MS} ms`);
   });
 });
+
+/** A response that takes everything at once: the texts a hub wrote, as events with their bytes. */
+function recordingResponse() {
+  const chunks: string[] = [];
+  const res = Object.assign(new EventEmitter(), {
+    destroyed: false,
+    writableEnded: false,
+    writableLength: 0,
+    writeHead: () => res,
+    write: (chunk: string) => (chunks.push(chunk), true),
+    end: () => undefined,
+    destroy: () => void (res.destroyed = true),
+  });
+  const events = () =>
+    chunks
+      .join('')
+      .split('\n\n')
+      .slice(0, -1)
+      .map((b) => ({ event: /^event: (.+)$/m.exec(b)?.[1] ?? '', data: /^data: (.+)$/m.exec(b)?.[1] ?? '', bytes: Buffer.byteLength(`${b}\n\n`) }));
+  return { res: res as unknown as ServerResponse, events };
+}
+
+describe('a snapshot of devices whose readings are large, on the slowest link the docs promise', () => {
+  it('comes in parts of at most CONSOLE.liveSnapshotPartMaxBytes, a part any link that fast takes within the drain timeout and the page\'s silence, every row in one, showing what the page shows of the whole reading', async () => {
+    const { SILENCE_MS } = await import(new URL('../../internal-network/console/public/api.js', import.meta.url).href);
+    const promised = CONSOLE.liveSlowestLinkBytesPerSecond;
+    const budget = CONSOLE.liveSnapshotPartMaxBytes;
+    assert.ok(budget > 0 && budget <= (promised * CONSOLE.liveDrainTimeoutMs) / 1000, `parts of ${budget} bytes, the console waits ${CONSOLE.liveDrainTimeoutMs} ms for one, the docs promise ${promised} B/s`);
+    assert.ok((budget / promised) * 1000 <= SILENCE_MS, `a part of ${budget} bytes takes ${Math.round((budget / promised) * 1000)} ms at ${promised} B/s, the page waits ${SILENCE_MS} ms`);
+
+    // Readings at the contract's bounds: LIMITS.readingMaxFields fields of 128-character names, string
+    // values of up to LIMITS.stringMaxChars, characters JSON writes as 6 bytes, numbers of the most digits.
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const name = (i: number, len: number) => `f${i}`.padEnd(len, 'n');
+    const reading = (len: number, value: (i: number) => string | number | boolean) =>
+      Object.fromEntries(Array.from({ length: LIMITS.readingMaxFields }, (_, i) => [name(i, len), value(i)]));
+    const long = 'v'.repeat(1000);
+    const escaped = '\u0001'.repeat(LIMITS.stringMaxChars);
+    const readings = [
+      reading(128, () => long),
+      reading(128, () => escaped),
+      reading(2, () => '\u0001'.repeat(41)),
+      reading(2, () => -1.7976931348623157e308),
+      reading(2, (i) => i % 2 === 0),
+    ];
+    const devices = 250;
+    const full = new Map<string, Record<string, unknown>>();
+    for (let i = 0; i < devices; i++) {
+      const id = `${String(i).padStart(6, '0')}`.padEnd(LIMITS.deviceIdMaxChars, 'x');
+      fleet.register(id);
+      const fields = i < 120 ? readings[0]! : readings[i % readings.length]!;
+      full.set(id, fields);
+      fleet.apply({ measurement: 'readings', tags: { device: id }, fields, time: 8.64e15 });
+    }
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
+    const { res, events } = recordingResponse();
+    try {
+      await hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, undefined);
+    } finally {
+      hub.close();
+    }
+    const seen = events();
+    assert.ok(seen.length > 2 && seen.at(-1)!.event === 'snapshot-end', `a snapshot in parts: ${seen.map((e) => e.event).join(', ')}`);
+    const largest = Math.max(...seen.map((e) => e.bytes));
+    assert.ok(largest <= budget, `events of at most ${budget} bytes: the largest had ${largest}`);
+
+    // The parts make the whole fleet; the page (public/format.js) shows of each row what it shows of
+    // the whole reading, in its cell and its hover text.
+    const { fieldsSummary } = await import(new URL('../../internal-network/console/public/format.js', import.meta.url).href);
+    const rows = seen.flatMap((e) => (JSON.parse(e.data) as { devices: Array<{ id: string; lastReading: { fields: Record<string, unknown>; omitted?: number } }> }).devices);
+    assert.equal(rows.length, devices);
+    for (const row of rows) {
+      const whole = full.get(row.id)!;
+      for (const max of [120, 2000]) assert.equal(fieldsSummary(row.lastReading.fields, max), fieldsSummary(whole, max), `${row.id}: as shown in ${max} characters`);
+      assert.equal(Object.keys(row.lastReading.fields).length + (row.lastReading.omitted ?? 0), Object.keys(whole).length, 'the fields left out are counted');
+    }
+  });
+});

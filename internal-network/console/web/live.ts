@@ -4,7 +4,9 @@ import { CONSOLE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import type { SecurityCursor } from '../fleet/security-log.ts';
+import type { DeviceRow } from '../fleet/types.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
+import { liveRow, snapshotTexts } from './live-snapshot.ts';
 
 /** What a device page is sent (docs/console.md): the fleet's view of it and its commands. */
 export type DeviceDetail = NonNullable<ReturnType<Fleet['detail']>> & { commands: unknown[] };
@@ -65,9 +67,10 @@ function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
  * does not keep up (CONSOLE.liveMaxBufferedBytes unread) is disconnected; its EventSource reconnects
  * to a fresh snapshot.
  *
- * A fleet of more than CONSOLE.liveSnapshotRowsPerEvent devices gets its snapshot in parts, one event
- * each (`snapshot-part`, then `snapshot-end` with the last part and the rest), each written once the
- * socket has taken the one before. 100,000 devices are some 20 MB: written at once, more than the
+ * A fleet of more than one part (CONSOLE.liveSnapshotRowsPerEvent devices, or
+ * CONSOLE.liveSnapshotPartMaxBytes of rows, whichever comes first; see live-snapshot.ts) gets its
+ * snapshot in parts, one event each (`snapshot-part`, then `snapshot-end` with the last part and the
+ * rest), each written once the socket has taken the one before. 100,000 devices are some 20 MB: written at once, more than the
  * bound, so a browser on a slow link was disconnected as too slow; sent as one event, even written in
  * pieces, the page heard nothing from its stream until the last byte came, and on a link slower than
  * some 1.3 MB/s took it for dead (its 15 s without a word) and reconnected to a new snapshot, for
@@ -140,17 +143,15 @@ export class LiveHub {
     }
   }
 
-  /** The snapshot, `{devices, total, security, pipeline, anomalies}`: one `snapshot` event, or for a
-   * larger fleet `snapshot-part` events `{devices}` of CONSOLE.liveSnapshotRowsPerEvent rows and a
-   * `snapshot-end` with the last part and the rest, each written once the socket has taken the one
-   * before. False: the stream ended meanwhile. */
-  private async writeSnapshot(stream: Stream, rows: readonly unknown[], rest: Record<string, unknown>): Promise<boolean> {
+  /** The snapshot, `{devices, total, security, pipeline, anomalies}`, in the events of
+   * snapshotTexts, each written once the socket has taken the one before. False: the stream ended
+   * meanwhile. */
+  private async writeSnapshot(stream: Stream, rows: readonly DeviceRow[], rest: Record<string, unknown>): Promise<boolean> {
     const { res } = stream;
     const gone = () => res.destroyed || res.writableEnded || !this.streams.has(stream);
-    const put = async (event: string, data: Record<string, unknown>): Promise<boolean> => {
+    const put = async (text: string): Promise<boolean> => {
       if (gone()) return false;
-      // JSON.stringify leaves no raw newline, so one data line carries it (one event).
-      if (!res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) && !(await drained(res, CONSOLE.liveDrainTimeoutMs))) {
+      if (!res.write(text) && !(await drained(res, CONSOLE.liveDrainTimeoutMs))) {
         if (this.streams.has(stream)) {
           this.log.warn({ buffered: res.writableLength, timeoutMs: CONSOLE.liveDrainTimeoutMs }, 'live stream took no part of its snapshot in time (a link too slow, or a browser not reading): disconnected (a browser still there reconnects to a fresh snapshot)');
           this.end(stream);
@@ -159,10 +160,8 @@ export class LiveHub {
       }
       return !gone();
     };
-    const per = CONSOLE.liveSnapshotRowsPerEvent;
-    const lastAt = Math.max(0, Math.ceil(rows.length / per) - 1) * per;
-    for (let i = 0; i < lastAt; i += per) if (!(await put('snapshot-part', { devices: rows.slice(i, i + per) }))) return false;
-    return put(lastAt > 0 ? 'snapshot-end' : 'snapshot', { devices: rows.slice(lastAt), total: rows.length, ...rest });
+    for (const text of snapshotTexts(rows, rest)) if (!(await put(text))) return false;
+    return true;
   }
 
   /** Ends the streams of a login (at its logout), at once rather than at the next flush. */
@@ -210,7 +209,8 @@ export class LiveHub {
       if (stream.inSnapshot) continue;
       const changed = fleet.changedSince(stream.version);
       stream.version = changed.version;
-      if (changed.rows.length > 0) this.send(stream, 'devices', { rows: changed.rows });
+      // Each row bounded as in the snapshot (liveRow): what the page shows of it, not megabytes.
+      if (changed.rows.length > 0) this.send(stream, 'devices', { rows: changed.rows.map(liveRow) });
       // The new events of both sources and only the counts that changed: every device's count again
       // at every update was the whole fleet's worth to every browser each second under attack.
       const security = fleet.security.since(stream.security);

@@ -1,0 +1,80 @@
+import type { Scalar } from '../../../shared/contract/primitives.ts';
+import { CONSOLE } from '../../../shared/limits.ts';
+import type { DeviceRow, TimedFields } from '../fleet/types.ts';
+
+/** A device row as a live stream sends it (docs/console.md): its last reading bounded. */
+export type LiveRow = Omit<DeviceRow, 'lastReading'> & { lastReading: (TimedFields & { omitted?: number }) | null };
+
+/** Characters the fleet page writes out for a value (fieldsSummary, public/format.js), at least. A
+ * number or boolean is counted as one: never more than it shows, so no field it shows is left out. */
+const shownChars = (v: Scalar) => (typeof v === 'string' ? Math.min(v.length, CONSOLE.liveRowValueMaxChars) : 1);
+/** " · " between two fields, and the space between a field's name and its value */
+const SEPARATOR_CHARS = 3;
+
+/**
+ * A row with no more of its last reading than the fleet page shows of it (its hover text):
+ * string values cut at CONSOLE.liveRowValueMaxChars (ending in "…", so the page cuts them where it
+ * would the whole value), and fields past CONSOLE.liveRowReadingMaxChars of the page's text left
+ * out (counted in `omitted`; what is kept is over the limit, so the page ends it in "…" as it would
+ * the whole). A reading may hold 256 fields of 128-character names and values of 64 Ki characters:
+ * a row of megabytes, when a snapshot part must reach a slow link within seconds. The row itself
+ * is returned when nothing is cut. A device page reads its whole reading from its `device` event.
+ */
+export function liveRow(row: DeviceRow): LiveRow {
+  const reading = row.lastReading;
+  if (reading === null) return row;
+  const max = CONSOLE.liveRowValueMaxChars;
+  let chars = 0;
+  let kept = 0;
+  let cut = false;
+  // No prototype: a field may be called `__proto__` (the contract allows the name).
+  const fields: Record<string, Scalar> = Object.create(null) as Record<string, Scalar>;
+  const names = Object.keys(reading.fields);
+  for (const name of names) {
+    if (chars > CONSOLE.liveRowReadingMaxChars) break;
+    const v = reading.fields[name]!;
+    chars += (kept > 0 ? SEPARATOR_CHARS : 0) + name.length + 1 + shownChars(v);
+    kept++;
+    if (typeof v === 'string' && v.length > max) {
+      fields[name] = `${v.slice(0, max)}…`;
+      cut = true;
+    } else fields[name] = v;
+  }
+  if (!cut && kept === names.length) return row;
+  const bounded: TimedFields & { omitted?: number } = { time: reading.time, fields };
+  if (kept < names.length) bounded.omitted = names.length - kept;
+  return { ...row, lastReading: bounded };
+}
+
+/** Bytes of an event's own lines around its rows: `event: snapshot-part\ndata: {"devices":[` and `]}\n\n`. */
+const EVENT_OVERHEAD_BYTES = 64;
+
+/**
+ * A snapshot `{devices, total, ...rest}` as the events to write, each once the socket has taken the
+ * one before: `snapshot-part` `{devices}` then `snapshot-end` with the last rows and the rest, or a
+ * single `snapshot` when the fleet fits in one. A part holds at most
+ * CONSOLE.liveSnapshotRowsPerEvent rows and ends before the row that would take it past
+ * CONSOLE.liveSnapshotPartMaxBytes (one row at least).
+ */
+export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, unknown>): Generator<string> {
+  const budget = CONSOLE.liveSnapshotPartMaxBytes;
+  const per = CONSOLE.liveSnapshotRowsPerEvent;
+  // JSON.stringify leaves no raw newline, so one data line carries an event.
+  const tail = `],${JSON.stringify({ total: rows.length, ...rest }).slice(1)}\n\n`;
+  let part: string[] = [];
+  let bytes = EVENT_OVERHEAD_BYTES;
+  let first = true;
+  for (const row of rows) {
+    const text = JSON.stringify(liveRow(row));
+    const size = Buffer.byteLength(text) + 1;
+    if (part.length > 0 && (part.length >= per || bytes + size > budget)) {
+      yield `event: snapshot-part\ndata: {"devices":[${part.join(',')}]}\n\n`;
+      first = false;
+      part = [];
+      bytes = EVENT_OVERHEAD_BYTES;
+    }
+    part.push(text);
+    bytes += size;
+  }
+  yield `event: ${first ? 'snapshot' : 'snapshot-end'}\ndata: {"devices":[${part.join(',')}${tail}`;
+}
