@@ -515,8 +515,9 @@ describe('the operator console in a real browser', () => {
   it('on a link too slow to bring its snapshot within the page\'s liveness timeout (15 s), a fleet larger than one snapshot event comes in parts, and is shown only whole', async () => {
     const total = readdirSync(join(fx.pki.dir, 'internal', 'device-keys')).filter((f) => f.endsWith('.key')).length;
     assert.ok(total > 5 * CONSOLE.liveSnapshotRowsPerEvent, `${total} devices: several snapshot events' worth`);
-    // The snapshot's size, read as the page would (its stream, up to the end of the snapshot).
-    const bytes = await pages.admin.page.evaluate(async () => {
+    // The snapshot's size, read as a page of an earlier version would (its stream, which asks for
+    // no parts, up to the end of the snapshot): the one `snapshot` event that page knows.
+    const { bytes, events } = await pages.admin.page.evaluate(async () => {
       const ctl = new AbortController();
       const res = await fetch('/api/live', { credentials: 'same-origin', signal: ctl.signal });
       const reader = res.body!.getReader();
@@ -528,9 +529,10 @@ describe('the operator console in a real browser', () => {
         text += decoder.decode(value, { stream: true });
       }
       ctl.abort();
-      return text.length;
+      return { bytes: text.length, events: [...text.matchAll(/^event: (.+)$/gm)].map((m) => m[1] ?? '') };
     });
     assert.ok(bytes > 500_000, `a snapshot of ${bytes} bytes`);
+    assert.deepEqual(events.filter((e) => e.startsWith('snapshot')), ['snapshot'], 'a stream that asked for no parts gets one snapshot event');
 
     // A tab of the admin's browser whose link brings the snapshot in 25 s: too slow for one event
     // (the page would take its stream for dead and reconnect, over and over), each part in a few.
@@ -556,6 +558,7 @@ describe('the operator console in a real browser', () => {
     const took = Date.now() - started;
     await w.page.waitForSelector(sel('live-status', { state: 'live' }));
     const shown = await w.page.evaluate(() => (window as unknown as { __shown: string[] }).__shown);
+    assert.ok(opened.find((o) => o.w === w)!.urls.some((u) => new URL(u).pathname === '/api/live' && new URL(u).searchParams.get('parts') === '1'), 'the page asks for its snapshot in parts');
     assert.ok(took > 15_000, `the snapshot took ${took} ms, longer than the page waits for a word from its stream`);
     assert.deepEqual(shown.filter((s) => s.startsWith('reconnecting')), [], 'never taken for dead and reconnected');
     // Before the snapshot is whole the page shows no fleet, not part of one as the fleet.

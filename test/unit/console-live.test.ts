@@ -67,7 +67,7 @@ describe('the console live stream to a slow browser', () => {
         mostBuffered = Math.max(mostBuffered, res.writableLength);
         return write(chunk);
       }) as typeof res.write;
-      void hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, undefined);
+      void hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, undefined, true);
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as AddressInfo).port;
@@ -190,7 +190,7 @@ describe('a live stream whose browser stopped reading', () => {
     const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => alive }, createLogger('test', 'silent'));
     let served: { res: ServerResponse; opened: Promise<'opened'> } | undefined;
     const server = createServer((_req, res) => {
-      served = { res, opened: hub.open(res, { sessionId: 's', user: 'viewer', expiresAt: Date.now() + 600_000 }, undefined).then(() => 'opened' as const) };
+      served = { res, opened: hub.open(res, { sessionId: 's', user: 'viewer', expiresAt: Date.now() + 600_000 }, undefined, true).then(() => 'opened' as const) };
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const req = get({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, path: '/' }, read);
@@ -388,7 +388,7 @@ describe('a snapshot of devices whose readings are large, on the slowest link th
     const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
     const { res, events } = recordingResponse();
     try {
-      await hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, undefined);
+      await hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, undefined, true);
     } finally {
       hub.close();
     }
@@ -407,5 +407,35 @@ describe('a snapshot of devices whose readings are large, on the slowest link th
       for (const max of [120, 2000]) assert.equal(fieldsSummary(row.lastReading.fields, max), fieldsSummary(whole, max), `${row.id}: as shown in ${max} characters`);
       assert.equal(Object.keys(row.lastReading.fields).length + (row.lastReading.omitted ?? 0), Object.keys(whole).length, 'the fields left out are counted');
     }
+  });
+});
+
+describe('a live stream to a page of an earlier version (open in a tab across an upgrade)', () => {
+  it('gets the snapshot of a fleet over one part as the one `snapshot` event it knows, when it did not ask for parts; a page that asked gets parts', async () => {
+    // The page of before the parts knows only `snapshot`: sent parts, it never had a fleet, and
+    // reconnected for ever. The page of now asks for them (`?parts=1`, public/api.js).
+    const devices = 3 * CONSOLE.liveSnapshotRowsPerEvent + 1;
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    for (let i = 0; i < devices; i++) fleet.register(`meter-${String(i).padStart(6, '0')}`);
+    fleet.apply({ measurement: 'readings', tags: { device: 'meter-000007' }, fields: { note: 'n'.repeat(LIMITS.stringMaxChars) }, time: Date.now() });
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
+    const owner = { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 };
+    const old = recordingResponse();
+    const now = recordingResponse();
+    try {
+      await hub.open(old.res, owner, undefined);
+      await hub.open(now.res, owner, undefined, true);
+    } finally {
+      hub.close();
+    }
+    const single = old.events();
+    assert.deepEqual(single.map((e) => e.event), ['snapshot'], 'one snapshot event');
+    const whole = JSON.parse(single[0]!.data) as { devices: Array<{ id: string; lastReading: { fields: { note: string } } | null }>; total: number; pipeline: unknown };
+    assert.equal(whole.devices.length, devices);
+    assert.equal(whole.total, devices);
+    assert.deepEqual(whole.pipeline, view);
+    assert.equal(whole.devices.find((r) => r.id === 'meter-000007')?.lastReading?.fields.note.length, CONSOLE.liveRowValueMaxChars + 1, 'its rows bounded as in parts');
+    const parts = now.events();
+    assert.ok(parts.length > 3 && parts.slice(0, -1).every((e) => e.event === 'snapshot-part') && parts.at(-1)!.event === 'snapshot-end', `parts: ${parts.map((e) => e.event).join(', ')}`);
   });
 });

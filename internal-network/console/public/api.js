@@ -151,8 +151,8 @@ const RETRY_MAX_MS = 15000;
 export const SILENCE_MS = 15000;
 
 /**
- * The live feed: one EventSource at a time, on /api/live or /api/live?device=ID (which carries
- * everything the plain one does, plus `device`), reopened with growing delays when it fails.
+ * The live feed: one EventSource at a time, on /api/live?parts=1 or /api/live?parts=1&device=ID
+ * (which carries everything the plain one does, plus `device`), reopened with growing delays when it fails.
  * EventSource cannot see a 401, so after a failure the session is asked first: a session that
  * is gone shows the login view instead of retrying forever, as does one that is now another user's.
  */
@@ -193,7 +193,9 @@ export class LiveFeed {
 
   open() {
     this.closeSource();
-    const url = this.device === null ? '/api/live' : `/api/live?${new URLSearchParams({ device: this.device })}`;
+    // `parts=1`: this page takes a large fleet's snapshot in parts. The console sends a request
+    // without it (a page of an earlier version, open across an upgrade) the one `snapshot` event.
+    const url = `/api/live?${new URLSearchParams(this.device === null ? { parts: '1' } : { parts: '1', device: this.device })}`;
     const es = new EventSource(url, { withCredentials: true });
     this.source = es;
     this.onStatus('connecting');

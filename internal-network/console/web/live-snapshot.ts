@@ -50,13 +50,14 @@ export function liveRow(row: DeviceRow): LiveRow {
 const EVENT_OVERHEAD_BYTES = 64;
 
 /**
- * A snapshot `{devices, total, ...rest}` as the events to write, each once the socket has taken the
- * one before: `snapshot-part` `{devices}` then `snapshot-end` with the last rows and the rest, or a
- * single `snapshot` when the fleet fits in one. A part holds at most
- * CONSOLE.liveSnapshotRowsPerEvent rows and ends before the row that would take it past
- * CONSOLE.liveSnapshotPartMaxBytes (one row at least).
+ * A snapshot `{devices, total, ...rest}` as the texts to write, each once the socket has taken the
+ * one before. `inParts` (a page that asked for them): one event each, `snapshot-part` `{devices}`
+ * then `snapshot-end` with the last rows and the rest, or a single `snapshot` when the fleet fits
+ * in one. Otherwise (a page of an earlier version, which knows only `snapshot`): one `snapshot` event
+ * written in the same pieces. A part holds at most CONSOLE.liveSnapshotRowsPerEvent rows and ends
+ * before the row that would take it past CONSOLE.liveSnapshotPartMaxBytes (one row at least).
  */
-export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, unknown>): Generator<string> {
+export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, unknown>, inParts: boolean): Generator<string> {
   const budget = CONSOLE.liveSnapshotPartMaxBytes;
   const per = CONSOLE.liveSnapshotRowsPerEvent;
   // JSON.stringify leaves no raw newline, so one data line carries an event.
@@ -64,11 +65,12 @@ export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, 
   let part: string[] = [];
   let bytes = EVENT_OVERHEAD_BYTES;
   let first = true;
+  // A piece of the one event goes when it would make a part: as much waits for the socket either way.
   for (const row of rows) {
     const text = JSON.stringify(liveRow(row));
     const size = Buffer.byteLength(text) + 1;
     if (part.length > 0 && (part.length >= per || bytes + size > budget)) {
-      yield `event: snapshot-part\ndata: {"devices":[${part.join(',')}]}\n\n`;
+      yield inParts ? `event: snapshot-part\ndata: {"devices":[${part.join(',')}]}\n\n` : `${first ? 'event: snapshot\ndata: {"devices":[' : ','}${part.join(',')}`;
       first = false;
       part = [];
       bytes = EVENT_OVERHEAD_BYTES;
@@ -76,5 +78,6 @@ export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, 
     part.push(text);
     bytes += size;
   }
-  yield `event: ${first ? 'snapshot' : 'snapshot-end'}\ndata: {"devices":[${part.join(',')}${tail}`;
+  if (inParts) yield `event: ${first ? 'snapshot' : 'snapshot-end'}\ndata: {"devices":[${part.join(',')}${tail}`;
+  else yield `${first ? 'event: snapshot\ndata: {"devices":[' : ','}${part.join(',')}${tail}`;
 }

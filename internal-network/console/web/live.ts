@@ -70,12 +70,16 @@ function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
  * A fleet of more than one part (CONSOLE.liveSnapshotRowsPerEvent devices, or
  * CONSOLE.liveSnapshotPartMaxBytes of rows, whichever comes first; see live-snapshot.ts) gets its
  * snapshot in parts, one event each (`snapshot-part`, then `snapshot-end` with the last part and the
- * rest), each written once the socket has taken the one before. 100,000 devices are some 20 MB: written at once, more than the
+ * rest), each written once the socket has taken the one before, when the page asked for them
+ * (`?parts=1`). 100,000 devices are some 20 MB: written at once, more than the
  * bound, so a browser on a slow link was disconnected as too slow; sent as one event, even written in
  * pieces, the page heard nothing from its stream until the last byte came, and on a link slower than
  * some 1.3 MB/s took it for dead (its 15 s without a word) and reconnected to a new snapshot, for
- * ever. A fleet that fits in one event keeps the single `snapshot` event: a page of an earlier
- * version, which knows no parts, then never takes one part for the whole fleet. Meanwhile the
+ * ever. A fleet that fits in one event keeps the single `snapshot` event. A page that did not ask
+ * (one of an earlier version, left open in a tab across an upgrade, knows `snapshot` only) gets the
+ * single `snapshot` event whatever the fleet, written in the same pieces: sent parts, it never had a
+ * fleet and reconnected for ever; it cannot be told to reload (nothing it understands does that),
+ * so it is served as it was before the parts, until it is reloaded. Meanwhile the
  * stream gets nothing else (its cursors stay where the snapshot was taken, so what changed meanwhile
  * follows its end, coalesced, and a page applying the parts at the end applies no update before
  * the rows it changes), and holds one part in memory; the bound applies from then on. A part the
@@ -117,8 +121,9 @@ export class LiveHub {
     return n;
   }
 
-  /** Takes over the response: headers, the snapshot, then updates until the browser or the login goes. */
-  async open(res: ServerResponse, owner: StreamOwner, device: { id: string; token: string } | undefined): Promise<void> {
+  /** Takes over the response: headers, the snapshot, then updates until the browser or the login goes.
+   * `parts`: the page asked for its snapshot in parts (`?parts=1`); without, one `snapshot` event. */
+  async open(res: ServerResponse, owner: StreamOwner, device: { id: string; token: string } | undefined, parts = false): Promise<void> {
     if (this.streams.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
     if (this.countFor(owner.user) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
     const { fleet } = this.s;
@@ -135,7 +140,7 @@ export class LiveHub {
     // Counted from now (the limits above), and ended by a logout while its snapshot is written.
     this.streams.add(stream);
     res.once('close', () => this.streams.delete(stream));
-    if (!(await this.writeSnapshot(stream, rows, rest))) return;
+    if (!(await this.writeSnapshot(stream, rows, rest, parts))) return;
     stream.inSnapshot = false;
     if (device) {
       stream.device = { ...device, sent: '' };
@@ -143,10 +148,10 @@ export class LiveHub {
     }
   }
 
-  /** The snapshot, `{devices, total, security, pipeline, anomalies}`, in the events of
-   * snapshotTexts, each written once the socket has taken the one before. False: the stream ended
-   * meanwhile. */
-  private async writeSnapshot(stream: Stream, rows: readonly DeviceRow[], rest: Record<string, unknown>): Promise<boolean> {
+  /** The snapshot, `{devices, total, security, pipeline, anomalies}`, in the pieces of
+   * snapshotTexts (parts, or one `snapshot` event), each written once the socket has taken the one
+   * before. False: the stream ended meanwhile. */
+  private async writeSnapshot(stream: Stream, rows: readonly DeviceRow[], rest: Record<string, unknown>, parts: boolean): Promise<boolean> {
     const { res } = stream;
     const gone = () => res.destroyed || res.writableEnded || !this.streams.has(stream);
     const put = async (text: string): Promise<boolean> => {
@@ -160,7 +165,7 @@ export class LiveHub {
       }
       return !gone();
     };
-    for (const text of snapshotTexts(rows, rest)) if (!(await put(text))) return false;
+    for (const text of snapshotTexts(rows, rest, parts)) if (!(await put(text))) return false;
     return true;
   }
 

@@ -31,7 +31,9 @@ export interface RouteDeps {
 
 const LoginSchema = z.strictObject({ token: z.string().min(1).max(512) });
 const DeviceParamsSchema = z.object({ id: DeviceIdSchema });
-const LiveQuerySchema = z.object({ device: DeviceIdSchema.optional() });
+/** `parts=1`: the page takes its snapshot in parts (live.ts); a page of an earlier version sends no
+ * `parts` and gets the one `snapshot` event it knows. */
+const LiveQuerySchema = z.object({ device: DeviceIdSchema.optional(), parts: z.literal('1').optional() });
 /** Epoch milliseconds in decimal digits: not coerced (an empty `from=` read as 0, `0x10` as 16). */
 const QueryMsSchema = z
   .string()
@@ -160,7 +162,7 @@ export function consoleRoutes(d: RouteDeps) {
         if (d.hub.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
         if (d.hub.countFor(who.name) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
         reply.hijack();
-        await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined);
+        await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined, q.parts === '1');
       });
 
       app.get('/api/devices/:id', async (req) => {
