@@ -12,6 +12,7 @@ import type { Submission } from '../../field-client/src/client-options.ts';
 import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import { parseExposition, sumOf } from '../../shared/metrics/exposition.ts';
 
 /**
@@ -1125,6 +1126,40 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
       // A newer NBIRTH sent again is current, as before.
       assert.equal(host.handle(NB, birthAt(3, T0 + 3500, 'Temp'), T0 + 4001, dup(C)).refused, undefined);
       assert.equal(host.session('Plant1', 'Line4')?.bdSeq, 3);
+    }
+  });
+
+  it('refuses plain data on the connection of a refused NBIRTH as not born: never read against an older birth\'s aliases', () => {
+    const d = (seq: number, v: number, at: number) => encodeWire({ timestamp: String(at), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });
+    const refusedBirth = msg({ timestamp: String(T0 + 2000), seq: '0', metrics: [bdSeq(1), { name: 'Other', alias: '1', intValue: 1 }] });
+    const undecodable = () => {
+      try {
+        decodePayload(Uint8Array.from([0x0a, 0xff, 0xff, 0xff]));
+      } catch (err) {
+        if (err instanceof FieldStreamError) return err;
+      }
+      throw new Error('decoded');
+    };
+    const ways = ['refused for a metric without a data type', 'that cannot be decoded', 'refused after the NDEATH of the last birth taken', 'refused before the late NDEATH of the last birth taken'] as const;
+    for (const way of ways) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+      const run = (tp: SparkplugTopic, bytes: Uint8Array, via: { connection: object; dup: boolean }, now: number) => host.handle(tp, decodePayload(bytes), now, via, digestOf(bytes));
+      host.handle(NB, nbirth(0, 0), T0, first(A));
+      if (way === 'refused after the NDEATH of the last birth taken') host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 1500, first(A));
+      // The NBIRTH of the next connection, refused: the edge node's session is the new one, whose aliases are unknown.
+      const refused = way === 'that cannot be decoded' ? host.unreadableBirth(NB, undecodable(), T0 + 2000, first(B)) : host.handle(NB, refusedBirth, T0 + 2000, first(B));
+      assert.ok(refused.refused, way);
+      assert.equal(host.session('Plant1', 'Line4'), undefined);
+      // The old connection's will, late: the session it ended dies, the new connection's data still follows its birth.
+      if (way === 'refused before the late NDEATH of the last birth taken') assert.equal(host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 2500, first(A)).refused, undefined);
+      // Its first NDATA (seq 1, the next of the old session too) is of that session: not born, a rebirth asked.
+      const next = run(ND, d(1, 1, T0 + 2001), first(B), T0 + 2000 + INTERVAL);
+      assert.equal(next.refused?.code, 'SPARKPLUG_NOT_BORN', way);
+      assert.deepEqual(next.readings, [], way);
+      assert.equal(next.rebirth, true, way);
+      assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 0, `${way}: the old session took nothing`);
+      // What the old connection published, sent again flagged DUP, is still read in its session.
+      assert.deepEqual(temp(run(ND, d(1, 5, T0 + 1), dup(B), T0 + 2000 + INTERVAL)), [5], way);
     }
   });
 

@@ -24,7 +24,31 @@ export interface Previous {
    * (lifecycle.ts nodeDeath), that of the session awaiting it. Any other bdSeq's NDEATH is stale.
    */
   refusedBdSeq?: number | undefined;
+  /**
+   * The connection (Via.connection) the latest NBIRTH of its edge node refused since it was the
+   * last birth taken came on, on the one entry that carries it (refusedOf): the session awaiting its
+   * death, else the previous one born last (its NDEATH taken already). Not saved (store.ts): no
+   * connection outlives the process. What that connection sends after it without DUP follows that
+   * birth (resend.ts sentAgain), of a session whose aliases could not be read.
+   */
+  refusedOn?: object | undefined;
 }
+
+/** What the host read of an NBIRTH refused (lifecycle.ts nodeBirthRefused, held.ts refusedBirth). */
+export interface RefusedBirth {
+  /** its bdSeq (undefined: it had none, or its payload could not be decoded) */
+  bdSeq: number | undefined;
+  /** its payload could not be decoded: the bdSeq of a birth refused before it is kept */
+  unread?: boolean | undefined;
+  /** the connection it came on, not sent again (undefined: unknown, or flagged DUP: sent before, on an earlier one) */
+  on?: object | undefined;
+}
+
+/** Whether `e` carries what is known of the latest NBIRTH refused of its edge node (HeldDefinitions.refusedOf). */
+const carriesRefused = (e: Previous) => e.refusedBdSeq !== undefined || e.refusedOn !== undefined;
+
+/** `e` without what it carries of an NBIRTH refused. */
+const plain = (e: Previous): Previous => (e.awaitsDeath ? { s: e.s, at: e.at, awaitsDeath: true } : { s: e.s, at: e.at });
 
 /**
  * What the Sparkplug host (host.ts) holds in memory beside its state machine, and its bounds: the
@@ -181,17 +205,30 @@ export class HeldDefinitions {
   }
 
   /**
-   * An NBIRTH of `k` refused (lifecycle.ts nodeBirthRefused), its bdSeq `bdSeq` (undefined: it had
-   * none): the session awaiting its death, if one is kept, dies by that bdSeq's NDEATH too
-   * (Previous.refusedBdSeq), no longer by an earlier refused birth's. Its entry replaced, not changed
-   * (undo.ts puts back the entries a message found); its bytes the same, nothing to count again.
+   * An NBIRTH of `k` refused (lifecycle.ts nodeBirthRefused), `r` what was read of it, kept on the
+   * session awaiting its death, else (its NDEATH taken before) on the previous one born last. There,
+   * with its bdSeq (Previous.refusedBdSeq, awaitsDeath only), the session awaiting its death dies by
+   * that bdSeq's NDEATH too, no longer by an earlier refused birth's; and the connection it came on
+   * (Previous.refusedOn; one of a birth flagged DUP, or unknown, leaves the one before) refuses
+   * the plain data that follows it there (resend.ts). Its entries replaced, not changed (undo.ts
+   * puts back the entries a message found); their bytes the same, nothing to count again.
    */
-  refusedBirth(k: string, bdSeq: number | undefined): void {
+  refusedBirth(k: string, r: RefusedBirth): void {
     const list = this.previous.get(k);
-    const i = list?.findIndex((e) => e.awaitsDeath) ?? -1;
-    const e = list?.[i];
-    if (!list || !e) return;
-    list[i] = bdSeq === undefined ? { s: e.s, at: e.at, awaitsDeath: true } : { s: e.s, at: e.at, awaitsDeath: true, refusedBdSeq: bdSeq };
+    if (!list || list.length === 0) return;
+    const awaiting = list.findIndex((e) => e.awaitsDeath);
+    const target = awaiting >= 0 ? awaiting : list.length - 1;
+    const was = this.refusedOf(k);
+    const e = list[target]!;
+    const bdSeq = !e.awaitsDeath ? undefined : r.unread ? was?.refusedBdSeq : r.bdSeq;
+    const on = r.on ?? was?.refusedOn;
+    for (let j = 0; j < list.length; j++) if (j !== target && carriesRefused(list[j]!)) list[j] = plain(list[j]!);
+    list[target] = { ...plain(e), ...(bdSeq !== undefined ? { refusedBdSeq: bdSeq } : {}), ...(on !== undefined ? { refusedOn: on } : {}) };
+  }
+
+  /** The previous session of `k` that carries what is known of its latest NBIRTH refused (refusedBirth), if one does. */
+  refusedOf(k: string): Previous | undefined {
+    return this.previous.get(k)?.find(carriesRefused);
   }
 
   /** The previous session of `k` whose NDEATH is still its death (Previous.awaitsDeath), if one is kept. */
@@ -203,11 +240,13 @@ export class HeldDefinitions {
    * No previous session of `k` awaits its death any more: it died, or a birth was taken since (the
    * last birth taken then). Where nothing is sent again, none is kept then. Counted again by the caller.
    */
-  settle(k: string): void {
+  settle(k: string, birthTaken = false): void {
     const list = this.previous.get(k);
-    if (!list?.some((e) => e.awaitsDeath)) return;
+    if (!list?.some((e) => e.awaitsDeath || (birthTaken && carriesRefused(e)))) return;
     if (!this.o.resends) this.previous.delete(k);
-    else this.previous.set(k, list.map((e) => ({ s: e.s, at: e.at })));
+    // A death leaves the connection of a birth refused since (Previous.refusedOn): the late will of
+    // an older connection, that edge node's data on it still follows that birth. A birth taken is current.
+    else this.previous.set(k, list.map((e) => (birthTaken || e.refusedOn === undefined ? { s: e.s, at: e.at } : { s: e.s, at: e.at, refusedOn: e.refusedOn })));
   }
 
   /**
@@ -238,10 +277,13 @@ export class HeldDefinitions {
     this.recount(k);
   }
 
-  /** Drops every previous session of `k`, but, with `keepAwaiting`, the one awaiting its death (counted again by the caller). */
+  /**
+   * Drops every previous session of `k`, but, with `keepAwaiting`, the one awaiting its death and the
+   * one that carries the latest NBIRTH refused (refusedOf; counted again by the caller).
+   */
   dropPrevious(k: string, keepAwaiting = false): void {
-    const awaiting = keepAwaiting ? this.awaitingDeath(k) : undefined;
-    if (awaiting) this.previous.set(k, [awaiting]);
+    const kept = keepAwaiting ? (this.previous.get(k) ?? []).filter((e) => e.awaitsDeath || carriesRefused(e)) : [];
+    if (kept.length > 0) this.previous.set(k, kept);
     else this.previous.delete(k);
   }
 

@@ -258,7 +258,8 @@ export class SparkplugHost {
     // refused as not born after it does, as often as births refused in a row allow (rebirth.ts).
     this.rebirths.refused(k, now, false);
     try {
-      this.lifecycle.nodeBirthRefused(t, now, out);
+      // Its connection (unless flagged DUP: sent before, on an earlier one) refuses the plain data after it (resend.ts).
+      this.lifecycle.nodeBirthRefused(t, now, out, undefined, via?.dup ? undefined : { bdSeq: undefined, unread: true, on: via?.connection });
     } finally {
       this.recountAfter(t, out);
     }
@@ -320,7 +321,7 @@ export class SparkplugHost {
             try {
               this.lifecycle.nodeBirth(t, p, now, out, connection, digest);
             } catch (err) {
-              this.lifecycle.nodeBirthRefused(t, now, out, ended, { bdSeq: bdSeqIfAny(p) });
+              this.lifecycle.nodeBirthRefused(t, now, out, ended, { bdSeq: bdSeqIfAny(p), on: connection });
               throw err;
             }
           }

@@ -1,7 +1,7 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { definitions } from './definitions.ts';
 import { SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
-import type { HeldDefinitions } from './held.ts';
+import type { HeldDefinitions, RefusedBirth } from './held.ts';
 import { bdSeqOf, BD_SEQ, births, key, type HostOutcome, type NodeSession } from './host-types.ts';
 import { lifecycleEvent } from './mapping.ts';
 import { nameDefinitions } from './names.ts';
@@ -38,10 +38,11 @@ export class NodeLifecycle {
    * than stored under the old birth's names. It stays the last birth taken, so its NDEATH is still
    * its death (nodeDeath): kept for it (held.ts, Previous.awaitsDeath), and a while, as when a birth
    * replaces it, for what the edge node sends again after this one that was sent in it.
-   * `refused`: what was read of the birth (its payload decoded): its bdSeq, the edge node's connection
-   * then, whose will is the death of that last birth taken too (held.ts, Previous.refusedBdSeq).
+   * `refused`: what was read of the birth: its bdSeq, the edge node's connection then, whose will is
+   * the death of that last birth taken too (held.ts, Previous.refusedBdSeq), and the connection it
+   * came on, whose plain data after it is of its session, not born (Previous.refusedOn, resend.ts).
    */
-  nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome, ended = this.o.sessions.get(key(t.group, t.edge)), refused?: { bdSeq: number | undefined }): void {
+  nodeBirthRefused(t: SparkplugTopic, now: number, out: HostOutcome, ended = this.o.sessions.get(key(t.group, t.edge)), refused?: RefusedBirth): void {
     const k = key(t.group, t.edge);
     if (this.o.sessions.has(k)) {
       this.o.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: its new NBIRTH was refused`, out);
@@ -54,7 +55,7 @@ export class NodeLifecycle {
       this.o.held.fitPrevious(k);
     }
     // The latest birth refused: its bdSeq, not an earlier refused one's, is the edge node's connection now.
-    if (refused) this.o.held.refusedBirth(k, refused.bdSeq);
+    if (refused) this.o.held.refusedBirth(k, refused);
   }
 
   /**
@@ -93,8 +94,8 @@ export class NodeLifecycle {
       this.o.sessions.delete(k);
       throw err;
     }
-    // The last birth taken now: the death of one before it is stale (nodeDeath).
-    this.o.held.settle(k);
+    // The last birth taken now: the death of one before it is stale (nodeDeath), and no birth refused is the latest.
+    this.o.held.settle(k, true);
     // The devices of the session it replaces die with it (Sparkplug 3.0.0, NBIRTH payload: a new
     // NBIRTH means a new session, in which devices born before are STALE until their new DBIRTH),
     // each recorded as its DDEATH would be: else one not born again stayed online downstream. At the

@@ -33,11 +33,17 @@ export class Resends {
    * and its previous one was born on another connection. Sparkplug B 3.0.0 ("Edge Node Session
    * Establishment") has an edge node publish its NBIRTH first on every connection: a data message on a
    * connection before its NBIRTH was sent on an earlier one, whose session the will (NDEATH) ended.
+   * Not after its NBIRTH on that connection, refused (held.ts Previous.refusedOn): what it sends there
+   * without DUP then is of the session that birth began (mqtt.js sends again before it), whose aliases
+   * could not be read; read in an older session it was stored under another birth's metrics (its
+   * seq 1, after the birth's 0, the next of an old session that sent nothing after its birth). Read
+   * as any message (process): not born, a rebirth asked (§5.12).
    */
   sentAgain(k: string, t: SparkplugTopic, via: Via): boolean {
     if (t.type === 'NDEATH') return false;
     if (via.dup) return true;
     if (t.type === 'NBIRTH' || this.host.sessions.has(k)) return false;
+    if (this.host.held.refusedOf(k)?.refusedOn === via.connection) return false;
     const prev = this.host.held.newestPrevious(k);
     return prev !== undefined && prev.s.born !== via.connection;
   }
