@@ -1163,6 +1163,38 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     }
   });
 
+  it('never takes an NBIRTH sent again for current over a newer NBIRTH refused, nor reads in an older session what was published after that one', () => {
+    const birthAt = (bd: number, at: number, metric: string) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: metric, alias: '1', datatype: T.Double, doubleValue: bd }] });
+    const C = {};
+    const ways = ['ending the last birth taken', 'after the NDEATH of the last birth taken', 'before the late NDEATH of the last birth taken'] as const;
+    for (const way of ways) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+      host.handle(NB, birthAt(0, T0, 'Inputs/Temp'), T0, first(A));
+      if (way === 'after the NDEATH of the last birth taken') host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 2500, first(A));
+      // The next connection's NBIRTH, published at T0 + 3000, refused (a metric without a data type).
+      const refused = host.handle(NB, msg({ timestamp: String(T0 + 3000), seq: '0', metrics: [bdSeq(2), { name: 'a', intValue: 1 }] }), T0 + 3000, first(B));
+      assert.equal(refused.refused?.code, 'SPARKPLUG_PAYLOAD_INVALID', way);
+      if (way === 'before the late NDEATH of the last birth taken') assert.equal(host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 3100, first(A)).refused, undefined);
+      // Then, on a third connection, the NBIRTH of a session between the two sent again (Paho, DUP):
+      // published before the birth refused, it is an older session's, kept in its place, its values stored.
+      const between = host.handle(NB, birthAt(9, T0 + 1000, 'Mid'), T0 + 4000, dup(C));
+      assert.equal(between.refused, undefined, way);
+      assert.deepEqual(between.readings.map((r) => r['Plant1.Line4.Mid']), [9], way);
+      assert.equal(host.session('Plant1', 'Line4'), undefined, `${way}: an older birth is not current over a newer one refused`);
+      assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.bdSeq), [0, 9], way);
+      // What it published after it is read in it; what was published after the birth refused, of the
+      // session whose aliases are unknown, in no older session: not born.
+      assert.deepEqual(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }], T0 + 1001), T0 + 4001, dup(C)).readings.map((r) => r['Plant1.Line4.Mid']), [1], way);
+      const after = host.handle(ND, ndata(2, [{ alias: '1', doubleValue: 2 }], T0 + 3001), T0 + 4002, dup(C));
+      assert.equal(after.refused?.code, 'SPARKPLUG_NOT_BORN', way);
+      assert.deepEqual(after.readings, [], way);
+      assert.equal(host.previousSessions('Plant1', 'Line4')[1]?.seq, 1, way);
+      // An NBIRTH published after the refused one is current, as before.
+      assert.equal(host.handle(NB, birthAt(3, T0 + 3500, 'Temp'), T0 + 4003, dup(C)).refused, undefined, way);
+      assert.equal(host.session('Plant1', 'Line4')?.bdSeq, 3, way);
+    }
+  });
+
   it('reads what is sent again after an outage of hours in the session it was sent in: the client keeps it as long', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
     const d = (seq: number, v: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });

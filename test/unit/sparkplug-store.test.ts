@@ -171,6 +171,37 @@ describe('Sparkplug sessions saved across a restart', () => {
     });
   }
 
+  it('keeps the time of an NBIRTH refused across a restart: a birth published before it and sent again after the restart is never current', async () => {
+    const work = tempDir('sp-store');
+    const T1 = Date.now() - 60_000;
+    try {
+      const a = session(work.dir, queue());
+      await a.onMessage(NB, birth(0, 0, T1), T1, { connection: {}, dup: false });
+      // The next connection's birth, published at T1 + 3000, refused for a metric without a data type.
+      await a.onMessage(NB, enc({ timestamp: String(T1 + 3000), seq: '0', metrics: [bd(1), { name: 'a', intValue: 1 }] }), T1 + 3000, { connection: {}, dup: false });
+      assert.equal(a.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 1);
+      // Killed, started again: the edge node sends again (Paho, DUP) the birth of a session between the two.
+      a.stop();
+      const q = queue();
+      const c = session(work.dir, q);
+      const back = { connection: {}, dup: true };
+      await c.onMessage(NB, birth(0, 9, T1 + 1000, 'Mid'), T1 + 4000, back);
+      assert.equal(c.host.session('Plant1', 'Paho'), undefined, 'published before the birth refused: not current');
+      assert.deepEqual(c.host.previousSessions('Plant1', 'Paho').map((x) => x.bdSeq), [0, 9]);
+      assert.deepEqual(values(q.stored, 'Plant1.Paho.Mid'), [9]);
+      // What was published after the birth refused, of its session, is not read in the older one: not born, a rebirth asked.
+      await c.onMessage(ND, data(1, 5, T1 + 3001), T1 + 4001, back);
+      assert.equal(c.stats.refusedByCode.SPARKPLUG_NOT_BORN, 1);
+      assert.deepEqual(values(q.stored, 'Plant1.Paho.Mid'), [9]);
+      // Its NDEATH is still the death of the session the refused birth ended.
+      await c.onMessage('spBv1.0/Plant1/NDEATH/Paho', enc({ metrics: [bd(1)] }), T1 + 4002, { connection: {}, dup: false });
+      assert.deepEqual(lifecycle(q.stored), ['nbirth', 'rebirth_requested', 'ndeath']);
+      c.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
   it("records at start the death of each edge node its broker's end took the will of, once; a queue that refuses it leaves it awaiting its death", async () => {
     const work = tempDir('sp-store');
     try {

@@ -32,6 +32,14 @@ export interface Previous {
    * birth (resend.ts sentAgain), of a session whose aliases could not be read.
    */
   refusedOn?: object | undefined;
+  /**
+   * On the same entry: the payload timestamp of that NBIRTH refused (tck-id-payloads-nbirth-timestamp:
+   * the time it was published, on the edge node's clock; undefined: none, or not decodable, the
+   * latest known of an earlier one refused kept). A birth sent again published before it is an older
+   * session's, never current over it, and a message sent again published at or after it belongs to
+   * the session it began, whose aliases are unknown (resend.ts). Saved with the session (store.ts).
+   */
+  refusedAt?: number | undefined;
 }
 
 /** What the host read of an NBIRTH refused (lifecycle.ts nodeBirthRefused, held.ts refusedBirth). */
@@ -42,10 +50,20 @@ export interface RefusedBirth {
   unread?: boolean | undefined;
   /** the connection it came on, not sent again (undefined: unknown, or flagged DUP: sent before, on an earlier one) */
   on?: object | undefined;
+  /** its payload timestamp (undefined: none, or not decodable) */
+  at?: number | undefined;
 }
 
 /** Whether `e` carries what is known of the latest NBIRTH refused of its edge node (HeldDefinitions.refusedOf). */
-const carriesRefused = (e: Previous) => e.refusedBdSeq !== undefined || e.refusedOn !== undefined;
+const carriesRefused = (e: Previous) => e.refusedBdSeq !== undefined || e.refusedOn !== undefined || e.refusedAt !== undefined;
+
+/** `e` once its death is taken: what it carries of an NBIRTH refused but its bdSeq (Previous.refusedOn, refusedAt). */
+const afterDeath = (e: Previous): Previous => ({
+  s: e.s,
+  at: e.at,
+  ...(e.refusedOn !== undefined ? { refusedOn: e.refusedOn } : {}),
+  ...(e.refusedAt !== undefined ? { refusedAt: e.refusedAt } : {}),
+});
 
 /** `e` without what it carries of an NBIRTH refused. */
 const plain = (e: Previous): Previous => (e.awaitsDeath ? { s: e.s, at: e.at, awaitsDeath: true } : { s: e.s, at: e.at });
@@ -210,7 +228,8 @@ export class HeldDefinitions {
    * with its bdSeq (Previous.refusedBdSeq, awaitsDeath only), the session awaiting its death dies by
    * that bdSeq's NDEATH too, no longer by an earlier refused birth's; and the connection it came on
    * (Previous.refusedOn; one of a birth flagged DUP, or unknown, leaves the one before) refuses
-   * the plain data that follows it there (resend.ts). Its entries replaced, not changed (undo.ts
+   * the plain data that follows it there, and its timestamp (Previous.refusedAt, the latest known)
+   * keeps what is sent again published before it out of its place (resend.ts). Its entries replaced, not changed (undo.ts
    * puts back the entries a message found); their bytes the same, nothing to count again.
    */
   refusedBirth(k: string, r: RefusedBirth): void {
@@ -222,8 +241,15 @@ export class HeldDefinitions {
     const e = list[target]!;
     const bdSeq = !e.awaitsDeath ? undefined : r.unread ? was?.refusedBdSeq : r.bdSeq;
     const on = r.on ?? was?.refusedOn;
+    // One refused later on the edge node's clock (it has one) but without a timestamp read: published after the one known still.
+    const at = r.at !== undefined && (was?.refusedAt === undefined || r.at > was.refusedAt) ? r.at : was?.refusedAt;
     for (let j = 0; j < list.length; j++) if (j !== target && carriesRefused(list[j]!)) list[j] = plain(list[j]!);
-    list[target] = { ...plain(e), ...(bdSeq !== undefined ? { refusedBdSeq: bdSeq } : {}), ...(on !== undefined ? { refusedOn: on } : {}) };
+    list[target] = {
+      ...plain(e),
+      ...(bdSeq !== undefined ? { refusedBdSeq: bdSeq } : {}),
+      ...(on !== undefined ? { refusedOn: on } : {}),
+      ...(at !== undefined ? { refusedAt: at } : {}),
+    };
   }
 
   /** The previous session of `k` that carries what is known of its latest NBIRTH refused (refusedBirth), if one does. */
@@ -244,9 +270,10 @@ export class HeldDefinitions {
     const list = this.previous.get(k);
     if (!list?.some((e) => e.awaitsDeath || (birthTaken && carriesRefused(e)))) return;
     if (!this.o.resends) this.previous.delete(k);
-    // A death leaves the connection of a birth refused since (Previous.refusedOn): the late will of
-    // an older connection, that edge node's data on it still follows that birth. A birth taken is current.
-    else this.previous.set(k, list.map((e) => (birthTaken || e.refusedOn === undefined ? { s: e.s, at: e.at } : { s: e.s, at: e.at, refusedOn: e.refusedOn })));
+    // A death leaves the connection and the time of a birth refused since (Previous.refusedOn,
+    // refusedAt): the late will of an older connection, that edge node's data on it still follows
+    // that birth, and no birth published before it is current. A birth taken is current.
+    else this.previous.set(k, list.map((e) => (birthTaken ? { s: e.s, at: e.at } : afterDeath(e))));
   }
 
   /**

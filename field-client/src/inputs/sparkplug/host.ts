@@ -321,7 +321,7 @@ export class SparkplugHost {
             try {
               this.lifecycle.nodeBirth(t, p, now, out, connection, digest);
             } catch (err) {
-              this.lifecycle.nodeBirthRefused(t, now, out, ended, { bdSeq: bdSeqIfAny(p), on: connection });
+              this.lifecycle.nodeBirthRefused(t, now, out, ended, { bdSeq: bdSeqIfAny(p), on: connection, at: p.timestamp });
               throw err;
             }
           }

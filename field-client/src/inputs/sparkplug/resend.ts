@@ -97,7 +97,11 @@ export class Resends {
         // (tck-id-payloads-nbirth-timestamp: every NBIRTH carries the time it was published, on the
         // edge node's one clock): taken for current, an older birth took its place, the death of the
         // last birth taken recorded at its time, and what the edge node sent next read against its aliases.
-        const newest = s ? s.bornAt : Math.max(-Infinity, ...this.host.held.previousOf(k).map((x) => x.s.bornAt ?? -Infinity));
+        // Newer still, an NBIRTH refused since (held.ts Previous.refusedAt): the edge node's session is
+        // the one it began, and a birth published before it, taken for current, read what the edge
+        // node sent next against its aliases.
+        const refusedAt = s ? undefined : this.host.held.refusedOf(k)?.refusedAt;
+        const newest = s ? s.bornAt : Math.max(-Infinity, refusedAt ?? -Infinity, ...this.host.held.previousOf(k).map((x) => x.s.bornAt ?? -Infinity));
         const older = p.timestamp !== undefined && newest !== undefined && p.timestamp < newest;
         // No newer birth (none, or one of an earlier connection): it starts the current session.
         if ((!s || current) && !older) return { out: this.host.process(t, p, now, undefined, digest), previous: false };
@@ -116,6 +120,11 @@ export class Resends {
         throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again, published at ${p.timestamp}, before the birth of every session kept: of an older session, no longer known`);
       }
       const inCurrent = into !== undefined && into === s;
+      // Published at or after an NBIRTH refused since every session it could be read in was born
+      // (none current: a birth taken since is), so in the session that birth began, whose aliases
+      // are unknown: read as any message (not born, a rebirth asked), never against an older birth's.
+      const refusedAt = s ? undefined : this.host.held.refusedOf(k)?.refusedAt;
+      if (refusedAt !== undefined && p.timestamp !== undefined && p.timestamp >= refusedAt) return { out: this.host.process(t, p, now, connection, digest), previous: false };
       if (strict) {
         // Neither a duplicate nor the next seq of the session it was sent in: read as any message is.
         if (!into || into.stale) return { out: this.host.process(t, p, now, connection, digest), previous: false };

@@ -50,7 +50,9 @@ const BdSeq = z.number().refine((n) => Number.isInteger(n) && Math.abs(n) <= 2 *
  * when its devices were recorded dead (NodeSession.diedAt; absent: not yet, or a file written before
  * it) and whether its death is still to come (held.ts Previous.awaitsDeath: ended by a refused NBIRTH,
  * or current at a restart; absent, as in the files written before it: no, unless it was current),
- * with the bdSeq of the latest NBIRTH refused since (held.ts Previous.refusedBdSeq; absent: none).
+ * with the bdSeq of the latest NBIRTH refused since (held.ts Previous.refusedBdSeq; absent: none),
+ * and that birth's payload timestamp (Previous.refusedAt; absent: none, or a file written before it),
+ * on the one session that carries it (the one awaiting its death, else the one born last).
  */
 export const RecordSessionSchema = z.object({
   id: Count,
@@ -61,6 +63,7 @@ export const RecordSessionSchema = z.object({
   diedAt: Count.optional(),
   awaitsDeath: z.literal(true).optional(),
   refusedBdSeq: BdSeq.optional(),
+  refusedAt: Count.optional(),
 });
 export type RecordSession = z.infer<typeof RecordSessionSchema>;
 /** An edge node's sessions: its previous ones kept and its current one. */

@@ -234,8 +234,10 @@ function readBirths(buf: Buffer, c: Candidate, records: Map<string, Journaled>, 
     // NDEATH, records its devices' deaths; restored as over, nothing ever did, and a device not born
     // again stayed online downstream.
     // An NBIRTH refused after it: that birth's NDEATH is its death too (held.ts Previous.refusedBdSeq).
+    // And the time of that birth, whose session no birth published before it takes the place of (Previous.refusedAt).
     const refused = r.awaitsDeath && r.refusedBdSeq !== undefined ? { refusedBdSeq: r.refusedBdSeq } : {};
-    entries.push(r.endedAt === null || r.awaitsDeath ? { s, at, awaitsDeath: true, ...refused } : { s, at });
+    const refusedAt = r.refusedAt !== undefined ? { refusedAt: r.refusedAt } : {};
+    entries.push(r.endedAt === null || r.awaitsDeath ? { s, at, awaitsDeath: true, ...refused, ...refusedAt } : { s, at, ...refusedAt });
   }
   if (entries.length === 0) return undefined;
   return { restored: { k, group: b.group, edge: b.edge, file: c.file, entries, ids, v1: b.format === 1 }, bytes };

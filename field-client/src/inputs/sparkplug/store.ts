@@ -69,6 +69,8 @@ interface SessionSnap {
   awaitsDeath: boolean;
   /** the bdSeq of the latest NBIRTH refused since, whose NDEATH is that death too (held.ts Previous.refusedBdSeq) */
   refusedBdSeq: number | undefined;
+  /** that NBIRTH's payload timestamp: no birth published before it is current (held.ts Previous.refusedAt) */
+  refusedAt: number | undefined;
 }
 
 /** An edge node's sessions as a batch left them: previous ones oldest born first, then the current one. */
@@ -190,6 +192,7 @@ export class SessionStore {
       diedAt: s.diedAt,
       awaitsDeath: entry?.awaitsDeath === true,
       refusedBdSeq: entry?.awaitsDeath ? entry.refusedBdSeq : undefined,
+      refusedAt: entry?.refusedAt,
     };
   }
 
@@ -210,6 +213,7 @@ export class SessionStore {
       ...(x.diedAt !== undefined ? { diedAt: x.diedAt } : {}),
       ...(x.awaitsDeath ? { awaitsDeath: true as const } : {}),
       ...(x.awaitsDeath && x.refusedBdSeq !== undefined ? { refusedBdSeq: x.refusedBdSeq } : {}),
+      ...(x.refusedAt !== undefined ? { refusedAt: x.refusedAt } : {}),
     }));
     const record = JSON.stringify(rs);
     return { record, sessions: rs, line: JSON.stringify({ gen: ++this.gen, group, edge, sessions: rs }) };
