@@ -1195,6 +1195,42 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     }
   });
 
+  it('keeps the bdSeq of a refused NBIRTH for a birth after it whose bdSeq is unread only on its connection: another connection\'s will of it is stale', () => {
+    const C = {};
+    const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.bd_seq]);
+    const undecodable = () => {
+      try {
+        decodePayload(Uint8Array.from([0x0a, 0xff, 0xff, 0xff]));
+      } catch (err) {
+        if (err instanceof FieldStreamError) return err;
+      }
+      throw new Error('decoded');
+    };
+    for (const unread of ['that cannot be decoded', 'without a bdSeq'] as const) {
+      for (const [on, ofRefused] of [[B, true], [C, false], [undefined, true]] as const) {
+        const how = `${unread}, on ${on === B ? 'the refused birth\'s connection' : on === C ? 'another connection' : 'a connection unknown'}`;
+        const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+        host.handle(NB, nbirth(0, 0), T0, first(A));
+        // A new connection's NBIRTH (bdSeq 1), refused for a metric without a data type.
+        host.handle(NB, msg({ timestamp: String(T0 + 1), seq: '0', metrics: [bdSeq(1), { name: 'a', intValue: 1 }] }), T0 + 1, first(B));
+        // Then an NBIRTH whose bdSeq cannot be read: a rebirth on that connection keeps its bdSeq
+        // (§5.12); one on another connection is of a new bdSeq, the will of bdSeq 1 an older connection's.
+        const via = on === undefined ? undefined : first(on);
+        const next = unread === 'that cannot be decoded' ? host.unreadableBirth(NB, undecodable(), T0 + 2, via) : host.handle(NB, msg({ timestamp: String(T0 + 2), seq: '0', metrics: [{ name: 'Inputs/Temp', alias: '1', datatype: T.Double, doubleValue: 1 }] }), T0 + 2, via);
+        assert.ok(next.refused, how);
+        assert.equal(host.session('Plant1', 'Line4'), undefined, how);
+        const late = host.handle(NDEATH, msg({ metrics: [bdSeq(1)] }), T0 + 3, first(B));
+        if (ofRefused) assert.deepEqual(kinds(late), [['sparkplug.ndeath', 1]], how);
+        else {
+          assert.equal(late.refused?.code, 'SPARKPLUG_DEATH_STALE', how);
+          assert.deepEqual(late.events, [], how);
+          // The last birth taken still dies by its own NDEATH.
+          assert.deepEqual(kinds(host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 4, first(A))), [['sparkplug.ndeath', 0]], how);
+        }
+      }
+    }
+  });
+
   it('reads what is sent again after an outage of hours in the session it was sent in: the client keeps it as long', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
     const d = (seq: number, v: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });

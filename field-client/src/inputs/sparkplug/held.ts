@@ -19,7 +19,8 @@ export interface Previous {
   awaitsDeath?: true | undefined;
   /**
    * awaitsDeath only: the bdSeq of the latest NBIRTH of its edge node refused since it ended (its
-   * payload read, its bdSeq found; undefined: none, or without one). The edge node believed itself
+   * payload read, its bdSeq found; undefined: none, or one without a bdSeq read on another connection
+   * than the refused birth before it, whose bdSeq it keeps otherwise: refusedBirth). The edge node believed itself
    * online with that bdSeq: the NDEATH carrying it, its connection's will, is its death too
    * (lifecycle.ts nodeDeath), that of the session awaiting it. Any other bdSeq's NDEATH is stale.
    */
@@ -44,10 +45,8 @@ export interface Previous {
 
 /** What the host read of an NBIRTH refused (lifecycle.ts nodeBirthRefused, held.ts refusedBirth). */
 export interface RefusedBirth {
-  /** its bdSeq (undefined: it had none, or its payload could not be decoded) */
+  /** its bdSeq (undefined: it had none, or its payload could not be decoded: see HeldDefinitions.refusedBirth) */
   bdSeq: number | undefined;
-  /** its payload could not be decoded: the bdSeq of a birth refused before it is kept */
-  unread?: boolean | undefined;
   /** the connection it came on, not sent again (undefined: unknown, or flagged DUP: sent before, on an earlier one) */
   on?: object | undefined;
   /** its payload timestamp (undefined: none, or not decodable) */
@@ -239,7 +238,14 @@ export class HeldDefinitions {
     const target = awaiting >= 0 ? awaiting : list.length - 1;
     const was = this.refusedOf(k);
     const e = list[target]!;
-    const bdSeq = !e.awaitsDeath ? undefined : r.unread ? was?.refusedBdSeq : r.bdSeq;
+    // Its bdSeq unread (no bdSeq metric, or a payload not decodable): on the connection of the birth
+    // refused before it, a rebirth, which keeps its connection's bdSeq (§5.12), so that one's will is
+    // still the death; where either connection is unknown (the plant's broker, a birth sent again) the
+    // same is assumed. On another connection it is of a new bdSeq, the one kept an older connection's
+    // whose will is stale (§5.8): left, it recorded the death of the session awaiting it while the edge
+    // node was online on the new connection, and that connection's own will was then ignored.
+    const sameConnection = r.on === undefined || was?.refusedOn === undefined || r.on === was.refusedOn;
+    const bdSeq = !e.awaitsDeath ? undefined : (r.bdSeq ?? (sameConnection ? was?.refusedBdSeq : undefined));
     const on = r.on ?? was?.refusedOn;
     // One refused later on the edge node's clock (it has one) but without a timestamp read: published after the one known still.
     const at = r.at !== undefined && (was?.refusedAt === undefined || r.at > was.refusedAt) ? r.at : was?.refusedAt;

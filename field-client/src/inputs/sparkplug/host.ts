@@ -241,7 +241,10 @@ export class SparkplugHost {
    * Its data is refused as not born until a valid NBIRTH (and that refusal asks for it, §5.12, less
    * and less often while its births are refused in a row: rebirth.ts); the birth itself asks for
    * nothing, as it would likely come back the same. Its bdSeq unread, the NDEATH of an NBIRTH
-   * refused before it still counts for the session awaiting its death (lifecycle.ts, nodeDeath).
+   * refused before it still counts for the session awaiting its death (lifecycle.ts, nodeDeath) when
+   * it came on that birth's connection (a rebirth keeps its bdSeq, §5.12) or on one unknown, never
+   * when on another (an older connection's will then: held.ts refusedBirth), as for an NBIRTH
+   * decoded without a bdSeq.
    * Not for a publish flagged DUP on the connection the current session was born on: sent before
    * that birth, it started no session that is current (resend.ts). A DBIRTH that could not be decoded
    * takes its seq in its session (sequenced.ts, unreadableDeviceBirth).
@@ -259,7 +262,7 @@ export class SparkplugHost {
     this.rebirths.refused(k, now, false);
     try {
       // Its connection (unless flagged DUP: sent before, on an earlier one) refuses the plain data after it (resend.ts).
-      this.lifecycle.nodeBirthRefused(t, now, out, undefined, via?.dup ? undefined : { bdSeq: undefined, unread: true, on: via?.connection });
+      this.lifecycle.nodeBirthRefused(t, now, out, undefined, via?.dup ? undefined : { bdSeq: undefined, on: via?.connection });
     } finally {
       this.recountAfter(t, out);
     }
