@@ -1194,6 +1194,11 @@ export const CONSOLE = {
    * (40 KiB, 8 s at 5 KiB/s): room for TLS, HTTP and TCP framing and a link that slows for a while.
    * test/unit/console-live.test.ts checks it against the link, the drain timeout and SILENCE_MS. */
   liveSnapshotPartMaxBytes: Math.floor((CONSOLE_LIVE_SLOWEST_LINK_BYTES_PER_SECOND * CONSOLE_LIVE_DRAIN_TIMEOUT_MS * 2) / 3 / 1000),
+  /** characters. Longest `parts` value GET /api/live takes (the parts a page reads: docs/console.md).
+   * A value this console does not know is served as no parts (or its own, for a higher version
+   * number), never refused: a page of a later version refused reconnected for ever. Past this it is
+   * not a page's version but a malformed request (400). */
+  liveQueryPartsMaxChars: 16,
   /** characters. Longest string value of a device row's last reading in the live stream (snapshot and
    * `devices` updates); a longer one is cut here and ends in "…". The fleet page shows each value of
    * the reading cut to 40 characters (fieldsSummary in public/format.js), and a device page reads its

@@ -122,7 +122,7 @@ export class LiveHub {
   }
 
   /** Takes over the response: headers, the snapshot, then updates until the browser or the login goes.
-   * `parts`: the page asked for its snapshot in parts (`?parts=1`); without, one `snapshot` event. */
+   * `parts`: the page asked for its snapshot in parts (`?parts=1` or higher, routes.ts); without, one `snapshot` event. */
   async open(res: ServerResponse, owner: StreamOwner, device: { id: string; token: string } | undefined, parts = false): Promise<void> {
     if (this.streams.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
     if (this.countFor(owner.user) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');

@@ -31,9 +31,22 @@ export interface RouteDeps {
 
 const LoginSchema = z.strictObject({ token: z.string().min(1).max(512) });
 const DeviceParamsSchema = z.object({ id: DeviceIdSchema });
-/** `parts=1`: the page takes its snapshot in parts (live.ts); a page of an earlier version sends no
- * `parts` and gets the one `snapshot` event it knows. */
-const LiveQuerySchema = z.object({ device: DeviceIdSchema.optional(), parts: z.literal('1').optional() });
+/**
+ * `parts=N`: the page reads a snapshot in parts up to version N (live.ts; a page reads every version
+ * up to the one it names); this console knows version 1, and sends its parts for any N from 1. A
+ * page of an earlier version sends no `parts` and gets the one `snapshot` event it knows, as does
+ * one whose value this console cannot read (0, not a number): refused (400), a page of a later
+ * version would have had its EventSource reconnect for ever. Only a value past
+ * CONSOLE.liveQueryPartsMaxChars is refused, as no page's version.
+ */
+const LiveQuerySchema = z.object({
+  device: DeviceIdSchema.optional(),
+  parts: z
+    .string()
+    .max(CONSOLE.liveQueryPartsMaxChars)
+    .optional()
+    .transform((v) => v !== undefined && /^[0-9]+$/.test(v) && Number(v) >= 1),
+});
 /** Epoch milliseconds in decimal digits: not coerced (an empty `from=` read as 0, `0x10` as 16). */
 const QueryMsSchema = z
   .string()
@@ -162,7 +175,7 @@ export function consoleRoutes(d: RouteDeps) {
         if (d.hub.size >= CONSOLE.maxLiveStreams) throw new FieldStreamError('CONSOLE_TOO_MANY_STREAMS');
         if (d.hub.countFor(who.name) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
         reply.hijack();
-        await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined, q.parts === '1');
+        await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined, q.parts);
       });
 
       app.get('/api/devices/:id', async (req) => {
