@@ -6,6 +6,7 @@ import { after, before, describe, it, mock } from 'node:test';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import type { PipelineView } from '../../internal-network/console/pipeline/pipeline-view.ts';
 import { LiveHub } from '../../internal-network/console/web/live.ts';
+import { liveRow } from '../../internal-network/console/web/live-snapshot.ts';
 import { CONSOLE, LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 
@@ -437,5 +438,44 @@ describe('a live stream to a page of an earlier version (open in a tab across an
     assert.equal(whole.devices.find((r) => r.id === 'meter-000007')?.lastReading?.fields.note.length, CONSOLE.liveRowValueMaxChars + 1, 'its rows bounded as in parts');
     const parts = now.events();
     assert.ok(parts.length > 3 && parts.slice(0, -1).every((e) => e.event === 'snapshot-part') && parts.at(-1)!.event === 'snapshot-end', `parts: ${parts.map((e) => e.event).join(', ')}`);
+  });
+});
+
+describe('the updates of a busy large fleet after its snapshot, on the slowest link the docs promise', () => {
+  it('come as `devices` events of at most CONSOLE.liveSnapshotPartMaxBytes each, which a page of any version applies one after the other', async () => {
+    // Every row changed within one flush (a busy fleet): one `devices` event of them all was
+    // megabytes, which a page on a 5 KB/s link waited for longer than its silence, reconnecting for
+    // ever to a fresh snapshot and the next such update.
+    mock.timers.enable({ apis: ['setInterval'] });
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const devices = 2000;
+    const ids = Array.from({ length: devices }, (_, i) => `${String(i).padStart(6, '0')}`.padEnd(LIMITS.deviceIdMaxChars, 'x'));
+    for (const id of ids) fleet.register(id);
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
+    const { res, events } = recordingResponse();
+    (globalThis as { requestAnimationFrame?: unknown }).requestAnimationFrame = () => 1;
+    try {
+      await hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, undefined, true);
+      const before = events().length;
+      const fields = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`field_${i}`.padEnd(32, 'n'), 'v'.repeat(60)]));
+      for (const id of ids) fleet.apply({ measurement: 'readings', tags: { device: id }, fields, time: Date.now() });
+      mock.timers.tick(CONSOLE.liveFlushMs);
+      const updates = events().slice(before).filter((e) => e.event === 'devices');
+      const largest = Math.max(...updates.map((e) => e.bytes));
+      assert.ok(largest <= CONSOLE.liveSnapshotPartMaxBytes, `events of at most ${CONSOLE.liveSnapshotPartMaxBytes} bytes: the largest had ${largest} (${updates.length} events)`);
+
+      // The page's store (public/store.js; its `devices` handling that of every page since the live
+      // stream began) applies each as it comes: together, every changed row.
+      const { Store } = await import(new URL('../../internal-network/console/public/store.js', import.meta.url).href);
+      const store = new Store();
+      for (const e of updates) store.apply('devices', JSON.parse(e.data));
+      assert.equal(store.devices.size, devices, 'every changed row, once');
+      const want = fleet.rows().map(liveRow);
+      assert.deepEqual(want.filter((r) => JSON.stringify(store.devices.get(r.id)) !== JSON.stringify(r)).map((r) => r.id), [], 'each as the console has it');
+    } finally {
+      hub.close();
+      mock.timers.reset();
+      delete (globalThis as { requestAnimationFrame?: unknown }).requestAnimationFrame;
+    }
   });
 });

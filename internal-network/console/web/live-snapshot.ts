@@ -81,3 +81,33 @@ export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, 
   if (inParts) yield `event: ${first ? 'snapshot' : 'snapshot-end'}\ndata: {"devices":[${part.join(',')}${tail}`;
   else yield `${first ? 'event: snapshot\ndata: {"devices":[' : ','}${part.join(',')}${tail}`;
 }
+
+/**
+ * Items (each already JSON) as events `{"<key>":[items]}` (`{"<key>":{items}}` for an object's
+ * members, `"name":value`), in order, each of at most CONSOLE.liveSnapshotPartMaxBytes with its
+ * `event:`/`data:` lines and one item at least: none of them, none. What a stream sends after its
+ * snapshot (the rows that changed within a flush, a busy fleet's every row) comes within the same
+ * budget as a part of it, so a page on the slowest link promised hears from its stream within its
+ * silence whatever the fleet does. Each event stands on its own: a page applies them one after
+ * the other, as it would the one.
+ */
+export function* boundedEvents(event: string, key: string, items: readonly string[], brackets: '[]' | '{}' = '[]'): Generator<string> {
+  const head = `event: ${event}\ndata: {${JSON.stringify(key)}:${brackets[0]}`;
+  const foot = `${brackets[1]}}\n\n`;
+  const fixed = Buffer.byteLength(head) + Buffer.byteLength(foot);
+  const budget = CONSOLE.liveSnapshotPartMaxBytes;
+  let part: string[] = [];
+  let bytes = fixed;
+  for (const item of items) {
+    // the comma before it counted whether or not there is one
+    const size = Buffer.byteLength(item) + 1;
+    if (part.length > 0 && bytes + size > budget) {
+      yield `${head}${part.join(',')}${foot}`;
+      part = [];
+      bytes = fixed;
+    }
+    part.push(item);
+    bytes += size;
+  }
+  if (part.length > 0) yield `${head}${part.join(',')}${foot}`;
+}

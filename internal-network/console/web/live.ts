@@ -6,7 +6,7 @@ import type { Fleet } from '../fleet/fleet.ts';
 import type { SecurityCursor } from '../fleet/security-log.ts';
 import type { DeviceRow } from '../fleet/types.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
-import { liveRow, snapshotTexts } from './live-snapshot.ts';
+import { boundedEvents, liveRow, snapshotTexts } from './live-snapshot.ts';
 
 /** What a device page is sent (docs/console.md): the fleet's view of it and its commands. */
 export type DeviceDetail = NonNullable<ReturnType<Fleet['detail']>> & { commands: unknown[] };
@@ -214,8 +214,11 @@ export class LiveHub {
       if (stream.inSnapshot) continue;
       const changed = fleet.changedSince(stream.version);
       stream.version = changed.version;
-      // Each row bounded as in the snapshot (liveRow): what the page shows of it, not megabytes.
-      if (changed.rows.length > 0) this.send(stream, 'devices', { rows: changed.rows.map(liveRow) });
+      // Each row bounded as in the snapshot (liveRow): what the page shows of it, not megabytes. A
+      // busy fleet's update (every row) in events of a snapshot part's bytes at most: as one, it
+      // was megabytes, longer on a slow link than the page waits for a word from its stream. Every
+      // page applies `devices` events one after the other (store.js), so several are one update.
+      for (const text of boundedEvents('devices', 'rows', changed.rows.map((r) => JSON.stringify(liveRow(r))))) this.writeEvent(stream, text);
       // The new events of both sources and only the counts that changed: every device's count again
       // at every update was the whole fleet's worth to every browser each second under attack.
       const security = fleet.security.since(stream.security);
@@ -263,6 +266,12 @@ export class LiveHub {
   }
 
   private write(stream: Stream, event: string, text: string): void {
+    // JSON.stringify leaves no raw newline in `text`, so one data line carries it (one event).
+    this.writeEvent(stream, `event: ${event}\ndata: ${text}\n\n`);
+  }
+
+  /** One whole event (its `event:` and `data:` lines and the blank line after them). */
+  private writeEvent(stream: Stream, event: string): void {
     const { res } = stream;
     // A pipeline view due while the snapshot is written is skipped: the next one follows.
     if (res.destroyed || res.writableEnded || stream.inSnapshot) return;
@@ -272,7 +281,6 @@ export class LiveHub {
       this.streams.delete(stream);
       return;
     }
-    // JSON.stringify leaves no raw newline in `text`, so one data line carries it (one event).
-    res.write(`event: ${event}\ndata: ${text}\n\n`);
+    res.write(event);
   }
 }
