@@ -1194,6 +1194,17 @@ export const CONSOLE = {
    * (40 KiB, 8 s at 5 KiB/s): room for TLS, HTTP and TCP framing and a link that slows for a while.
    * test/unit/console-live.test.ts checks it against the link, the drain timeout and SILENCE_MS. */
   liveSnapshotPartMaxBytes: Math.floor((CONSOLE_LIVE_SLOWEST_LINK_BYTES_PER_SECOND * CONSOLE_LIVE_DRAIN_TIMEOUT_MS * 2) / 3 / 1000),
+  /** devices. Of the per-device security counts, those of the devices with most events a live
+   * stream's snapshot in parts carries (with how many devices have any): every count, under an
+   * attack across a fleet of 100,000 devices, was megabytes in the one event that ends the
+   * snapshot, which no link near liveSlowestLinkBytesPerSecond took within liveDrainTimeoutMs.
+   * Some 8 KB of the longest ids. At least the 50 the security page lists (public/pages/security.js):
+   * the updates after it carry every count that changes, so the page's 50 with most stay right;
+   * the rest it reads a page at a time (GET /api/security/devices). */
+  liveSecurityTopDevices: 100,
+  /** devices. Most per-device security counts one GET /api/security/devices answers (some 40 KB of
+   * the longest ids): the page asks for the next ones as it needs them. */
+  securityDevicesPageMax: 500,
   /** characters. Longest `parts` value GET /api/live takes (the parts a page reads: docs/console.md).
    * A value this console does not know is served as no parts (or its own, for a higher version
    * number), never refused: a page of a later version refused reconnected for ever. Past this it is

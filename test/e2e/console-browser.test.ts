@@ -313,6 +313,9 @@ describe('the operator console in a real browser', () => {
     }
     await w.page.waitForSelector(sel('security-reason-row', { reason: 'SECURITY_UNSIGNED' }));
     await w.page.waitForSelector(sel('security-device-row', { device: ROGUE }));
+    // How many devices have events, as the console counts them: none past those listed.
+    assert.match((await w.page.locator(sel('security-total')).textContent()) ?? '', /, 1 device$/);
+    assert.equal(await w.page.locator(sel('security-devices-more')).isVisible(), false, 'no "and K more" when every device is listed');
     await stillSameDocument(w);
     await w.screenshot('security', { fullPage: true });
     allClean();

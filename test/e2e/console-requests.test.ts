@@ -67,6 +67,22 @@ describe('the operator console answering odd requests', () => {
     assert.deepEqual([past.status, past.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], JSON.stringify(past.body));
   });
 
+  it('lists the per-device security counts a page at a time, and refuses a page past its bound', async () => {
+    // The live stream names the devices with most events only: the security page reads the rest here.
+    const s = new ConsoleSession(base);
+    const visitor = await s.request('/api/security/devices');
+    assert.equal(visitor.status, 401);
+    await s.login(ROLE_TOKENS.viewer);
+    const r = await s.request('/api/security/devices?offset=0&limit=10');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(Object.keys(r.body).sort(), ['devices', 'offset', 'total']);
+    assert.ok(Array.isArray(r.body.devices) && r.body.devices.length <= 10);
+    for (const q of ['limit=0', `limit=${CONSOLE.securityDevicesPageMax + 1}`, 'offset=-1', 'offset=0x10', 'limit=']) {
+      const bad = await s.request(`/api/security/devices?${q}`);
+      assert.deepEqual([bad.status, bad.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], q);
+    }
+  });
+
   it("answers static-file requests it refuses with a coded 4xx, without credentials and without an error-level log", async () => {
     const port = fx.pipeline.console!.port;
     const before = internalErrors().length;

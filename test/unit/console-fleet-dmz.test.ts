@@ -277,6 +277,20 @@ describe("the console's live security updates", () => {
     }
   });
 
+  it('name the devices with most events, largest first, and rank them all for the page that reads the rest a page at a time', () => {
+    const counts = new ChangeCounts();
+    const n = 5000;
+    for (let i = 0; i < n; i++) counts.add(`d${i}`, 1 + ((i * 7919) % 1000));
+    counts.add('__proto__', 999);
+    const all = Object.entries(counts.all()).sort(([ka, a], [kb, b]) => b - a || (ka < kb ? -1 : 1));
+    assert.deepEqual(counts.top(CONSOLE.liveSecurityTopDevices), all.slice(0, CONSOLE.liveSecurityTopDevices));
+    assert.deepEqual(counts.ranked(), all);
+    assert.equal(counts.ranked(), counts.ranked(), 'worked out again only when a count changed');
+    counts.add('d1', 5000);
+    assert.deepEqual(counts.ranked()[0], ['d1', counts.get('d1')]);
+    assert.deepEqual(counts.top(0), []);
+  });
+
   it('tell a stream every count changed however far behind it is, and keep their log bounded', () => {
     const counts = new ChangeCounts();
     counts.add('a', 1);

@@ -479,3 +479,79 @@ describe('the updates of a busy large fleet after its snapshot, on the slowest l
     }
   });
 });
+
+describe('the rest of a snapshot (security, anomalies) under an attack across the fleet, on the slowest link the docs promise', () => {
+  it('comes in events of at most CONSOLE.liveSnapshotPartMaxBytes, the security counts as their totals and the devices with most, and the page holds what it shows', async () => {
+    const budget = CONSOLE.liveSnapshotPartMaxBytes;
+    (globalThis as { requestAnimationFrame?: unknown }).requestAnimationFrame = () => 1;
+    const { Store } = await import(new URL('../../internal-network/console/public/store.js', import.meta.url).href);
+    try {
+      // A fleet of one snapshot event and one of parts; every device refused (its finding and a
+      // gateway's report of many), anomalies of the longest ids and field names.
+      for (const devices of [30, 3000]) {
+        const fleet = new Fleet({ staleAfterMs: 180_000 });
+        const ids = Array.from({ length: devices }, (_, i) => `${String(i).padStart(6, '0')}`.padEnd(LIMITS.deviceIdMaxChars, 'x'));
+        let time = 1_700_000_000_000;
+        for (const [i, id] of ids.entries()) {
+          fleet.register(id);
+          fleet.apply({ measurement: 'security_events', tags: { device: id, reason: 'SECURITY_BAD_SIGNATURE' }, fields: { message_id: `m${i}` }, time: time++ });
+          fleet.apply({ measurement: 'security_events', tags: { device: id, reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' }, fields: { count: 1 + (i % 500) }, time: time++ });
+        }
+        const field = (n: number) => `f${n}`.padEnd(128, 'n');
+        for (let k = 0; k < CONSOLE.snapshotRecent + 20; k++) {
+          fleet.addAnomaly({ time: time++, device: ids[k % devices]!, field: field(k), detector: 'isolation-forest', score: 0.12345678901234568, value: -1.7976931348623157e308, kind: 'correlation', fields: [field(k + 1), field(k + 2)] });
+        }
+        mock.timers.enable({ apis: ['setInterval'] });
+        const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
+        const { res, events } = recordingResponse();
+        const store = new Store();
+        const parts: unknown[] = [];
+        let applied = 0;
+        /** The events so far, each within the budget, applied as the page does (public/api.js joins
+         * the parts into one `snapshot`, store.js applies every event). */
+        const read = (what: string) => {
+          const seen = events().slice(applied);
+          applied += seen.length;
+          const largest = seen.reduce((a, e) => (e.bytes > a.bytes ? e : a));
+          assert.ok(largest.bytes <= budget, `${devices} devices, ${what}: events of at most ${budget} bytes: a ${largest.event} had ${largest.bytes} (${seen.map((e) => e.event).join(', ')})`);
+          for (const e of seen) {
+            const data = JSON.parse(e.data) as { devices?: unknown[] };
+            if (e.event === 'snapshot-part') parts.push(...data.devices!);
+            else if (e.event === 'snapshot-end') store.apply('snapshot', { ...data, devices: [...parts, ...data.devices!] });
+            else store.apply(e.event, data);
+          }
+          const { security } = store;
+          const summary = fleet.securitySummary();
+          assert.deepEqual(security.recent, summary.recent, `${what}: the distributor's newest findings`);
+          assert.deepEqual(security.reported, summary.reported, `${what}: the gateways' newest reports`);
+          assert.deepEqual({ ...security.byReason }, summary.byReason, `${what}: every reason counted`);
+          assert.equal(security.devices, devices, `${what}: how many devices have events`);
+          const top = (counts: Record<string, number>) => Object.entries(counts).sort(([ka, a], [kb, b]) => b - a || (ka < kb ? -1 : 1)).slice(0, 50);
+          assert.deepEqual(top(security.byDevice), top(summary.byDevice), `${what}: the devices with most events, as the security page lists them`);
+          assert.deepEqual(store.anomalies.slice(0, CONSOLE.snapshotRecent), fleet.anomalies.newest(CONSOLE.snapshotRecent), `${what}: the newest anomalies, newest first`);
+        };
+        try {
+          await hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, undefined, true);
+          assert.equal(store.devices.size, 0);
+          read('the snapshot');
+          assert.equal(store.devices.size, devices);
+          // The attack goes on: every device refused again within one flush, more anomalies.
+          for (const [i, id] of ids.entries()) {
+            fleet.apply({ measurement: 'security_events', tags: { device: id, reason: 'SECURITY_REPLAY' }, fields: { message_id: `r${i}` }, time: time++ });
+            fleet.apply({ measurement: 'security_events', tags: { device: id, reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' }, fields: { count: 1 + ((i * 7) % 900) }, time: time++ });
+          }
+          for (let k = 0; k < CONSOLE.snapshotRecent; k++) {
+            fleet.addAnomaly({ time: time++, device: ids[(CONSOLE.snapshotRecent + 20 + k) % devices]!, field: field(k), detector: 'isolation-forest', score: 0.98765432109876543, kind: 'correlation', fields: [field(k + 3), field(k + 4)] });
+          }
+          mock.timers.tick(CONSOLE.liveFlushMs);
+          read('the update');
+        } finally {
+          hub.close();
+          mock.timers.reset();
+        }
+      }
+    } finally {
+      delete (globalThis as { requestAnimationFrame?: unknown }).requestAnimationFrame;
+    }
+  });
+});

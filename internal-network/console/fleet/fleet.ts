@@ -223,8 +223,9 @@ export class Fleet {
     };
   }
 
-  securitySummary(): SecuritySummary {
-    return this.security.summary();
+  /** `topDevices`: of the per-device counts, those of the devices with most events only (SecurityLog.summary). */
+  securitySummary(topDevices?: number): SecuritySummary {
+    return this.security.summary(topDevices);
   }
 
   /**

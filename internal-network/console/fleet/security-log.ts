@@ -36,13 +36,19 @@ export class SecurityLog {
     if (tracked) this.byDevice.add(ev.device, count);
   }
 
-  /** The whole picture, for a snapshot: the newest of each kind, every count. */
-  summary(): SecuritySummary {
+  /**
+   * The picture, for a snapshot: the newest of each kind, every count per reason (there are a few),
+   * and per device every count, or with `topDevices` those of the devices with most events only
+   * (`devices` says how many have any): under an attack across 100,000 devices, every count was
+   * megabytes in one event.
+   */
+  summary(topDevices?: number): SecuritySummary {
     return {
       recent: this.own.newest(CONSOLE.snapshotRecent),
       reported: this.reported.newest(CONSOLE.snapshotRecent),
       byReason: this.byReason.all(),
-      byDevice: this.byDevice.all(),
+      byDevice: topDevices === undefined ? this.byDevice.all() : Object.fromEntries(this.byDevice.top(topDevices)),
+      devices: this.byDevice.size,
     };
   }
 
@@ -61,6 +67,7 @@ export class SecurityLog {
       events: newestFirst(this.own.since(cursor.own), this.reported.since(cursor.reported)),
       byReason: this.byReason.changedSince(cursor.reasons),
       byDevice: this.byDevice.changedSince(cursor.devices),
+      devices: this.byDevice.size,
     };
   }
 }

@@ -51,9 +51,12 @@ export interface SecuritySummary {
   recent: SecurityEvent[];
   /** the gateways' reports (source: 'gateway'), newest first: kept apart, so they cannot push out `recent` */
   reported: SecurityEvent[];
-  /** events (refusals) per reason and per tracked device, both sources together */
+  /** events (refusals) per reason and per tracked device, both sources together; in a live stream's
+   * snapshot in parts, those of the devices with most events only (CONSOLE.liveSecurityTopDevices) */
   byReason: Record<string, number>;
   byDevice: Record<string, number>;
+  /** how many tracked devices have events (byDevice may name fewer) */
+  devices: number;
 }
 
 /**
@@ -65,6 +68,8 @@ export interface SecurityUpdate {
   events: SecurityEvent[];
   byReason: Record<string, number>;
   byDevice: Record<string, number>;
+  /** how many tracked devices have events now */
+  devices: number;
 }
 
 export interface Anomaly {

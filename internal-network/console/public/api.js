@@ -134,6 +134,13 @@ export function getHistory(id, field, from, to) {
   return request('GET', `/api/devices/${encodeURIComponent(id)}/history?${q}`);
 }
 
+/** GET /api/security/devices: `{total, offset, devices: [{device, count}]}`, the per-device security
+ * counts largest first, `limit` of them from `offset` (the live stream names the devices with most only). */
+export function getSecurityDevices(offset, limit) {
+  const q = new URLSearchParams({ offset: String(Math.max(0, Math.floor(offset))), limit: String(limit) });
+  return request('GET', `/api/security/devices?${q}`);
+}
+
 export const sendCommand = (id, body) => request('POST', `/api/devices/${encodeURIComponent(id)}/commands`, body);
 
 /** The live feed's event names (contract: GET /api/live). A fleet too large for one `snapshot`

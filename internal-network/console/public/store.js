@@ -23,7 +23,8 @@ export class Store {
     this.devicesVersion = 0;
     // recent: the distributor's own findings; reported: the gateways' reports (the DMZ's word),
     // kept apart so a flood of reports cannot push the findings out here either.
-    this.security = { recent: [], reported: [], byReason: Object.create(null), byDevice: Object.create(null) };
+    // devices: how many devices have events (the console's snapshot names those with most only).
+    this.security = { recent: [], reported: [], byReason: Object.create(null), byDevice: Object.create(null), devices: 0 };
     this.pipeline = null;
     this.anomalies = [];
     /** DeviceDetail of the followed device, or null. */
@@ -101,14 +102,21 @@ export class Store {
     }
   }
 
-  /** The whole picture (a snapshot). */
+  /**
+   * The picture (a snapshot). Of a console that sends its newest events in `security` events after
+   * the snapshot's end, `recent` and `reported` are empty here and those events fill them; of the
+   * per-device counts it sends those of the devices with most events, and `devices`, how many have
+   * any (a console of an earlier version sent every count, and no `devices`).
+   */
   setSecurity(summary) {
     if (!summary || typeof summary !== 'object') return;
+    const byDevice = counts(summary.byDevice);
     this.security = {
       recent: Array.isArray(summary.recent) ? summary.recent : [],
       reported: Array.isArray(summary.reported) ? summary.reported : [],
       byReason: counts(summary.byReason),
-      byDevice: counts(summary.byDevice),
+      byDevice,
+      devices: typeof summary.devices === 'number' ? summary.devices : Object.keys(byDevice).length,
     };
     this.changed('security');
   }
@@ -125,7 +133,12 @@ export class Store {
     if (own.length > 0) s.recent = own.concat(s.recent).slice(0, MAX_SECURITY);
     if (reported.length > 0) s.reported = reported.concat(s.reported).slice(0, MAX_SECURITY);
     counts(update.byReason, s.byReason);
-    counts(update.byDevice, s.byDevice);
+    // The devices counted for the first time are devices more with events; a console that says how
+    // many (in the last event of an update it sent as several) is taken at its word.
+    const changed = counts(update.byDevice);
+    for (const id of Object.keys(changed)) if (!(id in s.byDevice)) s.devices++;
+    counts(changed, s.byDevice);
+    if (typeof update.devices === 'number') s.devices = update.devices;
     this.changed('security');
   }
 

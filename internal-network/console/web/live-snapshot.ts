@@ -1,6 +1,6 @@
 import type { Scalar } from '../../../shared/contract/primitives.ts';
 import { CONSOLE } from '../../../shared/limits.ts';
-import type { DeviceRow, TimedFields } from '../fleet/types.ts';
+import type { DeviceRow, SecurityUpdate, TimedFields } from '../fleet/types.ts';
 
 /** A device row as a live stream sends it (docs/console.md): its last reading bounded. */
 export type LiveRow = Omit<DeviceRow, 'lastReading'> & { lastReading: (TimedFields & { omitted?: number }) | null };
@@ -55,7 +55,9 @@ const EVENT_OVERHEAD_BYTES = 64;
  * then `snapshot-end` with the last rows and the rest, or a single `snapshot` when the fleet fits
  * in one. Otherwise (a page of an earlier version, which knows only `snapshot`): one `snapshot` event
  * written in the same pieces. A part holds at most CONSOLE.liveSnapshotRowsPerEvent rows and ends
- * before the row that would take it past CONSOLE.liveSnapshotPartMaxBytes (one row at least).
+ * before the row that would take it past CONSOLE.liveSnapshotPartMaxBytes (one row at least); in
+ * parts, the last rows and `rest` are within it too, or the rows go in a part of their own (`rest`
+ * being bounded by the caller: live.ts).
  */
 export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, unknown>, inParts: boolean): Generator<string> {
   const budget = CONSOLE.liveSnapshotPartMaxBytes;
@@ -78,36 +80,77 @@ export function* snapshotTexts(rows: readonly DeviceRow[], rest: Record<string, 
     part.push(text);
     bytes += size;
   }
-  if (inParts) yield `event: ${first ? 'snapshot' : 'snapshot-end'}\ndata: {"devices":[${part.join(',')}${tail}`;
+  if (inParts) {
+    // The last rows and the rest together within the budget too, or the rows go in a part of their own.
+    if (part.length > 0 && bytes + Buffer.byteLength(tail) > budget) {
+      yield `event: snapshot-part\ndata: {"devices":[${part.join(',')}]}\n\n`;
+      first = false;
+      part = [];
+    }
+    yield `event: ${first ? 'snapshot' : 'snapshot-end'}\ndata: {"devices":[${part.join(',')}${tail}`;
+  }
   else yield `${first ? 'event: snapshot\ndata: {"devices":[' : ','}${part.join(',')}${tail}`;
 }
 
-/**
- * Items (each already JSON) as events `{"<key>":[items]}` (`{"<key>":{items}}` for an object's
- * members, `"name":value`), in order, each of at most CONSOLE.liveSnapshotPartMaxBytes with its
- * `event:`/`data:` lines and one item at least: none of them, none. What a stream sends after its
- * snapshot (the rows that changed within a flush, a busy fleet's every row) comes within the same
- * budget as a part of it, so a page on the slowest link promised hears from its stream within its
- * silence whatever the fleet does. Each event stands on its own: a page applies them one after
- * the other, as it would the one.
- */
-export function* boundedEvents(event: string, key: string, items: readonly string[], brackets: '[]' | '{}' = '[]'): Generator<string> {
-  const head = `event: ${event}\ndata: {${JSON.stringify(key)}:${brackets[0]}`;
-  const foot = `${brackets[1]}}\n\n`;
-  const fixed = Buffer.byteLength(head) + Buffer.byteLength(foot);
+/** Items in order, grouped so that each group with `fixed` bytes around it is within
+ * CONSOLE.liveSnapshotPartMaxBytes (one item at least). */
+function groups(items: readonly string[], fixed: number): string[][] {
   const budget = CONSOLE.liveSnapshotPartMaxBytes;
+  const out: string[][] = [];
   let part: string[] = [];
   let bytes = fixed;
   for (const item of items) {
     // the comma before it counted whether or not there is one
     const size = Buffer.byteLength(item) + 1;
     if (part.length > 0 && bytes + size > budget) {
-      yield `${head}${part.join(',')}${foot}`;
+      out.push(part);
       part = [];
       bytes = fixed;
     }
     part.push(item);
     bytes += size;
   }
-  if (part.length > 0) yield `${head}${part.join(',')}${foot}`;
+  if (part.length > 0) out.push(part);
+  return out;
+}
+
+/**
+ * Items (each already JSON) as events `{"<key>":[items]}` (`{"<key>":{items}}` for an object's
+ * members, `"name":value`), each of at most CONSOLE.liveSnapshotPartMaxBytes with its
+ * `event:`/`data:` lines and one item at least: none of them, none. What a stream sends after its
+ * snapshot (the rows that changed within a flush, a busy fleet's every row; the security events,
+ * counts and anomalies of an attack) comes within the same budget as a part of it, so a page on the
+ * slowest link promised hears from its stream within its silence whatever the fleet does. Each
+ * event stands on its own: a page applies them one after the other, as it would the one.
+ *
+ * `newestFirst`: the items are events newest first, which a page puts before those it holds
+ * (store.js): the oldest go first, so that the page holds them all newest first, each event's
+ * newest first as ever.
+ */
+export function* boundedEvents(event: string, key: string, items: readonly string[], { brackets = '[]', newestFirst = false }: { brackets?: '[]' | '{}'; newestFirst?: boolean } = {}): Generator<string> {
+  const head = `event: ${event}\ndata: {${JSON.stringify(key)}:${brackets[0]}`;
+  const foot = `${brackets[1]}}\n\n`;
+  const fixed = Buffer.byteLength(head) + Buffer.byteLength(foot);
+  if (!newestFirst) {
+    for (const part of groups(items, fixed)) yield `${head}${part.join(',')}${foot}`;
+    return;
+  }
+  for (const part of groups([...items].reverse(), fixed)) yield `${head}${part.reverse().join(',')}${foot}`;
+}
+
+/**
+ * A `security` update as events within the budget: the one event it was when it fits (the usual
+ * case), else its events (newest first, as boundedEvents puts them), the per-device counts that
+ * changed, and last the counts per reason and how many devices have any. Under an attack across the
+ * fleet every device's count changes within a flush: one event of them was megabytes.
+ */
+export function* securityEvents(update: SecurityUpdate): Generator<string> {
+  const whole = `event: security\ndata: ${JSON.stringify(update)}\n\n`;
+  if (Buffer.byteLength(whole) <= CONSOLE.liveSnapshotPartMaxBytes) {
+    yield whole;
+    return;
+  }
+  yield* boundedEvents('security', 'events', update.events.map((e) => JSON.stringify(e)), { newestFirst: true });
+  yield* boundedEvents('security', 'byDevice', Object.entries(update.byDevice).map(([id, n]) => `${JSON.stringify(id)}:${n}`), { brackets: '{}' });
+  yield `event: security\ndata: ${JSON.stringify({ byReason: update.byReason, devices: update.devices })}\n\n`;
 }

@@ -3,10 +3,9 @@ import { FieldStreamError } from '../../../shared/errors.ts';
 import { CONSOLE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { Fleet } from '../fleet/fleet.ts';
-import type { SecurityCursor } from '../fleet/security-log.ts';
-import type { DeviceRow } from '../fleet/types.ts';
+import { newestFirst, type SecurityCursor } from '../fleet/security-log.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
-import { boundedEvents, liveRow, snapshotTexts } from './live-snapshot.ts';
+import { boundedEvents, liveRow, securityEvents, snapshotTexts } from './live-snapshot.ts';
 
 /** What a device page is sent (docs/console.md): the fleet's view of it and its commands. */
 export type DeviceDetail = NonNullable<ReturnType<Fleet['detail']>> & { commands: unknown[] };
@@ -71,7 +70,8 @@ function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
  * CONSOLE.liveSnapshotPartMaxBytes of rows, whichever comes first; see live-snapshot.ts) gets its
  * snapshot in parts, one event each (`snapshot-part`, then `snapshot-end` with the last part and the
  * rest), each written once the socket has taken the one before, when the page asked for them
- * (`?parts=1`). 100,000 devices are some 20 MB: written at once, more than the
+ * (`?parts=1`). Every event of such a stream is within that budget, the rest of the snapshot
+ * (security, anomalies) and every update after it included (see open() and flush()). 100,000 devices are some 20 MB: written at once, more than the
  * bound, so a browser on a slow link was disconnected as too slow; sent as one event, even written in
  * pieces, the page heard nothing from its stream until the last byte came, and on a link slower than
  * some 1.3 MB/s took it for dead (its 15 s without a word) and reconnected to a new snapshot, for
@@ -136,11 +136,28 @@ export class LiveHub {
     });
     const stream: Stream = { res, owner, version: fleet.currentVersion, security: fleet.security.cursor(), anomalySeq: fleet.anomalies.seq, device: undefined, busy: false, inSnapshot: true };
     const rows = fleet.rows();
-    const rest = { security: fleet.securitySummary(), pipeline: this.s.pipeline(), anomalies: fleet.anomalies.newest(CONSOLE.snapshotRecent) };
+    const pipeline = this.s.pipeline();
+    const anomalies = fleet.anomalies.newest(CONSOLE.snapshotRecent);
+    let rest: Record<string, unknown>;
+    let after: string[] = [];
+    if (parts) {
+      // Every event within the budget: of the per-device counts those of the devices with most
+      // events (and how many have any), the newest security events and anomalies (200 of each kind
+      // of ids and names of the longest: 100 KB and more) in `security` and `anomalies` events of
+      // their own after the end, as the updates (the page puts them before what it holds, and so
+      // holds them newest first). They belong to the snapshot: nothing else goes before them.
+      const security = fleet.securitySummary(CONSOLE.liveSecurityTopDevices);
+      rest = { security: { ...security, recent: [], reported: [] }, pipeline, anomalies: [] };
+      const json = (items: readonly unknown[]) => items.map((x) => JSON.stringify(x));
+      after = [
+        ...boundedEvents('security', 'events', json(newestFirst(security.recent, security.reported)), { newestFirst: true }),
+        ...boundedEvents('anomalies', 'anomalies', json(anomalies), { newestFirst: true }),
+      ];
+    } else rest = { security: fleet.securitySummary(), pipeline, anomalies };
     // Counted from now (the limits above), and ended by a logout while its snapshot is written.
     this.streams.add(stream);
     res.once('close', () => this.streams.delete(stream));
-    if (!(await this.writeSnapshot(stream, rows, rest, parts))) return;
+    if (!(await this.writeSnapshot(stream, [...snapshotTexts(rows, rest, parts), ...after]))) return;
     stream.inSnapshot = false;
     if (device) {
       stream.device = { ...device, sent: '' };
@@ -149,9 +166,9 @@ export class LiveHub {
   }
 
   /** The snapshot, `{devices, total, security, pipeline, anomalies}`, in the pieces of
-   * snapshotTexts (parts, or one `snapshot` event), each written once the socket has taken the one
-   * before. False: the stream ended meanwhile. */
-  private async writeSnapshot(stream: Stream, rows: readonly DeviceRow[], rest: Record<string, unknown>, parts: boolean): Promise<boolean> {
+   * snapshotTexts (parts, or one `snapshot` event) and the events that follow its end, each
+   * written once the socket has taken the one before. False: the stream ended meanwhile. */
+  private async writeSnapshot(stream: Stream, texts: Iterable<string>): Promise<boolean> {
     const { res } = stream;
     const gone = () => res.destroyed || res.writableEnded || !this.streams.has(stream);
     const put = async (text: string): Promise<boolean> => {
@@ -165,7 +182,7 @@ export class LiveHub {
       }
       return !gone();
     };
-    for (const text of snapshotTexts(rows, rest, parts)) if (!(await put(text))) return false;
+    for (const text of texts) if (!(await put(text))) return false;
     return true;
   }
 
@@ -223,10 +240,11 @@ export class LiveHub {
       // at every update was the whole fleet's worth to every browser each second under attack.
       const security = fleet.security.since(stream.security);
       stream.security = fleet.security.cursor();
-      if (security) this.send(stream, 'security', security);
+      // Each within the budget too (an attack across the fleet changes every device's count).
+      if (security) for (const text of securityEvents(security)) this.writeEvent(stream, text);
       const anomalies = fleet.anomalies.since(stream.anomalySeq);
       stream.anomalySeq = fleet.anomalies.seq;
-      if (anomalies.length > 0) this.send(stream, 'anomalies', { anomalies: anomalies.reverse() });
+      for (const text of boundedEvents('anomalies', 'anomalies', anomalies.reverse().map((a) => JSON.stringify(a)), { newestFirst: true })) this.writeEvent(stream, text);
       if (stream.device && !stream.busy) void this.sendDevice(stream);
     }
   }
@@ -259,10 +277,6 @@ export class LiveHub {
 
   private keepalive(): void {
     for (const s of this.streams) if (!s.inSnapshot && !s.res.destroyed && !s.res.writableEnded) s.res.write(': keepalive\n\n');
-  }
-
-  private send(stream: Stream, event: string, data: unknown): void {
-    this.write(stream, event, JSON.stringify(data));
   }
 
   private write(stream: Stream, event: string, text: string): void {

@@ -47,6 +47,14 @@ const LiveQuerySchema = z.object({
     .optional()
     .transform((v) => v !== undefined && /^[0-9]+$/.test(v) && Number(v) >= 1),
 });
+/** A whole number in decimal digits (not coerced: an empty one read as 0, `0x10` as 16). */
+const DecimalSchema = z.string().regex(/^\d{1,9}$/, 'must be a whole number in decimal digits').transform(Number);
+/** A page of the per-device security counts, largest first: `offset` counts skipped, at most
+ * CONSOLE.securityDevicesPageMax (and by default that many) answered. */
+const SecurityDevicesQuerySchema = z.object({
+  offset: DecimalSchema.pipe(z.number().max(CONSOLE.maxDevices)).optional(),
+  limit: DecimalSchema.pipe(z.number().min(1).max(CONSOLE.securityDevicesPageMax)).optional(),
+});
 /** Epoch milliseconds in decimal digits: not coerced (an empty `from=` read as 0, `0x10` as 16). */
 const QueryMsSchema = z
   .string()
@@ -176,6 +184,17 @@ export function consoleRoutes(d: RouteDeps) {
         if (d.hub.countFor(who.name) >= CONSOLE.maxLiveStreamsPerUser) throw new FieldStreamError('CONSOLE_TOO_MANY_USER_STREAMS');
         reply.hijack();
         await d.hub.open(reply.raw, { sessionId, user: who.name, expiresAt: loggedInAt + d.sessionTtlMs }, q.device !== undefined ? { id: q.device, token } : undefined, q.parts);
+      });
+
+      // The security page's list of devices past those the live stream names (the ones with most
+      // events): every count in the stream was megabytes under an attack across the fleet.
+      app.get('/api/security/devices', async (req) => {
+        user(req);
+        const q = parse(SecurityDevicesQuerySchema, req.query, 'query');
+        const ranked = d.fleet.security.byDevice.ranked();
+        const offset = q.offset ?? 0;
+        const page = ranked.slice(offset, offset + (q.limit ?? CONSOLE.securityDevicesPageMax));
+        return { total: ranked.length, offset, devices: page.map(([device, count]) => ({ device, count })) };
       });
 
       app.get('/api/devices/:id', async (req) => {

@@ -3,12 +3,16 @@
 // The distributor's own findings and the gateways' reports (the DMZ's word) are listed apart: a
 // flood of reports, forged or not, cannot push a finding out of view.
 
+import { getSecurityDevices } from '../api.js';
 import { h, setText, routeLink } from '../dom.js';
 import { dateTime, timeOfDay, value, number } from '../format.js';
 import { dataTable, section } from '../table.js';
 
-/** Devices listed in the per-device counts (the ones with most events). */
+/** Devices listed in the per-device counts (the ones with most events), kept live; the console's
+ * stream names its 100 with most (CONSOLE.liveSecurityTopDevices), which keeps these right. */
 const TOP_DEVICES = 50;
+/** Devices more listed at each "Show more", read from GET /api/security/devices (as they are then). */
+const MORE_DEVICES = 100;
 
 /** What each reason means, for the reader (the codes are documented in docs/errors.md). */
 const REASONS = new Map([
@@ -46,6 +50,13 @@ export function mountSecurity(root, { store }) {
   const byReason = dataTable({ caption: 'Events per reason', headings: ['Reason', 'Events'], testid: 'security-by-reason' });
   const byDevice = dataTable({ caption: 'Events per device', headings: ['Device', 'Events'], testid: 'security-by-device' });
   const total = h('span', { class: 'muted', testid: 'security-total' });
+  // The devices past the TOP_DEVICES with most: how many ("and K more"), and read on request.
+  const moreText = h('span', { testid: 'security-devices-more' });
+  const moreButton = h('button', { type: 'button', testid: 'security-devices-more-button', on: { click: () => void showMore() } }, 'Show more');
+  const more = h('p', { class: 'muted' }, moreText, ' ', moreButton);
+  /** [device, count] read from the console past the live ones, in its order */
+  let extra = [];
+  let listed = 0;
 
   root.append(
     h('div', { class: 'page-head' }, h('h2', { tabindex: -1 }, 'Security'), total),
@@ -55,7 +66,7 @@ export function mountSecurity(root, { store }) {
         section('security-reported', 'Reported by the gateways (the DMZ\'s word)', reports.el)),
       h('div', null,
         section('security-reasons', 'Per reason', byReason.el),
-        section('security-devices', 'Per device', byDevice.el))),
+        section('security-devices', 'Per device', byDevice.el, more))),
   );
 
   const eventRow = (e) =>
@@ -74,13 +85,39 @@ export function mountSecurity(root, { store }) {
         h('td', null, h('span', { class: 'mono' }, reason), reasonText(reason)),
         h('td', { class: 'num' }, number(n))),
       'None.');
-    const devices = sortedCounts(s.byDevice);
-    byDevice.fill(devices.slice(0, TOP_DEVICES), ([device, n]) =>
+    // The store holds the counts of the devices with most events and of those that changed since
+    // (not every device's: the console sends those a page at a time), and how many have any.
+    const top = sortedCounts(s.byDevice).slice(0, TOP_DEVICES);
+    const shown = new Set(top.map(([device]) => device));
+    const rest = extra.filter(([device]) => !shown.has(device)).map(([device, n]) => [device, Math.max(n, s.byDevice[device] ?? 0)]);
+    const rows = top.concat(rest);
+    listed = rows.length;
+    byDevice.fill(rows, ([device, n]) =>
       h('tr', { testid: 'security-device-row', data: { device } }, h('td', null, routeLink(['device', device], device)), h('td', { class: 'num' }, number(n))),
       'None.');
+    const devices = Math.max(s.devices, rows.length);
+    setText(moreText, devices > rows.length ? `and ${number(devices - rows.length)} more` : '');
+    more.hidden = devices <= rows.length;
     const sum = reasons.reduce((a, [, n]) => a + n, 0);
     const plural = (n, word) => `${number(n)} ${word}${n === 1 ? '' : 's'}`;
-    setText(total, `${plural(sum, 'event')}, ${plural(devices.length, 'device')}${devices.length > TOP_DEVICES ? ` (the ${TOP_DEVICES} with most shown)` : ''}`);
+    setText(total, `${plural(sum, 'event')}, ${plural(devices, 'device')}`);
+  }
+
+  /** The next devices, as the console ranks them now, after those listed. */
+  async function showMore() {
+    moreButton.disabled = true;
+    try {
+      const page = await getSecurityDevices(listed, MORE_DEVICES);
+      const have = new Set(extra.map(([device]) => device));
+      for (const d of Array.isArray(page?.devices) ? page.devices : []) {
+        if (d && typeof d.device === 'string' && typeof d.count === 'number' && !have.has(d.device)) extra.push([d.device, d.count]);
+      }
+      render();
+    } catch {
+      // Shown as it was: the button may be pressed again.
+    } finally {
+      moreButton.disabled = false;
+    }
   }
 
   const unsubscribe = store.subscribe('security', render);
