@@ -11,6 +11,14 @@ const BATCH_MAX_MESSAGES = 1000;
 const READING_MAX_FIELDS = 256;
 /** characters. See LIMITS.stringMaxChars. */
 const STRING_MAX_CHARS = 64 * 1024;
+/** ranges. See LIMITS.receiptMaxRanges. */
+const RECEIPT_MAX_RANGES = 4096;
+/** receipts. See LIMITS.receiptsPerMessage. */
+const RECEIPTS_PER_MESSAGE = 2000;
+/** values and containers. See LIMITS.envelopeMessageMaxValues. */
+const ENVELOPE_MESSAGE_MAX_VALUES = 32 + READING_MAX_FIELDS + 16;
+/** values and containers. See LIMITS.envelopeHeaderMaxValues. */
+const ENVELOPE_HEADER_MAX_VALUES = 8 * 1024;
 /** characters. See LIMITS.deadLetterMessageMaxChars. */
 const DEAD_LETTER_MESSAGE_MAX_CHARS = 16 * 1024;
 /** bytes. See LIMITS.deadLetterSectionSlackBytes. */
@@ -71,6 +79,35 @@ export const LIMITS = {
    * parameters and results). A value is checked, copied and serialised by recursion: a frame of
    * `[[[[…` a few kilobytes long would otherwise overflow the stack of whoever reads it. */
   jsonMaxDepth: 32,
+  /** values and containers, as shared/contract/json-bound.ts counts them (each `{`, `[` and `,`
+   * outside strings: at most a text's values and containers together). Most one message of an
+   * envelope holds, but a command response's (responseEnvelopeMaxValues): its payload at its most (a
+   * reading or an event of readingMaxFields fields: as many; a file's metadata of as many, with the
+   * file's own keys and its transfer's: 16 more; the health values are fewer), and 32 for the
+   * message's own keys, its signature's (`auth`: six) and the comma before it. */
+  envelopeMessageMaxValues: ENVELOPE_MESSAGE_MAX_VALUES,
+  /** values and containers (as envelopeMessageMaxValues). Room in an envelope for what is not its
+   * messages: its header (a dozen keys), a gateway security report's entries (at most
+   * gatewaySecurityReportMaxEntries, 1,000, of three keys each: 4 each). A gateway's envelope's
+   * sections (4 each, at most one per message) fit in its messages' room; a command's params (at
+   * most apiBodyMaxBytes, 64 KiB, so as many at most) in envelopeMaxValues, a command having no
+   * messages. */
+  envelopeHeaderMaxValues: ENVELOPE_HEADER_MAX_VALUES,
+  /** values and containers (as envelopeMessageMaxValues). Most an MQTT payload from the DMZ parsed
+   * as an envelope may hold (shared/contract/envelope.ts parseEnvelope: the distributor's, the
+   * command API's, a dead-letter replay's), but one on a response's topic; past it the payload is
+   * refused (CONTRACT_INVALID_ENVELOPE) before JSON.parse builds any of it. No legal one holds more:
+   * batchMaxMessages messages at their most, and the header's room. JSON.parse makes an object of
+   * 64 bytes of heap out of 3 bytes of text (`{},`, measured, Node 20): 16 MiB of them was 5.6
+   * million objects, 360 MB, on each of the distributor's consumers (DISTRIBUTOR_CONSUMERS, up to
+   * 32, in 4 GiB: docs/kubernetes.md), for the schema to refuse them; within this, some 20 MB. */
+  envelopeMaxValues: ENVELOPE_HEADER_MAX_VALUES + BATCH_MAX_MESSAGES * ENVELOPE_MESSAGE_MAX_VALUES,
+  /** values and containers (as envelopeMessageMaxValues). Most an envelope on a command response's
+   * topic may hold: batchMaxMessages responses, each result up to stringMaxChars characters of JSON
+   * of any shape (as many values and containers), and the header's room. More than the brokers'
+   * largest packet (16 MiB) can hold: a response envelope is bounded by its size alone, and so is
+   * what JSON.parse makes of it (docs/security-mechanisms.md). */
+  responseEnvelopeMaxValues: ENVELOPE_HEADER_MAX_VALUES + BATCH_MAX_MESSAGES * (ENVELOPE_MESSAGE_MAX_VALUES + STRING_MAX_CHARS),
   /** messages. Messages of one connection waiting for the broker's PUBACK; past it the gateway
    * stops reading from that socket until the broker catches up (backpressure, not loss). */
   inFlightPerConnection: 5000,
@@ -323,10 +360,15 @@ export const LIMITS = {
   rejectedReasonMaxChars: 1024,
   /** ranges. Most ranges of sequence numbers in one commit receipt (one device and epoch); a
    * device's messages are committed mostly in order, so a write yields a few ranges, not thousands. */
-  receiptMaxRanges: 4096,
+  receiptMaxRanges: RECEIPT_MAX_RANGES,
   /** receipts. Most receipts (device and epoch) in one receipts message to a gateway; a write with
    * more devices than this is answered in several messages. */
-  receiptsPerMessage: 2000,
+  receiptsPerMessage: RECEIPTS_PER_MESSAGE,
+  /** values and containers (as envelopeMaxValues). Most a receipts message the gateway reads from
+   * its broker may hold (parseEnvelope's bound there): receiptsPerMessage receipts of
+   * receiptMaxRanges ranges, 3 each (the range, its comma, the comma before it), and their own keys
+   * (8). It comes from the internal side, not the DMZ; bounded as it may be, not more tightly. */
+  receiptsMessageMaxValues: 64 + RECEIPTS_PER_MESSAGE * (8 + 3 * RECEIPT_MAX_RANGES),
   /** points. Most stored points in one message of the stored feed (fieldstream/v1/internal/stored):
    * a few hundred kilobytes at most, which the console parses between two of its ticks. */
   feedPointsPerMessage: 500,

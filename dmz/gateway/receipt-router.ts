@@ -5,6 +5,7 @@ import { parseTopic, receiptTopic } from '../../shared/contract/topics.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { subscribeOnEveryConnect, type Resubscription } from '../../shared/mqtt/connect.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { DeviceSession } from './device-session.ts';
 
 /**
@@ -52,7 +53,9 @@ export class ReceiptRouter {
       return; // not ours to route (the command router reports bad device topics)
     }
     try {
-      const envelope = parseEnvelope(ReceiptsEnvelopeSchema, payload);
+      // Bounded as a receipts message may be (LIMITS.receiptsMessageMaxValues), not as an envelope of
+      // the DMZ's: a write of many scattered messages is answered with more ranges than that holds.
+      const envelope = parseEnvelope(ReceiptsEnvelopeSchema, payload, LIMITS.receiptsMessageMaxValues);
       if (envelope.gatewayId !== this.gatewayId || gatewayId !== this.gatewayId) {
         this.stats.invalid++;
         this.log.warn({ code: 'CONTRACT_INVALID_ENVELOPE', topic, envelopeGateway: envelope.gatewayId }, 'receipts for another gateway; dropped');

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
-import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, type CommandEnvelope } from '../../shared/contract/envelope.ts';
+import { ENVELOPE_VERSION, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, uplinkEnvelopeMaxValues, type CommandEnvelope } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -232,7 +232,7 @@ export class CommandDispatcher {
         return;
       }
       if (where.kind !== 'uplink' || where.dataType !== 'response') return;
-      const env = parseEnvelope(UplinkEnvelopeSchema, payload);
+      const env = parseEnvelope(UplinkEnvelopeSchema, payload, uplinkEnvelopeMaxValues(where.dataType));
       if (env.dataType !== 'response' || env.deviceId !== where.deviceId) return;
       for (const { payload: response } of this.believed.genuine(env)) {
         const record = this.store.get(response.commandId);

@@ -1,4 +1,4 @@
-import { GatewayEnvelopeSchema, parseEnvelope, sectionEnvelope, UplinkEnvelopeSchema, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
+import { GatewayEnvelopeSchema, parseEnvelope, sectionEnvelope, UplinkEnvelopeSchema, uplinkEnvelopeMaxValues, type UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { parseTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -328,7 +328,7 @@ function envelopesOf(letter: DeadLetter): UplinkEnvelope[] {
       return env.devices.map((section) => sectionEnvelope(env, section));
     }
     if (where.kind === 'uplink') {
-      const env = parseEnvelope(UplinkEnvelopeSchema, payload);
+      const env = parseEnvelope(UplinkEnvelopeSchema, payload, uplinkEnvelopeMaxValues(where.dataType));
       if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) throw notReplayable(`its envelope (${env.deviceId}/${env.dataType}) disagrees with its topic`);
       return [env];
     }

@@ -6,6 +6,7 @@ import {
   sectionEnvelope,
   StatusEnvelopeSchema,
   UplinkEnvelopeSchema,
+  uplinkEnvelopeMaxValues,
   type GatewayEnvelope,
   type UplinkEnvelope,
 } from '../../shared/contract/envelope.ts';
@@ -222,7 +223,7 @@ export class MessageHandler {
     }
     if (where.kind === 'gatewayUplink') return this.gatewayReadings(where.gatewayId, parseEnvelope(GatewayEnvelopeSchema, payload));
     if (where.kind !== 'uplink') throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Unexpected topic ${topic}`);
-    const env = parseEnvelope(UplinkEnvelopeSchema, payload);
+    const env = parseEnvelope(UplinkEnvelopeSchema, payload, uplinkEnvelopeMaxValues(where.dataType));
     // The topic is what the broker's ACL checked; the envelope must agree with it.
     if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) {
       throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope for ${env.deviceId}/${env.dataType} arrived on ${topic}`);
@@ -336,7 +337,7 @@ export class MessageHandler {
         receipts = env.devices.map((section) => ({ gatewayId: env.gatewayId, deviceId: section.deviceId, ids: this.verifier.recordKept(sectionEnvelope(env, section)) }));
       } else {
         if (where.kind !== 'uplink') return [];
-        const env = parseEnvelope(UplinkEnvelopeSchema, payload);
+        const env = parseEnvelope(UplinkEnvelopeSchema, payload, uplinkEnvelopeMaxValues(where.dataType));
         if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) return [];
         receipts = [{ gatewayId: env.gatewayId, deviceId: env.deviceId, ids: this.verifier.recordKept(env) }];
       }

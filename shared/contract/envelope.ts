@@ -8,10 +8,12 @@ import {
   HealthPayloadSchema,
   JsonValueSchema,
   ResponsePayloadSchema,
+  type DataType,
   TimeseriesPayloadSchema,
 } from './payloads.ts';
 import { describeIssues, DeviceIdSchema, EpochMsSchema, MessageIdSchema, SeqSchema } from './primitives.ts';
 import { GATEWAY_ID_PATTERN } from './topics.ts';
+import { holdsMoreValuesThan } from './json-bound.ts';
 import { MessageAuthSchema } from '../security/message-auth.ts';
 import { CommandAuthSchema } from '../security/command-auth.ts';
 
@@ -217,15 +219,32 @@ function firstNonWhitespace(payload: Buffer): number {
 }
 
 /**
+ * Values and containers (shared/contract/json-bound.ts) an envelope on the uplink topic of
+ * `dataType` (topics.ts uplinkTopic) may hold: LIMITS.envelopeMaxValues, but a response's, whose
+ * results are JSON of free form up to LIMITS.stringMaxChars each (LIMITS.responseEnvelopeMaxValues:
+ * bound by its size alone). The topic is what the broker's ACL checked; an envelope of another kind
+ * than its topic's is refused after the parse.
+ */
+export function uplinkEnvelopeMaxValues(dataType: DataType): number {
+  return dataType === 'response' ? LIMITS.responseEnvelopeMaxValues : LIMITS.envelopeMaxValues;
+}
+
+/**
  * Parses an MQTT payload with one of the envelope schemas (each a JSON object), or throws
  * CONTRACT_INVALID_ENVELOPE. A payload that cannot be an object (junk, an array, a string) is
  * refused by its first byte: text of it was a copy of up to 16 MiB per consumer, and JSON.parse
  * of 16 MiB of `[{},{},...]` made 5.6 million objects, only for the schema to refuse the array.
+ * An object of more values and containers than `maxValues` (any legal envelope's most, by default;
+ * a response's: uplinkEnvelopeMaxValues) is refused before JSON.parse builds them:
+ * `{"a":[{},{},...]}` was those 5.6 million objects still.
  */
-export function parseEnvelope<S extends z.ZodType>(schema: S, payload: Buffer): z.infer<S> {
+export function parseEnvelope<S extends z.ZodType>(schema: S, payload: Buffer, maxValues: number = LIMITS.envelopeMaxValues): z.infer<S> {
   const first = firstNonWhitespace(payload);
   if (first !== 0x7b) {
     throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `The MQTT payload is not a JSON object: ${first === -1 ? 'it is empty' : `it begins with byte 0x${first.toString(16).padStart(2, '0')}`}`);
+  }
+  if (holdsMoreValuesThan(payload, maxValues)) {
+    throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `The MQTT payload is not a valid envelope: it holds more than ${maxValues} JSON values and containers`, { bytes: payload.length });
   }
   let value: unknown;
   try {

@@ -41,6 +41,8 @@ describe('the distributor facing a compromised DMZ', () => {
       [uplinkTopic('cam-1', 'timeseries'), envelope('cam-1', 'timeseries', { t: { $gt: 1 } })],
       // nested deep enough (200 KB of brackets) to overflow any recursive walk of it
       [uplinkTopic('cam-1', 'response'), envelope('cam-1', 'response', { commandId: 'c-1', status: 'completed', result: 0 }).replace('"result":0', `"result":${'['.repeat(100_000)}${']'.repeat(100_000)}`)],
+      // 15 MiB of empty objects: 5 million of them, refused before they are parsed (LIMITS.envelopeMaxValues)
+      [uplinkTopic('cam-1', 'timeseries'), `{"a":[${'{},'.repeat(5 * 1024 * 1024)}{}]}`],
     ];
     for (const [topic, payload] of hostile) await gw.publishAsync(topic, payload, { qos: 1 });
     await gw.publishAsync(uplinkTopic('cam-1', 'timeseries'), envelope('cam-1', 'timeseries', { good: 1, timestamp: 1700000000000 }), { qos: 1 });
@@ -49,9 +51,9 @@ describe('the distributor facing a compromised DMZ', () => {
     const letters = await eventually(() => {
       const files = existsSync(fx.data.deadLetters) ? readdirSync(fx.data.deadLetters) : [];
       const lines = files.flatMap((f) => readFileSync(join(fx.data.deadLetters, f), 'utf8').trim().split('\n').filter(Boolean));
-      return lines.length >= 5 ? lines.map((l) => JSON.parse(l) as { code: string; topic: string; payloadBase64: string }) : undefined;
+      return lines.length >= 6 ? lines.map((l) => JSON.parse(l) as { code: string; topic: string; payloadBase64: string }) : undefined;
     });
-    assert.deepEqual(letters.map((l) => l.code), Array(5).fill('CONTRACT_INVALID_ENVELOPE'));
+    assert.deepEqual(letters.map((l) => l.code), Array(6).fill('CONTRACT_INVALID_ENVELOPE'));
     assert.equal(Buffer.from(letters[1]!.payloadBase64, 'base64').toString(), 'this is not json', 'kept whole');
     assert.ok(!existsSync('/tmp/owned'));
     assert.ok(!existsSync(fx.data.files) || readdirSync(fx.data.files).length === 0);

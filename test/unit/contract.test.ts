@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { DownlinkFrameSchema, errorFrame } from '../../shared/contract/downlink.ts';
 import type { z } from 'zod';
-import { GatewayEnvelopeSchema, GatewayPresenceSchema, GatewaySecurityReportSchema, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
+import { CommandEnvelopeSchema, GatewayEnvelopeSchema, GatewayPresenceSchema, GatewaySecurityReportSchema, parseEnvelope, StatusEnvelopeSchema, UplinkEnvelopeSchema, uplinkEnvelopeMaxValues } from '../../shared/contract/envelope.ts';
+import type { DataType } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { SEED_MESSAGES } from '../fixtures/seed-messages.ts';
@@ -19,6 +20,28 @@ function codeOf(fn: () => unknown): string {
 }
 
 const fieldsOf = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`f${i}`, i]));
+
+/** A payload of each kind with the most values and containers it may hold. */
+function mostValues(): Record<string, unknown> {
+  // 64 KiB of `[],`: as many containers as a result's size allows
+  const result = Array.from({ length: Math.floor(LIMITS.stringMaxChars / 3) - 1 }, () => []);
+  return {
+    timeseries: fieldsOf(LIMITS.readingMaxFields),
+    event: { eventType: 'door', ...fieldsOf(LIMITS.readingMaxFields - 1) },
+    file: {
+      filename: 'a.bin',
+      contentType: 'application/octet-stream',
+      data: 'AAAA',
+      transfer: { id: 't1', index: 0, count: 2, size: 6, sha256: '0'.repeat(64) },
+      metadata: fieldsOf(LIMITS.readingMaxFields),
+    },
+    response: { commandId: 'c-1', status: 'completed', result, timestamp: 1 },
+    health: {
+      uptimeSeconds: 1, queueMessages: 0, queueBytes: 0, awaitingReceipt: 0, oldestUnsentAgeSeconds: 1, freeDiskBytes: 1, certDaysLeft: 1, clockOffsetMs: 0,
+      version: '1.0.0', intervalSeconds: 60, local: Object.fromEntries(Array.from({ length: LIMITS.healthLocalMaxValues }, (_, i) => [`v${i}`, i])), timestamp: 1,
+    },
+  };
+}
 
 const reading = (payload: unknown, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', payload, ...extra });
@@ -273,6 +296,57 @@ describe('broker envelopes', () => {
     assert.equal(parse.mock.callCount(), 0, 'nothing parsed');
     // JSON's whitespace before the object is JSON still.
     assert.equal(parseEnvelope(UplinkEnvelopeSchema, counted(` \t\r\n${JSON.stringify(envelope)}`)).deviceId, 'sensor-001');
+  });
+  it('refuses an object of millions of small values before JSON.parse builds any of it, at once, and reads no more of it than the bound', (t) => {
+    const parse = t.mock.method(JSON, 'parse');
+    // 16 MiB, the broker's largest packet, of each of the smallest values: up to 8 million of them.
+    const filled = (item: string) => {
+      const n = Math.floor((16 * 1024 * 1024 - 16) / (item.length + 1));
+      return Buffer.from(`{"a":[${`${item},`.repeat(n - 1)}${item}]}`);
+    };
+    for (const item of ['{}', '[]', '0', '""', '{"k":0}']) {
+      const payload = filled(item);
+      const started = performance.now();
+      assert.throws(
+        () => parseEnvelope(UplinkEnvelopeSchema, payload),
+        (e: unknown) => e instanceof FieldStreamError && e.code === 'CONTRACT_INVALID_ENVELOPE' && e.message.includes(`holds more than ${LIMITS.envelopeMaxValues} JSON values and containers`),
+        item,
+      );
+      const ms = performance.now() - started;
+      assert.ok(ms < 250, `${item}: refused in ${ms.toFixed(0)} ms`);
+    }
+    // Commas and brackets inside strings are text, not values (escaped quotes and backslashes
+    // included): counted, this would be refused.
+    const text = (s: string) => JSON.stringify({ ...envelope, messages: [{ messageId: 'm', payload: Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`s${i}`, s])) }] });
+    for (const s of [`\\"${',[{'.repeat(20_000)}\\"${'x'.repeat(40)}\\\\`, `${'\\",'.repeat(10)}${',[{'.repeat(20_000)}`]) {
+      const legal = Buffer.from(text(s));
+      assert.ok(legal.length > LIMITS.envelopeMaxValues);
+      assert.equal(parseEnvelope(UplinkEnvelopeSchema, legal).deviceId, 'sensor-001');
+    }
+    assert.equal(parse.mock.callCount(), 2, 'only the legal envelopes parsed');
+  });
+  it('takes the legal envelopes of the most values: each kind of message at its most, a result at its deepest', () => {
+    const full = mostValues();
+    // As many responses of the largest result as the brokers' largest packet (16 MiB) holds.
+    const most = (dataType: string) => (dataType === 'response' ? Math.floor((16 * 1024 * 1024) / (LIMITS.stringMaxChars + 256)) : LIMITS.batchMaxMessages);
+    for (const [dataType, payload] of Object.entries(full)) {
+      const messages = Array.from({ length: most(dataType) }, (_, i) => ({ messageId: `m.${i}`, seq: i, auth: { v: 2, epoch: 'e1', seq: i, ts: 1, mac: `${'A'.repeat(42)}A`, count: 1 }, receivedAt: 1, payload }));
+      const env = parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify({ ...envelope, dataType, messages })), uplinkEnvelopeMaxValues(dataType as DataType));
+      assert.equal(env.messages.length, most(dataType), dataType);
+      // A response's result is JSON of free form, up to LIMITS.stringMaxChars: such responses hold
+      // more values than any other envelope, and their topic's bound is their size's.
+      if (dataType === 'response') assert.equal(codeOf(() => parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify({ ...envelope, dataType, messages })))), 'CONTRACT_INVALID_ENVELOPE');
+    }
+    const sections = Array.from({ length: LIMITS.batchMaxMessages }, (_, i) => ({ deviceId: `d${i}`, messages: [{ messageId: 'm', seq: 1, auth: { v: 1, epoch: 'e1', seq: 1, ts: 1, mac: `${'A'.repeat(42)}A` }, receivedAt: 1, payload: full.timeseries }] }));
+    const gw = parseEnvelope(GatewayEnvelopeSchema, Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', dataType: 'timeseries', receivedAt: 1, devices: sections })));
+    assert.equal(gw.devices.length, LIMITS.batchMaxMessages);
+    let result: unknown = 0;
+    for (let i = 0; i < LIMITS.jsonMaxDepth; i++) result = [result];
+    const deepest = { ...envelope, dataType: 'response', messages: [{ messageId: 'm', payload: { commandId: 'c-1', status: 'completed', result } }] };
+    assert.equal(parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify(deepest))).dataType, 'response');
+    const command = { v: 1, commandId: 'c-1', command: 'reboot', params: Array.from({ length: LIMITS.stringMaxChars / 2 - 1 }, () => 0), issuedAt: 1 };
+    assert.ok(JSON.stringify(command.params).length <= LIMITS.stringMaxChars);
+    assert.equal(parseEnvelope(CommandEnvelopeSchema, Buffer.from(JSON.stringify(command))).command, 'reboot');
   });
   it('refuses times past what a Date holds, and forged report counts: a store could not write them', () => {
     const huge = 2 ** 53 - 1;
