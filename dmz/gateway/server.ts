@@ -1,14 +1,10 @@
-import { constants as cryptoConstants } from 'node:crypto';
-import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { CRL_HEADER } from '../../shared/contract/downlink.ts';
 import type { CrlDelivery } from './crl-delivery.ts';
-import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { listenFailed } from '../../shared/listen-failed.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
@@ -24,25 +20,13 @@ import { UplinkPublisher, type UplinkEnvelopes } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
-import { claimSocketPath, listenOnSocket } from './unix-socket.ts';
-import { PendingConnections } from './pending-connections.ts';
+import { createListener, listen, type ListenerOptions } from './listener.ts';
+import { watchHeartbeat } from './heartbeat.ts';
 import { UnfinishedFrames } from './unfinished-frames.ts';
 import { atExpiry } from './certificate-expiry.ts';
 
-export interface GatewayServerOptions {
-  host: string;
-  port: number;
-  /**
-   * Listen on this Unix socket instead, in plain HTTP (EDGE_HOP=unix: Caddy is the only client, and
-   * the socket's permissions say so; `identify` must not ask for a TLS peer then). host, port and
-   * tls are unused.
-   */
-  socketPath?: string | undefined;
-  /** the setting that chooses the address (GATEWAY_PORT, or GATEWAY_SOCKET), named when it cannot be listened on */
-  setting: string;
-  path: string;
+export interface GatewayServerOptions extends ListenerOptions {
   gatewayId: string;
-  tls: { cert: string; key: string; ca: string };
   limits: SessionLimits;
   /** how the device's identity is learnt: from its own TLS connection, or from the edge proxy */
   identify: IdentifyDevice;
@@ -59,15 +43,10 @@ export interface GatewayServerOptions {
   envelopes?: UplinkEnvelopes | undefined;
   /** connections held at most */
   maxConnections?: number | undefined;
-  /** connections held at most before their WebSocket is open (pending-connections.ts; default LIMITS.gatewayMaxPendingConnections) */
-  maxPendingConnections?: number | undefined;
   /** bytes of unfinished messages all devices together may keep buffered (unfinished-frames.ts; default LIMITS.gatewayUnfinishedFramesMaxBytes) */
   unfinishedFramesMaxBytes?: number | undefined;
   /** envelope bytes handed to the broker and not acknowledged yet, past which messages are refused (uplink-publisher.ts backlogBytes; default LIMITS.gatewayBrokerBacklogMaxBytes) */
   brokerBacklogMaxBytes?: number | undefined;
-  /** of those, at most this many from one source address, an IPv6 one as its /64 (pending-connections.ts;
-   * none when absent: behind Caddy every connection comes from it) */
-  maxPendingPerSource?: number | undefined;
   mqtt: MqttClient;
   logger: Logger;
   /** milliseconds between pings; a device that misses one is disconnected (half-open TCP), unless
@@ -94,6 +73,7 @@ export interface GatewayServer {
  * The WSS endpoint. TLS requires a client certificate from our CA (a client without one is refused
  * in the handshake); the upgrade then takes the device id from that certificate, or from Caddy's
  * header. With `socketPath` (EDGE_HOP=unix) it is plain HTTP on a Unix socket only Caddy may open.
+ * The HTTP server under it is listener.ts's; each open connection's heartbeat, heartbeat.ts's.
  */
 export async function startGatewayServer(options: GatewayServerOptions): Promise<GatewayServer> {
   const log = options.logger;
@@ -124,59 +104,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   const publishFailureLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayPublishFailureLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages the broker did not take' });
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
   const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }), metrics.receipts);
-  const timeouts = {
-    // How often Node looks for requests past headersTimeout (its default, 30 s, lets them linger).
-    connectionsCheckingInterval: TIMINGS.gatewayConnectionsCheckMs,
-  };
-  const socketPath = options.socketPath;
-  const server: Server = socketPath
-    ? createHttpServer(timeouts)
-    : createHttpsServer({
-        cert: options.tls.cert,
-        key: options.tls.key,
-        ca: options.tls.ca,
-        requestCert: true,
-        rejectUnauthorized: true,
-        minVersion: 'TLSv1.2',
-        // No session tickets: under TLS 1.3 with client certificates each connection then holds
-        // about 12 KiB less (measured, Node 20: docs/performance-history.md, "No TLS session
-        // tickets in the gateway"). Node keeps no server-side session cache either, so every
-        // connection is a full handshake with the client certificate verified again (a resumed
-        // session would skip that check).
-        secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
-        // A client that stalls in the handshake or in its headers (slowloris) is dropped, not waited for.
-        handshakeTimeout: TIMINGS.handshakeTimeoutMs,
-        ...timeouts,
-      });
-  server.headersTimeout = TIMINGS.gatewayHeadersTimeoutMs;
-  server.requestTimeout = TIMINGS.gatewayRequestTimeoutMs;
-  // Until its WebSocket is open, a connection has 10 s of silence to spare; after that the
-  // WebSocket ping/pong watches it.
-  server.on(socketPath ? 'connection' : 'secureConnection', (socket: Socket) =>
-    socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs, () => socket.destroy()),
-  );
-  server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
-  const pendingRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'connections closed as accepted' });
-  const maxPending = options.maxPendingConnections ?? LIMITS.gatewayMaxPendingConnections;
-  const maxPendingPerSource = options.maxPendingPerSource;
-  const pending = new PendingConnections(
-    maxPending,
-    (socket, reason) => {
-      metrics.connectionsRefused.inc({ code: 'GATEWAY_TOO_MANY_PENDING' });
-      if (reason === 'total') pendingRefusalLog.write({ code: 'GATEWAY_TOO_MANY_PENDING', remote: socket.remoteAddress, maxPending }, 'closed a connection as it was accepted: as many are in their handshake or upgrade as the gateway holds');
-      else pendingRefusalLog.write({ code: 'GATEWAY_TOO_MANY_PENDING', remote: socket.remoteAddress, maxPendingPerSource }, 'closed a connection as it was accepted: its source address (an IPv6 one: its /64) holds as many in their handshake or upgrade as one source may');
-    },
-    maxPendingPerSource,
-  );
-  // For TLS, the TCP socket before its handshake: a connection past the bound costs no handshake.
-  server.on('connection', (socket: Socket) => pending.admit(socket));
-  server.on('request', (_req, res) => {
-    const err = new FieldStreamError('GATEWAY_WRONG_PATH', `Open a WebSocket at ${options.path}.`);
-    // Closed after the answer (no keep-alive): a request every few seconds kept a connection, and
-    // its place among GATEWAY_MAX_PENDING_CONNECTIONS, for ever, as the idle timeouts never fired.
-    res.writeHead(err.httpStatus, { 'content-type': 'application/json', connection: 'close' });
-    res.end(JSON.stringify({ code: err.code, message: err.message }));
-  });
+  const { server, pending } = createListener(options, log, metrics);
 
   // permessage-deflate off: it costs several times the CPU per message and fragments memory with many sockets.
   const live = new Map<WebSocket, { identity: DeviceIdentity; session: DeviceSession }>();
@@ -277,43 +205,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     session.chargeReads(socket);
     unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));
-    let alive = true;
-    ws.on('pong', () => {
-      alive = true;
-    });
-    // A missed pong counts only after a whole interval in which the gateway read the socket without
-    // a break. While too many of the device's messages wait for PUBACK, the session stops reading it
-    // (backpressure), and its pongs wait unread in the socket behind its frames: a broker stalled for
-    // longer than an interval closed every paused, healthy connection as half-open, and all of them
-    // reconnected and sent again at once. Judging "since the last resume", not just "not paused now":
-    // right after a resume the buffered pong is not read yet. Pings still go out meanwhile (writing
-    // is not paused): the field client counts them as signs of life.
-    // The excuse cannot keep a dead connection: a pause ends once its messages are settled, by PUBACK
-    // or within LIMITS.publishTimeoutMs, and a dead peer sends nothing that could pause it again
-    // beyond what already waits in the socket. A live device could prolong it only by keeping the
-    // gateway busy with frames (rate-limited, answered, and it could as well answer the pings).
-    // Bytes read count as a pong: on a slow link (cellular, satellite) a device's pong follows the
-    // frame already in its socket, and a file chunk of 1.4 MB takes minutes to cross a link of
-    // 100 kbit/s. Judged by pongs alone, every such device was closed as half-open after a heartbeat,
-    // mid-frame, and sent the frame again on its next connection, for ever. A dead peer sends no
-    // bytes. (A listener beside ws's own, per read of the socket: the TLS socket's bytesRead stays
-    // at the upgrade's once ws reads it.)
-    socket.on('data', () => {
-      alive = true;
-    });
-    let pausesSeen = session.readPauses;
-    const heartbeat = setInterval(() => {
-      const readAllAlong = !session.readingPaused && session.readPauses === pausesSeen;
-      pausesSeen = session.readPauses;
-      if (!alive && readAllAlong) {
-        sessionLog.info('no pong since the last ping; closing a half-open connection');
-        ws.terminate();
-        return;
-      }
-      alive = false;
-      ws.ping();
-    }, options.heartbeatMs ?? TIMINGS.heartbeatMs);
-    heartbeat.unref();
+    const stopHeartbeat = watchHeartbeat(ws, socket, session, options.heartbeatMs ?? TIMINGS.heartbeatMs, sessionLog);
     ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
     live.set(ws, { identity, session });
     // TLS (ours, or Caddy's) checked the certificate's dates at the handshake only: a device
@@ -327,7 +219,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
         });
     ws.on('close', (code) => {
       live.delete(ws);
-      clearInterval(heartbeat);
+      stopHeartbeat();
       stopExpiry();
       router.detach(session);
       sessionLog.info({ closeCode: code }, 'device disconnected');
@@ -347,24 +239,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     sessionLog.info(identity.token ? { auth: 'token', tokenId: identity.token.tokenId } : { serial: identity.serial }, 'device connected');
   }
 
-  const where = socketPath ?? `${options.host}:${options.port}`;
-  // What is wrong with the socket's path names its setting too.
-  const claimed = socketPath
-    ? await claimSocketPath(socketPath).catch((err: unknown) => {
-        throw isFieldStreamError(err, 'LISTEN_FAILED') ? new FieldStreamError('LISTEN_FAILED', `${options.setting}: ${err.message}`) : err;
-      })
-    : undefined;
-  if (claimed === 'stale socket removed') {
-    log.info({ socket: socketPath }, 'removed the socket file a stopped gateway left (nobody listened on it)');
-  }
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(listenFailed('Gateway', where, options.setting, err)));
-    if (socketPath) listenOnSocket(server, socketPath, () => resolve());
-    else server.listen(options.port, options.host, () => resolve());
-  });
-  const port = socketPath ? 0 : (server.address() as AddressInfo).port;
-  if (socketPath) log.info({ socket: socketPath, path: options.path }, 'gateway listening on a Unix socket for Caddy (EDGE_HOP=unix)');
-  else log.info({ host: options.host, port, path: options.path }, 'gateway listening (WSS, client certificates required)');
+  const port = await listen(server, options, log);
 
   return {
     port,

@@ -24,7 +24,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 /**
- * The gateway's heartbeat (server.ts onConnection) and its backpressure (device-session.ts
+ * The gateway's heartbeat (heartbeat.ts) and its backpressure (device-session.ts
  * trackInFlight): while too many of a device's messages wait for PUBACK, the gateway stops reading
  * its socket, pongs included. A broker stalled for longer than a heartbeat then made the gateway
  * close every paused, healthy connection as half-open. On a real Mosquitto frozen with SIGSTOP,
