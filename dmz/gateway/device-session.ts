@@ -12,6 +12,7 @@ import { AckBatcher } from './ack-batcher.ts';
 import type { AcceptedMessage, PublishGroup, UplinkPublisher } from './uplink-publisher.ts';
 import type { Budget, DeviceBudget, DeviceRateLimiter } from './rate-limit.ts';
 import { GatewayMetrics } from './metrics.ts';
+import { ReadPause } from './read-pause.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 
 export interface SessionLimits extends FrameLimits {
@@ -40,20 +41,8 @@ export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;
  * an ack (after PUBACK) or a coded error, and delivers its commands.
  */
 export class DeviceSession {
-  private inFlight = 0;
-  /** bytes of frames the publisher holds (see trackInFlight) */
-  private inFlightBytes = 0;
-  /** too much awaits the broker (see trackInFlight) */
-  private paused = false;
-  /** over its rate limit (see rateLimited) */
-  private ratePaused = false;
-  private rateTimer: NodeJS.Timeout | undefined;
-  /** shed (closeUnread): nothing more of the socket is read */
-  private shed = false;
-  /** whether the socket is paused now (for any of those reasons) */
-  private socketPaused = false;
-  /** times reading was paused so far (see readPauses) */
-  private pauses = 0;
+  /** whether the socket is read, and why not (read-pause.ts) */
+  private readonly reads: ReadPause;
   /** refusals of what the device sent: each would be a log line, and a device decides how many */
   private readonly refusalLog: LimitedLog;
   /** messages the broker did not take (see the constructor's publishFailureLog) */
@@ -83,6 +72,7 @@ export class DeviceSession {
      */
     publishFailureLog?: LimitedLog,
   ) {
+    this.reads = new ReadPause(ws, limits, log);
     ws.on('message', (data, isBinary) => {
       // Whatever a device sends, a failure of handling it is this connection's alone: an error that
       // escaped here would end the process, and every device's connection with it.
@@ -98,7 +88,7 @@ export class DeviceSession {
     ws.on('close', () => {
       this.closed = true;
       this.acks.close();
-      clearTimeout(this.rateTimer);
+      this.reads.stop();
     });
     this.refusalLog = new LimitedLog(log, { level: 'info', maxPerWindow: LIMITS.gatewayRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused frames' });
     this.publishFailureLog = publishFailureLog ?? new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayPublishFailureLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages the broker did not take' });
@@ -109,18 +99,18 @@ export class DeviceSession {
   }
 
   /**
-   * Whether reading this device's socket is paused (backpressure, see trackInFlight). Meanwhile the
+   * Whether reading this device's socket is paused (backpressure, see ReadPause.track). Meanwhile the
    * gateway reads nothing of it, pongs included: the heartbeat must not take a pong it did not read
    * for one the device did not send.
    */
   get readingPaused(): boolean {
-    return this.socketPaused;
+    return this.reads.now;
   }
 
   /** How many times reading was paused so far: the heartbeat compares it between two looks to know
    * whether reading went on without a break in between (a pause may begin and end between them). */
   get readPauses(): number {
-    return this.pauses;
+    return this.reads.count;
   }
 
   /**
@@ -147,8 +137,7 @@ export class DeviceSession {
   closeUnread(code: number, reason: string): void {
     if (this.closed) return;
     this.close(code, reason);
-    this.shed = true;
-    this.setReading();
+    this.reads.shed();
   }
 
   /**
@@ -174,7 +163,7 @@ export class DeviceSession {
     if (this.closed || !this.rate) return;
     const now = performance.now();
     const budget = this.rate.of(this.deviceId, now, Date.now());
-    if (!budget.chargeRead(Math.max(0, now - this.readStarted - this.chargedInRead), now) && !this.ratePaused) this.rateLimited('cpu', budget);
+    if (!budget.chargeRead(Math.max(0, now - this.readStarted - this.chargedInRead), now) && !this.reads.forRate) this.rateLimited('cpu', budget);
   }
 
   sendCommand(frame: CommandFrame): boolean {
@@ -222,7 +211,7 @@ export class DeviceSession {
     // Past its rate limit the device was answered once (GATEWAY_RATE_LIMITED) and its socket paused:
     // frames already read with that data are dropped unanswered, uncounted against its budget (the
     // device sends again from its first unacknowledged message after that answer).
-    if (this.ratePaused) {
+    if (this.reads.forRate) {
       this.metrics.rateLimited.inc();
       this.metrics.refusal('GATEWAY_RATE_LIMITED');
       return;
@@ -278,7 +267,7 @@ export class DeviceSession {
     // The parsed messages are this frame's own objects: completed in place, not copied.
     for (const m of messages) m.messageId ??= randomUUID();
     const accepted = messages as AcceptedMessage[];
-    this.trackInFlight(accepted.length, data.length);
+    this.reads.track(accepted.length, data.length);
     this.metrics.frames.inc();
     const groups = this.publisher.publish(this.deviceId, accepted, receivedAt, data.length);
     // The bytes count until the client lets go of every group, not at the answer: a publish past its
@@ -288,42 +277,22 @@ export class DeviceSession {
     // Most frames make one group (one data type): no Promise.all, two promises and an array more per
     // frame, for those.
     const released = groups.length === 1 ? (groups[0] as PublishGroup).released : Promise.all(groups.map((g) => g.released));
-    void released.then(() => this.trackInFlight(0, -frameBytes));
+    void released.then(() => this.reads.track(0, -frameBytes));
     for (const group of groups) {
       group.done.then(
         () => {
-          this.trackInFlight(-group.messageIds.length, 0);
+          this.reads.track(-group.messageIds.length, 0);
           this.metrics.messages(group.dataType, group.messageIds.length);
           this.acks.ack(group.messageIds);
         },
         (err: unknown) => {
-          this.trackInFlight(-group.messageIds.length, 0);
+          this.reads.track(-group.messageIds.length, 0);
           const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', String(err));
           this.publishFailureLog.write({ code: coded.code, deviceId: this.deviceId, messages: group.messageIds.length }, coded.message);
           this.metrics.refusal(coded.code);
           this.sendError(errorFrame(coded, group.messageIds));
         },
       );
-    }
-  }
-
-  /**
-   * Backpressure: stop reading the socket while too much waits for the broker (TCP then slows the
-   * device), in messages or in bytes: a device's frames may be megabytes each, and the backlog
-   * (GATEWAY_BROKER_BACKLOG_MAX_MIB) is shared by all devices. A frame is always read when nothing
-   * waits, however large.
-   */
-  private trackInFlight(messages: number, bytes: number): void {
-    this.inFlight += messages;
-    this.inFlightBytes += bytes;
-    const maxBytes = this.limits.maxInFlightBytes ?? Number.POSITIVE_INFINITY;
-    if (!this.paused && (this.inFlight >= this.limits.maxInFlight || this.inFlightBytes >= maxBytes)) {
-      this.paused = true;
-      this.setReading();
-      this.log.debug({ inFlight: this.inFlight, inFlightBytes: this.inFlightBytes }, 'paused reading: in-flight limit reached');
-    } else if (this.paused && this.inFlight <= this.limits.maxInFlight / 2 && this.inFlightBytes <= maxBytes / 2) {
-      this.paused = false;
-      this.setReading();
     }
   }
 
@@ -339,25 +308,7 @@ export class DeviceSession {
     // Not read for a moment: what the device sends meanwhile waits in its TCP connection, instead
     // of each frame being parsed and refused in turn (a device past its budget made the gateway
     // answer hundreds of thousands of refusals a second).
-    if (!this.ratePaused) {
-      this.ratePaused = true;
-      this.setReading();
-      this.rateTimer = setTimeout(() => {
-        this.ratePaused = false;
-        this.setReading();
-      }, TIMINGS.gatewayRateLimitedPauseMs);
-    }
-  }
-
-  /** Pauses or resumes reading the socket: paused while either reason holds. */
-  private setReading(): void {
-    const pause = this.shed || this.paused || this.ratePaused;
-    if (pause === this.socketPaused || this.closed) return;
-    this.socketPaused = pause;
-    if (pause) {
-      this.pauses++;
-      this.ws.pause();
-    } else this.ws.resume();
+    this.reads.pauseForRate();
   }
 
   private reject(err: FieldStreamError, messageIds?: string[]): void {

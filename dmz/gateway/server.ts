@@ -79,7 +79,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   const log = options.logger;
   const metrics = options.metrics ?? new GatewayMetrics();
   const backlogMax = options.brokerBacklogMaxBytes ?? LIMITS.gatewayBrokerBacklogMaxBytes;
-  // Each device's share of it, at least a frame of the largest size (device-session.ts trackInFlight).
+  // Each device's share of it, at least a frame of the largest size (read-pause.ts track).
   const sessionLimits: SessionLimits = {
     ...options.limits,
     maxInFlightBytes: options.limits.maxInFlightBytes ?? Math.max(options.limits.frameMaxBytes, Math.floor(backlogMax * LIMITS.gatewayDeviceBrokerBacklogShare)),

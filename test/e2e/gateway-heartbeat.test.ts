@@ -24,11 +24,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 /**
- * The gateway's heartbeat (heartbeat.ts) and its backpressure (device-session.ts
- * trackInFlight): while too many of a device's messages wait for PUBACK, the gateway stops reading
- * its socket, pongs included. A broker stalled for longer than a heartbeat then made the gateway
- * close every paused, healthy connection as half-open. On a real Mosquitto frozen with SIGSTOP,
- * real TLS and a real ws device (whose ws answers pings by itself).
+ * The gateway's heartbeat (heartbeat.ts) and its backpressure (read-pause.ts track): while too
+ * many of a device's messages wait for PUBACK, the gateway stops reading its socket, pongs
+ * included. A broker stalled for longer than a heartbeat then made the gateway close every paused,
+ * healthy connection as half-open. On a real Mosquitto frozen with SIGSTOP, real TLS and a real ws
+ * device (whose ws answers pings by itself).
  */
 describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)', () => {
   const work = tempDir('gateway-heartbeat');
