@@ -299,7 +299,7 @@ describe('the console fleet: online, stale, offline', () => {
     // million checks a second (web/live.ts).
     const ids = Array.from({ length: 20_000 }, (_, i) => `d${i}`);
     const { fleet } = fleetAt(1_000_000, ids);
-    const devices = (fleet as unknown as { devices: Map<string, unknown> }).devices;
+    const devices = (fleet as unknown as { entries: { devices: Map<string, unknown> } }).entries.devices;
     let scans = 0;
     const values = devices.values.bind(devices);
     devices.values = () => {
@@ -323,7 +323,7 @@ describe('the console fleet: online, stale, offline', () => {
     assert.deepEqual(fleet.changedSince(behind).rows.map((r) => r.id).sort(), ['d0', 'd1', 'd19999', 'd2', 'd7']);
     assert.equal(fleet.changedSince(0).rows.length, ids.length);
     assert.equal(scans, 0, 'the devices were scanned');
-    const log = (fleet as unknown as { log: { length: number } }).log;
+    const log = (fleet as unknown as { entries: { log: { length: number } } }).entries.log;
     assert.ok(log.length <= Math.max(CONSOLE.securityCountLogMin, 2 * fleet.size) + 1, `log of ${log.length}`);
   });
 

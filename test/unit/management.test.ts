@@ -372,7 +372,7 @@ describe('management API: the device list', () => {
     fleet.setRevoked(new Set(revoked));
     const { app, devices, walk } = await manageOn(fleet);
     // Rows looked up: every device a page reads, whether it is given or skipped.
-    const entries = (fleet as unknown as { devices: Map<string, unknown> }).devices;
+    const entries = (fleet as unknown as { entries: { devices: Map<string, unknown> } }).entries.devices;
     let read = 0;
     const get = entries.get.bind(entries);
     entries.get = (key: string) => {
@@ -403,7 +403,7 @@ describe('management API: the device list', () => {
     const n = 50_000;
     for (let i = n - 1; i >= 0; i--) fleet.register(`d-${String(i).padStart(6, '0')}`);
     const { app, devices } = await manageOn(fleet);
-    const entries = (fleet as unknown as { devices: Map<string, unknown> }).devices;
+    const entries = (fleet as unknown as { entries: { devices: Map<string, unknown> } }).entries.devices;
     let scans = 0;
     const values = entries.values.bind(entries);
     entries.values = () => {

@@ -5,7 +5,7 @@ import { CONSOLE } from '../../../shared/limits.ts';
  * (key, sequence number) in order, one entry per change; compacted to the last change of each key
  * when it holds more than twice as many entries as there are keys (and CONSOLE.securityCountLogMin),
  * so it stays bounded by the keys, which its owner bounds (`keys()`: the devices it tracks, the
- * reasons there are). The counts below and the fleet's rows (fleet.ts) each keep one: a live
+ * reasons there are). The counts below and the fleet's rows (entries.ts) each keep one: a live
  * stream asks it every second, and a scan of every key instead was, for 200 streams and 100,000
  * devices, 20 million checks a second.
  */

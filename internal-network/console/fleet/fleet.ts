@@ -1,36 +1,14 @@
 import type { Scalar } from '../../../shared/contract/primitives.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
-import { ChangeLog } from './counts.ts';
+import { Entries, type Entry } from './entries.ts';
 import { GatewayEnds } from './gateway-ends.ts';
 import { GatewayIndex } from './gateway-index.ts';
-import { DeviceListing, type ListingFilter } from './listing.ts';
+import type { ListingFilter } from './listing.ts';
 import { PendingPresences } from './pending-presences.ts';
 import { Ring } from './ring.ts';
 import { newestFirst, SecurityLog } from './security-log.ts';
 import type { Anomaly, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
-
-interface Entry {
-  row: DeviceRow;
-  /** the global version at the row's last change: a browser gets the rows changed since its last look */
-  version: number;
-  /** epoch ms (the console's clock) of the last sign of life: what staleness is measured from */
-  heardAt: number;
-  /** epoch ms (the gateway's) of the presence the state comes from, so a late, older one is ignored */
-  presenceAt: number;
-  health: TimedFields | null;
-  events: Ring<TimedFields>;
-  /** the distributor's own findings about the device */
-  security: Ring<SecurityEvent>;
-  /** the gateways' reports about it (the DMZ's word), apart, so they cannot push out `security` */
-  reports: Ring<SecurityEvent>;
-  anomalies: Ring<Anomaly>;
-  /** its anomalies let into the fleet-wide list in the current minute, and the minute's start (see addAnomaly) */
-  fleetAnomalies: { count: number; minuteAt: number };
-  numericFields: Set<string>;
-  /** in the device registry (or the revoked list); false: known only from data the distributor verified */
-  registered: boolean;
-}
 
 export interface FleetOptions {
   /** milliseconds of silence after which a connected device is stale */
@@ -53,15 +31,8 @@ export interface FleetOptions {
  * and applied if it gets a row later: pending-presences.ts.)
  */
 export class Fleet {
-  private readonly devices = new Map<string, Entry>();
-  /** the devices' ids in order, all and by state and revoked flag, for the management API's pages (rowsPage) */
-  private readonly listing = new DeviceListing();
-  /** rows of devices not (yet) in the registry, bounded on their own (CONSOLE.maxUnregisteredDevices) */
-  private unregisteredRows = 0;
-  /** which rows changed, in order (the version is its sequence number): a live stream asks it every
-   * second which rows changed since its last look, and a scan of every row instead was, for 200
-   * streams and 100,000 devices, 20 million checks a second */
-  private readonly log = new ChangeLog(() => this.devices.size);
+  /** the devices with a row, bounded, each change versioned and listed (entries.ts) */
+  private readonly entries = new Entries((id) => this.rowMade(id));
   /** security events: the distributor's findings and the gateways' reports apart, counted */
   readonly security = new SecurityLog();
   readonly anomalies = new Ring<Anomaly>(CONSOLE.fleetRing);
@@ -69,8 +40,6 @@ export class Fleet {
   private readonly untrackedAnomalies = { count: 0, minuteAt: 0 };
   /** the devices each gateway holds connected: a gateway's presence looks at those only */
   readonly gateways = new GatewayIndex<Entry>();
-  /** devices not tracked: past CONSOLE.maxDevices (registered) or CONSOLE.maxUnregisteredDevices (the others) */
-  untracked = 0;
   /** presences and security events naming a device with no row (neither registered nor seen in verified data): no row made */
   unregistered = 0;
   /** the last presence of ids with no row, applied if one is made for them (CONSOLE.maxPendingPresences) */
@@ -83,21 +52,26 @@ export class Fleet {
     this.now = o.now ?? Date.now;
   }
 
+  /** devices not tracked: past CONSOLE.maxDevices (registered) or CONSOLE.maxUnregisteredDevices (the others) */
+  get untracked(): number {
+    return this.entries.untracked;
+  }
+
   /** A device known to the internal network (its signing key is registered), heard of or not. */
   register(id: string): void {
-    this.entry(id, true);
+    this.entries.entry(id, true);
   }
 
   /** The revoked list, as a whole: devices on it are flagged, the others no longer. */
   setRevoked(revoked: ReadonlySet<string>): void {
-    for (const [id, e] of this.devices) {
+    for (const [id, e] of this.entries.all()) {
       const flag = revoked.has(id);
-      if (e.row.revoked !== flag) this.change(e, () => (e.row.revoked = flag));
+      if (e.row.revoked !== flag) this.entries.change(e, () => (e.row.revoked = flag));
     }
     // The revoked list is the internal network's own file (not the DMZ's word): its devices get rows.
     for (const id of revoked) {
-      const e = this.entry(id, true);
-      if (e && !e.row.revoked) this.change(e, () => (e.row.revoked = true));
+      const e = this.entries.entry(id, true);
+      if (e && !e.row.revoked) this.entries.change(e, () => (e.row.revoked = true));
     }
   }
 
@@ -117,7 +91,7 @@ export class Fleet {
         return this.securityEvent(device, p);
       case 'events': {
         const e = this.heard(device);
-        if (e) this.change(e, () => e.events.push({ time: p.time, fields: p.fields }));
+        if (e) this.entries.change(e, () => e.events.push({ time: p.time, fields: p.fields }));
         return;
       }
       case 'files':
@@ -139,7 +113,7 @@ export class Fleet {
    * reading filled the list on its own.
    */
   addAnomaly(a: Anomaly): void {
-    const e = this.devices.get(a.device);
+    const e = this.entries.get(a.device);
     const quota = e ? e.fleetAnomalies : this.untrackedAnomalies;
     const now = this.now();
     if (now - quota.minuteAt >= 60_000) {
@@ -150,65 +124,52 @@ export class Fleet {
       quota.count++;
       this.anomalies.push(a);
     }
-    if (e) this.change(e, () => e.anomalies.push(a));
+    if (e) this.entries.change(e, () => e.anomalies.push(a));
   }
 
   /** Connected devices silent for longer than staleAfterMs become stale. */
   sweep(): void {
     const now = this.now();
     this.pending.expire(now);
-    for (const e of this.devices.values()) {
+    for (const e of this.entries.values()) {
       if (e.row.state === 'online' && now - e.heardAt > this.o.staleAfterMs) this.setState(e, 'stale', now);
     }
   }
 
   get size(): number {
-    return this.devices.size;
+    return this.entries.size;
   }
 
   get currentVersion(): number {
-    return this.log.seq;
+    return this.entries.currentVersion;
   }
 
   rows(): DeviceRow[] {
-    return [...this.devices.values()].map((e) => e.row);
+    return this.entries.rows();
   }
 
   /** the ids of the devices with a row */
   ids(): IterableIterator<string> {
-    return this.devices.keys();
+    return this.entries.ids();
   }
 
-  /** Up to `n` rows of the devices after `after` (from the first if undefined) that `filter` lets
-   * through, in id order: a page costs a search and the rows it holds, not a sort of the fleet, nor
-   * a look at the rows a filter leaves out. */
+  /** Up to `n` rows in id order after `after` that `filter` lets through (Entries.rowsPage). */
   rowsPage(n: number, after: string | undefined, filter: ListingFilter = {}): DeviceRow[] {
-    const rows: DeviceRow[] = [];
-    for (const id of this.listing.first(n, after, filter)) {
-      const e = this.devices.get(id);
-      if (e) rows.push(e.row);
-    }
-    return rows;
+    return this.entries.rowsPage(n, after, filter);
   }
 
-  /** Rows changed after `version`, and the version to ask from next time: from the change log,
-   * so the cost is that of the rows changed, not of the fleet. */
+  /** Rows changed after `version`, and the version to ask from next time (Entries.changedSince). */
   changedSince(version: number): { rows: DeviceRow[]; version: number } {
-    const rows: DeviceRow[] = [];
-    for (const id of this.log.changedSince(version)) {
-      const e = this.devices.get(id);
-      if (e) rows.push(e.row);
-    }
-    return { rows, version: this.log.seq };
+    return this.entries.changedSince(version);
   }
 
   /** The version of one device's row (0: unknown device), to tell whether its page needs an update. */
   versionOf(id: string): number {
-    return this.devices.get(id)?.version ?? 0;
+    return this.entries.versionOf(id);
   }
 
   detail(id: string): { row: DeviceRow; latest: TimedFields | null; health: TimedFields | null; events: TimedFields[]; security: SecurityEvent[]; anomalies: Anomaly[]; numericFields: string[] } | undefined {
-    const e = this.devices.get(id);
+    const e = this.entries.get(id);
     if (!e) return undefined;
     return {
       row: e.row,
@@ -251,7 +212,7 @@ export class Fleet {
     const ended = state === 'online' ? this.gatewayEnds.after(gateway, p.time) : undefined;
     e.presenceAt = ended ? ended.before : p.time;
     const cert = p.fields.cert_days_left;
-    this.change(e, () => {
+    this.entries.change(e, () => {
       if (typeof cert === 'number') e.row.certDaysLeft = cert;
       e.row.gateway = gateway;
     });
@@ -259,7 +220,7 @@ export class Fleet {
     if (ended) return this.setState(e, 'offline', ended.time);
     if (state === 'online') e.heardAt = Math.max(e.heardAt, receivedAt);
     this.setState(e, state, p.time);
-    if (state === 'online') this.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, receivedAt)));
+    if (state === 'online') this.entries.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, receivedAt)));
   }
 
   /**
@@ -286,14 +247,14 @@ export class Fleet {
     if (!e) return;
     // As many as a reading may hold: each is a chart and a history read on the device's page.
     for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number' && (e.numericFields.size < LIMITS.readingMaxFields || e.numericFields.has(k))) e.numericFields.add(k);
-    if (e.row.lastReading === null || this.supersedes(p.time, e.row.lastReading.time)) this.change(e, () => (e.row.lastReading = { time: p.time, fields: p.fields }));
+    if (e.row.lastReading === null || this.supersedes(p.time, e.row.lastReading.time)) this.entries.change(e, () => (e.row.lastReading = { time: p.time, fields: p.fields }));
   }
 
   private health(device: string, p: StoredPoint): void {
     const e = this.heard(device);
     if (!e || (e.health !== null && !this.supersedes(p.time, e.health.time))) return;
     const num = (v: Scalar | undefined) => (typeof v === 'number' ? v : null);
-    this.change(e, () => {
+    this.entries.change(e, () => {
       e.health = { time: p.time, fields: p.fields };
       e.row.backlog = num(p.fields.queue_messages);
       e.row.certDaysLeft = num(p.fields.cert_days_left) ?? e.row.certDaysLeft;
@@ -310,7 +271,7 @@ export class Fleet {
     // all the same (what was refused, and why, is the distributor's finding).
     const e = this.known(device);
     this.security.add(ev, e !== undefined);
-    if (e) this.change(e, () => (ev.source === 'gateway' ? e.reports : e.security).push(ev));
+    if (e) this.entries.change(e, () => (ev.source === 'gateway' ? e.reports : e.security).push(ev));
   }
 
   /**
@@ -319,11 +280,11 @@ export class Fleet {
    * against its registered key), so the device is real: it gets a row if it has none yet.
    */
   private heard(device: string): Entry | undefined {
-    const e = this.entry(device, false);
+    const e = this.entries.entry(device, false);
     if (!e) return undefined;
     const now = this.now();
     e.heardAt = now;
-    this.change(e, () => (e.row.lastSeen = now));
+    this.entries.change(e, () => (e.row.lastSeen = now));
     if (e.row.state === 'stale' || e.row.state === 'unknown') this.setState(e, 'online', now);
     return e;
   }
@@ -342,7 +303,7 @@ export class Fleet {
   private setState(e: Entry, state: DeviceState, time: number): void {
     const previous = e.row.state;
     if (previous === state) return;
-    this.change(e, () => {
+    this.entries.change(e, () => {
       e.row.state = state;
       e.row.since = time;
     });
@@ -356,63 +317,17 @@ export class Fleet {
     this.gateways.place(e, connected ? e.row.gateway : null);
   }
 
-  /** Every change of a row goes through here: its place in the listing follows its state and flag
-   * (nothing to do, and no cost but a look-up, when neither changed). */
-  private change(e: Entry, apply: () => void): void {
-    apply();
-    e.version = this.log.add(e.row.id);
-    this.listing.place(e.row);
-  }
-
   /** The row of a device that has one; a point naming any other is counted, and makes none. */
   private known(id: string): Entry | undefined {
-    const e = this.devices.get(id);
+    const e = this.entries.get(id);
     if (!e) this.unregistered++;
     return e;
   }
 
-  /**
-   * The row of a device, made if need be: `registered` (the registry, the revoked list) or known
-   * from verified data. Each kind has its own bound, so devices outside the registry can never take
-   * the room of registered ones; a row of the second kind becomes registered when the registry lists
-   * it (so the rows stay within CONSOLE.maxDevices + CONSOLE.maxUnregisteredDevices).
-   */
-  private entry(id: string, registered: boolean): Entry | undefined {
-    const found = this.devices.get(id);
-    if (found) {
-      if (registered && !found.registered) {
-        found.registered = true;
-        this.unregisteredRows--;
-      }
-      return found;
-    }
-    const full = registered ? this.devices.size - this.unregisteredRows >= CONSOLE.maxDevices : this.unregisteredRows >= CONSOLE.maxUnregisteredDevices;
-    if (full) {
-      this.untracked++;
-      return undefined;
-    }
-    if (!registered) this.unregisteredRows++;
-    const e: Entry = {
-      row: { id, state: 'unknown', since: null, lastSeen: null, lastReading: null, backlog: null, certDaysLeft: null, revoked: false, gateway: null },
-      version: 0,
-      heardAt: 0,
-      presenceAt: 0,
-      health: null,
-      events: new Ring(CONSOLE.perDeviceRing),
-      security: new Ring(CONSOLE.perDeviceRing),
-      reports: new Ring(CONSOLE.perDeviceGatewayReports),
-      anomalies: new Ring(CONSOLE.perDeviceRing),
-      fleetAnomalies: { count: 0, minuteAt: 0 },
-      numericFields: new Set(),
-      registered,
-    };
-    this.devices.set(id, e);
-    this.listing.place(e.row);
-    e.version = this.log.add(id);
-    // Its presence from before it had a row (registered a moment before it connected), as it would
-    // have been applied then.
+  /** A row just made: its presence from before it had a row (registered a moment before it
+   * connected), applied as it would have been then. */
+  private rowMade(id: string): void {
     const held = this.pending.take(id, this.now());
     if (held) this.presence(id, held.point, held.receivedAt);
-    return e;
   }
 }
