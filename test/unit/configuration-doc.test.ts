@@ -59,6 +59,25 @@ describe('docs/configuration.md', () => {
     assert.deepEqual(problems, []);
   });
 
+  it("names in 'used by' the tools that read a setting without a schema", () => {
+    // These read process.env themselves (an option's default, the address of a running client):
+    // a reader of the table must learn that the setting moves them too.
+    const READERS: Array<[string, string]> = [
+      ['npm run readings', 'scripts/readings.ts'],
+      ['field client', 'field-client/src/cli.ts'],
+      ['scripts', 'scripts/pki.ts'],
+    ];
+    const problems: string[] = [];
+    for (const [program, file] of READERS) {
+      for (const [, name] of read(file).matchAll(/process\.env\.([A-Z][A-Z0-9_]*)/g)) {
+        const usedBy = table.filter((r) => r.names.includes(name!)).map((r) => r.usedBy);
+        if (usedBy.length === 0) problems.push(`${name} (${file}): no row`);
+        else if (!usedBy.some((u) => u.includes(program))) problems.push(`${name}: "used by" lacks ${program} (${usedBy.join('; ')})`);
+      }
+    }
+    assert.deepEqual(problems, []);
+  });
+
   it('has a row for every setting a compose file interpolates', () => {
     const missing: string[] = [];
     for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml', 'field-client/docker-compose.yml']) {
