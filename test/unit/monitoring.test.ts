@@ -968,6 +968,19 @@ describe('monitoring: the metric names the dashboards and rules use exist', () =
       assert.match(sources, new RegExp(`['"\`}]${name}['"\`]`), `fieldstream_${name} is registered somewhere`);
     }
   });
+
+  it("and each name a service registers is in docs/monitoring.md's list of metrics", () => {
+    const doc = readFileSync(join(repoRoot, 'docs', 'monitoring.md'), 'utf8');
+    const registered = new Set<string>();
+    // ServiceMetrics' gauge/counter/histogram, collectedCounter, the broker exporter's gaugeOf; or a
+    // Counter built directly with `${METRIC_PREFIX}name`.
+    for (const m of serviceSources().matchAll(/\b(?:gauge|counter|histogram|gaugeOf|collectedCounter)\((?:m, )?'([a-z][a-z0-9_]*)'|\$\{METRIC_PREFIX\}([a-z][a-z0-9_]*)/g)) {
+      registered.add((m[1] ?? m[2]) as string);
+    }
+    assert.ok(registered.size >= 80, `${registered.size} names`);
+    const missing = [...registered].filter((name) => !new RegExp(`\`(?:fieldstream_)?${name}(?:\\{[^\`]*\\})?\``).test(doc));
+    assert.deepEqual(missing, []);
+  });
 });
 
 describe('monitoring: Grafana provisioning and dashboards', () => {
