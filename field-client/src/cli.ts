@@ -13,11 +13,28 @@ import { createReadStream, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { loadDotenv } from '../../shared/config.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
+import { FieldClientConfigSchema } from './config.ts';
 import { runDoctor } from './doctor.ts';
 
 loadDotenv();
 const [command, ...args] = process.argv.slice(2);
-const base = `http://${process.env.FIELD_HTTP_HOST || '127.0.0.1'}:${process.env.FIELD_HTTP_PORT || '8081'}`;
+
+/**
+ * Where `send`, `health` and `status` reach the running client: its local HTTP input. Without one
+ * (FIELD_HTTP_PORT=off, or 0: a port picked at its start) no address would answer, and a URL made of
+ * the value would fail as "not running": the setting is named as the cause instead.
+ */
+function inputBase(): string {
+  const port = FieldClientConfigSchema.shape.FIELD_HTTP_PORT.safeParse(process.env.FIELD_HTTP_PORT || undefined);
+  if (!port.success || port.data === undefined || port.data === 0) {
+    const why = !port.success ? 'is not a port' : port.data === undefined ? 'turns the local HTTP input off' : 'has the client pick a port at its start';
+    process.stderr.write(
+      `error CONFIG_INVALID: FIELD_HTTP_PORT=${terminalText(process.env.FIELD_HTTP_PORT ?? '')} ${why}: fieldstream send, health and status talk to the running client through that input; set FIELD_HTTP_PORT to the port it listens on (fieldstream doctor needs none)\n`,
+    );
+    process.exit(78);
+  }
+  return `http://${process.env.FIELD_HTTP_HOST || '127.0.0.1'}:${port.data}`;
+}
 
 function usage(): never {
   process.stderr.write(`usage:
@@ -32,6 +49,7 @@ function usage(): never {
 }
 
 async function call(path: string, init: RequestInit & { duplex?: 'half' }): Promise<void> {
+  const base = inputBase();
   let res: Response;
   try {
     res = await fetch(`${base}${path}`, init);

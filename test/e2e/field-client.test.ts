@@ -356,3 +356,15 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
     });
   });
 });
+
+describe('the field client command line, where its HTTP input cannot be reached', () => {
+  it('send, health and status name FIELD_HTTP_PORT (off, 0, not a port) as the cause: CONFIG_INVALID, exit 78', async () => {
+    for (const port of ['off', '0', 'http']) {
+      for (const args of [['status'], ['health'], ['send', 'event', '{"eventType": "x"}']]) {
+        const r = await run(args, { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', FIELD_HTTP_PORT: port });
+        assert.equal(r.status, 78, `${port} ${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /^error CONFIG_INVALID: FIELD_HTTP_PORT/, `${port} ${args.join(' ')}`);
+      }
+    }
+  });
+});
