@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { loadDotenv, parseConfig, setting } from '../shared/config.ts';
+import { FieldStreamError, isFieldStreamError } from '../shared/errors.ts';
 import { runService } from '../shared/service.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
 import { SEED_DEVICE_IDS } from '../embedded/config.ts';
@@ -33,6 +34,31 @@ const StackConfigSchema = z
   })
   .refine((c) => c.EDGE_HOP === 'mtls' || c.STACK_GATEWAYS === 1, { path: ['EDGE_HOP'], message: 'EDGE_HOP=unix takes one gateway per DMZ server (STACK_GATEWAYS=1)' });
 
+/**
+ * A port of the stack another program holds stops it before anything listens (process.ts): the
+ * message names the setting that chooses that port, as npm start's LISTEN_FAILED does, so the
+ * operator knows what to change. Ports picked at start (a second DMZ server's, the metrics ports) have
+ * none: another start picks others.
+ */
+function listenFailedWithSetting(err: unknown, c: z.infer<typeof StackConfigSchema>): unknown {
+  if (!isFieldStreamError(err, 'LISTEN_FAILED') || typeof err.details?.port !== 'number') return err;
+  const port = err.details.port;
+  const fixed: Array<[string, number]> = [
+    ['STACK_HTTPS_PORT', c.STACK_HTTPS_PORT],
+    ['STACK_HTTP_PORT', c.STACK_HTTP_PORT],
+    ['STACK_DMZ_MQTT_PORT', c.STACK_DMZ_MQTT_PORT],
+    ['STACK_INTERNAL_MQTT_PORT', c.STACK_INTERNAL_MQTT_PORT],
+    ['STACK_COMMAND_API_PORT', c.STACK_COMMAND_API_PORT],
+    ['STACK_CONSOLE_PORT', c.STACK_CONSOLE_PORT],
+  ];
+  const named = fixed.find(([, p]) => p === port)?.[0];
+  // The first gateway listens on STACK_GATEWAY_PORT, each further one on the port after.
+  const gateway = port >= c.STACK_GATEWAY_PORT && port < c.STACK_GATEWAY_PORT + c.STACK_GATEWAYS;
+  const setting = named ?? (gateway ? 'STACK_GATEWAY_PORT' : undefined);
+  const advice = setting ? `(${setting}): free the port or change that setting, then start again` : '(picked at start): start again';
+  return new FieldStreamError('LISTEN_FAILED', `${err.message} ${advice}`, err.details);
+}
+
 loadDotenv();
 runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
   const repoRoot = resolve(import.meta.dirname, '..');
@@ -57,6 +83,8 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
       commandApi: c.STACK_COMMAND_API_PORT,
       console: c.STACK_CONSOLE_PORT,
     },
+  }).catch((err: unknown) => {
+    throw listenFailedWithSetting(err, c);
   });
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
   process.stdout.write(`

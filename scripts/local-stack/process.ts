@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { portInUse, waitForPort } from './ports.ts';
 
@@ -92,7 +93,8 @@ export class ManagedProcess {
     if (this.running) return;
     // A leftover process on our port would pass the readiness check in our stead.
     if ('port' in this.spec.ready && (await portInUse(this.spec.ready.port, this.spec.ready.host, this.spec.netns))) {
-      throw new Error(`${this.name} cannot start: port ${this.spec.ready.port} is already in use`);
+      const { port, host = '127.0.0.1' } = this.spec.ready;
+      throw new FieldStreamError('LISTEN_FAILED', `${this.name} cannot start: ${host}:${port} is already in use (another program, or a stack still running)`, { host, port });
     }
     this.spec.prepare?.();
     if ('file' in this.spec.ready) rmSync(this.spec.ready.file, { force: true });

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../helpers/ws-device.ts';
@@ -8,6 +10,7 @@ import { startTestFieldClient } from '../helpers/field.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { RESTART_INITIAL_DELAY_MS } from '../../scripts/local-stack/process.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
 
@@ -98,5 +101,43 @@ describe('the local stack supervises its processes', () => {
     await sleep(RESTART_INITIAL_DELAY_MS * 3);
     assert.deepEqual(stack.all.filter((p) => p.running).map((p) => p.name), []);
     assert.deepEqual(logs.lines.slice(before).filter((l) => l.restartInMs !== undefined), []);
+  });
+});
+
+/** `npm run stack` where another program holds one of its ports, as its README line promises of `npm start`. */
+describe('the local stack refuses a port another program holds', () => {
+  const work = tempDir('stack-port');
+  after(() => work.cleanup());
+
+  it('stops at once with LISTEN_FAILED naming the address and the STACK_* setting, one line, no stack trace', async () => {
+    const held = createServer();
+    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+    const heldPort = (held.address() as { port: number }).port;
+    const ports: Record<string, string> = {};
+    for (const name of ['STACK_HTTPS_PORT', 'STACK_HTTP_PORT', 'STACK_INTERNAL_MQTT_PORT', 'STACK_GATEWAY_PORT', 'STACK_COMMAND_API_PORT', 'STACK_CONSOLE_PORT']) {
+      ports[name] = String(await freePort());
+    }
+    try {
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const repo = join(import.meta.dirname, '..', '..');
+        const child = execFile(process.execPath, ['--import', 'tsx', join(repo, 'scripts', 'local-stack.ts')], {
+          cwd: repo,
+          timeout: 120_000,
+          env: {
+            PATH: process.env.PATH,
+            FIELDSTREAM_ENV_FILE: '/dev/null',
+            CERTS_DIR: join(work.dir, 'certs'),
+            STACK_DIR: join(work.dir, 'stack'),
+            ...ports,
+            STACK_DMZ_MQTT_PORT: String(heldPort),
+          },
+        }, (_err, _stdout, stderr) => resolve({ code: child.exitCode, stderr }));
+      });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`^stack: error LISTEN_FAILED: .*127\\.0\\.0\\.1:${heldPort}.*\\(STACK_DMZ_MQTT_PORT\\)`, 'm'));
+      assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+    } finally {
+      held.close();
+    }
   });
 });
