@@ -71,6 +71,18 @@ function linksOf(file: string): Array<{ target: string; line: number }> {
   return links;
 }
 
+describe("the README's table of where things are", () => {
+  it('has a row for every top-level folder of the repository', () => {
+    const tracked = execFileSync('git', ['ls-files'], { cwd: root, encoding: 'utf8' }).split('\n');
+    const folders = new Set(tracked.filter((f) => f.includes('/')).map((f) => f.split('/')[0] as string));
+    const section = readFileSync(join(root, 'README.md'), 'utf8').split('## Where things are')[1]?.split('\n## ')[0] ?? '';
+    const firstCells = section.split('\n').filter((l) => l.startsWith('| `')).map((l) => l.split('|')[1] ?? '');
+    const named = (folder: string) => firstCells.some((c) => [...c.matchAll(/`([^`]+)`/g)].some((m) => (m[1] as string).startsWith(`${folder}/`)));
+    assert.ok(folders.size >= 10, `${folders.size} folders`);
+    assert.deepEqual([...folders].filter((f) => !named(f)).sort(), []);
+  });
+});
+
 describe('the links of the README and the docs', () => {
   it('finds the Markdown files', () => {
     assert.ok(markdown.includes('README.md'));
