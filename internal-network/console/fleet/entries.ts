@@ -11,6 +11,8 @@ export interface Entry {
   version: number;
   /** epoch ms (the console's clock) of the last sign of life: what staleness is measured from */
   heardAt: number;
+  /** its place among the online devices (heard-order.ts; NaN: not online) */
+  placedAt: number;
   /** epoch ms (the gateway's) of the presence the state comes from, so a late, older one is ignored */
   presenceAt: number;
   health: TimedFields | null;
@@ -138,6 +140,7 @@ export class Entries {
       row: { id, state: 'unknown', since: null, lastSeen: null, lastReading: null, backlog: null, certDaysLeft: null, revoked: false, gateway: null },
       version: 0,
       heardAt: 0,
+      placedAt: NaN,
       presenceAt: 0,
       health: null,
       events: new Ring(CONSOLE.perDeviceRing),

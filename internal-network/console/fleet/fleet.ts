@@ -4,6 +4,7 @@ import type { StoredPoint } from '../../distributor/points.ts';
 import { Entries, type Entry } from './entries.ts';
 import { GatewayEnds } from './gateway-ends.ts';
 import { GatewayIndex } from './gateway-index.ts';
+import { HeardOrder } from './heard-order.ts';
 import type { ListingFilter } from './listing.ts';
 import { PendingPresences } from './pending-presences.ts';
 import { Ring } from './ring.ts';
@@ -46,10 +47,15 @@ export class Fleet {
   readonly pending = new PendingPresences(CONSOLE.maxPendingPresences, CONSOLE.pendingPresenceMaxAgeMs);
   /** each gateway's last end, for a device presence through it older than that, coming after it */
   private readonly gatewayEnds = new GatewayEnds(CONSOLE.maxGatewayEnds);
+  /** the online devices, the longest silent first: a sweep looks at those gone silent only */
+  private readonly online: HeardOrder<Entry>;
   private readonly now: () => number;
 
   constructor(private readonly o: FleetOptions) {
     this.now = o.now ?? Date.now;
+    // A device heard again is placed again at most once a sweep's interval (or a quarter of
+    // staleAfterMs, if less): a silent one is then looked at by a few sweeps at most.
+    this.online = new HeardOrder(Math.min(CONSOLE.staleSweepMs, o.staleAfterMs / 4));
   }
 
   /** devices not tracked: past CONSOLE.maxDevices (registered) or CONSOLE.maxUnregisteredDevices (the others) */
@@ -127,13 +133,12 @@ export class Fleet {
     if (e) this.entries.change(e, () => e.anomalies.push(a));
   }
 
-  /** Connected devices silent for longer than staleAfterMs become stale. */
+  /** Connected devices silent for longer than staleAfterMs become stale: the online devices the
+   * longest silent are looked at, up to the first heard within it (heard-order.ts), not the fleet. */
   sweep(): void {
     const now = this.now();
     this.pending.expire(now);
-    for (const e of this.entries.values()) {
-      if (e.row.state === 'online' && now - e.heardAt > this.o.staleAfterMs) this.setState(e, 'stale', now);
-    }
+    this.online.sweep(now, this.o.staleAfterMs, (e) => this.setState(e, 'stale', now));
   }
 
   get size(): number {
@@ -220,7 +225,10 @@ export class Fleet {
     if (ended) return this.setState(e, 'offline', ended.time);
     if (state === 'online') e.heardAt = Math.max(e.heardAt, receivedAt);
     this.setState(e, state, p.time);
-    if (state === 'online') this.entries.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, receivedAt)));
+    if (state === 'online') {
+      this.online.heard(e);
+      this.entries.change(e, () => (e.row.lastSeen = Math.max(e.row.lastSeen ?? 0, receivedAt)));
+    }
   }
 
   /**
@@ -286,6 +294,7 @@ export class Fleet {
     e.heardAt = now;
     this.entries.change(e, () => (e.row.lastSeen = now));
     if (e.row.state === 'stale' || e.row.state === 'unknown') this.setState(e, 'online', now);
+    else this.online.heard(e); // placed again only now and then: a compare at most readings
     return e;
   }
 
@@ -308,6 +317,8 @@ export class Fleet {
       e.row.since = time;
     });
     this.reindex(e);
+    if (state === 'online') this.online.place(e);
+    else if (previous === 'online') this.online.remove(e);
     this.o.onStateChange?.({ device: e.row.id, state, previous, time });
   }
 
