@@ -1247,6 +1247,11 @@ export const CONSOLE = {
   /** devices. Most per-device security counts one GET /api/security/devices answers (some 40 KB of
    * the longest ids): the page asks for the next ones as it needs them. */
   securityDevicesPageMax: 500,
+  /** milliseconds. Least time between two rankings of every per-device security count for GET
+   * /api/security/devices (fleet/counts.ts ranked): one is some 50 ms of 110,000 counts, and under an
+   * attack a count changes with every event, so ranked at every request a viewer asking again and
+   * again held the console's thread. A page gets a ranking this old at most (the live flush's). */
+  securityDevicesRankEveryMs: 1_000,
   /** characters. Longest `parts` value GET /api/live takes (the parts a page reads: docs/console.md).
    * A value this console does not know is served as no parts (or its own, for a higher version
    * number), never refused: a page of a later version refused reconnected for ever. Past this it is

@@ -129,19 +129,27 @@ export class ChangeCounts {
   }
 
   /**
-   * Every count, largest first (equal ones by key), worked out again only when one changed since
-   * the last call: what a page lists of them a page at a time (GET /api/security/devices).
+   * Every count, largest first (equal ones by key): what a page lists of them a page at a time (GET
+   * /api/security/devices). Worked out again only when one changed since, and at most once a
+   * CONSOLE.securityDevicesRankEveryMs (`now`, epoch ms): under an attack a count changes with every
+   * event, and a sort of 110,000 counts at every request was some 50 ms of the console's one thread
+   * per request, one any logged-in viewer could repeat without end. A ranking that old at most is
+   * what the page asked for anyway: the counts as they were then.
    */
-  ranked(): ReadonlyArray<readonly [string, number]> {
-    if (this.rankedAt !== this.seq || this.rankedList === undefined) {
+  ranked(now = Date.now()): ReadonlyArray<readonly [string, number]> {
+    if (this.rankedList === undefined || (this.rankedAt !== this.seq && now - this.rankedTime >= CONSOLE.securityDevicesRankEveryMs)) {
       this.rankedList = [...this.counts].sort((a, b) => (before(a, b) ? -1 : 1));
       this.rankedAt = this.seq;
+      this.rankedTime = now;
     }
     return this.rankedList;
   }
 
   private rankedList: Array<[string, number]> | undefined;
+  /** the sequence number the ranking was worked out at */
   private rankedAt = 0;
+  /** epoch ms it was worked out at */
+  private rankedTime = 0;
 
   /** The counts (their totals) of the keys changed after sequence number `seq`. */
   changedSince(seq: number): Record<string, number> {
