@@ -77,7 +77,11 @@ describe('the operator console answering odd requests', () => {
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.deepEqual(Object.keys(r.body).sort(), ['devices', 'offset', 'total']);
     assert.ok(Array.isArray(r.body.devices) && r.body.devices.length <= 10);
-    for (const q of ['limit=0', `limit=${CONSOLE.securityDevicesPageMax + 1}`, 'offset=-1', 'offset=0x10', 'limit=']) {
+    // The counts are of every device with a row, registered or not: an offset among the last of them is a page like any other.
+    const rows = CONSOLE.maxDevices + CONSOLE.maxUnregisteredDevices;
+    const last = await s.request(`/api/security/devices?offset=${rows - 1}&limit=1`);
+    assert.deepEqual([last.status, last.body.offset], [200, rows - 1], JSON.stringify(last.body));
+    for (const q of ['limit=0', `limit=${CONSOLE.securityDevicesPageMax + 1}`, 'offset=-1', 'offset=0x10', 'limit=', `offset=${rows + 1}`]) {
       const bad = await s.request(`/api/security/devices?${q}`);
       assert.deepEqual([bad.status, bad.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], q);
     }

@@ -50,9 +50,11 @@ const LiveQuerySchema = z.object({
 /** A whole number in decimal digits (not coerced: an empty one read as 0, `0x10` as 16). */
 const DecimalSchema = z.string().regex(/^\d{1,9}$/, 'must be a whole number in decimal digits').transform(Number);
 /** A page of the per-device security counts, largest first: `offset` counts skipped, at most
- * CONSOLE.securityDevicesPageMax (and by default that many) answered. */
+ * CONSOLE.securityDevicesPageMax (and by default that many) answered. The counts are of every device
+ * with a row, registered or not (fleet.ts): as many as CONSOLE.maxDevices and
+ * CONSOLE.maxUnregisteredDevices together, the last of which a page past maxDevices reads. */
 const SecurityDevicesQuerySchema = z.object({
-  offset: DecimalSchema.pipe(z.number().max(CONSOLE.maxDevices)).optional(),
+  offset: DecimalSchema.pipe(z.number().max(CONSOLE.maxDevices + CONSOLE.maxUnregisteredDevices)).optional(),
   limit: DecimalSchema.pipe(z.number().min(1).max(CONSOLE.securityDevicesPageMax)).optional(),
 });
 /** Epoch milliseconds in decimal digits: not coerced (an empty `from=` read as 0, `0x10` as 16). */
