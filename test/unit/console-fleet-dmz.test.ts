@@ -306,6 +306,58 @@ describe("the console's live security updates", () => {
     assert.equal(counts.ranked(t0 + 10 * CONSOLE.securityDevicesRankEveryMs), next, 'and not again while no count changed');
   });
 
+  it("list on the security page, at every \"Show more\", the devices the console ranks first, none left out", async () => {
+    const { listedDevices } = (await import(new URL('../../internal-network/console/public/pages/security-devices.js', import.meta.url).href)) as {
+      listedDevices: (byDevice: Record<string, number>, read: Array<[string, number]>, top: number) => Array<[string, number]>;
+    };
+    const TOP = 50;
+    const MORE = 100;
+    // The page as security.js runs it: the store's counts (the snapshot's devices with most events,
+    // then every count that changed), and the pages it read from GET /api/security/devices.
+    const page = (counts: ChangeCounts) => {
+      const byDevice: Record<string, number> = Object.fromEntries(counts.top(CONSOLE.liveSecurityTopDevices));
+      const read: Array<[string, number]> = [];
+      let t = 0;
+      const ranked = () => counts.ranked((t += CONSOLE.securityDevicesRankEveryMs));
+      return {
+        byDevice,
+        rows: () => listedDevices(byDevice, read, TOP),
+        showMore() {
+          const have = new Set(read.map(([d]) => d));
+          for (const [d, n] of ranked().slice(this.rows().length, this.rows().length + MORE)) if (!have.has(d)) read.push([d, n]);
+        },
+        ranked,
+      };
+    };
+    const same = (p: ReturnType<typeof page>, what: string) => {
+      const rows = p.rows();
+      assert.deepEqual(rows, p.ranked().slice(0, rows.length), what);
+    };
+
+    // Equal counts, the console ranking them by id in code-unit order ('B…' before 'a…').
+    const ties = new ChangeCounts();
+    for (let i = 0; i < 30; i++) ties.add(`a${i}`, 1);
+    for (let i = 0; i < 30; i++) ties.add(`B${i}`, 1);
+    const p1 = page(ties);
+    same(p1, 'the devices with most, as the console ranks them');
+    p1.showMore();
+    assert.equal(p1.rows().length, 60, 'every device listed after one "Show more"');
+    same(p1, 'in the console\'s order');
+
+    // A device read past the first ones moves up among them: the one it passes stays listed.
+    const moves = new ChangeCounts();
+    for (let i = 0; i < 300; i++) moves.add(`d${String(i).padStart(3, '0')}`, 1000 - i);
+    const p2 = page(moves);
+    p2.showMore();
+    same(p2, 'the first 150');
+    moves.add('d100', 1000);
+    p2.byDevice.d100 = moves.get('d100')!;
+    same(p2, 'd100 among the first, d049 still listed after them');
+    p2.showMore();
+    same(p2, 'the next ones read after those listed');
+    assert.equal(p2.rows().length, 250);
+  });
+
   it('tell a stream every count changed however far behind it is, and keep their log bounded', () => {
     const counts = new ChangeCounts();
     counts.add('a', 1);

@@ -7,6 +7,7 @@ import { getSecurityDevices } from '../api.js';
 import { h, setText, routeLink } from '../dom.js';
 import { dateTime, timeOfDay, value, number } from '../format.js';
 import { dataTable, section } from '../table.js';
+import { listedDevices } from './security-devices.js';
 
 /** Devices listed in the per-device counts (the ones with most events), kept live; the console's
  * stream names its 100 with most (CONSOLE.liveSecurityTopDevices), which keeps these right. */
@@ -87,10 +88,7 @@ export function mountSecurity(root, { store }) {
       'None.');
     // The store holds the counts of the devices with most events and of those that changed since
     // (not every device's: the console sends those a page at a time), and how many have any.
-    const top = sortedCounts(s.byDevice).slice(0, TOP_DEVICES);
-    const shown = new Set(top.map(([device]) => device));
-    const rest = extra.filter(([device]) => !shown.has(device)).map(([device, n]) => [device, Math.max(n, s.byDevice[device] ?? 0)]);
-    const rows = top.concat(rest);
+    const rows = listedDevices(s.byDevice, extra, TOP_DEVICES);
     listed = rows.length;
     byDevice.fill(rows, ([device, n]) =>
       h('tr', { testid: 'security-device-row', data: { device } }, h('td', null, routeLink(['device', device], device)), h('td', { class: 'num' }, number(n))),
