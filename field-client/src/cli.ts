@@ -33,7 +33,10 @@ function inputBase(): string {
     );
     process.exit(78);
   }
-  return `http://${process.env.FIELD_HTTP_HOST || '127.0.0.1'}:${port.data}`;
+  // An IPv6 address (the client listens on one as on any other) goes in brackets in a URL: bare,
+  // `http://::1:8081` was an invalid URL, reported as a client that does not run.
+  const host = process.env.FIELD_HTTP_HOST || '127.0.0.1';
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port.data}`;
 }
 
 function usage(): never {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -365,6 +366,20 @@ describe('the field client command line, where its HTTP input cannot be reached'
         assert.equal(r.status, 78, `${port} ${args.join(' ')}: ${r.stderr}`);
         assert.match(r.stderr, /^error CONFIG_INVALID: FIELD_HTTP_PORT/, `${port} ${args.join(' ')}`);
       }
+    }
+  });
+
+  it('status reaches an input on an IPv6 address (FIELD_HTTP_HOST=::1)', async () => {
+    // The client listens on such an address as on any other: the command line's URL must name it in brackets.
+    const server = createHttpServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ready":true}'));
+    await new Promise<void>((resolve) => server.listen(0, '::1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const r = await run(['status'], { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', FIELD_HTTP_HOST: '::1', FIELD_HTTP_PORT: String(port) });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /"ready": true/);
+    } finally {
+      server.close();
     }
   });
 });
