@@ -106,7 +106,17 @@ export class ConsoleSession {
         new Promise<T>((resolve, reject) => {
           const check = () => {
             for (const e of events) {
-              const v = pick(e);
+              let v: T | undefined;
+              try {
+                v = pick(e);
+              } catch (err) {
+                // A check that throws on an event it did not expect fails the wait with its error,
+                // rather than ending the stream's reader (which swallowed it, and the wait timed out).
+                waiters.delete(check);
+                clearTimeout(timer);
+                reject(new Error(`the check threw on a ${e.event} event ${JSON.stringify(e.data).slice(0, 200)}: ${(err as Error).message}`));
+                return;
+              }
               if (v !== undefined) {
                 waiters.delete(check);
                 clearTimeout(timer);
