@@ -49,6 +49,16 @@ const NB = topic('spBv1.0/Plant1/NBIRTH/Line4');
 const ND = topic('spBv1.0/Plant1/NDATA/Line4');
 const NDEATH = topic('spBv1.0/Plant1/NDEATH/Line4');
 
+/** The error a payload that cannot be decoded at all gives (what the input hands the host). */
+function undecodable(): FieldStreamError {
+  try {
+    decodePayload(Uint8Array.from([0x0a, 0xff, 0xff, 0xff]));
+  } catch (err) {
+    if (err instanceof FieldStreamError) return err;
+  }
+  throw new Error('decoded');
+}
+
 describe('Sparkplug host state machine', () => {
   it('records the birth and turns its values into a reading and an nbirth event', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL });
@@ -1132,14 +1142,6 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
   it('refuses plain data on the connection of a refused NBIRTH as not born: never read against an older birth\'s aliases', () => {
     const d = (seq: number, v: number, at: number) => encodeWire({ timestamp: String(at), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });
     const refusedBirth = msg({ timestamp: String(T0 + 2000), seq: '0', metrics: [bdSeq(1), { name: 'Other', alias: '1', intValue: 1 }] });
-    const undecodable = () => {
-      try {
-        decodePayload(Uint8Array.from([0x0a, 0xff, 0xff, 0xff]));
-      } catch (err) {
-        if (err instanceof FieldStreamError) return err;
-      }
-      throw new Error('decoded');
-    };
     const ways = ['refused for a metric without a data type', 'that cannot be decoded', 'refused after the NDEATH of the last birth taken', 'refused before the late NDEATH of the last birth taken'] as const;
     for (const way of ways) {
       const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
@@ -1198,14 +1200,6 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
   it('keeps the bdSeq of a refused NBIRTH for a birth after it whose bdSeq is unread only on its connection: another connection\'s will of it is stale', () => {
     const C = {};
     const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.bd_seq]);
-    const undecodable = () => {
-      try {
-        decodePayload(Uint8Array.from([0x0a, 0xff, 0xff, 0xff]));
-      } catch (err) {
-        if (err instanceof FieldStreamError) return err;
-      }
-      throw new Error('decoded');
-    };
     for (const unread of ['that cannot be decoded', 'without a bdSeq'] as const) {
       for (const [on, ofRefused] of [[B, true], [C, false], [undefined, true]] as const) {
         const how = `${unread}, on ${on === B ? 'the refused birth\'s connection' : on === C ? 'another connection' : 'a connection unknown'}`;
