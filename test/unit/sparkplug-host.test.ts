@@ -1225,6 +1225,18 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     }
   });
 
+  it('never ends a current session on an NBIRTH sent again (DUP) that cannot be decoded, even one born by a birth sent again', () => {
+    for (const born of ['on its connection', 'by a birth sent again'] as const) {
+      const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+      host.handle(NB, nbirth(0, 4), T0, born === 'on its connection' ? first(A) : dup(A));
+      // Published on an earlier connection at a time that cannot be read: not placed after the current birth.
+      const out = host.unreadableBirth(NB, undecodable(), T0 + 10, dup(B));
+      assert.equal(out.refused?.code, 'SPARKPLUG_PAYLOAD_INVALID', born);
+      assert.equal(host.session('Plant1', 'Line4')?.bdSeq, 4, born);
+      assert.deepEqual(temp(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 3 }]), T0 + 11, first(B))), [3], born);
+    }
+  });
+
   it('reads what is sent again after an outage of hours in the session it was sent in: the client keeps it as long', () => {
     const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
     const d = (seq: number, v: number) => encodeWire({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', doubleValue: v }] });

@@ -245,8 +245,10 @@ export class SparkplugHost {
    * it came on that birth's connection (a rebirth keeps its bdSeq, §5.12) or on one unknown, never
    * when on another (an older connection's will then: held.ts refusedBirth), as for an NBIRTH
    * decoded without a bdSeq.
-   * Not for a publish flagged DUP on the connection the current session was born on: sent before
-   * that birth, it started no session that is current (resend.ts). A DBIRTH that could not be decoded
+   * Not for a publish flagged DUP while a session is current: sent again (MQTT 3.1.1 §3.3.1.1), it
+   * may have come before and ended its session then, and its timestamp unread, nothing places it
+   * after the current birth (resend.ts places what is sent again by it), whether that birth came on
+   * a connection or was itself sent again. A DBIRTH that could not be decoded
    * takes its seq in its session (sequenced.ts, unreadableDeviceBirth).
    */
   unreadableBirth(t: SparkplugTopic, err: FieldStreamError, now: number, via?: Via, digest?: Digest): HostOutcome {
@@ -254,7 +256,7 @@ export class SparkplugHost {
     const k = key(t.group, t.edge);
     const out = emptyOutcome();
     out.refused = err;
-    if (t.type !== 'NBIRTH' || (via?.dup && this.sessions.get(k)?.born === via.connection)) return out;
+    if (t.type !== 'NBIRTH' || (via?.dup && this.sessions.has(k))) return out;
     this.held.expirePrevious(now, k);
     const before = snapshot(this.sessions, this.previous, k, t);
     // Refused as any birth for what it holds (process), but asks for no rebirth itself: the data
