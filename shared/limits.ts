@@ -617,6 +617,13 @@ export const LIMITS = {
    * resend gets through loses it (refused, not born). Their definitions count against
    * sparkplugDefinitionsMaxBytes, and a current birth that needs their room drops the oldest. */
   sparkplugPreviousSessionsPerNode: 4,
+  /** births. Most refused NBIRTHs the local MQTT input remembers per edge node (their payload
+   * timestamps and connections, TIMINGS.sparkplugResendWindowMs each: sparkplug/boundaries.ts), as
+   * the bounds between sessions that place what the edge node sends again: a message published
+   * after one and before the next birth taken belongs to the session that birth began, whose aliases
+   * are unknown, never to an older one. Past it the oldest is forgotten: a message of its session
+   * sent again after more refused births than this may be read in the session before it. */
+  sparkplugRefusedBirthsPerNode: 4,
   /** messages. Most Sparkplug messages held per edge node while waiting for a missing seq (the
    * reorder buffer, TIMINGS.sparkplugReorderTimeoutMs): a message further ahead, or one more, is a
    * gap at once. Bounds memory to this many payloads per edge node. */

@@ -1197,6 +1197,28 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     }
   });
 
+  it('reads in no session what was published between a refused NBIRTH and the next birth taken, sent again after that birth', () => {
+    const birthAt = (bd: number, at: number, metric: string) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: metric, alias: '1', datatype: T.Double, doubleValue: bd }] });
+    const C = {};
+    const D = {};
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    host.handle(NB, birthAt(0, T0, 'Inputs/Temp'), T0, first(A));
+    // The next connection's NBIRTH (T0 + 2000) refused, then a third connection's (T0 + 3000) taken.
+    assert.equal(host.handle(NB, msg({ timestamp: String(T0 + 2000), seq: '0', metrics: [bdSeq(1), { name: 'a', intValue: 1 }] }), T0 + 2000, first(B)).refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+    assert.equal(host.handle(NB, birthAt(2, T0 + 3000, 'Other'), T0 + 3000, first(C)).refused, undefined);
+    // Published in the refused birth's session (its seq 1, the next of the first session too), sent again:
+    // of no session known, never read against the first birth's aliases.
+    for (const via of [dup(C), dup(D)]) {
+      const out = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 7 }], T0 + 2500), T0 + 3001, via);
+      assert.equal(out.refused?.code, 'SPARKPLUG_NOT_BORN');
+      assert.deepEqual(out.readings, []);
+      assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 0);
+    }
+    // What the first session published is still read in it, and the current one goes on.
+    assert.deepEqual(temp(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 5 }], T0 + 1), T0 + 3002, dup(D))), [5]);
+    assert.deepEqual(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 6 }], T0 + 3003), T0 + 3003, first(C)).readings.map((r) => r['Plant1.Line4.Other']), [6]);
+  });
+
   it('keeps the bdSeq of a refused NBIRTH for a birth after it whose bdSeq is unread only on its connection: another connection\'s will of it is stale', () => {
     const C = {};
     const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.bd_seq]);

@@ -1,5 +1,6 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
+import { RefusedBirths } from './boundaries.ts';
 import type { Definitions } from './definitions.ts';
 import { bytesOf, type HostOutcome, type NodeSession } from './host-types.ts';
 import { FieldNames } from './names.ts';
@@ -95,6 +96,8 @@ export class HeldDefinitions {
   private prevTotal = 0;
   private readonly maxDefinitionsBytes: number;
   private readonly maxPerNode: number;
+  /** each edge node's NBIRTHs refused lately, the bounds between its sessions (boundaries.ts) */
+  readonly boundaries: RefusedBirths;
 
   constructor(
     /** the host's current sessions, by edge node key */
@@ -104,6 +107,7 @@ export class HeldDefinitions {
     this.names = o.names ?? new FieldNames();
     this.maxDefinitionsBytes = o.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
     this.maxPerNode = LIMITS.sparkplugPreviousSessionsPerNode;
+    this.boundaries = new RefusedBirths(o.maxEdgeNodes);
   }
 
   /** Bytes of birth definitions held now over every edge node and device (estimated), previous sessions' included. */
@@ -327,6 +331,7 @@ export class HeldDefinitions {
    * when the edge node next sends, it counts against the bounds until then).
    */
   expirePrevious(now: number, k?: string): void {
+    this.boundaries.expire(now, k);
     for (const [other, list] of this.previous) {
       if (list.length > 0 && now - Math.max(...list.map((e) => e.at)) < TIMINGS.sparkplugResendWindowMs) break;
       this.previous.delete(other);

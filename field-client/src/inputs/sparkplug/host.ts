@@ -52,8 +52,8 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * Split along its concerns: the types it shares (host-types.ts), the births and deaths of edge node
  * sessions (lifecycle.ts), the messages within a session, in seq order (sequenced.ts), what it holds
  * in memory and its bounds, the field names and the previous sessions (held.ts), undoing a message
- * (undo.ts), the reorder buffers (reorder.ts), the rebirth requests (rebirth.ts) and the digests of
- * what was read (duplicates.ts).
+ * (undo.ts), the reorder buffers (reorder.ts), the rebirth requests (rebirth.ts), the digests of
+ * what was read (duplicates.ts) and the NBIRTHs refused, bounds between sessions (boundaries.ts).
  */
 export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
@@ -113,6 +113,7 @@ export class SparkplugHost {
       reorder: this.reorder,
       sequenced: this.sequenced,
       maxEdgeNodes: this.maxEdgeNodes,
+      resends: options.resends === true,
     });
   }
 
@@ -198,7 +199,7 @@ export class SparkplugHost {
   private deaths(keys: readonly string[], record: (t: { group: string; edge: string }, out: HostOutcome) => void): Array<{ group: string; edge: string; out: HostOutcome }> {
     return keys.map((k) => {
       const [group, edge] = k.split('\u0000') as [string, string];
-      const before = snapshot(this.sessions, this.previous, k, { type: 'NDEATH', group, edge });
+      const before = snapshot(this.sessions, this.previous, this.held.boundaries, k, { type: 'NDEATH', group, edge });
       const out = emptyOutcome();
       try {
         record({ group, edge }, out);
@@ -223,7 +224,7 @@ export class SparkplugHost {
   handle(t: SparkplugTopic, p: SparkplugPayload, now: number, via?: Via, digest?: Digest): HostOutcome {
     const k = key(t.group, t.edge);
     this.held.expirePrevious(now, k);
-    const before = snapshot(this.sessions, this.previous, k, t);
+    const before = snapshot(this.sessions, this.previous, this.held.boundaries, k, t);
     const r = via && this.resends.sentAgain(k, t, via) ? this.resends.read(t, p, now, via.connection, !via.dup, digest) : undefined;
     const out = r ? r.out : this.process(t, p, now, via?.connection, digest);
     if (!out.held && t.type !== 'NDEATH' && !r?.previous) this.reorder.release(k, now, out);
@@ -258,7 +259,7 @@ export class SparkplugHost {
     out.refused = err;
     if (t.type !== 'NBIRTH' || (via?.dup && this.sessions.has(k))) return out;
     this.held.expirePrevious(now, k);
-    const before = snapshot(this.sessions, this.previous, k, t);
+    const before = snapshot(this.sessions, this.previous, this.held.boundaries, k, t);
     // Refused as any birth for what it holds (process), but asks for no rebirth itself: the data
     // refused as not born after it does, as often as births refused in a row allow (rebirth.ts).
     this.rebirths.refused(k, now, false);
@@ -279,7 +280,7 @@ export class SparkplugHost {
     out.refused = err;
     if (via && this.resends.sentAgain(k, t, via)) return out;
     this.held.expirePrevious(now, k);
-    const before = snapshot(this.sessions, this.previous, k, t);
+    const before = snapshot(this.sessions, this.previous, this.held.boundaries, k, t);
     try {
       this.sequenced.unreadableDeviceBirth(t, err, now, out, digest);
     } finally {
@@ -300,7 +301,7 @@ export class SparkplugHost {
       if (current !== undefined && current !== b.s) {
         this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${k.replace('\u0000', '/')} discarded: the NBIRTH they followed was undone, its data not queued`, out);
       }
-      putBack(this.sessions, this.previous, k, b);
+      putBack(this.sessions, this.previous, this.held.boundaries, k, b);
     } finally {
       this.held.recount(k);
     }

@@ -18,6 +18,8 @@ export interface LifecycleParts {
   readonly sequenced: SequencedMessages;
   /** edge nodes followed at most (HostOptions.maxEdgeNodes) */
   readonly maxEdgeNodes: number;
+  /** whether what is sent again is read (HostOptions.resends) */
+  readonly resends: boolean;
 }
 
 /**
@@ -56,6 +58,8 @@ export class NodeLifecycle {
     }
     // The latest birth refused: its bdSeq, not an earlier refused one's, is the edge node's connection now.
     if (refused) this.o.held.refusedBirth(k, refused);
+    // A bound between sessions for what is sent again (boundaries.ts), a session before it kept or not.
+    if (refused && this.o.resends) this.o.held.boundaries.add(k, { at: refused.at, on: refused.on, arrived: now });
   }
 
   /**

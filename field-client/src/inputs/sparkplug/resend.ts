@@ -119,6 +119,14 @@ export class Resends {
       if (into === 'older') {
         throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again, published at ${p.timestamp}, before the birth of every session kept: of an older session, no longer known`);
       }
+      // Published after an NBIRTH refused that came after the birth of the session it would be read
+      // in (boundaries.ts): of the session that refused birth began, whose aliases are unknown. With
+      // none current, read as any message (not born, a rebirth asked); else refused, the current
+      // session what a rebirth would renew.
+      if (into === 'refused') {
+        if (!s) return { out: this.host.process(t, p, now, connection, digest), previous: false };
+        throw new FieldStreamError('SPARKPLUG_NOT_BORN', `${t.type} of ${t.group}/${t.edge} sent again, published at ${p.timestamp}, after an NBIRTH refused and before the next birth taken: of a session whose aliases are unknown`);
+      }
       const inCurrent = into !== undefined && into === s;
       // Published at or after an NBIRTH refused since every session it could be read in was born
       // (none current: a birth taken since is), so in the session that birth began, whose aliases
@@ -185,16 +193,18 @@ export class Resends {
    * was sent under, before the next. A session born later than the message was published is never
    * its own; when every one kept was: 'older' (its own no longer kept). Without a timestamp (which
    * §6.4.5 does not allow), or when no session kept has a birth timestamp at or before it but one has
-   * none: the current session, else the previous one born last.
+   * none: the current session, else the previous one born last. An NBIRTH refused (boundaries.ts)
+   * after that birth and at or before the message is a bound too: the message was published in the
+   * session that birth began, whose aliases could not be read: 'refused'.
    */
-  private sessionOf(k: string, p: SparkplugPayload, current: NodeSession | undefined): NodeSession | 'older' | undefined {
+  private sessionOf(k: string, p: SparkplugPayload, current: NodeSession | undefined): NodeSession | 'older' | 'refused' | undefined {
     const candidates = this.host.held.previousOf(k).map((e) => e.s);
     if (current) candidates.push(current);
     const fallback = candidates.at(-1);
     if (p.timestamp === undefined) return fallback;
     let best: NodeSession | undefined;
     for (const c of candidates) if (c.bornAt !== undefined && c.bornAt <= p.timestamp && (best?.bornAt === undefined || c.bornAt >= best.bornAt)) best = c;
-    if (best) return best;
+    if (best) return this.host.held.boundaries.between(k, best.bornAt as number, p.timestamp) ? 'refused' : best;
     if (fallback === undefined) return undefined;
     return candidates.some((c) => c.bornAt === undefined) ? fallback : 'older';
   }

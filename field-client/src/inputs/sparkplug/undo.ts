@@ -1,3 +1,4 @@
+import type { Boundary, RefusedBirths } from './boundaries.ts';
 import type { Definitions } from './definitions.ts';
 import type { Previous } from './held.ts';
 import type { NodeSession } from './host-types.ts';
@@ -22,6 +23,8 @@ export interface Before {
    * NBIRTH or NDEATH may record the death of one a refused NBIRTH ended (its diedAt)
    */
   previous?: { list: Previous[]; fields: Array<Pick<NodeSession, 'seq' | 'stale' | 'diedAt'>>; device?: [string, Array<Definitions | undefined>] } | undefined;
+  /** its NBIRTHs refused lately (boundaries.ts): a birth refused adds one */
+  boundaries: readonly Boundary[];
 }
 
 /**
@@ -31,7 +34,7 @@ export interface Before {
  * definitions of the device it is about (all devices' when held messages may be let through).
  * O(1) per message but for that last case (a reorder timeout, on the plant's broker only).
  */
-export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSessions: ReadonlyMap<string, Previous[]>, k: string, t: SparkplugTopic): Before {
+export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSessions: ReadonlyMap<string, Previous[]>, refused: RefusedBirths, k: string, t: SparkplugTopic): Before {
   const s = sessions.get(k);
   // A copy: keeping or dropping a previous session changes the list in place (held.ts). At most
   // LIMITS.sparkplugPreviousSessionsPerNode: O(1) per message still.
@@ -41,10 +44,12 @@ export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSes
     fields: list.map((p) => ({ seq: p.s.seq, stale: p.s.stale, diedAt: p.s.diedAt })),
     ...(t.device !== undefined ? { device: [t.device, list.map((p) => p.s.devices.get(t.device as string))] as [string, Array<Definitions | undefined>] } : {}),
   };
-  if (!s) return { s, previous };
+  const boundaries = refused.of(k);
+  if (!s) return { s, previous, boundaries };
   return {
     s,
     previous,
+    boundaries,
     fields: { bdSeq: s.bdSeq, seq: s.seq, defs: s.defs, stale: s.stale, diedAt: s.diedAt },
     ...(s.held.size > 0 ? { devices: new Map(s.devices) } : {}),
     ...(t.device !== undefined ? { device: [t.device, s.devices.get(t.device)] as [string, Definitions | undefined] } : {}),
@@ -52,7 +57,8 @@ export function snapshot(sessions: ReadonlyMap<string, NodeSession>, previousSes
 }
 
 /** Puts the session of `k` (and its previous ones) back as `b` found them. */
-export function putBack(sessions: Map<string, NodeSession>, previous: Map<string, Previous[]>, k: string, b: Before): void {
+export function putBack(sessions: Map<string, NodeSession>, previous: Map<string, Previous[]>, refused: RefusedBirths, k: string, b: Before): void {
+  refused.put(k, b.boundaries);
   if (b.previous) {
     const { list, fields, device } = b.previous;
     previous.set(k, list.slice());
