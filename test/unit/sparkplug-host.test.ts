@@ -1219,6 +1219,28 @@ describe('Sparkplug host: messages sent again (DUP) and the previous session', (
     assert.deepEqual(host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 6 }], T0 + 3003), T0 + 3003, first(C)).readings.map((r) => r['Plant1.Line4.Other']), [6]);
   });
 
+  it('keeps what it read of a refused NBIRTH with no session left before it: an NBIRTH sent again published before it is not current', () => {
+    const birthAt = (bd: number, at: number, metric: string) => msg({ timestamp: String(at), seq: '0', metrics: [bdSeq(bd), { name: metric, alias: '1', datatype: T.Double, doubleValue: bd }] });
+    const C = {};
+    const D = {};
+    const host = new SparkplugHost({ rebirthMinIntervalMs: INTERVAL, resends: true });
+    host.handle(NB, birthAt(0, T0, 'Inputs/Temp'), T0, first(A));
+    host.handle(NDEATH, msg({ metrics: [bdSeq(0)] }), T0 + 100, first(A));
+    // An older NBIRTH sent again, refused: no previous session is left.
+    assert.equal(host.handle(NB, msg({ timestamp: String(T0 - 1000), seq: '0', metrics: [bdSeq(9), { name: 'a', intValue: 1 }] }), T0 + 200, dup(B)).refused?.code, 'SPARKPLUG_PAYLOAD_INVALID');
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4'), []);
+    // A new connection's NBIRTH (T0 + 2000), refused.
+    assert.ok(host.handle(NB, msg({ timestamp: String(T0 + 2000), seq: '0', metrics: [bdSeq(1), { name: 'a', intValue: 1 }] }), T0 + 2000, first(C)).refused);
+    // An NBIRTH published before it, sent again: an older session's, kept, never current.
+    assert.equal(host.handle(NB, birthAt(5, T0 + 1000, 'Mid'), T0 + 2001, dup(D)).refused, undefined);
+    assert.equal(host.session('Plant1', 'Line4'), undefined);
+    assert.deepEqual(host.previousSessions('Plant1', 'Line4').map((x) => x.bdSeq), [5]);
+    // The refused birth's connection's data is of its session: not born, never read in the older one.
+    const next = host.handle(ND, ndata(1, [{ alias: '1', doubleValue: 1 }], T0 + 2002), T0 + 2002, first(C));
+    assert.equal(next.refused?.code, 'SPARKPLUG_NOT_BORN');
+    assert.equal(host.previousSession('Plant1', 'Line4')?.seq, 0);
+  });
+
   it('keeps the bdSeq of a refused NBIRTH for a birth after it whose bdSeq is unread only on its connection: another connection\'s will of it is stale', () => {
     const C = {};
     const kinds = (out: { events: Array<Record<string, unknown>> }) => out.events.map((e) => [e.eventType, e.bd_seq]);

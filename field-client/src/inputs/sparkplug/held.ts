@@ -237,6 +237,7 @@ export class HeldDefinitions {
    */
   refusedBirth(k: string, r: RefusedBirth): void {
     const list = this.previous.get(k);
+    // None kept: its time and connection are kept among the refused births all the same (boundaries.ts).
     if (!list || list.length === 0) return;
     const awaiting = list.findIndex((e) => e.awaitsDeath);
     const target = awaiting >= 0 ? awaiting : list.length - 1;

@@ -43,7 +43,8 @@ export class Resends {
     if (t.type === 'NDEATH') return false;
     if (via.dup) return true;
     if (t.type === 'NBIRTH' || this.host.sessions.has(k)) return false;
-    if (this.host.held.refusedOf(k)?.refusedOn === via.connection) return false;
+    // The connection of any NBIRTH refused lately (boundaries.ts): with no session before it to carry it too.
+    if (this.host.held.refusedOf(k)?.refusedOn === via.connection || this.host.held.boundaries.cameOn(k, via.connection)) return false;
     const prev = this.host.held.newestPrevious(k);
     return prev !== undefined && prev.s.born !== via.connection;
   }
@@ -99,8 +100,10 @@ export class Resends {
         // last birth taken recorded at its time, and what the edge node sent next read against its aliases.
         // Newer still, an NBIRTH refused since (held.ts Previous.refusedAt): the edge node's session is
         // the one it began, and a birth published before it, taken for current, read what the edge
-        // node sent next against its aliases.
-        const refusedAt = s ? undefined : this.host.held.refusedOf(k)?.refusedAt;
+        // node sent next against its aliases. Any NBIRTH refused lately counts (boundaries.ts), one with
+        // no session left before it too (an older birth sent again refused, dropping them), and the
+        // one read back after a restart (Previous.refusedAt).
+        const refusedAt = s ? undefined : Math.max(this.host.held.refusedOf(k)?.refusedAt ?? -Infinity, this.host.held.boundaries.latestAt(k) ?? -Infinity);
         const newest = s ? s.bornAt : Math.max(-Infinity, refusedAt ?? -Infinity, ...this.host.held.previousOf(k).map((x) => x.s.bornAt ?? -Infinity));
         const older = p.timestamp !== undefined && newest !== undefined && p.timestamp < newest;
         // No newer birth (none, or one of an earlier connection): it starts the current session.
