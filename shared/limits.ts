@@ -1275,6 +1275,10 @@ export const CONSOLE = {
    * shows at most 2,000 (the cell's hover text), and cuts there with "…" as it would the whole
    * reading; 256 fields of 128-character names made a row of tens of KB, over a part's bytes. */
   liveRowReadingMaxChars: 2_000,
+  /** bytes. A command in a device page's `device` event (web/live-device.ts) past this has its
+   * parameters and result cut to what the page shows of them (120 characters of JSON): each may be
+   * LIMITS.stringMaxChars of JSON, some 192 KiB, and the event is within liveSnapshotPartMaxBytes. */
+  liveDeviceCommandMaxBytes: 2_048,
   /** bytes per second. The slowest link a console page is promised to load its fleet over
    * (docs/console.md): a part of the snapshot (at most liveSnapshotPartMaxBytes) takes
    * it less than the page's silence (SILENCE_MS) and the console's liveDrainTimeoutMs. */

@@ -216,6 +216,16 @@ describe('the operator console in a real browser', () => {
     assert.match((await w.page.textContent(sel('health-time'))) ?? '', /^Heartbeat of /);
     await w.page.waitForSelector(sel('device-state', { state: 'online' }));
     await w.screenshot('device', { fullPage: true });
+
+    // A long value comes cut in its `device` event (bounded as every event of the stream); the page
+    // reads the whole reading (GET /api/devices/:id) when asked.
+    const note = `${'n'.repeat(150)}.`;
+    await field.client.submit('timeseries', { level: 61, note, timestamp: t0 + 122_000 });
+    const noteCell = sel('latest-value', { field: 'note' });
+    await w.page.waitForFunction((s) => document.querySelector(s)?.textContent === `${'n'.repeat(40)}…`, noteCell);
+    await w.page.click(sel('latest-whole-button'));
+    await w.page.waitForFunction(({ s, note }) => document.querySelector(s)?.textContent === note, { s: noteCell, note });
+    assert.ok(await w.page.locator(sel('latest-cut')).isHidden(), 'nothing cut shown');
     allClean();
   });
 

@@ -555,3 +555,52 @@ describe('the rest of a snapshot (security, anomalies) under an attack across th
     }
   });
 });
+
+describe("a device page's `device` event, of a device whose readings are at the contract's limits, on the slowest link the docs promise", () => {
+  it('is within CONSOLE.liveSnapshotPartMaxBytes, its latest reading cut as the fleet rows\' are with what was left out counted and marked cut (the page reads the whole on demand), the newest of its lists kept and the rest counted', async () => {
+    const budget = CONSOLE.liveSnapshotPartMaxBytes;
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const id = 'meter-000001'.padEnd(LIMITS.deviceIdMaxChars, 'x');
+    fleet.register(id);
+    const name = (i: number) => `f${i}`.padEnd(128, 'n');
+    // Every field a string JSON writes as 6 bytes a character, the first of LIMITS.stringMaxChars.
+    const strings = (chars: number) => Object.fromEntries(Array.from({ length: LIMITS.readingMaxFields }, (_, i) => [name(i), '\u0001'.repeat(i === 0 ? LIMITS.stringMaxChars : chars)]));
+    const fields = strings(4096);
+    const numeric = Object.fromEntries(Array.from({ length: LIMITS.readingMaxFields }, (_, i) => [name(i), -1.7976931348623157e308]));
+    let time = Date.now() - 1000;
+    for (let i = 0; i < CONSOLE.perDeviceRing + 5; i++) fleet.apply({ measurement: 'events', tags: { device: id }, fields: strings(256), time: time++ });
+    fleet.apply({ measurement: 'device_health', tags: { device: id }, fields, time: time++ });
+    fleet.apply({ measurement: 'readings', tags: { device: id }, fields: numeric, time: time++ });
+    fleet.apply({ measurement: 'readings', tags: { device: id }, fields, time: time++ });
+    const big = 'x'.repeat(LIMITS.stringMaxChars);
+    const commands = Array.from({ length: 20 }, (_, i) => ({ commandId: `c${i}`, command: 'exec', params: { cmd: big }, state: 'completed', attempts: 1, issuedAt: time - i, updatedAt: time - i, response: { status: 'ok', result: big } }));
+    const detail = async (d: string) => {
+      const x = fleet.detail(d);
+      return x && { ...x, commands };
+    };
+    const whole = (await detail(id))!;
+    assert.ok(Buffer.byteLength(JSON.stringify(whole)) > 100 * budget, 'the whole detail is far past the budget');
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: detail, sessionAlive: () => true }, createLogger('test', 'silent'));
+    const { res, events } = recordingResponse();
+    try {
+      await hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, { id, token: 't' }, true);
+    } finally {
+      hub.close();
+    }
+    const seen = events();
+    const largest = Math.max(...seen.map((e) => e.bytes));
+    assert.ok(largest <= budget, `events of at most ${budget} bytes: the largest had ${largest} (${seen.map((e) => `${e.event} ${e.bytes}`).join(', ')})`);
+    const device = seen.filter((e) => e.event === 'device');
+    assert.equal(device.length, 1, 'the device page gets its detail');
+    type Reading = { time: number; fields: Record<string, unknown>; omitted?: number; cut?: boolean };
+    const d = JSON.parse(device[0]!.data) as { row: { id: string; lastReading: Reading }; latest: Reading; health: Reading; events: Reading[]; commands: unknown[]; omitted?: Record<string, number> };
+    assert.equal(d.row.id, id);
+    assert.equal(d.latest.time, whole.latest!.time);
+    assert.equal(d.latest.cut, true, 'marked cut: the page offers the whole reading');
+    assert.equal(Object.keys(d.latest.fields).length + (d.latest.omitted ?? 0), LIMITS.readingMaxFields, 'the fields left out are counted');
+    for (const v of Object.values(d.latest.fields)) assert.equal(v, `${'\u0001'.repeat(CONSOLE.liveRowValueMaxChars)}…`, 'values cut as the fleet rows\' are');
+    assert.equal(d.events.length + (d.omitted?.events ?? 0), whole.events.length, 'events left out are counted');
+    assert.equal(d.commands.length + (d.omitted?.commands ?? 0), commands.length, 'commands left out are counted');
+    if (d.events.length > 0) assert.equal(d.events[0]!.time, whole.events[0]!.time, 'the newest events kept');
+  });
+});

@@ -18,11 +18,19 @@ const SEPARATOR_CHARS = 3;
  * out (counted in `omitted`; what is kept is over the limit, so the page ends it in "…" as it would
  * the whole). A reading may hold 256 fields of 128-character names and values of 64 Ki characters:
  * a row of megabytes, when a snapshot part must reach a slow link within seconds. The row itself
- * is returned when nothing is cut. A device page reads its whole reading from its `device` event.
+ * is returned when nothing is cut. A device page's `device` event carries it bounded the same way
+ * (live-device.ts); the page reads the whole reading from GET /api/devices/:id.
  */
 export function liveRow(row: DeviceRow): LiveRow {
-  const reading = row.lastReading;
-  if (reading === null) return row;
+  const bounded = liveReading(row.lastReading);
+  return bounded === row.lastReading ? row : { ...row, lastReading: bounded };
+}
+
+/** A reading bounded as a row's (liveRow): the reading itself when nothing is cut, else a copy with
+ * `omitted` (fields left out, if any) and `cut: true` when `mark` (a device page's, which offers the
+ * whole reading then). */
+export function liveReading<R extends TimedFields | null>(reading: R, mark = false): R | (TimedFields & { omitted?: number; cut?: true }) {
+  if (reading === null) return reading;
   const max = CONSOLE.liveRowValueMaxChars;
   let chars = 0;
   let kept = 0;
@@ -40,10 +48,11 @@ export function liveRow(row: DeviceRow): LiveRow {
       cut = true;
     } else fields[name] = v;
   }
-  if (!cut && kept === names.length) return row;
-  const bounded: TimedFields & { omitted?: number } = { time: reading.time, fields };
+  if (!cut && kept === names.length) return reading;
+  const bounded: TimedFields & { omitted?: number; cut?: true } = { time: reading.time, fields };
   if (kept < names.length) bounded.omitted = names.length - kept;
-  return { ...row, lastReading: bounded };
+  if (mark) bounded.cut = true;
+  return bounded;
 }
 
 /** Bytes of an event's own lines around its rows: `event: snapshot-part\ndata: {"devices":[` and `]}\n\n`. */

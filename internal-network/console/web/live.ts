@@ -5,6 +5,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import { newestFirst, type SecurityCursor } from '../fleet/security-log.ts';
 import type { PipelineView } from '../pipeline/pipeline-view.ts';
+import { deviceEventText } from './live-device.ts';
 import { boundedEvents, liveRow, securityEvents, snapshotTexts } from './live-snapshot.ts';
 
 /** What a device page is sent (docs/console.md): the fleet's view of it and its commands. */
@@ -249,18 +250,20 @@ export class LiveHub {
     }
   }
 
-  /** The device page's data when it changed (its commands are read again each time: their states move on). */
+  /** The device page's data when it changed (its commands are read again each time: their states move on),
+   * bounded (deviceEventText). */
   private async sendDevice(stream: Stream): Promise<void> {
     const d = stream.device;
     if (!d || !this.streams.has(stream)) return;
     stream.busy = true;
     try {
       const detail = await this.s.deviceDetail(d.id, d.token);
-      const text = JSON.stringify(detail ?? null);
+      // Within the budget of every event of the stream (live-device.ts), as its whole was megabytes.
+      const text = detail ? deviceEventText(detail) : '';
       // The stream may have ended while the detail was read: nothing is written after its end.
       if (text !== d.sent && detail && this.streams.has(stream)) {
         d.sent = text;
-        this.write(stream, 'device', text);
+        this.writeEvent(stream, text);
       }
     } catch (err) {
       this.log.warn({ err, deviceId: d.id }, 'device page update failed');

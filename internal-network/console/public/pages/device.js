@@ -1,6 +1,8 @@
 // Device: its state, latest values, health, charts, commands, events, security events and
 // anomalies. The first answer comes from GET /api/devices/:id; after that the live feed follows this
-// device (/api/live?device=ID) and each `device` event replaces what is shown.
+// device (/api/live?device=ID) and each `device` event replaces what is shown. That event is bounded
+// (docs/console.md): a long reading comes cut (`latest.cut`), and the page reads the whole from
+// GET /api/devices/:id when asked ("Show the whole reading").
 
 import { h, replaceChildren, setText, setData, routeLink } from '../dom.js';
 import { getDevice } from '../api.js';
@@ -31,6 +33,9 @@ export function mountDevice(root, { store, id, canCommand }) {
   const facts = h('dl', { class: 'facts', testid: 'device-facts' });
   const unknown = h('p', { class: 'notice', testid: 'device-unknown', hidden: true });
   const latestTime = h('p', { class: 'muted', testid: 'latest-time' });
+  const latestCutText = h('span');
+  const wholeButton = h('button', { type: 'button', testid: 'latest-whole-button', on: { click: () => void readWhole() } }, 'Show the whole reading');
+  const latestCut = h('p', { class: 'muted', testid: 'latest-cut', hidden: true }, latestCutText, ' ', wholeButton);
   const latest = dataTable({ caption: 'Latest values', headings: ['Field', 'Value'], testid: 'latest-values' });
   const healthTime = h('p', { class: 'muted', testid: 'health-time' });
   const health = dataTable({ caption: 'Health', headings: ['Measure', 'Value'], testid: 'device-health' });
@@ -54,6 +59,21 @@ export function mountDevice(root, { store, id, canCommand }) {
   /** Records of commands sent from this page, shown until the device's own list carries them. */
   const sent = new Map();
   let detail = null;
+  /** The whole latest reading, read from GET /api/devices/:id: shown while it is the latest. */
+  let whole = null;
+
+  async function readWhole() {
+    wholeButton.disabled = true;
+    try {
+      const d = await getDevice(id);
+      if (d && d.latest && typeof d.latest === 'object') whole = d.latest;
+      if (detail) render(detail);
+    } catch (err) {
+      setText(latestCutText, `The whole reading could not be read: ${err.message}`);
+    } finally {
+      wholeButton.disabled = false;
+    }
+  }
 
   root.append(
     h('div', { class: 'page-head' },
@@ -62,7 +82,7 @@ export function mountDevice(root, { store, id, canCommand }) {
     unknown,
     facts,
     h('div', { class: 'grid-2' },
-      section('latest', 'Latest values', latestTime, latest.el),
+      section('latest', 'Latest values', latestTime, latestCut, latest.el),
       section('health', 'Health', healthTime, health.el)),
     section('charts-section', 'Charts',
       h('div', { class: 'toolbar' }, h('label', { for: 'chart-window' }, 'Window'), windowSelect),
@@ -106,12 +126,12 @@ export function mountDevice(root, { store, id, canCommand }) {
     const rows = [...byId.values()].sort((a, b) => (b.issuedAt ?? 0) - (a.issuedAt ?? 0));
     commands.fill(rows, (c) => {
       const response = c.response && typeof c.response === 'object'
-        ? `${value(c.response.status)}${c.response.result !== undefined ? ': ' + json(c.response.result, 120) : ''}`
+        ? `${value(c.response.status)}${c.response.result !== undefined ? ': ' + shown(c, c.response.result) : ''}`
         : '—';
       return h('tr', { testid: 'command-row', data: { commandId: c.commandId, state: String(c.state) } },
         h('td', null, time(c.issuedAt)),
         h('td', { class: 'mono' }, value(c.command)),
-        h('td', { class: 'mono' }, c.params === undefined ? '—' : json(c.params, 120)),
+        h('td', { class: 'mono' }, c.params === undefined ? '—' : shown(c, c.params)),
         h('td', null, badge(String(c.state), String(c.state), { testid: 'command-state' })),
         h('td', { class: 'num' }, number(c.attempts)),
         h('td', { class: 'mono' }, response),
@@ -126,7 +146,14 @@ export function mountDevice(root, { store, id, canCommand }) {
     setBadge(stateBadge, ['online', 'stale', 'offline'].includes(row.state) ? row.state : 'unknown');
     renderFacts(row);
 
-    const fields = d.latest && typeof d.latest.fields === 'object' && d.latest.fields ? Object.entries(d.latest.fields) : [];
+    const reading = whole && d.latest && whole.time === d.latest.time ? whole : d.latest;
+    const fields = reading && typeof reading.fields === 'object' && reading.fields ? Object.entries(reading.fields) : [];
+    const cut = Boolean(reading && reading.cut);
+    latestCut.hidden = !cut;
+    if (cut) {
+      const omitted = typeof reading.omitted === 'number' && reading.omitted > 0 ? `, ${number(reading.omitted)} fields left out` : '';
+      setText(latestCutText, `Long values cut${omitted}.`);
+    }
     fields.sort(([a], [b]) => a.localeCompare(b));
     setText(latestTime, d.latest ? `Reading of ${dateTime(d.latest.time)} (${relativeTime(d.latest.time)})` : 'No reading yet.');
     latest.fill(fields, ([k, v]) => h('tr', null, h('th', { scope: 'row' }, k), h('td', { testid: 'latest-value', data: { field: k } }, value(v))), 'No values.');
@@ -141,7 +168,7 @@ export function mountDevice(root, { store, id, canCommand }) {
     }, 'No health values.');
 
     if (Array.isArray(d.numericFields)) charts.setFields(d.numericFields);
-    if (d.latest) charts.addReading(d.latest.time, d.latest.fields);
+    if (reading) charts.addReading(reading.time, reading.fields);
 
     renderCommands();
     events.fill(Array.isArray(d.events) ? d.events : [], (e) =>
@@ -172,7 +199,9 @@ export function mountDevice(root, { store, id, canCommand }) {
   if (fromStore()) render(fromStore());
   getDevice(id).then(
     (d) => {
+      if (d && d.latest && typeof d.latest === 'object') whole = d.latest;
       if (!fromStore() && d && d.row) render(d);
+      else if (detail) render(detail);
     },
     (err) => {
       if (detail) return;
@@ -190,6 +219,9 @@ export function mountDevice(root, { store, id, canCommand }) {
     },
   };
 }
+
+/** A command's parameters or result: of a command the live feed cut (`cut`), the JSON text it sent, already cut. */
+const shown = (c, v) => (c.cut === true && typeof v === 'string' ? v : json(v, 120));
 
 /** A gateway's report is its word, and counts several refusals: both said beside the reason. */
 function securityNote(e) {
