@@ -12,7 +12,8 @@ import { FieldStreamError, isFieldStreamError } from '../shared/errors.ts';
 import { runService } from '../shared/service.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
 import { SEED_DEVICE_IDS } from '../embedded/config.ts';
-import { startLocalStack, type DmzServer } from './local-stack/stack.ts';
+import { startLocalStack } from './local-stack/stack.ts';
+import { stackBanner } from './local-stack/banner.ts';
 import { shownUrl } from '../internal-network/shared/influx-settings.ts';
 
 const StackConfigSchema = z
@@ -87,28 +88,14 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
     throw listenFailedWithSetting(err, c);
   });
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
-  process.stdout.write(`
-FieldStream local stack is running (Ctrl-C to stop)
-
-  Caddy (public WSS)   ${stack.urls.wss}
-  gateways             ${gatewaysOf(stack.dmzServers[0]!)}
-  DMZ Mosquitto        ${stack.urls.dmzMqtt}
-${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${gatewaysOf(s)}\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
-  command API          ${stack.urls.commandApi}  token ${c.COMMAND_API_TOKEN ? '(COMMAND_API_TOKEN)' : token}
-  operator console     ${stack.urls.console}  (log in with the command API's token)
-  broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)
-  metrics              gateways ${stack.metrics.gateways.map((u) => `${u}/metrics`).join(' ')}
-                       distributor ${stack.metrics.distributor}/metrics   command API ${stack.metrics.commandApi}/metrics  (and /healthz, /readyz)
-  time series          ${process.env.INFLUXDB_URL?.trim() ? shownUrl(process.env.INFLUXDB_URL.trim()) : rel(stack.dataDir.timeseries)}
-  files                ${rel(stack.dataDir.files)}
-  logs                 ${rel(resolve(c.STACK_DIR, 'logs'))}/
-  certificates         ${rel(certsDir)}/
-`);
+  process.stdout.write(
+    stackBanner(stack, {
+      token: c.COMMAND_API_TOKEN ? '(COMMAND_API_TOKEN)' : token,
+      timeseries: process.env.INFLUXDB_URL?.trim() ? shownUrl(process.env.INFLUXDB_URL.trim()) : rel(stack.dataDir.timeseries),
+      files: rel(stack.dataDir.files),
+      logs: rel(resolve(c.STACK_DIR, 'logs')),
+      certificates: rel(certsDir),
+    }),
+  );
   return stack;
 });
-
-function gatewaysOf(s: DmzServer): string {
-  return s.sockets.length > 0
-    ? `${s.sockets.join(' ')}  (Unix socket, EDGE_HOP=unix: only this user may connect)`
-    : `${s.ports.gateways.map((g) => `127.0.0.1:${g}`).join(' ')}  (mTLS, only Caddy may connect)`;
-}

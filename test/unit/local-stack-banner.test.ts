@@ -1,0 +1,18 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { stackBanner } from '../../scripts/local-stack/banner.ts';
+import type { DmzServer } from '../../scripts/local-stack/dmz-server.ts';
+
+/** What `npm run stack` prints (scripts/local-stack.ts): where every service's /metrics is, as `npm start` prints them. */
+describe("npm run stack's banner", () => {
+  it("names every service's /metrics, the console's included", () => {
+    const dmz = { id: undefined, sockets: [], ports: { gateways: [9444] }, urls: { wss: 'wss://localhost:9443', mqtt: 'mqtts://127.0.0.1:18883' } } as unknown as DmzServer;
+    const metrics = { brokerExporter: 'http://127.0.0.1:41001', gateways: ['http://127.0.0.1:41002'], gateway: 'http://127.0.0.1:41002', distributor: 'http://127.0.0.1:41003', commandApi: 'http://127.0.0.1:41004', console: 'http://127.0.0.1:41005' };
+    const text = stackBanner(
+      { urls: { wss: 'wss://localhost:9443', dmzMqtt: 'mqtts://127.0.0.1:18883', internalMqtt: 'mqtts://127.0.0.1:28883', commandApi: 'https://127.0.0.1:9090', console: 'http://127.0.0.1:9095', tokenWss: undefined }, dmzServers: [dmz], metrics },
+      { token: '(COMMAND_API_TOKEN)', timeseries: 'data/stack/timeseries', files: 'data/stack/files', logs: 'data/stack/logs', certificates: 'certs' },
+    );
+    for (const url of [metrics.brokerExporter, ...metrics.gateways, metrics.distributor, metrics.commandApi, metrics.console]) assert.ok(text.includes(`${url}/metrics`), `${url}/metrics in:\n${text}`);
+    assert.match(text, /console http:\/\/127\.0\.0\.1:41005\/metrics/);
+  });
+});
