@@ -226,6 +226,13 @@ describe('the operator console in a real browser', () => {
     await w.page.click(sel('latest-whole-button'));
     await w.page.waitForFunction(({ s, note }) => document.querySelector(s)?.textContent === note, { s: noteCell, note });
     assert.ok(await w.page.locator(sel('latest-cut')).isHidden(), 'nothing cut shown');
+    // Another reading of the same time (it replaces the latest: console/fleet) is shown, not the
+    // whole of the one read before it.
+    const other = `${'m'.repeat(150)}.`;
+    await field.client.submit('timeseries', { level: 62, note: other, timestamp: t0 + 122_000 });
+    await w.page.waitForFunction((s) => document.querySelector(s)?.textContent === '62', cell);
+    assert.equal(await w.page.textContent(noteCell), `${'m'.repeat(40)}…`);
+    assert.ok(await w.page.locator(sel('latest-cut')).isVisible(), 'what is cut is said again');
     allClean();
   });
 

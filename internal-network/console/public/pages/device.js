@@ -146,7 +146,7 @@ export function mountDevice(root, { store, id, canCommand }) {
     setBadge(stateBadge, ['online', 'stale', 'offline'].includes(row.state) ? row.state : 'unknown');
     renderFacts(row);
 
-    const reading = whole && d.latest && whole.time === d.latest.time ? whole : d.latest;
+    const reading = wholeOf(d.latest, whole) ? whole : d.latest;
     const fields = reading && typeof reading.fields === 'object' && reading.fields ? Object.entries(reading.fields) : [];
     const cut = Boolean(reading && reading.cut);
     latestCut.hidden = !cut;
@@ -218,6 +218,26 @@ export function mountDevice(root, { store, id, canCommand }) {
       charts.destroy();
     },
   };
+}
+
+/**
+ * Whether `whole` (read from GET /api/devices/:id) is the reading the live feed sent cut: of its
+ * time, each value kept equal or the start of the whole one (a cut value ends in "…"), and as many
+ * fields. A reading of the same time replaces the latest (a device's clock may give two readings
+ * one time): the whole of the one before it is not shown for it. One not cut is shown as it came.
+ */
+function wholeOf(latest, whole) {
+  if (!latest || latest.cut !== true || !whole || whole.time !== latest.time) return false;
+  const kept = latest.fields && typeof latest.fields === 'object' ? Object.entries(latest.fields) : [];
+  const all = whole.fields && typeof whole.fields === 'object' ? whole.fields : {};
+  const omitted = typeof latest.omitted === 'number' ? latest.omitted : 0;
+  if (Object.keys(all).length !== kept.length + omitted) return false;
+  return kept.every(([k, v]) => {
+    if (!Object.hasOwn(all, k)) return false;
+    const w = all[k];
+    if (v === w) return true;
+    return typeof v === 'string' && typeof w === 'string' && v.endsWith('…') && w.startsWith(v.slice(0, -1));
+  });
 }
 
 /** A command's parameters or result: of a command the live feed cut (`cut`), the JSON text it sent, already cut. */
