@@ -603,4 +603,28 @@ describe("a device page's `device` event, of a device whose readings are at the 
     assert.equal(d.commands.length + (d.omitted?.commands ?? 0), commands.length, 'commands left out are counted');
     if (d.events.length > 0) assert.equal(d.events[0]!.time, whole.events[0]!.time, 'the newest events kept');
   });
+
+  it('keeps every field of a device of many numeric fields, past the fleet row\'s characters, when the event fits with them: the page charts each from it', async () => {
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const id = 'plc-000001';
+    fleet.register(id);
+    // 150 numeric fields of 24-character names: some 5,000 characters shown, past a row's 2,000.
+    const numeric = Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`line4_motor_${String(i).padStart(3, '0')}_current`, 12.345678 + i]));
+    fleet.apply({ measurement: 'readings', tags: { device: id }, fields: { ...numeric, label: 'y'.repeat(500) }, time: Date.now() - 1000 });
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async (d: string) => fleet.detail(d) && { ...fleet.detail(d)!, commands: [] }, sessionAlive: () => true }, createLogger('test', 'silent'));
+    const { res, events } = recordingResponse();
+    try {
+      await hub.open(res, { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 }, { id, token: 't' }, true);
+    } finally {
+      hub.close();
+    }
+    const device = events().filter((e) => e.event === 'device');
+    assert.equal(device.length, 1);
+    assert.ok(device[0]!.bytes <= CONSOLE.liveSnapshotPartMaxBytes);
+    const d = JSON.parse(device[0]!.data) as { latest: { fields: Record<string, unknown>; omitted?: number; cut?: boolean } };
+    assert.equal(d.latest.omitted, undefined, 'no field left out');
+    for (const [name, v] of Object.entries(numeric)) assert.equal(d.latest.fields[name], v, `${name} there, for its chart`);
+    assert.equal(d.latest.fields.label, `${'y'.repeat(CONSOLE.liveRowValueMaxChars)}…`, 'a long string still cut');
+    assert.equal(d.latest.cut, true);
+  });
 });

@@ -34,8 +34,9 @@ function liveCommand(c: unknown): unknown {
  * A device page's `device` event, within CONSOLE.liveSnapshotPartMaxBytes as every other event of
  * its stream: its detail was as large as its readings, events and commands (a reading of
  * LIMITS.readingMaxFields fields of LIMITS.stringMaxChars characters is megabytes), and a page on the
- * slowest link promised never had it within its silence, reconnecting for ever. Its row, latest
- * reading, health and events are bounded as the fleet's rows (liveRow: values cut, fields left out
+ * slowest link promised never had it within its silence, reconnecting for ever. Its latest reading
+ * keeps every field (strings cut) when the event fits with it; else it, the row, health and events
+ * are bounded as the fleet's rows (liveRow: values cut, fields left out
  * counted in `omitted`; the latest and health marked `cut`, and the page reads the whole from GET
  * /api/devices/:id); a large command has its parameters and result cut to what the page shows.
  * Then, while it is over the budget, the oldest items of its lists give way, anomalies first
@@ -50,12 +51,19 @@ export function deviceEventText(detail: DeviceDetail): string {
     security: [...detail.security],
     anomalies: [...detail.anomalies],
   };
-  let latest = liveReading(detail.latest, true);
+  // Every field of the latest reading, its strings cut, when the whole event fits with it: the page
+  // charts each numeric field from it, and a device of a hundred numeric fields passes the row's
+  // 2,000 characters (its charts of the fields left out stopped until a reload). Else cut as a row.
+  let latest = liveReading(detail.latest, true, Number.POSITIVE_INFINITY);
   let health = liveReading(detail.health, true);
   const row = liveRow(detail.row);
   const omitted: Partial<Record<ListName, number>> = {};
   const text = () => `event: device\ndata: ${JSON.stringify({ ...detail, row, latest, health, ...lists, ...(Object.keys(omitted).length > 0 ? { omitted } : {}) })}\n\n`;
   let t = text();
+  if (Buffer.byteLength(t) > budget) {
+    latest = liveReading(detail.latest, true);
+    t = text();
+  }
   for (const name of GIVE_WAY) {
     const list = lists[name];
     // Each item's bytes and its comma counted off, then measured again: `omitted` takes a few.

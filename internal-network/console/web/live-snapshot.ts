@@ -29,7 +29,7 @@ export function liveRow(row: DeviceRow): LiveRow {
 /** A reading bounded as a row's (liveRow): the reading itself when nothing is cut, else a copy with
  * `omitted` (fields left out, if any) and `cut: true` when `mark` (a device page's, which offers the
  * whole reading then). */
-export function liveReading<R extends TimedFields | null>(reading: R, mark = false): R | (TimedFields & { omitted?: number; cut?: true }) {
+export function liveReading<R extends TimedFields | null>(reading: R, mark = false, maxChars: number = CONSOLE.liveRowReadingMaxChars): R | (TimedFields & { omitted?: number; cut?: true }) {
   if (reading === null) return reading;
   const max = CONSOLE.liveRowValueMaxChars;
   let chars = 0;
@@ -39,7 +39,7 @@ export function liveReading<R extends TimedFields | null>(reading: R, mark = fal
   const fields: Record<string, Scalar> = Object.create(null) as Record<string, Scalar>;
   const names = Object.keys(reading.fields);
   for (const name of names) {
-    if (chars > CONSOLE.liveRowReadingMaxChars) break;
+    if (chars > maxChars) break;
     const v = reading.fields[name]!;
     chars += (kept > 0 ? SEPARATOR_CHARS : 0) + name.length + 1 + shownChars(v);
     kept++;
