@@ -628,3 +628,32 @@ describe("a device page's `device` event, of a device whose readings are at the 
     assert.equal(d.latest.cut, true);
   });
 });
+
+describe('updates to several live streams', () => {
+  it('gives each stream the rows changed since its own snapshot, streams at the same version sharing one update', async () => {
+    mock.timers.enable({ apis: ['setInterval'] });
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    for (const id of ['a-1', 'a-2', 'a-3']) fleet.register(id);
+    const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
+    const owner = { sessionId: 's', user: 'viewer-user', expiresAt: Date.now() + 600_000 };
+    const rowsOf = (events: ReturnType<ReturnType<typeof recordingResponse>['events']>) =>
+      events.filter((e) => e.event === 'devices').flatMap((e) => (JSON.parse(e.data) as { rows: Array<{ id: string; lastReading: { fields: Record<string, unknown> } | null }> }).rows.map((r) => `${r.id}=${JSON.stringify(r.lastReading?.fields)}`));
+    try {
+      const early = [recordingResponse(), recordingResponse()];
+      for (const r of early) await hub.open(r.res, owner, undefined, true);
+      fleet.apply({ measurement: 'readings', tags: { device: 'a-1' }, fields: { v: 1 }, time: Date.now() });
+      const late = recordingResponse();
+      await hub.open(late.res, owner, undefined, true); // its snapshot holds a-1's reading already
+      fleet.apply({ measurement: 'readings', tags: { device: 'a-2' }, fields: { v: 2 }, time: Date.now() });
+      mock.timers.tick(CONSOLE.liveFlushMs);
+      for (const r of early) assert.deepEqual(rowsOf(r.events()).sort(), ['a-1={"v":1}', 'a-2={"v":2}'], 'a stream opened before both readings gets both');
+      assert.deepEqual(rowsOf(late.events()), ['a-2={"v":2}'], 'a stream opened between them gets the one after its snapshot');
+      fleet.apply({ measurement: 'readings', tags: { device: 'a-3' }, fields: { v: 3 }, time: Date.now() });
+      mock.timers.tick(CONSOLE.liveFlushMs);
+      for (const r of [...early, late]) assert.deepEqual(rowsOf(r.events()).slice(-1), ['a-3={"v":3}'], 'then each the same one');
+    } finally {
+      hub.close();
+      mock.timers.reset();
+    }
+  });
+});

@@ -32,23 +32,27 @@ export function liveRow(row: DeviceRow): LiveRow {
 export function liveReading<R extends TimedFields | null>(reading: R, mark = false, maxChars: number = CONSOLE.liveRowReadingMaxChars): R | (TimedFields & { omitted?: number; cut?: true }) {
   if (reading === null) return reading;
   const max = CONSOLE.liveRowValueMaxChars;
+  const names = Object.keys(reading.fields);
+  // Counted first, copied only when something is cut or left out: most readings are neither, and
+  // every changed row goes through here for every stream at each flush.
   let chars = 0;
   let kept = 0;
   let cut = false;
-  // No prototype: a field may be called `__proto__` (the contract allows the name).
-  const fields: Record<string, Scalar> = Object.create(null) as Record<string, Scalar>;
-  const names = Object.keys(reading.fields);
   for (const name of names) {
     if (chars > maxChars) break;
     const v = reading.fields[name]!;
     chars += (kept > 0 ? SEPARATOR_CHARS : 0) + name.length + 1 + shownChars(v);
     kept++;
-    if (typeof v === 'string' && v.length > max) {
-      fields[name] = `${v.slice(0, max)}…`;
-      cut = true;
-    } else fields[name] = v;
+    if (typeof v === 'string' && v.length > max) cut = true;
   }
   if (!cut && kept === names.length) return reading;
+  // No prototype: a field may be called `__proto__` (the contract allows the name).
+  const fields: Record<string, Scalar> = Object.create(null) as Record<string, Scalar>;
+  for (let i = 0; i < kept; i++) {
+    const name = names[i]!;
+    const v = reading.fields[name]!;
+    fields[name] = typeof v === 'string' && v.length > max ? `${v.slice(0, max)}…` : v;
+  }
   const bounded: TimedFields & { omitted?: number; cut?: true } = { time: reading.time, fields };
   if (kept < names.length) bounded.omitted = names.length - kept;
   if (mark) bounded.cut = true;

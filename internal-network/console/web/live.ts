@@ -223,6 +223,10 @@ export class LiveHub {
   private flush(): void {
     const { fleet } = this.s;
     const now = Date.now();
+    // The rows changed since a version, as events, made once per flush for every stream at that
+    // version (most are at the same one): each stream made them again, every row bounded and
+    // serialised once per browser.
+    const updates = new Map<number, { version: number; texts: string[] }>();
     for (const stream of this.streams) {
       // Checked every flush: a login that ended (expired, or its session dropped) sends nothing more.
       if (now >= stream.owner.expiresAt || !this.s.sessionAlive(stream.owner.sessionId)) {
@@ -230,13 +234,18 @@ export class LiveHub {
         continue;
       }
       if (stream.inSnapshot) continue;
-      const changed = fleet.changedSince(stream.version);
-      stream.version = changed.version;
-      // Each row bounded as in the snapshot (liveRow): what the page shows of it, not megabytes. A
-      // busy fleet's update (every row) in events of a snapshot part's bytes at most: as one, it
-      // was megabytes, longer on a slow link than the page waits for a word from its stream. Every
-      // page applies `devices` events one after the other (store.js), so several are one update.
-      for (const text of boundedEvents('devices', 'rows', changed.rows.map((r) => JSON.stringify(liveRow(r))))) this.writeEvent(stream, text);
+      let update = updates.get(stream.version);
+      if (!update) {
+        const changed = fleet.changedSince(stream.version);
+        // Each row bounded as in the snapshot (liveRow): what the page shows of it, not megabytes. A
+        // busy fleet's update (every row) in events of a snapshot part's bytes at most: as one, it
+        // was megabytes, longer on a slow link than the page waits for a word from its stream. Every
+        // page applies `devices` events one after the other (store.js), so several are one update.
+        update = { version: changed.version, texts: [...boundedEvents('devices', 'rows', changed.rows.map((r) => JSON.stringify(liveRow(r))))] };
+        updates.set(stream.version, update);
+      }
+      stream.version = update.version;
+      for (const text of update.texts) this.writeEvent(stream, text);
       // The new events of both sources and only the counts that changed: every device's count again
       // at every update was the whole fleet's worth to every browser each second under attack.
       const security = fleet.security.since(stream.security);
