@@ -228,11 +228,18 @@ export class MessageHandler {
     if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) {
       throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope for ${env.deviceId}/${env.dataType} arrived on ${topic}`);
     }
-    // Only what the device provably sent, once, is written; the rest becomes security events.
+    // Only what the device provably sent, once, is written; the rest becomes security events. A
+    // copy of a message being written waits for that write (security/writes-in-flight.ts).
+    for (let first = this.verifier.copyInFlight(env); first !== undefined; first = this.verifier.copyInFlight(env)) await first;
     const verdict = this.verifier.check(env);
-    const points = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : [];
-    await this.sink.write(joined(points, verdict.events));
-    verdict.commit();
+    let points: StoredPoint[];
+    try {
+      points = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : [];
+      await this.sink.write(joined(points, verdict.events));
+      verdict.commit();
+    } finally {
+      verdict.release();
+    }
     this.count(env.dataType, points.length, verdict);
     return {
       points: points.length,
@@ -253,29 +260,44 @@ export class MessageHandler {
   private async gatewayReadings(topicGatewayId: string, env: GatewayEnvelope): Promise<Handled> {
     // The topic is what the broker's ACL checked; the envelope must agree with it.
     if (env.gatewayId !== topicGatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope of gateway ${env.gatewayId} arrived on the topic of ${topicGatewayId}`);
-    const sections = env.devices.map((section) => {
-      const own = sectionEnvelope(env, section);
+    const owns = env.devices.map((section) => sectionEnvelope(env, section));
+    // A section copying messages being written waits for that write (security/writes-in-flight.ts).
+    for (let first = this.copyInFlight(owns); first !== undefined; first = this.copyInFlight(owns)) await first;
+    const sections = owns.map((own) => {
       const verdict = this.verifier.check(own);
       const points = verdict.accepted?.dataType === 'timeseries' ? readingPoints(verdict.accepted, verdict.keys) : [];
       return { own, verdict, points, written: this.sink.write(joined(points, verdict.events)) };
     });
-    const results = await Promise.allSettled(sections.map((s) => s.written));
-    const unreachable = results.find((r) => r.status === 'rejected' && !isFieldStreamError(r.reason, 'DISTRIBUTOR_WRITE_REJECTED'));
-    if (unreachable?.status === 'rejected') throw unreachable.reason;
-    const handled: Required<Handled> = { points: 0, files: 0, receipts: [], deadLetters: [] };
-    sections.forEach(({ own, verdict, points }, i) => {
-      const result = results[i];
-      if (result?.status === 'rejected') {
-        handled.deadLetters.push({ topic: uplinkTopic(own.deviceId, 'timeseries'), payload: Buffer.from(JSON.stringify(own)), error: result.reason as FieldStreamError });
-        return;
-      }
-      verdict.commit({ persist: false });
-      this.count('timeseries', points.length, verdict);
-      handled.points += points.length;
-      if (verdict.receipts.length > 0) handled.receipts.push({ gatewayId: env.gatewayId, deviceId: own.deviceId, ids: verdict.receipts });
-    });
-    this.verifier.persist();
-    return handled;
+    try {
+      const results = await Promise.allSettled(sections.map((s) => s.written));
+      const unreachable = results.find((r) => r.status === 'rejected' && !isFieldStreamError(r.reason, 'DISTRIBUTOR_WRITE_REJECTED'));
+      if (unreachable?.status === 'rejected') throw unreachable.reason;
+      const handled: Required<Handled> = { points: 0, files: 0, receipts: [], deadLetters: [] };
+      sections.forEach(({ own, verdict, points }, i) => {
+        const result = results[i];
+        if (result?.status === 'rejected') {
+          handled.deadLetters.push({ topic: uplinkTopic(own.deviceId, 'timeseries'), payload: Buffer.from(JSON.stringify(own)), error: result.reason as FieldStreamError });
+          return;
+        }
+        verdict.commit({ persist: false });
+        this.count('timeseries', points.length, verdict);
+        handled.points += points.length;
+        if (verdict.receipts.length > 0) handled.receipts.push({ gatewayId: env.gatewayId, deviceId: own.deviceId, ids: verdict.receipts });
+      });
+      this.verifier.persist();
+      return handled;
+    } finally {
+      for (const { verdict } of sections) verdict.release();
+    }
+  }
+
+  /** The first of the sections' copyInFlight (MessageVerifier), if any. */
+  private copyInFlight(owns: readonly UplinkEnvelope[]): Promise<void> | undefined {
+    for (const own of owns) {
+      const first = this.verifier.copyInFlight(own);
+      if (first !== undefined) return first;
+    }
+    return undefined;
   }
 
   /** A device's or a gateway's presence: one point, counted as a status message once written. */

@@ -7,6 +7,7 @@ import type { DeviceKeyRegistry } from '../../shared/device-keys.ts';
 import type { ReplayWindows } from './replay-window.ts';
 import { RefusalTally, UNREGISTERED_DEVICE, type TalliedRefusal } from './refusal-tally.ts';
 import { RefusalEvents, type Refusals, type SecurityRefusalCode } from './refusal-events.ts';
+import { WritesInFlight, type WriteClaim } from './writes-in-flight.ts';
 
 type Message = UplinkEnvelope['messages'][number];
 
@@ -75,6 +76,11 @@ export interface Verdict {
    * a gateway's envelope, before the envelope is acknowledged).
    */
   commit(o?: { persist: boolean }): void;
+  /**
+   * Lets a copy of the accepted messages, waiting meanwhile (MessageVerifier.copyInFlight), be
+   * checked: call once their write settled, after the commit of a write that succeeded.
+   */
+  release(): void;
 }
 
 /** A check's verdict; its commit a method, not a closure made by each check (see MessageVerifier.refuse). */
@@ -91,7 +97,13 @@ class CheckedVerdict implements Verdict {
     private readonly deviceId: string,
     /** the accepted (epoch, seq), recorded at commit */
     private readonly toRecord: SignedId[],
+    /** the accepted messages, marked as being written until release */
+    private readonly claim: WriteClaim,
   ) {}
+
+  release(): void {
+    this.claim.release();
+  }
 
   commit(o = { persist: true }): void {
     if (this.tallied.length > 0) {
@@ -121,6 +133,8 @@ export class MessageVerifier {
   readonly tally: RefusalTally;
   /** each refusal's security event and log line */
   private readonly refusalEvents: RefusalEvents;
+  /** the accepted messages being written, until their verdict's release */
+  readonly inFlight = new WritesInFlight();
 
   constructor(
     private readonly keys: DeviceKeyRegistry,
@@ -134,6 +148,16 @@ export class MessageVerifier {
     this.refusalEvents = new RefusalEvents(ownTags, o, log);
   }
 
+  /**
+   * Settles when a message of `env` that an earlier check accepted, and whose write is in progress,
+   * settles: check `env` only when this is undefined (writes-in-flight.ts). Synchronously followed
+   * by the check, nothing can start writing in between.
+   */
+  copyInFlight(env: UplinkEnvelope): Promise<void> | undefined {
+    return this.inFlight.copyOf(env);
+  }
+
+  /** Call only when {@link copyInFlight} is undefined, and release the verdict once its write settled. */
   check(env: UplinkEnvelope): Verdict {
     const now = Date.now();
     const events: StoredPoint[] = [];
@@ -245,7 +269,10 @@ export class MessageVerifier {
         keys.push(uplinkKey(message.messageId, { epoch: auth.epoch, seq }));
       }
     }
-    return new CheckedVerdict(keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined, sentAt, keys, events, tallied, receipts, this.tally, this.replay, env.deviceId, toRecord);
+    return new CheckedVerdict(
+      keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined, sentAt, keys, events, tallied, receipts, this.tally, this.replay, env.deviceId, toRecord,
+      this.inFlight.claim(env.deviceId, toRecord),
+    );
   }
 
   /**
