@@ -75,6 +75,12 @@ export class FieldClient {
   welcome: WelcomeFrame | undefined;
   /** the wait for this connection's welcome (onOpen), after which sending starts without one */
   private welcomeWait: NodeJS.Timeout | undefined;
+  /**
+   * Sending started on this connection: at its welcome, or once the wait for it ended. What is
+   * submitted before is not sent: the welcome starts sending from the first unacknowledged message,
+   * so anything sent before it would go twice.
+   */
+  private sending = false;
   readonly stats = { sent: 0, refusedByGateway: 0, lastAckAt: 0, connectedSince: 0 };
 
   constructor(
@@ -213,18 +219,22 @@ export class FieldClient {
     this.brokerWatch.reset();
     this.stats.connectedSince = Date.now();
     this.welcome = undefined;
+    this.sending = false;
     // Sending starts with the gateway's welcome, which says its limits (or after a moment without one).
     // This connection's moment: a wait left running by one closed before its welcome started the
     // next connection's sending before that one's welcome, within limits it had not said.
     clearTimeout(this.welcomeWait);
     this.welcomeWait = setTimeout(() => {
-      if (!this.welcome && this.connection.isOpen) this.resetSending();
+      if (this.welcome || !this.connection.isOpen) return;
+      this.sending = true;
+      this.resetSending();
     }, TIMINGS.welcomeWaitMs).unref();
   }
 
   private onClose(): void {
     clearTimeout(this.welcomeWait);
     this.stats.connectedSince = 0;
+    this.sending = false;
     this.receipts?.disconnected(this.queue.now());
     this.transientRewind.cancel();
     this.inFlight.clear();
@@ -248,7 +258,7 @@ export class FieldClient {
   }
 
   private schedulePump(): void {
-    this.pump.schedule();
+    if (this.sending) this.pump.schedule();
   }
 
   /** Drop-oldest dropped these records (counted there): a file record's file goes with it. */
@@ -297,6 +307,7 @@ export class FieldClient {
         this.welcome = frame;
         this.frames.welcomed(frame.serverTime);
         this.receipts?.welcomed(this.queue.now());
+        this.sending = true;
         this.resetSending();
         return;
     }

@@ -421,6 +421,38 @@ describe('a field client against a hostile gateway', () => {
     assert.ok(firstBatchAt >= welcomedAt, `sent ${welcomedAt - firstBatchAt} ms before the second connection's welcome`);
   });
 
+  it('sends what is submitted between the connection and its welcome once, after the welcome', async () => {
+    // A gateway slow to welcome (a loaded DMZ): messages submitted meanwhile went out at once, then
+    // again at the welcome, which starts sending from the first unacknowledged message.
+    const logs = new LogCapture();
+    let welcomedAt = 0;
+    let firstBatchAt = 0;
+    const gw = await hostileGateway(
+      (ws) => {
+        setTimeout(() => {
+          welcomedAt = Date.now();
+          ws.send(welcome());
+        }, 800);
+      },
+      (ws, batch) => {
+        firstBatchAt ||= Date.now();
+        // Acked a moment later, as a gateway publishing to its broker does: the welcome's rewind
+        // found the first copies unanswered.
+        setTimeout(() => ack(ws, batch), 1_000);
+      },
+    );
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 0 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (d.connection.isOpen ? true : undefined), 5_000, 'the connection');
+    await d.client.submitMany(Array.from({ length: 20 }, (_, i) => ({ dataType: 'event' as const, payload: { eventType: 'e', message: `m${i}`, severity: 'info' as const } })));
+    await eventually(() => (gw.distinct() === 20 && welcomedAt > 0 ? true : undefined), 10_000, 'every message sent, and the welcome');
+    await new Promise((r) => setTimeout(r, 500)); // the pump's turn after the welcome
+    assert.ok(firstBatchAt >= welcomedAt, `sent ${welcomedAt - firstBatchAt} ms before the welcome`);
+    assert.equal(gw.items.length, 20, 'each message sent once');
+  });
+
   it('logs error frames cut to LIMITS.fieldGatewayLogMaxChars and at most LIMITS.fieldGatewayLogMaxPerWindow of them', async () => {
     const logs = new LogCapture();
     const gw = await hostileGateway((ws) => {
