@@ -12,7 +12,7 @@ import { AckBatcher } from './ack-batcher.ts';
 import type { AcceptedMessage, PublishGroup, UplinkPublisher } from './uplink-publisher.ts';
 import type { Budget, DeviceBudget, DeviceRateLimiter } from './rate-limit.ts';
 import { GatewayMetrics } from './metrics.ts';
-import { ReadPause } from './read-pause.ts';
+import { ReadPause, type DeviceHeldBytes } from './read-pause.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 
 export interface SessionLimits extends FrameLimits {
@@ -71,8 +71,13 @@ export class DeviceSession {
      * (server.ts), as a stalled broker has every device's every frame refused at once
      */
     publishFailureLog?: LimitedLog,
+    /**
+     * the bytes of this device's frames the broker has not taken, over all its connections
+     * (server.ts: HeldBytesByDevice); without it, this connection's alone
+     */
+    heldBytes?: DeviceHeldBytes,
   ) {
-    this.reads = new ReadPause(ws, limits, log);
+    this.reads = new ReadPause(ws, limits, log, heldBytes);
     ws.on('message', (data, isBinary) => {
       // Whatever a device sends, a failure of handling it is this connection's alone: an error that
       // escaped here would end the process, and every device's connection with it.

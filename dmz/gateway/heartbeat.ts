@@ -33,7 +33,10 @@ export function watchHeartbeat(ws: WebSocket, socket: Duplex, session: Pick<Devi
   socket.on('data', () => {
     alive = true;
   });
-  let pausesSeen = session.readPauses;
+  // A connection paused from its start (its device's earlier connections left their share of the
+  // backlog with the broker: read-pause.ts) counts as paused in its first interval, as any pause
+  // begun after this look does.
+  let pausesSeen = session.readingPaused ? session.readPauses - 1 : session.readPauses;
   const heartbeat = setInterval(() => {
     const readAllAlong = !session.readingPaused && session.readPauses === pausesSeen;
     pausesSeen = session.readPauses;

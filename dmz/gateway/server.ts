@@ -23,6 +23,7 @@ import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
 import { createListener, listen, type ListenerOptions } from './listener.ts';
 import { watchHeartbeat } from './heartbeat.ts';
 import { UnfinishedFrames } from './unfinished-frames.ts';
+import { HeldBytesByDevice } from './read-pause.ts';
 import { atExpiry } from './certificate-expiry.ts';
 
 export interface GatewayServerOptions extends ListenerOptions {
@@ -102,6 +103,8 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   // For all devices together: while the broker stalls, or the gateway is not connected to it, every
   // frame of every device is refused, each a line of its own when logged per device.
   const publishFailureLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayPublishFailureLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages the broker did not take' });
+  // A device's share of the backlog is counted over all its connections (read-pause.ts).
+  const heldBytes = new HeldBytesByDevice();
   const router = new CommandRouter(options.mqtt, options.gatewayId, log.child({ subsystem: 'commands' }));
   const receipts = new ReceiptRouter(options.mqtt, options.gatewayId, (deviceId) => router.session(deviceId), log.child({ subsystem: 'receipts' }), metrics.receipts);
   const { server, pending } = createListener(options, log, metrics);
@@ -201,7 +204,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   /** `heldCrl`: the device's CRL_HEADER, which CRL it holds (crl-delivery.ts). */
   function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, sessionLimits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog);
+    const session = new DeviceSession(identity.deviceId, ws, publisher, sessionLimits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog, heldBytes.of(identity.deviceId));
     session.chargeReads(socket);
     unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));

@@ -191,4 +191,46 @@ describe('bytes one device has with the broker unacknowledged: at most its share
       for (const d of devices) d.ws.terminate();
     }
   });
+
+  // The share is the device's, not its connection's: a device that connected again (or took over
+  // with a second connection) while the frames of the one before still waited for the broker
+  // started from nothing, and four connections held four shares, the shared backlog filled by
+  // one device as before the share existed.
+  it('a device connecting again does not take another share while its earlier connections\' frames wait for the broker', async () => {
+    const refusalsBefore = await sample('fieldstream_gateway_broker_backlog_refusals_total');
+    const connections: RawDevice[] = [];
+    const sent: Array<ReturnType<typeof frameOf>> = [];
+    try {
+      await fx.broker.pause();
+      for (let c = 0; c < 4; c++) {
+        // Each connection supersedes the one before (closed 4009, ended after its grace).
+        const device = await RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, fx.tlsOf('flood-2'));
+        connections.push(device);
+        await eventually(() => (device.welcome ? true : undefined), 5_000, `connection ${c} welcomed`);
+        const frames = [0, 1, 2].map((f) => frameOf('flood-2', c * 3 + f));
+        sent.push(...frames);
+        for (const f of frames) device.send(f.text);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      const held = await sample('fieldstream_gateway_broker_backlog_bytes');
+      // One share (128 KiB) and the frame that crossed it, about 100 KiB each: what one connection takes.
+      assert.ok(held < 2.5 * PER_FRAME * MESSAGE_CHARS, `one device holds ${held} bytes with the broker, its share is ${128 * KiB}`);
+      assert.equal(await sample('fieldstream_gateway_broker_backlog_refusals_total'), refusalsBefore, 'no device refused: the backlog was not full');
+
+      // The broker answers: the last connection, paused for what the earlier ones held, reads on.
+      await fx.broker.resume();
+      const last = connections.at(-1) as RawDevice;
+      const expected = sent.slice(-3).flatMap((f) => f.ids);
+      const acked = new Set<string>();
+      while (acked.size < expected.length) {
+        const frame = await last.next(15_000);
+        assert.equal(frame.type, 'ack', JSON.stringify(frame).slice(0, 300));
+        if (frame.type === 'ack') for (const id of frame.messageIds) acked.add(id);
+      }
+      assert.deepEqual([...acked].sort(), expected.sort());
+    } finally {
+      await fx.broker.resume();
+      for (const d of connections) d.ws.terminate();
+    }
+  });
 });
