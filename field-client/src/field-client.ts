@@ -307,6 +307,13 @@ export class FieldClient {
         this.welcome = frame;
         this.frames.welcomed(frame.serverTime);
         this.receipts?.welcomed(this.queue.now());
+        // Sending started already (the wait for the welcome ended): what was sent meanwhile is on
+        // its way and will be answered on this connection; started again from the first
+        // unacknowledged message, all of it went twice. Its limits and clock hold from the next frame.
+        if (this.sending) {
+          this.schedulePump();
+          return;
+        }
         this.sending = true;
         this.resetSending();
         return;

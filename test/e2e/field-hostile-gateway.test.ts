@@ -453,6 +453,31 @@ describe('a field client against a hostile gateway', () => {
     assert.equal(gw.items.length, 20, 'each message sent once');
   });
 
+  it('sends nothing again at a welcome that comes after sending started without it', async () => {
+    // A gateway whose welcome comes 2.6 s after the connection: past TIMINGS.welcomeWaitMs (2 s), so
+    // the device started sending without it; the frames sent meanwhile are acked a second after they
+    // arrive. The welcome found them unanswered and had them sent again.
+    const logs = new LogCapture();
+    let welcomedAt = 0;
+    const gw = await hostileGateway(
+      (ws) => {
+        setTimeout(() => {
+          welcomedAt = Date.now();
+          ws.send(welcome());
+        }, 2_600);
+      },
+      (ws, batch) => setTimeout(() => ack(ws, batch), 1_000),
+    );
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 20 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (gw.distinct() === 20 && welcomedAt > 0 && d.client.unacknowledged === 0 ? true : undefined), 10_000, 'every message sent and acked, and the welcome');
+    await new Promise((r) => setTimeout(r, 500)); // the pump's turn after the last ack
+    assert.equal(gw.connections, 1);
+    assert.equal(gw.items.length, 20, 'each message sent once');
+  });
+
   it('logs error frames cut to LIMITS.fieldGatewayLogMaxChars and at most LIMITS.fieldGatewayLogMaxPerWindow of them', async () => {
     const logs = new LogCapture();
     const gw = await hostileGateway((ws) => {
