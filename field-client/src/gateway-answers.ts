@@ -92,8 +92,12 @@ export class GatewayAnswers {
       this.h.transientRewind.schedule();
       return;
     }
-    if (ids.length === 0) return;
-    this.refuseForGood(ids, { code: frame.code, message: frame.message, messageIds: ids });
+    // A refusal for good: the messages it names are set aside. It may be of a whole frame (a parse
+    // that failed on one message, or on none) whose other messages it leaves neither acked nor
+    // refused: they go again, as after a transient error (the same pause, growing without progress),
+    // rather than stay in flight until a reconnect, holding the window (with receipts: all sending).
+    if (ids.length > 0) this.refuseForGood(ids, { code: frame.code, message: frame.message, messageIds: ids });
+    this.h.transientRewind.schedule();
   }
 
   /**

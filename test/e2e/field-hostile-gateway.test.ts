@@ -478,6 +478,31 @@ describe('a field client against a hostile gateway', () => {
     assert.equal(gw.items.length, 20, 'each message sent once');
   });
 
+  it('sends again what a refusal of its frame left unanswered: only the messages it names are set aside', async () => {
+    // The gateway refuses a whole frame (a parse that fails on one message, or on none) and names at
+    // most the message it failed on: the others of the frame were neither acked nor refused, and
+    // stayed in flight until a reconnect (with receipts, filling the window: all sending stopped).
+    const logs = new LogCapture();
+    let frames = 0;
+    const gw = await hostileGateway(
+      (ws) => ws.send(welcome()),
+      (ws, batch) => {
+        frames++;
+        if (frames === 1) ws.send(JSON.stringify({ type: 'error', code: 'CONTRACT_INVALID_MESSAGE', message: 'the first message is invalid', messageIds: [(batch[0] as Item).messageId] }));
+        else if (frames === 2) ws.send(JSON.stringify({ type: 'error', code: 'CONTRACT_MALFORMED_JSON', message: 'the frame is not JSON' }));
+        else ack(ws, batch);
+      },
+    );
+    cleanups.push(() => gw.close());
+    const d = await device(gw.url, logs, { messages: 10, transientRewindMs: 100 });
+    cleanups.push(() => d.close());
+    d.connection.start();
+    await eventually(() => (d.client.unacknowledged === 0 ? true : undefined), 10_000, 'every message acked or set aside').catch((e: Error) => assert.fail(`${e.message}: ${d.client.unacknowledged} left, ${frames} frames, ${gw.items.length} items, ${d.client.stats.refusedByGateway} set aside`));
+    assert.equal(gw.connections, 1, 'on the same connection');
+    assert.equal(d.client.stats.refusedByGateway, 1, 'only the message named was set aside');
+    assert.equal(gw.distinct(), 10);
+  });
+
   it('logs error frames cut to LIMITS.fieldGatewayLogMaxChars and at most LIMITS.fieldGatewayLogMaxPerWindow of them', async () => {
     const logs = new LogCapture();
     const gw = await hostileGateway((ws) => {
