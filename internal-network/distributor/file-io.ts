@@ -71,15 +71,15 @@ export async function hashOf(path: string): Promise<string | undefined> {
 }
 
 /**
- * Writes data to a new temporary file in `dir`, fsync'ed, and checks that it holds every byte. One
- * write(2) may take only part of what it is given and report no error (a disk filling up, the
- * file size limit): the rest is written on until the disk answers with the error itself. A short
- * file that got this far anyway is refused too: its name would be receipted with the size and
- * SHA-256 of data it does not hold, and the device would delete the only whole copy.
+ * Writes data to a new temporary file in `dir` (named `tmp`, a name the sweep knows: file-sweep.ts),
+ * fsync'ed, and checks that it holds every byte. One write(2) may take only part of what it is given
+ * and report no error (a disk filling up, the file size limit): the rest is written on until the
+ * disk answers with the error itself. A short file that got this far anyway is refused too: its
+ * name would be receipted with the size and SHA-256 of data it does not hold, and the device would
+ * delete the only whole copy.
  * Every failure is DISTRIBUTOR_WRITE_FAILED: transient, the message is retried, never receipted.
  */
-export async function writeTemp(dir: string, data: Buffer): Promise<string> {
-  const tmp = join(dir, `.incoming-${randomUUID()}`);
+export async function writeTemp(dir: string, data: Buffer, tmp = join(dir, `.incoming-${randomUUID()}`)): Promise<string> {
   try {
     const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
     try {

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { link, readFile, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { z } from 'zod';
-import { replaceFileDurablySync, syncDir } from '../../shared/durable-fs.ts';
+import { syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { io } from './file-io.ts';
+import { io, writeTemp } from './file-io.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
 /** The markers of chunked transfers in the file storage: a stored file's record (done), a verdict (failed). */
@@ -44,15 +44,36 @@ export function readFailed(marker: string): Promise<FailedTransfer | undefined> 
 }
 
 /**
- * Writes a failed marker unless the transfer has one already, and returns the one that stands.
- * Written aside, fsync'ed and linked to its name (which refuses an existing one), then its folder
- * synced: it is whole whenever it is there, and the first verdict is never replaced.
+ * Writes a transfer's done marker unless it has one already, and returns the record that stands.
+ * Consumers (or distributors sharing the storage) completing a transfer at once each store the file;
+ * a file without `metadata.timestamp` is recorded at its completing chunk's arrival, so each had a
+ * record of its own time, and a marker replacing another left two records of the one file (two
+ * rows, two points). The first marker stands, and every completing chunk answers with it.
  */
-export async function createFailedMarker(marker: string, verdict: FailedTransfer): Promise<FailedTransfer> {
-  // A temporary name the sweep knows (a kill can leave it): .incoming-*.
-  const tmp = join(dirname(marker), `.incoming-${randomUUID()}`);
+export function createDoneMarker(marker: string, info: StoredFileInfo): Promise<StoredFileInfo> {
+  // Aside as ID.done.json.tmp-*, a name the sweep knows, of this write's own: replicas sharing the
+  // storage are each pid 1 in their containers.
+  return createMarker(marker, info, readDone, `${marker}.tmp-${randomUUID()}`);
+}
+
+/**
+ * Writes a failed marker unless the transfer has one already, and returns the one that stands:
+ * consumers failing it at once agree on the first verdict.
+ */
+export function createFailedMarker(marker: string, verdict: FailedTransfer): Promise<FailedTransfer> {
+  // Aside as .incoming-*, a name the sweep knows (a kill can leave it).
+  return createMarker(marker, verdict, readFailed);
+}
+
+/**
+ * Writes `content` to `marker` unless it is there already, and returns what stands there. Written
+ * aside, fsync'ed and linked to its name (which refuses an existing one), then its folder synced:
+ * it is whole whenever it is there, and the first one is never replaced.
+ */
+async function createMarker<T>(marker: string, content: T, read: (marker: string) => Promise<T | undefined>, aside?: string): Promise<T> {
+  const dir = dirname(marker);
+  const tmp = await writeTemp(dir, Buffer.from(JSON.stringify(content)), aside);
   try {
-    await io(tmp, async () => replaceFileDurablySync(tmp, JSON.stringify(verdict), 0o640));
     const linked = await link(tmp, marker).then(
       () => true,
       (err: NodeJS.ErrnoException) => {
@@ -61,13 +82,13 @@ export async function createFailedMarker(marker: string, verdict: FailedTransfer
       },
     );
     if (!linked) {
-      const standing = await readFailed(marker);
+      const standing = await read(marker);
       if (standing) return standing;
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} went while it was read; retried.`, { path: marker });
     }
   } finally {
     await unlink(tmp).catch(() => undefined);
   }
-  await io(dirname(marker), () => syncDir(dirname(marker)));
-  return verdict;
+  await io(dir, () => syncDir(dir));
+  return content;
 }

@@ -5,12 +5,12 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { replaceFileDurably, syncDir } from '../../shared/durable-fs.ts';
+import { syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
 import { checkSize, entries, exists, ifGone, io, writeTemp } from './file-io.ts';
-import { createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
+import { createDoneMarker, createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
 import { placeFile } from './file-placement.ts';
 import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
 import { StorageReadiness } from './storage-readiness.ts';
@@ -80,8 +80,9 @@ export class FileStore {
    * start a new folder of chunks and be receipted, the verdict lost with its letter.
    *
    * `receivedAt`: the arrival of this chunk's message (epoch ms). A file whose chunks carry no
-   * `metadata.timestamp` is recorded at the arrival of the chunk that completed it, kept in the
-   * done marker: every chunk answered from the marker later (a resend, a replay) then gives the
+   * `metadata.timestamp` is recorded at the arrival of the chunk that completed it (the first of
+   * chunks completing it at once), kept in the done marker: every chunk answered from the marker
+   * later (a resend, a replay), or completing it at the same time, then gives the
    * record the same time, so it is the one row (PostgreSQL's key holds the time) and the one point,
    * not one more at each chunk's own arrival.
    */
@@ -171,12 +172,11 @@ export class FileStore {
         details: { ...err.details, transferId: t.id, chunksKeptIn: aside },
       }));
     });
-    const info = placed.timestamp === undefined && receivedAt !== undefined ? { ...placed, timestamp: receivedAt } : placed;
-    // Durable before the folder goes: chunks receipted from now on rely on this record alone. Aside
-    // under a name of this write's own, not the pid's: replicas sharing the storage are each pid 1 in
-    // their containers, and two completing a transfer at once wrote the same file aside, the second
-    // one's open emptying the first one's marker before its rename (the sweep knows the name).
-    await io(doneMarker, () => replaceFileDurably(doneMarker, [JSON.stringify(info)], `${doneMarker}.tmp-${randomUUID()}`));
+    // Durable before the folder goes: chunks receipted from now on rely on this record alone. Written
+    // aside under a name of this write's own (replicas sharing the storage are each pid 1 in their
+    // containers), and never replacing a marker there: chunks completing the transfer at once, here
+    // or in another replica, all answer with the first record (file-markers.ts createDoneMarker).
+    const info = await createDoneMarker(doneMarker, placed.timestamp === undefined && receivedAt !== undefined ? { ...placed, timestamp: receivedAt } : placed);
     await io(partial, () => rm(partial, { recursive: true, force: true }));
     this.present.forget(partial);
     return info;

@@ -156,6 +156,22 @@ describe('file storage: chunked files', () => {
     }
   });
 
+  it('chunks completing a transfer at once give its file one record, the first stored: one row, not one per completing chunk', async () => {
+    // A file without `metadata.timestamp` is recorded at the arrival of the chunk that completed it
+    // (storeChunk). The last two chunks handled by two consumers at once both saw the set complete,
+    // and each stored the file with its own arrival, the second marker replacing the first: two
+    // records of the one file at two times, two rows in PostgreSQL and two points in InfluxDB.
+    const file = Buffer.from(Array.from({ length: 6000 }, (_, i) => (i * 7) % 251));
+    for (let round = 0; round < 8; round++) {
+      const [first, second] = chunksOf(file, 3000, `once${round}`);
+      const results = await Promise.all([store.storeChunk('cam-12', first!, 1_000), store.storeChunk('cam-12', second!, 2_000)]);
+      const records = results.filter((r) => r !== undefined);
+      assert.ok(records.length > 0, `round ${round}: stored`);
+      const marker = JSON.parse(readFileSync(join(root, '.partial', 'cam-12', `once${round}.done.json`), 'utf8'));
+      for (const r of records) assert.deepEqual(JSON.parse(JSON.stringify(r)), marker, `round ${round}: every completing chunk answers with the record that stands`);
+    }
+  });
+
   it('keeps the chunks of a file whose checksum fails, as received, and says where', async () => {
     const file = Buffer.from('three chunks, one of them altered');
     const chunks = chunksOf(file, 12, 'bad', { sha256: 'a'.repeat(64) });
