@@ -6,7 +6,7 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { watchBrokerLiveness } from './broker-liveness.ts';
 import type { DeadLetters } from './dead-letter.ts';
-import type { MessageHandler } from './message-handler.ts';
+import { isFinal, type MessageHandler } from './message-handler.ts';
 import type { ReceiptPublisher } from './receipts.ts';
 
 export interface RetryPolicy {
@@ -162,8 +162,16 @@ export class Consumer {
       try {
         const done = await this.handler.handle(topic, payload, taken, retained);
         for (const r of done.receipts ?? []) this.receipts?.add(r);
-        // Sections of a gateway's envelope the database refused: kept before the envelope is acknowledged.
-        for (const d of done.deadLetters ?? []) await this.deadLetter(d.topic, d.payload, d.error, abandoned);
+        // What was refused for good (the message, or sections of a gateway's envelope): kept before
+        // the message is acknowledged; copies of each held until it is, or given up (a stop).
+        try {
+          for (const d of done.deadLetters ?? []) {
+            await this.deadLetter(d.topic, d.payload, d.error, abandoned);
+            d.release?.();
+          }
+        } finally {
+          for (const d of done.deadLetters ?? []) d.release?.();
+        }
         this.stats.messages++;
         this.stats.points += done.points;
         this.stats.files += done.files;
@@ -195,7 +203,7 @@ export class Consumer {
         // so the message's sequence numbers are in no window it loaded. Kept as a dead letter it would
         // be acknowledged, its device sent a receipt, and a copy of it let through there: retried
         // unacknowledged instead, until the distributor, stopping meanwhile, stops this consumer.
-        if (!isFieldStreamError(err) || err.code === 'DISTRIBUTOR_WRITE_FAILED' || err.code === 'DISTRIBUTOR_STATE_LEASE') {
+        if (!isFinal(err)) {
           this.stats.retries++;
           // Never sooner than the store asked (a 429's or 503's Retry-After: sinks/sink.ts retryAfterMs), up to the longest pause.
           const delay = Math.max(this.backoff(attempt), Math.min(askedDelayMs(err), this.retry.maxMs));

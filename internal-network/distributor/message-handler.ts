@@ -40,6 +40,21 @@ export interface DeadLetterRequest {
   topic: string;
   payload: Buffer;
   error: FieldStreamError;
+  /**
+   * Lets copies of its messages, held meanwhile, be checked: call once the letter is kept (and its
+   * messages recorded: deadLetterReceipts), or given up. Held until then, a copy handled by another
+   * consumer is a duplicate, receipted, rather than refused again and kept a second time.
+   */
+  release?: () => void;
+}
+
+/**
+ * Whether a failure is final for its message, which is then kept as a dead letter rather than
+ * retried: a coded error, but a write that failed (DISTRIBUTOR_WRITE_FAILED: transient) or a state
+ * lease lost (DISTRIBUTOR_STATE_LEASE: consumer.ts says why).
+ */
+export function isFinal(err: unknown): err is FieldStreamError {
+  return isFieldStreamError(err) && err.code !== 'DISTRIBUTOR_WRITE_FAILED' && err.code !== 'DISTRIBUTOR_STATE_LEASE';
 }
 
 export interface Handled {
@@ -48,16 +63,18 @@ export interface Handled {
   /** what the devices may now be told is durable (undefined: nothing to tell) */
   receipts?: ReceiptRequest[];
   /**
-   * Sections of a gateway's envelope the database refused as bad data, each as its device's own
-   * envelope: for the caller to keep as dead letters before it acknowledges the message (the other
-   * sections are written).
+   * What is refused for good, for the caller to keep as dead letters before it acknowledges the
+   * message: a device's envelope whose write or file failed for good, whole; or the sections of a
+   * gateway's envelope the database refused as bad data, each as its device's own envelope (the
+   * other sections are written). Each holds copies of its messages until its release.
    */
   deadLetters?: DeadLetterRequest[];
 }
 
 /**
  * Turns one MQTT message into writes and performs them. Resolves when everything it carried is
- * durable; throws a FieldStreamError otherwise (the caller decides between retry and dead letter).
+ * durable, or what of it was refused for good once checked is handed back to be kept as dead letters
+ * (Handled.deadLetters); throws otherwise (the caller decides between retry and dead letter).
  */
 export class MessageHandler {
   /** counts of refusals whose write failed, written again with the next (flushSecurityTally) */
@@ -237,9 +254,15 @@ export class MessageHandler {
       points = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : [];
       await this.sink.write(joined(points, verdict.events));
       verdict.commit();
-    } finally {
+    } catch (err) {
+      // Refused for good (the database, a file's checksum): kept as a dead letter by the caller, its
+      // copies held until then (DeadLetterRequest.release). Released here, a copy was checked as new,
+      // refused again and kept again, whole, once per consumer meeting it while the first was written.
+      if (isFinal(err)) return { points: 0, files: 0, deadLetters: [{ topic, payload, error: err, release: () => verdict.release() }] };
       verdict.release();
+      throw err;
     }
+    verdict.release();
     this.count(env.dataType, points.length, verdict);
     return {
       points: points.length,
@@ -268,6 +291,8 @@ export class MessageHandler {
       const points = verdict.accepted?.dataType === 'timeseries' ? readingPoints(verdict.accepted, verdict.keys) : [];
       return { own, verdict, points, written: this.sink.write(joined(points, verdict.events)) };
     });
+    // the verdicts of sections to be kept as dead letters: released by the caller (DeadLetterRequest.release)
+    const kept = new Set<Verdict>();
     try {
       const results = await Promise.allSettled(sections.map((s) => s.written));
       const unreachable = results.find((r) => r.status === 'rejected' && !isFieldStreamError(r.reason, 'DISTRIBUTOR_WRITE_REJECTED'));
@@ -276,7 +301,8 @@ export class MessageHandler {
       sections.forEach(({ own, verdict, points }, i) => {
         const result = results[i];
         if (result?.status === 'rejected') {
-          handled.deadLetters.push({ topic: uplinkTopic(own.deviceId, 'timeseries'), payload: Buffer.from(JSON.stringify(own)), error: result.reason as FieldStreamError });
+          kept.add(verdict);
+          handled.deadLetters.push({ topic: uplinkTopic(own.deviceId, 'timeseries'), payload: Buffer.from(JSON.stringify(own)), error: result.reason as FieldStreamError, release: () => verdict.release() });
           return;
         }
         verdict.commit({ persist: false });
@@ -286,8 +312,11 @@ export class MessageHandler {
       });
       this.verifier.persist();
       return handled;
+    } catch (err) {
+      kept.clear(); // nothing handed over: the envelope is retried
+      throw err;
     } finally {
-      for (const { verdict } of sections) verdict.release();
+      for (const { verdict } of sections) if (!kept.has(verdict)) verdict.release();
     }
   }
 

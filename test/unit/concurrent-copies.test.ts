@@ -3,9 +3,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import type { IPublishPacket, MqttClient } from 'mqtt';
+import { Consumer } from '../../internal-network/distributor/consumer.ts';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import { readLetters } from '../../internal-network/distributor/dead-letter-files.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import type { ReceiptPublisher, ReceiptRequest } from '../../internal-network/distributor/receipts.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
@@ -15,6 +20,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
 
 /**
  * Copies of one signed message handled at the same time: the distributor's consumers each take a
@@ -170,4 +176,64 @@ describe('copies of a message handled at the same time', () => {
     open();
     assert.deepEqual([receipted(await first), receipted(await other)], [[1], [2]]);
   });
+
+  for (const [kind, topic, envelope] of [
+    ["a device's envelope", uplinkTopic('d1', 'timeseries'), deviceEnvelope],
+    ["a gateway envelope's section", gatewayUplinkTopic('gw'), gatewayEnvelope],
+  ] as const) {
+    it(`keeps ${kind} the database refuses for good, and a copy of it handled meanwhile, as one dead letter: the copy waits for the letter, then is a duplicate, receipted`, async () => {
+      // The first's claim was released when its write was refused, before its letter was kept and
+      // its messages recorded (MessageVerifier.recordKept): the copy was checked as new, refused in
+      // turn and kept again, whole. A DMZ publishing one such message over and over kept it once per
+      // database round trip while the first letter was written (up to 16 MiB each, DEAD_LETTER_MAX_BYTES).
+      const dir = join(work.dir, `case-${++n}`);
+      const keys = join(dir, 'keys');
+      mkdirSync(keys, { recursive: true });
+      writeFileSync(join(keys, 'd1.key'), key.toString('hex'));
+      const verifier = new MessageVerifier(new DeviceKeyRegistry(keys, join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 7 * 86_400_000 }, log);
+      // Refuses readings for good (a field of another type), once let go; takes the rest.
+      const held: (() => void)[] = [];
+      let refusing = false;
+      const refuse = () => Promise.reject(new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'field type conflict'));
+      const sink = {
+        description: 'refusing readings',
+        write: async (points: readonly StoredPoint[]) => {
+          if (!points.some((p) => p.measurement === 'readings')) return;
+          if (!refusing) await new Promise<void>((resolve) => held.push(resolve));
+          return refuse();
+        },
+        close: async () => {},
+      };
+      const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier);
+      const dead = new DeadLetters(join(dir, 'letters'));
+      const receipts: ReceiptRequest[] = [];
+      const consumer = () => {
+        const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
+        return { mqtt, consumer: new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, { add: (r: ReceiptRequest) => receipts.push(r) } as unknown as ReceiptPublisher, log) };
+      };
+      const consumers = [consumer(), consumer()];
+      const payload = envelope([1]);
+      const acked = [false, false];
+      const deliver = (i: number, bytes: Buffer) =>
+        consumers[i]!.mqtt.handleMessage({ cmd: 'publish', topic, payload: bytes, qos: 1, dup: false, retain: false } as IPublishPacket, () => (acked[i] = true));
+      try {
+        deliver(0, payload);
+        await settle();
+        deliver(1, Buffer.from(payload)); // the broker's copy, the first's connection broken meanwhile
+        await settle();
+        assert.equal(held.length, 1, 'the copy waits for the first');
+        refusing = true;
+        for (const release of held) release();
+        await eventually(() => (acked.every(Boolean) ? true : undefined), 5_000, 'both acknowledged');
+        await dead.close();
+        const letters = [...readLetters(join(dir, 'letters'))].filter((l) => l.letter?.code === 'DISTRIBUTOR_WRITE_REJECTED');
+        assert.equal(letters.length, 1, 'kept once');
+        assert.deepEqual(receipts.flatMap((r) => r.ids.map((i) => i.seq)), [1, 1], 'the letter and its copy receipted');
+        assert.equal(verifier.inFlight.devices, 0, 'every claim released');
+      } finally {
+        for (const c of consumers) c.consumer.stop();
+        await dead.close();
+      }
+    });
+  }
 });
