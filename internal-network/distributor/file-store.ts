@@ -308,20 +308,27 @@ export class FileStore {
    * already there may have been made by a process killed before it synced its parent, so a level
    * this process has not synced the entry of yet, up to the storage root (and the root's own), has
    * its parent synced too, made now or not; a level it has synced (remembered) ends the walk.
+   *
+   * The levels are remembered only once the whole walk is done: remembered as each was synced, a
+   * folder was taken as durable by another consumer (the next chunk of a transfer just begun) while
+   * its parent's entry was still being synced, and its chunk receipted in a folder a power cut could
+   * still take away. Meanwhile the other consumer walks the levels itself.
    */
   private async makeDir(dir: string): Promise<void> {
     const first = await io(dir, () => mkdir(dir, { recursive: true }));
     if (first === undefined && this.dirsSynced.has(dir)) return;
+    const synced: string[] = [];
     for (let d = dir; ; d = dirname(d)) {
       const madeNow = first !== undefined && d.length >= first.length; // `first` and what is under it
-      if (!madeNow && (this.dirsSynced.has(d) || d.length < this.root.length)) return;
+      if (!madeNow && (this.dirsSynced.has(d) || d.length < this.root.length)) break;
       const parent = dirname(d);
       await io(parent, () => syncDir(parent));
-      // Bounded: one entry per transfer otherwise; forgetting them costs a few syncs again, nothing more.
-      if (this.dirsSynced.size >= LIMITS.fileStoreSyncedDirsMax) this.dirsSynced.clear();
-      this.dirsSynced.add(d);
-      if (parent === d) return;
+      synced.push(d);
+      if (parent === d) break;
     }
+    // Bounded: one entry per transfer otherwise; forgetting them costs a few syncs again, nothing more.
+    if (this.dirsSynced.size + synced.length > LIMITS.fileStoreSyncedDirsMax) this.dirsSynced.clear();
+    for (const d of synced) this.dirsSynced.add(d);
   }
 
   private async deviceDir(deviceId: string, filename: string): Promise<string> {

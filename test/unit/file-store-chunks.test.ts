@@ -172,6 +172,46 @@ describe('file storage: chunked files', () => {
     }
   });
 
+  it("the first chunks of a new transfer arriving at once are each returned (receipted) only once their folder's whole chain of parents is synced", async () => {
+    // A folder made is an entry of its parent, on disk only once that parent is synced. The chunk
+    // that made ROOT/.partial/DEVICE/ID remembered ID as synced once ID's own entry was, before it
+    // synced DEVICE's entry in .partial: a chunk handled at once by another consumer took the folder
+    // as durable, and was returned (and receipted) while a power cut could still take the folder,
+    // and the chunk, away.
+    const file = Buffer.from('three chunks of a transfer just begun');
+    const chunks = chunksOf(file, 13, 'fresh');
+    const parentOfDevice = join(root, '.partial');
+    const fsp = fs.promises as unknown as { open: (...a: unknown[]) => Promise<unknown> };
+    const original = fsp.open;
+    let gateReached!: () => void;
+    const reached = new Promise<void>((r) => (gateReached = r));
+    let openGate!: () => void;
+    const gate = new Promise<void>((r) => (openGate = r));
+    fsp.open = async (...a) => {
+      if (a[0] === parentOfDevice) {
+        gateReached();
+        await gate; // the sync of DEVICE's entry in .partial, held
+      }
+      return original(...a);
+    };
+    syncBuiltinESMExports();
+    try {
+      let returned = 0;
+      const first = store.storeChunk('cam-13', chunks[0]!).finally(() => returned++);
+      await reached; // the first chunk syncs its folder's parents
+      const second = store.storeChunk('cam-13', chunks[1]!).finally(() => returned++);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(returned, 0, 'no chunk returned while its folder may still be lost');
+      openGate();
+      assert.deepEqual(await Promise.all([first, second]), [undefined, undefined]);
+    } finally {
+      openGate();
+      fsp.open = original;
+      syncBuiltinESMExports();
+    }
+    assert.equal((await store.storeChunk('cam-13', chunks[2]!))?.sha256, sha(file));
+  });
+
   it('keeps the chunks of a file whose checksum fails, as received, and says where', async () => {
     const file = Buffer.from('three chunks, one of them altered');
     const chunks = chunksOf(file, 12, 'bad', { sha256: 'a'.repeat(64) });
