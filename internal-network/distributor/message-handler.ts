@@ -355,8 +355,9 @@ export class MessageHandler {
   /**
    * Writes the verifier's counts of refusals of the seconds that are over (all, with `all`: at a
    * stop). They are written apart from any message (no message waits for them, none is redelivered
-   * for them); should the database refuse or be down, they are kept for the next call, at most
-   * LIMITS.securityTallyMaxKeys × 60 points (a minute of a flood), then the oldest are dropped.
+   * for them); should the database refuse or be down, they are kept for the next call (with those of
+   * calls in flight at the same time that failed too), at most LIMITS.securityTallyMaxKeys × 60
+   * points (a minute of a flood), then the oldest are dropped.
    */
   async flushSecurityTally(all = false): Promise<number> {
     const points = [...this.unwrittenTally, ...this.verifier.takeTally(Date.now(), all)];
@@ -366,7 +367,10 @@ export class MessageHandler {
       await this.sink.write(points);
       return points.length;
     } catch (err) {
-      this.unwrittenTally = points.slice(-LIMITS.securityTallyMaxKeys * 60);
+      // Added to what is kept, not in its place: writes of the counts are made at each tick whether
+      // the last one answered or not, and another one in flight may have failed and kept its own.
+      const kept = [...this.unwrittenTally, ...points];
+      this.unwrittenTally = kept.length > LIMITS.securityTallyMaxKeys * 60 ? kept.sort((a, b) => a.time - b.time).slice(-LIMITS.securityTallyMaxKeys * 60) : kept;
       throw err;
     }
   }

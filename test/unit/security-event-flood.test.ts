@@ -16,6 +16,7 @@ import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts'
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 
@@ -261,6 +262,42 @@ describe('security events under a flood of forged messages', () => {
     } finally {
       mock.timers.reset();
     }
+  });
+
+  it('keeps for the next write the counts of every write of them that failed, also of writes in flight at once (a database stalling past a tick)', async () => {
+    // The counts are written every TIMINGS.securityTallyFlushMs, whether the last write answered or
+    // not: against a database that stalls, several are in flight at once. Each that failed set the
+    // counts kept for the next in place of those another had kept: all but the last one's were lost.
+    const dir = registered(join(tmp.dir, 'tally-writes'), 'real-4');
+    const log = { warn: () => undefined, info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log } as unknown as Logger;
+    const written: StoredPoint[] = [];
+    const held: (() => void)[] = [];
+    let stalled = true;
+    const sink = {
+      description: 'stalling',
+      write: async (points: readonly StoredPoint[]) => {
+        if (stalled) {
+          await new Promise<void>((resolve) => held.push(resolve));
+          throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', 'the database timed out');
+        }
+        written.push(...points);
+      },
+      close: async () => {},
+    };
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
+    const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
+    const presence = Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() }));
+    const writes: Promise<number>[] = [];
+    for (const id of ['ghost-a', 'ghost-b', 'ghost-c']) {
+      await handler.handle(statusTopic(id), presence);
+      writes.push(handler.flushSecurityTally(true));
+    }
+    assert.equal(held.length, 3, 'three writes in flight at once');
+    for (const fail of held) fail();
+    for (const w of writes) await assert.rejects(w, { code: 'DISTRIBUTOR_WRITE_FAILED' });
+    stalled = false;
+    await handler.flushSecurityTally(true);
+    assert.equal(written.reduce((n, p) => n + (p.fields.count as number), 0), 3, 'every refusal counted, once');
   });
 
   it('stores a refusal checked again (its write retried, its message delivered again) as the same point, not a second at a later time', async () => {
