@@ -111,6 +111,8 @@ export class DeadLetters {
   private measuredAt = -Infinity;
   /** bytes of letters let in and still being written: the consumers put letters at once */
   private pending = 0;
+  /** bytes of letters this process wrote, all told (measure adds those written while it reads the folder) */
+  private appended = 0;
 
   constructor(
     private readonly dir: string,
@@ -174,6 +176,7 @@ export class DeadLetters {
     } finally {
       this.pending -= size;
     }
+    this.appended += size;
     this.bytes = (this.bytes ?? 0) + size;
     return unparsable ? 'excerpt' : 'whole';
   }
@@ -198,11 +201,15 @@ export class DeadLetters {
 
   private async measure(): Promise<void> {
     this.measuredAt = Date.now();
+    const appendedBefore = this.appended;
     let total = 0;
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       const s = await stat(join(this.dir, name)).catch(() => undefined);
       if (s?.isFile()) total += s.size;
     }
-    this.bytes = total;
+    // Letters other consumers wrote while the folder was read: a file looked at before one went in
+    // misses it, and the count would be short of it (the folder then taking that much past its
+    // bound). Added: one the reading saw is counted twice until the next measure, never missed.
+    this.bytes = total + (this.appended - appendedBefore);
   }
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import fs, { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -80,6 +81,46 @@ describe('the dead-letter folder under a flood', () => {
     await sleep(1_100);
     assert.equal(await dead.put('t/data-after-move', Buffer.alloc(30 * 1024, 2), rejected), 'whole');
     assert.equal(readdirSync(dir).length, 1);
+    await dead.close();
+  });
+
+  it('counts a letter another consumer writes while the folder is measured: the folder never holds more than it counts', async () => {
+    // The measure set the count to what it had read, dropping a letter appended meanwhile (after its
+    // file was looked at): counted short, the folder took that much more past its bound.
+    const dir = join(tmp.dir, 'measured');
+    const maxBytes = 64 * 1024;
+    const dead = new DeadLetters(dir, 1, { maxBytes });
+    assert.equal(await dead.put('t/first', Buffer.alloc(8 * 1024, 1), rejected), 'whole');
+    await sleep(1_100); // a letter that would pass the bound has the folder measured again
+    const fsp = fs.promises as unknown as { stat: (...a: unknown[]) => Promise<unknown> };
+    const original = fsp.stat;
+    let reached!: () => void;
+    const measuring = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let armed = true;
+    fsp.stat = async (...a) => {
+      if (!armed || !String(a[0]).startsWith(dir)) return original(...a);
+      armed = false; // the measure's look at the day's file, answered as it was then, once the gate opens
+      const seen = await original(...a);
+      reached();
+      await gate;
+      return seen;
+    };
+    syncBuiltinESMExports();
+    try {
+      const large = dead.put('t/large', Buffer.alloc(42 * 1024, 2), rejected).catch((err: unknown) => err);
+      await measuring;
+      assert.equal(await dead.put('t/meanwhile', Buffer.alloc(1024, 3), rejected), 'whole', 'another consumer\'s letter, kept while the folder is read');
+      release();
+      const outcome = await large;
+      assert.ok(outcome instanceof FieldStreamError && outcome.code === 'DISTRIBUTOR_DEAD_LETTERS_FULL', String(outcome));
+    } finally {
+      release();
+      fsp.stat = original;
+      syncBuiltinESMExports();
+    }
+    assert.ok((dead.heldBytes ?? 0) >= held(dir), `${dead.heldBytes} bytes counted, ${held(dir)} held`);
     await dead.close();
   });
 
