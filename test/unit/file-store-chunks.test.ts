@@ -277,11 +277,12 @@ describe('file storage: chunked files', () => {
     assert.ok(!existsSync(partial));
   });
 
-  it('two distributors, each pid 1 in its container, completing a transfer at once: one killed while writing the done marker leaves the other\'s whole', { skip: !(strace && pidNamespaces) && 'strace or unshare is not available' }, async () => {
+  it('two distributors, each pid 1 in its container, completing a transfer at once: one killed as it links its done marker leaves the other\'s whole', { skip: !(strace && pidNamespaces) && 'strace or unshare is not available' }, async () => {
     // Replicas share the file storage, and node is pid 1 in each container: a name aside made of the
     // pid (NAME.tmp-PID) was the same file for both. The second one's open (O_TRUNC) emptied the
-    // first one's marker before its rename, and, killed before it wrote its own, left an empty
-    // marker in place for good: every chunk of the transfer delivered again failed on it, never receipted.
+    // first one's marker before it was put in place, and, killed before it wrote its own, left an
+    // empty marker in place for good: every chunk of the transfer delivered again failed on it, never
+    // receipted. Here both have written their markers aside when the first puts its in place.
     const file = Buffer.from('a file of two chunks, completed by two replicas at once');
     const chunks = chunksOf(file, 30, 'pid1');
     assert.equal(await store.storeChunk('cam-11', chunks[0]!), undefined);
@@ -308,11 +309,11 @@ describe('file storage: chunked files', () => {
     const until = async (what: string, done: () => boolean) => {
       for (const started = Date.now(); !done(); await new Promise((r) => setTimeout(r, 20))) if (Date.now() - started > 60_000) assert.fail(`waited for ${what}`);
     };
-    // The second replica, killed should it write to the name aside pid 1's marker had.
-    const second = replica(['-P', `${marker}.tmp-1`, '-e', 'trace=write,pwrite64', '-e', 'inject=write,pwrite64:signal=SIGKILL'], true);
+    // The second replica, killed as it puts its marker in place (its link to the marker's name).
+    const second = replica(['-P', marker, '-e', 'trace=link,linkat', '-e', 'inject=link,linkat:signal=SIGKILL'], true);
     await until('the second replica to start', () => second.out().includes('ready'));
-    // The first one held for 5 s once it has synced its marker under that name, before the rename.
-    const first = replica(['-P', `${marker}.tmp-1`, '-e', 'trace=fsync', '-e', 'inject=fsync:delay_exit=5000000'], false);
+    // The first one held for 5 s with its marker written aside, before it puts it in place.
+    const first = replica(['-P', marker, '-e', 'trace=link,linkat', '-e', 'inject=link,linkat:delay_enter=5000000'], false);
     let firstExited = false;
     void first.exited.then(() => (firstExited = true));
     await until('the first replica to write its marker aside', () => firstExited || (existsSync(partialDir) && readdirSync(partialDir).some((n) => n.startsWith('pid1.done.json.tmp'))));
