@@ -175,7 +175,7 @@ export class Consumer {
         this.stats.messages++;
         this.stats.points += done.points;
         this.stats.files += done.files;
-        if (attempt > 0) this.log.info({ attempts: attempt + 1 }, 'write succeeded after retrying');
+        if (attempt > 0) this.log.info({ attempts: attempt + 1 }, done.deadLetters?.length ? 'handled after retrying (with dead letters)' : 'write succeeded after retrying');
         return;
       } catch (err) {
         if (err instanceof Stopped) throw err;

@@ -11,15 +11,13 @@ import {
   type UplinkEnvelope,
 } from '../../shared/contract/envelope.ts';
 import { parseTopic, TOPIC_ROOT, uplinkTopic } from '../../shared/contract/topics.ts';
-import type { Scalar } from '../../shared/contract/primitives.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { daysUntil } from '../../shared/tls-files.ts';
 import type { FileStore } from './file-store.ts';
 import { boundEventTags, type EventTagAdmissions } from './event-tags.ts';
-import { dataPoints, filePoint, MEASUREMENTS, POINT_KEY, readingPoints, transferKey, type StoredPoint } from './points.ts';
+import { dataPoints, filePoint, readingPoints, transferKey, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
+import { devicePresencePoint, gatewayPresencePoint, gatewayReportPoints } from './dmz-word-points.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
-import { UNREGISTERED_DEVICE } from './security/refusal-tally.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
@@ -159,78 +157,20 @@ export class MessageHandler {
       }
       // Its gateway is a tag of the point: an invented one would be a series of its own.
       if (!this.admitted(status.gatewayId)) return { points: 0, files: 0 };
-      // cert_not_after (epoch ms) lets a dashboard count the certificates about to expire as of any
-      // time; cert_days_left is as of the presence.
-      const cert: Record<string, number> =
-        status.certNotAfter !== undefined ? { cert_not_after: status.certNotAfter, cert_days_left: daysUntil(status.certNotAfter, status.at) } : {};
-      // The DMZ's word for when: never later than now, or a presence forged in the future would
-      // outrank every genuine one after it (the console orders a device's presences by time).
-      const time = Math.min(status.at, arrived);
-      // A presence published again for a connection announced before (the gateway's daily reminder,
-      // or after it reconnected to its broker) is tagged, so that what lists connects and
-      // disconnects can leave it out (InfluxQL cannot test a field for absence; a missing tag is ''),
-      // and keeps the connection's time.
-      const tags: Record<string, string> = { device: where.deviceId, gateway: status.gatewayId };
-      const fields: Record<string, Scalar> = { state: status.state, ...cert };
-      if (status.since !== undefined) {
-        tags.republished = 'true';
-        fields.since = Math.min(status.since, time);
-      }
-      return this.presencePoint({
-        measurement: MEASUREMENTS.status,
-        tags,
-        fields,
-        time,
-        // Retained: delivered again on every new subscription, the same presence each time.
-        [POINT_KEY]: `${status.gatewayId}:${status.at}:${status.state}`,
-      });
+      return this.presencePoint(devicePresencePoint(where.deviceId, status, arrived));
     }
     if (where.kind === 'gatewayPresence') {
       const presence = parseEnvelope(GatewayPresenceSchema, payload);
       if (presence.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Presence of ${presence.gatewayId} arrived on ${topic}`);
       if (!this.admitted(where.gatewayId)) return { points: 0, files: 0 };
-      // Stamped when it arrived: a will carries the time the gateway started, not when it was lost.
-      // Nothing in it tells one publication from the next (the same online at each connection, the
-      // same will at each loss): keyed by its arrival, each is a row of its own (postgres/rows.ts),
-      // and the gateway's state is its latest by time.
-      return this.presencePoint({
-        measurement: MEASUREMENTS.gatewayStatus,
-        tags: { gateway: where.gatewayId },
-        // Never later than its arrival (as a device's presence above): the console takes a gateway's
-        // `since` as the time its devices' presences are believed from.
-        fields: { state: presence.state, since: Math.min(presence.since, arrived) },
-        time: arrived,
-        [POINT_KEY]: `${presence.since}:${presence.state}:${arrived}`,
-      });
+      return this.presencePoint(gatewayPresencePoint(where.gatewayId, presence, arrived));
     }
     if (where.kind === 'gatewaySecurity') {
       const report = parseEnvelope(GatewaySecurityReportSchema, payload);
       if (report.gatewayId !== where.gatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Report of ${report.gatewayId} arrived on ${topic}`);
       // The gateway's word only: of a gateway not admitted, not stored (its counts, each a point).
       if (!this.admitted(where.gatewayId)) return { points: 0, files: 0 };
-      // The gateway's word, stored as such (source=gateway): counts of refusals, one point per device
-      // and code. Of ids neither registered nor revoked (mayStoreUnder), one point per code under
-      // UNREGISTERED_DEVICE with their sum: a report of 1,000 invented ids adds no series.
-      const time = Math.min(report.to, Date.now());
-      const point = (deviceId: string, code: string, count: number, detail: string): StoredPoint => ({
-        measurement: MEASUREMENTS.securityEvents,
-        tags: { device: deviceId, reason: code, source: 'gateway' },
-        fields: { count, gateway: report.gatewayId, from: report.from, detail },
-        time,
-        [POINT_KEY]: `g:${report.gatewayId}:${report.from}:${report.to}:${code}`,
-      });
-      const points: StoredPoint[] = [];
-      const unregistered = new Map<string, { count: number; ids: number }>();
-      for (const e of report.events) {
-        if (this.verifier.mayStoreUnder(e.deviceId)) points.push(point(e.deviceId, e.code, e.count, `${e.count} refused by gateway ${report.gatewayId}`));
-        else {
-          const sum = unregistered.get(e.code) ?? { count: 0, ids: 0 };
-          sum.count += e.count;
-          sum.ids++;
-          unregistered.set(e.code, sum);
-        }
-      }
-      for (const [code, sum] of unregistered) points.push(point(UNREGISTERED_DEVICE, code, sum.count, `${sum.count} refused by gateway ${report.gatewayId}, naming ${sum.ids} devices neither registered nor revoked`));
+      const points = gatewayReportPoints(report, (deviceId) => this.verifier.mayStoreUnder(deviceId));
       await this.sink.write(points);
       for (const e of report.events) this.metrics.securityEvents.inc({ reason: e.code }, e.count);
       // Refusals beyond what a report lists (a flood from more devices than it holds) have no
