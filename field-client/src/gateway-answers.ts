@@ -45,14 +45,21 @@ export class GatewayAnswers {
     // On the queue's clock, as every wait for a receipt (durable-queue.ts, now()).
     const now = this.h.queue.now();
     const seqs: number[] = [];
+    // A file's chunk the gateway took is progress as a message is: a device sending a file alone
+    // otherwise never started its transient pauses over, and left a gateway whose broker was briefly
+    // unavailable while its chunks went through.
+    let chunks = 0;
     for (const id of ids) {
-      if (this.h.transfers.onAck(id, now)) continue;
+      if (this.h.transfers.onAck(id, now)) {
+        chunks++;
+        continue;
+      }
       const seq = this.h.queue.seqOf(id);
       if (seq !== undefined && this.h.inFlight.delete(seq)) seqs.push(seq);
     }
     // With receipts, this only moves them to "awaiting their receipt".
     this.h.queue.ack(seqs);
-    if (seqs.length > 0) this.progress();
+    if (seqs.length > 0 || chunks > 0) this.progress();
     this.h.schedulePump();
   }
 

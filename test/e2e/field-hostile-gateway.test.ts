@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -317,6 +318,36 @@ describe('a field client against a hostile gateway', () => {
     await new Promise((r) => setTimeout(r, 1_200));
     assert.equal(alone.connections, 1, 'not dropped before four times the interval');
     await eventually(() => (alone.connections === 2 ? true : undefined), 10_000, 'connected again');
+  });
+
+  it('counts a file chunk the gateway took as progress: a broker unavailable now and then does not make it leave while chunks go through', async () => {
+    const logs = new LogCapture();
+    let frames = 0;
+    // Every fourth chunk refused as the broker unavailable (a broker briefly busy), the others
+    // taken. Only chunk acks count as what the gateway took: a device sending a file alone left
+    // this gateway after FIELD_BROKER_UNAVAILABLE_MOVE_S, however many chunks went through meanwhile.
+    const flaky = await hostileGateway(
+      (ws) => ws.send(welcome()),
+      (ws, batch) => {
+        frames++;
+        if (frames % 4 === 0) ws.send(JSON.stringify({ type: 'error', code: 'GATEWAY_BROKER_UNAVAILABLE', message: 'broker busy', messageIds: batch.map((m) => m.messageId) }));
+        else setTimeout(() => ack(ws, batch), 100);
+      },
+    );
+    const other = await hostileGateway((ws) => ws.send(welcome()), ack);
+    cleanups.push(() => flaky.close(), () => other.close());
+    const d = await device(`${flaky.url},${other.url}`, logs, { messages: 0, transientRewindMs: 50, brokerUnavailableMoveMs: 1_000 });
+    cleanups.push(() => d.close());
+    const source = tempDir('hostile-gateway-file');
+    cleanups.push(async () => source.cleanup());
+    const path = join(source.dir, 'big.bin');
+    writeFileSync(path, randomBytes(2 * 1024 * 1024));
+    await d.client.submitFile(path);
+    d.connection.start();
+    await eventually(() => (d.client.unacknowledged === 0 ? true : undefined), 30_000, 'the file sent whole');
+    assert.ok(frames >= 12, `${frames} chunk frames, refusals among them`);
+    assert.equal(other.connections, 0, 'the gateway taking chunks was never left');
+    assert.ok(!logs.codes().includes('FIELD_GATEWAY_BROKER_DOWN'));
   });
 
   it("leaves a gateway whose broker stays unavailable on time when the device's clock is set back meanwhile", async () => {
