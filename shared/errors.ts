@@ -58,7 +58,7 @@ export const ERRORS = {
   GATEWAY_BROKER_UNAVAILABLE: {
     http: 503,
     transient: true,
-    description: 'The message could not be handed to the broker; it was not acknowledged, send it again.',
+    description: 'The message could not be handed to the broker, or the broker had no subscriber for it (the internal network has not connected to it); it was not acknowledged, send it again.',
   },
   GATEWAY_INTERNAL: {
     http: 500,

@@ -5,6 +5,7 @@ import type { DataType } from '../../shared/contract/payloads.ts';
 import type { UplinkMessage } from '../../shared/contract/uplink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { PUBACK_NO_MATCHING_SUBSCRIBERS, PubackReasons } from './puback-reasons.ts';
 
 /** The pending key of the gateway's envelope (device ids cannot be empty, so no device's key is this). */
 const GATEWAY_KEY = '\u0000gateway';
@@ -82,8 +83,8 @@ interface Pending {
  * data type share that device's, so a device sending one reading per frame, or ten thousand
  * devices sending one a second each, do not cost one MQTT message per reading (Mosquitto is
  * single-threaded, and the distributor holds one envelope per consumer until it is written).
- * A frame counts as safe only when the PUBACK of its envelope arrives (MQTT 3.1.1 §4.3.2): that is
- * when the device gets its ack.
+ * A frame counts as safe only when the PUBACK of its envelope arrives (MQTT 3.1.1 §4.3.2) with
+ * success: that is when the device gets its ack.
  */
 export class UplinkPublisher {
   private readonly pending = new Map<string, Pending>();
@@ -98,11 +99,14 @@ export class UplinkPublisher {
   private dueTimer: NodeJS.Timeout | undefined;
   /** envelope bytes the MQTT client holds: handed to it, not yet settled (see backlogBytes) */
   private backlog = 0;
+  private readonly pubackReasons: PubackReasons;
 
   constructor(
     private readonly mqtt: MqttClient,
     private readonly o: PublisherOptions,
-  ) {}
+  ) {
+    this.pubackReasons = PubackReasons.of(mqtt);
+  }
 
   /**
    * Envelope bytes handed to the MQTT client that it has not settled yet (PUBACK, or its
@@ -272,10 +276,22 @@ export class UplinkPublisher {
       };
       try {
         this.mqtt.publish(topic, payload, { qos: 1 }, (err, packet) => {
+          // Taken however it ends: what the PUBACK of this identifier said, and nothing left behind.
+          const reasonCode = this.pubackReasons.take(packet?.messageId);
           if (!settle()) return;
-          // MQTT 5 §3.4.2.1: a PUBACK reason code of 0x80 or more means the broker refused it.
-          const reasonCode = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0;
-          if (err || reasonCode >= 0x80) {
+          if (reasonCode === PUBACK_NO_MATCHING_SUBSCRIBERS && !err) {
+            // MQTT 5 §3.4.2.1: taken, and dropped, as nothing subscribes to the topic. On a DMZ
+            // broker that is the internal network's bridge missing (it dials in, with a persistent
+            // session the broker keeps messages in while it is away): acked, the message was lost.
+            // Transient: the device sends again, and moves on to its next gateway URL if there is one.
+            reject(
+              new FieldStreamError(
+                'GATEWAY_BROKER_UNAVAILABLE',
+                "No subscriber took the message, and the broker dropped it (PUBACK reason code 0x10, no matching subscribers): the internal network's bridge has not connected to this broker, or its session there expired; send again later.",
+              ),
+            );
+          } else if (err || reasonCode !== 0) {
+            // A reason code of 0x80 or more (mqtt.js makes it `err`): the broker refused it.
             reject(new FieldStreamError('GATEWAY_BROKER_UNAVAILABLE', `The broker did not accept the message (${err?.message ?? `reason code ${reasonCode}`}).`));
           } else {
             this.o.publishSeconds?.observe((performance.now() - started) / 1000);

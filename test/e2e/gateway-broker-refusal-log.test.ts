@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { MqttClient } from 'mqtt';
 import { LIMITS } from '../../shared/limits.ts';
+import { connectBridgeSession } from '../helpers/bridge-session.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
@@ -56,6 +58,69 @@ describe('refusals while the broker stalls: a bounded log for all devices togeth
     } finally {
       await fx.broker.resume();
       for (const d of devices) d.ws.terminate();
+    }
+  });
+});
+
+/**
+ * A DMZ broker the internal network's bridge never connected to (or whose session of the bridge
+ * expired) has no subscriber for a device's messages: Mosquitto answers PUBACK with reason code
+ * 0x10 (No matching subscribers, MQTT 5 §3.4.2.1) and drops the message. Acked then, it was lost
+ * for a device that lets go of what is acked (one sending unsigned messages, by wscat). Refused
+ * instead, with the code devices send again on (and move to their next gateway URL on); once the
+ * bridge's persistent session exists, online or not, the broker keeps what it takes for it, and
+ * the gateway acks. A real Mosquitto, the real gateway terminating TLS.
+ */
+describe('a DMZ broker with no subscriber: nothing acked that the broker drops', () => {
+  const fx = tlsGatewayOnMosquitto('gateway-no-subscriber', {}, {}, { bridge: false });
+
+  it('refuses a device\'s messages until the bridge\'s session exists, then acks them and the bridge gets them', async () => {
+    const device = await RawDevice.connect(`wss://127.0.0.1:${fx.gateway.port}/ws`, fx.tlsOf('pump-9'));
+    let bridge: MqttClient | undefined;
+    try {
+      await eventually(() => (device.welcome ? true : undefined), 5_000, 'welcomed');
+      // A reading (the gateway's envelope) and an event (the device's own): both topics.
+      const batch = [
+        { dataType: 'timeseries', messageId: 'pump-9.r', payload: { v: 1 } },
+        { dataType: 'event', messageId: 'pump-9.e', payload: { eventType: 'photo_note', severity: 'info', message: 'kept' } },
+      ];
+      const ids = batch.map((m) => m.messageId).sort();
+      const frame = JSON.stringify({ deviceId: 'pump-9', batch });
+      device.send(frame);
+      const refused: string[] = [];
+      while (refused.length < ids.length) {
+        const answer = await device.next(5_000);
+        assert.equal(answer.type, 'error', `acked what the broker dropped: ${JSON.stringify(answer).slice(0, 300)}`);
+        if (answer.type !== 'error') return;
+        assert.equal(answer.code, 'GATEWAY_BROKER_UNAVAILABLE');
+        assert.match(answer.message, /no subscriber/i);
+        assert.match(answer.message, /bridge/);
+        refused.push(...(answer.messageIds ?? []));
+      }
+      assert.deepEqual(refused.sort(), ids);
+
+      // The bridge's session made, and left offline (its link down): the broker queues for it.
+      const delivered: string[] = [];
+      const onMessage = (_topic: string, payload: Buffer) => {
+        const env = JSON.parse(payload.toString('utf8')) as { messages?: Array<{ messageId: string }>; devices?: Array<{ messages: Array<{ messageId: string }> }> };
+        for (const m of [...(env.messages ?? []), ...(env.devices ?? []).flatMap((d) => d.messages)]) delivered.push(m.messageId);
+      };
+      await (await connectBridgeSession(fx.brokerUrl, 'gateway-no-subscriber-bridge')).endAsync();
+      device.send(frame);
+      const acked: string[] = [];
+      while (acked.length < ids.length) {
+        const answer = await device.next(5_000);
+        assert.equal(answer.type, 'ack', JSON.stringify(answer).slice(0, 300));
+        if (answer.type === 'ack') acked.push(...answer.messageIds);
+      }
+      assert.deepEqual(acked.sort(), ids);
+      // The bridge connects: what was acked reaches it.
+      bridge = await connectBridgeSession(fx.brokerUrl, 'gateway-no-subscriber-bridge', { onMessage });
+      await eventually(() => (delivered.length >= ids.length ? true : undefined), 5_000, 'the bridge to get both messages');
+      assert.deepEqual(delivered.sort(), ids);
+    } finally {
+      await bridge?.endAsync(true);
+      device.ws.terminate();
     }
   });
 });

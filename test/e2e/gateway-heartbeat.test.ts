@@ -6,6 +6,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import { identifyByTls } from '../../dmz/gateway/identity.ts';
 import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { connectBridgeSession } from '../helpers/bridge-session.ts';
 import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
@@ -35,6 +36,7 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
   const logs = captureLogs();
   let broker: { url: string; process: ManagedProcess };
   let mqtt: MqttClient;
+  let bridge: MqttClient;
   let gateway: GatewayServer;
   let tlsOf: (deviceId: string) => { ca: string; cert: string; key: string };
   let url: string;
@@ -44,6 +46,8 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
     const { ca, server, tlsOf: issue } = edgeCertificates();
     tlsOf = issue;
     broker = await startMosquitto(work.dir);
+    // What the broker keeps the gateway's messages for: the internal network's bridge.
+    bridge = await connectBridgeSession(broker.url, 'gateway-heartbeat-bridge');
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-heartbeat', reconnectPeriod: 200 });
     gateway = await startGatewayServer({
       host: '127.0.0.1',
@@ -65,6 +69,7 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
     await broker?.process.resume().catch(() => undefined);
     await gateway?.close();
     await mqtt?.endAsync(true);
+    await bridge?.endAsync(true);
     await broker?.process.stop();
     work.cleanup();
   });

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Aedes } from 'aedes';
 import { connectAsync, type MqttClient } from 'mqtt';
+import { PubackReasons } from '../../dmz/gateway/puback-reasons.ts';
 import { UplinkPublisher, type AcceptedMessage } from '../../dmz/gateway/uplink-publisher.ts';
 import { GatewayEnvelopeSchema, UplinkEnvelopeSchema } from '../../shared/contract/envelope.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -163,5 +165,35 @@ describe('the gateway publishing envelopes when their linger ends', () => {
     assert.ok(publisher.backlogBytes > 0, 'counted as it is handed over');
     await group!.done;
     assert.equal(publisher.backlogBytes, 0, 'no longer once the broker answered');
+  });
+});
+
+/**
+ * mqtt.js hands a publish's callback no PUBACK when its reason code is 0x10 (No matching
+ * subscribers): the code is read as each PUBACK arrives, under its packet identifier, which mqtt.js
+ * reuses once a publish is settled. Only the PUBACK just received for an identifier counts.
+ */
+describe('the reason code of the PUBACK that settled a publish', () => {
+  const puback = (messageId: number, reasonCode?: number) => ({ cmd: 'puback', messageId, ...(reasonCode === undefined ? {} : { reasonCode }) });
+
+  it('gives each publish its own PUBACK\'s code, once, whatever came before under its identifier', () => {
+    const client = new EventEmitter();
+    const reasons = PubackReasons.of(client as unknown as MqttClient);
+    assert.equal(PubackReasons.of(client as unknown as MqttClient), reasons, 'one per client: each PUBACK counted once');
+    client.emit('packetreceive', puback(7, 0x10));
+    assert.equal(reasons.take(7), 0x10);
+    assert.equal(reasons.take(7), 0, 'taken: not given to the next publish of that identifier');
+    // A PUBACK whose publish's callback takes nothing here (the gateway's presence), then the next
+    // publish under that identifier, answered with success: the earlier code is not its own.
+    client.emit('packetreceive', puback(9, 0x10));
+    client.emit('packetreceive', puback(9, 0));
+    assert.equal(reasons.take(9), 0);
+    client.emit('packetreceive', puback(9));
+    assert.equal(reasons.take(9), 0, 'MQTT 3.1.1: no reason code, a success');
+    client.emit('packetreceive', { cmd: 'suback', messageId: 11, granted: [0x80] });
+    client.emit('packetreceive', puback(12, 0x87));
+    assert.equal(reasons.take(11), 0, 'only PUBACKs count');
+    assert.equal(reasons.take(12), 0x87);
+    assert.equal(reasons.take(undefined), 0, 'the client ended it: no PUBACK');
   });
 });
