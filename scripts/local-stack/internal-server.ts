@@ -7,6 +7,7 @@ import { createLogger } from '../../shared/logger.ts';
 import type { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
 import { localHostOf, mosquittoProcess, nodeProcess, startInStages, type MachineOptions } from './machine.ts';
+import { untilBridged } from './bridge-ready.ts';
 
 /**
  * The internal server as real processes: the internal Mosquitto, bridged by dialling out to every
@@ -41,6 +42,8 @@ export interface InternalServer {
   /** in start order */
   readonly all: ManagedProcess[];
   start(): Promise<void>;
+  /** Resolves once every bridge has its subscriptions on its DMZ broker (bridge-ready.ts). */
+  untilBridged(timeoutMs?: number): Promise<void>;
   /** a clean stop, broker last; nothing is restarted */
   close(): Promise<void>;
 }
@@ -163,6 +166,16 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     dataDir,
     all,
     start: () => startInStages([[mosquitto], all.filter((p) => p !== mosquitto)]),
+    untilBridged: (timeoutMs = 30_000) =>
+      untilBridged({
+        url: `mqtts://${local.name}:${ports.mqtt}`,
+        ca: p.publicCa,
+        cert: p.service('internal/monitor').cert,
+        key: p.service('internal/monitor').key,
+        token: bridges.BRIDGE_STATE_TOKEN,
+        bridges: o.dmzBrokers.length,
+        timeoutMs,
+      }),
     async close() {
       for (const proc of all) proc.stopSupervising();
       for (const proc of [operatorConsole, brokerExporter, commandApi, distributor, mosquitto]) await proc.stop();

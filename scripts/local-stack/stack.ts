@@ -154,6 +154,15 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   ];
   const all = [...brokers, ...services];
   await startInStages([...brokers.map((b) => [b]), services]);
+  // Up once a device's messages have somewhere to go: the bridges subscribed on the DMZ brokers
+  // (before, a gateway refuses them as no subscriber took them). Most often done long before the
+  // services listen.
+  try {
+    await internal.untilBridged();
+  } catch (err) {
+    for (const proc of [...all].reverse()) await proc.stop();
+    throw err;
+  }
   const component = (name: ComponentName) => {
     const proc = all.find((p) => p.name === name);
     if (!proc) throw new Error(`no component ${name} in this stack (${all.map((p) => p.name).join(', ')})`);
