@@ -228,8 +228,12 @@ export class CommandHandlers {
     if (this.journal.held === 0 || this.draining) return queued;
     this.draining = true;
     try {
-      for (const [id, kept] of this.journal.heldAnswers()) {
+      for (const [id] of this.journal.heldAnswers()) {
         if (this.answering.has(id)) continue; // its own delivery answers it now
+        // As the journal says now: the list was taken before the walk waited on the queue, and a
+        // delivery of the command meanwhile may have queued its answer already (then "answered").
+        const kept = this.journal.get(id);
+        if (kept?.state !== 'done') continue;
         this.answering.add(id);
         try {
           // Known in this process only (the journal refused the line): written first, as run() does.

@@ -377,6 +377,33 @@ describe('command answers (commands.ts): one per command id', () => {
       tmp.cleanup();
     }
   });
+
+  it('queues a kept answer once when its command is delivered again while the kept answers before it are queued', async () => {
+    // The kept answers are walked from a list taken when the walk began: one its own delivery
+    // queued meanwhile (the walk waiting on an earlier one's fsync) was queued a second time.
+    const tmp = tempDir('answers-drain-copy');
+    try {
+      const h = new CommandHandlers(opts, join(tmp.dir, 'commands.journal')).register('open_valve', () => ({ status: 'completed', result: 'opened' }));
+      await h.answer(f('held-a'), queueFull, log);
+      await h.answer(f('held-b'), queueFull, log);
+      const sent: ResponsePayload[] = [];
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      // A new command: the kept answers go first, held-a's waiting for the queue's fsync.
+      const fresh = h.answer(f('fresh'), async (r) => {
+        if (r.commandId === 'held-a') await held;
+        sent.push(r);
+      }, log);
+      await new Promise((r) => setImmediate(r));
+      // Meanwhile held-b is delivered again (its device's presence): its own delivery queues it.
+      await h.answer(f('held-b'), into(sent), log);
+      release();
+      await fresh;
+      assert.deepEqual(sent.map((r) => r.commandId).sort(), ['fresh', 'held-a', 'held-b'], 'each answer queued once');
+    } finally {
+      tmp.cleanup();
+    }
+  });
 });
 
 describe('a command journal the disk refuses (commands.ts)', () => {
