@@ -74,6 +74,40 @@ describe('the command journal', () => {
     assert.equal(s3.get(a.commandId)?.state, 'completed');
   });
 
+  it("takes a request's commands all or none after a kill in the middle of their write: a retry with its Idempotency-Key makes them all", () => {
+    // A kill (SIGKILL, OOM) in the middle of the one write of a fleet request's lines leaves the
+    // first of them whole on disk, and no 202 was answered. Read back, those devices got a command
+    // nobody was told of, and the retry with the request's Idempotency-Key was answered with them
+    // alone: the other devices never got theirs.
+    const request = { by: 'ops', key: 'k-1', sha256: 'a'.repeat(64) };
+    for (const cut of ['at a line boundary', 'within a line'] as const) {
+      const path = join(tmp, `fleet-killed-${cut.replaceAll(' ', '-')}.jsonl`);
+      const before = record('queued');
+      new CommandStore(path, log).add([before]);
+      const start = statSync(path).size;
+      const fleet = Array.from({ length: 3 }, (_, i) => record('queued', { deviceId: `pump-${i}`, params: { pct: 30 }, request }));
+      new CommandStore(path, log).add(fleet);
+      const text = readFileSync(path);
+      const firstTwo = text.indexOf(0x0a, text.indexOf(0x0a, start) + 1) + 1;
+      writeFileSync(path, text.subarray(0, cut === 'at a line boundary' ? firstTwo : firstTwo - 10));
+      const s = new CommandStore(path, log);
+      assert.equal(s.get(before.commandId)?.state, 'queued', `${cut}: the command before stands`);
+      for (const r of fleet) assert.equal(s.get(r.commandId), undefined, `${cut}: none of the request's commands is taken`);
+      assert.deepEqual(s.byRequest('ops', 'k-1'), [], `${cut}: the retry makes the request's commands anew`);
+      // What is appended after the restart is no part of the request cut off.
+      const later = record('queued', { deviceId: 'pump-9' });
+      s.add([later]);
+      const again = new CommandStore(path, log);
+      assert.equal(again.get(later.commandId)?.state, 'queued');
+      for (const r of fleet) assert.equal(again.get(r.commandId), undefined, `${cut}: still none after the next start`);
+      // A request's commands written whole are all taken, and keep nothing of how they were written.
+      const whole = Array.from({ length: 3 }, (_, i) => record('queued', { deviceId: `pump-${i}`, request: { ...request, key: 'k-2' } }));
+      again.add(whole);
+      assert.equal(new CommandStore(path, log).byRequest('ops', 'k-2').length, 3);
+      assert.deepEqual(Object.keys(again.get(whole[0]!.commandId)!).sort(), Object.keys(whole[0]!).sort());
+    }
+  });
+
   it('removes at its start the file aside a compaction killed midway left, and keeps the journal it was to replace', () => {
     // A compaction writes the journal aside (COMMAND_STATE_PATH.tmp-PID), up to hundreds of MiB,
     // then renames it over the journal; a kill before the rename left it there for good, another
