@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
 import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
@@ -61,6 +62,7 @@ export class CommandJournal {
     private readonly path: string | undefined,
     private readonly remembered: number,
   ) {
+    if (path) removeLeftAside(path);
     if (!path || !existsSync(path)) return;
     // Line by line, each at most fieldCommandJournalLineMaxBytes: a longer one is no line of ours.
     for (const line of readLinesSync(path, LIMITS.fieldCommandJournalLineMaxBytes)) {
@@ -164,6 +166,23 @@ export class CommandJournal {
     for (const e of this.seen.values()) if (e.state === 'done') delete e.unsynced; // written now
     this.lines = lines.length;
     this.bytes = this.compactedBytes = Buffer.byteLength(text);
+  }
+}
+
+/**
+ * Removes what a rewrite killed before its rename left aside (replaceFileDurablySync writes
+ * `PATH.tmp-PID`): never read, and the next one, of another process id, is written beside it, so
+ * each such kill left up to the journal's size on the device's disk for good. Not fatal if it
+ * fails: the journal itself is read (and its failures reported) as before.
+ */
+function removeLeftAside(path: string): void {
+  const prefix = `${basename(path)}.tmp-`;
+  try {
+    for (const name of readdirSync(dirname(path))) {
+      if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length))) rmSync(join(dirname(path), name), { force: true });
+    }
+  } catch {
+    // A folder not made yet (the first start), or one that cannot be listed: nothing to remove here.
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
@@ -154,6 +154,29 @@ describe('the replay journal (commands.ts)', () => {
       release();
       await running;
       assert.equal(runs, 2, 'cmd-1 and cmd-3 each ran once');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('removes at its start the file aside a rewrite killed midway left, and keeps the journal it was to replace', async () => {
+    // A rewrite writes the journal aside (commands.journal.tmp-PID), up to some 20 MiB with the
+    // answers it keeps, then renames it over the journal; a kill before the rename left it on the
+    // device's disk for good, another at each such kill (another process id each start).
+    const tmp = tempDir('journal-aside');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      const h = new CommandHandlers(opts, journal, REMEMBERED).register('open_valve', () => ({ status: 'completed' }));
+      await h.run(f(1));
+      h.answered('cmd-1');
+      const aside = `${journal}.tmp-4194301`;
+      writeFileSync(aside, 'cmd-1 sta'); // cut off by the kill
+      const other = join(tmp.dir, 'commands.journal.bak');
+      writeFileSync(other, "an operator's copy\n");
+      const after = new CommandHandlers(opts, journal, REMEMBERED).register('open_valve', () => ({ status: 'completed' }));
+      assert.equal(existsSync(aside), false, 'the file aside is gone');
+      assert.equal(existsSync(other), true, 'nothing else is touched');
+      assert.equal((await after.run(f(1)))?.code, 'FIELD_COMMAND_REPLAYED', 'the journal stands');
     } finally {
       tmp.cleanup();
     }
