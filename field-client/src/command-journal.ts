@@ -29,8 +29,13 @@ export type JournalEntry =
 
 /** "ID STATE ISSUED_AT" (journals written before the issuedAt was kept have none) */
 const STATE_LINE = /^([A-Za-z0-9._:-]+) (started|answered)(?: (\d+))?$/;
-/** "ID done ISSUED_AT ANSWER_JSON" */
-const DONE_LINE = /^([A-Za-z0-9._:-]+) done (\d+)(?: (.*))?$/;
+/**
+ * "ID done ISSUED_AT ANSWER_JSON". With `s`: JSON leaves U+2028 and U+2029 in a string as they are,
+ * and `.` without it stops at them (line terminators to a RegExp), so an answer holding one was read
+ * as a torn line, and the command answered "failed: interrupted" after a restart. A journal line
+ * holds no "\n" (the file is split at it).
+ */
+const DONE_LINE = /^([A-Za-z0-9._:-]+) done (\d+)(?: (.*))?$/s;
 const FLOOR_LINE = /^#floor (\d+)$/;
 
 /**

@@ -239,6 +239,26 @@ describe('command answers (commands.ts): one per command id', () => {
     }
   });
 
+  it('keeps across a restart an answer whose result holds a line or paragraph separator (U+2028, U+2029)', async () => {
+    // JSON leaves U+2028 and U+2029 as they are, and a journal line is split at "\n" only; but the
+    // pattern a "done" line was read with took them for the end of a line: the line was read as torn,
+    // and the command, its answer kept, was answered "failed: interrupted" after the restart.
+    const tmp = tempDir('answer-separators');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      let runs = 0;
+      const make = () => new CommandHandlers(opts, journal).register('open_valve', () => (runs++, { status: 'completed', result: 'line 1\u2028line 2\u2029end' }));
+      const refused: ResponsePayload[] = [];
+      await make().answer(f('cmd-separators'), (r) => (refused.push(r), queueFull()), log);
+      const sent: ResponsePayload[] = [];
+      await make().answer(f('cmd-separators'), into(sent), log); // after a restart
+      assert.deepEqual(sent, refused, 'the answer kept, the same');
+      assert.equal(runs, 1);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
   it('with FIELD_QUEUE_SYNC at an interval, journals a command as answered only once its answer is synced in the queue', async () => {
     // The answer was appended (written, not yet synced) and the command journaled "answered" (synced)
     // at once: a power cut then lost the answer while the journal said it was queued, and the
