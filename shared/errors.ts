@@ -249,7 +249,7 @@ export const ERRORS = {
     http: 200,
     transient: false,
     description:
-      'A file was written to after it was moved into the outbox (its producer still had it open): what was taken was sent, and the whole file, with what came after, is set aside in FIELD_DATA_DIR/rejected/ rather than deleted.',
+      'A file was written to after it was moved into the outbox (its producer still had it open), past its end or in place: what was taken was sent, and the whole file, with what came after, is set aside in FIELD_DATA_DIR/rejected/ rather than deleted.',
   },
   FIELD_FILE_SOURCE_KEPT: {
     http: 200,

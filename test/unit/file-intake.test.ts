@@ -359,16 +359,17 @@ describe('files taken within the bound', () => {
   /**
    * A file of 150 KiB moved in and sent, acked chunk by chunk by a stand-in gateway, while its
    * producer, still holding it open, appends 10 KiB to it once it is queued: a move keeps the inode,
-   * so they land in the outbox's file, past the size its record says.
+   * so they land in the outbox's file, past the size its record says. `inPlace`: the producer
+   * writes its 10 KiB over the file's first bytes instead (opened without O_APPEND), its size unchanged.
    */
-  async function sendWhileAppended(d: Awaited<ReturnType<typeof device>>) {
+  async function sendWhileAppended(d: Awaited<ReturnType<typeof device>>, inPlace = false) {
     const frames: string[] = [];
     d.connection.canSend = () => true;
     d.connection.send = (text: string) => void frames.push(text);
     const src = join(d.dir, 'scan.log');
     const first = Buffer.alloc(150 * 1024, 1);
     writeFileSync(src, first);
-    const producer = await open(src, 'a');
+    const producer = await open(src, inPlace ? 'r+' : 'a');
     try {
       d.connection.emit('open');
       d.connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
@@ -377,14 +378,18 @@ describe('files taken within the bound', () => {
       assert.ok(rec);
       assert.equal(rec.size, first.length, 'taken at the size it had');
       const more = Buffer.alloc(10 * 1024, 2);
-      await producer.appendFile(more); // into the outbox's file: the same inode
+      // The first chunk is read (sent) before the producer writes: what it writes over it is never sent.
+      await eventually(() => (frames.length > 0 ? true : undefined), 5_000, 'the first chunk sent');
+      // into the outbox's file: the same inode
+      if (inPlace) await producer.write(more, 0, more.length, 0);
+      else await producer.appendFile(more);
       const gateway = chunkAcker(frames, (ack) => d.connection.emit('frame', ack));
       await eventually(() => {
         gateway.answerNew();
         return d.queue.depth === 0 ? true : undefined;
       }, 10_000, 'the file sent as its record says');
-      assert.deepEqual(Buffer.concat(gateway.received), first, 'what its record says is sent');
-      return { rec, whole: Buffer.concat([first, more]) };
+      if (!inPlace) assert.deepEqual(Buffer.concat(gateway.received), first, 'what its record says is sent');
+      return { rec, whole: inPlace ? Buffer.concat([more, first.subarray(more.length)]) : Buffer.concat([first, more]) };
     } finally {
       await producer.close();
     }
@@ -408,6 +413,28 @@ describe('files taken within the bound', () => {
       assert.equal(warned[0]?.transferId, rec.transferId);
       assert.equal(warned[0]?.sentBytes, rec.size);
       assert.equal(warned[0]?.bytes, kept.length);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('sets a moved file aside, whole, when its producer wrote over its bytes after it was placed (its size unchanged), rather than deleting what it wrote, never sent, with it', async () => {
+    // Only a file grown past its record was kept; one written to in place (or cut shorter) was
+    // deleted once its last chunk was done, and the bytes its producer wrote over those already sent
+    // with it: sent by no chunk, and nowhere any more.
+    const d = await device('changed', 64 * MiB);
+    try {
+      const { rec, whole } = await sendWhileAppended(d, true);
+      assert.deepEqual(d.outgoing(), [], 'out of the outbox');
+      const aside = existsSync(join(d.dir, 'rejected')) ? readdirSync(join(d.dir, 'rejected')) : [];
+      assert.equal(aside.length, 1, 'set aside, not deleted');
+      const kept = readFileSync(join(d.dir, 'rejected', aside[0] as string));
+      assert.ok(kept.equals(whole), 'whole, as its producer left it');
+      assert.ok((aside[0] as string).startsWith(`${rec.transferId}-changed-`) && (aside[0] as string).endsWith('scan.log'), `named by its transfer, why and its name (${aside[0]})`);
+      assert.equal(d.client.rejectedBytes, kept.length, 'counted against FIELD_QUEUE_MAX_BYTES at once');
+      const warned = d.logs.lines.filter((l) => l.code === 'FIELD_FILE_APPENDED');
+      assert.equal(warned.length, 1, 'logged with a code');
+      assert.equal(warned[0]?.transferId, rec.transferId);
     } finally {
       await d.close();
     }

@@ -148,10 +148,11 @@ export class FileOutbox {
     // read within that size too.
     const fh = await open(tmp, 'r');
     let size: number;
+    let mtimeMs: number;
     let sha256: string;
     try {
       await fh.sync();
-      size = (await fh.stat()).size;
+      ({ size, mtimeMs } = await fh.stat());
       if (size > limit) throw growing('the file', limit);
       sha256 = await hashPrefix(fh, size);
     } finally {
@@ -171,6 +172,7 @@ export class FileOutbox {
       chunkBytes,
       count: Math.max(1, Math.ceil(size / chunkBytes)),
       timestamp: new Date().toISOString(),
+      mtimeMs,
     };
   }
 
@@ -269,31 +271,36 @@ export class FileOutbox {
   }
 
   /**
-   * Every chunk of a file is done: it leaves the outbox. Unless it is larger than its record says: a
-   * file moved in keeps its inode, and a producer that still held it open wrote on into the outbox's
-   * file after its size was read. Those bytes were never sent, and were deleted with the file,
-   * unseen. Such a file is set aside whole instead (see setAside; named ID-appended-NAME), counted
-   * against FIELD_QUEUE_MAX_BYTES there until its operator moves it off; its producer's later writes
-   * go on landing in it. Returns where, and its size, when it was set aside. Its size unreadable
-   * (EIO): FIELD_FILE_UNREADABLE, and it is kept, as what it holds past its record is not known.
+   * Every chunk of a file is done: it leaves the outbox. Unless it was written to after it was
+   * placed: a file moved in keeps its inode, and a producer that still held it open wrote on into
+   * the outbox's file. Past the size its record says (`appended`), those bytes were never sent; over
+   * its bytes, or cutting it shorter (`changed`: its size or its modification time is not what it
+   * was when placed), what it wrote over chunks already sent was sent by none, and what was sent
+   * no longer matches its record's checksum. Either way those bytes were deleted with the file,
+   * unseen. Such a file is set aside whole instead (see setAside; named ID-appended-NAME or
+   * ID-changed-NAME), counted against FIELD_QUEUE_MAX_BYTES there until its operator moves it off;
+   * its producer's later writes go on landing in it. Returns where, its size and why, when it was
+   * set aside. Its size unreadable (EIO): FIELD_FILE_UNREADABLE, and it is kept, as what it holds
+   * is not known.
    */
-  finish(rec: FileTransferRecord): { path: string; bytes: number } | undefined {
+  finish(rec: FileTransferRecord): { path: string; bytes: number; why: 'appended' | 'changed' } | undefined {
     // Measured again at every transfer's end, whatever comes of it: what producers wrote into files
     // here after they were placed counts against the bound from then on (the file kept here when
     // it cannot be set aside included), not only once a file comes or goes.
     this.measured = undefined;
-    let bytes: number | undefined;
+    let st: { size: number; mtimeMs: number } | undefined;
     try {
-      bytes = statSync(join(this.dir, rec.transferId)).size;
+      st = statSync(join(this.dir, rec.transferId));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${rec.transferId}: ${(err as Error).message}`);
       // Gone (removed by hand): there is nothing more to keep of it here.
     }
-    if (bytes === undefined || bytes <= rec.size) {
+    const why = st === undefined ? undefined : st.size > rec.size ? 'appended' : st.size < rec.size || (rec.mtimeMs !== undefined && st.mtimeMs !== rec.mtimeMs) ? 'changed' : undefined;
+    if (st === undefined || why === undefined) {
       this.remove(rec.transferId);
       return undefined;
     }
-    return { path: this.setAside(rec, 'appended'), bytes };
+    return { path: this.setAside(rec, why), bytes: st.size, why };
   }
 
   /**

@@ -14,6 +14,12 @@ export const FileTransferRecordSchema = z.object({
   count: z.number().int().min(1),
   /** ISO time the file was accepted */
   timestamp: z.string(),
+  /**
+   * ms: the file's modification time when it was placed in the outbox (absent in records queued
+   * before it was kept). A file moved in keeps its inode, and its producer may write to it after:
+   * a file whose time moved since is set aside when its transfer is done, never deleted (FileOutbox.finish).
+   */
+  mtimeMs: z.number().optional(),
 });
 export type FileTransferRecord = z.infer<typeof FileTransferRecordSchema>;
 

@@ -276,9 +276,9 @@ export class FileTransfers {
   }
 
   /**
-   * The file of a transfer all done leaves the outbox, unless its producer wrote more to it after it
-   * was taken (FileOutbox.finish): then it is set aside whole, and the operator told, as what was
-   * sent is not all of it; its size unreadable (EIO), it is kept, never removed unchecked. True
+   * The file of a transfer all done leaves the outbox, unless its producer wrote to it after it was
+   * taken, past its end or in place (FileOutbox.finish): then it is set aside whole, and the operator
+   * told, as what was sent is not all of it; its size unreadable (EIO), it is kept, never removed unchecked. True
    * when it was (or may have been) set aside: rejected/ is measured again. Should that fail (the
    * disk), it stays where it is, said so: deleted, the bytes never sent would be lost; thrown on,
    * the error would end the client from the gateway connection's frame handler. Its record is let go all the same (all it names was sent): the next start finds the
@@ -286,7 +286,7 @@ export class FileTransfers {
    */
   private finish(rec: FileTransferRecord): boolean {
     const fields = { code: 'FIELD_FILE_APPENDED' as const, transferId: rec.transferId, filename: rec.filename, sentBytes: rec.size };
-    let aside: { path: string; bytes: number } | undefined;
+    let aside: ReturnType<FileOutbox['finish']>;
     try {
       aside = this.outbox.finish(rec);
     } catch (err) {
@@ -299,7 +299,12 @@ export class FileTransfers {
       return true;
     }
     if (!aside) return false;
-    this.log.warn({ ...fields, bytes: aside.bytes, path: aside.path }, 'a file was written to after it was taken (its producer still had it open): what was taken is sent; the whole file is set aside');
+    this.log.warn(
+      { ...fields, bytes: aside.bytes, path: aside.path, written: aside.why },
+      aside.why === 'appended'
+        ? 'a file was written to after it was taken (its producer still had it open): what was taken is sent; the whole file is set aside'
+        : 'a file was written to in place after it was taken (its producer still had it open): what was sent may not be what its record says (the distributor refuses it then, DISTRIBUTOR_FILE_CHECKSUM); the whole file, as it is now, is set aside',
+    );
     return true;
   }
 
