@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
@@ -252,6 +252,48 @@ describe('a file transfer whose file cannot be read as it is sent', () => {
         assert.deepEqual(Buffer.concat(gateway.received), content);
         assert.deepEqual(outbox.bytes(), 0, 'out of the outbox');
         assert.deepEqual(logs.codes(), ['FIELD_FILE_UNREADABLE'], 'logged once');
+      } finally {
+        client.stop();
+        await queue.close();
+      }
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it('sends a file whose saved progress cannot be read from its first chunk, rather than failing the pump and leaving it unsent on a connection that stays up', async () => {
+    // The progress was read unguarded when the transfer started, in the pump: its read failing
+    // (EIO, EMFILE; here a link to a folder in its place) threw out of the pump ("retrying after a
+    // reconnect"), the record already handed out: nothing of the file went until the connection
+    // happened to drop, and after every start the same.
+    const work = tempDir('transfer-progress-unreadable');
+    const logs = new LogCapture();
+    try {
+      const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log });
+      const outbox = new FileOutbox(work.dir, 64 * 1024);
+      const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
+      const frames: string[] = [];
+      connection.canSend = () => true;
+      connection.send = (text: string) => void frames.push(text);
+      const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+      const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: work.dir }, queue, outbox, connection, commands, logs.logger);
+      try {
+        const src = join(work.dir, 'scan.tif');
+        const content = randomBytes(3 * 64 * 1024);
+        writeFileSync(src, content);
+        const m = await client.submitFile(src);
+        const { transferId } = m.payload as { transferId: string };
+        // A link to a folder: read, it fails (EISDIR); saved over, it is replaced.
+        symlinkSync(work.dir, join(work.dir, 'outgoing', `${transferId}.progress`));
+        connection.emit('open');
+        connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+        const gateway = chunkAcker(frames, (ack) => connection.emit('frame', ack));
+        await eventually(() => {
+          gateway.answerNew();
+          return queue.depth === 0 ? true : undefined;
+        }, 5_000, 'the file sent whole on the same connection');
+        assert.deepEqual(Buffer.concat(gateway.received), content);
+        assert.deepEqual(logs.codes(), ['FIELD_STATE_INVALID'], 'the unreadable progress logged with a code');
       } finally {
         client.stop();
         await queue.close();

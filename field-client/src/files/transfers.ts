@@ -88,9 +88,27 @@ export class FileTransfers {
     // would be sent and nothing committed: the file and its record held for ever. The last chunk goes
     // again instead; the distributor answers it from the transfer's done marker (file-store.ts
     // storeChunk), and its receipt finishes the transfer.
-    const done = Math.min(this.outbox.progress(rec.transferId), rec.count - 1);
+    const done = Math.min(this.savedProgress(rec), rec.count - 1);
     this.byId.set(rec.transferId, { seq, rec, done, next: done, committed: new Set(), sent: new Set(), awaiting: new Map(), resend: [] });
     return true;
+  }
+
+  /**
+   * The chunks done in order saved beside the file (FileOutbox.progress), or 0 when it cannot be
+   * read (EIO, EMFILE): nothing is deleted on its word, and a resend is a copy, recognised. Thrown
+   * on, the error left the pump with the record handed out and its transfer not started: nothing of
+   * the file went until the connection happened to drop, on a disk that keeps failing not even then.
+   */
+  private savedProgress(rec: FileTransferRecord): number {
+    try {
+      return this.outbox.progress(rec.transferId);
+    } catch (err) {
+      this.log.warn(
+        { code: 'FIELD_STATE_INVALID', transferId: rec.transferId, filename: rec.filename, err: (err as Error).message },
+        "cannot read a file transfer's saved progress: its chunks are sent from the first (those the internal side holds are recognised as copies)",
+      );
+      return 0;
+    }
   }
 
   /** Chunks to send now, within each transfer's window: overdue ones first, then new ones. */
