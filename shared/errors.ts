@@ -243,7 +243,7 @@ export const ERRORS = {
     http: 409,
     transient: true,
     description:
-      'A file to send grew while it was taken into the outbox (still being written): it was not taken, and is left whole where it was, to be taken again once it holds still.',
+      'A file to send grew while it was taken into the outbox (still being written), or, moved from another file system, changed before its source was removed: it was not taken, and is left whole where it was, to be taken again once it holds still.',
   },
   FIELD_FILE_APPENDED: {
     http: 200,

@@ -301,6 +301,47 @@ describe('files taken within the bound', () => {
     }
   });
 
+  it('leaves a file moved across file systems where it was when its producer writes to it after it was copied, before its removal, rather than deleting what it wrote', { skip: existsSync('/dev/shm') && statSync('/dev/shm').dev !== statSync(tmp.dir).dev ? false : 'needs /dev/shm on another file system' }, async () => {
+    // A move to another file system is a copy, synced, then the source's removal. Only growth seen
+    // by the copy was refused: bytes written once it had read to the end (while the copy was synced,
+    // a while on an SD card) went with the source when it was removed, in no copy.
+    const d = await device('changed-after-copy', 64 * MiB);
+    const folder = mkdtempSync(join('/dev/shm', 'fieldstream-changed-'));
+    const src = join(folder, 'scan.tif');
+    const handle = await open(join(d.dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(handle) as { sync: () => Promise<void> };
+    await handle.close();
+    const sync = proto.sync;
+    let armed = false;
+    // The producer appends as the outbox syncs its copy (the copy's first sync: it read to the end already).
+    proto.sync = async function (this: unknown) {
+      if (armed) {
+        armed = false;
+        appendFileSync(src, Buffer.alloc(10 * 1024, 2));
+      }
+      return sync.call(this);
+    };
+    try {
+      writeFileSync(src, Buffer.alloc(200 * 1024, 1));
+      armed = true;
+      await assert.rejects(d.client.submitFile(src, { move: true }), (err: Error & { code?: string }) => err.code === 'FIELD_FILE_GROWING', 'refused: it changed while it was taken');
+      const kept = readFileSync(src);
+      assert.equal(kept.length, 210 * 1024, 'still where it was, what its producer wrote with it');
+      assert.deepEqual(d.outgoing(), [], 'nothing left in the outbox, no note, no copy');
+      assert.equal(d.outbox.room.bytes, 0, 'its room given back');
+      assert.equal(d.queued().length, 0, 'not queued');
+      // Once it holds still, it is taken whole.
+      await d.client.submitFile(src, { move: true });
+      const [rec] = d.queued();
+      assert.equal(rec?.size, kept.length, 'taken whole');
+      assert.equal(existsSync(src), false);
+    } finally {
+      proto.sync = sync;
+      rmSync(folder, { recursive: true, force: true });
+      await d.close();
+    }
+  });
+
   it('refuses a file that grows while it is taken (copied, moved, moved across file systems): the outbox holds no more than the room held for it, and the file stays whole where it was until it holds still', async () => {
     const d = await device('growing', 64 * MiB);
     const folders = [join(d.dir, 'watched')];

@@ -1,6 +1,7 @@
-import { constants, linkSync, lstatSync, rmSync } from 'node:fs';
+import { constants, linkSync, lstatSync, rmSync, type Stats } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { FieldStreamError } from '../../../shared/errors.ts';
 import { syncDirSync } from '../../../shared/durable-fs.ts';
 import { writeNote, type AcceptingNote } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
@@ -40,10 +41,15 @@ export async function moveIn(dir: string, transferId: string, source: string, tm
   if (!moved) {
     // Another file system: until the copy is whole and synced, the source is the file.
     writeNote(dir, transferId, { ...note, move: false });
+    const before = lstatSync(source);
     await copyNoFollow(source, tmp, limit);
     if (kept === undefined) {
       // Whole and synced: from now on the outbox's copy is the file, and the source goes.
       writeNote(dir, transferId, note);
+      // Unless it changed since the copy began: the copy saw growth only until it read to the end,
+      // and what its producer wrote after (while the copy was synced, seconds on an SD card) would
+      // go with the source, in no copy. Looked at last, just before the removal.
+      if (changedSince(source, before)) throw new FieldStreamError('FIELD_FILE_GROWING', `${source} changed while it was copied (still being written?); taken again once it holds still`);
       try {
         // unlink, not rmSync: that takes a file it may not remove (EPERM) for a folder, and
         // fails reading it as one (ENOTDIR), the reason lost.
@@ -65,6 +71,12 @@ export async function moveIn(dir: string, transferId: string, source: string, tm
     note.move = false;
     sourceKept?.(kept);
   }
+}
+
+/** Whether the file at `path` is no longer the one `before` describes (its inode, size or modification time). */
+function changedSince(path: string, before: Stats): boolean {
+  const now = lstatSync(path);
+  return now.ino !== before.ino || now.dev !== before.dev || now.size !== before.size || now.mtimeMs !== before.mtimeMs;
 }
 
 /**
