@@ -342,6 +342,42 @@ describe('files taken within the bound', () => {
     }
   });
 
+  it('puts a file moved across file systems back where it was when it cannot be placed in the outbox after its source was removed, rather than leaving it there uncounted until the next start', { skip: existsSync('/dev/shm') && statSync('/dev/shm').dev !== statSync(tmp.dir).dev ? false : 'needs /dev/shm on another file system' }, async () => {
+    // Across file systems a move is a copy, synced, then the source's removal; placing it (synced
+    // again, hashed, renamed) may still fail. Put back with a bare link, it failed (EXDEV), and the
+    // file lay in the outbox with its note, unsent and uncounted, until the next start.
+    const d = await device('unplaced-across', 64 * MiB);
+    const folder = mkdtempSync(join('/dev/shm', 'fieldstream-unplaced-'));
+    const src = join(folder, 'scan.tif');
+    const handle = await open(join(d.dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(handle) as { sync: () => Promise<void> };
+    await handle.close();
+    const sync = proto.sync;
+    let armed = false;
+    // The outbox's sync of its copy fails once the source is gone: placing it, not copying it.
+    proto.sync = async function (this: unknown) {
+      if (armed && !existsSync(src)) {
+        armed = false;
+        throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+      }
+      return sync.call(this);
+    };
+    try {
+      writeFileSync(src, Buffer.alloc(200 * 1024, 1));
+      armed = true;
+      await assert.rejects(d.client.submitFile(src, { move: true }));
+      assert.equal(armed, false, 'placing it failed');
+      assert.ok(readFileSync(src).equals(Buffer.alloc(200 * 1024, 1)), 'back where it was, whole');
+      assert.deepEqual(d.outgoing(), [], 'nothing left in the outbox, no note, no copy');
+      assert.equal(d.outbox.bytes(), 0);
+      assert.equal(d.queued().length, 0, 'not queued');
+    } finally {
+      proto.sync = sync;
+      rmSync(folder, { recursive: true, force: true });
+      await d.close();
+    }
+  });
+
   it('refuses a file that grows while it is taken (copied, moved, moved across file systems): the outbox holds no more than the room held for it, and the file stays whole where it was until it holds still', async () => {
     const d = await device('growing', 64 * MiB);
     const folders = [join(d.dir, 'watched')];

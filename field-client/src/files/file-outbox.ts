@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, join } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { makeDirDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
@@ -117,16 +117,10 @@ export class FileOutbox {
       // Not placed (it could not be read, hashed or synced): a moved file goes back where it was,
       // under its own name if that is still free, rather than lying here unsent until a start that
       // would fail on it again; a copy is dropped.
-      let back = !note.move;
-      if (note.move) {
-        try {
-          linkSync(tmp, source); // never over a file that took its name meanwhile
-          syncDirSync(dirname(source));
-          back = true;
-        } catch {
-          /* another file system, or its name taken: left here with its note, taken up at the next start */
-        }
-      }
+      // Never over a file that took its name meanwhile; across file systems (the move was a copy,
+      // its source removed) a copy, then a link: a bare link failed there (EXDEV). Its name taken,
+      // or the copy failing: left here with its note, taken up at the next start.
+      const back = !note.move || (await moveBack(tmp, source, transferId).catch(() => false));
       if (back) {
         rmSync(tmp, { force: true });
         this.accepted(transferId);

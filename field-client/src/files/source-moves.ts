@@ -80,7 +80,7 @@ function changedSince(path: string, before: Stats): boolean {
 }
 
 /**
- * Puts the outbox's file `target` back at `source` (FileOutbox.giveBack): linked, not renamed, so
+ * Puts the outbox's file `target` back at `source` (FileOutbox.giveBack, and accept when it cannot place it): linked, not renamed, so
  * never over a file that took its name meanwhile; across file systems, a copy, then a link. False
  * when it cannot be put back.
  */
