@@ -251,6 +251,12 @@ export const ERRORS = {
     description:
       'A file was written to after it was moved into the outbox (its producer still had it open), past its end or in place: what was taken was sent, and the whole file, with what came after, is set aside in FIELD_DATA_DIR/rejected/ rather than deleted.',
   },
+  FIELD_FILE_NOT_REMOVED: {
+    http: 507,
+    transient: true,
+    description:
+      'A file all sent, unchanged since it was taken, cannot be removed from the outbox (FIELD_DATA_DIR/outgoing/): a read-only or failing disk. Nothing is lost; it stays there, counted against FIELD_QUEUE_MAX_BYTES, and is set aside at the next start (FIELD_FILE_UNQUEUED).',
+  },
   FIELD_FILE_SOURCE_KEPT: {
     http: 200,
     transient: false,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import fs, { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import fsp, { open } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { request } from 'node:http';
@@ -597,6 +597,46 @@ describe('files taken within the bound', () => {
       assert.equal(failed.length, 1, 'logged');
       assert.equal(d.queue.depth, 0, 'its record let go: the next start sets the file aside');
     } finally {
+      await d.close();
+    }
+  });
+
+  it('logs a file all sent that cannot be removed from the outbox with a code saying so, not as one written to after it was taken', async () => {
+    // Its removal failing (the disk) was logged as FIELD_FILE_APPENDED, "written to after it was
+    // taken, and cannot be set aside": its operator looked for a producer that never wrote to it.
+    const d = await device('unremoved', 64 * MiB);
+    const frames: string[] = [];
+    d.connection.canSend = () => true;
+    d.connection.send = (text: string) => void frames.push(text);
+    const removing = fs.rmSync;
+    const outgoing = join(d.dir, 'outgoing');
+    fs.rmSync = (path, options) => {
+      if (typeof path === 'string' && path.startsWith(`${outgoing}/f`) && !path.includes('.')) throw Object.assign(new Error(`EIO: i/o error, unlink '${path}'`), { code: 'EIO' });
+      return removing(path, options);
+    };
+    syncBuiltinESMExports();
+    try {
+      const src = join(d.dir, 'scan.bin');
+      writeFileSync(src, Buffer.alloc(1000, 3));
+      d.connection.emit('open');
+      d.connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+      await d.client.submitFile(src, { move: true });
+      const [rec] = d.queued();
+      assert.ok(rec);
+      const gateway = chunkAcker(frames, (ack) => d.connection.emit('frame', ack));
+      await eventually(() => {
+        gateway.answerNew();
+        return d.queue.depth === 0 ? true : undefined;
+      }, 10_000, 'the file sent');
+      assert.ok(d.outgoing().includes(rec.transferId), 'still in the outbox: its removal failed');
+      assert.deepEqual(d.logs.lines.filter((l) => l.code === 'FIELD_FILE_APPENDED'), [], 'not said to be written to after it was taken');
+      const failed = d.logs.lines.filter((l) => l.code === 'FIELD_FILE_NOT_REMOVED');
+      assert.equal(failed.length, 1, 'logged with a code saying what happened');
+      assert.equal(failed[0]?.transferId, rec.transferId);
+      assert.equal(failed[0]?.level, 50, 'logged as an error');
+    } finally {
+      fs.rmSync = removing;
+      syncBuiltinESMExports();
       await d.close();
     }
   });

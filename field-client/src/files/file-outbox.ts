@@ -275,7 +275,8 @@ export class FileOutbox {
    * ID-changed-NAME), counted against FIELD_QUEUE_MAX_BYTES there until its operator moves it off;
    * its producer's later writes go on landing in it. Returns where, its size and why, when it was
    * set aside. Its size unreadable (EIO): FIELD_FILE_UNREADABLE, and it is kept, as what it holds
-   * is not known.
+   * is not known. Unchanged, but its removal failing (the disk): FIELD_FILE_NOT_REMOVED, and it is
+   * kept (set aside at the next start, as no record names it then).
    */
   finish(rec: FileTransferRecord): { path: string; bytes: number; why: 'appended' | 'changed' } | undefined {
     // Measured again at every transfer's end, whatever comes of it: what producers wrote into files
@@ -291,7 +292,11 @@ export class FileOutbox {
     }
     const why = st === undefined ? undefined : st.size > rec.size ? 'appended' : st.size < rec.size || (rec.mtimeMs !== undefined && st.mtimeMs !== rec.mtimeMs) ? 'changed' : undefined;
     if (st === undefined || why === undefined) {
-      this.remove(rec.transferId);
+      try {
+        this.remove(rec.transferId);
+      } catch (err) {
+        throw new FieldStreamError('FIELD_FILE_NOT_REMOVED', `${rec.transferId}: ${(err as Error).message}`);
+      }
       return undefined;
     }
     return { path: this.setAside(rec, why), bytes: st.size, why };

@@ -296,7 +296,8 @@ export class FileTransfers {
   /**
    * The file of a transfer all done leaves the outbox, unless its producer wrote to it after it was
    * taken, past its end or in place (FileOutbox.finish): then it is set aside whole, and the operator
-   * told, as what was sent is not all of it; its size unreadable (EIO), it is kept, never removed unchecked. True
+   * told, as what was sent is not all of it; its size unreadable (EIO), it is kept, never removed unchecked;
+   * its removal failing (the disk), it is kept too, FIELD_FILE_NOT_REMOVED. True
    * when it was (or may have been) set aside: rejected/ is measured again. Should that fail (the
    * disk), it stays where it is, said so: deleted, the bytes never sent would be lost; thrown on,
    * the error would end the client from the gateway connection's frame handler. Its record is let go all the same (all it names was sent): the next start finds the
@@ -311,6 +312,9 @@ export class FileTransfers {
       if (isFieldStreamError(err, 'FIELD_FILE_UNREADABLE')) {
         // Its size unreadable (EIO): whether it was written to after it was taken is not known.
         this.log.error({ ...fields, code: err.code, err: err.message }, 'a file all sent cannot be looked at (its size): it stays in outgoing/ under its transfer id, set aside at the next start');
+      } else if (isFieldStreamError(err, 'FIELD_FILE_NOT_REMOVED')) {
+        // Unchanged since it was taken: only its removal failed, nothing was written to it.
+        this.log.error({ ...fields, code: err.code, err: err.message }, 'a file all sent cannot be removed from the outbox: it stays in outgoing/ under its transfer id, set aside at the next start');
       } else {
         this.log.error({ ...fields, err: (err as Error).message }, 'a file was written to after it was taken, and cannot be set aside: it stays where it is (outgoing/ under its transfer id, set aside at the next start; or rejected/)');
       }
