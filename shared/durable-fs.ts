@@ -1,6 +1,6 @@
-import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 
 /**
  * Writes that must survive a power cut, not only a killed process: a file's data reaches the disk
@@ -92,6 +92,37 @@ export function replaceFileDurablySync(path: string, data: string | Buffer | Ite
   closeSync(fd);
   renameSync(tmp, path);
   syncDirSync(dirname(path));
+}
+
+/**
+ * Removes what a replaceFileDurablySync of `path` killed before its rename left aside
+ * (`PATH.tmp-PID`): never read, and the next rewrite, of another process id, is written beside it,
+ * so each such kill left up to the file's size on the disk for good. Called where a start first
+ * reads `path`. The aside of another process still running is left to it (`fieldstream-field
+ * doctor` opens some of the client's files while the client runs); this process's own is not being
+ * written now. Not fatal if it fails: `path` itself is read, and its failures reported, as before.
+ */
+export function removeLeftAsideSync(path: string): void {
+  const prefix = `${basename(path)}.tmp-`;
+  try {
+    for (const name of readdirSync(dirname(path))) {
+      const pid = name.startsWith(prefix) ? name.slice(prefix.length) : '';
+      if (/^[1-9]\d*$/.test(pid) && !anotherRunning(Number(pid))) rmSync(join(dirname(path), name), { force: true });
+    }
+  } catch {
+    // A folder not made yet (the first start), or one that cannot be listed: nothing to remove here.
+  }
+}
+
+/** Whether `pid` is a process running now other than this one (EPERM: running, as another user). */
+function anotherRunning(pid: number): boolean {
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /**

@@ -1,8 +1,7 @@
-import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
-import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
 
@@ -67,7 +66,7 @@ export class CommandJournal {
     private readonly path: string | undefined,
     private readonly remembered: number,
   ) {
-    if (path) removeLeftAside(path);
+    if (path) removeLeftAsideSync(path);
     if (!path || !existsSync(path)) return;
     // Line by line, each at most fieldCommandJournalLineMaxBytes: a longer one is no line of ours.
     for (const line of readLinesSync(path, LIMITS.fieldCommandJournalLineMaxBytes)) {
@@ -171,23 +170,6 @@ export class CommandJournal {
     for (const e of this.seen.values()) if (e.state === 'done') delete e.unsynced; // written now
     this.lines = lines.length;
     this.bytes = this.compactedBytes = Buffer.byteLength(text);
-  }
-}
-
-/**
- * Removes what a rewrite killed before its rename left aside (replaceFileDurablySync writes
- * `PATH.tmp-PID`): never read, and the next one, of another process id, is written beside it, so
- * each such kill left up to the journal's size on the device's disk for good. Not fatal if it
- * fails: the journal itself is read (and its failures reported) as before.
- */
-function removeLeftAside(path: string): void {
-  const prefix = `${basename(path)}.tmp-`;
-  try {
-    for (const name of readdirSync(dirname(path))) {
-      if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length))) rmSync(join(dirname(path), name), { force: true });
-    }
-  } catch {
-    // A folder not made yet (the first start), or one that cannot be listed: nothing to remove here.
   }
 }
 

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 
@@ -27,7 +27,9 @@ export class LinkRateNote {
   constructor(
     private readonly path: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    removeLeftAsideSync(path);
+  }
 
   /** The rate kept, in bytes per second, if it is recent enough to go by. */
   load(now: number): number | undefined {

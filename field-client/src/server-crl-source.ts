@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ReloadedFile } from '../../shared/reloaded-file.ts';
-import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { verifyCrl, type VerifiedCrl } from '../../shared/security/crl.ts';
 import { describedCrl, readServerCrl, type ServerCrl } from './server-crl.ts';
 
@@ -70,6 +70,7 @@ export class ServerCrlSource {
     });
     // As at start: a file that cannot be used stops the client (readServerCrl's codes, exit 78).
     this.held = this.file.load();
+    removeLeftAsideSync(deliveredPath);
     this.delivered = this.readDelivered();
   }
 

@@ -98,6 +98,19 @@ describe("the CA's CRL handed to devices by the gateway", () => {
       writeFileSync(caFile, ca.certPem);
     });
 
+    it('removes at the next start what a rewrite of the kept CRL killed before its rename left aside', () => {
+      // Written aside (ca.crl.tmp-PID), synced, then renamed: a kill before the rename left it on the
+      // device's disk for good, another at each such kill (another process id each start).
+      const dir = join(tmp.dir, 'device', 'data-aside');
+      mkdirSync(dir, { recursive: true });
+      const aside = join(dir, 'ca.crl.tmp-4194301');
+      writeFileSync(aside, '-----BEGIN X509 CRL-----\nMIIB'); // cut off by the kill
+      writeFileSync(join(dir, 'ca.crl.bak'), "an operator's copy\n");
+      ServerCrlSource.open(undefined, caFile, ca.certPem, captureLogs().logger, dir);
+      assert.equal(existsSync(aside), false, 'the file aside is gone');
+      assert.equal(existsSync(join(dir, 'ca.crl.bak')), true, 'nothing else is touched');
+    });
+
     it('says which CRL it holds; takes a newer one of the CA, keeps it, and refuses the server it revokes from then on, also after a restart', async () => {
       writeFileSync(join(tmp.dir, 'device', 'ca.crl'), crlOf(ca, [], 2 * 60_000, 1));
       const { lines, logger } = captureLogs();

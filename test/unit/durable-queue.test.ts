@@ -63,6 +63,33 @@ describe('the durable queue', () => {
     await q.close();
   });
 
+  it('removes at its open what a rewrite of meta.json or ack.json killed before its rename left aside, and keeps the files it was to replace and the file aside of a process still running', async () => {
+    // Written aside (NAME.tmp-PID), synced, then renamed: a kill before the rename left the file
+    // aside on the device's disk for good, another at each such kill (another process id each start).
+    const { dir, open } = setup();
+    let q = await open();
+    const epoch = q.epoch;
+    await q.append([reading(0), reading(1)]);
+    q.ack([1]);
+    await q.close();
+    const asides = [join(dir, 'meta.json.tmp-4194301'), join(dir, 'ack.json.tmp-4194302')];
+    for (const a of asides) writeFileSync(a, '{"epo'); // cut off by the kill
+    writeFileSync(join(dir, 'meta.json.bak'), "an operator's copy\n");
+    // One of a process still running is its own, written now: left to it.
+    const running = join(dir, `ack.json.tmp-${process.ppid}`);
+    writeFileSync(running, '{"watermark":1}');
+    q = await open();
+    try {
+      assert.deepEqual(asides.filter((a) => readdirSync(dir).includes(a.slice(dir.length + 1))), [], 'the files aside are gone');
+      assert.ok(readdirSync(dir).includes('meta.json.bak'), 'nothing else is touched');
+      assert.ok(readdirSync(dir).includes(`ack.json.tmp-${process.ppid}`), 'nor the file aside of a process still running');
+      assert.equal(q.epoch, epoch, 'meta.json stands');
+      assert.deepEqual(q.next(10).map((m) => m.seq), [2], 'ack.json stands');
+    } finally {
+      await q.close();
+    }
+  });
+
   it('hands out from memory exactly what it would read back from disk, across segments and a budget overrun', async () => {
     // A 2 KiB memory budget and 4 KiB segments: the sender finds records in memory, on disk only,
     // and both within one segment.

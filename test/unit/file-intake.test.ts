@@ -15,6 +15,7 @@ import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { FILE_TRANSFER, FileTransfers } from '../../field-client/src/files/transfers.ts';
 import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
+import { KeptFiles } from '../../field-client/src/inputs/kept-files.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { DurableQueue, type SyncPolicy } from '../../field-client/src/queue/durable-queue.ts';
 import type { FieldClient as Client } from '../../field-client/src/field-client.ts';
@@ -277,6 +278,22 @@ describe('files taken within the bound', () => {
       d.client.stop();
       await d.queue.close().catch(() => undefined);
     }
+  });
+
+  it('removes at the next start what a rewrite of the files kept killed before its rename left aside, and keeps what they remember', () => {
+    // Written aside (watched-kept.jsonl.tmp-PID), synced, then renamed: a kill before the rename left
+    // it on the device's disk for good, another at each such kill (another process id each start).
+    const dir = join(tmp.dir, 'kept-aside');
+    mkdirSync(dir);
+    const path = join(dir, 'watched-kept.jsonl');
+    writeFileSync(path, `${JSON.stringify({ dir: '/watched', name: 'scan.tif', sig: 's1' })}\n`);
+    const aside = `${path}.tmp-4194301`;
+    writeFileSync(aside, '{"dir":"/wat'); // cut off by the kill
+    writeFileSync(`${path}.bak`, "an operator's copy\n");
+    const kept = new KeptFiles(path, '/watched', new LogCapture().logger);
+    assert.equal(existsSync(aside), false, 'the file aside is gone');
+    assert.equal(existsSync(`${path}.bak`), true, 'nothing else is touched');
+    assert.equal(kept.has('scan.tif', 's1'), true, 'what they remember stands');
   });
 
   it('puts a file back where it was when its queue record cannot be written, on this file system or another', async () => {

@@ -431,6 +431,22 @@ describe('a file done before a stop is not taken for missing at the next start',
     assert.equal(new FinishedTransfers(dir, logs.logger).has('fz'), true);
   });
 
+  it('removes at the next start what a rewrite of its note killed before its rename left aside, and keeps the note', () => {
+    // Written aside (transfers-finished.jsonl.tmp-PID), synced, then renamed: a kill before the rename
+    // left it on the device's disk for good, another at each such kill (another process id each start).
+    const dir = join(tmp.dir, 'note-aside');
+    mkdirSync(dir);
+    const path = join(dir, 'transfers-finished.jsonl');
+    writeFileSync(path, '{"transferId":"fa","seq":3}\n');
+    const aside = `${path}.tmp-4194301`;
+    writeFileSync(aside, '{"transferId":"fa","se'); // cut off by the kill
+    writeFileSync(`${path}.bak`, "an operator's copy\n");
+    const note = new FinishedTransfers(dir, new LogCapture().logger);
+    assert.equal(existsSync(aside), false, 'the file aside is gone');
+    assert.equal(existsSync(`${path}.bak`), true, 'nothing else is touched');
+    assert.equal(note.has('fa'), true, 'the note stands');
+  });
+
   it('sets aside, never sends, a file still in the outbox whose transfer was finished (it could not be removed then)', async () => {
     const dir = join(tmp.dir, 'left');
     const open = () => DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });

@@ -198,6 +198,25 @@ describe("the link's rate kept across restarts", () => {
     }
   });
 
+  it('removes at the next start what a rewrite of the note killed before its rename left aside, and keeps the note', () => {
+    // Written aside (link-rate.json.tmp-PID), synced, then renamed: a kill before the rename left it
+    // on the device's disk for good, another at each such kill (another process id each start).
+    const scratch = tempDir('link-rate-aside');
+    try {
+      const path = join(scratch.dir, 'link-rate.json');
+      new LinkRateNote(path, new LogCapture().logger).note(8_000, 1_000_000);
+      const aside = `${path}.tmp-4194301`;
+      writeFileSync(aside, '{"v":1,"bytes'); // cut off by the kill
+      writeFileSync(`${path}.bak`, "an operator's copy\n");
+      const note = new LinkRateNote(path, new LogCapture().logger);
+      assert.equal(existsSync(aside), false, 'the file aside is gone');
+      assert.equal(existsSync(`${path}.bak`), true, 'nothing else is touched');
+      assert.equal(note.load(1_000_000), 8_000, 'the note stands');
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('a damaged note is FIELD_STATE_INVALID, ignored, and made again', () => {
     const scratch = tempDir('link-rate-bad');
     try {

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { removeLeftAsideSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { appendLinesSync, readLinesSync } from '../../../shared/line-file.ts';
 import type { Logger } from '../../../shared/logger.ts';
@@ -49,6 +49,7 @@ export class FinishedTransfers {
 
   constructor(dataDir: string, private readonly log: Logger) {
     this.path = join(dataDir, 'transfers-finished.jsonl');
+    removeLeftAsideSync(this.path);
     if (!existsSync(this.path)) return;
     let damaged = 0;
     let torn = false;

@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
-import { replaceFileDurablySync, syncDirSync, writeWholeSync } from '../../../shared/durable-fs.ts';
+import { removeLeftAsideSync, replaceFileDurablySync, syncDirSync, writeWholeSync } from '../../../shared/durable-fs.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { readLinesSync } from '../../../shared/line-file.ts';
 import type { Logger } from '../../../shared/logger.ts';
@@ -37,6 +37,7 @@ export class KeptFiles {
     private readonly dir: string,
     private readonly log: Logger,
   ) {
+    if (path) removeLeftAsideSync(path);
     if (!path || !existsSync(path)) return;
     let damaged = false;
     try {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { removeFileDurablySync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { removeFileDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from './ack-book.ts';
@@ -85,6 +85,7 @@ export class QueueEpochs {
   static open(dir: string, o: { nextSeq: number; watermark: number; boot: string | undefined; log: Logger }): QueueEpochs {
     const metaPath = join(dir, META);
     const cleanPath = join(dir, CLEAN);
+    removeLeftAsideSync(metaPath);
     const clean = existsSync(cleanPath);
     const meta = existsSync(metaPath) ? readMeta(metaPath) : undefined;
     const q = new QueueEpochs(dir, meta?.epochs ?? []);

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { removeLeftAsideSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import type { Logger } from '../../../shared/logger.ts';
 
 /**
@@ -17,6 +17,7 @@ export const segName = (firstSeq: number) => `seg-${String(firstSeq).padStart(16
 /** The persisted watermark; 0 (send everything again) when ack.json is missing or damaged. */
 export function readWatermark(dir: string, log: Logger): number {
   const path = join(dir, 'ack.json');
+  removeLeftAsideSync(path);
   if (!existsSync(path)) return 0;
   try {
     const ack = AckFile.safeParse(JSON.parse(readFileSync(path, 'utf8')));
