@@ -75,7 +75,7 @@ export async function takeFile(h: IntakeHost, path: string, options: { filename?
       // Never stranded in the outbox, counted and unsent: back where it came from, to be taken again.
       // A copy whose source stayed (kept) is dropped, as any copy: the source is still there.
       if (!(await h.outbox.giveBack(rec.transferId, path, options.move === true && kept === undefined).catch(() => false))) {
-        h.log.error({ code: 'FIELD_FILE_UNREADABLE', transferId: rec.transferId, file: path }, 'a file whose queue record failed cannot be put back; kept in the outbox, queued at the next start');
+        h.log.error({ code: 'FIELD_QUEUE_WRITE_FAILED', transferId: rec.transferId, file: path }, 'a file whose queue record failed cannot be put back; kept in the outbox, queued at the next start');
       }
       throw err;
     }
