@@ -114,15 +114,19 @@ export function removeLeftAsideSync(path: string): void {
   }
 }
 
-/** Whether `pid` is a process running now other than this one (EPERM: running, as another user). */
-function anotherRunning(pid: number): boolean {
-  if (pid === process.pid) return false;
+/** Whether a process of this id runs now (EPERM: it runs, as another user). */
+export function processRuns(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** Whether `pid` is a process running now other than this one. */
+function anotherRunning(pid: number): boolean {
+  return pid !== process.pid && processRuns(pid);
 }
 
 /**

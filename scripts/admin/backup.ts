@@ -4,7 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { createGzip, gzipSync } from 'node:zlib';
 import * as tar from 'tar';
-import { syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
+import { processRuns, syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { withDirLock } from '../../shared/dir-lock.ts';
@@ -28,15 +28,9 @@ import {
 /** The code of a failed system call (ENOENT, EACCES, ...), if it is one. */
 export const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
 
-/** Whether a process with this id runs (EPERM: it runs, as another user). */
+/** Whether a process with this id runs (this one included). */
 function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoOf(err) === 'EPERM';
-  }
+  return pid === process.pid || processRuns(pid);
 }
 
 /**

@@ -26,6 +26,23 @@ import { tempDir } from '../helpers/pki.ts';
 const log = createLogger('test', 'silent');
 const key = randomBytes(32);
 
+/** A connection that is never opened: what the client hands it is kept in `frames`, each frame's text. */
+function capturedConnection(): { connection: GatewayConnection; frames: string[] } {
+  const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
+  const frames: string[] = [];
+  connection.canSend = () => true;
+  connection.send = (text: string) => void frames.push(text);
+  return { connection, frames };
+}
+
+/** What a field client without a signing key (acks alone, no receipts) is made of, in `dir`. */
+async function unsignedParts(dir: string) {
+  const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log });
+  const outbox = new FileOutbox(dir, 64 * 1024);
+  const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+  return { queue, outbox, commands, ...capturedConnection() };
+}
+
 async function setup(dir: string, o: { timeoutMs: number; windowMessages: number; reconnectGraceMs?: number }) {
   const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
   const outbox = new FileOutbox(dir, 64 * 1024);
@@ -220,13 +237,7 @@ describe('a file transfer whose file cannot be read as it is sent', () => {
     const work = tempDir('transfer-read-retry');
     const logs = new LogCapture();
     try {
-      const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log });
-      const outbox = new FileOutbox(work.dir, 64 * 1024);
-      const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
-      const frames: string[] = [];
-      connection.canSend = () => true;
-      connection.send = (text: string) => void frames.push(text);
-      const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+      const { queue, outbox, connection, frames, commands } = await unsignedParts(work.dir);
       // Acks, without receipts: the gateway's ack completes each chunk.
       const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: work.dir }, queue, outbox, connection, commands, logs.logger);
       const read = outbox.readChunk.bind(outbox);
@@ -269,13 +280,7 @@ describe('a file transfer whose file cannot be read as it is sent', () => {
     const work = tempDir('transfer-progress-unreadable');
     const logs = new LogCapture();
     try {
-      const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log });
-      const outbox = new FileOutbox(work.dir, 64 * 1024);
-      const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
-      const frames: string[] = [];
-      connection.canSend = () => true;
-      connection.send = (text: string) => void frames.push(text);
-      const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+      const { queue, outbox, connection, frames, commands } = await unsignedParts(work.dir);
       const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: work.dir }, queue, outbox, connection, commands, logs.logger);
       try {
         const src = join(work.dir, 'scan.tif');
@@ -384,10 +389,7 @@ describe("the distributor side: a device whose clock is set while it is connecte
     try {
       const verifier = signedVerifier(work.dir);
       const queue = await DurableQueue.open({ dir: join(work.dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
-      const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, log);
-      const frames: string[] = [];
-      connection.canSend = () => true;
-      connection.send = (text: string) => void frames.push(text);
+      const { connection, frames } = capturedConnection();
       const commands = new CommandHandlers({ deviceId: 'd1', key, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
       const client = new FieldClient(
         { deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: work.dir, signingKey: key, commit: { timeoutMs: 60_000, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } },

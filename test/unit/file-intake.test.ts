@@ -31,6 +31,25 @@ import { watchDatasync } from '../helpers/datasync-watch.ts';
 const MiB = 1024 * 1024;
 
 /**
+ * Runs `hook` before every FileHandle sync (the outbox syncs its copy of a file, then the file it
+ * placed): the moment a producer may write to the source, or a disk fail. Returns what restores it.
+ * The prototype is reached through a handle opened in `dir`.
+ */
+async function beforeFileSync(dir: string, hook: () => void): Promise<() => void> {
+  const handle = await open(join(dir, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(handle) as { sync: () => Promise<void> };
+  await handle.close();
+  const sync = proto.sync;
+  proto.sync = async function (this: unknown) {
+    hook();
+    return sync.call(this);
+  };
+  return () => {
+    proto.sync = sync;
+  };
+}
+
+/**
  * Files taken by the field client's local inputs (the watched folder, HTTP /v1/files) stay within
  * FIELD_QUEUE_MAX_BYTES however many arrive at once, and a file is never left in the outbox unqueued.
  * A real queue, outbox, folder and HTTP server; no gateway (nothing is sent).
@@ -325,19 +344,14 @@ describe('files taken within the bound', () => {
     const d = await device('changed-after-copy', 64 * MiB);
     const folder = mkdtempSync(join('/dev/shm', 'fieldstream-changed-'));
     const src = join(folder, 'scan.tif');
-    const handle = await open(join(d.dir, 'probe'), 'w');
-    const proto = Object.getPrototypeOf(handle) as { sync: () => Promise<void> };
-    await handle.close();
-    const sync = proto.sync;
     let armed = false;
     // The producer appends as the outbox syncs its copy (the copy's first sync: it read to the end already).
-    proto.sync = async function (this: unknown) {
+    const restoreSync = await beforeFileSync(d.dir, () => {
       if (armed) {
         armed = false;
         appendFileSync(src, Buffer.alloc(10 * 1024, 2));
       }
-      return sync.call(this);
-    };
+    });
     try {
       writeFileSync(src, Buffer.alloc(200 * 1024, 1));
       armed = true;
@@ -353,7 +367,7 @@ describe('files taken within the bound', () => {
       assert.equal(rec?.size, kept.length, 'taken whole');
       assert.equal(existsSync(src), false);
     } finally {
-      proto.sync = sync;
+      restoreSync();
       rmSync(folder, { recursive: true, force: true });
       await d.close();
     }
@@ -366,19 +380,14 @@ describe('files taken within the bound', () => {
     const d = await device('unplaced-across', 64 * MiB);
     const folder = mkdtempSync(join('/dev/shm', 'fieldstream-unplaced-'));
     const src = join(folder, 'scan.tif');
-    const handle = await open(join(d.dir, 'probe'), 'w');
-    const proto = Object.getPrototypeOf(handle) as { sync: () => Promise<void> };
-    await handle.close();
-    const sync = proto.sync;
     let armed = false;
     // The outbox's sync of its copy fails once the source is gone: placing it, not copying it.
-    proto.sync = async function (this: unknown) {
+    const restoreSync = await beforeFileSync(d.dir, () => {
       if (armed && !existsSync(src)) {
         armed = false;
         throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
       }
-      return sync.call(this);
-    };
+    });
     try {
       writeFileSync(src, Buffer.alloc(200 * 1024, 1));
       armed = true;
@@ -389,7 +398,7 @@ describe('files taken within the bound', () => {
       assert.equal(d.outbox.bytes(), 0);
       assert.equal(d.queued().length, 0, 'not queued');
     } finally {
-      proto.sync = sync;
+      restoreSync();
       rmSync(folder, { recursive: true, force: true });
       await d.close();
     }
