@@ -58,6 +58,9 @@ describe('files taken within the bound', () => {
   const tmp = tempDir('file-intake');
   after(() => tmp.cleanup());
 
+  /** The options of a test that moves a file from another file system: /dev/shm, when it is one. */
+  const acrossFileSystems = () => ({ skip: existsSync('/dev/shm') && statSync('/dev/shm').dev !== statSync(tmp.dir).dev ? false : 'needs /dev/shm on another file system' });
+
   async function device(name: string, maxBytes: number, sync: SyncPolicy = { mode: 'always' }) {
     const dir = join(tmp.dir, name);
     const logs = new LogCapture();
@@ -337,7 +340,7 @@ describe('files taken within the bound', () => {
     }
   });
 
-  it('leaves a file moved across file systems where it was when its producer writes to it after it was copied, before its removal, rather than deleting what it wrote', { skip: existsSync('/dev/shm') && statSync('/dev/shm').dev !== statSync(tmp.dir).dev ? false : 'needs /dev/shm on another file system' }, async () => {
+  it('leaves a file moved across file systems where it was when its producer writes to it after it was copied, before its removal, rather than deleting what it wrote', acrossFileSystems(), async () => {
     // A move to another file system is a copy, synced, then the source's removal. Only growth seen
     // by the copy was refused: bytes written once it had read to the end (while the copy was synced,
     // a while on an SD card) went with the source when it was removed, in no copy.
@@ -373,7 +376,7 @@ describe('files taken within the bound', () => {
     }
   });
 
-  it('puts a file moved across file systems back where it was when it cannot be placed in the outbox after its source was removed, rather than leaving it there uncounted until the next start', { skip: existsSync('/dev/shm') && statSync('/dev/shm').dev !== statSync(tmp.dir).dev ? false : 'needs /dev/shm on another file system' }, async () => {
+  it('puts a file moved across file systems back where it was when it cannot be placed in the outbox after its source was removed, rather than leaving it there uncounted until the next start', acrossFileSystems(), async () => {
     // Across file systems a move is a copy, synced, then the source's removal; placing it (synced
     // again, hashed, renamed) may still fail. Put back with a bare link, it failed (EXDEV), and the
     // file lay in the outbox with its note, unsent and uncounted, until the next start.
