@@ -6,24 +6,41 @@ interface SignedSeq {
   seq: number;
 }
 
-const idOf = (epoch: string, seq: number | undefined): string => `${epoch}\u0000${seq}`;
+/** The sequence numbers from..to (inclusive) of one epoch: what a claim holds of that epoch. */
+interface Span {
+  epoch: string;
+  from: number;
+  to: number;
+}
+
+function spanOf(spans: readonly Span[], epoch: string): Span | undefined {
+  for (const s of spans) if (s.epoch === epoch) return s;
+  return undefined;
+}
 
 /**
- * The signed messages whose write is in progress, by device and (epoch, seq): the replay window
- * records a message only once its write succeeded (MessageVerifier's verdict commit), so a copy
- * checked meanwhile would pass as new and be written, and published on the stored feed, a second
- * time. Copies do come at the same time: the distributor's consumers each take a message at a time,
- * and a copy the broker delivers again (a consumer's connection that broke while its message was
- * being written) or a device sends again (its ack lost with its connection) lands in another
- * consumer. The copy waits for the first to settle, then is checked: a duplicate (receipted) if
- * the first was written, written itself if not. Never is it receipted before its message is durable.
+ * The signed messages whose write is in progress, by device: the replay window records a message
+ * only once its write succeeded (MessageVerifier's verdict commit), so a copy checked meanwhile
+ * would pass as new and be written, and published on the stored feed, a second time. Copies do come
+ * at the same time: the distributor's consumers each take a message at a time, and a copy the broker
+ * delivers again (a consumer's connection that broke while its message was being written) or a
+ * device sends again (its ack lost with its connection) lands in another consumer. The copy waits
+ * for the first to settle, then is checked: a duplicate (receipted) if the first was written,
+ * written itself if not. Never is it receipted before its message is durable.
+ *
+ * A claim holds, per epoch, the span from its lowest sequence number to its highest: a message is
+ * held when its number lies in the span of a write in progress. The messages of one envelope are a
+ * run of numbers, so a span is what it holds; a number inside a span that a write does not hold (a
+ * gap in it) only waits for that write, which always settles. Spans, not one entry per message: a
+ * batched envelope is a thousand readings, and a key and a map entry each, made and looked up at
+ * every check, were a cost per reading.
  */
 export class WritesInFlight {
-  private readonly byDevice = new Map<string, Map<string, WriteClaim>>();
+  private readonly byDevice = new Map<string, Set<WriteClaim>>();
 
   /**
-   * Settles when one of the envelope's signed messages being written now settles (look again
-   * then: another may be); undefined when none is.
+   * Settles when a write in progress that holds one of the envelope's signed messages settles (look
+   * again then: another may); undefined when none does.
    */
   copyOf(env: Pick<UplinkEnvelope, 'deviceId' | 'messages'>): Promise<void> | undefined {
     const writing = this.byDevice.get(env.deviceId);
@@ -38,10 +55,15 @@ export class WritesInFlight {
       // One message (version 1), or the group its auth starts (version 2: the first seq in the
       // auth, the others' beside their messages), as the verifier walks them.
       const count = auth.v === 1 ? 1 : Math.max(1, auth.count);
-      for (let j = 0; j < count && i + j < messages.length; j++) {
-        const claim = writing.get(idOf(auth.epoch, j === 0 ? auth.seq : messages[i + j]?.seq));
-        if (claim !== undefined) return claim.settled;
+      let from = auth.seq;
+      let to = auth.seq;
+      for (let j = 1; j < count && i + j < messages.length; j++) {
+        const seq = messages[i + j]?.seq;
+        if (seq === undefined) continue;
+        if (seq < from) from = seq;
+        if (seq > to) to = seq;
       }
+      for (const claim of writing) if (claim.overlaps(auth.epoch, from, to)) return claim.settled;
       i += count;
     }
     return undefined;
@@ -49,22 +71,28 @@ export class WritesInFlight {
 
   /** Marks these messages of `deviceId` as being written, until the claim's release. */
   claim(deviceId: string, ids: readonly SignedSeq[]): WriteClaim {
-    const claim = new WriteClaim(this, deviceId, ids);
-    if (ids.length === 0) return claim;
+    const spans: Span[] = [];
+    for (const { epoch, seq } of ids) {
+      // Most often one epoch: the last span is the one.
+      let span = spans[spans.length - 1];
+      if (span !== undefined && span.epoch !== epoch) span = spanOf(spans, epoch);
+      if (span === undefined) spans.push({ epoch, from: seq, to: seq });
+      else if (seq < span.from) span.from = seq;
+      else if (seq > span.to) span.to = seq;
+    }
+    const claim = new WriteClaim(this, deviceId, spans);
+    if (spans.length === 0) return claim;
     let writing = this.byDevice.get(deviceId);
-    if (writing === undefined) this.byDevice.set(deviceId, (writing = new Map()));
-    for (const { epoch, seq } of ids) writing.set(idOf(epoch, seq), claim);
+    if (writing === undefined) this.byDevice.set(deviceId, (writing = new Set()));
+    writing.add(claim);
     return claim;
   }
 
   /** @internal WriteClaim.release */
-  drop(claim: WriteClaim, deviceId: string, ids: readonly SignedSeq[]): void {
+  drop(claim: WriteClaim, deviceId: string): void {
     const writing = this.byDevice.get(deviceId);
     if (writing === undefined) return;
-    for (const { epoch, seq } of ids) {
-      const id = idOf(epoch, seq);
-      if (writing.get(id) === claim) writing.delete(id);
-    }
+    writing.delete(claim);
     if (writing.size === 0) this.byDevice.delete(deviceId);
   }
 
@@ -83,18 +111,24 @@ export class WriteClaim {
   constructor(
     private readonly owner: WritesInFlight,
     private readonly deviceId: string,
-    private readonly ids: readonly SignedSeq[],
+    private readonly spans: readonly Span[],
   ) {
     this.settled = new Promise<void>((resolve) => {
       this.resolve = resolve;
     });
   }
 
+  /** Whether this write holds a number from..to of `epoch`. */
+  overlaps(epoch: string, from: number, to: number): boolean {
+    for (const s of this.spans) if (s.epoch === epoch && s.from <= to && from <= s.to) return true;
+    return false;
+  }
+
   /** Lets the copies waiting for these messages be checked: call after the verdict's commit, or its write's failure. */
   release(): void {
     if (this.released) return;
     this.released = true;
-    if (this.ids.length > 0) this.owner.drop(this, this.deviceId, this.ids);
+    if (this.spans.length > 0) this.owner.drop(this, this.deviceId);
     this.resolve();
   }
 }
