@@ -131,14 +131,14 @@ describe('InfluxDB answers that are not "every point written"', () => {
     await v2.close();
   });
 
-  it('v1 and v2: a point line protocol cannot carry (a number not finite, a hostile name) is refused for good, unsent', async () => {
+  it('v1 and v2: a point line protocol cannot carry (a number not finite, a hostile name, a lone surrogate) is refused for good, unsent', async () => {
     const f = await fakeInflux(() => 204);
     servers.push(f.server);
     const v1 = new InfluxV1Sink({ url: f.url, database: 'db', timeoutMs: 5000 });
     const v2 = new InfluxV2Sink({ url: f.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 5000 });
     // Refused (final), not failed (retried): a writer retrying it would retry it for ever, and hold
     // what is queued behind it (the console's own points).
-    for (const bad of [point(1, { score: Infinity }), point(2, { score: NaN }), point(3, { 'zz\\': 1 })]) {
+    for (const bad of [point(1, { score: Infinity }), point(2, { score: NaN }), point(3, { 'zz\\': 1 }), point(4, { note: 'a\ud800b' })]) {
       assert.equal(await outcome(v1.write([point(0), bad])), 'DISTRIBUTOR_WRITE_REJECTED', `v1 ${JSON.stringify(bad.fields)}`);
       assert.equal(await outcome(v2.write([point(0), bad])), 'DISTRIBUTOR_WRITE_REJECTED', `v2 ${JSON.stringify(bad.fields)}`);
     }

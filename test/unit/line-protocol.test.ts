@@ -129,6 +129,17 @@ describe('line protocol', () => {
     );
   });
 
+  it('refuses a string holding a lone UTF-16 surrogate (coded), which UTF-8 would carry as U+FFFD: stored changed, yet acknowledged', () => {
+    // JSON's "\ud800" escape gives one, and the contract lets any string of its length through; the
+    // request body is UTF-8, and InfluxDB 1.x stored the value as "a\ufffdb" (checked against it).
+    for (const lone of ['a\ud800b', '\udfff', 'x\ud83d']) {
+      const p: StoredPoint = { measurement: 'readings', tags: { device: 'd' }, fields: { note: lone, value: 1 }, time: 1 };
+      assert.equal(refusal(p), 'refused: DISTRIBUTOR_WRITE_REJECTED', JSON.stringify(lone));
+    }
+    // A pair is a character: written as it is.
+    assert.equal(toLine({ measurement: 'readings', tags: { device: 'd' }, fields: { note: 'a\ud83d\ude00b' }, time: 1 }), 'readings,device=d note="a\ud83d\ude00b" 1');
+  });
+
   it('requestsOf: lines in order, each body (joined by newlines) within the bound in UTF-8 bytes and lines; a line over it alone, never cut', () => {
     fc.assert(
       fc.property(fc.array(fc.string({ unit: fc.constantFrom('a', 'é', '€', '𝄞', ' '), maxLength: 40 }), { maxLength: 60 }), fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 10 }), (lines, maxBytes, maxLines) => {

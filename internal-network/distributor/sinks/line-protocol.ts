@@ -30,8 +30,18 @@ function fieldValue(value: Scalar, key: string): string {
     throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `field ${JSON.stringify(key.slice(0, 200))} is ${value}: line protocol has only finite numbers`);
   }
   if (typeof value === 'boolean') return value ? 'T' : 'F';
+  if (LONE_SURROGATE.test(value)) throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `field ${JSON.stringify(key.slice(0, 200))} holds a lone UTF-16 surrogate: line protocol (UTF-8) cannot carry it unchanged`);
   return quoted(value);
 }
+
+/**
+ * With the u flag, `\p{Cs}` matches only a surrogate that is not half of a pair. JSON's `"\ud800"`
+ * gives one, and the contract bounds a string's length only. The request body is UTF-8, which has
+ * no form for it: Buffer.from wrote U+FFFD, and InfluxDB 1.x stored and answered 204 for a value
+ * that was not the device's (checked against it). Refused instead, as the PostgreSQL sink's server
+ * refuses it (postgres/copy.ts): the message is a dead letter, kept as it came.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 /** The two characters escaped in a string field's value (line protocol reference, "Special characters"). */
 const QUOTED_SPECIALS = /["\\]/g;
@@ -72,6 +82,7 @@ const HOSTILE_NAME = /[\n\r\t]|\\(?=[ ,=]|$)/;
 
 /** The name, or DISTRIBUTOR_WRITE_REJECTED: see {@link HOSTILE_NAME}. The write batcher retries a refused batch one message at a time, so only the message holding the name is dead-lettered. */
 function checkedName(name: string, what: string): string {
+  if (LONE_SURROGATE.test(name)) throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `${what} ${JSON.stringify(name.slice(0, 200))} holds a lone UTF-16 surrogate: line protocol (UTF-8) cannot carry it unchanged`);
   if (HOSTILE_NAME.test(name)) {
     throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `${what} ${JSON.stringify(name.slice(0, 200))} holds a backslash before ",", "=", " " or at its end, or a line break or tab: line protocol cannot carry it unchanged`);
   }
