@@ -344,6 +344,40 @@ describe('the durable queue when an fsync fails', () => {
     }
   });
 
+  it('lets the next start name nothing as a refused record was when the segment it fills cannot be replaced and meta.json cannot be saved', async () => {
+    const { dir, open } = setup({ segmentBytes: 1024 });
+    const fault = await fsyncFaults(tmp.dir, 'datasync');
+    // Every name the next segment could take is a folder (the disk refuses it), and so is the name
+    // meta.json is written aside under: the next start cannot be told to take a new epoch.
+    const blocked = Array.from({ length: 12 }, (_, i) => join(dir, `seg-${String(i + 6).padStart(16, '0')}.log`));
+    try {
+      const q = await open();
+      await q.append([0, 1, 2, 3].map(reading));
+      fault.fail = 1;
+      fault.failDelayMs = 200;
+      const calls = fault.calls;
+      const a = q.append([reading(4)]);
+      const refusedId = `${q.epoch}.5`; // written, perhaps sent, and stored by the distributor
+      while (fault.calls === calls) await sleep(2);
+      for (const path of blocked) mkdirSync(path);
+      mkdirSync(join(dir, `meta.json.tmp-${process.pid}`));
+      // Fills the segment whose fsync fails: the segment is replaced in the middle of this write.
+      const b = q.append([5, 6, 7, 8, 9, 10, 11, 12].map(reading));
+      const [ra, rb] = await Promise.allSettled([a, b]);
+      assert.ok(ra.status === 'rejected' && isWriteFailed(ra.reason));
+      assert.ok(rb.status === 'rejected' && isWriteFailed(rb.reason));
+      await q.close();
+      for (const path of [...blocked, join(dir, `meta.json.tmp-${process.pid}`)]) rmSync(path, { recursive: true });
+
+      const again = await open();
+      const [m] = await again.append([reading(13)]);
+      assert.notEqual(m?.messageId, refusedId, 'a new reading must not carry the id of a refused one: its receipt would delete it');
+      await again.close();
+    } finally {
+      fault.restore();
+    }
+  });
+
   it('lets the next start name nothing as a refused record was, though the client stopped right after the failure', async () => {
     const { dir, open } = setup();
     const fault = await fsyncFaults(tmp.dir, 'datasync');

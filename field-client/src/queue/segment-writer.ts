@@ -314,6 +314,10 @@ export class SegmentWriter {
     // An fsync due for batches written to this segment must run on it before it is closed.
     await this.syncs.syncsSettled();
     if (this.syncs.isSealed(old.seg)) {
+      // The next start told to take a new epoch first, as mend does: a segment filled in the middle
+      // of a write is replaced here, not by mend, and once the refused records are cut off, a start
+      // keeping the epoch would number them again (throws, nothing cut, while meta.json is refused).
+      this.syncs.markLossPossible();
       await this.syncs.cutRefused();
     } else {
       await old.fh.datasync().catch((err: unknown) => {
