@@ -424,6 +424,29 @@ describe('the durable queue when an fsync fails', () => {
     }
   });
 
+  it('writes nothing, after a restart, into a new segment whose name a stop left not synced into the folder', async () => {
+    const { dir, open } = setup({ segmentBytes: 4096 });
+    const padded = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v, pad: 'x'.repeat(200) } });
+    const fault = await fsyncFaults(tmp.dir, 'sync'); // the queue fsyncs only its folder this way
+    try {
+      const q = await open();
+      fault.fail = 1_000; // the folder's fsync keeps failing, across the restart
+      for (let v = 0; segments(dir).length < 2; v++) await q.append([padded(v)]).catch(() => undefined);
+      const answered = values(q.next(100));
+      await q.close();
+
+      const again = await open();
+      // Answered from the new segment, it would be lost with that segment's name at a power cut.
+      await assert.rejects(again.append([padded(100)]), isWriteFailed);
+      fault.fail = 0;
+      await again.append([padded(101)]);
+      assert.deepEqual(values(again.next(100)), [...answered, 101]);
+      await again.close();
+    } finally {
+      fault.restore();
+    }
+  });
+
   it("writes nothing into a new segment before its name is synced into the folder, and closes the full one's file", async () => {
     const { dir, open } = setup({ segmentBytes: 4096 });
     const padded = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v, pad: 'x'.repeat(200) } });

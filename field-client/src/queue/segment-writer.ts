@@ -81,6 +81,9 @@ export class SegmentWriter {
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
     this.syncs.opened(seg);
     if (fresh) await syncDir(this.o.dir);
+    // A segment found on disk may be one a stop left before its name was synced (rotate killed, or
+    // its folder fsync failing): its name is synced before anything is written into it (mend).
+    else this.nameUnsynced = true;
   }
 
   /** the segment appended to (undefined until openActive) */
