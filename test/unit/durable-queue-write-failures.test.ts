@@ -217,6 +217,27 @@ describe('the durable queue on a full disk', () => {
     await again.close();
   });
 
+  it('counts a committed segment the disk would not delete until it is gone, and deletes it later', async () => {
+    const dir = join(tmp.dir, 'undeleted');
+    const opts: QueueOptions = { dir, maxBytes: 1 << 20, segmentBytes: 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger };
+    const q = await DurableQueue.open(opts);
+    for (let v = 0; v < 30; v++) await q.append([reading(v)]);
+    const sent = q.next(100);
+    const oldest = join(dir, segments(dir)[0] as string);
+    const size = statSync(oldest).size;
+    // The oldest segment's name taken by a folder: it cannot be removed as a file.
+    rmSync(oldest);
+    mkdirSync(oldest);
+    q.ack(sent.slice(0, -1).map((m) => m.seq));
+    assert.ok(existsSync(oldest));
+    const active = statSync(join(dir, segments(dir).at(-1) as string)).size;
+    assert.ok(q.bytesOnDisk >= size + active, `${q.bytesOnDisk} bytes counted: the segment still on disk (${size} bytes) is not`);
+    rmSync(oldest, { recursive: true });
+    q.ack(sent.slice(-1).map((m) => m.seq));
+    assert.deepEqual(segments(dir).length, 1, 'deleted once the disk lets it go');
+    await q.close();
+  });
+
   it('refuses an append with FIELD_QUEUE_WRITE_FAILED when the oldest segment cannot be deleted to make room, and counts what it dropped', async () => {
     const dir = join(tmp.dir, 'undeletable');
     const logs = new LogCapture();

@@ -74,12 +74,15 @@ export class QueueCommits {
       const oldest = segments[0] as Segment;
       if (oldest.lastSeq > this.q.book.watermark || oldest === this.q.writer.activeSegment) break;
       this.q.cursor.leave(oldest);
-      segments.shift();
       try {
         unlinkSync(oldest.path);
-      } catch {
-        /* already gone */
+      } catch (err) {
+        // One the disk would not delete stays listed, counted against maxBytes (it still takes
+        // that room), and is tried again at the next commit (capacity.ts does the same); let go
+        // of uncounted, each such segment took room the queue then gave to new data.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') break;
       }
+      segments.shift();
     }
   }
 
