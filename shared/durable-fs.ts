@@ -101,17 +101,22 @@ export function replaceFileDurablySync(path: string, data: string | Buffer | Ite
  * reads `path`. The aside of another process still running is left to it (`fieldstream-field
  * doctor` opens some of the client's files while the client runs); this process's own is not being
  * written now. Not fatal if it fails: `path` itself is read, and its failures reported, as before.
+ * Returns the paths it removed.
  */
-export function removeLeftAsideSync(path: string): void {
+export function removeLeftAsideSync(path: string): string[] {
   const prefix = `${basename(path)}.tmp-`;
+  const removed: string[] = [];
   try {
     for (const name of readdirSync(dirname(path))) {
       const pid = name.startsWith(prefix) ? name.slice(prefix.length) : '';
-      if (/^[1-9]\d*$/.test(pid) && !anotherRunning(Number(pid))) rmSync(join(dirname(path), name), { force: true });
+      if (!/^[1-9]\d*$/.test(pid) || anotherRunning(Number(pid))) continue;
+      rmSync(join(dirname(path), name), { force: true });
+      removed.push(join(dirname(path), name));
     }
   } catch {
     // A folder not made yet (the first start), or one that cannot be listed: nothing to remove here.
   }
+  return removed;
 }
 
 /** Whether a process of this id runs now (EPERM: it runs, as another user). */

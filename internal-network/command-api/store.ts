@@ -1,8 +1,8 @@
-import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { MessageIdSchema } from '../../shared/contract/primitives.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
@@ -76,7 +76,9 @@ export class CommandStore {
     private readonly log: Logger,
   ) {
     makeDirDurablySync(dirname(path));
-    this.removeLeftAside();
+    // What a compaction killed before its rename left aside (PATH.tmp-PID): never read, and each
+    // such kill left up to LIMITS.commandStoreMaxBytes on the disk for good.
+    for (const path of removeLeftAsideSync(this.path)) this.log.info({ path }, 'removed what a compaction cut off by a crash was writing; the journal it was to replace stands');
     this.load();
   }
 
@@ -290,26 +292,6 @@ export class CommandStore {
       this.journalBytes = this.storeBytes;
     } catch (err) {
       this.log.warn({ code: 'API_STATE_WRITE_FAILED', err: (err as Error).message, path: this.path }, 'command journal not compacted; it stays as it was');
-    }
-  }
-
-  /**
-   * Removes what a compaction killed before its rename left aside (replaceFileDurablySync writes
-   * `PATH.tmp-PID`): never read, and the next one, of another process id, is written beside it, so
-   * each kill left up to LIMITS.commandStoreMaxBytes on the disk for good, until it was full.
-   */
-  private removeLeftAside(): void {
-    const dir = dirname(this.path);
-    const prefix = `${basename(this.path)}.tmp-`;
-    try {
-      for (const name of readdirSync(dir)) {
-        if (!name.startsWith(prefix) || !/^\d+$/.test(name.slice(prefix.length))) continue;
-        rmSync(join(dir, name), { force: true });
-        this.log.info({ path: join(dir, name) }, 'removed what a compaction cut off by a crash was writing; the journal it was to replace stands');
-      }
-    } catch (err) {
-      // Not fatal: the journal itself is read (or refused) by load.
-      this.log.warn({ code: 'API_STATE_WRITE_FAILED', err: (err as Error).message, path: dir }, 'the command journal folder could not be listed for a compaction cut off by a crash');
     }
   }
 
