@@ -286,8 +286,14 @@ export const LIMITS = {
    * every message behind it waited. About 460 such lines fit in 2 MiB, written in under a second.
    * Well under what servers take in one body even without gzip: InfluxDB 1.x's max-body-size
    * (25,000,000 bytes by default), InfluxDB 3's max-http-request-size (10 MiB); a proxy's smaller
-   * bound (nginx's 1 MiB) is met by halving on its 413 (sinks/sink.ts writeWithinLimit). */
+   * bound (nginx's 1 MiB) is met by halving on its 413, or on Caddy's 502 (sinks/sink.ts writeWithinLimit). */
   influxRequestMaxBytes: 2 * 1024 * 1024,
+  /** requests. Times in a row one InfluxDB write request answered 502 is sent as it is before its
+   * first point is tried alone, and, that one taken, the rest in halves (sinks/sink.ts
+   * writeWithinLimit): Caddy answers 502 for a body over its request_body max_size, as for a store it
+   * cannot reach. The tries pass a proxy's one-off 502 (a kept-alive upstream connection closing as it
+   * was reused); a store down costs this many requests and one more per write, not one per line. */
+  influxBadGatewayTries: 3,
   /** bytes. Most COPY text (sinks/postgres/copy.ts) one PostgreSQL transaction of the distributor
    * carries; a batch of more is written in several transactions, one after another, a row never cut
    * (sinks/postgres/rows.ts toTransactions). A table's rows of one batch were one string: messages of

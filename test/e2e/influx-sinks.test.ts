@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
+import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
 import { VictoriaMetrics } from '../../scripts/local-stack/victoria-metrics.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { serverWrites } from '../../bench/lib/influx-access-log.ts';
@@ -399,6 +401,48 @@ describe('time-series sinks against real databases', () => {
     }
   });
 
+  it("behind Caddy's request_body limit (answered 502, not 413): a batch failing 502 is tried a few times, then halved until each part fits, every point written once; one point alone, or a store down behind it, is retried after a few requests", async () => {
+    // Caddy 2.6 answers a body over `request_body max_size` 502, empty, when its reverse proxy reads
+    // it (its log: "HTTP 413: http: request body too large"), just as it answers a store it cannot reach.
+    const caddy = await caddyInFront(join(work.dir, 'caddy-limit'), [
+      { upstream: influx.url, maxBytes: 700 },
+      { upstream: `http://127.0.0.1:${await freePort()}` }, // nothing listens: a store down
+    ]);
+    const limited = await recordingProxy(caddy.urls[0] as string);
+    const down = await recordingProxy(caddy.urls[1] as string);
+    try {
+      const through = (url: string) => new InfluxV1Sink({ url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 });
+      const sink = through(limited.url);
+      const batch = new WriteBatcher(sink, 5000);
+      const note = 'n'.repeat(250);
+      // Three messages of three devices gathered into one request of about 870 bytes.
+      const written = await Promise.all(['a', 'b', 'c'].map((d, i) => code(batch.write([point(`caddy-${d}`, { v: i, note }, 1700000450000 + i)]))));
+      assert.deepEqual(written, ['ok', 'ok', 'ok']);
+      assert.deepEqual((await influx.rows(DB, `SELECT v FROM readings WHERE device =~ /^caddy-/`)).map((r) => r.v), [0, 1, 2]);
+      assert.ok(limited.writes.filter((w) => w.status === 502).length >= 2, `tried more than once before halving: ${JSON.stringify(limited.writes)}`);
+      assert.deepEqual(limited.writes.filter((w) => w.status === 204).reduce((n, w) => n + w.lines, 0), 3, `every point sent in one request taken, once: ${JSON.stringify(limited.writes)}`);
+      // Two points: the first goes alone, then the other, and no empty request.
+      limited.writes.length = 0;
+      assert.deepEqual(await Promise.all(['e', 'f'].map((d, i) => code(batch.write([point(`caddy-${d}`, { v: 5 + i, note: 'n'.repeat(400) }, 1700000450005 + i)])))), ['ok', 'ok']);
+      assert.ok(limited.writes.every((w) => w.lines > 0), JSON.stringify(limited.writes));
+      assert.equal(limited.writes.filter((w) => w.status === 204).reduce((n, w) => n + w.lines, 0), 2, JSON.stringify(limited.writes));
+      assert.deepEqual((await influx.rows(DB, `SELECT v FROM readings WHERE device =~ /^caddy-[ef]$/`)).map((r) => r.v), [5, 6]);
+      // A point over the limit by itself is answered 502 as a store down is: retried (kept), never a dead letter.
+      limited.writes.length = 0;
+      assert.equal(await code(batch.write([point('caddy-d', { v: 3, note: 'n'.repeat(800) }, 1700000450003)])), 'DISTRIBUTOR_WRITE_FAILED');
+      assert.ok(limited.writes.length <= LIMITS.influxBadGatewayTries, `${limited.writes.length} requests`);
+      // The store down behind Caddy: every request 502. A few requests, not one per line.
+      const lines = Array.from({ length: 64 }, (_, i) => point('caddy-down', { v: i }, 1700000460000 + i));
+      assert.equal(await code(through(down.url).write(lines)), 'DISTRIBUTOR_WRITE_FAILED');
+      assert.ok(down.writes.length > 1 && down.writes.length <= LIMITS.influxBadGatewayTries + 1, `${down.writes.length} requests: ${JSON.stringify(down.writes)}`);
+      assert.ok(down.writes.every((w) => w.status === 502));
+      await sink.close();
+    } finally {
+      await Promise.all([limited.close(), down.close()]);
+      await caddy.process.stop();
+    }
+  });
+
   it("envelopes of the largest legal shape (batchMaxMessages readings of readingMaxFields fields) go in requests of at most LIMITS.influxRequestMaxBytes of line protocol, 1.x and 2.x, and every reading is written", async () => {
     // 5,000 points of 256 fields, about 23 MB of line protocol, was one request: InfluxDB 1.x took
     // seconds over it, past the write deadline once busy, and the request was retried for ever.
@@ -500,6 +544,27 @@ describe('time-series sinks against real databases', () => {
     await sink.close();
   });
 });
+
+/**
+ * A real Caddy with a server (an HTTP port) per site, each a reverse proxy to `upstream`, with a
+ * request_body `max_size` of `maxBytes` when given; `urls` in the order of `sites`.
+ */
+async function caddyInFront(dir: string, sites: ReadonlyArray<{ upstream: string; maxBytes?: number }>): Promise<{ urls: string[]; process: ManagedProcess }> {
+  mkdirSync(dir, { recursive: true });
+  const ports = await Promise.all(sites.map(() => freePort()));
+  const servers = Object.fromEntries(
+    sites.map((s, i) => {
+      const handle: unknown[] = s.maxBytes === undefined ? [] : [{ handler: 'request_body', max_size: s.maxBytes }];
+      handle.push({ handler: 'reverse_proxy', upstreams: [{ dial: new URL(s.upstream).host }] });
+      return [`s${i}`, { listen: [`127.0.0.1:${ports[i]}`], routes: [{ handle }] }];
+    }),
+  );
+  const config = join(dir, 'caddy.json');
+  writeFileSync(config, JSON.stringify({ admin: { listen: `127.0.0.1:${await freePort()}` }, apps: { http: { servers } } }));
+  const process = new ManagedProcess({ name: 'caddy', command: 'caddy', args: ['run', '--config', config], env: { PATH: globalThis.process.env.PATH, HOME: dir }, cwd: dir, logFile: join(dir, 'caddy.log'), ready: { port: ports[0] as number, host: '127.0.0.1' } });
+  await process.start();
+  return { urls: ports.map((p) => `http://127.0.0.1:${p}`), process };
+}
 
 /**
  * An HTTP proxy in front of a database that passes every request on as it is and records, for each

@@ -74,7 +74,7 @@ export class InfluxV1Sink implements PointSink {
 
   /**
    * The points' lines in requests of at most LIMITS.influxRequestMaxBytes (line-protocol.ts
-   * requestsOf), one after another, each halved while answered 413 (sink.ts writeWithinLimit).
+   * requestsOf), one after another, each halved while answered 413, or after a proxy's 502s (sink.ts writeWithinLimit).
    * A request the database took stays written when a later one fails: the write fails and is
    * retried whole, and InfluxDB takes a point again as the same point.
    */

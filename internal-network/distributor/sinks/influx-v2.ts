@@ -51,7 +51,7 @@ export class InfluxV2Sink implements PointSink {
     // Encoded before the requests, outside their catch: a point line protocol cannot carry is the
     // encoder's DISTRIBUTOR_WRITE_REJECTED (final), which the catch would make a failure to retry.
     const precision = precisionOf(points);
-    // Each chunk one request, halved while answered 413 (sink.ts writeWithinLimit).
+    // Each chunk one request, halved while answered 413, or after a proxy's 502s (sink.ts writeWithinLimit).
     for (const lines of requestsOf(toLines(points, precision), LIMITS.influxRequestMaxBytes, BATCH)) await writeWithinLimit(lines, (part) => this.writeChunk(part, precision));
   }
 
