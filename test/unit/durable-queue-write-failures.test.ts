@@ -445,6 +445,40 @@ describe('the durable queue when an fsync fails', () => {
     }
   });
 
+  it('opens all the same when the folder fsync of the new segment made at a start fails, and answers nothing from that segment before its name is synced', async () => {
+    const { dir, open } = setup({ segmentBytes: 256 });
+    // Each record larger than a segment: a segment each, so that every start makes a new one.
+    const padded = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v, pad: 'x'.repeat(300) } });
+    const fault = await fsyncFaults(tmp.dir, 'sync'); // the queue fsyncs only its folder this way
+    try {
+      fault.fail = 1_000;
+      // A first start, in an empty folder, and a start after records were answered.
+      const first = await open();
+      await assert.rejects(first.append([padded(0)]), isWriteFailed, 'its name is not synced: nothing goes into it');
+      assert.deepEqual(segments(dir).map((f) => statSync(join(dir, f)).size), [0]);
+      fault.fail = 0;
+      await first.append([padded(1)]);
+      await first.append([padded(2)]);
+      await first.close();
+
+      fault.fail = 1_000;
+      const calls = fault.calls;
+      const again = await open();
+      assert.ok(fault.calls > calls, 'the folder fsync was tried at the start');
+      assert.deepEqual(values(again.next(10)), [1, 2], 'what was answered is there to send');
+      await assert.rejects(again.append([padded(3)]), isWriteFailed);
+      fault.fail = 0;
+      await again.append([padded(4)]);
+      await again.close();
+
+      const last = await open();
+      assert.deepEqual(values(last.next(10)), [1, 2, 4]);
+      await last.close();
+    } finally {
+      fault.restore();
+    }
+  });
+
   it('writes nothing, after a restart, into a new segment whose name a stop left not synced into the folder', async () => {
     const { dir, open } = setup({ segmentBytes: 4096 });
     const padded = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v, pad: 'x'.repeat(200) } });

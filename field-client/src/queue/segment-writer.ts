@@ -80,10 +80,17 @@ export class SegmentWriter {
     }
     this.active = { seg, fh: await open(seg.path, 'a', 0o600) };
     this.syncs.opened(seg);
-    if (fresh) await syncDir(this.o.dir);
-    // A segment found on disk may be one a stop left before its name was synced (rotate killed, or
-    // its folder fsync failing): its name is synced before anything is written into it (mend).
-    else this.nameUnsynced = true;
+    // Nothing is written into the segment before its name is synced (mend). A segment found on disk
+    // may be one a stop left before that (rotate killed, or its folder fsync failing); a new one's
+    // name is synced now, and while that fails (a full or failing disk) the queue opens all the
+    // same: it sends what it holds, and refuses new data until the sync, tried again before each
+    // write, goes through.
+    this.nameUnsynced = true;
+    if (fresh) {
+      await this.syncName().catch((err: unknown) =>
+        this.o.log.warn({ code: 'FIELD_QUEUE_WRITE_FAILED', segment: this.active.seg.path, err: (err as Error).message }, "cannot sync the new queue segment's name into its folder; nothing is written into it until it is"),
+      );
+    }
   }
 
   /** the segment appended to (undefined until openActive) */
