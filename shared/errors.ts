@@ -34,6 +34,11 @@ export const ERRORS = {
     transient: false,
     description: 'The file name is not a plain file name (no paths, no "..", no control characters (C0, DEL, C1), well-formed Unicode in normal form C, at most 200 bytes).',
   },
+  CONTRACT_RESULT_TOO_MANY_VALUES: {
+    http: 413,
+    transient: false,
+    description: "The command response's result holds more JSON values and containers than a response carries (LIMITS.commandResultMaxValues).",
+  },
   CONTRACT_INVALID_FILE_DATA: { http: 400, transient: false, description: 'The file data is not valid base64 or is larger than accepted.' },
   CONTRACT_INVALID_TOPIC: { http: 400, transient: false, description: 'The MQTT topic is not a FieldStream topic.' },
   CONTRACT_INVALID_ENVELOPE: { http: 400, transient: false, description: 'The MQTT payload is not a valid FieldStream envelope.' },
@@ -293,7 +298,7 @@ export const ERRORS = {
   FIELD_COMMAND_RESULT_INVALID: {
     http: 422,
     transient: false,
-    description: "The command's handler gave a result no response can carry (larger than LIMITS.stringMaxChars as JSON, nested deeper than LIMITS.jsonMaxDepth, or holding a \"__proto__\" key); the response keeps the handler's status, with this note as its result.",
+    description: "The command's handler gave a result no response can carry (larger than LIMITS.stringMaxChars as JSON, of more values and containers than LIMITS.commandResultMaxValues, nested deeper than LIMITS.jsonMaxDepth, or holding a \"__proto__\" key); the response keeps the handler's status, with this note as its result.",
   },
   FIELD_COMMAND_UNSIGNED: {
     http: 401,

@@ -17,6 +17,8 @@ const RECEIPT_MAX_RANGES = 4096;
 const RECEIPTS_PER_MESSAGE = 2000;
 /** values and containers. See LIMITS.envelopeMessageMaxValues. */
 const ENVELOPE_MESSAGE_MAX_VALUES = 32 + READING_MAX_FIELDS + 16;
+/** values and containers. See LIMITS.commandResultMaxValues. */
+const COMMAND_RESULT_MAX_VALUES = READING_MAX_FIELDS;
 /** values and containers. See LIMITS.envelopeHeaderMaxValues. */
 const ENVELOPE_HEADER_MAX_VALUES = 8 * 1024;
 /** characters. See LIMITS.deadLetterMessageMaxChars. */
@@ -102,12 +104,21 @@ export const LIMITS = {
    * million objects, 360 MB, on each of the distributor's consumers (DISTRIBUTOR_CONSUMERS, up to
    * 32, in 4 GiB: docs/kubernetes.md), for the schema to refuse them; within this, some 20 MB. */
   envelopeMaxValues: ENVELOPE_HEADER_MAX_VALUES + BATCH_MAX_MESSAGES * ENVELOPE_MESSAGE_MAX_VALUES,
+  /** values and containers (as envelopeMessageMaxValues: each `{`, `[` and `,` of its JSON text
+   * outside strings). Most a command response's `result` may hold (shared/contract/payloads.ts
+   * CommandResultSchema): as many as a reading's fields. Its size alone (stringMaxChars) let one
+   * result be 32,000 values, and an envelope of responses as many as the brokers' largest packet
+   * holds (5.6 million objects of 16 MiB of `{},`) for the command API and the distributor to
+   * parse; bounded, an envelope on a response's topic is counted and refused unparsed as any other
+   * (responseEnvelopeMaxValues). The gateway refuses a response past it
+   * (CONTRACT_RESULT_TOO_MANY_VALUES); the field client answers a program's JSON output past it as
+   * its text. */
+  commandResultMaxValues: COMMAND_RESULT_MAX_VALUES,
   /** values and containers (as envelopeMessageMaxValues). Most an envelope on a command response's
-   * topic may hold: batchMaxMessages responses, each result up to stringMaxChars characters of JSON
-   * of any shape (as many values and containers), and the header's room. More than the brokers'
-   * largest packet (16 MiB) can hold: a response envelope is bounded by its size alone, and so is
-   * what JSON.parse makes of it (docs/security-mechanisms.md). */
-  responseEnvelopeMaxValues: ENVELOPE_HEADER_MAX_VALUES + BATCH_MAX_MESSAGES * (ENVELOPE_MESSAGE_MAX_VALUES + STRING_MAX_CHARS),
+   * topic may hold: batchMaxMessages responses, each of a message's room and a result of
+   * commandResultMaxValues, and the header's room: some 570,000, at most 36 MB of what JSON.parse
+   * makes (64 bytes an object) where 16 MiB of `{},` would make 360 MB. */
+  responseEnvelopeMaxValues: ENVELOPE_HEADER_MAX_VALUES + BATCH_MAX_MESSAGES * (ENVELOPE_MESSAGE_MAX_VALUES + COMMAND_RESULT_MAX_VALUES),
   /** messages. Messages of one connection waiting for the broker's PUBACK; past it the gateway
    * stops reading from that socket until the broker catches up (backpressure, not loss). */
   inFlightPerConnection: 5000,

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { z } from 'zod';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import { CommandNameSchema } from '../../shared/contract/downlink.ts';
+import { holdsMoreValuesThan } from '../../shared/contract/json-bound.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
@@ -100,10 +101,14 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
       }
       const text = out.trim();
       let result: ResponsePayload['result'] = text;
-      try {
-        result = text ? z.json().parse(JSON.parse(text)) : '';
-      } catch {
-        /* plain text */
+      // JSON of more values and containers than a response's result holds (a long list) is answered
+      // as its text, whole: a string is one value. Counted in the text as the gateway counts it.
+      if (!holdsMoreValuesThan(Buffer.from(text), LIMITS.commandResultMaxValues)) {
+        try {
+          result = text ? z.json().parse(JSON.parse(text)) : '';
+        } catch {
+          /* plain text */
+        }
       }
       resolve(code === 0 ? { status: 'completed', result } : { status: 'failed', result: `exit code ${code}: ${err.trim() || text.slice(0, LIMITS.fieldCommandErrorOutputMaxChars)}` });
     });

@@ -221,9 +221,9 @@ function firstNonWhitespace(payload: Buffer): number {
 /**
  * Values and containers (shared/contract/json-bound.ts) an envelope on the uplink topic of
  * `dataType` (topics.ts uplinkTopic) may hold: LIMITS.envelopeMaxValues, but a response's, whose
- * results are JSON of free form up to LIMITS.stringMaxChars each (LIMITS.responseEnvelopeMaxValues:
- * bound by its size alone). The topic is what the broker's ACL checked; an envelope of another kind
- * than its topic's is refused after the parse.
+ * results are JSON of free form of up to LIMITS.commandResultMaxValues each
+ * (LIMITS.responseEnvelopeMaxValues). The topic is what the broker's ACL checked; an envelope of
+ * another kind than its topic's is refused after the parse.
  */
 export function uplinkEnvelopeMaxValues(dataType: DataType): number {
   return dataType === 'response' ? LIMITS.responseEnvelopeMaxValues : LIMITS.envelopeMaxValues;

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { FieldStreamError } from '../errors.ts';
 import { LIMITS } from '../limits.ts';
 import { unsafeFilenameReason } from './filename.ts';
+import { holdsMoreValuesThan } from './json-bound.ts';
 import { FIELD_NAME_PATTERN, FIELD_NAME_RULE, isTimestamp, keysAtMost, MessageIdSchema, predicate, scalarProblem, ScalarSchema, TimestampSchema, type Scalar } from './primitives.ts';
 
 /** A JSON object (not an array, not null), as JSON.parse makes them. */
@@ -211,15 +212,45 @@ function jsonProblem(v: unknown, depth: number): string | undefined {
  * recursion has no bound.
  */
 export const JsonValueSchema = z.custom<JsonValue>().superRefine((value, ctx) => {
+  jsonValueText(value, ctx);
+});
+
+/** The JSON text of `value`, or undefined with an issue added when it is no JSON value of free form. */
+function jsonValueText(value: unknown, ctx: z.RefinementCtx): string | undefined {
   const problem = value === undefined ? 'must be a JSON value' : jsonProblem(value, 0);
-  if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  else if (JSON.stringify(value).length > LIMITS.stringMaxChars) ctx.addIssue({ code: 'custom', message: `is larger than ${LIMITS.stringMaxChars} characters as JSON` });
+  if (problem) {
+    ctx.addIssue({ code: 'custom', message: problem });
+    return undefined;
+  }
+  const text = JSON.stringify(value);
+  if (text.length <= LIMITS.stringMaxChars) return text;
+  ctx.addIssue({ code: 'custom', message: `is larger than ${LIMITS.stringMaxChars} characters as JSON` });
+  return undefined;
+}
+
+/**
+ * A command response's result: a JSON value of free form holding at most
+ * LIMITS.commandResultMaxValues values and containers, counted in its text as the internal side
+ * counts an envelope before it parses it (json-bound.ts), so that the responses of one envelope
+ * cannot hold more than LIMITS.responseEnvelopeMaxValues. A text of at most that many characters
+ * cannot hold more (each counted character is one) and is not counted.
+ */
+export const CommandResultSchema = z.custom<JsonValue>().superRefine((value, ctx) => {
+  const text = jsonValueText(value, ctx);
+  if (text === undefined || text.length <= LIMITS.commandResultMaxValues) return;
+  if (holdsMoreValuesThan(Buffer.from(text), LIMITS.commandResultMaxValues)) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `holds more than ${LIMITS.commandResultMaxValues} JSON values and containers`,
+      params: { [ISSUE_CODE_PARAM]: 'CONTRACT_RESULT_TOO_MANY_VALUES' },
+    });
+  }
 });
 
 export const ResponsePayloadSchema = z.strictObject({
   commandId: MessageIdSchema,
   status: z.enum(COMMAND_RESPONSE_STATUSES),
-  result: JsonValueSchema.optional(),
+  result: CommandResultSchema.optional(),
   timestamp: TimestampSchema.optional(),
 });
 export type ResponsePayload = z.infer<typeof ResponsePayloadSchema>;

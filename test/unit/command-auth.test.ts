@@ -571,16 +571,27 @@ describe('an exec command (commands-file.ts)', () => {
     assert.equal(answer?.result, 'café');
   });
 
-  it('answers a JSON output of tens of kilobytes as itself, not cut into a broken string', async () => {
+  it('answers a JSON output of tens of kilobytes whole, not cut into a broken string: as itself, or as its text past the values a result holds', async () => {
     // Only the first 16,384 characters of the output were kept: a program printing 26 KB of JSON (a
     // status dump, a list) was answered "completed" with a string cut mid-JSON, although a response
     // carries up to LIMITS.stringMaxChars.
+    const dump = async (rows: string[]) => {
+      const h = new CommandHandlers(unsigned).configure({ dump: { type: 'exec', program: process.execPath, args: ['-e', `process.stdout.write(JSON.stringify({rows:${JSON.stringify(rows)}}))`], timeoutMs: 30_000 } }, undefined);
+      return h.run({ type: 'command', commandId: `cmd-exec-dump-${rows.length}`, command: 'dump', issuedAt: Date.now() });
+    };
+    const long = (n: number) => Array.from({ length: n }, (_, i) => `row-${String(i).padStart(6, '0')}-${'x'.repeat(100)}`);
+    const few = long(LIMITS.commandResultMaxValues - 1); // `{"rows":[…]}`: one more than its rows
+    assert.ok(JSON.stringify({ rows: few }).length > 16 * 1024 && JSON.stringify({ rows: few }).length < LIMITS.fieldCommandOutputMaxChars);
+    const answer = await dump(few);
+    assert.equal(answer?.status, 'completed');
+    assert.deepEqual(answer?.result, { rows: few });
+    // Past LIMITS.commandResultMaxValues, JSON no response carries (CONTRACT_RESULT_TOO_MANY_VALUES
+    // at the gateway): the output is answered as the text it is, whole, rather than replaced by a note.
     const rows = Array.from({ length: 2000 }, (_, i) => `row-${String(i).padStart(6, '0')}`);
     assert.ok(JSON.stringify({ rows }).length > 16 * 1024 && JSON.stringify({ rows }).length < LIMITS.fieldCommandOutputMaxChars);
-    const h = new CommandHandlers(unsigned).configure({ dump: { type: 'exec', program: process.execPath, args: ['-e', `process.stdout.write(JSON.stringify({rows:${JSON.stringify(rows)}}))`], timeoutMs: 30_000 } }, undefined);
-    const answer = await h.run({ type: 'command', commandId: 'cmd-exec-dump', command: 'dump', issuedAt: Date.now() });
-    assert.equal(answer?.status, 'completed');
-    assert.deepEqual(answer?.result, { rows });
+    const text = await dump(rows);
+    assert.equal(text?.status, 'completed');
+    assert.equal(text?.result, JSON.stringify({ rows }));
   });
 
   it('keeps the status of a program whose output cannot be carried as its result: one that completed is not reported failed', async () => {
@@ -605,6 +616,11 @@ describe('an exec command (commands-file.ts)', () => {
     const answer = await own.run({ type: 'command', commandId: 'cmd-own-big', command: 'own', issuedAt: Date.now() });
     assert.equal(answer?.status, 'rejected');
     assert.match(String(answer?.result), /^FIELD_COMMAND_RESULT_INVALID: /);
+    // Nor one of more values and containers than a response carries (LIMITS.commandResultMaxValues).
+    const many = new CommandHandlers(unsigned).register('many', () => ({ status: 'completed', result: { list: Array.from({ length: LIMITS.commandResultMaxValues }, (_, i) => i) } }));
+    const manyAnswer = await many.run({ type: 'command', commandId: 'cmd-own-many', command: 'many', issuedAt: Date.now() });
+    assert.equal(manyAnswer?.status, 'completed');
+    assert.match(String(manyAnswer?.result), /^FIELD_COMMAND_RESULT_INVALID: .*more than \d+ JSON values/);
   });
 
   it('kills a program still running at its timeout with the children it started, and answers at once', async () => {

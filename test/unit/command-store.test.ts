@@ -577,6 +577,37 @@ describe('the dispatcher', () => {
     }
   });
 
+  it(`refuses a response envelope of millions of values unparsed, and a result of more than ${LIMITS.commandResultMaxValues} values, with a coded error, and records the next answer`, (t) => {
+    // A response's result was bounded by its size alone: 16 MiB of `{},` on a response's topic was
+    // 5.6 million objects (360 MB of heap) built by JSON.parse in a command API of 512 MiB.
+    const s = new CommandStore(join(tmp, 'response-values.jsonl'), log);
+    const sent = record('sent', { deviceId: 'pump-8' });
+    s.add([sent]);
+    const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
+    broker.on('error', () => undefined);
+    const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(keys), allowUnsigned: true });
+    const parse = t.mock.method(JSON, 'parse');
+    const answer = (result: unknown) => {
+      const env = { v: 1, deviceId: 'pump-8', dataType: 'response', gatewayId: 'gw-1', receivedAt: Date.now(), messages: [{ messageId: 'r-8', payload: { commandId: sent.commandId, status: 'completed', result } }] };
+      return Buffer.from(JSON.stringify(env));
+    };
+    const before = lines.length;
+    try {
+      const hostile = Buffer.from(`{"a":[${'{},'.repeat(5 * 1024 * 1024)}{}]}`);
+      broker.emit('message', uplinkTopic('pump-8', 'response'), hostile, {} as IPublishPacket);
+      assert.equal(parse.mock.calls.filter((c) => String(c.arguments[0]).length > 1024 * 1024).length, 0, 'the hostile payload was not parsed');
+      broker.emit('message', uplinkTopic('pump-8', 'response'), answer(Array.from({ length: LIMITS.commandResultMaxValues + 1 }, () => 0)), {} as IPublishPacket);
+      assert.equal(s.get(sent.commandId)?.state, 'sent', 'an answer no device sends is not recorded');
+      const refused = lines.slice(before).filter((l) => l.code === 'CONTRACT_INVALID_ENVELOPE');
+      assert.equal(refused.length, 2, JSON.stringify(lines.slice(before)));
+      broker.emit('message', uplinkTopic('pump-8', 'response'), answer(Array.from({ length: LIMITS.commandResultMaxValues }, () => 0)), {} as IPublishPacket);
+      assert.equal(s.get(sent.commandId)?.state, 'completed');
+    } finally {
+      d.close();
+      broker.end(true);
+    }
+  });
+
   it("records a device's acceptance once: the DMZ replaying it writes, syncs and logs nothing more", () => {
     // An acceptance is no final state, and each copy of a genuine one (the DMZ can replay it without
     // end: its signature stays valid) was recorded again: a journal line with its result (up to

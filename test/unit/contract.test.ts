@@ -23,8 +23,8 @@ const fieldsOf = (n: number) => Object.fromEntries(Array.from({ length: n }, (_,
 
 /** A payload of each kind with the most values and containers it may hold. */
 function mostValues(): Record<string, unknown> {
-  // 64 KiB of `[],`: as many containers as a result's size allows
-  const result = Array.from({ length: Math.floor(LIMITS.stringMaxChars / 3) - 1 }, () => []);
+  // `[[],[],…]`: as many values and containers as a result may hold (each `[` and `,` counted)
+  const result = Array.from({ length: LIMITS.commandResultMaxValues / 2 }, () => []);
   return {
     timeseries: fieldsOf(LIMITS.readingMaxFields),
     event: { eventType: 'door', ...fieldsOf(LIMITS.readingMaxFields - 1) },
@@ -325,17 +325,43 @@ describe('broker envelopes', () => {
     }
     assert.equal(parse.mock.callCount(), 2, 'only the legal envelopes parsed');
   });
+  it(`refuses a command result of more than ${LIMITS.commandResultMaxValues} JSON values and containers: at the gateway (CONTRACT_RESULT_TOO_MANY_VALUES), and on a response's topic before JSON.parse builds millions of them`, (t) => {
+    // Bounded by its size alone (65,536 characters), one result was 32,000 values, and an envelope on
+    // a response's topic as many values as the brokers' largest packet holds: 16 MiB of `{},` made
+    // 5.6 million objects (360 MB of heap) in the command API and the distributor, for each message.
+    const R = LIMITS.commandResultMaxValues;
+    const frame = (result: unknown) => JSON.stringify({ deviceId: 'pump-1', dataType: 'response', messageId: 'r1', payload: { commandId: 'c-1', status: 'completed', result } });
+    const zeros = (n: number) => Array.from({ length: n }, () => 0); // `[0,0,…]`: one `[`, n - 1 commas
+    const pairs = (n: number) => Array.from({ length: n }, () => []); // `[[],[],…]`: 2n
+    // `{"a":[0,…]}` of n zeros: n + 1
+    const keys = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, 'v,[{'])); // commas in strings are text
+    for (const result of [zeros(R), pairs(R / 2), keys(R), { a: zeros(R - 1) }]) assert.equal(parseUplinkFrame(frame(result)).length, 1);
+    for (const result of [zeros(R + 1), pairs(R / 2 + 1), keys(R + 1), { a: zeros(R) }, zeros(20_000)]) {
+      assert.equal(codeOf(() => parseUplinkFrame(frame(result))), 'CONTRACT_RESULT_TOO_MANY_VALUES');
+    }
+    // In a batch, the offending message is named.
+    const batch = JSON.stringify({ deviceId: 'pump-1', batch: [{ dataType: 'response', messageId: 'r9', payload: { commandId: 'c-9', status: 'completed', result: zeros(R + 1) } }] });
+    assert.throws(() => parseUplinkFrame(batch), (e: unknown) => e instanceof FieldStreamError && e.code === 'CONTRACT_RESULT_TOO_MANY_VALUES' && e.details?.messageId === 'r9');
+    // The internal side: such a response in an envelope is no valid envelope.
+    const response = (result: unknown) => Buffer.from(JSON.stringify({ ...envelope, dataType: 'response', messages: [{ messageId: 'm', payload: { commandId: 'c-1', status: 'completed', result } }] }));
+    assert.equal(parseEnvelope(UplinkEnvelopeSchema, response(zeros(R)), uplinkEnvelopeMaxValues('response')).dataType, 'response');
+    assert.equal(codeOf(() => parseEnvelope(UplinkEnvelopeSchema, response(zeros(R + 1)), uplinkEnvelopeMaxValues('response'))), 'CONTRACT_INVALID_ENVELOPE');
+    // And 16 MiB of small values on a response's topic is refused before it is parsed, as on any other.
+    const parse = t.mock.method(JSON, 'parse');
+    for (const item of ['{}', '0']) {
+      const n = Math.floor((16 * 1024 * 1024 - 16) / (item.length + 1));
+      const hostile = Buffer.from(`{"a":[${`${item},`.repeat(n - 1)}${item}]}`);
+      assert.equal(codeOf(() => parseEnvelope(UplinkEnvelopeSchema, hostile, uplinkEnvelopeMaxValues('response'))), 'CONTRACT_INVALID_ENVELOPE', item);
+    }
+    assert.equal(parse.mock.callCount(), 0, 'nothing parsed');
+    assert.ok(uplinkEnvelopeMaxValues('response') < (16 * 1024 * 1024) / 16, 'a response envelope holds at most a small share of what a packet of small values does');
+  });
   it('takes the legal envelopes of the most values: each kind of message at its most, a result at its deepest', () => {
     const full = mostValues();
-    // As many responses of the largest result as the brokers' largest packet (16 MiB) holds.
-    const most = (dataType: string) => (dataType === 'response' ? Math.floor((16 * 1024 * 1024) / (LIMITS.stringMaxChars + 256)) : LIMITS.batchMaxMessages);
     for (const [dataType, payload] of Object.entries(full)) {
-      const messages = Array.from({ length: most(dataType) }, (_, i) => ({ messageId: `m.${i}`, seq: i, auth: { v: 2, epoch: 'e1', seq: i, ts: 1, mac: `${'A'.repeat(42)}A`, count: 1 }, receivedAt: 1, payload }));
+      const messages = Array.from({ length: LIMITS.batchMaxMessages }, (_, i) => ({ messageId: `m.${i}`, seq: i, auth: { v: 2, epoch: 'e1', seq: i, ts: 1, mac: `${'A'.repeat(42)}A`, count: 1 }, receivedAt: 1, payload }));
       const env = parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify({ ...envelope, dataType, messages })), uplinkEnvelopeMaxValues(dataType as DataType));
-      assert.equal(env.messages.length, most(dataType), dataType);
-      // A response's result is JSON of free form, up to LIMITS.stringMaxChars: such responses hold
-      // more values than any other envelope, and their topic's bound is their size's.
-      if (dataType === 'response') assert.equal(codeOf(() => parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify({ ...envelope, dataType, messages })))), 'CONTRACT_INVALID_ENVELOPE');
+      assert.equal(env.messages.length, LIMITS.batchMaxMessages, dataType);
     }
     const sections = Array.from({ length: LIMITS.batchMaxMessages }, (_, i) => ({ deviceId: `d${i}`, messages: [{ messageId: 'm', seq: 1, auth: { v: 1, epoch: 'e1', seq: 1, ts: 1, mac: `${'A'.repeat(42)}A` }, receivedAt: 1, payload: full.timeseries }] }));
     const gw = parseEnvelope(GatewayEnvelopeSchema, Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', dataType: 'timeseries', receivedAt: 1, devices: sections })));
