@@ -271,7 +271,7 @@ export const ERRORS = {
   FIELD_FILE_RECOVERED: {
     http: 200,
     transient: false,
-    description: 'A file the field client had taken into its outbox when it stopped (before its queue record was written) was queued at the next start.',
+    description: 'A file the field client had taken into its outbox when it stopped (before its queue record was written, or was on disk) was queued at the next start, as a transfer of its own (a new transfer id; `was` names the old one).',
   },
   FIELD_FILE_UNQUEUED: {
     http: 200,

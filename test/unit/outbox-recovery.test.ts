@@ -57,14 +57,54 @@ describe('files taken into the outbox when the client stopped', () => {
     await recoverOutbox(again.outbox, again.queue, logs.logger);
     const queued = queuedFiles(again.queue);
     assert.equal(queued.length, 1);
-    assert.equal(queued[0]?.transferId, rec.transferId);
+    // Under a transfer of its own: its record may have been written, sent from and lost (see below).
+    assert.notEqual(queued[0]?.transferId, rec.transferId);
     assert.equal(queued[0]?.filename, 'photo.jpg');
     assert.equal(queued[0]?.contentType, 'image/jpeg');
     assert.equal(queued[0]?.sha256, createHash('sha256').update(d.content).digest('hex'));
-    assert.ok(again.outbox.has(rec.transferId));
+    assert.ok(again.outbox.has(queued[0]?.transferId ?? '') && !again.outbox.has(rec.transferId));
     assert.deepEqual(again.outbox.unfinished(new LogCapture().logger), new Map(), 'no note left');
     assert.ok(logs.codes().includes('FIELD_FILE_RECOVERED'));
     await again.queue.close();
+  });
+
+  it("queues a file again under a transfer of its own when its record was lost: the progress and chunks sent under the lost record's id, at another chunk size, do not apply", async () => {
+    // With FIELD_QUEUE_SYNC at an interval, a file's record is sendable before it is on disk: its
+    // transfer began (chunks sent, received by the distributor, progress saved beside the file),
+    // then a power cut lost the record and kept the note. Queued again under the same id, at the
+    // chunk size of this start, the old progress skipped bytes never sent, and the distributor
+    // (its replay window, the chunks it holds) took the new chunks for the old ones.
+    const d = await device('requeued');
+    const content = Buffer.from(Array.from({ length: 10 * 1024 }, (_, i) => i % 251));
+    writeFileSync(d.source, content);
+    const rec = await d.first.outbox.accept(d.source, { move: true, filename: 'photo.jpg', contentType: 'image/jpeg' });
+    assert.equal(rec.chunkBytes, 1024);
+    d.first.outbox.saveProgress(rec.transferId, 4); // four chunks of 1 KiB stored before the cut
+    await d.first.queue.close();
+
+    // The next start cuts files in chunks of 4 KiB (FIELD_FILE_CHUNK_BYTES changed, or the link measured otherwise).
+    const queue = await DurableQueue.open({ dir: join(d.dir, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+    const outbox = new FileOutbox(d.dir, 4096);
+    const logs = new LogCapture();
+    await recoverOutbox(outbox, queue, logs.logger);
+    const [again, ...more] = queuedFiles(queue);
+    assert.ok(again && more.length === 0);
+    assert.notEqual(again.transferId, rec.transferId, 'a transfer of its own: a new epoch for the replay window, a new folder for its chunks');
+    assert.equal(again.chunkBytes, 4096);
+    assert.equal(again.sha256, createHash('sha256').update(content).digest('hex'));
+    assert.ok(outbox.has(again.transferId) && !outbox.has(rec.transferId));
+    assert.ok(!existsSync(join(d.dir, 'outgoing', `${rec.transferId}.progress`)), "the lost record's progress is gone");
+    assert.deepEqual(outbox.unfinished(new LogCapture().logger), new Map(), 'no note left');
+    assert.ok(logs.codes().includes('FIELD_FILE_RECOVERED'));
+    // Sent from its first chunk, the whole file.
+    const transfers = new FileTransfers(outbox, { window: 100, receipts: true }, () => {}, new LogCapture().logger);
+    const [m] = queue.find((x) => x.dataType === FILE_TRANSFER);
+    assert.ok(m && transfers.start(m.seq, again));
+    const chunks = [...transfers.chunks()].map((c) => JSON.parse(c.item.payloadJson) as { data: string; transfer: { id: string; index: number } });
+    assert.deepEqual(chunks.map((c) => c.transfer.index), [0, 1, 2]);
+    assert.ok(chunks.every((c) => c.transfer.id === again.transferId));
+    assert.deepEqual(Buffer.concat(chunks.map((c) => Buffer.from(c.data, 'base64'))), content);
+    await queue.close();
   });
 
   it('starts when the queue refuses the record of a file to finish (full, or a full disk): the note stays, and the next start queues it', async () => {
@@ -78,13 +118,16 @@ describe('files taken into the outbox when the client stopped', () => {
     await recoverOutbox(outbox, full, logs.logger);
     assert.deepEqual(queuedFiles(full), []);
     assert.deepEqual(logs.codes(), ['FIELD_QUEUE_FULL'], 'logged with the queue\'s code');
-    assert.deepEqual([...outbox.unfinished(new LogCapture().logger).keys()], [rec.transferId], 'the note stays, for the next start');
-    assert.ok(outbox.has(rec.transferId), 'the file stays in the outbox');
+    const [kept, ...others] = outbox.unfinished(new LogCapture().logger).keys();
+    assert.ok(kept !== undefined && others.length === 0, 'the note stays, for the next start');
+    assert.ok(outbox.has(kept), 'the file stays in the outbox (under the transfer id its note names)');
     await full.close();
 
     const again = await d.open();
     await recoverOutbox(again.outbox, again.queue, new LogCapture().logger);
-    assert.deepEqual(queuedFiles(again.queue).map((r) => r.transferId), [rec.transferId]);
+    const queued = queuedFiles(again.queue);
+    assert.equal(queued.length, 1);
+    assert.ok(again.outbox.has(queued[0]?.transferId ?? '') && !again.outbox.has(rec.transferId) && !again.outbox.has(kept));
     assert.deepEqual(again.outbox.unfinished(new LogCapture().logger), new Map());
     await again.queue.close();
   });
@@ -97,15 +140,17 @@ describe('files taken into the outbox when the client stopped', () => {
     await d.first.queue.close();
     const again = await d.open();
     await recoverOutbox(again.outbox, again.queue, new LogCapture().logger);
+    const [finished] = queuedFiles(again.queue);
     assert.deepEqual(
-      queuedFiles(again.queue).map((r) => [r.transferId, r.size]),
-      [[rec.transferId, d.content.length]],
+      queuedFiles(again.queue).map((r) => r.size),
+      [d.content.length],
     );
+    assert.ok(finished && again.outbox.has(finished.transferId));
     await again.queue.close();
 
     // A start after a crash that came once the record was written, before the note went.
     const third = await d.open();
-    const next = await third.outbox.accept(join(d.dir, 'outgoing', rec.transferId), { move: false, filename: 'copy.jpg' }).then(async (r) => {
+    const next = await third.outbox.accept(join(d.dir, 'outgoing', finished.transferId), { move: false, filename: 'copy.jpg' }).then(async (r) => {
       await third.queue.append([{ dataType: FILE_TRANSFER, payload: r }]);
       return r;
     });
@@ -168,8 +213,9 @@ describe('files taken into the outbox when the client stopped', () => {
     await recoverOutbox(again.outbox, again.queue, logs.logger);
     const aside = join(d.dir, 'rejected', `${rec.transferId}-unqueued-taking`);
     assert.equal(readFileSync(aside, 'utf8'), d.content.toString(), 'set aside whole, not deleted');
-    assert.deepEqual(readdirSync(out), [moving.transferId]);
-    assert.deepEqual(queuedFiles(again.queue).map((r) => r.transferId), [moving.transferId]);
+    const [finished] = queuedFiles(again.queue);
+    assert.deepEqual(queuedFiles(again.queue).map((r) => r.size), ['the second picture'.length]);
+    assert.deepEqual(readdirSync(out), [finished?.transferId]);
     const line = logs.lines.find((l) => l.code === 'FIELD_FILE_UNQUEUED');
     assert.deepEqual([line?.transferId, line?.path], [rec.transferId, aside]);
     // Why its note went is said too: the note's file, and what is wrong with it.
@@ -203,9 +249,11 @@ describe('files taken into the outbox when the client stopped', () => {
 
     const again = await d.open();
     await recoverOutbox(again.outbox, again.queue, new LogCapture().logger);
-    assert.deepEqual(readdirSync(out).sort(), [queued.transferId, `${queued.transferId}.progress`, moving.transferId].sort());
+    const [, finished] = queuedFiles(again.queue);
+    assert.deepEqual(readdirSync(out).sort(), [queued.transferId, `${queued.transferId}.progress`, finished?.transferId].sort());
     assert.equal(again.outbox.progress(queued.transferId), 1, 'its progress untouched');
-    assert.deepEqual(queuedFiles(again.queue).map((r) => [r.transferId, r.size]), [[queued.transferId, d.content.length], [moving.transferId, 'the second picture'.length]]);
+    assert.deepEqual(queuedFiles(again.queue).map((r) => [r.transferId, r.size]), [[queued.transferId, d.content.length], [finished?.transferId, 'the second picture'.length]]);
+    assert.notEqual(finished?.transferId, moving.transferId);
     await again.queue.close();
 
     // An outbox holding nothing else: the strays go too.

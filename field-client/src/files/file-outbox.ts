@@ -13,6 +13,11 @@ import { moveBack, moveIn } from './source-moves.ts';
 import { growing, hashPrefix } from './taking-steps.ts';
 import { chunkBytesFor, type FileTransferRecord } from './transfer-record.ts';
 
+/** A new transfer id: `f`, the time in base 36, 12 random hex digits (FileTransferSchema's rule). */
+function newTransferId(): string {
+  return `f${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
+}
+
 /**
  * Files waiting to be sent: each is copied (or moved) into FIELD_DATA_DIR/outgoing/ once, hashed
  * on the way, and then read chunk by chunk as it is sent, so memory stays at one chunk per file in
@@ -95,7 +100,7 @@ export class FileOutbox {
     if (size > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_FILE_UNREADABLE', `${source} is larger than ${LIMITS.fileTransferMaxBytes} bytes`);
     const limit = options.expectedSize ?? Infinity;
     if (size > limit) throw growing(source, limit);
-    const transferId = `f${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
+    const transferId = newTransferId();
     const target = join(this.dir, transferId);
     const tmp = `${target}.tmp`;
     const note: AcceptingNote = { filename: options.filename ?? basename(source), contentType: options.contentType ?? 'application/octet-stream', move: options.move === true };
@@ -184,18 +189,34 @@ export class FileOutbox {
    * Finishes taking a file a crash interrupted, when it had left where it was: returns its transfer,
    * or undefined when there is nothing here to send (not moved yet: it is still where it was; or a
    * copy, whose source is still there and whose producer was never answered).
+   *
+   * Under a transfer id of its own. Its record may have been written and lost: with
+   * FIELD_QUEUE_SYNC at an interval a record is sent from before it is on disk, so its chunks may
+   * have reached the distributor, and its progress been saved here, before a power cut. Under the
+   * same id, at this start's chunk size (the link measured anew, FIELD_FILE_CHUNK_BYTES changed) and
+   * with what the producer wrote since, that progress skipped bytes never sent, and the distributor
+   * (its replay window of the transfer, the chunks it holds) took the new chunks for the old ones:
+   * the file failed its checksum there, or was stored wrong. The old id's progress goes; its chunks
+   * at the distributor stay in .partial/, as any transfer a device gave up on (docs/operations.md).
+   * At worst, the file is stored twice.
+   * Crash-safe: the new note is written before the file takes its name, the old note goes after.
    */
   async resume(transferId: string, note: AcceptingNote): Promise<FileTransferRecord | undefined> {
     const target = join(this.dir, transferId);
-    const tmp = `${target}.tmp`;
+    const from = existsSync(target) ? target : `${target}.tmp`;
     this.measured = undefined;
-    if (existsSync(target)) renameSync(target, tmp); // hashed and synced again: the same steps either way
-    else if (!existsSync(tmp)) return undefined;
+    if (!existsSync(from)) return undefined;
     if (!note.move) {
-      rmSync(tmp, { force: true });
+      rmSync(from, { force: true });
       return undefined;
     }
-    return this.place(transferId, note, tmp);
+    const id = newTransferId();
+    const tmp = join(this.dir, `${id}.tmp`); // hashed and synced again: the same steps either way
+    writeNote(this.dir, id, note);
+    renameSync(from, tmp);
+    rmSync(join(this.dir, `${transferId}.progress`), { force: true });
+    this.accepted(transferId); // durably: the folder synced, the rename with it
+    return this.place(id, note, tmp);
   }
 
   /**

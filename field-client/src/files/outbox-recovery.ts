@@ -16,7 +16,8 @@ import { FILE_TRANSFER } from './transfers.ts';
  * a crash before its record would leave it here, counted, never sent. So:
  *
  * - its record is in the queue: only the note goes;
- * - it was moved here, and no record names it: its taking is finished and it is queued now;
+ * - it was moved here, and no record names it: its taking is finished and it is queued now, as a
+ *   transfer of its own (FileOutbox.resume: its record may have been sent from, then lost);
  * - it was not moved yet (or was being copied): it is still where it was, and its producer was
  *   never answered; only the note goes.
  *
@@ -85,13 +86,15 @@ export async function recoverOutbox(outbox: FileOutbox, queue: DurableQueue, log
   for (const [transferId, note] of unfinished) {
     try {
       if (!recorded.has(transferId)) {
+        // Under a transfer id of its own (FileOutbox.resume), its note moved to it.
         const rec = await outbox.resume(transferId, note);
         if (rec) {
           await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
           // On disk before the note goes (FIELD_QUEUE_SYNC at an interval answers the append
           // before its fsync): a power cut would otherwise lose the record with the note gone.
           await queue.durable();
-          log.warn({ code: 'FIELD_FILE_RECOVERED', transferId, filename: rec.filename, size: rec.size }, 'a file taken into the outbox when the client stopped is queued now');
+          outbox.accepted(rec.transferId);
+          log.warn({ code: 'FIELD_FILE_RECOVERED', transferId: rec.transferId, was: transferId, filename: rec.filename, size: rec.size }, 'a file taken into the outbox when the client stopped is queued now, as a transfer of its own');
         }
       }
       outbox.accepted(transferId);
