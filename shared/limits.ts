@@ -969,6 +969,10 @@ export const TIMINGS = {
 
   /** milliseconds. A gateway reports its security refusals, counted per device and code, this often. */
   gatewaySecurityReportMs: 5_000,
+  /** milliseconds. A gateway publishes its `online` presence again this often while its broker does
+   * not take it (a PUBACK of 0x10, no subscriber: the bridge has no session there yet), until taken
+   * (dmz/gateway/gateway-presence.ts). */
+  gatewayPresenceRetryMs: 5_000,
   /** milliseconds. A gateway publishes the presence of each device it holds again once its last
    * presence is this old (dmz/gateway/command-router.ts): otherwise a device connected for weeks has
    * no presence newer than its connection, and what reads presence within a window (the Devices

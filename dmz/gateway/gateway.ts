@@ -13,6 +13,7 @@ import { DeviceTokens } from './device-tokens.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { SecurityReporter } from './security-reporter.ts';
+import { publishOnlineOnEveryConnect } from './gateway-presence.ts';
 import { CrlDelivery } from './crl-delivery.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
@@ -58,7 +59,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     // Every subscription is made again on each connection (subscribeOnEveryConnect), not by mqtt.js.
     { resubscribe: false, will: { topic: presenceTopic, payload: Buffer.from(presence('offline')), qos: 1, retain: false } },
   );
-  mqtt.on('connect', () => mqtt.publish(presenceTopic, presence('online'), { qos: 1 }));
+  const stopPresence = publishOnlineOnEveryConnect(mqtt, presenceTopic, presence('online'), log);
   metrics.bind({ brokerConnected: () => mqtt.connected, connections: () => 0 });
   // Served before the broker answers, so an orchestrator sees "alive, not ready" meanwhile.
   const metricsServer = served
@@ -160,6 +161,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
       deviceTokens?.close();
       await server.close();
       securityReports.close();
+      stopPresence();
       await metricsServer?.close();
       // A clean stop says so itself (the broker sends the will only for a connection lost).
       if (mqtt.connected) {

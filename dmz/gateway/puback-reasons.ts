@@ -14,7 +14,7 @@ const byClient = new WeakMap<MqttClient, PubackReasons>();
  * handles it, so the code is kept here under its packet identifier and taken by that callback. An
  * identifier is the publish's until its callback has run (mqtt.js frees it only then), so no PUBACK
  * of a later publish can stand in for it; and each PUBACK of an identifier replaces what an earlier
- * one left (one settling a publish whose callback takes nothing here, the gateway's presence).
+ * one left (one settling a publish whose callback takes nothing here, a device's presence).
  * Only codes other than 0 are kept: at most one per identifier, most often none.
  */
 export class PubackReasons {

@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { MqttClient } from 'mqtt';
+import { connect, connectAsync, type MqttClient } from 'mqtt';
+import { publishOnlineOnEveryConnect } from '../../dmz/gateway/gateway-presence.ts';
+import { SecurityReporter } from '../../dmz/gateway/security-reporter.ts';
+import type { GatewaySecurityReport } from '../../shared/contract/envelope.ts';
+import { gatewayPresenceTopic, gatewaySecurityTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { connectBridgeSession } from '../helpers/bridge-session.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 import { tlsGatewayOnMosquitto } from '../helpers/tls-gateway.ts';
@@ -124,3 +129,89 @@ describe('a DMZ broker with no subscriber: nothing acked that the broker drops',
     }
   });
 });
+
+/**
+ * The gateway's own messages to a DMZ broker with no subscriber (the bridge has no session there):
+ * Mosquitto answers PUBACK 0x10 and drops them. A security report thought delivered then had its
+ * counts lost; the gateway's `online` (not retained) was never seen inside until its next
+ * connection. Now the report's counts go with the next report, and the `online` is published again
+ * until the broker takes it. (A device's presence is retained: Mosquitto answers 0x10 for it too,
+ * and keeps it for the bridge's subscription.) A real Mosquitto.
+ */
+describe("the gateway's own messages to a DMZ broker with no subscriber", () => {
+  const fx = tlsGatewayOnMosquitto('gateway-own-no-subscriber', {}, {}, { bridge: false });
+  const log = createLogger('test', 'silent');
+
+  it('keeps the counts of a security report the broker dropped, and sends them with the next', async () => {
+    const mqtt = await connectAsync(fx.brokerUrl, { protocolVersion: 5, clientId: 'gw-reports' });
+    const reporter = new SecurityReporter(mqtt, 'gw-reports', log);
+    let bridge: MqttClient | undefined;
+    try {
+      const before = Date.now();
+      for (let i = 0; i < 3; i++) reporter.note('pump-1', 'GATEWAY_RATE_LIMITED');
+      reporter.flush();
+      // Settled: answered 0x10, dropped.
+      await eventually(() => (Object.keys(mqtt.outgoing).length === 0 ? true : undefined), 5_000, 'the PUBACK');
+      const reports: GatewaySecurityReport[] = [];
+      bridge = await connectBridgeSession(fx.brokerUrl, 'gateway-own-no-subscriber-bridge', {
+        onMessage: (topic, payload) => {
+          if (topic === gatewaySecurityTopic('gw-reports')) reports.push(JSON.parse(payload.toString('utf8')) as GatewaySecurityReport);
+        },
+      });
+      reporter.note('pump-1', 'GATEWAY_DEVICE_MISMATCH');
+      reporter.flush();
+      await eventually(() => (reports.length > 0 ? true : undefined), 5_000, 'a report at the bridge');
+      const [report] = reports as [GatewaySecurityReport];
+      assert.deepEqual(
+        report.events.map((e) => [e.deviceId, e.code, e.count]).sort(),
+        [
+          ['pump-1', 'GATEWAY_DEVICE_MISMATCH', 1],
+          ['pump-1', 'GATEWAY_RATE_LIMITED', 3],
+        ],
+      );
+      assert.ok(report.from <= before + 5, 'the report covers the time of the first counts');
+    } finally {
+      reporter.close();
+      await mqtt.endAsync(true);
+      await bridge?.endAsync(true);
+      // Its session gone too: a broker with no subscriber again.
+      await (await connectAsync(fx.brokerUrl, { protocolVersion: 4, clientId: 'gateway-own-no-subscriber-bridge', clean: true })).endAsync();
+    }
+  });
+
+  it("publishes the gateway's online again until the broker takes it", async () => {
+    const topic = gatewayPresenceTopic('gw-presence');
+    const online = JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-presence', since: Date.now() });
+    const mqtt = connectMqttPlain(fx.brokerUrl, 'gw-presence');
+    const stop = publishOnlineOnEveryConnect(mqtt, topic, online, log, 100);
+    let bridge: MqttClient | undefined;
+    try {
+      const seen: string[] = [];
+      let answered = 0;
+      mqtt.on('packetreceive', (p) => {
+        if (p.cmd === 'puback' && p.reasonCode === 0x10) answered++;
+      });
+      await eventually(() => (answered > 0 ? true : undefined), 5_000, 'a PUBACK of 0x10 for the online');
+      bridge = await connectBridgeSession(fx.brokerUrl, 'gateway-own-no-subscriber-bridge-2', {
+        onMessage: (t, payload) => {
+          if (t === topic) seen.push(payload.toString('utf8'));
+        },
+      });
+      await eventually(() => (seen.length > 0 ? true : undefined), 5_000, "the gateway's online at the bridge");
+      assert.equal(seen[0], online);
+      // Taken: no more of it.
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(seen.length, 1);
+    } finally {
+      stop();
+      await mqtt.endAsync(true);
+      await bridge?.endAsync(true);
+    }
+  });
+});
+
+function connectMqttPlain(url: string, clientId: string): MqttClient {
+  const client = connect(url, { protocolVersion: 5, clientId, reconnectPeriod: 100 });
+  client.on('error', () => undefined);
+  return client;
+}
