@@ -1,4 +1,4 @@
-import { connect, type IClientOptions, type IClientSubscribeOptions, type IConnackPacket, type ISubscriptionMap, type MqttClient } from 'mqtt';
+import { connect, Store, type IClientOptions, type IClientSubscribeOptions, type IConnackPacket, type ISubscriptionMap, type MqttClient } from 'mqtt';
 import { FieldStreamError } from '../errors.ts';
 import { TIMINGS } from '../limits.ts';
 import type { Logger } from '../logger.ts';
@@ -23,9 +23,35 @@ export interface MqttTlsOptions {
   reconnectPeriodMs?: number;
 }
 
+/**
+ * mqtt.js's own outgoing store (what was published at QoS 1 and not yet acknowledged), which also
+ * tells `beforeResend` of each accepted CONNACK at the moment mqtt.js begins sending that store again:
+ * connected, and nothing of it sent yet. mqtt.js sends it again one message a PUBACK, queues every
+ * other packet meanwhile, and emits 'connect' only once all of it is acknowledged: a client that
+ * subscribed at 'connect' (its session clean, the broker holding no subscription of it) did so only
+ * then, and what its messages sent again caused in answer meanwhile (a gateway's commit receipts)
+ * found no subscriber and was dropped. The one point before the resending is where mqtt.js asks
+ * its store for it (client.js _onConnect, mqtt 5).
+ */
+class ResendAwareStore extends Store {
+  /** the CONNACK being handled (the client's 'packetreceive' comes before its handling) */
+  connack: IConnackPacket | undefined;
+  readonly beforeResend = new Set<(connack: IConnackPacket) => void>();
+
+  override createStream(): ReturnType<Store['createStream']> {
+    const connack = this.connack;
+    if (connack) for (const f of [...this.beforeResend]) f(connack);
+    return super.createStream();
+  }
+}
+
+const resendAware = new WeakMap<MqttClient, ResendAwareStore>();
+
 export function connectMqtt(options: MqttTlsOptions, log: Logger, extra: Partial<IClientOptions> = {}): MqttClient {
   warnIfExpiring('MQTT_CERT_FILE', options.cert, log);
+  const outgoingStore = new ResendAwareStore();
   const client = connect(options.url, {
+    outgoingStore,
     ca: options.ca,
     cert: options.cert,
     key: options.key,
@@ -40,6 +66,12 @@ export function connectMqtt(options: MqttTlsOptions, log: Logger, extra: Partial
     ...(options.protocolVersion === 5 && !options.clean ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}),
     ...extra,
   });
+  if (client.outgoingStore === outgoingStore) {
+    resendAware.set(client, outgoingStore);
+    client.on('packetreceive', (packet) => {
+      if (packet.cmd === 'connack') outgoingStore.connack = packet;
+    });
+  }
   let wasConnected = false;
   client.on('connect', () => {
     wasConnected = true;
@@ -118,6 +150,11 @@ export interface Resubscription {
  *
  * `filters` may be a function, read at each connection, for a set that changes (the gateway's
  * devices). Each SUBACK reason code is checked: 0x80 and above is a refusal (MQTT 5 §3.9.3).
+ *
+ * For a client of connectMqtt, the SUBSCRIBE goes out at the CONNACK, before mqtt.js sends again
+ * what the broker had not acknowledged (ResendAwareStore): the broker takes one connection's packets
+ * in order, so the subscriptions are in place before anything sent again can be answered. At
+ * 'connect' (after the last of those is acknowledged) only for another client.
  */
 export function subscribeOnEveryConnect(
   client: MqttClient,
@@ -148,7 +185,7 @@ export function subscribeOnEveryConnect(
         const e = new FieldStreamError('MQTT_SUBSCRIBE_REFUSED', `the broker refused ${refused.map((g) => `${g.topic} (0x${g.qos.toString(16)})`).join(', ') || err?.message}`);
         log.error({ code: e.code, filters: shown, connection }, e.message);
       } else if (err) {
-        // The connection went away before the SUBACK: the next 'connect' subscribes again.
+        // The connection went away before the SUBACK: the next connection subscribes again.
         log.warn({ err: err.message, filters: shown, connection }, 'subscription not confirmed; retried on reconnect');
       } else {
         log.info({ filters: shown, sessionPresent, connection }, connection === 1 ? 'subscription granted' : 'subscription granted again after reconnect');
@@ -156,7 +193,22 @@ export function subscribeOnEveryConnect(
       }
     });
   };
-  client.on('connect', subscribe);
+  // Once a connection: at its CONNACK where the store tells of it, else at its 'connect' (the same packet).
+  let subscribedAt: IConnackPacket | undefined;
+  const atConnection = (connack: IConnackPacket) => {
+    if (connack === subscribedAt) return;
+    subscribedAt = connack;
+    subscribe(connack);
+  };
+  const store = resendAware.get(client);
+  store?.beforeResend.add(atConnection);
+  client.on('connect', atConnection);
   if (client.connected) subscribe();
-  return { ready, stop: () => client.off('connect', subscribe) };
+  return {
+    ready,
+    stop: () => {
+      store?.beforeResend.delete(atConnection);
+      client.off('connect', atConnection);
+    },
+  };
 }

@@ -5,7 +5,7 @@ import { CommandRouter } from '../../dmz/gateway/command-router.ts';
 import { ReceiptRouter } from '../../dmz/gateway/receipt-router.ts';
 import type { DeviceSession } from '../../dmz/gateway/device-session.ts';
 import { StatusEnvelopeSchema, type StatusEnvelope } from '../../shared/contract/envelope.ts';
-import { commandTopic, receiptTopic, statusTopic } from '../../shared/contract/topics.ts';
+import { commandTopic, receiptTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { DAY_MS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, whenConnected } from '../../shared/mqtt/connect.ts';
@@ -32,6 +32,8 @@ const fx = freezableBroker('gateway-presence', [], 'dmz/mosquitto');
 /** The gateway's broker connection, through a relay: cut() and restore() as the broker going away and back. */
 interface GatewayConnection {
   readonly mqtt: MqttClient;
+  /** the relay between the gateway and its broker, to hold what passes it one way */
+  readonly relay: TcpRelay;
   /** Resolves once the client has seen its connection lost. */
   cut(): Promise<void>;
   /** Resolves once the client has connected again (its 'connect' listeners, the routers', have run). */
@@ -52,6 +54,7 @@ async function gatewayConnection(clientId: string): Promise<GatewayConnection> {
   await within(whenConnected(mqtt), 10_000, 'the gateway connected to its broker');
   return {
     mqtt,
+    relay,
     async cut() {
       await relay.cut();
       await eventually(() => (mqtt.connected ? undefined : true), 5_000, 'the broker connection lost');
@@ -293,3 +296,58 @@ describe('the gateway routers go on after a message whose handling fails unfores
   });
 });
 
+
+/**
+ * After a reconnection mqtt.js sends again what the broker had not acknowledged, one message a
+ * PUBACK, and only then emits 'connect', where the gateway subscribed again (its session is clean:
+ * the broker held no subscription of it). A commit receipt for an envelope sent again could come
+ * before that subscription, and the broker dropped it (no subscriber); its device sent its messages
+ * again at its commit timeout. The subscriptions now go out at the CONNACK, before anything is sent
+ * again. Made certain here: the broker's answers to the gateway are held from the CONNACK on, so
+ * nothing of that connection is acknowledged when the internal side, seeing the envelope, answers
+ * with its receipt.
+ */
+describe('after a reconnection, the gateway subscribes before it sends anything again', () => {
+  it('routes the receipt of an envelope sent again, whatever its PUBACK waits for', async () => {
+    const gw = await gatewayConnection('gw-resend');
+    const internal = await connectAsync(fx.broker.url, { protocolVersion: 5, clientId: 'internal-resend' });
+    const commits: unknown[] = [];
+    const device = { deviceId: 'meter-7', sendCommit: (f: unknown) => commits.push(f) !== 0 } as unknown as DeviceSession;
+    const router = new ReceiptRouter(gw.mqtt, 'gw-1', (id) => (id === 'meter-7' ? device : undefined), log);
+    try {
+      await within(router.ready, 5_000, 'the receipts subscription');
+      // An envelope whose PUBACK never comes on this connection.
+      gw.relay.hold('down');
+      gw.mqtt.publish(uplinkTopic('meter-7', 'event'), JSON.stringify({ envelope: 1 }), { qos: 1 });
+      await eventually(() => (Object.keys(gw.mqtt.outgoing).length > 0 ? true : undefined), 5_000, 'the envelope outstanding');
+      await gw.cut();
+      gw.relay.release('down');
+      // The internal side: answers the envelope sent again with its receipt.
+      let receiptCode: number | undefined;
+      internal.on('message', (topic) => {
+        if (topic !== uplinkTopic('meter-7', 'event')) return;
+        const receipts = { v: 1, gatewayId: 'gw-1', receipts: [{ deviceId: 'meter-7', epoch: 'e1', ranges: [[1, 1]], mac: 'A'.repeat(43) }] };
+        internal.publish(receiptTopic('gw-1'), JSON.stringify(receipts), { qos: 1 });
+      });
+      // The PUBACK's own code (mqtt.js hands the callback the PUBLISH): the internal side publishes nothing else.
+      internal.on('packetreceive', (p) => {
+        if (p.cmd === 'puback') receiptCode = p.reasonCode ?? 0;
+      });
+      await internal.subscribeAsync(uplinkTopic('meter-7', 'event'), { qos: 1 });
+      // From the CONNACK on, what the broker sends the gateway is held.
+      gw.mqtt.once('packetreceive', (p) => {
+        if (p.cmd === 'connack') gw.relay.hold('down');
+      });
+      await gw.relay.restore();
+      await eventually(() => (receiptCode !== undefined ? true : undefined), 10_000, 'the receipt published');
+      assert.equal(receiptCode, 0, 'the broker had no subscriber for the receipt (PUBACK 0x10): dropped');
+      gw.relay.release('down');
+      await eventually(() => (commits.length > 0 ? true : undefined), 5_000, 'the receipt at the device');
+    } finally {
+      gw.relay.release('down');
+      router.close();
+      await internal.endAsync(true);
+      await gw.close();
+    }
+  });
+});
