@@ -120,13 +120,19 @@ export class CommandRouter {
     this.publishOnline(session.deviceId, h, false);
   }
 
-  detach(session: DeviceSession): void {
+  /**
+   * `at`: when the connection ended (server.ts: when its device was last heard on it); default now.
+   * Never before the last presence published of the connection: its offline must be the newer.
+   */
+  detach(session: DeviceSession, at = this.now()): void {
     if (this.sessions.get(session.deviceId) !== session) return; // superseded: the new session owns the device
+    const h = this.held.get(session.deviceId);
+    if (h) at = Math.max(at, h.publishedAt ?? h.since);
     this.sessions.delete(session.deviceId);
     this.held.delete(session.deviceId);
     // A clean session that reconnected holds nothing to unsubscribe; mqtt.js would queue it meanwhile.
     if (this.mqtt.connected) this.mqtt.unsubscribe(commandTopic(session.deviceId));
-    if (!this.publishStatus(session.deviceId, { state: 'offline' })) this.departed.set(session.deviceId, this.now());
+    if (!this.publishStatus(session.deviceId, { state: 'offline' }, at)) this.departed.set(session.deviceId, at);
   }
 
   /** The device's `online`: at its connection, or (`again`) as a reminder of it, with its `since`. */

@@ -209,6 +209,15 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));
     const stopHeartbeat = watchHeartbeat(ws, socket, session, options.heartbeatMs ?? TIMINGS.heartbeatMs, sessionLog);
+    // When the device was last heard on this connection (any bytes: frames, pongs, its close), the
+    // `at` of its offline. A connection found dead by the heartbeat ended then, not when the gateway
+    // noticed, up to two heartbeats later: a device that moved to another gateway meanwhile has its
+    // online there, and that one must stay the newer for what orders presence by `at` (the
+    // distributor's store, the console), whichever of the two the retained status ends as.
+    let heardAt = Date.now();
+    socket.on('data', () => {
+      heardAt = Date.now();
+    });
     ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
     live.set(ws, { identity, session });
     // TLS (ours, or Caddy's) checked the certificate's dates at the handshake only: a device
@@ -224,7 +233,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       live.delete(ws);
       stopHeartbeat();
       stopExpiry();
-      router.detach(session);
+      router.detach(session, heardAt);
       sessionLog.info({ closeCode: code }, 'device disconnected');
     });
     // A token's expiry is checked by DeviceTokens, not published as a certificate's.

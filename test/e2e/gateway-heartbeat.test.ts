@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type { DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { StatusEnvelopeSchema, type StatusEnvelope } from '../../shared/contract/envelope.ts';
+import { statusTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { identifyByTls } from '../../dmz/gateway/identity.ts';
 import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
@@ -147,6 +149,31 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
     const afterMs = performance.now() - since;
     // The next ping goes unanswered and is judged at the tick after it: two heartbeats at most (and a margin for a loaded machine).
     assert.ok(afterMs < 2 * HEARTBEAT_MS + 500, `closed after ${Math.round(afterMs)} ms`);
+  });
+
+  it('dates the offline of a peer it found dead at when it last heard from it, before the online of the device through another gateway meanwhile', async () => {
+    // The device moved: its connection here died unnoticed, it connected through gateway B, which
+    // said "online"; this gateway noticed a heartbeat later. Its "offline" of that time, retained
+    // over B's "online", was the newest by `at` for all that orders presence by it (the distributor's
+    // store, the console), and the device was shown offline while connected. Dated when the device
+    // was last heard, it is older than B's, as the connection's end was.
+    const watcher = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-heartbeat-watcher' });
+    const seen: StatusEnvelope[] = [];
+    watcher.on('message', (_t, payload) => seen.push(StatusEnvelopeSchema.parse(JSON.parse(payload.toString('utf8')))));
+    try {
+      await watcher.subscribeAsync(statusTopic('moved'), { qos: 1, rh: 2 });
+      const d = await connect('moved');
+      await eventually(() => seen.find((s) => s.gatewayId === 'gw-heartbeat' && s.state === 'online'), 5_000, 'its online');
+      silence(d);
+      await sleep(50);
+      const online: StatusEnvelope = { v: 1, state: 'online', gatewayId: 'gw-other', at: Date.now() };
+      await watcher.publishAsync(statusTopic('moved'), JSON.stringify(online), { qos: 1, retain: true });
+      const offline = await eventually(() => seen.find((s) => s.gatewayId === 'gw-heartbeat' && s.state === 'offline'), 5_000, 'its offline here');
+      assert.ok(closedAsHalfOpen('moved'));
+      assert.ok(offline.at < online.at, `the offline (at ${offline.at}) is not older than the online through the other gateway (at ${online.at})`);
+    } finally {
+      await watcher.endAsync(true);
+    }
   });
 
   it('keeps a device on a slow link whose pong waits behind a frame that takes several heartbeats to cross, and acks the frame', async () => {

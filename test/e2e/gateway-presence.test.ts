@@ -197,6 +197,34 @@ describe('the gateway publishes the presence of each device it holds again', () 
     }
   });
 
+  it('dates an offline when its device was last heard, never before the last presence of its connection', async () => {
+    const gw = await gatewayConnection('gw-heard');
+    const internal = await internalSide('internal-heard', ['meter-1']);
+    let now = T0;
+    const router = new CommandRouter(gw.mqtt, 'gw-1', log, { refreshMs: DAY_MS, refreshCheckMs: 3_600_000, now: () => now });
+    try {
+      const a = session('meter-1');
+      router.attach(a, NOT_AFTER);
+      now += 60_000;
+      router.detach(a, T0 + 30_000);
+      assert.deepEqual(await internal.take(gw.mqtt), [
+        ['meter-1', 'online', T0, undefined],
+        ['meter-1', 'offline', T0 + 30_000, undefined],
+      ]);
+      const b = session('meter-1');
+      router.attach(b, NOT_AFTER);
+      router.detach(b, T0);
+      assert.deepEqual(await internal.take(gw.mqtt), [
+        ['meter-1', 'online', now, undefined],
+        ['meter-1', 'offline', now, undefined],
+      ]);
+    } finally {
+      router.close();
+      await internal.close();
+      await gw.close();
+    }
+  });
+
   it('on its own timer, until closed', async () => {
     const gw = await gatewayConnection('gw-timer');
     const internal = await internalSide('internal-timer', ['meter-1']);
