@@ -1181,6 +1181,12 @@ export const TIMINGS = {
    * connection to a server it revokes within this, without a restart (server-crl-source.ts). A
    * look is one stat() unless the file changed. */
   fieldCrlCheckMs: 10_000,
+  /** milliseconds. The largest POSTGRES_TIMEOUT_MS (postgres-settings.ts): node-postgres gives up a
+   * statement past twice it with a Node timer, and a timer past 2^31 - 1 ms fires after 1 ms
+   * (TimeoutOverflowWarning): every statement, and past 2^31 - 1 every connection, was given up at
+   * once and retried for ever. About 12 days, far past any statement; PostgreSQL's
+   * statement_timeout holds it too (its maximum is 2^31 - 1 ms). */
+  postgresTimeoutMaxMs: Math.floor((2 ** 31 - 1) / 2),
 } as const;
 
 export type Timings = typeof TIMINGS;

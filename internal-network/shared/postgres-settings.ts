@@ -5,6 +5,7 @@ import type { PoolConfig } from 'pg';
 import { z } from 'zod';
 import { setting } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 
 /** A schema name used unquoted in every statement's text: kept to plain lower-case identifiers. */
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -57,8 +58,8 @@ export function postgresSettings() {
       .default('fieldstream'),
     /** connections per distributor */
     POSTGRES_POOL_SIZE: z.coerce.number().int().min(1).max(64).default(4),
-    /** milliseconds to connect, and for each statement */
-    POSTGRES_TIMEOUT_MS: setting.positiveInt(10_000),
+    /** milliseconds to connect, and for each statement; the client gives up past twice it (poolConfig) */
+    POSTGRES_TIMEOUT_MS: z.coerce.number().int().positive().max(TIMINGS.postgresTimeoutMaxMs).default(10_000),
   };
 }
 

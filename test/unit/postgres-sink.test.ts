@@ -10,7 +10,8 @@ import fc from 'fast-check';
 import { copyField, copyRows, copyText } from '../../internal-network/distributor/sinks/postgres/copy.ts';
 import { fallbackKey, tableStatements, TABLES, toTableBatches, toTransactions, type TableStatements } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../internal-network/distributor/sinks/postgres/schema.ts';
-import { checkPostgresSettings, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
+import { checkPostgresSettings, poolConfig, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { isRejection } from '../../internal-network/distributor/sinks/postgres/sink.ts';
 import { parseEnvelope, UplinkEnvelopeSchema, type EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { inTempDir } from '../helpers/pki.ts';
@@ -71,6 +72,21 @@ describe('PostgreSQL settings', () => {
     for (const name of ['user', 'order', 'table', 'default', 'system_user', 'pg_data']) assert.deepEqual(problems({ POSTGRES_SCHEMA: name }), ['POSTGRES_SCHEMA'], name);
     for (const name of ['int', 'between', 'data', 'fieldstream_2']) assert.deepEqual(problems({ POSTGRES_SCHEMA: name }), [], name);
     assert.deepEqual(problems({ POSTGRES_URL: 'mysql://h/db' }), ['POSTGRES_URL']);
+  });
+
+  it("refuses a POSTGRES_TIMEOUT_MS whose client timeout (twice it) a Node timer cannot hold: past 2^31 - 1 ms it fires at once", () => {
+    const accepted = (ms: number) => {
+      try {
+        return postgresConnection(settings({ PGHOST: 'db', POSTGRES_TIMEOUT_MS: String(ms) })).timeoutMs === ms;
+      } catch (e) {
+        assert.ok(e instanceof FieldStreamError && e.code === 'CONFIG_INVALID' && (e.details?.variables as string[]).includes('POSTGRES_TIMEOUT_MS'), String(e));
+        return false;
+      }
+    };
+    // 2^30 ms (12.4 days): twice it is 2^31, one past what a timer holds.
+    for (const ms of [2 ** 30, 2_000_000_000, 3_000_000_000]) assert.equal(accepted(ms), false, String(ms));
+    assert.equal(accepted(TIMINGS.postgresTimeoutMaxMs), true);
+    assert.equal(poolConfig(postgresConnection(settings({ PGHOST: 'db', POSTGRES_TIMEOUT_MS: String(TIMINGS.postgresTimeoutMaxMs) }))).query_timeout, 2 ** 31 - 2);
   });
 
   it('refuses a URL whose user, password or database is not valid percent-encoding, without showing it', () => {
