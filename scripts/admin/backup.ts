@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants, type Dirent, existsSync, fchmodSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, type Dirent, existsSync, fchmodSync, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { createGzip, gzipSync } from 'node:zlib';
 import * as tar from 'tar';
-import { processRuns, syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, processRuns, syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { withDirLock } from '../../shared/dir-lock.ts';
@@ -285,7 +285,9 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
 function writeArchive(out: string, chunks: Buffer[]): string {
   const tmp = `${out}${ARCHIVE_TMP}${process.pid}`;
   try {
-    mkdirSync(dirname(out), { recursive: true });
+    // Each folder made here synced into its parent: the archive's rename and fsync alone left a new
+    // folder's entry, and the archive with it, to be lost at a power cut after the backup reported it.
+    makeDirDurablySync(dirname(out));
     removeStaleTemps(dirname(out), new Set([basename(out)]), [ARCHIVE_TMP]);
     // A file left under this name is not reused: O_EXCL creates the file, 0600 from its first byte.
     rmSync(tmp, { force: true });

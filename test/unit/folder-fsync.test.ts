@@ -142,6 +142,25 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     for (const dir of [data, state]) assert.ok(again.has(dir), `${dir} synced again (synced: ${[...again].join(', ')})`);
   });
 
+  it('syncs the folders a backup makes for its archive before it reports the archive written', async () => {
+    // An archive synced in a folder whose own entry is not on disk is lost with it at a power cut,
+    // though the backup printed its sha256 and exited 0.
+    const state = join(tmp.dir, 'backup-state');
+    const out = join(tmp.dir, 'archives', '2026', 'backup.tar.gz');
+    const script = `
+      import { mkdirSync, writeFileSync } from 'node:fs';
+      import { join } from 'node:path';
+      import { createBackup } from ${url('../../scripts/admin/backup.ts')};
+      mkdirSync(process.env.STATE, { recursive: true });
+      writeFileSync(join(process.env.STATE, 'gateways.txt'), 'gw-1\\n');
+      await createBackup({ certsDir: join(process.env.STATE, 'no-certs'), stateDir: process.env.STATE, commandState: join(process.env.STATE, 'none.jsonl') }, process.env.OUT);
+    `;
+    const synced = await syncedBy(script, { STATE: state, OUT: out }, join(tmp.dir, 'backup.strace'));
+    for (const dir of [join(tmp.dir, 'archives', '2026'), join(tmp.dir, 'archives'), tmp.dir]) {
+      assert.ok(synced.has(dir), `${dir} synced (synced: ${[...synced].join(', ')})`);
+    }
+  });
+
   it("syncs the distributor's admitted gateway ids and event tag values, and their new files' folder, before anything is stored under them", async () => {
     const dir = join(tmp.dir, 'admissions');
     const script = `
