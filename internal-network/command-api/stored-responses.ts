@@ -5,6 +5,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { poolConfig, type PostgresConnection } from '../shared/postgres-settings.ts';
 import { readWithin } from '../shared/postgres-read.ts';
+import { createPool } from '../shared/postgres-pool.ts';
 
 /** A device's response to a command as the distributor stored it. */
 export interface StoredResponse {
@@ -83,7 +84,7 @@ export class PostgresResponses implements ResponseLedger {
     // result_type read through the row's JSON: null where the column is not there yet (a database a
     // distributor older than schema version 3 writes), rather than an error that stops every look-up.
     this.resultSql = `SELECT r.result, to_jsonb(r) ->> 'result_type' AS result_type FROM ${t} r WHERE r.command_id = $1 AND r.device = $2 AND r.message_key = $3 AND r.status = $4 LIMIT 1`;
-    this.pool = new pg.Pool({
+    this.pool = createPool({
       ...poolConfig(c),
       // One look-up at a time (reconciler.ts): one connection, let go when idle.
       max: 1,

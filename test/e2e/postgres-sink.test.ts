@@ -7,6 +7,7 @@ import pg from 'pg';
 import { InfluxV1, PgBouncer, Postgres } from '../../scripts/local-stack/databases.ts';
 import { distributorLike, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { TcpRelay } from '../helpers/tcp-relay.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -267,6 +268,51 @@ describe('the PostgreSQL sink', () => {
     }
     assert.equal(await code(s.write([reading('n1', 's:e:4', { v: 1 }, 4)])), 'ok', 'the pool reconnects');
     assert.equal(await count('readings', "device = 'n1'"), 2);
+  });
+
+  it('stays up when a connection in use is lost without a word from the server (a link cut, a backend killed): the write and the reads fail coded, the next ones succeed', async () => {
+    // node-postgres emits 'error' on a client whose socket ends unexpectedly, and the pool listens
+    // only while the client is idle in it: checked out, an unexpected end took the process down.
+    const relay = new TcpRelay({ host: '127.0.0.1', port: db.port });
+    await relay.start();
+    const url = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${relay.port}/${USER}`;
+    const connection = postgresConnection(settings({ POSTGRES_URL: url, POSTGRES_SCHEMA: 'cutlink' }));
+    const s = sink({ POSTGRES_URL: url, POSTGRES_SCHEMA: 'cutlink' });
+    const history = new PostgresHistory(connection);
+    const responses = new PostgresResponses(connection);
+    /** `op` started with the server's answers held, then the link cut under it. */
+    const cutUnder = async <T,>(op: () => Promise<T>) => {
+      relay.hold('down');
+      const pending = op().then(
+        () => 'ok',
+        (e: unknown) => (e instanceof FieldStreamError ? e.code : String(e)),
+      );
+      await eventually(() => (relay.held('down').length > 0 ? true : undefined), 5_000, 'an answer held');
+      await relay.cut();
+      const outcome = await pending;
+      relay.release('down');
+      await relay.restore();
+      return outcome;
+    };
+    try {
+      // Cut while the first write's connection is opened; then under a write's transaction.
+      assert.equal(await cutUnder(() => s.write([reading('c1', 's:e:1', { v: 1 }, 1)])), 'DISTRIBUTOR_WRITE_FAILED');
+      assert.equal(await code(s.write([reading('c1', 's:e:1', { v: 1 }, 1)])), 'ok');
+      assert.equal(await cutUnder(() => s.write([reading('c1', 's:e:2', { v: 2 }, 2)])), 'DISTRIBUTOR_WRITE_FAILED');
+      assert.equal(await code(s.write([reading('c1', 's:e:2', { v: 2 }, 2)])), 'ok');
+      assert.deepEqual(await rows("SELECT message_key FROM cutlink.readings WHERE device = 'c1' ORDER BY message_key"), [{ message_key: 's:e:1' }, { message_key: 's:e:2' }]);
+      const series = await history.series('c1', 'v', 0, 10);
+      assert.ok(series.length > 0, 'the rows read');
+      assert.equal(await cutUnder(() => history.series('c1', 'v', 0, 10)), 'CONSOLE_HISTORY_FAILED');
+      assert.deepEqual(await history.series('c1', 'v', 0, 10), series);
+      const lookUp = () => responses.find([{ commandId: 'c-1', deviceId: 'c1', signedOnly: true }]);
+      assert.equal(await cutUnder(lookUp), 'API_RESPONSES_UNREADABLE');
+      assert.deepEqual(await lookUp(), []);
+    } finally {
+      await history.close();
+      await responses.close();
+      await relay.close();
+    }
   });
 
   it('makes its schema again when the database lost it under a running distributor, rather than retrying a missing table until a restart', async () => {

@@ -4,6 +4,7 @@ import { CONSOLE } from '../../../shared/limits.ts';
 import type { StoredPoint } from '../../distributor/points.ts';
 import { poolConfig, type PostgresConnection } from '../../shared/postgres-settings.ts';
 import { readWithin } from '../../shared/postgres-read.ts';
+import { createPool } from '../../shared/postgres-pool.ts';
 import { bucketMs, type HistoryReader, type Series } from './history.ts';
 import { devicePresencePoint, gatewayStatusPoint, knownFirst, type LastPresences } from './presences.ts';
 
@@ -43,7 +44,7 @@ export class PostgresHistory implements HistoryReader {
       `FROM ${c.schema}.readings ` +
       `WHERE device = $1 AND time >= 'epoch'::timestamptz + $3 * interval '1 millisecond' AND time <= 'epoch'::timestamptz + $4 * interval '1 millisecond' ` +
       `AND jsonb_typeof(fields->$2) = 'number' GROUP BY 1 ORDER BY 1`;
-    this.pool = new pg.Pool({
+    this.pool = createPool({
       ...poolConfig(c),
       // A page asks one series at a time; two connections are plenty, and idle ones are let go.
       max: 2,

@@ -7,6 +7,7 @@ import type { Logger } from '../../../../shared/logger.ts';
 import type { StoredPoint } from '../../points.ts';
 import type { PointSink } from '../sink.ts';
 import { migrate } from './schema.ts';
+import { createPool } from '../../../shared/postgres-pool.ts';
 import { toTransactions, type TableBatch, type TableStatements } from './rows.ts';
 import { poolConfig, type PostgresConnection } from './settings.ts';
 
@@ -59,7 +60,7 @@ export class PostgresSink implements PointSink {
     this.description = connection.description;
     // A statement past the timeout ends with SQLSTATE 57014, retried: set in each transaction
     // (SET LOCAL), as poolConfig says why.
-    this.pool = new pg.Pool({
+    this.pool = createPool({
       ...poolConfig(connection),
       max: connection.poolSize,
       keepAlive: true,
