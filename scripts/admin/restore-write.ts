@@ -86,6 +86,19 @@ export class RestoreWriter {
     replaceFileDurablySync(target, data, mode); // exactly `mode`, whatever the umask, before its first byte
   }
 
+  /**
+   * Takes `target` (a file) out of its place, kept under the name replace() keeps an old content
+   * under until the restore is done (commit() removes it, rollback() puts it back); its folder
+   * synced, so that the file does not come back at a power cut after the restore reported done.
+   */
+  remove(target: string): void {
+    const previous = `${target}${PREVIOUS_MARKER}${process.pid}`;
+    rmSync(previous, { force: true });
+    renameSync(target, previous);
+    this.undo.push({ target, previous });
+    syncDirSync(dirname(target));
+  }
+
   /** Sets the mode of a file in place already, remembering the old one. */
   setMode(target: string, mode: number): void {
     const old = lstatSync(target).mode & 0o7777;

@@ -8,6 +8,7 @@ import { archiveName, contentProblem, isContentChecked, isPrivateDir, type Manif
 import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.ts';
 import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 import { markRestoring } from '../../pki/restore-mark.ts';
+import { WINDOWS_FILE } from '../../internal-network/distributor/security/replay-store.ts';
 
 export interface RestoreOptions {
   /** overwrite files that exist with other content */
@@ -35,6 +36,8 @@ export interface RestoreResult {
   written: string[];
   /** target paths that held the archive's content already */
   unchanged: string[];
+  /** replay window files of a newer generation than the archive's, removed (with `force`; newerGenerations) */
+  setAside: string[];
 }
 
 /** Where a file of the archive goes in this installation; never outside its root. */
@@ -105,6 +108,53 @@ function privateDirsOf(paths: AdminPaths, f: ManifestFile): Set<string> {
   const segments = f.path.split('/').slice(0, -1);
   const dirs = segments.map((_, i) => segments.slice(0, i + 1).join('/')).filter((rel) => isPrivateDir(f.root, rel));
   return new Set(dirs.map((rel) => join(paths.certsDir, ...rel.split('/'))));
+}
+
+/** A replay window file in the archive: its folder below the state folder, and its name. */
+const REPLAY_WINDOWS_PATH = /^((?:.+\/)?replay)\/([^/]+)$/;
+
+/**
+ * The replay window folders the archive restores (replay-store.ts): each as its folder here and the
+ * archive's newest generation in it.
+ */
+function replayFolders(paths: AdminPaths, manifest: Manifest): Map<string, number> {
+  const newest = new Map<string, number>();
+  for (const f of manifest.files) {
+    const m = f.root === 'distributor-state' ? REPLAY_WINDOWS_PATH.exec(f.path) : null;
+    const generation = m ? WINDOWS_FILE.exec(m[2] as string) : null;
+    if (!m || !generation) continue;
+    const dir = join(paths.stateDir, ...(m[1] as string).split('/'));
+    newest.set(dir, Math.max(newest.get(dir) ?? 0, Number(generation[1])));
+  }
+  return newest;
+}
+
+/** The names in `dir`, none when it does not exist. */
+function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return [];
+    throw new FieldStreamError('BACKUP_UNREADABLE', `Cannot read ${dir} (${errnoOf(err) ?? (err as Error).message}); nothing was restored.`, undefined, { cause: err });
+  }
+}
+
+/**
+ * The replay window files here of a newer generation than the archive's newest in their folder. A
+ * distributor loads the newest intact snapshot and the journals from the generation before it on
+ * (replay-store.ts), and begins a generation at every start: one started here before the restore
+ * (a compose host brought up first, its distributor restarted) left newer ones, and the archive's
+ * windows restored beside them were never read: every message they refuse was taken once more.
+ */
+function newerGenerations(folders: Map<string, number>): string[] {
+  const newer: string[] = [];
+  for (const [dir, generation] of folders) {
+    for (const name of namesIn(dir)) {
+      const m = WINDOWS_FILE.exec(name);
+      if (m && Number(m[1]) > generation) newer.push(join(dir, name));
+    }
+  }
+  return newer.sort();
 }
 
 interface Step {
@@ -199,6 +249,14 @@ async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, 
       `${conflicts.length} file(s) exist with other content, e.g. ${conflicts.slice(0, 3).join(', ')}; nothing was restored (--force overwrites them).`,
     );
   }
+  const folders = replayFolders(paths, manifest);
+  const newer = newerGenerations(folders);
+  if (newer.length > 0 && !o.force) {
+    throw new FieldStreamError(
+      'BACKUP_STATE_EXISTS',
+      `${newer.length} replay window file(s) of a newer generation than the archive's, e.g. ${newer.slice(0, 3).join(', ')} (a distributor started here before the restore), would be read instead of the restored windows; nothing was restored (--force sets them aside).`,
+    );
+  }
 
   const keep = new Set(unchanged);
   const toWrite = new Map(steps.filter((s) => !keep.has(s)).map((s) => [archiveName(s.f), s]));
@@ -208,6 +266,15 @@ async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, 
     // What a restore killed midway left beside these files (see RestoreWriter).
     const byDir = new Map<string, Set<string>>();
     for (const s of steps) byDir.set(dirname(s.target), (byDir.get(dirname(s.target)) ?? new Set()).add(basename(s.target)));
+    // And what it left of the newer replay windows it was setting aside (below), by their names.
+    for (const dir of folders.keys()) {
+      const bases = byDir.get(dir) ?? new Set<string>();
+      for (const name of namesIn(dir)) {
+        const base = /^windows-\d{1,15}\.(?:snap|log)/.exec(name)?.[0];
+        if (base !== undefined) bases.add(base);
+      }
+      byDir.set(dir, bases);
+    }
     for (const [dir, bases] of byDir) removeStaleTemps(dir, bases, RESTORE_LEFTOVERS);
     for (const s of unchanged) writer.setMode(s.target, s.mode);
     await unpackFiles(bytes, new Map([...toWrite].map(([name, s]) => [name, s.f])), (f, data) => {
@@ -217,6 +284,7 @@ async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, 
       written.push(s.target);
     });
     if (written.length !== toWrite.size) throw new Error(`${toWrite.size - written.length} file(s) of the manifest were not found on the second reading`);
+    for (const file of newer) writer.remove(file);
   } catch (err) {
     const notPutBack = writer.rollback();
     if (notPutBack.length > 0) halfRestored();
@@ -228,5 +296,5 @@ async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, 
     throw new FieldStreamError('BACKUP_WRITE_FAILED', `The restore failed${at}: ${(err as Error).message}; ${undone}.`, undefined, { cause: err });
   }
   writer.commit();
-  return { manifest, written, unchanged: unchanged.map((s) => s.target) };
+  return { manifest, written, unchanged: unchanged.map((s) => s.target), setAside: newer };
 }

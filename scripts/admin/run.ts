@@ -331,7 +331,7 @@ apart from it, to restore with --expect-sha256 ${r.sha256}.
       const journal = r.manifest.contents['command-journal'] !== undefined;
       return io.out(`Restored ${args[0]} (made ${r.manifest.created}): ${kinds}
   written    ${r.written.length} files; ${r.unchanged.length} were in place already
-  into       ${paths.certsDir}, ${paths.stateDir}
+${r.setAside.length > 0 ? `  removed    ${r.setAside.length} replay window file(s) of a newer generation, which a distributor would have read instead\n` : ''}  into       ${paths.certsDir}, ${paths.stateDir}
   journal    ${journal ? paths.commandState : 'none in the archive'}
 ${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : ''}Start (or restart) the distributor and the command API now: they read their state at start.
 `);

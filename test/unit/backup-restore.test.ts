@@ -183,6 +183,30 @@ describe('backup and restore', () => {
     assert.ok(readFileSync(target.commandState).equals(readFileSync(source.commandState)));
   });
 
+  it("does not leave the restored replay windows behind newer generations a distributor started before the restore made: refused without --force, set aside with it", async () => {
+    const target = cleanTarget();
+    const replay = join(target.stateDir, 'replay');
+    // A compose host started before its restore, its distributor restarted (each start a new
+    // generation, the two newest kept): windows-2 and windows-3, empty, newer than the archive's windows-1.
+    for (let start = 0; start < 3; start++) new ReplayWindows(replay).close();
+    const newer = readdirSync(replay).filter((f) => /^windows-[23]\./.test(f)).sort();
+    assert.deepEqual(newer, ['windows-2.log', 'windows-2.snap', 'windows-3.log', 'windows-3.snap']);
+    // Restored beside them, the archive's windows were never read: the newest snapshot is.
+    await refusedWith('BACKUP_STATE_EXISTS', restoreBackup(target, archive));
+    assert.ok(!existsSync(join(replay, 'windows-1.snap')), 'nothing was written');
+    const forced = await restoreBackup(target, archive, { force: true });
+    assert.equal(forced.written.length, manifest.files.length);
+    assert.deepEqual(readdirSync(replay).sort(), ['windows-1.log', 'windows-1.snap'], 'the newer generations set aside, nothing left beside the files');
+    // What a restore killed while it set one aside left (its process gone): removed by the next.
+    writeFileSync(join(replay, 'windows-3.snap.tmp-restore-999999999'), 'set aside by a restore killed since');
+    assert.deepEqual((await restoreBackup(target, archive)).written, []);
+    assert.deepEqual(readdirSync(replay).sort(), ['windows-1.log', 'windows-1.snap']);
+    const windows = new ReplayWindows(replay);
+    assert.equal(windows.check('dev-a', 'epoch-1', 40), 'seen');
+    assert.equal(windows.check('dev-a', 'epoch-2', 7), 'seen');
+    windows.close();
+  });
+
   it('refuses an archive whose files differ from its manifest, with a file more or less, or not the sha256 expected; nothing is written', async () => {
     const entries = await entriesOf(archive);
     const files = entries.filter((e) => e.type === 'File');

@@ -38,7 +38,8 @@ import { LIMITS } from '../../../shared/limits.ts';
  * all it journalled), and the taker's own lines are in journals loading replays over any snapshot.
  */
 const SNAPSHOT_MAGIC = 'fieldstream-replay-snapshot-v1';
-const FILE = /^windows-(\d{1,15})\.(snap|log)$/;
+/** A snapshot or journal of a generation (exported for the restore, scripts/admin/restore.ts). */
+export const WINDOWS_FILE = /^windows-(\d{1,15})\.(snap|log)$/;
 /** a snapshot a compaction was writing when its process died */
 const LEFT_BEHIND = /^windows-\d{1,15}\.snap\.tmp-\d+$/;
 
@@ -76,7 +77,7 @@ function generations(dir: string): Generation[] {
   const byN = new Map<number, Generation>();
   for (const name of readdirSync(dir)) {
     if (LEFT_BEHIND.test(name)) rmSync(join(dir, name), { force: true });
-    const m = FILE.exec(name);
+    const m = WINDOWS_FILE.exec(name);
     if (!m) continue;
     const n = Number(m[1]);
     const g = byN.get(n) ?? { n, snap: false, log: false };
