@@ -293,7 +293,7 @@ export class PgBouncer {
     });
   }
 
-  static async start(db: Postgres, database: string, user: string, password: string): Promise<PgBouncer> {
+  static async start(db: Postgres, database: string, user: string, password: string, poolMode: 'session' | 'transaction' | 'statement' = 'transaction'): Promise<PgBouncer> {
     const port = await freePort();
     const conf = join(db.dir, 'pgbouncer.ini');
     const users = join(db.dir, 'pgbouncer-users.txt');
@@ -308,7 +308,7 @@ listen_port = ${port}
 unix_socket_dir =
 auth_type = plain
 auth_file = ${users}
-pool_mode = transaction
+pool_mode = ${poolMode}
 default_pool_size = 4
 `,
     );

@@ -372,6 +372,21 @@ describe('the PostgreSQL sink', () => {
     }
   });
 
+  it('fails every write behind PgBouncer in statement mode, which allows no transaction, and docs/postgres.md says so', async () => {
+    // Each write is a transaction (all or nothing), as is each migration: statement mode refuses both.
+    const bouncer = await PgBouncer.start(db, USER, USER, PASSWORD, 'statement');
+    try {
+      const s = sink({ POSTGRES_URL: `postgres://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${bouncer.port}/${USER}`, POSTGRES_SCHEMA: 'statementmode' });
+      const failed = await s.write([reading('b1', 's:e:1', { v: 1 }, 1)]).catch((e: unknown) => e);
+      assert.ok(failed instanceof FieldStreamError && failed.code === 'DISTRIBUTOR_WRITE_FAILED' && /statement pooling mode/.test(failed.message), String(failed));
+    } finally {
+      await bouncer.stop();
+    }
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'postgres.md'), 'utf8').replace(/\s+/g, ' ');
+    assert.ok(!doc.includes('any `pool_mode`'), 'statement mode is not any pool_mode that works');
+    assert.ok(/`pool_mode = statement`[^.]*refuses/.test(doc), 'the doc names statement mode as refusing the writes');
+  });
+
   it("the console's history and the command API's responses read through PgBouncer too, each read under the statement timeout of its own transaction", async () => {
     const bouncer = await PgBouncer.start(db, USER, USER, PASSWORD);
     const url = `postgres://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${bouncer.port}/${USER}`;
