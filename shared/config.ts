@@ -2,6 +2,7 @@ import { config as dotenvConfig } from 'dotenv';
 import { z } from 'zod';
 import { readFileSync } from 'node:fs';
 import { FieldStreamError } from './errors.ts';
+import { TIMINGS } from './limits.ts';
 
 /**
  * Settings come from the environment only, read once at start-up: `.env` (dotenv) fills in what
@@ -58,6 +59,9 @@ export const setting = {
       .default(fallback ? 'true' : 'false')
       .transform((v) => v === 'true' || v === '1' || v === 'yes'),
   positiveInt: (fallback: number) => z.coerce.number().int().positive().default(fallback),
+  /** Milliseconds a Node timer is set to (a timeout, an interval, a backoff's ceiling): at most
+   * TIMINGS.timerMaxMs, past which the timer would fire at once. */
+  timerMs: (fallback: number) => z.coerce.number().int().positive().max(TIMINGS.timerMaxMs).default(fallback),
   logLevel: () => z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** A URL with one of these schemes. Something that is no URL at all (`http//x`) is refused with
    * the same message, never with URL's TypeError: `abort` stops zod before the scheme check. */

@@ -1187,6 +1187,11 @@ export const TIMINGS = {
    * once and retried for ever. About 12 days, far past any statement; PostgreSQL's
    * statement_timeout holds it too (its maximum is 2^31 - 1 ms). */
   postgresTimeoutMaxMs: Math.floor((2 ** 31 - 1) / 2),
+  /** milliseconds. The largest duration a setting that becomes a Node timer takes (config.ts
+   * setting.timerMs): a timer past 2^31 - 1 ms fires after 1 ms (TimeoutOverflowWarning), so an
+   * INFLUXDB_TIMEOUT_MS of a month gave every write up at once, and a retry or poll interval that
+   * long spun. About 24.8 days. */
+  timerMaxMs: 2 ** 31 - 1,
 } as const;
 
 export type Timings = typeof TIMINGS;

@@ -69,7 +69,7 @@ export const FieldClientConfigSchema = z.object({
   /** chunks of one file sent and not yet committed */
   FIELD_FILE_WINDOW: z.coerce.number().int().min(1).max(64).default(4),
   /** milliseconds: the longest pause between reconnect attempts */
-  FIELD_RECONNECT_MAX_MS: setting.positiveInt(30_000),
+  FIELD_RECONNECT_MAX_MS: setting.timerMs(30_000),
   /** Local HTTP input and status endpoint ("off" to disable). */
   FIELD_HTTP_HOST: setting.host('127.0.0.1'),
   FIELD_HTTP_PORT: portOrOff(8081),
@@ -113,7 +113,7 @@ export const FieldClientConfigSchema = z.object({
   /** A folder whose new files are sent (and moved out of it once accepted). */
   FIELD_WATCH_DIR: z.string().optional(),
   /** milliseconds between looks at FIELD_WATCH_DIR; a file is taken once its size held still for one interval */
-  FIELD_WATCH_INTERVAL_MS: setting.positiveInt(1000),
+  FIELD_WATCH_INTERVAL_MS: setting.timerMs(1000),
   /** JSON file mapping command names to handlers (see docs/field-client.md) */
   FIELD_COMMANDS_FILE: z.string().optional(),
   /**
@@ -136,7 +136,7 @@ export const FieldClientConfigSchema = z.object({
   /** Run the built-in simulated sensor (readings, events, files). */
   FIELD_SIMULATE: setting.bool(false),
   /** milliseconds between simulated readings */
-  FIELD_SAMPLE_INTERVAL_MS: setting.positiveInt(1000),
+  FIELD_SAMPLE_INTERVAL_MS: setting.timerMs(1000),
   LOG_LEVEL: setting.logLevel(),
 });
 export type FieldClientConfig = z.infer<typeof FieldClientConfigSchema>;

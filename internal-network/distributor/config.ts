@@ -26,7 +26,7 @@ export const DistributorConfigSchema = z
     /** database requests in flight at once */
     DISTRIBUTOR_WRITE_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(2),
     /** milliseconds: the longest pause between two attempts to write while the database is down */
-    DISTRIBUTOR_RETRY_MAX_MS: setting.positiveInt(30_000),
+    DISTRIBUTOR_RETRY_MAX_MS: setting.timerMs(30_000),
     ...influxSettings(),
     ...postgresSettings(),
     FILE_STORAGE_PATH: z.string().default('./data/files'),

@@ -17,7 +17,7 @@ export function influxSettings() {
     INFLUXDB_USERNAME: z.string().optional(),
     INFLUXDB_PASSWORD: z.string().optional(),
     /** milliseconds per request */
-    INFLUXDB_TIMEOUT_MS: setting.positiveInt(10_000),
+    INFLUXDB_TIMEOUT_MS: setting.timerMs(10_000),
     TIMESERIES_LOCAL_PATH: z.string().default('./data/timeseries'),
   };
 }

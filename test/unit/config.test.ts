@@ -19,7 +19,7 @@ import { resolveDataPaths, simulatedDeviceSettings } from '../../embedded/pipeli
 import { parse as parseDotenv } from 'dotenv';
 import { parseConfig } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 
@@ -131,6 +131,24 @@ describe('configuration', () => {
     assert.equal(loadCommandApiConfig({ ...token, COMMAND_DEFAULT_TTL_S: String(LIMITS.commandMaxTtlS) }).COMMAND_DEFAULT_TTL_S, LIMITS.commandMaxTtlS);
     for (const value of [String(LIMITS.commandMaxTtlS + 1), '10000000000000']) {
       assert.match(configError(() => loadCommandApiConfig({ ...token, COMMAND_DEFAULT_TTL_S: value })).message, /COMMAND_DEFAULT_TTL_S/, value);
+    }
+  });
+
+  it('refuses a duration that becomes a Node timer past 2^31 - 1 ms, which would fire at once (TIMINGS.timerMaxMs)', () => {
+    // A timer past it fires after 1 ms: an INFLUXDB_TIMEOUT_MS of a month gave every write up at
+    // once, retried for ever; a retry ceiling or poll interval that long spun.
+    const field = { DEVICE_ID: 'd', GATEWAY_URL: 'wss://x/ws' };
+    const influx = { INFLUXDB_URL: 'http://db:8086', INFLUXDB_TOKEN: 't', INFLUXDB_ORG: 'o', INFLUXDB_BUCKET: 'b' };
+    const cases: [string, (v: string) => unknown][] = [
+      ['INFLUXDB_TIMEOUT_MS', (v) => loadDistributorConfig({ ...influx, INFLUXDB_TIMEOUT_MS: v })],
+      ['DISTRIBUTOR_RETRY_MAX_MS', (v) => loadDistributorConfig({ DISTRIBUTOR_RETRY_MAX_MS: v })],
+      ['FIELD_RECONNECT_MAX_MS', (v) => loadFieldClientConfig({ ...field, FIELD_RECONNECT_MAX_MS: v })],
+      ['FIELD_WATCH_INTERVAL_MS', (v) => loadFieldClientConfig({ ...field, FIELD_WATCH_INTERVAL_MS: v })],
+      ['FIELD_SAMPLE_INTERVAL_MS', (v) => loadFieldClientConfig({ ...field, FIELD_SAMPLE_INTERVAL_MS: v })],
+    ];
+    for (const [variable, load] of cases) {
+      assert.equal((load(String(TIMINGS.timerMaxMs)) as Record<string, unknown>)[variable], TIMINGS.timerMaxMs, variable);
+      assert.match(configError(() => load(String(TIMINGS.timerMaxMs + 1))).message, new RegExp(variable));
     }
   });
 
