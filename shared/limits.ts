@@ -1311,6 +1311,18 @@ export const CONSOLE = {
    * parameters and result cut to what the page shows of them (120 characters of JSON): each may be
    * LIMITS.stringMaxChars of JSON, some 192 KiB, and the event is within liveSnapshotPartMaxBytes. */
   liveDeviceCommandMaxBytes: 2_048,
+  /** bytes. Most JSON text of each list (events, security events, anomalies, commands, numeric field
+   * names) in the answer of GET /api/devices/:id: items are kept newest first while the list stays
+   * within it, and those past it left out, counted in the answer's `omitted` (the page says "N more
+   * not shown"). Each list is bounded in items by its ring (perDeviceRing, perDeviceGatewayReports,
+   * deviceCommandsListed), but not in bytes: an event may be a stored point of up to
+   * LIMITS.feedMessageMaxBytes and a command's parameters and result hundreds of KB, and the answer,
+   * everything held for the device, was tens of megabytes. With the latest reading and health (a
+   * stored point each, shown whole) the answer is some 3 MB at most. */
+  deviceAnswerListMaxBytes: 256 * 1024,
+  /** commands. The newest commands of a device its page lists (asked of the command API, up to
+   * LIMITS.commandListMax). */
+  deviceCommandsListed: 50,
   /** bytes per second. The slowest link a console page is promised to load its fleet over
    * (docs/console.md): a part of the snapshot (at most liveSnapshotPartMaxBytes) takes
    * it less than the page's silence (SILENCE_MS) and the console's liveDrainTimeoutMs. */

@@ -44,7 +44,7 @@ export class CommandClient {
     private readonly onRefused: (token: string) => void = () => undefined,
   ) {}
 
-  async list(deviceId: string, token: string, limit = 50): Promise<ConsoleCommand[]> {
+  async list(deviceId: string, token: string, limit: number): Promise<ConsoleCommand[]> {
     const url = new URL('/v1/commands', this.baseUrl);
     url.searchParams.set('deviceId', deviceId);
     url.searchParams.set('limit', String(limit));

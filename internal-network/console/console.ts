@@ -164,7 +164,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     if (!detail) return undefined;
     let list: unknown[] = [];
     try {
-      list = await commands.list(id, token);
+      list = await commands.list(id, token, CONSOLE.deviceCommandsListed);
     } catch (err) {
       // The login's token refused by the command API: the request is refused (and the login ends),
       // not answered as a device without commands. Any other failure leaves the page without them.

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { CONSOLE } from '../../shared/limits.ts';
+import { CONSOLE, LIMITS } from '../../shared/limits.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { rawRequest } from '../helpers/http-from.ts';
@@ -85,6 +85,32 @@ describe('the operator console answering odd requests', () => {
       const bad = await s.request(`/api/security/devices?${q}`);
       assert.deepEqual([bad.status, bad.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], q);
     }
+  });
+
+  it(`answers a device's page with each of its lists within ${CONSOLE.deviceAnswerListMaxBytes} bytes of JSON (CONSOLE.deviceAnswerListMaxBytes), newest first, saying how many items of each it left out`, async () => {
+    // 50 events of 64 Ki characters each (a device may send that much): every one held, megabytes in one answer.
+    const c = fx.pipeline.console;
+    assert.ok(c);
+    const big = 'x'.repeat(LIMITS.stringMaxChars);
+    const t0 = Date.now();
+    for (let i = 0; i < CONSOLE.perDeviceRing; i++) c.fleet.apply({ measurement: 'events', tags: { device: 'bulky-1' }, fields: { n: i, note: big }, time: t0 + i });
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const r = await s.request('/api/devices/bulky-1');
+    assert.equal(r.status, 200, JSON.stringify(r.body).slice(0, 500));
+    const events = r.body.events as Array<{ fields: { n: number } }>;
+    const listBytes = (items: unknown[]) => Buffer.byteLength(JSON.stringify(items));
+    assert.ok(events.length > 0 && events.length < CONSOLE.perDeviceRing, `some events, not all: ${events.length}`);
+    assert.ok(listBytes(events) <= CONSOLE.deviceAnswerListMaxBytes, `the events within the bound: ${listBytes(events)} bytes`);
+    // The newest kept, the next one would not have fitted, and the count left out is the rest.
+    assert.deepEqual(events.map((e) => e.fields.n), Array.from({ length: events.length }, (_, i) => CONSOLE.perDeviceRing - 1 - i));
+    const next = { time: t0 + CONSOLE.perDeviceRing - 1 - events.length, fields: { n: CONSOLE.perDeviceRing - 1 - events.length, note: big } };
+    assert.ok(listBytes([...events, next]) > CONSOLE.deviceAnswerListMaxBytes, 'no more fitted');
+    assert.deepEqual(r.body.omitted, { events: CONSOLE.perDeviceRing - events.length });
+    // A device whose lists fit says nothing left out.
+    const small = await s.request('/api/devices/meter-1');
+    assert.equal(small.status, 200);
+    assert.equal(small.body.omitted, undefined);
   });
 
   it("answers static-file requests it refuses with a coded 4xx, without credentials and without an error-level log", async () => {

@@ -12,6 +12,7 @@ import { roleAllows, type Credentials, type Principal } from '../../shared/crede
 import type { CommandClient } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import type { LimitedHistory } from '../history/history.ts';
+import { deviceAnswer } from './device-answer.ts';
 import type { DeviceDetail, LiveHub } from './live.ts';
 import { COOKIE_NAME, csrfUser } from './server.ts';
 
@@ -204,7 +205,8 @@ export function consoleRoutes(d: RouteDeps) {
         const { id } = parse(DeviceParamsSchema, req.params, 'device id');
         const detail = await d.deviceDetail(id, token);
         if (!detail) throw new FieldStreamError('CONSOLE_UNKNOWN_DEVICE', `No device ${id}.`);
-        return detail;
+        // Each list bounded, what was left out counted (device-answer.ts); the readings whole.
+        return deviceAnswer(detail);
       });
 
       app.get('/api/devices/:id/history', async (req) => {
