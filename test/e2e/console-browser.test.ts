@@ -257,6 +257,25 @@ describe('the operator console in a real browser', () => {
     allClean();
   });
 
+  it('says on the device page that a health reading came cut, and how many of its fields were left out', async () => {
+    // A heartbeat whose values are longer than the live `device` event carries (40 characters, and
+    // the fields past 2,000 characters of text left out): shown cut, and said so.
+    const c = fx.pipeline.console;
+    assert.ok(c);
+    const fields = Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`local_note_${i}`, `${i}`.padEnd(100, 'h')]));
+    c.fleet.apply({ measurement: 'device_health', tags: { device: ROGUE }, fields: { uptime_s: 5, ...fields }, time: Date.now() });
+    const w = pages.viewer;
+    await go(w, `#/device/${ROGUE}`, 'page-device');
+    const note = sel('health-cut');
+    await w.page.waitForSelector(note, { state: 'visible' });
+    const shown = await w.page.locator(sel('health-value')).count();
+    const omitted = 61 - shown;
+    assert.ok(omitted > 0, `fields left out: ${omitted}`);
+    assert.equal(await w.page.textContent(note), `Long values cut, ${omitted} fields left out.`);
+    assert.equal(await w.page.textContent(sel('health-value', { field: 'local_note_0' })), `0${'h'.repeat(39)}…`);
+    allClean();
+  });
+
   it('loads the history of a device of many fields two charts at a time, and fills every chart', async () => {
     assert.ok(field);
     const w = pages.operator;

@@ -48,6 +48,9 @@ export function mountDevice(root, { store, id, canCommand }) {
   const latestCut = h('p', { class: 'muted', testid: 'latest-cut', hidden: true }, latestCutText, ' ', wholeButton);
   const latest = dataTable({ caption: 'Latest values', headings: ['Field', 'Value'], testid: 'latest-values' });
   const healthTime = h('p', { class: 'muted', testid: 'health-time' });
+  // A heartbeat comes cut in the live `device` event as the latest reading does (`health.cut`):
+  // said, so a value ending in "…" or a measure missing is not taken for what the device sent.
+  const healthCut = h('p', { class: 'muted', testid: 'health-cut', hidden: true });
   const health = dataTable({ caption: 'Health', headings: ['Measure', 'Value'], testid: 'device-health' });
   const commands = dataTable({
     caption: 'Commands',
@@ -97,7 +100,7 @@ export function mountDevice(root, { store, id, canCommand }) {
     facts,
     h('div', { class: 'grid-2' },
       section('latest', 'Latest values', latestTime, latestCut, latest.el),
-      section('health', 'Health', healthTime, health.el)),
+      section('health', 'Health', healthTime, healthCut, health.el)),
     section('charts-section', 'Charts',
       h('div', { class: 'toolbar' }, h('label', { for: 'chart-window' }, 'Window'), windowSelect),
       chartBox, omittedNote('numericFields')),
@@ -164,10 +167,7 @@ export function mountDevice(root, { store, id, canCommand }) {
     const fields = reading && typeof reading.fields === 'object' && reading.fields ? Object.entries(reading.fields) : [];
     const cut = Boolean(reading && reading.cut);
     latestCut.hidden = !cut;
-    if (cut) {
-      const omitted = typeof reading.omitted === 'number' && reading.omitted > 0 ? `, ${number(reading.omitted)} fields left out` : '';
-      setText(latestCutText, `Long values cut${omitted}.`);
-    }
+    if (cut) setText(latestCutText, cutText(reading));
     fields.sort(([a], [b]) => a.localeCompare(b));
     setText(latestTime, d.latest ? `Reading of ${dateTime(d.latest.time)} (${relativeTime(d.latest.time)})` : 'No reading yet.');
     latest.fill(fields, ([k, v]) => h('tr', null, h('th', { scope: 'row' }, k), h('td', { testid: 'latest-value', data: { field: k } }, value(v))), 'No values.');
@@ -175,6 +175,9 @@ export function mountDevice(root, { store, id, canCommand }) {
     const hf = d.health && typeof d.health.fields === 'object' && d.health.fields ? Object.entries(d.health.fields) : [];
     hf.sort(([a], [b]) => (HEALTH.has(a) ? 0 : 1) - (HEALTH.has(b) ? 0 : 1) || a.localeCompare(b));
     setText(healthTime, d.health ? `Heartbeat of ${dateTime(d.health.time)} (${relativeTime(d.health.time)})` : 'No heartbeat yet.');
+    const healthIsCut = Boolean(d.health && d.health.cut === true);
+    healthCut.hidden = !healthIsCut;
+    setText(healthCut, healthIsCut ? cutText(d.health) : '');
     health.fill(hf, ([k, v]) => {
       const known = HEALTH.get(k);
       const label = known ? known[0] : k.startsWith('local_') ? `Local: ${k.slice(6)}` : k;
@@ -260,6 +263,12 @@ function wholeOf(latest, whole) {
     if (v === w) return true;
     return typeof v === 'string' && typeof w === 'string' && v.endsWith('…') && w.startsWith(v.slice(0, -1));
   });
+}
+
+/** What the live feed cut of a reading or heartbeat sent cut (`cut`): its long values, and how many fields it left out. */
+function cutText(r) {
+  const omitted = typeof r.omitted === 'number' && r.omitted > 0 ? `, ${number(r.omitted)} fields left out` : '';
+  return `Long values cut${omitted}.`;
 }
 
 /** A command's parameters or result: of a command the live feed cut (`cut`), the JSON text it sent, already cut. */
