@@ -442,6 +442,7 @@ export const ERRORS = {
   CONSOLE_FORBIDDEN: { http: 403, transient: false, description: "The logged-in user's role does not allow this (sending a command needs operator or admin; the test event fieldstream.test needs admin)." },
   CONSOLE_CSRF_INVALID: { http: 403, transient: false, description: 'The request carries no valid CSRF token (x-csrf-token) for this session: reload the page.' },
   CONSOLE_INVALID_REQUEST: { http: 400, transient: false, description: 'The request (body, query or path) is not valid.' },
+  CONSOLE_INVALID_CURSOR: { http: 400, transient: false, description: "The `after` cursor of a list read a page at a time is not one the console hands out (`COUNT:DEVICE`, an answer's `next`)." },
   CONSOLE_NOT_FOUND: { http: 404, transient: false, description: 'No such page or resource.' },
   CONSOLE_PRECONDITION_FAILED: { http: 412, transient: false, description: "A conditional request (If-Match, If-Unmodified-Since) whose condition the file does not meet." },
   CONSOLE_RANGE_NOT_SATISFIABLE: { http: 416, transient: false, description: 'A Range request for bytes the file does not have.' },

@@ -375,6 +375,27 @@ describe('the operator console in a real browser', () => {
     assert.equal(await w.page.locator(sel('security-devices-more')).isVisible(), false, 'no "and K more" when every device is listed');
     await stillSameDocument(w);
     await w.screenshot('security', { fullPage: true });
+
+    // 60 devices more with events: the 50 with most are listed live, then "and K more"; "Show more"
+    // reads the next ones after the last listed (GET /api/security/devices?after=COUNT:DEVICE).
+    // Registered (a key each) as well as heard of, so the fleet's count stays the key files' (below).
+    const c = fx.pipeline.console;
+    assert.ok(c);
+    const keys = join(fx.pki.dir, 'internal', 'device-keys');
+    const many = Array.from({ length: 60 }, (_, i) => `paged-${String(i).padStart(2, '0')}`);
+    for (const [i, id] of many.entries()) {
+      writeFileSync(join(keys, `${id}.key`), '');
+      c.fleet.apply({ measurement: 'events', tags: { device: id }, fields: { n: 1 }, time: Date.now() });
+      c.fleet.apply({ measurement: 'security_events', tags: { device: id, reason: 'SECURITY_UNSIGNED' }, fields: { count: 100 + i }, time: Date.now() });
+    }
+    const devices = sel('security-device-row');
+    await w.page.waitForFunction(({ s, t }) => document.querySelector(s)?.textContent === t, { s: sel('security-devices-more'), t: 'and 11 more' });
+    assert.equal(await w.page.locator(devices).count(), 50);
+    await w.page.click(sel('security-devices-more-button'));
+    await w.page.waitForFunction(({ s, n }) => document.querySelectorAll(s).length === n, { s: devices, n: 61 });
+    const listed = await w.page.locator(devices).evaluateAll((els) => els.map((e) => e.getAttribute('data-device')));
+    assert.deepEqual(listed, [...[...many].reverse(), ROGUE], 'every device once, in the console\'s order');
+    assert.ok(await w.page.locator(sel('security-devices-more')).isHidden(), 'none more');
     allClean();
   });
 

@@ -75,7 +75,7 @@ describe('the operator console answering odd requests', () => {
     await s.login(ROLE_TOKENS.viewer);
     const r = await s.request('/api/security/devices?offset=0&limit=10');
     assert.equal(r.status, 200, JSON.stringify(r.body));
-    assert.deepEqual(Object.keys(r.body).sort(), ['devices', 'offset', 'total']);
+    assert.deepEqual(Object.keys(r.body).sort(), ['devices', 'next', 'offset', 'total']);
     assert.ok(Array.isArray(r.body.devices) && r.body.devices.length <= 10);
     // The counts are of every device with a row, registered or not: an offset among the last of them is a page like any other.
     const rows = CONSOLE.maxDevices + CONSOLE.maxUnregisteredDevices;
@@ -111,6 +111,50 @@ describe('the operator console answering odd requests', () => {
     const small = await s.request('/api/devices/meter-1');
     assert.equal(small.status, 200);
     assert.equal(small.body.omitted, undefined);
+  });
+
+  it('pages the per-device security counts by a cursor on their order: counts that change between two pages neither repeat nor skip a device; a bad cursor is 400 CONSOLE_INVALID_CURSOR', async () => {
+    const c = fx.pipeline.console;
+    assert.ok(c);
+    const t0 = Date.now();
+    const refused = (device: string, count: number) => c.fleet.apply({ measurement: 'security_events', tags: { device, reason: 'SECURITY_UNSIGNED' }, fields: { count }, time: t0 });
+    // Ten devices with rows (their data stored), with counts far above any other device's: 1,090 down to 1,000.
+    const ids = Array.from({ length: 10 }, (_, i) => `paged-${i}`);
+    for (const [i, id] of ids.entries()) {
+      c.fleet.apply({ measurement: 'events', tags: { device: id }, fields: { n: 1 }, time: t0 });
+      refused(id, 1090 - 10 * i);
+    }
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    // The ranking is worked out at most once a CONSOLE.securityDevicesRankEveryMs: each page reads a fresh one.
+    const settle = () => new Promise((r) => setTimeout(r, CONSOLE.securityDevicesRankEveryMs + 100));
+    await settle();
+    const first = await s.request('/api/security/devices?limit=4');
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.deepEqual(first.body.devices.map((d: { device: string }) => d.device), ids.slice(0, 4));
+    assert.equal(first.body.next, `1060:${ids[3]}`, 'the cursor: the last device listed, as COUNT:DEVICE');
+    // Meanwhile: a device new to the counts ranks first, one already listed gains, one not yet listed gains but stays after the cursor.
+    c.fleet.apply({ measurement: 'events', tags: { device: 'paged-new' }, fields: { n: 1 }, time: t0 });
+    refused('paged-new', 5000);
+    refused(ids[1]!, 3);
+    refused(ids[6]!, 5);
+    await settle();
+    const second = await s.request(`/api/security/devices?limit=4&after=${encodeURIComponent(first.body.next)}`);
+    assert.equal(second.status, 200, JSON.stringify(second.body));
+    assert.deepEqual(second.body.devices, [
+      { device: ids[4], count: 1050 },
+      { device: ids[5], count: 1040 },
+      { device: ids[6], count: 1035 },
+      { device: ids[7], count: 1020 },
+    ], 'the devices after the last one listed, none again and none skipped');
+    const third = await s.request(`/api/security/devices?limit=4&after=${encodeURIComponent(second.body.next)}`);
+    assert.deepEqual(third.body.devices.slice(0, 2).map((d: { device: string }) => d.device), ids.slice(8, 10));
+    for (const after of ['', 'x', '12', '-1:paged-1', '0x10:paged-1', '1:', '1:bad id', '1:paged-1:x', `1:${'a'.repeat(LIMITS.deviceIdMaxChars + 1)}`, `${'9'.repeat(17)}:paged-1`]) {
+      const bad = await s.request(`/api/security/devices?after=${encodeURIComponent(after)}`);
+      assert.deepEqual([bad.status, bad.body.error?.code], [400, 'CONSOLE_INVALID_CURSOR'], `after=${after}: ${JSON.stringify(bad.body)}`);
+    }
+    const both = await s.request(`/api/security/devices?offset=0&after=${encodeURIComponent(first.body.next)}`);
+    assert.deepEqual([both.status, both.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], 'a cursor or an offset, not both');
   });
 
   it("answers static-file requests it refuses with a coded 4xx, without credentials and without an error-level log", async () => {

@@ -322,9 +322,11 @@ describe("the console's live security updates", () => {
       return {
         byDevice,
         rows: () => listedDevices(byDevice, read, TOP),
+        // Read after the last device listed (its keyset cursor, as GET /api/security/devices?after= reads it).
         showMore() {
           const have = new Set(read.map(([d]) => d));
-          for (const [d, n] of ranked().slice(this.rows().length, this.rows().length + MORE)) if (!have.has(d)) read.push([d, n]);
+          const last = this.rows().at(-1);
+          for (const [d, n] of counts.rankedAfter(last, MORE, (t += CONSOLE.securityDevicesRankEveryMs)).page) if (!have.has(d)) read.push([d, n]);
         },
         ranked,
       };

@@ -145,6 +145,27 @@ export class ChangeCounts {
     return this.rankedList;
   }
 
+  /**
+   * Up to `n` counts of the ranking (ranked) that come after `after` ([key, count]: the last one a
+   * page listed) in its order: a keyset page. Counts that change between two pages move keys about
+   * the ranking, so a page read from an offset repeated a key or skipped one; read after a key and
+   * count, it holds none that the order puts before them, and every one it puts after them.
+   * `more`: some come after those.
+   */
+  rankedAfter(after: readonly [string, number] | undefined, n: number, now = Date.now()): { page: Array<readonly [string, number]>; more: boolean } {
+    const ranked = this.ranked(now);
+    let lo = 0;
+    if (after !== undefined) {
+      let hi = ranked.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (before(after, ranked[mid] as readonly [string, number])) hi = mid;
+        else lo = mid + 1;
+      }
+    }
+    return { page: ranked.slice(lo, lo + n), more: lo + n < ranked.length };
+  }
+
   private rankedList: Array<[string, number]> | undefined;
   /** the sequence number the ranking was worked out at */
   private rankedAt = 0;

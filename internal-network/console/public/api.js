@@ -134,10 +134,13 @@ export function getHistory(id, field, from, to) {
   return request('GET', `/api/devices/${encodeURIComponent(id)}/history?${q}`);
 }
 
-/** GET /api/security/devices: `{total, offset, devices: [{device, count}]}`, the per-device security
- * counts largest first, `limit` of them from `offset` (the live stream names the devices with most only). */
-export function getSecurityDevices(offset, limit) {
-  const q = new URLSearchParams({ offset: String(Math.max(0, Math.floor(offset))), limit: String(limit) });
+/** GET /api/security/devices: `{total, devices: [{device, count}], next}`, the per-device security
+ * counts largest first (the live stream names the devices with most only), `limit` of them after
+ * `after` ([device, count]: the last one listed, sent as the cursor `COUNT:DEVICE`), or from the
+ * first without it. */
+export function getSecurityDevices(after, limit) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (after) q.set('after', `${after[1]}:${after[0]}`);
   return request('GET', `/api/security/devices?${q}`);
 }
 

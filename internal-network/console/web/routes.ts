@@ -50,14 +50,35 @@ const LiveQuerySchema = z.object({
 });
 /** A whole number in decimal digits (not coerced: an empty one read as 0, `0x10` as 16). */
 const DecimalSchema = z.string().regex(/^\d{1,9}$/, 'must be a whole number in decimal digits').transform(Number);
-/** A page of the per-device security counts, largest first: `offset` counts skipped, at most
- * CONSOLE.securityDevicesPageMax (and by default that many) answered. The counts are of every device
- * with a row, registered or not (fleet.ts): as many as CONSOLE.maxDevices and
- * CONSOLE.maxUnregisteredDevices together, the last of which a page past maxDevices reads. */
-const SecurityDevicesQuerySchema = z.object({
-  offset: DecimalSchema.pipe(z.number().max(CONSOLE.maxDevices + CONSOLE.maxUnregisteredDevices)).optional(),
-  limit: DecimalSchema.pipe(z.number().min(1).max(CONSOLE.securityDevicesPageMax)).optional(),
-});
+/** A page of the per-device security counts, largest first: those after the cursor `after` (the
+ * last one a page listed), or from `offset` (counts skipped: what a page of an earlier version sends;
+ * not both), at most CONSOLE.securityDevicesPageMax (and by default that many). The counts are of
+ * every device with a row, registered or not (fleet.ts): as many as CONSOLE.maxDevices and
+ * CONSOLE.maxUnregisteredDevices together, the last of which a page past maxDevices reads. The
+ * cursor is checked apart (SecurityCursorSchema), with a code of its own. */
+const SecurityDevicesQuerySchema = z
+  .object({
+    after: z.string().optional(),
+    offset: DecimalSchema.pipe(z.number().max(CONSOLE.maxDevices + CONSOLE.maxUnregisteredDevices)).optional(),
+    limit: DecimalSchema.pipe(z.number().min(1).max(CONSOLE.securityDevicesPageMax)).optional(),
+  })
+  .refine((q) => q.after === undefined || q.offset === undefined, { message: 'give a cursor (after) or an offset, not both' });
+/**
+ * The keyset cursor of the per-device security counts: `COUNT:DEVICE`, the count and id of the last
+ * device a page listed (an answer's `next`), in the order the console ranks them (fleet/counts.ts).
+ * Paged by offset, counts that changed between two pages moved devices across the page's edge: one
+ * listed again, or one never listed.
+ */
+export const SecurityCursorSchema = z
+  .string()
+  .max(16 + 1 + LIMITS.deviceIdMaxChars)
+  .regex(/^[0-9]{1,16}:/, 'must be COUNT:DEVICE (a count in decimal digits, a device id)')
+  .transform((v) => {
+    const colon = v.indexOf(':');
+    return [v.slice(colon + 1), Number(v.slice(0, colon))] as const;
+  })
+  .pipe(z.tuple([DeviceIdSchema, z.number().int().min(1).max(Number.MAX_SAFE_INTEGER)]));
+const securityCursor = (device: string, count: number): string => `${count}:${device}`;
 /** Epoch milliseconds in decimal digits: not coerced (an empty `from=` read as 0, `0x10` as 16). */
 const QueryMsSchema = z
   .string()
@@ -194,10 +215,31 @@ export function consoleRoutes(d: RouteDeps) {
       app.get('/api/security/devices', async (req) => {
         user(req);
         const q = parse(SecurityDevicesQuerySchema, req.query, 'query');
-        const ranked = d.fleet.security.byDevice.ranked();
-        const offset = q.offset ?? 0;
-        const page = ranked.slice(offset, offset + (q.limit ?? CONSOLE.securityDevicesPageMax));
-        return { total: ranked.length, offset, devices: page.map(([device, count]) => ({ device, count })) };
+        const limit = q.limit ?? CONSOLE.securityDevicesPageMax;
+        const counts = d.fleet.security.byDevice;
+        const total = counts.ranked().length;
+        let page: ReadonlyArray<readonly [string, number]>;
+        let more: boolean;
+        if (q.offset !== undefined) {
+          page = counts.ranked().slice(q.offset, q.offset + limit);
+          more = q.offset + limit < total;
+        } else {
+          let after: readonly [string, number] | undefined;
+          if (q.after !== undefined) {
+            const c = SecurityCursorSchema.safeParse(q.after);
+            if (!c.success) throw new FieldStreamError('CONSOLE_INVALID_CURSOR', `Invalid cursor (after): ${describeIssues(c.error).first}`);
+            after = c.data;
+          }
+          ({ page, more } = counts.rankedAfter(after, limit));
+        }
+        const last = page.at(-1);
+        return {
+          total,
+          ...(q.offset !== undefined ? { offset: q.offset } : {}),
+          devices: page.map(([device, count]) => ({ device, count })),
+          // Where the next page starts: after the last device of this one (null: none after it).
+          next: more && last ? securityCursor(last[0], last[1]) : null,
+        };
       });
 
       app.get('/api/devices/:id', async (req) => {

@@ -4,7 +4,7 @@
 
 /** Whether [device, count] `a` goes before `b` as the console ranks them (fleet/counts.ts): the
  * larger first, equal ones by id in code-unit order. The page's next "Show more" reads the console's
- * ranking from the number of rows listed: in another order (a locale's), the devices of equal counts
+ * ranking after the last row listed: in another order (a locale's), the devices of equal counts
  * the console ranks first were not all listed, and those past them were never read. */
 const before = (a, b) => a[1] > b[1] || (a[1] === b[1] && a[0] < b[0]);
 const order = (a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0);
@@ -17,7 +17,7 @@ const order = (a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0);
  * so a device ranked before that one when it was read still is, and one that passed it changed and
  * is in the store: the rows are the console's first ones, and the next page is read after them.
  * Listed as the top and the pages read after them, one read that then moved up among the top left
- * out the device it passed, which no later page read either (it was before their offset).
+ * out the device it passed, which no later page read either (it was before their cursor).
  */
 export function listedDevices(byDevice, read, top) {
   const merged = new Map();

@@ -57,7 +57,8 @@ export function mountSecurity(root, { store }) {
   const more = h('p', { class: 'muted' }, moreText, ' ', moreButton);
   /** [device, count] read from the console past the live ones, in its order */
   let extra = [];
-  let listed = 0;
+  /** the last [device, count] listed: the next "Show more" reads the devices the console ranks after it */
+  let lastListed;
 
   root.append(
     h('div', { class: 'page-head' }, h('h2', { tabindex: -1 }, 'Security'), total),
@@ -89,7 +90,7 @@ export function mountSecurity(root, { store }) {
     // The store holds the counts of the devices with most events and of those that changed since
     // (not every device's: the console sends those a page at a time), and how many have any.
     const rows = listedDevices(s.byDevice, extra, TOP_DEVICES);
-    listed = rows.length;
+    lastListed = rows.at(-1);
     byDevice.fill(rows, ([device, n]) =>
       h('tr', { testid: 'security-device-row', data: { device } }, h('td', null, routeLink(['device', device], device)), h('td', { class: 'num' }, number(n))),
       'None.');
@@ -101,11 +102,12 @@ export function mountSecurity(root, { store }) {
     setText(total, `${plural(sum, 'event')}, ${plural(devices, 'device')}`);
   }
 
-  /** The next devices, as the console ranks them now, after those listed. */
+  /** The next devices, as the console ranks them now, after the last one listed: read after it (a
+   * keyset cursor, not an offset), counts that changed meanwhile neither list one again nor skip one. */
   async function showMore() {
     moreButton.disabled = true;
     try {
-      const page = await getSecurityDevices(listed, MORE_DEVICES);
+      const page = await getSecurityDevices(lastListed, MORE_DEVICES);
       const have = new Set(extra.map(([device]) => device));
       for (const d of Array.isArray(page?.devices) ? page.devices : []) {
         if (d && typeof d.device === 'string' && typeof d.count === 'number' && !have.has(d.device)) extra.push([d.device, d.count]);
