@@ -396,6 +396,14 @@ describe('the operator console in a real browser', () => {
     const listed = await w.page.locator(devices).evaluateAll((els) => els.map((e) => e.getAttribute('data-device')));
     assert.deepEqual(listed, [...[...many].reverse(), ROGUE], 'every device once, in the console\'s order');
     assert.ok(await w.page.locator(sel('security-devices-more')).isHidden(), 'none more');
+
+    // More of the distributor's findings than the page holds (its newest 200): how many it does not show is said.
+    assert.ok(await w.page.locator(sel('security-recent-omitted')).isHidden(), 'nothing left out yet');
+    for (let i = 0; i < 250; i++) c.fleet.apply({ measurement: 'security_events', tags: { device: many[0]!, reason: 'SECURITY_REPLAY' }, fields: {}, time: Date.now() });
+    const found = 1 + many.length + 250;
+    await w.page.waitForFunction(({ s, t }) => document.querySelector(s)?.textContent === t, { s: sel('security-recent-omitted'), t: `${found - 200} older events not shown.` });
+    assert.equal(await w.page.locator(`${sel('security-events')} ${sel('security-row')}`).count(), 200);
+    assert.ok(await w.page.locator(sel('security-reported-omitted')).isHidden(), 'no gateway report left out');
     allClean();
   });
 
@@ -671,6 +679,11 @@ describe('the operator console in a real browser', () => {
     assert.equal(await spike.locator(sel('anomaly-kind')).textContent(), 'spike');
     assert.ok((await w.page.locator(`${sel('anomalies-table')} th`).allTextContents()).includes('Kind'), 'a Kind column');
     await w.screenshot('anomalies');
+    // More anomalies than the page holds (its newest 500): how many it does not show is said.
+    const c = fx.pipeline.console;
+    assert.ok(c);
+    for (let i = 0; i < 600; i++) c.fleet.anomalies.push({ time: Date.now(), device: DEVICE, field: 'level', detector: 'mad', score: 9, kind: 'spike' });
+    await w.page.waitForFunction(({ s, t }) => document.querySelector(s)?.textContent === t, { s: sel('anomalies-count'), t: `500 shown (the latest), ${c.fleet.anomalies.seq - 500} older not shown` });
 
     for (const { urls } of opened) for (const u of urls) for (const t of Object.values(ROLE_TOKENS)) assert.ok(!u.includes(t), `a token in the URL ${u}`);
     allClean();

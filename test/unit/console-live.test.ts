@@ -400,14 +400,19 @@ describe('a snapshot of devices whose readings are large, on the slowest link th
 
     // The parts make the whole fleet; the page (public/format.js) shows of each row what it shows of
     // the whole reading, in its cell and its hover text.
-    const { fieldsSummary } = await import(new URL('../../internal-network/console/public/format.js', import.meta.url).href);
+    const { fieldsSummary, readingSummary } = await import(new URL('../../internal-network/console/public/format.js', import.meta.url).href);
     const rows = seen.flatMap((e) => (JSON.parse(e.data) as { devices: Array<{ id: string; lastReading: { fields: Record<string, unknown>; omitted?: number } }> }).devices);
     assert.equal(rows.length, devices);
     for (const row of rows) {
       const whole = full.get(row.id)!;
       for (const max of [120, 2000]) assert.equal(fieldsSummary(row.lastReading.fields, max), fieldsSummary(whole, max), `${row.id}: as shown in ${max} characters`);
       assert.equal(Object.keys(row.lastReading.fields).length + (row.lastReading.omitted ?? 0), Object.keys(whole).length, 'the fields left out are counted');
+      // The hover text says how many fields the row left out, never taking what it shows for the whole.
+      const hover = readingSummary(row.lastReading, 2000);
+      if (row.lastReading.omitted) assert.equal(hover, `${fieldsSummary(whole, 2000)} (${row.lastReading.omitted} more fields not shown)`);
+      else assert.equal(hover, fieldsSummary(whole, 2000));
     }
+    assert.ok(rows.some((r) => (r.lastReading.omitted ?? 0) > 0), 'some rows left fields out');
   });
 });
 

@@ -49,6 +49,8 @@ export class SecurityLog {
       byReason: this.byReason.all(),
       byDevice: topDevices === undefined ? this.byDevice.all() : Object.fromEntries(this.byDevice.top(topDevices)),
       devices: this.byDevice.size,
+      recentTotal: this.own.seq,
+      reportedTotal: this.reported.seq,
     };
   }
 
@@ -68,6 +70,8 @@ export class SecurityLog {
       byReason: this.byReason.changedSince(cursor.reasons),
       byDevice: this.byDevice.changedSince(cursor.devices),
       devices: this.byDevice.size,
+      recentTotal: this.own.seq,
+      reportedTotal: this.reported.seq,
     };
   }
 }

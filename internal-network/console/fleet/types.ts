@@ -57,6 +57,10 @@ export interface SecuritySummary {
   byDevice: Record<string, number>;
   /** how many tracked devices have events (byDevice may name fewer) */
   devices: number;
+  /** events of each source since the console started (`recent`'s, `reported`'s): a page holds the
+   * newest only, and says how many more there were */
+  recentTotal: number;
+  reportedTotal: number;
 }
 
 /**
@@ -70,6 +74,9 @@ export interface SecurityUpdate {
   byDevice: Record<string, number>;
   /** how many tracked devices have events now */
   devices: number;
+  /** events of each source since the console started, now (SecuritySummary) */
+  recentTotal: number;
+  reportedTotal: number;
 }
 
 export interface Anomaly {

@@ -77,6 +77,16 @@ export function fieldsSummary(fields, max = 120) {
   return parts.length ? shorten(parts.join(' · '), max) : '—';
 }
 
+/** A reading as fieldsSummary writes it, then how many fields the console left out of it (a live
+ * row's `lastReading.omitted`: those past what the fleet page shows), so that what is shown is never
+ * taken for the whole. */
+export function readingSummary(reading, max = 120) {
+  if (!reading || typeof reading !== 'object') return '—';
+  const text = fieldsSummary(reading.fields, max);
+  const omitted = typeof reading.omitted === 'number' && reading.omitted > 0 ? reading.omitted : 0;
+  return omitted > 0 ? `${text} (${number(omitted)} more fields not shown)` : text;
+}
+
 /** Bytes with a binary unit. */
 export function bytes(v) {
   if (!isNum(v)) return value(v);

@@ -24,9 +24,14 @@ export class Store {
     // recent: the distributor's own findings; reported: the gateways' reports (the DMZ's word),
     // kept apart so a flood of reports cannot push the findings out here either.
     // devices: how many devices have events (the console's snapshot names those with most only).
-    this.security = { recent: [], reported: [], byReason: Object.create(null), byDevice: Object.create(null), devices: 0 };
+    // recentTotal, reportedTotal: events of each source since the console started (null: a console
+    // of an earlier version, which does not say), of which the lists hold the newest only.
+    this.security = { recent: [], reported: [], byReason: Object.create(null), byDevice: Object.create(null), devices: 0, recentTotal: null, reportedTotal: null };
     this.pipeline = null;
     this.anomalies = [];
+    /** Anomalies the fleet's list has had since the console started (null: a console of an earlier
+     * version, which does not say), of which `anomalies` holds the newest only. */
+    this.anomaliesTotal = null;
     /** DeviceDetail of the followed device, or null. */
     this.detail = null;
     this.listeners = new Map(TOPICS.map((t) => [t, new Set()]));
@@ -63,6 +68,7 @@ export class Store {
         this.setSecurity(data.security);
         this.setPipeline(data.pipeline);
         this.anomalies = [];
+        this.anomaliesTotal = typeof data.anomaliesTotal === 'number' ? data.anomaliesTotal : null;
         this.addAnomalies(data.anomalies);
         this.changed('anomalies');
         break;
@@ -76,6 +82,10 @@ export class Store {
         this.setPipeline(data);
         break;
       case 'anomalies':
+        if (typeof data.total === 'number') {
+          this.anomaliesTotal = data.total;
+          this.changed('anomalies');
+        }
         this.addAnomalies(data.anomalies);
         break;
       case 'device':
@@ -117,6 +127,8 @@ export class Store {
       byReason: counts(summary.byReason),
       byDevice,
       devices: typeof summary.devices === 'number' ? summary.devices : Object.keys(byDevice).length,
+      recentTotal: typeof summary.recentTotal === 'number' ? summary.recentTotal : null,
+      reportedTotal: typeof summary.reportedTotal === 'number' ? summary.reportedTotal : null,
     };
     this.changed('security');
   }
@@ -139,6 +151,8 @@ export class Store {
     for (const id of Object.keys(changed)) if (!(id in s.byDevice)) s.devices++;
     counts(changed, s.byDevice);
     if (typeof update.devices === 'number') s.devices = update.devices;
+    if (typeof update.recentTotal === 'number') s.recentTotal = update.recentTotal;
+    if (typeof update.reportedTotal === 'number') s.reportedTotal = update.reportedTotal;
     this.changed('security');
   }
 

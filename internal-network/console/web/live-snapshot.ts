@@ -136,13 +136,21 @@ function groups(items: readonly string[], fixed: number): string[][] {
  * slowest link promised hears from its stream within its silence whatever the fleet does. Each
  * event stands on its own: a page applies them one after the other, as it would the one.
  *
+ * `members`: numbers every event carries beside the items (`total`: how many there were in all).
  * `newestFirst`: the items are events newest first, which a page puts before those it holds
  * (store.js): the oldest go first, so that the page holds them all newest first, each event's
  * newest first as ever.
  */
-export function* boundedEvents(event: string, key: string, items: readonly string[], { brackets = '[]', newestFirst = false }: { brackets?: '[]' | '{}'; newestFirst?: boolean } = {}): Generator<string> {
+export function* boundedEvents(
+  event: string,
+  key: string,
+  items: readonly string[],
+  { brackets = '[]', newestFirst = false, members }: { brackets?: '[]' | '{}'; newestFirst?: boolean; members?: Record<string, number> } = {},
+): Generator<string> {
   const head = `event: ${event}\ndata: {${JSON.stringify(key)}:${brackets[0]}`;
-  const foot = `${brackets[1]}}\n\n`;
+  // `members`: a few more of the event's members, in each event (counted in its budget).
+  const more = members ? Object.entries(members).map(([k, v]) => `,${JSON.stringify(k)}:${JSON.stringify(v)}`).join('') : '';
+  const foot = `${brackets[1]}${more}}\n\n`;
   const fixed = Buffer.byteLength(head) + Buffer.byteLength(foot);
   if (!newestFirst) {
     for (const part of groups(items, fixed)) yield `${head}${part.join(',')}${foot}`;
@@ -154,7 +162,8 @@ export function* boundedEvents(event: string, key: string, items: readonly strin
 /**
  * A `security` update as events within the budget: the one event it was when it fits (the usual
  * case), else its events (newest first, as boundedEvents puts them), the per-device counts that
- * changed, and last the counts per reason and how many devices have any. Under an attack across the
+ * changed, and last the counts per reason, how many devices have any and how many events of each
+ * source there were. Under an attack across the
  * fleet every device's count changes within a flush: one event of them was megabytes.
  */
 export function* securityEvents(update: SecurityUpdate): Generator<string> {
@@ -165,5 +174,5 @@ export function* securityEvents(update: SecurityUpdate): Generator<string> {
   }
   yield* boundedEvents('security', 'events', update.events.map((e) => JSON.stringify(e)), { newestFirst: true });
   yield* boundedEvents('security', 'byDevice', Object.entries(update.byDevice).map(([id, n]) => `${JSON.stringify(id)}:${n}`), { brackets: '{}' });
-  yield `event: security\ndata: ${JSON.stringify({ byReason: update.byReason, devices: update.devices })}\n\n`;
+  yield `event: security\ndata: ${JSON.stringify({ byReason: update.byReason, devices: update.devices, recentTotal: update.recentTotal, reportedTotal: update.reportedTotal })}\n\n`;
 }

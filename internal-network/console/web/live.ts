@@ -148,13 +148,13 @@ export class LiveHub {
       // their own after the end, as the updates (the page puts them before what it holds, and so
       // holds them newest first). They belong to the snapshot: nothing else goes before them.
       const security = fleet.securitySummary(CONSOLE.liveSecurityTopDevices);
-      rest = { security: { ...security, recent: [], reported: [] }, pipeline, anomalies: [] };
+      rest = { security: { ...security, recent: [], reported: [] }, pipeline, anomalies: [], anomaliesTotal: fleet.anomalies.seq };
       const json = (items: readonly unknown[]) => items.map((x) => JSON.stringify(x));
       after = [
         ...boundedEvents('security', 'events', json(newestFirst(security.recent, security.reported)), { newestFirst: true }),
-        ...boundedEvents('anomalies', 'anomalies', json(anomalies), { newestFirst: true }),
+        ...boundedEvents('anomalies', 'anomalies', json(anomalies), { newestFirst: true, members: { total: fleet.anomalies.seq } }),
       ];
-    } else rest = { security: fleet.securitySummary(), pipeline, anomalies };
+    } else rest = { security: fleet.securitySummary(), pipeline, anomalies, anomaliesTotal: fleet.anomalies.seq };
     // Counted from now (the limits above), and ended by a logout while its snapshot is written.
     this.streams.add(stream);
     res.once('close', () => this.streams.delete(stream));
@@ -254,7 +254,8 @@ export class LiveHub {
       if (security) for (const text of securityEvents(security)) this.writeEvent(stream, text);
       const anomalies = fleet.anomalies.since(stream.anomalySeq);
       stream.anomalySeq = fleet.anomalies.seq;
-      for (const text of boundedEvents('anomalies', 'anomalies', anomalies.reverse().map((a) => JSON.stringify(a)), { newestFirst: true })) this.writeEvent(stream, text);
+      // With how many the fleet's list has had (`total`): a page holds the newest only, and says how many more.
+      for (const text of boundedEvents('anomalies', 'anomalies', anomalies.reverse().map((a) => JSON.stringify(a)), { newestFirst: true, members: { total: fleet.anomalies.seq } })) this.writeEvent(stream, text);
       if (stream.device && !stream.busy) void this.sendDevice(stream);
     }
   }

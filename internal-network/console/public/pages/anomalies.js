@@ -19,7 +19,10 @@ export function mountAnomalies(root, { store }) {
 
   function render() {
     const list = store.anomalies;
-    setText(count, `${list.length} shown (the latest)`);
+    // The page holds the newest 500; the console says how many there were in all.
+    const total = store.anomaliesTotal;
+    const older = typeof total === 'number' && total > list.length ? total - list.length : 0;
+    setText(count, `${list.length} shown (the latest)${older > 0 ? `, ${number(older)} older not shown` : ''}`);
     table.fill(list, (a) =>
       h('tr', { testid: 'anomaly-row', data: { device: String(a.device), field: String(a.field), detector: String(a.detector), kind: String(a.kind) } },
         h('td', null, h('time', null, dateTime(a.time))),

@@ -3,7 +3,7 @@
 // and the virtual table draws only the rows in view.
 
 import { h, setText, setData } from '../dom.js';
-import { relativeTime, dateTime, fieldsSummary, number, setBadge, badge } from '../format.js';
+import { relativeTime, dateTime, fieldsSummary, readingSummary, number, setBadge, badge } from '../format.js';
 import { VirtualTable } from '../virtual-table.js';
 
 /** Must match `.fleet-table .vrow` height in console.css. */
@@ -78,8 +78,9 @@ export function mountFleet(root, { store, openDevice }) {
       create: () => h('span'),
       update: (cell, row) => {
         setText(cell.firstChild, fieldsSummary(row.lastReading?.fields));
-        // The cell is cut to its width; the whole reading, with its time, shows on hover.
-        cell.title = row.lastReading ? `${dateTime(row.lastReading.time)}: ${fieldsSummary(row.lastReading.fields, 2000)}` : '';
+        // The cell is cut to its width; the whole reading, with its time, shows on hover, with how
+        // many fields the console left out of the row (past what the hover shows).
+        cell.title = row.lastReading ? `${dateTime(row.lastReading.time)}: ${readingSummary(row.lastReading, 2000)}` : '';
       },
     },
     { key: 'backlog', title: 'Backlog', ...text((r) => number(r.backlog)) },

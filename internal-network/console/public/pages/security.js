@@ -40,6 +40,13 @@ const reportText = (e) => {
 };
 const reasonText = (reason) => (REASONS.has(reason) ? h('span', { class: 'muted' }, ` (${REASONS.get(reason)})`) : null);
 
+/** Says under a list how many of `total` events (null: not known) it does not show, `shown` being listed. */
+function notShown(note, total, shown) {
+  const n = typeof total === 'number' && total > shown ? total - shown : 0;
+  note.hidden = n === 0;
+  setText(note, n === 0 ? '' : `${number(n)} older events not shown.`);
+}
+
 const sortedCounts = (counts) =>
   Object.entries(counts)
     .filter(([, n]) => typeof n === 'number')
@@ -51,6 +58,10 @@ export function mountSecurity(root, { store }) {
   const byReason = dataTable({ caption: 'Events per reason', headings: ['Reason', 'Events'], testid: 'security-by-reason' });
   const byDevice = dataTable({ caption: 'Events per device', headings: ['Device', 'Events'], testid: 'security-by-device' });
   const total = h('span', { class: 'muted', testid: 'security-total' });
+  // How many events of each list are not shown: the page holds the newest 200 of each source, the
+  // console keeps 1,000 (CONSOLE.fleetRing) and counts every one.
+  const recentMore = h('p', { class: 'muted', testid: 'security-recent-omitted', hidden: true });
+  const reportedMore = h('p', { class: 'muted', testid: 'security-reported-omitted', hidden: true });
   // The devices past the TOP_DEVICES with most: how many ("and K more"), and read on request.
   const moreText = h('span', { testid: 'security-devices-more' });
   const moreButton = h('button', { type: 'button', testid: 'security-devices-more-button', on: { click: () => void showMore() } }, 'Show more');
@@ -64,8 +75,8 @@ export function mountSecurity(root, { store }) {
     h('div', { class: 'page-head' }, h('h2', { tabindex: -1 }, 'Security'), total),
     h('div', { class: 'grid-main-side' },
       h('div', null,
-        section('security-recent', 'Found by the distributor', events.el),
-        section('security-reported', 'Reported by the gateways (the DMZ\'s word)', reports.el)),
+        section('security-recent', 'Found by the distributor', events.el, recentMore),
+        section('security-reported', 'Reported by the gateways (the DMZ\'s word)', reports.el, reportedMore)),
       h('div', null,
         section('security-reasons', 'Per reason', byReason.el),
         section('security-devices', 'Per device', byDevice.el, more))),
@@ -79,8 +90,12 @@ export function mountSecurity(root, { store }) {
 
   function render() {
     const s = store.security;
-    events.fill(s.recent.filter((e) => e && typeof e === 'object'), eventRow, 'No security events.');
-    reports.fill(s.reported.filter((e) => e && typeof e === 'object'), eventRow, 'No gateway reports.');
+    const recent = s.recent.filter((e) => e && typeof e === 'object');
+    const reported = s.reported.filter((e) => e && typeof e === 'object');
+    events.fill(recent, eventRow, 'No security events.');
+    reports.fill(reported, eventRow, 'No gateway reports.');
+    notShown(recentMore, s.recentTotal, recent.length);
+    notShown(reportedMore, s.reportedTotal, reported.length);
     const reasons = sortedCounts(s.byReason);
     byReason.fill(reasons, ([reason, n]) =>
       h('tr', { testid: 'security-reason-row', data: { reason } },
