@@ -173,7 +173,10 @@ export class Fleet {
     return this.entries.versionOf(id);
   }
 
-  detail(id: string): { row: DeviceRow; latest: TimedFields | null; health: TimedFields | null; events: TimedFields[]; security: SecurityEvent[]; anomalies: Anomaly[]; numericFields: string[] } | undefined {
+  /** A device's page. `totals`: how many events, security events and anomalies the device has had
+   * since the console started, of which it keeps the newest only (its rings): the page says how
+   * many it does not show. */
+  detail(id: string): { row: DeviceRow; latest: TimedFields | null; health: TimedFields | null; events: TimedFields[]; security: SecurityEvent[]; anomalies: Anomaly[]; numericFields: string[]; totals: { events: number; security: number; anomalies: number } } | undefined {
     const e = this.entries.get(id);
     if (!e) return undefined;
     return {
@@ -186,6 +189,7 @@ export class Fleet {
       security: newestFirst(e.security.newest(CONSOLE.perDeviceRing), e.reports.newest(CONSOLE.perDeviceGatewayReports)),
       anomalies: e.anomalies.newest(CONSOLE.perDeviceRing),
       numericFields: [...e.numericFields].sort(),
+      totals: { events: e.events.seq, security: e.security.seq + e.reports.seq, anomalies: e.anomalies.seq },
     };
   }
 

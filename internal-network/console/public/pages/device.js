@@ -203,8 +203,13 @@ export function mountDevice(root, { store, id, canCommand }) {
         h('td', { class: 'num' }, score(a.score)),
         h('td', { class: 'num' }, a.value === undefined ? '—' : number(a.value))), 'No anomalies.');
     const omitted = d.omitted && typeof d.omitted === 'object' ? d.omitted : {};
+    const totals = d.totals && typeof d.totals === 'object' ? d.totals : {};
     for (const [name, what] of OMITTED_LISTS) {
-      const n = Object.hasOwn(omitted, name) && typeof omitted[name] === 'number' && omitted[name] > 0 ? omitted[name] : 0;
+      // Left out of what the console sent (`omitted`), or no longer kept by it: of a list it counts
+      // (`totals`, since it started), every one not listed; else those it says it left out.
+      const left = Object.hasOwn(omitted, name) && typeof omitted[name] === 'number' && omitted[name] > 0 ? omitted[name] : 0;
+      const shown = Array.isArray(d[name]) ? d[name].length : 0;
+      const n = Object.hasOwn(totals, name) && typeof totals[name] === 'number' ? Math.max(left, totals[name] - shown) : left;
       const note = omittedNotes.get(name);
       note.hidden = n === 0;
       setText(note, n === 0 ? '' : `${number(n)} more ${what} not shown.`);
