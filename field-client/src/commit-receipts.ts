@@ -3,6 +3,7 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { rangesSize, verifyReceipt } from '../../shared/security/receipt-auth.ts';
 import type { FileTransfers } from './files/transfers.ts';
+import type { InFlight } from './in-flight.ts';
 import type { DurableQueue } from './queue/durable-queue.ts';
 
 export interface CommitOptions {
@@ -32,7 +33,7 @@ export function noReceiptStats() {
     receiptsInvalid: 0,
     /** genuine receipts that committed nothing */
     receiptsReplayed: 0,
-    /** messages and chunks sent again because their receipt was overdue */
+    /** messages and chunks sent again because their receipt was overdue (or, never answered by the gateway, they were as long in flight) */
     resentForReceipt: 0,
   };
 }
@@ -80,6 +81,8 @@ export class CommitReceipts {
     private readonly queue: DurableQueue,
     private readonly transfers: FileTransfers,
     private readonly log: Logger,
+    /** the client's messages handed to the connection and not yet answered (none: only what awaits receipts is looked at) */
+    private readonly inFlight?: InFlight,
   ) {}
 
   /**
@@ -134,12 +137,26 @@ export class CommitReceipts {
     this.disconnectedAt = undefined;
   }
 
-  /** Hands back what waited too long for its receipt; returns how many (to be sent again). */
+  /**
+   * milliseconds: how long what is sent waits for its receipt (or, unanswered, for the gateway's
+   * answer) before it is overdue. Doubled after each resend that brought no receipt: while the
+   * internal side is down for long, the window is not sent again every timeout, piling copies up
+   * in both brokers.
+   */
+  get waitMs(): number {
+    return Math.min(this.options.timeoutMs * 2 ** this.fruitlessResends, Math.max(this.options.timeoutMs, LIMITS.commitTimeoutMaxMs));
+  }
+
+  /**
+   * Hands back what waited too long for its receipt; returns how many (to be sent again). Only
+   * those: what else is in flight is not sent again with them (copies, recognised downstream, that
+   * cost the link and the gateway). A message or chunk sent that long ago and never answered by the
+   * gateway on a connection that stays up is overdue too: it is handed back as well.
+   */
   expire(now: number, connected: boolean): number {
-    // Doubled after each resend that brought no receipt: while the internal side is down for
-    // long, the window is not sent again every timeout, piling copies up in both brokers.
-    const timeout = Math.min(this.options.timeoutMs * 2 ** this.fruitlessResends, Math.max(this.options.timeoutMs, LIMITS.commitTimeoutMaxMs));
+    const timeout = this.waitMs;
     let n = this.queue.expireAwaiting(now, timeout) + this.transfers.expire(now, timeout);
+    if (this.inFlight) n += this.queue.sendAgain(this.inFlight.overdue(now, timeout));
     const r = this.afterReconnect;
     if (r && now >= r.at && connected) {
       this.afterReconnect = undefined;

@@ -23,6 +23,7 @@ import { LinkRateNote } from './link-rate.ts';
 import { FrameSender } from './frame-sender.ts';
 import { BrokerWatch } from './broker-watch.ts';
 import { SendPump } from './send-pump.ts';
+import { InFlight } from './in-flight.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
 import type { DurableQueue, QueuedMessage } from './queue/durable-queue.ts';
 
@@ -46,8 +47,8 @@ import type { DurableQueue, QueuedMessage } from './queue/durable-queue.ts';
  * Files go in chunks from the outbox (files/transfers.ts), each chunk kept until its receipt.
  */
 export class FieldClient {
-  /** queue sequence numbers handed to the connection and not yet answered: the pump adds, answers take out */
-  private readonly inFlight = new Set<number>();
+  /** queue sequence numbers handed to the connection and not yet answered, with when: the pump adds, answers take out (in-flight.ts) */
+  private readonly inFlight = new InFlight();
   private readonly transfers: FileTransfers;
   /** file transfers finished whose records a start may read back (files/finished-transfers.ts) */
   private readonly finishedFiles: FinishedTransfers;
@@ -120,7 +121,7 @@ export class FieldClient {
     this.frames = new FrameSender(options, connection, this.pacing, this.stats, () => this.welcome, log);
     this.brokerWatch = new BrokerWatch(options, connection);
     if (commit && signingKey) {
-      this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log);
+      this.receipts = new CommitReceipts(options.deviceId, signingKey, commit, queue, this.transfers, log, this.inFlight);
       this.commitTimer = setInterval(() => this.expireOverdue(), TIMINGS.commitCheckIntervalMs);
       this.commitTimer.unref();
     }
@@ -244,15 +245,14 @@ export class FieldClient {
   }
 
   /**
-   * Start again from the first unacknowledged message and chunk (what awaits a receipt waits on).
-   * `answered`: false when what was handed over is still on its way and will be answered (receipts
-   * overdue): it still counts against the pacing's budget. Otherwise (a new connection, a transient
-   * error, after which the gateway may have dropped frames unanswered) it is counted afresh.
+   * Start again from the first unacknowledged message and chunk (what awaits a receipt waits on):
+   * a new connection, or a transient error, after which the gateway may have dropped frames
+   * unanswered. What was handed over is counted afresh against the pacing's budget.
    */
-  private resetSending(answered = true): void {
+  private resetSending(): void {
     this.inFlight.clear();
     this.transfers.reset();
-    if (answered) this.pacing.reset();
+    this.pacing.reset();
     this.queue.rewind();
     this.schedulePump();
   }
@@ -320,9 +320,18 @@ export class FieldClient {
     }
   }
 
-  /** Messages and chunks whose receipt is overdue go out again. */
+  /**
+   * Messages and chunks whose receipt is overdue go out again, and those in flight as long that the
+   * gateway never answered; only those (CommitReceipts.expire), not everything else in flight: that
+   * is still on its way and will be answered. Offline, they go once the next connection is welcomed.
+   */
   private expireOverdue(): void {
-    if (this.receipts && this.receipts.expire(this.queue.now(), this.connection.isOpen) > 0 && this.connection.isOpen) this.resetSending(false);
+    if (!this.receipts) return;
+    const now = this.queue.now();
+    const wait = this.receipts.waitMs;
+    const resent = this.receipts.expire(now, this.connection.isOpen);
+    // The frames that carried what is given up on unanswered no longer hold the pacing's budget.
+    if (this.pacing.giveUp(now - wait, now) || resent > 0) this.schedulePump();
   }
 
   /** bytes set aside (rejected.jsonl, rejected/), counted against maxBytes */

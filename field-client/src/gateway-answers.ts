@@ -5,6 +5,7 @@ import type { BrokerWatch } from './broker-watch.ts';
 import type { CommitReceipts } from './commit-receipts.ts';
 import type { FileTransfers } from './files/transfers.ts';
 import { gatewayText } from './gateway-log.ts';
+import type { InFlight } from './in-flight.ts';
 import type { LinkRateNote } from './link-rate.ts';
 import type { DurableQueue } from './queue/durable-queue.ts';
 import type { Refusal } from './rejected.ts';
@@ -16,7 +17,7 @@ import type { SetAside } from './set-aside.ts';
 export interface AnswersHost {
   readonly queue: DurableQueue;
   /** queue sequence numbers handed to the connection and not yet answered */
-  readonly inFlight: Set<number>;
+  readonly inFlight: InFlight;
   readonly transfers: FileTransfers;
   readonly pacing: SendPacing;
   readonly linkRate: LinkRateNote;
@@ -81,7 +82,7 @@ export class GatewayAnswers {
         const to = Math.min(b, own[1]);
         if (from > to) continue;
         if (to - from < this.h.inFlight.size) for (let s = from; s <= to; s++) this.h.inFlight.delete(s);
-        else for (const s of this.h.inFlight) if (s >= from && s <= to) this.h.inFlight.delete(s);
+        else for (const s of this.h.inFlight.keys()) if (s >= from && s <= to) this.h.inFlight.delete(s);
       }
     }
     this.h.schedulePump();

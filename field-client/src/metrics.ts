@@ -69,7 +69,7 @@ export function fieldClientMetrics(
   collectedCounter(m, 'field_receipts_total', 'Commit receipts that committed something.', [], () => client.receiptStats.receipts);
   collectedCounter(m, 'field_receipts_invalid_total', "Commit receipts refused: their MAC did not verify under the device's key.", [], () => client.receiptStats.receiptsInvalid);
   collectedCounter(m, 'field_receipts_replayed_total', 'Genuine commit receipts that named nothing still held.', [], () => client.receiptStats.receiptsReplayed);
-  collectedCounter(m, 'field_resent_for_receipt_total', 'Messages and chunks sent again because their receipt was overdue.', [], () => client.receiptStats.resentForReceipt);
+  collectedCounter(m, 'field_resent_for_receipt_total', 'Messages and chunks sent again because their receipt was overdue (or, never answered by the gateway, they were as long in flight).', [], () => client.receiptStats.resentForReceipt);
   collectedCounter(m, 'field_commands_total', 'Commands from the command API: run, or refused (outcome = the refusal code).', ['outcome'], () => [
     [{ outcome: 'run' }, commands.stats.run] as const,
     ...Object.entries(commands.stats.refusedByCode).map(([code, n]) => [{ outcome: code }, n ?? 0] as const),

@@ -1,9 +1,10 @@
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 
-/** One frame handed to the socket: its last message id, and `sent` (bytes) once it was. */
+/** One frame handed to the socket: its last message id, `sent` (bytes) once it was, and when (performance.now()). */
 interface FrameEnd {
   id: string;
   end: number;
+  at: number;
 }
 
 /**
@@ -117,7 +118,7 @@ export class SendPacing {
       this.sampleFrom = this.answered;
     }
     this.sent += bytes;
-    this.frames.push({ id: lastId, end: this.sent });
+    this.frames.push({ id: lastId, end: this.sent, at: now });
     this.ends.set(lastId, this.sent);
   }
 
@@ -161,13 +162,27 @@ export class SendPacing {
     this.ends.clear();
   }
 
-  private answer(end: number, now: number): void {
-    if (end <= this.answered) return;
-    // Half the budget or more was outstanding until this answer: a client with little to send keeps
-    // far less than seconds of its link outstanding (a round trip's worth), so the link (or the
-    // gateway) is what held it to the rate it got.
-    const full = this.sent - this.answered >= this.budget / 2;
+  /**
+   * The frames handed over at or before `before` (performance.now()) and still unanswered are given
+   * up on: the gateway answers every frame, in order, within seconds, so one unanswered for the
+   * commit timeout never will be on this connection, and what it carried is sent again as overdue
+   * (commit-receipts.ts). Held, their bytes kept the budget from that resend (and, past it, from
+   * everything) until the connection happened to drop. Not a sample of the link's rate: the sample
+   * starts again at `now`. Returns true when any frame was given up on.
+   */
+  giveUp(before: number, now: number): boolean {
+    let end: number | undefined;
+    for (let i = this.head; i < this.frames.length && (this.frames[i] as FrameEnd).at <= before; i++) end = (this.frames[i] as FrameEnd).end;
+    if (end === undefined || end <= this.answered) return false;
     this.answered = end;
+    this.dropThrough(end);
+    this.sampleAt = now;
+    this.sampleFrom = this.answered;
+    return true;
+  }
+
+  /** Forgets the outstanding frames that end at or before `end` (answered, or given up on). */
+  private dropThrough(end: number): void {
     const frames = this.frames;
     while (this.head < frames.length && (frames[this.head] as FrameEnd).end <= end) {
       const f = frames[this.head++] as FrameEnd;
@@ -177,6 +192,16 @@ export class SendPacing {
       this.frames = frames.slice(this.head);
       this.head = 0;
     }
+  }
+
+  private answer(end: number, now: number): void {
+    if (end <= this.answered) return;
+    // Half the budget or more was outstanding until this answer: a client with little to send keeps
+    // far less than seconds of its link outstanding (a round trip's worth), so the link (or the
+    // gateway) is what held it to the rate it got.
+    const full = this.sent - this.answered >= this.budget / 2;
+    this.answered = end;
+    this.dropThrough(end);
     const idle = this.sent === this.answered;
     const elapsed = now - this.sampleAt;
     if (!idle && elapsed < TIMINGS.fieldSendRateSampleMs) return;

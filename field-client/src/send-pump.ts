@@ -8,6 +8,7 @@ import { startTransfer } from './files/file-records.ts';
 import { FILE_TRANSFER, type FileTransfers } from './files/transfers.ts';
 import type { FrameSender } from './frame-sender.ts';
 import type { GatewayConnection } from './gateway-connection.ts';
+import type { InFlight } from './in-flight.ts';
 import type { Refusal } from './rejected.ts';
 import type { SendPacing } from './send-pacing.ts';
 import type { DurableQueue, OutgoingMessage } from './queue/durable-queue.ts';
@@ -30,8 +31,8 @@ export class SendPump {
     private readonly pacing: SendPacing,
     private readonly transfers: FileTransfers,
     private readonly frames: FrameSender,
-    /** queue sequence numbers handed to the connection and not yet answered (shared with the client) */
-    private readonly inFlight: Set<number>,
+    /** queue sequence numbers handed to the connection and not yet answered, with when (shared with the client) */
+    private readonly inFlight: InFlight,
     private readonly receipts: CommitReceipts | undefined,
     private readonly h: {
       /** the connection's welcome (undefined before it), whose limits hold */
@@ -84,14 +85,16 @@ export class SendPump {
       let batch: FrameItem[] = [];
       // A frame names one epoch: after an unclean stop the queue holds messages of the old one too.
       let epoch = this.queue.epochOf((items[0] as OutgoingMessage).seq);
+      const now = this.queue.now();
       for (const m of items) {
         if (this.h.isHeld(m.seq)) continue; // refused for good, awaiting room to be set aside: not sent again
-        this.inFlight.add(m.seq);
         if (m.seq > this.highestSent) this.highestSent = m.seq;
         if (m.dataType === FILE_TRANSFER) {
+          this.inFlight.addFile(m.seq);
           this.startTransfer(m);
           continue;
         }
+        this.inFlight.add(m.seq, now);
         const its = this.queue.epochOf(m.seq);
         if (its !== epoch) {
           if (batch.length > 0) this.frames.sendFrame(epoch, batch);
@@ -106,7 +109,7 @@ export class SendPump {
     // Messages went first: a reading waits behind at most the pacing's budget and one chunk, not a
     // file's whole window.
     if (!this.connection.canSend() || this.pacing.room() === 0) return;
-    for (const chunk of this.transfers.chunks()) {
+    for (const chunk of this.transfers.chunks(this.queue.now())) {
       this.frames.sendFrame(chunk.epoch, [chunk.item]);
       if (!this.connection.canSend() || this.pacing.room() === 0) return;
     }

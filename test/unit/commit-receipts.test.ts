@@ -17,6 +17,7 @@ import type { UplinkEnvelope } from '../../shared/contract/envelope.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
+import { signReceipt } from '../../shared/security/receipt-auth.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { chunkAcker } from '../helpers/chunk-acks.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
@@ -420,6 +421,129 @@ describe("the distributor side: a device whose clock is set while it is connecte
       }
     } finally {
       Date.now = realNow;
+      work.cleanup();
+    }
+  });
+});
+
+/**
+ * A signed field client with receipts on, over a captured connection, welcomed: the test plays the
+ * gateway (acks) and the distributor (receipts, signed with `key`) by hand. `sends` counts the
+ * copies of each message id handed to the connection.
+ */
+async function receiptClient(dir: string, o: { timeoutMs: number; fileWindow?: number }) {
+  const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
+  const { connection, frames } = capturedConnection();
+  // Open, as a connection that stays up: what is overdue is sent again only on an open one.
+  Object.defineProperty(connection, 'isOpen', { get: () => true });
+  const outbox = new FileOutbox(dir, 64 * 1024);
+  const commands = new CommandHandlers({ deviceId: 'd1', key, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
+  const client = new FieldClient(
+    { deviceId: 'd1', batchMax: 10, window: 2000, fileWindow: o.fileWindow ?? 1, maxBytes: 64 * 1024 * 1024, dataDir: dir, signingKey: key, commit: { timeoutMs: o.timeoutMs, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } },
+    queue,
+    outbox,
+    connection,
+    commands,
+    log,
+  );
+  connection.emit('open');
+  connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
+  const items = () => frames.flatMap((f) => (JSON.parse(f) as { batch: Array<{ messageId: string; seq: number }> }).batch);
+  const sends = () => {
+    const n = new Map<string, number>();
+    for (const m of items()) n.set(m.messageId, (n.get(m.messageId) ?? 0) + 1);
+    return n;
+  };
+  return {
+    client,
+    queue,
+    outbox,
+    sends,
+    /** submits `n` readings and waits until they are all handed to the connection */
+    async submit(n: number, from: number) {
+      const before = items().length;
+      const accepted = await client.submitMany(Array.from({ length: n }, (_, i) => ({ dataType: 'timeseries' as const, payload: { v: from + i } })));
+      await eventually(() => (items().length >= before + n ? true : undefined), 5_000, `${n} sent`);
+      return accepted.map((m) => ({ messageId: m.messageId, seq: m.seq }));
+    },
+    ack(ids: readonly string[]) {
+      connection.emit('frame', { type: 'ack', messageIds: [...ids] });
+    },
+    receipt(seqs: readonly number[]) {
+      const epoch = queue.epochOf(seqs[0] as number);
+      const ranges = seqs.map((s) => [s, s] as [number, number]);
+      connection.emit('frame', { type: 'commit', epoch, ranges, mac: signReceipt(key, 'd1', epoch, ranges) });
+    },
+    async close() {
+      client.stop();
+      await queue.close();
+    },
+  };
+}
+
+describe('a receipt overdue on a connection that stays up', () => {
+  it('sends again only the messages whose receipt is overdue, not everything else in flight', async () => {
+    // Every message in flight went again whenever one receipt was late: copies, recognised on the
+    // internal side, that cost the link and the gateway (with a steady stream, a whole window of them).
+    const work = tempDir('commit-overdue-only');
+    const d = await receiptClient(work.dir, { timeoutMs: 3_000 });
+    try {
+      const [oldest] = await d.submit(1, 0);
+      d.ack([(oldest as { messageId: string }).messageId]); // acked; its receipt never comes
+      // The oldest is overdue at the first look past 3 s (looks are 1 s apart); what is sent 2 s
+      // later is not yet by then.
+      await new Promise((r) => setTimeout(r, 2_000));
+      // A steady stream meanwhile: 50 readings in flight (not yet acked) when the oldest is overdue.
+      const later = await d.submit(50, 1);
+      await eventually(() => (d.client.receiptStats.resentForReceipt > 0 && (d.sends().get((oldest as { messageId: string }).messageId) ?? 0) >= 2 ? true : undefined), 5_000, 'the oldest sent again');
+      await new Promise((r) => setTimeout(r, 100)); // the pump's turn after the resend
+      const sends = d.sends();
+      assert.equal(sends.get((oldest as { messageId: string }).messageId), 2, 'the overdue one went again');
+      assert.deepEqual(later.filter((m) => sends.get(m.messageId) !== 1).length, 0, 'nothing else in flight went again');
+      assert.equal(d.client.receiptStats.resentForReceipt, 1);
+      // The rest is answered as usual, and everything is committed.
+      d.ack(later.map((m) => m.messageId));
+      d.ack([(oldest as { messageId: string }).messageId]);
+      d.receipt([(oldest as { seq: number }).seq, ...later.map((m) => m.seq)]);
+      assert.equal(d.client.unacknowledged, 0);
+    } finally {
+      await d.close();
+      work.cleanup();
+    }
+  });
+
+  it('sends again a message in flight that the gateway never answered, once the receipt timeout has passed since it was sent', async () => {
+    // The whole window went again when a receipt was overdue, which also recovered a message the
+    // gateway never answered on a connection that stayed up; only what is overdue goes again now,
+    // and a message in flight that long is overdue too.
+    const work = tempDir('commit-unanswered');
+    const d = await receiptClient(work.dir, { timeoutMs: 1_000 });
+    try {
+      const [lost] = await d.submit(1, 0);
+      const id = (lost as { messageId: string }).messageId;
+      await eventually(() => ((d.sends().get(id) ?? 0) >= 2 ? true : undefined), 5_000, 'sent again after the timeout');
+      d.ack([id]);
+      d.receipt([(lost as { seq: number }).seq]);
+      assert.equal(d.client.unacknowledged, 0);
+    } finally {
+      await d.close();
+      work.cleanup();
+    }
+  });
+
+  it("sends again a file's chunk the gateway never answered, once the receipt timeout has passed since it was sent", async () => {
+    const work = tempDir('commit-unanswered-chunk');
+    const d = await receiptClient(work.dir, { timeoutMs: 1_000 });
+    try {
+      const src = join(work.dir, 'scan.tif');
+      writeFileSync(src, randomBytes(2 * 64 * 1024));
+      const m = await d.client.submitFile(src);
+      const { transferId } = m.payload as { transferId: string };
+      await eventually(() => ((d.sends().get(`${transferId}.0`) ?? 0) >= 1 ? true : undefined), 5_000, 'its first chunk sent');
+      await eventually(() => ((d.sends().get(`${transferId}.0`) ?? 0) >= 2 ? true : undefined), 5_000, 'sent again after the timeout, with no answer');
+      assert.equal(d.sends().get(`${transferId}.1`), undefined, 'the next chunk waits for room in the file window');
+    } finally {
+      await d.close();
       work.cleanup();
     }
   });

@@ -84,6 +84,22 @@ describe('send pacing', () => {
     assert.equal(p.outstanding, 0, 'nothing outstanding: nothing to answer');
   });
 
+  it('gives up on frames unanswered since a given time: their bytes no longer hold the budget, and they are no sample of the rate', () => {
+    const p = new SendPacing(5_000);
+    p.handed('a', 24_000, 0);
+    p.acked(['a'], 3_000); // 8 KB/s
+    p.handed('b', 30_000, 10_000); // never answered: the gateway dropped it
+    p.handed('c', 5_000, 10_500);
+    assert.equal(p.room(), 40_000 - 35_000);
+    assert.equal(p.giveUp(9_000, 10_600), false, 'nothing handed over that early is outstanding');
+    assert.equal(p.giveUp(10_000, 10_600), true);
+    assert.equal(p.outstanding, 5_000, 'the frame handed over since still counts');
+    // c answered 1 s after the give-up: 5 KB/s, not 35 KB in 1.6 s (above the rate).
+    p.acked(['c'], 11_600);
+    assert.equal(p.bytesPerSecond, 8_000, 'the rate is not raised by what was given up on');
+    assert.equal(p.outstanding, 0);
+  });
+
   it('a slower link lowers the rate only by samples with half the budget or more outstanding; a reset forgets what is outstanding, not the rate', () => {
     const p = new SendPacing(1_000);
     p.handed('a', 100_000, 0);

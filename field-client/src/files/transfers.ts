@@ -26,8 +26,8 @@ interface Transfer {
   next: number;
   /** chunks committed above `done` */
   committed: Set<number>;
-  /** chunks sent on this connection and not acknowledged yet */
-  sent: Set<number>;
+  /** chunks sent on this connection and not acknowledged yet → when (on the queue's clock: performance.now()) */
+  sent: Map<number, number>;
   /** chunk → epoch ms of its ack, for chunks awaiting their receipt */
   awaiting: Map<number, number>;
   /** chunks to send again (their receipt was overdue, or their read failed), before any new one */
@@ -89,7 +89,7 @@ export class FileTransfers {
     // again instead; the distributor answers it from the transfer's done marker (file-store.ts
     // storeChunk), and its receipt finishes the transfer.
     const done = Math.min(this.savedProgress(rec), rec.count - 1);
-    this.byId.set(rec.transferId, { seq, rec, done, next: done, committed: new Set(), sent: new Set(), awaiting: new Map(), resend: [] });
+    this.byId.set(rec.transferId, { seq, rec, done, next: done, committed: new Set(), sent: new Map(), awaiting: new Map(), resend: [] });
     return true;
   }
 
@@ -111,8 +111,11 @@ export class FileTransfers {
     }
   }
 
-  /** Chunks to send now, within each transfer's window: overdue ones first, then new ones. */
-  *chunks(): Generator<{ epoch: string; item: FrameItem }> {
+  /**
+   * Chunks to send now, within each transfer's window: overdue ones first, then new ones. `now`: on
+   * the queue's clock (durable-queue.ts, now()), when they are sent.
+   */
+  *chunks(now = performance.now()): Generator<{ epoch: string; item: FrameItem }> {
     for (const t of this.byId.values()) {
       while (t.sent.size + t.awaiting.size < this.o.window) {
         let index = t.resend.shift();
@@ -128,7 +131,7 @@ export class FileTransfers {
         if (data === undefined) break;
         const messageId = `${t.rec.transferId}.${index}`;
         this.chunkIds.set(messageId, { transferId: t.rec.transferId, index });
-        t.sent.add(index);
+        t.sent.set(index, now);
         const payload = {
           filename: t.rec.filename,
           contentType: t.rec.contentType,
@@ -246,13 +249,24 @@ export class FileTransfers {
     for (const [messageId, chunk] of this.chunkIds) if (chunk.transferId === transferId) this.chunkIds.delete(messageId);
   }
 
-  /** Chunks whose receipt is overdue are sent again; how many. */
+  /**
+   * Chunks whose receipt is overdue are sent again, and so are chunks sent that long ago that the
+   * gateway never answered (each held its file's window on a connection that stays up); how many.
+   */
   expire(now: number, timeoutMs: number): number {
     let n = 0;
     for (const t of this.byId.values()) {
       for (const [index, at] of t.awaiting) {
         if (now - at < timeoutMs) continue;
         t.awaiting.delete(index);
+        t.resend.push(index);
+        n++;
+      }
+      for (const [index, at] of t.sent) {
+        if (now - at < timeoutMs) continue;
+        t.sent.delete(index);
+        // A late ack of it is then no longer ours to act on; the copy sent again is.
+        this.chunkIds.delete(`${t.rec.transferId}.${index}`);
         t.resend.push(index);
         n++;
       }

@@ -88,6 +88,22 @@ export class AckBook {
     this.highestOut = this.watermark;
   }
 
+  /**
+   * Records in flight the gateway never answered (overdue: in-flight.ts) are unsent again; others
+   * (answered meanwhile, committed) are left as they are. Returns how many, and the lowest of them.
+   */
+  unsend(seqs: Iterable<number>): { count: number; lowest: number } {
+    let count = 0;
+    let lowest = Infinity;
+    for (const seq of seqs) {
+      if (seq <= this.watermark || this.states.get(seq) !== IN_FLIGHT) continue;
+      this.states.set(seq, UNSENT);
+      count++;
+      if (seq < lowest) lowest = seq;
+    }
+    return { count, lowest };
+  }
+
   /** The gateway's acks (below nextSeq; repeated or unknown ones ignored); returns how many were new. */
   ack(seqs: Iterable<number>, nextSeq: number, now: number): number {
     if (!this.receipts) return this.commit(seqs, nextSeq);

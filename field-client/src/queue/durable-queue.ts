@@ -305,6 +305,17 @@ export class DurableQueue {
   }
 
   /**
+   * Records in flight that the gateway never answered, given up on (overdue: in-flight.ts): unsent
+   * again, `next` reads them again from disk, in order, without sending again what else is in
+   * flight. Returns how many.
+   */
+  sendAgain(seqs: Iterable<number>): number {
+    const { count, lowest } = this.book.unsend(seqs);
+    if (count > 0) this.cursor.goBackTo(lowest);
+    return count;
+  }
+
+  /**
    * The records of these sequence numbers that are still held, read back from disk (for the rare
    * paths that need a record's content after it was sent: setting a refused message aside).
    */
