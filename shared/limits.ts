@@ -682,6 +682,18 @@ export const LIMITS = {
    * cuts a file in on a slow link it measured: send-pacing.ts chunkBytes). A chunk's frame carries
    * some 500 bytes besides its data (names, hash, signature): 3 % of this. */
   fieldFileChunkMinBytes: 16 * 1024,
+  /** transfers. Most files the field client sends chunks of at once, the oldest first (FIELD_FILE_WINDOW
+   * chunks each); the others taken from the queue wait their turn. Files are sent after readings
+   * anyway (send-pump.ts): more at once only spread the link over more of them, each taking longer,
+   * and kept more chunks awaiting receipts. A file whose chunk cannot be read (the disk) gives its
+   * turn to the next until it is read again (files/transfers.ts). */
+  fieldFileTransfersMax: 2,
+  /** files. Most files' records the field client takes from its queue at once: those sending and
+   * those waiting their turn (fieldFileTransfersMax), each kept in memory (its record, some 500
+   * bytes: 5 MB in all). Readings do not count against it, nor files against FIELD_WINDOW: readings
+   * queued behind a backlog of up to this many files (a camera after an outage) go at once; behind
+   * more, they wait for the first files of it to be done. */
+  fieldFilesTakenMax: 10_000,
   /** bytes. Most message bytes the field client puts in one frame (less when the gateway's welcome
    * announces a smaller frame limit: half of it, leaving room for the frame's envelope). */
   fieldFrameMaxBytes: 4 * 1024 * 1024,

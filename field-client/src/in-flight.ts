@@ -14,21 +14,34 @@ const UNTIMED = Number.POSITIVE_INFINITY;
 export class InFlight {
   /** seq → when it was handed over; in the order handed over (a seq sent again is deleted first), so the oldest come first */
   private readonly at = new Map<number, number>();
+  /** how many of them are files' records */
+  private fileRecords = 0;
 
   get size(): number {
     return this.at.size;
   }
 
+  /** messages in flight, files' records aside: what FIELD_WINDOW bounds */
+  get messages(): number {
+    return this.at.size - this.fileRecords;
+  }
+
+  /** files' records in flight: their transfers run, or wait their turn (files/transfers.ts) */
+  get files(): number {
+    return this.fileRecords;
+  }
+
   /** A message handed to the connection at `now`. */
   add(seq: number, now: number): void {
-    this.at.delete(seq);
+    this.delete(seq);
     this.at.set(seq, now);
   }
 
   /** A file's record, in flight for as long as its transfer runs: never overdue itself. */
   addFile(seq: number): void {
-    this.at.delete(seq);
+    this.delete(seq);
     this.at.set(seq, UNTIMED);
+    this.fileRecords++;
   }
 
   has(seq: number): boolean {
@@ -37,11 +50,15 @@ export class InFlight {
 
   /** true when `seq` was in flight */
   delete(seq: number): boolean {
+    const at = this.at.get(seq);
+    if (at === undefined) return false;
+    if (at === UNTIMED) this.fileRecords--;
     return this.at.delete(seq);
   }
 
   clear(): void {
     this.at.clear();
+    this.fileRecords = 0;
   }
 
   keys(): IterableIterator<number> {

@@ -75,7 +75,13 @@ export class SendPump {
       // what is not yet answered is more than the link carries in TIMINGS.fieldSendAheadMs (an
       // answer brings the pump back): a frame is signed now, and must not wait minutes behind others.
       if (!this.connection.canSend() || this.pacing.room() === 0) return;
-      const room = Math.min(this.options.window - this.inFlight.size, this.receipts?.room(this.highestSent) ?? Infinity);
+      // Readings have FIELD_WINDOW to themselves: a file's record is in flight for as long as its
+      // transfer runs (hours, on a slow link), and counted in it, a backlog of files (a camera after
+      // an outage) held every reading back until one of them was done. Files' records have a bound
+      // of their own (their records are kept in memory; a few send at once, the others wait their
+      // turn: files/transfers.ts); past it nothing more is taken (a frame's worth at most over it).
+      if (this.inFlight.files >= LIMITS.fieldFilesTakenMax) break;
+      const room = Math.min(this.options.window - this.inFlight.messages, this.receipts?.room(this.highestSent) ?? Infinity);
       if (room <= 0) break;
       // And no more than the pacing has room for (at least one message): a frame goes whole, and a
       // backlog of large messages in one frame of 4 MiB took longer than DISTRIBUTOR_TRANSIT_MAX_S

@@ -431,7 +431,7 @@ describe("the distributor side: a device whose clock is set while it is connecte
  * gateway (acks) and the distributor (receipts, signed with `key`) by hand. `sends` counts the
  * copies of each message id handed to the connection.
  */
-async function receiptClient(dir: string, o: { timeoutMs: number; fileWindow?: number }) {
+async function receiptClient(dir: string, o: { timeoutMs: number; window?: number; fileWindow?: number }) {
   const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
   const { connection, frames } = capturedConnection();
   // Open, as a connection that stays up: what is overdue is sent again only on an open one.
@@ -439,7 +439,7 @@ async function receiptClient(dir: string, o: { timeoutMs: number; fileWindow?: n
   const outbox = new FileOutbox(dir, 64 * 1024);
   const commands = new CommandHandlers({ deviceId: 'd1', key, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
   const client = new FieldClient(
-    { deviceId: 'd1', batchMax: 10, window: 2000, fileWindow: o.fileWindow ?? 1, maxBytes: 64 * 1024 * 1024, dataDir: dir, signingKey: key, commit: { timeoutMs: o.timeoutMs, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } },
+    { deviceId: 'd1', batchMax: 10, window: o.window ?? 2000, fileWindow: o.fileWindow ?? 1, maxBytes: 64 * 1024 * 1024, dataDir: dir, signingKey: key, commit: { timeoutMs: o.timeoutMs, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } },
     queue,
     outbox,
     connection,
@@ -448,7 +448,8 @@ async function receiptClient(dir: string, o: { timeoutMs: number; fileWindow?: n
   );
   connection.emit('open');
   connection.emit('frame', { type: 'welcome', deviceId: 'd1', gatewayId: 'gw', serverTime: Date.now(), limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages } });
-  const items = () => frames.flatMap((f) => (JSON.parse(f) as { batch: Array<{ messageId: string; seq: number }> }).batch);
+  const items = () => frames.flatMap((f) => (JSON.parse(f) as { batch: Array<{ messageId: string; seq: number; dataType: string }> }).batch);
+  let acked = 0;
   const sends = () => {
     const n = new Map<string, number>();
     for (const m of items()) n.set(m.messageId, (n.get(m.messageId) ?? 0) + 1);
@@ -466,8 +467,15 @@ async function receiptClient(dir: string, o: { timeoutMs: number; fileWindow?: n
       await eventually(() => (items().length >= before + n ? true : undefined), 5_000, `${n} sent`);
       return accepted.map((m) => ({ messageId: m.messageId, seq: m.seq }));
     },
+    items,
     ack(ids: readonly string[]) {
       connection.emit('frame', { type: 'ack', messageIds: [...ids] });
+    },
+    /** acks every message and chunk sent since the last call (as the gateway does); no receipt */
+    ackNew() {
+      const all = items();
+      if (all.length > acked) connection.emit('frame', { type: 'ack', messageIds: all.slice(acked).map((m) => m.messageId) });
+      acked = all.length;
     },
     receipt(seqs: readonly number[]) {
       const epoch = queue.epochOf(seqs[0] as number);
@@ -542,6 +550,40 @@ describe('a receipt overdue on a connection that stays up', () => {
       await eventually(() => ((d.sends().get(`${transferId}.0`) ?? 0) >= 1 ? true : undefined), 5_000, 'its first chunk sent');
       await eventually(() => ((d.sends().get(`${transferId}.0`) ?? 0) >= 2 ? true : undefined), 5_000, 'sent again after the timeout, with no answer');
       assert.equal(d.sends().get(`${transferId}.1`), undefined, 'the next chunk waits for room in the file window');
+    } finally {
+      await d.close();
+      work.cleanup();
+    }
+  });
+});
+
+describe('readings behind a backlog of files', () => {
+  it('pass it: files in flight do not take the readings\' window, and only a few transfers send at once', async () => {
+    // A file's record is in flight for as long as its transfer runs; counted in FIELD_WINDOW, a
+    // backlog of that many files (a camera after an outage) held every reading back until one was done.
+    const work = tempDir('files-backlog');
+    const d = await receiptClient(work.dir, { timeoutMs: 60_000, window: 5 });
+    try {
+      const transfers: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        const src = join(work.dir, `shot-${i}.jpg`);
+        writeFileSync(src, randomBytes(2 * 64 * 1024));
+        transfers.push(((await d.client.submitFile(src)).payload as { transferId: string }).transferId);
+      }
+      // The gateway acks every chunk; no receipt comes, so no file is ever done.
+      const chunksSent = () => new Set(d.items().filter((m) => m.dataType === 'file').map((m) => m.messageId.split('.')[0]));
+      await eventually(() => {
+        d.ackNew();
+        return chunksSent().size >= LIMITS.fieldFileTransfersMax ? true : undefined;
+      }, 5_000, 'chunks of the first files');
+      const readings = await d.client.submitMany(Array.from({ length: 20 }, (_, i) => ({ dataType: 'timeseries' as const, payload: { v: i } })));
+      await eventually(() => {
+        d.ackNew();
+        const sent = new Set(d.items().map((m) => m.messageId));
+        return readings.every((m) => sent.has(m.messageId)) ? true : undefined;
+      }, 5_000, 'the readings sent while no file is done');
+      assert.equal(d.queue.awaiting.count, 20, 'and acked, awaiting their receipts');
+      assert.deepEqual([...chunksSent()], transfers.slice(0, LIMITS.fieldFileTransfersMax), 'chunks of the oldest files only, a few at once');
     } finally {
       await d.close();
       work.cleanup();

@@ -506,7 +506,7 @@ describe('a file done before a stop is not taken for missing at the next start',
     const rec = await outbox.accept(src, { move: true });
     const [file] = await queue.append([{ dataType: FILE_TRANSFER, payload: rec }]);
     outbox.accepted(rec.transferId);
-    // Every chunk delivered, the file not removable then (FileTransfers.finish): it stays, its record let go.
+    // Every chunk delivered, the file not removable then (files/transfer-finish.ts): it stays, its record let go.
     queue.commit([(file as { seq: number }).seq]);
     new FinishedTransfers(dir, new LogCapture().logger).add(rec.transferId, (file as { seq: number }).seq, queue.persistedThrough);
     await queue.close();

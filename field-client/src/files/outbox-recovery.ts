@@ -26,7 +26,7 @@ import { FILE_TRANSFER } from './transfers.ts';
  *
  * A file here with neither a note nor a record naming it is set aside in FIELD_DATA_DIR/rejected/
  * as ID-unqueued (FIELD_FILE_UNQUEUED): its transfer was done but it could not be set aside then
- * (the disk, FileTransfers.finish), or drop-oldest let its record go and a crash came before the
+ * (the disk, transfer-finish.ts), or drop-oldest let its record go and a crash came before the
  * file went. Nothing would ever send or remove it: it counted against FIELD_QUEUE_MAX_BYTES for
  * good, unseen. Set aside rather than deleted, as nothing says all of it was sent. A file whose
  * record is held (awaiting its receipt included) is never touched.

@@ -1,9 +1,9 @@
-import { isFieldStreamError } from '../../../shared/errors.ts';
-import { TIMINGS } from '../../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from '../../../shared/security/receipt-auth.ts';
 import type { FrameItem } from '../../../shared/contract/uplink-frame.ts';
 import type { FileOutbox } from './file-outbox.ts';
+import { finishTransfer } from './transfer-finish.ts';
 import type { FileTransferRecord } from './transfer-record.ts';
 
 /** The queue's own kind for a file sent in chunks; never sent as such. */
@@ -47,7 +47,12 @@ interface Transfer {
  * once the distributor has stored all of it.
  */
 export class FileTransfers {
+  /** transfers running: their chunks are sent */
   private readonly byId = new Map<string, Transfer>();
+  /** transfers taken whose turn has not come, in the order taken: their record only (takeTurns) */
+  private readonly waiting = new Map<string, { seq: number; rec: FileTransferRecord }>();
+  /** the queue records of the transfers taken, running or waiting */
+  private readonly records = new Set<number>();
   /** message id of a chunk on this connection → its transfer and index */
   private readonly chunkIds = new Map<string, { transferId: string; index: number }>();
   /** the disk refused a progress file since one was last written (logged once until one is) */
@@ -69,28 +74,52 @@ export class FileTransfers {
     private readonly wake: () => void = () => {},
   ) {}
 
+  /** transfers taken, running or waiting their turn */
   get size(): number {
-    return this.byId.size;
+    return this.byId.size + this.waiting.size;
   }
 
-  /** Whether `seq` is the queue record of a transfer in progress (it stays open until its file is done). */
+  /** Whether `seq` is the queue record of a transfer taken, running or waiting (it stays open until its file is done). */
   holdsRecord(seq: number): boolean {
-    for (const t of this.byId.values()) if (t.seq === seq) return true;
-    return false;
+    return this.records.has(seq);
   }
 
-  /** Takes up the transfer a queue record names; false when its file is gone from the outbox. */
+  /**
+   * Takes up the transfer a queue record names; false when its file is gone from the outbox. It
+   * waits its turn: at most LIMITS.fieldFileTransfersMax run at once, in the order taken (takeTurns).
+   */
   start(seq: number, rec: FileTransferRecord): boolean {
-    if (this.byId.has(rec.transferId)) return true;
+    if (this.byId.has(rec.transferId) || this.waiting.has(rec.transferId)) return true;
     if (!this.outbox.has(rec.transferId)) return false;
-    // Never past the last chunk: commit() saves the progress of the file's last chunk before it
-    // removes the file, and a kill between left it saying every chunk is done. Taken as said, nothing
-    // would be sent and nothing committed: the file and its record held for ever. The last chunk goes
-    // again instead; the distributor answers it from the transfer's done marker (file-store.ts
-    // storeChunk), and its receipt finishes the transfer.
-    const done = Math.min(this.savedProgress(rec), rec.count - 1);
-    this.byId.set(rec.transferId, { seq, rec, done, next: done, committed: new Set(), sent: new Map(), awaiting: new Map(), resend: [] });
+    this.waiting.set(rec.transferId, { seq, rec });
+    this.records.add(seq);
+    this.takeTurns();
     return true;
+  }
+
+  /**
+   * Starts waiting transfers, oldest first, while fewer than LIMITS.fieldFileTransfersMax run. One
+   * whose chunk could not be read (the disk) does not count until one is read again: a file the disk
+   * keeps failing does not hold the others back. Only here is a file's progress read: a backlog of
+   * files taken costs no disk read before each one's turn.
+   */
+  private takeTurns(): void {
+    if (this.waiting.size === 0) return;
+    let running = 0;
+    for (const t of this.byId.values()) if (!t.readFailed) running++;
+    for (const [transferId, { seq, rec }] of this.waiting) {
+      if (running >= LIMITS.fieldFileTransfersMax) return;
+      this.waiting.delete(transferId);
+      // Never past the last chunk: commit() saves the progress of the file's last chunk before it
+      // removes the file, and a kill between left it saying every chunk is done. Taken as said, nothing
+      // would be sent and nothing committed: the file and its record held for ever. The last chunk goes
+      // again instead; the distributor answers it from the transfer's done marker (file-store.ts
+      // storeChunk), and its receipt finishes the transfer. (Gone from the outbox meanwhile, its first
+      // read ends it: see read.)
+      const done = Math.min(this.savedProgress(rec), rec.count - 1);
+      this.byId.set(transferId, { seq, rec, done, next: done, committed: new Set(), sent: new Map(), awaiting: new Map(), resend: [] });
+      running++;
+    }
   }
 
   /**
@@ -113,9 +142,11 @@ export class FileTransfers {
 
   /**
    * Chunks to send now, within each transfer's window: overdue ones first, then new ones. `now`: on
-   * the queue's clock (durable-queue.ts, now()), when they are sent.
+   * the queue's clock (durable-queue.ts, now()), when they are sent. Of the transfers running
+   * only: waiting ones start first if there is room (takeTurns).
    */
   *chunks(now = performance.now()): Generator<{ epoch: string; item: FrameItem }> {
+    this.takeTurns();
     for (const t of this.byId.values()) {
       while (t.sent.size + t.awaiting.size < this.o.window) {
         let index = t.resend.shift();
@@ -245,7 +276,16 @@ export class FileTransfers {
    * file is gone): nothing more of it is sent, and the ids of its chunks on this connection are forgotten.
    */
   drop(transferId: string): void {
-    if (!this.byId.delete(transferId)) return;
+    const waiting = this.waiting.get(transferId);
+    if (waiting) {
+      this.waiting.delete(transferId);
+      this.records.delete(waiting.seq);
+      return;
+    }
+    const t = this.byId.get(transferId);
+    if (!t) return;
+    this.byId.delete(transferId);
+    this.records.delete(t.seq);
     for (const [messageId, chunk] of this.chunkIds) if (chunk.transferId === transferId) this.chunkIds.delete(messageId);
   }
 
@@ -300,48 +340,12 @@ export class FileTransfers {
     if (t.done !== before) this.saveProgress(t);
     if (t.done >= t.rec.count) {
       this.byId.delete(t.rec.transferId);
-      const aside = this.finish(t.rec);
+      this.records.delete(t.seq);
+      const aside = finishTransfer(this.outbox, t.rec, this.log);
       this.log.info({ transferId: t.rec.transferId, filename: t.rec.filename, bytes: t.rec.size }, this.o.receipts ? 'file stored on the internal network' : 'file delivered');
       this.finished(t.seq, t.rec.transferId, aside);
     }
     return n;
-  }
-
-  /**
-   * The file of a transfer all done leaves the outbox, unless its producer wrote to it after it was
-   * taken, past its end or in place (FileOutbox.finish): then it is set aside whole, and the operator
-   * told, as what was sent is not all of it; its size unreadable (EIO), it is kept, never removed unchecked;
-   * its removal failing (the disk), it is kept too, FIELD_FILE_NOT_REMOVED. True
-   * when it was (or may have been) set aside: rejected/ is measured again. Should that fail (the
-   * disk), it stays where it is, said so: deleted, the bytes never sent would be lost; thrown on,
-   * the error would end the client from the gateway connection's frame handler. Its record is let go all the same (all it names was sent): the next start finds the
-   * file named by no record and sets it aside then (outbox-recovery.ts).
-   */
-  private finish(rec: FileTransferRecord): boolean {
-    const fields = { code: 'FIELD_FILE_APPENDED' as const, transferId: rec.transferId, filename: rec.filename, sentBytes: rec.size };
-    let aside: ReturnType<FileOutbox['finish']>;
-    try {
-      aside = this.outbox.finish(rec);
-    } catch (err) {
-      if (isFieldStreamError(err, 'FIELD_FILE_UNREADABLE')) {
-        // Its size unreadable (EIO): whether it was written to after it was taken is not known.
-        this.log.error({ ...fields, code: err.code, err: err.message }, 'a file all sent cannot be looked at (its size): it stays in outgoing/ under its transfer id, set aside at the next start');
-      } else if (isFieldStreamError(err, 'FIELD_FILE_NOT_REMOVED')) {
-        // Unchanged since it was taken: only its removal failed, nothing was written to it.
-        this.log.error({ ...fields, code: err.code, err: err.message }, 'a file all sent cannot be removed from the outbox: it stays in outgoing/ under its transfer id, set aside at the next start');
-      } else {
-        this.log.error({ ...fields, err: (err as Error).message }, 'a file was written to after it was taken, and cannot be set aside: it stays where it is (outgoing/ under its transfer id, set aside at the next start; or rejected/)');
-      }
-      return true;
-    }
-    if (!aside) return false;
-    this.log.warn(
-      { ...fields, bytes: aside.bytes, path: aside.path, written: aside.why },
-      aside.why === 'appended'
-        ? 'a file was written to after it was taken (its producer still had it open): what was taken is sent; the whole file is set aside'
-        : 'a file was written to in place after it was taken (its producer still had it open): what was sent may not be what its record says (the distributor refuses it then, DISTRIBUTOR_FILE_CHECKSUM); the whole file, as it is now, is set aside',
-    );
-    return true;
   }
 
   /**
