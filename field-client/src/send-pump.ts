@@ -81,7 +81,14 @@ export class SendPump {
       // of their own (their records are kept in memory; a few send at once, the others wait their
       // turn: files/transfers.ts); past it nothing more is taken (a frame's worth at most over it).
       if (this.inFlight.files >= LIMITS.fieldFilesTakenMax) break;
-      const room = Math.min(this.options.window - this.inFlight.messages, this.receipts?.room(this.highestSent) ?? Infinity);
+      const windowRoom = this.options.window - this.inFlight.messages;
+      let room = Math.min(windowRoom, this.receipts?.room(this.highestSent) ?? Infinity);
+      // What goes again (its receipt overdue, or after a rewind) runs no further ahead of the oldest
+      // message not committed than it ran already: the receipt window does not hold it back. It
+      // did: full behind a message whose receipt never came (lost by a DMZ broker that crashed),
+      // the window held back that message's resend, the one thing that would free it, and nothing
+      // more went until the client was restarted. Only those: `next` hands them out first.
+      if (room <= 0 && windowRoom > 0 && this.receipts) room = Math.min(windowRoom, this.queue.unsentThrough(this.highestSent));
       if (room <= 0) break;
       // And no more than the pacing has room for (at least one message): a frame goes whole, and a
       // backlog of large messages in one frame of 4 MiB took longer than DISTRIBUTOR_TRANSIT_MAX_S

@@ -431,7 +431,7 @@ describe("the distributor side: a device whose clock is set while it is connecte
  * gateway (acks) and the distributor (receipts, signed with `key`) by hand. `sends` counts the
  * copies of each message id handed to the connection.
  */
-async function receiptClient(dir: string, o: { timeoutMs: number; window?: number; fileWindow?: number }) {
+async function receiptClient(dir: string, o: { timeoutMs: number; window?: number; fileWindow?: number; windowMessages?: number }) {
   const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes: 64 * 1024 * 1024, segmentBytes: 1024 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, receipts: true, log });
   const { connection, frames } = capturedConnection();
   // Open, as a connection that stays up: what is overdue is sent again only on an open one.
@@ -439,7 +439,7 @@ async function receiptClient(dir: string, o: { timeoutMs: number; window?: numbe
   const outbox = new FileOutbox(dir, 64 * 1024);
   const commands = new CommandHandlers({ deviceId: 'd1', key, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
   const client = new FieldClient(
-    { deviceId: 'd1', batchMax: 10, window: o.window ?? 2000, fileWindow: o.fileWindow ?? 1, maxBytes: 64 * 1024 * 1024, dataDir: dir, signingKey: key, commit: { timeoutMs: o.timeoutMs, windowMessages: 50_000, windowBytes: 64 * 1024 * 1024 } },
+    { deviceId: 'd1', batchMax: 10, window: o.window ?? 2000, fileWindow: o.fileWindow ?? 1, maxBytes: 64 * 1024 * 1024, dataDir: dir, signingKey: key, commit: { timeoutMs: o.timeoutMs, windowMessages: o.windowMessages ?? 50_000, windowBytes: 64 * 1024 * 1024 } },
     queue,
     outbox,
     connection,
@@ -514,6 +514,31 @@ describe('a receipt overdue on a connection that stays up', () => {
       d.ack([(oldest as { messageId: string }).messageId]);
       d.receipt([(oldest as { seq: number }).seq, ...later.map((m) => m.seq)]);
       assert.equal(d.client.unacknowledged, 0);
+    } finally {
+      await d.close();
+      work.cleanup();
+    }
+  });
+
+  it('sends the overdue oldest again when the receipt window is full: a resend runs no further ahead of it', async () => {
+    // The window (FIELD_COMMIT_WINDOW_MESSAGES) is measured from the oldest message not committed:
+    // that one lost (a DMZ broker that crashed before saving it), everything after it committed,
+    // the window filled up behind it and its resend was held back by the very window it would free.
+    // Nothing more went until the client was restarted.
+    const work = tempDir('commit-window-full');
+    const d = await receiptClient(work.dir, { timeoutMs: 1_000, windowMessages: 20 });
+    try {
+      const [lost] = await d.submit(1, 0);
+      d.ack([(lost as { messageId: string }).messageId]); // acked; lost on the way to the database
+      const later = await d.submit(19, 1);
+      d.ack(later.map((m) => m.messageId));
+      d.receipt(later.map((m) => m.seq));
+      const [next] = await d.client.submitMany([{ dataType: 'timeseries', payload: { v: 20 } }]);
+      await eventually(() => ((d.sends().get((lost as { messageId: string }).messageId) ?? 0) >= 2 ? true : undefined), 5_000, 'the oldest sent again');
+      assert.equal(d.sends().get((next as { messageId: string }).messageId), undefined, 'nothing new past the window');
+      d.ack([(lost as { messageId: string }).messageId]);
+      d.receipt([(lost as { seq: number }).seq]);
+      await eventually(() => (d.sends().get((next as { messageId: string }).messageId) === 1 ? true : undefined), 5_000, 'the window moves on once it is committed');
     } finally {
       await d.close();
       work.cleanup();

@@ -88,6 +88,13 @@ export class AckBook {
     this.highestOut = this.watermark;
   }
 
+  /** How many records at or below `through` are unsent (sent before, and to be sent again: overdue, or after a rewind). */
+  unsentThrough(through: number): number {
+    let n = 0;
+    for (let s = this.watermark + 1; s <= through; s++) if (this.states.get(s) === UNSENT) n++;
+    return n;
+  }
+
   /**
    * Records in flight the gateway never answered (overdue: in-flight.ts) are unsent again; others
    * (answered meanwhile, committed) are left as they are. Returns how many, and the lowest of them.

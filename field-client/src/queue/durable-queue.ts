@@ -305,6 +305,15 @@ export class DurableQueue {
   }
 
   /**
+   * How many records at or below `seq` are unsent: what `next` hands out first, before any record
+   * above `seq` (only sending hands a record out, and what is put back to unsent moves the cursor
+   * back to it). Costs a look at each number above the committed watermark up to `seq`.
+   */
+  unsentThrough(seq: number): number {
+    return this.book.unsentThrough(seq);
+  }
+
+  /**
    * Records in flight that the gateway never answered, given up on (overdue: in-flight.ts): unsent
    * again, `next` reads them again from disk, in order, without sending again what else is in
    * flight. Returns how many.
