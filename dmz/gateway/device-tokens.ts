@@ -122,9 +122,12 @@ export class DeviceTokens {
     if (now?.state !== 'active' || now.tokenId !== entry.tokenId) {
       throw new FieldStreamError(now?.state === 'revoked' ? 'GATEWAY_TOKEN_REVOKED' : 'GATEWAY_TOKEN_INVALID', undefined, { deviceId });
     }
+    // The secret is proven from here on: no guess, so nothing stays charged against the address. An
+    // expired token's device retries with its back-off, and charged, it kept its address's budget
+    // spent: every token device behind the same NAT was refused, and its own renewed token too.
+    this.throttle.refund(keys);
     // Said only to the holder of the right secret: a guesser learns no more than "invalid".
     if (isTokenExpired(now)) throw new FieldStreamError('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { deviceId, expiresAt: now.expiresAt });
-    this.throttle.refund(keys);
     return { deviceId, tokenId: entry.tokenId };
   }
 

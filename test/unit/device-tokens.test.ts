@@ -403,3 +403,40 @@ describe('the field client: FIELD_TOKEN_FILE', () => {
     );
   });
 });
+
+/**
+ * An expired token proves its secret (GATEWAY_TOKEN_EXPIRED is said only to its holder) and is no
+ * guess, yet each try was charged against its address and never refunded: a device whose token
+ * was left to expire, retrying with its back-off, spent its address's budget within minutes and
+ * kept it spent, so every token device behind the same address (a site's NAT, a carrier's CGNAT)
+ * was refused GATEWAY_TOKEN_THROTTLED, and the device itself once its token was renewed.
+ */
+describe('the gateway side: an expired token retried', () => {
+  it('spends nothing of its address budget: other devices behind the address, and its renewed token, get in', async () => {
+    const pki = makeTestPki([]);
+    try {
+      for (const id of ['tok-late', 'tok-fine']) await issueDeviceToken(pki.dir, id);
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      const file = JSON.parse(readFileSync(tokenPaths(pki.dir).file, 'utf8')) as { devices: Record<string, { expiresAt?: string }> };
+      file.devices['tok-late']!.expiresAt = new Date(Date.now() - 60_000).toISOString();
+      writeFileSync(tokenPaths(pki.dir).file, JSON.stringify(file));
+      let changes = 0;
+      const tokens = new DeviceTokens({ path: tokenPaths(pki.dir).file, maxFailures: 3, failureWindowMs: 60_000, log: silent, onChange: () => changes++ });
+      try {
+        for (let i = 0; i < 6; i++) assert.equal(await codeOf(tokens.verify(token('tok-late'), '10.4.0.1')), 'GATEWAY_TOKEN_EXPIRED', `try ${i + 1}`);
+        assert.equal((await tokens.verify(token('tok-fine'), '10.4.0.1')).deviceId, 'tok-fine', 'another device behind the address');
+        const loaded = changes;
+        await issueDeviceToken(pki.dir, 'tok-late', { renew: true });
+        await eventually(() => (changes > loaded ? true : undefined), 10_000, 'the renewal read');
+        assert.equal((await tokens.verify(token('tok-late'), '10.4.0.1')).deviceId, 'tok-late', 'the renewed token, from the same address');
+        // Guesses from the address are still counted.
+        for (let i = 0; i < 3; i++) assert.equal(await codeOf(tokens.verify(generateToken('tok-fine'), '10.4.0.1')), 'GATEWAY_TOKEN_INVALID');
+        assert.equal(await codeOf(tokens.verify(token('tok-fine'), '10.4.0.1')), 'GATEWAY_TOKEN_THROTTLED');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
