@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { stampOf } from '../../shared/reloaded-file.ts';
@@ -98,36 +98,40 @@ export class DeviceTokens {
 
   private async check(token: string | undefined, source: string): Promise<TokenIdentity> {
     const parsed = token === undefined ? undefined : parseToken(token);
+    // Every refusal names the address it came from, for the gateway's log: the connection's own is
+    // the proxy's (on the Unix socket, none), which says nothing of who was guessing.
+    const refused = (code: ErrorCode, message?: string, details: Record<string, unknown> = {}) =>
+      new FieldStreamError(code, message, { ...(parsed ? { deviceId: parsed.deviceId } : {}), source, ...details });
     // An IPv6 source is budgeted as its /64 (throttleSource): a host holds all of it.
     const keys = [`addr:${throttleSource(source)}`];
-    if (this.throttle.blocked(keys)) throw new FieldStreamError('GATEWAY_TOKEN_THROTTLED', undefined, parsed ? { deviceId: parsed.deviceId } : undefined);
+    if (this.throttle.blocked(keys)) throw refused('GATEWAY_TOKEN_THROTTLED');
     if (!parsed) {
       this.throttle.fail(keys);
-      throw new FieldStreamError('GATEWAY_TOKEN_MISSING');
+      throw refused('GATEWAY_TOKEN_MISSING');
     }
     const { deviceId } = parsed;
     // Charged before the slow check and refunded on success: guesses sent in parallel cannot all
     // pass the budget check while the first ones are still being hashed.
     this.throttle.fail(keys);
     const entry = tokenEntry(this.file.devices, deviceId);
-    if (entry?.state === 'revoked') throw new FieldStreamError('GATEWAY_TOKEN_REVOKED', undefined, { deviceId });
+    if (entry?.state === 'revoked') throw refused('GATEWAY_TOKEN_REVOKED');
     if (!entry) {
       await verifyTokenSecret(parsed.secret, await this.decoyHash());
-      throw new FieldStreamError('GATEWAY_TOKEN_UNKNOWN_DEVICE', undefined, { deviceId });
+      throw refused('GATEWAY_TOKEN_UNKNOWN_DEVICE');
     }
     const ok = await verifyTokenSecret(parsed.secret, entry.scrypt);
-    if (!ok) throw new FieldStreamError('GATEWAY_TOKEN_INVALID', undefined, { deviceId });
+    if (!ok) throw refused('GATEWAY_TOKEN_INVALID');
     // The file may have changed during the hash: the entry now in force decides.
     const now = tokenEntry(this.file.devices, deviceId);
     if (now?.state !== 'active' || now.tokenId !== entry.tokenId) {
-      throw new FieldStreamError(now?.state === 'revoked' ? 'GATEWAY_TOKEN_REVOKED' : 'GATEWAY_TOKEN_INVALID', undefined, { deviceId });
+      throw refused(now?.state === 'revoked' ? 'GATEWAY_TOKEN_REVOKED' : 'GATEWAY_TOKEN_INVALID');
     }
     // The secret is proven from here on: no guess, so nothing stays charged against the address. An
     // expired token's device retries with its back-off, and charged, it kept its address's budget
     // spent: every token device behind the same NAT was refused, and its own renewed token too.
     this.throttle.refund(keys);
     // Said only to the holder of the right secret: a guesser learns no more than "invalid".
-    if (isTokenExpired(now)) throw new FieldStreamError('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { deviceId, expiresAt: now.expiresAt });
+    if (isTokenExpired(now)) throw refused('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { expiresAt: now.expiresAt });
     return { deviceId, tokenId: entry.tokenId };
   }
 

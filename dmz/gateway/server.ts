@@ -181,9 +181,14 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       if (!isFieldStreamError(err)) log.error({ code: 'GATEWAY_INTERNAL', err }, 'checking the identity of an upgrade failed');
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('GATEWAY_INTERNAL', 'The gateway could not check this connection\'s identity; try again later.');
       const deviceId = coded.details?.deviceId;
+      // On the token route, `source`: the device's address as the proxy forwarded it (`remote` is the proxy's).
+      const source = coded.details?.source;
       // Never the token itself: only its code, the device it names and where it came from. Limited:
       // anyone reaching the token route decides how many upgrades are refused (the metric counts each).
-      upgradeRefusalLog.write({ code: coded.code, remote: req.socket.remoteAddress, ...(typeof deviceId === 'string' ? { deviceId } : {}) }, coded.message);
+      upgradeRefusalLog.write(
+        { code: coded.code, remote: req.socket.remoteAddress, ...(typeof source === 'string' ? { source } : {}), ...(typeof deviceId === 'string' ? { deviceId } : {}) },
+        coded.message,
+      );
       metrics.connectionsRefused.inc({ code: coded.code });
       if (isGatewaySecurityCode(coded.code) && typeof deviceId === 'string') options.securityReports?.note(deviceId, coded.code);
       if (!socket.destroyed) refuseUpgrade(socket, coded);

@@ -83,6 +83,18 @@ describe('the failed-token budget of a source: an IPv6 network, not each of its 
     assert.equal(await guess('2001:db8:1:3::1', 'ghost-6'), 'HTTP/1.1 401 GATEWAY_TOKEN_UNKNOWN_DEVICE');
   });
 
+  // The refusal is logged with the device's address as Caddy forwards it: the connection's own
+  // address is Caddy's (on the Unix socket, none at all), and said nothing of who was guessing or
+  // which address GATEWAY_TOKEN_THROTTLED now refused.
+  it("logs each refusal with the device's address, not the proxy's", async () => {
+    for (let i = 1; i <= 4; i++) await guess('203.0.113.9', `wraith-${i}`);
+    const refusals = logs.lines.filter((l) => typeof l.deviceId === 'string' && (l.deviceId as string).startsWith('wraith-'));
+    assert.deepEqual(
+      refusals.map((l) => [l.code, l.source]),
+      [...Array.from({ length: 3 }, () => ['GATEWAY_TOKEN_UNKNOWN_DEVICE', '203.0.113.9']), ['GATEWAY_TOKEN_THROTTLED', '203.0.113.9']],
+    );
+  });
+
   it('counts an IPv4 address written IPv4-mapped as that address', async () => {
     for (let i = 1; i <= 3; i++) assert.equal(await guess('198.51.100.5', `spirit-${i}`), 'HTTP/1.1 401 GATEWAY_TOKEN_UNKNOWN_DEVICE');
     assert.equal(await guess('::ffff:198.51.100.5', 'spirit-4'), 'HTTP/1.1 429 GATEWAY_TOKEN_THROTTLED');
