@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
-import { replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DAY_MS, LIMITS, TIMINGS } from '../shared/limits.ts';
 import { withDirLock } from '../shared/dir-lock.ts';
@@ -32,9 +32,13 @@ export function readTokensFile(root: string): TokensFile {
   return readTokensFileAt(tokenPaths(root).file) ?? { version: 1, devices: {} };
 }
 
-/** Written aside, synced and renamed (durable-fs.ts): a revocation acknowledged survives a power cut. */
+/**
+ * Written aside, synced and renamed (durable-fs.ts): a revocation acknowledged survives a power cut.
+ * Its folder too: one made here by a plain mkdir (dmz/tokens/ where onboarding made none, a device's
+ * folder) was an entry its parent never synced, which a power cut could take with the file in it.
+ */
 function writeAtomic(path: string, content: string, mode: number): void {
-  mkdirSync(dirname(path), { recursive: true });
+  makeDirDurablySync(dirname(path));
   replaceFileDurablySync(path, content, mode);
 }
 

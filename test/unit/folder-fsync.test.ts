@@ -200,6 +200,24 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     // The folders made hold them: each one's entry in its parent synced too.
     for (const dir of [join(root, 'devices'), tmp.dir]) assert.ok(synced.has(dir), `${dir} synced (synced: ${[...synced].join(', ')})`);
   });
+  it("syncs the parent of each folder a device token's issue makes: the DMZ tokens file is not lost with its folder", async () => {
+    // A revocation or a token is reported once dmz/tokens/device-tokens.json is synced; made by a
+    // plain mkdir, dmz/tokens/ (and dmz/) could be lost at a power cut, and the file with them.
+    const root = join(tmp.dir, 'tokens-certs');
+    const script = `
+      import { issueDeviceToken } from ${url('../../pki/device-tokens.ts')};
+      await issueDeviceToken(process.env.ROOT, 'tok-1');
+    `;
+    const log = join(tmp.dir, 'tokens.strace');
+    await syncedBy(script, { ROOT: root }, log, ['mkdir', 'mkdirat']);
+    const text = readFileSync(log, 'utf8');
+    const syncs = (from: number) => new Set([...text.slice(from).matchAll(/\b(?:fsync|fdatasync)\(\d+<([^>]*)>/g)].map((m) => m[1]!));
+    for (const [made, parent] of [[join(root, 'dmz'), root], [join(root, 'dmz', 'tokens'), join(root, 'dmz')], [join(root, 'devices'), root]] as const) {
+      const at = text.indexOf(`mkdir("${made}"`);
+      assert.ok(at >= 0, `${made} made (${text})`);
+      assert.ok(syncs(at).has(parent), `${parent} synced after ${made} was made (synced: ${[...syncs(at)].join(', ')})`);
+    }
+  });
   it("syncs the distributor's list of earlier consumer sessions before it retires them, and its folder", async () => {
     // Recorded first so that a crash while retiring leaves them to be tried again: a list lost with
     // the power (written without fsync) forgot sessions that keep collecting their share of messages.
