@@ -290,7 +290,9 @@ async function execute(command: string, args: string[], values: Values, io: Io):
     }
     case 'devices revoke': {
       const id = deviceId(args[0]!);
-      known(paths, id);
+      // Not looked up through known(): its listing reads the tokens file, and a damaged one stopped
+      // the revocation before anything was revoked. revokeDevice revokes the certificates all the
+      // same, says the token could not be, and answers ADMIN_UNKNOWN_DEVICE for an id with neither.
       const { serials, token } = revokeDevice(paths.certsDir, id);
       return io.out(`Revoked device ${id} (${serials.length ? `certificate serials ${serials.join(', ')}` : 'no certificate'}${token ? '; its device token' : ''}).${token ? `
   dmz/tokens/device-tokens.json          the token's hash removed: copy it to the DMZ server; gateways apply it within seconds` : ''}

@@ -146,6 +146,33 @@ describe('fieldstream-admin devices', () => {
     assert.match((await admin('devices', 'list')).out, /\ndev-b\s.*\syes \(/);
   });
 
+  // revokeDevice revokes a device's certificates even when the tokens file is damaged, and then says
+  // the token could not be; `devices revoke` first looked the device up through a listing that reads
+  // that file, and so stopped at TOKENS_FILE_INVALID with nothing revoked: a stolen device's
+  // certificate stayed good until someone repaired a file it has nothing to do with.
+  it('revokes a certificate device even when the tokens file is damaged, and says its token could not be', async () => {
+    const own = makeTestPki(['dev-t']);
+    try {
+      const tokens = join(own.dir, 'dmz', 'tokens', 'device-tokens.json');
+      mkdirSync(dirname(tokens), { recursive: true });
+      writeFileSync(tokens, '{"devices": {"dev-t": ');
+      let out = '';
+      let err = '';
+      const code = await runAdmin(['devices', 'revoke', 'dev-t'], { out: (t) => void (out += t), err: (t) => void (err += t), env: { CERTS_DIR: own.dir }, cwd: REPO_ROOT });
+      assert.notEqual(code, EXIT.ok, out);
+      assert.match(err, /TOKENS_FILE_INVALID/);
+      assert.match(err, /certificates are revoked/);
+      const serials = readFileSync(join(own.dir, 'dmz', 'revocation', 'revoked-serials.txt'), 'utf8').trim().split('\n').filter(Boolean);
+      assert.ok(serials.length > 0, 'the certificate is on the gateways\' list');
+      assert.match(readFileSync(join(own.dir, 'internal', 'revoked-devices.txt'), 'utf8'), /^dev-t$/m);
+      // An id without a certificate, whose token cannot be told: refused, nothing listed as revoked.
+      assert.notEqual(await runAdmin(['devices', 'revoke', 'nobody'], { out: () => undefined, err: () => undefined, env: { CERTS_DIR: own.dir }, cwd: REPO_ROOT }), EXIT.ok);
+      assert.doesNotMatch(readFileSync(join(own.dir, 'internal', 'revoked-devices.txt'), 'utf8'), /^nobody$/m);
+    } finally {
+      own.cleanup();
+    }
+  });
+
   it('a revoked list edited by hand (CRLF, blanks around an id) still refuses to renew, add or re-register the revoked device', async () => {
     const list_ = join(pki.dir, 'internal', 'revoked-devices.txt');
     // What an editor on Windows, or a hand that indents, leaves: the distributor and `devices list` read it as revoked.
