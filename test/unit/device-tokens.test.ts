@@ -440,3 +440,28 @@ describe('the gateway side: an expired token retried', () => {
     }
   });
 });
+
+/**
+ * docs/errors.md told an operator with a damaged tokens file to write it again with `devices
+ * add/renew --token`; both read the file before they change it, and refuse it. The remedy it names
+ * must be one that works.
+ */
+describe("a damaged tokens file on the operator's machine", () => {
+  it('issuing and renewing refuse it and leave it as it is; docs/errors.md names a remedy that works', async () => {
+    const pki = makeTestPki([]);
+    try {
+      await issueDeviceToken(pki.dir, 'tok-d');
+      const damaged = '{"version":1,"devices":{"tok-d":';
+      writeFileSync(tokenPaths(pki.dir).file, damaged);
+      assert.equal(await codeOf(issueDeviceToken(pki.dir, 'tok-e')), 'TOKENS_FILE_INVALID');
+      assert.equal(await codeOf(issueDeviceToken(pki.dir, 'tok-d', { renew: true })), 'TOKENS_FILE_INVALID');
+      assert.equal(readFileSync(tokenPaths(pki.dir).file, 'utf8'), damaged, 'left as it is');
+      const row = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8').split('\n').find((l) => l.startsWith('| `TOKENS_FILE_INVALID` |'));
+      assert.ok(row);
+      assert.doesNotMatch(row, /Write it again with `fieldstream-admin devices add\/renew --token`/, 'the commands named refuse the file');
+      assert.match(row, /the one last copied to the DMZ server/);
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
