@@ -34,6 +34,12 @@ export interface DeviceTokensOptions {
  * expired, its open connections are closed the same way. An entry without expiresAt (a file from
  * before tokens expired) never expires.
  * A damaged file is logged (TOKENS_FILE_INVALID) and the last good one stays in force.
+ *
+ * The tooling never takes a revocation back, nor a token a rotation replaced: a file that brings
+ * one back as active is an older copy (pushed again, restored, crossing a newer one), and is not
+ * taken either (TOKENS_FILE_INVALID), as the revoked serials never un-revoke what they listed
+ * (revocation.ts). What was read as revoked or replaced is kept for the process's life: a device id
+ * and a 16-hex-digit token id each, as many as the files held and the rotations made.
  */
 export class DeviceTokens {
   private file: TokensFile = { version: 1, devices: {} };
@@ -47,6 +53,9 @@ export class DeviceTokens {
   private decoy: Promise<TokenHash> | undefined;
   /** tokens being checked now */
   private checking = 0;
+  /** devices read as revoked, and token ids read as replaced by a rotation, since the start */
+  private readonly revokedIds = new Set<string>();
+  private readonly replacedTokenIds = new Set<string>();
 
   constructor(private readonly o: DeviceTokensOptions) {
     this.throttle = new TokenThrottle(o.maxFailures, o.failureWindowMs);
@@ -158,6 +167,22 @@ export class DeviceTokens {
     return next;
   }
 
+  /** The devices whose token `next` has active though a file read before revoked or replaced it. */
+  private broughtBack(next: TokensFile): string[] {
+    return Object.entries(next.devices)
+      .filter(([id, e]) => e.state === 'active' && (this.revokedIds.has(id) || this.replacedTokenIds.has(e.tokenId)))
+      .map(([id]) => id);
+  }
+
+  /** What `next`, taken over `prev`, revokes or replaces (an entry gone is neither: its token is refused anyway). */
+  private remember(prev: TokensFile, next: TokensFile): void {
+    for (const [id, e] of Object.entries(next.devices)) if (e.state === 'revoked') this.revokedIds.add(id);
+    for (const [id, e] of Object.entries(prev.devices)) {
+      const after = tokenEntry(next.devices, id);
+      if (e.state === 'active' && after !== undefined && (after.state !== 'active' || after.tokenId !== e.tokenId)) this.replacedTokenIds.add(e.tokenId);
+    }
+  }
+
   private reload(): void {
     let stamp: string;
     try {
@@ -180,6 +205,15 @@ export class DeviceTokens {
       this.o.log.error({ code: 'TOKENS_FILE_INVALID', path: this.o.path, err: (err as Error).message.slice(0, 500) }, 'device tokens file not valid: the last good one stays in force');
       return;
     }
+    const back = this.broughtBack(parsed);
+    if (back.length > 0) {
+      this.o.log.error(
+        { code: 'TOKENS_FILE_INVALID', path: this.o.path, devices: back.slice(0, 20), count: back.length },
+        'device tokens file brings back tokens revoked or replaced before (an older copy?): the last good one stays in force',
+      );
+      return;
+    }
+    this.remember(this.file, parsed);
     this.file = parsed;
     const now = Date.now();
     this.nextExpiryMs = this.earliestExpiry(now);

@@ -465,3 +465,54 @@ describe("a damaged tokens file on the operator's machine", () => {
     }
   });
 });
+
+/**
+ * A revocation reaches the gateways as a new copy of the tokens file; an older copy put back after
+ * it (a stale file pushed again, a restored backup, copies crossing) made the gateway take the
+ * revoked token, or the one a rotation replaced, as current again. The revoked serials never
+ * un-revoke what they listed (dmz/gateway/revocation.ts); neither do the tokens.
+ */
+describe('the gateway side: an older tokens file copied back', () => {
+  it('brings back no token revoked or replaced meanwhile; a newer file is taken as before', async () => {
+    const pki = makeTestPki([]);
+    try {
+      for (const id of ['tok-r', 'tok-s']) await issueDeviceToken(pki.dir, id);
+      const file = tokenPaths(pki.dir).file;
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      const older = readFileSync(file, 'utf8');
+      const oldR = token('tok-r');
+      const oldS = token('tok-s');
+      let changes = 0;
+      const tokens = new DeviceTokens({ path: file, maxFailures: 100, failureWindowMs: 60_000, log: silent, onChange: () => changes++ });
+      try {
+        const r = await tokens.verify(oldR, '10.5.0.1');
+        const s = await tokens.verify(oldS, '10.5.0.1');
+        let seen = changes;
+        revokeDevice(pki.dir, 'tok-r');
+        await issueDeviceToken(pki.dir, 'tok-s', { renew: true });
+        await eventually(() => (!tokens.isCurrent(r) && !tokens.isCurrent(s) ? true : undefined), 10_000, 'the revocation and the rotation read');
+        const current = readFileSync(file, 'utf8');
+
+        // The older copy, written over it (another size, another mtime): not taken.
+        seen = changes;
+        writeFileSync(file, older);
+        await new Promise((res) => setTimeout(res, TIMINGS.deviceTokensReloadMs * 2 + 500));
+        assert.equal(changes, seen, 'nothing new taken');
+        assert.equal(await codeOf(tokens.verify(oldR, '10.5.0.2')), 'GATEWAY_TOKEN_REVOKED');
+        assert.equal(await codeOf(tokens.verify(oldS, '10.5.0.2')), 'GATEWAY_TOKEN_INVALID');
+        assert.equal(tokens.isCurrent(r), false);
+        assert.equal(tokens.isCurrent(s), false);
+        assert.equal((await tokens.verify(token('tok-s'), '10.5.0.2')).deviceId, 'tok-s', 'the rotated token stays good');
+
+        // The current file back, and then a newer one: taken.
+        writeFileSync(file, current);
+        await issueDeviceToken(pki.dir, 'tok-u');
+        await eventually(async () => ((await codeOf(tokens.verify(token('tok-u'), '10.5.0.3'))) === 'ok' ? true : undefined), 10_000, 'a newer file taken');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
