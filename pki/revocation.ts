@@ -11,7 +11,7 @@ import { appendLinesSync } from '../shared/line-file.ts';
 import { BACKDATE_MINUTES, createCrl } from './certificates.ts';
 import { verifyCrl } from '../shared/security/crl.ts';
 import { pkiPaths } from './layout.ts';
-import { revokeDeviceToken } from './device-tokens.ts';
+import { revokeDeviceToken, tokenPaths } from './device-tokens.ts';
 import { isRevoked } from './onboarding.ts';
 import { refuseWhileRestoring } from './restore-mark.ts';
 
@@ -175,17 +175,21 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   // as its parse error stopped the revocation before anything was revoked.
   const serial = existsSync(current) ? serialOf(readFileSync(current)) : undefined;
   if (serial !== undefined && !issued.some((r) => r.serial === serial)) issued.push({ name: `devices/${deviceId}`, serial, notAfter: '', subject: '' });
-  // A tokens file that cannot be read or changed must not keep a device's certificates valid: they
-  // are revoked all the same, and the token's failure is reported after (revoke again once fixed).
+  // A tokens file that cannot be read or changed must not keep a device valid: its certificates
+  // are revoked all the same, and so is it inside (signing key, revoked list), and the token's
+  // failure is reported after (revoke again once fixed). Without a certificate, only the device's
+  // own files tell this machine it is a device (a token device's token and signing key): an id
+  // with none of them is refused as before, nothing listed.
   let token = false;
   let tokenFailure: FieldStreamError | undefined;
   try {
     token = revokeDeviceToken(root, deviceId);
   } catch (err) {
-    if (issued.length === 0 || !(err instanceof FieldStreamError)) throw err;
+    if (!(err instanceof FieldStreamError)) throw err;
+    if (issued.length === 0 && !existsSync(tokenPaths(root, deviceId).token) && !existsSync(p.deviceKeyRegistry(deviceId))) throw err;
     tokenFailure = err;
   }
-  if (issued.length === 0 && !token) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate or token was issued to device ${deviceId}.`);
+  if (issued.length === 0 && !token && !tokenFailure) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate or token was issued to device ${deviceId}.`);
   const revokedPath = join(p.caDir, 'revoked.jsonl');
   const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
   const now = new Date().toISOString();
@@ -201,9 +205,10 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
 
   writeRevocations(root);
   if (tokenFailure) {
+    const done = issued.length > 0 ? `Device ${deviceId}'s certificates are revoked (${issued.length})` : `Device ${deviceId}'s signing key is removed and it is listed as revoked`;
     throw new FieldStreamError(
       tokenFailure.code,
-      `Device ${deviceId}'s certificates are revoked (${issued.length}), but a device token of it could not be: ${tokenFailure.message} Fix the tokens file and revoke the device again.`,
+      `${done}, but a device token of it could not be: ${tokenFailure.message} Fix the tokens file and revoke the device again.`,
       tokenFailure.details,
       { cause: tokenFailure },
     );

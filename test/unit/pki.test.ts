@@ -12,7 +12,7 @@ import { setupPki } from '../../pki/onboarding.ts';
 import { buildDeviceBundle, issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { describeCertificate } from '../../pki/certificates.ts';
 import { publishRevocations, revokeDevice, revokedSerialsPath } from '../../pki/revocation.ts';
-import { tokenPaths } from '../../pki/device-tokens.ts';
+import { issueDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
 import { foreignDeviceCert, tempDir } from '../helpers/pki.ts';
@@ -427,6 +427,31 @@ describe('the onboarding scripts', () => {
       assert.ok(readFileSync(revokedSerialsPath(certs), 'utf8').includes(serial), 'the certificate is revoked for the gateways');
       assert.ok(readFileSync(pkiPaths(certs).revokedDevices, 'utf8').includes('pump-5'), 'and for the internal side');
       assert.ok(!existsSync(pkiPaths(certs).deviceKeyRegistry('pump-5')));
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  // A device with a token and no certificate had nothing revoked at all while the tokens file was
+  // damaged: its signing key stayed registered and its id off the revoked list, so the internal side
+  // went on taking its messages until someone repaired the file.
+  it("revokes a token device inside (signing key, revoked list) even when the tokens file is damaged, and says the token could not be", async () => {
+    const scratch = tempDir('revoke-token-bad-tokens');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      await issueDeviceToken(certs, 'plc-5');
+      assert.ok(existsSync(pkiPaths(certs).deviceKeyRegistry('plc-5')));
+      writeFileSync(tokenPaths(certs).file, '{"devices": {"plc-5": ');
+      assert.throws(
+        () => revokeDevice(certs, 'plc-5'),
+        (e: unknown) => e instanceof FieldStreamError && e.code === 'TOKENS_FILE_INVALID' && /listed as revoked/.test(e.message),
+      );
+      assert.ok(!existsSync(pkiPaths(certs).deviceKeyRegistry('plc-5')), 'its signing key left the registry');
+      assert.match(readFileSync(pkiPaths(certs).revokedDevices, 'utf8'), /^plc-5$/m);
+      // An id this machine knows nothing of is still refused, nothing listed.
+      assert.throws(() => revokeDevice(certs, 'nobody'), (e: unknown) => e instanceof FieldStreamError && e.code === 'TOKENS_FILE_INVALID');
+      assert.doesNotMatch(readFileSync(pkiPaths(certs).revokedDevices, 'utf8'), /^nobody$/m);
     } finally {
       scratch.cleanup();
     }
