@@ -119,11 +119,14 @@ export class DeviceTokens {
       throw refused('GATEWAY_TOKEN_MISSING');
     }
     const { deviceId } = parsed;
-    // Charged before the slow check and refunded on success: guesses sent in parallel cannot all
-    // pass the budget check while the first ones are still being hashed.
-    this.throttle.fail(keys);
     const entry = tokenEntry(this.file.devices, deviceId);
+    // Answered before any hash, and no secret gets past it: nothing to bound, so nothing charged. A
+    // revoked device still running in the field, charged at each retry, kept its address's budget
+    // spent, and every token device behind the same NAT refused with it.
     if (entry?.state === 'revoked') throw refused('GATEWAY_TOKEN_REVOKED');
+    // Charged before the slow check and refunded once the secret is proven: guesses sent in
+    // parallel cannot all pass the budget check while the first ones are still being hashed.
+    this.throttle.fail(keys);
     if (!entry) {
       await verifyTokenSecret(parsed.secret, await this.decoyHash());
       throw refused('GATEWAY_TOKEN_UNKNOWN_DEVICE');

@@ -516,3 +516,33 @@ describe('the gateway side: an older tokens file copied back', () => {
     }
   });
 });
+
+/**
+ * A revoked device is answered GATEWAY_TOKEN_REVOKED before any hash, so its tries cost the gateway
+ * nothing and bring no guess nearer; yet each was charged against its address. A device revoked
+ * while still running in the field (decommissioned, replaced) retries with its back-off, and kept
+ * its address's budget spent: every token device behind the same NAT was refused
+ * GATEWAY_TOKEN_THROTTLED for as long as it ran.
+ */
+describe('the gateway side: a revoked token retried', () => {
+  it('spends nothing of its address budget: the other devices behind the address get in', async () => {
+    const pki = makeTestPki([]);
+    try {
+      for (const id of ['tok-gone', 'tok-here']) await issueDeviceToken(pki.dir, id);
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      revokeDevice(pki.dir, 'tok-gone');
+      const tokens = new DeviceTokens({ path: tokenPaths(pki.dir).file, maxFailures: 3, failureWindowMs: 60_000, log: silent });
+      try {
+        for (let i = 0; i < 6; i++) assert.equal(await codeOf(tokens.verify(token('tok-gone'), '10.6.0.1')), 'GATEWAY_TOKEN_REVOKED', `try ${i + 1}`);
+        assert.equal((await tokens.verify(token('tok-here'), '10.6.0.1')).deviceId, 'tok-here', 'another device behind the address');
+        // Guesses from the address are still counted.
+        for (let i = 0; i < 3; i++) assert.equal(await codeOf(tokens.verify(generateToken('tok-here'), '10.6.0.1')), 'GATEWAY_TOKEN_INVALID');
+        assert.equal(await codeOf(tokens.verify(token('tok-gone'), '10.6.0.1')), 'GATEWAY_TOKEN_THROTTLED');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
