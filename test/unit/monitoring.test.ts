@@ -29,7 +29,7 @@ import type { CommandHandlers } from '../../field-client/src/commands.ts';
 import type { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { GATEWAY_SECURITY_CODES, type StatusEnvelope } from '../../shared/contract/envelope.ts';
 import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
-import { DAY_MS, TIMINGS } from '../../shared/limits.ts';
+import { CONSOLE, DAY_MS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition as parseSamples } from '../helpers/exposition.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -939,6 +939,19 @@ ${series}    alert_rule_test:
     for (const reason of [...SECURITY_REFUSAL_CODES.filter((c) => c !== 'SECURITY_DUPLICATE'), ...GATEWAY_SECURITY_CODES]) {
       assert.equal(distributor.get(`fieldstream_distributor_security_events_total{reason="${reason}",service="distributor"}`), 0, reason);
     }
+  });
+});
+
+describe("monitoring: the services' counters count what their names say", () => {
+  it('console_anomalies_total counts every anomaly found, those past the fleet list\'s quota of a device a minute too', async () => {
+    const fleet = new Fleet({ staleAfterMs: 180_000 });
+    const stats: ConsoleStats = { feedMessages: 0, feedRefused: noFeedRefusals(), feedDropped: 0, manageAuthFailures: noManageAuthFailures() };
+    const own = { written: 0, dropped: 0, refused: 0 } as unknown as OwnPointsWriter;
+    const m = consoleMetrics({ fleet, stats, runner: undefined, own, streams: () => 0, brokerConnected: () => true }, { processMetrics: false });
+    // One device flagged on every reading for a while (what console.ts hands the fleet as the scorer finds them).
+    const found = 3 * CONSOLE.fleetAnomaliesPerDevicePerMinute;
+    for (let i = 0; i < found; i++) fleet.addAnomaly({ time: 1_000 + i, device: 'pump-1', field: 'flow', detector: 'mad', score: 9, kind: 'spike' });
+    assert.equal(parseSamples(await m.registry.metrics()).get('fieldstream_console_anomalies_total{service="console"}'), found);
   });
 });
 

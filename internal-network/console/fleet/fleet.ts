@@ -37,6 +37,8 @@ export class Fleet {
   /** security events: the distributor's findings and the gateways' reports apart, counted */
   readonly security = new SecurityLog();
   readonly anomalies = new Ring<Anomaly>(CONSOLE.fleetRing);
+  /** anomalies found, every one: the ring lists only a device's first few a minute (addAnomaly) */
+  anomaliesFound = 0;
   /** the fleet-wide list's quota of the devices with no row, all together (see addAnomaly) */
   private readonly untrackedAnomalies = { count: 0, minuteAt: 0 };
   /** the devices each gateway holds connected: a gateway's presence looks at those only */
@@ -119,6 +121,7 @@ export class Fleet {
    * reading filled the list on its own.
    */
   addAnomaly(a: Anomaly): void {
+    this.anomaliesFound++;
     const e = this.entries.get(a.device);
     const quota = e ? e.fleetAnomalies : this.untrackedAnomalies;
     const now = this.now();
