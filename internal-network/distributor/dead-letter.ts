@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 
+import { readdirSync, statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -107,7 +108,7 @@ export class DeadLetters {
   private readonly suffix: string;
   private readonly bounds: Required<DeadLetterBounds>;
   /** bytes on disk in the folder, as last measured plus what this process appended since */
-  private bytes: number | undefined;
+  private bytes: number;
   private measuredAt = -Infinity;
   /** bytes of letters let in and still being written: the consumers put letters at once */
   private pending = 0;
@@ -122,10 +123,23 @@ export class DeadLetters {
     makeDirDurablySync(dir);
     this.suffix = slot === 1 ? '.jsonl' : `.slot-${slot}.jsonl`;
     this.bounds = { unparsableShare: LIMITS.deadLetterUnparsableShare, excerptBytes: LIMITS.deadLetterExcerptBytes, ...bounds };
+    // Measured at once, not at the first letter: the folder may hold an earlier run's letters, and
+    // distributor_dead_letter_bytes read 0 for a folder close to its bound until a letter came.
+    this.measuredAt = Date.now();
+    let total = 0;
+    for (const name of readdirSync(dir)) {
+      try {
+        const s = statSync(join(dir, name));
+        if (s.isFile()) total += s.size;
+      } catch {
+        /* gone meanwhile */
+      }
+    }
+    this.bytes = total;
   }
 
-  /** Bytes the folder holds (as last measured, plus this process's letters since); undefined before the first letter. */
-  get heldBytes(): number | undefined {
+  /** Bytes the folder holds (as last measured, at the start and when a letter would pass a bound, plus this process's letters since). */
+  get heldBytes(): number {
     return this.bytes;
   }
 
@@ -177,7 +191,7 @@ export class DeadLetters {
       this.pending -= size;
     }
     this.appended += size;
-    this.bytes = (this.bytes ?? 0) + size;
+    this.bytes += size;
     return unparsable ? 'excerpt' : 'whole';
   }
 
@@ -195,8 +209,8 @@ export class DeadLetters {
 
   /** Whether `size` more bytes keep the folder within `room`, measuring it again if due. */
   private async fits(size: number, room: number): Promise<boolean> {
-    if (this.bytes === undefined || (this.bytes + this.pending + size > room && Date.now() - this.measuredAt >= TIMINGS.deadLetterRescanMs)) await this.measure();
-    return (this.bytes as number) + this.pending + size <= room;
+    if (this.bytes + this.pending + size > room && Date.now() - this.measuredAt >= TIMINGS.deadLetterRescanMs) await this.measure();
+    return this.bytes + this.pending + size <= room;
   }
 
   private async measure(): Promise<void> {

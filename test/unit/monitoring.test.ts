@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
+import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
@@ -942,7 +943,23 @@ ${series}    alert_rule_test:
   });
 });
 
-describe("monitoring: the services' counters count what their names say", () => {
+describe("monitoring: the services' metrics say what their names say", () => {
+  it('distributor_dead_letter_bytes reads what the dead-letter folder holds from the start: letters of an earlier run count', async () => {
+    const tmp = tempDir('dead-letter-bytes');
+    try {
+      // What a distributor that ran before left in DEAD_LETTER_PATH (one letter line, a day's file).
+      const kept = `${JSON.stringify({ at: '2026-01-15T12:00:00.000Z', code: 'DISTRIBUTOR_WRITE_REJECTED', message: 'refused', topic: 't', payloadBase64: 'QUJD'.repeat(1000) })}\n`;
+      writeFileSync(join(tmp.dir, '2026-01-15.jsonl'), kept);
+      const metrics = new DistributorMetrics();
+      const dead = new DeadLetters(tmp.dir);
+      metrics.bindDeadLetters(() => dead.heldBytes); // as distributor.ts binds it
+      assert.equal(parseSamples(await metrics.metrics.registry.metrics()).get('fieldstream_distributor_dead_letter_bytes{service="distributor"}'), Buffer.byteLength(kept));
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+
   it('console_anomalies_total counts every anomaly found, those past the fleet list\'s quota of a device a minute too', async () => {
     const fleet = new Fleet({ staleAfterMs: 180_000 });
     const stats: ConsoleStats = { feedMessages: 0, feedRefused: noFeedRefusals(), feedDropped: 0, manageAuthFailures: noManageAuthFailures() };
