@@ -217,8 +217,9 @@ export class DeviceSession {
     // frames already read with that data are dropped unanswered, uncounted against its budget (the
     // device sends again from its first unacknowledged message after that answer).
     if (this.reads.forRate) {
+      // A frame refused for the rate limit, but no error frame: gateway_refused_total counts those
+      // sent (the one answer of rateLimited()), not each frame dropped unanswered (95 of a burst of 100).
       this.metrics.rateLimited.inc();
-      this.metrics.refusal('GATEWAY_RATE_LIMITED');
       return;
     }
     // Rate limits before parsing, binary frames included: a flooding device costs the gateway as

@@ -149,3 +149,35 @@ describe('a device that pings and never reads', () => {
     }
   });
 });
+
+/**
+ * gateway_refused_total counts the error frames sent to devices (docs/monitoring.md). A device past
+ * its rate limit is answered once and its socket paused; the frames of it already read meanwhile are
+ * dropped unanswered (device-session.ts). Real TLS, a real Mosquitto, the gateway terminating TLS.
+ */
+describe('a device past its rate limit: the refusals counted are the error frames it was sent', () => {
+  const fx = tlsGatewayOnMosquitto('gateway-rate-refusals', {}, { rateLimits: { messagesPerS: 5, bytesPerS: 64 * 1024 * 1024, cpuMsPerS: 1000, burstS: 1, frameMaxMessages: 1, frameMaxBytes: LIMITS.frameMaxBytes } });
+  const { tlsOf } = fx;
+
+  it('counts one GATEWAY_RATE_LIMITED refusal per error frame, not one per frame dropped unanswered while paused', async () => {
+    const mallory = await rawSocket(fx.gateway.port, tlsOf('rate-burst'));
+    try {
+      // 100 readings in one write: the gateway reads them together, past the budget of 5 at the 6th.
+      const readings = Buffer.concat(Array.from({ length: 100 }, (_, i) => frame(0x81, JSON.stringify({ deviceId: 'rate-burst', dataType: 'timeseries', messageId: `m-${i}`, payload: { v: i } }))));
+      mallory.socket.write(readings);
+      const answered = () => mallory.received().split('"code":"GATEWAY_RATE_LIMITED"').length - 1;
+      const t0 = Date.now();
+      while (Date.now() - t0 < 5000 && answered() === 0) await new Promise((r) => setTimeout(r, 20));
+      // Whatever else the gateway answers (after its pause) comes within a few seconds.
+      await new Promise((r) => setTimeout(r, 3000));
+      const text = await fx.gateway.metrics.metrics.registry.metrics();
+      const counted = Number(/^fieldstream_gateway_refused_total\{code="GATEWAY_RATE_LIMITED",service="gateway"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      const limited = Number(/^fieldstream_gateway_rate_limited_total\{service="gateway"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      assert.ok(answered() >= 1, `answered GATEWAY_RATE_LIMITED: ${mallory.received().slice(-600)}`);
+      assert.equal(counted, answered(), `${counted} refusals counted, ${answered()} error frames sent`);
+      assert.ok(limited > answered(), `${limited} frames refused for the rate limit, the dropped ones among them`);
+    } finally {
+      mallory.socket.destroy();
+    }
+  });
+});
