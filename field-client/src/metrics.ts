@@ -64,6 +64,7 @@ export function fieldClientMetrics(
 
   collectedCounter(m, 'field_dropped_total', 'Messages dropped by the queue when full (FIELD_QUEUE_FULL_POLICY=drop-oldest).', [], () => queue.stats.dropped);
   collectedCounter(m, 'field_refused_total', 'Messages refused by the queue when full (FIELD_QUEUE_FULL_POLICY=reject).', [], () => queue.stats.refused);
+  collectedCounter(m, 'field_write_failed_total', "Messages refused because the queue could not write them to the device's disk (FIELD_QUEUE_WRITE_FAILED: full, read-only or failing).", [], () => queue.stats.writeFailed);
   collectedCounter(m, 'field_refused_by_gateway_total', 'Messages refused for good by the gateway, set aside on disk.', [], () => client.stats.refusedByGateway);
   collectedCounter(m, 'field_sent_total', 'Messages and file chunks sent to the gateway (copies sent again included).', [], () => client.stats.sent);
   collectedCounter(m, 'field_receipts_total', 'Commit receipts that committed something.', [], () => client.receiptStats.receipts);

@@ -3,7 +3,7 @@ import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_proce
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
@@ -24,6 +24,7 @@ import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/secur
 import { CONNECTION_REFUSAL_CODES, GatewayMetrics } from '../../dmz/gateway/metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
+import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import type { FieldClient } from '../../field-client/src/field-client.ts';
 import type { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import type { CommandHandlers } from '../../field-client/src/commands.ts';
@@ -33,6 +34,7 @@ import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } fr
 import { CONSOLE, DAY_MS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition as parseSamples } from '../helpers/exposition.ts';
+import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -552,10 +554,10 @@ const REVOKED_ALERT = `        alertname: FieldStreamRevokedDeviceAttempts
  * `queue.depth`, `queue.stats`, `queue.oldestUnacked` between scrapes.
  */
 function fieldClient(connected = true) {
-  const queue: { depth: number; bytesOnDisk: number; stats: { dropped: number; refused: number }; awaiting: { count: number; bytes: number }; oldestUnacked: () => number | undefined } = {
+  const queue: { depth: number; bytesOnDisk: number; stats: { dropped: number; refused: number; writeFailed: number }; awaiting: { count: number; bytes: number }; oldestUnacked: () => number | undefined } = {
     depth: 0,
     bytesOnDisk: 0,
-    stats: { dropped: 0, refused: 0 },
+    stats: { dropped: 0, refused: 0, writeFailed: 0 },
     awaiting: { count: 0, bytes: 0 },
     oldestUnacked: () => undefined,
   };
@@ -887,6 +889,59 @@ ${series}    alert_rule_test:
               summary: "The field client 10.9.0.7:9467's queue is full: it refuses new data"
               description: "${FIELD_QUEUE_FULL}"
 `);
+  });
+
+  // A disk that fails the queue's writes refuses new data with FIELD_QUEUE_WRITE_FAILED, not
+  // FIELD_QUEUE_FULL: nothing counted it, the queue did not grow, and no rule fired.
+  it("a field client whose disk refuses the queue's writes fires FieldStreamFieldQueueWriteFailed, where FieldStreamFieldQueueFull stays silent", async () => {
+    const tmp = tempDir('queue-write-failed');
+    try {
+      const q = await DurableQueue.open({ dir: tmp.dir, maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: createLogger('test', 'silent') });
+      const reading = (v: number) => ({ dataType: 'timeseries' as const, payload: { v, timestamp: 1700000000000 + v } });
+      await q.append([reading(0)]);
+      const client = { queue: q, rejectedBytes: 0, heldRefusals: 0, stats: { refusedByGateway: 0, sent: 0 }, receiptStats: { receipts: 0, receiptsInvalid: 0, receiptsReplayed: 0, resentForReceipt: 0 } };
+      const m = fieldClientMetrics(
+        {
+          client: client as unknown as FieldClient,
+          connection: { isOpen: true } as unknown as GatewayConnection,
+          commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } } as unknown as CommandHandlers,
+          outbox: { bytes: () => 0 } as unknown as FileOutbox,
+          certFile: join(repoRoot, 'no-such-certificate.pem'),
+        },
+        { processMetrics: false },
+      );
+      const started = await m.registry.metrics();
+      // The disk takes no more than the segment holds (RLIMIT_FSIZE: the kernel answers EFBIG, as a full disk ENOSPC).
+      const segment = readdirSync(tmp.dir).find((f) => f.startsWith('seg-'));
+      assert.ok(segment);
+      const refused = await withFileSizeLimit(statSync(join(tmp.dir, segment)).size, () => Promise.allSettled([q.append([reading(1), reading(2)]), q.append([reading(3)])]));
+      assert.deepEqual(refused.map((r) => r.status), ['rejected', 'rejected']);
+      const failed = await m.registry.metrics();
+      await q.close();
+      assert.equal(parseSamples(failed).get('fieldstream_field_write_failed_total{service="field-client"}'), 3);
+      const series = fieldSeries([{ text: started, times: 20 }, { text: failed, times: 40 }], '10.9.0.7:9467', ['fieldstream_field_write_failed_total', 'fieldstream_field_refused_total']);
+      const description = /alert: FieldStreamFieldQueueWriteFailed\n[\s\S]*?description: "([^"]*)"/.exec(readFileSync(join(mon, 'prometheus', 'alerts.yml'), 'utf8'))?.[1];
+      assert.ok(description);
+      promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 4m
+        alertname: FieldStreamFieldQueueWriteFailed
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: FieldStreamFieldQueueFull
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: FieldStreamFieldQueueWriteFailed
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: "10.9.0.7:9467", service: field-client}
+            exp_annotations:
+              summary: "The field client 10.9.0.7:9467 cannot write its queue to disk: it refuses new data"
+              description: ${JSON.stringify(description.replace('{{ $value | humanize }}', '3'))}
+`);
+    } finally {
+      tmp.cleanup();
+    }
   });
 
   // deriv() of a queue that only holds what awaits its receipt is positive whenever that number

@@ -752,7 +752,7 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
     // Only what fieldClientMetrics reads at a scrape; the Sparkplug counters come from the session.
     const stub = {
       client: {
-        queue: { depth: 0, bytesOnDisk: 0, awaiting: { count: 0, bytes: 0 }, oldestUnacked: () => undefined, stats: { dropped: 0, refused: 0 } },
+        queue: { depth: 0, bytesOnDisk: 0, awaiting: { count: 0, bytes: 0 }, oldestUnacked: () => undefined, stats: { dropped: 0, refused: 0, writeFailed: 0 } },
         rejectedBytes: 0,
         heldRefusals: 0,
         stats: { refusedByGateway: 0, sent: 0 },

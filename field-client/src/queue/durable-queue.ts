@@ -65,7 +65,7 @@ export class DurableQueue {
   /** told of the records drop-oldest drops (see onDrop) */
   private dropListener: ((dropped: QueuedMessage[]) => void) | undefined;
   /** acked: the gateway's acks; committed: records gone for good (by an ack without receipts, else by a receipt) */
-  readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, corruptTails: 0, corruptRecords: 0, lastAckAt: 0 };
+  readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, writeFailed: 0, corruptTails: 0, corruptRecords: 0, lastAckAt: 0 };
 
   private constructor(private readonly o: QueueOptions) {
     makeDirDurablySync(o.dir);

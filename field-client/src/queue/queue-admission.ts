@@ -8,7 +8,8 @@ import type { QueueItem, QueueOptions } from './queue-types.ts';
 export interface AdmissionHost {
   readonly o: QueueOptions;
   readonly capacity: CapacityHost;
-  readonly stats: { dropped: number; refused: number };
+  /** refused: for want of room (FIELD_QUEUE_FULL); writeFailed: because the disk failed the queue (FIELD_QUEUE_WRITE_FAILED) */
+  readonly stats: { dropped: number; refused: number; writeFailed: number };
   epochs(): QueueEpochs;
   /** bytes held elsewhere that count against maxBytes too (DurableQueue.shareCapacity) */
   sharedBytes(): number;
@@ -25,6 +26,7 @@ export function admit(host: AdmissionHost, items: readonly QueueItem[], nextSeq:
   if (epochs.drainOnly) {
     const unsaved = epochs.retryUnsaved();
     if (unsaved) {
+      host.stats.writeFailed += items.length;
       throw new FieldStreamError(
         'FIELD_QUEUE_WRITE_FAILED',
         `The queue is drain-only: it cannot save its epochs, which the ids of new messages depend on (${unsaved.message}); it sends what it holds and takes nothing new until it can; refused ${items.length} message(s).`,
@@ -40,6 +42,7 @@ export function admit(host: AdmissionHost, items: readonly QueueItem[], nextSeq:
     room = makeRoom(host.capacity, host.o, batch.block.length, host.stats);
   } catch (err) {
     // Deleting the oldest segment failed (drop-oldest): nothing of this batch was numbered nor written.
+    host.stats.writeFailed += items.length;
     throw new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not delete its oldest segment to make room: ${(err as Error).message}`, {}, { cause: err });
   }
   if (!room) {

@@ -59,8 +59,8 @@ export class SegmentWriter {
     private readonly o: { dir: string; segmentBytes: number; sync: SyncPolicy; log: Logger },
     /** every segment, oldest first: the writer adds to its end */
     private readonly segments: Segment[],
-    /** records written, counted when their producer is answered */
-    private readonly counts: { appended: number },
+    /** records written, counted when their producer is answered; records refused because the disk failed them */
+    private readonly counts: { appended: number; writeFailed: number },
     private readonly onWritten: OnWritten,
     private readonly onUnwritten: OnUnwritten,
     onRefused: OnRefused,
@@ -221,6 +221,7 @@ export class SegmentWriter {
             })
             .catch((err: unknown) => {
               const coded = new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not sync ${seg.path}: ${(err as Error).message}`, {}, { cause: err });
+              for (const p of batch) this.counts.writeFailed += p.batch.messages.length;
               batch.forEach((p) => p.reject(coded));
             })
             .finally(() => this.unanswered--);
@@ -254,7 +255,10 @@ export class SegmentWriter {
     const coded = isFieldStreamError(err, 'FIELD_QUEUE_WRITE_FAILED')
       ? err
       : new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not write to ${this.active.seg.path}: ${(err as Error).message}`, {}, { cause: err });
-    for (const p of refused) p.reject(coded);
+    for (const p of refused) {
+      this.counts.writeFailed += p.batch.messages.length;
+      p.reject(coded);
+    }
     await this.cutTornTail();
   }
 
