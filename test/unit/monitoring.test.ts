@@ -734,6 +734,28 @@ ${series}    alert_rule_test:
 `);
   });
 
+  it('FieldStreamDeadLettersNotKept fires on the first invalid payload acknowledged without being kept after the distributor started', async () => {
+    // Those payloads leave no trace but the count: the only alert on them is this one.
+    const distributor = new DistributorMetrics();
+    const scrapes: Array<{ text: string; times: number }> = [{ text: await distributor.metrics.registry.metrics(), times: 4 }];
+    distributor.deadLettersNotKept.inc(); // what the dead letters count when a payload is dropped
+    scrapes.push({ text: await distributor.metrics.registry.metrics(), times: 4 });
+    const series = scrapedSeries(scrapes, ['fieldstream_distributor_dead_letters_not_kept_total']);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 1m30s
+        alertname: FieldStreamDeadLettersNotKept
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "Invalid payloads were acknowledged without being kept by the distributor "
+              description: "1 payloads that were no valid envelope (or a presence or gateway security report the database refused) were acknowledged and dropped in the last 10 minutes, not even their first 4 KiB kept: the dead-letter folder holds half of DEAD_LETTER_MAX_BYTES or cannot be written. No signed device message is dropped this way, but a stream of invalid payloads is a sign of a compromised DMZ. Look at the letters kept (DEAD_LETTER_PATH), move them away or raise the bound (docs/operations.md, Dead letters)."
+      - eval_time: 50s
+        alertname: FieldStreamDeadLettersNotKept
+`);
+  });
+
   it('FieldStreamTargetDown and FieldStreamBrokerConnectionLost fire per DMZ server and name it: its federation down, one of its gateways unscraped or without its broker', () => {
     // As the internal Prometheus stores them (render-prometheus.sh's jobs): the federation's own up
     // per DMZ server, and each server's gateway series, the same gateway address on both.
@@ -983,10 +1005,11 @@ ${series}    alert_rule_test:
 
   it('every code an upgrade is refused with, and every reason of a security event, is exposed at 0 from the start', async () => {
     const gateway = parseSamples(await new GatewayMetrics().metrics.registry.metrics());
-    // The codes the upgrade's checks throw (server.ts, identity.ts, device-tokens.ts), as written there.
+    // The codes the upgrade's checks throw (server.ts, identity.ts, device-tokens.ts), as written there
+    // (device-tokens.ts through its `refused`, which counts what it refuses against the address).
     const thrown = new Set<string>();
     for (const f of ['server.ts', 'identity.ts', 'device-tokens.ts']) {
-      for (const m of readFileSync(join(repoRoot, 'dmz', 'gateway', f), 'utf8').matchAll(/new FieldStreamError\(([^,)]+)/g)) for (const c of (m[1] as string).matchAll(/'(GATEWAY_\w+)'/g)) thrown.add(c[1] as string);
+      for (const m of readFileSync(join(repoRoot, 'dmz', 'gateway', f), 'utf8').matchAll(/(?:new FieldStreamError|throw refused)\(([^,)]+)/g)) for (const c of (m[1] as string).matchAll(/'(GATEWAY_\w+)'/g)) thrown.add(c[1] as string);
     }
     assert.ok(thrown.has('GATEWAY_CERTIFICATE_REVOKED') && thrown.has('GATEWAY_TOKEN_EXPIRED'), [...thrown].join(' '));
     assert.deepEqual([...thrown].filter((c) => !(CONNECTION_REFUSAL_CODES as readonly string[]).includes(c)), [], 'codes missing from CONNECTION_REFUSAL_CODES');
