@@ -220,6 +220,37 @@ describe("the console's HTTP server (the management API's routes are on it)", ()
       await web.close();
     }
   });
+
+  it("answers every page, file, API answer and error with the security headers docs/console.md names, framing refused outright as the CSP's frame-ancestors 'none' says", async () => {
+    const web = await startWebServer({
+      host: '127.0.0.1',
+      port: 0,
+      setting: 'CONSOLE_PORT',
+      secure: false,
+      sessionTtlMs: 60_000,
+      sessions: new BoundedSessionStore(60_000),
+      trustedProxies: undefined,
+      logger: pino({ level: 'silent' }),
+      routes: (app) => {
+        app.get('/api/session', async () => ({ authenticated: false }));
+      },
+    });
+    try {
+      const csp = "default-src 'self';script-src 'self';style-src 'self';img-src 'self' data:;connect-src 'self';font-src 'self';object-src 'none';base-uri 'none';form-action 'self';frame-ancestors 'none'";
+      for (const path of ['/', '/app.js', '/api/session', '/no-such-file']) {
+        const res = await fetch(`http://127.0.0.1:${web.port}${path}`);
+        await res.arrayBuffer();
+        assert.equal(res.headers.get('content-security-policy'), csp, path);
+        assert.equal(res.headers.get('x-content-type-options'), 'nosniff', path);
+        assert.equal(res.headers.get('referrer-policy'), 'no-referrer', path);
+        // The older header for browsers without CSP's frame-ancestors says the same: no framing,
+        // not even by the console's own origin (SAMEORIGIN, helmet's default, said otherwise).
+        assert.equal(res.headers.get('x-frame-options'), 'DENY', path);
+      }
+    } finally {
+      await web.close();
+    }
+  });
 });
 
 describe('management API: the device list', () => {

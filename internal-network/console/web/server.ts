@@ -99,6 +99,9 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
         frameAncestors: ["'none'"],
       },
     },
+    // X-Frame-Options, for browsers without CSP's frame-ancestors, says what it says: no framing at
+    // all (helmet's default, SAMEORIGIN, let the console's own origin frame it).
+    frameguard: { action: 'deny' },
     hsts: o.secure ? { maxAge: 31_536_000 } : false,
     referrerPolicy: { policy: 'no-referrer' },
     crossOriginEmbedderPolicy: false,
