@@ -58,7 +58,10 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       throw new FieldStreamError('API_THROTTLED', `Too many wrong bearer tokens from ${budget}; try again in ${retryAfterS} s.`, { retryAfterS });
     }
     const header = req.headers.authorization;
-    const m = /^Bearer (.+)$/.exec(header ?? '');
+    // The scheme in any case, then one space or more (RFC 9110 §11.1, §11.4), as the gateway reads
+    // device tokens: `bearer TOKEN` (as OAuth's token_type is often written) is a valid token, not
+    // a wrong guess charged to the address's budget.
+    const m = /^Bearer +(.+)$/i.exec(header ?? '');
     const who = m?.[1] === undefined ? undefined : o.credentials.verify(m[1]);
     if (who) return who;
     // No header at all is no guess (a misconfigured script): refused, not charged.

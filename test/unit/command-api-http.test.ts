@@ -186,6 +186,23 @@ test('wrong bearer tokens are throttled per source address as the management API
   }
 });
 
+test('the Bearer scheme is read in any case and after any number of spaces (RFC 9110 §11.1, §11.4), as the gateway reads device tokens: a valid token so written gets through, and is never charged as a wrong guess', async () => {
+  const { api } = await failingApi();
+  const FROM = '127.0.0.3';
+  try {
+    for (let i = 0; i <= LIMITS.apiAuthMaxFailures; i++) {
+      for (const header of [`bearer ${TOKEN}`, `BEARER ${TOKEN}`, `Bearer  ${TOKEN}`]) {
+        const r = await requestFrom(`http://127.0.0.1:${api.port}/v1/commands`, { from: FROM, headers: { authorization: header } });
+        assert.equal(r.status, 200, `${header.replace(TOKEN, 'TOKEN')} (request ${i + 1}): ${JSON.stringify(r.body)}`);
+      }
+    }
+    const wrong = await requestFrom(`http://127.0.0.1:${api.port}/v1/commands`, { from: FROM, headers: { authorization: 'bearer wrong-token' } });
+    assert.deepEqual([wrong.status, wrong.body.code], [401, 'API_UNAUTHORIZED'], 'a wrong token so written is still refused');
+  } finally {
+    await api.close();
+  }
+});
+
 test('an IPv6 caller is budgeted as its /64: guesses from further addresses of that network are refused unchecked; another network still gets through', { skip: ipv6NetworksUnavailable() }, async () => {
   const net6 = ipv6Networks();
   const lines: Record<string, unknown>[] = [];

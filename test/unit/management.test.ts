@@ -11,7 +11,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
 import pino from 'pino';
 import { issueDeviceToken, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
-import { CONSOLE, DAY_MS } from '../../shared/limits.ts';
+import { CONSOLE, DAY_MS, MANAGE } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import { oversizedChunkedThenNext } from '../helpers/http-from.ts';
 import { startWebServer } from '../../internal-network/console/web/server.ts';
@@ -289,6 +289,18 @@ describe('management API: the device list', () => {
     return { app, devices, walk };
   }
   const status = (device: string, state: 'online' | 'offline', time: number): StoredPoint => ({ measurement: 'device_status', tags: { device, gateway: 'gw-1' }, fields: { state }, time });
+
+  it('reads the Bearer scheme in any case and after any number of spaces (RFC 9110 §11.1, §11.4), as the gateway reads device tokens; a valid token so written is never charged as a wrong guess', async () => {
+    const { app } = await manageOn(new Fleet({ staleAfterMs: 180_000 }));
+    for (let i = 0; i <= MANAGE.authMaxFailures; i++) {
+      for (const authorization of ['bearer viewer-token', 'BEARER viewer-token', 'Bearer  viewer-token']) {
+        const res = await app.inject({ url: `${MANAGE_PREFIX}/status`, headers: { authorization } });
+        assert.equal(res.statusCode, 200, `${authorization} (request ${i + 1}): ${res.body}`);
+      }
+    }
+    const wrong = await app.inject({ url: `${MANAGE_PREFIX}/status`, headers: { authorization: 'bearer wrong-token' } });
+    assert.equal(wrong.json().error.code, 'MANAGE_UNAUTHORIZED', 'a wrong token so written is still refused');
+  });
 
   it('pages in id order, each device once; a device added between pages appears in its place if after the cursor; filters page the same', async () => {
     const fleet = new Fleet({ staleAfterMs: 180_000 });

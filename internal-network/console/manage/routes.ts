@@ -140,7 +140,9 @@ export function manageRoutes(d: ManageDeps) {
             throw new FieldStreamError('MANAGE_THROTTLED', `Too many wrong bearer tokens from ${budget}; try again in ${retryAfterS} s.`, { retryAfterS });
           }
           const header = req.headers.authorization;
-          const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
+          // The scheme in any case, then one space or more (RFC 9110 §11.1, §11.4), as the command
+          // API and the gateway read it: a valid token so written is no wrong guess.
+          const m = typeof header === 'string' ? /^Bearer +([\x21-\x7e]{1,512})$/i.exec(header) : null;
           const who = m?.[1] === undefined ? undefined : d.credentials.verify(m[1]);
           if (!who) {
             // No header at all is no guess (a browser, a misconfigured script): counted, not charged.
