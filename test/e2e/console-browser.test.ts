@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Route } from 'playwright-core';
 import { COOKIE_NAME } from '../../internal-network/console/web/server.ts';
 import { CONSOLE } from '../../shared/limits.ts';
 import { TestBrowser, type WatchedPage } from '../helpers/browser.ts';
@@ -489,6 +490,33 @@ describe('the operator console in a real browser', () => {
     assert.match((await b.page.textContent(sel('login-error'))) ?? '', /another tab/);
     await a.close();
     allClean();
+  });
+
+  it('a logout the server never answered (no connection, a server error) is not shown as done: the page stays, says so, and the next click logs out', async () => {
+    // Shown the login view, the browser would still hold a live session's cookie: the next person
+    // at it, reloading, would be logged in as this user.
+    const w = await browser.open('about:blank');
+    w.page.setDefaultTimeout(WAIT_MS);
+    await w.page.goto(base);
+    await w.page.waitForSelector(sel('page-login'));
+    await w.page.fill(sel('login-token'), ROLE_TOKENS.viewer);
+    await w.page.click(sel('login-submit'));
+    await w.page.waitForSelector(sel('user-role', { role: 'viewer' }));
+    const sessionOf = () => w.page.evaluate(async () => (await (await fetch('/api/session', { credentials: 'same-origin' })).json()) as { authenticated: boolean });
+    for (const fail of [(r: Route) => r.abort('connectionreset'), (r: Route) => r.fulfill({ status: 503, contentType: 'application/json', body: '{"error":{"code":"CONSOLE_INTERNAL","message":"Unavailable."}}' })]) {
+      await w.page.route('**/api/logout', fail);
+      await w.page.click(sel('logout'));
+      await w.page.waitForSelector(sel('logout-error'));
+      assert.match((await w.page.textContent(sel('logout-error'))) ?? '', /Not logged out/);
+      assert.equal(await w.page.locator(sel('page-login')).count(), 0, 'no login view over a session that lives on');
+      assert.equal((await sessionOf()).authenticated, true, 'the session did live on');
+      await w.page.unroute('**/api/logout');
+    }
+    await w.page.click(sel('logout'));
+    await w.page.waitForSelector(sel('page-login'));
+    assert.equal((await sessionOf()).authenticated, false, 'logged out');
+    w.assertClean([...ALLOWED, /Failed to load resource: (net::ERR_CONNECTION_RESET|the server responded with a status of 503)/]);
+    await w.close();
   });
 
   describe('bad input', () => {

@@ -5,7 +5,7 @@
 //   app                      the application root
 //   page-login               the login view; login-form, login-token, login-submit, login-error
 //   user-name, user-role     the logged-in user; user-role has data-role = viewer|operator|admin
-//   logout                   the logout button
+//   logout                   the logout button; logout-error says a logout was not done (no answer)
 //   live-status              the live feed; data-state = connecting|live|reconnecting|stopped
 //   nav-fleet, nav-security, nav-pipeline, nav-anomalies   navigation links
 //   page-fleet, page-device, page-security, page-pipeline, page-anomalies   each page's root
@@ -103,6 +103,7 @@ function startShell(session, focusPage = false) {
   setLiveStatus('connecting');
   const navLinks = new Map(NAV.map(([page, label]) => [page, h('a', { href: `#/${page}`, testid: `nav-${page}` }, label)]));
   const main = h('main', { id: 'main', tabindex: -1 });
+  const logoutError = h('span', { class: 'form-error', role: 'alert', testid: 'logout-error', hidden: true });
   const logoutButton = h('button', {
     type: 'button',
     class: 'link-button',
@@ -110,10 +111,21 @@ function startShell(session, focusPage = false) {
     on: {
       click: async () => {
         logoutButton.disabled = true;
+        logoutError.hidden = true;
         try {
           await logout();
-        } catch {
-          // Logged out or not, the session is over for this page.
+        } catch (err) {
+          // Not answered (no connection, a server error): the session may live on, and this browser
+          // still holds its cookie. Shown the login view, the next person at this browser would be
+          // logged in as this user by a reload: the page stays, and says so.
+          if (err.status === 0 || err.status >= 500) {
+            setText(logoutError, `Not logged out: ${err.message} Try again.`);
+            logoutError.hidden = false;
+            logoutButton.disabled = false;
+            return;
+          }
+          // Refused otherwise (401: the session is gone already; another user's session, which
+          // api.js has sent this page to the login view for): the session is over for this page.
         }
         sessionEnded();
       },
@@ -131,7 +143,8 @@ function startShell(session, focusPage = false) {
         h('span', { class: 'user' },
           h('span', { testid: 'user-name' }, session.user), ' ',
           h('span', { class: `role role-${COMMANDERS.has(session.role) || session.role === 'viewer' ? session.role : 'unknown'}`, testid: 'user-role', data: { role: session.role } }, session.role)),
-        logoutButton)),
+        logoutButton,
+        logoutError)),
     main,
   );
 
