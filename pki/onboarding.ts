@@ -182,6 +182,19 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   const caKept = report.ca === 'reused' && !finishingNewCa;
   const dmzRevoked = caKept && revokedAnyOf(root, DMZ_SERVICE_FILES);
   const ownAnchor = (a: AnchoredCertificate) => renewDmz || (caKept && hasOwnAnchor(root, a, ca.certPem, dmzRevoked));
+  // The same deployment (fieldstream-pki.json names the domain asked for): a certificate issued
+  // again keeps every name of the one it replaces, as --renew-dmz's do. Issued with what this run was
+  // given alone, a --renew (what a certificate near its expiry takes) or a --new-ca without the
+  // --edge-host and --dmz-broker-host names of the set-up dropped them, and the devices and the
+  // bridge dialling those names failed their host name checks. Another domain is another
+  // deployment: its certificates name what is given now.
+  let previousDomain: string | undefined;
+  try {
+    previousDomain = readPkiMeta(root)?.domain;
+  } catch {
+    previousDomain = undefined; // damaged: written again by this run, with the names given now
+  }
+  const sameDeployment = previousDomain === domain.data;
   const issued: Array<{ spec: ServiceCertSpec; kc: KeyAndCert }> = [];
   for (const spec of SERVICE_CERTS) {
     const paths = p.service(spec.file);
@@ -191,7 +204,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       continue;
     }
     const computed = sansOf(spec);
-    const keptNames = computed && dmz ? withNamesOf(paths.cert, computed) : undefined;
+    const keptNames = computed && (dmz || sameDeployment) ? withNamesOf(paths.cert, computed) : undefined;
     const sans = keptNames ?? computed;
     // Only a certificate that takes the hosts of the set-up (the edge's, the DMZ broker's) can lack some.
     const takesHosts = spec.sans?.({ domain: domain.data, edgeHosts: ['host.invalid'], dmzBrokerHosts: ['host.invalid'], internalBrokerHosts: [] }).includes('host.invalid') === true;

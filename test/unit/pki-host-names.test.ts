@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { pkiPaths } from '../../pki/layout.ts';
 import { setupPki } from '../../pki/onboarding.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -21,6 +23,36 @@ describe('generate-certificates.sh --edge-host, --dmz-broker-host, --internal-br
       }
       assert.throws(() => setupPki(root, { domain: '192.0.2.300' }), (e) => e instanceof FieldStreamError && e.code === 'PKI_INVALID_NAME');
       assert.equal(existsSync(root), false, 'nothing written');
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
+  it('keeps the --edge-host, --dmz-broker-host and --internal-broker-host names when --renew or --new-ca re-issues the certificates for the same domain', () => {
+    // `--renew` is what a service certificate near its expiry takes (CERT_EXPIRING_SOON); issued
+    // again with the domain alone, the edge and broker certificates lost the names given at the
+    // set-up, and the bridge and the devices dialling those names failed their host name checks.
+    const scratch = tempDir('host-names-renew');
+    const root = join(scratch.dir, 'certs');
+    const p = pkiPaths(root);
+    const names = (file: string) => (new X509Certificate(readFileSync(p.service(file).cert)).subjectAltName ?? '').split(', ').sort().join(', ');
+    try {
+      setupPki(root, { domain: 'example.org', edgeHosts: ['dmz2.example.org', '192.0.2.7'], dmzBrokerHosts: ['broker.corp.example'], internalBrokerHosts: ['mqtt.corp.example'] });
+      for (const options of [{ renew: true }, { newCa: true }]) {
+        const before = names('dmz/edge');
+        const report = setupPki(root, { domain: 'example.org', ...options });
+        assert.ok(report.created.includes('dmz/edge'), JSON.stringify(options));
+        assert.notEqual(names('dmz/edge'), '', 're-issued');
+        assert.match(names('dmz/edge'), /DNS:dmz2\.example\.org/, JSON.stringify(options));
+        assert.match(names('dmz/edge'), /IP Address:192\.0\.2\.7/, JSON.stringify(options));
+        assert.match(names('dmz/mosquitto'), /DNS:broker\.corp\.example/, JSON.stringify(options));
+        assert.match(names('internal/mosquitto'), /DNS:mqtt\.corp\.example/, JSON.stringify(options));
+        assert.equal(names('dmz/edge'), before, 'no name twice, none added');
+      }
+      // Another domain is another deployment: its certificates name what is given now.
+      setupPki(root, { domain: 'other.example.org', renew: true });
+      assert.doesNotMatch(names('dmz/edge'), /dmz2\.example\.org|DNS:example\.org|192\.0\.2\.7/);
+      assert.doesNotMatch(names('dmz/mosquitto'), /broker\.corp\.example/);
     } finally {
       scratch.cleanup();
     }
