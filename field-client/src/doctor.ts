@@ -1,5 +1,6 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -108,6 +109,12 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   } catch (err) {
     return [{ name: 'certificates', level: 'fail', detail: `not a PEM certificate: ${(err as Error).message}` }];
   }
+  // Before the key and the name: the bundle's ca.crt given for its client.crt was "not the key",
+  // and a service's certificate passed, or was answered with "make DEVICE_ID match" its name.
+  const notDevice = notADeviceCertificate(cert);
+  if (notDevice !== undefined) {
+    return [{ name: 'certificates', level: 'fail', detail: `FIELD_CERT_FILE=${c.FIELD_CERT_FILE} is ${notDevice}: the gateway refuses it (GATEWAY_NOT_A_DEVICE_CERTIFICATE)`, hint: "Point FIELD_CERT_FILE at certs/client.crt of this device's bundle and FIELD_KEY_FILE at its client.key (scripts/generate-client-cert.sh DEVICE_ID issues them)." }];
+  }
   try {
     if (!cert.checkPrivateKey(createPrivateKey(files.FIELD_KEY_FILE as string))) {
       return [{ name: 'certificates', level: 'fail', detail: 'FIELD_KEY_FILE is not the key of FIELD_CERT_FILE', hint: 'Use the client.key from the same bundle as client.crt.' }];
@@ -130,6 +137,29 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   const days = daysUntil(notAfter, now);
   if (days < TIMINGS.certWarnDays) return [{ name: 'certificates', level: 'warn', detail: `expires in ${days} days (${cert.validTo})`, hint: `Renew soon: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
   return [{ name: 'certificates', level: 'ok', detail: `CN ${cn}, key matches, issued by our CA, valid ${days} more days` }];
+}
+
+/** The TLS client authentication purpose (RFC 5280 §4.2.1.12), which a device's certificate must allow. */
+const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
+
+/** One attribute of a subject as Node prints it ("CN=x\nO=y\nOU=z"). */
+function subjectField(subject: string, key: string): string | undefined {
+  return subject.split('\n').find((line) => line.startsWith(`${key}=`))?.slice(key.length + 1);
+}
+
+/**
+ * What the certificate is when it is not a device's, as the gateway tells one (dmz/gateway/identity.ts:
+ * OU "devices", a device id as CN) and TLS does (a CA's certificate, or one not for TLS clients,
+ * is refused in the handshake); undefined for a device's.
+ */
+function notADeviceCertificate(cert: X509Certificate): string | undefined {
+  const cn = subjectField(cert.subject, 'CN');
+  if (cert.ca) return `a CA's certificate (${JSON.stringify(cn ?? cert.subject)}), not the device's`;
+  const ou = subjectField(cert.subject, 'OU');
+  if (ou !== 'devices') return `the certificate of ${JSON.stringify(cn ?? '')} (OU ${ou === undefined ? 'none' : JSON.stringify(ou)}), not a device certificate (OU "devices")`;
+  if (!DeviceIdSchema.safeParse(cn).success) return `a certificate whose CN ${JSON.stringify(cn ?? '')} is no device id`;
+  if (cert.keyUsage !== undefined && !cert.keyUsage.includes(CLIENT_AUTH_OID)) return 'a certificate not for TLS clients (its extended key usage lacks clientAuth)';
+  return undefined;
 }
 
 /** The CRL the server's certificate is checked against (server-crl.ts), read as the client reads it. */

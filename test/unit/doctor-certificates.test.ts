@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runDoctor } from '../../field-client/src/doctor.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+
+/**
+ * `fieldstream doctor`'s certificate check, before any network step: what a device presents must be
+ * what the gateway takes as a device (gateway/identity.ts: OU "devices", a device id as CN, a
+ * certificate a client may log in with), or the doctor says so with the gateway's code.
+ */
+describe('fieldstream doctor: the device certificate', () => {
+  let pki: ReturnType<typeof makeTestPki>;
+  let url: string;
+  before(async () => {
+    pki = makeTestPki(['dev-a']);
+    url = `wss://localhost:${await freePort()}/ws`; // nothing listens: only the local checks matter here
+  });
+  after(() => pki.cleanup());
+
+  const doctor = (env: Record<string, string>) =>
+    runDoctor({
+      DEVICE_ID: 'dev-a',
+      GATEWAY_URL: url,
+      FIELD_CA_FILE: pki.paths.publicCa,
+      FIELD_CERT_FILE: pki.paths.device('dev-a').cert,
+      FIELD_KEY_FILE: pki.paths.device('dev-a').key,
+      FIELD_DATA_DIR: join(pki.dir, 'doctor-data'),
+      FIELD_HTTP_PORT: 'off',
+      ...env,
+    });
+  const certificates = async (env: Record<string, string>) => (await doctor(env)).find((r) => r.name === 'certificates');
+
+  it('takes the device certificate of its bundle', async () => {
+    assert.equal((await certificates({}))?.level, 'ok');
+  });
+
+  it("refuses a service's certificate of the same CA, which the gateway refuses as no device's, rather than pass it or say to rename the device", async () => {
+    // A consumer's certificate and key with DEVICE_ID=consumer passed every check ("ok"), and the
+    // gateway then refused it (GATEWAY_NOT_A_DEVICE_CERTIFICATE); with the device's id, the doctor
+    // said to make DEVICE_ID the service's name.
+    const consumer = pki.paths.service('internal/consumer');
+    for (const deviceId of ['consumer', 'dev-a']) {
+      const r = await certificates({ DEVICE_ID: deviceId, FIELD_CERT_FILE: consumer.cert, FIELD_KEY_FILE: consumer.key });
+      assert.equal(r?.level, 'fail', JSON.stringify(r));
+      assert.match(r?.detail ?? '', /GATEWAY_NOT_A_DEVICE_CERTIFICATE/, JSON.stringify(r));
+      assert.doesNotMatch(r?.hint ?? '', /make DEVICE_ID match/, JSON.stringify(r));
+      assert.match(r?.hint ?? '', /client\.crt/, JSON.stringify(r));
+    }
+  });
+
+  it('says FIELD_CERT_FILE is the CA certificate when it is (the bundle\'s ca.crt for its client.crt), not that the key is wrong', async () => {
+    const r = await certificates({ FIELD_CERT_FILE: pki.paths.publicCa });
+    assert.equal(r?.level, 'fail', JSON.stringify(r));
+    assert.match(r?.detail ?? '', /FIELD_CERT_FILE.*CA/, JSON.stringify(r));
+    assert.match(r?.hint ?? '', /client\.crt/, JSON.stringify(r));
+  });
+});
