@@ -1,6 +1,7 @@
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { isIP } from 'node:net';
 import forge from 'node-forge';
+import { FieldStreamError } from '../shared/errors.ts';
 
 /**
  * X.509 issuance with node-forge. forge builds the certificates; keys are generated and the
@@ -68,10 +69,11 @@ function signCertificate(cert: forge.pki.Certificate, issuerKeyPem: string): voi
   cert.signature = sign('sha256', der, issuerKeyPem).toString('binary');
 }
 
-function validity(cert: forge.pki.Certificate, days: number): void {
+/** `days` from now; never past `until` (the issuer's own end: a certificate is worth nothing after its CA's). */
+function validity(cert: forge.pki.Certificate, days: number, until?: Date): void {
   const now = Date.now();
   cert.validity.notBefore = new Date(now - BACKDATE_MINUTES * 60_000);
-  cert.validity.notAfter = new Date(now + days * 86_400_000);
+  cert.validity.notAfter = new Date(Math.min(now + days * 86_400_000, until?.getTime() ?? Infinity));
 }
 
 export function createCertificateAuthority(commonName: string, validityDays: number): KeyAndCert {
@@ -98,11 +100,22 @@ export function createCertificateAuthority(commonName: string, validityDays: num
 
 export function issueCertificate(ca: KeyAndCert, options: IssueOptions): KeyAndCert {
   const caCert = forge.pki.certificateFromPem(ca.certPem);
+  // Every verifier checks the CA's dates with the certificate's: under an expired CA a certificate
+  // is refused everywhere (the command that issued it reported success), and one running past the
+  // CA's end claimed days that no verifier gives it.
+  const caEnd = caCert.validity.notAfter;
+  if (caEnd.getTime() <= Date.now()) {
+    const name = caCert.subject.getField('CN')?.value as string | undefined;
+    throw new FieldStreamError(
+      'PKI_CA_EXPIRED',
+      `The CA${name ? ` "${name}"` : ''} expired on ${caEnd.toISOString()}: nothing it signs is accepted, so nothing was issued. Make a new CA (scripts/generate-certificates.sh DOMAIN --new-ca, which issues every service certificate again) and issue each device's certificate again under it (scripts/generate-client-cert.sh DEVICE_ID --renew).`,
+    );
+  }
   const keys = options.keyPair ?? newKeyPair();
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(keys.publicPem);
   cert.serialNumber = serialNumber();
-  validity(cert, options.validityDays);
+  validity(cert, options.validityDays, caEnd);
   cert.setSubject([
     { name: 'commonName', value: options.commonName },
     { name: 'organizationName', value: ORGANIZATION },

@@ -527,6 +527,11 @@ export const ERRORS = {
     description:
       "The DMZ broker's certificate (certs/dmz/mosquitto.crt) or the gateway's (certs/dmz/gateway.crt) is neither of the CA nor of an anchor of its own, or is of the CA after DMZ certificates of it were revoked, so the trust anchor its verifiers are given cannot be written; issue the DMZ's certificates again with --renew-dmz.",
   },
+  PKI_CA_EXPIRED: {
+    http: 409,
+    transient: false,
+    description: "The CA has expired: nothing it signs is accepted, so no certificate was issued; make a new CA (--new-ca) and issue the devices' certificates again under it.",
+  },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
   GATEWAY_CERTIFICATE_EXPIRED: { http: 401, transient: false, description: 'The client certificate expired while the device was connected; the connection was closed, and a new one is refused at the TLS handshake.' },

@@ -250,7 +250,8 @@ describe('the health reporter on a real queue', () => {
       assert.equal(HealthPayloadSchema.safeParse(h).success, true);
 
       // The certificate is read again each time: a renewal shows, a missing file leaves the figure out.
-      const ca = createCertificateAuthority('Health Test CA', 30);
+      // A CA that outlives the renewed certificate: none is issued past its CA's end.
+      const ca = createCertificateAuthority('Health Test CA', 500);
       writeFileSync(t.certFile, issueCertificate(ca, { commonName: 'd1', organizationalUnit: 'devices', role: 'client', validityDays: 400 }).certPem);
       const renewed = (await t.reporter.snapshot()).certDaysLeft;
       assert.ok(renewed === 399 || renewed === 400, `renewed ${renewed}`);

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { SERVICE_CERTS, pkiPaths } from '../../pki/layout.ts';
 import { setupPki } from '../../pki/onboarding.ts';
 import { buildDeviceBundle, issueDeviceCertificate } from '../../pki/device-bundle.ts';
-import { describeCertificate } from '../../pki/certificates.ts';
+import { createCertificateAuthority, describeCertificate, issueCertificate } from '../../pki/certificates.ts';
 import { publishRevocations, revokeDevice, revokedSerialsPath } from '../../pki/revocation.ts';
 import { issueDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -189,6 +189,36 @@ describe('certificate onboarding', () => {
     assert.match(listing, /^drwx------ 1000\/1000 .* sensor-001\/data\/$/m);
     assert.match(listing, /^drwxr-xr-x 1000\/1000 .* sensor-001\/outbox\/$/m);
     assert.deepEqual(listing.trim().split('\n').filter((l) => !/ 1000\/1000 /.test(l)), [], 'every entry 1000/1000');
+  });
+
+  it('never issues a certificate that outlives its CA, and none under a CA that has expired (PKI_CA_EXPIRED)', () => {
+    // Issued for 730 days (a device's) under a CA with less left, a certificate claimed dates no
+    // verifier takes (its chain ends with the CA), which `devices list` and the certificate-expiry
+    // warnings then reported; under an expired CA, generate-client-cert.sh reported success for a
+    // certificate nothing accepts.
+    const shortCa = createCertificateAuthority('Short-lived CA', 30);
+    const caEnd = Date.parse(new X509Certificate(shortCa.certPem).validTo);
+    const kc = issueCertificate(shortCa, { commonName: 'dev-x', organizationalUnit: 'devices', role: 'client', validityDays: 730 });
+    const leaf = new X509Certificate(kc.certPem);
+    assert.ok(Date.parse(leaf.validTo) <= caEnd, `${leaf.validTo} is past the CA's end`);
+    assert.ok(leaf.verify(new X509Certificate(shortCa.certPem).publicKey));
+
+    const scratch = tempDir('pki-expired-ca');
+    try {
+      const r = join(scratch.dir, 'certs');
+      const q = pkiPaths(r);
+      const expired = createCertificateAuthority('Expired CA', -1);
+      mkdirSync(q.caDir, { recursive: true });
+      writeFileSync(q.caCert, expired.certPem);
+      writeFileSync(q.caKey, expired.keyPem, { mode: 0o600 });
+      assert.throws(
+        () => issueDeviceCertificate(r, 'dev-y'),
+        (err: FieldStreamError) => err.code === 'PKI_CA_EXPIRED' && /--new-ca/.test(err.message),
+      );
+      assert.equal(existsSync(q.device('dev-y').cert), false, 'nothing issued');
+    } finally {
+      scratch.cleanup();
+    }
   });
 
   it("refuses a device id that is a service's certificate name, which the brokers would take for that service", () => {
