@@ -68,13 +68,17 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
 /**
  * The device's message-signing key: one copy for the device, one for the internal network's
  * registry; the DMZ never gets it. Kept when the certificate is renewed, so queued messages stay valid.
+ * Either copy alone is the key: the device's is registered again, the registry's given back to the
+ * device's folder. A new key made while the registry held one (the device's copy removed from this
+ * machine once its bundle was delivered) replaced the key the device signs with, and every message
+ * of it was refused from then on.
  */
 export function ensureSigningKey(root: string, deviceId: string): void {
   const p = pkiPaths(root);
   const own = p.device(deviceId).signingKey;
   const registry = p.deviceKeyRegistry(deviceId);
   if ((existsSync(own) && existsSync(registry)) || isRevoked(root, deviceId)) return;
-  const key = existsSync(own) ? readFileSync(own, 'utf8') : randomBytes(32).toString('hex') + '\n';
+  const key = existsSync(own) ? readFileSync(own, 'utf8') : existsSync(registry) ? readFileSync(registry, 'utf8') : randomBytes(32).toString('hex') + '\n';
   makeDirDurablySync(dirname(own));
   replaceFileDurablySync(own, key, 0o600);
   makeDirDurablySync(dirname(registry), 0o700);

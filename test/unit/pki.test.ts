@@ -148,6 +148,20 @@ describe('certificate onboarding', () => {
     }
   });
 
+  it("keeps the registered signing key when this machine no longer holds the device's copy, and renews with it", () => {
+    // The device's own copies (devices/ID/) removed from the CA's machine once its bundle was
+    // delivered: a renewal made a new signing key and wrote it over the internal registry's, while
+    // the device, told to put only the new certificate and key in place, kept signing with the old
+    // one; every message of it was refused from then on, and every command to it.
+    issueDeviceCertificate(root, 'sensor-003');
+    const registered = readFileSync(p.deviceKeyRegistry('sensor-003'), 'utf8');
+    rmSync(p.device('sensor-003').signingKey);
+    issueDeviceCertificate(root, 'sensor-003', { renew: true });
+    assert.equal(readFileSync(p.deviceKeyRegistry('sensor-003'), 'utf8'), registered, 'the registry keeps the key the device signs with');
+    assert.equal(readFileSync(p.device('sensor-003').signingKey, 'utf8'), registered, "the device's copy is the registered key again");
+    assert.equal(mode(p.device('sensor-003').signingKey), 0o600);
+  });
+
   it('bundles exactly what one device needs', () => {
     const bundle = buildDeviceBundle(root, 'sensor-001', join(repoRoot, 'field-client', 'docker-compose.yml'));
     assert.equal(mode(bundle), 0o600);
