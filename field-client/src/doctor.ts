@@ -101,14 +101,18 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
       return [{ name: 'certificates', level: 'fail', detail: `${variable}=${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Unpack the device bundle and point the variable at its file.' }];
     }
   }
-  let cert: X509Certificate;
-  let ca: X509Certificate;
-  try {
-    cert = new X509Certificate(files.FIELD_CERT_FILE as string);
-    ca = new X509Certificate(files.FIELD_CA_FILE as string);
-  } catch (err) {
-    return [{ name: 'certificates', level: 'fail', detail: `not a PEM certificate: ${(err as Error).message}` }];
-  }
+  // Each file parsed on its own, so that the failure names it and what belongs there.
+  const parse = (variable: 'FIELD_CERT_FILE' | 'FIELD_CA_FILE', path: string, bundled: string): X509Certificate | CheckResult => {
+    try {
+      return new X509Certificate(files[variable] as string);
+    } catch (err) {
+      return { name: 'certificates', level: 'fail', detail: `${variable}=${path} is not a PEM certificate: ${(err as Error).message}`, hint: `Point ${variable} at certs/${bundled} of this device's bundle.` };
+    }
+  };
+  const cert = parse('FIELD_CERT_FILE', c.FIELD_CERT_FILE, 'client.crt');
+  if (!(cert instanceof X509Certificate)) return [cert];
+  const ca = parse('FIELD_CA_FILE', c.FIELD_CA_FILE, 'ca.crt');
+  if (!(ca instanceof X509Certificate)) return [ca];
   // Before the key and the name: the bundle's ca.crt given for its client.crt was "not the key",
   // and a service's certificate passed, or was answered with "make DEVICE_ID match" its name.
   const notDevice = notADeviceCertificate(cert);
@@ -120,7 +124,7 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
       return [{ name: 'certificates', level: 'fail', detail: 'FIELD_KEY_FILE is not the key of FIELD_CERT_FILE', hint: 'Use the client.key from the same bundle as client.crt.' }];
     }
   } catch (err) {
-    return [{ name: 'certificates', level: 'fail', detail: `FIELD_KEY_FILE is not a private key: ${(err as Error).message}` }];
+    return [{ name: 'certificates', level: 'fail', detail: `FIELD_KEY_FILE=${c.FIELD_KEY_FILE} is not a private key: ${(err as Error).message}`, hint: "Point FIELD_KEY_FILE at certs/client.key of this device's bundle (the same bundle as client.crt)." }];
   }
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
     return [{ name: 'certificates', level: 'fail', detail: 'FIELD_CERT_FILE was not issued by the CA in FIELD_CA_FILE', hint: 'Both must come from the same bundle (scripts/generate-client-cert.sh).' }];

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runDoctor } from '../../field-client/src/doctor.ts';
@@ -55,5 +56,22 @@ describe('fieldstream doctor: the device certificate', () => {
     assert.equal(r?.level, 'fail', JSON.stringify(r));
     assert.match(r?.detail ?? '', /FIELD_CERT_FILE.*CA/, JSON.stringify(r));
     assert.match(r?.hint ?? '', /client\.crt/, JSON.stringify(r));
+  });
+
+  it('names the file that is no certificate, and says what to put there', async () => {
+    // Both certificates were parsed in one step: "not a PEM certificate: ...PEM routines::no start
+    // line", with no hint, said nothing of which of the two it was; the key's failure named no file.
+    const garbage = join(pki.dir, 'not-a-certificate.pem');
+    writeFileSync(garbage, 'garbage\n');
+    for (const [variable, what, file] of [
+      ['FIELD_CERT_FILE', 'a PEM certificate', /client\.crt/],
+      ['FIELD_CA_FILE', 'a PEM certificate', /ca\.crt/],
+      ['FIELD_KEY_FILE', 'a private key', /client\.key/],
+    ] as const) {
+      const r = await certificates({ [variable]: garbage });
+      assert.equal(r?.level, 'fail', JSON.stringify(r));
+      assert.ok((r?.detail ?? '').startsWith(`${variable}=${garbage} is not ${what}`), JSON.stringify(r));
+      assert.match(r?.hint ?? '', file, JSON.stringify(r));
+    }
   });
 });
