@@ -143,6 +143,20 @@ export function issueCertificate(ca: KeyAndCert, options: IssueOptions): KeyAndC
   return { keyPem: keys.privatePem, certPem: forge.pki.certificateToPem(cert) };
 }
 
+/**
+ * The CA's end when it comes before `days` from `now`: a certificate issued now for that long ends
+ * with its CA instead (issueCertificate), which only a new CA mends. Undefined when the CA covers them.
+ */
+export function caEndBefore(caPem: string, days: number, now = Date.now()): Date | undefined {
+  const end = forge.pki.certificateFromPem(caPem).validity.notAfter;
+  return end.getTime() < now + days * 86_400_000 ? end : undefined;
+}
+
+/** What the onboarding commands say when caEndBefore finds the CA ending first. */
+export function caEndWarning(end: Date, days: number): string {
+  return `Warning: the CA expires on ${end.toISOString()}: the certificates issued now end then, not ${days} days from now (none outlives its CA). Make a new CA before it ends (scripts/generate-certificates.sh DOMAIN --new-ca) and issue each device's certificate again under it (scripts/generate-client-cert.sh DEVICE_ID --renew).`;
+}
+
 export interface CertificateSummary {
   commonName: string | undefined;
   organizationalUnit: string | undefined;

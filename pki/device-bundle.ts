@@ -6,7 +6,7 @@ import * as tar from 'tar';
 import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
-import { issueCertificate } from './certificates.ts';
+import { caEndBefore, issueCertificate } from './certificates.ts';
 import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, loadCa, readPkiMeta, VALIDITY_DAYS, writeKeyAndCert } from './onboarding.ts';
 import { refuseChangedCa } from './restore-mark.ts';
@@ -24,7 +24,11 @@ export interface DeviceOptions {
   renew?: boolean;
 }
 
-export function issueDeviceCertificate(root: string, deviceId: string, options: DeviceOptions = {}): { cert: string; key: string } {
+/**
+ * Issues the device's certificate (and its signing key when it has none). `caEnd`: the CA ends
+ * before the validity asked for, and so does the certificate (certificates.ts caEndBefore).
+ */
+export function issueDeviceCertificate(root: string, deviceId: string, options: DeviceOptions = {}): { cert: string; key: string; caEnd?: Date } {
   if (!DeviceIdSchema.safeParse(deviceId).success) {
     throw new FieldStreamError(
       'PKI_INVALID_NAME',
@@ -62,7 +66,8 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
     // this would then register the revoked device's key.
     ensureSigningKey(root, deviceId);
   });
-  return { cert: paths.cert, key: paths.key };
+  const caEnd = caEndBefore(ca.certPem, options.validityDays ?? VALIDITY_DAYS.device);
+  return { cert: paths.cert, key: paths.key, ...(caEnd ? { caEnd } : {}) };
 }
 
 /**

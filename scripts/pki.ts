@@ -3,12 +3,13 @@
  * scripts/generate-client-cert.sh. Run those; this file is their implementation.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { TIMINGS } from '../shared/limits.ts';
-import { readPkiMeta, setupPki } from '../pki/onboarding.ts';
+import { caEndBefore, caEndWarning } from '../pki/certificates.ts';
+import { readPkiMeta, setupPki, VALIDITY_DAYS } from '../pki/onboarding.ts';
 import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
@@ -101,6 +102,9 @@ function setup(argv: string[]): void {
     onWait: (lock) => console.error(`waiting for ${lock}: another command is revoking a device, issuing a certificate, changing the tokens file, backing up or restoring (at most ${TIMINGS.adminLockWaitMs / 1000} s)`),
   });
   const p = pkiPaths(certsDir);
+  // Service certificates issued now end with a CA that ends first: said, as --new-ca is what mends it.
+  const caEnd = report.created.some((name) => SERVICE_CERTS.some((s) => s.file === name)) ? caEndBefore(readFileSync(p.caCert, 'utf8'), VALIDITY_DAYS.service) : undefined;
+  if (caEnd) console.error(caEndWarning(caEnd, VALIDITY_DAYS.service));
   const bundleDir = dirname(p.bundle('x'));
   const bundles = existsSync(bundleDir) ? readdirSync(bundleDir).filter((f) => f.endsWith('.tar.gz')) : [];
   // What a renewal that revoked certificates leaves to do, in place of the first set-up's copying.
@@ -237,6 +241,7 @@ function client(argv: string[]): void {
   // (the bundle needs its domain), not after, when the next try would need --renew.
   const meta = readPkiMeta(certsDir);
   const paths = issueDeviceCertificate(certsDir, deviceId, { renew: values.renew, ...(days ? { validityDays: days } : {}) });
+  if (paths.caEnd) console.error(caEndWarning(paths.caEnd, days ?? VALIDITY_DAYS.device));
   const bundle = buildDeviceBundle(certsDir, deviceId, fieldCompose);
   console.log(`Device ${deviceId}
   certificate: ${paths.cert}

@@ -1,5 +1,6 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { caEndWarning } from '../../pki/certificates.ts';
 import { readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
 import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../../pki/device-bundle.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
@@ -222,7 +223,7 @@ function issue(paths: AdminPaths, id: string, validityDays: number | undefined, 
   const issued = issueDeviceCertificate(paths.certsDir, id, { renew, ...(validityDays ? { validityDays } : {}) });
   const bundle = buildDeviceBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'));
   const d = findDevice(paths.certsDir, id);
-  return `${renew ? 'Renewed' : 'Added'} device ${id}
+  return `${issued.caEnd ? `${caEndWarning(issued.caEnd, validityDays ?? VALIDITY_DAYS.device)}\n` : ''}${renew ? 'Renewed' : 'Added'} device ${id}
   certificate: ${issued.cert} (serial ${d?.certificate?.serial ?? '?'}, valid until ${d?.certificate?.notAfter ?? '?'}, ${validityDays ?? VALIDITY_DAYS.device} days)
   key:         ${issued.key} (mode 0600)
   signing key: ${renew ? 'kept (what the device has queued stays valid)' : 'new'}, registered in ${join(paths.certsDir, 'internal', 'device-keys')}

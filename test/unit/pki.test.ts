@@ -371,6 +371,34 @@ describe('certificate onboarding', () => {
 });
 
 describe('the onboarding scripts', () => {
+  it('say when the CA ends before the certificates issued would: they end with it, and --new-ca is what mends it', () => {
+    // A certificate is never issued past its CA's end; near that end, generate-certificates.sh
+    // --renew (CERT_EXPIRING_SOON's advice) and generate-client-cert.sh issued certificates of days
+    // or weeks without a word, and the next expiry warning sent the operator round again.
+    const scratch = tempDir('scripts-ca-end');
+    const certs = join(scratch.dir, 'certs');
+    const q = pkiPaths(certs);
+    const env = { ...process.env, CERTS_DIR: certs };
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      const shortCa = createCertificateAuthority('Short-lived CA', 20);
+      for (const [file, pem] of [[q.caCert, shortCa.certPem], [q.caKey, shortCa.keyPem], [q.publicCa, shortCa.certPem]] as const) writeFileSync(file, pem);
+      const end = new Date(new X509Certificate(shortCa.certPem).validTo).toISOString();
+      for (const [script, args] of [['generate-client-cert.sh', ['dev-1']], ['generate-certificates.sh', ['example.org', '--renew']]] as const) {
+        const r = spawnSync(join(repoRoot, 'scripts', script), args, { env, encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stderr, new RegExp(`Warning: the CA expires on ${end.replace(/[.]/g, '\\.')}`), `${script}: ${r.stderr}`);
+        assert.match(r.stderr, /--new-ca/, script);
+      }
+      // Days the CA still covers: not a word.
+      const quiet = spawnSync(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['dev-2', '--days', '10'], { env, encoding: 'utf8' });
+      assert.equal(quiet.status, 0, quiet.stderr);
+      assert.doesNotMatch(quiet.stderr, /Warning/);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('generate-certificates.sh refuses to run without a DOMAIN, and the client script issues a bundle', () => {
     const scratch = tempDir('scripts');
     const env = { ...process.env, CERTS_DIR: join(scratch.dir, 'certs') };
