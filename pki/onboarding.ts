@@ -6,7 +6,7 @@ import { FieldStreamError } from '../shared/errors.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { ANCHORED_CERTIFICATES, anchoredCertificate, anchorOf, hasOwnAnchor, oneShotCa, pemBlocks, sameCertificate, withNamesOf, type AnchoredCertificate } from './dmz-anchor.ts';
 import { DMZ_SERVICE_FILES, pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
-import { DomainSchema, isHostName, namesMissing, pairHolds, readPkiMeta } from './set-meta.ts';
+import { caKeyExists, caUnreadable, DomainSchema, isHostName, namesMissing, pairHolds, readPkiMeta } from './set-meta.ts';
 import { refuseChangedCa, refuseWhileRestoring } from './restore-mark.ts';
 import { readChoiceInputs, refuseChangedInputs } from './setup-inputs.ts';
 import { recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underPkiLocks, writeRevocations } from './revocation.ts';
@@ -88,7 +88,7 @@ export function isRevoked(root: string, deviceId: string): boolean {
 
 export function loadCa(root: string): KeyAndCert {
   const p = pkiPaths(root);
-  if (!existsSync(p.caKey)) {
+  if (!caKeyExists(root)) {
     throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}; run scripts/generate-certificates.sh DOMAIN first.`);
   }
   if (!existsSync(p.caCert)) {
@@ -99,7 +99,11 @@ export function loadCa(root: string): KeyAndCert {
       `${p.caKey} is there without its certificate ${p.caCert}. If ${p.publicCa} is that CA's certificate, copy it there; otherwise (a set-up killed while it wrote the CA, which signed nothing yet) run scripts/generate-certificates.sh DOMAIN --new-ca.`,
     );
   }
-  return { keyPem: readFileSync(p.caKey, 'utf8'), certPem: readFileSync(p.caCert, 'utf8') };
+  try {
+    return { keyPem: readFileSync(p.caKey, 'utf8'), certPem: readFileSync(p.caCert, 'utf8') };
+  } catch (err) {
+    throw caUnreadable(root, err);
+  }
 }
 
 export function setupPki(root: string, options: SetupOptions): SetupReport {
@@ -118,9 +122,9 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   const p = pkiPaths(root);
   // Checked again under the locks, where everything is written; here before the keys are made.
   refuseWhileRestoring(root);
+  const caExists = caKeyExists(root);
   // What the choices below are made from, compared under the locks before anything is written.
   const seen = readChoiceInputs(root);
-  const caExists = existsSync(p.caKey);
   // A new CA whose set-up was killed before it had issued every service certificate (the marker is
   // written before the CA's files and removed last): the certificates found beside it are of the CA
   // it replaced, so this run finishes that set-up, re-issuing them all, as --new-ca would have.

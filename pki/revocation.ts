@@ -14,6 +14,7 @@ import { pkiPaths } from './layout.ts';
 import { revokeDeviceToken, tokenPaths } from './device-tokens.ts';
 import { isRevoked } from './onboarding.ts';
 import { refuseWhileRestoring } from './restore-mark.ts';
+import { caKeyExists } from './set-meta.ts';
 
 /**
  * Revocation. The CA keeps a log of every certificate it issued (ca/issued.jsonl) and of what it
@@ -166,7 +167,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   // "dev-c/" as revoked: the internal side went on believing dev-c.
   if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('PKI_INVALID_NAME', `"${deviceId}" is not a device id: it must start with a letter or digit and hold only letters, digits, ".", "_" and "-".`);
   const p = pkiPaths(root);
-  if (!existsSync(p.caKey)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
+  if (!caKeyExists(root)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
   const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => r.name === `devices/${deviceId}`);
   const current = p.device(deviceId).cert;
   // The current certificate adds its serial should the log lack it (a set older than the log). One

@@ -1,5 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { FieldStreamError } from '../shared/errors.ts';
@@ -91,4 +91,31 @@ export function pairHolds(paths: { cert: string; key: string }): boolean {
 export function namesMissing(certPem: string, names: readonly string[]): string[] {
   const cert = new X509Certificate(certPem);
   return names.filter((n) => (isIP(n) ? cert.checkIP(n) : cert.checkHost(n, { subject: 'never' })) === undefined);
+}
+
+/**
+ * Whether the CA's key is there. A CA folder this user may not look into (ca/ is 0700, its owner's:
+ * the set made with sudo, the command run without) is CONFIG_FILE_UNREADABLE, not "no CA": taken for
+ * none, the commands said to make one with generate-certificates.sh, which then died on the same
+ * folder with a stack trace.
+ */
+export function caKeyExists(root: string): boolean {
+  const p = pkiPaths(root);
+  try {
+    return statSync(p.caKey, { throwIfNoEntry: false }) !== undefined;
+  } catch (err) {
+    throw caUnreadable(root, err);
+  }
+}
+
+/** CONFIG_FILE_UNREADABLE for the CA's files, with what mends a permission error: the folder's owner. */
+export function caUnreadable(root: string, err: unknown): FieldStreamError {
+  const p = pkiPaths(root);
+  const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  return new FieldStreamError(
+    'CONFIG_FILE_UNREADABLE',
+    `The CA's key ${p.caKey} cannot be read (${code}): run this as the owner of ${p.caDir} (the user that ran scripts/generate-certificates.sh; with sudo if that was root).`,
+    { path: p.caKey },
+    { cause: err },
+  );
 }

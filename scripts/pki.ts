@@ -10,6 +10,7 @@ import { isFieldStreamError } from '../shared/errors.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { caEndBefore, caEndWarning } from '../pki/certificates.ts';
 import { readPkiMeta, setupPki, VALIDITY_DAYS } from '../pki/onboarding.ts';
+import { caKeyExists } from '../pki/set-meta.ts';
 import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
@@ -66,7 +67,7 @@ function setup(argv: string[]): void {
     console.error('error ADMIN_USAGE: --renew-dmz and --new-ca do not go together (a new CA re-issues every certificate, the DMZ\'s included)');
     usage();
   }
-  if (values['renew-dmz'] && !existsSync(pkiPaths(certsDir).caKey)) {
+  if (values['renew-dmz'] && !caKeyExists(certsDir)) {
     console.error(`error PKI_CA_MISSING: --renew-dmz issues the DMZ's certificates again under the CA in ${pkiPaths(certsDir).caDir}, and there is none: run scripts/generate-certificates.sh ${domain} first.`);
     process.exit(65);
   }
@@ -77,7 +78,7 @@ function setup(argv: string[]): void {
       usage();
     }
     for (const name of renewServices) checkRenewableService(name);
-    if (!existsSync(pkiPaths(certsDir).caKey)) {
+    if (!caKeyExists(certsDir)) {
       console.error(`error PKI_CA_MISSING: --renew-service issues a service's certificate again under the CA in ${pkiPaths(certsDir).caDir}, and there is none: run scripts/generate-certificates.sh ${domain} first.`);
       process.exit(65);
     }

@@ -371,6 +371,30 @@ describe('certificate onboarding', () => {
 });
 
 describe('the onboarding scripts', () => {
+  const asNobody = process.getuid?.() === 0 && spawnSync('runuser', ['--help'], { stdio: 'ignore' }).status === 0;
+  it("says a CA folder this user may not read is that, not that there is no CA to make", { skip: asNobody ? false : 'needs root and runuser (file modes do not hold for root)' }, () => {
+    // certs/ca/ is 0700, its owner's: a set made with sudo, the next command run without it. The
+    // CA was taken for missing: generate-client-cert.sh said "No CA ...; run
+    // scripts/generate-certificates.sh DOMAIN first", and that script then died on the same folder
+    // with a stack trace.
+    const scratch = tempDir('scripts-ca-unreadable');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      chmodSync(scratch.dir, 0o755);
+      const before = readFileSync(pkiPaths(certs).caCert, 'utf8');
+      for (const [script, args] of [['generate-client-cert.sh', ['dev-1']], ['generate-certificates.sh', ['example.org']], ['generate-certificates.sh', ['example.org', '--renew-dmz']]] as const) {
+        const r = spawnSync('runuser', ['-u', 'nobody', '--', 'env', `CERTS_DIR=${certs}`, `PATH=${process.env.PATH}`, join(repoRoot, 'scripts', script), ...args], { encoding: 'utf8' });
+        assert.equal(r.status, 65, `${script} ${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /^error CONFIG_FILE_UNREADABLE: .*ca\.key.*EACCES.*owner/m, `${script}: ${r.stderr}`);
+        assert.doesNotMatch(r.stderr, /PKI_CA_MISSING|first|\n +at /, `${script}: ${r.stderr}`);
+      }
+      assert.equal(readFileSync(pkiPaths(certs).caCert, 'utf8'), before, 'the CA untouched');
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('say when the CA ends before the certificates issued would: they end with it, and --new-ca is what mends it', () => {
     // A certificate is never issued past its CA's end; near that end, generate-certificates.sh
     // --renew (CERT_EXPIRING_SOON's advice) and generate-client-cert.sh issued certificates of days
