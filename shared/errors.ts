@@ -167,6 +167,12 @@ export const ERRORS = {
       'The gateway refused queued messages permanently, and there is no room to set them aside: what is set aside (rejected.jsonl, rejected/) counts against FIELD_QUEUE_MAX_BYTES. They stay in the queue, unsent, until there is.',
   },
   FIELD_INPUT_INVALID: { http: 400, transient: false, description: 'A local input (HTTP, MQTT, CLI) sent data that is not a valid reading, event, file or health value.' },
+  FIELD_INPUT_FROM_BROWSER: {
+    http: 403,
+    transient: false,
+    description:
+      "A web page (a browser's request: it carried an Origin header, or Sec-Fetch-Site other than none) used the local HTTP input, which takes readings, events, files and health values from programs on the device only; nothing was taken.",
+  },
   FIELD_STORAGE_FAILED: {
     http: 503,
     transient: true,

@@ -407,6 +407,37 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('HTTP: a request a web page makes (Origin, Sec-Fetch-Site) is refused: a browser on the device posts no readings, events, files or health values', async () => {
+    // A page in any browser that reaches the port (a kiosk HMI on the device, an operator's laptop)
+    // sends "simple" cross-origin requests without asking first: text/plain, a form, any file.
+    const { d, port, end } = await withHttpInput('http-browser');
+    try {
+      const event = JSON.stringify({ eventType: 'fire', severity: 'critical' });
+      const cases: Array<{ what: string; head: string; body: string }> = [
+        { what: 'fetch, no-cors, text/plain', head: 'POST /v1/events HTTP/1.1\r\nOrigin: https://ads.example\r\nSec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\nContent-Type: text/plain;charset=UTF-8', body: event },
+        { what: 'a form posted', head: 'POST /v1/timeseries HTTP/1.1\r\nOrigin: null\r\nContent-Type: application/x-www-form-urlencoded', body: '{"temperature":99,"x":"=1"}' },
+        { what: 'a file, from a page rebound to 127.0.0.1', head: 'POST /v1/files?filename=a.txt&contentType=text/plain HTTP/1.1\r\nSec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: cors\r\nContent-Type: text/plain', body: 'hello' },
+        { what: 'health values', head: 'PUT /v1/health HTTP/1.1\r\nOrigin: https://ads.example\r\nContent-Type: application/json', body: '{"battery":1}' },
+        { what: 'status read by a rebound page', head: 'GET /status HTTP/1.1\r\nSec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: cors', body: '' },
+      ];
+      for (const c of cases) {
+        const answer = await rawRequest(port, `${c.head}\r\nHost: 127.0.0.1:${port}\r\nContent-Length: ${Buffer.byteLength(c.body)}\r\nConnection: close\r\n\r\n${c.body}`);
+        assert.equal(answer.status, 403, `${c.what}: ${JSON.stringify(answer.body)}`);
+        assert.equal(answer.body.code, 'FIELD_INPUT_FROM_BROWSER', c.what);
+      }
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+      // Programs on the device, and a person who types the status address into a browser, still are answered.
+      const reading = JSON.stringify({ temperature: 21.5 });
+      const ok = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      assert.equal(ok.status, 202);
+      const typed = await rawRequest(port, 'GET /status HTTP/1.1\r\nHost: x\r\nSec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n');
+      assert.equal(typed.status, 200, JSON.stringify(typed.body));
+      assert.equal(d.queue.depth, 1);
+    } finally {
+      await end();
+    }
+  });
+
   it('HTTP: JSON bodies held at once are bounded (LIMITS.localInputJsonHeldMaxBytes): past it FIELD_INPUT_BUSY, and the room comes back', async () => {
     // Scaled down (LIMITS, read at each request).
     const { d, port, end } = await withHttpInput('http-held', { limits: { localInputJsonHeldMaxBytes: 1000 } });

@@ -68,6 +68,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   });
 
   async function route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    fromBrowser(req);
     if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, { ...client.status(), health: health?.status() ?? null });
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
@@ -272,6 +273,24 @@ function requestUrl(target: string | undefined): URL {
   } catch {
     throw new FieldStreamError('FIELD_INPUT_INVALID', `The request target is not a URL path: ${JSON.stringify((target ?? '').slice(0, 256))}.`);
   }
+}
+
+/**
+ * Refuses (FIELD_INPUT_FROM_BROWSER) a request a web page makes: the input asks for no credentials,
+ * and a page in any browser that reaches its port (a kiosk panel on the device itself) sends "simple"
+ * cross-origin requests without asking first (a POST of text/plain or a form, any file), and reads
+ * what it is answered once its name is rebound to 127.0.0.1; so it posted readings, events and files
+ * as the device's own. Browsers say where a request comes from, programs do not: `Origin` (every
+ * POST and PUT, and cross-origin reads), `Sec-Fetch-Site` (every request; `none` for an address a
+ * person typed). Node's fetch sends `Sec-Fetch-Mode` but neither of these.
+ */
+function fromBrowser(req: IncomingMessage): void {
+  const site = req.headers['sec-fetch-site'];
+  if (req.headers.origin === undefined && (site === undefined || site === 'none')) return;
+  throw new FieldStreamError(
+    'FIELD_INPUT_FROM_BROWSER',
+    `A web page's request (Origin ${JSON.stringify((req.headers.origin ?? '').slice(0, 256))}, Sec-Fetch-Site ${JSON.stringify(String(site ?? '').slice(0, 64))}) is not taken: the local input is for programs on the device.`,
+  );
 }
 
 /** Requests that asked to be told to go on (Expect: 100-continue) and were not yet. */
