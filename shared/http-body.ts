@@ -4,7 +4,7 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from './errors.t
 /**
  * Reads a request body as JSON, at most `maxBytes` of it: a body declared or found larger is
  * refused with `tooLarge` as soon as that is known, without reading (or holding) the rest; one that
- * is not JSON with `invalid`. Each endpoint names its own codes and limit (see LIMITS). A client
+ * is not JSON, or not UTF-8 (RFC 8259 §8.1), with `invalid`. Each endpoint names its own codes and limit (see LIMITS). A client
  * that goes before its body is in (closed, reset, timed out) is HTTP_REQUEST_ABORTED for every
  * endpoint: the client's doing, not the server's fault, and there is nobody left to answer.
  *
@@ -36,12 +36,23 @@ export async function readJsonBody(req: IncomingMessage, res: ServerResponse, o:
     if (isFieldStreamError(err) || !isRequestGone(req, err)) throw err;
     throw new FieldStreamError('HTTP_REQUEST_ABORTED', `The connection closed after ${size} bytes of the body.`, undefined, { cause: err });
   }
+  let text: string;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    text = UTF8.decode(Buffer.concat(chunks));
+  } catch {
+    // Read as UTF-8 all the same, each bad byte became U+FFFD: a Latin-1 "Tür" was taken, answered
+    // as accepted, and stored as "T\uFFFDr", the sender never told.
+    throw new FieldStreamError(o.invalid, 'The body is not UTF-8 (JSON is): send its text encoded as UTF-8.');
+  }
+  try {
+    return JSON.parse(text);
   } catch (err) {
     throw new FieldStreamError(o.invalid, `The body is not JSON: ${(err as Error).message}`);
   }
 }
+
+/** Refuses bytes that are not UTF-8 rather than replacing them. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Whether a request's stream failed because its client went: Node destroys an IncomingMessage with

@@ -142,6 +142,42 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('a body or payload that is not UTF-8 (a sensor writing Latin-1) is refused, over HTTP and MQTT, rather than queued with U+FFFD in place of its letters', async () => {
+    const d = await device('not-utf8', 64 * 1024 * 1024);
+    const http = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    const broker = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await http.start();
+    await broker.start();
+    try {
+      // "Tür offen" and "°C" as Latin-1: 0xFC and 0xB0 are no UTF-8.
+      const event = Buffer.from('{"eventType":"door","message":"T\u00fcr offen"}', 'latin1');
+      const reading = Buffer.from('{"temperature":21.5,"unit":"\u00b0C"}', 'latin1');
+      for (const [path, body] of [['/v1/events', event], ['/v1/timeseries', reading]] as const) {
+        const res = await fetch(`http://127.0.0.1:${http.port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        const answer = (await res.json()) as { code?: string; message?: string };
+        assert.equal(res.status, 400, `${path} taken: ${JSON.stringify(answer)}, queued as ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
+        assert.equal(answer.code, 'FIELD_INPUT_INVALID');
+        assert.match(answer.message ?? '', /UTF-8/);
+      }
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, clientId: 'sensor-latin1' });
+      c.on('error', () => undefined);
+      const closed = new Promise<void>((r) => c.once('close', () => r()));
+      c.publish('fieldstream/local/event', event, { qos: 1 }, () => undefined);
+      await closed;
+      await c.endAsync(true);
+      assert.equal(d.queue.depth, 0, `nothing queued: ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
+      assert.ok(d.logs.lines.some((l) => l.code === 'FIELD_INPUT_INVALID' && /UTF-8/.test(String(l.msg))), 'the refusal is logged');
+      // The same text in UTF-8 is taken as it came.
+      const ok = await fetch(`http://127.0.0.1:${http.port}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"eventType":"door","message":"T\u00fcr offen"}' });
+      assert.equal(ok.status, 202);
+      assert.equal((d.queue.find(() => true)[0]?.payload as { message?: string }).message, 'T\u00fcr offen');
+    } finally {
+      await broker.close();
+      await http.close();
+      await d.close();
+    }
+  });
+
   /**
    * Bytes written to the port, `pieces` of them `everyMs` apart after `head`; resolves with the
    * answer's status line once the server closes, or 'no answer' after `waitMs`.

@@ -15,7 +15,7 @@ import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
 import { SessionStore, STORE_DIR } from './sparkplug/store.ts';
 import { NAMESPACE, stateTopic } from './sparkplug/topic.ts';
-import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
+import { parsePayloadJson, toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
  * A local MQTT broker (aedes) for sensors that speak MQTT: publish a reading (the payload object, or
@@ -170,7 +170,7 @@ export function mqttInput(
           if (packet.payload.length > LIMITS.healthLocalBodyMaxBytes) {
             throw new FieldStreamError('FIELD_INPUT_INVALID', `health values of ${packet.payload.length} bytes, more than ${LIMITS.healthLocalBodyMaxBytes}`);
           }
-          health.setLocal(toLocalValuesUpdate(JSON.parse(packet.payload.toString())));
+          health.setLocal(toLocalValuesUpdate(parsePayloadJson(packet.payload)));
           return done(null);
         } catch (err) {
           const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
@@ -185,7 +185,7 @@ export function mqttInput(
       }
       let items;
       try {
-        items = toSubmissions(kind, JSON.parse(packet.payload.toString()));
+        items = toSubmissions(kind, parsePayloadJson(packet.payload));
       } catch (err) {
         const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
         log.warn({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);

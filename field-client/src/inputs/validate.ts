@@ -39,6 +39,27 @@ export function toSubmissions(kind: 'timeseries' | 'event', body: unknown): Subm
 }
 
 /**
+ * An MQTT payload's JSON, refused (FIELD_INPUT_INVALID) when it is not UTF-8 (RFC 8259 §8.1) or not
+ * JSON. Read as UTF-8 all the same, each bad byte became U+FFFD: a sensor writing Latin-1 had its
+ * "Tür" acknowledged and queued as "T\uFFFDr", never told. (The HTTP input's bodies: readJsonBody.)
+ */
+export function parsePayloadJson(payload: Uint8Array | string): unknown {
+  let text: string;
+  try {
+    text = typeof payload === 'string' ? payload : UTF8.decode(payload);
+  } catch {
+    throw new FieldStreamError('FIELD_INPUT_INVALID', 'the payload is not UTF-8 (JSON is): send its text encoded as UTF-8');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
+  }
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
  * What a local program reports for the health message: `{"battery": 87, "signal_dbm": -71}`, each
  * value replacing the one of that name, `null` removing it. Names follow the health message's rule
  * (shared/contract/payloads.ts), so what is taken here is what the gateway will accept.
