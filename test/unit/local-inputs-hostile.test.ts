@@ -474,6 +474,28 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('HTTP: a file sent as a form (multipart/form-data, curl -F) is refused, rather than its envelope stored as the file', async () => {
+    const { d, port, end } = await withHttpInput('http-form-file');
+    try {
+      const form = new FormData();
+      form.append('file', new Blob([Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3])], { type: 'image/jpeg' }), 'photo.jpg');
+      for (const q of ['filename=photo.jpg&contentType=image/jpeg', 'filename=photo.jpg']) {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/files?${q}`, { method: 'POST', body: form });
+        const answer = (await res.json()) as { code?: string; message?: string };
+        assert.equal(res.status, 400, `${q}: taken, as ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
+        assert.equal(answer.code, 'FIELD_INPUT_INVALID');
+        assert.match(answer.message ?? '', /multipart\/form-data/);
+      }
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+      // The file as the raw body is taken.
+      const ok = await fetch(`http://127.0.0.1:${port}/v1/files?filename=photo.jpg`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]) });
+      assert.equal(ok.status, 202);
+      assert.equal(((await ok.json()) as { bytes: number }).bytes, 7);
+    } finally {
+      await end();
+    }
+  });
+
   it('HTTP: JSON bodies held at once are bounded (LIMITS.localInputJsonHeldMaxBytes): past it FIELD_INPUT_BUSY, and the room comes back', async () => {
     // Scaled down (LIMITS, read at each request).
     const { d, port, end } = await withHttpInput('http-held', { limits: { localInputJsonHeldMaxBytes: 1000 } });

@@ -21,6 +21,7 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  *   POST /v1/timeseries   a reading, or an array of readings (payload objects)      → 202 once on disk
  *   POST /v1/events       an event, or an array of events                            → 202 once on disk
  *   POST /v1/files?filename=NAME[&contentType=TYPE]   the file as the raw body       → 202 once on disk
+ *                         (not a form: multipart/form-data is refused, 400)
  *                         (507 FIELD_QUEUE_FULL as soon as it, by its Content-Length or as it arrives, outgrows the room left)
  *   PUT  /v1/health       values for the health message, {"battery": 87}; null removes one → 200
  *   GET  /v1/health       those values and the last health message queued
@@ -87,6 +88,11 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       const filename = url.searchParams.get('filename') ?? '';
       const reason = unsafeFilenameReason(filename);
       if (reason) throw new FieldStreamError('FIELD_INPUT_INVALID', `filename ${reason}`);
+      // A form (curl -F, an HTML upload) wraps the file in its envelope, boundaries and part headers:
+      // taken as the raw body it was stored so, a JPEG no viewer opens, answered 202.
+      if (/^\s*multipart\/form-data\s*(;|$)/i.test(req.headers['content-type'] ?? '')) {
+        throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is sent as the raw body (curl --data-binary @FILE), not as a form (multipart/form-data): taken so, its envelope would be stored as the file.');
+      }
       // Checked as the gateway checks every chunk of it: a type it refuses would be a file accepted
       // here (202) and never delivered.
       const contentType = url.searchParams.get('contentType') ?? req.headers['content-type'] ?? 'application/octet-stream';
