@@ -544,6 +544,11 @@ export const LIMITS = {
    * send them, PINGREQ): large packets filling that room hold up no small reading. Those are bounded
    * by localMqttMaxConnections: 16 MiB in all. */
   localMqttUncountedPacketBytes: 64 * 1024,
+  /** topic filters. Most one connection to the local MQTT input holds subscribed at once; one more is
+   * refused (SUBACK failure, 0x80), logged once per connection. The broker keeps each in memory for
+   * as long as the connection lasts: unbounded, a program subscribing in a loop took the device's
+   * memory. A command handler's listener or an edge node needs a few. */
+  localMqttMaxSubscriptions: 1_000,
   /** log lines. Most each local input (HTTP, MQTT) writes per TIMINGS.floodLogIntervalMs about
    * connections it closed as busy (localHttpMaxConnections; localMqttMaxConnections,
    * localMqttHeldMaxBytes); the rest are counted in the next. */

@@ -346,6 +346,49 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('MQTT: topic filters one connection holds are bounded (LIMITS.localMqttMaxSubscriptions): past it SUBACK failure, logged once, and room comes back as it unsubscribes', async () => {
+    const restore = scaled(LIMITS, { localMqttMaxSubscriptions: 50 });
+    const d = await device('mqtt-subscriptions');
+    const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await input.start();
+    try {
+      /** The codes of the SUBACK (0x80: refused); mqtt.js fails a subscription with any refused. */
+      const granted = (c: mqtt.MqttClient, topics: string[], qos: 0 | 1 = 0) =>
+        new Promise<number[]>((resolve) => {
+          const on = (p: mqtt.Packet) => {
+            if (p.cmd !== 'suback') return;
+            c.off('packetreceive', on);
+            resolve((p as { granted: number[] }).granted);
+          };
+          c.on('packetreceive', on);
+          c.subscribe(topics, { qos }, () => undefined);
+        });
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'subscriber' });
+      try {
+        // Each filter is held by the broker (in memory) for as long as the connection lasts.
+        const first = await granted(c, Array.from({ length: 80 }, (_, i) => `spam/${i}`));
+        assert.equal(first.filter((g) => g !== 128).length, 50, `granted: ${first.filter((g) => g !== 128).length}`);
+        const more = await granted(c, Array.from({ length: 20 }, (_, i) => `more/${i}`));
+        assert.ok(more.every((g) => g === 128), 'none past the bound');
+        assert.deepEqual(await granted(c, ['spam/3'], 1), [1], 'one held already is granted again');
+        assert.equal(d.logs.lines.filter((l) => l.clientId === 'subscriber' && /subscriptions/.test(String(l.msg))).length, 1, 'logged once for the connection');
+        await c.unsubscribeAsync(Array.from({ length: 10 }, (_, i) => `spam/${i}`));
+        const again = await granted(c, Array.from({ length: 15 }, (_, i) => `again/${i}`));
+        assert.equal(again.filter((g) => g !== 128).length, 10, 'room comes back as it unsubscribes');
+      } finally {
+        await c.endAsync(true);
+      }
+      // Another connection has room of its own.
+      const other = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'listener' });
+      assert.deepEqual(await granted(other, ['fieldstream/local/#'], 1), [1]);
+      await other.endAsync(true);
+    } finally {
+      restore();
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('HTTP: a file asking first (Expect: 100-continue) and refused by its length is not told to go on, and sends nothing', async () => {
     const { d, input, end } = await withHttpInput('http-expect', { maxBytes: 4 * 1024 * 1024 });
     /** The request's head, then its body only once told to go on; what came back, until the server closed or `waitMs`. */

@@ -9,7 +9,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
 import { capConnections, type LocalInput } from './input.ts';
-import { HeldPackets, limitPacketSize, partialPacketBytes } from './mqtt-packets.ts';
+import { HeldFilters, HeldPackets, limitPacketSize, partialPacketBytes } from './mqtt-packets.ts';
 import { publishDigest, TakenPublishes } from './mqtt-resends.ts';
 import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
@@ -44,7 +44,9 @@ import { parsePayloadJson, toLocalValuesUpdate, toSubmissions } from './validate
  * connections, at most LIMITS.localMqttMaxConnections are held at once (one more is closed as it is
  * accepted) and at most LIMITS.localMqttHeldMaxBytes of packets begun and not yet whole (HeldPackets;
  * a packet past it has its connection closed): both FIELD_INPUT_BUSY, logged at most
- * LIMITS.localInputBusyLogMaxPerWindow times per TIMINGS.floodLogIntervalMs.
+ * LIMITS.localInputBusyLogMaxPerWindow times per TIMINGS.floodLogIntervalMs. A connection holds at
+ * most LIMITS.localMqttMaxSubscriptions topic filters (HeldFilters): one more is refused (SUBACK
+ * failure), logged once per connection with FIELD_INPUT_INVALID.
  */
 export function mqttInput(
   client: FieldClient,
@@ -74,6 +76,8 @@ export function mqttInput(
   const hungUp = new WeakMap<object, Error>();
   /** readings and events taken at QoS 1 and 2, to tell one sent again (DUP) after a lost PUBACK */
   const taken = new TakenPublishes();
+  /** the topic filters each connection holds, bounded (LIMITS.localMqttMaxSubscriptions) */
+  const filters = new HeldFilters();
   const slog = log.child({ input: 'mqtt-sparkplug' });
   const store = sparkplug?.dataDir === undefined ? undefined : new SessionStore(join(sparkplug.dataDir, STORE_DIR), slog);
   const hostId = sparkplug?.hostId;
@@ -220,10 +224,20 @@ export function mqttInput(
       };
       resent();
     },
-    authorizeSubscribe(_c, sub, done) {
+    authorizeSubscribe(c, sub, done) {
       // Local programs may listen to what command handlers publish, edge nodes to their NCMD; with
       // clean sessions only (authenticate), nothing is kept for a subscriber that is away.
-      done(null, sub.topic.startsWith('$') ? null : sub);
+      if (sub.topic.startsWith('$')) return done(null, null);
+      if (!filters.admit(c, sub.topic)) {
+        if (filters.firstRefusal(c)) {
+          log.warn(
+            { code: 'FIELD_INPUT_INVALID', clientId: c.id, topic: sub.topic, maxSubscriptions: LIMITS.localMqttMaxSubscriptions },
+            `more than ${LIMITS.localMqttMaxSubscriptions} subscriptions on one connection: those past it are refused (SUBACK failure)`,
+          );
+        }
+        return done(null, null);
+      }
+      done(null, sub);
     },
   });
   let server: Server | undefined;

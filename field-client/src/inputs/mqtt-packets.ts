@@ -104,3 +104,54 @@ export class HeldPackets {
     return this.total;
   }
 }
+
+/**
+ * The topic filters each connection of the local MQTT input holds, at most
+ * LIMITS.localMqttMaxSubscriptions each. aedes keeps every filter a connection subscribes to in
+ * memory until it unsubscribes or goes, with no bound of its own: a program subscribing to
+ * `spam/1`, `spam/2`, ... in a loop (one SUBSCRIBE of up to 8 MiB holds hundreds of thousands) grew
+ * the broker until the device ran out of memory. Counted here as each is granted. aedes has no hook
+ * for UNSUBSCRIBE: once the bound is reached, the filters the aedes client no longer holds (its
+ * `subscriptions`) are let go, but for those granted in this turn of the event loop (one
+ * SUBSCRIBE's), which it may not have added yet.
+ */
+export class HeldFilters {
+  /** by aedes client: its filters, each with the turn it was granted in */
+  private readonly byClient = new WeakMap<object, { filters: Map<string, number>; refused: boolean }>();
+  private turn = 0;
+  private turnEnds = false;
+
+  /** Whether `client` may hold `topic` too (one it holds already: always); counted if so. */
+  admit(client: object, topic: string): boolean {
+    let held = this.byClient.get(client);
+    if (!held) this.byClient.set(client, (held = { filters: new Map(), refused: false }));
+    const turn = this.currentTurn();
+    if (held.filters.has(topic)) return true;
+    if (held.filters.size >= LIMITS.localMqttMaxSubscriptions) {
+      const now = (client as { subscriptions?: Record<string, unknown> }).subscriptions;
+      if (now) for (const [t, at] of held.filters) if (at < turn && !Object.hasOwn(now, t)) held.filters.delete(t);
+      if (held.filters.size >= LIMITS.localMqttMaxSubscriptions) return false;
+    }
+    held.filters.set(topic, turn);
+    return true;
+  }
+
+  /** True the first time `client` is refused one (to log it once per connection). */
+  firstRefusal(client: object): boolean {
+    const held = this.byClient.get(client);
+    if (!held || held.refused) return false;
+    held.refused = true;
+    return true;
+  }
+
+  private currentTurn(): number {
+    if (!this.turnEnds) {
+      this.turnEnds = true;
+      setImmediate(() => {
+        this.turn++;
+        this.turnEnds = false;
+      });
+    }
+    return this.turn;
+  }
+}
