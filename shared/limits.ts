@@ -544,6 +544,12 @@ export const LIMITS = {
    * send them, PINGREQ): large packets filling that room hold up no small reading. Those are bounded
    * by localMqttMaxConnections: 16 MiB in all. */
   localMqttUncountedPacketBytes: 64 * 1024,
+  /** log lines. Most the local MQTT input writes per TIMINGS.floodLogIntervalMs about what it refused
+   * (invalid data, a topic that is no input, a full queue, a persistent session, a packet too large);
+   * the rest are counted in the next. A sensor at QoS 1 sends again what was not acknowledged at
+   * every reconnection, for as long as it is refused: a line each was a line a second per sensor
+   * onto the device's storage, for the hours a full queue lasts. */
+  localInputRefusalLogMaxPerWindow: 10,
   /** topic filters. Most one connection to the local MQTT input holds subscribed at once; one more is
    * refused (SUBACK failure, 0x80), logged once per connection. The broker keeps each in memory for
    * as long as the connection lasts: unbounded, a program subscribing in a loop took the device's

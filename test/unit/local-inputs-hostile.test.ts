@@ -389,6 +389,36 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('MQTT: refusals a sensor repeats as it reconnects (invalid data, a full queue, a persistent session) are logged at most LIMITS.localInputRefusalLogMaxPerWindow times per window', async () => {
+    // Scaled down: read as the input is made. A QoS 1 sensor sends again what was not acknowledged
+    // at every reconnection (mqtt.js after 1 s), for as long as it is refused: hours of a full queue.
+    const restore = scaled(LIMITS, { localInputRefusalLogMaxPerWindow: 5 });
+    const d = await device('mqtt-refusal-log', 1024);
+    const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await input.start();
+    try {
+      const once = async (payload: string, o: { clean?: boolean } = {}) => {
+        const c = mqtt.connect(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'looping-sensor', clean: o.clean ?? true });
+        c.on('error', () => undefined);
+        const closed = new Promise<void>((r) => c.once('close', () => r()));
+        c.once('connect', () => c.publish('fieldstream/local/timeseries', payload, { qos: 1 }, () => undefined));
+        await closed;
+        c.end(true);
+      };
+      for (let i = 0; i < 8; i++) await once('{"temperature": "x".repeat}');
+      for (let i = 0; i < 8; i++) await once(JSON.stringify({ temperature: 21.5, note: 'n'.repeat(2000) }));
+      for (let i = 0; i < 8; i++) await once('{}', { clean: false });
+      assert.equal(d.queue.depth, 0);
+      const refusals = d.logs.lines.filter((l) => ['FIELD_INPUT_INVALID', 'FIELD_QUEUE_FULL'].includes(String(l.code)));
+      assert.ok(new Set(refusals.map((l) => l.code)).size >= 1, 'logged');
+      assert.ok(refusals.length <= 5, `${refusals.length} lines for 24 refusals: ${JSON.stringify(refusals.map((l) => l.msg))}`);
+    } finally {
+      restore();
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('HTTP: a file asking first (Expect: 100-continue) and refused by its length is not told to go on, and sends nothing', async () => {
     const { d, input, end } = await withHttpInput('http-expect', { maxBytes: 4 * 1024 * 1024 });
     /** The request's head, then its body only once told to go on; what came back, until the server closed or `waitMs`. */

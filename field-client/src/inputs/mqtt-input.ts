@@ -78,6 +78,8 @@ export function mqttInput(
   const taken = new TakenPublishes();
   /** the topic filters each connection holds, bounded (LIMITS.localMqttMaxSubscriptions) */
   const filters = new HeldFilters();
+  /** What was refused: a sensor sends it again at every reconnection, for as long as it is refused. */
+  const refusals = new LimitedLog(log, { maxPerWindow: LIMITS.localInputRefusalLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local MQTT input refusals' });
   const slog = log.child({ input: 'mqtt-sparkplug' });
   const store = sparkplug?.dataDir === undefined ? undefined : new SessionStore(join(sparkplug.dataDir, STORE_DIR), slog);
   const hostId = sparkplug?.hostId;
@@ -124,7 +126,7 @@ export function mqttInput(
       // "Edge Node Session Establishment"), and hear what is published while they are connected.
       if (c.clean) return done(null, true);
       const err = new FieldStreamError('FIELD_INPUT_INVALID', 'persistent MQTT sessions (clean session 0) are not taken: connect with a clean session');
-      log.warn({ code: err.code, clientId: c.id }, err.message);
+      refusals.write({ code: err.code, clientId: c.id }, err.message);
       done(Object.assign(err, { returnCode: 5 }), false);
     },
     authorizePublish(c, packet, done) {
@@ -139,13 +141,13 @@ export function mqttInput(
       // a local program would stop publishing.
       if (hostId !== undefined && packet.topic === stateTopic(hostId)) {
         const err = new FieldStreamError('FIELD_INPUT_INVALID', `${packet.topic} is this host application's STATE: only the field client publishes it`);
-        log.warn({ code: err.code, topic: packet.topic, clientId: c.id }, err.message);
+        refusals.write({ code: err.code, topic: packet.topic, clientId: c.id }, err.message);
         return done(err);
       }
       // Second line behind limitPacketSize: no input takes a larger payload.
       if (packet.payload.length > MAX_PAYLOAD_BYTES) {
         const err = new FieldStreamError('FIELD_INPUT_INVALID', `payload of ${packet.payload.length} bytes is larger than ${MAX_PAYLOAD_BYTES}`);
-        log.warn({ code: err.code, topic: packet.topic, clientId: c.id }, err.message);
+        refusals.write({ code: err.code, topic: packet.topic, clientId: c.id }, err.message);
         return done(err);
       }
       // Nothing a sensor publishes is kept for later subscribers: a retained message would stay in
@@ -178,13 +180,13 @@ export function mqttInput(
           return done(null);
         } catch (err) {
           const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
-          log.warn({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);
+          refusals.write({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);
           return done(coded);
         }
       }
       const kind = kinds.get(packet.topic);
       if (!kind) {
-        log.warn({ code: 'FIELD_INPUT_INVALID', topic: packet.topic }, 'publish to a topic that is not an input');
+        refusals.write({ code: 'FIELD_INPUT_INVALID', topic: packet.topic, clientId: c.id }, 'publish to a topic that is not an input');
         return done(new FieldStreamError('FIELD_INPUT_INVALID', `publish to ${topics.join(' or ')}`));
       }
       let items;
@@ -192,7 +194,7 @@ export function mqttInput(
         items = toSubmissions(kind, parsePayloadJson(packet.payload));
       } catch (err) {
         const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
-        log.warn({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);
+        refusals.write({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);
         return done(coded);
       }
       const take = () => {
@@ -202,7 +204,7 @@ export function mqttInput(
         appended.then(
           () => done(null),
           (err: unknown) => {
-            log.warn({ code: isFieldStreamError(err) ? err.code : 'FIELD_INPUT_INVALID', clientId: c.id }, (err as Error).message);
+            refusals.write({ code: isFieldStreamError(err) ? err.code : 'FIELD_INPUT_INVALID', clientId: c.id }, (err as Error).message);
             hungUp.set(c, err as Error);
             done(err as Error);
           },
@@ -266,7 +268,7 @@ export function mqttInput(
         const refused = (err: FieldStreamError) =>
           err.code === 'FIELD_INPUT_BUSY'
             ? busyLog.write({ code: err.code, remoteAddress: socket.remoteAddress, heldBytes: held.bytes, maxHeldBytes: LIMITS.localMqttHeldMaxBytes }, err.message)
-            : log.warn({ code: err.code, remoteAddress: socket.remoteAddress, maxBytes: LIMITS.localMqttMaxPacketBytes }, err.message);
+            : refusals.write({ code: err.code, remoteAddress: socket.remoteAddress, maxBytes: LIMITS.localMqttMaxPacketBytes }, err.message);
         const c = a.handle(socket);
         socket.once('close', () => held.release(c));
         if (!limitPacketSize(c, LIMITS.localMqttMaxPacketBytes, refused, held) && !unguarded) {
