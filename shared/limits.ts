@@ -1133,6 +1133,10 @@ export const TIMINGS = {
    * requests past it (its default, 30 s, lets them linger). */
   localInputHeadersTimeoutMs: 30_000,
   localInputConnectionsCheckMs: 2_000,
+  /** milliseconds. How long closing the local HTTP input waits for the requests whose body is in to
+   * be answered (their data being queued) before it cuts them off: a large file being hashed and
+   * synced may take longer, and is then cut off unanswered all the same. */
+  localInputCloseGraceMs: 10_000,
   /** milliseconds. The field client's local MQTT input: the longest a packet begun may pause (no byte
    * arriving) before its connection is closed. Up to LIMITS.localMqttMaxPacketBytes of a packet is
    * held until it is whole, and MQTT lets a client ask for no keep-alive: a sensor that froze or lost

@@ -569,6 +569,37 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('HTTP: a request being queued as the input closes is answered (202), not cut off to be sent again as a copy; one still arriving is cut', async () => {
+    const { d, input, port, end } = await withHttpInput('http-close');
+    // A queue slow to take it (an fsync on an SD card; a large file hashed and synced).
+    const submitMany = d.client.submitMany.bind(d.client);
+    d.client.submitMany = async (items) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return submitMany(items);
+    };
+    let closed = false;
+    try {
+      const reading = JSON.stringify({ temperature: 21.5 });
+      const answer = rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\n\r\n${reading}`).catch((err: Error) => ({ status: 0, body: err.message }));
+      // One whose body is still arriving: not taken, so cut, not waited for.
+      const arriving = connect(port, '127.0.0.1', () => arriving.write('POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{'));
+      arriving.on('error', () => undefined);
+      const arrivingClosed = new Promise<void>((r) => arriving.once('close', () => r()));
+      await new Promise((r) => setTimeout(r, 100));
+      const started = Date.now();
+      await input.close();
+      closed = true;
+      const a = await answer;
+      assert.equal(a.status, 202, `queued, and the producer was told: ${JSON.stringify(a.body)}`);
+      assert.equal(d.queue.depth, 1);
+      await arrivingClosed;
+      assert.ok(Date.now() - started < 5000, 'close waited only for what was being queued');
+    } finally {
+      if (closed) await d.close();
+      else await end();
+    }
+  });
+
   it('HTTP: JSON bodies held at once are bounded (LIMITS.localInputJsonHeldMaxBytes): past it FIELD_INPUT_BUSY, and the room comes back', async () => {
     // Scaled down (LIMITS, read at each request).
     const { d, port, end } = await withHttpInput('http-held', { limits: { localInputJsonHeldMaxBytes: 1000 } });

@@ -45,6 +45,8 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       target = err;
     }
     guardBody(req, res, url?.pathname === '/v1/files' ? undefined : TIMINGS.localInputRequestTimeoutMs, log);
+    open.set(req, new Promise<void>((resolve) => res.once('close', () => resolve())));
+    res.once('close', () => open.delete(req));
     (url ? route(req, res, url) : Promise.reject(target)).catch((err: unknown) => {
       // An error without a code is the machine's, not the producer's (the device's storage failing
       // under an upload: ENOENT, ENOSPC, EIO writing incoming/, syncing, hashing): transient, so the
@@ -161,6 +163,9 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     };
   }
 
+  /** requests not yet answered (or cut off), each with when its answer is done */
+  const open = new Map<IncomingMessage, Promise<void>>();
+
   let bound: number | undefined;
   return {
     name: 'http',
@@ -178,11 +183,23 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       bound = (server.address() as AddressInfo).port;
       log.info({ host, port: bound }, 'local HTTP input listening');
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    /**
+     * Stops listening, cuts off the requests whose body is still arriving (nothing of them is taken)
+     * and waits, up to TIMINGS.localInputCloseGraceMs, for those whose body is in to be answered.
+     * Cut off with the rest, a request being queued was queued all the same (the append goes on), its
+     * producer told nothing: it sent it again after the restart, a second row, a second file.
+     */
+    async close() {
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const req of open.keys()) if (!req.complete) req.socket.destroy();
+      server.closeIdleConnections();
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, TIMINGS.localInputCloseGraceMs)));
+      await Promise.race([Promise.all(open.values()), grace]);
+      clearTimeout(timer);
+      server.closeAllConnections();
+      await stopped;
+    },
   };
 }
 
