@@ -1135,7 +1135,8 @@ export const TIMINGS = {
   localInputConnectionsCheckMs: 2_000,
   /** milliseconds. How long closing the local HTTP input waits for the requests whose body is in to
    * be answered (their data being queued) before it cuts them off: a large file being hashed and
-   * synced may take longer, and is then cut off unanswered all the same. */
+   * synced may take longer, and is then cut off unanswered all the same. The local MQTT input waits
+   * as long for the readings and events it is appending to be acknowledged. */
   localInputCloseGraceMs: 10_000,
   /** milliseconds. The field client's local MQTT input: the longest a packet begun may pause (no byte
    * arriving) before its connection is closed. Up to LIMITS.localMqttMaxPacketBytes of a packet is

@@ -419,6 +419,36 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('MQTT: a QoS 1 reading being queued as the input closes is acknowledged (PUBACK), not cut off to be sent again as a copy', async () => {
+    const d = await device('mqtt-close');
+    const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await input.start();
+    // A queue slow to take it (an fsync on an SD card).
+    const submitMany = d.client.submitMany.bind(d.client);
+    d.client.submitMany = async (items) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return submitMany(items);
+    };
+    let closed = false;
+    try {
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'sensor-at-stop' });
+      c.on('error', () => undefined);
+      const acked = new Promise<string>((resolve) => {
+        c.publish('fieldstream/local/timeseries', JSON.stringify({ temperature: 21.5 }), { qos: 1 }, (err) => resolve(err ? err.message : 'PUBACK'));
+        c.once('close', () => setTimeout(() => resolve('closed unacknowledged'), 50));
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      await input.close();
+      closed = true;
+      assert.equal(await acked, 'PUBACK');
+      assert.equal(d.queue.depth, 1);
+      await c.endAsync(true);
+    } finally {
+      if (!closed) await input.close();
+      await d.close();
+    }
+  });
+
   it('HTTP: a file asking first (Expect: 100-continue) and refused by its length is not told to go on, and sends nothing', async () => {
     const { d, input, end } = await withHttpInput('http-expect', { maxBytes: 4 * 1024 * 1024 });
     /** The request's head, then its body only once told to go on; what came back, until the server closed or `waitMs`. */

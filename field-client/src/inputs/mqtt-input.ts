@@ -78,6 +78,12 @@ export function mqttInput(
   const taken = new TakenPublishes();
   /** the topic filters each connection holds, bounded (LIMITS.localMqttMaxSubscriptions) */
   const filters = new HeldFilters();
+  /**
+   * Readings and events being appended, whose PUBACK (or PUBREC) waits for it; and whether the input
+   * is closing (see close): nothing more is taken then.
+   */
+  const appending = new Set<Promise<unknown>>();
+  let closing = false;
   /** What was refused: a sensor sends it again at every reconnection, for as long as it is refused. */
   const refusals = new LimitedLog(log, { maxPerWindow: LIMITS.localInputRefusalLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local MQTT input refusals' });
   const slog = log.child({ input: 'mqtt-sparkplug' });
@@ -185,6 +191,9 @@ export function mqttInput(
         }
       }
       const kind = kinds.get(packet.topic);
+      // Closing: refused unread (the connection closes), sent again once the field client is back.
+      // Taken now, its PUBACK could be cut off with the connection, and then it was queued twice.
+      if (closing && kind && packet !== (c as { will?: unknown }).will) return done(new FieldStreamError('FIELD_INPUT_BUSY', 'the field client is stopping: send it again once it is back'));
       if (!kind) {
         refusals.write({ code: 'FIELD_INPUT_INVALID', topic: packet.topic, clientId: c.id }, 'publish to a topic that is not an input');
         return done(new FieldStreamError('FIELD_INPUT_INVALID', `publish to ${topics.join(' or ')}`));
@@ -200,6 +209,11 @@ export function mqttInput(
       const take = () => {
         // done() is what lets aedes send the PUBACK: only after the queue has it on disk.
         const appended = client.submitMany(items);
+        appending.add(appended);
+        void appended.then(
+          () => appending.delete(appended),
+          () => appending.delete(appended),
+        );
         if (digest !== undefined) taken.remember(c.id, packet.messageId, digest, appended.then(() => true, () => false));
         appended.then(
           () => done(null),
@@ -256,6 +270,7 @@ export function mqttInput(
       // connects again (sparkplug/session.ts willsLost), else a node that never came back, and its
       // devices, stayed online downstream.
       await session?.willsLost();
+      closing = false;
       const a = (aedes = await broker());
       // Retained before the first edge node can connect: one that waits for its primary host
       // finds it online at its subscription.
@@ -304,6 +319,17 @@ export function mqttInput(
     async close() {
       const a = aedes;
       const s = server;
+      // What is being appended is acknowledged before the connections close (up to
+      // TIMINGS.localInputCloseGraceMs): cut off unacknowledged, it was queued all the same, and the
+      // sensor sent it again after the restart (flagged DUP, the memory of what was taken gone with
+      // the process), a second row. Nothing more is taken meanwhile.
+      closing = true;
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, TIMINGS.localInputCloseGraceMs)));
+      await Promise.race([Promise.allSettled([...appending]), grace]);
+      clearTimeout(timer);
+      // The PUBACKs just allowed are written by aedes once its handlers run on: let them.
+      await new Promise((resolve) => setImmediate(resolve));
       // Delivered to the edge nodes still connected before the broker goes: they stop publishing
       // (tck-id-operational-behavior-edge-node-termination-host-offline) rather than to no one.
       await hostState(false).catch(() => undefined);
