@@ -23,7 +23,8 @@ const TYPES: Record<string, string> = {
 };
 
 /**
- * Sends every new file that appears in a folder. A file is taken once its size and modification
+ * Sends every new file that appears in a folder, but for those whose name starts with "." (a
+ * writer's temporary file, taken once renamed). A file is taken once its size and modification
  * time held still for one interval (a camera may still be writing it), then moved into the outbox;
  * the folder is left empty of what was accepted (but for files it does not let go: copied, sent
  * once and left there, FIELD_FILE_SOURCE_KEPT; remembered in `keptFile`, FIELD_DATA_DIR/watched-kept.jsonl,
